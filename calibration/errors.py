@@ -1,0 +1,9 @@
+"""Errors the user can cause through calibration data or options (the CLI exits 2 on them)."""
+
+
+class CalibrationError(ValueError):
+    """Bad calibration or comparison input: the message is one line that names the culprit."""
+
+
+class DataError(CalibrationError):
+    """Data that does not fit the model: wrong name, shape, dtype, NaN, empty source."""

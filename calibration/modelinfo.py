@@ -1,0 +1,83 @@
+"""Model input and output descriptions read from an ONNX file, without loading its weights."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from calibration.errors import CalibrationError
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, shape (int, or str/None for a dynamic dim) and dtype."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(not isinstance(d, int) for d in self.shape)
+
+    def concrete_shape(self, batch: int = 1, overrides: dict[str, tuple[int, ...]] | None = None) -> tuple[int, ...]:
+        """A shape to feed: overrides first, then the batch for a dynamic first dim, then 1."""
+        if overrides and self.name in overrides:
+            return tuple(overrides[self.name])
+        dims = []
+        for i, d in enumerate(self.shape):
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            else:
+                dims.append(batch if i == 0 else 1)
+        return tuple(dims)
+
+    def describe(self) -> str:
+        dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
+        return f"{self.name}[{dims}]:{self.dtype}"
+
+
+def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    ttype = vi.type.tensor_type
+    dims: list[Dim] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    np_type = helper.tensor_dtype_to_np_dtype(ttype.elem_type) if ttype.elem_type else np.dtype("float32")
+    return TensorSpec(vi.name, tuple(dims), np.dtype(np_type).name)
+
+
+def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model without its external data; corrupt files raise CalibrationError."""
+    if not os.path.isfile(path):
+        raise CalibrationError(f"model file not found: {path}")
+    try:
+        return onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... on corrupt protobufs
+        raise CalibrationError(f"cannot read ONNX model {path}: {type(exc).__name__}: {exc}") from None
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's real inputs (initializers excluded) and outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [_value_info_spec(v) for v in model.graph.input if v.name not in inits]
+    outputs = [_value_info_spec(v) for v in model.graph.output]
+    return inputs, outputs
+
+
+def model_io(path: str | os.PathLike[str]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    return graph_io(load_model_header(path))

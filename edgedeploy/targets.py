@@ -1,0 +1,120 @@
+"""Targets are data: one TOML per board or GPU, shipped inside the wheel.
+
+A request the target cannot serve (INT8 on a Jetson Nano, DLA on an Orin Nano, FP8 below
+compute capability 8.9) is refused here, before any work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from edgedeploy.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_TARGET = "x86-64-cpu"
+KNOWN_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8", "fp4")
+# Precisions the pipeline can produce today (the others are known to targets only).
+BUILDABLE_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    kind: str  # "jetson", "desktop" or "cpu"
+    gpu_arch: str
+    compute_capability: str
+    dla_cores: int
+    memory_gb: float
+    precisions: tuple[str, ...]
+    default_workspace_mb: int
+    jetpack: tuple[str, ...] = ()
+    tensorrt: tuple[str, ...] = ()
+    max_workspace_mb: int | None = None
+    slow_precisions: tuple[str, ...] = ()
+    vnni: bool = False
+    power_modes: dict[str, int] = field(default_factory=dict)
+    default_power_mode: str | None = None
+    device_tree_model: str | None = None
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind in ("jetson", "desktop")
+
+    @property
+    def cc_tuple(self) -> tuple[int, int]:
+        major, _, minor = self.compute_capability.partition(".")
+        return int(major), int(minor or 0)
+
+    def check_precision(self, precision: str) -> None:
+        """Refuse a precision this target has no fast support for, with the reason."""
+        if precision not in KNOWN_PRECISIONS:
+            raise InputError(
+                f"unknown precision '{precision}'; choose one of {', '.join(BUILDABLE_PRECISIONS)}"
+            )
+        if precision not in self.precisions:
+            why = ""
+            if precision == "int8" and self.kind == "jetson":
+                why = f" ({self.gpu_arch} sm_{self.compute_capability.replace('.', '')} has no fast INT8)"
+            elif precision in ("fp8", "fp4"):
+                why = f" (needs compute capability >= 8.9, {self.name} has {self.compute_capability})"
+            raise InputError(
+                f"target '{self.name}' does not support {precision}{why}; "
+                f"supported: {', '.join(self.precisions)}"
+            )
+        if precision not in BUILDABLE_PRECISIONS:
+            raise InputError(f"precision '{precision}' is not built by edgedeploy yet; use fp32, fp16 or int8")
+
+    def check_dla(self, dla_core: int | None) -> None:
+        if dla_core is None:
+            return
+        if self.dla_cores == 0:
+            raise InputError(f"target '{self.name}' has no DLA cores; drop --dla-core")
+        if not 0 <= dla_core < self.dla_cores:
+            raise InputError(f"target '{self.name}' has DLA cores 0..{self.dla_cores - 1}, not {dla_core}")
+
+
+def _profiles() -> dict[str, Any]:
+    root = resources.files("edgedeploy.target_profiles")
+    found: dict[str, Any] = {}
+    for entry in root.iterdir():
+        if entry.name.endswith(".toml"):
+            found[entry.name[: -len(".toml")]] = entry
+    return found
+
+
+def target_names() -> list[str]:
+    return sorted(_profiles())
+
+
+def _from_dict(data: dict[str, Any]) -> Target:
+    tuples = ("precisions", "jetpack", "tensorrt", "slow_precisions")
+    kwargs = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+    known = set(Target.__dataclass_fields__)
+    unknown = set(kwargs) - known
+    if unknown:
+        raise InputError(f"target '{data.get('name')}' has unknown fields: {', '.join(sorted(unknown))}")
+    kwargs["compute_capability"] = str(kwargs.get("compute_capability", "0.0"))
+    return Target(**kwargs)
+
+
+def load_target(name: str) -> Target:
+    profiles = _profiles()
+    if name not in profiles:
+        close = difflib.get_close_matches(name, profiles, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(f"unknown target '{name}'{hint} (see 'edgedeploy targets')")
+    data = tomllib.loads(profiles[name].read_text())
+    return _from_dict(data)
+
+
+def all_targets() -> list[Target]:
+    return [load_target(n) for n in target_names()]
