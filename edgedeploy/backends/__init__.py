@@ -40,3 +40,20 @@ def resolve_backend(name: str, target_is_gpu: bool) -> tuple[Backend, str]:
     if not ok:
         raise BackendUnavailable(why)
     return backend, f"backend {name}"
+
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def backend_for_artifact(path: str) -> Backend:
+    """ONNX files run on ONNX Runtime; engine plans on TensorRT (which must then be present)."""
+    lower = path.lower()
+    if lower.endswith(ENGINE_SUFFIXES):
+        backend = get_backend("tensorrt")
+        ok, why = backend.available()
+        if not ok:
+            raise BackendUnavailable(why)
+        return backend
+    if lower.endswith(".onnx"):
+        return get_backend("onnxruntime")
+    raise InputError(f"cannot tell how to run {path}: expected a .onnx model or a .engine plan")

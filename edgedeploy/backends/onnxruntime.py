@@ -1,0 +1,111 @@
+"""ONNX Runtime backend: the CPU path that runs everywhere, CI included.
+
+"Building" for ONNX Runtime means letting it apply its portable graph optimizations
+(ORT_ENABLE_EXTENDED: fusions that do not depend on this CPU's instruction set) and saving the
+result, with a sidecar JSON that records the ONNX Runtime version, session options and input
+hash. A build whose key matches the sidecar is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedeploy.backends.base import BuildOptions, BuildResult
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_file, sha256_json
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    from polygraphy.backend.base import BaseRunner
+
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = None, *, optimized_path: Path | None = None,
+                    level: str = "all") -> ort.SessionOptions:
+    """The session options every stage uses, so accuracy is measured as the artifact will run."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if optimized_path is not None:
+        opts.optimized_model_filepath = os.fspath(optimized_path)
+    return opts
+
+
+def create_session(model: str | os.PathLike[str], threads: int | None = None) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def available(self) -> tuple[bool, str]:
+        return True, "ONNX Runtime (CPUExecutionProvider)"
+
+    def describe(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "provider": PROVIDERS[0]}
+
+    def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
+        import onnxruntime as ort
+
+        stem = model.name.removesuffix(".onnx")
+        artifact = out_dir / f"{stem}.ort.onnx"
+        sidecar = out_dir / f"{stem}.ort.json"
+        key = sha256_json({"model": sha256_file(model), "onnxruntime": ort.__version__,
+                           "level": "extended", "target": options.target.name})
+        if not options.force and artifact.is_file() and sidecar.is_file():
+            try:
+                if json.loads(sidecar.read_text()).get("build_key") == key:
+                    return BuildResult(self.name, artifact, [artifact, sidecar], skipped=True,
+                                       info={"build_key": key})
+            except (OSError, ValueError):
+                pass
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(artifact, suffix=".onnx") as tmp:
+            try:
+                ort.InferenceSession(os.fspath(model), providers=PROVIDERS,
+                                     sess_options=session_options(options.threads, optimized_path=tmp,
+                                                                  level="extended"))
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InputError(f"ONNX Runtime cannot build {model}: {first[:300]}") from None
+            create_session(tmp, options.threads)  # the saved graph must load again
+        info: dict[str, Any] = {
+            "build_key": key, "backend": self.name, "onnxruntime": ort.__version__,
+            "providers": PROVIDERS, "graph_optimization_level": "ORT_ENABLE_EXTENDED (saved) + ORT_ENABLE_ALL (run)",
+            "source": model.name, "source_sha256": sha256_file(model), "target": options.target.name,
+            "precision": options.precision,
+        }
+        atomic_write_json(sidecar, info)
+        return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)
+
+    def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        create_session(artifact, threads)  # fail early with a clear line
+
+        def load() -> ort.InferenceSession:
+            return create_session(artifact, threads)
+
+        return OnnxrtRunner(load, name=f"onnxrt:{artifact.name}")

@@ -1,0 +1,119 @@
+"""The build stage: fp32 ONNX -> precision artifact (fp16 / int8 ONNX) -> backend build output.
+
+Precision is decided here on the CPU (architecture principle 1); the backend only compiles
+what it is given. The target is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration.modelinfo import model_io
+from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
+from edgedeploy.errors import InputError
+from edgedeploy.precision import PrecisionArtifact
+from edgedeploy.precision.fp16 import Fp16Options, make_fp16
+from edgedeploy.targets import Target
+from edgedeploy.ui import QUIET, Ui
+
+
+@dataclass
+class CalibrationRequest:
+    """How to calibrate for int8 (the [calibration] section / --calib-data options)."""
+
+    data: str = ""
+    algorithm: str = "entropy"
+    samples: int = 512
+    batch_size: int = 8
+    seed: int = 0
+    percentile: float = 99.99
+    exclude_nodes: list[str] = field(default_factory=list)
+    exclude_ops: list[str] = field(default_factory=list)
+    trt_version: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class BuildRequest:
+    precision: str
+    target: Target
+    backend: str = "auto"
+    fp16: Fp16Options = field(default_factory=Fp16Options)
+    calibration: CalibrationRequest = field(default_factory=CalibrationRequest)
+    options: dict[str, Any] = field(default_factory=dict)  # extra BuildOptions fields (TensorRT)
+
+
+@dataclass
+class BuildOutcome:
+    precision: PrecisionArtifact
+    build: BuildResult
+    backend_note: str
+
+
+def artifact_name(model: Path, precision: str) -> str:
+    stem = model.name.removesuffix(".onnx")
+    for suffix in (".fp32", ".fp16", ".int8"):
+        stem = stem.removesuffix(suffix)
+    return f"{stem}.{precision}.onnx"
+
+
+def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
+    """Write the precision ONNX for ``request.precision`` into ``out_dir``."""
+    dest = out_dir / artifact_name(model, request.precision)
+    if request.precision == "fp32":
+        if model.resolve() != dest.resolve():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            from edgedeploy.fileio import atomic_path
+
+            with atomic_path(dest, suffix=".onnx") as tmp:
+                shutil.copyfile(model, tmp)
+        return PrecisionArtifact("fp32", dest, [dest])
+    if request.precision == "fp16":
+        with ui.progress("fp16 conversion") as advance:
+            artifact = make_fp16(model, dest, request.fp16)
+            advance(1.0)
+        return artifact
+    if request.precision == "int8":
+        return _make_int8(model, dest, request, ui)
+    raise InputError(f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8")
+
+
+def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
+    from calibration.sources import open_source
+
+    try:
+        from edgedeploy.precision.int8 import make_int8
+    except ImportError:  # pragma: no cover - calibration is part of the package
+        raise InputError("int8 needs the calibration package, which is missing from this install") from None
+    calib = request.calibration
+    inputs, _ = model_io(model)
+    if not calib.data:
+        ui.warn("no --calib-data given: calibrating on seeded random data; the result is synthetic "
+                "and its accuracy says little about real inputs")
+    source = open_source(calib.data or f"random:{calib.seed}", inputs, samples=calib.samples,
+                         batch_size=calib.batch_size, seed=calib.seed, shapes=calib.shapes or None,
+                         image_options=calib.preprocess or None)
+    return make_int8(model, dest, target=request.target, source=source, algorithm=calib.algorithm,
+                     percentile=calib.percentile, exclude_nodes=calib.exclude_nodes,
+                     exclude_ops=calib.exclude_ops, trt_version=calib.trt_version, ui=ui)
+
+
+def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
+    """Check the target, make the precision artifact, and compile it with the chosen backend."""
+    request.target.check_precision(request.precision)
+    request.target.check_dla(request.options.get("dla_core"))
+    backend, note = resolve_backend(request.backend, request.target.is_gpu)
+    ui.info(note)
+    precision = make_precision(model, request, out_dir, ui)
+    extra = dict(request.options)
+    if request.precision == "fp16" and len(precision.files) > 1:
+        extra.setdefault("precision_plan", precision.files[1])
+    options = BuildOptions(precision=request.precision, target=request.target, **extra)
+    with ui.progress(f"{backend.name} build ({request.precision})") as advance:
+        result = backend.build(precision.path, options, out_dir)
+        advance(1.0)
+    return BuildOutcome(precision=precision, build=result, backend_note=note)

@@ -1,0 +1,190 @@
+"""The pipeline config file (``edgedeploy.toml``): sections, defaults and strict key checking.
+
+Unknown keys are errors that name the key and suggest the closest valid one, because a
+misspelt option silently ignored is the classic way a deployment ends up in the wrong precision.
+Relative paths are taken relative to the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import InputError
+from edgedeploy.targets import DEFAULT_TARGET
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class ModelSection:
+    source: str = ""  # module:callable, file.py:callable[:inputs], or a .onnx file
+    name: str = ""
+    inputs: list[str] = field(default_factory=list)  # NAME:SHAPE[:DTYPE] example inputs / shapes
+
+
+@dataclass
+class ExportSection:
+    opset: int = 18
+    dynamic_batch: bool = True
+    simplify: bool = True
+    input_names: list[str] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuildSection:
+    target: str = DEFAULT_TARGET
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16"])
+    backend: str = "auto"
+    keep_io_types: bool = True
+    fp32_ops: list[str] = field(default_factory=list)
+    fp32_nodes: list[str] = field(default_factory=list)
+    workspace_mb: int | None = None
+    opt_level: int | None = None
+    timing_cache: str | None = None
+    dla_core: int | None = None
+    hardware_compat: str | None = None
+    version_compatible: bool = False
+    profiling_verbosity: str | None = None
+    profiles: list[dict[str, Any]] = field(default_factory=list)  # [{input = {min=[..], opt=[..], max=[..]}}]
+    threads: int | None = None
+
+
+@dataclass
+class CalibrationSection:
+    data: str = ""
+    algorithm: str = "entropy"
+    samples: int = 512
+    batch_size: int = 8
+    seed: int = 0
+    percentile: float = 99.99
+    exclude_nodes: list[str] = field(default_factory=list)
+    exclude_ops: list[str] = field(default_factory=list)
+    trt_version: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompareSection:
+    data: str = "random"
+    samples: int = 64
+    batch_size: int = 8
+    seed: int = 0
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    min_cosine: float | None = 0.999
+    min_top1: float | None = None
+
+
+@dataclass
+class ProfileSection:
+    enabled: bool = True
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    warmup_ms: float = 200.0
+    warmup: int | None = None
+    iterations: int | None = None
+    duration_s: float = 3.0
+    threads: int | None = None
+
+
+@dataclass
+class BundleSection:
+    enabled: bool = True
+    output: str = "bundle"
+    primary: str = ""  # the precision device scripts build by default (default: the fastest-safe last one)
+
+
+@dataclass
+class PipelineConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    build: BuildSection = field(default_factory=BuildSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    compare: CompareSection = field(default_factory=CompareSection)
+    profile: ProfileSection = field(default_factory=ProfileSection)
+    bundle: BundleSection = field(default_factory=BundleSection)
+    workdir: str = "edgedeploy-out"
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+SECTIONS = {f.name: f.type for f in fields(PipelineConfig) if f.name not in ("workdir", "base_dir")}
+_SECTION_CLASSES: dict[str, type] = {
+    "model": ModelSection, "export": ExportSection, "build": BuildSection, "calibration": CalibrationSection,
+    "compare": CompareSection, "profile": ProfileSection, "bundle": BundleSection,
+}
+_TOP_LEVEL_KEYS = ("workdir",)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
+    """Light type check: numbers, booleans, strings and lists must be what the default is."""
+    if value is None:
+        return
+    expect: tuple[type, ...]
+    if "list" in annotation:
+        expect = (list,)
+    elif "dict" in annotation:
+        expect = (dict,)
+    elif "bool" in annotation:
+        expect = (bool,)
+    elif "float" in annotation:
+        expect = (int, float)
+    elif "int" in annotation:
+        expect = (int,)
+    elif "str" in annotation:
+        expect = (str,)
+    else:
+        return
+    if not isinstance(value, expect) or (expect != (bool,) and isinstance(value, bool)):
+        raise InputError(f"config key '{where}' must be {annotation.replace(' | None', '')}, got {value!r}")
+
+
+def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
+    valid_top = list(_SECTION_CLASSES) + list(_TOP_LEVEL_KEYS)
+    config = PipelineConfig(base_dir=base_dir)
+    for key, value in data.items():
+        if key in _TOP_LEVEL_KEYS:
+            _check_type(key, value, "", "str")
+            config.workdir = value
+            continue
+        if key not in _SECTION_CLASSES:
+            raise InputError(f"unknown config section or key '{key}'{_suggest(key, valid_top)}")
+        if not isinstance(value, dict):
+            raise InputError(f"config '[{key}]' must be a table")
+        cls = _SECTION_CLASSES[key]
+        section_fields = {f.name: f for f in fields(cls)}
+        for sub, subvalue in value.items():
+            if sub not in section_fields:
+                raise InputError(f"unknown config key '{key}.{sub}'{_suggest(sub, list(section_fields))}")
+            _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
+        setattr(config, key, cls(**value))
+    if not config.model.source:
+        raise InputError("config needs [model] source = \"module:callable\", \"file.py:callable\" or \"model.onnx\"")
+    return config
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+    return from_dict(data, p.resolve().parent)

@@ -1,0 +1,351 @@
+"""The export stage: a PyTorch model (or an existing ONNX file) -> a checked, simplified fp32 ONNX.
+
+PyTorch models are exported with torch.onnx.export's dynamo exporter, falling back to the
+TorchScript exporter with a notice when it fails. Every result then goes through onnx's
+checker, shape inference and onnxslim, and is saved atomically (external data over 2 GB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from calibration.modelinfo import TensorSpec
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_path, sha256_file
+from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 13
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """``--input NAME:SHAPE[:DTYPE]``: an example input for export or a shape for random data."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @classmethod
+    def parse(cls, text: str) -> InputShape:
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise InputError(f"bad --input '{text}': expected NAME:SHAPE[:DTYPE], e.g. images:1x3x224x224")
+        try:
+            dims = tuple(int(d) for d in parts[1].replace(",", "x").split("x") if d)
+        except ValueError:
+            raise InputError(f"bad --input '{text}': dims must be integers, e.g. 1x3x224x224") from None
+        if not dims or any(d < 1 for d in dims):
+            raise InputError(f"bad --input '{text}': dims must be positive integers")
+        dtype = parts[2] if len(parts) == 3 else "float32"
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise InputError(f"bad --input '{text}': unknown dtype '{dtype}'") from None
+        return cls(parts[0], dims, dtype)
+
+
+@dataclass
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    dynamic_batch: bool = True
+    simplify: bool = True
+    inputs: list[InputShape] = field(default_factory=list)
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    source: str
+    exporter: str  # "dynamo", "torchscript" or "onnx" (an existing file)
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    simplified: bool
+    nodes_before: int
+    nodes_after: int
+    sha256: str
+    notices: list[str] = field(default_factory=list)
+
+
+def is_onnx_path(spec: str) -> bool:
+    return spec.lower().endswith(".onnx")
+
+
+def _import_object(spec: str, attr: str) -> Any:
+    """Resolve ``module`` or ``path/to/file.py`` and return its attribute ``attr``."""
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"model spec: file not found: {spec}")
+        name = f"_edgedeploy_model_{abs(hash(str(path.resolve())))}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise InputError(f"model spec: cannot import {spec}")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        try:
+            mod_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise InputError(f"model spec: importing {spec} failed: {type(exc).__name__}: {exc}") from None
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except Exception as exc:
+            raise InputError(f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
+    return obj
+
+
+def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
+    """``module:callable[:inputs_callable]`` or ``file.py:callable[:inputs_callable]``."""
+    parts = spec.split(":")
+    if len(parts) < 2 or not all(parts[:2]) or len(parts) > 3:
+        raise InputError(
+            f"model spec '{spec}' does not resolve: expected module:callable, file.py:callable "
+            "(optionally :example_inputs_callable) or a .onnx file"
+        )
+    return parts[0], parts[1], parts[2] if len(parts) == 3 and parts[2] else None
+
+
+def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
+    """Build the torch.nn.Module (and example inputs, when a second callable is given)."""
+    torch = _import_torch()
+    where, fn_name, inputs_fn_name = parse_model_spec(spec)
+    factory = _import_object(where, fn_name)
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    except Exception as exc:
+        raise InputError(f"model spec: {fn_name}() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model spec: {fn_name}() returned {type(model).__name__}, not a torch.nn.Module")
+    example = None
+    if inputs_fn_name:
+        inputs_fn = _import_object(where, inputs_fn_name)
+        try:
+            example = inputs_fn() if callable(inputs_fn) else inputs_fn
+        except Exception as exc:
+            raise InputError(f"model spec: {inputs_fn_name}() raised {type(exc).__name__}: {exc}") from None
+    return model.eval(), example
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise InputError(
+            "exporting a PyTorch model needs torch: pip install torch==2.13.0 (CPU) or pip install 'edgedeploy[torch]'"
+        ) from None
+    return torch
+
+
+def _example_args(example: Any, options: ExportOptions) -> tuple[tuple[Any, ...], list[str]]:
+    """Normalise example inputs into positional args and their names."""
+    torch = _import_torch()
+    if example is None:
+        if not options.inputs:
+            raise InputError(
+                "exporting needs example inputs: add --input NAME:SHAPE[:DTYPE] "
+                "or a second callable in the model spec (module:model_fn:inputs_fn)"
+            )
+        args = tuple(torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs)
+        return args, [i.name for i in options.inputs]
+    if isinstance(example, dict):
+        return tuple(example.values()), list(example.keys())
+    if isinstance(example, (list, tuple)):
+        return tuple(example), []
+    return (example,), []
+
+
+def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str) -> list[str]:
+    if given:
+        return given
+    if fallback and len(fallback) == count:
+        return fallback
+    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
+
+
+def _torch_export(model: Any, args: tuple[Any, ...], dest: Path, input_names: list[str],
+                  output_names: list[str], options: ExportOptions, notify: Notify) -> str:
+    """Export with the dynamo exporter; fall back to TorchScript with a notice."""
+    torch = _import_torch()
+    import inspect
+    import warnings
+
+    params = list(inspect.signature(model.forward).parameters)
+    dynamo_error: str | None = None
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+
+        dynamic_shapes = None
+        if options.dynamic_batch:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, os.fspath(dest), dynamo=True, opset_version=options.opset,
+                              input_names=input_names, output_names=output_names,
+                              dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
+        return "dynamo"
+    except ImportError:
+        dynamo_error = "onnxscript is not installed"
+    except Exception as exc:
+        dynamo_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    notify(f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter")
+    dynamic_axes = None
+    if options.dynamic_batch:
+        dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, os.fspath(dest), dynamo=False, opset_version=min(options.opset, 20),
+                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+    except Exception as exc:
+        raise InputError(f"export failed with both exporters: {type(exc).__name__}: {exc}") from None
+    return "torchscript"
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """The dynamo exporter logs warnings about optional ops (torchvision) that are noise here."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _count_outputs(model: Any, args: tuple[Any, ...]) -> int:
+    torch = _import_torch()
+    with torch.no_grad():
+        out = model(*args)
+    if isinstance(out, (list, tuple)):
+        return len(out)
+    if isinstance(out, dict):
+        return len(out)
+    return 1
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim: constant folding, dead-node removal, fusions; keeps the graph's I/O."""
+    import onnxslim
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        slimmed = onnxslim.slim(model)
+    if not isinstance(slimmed, onnx.ModelProto):
+        raise InputError("onnxslim returned no model")
+    return slimmed
+
+
+def finalize_onnx(src: Path, dest: Path, options: ExportOptions,
+                  notify: Notify = lambda _msg: None) -> tuple[onnx.ModelProto, int, int, bool]:
+    """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts."""
+    check_model(src)
+    model = load_onnx(src)
+    if opset_of(model) < MIN_OPSET:
+        raise InputError(f"{src}: opset {opset_of(model)} is too old; edgedeploy needs opset >= {MIN_OPSET}")
+    before = len(model.graph.node)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise InputError(f"{src}: shape inference failed: {exc}") from None
+    simplified = False
+    if options.simplify:
+        try:
+            model = simplify(model)
+            simplified = True
+        except Exception as exc:  # onnxslim is best-effort: keep the checked model
+            notify(f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported")
+    save_onnx(model, dest)
+    check_model(dest)
+    return model, before, len(model.graph.node), simplified
+
+
+def export(spec: str, dest: str | os.PathLike[str], options: ExportOptions | None = None,
+           notify: Notify = lambda _msg: None) -> ExportResult:
+    """Export ``spec`` (a module:callable, file.py:callable, or .onnx path) to ``dest``."""
+    options = options or ExportOptions()
+    if options.opset < MIN_OPSET:
+        raise InputError(f"--opset {options.opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+    dest = Path(dest)
+    notices: list[str] = []
+
+    def note(msg: str) -> None:
+        notices.append(msg)
+        notify(msg)
+
+    if is_onnx_path(spec):
+        src = Path(spec)
+        load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
+        exporter = "onnx"
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            model, before, after, simplified = finalize_onnx(src, tmp, options, note)
+    else:
+        torch_model, example = resolve_torch_model(spec)
+        exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
+    inputs, outputs = io_specs(model)
+    return ExportResult(path=dest, source=spec, exporter=exporter, opset=opset_of(model), inputs=inputs,
+                        outputs=outputs, simplified=simplified, nodes_before=before, nodes_after=after,
+                        sha256=sha256_file(dest), notices=notices)
+
+
+def _export_module(torch_model: Any, example: Any, dest: Path, options: ExportOptions,
+                   note: Notify) -> tuple[str, onnx.ModelProto, int, int, bool]:
+    args, example_names = _example_args(example, options)
+    n_out = _count_outputs(torch_model, args)
+    input_names = _names(options.input_names, example_names, len(args), "input")
+    output_names = _names(options.output_names, [], n_out, "output")
+    if len(input_names) != len(args):
+        raise InputError(f"--input-names gives {len(input_names)} names for {len(args)} inputs")
+    if len(output_names) != n_out:
+        raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgedeploy-export-", dir=dest.parent) as scratch:
+        raw = Path(scratch) / "raw.onnx"
+        exporter = _torch_export(torch_model, args, raw, input_names, output_names, options, note)
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            model, before, after, simplified = finalize_onnx(raw, tmp, options, note)
+    return exporter, model, before, after, simplified
+
+
+def export_module(torch_model: Any, example: Any, dest: str | os.PathLike[str],
+                  options: ExportOptions | None = None, notify: Notify = lambda _msg: None) -> ExportResult:
+    """Export an in-memory torch.nn.Module (used by the demo and by Python callers)."""
+    options = options or ExportOptions()
+    dest = Path(dest)
+    notices: list[str] = []
+
+    def note(msg: str) -> None:
+        notices.append(msg)
+        notify(msg)
+
+    exporter, model, before, after, simplified = _export_module(torch_model.eval(), example, dest, options, note)
+    inputs, outputs = io_specs(model)
+    return ExportResult(path=dest, source=type(torch_model).__name__, exporter=exporter, opset=opset_of(model),
+                        inputs=inputs, outputs=outputs, simplified=simplified, nodes_before=before,
+                        nodes_after=after, sha256=sha256_file(dest), notices=notices)
+
+
+def input_names_of(specs: Sequence[TensorSpec]) -> list[str]:
+    return [s.name for s in specs]

@@ -1,0 +1,76 @@
+"""Reading, checking and atomically saving ONNX models, with user-facing errors.
+
+Models over 2 GB cannot live in one protobuf: they are saved with external data (one
+``.data`` file beside the model) and checked by path, as onnx's checker requires.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from calibration.modelinfo import TensorSpec, graph_io
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_path
+
+TWO_GB = 2**31 - 1
+
+
+def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model; a missing, empty or corrupt file is an InputError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"model file not found: {p}")
+    if p.stat().st_size == 0:
+        raise InputError(f"model file is empty: {p}")
+    try:
+        model = onnx.load(os.fspath(p), load_external_data=load_external_data)
+    except Exception as exc:
+        raise InputError(f"cannot read ONNX model {p}: not a valid ONNX file ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise InputError(f"cannot read ONNX model {p}: the graph has no nodes (truncated or not ONNX)")
+    return model
+
+
+def check_model(path: str | os.PathLike[str]) -> None:
+    """Run onnx's full checker by path (works for models with external data)."""
+    try:
+        onnx.checker.check_model(os.fspath(path), full_check=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
+
+
+def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
+    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them."""
+    dest = Path(dest)
+    large = model.ByteSize() > TWO_GB if _can_size(model) else True
+    with atomic_path(dest, suffix=".onnx") as tmp:
+        if large:
+            data_name = dest.name + ".data"
+            onnx.save_model(model, os.fspath(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+        else:
+            onnx.save_model(model, os.fspath(tmp))
+    return dest
+
+
+def _can_size(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:  # protobuf refuses to size messages over 2 GB
+        return False
+
+
+def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    return graph_io(model)
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0

@@ -1,0 +1,218 @@
+"""The profile stage: latency distribution, throughput and peak memory, per batch size.
+
+ONNX artifacts are timed here on ONNX Runtime with host wall-clock timing around each
+``run``; TensorRT engines are handed to ``edgedeploy.runtime`` (CUDA events, trtexec's
+sections). Every report records the settings that shaped the numbers: threads, provider,
+batch, warm-up and duration, so figures from two runs can be compared honestly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.modelinfo import TensorSpec, model_io
+from calibration.sources import open_source
+from edgedeploy.errors import InputError
+from edgedeploy.stats import LatencyStats
+
+Progress = Callable[[float], None]  # fraction done, 0..1
+
+
+@dataclass
+class ProfileOptions:
+    warmup_iterations: int | None = None
+    warmup_ms: float = 200.0  # trtexec's default warm-up
+    iterations: int | None = None
+    duration_s: float = 3.0  # trtexec's default duration
+    min_iterations: int = 10
+    batch_sizes: Sequence[int] = (1,)
+    threads: int | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    measure_power: bool = True
+
+
+@dataclass
+class BatchProfile:
+    batch_size: int
+    latency: LatencyStats
+    throughput_ips: float  # inferences (samples) per second
+    throughput_qps: float  # batches (queries) per second
+    iterations: int
+    wall_s: float
+    peak_rss_mb: float | None  # process peak resident memory during the timed run
+    energy: dict[str, Any] | None = None  # PowerResult as a dict, where measurable
+
+
+@dataclass
+class ProfileResult:
+    artifact: str
+    backend: str
+    settings: dict[str, Any]
+    batches: list[BatchProfile]
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"backend": self.backend, "settings": self.settings,
+                "batch_sizes": {str(b.batch_size): {"median_ms": b.latency.median_ms, "p99_ms": b.latency.p99_ms,
+                                                    "mean_ms": b.latency.mean_ms,
+                                                    "throughput_ips": b.throughput_ips,
+                                                    "peak_rss_mb": b.peak_rss_mb, "energy": b.energy}
+                                for b in self.batches}}
+
+
+def _reset_peak_rss() -> bool:
+    """Linux lets a process reset its own VmHWM (peak RSS) by writing 5 to clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except Exception:
+        return None
+
+
+def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) -> None:
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise InputError("--batch-sizes must be positive integers, e.g. 1,2,4,8")
+    for spec in inputs:
+        first = spec.shape[0] if spec.shape else None
+        if isinstance(first, int):
+            wrong = [b for b in batch_sizes if b != first]
+            if wrong:
+                raise InputError(
+                    f"input '{spec.name}' has a static batch of {first}; cannot profile batch size(s) "
+                    f"{', '.join(map(str, wrong))} (export with --dynamic-batch)"
+                )
+
+
+def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Progress | None) -> list[float]:
+    """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations)."""
+    if options.warmup_iterations is not None:
+        for _ in range(options.warmup_iterations):
+            run()
+    else:
+        end = time.perf_counter() + options.warmup_ms / 1000.0
+        while time.perf_counter() < end:
+            run()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        elapsed = time.perf_counter() - start
+        if options.iterations is not None:
+            done = len(samples) / options.iterations
+            finished = len(samples) >= options.iterations
+        else:
+            done = min(1.0, elapsed / options.duration_s)
+            finished = elapsed >= options.duration_s and len(samples) >= options.min_iterations
+        if progress:
+            progress(done)
+        if finished:
+            return samples
+
+
+def _power_monitor() -> Any:
+    try:
+        from edgedeploy.power import PowerMonitor
+    except ImportError:
+        return None
+    return PowerMonitor()
+
+
+def profile_onnx(model: Path, options: ProfileOptions,
+                 progress: Callable[[int, float], None] | None = None) -> ProfileResult:
+    """Time an ONNX artifact on ONNX Runtime's CPU provider for each batch size."""
+    import onnxruntime as ort
+
+    from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
+
+    inputs, _ = model_io(model)
+    check_batch_sizes(inputs, options.batch_sizes)
+    session = create_session(model, options.threads)
+    batches: list[BatchProfile] = []
+    warnings: list[str] = []
+    for batch in options.batch_sizes:
+        feed = next(iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=options.shapes)))
+        session.run(None, feed)  # first run allocates; keep it out of the peak-memory window
+        _reset_peak_rss()
+        monitor = _power_monitor() if options.measure_power else None
+        cb = (lambda f, b=batch: progress(b, f)) if progress else None
+        wall0 = time.perf_counter()
+        if monitor is not None:
+            with monitor:
+                samples = _time_loop(lambda: session.run(None, feed), options, cb)
+        else:
+            samples = _time_loop(lambda: session.run(None, feed), options, cb)
+        wall = time.perf_counter() - wall0
+        stats = LatencyStats.from_samples(samples)
+        energy = None
+        if monitor is not None:
+            energy = _power_dict(monitor.result(len(samples) * batch))
+        total_s = float(np.sum(samples)) / 1000.0
+        batches.append(BatchProfile(
+            batch_size=batch, latency=stats, throughput_ips=len(samples) * batch / total_s,
+            throughput_qps=len(samples) / total_s, iterations=len(samples), wall_s=wall,
+            peak_rss_mb=_peak_rss_mb(), energy=energy,
+        ))
+        if stats.cv_percent > 10.0:
+            warnings.append(f"batch {batch}: latency coefficient of variation is {stats.cv_percent:.1f}% "
+                            "(a busy or throttled machine; compare medians)")
+    settings = {
+        "provider": PROVIDERS[0], "onnxruntime": ort.__version__,
+        "threads": options.threads or f"default ({os.cpu_count()} cores)",
+        "warmup": (f"{options.warmup_iterations} iterations" if options.warmup_iterations is not None
+                   else f"{options.warmup_ms:g} ms"),
+        "measure": (f"{options.iterations} iterations" if options.iterations is not None
+                    else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"),
+        "timing": "host wall clock around session.run (data already in host memory)",
+        "cpu": platform.processor() or platform.machine(),
+    }
+    return ProfileResult(artifact=str(model), backend="onnxruntime", settings=settings, batches=batches,
+                         warnings=warnings)
+
+
+def _power_dict(result: Any) -> dict[str, Any] | None:
+    from edgedeploy.results import to_jsonable
+
+    data = to_jsonable(result)
+    return data if isinstance(data, dict) else None
+
+
+def profile(artifact: Path, options: ProfileOptions,
+            progress: Callable[[int, float], None] | None = None) -> ProfileResult:
+    """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.runtime)."""
+    if not artifact.is_file():
+        raise InputError(f"artifact not found: {artifact}")
+    if artifact.suffix == ".onnx":
+        return profile_onnx(artifact, options, progress)
+    from edgedeploy.backends import backend_for_artifact
+
+    backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
+    from edgedeploy.runtime import profile_engine_batches
+
+    return profile_engine_batches(artifact, options, progress)  # type: ignore[no-any-return]
