@@ -30,7 +30,9 @@ class TensorSpec:
     def is_dynamic(self) -> bool:
         return any(not isinstance(d, int) for d in self.shape)
 
-    def concrete_shape(self, batch: int = 1, overrides: dict[str, tuple[int, ...]] | None = None) -> tuple[int, ...]:
+    def concrete_shape(
+        self, batch: int = 1, overrides: dict[str, tuple[int, ...]] | None = None
+    ) -> tuple[int, ...]:
         """A shape to feed: overrides first, then the batch for a dynamic first dim, then 1."""
         if overrides and self.name in overrides:
             return tuple(overrides[self.name])

@@ -68,7 +68,7 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
             raise DataError(
                 f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
             )
-        for want, got in zip(spec.shape, arr.shape):
+        for want, got in zip(spec.shape, arr.shape, strict=True):
             if isinstance(want, int) and want > 0 and want != got:
                 raise DataError(f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)}")
         want_dtype = spec.np_dtype
@@ -76,7 +76,9 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
             if not np.can_cast(arr.dtype, want_dtype, casting="same_kind") or (
                 arr.dtype.kind == "f" and want_dtype.kind in "iub"
             ):
-                raise DataError(f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}")
+                raise DataError(
+                    f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
+                )
             arr = arr.astype(want_dtype)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
@@ -108,8 +110,13 @@ class DataSource:
 
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
-        return {"kind": self.kind, "spec": self.spec, "synthetic": self.synthetic, "limit": self.limit,
-                **self.details}
+        return {
+            "kind": self.kind,
+            "spec": self.spec,
+            "synthetic": self.synthetic,
+            "limit": self.limit,
+            **self.details,
+        }
 
 
 def _rebatch(samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec]) -> Iterator[Feed]:
@@ -138,7 +145,11 @@ def _rebatch(samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSp
 
 
 def _random_source(
-    spec: str, inputs: Sequence[TensorSpec], seed: int, batch_size: int, samples: int,
+    spec: str,
+    inputs: Sequence[TensorSpec],
+    seed: int,
+    batch_size: int,
+    samples: int,
     shapes: dict[str, tuple[int, ...]] | None,
 ) -> DataSource:
     def make() -> Iterator[Feed]:
@@ -157,11 +168,20 @@ def _random_source(
             yield feed
 
     n_batches = max(1, -(-samples // batch_size))
-    return DataSource("random", spec, inputs, make, {"generator": "numpy.default_rng.standard_normal",
-                                                       "seed": seed, "batch_size": batch_size,
-                                                       "shapes": {s.name: list(s.concrete_shape(batch_size, shapes))
-                                                                  for s in inputs}},
-                      synthetic=True, limit=n_batches)
+    return DataSource(
+        "random",
+        spec,
+        inputs,
+        make,
+        {
+            "generator": "numpy.default_rng.standard_normal",
+            "seed": seed,
+            "batch_size": batch_size,
+            "shapes": {s.name: list(s.concrete_shape(batch_size, shapes)) for s in inputs},
+        },
+        synthetic=True,
+        limit=n_batches,
+    )
 
 
 def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
@@ -186,7 +206,10 @@ def _array_files_source(
     def make() -> Iterator[Feed]:
         return _rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs)
 
-    details = {"files": [{"name": p.name, "sha256": _file_digest(p)} for p in files], "batch_size": batch_size}
+    details = {
+        "files": [{"name": p.name, "sha256": _file_digest(p)} for p in files],
+        "batch_size": batch_size,
+    }
     limit = None if samples is None else max(1, -(-samples // batch_size))
     return DataSource("arrays", spec, inputs, make, details, limit=limit)
 
@@ -216,16 +239,20 @@ def _script_source(
 
     def make() -> Iterator[Feed]:
         try:
-            result = fn()
-            for feed in result:
-                yield feed
+            yield from fn()
         except DataError:
             raise
         except Exception as exc:
             raise DataError(f"data loader script {path} raised {type(exc).__name__}: {exc}") from None
 
-    return DataSource("script", spec, inputs, make, {"script": path.name, "sha256": _file_digest(path),
-                                                      "function": function}, limit=samples)
+    return DataSource(
+        "script",
+        spec,
+        inputs,
+        make,
+        {"script": path.name, "sha256": _file_digest(path), "function": function},
+        limit=samples,
+    )
 
 
 def _parse_random(spec: str, default_seed: int) -> int | None:
@@ -266,7 +293,9 @@ def open_source(
         return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes)
     path = Path(spec)
     if not path.exists():
-        raise DataError(f"data not found: {spec} (expected random, a .npz/.npy file, a folder or a .py loader)")
+        raise DataError(
+            f"data not found: {spec} (expected random, a .npz/.npy file, a folder or a .py loader)"
+        )
     if path.is_dir():
         entries = sorted(p for p in path.iterdir() if p.is_file())
         arrays = [p for p in entries if p.suffix in (".npz", ".npy")]

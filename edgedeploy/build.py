@@ -79,7 +79,9 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
         return artifact
     if request.precision == "int8":
         return _make_int8(model, dest, request, ui)
-    raise InputError(f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8")
+    raise InputError(
+        f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
+    )
 
 
 def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
@@ -92,14 +94,31 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
     calib = request.calibration
     inputs, _ = model_io(model)
     if not calib.data:
-        ui.warn("no --calib-data given: calibrating on seeded random data; the result is synthetic "
-                "and its accuracy says little about real inputs")
-    source = open_source(calib.data or f"random:{calib.seed}", inputs, samples=calib.samples,
-                         batch_size=calib.batch_size, seed=calib.seed, shapes=calib.shapes or None,
-                         image_options=calib.preprocess or None)
-    return make_int8(model, dest, target=request.target, source=source, algorithm=calib.algorithm,
-                     percentile=calib.percentile, exclude_nodes=calib.exclude_nodes,
-                     exclude_ops=calib.exclude_ops, trt_version=calib.trt_version, ui=ui)
+        ui.warn(
+            "no --calib-data given: calibrating on seeded random data; the result is synthetic "
+            "and its accuracy says little about real inputs"
+        )
+    source = open_source(
+        calib.data or f"random:{calib.seed}",
+        inputs,
+        samples=calib.samples,
+        batch_size=calib.batch_size,
+        seed=calib.seed,
+        shapes=calib.shapes or None,
+        image_options=calib.preprocess or None,
+    )
+    return make_int8(
+        model,
+        dest,
+        target=request.target,
+        source=source,
+        algorithm=calib.algorithm,
+        percentile=calib.percentile,
+        exclude_nodes=calib.exclude_nodes,
+        exclude_ops=calib.exclude_ops,
+        trt_version=calib.trt_version,
+        ui=ui,
+    )
 
 
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:

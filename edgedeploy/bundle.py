@@ -54,9 +54,13 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
     import onnxruntime
     import polygraphy
 
-    versions: dict[str, str | None] = {"edgedeploy": __version__, "onnx": onnx.__version__,
-                                       "onnxruntime": onnxruntime.__version__,
-                                       "polygraphy": polygraphy.__version__, "tensorrt": None}
+    versions: dict[str, str | None] = {
+        "edgedeploy": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "polygraphy": polygraphy.__version__,
+        "tensorrt": None,
+    }
     try:
         import onnxslim
 
@@ -92,10 +96,10 @@ def _device_readme(manifest: dict[str, Any]) -> str:
         f"| {a['precision']} | {a['backend']} | `{a['model']}` | {a.get('engine') or '-'} |"
         for a in manifest["artifacts"]
     )
-    return f"""# {manifest['model']['name']} for {target['name']}
+    return f"""# {manifest["model"]["name"]} for {target["name"]}
 
-Made by edgedeploy {manifest['edgedeploy_version']} on {manifest['created']}.
-Target: {target.get('description', target['name'])}.
+Made by edgedeploy {manifest["edgedeploy_version"]} on {manifest["created"]}.
+Target: {target.get("description", target["name"])}.
 
 | precision | backend | model | engine |
 |---|---|---|---|
@@ -138,12 +142,16 @@ def make_bundle(
         entries = []
         for art in artifacts:
             entry: dict[str, Any] = {
-                "precision": art.precision, "backend": art.backend,
+                "precision": art.precision,
+                "backend": art.backend,
                 "model": _copy(art.model, root, "models"),
                 "engine": _copy(art.engine, root, "engines") if art.engine else None,
-                "calibration_cache": _copy(art.calibration_cache, root, "models") if art.calibration_cache else None,
+                "calibration_cache": _copy(art.calibration_cache, root, "models")
+                if art.calibration_cache
+                else None,
                 "precision_plan": _copy(art.precision_plan, root, "models") if art.precision_plan else None,
-                "compare": art.compare, "profile": art.profile,
+                "compare": art.compare,
+                "profile": art.profile,
             }
             for extra in art.extra_files:
                 _copy(extra, root, "models")
@@ -152,8 +160,8 @@ def make_bundle(
         reference: dict[str, str] | None = None
         if reference_inputs is not None and reference_outputs is not None:
             (root / "reference").mkdir()
-            np.savez(root / "reference" / "inputs.npz", **reference_inputs)
-            np.savez(root / "reference" / "outputs.npz", **reference_outputs)
+            np.savez(root / "reference" / "inputs.npz", **reference_inputs)  # type: ignore[arg-type]
+            np.savez(root / "reference" / "outputs.npz", **reference_outputs)  # type: ignore[arg-type]
             reference = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
         for script in _device_files():
             _copy(script, root, "scripts")
@@ -180,8 +188,13 @@ def make_bundle(
     with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(out, arcname=out.name)
     files = manifest["files"]
-    return BundleResult(directory=out, archive=archive, manifest=manifest, files=len(files) + 1,
-                        size_bytes=sum(int(f["size"]) for f in files.values()))
+    return BundleResult(
+        directory=out,
+        archive=archive,
+        manifest=manifest,
+        files=len(files) + 1,
+        size_bytes=sum(int(f["size"]) for f in files.values()),
+    )
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:

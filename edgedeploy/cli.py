@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -34,16 +35,25 @@ class _DefaultCreateGroup(TyperGroup):
 
 
 app = typer.Typer(
-    name="edgedeploy", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    name="edgedeploy",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     help="Take a trained network to a verified, measured deployment on Jetson boards and GPUs.\n\n"
-         "Example: [bold]edgedeploy demo[/bold]",
+    "Example: [bold]edgedeploy demo[/bold]",
 )
-targets_app = typer.Typer(help="List the boards and GPUs edgedeploy knows, or show one.", no_args_is_help=False,
-                          invoke_without_command=True)
-bundle_app = typer.Typer(cls=_DefaultCreateGroup, no_args_is_help=True,
-                         help="Pack artifacts into a deployment bundle, or verify / inspect one.\n\n"
-                              "Example: edgedeploy bundle m.fp32.onnx m.fp16.onnx -o bundle")
+targets_app = typer.Typer(
+    help="List the boards and GPUs edgedeploy knows, or show one.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+bundle_app = typer.Typer(
+    cls=_DefaultCreateGroup,
+    no_args_is_help=True,
+    help="Pack artifacts into a deployment bundle, or verify / inspect one.\n\n"
+    "Example: edgedeploy bundle m.fp32.onnx m.fp16.onnx -o bundle",
+)
 app.add_typer(targets_app, name="targets")
 app.add_typer(bundle_app, name="bundle")
 
@@ -78,12 +88,18 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 # ---------------------------------------------------------------- export
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="module:callable, path/file.py:callable[:inputs_callable], or model.onnx")],
+    model: Annotated[
+        str, typer.Argument(help="module:callable, path/file.py:callable[:inputs_callable], or model.onnx")
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the fp32 ONNX.")],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 13).")] = 18,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static", help="Make dim 0 dynamic.")] = True,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch/--static", help="Make dim 0 dynamic.")
+    ] = True,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
-    input: Annotated[list[str] | None, typer.Option("--input", help="Example input NAME:SHAPE[:DTYPE], repeatable.")] = None,
+    input: Annotated[
+        list[str] | None, typer.Option("--input", help="Example input NAME:SHAPE[:DTYPE], repeatable.")
+    ] = None,
     input_names: Annotated[str | None, typer.Option(help="Comma-separated graph input names.")] = None,
     output_names: Annotated[str | None, typer.Option(help="Comma-separated graph output names.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
@@ -96,14 +112,21 @@ def export(
     from edgedeploy.export import export as run_export
 
     ui = _ui()
-    options = ExportOptions(opset=opset, dynamic_batch=dynamic_batch, simplify=simplify,
-                            inputs=[InputShape.parse(i) for i in input or []],
-                            input_names=_csv(input_names) or None, output_names=_csv(output_names) or None)
+    options = ExportOptions(
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        simplify=simplify,
+        inputs=[InputShape.parse(i) for i in input or []],
+        input_names=_csv(input_names) or None,
+        output_names=_csv(output_names) or None,
+    )
     with ui.progress("export") as advance:
         result = run_export(model, output, options, notify=ui.info)
         advance(1.0)
-    out.print(f"exported {result.source} -> {result.path} ({result.exporter}, opset {result.opset}, "
-              f"{result.nodes_before} -> {result.nodes_after} nodes)")
+    out.print(
+        f"exported {result.source} -> {result.path} ({result.exporter}, opset {result.opset}, "
+        f"{result.nodes_before} -> {result.nodes_after} nodes)"
+    )
     for spec in result.inputs:
         out.print(f"  input  {spec.describe()}")
     for spec in result.outputs:
@@ -119,23 +142,40 @@ def build(
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp16",
     target: Annotated[str, typer.Option(help="Target name (see 'edgedeploy targets').")] = "x86-64-cpu",
     backend: Annotated[str, typer.Option(help="auto, onnxruntime or tensorrt.")] = "auto",
-    keep_io_types: Annotated[bool, typer.Option("--keep-io-types/--no-keep-io-types",
-                                                help="fp16: keep graph inputs/outputs float32.")] = True,
-    fp32_ops: Annotated[str | None, typer.Option(help="fp16: op types kept in fp32, e.g. Softmax,LayerNormalization")] = None,
+    keep_io_types: Annotated[
+        bool,
+        typer.Option("--keep-io-types/--no-keep-io-types", help="fp16: keep graph inputs/outputs float32."),
+    ] = True,
+    fp32_ops: Annotated[
+        str | None, typer.Option(help="fp16: op types kept in fp32, e.g. Softmax,LayerNormalization")
+    ] = None,
     fp32_nodes: Annotated[str | None, typer.Option(help="fp16: node names kept in fp32.")] = None,
-    calib_data: Annotated[str | None, typer.Option(help="int8: calibration data (folder, .npz, loader .py, random).")] = None,
+    calib_data: Annotated[
+        str | None, typer.Option(help="int8: calibration data (folder, .npz, loader .py, random).")
+    ] = None,
     calib_algorithm: Annotated[str, typer.Option(help="int8: entropy, max, percentile or mse.")] = "entropy",
     calib_samples: Annotated[int, typer.Option(help="int8: number of calibration samples.")] = 512,
     calib_batch_size: Annotated[int, typer.Option(help="int8: calibration batch size.")] = 8,
-    input: Annotated[list[str] | None, typer.Option("--input", help="Shape for dynamic inputs NAME:SHAPE.")] = None,
-    workspace_mb: Annotated[int | None, typer.Option(help="TensorRT workspace limit (MiB); default per target.")] = None,
+    input: Annotated[
+        list[str] | None, typer.Option("--input", help="Shape for dynamic inputs NAME:SHAPE.")
+    ] = None,
+    workspace_mb: Annotated[
+        int | None, typer.Option(help="TensorRT workspace limit (MiB); default per target.")
+    ] = None,
     opt_level: Annotated[int | None, typer.Option(help="TensorRT builder optimization level 0-5.")] = None,
     timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache to load and save.")] = None,
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: DLA core, with GPU fallback.")] = None,
-    profile: Annotated[list[str] | None, typer.Option("--profile", help="TensorRT profile NAME:MIN,OPT,MAX (repeat per input).")] = None,
-    hardware_compat: Annotated[str | None, typer.Option(help="TensorRT: none, ampere_plus or same_compute_capability.")] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="TensorRT profile NAME:MIN,OPT,MAX (repeat per input)."),
+    ] = None,
+    hardware_compat: Annotated[
+        str | None, typer.Option(help="TensorRT: none, ampere_plus or same_compute_capability.")
+    ] = None,
     version_compatible: Annotated[bool, typer.Option(help="TensorRT: version-compatible engine.")] = False,
-    profiling_verbosity: Annotated[str | None, typer.Option(help="TensorRT: layer_names_only, detailed or none.")] = None,
+    profiling_verbosity: Annotated[
+        str | None, typer.Option(help="TensorRT: layer_names_only, detailed or none.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when an up-to-date output exists.")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
@@ -156,9 +196,14 @@ def build(
     tgt.check_precision(precision)
     load_onnx(model, load_external_data=False)
     options: dict[str, Any] = {"force": force}
-    for key, value in (("workspace_mb", workspace_mb), ("optimization_level", opt_level),
-                       ("timing_cache", timing_cache), ("dla_core", dla_core),
-                       ("hardware_compatibility", hardware_compat), ("profiling_verbosity", profiling_verbosity)):
+    for key, value in (
+        ("workspace_mb", workspace_mb),
+        ("optimization_level", opt_level),
+        ("timing_cache", timing_cache),
+        ("dla_core", dla_core),
+        ("hardware_compatibility", hardware_compat),
+        ("profiling_verbosity", profiling_verbosity),
+    ):
         if value is not None:
             options[key] = value
     if version_compatible:
@@ -166,15 +211,24 @@ def build(
     if profile:
         options["profiles"] = [ShapeProfile.parse(profile)]
     request = BuildRequest(
-        precision=precision, target=tgt, backend=backend,
+        precision=precision,
+        target=tgt,
+        backend=backend,
         fp16=Fp16Options(keep_io_types=keep_io_types, fp32_ops=_csv(fp32_ops), fp32_nodes=_csv(fp32_nodes)),
-        calibration=CalibrationRequest(data=calib_data or "", algorithm=calib_algorithm, samples=calib_samples,
-                                       batch_size=calib_batch_size, shapes=parse_shapes(input)),
+        calibration=CalibrationRequest(
+            data=calib_data or "",
+            algorithm=calib_algorithm,
+            samples=calib_samples,
+            batch_size=calib_batch_size,
+            shapes=parse_shapes(input),
+        ),
         options=options,
     )
     result = run_build(model, request, output, ui)
     state = "up to date, skipped" if result.build.skipped else "built"
-    out.print(f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)")
+    out.print(
+        f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
+    )
     out.print(f"{result.build.backend} output: {result.build.artifact} ({state})")
     _write_json(json_path, result)
 
@@ -184,16 +238,26 @@ def build(
 def compare(
     reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
     candidate: Annotated[Path, typer.Argument(help="The candidate: ONNX (fp16, int8) or TensorRT engine.")],
-    data: Annotated[str, typer.Option(help="random[:SEED], FILE.npz, a folder of .npz/.npy, or loader.py")] = "random",
-    input: Annotated[list[str] | None, typer.Option("--input", help="Shape for dynamic dims NAME:SHAPE (random data).")] = None,
+    data: Annotated[
+        str, typer.Option(help="random[:SEED], FILE.npz, a folder of .npz/.npy, or loader.py")
+    ] = "random",
+    input: Annotated[
+        list[str] | None, typer.Option("--input", help="Shape for dynamic dims NAME:SHAPE (random data).")
+    ] = None,
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Batch size for dynamic-batch models.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for random data.")] = 0,
     atol: Annotated[float, typer.Option(help="Absolute tolerance (with --check-allclose).")] = 1e-3,
     rtol: Annotated[float, typer.Option(help="Relative tolerance (with --check-allclose).")] = 1e-3,
-    check_allclose: Annotated[bool, typer.Option(help="Fail when any element exceeds atol + rtol*|ref|.")] = False,
-    min_cosine: Annotated[float | None, typer.Option(help="Gate: lowest cosine similarity per output.")] = 0.999,
-    min_top1: Annotated[float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")] = None,
+    check_allclose: Annotated[
+        bool, typer.Option(help="Fail when any element exceeds atol + rtol*|ref|.")
+    ] = False,
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Gate: lowest cosine similarity per output.")
+    ] = 0.999,
+    min_top1: Annotated[
+        float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
@@ -212,26 +276,52 @@ def compare(
     if not candidate.is_file():
         raise InputError(f"candidate not found: {candidate}")
     inputs, _ = model_io(reference)
-    source = open_source(data, inputs, samples=samples, batch_size=batch_size, seed=seed,
-                         shapes=parse_shapes(input) or None)
-    gates = Gates(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose)
+    source = open_source(
+        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None
+    )
+    gates = Gates(
+        atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose
+    )
     with ui.progress("compare") as advance:
         result = run_compare(reference, candidate, source, gates, source.describe(), threads)
         advance(1.0)
     table = Table(title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data})")
-    for col in ("output", "max abs", "mean abs", "p99 abs", "max rel", "p99 rel", "cosine", "SNR dB",
-                "NaN/Inf", "top-1", "gate"):
+    for col in (
+        "output",
+        "max abs",
+        "mean abs",
+        "p99 abs",
+        "max rel",
+        "p99 rel",
+        "cosine",
+        "SNR dB",
+        "NaN/Inf",
+        "top-1",
+        "gate",
+    ):
         table.add_column(col, justify="right" if col != "output" else "left")
     for m in result.outputs.values():
-        table.add_row(m.name, f"{m.max_abs:.3g}", f"{m.mean_abs:.3g}", f"{m.p99_abs:.3g}", f"{m.max_rel:.3g}",
-                      f"{m.p99_rel:.3g}", f"{m.cosine:.6f}", _fmt(m.snr_db, ".1f"), f"{m.nan_count}/{m.inf_count}",
-                      _fmt(m.top1_agreement, ".4f"), "pass" if m.passed else "FAIL")
+        table.add_row(
+            m.name,
+            f"{m.max_abs:.3g}",
+            f"{m.mean_abs:.3g}",
+            f"{m.p99_abs:.3g}",
+            f"{m.max_rel:.3g}",
+            f"{m.p99_rel:.3g}",
+            f"{m.cosine:.6f}",
+            _fmt(m.snr_db, ".1f"),
+            f"{m.nan_count}/{m.inf_count}",
+            _fmt(m.top1_agreement, ".4f"),
+            "pass" if m.passed else "FAIL",
+        )
     out.print(table)
     if source.synthetic:
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
     _write_json(json_path, result)
     if not result.passed:
-        failures = "; ".join(f"{m.name}: {', '.join(m.failures)}" for m in result.outputs.values() if m.failures)
+        failures = "; ".join(
+            f"{m.name}: {', '.join(m.failures)}" for m in result.outputs.values() if m.failures
+        )
         raise GateFailed(f"accuracy gate failed: {failures}")
 
 
@@ -255,11 +345,16 @@ def profile(
     from edgedeploy.profile import profile as run_profile
 
     ui = _ui()
-    if warmup is not None and warmup < 0 or iterations is not None and iterations < 1 or duration <= 0:
+    if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1) or duration <= 0:
         raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0")
-    options = ProfileOptions(warmup_iterations=warmup, warmup_ms=warmup_ms, iterations=iterations,
-                             duration_s=duration, batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
-                             threads=threads)
+    options = ProfileOptions(
+        warmup_iterations=warmup,
+        warmup_ms=warmup_ms,
+        iterations=iterations,
+        duration_s=duration,
+        batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
+        threads=threads,
+    )
     with ui.progress(f"profile {artifact.name}") as advance:
         result = run_profile(artifact, options, progress=lambda _b, f: advance(f))
     print_profile(result)
@@ -273,19 +368,47 @@ def print_profile(result: Any) -> None:
     for key, value in result.settings.items():
         out.print(f"  {key}: {value}")
     table = Table()
-    for col in ("batch", "min", "mean", "median", "p90", "p95", "p99", "max", "std", "CV %", "inf/s", "peak RSS MB",
-                "energy mJ/inf"):
+    for col in (
+        "batch",
+        "min",
+        "mean",
+        "median",
+        "p90",
+        "p95",
+        "p99",
+        "max",
+        "std",
+        "CV %",
+        "inf/s",
+        "peak RSS MB",
+        "energy mJ/inf",
+    ):
         table.add_column(col, justify="right")
     for b in result.batches:
         s = b.latency
-        energy = (b.energy or {}).get("energy_per_inference_mj") if (b.energy or {}).get("measurable") else None
-        table.add_row(str(b.batch_size), f"{s.min_ms:.3f}", f"{s.mean_ms:.3f}", f"{s.median_ms:.3f}",
-                      f"{s.p90_ms:.3f}", f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}", f"{s.max_ms:.3f}", f"{s.std_ms:.3f}",
-                      f"{s.cv_percent:.1f}", f"{b.throughput_ips:.1f}", _fmt(b.peak_rss_mb, ".1f"),
-                      _fmt(energy, ".3f") if energy is not None else "n/a")
+        energy = (
+            (b.energy or {}).get("energy_per_inference_mj") if (b.energy or {}).get("measurable") else None
+        )
+        table.add_row(
+            str(b.batch_size),
+            f"{s.min_ms:.3f}",
+            f"{s.mean_ms:.3f}",
+            f"{s.median_ms:.3f}",
+            f"{s.p90_ms:.3f}",
+            f"{s.p95_ms:.3f}",
+            f"{s.p99_ms:.3f}",
+            f"{s.max_ms:.3f}",
+            f"{s.std_ms:.3f}",
+            f"{s.cv_percent:.1f}",
+            f"{b.throughput_ips:.1f}",
+            _fmt(b.peak_rss_mb, ".1f"),
+            _fmt(energy, ".3f") if energy is not None else "n/a",
+        )
     out.print(table)
     out.print("  latencies in ms")
-    reasons = {(b.energy or {}).get("reason") for b in result.batches if not (b.energy or {}).get("measurable")}
+    reasons = {
+        (b.energy or {}).get("reason") for b in result.batches if not (b.energy or {}).get("measurable")
+    }
     for reason in sorted(r for r in reasons if r):
         out.print(f"  energy: {reason}")
 
@@ -294,14 +417,22 @@ def print_profile(result: Any) -> None:
 @bundle_app.command("create")
 def bundle_create(
     reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
-    artifacts: Annotated[list[Path] | None, typer.Argument(help="More precision artifacts (fp16/int8 ONNX, engines).")] = None,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder (a .tar.gz is written beside it).")] = Path("bundle"),
+    artifacts: Annotated[
+        list[Path] | None, typer.Argument(help="More precision artifacts (fp16/int8 ONNX, engines).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Bundle folder (a .tar.gz is written beside it).")
+    ] = Path("bundle"),
     target: Annotated[str, typer.Option(help="Target name.")] = "x86-64-cpu",
-    data: Annotated[str, typer.Option(help="Data for the compare summary and the reference outputs.")] = "random",
+    data: Annotated[
+        str, typer.Option(help="Data for the compare summary and the reference outputs.")
+    ] = "random",
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
     min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
     min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the manifest as JSON here too.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the manifest as JSON here too.")
+    ] = None,
 ) -> None:
     """Pack the fp32 model and its precision artifacts with a manifest and device scripts.
 
@@ -332,19 +463,36 @@ def bundle_create(
         result = run_compare(reference, path, feeds, gates, source.describe())
         engine = path if path.suffix != ".onnx" else None
         plan = path.with_name(path.name.removesuffix(".onnx") + ".plan.json")
-        entries.append(BundleArtifact(precision, "tensorrt" if engine else "onnxruntime",
-                                      model=path if engine is None else reference, engine=engine,
-                                      precision_plan=plan if plan.is_file() else None, compare=result.summary()))
+        entries.append(
+            BundleArtifact(
+                precision,
+                "tensorrt" if engine else "onnxruntime",
+                model=path if engine is None else reference,
+                engine=engine,
+                precision_plan=plan if plan.is_file() else None,
+                compare=result.summary(),
+            )
+        )
     ref_out, _ = run_pair(reference, reference, feeds[:1])
-    result_bundle = make_bundle(output, model_name=reference.name.removesuffix(".onnx").removesuffix(".fp32"),
-                                model_source=str(reference), model_sha256=sha256_file(reference), target=tgt,
-                                inputs=inputs, outputs=outputs, artifacts=entries,
-                                gates={"atol": gates.atol, "rtol": gates.rtol, "min_cosine": min_cosine,
-                                       "min_top1": min_top1},
-                                reference_inputs=feeds[0], reference_outputs=ref_out[0])
+    result_bundle = make_bundle(
+        output,
+        model_name=reference.name.removesuffix(".onnx").removesuffix(".fp32"),
+        model_source=str(reference),
+        model_sha256=sha256_file(reference),
+        target=tgt,
+        inputs=inputs,
+        outputs=outputs,
+        artifacts=entries,
+        gates={"atol": gates.atol, "rtol": gates.rtol, "min_cosine": min_cosine, "min_top1": min_top1},
+        reference_inputs=feeds[0],
+        reference_outputs=ref_out[0],
+    )
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
-    out.print(f"bundle {result_bundle.directory} ({result_bundle.files} files, {result_bundle.size_bytes:,} bytes), "
-              f"archive {result_bundle.archive}")
+    out.print(
+        f"bundle {result_bundle.directory} ({result_bundle.files} files, "
+        f"{result_bundle.size_bytes:,} bytes), "
+        f"archive {result_bundle.archive}"
+    )
     _write_json(json_path, result_bundle.manifest)
 
 
@@ -352,7 +500,9 @@ def _precision_of(path: Path) -> str:
     for precision in ("int8", "fp16", "fp32"):
         if f".{precision}." in path.name or path.stem.endswith(precision):
             return precision
-    raise InputError(f"cannot tell the precision of {path.name}: name it like model.fp16.onnx or model.int8.onnx")
+    raise InputError(
+        f"cannot tell the precision of {path.name}: name it like model.fp16.onnx or model.int8.onnx"
+    )
 
 
 @bundle_app.command("verify")
@@ -410,20 +560,30 @@ def run(
     for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):
         table.add_column(col, justify="left" if col in ("precision", "backend") else "right")
     for p in result.precisions:
-        b1 = next(iter(((p.profile or {}).get("batch_sizes") or {}).values()), {})
+        b1: dict[str, Any] = next(iter(((p.profile or {}).get("batch_sizes") or {}).values()), {})
         outs = list(((p.compare or {}).get("outputs") or {}).values())
         cos = min((o.get("cosine") or 0.0 for o in outs), default=None)
         top1 = next((o.get("top1_agreement") for o in outs if o.get("top1_agreement") is not None), None)
-        table.add_row(p.precision, p.backend, f"{p.model.stat().st_size:,}", _fmt(b1.get("median_ms")),
-                      _fmt(b1.get("p99_ms")), _fmt(b1.get("throughput_ips"), ".1f"), _fmt(cos, ".6f"),
-                      _fmt(top1, ".4f"), "pass" if (p.compare or {}).get("passed") else "FAIL")
+        table.add_row(
+            p.precision,
+            p.backend,
+            f"{p.model.stat().st_size:,}",
+            _fmt(b1.get("median_ms")),
+            _fmt(b1.get("p99_ms")),
+            _fmt(b1.get("throughput_ips"), ".1f"),
+            _fmt(cos, ".6f"),
+            _fmt(top1, ".4f"),
+            "pass" if (p.compare or {}).get("passed") else "FAIL",
+        )
     out.print(table)
     if not result.stages_run:
         out.print("nothing changed: every stage was up to date")
     _write_json(json_path, result)
     if not result.gates_passed:
-        raise GateFailed("accuracy gate failed for " + ", ".join(
-            p.precision for p in result.precisions if not (p.compare or {}).get("passed")))
+        raise GateFailed(
+            "accuracy gate failed for "
+            + ", ".join(p.precision for p in result.precisions if not (p.compare or {}).get("passed"))
+        )
 
 
 # ---------------------------------------------------------------- targets
@@ -442,8 +602,16 @@ def targets_list(
     for col in ("name", "kind", "arch", "CC", "DLA", "memory GB", "precisions", "TensorRT"):
         table.add_column(col)
     for t in targets:
-        table.add_row(t.name, t.kind, t.gpu_arch, t.compute_capability, str(t.dla_cores), f"{t.memory_gb:g}",
-                      ",".join(t.precisions), ",".join(t.tensorrt) or "-")
+        table.add_row(
+            t.name,
+            t.kind,
+            t.gpu_arch,
+            t.compute_capability,
+            str(t.dla_cores),
+            f"{t.memory_gb:g}",
+            ",".join(t.precisions),
+            ",".join(t.tensorrt) or "-",
+        )
     out.print(table)
     _write_json(json_path, targets)
 
@@ -478,8 +646,11 @@ def doctor(
     for col in ("component", "status", "details"):
         table.add_column(col)
     for item in report:
-        table.add_row(item.name, "ok" if item.ok else ("-" if item.optional else "MISSING"),
-                      item.detail + (f"  [{item.hint}]" if item.hint and not item.ok else ""))
+        table.add_row(
+            item.name,
+            "ok" if item.ok else ("-" if item.optional else "MISSING"),
+            item.detail + (f"  [{item.hint}]" if item.hint and not item.ok else ""),
+        )
     out.print(table)
     _write_json(json_path, report)
 
@@ -487,7 +658,9 @@ def doctor(
 # ---------------------------------------------------------------- demo
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path("edgedeploy-demo"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path(
+        "edgedeploy-demo"
+    ),
     duration: Annotated[float, typer.Option(help="Profiling seconds per precision.")] = 2.0,
     target: Annotated[str, typer.Option(help="Target name.")] = "x86-64-cpu",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
@@ -501,35 +674,69 @@ def demo(
     ui = _ui()
     result = run_demo(out_dir, ui, target=target, duration_s=duration)
     fp32_size = next((r.size_bytes for r in result.rows if r.precision == "fp32"), None)
-    table = Table(title=f"digits CNN on {target} (ONNX Runtime, CPU, batch 1); "
-                        f"torch fp32 held-out accuracy {result.fp32_torch_accuracy:.4f}")
-    for col in ("precision", "size", "vs fp32", "p50 ms", "p99 ms", "inf/s", "cosine", "top-1 agree",
-                "accuracy", "energy mJ", "gate", "note"):
+    table = Table(
+        title=f"digits CNN on {target} (ONNX Runtime, CPU, batch 1); "
+        f"torch fp32 held-out accuracy {result.fp32_torch_accuracy:.4f}"
+    )
+    for col in (
+        "precision",
+        "size",
+        "vs fp32",
+        "p50 ms",
+        "p99 ms",
+        "inf/s",
+        "cosine",
+        "top-1 agree",
+        "accuracy",
+        "energy mJ",
+        "gate",
+        "note",
+    ):
         table.add_column(col, justify="left" if col in ("precision", "note", "gate") else "right")
     for r in result.rows:
         ratio = f"{r.size_bytes / fp32_size:.2f}x" if fp32_size else "-"
-        table.add_row(r.precision, f"{r.size_bytes / 1024:.1f} KiB", ratio, _fmt(r.p50_ms), _fmt(r.p99_ms),
-                      _fmt(r.throughput_ips, ".0f"), _fmt(r.cosine, ".6f"), _fmt(r.top1_agreement, ".4f"),
-                      f"{r.task_accuracy:.4f}", _fmt(r.energy_mj, ".3f") if r.energy_mj is not None else "n/a",
-                      "pass" if r.passed else "FAIL", r.note)
+        table.add_row(
+            r.precision,
+            f"{r.size_bytes / 1024:.1f} KiB",
+            ratio,
+            _fmt(r.p50_ms),
+            _fmt(r.p99_ms),
+            _fmt(r.throughput_ips, ".0f"),
+            _fmt(r.cosine, ".6f"),
+            _fmt(r.top1_agreement, ".4f"),
+            f"{r.task_accuracy:.4f}",
+            _fmt(r.energy_mj, ".3f") if r.energy_mj is not None else "n/a",
+            "pass" if r.passed else "FAIL",
+            r.note,
+        )
     out.print(table)
     if result.bundle:
         out.print(f"bundle: {result.bundle['directory']} and {result.bundle['archive']}")
     out.print(f"demo finished in {result.seconds:.1f} s")
-    _write_json(json_path, {"rows": result.rows, "seconds": result.seconds,
-                            "fp32_torch_accuracy": result.fp32_torch_accuracy, "bundle": result.bundle})
+    _write_json(
+        json_path,
+        {
+            "rows": result.rows,
+            "seconds": result.seconds,
+            "fp32_torch_accuracy": result.fp32_torch_accuracy,
+            "bundle": result.bundle,
+        },
+    )
 
 
 def _register_optional_commands() -> None:
     """Commands that live with their own stage (calibration, FP16 analysis) register themselves."""
     import importlib
 
-    for module in ("edgedeploy.cli_calibrate", "edgedeploy.cli_analyze"):
+    for module, name in (("edgedeploy.cli_calibrate", "calibrate"), ("edgedeploy.cli_analyze", "analyze")):
         try:
             mod = importlib.import_module(module)
         except ImportError:
             continue
-        mod.register(app)
+        if hasattr(mod, "register"):
+            mod.register(app)
+        elif hasattr(mod, f"{name}_command"):
+            app.command(name)(getattr(mod, f"{name}_command"))
 
 
 @app.callback(invoke_without_command=True)
@@ -542,7 +749,8 @@ def _main(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}" if code == 2 else f"[red]FAILED:[/red] {message}", highlight=False)
+    text = escape(message)
+    err.print(f"[red]error:[/red] {text}" if code == 2 else f"[red]FAILED:[/red] {text}", highlight=False)
     raise SystemExit(code)
 
 

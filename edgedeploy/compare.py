@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,20 +67,30 @@ class CompareResult:
         return {
             "passed": self.passed,
             "iterations": self.iterations,
-            "outputs": {n: {"max_abs": m.max_abs, "cosine": m.cosine, "snr_db": m.snr_db,
-                            "top1_agreement": m.top1_agreement, "nan_inf": m.nan_count + m.inf_count,
-                            "failures": m.failures}
-                        for n, m in self.outputs.items()},
+            "outputs": {
+                n: {
+                    "max_abs": m.max_abs,
+                    "cosine": m.cosine,
+                    "snr_db": m.snr_db,
+                    "top1_agreement": m.top1_agreement,
+                    "nan_inf": m.nan_count + m.inf_count,
+                    "failures": m.failures,
+                }
+                for n, m in self.outputs.items()
+            },
         }
 
 
-def output_metrics(name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray],
-                   gates: Gates) -> OutputMetrics:
+def output_metrics(
+    name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
+) -> OutputMetrics:
     """Error statistics of one output over every compared batch."""
     ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in ref_batches])
     cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
     if ref.shape != cand.shape:
-        raise InputError(f"output '{name}' has {ref.size} values in the reference, {cand.size} in the candidate")
+        raise InputError(
+            f"output '{name}' has {ref.size} values in the reference, {cand.size} in the candidate"
+        )
     nan = int(np.isnan(cand).sum())
     inf = int(np.isinf(cand).sum())
     ref_bad = int((~np.isfinite(ref)).sum())
@@ -101,10 +111,21 @@ def output_metrics(name: str, ref_batches: Sequence[np.ndarray], cand_batches: S
     top1 = _top1_agreement(ref_batches, cand_batches)
     shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
-        name=name, shape=shape, max_abs=float(abs_err.max()), mean_abs=float(abs_err.mean()),
-        p99_abs=float(np.percentile(abs_err, 99)), max_rel=float(rel_err.max()), mean_rel=float(rel_err.mean()),
-        p99_rel=float(np.percentile(rel_err, 99)), cosine=cosine, snr_db=snr, nan_count=nan, inf_count=inf,
-        reference_nan_inf=ref_bad, allclose=allclose, top1_agreement=top1,
+        name=name,
+        shape=shape,
+        max_abs=float(abs_err.max()),
+        mean_abs=float(abs_err.mean()),
+        p99_abs=float(np.percentile(abs_err, 99)),
+        max_rel=float(rel_err.max()),
+        mean_rel=float(rel_err.mean()),
+        p99_rel=float(np.percentile(rel_err, 99)),
+        cosine=cosine,
+        snr_db=snr,
+        nan_count=nan,
+        inf_count=inf,
+        reference_nan_inf=ref_bad,
+        allclose=allclose,
+        top1_agreement=top1,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
@@ -135,7 +156,7 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_polygraphy() -> Iterable[None]:
+def _quiet_polygraphy() -> Iterator[None]:
     from polygraphy.logger import G_LOGGER
 
     old = G_LOGGER.module_severity
@@ -148,8 +169,12 @@ def _quiet_polygraphy() -> Iterable[None]:
         G_LOGGER.module_severity = old
 
 
-def run_pair(reference: Path, candidate: Path, feeds: Iterable[Feed], threads: int | None = None,
-             ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+def run_pair(
+    reference: Path,
+    candidate: Path,
+    feeds: Iterable[Feed],
+    threads: int | None = None,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch."""
     from polygraphy.comparator import Comparator
 
@@ -162,8 +187,14 @@ def run_pair(reference: Path, candidate: Path, feeds: Iterable[Feed], threads: i
     return [dict(o.items()) for o in ref_out], [dict(o.items()) for o in cand_out]
 
 
-def compare(reference: Path, candidate: Path, feeds: Iterable[Feed], gates: Gates | None = None,
-            data_description: dict[str, object] | None = None, threads: int | None = None) -> CompareResult:
+def compare(
+    reference: Path,
+    candidate: Path,
+    feeds: Iterable[Feed],
+    gates: Gates | None = None,
+    data_description: dict[str, object] | None = None,
+    threads: int | None = None,
+) -> CompareResult:
     """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result."""
     gates = gates or Gates()
     ref_out, cand_out = run_pair(reference, candidate, feeds, threads)
@@ -174,6 +205,12 @@ def compare(reference: Path, candidate: Path, feeds: Iterable[Feed], gates: Gate
         if name not in cand_out[0]:
             raise InputError(f"the candidate {candidate} has no output named '{name}'")
         outputs[name] = output_metrics(name, [o[name] for o in ref_out], [o[name] for o in cand_out], gates)
-    return CompareResult(reference=str(reference), candidate=str(candidate), data=data_description or {},
-                         iterations=len(ref_out), gates=gates, outputs=outputs,
-                         passed=all(m.passed for m in outputs.values()))
+    return CompareResult(
+        reference=str(reference),
+        candidate=str(candidate),
+        data=data_description or {},
+        iterations=len(ref_out),
+        gates=gates,
+        outputs=outputs,
+        passed=all(m.passed for m in outputs.values()),
+    )

@@ -121,8 +121,13 @@ class PipelineConfig:
 
 SECTIONS = {f.name: f.type for f in fields(PipelineConfig) if f.name not in ("workdir", "base_dir")}
 _SECTION_CLASSES: dict[str, type] = {
-    "model": ModelSection, "export": ExportSection, "build": BuildSection, "calibration": CalibrationSection,
-    "compare": CompareSection, "profile": ProfileSection, "bundle": BundleSection,
+    "model": ModelSection,
+    "export": ExportSection,
+    "build": BuildSection,
+    "calibration": CalibrationSection,
+    "compare": CompareSection,
+    "profile": ProfileSection,
+    "bundle": BundleSection,
 }
 _TOP_LEVEL_KEYS = ("workdir",)
 
@@ -175,7 +180,9 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
     if not config.model.source:
-        raise InputError("config needs [model] source = \"module:callable\", \"file.py:callable\" or \"model.onnx\"")
+        raise InputError(
+            'config needs [model] source = "module:callable", "file.py:callable" or "model.onnx"'
+        )
     return config
 
 

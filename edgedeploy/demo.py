@@ -64,10 +64,17 @@ def digits_cnn() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.BatchNorm2d(16),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.BatchNorm2d(32),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
             )
-            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10)
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.classifier(self.features(x))  # type: ignore[no-any-return]
@@ -132,7 +139,7 @@ def _task_accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
 
     session = create_session(model)
     name = session.get_inputs()[0].name
-    logits = session.run(None, {name: x})[0]
+    logits: Any = session.run(None, {name: x})[0]
     return float((np.asarray(logits).argmax(1) == y).mean())
 
 
@@ -144,8 +151,14 @@ def _int8_available() -> bool:
     return True
 
 
-def run_demo(out_dir: Path, ui: Ui = QUIET, *, target: str = "x86-64-cpu", duration_s: float = 2.0,
-             precisions: list[str] | None = None) -> DemoResult:
+def run_demo(
+    out_dir: Path,
+    ui: Ui = QUIET,
+    *,
+    target: str = "x86-64-cpu",
+    duration_s: float = 2.0,
+    precisions: list[str] | None = None,
+) -> DemoResult:
     """Train (or reuse) the digits CNN and run the pipeline on it for every precision."""
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,8 +189,13 @@ def run_demo(out_dir: Path, ui: Ui = QUIET, *, target: str = "x86-64-cpu", durat
             advance(0.7)
             from edgedeploy.export import ExportOptions, export_module
 
-            export_module(model, {"input": torch.from_numpy(data.x_test[:1])}, trained,
-                          ExportOptions(output_names=["logits"]), notify=ui.info)
+            export_module(
+                model,
+                {"input": torch.from_numpy(data.x_test[:1])},
+                trained,
+                ExportOptions(output_names=["logits"]),
+                notify=ui.info,
+            )
             advance(1.0)
         atomic_write_json(record, {"key": key, "accuracy": torch_acc})
         ui.info(f"train: digits CNN, {EPOCHS} epochs, held-out accuracy {torch_acc:.4f}")
@@ -187,31 +205,49 @@ def run_demo(out_dir: Path, ui: Ui = QUIET, *, target: str = "x86-64-cpu", durat
         model=ModelSection(source=str(trained), name="digits_cnn"),
         build=BuildSection(target=target, precisions=precisions, backend="auto"),
         calibration=CalibrationSection(data=str(calib_npz), samples=512, batch_size=32),
-        compare=CompareSection(data=str(test_npz), samples=len(data.x_test), batch_size=50,
-                               min_cosine=0.99, min_top1=0.95),
+        compare=CompareSection(
+            data=str(test_npz), samples=len(data.x_test), batch_size=50, min_cosine=0.99, min_top1=0.95
+        ),
         profile=ProfileSection(batch_sizes=[1], warmup_ms=200, duration_s=duration_s),
         bundle=BundleSection(output=str(out_dir / "bundle")),
-        workdir=str(out_dir), base_dir=out_dir,
+        workdir=str(out_dir),
+        base_dir=out_dir,
     )
     result = run_pipeline(config, ui)
     rows = []
     for outcome in result.precisions:
         batch1 = ((outcome.profile or {}).get("batch_sizes") or {}).get("1", {})
         outputs = (outcome.compare or {}).get("outputs", {})
-        logits = outputs.get("logits") or next(iter(outputs.values()), {})
+        logits: dict[str, Any] = outputs.get("logits") or next(iter(outputs.values()), {})
         energy = batch1.get("energy") or {}
         note = ""
         if outcome.precision == "fp16" and outcome.backend == "onnxruntime":
-            note = "no fp16 math on x86: ORT converts (speed shows on GPU tensor cores; size halves everywhere)"
+            note = (
+                "no fp16 math on x86: ORT converts (speed shows on GPU tensor cores; size halves everywhere)"
+            )
         if outcome.precision == "int8" and outcome.backend == "onnxruntime":
             note = "integer kernels; faster with VNNI / ARM dot-product"
-        rows.append(DemoRow(
-            precision=outcome.precision, backend=outcome.backend, size_bytes=outcome.model.stat().st_size,
-            p50_ms=batch1.get("median_ms"), p99_ms=batch1.get("p99_ms"), throughput_ips=batch1.get("throughput_ips"),
-            cosine=logits.get("cosine"), top1_agreement=logits.get("top1_agreement"),
-            task_accuracy=_task_accuracy(outcome.artifact, data.x_test, data.y_test),
-            passed=bool((outcome.compare or {}).get("passed")), note=note,
-            energy_mj=energy.get("energy_per_inference_mj") if energy.get("measurable") else None,
-        ))
-    return DemoResult(workdir=out_dir, rows=rows, fp32_torch_accuracy=torch_acc,
-                      seconds=time.perf_counter() - start, bundle=result.bundle, pipeline=result)
+        rows.append(
+            DemoRow(
+                precision=outcome.precision,
+                backend=outcome.backend,
+                size_bytes=outcome.model.stat().st_size,
+                p50_ms=batch1.get("median_ms"),
+                p99_ms=batch1.get("p99_ms"),
+                throughput_ips=batch1.get("throughput_ips"),
+                cosine=logits.get("cosine"),
+                top1_agreement=logits.get("top1_agreement"),
+                task_accuracy=_task_accuracy(outcome.artifact, data.x_test, data.y_test),
+                passed=bool((outcome.compare or {}).get("passed")),
+                note=note,
+                energy_mj=energy.get("energy_per_inference_mj") if energy.get("measurable") else None,
+            )
+        )
+    return DemoResult(
+        workdir=out_dir,
+        rows=rows,
+        fp32_torch_accuracy=torch_acc,
+        seconds=time.perf_counter() - start,
+        bundle=result.bundle,
+        pipeline=result,
+    )

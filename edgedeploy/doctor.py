@@ -44,23 +44,52 @@ def has_vnni(flags: set[str] | None = None) -> bool:
 
 
 def diagnose() -> list[Check]:
-    checks = [Check("python", sys.version_info >= (3, 10), platform.python_version(), "Python >= 3.10 is needed")]
-    for module, hint in (("onnx", "pip install onnx"), ("onnxruntime", "pip install onnxruntime"),
-                         ("polygraphy", "pip install polygraphy"), ("onnxslim", "pip install onnxslim")):
+    checks = [
+        Check("python", sys.version_info >= (3, 10), platform.python_version(), "Python >= 3.10 is needed")
+    ]
+    for module, hint in (
+        ("onnx", "pip install onnx"),
+        ("onnxruntime", "pip install onnxruntime"),
+        ("polygraphy", "pip install polygraphy"),
+        ("onnxslim", "pip install onnxslim"),
+    ):
         version = _version(module)
         checks.append(Check(module, version is not None, version or "not installed", hint))
     torch = _version("torch")
-    checks.append(Check("torch", torch is not None, torch or "not installed",
-                        "pip install torch==2.13.0 (CPU build; needed for export and the demo)", optional=True))
+    checks.append(
+        Check(
+            "torch",
+            torch is not None,
+            torch or "not installed",
+            "pip install torch==2.13.0 (CPU build; needed for export and the demo)",
+            optional=True,
+        )
+    )
     sklearn = _version("sklearn")
-    checks.append(Check("scikit-learn", sklearn is not None, sklearn or "not installed",
-                        "pip install scikit-learn (the demo's digits)", optional=True))
+    checks.append(
+        Check(
+            "scikit-learn",
+            sklearn is not None,
+            sklearn or "not installed",
+            "pip install scikit-learn (the demo's digits)",
+            optional=True,
+        )
+    )
     flags = cpu_flags()
     vnni = has_vnni(flags)
-    isa = ", ".join(sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "fphp"})) or "unknown"
-    checks.append(Check("cpu int8 (VNNI/dot-product)", vnni, f"{platform.machine()}: {isa}",
-                        "without VNNI, CPU int8 artifacts use 7-bit weights (ONNX Runtime reduce-range)",
-                        optional=True))
+    isa = (
+        ", ".join(sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "fphp"}))
+        or "unknown"
+    )
+    checks.append(
+        Check(
+            "cpu int8 (VNNI/dot-product)",
+            vnni,
+            f"{platform.machine()}: {isa}",
+            "without VNNI, CPU int8 artifacts use 7-bit weights (ONNX Runtime reduce-range)",
+            optional=True,
+        )
+    )
     checks.extend(_gpu_checks())
     return checks
 
@@ -71,20 +100,46 @@ def _gpu_checks() -> list[Check]:
     except ImportError:
         return [Check("tensorrt", False, "backend module missing", optional=True)]
     info = probe()
-    hint_trt = ("desktop: pip install tensorrt (NVIDIA's wheels); Jetson: JetPack's python3-libnvinfer "
-                "in a venv made with --system-site-packages")
+    hint_trt = (
+        "desktop: pip install tensorrt (NVIDIA's wheels); Jetson: JetPack's python3-libnvinfer "
+        "in a venv made with --system-site-packages"
+    )
     checks = [
-        Check("tensorrt", bool(info.get("tensorrt")), info.get("tensorrt") or "not installed", hint_trt, True),
-        Check("pycuda", bool(info.get("pycuda")), info.get("pycuda") or "not installed",
-              "pip install pycuda (needs the CUDA toolkit)", True),
-        Check("cuda driver", bool(info.get("cuda_driver")), info.get("cuda_driver") or "none found",
-              "an NVIDIA driver", True),
-        Check("gpu", bool(info.get("gpu_name")),
-              f"{info.get('gpu_name')} (compute capability {info.get('compute_capability')})"
-              if info.get("gpu_name") else "none found", "", True),
-        Check("jetson", bool(info.get("jetson_model")),
-              f"{info.get('jetson_model')} L4T {info.get('l4t_release')}" if info.get("jetson_model") else "not a Jetson",
-              "", True),
+        Check(
+            "tensorrt", bool(info.get("tensorrt")), info.get("tensorrt") or "not installed", hint_trt, True
+        ),
+        Check(
+            "pycuda",
+            bool(info.get("pycuda")),
+            info.get("pycuda") or "not installed",
+            "pip install pycuda (needs the CUDA toolkit)",
+            True,
+        ),
+        Check(
+            "cuda driver",
+            bool(info.get("cuda_driver")),
+            info.get("cuda_driver") or "none found",
+            "an NVIDIA driver",
+            True,
+        ),
+        Check(
+            "gpu",
+            bool(info.get("gpu_name")),
+            f"{info.get('gpu_name')} (compute capability {info.get('compute_capability')})"
+            if info.get("gpu_name")
+            else "none found",
+            "",
+            True,
+        ),
+        Check(
+            "jetson",
+            bool(info.get("jetson_model")),
+            f"{info.get('jetson_model')} L4T {info.get('l4t_release')}"
+            if info.get("jetson_model")
+            else "not a Jetson",
+            "",
+            True,
+        ),
     ]
     can_run, why = gpu_tests_can_run()
     checks.append(Check("gpu tests (pytest -m gpu)", can_run, why, "", True))

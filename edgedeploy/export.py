@@ -109,7 +109,9 @@ def _import_object(spec: str, attr: str) -> Any:
         try:
             module = importlib.import_module(spec)
         except Exception as exc:
-            raise InputError(f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}") from None
+            raise InputError(
+                f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}"
+            ) from None
     obj = getattr(module, attr, None)
     if obj is None:
         raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
@@ -153,7 +155,8 @@ def _import_torch() -> Any:
         import torch
     except ImportError:
         raise InputError(
-            "exporting a PyTorch model needs torch: pip install torch==2.13.0 (CPU) or pip install 'edgedeploy[torch]'"
+            "exporting a PyTorch model needs torch: pip install torch==2.13.0 (CPU), "
+            "or pip install 'edgedeploy[torch]'"
         ) from None
     return torch
 
@@ -184,8 +187,15 @@ def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str
     return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
 
 
-def _torch_export(model: Any, args: tuple[Any, ...], dest: Path, input_names: list[str],
-                  output_names: list[str], options: ExportOptions, notify: Notify) -> str:
+def _torch_export(
+    model: Any,
+    args: tuple[Any, ...],
+    dest: Path,
+    input_names: list[str],
+    output_names: list[str],
+    options: ExportOptions,
+    notify: Notify,
+) -> str:
     """Export with the dynamo exporter; fall back to TorchScript with a notice."""
     torch = _import_torch()
     import inspect
@@ -202,23 +212,42 @@ def _torch_export(model: Any, args: tuple[Any, ...], dest: Path, input_names: li
             dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, os.fspath(dest), dynamo=True, opset_version=options.opset,
-                              input_names=input_names, output_names=output_names,
-                              dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
+            torch.onnx.export(
+                model,
+                args,
+                os.fspath(dest),
+                dynamo=True,
+                opset_version=options.opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                verbose=False,
+            )
         return "dynamo"
     except ImportError:
         dynamo_error = "onnxscript is not installed"
     except Exception as exc:
         dynamo_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    notify(f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter")
+    notify(
+        f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter"
+    )
     dynamic_axes = None
     if options.dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, args, os.fspath(dest), dynamo=False, opset_version=min(options.opset, 20),
-                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+            torch.onnx.export(
+                model,
+                args,
+                os.fspath(dest),
+                dynamo=False,
+                opset_version=min(options.opset, 20),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+            )
     except Exception as exc:
         raise InputError(f"export failed with both exporters: {type(exc).__name__}: {exc}") from None
     return "torchscript"
@@ -258,8 +287,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return slimmed
 
 
-def finalize_onnx(src: Path, dest: Path, options: ExportOptions,
-                  notify: Notify = lambda _msg: None) -> tuple[onnx.ModelProto, int, int, bool]:
+def finalize_onnx(
+    src: Path, dest: Path, options: ExportOptions, notify: Notify = lambda _msg: None
+) -> tuple[onnx.ModelProto, int, int, bool]:
     """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts."""
     check_model(src)
     model = load_onnx(src)
@@ -276,18 +306,26 @@ def finalize_onnx(src: Path, dest: Path, options: ExportOptions,
             model = simplify(model)
             simplified = True
         except Exception as exc:  # onnxslim is best-effort: keep the checked model
-            notify(f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported")
+            notify(
+                f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
+            )
     save_onnx(model, dest)
     check_model(dest)
     return model, before, len(model.graph.node), simplified
 
 
-def export(spec: str, dest: str | os.PathLike[str], options: ExportOptions | None = None,
-           notify: Notify = lambda _msg: None) -> ExportResult:
+def export(
+    spec: str,
+    dest: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    notify: Notify = lambda _msg: None,
+) -> ExportResult:
     """Export ``spec`` (a module:callable, file.py:callable, or .onnx path) to ``dest``."""
     options = options or ExportOptions()
     if options.opset < MIN_OPSET:
-        raise InputError(f"--opset {options.opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+        raise InputError(
+            f"--opset {options.opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})"
+        )
     dest = Path(dest)
     notices: list[str] = []
 
@@ -305,13 +343,24 @@ def export(spec: str, dest: str | os.PathLike[str], options: ExportOptions | Non
         torch_model, example = resolve_torch_model(spec)
         exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
     inputs, outputs = io_specs(model)
-    return ExportResult(path=dest, source=spec, exporter=exporter, opset=opset_of(model), inputs=inputs,
-                        outputs=outputs, simplified=simplified, nodes_before=before, nodes_after=after,
-                        sha256=sha256_file(dest), notices=notices)
+    return ExportResult(
+        path=dest,
+        source=spec,
+        exporter=exporter,
+        opset=opset_of(model),
+        inputs=inputs,
+        outputs=outputs,
+        simplified=simplified,
+        nodes_before=before,
+        nodes_after=after,
+        sha256=sha256_file(dest),
+        notices=notices,
+    )
 
 
-def _export_module(torch_model: Any, example: Any, dest: Path, options: ExportOptions,
-                   note: Notify) -> tuple[str, onnx.ModelProto, int, int, bool]:
+def _export_module(
+    torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
+) -> tuple[str, onnx.ModelProto, int, int, bool]:
     args, example_names = _example_args(example, options)
     n_out = _count_outputs(torch_model, args)
     input_names = _names(options.input_names, example_names, len(args), "input")
@@ -329,8 +378,13 @@ def _export_module(torch_model: Any, example: Any, dest: Path, options: ExportOp
     return exporter, model, before, after, simplified
 
 
-def export_module(torch_model: Any, example: Any, dest: str | os.PathLike[str],
-                  options: ExportOptions | None = None, notify: Notify = lambda _msg: None) -> ExportResult:
+def export_module(
+    torch_model: Any,
+    example: Any,
+    dest: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    notify: Notify = lambda _msg: None,
+) -> ExportResult:
     """Export an in-memory torch.nn.Module (used by the demo and by Python callers)."""
     options = options or ExportOptions()
     dest = Path(dest)
@@ -340,11 +394,23 @@ def export_module(torch_model: Any, example: Any, dest: str | os.PathLike[str],
         notices.append(msg)
         notify(msg)
 
-    exporter, model, before, after, simplified = _export_module(torch_model.eval(), example, dest, options, note)
+    exporter, model, before, after, simplified = _export_module(
+        torch_model.eval(), example, dest, options, note
+    )
     inputs, outputs = io_specs(model)
-    return ExportResult(path=dest, source=type(torch_model).__name__, exporter=exporter, opset=opset_of(model),
-                        inputs=inputs, outputs=outputs, simplified=simplified, nodes_before=before,
-                        nodes_after=after, sha256=sha256_file(dest), notices=notices)
+    return ExportResult(
+        path=dest,
+        source=type(torch_model).__name__,
+        exporter=exporter,
+        opset=opset_of(model),
+        inputs=inputs,
+        outputs=outputs,
+        simplified=simplified,
+        nodes_before=before,
+        nodes_after=after,
+        sha256=sha256_file(dest),
+        notices=notices,
+    )
 
 
 def input_names_of(specs: Sequence[TensorSpec]) -> list[str]:

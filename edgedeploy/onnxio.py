@@ -28,7 +28,9 @@ def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) 
     try:
         model = onnx.load(os.fspath(p), load_external_data=load_external_data)
     except Exception as exc:
-        raise InputError(f"cannot read ONNX model {p}: not a valid ONNX file ({type(exc).__name__})") from None
+        raise InputError(
+            f"cannot read ONNX model {p}: not a valid ONNX file ({type(exc).__name__})"
+        ) from None
     if not model.graph.node:
         raise InputError(f"cannot read ONNX model {p}: the graph has no nodes (truncated or not ONNX)")
     return model
@@ -50,8 +52,14 @@ def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
     with atomic_path(dest, suffix=".onnx") as tmp:
         if large:
             data_name = dest.name + ".data"
-            onnx.save_model(model, os.fspath(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                os.fspath(tmp),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
         else:
             onnx.save_model(model, os.fspath(tmp))
     return dest

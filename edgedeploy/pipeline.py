@@ -55,10 +55,17 @@ class StageCache:
         return result if isinstance(result, dict) else None
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
-        atomic_write_json(self._path(stage), {"key": key, "outputs": [str(p) for p in outputs], "result": result})
+        atomic_write_json(
+            self._path(stage), {"key": key, "outputs": [str(p) for p in outputs], "result": result}
+        )
 
-    def run(self, stage: str, key: str, ui: Ui, compute: Callable[[], tuple[list[Path], dict[str, Any]]],
-            ) -> tuple[dict[str, Any], bool]:
+    def run(
+        self,
+        stage: str,
+        key: str,
+        ui: Ui,
+        compute: Callable[[], tuple[list[Path], dict[str, Any]]],
+    ) -> tuple[dict[str, Any], bool]:
         cached = self.lookup(stage, key)
         if cached is not None:
             ui.info(f"{stage}: up to date (inputs and options unchanged), nothing to do")
@@ -117,12 +124,13 @@ def _resolve_source(config: PipelineConfig) -> str:
     where = source if is_onnx_path(source) else source.split(":")[0]
     if where.endswith((".py", ".onnx")) and not Path(where).is_absolute():
         resolved = str(config.path(where))
-        return resolved + source[len(where):]
+        return resolved + source[len(where) :]
     return source
 
 
-def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
-                 extra_versions: dict[str, str] | None = None) -> PipelineResult:
+def run_pipeline(
+    config: PipelineConfig, ui: Ui = QUIET, extra_versions: dict[str, str] | None = None
+) -> PipelineResult:
     """Run every stage the config asks for and return what each produced."""
     target = load_target(config.build.target)
     for precision in config.build.precisions:
@@ -130,7 +138,7 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
     if not config.build.precisions:
         from edgedeploy.errors import InputError
 
-        raise InputError("config [build] precisions is empty; e.g. precisions = [\"fp32\", \"fp16\"]")
+        raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(workdir)
@@ -146,18 +154,31 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
     # export
     fp32 = workdir / f"{name}.fp32.onnx"
     ex = config.export
-    export_options = ExportOptions(opset=ex.opset, dynamic_batch=ex.dynamic_batch, simplify=ex.simplify,
-                                   inputs=[InputShape.parse(i) for i in config.model.inputs],
-                                   input_names=ex.input_names or None, output_names=ex.output_names or None)
-    export_key = sha256_json({"source": _source_fingerprint(config.model.source, config.base_dir),
-                              "options": export_options, "versions": versions, "dest": str(fp32)})
+    export_options = ExportOptions(
+        opset=ex.opset,
+        dynamic_batch=ex.dynamic_batch,
+        simplify=ex.simplify,
+        inputs=[InputShape.parse(i) for i in config.model.inputs],
+        input_names=ex.input_names or None,
+        output_names=ex.output_names or None,
+    )
+    export_key = sha256_json(
+        {
+            "source": _source_fingerprint(config.model.source, config.base_dir),
+            "options": export_options,
+            "versions": versions,
+            "dest": str(fp32),
+        }
+    )
 
     def do_export() -> tuple[list[Path], dict[str, Any]]:
         with ui.progress("export") as advance:
             result = export(source, fp32, export_options, notify=ui.info)
             advance(1.0)
-        ui.info(f"export: {result.exporter} exporter, opset {result.opset}, "
-                f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}")
+        ui.info(
+            f"export: {result.exporter} exporter, opset {result.opset}, "
+            f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
+        )
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
     export_record, was = cache.run("export", export_key, ui, do_export)
@@ -168,10 +189,19 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
 
     # compare data: one fixed set of feeds for every precision, and the reference outputs
     cmp = config.compare
-    data_spec = str(config.path(cmp.data)) if cmp.data not in ("random",) and not cmp.data.startswith("random:") \
+    data_spec = (
+        str(config.path(cmp.data))
+        if cmp.data not in ("random",) and not cmp.data.startswith("random:")
         else cmp.data
-    source_data = open_source(data_spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed,
-                              shapes=shapes or None)
+    )
+    source_data = open_source(
+        data_spec,
+        inputs,
+        samples=cmp.samples,
+        batch_size=cmp.batch_size,
+        seed=cmp.seed,
+        shapes=shapes or None,
+    )
     feeds = list(source_data)
     gates = Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
 
@@ -179,7 +209,9 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
     b = config.build
     for precision in b.precisions:
         request = BuildRequest(
-            precision=precision, target=target, backend=b.backend,
+            precision=precision,
+            target=target,
+            backend=b.backend,
             fp16=Fp16Options(keep_io_types=b.keep_io_types, fp32_ops=b.fp32_ops, fp32_nodes=b.fp32_nodes),
             calibration=_calibration_request(config, shapes),
             options=_backend_options(config),
@@ -189,25 +221,44 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
         def do_build(request: BuildRequest = request) -> tuple[list[Path], dict[str, Any]]:
             outcome = build(fp32, request, workdir, ui)
             files = [*outcome.precision.files, *outcome.build.files]
-            ui.info(f"build {request.precision}: {outcome.precision.path.name} -> {outcome.build.artifact.name}")
-            return files, {"model": str(outcome.precision.path), "artifact": str(outcome.build.artifact),
-                           "backend": outcome.build.backend, "files": [str(f) for f in files],
-                           "info": {**outcome.precision.info, **_jsonable(outcome.build.info)}}
+            ui.info(
+                f"build {request.precision}: {outcome.precision.path.name} -> {outcome.build.artifact.name}"
+            )
+            return files, {
+                "model": str(outcome.precision.path),
+                "artifact": str(outcome.build.artifact),
+                "backend": outcome.build.backend,
+                "files": [str(f) for f in files],
+                "info": {**outcome.precision.info, **_jsonable(outcome.build.info)},
+            }
 
         built, was = cache.run(f"build-{precision}", build_key, ui, do_build)
         track(f"build-{precision}", was)
-        outcome = PrecisionOutcome(precision=precision, backend=built["backend"], model=Path(built["model"]),
-                                   artifact=Path(built["artifact"]), files=[Path(f) for f in built["files"]],
-                                   info=built.get("info", {}))
+        outcome = PrecisionOutcome(
+            precision=precision,
+            backend=built["backend"],
+            model=Path(built["model"]),
+            artifact=Path(built["artifact"]),
+            files=[Path(f) for f in built["files"]],
+            info=built.get("info", {}),
+        )
         artifact_sha = sha256_file(outcome.artifact)
 
-        compare_key = sha256_json({"ref": fp32_sha, "cand": artifact_sha, "data": source_data.describe(),
-                                   "gates": gates, "versions": versions})
+        compare_key = sha256_json(
+            {
+                "ref": fp32_sha,
+                "cand": artifact_sha,
+                "data": source_data.describe(),
+                "gates": gates,
+                "versions": versions,
+            }
+        )
 
         def do_compare(outcome: PrecisionOutcome = outcome) -> tuple[list[Path], dict[str, Any]]:
             with ui.progress(f"compare {outcome.precision}") as advance:
-                result = compare(fp32, outcome.artifact, feeds, gates, source_data.describe(),
-                                 threads=b.threads)
+                result = compare(
+                    fp32, outcome.artifact, feeds, gates, source_data.describe(), threads=b.threads
+                )
                 advance(1.0)
             return [], _jsonable(result.summary())
 
@@ -218,16 +269,21 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
 
         if config.profile.enabled:
             p = config.profile
-            popts = ProfileOptions(warmup_iterations=p.warmup, warmup_ms=p.warmup_ms, iterations=p.iterations,
-                                   duration_s=p.duration_s, batch_sizes=tuple(p.batch_sizes),
-                                   threads=p.threads or b.threads)
+            popts = ProfileOptions(
+                warmup_iterations=p.warmup,
+                warmup_ms=p.warmup_ms,
+                iterations=p.iterations,
+                duration_s=p.duration_s,
+                batch_sizes=tuple(p.batch_sizes),
+                threads=p.threads or b.threads,
+            )
             profile_key = sha256_json({"artifact": artifact_sha, "options": popts, "versions": versions})
 
-            def do_profile(outcome: PrecisionOutcome = outcome,
-                           popts: ProfileOptions = popts) -> tuple[list[Path], dict[str, Any]]:
+            def do_profile(
+                outcome: PrecisionOutcome = outcome, popts: ProfileOptions = popts
+            ) -> tuple[list[Path], dict[str, Any]]:
                 with ui.progress(f"profile {outcome.precision}") as advance:
-                    result = profile(outcome.artifact, popts,
-                                     progress=lambda _b, f: advance(f))
+                    result = profile(outcome.artifact, popts, progress=lambda _batch, frac: advance(frac))
                 for warning in result.warnings:
                     ui.warn(f"{outcome.precision}: {warning}")
                 return [], _jsonable(result.summary())
@@ -240,47 +296,90 @@ def run_pipeline(config: PipelineConfig, ui: Ui = QUIET,
     if config.bundle.enabled:
         bundle_dir = config.path(config.bundle.output) if config.bundle.output else workdir / "bundle"
         primary = config.bundle.primary or _default_primary(outcomes)
-        bundle_key = sha256_json({"fp32": fp32_sha, "outcomes": [_jsonable(o) for o in outcomes],
-                                  "files": {str(f): sha256_file(f) for o in outcomes for f in o.files},
-                                  "primary": primary, "version": __version__, "dir": str(bundle_dir)})
+        bundle_key = sha256_json(
+            {
+                "fp32": fp32_sha,
+                "outcomes": [_jsonable(o) for o in outcomes],
+                "files": {str(f): sha256_file(f) for o in outcomes for f in o.files},
+                "primary": primary,
+                "version": __version__,
+                "dir": str(bundle_dir),
+            }
+        )
 
         def do_bundle() -> tuple[list[Path], dict[str, Any]]:
             ref_in = feeds[0]
             ref_out_batches, _ = run_pair(fp32, fp32, [ref_in])
             artifacts = [
-                BundleArtifact(precision=o.precision, backend=o.backend, model=o.model,
-                               engine=o.artifact if o.artifact.suffix == ".engine" else None,
-                               calibration_cache=_find(o.files, ".cache"),
-                               precision_plan=_find(o.files, ".plan.json"),
-                               compare=o.compare, profile=o.profile)
+                BundleArtifact(
+                    precision=o.precision,
+                    backend=o.backend,
+                    model=o.model,
+                    engine=o.artifact if o.artifact.suffix == ".engine" else None,
+                    calibration_cache=_find(o.files, ".cache"),
+                    precision_plan=_find(o.files, ".plan.json"),
+                    compare=o.compare,
+                    profile=o.profile,
+                )
                 for o in outcomes
             ]
             result = make_bundle(
-                bundle_dir, model_name=name, model_source=config.model.source, model_sha256=fp32_sha,
-                target=target, inputs=inputs, outputs=outputs, artifacts=artifacts,
-                gates={"atol": gates.atol, "rtol": gates.rtol, "min_cosine": gates.min_cosine,
-                       "min_top1": gates.min_top1},
-                reference_inputs=ref_in, reference_outputs=ref_out_batches[0], primary=primary,
+                bundle_dir,
+                model_name=name,
+                model_source=config.model.source,
+                model_sha256=fp32_sha,
+                target=target,
+                inputs=inputs,
+                outputs=outputs,
+                artifacts=artifacts,
+                gates={
+                    "atol": gates.atol,
+                    "rtol": gates.rtol,
+                    "min_cosine": gates.min_cosine,
+                    "min_top1": gates.min_top1,
+                },
+                reference_inputs=ref_in,
+                reference_outputs=ref_out_batches[0],
+                primary=primary,
                 tools=extra_versions,
             )
             ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
             return [result.directory / "manifest.json", result.archive], {
-                "directory": str(result.directory), "archive": str(result.archive), "files": result.files,
-                "size_bytes": result.size_bytes}
+                "directory": str(result.directory),
+                "archive": str(result.archive),
+                "files": result.files,
+                "size_bytes": result.size_bytes,
+            }
 
         bundle_info, was = cache.run("bundle", bundle_key, ui, do_bundle)
         track("bundle", was)
-    return PipelineResult(model_name=name, fp32=fp32, target=target.name, precisions=outcomes,
-                          bundle=bundle_info, stages_skipped=skipped, stages_run=ran)
+    return PipelineResult(
+        model_name=name,
+        fp32=fp32,
+        target=target.name,
+        precisions=outcomes,
+        bundle=bundle_info,
+        stages_skipped=skipped,
+        stages_run=ran,
+    )
 
 
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
     c = config.calibration
     data = str(config.path(c.data)) if c.data and not c.data.startswith("random") else c.data
-    return CalibrationRequest(data=data, algorithm=c.algorithm, samples=c.samples, batch_size=c.batch_size,
-                              seed=c.seed, percentile=c.percentile, exclude_nodes=list(c.exclude_nodes),
-                              exclude_ops=list(c.exclude_ops), trt_version=c.trt_version,
-                              preprocess=dict(c.preprocess), shapes=shapes)
+    return CalibrationRequest(
+        data=data,
+        algorithm=c.algorithm,
+        samples=c.samples,
+        batch_size=c.batch_size,
+        seed=c.seed,
+        percentile=c.percentile,
+        exclude_nodes=list(c.exclude_nodes),
+        exclude_ops=list(c.exclude_ops),
+        trt_version=c.trt_version,
+        preprocess=dict(c.preprocess),
+        shapes=shapes,
+    )
 
 
 def _backend_options(config: PipelineConfig) -> dict[str, Any]:
@@ -322,7 +421,9 @@ def _find(files: list[Path], suffix: str) -> Path | None:
 def _failure_text(compare_summary: dict[str, Any]) -> str:
     parts = []
     for name, m in compare_summary.get("outputs", {}).items():
-        parts.append(f"{name}: cosine={m.get('cosine')}, top1={m.get('top1_agreement')}, nan/inf={m.get('nan_inf')}")
+        parts.append(
+            f"{name}: cosine={m.get('cosine')}, top1={m.get('top1_agreement')}, nan/inf={m.get('nan_inf')}"
+        )
     return "; ".join(parts)
 
 

@@ -8,6 +8,7 @@ batch, warm-up and duration, so figures from two runs can be compared honestly.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -60,12 +61,21 @@ class ProfileResult:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"backend": self.backend, "settings": self.settings,
-                "batch_sizes": {str(b.batch_size): {"median_ms": b.latency.median_ms, "p99_ms": b.latency.p99_ms,
-                                                    "mean_ms": b.latency.mean_ms,
-                                                    "throughput_ips": b.throughput_ips,
-                                                    "peak_rss_mb": b.peak_rss_mb, "energy": b.energy}
-                                for b in self.batches}}
+        return {
+            "backend": self.backend,
+            "settings": self.settings,
+            "batch_sizes": {
+                str(b.batch_size): {
+                    "median_ms": b.latency.median_ms,
+                    "p99_ms": b.latency.p99_ms,
+                    "mean_ms": b.latency.mean_ms,
+                    "throughput_ips": b.throughput_ips,
+                    "peak_rss_mb": b.peak_rss_mb,
+                    "energy": b.energy,
+                }
+                for b in self.batches
+            },
+        }
 
 
 def _reset_peak_rss() -> bool:
@@ -144,8 +154,9 @@ def _power_monitor() -> Any:
     return PowerMonitor()
 
 
-def profile_onnx(model: Path, options: ProfileOptions,
-                 progress: Callable[[int, float], None] | None = None) -> ProfileResult:
+def profile_onnx(
+    model: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
     """Time an ONNX artifact on ONNX Runtime's CPU provider for each batch size."""
     import onnxruntime as ort
 
@@ -157,43 +168,63 @@ def profile_onnx(model: Path, options: ProfileOptions,
     batches: list[BatchProfile] = []
     warnings: list[str] = []
     for batch in options.batch_sizes:
-        feed = next(iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=options.shapes)))
+        feed = next(
+            iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=options.shapes))
+        )
         session.run(None, feed)  # first run allocates; keep it out of the peak-memory window
         _reset_peak_rss()
         monitor = _power_monitor() if options.measure_power else None
         cb = (lambda f, b=batch: progress(b, f)) if progress else None
+        run = functools.partial(session.run, None, feed)
         wall0 = time.perf_counter()
         if monitor is not None:
             with monitor:
-                samples = _time_loop(lambda: session.run(None, feed), options, cb)
+                samples = _time_loop(run, options, cb)
         else:
-            samples = _time_loop(lambda: session.run(None, feed), options, cb)
+            samples = _time_loop(run, options, cb)
         wall = time.perf_counter() - wall0
         stats = LatencyStats.from_samples(samples)
         energy = None
         if monitor is not None:
             energy = _power_dict(monitor.result(len(samples) * batch))
         total_s = float(np.sum(samples)) / 1000.0
-        batches.append(BatchProfile(
-            batch_size=batch, latency=stats, throughput_ips=len(samples) * batch / total_s,
-            throughput_qps=len(samples) / total_s, iterations=len(samples), wall_s=wall,
-            peak_rss_mb=_peak_rss_mb(), energy=energy,
-        ))
+        batches.append(
+            BatchProfile(
+                batch_size=batch,
+                latency=stats,
+                throughput_ips=len(samples) * batch / total_s,
+                throughput_qps=len(samples) / total_s,
+                iterations=len(samples),
+                wall_s=wall,
+                peak_rss_mb=_peak_rss_mb(),
+                energy=energy,
+            )
+        )
         if stats.cv_percent > 10.0:
-            warnings.append(f"batch {batch}: latency coefficient of variation is {stats.cv_percent:.1f}% "
-                            "(a busy or throttled machine; compare medians)")
+            warnings.append(
+                f"batch {batch}: latency coefficient of variation is {stats.cv_percent:.1f}% "
+                "(a busy or throttled machine; compare medians)"
+            )
     settings = {
-        "provider": PROVIDERS[0], "onnxruntime": ort.__version__,
+        "provider": PROVIDERS[0],
+        "onnxruntime": ort.__version__,
         "threads": options.threads or f"default ({os.cpu_count()} cores)",
-        "warmup": (f"{options.warmup_iterations} iterations" if options.warmup_iterations is not None
-                   else f"{options.warmup_ms:g} ms"),
-        "measure": (f"{options.iterations} iterations" if options.iterations is not None
-                    else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"),
+        "warmup": (
+            f"{options.warmup_iterations} iterations"
+            if options.warmup_iterations is not None
+            else f"{options.warmup_ms:g} ms"
+        ),
+        "measure": (
+            f"{options.iterations} iterations"
+            if options.iterations is not None
+            else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"
+        ),
         "timing": "host wall clock around session.run (data already in host memory)",
         "cpu": platform.processor() or platform.machine(),
     }
-    return ProfileResult(artifact=str(model), backend="onnxruntime", settings=settings, batches=batches,
-                         warnings=warnings)
+    return ProfileResult(
+        artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings
+    )
 
 
 def _power_dict(result: Any) -> dict[str, Any] | None:
@@ -203,8 +234,9 @@ def _power_dict(result: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def profile(artifact: Path, options: ProfileOptions,
-            progress: Callable[[int, float], None] | None = None) -> ProfileResult:
+def profile(
+    artifact: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
     """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.runtime)."""
     if not artifact.is_file():
         raise InputError(f"artifact not found: {artifact}")

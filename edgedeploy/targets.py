@@ -71,7 +71,9 @@ class Target:
                 f"supported: {', '.join(self.precisions)}"
             )
         if precision not in BUILDABLE_PRECISIONS:
-            raise InputError(f"precision '{precision}' is not built by edgedeploy yet; use fp32, fp16 or int8")
+            raise InputError(
+                f"precision '{precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
+            )
 
     def check_dla(self, dla_core: int | None) -> None:
         if dla_core is None:
@@ -103,7 +105,7 @@ def _from_dict(data: dict[str, Any]) -> Target:
     if unknown:
         raise InputError(f"target '{data.get('name')}' has unknown fields: {', '.join(sorted(unknown))}")
     kwargs["compute_capability"] = str(kwargs.get("compute_capability", "0.0"))
-    return Target(**kwargs)
+    return Target(**kwargs)  # type: ignore[arg-type]
 
 
 def load_target(name: str) -> Target:

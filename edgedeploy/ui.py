@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 Advance = Callable[[float], None]  # set completion to a fraction in 0..1
@@ -32,12 +33,12 @@ class Ui:
     def warn(self, message: str) -> None:
         self.messages.append(f"warning: {message}")
         if not self.quiet:
-            self.console.print(f"[yellow]warning:[/yellow] {message}")
+            self.console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     @contextlib.contextmanager
     def progress(self, description: str) -> Iterator[Advance]:
         """A progress bar for one step; yields a function that sets the fraction done."""
-        if self.quiet or not self.console.is_terminal and not sys.stderr.isatty():
+        if self.quiet or (not self.console.is_terminal and not sys.stderr.isatty()):
             yield lambda _fraction: None
             return
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())

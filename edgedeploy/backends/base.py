@@ -30,7 +30,9 @@ class ShapeProfile:
         for name, spec in table.items():
             if not isinstance(spec, dict) or set(spec) != {"min", "opt", "max"}:
                 raise InputError(f"profile for '{name}' needs exactly min, opt and max shapes")
-            shapes[name] = _check_min_opt_max(name, tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"]))
+            shapes[name] = _check_min_opt_max(
+                name, tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"])
+            )
         return cls(shapes)
 
     @classmethod
@@ -41,7 +43,9 @@ class ShapeProfile:
             name, sep, ranges = item.rpartition(":")
             parts = ranges.split(",")
             if not sep or not name or len(parts) != 3:
-                raise InputError(f"bad --profile '{item}': expected NAME:MIN,OPT,MAX e.g. x:1x3x8x8,4x3x8x8,8x3x8x8")
+                raise InputError(
+                    f"bad --profile '{item}': expected NAME:MIN,OPT,MAX e.g. x:1x3x8x8,4x3x8x8,8x3x8x8"
+                )
             try:
                 dims = [tuple(int(d) for d in p.split("x")) for p in parts]
             except ValueError:
@@ -50,12 +54,18 @@ class ShapeProfile:
         return cls(shapes)
 
 
-def _check_min_opt_max(name: str, lo: tuple[int, ...], opt: tuple[int, ...], hi: tuple[int, ...],
-                       ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def _check_min_opt_max(
+    name: str,
+    lo: tuple[int, ...],
+    opt: tuple[int, ...],
+    hi: tuple[int, ...],
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     if not len(lo) == len(opt) == len(hi):
         raise InputError(f"profile for '{name}': min, opt and max must have the same rank")
-    if any(not (a <= b <= c) or a < 1 for a, b, c in zip(lo, opt, hi)):
-        raise InputError(f"profile for '{name}': need 1 <= min <= opt <= max in every dim, got {lo}, {opt}, {hi}")
+    if any(not (a <= b <= c) or a < 1 for a, b, c in zip(lo, opt, hi, strict=True)):
+        raise InputError(
+            f"profile for '{name}': need 1 <= min <= opt <= max in every dim, got {lo}, {opt}, {hi}"
+        )
     return tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi)
 
 

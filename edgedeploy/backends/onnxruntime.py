@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 PROVIDERS = ["CPUExecutionProvider"]
 
 
-def session_options(threads: int | None = None, *, optimized_path: Path | None = None,
-                    level: str = "all") -> ort.SessionOptions:
+def session_options(
+    threads: int | None = None, *, optimized_path: Path | None = None, level: str = "all"
+) -> ort.SessionOptions:
     """The session options every stage uses, so accuracy is measured as the artifact will run."""
     import onnxruntime as ort
 
@@ -49,7 +50,9 @@ def create_session(model: str | os.PathLike[str], threads: int | None = None) ->
     import onnxruntime as ort
 
     try:
-        return ort.InferenceSession(os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS)
+        return ort.InferenceSession(
+            os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
@@ -72,29 +75,43 @@ class OnnxRuntimeBackend:
         stem = model.name.removesuffix(".onnx")
         artifact = out_dir / f"{stem}.ort.onnx"
         sidecar = out_dir / f"{stem}.ort.json"
-        key = sha256_json({"model": sha256_file(model), "onnxruntime": ort.__version__,
-                           "level": "extended", "target": options.target.name})
+        key = sha256_json(
+            {
+                "model": sha256_file(model),
+                "onnxruntime": ort.__version__,
+                "level": "extended",
+                "target": options.target.name,
+            }
+        )
         if not options.force and artifact.is_file() and sidecar.is_file():
             try:
                 if json.loads(sidecar.read_text()).get("build_key") == key:
-                    return BuildResult(self.name, artifact, [artifact, sidecar], skipped=True,
-                                       info={"build_key": key})
+                    return BuildResult(
+                        self.name, artifact, [artifact, sidecar], skipped=True, info={"build_key": key}
+                    )
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(artifact, suffix=".onnx") as tmp:
             try:
-                ort.InferenceSession(os.fspath(model), providers=PROVIDERS,
-                                     sess_options=session_options(options.threads, optimized_path=tmp,
-                                                                  level="extended"))
+                ort.InferenceSession(
+                    os.fspath(model),
+                    providers=PROVIDERS,
+                    sess_options=session_options(options.threads, optimized_path=tmp, level="extended"),
+                )
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise InputError(f"ONNX Runtime cannot build {model}: {first[:300]}") from None
             create_session(tmp, options.threads)  # the saved graph must load again
         info: dict[str, Any] = {
-            "build_key": key, "backend": self.name, "onnxruntime": ort.__version__,
-            "providers": PROVIDERS, "graph_optimization_level": "ORT_ENABLE_EXTENDED (saved) + ORT_ENABLE_ALL (run)",
-            "source": model.name, "source_sha256": sha256_file(model), "target": options.target.name,
+            "build_key": key,
+            "backend": self.name,
+            "onnxruntime": ort.__version__,
+            "providers": PROVIDERS,
+            "graph_optimization_level": "ORT_ENABLE_EXTENDED (saved) + ORT_ENABLE_ALL (run)",
+            "source": model.name,
+            "source_sha256": sha256_file(model),
+            "target": options.target.name,
             "precision": options.precision,
         }
         atomic_write_json(sidecar, info)

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Latency, throughput, power per rail and energy per inference of this device's engine, as JSON.
+set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$SCRIPT_DIR/common.sh"
+
+usage() {
+    cat <<'USAGE'
+Usage: benchmark.sh [--precision P] [--batch N] [--duration S] [--warmup MS] [--interval MS]
+                    [--no-cuda-graph] [--no-data-transfers] [--tool auto|edgedeploy|trtexec] [--out FILE]
+
+Runs the engine with pinned trtexec flags (warm-up, duration, spin-wait, CUDA graphs on,
+data transfers on: latency includes H2D and D2H) while tegrastats samples power every
+--interval ms, then writes JSON with latency percentiles, throughput, average power per
+rail, what the total covers, and energy per inference in mJ (average power / throughput
+over the measured window). Without tegrastats the power section says "not measurable here".
+Defaults: --batch 1 --duration 10 --warmup 500 --interval 100,
+--out device/results/benchmark-<precision>-b<batch>.json. Exit: 0 done, 1 run failed, 2 no engine.
+USAGE
+}
+
+PRECISION="" BATCH=1 DURATION=10 WARMUP=500 INTERVAL=100 GRAPH=1 TRANSFERS=1 TOOL=auto OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --precision) PRECISION="$2"; shift ;;
+        --batch) BATCH="$2"; shift ;;
+        --duration) DURATION="$2"; shift ;;
+        --warmup) WARMUP="$2"; shift ;;
+        --interval) INTERVAL="$2"; shift ;;
+        --no-cuda-graph) GRAPH=0 ;;
+        --no-data-transfers) TRANSFERS=0 ;;
+        --tool) TOOL="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+[ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
+[ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b$BATCH.json"
+mkdir -p "$DEVICE_DIR/results" "$(dirname "$OUT")"
+
+if ! ENGINE="$(helper engine --precision "$PRECISION")"; then
+    die "no $PRECISION engine for this device: run scripts/build_engine.sh first"
+fi
+
+if use_edgedeploy "$TOOL"; then
+    note "profiling with edgedeploy profile (power from edgedeploy.power)"
+    exec edgedeploy profile "$ENGINE" --batch-sizes "$BATCH" --duration "$DURATION" --warmup-ms "$WARMUP" --json "$OUT"
+fi
+
+TRT="$(find_trtexec)"
+[ -n "$TRT" ] || die "trtexec not found (it is in /usr/src/tensorrt/bin on JetPack)"
+FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --duration="$DURATION" --iterations=10 --useSpinWait)
+[ "$GRAPH" -eq 1 ] && FLAGS+=(--useCudaGraph)
+[ "$TRANSFERS" -eq 0 ] && FLAGS+=(--noDataTransfers)
+SHAPES="$(helper shapes --batch "$BATCH")"
+[ -n "$SHAPES" ] && FLAGS+=(--shapes="$SHAPES")
+
+WORK="$(mktemp -d)"
+POWER_PID=""
+finish() {
+    if [ -n "$POWER_PID" ]; then kill "$POWER_PID" 2>/dev/null || true; wait "$POWER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap finish EXIT
+
+NO_POWER=()
+if command -v tegrastats >/dev/null 2>&1; then
+    "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" record --interval "$INTERVAL" --out "$WORK/tegrastats.log" &
+    POWER_PID=$!
+    for _ in $(seq 50); do [ -s "$WORK/tegrastats.log" ] && break; sleep 0.1; done
+else
+    NO_POWER=(--no-power-reason "not measurable here: tegrastats not found (not a Jetson)")
+fi
+
+POWER_MODE="$( (nvpmodel -q 2>/dev/null || true) | sed -n 's/^NV Power Mode: //p' | head -n 1)"
+note "trtexec ${FLAGS[*]}"
+if ! "$TRT" "${FLAGS[@]}" 2>&1 | "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" stamp >"$WORK/trtexec.log"; then
+    tail -n 5 "$WORK/trtexec.log" >&2 || true
+    EXIT_CODE=1 die "trtexec failed"
+fi
+sleep "$(awk "BEGIN {print $INTERVAL / 1000 * 1.5}")"   # let the sample after the window arrive
+if [ -n "$POWER_PID" ]; then kill "$POWER_PID"; wait "$POWER_PID" || true; POWER_PID=""; fi
+cp "$WORK/trtexec.log" "$DEVICE_DIR/results/$(basename "$OUT" .json).trtexec.log"
+
+SETTINGS="$("$PYTHON" - "$ENGINE" "$PRECISION" "$BATCH" "$WARMUP" "$DURATION" "$GRAPH" "$TRANSFERS" "$INTERVAL" "$POWER_MODE" "$TRT" "${FLAGS[@]}" <<'PY'
+import json, sys
+engine, precision, batch, warmup, duration, graph, transfers, interval, mode, trt, *flags = sys.argv[1:]
+print(json.dumps({"engine": engine, "precision": precision, "batch": int(batch), "warmup_ms": float(warmup),
+                  "duration_s": float(duration), "cuda_graph": graph == "1", "data_transfers": transfers == "1",
+                  "spin_wait": True, "power_interval_ms": int(interval), "power_mode": mode or None,
+                  "command": [trt, *flags]}))
+PY
+)"
+"$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" summarize --trtexec-log "$WORK/trtexec.log" \
+    --tegrastats-log "$WORK/tegrastats.log" "${NO_POWER[@]}" \
+    --warmup-ms "$WARMUP" --settings "$SETTINGS" --out "$OUT"
+note "wrote $OUT"

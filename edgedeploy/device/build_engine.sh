@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build this device's TensorRT engine from the bundled precision ONNX (skipped when one matches).
+set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$SCRIPT_DIR/common.sh"
+
+usage() {
+    cat <<'USAGE'
+Usage: build_engine.sh [--precision P] [--workspace-mb N] [--max-batch N] [--tool auto|edgedeploy|trtexec] [--force]
+
+Builds device/engines/<model>.engine from the bundle's precision artifact (fp16 ONNX, Q/DQ
+ONNX, or ONNX + calibration cache on TensorRT 8.x) with `edgedeploy build` where edgedeploy
+and TensorRT's python bindings are installed, else with trtexec and the equivalent flags.
+Skips the build when an engine for this TensorRT version, board and model already exists.
+The engine is built under a temporary name and renamed: a failed build never replaces a good one.
+
+  --precision P      artifact to build (default: the manifest's primary_precision)
+  --workspace-mb N   workspace limit (default: the target's default, capped at its maximum)
+  --max-batch N      largest batch for dynamic inputs (default: the reference batch)
+  --force            rebuild even when a matching engine exists
+Exit: 0 built or up to date, 1 build failed, 2 damaged bundle or no TensorRT.
+USAGE
+}
+
+PRECISION="" WORKSPACE=() MAXBATCH=() TOOL=auto FORCE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --precision) PRECISION="$2"; shift ;;
+        --workspace-mb) WORKSPACE=(--workspace-mb "$2"); shift ;;
+        --max-batch) MAXBATCH=(--max-batch "$2"); shift ;;
+        --tool) TOOL="$2"; shift ;;
+        --force) FORCE=1 ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+[ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
+
+helper check-files >/dev/null || die "the bundle is damaged: run scripts/verify.sh for the list"
+
+if [ "$(manifest_get target.kind)" = "cpu" ]; then
+    note "target $(manifest_get target.name) runs on ONNX Runtime: no engine to build"
+    exit 0
+fi
+
+ENGINE="$(helper engine-path --precision "$PRECISION")"
+if [ "$FORCE" -eq 0 ] && FOUND="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
+    note "up to date: $FOUND matches this device (use --force to rebuild)"
+    exit 0
+fi
+
+mkdir -p "$(dirname "$ENGINE")"
+TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
+LOG="$DEVICE_DIR/build-$PRECISION.log"
+cleanup() { rm -f "$TMP"; }
+trap cleanup EXIT
+
+# edgedeploy build remakes fp16 from the fp32 ONNX (deterministic); int8 needs calibration data: trtexec
+if [ "$PRECISION" != "int8" ] && use_edgedeploy "$TOOL"; then
+    note "building with edgedeploy build (log: $LOG)"
+    OUT_DIR="$(dirname "$TMP")/.build.$$"
+    if ! edgedeploy build "$(helper model --precision fp32)" --backend tensorrt "${WORKSPACE[@]}" \
+            --target "$(manifest_get target.name)" --precision "$PRECISION" -o "$OUT_DIR" \
+            --timing-cache "$DEVICE_DIR/timing.cache" >"$LOG" 2>&1; then
+        rm -rf "$OUT_DIR"
+        EXIT_CODE=1 die "edgedeploy build failed (see $LOG); the previous engine, if any, is unchanged"
+    fi
+    BUILT="$(find "$OUT_DIR" -name '*.engine' | head -n 1)"
+    mv "$BUILT" "$TMP"
+    rm -rf "$OUT_DIR"
+    FLAGS=(edgedeploy build) USED=edgedeploy
+else
+    TRT="$(find_trtexec)"
+    [ -n "$TRT" ] || die "neither edgedeploy with TensorRT nor trtexec found (trtexec is in /usr/src/tensorrt/bin)"
+    ARGS_TEXT="$(helper build-args --precision "$PRECISION" "${WORKSPACE[@]}" "${MAXBATCH[@]}")"
+    mapfile -t FLAGS <<<"$ARGS_TEXT"
+    USED=trtexec
+    CACHE="$DEVICE_DIR/timing.cache"
+    note "building with trtexec ${FLAGS[*]} (log: $LOG)"
+    if ! "$TRT" "${FLAGS[@]}" --saveEngine="$TMP" --timingCacheFile="$CACHE" >"$LOG" 2>&1 || [ ! -s "$TMP" ]; then
+        tail -n 5 "$LOG" >&2 || true
+        EXIT_CODE=1 die "trtexec build failed (see $LOG); the previous engine, if any, is unchanged"
+    fi
+fi
+
+mv -f "$TMP" "$ENGINE"
+helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" -- "${FLAGS[@]}"
+note "engine: $ENGINE"

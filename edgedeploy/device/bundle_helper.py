@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Manifest, device and engine logic for the bundle's bash scripts, run on the device.
+
+Runs with the system python3 of JetPack (standard library only; NumPy for reference inputs),
+without edgedeploy installed, so it cannot share code with the package: the bash scripts stay
+short and every parsing or comparison decision lives here, where it is tested.
+
+Subcommands: get, check-files, check-device, engine, build-args, write-sidecar, ref-inputs,
+shapes. Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
+``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
+/usr/local/cuda), so tests can run against a fake device tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 2, 3
+DEVICE_DIR = "device"  # everything the scripts write on the device goes here, outside the manifest
+
+# L4T release -> (JetPack, CUDA), from NVIDIA's JetPack archive.
+L4T_TABLE: dict[str, tuple[str, str]] = {
+    "32.6.1": ("4.6", "10.2"),
+    "32.7.1": ("4.6.1", "10.2"),
+    "32.7.2": ("4.6.2", "10.2"),
+    "32.7.3": ("4.6.3", "10.2"),
+    "32.7.4": ("4.6.4", "10.2"),
+    "32.7.5": ("4.6.5", "10.2"),
+    "32.7.6": ("4.6.6", "10.2"),
+    "35.1.0": ("5.0.2", "11.4"),
+    "35.2.1": ("5.1", "11.4"),
+    "35.3.1": ("5.1.1", "11.4"),
+    "35.4.1": ("5.1.2", "11.4"),
+    "35.5.0": ("5.1.3", "11.4"),
+    "35.6.0": ("5.1.4", "11.4"),
+    "35.6.1": ("5.1.5", "11.4"),
+    "36.2.0": ("6.0 DP", "12.2"),
+    "36.3.0": ("6.0", "12.2"),
+    "36.4.0": ("6.1", "12.6"),
+    "36.4.3": ("6.2", "12.6"),
+    "36.4.4": ("6.2.1", "12.6"),
+    "38.2.0": ("7.0", "13.0"),
+}
+
+
+class BundleProblem(Exception):
+    """The bundle is damaged or does not fit this device (exit 2)."""
+
+
+def die(message: str, code: int = EXIT_BAD_BUNDLE) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((bundle / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise BundleProblem(f"{bundle}/manifest.json is missing: not a bundle") from None
+    except json.JSONDecodeError as exc:
+        raise BundleProblem(f"manifest.json is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "files" not in data or "artifacts" not in data:
+        raise BundleProblem("manifest.json lacks 'files' or 'artifacts'")
+    return data
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- files
+
+
+def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
+    """Every listed file present with its size and sha256; files nobody listed (outside device/)."""
+    problems = []
+    listed = manifest["files"]
+    for rel, meta in sorted(listed.items()):
+        path = bundle / rel
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            problems.append(f"{rel}: unsafe path in manifest")
+        elif not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != meta.get("size"):
+            problems.append(f"{rel}: size {path.stat().st_size}, manifest says {meta.get('size')}")
+        elif sha256_file(path) != meta.get("sha256"):
+            problems.append(f"{rel}: sha256 differs from the manifest (damaged or edited)")
+    for path in sorted(p for p in bundle.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(bundle).as_posix()
+        if rel == "manifest.json" or rel in listed or rel.split("/")[0] == DEVICE_DIR:
+            continue
+        if "__pycache__" in rel.split("/"):
+            continue
+        problems.append(f"{rel}: not listed in the manifest")
+    return problems
+
+
+# ---------------------------------------------------------------- device
+
+
+def _root() -> Path:
+    return Path(os.environ.get("EDGEDEPLOY_ROOT", "/"))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_bytes().replace(b"\x00", b"").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def parse_l4t(text: str) -> str | None:
+    """``# R36 (release), REVISION: 4.3, GCID: ...`` -> ``36.4.3``."""
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
+    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
+
+
+def decode_trt_number(n: int) -> str:
+    """trtexec's ``[TensorRT v8602]`` / ``v100300`` -> ``8.6.2`` / ``10.3.0``."""
+    if n >= 100000:
+        return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+    return f"{n // 1000}.{n // 100 % 10}.{n % 100}"
+
+
+def _trt_from_header(root: Path) -> str | None:
+    for folder in ("usr/include/aarch64-linux-gnu", "usr/include/x86_64-linux-gnu", "usr/include"):
+        text = _read(root / folder / "NvInferVersion.h")
+        if not text:
+            continue
+        parts = {}
+        for key in ("MAJOR", "MINOR", "PATCH"):
+            m = re.search(rf"#define\s+(?:NV_TENSORRT|TRT)_{key}(?:_ENTERPRISE)?\s+(\d+)", text)
+            if m:
+                parts[key] = m.group(1)
+        if len(parts) == 3:
+            return f"{parts['MAJOR']}.{parts['MINOR']}.{parts['PATCH']}"
+    return None
+
+
+def _trt_from_trtexec(trtexec: str | None) -> str | None:
+    if not trtexec:
+        return None
+    try:
+        out = subprocess.run([trtexec, "--help"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"\[TensorRT v(\d+)\]", out)
+    return decode_trt_number(int(m.group(1))) if m else None
+
+
+def _trt_from_system() -> str | None:
+    try:
+        import tensorrt  # type: ignore[import-not-found]  # JetPack's system package
+
+        return str(tensorrt.__version__)
+    except ImportError:
+        pass
+    if shutil.which("dpkg-query"):
+        for pkg in ("libnvinfer-bin", "tensorrt", "libnvinfer10", "libnvinfer8"):
+            res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
+            m = re.match(r"(\d+\.\d+\.\d+)", res.stdout) if res.returncode == 0 else None
+            if m:
+                return m.group(1)
+    return None
+
+
+def _cuda(root: Path) -> str | None:
+    text = _read(root / "usr/local/cuda/version.json")
+    if text:
+        try:
+            return str(json.loads(text)["cuda"]["version"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    text = _read(root / "usr/local/cuda/version.txt")
+    if text and (m := re.search(r"CUDA Version (\d+\.\d+(?:\.\d+)?)", text)):
+        return m.group(1)
+    if root == Path("/"):
+        nvcc = shutil.which("nvcc") or (
+            "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None
+        )
+        if nvcc:
+            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+            if m := re.search(r"release (\d+\.\d+)", out):
+                return m.group(1)
+    return None
+
+
+def detect_device(trtexec: str | None) -> dict[str, Any]:
+    root = _root()
+    model = _read(root / "proc/device-tree/model") or _read(root / "sys/firmware/devicetree/base/model")
+    release = _read(root / "etc/nv_tegra_release")
+    l4t = parse_l4t(release) if release else None
+    jetpack, cuda_expected = L4T_TABLE.get(l4t or "", (None, None))
+    trt = (
+        _trt_from_header(root)
+        or (_trt_from_system() if root == Path("/") else None)
+        or _trt_from_trtexec(trtexec)
+    )
+    return {
+        "board": model,
+        "l4t": l4t,
+        "jetpack": jetpack,
+        "cuda": _cuda(root),
+        "cuda_for_jetpack": cuda_expected,
+        "tensorrt": trt,
+        "trtexec": trtexec,
+    }
+
+
+def _board_key(name: str) -> str:
+    text = name.lower()
+    for noise in ("nvidia", "engineering reference", "developer kit", "super", "module"):
+        text = text.replace(noise, " ")
+    return " ".join(text.split())
+
+
+def board_matches(expected: str | None, actual: str | None) -> bool:
+    if not expected or not actual:
+        return False
+    return _board_key(expected) in _board_key(actual)
+
+
+def version_matches(expected: str, actual: str) -> bool:
+    return actual == expected or actual.startswith(expected + ".") or expected.startswith(actual + ".")
+
+
+def expected_tensorrt(manifest: dict[str, Any]) -> list[str]:
+    built = (manifest.get("tools") or {}).get("tensorrt")
+    return [built] if built else list(manifest["target"].get("tensorrt") or [])
+
+
+def device_report(manifest: dict[str, Any], dev: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(ok lines, differences, fatal mismatches) between the bundle's target and this device."""
+    target = manifest["target"]
+    ok: list[str] = []
+    differs: list[str] = []
+    fatal: list[str] = []
+    if target.get("kind") == "jetson":
+        want = target.get("device_tree_model")
+        if dev["board"] is None:
+            fatal.append(
+                f"board: not a Jetson (no device-tree model); the bundle is for {target['name']} ({want})"
+            )
+        elif board_matches(want, dev["board"]):
+            ok.append(f"board: {dev['board']} (target {target['name']})")
+        else:
+            fatal.append(f"board: this is '{dev['board']}', the bundle is for {target['name']} ('{want}')")
+        jetpacks = list(target.get("jetpack") or [])
+        if dev["jetpack"] is None:
+            differs.append(
+                f"JetPack: unknown (L4T {dev['l4t'] or 'not found'}); expected {', '.join(jetpacks)}"
+            )
+        elif any(version_matches(j, dev["jetpack"].split()[0]) for j in jetpacks):
+            ok.append(f"JetPack: {dev['jetpack']} (L4T {dev['l4t']})")
+        else:
+            differs.append(f"JetPack: {dev['jetpack']} (L4T {dev['l4t']}), expected {', '.join(jetpacks)}")
+        if dev["cuda"] and dev["cuda_for_jetpack"]:
+            if version_matches(dev["cuda_for_jetpack"], ".".join(dev["cuda"].split(".")[:2])):
+                ok.append(f"CUDA: {dev['cuda']}")
+            else:
+                differs.append(
+                    f"CUDA: {dev['cuda']}, JetPack {dev['jetpack']} ships {dev['cuda_for_jetpack']}"
+                )
+        elif not dev["cuda"]:
+            differs.append("CUDA: not found (/usr/local/cuda)")
+    else:
+        ok.append(f"target {target['name']} is a {target.get('kind')} target: board checks skipped")
+    if target.get("kind") in ("jetson", "desktop"):
+        want_trt = expected_tensorrt(manifest)
+        if dev["tensorrt"] is None:
+            differs.append(f"TensorRT: not found; expected {', '.join(want_trt)}")
+        elif any(version_matches(v, dev["tensorrt"]) for v in want_trt):
+            ok.append(f"TensorRT: {dev['tensorrt']}")
+        else:
+            differs.append(
+                f"TensorRT: {dev['tensorrt']}, expected {', '.join(want_trt)} "
+                "(engines must be rebuilt here: scripts/build_engine.sh)"
+            )
+    return ok, differs, fatal
+
+
+# ---------------------------------------------------------------- artifacts and engines
+
+
+def artifact(manifest: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    precision = precision or manifest.get("primary_precision")
+    for art in manifest["artifacts"]:
+        if art["precision"] == precision:
+            return dict(art)
+    have = ", ".join(a["precision"] for a in manifest["artifacts"])
+    raise BundleProblem(f"no {precision} artifact in this bundle (it has: {have})")
+
+
+def device_engine_path(bundle: Path, art: dict[str, Any]) -> Path:
+    stem = Path(art["model"]).name.removesuffix(".onnx")
+    return bundle / DEVICE_DIR / "engines" / f"{stem}.engine"
+
+
+def trt_major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def trt_minor(version: str) -> tuple[int, int]:
+    major, minor = ([*version.split("."), "0"])[:2]
+    return int(major), int(minor)
+
+
+def build_flags(
+    manifest: dict[str, Any], art: dict[str, Any], trt: str, workspace_mb: int | None
+) -> list[str]:
+    """trtexec flags that build what ``edgedeploy build`` would, for this TensorRT version."""
+    flags: list[str] = []
+    precision = art["precision"]
+    if trt_major(trt) >= 10:
+        flags.append("--stronglyTyped")  # precision is in the ONNX graph (fp16 casts, Q/DQ)
+    elif precision == "fp16":
+        flags.append("--fp16")
+    elif precision == "int8":
+        flags.append("--int8")
+        if art.get("calibration_cache"):
+            flags.append(f"--calib={manifest_path_placeholder(art['calibration_cache'])}")
+    target = manifest["target"]
+    ws = workspace_mb or target.get("default_workspace_mb") or 0
+    if target.get("max_workspace_mb"):
+        ws = min(ws, int(target["max_workspace_mb"]))
+    if ws:
+        flags.append(f"--memPoolSize=workspace:{ws}M" if trt_minor(trt) >= (8, 4) else f"--workspace={ws}")
+    return flags
+
+
+def manifest_path_placeholder(rel: str) -> str:
+    return "{bundle}/" + rel
+
+
+def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | None:
+    """Input shapes with symbolic dims set to ``batch``; None when every input is static."""
+    shapes: dict[str, list[int]] = {}
+    dynamic = False
+    for spec in manifest["io"]["inputs"]:
+        dims = []
+        for d in spec["shape"]:
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            else:
+                dynamic = True
+                dims.append(batch)
+        shapes[spec["name"]] = dims
+    return shapes if dynamic else None
+
+
+def shape_spec(shapes: dict[str, list[int]]) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
+def reference_batch(bundle: Path, manifest: dict[str, Any]) -> int:
+    ref = manifest.get("reference") or {}
+    if not ref.get("inputs"):
+        return 1
+    import numpy as np
+
+    with np.load(bundle / ref["inputs"]) as data:
+        first = data[data.files[0]]
+        return int(first.shape[0]) if first.ndim else 1
+
+
+def engine_key(bundle: Path, art: dict[str, Any], dev: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+    return {
+        "model": art["model"],
+        "model_sha256": sha256_file(bundle / art["model"]),
+        "precision": art["precision"],
+        "tensorrt": dev["tensorrt"],
+        "board": dev["board"],
+        "flags": flags,
+    }
+
+
+def usable_engine(
+    bundle: Path, manifest: dict[str, Any], art: dict[str, Any], dev: dict[str, Any]
+) -> tuple[Path | None, str]:
+    """The engine to run on this device and why, or None and why none fits."""
+    if art["backend"] != "tensorrt" and not art.get("engine") and manifest["target"].get("kind") == "cpu":
+        return None, "this artifact runs on ONNX Runtime: no engine needed"
+    built = device_engine_path(bundle, art)
+    sidecar = built.with_name(built.name + ".json")
+    if built.is_file() and sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        if (
+            meta.get("model_sha256") == sha256_file(bundle / art["model"])
+            and meta.get("tensorrt") == dev["tensorrt"]
+            and meta.get("board") == dev["board"]
+            and meta.get("engine_sha256") == sha256_file(built)
+        ):
+            return built, f"engine built on this device: {built.relative_to(bundle)}"
+    if art.get("engine") and dev["tensorrt"]:
+        target = manifest["target"]
+        same_trt = any(
+            version_matches(v, dev["tensorrt"])
+            for v in expected_tensorrt(manifest)
+            if (manifest.get("tools") or {}).get("tensorrt")
+        )
+        same_board = target.get("kind") != "jetson" or board_matches(
+            target.get("device_tree_model"), dev["board"]
+        )
+        if same_trt and same_board:
+            why = f"bundled engine {art['engine']} matches TensorRT {dev['tensorrt']}"
+            return bundle / art["engine"], why
+    trt, board = dev["tensorrt"] or "not found", dev["board"] or "unknown"
+    why = f"no engine for this device (TensorRT {trt}, board {board})"
+    return None, why
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_get(bundle: Path, args: argparse.Namespace) -> int:
+    value: Any = load_manifest(bundle)
+    for key in args.key.split("."):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            value = None
+            break
+    if isinstance(value, (dict, list)):
+        print(json.dumps(value) if isinstance(value, dict) else "\n".join(str(v) for v in value))
+    elif value is not None:
+        print(value)
+    return EXIT_OK
+
+
+def cmd_check_files(bundle: Path, args: argparse.Namespace) -> int:
+    manifest = load_manifest(bundle)
+    problems = check_files(bundle, manifest)
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    if problems:
+        print(f"error: bundle damaged: {len(problems)} problem(s) above", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+    print(f"files: {len(manifest['files'])} match their sha256 in manifest.json")
+    return EXIT_OK
+
+
+def cmd_check_device(bundle: Path, args: argparse.Namespace) -> int:
+    manifest = load_manifest(bundle)
+    dev = detect_device(args.trtexec)
+    ok, differs, fatal = device_report(manifest, dev)
+    for line in ok:
+        print(f"  ok       {line}")
+    for line in differs:
+        print(f"  differs  {line}")
+    for line in fatal:
+        print(f"  MISMATCH {line}")
+    if args.json:
+        atomic_write(
+            Path(args.json),
+            json.dumps({"device": dev, "ok": ok, "differs": differs, "mismatch": fatal}, indent=2) + "\n",
+        )
+    if fatal:
+        print("error: this bundle was made for another device", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+    if differs and args.strict:
+        print("error: versions differ from what the bundle expects (--strict)", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+    return EXIT_OK
+
+
+def cmd_engine(bundle: Path, args: argparse.Namespace) -> int:
+    manifest = load_manifest(bundle)
+    art = artifact(manifest, args.precision)
+    dev = detect_device(args.trtexec)
+    engine, why = usable_engine(bundle, manifest, art, dev)
+    if engine is None:
+        print(why, file=sys.stderr)
+        return EXIT_NO_ENGINE
+    print(engine)
+    print(why, file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
+    """One trtexec argument per line (after the output path and the timing cache)."""
+    manifest = load_manifest(bundle)
+    art = artifact(manifest, args.precision)
+    dev = detect_device(args.trtexec)
+    if not dev["tensorrt"]:
+        die("TensorRT not found on this device (no NvInferVersion.h, python tensorrt, dpkg entry or trtexec)")
+    flags = [
+        f.replace("{bundle}", str(bundle))
+        for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb)
+    ]
+    argv = [f"--onnx={bundle / art['model']}", *flags]
+    shapes = _io_shapes(manifest, args.max_batch or reference_batch(bundle, manifest))
+    if shapes:
+        ones = _io_shapes(manifest, 1) or shapes
+        argv += [
+            f"--minShapes={shape_spec(ones)}",
+            f"--optShapes={shape_spec(shapes)}",
+            f"--maxShapes={shape_spec(shapes)}",
+        ]
+    print("\n".join(argv))
+    return EXIT_OK
+
+
+def cmd_model(bundle: Path, args: argparse.Namespace) -> int:
+    print(bundle / artifact(load_manifest(bundle), args.precision)["model"])
+    return EXIT_OK
+
+
+def cmd_engine_path(bundle: Path, args: argparse.Namespace) -> int:
+    manifest = load_manifest(bundle)
+    print(device_engine_path(bundle, artifact(manifest, args.precision)))
+    return EXIT_OK
+
+
+def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
+    manifest = load_manifest(bundle)
+    art = artifact(manifest, args.precision)
+    dev = detect_device(args.trtexec)
+    engine = Path(args.engine)
+    meta = engine_key(bundle, art, dev, args.flags or [])
+    meta.update(engine_sha256=sha256_file(engine), tool=args.tool, target=manifest["target"]["name"])
+    atomic_write(engine.with_name(engine.name + ".json"), json.dumps(meta, indent=2) + "\n")
+    return EXIT_OK
+
+
+def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
+    """Write each reference input as raw binary for trtexec; print --loadInputs and --shapes values."""
+    import numpy as np
+
+    manifest = load_manifest(bundle)
+    ref = manifest.get("reference") or {}
+    if not ref.get("inputs") or not ref.get("outputs"):
+        die("the bundle has no reference inputs/outputs: nothing to verify against")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs, shapes = [], {}
+    with np.load(bundle / ref["inputs"]) as data:
+        for name in data.files:
+            arr = np.ascontiguousarray(data[name])
+            path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
+            arr.tofile(path)
+            specs.append(f"{name}:{path}")
+            shapes[name] = list(arr.shape)
+    print(",".join(specs))
+    print(shape_spec(shapes))
+    return EXIT_OK
+
+
+def cmd_shapes(bundle: Path, args: argparse.Namespace) -> int:
+    shapes = _io_shapes(load_manifest(bundle), args.batch)
+    print(shape_spec(shapes) if shapes else "")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--trtexec", default=None, help="trtexec path (TensorRT version fallback)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("get")
+    p.add_argument("key")
+    sub.add_parser("check-files")
+    p = sub.add_parser("check-device")
+    p.add_argument("--strict", action="store_true")
+    p.add_argument("--json")
+    for name in ("engine", "build-args", "engine-path", "write-sidecar", "model"):
+        p = sub.add_parser(name)
+        p.add_argument("--precision")
+        if name == "build-args":
+            p.add_argument("--workspace-mb", type=int)
+            p.add_argument("--max-batch", type=int)
+        if name == "write-sidecar":
+            p.add_argument("--engine", required=True)
+            p.add_argument("--tool", default="trtexec")
+            p.add_argument("flags", nargs="*")
+    p = sub.add_parser("ref-inputs")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("shapes")
+    p.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args(argv)
+    commands = {
+        "get": cmd_get,
+        "check-files": cmd_check_files,
+        "check-device": cmd_check_device,
+        "engine": cmd_engine,
+        "model": cmd_model,
+        "build-args": cmd_build_args,
+        "engine-path": cmd_engine_path,
+        "write-sidecar": cmd_write_sidecar,
+        "ref-inputs": cmd_ref_inputs,
+        "shapes": cmd_shapes,
+    }
+    try:
+        return commands[args.cmd](args.bundle.resolve(), args)
+    except BundleProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

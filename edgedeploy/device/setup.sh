@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Check that this device is the one the bundle was made for; optionally set power mode and clocks.
+set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$SCRIPT_DIR/common.sh"
+
+usage() {
+    cat <<'USAGE'
+Usage: setup.sh [--power-mode [NAME]] [--pin-clocks] [--restore] [--strict]
+
+Checks the board (/proc/device-tree/model or /etc/nv_tegra_release), JetPack/L4T, CUDA and
+TensorRT against the bundle's target and says what differs.
+
+  --power-mode [NAME]  set the nvpmodel mode NAME from the target profile (default: the
+                       target's default_power_mode)
+  --pin-clocks         pin clocks with jetson_clocks (stores the current ones first)
+  --restore            restore the clocks (and power mode) saved by --pin-clocks/--power-mode
+  --strict             exit 2 when JetPack, CUDA or TensorRT differ, not only the board
+Exit: 0 matches, 2 another board (or versions differ with --strict).
+USAGE
+}
+
+POWER_MODE="" SET_MODE=0 PIN=0 RESTORE=0 STRICT=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --power-mode)
+            SET_MODE=1
+            if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then POWER_MODE="$2"; shift; fi ;;
+        --power-mode=*) SET_MODE=1; POWER_MODE="${1#*=}" ;;
+        --pin-clocks) PIN=1 ;;
+        --restore) RESTORE=1 ;;
+        --strict) STRICT=(--strict) ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+
+CLOCKS_FILE="$DEVICE_DIR/jetson_clocks.conf"
+MODE_FILE="$DEVICE_DIR/nvpmodel.previous"
+
+if [ "$RESTORE" -eq 1 ]; then
+    [ -f "$CLOCKS_FILE" ] || die "nothing to restore: $CLOCKS_FILE not found (run setup.sh --pin-clocks first)"
+    note "restoring clocks from $CLOCKS_FILE"
+    run_as_root jetson_clocks --restore "$CLOCKS_FILE"
+    if [ -f "$MODE_FILE" ]; then
+        note "restoring power mode $(cat "$MODE_FILE")"
+        run_as_root nvpmodel -m "$(cat "$MODE_FILE")" </dev/null
+    fi
+    exit 0
+fi
+
+TARGET="$(manifest_get target.name)"
+note "bundle target: $TARGET"
+mkdir -p "$DEVICE_DIR"
+helper check-device "${STRICT[@]}" --json "$DEVICE_DIR/device.json"
+
+if [ "$(manifest_get target.kind)" != "jetson" ]; then
+    if [ "$SET_MODE" -eq 1 ] || [ "$PIN" -eq 1 ]; then note "power mode and clocks apply to Jetson only: skipped"; fi
+    exit 0
+fi
+
+if [ "$SET_MODE" -eq 1 ]; then
+    [ -n "$POWER_MODE" ] || POWER_MODE="$(manifest_get target.default_power_mode)"
+    MODE_ID="$(manifest_get "target.power_modes.$POWER_MODE")"
+    [ -n "$MODE_ID" ] || die "power mode '$POWER_MODE' is not in the target profile (modes: $(manifest_get target.power_modes))"
+    command -v nvpmodel >/dev/null 2>&1 || die "nvpmodel not found (is this JetPack?)"
+    if [ ! -f "$MODE_FILE" ]; then
+        nvpmodel -q 2>/dev/null | awk 'NR==2 && /^[0-9]+$/ {print}' > "$MODE_FILE.tmp" || true
+        if [ -s "$MODE_FILE.tmp" ]; then mv "$MODE_FILE.tmp" "$MODE_FILE"; else rm -f "$MODE_FILE.tmp"; fi
+    fi
+    note "power mode $POWER_MODE (nvpmodel -m $MODE_ID)"
+    run_as_root nvpmodel -m "$MODE_ID" </dev/null
+fi
+
+if [ "$PIN" -eq 1 ]; then
+    command -v jetson_clocks >/dev/null 2>&1 || die "jetson_clocks not found (is this JetPack?)"
+    if [ ! -f "$CLOCKS_FILE" ]; then
+        note "storing current clocks in $CLOCKS_FILE (restore with setup.sh --restore)"
+        run_as_root jetson_clocks --store "$CLOCKS_FILE"
+    fi
+    note "pinning clocks to the power mode's maximum (jetson_clocks)"
+    run_as_root jetson_clocks
+fi

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Compare a device run's outputs with the bundle's stored fp32 reference, using its gates.
+
+Runs on the device with python3 and NumPy only. The candidate outputs come from trtexec's
+``--exportOutput`` JSON (a list of {name, dimensions "AxB", values}) or, for ONNX Runtime
+bundles, from running the model here. Metrics and gates mirror edgedeploy.compare: cosine,
+top-1 agreement, NaN/Inf, and atol/rtol only when the gates ask for it (check_allclose).
+Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_trtexec_outputs(path: Path) -> dict[str, np.ndarray]:
+    data = json.loads(path.read_text())
+    outputs = {}
+    for entry in data:
+        dims = [int(d) for d in str(entry.get("dimensions", "")).split("x") if d.strip()]
+        values = np.asarray(entry["values"], dtype=np.float64)
+        outputs[entry["name"]] = (
+            values.reshape(dims) if dims and int(np.prod(dims)) == values.size else values
+        )
+    return outputs
+
+
+def run_onnxruntime(model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def metrics(ref: np.ndarray, cand: np.ndarray, gates: dict[str, Any]) -> dict[str, Any]:
+    r = np.asarray(ref, dtype=np.float64).reshape(-1)
+    c = np.asarray(cand, dtype=np.float64).reshape(-1)
+    nan_inf = int((~np.isfinite(c)).sum())
+    finite = np.isfinite(r) & np.isfinite(c)
+    rf, cf = r[finite], c[finite]
+    abs_err = np.abs(rf - cf) if rf.size else np.array([np.inf])
+    denom = float(np.linalg.norm(rf) * np.linalg.norm(cf))
+    cosine = float(np.dot(rf, cf) / denom) if denom > 0 else (1.0 if not rf.any() and not cf.any() else 0.0)
+    if nan_inf:
+        cosine = float("nan")
+    top1 = None
+    ref2 = np.asarray(ref)
+    if ref2.ndim == 2 and ref2.shape[1] >= 2:
+        top1 = float(np.mean(ref2.argmax(axis=1) == np.asarray(cand).reshape(ref2.shape).argmax(axis=1)))
+    atol, rtol = float(gates.get("atol", 1e-3)), float(gates.get("rtol", 1e-3))
+    allclose = bool(nan_inf == 0 and np.all(abs_err <= atol + rtol * np.abs(rf)))
+    failures = []
+    if nan_inf:
+        failures.append(f"{nan_inf} NaN/Inf values")
+    if gates.get("min_cosine") is not None and not cosine >= float(gates["min_cosine"]):
+        failures.append(f"cosine {cosine:.6f} < {gates['min_cosine']}")
+    if gates.get("min_top1") is not None and top1 is not None and top1 < float(gates["min_top1"]):
+        failures.append(f"top-1 agreement {top1:.4f} < {gates['min_top1']}")
+    if gates.get("check_allclose") and not allclose:
+        failures.append(f"max abs error {float(abs_err.max()):.3g} exceeds atol={atol} + rtol={rtol}*|ref|")
+    return {
+        "max_abs": float(abs_err.max()),
+        "mean_abs": float(abs_err.mean()),
+        "cosine": cosine,
+        "top1_agreement": top1,
+        "allclose": allclose,
+        "nan_inf": nan_inf,
+        "failures": failures,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compare device outputs with the bundle's fp32 reference.")
+    parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trtexec-json", type=Path, help="trtexec --exportOutput file")
+    source.add_argument("--onnxruntime", type=Path, help="run this ONNX model here on the reference inputs")
+    parser.add_argument("--json", type=Path, help="write the metrics here")
+    args = parser.parse_args(argv)
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    ref = manifest.get("reference") or {}
+    gates = manifest.get("gates") or {}
+    with np.load(args.bundle / ref["outputs"]) as data:
+        expected = {n: data[n] for n in data.files}
+    if args.trtexec_json:
+        got = load_trtexec_outputs(args.trtexec_json)
+    else:
+        with np.load(args.bundle / ref["inputs"]) as data:
+            feeds = {n: data[n] for n in data.files}
+        got = run_onnxruntime(args.onnxruntime, feeds)
+    results: dict[str, Any] = {}
+    for name, ref_arr in expected.items():
+        if name not in got:
+            print(
+                f"error: output '{name}' missing from the device run (it has: {', '.join(got)})",
+                file=sys.stderr,
+            )
+            return 2
+        if got[name].size != ref_arr.size:
+            print(
+                f"error: output '{name}' has {got[name].size} values, the reference {ref_arr.size}",
+                file=sys.stderr,
+            )
+            return 2
+        results[name] = metrics(ref_arr, got[name], gates)
+    passed = not any(m["failures"] for m in results.values())
+    for name, m in results.items():
+        top1 = "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.4f}"
+        verdict = "pass" if not m["failures"] else "FAIL: " + "; ".join(m["failures"])
+        print(f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  top1 {top1}  {verdict}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"passed": passed, "gates": gates, "outputs": results}, indent=2) + "\n"
+        )
+    print("accuracy: pass" if passed else "accuracy: FAIL (gates in manifest.json)")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

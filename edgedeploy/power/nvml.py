@@ -1,0 +1,93 @@
+"""Desktop GPU power from NVML (``nvidia-ml-py``, module ``pynvml``), imported lazily.
+
+Volta and newer expose a total-energy counter in millijoules, which is exact over any window;
+older GPUs only report instantaneous board power in milliwatts, which is sampled and averaged.
+NVML covers the GPU board only (not the CPU or host memory), and does not exist on Jetson.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+from edgedeploy.power.integrate import counter_delta, window_average
+
+
+def open_nvml(index: int = 0) -> tuple[Any, Any, str]:
+    """(pynvml module, device handle, "") or (None, None, why NVML is unusable here)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, None, "NVML: nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+        if pynvml.nvmlDeviceGetCount() <= index:
+            pynvml.nvmlShutdown()
+            return None, None, f"NVML: no GPU {index}"
+        return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index), ""
+    except Exception as exc:  # pynvml raises NVMLError subclasses; no driver is the common case
+        return None, None, f"NVML: {exc}"
+
+
+class NvmlSource:
+    name = "nvml"
+
+    def __init__(self, nvml: Any, handle: Any, index: int = 0, interval_ms: int = 100) -> None:
+        self.nvml = nvml
+        self.handle = handle
+        self.label = f"gpu{index}"
+        self.interval_s = interval_ms / 1000.0
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            self.counter = True
+        except Exception:
+            self.counter = False
+        self._times: list[float] = []
+        self._values: list[float] = []  # mJ counter readings, or mW power readings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> None:
+        if self.counter:
+            value = float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        else:
+            value = float(self.nvml.nvmlDeviceGetPowerUsage(self.handle))
+        self._times.append(time.monotonic())
+        self._values.append(value)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+
+    def start(self) -> float:
+        self._read()
+        self._thread = threading.Thread(target=self._poll, name="nvml-poll", daemon=True)
+        self._thread.start()
+        return self._times[0]
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._read()
+        with contextlib.suppress(Exception):
+            self.nvml.nvmlShutdown()
+        return self._times[-1]
+
+    def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
+        if self.counter:
+            joules = counter_delta(self._values, None) / 1000.0
+            watts: float | None = joules / (self._times[-1] - self._times[0])
+            how = "total-energy counter"
+        else:
+            avg_mw = window_average(self._times, self._values, t0, t1)
+            watts = None if avg_mw is None else avg_mw / 1000.0
+            how = "sampled power"
+        rails = {} if watts is None else {self.label: watts}
+        covered = (
+            f"GPU board power of {self.label} (NVML {how}): "
+            "not the CPU, host memory or the rest of the system"
+        )
+        return watts, rails, covered, len(self._times)

@@ -1,0 +1,110 @@
+"""CPU package energy from Linux RAPL powercap counters (``/sys/class/powercap/*-rapl:*``).
+
+Each top-level domain (``package-0``, ``package-1``, ``psys``) exposes ``energy_uj``, a counter
+in microjoules that wraps at ``max_energy_range_uj``. Since Linux 5.10 these files are root-only
+(CVE-2020-8694), so "present but unreadable" is a common case and is reported as such.
+Subdomains (core, uncore, dram) are reported as rails but not added to the total.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgedeploy.power.integrate import counter_delta
+
+POWERCAP_ROOT = Path("/sys/class/powercap")
+
+
+@dataclass
+class RaplDomain:
+    name: str
+    path: Path
+    top_level: bool
+    wrap_uj: float | None
+    readings: list[float] = field(default_factory=list)
+
+
+def find_domains(root: Path = POWERCAP_ROOT) -> tuple[list[RaplDomain], str]:
+    """Readable RAPL domains under ``root``, or none and one line saying why."""
+    if not root.is_dir():
+        return [], f"RAPL: {root} does not exist"
+    found: list[RaplDomain] = []
+    unreadable: list[str] = []
+    for zone in sorted(root.glob("*-rapl:*")):
+        energy = zone / "energy_uj"
+        enabled = zone / "enabled"
+        if not energy.exists() or (enabled.exists() and enabled.read_text().strip() == "0"):
+            continue
+        name = (zone / "name").read_text().strip() if (zone / "name").exists() else zone.name
+        try:
+            float(energy.read_text())
+        except (OSError, ValueError):
+            unreadable.append(str(energy))
+            continue
+        try:
+            wrap: float | None = float((zone / "max_energy_range_uj").read_text())
+        except (OSError, ValueError):
+            wrap = None
+        top = zone.name.count(":") == 1
+        label = name if top else f"{name}@{zone.name}"
+        found.append(RaplDomain(name=label, path=energy, top_level=top, wrap_uj=wrap))
+    if found:
+        return found, ""
+    if unreadable:
+        return [], f"RAPL: {unreadable[0]} is not readable (root only since Linux 5.10)"
+    return [], f"RAPL: no *-rapl:* domain under {root}"
+
+
+class RaplSource:
+    """Reads every domain's counter at start, every interval (to catch wrap-arounds) and at stop."""
+
+    name = "rapl"
+
+    def __init__(self, domains: list[RaplDomain], interval_ms: int = 100) -> None:
+        self.domains = domains
+        self.interval_s = interval_ms / 1000.0
+        self._times: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _read(self) -> None:
+        with self._lock:
+            self._times.append(time.monotonic())
+            for d in self.domains:
+                d.readings.append(float(d.path.read_text()))
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._read()
+
+    def start(self) -> float:
+        self._read()
+        self._thread = threading.Thread(target=self._poll, name="rapl-poll", daemon=True)
+        self._thread.start()
+        return self._times[0]
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._read()
+        return self._times[-1]
+
+    def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
+        """Average watts over the run (total of package domains), per-domain watts, coverage."""
+        duration = self._times[-1] - self._times[0]
+        rails = {d.name: counter_delta(d.readings, d.wrap_uj) / 1e6 / duration for d in self.domains}
+        packages = [d.name for d in self.domains if d.top_level and d.name != "psys"]
+        if packages:
+            total = sum(rails[n] for n in packages)
+            covered = (
+                f"CPU package domains {', '.join(packages)} (RAPL): not DRAM, GPU or the rest of the board"
+            )
+        else:
+            total = sum(rails[d.name] for d in self.domains if d.top_level)
+            covered = "RAPL platform domain (psys)"
+        return total, rails, covered, len(self._times)

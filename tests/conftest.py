@@ -1,0 +1,143 @@
+"""Shared fixtures: small real models (a digits CNN trained for a few seconds, a two-input model)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+
+@dataclass
+class Digits:
+    onnx_path: Path
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_train: np.ndarray
+    test_npz: Path
+    torch_accuracy: float
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    """The demo's CNN trained on scikit-learn's digits, exported with a dynamic batch axis."""
+    import torch
+
+    from edgedeploy.demo import load_digits_data, train_digits_cnn
+    from edgedeploy.export import ExportOptions, export_module
+
+    root = tmp_path_factory.mktemp("digits")
+    data = load_digits_data()
+    model, acc = train_digits_cnn(data, epochs=8)
+    path = root / "digits.onnx"
+    export_module(
+        model, {"input": torch.from_numpy(data.x_test[:1])}, path, ExportOptions(output_names=["logits"])
+    )
+    test_npz = root / "digits_test.npz"
+    np.savez(test_npz, input=data.x_test)
+    return Digits(path, data.x_test, data.y_test, data.x_train, test_npz, acc)
+
+
+TWO_IO_SOURCE = """
+import torch
+
+
+class TwoInTwoOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.meta = torch.nn.Linear(4, 8)
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, image, meta):
+        feats = torch.cat([self.image(image), torch.tanh(self.meta(meta))], dim=1)
+        return self.head(feats), feats.mean(dim=1, keepdim=True)
+
+
+def build():
+    return TwoInTwoOut()
+
+
+def example_inputs():
+    return {"image": torch.randn(2, 3, 16, 16), "meta": torch.randn(2, 4)}
+"""
+
+
+@pytest.fixture(scope="session")
+def two_io_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("twoio") / "twoio_model.py"
+    path.write_text(TWO_IO_SOURCE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_io_onnx(two_io_module: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgedeploy.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("twoio_onnx") / "twoio.onnx"
+    export(f"{two_io_module}:build:example_inputs", out, ExportOptions(output_names=["scores", "mean"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def static_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static-batch (1, 6) -> (1, 3) Gemm + Relu model built with onnx.helper."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor(
+        "w", TensorProto.FLOAT, [3, 6], rng.standard_normal((3, 6)).astype(np.float32).ravel()
+    )
+    b = helper.make_tensor("b", TensorProto.FLOAT, [3], np.zeros(3, np.float32))
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1, name="gemm"),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        "static",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path_factory.mktemp("static") / "static.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 300) -> CliResult:
+    """Run ``python -m edgedeploy`` as a user would, in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgedeploy", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_clean_input_error(result: CliResult, *needles: str) -> None:
+    """Exit 2, no traceback, and one line that names the problem."""
+    assert result.code == 2, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def files_under(path: Path) -> set[str]:
+    return {p.relative_to(path).as_posix() for p in path.rglob("*")} if path.exists() else set()

@@ -1,0 +1,151 @@
+"""A real bundle (edgedeploy.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
+fake Jetson: fake nvpmodel, jetson_clocks, tegrastats and trtexec on PATH and a fake device tree
+under EDGEDEPLOY_ROOT."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.modelinfo import TensorSpec
+from edgedeploy.bundle import BundleArtifact, make_bundle
+from edgedeploy.targets import load_target
+
+FAKES = Path(__file__).parent / "fakes"
+ORIN_NANO_MODEL = "NVIDIA Jetson Orin Nano Developer Kit"
+L4T_36_4_3 = (
+    "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+    "DATE: Wed Jan  8 01:49:37 UTC 2025"
+)
+
+
+def dense_model(fp16: bool) -> onnx.ModelProto:
+    """input [batch,1,8,8] -> Flatten -> Gemm(64x10) -> logits; fp16: the Gemm runs in float16."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 10)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    dtype = np.float16 if fp16 else np.float32
+    inits = [numpy_helper.from_array(w.astype(dtype), "W"), numpy_helper.from_array(b.astype(dtype), "B")]
+    nodes = []
+    x = "input"
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16))
+        x = "x16"
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
+    nodes.append(helper.make_node("Gemm", ["flat", "W", "B"], ["y" if fp16 else "logits"]))
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["y"], ["logits"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("bundle-src")
+    fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
+    onnx.save(dense_model(False), fp32)
+    onnx.save(dense_model(True), fp16)
+    x = np.random.default_rng(1).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    out = work / "out" / "dense-orin-nano"
+    make_bundle(
+        out,
+        model_name="dense",
+        model_source=str(fp32),
+        model_sha256="0" * 64,
+        target=load_target("jetson-orin-nano"),
+        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
+        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
+        artifacts=[
+            BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
+            BundleArtifact("fp16", "tensorrt", fp16, compare={"passed": True}),
+        ],
+        gates={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.999, "min_top1": 0.99},
+        reference_inputs={"input": x},
+        reference_outputs={"logits": y},
+        primary="fp16",
+    )
+    return out
+
+
+@pytest.fixture
+def bundle(built_bundle: Path, tmp_path: Path) -> Path:
+    """A fresh copy per test (tests damage files and build engines in it)."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(built_bundle, dest, symlinks=True)
+    shutil.copy2(built_bundle.with_name(built_bundle.name + ".tar.gz"), tmp_path / "bundle.tar.gz")
+    return dest
+
+
+def make_root(
+    root: Path, model: str = ORIN_NANO_MODEL, release: str = L4T_36_4_3, cuda: str = "12.6.68"
+) -> Path:
+    (root / "proc/device-tree").mkdir(parents=True, exist_ok=True)
+    (root / "proc/device-tree/model").write_bytes(model.encode() + b"\x00")
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/nv_tegra_release").write_text(release + "\n")
+    (root / "usr/local/cuda").mkdir(parents=True, exist_ok=True)
+    (root / "usr/local/cuda/version.json").write_text(
+        f'{{"cuda": {{"name": "CUDA SDK", "version": "{cuda}"}}}}'
+    )
+    return root
+
+
+@dataclass
+class Device:
+    root: Path
+    log: Path
+    env: dict[str, str]
+
+    def set_board(
+        self, model: str = ORIN_NANO_MODEL, release: str = L4T_36_4_3, cuda: str = "12.6.68"
+    ) -> None:
+        make_root(self.root, model, release, cuda)
+
+    def calls(self, tool: str) -> list[str]:
+        if not self.log.exists():
+            return []
+        return [ln.rstrip() for ln in self.log.read_text().splitlines() if ln.split(" ", 1)[0] == tool]
+
+    def run(
+        self, script: Path, *args: str, cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(script), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd or self.root.parent,
+            env={**self.env, **env},
+        )
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Device:
+    """A fake Orin Nano on JetPack 6.2 with TensorRT 10.3 (through the fake trtexec's banner)."""
+    root = make_root(tmp_path / "root")
+    log = tmp_path / "calls.log"
+    path = os.pathsep.join([str(FAKES), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "EDGEDEPLOY_ROOT": str(root), "FAKE_LOG": str(log)}
+    for key in ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC"):
+        env.pop(key, None)
+    return Device(root=root, log=log, env=env)

@@ -1,0 +1,215 @@
+"""The bundle's device scripts against a fake Jetson (fake tools on PATH, fake device tree)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Device
+
+from edgedeploy.device import SCRIPTS, device_files
+
+SCRIPT_NAMES = ("setup.sh", "build_engine.sh", "verify.sh", "benchmark.sh")
+
+
+def script(bundle: Path, name: str) -> Path:
+    return bundle / "scripts" / name
+
+
+def test_bundle_carries_every_device_file_executable(bundle: Path) -> None:
+    for f in device_files():
+        copied = bundle / "scripts" / f.name
+        assert copied.read_bytes() == f.read_bytes()
+        if f.suffix == ".sh":
+            assert copied.stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_script_help_works_from_any_directory(
+    bundle: Path, device: Device, tmp_path: Path, name: str
+) -> None:
+    res = device.run(script(bundle, name), "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Usage:")
+
+
+def test_scripts_are_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    here = Path(device_files()[0]).parent
+    res = subprocess.run(["shellcheck", "-x", *SCRIPTS], cwd=here, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_setup_on_matching_board_sets_power_mode_and_pins_clocks(bundle: Path, device: Device) -> None:
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "--pin-clocks")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok       board: NVIDIA Jetson Orin Nano Developer Kit" in res.stdout
+    assert "ok       JetPack: 6.2 (L4T 36.4.3)" in res.stdout
+    assert "ok       TensorRT: 10.3.0" in res.stdout
+    # default_power_mode of jetson-orin-nano is 15W = nvpmodel id 0; clocks stored before pinning
+    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 0"]
+    clocks = device.calls("jetson_clocks")
+    assert clocks == [f"jetson_clocks --store {bundle}/device/jetson_clocks.conf", "jetson_clocks"]
+    res = device.run(script(bundle, "setup.sh"), "--restore")
+    assert res.returncode == 0, res.stderr
+    assert device.calls("jetson_clocks")[-1] == f"jetson_clocks --restore {bundle}/device/jetson_clocks.conf"
+    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 0"
+
+
+def test_setup_named_power_mode_uses_the_target_profile_id(bundle: Path, device: Device) -> None:
+    assert device.run(script(bundle, "setup.sh"), "--power-mode", "7W").returncode == 0
+    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 1"
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "99W")
+    assert res.returncode == 2
+    assert "power mode '99W' is not in the target profile" in res.stderr
+
+
+def test_setup_refuses_a_mismatched_board_and_touches_nothing(bundle: Path, device: Device) -> None:
+    device.set_board(
+        model="NVIDIA Jetson Nano Developer Kit",
+        release="# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64",
+    )
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "--pin-clocks")
+    assert res.returncode == 2
+    assert (
+        "MISMATCH board: this is 'NVIDIA Jetson Nano Developer Kit', the bundle is for jetson-orin-nano"
+        in res.stdout
+    )
+    assert "differs  JetPack: 4.6.1 (L4T 32.7.1), expected 6.0, 6.1, 6.2" in res.stdout
+    assert device.calls("nvpmodel") == [] and device.calls("jetson_clocks") == []
+
+
+def test_setup_reports_version_differences_and_fails_them_only_with_strict(
+    bundle: Path, device: Device
+) -> None:
+    device.set_board(
+        release="# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", cuda="11.4.315"
+    )
+    env = {"FAKE_TRT_VERSION": "8502"}
+    res = device.run(script(bundle, "setup.sh"), **env)
+    assert res.returncode == 0, res.stderr
+    assert "differs  JetPack: 5.1.2 (L4T 35.4.1), expected 6.0, 6.1, 6.2" in res.stdout
+    assert "differs  TensorRT: 8.5.2, expected 8.6.2, 10.3.0" in res.stdout
+    assert device.run(script(bundle, "setup.sh"), "--strict", **env).returncode == 2
+
+
+def test_verify_reports_a_damaged_file_with_exit_2(bundle: Path, device: Device) -> None:
+    model = bundle / "models" / "dense.fp16.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    res = device.run(script(bundle, "verify.sh"))
+    assert res.returncode == 2
+    assert "models/dense.fp16.onnx: sha256 differs from the manifest" in res.stderr
+    assert device.calls("trtexec") == []
+
+
+def test_verify_without_an_engine_asks_for_a_build(bundle: Path, device: Device) -> None:
+    res = device.run(script(bundle, "verify.sh"))
+    assert res.returncode == 2
+    assert "no fp16 engine for this device: run scripts/build_engine.sh" in res.stderr
+
+
+def test_missing_engine_is_built_with_trtexec_then_verified(bundle: Path, device: Device) -> None:
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    engine = bundle / "device" / "engines" / "dense.fp16.engine"
+    assert engine.is_file()
+    sidecar = json.loads(engine.with_name("dense.fp16.engine.json").read_text())
+    assert sidecar["tensorrt"] == "10.3.0" and sidecar["board"] == "NVIDIA Jetson Orin Nano Developer Kit"
+    build = [c for c in device.calls("trtexec") if "--onnx=" in c]
+    assert len(build) == 1
+    argv = build[0].split()
+    assert f"--onnx={bundle}/models/dense.fp16.onnx" in argv
+    assert "--stronglyTyped" in argv and "--fp16" not in argv  # TensorRT 10: precision is in the ONNX
+    assert "--memPoolSize=workspace:1024M" in argv  # the target's default workspace
+    assert "--minShapes=input:1x1x8x8" in argv and "--maxShapes=input:16x1x8x8" in argv
+    assert f"--timingCacheFile={bundle}/device/timing.cache" in argv
+    assert any(a.startswith("--saveEngine=") and ".building." in a for a in argv)  # temp name, then renamed
+    # a second run finds the matching engine and does not build
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0 and "up to date" in res.stdout
+    assert len([c for c in device.calls("trtexec") if "--onnx=" in c]) == 1
+    # the engine reproduces the fp32 reference within the gates; the bundle stays valid
+    res = device.run(script(bundle, "verify.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "accuracy: pass" in res.stdout
+    assert json.loads((bundle / "device/results/verify-fp16.json").read_text())["passed"] is True
+
+
+def test_tensorrt_8_builds_with_precision_flags(bundle: Path, device: Device) -> None:
+    device.set_board(
+        release="# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref", cuda="11.4.315"
+    )
+    res = device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION="8502")
+    assert res.returncode == 0, res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--fp16" in argv and "--stronglyTyped" not in argv
+
+
+def test_failed_build_keeps_the_good_engine(bundle: Path, device: Device) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    engine = bundle / "device" / "engines" / "dense.fp16.engine"
+    good = engine.read_bytes()
+    res = device.run(script(bundle, "build_engine.sh"), "--force", FAKE_TRTEXEC_FAIL="1")
+    assert res.returncode == 1
+    assert "Could not find any implementation" in res.stderr
+    assert engine.read_bytes() == good
+    assert sorted(p.name for p in engine.parent.iterdir()) == ["dense.fp16.engine", "dense.fp16.engine.json"]
+
+
+def test_verify_fails_with_exit_1_when_outputs_drift(bundle: Path, device: Device) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    res = device.run(script(bundle, "verify.sh"), FAKE_TRTEXEC_NOISE="3.0")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAIL: cosine" in res.stdout and "accuracy: FAIL" in res.stdout
+
+
+def test_engine_from_another_tensorrt_is_not_used(bundle: Path, device: Device) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    res = device.run(script(bundle, "verify.sh"), FAKE_TRT_VERSION="100700")
+    assert res.returncode == 2
+    assert "run scripts/build_engine.sh" in res.stderr
+
+
+def test_benchmark_writes_latency_power_and_energy(bundle: Path, device: Device) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    out = bundle / "device" / "results" / "bench.json"
+    res = device.run(script(bundle, "benchmark.sh"), "--duration", "1", "--warmup", "100", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    assert result["latency_ms"]["p99_ms"] == 0.80 and result["latency_ms"]["median_ms"] == 0.48
+    assert result["throughput_qps"] == 2000.5
+    assert result["settings"]["cuda_graph"] is True and result["settings"]["data_transfers"] is True
+    assert result["settings"]["power_mode"] == "15W"
+    assert "--useCudaGraph" in result["settings"]["command"]
+    power = result["power"]
+    assert power["measurable"] is True and power["source"] == "tegrastats"
+    assert power["rails"]["VDD_IN"] == pytest.approx(5.0)
+    assert power["rails_covered"].startswith("VDD_IN")
+    assert power["samples"] >= 3
+    # energy per inference = average power / throughput
+    assert result["energy_per_inference_mj"] == pytest.approx(5.0 / 2000.5 * 1000)
+    assert device.calls("tegrastats")[0] == "tegrastats --interval 100"
+
+
+def test_benchmark_without_tegrastats_says_not_measurable(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    fakes = tmp_path / "fakes-no-tegrastats"
+    fakes.mkdir()
+    for tool in ("trtexec", "nvpmodel"):
+        (fakes / tool).symlink_to(Path(__file__).parent / "fakes" / tool)
+    path = device.env["PATH"].replace(str(Path(__file__).parent / "fakes"), str(fakes))
+    out = tmp_path / "bench.json"
+    res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", str(out), PATH=path)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(out.read_text())
+    assert result["power"]["measurable"] is False
+    assert result["power"]["reason"].startswith("not measurable here")
+    assert result["energy_per_inference_mj"] is None

@@ -1,0 +1,64 @@
+"""Bad input: exit 2, one clear line, no traceback, no partial output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+
+
+def test_unknown_target_exits_2(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli("build", digits.onnx_path, "--target", "jetson-nanoo", "-o", tmp_path / "out")
+    assert_clean_input_error(result, "unknown target 'jetson-nanoo'", "jetson-nano")
+    assert files_under(tmp_path / "out") == set()
+
+
+def test_unknown_precision_exits_2(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli("build", digits.onnx_path, "--precision", "fp12", "-o", tmp_path / "out")
+    assert_clean_input_error(result, "unknown precision 'fp12'")
+    assert files_under(tmp_path / "out") == set()
+
+
+def test_int8_on_jetson_nano_exits_2_before_any_work(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli(
+        "build", digits.onnx_path, "--precision", "int8", "--target", "jetson-nano", "-o", tmp_path / "o"
+    )
+    assert_clean_input_error(result, "jetson-nano", "int8")
+    assert files_under(tmp_path / "o") == set()
+
+
+def test_tensorrt_backend_without_tensorrt_exits_2_with_how_to_get_it(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli(
+        "build", digits.onnx_path, "--backend", "tensorrt", "--target", "rtx4090", "-o", tmp_path / "o"
+    )
+    assert_clean_input_error(result, "TensorRT")
+    assert not list((tmp_path / "o").glob("*.engine")) if (tmp_path / "o").exists() else True
+
+
+def test_auto_backend_falls_back_to_onnxruntime_and_says_so(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli(
+        "build", digits.onnx_path, "--precision", "fp16", "--target", "jetson-orin-nano", "-o", tmp_path / "o"
+    )
+    assert result.code == 0, result.stderr
+    assert "backend auto -> onnxruntime" in result.stderr
+
+
+def test_missing_config_and_model_files_exit_2(tmp_path: Path) -> None:
+    assert_clean_input_error(run_cli("run", tmp_path / "missing.toml"), "not found")
+    assert_clean_input_error(run_cli("build", tmp_path / "missing.onnx", "-o", tmp_path / "o"), "not found")
+    assert_clean_input_error(run_cli("compare", tmp_path / "a.onnx", tmp_path / "b.onnx"), "not found")
+
+
+def test_invalid_toml_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[model\nsource = ")
+    assert_clean_input_error(run_cli("run", path), "not valid TOML")
+
+
+def test_version_and_help() -> None:
+    result = run_cli("--version")
+    assert result.code == 0 and "edgedeploy" in result.stdout
+    for command in ("export", "build", "compare", "profile", "run", "demo", "doctor", "targets", "bundle"):
+        help_text = run_cli(command, "--help")
+        assert help_text.code == 0, command
+        assert "Example" in help_text.stdout or command in ("targets", "bundle"), command

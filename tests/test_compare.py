@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from edgedeploy.compare import Gates, output_metrics
+from tests.conftest import Digits, assert_clean_input_error, run_cli
+
+
+def test_metrics_of_identical_outputs() -> None:
+    a = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    m = output_metrics("y", [a], [a.copy()], Gates())
+    assert (
+        m.max_abs == 0 and m.cosine > 0.999999 and m.snr_db is None and m.top1_agreement == 1.0 and m.passed
+    )
+
+
+def test_metrics_measure_error_snr_and_top1() -> None:
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]], np.float32)
+    cand = np.array([[1.0, 2.0, 3.5], [1.0, 2.0, 3.0]], np.float32)
+    m = output_metrics("y", [ref], [cand], Gates(min_cosine=0.99))
+    assert m.max_abs == 2.0
+    assert m.top1_agreement == 0.5
+    expected_snr = 10 * np.log10(
+        (ref.astype(np.float64) ** 2).sum() / ((ref - cand).astype(np.float64) ** 2).sum()
+    )
+    assert abs(m.snr_db - expected_snr) < 1e-6
+    assert not m.passed and any("cosine" in f for f in m.failures)
+
+
+def test_nan_in_candidate_fails_the_gate() -> None:
+    ref = np.ones((2, 3), np.float32)
+    cand = ref.copy()
+    cand[0, 0] = np.nan
+    m = output_metrics("y", [ref], [cand], Gates(min_cosine=None))
+    assert m.nan_count == 1 and not m.passed
+
+
+def _write_scaled_copy(src: Path, dest: Path, factor: float) -> None:
+    model = onnx.load(src)
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_pre" if o == out else o for o in node.output]
+    model.graph.initializer.append(helper.make_tensor("factor", TensorProto.FLOAT, [], [factor]))
+    model.graph.node.append(helper.make_node("Mul", [f"{out}_pre", "factor"], [out], name="scale"))
+    onnx.save(model, dest)
+
+
+def test_cli_compare_passes_on_real_data_and_writes_json(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli(
+        "compare",
+        digits.onnx_path,
+        digits.onnx_path,
+        "--data",
+        digits.test_npz,
+        "--samples",
+        "100",
+        "--min-top1",
+        "0.99",
+        "--json",
+        tmp_path / "c.json",
+    )
+    assert result.code == 0, result.stderr
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["passed"] and report["outputs"]["logits"]["top1_agreement"] == 1.0
+    for key in (
+        "max_abs",
+        "mean_abs",
+        "p99_abs",
+        "max_rel",
+        "mean_rel",
+        "p99_rel",
+        "cosine",
+        "snr_db",
+        "nan_count",
+        "inf_count",
+    ):
+        assert key in report["outputs"]["logits"]
+
+
+def test_cli_compare_exits_1_when_a_gate_fails(digits: Digits, tmp_path: Path) -> None:
+    flipped = tmp_path / "flipped.onnx"
+    _write_scaled_copy(digits.onnx_path, flipped, -1.0)
+    result = run_cli("compare", digits.onnx_path, flipped, "--data", digits.test_npz, "--samples", "50")
+    assert result.code == 1
+    assert "Traceback" not in result.stderr and "cosine" in result.stderr
+
+
+def test_compare_accepts_a_folder_of_npy_and_a_loader_script(digits: Digits, tmp_path: Path) -> None:
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for i in range(3):
+        np.save(folder / f"{i:03d}.npy", digits.x_test[i * 4 : i * 4 + 4])
+    assert run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", folder).code == 0
+    script = tmp_path / "loader.py"
+    script.write_text(
+        "import numpy as np\n\ndef load_data():\n    for i in range(3):\n"
+        "        yield {'input': np.full((2, 1, 8, 8), i / 3, dtype=np.float32)}\n"
+    )
+    assert run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", script).code == 0
+
+
+def test_random_data_on_a_two_input_model(two_io_onnx: Path) -> None:
+    result = run_cli("compare", two_io_onnx, two_io_onnx, "--data", "random:3", "--samples", "4")
+    assert result.code == 0, result.stderr
+    assert "scores" in result.stdout and "mean" in result.stdout
+
+
+def test_data_with_the_wrong_shape_exits_2(digits: Digits, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 1, 7, 7), np.float32))
+    assert_clean_input_error(
+        run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", bad),
+        "input",
+        "[batch,1,8,8]",
+        "[4, 1, 7, 7]",
+    )
+
+
+def test_data_with_the_wrong_dtype_or_name_exits_2(digits: Digits, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 1, 8, 8), np.complex64))
+    assert_clean_input_error(run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", bad), "dtype")
+    np.savez(bad, images=np.zeros((4, 1, 8, 8), np.float32))
+    assert_clean_input_error(run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", bad), "images")
+
+
+def test_loader_script_that_raises_exits_2(digits: Digits, tmp_path: Path) -> None:
+    script = tmp_path / "broken_loader.py"
+    script.write_text("def load_data():\n    raise RuntimeError('camera unplugged')\n    yield {}\n")
+    assert_clean_input_error(
+        run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", script), "camera unplugged"
+    )

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(tmp_path: Path) -> None:
+    result = run_cli(
+        "demo", "--out", tmp_path / "demo", "--duration", "0.3", "--json", tmp_path / "demo.json"
+    )
+    assert result.code == 0, result.stderr
+    assert "precision" in result.stdout and "fp16" in result.stdout and "demo finished" in result.stdout
+    data = json.loads((tmp_path / "demo.json").read_text())
+    rows = {r["precision"]: r for r in data["rows"]}
+    assert {"fp32", "fp16"} <= set(rows)
+    assert 0.45 < rows["fp16"]["size_bytes"] / rows["fp32"]["size_bytes"] < 0.56
+    assert rows["fp16"]["cosine"] >= 0.999
+    assert rows["fp32"]["task_accuracy"] > 0.95
+    assert abs(rows["fp16"]["task_accuracy"] - rows["fp32"]["task_accuracy"]) < 0.01
+    assert all(r["passed"] for r in data["rows"])
+    assert run_cli("bundle", "verify", data["bundle"]["archive"]).code == 0

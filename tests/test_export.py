@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgedeploy.export import ExportOptions, InputShape, export
+from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+
+
+def test_exported_digits_model_has_a_dynamic_batch_and_matches_torch(digits: Digits) -> None:
+    model = onnx.load(digits.onnx_path)
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param  # symbolic batch
+    session = ort.InferenceSession(str(digits.onnx_path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):
+        (logits,) = session.run(None, {"input": digits.x_test[:batch]})
+        assert logits.shape == (batch, 10)
+    (logits,) = session.run(None, {"input": digits.x_test})
+    accuracy = float((logits.argmax(1) == digits.y_test).mean())
+    assert abs(accuracy - digits.torch_accuracy) < 1e-6
+    assert accuracy > 0.9
+
+
+def test_two_input_two_output_model_exports_with_names(two_io_onnx: Path) -> None:
+    model = onnx.load(two_io_onnx)
+    assert [i.name for i in model.graph.input] == ["image", "meta"]
+    assert [o.name for o in model.graph.output] == ["scores", "mean"]
+    session = ort.InferenceSession(str(two_io_onnx), providers=["CPUExecutionProvider"])
+    scores, mean = session.run(
+        None, {"image": np.zeros((3, 3, 16, 16), np.float32), "meta": np.zeros((3, 4), np.float32)}
+    )
+    assert scores.shape == (3, 5) and mean.shape == (3, 1)
+
+
+def test_static_export_keeps_the_example_batch(two_io_module: Path, tmp_path: Path) -> None:
+    out = tmp_path / "static.onnx"
+    result = export(f"{two_io_module}:build:example_inputs", out, ExportOptions(dynamic_batch=False))
+    assert result.inputs[0].shape[0] == 2
+
+
+def test_input_option_gives_example_inputs(two_io_module: Path, tmp_path: Path) -> None:
+    out = tmp_path / "via_input.onnx"
+    result = run_cli(
+        "export",
+        f"{two_io_module}:build",
+        "--input",
+        "image:1x3x16x16",
+        "--input",
+        "meta:1x4",
+        "-o",
+        out,
+        "--output-names",
+        "scores,mean",
+        "--json",
+        tmp_path / "export.json",
+    )
+    assert result.code == 0, result.stderr
+    assert [s.name for s in export(str(out), tmp_path / "again.onnx").inputs] == ["image", "meta"]
+    assert (tmp_path / "export.json").is_file()
+
+
+def test_existing_onnx_is_checked_and_simplified(digits: Digits, tmp_path: Path) -> None:
+    result = export(str(digits.onnx_path), tmp_path / "copy.onnx")
+    assert result.exporter == "onnx"
+    onnx.checker.check_model(str(tmp_path / "copy.onnx"), full_check=True)
+
+
+def test_input_shape_parser_refuses_bad_text() -> None:
+    assert InputShape.parse("x:1x3x8x8:float16") == InputShape("x", (1, 3, 8, 8), "float16")
+    for bad in ("x", "x:1xax3", "x:0x3", "x:1x3:nonsense"):
+        try:
+            InputShape.parse(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} was accepted")
+
+
+def test_missing_model_file_exits_2_without_output(tmp_path: Path) -> None:
+    result = run_cli("export", tmp_path / "nope.onnx", "-o", tmp_path / "out" / "m.onnx")
+    assert_clean_input_error(result, "not found")
+    assert not (tmp_path / "out" / "m.onnx").exists()
+
+
+def test_truncated_onnx_exits_2_and_leaves_no_partial_file(digits: Digits, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(digits.onnx_path.read_bytes()[:500])
+    out_dir = tmp_path / "out"
+    result = run_cli("export", broken, "-o", out_dir / "m.onnx")
+    assert_clean_input_error(result, "broken.onnx")
+    assert files_under(out_dir) == set()
+
+
+def test_garbage_onnx_exits_2(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_text("this is not a model")
+    assert_clean_input_error(run_cli("export", garbage, "-o", tmp_path / "m.onnx"), "garbage.onnx")
+
+
+def test_model_spec_that_does_not_resolve_exits_2(two_io_module: Path, tmp_path: Path) -> None:
+    for spec in (f"{two_io_module}:no_such_callable", "no_such_module_xyz:build", "just-a-name"):
+        result = run_cli("export", spec, "-o", tmp_path / "m.onnx", "--input", "x:1x3")
+        assert_clean_input_error(result, "model spec")
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgedeploy.compare import Gates, compare
+from edgedeploy.errors import InputError
+from edgedeploy.precision.fp16 import Fp16Options, make_fp16
+from tests.conftest import Digits
+
+
+def _feeds(digits: Digits) -> list[dict[str, np.ndarray]]:
+    return [{"input": digits.x_test[i : i + 50]} for i in range(0, len(digits.x_test), 50)]
+
+
+def test_fp16_digits_is_half_the_size_and_agrees_with_fp32(digits: Digits, tmp_path: Path) -> None:
+    art = make_fp16(digits.onnx_path, tmp_path / "d.fp16.onnx")
+    ratio = art.path.stat().st_size / digits.onnx_path.stat().st_size
+    assert 0.45 < ratio < 0.56
+    result = compare(digits.onnx_path, art.path, _feeds(digits), Gates(min_cosine=0.999, min_top1=0.99))
+    assert result.passed
+    assert result.outputs["logits"].cosine >= 0.999
+
+
+def test_fp16_keeps_graph_io_in_float32_by_default(digits: Digits, tmp_path: Path) -> None:
+    model = onnx.load(make_fp16(digits.onnx_path, tmp_path / "io.onnx").path)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [i for i in model.graph.initializer if len(i.dims) > 1]
+    assert weights and all(w.data_type == onnx.TensorProto.FLOAT16 for w in weights)
+
+
+def test_no_keep_io_types_makes_inputs_float16(digits: Digits, tmp_path: Path) -> None:
+    model = onnx.load(make_fp16(digits.onnx_path, tmp_path / "h.onnx", Fp16Options(keep_io_types=False)).path)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+def test_fp32_ops_and_nodes_are_kept_and_recorded_in_the_plan(digits: Digits, tmp_path: Path) -> None:
+    model = onnx.load(digits.onnx_path)
+    gemm = next(n.name for n in model.graph.node if n.op_type == "Gemm")
+    art = make_fp16(
+        digits.onnx_path, tmp_path / "p.fp16.onnx", Fp16Options(fp32_ops=["Conv"], fp32_nodes=[gemm])
+    )
+    plan = json.loads((tmp_path / "p.fp16.plan.json").read_text())
+    by_node = {e["node"]: e for e in plan["nodes"]}
+    assert by_node[gemm]["precision"] == "fp32" and by_node[gemm]["reason"] == "--fp32-nodes"
+    convs = [e for e in plan["nodes"] if e["op"] == "Conv"]
+    assert convs and all(e["precision"] == "fp32" for e in convs)
+    converted = onnx.load(art.path)
+    conv_weights = {n.input[1] for n in converted.graph.node if n.op_type == "Conv"}
+    inits = {i.name: i for i in converted.graph.initializer}
+    assert all(inits[w].data_type == onnx.TensorProto.FLOAT for w in conv_weights if w in inits)
+
+
+def test_unknown_fp32_node_is_an_input_error(digits: Digits, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no node named"):
+        make_fp16(digits.onnx_path, tmp_path / "x.onnx", Fp16Options(fp32_nodes=["does_not_exist"]))
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from edgedeploy.config import load_config
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import sha256_file
+from edgedeploy.pipeline import run_pipeline
+from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+
+
+def _config(tmp_path: Path, digits: Digits, extra: str = "") -> Path:
+    path = tmp_path / "edgedeploy.toml"
+    path.write_text(f"""
+workdir = "work"
+
+[model]
+source = "{digits.onnx_path}"
+name = "digits"
+
+[build]
+target = "x86-64-cpu"
+precisions = ["fp32", "fp16"]
+
+[compare]
+data = "{digits.test_npz}"
+samples = 100
+batch_size = 25
+min_cosine = 0.999
+min_top1 = 0.99
+
+[profile]
+batch_sizes = [1, 4]
+iterations = 20
+warmup = 2
+
+[bundle]
+output = "bundle"
+{extra}
+""")
+    return path
+
+
+def test_run_twice_does_no_work_the_second_time(digits: Digits, tmp_path: Path) -> None:
+    config = load_config(_config(tmp_path, digits))
+    first = run_pipeline(config)
+    assert first.gates_passed
+    assert "export" in first.stages_run and "bundle" in first.stages_run
+    second = run_pipeline(config)
+    assert second.stages_run == []
+    assert set(second.stages_skipped) == set(first.stages_run)
+
+
+def test_a_changed_option_reruns_only_what_depends_on_it(digits: Digits, tmp_path: Path) -> None:
+    path = _config(tmp_path, digits)
+    run_pipeline(load_config(path))
+    path.write_text(path.read_text().replace("iterations = 20", "iterations = 21"))
+    rerun = run_pipeline(load_config(path))
+    assert set(rerun.stages_run) == {"profile-fp32", "profile-fp16", "bundle"}
+
+
+def test_bundle_manifest_checksums_match_its_files(digits: Digits, tmp_path: Path) -> None:
+    result = run_pipeline(load_config(_config(tmp_path, digits)))
+    assert result.bundle is not None
+    bundle = Path(result.bundle["directory"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1
+    on_disk = files_under(bundle) - {"manifest.json"}
+    on_disk = {f for f in on_disk if (bundle / f).is_file()}
+    assert set(manifest["files"]) == on_disk
+    for rel, entry in manifest["files"].items():
+        assert sha256_file(bundle / rel) == entry["sha256"]
+        assert (bundle / rel).stat().st_size == entry["size"]
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
+    assert manifest["primary_precision"] == "fp16"
+    assert manifest["io"]["inputs"][0]["name"] == "input"
+    assert manifest["tools"]["onnxruntime"] and manifest["tools"]["polygraphy"]
+    fp16 = manifest["artifacts"][1]
+    assert fp16["compare"]["passed"] and fp16["profile"]["batch_sizes"]["4"]["median_ms"] > 0
+    with tarfile.open(Path(result.bundle["archive"])) as tar:
+        names = tar.getnames()
+    assert "bundle/manifest.json" in names and "bundle/reference/outputs.npz" in names
+
+
+def test_bundle_verify_cli_accepts_a_good_bundle_and_flags_a_damaged_one(
+    digits: Digits, tmp_path: Path
+) -> None:
+    result = run_pipeline(load_config(_config(tmp_path, digits)))
+    assert result.bundle is not None
+    bundle = Path(result.bundle["directory"])
+    assert run_cli("bundle", "verify", bundle).code == 0
+    assert run_cli("bundle", "verify", result.bundle["archive"]).code == 0
+    model = next((bundle / "models").glob("*.fp16.onnx"))
+    model.write_bytes(model.read_bytes()[:-10])
+    damaged = run_cli("bundle", "verify", bundle)
+    assert damaged.code == 2 and model.name in damaged.stderr
+
+
+def test_cli_bundle_from_artifacts(digits: Digits, tmp_path: Path) -> None:
+    fp16 = tmp_path / "digits.fp16.onnx"
+    assert run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path).code == 0
+    assert fp16.is_file()
+    result = run_cli(
+        "bundle",
+        digits.onnx_path,
+        fp16,
+        "--data",
+        digits.test_npz,
+        "-o",
+        tmp_path / "b",
+        "--target",
+        "jetson-orin-nano",
+    )
+    assert result.code == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["target"]["name"] == "jetson-orin-nano"
+    assert (tmp_path / "b.tar.gz").is_file()
+
+
+def test_unknown_config_key_names_it_and_suggests_the_closest(digits: Digits, tmp_path: Path) -> None:
+    path = _config(tmp_path, digits, extra="\n[profile2]\n")
+    with pytest.raises(InputError, match=r"profile2.*did you mean 'profile'"):
+        load_config(path)
+    path = _config(tmp_path, digits)
+    path.write_text(path.read_text().replace("precisions =", "precision ="))
+    result = run_cli("run", path)
+    assert_clean_input_error(result, "build.precision", "did you mean 'precisions'")
+    assert not (tmp_path / "work").exists()
+
+
+def test_wrongly_typed_config_value_is_refused(digits: Digits, tmp_path: Path) -> None:
+    path = _config(tmp_path, digits)
+    path.write_text(path.read_text().replace("samples = 100", 'samples = "lots"'))
+    assert_clean_input_error(run_cli("run", path), "compare.samples")
+
+
+def test_cli_run_prints_the_table_and_json(digits: Digits, tmp_path: Path) -> None:
+    path = _config(tmp_path, digits)
+    result = run_cli("run", path, "--json", tmp_path / "run.json")
+    assert result.code == 0, result.stderr
+    assert "fp16" in result.stdout
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert [p["precision"] for p in data["precisions"]] == ["fp32", "fp16"]
+    again = run_cli("run", path)
+    assert again.code == 0 and "nothing changed" in again.stdout

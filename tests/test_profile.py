@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgedeploy.errors import InputError
+from edgedeploy.profile import ProfileOptions, profile
+from tests.conftest import Digits, assert_clean_input_error, run_cli
+
+
+def test_profile_reports_the_trtexec_statistics_per_batch_size(digits: Digits) -> None:
+    result = profile(
+        digits.onnx_path,
+        ProfileOptions(
+            warmup_iterations=3, iterations=25, batch_sizes=(1, 4), threads=1, measure_power=False
+        ),
+    )
+    assert [b.batch_size for b in result.batches] == [1, 4]
+    for b in result.batches:
+        s = b.latency
+        assert b.iterations == s.count == 25
+        assert 0 < s.min_ms <= s.median_ms <= s.p90_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
+        assert b.throughput_ips == pytest.approx(b.batch_size * b.throughput_qps)
+        assert b.peak_rss_mb and b.peak_rss_mb > 10
+    assert result.settings["threads"] == 1 and "warmup" in result.settings
+
+
+def test_static_batch_model_refuses_other_batch_sizes(static_onnx: Path) -> None:
+    with pytest.raises(InputError, match="static batch of 1"):
+        profile(static_onnx, ProfileOptions(iterations=2, batch_sizes=(1, 2)))
+
+
+def test_cli_profile_writes_json(digits: Digits, tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+    result = run_cli(
+        "profile",
+        digits.onnx_path,
+        "--warmup",
+        "2",
+        "--iterations",
+        "20",
+        "--batch-sizes",
+        "1,2",
+        "--json",
+        out,
+    )
+    assert result.code == 0, result.stderr
+    assert "median" in result.stdout and "p99" in result.stdout
+    data = json.loads(out.read_text())
+    assert [b["batch_size"] for b in data["batches"]] == [1, 2]
+    assert data["batches"][0]["latency"]["count"] == 20
+
+
+def test_cli_profile_of_a_missing_artifact_exits_2(tmp_path: Path) -> None:
+    assert_clean_input_error(run_cli("profile", tmp_path / "none.onnx"), "not found")
+
+
+def test_engine_without_tensorrt_exits_2_with_how_to_get_it(tmp_path: Path) -> None:
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\x00" * 16)
+    result = run_cli("profile", engine)
+    assert_clean_input_error(result, "TensorRT")

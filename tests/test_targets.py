@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edgedeploy.errors import InputError
+from edgedeploy.targets import load_target, target_names
+
+REQUIRED = [
+    "jetson-nano",
+    "jetson-tx2",
+    "jetson-xavier-nx",
+    "jetson-agx-xavier",
+    "jetson-orin-nano",
+    "jetson-orin-nx",
+    "jetson-agx-orin",
+    "jetson-thor",
+    "t4",
+    "a100",
+    "rtx3090",
+    "rtx4090",
+    "rtx5090",
+    "l4",
+    "h100",
+    "x86-64-cpu",
+]
+
+
+def test_every_required_target_is_shipped_and_loads() -> None:
+    assert set(REQUIRED) <= set(target_names())
+    for name in REQUIRED:
+        target = load_target(name)
+        assert target.name == name
+        assert target.kind in ("jetson", "desktop", "cpu")
+        assert "fp32" in target.precisions
+        if target.kind == "jetson":
+            assert target.jetpack and target.tensorrt and target.max_workspace_mb
+
+
+def test_compute_capabilities_follow_the_facts() -> None:
+    expected = {
+        "jetson-nano": "5.3",
+        "jetson-tx2": "6.2",
+        "jetson-agx-xavier": "7.2",
+        "jetson-agx-orin": "8.7",
+        "t4": "7.5",
+        "a100": "8.0",
+        "rtx3090": "8.6",
+        "rtx4090": "8.9",
+        "l4": "8.9",
+        "h100": "9.0",
+        "rtx5090": "12.0",
+    }
+    for name, cc in expected.items():
+        assert load_target(name).compute_capability == cc
+    assert load_target("jetson-orin-nano").dla_cores == 0
+    assert load_target("jetson-agx-orin").dla_cores == 2
+
+
+def test_int8_on_jetson_nano_is_refused_with_the_reason() -> None:
+    with pytest.raises(InputError, match="no fast INT8"):
+        load_target("jetson-nano").check_precision("int8")
+
+
+def test_fp8_below_compute_capability_8_9_is_refused() -> None:
+    with pytest.raises(InputError, match=r"8\.9"):
+        load_target("t4").check_precision("fp8")
+
+
+def test_dla_on_a_board_without_dla_is_refused() -> None:
+    with pytest.raises(InputError, match="no DLA"):
+        load_target("jetson-orin-nano").check_dla(0)
+    load_target("jetson-agx-orin").check_dla(1)
+
+
+def test_unknown_target_suggests_the_closest_name() -> None:
+    with pytest.raises(InputError, match="did you mean 'jetson-nano'"):
+        load_target("jetson-nanno")
+
+
+@pytest.mark.slow
+def test_target_profiles_are_inside_the_wheel(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("edgedeploy-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in REQUIRED:
+        assert f"edgedeploy/target_profiles/{name}.toml" in names
+    assert "edgedeploy/cli.py" in names and "calibration/sources.py" in names
