@@ -38,6 +38,10 @@ class ProfileOptions:
     threads: int | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     measure_power: bool = True
+    # TensorRT engines only
+    cuda_graph: bool = False
+    no_data_transfers: bool = False
+    per_layer: bool = False
 
 
 @dataclass
@@ -50,6 +54,9 @@ class BatchProfile:
     wall_s: float
     peak_rss_mb: float | None  # process peak resident memory during the timed run
     energy: dict[str, Any] | None = None  # PowerResult as a dict, where measurable
+    # TensorRT engines: trtexec's sections (latency, enqueue, h2d, gpu_compute, d2h) and layer times
+    sections: dict[str, LatencyStats] | None = None
+    per_layer: list[Any] | None = None
 
 
 @dataclass
@@ -245,6 +252,85 @@ def profile(
     from edgedeploy.backends import backend_for_artifact
 
     backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
-    from edgedeploy.runtime import profile_engine_batches
+    return profile_engine_batches(artifact, options, progress)
 
-    return profile_engine_batches(artifact, options, progress)  # type: ignore[no-any-return]
+
+def engine_batch_shapes(inputs: Sequence[Any], batch: int) -> dict[str, tuple[int, ...]]:
+    """Input shapes for one batch size: dim 0 set on dynamic inputs; static ones must match."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for tensor in inputs:
+        if tensor.shape and tensor.shape[0] == -1:
+            base = tensor.opt_shape or tuple(max(d, 1) for d in tensor.shape)
+            if tensor.max_shape and batch > tensor.max_shape[0]:
+                raise InputError(
+                    f"input '{tensor.name}': batch {batch} exceeds the engine's profile maximum "
+                    f"{tensor.max_shape[0]}; rebuild with a larger --profile"
+                )
+            shapes[tensor.name] = (batch, *base[1:])
+        elif tensor.shape and tensor.shape[0] != batch:
+            raise InputError(
+                f"input '{tensor.name}' has a static batch of {tensor.shape[0]}; cannot profile batch {batch}"
+            )
+    return shapes
+
+
+def profile_engine_batches(
+    engine: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
+    """Time a TensorRT engine per batch size with CUDA events (trtexec's sections)."""
+    from edgedeploy.runtime import profile_engine
+    from edgedeploy.runtime.engine import EngineSession
+
+    with EngineSession(engine) as session:
+        inputs = [t for t in session.tensors if t.is_input]
+    batches: list[BatchProfile] = []
+    warnings: list[str] = []
+    settings: dict[str, Any] = {}
+    for batch in options.batch_sizes:
+        shapes = dict(options.shapes) or engine_batch_shapes(inputs, batch)
+        monitor = _power_monitor() if options.measure_power else None
+
+        def run(shapes: dict[str, tuple[int, ...]] = shapes) -> Any:
+            return profile_engine(
+                engine,
+                warmup_ms=options.warmup_ms,
+                duration_s=0.0 if options.iterations else options.duration_s,
+                iterations=options.iterations or options.min_iterations,
+                shapes=shapes or None,
+                cuda_graph=options.cuda_graph,
+                no_data_transfers=options.no_data_transfers,
+                per_layer=options.per_layer,
+            )
+
+        if monitor is not None:
+            with monitor:
+                result = run()
+        else:
+            result = run()
+        if progress:
+            progress(batch, 1.0)
+        main = "gpu_compute" if options.no_data_transfers else "latency"
+        energy = _power_dict(monitor.result(result.iterations * batch)) if monitor is not None else None
+        batches.append(
+            BatchProfile(
+                batch_size=batch,
+                latency=result.sections[main],
+                throughput_ips=result.throughput_qps * batch,
+                throughput_qps=result.throughput_qps,
+                iterations=result.iterations,
+                wall_s=result.total_wall_s,
+                peak_rss_mb=None,
+                energy=energy,
+                sections=result.sections,
+                per_layer=result.per_layer,
+            )
+        )
+        if result.cv_warning:
+            warnings.append(f"batch {batch}: {result.cv_warning}")
+        warnings.extend(f"batch {batch}: {note}" for note in result.notes)
+        settings = {**result.settings, "clocks": result.clocks}
+    if options.warmup_iterations is not None:
+        warnings.append("engines warm up by time (--warmup-ms); --warmup iterations were ignored")
+    return ProfileResult(
+        artifact=str(engine), backend="tensorrt", settings=settings, batches=batches, warnings=warnings
+    )

@@ -1,0 +1,354 @@
+"""One entry point: calibrate an ONNX model on a data source and write the Q/DQ model, the
+TensorRT calibration cache and the report, reusing an earlier calibration when its key matches.
+
+The calibration key is a hash of the model's sha256, the algorithm and its options, the data
+manifest (files and hashes, or generator and seed, and the image preprocessing) and the
+tensors calibrated. The report JSON beside the outputs doubles as the result cache: a rerun
+with the same key skips the data pass (and, when the Q/DQ and cache options match too, all
+work); a different key recalibrates and says which parts changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
+from calibration.atomic import atomic_path, atomic_write_text
+from calibration.errors import CalibrationError, DataError
+from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
+from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
+from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
+from calibration.sources import DataSource
+from calibration.trt_cache import encode_version, make_cache
+
+CALIBRATION_VERSION = "1"  # bump when statistics or algorithms change results
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    algorithm: str = "entropy"
+    percentile: float = 99.99
+    max_clipped: float = 0.01  # entropy: clip at most this share of values (1 = TensorRT's pure KL)
+    placement: str = "tensorrt"  # tensorrt (GPU targets) | onnxruntime (CPU targets)
+    weight_bits: int = 8  # 7 for CPU targets without VNNI
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_ops: tuple[str, ...] = ()
+    trt_version: str | None = None  # write a TensorRT cache for this version (None: no cache)
+    bins: int = DEFAULT_BINS
+    threads: int | None = None
+    force: bool = False  # recalibrate even when the key matches
+
+    def algorithm_options(self) -> AlgorithmOptions:
+        return AlgorithmOptions(self.algorithm, percentile=self.percentile, max_clipped=self.max_clipped)
+
+    def quantize_options(self) -> QuantizeOptions:
+        return QuantizeOptions(
+            placement=self.placement,
+            weight_bits=self.weight_bits,
+            exclude_nodes=tuple(self.exclude_nodes),
+            exclude_ops=tuple(self.exclude_ops),
+        )
+
+
+@dataclass
+class CalibrationResult:
+    model: Path  # the Q/DQ ONNX
+    report: Path
+    cache: Path | None
+    reused: bool  # the calibration key matched: no data pass was made
+    skipped: bool  # the artifact key matched too: nothing was written
+    reason: str  # one line: why it reused or recalibrated
+    synthetic: bool
+    samples: int
+    seconds: float
+    key: str
+    tensors: list[TensorReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    report_data: CalibrationReport | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.model, self.cache, self.report) if p is not None]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    labels = {
+        "model_sha256": "the model changed",
+        "algorithm": "the algorithm or its options changed",
+        "data": "the calibration data or preprocessing changed",
+        "tensors": "the tensors to calibrate changed",
+        "bins": "the histogram size changed",
+        "version": "the calibration code changed",
+    }
+    changed = [labels.get(k, f"{k} changed") for k in new if old.get(k) != new.get(k)]
+    if old.get("algorithm") != new.get("algorithm"):
+        before, after = json.dumps(old.get("algorithm")), json.dumps(new.get("algorithm"))
+        changed[changed.index(labels["algorithm"])] = f"the algorithm changed ({before} -> {after})"
+    return "; ".join(changed) or "the key changed"
+
+
+class _FirstFeed:
+    """Wraps a source and keeps its first feed (to test-run the written model)."""
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+        self.first: dict[str, np.ndarray] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for feed in self.source:
+            if self.first is None:
+                self.first = {k: v.copy() for k, v in feed.items()}
+            yield feed
+
+
+def run_check(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None) -> None:
+    """Load the Q/DQ model the way the artifact runs (all graph optimizations) and run one feed."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        if feed is not None:
+            session.run(None, dict(feed))
+    except Exception as exc:
+        raise CalibrationError(f"ONNX Runtime cannot run the Q/DQ model: {exc}") from None
+
+
+def calibrate(
+    model_path: str | os.PathLike[str],
+    source: DataSource,
+    options: CalibrationOptions,
+    out_dir: str | os.PathLike[str],
+    *,
+    stem: str | None = None,
+    qdq_name: str | None = None,
+) -> CalibrationResult:
+    """Calibrate ``model_path`` on ``source``; write ``<stem>.int8.onnx`` (or ``qdq_name``),
+    ``<stem>.calib.cache`` (when ``options.trt_version``) and ``<stem>.calib.json`` into ``out_dir``."""
+    start = time.perf_counter()
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise CalibrationError(f"model file not found: {model_path}")
+    out_dir = Path(out_dir)
+    stem = stem or model_path.stem
+    qdq_path, cache_path, report_path = (
+        out_dir / (qdq_name or f"{stem}.int8.onnx"),
+        out_dir / f"{stem}.calib.cache",
+        out_dir / f"{stem}.calib.json",
+    )
+    algo = options.algorithm_options()
+    qopts = options.quantize_options()
+    if options.trt_version is not None:
+        encode_version(options.trt_version)  # refuse an unusable version before any work
+    try:
+        model = onnx.load(os.fspath(model_path))
+    except Exception as exc:
+        raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
+    plan = plan_quantization(model, qopts)
+    # the key covers the tensors of the placement without exclusions, so that excluding nodes
+    # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
+    base_levels = plan_quantization(model, QuantizeOptions(qopts.placement, qopts.weight_bits)).levels()
+    levels = {**base_levels, **plan.levels()}
+    cache_tensors = float_tensor_names(model) if options.trt_version else []
+    wanted = list(dict.fromkeys([*levels, *cache_tensors]))
+    if not plan.levels():
+        raise CalibrationError(
+            f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
+            "with constant weights outside the exclusions)"
+        )
+    key_parts = {
+        "version": CALIBRATION_VERSION,
+        "model_sha256": _sha256_file(model_path),
+        "algorithm": algo.describe(),
+        "data": source.describe(),
+        "tensors": _hash([*sorted(base_levels.items()), ["cache", sorted(cache_tensors)]]),
+        "bins": options.bins,
+    }
+    key = _hash(key_parts)
+    artifact_parts = {
+        "key": key,
+        "quantize": {
+            "placement": qopts.placement,
+            "weight_bits": qopts.weight_bits,
+            "exclude_nodes": list(qopts.exclude_nodes),
+            "exclude_ops": list(qopts.exclude_ops),
+        },
+        "trt_version": options.trt_version,
+        "outputs": [qdq_path.name, cache_path.name],
+    }
+    artifact_key = _hash(artifact_parts)
+    previous = None if options.force else load_report(report_path)
+    outputs_present = qdq_path.is_file() and (options.trt_version is None or cache_path.is_file())
+    covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
+        (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
+    }
+    if previous is not None and previous.key == key and covered:
+        if previous.artifact_key == artifact_key and outputs_present:
+            return CalibrationResult(
+                qdq_path,
+                report_path,
+                cache_path if options.trt_version else None,
+                reused=True,
+                skipped=True,
+                reason=f"calibration {key[:12]} is up to date (same model, algorithm, data, "
+                "preprocessing and options): nothing to do",
+                synthetic=previous.synthetic,
+                samples=previous.samples,
+                seconds=time.perf_counter() - start,
+                key=key,
+                tensors=previous.tensors,
+                warnings=previous.warnings,
+                report_data=previous,
+            )
+        reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
+        report = previous
+        thresholds = report.thresholds()
+        cache_thresholds = report.cache_thresholds
+        feed_holder: _FirstFeed | None = None
+        reused = True
+    else:
+        if options.force:
+            reason = "recalibrating: forced"
+        elif previous is None:
+            reason = "calibrating: no earlier calibration in " + str(out_dir)
+        elif previous.key == key:
+            reason = "recalibrating: the exclusions need tensors the earlier calibration did not cover"
+        else:
+            reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
+        feed_holder = _FirstFeed(source)
+        observer = HistogramObserver(options.bins, wanted)
+        samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
+        missing = [t for t in wanted if t not in observer.histograms]
+        if any(t in levels for t in missing):
+            bad = [t for t in missing if t in levels]
+            raise CalibrationError(
+                f"tensor(s) {', '.join(bad[:5])} produced no float values during calibration"
+            )
+        warnings = []
+        if source.synthetic:
+            warnings.append(
+                "calibrated on synthetic data: the thresholds do not reflect real inputs; "
+                "use real samples for a deployable INT8 model"
+            )
+        for name, count in observer.nonfinite.items():
+            warnings.append(f"tensor '{name}' produced {count} NaN/Inf values (ignored by the statistics)")
+        tensors: list[TensorReport] = []
+        thresholds = {}
+        for name, lv in levels.items():
+            hist = observer.histograms[name]
+            thr = compute_threshold(hist, algo, lv)
+            thresholds[name] = thr
+            qmax = 255 if lv == 256 else 127
+            tensors.append(
+                TensorReport(
+                    name,
+                    hist.absmax,
+                    thr,
+                    activation_scale(thr, qmax),
+                    clipped_share(hist, thr),
+                    "uint8" if lv == 256 else "int8",
+                    observer.nonfinite.get(name, 0),
+                )
+            )
+        cache_thresholds = {}
+        for name in cache_tensors:
+            if name not in observer.histograms:
+                continue
+            hist = observer.histograms[name]
+            if levels.get(name) == 128:
+                cache_thresholds[name] = thresholds[name]
+            else:
+                cache_thresholds[name] = compute_threshold(hist, algo, 128)
+        report = CalibrationReport(
+            model=model_path.name,
+            model_sha256=str(key_parts["model_sha256"]),
+            key=key,
+            key_parts=key_parts,
+            artifact_key=artifact_key,
+            algorithm=algo.describe(),
+            data=source.describe(),
+            synthetic=source.synthetic,
+            samples=samples,
+            placement=qopts.placement,
+            weight_bits=qopts.weight_bits,
+            seconds=0.0,
+            tensors=tensors,
+            cache_thresholds=cache_thresholds,
+            warnings=warnings,
+        )
+        reused = False
+
+    qdq = write_qdq(model, plan, thresholds)
+    check_qdq(qdq)
+    data = qdq.SerializeToString()
+    run_check(data, feed_holder.first if feed_holder is not None else None)
+    report.artifact_key = artifact_key
+    report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
+    report.weights = [
+        WeightReport(w.name, w.axis, int(_weight_channels(model, w.name, w.axis)), qopts.weight_bits)
+        for w in plan.weights.values()
+    ]
+    report.quantized_nodes, report.excluded_nodes = plan.quantized_nodes, plan.excluded
+    report.outputs = {"model": qdq_path.name, "report": report_path.name}
+    cache_written: Path | None = None
+    with atomic_path(qdq_path) as tmp:
+        tmp.write_bytes(data)
+    if options.trt_version is not None:
+        cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
+        atomic_write_text(cache_path, cache.dumps())
+        cache_written = cache_path
+        report.outputs["trt_cache"] = cache_path.name
+        report.trt_cache = {"version": cache.version, "header": cache.header, "tensors": len(cache.scales)}
+    elapsed = time.perf_counter() - start
+    if not reused:
+        report.seconds = round(elapsed, 3)
+    report.write(report_path)
+    return CalibrationResult(
+        qdq_path,
+        report_path,
+        cache_written,
+        reused=reused,
+        skipped=False,
+        reason=reason,
+        synthetic=report.synthetic,
+        samples=report.samples,
+        seconds=elapsed,
+        key=key,
+        tensors=report.tensors,
+        warnings=report.warnings,
+        report_data=report,
+    )
+
+
+def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return int(init.dims[axis])
+    return 0
+
+
+__all__ = ["CalibrationOptions", "CalibrationResult", "DataError", "calibrate"]

@@ -1,0 +1,220 @@
+"""Image folders as a data source: decode with Pillow, then a declared preprocessing.
+
+The preprocessing (resize, center crop, RGB/BGR/grayscale, scale, mean/std, NCHW/NHWC, dtype) is
+part of the data's identity: it is in ``describe()``, so it enters calibration cache keys and
+manifests, and a change of mean/std recalibrates. Declared in the config as a table, e.g.::
+
+    [calibration.preprocess]
+    resize = 256          # shorter side, or [height, width]
+    center_crop = 224     # or [height, width]
+    color = "rgb"         # rgb | bgr | gray
+    scale = 0.00392156862745098
+    mean = [0.485, 0.456, 0.406]
+    std = [0.229, 0.224, 0.225]
+    layout = "nchw"       # nchw | nhwc
+    dtype = "float32"
+
+Without a declaration, the size, channels and layout come from the model's input shape and
+pixels are scaled to [0, 1]; the report records what was used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.errors import DataError
+from calibration.modelinfo import TensorSpec
+from calibration.sources import DataSource, Feed, _file_digest, _rebatch
+
+COLORS = ("rgb", "bgr", "gray")
+LAYOUTS = ("nchw", "nhwc")
+
+
+def _pair(value: Any, field_name: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise DataError(f"preprocess.{field_name}: expected an integer or [height, width], got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise DataError(f"preprocess.{field_name} must be positive, got {value}")
+        return (value, value)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and v > 0 for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise DataError(f"preprocess.{field_name}: expected an integer or [height, width], got {value!r}")
+
+
+def _floats(value: Any, field_name: str) -> tuple[float, ...]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"preprocess.{field_name}: expected a number or a list of numbers, got {value!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resize: tuple[int, int] | None = None  # (h, w); resize_shorter: only the shorter side is given
+    resize_shorter: int | None = None
+    center_crop: tuple[int, int] | None = None
+    color: str = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: str = "nchw"
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
+        known = {"resize", "center_crop", "color", "scale", "mean", "std", "layout", "dtype"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DataError(
+                f"unknown preprocess option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        resize = data.get("resize")
+        kwargs: dict[str, Any] = {}
+        if isinstance(resize, int) and not isinstance(resize, bool):
+            if resize < 1:
+                raise DataError(f"preprocess.resize must be positive, got {resize}")
+            kwargs["resize_shorter"] = resize
+        else:
+            kwargs["resize"] = _pair(resize, "resize")
+        kwargs["center_crop"] = _pair(data.get("center_crop"), "center_crop")
+        color = str(data.get("color", "rgb")).lower()
+        if color not in COLORS:
+            raise DataError(f"preprocess.color must be one of {', '.join(COLORS)}, got {color!r}")
+        layout = str(data.get("layout", "nchw")).lower()
+        if layout not in LAYOUTS:
+            raise DataError(f"preprocess.layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        dtype = str(data.get("dtype", "float32"))
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            raise DataError(f"preprocess.dtype: unknown dtype {dtype!r}") from None
+        std = _floats(data.get("std", 1.0), "std")
+        if any(s == 0 for s in std):
+            raise DataError("preprocess.std must not contain 0")
+        return cls(
+            color=color,
+            layout=layout,
+            dtype=dtype,
+            scale=float(data.get("scale", 1.0 / 255.0)),
+            mean=_floats(data.get("mean", 0.0), "mean"),
+            std=std,
+            **kwargs,
+        )
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    def describe(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def apply(self, path: Path) -> np.ndarray:
+        """One image -> an array of shape (1, C, H, W) or (1, H, W, C)."""
+        try:
+            from PIL import Image
+        except ImportError:
+            raise DataError("image folders need Pillow: pip install pillow") from None
+        try:
+            with Image.open(path) as opened:
+                img = opened.convert("L" if self.color == "gray" else "RGB")
+                if self.resize_shorter:
+                    w, h = img.size
+                    ratio = self.resize_shorter / min(w, h)
+                    img = img.resize(
+                        (max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR
+                    )
+                elif self.resize:
+                    img = img.resize((self.resize[1], self.resize[0]), Image.Resampling.BILINEAR)
+                if self.center_crop:
+                    ch, cw = self.center_crop
+                    w, h = img.size
+                    if ch > h or cw > w:
+                        raise DataError(f"{path}: image {w}x{h} is smaller than the center crop {cw}x{ch}")
+                    left, top = (w - cw) // 2, (h - ch) // 2
+                    img = img.crop((left, top, left + cw, top + ch))
+                arr = np.asarray(img, dtype=np.float32)
+        except DataError:
+            raise
+        except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, ...
+            raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if self.color == "bgr":
+            arr = arr[:, :, ::-1]
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        arr = ((arr * np.float32(self.scale) - mean) / std).astype(np.float32)
+        if self.layout == "nchw":
+            arr = arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr[None]).astype(self.dtype)
+
+
+def default_preprocess(spec: TensorSpec) -> Preprocess:
+    """Size, channels and layout from a 4-D image input's static shape; pixels scaled to [0, 1]."""
+    shape = spec.shape
+    if len(shape) != 4:
+        raise DataError(
+            f"input '{spec.name}' has shape {spec.describe()}: an image folder feeds 4-D inputs only"
+        )
+    if shape[1] in (1, 3):
+        layout, c, h, w = "nchw", shape[1], shape[2], shape[3]
+    elif shape[3] in (1, 3):
+        layout, h, w, c = "nhwc", shape[1], shape[2], shape[3]
+    else:
+        raise DataError(
+            f"input '{spec.name}' {spec.describe()}: cannot tell the channel axis; declare "
+            "[calibration.preprocess] layout and size"
+        )
+    size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+    dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
+    return Preprocess(resize=size, color="gray" if c == 1 else "rgb", layout=layout, dtype=dtype)
+
+
+def image_folder_source(
+    spec: str,
+    files: Sequence[Path],
+    inputs: Sequence[TensorSpec],
+    batch_size: int,
+    samples: int | None,
+    options: Preprocess | Mapping[str, Any] | None,
+) -> DataSource:
+    """A source over image files in name order, for a model with one image input."""
+    if len(inputs) != 1:
+        raise DataError(
+            f"image folder {spec} feeds single-input models only; the model has "
+            f"{', '.join(s.name for s in inputs)}"
+        )
+    if not files:
+        raise DataError(f"image folder {spec} is empty")
+    if options is None:
+        pre = default_preprocess(inputs[0])
+    elif isinstance(options, Preprocess):
+        pre = options
+    else:
+        pre = Preprocess.from_dict(options)
+    name = inputs[0].name
+    chosen = list(files[:samples] if samples else files)
+
+    def make() -> Iterator[Feed]:
+        return _rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs)
+
+    details = {
+        "files": [{"name": p.name, "sha256": _file_digest(p)} for p in chosen],
+        "batch_size": batch_size,
+        "preprocess": pre.describe(),
+    }
+    return DataSource("images", spec, inputs, make, details)

@@ -1,0 +1,249 @@
+"""Streaming per-tensor statistics, collected in one pass of ONNX Runtime over a data source.
+
+Calibration (and FP16 range analysis) need statistics of intermediate tensors over many
+samples without keeping the samples. Each observer sees one batch at a time through
+``observe(name, array)`` and keeps a fixed-size summary, so peak memory does not grow with the
+number of samples. Hand-written because the libraries that do this (ONNX Runtime's and Model
+Optimizer's calibrators) keep every batch's activations before building their histograms.
+
+:func:`collect` marks the wanted tensors as graph outputs in an in-memory copy of the model
+and runs ONNX Runtime on the CPU batch by batch, handing each tensor to every observer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from calibration.errors import CalibrationError
+
+DEFAULT_BINS = 4096
+
+
+class Observer(Protocol):
+    def observe(self, name: str, array: np.ndarray) -> None:
+        """Fold one batch of tensor ``name`` into the running statistics."""
+        ...
+
+
+@dataclass
+class TensorRange:
+    """Running min, max and absolute max of one tensor, plus element and non-finite counts."""
+
+    minimum: float = math.inf
+    maximum: float = -math.inf
+    count: int = 0
+    nonfinite: int = 0
+
+    @property
+    def absmax(self) -> float:
+        if self.count == 0:
+            return 0.0
+        return max(abs(self.minimum), abs(self.maximum))
+
+
+class RangeObserver:
+    """min / max / absmax per tensor: what FP16 range analysis and max calibration need."""
+
+    def __init__(self) -> None:
+        self.ranges: dict[str, TensorRange] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if array.dtype.kind != "f" or array.size == 0:
+            return
+        rng = self.ranges.setdefault(name, TensorRange())
+        finite = np.isfinite(array)
+        bad = int(array.size - np.count_nonzero(finite))
+        values = array[finite] if bad else array
+        rng.nonfinite += bad
+        if values.size:
+            rng.minimum = min(rng.minimum, float(values.min()))
+            rng.maximum = max(rng.maximum, float(values.max()))
+            rng.count += int(values.size)
+
+
+@dataclass
+class AbsHistogram:
+    """Histogram of |x| over ``[0, top]`` with a fixed number of bins.
+
+    ``top`` is a power of two times the first batch's absmax; when a value exceeds it, the
+    range doubles and neighbouring bins merge pairwise, which is exact and keeps memory fixed.
+    The observed absmax therefore always lies in the upper half, so at least ``bins / 2``
+    bins cover ``[0, absmax]``.
+    """
+
+    bins: int = DEFAULT_BINS
+    top: float = 0.0  # 0 until a non-zero value is seen
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    absmax: float = 0.0
+    zeros: int = 0  # exact zeros, kept apart so that an all-zero start has no range
+
+    def __post_init__(self) -> None:
+        if self.counts.size == 0:
+            self.counts = np.zeros(self.bins, dtype=np.int64)
+
+    @property
+    def width(self) -> float:
+        return self.top / self.bins if self.top else 0.0
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.zeros
+
+    def _grow_to(self, value: float) -> None:
+        if self.top == 0.0:
+            self.top = float(value)
+            return
+        while self.top < value:
+            merged = self.counts.reshape(-1, 2).sum(axis=1)
+            self.counts[: self.bins // 2] = merged
+            self.counts[self.bins // 2 :] = 0
+            self.top *= 2.0
+
+    def add(self, values: np.ndarray) -> None:
+        """Add finite values (any shape); NaN/Inf must be filtered by the caller."""
+        mags = np.abs(values.astype(np.float32, copy=False)).ravel()
+        if mags.size == 0:
+            return
+        amax = float(mags.max())
+        nonzero = mags[mags > 0] if amax > 0 else mags[:0]
+        self.zeros += int(mags.size - nonzero.size)
+        if amax == 0.0:
+            return
+        self.absmax = max(self.absmax, amax)
+        if amax > self.top:
+            self._grow_to(amax)
+        index = (nonzero * np.float32(self.bins / self.top)).astype(np.int64)
+        np.minimum(index, self.bins - 1, out=index)
+        self.counts += np.bincount(index, minlength=self.bins)
+
+    def full_counts(self) -> np.ndarray:
+        """Counts with the exact zeros folded into bin 0, as a float64 array."""
+        counts = self.counts.astype(np.float64)
+        counts[0] += self.zeros
+        return counts
+
+
+class HistogramObserver:
+    """Absolute max and a growing |x| histogram per tensor (the input of every algorithm)."""
+
+    def __init__(self, bins: int = DEFAULT_BINS, names: Iterable[str] | None = None) -> None:
+        if bins < 256 or bins & (bins - 1):
+            raise CalibrationError(f"histogram bins must be a power of two >= 256, got {bins}")
+        self.bins = bins
+        self.names = set(names) if names is not None else None
+        self.histograms: dict[str, AbsHistogram] = {}
+        self.nonfinite: dict[str, int] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if array.dtype.kind != "f" or (self.names is not None and name not in self.names):
+            return
+        hist = self.histograms.setdefault(name, AbsHistogram(self.bins))
+        finite = np.isfinite(array)
+        if not finite.all():
+            self.nonfinite[name] = self.nonfinite.get(name, 0) + int(array.size - np.count_nonzero(finite))
+            array = array[finite]
+        hist.add(array)
+
+
+def float_tensor_names(model: onnx.ModelProto) -> list[str]:
+    """Every float activation: graph inputs and node outputs whose inferred type is float.
+
+    Types come from ONNX shape inference; a tensor whose type is unknown is kept (ONNX Runtime
+    reports it, and non-float arrays are ignored by the observers).
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types: dict[str, int] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        types[vi.name] = vi.type.tensor_type.elem_type
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+        onnx.TensorProto.DOUBLE,
+    }
+    inits = {i.name for i in model.graph.initializer}
+    names: list[str] = []
+    seen: set[str] = set()
+    candidates = [i.name for i in model.graph.input if i.name not in inits]
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        candidates.extend(o for o in node.output if o)
+    for name in candidates:
+        if name in seen:
+            continue
+        seen.add(name)
+        if types.get(name, onnx.TensorProto.FLOAT) in floats or name not in types:
+            names.append(name)
+    return names
+
+
+def _session(model: onnx.ModelProto, threads: int | None) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # Basic optimizations only: every observed tensor is a graph output, so nothing it needs is fused.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {exc}") from None
+
+
+def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are its own plus ``names`` (types left to ORT)."""
+    marked = onnx.ModelProto()
+    marked.CopyFrom(model)
+    existing = {o.name for o in marked.graph.output}
+    for name in names:
+        if name not in existing:
+            marked.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            existing.add(name)
+    return marked
+
+
+def collect(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    source: Iterable[dict[str, np.ndarray]],
+    tensor_names: Sequence[str],
+    observers: Sequence[Observer],
+    *,
+    threads: int | None = None,
+) -> int:
+    """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
+
+    Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
+    of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
+    at a time.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(os.fspath(model))
+    inputs = {i.name for i in model.graph.input}
+    wanted = [n for n in tensor_names if n not in inputs]
+    marked = with_outputs(model, wanted)
+    session = _session(marked, threads)
+    samples = 0
+    for feed in source:
+        outputs = session.run(wanted, feed) if wanted else []  # type: ignore[attr-defined]
+        for name in tensor_names:
+            if name in feed:
+                for obs in observers:
+                    obs.observe(name, feed[name])
+        for name, value in zip(wanted, outputs, strict=True):
+            array = np.asarray(value)
+            for obs in observers:
+                obs.observe(name, array)
+        del outputs
+        first = next(iter(feed.values()))
+        samples += int(first.shape[0]) if first.ndim else 1
+    return samples

@@ -1,0 +1,595 @@
+"""Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
+
+Symmetric quantization with zero point 0 everywhere: per-tensor activations, per-channel
+weights (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with transB else 1, MatMul the last
+axis) stored as INT8 initializers followed by DequantizeLinear, opset >= 13.
+
+Two placements, because the two consumers fuse different patterns:
+
+- ``tensorrt`` (GPU targets): Q/DQ on the inputs of Conv, ConvTranspose, Gemm and MatMul and
+  on the branch of a residual Add that is not fused into the preceding Conv; no output
+  quantization, float biases (TensorRT fuses BN, activations and biases itself).
+- ``onnxruntime`` (CPU targets): ONNX Runtime's QDQ conventions, so its graph transformers
+  fuse the groups into integer kernels (QLinearConv, QGemm, QLinearMatMul): every input and
+  the output of a weighted op are quantized, biases become INT32 with scale
+  ``s_input * s_weight``, shape-only ops (MaxPool, Flatten, Reshape, ...) carry their input's
+  scale through so that ONNX Runtime drops them from the integer chain, and a ReLU that
+  follows a weighted op quantizes its output to uint8 with zero point 0 (still symmetric, the
+  values are non-negative), which ONNX Runtime folds into the preceding kernel. Weights use 7
+  bits (``weight_bits=7``) where the CPU lacks VNNI: without it ONNX Runtime's u8 x s8 kernels
+  saturate their 16-bit pair sums on full-range weights.
+
+Hand-written because neither library does both: ONNX Runtime's quantizer produces only its own
+placement (and its entropy pass keeps every activation in memory), and Model Optimizer needs
+onnxruntime-gpu and produces only TensorRT's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.algorithms import per_channel_absmax
+from calibration.errors import CalibrationError
+
+PLACEMENTS = ("tensorrt", "onnxruntime")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# ops that only move or select values: ONNX Runtime drops Q/DQ around them when scales match
+PASS_THROUGH_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "GlobalMaxPool")
+# ops ONNX Runtime has QLinear kernels for, quantized on inputs and output in its placement
+ORT_QLINEAR_OPS = ("Add", "Concat", "AveragePool", "GlobalAveragePool")
+MIN_OPSET = 13
+SCALE_FLOOR = 1e-12  # a tensor that was always zero still needs a positive scale
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    placement: str = "tensorrt"
+    weight_bits: int = 8  # 7 = ONNX Runtime's "reduce range" for CPUs without VNNI
+    exclude_nodes: tuple[str, ...] = ()  # exact names or regular expressions (full match)
+    exclude_ops: tuple[str, ...] = ()
+    unsigned_relu: bool = True  # onnxruntime placement: uint8 (zero point 0) after ReLU
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise CalibrationError(
+                f"unknown Q/DQ placement '{self.placement}'; choose {' or '.join(PLACEMENTS)}"
+            )
+        if self.weight_bits not in (7, 8):
+            raise CalibrationError(f"weight bits must be 7 or 8, got {self.weight_bits}")
+        for pattern in self.exclude_nodes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise CalibrationError(f"bad --exclude-nodes pattern '{pattern}': {exc}") from None
+
+    @property
+    def weight_qmax(self) -> int:
+        return (1 << (self.weight_bits - 1)) - 1
+
+
+@dataclass
+class TensorQuant:
+    """One activation tensor that gets a Q/DQ pair."""
+
+    name: str
+    unsigned: bool = False
+    share: str | None = None  # take the threshold of this tensor (pass-through ops)
+    consumers: set[tuple[int, int]] = field(default_factory=set)  # (node index, input index)
+    all_consumers: bool = False  # onnxruntime placement: every non-excluded consumer
+
+    @property
+    def levels(self) -> int:
+        """Positive quantization levels, as the calibration algorithms count them."""
+        return 256 if self.unsigned else 128
+
+    @property
+    def qmax(self) -> int:
+        return 255 if self.unsigned else 127
+
+
+@dataclass
+class WeightQuant:
+    name: str  # initializer name
+    axis: int
+    uses: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class BiasQuant:
+    node: int
+    name: str  # initializer name
+    activation: str
+    weight: str
+
+
+@dataclass
+class QuantPlan:
+    options: QuantizeOptions
+    activations: dict[str, TensorQuant] = field(default_factory=dict)
+    weights: dict[tuple[str, int], WeightQuant] = field(default_factory=dict)
+    biases: list[BiasQuant] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # node names (or op#index) left in float
+    quantized_nodes: list[str] = field(default_factory=list)
+
+    def calibrated_tensors(self) -> list[str]:
+        """Activation tensors that need their own threshold (pass-throughs share their input's)."""
+        return [t.name for t in self.activations.values() if t.share is None]
+
+    def levels(self) -> dict[str, int]:
+        return {t.name: t.levels for t in self.activations.values() if t.share is None}
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of every typed tensor, from ONNX shape inference (best effort)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort: untyped tensors are judged by the caller
+        inferred = model
+    types: dict[str, int] = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        if vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    return types
+
+
+def _node_label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"{node.op_type}#{index}"
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def weight_axis(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> int | None:
+    """The per-channel axis of a weight, or None when it is not a per-channel weight input."""
+    if node.op_type == "Conv" and input_index == 1:
+        return 0
+    if node.op_type == "ConvTranspose" and input_index == 1:
+        return 1
+    if node.op_type == "Gemm" and input_index == 1 and weight.ndim == 2:
+        return 0 if _attr(node, "transB", 0) else 1
+    if node.op_type == "MatMul" and input_index == 1 and weight.ndim >= 2:
+        return weight.ndim - 1
+    return None
+
+
+class _Planner:
+    def __init__(self, model: onnx.ModelProto, options: QuantizeOptions) -> None:
+        self.model = model
+        self.options = options
+        self.plan = QuantPlan(options)
+        self.constants = _constants(model)
+        self.graph_outputs = {o.name for o in model.graph.output}
+        self.consumers: dict[str, list[tuple[int, int]]] = {}
+        self.producer: dict[str, int] = {}
+        for i, node in enumerate(model.graph.node):
+            for j, name in enumerate(node.input):
+                if name:
+                    self.consumers.setdefault(name, []).append((i, j))
+            for name in node.output:
+                self.producer[name] = i
+        self.patterns = [re.compile(p) for p in options.exclude_nodes]
+        self.types = _inferred_types(model)
+
+    def excluded(self, index: int) -> bool:
+        node = self.model.graph.node[index]
+        if node.op_type in self.options.exclude_ops:
+            return True
+        return bool(node.name) and any(p.fullmatch(node.name) for p in self.patterns)
+
+    def is_float_activation(self, name: str, unknown: bool = True) -> bool:
+        """A non-constant float tensor; ``unknown`` answers for tensors shape inference could not type."""
+        if not name or name in self.constants:
+            return False
+        elem = self.types.get(name)
+        return unknown if elem is None else elem == TensorProto.FLOAT
+
+    def mark(
+        self,
+        name: str,
+        consumer: tuple[int, int] | None,
+        *,
+        unsigned: bool = False,
+        share: str | None = None,
+        all_consumers: bool = False,
+    ) -> None:
+        tq = self.plan.activations.get(name)
+        if tq is None:
+            tq = self.plan.activations[name] = TensorQuant(name, unsigned=unsigned, share=share)
+        tq.all_consumers = tq.all_consumers or all_consumers
+        if consumer is not None:
+            tq.consumers.add(consumer)
+
+    def weight(self, index: int, input_index: int) -> bool:
+        node = self.model.graph.node[index]
+        name = node.input[input_index]
+        value = self.constants.get(name)
+        if value is None or value.dtype.kind != "f":
+            return False
+        axis = weight_axis(node, input_index, value)
+        if axis is None:
+            return False
+        wq = self.plan.weights.setdefault((name, axis), WeightQuant(name, axis))
+        wq.uses.append((index, input_index))
+        return True
+
+    def run(self) -> QuantPlan:
+        ort = self.options.placement == "onnxruntime"
+        nodes = self.model.graph.node
+        relu_done: set[int] = set()
+        for i, node in enumerate(nodes):
+            if self.excluded(i):
+                if node.op_type in WEIGHTED_OPS or node.op_type in ORT_QLINEAR_OPS or node.op_type == "Add":
+                    self.plan.excluded.append(_node_label(node, i))
+                continue
+            if node.op_type in WEIGHTED_OPS:
+                self.weighted(i, ort, relu_done)
+            elif ort and i not in relu_done:
+                self.ort_other(i)
+            elif not ort and node.op_type == "Add":
+                self.residual_add(i)
+        return self.plan
+
+    def weighted(self, i: int, ort: bool, relu_done: set[int]) -> None:
+        node = self.model.graph.node[i]
+        if len(node.input) < 2 or not node.input[0] or not node.input[1]:
+            return
+        weight_value = self.constants.get(node.input[1])
+        has_weight = (
+            weight_value is not None
+            and weight_value.dtype.kind == "f"
+            and (weight_axis(node, 1, weight_value) is not None)
+        )
+        if node.op_type in ("Conv", "ConvTranspose") and not has_weight:
+            return  # a dynamic convolution weight: leave the node alone
+        activations = [0] if has_weight else [0, 1]
+        if not all(self.is_float_activation(node.input[j]) for j in activations):
+            return  # e.g. a constant first input: leave the node alone
+        if has_weight:
+            self.weight(i, 1)
+        for j in activations:
+            self.mark(node.input[j], (i, j), all_consumers=ort)
+        self.plan.quantized_nodes.append(_node_label(node, i))
+        if not ort:
+            return
+        bias_index = 2
+        if has_weight and len(node.input) > bias_index and node.input[bias_index]:
+            bias = self.constants.get(node.input[bias_index])
+            if bias is not None and bias.ndim == 1 and node.op_type in ("Conv", "Gemm"):
+                self.plan.biases.append(BiasQuant(i, node.input[bias_index], node.input[0], node.input[1]))
+        out = node.output[0]
+        follow = self.consumers.get(out, [])
+        if node.op_type == "Gemm" and has_weight and out in self.graph_outputs and not follow:
+            return  # QGemm writes float directly: an output Q/DQ would only add two nodes
+        if len(follow) == 1 and out not in self.graph_outputs:
+            k = follow[0][0]
+            nxt = self.model.graph.node[k]
+            if nxt.op_type == "Relu" and not self.excluded(k):
+                self.mark(nxt.output[0], None, unsigned=self.options.unsigned_relu, all_consumers=True)
+                relu_done.add(k)
+                return
+        self.mark(out, None, all_consumers=True)
+
+    def ort_other(self, i: int) -> None:
+        node = self.model.graph.node[i]
+        if node.op_type in PASS_THROUGH_OPS and len(node.output) == 1:
+            src = node.input[0]
+            tq = self.plan.activations.get(src)
+            if tq is not None and self.is_float_activation(node.output[0]):
+                self.mark(src, (i, 0), all_consumers=True)
+                root = tq.share or tq.name
+                self.mark(node.output[0], None, unsigned=tq.unsigned, share=root, all_consumers=True)
+            return
+        if node.op_type in ORT_QLINEAR_OPS:
+            inputs = [n for n in node.input[:1]] if "Pool" in node.op_type else list(node.input)
+            if not inputs or not all(self.is_float_activation(n, unknown=False) for n in inputs):
+                return  # e.g. shape arithmetic on int64, or a constant operand
+            for j, name in enumerate(inputs):
+                self.mark(name, (i, j), all_consumers=True)
+            self.mark(node.output[0], None, all_consumers=True)
+            self.plan.quantized_nodes.append(_node_label(node, i))
+
+    def residual_add(self, i: int) -> None:
+        """TensorRT: quantize the Add input that is not fused into the Conv that produced the other."""
+        node = self.model.graph.node[i]
+        if len(node.input) != 2 or not all(self.is_float_activation(n) for n in node.input):
+            return
+
+        def from_conv(name: str) -> bool:
+            p = self.producer.get(name)
+            if p is None:
+                return False
+            producer = self.model.graph.node[p]
+            if producer.op_type == "BatchNormalization":
+                q = self.producer.get(producer.input[0])
+                producer = self.model.graph.node[q] if q is not None else producer
+            return producer.op_type in ("Conv", "ConvTranspose") and len(self.consumers.get(name, [])) == 1
+
+        fused = [from_conv(n) for n in node.input]
+        if not any(fused):
+            return
+        branch = 0 if not fused[0] else 1  # both from Convs: the second branch is quantized
+        self.mark(node.input[branch], (i, branch))
+        self.plan.quantized_nodes.append(_node_label(node, i))
+
+
+def plan_quantization(model: onnx.ModelProto, options: QuantizeOptions) -> QuantPlan:
+    """Decide which tensors get Q/DQ, which weights are quantized and along which axis."""
+    return _Planner(model, options).run()
+
+
+def _scalar(name: str, value: float | int, dtype: int) -> TensorProto:
+    return helper.make_tensor(name, dtype, [], [value])
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def activation_scale(threshold: float, qmax: int) -> float:
+    return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    domain_version = {o.domain: o.version for o in model.opset_import}
+    current = domain_version.get("", domain_version.get("ai.onnx", 0))
+    if current >= MIN_OPSET:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:
+        raise CalibrationError(
+            f"the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
+            f"Q/DQ) and could not be converted: {exc}"
+        ) from None
+
+
+def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, float]) -> onnx.ModelProto:
+    """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
+    missing = [n for n in plan.calibrated_tensors() if n not in thresholds]
+    if missing:
+        raise CalibrationError(f"no calibration threshold for tensor(s) {', '.join(missing[:5])}")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out = _upgrade_opset(out)
+    graph = out.graph
+    taken = {i.name for i in graph.initializer} | {
+        n for node in graph.node for n in (*node.input, *node.output)
+    }
+    taken |= {i.name for i in graph.input} | {o.name for o in graph.output}
+    constants = {init.name: init for init in graph.initializer}
+    new_inits: list[TensorProto] = []
+    new_nodes: list[tuple[int, onnx.NodeProto]] = []  # (insert before original node index, node)
+    nodes = list(graph.node)
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output}
+    graph_inputs = {i.name for i in graph.input}
+    excluded_idx = {i for i, n in enumerate(nodes) if _excluded(n, plan.options)}
+    graph_outputs = {o.name for o in graph.output}
+    weight_scales: dict[str, np.ndarray] = {}
+
+    # weights: int8 initializer + DequantizeLinear (per channel)
+    qmax_w = plan.options.weight_qmax
+    for (name, axis), wq in plan.weights.items():
+        w = _constant_array(model, name)
+        amax = per_channel_absmax(w, axis)
+        scale = (np.maximum(amax, SCALE_FLOOR) / qmax_w).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -qmax_w, qmax_w).astype(np.int8)
+        base = f"{name}_axis{axis}" if sum(1 for k in plan.weights if k[0] == name) > 1 else name
+        qname, sname, zname, dq_out = (
+            _unique(f"{base}_quantized", taken),
+            _unique(f"{base}_scale", taken),
+            _unique(f"{base}_zero_point", taken),
+            _unique(f"{base}_dequantized", taken),
+        )
+        new_inits += [
+            numpy_helper.from_array(q, qname),
+            numpy_helper.from_array(scale, sname),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), zname),
+        ]
+        first_use = min(i for i, _ in wq.uses)
+        new_nodes.append(
+            (
+                first_use,
+                helper.make_node(
+                    "DequantizeLinear",
+                    [qname, sname, zname],
+                    [dq_out],
+                    name=_unique(f"{base}_DequantizeLinear", taken),
+                    axis=axis,
+                ),
+            )
+        )
+        for i, j in wq.uses:
+            nodes[i].input[j] = dq_out
+        weight_scales[name] = scale
+
+    # activations: QuantizeLinear -> DequantizeLinear after the producer
+    act_scales: dict[str, float] = {}
+    rename_outputs: dict[str, str] = {}
+    for tq in plan.activations.values():
+        root = tq.share or tq.name
+        scale = activation_scale(float(thresholds[root]), tq.qmax)
+        act_scales[tq.name] = scale
+        dtype = TensorProto.UINT8 if tq.unsigned else TensorProto.INT8
+        sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
+        new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, 0, dtype)]
+        source = tq.name
+        if tq.all_consumers and tq.name in graph_outputs:
+            # keep the graph output's name on the dequantized value
+            source = _unique(f"{tq.name}_float", taken)
+            rename_outputs[tq.name] = source
+        q_out, dq_out = _unique(f"{tq.name}_quantized", taken), _unique(f"{tq.name}_dequantized", taken)
+        final = tq.name if source != tq.name else dq_out
+        where = producer.get(tq.name, -1) + 1 if tq.name not in graph_inputs else 0
+        new_nodes.append(
+            (
+                where,
+                helper.make_node(
+                    "QuantizeLinear",
+                    [source, sname, zname],
+                    [q_out],
+                    name=_unique(f"{tq.name}_QuantizeLinear", taken),
+                ),
+            )
+        )
+        new_nodes.append(
+            (
+                where,
+                helper.make_node(
+                    "DequantizeLinear",
+                    [q_out, sname, zname],
+                    [final],
+                    name=_unique(f"{tq.name}_DequantizeLinear", taken),
+                ),
+            )
+        )
+        if tq.all_consumers:
+            for i, node in enumerate(nodes):
+                if i in excluded_idx:
+                    continue
+                for j, name in enumerate(node.input):
+                    if name == tq.name and final != tq.name:
+                        node.input[j] = final
+        else:
+            for i, j in tq.consumers:
+                nodes[i].input[j] = final
+    for old, new in rename_outputs.items():
+        i = producer[old]
+        nodes[i].output[list(nodes[i].output).index(old)] = new
+        for k in excluded_idx:
+            for j, name in enumerate(nodes[k].input):
+                if name == old:
+                    nodes[k].input[j] = new
+
+    # biases: int32 with scale s_input * s_weight (onnxruntime placement)
+    for bq in plan.biases:
+        node = nodes[bq.node]
+        s_in = act_scales.get(bq.activation)
+        w_scale = weight_scales.get(bq.weight)
+        if s_in is None or w_scale is None:
+            continue
+        b = _constant_array(model, bq.name).astype(np.float64)
+        if b.shape[0] != w_scale.shape[0]:
+            continue
+        scale = (np.float64(s_in) * w_scale.astype(np.float64)).astype(np.float32)
+        q = np.clip(np.round(b / scale), -(2**31), 2**31 - 1).astype(np.int32)
+        # no zero-point input: it defaults to 0, and an int32 one would cost as much as the bias
+        qname, sname, dq_out = (
+            _unique(f"{bq.name}_quantized", taken),
+            _unique(f"{bq.name}_scale", taken),
+            _unique(f"{bq.name}_dequantized", taken),
+        )
+        new_inits += [numpy_helper.from_array(q, qname), numpy_helper.from_array(scale, sname)]
+        new_nodes.append(
+            (
+                bq.node,
+                helper.make_node(
+                    "DequantizeLinear",
+                    [qname, sname],
+                    [dq_out],
+                    name=_unique(f"{bq.name}_DequantizeLinear", taken),
+                    axis=0,
+                ),
+            )
+        )
+        node.input[2] = dq_out
+
+    # rebuild the node list in order, then drop float initializers nobody reads any more
+    ordered: list[onnx.NodeProto] = []
+    pending: dict[int, list[onnx.NodeProto]] = {}
+    for where, n in new_nodes:
+        pending.setdefault(where, []).append(n)
+    for i, node in enumerate(nodes):
+        ordered.extend(pending.pop(i, []))
+        ordered.append(node)
+    for rest in sorted(pending):
+        ordered.extend(pending[rest])
+    read = {n for node in ordered for n in node.input} | {o.name for o in graph.output}
+    ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(_toposort(ordered, graph_inputs | set(constants)))
+    graph.initializer.extend(new_inits)
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    keep = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    kept = {init.name for init in keep}
+    stale_inputs = [i for i in graph.input if i.name in constants and i.name not in kept]
+    for vi in stale_inputs:
+        graph.input.remove(vi)
+    del graph.value_info[:]  # shapes of renamed tensors are stale; ORT and TensorRT re-infer them
+    return out
+
+
+def _excluded(node: onnx.NodeProto, options: QuantizeOptions) -> bool:
+    if node.op_type in options.exclude_ops:
+        return True
+    return bool(node.name) and any(re.fullmatch(p, node.name) for p in options.exclude_nodes)
+
+
+def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return numpy_helper.to_array(node.attribute[0].t)
+    raise CalibrationError(f"constant '{name}' not found in the model")
+
+
+def _toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
+    """Kahn's algorithm, stable: keeps the given order wherever it is already valid."""
+    ready = set(available) | {""}
+    produced_by = {out: k for k, n in enumerate(nodes) for out in n.output}
+    remaining = list(range(len(nodes)))
+    result: list[onnx.NodeProto] = []
+    while remaining:
+        progress = []
+        for k in remaining:
+            if all(n in ready or n not in produced_by for n in nodes[k].input):
+                result.append(nodes[k])
+                ready.update(nodes[k].output)
+                progress.append(k)
+        if not progress:
+            raise CalibrationError("the Q/DQ model has a cycle; this is a bug in calibration/qdq.py")
+        done = set(progress)
+        remaining = [k for k in remaining if k not in done]
+    return result
+
+
+def check_qdq(model: onnx.ModelProto) -> None:
+    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13."""
+    onnx.checker.check_model(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = inits.get(node.input[2])
+            if zp is not None and np.any(numpy_helper.to_array(zp) != 0):
+                raise CalibrationError(f"{node.name}: zero point is not 0")

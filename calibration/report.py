@@ -1,0 +1,105 @@
+"""The calibration report: per tensor the amax, the chosen threshold, the scale and the share of
+values clipped, as JSON (also the calibration result cache) and as a table on the terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration.atomic import atomic_write_text
+
+REPORT_FORMAT = 1
+
+
+@dataclass
+class TensorReport:
+    name: str
+    amax: float
+    threshold: float
+    scale: float
+    clipped: float  # share of observed values with |x| > threshold
+    dtype: str = "int8"  # int8, or uint8 for non-negative tensors in the onnxruntime placement
+    nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
+
+
+@dataclass
+class WeightReport:
+    name: str
+    axis: int
+    channels: int
+    bits: int
+
+
+@dataclass
+class CalibrationReport:
+    model: str
+    model_sha256: str
+    key: str  # calibration key: model, algorithm and options, data, preprocessing, tensors
+    key_parts: dict[str, Any]
+    artifact_key: str  # key plus the Q/DQ and cache options
+    algorithm: dict[str, Any]
+    data: dict[str, Any]
+    synthetic: bool
+    samples: int
+    placement: str
+    weight_bits: int
+    seconds: float
+    tensors: list[TensorReport] = field(default_factory=list)
+    cache_thresholds: dict[str, float] = field(default_factory=dict)  # 128-level amax per tensor
+    weights: list[WeightReport] = field(default_factory=list)
+    quantized_nodes: list[str] = field(default_factory=list)
+    excluded_nodes: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name
+    trt_cache: dict[str, Any] | None = None  # version, header
+    warnings: list[str] = field(default_factory=list)
+    format: int = REPORT_FORMAT
+
+    def thresholds(self) -> dict[str, float]:
+        return {t.name: t.threshold for t in self.tensors}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_text(path, self.to_json())
+
+
+def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
+    """A previous report, or None when absent, unreadable or of another format."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != REPORT_FORMAT:
+            return None
+        data["tensors"] = [TensorReport(**t) for t in data.get("tensors", [])]
+        data["weights"] = [WeightReport(**w) for w in data.get("weights", [])]
+        return CalibrationReport(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def print_table(report: CalibrationReport, console: Any = None, limit: int | None = 40) -> None:
+    """A rich table of the per-tensor figures (the first ``limit`` tensors, worst clipping first)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    title = (
+        f"INT8 calibration: {report.algorithm.get('algorithm')} on {report.samples} samples"
+        f"{' (SYNTHETIC data)' if report.synthetic else ''}, {report.placement} placement"
+    )
+    table = Table(title=title)
+    for col in ("tensor", "dtype", "amax", "threshold", "scale", "clipped"):
+        table.add_column(col, justify="left" if col == "tensor" else "right")
+    rows = sorted(report.tensors, key=lambda t: -t.clipped)
+    for t in rows[:limit] if limit else rows:
+        table.add_row(
+            t.name, t.dtype, f"{t.amax:.4g}", f"{t.threshold:.4g}", f"{t.scale:.4g}", f"{t.clipped:.3%}"
+        )
+    console.print(table)
+    if limit and len(rows) > limit:
+        console.print(f"... {len(rows) - limit} more tensors in the JSON report")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,0 +1,182 @@
+"""TensorRT implicit-INT8 calibration caches: write them, read them (ours or TensorRT's own).
+
+Format (TensorRT 8.x and 10.x; TensorRT 11 removed implicit calibration): a header line
+``TRT-<version>-<EntropyCalibration2|MinMaxCalibration>``, then one line per tensor
+``name: 3c010a14`` holding the float32 scale (amax / 127) as big-endian IEEE-754 bits.
+TensorRT 8 encodes the version as major*1000 + minor*100 + patch (8.6.1 -> 8601), TensorRT 10
+as major*10000 + minor*100 + patch (10.3.0 -> 100300); TensorRT ignores a cache whose header
+does not match the running version and algorithm, so the header is written for the target's
+TensorRT. Hand-written: no library writes this format without TensorRT itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from calibration.errors import CalibrationError
+
+if TYPE_CHECKING:
+    import onnx
+
+ALGORITHM_NAMES = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration"}
+_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    parts = version.strip().split(".")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise CalibrationError(f"bad TensorRT version '{version}': expected X.Y.Z, e.g. 8.6.1") from None
+    if not 1 <= len(nums) <= 4 or any(n < 0 for n in nums):
+        raise CalibrationError(f"bad TensorRT version '{version}': expected X.Y.Z, e.g. 8.6.1")
+    nums += [0] * (3 - len(nums))
+    return nums[0], nums[1], nums[2]
+
+
+def encode_version(version: str) -> int:
+    """The number TensorRT writes in a cache header for ``version``."""
+    major, minor, patch = parse_version(version)
+    if major >= 11:
+        raise CalibrationError(
+            f"TensorRT {version} has no implicit INT8 calibration (removed in 11.0): "
+            "build the Q/DQ model instead of using a calibration cache"
+        )
+    if minor > (99 if major >= 9 else 9) or patch > 99:
+        raise CalibrationError(f"TensorRT version {version} cannot be encoded in a cache header")
+    if major >= 9:  # TensorRT 9 and 10: major*10000 (9.x unconfirmed)
+        return major * 10000 + minor * 100 + patch
+    return major * 1000 + minor * 100 + patch
+
+
+def decode_version(number: int) -> str:
+    if number >= 90000:
+        return f"{number // 10000}.{(number % 10000) // 100}.{number % 100}"
+    return f"{number // 1000}.{(number % 1000) // 100}.{number % 100}"
+
+
+def scale_to_hex(scale: float) -> str:
+    return struct.pack(">f", scale).hex()
+
+
+def hex_to_scale(text: str) -> float:
+    return float(struct.unpack(">f", bytes.fromhex(text.rjust(8, "0")))[0])
+
+
+@dataclass
+class CalibrationCache:
+    version: str  # TensorRT version, e.g. "8.6.1"
+    algorithm: str  # header name: EntropyCalibration2 or MinMaxCalibration (or another TensorRT wrote)
+    scales: dict[str, float] = field(default_factory=dict)  # tensor -> float32 scale (amax / 127)
+
+    @property
+    def header(self) -> str:
+        return f"TRT-{encode_version(self.version)}-{self.algorithm}"
+
+    def amax(self) -> dict[str, float]:
+        return {name: scale * 127.0 for name, scale in self.scales.items()}
+
+    def dumps(self) -> str:
+        lines = [self.header]
+        for name, scale in self.scales.items():
+            if "\n" in name:
+                raise CalibrationError(f"tensor name {name!r} cannot be written to a calibration cache")
+            lines.append(f"{name}: {scale_to_hex(scale)}")
+        return "\n".join(lines) + "\n"
+
+
+def cache_algorithm(algorithm: str) -> str:
+    """TensorRT's calibrator name for one of ours: entropy -> EntropyCalibration2, else MinMax."""
+    return ALGORITHM_NAMES.get(algorithm, "MinMaxCalibration")
+
+
+def make_cache(thresholds: Mapping[str, float], version: str, algorithm: str) -> CalibrationCache:
+    """A cache from tensor thresholds (amax); ``algorithm`` is ours (entropy, max, ...)."""
+    encode_version(version)  # refuse TensorRT 11+ early
+    scales = {
+        name: float(struct.unpack(">f", struct.pack(">f", amax / 127.0))[0])
+        for name, amax in thresholds.items()
+    }
+    return CalibrationCache(
+        version=".".join(map(str, parse_version(version))),
+        algorithm=cache_algorithm(algorithm),
+        scales=scales,
+    )
+
+
+def loads(text: str, origin: str = "calibration cache") -> CalibrationCache:
+    lines = [ln.rstrip("\r") for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise CalibrationError(f"{origin} is empty")
+    match = _HEADER.match(lines[0].strip())
+    if not match:
+        raise CalibrationError(
+            f"{origin}: first line '{lines[0][:60]}' is not a TensorRT cache header "
+            "(expected TRT-<version>-<algorithm>)"
+        )
+    scales: dict[str, float] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        name, sep, value = line.rpartition(":")
+        value = value.strip()
+        if not sep or not name or not _HEX.match(value):
+            raise CalibrationError(
+                f"{origin} line {number}: expected 'tensor: 8 hex digits', got '{line[:80]}'"
+            )
+        scales[name.strip()] = hex_to_scale(value)
+    return CalibrationCache(decode_version(int(match.group(1))), match.group(2), scales)
+
+
+def read_cache(path: str | os.PathLike[str]) -> CalibrationCache:
+    try:
+        with open(path, encoding="utf-8", errors="strict") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise CalibrationError(f"calibration cache not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read calibration cache {path}: {exc}") from None
+    return loads(text, os.fspath(path))
+
+
+def cache_to_qdq(
+    model_path: str | os.PathLike[str],
+    cache_path: str | os.PathLike[str],
+    placement: str = "tensorrt",
+    weight_bits: int = 8,
+) -> tuple[onnx.ModelProto, list[str]]:
+    """A Q/DQ model from a TensorRT cache (weights from the model); returns it and uncovered tensors.
+
+    Nodes whose activation tensors the cache does not cover are left in float.
+    """
+    import onnx
+
+    from calibration.qdq import QuantizeOptions, plan_quantization, write_qdq
+
+    cache = read_cache(cache_path)
+    model = onnx.load(os.fspath(model_path))
+    amax = cache.amax()
+    options = QuantizeOptions(placement=placement, weight_bits=weight_bits)
+    plan = plan_quantization(model, options)
+    uncovered = [t for t in plan.calibrated_tensors() if t not in amax]
+    if uncovered:
+        excluded_nodes = tuple(
+            re.escape(n.name) for n in model.graph.node if n.name and any(i in uncovered for i in n.input)
+        )
+        if len(excluded_nodes) < sum(1 for n in model.graph.node if any(i in uncovered for i in n.input)):
+            raise CalibrationError(
+                f"calibration cache {cache_path} lacks tensor(s) "
+                f"{', '.join(uncovered[:5])} read by unnamed nodes"
+            )
+        options = QuantizeOptions(placement=placement, weight_bits=weight_bits, exclude_nodes=excluded_nodes)
+        plan = plan_quantization(model, options)
+    if not plan.calibrated_tensors():
+        raise CalibrationError(
+            f"calibration cache {cache_path} covers none of the model's quantizable tensors"
+        )
+    return write_qdq(model, plan, amax), uncovered

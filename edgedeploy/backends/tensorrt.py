@@ -1,0 +1,189 @@
+"""TensorRT backend: byte-pure engines for Jetson boards and desktop GPUs, keyed, checked and explained.
+
+``build`` plans the settings (trt_plan), builds through Polygraphy (trt_build), summarises the
+engine inspector's layer information (trt_inspect) and writes three files atomically:
+``<stem>.engine`` (the plan, byte for byte as TensorRT made it, so trtexec reads it),
+``<stem>.layers.json`` and the sidecar ``<stem>.engine.json`` (trt_sidecar), written last. A
+build whose key matches the sidecar of an intact engine is skipped. ``runner`` refuses an engine
+built for another TensorRT or GPU before TensorRT gives its cryptic deserialization error.
+tensorrt and pycuda are imported only when a method needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedeploy.backends import trt_env
+from edgedeploy.backends.base import BuildOptions, BuildResult
+from edgedeploy.errors import BackendUnavailable, InputError
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
+
+log = logging.getLogger(__name__)
+
+# Module-level for `edgedeploy doctor` and the gpu test markers.
+probe = trt_env.probe
+gpu_tests_can_run = trt_env.gpu_tests_can_run
+
+ENV_KEY_FIELDS = ("tensorrt", "gpu_name", "compute_capability", "cuda_driver", "jetson_model", "l4t_release")
+
+
+def _input_record(path: Path | None) -> dict[str, str] | None:
+    from edgedeploy.fileio import sha256_file
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise InputError(f"file not found: {path}")
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def available(self) -> tuple[bool, str]:
+        return trt_env.availability()
+
+    def describe(self) -> dict[str, str]:
+        facts = trt_env.probe()
+        described = {"backend": self.name}
+        for key in (
+            "tensorrt",
+            "pycuda",
+            "gpu_name",
+            "compute_capability",
+            "cuda_driver",
+            "jetson_model",
+            "l4t_release",
+        ):
+            described[key] = facts.get(key) or "unknown"
+        try:
+            import polygraphy
+
+            described["polygraphy"] = str(polygraphy.__version__)
+        except ImportError:  # pragma: no cover - a hard dependency
+            described["polygraphy"] = "missing"
+        return described
+
+    def _require(self) -> None:
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(why)
+
+    def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
+        from edgedeploy.backends import trt_build, trt_inspect, trt_sidecar
+        from edgedeploy.backends.trt_plan import TrtVersion, plan_build, read_model_facts
+        from edgedeploy.fileio import (
+            atomic_write_bytes,
+            atomic_write_json,
+            atomic_write_text,
+            sha256_file,
+            sha256_json,
+        )
+
+        model = Path(model)
+        if not model.is_file():
+            raise InputError(f"model not found: {model}")
+        self._require()
+        env = trt_env.environment()
+        version = TrtVersion.parse(env["tensorrt"] or "0.0")
+        plan = plan_build(model, options, version, read_model_facts(model))
+        inputs = {
+            "model": _input_record(model),
+            "calibration_cache": _input_record(Path(plan.calibration_cache))
+            if plan.calibration_cache
+            else None,
+            "precision_plan": _input_record(options.precision_plan) if plan.fp32_layers else None,
+        }
+        key = sha256_json(
+            {
+                "plan": plan.key_fields(),
+                "inputs": {k: v["sha256"] if v else None for k, v in inputs.items()},
+                "environment": {k: env.get(k) for k in ENV_KEY_FIELDS},
+                "target": options.target.name,
+            }
+        )
+        out_dir = Path(out_dir)
+        engine = out_dir / f"{model.stem}.engine"
+        sidecar = trt_sidecar.sidecar_path(engine)
+        layers = trt_sidecar.layers_path(engine)
+        files = [engine, sidecar, layers]
+
+        if not options.force:
+            try:
+                existing = trt_sidecar.read_sidecar(engine)
+            except InputError:
+                existing = None
+            if (
+                existing is not None
+                and existing.get("build_key") == key
+                and engine.is_file()
+                and layers.is_file()
+                and sha256_file(engine) == existing.get("engine_sha256")
+            ):
+                return BuildResult(
+                    backend=self.name,
+                    artifact=engine,
+                    files=files,
+                    skipped=True,
+                    info={"build_key": key, "reason": "build key matches the existing engine", **existing},
+                )
+
+        build_log = trt_build.BuildLog()
+        built = trt_build.build(
+            model, plan, timing_cache=options.timing_cache, log=build_log, target_name=options.target.name
+        )
+        summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
+        notes = list(plan.notes)
+        if built.fp32_layers_unmatched:
+            notes.append(
+                f"no TensorRT layer matched these FP32 nodes: {', '.join(built.fp32_layers_unmatched)}"
+            )
+        for line in [*notes, *summary.warnings]:
+            log.warning(line)
+
+        atomic_write_text(layers, built.layer_info_json if built.layer_info_json.strip() else "{}")
+        atomic_write_bytes(engine, built.plan_bytes)
+        record: dict[str, Any] = {
+            "format": trt_sidecar.SIDECAR_FORMAT,
+            "build_key": key,
+            "engine_sha256": sha256_file(engine),
+            "target": options.target.name,
+            "precision": plan.precision,
+            **{k: env.get(k) for k in ENV_KEY_FIELDS},
+            "plan": plan.key_fields(),
+            "inputs": inputs,
+            "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+            "build_seconds": round(built.seconds, 3),
+            "fp32_layers_pinned": built.fp32_layers_pinned,
+            "layer_summary": dataclasses.asdict(summary),
+            "notes": notes,
+            "warnings": summary.warnings,
+        }
+        atomic_write_json(sidecar, record)
+        return BuildResult(backend=self.name, artifact=engine, files=files, skipped=False, info=record)
+
+    def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:
+        """A Polygraphy runner over the pycuda engine session; ``threads`` is for CPU backends."""
+        from edgedeploy.backends import trt_sidecar
+        from edgedeploy.runtime.runner import PycudaEngineRunner
+
+        artifact = Path(artifact)
+        if not artifact.is_file():
+            raise InputError(f"engine not found: {artifact}")
+        if artifact.suffix != ".engine":
+            raise InputError(
+                f"{artifact.name} is not a TensorRT engine (.engine); build it with --backend tensorrt"
+            )
+        self._require()
+        built = trt_sidecar.read_sidecar(artifact)
+        if built is None:
+            log.warning(
+                "%s has no sidecar: cannot check it was built for this TensorRT and GPU", artifact.name
+            )
+        trt_sidecar.check_loadable(artifact, built, trt_env.environment())
+        return PycudaEngineRunner(artifact)

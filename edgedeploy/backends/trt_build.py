@@ -1,0 +1,245 @@
+"""The TensorRT build calls, composed from Polygraphy's loaders: the one module that drives the builder.
+
+Polygraphy does what it does well: ``CreateConfig`` (profiles, memory pools, timing cache, flags,
+DLA, calibrator), ``EngineBytesFromNetwork`` (the build) and ``Calibrator`` (serving the 8.x
+calibration cache). Three things are ours, because Polygraphy's loaders hide what we must report:
+the builder and network are created with our own logger (to recognise out-of-memory messages), the
+ONNX parser's errors are read one by one (to name the failing node and op), and the timing cache is
+saved atomically. The network creation flag for strong typing is computed from the enum: its value
+changed in TensorRT 11.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedeploy.backends import trt_errors
+from edgedeploy.backends.trt_plan import EnginePlan, TrtVersion
+from edgedeploy.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+CACHE_CALIBRATORS = {
+    "EntropyCalibration2": "IInt8EntropyCalibrator2",
+    "EntropyCalibration": "IInt8EntropyCalibrator",
+    "MinMaxCalibration": "IInt8MinMaxCalibrator",
+    "LegacyCalibration": "IInt8LegacyCalibrator",
+}
+
+
+@dataclass
+class BuildLog:
+    """Messages the builder, parser and runtime logged, for error translation and the build record."""
+
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, severity: str, text: str) -> None:
+        self.messages.append((severity, text))
+
+    def errors(self) -> list[str]:
+        return [text for severity, text in self.messages if severity in ("ERROR", "INTERNAL_ERROR")]
+
+    def warnings(self) -> list[str]:
+        return [text for severity, text in self.messages if severity == "WARNING"]
+
+
+@dataclass
+class BuiltEngine:
+    plan_bytes: bytes
+    layer_info_json: str
+    seconds: float
+    fp32_layers_pinned: list[str]
+    fp32_layers_unmatched: list[str]
+
+
+def make_logger(log: BuildLog) -> trt.ILogger:
+    """A TensorRT logger that records every message and forwards warnings and errors to Polygraphy's."""
+    import tensorrt as trt_mod
+    from polygraphy.logger import G_LOGGER
+
+    severities = {
+        trt_mod.ILogger.INTERNAL_ERROR: "INTERNAL_ERROR",
+        trt_mod.ILogger.ERROR: "ERROR",
+        trt_mod.ILogger.WARNING: "WARNING",
+        trt_mod.ILogger.INFO: "INFO",
+        trt_mod.ILogger.VERBOSE: "VERBOSE",
+    }
+
+    class RecordingLogger(trt_mod.ILogger):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt_mod.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            name = severities.get(severity, "VERBOSE")
+            log.add(name, msg)
+            if name in ("ERROR", "INTERNAL_ERROR"):
+                G_LOGGER.error(msg)
+            elif name == "WARNING":
+                G_LOGGER.warning(msg)
+
+    logger: trt.ILogger = RecordingLogger()
+    return logger
+
+
+def network_flags(version: TrtVersion, strongly_typed: bool) -> int:
+    """Creation flags: EXPLICIT_BATCH before 10 (ignored since), STRONGLY_TYPED from the enum."""
+    import tensorrt as trt_mod
+
+    flags = 0
+    creation = trt_mod.NetworkDefinitionCreationFlag
+    if version.major < 10:
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if strongly_typed:
+        strong = getattr(creation, "STRONGLY_TYPED", None)
+        if strong is not None:  # TensorRT 11 networks are always strongly typed
+            flags |= 1 << int(strong)
+    return flags
+
+
+def parse_onnx(
+    logger: trt.ILogger, model: Path, flags: int
+) -> tuple[trt.Builder, trt.INetworkDefinition, trt.OnnxParser]:
+    import tensorrt as trt_mod
+
+    builder = trt_mod.Builder(logger)
+    network = builder.create_network(flags)
+    parser = trt_mod.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(model)) or parser.num_errors:
+        failures = []
+        for index in range(parser.num_errors):
+            err = parser.get_error(index)
+            node_name = err.node_name() if hasattr(err, "node_name") else f"#{err.node()}"
+            op = err.node_operator() if hasattr(err, "node_operator") else ""
+            failures.append(trt_errors.ParserFailure(str(node_name), str(op), str(err.desc())))
+        raise trt_errors.parser_error(model.name, failures)
+    return builder, network, parser
+
+
+def pin_fp32_layers(network: trt.INetworkDefinition, names: list[str]) -> tuple[list[str], list[str]]:
+    """TensorRT 8.x: run the layers made from these ONNX nodes in FP32. Returns (pinned, unmatched)."""
+    import tensorrt as trt_mod
+
+    wanted = set(names)
+    pinned: list[str] = []
+    matched: set[str] = set()
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        node = next((n for n in wanted if layer.name == n or layer.name.startswith(n + "_")), None)
+        if node is None:
+            continue
+        layer.precision = trt_mod.float32
+        for out in range(layer.num_outputs):
+            layer.set_output_type(out, trt_mod.float32)
+        pinned.append(layer.name)
+        matched.add(node)
+    return pinned, sorted(wanted - matched)
+
+
+def place_on_dla(config: trt.IBuilderConfig, core: int, gpu_fallback: bool) -> None:
+    """Default device DLA on ``core``, with GPU fallback for the layers DLA cannot run.
+
+    Ours rather than CreateConfig(use_dla=...): Polygraphy always picks core 0 and, before
+    TensorRT 11, also sets PREFER_PRECISION_CONSTRAINTS, which strongly typed networks refuse.
+    """
+    import tensorrt as trt_mod
+
+    config.default_device_type = trt_mod.DeviceType.DLA
+    config.DLA_core = core
+    if gpu_fallback:
+        config.set_flag(trt_mod.BuilderFlag.GPU_FALLBACK)
+
+
+def _calibrator(cache: Path, workdir: Path) -> Any:
+    """Polygraphy's Calibrator serving an existing cache (copied, so TensorRT never rewrites ours)."""
+    import tensorrt as trt_mod
+    from polygraphy.backend.trt import Calibrator
+
+    algorithm = cache.read_text(errors="replace").splitlines()[0].split("-")[-1].strip()
+    base = getattr(trt_mod, CACHE_CALIBRATORS.get(algorithm, "IInt8EntropyCalibrator2"))
+    copy = workdir / cache.name
+    shutil.copyfile(cache, copy)
+    return Calibrator(data_loader=iter(()), cache=str(copy), BaseClass=base)
+
+
+def build(
+    model: Path, plan: EnginePlan, *, timing_cache: Path | None, log: BuildLog, target_name: str
+) -> BuiltEngine:
+    """Parse, configure and build ``model`` per ``plan``; raises InputError with a translated message."""
+    import tensorrt as trt_mod
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
+    from polygraphy.exception import PolygraphyException
+
+    from edgedeploy.backends.trt_env import free_memory_mb
+
+    version = TrtVersion.parse(trt_mod.__version__)
+    logger = make_logger(log)
+    builder, network, parser = parse_onnx(logger, model, network_flags(version, plan.strongly_typed))
+    pinned, unmatched = pin_fp32_layers(network, plan.fp32_layers) if plan.fp32_layers else ([], [])
+
+    profiles = []
+    for shapes in plan.profiles:
+        profile = Profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.add(name, min=tuple(lo), opt=tuple(opt), max=tuple(hi))
+        profiles.append(profile)
+    workspace_mb = plan.memory_pools["WORKSPACE"] >> 20
+
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-trt-") as tmp:
+        calibrator = _calibrator(Path(plan.calibration_cache), Path(tmp)) if plan.calibration_cache else None
+        create = CreateConfig(
+            tf32=plan.tf32,
+            fp16=plan.fp16_flag,  # False on strongly typed builds: the flags are gone in TensorRT 11
+            int8=plan.int8_flag,
+            calibrator=calibrator,
+            profiles=profiles or None,
+            memory_pool_limits={getattr(trt_mod.MemoryPoolType, k): v for k, v in plan.memory_pools.items()},
+            load_timing_cache=str(timing_cache) if timing_cache else None,
+            builder_optimization_level=plan.optimization_level,
+            hardware_compatibility_level=(
+                getattr(trt_mod.HardwareCompatibilityLevel, plan.hardware_compatibility)
+                if plan.hardware_compatibility
+                else None
+            ),
+            version_compatible=plan.version_compatible or None,
+            profiling_verbosity=getattr(trt_mod.ProfilingVerbosity, plan.profiling_verbosity),
+            precision_constraints="obey" if pinned else None,
+        )
+        started = time.perf_counter()
+        try:
+            config = create(builder, network)
+            if plan.dla_core is not None:
+                place_on_dla(config, plan.dla_core, plan.gpu_fallback)
+            plan_bytes = EngineBytesFromNetwork((builder, network, parser), config=config)()
+        except PolygraphyException as exc:
+            raise trt_errors.build_failure(
+                log.errors(),
+                workspace_mb=workspace_mb,
+                free_mb=free_memory_mb(),
+                target_name=target_name,
+                detail=str(exc),
+            ) from None
+        seconds = time.perf_counter() - started
+        if timing_cache is not None:
+            cache = config.get_timing_cache()
+            if cache is not None:
+                atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
+    data = bytes(memoryview(plan_bytes))
+    return BuiltEngine(data, layer_information(logger, data), seconds, pinned, unmatched)
+
+
+def layer_information(logger: trt.ILogger, plan_bytes: bytes) -> str:
+    """The engine inspector's JSON for every layer (placement, precision, tactic)."""
+    import tensorrt as trt_mod
+
+    runtime = trt_mod.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(plan_bytes)
+    if engine is None:
+        return "{}"
+    inspector = engine.create_engine_inspector()
+    return str(inspector.get_engine_information(trt_mod.LayerInformationFormat.JSON))

@@ -1,0 +1,345 @@
+"""Turn BuildOptions into the exact TensorRT build settings, refusing what cannot work, before any build.
+
+Pure Python (no tensorrt import), so every rule is tested on the CPU: which precision path a
+TensorRT version takes (strongly typed on >= 10, builder flags plus calibration cache on 8.x, no
+FP16/INT8 flags on 11), the workspace default and Jetson cap, optimization profiles, DLA, hardware
+and version compatibility. The resulting :class:`EnginePlan` is JSON-able: it goes into the sidecar
+and into the build key, so two builds with the same plan, inputs and machine are the same build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.backends.base import BuildOptions
+from edgedeploy.errors import InputError
+
+MEMORY_POOLS = (
+    "workspace",
+    "tactic_shared_memory",
+    "dla_managed_sram",
+    "dla_local_dram",
+    "dla_global_dram",
+    "tactic_dram",
+)
+HARDWARE_COMPAT = {
+    "none": "NONE",
+    "ampere_plus": "AMPERE_PLUS",
+    "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
+}
+PROFILING_VERBOSITY = {"detailed": "DETAILED", "layer_names_only": "LAYER_NAMES_ONLY", "none": "NONE"}
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    major: int
+    minor: int
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> TrtVersion:
+        match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+        if not match:
+            raise InputError(f"cannot read TensorRT version '{text}'")
+        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @property
+    def cache_code(self) -> int:
+        """The number in a calibration cache header: 8.6.1 -> 8601, 10.3.0 -> 100300."""
+        if self.major < 10:
+            return self.major * 1000 + self.minor * 100 + self.patch
+        return self.major * 10000 + self.minor * 100 + self.patch
+
+
+@dataclass
+class EnginePlan:
+    """Resolved build settings: what trt_build hands to Polygraphy's loaders."""
+
+    precision: str
+    tensorrt: str
+    strongly_typed: bool
+    fp16_flag: bool
+    int8_flag: bool
+    fp8_flag: bool
+    tf32: bool
+    memory_pools: dict[str, int]  # MemoryPoolType member name -> bytes
+    profiles: list[dict[str, list[list[int]]]]  # per profile: input -> [min, opt, max]
+    optimization_level: int | None
+    dla_core: int | None
+    gpu_fallback: bool
+    hardware_compatibility: str | None  # HardwareCompatibilityLevel member name
+    version_compatible: bool
+    profiling_verbosity: str  # ProfilingVerbosity member name
+    calibration_cache: str | None  # path, only on the 8.x implicit INT8 path
+    fp32_layers: list[str] = field(default_factory=list)  # 8.x: layers pinned to FP32
+    notes: list[str] = field(default_factory=list)  # told to the user, not part of the key
+
+    def key_fields(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("notes")
+        data.pop("calibration_cache")  # its hash is in the key instead of its path
+        return data
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the plan needs to know about the ONNX (read without its weights)."""
+
+    inputs: dict[str, tuple[int | str | None, ...]]
+    has_qdq: bool
+    has_fp16: bool
+    has_fp8: bool
+
+
+def read_model_facts(model: Path) -> ModelFacts:
+    import onnx
+
+    from calibration.errors import CalibrationError
+    from calibration.modelinfo import graph_io, load_model_header
+
+    try:
+        proto = load_model_header(model)
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    inputs, _ = graph_io(proto)
+    ops = {node.op_type for node in proto.graph.node}
+    fp16 = onnx.TensorProto.FLOAT16
+    fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2}
+    elem_types = {init.data_type for init in proto.graph.initializer}
+    for vi in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        elem_types.add(vi.type.tensor_type.elem_type)
+    for node in proto.graph.node:
+        if node.op_type == "Cast":
+            elem_types.update(a.i for a in node.attribute if a.name == "to")
+    return ModelFacts(
+        inputs={spec.name: spec.shape for spec in inputs},
+        has_qdq=bool(ops & {"QuantizeLinear", "DequantizeLinear"}),
+        has_fp16=fp16 in elem_types,
+        has_fp8=bool(fp8 & elem_types),
+    )
+
+
+def read_fp32_layers(precision_plan: Path | None) -> list[str]:
+    """Node names the precision stage kept in FP32, from its plan JSON.
+
+    Reads precision/fp16.py's plan (``{"nodes": [{"node": ..., "precision": "fp32"|"fp16"}, ...]}``),
+    and also a plain list of names or ``{"fp32_nodes": [...]}``.
+    """
+    if precision_plan is None:
+        return []
+    try:
+        data = json.loads(Path(precision_plan).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read precision plan {precision_plan}: {exc}") from None
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("fp32_nodes", "keep_fp32", "nodes") if k in data), [])
+    if not isinstance(data, list):
+        raise InputError(f"precision plan {precision_plan}: expected a list of nodes")
+    names: list[object] = []
+    for item in data:
+        if isinstance(item, dict):
+            if item.get("precision", "fp32") == "fp32":
+                names.append(item.get("node", item.get("name")))
+        else:
+            names.append(item)
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(f"precision plan {precision_plan}: node names must be strings")
+    return sorted({str(n) for n in names})
+
+
+def _resolve_profiles(options: BuildOptions, facts: ModelFacts) -> list[dict[str, list[list[int]]]]:
+    profiles: list[dict[str, list[list[int]]]] = []
+    for index, profile in enumerate(options.profiles):
+        resolved: dict[str, list[list[int]]] = {}
+        for name, (lo, opt, hi) in profile.shapes.items():
+            where = f"profile {index} input '{name}'"
+            if name not in facts.inputs:
+                raise InputError(f"{where}: the model has no such input; inputs: {', '.join(facts.inputs)}")
+            model_shape = facts.inputs[name]
+            if not len(lo) == len(opt) == len(hi) == len(model_shape):
+                raise InputError(
+                    f"{where}: min/opt/max must all have rank {len(model_shape)} like the model "
+                    f"({list(lo)}, {list(opt)}, {list(hi)})"
+                )
+            for axis, (a, b, c, m) in enumerate(zip(lo, opt, hi, model_shape, strict=True)):
+                if a < 1 or not a <= b <= c:
+                    raise InputError(f"{where}: axis {axis} needs 1 <= min <= opt <= max, got {a}/{b}/{c}")
+                if isinstance(m, int) and not a == b == c == m:
+                    raise InputError(f"{where}: axis {axis} is fixed at {m} in the model, got {a}/{b}/{c}")
+            resolved[name] = [list(lo), list(opt), list(hi)]
+        profiles.append(resolved)
+    dynamic = [n for n, s in facts.inputs.items() if any(not isinstance(d, int) for d in s)]
+    for name in dynamic:
+        missing = [i for i, p in enumerate(profiles) if name not in p]
+        if not profiles or missing:
+            raise InputError(
+                f"input '{name}' has dynamic dims {list(facts.inputs[name])}: give its shape range with "
+                f"--profile {name}:MIN/OPT/MAX (e.g. 1x3x224x224/4x3x224x224/8x3x224x224) in every profile"
+            )
+    return profiles
+
+
+def _is_dynamic(profiles: list[dict[str, list[list[int]]]]) -> bool:
+    return any(rng[0] != rng[2] for p in profiles for rng in p.values())
+
+
+def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: ModelFacts) -> EnginePlan:
+    """Decide every TensorRT setting for ``model`` or refuse with the reason."""
+    target = options.target
+    precision = options.precision
+    notes: list[str] = []
+    if not target.is_gpu:
+        raise InputError(
+            f"target '{target.name}' is not a GPU; TensorRT builds for Jetson and desktop GPU targets"
+        )
+    target.check_precision(precision)
+    if precision == "fp8" and (target.cc_tuple < (8, 9) or version.major < 10):
+        raise InputError(
+            f"fp8 needs compute capability >= 8.9 and TensorRT >= 10 ({target.name}: "
+            f"{target.compute_capability}, TensorRT {version})"
+        )
+
+    strongly_typed = version.major >= 10
+    fp16_flag = int8_flag = fp8_flag = False
+    calibration_cache: str | None = None
+    fp32_layers: list[str] = []
+    if strongly_typed:
+        # Precision is in the ONNX graph; TensorRT 11 has no FP16/INT8 flags, TensorRT 10 forbids them
+        # on strongly typed networks.
+        if precision == "fp16" and not facts.has_fp16:
+            raise InputError(
+                f"{model.name} has no float16 tensors: TensorRT {version} builds precision from the graph, "
+                "so pass the fp16 ONNX from the precision stage"
+            )
+        if precision == "int8" and not facts.has_qdq:
+            raise InputError(
+                f"{model.name} has no Q/DQ nodes: TensorRT {version} builds INT8 only from the Q/DQ ONNX "
+                "made by calibration (implicit INT8 calibration is deprecated in 10 and gone in 11)"
+            )
+        if precision == "fp8" and not facts.has_fp8:
+            raise InputError(f"{model.name} has no FP8 Q/DQ nodes; fp8 needs an FP8-quantized ONNX")
+        if options.calibration_cache is not None:
+            notes.append(
+                f"calibration cache ignored: TensorRT {version} builds the Q/DQ graph strongly typed"
+            )
+        if options.precision_plan is not None:
+            notes.append("precision plan already applied in the graph (strongly typed build keeps its casts)")
+    else:
+        if version < TrtVersion(8, 5):
+            raise InputError(f"TensorRT {version} is too old; edgedeploy needs TensorRT 8.5 or newer")
+        fp16_flag = precision in ("fp16", "int8") and "fp16" in target.precisions
+        int8_flag = precision == "int8"
+        if int8_flag and not facts.has_qdq:
+            if options.calibration_cache is None:
+                raise InputError(
+                    f"{model.name} has no Q/DQ nodes, so INT8 on TensorRT {version} needs the calibration "
+                    "cache from the calibration stage (--calibration-cache FILE)"
+                )
+            calibration_cache = str(options.calibration_cache)
+            check_cache_header(Path(options.calibration_cache), version)
+        fp32_layers = read_fp32_layers(options.precision_plan) if precision != "fp32" else []
+
+    workspace_mb = options.workspace_mb or target.default_workspace_mb
+    pools_mb = {name.lower(): mb for name, mb in options.memory_pools_mb.items()}
+    unknown = set(pools_mb) - set(MEMORY_POOLS)
+    if unknown:
+        raise InputError(
+            f"unknown memory pool(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEMORY_POOLS)}"
+        )
+    workspace_mb = pools_mb.pop("workspace", workspace_mb)
+    if workspace_mb <= 0 or any(mb <= 0 for mb in pools_mb.values()):
+        raise InputError("memory pool limits must be positive MB values")
+    if target.max_workspace_mb and workspace_mb > target.max_workspace_mb:
+        notes.append(
+            f"workspace capped at {target.max_workspace_mb} MB for {target.name} "
+            f"(asked {workspace_mb} MB; a larger pool makes Jetson builds run out of memory)"
+        )
+        workspace_mb = target.max_workspace_mb
+    pools = {"WORKSPACE": workspace_mb << 20}
+    pools.update({name.upper(): mb << 20 for name, mb in pools_mb.items()})
+
+    profiles = _resolve_profiles(options, facts)
+
+    if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
+        raise InputError(f"--opt-level must be 0..5, got {options.optimization_level}")
+
+    gpu_fallback = False
+    if options.dla_core is not None:
+        target.check_dla(options.dla_core)
+        if precision not in ("fp16", "int8"):
+            raise InputError(f"DLA runs FP16 and INT8 only; build {precision} on the GPU (drop --dla-core)")
+        if _is_dynamic(profiles):
+            raise InputError(
+                "DLA needs static shapes: give profiles with min = opt = max, or drop --dla-core"
+            )
+        gpu_fallback = True
+
+    hardware = None
+    if options.hardware_compatibility and options.hardware_compatibility.lower() != "none":
+        key = options.hardware_compatibility.lower()
+        if key not in HARDWARE_COMPAT:
+            raise InputError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{key}'")
+        if target.kind == "jetson" or options.dla_core is not None:
+            raise InputError("hardware-compatible engines are for desktop GPUs only (not Jetson, not DLA)")
+        if key == "ampere_plus" and target.cc_tuple < (8, 0):
+            raise InputError(
+                f"ampere_plus needs compute capability >= 8.0; {target.name} has {target.compute_capability}"
+            )
+        if version < TrtVersion(8, 6):
+            raise InputError(f"hardware compatibility needs TensorRT 8.6 or newer, not {version}")
+        hardware = HARDWARE_COMPAT[key]
+    if options.version_compatible and version < TrtVersion(8, 6):
+        raise InputError(f"version-compatible engines need TensorRT 8.6 or newer, not {version}")
+
+    verbosity_key = (options.profiling_verbosity or "detailed").lower()
+    if verbosity_key not in PROFILING_VERBOSITY:
+        raise InputError(f"--profiling-verbosity must be one of {', '.join(PROFILING_VERBOSITY)}")
+    if verbosity_key != "detailed":
+        notes.append("profiling verbosity below 'detailed': the layer report shows names only")
+
+    return EnginePlan(
+        precision=precision,
+        tensorrt=str(version),
+        strongly_typed=strongly_typed,
+        fp16_flag=fp16_flag,
+        int8_flag=int8_flag,
+        fp8_flag=fp8_flag,
+        tf32=False,
+        memory_pools=pools,
+        profiles=profiles,
+        optimization_level=options.optimization_level,
+        dla_core=options.dla_core,
+        gpu_fallback=gpu_fallback,
+        hardware_compatibility=hardware,
+        version_compatible=options.version_compatible,
+        profiling_verbosity=PROFILING_VERBOSITY[verbosity_key],
+        calibration_cache=calibration_cache,
+        fp32_layers=fp32_layers,
+        notes=notes,
+    )
+
+
+def check_cache_header(cache: Path, version: TrtVersion) -> str:
+    """Refuse a calibration cache written for another TensorRT version (TensorRT would ignore it silently)."""
+    try:
+        first = cache.read_text(errors="replace").splitlines()[0].strip()
+    except (OSError, IndexError):
+        raise InputError(f"cannot read calibration cache {cache}") from None
+    match = re.match(r"^TRT-(\d+)-(\w+)$", first)
+    if not match:
+        raise InputError(f"{cache} is not a TensorRT calibration cache (first line '{first[:40]}')")
+    if int(match.group(1)) != version.cache_code:
+        raise InputError(
+            f"calibration cache {cache} is for TensorRT code {match.group(1)}, this is TensorRT {version} "
+            f"(code {version.cache_code}); TensorRT would ignore it: "
+            "rewrite it for this version with calibration"
+        )
+    return match.group(2)

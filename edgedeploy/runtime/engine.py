@@ -1,0 +1,256 @@
+"""One TensorRT engine on one GPU through pycuda: the session the runner and the profiler share.
+
+The TensorRT 10 execution path, by name only (binding indices are gone): page-locked host
+buffers and device buffers per I/O tensor, one non-default stream, ``set_input_shape`` for each
+input, ``set_tensor_address`` for every I/O tensor, then ``execute_async_v3(stream.handle)``.
+pycuda retains the device's primary context, the one TensorRT's CUDA runtime calls use too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgedeploy.errors import InputError
+
+if TYPE_CHECKING:
+    import pycuda.driver
+    import tensorrt as trt
+
+
+def dims(value: Any) -> tuple[int, ...]:
+    """A TensorRT Dims (indexable, not iterable in the stubs) as a tuple of ints."""
+    return tuple(int(value[i]) for i in range(len(value)))
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    shape: tuple[int, ...]  # as the engine declares it; -1 for dynamic dims
+    min_shape: tuple[int, ...] | None = None  # profile 0, inputs only
+    opt_shape: tuple[int, ...] | None = None
+    max_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class _Buffer:
+    host: np.ndarray
+    device: pycuda.driver.DeviceAllocation
+    capacity: int  # bytes allocated on the device
+
+
+class EngineSession:
+    """Load an engine, own its context, stream and buffers; ``close`` releases all of them."""
+
+    def __init__(self, engine_path: Path, *, device: int = 0) -> None:
+        self.engine_path = Path(engine_path)
+        self.device = device
+        self.tensors: list[TensorInfo] = []
+        self._buffers: dict[str, _Buffer] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._cuda_context: pycuda.driver.Context | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
+        self.stream: pycuda.driver.Stream | None = None
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    def open(self) -> EngineSession:
+        import pycuda.driver as cuda
+        import tensorrt as trt_mod
+
+        cuda.init()
+        self._cuda_context = cuda.Device(self.device).retain_primary_context()
+        self._cuda_context.push()
+        try:
+            logger = trt_mod.Logger(trt_mod.Logger.WARNING)
+            runtime = trt_mod.Runtime(logger)
+            engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if engine is None:
+                raise InputError(
+                    f"TensorRT {trt_mod.__version__} could not load {self.engine_path.name}: it was built by "
+                    "another TensorRT version or for another GPU; rebuild it here with --backend tensorrt"
+                )
+            self._engine = engine
+            self._context = engine.create_execution_context()
+            self.stream = cuda.Stream()
+            self.tensors = self._describe(engine)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.device.free()
+        self._buffers.clear()
+        self._shapes.clear()
+        self._context = None
+        self._engine = None
+        self.stream = None
+        if self._cuda_context is not None:
+            import pycuda.driver as cuda
+
+            cuda.Context.pop()
+            self._cuda_context.detach()
+            self._cuda_context = None
+
+    def __enter__(self) -> EngineSession:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- description ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(engine: trt.ICudaEngine) -> list[TensorInfo]:
+        import tensorrt as trt_mod
+
+        tensors = []
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            is_input = engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT
+            info = TensorInfo(
+                name=name,
+                is_input=is_input,
+                dtype=np.dtype(trt_mod.nptype(engine.get_tensor_dtype(name))),
+                shape=dims(engine.get_tensor_shape(name)),
+            )
+            if is_input:
+                lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
+                info.min_shape, info.opt_shape, info.max_shape = dims(lo), dims(opt), dims(hi)
+            tensors.append(info)
+        return tensors
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if t.is_input]
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return [t for t in self.tensors if not t.is_input]
+
+    @property
+    def context(self) -> trt.IExecutionContext:
+        if self._context is None:
+            raise RuntimeError("engine session is not open")
+        return self._context
+
+    def default_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Static shapes as declared, dynamic inputs at their profile's OPT shape."""
+        return {t.name: (t.opt_shape or t.shape) if -1 in t.shape else t.shape for t in self.inputs}
+
+    # -- shapes and buffers ---------------------------------------------------------------------
+
+    def set_input_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Set every input's shape, then size buffers and bind every tensor address."""
+        wanted = {**self.default_shapes(), **{k: tuple(v) for k, v in shapes.items()}}
+        unknown = set(wanted) - {t.name for t in self.inputs}
+        if unknown:
+            raise InputError(f"engine has no input(s) {', '.join(sorted(unknown))}")
+        if wanted == self._shapes:
+            return
+        for spec in self.inputs:
+            shape = wanted[spec.name]
+            if spec.min_shape is not None and spec.max_shape is not None and -1 in spec.shape:
+                ok = all(
+                    lo <= d <= hi for d, lo, hi in zip(shape, spec.min_shape, spec.max_shape, strict=False)
+                )
+                if len(shape) != len(spec.shape) or not ok:
+                    raise InputError(
+                        f"input '{spec.name}' shape {list(shape)} is outside the engine's profile "
+                        f"{list(spec.min_shape)}..{list(spec.max_shape)}; rebuild with a wider --profile"
+                    )
+            if not self.context.set_input_shape(spec.name, shape):
+                raise InputError(f"TensorRT refused shape {list(shape)} for input '{spec.name}'")
+        for spec in self.tensors:
+            shape = dims(self.context.get_tensor_shape(spec.name))
+            if any(d < 0 for d in shape):
+                raise InputError(
+                    f"output '{spec.name}' has a data-dependent shape {list(shape)}; not supported"
+                )
+            self._bind(spec, shape)
+        self._shapes = wanted
+
+    def _bind(self, spec: TensorInfo, shape: tuple[int, ...]) -> None:
+        import pycuda.driver as cuda
+
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize, 1)
+        buffer = self._buffers.get(spec.name)
+        if buffer is None or buffer.capacity < nbytes:
+            if buffer is not None:
+                buffer.device.free()
+            buffer = _Buffer(
+                host=cuda.pagelocked_empty(shape, spec.dtype),
+                device=cuda.mem_alloc(nbytes),
+                capacity=nbytes,
+            )
+            self._buffers[spec.name] = buffer
+        elif buffer.host.shape != shape:
+            buffer.host = cuda.pagelocked_empty(shape, spec.dtype)
+        self.context.set_tensor_address(spec.name, int(buffer.device))
+
+    def host(self, name: str) -> np.ndarray:
+        return self._buffers[name].host
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def load(self, feed: Mapping[str, np.ndarray]) -> None:
+        """Set shapes from ``feed`` and copy it into the page-locked input buffers."""
+        self.set_input_shapes({k: tuple(np.shape(v)) for k, v in feed.items()})
+        for spec in self.inputs:
+            if spec.name not in feed:
+                raise InputError(f"missing input '{spec.name}'")
+            np.copyto(self.host(spec.name), np.asarray(feed[spec.name]), casting="same_kind")
+
+    def copy_inputs(self) -> None:
+        import pycuda.driver as cuda
+
+        for spec in self.inputs:
+            buffer = self._buffers[spec.name]
+            cuda.memcpy_htod_async(buffer.device, buffer.host, self.stream)
+
+    def enqueue(self) -> None:
+        assert self.stream is not None
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise RuntimeError(f"TensorRT failed to enqueue {self.engine_path.name}")
+
+    def copy_outputs(self) -> None:
+        import pycuda.driver as cuda
+
+        for spec in self.outputs:
+            buffer = self._buffers[spec.name]
+            cuda.memcpy_dtoh_async(buffer.host, buffer.device, self.stream)
+
+    def synchronize(self) -> None:
+        assert self.stream is not None
+        self.stream.synchronize()
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.load(feed)
+        self.copy_inputs()
+        self.enqueue()
+        self.copy_outputs()
+        self.synchronize()
+        return {spec.name: self.host(spec.name).copy() for spec in self.outputs}
+
+    def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Inputs at the current shapes, filled with seeded data of each input's dtype."""
+        rng = np.random.default_rng(seed)
+        feed = {}
+        for spec in self.inputs:
+            shape = self._shapes.get(spec.name) or self.default_shapes()[spec.name]
+            if spec.dtype.kind == "f":
+                feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            elif spec.dtype.kind == "b":
+                feed[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+            else:
+                feed[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
+        return feed

@@ -1,0 +1,123 @@
+"""calibrate(): accuracy on a real CNN, the result cache, and refusal of bad data without partial files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.errors import DataError
+from calibration.modelinfo import model_io
+from calibration.sources import open_source
+
+from .conftest import DigitsCNN
+
+
+def _top1(model: Path, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"input": x})[0]).argmax(axis=1)
+
+
+def _source(digits: DigitsCNN, spec: str | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
+    inputs, _ = model_io(digits.model)
+    return open_source(spec or str(digits.calib), inputs, batch_size=32, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("placement", "bits"), [("tensorrt", 8), ("onnxruntime", 7)])
+def test_int8_digits_cnn_keeps_fp32_accuracy(
+    digits_cnn: DigitsCNN, tmp_path: Path, placement: str, bits: int
+) -> None:
+    options = CalibrationOptions(
+        algorithm="entropy", placement=placement, weight_bits=bits, trt_version="8.6.1"
+    )
+    result = calibrate(digits_cnn.model, _source(digits_cnn), options, tmp_path)
+    fp32 = _top1(digits_cnn.model, digits_cnn.x_test)
+    int8 = _top1(result.model, digits_cnn.x_test)
+    fp32_acc, int8_acc = (fp32 == digits_cnn.y_test).mean(), (int8 == digits_cnn.y_test).mean()
+    assert fp32_acc > 0.9
+    assert int8_acc >= fp32_acc - 0.01
+    assert (int8 == fp32).mean() >= 0.995
+    assert result.samples == 300 and not result.synthetic
+    # outputs: Q/DQ model a quarter-ish of the size, a cache for TensorRT 8.6.1, a JSON report
+    assert result.model.stat().st_size < digits_cnn.model.stat().st_size * 0.35
+    assert result.cache is not None and result.cache.read_text().startswith("TRT-8601-EntropyCalibration2\n")
+    report = json.loads(result.report.read_text())
+    assert {"name", "amax", "threshold", "scale", "clipped"} <= set(report["tensors"][0])
+    assert all(0 <= t["clipped"] < 0.05 and t["threshold"] <= t["amax"] + 1e-6 for t in report["tensors"])
+
+
+def test_rerun_with_the_same_key_reuses_and_a_new_key_says_why(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
+    first = calibrate(digits_cnn.model, _source(digits_cnn), CalibrationOptions(algorithm="max"), tmp_path)
+    assert not first.reused and "no earlier calibration" in first.reason
+    again = calibrate(digits_cnn.model, _source(digits_cnn), CalibrationOptions(algorithm="max"), tmp_path)
+    assert again.reused and again.skipped and "up to date" in again.reason
+    excluded = calibrate(
+        digits_cnn.model,
+        _source(digits_cnn),
+        CalibrationOptions(algorithm="max", exclude_ops=("Gemm",)),
+        tmp_path,
+    )
+    assert excluded.reused and not excluded.skipped and "reusing calibration" in excluded.reason
+    assert not any(
+        n.op_type == "Gemm" and n.input[1].endswith("_dequantized")
+        for n in onnx.load(excluded.model).graph.node
+    )
+    other = calibrate(
+        digits_cnn.model, _source(digits_cnn), CalibrationOptions(algorithm="entropy"), tmp_path
+    )
+    assert not other.reused and "algorithm changed" in other.reason and '"max"' in other.reason
+    fewer = calibrate(
+        digits_cnn.model, _source(digits_cnn, samples=64), CalibrationOptions(algorithm="entropy"), tmp_path
+    )
+    assert not fewer.reused and "calibration data" in fewer.reason
+
+
+def test_synthetic_data_is_reported_as_synthetic(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
+    result = calibrate(
+        digits_cnn.model, _source(digits_cnn, "random:3", samples=64), CalibrationOptions(), tmp_path
+    )
+    assert result.synthetic and any("synthetic" in w for w in result.warnings)
+    assert json.loads(result.report.read_text())["synthetic"] is True
+
+
+def _bad_loader(tmp_path: Path) -> str:
+    script = tmp_path / "loader.py"
+    script.write_text("def load_data():\n    raise RuntimeError('camera offline')\n    yield {}\n")
+    return str(script)
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "nan", "empty", "loader"])
+def test_bad_calibration_data_is_refused_without_partial_files(
+    digits_cnn: DigitsCNN, tmp_path: Path, case: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    x = np.load(digits_cnn.calib)["input"][:40]
+    expected = {
+        "shape": r"input 'input' expects shape input\[batch,1,8,8\]:float32, got \[32, 1, 7, 7\]",
+        "dtype": "expects dtype float32, got complex64",
+        "nan": "'input' contains NaN",
+        "empty": "holds no .npz, .npy or image files",
+        "loader": "raised RuntimeError: camera offline",
+    }[case]
+    spec = str(data_dir)
+    if case == "shape":
+        np.savez(data_dir / "a.npz", input=x[:, :, :7, :7])
+    elif case == "dtype":
+        np.savez(data_dir / "a.npz", input=x.astype(np.complex64))
+    elif case == "nan":
+        x[3, 0, 2, 2] = np.nan
+        np.savez(data_dir / "a.npz", input=x)
+    elif case == "loader":
+        spec = _bad_loader(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=expected):
+        calibrate(digits_cnn.model, _source(digits_cnn, spec), CalibrationOptions(trt_version="8.6.1"), out)
+    assert not out.exists() or not any(out.iterdir())

@@ -1,0 +1,117 @@
+"""edgedeploy's int8 producer and the calibrate command: placement and weight bits follow the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import typer
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from edgedeploy.cli_calibrate import calibrate_command
+from edgedeploy.errors import InputError
+from edgedeploy.precision.int8 import cache_version_for, cpu_has_vnni, make_int8, open_calibration_data
+from edgedeploy.targets import load_target
+
+
+def _int8_weights(path: Path) -> list[np.ndarray]:
+    return [
+        numpy_helper.to_array(i)
+        for i in onnx.load(path).graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2
+    ]
+
+
+def test_cpu_target_without_vnni_gets_7_bit_weights_and_onnxruntime_placement(
+    residual_model: Path, tmp_path: Path
+) -> None:
+    target = load_target("x86-64-cpu")
+    assert not target.vnni
+    source = open_calibration_data(residual_model, "random:1", samples=8, batch_size=4)
+    artifact = make_int8(residual_model, tmp_path / "m.int8.onnx", target=target, source=source)
+    assert artifact.precision == "int8" and artifact.path.is_file()
+    assert max(int(np.abs(w).max()) for w in _int8_weights(artifact.path)) == 63
+    assert artifact.info["placement"] == "onnxruntime" and artifact.info["weight_bits"] == 7
+    assert artifact.info["synthetic"] is True and artifact.info["trt_cache"] is None
+    again = make_int8(residual_model, tmp_path / "m.int8.onnx", target=target, source=source)
+    assert again.skipped and "up to date" in again.info["reason"]
+
+
+def test_jetson_target_gets_tensorrt_placement_and_a_cache_for_its_tensorrt(
+    residual_model: Path, tmp_path: Path
+) -> None:
+    target = load_target("jetson-orin-nano")  # TensorRT 8.6.2 and 10.3.0
+    assert cache_version_for(target) == "8.6.2"
+    source = open_calibration_data(residual_model, "random:1", samples=8, batch_size=4)
+    artifact = make_int8(
+        residual_model, tmp_path / "m.int8.onnx", target=target, source=source, algorithm="max"
+    )
+    assert max(int(np.abs(w).max()) for w in _int8_weights(artifact.path)) == 127
+    cache = next(p for p in artifact.files if p.suffix == ".cache")
+    assert cache.read_text().startswith("TRT-8602-MinMaxCalibration\n")
+
+
+def test_int8_on_a_target_without_fast_int8_is_refused(residual_model: Path, tmp_path: Path) -> None:
+    source = open_calibration_data(residual_model, "random:1", samples=4)
+    with pytest.raises(InputError, match="jetson-nano"):
+        make_int8(
+            residual_model, tmp_path / "out" / "m.int8.onnx", target=load_target("jetson-nano"), source=source
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_data_spec_becomes_an_input_error(residual_model: Path) -> None:
+    with pytest.raises(InputError, match="data not found"):
+        open_calibration_data(residual_model, "nowhere.npz")
+
+
+def test_vnni_probe_answers_with_a_reason() -> None:
+    has, why = cpu_has_vnni()
+    assert isinstance(has, bool) and why
+
+
+def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(calibrate_command)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            str(residual_model),
+            "--data",
+            "random:2",
+            "--samples",
+            "16",
+            "--algorithm",
+            "percentile",
+            "--trt-version",
+            "10.3.0",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "percentile" in result.output and "SYNTHETIC" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "residual.calib.cache",
+        "residual.calib.json",
+        "residual.int8.onnx",
+    ]
+    assert (out / "residual.calib.cache").read_text().startswith("TRT-100300-MinMaxCalibration")
+    from_cache = CliRunner().invoke(
+        app,
+        [
+            str(residual_model),
+            "--from-cache",
+            str(out / "residual.calib.cache"),
+            "--target",
+            "rtx4090",
+            "-o",
+            str(tmp_path / "fc"),
+        ],
+    )
+    assert from_cache.exit_code == 0, from_cache.output
+    onnx.checker.check_model(onnx.load(tmp_path / "fc" / "residual.int8.onnx"))

@@ -1,0 +1,110 @@
+"""Q/DQ placement and format: TensorRT's rules for GPU targets, ONNX Runtime's for CPU targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from calibration.errors import CalibrationError
+from calibration.qdq import QuantizeOptions, QuantPlan, check_qdq, plan_quantization, write_qdq
+
+
+def _write(model_path: Path, **options: object) -> tuple[onnx.ModelProto, QuantPlan]:
+    model = onnx.load(model_path)
+    plan = plan_quantization(model, QuantizeOptions(**options))  # type: ignore[arg-type]
+    qdq = write_qdq(model, plan, {name: 2.0 for name in plan.calibrated_tensors()})
+    check_qdq(qdq)
+    return qdq, plan
+
+
+def _dq_of(qdq: onnx.ModelProto, node_name: str, index: int) -> onnx.NodeProto | None:
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    node = next(n for n in qdq.graph.node if n.name == node_name)
+    return producers.get(node.input[index])
+
+
+def test_tensorrt_placement_quantizes_weighted_inputs_and_the_unfused_residual_branch(
+    residual_model: Path,
+) -> None:
+    qdq, _ = _write(residual_model, placement="tensorrt")
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    axes = {"conv_a": 0, "conv_b": 0, "deconv": 1, "gemm": 1, "matmul": 1}
+    for name, axis in axes.items():
+        dq = _dq_of(qdq, name, 1)
+        assert dq is not None and dq.op_type == "DequantizeLinear", name
+        assert {a.name: a.i for a in dq.attribute}["axis"] == axis, name
+        assert inits[dq.input[0]].dtype == np.int8
+        assert inits[dq.input[1]].ndim == 1 and inits[dq.input[1]].size > 1  # per-channel
+        act = _dq_of(qdq, name, 0)
+        assert act is not None and act.op_type == "DequantizeLinear", name
+    add = next(n for n in qdq.graph.node if n.name == "residual_add")
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    assert producers[add.input[0]].op_type == "Conv"  # fused branch stays float
+    assert producers[add.input[1]].op_type == "DequantizeLinear"  # skip branch quantized
+    # no output quantization, float biases
+    quantized = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    assert "y" not in quantized and "a" not in quantized
+    assert inits["ba"].dtype == np.float32
+    assert not any(
+        n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(1)).dtype == np.int32
+        for n in qdq.graph.node
+    )
+    assert max(o.version for o in qdq.opset_import if o.domain in ("", "ai.onnx")) >= 13
+
+
+def test_every_zero_point_is_zero_and_weights_are_int8_initializers(residual_model: Path) -> None:
+    qdq, _ = _write(residual_model, placement="onnxruntime", weight_bits=7)
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    for node in qdq.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            assert not np.any(inits[node.input[2]])
+    assert not any(
+        v.dtype == np.float32 and v.ndim == 4 for v in inits.values()
+    )  # no float conv weights left
+    weights = [v for v in inits.values() if v.dtype == np.int8 and v.ndim >= 2]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == 63  # 7-bit
+
+
+def test_onnxruntime_placement_fuses_into_integer_kernels(tmp_path: Path, residual_model: Path) -> None:
+    qdq, _ = _write(residual_model, placement="onnxruntime", weight_bits=7)
+    src = tmp_path / "q.onnx"
+    onnx.save(qdq, src)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
+    assert "QLinearConv" in ops and "Conv" not in ops and "FusedConv" not in ops, ops
+    assert "QGemm" in ops or "QLinearMatMul" in ops or "MatMulIntegerToFloat" in ops, ops
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    assert session.run(None, {"x": x})[0].shape == (2, 5)
+
+
+def test_excluded_nodes_and_op_types_stay_float(residual_model: Path) -> None:
+    qdq, plan = _write(
+        residual_model, placement="tensorrt", exclude_nodes=("conv_.*",), exclude_ops=("MatMul",)
+    )
+    for name in ("conv_a", "conv_b", "matmul"):
+        dq = _dq_of(qdq, name, 1)
+        assert dq is None, name
+    assert _dq_of(qdq, "gemm", 1) is not None
+    assert set(plan.excluded) >= {"conv_a", "conv_b", "matmul"}
+
+
+def test_bad_exclude_regex_is_refused() -> None:
+    with pytest.raises(CalibrationError, match=r"bad --exclude-nodes pattern '\('"):
+        QuantizeOptions(exclude_nodes=("(",))
+
+
+def test_old_opset_is_raised_to_13(tmp_path: Path, residual_model: Path) -> None:
+    model = onnx.load(residual_model)
+    model.opset_import[0].version = 11
+    path = tmp_path / "old.onnx"
+    onnx.save(model, path)
+    qdq, _ = _write(path, placement="tensorrt")
+    assert qdq.opset_import[0].version >= 13

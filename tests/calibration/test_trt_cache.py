@@ -1,0 +1,105 @@
+"""TensorRT calibration caches: header encoding, round trip, TensorRT's own file, cache -> Q/DQ."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.errors import CalibrationError
+from calibration.trt_cache import (
+    cache_to_qdq,
+    decode_version,
+    encode_version,
+    hex_to_scale,
+    loads,
+    make_cache,
+    read_cache,
+    scale_to_hex,
+)
+
+REAL_CACHE = Path(__file__).parent / "data" / "trt-8600-entropy2-yolov5.cache"
+
+
+@pytest.mark.parametrize(
+    ("version", "number"), [("8.6.1", 8601), ("8.5.2", 8502), ("10.3.0", 100300), ("10.13.0", 101300)]
+)
+def test_header_version_is_encoded_per_tensorrt_major(version: str, number: int) -> None:
+    assert encode_version(version) == number
+    assert decode_version(number) == version
+
+
+def test_tensorrt_11_has_no_cache_and_says_why() -> None:
+    with pytest.raises(CalibrationError, match=r"removed in 11\.0"):
+        encode_version("11.1.0")
+
+
+def test_scale_is_written_as_big_endian_float32_bits() -> None:
+    assert scale_to_hex(1.0) == "3f800000"
+    assert hex_to_scale("3c010a14") == struct.unpack(">f", bytes.fromhex("3c010a14"))[0]
+
+
+def test_cache_round_trips_to_float32_precision() -> None:
+    rng = np.random.default_rng(0)
+    amax = {f"/layer.{i}/Relu_output_0": float(v) for i, v in enumerate(rng.uniform(0.01, 50, 40))}
+    cache = make_cache(amax, "10.3.0", "entropy")
+    text = cache.dumps()
+    assert text.splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    back = loads(text)
+    assert back.version == "10.3.0" and back.algorithm == "EntropyCalibration2"
+    for name, value in amax.items():
+        assert np.float32(back.scales[name]) == np.float32(value / 127.0)
+    assert make_cache(amax, "8.6.1", "max").header == "TRT-8601-MinMaxCalibration"
+
+
+def test_reads_a_cache_written_by_tensorrt_itself() -> None:
+    cache = read_cache(REAL_CACHE)
+    assert cache.version == "8.6.0" and cache.algorithm == "EntropyCalibration2"
+    assert len(cache.scales) == 197
+    assert cache.scales["images"] == pytest.approx(struct.unpack(">f", bytes.fromhex("3c00f9f4"))[0])
+    assert all(0 < s < 1e3 for s in cache.scales.values())
+    # written back with the same header, it is byte-identical line for line
+    assert cache.dumps().splitlines() == [ln for ln in REAL_CACHE.read_text().splitlines() if ln.strip()]
+
+
+def test_malformed_cache_names_the_line() -> None:
+    with pytest.raises(CalibrationError, match="line 3"):
+        loads("TRT-8601-EntropyCalibration2\na: 3f800000\nb 3f800000\n")
+    with pytest.raises(CalibrationError, match="not a TensorRT cache header"):
+        loads("hello\n")
+
+
+def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["images", "w"], ["/model.0/conv/Conv_output_0"], name="c0"),
+            helper.make_node(
+                "Relu", ["/model.0/conv/Conv_output_0"], ["/model.0/act/Mul_output_0"], name="r0"
+            ),
+            helper.make_node("Conv", ["/model.0/act/Mul_output_0", "w2"], ["out"], name="c1"),
+        ],
+        "yolo_head",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [w, w2],
+    )
+    model_path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
+    qdq, uncovered = cache_to_qdq(model_path, REAL_CACHE)
+    assert uncovered == []
+    onnx.checker.check_model(qdq)
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    q_nodes = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear"]
+    assert {n.input[0] for n in q_nodes} == {"images", "/model.0/act/Mul_output_0"}
+    scale = inits[next(n.input[1] for n in q_nodes if n.input[0] == "images")]
+    assert float(scale) == pytest.approx(read_cache(REAL_CACHE).scales["images"], rel=1e-6)
+    session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    session.run(None, {"images": rng.random((1, 3, 16, 16), dtype=np.float32)})

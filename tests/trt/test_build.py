@@ -1,0 +1,295 @@
+"""TensorRTBackend.build against the fake TensorRT: precision paths, options, files, skip, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.errors import InputError
+from edgedeploy.targets import load_target
+from tests.fakes.fake_tensorrt import PLAN_MAGIC
+
+BATCH_PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
+
+
+def options(precision: str = "fp32", target: str = "rtx4090", **kw: object) -> BuildOptions:
+    kw.setdefault("profiles", [BATCH_PROFILE])
+    return BuildOptions(precision=precision, target=load_target(target), **kw)  # type: ignore[arg-type]
+
+
+def test_build_writes_byte_pure_engine_sidecar_and_layer_info(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    result = TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    engine = tmp_path / "cnn.fp32.engine"
+    assert result.artifact == engine and not result.skipped
+    assert engine.read_bytes().startswith(PLAN_MAGIC)  # exactly the builder's bytes, no header
+    sidecar = json.loads((tmp_path / "cnn.fp32.engine.json").read_text())
+    assert sidecar["tensorrt"] == "10.13.0"
+    assert sidecar["gpu_name"] == "NVIDIA Fake GPU" and sidecar["compute_capability"] == "8.9"
+    assert sidecar["cuda_driver"] == "12.4"
+    assert sidecar["inputs"]["model"]["sha256"]
+    assert sidecar["plan"]["memory_pools"] == {"WORKSPACE": 4096 << 20}
+    layers = json.loads((tmp_path / "cnn.fp32.layers.json").read_text())
+    assert [layer["Name"] for layer in layers["Layers"]] == ["conv1", "relu1", "flatten", "fc"]
+    assert sidecar["layer_summary"]["per_precision"] == {"FP32": 4}
+    assert set(result.files) == {engine, tmp_path / "cnn.fp32.engine.json", tmp_path / "cnn.fp32.layers.json"}
+
+
+def test_tensorrt_10_builds_strongly_typed_without_precision_flags(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    TensorRTBackend().build(cnn_models.fp16, options("fp16"), tmp_path)
+    trt = fake_gpu.trt
+    assert fake_gpu.network().flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert not {"FP16", "INT8"} & fake_gpu.config()._flags
+
+
+def test_tensorrt_11_computes_strongly_typed_bit_from_enum_and_never_touches_fp16_int8_flags(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    trt = fake_gpu.install("11.0.1")
+    assert "FP16" not in trt.BuilderFlag.__members__
+    TensorRTBackend().build(cnn_models.int8, options("int8"), tmp_path)
+    assert fake_gpu.network().flags == 1 << 5  # the fake's TensorRT 11 value, not 1 << 1
+    flag_calls = [args[0] for name, args in fake_gpu.state.calls if name == "IBuilderConfig.set_flag"]
+    assert "FP16" not in flag_calls and "INT8" not in flag_calls
+
+
+def test_tensorrt_8_uses_flags_calibration_cache_and_fp32_layer_constraints(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    fake_gpu.install("8.6.1")
+    cache = tmp_path / "cnn.calib.cache"
+    cache.write_text("TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"fp32_nodes": ["fc", "missing_node"]}))
+    result = TensorRTBackend().build(
+        cnn_models.fp32,
+        options("int8", "jetson-agx-orin", calibration_cache=cache, precision_plan=plan),
+        tmp_path / "out",
+    )
+    config, network = fake_gpu.config(), fake_gpu.network()
+    assert {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} <= config._flags
+    assert network.flags == 1 << int(fake_gpu.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    assert config.int8_calibrator is not None
+    assert fake_gpu.state.calibration_cache_read.startswith(b"TRT-8601-EntropyCalibration2")
+    fc = next(layer for layer in network._layers if layer.name == "fc")
+    assert fc.precision == fake_gpu.trt.float32 and fc._output_types == {0: fake_gpu.trt.float32}
+    assert result.info["fp32_layers_pinned"] == ["fc"]
+    assert any("missing_node" in note for note in result.info["notes"])
+    assert cache.read_text().startswith("TRT-8601")  # our cache is never rewritten
+
+
+def test_tensorrt_8_refuses_a_calibration_cache_for_another_version(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    fake_gpu.install("8.5.2")
+    cache = tmp_path / "c.cache"
+    cache.write_text("TRT-8601-EntropyCalibration2\n")
+    with pytest.raises(InputError, match=r"code 8601, this is TensorRT 8\.5\.2 \(code 8502\)"):
+        TensorRTBackend().build(
+            cnn_models.fp32, options("int8", "jetson-agx-orin", calibration_cache=cache), tmp_path
+        )
+    assert fake_gpu.state.builds == 0
+
+
+def test_tensorrt_10_refuses_fp32_graph_for_int8_and_fp16(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no Q/DQ nodes"):
+        TensorRTBackend().build(cnn_models.fp32, options("int8"), tmp_path)
+    with pytest.raises(InputError, match="no float16 tensors"):
+        TensorRTBackend().build(cnn_models.fp32, options("fp16"), tmp_path)
+
+
+def test_options_reach_the_builder_config(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    two = ShapeProfile({"input": ((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8))})
+    TensorRTBackend().build(
+        cnn_models.fp32,
+        options(
+            profiles=[BATCH_PROFILE, two],
+            workspace_mb=512,
+            memory_pools_mb={"tactic_shared_memory": 1},
+            optimization_level=5,
+            hardware_compatibility="ampere_plus",
+            version_compatible=True,
+            profiling_verbosity="layer_names_only",
+        ),
+        tmp_path,
+    )
+    config, trt = fake_gpu.config(), fake_gpu.trt
+    assert config._pools == {"WORKSPACE": 512 << 20, "TACTIC_SHARED_MEMORY": 1 << 20}
+    assert [p._shapes["input"] for p in config._profiles] == [
+        ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8)),
+        ((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8)),
+    ]
+    assert config.builder_optimization_level == 5
+    assert config.hardware_compatibility_level == trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    assert "VERSION_COMPATIBLE" in config._flags
+    assert config.profiling_verbosity == trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+
+
+def test_jetson_workspace_defaults_per_target_and_is_capped(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    fake_gpu.install("10.3.0")
+    backend = TensorRTBackend()
+    backend.build(cnn_models.fp32, options(target="jetson-orin-nano"), tmp_path / "a")
+    assert fake_gpu.config()._pools["WORKSPACE"] == 1024 << 20
+    result = backend.build(
+        cnn_models.fp32, options(target="jetson-orin-nano", workspace_mb=8192), tmp_path / "b"
+    )
+    assert fake_gpu.config()._pools["WORKSPACE"] == 3072 << 20
+    assert any("capped at 3072 MB" in note for note in result.info["notes"])
+
+
+def test_dla_core_with_gpu_fallback_and_placement_summary(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    fake_gpu.install("10.3.0")
+    static = ShapeProfile({"input": ((2, 1, 8, 8),) * 3})
+    result = TensorRTBackend().build(
+        cnn_models.int8, options("int8", "jetson-agx-orin", dla_core=1, profiles=[static]), tmp_path
+    )
+    config = fake_gpu.config()
+    assert config.DLA_core == 1 and config.default_device_type == fake_gpu.trt.DeviceType.DLA
+    assert "GPU_FALLBACK" in config._flags
+    assert (
+        not {"PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS"} & config._flags
+    )  # strongly typed
+    summary = result.info["layer_summary"]
+    assert summary["dla_layers"] == 2 and summary["gpu_layers"] == 5 and summary["dla_gpu_transitions"] >= 2
+    assert any("fell back to the GPU" in w for w in result.info["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("target", "kw", "message"),
+    [
+        ("jetson-orin-nano", {"dla_core": 0}, "has no DLA cores"),
+        ("jetson-agx-orin", {"dla_core": 0}, "DLA needs static shapes"),
+        ("jetson-nano", {}, "does not support int8"),
+        ("jetson-orin-nx", {"hardware_compatibility": "ampere_plus"}, "desktop GPUs only"),
+        ("rtx4090", {"optimization_level": 7}, "--opt-level must be 0..5"),
+        ("x86-64-cpu", {}, "is not a GPU"),
+    ],
+)
+def test_requests_a_target_cannot_serve_are_refused_before_building(
+    fake_gpu, cnn_models, tmp_path: Path, target: str, kw: dict, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        TensorRTBackend().build(cnn_models.int8, options("int8", target, **kw), tmp_path)
+    assert fake_gpu.state.builds == 0
+
+
+def test_dynamic_input_without_profile_is_refused_with_the_flag_to_use(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match=r"input 'input' has dynamic dims .* --profile input:MIN/OPT/MAX"):
+        TensorRTBackend().build(cnn_models.fp32, options(profiles=[]), tmp_path)
+
+
+def test_profile_must_be_ordered_and_match_model_rank(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    bad = ShapeProfile({"input": ((4, 1, 8, 8), (2, 1, 8, 8), (8, 1, 8, 8))})
+    with pytest.raises(InputError, match="axis 0 needs 1 <= min <= opt <= max, got 4/2/8"):
+        TensorRTBackend().build(cnn_models.fp32, options(profiles=[bad]), tmp_path)
+    fixed = ShapeProfile({"input": ((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 9, 9))})
+    with pytest.raises(InputError, match="axis 2 is fixed at 8"):
+        TensorRTBackend().build(cnn_models.fp32, options(profiles=[fixed]), tmp_path)
+
+
+def test_same_key_skips_and_changed_model_or_option_rebuilds(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    backend = TensorRTBackend()
+    first = backend.build(cnn_models.fp32, options(), tmp_path)
+    again = backend.build(cnn_models.fp32, options(), tmp_path)
+    assert again.skipped and again.info["build_key"] == first.info["build_key"]
+    assert fake_gpu.state.builds == 1
+    changed = backend.build(cnn_models.fp32, options(workspace_mb=256), tmp_path)
+    assert not changed.skipped and fake_gpu.state.builds == 2
+    (tmp_path / "cnn.fp32.engine").write_bytes(b"truncated")
+    assert not backend.build(cnn_models.fp32, options(workspace_mb=256), tmp_path).skipped
+    forced = backend.build(cnn_models.fp32, options(workspace_mb=256, force=True), tmp_path)
+    assert not forced.skipped and fake_gpu.state.builds == 4
+
+
+def test_another_tensorrt_version_changes_the_key(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    backend = TensorRTBackend()
+    backend.build(cnn_models.fp32, options(), tmp_path)
+    fake_gpu.install("10.14.1")
+    assert not backend.build(cnn_models.fp32, options(), tmp_path).skipped
+
+
+def test_timing_cache_is_loaded_and_saved_across_builds(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    cache = tmp_path / "shared.timing"
+    backend = TensorRTBackend()
+    backend.build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    assert cache.read_bytes() == b"tactic;"
+    backend.build(cnn_models.fp16, options("fp16", timing_cache=cache), tmp_path / "b")
+    loaded = [args[0] for name, args in fake_gpu.state.calls if name == "IBuilderConfig.create_timing_cache"]
+    assert loaded[-1] == b"tactic;"
+    assert cache.read_bytes() == b"tactic;tactic;"
+
+
+def test_out_of_memory_build_names_workspace_free_memory_and_flags(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    fake_gpu.install("10.3.0")
+    fake_gpu.state.build_errors = [
+        "[optimizer] Could not find any implementation for node /conv1/Conv due to insufficient workspace."
+    ]
+    with pytest.raises(InputError) as err:
+        TensorRTBackend().build(cnn_models.fp32, options(target="jetson-orin-nano"), tmp_path)
+    text = str(err.value)
+    assert "ran out of memory" in text and "workspace 1024 MB" in text and "MB free" in text
+    assert "--workspace" in text and "--opt-level" in text
+    assert not list(tmp_path.glob("*.engine*"))  # nothing half-written
+
+
+def test_parser_error_names_the_failing_node_and_op(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    fake_gpu.state.unsupported_ops = {"Flatten"}
+    with pytest.raises(
+        InputError, match=r"node 'flatten' \(op Flatten\): No importer registered for op: Flatten"
+    ):
+        TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+
+
+def test_int8_engine_with_few_int8_layers_warns(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    from edgedeploy.backends.trt_inspect import summarise
+
+    info = json.dumps(
+        {
+            "Layers": [
+                {
+                    "Name": "a",
+                    "LayerType": "CaskConvolution",
+                    "Outputs": [{"Format/Datatype": "Row major linear FP16"}],
+                },
+                {
+                    "Name": "b",
+                    "LayerType": "CaskConvolution",
+                    "Outputs": [{"Format/Datatype": "Int8 NC32HW32"}],
+                },
+                {
+                    "Name": "c",
+                    "LayerType": "CaskGemm",
+                    "Outputs": [{"Format/Datatype": "Row major linear FP16"}],
+                },
+            ]
+        }
+    )
+    summary = summarise(info, "int8")
+    assert summary.int8_compute_layers == 1 and summary.compute_layers == 3
+    assert any("only 1 of 3 compute layers run in INT8" in w for w in summary.warnings)
+    assert not summarise(info, "fp16").warnings
+
+
+def test_backend_unavailable_without_tensorrt_says_how_to_get_it(
+    monkeypatch, cnn_models, tmp_path: Path
+) -> None:
+    import sys
+
+    from edgedeploy.errors import BackendUnavailable
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as on a machine without it
+    ok, why = TensorRTBackend().available()
+    assert not ok
+    assert "pip install tensorrt" in why and "--system-site-packages" in why and "python3-libnvinfer" in why
+    with pytest.raises(BackendUnavailable) as err:
+        TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)

@@ -1,0 +1,50 @@
+"""edgedeploy.profile on an engine (fake GPU): per batch size, trtexec's sections, static batch refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.errors import InputError
+from edgedeploy.profile import ProfileOptions, profile
+from edgedeploy.targets import load_target
+
+PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
+
+
+def _engine(model: Path, out: Path, profiles: list[ShapeProfile]) -> Path:
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    return TensorRTBackend().build(model, opts, out).artifact
+
+
+def test_engine_profile_runs_each_batch_size_with_trtexec_sections(fake_gpu: Any, cnn_models: Any,
+                                                                   tmp_path: Path) -> None:
+    engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
+    options = ProfileOptions(warmup_ms=0.0, iterations=12, batch_sizes=(1, 8), measure_power=False)
+    result = profile(engine, options)
+    assert result.backend == "tensorrt"
+    assert [b.batch_size for b in result.batches] == [1, 8]
+    for b in result.batches:
+        assert b.sections is not None and set(b.sections) == {"latency", "enqueue", "h2d", "gpu_compute", "d2h"}
+        assert b.latency == b.sections["latency"]
+        assert b.throughput_ips == pytest.approx(b.throughput_qps * b.batch_size)
+    assert result.settings["timer"] == "CUDA events"
+
+
+def test_engine_profile_refuses_a_batch_above_the_profile_max(fake_gpu: Any, cnn_models: Any,
+                                                             tmp_path: Path) -> None:
+    engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
+    with pytest.raises(InputError, match="exceeds the engine's profile maximum 8"):
+        profile(engine, ProfileOptions(iterations=2, batch_sizes=(16,), measure_power=False))
+
+
+def test_engine_without_transfers_reports_gpu_compute(fake_gpu: Any, cnn_models: Any, tmp_path: Path) -> None:
+    engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
+    result = profile(engine, ProfileOptions(warmup_ms=0.0, iterations=5, no_data_transfers=True,
+                                            measure_power=False))
+    batch = result.batches[0]
+    assert batch.sections is not None and batch.latency == batch.sections["gpu_compute"]

@@ -1,0 +1,132 @@
+"""The pycuda engine runner against the fake GPU: TensorRT 10 call sequence, results, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.errors import InputError
+from edgedeploy.targets import load_target
+
+PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
+
+
+def build(model: Path, out: Path, precision: str = "fp32") -> Path:
+    opts = BuildOptions(precision=precision, target=load_target("rtx4090"), profiles=[PROFILE])
+    return TensorRTBackend().build(model, opts, out).artifact
+
+
+def reference(model: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x})[0]
+
+
+def test_runner_infers_like_onnxruntime_through_the_tensorrt_10_call_sequence(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    engine = build(cnn_models.fp32, tmp_path)
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    with TensorRTBackend().runner(engine) as runner:
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+        assert tuple(meta["input"].shape) == (-1, 1, 8, 8)
+        out = runner.infer({"input": x})
+    np.testing.assert_allclose(out["logits"], reference(cnn_models.fp32, x), rtol=1e-6)
+    calls = fake_gpu.state.calls
+    names = [n for n, _ in calls]
+    assert ("IExecutionContext.set_input_shape", ("input", (3, 1, 8, 8))) in calls
+    bound = {args[0] for n, args in calls if n == "IExecutionContext.set_tensor_address"}
+    assert bound == {"input", "logits"}
+    stream = next(args[0] for n, args in calls if n == "IExecutionContext.execute_async_v3")
+    assert stream != 0  # a non-default stream
+    assert names.index("IExecutionContext.set_input_shape") < names.index(
+        "IExecutionContext.execute_async_v3"
+    )
+    gpu = fake_gpu.gpu.names()
+    assert "pagelocked_empty" in gpu and "Device.retain_primary_context" in gpu
+    assert gpu.count("Context.push") == gpu.count("Context.pop") == 1  # deactivation released the context
+    assert not fake_gpu.gpu.memory  # every device buffer freed
+
+
+def test_runner_reallocates_when_a_larger_batch_arrives(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    engine = build(cnn_models.fp32, tmp_path)
+    with TensorRTBackend().runner(engine) as runner:
+        for batch in (1, 8, 2):
+            x = np.full((batch, 1, 8, 8), 0.5, np.float32)
+            np.testing.assert_allclose(
+                runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
+            )
+        with pytest.raises(InputError, match=r"outside the engine's profile .* wider --profile"):
+            runner.infer({"input": np.zeros((9, 1, 8, 8), np.float32)}, check_inputs=False)
+
+
+def test_polygraphy_comparator_accepts_the_engine_runner(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
+    engine = build(cnn_models.fp16, tmp_path, "fp16")
+    feeds = [
+        {"input": np.random.default_rng(i).standard_normal((2, 1, 8, 8)).astype(np.float32)} for i in range(3)
+    ]
+    runners = [OnnxrtRunner(SessionFromOnnx(str(cnn_models.fp32))), TensorRTBackend().runner(engine)]
+    results = Comparator.run(runners, data_loader=feeds)
+    assert bool(Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=0.05, rtol=0.05)))
+
+
+def test_runner_refuses_an_engine_from_another_tensorrt_version_and_says_how_to_rebuild(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    engine = build(cnn_models.fp32, tmp_path)
+    fake_gpu.install("10.14.1")
+    with pytest.raises(InputError) as err:
+        TensorRTBackend().runner(engine)
+    message = str(err.value)
+    assert "TensorRT 10.13.0 (here 10.14.1)" in message
+    assert f"edgedeploy build {cnn_models.fp32} --backend tensorrt --target rtx4090" in message
+
+
+def test_runner_refuses_an_engine_built_for_another_gpu(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    engine = build(cnn_models.fp32, tmp_path)
+    fake_gpu.gpu.compute_capability = (8, 7)
+    fake_gpu.gpu.name = "Orin"
+    with pytest.raises(InputError, match=r"compute capability 8\.9 \(here 8\.7\)"):
+        TensorRTBackend().runner(engine)
+
+
+def test_version_compatible_engine_loads_on_a_newer_tensorrt_of_the_same_major(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    from edgedeploy.backends.trt_sidecar import differences, read_sidecar
+
+    engine = build(cnn_models.fp32, tmp_path)
+    built = read_sidecar(engine)
+    assert built is not None
+    here = {"tensorrt": "10.14.1", "compute_capability": "8.9", "gpu_name": "NVIDIA Fake GPU"}
+    assert differences(built, here) == ["TensorRT 10.13.0 (here 10.14.1)"]
+    built["plan"]["version_compatible"] = True
+    assert differences(built, here) == []
+    assert differences(built, {**here, "tensorrt": "11.0.0"}) == ["TensorRT 10.13.0 (here 11.0.0)"]
+    built["plan"]["hardware_compatibility"] = "AMPERE_PLUS"
+    assert differences(built, {**here, "compute_capability": "8.6", "gpu_name": "A10"}) == []
+
+
+def test_runner_refuses_non_engine_files_and_corrupt_sidecars(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a TensorRT engine"):
+        TensorRTBackend().runner(cnn_models.fp32)
+    engine = build(cnn_models.fp32, tmp_path)
+    sidecar = tmp_path / "cnn.fp32.engine.json"
+    sidecar.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(InputError, match="not an edgedeploy engine sidecar"):
+        TensorRTBackend().runner(engine)
+
+
+def test_describe_reports_versions_and_gpu(fake_gpu) -> None:
+    described = TensorRTBackend().describe()
+    assert described["tensorrt"] == "10.13.0" and described["pycuda"] == "2024.1.2"
+    assert described["gpu_name"] == "NVIDIA Fake GPU" and described["compute_capability"] == "8.9"
+    assert described["jetson_model"] == "unknown"
