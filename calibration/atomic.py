@@ -7,6 +7,7 @@ interrupted or failed calibration never leaves a half-written model, cache or re
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,11 +15,14 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest`` (same suffix); rename it over ``dest`` on success."""
+def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it over ``dest`` on success, else delete it.
+
+    The temporary name keeps ``suffix`` (default: the destination's) for tools that look at it.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -36,3 +40,12 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(dest)
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (models and data sets can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

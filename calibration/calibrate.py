@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
-from calibration.atomic import atomic_path, atomic_write_text
+from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
 from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
@@ -79,14 +79,6 @@ class CalibrationResult:
     @property
     def files(self) -> list[Path]:
         return [p for p in (self.model, self.cache, self.report) if p is not None]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hash(obj: Any) -> str:
@@ -182,7 +174,7 @@ def calibrate(
         )
     key_parts = {
         "version": CALIBRATION_VERSION,
-        "model_sha256": _sha256_file(model_path),
+        "model_sha256": sha256_file(model_path),
         "algorithm": algo.describe(),
         "data": source.describe(),
         "tensors": _hash([*sorted(base_levels.items()), ["cache", sorted(cache_tensors)]]),

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from calibration.atomic import sha256_file
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec
-from calibration.sources import DataSource, Feed, _file_digest, _rebatch
+from calibration.sources import DataSource, Feed, _rebatch
 
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("nchw", "nhwc")
@@ -213,7 +214,7 @@ def image_folder_source(
         return _rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs)
 
     details = {
-        "files": [{"name": p.name, "sha256": _file_digest(p)} for p in chosen],
+        "files": [{"name": p.name, "sha256": sha256_file(p)} for p in chosen],
         "batch_size": batch_size,
         "preprocess": pre.describe(),
     }

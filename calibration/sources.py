@@ -28,19 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from calibration.atomic import sha256_file
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec
 
 Feed = dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
@@ -207,7 +200,7 @@ def _array_files_source(
         return _rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs)
 
     details = {
-        "files": [{"name": p.name, "sha256": _file_digest(p)} for p in files],
+        "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],
         "batch_size": batch_size,
     }
     limit = None if samples is None else max(1, -(-samples // batch_size))
@@ -250,7 +243,7 @@ def _script_source(
         spec,
         inputs,
         make,
-        {"script": path.name, "sha256": _file_digest(path), "function": function},
+        {"script": path.name, "sha256": sha256_file(path), "function": function},
         limit=samples,
     )
 

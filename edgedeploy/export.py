@@ -342,10 +342,23 @@ def export(
     else:
         torch_model, example = resolve_torch_model(spec)
         exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
+    return _result(dest, spec, exporter, model, before, after, simplified, notices)
+
+
+def _result(
+    dest: Path,
+    source: str,
+    exporter: str,
+    model: onnx.ModelProto,
+    before: int,
+    after: int,
+    simplified: bool,
+    notices: list[str],
+) -> ExportResult:
     inputs, outputs = io_specs(model)
     return ExportResult(
         path=dest,
-        source=spec,
+        source=source,
         exporter=exporter,
         opset=opset_of(model),
         inputs=inputs,
@@ -397,20 +410,7 @@ def export_module(
     exporter, model, before, after, simplified = _export_module(
         torch_model.eval(), example, dest, options, note
     )
-    inputs, outputs = io_specs(model)
-    return ExportResult(
-        path=dest,
-        source=type(torch_model).__name__,
-        exporter=exporter,
-        opset=opset_of(model),
-        inputs=inputs,
-        outputs=outputs,
-        simplified=simplified,
-        nodes_before=before,
-        nodes_after=after,
-        sha256=sha256_file(dest),
-        notices=notices,
-    )
+    return _result(dest, type(torch_model).__name__, exporter, model, before, after, simplified, notices)
 
 
 def input_names_of(specs: Sequence[TensorSpec]) -> list[str]:

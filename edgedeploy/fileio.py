@@ -1,7 +1,9 @@
 """Atomic file writes and content hashes.
 
 Every artifact is written to a temporary name beside its destination and renamed into place,
-so an interrupted run never leaves a half-written model, engine, report or bundle.
+so an interrupted run never leaves a half-written model, engine, report or bundle. The file
+primitive lives in calibration/ (the lower layer, which cannot import edgedeploy); folders,
+JSON and hashes are added here.
 """
 
 from __future__ import annotations
@@ -16,19 +18,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from calibration.atomic import atomic_path, sha256_file
+
+__all__ = [
+    "atomic_dir",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "sha256_bytes",
+    "sha256_file",
+    "sha256_json",
+]
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -38,26 +45,6 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_json(obj: Any) -> str:
     """Hash of a JSON-able object, independent of key order."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success rename it over ``dest``, else delete it.
-
-    The temporary name keeps ``suffix`` (e.g. ``.onnx``) for tools that look at extensions.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:

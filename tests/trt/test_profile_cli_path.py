@@ -21,22 +21,30 @@ def _engine(model: Path, out: Path, profiles: list[ShapeProfile]) -> Path:
     return TensorRTBackend().build(model, opts, out).artifact
 
 
-def test_engine_profile_runs_each_batch_size_with_trtexec_sections(fake_gpu: Any, cnn_models: Any,
-                                                                   tmp_path: Path) -> None:
+def test_engine_profile_runs_each_batch_size_with_trtexec_sections(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
     engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
     options = ProfileOptions(warmup_ms=0.0, iterations=12, batch_sizes=(1, 8), measure_power=False)
     result = profile(engine, options)
     assert result.backend == "tensorrt"
     assert [b.batch_size for b in result.batches] == [1, 8]
     for b in result.batches:
-        assert b.sections is not None and set(b.sections) == {"latency", "enqueue", "h2d", "gpu_compute", "d2h"}
+        assert b.sections is not None and set(b.sections) == {
+            "latency",
+            "enqueue",
+            "h2d",
+            "gpu_compute",
+            "d2h",
+        }
         assert b.latency == b.sections["latency"]
         assert b.throughput_ips == pytest.approx(b.throughput_qps * b.batch_size)
     assert result.settings["timer"] == "CUDA events"
 
 
-def test_engine_profile_refuses_a_batch_above_the_profile_max(fake_gpu: Any, cnn_models: Any,
-                                                             tmp_path: Path) -> None:
+def test_engine_profile_refuses_a_batch_above_the_profile_max(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
     engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
     with pytest.raises(InputError, match="exceeds the engine's profile maximum 8"):
         profile(engine, ProfileOptions(iterations=2, batch_sizes=(16,), measure_power=False))
@@ -44,7 +52,8 @@ def test_engine_profile_refuses_a_batch_above_the_profile_max(fake_gpu: Any, cnn
 
 def test_engine_without_transfers_reports_gpu_compute(fake_gpu: Any, cnn_models: Any, tmp_path: Path) -> None:
     engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
-    result = profile(engine, ProfileOptions(warmup_ms=0.0, iterations=5, no_data_transfers=True,
-                                            measure_power=False))
+    result = profile(
+        engine, ProfileOptions(warmup_ms=0.0, iterations=5, no_data_transfers=True, measure_power=False)
+    )
     batch = result.batches[0]
     assert batch.sections is not None and batch.latency == batch.sections["gpu_compute"]
