@@ -15,7 +15,7 @@ from calibration.modelinfo import model_io
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.precision import PrecisionArtifact
-from edgedeploy.precision.fp16 import Fp16Options, make_fp16
+from edgedeploy.precision.fp16 import Fp16Options
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
@@ -45,6 +45,8 @@ class BuildRequest:
     fp16: Fp16Options = field(default_factory=Fp16Options)
     calibration: CalibrationRequest = field(default_factory=CalibrationRequest)
     options: dict[str, Any] = field(default_factory=dict)  # extra BuildOptions fields (TensorRT)
+    fp16_analysis: bool = True  # fp16: range analysis chooses fp32 islands (on calibration.data or random)
+    accuracy_budget: str | None = None  # e.g. "cosine>=0.999,top1>=0.99" (fp16 and int8)
 
 
 @dataclass
@@ -73,12 +75,16 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
                 shutil.copyfile(model, tmp)
         return PrecisionArtifact("fp32", dest, [dest])
     if request.precision == "fp16":
-        with ui.progress("fp16 conversion") as advance:
-            artifact = make_fp16(model, dest, request.fp16)
-            advance(1.0)
-        return artifact
+        from edgedeploy.precision.mixed import make_fp16_checked
+
+        return make_fp16_checked(model, dest, request, ui)
     if request.precision == "int8":
-        return _make_int8(model, dest, request, ui)
+        artifact = _make_int8(model, dest, request, ui)
+        if request.accuracy_budget:
+            from edgedeploy.precision.mixed import int8_within_budget
+
+            artifact = int8_within_budget(model, dest, artifact, request, ui)
+        return artifact
     raise InputError(
         f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
     )

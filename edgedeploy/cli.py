@@ -177,6 +177,20 @@ def build(
         str | None, typer.Option(help="TensorRT: layer_names_only, detailed or none.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when an up-to-date output exists.")] = False,
+    accuracy_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="fp16/int8: keep the most sensitive layers in higher precision until met, e.g. "
+            "'cosine>=0.999,top1>=0.99' (also max_abs<=X, snr>=DB); exit 1 if the fp32 fallback misses it."
+        ),
+    ] = None,
+    fp16_analysis: Annotated[
+        bool,
+        typer.Option(
+            "--fp16-analysis/--no-fp16-analysis",
+            help="fp16: keep overflowing layers in fp32 automatically (range analysis on --calib-data).",
+        ),
+    ] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
     """Make the precision artifact and build it for a target with a backend.
@@ -223,7 +237,13 @@ def build(
             shapes=parse_shapes(input),
         ),
         options=options,
+        fp16_analysis=fp16_analysis,
+        accuracy_budget=accuracy_budget,
     )
+    if accuracy_budget:
+        from edgedeploy.precision.budget import AccuracyBudget
+
+        AccuracyBudget.parse(accuracy_budget)  # refuse a bad budget before any work
     result = run_build(model, request, output, ui)
     state = "up to date, skipped" if result.build.skipped else "built"
     out.print(
@@ -259,6 +279,13 @@ def compare(
         float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer", help="Also compare every intermediate tensor both graphs share (ONNX, on the CPU)."
+        ),
+    ] = False,
+    layers_shown: Annotated[int, typer.Option(help="--per-layer: how many tensors to list.")] = 10,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
     """Compare a candidate with the fp32 reference; exit 1 when a gate fails.
@@ -275,6 +302,8 @@ def compare(
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
         raise InputError(f"candidate not found: {candidate}")
+    if per_layer and candidate.suffix != ".onnx":
+        raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
     source = open_source(
         data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None
@@ -285,7 +314,10 @@ def compare(
     with ui.progress("compare") as advance:
         result = run_compare(reference, candidate, source, gates, source.describe(), threads)
         advance(1.0)
-    table = Table(title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data})")
+    table = Table(
+        title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data}; "
+        f"run as: {result.mode})"
+    )
     for col in (
         "output",
         "max abs",
@@ -317,7 +349,16 @@ def compare(
     out.print(table)
     if source.synthetic:
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
-    _write_json(json_path, result)
+    if per_layer:
+        from edgedeploy.layerwise import compare_layers, print_layers
+
+        with ui.progress("per-layer compare") as advance:
+            layers = compare_layers(reference, candidate, source, gates, threads=threads)
+            advance(1.0)
+        print_layers(layers, out, layers_shown)
+        _write_json(json_path, {"compare": result, "per_layer": layers})
+    else:
+        _write_json(json_path, result)
     if not result.passed:
         failures = "; ".join(
             f"{m.name}: {', '.join(m.failures)}" for m in result.outputs.values() if m.failures
@@ -335,12 +376,24 @@ def profile(
     duration: Annotated[float, typer.Option(help="Timed duration in seconds.")] = 3.0,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes, e.g. 1,2,4,8.")] = "1",
     threads: Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", help="Fixed input shape NAME:SHAPE (overrides batch sizes)."),
+    ] = None,
+    cuda_graph: Annotated[bool, typer.Option(help="Engines: launch through a captured CUDA graph.")] = False,
+    no_data_transfers: Annotated[
+        bool, typer.Option(help="Engines: time GPU compute only (no host-device copies).")
+    ] = False,
+    per_layer: Annotated[
+        bool, typer.Option(help="Engines: per-layer times through TensorRT's IProfiler.")
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
     """Latency distribution, throughput and peak memory per batch size (like trtexec's summary).
 
     Example: edgedeploy profile model.fp16.onnx --batch-sizes 1,8 --duration 5 --json lat.json
     """
+    from calibration.sources import parse_shapes
     from edgedeploy.profile import ProfileOptions
     from edgedeploy.profile import profile as run_profile
 
@@ -354,6 +407,10 @@ def profile(
         duration_s=duration,
         batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
         threads=threads,
+        shapes=parse_shapes(input),
+        cuda_graph=cuda_graph,
+        no_data_transfers=no_data_transfers,
+        per_layer=per_layer,
     )
     with ui.progress(f"profile {artifact.name}") as advance:
         result = run_profile(artifact, options, progress=lambda _b, f: advance(f))
@@ -368,8 +425,9 @@ def print_profile(result: Any) -> None:
     for key, value in result.settings.items():
         out.print(f"  {key}: {value}")
     table = Table()
-    for col in (
+    columns = (
         "batch",
+        "section",
         "min",
         "mean",
         "median",
@@ -382,35 +440,44 @@ def print_profile(result: Any) -> None:
         "inf/s",
         "peak RSS MB",
         "energy mJ/inf",
-    ):
-        table.add_column(col, justify="right")
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col == "section" else "right")
     for b in result.batches:
-        s = b.latency
         energy = (
             (b.energy or {}).get("energy_per_inference_mj") if (b.energy or {}).get("measurable") else None
         )
-        table.add_row(
-            str(b.batch_size),
-            f"{s.min_ms:.3f}",
-            f"{s.mean_ms:.3f}",
-            f"{s.median_ms:.3f}",
-            f"{s.p90_ms:.3f}",
-            f"{s.p95_ms:.3f}",
-            f"{s.p99_ms:.3f}",
-            f"{s.max_ms:.3f}",
-            f"{s.std_ms:.3f}",
-            f"{s.cv_percent:.1f}",
-            f"{b.throughput_ips:.1f}",
-            _fmt(b.peak_rss_mb, ".1f"),
-            _fmt(energy, ".3f") if energy is not None else "n/a",
-        )
+        sections = b.sections or {"latency": b.latency}
+        for index, (name, s) in enumerate(sections.items()):
+            first = index == 0
+            table.add_row(
+                str(b.batch_size) if first else "",
+                name,
+                f"{s.min_ms:.3f}",
+                f"{s.mean_ms:.3f}",
+                f"{s.median_ms:.3f}",
+                f"{s.p90_ms:.3f}",
+                f"{s.p95_ms:.3f}",
+                f"{s.p99_ms:.3f}",
+                f"{s.max_ms:.3f}",
+                f"{s.std_ms:.3f}",
+                f"{s.cv_percent:.1f}",
+                f"{b.throughput_ips:.1f}" if first else "",
+                _fmt(b.peak_rss_mb, ".1f") if first else "",
+                (_fmt(energy, ".3f") if energy is not None else "n/a") if first else "",
+            )
     out.print(table)
-    out.print("  latencies in ms")
+    out.print("  times in ms; inf/s = inferences (samples) per second")
     reasons = {
         (b.energy or {}).get("reason") for b in result.batches if not (b.energy or {}).get("measurable")
     }
     for reason in sorted(r for r in reasons if r):
         out.print(f"  energy: {reason}")
+    for b in result.batches:
+        for layer in (b.per_layer or [])[:15]:
+            out.print(
+                f"  batch {b.batch_size} layer {layer.name}: {layer.mean_ms:.4f} ms ({layer.percent:.1f}%)"
+            )
 
 
 # ---------------------------------------------------------------- bundle

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +62,14 @@ class CompareResult:
     gates: Gates
     outputs: dict[str, OutputMetrics]
     passed: bool
+    # How the candidate ran: "onnx" as it is, or "fp16 (CPU emulation of fp16 storage)" (see compare()).
+    mode: str = "onnx"
 
     def summary(self) -> dict[str, object]:
         """The short form kept in manifests: pass/fail and the headline figures per output."""
         return {
             "passed": self.passed,
+            "mode": self.mode,
             "iterations": self.iterations,
             "outputs": {
                 n: {
@@ -85,6 +89,13 @@ def output_metrics(
     name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
 ) -> OutputMetrics:
     """Error statistics of one output over every compared batch."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted, not warned
+        return _output_metrics(name, ref_batches, cand_batches, gates)
+
+
+def _output_metrics(
+    name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
+) -> OutputMetrics:
     ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in ref_batches])
     cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
     if ref.shape != cand.shape:
@@ -194,10 +205,19 @@ def compare(
     gates: Gates | None = None,
     data_description: dict[str, object] | None = None,
     threads: int | None = None,
+    emulate_fp16: bool = True,
 ) -> CompareResult:
-    """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result."""
+    """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result.
+
+    ONNX Runtime's CPU provider has fp16 kernels for few ops and silently computes the rest in
+    fp32, which hides fp16 overflow a GPU would show. So an fp16 ONNX candidate is run as its
+    emulation: the fp32 graph with every tensor the candidate stores in fp16 rounded to fp16
+    (``emulate_fp16=False`` runs the candidate as it is).
+    """
     gates = gates or Gates()
-    ref_out, cand_out = run_pair(reference, candidate, feeds, threads)
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-compare-") as scratch:
+        run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
+        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -210,7 +230,32 @@ def compare(
         candidate=str(candidate),
         data=data_description or {},
         iterations=len(ref_out),
+        mode=mode,
         gates=gates,
         outputs=outputs,
         passed=all(m.passed for m in outputs.values()),
     )
+
+
+def _candidate_to_run(
+    reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
+) -> tuple[Path, str]:
+    """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``."""
+    if not emulate_fp16 or candidate.suffix != ".onnx":
+        return candidate, "onnx"
+    import onnx
+
+    from edgedeploy.layerwise import candidate_graph
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.precision.emulate import is_fp16_model
+
+    cand_model = load_onnx(candidate)
+    if not is_fp16_model(cand_model):
+        return candidate, "onnx"
+    try:
+        emulated, mode = candidate_graph(load_onnx(reference), cand_model)
+    except Exception as exc:  # a candidate not converted from this reference: run it as it is
+        return candidate, f"onnx (fp16 emulation unavailable: {type(exc).__name__})"
+    path = scratch / f"{candidate.stem}.emulated.onnx"
+    onnx.save(emulated, path)
+    return path, mode

@@ -158,6 +158,59 @@ def _cast_captures_of_fp32_control_flow(
         position += 1
 
 
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    if node.op_type != "Cast":
+        return None
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
+    """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes.
+
+    The converter wraps every blocked node in its own Casts, so two fp32 nodes in a row still
+    pass their tensor through fp16: a value above 65504 becomes Inf between them, which is what
+    the fp32 island was for. The consumers of the round trip read the fp32 tensor directly.
+    """
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+        types = {
+            vi.name: vi.type.tensor_type.elem_type
+            for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+        }
+    except Exception:
+        return
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    replace_with: dict[str, str] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if _cast_to(node) != onnx.TensorProto.FLOAT or node.output[0] in outputs:
+            continue
+        first = producer.get(node.input[0])
+        if first is None or _cast_to(first) != onnx.TensorProto.FLOAT16:
+            continue
+        if types.get(first.input[0]) != onnx.TensorProto.FLOAT:
+            continue
+        replace_with[node.output[0]] = first.input[0]
+        dropped.add(id(node))
+    if not replace_with:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in replace_with:
+                node.input[i] = replace_with[name]
+    used = {i for n in graph.node if id(n) not in dropped for i in n.input} | outputs
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            used |= _captured_names(sub)
+    half = onnx.TensorProto.FLOAT16
+    unused = {id(n) for n in graph.node if _cast_to(n) == half and n.output[0] not in used}
+    keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
 def _check_loads(model: onnx.ModelProto, src: Path) -> None:
     """ONNX Runtime type-checks the converted graph (subgraphs included) when it loads it."""
     import onnxruntime as ort
@@ -235,7 +288,8 @@ def make_fp16(
     )
     options = replace(options, auto_fp32_nodes={**inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
-    float_names = _float_tensor_names(model)
+    has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
+    float_names = _float_tensor_names(model) if has_control_flow else set()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -248,8 +302,11 @@ def make_fp16(
             )
     except Exception as exc:
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
-    _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
-    _check_loads(converted, src)
+    if has_control_flow:
+        _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
+    _remove_fp16_round_trips(converted)
+    if has_control_flow:  # subgraph typing is where the converter's output can be invalid
+        _check_loads(converted, src)
     plan = precision_plan(model, options, blocked_ops)
     plan["source_sha256"] = sha256_file(src)
     save_onnx(converted, out)

@@ -1,0 +1,251 @@
+"""Small real models whose FP16 or INT8 conversion really goes wrong, shared by tests and benchmarks.
+
+``audio_transformer``: one transformer block (token embedding, LayerNorm, multi-head attention with
+Softmax, GELU MLP) over raw 16-bit audio frames (sample values up to +-32767) projected into the
+residual stream; the projected activations reach a few 1e5 before the first LayerNorm, so a naive
+FP16 conversion turns them into Inf and the LayerNorms into NaN.
+The ONNX-helper builders make the hand-decomposed patterns (LayerNorm as ReduceMean/Pow chains,
+L2 normalisation, control flow, external data) that exporters emit for older opsets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SEQ = 16
+FRAME = 32
+VOCAB = 50
+DIM = 64
+
+
+def audio_transformer(blocks: int = 1, seed: int = 0) -> Any:
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ln1 = nn.LayerNorm(DIM)
+            self.qkv = nn.Linear(DIM, 3 * DIM)
+            self.proj = nn.Linear(DIM, DIM)
+            self.ln2 = nn.LayerNorm(DIM)
+            self.mlp = nn.Sequential(nn.Linear(DIM, 4 * DIM), nn.GELU(), nn.Linear(4 * DIM, DIM))
+            self.heads = 4
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)
+            shape = (b, t, self.heads, d // self.heads)
+            q, k, v = (z.reshape(shape).transpose(1, 2) for z in (q, k, v))
+            att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+            y = (att @ v).transpose(1, 2).reshape(b, t, d)
+            x = x + self.proj(y)
+            return x + self.mlp(self.ln2(x))
+
+    class AudioTransformer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(seed)
+            self.embed = nn.Embedding(VOCAB, DIM)
+            self.frames = nn.Linear(FRAME, DIM)
+            self.pos = nn.Parameter(torch.randn(SEQ, DIM) * 0.02)
+            self.blocks = nn.Sequential(*[Block() for _ in range(blocks)])
+            self.norm = nn.LayerNorm(DIM)
+            self.head = nn.Linear(DIM, 10)
+            with torch.no_grad():  # a trained front end with gain: pre-norm activations reach ~1e5
+                self.frames.weight.mul_(6.0)
+
+        def forward(self, tokens: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+            x = self.embed(tokens) + self.frames(audio) + self.pos
+            x = self.norm(self.blocks(x))
+            return self.head(x.mean(dim=1))  # type: ignore[no-any-return]
+
+    return AudioTransformer().eval()
+
+
+def audio_batch(batch: int, seed: int) -> dict[str, np.ndarray]:
+    """Token ids and raw int16 audio frames (as float32), loud enough to use most of the range."""
+    rng = np.random.default_rng(seed)
+    tone = np.sin(np.linspace(0, 40 * np.pi, SEQ * FRAME)).reshape(SEQ, FRAME)
+    gain = rng.uniform(0.5, 1.0, (batch, 1, 1))
+    audio = np.clip(
+        32767 * gain * (0.7 * tone + 0.3 * rng.standard_normal((batch, SEQ, FRAME))), -32768, 32767
+    )
+    tokens = rng.integers(0, VOCAB, (batch, SEQ))
+    return {"tokens": tokens.astype(np.int64), "audio": np.round(audio).astype(np.float32)}
+
+
+def export_audio_transformer(dest: Path, blocks: int = 1) -> Path:
+    import torch
+
+    from edgedeploy.export import ExportOptions, export_module
+
+    example = {k: torch.from_numpy(v) for k, v in audio_batch(2, 0).items()}
+    export_module(audio_transformer(blocks), example, dest, ExportOptions(output_names=["logits"]))
+    return dest
+
+
+def save_audio_data(dest: Path, batches: int = 4, batch: int = 8, seed: int = 1) -> Path:
+    parts = [audio_batch(batch, seed + i) for i in range(batches)]
+    np.savez(dest, **{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    return dest
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[onnx.TensorProto],
+    opset: int = 17,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def decomposed_layernorm_model(scale: float = 4000.0, seed: int = 0) -> onnx.ModelProto:
+    """x (N, 8) -> MatMul (x scale) -> LayerNorm as ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div -> MatMul.
+
+    With inputs of magnitude ~1, the first MatMul's output is ~scale, the Pow squares it past 65504.
+    """
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 16)) * scale / 3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((16, 4)) * 0.3).astype(np.float32), "w2")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    eps = numpy_helper.from_array(np.array(1e-5, np.float32), "eps")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="proj"),
+        helper.make_node("ReduceMean", ["h", "axes"], ["mean"], name="ln_mean", keepdims=1),
+        helper.make_node("Sub", ["h", "mean"], ["centered"], name="ln_sub"),
+        helper.make_node("Pow", ["centered", "two"], ["sq"], name="ln_pow"),
+        helper.make_node("ReduceMean", ["sq", "axes"], ["var"], name="ln_var", keepdims=1),
+        helper.make_node("Add", ["var", "eps"], ["var_eps"], name="ln_add_eps"),
+        helper.make_node("Sqrt", ["var_eps"], ["std"], name="ln_sqrt"),
+        helper.make_node("Div", ["centered", "std"], ["normed"], name="ln_div"),
+        helper.make_node("MatMul", ["normed", "w2"], ["y"], name="head"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [w1, w2, two, eps, axes],
+        opset=18,
+    )
+
+
+def l2norm_model(seed: int = 0) -> onnx.ModelProto:
+    """x (N, 8) -> MatMul -> L2 normalise (ReduceL2, Div) -> MatMul: ReduceL2's sum of squares overflows."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 32)) * 200).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((32, 4))).astype(np.float32), "w2")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="embed"),
+        helper.make_node("ReduceL2", ["h", "axes"], ["norm"], name="l2", keepdims=1),
+        helper.make_node("Div", ["h", "norm"], ["unit"], name="l2_div"),
+        helper.make_node("MatMul", ["unit", "w2"], ["y"], name="head"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [w1, w2, axes],
+        opset=18,
+    )
+
+
+def big_weight_model() -> onnx.ModelProto:
+    """A Mul by a weight holding 1e5 (Inf in FP16), a Constant node with tiny values, then a MatMul."""
+    rng = np.random.default_rng(0)
+    big = numpy_helper.from_array(np.array([1e5, 1.0, 2.0, 3.0], np.float32), "big")
+    w = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")
+    tiny = numpy_helper.from_array(np.full((4,), 1e-9, np.float32), "tiny_value")
+    nodes = [
+        helper.make_node("Constant", [], ["tiny"], name="tiny_const", value=tiny),
+        helper.make_node("Mul", ["x", "big"], ["scaled"], name="scale_big"),
+        helper.make_node("Div", ["scaled", "big"], ["back"], name="unscale"),
+        helper.make_node("Add", ["back", "tiny"], ["nudged"], name="nudge"),
+        helper.make_node("MatMul", ["nudged", "w"], ["y"], name="mm"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [big, w],
+    )
+
+
+def if_model() -> onnx.ModelProto:
+    """MatMul, then an If whose branches scale by 3e4 and divide back (overflow inside a subgraph)."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")
+    k = numpy_helper.from_array(np.array(3e4, np.float32), "k")
+    then_g = helper.make_graph(
+        [
+            helper.make_node("Mul", ["h", "k"], ["t1"], name="then_mul"),
+            helper.make_node("Mul", ["t1", "h"], ["t2"], name="then_sq"),
+            helper.make_node("Div", ["t2", "k"], ["then_out"], name="then_div"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, None)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["else_out"], name="else_neg")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+        helper.make_node("If", ["cond"], ["z"], name="branch", then_branch=then_g, else_branch=else_g),
+        helper.make_node("Relu", ["z"], ["y"], name="relu"),
+    ]
+    zero = numpy_helper.from_array(np.array(-1e9, np.float32), "zero")
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [w, k, zero],
+    )
+
+
+def save(model: onnx.ModelProto, dest: Path, external: bool = False) -> Path:
+    if external:
+        onnx.save_model(
+            model,
+            dest,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=dest.name + ".data",
+            size_threshold=256,
+        )
+    else:
+        onnx.save(model, dest)
+    return dest
+
+
+def outlier_channel_cnn(model: Any) -> Any:
+    """The digits CNN with one channel of its first block scaled up 2000x and the second conv scaled
+    down to match: the same function in fp32, but the second conv's input now has one huge channel,
+    so a per-tensor INT8 scale for it crushes the other channels (a badly balanced layer)."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).eval()
+    bn, conv2 = m.features[1], m.features[3]
+    with torch.no_grad():
+        bn.weight[0] *= 2000.0
+        bn.bias[0] *= 2000.0
+        conv2.weight[:, 0] /= 2000.0
+    return m

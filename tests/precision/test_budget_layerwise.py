@@ -1,0 +1,184 @@
+"""Per-layer comparison and the accuracy budget (fp16 and INT8), through Python and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgedeploy.build import BuildRequest, CalibrationRequest, make_precision
+from edgedeploy.compare import Gates
+from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.layerwise import compare_layers
+from edgedeploy.precision.budget import AccuracyBudget, Criterion
+from edgedeploy.precision.fp16 import Fp16Options
+from edgedeploy.targets import load_target
+from tests.conftest import assert_clean_input_error, run_cli
+from tests.precision import models
+from tests.precision.conftest import AudioModel, OutlierCnn
+
+
+def _naive_fp16(path: Path, dest: Path) -> Path:
+    from onnxruntime.transformers import float16
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        onnx.save(float16.convert_float_to_float16(onnx.load(path), keep_io_types=True), dest)
+    return dest
+
+
+def _accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"input": x})[0].argmax(1) == y).mean())
+
+
+def test_budget_parses_the_four_metrics_and_refuses_bad_specs() -> None:
+    budget = AccuracyBudget.parse("cosine>=0.999, top1>=0.99,max_abs<=0.01,snr>=30")
+    assert budget.criteria == (
+        Criterion("cosine", ">=", 0.999),
+        Criterion("top1", ">=", 0.99),
+        Criterion("max_abs", "<=", 0.01),
+        Criterion("snr", ">=", 30.0),
+    )
+    assert budget.met({"cosine": 0.9995, "top1": 1.0, "max_abs": 0.001, "snr": 40.0})
+    assert not budget.met({"cosine": 0.9995, "top1": 1.0, "max_abs": 0.02, "snr": 40.0})
+    for bad, why in (
+        ("cosine>0.9", "cannot read"),
+        ("psnr>=3", "unknown metric"),
+        ("max_abs>=1", "bounded with"),
+        ("", "empty"),
+    ):
+        with pytest.raises(InputError, match=why):
+            AccuracyBudget.parse(bad)
+
+
+def test_per_layer_compare_points_at_the_first_overflowing_tensor_in_graph_order(
+    audio_model: AudioModel, tmp_path: Path
+) -> None:
+    naive = _naive_fp16(audio_model.onnx_path, tmp_path / "naive.fp16.onnx")
+    feeds = [models.audio_batch(8, s) for s in range(2)]
+    result = compare_layers(audio_model.onnx_path, naive, feeds, Gates(min_cosine=0.999))
+    assert result.mode.startswith("fp16")
+    first = result.first_exceeding(3)
+    assert first[0].op == "MatMul" and first[0].nan_inf > 0  # the frame projection, before any Add
+    assert [e.order for e in first] == sorted(e.order for e in first)
+    assert all(e.nan_inf for e in result.largest(3))
+
+
+def test_per_layer_compare_of_int8_finds_the_crushed_conv(outlier_cnn: OutlierCnn, tmp_path: Path) -> None:
+    request = BuildRequest(
+        precision="int8",
+        target=load_target("x86-64-cpu"),
+        calibration=CalibrationRequest(data=str(outlier_cnn.calib), batch_size=32),
+    )
+    art = make_precision(outlier_cnn.onnx_path, request, tmp_path)
+    result = compare_layers(
+        outlier_cnn.onnx_path, art.path, [{"input": outlier_cnn.x_test[:64]}], Gates(min_cosine=0.99)
+    )
+    assert result.mode == "onnx"
+    first = result.first_exceeding(1)[0]
+    assert first.op == "Conv"
+    worst = max(result.layers, key=lambda e: 1 - e.cosine)
+    assert worst.cosine < 0.9
+
+
+def test_int8_budget_keeps_the_sensitive_conv_and_accuracy_recovers(
+    outlier_cnn: OutlierCnn, tmp_path: Path
+) -> None:
+    calib = CalibrationRequest(data=str(outlier_cnn.calib), batch_size=32)
+    target = load_target("x86-64-cpu")
+    plain = make_precision(
+        outlier_cnn.onnx_path, BuildRequest("int8", target, calibration=calib), tmp_path / "a"
+    )
+    fp32_acc = _accuracy(outlier_cnn.onnx_path, outlier_cnn.x_test, outlier_cnn.y_test)
+    before = _accuracy(plain.path, outlier_cnn.x_test, outlier_cnn.y_test)
+    budgeted = make_precision(
+        outlier_cnn.onnx_path,
+        BuildRequest("int8", target, calibration=calib, accuracy_budget="top1>=0.98"),
+        tmp_path / "b",
+    )
+    after = _accuracy(budgeted.path, outlier_cnn.x_test, outlier_cnn.y_test)
+    info = budgeted.info["accuracy_budget"]
+    assert before < fp32_acc - 0.3  # the outlier channel crushes the int8 model
+    assert info["met"] and len(info["kept"]) == 1
+    assert after >= fp32_acc - 0.02
+    report = json.loads((tmp_path / "b" / "cnn.int8.budget.json").read_text())
+    assert report["steps"][0]["kept"] == [] and not report["steps"][0]["met"]
+    assert report["sensitivity"][0]["layer"] == info["kept"][0]
+
+
+def test_fp16_budget_met_as_built_keeps_nothing_more(audio_model: AudioModel, tmp_path: Path) -> None:
+    request = BuildRequest(
+        "fp16",
+        load_target("x86-64-cpu"),
+        accuracy_budget="cosine>=0.999",
+        calibration=CalibrationRequest(data=str(audio_model.data), batch_size=8),
+    )
+    art = make_precision(audio_model.onnx_path, request, tmp_path)
+    assert art.info["accuracy_budget"]["met"] and art.info["accuracy_budget"]["kept"] == []
+
+
+def test_fp16_budget_beyond_fp32_fallback_fails_the_gate_and_writes_its_steps(tmp_path: Path) -> None:
+    path = models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
+    # fp16 graph inputs: even with every node in fp32 the inputs are rounded, so SNR stays finite
+    request = BuildRequest(
+        "fp16",
+        load_target("x86-64-cpu"),
+        accuracy_budget="snr>=200",
+        fp16=Fp16Options(keep_io_types=False),
+        calibration=CalibrationRequest(data=str(tmp_path / "x.npz"), batch_size=8),
+    )
+    with pytest.raises(GateFailed, match="not met even with all"):
+        make_precision(path, request, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "m.fp16.budget.json").read_text())
+    assert not report["met"] and len(report["steps"]) >= 2
+
+
+def test_cli_analyze_lists_risks_and_writes_json(audio_model: AudioModel, tmp_path: Path) -> None:
+    result = run_cli(
+        "analyze",
+        audio_model.onnx_path,
+        "--data",
+        audio_model.data,
+        "--top",
+        "3",
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert result.code == 0, result.stderr
+    assert "tensors at risk" in result.stdout and "MatMul" in result.stdout
+    assert "would keep" in result.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert result.stdout.count("overflow:") == 3  # --top 3 rows; the JSON has them all
+    assert len(report["tensors_at_risk"]) >= 3 and report["fp32_islands"]
+
+
+def test_cli_compare_per_layer_and_bad_budget(audio_model: AudioModel, tmp_path: Path) -> None:
+    naive = _naive_fp16(audio_model.onnx_path, tmp_path / "naive.fp16.onnx")
+    result = run_cli(
+        "compare",
+        audio_model.onnx_path,
+        naive,
+        "--data",
+        audio_model.data,
+        "--per-layer",
+        "--json",
+        tmp_path / "c.json",
+    )
+    # compare runs the fp16 emulation (ONNX Runtime's CPU kernels would compute the naive model in fp32
+    # and hide it): the gate fails, and the per-layer view shows where a GPU would overflow.
+    assert result.code == 1, result.stderr
+    assert "NaN" in result.stderr and "Traceback" not in result.stderr
+    assert "first tensors over tolerance" in result.stdout and "NaN/Inf where fp32 is finite" in result.stdout
+    assert json.loads((tmp_path / "c.json").read_text())["per_layer"]["layers"]
+    bad = run_cli("build", audio_model.onnx_path, "-o", tmp_path / "o", "--accuracy-budget", "cosine=1")
+    assert_clean_input_error(bad, "--accuracy-budget")
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,210 @@
+"""FP16 range analysis and automatic fp32 islands, on models whose naive fp16 conversion really fails."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from calibration.modelinfo import model_io
+from calibration.sources import open_source
+from edgedeploy.build import BuildRequest, CalibrationRequest
+from edgedeploy.errors import InputError
+from edgedeploy.precision.analysis import analyze, load_for_analysis
+from edgedeploy.precision.emulate import emulate_fp16, fp32_nodes_of_converted
+from edgedeploy.precision.fp16 import Fp16Options, ensure_node_names, make_fp16
+from edgedeploy.precision.islands import choose_fp32_nodes, plan_islands
+from edgedeploy.precision.mixed import make_fp16_checked
+from edgedeploy.targets import load_target
+from tests.precision import models
+from tests.precision.conftest import AudioModel
+
+
+def _run(model: onnx.ModelProto | Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return np.asarray(
+        ort.InferenceSession(data, options, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    )
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _naive_fp16(path: Path) -> onnx.ModelProto:
+    """ONNX Runtime's converter with no block list, as users run it."""
+    from onnxruntime.transformers import float16
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return float16.convert_float_to_float16(onnx.load(path), keep_io_types=True)
+
+
+def _emulated(reference: Path, converted: onnx.ModelProto | Path) -> onnx.ModelProto:
+    ref = onnx.load(reference)
+    ensure_node_names(ref)
+    cand = converted if isinstance(converted, onnx.ModelProto) else onnx.load(converted)
+    return emulate_fp16(ref, fp32_nodes_of_converted(ref, cand), blocked_ops=())
+
+
+def _audio_feed(seed: int = 99) -> dict[str, np.ndarray]:
+    return models.audio_batch(16, seed)
+
+
+def _request(data: str = "", budget: str | None = None) -> BuildRequest:
+    return BuildRequest(
+        precision="fp16",
+        target=load_target("x86-64-cpu"),
+        calibration=CalibrationRequest(data=data, batch_size=8),
+        accuracy_budget=budget,
+    )
+
+
+def test_transformer_naive_fp16_overflows_and_edgedeploy_keeps_cosine(
+    audio_model: AudioModel, tmp_path: Path
+) -> None:
+    feed = _audio_feed()
+    ref = _run(audio_model.onnx_path, feed)
+    naive = _run(_emulated(audio_model.onnx_path, _naive_fp16(audio_model.onnx_path)), feed)
+    assert not np.all(np.isfinite(naive))  # Inf after the frame projection, NaN after the LayerNorm
+
+    art = make_fp16_checked(
+        audio_model.onnx_path, tmp_path / "audio.fp16.onnx", _request(str(audio_model.data))
+    )
+    emulated = _run(_emulated(audio_model.onnx_path, art.path), feed)
+    assert _cosine(ref, emulated) >= 0.999
+    assert _cosine(ref, _run(art.path, feed)) >= 0.999  # the real artifact on ONNX Runtime too
+    plan = json.loads((tmp_path / "audio.fp16.plan.json").read_text())
+    kept = {e["node"]: e for e in plan["nodes"] if e["precision"] == "fp32"}
+    ops = [e["op"] for e in kept.values()]
+    assert ops.count("LayerNormalization") == 3 and "Softmax" not in ops
+    assert plan["nodes_fp32"] <= 10 < plan["nodes_total"] // 3  # most of the graph stays fp16
+    assert all("65504" in e["reason"] for e in kept.values())
+    ranges = json.loads((tmp_path / "audio.fp16.ranges.json").read_text())
+    assert ranges["tensors_at_risk"][0]["overflow"] > 0
+
+
+def test_analysis_reports_overflow_worst_first_with_the_producing_op(audio_model: AudioModel) -> None:
+    inputs, _ = model_io(audio_model.onnx_path)
+    report = analyze(audio_model.onnx_path, open_source(str(audio_model.data), inputs, batch_size=8))
+    worst = report.tensors_at_risk()
+    assert report.samples == 32
+    assert worst[0].stats.overflow > 0 and worst[0].stats.absmax > 65504
+    assert {t.op for t in worst if t.stats.overflow} == {"MatMul", "Add"}
+    severities = [t.stats.overflow_share for t in worst]
+    assert severities == sorted(severities, reverse=True)
+    softmax = next(t for t in report.tensors if t.op == "Softmax")
+    assert not softmax.risks and softmax.stats.absmax <= 1.0
+
+
+def test_overflowing_weight_and_flushed_constant_are_reported_and_their_consumers_kept() -> None:
+    model = models.big_weight_model()
+    report = analyze(model, [{"x": np.ones((4, 4), np.float32)}])
+    at_risk = {w.name: w for w in report.weights_at_risk()}
+    assert at_risk["big"].stats.overflow == 1
+    assert at_risk["tiny"].stats.flushed_share == 1.0 and at_risk["tiny"].where == "Constant tiny_const"
+    keep = choose_fp32_nodes(model, report)
+    assert {"scale_big", "unscale", "nudge", "tiny_const"} <= set(keep)
+    assert "mm" not in keep
+
+
+def test_decomposed_layernorm_keeps_its_reductions_and_fixes_the_nan(tmp_path: Path) -> None:
+    path = models.save(models.decomposed_layernorm_model(), tmp_path / "ln.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
+    keep, _ = plan_islands(path, [{"x": x}])
+    assert {"ln_mean", "ln_sub", "ln_pow", "ln_var"} <= set(keep)  # the statistics of the normalisation
+    assert "head" not in keep and "proj" not in keep
+    ref = _run(path, {"x": x})
+    naive = _run(_emulated(path, _naive_fp16(path)), {"x": x})
+    assert not np.any(naive)  # the variance overflows to Inf, so every normalised value becomes 0
+    art = make_fp16(path, tmp_path / "ln.fp16.onnx", Fp16Options(auto_fp32_nodes=keep))
+    assert _cosine(ref, _run(_emulated(path, art.path), {"x": x})) >= 0.999
+
+
+def test_l2_normalisation_sums_of_squares_stay_fp32(tmp_path: Path) -> None:
+    path = models.save(models.l2norm_model(), tmp_path / "l2.onnx")
+    keep, report = plan_islands(
+        path, [{"x": np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)}]
+    )
+    assert "l2" in keep and "sums squares" in keep["l2"]
+    assert report.tensor("norm") is not None and report.tensor("norm").stats.absmax < 65504  # type: ignore[union-attr]
+
+
+def test_if_subgraph_stays_fp32_and_runs_with_casts_for_its_captures(tmp_path: Path) -> None:
+    path = models.save(models.if_model(), tmp_path / "if.onnx")
+    x = np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)
+    keep, report = plan_islands(path, [{"x": x}])
+    assert "branch" in keep and report.notes
+    art = make_fp16(path, tmp_path / "if.fp16.onnx", Fp16Options(auto_fp32_nodes=keep))
+    np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-2, atol=1e-2)
+    plan = json.loads((tmp_path / "if.fp16.plan.json").read_text())
+    inner = {e["node"]: e for e in plan["nodes"]}["then_sq"]
+    assert inner["precision"] == "fp32" and "inside fp32 If" in inner["reason"]
+
+
+def test_external_data_model_is_analysed_and_converted(tmp_path: Path) -> None:
+    path = models.save(models.decomposed_layernorm_model(), tmp_path / "ext.onnx", external=True)
+    assert (tmp_path / "ext.onnx.data").is_file()
+    x = np.random.default_rng(3).standard_normal((8, 8)).astype(np.float32)
+    keep, _ = plan_islands(path, [{"x": x}])
+    art = make_fp16(path, tmp_path / "ext.fp16.onnx", Fp16Options(auto_fp32_nodes=keep))
+    assert _cosine(_run(path, {"x": x}), _run(art.path, {"x": x})) >= 0.999
+
+
+def test_consecutive_fp32_nodes_do_not_round_trip_through_fp16(tmp_path: Path) -> None:
+    path = models.save(models.decomposed_layernorm_model(), tmp_path / "rt.onnx")
+    art = make_fp16(
+        path, tmp_path / "rt.fp16.onnx", Fp16Options(fp32_nodes=["proj", "ln_mean", "ln_sub", "ln_pow"])
+    )
+    graph = onnx.load(art.path).graph
+    pow_node = next(n for n in graph.node if n.name == "ln_pow")
+    producer = {o: n for n in graph.node for o in n.output}
+    assert producer[pow_node.input[0]].name == "ln_sub"  # no Cast pair between two fp32 nodes
+
+
+def test_emulation_rounds_fp16_tensors_like_storage_and_leaves_fp32_nodes_alone(tmp_path: Path) -> None:
+    path = models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "e.onnx")
+    model = load_for_analysis(path)
+    x = np.full((2, 8), 1.0001, np.float32)
+    all16 = _run(emulate_fp16(model, []), {"x": x})
+    exact = _run(emulate_fp16(model, [n.name for n in model.graph.node]), {"x": x})
+    np.testing.assert_array_equal(exact, _run(path, {"x": x}))
+    assert not np.array_equal(all16, exact)
+    np.testing.assert_allclose(all16, exact, rtol=2e-2, atol=2e-2)
+
+
+def test_analysis_of_a_model_with_bad_data_is_an_input_error(audio_model: AudioModel) -> None:
+    with pytest.raises(InputError, match="audio"):
+        analyze(audio_model.onnx_path, [{"tokens": np.zeros((1, 16), np.int64)}])
+
+
+def test_compare_runs_fp16_candidates_as_their_emulation_so_overflow_fails_the_gate(
+    audio_model: AudioModel, tmp_path: Path
+) -> None:
+    from edgedeploy.compare import Gates, compare
+
+    naive = tmp_path / "audio.naive.fp16.onnx"
+    onnx.save(_naive_fp16(audio_model.onnx_path), naive)
+    feeds = [_audio_feed()]
+    result = compare(audio_model.onnx_path, naive, feeds, Gates(min_cosine=0.999))
+    assert result.mode.startswith("fp16") and not result.passed
+    out = next(iter(result.outputs.values()))
+    assert out.nan_count + out.inf_count > 0
+    plain = compare(audio_model.onnx_path, naive, feeds, Gates(min_cosine=0.999), emulate_fp16=False)
+    assert plain.mode == "onnx"  # ONNX Runtime's CPU kernels compute in fp32 and hide the overflow
+    art = make_fp16_checked(
+        audio_model.onnx_path, tmp_path / "audio.fp16.onnx", _request(str(audio_model.data))
+    )
+    assert compare(audio_model.onnx_path, art.path, feeds, Gates(min_cosine=0.999)).passed
