@@ -63,9 +63,52 @@ def artifact_name(model: Path, precision: str) -> str:
     return f"{stem}.{precision}.onnx"
 
 
+def precision_of_model(model: Path) -> str:
+    """What a model already is: int8 (Q/DQ nodes), fp16 (fp16 weights or Casts) or fp32."""
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.precision.emulate import is_fp16_model
+
+    graph_model = load_onnx(model, load_external_data=False)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph_model.graph.node):
+        return "int8"
+    return "fp16" if is_fp16_model(graph_model) else "fp32"
+
+
+def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArtifact:
+    """A model that already is the precision asked for (a bundle's fp16 or Q/DQ ONNX) is built unchanged.
+
+    Its companions beside it (precision plan, TensorRT calibration cache) come along.
+    """
+    from edgedeploy.fileio import atomic_path
+
+    base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
+    companions = [model.with_name(f"{base}.{precision}.plan.json"), model.with_name(f"{base}.calib.cache")]
+    files = [dest]
+    for src in [model, *companions]:
+        if not src.is_file():
+            continue
+        target = dest if src == model else dest.with_name(src.name)
+        if src.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+        if src != model:
+            files.append(target)
+    ui.info(f"{model.name} is already an {precision} model: built as it is")
+    return PrecisionArtifact(precision, dest, files, info={"as_is": True})
+
+
 def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
     """Write the precision ONNX for ``request.precision`` into ``out_dir``."""
     dest = out_dir / artifact_name(model, request.precision)
+    existing = precision_of_model(model)
+    if existing != "fp32":
+        if existing != request.precision:
+            raise InputError(
+                f"{model.name} is already an {existing} model: build it with --precision {existing}, "
+                "or start from the fp32 model"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return _use_as_is(model, existing, dest, ui)
     if request.precision == "fp32":
         if model.resolve() != dest.resolve():
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,11 +175,14 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
-    ui.info(note)
     precision = make_precision(model, request, out_dir, ui)
+    ui.info(note)
     extra = dict(request.options)
-    if request.precision == "fp16" and len(precision.files) > 1:
-        extra.setdefault("precision_plan", precision.files[1])
+    for path in precision.files:
+        if path.name.endswith(".plan.json"):
+            extra.setdefault("precision_plan", path)
+        elif path.name.endswith(".cache") and request.precision == "int8":
+            extra.setdefault("calibration_cache", path)
     options = BuildOptions(precision=request.precision, target=request.target, **extra)
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:
         result = backend.build(precision.path, options, out_dir)

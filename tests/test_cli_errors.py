@@ -62,3 +62,17 @@ def test_version_and_help() -> None:
         help_text = run_cli(command, "--help")
         assert help_text.code == 0, command
         assert "Example" in help_text.stdout or command in ("targets", "bundle"), command
+
+
+def test_a_precision_artifact_is_built_as_it_is_and_not_converted_again(digits: Digits, tmp_path: Path) -> None:
+    first = run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path / "a")
+    assert first.code == 0, first.stderr
+    fp16 = tmp_path / "a" / "digits.fp16.onnx"
+    again = run_cli("build", fp16, "--precision", "fp16", "-o", tmp_path / "b")
+    assert again.code == 0, again.stderr
+    assert "already an fp16 model" in again.stderr
+    assert (tmp_path / "b" / "digits.fp16.onnx").read_bytes() == fp16.read_bytes()
+    assert (tmp_path / "b" / "digits.fp16.plan.json").is_file()
+    wrong = run_cli("build", fp16, "--precision", "int8", "-o", tmp_path / "c")
+    assert_clean_input_error(wrong, "already an fp16 model", "--precision fp16")
+    assert files_under(tmp_path / "c") == set()

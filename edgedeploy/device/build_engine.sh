@@ -57,11 +57,12 @@ LOG="$DEVICE_DIR/build-$PRECISION.log"
 cleanup() { rm -f "$TMP"; }
 trap cleanup EXIT
 
-# edgedeploy build remakes fp16 from the fp32 ONNX (deterministic); int8 needs calibration data: trtexec
-if [ "$PRECISION" != "int8" ] && use_edgedeploy "$TOOL"; then
+# edgedeploy build takes the bundled precision ONNX as it is (fp16 with its fp32 islands, Q/DQ int8,
+# with the calibration cache beside it for TensorRT 8.x)
+if use_edgedeploy "$TOOL"; then
     note "building with edgedeploy build (log: $LOG)"
     OUT_DIR="$(dirname "$TMP")/.build.$$"
-    if ! edgedeploy build "$(helper model --precision fp32)" --backend tensorrt "${WORKSPACE[@]}" \
+    if ! edgedeploy build "$(helper model --precision "$PRECISION")" --backend tensorrt "${WORKSPACE[@]}" \
             --target "$(manifest_get target.name)" --precision "$PRECISION" -o "$OUT_DIR" \
             --timing-cache "$DEVICE_DIR/timing.cache" >"$LOG" 2>&1; then
         rm -rf "$OUT_DIR"
