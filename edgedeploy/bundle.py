@@ -37,6 +37,8 @@ class BundleArtifact:
     extra_files: list[Path] = field(default_factory=list)
     compare: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
+    # How the precision was made: fp32 islands, calibration algorithm, data and preprocessing, ...
+    info: dict[str, Any] | None = None
 
 
 @dataclass
@@ -152,6 +154,7 @@ def make_bundle(
                 "precision_plan": _copy(art.precision_plan, root, "models") if art.precision_plan else None,
                 "compare": art.compare,
                 "profile": art.profile,
+                "precision_info": art.info,
             }
             for extra in art.extra_files:
                 _copy(extra, root, "models")

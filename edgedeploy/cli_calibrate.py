@@ -81,8 +81,14 @@ def calibrate_command(
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Recalibrate even when the key matches.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the calibration summary and report as JSON.")
+    ] = None,
 ) -> None:
-    """Calibrate an ONNX model for INT8 on the CPU: Q/DQ model, TensorRT cache and report."""
+    """Calibrate an ONNX model for INT8 on the CPU: Q/DQ model, TensorRT cache and report.
+
+    Example: edgedeploy calibrate model.onnx --data calib/ --target jetson-orin-nx -o int8/
+    """
     from rich.console import Console
 
     from calibration.report import load_report, print_table
@@ -93,7 +99,7 @@ def calibrate_command(
     tgt = load_target(target)
     if not model.is_file():
         raise InputError(f"model file not found: {model}")
-    stem = model.stem
+    stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
         _from_cache(
             model,
@@ -132,6 +138,10 @@ def calibrate_command(
         print_table(report, console)
     for path in artifact.files:
         console.print(f"wrote {path}" if not artifact.skipped else f"up to date: {path}")
+    if json_path is not None:
+        from edgedeploy.results import write_json
+
+        write_json(json_path, {"artifact": artifact, "report": report})
 
 
 def _from_cache(model: Path, cache: Path, out: Path, placement: str, weight_bits: int, console: Any) -> None:

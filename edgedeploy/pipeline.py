@@ -320,6 +320,7 @@ def run_pipeline(
                     precision_plan=_find(o.files, ".plan.json"),
                     compare=o.compare,
                     profile=o.profile,
+                    info=o.info,
                 )
                 for o in outcomes
             ]

@@ -64,7 +64,9 @@ def test_version_and_help() -> None:
         assert "Example" in help_text.stdout or command in ("targets", "bundle"), command
 
 
-def test_a_precision_artifact_is_built_as_it_is_and_not_converted_again(digits: Digits, tmp_path: Path) -> None:
+def test_a_precision_artifact_is_built_as_it_is_and_not_converted_again(
+    digits: Digits, tmp_path: Path
+) -> None:
     first = run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path / "a")
     assert first.code == 0, first.stderr
     fp16 = tmp_path / "a" / "digits.fp16.onnx"
