@@ -161,6 +161,7 @@ def run_demo(
 ) -> DemoResult:
     """Train (or reuse) the digits CNN and run the pipeline on it for every precision."""
     start = time.perf_counter()
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_digits_data()
     test_npz = out_dir / "digits_test.npz"

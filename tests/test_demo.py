@@ -10,14 +10,16 @@ from tests.conftest import run_cli
 
 @pytest.mark.slow
 def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(tmp_path: Path) -> None:
-    result = run_cli(
-        "demo", "--out", tmp_path / "demo", "--duration", "0.3", "--json", tmp_path / "demo.json"
-    )
+    # a relative --out, as the README's `make demo` uses it
+    result = run_cli("demo", "--out", "demo", "--duration", "0.3", "--json", "demo.json", cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert "precision" in result.stdout and "fp16" in result.stdout and "demo finished" in result.stdout
     data = json.loads((tmp_path / "demo.json").read_text())
     rows = {r["precision"]: r for r in data["rows"]}
-    assert {"fp32", "fp16"} <= set(rows)
+    assert {"fp32", "fp16", "int8"} <= set(rows)
+    assert rows["int8"]["top1_agreement"] >= 0.995
+    assert abs(rows["int8"]["task_accuracy"] - rows["fp32"]["task_accuracy"]) <= 0.01
+    assert rows["int8"]["size_bytes"] / rows["fp32"]["size_bytes"] < 0.35
     assert 0.45 < rows["fp16"]["size_bytes"] / rows["fp32"]["size_bytes"] < 0.56
     assert rows["fp16"]["cosine"] >= 0.999
     assert rows["fp32"]["task_accuracy"] > 0.95
