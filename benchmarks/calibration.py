@@ -42,7 +42,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedeploy-bench"
-MODELOPT_VENV = CACHE / "modelopt-venv"
+from benchmarks.modelopt_venv import modelopt_python  # noqa: E402
+
 OCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
 BATCH = 40  # divides 200 and 1000: ONNX Runtime's entropy calibrator fails on a short last batch
 OCR_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -142,24 +143,6 @@ quantize(onnx_path=copy, quantize_mode="int8", calibration_data=data, calibratio
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
 """
-
-
-def modelopt_python(allow_install: bool) -> tuple[str | None, str]:
-    """The venv interpreter with Model Optimizer, creating it if allowed; or None and why."""
-    py = MODELOPT_VENV / "bin" / "python"
-    check = [str(py), "-c", "import modelopt.onnx.quantization"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return str(py), "ok"
-    if not allow_install:
-        return None, f"no Model Optimizer venv at {MODELOPT_VENV} (run without --no-install to create it)"
-    print(f"creating {MODELOPT_VENV} with nvidia-modelopt[onnx] (once; several GB) ...", flush=True)
-    made = subprocess.run([sys.executable, "-m", "venv", str(MODELOPT_VENV)], capture_output=True, text=True)
-    pip = [str(MODELOPT_VENV / "bin" / "pip"), "install", "-q", "nvidia-modelopt[onnx]"]
-    installed = subprocess.run(pip, capture_output=True, text=True) if made.returncode == 0 else made
-    if installed.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
-        tail = (installed.stderr or installed.stdout).strip().splitlines()[-1:] or ["unknown error"]
-        return None, f"cannot install nvidia-modelopt[onnx]: {tail[0]}"
-    return str(py), "ok"
 
 
 # --------------------------------------------------------------------------- data and models
@@ -416,7 +399,9 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgedeploy-calib-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     mo_python, why = (
-        (None, "skipped (--no-modelopt)") if args.no_modelopt else modelopt_python(not args.no_install)
+        (None, "skipped (--no-modelopt)")
+        if args.no_modelopt
+        else modelopt_python(not args.no_install, "modelopt.onnx.quantization")
     )
     print(f"workdir {work}; Model Optimizer: {why}", flush=True)
     import onnxruntime as ort

@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedeploy-bench"
-MODELOPT_VENV = CACHE / "modelopt-venv"  # the same venv as benchmarks/calibration.py
+from benchmarks.modelopt_venv import modelopt_python  # noqa: E402
+
 HEAVY_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 
 AUTOCAST_SCRIPT = r"""
@@ -252,24 +253,6 @@ def run_naive(path: Path) -> tuple[onnx.ModelProto | None, float | None, str]:
     return model, time.perf_counter() - start, ""
 
 
-def modelopt_python(allow_install: bool) -> tuple[str | None, str]:
-    """The venv interpreter with Model Optimizer's AutoCast, creating the venv if allowed."""
-    py = MODELOPT_VENV / "bin" / "python"
-    check = [str(py), "-c", "import modelopt.onnx.autocast"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return str(py), "ok"
-    if not allow_install:
-        return None, f"no Model Optimizer venv at {MODELOPT_VENV} (run without --no-install to create it)"
-    print(f"creating {MODELOPT_VENV} with nvidia-modelopt[onnx] (once; several GB) ...", flush=True)
-    made = subprocess.run([sys.executable, "-m", "venv", str(MODELOPT_VENV)], capture_output=True, text=True)
-    pip = [str(MODELOPT_VENV / "bin" / "pip"), "install", "-q", "nvidia-modelopt[onnx]"]
-    installed = subprocess.run(pip, capture_output=True, text=True) if made.returncode == 0 else made
-    if installed.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
-        tail = (installed.stderr or installed.stdout).strip().splitlines()[-1:] or ["unknown error"]
-        return None, f"cannot install nvidia-modelopt[onnx]: {tail[0]}"
-    return str(py), "ok"
-
-
 def run_autocast(
     python: str | None, why: str, path: Path, data_dir: Path, work: Path
 ) -> tuple[onnx.ModelProto | None, float | None, str]:
@@ -309,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
     args = parser.parse_args(argv)
     python, why = (
-        (None, "skipped (--no-modelopt)") if args.no_modelopt else modelopt_python(not args.no_install)
+        (None, "skipped (--no-modelopt)")
+        if args.no_modelopt
+        else modelopt_python(not args.no_install, "modelopt.onnx.autocast")
     )
     if python is None:
         print(f"AutoCast: {why}")

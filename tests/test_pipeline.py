@@ -147,3 +147,35 @@ def test_cli_run_prints_the_table_and_json(digits: Digits, tmp_path: Path) -> No
     assert [p["precision"] for p in data["precisions"]] == ["fp32", "fp16"]
     again = run_cli("run", path)
     assert again.code == 0 and "nothing changed" in again.stdout
+
+
+def test_the_readme_config_reference_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Config file reference", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    from edgedeploy.config import from_dict, tomllib
+
+    config = from_dict(tomllib.loads(block), tmp_path)
+    assert config.build.precisions == ["fp32", "fp16", "int8"]
+    assert config.calibration.preprocess["center_crop"] == 224
+    assert config.build.profiles and config.profile.batch_sizes == [1, 8]
+
+
+def test_an_interrupted_run_resumes_from_the_finished_stages(
+    digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgedeploy.pipeline as pipeline
+
+    config = load_config(_config(tmp_path, digits))
+    real_profile = pipeline.profile
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "profile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config)
+    monkeypatch.setattr(pipeline, "profile", real_profile)
+    resumed = run_pipeline(config)
+    assert {"export", "build-fp32", "compare-fp32"} <= set(resumed.stages_skipped)
+    assert "profile-fp32" in resumed.stages_run and "bundle" in resumed.stages_run
+    assert not list((tmp_path / "work").glob(".*.tmp*"))

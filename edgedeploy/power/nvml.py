@@ -8,11 +8,11 @@ NVML covers the GPU board only (not the CPU or host memory), and does not exist 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from typing import Any
 
 from edgedeploy.power.integrate import counter_delta, window_average
+from edgedeploy.power.polling import PollingSource
 
 
 def open_nvml(index: int = 0) -> tuple[Any, Any, str]:
@@ -31,23 +31,20 @@ def open_nvml(index: int = 0) -> tuple[Any, Any, str]:
         return None, None, f"NVML: {exc}"
 
 
-class NvmlSource:
+class NvmlSource(PollingSource):
     name = "nvml"
 
     def __init__(self, nvml: Any, handle: Any, index: int = 0, interval_ms: int = 100) -> None:
+        super().__init__(interval_ms)
         self.nvml = nvml
         self.handle = handle
         self.label = f"gpu{index}"
-        self.interval_s = interval_ms / 1000.0
         try:
             nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
             self.counter = True
         except Exception:
             self.counter = False
-        self._times: list[float] = []
         self._values: list[float] = []  # mJ counter readings, or mW power readings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _read(self) -> None:
         if self.counter:
@@ -57,24 +54,9 @@ class NvmlSource:
         self._times.append(time.monotonic())
         self._values.append(value)
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._read()
-
-    def start(self) -> float:
-        self._read()
-        self._thread = threading.Thread(target=self._poll, name="nvml-poll", daemon=True)
-        self._thread.start()
-        return self._times[0]
-
-    def stop(self) -> float:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._read()
+    def _close(self) -> None:
         with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
-        return self._times[-1]
 
     def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
         if self.counter:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgedeploy.power.integrate import counter_delta
+from edgedeploy.power.polling import PollingSource
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 
@@ -58,17 +59,14 @@ def find_domains(root: Path = POWERCAP_ROOT) -> tuple[list[RaplDomain], str]:
     return [], f"RAPL: no *-rapl:* domain under {root}"
 
 
-class RaplSource:
+class RaplSource(PollingSource):
     """Reads every domain's counter at start, every interval (to catch wrap-arounds) and at stop."""
 
     name = "rapl"
 
     def __init__(self, domains: list[RaplDomain], interval_ms: int = 100) -> None:
+        super().__init__(interval_ms)
         self.domains = domains
-        self.interval_s = interval_ms / 1000.0
-        self._times: list[float] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _read(self) -> None:
@@ -76,23 +74,6 @@ class RaplSource:
             self._times.append(time.monotonic())
             for d in self.domains:
                 d.readings.append(float(d.path.read_text()))
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._read()
-
-    def start(self) -> float:
-        self._read()
-        self._thread = threading.Thread(target=self._poll, name="rapl-poll", daemon=True)
-        self._thread.start()
-        return self._times[0]
-
-    def stop(self) -> float:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._read()
-        return self._times[-1]
 
     def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
         """Average watts over the run (total of package domains), per-domain watts, coverage."""

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure edgedeploy beside its peers in one run and print the figures."""
