@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -137,6 +138,16 @@ def assert_clean_input_error(result: CliResult, *needles: str) -> None:
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+def validate_manifest(manifest: dict[str, object]) -> None:
+    """Every bundle's manifest must satisfy the JSON Schema shipped in the package."""
+    import jsonschema
+
+    import edgedeploy
+
+    schema = json.loads((Path(edgedeploy.__file__).parent / "manifest.schema.json").read_text())
+    jsonschema.validate(manifest, schema)
 
 
 def files_under(path: Path) -> set[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, validate_manifest
 
 
 @pytest.mark.slow
@@ -26,3 +26,8 @@ def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(tmp_path:
     assert abs(rows["fp16"]["task_accuracy"] - rows["fp32"]["task_accuracy"]) < 0.01
     assert all(r["passed"] for r in data["rows"])
     assert run_cli("bundle", "verify", data["bundle"]["archive"]).code == 0
+    bundle = Path(data["bundle"]["directory"])
+    validate_manifest(json.loads((bundle / "manifest.json").read_text()))
+    assert {"setup.sh", "build_engine.sh", "verify.sh", "benchmark.sh"} <= {
+        p.name for p in (bundle / "scripts").iterdir()
+    }

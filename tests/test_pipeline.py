@@ -10,7 +10,7 @@ from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.pipeline import run_pipeline
-from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli, validate_manifest
 
 
 def _config(tmp_path: Path, digits: Digits, extra: str = "") -> Path:
@@ -68,6 +68,7 @@ def test_bundle_manifest_checksums_match_its_files(digits: Digits, tmp_path: Pat
     assert result.bundle is not None
     bundle = Path(result.bundle["directory"])
     manifest = json.loads((bundle / "manifest.json").read_text())
+    validate_manifest(manifest)
     assert manifest["schema_version"] == 1
     on_disk = files_under(bundle) - {"manifest.json"}
     on_disk = {f for f in on_disk if (bundle / f).is_file()}
@@ -117,6 +118,7 @@ def test_cli_bundle_from_artifacts(digits: Digits, tmp_path: Path) -> None:
     )
     assert result.code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    validate_manifest(manifest)
     assert manifest["target"]["name"] == "jetson-orin-nano"
     assert (tmp_path / "b.tar.gz").is_file()
 

@@ -19,7 +19,7 @@ from edgedeploy.config import (
     ProfileSection,
 )
 from edgedeploy.pipeline import run_pipeline
-from tests.conftest import Digits
+from tests.conftest import Digits, validate_manifest
 from tests.device.conftest import Device
 
 
@@ -52,6 +52,7 @@ def test_pipeline_bundle_verifies_and_carries_every_precision(bundle: Path) -> N
     check = verify_bundle(bundle)
     assert check.ok, check.problems
     manifest = json.loads((bundle / "manifest.json").read_text())
+    validate_manifest(manifest)
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16", "int8"]
     assert manifest["primary_precision"] == "int8"
     int8 = manifest["artifacts"][2]
@@ -60,8 +61,9 @@ def test_pipeline_bundle_verifies_and_carries_every_precision(bundle: Path) -> N
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_pipeline_bundle_builds_and_verifies_on_a_fake_orin_nano(bundle: Path, device: Device,
-                                                                  precision: str) -> None:
+def test_pipeline_bundle_builds_and_verifies_on_a_fake_orin_nano(
+    bundle: Path, device: Device, precision: str
+) -> None:
     scripts = bundle / "scripts"
     setup = device.run(scripts / "setup.sh")
     assert setup.returncode == 0, setup.stdout + setup.stderr
