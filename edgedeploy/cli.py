@@ -507,11 +507,9 @@ def bundle_create(
     """
     from calibration.modelinfo import model_io
     from calibration.sources import open_source
-    from edgedeploy.bundle import BundleArtifact, make_bundle
-    from edgedeploy.compare import Gates, run_pair
-    from edgedeploy.compare import compare as run_compare
-    from edgedeploy.fileio import sha256_file
+    from edgedeploy.compare import Gates
     from edgedeploy.onnxio import load_onnx
+    from edgedeploy.pipeline import bundle_artifacts
     from edgedeploy.targets import load_target
 
     ui = _ui()
@@ -520,40 +518,12 @@ def bundle_create(
     for path in artifacts or []:
         if not path.is_file():
             raise InputError(f"artifact not found: {path}")
-    inputs, outputs = model_io(reference)
+    inputs, _ = model_io(reference)
     source = open_source(data, inputs, samples=samples, batch_size=8)
-    feeds = list(source)
-    gates = Gates(min_cosine=min_cosine, min_top1=min_top1)
-    entries = [BundleArtifact("fp32", "onnxruntime", reference)]
-    for path in artifacts or []:
-        precision = _precision_of(path)
-        result = run_compare(reference, path, feeds, gates, source.describe())
-        engine = path if path.suffix != ".onnx" else None
-        plan = path.with_name(path.name.removesuffix(".onnx") + ".plan.json")
-        entries.append(
-            BundleArtifact(
-                precision,
-                "tensorrt" if engine else "onnxruntime",
-                model=path if engine is None else reference,
-                engine=engine,
-                precision_plan=plan if plan.is_file() else None,
-                compare=result.summary(),
-            )
-        )
-    ref_out, _ = run_pair(reference, reference, feeds[:1])
-    result_bundle = make_bundle(
-        output,
-        model_name=reference.name.removesuffix(".onnx").removesuffix(".fp32"),
-        model_source=str(reference),
-        model_sha256=sha256_file(reference),
-        target=tgt,
-        inputs=inputs,
-        outputs=outputs,
-        artifacts=entries,
-        gates={"atol": gates.atol, "rtol": gates.rtol, "min_cosine": min_cosine, "min_top1": min_top1},
-        reference_inputs=feeds[0],
-        reference_outputs=ref_out[0],
-    )
+    result_bundle = bundle_artifacts(
+        reference, list(artifacts or []), output, tgt, list(source), source.describe(),
+        Gates(min_cosine=min_cosine, min_top1=min_top1),
+    )  # fmt: skip
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(
         f"bundle {result_bundle.directory} ({result_bundle.files} files, "
@@ -561,15 +531,6 @@ def bundle_create(
         f"archive {result_bundle.archive}"
     )
     _write_json(json_path, result_bundle.manifest)
-
-
-def _precision_of(path: Path) -> str:
-    for precision in ("int8", "fp16", "fp32"):
-        if f".{precision}." in path.name or path.stem.endswith(precision):
-            return precision
-    raise InputError(
-        f"cannot tell the precision of {path.name}: name it like model.fp16.onnx or model.int8.onnx"
-    )
 
 
 @bundle_app.command("verify")

@@ -102,24 +102,27 @@ def test_bundle_verify_cli_accepts_a_good_bundle_and_flags_a_damaged_one(
 
 
 def test_cli_bundle_from_artifacts(digits: Digits, tmp_path: Path) -> None:
-    fp16 = tmp_path / "digits.fp16.onnx"
-    assert run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path).code == 0
-    assert fp16.is_file()
+    for precision in ("fp16", "int8"):
+        built = run_cli(
+            "build", digits.onnx_path, "--precision", precision, "--target", "jetson-orin-nano",
+            "--calib-data", digits.test_npz, "--calib-samples", "128", "-o", tmp_path,
+        )  # fmt: skip
+        assert built.code == 0, built.stderr
+    fp16, int8 = tmp_path / "digits.fp16.onnx", tmp_path / "digits.int8.onnx"
+    assert (tmp_path / "digits.calib.cache").is_file()
     result = run_cli(
-        "bundle",
-        digits.onnx_path,
-        fp16,
-        "--data",
-        digits.test_npz,
-        "-o",
-        tmp_path / "b",
-        "--target",
-        "jetson-orin-nano",
-    )
+        "bundle", digits.onnx_path, fp16, int8, "--data", digits.test_npz, "-o", tmp_path / "b",
+        "--target", "jetson-orin-nano", "--min-top1", "0.98",
+    )  # fmt: skip
     assert result.code == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     validate_manifest(manifest)
     assert manifest["target"]["name"] == "jetson-orin-nano"
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16", "int8"]
+    fp16_entry, int8_entry = manifest["artifacts"][1:]
+    assert fp16_entry["precision_plan"] == "models/digits.fp16.plan.json"
+    assert int8_entry["calibration_cache"] == "models/digits.calib.cache"
+    assert all(a["compare"]["passed"] for a in manifest["artifacts"][1:])
     assert (tmp_path / "b.tar.gz").is_file()
 
 
