@@ -184,3 +184,47 @@ def test_an_interrupted_run_resumes_from_the_finished_stages(
     assert {"export", "build-fp32", "compare-fp32"} <= set(resumed.stages_skipped)
     assert "profile-fp32" in resumed.stages_run and "bundle" in resumed.stages_run
     assert not list((tmp_path / "work").glob(".*.tmp*"))
+
+
+def test_run_exports_a_pytorch_model_with_two_inputs_and_two_outputs(
+    two_io_module: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "models.py").write_text(two_io_module.read_text())
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text("""
+workdir = "out"
+
+[model]
+source = "models.py:build:example_inputs"
+name = "twoio"
+
+[export]
+output_names = ["scores", "mean"]
+
+[build]
+precisions = ["fp32", "fp16"]
+
+[compare]
+data = "random:1"
+samples = 8
+batch_size = 4
+
+[profile]
+batch_sizes = [1, 3]
+iterations = 5
+warmup = 1
+""")
+    result = run_cli("run", config, "--json", tmp_path / "run.json")
+    assert result.code == 0, result.stderr
+    data = json.loads((tmp_path / "run.json").read_text())
+    fp16 = data["precisions"][1]
+    assert set(fp16["compare"]["outputs"]) == {"scores", "mean"}
+    assert set(fp16["profile"]["batch_sizes"]) == {"1", "3"}
+    assert (tmp_path / "out" / "twoio.fp32.onnx").is_file() and (tmp_path / "bundle.tar.gz").is_file()
+    # editing the model's source file invalidates the export and everything after it
+    (tmp_path / "models.py").write_text(
+        two_io_module.read_text().replace("Linear(16, 5)", "Linear(16, 5, bias=False)")
+    )
+    again = run_cli("run", config)
+    assert again.code == 0, again.stderr
+    assert "export: up to date" not in again.stderr
