@@ -216,7 +216,10 @@ def run_pipeline(
             calibration=_calibration_request(config, shapes),
             options=_backend_options(config),
         )
-        build_key = sha256_json({"fp32": fp32_sha, "request": request, "versions": versions})
+        build_key = sha256_json(
+            {"fp32": fp32_sha, "request": request, "versions": versions,
+             "calibration_data": _calibration_fingerprint(request, inputs)}
+        )  # fmt: skip
 
         def do_build(request: BuildRequest = request) -> tuple[list[Path], dict[str, Any]]:
             outcome = build(fp32, request, workdir, ui)
@@ -381,6 +384,26 @@ def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ..
         preprocess=dict(c.preprocess),
         shapes=shapes,
     )
+
+
+def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[str, Any] | None:
+    """The calibration data's content (file hashes, or generator and seed) for int8 and fp16 builds.
+
+    Paths alone would let an edited calibration set reuse a stale artifact.
+    """
+    calib = request.calibration
+    if request.precision not in ("fp16", "int8") or not calib.data:
+        return None
+    source = open_source(
+        calib.data,
+        inputs,
+        samples=calib.samples,
+        batch_size=calib.batch_size,
+        seed=calib.seed,
+        shapes=calib.shapes or None,
+        image_options=calib.preprocess or None,
+    )
+    return source.describe()
 
 
 def _backend_options(config: PipelineConfig) -> dict[str, Any]:

@@ -228,3 +228,20 @@ warmup = 1
     again = run_cli("run", config)
     assert again.code == 0, again.stderr
     assert "export: up to date" not in again.stderr
+
+
+def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:
+    import numpy as np
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=digits.x_train[:64])
+    path = _config(
+        tmp_path, digits, extra=f'\n[calibration]\ndata = "{calib}"\nsamples = 64\nbatch_size = 32\n'
+    )
+    path.write_text(
+        path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32", "int8"]')
+    )
+    run_pipeline(load_config(path))
+    np.savez(calib, input=digits.x_train[64:128])
+    rerun = run_pipeline(load_config(path))
+    assert "build-int8" in rerun.stages_run and "build-fp32" in rerun.stages_skipped
