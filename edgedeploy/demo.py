@@ -161,6 +161,9 @@ def run_demo(
 ) -> DemoResult:
     """Train (or reuse) the digits CNN and run the pipeline on it for every precision."""
     start = time.perf_counter()
+    from edgedeploy.targets import load_target
+
+    supported = load_target(target).precisions  # an unknown target fails here, before any training
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_digits_data()
@@ -202,6 +205,7 @@ def run_demo(
         ui.info(f"train: digits CNN, {EPOCHS} epochs, held-out accuracy {torch_acc:.4f}")
     if precisions is None:
         precisions = ["fp32", "fp16"] + (["int8"] if _int8_available() else [])
+        precisions = [p for p in precisions if p in supported]  # e.g. no int8 on a Jetson Nano
     config = PipelineConfig(
         model=ModelSection(source=str(trained), name="digits_cnn"),
         build=BuildSection(target=target, precisions=precisions, backend="auto"),
