@@ -121,7 +121,7 @@ def run_check(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None) -> None
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
     try:
         session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         if feed is not None:

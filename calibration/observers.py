@@ -172,8 +172,10 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     candidates = [i.name for i in model.graph.input if i.name not in inits]
+    constant = set(inits)  # tensors computed from constants only are weights, not activations
     for node in model.graph.node:
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
+            constant.update(o for o in node.output if o)
             continue
         candidates.extend(o for o in node.output if o)
     for name in candidates:
@@ -191,7 +193,7 @@ def _session(model: onnx.ModelProto, threads: int | None) -> object:
     options = ort.SessionOptions()
     # Basic optimizations only: every observed tensor is a graph output, so nothing it needs is fused.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
     if threads:
         options.intra_op_num_threads = threads
     try:

@@ -167,7 +167,9 @@ def weight_axis(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> i
         return 1
     if node.op_type == "Gemm" and input_index == 1 and weight.ndim == 2:
         return 0 if _attr(node, "transB", 0) else 1
-    if node.op_type == "MatMul" and input_index == 1 and weight.ndim >= 2:
+    # MatMul: 2-D weights only; per-channel scales on a batched (3-D+) weight are refused by
+    # ONNX Runtime's fused MatMulIntegerToFloat, so such a node is left in float
+    if node.op_type == "MatMul" and input_index == 1 and weight.ndim == 2:
         return weight.ndim - 1
     return None
 
@@ -187,14 +189,10 @@ class _Planner:
                     self.consumers.setdefault(name, []).append((i, j))
             for name in node.output:
                 self.producer[name] = i
-        self.patterns = [re.compile(p) for p in options.exclude_nodes]
         self.types = _inferred_types(model)
 
     def excluded(self, index: int) -> bool:
-        node = self.model.graph.node[index]
-        if node.op_type in self.options.exclude_ops:
-            return True
-        return bool(node.name) and any(p.fullmatch(node.name) for p in self.patterns)
+        return _excluded(self.model.graph.node[index], index, self.options)
 
     def is_float_activation(self, name: str, unknown: bool = True) -> bool:
         """A non-constant float tensor; ``unknown`` answers for tensors shape inference could not type."""
@@ -388,7 +386,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     nodes = list(graph.node)
     producer = {name: i for i, node in enumerate(nodes) for name in node.output}
     graph_inputs = {i.name for i in graph.input}
-    excluded_idx = {i for i, n in enumerate(nodes) if _excluded(n, plan.options)}
+    excluded_idx = {i for i, n in enumerate(nodes) if _excluded(n, i, plan.options)}
     graph_outputs = {o.name for o in graph.output}
     weight_scales: dict[str, np.ndarray] = {}
 
@@ -548,10 +546,17 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     return out
 
 
-def _excluded(node: onnx.NodeProto, options: QuantizeOptions) -> bool:
+def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:
+    """Excluded by op type, or by a pattern that fully matches the node's label.
+
+    The label is the node's name, or ``OpType#index`` for an unnamed node (as reports list it),
+    so every node a report names can be excluded; callers that hold exact names pass them through
+    ``re.escape``.
+    """
     if node.op_type in options.exclude_ops:
         return True
-    return bool(node.name) and any(re.fullmatch(p, node.name) for p in options.exclude_nodes)
+    label = _node_label(node, index)
+    return any(re.fullmatch(p, label) for p in options.exclude_nodes)
 
 
 def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:

@@ -98,9 +98,12 @@ def cache_algorithm(algorithm: str) -> str:
 
 def make_cache(thresholds: Mapping[str, float], version: str, algorithm: str) -> CalibrationCache:
     """A cache from tensor thresholds (amax); ``algorithm`` is ours (entropy, max, ...)."""
+    from calibration.qdq import activation_scale
+
     encode_version(version)  # refuse TensorRT 11+ early
+    # the same floor as the Q/DQ model: an all-zero tensor must not get a scale of 0
     scales = {
-        name: float(struct.unpack(">f", struct.pack(">f", amax / 127.0))[0])
+        name: float(struct.unpack(">f", struct.pack(">f", activation_scale(amax, 127)))[0])
         for name, amax in thresholds.items()
     }
     return CalibrationCache(

@@ -169,9 +169,11 @@ class OutputEvaluator:
             m = output_metrics(
                 f"output{i}", [r[i] for r in self.reference], [c[i] for c in cand], Gates(min_cosine=None)
             )
-            measured["cosine"].append(m.cosine)
-            measured["max_abs"].append(math.inf if m.nan_count or m.inf_count else m.max_abs)
-            measured["snr"].append(math.inf if m.snr_db is None else m.snr_db)
+            # NaN/Inf in the candidate fails every criterion (NaN would compare as neither side of a bound)
+            nonfinite = bool(m.nan_count or m.inf_count)
+            measured["cosine"].append(-math.inf if nonfinite else m.cosine)
+            measured["max_abs"].append(math.inf if nonfinite else m.max_abs)
+            measured["snr"].append(-math.inf if nonfinite else math.inf if m.snr_db is None else m.snr_db)
             if m.top1_agreement is not None:
                 measured["top1"].append(m.top1_agreement)
         return {

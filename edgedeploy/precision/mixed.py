@@ -9,6 +9,7 @@ and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budg
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -199,7 +200,8 @@ def int8_within_budget(
             source=source,
             algorithm=calib.algorithm,
             percentile=calib.percentile,
-            exclude_nodes=[*calib.exclude_nodes, *excluded],
+            # the report's labels are exact (a name, or OpType#index): never regexes
+            exclude_nodes=[*calib.exclude_nodes, *(re.escape(label) for label in excluded)],
             exclude_ops=calib.exclude_ops,
             trt_version=calib.trt_version,
         )
@@ -220,9 +222,17 @@ def int8_within_budget(
                 model, make, report.quantized_nodes, budget, _feeds(source), progress=ui.info
             )
             advance(1.0)
-    if result.met and result.kept:
+    everything = bool(result.kept) and set(result.kept) >= set(report.quantized_nodes)
+    if result.met and result.kept and not everything:
         artifact = build_int8(dest, list(result.kept))
     path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
+    if result.met and everything:
+        from edgedeploy.errors import GateFailed
+
+        raise GateFailed(
+            f"accuracy budget {budget} is met only with every layer left in fp32, so no int8 model "
+            f"meets it; build fp16 or fp32, or loosen the budget (steps in {path})"
+        )
     artifact.files.append(path)
     artifact.info.update(_budget_info(result, path))
     _raise_unless_met(artifact.info)

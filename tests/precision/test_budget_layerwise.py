@@ -182,3 +182,69 @@ def test_cli_compare_per_layer_and_bad_budget(audio_model: AudioModel, tmp_path:
     bad = run_cli("build", audio_model.onnx_path, "-o", tmp_path / "o", "--accuracy-budget", "cosine=1")
     assert_clean_input_error(bad, "--accuracy-budget")
     assert not (tmp_path / "o").exists()
+
+
+def _two_gemms(path: Path, names: tuple[str, str, str]) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W1"], ["h"], name=names[0], transB=1),
+         helper.make_node("Relu", ["h"], ["r"], name=names[1]),
+         helper.make_node("Gemm", ["r", "W2"], ["y"], name=names[2], transB=1)],
+        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(rng.standard_normal((32, 16)).astype(np.float32), "W1"),
+         numpy_helper.from_array(rng.standard_normal((10, 32)).astype(np.float32), "W2")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("names", [("", "", ""), ("fc[0]", "act(0)", "fc[1]")], ids=["unnamed", "regex-like"])
+def test_int8_budget_really_leaves_the_kept_layer_unquantized(
+    tmp_path: Path, names: tuple[str, str, str]
+) -> None:
+    model = _two_gemms(tmp_path / "mlp.onnx", names)
+    request = BuildRequest(
+        precision="int8", target=load_target("jetson-orin-nx"), accuracy_budget="cosine>=0.99993",
+        calibration=CalibrationRequest(data="random:0", samples=64, batch_size=16),
+    )  # fmt: skip
+    artifact = make_precision(model, request, tmp_path / "out")
+    budget = json.loads(next(p for p in artifact.files if p.name.endswith(".budget.json")).read_text())
+    assert budget["met"] and len(budget["kept"]) == 1
+    gemm_inputs = [n.input[0] for n in onnx.load(artifact.path).graph.node if n.op_type == "Gemm"]
+    producers = {o: n.op_type for n in onnx.load(artifact.path).graph.node for o in n.output}
+    dequantized = [producers.get(name) == "DequantizeLinear" for name in gemm_inputs]
+    assert sorted(dequantized) == [False, True]  # exactly one Gemm is left in float
+
+
+def test_int8_budget_met_only_by_full_fp32_fails_the_gate(tmp_path: Path) -> None:
+    model = _two_gemms(tmp_path / "mlp.onnx", ("", "", ""))
+    request = BuildRequest(
+        precision="int8", target=load_target("jetson-orin-nx"), accuracy_budget="cosine>=0.9999999",
+        calibration=CalibrationRequest(data="random:0", samples=64, batch_size=16),
+    )  # fmt: skip
+    with pytest.raises(GateFailed, match="every layer left in fp32"):
+        make_precision(model, request, tmp_path / "out")
+
+
+def test_nan_or_inf_in_any_output_fails_every_budget_criterion() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedeploy.precision.budget import OutputEvaluator
+
+    def model(k: float) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Mul", ["x", "k"], ["b"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 10])],
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 10]),
+             helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 10])],
+            [numpy_helper.from_array(np.array([k], np.float32), "k")],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    feeds = [{"x": np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)}]
+    measured = OutputEvaluator(model(2.0), feeds).measure(model(np.inf))
+    for spec in ("cosine>=0.9", "snr>=10", "max_abs<=1e9"):
+        assert not AccuracyBudget.parse(spec).met(measured), spec
