@@ -211,7 +211,7 @@ def image_folder_source(
     chosen = list(files[:samples] if samples else files)
 
     def make() -> Iterator[Feed]:
-        return _rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs)
+        return _rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)
 
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in chosen],

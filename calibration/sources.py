@@ -96,7 +96,7 @@ class DataSource:
         for index, feed in enumerate(self._make()):
             if self.limit is not None and count >= self.limit:
                 return
-            yield check_feed(feed, self.inputs, f"{self.spec} (sample {index})")
+            yield check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
             count += 1
         if count == 0:
             raise DataError(f"data source '{self.spec}' yielded no samples")
@@ -112,29 +112,55 @@ class DataSource:
         }
 
 
-def _rebatch(samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec]) -> Iterator[Feed]:
+def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
+    """The model's fixed batch size (dim 0 of its inputs), or None when the batch is dynamic."""
+    static = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    return int(next(iter(static))) if static else None
+
+
+def _stack(buffer: list[Feed]) -> Feed:
+    try:
+        return {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
+    except ValueError:
+        shapes = sorted({str(list(np.asarray(b[k]).shape[1:])) for b in buffer for k in b})
+        raise DataError(
+            f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
+            "give same-sized data, or a batch size of 1"
+        ) from None
+
+
+def _rebatch(
+    samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec], max_samples: int | None = None
+) -> Iterator[Feed]:
     """Split stacked arrays into single samples and re-stack them ``batch_size`` at a time.
 
-    A model with a static batch dim gets that batch size whatever was asked.
+    A model with a static batch dim gets that batch size whatever was asked; at most
+    ``max_samples`` samples are yielded (the last batch may be partial where the batch is dynamic).
     """
-    static = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int)}
+    static = static_batch(inputs)
     if static:
-        batch_size = int(next(iter(static)))
+        batch_size = static
     buffer: list[Feed] = []
+    taken = 0
     for stacked in samples:
         lengths = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in stacked.values()}
         if len(lengths) != 1 or 0 in lengths:
             yield stacked  # let check_feed report the mismatch
             continue
         for i in range(lengths.pop()):
+            if max_samples is not None and taken >= max_samples:
+                break
             buffer.append({k: np.asarray(v)[i : i + 1] for k, v in stacked.items()})
+            taken += 1
             if len(buffer) == batch_size:
-                yield {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
+                yield _stack(buffer)
                 buffer = []
+        if max_samples is not None and taken >= max_samples:
+            break
     if buffer:
         if static and len(buffer) != batch_size:
             return  # a partial batch cannot feed a static-batch model
-        yield {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
+        yield _stack(buffer)
 
 
 def _random_source(
@@ -145,12 +171,18 @@ def _random_source(
     samples: int,
     shapes: dict[str, tuple[int, ...]] | None,
 ) -> DataSource:
+    batch_size = static_batch(inputs) or batch_size
+    dynamic = static_batch(inputs) is None
+
     def make() -> Iterator[Feed]:
         rng = np.random.default_rng(seed)
-        while True:
+        left = samples
+        while left > 0:
+            size = min(batch_size, left) if dynamic else batch_size
+            left -= size
             feed: Feed = {}
             for s in inputs:
-                shape = s.concrete_shape(batch_size, shapes)
+                shape = s.concrete_shape(size, shapes)
                 dt = s.np_dtype
                 if dt.kind == "f":
                     feed[s.name] = rng.standard_normal(shape).astype(dt)
@@ -160,7 +192,6 @@ def _random_source(
                     feed[s.name] = rng.integers(0, 10, shape).astype(dt)
             yield feed
 
-    n_batches = max(1, -(-samples // batch_size))
     return DataSource(
         "random",
         spec,
@@ -170,10 +201,10 @@ def _random_source(
             "generator": "numpy.default_rng.standard_normal",
             "seed": seed,
             "batch_size": batch_size,
+            "samples": samples,
             "shapes": {s.name: list(s.concrete_shape(batch_size, shapes)) for s in inputs},
         },
         synthetic=True,
-        limit=n_batches,
     )
 
 
@@ -181,6 +212,9 @@ def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
+                names = [s.name for s in inputs]
+                if all(n in data.files for n in names):  # extra arrays (labels, ids) are ignored
+                    return {n: data[n] for n in names}
                 return {k: data[k] for k in data.files}
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -197,14 +231,14 @@ def _array_files_source(
     spec: str, files: list[Path], inputs: Sequence[TensorSpec], batch_size: int, samples: int | None
 ) -> DataSource:
     def make() -> Iterator[Feed]:
-        return _rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs)
+        return _rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs, samples)
 
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],
-        "batch_size": batch_size,
+        "batch_size": static_batch(inputs) or batch_size,
+        "samples": samples,
     }
-    limit = None if samples is None else max(1, -(-samples // batch_size))
-    return DataSource("arrays", spec, inputs, make, details, limit=limit)
+    return DataSource("arrays", spec, inputs, make, details)
 
 
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:

@@ -1,0 +1,47 @@
+"""Data sources: exact sample counts, static batches, extra arrays, and data that cannot be batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.errors import DataError
+from calibration.modelinfo import TensorSpec
+from calibration.sources import open_source
+
+DYNAMIC = [TensorSpec("x", ("batch", 3, 4, 4), "float32")]
+STATIC = [TensorSpec("x", (2, 3, 4, 4), "float32")]
+
+
+def _count(source: object) -> int:
+    return sum(feed["x"].shape[0] for feed in source)  # type: ignore[attr-defined]
+
+
+def test_random_data_gives_exactly_the_samples_asked_for() -> None:
+    assert _count(open_source("random", DYNAMIC, samples=10, batch_size=8)) == 10
+    assert _count(open_source("random", STATIC, samples=64, batch_size=8)) == 64
+    assert {f["x"].shape[0] for f in open_source("random", STATIC, samples=8, batch_size=8)} == {2}
+
+
+def test_npz_samples_count_on_a_static_batch_model(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((100, 3, 4, 4), np.float32))
+    assert _count(open_source(str(tmp_path / "d.npz"), STATIC, samples=64, batch_size=8)) == 64
+    assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, samples=10, batch_size=8)) == 10
+
+
+def test_extra_arrays_in_an_npz_such_as_labels_are_ignored(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 4, 4), np.float32), labels=np.arange(4))
+    assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, batch_size=4)) == 4
+
+
+def test_samples_of_different_sizes_in_one_batch_are_a_clear_error(tmp_path: Path) -> None:
+    spec = [TensorSpec("x", ("batch", 3, "h", "w"), "float32")]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((1, 3, 4, 4), np.float32))
+    np.save(folder / "b.npy", np.zeros((1, 3, 5, 5), np.float32))
+    with pytest.raises(DataError, match="different shapes"):
+        list(open_source(str(folder), spec, batch_size=2))
+    assert _count(open_source(str(folder), spec, batch_size=1)) == 2
