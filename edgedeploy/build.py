@@ -14,6 +14,7 @@ from typing import Any
 from calibration.modelinfo import model_io
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
+from edgedeploy.onnxio import copy_model
 from edgedeploy.precision import PrecisionArtifact
 from edgedeploy.precision.fp16 import Fp16Options
 from edgedeploy.targets import Target
@@ -83,15 +84,13 @@ def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArti
 
     base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
     companions = [model.with_name(f"{base}.{precision}.plan.json"), model.with_name(f"{base}.calib.cache")]
-    files = [dest]
-    for src in [model, *companions]:
-        if not src.is_file():
-            continue
-        target = dest if src == model else dest.with_name(src.name)
-        if src.resolve() != target.resolve():
+    files = copy_model(model, dest)  # with its external data
+    for src in companions:
+        target = dest.with_name(src.name)
+        if src.is_file() and src.resolve() != target.resolve():
             with atomic_path(target) as tmp:
                 shutil.copyfile(src, tmp)
-        if src != model:
+        if src.is_file():
             files.append(target)
     ui.info(f"{model.name} is already an {precision} model: built as it is")
     return PrecisionArtifact(precision, dest, files, info={"as_is": True})
@@ -110,13 +109,8 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
         out_dir.mkdir(parents=True, exist_ok=True)
         return _use_as_is(model, existing, dest, ui)
     if request.precision == "fp32":
-        if model.resolve() != dest.resolve():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            from edgedeploy.fileio import atomic_path
-
-            with atomic_path(dest, suffix=".onnx") as tmp:
-                shutil.copyfile(model, tmp)
-        return PrecisionArtifact("fp32", dest, [dest])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return PrecisionArtifact("fp32", dest, copy_model(model, dest))  # with its external data
     if request.precision == "fp16":
         from edgedeploy.precision.mixed import make_fp16_checked
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.modelinfo import TensorSpec
 from edgedeploy import __version__
+from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from edgedeploy.targets import Target
 
@@ -78,9 +79,14 @@ def _spec_json(spec: TensorSpec) -> dict[str, Any]:
 
 
 def _copy(src: Path, root: Path, folder: str) -> str:
+    """Copy one artifact into the bundle; an ONNX model brings its external data files along."""
+    from edgedeploy.onnxio import external_data_files
+
     rel = f"{folder}/{src.name}"
     (root / folder).mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, root / rel)
+    for data in external_data_files(src):
+        shutil.copy2(data, root / folder / data.name)
     return rel
 
 
@@ -138,8 +144,14 @@ def make_bundle(
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
 ) -> BundleResult:
-    """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it."""
-    out = Path(out_dir)
+    """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
+
+    An existing bundle there is replaced whole; any other existing, non-empty folder is refused
+    (it may hold the user's models).
+    """
+    out = Path(out_dir).resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise InputError(f"bundle output {out} exists and is not a bundle: choose another -o folder")
     with atomic_dir(out) as root:
         entries = []
         for art in artifacts:
@@ -178,7 +190,7 @@ def make_bundle(
             "target": target_dict(target),
             "tools": tool_versions(tools),
             "io": {"inputs": [_spec_json(s) for s in inputs], "outputs": [_spec_json(s) for s in outputs]},
-            "primary_precision": primary or (entries[-1]["precision"] if entries else None),
+            "primary_precision": primary or default_primary(artifacts),
             "artifacts": entries,
             "gates": gates,
             "reference": reference,
@@ -198,6 +210,14 @@ def make_bundle(
         files=len(files) + 1,
         size_bytes=sum(int(f["size"]) for f in files.values()),
     )
+
+
+def default_primary(artifacts: list[BundleArtifact]) -> str | None:
+    """The lowest precision whose accuracy gate passed: what a device should run by default."""
+    order = {"int8": 0, "fp16": 1, "fp32": 2}
+    passed = [a for a in artifacts if a.compare and a.compare.get("passed")]
+    pool = passed or [a for a in artifacts if a.precision == "fp32"] or artifacts
+    return min(pool, key=lambda a: order.get(a.precision, 9)).precision if pool else None
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:

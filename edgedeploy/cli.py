@@ -21,7 +21,7 @@ from edgedeploy.errors import EdgeDeployError, GateFailed, InputError
 from edgedeploy.ui import Ui
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -531,6 +531,16 @@ def bundle_create(
         f"archive {result_bundle.archive}"
     )
     _write_json(json_path, result_bundle.manifest)
+    failed = [
+        a["precision"]
+        for a in result_bundle.manifest["artifacts"]
+        if not (a["compare"] or {"passed": True})["passed"]
+    ]
+    if failed:
+        raise GateFailed(
+            f"accuracy gate failed for {', '.join(failed)} (recorded in the manifest; the device defaults to "
+            f"{result_bundle.manifest['primary_precision']})"
+        )
 
 
 @bundle_app.command("verify")

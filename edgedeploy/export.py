@@ -107,7 +107,8 @@ def _import_object(spec: str, attr: str) -> Any:
             raise InputError(f"model spec: importing {spec} failed: {type(exc).__name__}: {exc}") from None
     else:
         try:
-            module = importlib.import_module(spec)
+            with module_search_path(Path.cwd()):  # as `python -m` would: modules beside the user first
+                module = importlib.import_module(spec)
         except Exception as exc:
             raise InputError(
                 f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}"
@@ -116,6 +117,19 @@ def _import_object(spec: str, attr: str) -> Any:
     if obj is None:
         raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
     return obj
+
+
+@contextlib.contextmanager
+def module_search_path(*folders: Path) -> Iterator[None]:
+    """Let ``module:callable`` specs import modules from ``folders`` (the current and config folders)."""
+    added = [str(f) for f in folders if str(f) not in sys.path]
+    sys.path.extend(added)  # after the installed packages, in the order given
+    try:
+        yield
+    finally:
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
 
 
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:

@@ -82,3 +82,42 @@ def opset_of(model: onnx.ModelProto) -> int:
         if imp.domain in ("", "ai.onnx"):
             return int(imp.version)
     return 0
+
+
+def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a model's external data lives in (they must travel with the .onnx)."""
+    p = Path(path)
+    if p.suffix != ".onnx" or not p.is_file():
+        return []
+    try:
+        model = onnx.load(os.fspath(p), load_external_data=False)
+    except Exception:
+        return []
+    locations: list[str] = []
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in locations:
+                locations.append(location)
+    return [p.parent / loc for loc in locations if (p.parent / loc).is_file()]
+
+
+def copy_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
+    """Copy an ONNX model and its external data files; returns every file written.
+
+    The data files keep their names (the model refers to them by name), so they go beside ``dest``.
+    """
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    written = []
+    for data in external_data_files(src):
+        target = dest.parent / data.name
+        if data.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(data, tmp)
+        written.append(target)
+    if src.resolve() != dest.resolve():
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            shutil.copyfile(src, tmp)
+    return [dest, *written]

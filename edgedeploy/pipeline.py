@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,14 @@ from edgedeploy.build import BuildRequest, CalibrationRequest, build, precision_
 from edgedeploy.bundle import BundleArtifact, BundleResult, make_bundle, tool_versions
 from edgedeploy.compare import Gates, compare, run_pair
 from edgedeploy.config import PipelineConfig
-from edgedeploy.export import ExportOptions, InputShape, export, is_onnx_path, parse_model_spec
+from edgedeploy.export import (
+    ExportOptions,
+    InputShape,
+    export,
+    is_onnx_path,
+    module_search_path,
+    parse_model_spec,
+)
 from edgedeploy.fileio import atomic_write_json, sha256_file, sha256_json
 from edgedeploy.precision.fp16 import Fp16Options
 from edgedeploy.profile import ProfileOptions, profile
@@ -65,9 +72,11 @@ class StageCache:
         key: str,
         ui: Ui,
         compute: Callable[[], tuple[list[Path], dict[str, Any]]],
+        still_valid: Callable[[dict[str, Any]], bool] | None = None,
     ) -> tuple[dict[str, Any], bool]:
+        """The recorded result when the key matches (and ``still_valid`` agrees), else compute it."""
         cached = self.lookup(stage, key)
-        if cached is not None:
+        if cached is not None and (still_valid is None or still_valid(cached)):
             ui.info(f"{stage}: up to date (inputs and options unchanged), nothing to do")
             return cached, True
         outputs, result = compute()
@@ -113,7 +122,11 @@ def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
         return {"spec": source, "file_sha256": sha256_file(path)}
     import importlib.util
 
-    spec = importlib.util.find_spec(where)
+    try:
+        with module_search_path(base, Path.cwd()):
+            spec = importlib.util.find_spec(where)
+    except (ImportError, ValueError):
+        spec = None
     if spec is not None and spec.origin and Path(spec.origin).is_file():
         return {"spec": source, "file_sha256": sha256_file(spec.origin)}
     return {"spec": source}
@@ -132,13 +145,7 @@ def run_pipeline(
     config: PipelineConfig, ui: Ui = QUIET, extra_versions: dict[str, str] | None = None
 ) -> PipelineResult:
     """Run every stage the config asks for and return what each produced."""
-    target = load_target(config.build.target)
-    for precision in config.build.precisions:
-        target.check_precision(precision)
-    if not config.build.precisions:
-        from edgedeploy.errors import InputError
-
-        raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
+    target = check_config(config)
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(workdir)
@@ -173,7 +180,8 @@ def run_pipeline(
 
     def do_export() -> tuple[list[Path], dict[str, Any]]:
         with ui.progress("export") as advance:
-            result = export(source, fp32, export_options, notify=ui.info)
+            with module_search_path(config.base_dir):  # module:callable beside the config file
+                result = export(source, fp32, export_options, notify=ui.info)
             advance(1.0)
         ui.info(
             f"export: {result.exporter} exporter, opset {result.opset}, "
@@ -189,11 +197,7 @@ def run_pipeline(
 
     # compare data: one fixed set of feeds for every precision, and the reference outputs
     cmp = config.compare
-    data_spec = (
-        str(config.path(cmp.data))
-        if cmp.data not in ("random",) and not cmp.data.startswith("random:")
-        else cmp.data
-    )
+    data_spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
     source_data = open_source(
         data_spec,
         inputs,
@@ -216,8 +220,9 @@ def run_pipeline(
             calibration=_calibration_request(config, shapes),
             options=_backend_options(config),
         )
+        keyed = request if precision != "fp32" else replace(request, calibration=CalibrationRequest())
         build_key = sha256_json(
-            {"fp32": fp32_sha, "request": request, "versions": versions,
+            {"fp32": fp32_sha, "request": keyed, "versions": versions,
              "calibration_data": _calibration_fingerprint(request, inputs)}
         )  # fmt: skip
 
@@ -298,13 +303,14 @@ def run_pipeline(
     bundle_info = None
     if config.bundle.enabled:
         bundle_dir = config.path(config.bundle.output) if config.bundle.output else workdir / "bundle"
-        primary = config.bundle.primary or _default_primary(outcomes)
+        primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
         bundle_key = sha256_json(
             {
                 "fp32": fp32_sha,
                 "outcomes": [_jsonable(o) for o in outcomes],
                 "files": {str(f): sha256_file(f) for o in outcomes for f in o.files},
                 "primary": primary,
+                "gates": gates,
                 "version": __version__,
                 "dir": str(bundle_dir),
             }
@@ -355,7 +361,12 @@ def run_pipeline(
                 "size_bytes": result.size_bytes,
             }
 
-        bundle_info, was = cache.run("bundle", bundle_key, ui, do_bundle)
+        def bundle_intact(record: dict[str, Any]) -> bool:
+            from edgedeploy.bundle_tools import verify_bundle
+
+            return verify_bundle(Path(record["directory"])).ok  # a damaged bundle is made again
+
+        bundle_info, was = cache.run("bundle", bundle_key, ui, do_bundle, bundle_intact)
         track("bundle", was)
     return PipelineResult(
         model_name=name,
@@ -368,9 +379,44 @@ def run_pipeline(
     )
 
 
+def check_config(config: PipelineConfig) -> Target:
+    """Refuse, before any work, what the config asks for and cannot be served; returns the target."""
+    from calibration.algorithms import ALGORITHMS
+    from edgedeploy.backends import BACKEND_NAMES
+    from edgedeploy.errors import InputError
+
+    b = config.build
+    target = load_target(b.target)
+    if not b.precisions:
+        raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
+    for precision in b.precisions:
+        target.check_precision(precision)
+    if b.backend not in BACKEND_NAMES:
+        raise InputError(
+            f"config build.backend '{b.backend}' is unknown; choose one of {', '.join(BACKEND_NAMES)}"
+        )
+    if "int8" in b.precisions and config.calibration.algorithm not in ALGORITHMS:
+        raise InputError(
+            f"config calibration.algorithm '{config.calibration.algorithm}' is unknown; "
+            f"choose one of {', '.join(ALGORITHMS)}"
+        )
+    if config.bundle.primary and config.bundle.primary not in b.precisions:
+        raise InputError(
+            f"config bundle.primary '{config.bundle.primary}' is not among build.precisions "
+            f"({', '.join(b.precisions)})"
+        )
+    if config.bundle.enabled:
+        out = config.path(config.bundle.output or "bundle").resolve()
+        if out.exists() and (
+            not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
+        ):
+            raise InputError(f"config bundle.output {out} exists and is not a bundle: choose another folder")
+    return target
+
+
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
     c = config.calibration
-    data = str(config.path(c.data)) if c.data and not c.data.startswith("random") else c.data
+    data = c.data if not c.data or _is_random(c.data) else str(config.path(c.data))
     return CalibrationRequest(
         data=data,
         algorithm=c.algorithm,
@@ -430,12 +476,8 @@ def _backend_options(config: PipelineConfig) -> dict[str, Any]:
     return options
 
 
-def _default_primary(outcomes: list[PrecisionOutcome]) -> str | None:
-    """The lowest precision whose accuracy gate passed (what a device should run by default)."""
-    order = {"int8": 0, "fp16": 1, "fp32": 2}
-    passed = [o for o in outcomes if o.compare and o.compare.get("passed")]
-    pool = passed or outcomes
-    return min(pool, key=lambda o: order.get(o.precision, 9)).precision if pool else None
+def _is_random(spec: str) -> bool:
+    return spec == "random" or spec.startswith("random:")
 
 
 def _find(files: list[Path], suffix: str) -> Path | None:

@@ -125,6 +125,23 @@ def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) 
                 )
 
 
+def batch_shapes(
+    inputs: Sequence[TensorSpec], overrides: dict[str, tuple[int, ...]], batch: int
+) -> dict[str, tuple[int, ...]]:
+    """``--input`` shapes with dim 0 set to ``batch`` where the model's batch is dynamic.
+
+    Dynamic dims with no override are fed as 1 (recorded in the report's settings).
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        if spec.name in overrides:
+            shape = tuple(overrides[spec.name])
+            if shape and spec.shape and not isinstance(spec.shape[0], int):
+                shape = (batch, *shape[1:])
+            shapes[spec.name] = shape
+    return shapes
+
+
 def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Progress | None) -> list[float]:
     """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations)."""
     if options.warmup_iterations is not None:
@@ -174,10 +191,11 @@ def profile_onnx(
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
+    shapes_used: dict[str, dict[str, list[int]]] = {}
     for batch in options.batch_sizes:
-        feed = next(
-            iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=options.shapes))
-        )
+        shapes = batch_shapes(inputs, options.shapes, batch)
+        feed = next(iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=shapes)))
+        shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
         session.run(None, feed)  # first run allocates; keep it out of the peak-memory window
         _reset_peak_rss()
         monitor = _power_monitor() if options.measure_power else None
@@ -228,6 +246,7 @@ def profile_onnx(
         ),
         "timing": "host wall clock around session.run (data already in host memory)",
         "cpu": platform.processor() or platform.machine(),
+        "input_shapes": shapes_used,
     }
     return ProfileResult(
         artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings
@@ -287,7 +306,11 @@ def profile_engine_batches(
     warnings: list[str] = []
     settings: dict[str, Any] = {}
     for batch in options.batch_sizes:
-        shapes = dict(options.shapes) or engine_batch_shapes(inputs, batch)
+        shapes = engine_batch_shapes(inputs, batch)
+        for tensor in inputs:  # --input fixes the other dims; the batch still follows --batch-sizes
+            if tensor.name in options.shapes:
+                given = tuple(options.shapes[tensor.name])
+                shapes[tensor.name] = (batch, *given[1:]) if tensor.shape and tensor.shape[0] == -1 else given
         monitor = _power_monitor() if options.measure_power else None
 
         def run(shapes: dict[str, tuple[int, ...]] = shapes) -> Any:

@@ -1,0 +1,135 @@
+"""Edges of the pipeline a user meets: existing folders, failed gates, stale or damaged bundles,
+relative paths, modules beside the user, fixed input shapes, and models with external data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgedeploy.config import load_config
+from edgedeploy.errors import InputError
+from edgedeploy.pipeline import run_pipeline
+from tests.conftest import Digits, assert_clean_input_error, run_cli
+
+
+def _config(tmp_path: Path, digits: Digits, extra: str = "", precisions: str = '["fp32", "fp16"]') -> Path:
+    path = tmp_path / "edgedeploy.toml"
+    path.write_text(f"""
+workdir = "work"
+
+[model]
+source = "{digits.onnx_path}"
+name = "digits"
+
+[build]
+precisions = {precisions}
+
+[compare]
+data = "{digits.test_npz}"
+samples = 50
+batch_size = 25
+
+[profile]
+enabled = false
+{extra}
+""")
+    return path
+
+
+def test_bundle_refuses_to_replace_a_folder_that_is_not_a_bundle(digits: Digits, tmp_path: Path) -> None:
+    keep = tmp_path / "models"
+    keep.mkdir()
+    (keep / "precious.onnx").write_bytes(b"user data")
+    result = run_cli("bundle", digits.onnx_path, "-o", keep, "--data", digits.test_npz)
+    assert_clean_input_error(result, "not a bundle")
+    assert (keep / "precious.onnx").read_bytes() == b"user data"
+    here = run_cli("bundle", digits.onnx_path, "-o", ".", "--data", digits.test_npz, cwd=keep)
+    assert_clean_input_error(here, "not a bundle")
+
+
+def test_bundle_with_a_failed_gate_exits_1_and_defaults_to_a_precision_that_passed(
+    digits: Digits, tmp_path: Path
+) -> None:
+    assert run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path).code == 0
+    result = run_cli("bundle", digits.onnx_path, tmp_path / "digits.fp16.onnx", "--data", digits.test_npz,
+                     "--min-cosine", "1.1", "-o", tmp_path / "b")  # fmt: skip
+    assert result.code == 1 and "fp16" in result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["primary_precision"] == "fp32"
+
+
+def test_changed_gates_remake_the_bundle_and_a_damaged_bundle_is_made_again(
+    digits: Digits, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, digits)
+    first = run_pipeline(load_config(path))
+    assert first.bundle is not None
+    bundle = Path(first.bundle["directory"])
+    path.write_text(path.read_text().replace("batch_size = 25", "batch_size = 25\nmin_top1 = 0.9"))
+    second = run_pipeline(load_config(path))
+    assert "bundle" in second.stages_run
+    assert json.loads((bundle / "manifest.json").read_text())["gates"]["min_top1"] == 0.9
+    next((bundle / "models").glob("*.fp16.onnx")).unlink()
+    third = run_pipeline(load_config(path))
+    assert third.stages_run == ["bundle"]
+    assert next((bundle / "models").glob("*.fp16.onnx")).is_file()
+
+
+def test_a_primary_precision_that_is_not_built_is_refused_before_any_work(
+    digits: Digits, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, digits, extra='\n[bundle]\nprimary = "int8"\n')
+    with pytest.raises(InputError, match=r"bundle\.primary 'int8'"):
+        run_pipeline(load_config(path))
+    assert not (tmp_path / "work").exists()
+
+
+def test_relative_calibration_data_named_random_something_is_found(digits: Digits, tmp_path: Path) -> None:
+    np.savez(tmp_path / "random_calib.npz", input=digits.x_train[:64])
+    calibration = '\n[calibration]\ndata = "random_calib.npz"\nsamples = 64\nbatch_size = 32\n'
+    path = _config(tmp_path, digits, precisions='["int8"]', extra=calibration)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli("run", path, cwd=elsewhere)
+    assert result.code == 0, result.stderr
+
+
+def test_a_module_beside_the_user_exports_from_the_console_script(
+    two_io_module: Path, tmp_path: Path
+) -> None:
+    shutil.copy(two_io_module, tmp_path / "netdefs.py")
+    result = run_cli("export", "netdefs:build:example_inputs", "-o", "net.onnx", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "image[batch,3,16,16]" in result.stdout  # dynamic dims are printed, not eaten as markup
+
+
+def test_profile_with_a_fixed_input_shape_still_follows_the_batch_sizes(
+    digits: Digits, tmp_path: Path
+) -> None:
+    out = tmp_path / "p.json"
+    result = run_cli("profile", digits.onnx_path, "--batch-sizes", "1,4", "--input", "input:1x1x8x8",
+                     "--iterations", "5", "--json", out)  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert json.loads(out.read_text())["settings"]["input_shapes"]["4"]["input"] == [4, 1, 8, 8]
+
+
+def test_a_model_with_external_data_travels_with_its_data(digits: Digits, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    model = onnx.load(digits.onnx_path)
+    onnx.save_model(model, src / "ext.onnx", save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=1024)  # fmt: skip
+    assert run_cli("build", src / "ext.onnx", "--precision", "fp32", "-o", tmp_path / "out").code == 0
+    built = tmp_path / "out" / "ext.fp32.onnx"
+    assert (tmp_path / "out" / "ext.onnx.data").is_file()
+    ort.InferenceSession(str(built), providers=["CPUExecutionProvider"])
+    assert run_cli("bundle", src / "ext.onnx", "--data", digits.test_npz, "-o", tmp_path / "b").code == 0
+    assert (tmp_path / "b" / "models" / "ext.onnx.data").is_file()
+    assert run_cli("bundle", "verify", tmp_path / "b").code == 0
+    ort.InferenceSession(str(tmp_path / "b" / "models" / "ext.onnx"), providers=["CPUExecutionProvider"])
