@@ -788,7 +788,8 @@ def _main(
 
 def _fail(message: str, code: int) -> NoReturn:
     text = escape(message)
-    err.print(f"[red]error:[/red] {text}" if code == 2 else f"[red]FAILED:[/red] {text}", highlight=False)
+    prefix = {2: "[red]error:[/red]", 1: "[red]FAILED:[/red]"}.get(code, "[yellow]stopped:[/yellow]")
+    err.print(f"{prefix} {text}", highlight=False)
     raise SystemExit(code)
 
 
@@ -804,8 +805,15 @@ def main(argv: list[str] | None = None) -> None:
     except CalibrationError as exc:
         _fail(str(exc), 2)
     except KeyboardInterrupt:
-        _fail("interrupted; finished stages are kept and a rerun resumes from them", 130)
+        _fail(INTERRUPTED, 130)
+    except SystemExit as exc:
+        if exc.code == 130:  # click turned Ctrl-C into exit 130 without a word
+            _fail(INTERRUPTED, 130)
+        raise
     raise SystemExit(0)
+
+
+INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -78,3 +78,20 @@ def test_a_precision_artifact_is_built_as_it_is_and_not_converted_again(
     wrong = run_cli("build", fp16, "--precision", "int8", "-o", tmp_path / "c")
     assert_clean_input_error(wrong, "already an fp16 model", "--precision fp16")
     assert files_under(tmp_path / "c") == set()
+
+
+def test_ctrl_c_says_what_was_kept_and_exits_130(digits: Digits) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgedeploy", "profile", str(digits.onnx_path), "--duration", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(6)  # well inside the timed loop, past start-up
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
