@@ -7,11 +7,13 @@ what it is given. The target is checked before any work starts.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calibration.modelinfo import model_io
+from calibration.modelinfo import TensorSpec, model_io
+from calibration.sources import DataSource
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import copy_model
@@ -36,6 +38,15 @@ class CalibrationRequest:
     trt_version: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
+        """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""
+        from calibration.sources import open_source
+
+        return open_source(
+            self.data or f"random:{self.seed}", inputs, samples=self.samples, batch_size=self.batch_size,
+            seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -128,8 +139,6 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
 
 
 def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
-    from calibration.sources import open_source
-
     try:
         from edgedeploy.precision.int8 import make_int8
     except ImportError:  # pragma: no cover - calibration is part of the package
@@ -141,15 +150,7 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
             "no --calib-data given: calibrating on seeded random data; the result is synthetic "
             "and its accuracy says little about real inputs"
         )
-    source = open_source(
-        calib.data or f"random:{calib.seed}",
-        inputs,
-        samples=calib.samples,
-        batch_size=calib.batch_size,
-        seed=calib.seed,
-        shapes=calib.shapes or None,
-        image_options=calib.preprocess or None,
-    )
+    source = calib.open(inputs)
     return make_int8(
         model,
         dest,

@@ -31,6 +31,15 @@ class Gates:
     min_top1: float | None = None
     check_allclose: bool = False  # fail on atol/rtol too (off: low precision rarely meets 1e-3 everywhere)
 
+    def manifest(self) -> dict[str, float | None]:
+        """The gates a bundle records for the device's verify.sh."""
+        return {
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "min_cosine": self.min_cosine,
+            "min_top1": self.min_top1,
+        }
+
 
 @dataclass
 class OutputMetrics:

@@ -342,12 +342,7 @@ def run_pipeline(
                 inputs=inputs,
                 outputs=outputs,
                 artifacts=artifacts,
-                gates={
-                    "atol": gates.atol,
-                    "rtol": gates.rtol,
-                    "min_cosine": gates.min_cosine,
-                    "min_top1": gates.min_top1,
-                },
+                gates=gates.manifest(),
                 reference_inputs=ref_in,
                 reference_outputs=ref_out_batches[0],
                 primary=primary,
@@ -440,16 +435,7 @@ def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[s
     calib = request.calibration
     if request.precision not in ("fp16", "int8") or not calib.data:
         return None
-    source = open_source(
-        calib.data,
-        inputs,
-        samples=calib.samples,
-        batch_size=calib.batch_size,
-        seed=calib.seed,
-        shapes=calib.shapes or None,
-        image_options=calib.preprocess or None,
-    )
-    return source.describe()
+    return calib.open(inputs).describe()
 
 
 def _backend_options(config: PipelineConfig) -> dict[str, Any]:
@@ -543,12 +529,7 @@ def bundle_artifacts(
         inputs=inputs,
         outputs=outputs,
         artifacts=entries,
-        gates={
-            "atol": gates.atol,
-            "rtol": gates.rtol,
-            "min_cosine": gates.min_cosine,
-            "min_top1": gates.min_top1,
-        },
+        gates=gates.manifest(),
         reference_inputs=feeds[0],
         reference_outputs=ref_out[0],
     )

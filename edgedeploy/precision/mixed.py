@@ -34,7 +34,6 @@ def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) ->
     """The --calib-data source (or seeded random data, with a warning) for analysis and budgets."""
     from calibration.errors import CalibrationError
     from calibration.modelinfo import model_io
-    from calibration.sources import open_source
 
     calib = request.calibration
     if not calib.data:
@@ -44,15 +43,7 @@ def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) ->
         )
     try:
         inputs, _ = model_io(model)
-        return open_source(
-            calib.data or f"random:{calib.seed}",
-            inputs,
-            samples=calib.samples if calib.data else SYNTHETIC_SAMPLES,
-            batch_size=calib.batch_size,
-            seed=calib.seed,
-            shapes=calib.shapes or None,
-            image_options=calib.preprocess or None,
-        )
+        return replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
 
