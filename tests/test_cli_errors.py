@@ -89,6 +89,8 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(digits: Digits) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgedeploy", "profile", str(digits.onnx_path), "--duration", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a CI job started in the background inherits an ignored SIGINT; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(6)  # well inside the timed loop, past start-up
     proc.send_signal(signal.SIGINT)
