@@ -62,3 +62,14 @@ def test_engine_without_tensorrt_exits_2_with_how_to_get_it(tmp_path: Path) -> N
     engine.write_bytes(b"\x00" * 16)
     result = run_cli("profile", engine)
     assert_clean_input_error(result, "TensorRT")
+
+
+def test_a_few_outliers_do_not_call_a_run_unsteady_but_a_spread_bulk_does() -> None:
+    from edgedeploy.profile import unsteady_warning
+    from edgedeploy.stats import LatencyStats
+
+    quiet_with_hiccups = LatencyStats.from_samples([0.020] * 195 + [1.5] * 5)
+    assert quiet_with_hiccups.cv_percent > 100 and unsteady_warning(quiet_with_hiccups) is None
+    spread = LatencyStats.from_samples([0.020 + 0.0002 * i for i in range(200)])
+    message = unsteady_warning(spread)
+    assert message is not None and "above the median" in message
