@@ -73,6 +73,16 @@ def _ints(value: str | None, what: str) -> list[int]:
         raise InputError(f"{what} must be comma-separated integers, got '{value}'") from None
 
 
+def _memory_pools(items: list[str]) -> dict[str, int]:
+    pools: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise InputError(f"bad --memory-pool '{item}': expected NAME=MiB, e.g. tactic_shared_memory=48")
+        pools[name.strip().lower()] = int(value)
+    return pools
+
+
 def _write_json(path: Path | None, obj: Any) -> None:
     if path is not None:
         from edgedeploy.results import write_json
@@ -162,6 +172,14 @@ def build(
     workspace_mb: Annotated[
         int | None, typer.Option(help="TensorRT workspace limit (MiB); default per target.")
     ] = None,
+    memory_pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--memory-pool",
+            help="TensorRT memory pool limit NAME=MiB, repeatable (workspace, tactic_shared_memory, "
+            "dla_managed_sram, dla_local_dram, dla_global_dram, tactic_dram).",
+        ),
+    ] = None,
     opt_level: Annotated[int | None, typer.Option(help="TensorRT builder optimization level 0-5.")] = None,
     timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache to load and save.")] = None,
     dla_core: Annotated[int | None, typer.Option(help="TensorRT: DLA core, with GPU fallback.")] = None,
@@ -222,6 +240,8 @@ def build(
             options[key] = value
     if version_compatible:
         options["version_compatible"] = True
+    if memory_pool:
+        options["memory_pools_mb"] = _memory_pools(memory_pool)
     if profile:
         options["profiles"] = [ShapeProfile.parse(profile)]
     request = BuildRequest(

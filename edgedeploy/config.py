@@ -47,6 +47,7 @@ class BuildSection:
     fp32_ops: list[str] = field(default_factory=list)
     fp32_nodes: list[str] = field(default_factory=list)
     workspace_mb: int | None = None
+    memory_pools_mb: dict[str, int] = field(default_factory=dict)  # TensorRT pools other than the workspace
     opt_level: int | None = None
     timing_cache: str | None = None
     dla_core: int | None = None

@@ -443,6 +443,8 @@ def _backend_options(config: PipelineConfig) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if b.workspace_mb is not None:
         options["workspace_mb"] = b.workspace_mb
+    if b.memory_pools_mb:
+        options["memory_pools_mb"] = dict(b.memory_pools_mb)
     if b.opt_level is not None:
         options["optimization_level"] = b.opt_level
     if b.timing_cache:

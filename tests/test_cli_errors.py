@@ -97,3 +97,8 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(digits: Digits) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_a_bad_memory_pool_exits_2(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli("build", digits.onnx_path, "--memory-pool", "workspace", "-o", tmp_path / "o")
+    assert_clean_input_error(result, "--memory-pool", "NAME=MiB")
