@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -356,7 +355,3 @@ def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
             raise DataError(f"bad input shape '{item}': dims must be positive")
         shapes[name] = dims
     return shapes
-
-
-def as_os_path(path: str | os.PathLike[str]) -> str:
-    return os.fspath(path)

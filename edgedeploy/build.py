@@ -24,8 +24,8 @@ from edgedeploy.ui import QUIET, Ui
 
 
 @dataclass
-class CalibrationRequest:
-    """How to calibrate for int8 (the [calibration] section / --calib-data options)."""
+class CalibrationSettings:
+    """How to calibrate: the [calibration] config section and the --calib-* options share these."""
 
     data: str = ""
     algorithm: str = "entropy"
@@ -37,6 +37,12 @@ class CalibrationRequest:
     exclude_ops: list[str] = field(default_factory=list)
     trt_version: str | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationRequest(CalibrationSettings):
+    """The settings as a build uses them: data resolved to a spec, and shapes for dynamic dims."""
+
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def open(self, inputs: Sequence[TensorSpec]) -> DataSource:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edgedeploy.build import CalibrationSettings
 from edgedeploy.errors import InputError
 from edgedeploy.targets import DEFAULT_TARGET
 
@@ -59,17 +60,8 @@ class BuildSection:
 
 
 @dataclass
-class CalibrationSection:
-    data: str = ""
-    algorithm: str = "entropy"
-    samples: int = 512
-    batch_size: int = 8
-    seed: int = 0
-    percentile: float = 99.99
-    exclude_nodes: list[str] = field(default_factory=list)
-    exclude_ops: list[str] = field(default_factory=list)
-    trt_version: str | None = None
-    preprocess: dict[str, Any] = field(default_factory=dict)
+class CalibrationSection(CalibrationSettings):
+    """[calibration]: the same settings a build takes (data paths relative to the config)."""
 
 
 @dataclass
@@ -120,7 +112,6 @@ class PipelineConfig:
         return p if p.is_absolute() else self.base_dir / p
 
 
-SECTIONS = {f.name: f.type for f in fields(PipelineConfig) if f.name not in ("workdir", "base_dir")}
 _SECTION_CLASSES: dict[str, type] = {
     "model": ModelSection,
     "export": ExportSection,

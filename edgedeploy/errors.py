@@ -28,3 +28,9 @@ class GateFailed(EdgeDeployError):
     """An accuracy or latency gate was not met."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type): what a one-line error can quote."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from calibration.modelinfo import TensorSpec
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, sha256_file
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx
 
@@ -242,7 +242,7 @@ def _torch_export(
     except ImportError:
         dynamo_error = "onnxscript is not installed"
     except Exception as exc:
-        dynamo_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        dynamo_error = f"{type(exc).__name__}: {first_line(exc)}"
     notify(
         f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter"
     )
@@ -425,7 +425,3 @@ def export_module(
         torch_model.eval(), example, dest, options, note
     )
     return _result(dest, type(torch_model).__name__, exporter, model, before, after, simplified, notices)
-
-
-def input_names_of(specs: Sequence[TensorSpec]) -> list[str]:
-    return [s.name for s in specs]

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from calibration.modelinfo import TensorSpec, graph_io
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path
 
 TWO_GB = 2**31 - 1
@@ -41,7 +41,7 @@ def check_model(path: str | os.PathLike[str]) -> None:
     try:
         onnx.checker.check_model(os.fspath(path), full_check=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
 
 

@@ -8,9 +8,10 @@ last finished stage.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from calibration.modelinfo import model_io
 from calibration.sources import open_source
 from edgedeploy import __version__
 from edgedeploy.backends import ShapeProfile
-from edgedeploy.build import BuildRequest, CalibrationRequest, build, precision_of_model
+from edgedeploy.build import BuildRequest, CalibrationRequest, CalibrationSettings, build, precision_of_model
 from edgedeploy.bundle import BundleArtifact, BundleResult, make_bundle, tool_versions
 from edgedeploy.compare import Gates, compare, run_pair
 from edgedeploy.config import PipelineConfig
@@ -412,19 +413,8 @@ def check_config(config: PipelineConfig) -> Target:
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
     c = config.calibration
     data = c.data if not c.data or _is_random(c.data) else str(config.path(c.data))
-    return CalibrationRequest(
-        data=data,
-        algorithm=c.algorithm,
-        samples=c.samples,
-        batch_size=c.batch_size,
-        seed=c.seed,
-        percentile=c.percentile,
-        exclude_nodes=list(c.exclude_nodes),
-        exclude_ops=list(c.exclude_ops),
-        trt_version=c.trt_version,
-        preprocess=dict(c.preprocess),
-        shapes=shapes,
-    )
+    settings = {f.name: getattr(c, f.name) for f in fields(CalibrationSettings)}
+    return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes)
 
 
 def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[str, Any] | None:

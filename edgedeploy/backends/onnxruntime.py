@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedeploy.backends.base import BuildOptions, BuildResult
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_file, sha256_json
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def create_session(model: str | os.PathLike[str], threads: int | None = None) ->
             os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS
         )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
 
 
@@ -100,7 +100,7 @@ class OnnxRuntimeBackend:
                     sess_options=session_options(options.threads, optimized_path=tmp, level="extended"),
                 )
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = first_line(exc)
                 raise InputError(f"ONNX Runtime cannot build {model}: {first[:300]}") from None
             create_session(tmp, options.threads)  # the saved graph must load again
         info: dict[str, Any] = {

@@ -228,20 +228,15 @@ def search(
     if any(c.metric == "top1" for c in budget.criteria) and first.get("top1") is None:
         raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
     steps = [BudgetStep([], first, budget.met(first))]
+
+    def finish(met: bool, kept: list[str], sensitivity: list[dict[str, Any]]) -> BudgetResult:
+        seconds = time.perf_counter() - start
+        return BudgetResult(str(budget), precision, higher, met, kept, len(candidates), sensitivity, steps,
+                            seconds, notes)  # fmt: skip
+
     progress(f"as built: {_fmt(first)}")
     if steps[0].met:
-        return BudgetResult(
-            str(budget),
-            precision,
-            higher,
-            True,
-            [],
-            len(candidates),
-            [],
-            steps,
-            time.perf_counter() - start,
-            notes,
-        )
+        return finish(True, [], [])
     pool = list(candidates)
     if len(pool) > max_candidates and prerank is not None:
         ranked = [c for c in prerank() if c in set(pool)]
@@ -268,18 +263,7 @@ def search(
         steps.append(BudgetStep(list(kept), result, budget.met(result)))
         progress(f"keeping {count} layer(s) in {higher}: {_fmt(result)}")
         if steps[-1].met:
-            return BudgetResult(
-                str(budget),
-                precision,
-                higher,
-                True,
-                list(kept),
-                len(candidates),
-                sensitivity,
-                steps,
-                time.perf_counter() - start,
-                notes,
-            )
+            return finish(True, list(kept), sensitivity)
         if count == len(order):
             break
         count = count + 1 if count < DOUBLING_AFTER else min(len(order), count * 2)
@@ -288,31 +272,9 @@ def search(
         steps.append(BudgetStep(list(fallback), result, budget.met(result)))
         progress(f"full fallback, {len(fallback)} nodes in {higher}: {_fmt(result)}")
         if steps[-1].met:
-            return BudgetResult(
-                str(budget),
-                precision,
-                higher,
-                True,
-                list(fallback),
-                len(candidates),
-                sensitivity,
-                steps,
-                time.perf_counter() - start,
-                notes,
-            )
+            return finish(True, list(fallback), sensitivity)
     notes.append(f"not met even with all {len(steps[-1].kept)} layers in {higher}")
-    return BudgetResult(
-        str(budget),
-        precision,
-        higher,
-        False,
-        list(steps[-1].kept),
-        len(candidates),
-        sensitivity,
-        steps,
-        time.perf_counter() - start,
-        notes,
-    )
+    return finish(False, list(steps[-1].kept), sensitivity)
 
 
 def check_met(result: BudgetResult) -> None:
