@@ -2,6 +2,8 @@
 
 A file is written to a temporary name beside its destination and renamed into place, so an
 interrupted or failed calibration never leaves a half-written model, cache or report.
+Temporary names carry the writer's process id (``.NAME.PID.random``), so a later write to the
+same destination removes what a killed run (a dead PID) left behind.
 """
 
 from __future__ import annotations
@@ -9,9 +11,48 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def temp_prefix(dest: Path) -> str:
+    """Prefix of the temporary names beside ``dest`` written by this process."""
+    return f".{dest.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Delete the temporary files and folders that killed writers (dead PIDs) left beside ``dest``."""
+    prefix = f".{dest.name}."
+    try:
+        entries = [e for e in dest.parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,7 +63,8 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    remove_stale_temps(dest)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:

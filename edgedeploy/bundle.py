@@ -149,9 +149,11 @@ def make_bundle(
     An existing bundle there is replaced whole; any other existing, non-empty folder is refused
     (it may hold the user's models).
     """
+    from edgedeploy.bundle_tools import not_ours
+
     out = Path(out_dir).resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise InputError(f"bundle output {out} exists and is not a bundle: choose another -o folder")
+    if why := not_ours(out):
+        raise InputError(f"bundle output: {why}; choose another -o folder")
     with atomic_dir(out) as root:
         entries = []
         for art in artifacts:
@@ -199,9 +201,11 @@ def make_bundle(
         atomic_write_text(root / "README.md", _device_readme(manifest))
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
-    archive = out.with_name(out.name + ".tar.gz")
-    with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
-        tar.add(out, arcname=out.name)
+        # The archive is packed from this run's folder, not from ``out``, which a concurrent run
+        # into the same folder may be replacing at this moment.
+        archive = out.with_name(out.name + ".tar.gz")
+        with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+            tar.add(root, arcname=out.name)
     files = manifest["files"]
     return BundleResult(
         directory=out,

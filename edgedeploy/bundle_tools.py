@@ -75,6 +75,43 @@ def _manifest_paths(manifest: dict[str, Any]) -> list[str]:
     return paths
 
 
+def not_ours(folder: Path) -> str | None:
+    """Why ``folder`` may not be replaced by a new bundle, or None when it may (absent, empty, ours).
+
+    A folder is ours only when its manifest.json is an edgedeploy manifest (``schema_version``,
+    ``edgedeploy_version`` and a ``files`` table) and every file in it is listed there (``device/``,
+    which the device scripts write, aside): a web app's manifest.json or a bundle the user added
+    files to is not ours, and replacing it would delete their files.
+    """
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if not any(folder.iterdir()):
+        return None
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{folder} is not empty and is not a bundle (no edgedeploy manifest.json)"
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("schema_version"), int)
+        or "edgedeploy_version" not in manifest
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        return f"{folder} is not a bundle (its manifest.json is not an edgedeploy manifest)"
+    listed = manifest["files"]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        parts = rel.split("/")
+        if rel == "manifest.json" or rel in listed or parts[0] == DEVICE_DIR or "__pycache__" in parts:
+            continue
+        return f"{folder} is not a bundle: it holds {rel}, which its manifest does not list"
+    return None
+
+
 def check_dir(root: Path) -> BundleCheck:
     check = BundleCheck(ok=False, root=str(root))
     try:

@@ -50,22 +50,32 @@ class StageCache:
         return self.root / f"{stage}.json"
 
     def lookup(self, stage: str, key: str) -> dict[str, Any] | None:
-        """The recorded result when the key matches and every output file still exists."""
+        """The recorded result when the key matches and every output file still has its recorded hash.
+
+        Existence is not enough: a model edited or damaged since (NaN weights, a truncated
+        archive) must be made again, not reported as up to date.
+        """
         try:
             record = json.loads(self._path(stage).read_text())
         except (OSError, ValueError):
             return None
-        if record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key:
             return None
-        if not all(Path(p).is_file() for p in record.get("outputs", [])):
+        outputs = record.get("outputs")
+        if not isinstance(outputs, dict):
             return None
+        for path, digest in outputs.items():
+            try:
+                if sha256_file(path) != digest:
+                    return None
+            except OSError:
+                return None
         result = record.get("result")
         return result if isinstance(result, dict) else None
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
-        atomic_write_json(
-            self._path(stage), {"key": key, "outputs": [str(p) for p in outputs], "result": result}
-        )
+        hashes = {str(p): sha256_file(p) for p in outputs}
+        atomic_write_json(self._path(stage), {"key": key, "outputs": hashes, "result": result})
 
     def run(
         self,
@@ -251,7 +261,8 @@ def run_pipeline(
             files=[Path(f) for f in built["files"]],
             info=built.get("info", {}),
         )
-        artifact_sha = sha256_file(outcome.artifact)
+        # What is compared and profiled is the artifact; what is bundled is the precision ONNX too.
+        artifact_sha = sha256_json({str(f): sha256_file(f) for f in {outcome.model, outcome.artifact}})
 
         compare_key = sha256_json(
             {
@@ -303,7 +314,7 @@ def run_pipeline(
 
     bundle_info = None
     if config.bundle.enabled:
-        bundle_dir = config.path(config.bundle.output) if config.bundle.output else workdir / "bundle"
+        bundle_dir = _bundle_dir(config)
         primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
         bundle_key = sha256_json(
             {
@@ -402,12 +413,17 @@ def check_config(config: PipelineConfig) -> Target:
             f"({', '.join(b.precisions)})"
         )
     if config.bundle.enabled:
-        out = config.path(config.bundle.output or "bundle").resolve()
-        if out.exists() and (
-            not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
-        ):
-            raise InputError(f"config bundle.output {out} exists and is not a bundle: choose another folder")
+        from edgedeploy.bundle_tools import not_ours
+
+        if why := not_ours(_bundle_dir(config).resolve()):
+            raise InputError(f"config bundle.output: {why}; choose another folder")
     return target
+
+
+def _bundle_dir(config: PipelineConfig) -> Path:
+    if config.bundle.output:
+        return config.path(config.bundle.output)
+    return config.path(config.workdir) / "bundle"
 
 
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:

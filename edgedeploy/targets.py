@@ -109,7 +109,9 @@ def _from_dict(data: dict[str, Any]) -> Target:
 
 
 def load_target(name: str) -> Target:
+    """The target profile ``name`` (case and surrounding blanks ignored: JETSON-ORIN-NANO works)."""
     profiles = _profiles()
+    name = name.strip().lower() if isinstance(name, str) else str(name)
     if name not in profiles:
         close = difflib.get_close_matches(name, profiles, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
