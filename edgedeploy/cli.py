@@ -577,7 +577,7 @@ def bundle_verify(
     check = verify_bundle(bundle)
     _write_json(json_path, check)
     if not check.ok:
-        raise InputError(f"bundle {bundle} is damaged: {'; '.join(check.problems)}")
+        raise InputError(f"bundle {bundle} is damaged: {check.summary()}")
     out.print(f"bundle {bundle}: ok")
 
 
@@ -596,6 +596,8 @@ def bundle_inspect(
     summary = inspect_bundle(bundle)
     out.print(dumps(summary), end="")
     _write_json(json_path, summary)
+    if not summary["valid"]:
+        raise InputError(f"bundle {bundle} is damaged: {'; '.join(summary['problems'][:3])}")
 
 
 # ---------------------------------------------------------------- run

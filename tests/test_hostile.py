@@ -272,3 +272,120 @@ def python_without(*modules: str) -> list[str]:
         "sys.meta_path.insert(0, _B())\n"
     )
     return [sys.executable, "-c", blocker + "import runpy; runpy.run_path(sys.argv[1], run_name='__main__')"]
+
+
+# ---------------------------------------------------------------- bundle verify / inspect of hostile archives
+
+
+@pytest.fixture
+def made_bundle(tiny: Tiny) -> Path:
+    out = tiny.root / "b"
+    result = cli("bundle", tiny.model, "-o", out, "--data", tiny.data)
+    assert result.code == 0, result.text
+    return out
+
+
+def _tar_with(path: Path, bundle: Path, extra: dict[str, int] | None = None, count: int = 0) -> Path:
+    """``bundle`` packed with ``extra`` members (name -> size, zeros) and ``count`` tiny stray members."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(bundle, arcname=bundle.name)
+        for name, size in (extra or {}).items():
+            info = tarfile.TarInfo(f"{bundle.name}/{name}")
+            info.size = size
+            tar.addfile(info, _Zeros(size))
+        for i in range(count):
+            info = tarfile.TarInfo(f"{bundle.name}/junk/{i}")
+            tar.addfile(info, io.BytesIO(b""))
+    return path
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_verify_of_a_tar_bomb_refuses_before_extracting_with_one_short_line(
+    made_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    bomb = _tar_with(tmp_path / "bomb.tar.gz", made_bundle, {"models/huge.bin": 64 << 20})
+    assert bomb.stat().st_size < 2 << 20
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    line = one_line_error(cli("bundle", "verify", bomb), 2, "models/huge.bin", "not listed")
+    assert len(line) < 400
+    assert list(scratch.iterdir()) == []  # nothing extracted, nothing left
+
+
+def test_verify_of_an_archive_with_30k_members_gives_one_short_line(
+    made_bundle: Path, tmp_path: Path
+) -> None:
+    many = _tar_with(
+        tmp_path / "many.tar.gz", made_bundle, count=10_050
+    )  # the issue saw 30k; the limit is 10k
+    line = one_line_error(cli("bundle", "verify", many), 2, "more than")
+    assert len(line) < 400
+
+
+def test_verify_of_a_member_larger_than_its_manifest_says_is_refused(
+    made_bundle: Path, tmp_path: Path
+) -> None:
+    listed = json.loads((made_bundle / "manifest.json").read_text())["files"]
+    rel = next(r for r in listed if r.startswith("models/"))
+    (made_bundle / rel).write_bytes(b"\0" * (listed[rel]["size"] + 1000))
+    archive = tmp_path / "bigger.tar.gz"
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made_bundle, arcname="b")
+    one_line_error(cli("bundle", "verify", archive), 2, rel, "manifest says")
+
+
+def test_inspect_of_a_damaged_bundle_exits_2(made_bundle: Path) -> None:
+    model = next((made_bundle / "models").glob("*.onnx"))
+    model.write_bytes(model.read_bytes()[:-10])
+    result = cli("bundle", "inspect", made_bundle)
+    assert result.code == 2, result.text
+    assert '"valid": false' in result.stdout  # the summary is still printed
+    one_line_error(result, 2, "damaged")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"artifacts": "x"},
+        {"artifacts": [1]},
+        {"files": []},
+        {"target": None},
+        {"io": {"inputs": 3}},
+        {"reference": ["a"]},
+    ],
+    ids=lambda m: json.dumps(m),
+)
+def test_verify_and_inspect_of_a_manifest_breaking_the_schema_give_one_line(
+    made_bundle: Path, manifest: dict[str, object]
+) -> None:
+    path = made_bundle / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
+    one_line_error(cli("bundle", "verify", made_bundle), 2, "damaged")
+    one_line_error(cli("bundle", "inspect", made_bundle), 2, "damaged")
+
+
+def test_a_non_tar_archive_gives_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "b.tar.gz"
+    fake.write_bytes(b"PK\x03\x04 this is a zip\n\nsecond line\n")
+    one_line_error(cli("bundle", "verify", fake), 2, "not a readable tar archive")
+    one_line_error(cli("bundle", "inspect", fake), 2, "not a readable tar archive")
