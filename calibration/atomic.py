@@ -2,6 +2,9 @@
 
 A file is written to a temporary name beside its destination and renamed into place, so an
 interrupted or failed calibration never leaves a half-written model, cache or report.
+Every write goes through :func:`check_dest`, the one output-path guard: inside a
+:func:`guarded` block no write may replace a file the command reads, replace a folder that
+holds one, or land outside the folders the command was told to write to.
 Temporary names carry the writer's process id (``.NAME.PID.random``), so a later write to the
 same destination removes what a killed run (a dead PID) left behind.
 """
@@ -13,8 +16,71 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from calibration.errors import OutputPathError
+
+
+@dataclass
+class _Guard:
+    inputs: list[Path] = field(default_factory=list)
+    roots: list[Path] | None = None  # None: anywhere
+
+
+_GUARD = _Guard()
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+@contextlib.contextmanager
+def guarded(
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    roots: Iterable[str | os.PathLike[str] | None] | None = None,
+    extra_roots: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[None]:
+    """Within the block, writes may not touch ``inputs`` and must stay under ``roots`` (if given).
+
+    Blocks nest: inputs add up, roots narrow to the innermost set given; ``extra_roots`` widens
+    a confinement already in force (a folder being built under a temporary name beside its
+    destination, say).
+    """
+    previous = _Guard(list(_GUARD.inputs), None if _GUARD.roots is None else list(_GUARD.roots))
+    _GUARD.inputs += [_real(p) for p in inputs if p is not None and os.fspath(p) != ""]
+    if roots is not None:
+        _GUARD.roots = [_real(r) for r in roots if r is not None and os.fspath(r) != ""]
+    elif extra_roots and _GUARD.roots is not None:
+        _GUARD.roots += [_real(r) for r in extra_roots]
+    try:
+        yield
+    finally:
+        _GUARD.inputs, _GUARD.roots = previous.inputs, previous.roots
+
+
+def check_dest(dest: str | os.PathLike[str], *, replaces_folder: bool = False) -> Path:
+    """Refuse an output path that is empty, is an input, holds an input, or leaves the allowed roots."""
+    if os.fspath(dest) == "":
+        raise OutputPathError("an output path is empty")
+    real = _real(dest)
+    for source in _GUARD.inputs:
+        if real == source or (real.exists() and source.exists() and _same(real, source)):
+            raise OutputPathError(f"{dest} is an input of this command: refusing to overwrite it")
+        if replaces_folder and source.is_relative_to(real):
+            raise OutputPathError(f"{dest} holds {source}, an input of this command: refusing to replace it")
+    if _GUARD.roots is not None and not any(real.is_relative_to(root) for root in _GUARD.roots):
+        where = ", ".join(str(r) for r in _GUARD.roots)
+        raise OutputPathError(f"{dest} lies outside the output folder ({where}): refusing to write there")
+    return real
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def temp_prefix(dest: Path) -> str:
@@ -61,7 +127,10 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 
     The temporary name keeps ``suffix`` (default: the destination's) for tools that look at it.
     """
+    check_dest(dest)
     dest = Path(dest)
+    if dest.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(dest)
     fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)

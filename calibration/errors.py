@@ -7,3 +7,7 @@ class CalibrationError(ValueError):
 
 class DataError(CalibrationError):
     """Data that does not fit the model: wrong name, shape, dtype, NaN, empty source."""
+
+
+class OutputPathError(CalibrationError):
+    """An output that would overwrite an input, delete a folder holding one, or land outside the target."""

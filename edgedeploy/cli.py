@@ -818,8 +818,11 @@ def _fail(message: str, code: int) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: map our errors to one line and an exit code."""
     from calibration.errors import CalibrationError
+    from edgedeploy.errors import user_failure
+    from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
 
     _register_optional_commands()
+    handle_signals()
     try:
         app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
     except EdgeDeployError as exc:
@@ -827,15 +830,21 @@ def main(argv: list[str] | None = None) -> None:
     except CalibrationError as exc:
         _fail(str(exc), 2)
     except KeyboardInterrupt:
-        _fail(INTERRUPTED, 130)
+        _fail(*((TERMINATED, EXIT_SIGTERM) if terminated() else (INTERRUPTED, 130)))
     except SystemExit as exc:
-        if exc.code == 130:  # click turned Ctrl-C into exit 130 without a word
-            _fail(INTERRUPTED, 130)
+        if exc.code == 130:  # click turned Ctrl-C (or our SIGTERM) into exit 130 without a word
+            _fail(*((TERMINATED, EXIT_SIGTERM) if terminated() else (INTERRUPTED, 130)))
         raise
+    except Exception as exc:  # the one place where the machine's and libraries' failures become a line
+        line = user_failure(exc)
+        if line is None:
+            raise
+        _fail(line, 2)
     raise SystemExit(0)
 
 
 INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+TERMINATED = "terminated (SIGTERM); temporary files removed, and a rerun resumes from the finished stages"
 
 
 if __name__ == "__main__":  # pragma: no cover

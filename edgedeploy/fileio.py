@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calibration.atomic import atomic_path, remove_stale_temps, sha256_file, temp_prefix
+from calibration.atomic import atomic_path, check_dest, guarded, remove_stale_temps, sha256_file, temp_prefix
 
 __all__ = [
     "atomic_dir",
@@ -27,6 +27,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_dest",
+    "guarded",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
@@ -67,13 +69,15 @@ def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside ``dest``; on success it replaces ``dest`` whole."""
+    check_dest(dest, replaces_folder=True)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(dest)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
+        with guarded(extra_roots=[tmp]):
+            yield tmp
         _replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from edgedeploy.export import (
     module_search_path,
     parse_model_spec,
 )
-from edgedeploy.fileio import atomic_write_json, sha256_file, sha256_json
+from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
 from edgedeploy.precision.fp16 import Fp16Options
 from edgedeploy.profile import ProfileOptions, profile
 from edgedeploy.targets import Target, load_target
@@ -155,8 +155,37 @@ def _resolve_source(config: PipelineConfig) -> str:
 def run_pipeline(
     config: PipelineConfig, ui: Ui = QUIET, extra_versions: dict[str, str] | None = None
 ) -> PipelineResult:
-    """Run every stage the config asks for and return what each produced."""
+    """Run every stage the config asks for and return what each produced.
+
+    Every write stays in the workdir, the bundle folder and its archive (and a timing cache the
+    config names), and none replaces a file the run reads (model, data, calibration set).
+    """
     target = check_config(config)
+    with guarded(inputs=_input_files(config), roots=_output_roots(config)):
+        return _run(config, target, ui, extra_versions)
+
+
+def _input_files(config: PipelineConfig) -> list[Path]:
+    source = _resolve_source(config)
+    where = Path(source if is_onnx_path(source) else source.split(":")[0])
+    paths = [where] if where.suffix in (".onnx", ".py") else []
+    for spec in (config.compare.data, config.calibration.data):
+        if spec and not _is_random(spec):
+            paths.append(config.path(spec))
+    return [p for p in paths if p.exists()]
+
+
+def _output_roots(config: PipelineConfig) -> list[Path]:
+    bundle = _bundle_dir(config)
+    roots = [config.path(config.workdir), bundle, bundle.with_name(bundle.name + ".tar.gz")]
+    if config.build.timing_cache:
+        roots.append(config.path(config.build.timing_cache))
+    return roots
+
+
+def _run(
+    config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None
+) -> PipelineResult:
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(workdir)
@@ -394,6 +423,14 @@ def check_config(config: PipelineConfig) -> Target:
 
     b = config.build
     target = load_target(b.target)
+    name = config.model.name
+    if name and (
+        name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or Path(name).is_absolute()
+    ):
+        raise InputError(
+            f"config model.name '{name}' must be a plain file name (no folders, no leading dot): "
+            "it names the files written in the workdir"
+        )
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     for precision in b.precisions:

@@ -9,6 +9,7 @@ batch, warm-up and duration, so figures from two runs can be compared honestly.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import time
@@ -43,6 +44,32 @@ class ProfileOptions:
     cuda_graph: bool = False
     no_data_transfers: bool = False
     per_layer: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse what would hang or mean nothing (a NaN duration never ends), from the CLI or a config."""
+        from edgedeploy.errors import InputError
+
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not number(self.duration_s) or self.duration_s < 0:
+            raise InputError(f"profile duration must be a number of seconds >= 0, got {self.duration_s!r}")
+        if not number(self.warmup_ms) or self.warmup_ms < 0:
+            raise InputError(f"profile warm-up must be a number of ms >= 0, got {self.warmup_ms!r}")
+        for name, value, least in (
+            ("iterations", self.iterations, 1),
+            ("warm-up iterations", self.warmup_iterations, 0),
+            ("threads", self.threads, 1),
+            ("minimum iterations", self.min_iterations, 1),
+        ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise InputError(f"profile {name} must be a whole number >= {least}, got {value!r}")
+        if not self.batch_sizes or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.batch_sizes
+        ):
+            raise InputError(
+                f"profile batch sizes must be whole numbers >= 1, got {list(self.batch_sizes)!r}"
+            )
 
 
 @dataclass
