@@ -131,9 +131,15 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     dest = Path(dest)
     if dest.is_dir():
         raise IsADirectoryError(21, "is a folder, not a file", str(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot make the folder for it ({exc.strerror})", str(dest)) from None
     remove_stale_temps(dest)
-    fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
+    except OSError as exc:  # name the file the user asked for, not our temporary name
+        raise type(exc)(exc.errno, f"cannot write there ({exc.strerror})", str(dest)) from None
     os.close(fd)
     tmp = Path(name)
     try:

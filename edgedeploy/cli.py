@@ -818,12 +818,15 @@ def _fail(message: str, code: int) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: map our errors to one line and an exit code."""
     from calibration.errors import CalibrationError
+    from edgedeploy.cli_guard import check_argv, guard_app
     from edgedeploy.errors import user_failure
     from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
 
     _register_optional_commands()
+    guard_app(app)
     handle_signals()
     try:
+        check_argv(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
     except EdgeDeployError as exc:
         _fail(str(exc), exc.exit_code)

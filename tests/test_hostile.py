@@ -389,3 +389,356 @@ def test_a_non_tar_archive_gives_one_line(tmp_path: Path) -> None:
     fake.write_bytes(b"PK\x03\x04 this is a zip\n\nsecond line\n")
     one_line_error(cli("bundle", "verify", fake), 2, "not a readable tar archive")
     one_line_error(cli("bundle", "inspect", fake), 2, "not a readable tar archive")
+
+
+# ---------------------------------------------------------------- the hostile-case table
+
+
+def _no_input_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    const = helper.make_tensor("c", TensorProto.FLOAT, [1, 3], [1.0, 2.0, 3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=const), helper.make_node("Relu", ["k"], ["y"])],
+        "noinput",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _huge_dims_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 200_000, 100_000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 200_000, 100_000])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _tokens_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    emb = numpy_helper.from_array(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32), "E")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["h"]), helper.make_node("ReduceMean", ["h"], ["y"], axes=[1])],
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [emb],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+FACTORY_EXIT = """
+import sys
+import torch
+
+
+def build():
+    sys.exit(0)
+
+
+def example_inputs():
+    return {"x": torch.zeros(1, 4)}
+"""
+
+MISFIT = """
+import torch
+
+
+def build():
+    return torch.nn.Linear(4, 2)
+
+
+def example_inputs():
+    return {"x": torch.zeros(1, 7)}
+"""
+
+LOADER_EXIT = """
+import sys
+
+
+def load_data():
+    sys.exit(0)
+"""
+
+
+@pytest.fixture(scope="module")
+def project_src(tiny_src: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder holding every hostile input the table refers to."""
+    root = tmp_path_factory.mktemp("hostile-project")
+    for f in tiny_src.root.iterdir():
+        shutil.copy2(f, root / f.name)
+    x = np.random.default_rng(1).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    np.savez(root / "empty.npz", input=x[:0])
+    np.savez(root / "wrongname.npz", x=x)
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan
+    np.savez(root / "nan.npz", input=nan)
+    (root / "garbage.npz").write_bytes(b"not a zip")
+    (root / "garbage.onnx").write_bytes(b"\x08\x07garbage")
+    (root / "garbage.tar.gz").write_bytes(b"PK\x03\x04 a zip, not a tar\nline two\n")
+    onnx.save(_no_input_model(), root / "noinput.onnx")
+    onnx.save(_huge_dims_model(), root / "huge.onnx")
+    onnx.save(_tokens_model(), root / "tokens.onnx")
+    np.savez(root / "tokens_bad.npz", ids=np.full((2, 5), 99, np.int64))
+    ext = dense_model(False)
+    onnx.save(ext, root / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (root / "ext.onnx.data").unlink()
+    (root / "bad_preprocess.json").write_text("{not json")
+    (root / "factory_exit.py").write_text(FACTORY_EXIT)
+    (root / "misfit.py").write_text(MISFIT)
+    (root / "loader_exit.py").write_text(LOADER_EXIT)
+    (root / "adir").mkdir()
+    (root / "adir" / "keep.txt").write_text("mine")
+    (root / "afile").write_text("a file")
+    (root / "site").mkdir()
+    (root / "site" / "manifest.json").write_text('{"name": "web app"}')
+    (root / "site" / "index.html").write_text("<html></html>")
+    return root
+
+
+BASE_CONFIG = """
+workdir = "work"
+
+[model]
+source = "model.onnx"
+name = "tiny"
+
+[build]
+precisions = ["fp32"]
+
+[compare]
+data = "data.npz"
+samples = 8
+batch_size = 4
+
+[profile]
+enabled = false
+iterations = 5
+duration_s = 0
+
+[bundle]
+enabled = false
+"""
+
+
+def config_with(**changes: str) -> str:
+    """BASE_CONFIG with ``section__key="value"`` lines replaced or added."""
+    text = BASE_CONFIG
+    for dotted, value in changes.items():
+        section, _, key = dotted.rpartition("__")
+        lines = text.splitlines()
+        start = lines.index(f"[{section}]") if section else 0
+        for i in range(start + 1, len(lines) + 1):
+            if i == len(lines) or lines[i].startswith("["):
+                lines.insert(i, f"{key} = {value}")
+                break
+            if lines[i].split("=")[0].strip() == key:
+                lines[i] = f"{key} = {value}"
+                break
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: tuple[str, ...]
+    code: int
+    phrase: str = ""
+    config: str | None = None  # written to edgedeploy.toml before the command
+    keep: tuple[str, ...] = (".",)  # files/folders (relative) that must not change; "." = the project
+    absent: tuple[str, ...] = ()  # paths that must not exist afterwards
+
+
+def C(id: str, *args: str, code: int = 2, phrase: str = "", **kw: object) -> Case:  # noqa: N802
+    return Case(id, args, code, phrase, **kw)  # type: ignore[arg-type]
+
+
+RUN = ("run", "edgedeploy.toml")
+CASES: list[Case] = [
+    # inputs that are missing, of the wrong kind or damaged
+    C("build a missing model", "build", "missing.onnx", "-o", "out", phrase="not found", absent=("out",)),
+    C("build a folder as model", "build", "adir", "-o", "out", phrase="folder", absent=("out",)),
+    C("compare a folder as model", "compare", "adir", "model.onnx", phrase="folder"),
+    C("profile a folder", "profile", "adir", phrase="folder"),
+    C("build a garbage model", "build", "garbage.onnx", "-o", "out", phrase="not a valid ONNX", absent=("out",)),
+    C("build a model missing its external data", "build", "ext.onnx", "-o", "out", phrase="ext.onnx.data",
+      absent=("out",)),
+    C("compare a model missing its external data", "compare", "ext.onnx", "model.onnx", phrase="ext.onnx.data"),
+    C("run a missing config", "run", "missing.toml", phrase="not found"),
+    C("run a folder as config", "run", "adir", phrase="folder"),
+    C("run invalid TOML", *RUN, phrase="not valid TOML", config="[model\nsource ="),
+    # outputs: never an input, never the wrong kind, never empty
+    C("compare --json naming the reference", "compare", "model.onnx", "model.fp16.onnx", "--json", "model.onnx",
+      phrase="is an input"),
+    C("compare --json naming the data", "compare", "model.onnx", "model.fp16.onnx", "--data", "data.npz",
+      "--json", "data.npz", phrase="is an input"),
+    C("compare --json naming a folder", "compare", "model.onnx", "model.fp16.onnx", "--json", "adir",
+      phrase="is a folder"),
+    C("compare --json under a file", "compare", "model.onnx", "model.fp16.onnx", "--json", "afile/x.json",
+      phrase="is a file"),
+    C("compare --json empty", "compare", "model.onnx", "model.fp16.onnx", "--json", "", phrase="empty"),
+    C("build -o empty", "build", "model.onnx", "-o", "", phrase="empty"),
+    C("build --output= empty", "build", "model.onnx", "--output=", phrase="empty"),
+    C("build -o an existing file", "build", "model.onnx", "-o", "afile", phrase="not a folder"),
+    C("build --json naming the model", "build", "model.onnx", "-o", "out", "--json", "model.onnx",
+      phrase="is an input", absent=("out",)),
+    C("build an fp16 model into its own folder", "build", "model.fp16.onnx", "--precision", "fp16", "-o", ".",
+      phrase="is an input"),
+    C("analyze --json naming the model", "analyze", "model.onnx", "--json", "model.onnx", phrase="is an input"),
+    C("profile --json naming the model", "profile", "model.onnx", "--json", "model.onnx", phrase="is an input"),
+    C("export -o naming a folder", "export", "misfit.py:build:example_inputs", "-o", "adir",
+      phrase="is a folder"),
+    C("export -o naming its own source", "export", "misfit.py:build:example_inputs", "-o", "misfit.py",
+      phrase="is an input"),
+    C("bundle -o . in a folder with a web manifest", "bundle", "../model.onnx", "-o", ".", "--data",
+      "../data.npz", phrase="not a bundle", keep=(".",)),
+    C("bundle -o a folder of the user's", "bundle", "model.onnx", "-o", "adir", "--data", "data.npz",
+      phrase="not a bundle"),
+    C("bundle -o the project folder holding the model", "bundle", "model.onnx", "-o", ".", "--data",
+      "data.npz", phrase="not a bundle"),
+    C("bundle --json naming the model", "bundle", "model.onnx", "-o", "b", "--data", "data.npz", "--json",
+      "model.onnx", phrase="is an input", absent=("b",)),
+    C("bundle verify --json inside the bundle", "bundle", "verify", "adir", "--json", "adir/r.json",
+      phrase="input"),
+    C("calibrate -o an existing file", "calibrate", "model.onnx", "-o", "afile", phrase="not a folder"),
+    # numbers that would hang or mean nothing
+    C("profile --duration nan", "profile", "model.onnx", "--duration", "nan", phrase="duration"),
+    C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),
+    C("profile --duration -1", "profile", "model.onnx", "--duration", "-1", phrase="duration"),
+    C("profile --iterations 0", "profile", "model.onnx", "--iterations", "0", phrase="iterations"),
+    C("profile --warmup -1", "profile", "model.onnx", "--warmup", "-1", phrase="warm"),
+    C("profile --warmup-ms nan", "profile", "model.onnx", "--warmup-ms", "nan", phrase="warm"),
+    C("profile --batch-sizes 0", "profile", "model.onnx", "--batch-sizes", "0", phrase="batch"),
+    C("profile --batch-sizes a", "profile", "model.onnx", "--batch-sizes", "a", phrase="batch"),
+    C("profile --cuda-graph on an ONNX model", "profile", "model.onnx", "--cuda-graph", phrase="engine"),
+    C("compare --samples 0", "compare", "model.onnx", "model.fp16.onnx", "--samples", "0", phrase="samples"),
+    C("compare --batch-size 0", "compare", "model.onnx", "model.fp16.onnx", "--batch-size", "0",
+      phrase="batch"),
+    C("compare --min-cosine nan", "compare", "model.onnx", "model.fp16.onnx", "--min-cosine", "nan",
+      phrase="cosine"),
+    C("compare --min-top1 -1", "compare", "model.onnx", "model.fp16.onnx", "--min-top1", "-1", phrase="top1"),
+    C("budget cosine>=2", "build", "model.onnx", "--precision", "fp16", "--accuracy-budget", "cosine>=2", "-o",
+      "out", phrase="can never be met", absent=("out",)),
+    C("budget top1>=-1", "build", "model.onnx", "--precision", "fp16", "--accuracy-budget", "top1>=-1", "-o",
+      "out", phrase="met by any model", absent=("out",)),
+    C("budget cosine>=nan", "build", "model.onnx", "--precision", "fp16", "--accuracy-budget", "cosine>=nan",
+      "-o", "out", phrase="finite", absent=("out",)),
+    C("budget unknown metric", "build", "model.onnx", "--precision", "fp16", "--accuracy-budget", "psnr>=3",
+      "-o", "out", phrase="unknown metric", absent=("out",)),
+    C("budget on fp32", "build", "model.onnx", "--precision", "fp32", "--accuracy-budget", "cosine>=0.99",
+      "-o", "out", phrase="fp32", absent=("out",)),
+    # TensorRT-only options on the ONNX Runtime backend
+    C("--memory-pool on onnxruntime", "build", "model.onnx", "--backend", "onnxruntime", "--memory-pool",
+      "bogus=5", "-o", "out", phrase="memory-pool", absent=("out",)),
+    C("--opt-level 99", "build", "model.onnx", "--opt-level", "99", "-o", "out", phrase="opt-level",
+      absent=("out",)),
+    C("--profile naming no input", "build", "model.onnx", "--profile", "nosuch:1x1x8x8,2x1x8x8,4x1x8x8", "-o",
+      "out", phrase="nosuch", absent=("out",)),
+    C("--workspace-mb on onnxruntime", "build", "model.onnx", "--backend", "onnxruntime", "--workspace-mb", "64",
+      "-o", "out", phrase="workspace", absent=("out",)),
+    # data that is empty, mis-named, NaN, out of range, or not data
+    C("compare on 0 samples", "compare", "model.onnx", "model.fp16.onnx", "--data", "empty.npz",
+      phrase="0 samples"),
+    C("analyze on 0 samples", "analyze", "model.onnx", "--data", "empty.npz", phrase="0 samples"),
+    C("compare on mis-named data", "compare", "model.onnx", "model.fp16.onnx", "--data", "wrongname.npz",
+      phrase="unknown input"),
+    C("compare on NaN data", "compare", "model.onnx", "model.fp16.onnx", "--data", "nan.npz", phrase="NaN"),
+    C("compare on a garbage npz", "compare", "model.onnx", "model.fp16.onnx", "--data", "garbage.npz",
+      phrase="garbage.npz"),
+    C("compare out-of-range token ids", "compare", "tokens.onnx", "tokens.onnx", "--data", "tokens_bad.npz",
+      phrase="ONNX Runtime"),
+    C("calibrate with a malformed --preprocess", "calibrate", "model.onnx", "-o", "out", "--preprocess",
+      "bad_preprocess.json", phrase="preprocessing file", absent=("out",)),
+    C("calibrate with a loader calling sys.exit(0)", "calibrate", "model.onnx", "-o", "out", "--data",
+      "loader_exit.py", phrase="exit", absent=("out/model.int8.onnx",)),
+    # models that cannot serve as they are
+    C("build a model with no inputs", "build", "noinput.onnx", "-o", "out", phrase="no inputs", absent=("out",)),
+    C("compare a model with no inputs", "compare", "noinput.onnx", "noinput.onnx", phrase="no inputs"),
+    C("bundle a model with no inputs", "bundle", "noinput.onnx", "-o", "b", phrase="no inputs", absent=("b",)),
+    C("compare a model with huge declared dims", "compare", "huge.onnx", "huge.onnx", phrase="memory"),
+    C("export a factory calling sys.exit(0)", "export", "factory_exit.py:build:example_inputs", "-o", "f.onnx",
+      phrase="exit", absent=("f.onnx",)),
+    C("export example inputs that do not fit", "export", "misfit.py:build:example_inputs", "-o", "m2.onnx",
+      phrase="example inputs", absent=("m2.onnx",)),
+    # the config, validated whole before any work
+    C("config batch_sizes of the wrong type", *RUN, config=config_with(profile__batch_sizes='["a", 0]'),
+      phrase="batch_sizes", absent=("work",)),
+    C("config profiles of the wrong type", *RUN, config=config_with(build__profiles="[1, 2]"),
+      phrase="profiles", absent=("work",)),
+    C("config duration_s = -3", *RUN, config=config_with(profile__enabled="true", profile__duration_s="-3"),
+      phrase="duration", absent=("work",)),
+    C("config iterations = -3", *RUN, config=config_with(profile__enabled="true", profile__iterations="-3"),
+      phrase="iterations", absent=("work",)),
+    C("config duplicate precisions", *RUN, config=config_with(build__precisions='["fp32", "fp32"]'),
+      phrase="more than once", absent=("work",)),
+    C("config samples = 0", *RUN, config=config_with(compare__samples="0"), phrase="samples", absent=("work",)),
+    C("config batch_size = 0", *RUN, config=config_with(compare__batch_size="0"), phrase="batch_size",
+      absent=("work",)),
+    C("config model.name climbing out", *RUN, config=config_with(model__name='"../../x"'),
+      phrase="plain file name", absent=("work",)),
+    C("config model.name absolute", *RUN, config=config_with(model__name='"/tmp/x"'), phrase="plain file name",
+      absent=("work",)),
+    C("config unknown key", *RUN, config=config_with(build__precision='["fp16"]'), phrase="did you mean",
+      absent=("work",)),
+    C("config bundle.output = '.'", *RUN, config=config_with(bundle__enabled="true", bundle__output='"."'),
+      phrase="not a bundle", absent=("work",)),
+    C("config empty precisions", *RUN, config=config_with(build__precisions="[]"), phrase="precisions",
+      absent=("work",)),
+    C("config workdir empty", *RUN, config=config_with(workdir='""'), phrase="workdir", absent=("work",)),
+    C("config opt_level on onnxruntime", *RUN, config=config_with(build__opt_level="99"), phrase="opt_level",
+      absent=("work",)),
+    C("config memory pools on onnxruntime", *RUN,
+      config=config_with(build__backend='"onnxruntime"', build__memory_pools_mb="{bogus = 5}"),
+      phrase="memory_pools_mb", absent=("work",)),
+    C("config min_cosine = 2", *RUN, config=config_with(compare__min_cosine="2.0"), phrase="min_cosine",
+      absent=("work",)),
+    C("config min_top1 = -1", *RUN, config=config_with(compare__min_top1="-1.0"), phrase="min_top1",
+      absent=("work",)),
+    C("config fp32_nodes of the wrong type", *RUN, config=config_with(build__fp32_nodes="[1]"),
+      phrase="fp32_nodes", absent=("work",)),
+    # targets and bundles
+    C("targets show in capitals", "targets", "show", "JETSON-ORIN-NANO", code=0),
+    C("targets show unknown", "targets", "show", "jetson-nanoo", phrase="unknown target"),
+    C("bundle verify missing", "bundle", "verify", "missing", phrase="not found"),
+    C("bundle verify a zip named .tar.gz", "bundle", "verify", "garbage.tar.gz", phrase="not a readable tar"),
+    C("bundle verify a plain file", "bundle", "verify", "afile", phrase="not a readable tar"),
+    C("bundle verify a folder that is not a bundle", "bundle", "verify", "adir", phrase="not a bundle"),
+    C("bundle inspect a folder that is not a bundle", "bundle", "inspect", "adir", phrase="not a bundle"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_case(case: Case, project_src: Path, tmp_path: Path) -> None:
+    proj = tmp_path / "p"
+    shutil.copytree(project_src, proj)
+    if case.config is not None:
+        (proj / "edgedeploy.toml").write_text(case.config)
+    cwd = proj / "site" if "web manifest" in case.id else proj
+    keep = [(cwd / k) for k in case.keep] if "web manifest" in case.id else [(proj / k) for k in case.keep]
+    before = digest(keep)
+    result = cli(*case.args, cwd=cwd)
+    assert "Traceback" not in result.text, result.text
+    if case.code == 0:
+        assert result.code == 0, result.text
+    else:
+        one_line_error(result, case.code, case.phrase)
+        after = digest(keep)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        assert not changed, changed
+    for rel in case.absent:
+        assert not (proj / rel).exists(), rel
+    leftovers = [p.name for p in proj.iterdir() if p.name.startswith(".") and p.name != ".edgedeploy-cache"]
+    assert leftovers == []
