@@ -70,6 +70,10 @@ def check_dest(dest: str | os.PathLike[str], *, replaces_folder: bool = False) -
             raise OutputPathError(f"{dest} is an input of this command: refusing to overwrite it")
         if replaces_folder and source.is_relative_to(real):
             raise OutputPathError(f"{dest} holds {source}, an input of this command: refusing to replace it")
+        if source.is_dir() and real != source and real.is_relative_to(source):
+            raise OutputPathError(
+                f"{dest} lies in {source}, a folder this command reads: refusing to write there"
+            )
     if _GUARD.roots is not None and not any(real.is_relative_to(root) for root in _GUARD.roots):
         where = ", ".join(str(r) for r in _GUARD.roots)
         raise OutputPathError(f"{dest} lies outside the output folder ({where}): refusing to write there")

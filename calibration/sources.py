@@ -243,6 +243,13 @@ def _array_files_source(
     return DataSource("arrays", spec, inputs, make, details)
 
 
+def _raised(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) instead of returning"
+    text = str(exc).strip().splitlines()
+    return f"raised {type(exc).__name__}: {text[0] if text else ''}"
+
+
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:
     """Import a user's data loader script and return its ``load_data`` (or another) function."""
     module_name = f"_edgedeploy_user_loader_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
@@ -253,8 +260,8 @@ def load_script_function(path: Path, function: str = "load_data") -> Callable[..
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
-        raise DataError(f"data loader script {path} failed to import: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # a loader's sys.exit() must not end the run as a success
+        raise DataError(f"data loader script {path} failed to import: {_raised(exc)}") from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise DataError(f"data loader script {path} defines no {function}() function")
@@ -271,8 +278,8 @@ def _script_source(
             yield from fn()
         except DataError:
             raise
-        except Exception as exc:
-            raise DataError(f"data loader script {path} raised {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise DataError(f"data loader script {path}: load_data() {_raised(exc)}") from None
 
     return DataSource(
         "script",
@@ -313,6 +320,11 @@ def open_source(
     ``samples`` caps the number of samples (random data defaults to 8); ``shapes`` fixes
     dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders.
     """
+    if not inputs:
+        raise DataError(
+            "the model has no inputs (its outputs are constants): there is no data to compare, "
+            "calibrate or analyse it on"
+        )
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if samples is not None and samples < 1:

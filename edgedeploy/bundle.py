@@ -152,6 +152,8 @@ def make_bundle(
     from edgedeploy.bundle_tools import not_ours
 
     out = Path(out_dir).resolve()
+    if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
+        raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
     if why := not_ours(out):
         raise InputError(f"bundle output: {why}; choose another -o folder")
     with atomic_dir(out) as root:

@@ -17,7 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from edgedeploy import __version__
-from edgedeploy.errors import EdgeDeployError, GateFailed, InputError
+from edgedeploy.errors import EdgeDeployError, GateFailed, InputError, not_a_file
 from edgedeploy.ui import Ui
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
@@ -321,7 +321,7 @@ def compare(
     ui = _ui()
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
-        raise InputError(f"candidate not found: {candidate}")
+        raise not_a_file("candidate", candidate)
     if per_layer and candidate.suffix != ".onnx":
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
@@ -537,7 +537,7 @@ def bundle_create(
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:
         if not path.is_file():
-            raise InputError(f"artifact not found: {path}")
+            raise not_a_file("artifact", path)
     inputs, _ = model_io(reference)
     source = open_source(data, inputs, samples=samples, batch_size=8)
     result_bundle = bundle_artifacts(

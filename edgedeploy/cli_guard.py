@@ -85,6 +85,11 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             check_output(option, path, kind)
             if kind == "file" and any(_same(path, source) for source in inputs):
                 raise InputError(f"{option} {path} is an input of this command: name another file")
+            inside = next((s for s in inputs if s.is_dir() and _within(path, s)), None)
+            if inside is not None:
+                raise InputError(
+                    f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
+                )
         with guarded(inputs=inputs):
             return fn(*args, **kwargs)
 
@@ -96,6 +101,14 @@ def _same(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
     except OSError:
         return False
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        real, base = path.resolve(), folder.resolve()
+    except OSError:
+        return False
+    return real != base and real.is_relative_to(base)
 
 
 def check_argv(argv: list[str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.build import CalibrationSettings
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, not_a_file
 from edgedeploy.targets import DEFAULT_TARGET
 
 if sys.version_info >= (3, 11):
@@ -150,6 +150,18 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
         return
     if not isinstance(value, expect) or (expect != (bool,) and isinstance(value, bool)):
         raise InputError(f"config key '{where}' must be {annotation.replace(' | None', '')}, got {value!r}")
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else []
+    outer = annotation.removesuffix(" | None")
+    inner = outer[outer.find("[") + 1 : -1] if "[" in outer else ""
+    if outer.startswith("dict"):
+        inner = inner.split(",", 1)[-1].strip()  # the value type
+    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+    if inner.startswith("dict"):
+        kinds[inner] = (dict,)
+    if inner in kinds:
+        for item in items:
+            if not isinstance(item, kinds[inner]) or isinstance(item, bool):
+                raise InputError(f"config key '{where}' must hold {inner} items, got {item!r} in {value!r}")
 
 
 def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
@@ -181,7 +193,7 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
 def load_config(path: str | Path) -> PipelineConfig:
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"config file not found: {p}")
+        raise not_a_file("config file", p)
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

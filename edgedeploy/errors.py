@@ -33,6 +33,16 @@ class GateFailed(EdgeDeployError):
     exit_code = 1
 
 
+def not_a_file(what: str, path: object) -> InputError:
+    """The error for a file that is missing, or is a folder where a file was expected."""
+    import os
+
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    if text and os.path.isdir(text):
+        return InputError(f"{what} {text} is a folder, not a file")
+    return InputError(f"{what} not found: {text}")
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type): what a one-line error can quote."""
     text = str(exc).strip()

@@ -89,6 +89,13 @@ def is_onnx_path(spec: str) -> bool:
     return spec.lower().endswith(".onnx")
 
 
+def raised(exc: BaseException) -> str:
+    """How the user's code failed: ``called sys.exit(0)`` or ``raised TypeError: ...``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) instead of returning"
+    return f"raised {type(exc).__name__}: {first_line(exc)}"
+
+
 def _import_object(spec: str, attr: str) -> Any:
     """Resolve ``module`` or ``path/to/file.py`` and return its attribute ``attr``."""
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
@@ -103,16 +110,14 @@ def _import_object(spec: str, attr: str) -> Any:
         sys.modules[name] = module
         try:
             mod_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise InputError(f"model spec: importing {spec} failed: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # a user's sys.exit() must not look like success
+            raise InputError(f"model spec: importing {spec} {raised(exc)}") from None
     else:
         try:
             with module_search_path(Path.cwd()):  # as `python -m` would: modules beside the user first
                 module = importlib.import_module(spec)
-        except Exception as exc:
-            raise InputError(
-                f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}"
-            ) from None
+        except (Exception, SystemExit) as exc:
+            raise InputError(f"model spec: importing module '{spec}' {raised(exc)}") from None
     obj = getattr(module, attr, None)
     if obj is None:
         raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
@@ -150,8 +155,8 @@ def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
     factory = _import_object(where, fn_name)
     try:
         model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
-    except Exception as exc:
-        raise InputError(f"model spec: {fn_name}() raised {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise InputError(f"model spec: {fn_name}() {raised(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model spec: {fn_name}() returned {type(model).__name__}, not a torch.nn.Module")
     example = None
@@ -159,8 +164,8 @@ def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
         inputs_fn = _import_object(where, inputs_fn_name)
         try:
             example = inputs_fn() if callable(inputs_fn) else inputs_fn
-        except Exception as exc:
-            raise InputError(f"model spec: {inputs_fn_name}() raised {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise InputError(f"model spec: {inputs_fn_name}() {raised(exc)}") from None
     return model.eval(), example
 
 
@@ -281,8 +286,11 @@ def _quiet_torch_logs() -> Iterator[None]:
 
 def _count_outputs(model: Any, args: tuple[Any, ...]) -> int:
     torch = _import_torch()
-    with torch.no_grad():
-        out = model(*args)
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    except (Exception, SystemExit) as exc:  # the forward pass is the user's code
+        raise InputError(f"the example inputs do not fit the model: its forward() {raised(exc)}") from None
     if isinstance(out, (list, tuple)):
         return len(out)
     if isinstance(out, dict):

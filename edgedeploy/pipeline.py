@@ -431,8 +431,14 @@ def check_config(config: PipelineConfig) -> Target:
             f"config model.name '{name}' must be a plain file name (no folders, no leading dot): "
             "it names the files written in the workdir"
         )
+    if not config.workdir or not str(config.workdir).strip():
+        raise InputError('config workdir is empty; e.g. workdir = "edgedeploy-out"')
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
+    repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
+    if repeated:
+        raise InputError(f"config build.precisions names {', '.join(repeated)} more than once")
+    _check_sections(config, target)
     for precision in b.precisions:
         target.check_precision(precision)
     if b.backend not in BACKEND_NAMES:
@@ -455,6 +461,40 @@ def check_config(config: PipelineConfig) -> Target:
         if why := not_ours(_bundle_dir(config).resolve()):
             raise InputError(f"config bundle.output: {why}; choose another folder")
     return target
+
+
+def _check_sections(config: PipelineConfig, target: Target) -> None:
+    """Every value a later stage would refuse, refused now: before export, build and profile ran."""
+    from edgedeploy.backends import BuildOptions
+    from edgedeploy.backends.trt_plan import check_option_values
+    from edgedeploy.build import CPU_OPTIONS
+    from edgedeploy.errors import InputError
+
+    cmp, cal, p = config.compare, config.calibration, config.profile
+    for where, value in (
+        ("compare.samples", cmp.samples),
+        ("compare.batch_size", cmp.batch_size),
+        ("calibration.samples", cal.samples),
+        ("calibration.batch_size", cal.batch_size),
+    ):
+        if value < 1:
+            raise InputError(f"config {where} must be >= 1, got {value}")
+    Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+    ProfileOptions(
+        warmup_iterations=p.warmup,
+        warmup_ms=p.warmup_ms,
+        iterations=p.iterations,
+        duration_s=p.duration_s,
+        batch_sizes=tuple(p.batch_sizes),
+        threads=p.threads,
+    )
+    options = _backend_options(config)
+    check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
+    tensorrt_only = sorted(k for k in options if k not in CPU_OPTIONS)
+    if config.build.backend == "onnxruntime" and tensorrt_only:
+        raise InputError(
+            f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"
+        )
 
 
 def _bundle_dir(config: PipelineConfig) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 
 from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import open_source
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, not_a_file
 from edgedeploy.stats import LatencyStats
 
 Progress = Callable[[float], None]  # fraction done, 0..1
@@ -306,8 +306,22 @@ def profile(
 ) -> ProfileResult:
     """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.runtime)."""
     if not artifact.is_file():
-        raise InputError(f"artifact not found: {artifact}")
+        raise not_a_file("artifact", artifact)
     if artifact.suffix == ".onnx":
+        engine_only = [
+            flag
+            for flag, on in (
+                ("--cuda-graph", options.cuda_graph),
+                ("--no-data-transfers", options.no_data_transfers),
+                ("--per-layer", options.per_layer),
+            )
+            if on
+        ]
+        if engine_only:
+            raise InputError(
+                f"{', '.join(engine_only)}: for TensorRT engines; {artifact.name} is an ONNX model "
+                "timed on ONNX Runtime (build an engine first)"
+            )
         return profile_onnx(artifact, options, progress)
     from edgedeploy.backends import backend_for_artifact
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgedeploy.backends import trt_env
 from edgedeploy.backends.base import BuildOptions, BuildResult
-from edgedeploy.errors import BackendUnavailable, InputError
+from edgedeploy.errors import BackendUnavailable, InputError, not_a_file
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -38,7 +38,7 @@ def _input_record(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
     if not Path(path).is_file():
-        raise InputError(f"file not found: {path}")
+        raise not_a_file("file", path)
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
@@ -87,7 +87,7 @@ class TensorRTBackend:
 
         model = Path(model)
         if not model.is_file():
-            raise InputError(f"model not found: {model}")
+            raise not_a_file("model", model)
         self._require()
         env = trt_env.environment()
         version = TrtVersion.parse(env["tensorrt"] or "0.0")
@@ -174,7 +174,7 @@ class TensorRTBackend:
 
         artifact = Path(artifact)
         if not artifact.is_file():
-            raise InputError(f"engine not found: {artifact}")
+            raise not_a_file("engine", artifact)
         if artifact.suffix != ".engine":
             raise InputError(
                 f"{artifact.name} is not a TensorRT engine (.engine); build it with --backend tensorrt"
