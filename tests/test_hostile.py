@@ -189,8 +189,7 @@ def test_run_with_bundle_output_dot_refuses_before_any_work(tiny: Tiny) -> None:
 
 def test_six_concurrent_bundles_into_one_folder_all_succeed_and_leave_one_whole_bundle(tiny: Tiny) -> None:
     from calibration.modelinfo import TensorSpec
-    from edgedeploy.bundle import BundleArtifact, make_bundle
-    from edgedeploy.bundle_tools import verify_bundle
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle, verify_bundle
     from edgedeploy.targets import load_target
 
     out = tiny.root / "b"
@@ -251,7 +250,7 @@ def test_a_corrupted_precision_model_is_rebuilt_and_compared_again_not_up_to_dat
 
 
 def test_a_garbage_archive_beside_an_intact_bundle_folder_is_made_again(tiny: Tiny) -> None:
-    from edgedeploy.bundle_tools import verify_bundle
+    from edgedeploy.stages.bundle import verify_bundle
 
     config = write_config(tiny)
     assert cli("run", config).code == 0

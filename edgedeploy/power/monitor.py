@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from edgedeploy.power.rapl import POWERCAP_ROOT, RaplSource, find_domains
+
 SOURCES = ("auto", "tegrastats", "nvml", "rapl", "none")
 
 
@@ -89,7 +91,6 @@ class PowerMonitor:
                 self._why.append(why)
                 return None
             return NvmlSource(nvml, handle, self.gpu_index, self.interval_ms)
-        from edgedeploy.power.rapl import POWERCAP_ROOT, RaplSource, find_domains
 
         domains, why = find_domains(self.powercap_root or POWERCAP_ROOT)
         if not domains:

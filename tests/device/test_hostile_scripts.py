@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import Device
 
-from edgedeploy.bundle_tools import verify_bundle
+from edgedeploy.stages.bundle import verify_bundle
 
 
 def script(bundle: Path, name: str) -> Path:
@@ -205,7 +205,7 @@ def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device
     from conftest import dense_model
 
     from calibration.modelinfo import TensorSpec
-    from edgedeploy.bundle import BundleArtifact, make_bundle
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle
     from edgedeploy.targets import load_target
 
     onnx.save(dense_model(False), tmp_path / "dense.onnx")

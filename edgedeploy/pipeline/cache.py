@@ -1,0 +1,74 @@
+"""Records of finished pipeline stages: a rerun whose inputs did not change does no work.
+
+Each stage's result is recorded under ``workdir/.edgedeploy-cache/`` with a key made of the
+hashes of its inputs, its options and the tool versions. A record counts only while every
+output file it names still has the sha256 recorded with it (and, where a stage says so, the
+output is still intact): a cache hit is verified by content, not existence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.fileio import atomic_write_json, sha256_file
+from edgedeploy.ui import Ui
+
+CACHE_DIR = ".edgedeploy-cache"
+
+
+class StageCache:
+    """Records of finished stages, keyed by a hash of their inputs, options and tool versions."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / CACHE_DIR
+
+    def _path(self, stage: str) -> Path:
+        return self.root / f"{stage}.json"
+
+    def lookup(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The recorded result when the key matches and every output file still has its recorded hash.
+
+        Existence is not enough: a model edited or damaged since (NaN weights, a truncated
+        archive) must be made again, not reported as up to date.
+        """
+        try:
+            record = json.loads(self._path(stage).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        outputs = record.get("outputs")
+        if not isinstance(outputs, dict):
+            return None
+        for path, digest in outputs.items():
+            try:
+                if sha256_file(path) != digest:
+                    return None
+            except OSError:
+                return None
+        result = record.get("result")
+        return result if isinstance(result, dict) else None
+
+    def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
+        hashes = {str(p): sha256_file(p) for p in outputs}
+        atomic_write_json(self._path(stage), {"key": key, "outputs": hashes, "result": result})
+
+    def run(
+        self,
+        stage: str,
+        key: str,
+        ui: Ui,
+        compute: Callable[[], tuple[list[Path], dict[str, Any]]],
+        still_valid: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """The recorded result when the key matches (and ``still_valid`` agrees), else compute it."""
+        cached = self.lookup(stage, key)
+        if cached is not None and (still_valid is None or still_valid(cached)):
+            ui.info(f"{stage}: up to date (inputs and options unchanged), nothing to do")
+            return cached, True
+        outputs, result = compute()
+        self.store(stage, key, outputs, result)
+        return result, False
