@@ -55,7 +55,7 @@ class InputShape:
         dtype = parts[2] if len(parts) == 3 else "float32"
         try:
             np.dtype(dtype)
-        except TypeError:
+        except (TypeError, ValueError, SyntaxError):  # numpy reads "a,b" as a record dtype
             raise InputError(f"bad --input '{text}': unknown dtype '{dtype}'") from None
         return cls(parts[0], dims, dtype)
 

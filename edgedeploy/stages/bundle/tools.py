@@ -211,12 +211,16 @@ def _check_against_manifest(tar: tarfile.TarFile, members: list[tarfile.TarInfo]
             raise InputError(f"{tar_path}: member {rel} is not listed in its manifest: refusing to extract")
 
 
-def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def safe_extract(
+    tar_path: str | os.PathLike[str], dest: str | os.PathLike[str], *, check_manifest: bool = False
+) -> Path:
     """Extract a bundle archive under ``dest``; return the bundle folder (the archive's top folder).
 
-    Every member is checked before anything is written (paths, links, count, and sizes against
-    the archive's own manifest); the tree is extracted into a temporary folder beside its
-    destination and renamed into place, so a refusal leaves nothing behind.
+    Every member is checked before anything is written (paths, links, count, and with
+    ``check_manifest`` every regular member against the archive's own manifest: listed, with
+    the listed size, so a tar bomb is refused before a byte is written); the tree is extracted
+    into a temporary folder beside its destination and renamed into place, so a refusal leaves
+    nothing behind.
     """
     tar_path, dest = Path(tar_path), Path(dest)
     if not tar_path.is_file():
@@ -231,7 +235,8 @@ def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str])
                 root = tmp.resolve()
                 for member in members:
                     _check_member(member, root)
-                _check_against_manifest(tar, members, tar_path)
+                if check_manifest:
+                    _check_against_manifest(tar, members, tar_path)
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4
@@ -263,7 +268,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> BundleCheck:
         raise InputError(f"bundle not found: {path}")
     with tempfile.TemporaryDirectory(prefix="edgedeploy-verify-") as tmp:
         try:
-            root = safe_extract(path, tmp)
+            root = safe_extract(path, tmp, check_manifest=True)
         except InputError as exc:
             return BundleCheck(ok=False, problems=[str(exc)], root=str(path))
         check = check_dir(root)
@@ -277,7 +282,7 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         return _summary(path, verify_bundle(path))
     with tempfile.TemporaryDirectory(prefix="edgedeploy-inspect-") as tmp:
-        root = safe_extract(path, tmp)
+        root = safe_extract(path, tmp, check_manifest=True)
         summary = _summary(root, check_dir(root))
         summary["path"] = str(path)
         return summary
