@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -763,6 +764,79 @@ CASES: list[Case] = [
         absent=("work",),
     ),
     C("calibrate -o an existing file", "calibrate", "model.onnx", "-o", "afile", phrase="not a folder"),
+    C("targets list --json under a file", "targets", "--json", "afile/t.json", phrase="is a file"),
+    C(
+        "targets show --json naming a folder",
+        "targets",
+        "show",
+        "jetson-nano",
+        "--json",
+        "adir",
+        phrase="folder",
+    ),
+    C("doctor --json under a file", "doctor", "--json", "afile/d.json", phrase="is a file"),
+    C(
+        "run --json naming the config",
+        *RUN,
+        "--json",
+        "edgedeploy.toml",
+        config=BASE_CONFIG,
+        phrase="is an input",
+        absent=("work",),
+    ),
+    C(
+        "run --json under a file",
+        *RUN,
+        "--json",
+        "afile/r.json",
+        config=BASE_CONFIG,
+        phrase="is a file",
+        absent=("work",),
+    ),
+    C(
+        "analyze --json under a file",
+        "analyze",
+        "model.onnx",
+        "--data",
+        "data.npz",
+        "--json",
+        "afile/a.json",
+        phrase="is a file",
+    ),
+    C(
+        "calibrate --json naming the data",
+        "calibrate",
+        "model.onnx",
+        "-o",
+        "out",
+        "--data",
+        "data.npz",
+        "--json",
+        "data.npz",
+        phrase="is an input",
+        absent=("out",),
+    ),
+    C(
+        "export --json under a file",
+        "export",
+        "misfit.py:build:example_inputs",
+        "-o",
+        "m3.onnx",
+        "--json",
+        "afile/e.json",
+        phrase="is a file",
+        absent=("m3.onnx",),
+    ),
+    C(
+        "bundle inspect --json naming a folder",
+        "bundle",
+        "inspect",
+        "adir",
+        "--json",
+        "site",
+        phrase="folder",
+    ),
+    C("demo --out an existing file", "demo", "--out", "afile", phrase="not a folder"),
     # numbers that would hang or mean nothing
     C("profile --duration nan", "profile", "model.onnx", "--duration", "nan", phrase="duration"),
     C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),
@@ -1163,3 +1237,177 @@ def test_hostile_case(case: Case, project_src: Path, tmp_path: Path) -> None:
         assert not (proj / rel).exists(), rel
     leftovers = [p.name for p in proj.iterdir() if p.name.startswith(".") and p.name != ".edgedeploy-cache"]
     assert leftovers == []
+
+
+# ---------------------------------------------------------------- signals (the only subprocess tests here)
+
+
+def _start(args: list[str], cwd: Path, tmpdir: Path) -> subprocess.Popen[str]:
+    import os
+    import signal
+
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgedeploy", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a CI job started in the background inherits an ignored SIGINT; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def _wait_for(predicate: object, timeout: float = 60) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to interrupt")
+
+
+def _temp_leftovers(project: Path, tmpdir: Path) -> list[str]:
+    """Hidden temporary files/folders (``.NAME.PID.xxx``) in the project, edgedeploy's in TMPDIR."""
+    hidden = [
+        str(p.relative_to(project))
+        for p in project.rglob(".*")
+        if p.name != ".edgedeploy-cache" and ".edgedeploy-cache/" not in str(p.relative_to(project)) + "/"
+    ]
+    return hidden + [p.name for p in tmpdir.iterdir() if "edgedeploy" in p.name]
+
+
+def test_sigterm_during_run_unwinds_exits_143_and_leaves_no_temp_files(tiny: Tiny, tmp_path: Path) -> None:
+    import signal
+
+    config = write_config(tiny, profile=True)
+    config.write_text(
+        config.read_text().replace("iterations = 5", "").replace("duration_s = 0", "duration_s = 60")
+    )
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _start(["run", str(config)], tiny.root, tmpdir)
+    cache = tiny.root / "work" / ".edgedeploy-cache"
+    try:
+        _wait_for(lambda: (cache / "compare-fp32.json").exists() or proc.poll() is not None)
+        import time
+
+        time.sleep(1.0)  # inside the profile's timed loop
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "terminated (SIGTERM)" in lines[-1] and "Traceback" not in err
+    assert _temp_leftovers(tiny.root, tmpdir) == []
+    config.write_text(config.read_text().replace("duration_s = 60", "duration_s = 0"))
+    again = cli("run", config)  # resumes: the finished stages are not redone
+    assert "compare-fp32: up to date" in again.stderr
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
+def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, delay: float) -> None:
+    """Polygraphy imports torch lazily mid-compare; torch's import cut by Ctrl-C crashed or was ignored."""
+    import signal
+    import time
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    args = ["compare", "model.onnx", "model.fp16.onnx", "--samples", "4000", "--batch-size", "1"]
+    proc = _start(args, tiny.root, tmpdir)
+    try:  # from the moment compare starts (its scratch folder appears), torch's import comes next
+        _wait_for(lambda: any(tmpdir.glob("edgedeploy-compare-*")) or proc.poll() is not None)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)  # not a segfault (-11), not ignored (0)
+    assert "interrupted" in err and "Traceback" not in err
+    assert _temp_leftovers(tiny.root, tmpdir) == []
+
+
+def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends() -> None:
+    import os
+    import signal
+
+    from edgedeploy.interrupts import deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("finished the block")
+    assert done == ["finished the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------- the machine's failures, at the one place
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    def full(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device", str(kwargs.get("dir", "")))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with unchanged(tiny.root):
+        result = cli("compare", "model.onnx", "model.fp16.onnx", "--json", "r.json", cwd=tiny.root)
+    one_line_error(result, 2, "r.json", "No space left on device")
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    real_access = os.access
+    ro = tiny.root / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    result = cli("build", "model.onnx", "-o", "ro/out", cwd=tiny.root)
+    one_line_error(result, 2, "cannot write in", "read-only")
+    assert list(ro.iterdir()) == []
+
+
+def test_memory_and_onnxruntime_failures_map_to_one_line_and_bugs_keep_their_traceback() -> None:
+    from edgedeploy.errors import user_failure
+
+    assert (
+        user_failure(MemoryError("Unable to allocate 224. GiB"))
+        == "out of memory: Unable to allocate 224. GiB"
+    )
+    assert user_failure(IsADirectoryError(21, "Is a directory", "out.json")) == "out.json: Is a directory"
+    assert user_failure(KeyError("x")) is None and user_failure(TypeError("bug")) is None
+
+
+def test_sigterm_while_verifying_an_archive_removes_its_extraction(
+    made_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarfile
+    import tempfile
+
+    from edgedeploy.interrupts import Terminated
+
+    archive = made_bundle.with_name("b.tar.gz")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = tarfile.TarFile.extractall
+
+    def killed_midway(self: tarfile.TarFile, path: str = ".", *args: object, **kwargs: object) -> None:
+        real(self, path, *args, **kwargs)  # type: ignore[arg-type]
+        import signal
+
+        import edgedeploy.interrupts as interrupts
+
+        interrupts._received.append(signal.SIGTERM)
+        raise Terminated()
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", killed_midway)
+    result = cli("bundle", "verify", archive)
+    monkeypatch.setattr("edgedeploy.interrupts._received", [])
+    assert result.code == 143, result.text
+    assert "terminated (SIGTERM)" in result.stderr and "Traceback" not in result.text
+    assert list(scratch.iterdir()) == []

@@ -128,6 +128,11 @@ def guard_app(app: Any) -> None:
         if info.callback is not None and not getattr(info.callback, "_io_guarded", False):
             info.callback = guard_command(info.callback)
             info.callback._io_guarded = True  # type: ignore[attr-defined]
+    group_callback = getattr(app, "registered_callback", None)  # a group run without a subcommand
+    if group_callback is not None and group_callback.callback is not None:
+        if not getattr(group_callback.callback, "_io_guarded", False):
+            group_callback.callback = guard_command(group_callback.callback)
+            group_callback.callback._io_guarded = True
     for group in app.registered_groups:
         if group.typer_instance is not None:
             guard_app(group.typer_instance)
