@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from calibration.atomic import sha256_file
-from calibration.errors import DataError
+from calibration.errors import DataError, raised
 from calibration.feeds import DataSource, Feed, rebatch, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec
@@ -113,13 +113,6 @@ def _array_files_source(
     return DataSource("arrays", spec, inputs, make, details)
 
 
-def _raised(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r}) instead of returning"
-    text = str(exc).strip().splitlines()
-    return f"raised {type(exc).__name__}: {text[0] if text else ''}"
-
-
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:
     """Import a user's data loader script and return its ``load_data`` (or another) function."""
     module_name = f"_edgedeploy_user_loader_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
@@ -131,7 +124,7 @@ def load_script_function(path: Path, function: str = "load_data") -> Callable[..
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # a loader's sys.exit() must not end the run as a success
-        raise DataError(f"data loader script {path} failed to import: {_raised(exc)}") from None
+        raise DataError(f"data loader script {path} failed to import: {raised(exc)}") from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise DataError(f"data loader script {path} defines no {function}() function")
@@ -149,7 +142,7 @@ def _script_source(
         except DataError:
             raise
         except (Exception, SystemExit) as exc:
-            raise DataError(f"data loader script {path}: load_data() {_raised(exc)}") from None
+            raise DataError(f"data loader script {path}: load_data() {raised(exc)}") from None
 
     return DataSource(
         "script",

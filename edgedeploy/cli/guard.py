@@ -122,17 +122,18 @@ def check_argv(argv: list[str]) -> None:
             raise InputError(f"{name} is empty: name a file or folder")
 
 
+def _wrap(info: Any) -> None:
+    """Wrap the callback of one Typer command or group info, once."""
+    if info is not None and info.callback is not None and not getattr(info.callback, "_io_guarded", False):
+        info.callback = guard_command(info.callback)
+        info.callback._io_guarded = True
+
+
 def guard_app(app: Any) -> None:
-    """Wrap every command of a Typer app and of its sub-apps, once."""
+    """Wrap every command of a Typer app, its group callback and its sub-apps, once."""
     for info in app.registered_commands:
-        if info.callback is not None and not getattr(info.callback, "_io_guarded", False):
-            info.callback = guard_command(info.callback)
-            info.callback._io_guarded = True  # type: ignore[attr-defined]
-    group_callback = getattr(app, "registered_callback", None)  # a group run without a subcommand
-    if group_callback is not None and group_callback.callback is not None:
-        if not getattr(group_callback.callback, "_io_guarded", False):
-            group_callback.callback = guard_command(group_callback.callback)
-            group_callback.callback._io_guarded = True
+        _wrap(info)
+    _wrap(getattr(app, "registered_callback", None))  # a group run without a subcommand (targets --json)
     for group in app.registered_groups:
         if group.typer_instance is not None:
             guard_app(group.typer_instance)

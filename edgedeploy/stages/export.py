@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibration.errors import raised
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, sha256_file
@@ -87,13 +88,6 @@ class ExportResult:
 
 def is_onnx_path(spec: str) -> bool:
     return spec.lower().endswith(".onnx")
-
-
-def raised(exc: BaseException) -> str:
-    """How the user's code failed: ``called sys.exit(0)`` or ``raised TypeError: ...``."""
-    if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r}) instead of returning"
-    return f"raised {type(exc).__name__}: {first_line(exc)}"
 
 
 def _import_object(spec: str, attr: str) -> Any:
