@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,31 +41,53 @@ def _real(path: str | os.PathLike[str]) -> Path:
 def guarded(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     roots: Iterable[str | os.PathLike[str] | None] | None = None,
-    extra_roots: Iterable[str | os.PathLike[str]] = (),
 ) -> Iterator[None]:
     """Within the block, writes may not touch ``inputs`` and must stay under ``roots`` (if given).
 
-    Blocks nest: inputs add up, roots narrow to the innermost set given; ``extra_roots`` widens
-    a confinement already in force (a folder being built under a temporary name beside its
-    destination, say).
+    Blocks nest: inputs add up, roots narrow to the innermost set given. Set once per command
+    (the CLI entry, the pipeline run), not from worker threads.
     """
     previous = _Guard(list(_GUARD.inputs), None if _GUARD.roots is None else list(_GUARD.roots))
     _GUARD.inputs += [_real(p) for p in inputs if p is not None and os.fspath(p) != ""]
     if roots is not None:
         _GUARD.roots = [_real(r) for r in roots if r is not None and os.fspath(r) != ""]
-    elif extra_roots and _GUARD.roots is not None:
-        _GUARD.roots += [_real(r) for r in extra_roots]
     try:
         yield
     finally:
         _GUARD.inputs, _GUARD.roots = previous.inputs, previous.roots
 
 
+_STAGING: dict[Path, Path] = {}  # a folder built under a temporary name -> where it will be renamed
+_STAGING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def staging(tmp: Path, dest: Path) -> Iterator[None]:
+    """Writes under ``tmp`` are checked as the writes under ``dest`` they will become (thread-safe)."""
+    key = _real(tmp)
+    with _STAGING_LOCK:
+        _STAGING[key] = _real(dest)
+    try:
+        yield
+    finally:
+        with _STAGING_LOCK:
+            _STAGING.pop(key, None)
+
+
+def _logical(real: Path) -> Path:
+    with _STAGING_LOCK:
+        staged = list(_STAGING.items())
+    for tmp, final in staged:
+        if real.is_relative_to(tmp):
+            return final / real.relative_to(tmp)
+    return real
+
+
 def check_dest(dest: str | os.PathLike[str], *, replaces_folder: bool = False) -> Path:
     """Refuse an output path that is empty, is an input, holds an input, or leaves the allowed roots."""
     if os.fspath(dest) == "":
         raise OutputPathError("an output path is empty")
-    real = _real(dest)
+    real = _logical(_real(dest))
     for source in _GUARD.inputs:
         if real == source or (real.exists() and source.exists() and _same(real, source)):
             raise OutputPathError(f"{dest} is an input of this command: refusing to overwrite it")

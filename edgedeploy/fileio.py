@@ -19,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calibration.atomic import atomic_path, check_dest, guarded, remove_stale_temps, sha256_file, temp_prefix
+from calibration.atomic import (
+    atomic_path,
+    check_dest,
+    guarded,
+    remove_stale_temps,
+    sha256_file,
+    staging,
+    temp_prefix,
+)
 from edgedeploy.results import dumps
 
 __all__ = [
@@ -76,7 +84,7 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        with guarded(extra_roots=[tmp]):
+        with staging(tmp, dest):
             yield tmp
         _replace_dir(tmp, dest)
     except BaseException:
