@@ -498,6 +498,12 @@ def project_src(tiny_src: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Pat
     ext = dense_model(False)
     onnx.save(ext, root / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
     (root / "ext.onnx.data").unlink()
+    broken = dense_model(True)  # the fp16 twin with NaN weights: runs, and must fail the gate
+    for init in broken.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init).copy()
+        arr[...] = np.nan
+        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(broken, root / "nan.fp16.onnx")
     (root / "bad_preprocess.json").write_text("{not json")
     (root / "factory_exit.py").write_text(FACTORY_EXIT)
     (root / "misfit.py").write_text(MISFIT)
@@ -1204,6 +1210,30 @@ CASES: list[Case] = [
         phrase="fp32_nodes",
         absent=("work",),
     ),
+    # wrong verdicts: a model that runs but is broken fails its gate (exit 1), never passes
+    C(
+        "compare a NaN-weight candidate",
+        "compare",
+        "model.onnx",
+        "nan.fp16.onnx",
+        "--data",
+        "data.npz",
+        code=1,
+        phrase="NaN",
+    ),
+    C(
+        "bundle a NaN-weight candidate",
+        "bundle",
+        "model.onnx",
+        "nan.fp16.onnx",
+        "--data",
+        "data.npz",
+        "-o",
+        "b",
+        code=1,
+        phrase="fp16",
+        keep=("model.onnx", "nan.fp16.onnx", "data.npz"),
+    ),
     # targets and bundles
     C("targets show in capitals", "targets", "show", "JETSON-ORIN-NANO", code=0),
     C("targets show unknown", "targets", "show", "jetson-nanoo", phrase="unknown target"),
@@ -1228,6 +1258,9 @@ def test_hostile_case(case: Case, project_src: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.text, result.text
     if case.code == 0:
         assert result.code == 0, result.text
+    elif case.code == 1:  # a failed gate: the last line says which, after what was written
+        assert result.code == 1, result.text
+        assert case.phrase in result.stderr.strip().splitlines()[-1], result.stderr
     else:
         one_line_error(result, case.code, case.phrase)
         after = digest(keep)
