@@ -161,16 +161,18 @@ def _take_weights(emulated: onnx.ModelProto, candidate: onnx.ModelProto) -> None
     for init in candidate.graph.initializer:
         if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             continue
-        target = mine.get(init.name)
-        if target is None:
+        # the emulation keeps a weight under its name, and its fp16-rounded copy under NAME__fp16
+        targets = [mine[n] for n in (init.name, f"{init.name}__fp16") if n in mine]
+        if not targets:
             raise ValueError(f"candidate weight {init.name} is not in the reference")
         values = numpy_helper.to_array(init)
-        if list(values.shape) != list(target.dims):
-            raise ValueError(
-                f"candidate weight {init.name} has shape {list(values.shape)}, not {list(target.dims)}"
-            )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(target.data_type)
-        target.CopyFrom(numpy_helper.from_array(values.astype(dtype), target.name))
+        for target in targets:
+            if list(values.shape) != list(target.dims):
+                raise ValueError(
+                    f"candidate weight {init.name}: shape {list(values.shape)}, not {list(target.dims)}"
+                )
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(target.data_type)
+            target.CopyFrom(numpy_helper.from_array(values.astype(dtype), target.name))
 
 
 def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
