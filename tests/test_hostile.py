@@ -1050,6 +1050,18 @@ CASES: list[Case] = [
         phrase="exit",
         absent=("out/model.int8.onnx",),
     ),
+    C(
+        "bundle on 0 samples",
+        "bundle",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "empty.npz",
+        "-o",
+        "b",
+        phrase="0 samples",
+        absent=("b",),
+    ),
     # models that cannot serve as they are
     C(
         "build a model with no inputs",
@@ -1444,3 +1456,24 @@ def test_sigterm_while_verifying_an_archive_removes_its_extraction(
     assert result.code == 143, result.text
     assert "terminated (SIGTERM)" in result.stderr and "Traceback" not in result.text
     assert list(scratch.iterdir()) == []
+
+
+def test_tensorrt_options_are_named_in_one_warning_when_auto_falls_back_to_onnxruntime(tiny: Tiny) -> None:
+    result = cli(
+        "build", "model.onnx", "--precision", "fp32", "--workspace-mb", "64", "-o", "out", cwd=tiny.root
+    )
+    assert result.code == 0, result.text
+    warnings = [ln for ln in result.stderr.splitlines() if "TensorRT options" in ln]
+    assert (
+        len(warnings) == 1 and "workspace_mb" in warnings[0] and "falls back to ONNX Runtime" in warnings[0]
+    )
+
+
+def test_a_gate_over_no_finite_values_fails() -> None:
+    from edgedeploy.stages.compare import Gates
+    from edgedeploy.stages.compare.outputs import output_metrics
+
+    nothing = output_metrics(
+        "y", [np.full((2, 3), np.nan, np.float32)], [np.zeros((2, 3), np.float32)], Gates()
+    )
+    assert not nothing.passed and any("no finite values" in f for f in nothing.failures)
