@@ -948,7 +948,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             ICudaEngine,
             IExecutionContext,
             Runtime,
-        )  # fmt: skip
+        )
     }
     for name, cls in classes.items():
         type.__setattr__(cls, "_api_name", name)
