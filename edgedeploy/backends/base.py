@@ -84,6 +84,7 @@ class BuildOptions:
     hardware_compatibility: str | None = None  # none | ampere_plus | same_compute_capability
     version_compatible: bool = False
     profiling_verbosity: str | None = None  # layer_names_only | detailed | none
+    tf32: bool | None = None  # TensorRT: None keeps TensorRT's default (on); False clears it
     calibration_cache: Path | None = None  # TensorRT 8.x implicit INT8
     precision_plan: Path | None = None  # JSON: nodes kept in higher precision
     threads: int | None = None  # CPU backends

@@ -76,7 +76,8 @@ class TensorRTBackend:
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         from edgedeploy.backends import trt_build, trt_inspect, trt_sidecar
-        from edgedeploy.backends.trt_plan import TrtVersion, plan_build, read_model_facts
+        from edgedeploy.backends.trt_plan import plan_build, read_model_facts
+        from edgedeploy.backends.trt_versions import TrtVersion
         from edgedeploy.fileio import (
             atomic_write_bytes,
             atomic_write_json,
@@ -139,6 +140,8 @@ class TensorRTBackend:
         )
         summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
         notes = list(plan.notes)
+        if built.layer_info_problem:
+            notes.append(built.layer_info_problem)
         if built.fp32_layers_unmatched:
             notes.append(
                 f"no TensorRT layer matched these FP32 nodes: {', '.join(built.fp32_layers_unmatched)}"
@@ -156,6 +159,9 @@ class TensorRTBackend:
             "precision": plan.precision,
             **{k: env.get(k) for k in ENV_KEY_FIELDS},
             "plan": plan.key_fields(),
+            "tf32": plan.tf32,
+            "dla_core": plan.dla_core,
+            "version_compatible": plan.version_compatible,
             "inputs": inputs,
             "timing_cache": str(options.timing_cache) if options.timing_cache else None,
             "build_seconds": round(built.seconds, 3),
@@ -185,5 +191,6 @@ class TensorRTBackend:
             log.warning(
                 "%s has no sidecar: cannot check it was built for this TensorRT and GPU", artifact.name
             )
-        trt_sidecar.check_loadable(artifact, built, trt_env.environment())
+        for warning in trt_sidecar.check_loadable(artifact, built, trt_env.environment()):
+            log.warning(warning)
         return PycudaEngineRunner(artifact)

@@ -321,12 +321,12 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
         def set_output_type(self, index: int, dtype: Any) -> None:
             rec("ILayer.set_output_type", self._name, index, dtype)
             out = self._outputs[index]
-            if out.dtype not in (DataType.FLOAT, DataType.HALF) and dtype != out.dtype:
+            if out._dtype not in (DataType.FLOAT, DataType.HALF) and dtype != out._dtype:
                 # NvInfer.h (v8.6.1) ILayer::setOutputType: TopK's second output is always Int32 and shape
                 # operations' outputs kINT32; "all attempts to set the output type to some other data
                 # type will be ignored except for issuing an error message".
                 state.logged.append(
-                    (int(Severity.ERROR), f"{self._name}: cannot set output type of {out.name}")
+                    (int(Severity.ERROR), f"{self._name}: cannot set output type of {out._name}")
                 )
                 return
             self._output_types[index] = dtype
@@ -669,34 +669,34 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
     def _plan_record(network: INetworkDefinition, config: IBuilderConfig) -> dict[str, Any]:
         strongly = network._strongly_typed()
         LT = enums["LayerType"]
-        has_qdq = any(layer.type in (LT.QUANTIZE, LT.DEQUANTIZE) for layer in network._layers)
+        has_qdq = any(layer._type in (LT.QUANTIZE, LT.DEQUANTIZE) for layer in network._layers)
         on_dla_device = config._props["default_device_type"] == enums["DeviceType"].DLA
         layers = []
         for layer in network._layers:
             precision = "FP32"
-            compute = layer.type in (LT.CONVOLUTION, LT.MATRIX_MULTIPLY)
-            out_type = layer._outputs[0].dtype if layer._outputs else DataType.FLOAT
+            compute = layer._type in (LT.CONVOLUTION, LT.MATRIX_MULTIPLY)
+            out_type = layer._outputs[0]._dtype if layer._outputs else DataType.FLOAT
             if out_type == DataType.INT32:
                 precision = "Int32"
             elif has_enum("DataType", "INT64") and out_type == DataType.INT64:
                 precision = "Int64"
-            elif layer.precision_is_set:
+            elif layer._precision is not None:
                 precision = "FP32"
             elif compute and (has_qdq or "INT8" in config._flags):
                 precision = "Int8"
             elif "FP16" in config._flags or (
-                strongly and any(t.dtype == DataType.HALF for t in network._inputs)
+                strongly and any(t._dtype == DataType.HALF for t in network._inputs)
             ):
                 precision = "FP16"
             on_dla = on_dla_device and compute
-            kind = INSPECTOR_TYPES.get(layer.type.name, layer.type.name.title())
+            kind = INSPECTOR_TYPES.get(layer._type.name, layer._type.name.title())
             fmt = INSPECTOR_FORMATS[precision]
             layers.append(
                 {
-                    "Name": layer.name,
+                    "Name": layer._name,
                     "LayerType": ("DLA " + kind) if on_dla else kind,
-                    "Inputs": [{"Name": f"{layer.name}_in", "Format/Datatype": fmt}],
-                    "Outputs": [{"Name": f"{layer.name}_out", "Format/Datatype": fmt}],
+                    "Inputs": [{"Name": f"{layer._name}_in", "Format/Datatype": fmt}],
+                    "Outputs": [{"Name": f"{layer._name}_out", "Format/Datatype": fmt}],
                     "TacticName": "dla_tactic" if on_dla else "sm89_xmma",
                 }
             )
@@ -712,7 +712,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             "gpu_name": state.gpu.name,
             "dla_core": config._props["DLA_core"] if on_dla_device else None,
             "tf32": "TF32" in config._flags,
-            "inputs": [[t.name, list(t.shape), int(t.dtype)] for t in network._inputs],
+            "inputs": [[t._name, list(t._shape), int(t._dtype)] for t in network._inputs],
             "outputs": network._output_names,
             "output_types": {k: int(v) for k, v in network._output_types.items()},
             "profiles": profiles,
