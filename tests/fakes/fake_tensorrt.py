@@ -876,7 +876,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
 
         def deserialize_cuda_engine(self, serialized_engine: Any) -> ICudaEngine | None:
             data = bytes(serialized_engine)
-            rec("Runtime.deserialize_cuda_engine", len(data))
+            # what else is alive at this point: a 4 GB board cannot hold builder and engine at once
+            rec("Runtime.deserialize_cuda_engine", len(data), dict(state.alive), self._props["DLA_core"])
             if not data.startswith(PLAN_MAGIC):
                 self._refuse("Serialization assertion failed: magic tag does not match")
                 return None
