@@ -143,11 +143,13 @@ def make_bundle(
     primary: str | None = None,
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
     An existing bundle there is replaced whole; any other existing, non-empty folder is refused
-    (it may hold the user's models).
+    (it may hold the user's models). ``build`` records how engines are built (``profiles``: the
+    TensorRT shape profiles as in the config, ``tf32``), so the device rebuilds the same engine.
     """
     out = Path(out_dir).resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
@@ -194,6 +196,7 @@ def make_bundle(
             "artifacts": entries,
             "gates": gates,
             "reference": reference,
+            **({"build": build} if build else {}),
             **(extras or {}),
         }
         atomic_write_text(root / "README.md", _device_readme(manifest))

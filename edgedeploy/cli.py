@@ -191,6 +191,9 @@ def build(
         str | None, typer.Option(help="TensorRT: none, ampere_plus or same_compute_capability.")
     ] = None,
     version_compatible: Annotated[bool, typer.Option(help="TensorRT: version-compatible engine.")] = False,
+    tf32: Annotated[
+        bool, typer.Option("--tf32/--no-tf32", help="TensorRT: TF32 kernels (on by default, as in TensorRT).")
+    ] = True,
     profiling_verbosity: Annotated[
         str | None, typer.Option(help="TensorRT: layer_names_only, detailed or none.")
     ] = None,
@@ -240,6 +243,8 @@ def build(
             options[key] = value
     if version_compatible:
         options["version_compatible"] = True
+    if not tf32:
+        options["tf32"] = False
     if memory_pool:
         options["memory_pools_mb"] = _memory_pools(memory_pool)
     if profile:

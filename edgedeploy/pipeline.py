@@ -314,6 +314,7 @@ def run_pipeline(
                 "gates": gates,
                 "version": __version__,
                 "dir": str(bundle_dir),
+                "build": {"profiles": config.build.profiles, "tf32": config.build.tf32},
             }
         )
 
@@ -348,6 +349,7 @@ def run_pipeline(
                 reference_outputs=ref_out_batches[0],
                 primary=primary,
                 tools=extra_versions,
+                build={"profiles": list(config.build.profiles), "tf32": config.build.tf32},
             )
             ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
             return [result.directory / "manifest.json", result.archive], {
@@ -447,6 +449,8 @@ def _backend_options(config: PipelineConfig) -> dict[str, Any]:
         options["version_compatible"] = True
     if b.profiling_verbosity:
         options["profiling_verbosity"] = b.profiling_verbosity
+    if not b.tf32:
+        options["tf32"] = False
     if b.profiles:
         options["profiles"] = [ShapeProfile.from_config(p) for p in b.profiles]
     if b.threads:
