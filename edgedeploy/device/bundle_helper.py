@@ -415,10 +415,10 @@ def _dynamic_axes(spec: dict[str, Any]) -> list[int]:
 def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list[list[int]]] | None:
     """min/opt/max per input for trtexec, or None when every input is static.
 
-    The bundle's recorded profile (``build.profiles``, the first one: trtexec 8.6 builds one) wins;
-    with ``batch`` its batch axis is widened to cover it. Without a recorded profile only a dynamic
-    batch axis (axis 0) can be filled in (1..batch); any other dynamic dim (height, width,
-    sequence) has no size to guess, and the build is refused with what to do.
+    The bundle's recorded profile (``build.profiles``, the first one: trtexec 8.6 builds one) wins,
+    as edgedeploy built it; a ``batch`` beyond its max widens the batch axis. Without a recorded
+    profile only a dynamic batch axis (axis 0) can be filled in (1..batch); any other dynamic dim
+    (height, width, sequence) has no size to guess, and the build is refused with what to do.
     """
     inputs = manifest["io"]["inputs"]
     if not any(_dynamic_axes(spec) for spec in inputs):
@@ -435,8 +435,7 @@ def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list
                 continue
             lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
             if batch and 0 in _dynamic_axes(spec):
-                hi[0] = max(hi[0], batch)
-                opt[0] = min(max(opt[0], batch), hi[0])
+                hi[0] = max(hi[0], batch)  # only an explicit --max-batch beyond the profile widens it
             profile[spec["name"]] = [lo, opt, hi]
         return profile
     profile = {}
@@ -615,7 +614,7 @@ def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
         for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb, layers)
     ]
     argv = [f"--onnx={bundle / art['model']}", *flags]
-    profile = input_profile(manifest, args.max_batch or reference_batch(bundle, manifest))
+    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
     if profile:
         argv += [
             f"--minShapes={shape_spec({n: r[0] for n, r in profile.items()})}",
@@ -626,11 +625,18 @@ def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _max_batch(bundle: Path, manifest: dict[str, Any], asked: int | None) -> int | None:
+    """--max-batch, else the reference batch when no profile was recorded (the profile rules otherwise)."""
+    if asked or build_settings(manifest).get("profiles"):
+        return asked
+    return reference_batch(bundle, manifest)
+
+
 def cmd_edgedeploy_args(bundle: Path, args: argparse.Namespace) -> int:
     """``edgedeploy build`` options equal to the trtexec flags: the profile(s) and TF32, one per line."""
     manifest = load_manifest(bundle)
     argv: list[str] = []
-    profile = input_profile(manifest, args.max_batch or reference_batch(bundle, manifest))
+    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
     for name, (lo, opt, hi) in (profile or {}).items():  # the same (first) profile trtexec builds
         dims = ",".join("x".join(str(d) for d in shape) for shape in (lo, opt, hi))
         argv.append(f"--profile={name}:{dims}")
