@@ -135,9 +135,15 @@ class TensorRTBackend:
                 )
 
         build_log = trt_build.BuildLog()
-        built = trt_build.build(
-            model, plan, timing_cache=options.timing_cache, log=build_log, target_name=options.target.name
-        )
+        try:
+            built = trt_build.build(
+                model, plan, timing_cache=options.timing_cache, log=build_log, target_name=options.target.name
+            )
+        except AttributeError as exc:  # an API this release lacks that trt_versions does not list yet
+            raise InputError(
+                f"TensorRT {version} has no {exc.name or exc}: this build needs a newer TensorRT "
+                "(see docs/tensorrt-releases.md)"
+            ) from None
         summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
         notes = list(plan.notes)
         if built.layer_info_problem:

@@ -14,6 +14,7 @@ from typing import Any
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
+from edgedeploy.errors import InputError
 from edgedeploy.runtime.engine import EngineSession
 
 
@@ -24,7 +25,11 @@ class PycudaEngineRunner(BaseRunner):  # type: ignore[misc]
         self.device = device
 
     def activate_impl(self) -> None:
-        self.session = EngineSession(self.engine_path, device=self.device).open()
+        try:
+            self.session = EngineSession(self.engine_path, device=self.device).open()
+        except AttributeError as exc:  # an API this TensorRT lacks: one line, not a traceback
+            missing = exc.name or exc
+            raise InputError(f"this TensorRT has no {missing}: cannot run {self.engine_path.name}") from None
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         meta = TensorMetadata()

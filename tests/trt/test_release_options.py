@@ -115,3 +115,9 @@ def test_summary_table_names_the_releases_from_the_data() -> None:
         TrtVersion(11, 4, 1)
     )
     assert not trt_versions.dla_available(TrtVersion(10, 8, 0))
+
+
+def test_readme_lists_what_each_option_needs_as_the_data_says() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for option, releases in trt_versions.summary_table():
+        assert f"| `{option}` | {releases} |" in readme, option
