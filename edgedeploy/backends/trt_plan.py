@@ -343,6 +343,8 @@ def check_release(options: BuildOptions, version: TrtVersion) -> None:
     verbosity = (options.profiling_verbosity or "detailed").lower()
     if verbosity in trt_versions.VERBOSITY_ITEMS:
         require(f"--profiling-verbosity {verbosity}", (trt_versions.VERBOSITY_ITEMS[verbosity],), version)
+    if options.precision == "bf16":
+        require("bf16", ("DataType.BF16",), version)
     if options.tf32 is False:
         require("--no-tf32", trt_versions.PATH_ITEMS["tf32_cleared"], version)
     if version.major >= 10:

@@ -461,6 +461,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             for index, node in enumerate(proto.graph.node):
                 name = node.name or f"node_{index}"
                 if node.op_type in state.unsupported_ops:
+                    # onnx-tensorrt ModelImporter.cpp: MAKE_ERROR("No importer registered for op: " + op)
                     self._errors.append(
                         ParserError(
                             index, name, node.op_type, f"No importer registered for op: {node.op_type}"
