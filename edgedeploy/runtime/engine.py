@@ -83,10 +83,12 @@ class EngineSession:
         from edgedeploy.backends.trt_sidecar import read_sidecar
 
         built = read_sidecar(self.engine_path) or {}
+        plan = built.get("plan") or {}  # sidecars before the top-level keys kept these in the plan
         if self.version_compatible is None:
-            self.version_compatible = bool(built.get("version_compatible", False))
-        if self.dla_core is None and built.get("dla_core") is not None:
-            self.dla_core = int(built["dla_core"])
+            self.version_compatible = bool(built.get("version_compatible", plan.get("version_compatible")))
+        dla_core = built.get("dla_core", plan.get("dla_core"))
+        if self.dla_core is None and dla_core is not None:
+            self.dla_core = int(dla_core)
         cuda.init()
         self._cuda_context = cuda.Device(self.device).retain_primary_context()
         self._cuda_context.push()

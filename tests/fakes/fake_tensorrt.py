@@ -848,7 +848,6 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
         def __init__(self, logger: ILogger) -> None:
             self._logger = logger
             self._props: dict[str, Any] = {"DLA_core": -1, "engine_host_code_allowed": False}
-            self._dla_core_at_load: int | None = None
             state.runtimes.append(self)
 
         logger = property(lambda self: self._logger)
@@ -920,7 +919,6 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                     "Using an engine plan file across different models of devices is not recommended and "
                     "is likely to affect performance or even cause errors.",
                 )
-            self._dla_core_at_load = self._props["DLA_core"]
             engine = ICudaEngine(plan)
             engine._dla_core = self._props["DLA_core"]
             return engine
