@@ -14,16 +14,11 @@ import stat
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from conftest import Device, dense_model
+from conftest import Device, make_dense_bundle
 
-from calibration.modelinfo import TensorSpec
 from edgedeploy.backends.trt_sidecar import check_loadable, read_sidecar
-from edgedeploy.bundle import BundleArtifact, make_bundle
 from edgedeploy.device import bundle_helper, verify_outputs
-from edgedeploy.targets import load_target
 
 R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref"
 PROFILE = {"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}
@@ -36,34 +31,12 @@ def script(bundle: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def plan_bundle_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An fp16 bundle whose precision plan keeps one layer in fp32, built with a profile and TF32 off."""
-    work = tmp_path_factory.mktemp("plan-bundle")
-    fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
-    onnx.save(dense_model(False), fp32)
-    onnx.save(dense_model(True), fp16)
-    plan = work / "dense.fp16.plan.json"
-    plan.write_text(json.dumps({"fp32_nodes": ["head/Gemm"]}))
-    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
-    (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
-    out = work / "dense-xavier"
-    make_bundle(
-        out,
-        model_name="dense",
-        model_source=str(fp32),
-        model_sha256="0" * 64,
-        target=load_target("jetson-orin-nano"),
-        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
-        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
-        artifacts=[
-            BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
-            BundleArtifact("fp16", "tensorrt", fp16, precision_plan=plan, compare={"passed": True}),
-        ],
-        gates={"min_cosine": 0.999},
-        reference_inputs={"input": x},
-        reference_outputs={"logits": y},
-        primary="fp16",
+    return make_dense_bundle(
+        tmp_path_factory.mktemp("plan-bundle"),
+        batch=4,
+        precision_plan={"fp32_nodes": ["head/Gemm"]},
         build={"profiles": [PROFILE], "tf32": False},
     )
-    return out
 
 
 @pytest.fixture
