@@ -107,6 +107,10 @@ class Backend(Protocol):
         """Whether this backend can run here, and if not, one line on how to get it."""
         ...
 
+    def check_options(self, options: BuildOptions) -> None:
+        """Refuse, before any work (the precision stage included), options this backend cannot serve."""
+        ...
+
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         """Compile the precision artifact ``model`` for ``options.target`` into ``out_dir``."""
         ...

@@ -74,6 +74,14 @@ class TensorRTBackend:
         if not ok:
             raise BackendUnavailable(why)
 
+    def check_options(self, options: BuildOptions) -> None:
+        """Options this TensorRT release lacks are refused before the precision stage runs."""
+        from edgedeploy.backends.trt_plan import check_release
+        from edgedeploy.backends.trt_versions import TrtVersion
+
+        self._require()
+        check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
+
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         from edgedeploy.backends import trt_build, trt_inspect, trt_sidecar
         from edgedeploy.backends.trt_plan import plan_build, read_model_facts

@@ -121,3 +121,20 @@ def test_readme_lists_what_each_option_needs_as_the_data_says() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for option, releases in trt_versions.summary_table():
         assert f"| `{option}` | {releases} |" in readme, option
+
+
+@pytest.mark.trt_versions("8.6.1")
+def test_the_build_stage_refuses_before_making_the_precision_artifact(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    from edgedeploy.build import BuildRequest, build
+
+    request = BuildRequest(
+        precision="fp16",
+        target=load_target("rtx4090"),
+        backend="tensorrt",
+        options={"memory_pools_mb": {"tactic_shared_memory": 8}, "profiles": [BATCH]},
+    )
+    with pytest.raises(InputError, match=r"tactic_shared_memory needs TensorRT 10\.0 or newer"):
+        build(cnn_models.fp32, request, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
