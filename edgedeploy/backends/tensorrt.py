@@ -16,9 +16,18 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedeploy.backends import trt_env
+from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
+from edgedeploy.backends.runtime.runner import PycudaEngineRunner
+from edgedeploy.backends.trt_plan import TrtVersion, check_release, plan_build, read_model_facts
 from edgedeploy.errors import BackendUnavailable, InputError
+from edgedeploy.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    sha256_json,
+)
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -33,7 +42,6 @@ ENV_KEY_FIELDS = ("tensorrt", "gpu_name", "compute_capability", "cuda_driver", "
 
 
 def _input_record(path: Path | None) -> dict[str, str] | None:
-    from edgedeploy.fileio import sha256_file
 
     if path is None:
         return None
@@ -76,23 +84,10 @@ class TensorRTBackend:
 
     def check_options(self, options: BuildOptions) -> None:
         """Options this TensorRT release lacks are refused before the precision stage runs."""
-        from edgedeploy.backends.trt_plan import check_release
-        from edgedeploy.backends.trt_versions import TrtVersion
-
         self._require()
         check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
-        from edgedeploy.backends import trt_build, trt_inspect, trt_sidecar
-        from edgedeploy.backends.trt_plan import plan_build, read_model_facts
-        from edgedeploy.backends.trt_versions import TrtVersion
-        from edgedeploy.fileio import (
-            atomic_write_bytes,
-            atomic_write_json,
-            atomic_write_text,
-            sha256_file,
-            sha256_json,
-        )
 
         model = Path(model)
         if not model.is_file():
@@ -150,7 +145,7 @@ class TensorRTBackend:
         except AttributeError as exc:  # an API this release lacks that trt_versions does not list yet
             raise InputError(
                 f"TensorRT {version} has no {exc.name or exc}: this build needs a newer TensorRT "
-                "(see docs/tensorrt-releases.md)"
+                "(see docs/tensorrt-facts.md)"
             ) from None
         summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
         notes = list(plan.notes)
@@ -189,8 +184,6 @@ class TensorRTBackend:
 
     def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:
         """A Polygraphy runner over the pycuda engine session; ``threads`` is for CPU backends."""
-        from edgedeploy.backends import trt_sidecar
-        from edgedeploy.runtime.runner import PycudaEngineRunner
 
         artifact = Path(artifact)
         if not artifact.is_file():

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calibration.errors import CalibrationError
+from calibration.modelinfo import graph_io, load_model_header
 from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.trt_versions import TrtVersion
@@ -85,9 +87,6 @@ class ModelFacts:
 
 def read_model_facts(model: Path) -> ModelFacts:
     import onnx
-
-    from calibration.errors import CalibrationError
-    from calibration.modelinfo import graph_io, load_model_header
 
     try:
         proto = load_model_header(model)

@@ -8,7 +8,7 @@ tests/data/trt-python-api.json), not typed by hand: the refusal names the first 
 it, or the release that removed it. A version between two sampled releases is judged by the nearest
 older sample (10.8 by 10.7). DLA is the one exception, because the bindings keep
 ``DeviceType.DLA`` where NVIDIA ships no DLA support; its rule is NVIDIA's release notes
-(docs/tensorrt-releases.md). Pure Python: no tensorrt import.
+(docs/tensorrt-facts.md). Pure Python: no tensorrt import.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ API_ITEMS: tuple[str, ...] = (
     "ProfilingVerbosity.NONE",
 )
 
-# DLA, from NVIDIA's notes (docs/tensorrt-releases.md): "TensorRT 10.7 was the last 10.x release that
+# DLA, from NVIDIA's notes (docs/tensorrt-facts.md): "TensorRT 10.7 was the last 10.x release that
 # supported DLA"; "DLA was unavailable in TensorRT 11.0 through 11.3"; 11.4.0 only on Windows on ARM;
 # 11.4.1 on Jetson AGX Orin with JetPack 7.2.2 or later.
 DLA_LAST_10X = (10, 7)

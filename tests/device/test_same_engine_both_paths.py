@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.trt_plan import ModelFacts, plan_build
 from edgedeploy.backends.trt_versions import TrtVersion
-from edgedeploy.bundle import target_dict
 from edgedeploy.device import bundle_helper
+from edgedeploy.options import ShapeProfile
+from edgedeploy.stages.bundle.make import target_dict
 from edgedeploy.targets import load_target
 
 PROFILE = {"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}

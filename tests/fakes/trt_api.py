@@ -3,7 +3,7 @@
 That JSON was extracted from the pybind11 binding sources of NVIDIA's TensorRT repository at each
 release tag (8.5.3, 8.6.1, 10.0.1, 10.3.0, 10.7.0, 10.9.0, 10.13.0, 11.0.0, 11.1.0; the script is
 tools/trt_stubs/trt_python_api_extract.py, the facts the code relies on are in
-docs/tensorrt-releases.md). The fake ``tensorrt`` module is generated from it: enums with their real
+docs/tensorrt-facts.md). The fake ``tensorrt`` module is generated from it: enums with their real
 members and values, and per class the exact set of methods and properties a release binds.
 """
 

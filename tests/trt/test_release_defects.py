@@ -1,7 +1,7 @@
 """Defects that only the per-release fakes show: each test fails on the release where it bites.
 
 The behaviour behind each (what TensorRT does) is written in tests/fakes/fake_tensorrt.py with its
-source; docs/tensorrt-releases.md lists the facts.
+source; docs/tensorrt-facts.md lists the facts.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 
 if sys.version_info >= (3, 11):
@@ -157,7 +158,7 @@ def test_integer_outputs_come_back_in_the_engines_dtype(fake_gpu, tmp_path: Path
 def test_profiling_frees_cuda_events_and_buffers_before_the_context_is_released(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    from edgedeploy.runtime.timing import profile_engine
+    from edgedeploy.backends.runtime.timing import profile_engine
 
     engine = TensorRTBackend().build(cnn_models.fp32, options(), tmp_path).artifact
     profile_engine(engine, warmup_ms=0, duration_s=0, iterations=3, per_layer=True)

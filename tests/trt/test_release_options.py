@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from edgedeploy.backends import trt_versions
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 
 BATCH = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
@@ -127,7 +128,8 @@ def test_readme_lists_what_each_option_needs_as_the_data_says() -> None:
 def test_the_build_stage_refuses_before_making_the_precision_artifact(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    from edgedeploy.build import BuildRequest, build
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.build import build
 
     request = BuildRequest(
         precision="fp16",

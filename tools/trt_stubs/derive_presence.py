@@ -53,7 +53,7 @@ def render(items: list[str]) -> str:
         '"""Which TensorRT releases bind each API item edgedeploy relies on. GENERATED: do not edit.',
         "",
         "Made by tools/trt_stubs/derive_presence.py from tests/data/trt-python-api.json (TensorRT's",
-        "pybind11 bindings at each release tag); docs/tensorrt-releases.md explains the data.",
+        "pybind11 bindings at each release tag); docs/tensorrt-facts.md explains the data.",
         '"""',
         "",
         f"RELEASES: tuple[str, ...] = (\n    {_quoted(releases)}\n)",
