@@ -88,7 +88,6 @@ class TensorRTBackend:
         check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
-
         model = Path(model)
         if not model.is_file():
             raise InputError(f"model not found: {model}")
