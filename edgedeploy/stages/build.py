@@ -149,6 +149,7 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
         )
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
     check_backend_options(model, request, backend.name, ui)
+    backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
     precision = make_precision(model, request, out_dir, ui)
     ui.info(note)
     extra = dict(request.options)
