@@ -116,7 +116,7 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
     )
 
 
-CPU_OPTIONS = frozenset({"threads"})  # the options ONNX Runtime uses; the rest are TensorRT's
+CPU_OPTIONS = frozenset({"threads", "force"})  # the options ONNX Runtime uses; the rest are TensorRT's
 
 
 def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: Ui) -> None:
@@ -126,9 +126,7 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
 
     options = BuildOptions(precision=request.precision, target=request.target, **request.options)
     check_option_values(model, options)
-    unused = sorted(
-        k for k, v in request.options.items() if k not in CPU_OPTIONS and v not in (None, False, [], {})
-    )
+    unused = sorted(k for k, v in request.options.items() if k not in CPU_OPTIONS and v is not None)
     if backend != "onnxruntime" or not unused:
         return
     names = ", ".join(unused)
