@@ -38,6 +38,7 @@ from edgedeploy.targets import Target, load_target
 from edgedeploy.ui import QUIET, Ui
 
 CACHE_DIR = ".edgedeploy-cache"
+RUN_RECORD = "run.json"
 
 
 class StageCache:
@@ -106,6 +107,8 @@ class PipelineResult:
     bundle: dict[str, Any] | None
     stages_skipped: list[str] = field(default_factory=list)
     stages_run: list[str] = field(default_factory=list)
+    tools: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gates_passed(self) -> bool:
@@ -364,7 +367,7 @@ def run_pipeline(
 
         bundle_info, was = cache.run("bundle", bundle_key, ui, do_bundle, bundle_intact)
         track("bundle", was)
-    return PipelineResult(
+    result = PipelineResult(
         model_name=name,
         fp32=fp32,
         target=target.name,
@@ -372,7 +375,11 @@ def run_pipeline(
         bundle=bundle_info,
         stages_skipped=skipped,
         stages_run=ran,
+        tools=dict(versions),
+        gates=gates.manifest(),
     )
+    atomic_write_json(workdir / RUN_RECORD, result)  # what `edgedeploy report WORKDIR` reads
+    return result
 
 
 def check_config(config: PipelineConfig) -> Target:

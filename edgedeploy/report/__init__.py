@@ -1,0 +1,58 @@
+"""The report stage: one self-contained ``report.html`` with charts, and ``report.md`` (the summary
+for ``$GITHUB_STEP_SUMMARY`` or a PR comment), from a run workdir, a bundle or ``--json`` files.
+
+Layout: :mod:`.load` reads RUN into a :class:`RunData`; :mod:`.data` turns it into what each chart
+and table shows (pure functions, unit-tested); :mod:`.plots` draws with matplotlib (the
+``edgedeploy[report]`` extra; the choice is explained there); :mod:`.render` writes HTML and
+Markdown. Both files are written atomically into the output folder and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgedeploy.fileio import atomic_write_text
+from edgedeploy.report.load import RunData, from_manifest, load_run
+
+HTML_NAME = "report.html"
+MARKDOWN_NAME = "report.md"
+
+__all__ = [
+    "HTML_NAME",
+    "MARKDOWN_NAME",
+    "ReportFiles",
+    "RunData",
+    "from_manifest",
+    "load_run",
+    "write_report",
+]
+
+
+@dataclass
+class ReportFiles:
+    html: Path
+    markdown: Path
+    size_bytes: int  # of report.html
+    sections: list[str] = field(default_factory=list)
+
+
+def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | None = None) -> ReportFiles:
+    """Write ``report.html`` and ``report.md`` for ``run`` into ``out_dir``.
+
+    Raises InputError (exit 2) naming the install line when matplotlib is missing, before any write.
+    """
+    from edgedeploy.report import plots
+    from edgedeploy.report.render import build_sections, render_html, render_markdown
+
+    plots.require_matplotlib()
+    sections = build_sections(run, plots)
+    title = title or f"{run.model or 'model'} on {run.target or 'unknown target'}"
+    page = render_html(run, sections, title)
+    summary = render_markdown(run, HTML_NAME)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = atomic_write_text(out / HTML_NAME, page)
+    md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
+    return ReportFiles(html_path, md_path, len(page.encode()), [s.key for s in sections])
