@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic
 from edgedeploy.targets import Target
 
 SCHEMA_VERSION = 1
+# Writes the report into the bundle folder from the manifest (before its file table is made) and
+# returns the paths it wrote, relative to the folder: {"html": ..., "markdown": ...}. Passed in by
+# the pipeline, so the bundle stage does not depend on the report stage (which reads bundles).
+ReportWriter = Callable[[Path, dict[str, Any]], dict[str, str]]
 
 
 @dataclass
@@ -143,6 +148,7 @@ def make_bundle(
     primary: str | None = None,
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
+    report: ReportWriter | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
@@ -197,6 +203,7 @@ def make_bundle(
             **(extras or {}),
         }
         atomic_write_text(root / "README.md", _device_readme(manifest))
+        manifest["report"] = report(root, manifest) if report is not None else None
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
     archive = out.with_name(out.name + ".tar.gz")

@@ -56,3 +56,9 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | Non
     html_path = atomic_write_text(out / HTML_NAME, page)
     md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
     return ReportFiles(html_path, md_path, len(page.encode()), [s.key for s in sections])
+
+
+def write_bundle_report(root: Path, manifest: dict[str, object]) -> dict[str, str]:
+    """The bundle stage's report hook: the report of the bundle being made, written into it."""
+    write_report(from_manifest(dict(manifest), root, source="this bundle"), root)
+    return {"html": HTML_NAME, "markdown": MARKDOWN_NAME}
