@@ -62,7 +62,7 @@ def test_tegrastats_source_integrates_board_input_power(monkeypatch: pytest.Monk
     assert r.rails_covered == "VDD_IN: whole-module input power"
     assert r.energy_per_inference_mj == pytest.approx(5.0 * r.duration_s / 250 * 1000)
     assert r.samples >= 5
-    assert r.trace is not None and list(r.trace["rails"])[0] == "VDD_IN"  # the report's power chart
+    assert r.trace is not None and next(iter(r.trace["rails"])) == "VDD_IN"  # the report's power chart
     assert set(r.trace["rails"]["VDD_IN"]) == {5.0} and len(r.trace["t_s"]) >= 3
 
 

@@ -144,10 +144,17 @@ def _calibration() -> dict[str, Any]:
     for name, clipped in (("x", 0.001), ("y", 0.02), ("z", 0.0), ("w", 0.005)):
         counts = [0] * 256
         counts[10], counts[200] = 100, 3
+        histogram = compact_histogram(counts, 16.0, bins=128)
         tensors.append(
-            {"name": name, "amax": 8.0, "threshold": 6.0, "scale": 6.0 / 127, "clipped": clipped, "dtype": "int8",
-             "histogram": compact_histogram(counts, 16.0, bins=128)}
-        )  # fmt: skip
+            {
+                "name": name,
+                "amax": 8.0,
+                "threshold": 6.0,
+                "scale": 6.0 / 127,
+                "clipped": clipped,
+                "histogram": histogram,
+            }
+        )
     tensors.append(
         {"name": "old", "amax": 1.0, "threshold": 1.0, "scale": 1.0, "clipped": 0.5}
     )  # no histogram
