@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgedeploy.report import data as d  # noqa: E402
-from edgedeploy.report.load import RunData, load_run  # noqa: E402
+from edgedeploy.report import data as d
+from edgedeploy.report.load import RunData, load_run
 
 
 def matplotlib_page(run: RunData) -> str:
