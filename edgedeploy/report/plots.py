@@ -108,7 +108,8 @@ def _svg(fig: Any, title: str) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     start = text.index("<svg")
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", text[start:], flags=re.S)  # RDF boilerplate, no use inline
+    # the RDF metadata block is boilerplate with no use inline
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", text[start:], flags=re.S)
     svg = re.sub(r"<svg ", f'<svg role="img" aria-label="{_attr(title)}" ', svg, count=1)
     svg = svg.replace(">", f"><title>{_esc(title)}</title>", 1) if "<title>" not in svg[:400] else svg
     return svg.strip()
