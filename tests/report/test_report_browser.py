@@ -1,0 +1,80 @@
+"""The demo's report in a real browser: headless Chromium opens it with no console error and no
+network request, and its screenshot shows the page (not a blank one). The same demo run checks
+that the bundle carries the report and that ``edgedeploy report`` makes it from the bundle archive.
+
+About 25 s: the demo (~15 s with a 0.3 s profile) and one Chromium load (~3 s).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, validate_manifest
+from tests.report.cdp import find_chromium, visit
+
+CHROMIUM = find_chromium()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    cwd = tmp_path_factory.mktemp("report-demo")
+    result = run_cli("demo", "--out", "demo", "--duration", "0.3", cwd=cwd)
+    assert result.code == 0, result.stderr
+    return cwd / "demo", result.stdout
+
+
+def test_demo_ends_by_printing_the_path_of_its_report(demo: tuple[Path, str]) -> None:
+    workdir, stdout = demo
+    last = stdout.strip().splitlines()[-1]
+    assert last.endswith("report.html") and Path(last.split()[-1]).resolve() == (workdir / "report.html").resolve()
+    page = (workdir / "report.html").read_text()
+    for section in ("tradeoff", "latency", "fp16", "int8"):
+        assert f"id='{section}'" in page
+    assert page.count("<svg") >= 4  # scatter, CDF, FP16 ranges, INT8 clipping
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
+def test_report_opens_in_chromium_without_errors_or_network_and_is_not_blank(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    assert CHROMIUM is not None
+    workdir, _ = demo
+    seen = visit(workdir / "report.html", CHROMIUM, width=1000)
+    assert seen.console_errors == []
+    assert seen.network_requests == []
+    assert seen.requests == [(workdir / "report.html").resolve().as_uri()]
+    image = Image.open(io.BytesIO(seen.screenshot)).convert("RGB")
+    (tmp_path / "report.png").write_bytes(seen.screenshot)
+    width, height = image.size
+    assert width == 1000 and height > 2000  # the whole page, several charts tall
+    small = image.resize((100, height // 10))
+    pixels = list(small.getdata())
+    not_white = sum(1 for p in pixels if min(p) < 235) / len(pixels)
+    colours = len(set(small.quantize(64).getdata()))
+    assert not_white > 0.03 and colours > 8, (not_white, colours)  # text, lines and coloured markers
+
+
+def test_bundle_carries_the_report_and_report_remakes_it_from_the_archive(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    workdir, _ = demo
+    manifest = json.loads((workdir / "bundle" / "manifest.json").read_text())
+    validate_manifest(manifest)
+    assert manifest["report"] == {"html": "report.html", "markdown": "report.md"}
+    assert {"report.html", "report.md"} <= set(manifest["files"])
+    assert "models/digits_cnn.calib.json" in manifest["files"]  # the charts' data travels too
+    result = run_cli("report", workdir / "bundle.tar.gz", "-o", tmp_path / "out", "--json", tmp_path / "r.json")
+    assert result.code == 0, result.stderr
+    info = json.loads((tmp_path / "r.json").read_text())
+    assert {"tradeoff", "latency", "fp16", "int8"} <= set(info["sections"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.md"]
+    summary = (tmp_path / "out" / "report.md").read_text()
+    for artifact in manifest["artifacts"]:
+        cosine = artifact["compare"]["outputs"]["logits"]["cosine"]
+        assert f"| {artifact['precision']} |" in summary and f"{cosine:.6f}" in summary
