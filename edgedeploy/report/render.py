@@ -54,6 +54,9 @@ nav ol { columns: 2; padding-left: 1.2rem; }
   @page { size: A4; margin: 15mm; }
   body { max-width: none; padding: 0; font-size: 10.5pt; }
   th { background: none; }
+  .table-wrap { overflow: visible; }  /* paper cannot scroll: wrap the cells instead */
+  table { font-size: 8pt; width: 100%; }
+  th, td { white-space: normal; padding: 0.1rem 0.25rem; }
   nav { display: none; }
   figure, table, dl.headline { break-inside: avoid; }
   h2 { break-after: avoid; }
@@ -122,8 +125,9 @@ def _table(
         "<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>' for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
-    cap = f"<caption class='muted'>{_e(caption)}</caption>" if caption else ""
-    return f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    # the caption goes above the scrolling box, so a narrow window shows all of it
+    cap = f"<p class='note'>{_e(caption)}</p>" if caption else ""
+    return f'{cap}<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _figure(svg: str, caption: str) -> str:
