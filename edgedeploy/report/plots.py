@@ -261,6 +261,9 @@ def batch_curves(series: list[BatchSeries]) -> str:
         for ax in (left, right):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("batch size")
+        latencies = [v for s in series for v in (*s.p50_ms, *s.p99_ms) if v]
+        if latencies and max(latencies) / min(latencies) > 30:
+            right.set_yscale("log")  # a slow tail at one batch size would flatten every other point
         left.set_ylabel("throughput (inferences/s)")
         right.set_ylabel("latency per batch (ms): filled p50, hollow p99")
         left.legend(fontsize=8)
@@ -388,6 +391,8 @@ def per_layer(series: LayerSeries) -> str:
                 arrowprops={"arrowstyle": "->"},
             )
         ax.set_yscale("log")
+        if len(x) <= 40:  # few enough to name every tensor under its point
+            ax.set_xticks(x, [_short(t, 24) for t in series.tensors], rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("tensor, in graph order")
         ax.set_ylabel("1 − cosine vs fp32 (log)")
         ax.set_title(f"Per-layer error, {series.precision} ({series.mode})")

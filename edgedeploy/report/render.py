@@ -336,7 +336,10 @@ def _budgets(run: RunData) -> Section | None:
             rows.append(
                 [
                     str(i),
-                    _e(f"{len(kept)}: " + ", ".join(kept[:8]) + (" …" if len(kept) > 8 else "")),
+                    _e(
+                        f"{len(kept)}: "
+                        + (", ".join(kept[:8]) + (" …" if len(kept) > 8 else "") if kept else "none")
+                    ),
                     _e(reached),
                     "yes" if met else "no",
                 ]
@@ -424,7 +427,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     """The summary for $GITHUB_STEP_SUMMARY or a PR comment: headline, gates, trade-off table."""
     rows = d.tradeoff_rows(run)
     best, why = d.recommended(run, rows)
-    lines = [f"## edgedeploy: {_md(run.model or 'model')} on {_md(run.target or '?')}", ""]
+    lines = [f"## edgedeploy: {_md(run.model or 'model')} on {_md(run.target or 'an unrecorded target')}", ""]
     gates = [r for r in rows if r.passed is not None]
     failed = [r.precision for r in gates if not r.passed]
     verdict = (
@@ -456,9 +459,8 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     extra = []
     if run.ranges:
         s = run.ranges.get("summary") or {}
-        extra.append(
-            f"FP16: {s.get('tensors_at_risk', 0)} tensor(s) at risk, {len(d.fp32_nodes(run))} node(s) kept in fp32"
-        )
+        kept = f", {len(d.fp32_nodes(run))} node(s) kept in fp32" if run.plan else ""
+        extra.append(f"FP16: {s.get('tensors_at_risk', 0)} tensor(s) at risk{kept}")
     if run.calibration:
         worst = max(run.calibration.get("tensors") or [{}], key=lambda t: t.get("clipped") or 0.0)
         if worst.get("name"):
