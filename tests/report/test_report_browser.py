@@ -30,14 +30,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_demo_ends_by_printing_the_path_of_its_report(demo: tuple[Path, str]) -> None:
     workdir, stdout = demo
     last = stdout.strip().splitlines()[-1]
-    assert last.endswith("report.html") and Path(last.split()[-1]).resolve() == (workdir / "report.html").resolve()
+    assert (
+        last.endswith("report.html")
+        and Path(last.split()[-1]).resolve() == (workdir / "report.html").resolve()
+    )
     page = (workdir / "report.html").read_text()
     for section in ("tradeoff", "latency", "fp16", "int8"):
         assert f"id='{section}'" in page
     assert page.count("<svg") >= 4  # scatter, CDF, FP16 ranges, INT8 clipping
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (apt-get install chromium; .ci/run does)"
+)
 def test_report_opens_in_chromium_without_errors_or_network_and_is_not_blank(
     demo: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -69,7 +74,9 @@ def test_bundle_carries_the_report_and_report_remakes_it_from_the_archive(
     assert manifest["report"] == {"html": "report.html", "markdown": "report.md"}
     assert {"report.html", "report.md"} <= set(manifest["files"])
     assert "models/digits_cnn.calib.json" in manifest["files"]  # the charts' data travels too
-    result = run_cli("report", workdir / "bundle.tar.gz", "-o", tmp_path / "out", "--json", tmp_path / "r.json")
+    result = run_cli(
+        "report", workdir / "bundle.tar.gz", "-o", tmp_path / "out", "--json", tmp_path / "r.json"
+    )
     assert result.code == 0, result.stderr
     info = json.loads((tmp_path / "r.json").read_text())
     assert {"tradeoff", "latency", "fp16", "int8"} <= set(info["sections"])
