@@ -85,3 +85,18 @@ def test_bundle_carries_the_report_and_report_remakes_it_from_the_archive(
     for artifact in manifest["artifacts"]:
         cosine = artifact["compare"]["outputs"]["logits"]["cosine"]
         assert f"| {artifact['precision']} |" in summary and f"{cosine:.6f}" in summary
+
+
+def test_report_refuses_a_damaged_bundle_in_one_line_and_writes_nothing(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    import shutil
+
+    workdir, _ = demo
+    bundle = tmp_path / "bundle"
+    shutil.copytree(workdir / "bundle", bundle)
+    with open(bundle / "models" / "digits_cnn.calib.json", "a") as fh:
+        fh.write(" ")
+    result = run_cli("report", bundle, "-o", tmp_path / "out")
+    assert result.code == 2 and "damaged" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
