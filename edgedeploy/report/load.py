@@ -117,14 +117,7 @@ def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -
     data.tools = dict(record.get("tools") or {})
     data.gates = dict(record.get("gates") or {})
     for item in record.get("precisions") or []:
-        row = data.row(str(item.get("precision")))
-        row.backend = item.get("backend") or row.backend
-        row.compare = item.get("compare")
-        row.profile = item.get("profile")
-        row.info = dict(item.get("info") or {})
-        model = _resolve(item.get("model"), base)
-        if model is not None and model.is_file():
-            row.size_bytes = model.stat().st_size
+        _fill_row(data, item, item.get("info"), _resolve(item.get("model"), base))
         for name in item.get("files") or []:
             _add_sidecar(data, _resolve(name, base) or Path(name))
     bundle = record.get("bundle") or {}
@@ -135,6 +128,17 @@ def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -
             data.primary = info.get("primary_precision")
             data.tools = data.tools or dict(info.get("tools") or {})
             data.target_description = (info.get("target") or {}).get("description")
+
+
+def _fill_row(data: RunData, entry: dict[str, Any], info: Any, model: Path | None) -> None:
+    """One precision from a run record or a manifest entry (the same fields under both)."""
+    row = data.row(str(entry.get("precision")))
+    row.backend = entry.get("backend") or row.backend
+    row.compare = entry.get("compare")
+    row.profile = entry.get("profile")
+    row.info = dict(info or {})
+    if model is not None and model.is_file():
+        row.size_bytes = model.stat().st_size
 
 
 def _resolve(name: Any, base: Path | None) -> Path | None:
@@ -177,14 +181,7 @@ def from_manifest(manifest: dict[str, Any], root: Path, source: str | None = Non
         created=manifest.get("created"),
     )
     for art in manifest.get("artifacts") or []:
-        row = data.row(str(art.get("precision")))
-        row.backend = art.get("backend") or row.backend
-        row.compare = art.get("compare")
-        row.profile = art.get("profile")
-        row.info = dict(art.get("precision_info") or {})
-        model = root / str(art.get("model") or "")
-        if art.get("model") and model.is_file():
-            row.size_bytes = model.stat().st_size
+        _fill_row(data, art, art.get("precision_info"), _resolve(art.get("model"), root))
     models = root / "models"
     if models.is_dir():
         for path in sorted(models.iterdir()):
