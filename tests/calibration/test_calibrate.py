@@ -55,7 +55,11 @@ def test_int8_digits_cnn_keeps_fp32_accuracy(
     first = next(t for t in report["tensors"] if t["name"] == "input")
     hist = first["histogram"]
     assert hist["bins"] == 128 and sum(hist["counts"]) == 300 * 8 * 8  # input: 300 digits of 8x8
-    assert (len(hist["counts"]) - 1) * hist["top"] / 128 <= first["amax"] <= len(hist["counts"]) * hist["top"] / 128
+    assert (
+        (len(hist["counts"]) - 1) * hist["top"] / 128
+        <= first["amax"]
+        <= len(hist["counts"]) * hist["top"] / 128
+    )
 
 
 def test_rerun_with_the_same_key_reuses_and_a_new_key_says_why(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
