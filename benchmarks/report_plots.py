@@ -1,7 +1,7 @@
 """Report charts: matplotlib to inline SVG (what edgedeploy uses) against Plotly with its script inline.
 
 The same four charts of one report (precision trade-off scatter, latency CDF, FP16 ranges, INT8
-clipping histograms) are drawn with each library from the same :mod:`edgedeploy.report.data`,
+clipping histograms) are drawn with each library from the same :mod:`edgedeploy.stages.report.data`,
 written as one self-contained HTML page each, and opened in headless Chromium (Debian's
 ``chromium``; the DevTools client of tests/report/cdp.py): page size, load time (navigation start
 to load event end, median of 5 loads) and render time in Python are printed side by side.
@@ -25,12 +25,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgedeploy.report import data as d
-from edgedeploy.report.load import RunData, load_run
+from edgedeploy.stages.report import data as d
+from edgedeploy.stages.report.load import RunData, load_run
 
 
 def matplotlib_page(run: RunData) -> str:
-    from edgedeploy.report import plots
+    from edgedeploy.stages.report import plots
 
     rows = d.tradeoff_rows(run)
     svgs = [

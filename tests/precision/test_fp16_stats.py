@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgedeploy.precision.analysis import Fp16Stats
+from edgedeploy.stages.precision.analysis import Fp16Stats
 
 
 def test_absmin_is_the_smallest_non_zero_magnitude_over_every_batch() -> None:

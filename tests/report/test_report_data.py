@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from calibration.report import compact_histogram
-from edgedeploy.report import data as d
-from edgedeploy.report.load import PrecisionData, RunData, json_kind, precision_from_name
+from edgedeploy.stages.report import data as d
+from edgedeploy.stages.report.load import PrecisionData, RunData, json_kind, precision_from_name
 
 
 def _profile(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from edgedeploy.errors import InputError
-from edgedeploy.report import load_run, write_report
-from edgedeploy.report.load import RunData
+from edgedeploy.stages.report import load_run, write_report
+from edgedeploy.stages.report.load import RunData
 
 
 def _run_record(tmp: Path) -> dict[str, Any]:
