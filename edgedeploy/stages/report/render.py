@@ -31,8 +31,8 @@ dl.headline { display: grid; grid-template-columns: max-content 1fr; gap: 0.15re
 dl.headline dt { font-weight: 600; }
 dl.headline dd { margin: 0; overflow-wrap: anywhere; }
 .table-wrap { overflow-x: auto; max-width: 100%; }
-table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
-th, td { border: 1px solid var(--rule); padding: 0.25rem 0.5rem; text-align: right; vertical-align: top;
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+th, td { border: 1px solid var(--rule); padding: 0.2rem 0.4rem; text-align: right; vertical-align: top;
          white-space: nowrap; }
 th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
@@ -170,11 +170,15 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
 def _tradeoff(rows: list[d.TradeoffRow], plot: Callable[..., str] | None) -> Section | None:
     if not rows:
         return None
+    task_names = {r.task_metric[0] for r in rows if r.task_metric}
     columns: list[tuple[str, Callable[[d.TradeoffRow], str], bool]] = [
         ("precision", lambda r: f"<strong>{_e(r.precision)}</strong>", True),
         ("backend", lambda r: _e(r.backend), len({r.backend for r in rows}) > 1),
-        ("size", lambda r: _size(r.size_bytes), True),
-        ("vs fp32", lambda r: _num(r.size_ratio, ".2f") + ("×" if r.size_ratio else ""), True),
+        (
+            "size (vs fp32)",
+            lambda r: _size(r.size_bytes) + (f" ({r.size_ratio:.2f}×)" if r.size_ratio else ""),
+            True,
+        ),
         ("p50 ms", lambda r: _num(r.p50_ms, ".4g"), True),
         ("p99 ms", lambda r: _num(r.p99_ms, ".4g"), True),
         ("inf/s", lambda r: _num(r.throughput_ips, ".4g"), True),
@@ -183,9 +187,17 @@ def _tradeoff(rows: list[d.TradeoffRow], plot: Callable[..., str] | None) -> Sec
         ("min cosine", lambda r: _num(r.cosine, ".6f"), True),
         ("top-1 agr.", lambda r: _num(r.top1, ".4f"), any(r.top1 is not None for r in rows)),
         (
-            "task",
-            lambda r: f"{_e(r.task_metric[0])} {r.task_metric[1]:.4g}" if r.task_metric else "–",
-            any(r.task_metric for r in rows),
+            next(iter(task_names)) if len(task_names) == 1 else "task metric",
+            lambda r: (
+                (
+                    f"{r.task_metric[1]:.4g}"
+                    if len(task_names) <= 1
+                    else f"{_e(r.task_metric[0])} {r.task_metric[1]:.4g}"
+                )
+                if r.task_metric
+                else "–"
+            ),
+            bool(task_names),
         ),
         ("gate", lambda r: f'<span class="{_gate(r.passed)[0]}">{_gate(r.passed)[1]}</span>', True),
     ]
