@@ -32,7 +32,7 @@ def report_command(
     from edgedeploy.stages.report import load_run, write_report
 
     files = write_report(load_run(run), output)
-    out.print(str(files.html))
+    out.print(str(files.html.resolve()))
     write_json(
         json_path,
         {

@@ -217,3 +217,18 @@ def test_without_matplotlib_report_names_the_install_line_and_writes_nothing(
     with pytest.raises(InputError, match=r"pip install 'edgedeploy\[report\]'"):
         write_report(RunData(sources=["x"], kind="json"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_report_command_writes_into_its_default_folder_and_prints_the_page(
+    workdir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    result = run_cli("report", workdir, "--json", "r.json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    page = tmp_path / "edgedeploy-report" / "report.html"
+    assert Path(result.stdout.strip()) == page.resolve() and page.is_file()
+    info = json.loads((tmp_path / "r.json").read_text())
+    assert info["sections"] == ["headline", "tradeoff", "latency", "fp16", "int8"]
+    assert info["size_bytes"] == page.stat().st_size
+    assert_clean_input_error(run_cli("report", tmp_path / "nowhere.json", cwd=tmp_path), "nowhere.json")
