@@ -198,7 +198,13 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
         return None
     html, md = run.workdir / HTML_NAME, run.workdir / MARKDOWN_NAME
     content = {k: v for k, v in record.items() if k not in ("stages_skipped", "stages_run", "report")}
-    key = sha256_json({"run": content, "version": __version__})
+    sidecars = {
+        f: sha256_file(f)
+        for p in record.get("precisions") or []
+        for f in p.get("files") or []
+        if f.endswith((".plan.json", *REPORT_SIDECARS)) and Path(f).is_file()
+    }  # what the charts draw besides run.json
+    key = sha256_json({"run": content, "sidecars": sidecars, "version": __version__})
 
     def do_report() -> tuple[list[Path], dict[str, Any]]:
         written = write_report(load_workdir(run.workdir), run.workdir)

@@ -8,7 +8,7 @@ library drawing the same data into one self-contained page, opened in headless C
 * matplotlib 3.11 -> inline SVG, text kept as text: 166 kB, loads in ~100 ms; vectors print
   sharp on A4; no script at all (the page can forbid scripts in its Content-Security-Policy).
   Drawing takes ~2.5 s of Python (most of it importing matplotlib).
-* Plotly 6 (plotly.py 7.1) with plotly.js inline: 4,858 kB (the script alone is ~4.6 MB),
+* plotly.py 7.1 with plotly.js 4.1 inline: 4,858 kB (the script alone is 4.8 MB),
   loads in 1.5-2.3 s; drawn only after its script runs, so a printout or a CI artifact viewer
   with scripts off shows nothing. Drawing takes ~0.3 s.
 * Vega-Lite via vl-convert was not pursued: its static output is SVG like matplotlib's, and its
