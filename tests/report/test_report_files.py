@@ -232,3 +232,40 @@ def test_report_command_writes_into_its_default_folder_and_prints_the_page(
     assert info["sections"] == ["headline", "tradeoff", "latency", "fp16", "int8"]
     assert info["size_bytes"] == page.stat().st_size
     assert_clean_input_error(run_cli("report", tmp_path / "nowhere.json", cwd=tmp_path), "nowhere.json")
+
+
+def test_every_section_draws_when_its_data_is_there(workdir: Path, tmp_path: Path) -> None:
+    run = load_run([workdir])
+    int8 = run.row("int8")
+    assert int8.profile is not None
+    batch1 = int8.profile["batch_sizes"]["1"]
+    batch1["energy"] = {
+        "measurable": True, "source": "tegrastats", "avg_power_w": 5.5, "energy_per_inference_mj": 4.4,
+        "rails": {"VDD_IN": 5.5, "VDD_SOC": 1.2}, "rails_covered": "VDD_IN: whole-module input power",
+        "trace": {"t_s": [0.0, 0.1, 0.2], "rails": {"VDD_IN": [5.0, 6.0, 5.5], "VDD_SOC": [1.1, 1.3, 1.2]}},
+    }  # fmt: skip
+    int8.profile["batch_sizes"]["8"] = {"median_ms": 3.0, "p99_ms": 4.0, "throughput_ips": 2666.0}
+    layers = [
+        {"tensor": f"t{i}", "order": i, "cosine": 1 - 10.0 ** (i - 6), "exceeds": i >= 3} for i in range(5)
+    ]
+    run.per_layer.append(
+        {"precision": "int8", "mode": "onnx", "gates": {"min_cosine": 0.999}, "layers": layers}
+    )
+    steps = [
+        {"kept": [], "measured": {"cosine": 0.98}, "met": False},
+        {"kept": ["conv"], "measured": {"cosine": 0.995}, "met": True},
+    ]
+    run.budgets["int8"] = {
+        "budget": "cosine>=0.99",
+        "met": True,
+        "higher": "fp32 (not quantized)",
+        "steps": steps,
+    }
+    files = write_report(run, tmp_path / "out")
+    page = files.html.read_text()
+    assert files.sections == ["headline", "tradeoff", "latency", "fp16", "int8", "budget", "power"]
+    # scatter, CDF, batch curves, FP16 ranges, clipping, per-layer, power trace
+    assert page.count("<svg") == 7
+    assert "First tensor over tolerance (int8): <code>t3</code>" in page
+    assert "VDD_IN 5.50 W" in page and "1: conv" in page
+    assert "energy mJ/inf" in files.markdown.read_text() and "| 4.4 |" in files.markdown.read_text()
