@@ -413,7 +413,7 @@ def power(traces: list[PowerTrace]) -> str:
             ax.set_ylabel("W")
             ax.set_title(f"{t.precision}: {t.source}" + (f" ({t.covered})" if t.covered else ""), fontsize=8)
             ax.set_ylim(bottom=0)  # watts from zero: the share of each rail reads true
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, never over, the lines
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, not over
         axes[-1][0].set_xlabel("time since the benchmark started (s)")
         fig.tight_layout()
         return _svg(fig, "Power per rail over the benchmark run")
