@@ -36,7 +36,7 @@ th, td { border: 1px solid var(--rule); padding: 0.2rem 0.4rem; text-align: righ
          white-space: nowrap; }
 th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
-td.wrap { white-space: normal; overflow-wrap: break-word; min-width: 12rem; }
+td.wrap, th.wrap { text-align: left; white-space: normal; overflow-wrap: break-word; min-width: 12rem; }
 .pass { color: var(--pass); font-weight: 600; }
 .fail { color: var(--fail); font-weight: 600; }
 .pass::before { content: "✔ "; }
