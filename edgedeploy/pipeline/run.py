@@ -391,6 +391,7 @@ def _bundle_stage(
     config = run.config
     bundle_dir = config.path(config.bundle.output) if config.bundle.output else run.workdir / "bundle"
     primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
+    build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     key = sha256_json(
         {
             "fp32": exported.sha256,
@@ -401,6 +402,7 @@ def _bundle_stage(
             "version": __version__,
             "dir": str(bundle_dir),
             "report": plotting_missing() is None,  # a bundle made without its report is remade with it
+            "build": build,
         }
     )
 
@@ -437,6 +439,7 @@ def _bundle_stage(
             primary=primary,
             tools=run.extra_versions,
             report=bundle_report_writer(run.ui),
+            build=build,
         )
         run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
         return [result.directory / "manifest.json", result.archive], {

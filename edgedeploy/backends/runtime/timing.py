@@ -154,6 +154,7 @@ def profile_engine(
             graph.close()
 
         layers = per_layer_times(session) if per_layer else None
+        events.clear()  # CUDA events are destroyed while the session's context still lives
 
     sections = {name: LatencyStats.from_samples(samples[name]) for name in SECTIONS}
     quantiles = {name: latency_quantiles(samples[name]) for name in ("latency", "gpu_compute")}
