@@ -32,6 +32,7 @@ from edgedeploy.cli import (
     doctor,
     export,
     profile,
+    report,
     run,
     targets,
 )
@@ -63,6 +64,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     analyze,
     targets,
     bundle,
+    report,
 )
 for _command in COMMANDS:
     _command.register(app)

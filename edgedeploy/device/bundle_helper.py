@@ -153,7 +153,7 @@ def unsafe_path(rel: str) -> bool:
 
 
 def manifest_paths(manifest: dict[str, Any]) -> list[str]:
-    """Every path the manifest points at besides its file table: artifacts and reference data."""
+    """Every path the manifest points at besides its file table: artifacts, reference data, report."""
     paths = [
         art[key]
         for art in manifest.get("artifacts") or []
@@ -161,9 +161,10 @@ def manifest_paths(manifest: dict[str, Any]) -> list[str]:
         for key in ARTIFACT_PATHS
         if isinstance(art.get(key), str) and art[key]
     ]
-    ref = manifest.get("reference")
-    if isinstance(ref, dict):
-        paths += [v for v in ref.values() if isinstance(v, str)]
+    for section in ("reference", "report"):
+        table = manifest.get(section)
+        if isinstance(table, dict):
+            paths += [v for v in table.values() if isinstance(v, str)]
     return paths
 
 
