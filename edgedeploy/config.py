@@ -125,6 +125,11 @@ _SECTION_CLASSES: dict[str, type] = {
 _TOP_LEVEL_KEYS = ("workdir",)
 
 
+def _quoted(name: str) -> str:
+    """A key as the user wrote it, on one line (TOML allows newlines in quoted keys)."""
+    return f"'{name}'" if name.isprintable() else repr(name)
+
+
 def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
@@ -132,7 +137,9 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
     """Light type check: numbers, booleans, strings and lists must be what the default is."""
-    if value is None:
+    if value is None:  # TOML has no null; a dict built in code may
+        if "None" not in annotation:
+            raise InputError(f"config key '{where}' must be {annotation}, got None")
         return
     expect: tuple[type, ...]
     if "list" in annotation:
@@ -174,14 +181,16 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
             config.workdir = value
             continue
         if key not in _SECTION_CLASSES:
-            raise InputError(f"unknown config section or key '{key}'{_suggest(key, valid_top)}")
+            raise InputError(f"unknown config section or key {_quoted(key)}{_suggest(key, valid_top)}")
         if not isinstance(value, dict):
             raise InputError(f"config '[{key}]' must be a table")
         cls = _SECTION_CLASSES[key]
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
             if sub not in section_fields:
-                raise InputError(f"unknown config key '{key}.{sub}'{_suggest(sub, list(section_fields))}")
+                raise InputError(
+                    f"unknown config key {_quoted(f'{key}.{sub}')}{_suggest(sub, list(section_fields))}"
+                )
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
     if not config.model.source:
