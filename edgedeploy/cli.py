@@ -786,7 +786,11 @@ def _register_optional_commands() -> None:
     """Commands that live with their own stage (calibration, FP16 analysis) register themselves."""
     import importlib
 
-    for module, name in (("edgedeploy.cli_calibrate", "calibrate"), ("edgedeploy.cli_analyze", "analyze")):
+    for module, name in (
+        ("edgedeploy.cli_calibrate", "calibrate"),
+        ("edgedeploy.cli_analyze", "analyze"),
+        ("edgedeploy.cli_matrix", "matrix"),
+    ):
         try:
             mod = importlib.import_module(module)
         except ImportError:

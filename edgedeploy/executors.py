@@ -25,9 +25,9 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -97,7 +97,10 @@ def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: 
         if isinstance(exc, (EdgeDeployError, CalibrationError)):
             return Failed(first_line(exc), node)
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return Failed(f"{type(exc).__name__}: {first_line(exc)} ({os.path.basename(where.filename)}:{where.lineno})", node)
+        return Failed(
+            f"{type(exc).__name__}: {first_line(exc)} ({os.path.basename(where.filename)}:{where.lineno})",
+            node,
+        )
     return Produced(files, result, node, time.perf_counter() - start)
 
 
@@ -182,7 +185,9 @@ class LocalExecutor:
             return tag, future.result()
         except BrokenProcessPool:
             self._pool = None  # a fresh pool for whatever is submitted next
-            return tag, Failed("a worker process died (a crash or out of memory) while this ran; rerun to retry")
+            return tag, Failed(
+                "a worker process died (a crash or out of memory) while this ran; rerun to retry"
+            )
 
     def cancel(self) -> None:
         pool, self._pool = self._pool, None
@@ -212,7 +217,7 @@ def import_ray() -> Any:
 
 @dataclass
 class RayExecutor:
-    """Tasks on a Ray cluster: cells request ``target:<name>``, file-reading tasks stay on the driver's node."""
+    """Tasks on a Ray cluster: cells request ``target:<name>``; file-reading tasks stay on the driver node."""
 
     address: str = "auto"
     name: str = "ray"

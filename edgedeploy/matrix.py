@@ -104,8 +104,13 @@ class ArtifactStore:
                     raise ValueError(f"a task sent back a file with a bad name: {name!r}")
                 atomic_write_bytes(tmp / name, data)
                 digests[name] = sha256_bytes(data)
-            record = {"key": key, "files": digests, "result": _jsonable(produced.result), "node": produced.node,
-                      "seconds": round(produced.seconds, 3)}  # fmt: skip
+            record = {
+                "key": key,
+                "files": digests,
+                "result": _jsonable(produced.result),
+                "node": produced.node,
+                "seconds": round(produced.seconds, 3),
+            }
             (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n")
         found = self.lookup(key)
         if found is None:  # pragma: no cover - we just wrote it
@@ -147,8 +152,11 @@ def precision_task(
         _write_files(Path(scratch) / "in", fp32)
         out = Path(scratch) / "out"
         artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
-        return _read_dir(out), {"model": artifact.path.name, "info": _jsonable(artifact.info),
-                                "warnings": [m for m in ui.messages if m.startswith("warning")]}  # fmt: skip
+        return _read_dir(out), {
+            "model": artifact.path.name,
+            "info": _jsonable(artifact.info),
+            "warnings": [m for m in ui.messages if m.startswith("warning")],
+        }
 
 
 def cell_task(
@@ -211,8 +219,21 @@ class CellResult:
 
     def row(self) -> dict[str, Any]:
         """What two runs of the same matrix must agree on (not timings or nodes)."""
-        return {k: getattr(self, k) for k in ("model", "target", "precision", "status", "reason", "backend",
-                                               "size_bytes", "min_cosine", "top1", "gate")}  # fmt: skip
+        return {
+            k: getattr(self, k)
+            for k in (
+                "model",
+                "target",
+                "precision",
+                "status",
+                "reason",
+                "backend",
+                "size_bytes",
+                "min_cosine",
+                "top1",
+                "gate",
+            )
+        }
 
 
 @dataclass
@@ -318,7 +339,7 @@ def _summarise(result: CellResult, record: Record) -> None:
     result.min_cosine = round(min(cosines), 6) if cosines else None
     result.top1 = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
     result.gate = "" if result.compare is None else ("pass" if result.compare.get("passed") else "FAIL")
-    first = next(iter(((result.profile or {}).get("batch_sizes") or {}).values()), {})
+    first: dict[str, Any] = next(iter(((result.profile or {}).get("batch_sizes") or {}).values()), {})
     result.latency_ms = first.get("median_ms")
     result.node = record.node
 
@@ -339,12 +360,20 @@ def run_matrix(
     workdir.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(workdir)
     versions = tool_versions(extra_versions)
-    results = {p.cell: CellResult(p.cell.model, p.cell.target, p.cell.precision, "planned") for p in matrix.cells}
+    results = {
+        p.cell: CellResult(p.cell.model, p.cell.target, p.cell.precision, "planned") for p in matrix.cells
+    }
     total = len(results)
     finished = 0
 
-    def finish(cell: Cell, status: str, reason: str = "", record: Record | None = None, cached: bool = False,
-               seconds: float | None = None) -> None:  # fmt: skip
+    def finish(
+        cell: Cell,
+        status: str,
+        reason: str = "",
+        record: Record | None = None,
+        cached: bool = False,
+        seconds: float | None = None,
+    ) -> None:
         nonlocal finished
         r = results[cell]
         r.status, r.reason, r.cached, r.seconds = status, reason, cached, seconds
@@ -378,10 +407,20 @@ def run_matrix(
         executor.submit(
             ("cell", pending),
             cell_task,
-            (state.shared_fp32, fp32_name, precision_bytes, model_name, pending.request, pending.feeds,
-             pending.description, pending.gates, pending.profile_options, pending.plan.config.build.threads),
+            (
+                state.shared_fp32,
+                fp32_name,
+                precision_bytes,
+                model_name,
+                pending.request,
+                pending.feeds,
+                pending.description,
+                pending.gates,
+                pending.profile_options,
+                pending.plan.config.build.threads,
+            ),
             Placement(resource=target_resource(pending.plan.target)),
-        )  # fmt: skip
+        )
 
     def plan_model(state: _ModelState) -> None:
         """After export: key every cell, take what the store has, submit what is missing."""
@@ -435,8 +474,13 @@ def run_matrix(
                 continue
             source = _resolve_source(state.config)
             options = _export_options(state.config)
-            export_key = sha256_json({"source": _source_fingerprint(state.config.model.source, state.config.base_dir),
-                                      "options": options, "versions": versions})  # fmt: skip
+            export_key = sha256_json(
+                {
+                    "source": _source_fingerprint(state.config.model.source, state.config.base_dir),
+                    "options": options,
+                    "versions": versions,
+                }
+            )
             hit = store.lookup(export_key)
             if hit is not None:
                 state.fp32 = hit
@@ -464,7 +508,9 @@ def run_matrix(
                 _, name, key = tag
                 if isinstance(outcome, Failed):
                     for pending in waiting.pop(key, []):
-                        finish(pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {outcome.reason}")
+                        finish(
+                            pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {outcome.reason}"
+                        )
                     continue
                 precision_done(models[name], key, store.put(key, outcome))
             else:
@@ -473,7 +519,9 @@ def run_matrix(
                     results[pending.plan.cell].node = outcome.node
                     finish(pending.plan.cell, "failed", outcome.reason)
                     continue
-                finish(pending.plan.cell, "ok", record=store.put(pending.key, outcome), seconds=outcome.seconds)
+                finish(
+                    pending.plan.cell, "ok", record=store.put(pending.key, outcome), seconds=outcome.seconds
+                )
     except BaseException:
         executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
         raise
@@ -504,29 +552,58 @@ def _key_cell(
     request = _request(config, plan.target, plan.cell.precision)
     keyed = request if plan.cell.precision != "fp32" else replace(request, calibration=CalibrationRequest())
     calibration_data = _calibration_fingerprint(request, inputs)
-    build_key = sha256_json({"fp32": fp32_sha, "request": keyed, "versions": versions,
-                             "calibration_data": calibration_data})  # fmt: skip
+    build_key = sha256_json(
+        {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data}
+    )
     cmp = config.compare
     data_spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
     shapes = {i.name: i.shape for i in _export_options(config).inputs}
-    feeds_key = sha256_json({"fp32": fp32_sha, "data": data_spec, "samples": cmp.samples,
-                             "batch": cmp.batch_size, "seed": cmp.seed, "shapes": shapes})  # fmt: skip
+    feeds_key = sha256_json(
+        {
+            "fp32": fp32_sha,
+            "data": data_spec,
+            "samples": cmp.samples,
+            "batch": cmp.batch_size,
+            "seed": cmp.seed,
+            "shapes": shapes,
+        }
+    )
     if feeds_key not in feeds_cache:
-        source = open_source(data_spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed,
-                             shapes=shapes or None)  # fmt: skip
+        source = open_source(
+            data_spec,
+            inputs,
+            samples=cmp.samples,
+            batch_size=cmp.batch_size,
+            seed=cmp.seed,
+            shapes=shapes or None,
+        )
         feeds_cache[feeds_key] = (list(source), source.describe())
     feeds, description = feeds_cache[feeds_key]
     gates = Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
     popts = _profile_options(config)
-    key = sha256_json({"build": build_key, "compare": {"data": description, "gates": gates},
-                       "profile": popts, "versions": versions})  # fmt: skip
+    key = sha256_json(
+        {
+            "build": build_key,
+            "compare": {"data": description, "gates": gates},
+            "profile": popts,
+            "versions": versions,
+        }
+    )
     precision_key = None
     if plan.cell.precision != "fp32":
-        precision_key = sha256_json({
-            "fp32": fp32_sha, "precision": plan.cell.precision, "family": precision_family(plan.target, request),
-            "fp16": request.fp16, "calibration": request.calibration, "calibration_data": calibration_data,
-            "fp16_analysis": request.fp16_analysis, "budget": request.accuracy_budget, "versions": versions,
-        })  # fmt: skip
+        precision_key = sha256_json(
+            {
+                "fp32": fp32_sha,
+                "precision": plan.cell.precision,
+                "family": precision_family(plan.target, request),
+                "fp16": request.fp16,
+                "calibration": request.calibration,
+                "calibration_data": calibration_data,
+                "fp16_analysis": request.fp16_analysis,
+                "budget": request.accuracy_budget,
+                "versions": versions,
+            }
+        )
     pending = _Pending(plan, key, request, feeds, description, gates, popts)
     return pending, precision_key, request
 
@@ -548,14 +625,19 @@ def _bundles(
             continue
         fp32 = state.fp32.files[_fp32_name(state)]
         for target in matrix.targets:
-            cells = [results[p.cell] for p in matrix.cells
-                     if p.cell.model == name and p.cell.target == target.name and results[p.cell].status == "ok"]  # fmt: skip
+            cells = [
+                results[p.cell]
+                for p in matrix.cells
+                if p.cell.model == name and p.cell.target == target.name and results[p.cell].status == "ok"
+            ]
             if not cells:
                 continue
             plan = next(p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name)
             out = matrix.bundle_dir(name, target.name)
             try:
-                made[f"{name}/{target.name}"] = _bundle_one(cache, plan.config, state, fp32, target, cells, out, ui)
+                made[f"{name}/{target.name}"] = _bundle_one(
+                    cache, plan.config, state, fp32, target, cells, out, ui
+                )
             except EdgeDeployError as exc:
                 ui.warn(f"bundle {name}/{target.name}: {first_line(exc)}")
     return made
@@ -579,30 +661,60 @@ def _bundle_one(
         folder = artifact.parent
         files = sorted(folder.iterdir())
         model = next((f for f in files if f.name.endswith(f".{c.precision}.onnx")), artifact)
-        artifacts.append(BundleArtifact(
-            precision=c.precision, backend=c.backend, model=model,
-            engine=artifact if artifact.suffix == ".engine" else None,
-            calibration_cache=next((f for f in files if f.name.endswith(".calib.cache")), None),
-            precision_plan=next((f for f in files if f.name.endswith(".plan.json")), None),
-            compare=c.compare, profile=c.profile,
-            info=json.loads((folder / "record.json").read_text()).get("result", {}).get("info"),
-        ))  # fmt: skip
-    key = sha256_json({"fp32": state.fp32.result["sha256"] if state.fp32 else "", "cells": [c.row() for c in cells],
-                       "files": {str(a.model): sha256_file(a.model) for a in artifacts}, "gates": gates,
-                       "version": __version__, "dir": str(out)})  # fmt: skip
+        artifacts.append(
+            BundleArtifact(
+                precision=c.precision,
+                backend=c.backend,
+                model=model,
+                engine=artifact if artifact.suffix == ".engine" else None,
+                calibration_cache=next((f for f in files if f.name.endswith(".calib.cache")), None),
+                precision_plan=next((f for f in files if f.name.endswith(".plan.json")), None),
+                compare=c.compare,
+                profile=c.profile,
+                info=json.loads((folder / "record.json").read_text()).get("result", {}).get("info"),
+            )
+        )
+    key = sha256_json(
+        {
+            "fp32": state.fp32.result["sha256"] if state.fp32 else "",
+            "cells": [c.row() for c in cells],
+            "files": {str(a.model): sha256_file(a.model) for a in artifacts},
+            "gates": gates,
+            "version": __version__,
+            "dir": str(out),
+        }
+    )
 
     def do_bundle() -> tuple[list[Path], dict[str, Any]]:
         inputs, outputs = model_io(fp32)
         data_spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
         shapes = {i.name: i.shape for i in _export_options(config).inputs}
-        ref_in = next(iter(open_source(data_spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size,
-                                       seed=cmp.seed, shapes=shapes or None)))  # fmt: skip
+        ref_in = next(
+            iter(
+                open_source(
+                    data_spec,
+                    inputs,
+                    samples=cmp.samples,
+                    batch_size=cmp.batch_size,
+                    seed=cmp.seed,
+                    shapes=shapes or None,
+                )
+            )
+        )
         ref_out, _ = run_pair(fp32, fp32, [ref_in])
         result = make_bundle(
-            out, model_name=state.name, model_source=config.model.source, model_sha256=sha256_file(fp32),
-            target=target, inputs=inputs, outputs=outputs, artifacts=artifacts, gates=gates.manifest(),
-            reference_inputs=ref_in, reference_outputs=ref_out[0],
-        )  # fmt: skip
+            out,
+            model_name=state.name,
+            model_source=config.model.source,
+            model_sha256=sha256_file(fp32),
+            target=target,
+            inputs=inputs,
+            outputs=outputs,
+            artifacts=artifacts,
+            gates=gates.manifest(),
+            reference_inputs=ref_in,
+            reference_outputs=ref_out[0],
+        )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}
 

@@ -94,7 +94,9 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 def _strings(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise InputError(f'config matrix.{where} must be a non-empty list of names, e.g. {where} = ["a", "b"]')
+        raise InputError(
+            f'config matrix.{where} must be a non-empty list of names, e.g. {where} = ["a", "b"]'
+        )
     if len(set(value)) != len(value):
         raise InputError(f"config matrix.{where} names something twice: {', '.join(value)}")
     return list(value)
@@ -119,7 +121,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
     """Check the whole matrix and plan every cell; raises InputError on the first problem."""
     data = dict(data)
     if "matrix" not in data:
-        raise InputError('config has no [matrix] section; e.g. [matrix] targets = [...], precisions = [...]')
+        raise InputError("config has no [matrix] section; e.g. [matrix] targets = [...], precisions = [...]")
     matrix = _table(data.pop("matrix"), "[matrix]")
     for key in matrix:
         if key not in MATRIX_KEYS:
@@ -135,11 +137,15 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
     precisions = _strings(matrix.get("precisions"), "precisions")
     for p in precisions:
         if p not in BUILDABLE_PRECISIONS:
-            raise InputError(f"config matrix.precisions: '{p}' is not one of {', '.join(BUILDABLE_PRECISIONS)}")
+            raise InputError(
+                f"config matrix.precisions: '{p}' is not one of {', '.join(BUILDABLE_PRECISIONS)}"
+            )
 
     model_entries = matrix.get("models")
     if not isinstance(model_entries, list) or not model_entries:
-        raise InputError('config needs [[matrix.models]] entries, each with source = "model.onnx" or a module')
+        raise InputError(
+            'config needs [[matrix.models]] entries, each with source = "model.onnx" or a module'
+        )
     models: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(model_entries):
         entry = _table(entry, f"matrix.models[{i}]")
@@ -174,7 +180,9 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     + suggest(section, [*CELL_SECTIONS, *SELECTORS])
                 )
             if section == "build" and {"target", "precisions"} & set(_table(entry[section], section)):
-                raise InputError(f"config matrix.cells[{i}].build: select cells with target/precision instead")
+                raise InputError(
+                    f"config matrix.cells[{i}].build: select cells with target/precision instead"
+                )
             _table(entry[section], f"matrix.cells[{i}].{section}")
         overrides.append((select, entry))
 
@@ -208,7 +216,9 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 if out.exists() and (
                     not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
                 ):
-                    raise InputError(f"bundle folder {out} exists and is not a bundle: set another bundle.output")
+                    raise InputError(
+                        f"bundle folder {out} exists and is not a bundle: set another bundle.output"
+                    )
     return config
 
 
