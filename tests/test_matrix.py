@@ -345,3 +345,39 @@ def test_executor_ray_without_ray_installed_exits_2_with_the_install_line(projec
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'edgedeploy[ray]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (project / "noray").exists()
+
+
+def test_ray_ctrl_c_cancels_the_cluster_tasks_and_a_rerun_finishes(
+    project: Path, ray_cluster: dict[str, str]
+) -> None:
+    config = load_matrix_config(_config(project, "ray-interrupted"))
+    ok_before: list[str] = []
+
+    def interrupt(cell: Any, done: int, total: int) -> None:
+        if cell.status == "ok":
+            ok_before.append(cell.precision)
+            raise KeyboardInterrupt
+
+    executor = RayExecutor(address=ray_cluster["address"])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(config, executor, on_cell=interrupt)
+        assert executor._refs == {}  # every task still out was cancelled
+    finally:
+        executor.close()
+    rerun = _ray_run(project, ray_cluster, "ray-interrupted")
+    assert sum(c.cached for c in rerun.cells) == len(ok_before) == 1
+    _check_outcome(rerun)
+
+
+def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:
+    import tomllib
+
+    from edgedeploy.matrix_config import matrix_from_dict
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Many models, many boards", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    matrix = matrix_from_dict(tomllib.loads(block), tmp_path)
+    assert len(matrix.cells) == 2 * 3 * 3
+    calibrated = {p.cell.label() for p in matrix.cells if p.config.calibration.data}
+    assert calibrated == {"detector/jetson-orin-nano/int8"}
