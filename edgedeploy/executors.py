@@ -226,6 +226,7 @@ class RayExecutor:
     _refs: dict[Any, Any] = field(default_factory=dict)  # ObjectRef -> tag
     _resources: dict[str, float] = field(default_factory=dict)
     _driver_node: str = ""
+    _driver_cpus: int = 1
     _remote: Any = None
 
     def __post_init__(self) -> None:
@@ -246,6 +247,9 @@ class RayExecutor:
             ) from None
         self._resources = dict(ray.cluster_resources())
         self._driver_node = ray.get_runtime_context().get_node_id()
+        here: dict[str, Any] = next((n for n in ray.nodes() if n.get("NodeID") == self._driver_node), {})
+        # a head started with --num-cpus 0 still runs the driver's file-reading tasks (without a CPU claim)
+        self._driver_cpus = 1 if here.get("Resources", {}).get("CPU", 0) >= 1 else 0
         self._remote = ray.remote(run_task)
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
@@ -264,6 +268,7 @@ class RayExecutor:
         if placement.resource:
             options["resources"] = {placement.resource: 1}
         if placement.on_driver:
+            options["num_cpus"] = self._driver_cpus
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._driver_node, soft=False)
         ref = self._remote.options(**options).remote(fn, *args)
         self._refs[ref] = tag

@@ -396,14 +396,14 @@ def run_matrix(
             by_model[plan.cell.model].append(plan)
 
     waiting: dict[str, list[_Pending]] = {}  # precision key -> cells that need it
-    precision_records: dict[str, Record] = {}
+    precision_records: dict[str, tuple[Record, Any]] = {}  # key -> record, shared handle to its files
     feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    shared_feeds: dict[int, Any] = {}
 
-    def submit_cell(state: _ModelState, pending: _Pending, precision: Record | None) -> None:
-        files = precision.files if precision is not None else {}
-        precision_bytes = {n: p.read_bytes() for n, p in files.items()}
-        model_name = precision.result["model"] if precision is not None else next(iter(state.fp32.files))  # type: ignore[union-attr]
+    def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
+        precision_bytes = precision[1] if precision is not None else {}
         fp32_name = _fp32_name(state)
+        model_name = precision[0].result["model"] if precision is not None else fp32_name
         executor.submit(
             ("cell", pending),
             cell_task,
@@ -440,6 +440,9 @@ def run_matrix(
             if hit is not None:
                 finish(plan.cell, "ok", record=hit, cached=True)
                 continue
+            if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
+                shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
+            pending.feeds = shared_feeds[id(pending.feeds)]
             if state.shared_fp32 is None:
                 state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
             if precision_key is None:  # fp32: the exported model is the precision artifact
@@ -464,9 +467,10 @@ def run_matrix(
             )
 
     def precision_done(state: _ModelState, key: str, record: Record) -> None:
-        precision_records[key] = record
+        files = {n: p.read_bytes() for n, p in record.files.items()}
+        precision_records[key] = (record, executor.share(files))
         for pending in waiting.pop(key, []):
-            submit_cell(state, pending, record)
+            submit_cell(state, pending, precision_records[key])
 
     try:
         for state in models.values():
