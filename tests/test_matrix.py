@@ -381,3 +381,20 @@ def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:
     assert len(matrix.cells) == 2 * 3 * 3
     calibrated = {p.cell.label() for p in matrix.cells if p.config.calibration.data}
     assert calibrated == {"detector/jetson-orin-nano/int8"}
+
+
+def test_local_skips_tensorrt_cells_this_machine_cannot_build_and_says_why(project: Path) -> None:
+    import json
+
+    path = _config(project, "trt")
+    path.write_text(path.read_text().replace('backend = "onnxruntime"', 'backend = "tensorrt"'))
+    from edgedeploy.backends import get_backend
+
+    if get_backend("tensorrt").available()[0]:
+        pytest.skip("TensorRT is installed here: its cells would run")
+    result = run_cli("matrix", path, "--json", project / "trt.json", cwd=project)
+    assert result.code == 0, result.stderr  # skipped cells do not fail the run
+    cells = json.loads((project / "trt.json").read_text())["cells"]
+    assert len(cells) == 18 and {c["status"] for c in cells} == {"skipped"}
+    assert all("this machine cannot build for" in c["reason"] for c in cells)
+    assert "skipped" in result.stdout and "jetson-agx-orin" in result.stdout
