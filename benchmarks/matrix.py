@@ -33,7 +33,7 @@ MB = 1024 * 1024
 
 
 def _cpu() -> str:
-    from edgedeploy.precision.int8 import cpu_has_vnni
+    from edgedeploy.stages.precision.int8 import cpu_has_vnni
 
     name = platform.processor() or platform.machine()
     try:
@@ -59,7 +59,7 @@ def _write_project(root: Path) -> Path:
 
 
 def _configure(path: Path, workdir: str) -> Any:
-    from edgedeploy.matrix_config import load_matrix_config
+    from edgedeploy.pipeline.matrix_config import load_matrix_config
 
     copy = path.with_name(f"{workdir}.toml")
     copy.write_text(path.read_text().replace("WORK", workdir))
@@ -84,7 +84,7 @@ def _sequential(path: Path) -> float:
 
 
 def _matrix(config: Any, executor: Any) -> tuple[float, int]:
-    from edgedeploy.matrix import run_matrix
+    from edgedeploy.pipeline.matrix import run_matrix
 
     try:
         result = run_matrix(config, executor)
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     args = parser.parse_args()
 
-    from edgedeploy.executors import LocalExecutor, RayExecutor
+    from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
 
     figures: dict[str, Any] = {"cpu": _cpu(), "cells": 12}
     with tempfile.TemporaryDirectory(prefix="edgedeploy-bench-matrix-") as scratch:

@@ -22,9 +22,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.executors import LocalExecutor, RayExecutor
-from edgedeploy.matrix import ArtifactStore, MatrixResult, run_matrix
-from edgedeploy.matrix_config import load_matrix_config
+from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
+from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
+from edgedeploy.pipeline.matrix_config import load_matrix_config
 from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
 
 PRESENT = ("jetson-orin-nano", "rtx4090")
@@ -373,7 +373,7 @@ def test_ray_ctrl_c_cancels_the_cluster_tasks_and_a_rerun_finishes(
 def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:
     import tomllib
 
-    from edgedeploy.matrix_config import matrix_from_dict
+    from edgedeploy.pipeline.matrix_config import matrix_from_dict
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("## Many models, many boards", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
