@@ -195,11 +195,11 @@ class LocalExecutor:
         if pool is None:
             return
         processes = list(getattr(pool, "_processes", {}).values())  # no public way to stop them before 3.14
-        pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.terminate()  # the children are ours and write only into their temp folders
         for process in processes:
             process.join(timeout=10)
+        pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the pool broken and ends
 
     def close(self) -> None:
         if self._pool is not None:
