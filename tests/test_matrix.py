@@ -398,3 +398,23 @@ def test_local_skips_tensorrt_cells_this_machine_cannot_build_and_says_why(proje
     assert len(cells) == 18 and {c["status"] for c in cells} == {"skipped"}
     assert all("this machine cannot build for" in c["reason"] for c in cells)
     assert "skipped" in result.stdout and "jetson-agx-orin" in result.stdout
+
+
+def test_cli_matrix_on_ray_prints_every_cell_and_writes_json(
+    ray_run: MatrixResult, project: Path, ray_cluster: dict[str, str]
+) -> None:
+    import json
+
+    path = _config(project, "ray")  # the matrix ray_run built: the CLI finds every cell in the cache
+    address = ray_cluster["address"]
+    args = ("matrix", path, "--executor", "ray", "--address", address, "--json", project / "ray.json")
+    result = run_cli(*args, cwd=project)
+    assert result.code == 1, result.stderr  # the bad cell fails the run
+    assert "b/rtx4090/int8" in result.stderr.strip().splitlines()[-1]
+    data = json.loads((project / "ray.json").read_text())
+    assert data["executor"] == "ray" and len(data["cells"]) == 18
+    cells = {(c["model"], c["target"], c["precision"]): c for c in data["cells"]}
+    assert cells[("a", "rtx4090", "int8")]["node"] == ray_cluster["rtx4090"]
+    assert cells[("a", "rtx4090", "int8")]["cached"] is True
+    assert cells[("a", ABSENT, "fp32")]["status"] == "skipped"
+    assert result.stdout.count("cached") == 11 and result.stdout.count("skipped") == 6
