@@ -106,6 +106,7 @@ def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: 
 
 class Executor(Protocol):
     name: str
+    same_machine: bool  # every task runs on this machine (its tool versions are the driver's)
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
         """Why a cell for ``target`` cannot run anywhere this executor reaches (None: it can)."""
@@ -146,6 +147,7 @@ class LocalExecutor:
 
     jobs: int = 0
     name: str = "local"
+    same_machine: bool = True
     submitted: int = 0
     _pool: ProcessPoolExecutor | None = None
     _futures: dict[Future[Outcome], Any] = field(default_factory=dict)  # future -> tag
@@ -221,6 +223,7 @@ class RayExecutor:
 
     address: str = "auto"
     name: str = "ray"
+    same_machine: bool = False
     submitted: int = 0
     _ray: Any = None
     _refs: dict[Any, Any] = field(default_factory=dict)  # ObjectRef -> tag

@@ -131,6 +131,22 @@ def _write_files(directory: Path, files: dict[str, bytes]) -> None:
         (directory / name).write_bytes(data)
 
 
+def versions_task(extra: dict[str, str] | None) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The tool versions of the node this runs on (a board's TensorRT included): its cells' keys use them."""
+    import importlib.metadata
+    import platform
+
+    versions: dict[str, Any] = dict(tool_versions(extra))
+    for package in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
+        try:
+            versions["tensorrt"] = importlib.metadata.version(package)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    versions["machine"] = platform.machine()
+    return {}, versions
+
+
 def export_task(
     source: str, base_dir: str, dest_name: str, options: ExportOptions
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -364,6 +380,11 @@ def run_matrix(
     precision_records: dict[str, tuple[Record, Any]] = {}  # key -> record, shared handle to its files
     feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
     shared_feeds: dict[int, Any] = {}
+    # A cell's key holds the tool versions of the node that builds it: the driver's here, a board's
+    # (its TensorRT, say) on a cluster, asked once per target before its cells are keyed.
+    node_versions: dict[str, dict[str, Any]] = {}
+    node_failed: dict[str, str] = {}  # target -> why its node could not be asked
+    deferred: dict[str, list[tuple[_ModelState, CellPlan]]] = {}
 
     def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
         precision_bytes = precision[1] if precision is not None else {}
@@ -388,48 +409,57 @@ def run_matrix(
         )
 
     def plan_model(state: _ModelState) -> None:
-        """After export: key every cell, take what the store has, submit what is missing."""
+        """After export: plan every cell whose node's tool versions are known; the others wait for them."""
         assert state.fp32 is not None
-        fp32_path = state.fp32.files[_fp32_name(state)]
-        state.inputs = list(model_io(fp32_path)[0])
-        fp32_sha = state.fp32.result["sha256"]
+        state.inputs = list(model_io(state.fp32.files[_fp32_name(state)])[0])
         for plan in by_model[state.name]:
-            try:
-                pending, precision_key, precision_request = _key_cell(
-                    plan, fp32_sha, state.inputs, versions, feeds_cache
-                )
-            except (EdgeDeployError, Exception) as exc:  # bad calibration or compare data: this cell only
-                finish(plan.cell, "failed", first_line(exc))
-                continue
-            hit = store.lookup(pending.key)
-            if hit is not None:
-                finish(plan.cell, "ok", record=hit, cached=True)
-                continue
-            if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
-                shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
-            pending.feeds = shared_feeds[id(pending.feeds)]
-            if state.shared_fp32 is None:
-                state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
-            if precision_key is None:  # fp32: the exported model is the precision artifact
-                submit_cell(state, pending, None)
-                continue
-            if precision_key in precision_records:
-                submit_cell(state, pending, precision_records[precision_key])
-                continue
-            first_waiter = precision_key not in waiting
-            waiting.setdefault(precision_key, []).append(pending)
-            if not first_waiter:
-                continue
-            hit = store.lookup(precision_key)
-            if hit is not None:
-                precision_done(state, precision_key, hit)
-                continue
-            executor.submit(
-                ("precision", state.name, precision_key),
-                precision_task,
-                (state.shared_fp32, _fp32_name(state), precision_request),
-                Placement(on_driver=True),
-            )
+            if plan.target.name in node_failed:
+                finish(plan.cell, "failed", node_failed[plan.target.name])
+            elif plan.target.name in node_versions:
+                plan_cell(state, plan)
+            else:
+                deferred.setdefault(plan.target.name, []).append((state, plan))
+
+    def plan_cell(state: _ModelState, plan: CellPlan) -> None:
+        """Key the cell, take it from the store when it is there, else submit what it is missing."""
+        assert state.fp32 is not None
+        try:
+            pending, precision_key, precision_request = _key_cell(
+                plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
+                feeds_cache,
+            )  # fmt: skip
+        except Exception as exc:  # bad calibration or compare data: this cell only
+            finish(plan.cell, "failed", first_line(exc))
+            return
+        hit = store.lookup(pending.key)
+        if hit is not None:
+            finish(plan.cell, "ok", record=hit, cached=True)
+            return
+        if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
+            shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
+        pending.feeds = shared_feeds[id(pending.feeds)]
+        if state.shared_fp32 is None:
+            state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
+        if precision_key is None:  # fp32: the exported model is the precision artifact
+            submit_cell(state, pending, None)
+            return
+        if precision_key in precision_records:
+            submit_cell(state, pending, precision_records[precision_key])
+            return
+        first_waiter = precision_key not in waiting
+        waiting.setdefault(precision_key, []).append(pending)
+        if not first_waiter:
+            return
+        hit = store.lookup(precision_key)
+        if hit is not None:
+            precision_done(state, precision_key, hit)
+            return
+        executor.submit(
+            ("precision", state.name, precision_key),
+            precision_task,
+            (state.shared_fp32, _fp32_name(state), precision_request),
+            Placement(on_driver=True),
+        )
 
     def precision_done(state: _ModelState, key: str, record: Record) -> None:
         files = {n: p.read_bytes() for n, p in record.files.items()}
@@ -438,6 +468,14 @@ def run_matrix(
             submit_cell(state, pending, precision_records[key])
 
     try:
+        for target in {p.target.name: p.target for ps in by_model.values() for p in ps}.values():
+            resource = target_resource(target)
+            if executor.same_machine or resource is None:
+                node_versions[target.name] = versions
+            else:
+                executor.submit(
+                    ("versions", target.name), versions_task, (extra_versions,), Placement(resource)
+                )
         for state in models.values():
             if not by_model[state.name]:
                 continue
@@ -464,7 +502,20 @@ def run_matrix(
         while finished < total:
             tag, outcome = executor.next_done()
             kind = tag[0]
-            if kind == "export":
+            if kind == "versions":
+                target_name = tag[1]
+                waiters = deferred.pop(target_name, [])
+                if isinstance(outcome, Failed):
+                    node_failed[target_name] = (
+                        f"cannot ask the {target_name} node its versions: {outcome.reason}"
+                    )
+                    for _, plan in waiters:
+                        finish(plan.cell, "failed", node_failed[target_name])
+                    continue
+                node_versions[target_name] = outcome.result
+                for state, plan in waiters:
+                    plan_cell(state, plan)
+            elif kind == "export":
                 _, name, key = tag
                 state = models[name]
                 if isinstance(outcome, Failed):
@@ -514,16 +565,22 @@ def _key_cell(
     fp32_sha: str,
     inputs: list[Any],
     versions: dict[str, Any],
+    node_versions: dict[str, Any],
     feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]],
 ) -> tuple[_Pending, str | None, BuildRequest]:
-    """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key."""
+    """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key.
+
+    ``versions`` are the driver's tools (export and precision run there), ``node_versions`` the
+    tools of the node that builds, compares and profiles the cell.
+    """
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
     keyed = request if plan.cell.precision != "fp32" else replace(request, calibration=CalibrationRequest())
     calibration_data = _calibration_fingerprint(request, inputs)
     build_key = sha256_json(
-        {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data}
-    )
+        {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data,
+         "node": node_versions}
+    )  # fmt: skip
     cmp = config.compare
     shapes = _shapes(config)
     feeds_key = sha256_json(
@@ -547,7 +604,7 @@ def _key_cell(
             "build": build_key,
             "compare": {"data": description, "gates": gates},
             "profile": popts,
-            "versions": versions,
+            "versions": node_versions,
         }
     )
     precision_key = None
