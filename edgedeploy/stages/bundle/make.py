@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.modelinfo import TensorSpec
 from edgedeploy import __version__
+from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from edgedeploy.onnxio import external_data_files
@@ -89,14 +90,6 @@ def _copy(src: Path, root: Path, folder: str) -> str:
     for data in external_data_files(src):
         shutil.copy2(data, root / folder / data.name)
     return rel
-
-
-def _device_files() -> list[Path]:
-    try:
-        from edgedeploy.device import device_files
-    except ImportError:
-        return []
-    return list(device_files())
 
 
 def _device_readme(manifest: dict[str, Any]) -> str:
@@ -195,7 +188,7 @@ def make_bundle(
             np.savez(root / "reference" / "inputs.npz", **reference_inputs)  # type: ignore[arg-type]
             np.savez(root / "reference" / "outputs.npz", **reference_outputs)  # type: ignore[arg-type]
             reference = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
-        for script in _device_files():
+        for script in device_files():
             _copy(script, root, "scripts")
             if script.suffix == ".sh":
                 os.chmod(root / "scripts" / script.name, 0o755)
