@@ -115,7 +115,9 @@ def _model_name(entry: dict[str, Any]) -> str:
         return str(entry["name"])
     source = str(entry.get("source", ""))
     where = source if source.endswith(".onnx") else source.split(":")[0]
-    return Path(where).stem.removesuffix(".fp32") or "model"
+    if where.endswith((".onnx", ".py")):
+        return Path(where).stem.removesuffix(".fp32") or "model"
+    return where.rpartition(".")[2] or "model"  # package.module:callable -> module
 
 
 def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
