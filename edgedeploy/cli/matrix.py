@@ -18,7 +18,7 @@ from edgedeploy.errors import GateFailed
 
 def matrix_command(
     config: Annotated[
-        Path, typer.Argument(help="A config with a [matrix] section (models, targets, precisions).")
+        Path, typer.Argument(help="A config with a \\[matrix] section (models, targets, precisions).")
     ],
     executor: Annotated[
         str, typer.Option("--executor", help="local (a process pool here) or ray (a cluster).")
