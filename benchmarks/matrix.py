@@ -10,6 +10,9 @@ cluster's start-up time is printed apart.
 The baseline is what a user does without the matrix: ``run_pipeline`` for each (model, target),
 one after the other (export and calibration repeated per target).
 
+``--jobs 1`` runs the tasks in the benchmark's own process (no worker start-up); it is measured
+after the sequential runs, so its imports are warm, as they would be for a user's second command.
+
 Run from the repository root: ``python benchmarks/matrix.py [--jobs 2] [--json out.json]``.
 """
 
@@ -115,6 +118,7 @@ def main() -> None:
             _configure(path, "local"), LocalExecutor(args.jobs)
         )
         figures["local_warm_s"], _ = _matrix(_configure(path, "local"), LocalExecutor(args.jobs))
+        figures["inline_cold_s"], _ = _matrix(_configure(path, "inline"), LocalExecutor(1))
 
         import ray
         from ray.cluster_utils import Cluster
@@ -139,6 +143,7 @@ def main() -> None:
     print(f"CPU: {figures['cpu']}")
     print(f"matrix of {figures['cells']} cells (2 models x {len(TARGETS)} targets x 3 precisions, ORT)")
     print(f"  edgedeploy run per (model, target), sequential : {figures['sequential_run_s']:7.2f} s")
+    print(f"  matrix --executor local --jobs 1 (in-process)   : {figures['inline_cold_s']:7.2f} s")
     print(
         f"  matrix --executor local --jobs {args.jobs}, cold         : {figures['local_cold_s']:7.2f} s"
         f"  ({figures['local_tasks']} tasks)   warm: {figures['local_warm_s']:.2f} s"

@@ -200,7 +200,7 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Pat
     store = ArtifactStore(config.workdir)
     kept = [p for p in store.root.iterdir() if (p / "record.json").is_file()]
     assert kept and not [p for p in store.root.iterdir() if p.name.startswith(".")]  # nothing half-written
-    executor = LocalExecutor(jobs=2)
+    executor = LocalExecutor(jobs=1)  # in this process
     try:
         rerun = run_matrix(config, executor)
     finally:

@@ -142,7 +142,8 @@ class LocalExecutor:
     ``concurrent.futures`` rather than ``multiprocessing.Pool``: a worker that dies (a crash in a
     native library, the OOM killer) breaks the pool and fails its futures, where Pool would wait
     forever for the lost task. The tasks caught by a broken pool are reported failed; a rerun
-    retries them.
+    retries them. ``jobs=1`` runs the tasks in this process, one by one, without the start-up of
+    a worker process (which imports ONNX Runtime, Polygraphy and onnx again: seconds per worker).
     """
 
     jobs: int = 0
@@ -151,6 +152,7 @@ class LocalExecutor:
     submitted: int = 0
     _pool: ProcessPoolExecutor | None = None
     _futures: dict[Future[Outcome], Any] = field(default_factory=dict)  # future -> tag
+    _inline: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = field(default_factory=list)  # jobs=1
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
         """The ONNX Runtime backend runs every target here; TensorRT needs its GPU and TensorRT."""
@@ -172,12 +174,18 @@ class LocalExecutor:
 
     def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
         self.submitted += 1
-        self._futures[self._get_pool().submit(run_task, fn, *args)] = tag
+        if self.jobs == 1:
+            self._inline.append((tag, fn, args))  # run when its outcome is asked for
+        else:
+            self._futures[self._get_pool().submit(run_task, fn, *args)] = tag
 
     def share(self, value: Any) -> Any:
         return value
 
     def next_done(self) -> tuple[Any, Outcome]:
+        if self._inline:
+            tag, fn, args = self._inline.pop(0)
+            return tag, run_task(fn, *args)
         if not self._futures:
             raise RuntimeError("next_done() with no task running")
         done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
@@ -194,6 +202,7 @@ class LocalExecutor:
     def cancel(self) -> None:
         pool, self._pool = self._pool, None
         self._futures.clear()
+        self._inline.clear()
         if pool is None:
             return
         processes = list(getattr(pool, "_processes", {}).values())  # no public way to stop them before 3.14
