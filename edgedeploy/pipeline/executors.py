@@ -104,6 +104,37 @@ def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: 
     return Produced(files, result, node, time.perf_counter() - start)
 
 
+def node_versions_task(
+    packages: tuple[str, ...], extra: dict[str, str] | None = None
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The installed versions of ``packages`` on the node this runs on, and its machine type.
+
+    Read from package metadata, so asking is cheap: nothing is imported but TensorRT, and that
+    only where its metadata is missing (JetPack's system package may have none).
+    """
+    import importlib.metadata
+    import platform
+
+    versions: dict[str, Any] = {"machine": platform.machine(), **(extra or {})}
+    for package in packages:
+        names = [package, f"{package}-cu12", f"{package}-cu13"] if package == "tensorrt" else [package]
+        versions[package] = None
+        for name in names:
+            try:
+                versions[package] = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    if "tensorrt" in packages and versions["tensorrt"] is None:
+        try:
+            import tensorrt
+
+            versions["tensorrt"] = str(tensorrt.__version__)
+        except ImportError:
+            pass
+    return {}, versions
+
+
 class Executor(Protocol):
     name: str
     same_machine: bool  # every task runs on this machine (its tool versions are the driver's)

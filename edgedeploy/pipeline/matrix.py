@@ -38,7 +38,14 @@ from edgedeploy.errors import EdgeDeployError, first_line
 from edgedeploy.fileio import atomic_dir, atomic_write_bytes, sha256_bytes, sha256_file, sha256_json
 from edgedeploy.options import BuildRequest, CalibrationRequest
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
-from edgedeploy.pipeline.executors import Executor, Failed, Placement, Produced, target_resource
+from edgedeploy.pipeline.executors import (
+    Executor,
+    Failed,
+    Placement,
+    Produced,
+    node_versions_task,
+    target_resource,
+)
 from edgedeploy.pipeline.matrix_config import Cell, CellPlan, MatrixConfig
 from edgedeploy.pipeline.run import (
     _calibration_fingerprint,
@@ -61,6 +68,8 @@ from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
 STORE_DIR = "matrix"
+# What a board's cells are keyed on besides their inputs: the versions of these, as installed there.
+NODE_PACKAGES = ("edgedeploy", "onnx", "onnxruntime", "polygraphy", "onnxslim", "numpy", "tensorrt")
 
 # ---------------------------------------------------------------- content-addressed store
 
@@ -129,22 +138,6 @@ def _write_files(directory: Path, files: dict[str, bytes]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (directory / name).write_bytes(data)
-
-
-def versions_task(extra: dict[str, str] | None) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The tool versions of the node this runs on (a board's TensorRT included): its cells' keys use them."""
-    import importlib.metadata
-    import platform
-
-    versions: dict[str, Any] = dict(tool_versions(extra))
-    for package in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
-        try:
-            versions["tensorrt"] = importlib.metadata.version(package)
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    versions["machine"] = platform.machine()
-    return {}, versions
 
 
 def export_task(
@@ -473,9 +466,8 @@ def run_matrix(
             if executor.same_machine or resource is None:
                 node_versions[target.name] = versions
             else:
-                executor.submit(
-                    ("versions", target.name), versions_task, (extra_versions,), Placement(resource)
-                )
+                probe = (NODE_PACKAGES, extra_versions)
+                executor.submit(("versions", target.name), node_versions_task, probe, Placement(resource))
         for state in models.values():
             if not by_model[state.name]:
                 continue
