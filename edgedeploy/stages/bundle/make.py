@@ -137,6 +137,7 @@ def make_bundle(
     primary: str | None = None,
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
@@ -158,6 +159,8 @@ def make_bundle(
         primary: the precision the device scripts use by default (default: the lowest that passed).
         tools: more tool versions to record.
         extras: more manifest fields.
+        build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
+            ``tf32``), so the device rebuilds the same engine.
     """
     out = Path(out_dir).resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
@@ -204,6 +207,7 @@ def make_bundle(
             "artifacts": entries,
             "gates": gates,
             "reference": reference,
+            **({"build": build} if build else {}),
             **(extras or {}),
         }
         atomic_write_text(root / "README.md", _device_readme(manifest))
