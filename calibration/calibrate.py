@@ -27,7 +27,7 @@ from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
 from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
-from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
+from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
@@ -264,6 +264,7 @@ def calibrate(
                     clipped_share(hist, thr),
                     "uint8" if lv == 256 else "int8",
                     observer.nonfinite.get(name, 0),
+                    compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
                 )
             )
         cache_thresholds = {}

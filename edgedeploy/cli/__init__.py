@@ -32,6 +32,7 @@ from edgedeploy.cli import (
     export,
     matrix,
     profile,
+    report,
     run,
     targets,
 )
@@ -62,6 +63,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     analyze,
     targets,
     bundle,
+    report,
 )
 for _command in COMMANDS:
     _command.register(app)
