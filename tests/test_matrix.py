@@ -156,6 +156,7 @@ def test_local_matrix_fails_the_bad_cell_alone_and_runs_every_onnxruntime_cell(
     validate_manifest(manifest)
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
     assert manifest["target"]["name"] == "rtx4090"
+    assert (Path(local_run.bundles["b/rtx4090"]) / "report.html").is_file()  # the bundle's own report
 
 
 def test_local_rerun_takes_every_built_cell_from_the_cache(local_run: MatrixResult, project: Path) -> None:

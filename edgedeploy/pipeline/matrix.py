@@ -52,6 +52,7 @@ from edgedeploy.pipeline.run import (
     _resolve_source,
     _source_fingerprint,
     build_request,
+    bundle_report_writer,
     compare_gates,
     compare_source,
     export_options,
@@ -64,6 +65,7 @@ from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.export import ExportOptions, export, module_search_path
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
+from edgedeploy.stages.report.load import REPORT_SIDECARS
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
@@ -678,6 +680,7 @@ def _bundle_one(
                 engine=artifact if artifact.suffix == ".engine" else None,
                 calibration_cache=next((f for f in files if f.name.endswith(".calib.cache")), None),
                 precision_plan=next((f for f in files if f.name.endswith(".plan.json")), None),
+                extra_files=[f for f in files if f.name.endswith(REPORT_SIDECARS)],
                 compare=c.compare,
                 profile=c.profile,
                 info=json.loads((folder / "record.json").read_text()).get("result", {}).get("info"),
@@ -710,6 +713,7 @@ def _bundle_one(
             gates=gates.manifest(),
             reference_inputs=ref_in,
             reference_outputs=ref_out[0],
+            report=bundle_report_writer(ui),
         )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}
