@@ -130,7 +130,7 @@ def _quoted(name: str) -> str:
     return f"'{name}'" if name.isprintable() else repr(name)
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 
@@ -172,7 +172,7 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
                 raise InputError(f"config key '{where}' must hold {inner} items, got {item!r} in {value!r}")
 
 
-def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
+def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = True) -> PipelineConfig:
     valid_top = list(_SECTION_CLASSES) + list(_TOP_LEVEL_KEYS)
     config = PipelineConfig(base_dir=base_dir)
     for key, value in data.items():
@@ -180,8 +180,10 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
             _check_type(key, value, "", "str")
             config.workdir = value
             continue
+        if key == "matrix":
+            raise InputError("this config has a [matrix] section: run it with 'edgedeploy matrix CONFIG'")
         if key not in _SECTION_CLASSES:
-            raise InputError(f"unknown config section or key {_quoted(key)}{_suggest(key, valid_top)}")
+            raise InputError(f"unknown config section or key {_quoted(key)}{suggest(key, valid_top)}")
         if not isinstance(value, dict):
             raise InputError(f"config '[{key}]' must be a table")
         cls = _SECTION_CLASSES[key]
@@ -189,11 +191,11 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
         for sub, subvalue in value.items():
             if sub not in section_fields:
                 raise InputError(
-                    f"unknown config key {_quoted(f'{key}.{sub}')}{_suggest(sub, list(section_fields))}"
+                    f"unknown config key {_quoted(f'{key}.{sub}')}{suggest(sub, list(section_fields))}"
                 )
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
-    if not config.model.source:
+    if require_model and not config.model.source:
         raise InputError(
             'config needs [model] source = "module:callable", "file.py:callable" or "model.onnx"'
         )

@@ -268,11 +268,10 @@ def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[
     )
 
 
-def _export_stage(run: _Run) -> _Exported:
-    config, ui = run.config, run.ui
-    fp32 = run.workdir / f"{run.name}.fp32.onnx"
+def export_options(config: PipelineConfig) -> ExportOptions:
+    """The export the config's [model] and [export] sections describe."""
     ex = config.export
-    options = ExportOptions(
+    return ExportOptions(
         opset=ex.opset,
         dynamic_batch=ex.dynamic_batch,
         simplify=ex.simplify,
@@ -280,6 +279,39 @@ def _export_stage(run: _Run) -> _Exported:
         input_names=ex.input_names or None,
         output_names=ex.output_names or None,
     )
+
+
+def compare_gates(config: PipelineConfig) -> Gates:
+    cmp = config.compare
+    return Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+
+
+def profile_options(config: PipelineConfig) -> ProfileOptions:
+    """The profile the config's [profile] section describes."""
+    p = config.profile
+    return ProfileOptions(
+        warmup_iterations=p.warmup,
+        warmup_ms=p.warmup_ms,
+        iterations=p.iterations,
+        duration_s=p.duration_s,
+        batch_sizes=tuple(p.batch_sizes),
+        threads=p.threads or config.build.threads,
+    )
+
+
+def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
+    """The compare data the config's [compare] section names, for a model with ``inputs``."""
+    cmp = config.compare
+    spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
+    return open_source(
+        spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None
+    )
+
+
+def _export_stage(run: _Run) -> _Exported:
+    config, ui = run.config, run.ui
+    fp32 = run.workdir / f"{run.name}.fp32.onnx"
+    options = export_options(config)
     key = sha256_json(
         {
             "source": _source_fingerprint(config.model.source, config.base_dir),
@@ -308,18 +340,8 @@ def _export_stage(run: _Run) -> _Exported:
 
 def _compare_data(run: _Run, exported: _Exported) -> _CompareData:
     """One fixed set of feeds for every precision: the compare data and the gates."""
-    cmp = run.config.compare
-    spec = cmp.data if _is_random(cmp.data) else str(run.config.path(cmp.data))
-    source = open_source(
-        spec,
-        exported.inputs,
-        samples=cmp.samples,
-        batch_size=cmp.batch_size,
-        seed=cmp.seed,
-        shapes=exported.shapes or None,
-    )
-    gates = Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
-    return _CompareData(source, list(source), gates)
+    source = compare_source(run.config, exported.inputs, exported.shapes)
+    return _CompareData(source, list(source), compare_gates(run.config))
 
 
 def build_request(
@@ -398,15 +420,7 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
 
 
 def _profile_stage(run: _Run, outcome: PrecisionOutcome) -> None:
-    p = run.config.profile
-    options = ProfileOptions(
-        warmup_iterations=p.warmup,
-        warmup_ms=p.warmup_ms,
-        iterations=p.iterations,
-        duration_s=p.duration_s,
-        batch_sizes=tuple(p.batch_sizes),
-        threads=p.threads or run.config.build.threads,
-    )
+    options = profile_options(run.config)
     key = sha256_json(
         {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions}
     )
