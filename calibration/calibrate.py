@@ -25,6 +25,7 @@ import onnx
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
+from calibration.graphs import upgrade_ir
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
 from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
 from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
@@ -160,6 +161,7 @@ def calibrate(
         model = onnx.load(os.fspath(model_path))
     except Exception as exc:
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
+    upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     plan = plan_quantization(model, qopts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below

@@ -27,7 +27,7 @@ onnxruntime-gpu and produces only TensorRT's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.algorithms import per_channel_absmax
 from calibration.errors import CalibrationError
+from calibration.graphs import CycleError, toposort
 
 PLACEMENTS = ("tensorrt", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -532,7 +533,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     read = {n for node in ordered for n in node.input} | {o.name for o in graph.output}
     ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
     del graph.node[:]
-    graph.node.extend(_toposort(ordered, graph_inputs | set(constants)))
+    try:
+        graph.node.extend(toposort(ordered, graph_inputs | set(constants)))
+    except CycleError as exc:
+        raise CalibrationError(f"cannot place Q/DQ nodes: {exc}") from None
     graph.initializer.extend(new_inits)
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]
@@ -567,26 +571,6 @@ def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
         if node.op_type == "Constant" and node.output[0] == name:
             return numpy_helper.to_array(node.attribute[0].t)
     raise CalibrationError(f"constant '{name}' not found in the model")
-
-
-def _toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
-    """Kahn's algorithm, stable: keeps the given order wherever it is already valid."""
-    ready = set(available) | {""}
-    produced_by = {out: k for k, n in enumerate(nodes) for out in n.output}
-    remaining = list(range(len(nodes)))
-    result: list[onnx.NodeProto] = []
-    while remaining:
-        progress = []
-        for k in remaining:
-            if all(n in ready or n not in produced_by for n in nodes[k].input):
-                result.append(nodes[k])
-                ready.update(nodes[k].output)
-                progress.append(k)
-        if not progress:
-            raise CalibrationError("the Q/DQ model has a cycle; this is a bug in calibration/qdq.py")
-        done = set(progress)
-        remaining = [k for k in remaining if k not in done]
-    return result
 
 
 def check_qdq(model: onnx.ModelProto) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec
+from calibration.ortvalues import is_float_dtype
 
 Feed = dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -72,10 +73,15 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
                     f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
                 )
             arr = arr.astype(want_dtype)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
         checked[name] = np.ascontiguousarray(arr)
     return checked
+
+
+def _as_float(arr: np.ndarray) -> np.ndarray:
+    """numpy floats as they are; bfloat16 and float8 (ml_dtypes) widened for np.isfinite."""
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float32)
 
 
 @dataclass
@@ -183,7 +189,7 @@ def _random_source(
             for s in inputs:
                 shape = s.concrete_shape(size, shapes)
                 dt = s.np_dtype
-                if dt.kind == "f":
+                if is_float_dtype(dt):
                     feed[s.name] = rng.standard_normal(shape).astype(dt)
                 elif dt.kind == "b":
                     feed[s.name] = rng.integers(0, 2, shape).astype(dt)

@@ -7,7 +7,9 @@ Models over 2 GB cannot live in one protobuf: they are saved with external data 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -121,3 +123,25 @@ def copy_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> lis
         with atomic_path(dest, suffix=".onnx") as tmp:
             shutil.copyfile(src, tmp)
     return [dest, *written]
+
+
+def verify(
+    path: str | os.PathLike[str],
+    feed: Mapping[str, Any] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    companions: Sequence[str | os.PathLike[str]] = (),
+    what: str = "the artifact",
+    hint: str = "",
+) -> None:
+    """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError.
+
+    Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
+    artifact is removed (with ``companions``) before the error is raised.
+    """
+    from calibration.artifacts import ArtifactError, verify_artifact
+
+    try:
+        verify_artifact(path, feed, source=source, companions=companions, what=what)
+    except ArtifactError as exc:
+        raise InputError(f"{exc}{'; ' + hint if hint else ''}") from None

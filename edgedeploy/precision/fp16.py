@@ -15,15 +15,30 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from calibration.graphs import upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
-from edgedeploy.onnxio import load_onnx, save_onnx
+from edgedeploy.onnxio import load_onnx, save_onnx, verify
 from edgedeploy.precision import PrecisionArtifact
 
 PLAN_SCHEMA = 1
+CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when a model imports none
+# Ops whose float outputs have a type fixed by an attribute or by their definition (window
+# functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype), or whose float
+# inputs must stay float32 (DynamicQuantizeLinear, BitCast reinterprets bits): the converter would
+# retype their tensors to fp16 and make the graph invalid, so they stay fp32 behind Casts.
+FIXED_TYPE_OPS = frozenset(
+    {
+        "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "TfIdfVectorizer",
+        "RandomNormal", "RandomUniform", "RandomNormalLike", "Bernoulli", "Multinomial", "EyeLike",
+        "DynamicQuantizeLinear", "BitCast", "STFT", "DFT",
+    }
+)  # fmt: skip
+FP16_HINT = "keep the node it names in fp32 with --fp32-nodes or --fp32-ops, or build fp32"
 
 
 @dataclass
@@ -211,25 +226,24 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     graph.node.extend(keep)
 
 
-def _check_loads(model: onnx.ModelProto, src: Path) -> None:
-    """ONNX Runtime type-checks the converted graph (subgraphs included) when it loads it."""
-    import onnxruntime as ort
+def _repair(model: onnx.ModelProto, src: Path) -> None:
+    """What the converter leaves invalid: node order (it appends input Casts at the end), Casts in
+    a graph that imports no default-domain opset, Constant nodes whose value_float it retyped."""
+    from calibration.graphs import CycleError, sort_graph
 
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import) and any(
+        n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
+    ):
+        model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+    for node in _all_nodes(model.graph):
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value_float" and attr.type != onnx.AttributeProto.FLOAT:
+                    attr.type = onnx.AttributeProto.FLOAT
     try:
-        data = model.SerializeToString()
-    except Exception:  # over 2 GB: the caller's checker run by path covers it
-        return
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            f"fp16 conversion of {src} produced a graph ONNX Runtime refuses ({first[:300]}); "
-            "keep the node it names in fp32 with --fp32-nodes, or build fp32"
-        ) from None
+        sort_graph(model.graph)
+    except CycleError as exc:
+        raise InputError(f"fp16 conversion of {src.name} produced a cycle: {exc}; build fp32") from None
 
 
 def precision_plan(
@@ -269,20 +283,27 @@ def precision_plan(
 
 
 def make_fp16(
-    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], options: Fp16Options | None = None
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    options: Fp16Options | None = None,
+    feed: Mapping[str, Any] | None = None,
 ) -> PrecisionArtifact:
-    """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``."""
+    """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
+
+    The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
+    """
     from onnxruntime.transformers import float16
 
     options = options or Fp16Options()
     src = Path(model_path)
     out = Path(out_path)
     model = load_onnx(src)
+    upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
     names = ensure_node_names(model)
     unknown = [n for n in options.fp32_nodes if n not in names]
     if unknown:
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
-    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(options.fp32_ops))
+    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
     inside = _subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
     )
@@ -305,12 +326,12 @@ def make_fp16(
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
     _remove_fp16_round_trips(converted)
-    if has_control_flow:  # subgraph typing is where the converter's output can be invalid
-        _check_loads(converted, src)
+    _repair(converted, src)
     plan = precision_plan(model, options, blocked_ops)
     plan["source_sha256"] = sha256_file(src)
     save_onnx(converted, out)
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
+    verify(out, feed, source=src, what=f"the fp16 model {out.name}", hint=FP16_HINT)
     atomic_write_json(plan_path, plan)
     return PrecisionArtifact(
         precision="fp16",

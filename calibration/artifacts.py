@@ -1,0 +1,107 @@
+"""The one check every ONNX artifact passes before a stage calls it built.
+
+:func:`verify_artifact` runs onnx's full checker on the file (by path, so external data works),
+loads it in ONNX Runtime at the default optimization level (the one a deployment runs, where
+its fusions can still reject a graph the checker accepts) and runs it once. When the run fails
+on a feed that the source model also fails on, the data is at fault, not the artifact: the load
+is then the check. A failing artifact is removed, with its companions, so that it is never
+left beside good ones, and the error is one line naming what failed.
+
+Lives in calibration/ (the lowest layer) because both calibration's Q/DQ writer and every
+edgedeploy stage use it. Hand-written glue around onnx.checker and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from calibration.errors import CalibrationError
+from calibration.graphs import ort_error
+
+
+class ArtifactError(CalibrationError):
+    """An artifact we wrote fails the checker or ONNX Runtime: it has been removed."""
+
+
+def _session(model: str | bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _runs(model: str | bytes, feed: Mapping[str, Any]) -> str | None:
+    """None when ``model`` loads and runs on ``feed``, else ONNX Runtime's reason."""
+    from calibration.ortvalues import ort_feed
+
+    try:
+        session = _session(model)
+        names = {i.name for i in session.get_inputs()}
+        session.run(None, ort_feed({k: v for k, v in feed.items() if k in names}))
+    except Exception as exc:
+        return ort_error(exc)
+    return None
+
+
+def default_feed(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """One seeded random feed shaped from the model's inputs (None when they cannot be made)."""
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source
+
+    try:
+        inputs, _ = model_io(model_path)
+        return next(iter(open_source("random:0", inputs, samples=1, batch_size=1)), None)
+    except Exception:  # inputs we cannot synthesize (sequences, odd types): load-only check
+        return None
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def verify_artifact(
+    path: str | os.PathLike[str],
+    feed: Mapping[str, Any] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    companions: Iterable[str | os.PathLike[str]] = (),
+    what: str = "the artifact",
+) -> None:
+    """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
+    ``companions`` and raise :class:`ArtifactError` when it fails.
+
+    ``feed`` is the input to run (default: one seeded random feed); ``source`` is the model the
+    artifact was made from: when the source fails on the feed as well, the load is the check.
+    """
+    import onnx
+
+    path = Path(path)
+    doomed = [path, *(Path(c) for c in companions)]
+    try:
+        onnx.checker.check_model(os.fspath(path), full_check=True)
+    except Exception as exc:
+        _remove(doomed)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ArtifactError(f"{what} fails onnx.checker ({first[:200]}); it was not kept") from None
+    if feed is None:
+        feed = default_feed(source or path)
+    try:
+        _session(os.fspath(path))
+    except Exception as exc:
+        _remove(doomed)
+        raise ArtifactError(f"ONNX Runtime cannot load {what} ({ort_error(exc)}); it was not kept") from None
+    if feed is None:
+        return
+    why = _runs(os.fspath(path), feed)
+    if why is None:
+        return
+    if source is not None and _runs(os.fspath(source), feed) is not None:
+        return  # the source model fails on this feed too: the data is at fault, the load is the check
+    _remove(doomed)
+    raise ArtifactError(f"ONNX Runtime cannot run {what} ({why}); it was not kept")
