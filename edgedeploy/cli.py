@@ -6,6 +6,7 @@ tables and JSON to stdout.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -813,13 +814,21 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+@functools.cache
+def _click_command() -> Any:
+    """The click command behind ``app``, made once: typer rebuilds it from the signatures on every
+    call, which costs more than a small model's build when main() runs many times in one process."""
+    _register_optional_commands()
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: map our errors to one line and an exit code."""
     from calibration.errors import CalibrationError
 
-    _register_optional_commands()
     try:
-        app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
+        # click's standalone mode: usage errors exit 2
+        _click_command()(args=argv, prog_name="edgedeploy")
     except EdgeDeployError as exc:
         _fail(str(exc), exc.exit_code)
     except CalibrationError as exc:

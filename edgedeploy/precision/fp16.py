@@ -226,6 +226,29 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     graph.node.extend(keep)
 
 
+def _retype_float_constants(graph: onnx.GraphProto) -> None:
+    """Constant(value_float/value_floats) whose output the converter declared fp16: the converter
+    retypes only ``value`` tensors, so these become an fp16 ``value`` tensor as declared."""
+    import numpy as np
+
+    half = {
+        vi.name
+        for vi in [*graph.value_info, *graph.output]
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    }
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _retype_float_constants(sub)
+        if node.op_type != "Constant" or not node.output or node.output[0] not in half:
+            continue
+        for attr in list(node.attribute):
+            if attr.name in ("value_float", "value_floats"):
+                values = np.float32(attr.f) if attr.name == "value_float" else np.array(attr.floats, np.float32)
+                tensor = onnx.numpy_helper.from_array(np.asarray(values).astype(np.float16), node.output[0])
+                node.attribute.remove(attr)
+                node.attribute.append(onnx.helper.make_attribute("value", tensor))
+
+
 def _repair(model: onnx.ModelProto, src: Path) -> None:
     """What the converter leaves invalid: node order (it appends input Casts at the end), Casts in
     a graph that imports no default-domain opset, Constant nodes whose value_float it retyped."""
@@ -235,11 +258,7 @@ def _repair(model: onnx.ModelProto, src: Path) -> None:
         n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
     ):
         model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
-    for node in _all_nodes(model.graph):
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value_float" and attr.type != onnx.AttributeProto.FLOAT:
-                    attr.type = onnx.AttributeProto.FLOAT
+    _retype_float_constants(model.graph)
     try:
         sort_graph(model.graph)
     except CycleError as exc:
