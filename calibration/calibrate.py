@@ -297,7 +297,7 @@ def calibrate(
         reused = False
 
     qdq = write_qdq(model, plan, thresholds)
-    check_qdq(qdq)
+    check_qdq(qdq, qopts.placement)
     data = qdq.SerializeToString()
     run_check(data, feed_holder.first if feed_holder is not None else None)
     report.artifact_key = artifact_key

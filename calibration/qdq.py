@@ -1,7 +1,7 @@
 """Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
 
-Symmetric quantization with zero point 0 everywhere: per-tensor activations, per-channel
-weights (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with transB else 1, MatMul the last
+Symmetric quantization (zero point 0; 128 for signed uint8 activations in ONNX Runtime's
+placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with transB else 1, MatMul the last
 axis) stored as INT8 initializers followed by DequantizeLinear, opset >= 13.
 
 Two placements, because the two consumers fuse different patterns:
@@ -14,7 +14,8 @@ Two placements, because the two consumers fuse different patterns:
   the output of a weighted op are quantized, biases become INT32 with scale
   ``s_input * s_weight``, shape-only ops (MaxPool, Flatten, Reshape, ...) carry their input's
   scale through so that ONNX Runtime drops them from the integer chain, and a ReLU that
-  follows a weighted op quantizes its output to uint8 with zero point 0 (still symmetric, the
+  follows a weighted op quantizes its output to uint8 with zero point 0 (other activations are
+  uint8 with zero point 128, as ONNX Runtime's x86 kernels take them; still symmetric, the
   values are non-negative), which ONNX Runtime folds into the preceding kernel. Weights use 7
   bits (``weight_bits=7``) where the CPU lacks VNNI: without it ONNX Runtime's u8 x s8 kernels
   saturate their 16-bit pair sums on full-range weights.
@@ -436,9 +437,9 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         root = tq.share or tq.name
         scale = activation_scale(float(thresholds[root]), tq.qmax)
         act_scales[tq.name] = scale
-        dtype = TensorProto.UINT8 if tq.unsigned else TensorProto.INT8
+        dtype, zero = _activation_type(tq, plan.options)
         sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
-        new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, 0, dtype)]
+        new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, zero, dtype)]
         source = tq.name
         if tq.all_consumers and tq.name in graph_outputs:
             # keep the graph output's name on the dequantized value
@@ -550,6 +551,22 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     return out
 
 
+def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, int]:
+    """Element type and zero point of an activation's Q/DQ pair.
+
+    TensorRT: int8 with zero point 0 (uint8 with 0 after ReLU). ONNX Runtime: uint8 throughout,
+    a signed tensor with zero point 128 (its range stays symmetric: -127..128 steps): its x86
+    kernels are u8 x s8, and its QDQS8ToU8 rewrite of int8 activations, combined with the Q/DQ
+    propagation across Transpose/Reshape, leaves Q nodes whose output type no longer matches
+    their zero point ("output_dtype INT8 does not match y_zero_point type UINT8").
+    """
+    if tq.unsigned:
+        return TensorProto.UINT8, 0
+    if options.placement == "onnxruntime":
+        return TensorProto.UINT8, 128
+    return TensorProto.INT8, 0
+
+
 def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:
     """Excluded by op type, or by a pattern that fully matches the node's label.
 
@@ -573,12 +590,24 @@ def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
     raise CalibrationError(f"constant '{name}' not found in the model")
 
 
-def check_qdq(model: onnx.ModelProto) -> None:
-    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13."""
-    onnx.checker.check_model(model)
+def check_qdq(model: onnx.ModelProto, placement: str = "tensorrt") -> None:
+    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
+
+    ONNX Runtime's placement keeps signed activations in uint8 with zero point 128 (see
+    :func:`_activation_type`); its weights and biases keep zero point 0 all the same.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None
     inits = {i.name: i for i in model.graph.initializer}
+    allowed = {0, 128} if placement == "onnxruntime" else {0}
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits.get(node.input[2])
-            if zp is not None and np.any(numpy_helper.to_array(zp) != 0):
-                raise CalibrationError(f"{node.name}: zero point is not 0")
+            if zp is None:
+                continue
+            values = set(np.unique(numpy_helper.to_array(zp)).tolist())
+            if not values <= allowed or (128 in values and zp.data_type != TensorProto.UINT8):
+                raise CalibrationError(f"{node.name}: zero point {sorted(values)} is not symmetric")

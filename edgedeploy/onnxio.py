@@ -7,7 +7,7 @@ Models over 2 GB cannot live in one protobuf: they are saved with external data 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,14 @@ def check_model(path: str | os.PathLike[str]) -> None:
         raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
 
 
-def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
-    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them."""
+def save_onnx(
+    model: onnx.ModelProto, dest: str | os.PathLike[str], check: Callable[[Path], None] | None = None
+) -> Path:
+    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them.
+
+    ``check`` runs on the temporary file before it takes its name (e.g. :func:`verify`): an
+    artifact that fails it never appears under ``dest``.
+    """
     dest = Path(dest)
     large = model.ByteSize() > TWO_GB if _can_size(model) else True
     with atomic_path(dest, suffix=".onnx") as tmp:
@@ -64,6 +70,8 @@ def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
             )
         else:
             onnx.save_model(model, os.fspath(tmp))
+        if check is not None:
+            check(tmp)
     return dest
 
 
