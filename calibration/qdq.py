@@ -1,8 +1,9 @@
 """Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
 
 Symmetric quantization (zero point 0; 128 for signed uint8 activations in ONNX Runtime's
-placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with transB else 1, MatMul the last
-axis) stored as INT8 initializers followed by DequantizeLinear, opset >= 13.
+placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
+Gemm axis 0 with transB else 1, MatMul the last axis) stored as INT8 initializers followed by
+DequantizeLinear, opset >= 13.
 
 Two placements, because the two consumers fuse different patterns:
 

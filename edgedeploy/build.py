@@ -81,13 +81,23 @@ def artifact_name(model: Path, precision: str) -> str:
     return f"{stem}.{precision}.onnx"
 
 
+# Ops of a model that is already quantized: Q/DQ, QLinear* kernels, dynamic quantization.
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm"}
+)
+
+
+def _is_quantized_op(op_type: str) -> bool:
+    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
+
+
 def precision_of_model(model: Path) -> str:
     """What a model already is: int8 (Q/DQ nodes), fp16 (fp16 weights or Casts) or fp32."""
     from edgedeploy.onnxio import load_onnx
     from edgedeploy.precision.emulate import is_fp16_model
 
     graph_model = load_onnx(model, load_external_data=False)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph_model.graph.node):
+    if any(_is_quantized_op(n.op_type) for n in graph_model.graph.node):
         return "int8"
     return "fp16" if is_fp16_model(graph_model) else "fp32"
 

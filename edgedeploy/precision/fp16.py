@@ -37,7 +37,7 @@ FIXED_TYPE_OPS = frozenset(
         "RandomNormal", "RandomUniform", "RandomNormalLike", "Bernoulli", "Multinomial", "EyeLike",
         "DynamicQuantizeLinear", "BitCast", "STFT", "DFT",
         # no fp16 kernel in ONNX Runtime: it inlines the function body into a graph it cannot save
-        "AffineGrid",
+        "AffineGrid", "MeanVarianceNormalization",
     }
 )  # fmt: skip
 FP16_HINT = "keep the node it names in fp32 with --fp32-nodes or --fp32-ops, or build fp32"
@@ -182,7 +182,8 @@ def _cast_to(node: onnx.NodeProto) -> int | None:
 
 
 def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
-    """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes.
+    """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes (or an fp32 node and
+    a graph input or output, which keep_io_types leaves float32).
 
     The converter wraps every blocked node in its own Casts, so two fp32 nodes in a row still
     pass their tensor through fp16: a value above 65504 becomes Inf between them, which is what
@@ -201,17 +202,23 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     outputs = {o.name for o in graph.output}
     replace_with: dict[str, str] = {}
     dropped: set[int] = set()
+    identities = False
     for node in graph.node:
-        if _cast_to(node) != onnx.TensorProto.FLOAT or node.output[0] in outputs:
+        if _cast_to(node) != onnx.TensorProto.FLOAT:
             continue
         first = producer.get(node.input[0])
         if first is None or _cast_to(first) != onnx.TensorProto.FLOAT16:
             continue
         if types.get(first.input[0]) != onnx.TensorProto.FLOAT:
             continue
+        if node.output[0] in outputs:  # the graph output keeps its name: the Cast pair becomes Identity
+            node.op_type, node.input[0] = "Identity", first.input[0]
+            del node.attribute[:]
+            identities = True
+            continue
         replace_with[node.output[0]] = first.input[0]
         dropped.add(id(node))
-    if not replace_with:
+    if not replace_with and not identities:
         return
     for node in graph.node:
         for i, name in enumerate(node.input):
@@ -226,6 +233,29 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]
     del graph.node[:]
     graph.node.extend(keep)
+    produced = {o for n in graph.node for o in n.output}
+    stale = [vi for vi in graph.value_info if vi.name not in produced]
+    for vi in stale:
+        graph.value_info.remove(vi)
+
+
+def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes that must stay fp32 for what their attributes say (node name -> reason).
+
+    ScatterND / ScatterElements with a reduction have no fp16 kernel in ONNX Runtime (the
+    artifact would load and then fail when run); LayerNormalization's Mean and InvStdDev outputs
+    keep the stash type (float), which the converter would declare fp16.
+    """
+    found: dict[str, str] = {}
+    for node in _all_nodes(model.graph):
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type in ("ScatterND", "ScatterElements"):
+            reduction = attrs["reduction"].s.decode() if "reduction" in attrs else "none"
+            if reduction != "none":
+                found[node.name] = f"{node.op_type} reduction={reduction}: no fp16 kernel in ONNX Runtime"
+        elif node.op_type == "LayerNormalization" and sum(1 for o in node.output if o) > 1:
+            found[node.name] = "LayerNormalization's Mean/InvStdDev outputs are float (stash_type)"
+    return found
 
 
 def _retype_float_constants(graph: onnx.GraphProto) -> None:
@@ -330,7 +360,8 @@ def make_fp16(
     inside = _subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
     )
-    options = replace(options, auto_fp32_nodes={**inside, **options.auto_fp32_nodes})
+    fixed = fp32_only_nodes(model)
+    options = replace(options, auto_fp32_nodes={**fixed, **inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
