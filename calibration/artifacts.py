@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from calibration.errors import CalibrationError
 from calibration.graphs import ort_error
 
@@ -88,24 +90,24 @@ def _remove(paths: Iterable[Path]) -> None:
         p.unlink(missing_ok=True)
 
 
-def _check(path: Path, source: str | os.PathLike[str] | None) -> None:
-    """onnx's full checker; where the source model fails it too (onnx's own function expansion
-    rejects some valid models, MeanVarianceNormalization for one), the structural checker."""
-    import onnx
-
+def check_as_strict_as_source(model: Path | onnx.ModelProto, source: Any = None) -> None:
+    """onnx's full checker; where the source model (a path or ModelProto) fails it too (onnx's
+    function expansion rejects some valid models, MeanVarianceNormalization for one; an output
+    without a shape), the structural checker the source passes."""
+    target = os.fspath(model) if isinstance(model, Path) else model
     try:
-        onnx.checker.check_model(os.fspath(path), full_check=True)
+        onnx.checker.check_model(target, full_check=True)
     except Exception:
         if source is None or _passes_full_check(source):
             raise
-        onnx.checker.check_model(os.fspath(path))
+        onnx.checker.check_model(target)
 
 
-def _passes_full_check(path: str | os.PathLike[str]) -> bool:
-    import onnx
-
+def _passes_full_check(model: Any) -> bool:
     try:
-        onnx.checker.check_model(os.fspath(path), full_check=True)
+        onnx.checker.check_model(
+            model if isinstance(model, onnx.ModelProto) else os.fspath(model), full_check=True
+        )
     except Exception:
         return False
     return True
@@ -129,7 +131,7 @@ def verify_artifact(
     path = Path(path)
     doomed = [path, *(Path(c) for c in companions)]
     try:
-        _check(path, source)
+        check_as_strict_as_source(path, source)
     except Exception as exc:
         _remove(doomed)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

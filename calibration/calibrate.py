@@ -27,7 +27,14 @@ from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
-from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
+from calibration.qdq import (
+    QuantizeOptions,
+    activation_scale,
+    check_qdq,
+    plan_quantization,
+    upgrade_opset,
+    write_qdq,
+)
 from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
@@ -162,6 +169,7 @@ def calibrate(
     except Exception as exc:
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
+    model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
     plan = plan_quantization(model, qopts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
@@ -297,7 +305,7 @@ def calibrate(
         reused = False
 
     qdq = write_qdq(model, plan, thresholds)
-    check_qdq(qdq, qopts.placement)
+    check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
     run_check(data, feed_holder.first if feed_holder is not None else None)
     report.artifact_key = artifact_key

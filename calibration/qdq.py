@@ -354,7 +354,11 @@ def activation_scale(threshold: float, qmax: int) -> float:
     return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
 
 
-def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy.
+
+    Plan on the model this returns: conversion inserts nodes, which moves node indices.
+    """
     domain_version = {o.domain: o.version for o in model.opset_import}
     current = domain_version.get("", domain_version.get("ai.onnx", 0))
     if current >= MIN_OPSET:
@@ -366,18 +370,23 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:
         raise CalibrationError(
             f"the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
-            f"Q/DQ) and could not be converted: {exc}"
+            f"Q/DQ) and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
+            "convert it with onnx.version_converter or re-export it at opset 13 or later"
         ) from None
 
 
 def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, float]) -> onnx.ModelProto:
     """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    upgraded = upgrade_opset(out)
+    if upgraded is not out:
+        # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...), so
+        # the plan's node indices no longer fit: plan again on the graph being written
+        out, plan = upgraded, plan_quantization(upgraded, plan.options)
     missing = [n for n in plan.calibrated_tensors() if n not in thresholds]
     if missing:
         raise CalibrationError(f"no calibration threshold for tensor(s) {', '.join(missing[:5])}")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out = _upgrade_opset(out)
     graph = out.graph
     taken = {i.name for i in graph.initializer} | {
         n for node in graph.node for n in (*node.input, *node.output)
@@ -591,14 +600,18 @@ def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
     raise CalibrationError(f"constant '{name}' not found in the model")
 
 
-def check_qdq(model: onnx.ModelProto, placement: str = "tensorrt") -> None:
+def check_qdq(
+    model: onnx.ModelProto, placement: str = "tensorrt", source: onnx.ModelProto | None = None
+) -> None:
     """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
 
     ONNX Runtime's placement keeps signed activations in uint8 with zero point 128 (see
     :func:`_activation_type`); its weights and biases keep zero point 0 all the same.
     """
+    from calibration.artifacts import check_as_strict_as_source
+
     try:
-        onnx.checker.check_model(model, full_check=True)
+        check_as_strict_as_source(model, source)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None

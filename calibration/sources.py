@@ -147,6 +147,7 @@ def _rebatch(
         batch_size = static
     buffer: list[Feed] = []
     taken = 0
+    yielded = 0
     for stacked in samples:
         lengths = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in stacked.values()}
         if len(lengths) != 1 or 0 in lengths:
@@ -159,11 +160,17 @@ def _rebatch(
             taken += 1
             if len(buffer) == batch_size:
                 yield _stack(buffer)
+                yielded += 1
                 buffer = []
         if max_samples is not None and taken >= max_samples:
             break
     if buffer:
         if static and len(buffer) != batch_size:
+            if not yielded:
+                raise DataError(
+                    f"the model takes a fixed batch of {static} but the data has only {len(buffer)} "
+                    f"sample(s); give at least {static}, or export the model with a dynamic batch"
+                )
             return  # a partial batch cannot feed a static-batch model
         yield _stack(buffer)
 
