@@ -145,41 +145,55 @@ def _light_cases() -> Iterable[tuple[str, Any, list[Any], list[Any]]]:
         yield f"light/{case.name}", model, inputs, outputs
 
 
-def write_corpus(dest: Path) -> list[Path]:
-    """Write every case under ``dest`` (``<kind>/<name>/``); returns the case folders, sorted."""
+def write_corpus(dest: Path, n: int | None = None) -> list[Path]:
+    """Write the cases (all, or the fixed sample of ``n``: see :func:`sample_names`) under
+    ``dest/<kind>/<name>/``; returns the case folders, sorted. A complete corpus is written once."""
     import onnx
     from onnx.backend.test.loader import load_model_tests
 
     stamp = dest / f".complete-onnx-{onnx.__version__}"
     if stamp.is_file():
-        return sorted(p.parent for p in dest.glob("*/*/model.onnx"))
+        return sample(sorted(p.parent for p in dest.glob("*/*/model.onnx")), n)
     dest.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        for case in load_model_tests(kind="node"):
-            if case.model is None or not case.data_sets:
+        node_cases = [c for c in load_model_tests(kind="node") if c.model is not None and c.data_sets]
+        model_cases = [(kind, c) for kind in MODEL_KINDS for c in load_model_tests(kind=kind) if c.model_dir]
+        names = [f"node/{c.name}" for c in node_cases] + [f"{k}/{c.name}" for k, c in model_cases]
+        chosen = set(sample_names(names, n)) if n is not None else None
+        for case in node_cases:
+            if chosen is not None and f"node/{case.name}" not in chosen:
                 continue
             inputs, outputs = case.data_sets[0]
             try:
                 _write_case(dest / "node" / case.name, case.model, inputs, outputs)
             except Exception:  # a case onnx itself cannot serialize (rare): leave it out
                 shutil.rmtree(dest / "node" / case.name, ignore_errors=True)
-        for kind in MODEL_KINDS:
-            for case in load_model_tests(kind=kind):
-                if case.model_dir:
-                    shutil.copytree(case.model_dir, dest / kind / case.name, dirs_exist_ok=True)
-        for name, model, inputs, outputs in _light_cases():
-            _write_case(dest / name, model, inputs, outputs)
-    stamp.write_text("ok\n")
+        for kind, case in model_cases:
+            if chosen is None or f"{kind}/{case.name}" in chosen:
+                shutil.copytree(case.model_dir, dest / kind / case.name, dirs_exist_ok=True)
+        if chosen is None:
+            for name, model, inputs, outputs in _light_cases():
+                _write_case(dest / name, model, inputs, outputs)
+            stamp.write_text("ok\n")
     return sorted(p.parent for p in dest.glob("*/*/model.onnx"))
 
 
+def sample_names(names: Iterable[str], n: int | None) -> list[str]:
+    """The fixed sample of ``n`` names: the lowest sha256 of ``kind/name``, so it is the same on
+    every run and machine. The light real models (VGG-19, DenseNet...) are never sampled: one of
+    them takes longer than the whole sampled CI run."""
+    pool = sorted(names)
+    if n is None:
+        return pool
+    pool = [name for name in pool if not name.startswith("light/")]
+    return sorted(sorted(pool, key=lambda name: hashlib.sha256(name.encode()).hexdigest())[:n])
+
+
 def sample(cases: Sequence[Path], n: int | None) -> list[Path]:
-    """A fixed sample: the ``n`` cases whose name hashes lowest (stable across runs and machines)."""
-    if n is None or n >= len(cases):
-        return list(cases)
-    key = {c: hashlib.sha256(f"{c.parent.name}/{c.name}".encode()).hexdigest() for c in cases}
-    return sorted(sorted(cases, key=key.__getitem__)[:n])
+    """The fixed sample of ``n`` case folders (all of them when ``n`` is None)."""
+    chosen = set(sample_names([f"{c.parent.name}/{c.name}" for c in cases], n))
+    return [c for c in cases if f"{c.parent.name}/{c.name}" in chosen]
 
 
 # ------------------------------------------------------------------ reading a case
