@@ -149,7 +149,7 @@ def test_custom_domain_op_is_kept_as_it_is(tmp_path: Path) -> None:
 
 def test_empty_conv_weight_does_not_break_the_range_analysis() -> None:
     """Was: ValueError: cannot reshape array of size 0 (precision/analysis.py weight_ranges)."""
-    from edgedeploy.precision.analysis import weight_ranges
+    from edgedeploy.stages.precision.analysis import weight_ranges
 
     empty = numpy_helper.from_array(np.zeros((0, 3, 1, 1), np.float32), "w")
     full = numpy_helper.from_array(np.full((2, 3, 1, 1), 1e6, np.float32), "w2")
