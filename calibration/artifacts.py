@@ -130,6 +130,9 @@ def verify_artifact(
 
     path = Path(path)
     doomed = [path, *(Path(c) for c in companions)]
+    if source is not None:  # never the user's own files: the source itself, or data beside it
+        own = Path(source).resolve()
+        doomed = [d for d in doomed if d.resolve() != own and (d == path or d.resolve().parent != own.parent)]
     try:
         check_as_strict_as_source(path, source)
     except Exception as exc:

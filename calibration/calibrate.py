@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
+from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
@@ -121,21 +122,6 @@ class _FirstFeed:
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
             yield feed
-
-
-def run_check(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None) -> None:
-    """Load the Q/DQ model the way the artifact runs (all graph optimizations) and run one feed."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
-    try:
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        if feed is not None:
-            session.run(None, dict(feed))
-    except Exception as exc:
-        raise CalibrationError(f"ONNX Runtime cannot run the Q/DQ model: {exc}") from None
 
 
 def calibrate(
@@ -307,7 +293,7 @@ def calibrate(
     qdq = write_qdq(model, plan, thresholds)
     check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
-    run_check(data, feed_holder.first if feed_holder is not None else None)
+    first_feed = feed_holder.first if feed_holder is not None else None
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
     report.weights = [
@@ -319,6 +305,8 @@ def calibrate(
     cache_written: Path | None = None
     with atomic_path(qdq_path) as tmp:
         tmp.write_bytes(data)
+        # loaded the way the artifact runs (all graph optimizations) and run once, before it takes its name
+        verify_artifact(tmp, first_feed, source=model_path, what=f"the Q/DQ model of {model_path.name}")
     if options.trt_version is not None:
         cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
         atomic_write_text(cache_path, cache.dumps())

@@ -363,6 +363,11 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     current = domain_version.get("", domain_version.get("ai.onnx", 0))
     if current >= MIN_OPSET:
         return model
+    if not current:  # no default-domain op to convert (an ai.onnx.ml graph): import the opset Q/DQ needs
+        upgraded = onnx.ModelProto()
+        upgraded.CopyFrom(model)
+        upgraded.opset_import.append(helper.make_opsetid("", MIN_OPSET))
+        return upgraded
     try:
         from onnx import version_converter
 

@@ -183,13 +183,14 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     """
     graph = model.graph
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {
-            vi.name: vi.type.tensor_type.elem_type
-            for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-        }
-    except Exception:
-        return
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # what the file declares (the converter declares every tensor it retypes)
+        inferred = graph
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in [*inferred.value_info, *inferred.input, *inferred.output]
+    }
+    types.update({i.name: i.data_type for i in graph.initializer})
     producer = {o: n for n in graph.node for o in n.output}
     outputs = {o.name for o in graph.output}
     replace_with: dict[str, str] = {}
@@ -275,15 +276,20 @@ def _retype_float_constants(graph: onnx.GraphProto) -> None:
                 node.attribute.append(onnx.helper.make_attribute("value", tensor))
 
 
+def _import_default_opset(model: onnx.ModelProto) -> None:
+    """The converter's Casts in a graph that imports no default-domain opset (an ai.onnx.ml model)."""
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import) and any(
+        n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
+    ):
+        model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+
+
 def _repair(model: onnx.ModelProto, src: Path) -> None:
     """What the converter leaves invalid: node order (it appends input Casts at the end), Casts in
     a graph that imports no default-domain opset, Constant nodes whose value_float it retyped."""
     from calibration.graphs import CycleError, sort_graph
 
-    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import) and any(
-        n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
-    ):
-        model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+    _import_default_opset(model)
     _retype_float_constants(model.graph)
     try:
         sort_graph(model.graph)
@@ -371,6 +377,7 @@ def make_fp16(
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
+    _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
     plan = precision_plan(model, options, blocked_ops)
