@@ -75,8 +75,17 @@ def _main(
         raise typer.Exit(0)
 
 
+MESSAGE_LIMIT = 400  # a refusal is one line; a library's multi-page message is cut, not printed whole
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` on one line (its lines joined with ' / '), at most ``limit`` characters."""
+    text = " / ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    text = escape(message)
+    text = escape(one_line(message))
     prefix = {2: "[red]error:[/red]", 1: "[red]FAILED:[/red]"}.get(code, "[yellow]stopped:[/yellow]")
     err.print(f"{prefix} {text}", highlight=False)
     raise SystemExit(code)
