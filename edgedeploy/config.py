@@ -55,6 +55,7 @@ class BuildSection:
     hardware_compat: str | None = None
     version_compatible: bool = False
     profiling_verbosity: str | None = None
+    tf32: bool = True  # TensorRT's default; false clears BuilderFlag.TF32
     profiles: list[dict[str, Any]] = field(default_factory=list)  # [{input = {min=[..], opt=[..], max=[..]}}]
     threads: int | None = None
 

@@ -101,6 +101,9 @@ def _save_optimized(model: Path, artifact: Path, threads: int | None) -> str:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
+    def check_options(self, options: BuildOptions) -> None:
+        """ONNX Runtime ignores the TensorRT options; nothing depends on its version."""
+
     def available(self) -> tuple[bool, str]:
         return True, "ONNX Runtime (CPUExecutionProvider)"
 

@@ -145,14 +145,6 @@ def _task_accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
     return float((np.asarray(logits).argmax(1) == y).mean())
 
 
-def _int8_available() -> bool:
-    try:
-        import edgedeploy.stages.precision.int8  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run_demo(
     out_dir: Path,
     ui: Ui = QUIET,
@@ -203,7 +195,7 @@ def run_demo(
         atomic_write_json(record, {"key": key, "accuracy": torch_acc})
         ui.info(f"train: digits CNN, {EPOCHS} epochs, held-out accuracy {torch_acc:.4f}")
     if precisions is None:
-        precisions = ["fp32", "fp16"] + (["int8"] if _int8_available() else [])
+        precisions = ["fp32", "fp16", "int8"]
         precisions = [p for p in precisions if p in supported]  # e.g. no int8 on a Jetson Nano
     config = PipelineConfig(
         model=ModelSection(source=str(trained), name="digits_cnn"),

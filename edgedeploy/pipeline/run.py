@@ -329,6 +329,7 @@ def _bundle_stage(
     config = run.config
     bundle_dir = config.path(config.bundle.output) if config.bundle.output else run.workdir / "bundle"
     primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
+    build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     key = sha256_json(
         {
             "fp32": exported.sha256,
@@ -338,6 +339,7 @@ def _bundle_stage(
             "gates": data.gates,
             "version": __version__,
             "dir": str(bundle_dir),
+            "build": build,
         }
     )
 
@@ -372,6 +374,7 @@ def _bundle_stage(
             reference_outputs=ref_out_batches[0],
             primary=primary,
             tools=run.extra_versions,
+            build=build,
         )
         run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
         return [result.directory / "manifest.json", result.archive], {

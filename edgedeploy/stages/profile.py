@@ -26,6 +26,7 @@ from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.errors import InputError
+from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
 from edgedeploy.stats import LatencyStats
 
@@ -191,14 +192,6 @@ def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Pro
             return samples
 
 
-def _power_monitor() -> Any:
-    try:
-        from edgedeploy.power import PowerMonitor
-    except ImportError:
-        return None
-    return PowerMonitor()
-
-
 def profile_onnx(
     model: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
 ) -> ProfileResult:
@@ -217,7 +210,7 @@ def profile_onnx(
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
         session.run(None, feed)  # first run allocates; keep it out of the peak-memory window
         _reset_peak_rss()
-        monitor = _power_monitor() if options.measure_power else None
+        monitor = PowerMonitor() if options.measure_power else None
         cb = (lambda f, b=batch: progress(b, f)) if progress else None
         run = functools.partial(session.run, None, feed)
         wall0 = time.perf_counter()
@@ -324,7 +317,7 @@ def profile_engine_batches(
             if tensor.name in options.shapes:
                 given = tuple(options.shapes[tensor.name])
                 shapes[tensor.name] = (batch, *given[1:]) if tensor.shape and tensor.shape[0] == -1 else given
-        monitor = _power_monitor() if options.measure_power else None
+        monitor = PowerMonitor() if options.measure_power else None
 
         def run(shapes: dict[str, tuple[int, ...]] = shapes) -> Any:
             return profile_engine(

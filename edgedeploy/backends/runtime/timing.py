@@ -153,6 +153,7 @@ def profile_engine(
             graph.close()
 
         layers = per_layer_times(session) if per_layer else None
+        events.clear()  # CUDA events are destroyed while the session's context still lives
 
     sections = {name: LatencyStats.from_samples(samples[name]) for name in SECTIONS}
     cv = sections["gpu_compute"].cv_percent

@@ -20,6 +20,7 @@ import numpy as np
 
 from calibration.modelinfo import TensorSpec
 from edgedeploy import __version__
+from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from edgedeploy.onnxio import external_data_files
@@ -91,14 +92,6 @@ def _copy(src: Path, root: Path, folder: str) -> str:
     return rel
 
 
-def _device_files() -> list[Path]:
-    try:
-        from edgedeploy.device import device_files
-    except ImportError:
-        return []
-    return list(device_files())
-
-
 def _device_readme(manifest: dict[str, Any]) -> str:
     target = manifest["target"]
     rows = "\n".join(
@@ -144,6 +137,7 @@ def make_bundle(
     primary: str | None = None,
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
@@ -165,6 +159,8 @@ def make_bundle(
         primary: the precision the device scripts use by default (default: the lowest that passed).
         tools: more tool versions to record.
         extras: more manifest fields.
+        build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
+            ``tf32``), so the device rebuilds the same engine.
     """
     out = Path(out_dir).resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
@@ -195,7 +191,7 @@ def make_bundle(
             np.savez(root / "reference" / "inputs.npz", **reference_inputs)  # type: ignore[arg-type]
             np.savez(root / "reference" / "outputs.npz", **reference_outputs)  # type: ignore[arg-type]
             reference = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
-        for script in _device_files():
+        for script in device_files():
             _copy(script, root, "scripts")
             if script.suffix == ".sh":
                 os.chmod(root / "scripts" / script.name, 0o755)
@@ -211,6 +207,7 @@ def make_bundle(
             "artifacts": entries,
             "gates": gates,
             "reference": reference,
+            **({"build": build} if build else {}),
             **(extras or {}),
         }
         atomic_write_text(root / "README.md", _device_readme(manifest))
