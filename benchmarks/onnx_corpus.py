@@ -586,6 +586,11 @@ def run_corpus(
     return infos
 
 
+def _info(data: dict[str, Any]) -> CaseInfo:
+    records = [Record(**r) for r in data.pop("records")]
+    return CaseInfo(**data, records=records)
+
+
 # ------------------------------------------------------------------ the table
 def summarize(infos: Sequence[CaseInfo], modes: Sequence[str]) -> dict[str, Any]:
     eligible = [i for i in infos if i.eligible]
@@ -652,7 +657,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only cases whose kind/name contains one of these (comma-separated)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write every record here")
+    parser.add_argument("--shard", default=None, help="K/N: run every N-th case from the K-th (0-based)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", default=None, help="print the table of these --json files together"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        infos = [_info(c) for path in args.merge for c in json.loads(path.read_text())["cases"]]
+        modes = [m for m in MODES if any(r.mode == m for i in infos for r in i.records)]
+        summary = summarize(infos, modes)
+        print_table(summary, modes)
+        if args.json:
+            args.json.write_text(
+                json.dumps({"summary": summary, "cases": [asdict(i) for i in infos]}, indent=1)
+            )
+        return 0
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -663,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = args.match.split(",")
         cases = [c for c in cases if any(w in f"{c.parent.name}/{c.name}" for w in wanted)]
     cases = sample(cases, args.sample)
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        cases = cases[k::n]
 
     def progress(done: int, total: int, info: CaseInfo) -> None:
         bad = [r for r in info.records if r.outcome in FAILURES]
