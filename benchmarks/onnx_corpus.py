@@ -419,7 +419,7 @@ def _check_artifact(path: Path, source: Path) -> str:
     rejects the source model itself), else the failure's signature."""
     import onnx
 
-    full = _passes_full_check(path) or not _passes_full_check(source)
+    full = _passes_full_check(path) or _passes_full_check(source)
     try:
         onnx.checker.check_model(os.fspath(path), full_check=full)
     except Exception as exc:

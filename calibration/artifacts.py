@@ -79,7 +79,7 @@ def default_feed(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
 
 
-def _short(text: str, limit: int = 160) -> str:
+def _short(text: str, limit: int = 120) -> str:
     for prefix in ("[ShapeInferenceError] Inference error(s): ", "[ShapeInferenceError] "):
         text = text.removeprefix(prefix)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -41,7 +41,7 @@ FIXED_TYPE_OPS = frozenset(
         "AffineGrid", "MeanVarianceNormalization",
     }
 )  # fmt: skip
-FP16_HINT = "keep the node it names in fp32 with --fp32-nodes or --fp32-ops, or build fp32"
+FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
 
 
 def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -251,6 +251,31 @@ def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
     return found
 
 
+def _non_tensor_io(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Graph inputs and outputs that are sequences, optionals or maps (keep_io_types covers tensors)."""
+    return {
+        vi.name: vi for vi in [*model.graph.input, *model.graph.output] if not vi.type.HasField("tensor_type")
+    }
+
+
+def _non_tensor_io_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes that read or write a sequence/optional graph input or output stay fp32, so the graph's
+    interface keeps its types (the converter would make a float sequence input float16)."""
+    names = set(_non_tensor_io(model))
+    return {
+        node.name: "reads or writes a sequence/optional graph input or output (kept as declared)"
+        for node in model.graph.node
+        if names & {*node.input, *node.output}
+    }
+
+
+def _restore_non_tensor_io(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    declared = _non_tensor_io(original)
+    for vi in [*converted.graph.input, *converted.graph.output]:
+        if vi.name in declared:
+            vi.type.CopyFrom(declared[vi.name].type)
+
+
 def _retype_float_constants(graph: onnx.GraphProto) -> None:
     """Constant(value_float/value_floats) whose output the converter declared fp16: the converter
     retypes only ``value`` tensors, so these become an fp16 ``value`` tensor as declared."""
@@ -358,7 +383,7 @@ def make_fp16(
     inside = _subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
     )
-    fixed = fp32_only_nodes(model)
+    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
     options = replace(options, auto_fp32_nodes={**fixed, **inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
@@ -377,6 +402,7 @@ def make_fp16(
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
+    _restore_non_tensor_io(converted, model)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
