@@ -301,6 +301,8 @@ class _Planner:
                 self.mark(node.output[0], None, unsigned=tq.unsigned, share=root, all_consumers=True)
             return
         if node.op_type in ORT_QLINEAR_OPS:
+            if any(a.name == "dilations" and any(d != 1 for d in a.ints) for a in node.attribute):
+                return  # ONNX Runtime's QLinearAveragePool has no dilations: its fusion would be invalid
             inputs = [n for n in node.input[:1]] if "Pool" in node.op_type else list(node.input)
             if not inputs or not all(self.is_float_activation(n, unknown=False) for n in inputs):
                 return  # e.g. shape arithmetic on int64, or a constant operand

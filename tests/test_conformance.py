@@ -386,3 +386,54 @@ def test_failing_artifact_is_removed_and_named_without_temp_names(tmp_path: Path
         verify_artifact(path, what="the fp16 model of m.onnx")
     assert not path.exists()
     assert "tmp123" not in str(info.value) and "the fp16 model of m.onnx" in str(info.value)
+
+
+def test_random_integer_scalars_are_never_zero(tmp_path: Path) -> None:
+    """Was: the worker died of SIGFPE: STFT on a random frame_step of 0 (ONNX Runtime divides by it)."""
+    model = _model(
+        [helper.make_node("STFT", ["signal", "step", "", "length"], ["y"])],
+        [
+            _vi("signal", TensorProto.FLOAT, [1, 64, 1]),
+            _vi("step", TensorProto.INT64, []),
+            _vi("length", TensorProto.INT64, []),
+        ],
+        [_vi("y", TensorProto.FLOAT, [1, "F", "B", 2])],  # type: ignore[list-item]
+    )
+    assert_built_and_valid(_save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16")
+
+
+def test_sequence_input_keeps_its_float_type_in_fp16(tmp_path: Path) -> None:
+    """Was: the converter made a float sequence input float16; the artifact then failed on real data."""
+    seq = helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None)
+    model = _model(
+        [helper.make_node("SequenceAt", ["x", "i"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
+        [seq],
+        [_vi("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(1, np.int64), "i")],
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    assert onnx.load(artifact).graph.input[0].type == model.graph.input[0].type
+    got = run(artifact, {"x": [np.array([1, 2], np.float32), np.array([-3, 4], np.float32)]})[0]  # type: ignore[dict-item]
+    np.testing.assert_allclose(got, [0, 4])
+
+
+def test_int8_cpu_leaves_dilated_average_pool_in_float(tmp_path: Path) -> None:
+    """Was: refused: ONNX Runtime fused the Q/DQ AveragePool into a QLinearAveragePool without dilations."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], dilations=[2, 2]),
+        ],
+        [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [_vi("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [w],
+        opsets={"": 19},
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    assert_built_and_valid(
+        path, tmp_path / "o", "--precision", "int8", "--target", "x86-64-cpu", "--calib-samples", "8"
+    )

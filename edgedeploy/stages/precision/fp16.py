@@ -270,10 +270,25 @@ def _non_tensor_io_nodes(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def _restore_non_tensor_io(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give sequence/optional graph inputs and outputs their declared types back; the Casts the
+    converter put on them (a Cast cannot take a sequence) become Identity, which passes it as it is."""
     declared = _non_tensor_io(original)
-    for vi in [*converted.graph.input, *converted.graph.output]:
+    if not declared:
+        return
+    graph = converted.graph
+    for vi in [*graph.input, *graph.output]:
         if vi.name in declared:
             vi.type.CopyFrom(declared[vi.name].type)
+    touched: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "Cast" and ({*node.input, *node.output} & set(declared)):
+            node.op_type = "Identity"
+            del node.attribute[:]
+            touched.update(node.output)
+            touched.update(node.input)
+    stale = [vi for vi in graph.value_info if vi.name in touched]
+    for vi in stale:
+        graph.value_info.remove(vi)
 
 
 def _retype_float_constants(graph: onnx.GraphProto) -> None:
