@@ -36,7 +36,7 @@ from calibration.qdq import (
     upgrade_opset,
     write_qdq,
 )
-from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
+from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
@@ -260,6 +260,7 @@ def calibrate(
                     clipped_share(hist, thr),
                     "uint8" if lv == 256 else "int8",
                     observer.nonfinite.get(name, 0),
+                    compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
                 )
             )
         cache_thresholds = {}

@@ -32,6 +32,7 @@ from edgedeploy.cli import (
     doctor,
     export,
     profile,
+    report,
     run,
     targets,
 )
@@ -61,6 +62,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     analyze,
     targets,
     bundle,
+    report,
 )
 for _command in COMMANDS:
     _command.register(app)
