@@ -262,7 +262,10 @@ def run_model(path_or_bytes: Any, feed: dict[str, Any]) -> list[Any]:
 
     session = _session(path_or_bytes)
     names = {i.name for i in session.get_inputs()}
-    return list(session.run(None, ort_feed({k: v for k, v in feed.items() if k in names})))
+    # copies: ONNX Runtime writes BatchNormalization's training-mode running statistics into the
+    # input arrays it was handed, which would change the case's inputs for the next mode
+    fresh = {k: v.copy() if hasattr(v, "copy") else v for k, v in feed.items() if k in names}
+    return list(session.run(None, ort_feed(fresh)))
 
 
 def _flatten(value: Any) -> list[Any]:
