@@ -23,10 +23,19 @@ import numpy as np
 import onnx
 
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
+from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
+from calibration.graphs import upgrade_ir
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
-from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
+from calibration.qdq import (
+    QuantizeOptions,
+    activation_scale,
+    check_qdq,
+    plan_quantization,
+    upgrade_opset,
+    write_qdq,
+)
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
@@ -115,21 +124,6 @@ class _FirstFeed:
             yield feed
 
 
-def run_check(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None) -> None:
-    """Load the Q/DQ model the way the artifact runs (all graph optimizations) and run one feed."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
-    try:
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        if feed is not None:
-            session.run(None, dict(feed))
-    except Exception as exc:
-        raise CalibrationError(f"ONNX Runtime cannot run the Q/DQ model: {exc}") from None
-
-
 def calibrate(
     model_path: str | os.PathLike[str],
     source: DataSource,
@@ -160,6 +154,8 @@ def calibrate(
         model = onnx.load(os.fspath(model_path))
     except Exception as exc:
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
+    upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
+    model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
     plan = plan_quantization(model, qopts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
@@ -296,9 +292,9 @@ def calibrate(
         reused = False
 
     qdq = write_qdq(model, plan, thresholds)
-    check_qdq(qdq)
+    check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
-    run_check(data, feed_holder.first if feed_holder is not None else None)
+    first_feed = feed_holder.first if feed_holder is not None else None
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
     report.weights = [
@@ -310,6 +306,8 @@ def calibrate(
     cache_written: Path | None = None
     with atomic_path(qdq_path) as tmp:
         tmp.write_bytes(data)
+        # loaded the way the artifact runs (all graph optimizations) and run once, before it takes its name
+        verify_artifact(tmp, first_feed, source=model_path, what=f"the Q/DQ model of {model_path.name}")
     if options.trt_version is not None:
         cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
         atomic_write_text(cache_path, cache.dumps())

@@ -15,6 +15,7 @@ import numpy as np
 
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec
+from calibration.ortvalues import is_float_dtype
 
 Feed = dict[str, np.ndarray]
 
@@ -56,10 +57,15 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
                     f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
                 )
             arr = arr.astype(want_dtype)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
         checked[name] = np.ascontiguousarray(arr)
     return checked
+
+
+def _as_float(arr: np.ndarray) -> np.ndarray:
+    """numpy floats as they are; bfloat16 and float8 (ml_dtypes) widened for np.isfinite."""
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float32)
 
 
 @dataclass
@@ -128,6 +134,7 @@ def rebatch(
         batch_size = static
     buffer: list[Feed] = []
     taken = 0
+    yielded = 0
     for stacked in samples:
         lengths = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in stacked.values()}
         if len(lengths) != 1 or 0 in lengths:
@@ -140,10 +147,16 @@ def rebatch(
             taken += 1
             if len(buffer) == batch_size:
                 yield _stack(buffer)
+                yielded += 1
                 buffer = []
         if max_samples is not None and taken >= max_samples:
             break
     if buffer:
         if static and len(buffer) != batch_size:
+            if not yielded:
+                raise DataError(
+                    f"the model takes a fixed batch of {static} but the data has only {len(buffer)} "
+                    f"sample(s); give at least {static}, or export the model with a dynamic batch"
+                )
             return  # a partial batch cannot feed a static-batch model
         yield _stack(buffer)

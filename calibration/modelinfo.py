@@ -24,7 +24,12 @@ class TensorSpec:
 
     @property
     def np_dtype(self) -> np.dtype:
-        return np.dtype(self.dtype)
+        try:
+            return np.dtype(self.dtype)
+        except TypeError:  # bfloat16, float8, int4...: numpy knows them through ml_dtypes (onnx's)
+            import ml_dtypes
+
+            return np.dtype(getattr(ml_dtypes, self.dtype))
 
     @property
     def is_dynamic(self) -> bool:

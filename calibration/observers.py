@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 
 from calibration.errors import CalibrationError
+from calibration.graphs import ort_error
+from calibration.ortvalues import is_float_dtype, ort_feed
 
 DEFAULT_BINS = 4096
 
@@ -142,8 +144,10 @@ class HistogramObserver:
         self.nonfinite: dict[str, int] = {}
 
     def observe(self, name: str, array: np.ndarray) -> None:
-        if array.dtype.kind != "f" or (self.names is not None and name not in self.names):
+        if not is_float_dtype(array.dtype) or (self.names is not None and name not in self.names):
             return
+        if array.dtype.kind != "f":  # bfloat16, float8: statistics in float32
+            array = array.astype(np.float32)
         hist = self.histograms.setdefault(name, AbsHistogram(self.bins))
         finite = np.isfinite(array)
         if not finite.all():
@@ -199,7 +203,8 @@ def _session(model: onnx.ModelProto, threads: int | None) -> object:
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise CalibrationError(f"ONNX Runtime cannot load the model for calibration: {exc}") from None
+        name = model.graph.name or "the model"
+        raise CalibrationError(f"ONNX Runtime cannot load {name}: {ort_error(exc)}") from None
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -236,7 +241,11 @@ def collect(
     session = _session(marked, threads)
     samples = 0
     for feed in source:
-        outputs = session.run(wanted, feed) if wanted else []  # type: ignore[attr-defined]
+        try:
+            outputs = session.run(wanted, ort_feed(feed)) if wanted else []  # type: ignore[attr-defined]
+        except Exception as exc:  # ORT's own error types: the model cannot run on this data
+            name = model.graph.name or "the model"
+            raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
         for name in tensor_names:
             if name in feed:
                 for obs in observers:
@@ -246,6 +255,6 @@ def collect(
             for obs in observers:
                 obs.observe(name, array)
         del outputs
-        first = next(iter(feed.values()))
-        samples += int(first.shape[0]) if first.ndim else 1
+        first = next(iter(feed.values()), None)
+        samples += int(first.shape[0]) if first is not None and first.ndim else 1
     return samples

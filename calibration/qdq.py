@@ -1,8 +1,9 @@
 """Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
 
-Symmetric quantization with zero point 0 everywhere: per-tensor activations, per-channel
-weights (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with transB else 1, MatMul the last
-axis) stored as INT8 initializers followed by DequantizeLinear, opset >= 13.
+Symmetric quantization (zero point 0; 128 for signed uint8 activations in ONNX Runtime's
+placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
+Gemm axis 0 with transB else 1, MatMul the last axis) stored as INT8 initializers followed by
+DequantizeLinear, opset >= 13.
 
 Two placements, because the two consumers fuse different patterns:
 
@@ -14,7 +15,8 @@ Two placements, because the two consumers fuse different patterns:
   the output of a weighted op are quantized, biases become INT32 with scale
   ``s_input * s_weight``, shape-only ops (MaxPool, Flatten, Reshape, ...) carry their input's
   scale through so that ONNX Runtime drops them from the integer chain, and a ReLU that
-  follows a weighted op quantizes its output to uint8 with zero point 0 (still symmetric, the
+  follows a weighted op quantizes its output to uint8 with zero point 0 (other activations are
+  uint8 with zero point 128, as ONNX Runtime's x86 kernels take them; still symmetric, the
   values are non-negative), which ONNX Runtime folds into the preceding kernel. Weights use 7
   bits (``weight_bits=7``) where the CPU lacks VNNI: without it ONNX Runtime's u8 x s8 kernels
   saturate their 16-bit pair sums on full-range weights.
@@ -27,7 +29,7 @@ onnxruntime-gpu and produces only TensorRT's.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.algorithms import per_channel_absmax
 from calibration.errors import CalibrationError
+from calibration.graphs import CycleError, toposort
 
 PLACEMENTS = ("tensorrt", "onnxruntime")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -298,6 +301,8 @@ class _Planner:
                 self.mark(node.output[0], None, unsigned=tq.unsigned, share=root, all_consumers=True)
             return
         if node.op_type in ORT_QLINEAR_OPS:
+            if any(a.name == "dilations" and any(d != 1 for d in a.ints) for a in node.attribute):
+                return  # ONNX Runtime's QLinearAveragePool has no dilations: its fusion would be invalid
             inputs = [n for n in node.input[:1]] if "Pool" in node.op_type else list(node.input)
             if not inputs or not all(self.is_float_activation(n, unknown=False) for n in inputs):
                 return  # e.g. shape arithmetic on int64, or a constant operand
@@ -351,11 +356,20 @@ def activation_scale(threshold: float, qmax: int) -> float:
     return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
 
 
-def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy.
+
+    Plan on the model this returns: conversion inserts nodes, which moves node indices.
+    """
     domain_version = {o.domain: o.version for o in model.opset_import}
     current = domain_version.get("", domain_version.get("ai.onnx", 0))
     if current >= MIN_OPSET:
         return model
+    if not current:  # no default-domain op to convert (an ai.onnx.ml graph): import the opset Q/DQ needs
+        upgraded = onnx.ModelProto()
+        upgraded.CopyFrom(model)
+        upgraded.opset_import.append(helper.make_opsetid("", MIN_OPSET))
+        return upgraded
     try:
         from onnx import version_converter
 
@@ -363,18 +377,23 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:
         raise CalibrationError(
             f"the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
-            f"Q/DQ) and could not be converted: {exc}"
+            f"Q/DQ) and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
+            "convert it with onnx.version_converter or re-export it at opset 13 or later"
         ) from None
 
 
 def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, float]) -> onnx.ModelProto:
     """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    upgraded = upgrade_opset(out)
+    if upgraded is not out:
+        # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...), so
+        # the plan's node indices no longer fit: plan again on the graph being written
+        out, plan = upgraded, plan_quantization(upgraded, plan.options)
     missing = [n for n in plan.calibrated_tensors() if n not in thresholds]
     if missing:
         raise CalibrationError(f"no calibration threshold for tensor(s) {', '.join(missing[:5])}")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out = _upgrade_opset(out)
     graph = out.graph
     taken = {i.name for i in graph.initializer} | {
         n for node in graph.node for n in (*node.input, *node.output)
@@ -435,9 +454,9 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         root = tq.share or tq.name
         scale = activation_scale(float(thresholds[root]), tq.qmax)
         act_scales[tq.name] = scale
-        dtype = TensorProto.UINT8 if tq.unsigned else TensorProto.INT8
+        dtype, zero = _activation_type(tq, plan.options)
         sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
-        new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, 0, dtype)]
+        new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, zero, dtype)]
         source = tq.name
         if tq.all_consumers and tq.name in graph_outputs:
             # keep the graph output's name on the dequantized value
@@ -532,7 +551,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     read = {n for node in ordered for n in node.input} | {o.name for o in graph.output}
     ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
     del graph.node[:]
-    graph.node.extend(_toposort(ordered, graph_inputs | set(constants)))
+    try:
+        graph.node.extend(toposort(ordered, graph_inputs | set(constants)))
+    except CycleError as exc:
+        raise CalibrationError(f"cannot place Q/DQ nodes: {exc}") from None
     graph.initializer.extend(new_inits)
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]
@@ -544,6 +566,22 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         graph.input.remove(vi)
     del graph.value_info[:]  # shapes of renamed tensors are stale; ORT and TensorRT re-infer them
     return out
+
+
+def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, int]:
+    """Element type and zero point of an activation's Q/DQ pair.
+
+    TensorRT: int8 with zero point 0 (uint8 with 0 after ReLU). ONNX Runtime: uint8 throughout,
+    a signed tensor with zero point 128 (its range stays symmetric: -127..128 steps): its x86
+    kernels are u8 x s8, and its QDQS8ToU8 rewrite of int8 activations, combined with the Q/DQ
+    propagation across Transpose/Reshape, leaves Q nodes whose output type no longer matches
+    their zero point ("output_dtype INT8 does not match y_zero_point type UINT8").
+    """
+    if tq.unsigned:
+        return TensorProto.UINT8, 0
+    if options.placement == "onnxruntime":
+        return TensorProto.UINT8, 128
+    return TensorProto.INT8, 0
 
 
 def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:
@@ -569,32 +607,28 @@ def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
     raise CalibrationError(f"constant '{name}' not found in the model")
 
 
-def _toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
-    """Kahn's algorithm, stable: keeps the given order wherever it is already valid."""
-    ready = set(available) | {""}
-    produced_by = {out: k for k, n in enumerate(nodes) for out in n.output}
-    remaining = list(range(len(nodes)))
-    result: list[onnx.NodeProto] = []
-    while remaining:
-        progress = []
-        for k in remaining:
-            if all(n in ready or n not in produced_by for n in nodes[k].input):
-                result.append(nodes[k])
-                ready.update(nodes[k].output)
-                progress.append(k)
-        if not progress:
-            raise CalibrationError("the Q/DQ model has a cycle; this is a bug in calibration/qdq.py")
-        done = set(progress)
-        remaining = [k for k in remaining if k not in done]
-    return result
+def check_qdq(
+    model: onnx.ModelProto, placement: str = "tensorrt", source: onnx.ModelProto | None = None
+) -> None:
+    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
 
+    ONNX Runtime's placement keeps signed activations in uint8 with zero point 128 (see
+    :func:`_activation_type`); its weights and biases keep zero point 0 all the same.
+    """
+    from calibration.artifacts import check_as_strict_as_source
 
-def check_qdq(model: onnx.ModelProto) -> None:
-    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13."""
-    onnx.checker.check_model(model)
+    try:
+        check_as_strict_as_source(model, source)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None
     inits = {i.name: i for i in model.graph.initializer}
+    allowed = {0, 128} if placement == "onnxruntime" else {0}
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits.get(node.input[2])
-            if zp is not None and np.any(numpy_helper.to_array(zp) != 0):
-                raise CalibrationError(f"{node.name}: zero point is not 0")
+            if zp is None:
+                continue
+            values = set(np.unique(numpy_helper.to_array(zp)).tolist())
+            if not values <= allowed or (128 in values and zp.data_type != TensorProto.UINT8):
+                raise CalibrationError(f"{node.name}: zero point {sorted(values)} is not symmetric")

@@ -31,6 +31,7 @@ from calibration.errors import DataError, raised
 from calibration.feeds import DataSource, Feed, rebatch, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec
+from calibration.ortvalues import is_float_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 
@@ -56,10 +57,13 @@ def _random_source(
             for s in inputs:
                 shape = s.concrete_shape(size, shapes)
                 dt = s.np_dtype
-                if dt.kind == "f":
+                if is_float_dtype(dt):
                     feed[s.name] = rng.standard_normal(shape).astype(dt)
                 elif dt.kind == "b":
                     feed[s.name] = rng.integers(0, 2, shape).astype(dt)
+                elif not shape:  # an integer scalar is a size, step or count: never 0 (ONNX Runtime
+                    # divides by some, STFT's frame_step for one, and dies of SIGFPE on zero)
+                    feed[s.name] = np.asarray(rng.integers(1, 10)).astype(dt)
                 else:
                     feed[s.name] = rng.integers(0, 10, shape).astype(dt)
             yield feed

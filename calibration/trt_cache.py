@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from calibration.errors import CalibrationError
-from calibration.qdq import QuantizeOptions, activation_scale, plan_quantization, write_qdq
+from calibration.graphs import upgrade_ir
+from calibration.qdq import QuantizeOptions, activation_scale, plan_quantization, upgrade_opset, write_qdq
 
 if TYPE_CHECKING:
     import onnx
@@ -161,6 +162,8 @@ def cache_to_qdq(
 
     cache = read_cache(cache_path)
     model = onnx.load(os.fspath(model_path))
+    upgrade_ir(model)
+    model = upgrade_opset(model)  # plan on the graph that is written (conversion moves indices)
     amax = cache.amax()
     options = QuantizeOptions(placement=placement, weight_bits=weight_bits)
     plan = plan_quantization(model, options)

@@ -7,7 +7,9 @@ Models over 2 GB cannot live in one protobuf: they are saved with external data 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -64,8 +66,14 @@ def check_model(path: str | os.PathLike[str]) -> None:
         raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
 
 
-def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
-    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them."""
+def save_onnx(
+    model: onnx.ModelProto, dest: str | os.PathLike[str], check: Callable[[Path], None] | None = None
+) -> Path:
+    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them.
+
+    ``check`` runs on the temporary file before it takes its name (e.g. :func:`verify`): an
+    artifact that fails it never appears under ``dest``.
+    """
     dest = Path(dest)
     large = model.ByteSize() > TWO_GB if _can_size(model) else True
     with atomic_path(dest, suffix=".onnx") as tmp:
@@ -81,6 +89,8 @@ def save_onnx(model: onnx.ModelProto, dest: str | os.PathLike[str]) -> Path:
             )
         else:
             onnx.save_model(model, os.fspath(tmp))
+        if check is not None:
+            check(tmp)
     return dest
 
 
@@ -140,3 +150,25 @@ def copy_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> lis
         with atomic_path(dest, suffix=".onnx") as tmp:
             shutil.copyfile(src, tmp)
     return [dest, *written]
+
+
+def verify(
+    path: str | os.PathLike[str],
+    feed: Mapping[str, Any] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    companions: Sequence[str | os.PathLike[str]] = (),
+    what: str = "the artifact",
+    hint: str = "",
+) -> None:
+    """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError.
+
+    Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
+    artifact is removed (with ``companions``) before the error is raised.
+    """
+    from calibration.artifacts import ArtifactError, verify_artifact
+
+    try:
+        verify_artifact(path, feed, source=source, companions=companions, what=what)
+    except ArtifactError as exc:
+        raise InputError(f"{exc}{'; ' + hint if hint else ''}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,45 @@ def create_session(model: str | os.PathLike[str], threads: int | None = None) ->
         raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
 
 
+SAVE_LEVELS = ("extended", "basic")  # the portable levels, most optimized first
+
+
+def _save_optimized(model: Path, artifact: Path, threads: int | None) -> str:
+    """Save ``model`` as ONNX Runtime optimizes it, checked like every artifact; returns the level.
+
+    Some extended fusions save a graph that does not load again (a function inlined into an
+    invalid If, for one); the build then keeps the basic level's graph, or the model as given.
+    """
+    import onnxruntime as ort
+
+    from calibration.artifacts import ArtifactError, verify_artifact
+    from calibration.graphs import ort_error
+
+    why = ""
+    for level in SAVE_LEVELS:
+        try:
+            with atomic_path(artifact, suffix=".onnx") as tmp:
+                try:
+                    ort.InferenceSession(
+                        os.fspath(model),
+                        providers=PROVIDERS,
+                        sess_options=session_options(threads, optimized_path=tmp, level=level),
+                    )
+                except Exception as exc:
+                    raise ArtifactError(ort_error(exc)) from None
+                verify_artifact(tmp, source=model, what=f"its {level}-optimized graph")
+            return level
+        except ArtifactError as exc:
+            why = str(exc)
+    try:  # the model itself (checked by the stage that wrote it) runs; ORT optimizes it when loading
+        with atomic_path(artifact, suffix=".onnx") as tmp:
+            shutil.copyfile(model, tmp)
+            verify_artifact(tmp, source=model, what=model.name)
+    except ArtifactError as exc:
+        raise InputError(f"ONNX Runtime cannot build {model.name}: {why}; {exc}") from None
+    return "disable"
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -98,23 +138,13 @@ class OnnxRuntimeBackend:
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(artifact, suffix=".onnx") as tmp:
-            try:
-                ort.InferenceSession(
-                    os.fspath(model),
-                    providers=PROVIDERS,
-                    sess_options=session_options(options.threads, optimized_path=tmp, level="extended"),
-                )
-            except Exception as exc:
-                first = first_line(exc)
-                raise InputError(f"ONNX Runtime cannot build {model}: {first[:300]}") from None
-            create_session(tmp, options.threads)  # the saved graph must load again
+        level = _save_optimized(model, artifact, options.threads)
         info: dict[str, Any] = {
             "build_key": key,
             "backend": self.name,
             "onnxruntime": ort.__version__,
             "providers": PROVIDERS,
-            "graph_optimization_level": "ORT_ENABLE_EXTENDED (saved) + ORT_ENABLE_ALL (run)",
+            "graph_optimization_level": f"ORT_ENABLE_{level.upper()} (saved) + ORT_ENABLE_ALL (run)",
             "source": model.name,
             "source_sha256": sha256_file(model),
             "target": options.target.name,

@@ -13,9 +13,10 @@ SIGTERM 143. :mod:`edgedeploy.cli.guard` checks every command's inputs and outpu
 
 from __future__ import annotations
 
+import functools
 import sys
 from types import ModuleType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -82,8 +83,17 @@ def _main(
         raise typer.Exit(0)
 
 
+MESSAGE_LIMIT = 400  # a refusal is one line; a library's multi-page message is cut, not printed whole
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``message`` on one line (its lines joined with ' / '), at most ``limit`` characters."""
+    text = " / ".join(line.strip() for line in message.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    text = escape(message)
+    text = escape(one_line(message))
     prefix = {2: "[red]error:[/red]", 1: "[red]FAILED:[/red]"}.get(code, "[yellow]stopped:[/yellow]")
     err.print(f"{prefix} {text}", highlight=False)
     raise SystemExit(code)
@@ -97,6 +107,13 @@ def _stopped() -> tuple[str, int]:
     return (TERMINATED, EXIT_SIGTERM) if terminated() else (INTERRUPTED, 130)
 
 
+@functools.cache
+def _click_command() -> Any:
+    """The click command behind ``app``, made once: typer rebuilds it from the signatures on every
+    call, which costs more than a small model's build when main() runs many times in one process."""
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: the one place where failures become one line and an exit code.
 
@@ -108,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     handle_signals()
     try:
         check_argv(sys.argv[1:] if argv is None else argv)
-        app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
+        # click's standalone mode: usage errors exit 2
+        _click_command()(args=argv, prog_name="edgedeploy")
     except EdgeDeployError as exc:
         _fail(str(exc), exc.exit_code)
     except CalibrationError as exc:

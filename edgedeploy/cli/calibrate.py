@@ -148,6 +148,7 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
     from calibration.atomic import atomic_path
     from calibration.errors import CalibrationError
     from calibration.trt_cache import cache_to_qdq
+    from edgedeploy.onnxio import verify
 
     try:
         qdq, uncovered = cache_to_qdq(model, cache, placement=placement, weight_bits=weight_bits)
@@ -155,6 +156,7 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
         raise InputError(str(exc)) from None
     with atomic_path(dest) as tmp:
         onnx.save(qdq, tmp)  # type: ignore[arg-type]
+        verify(tmp, source=model, what=f"the Q/DQ model from {cache.name}")
     if uncovered:
         err.print(
             f"{len(uncovered)} tensor(s) not in the cache were left in float: {', '.join(uncovered[:5])}",

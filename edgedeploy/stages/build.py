@@ -14,7 +14,7 @@ from calibration.modelinfo import model_io
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
-from edgedeploy.onnxio import copy_model, load_onnx
+from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import is_fp16_model
@@ -37,11 +37,21 @@ def artifact_name(model: Path, precision: str) -> str:
     return f"{stem}.{precision}.onnx"
 
 
+# Ops of a model that is already quantized: Q/DQ, QLinear* kernels, dynamic quantization.
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm"}
+)
+
+
+def _is_quantized_op(op_type: str) -> bool:
+    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
+
+
 def precision_of_model(model: Path) -> str:
     """What a model already is: int8 (Q/DQ nodes), fp16 (fp16 weights or Casts) or fp32."""
 
     graph_model = load_onnx(model, load_external_data=False)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph_model.graph.node):
+    if any(_is_quantized_op(n.op_type) for n in graph_model.graph.node):
         return "int8"
     return "fp16" if is_fp16_model(graph_model) else "fp32"
 
@@ -55,6 +65,7 @@ def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArti
     base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
     companions = [model.with_name(f"{base}.{precision}.plan.json"), model.with_name(f"{base}.calib.cache")]
     files = copy_model(model, dest)  # with its external data
+    verify(dest, source=model, companions=files[1:], what=model.name)
     for src in companions:
         target = dest.with_name(src.name)
         if src.is_file() and src.resolve() != target.resolve():
@@ -80,7 +91,9 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
         return _use_as_is(model, existing, dest, ui)
     if request.precision == "fp32":
         out_dir.mkdir(parents=True, exist_ok=True)
-        return PrecisionArtifact("fp32", dest, copy_model(model, dest))  # with its external data
+        files = copy_model(model, dest)  # with its external data
+        verify(dest, source=model, companions=files[1:], what=f"the fp32 copy of {model.name}")
+        return PrecisionArtifact("fp32", dest, files)
     if request.precision == "fp16":
         return make_fp16_checked(model, dest, request, ui)
     if request.precision == "int8":

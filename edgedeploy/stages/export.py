@@ -27,7 +27,7 @@ from calibration.errors import raised
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, sha256_file
-from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx
+from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx, verify
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -325,8 +325,8 @@ def finalize_onnx(
             notify(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
-    save_onnx(model, dest)
-    check_model(dest)
+    # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
+    save_onnx(model, dest, check=lambda tmp: verify(tmp, source=src, what="the exported model"))
     return model, before, len(model.graph.node), simplified
 
 

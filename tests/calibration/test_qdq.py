@@ -18,7 +18,7 @@ def _write(model_path: Path, **options: object) -> tuple[onnx.ModelProto, QuantP
     model = onnx.load(model_path)
     plan = plan_quantization(model, QuantizeOptions(**options))  # type: ignore[arg-type]
     qdq = write_qdq(model, plan, {name: 2.0 for name in plan.calibrated_tensors()})
-    check_qdq(qdq)
+    check_qdq(qdq, str(options.get("placement", "tensorrt")))
     return qdq, plan
 
 
@@ -57,12 +57,28 @@ def test_tensorrt_placement_quantizes_weighted_inputs_and_the_unfused_residual_b
     assert max(o.version for o in qdq.opset_import if o.domain in ("", "ai.onnx")) >= 13
 
 
-def test_every_zero_point_is_zero_and_weights_are_int8_initializers(residual_model: Path) -> None:
-    qdq, _ = _write(residual_model, placement="onnxruntime", weight_bits=7)
+def test_tensorrt_zero_points_are_zero(residual_model: Path) -> None:
+    qdq, _ = _write(residual_model, placement="tensorrt")
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
     for node in qdq.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             assert not np.any(inits[node.input[2]])
+
+
+def test_onnxruntime_activations_are_uint8_symmetric_and_weights_int8_initializers(
+    residual_model: Path,
+) -> None:
+    """uint8 activations (zero point 128 if signed, 0 after ReLU): no int8/uint8 mix for ORT's
+    QDQS8ToU8 rewrite to break; weights stay int8 with zero point 0."""
+    qdq, _ = _write(residual_model, placement="onnxruntime", weight_bits=7)
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    for node in qdq.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = inits[node.input[2]]
+            if node.op_type == "QuantizeLinear" or zp.ndim == 0:  # an activation's pair
+                assert zp.dtype == np.uint8 and int(zp) in (0, 128)
+            else:  # a per-channel weight
+                assert zp.dtype == np.int8 and not np.any(zp)
     assert not any(
         v.dtype == np.float32 and v.ndim == 4 for v in inits.values()
     )  # no float conv weights left

@@ -225,31 +225,36 @@ def weight_ranges(model: onnx.ModelProto, thresholds: RiskThresholds | None = No
             for name in node.input:
                 consumers.setdefault(name, []).append(node.name)
         for init in graph.initializer:
-            if init.data_type in FLOAT_TYPES:
-                found.append(
-                    _weight(
-                        init.name,
-                        f"{path}initializer",
-                        consumers.get(init.name, []),
-                        numpy_helper.to_array(init),
-                        thresholds,
-                    )
-                )
+            values = _values(init) if init.data_type in FLOAT_TYPES else None
+            if values is not None:
+                where, users = f"{path}initializer", consumers.get(init.name, [])
+                found.append(_weight(init.name, where, users, values, thresholds))
         for node in graph.node:
             if node.op_type != "Constant":
                 continue
             for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type in FLOAT_TYPES:
+                values = _values(attr.t) if attr.name == "value" and attr.t.data_type in FLOAT_TYPES else None
+                if values is not None:
                     found.append(
                         _weight(
                             node.output[0],
                             f"{path}Constant {node.name}",
                             [node.name, *consumers.get(node.output[0], [])],
-                            numpy_helper.to_array(attr.t),
+                            values,
                             thresholds,
                         )
                     )
     return found
+
+
+def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
+    """A weight's values; None for an empty one (no values to range-check) or one numpy cannot read."""
+    if any(d == 0 for d in tensor.dims):
+        return None
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError:  # data that does not fill its dims: the checker reports that, not the analysis
+        return None
 
 
 def _weight(
@@ -317,8 +322,9 @@ def analyze(
         if isinstance(exc, CalibrationError):  # bad data, caught by the data source (user input)
             raise InputError(str(exc)) from None
         if isinstance(exc, ValueError) or type(exc).__module__.startswith("onnxruntime"):
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(f"ONNX Runtime cannot run {name} on the data: {first[:300]}") from None
+            from calibration.graphs import ort_error
+
+            raise InputError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
         raise
     producers: dict[str, tuple[str, str, int]] = {}
     consumers: dict[str, list[str]] = {}

@@ -12,19 +12,36 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
+from calibration.graphs import upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
-from edgedeploy.onnxio import load_onnx, save_onnx
+from edgedeploy.onnxio import load_onnx, save_onnx, verify
 from edgedeploy.options import Fp16Options
 from edgedeploy.stages.precision import PrecisionArtifact
 
 PLAN_SCHEMA = 1
+CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when a model imports none
+# Ops whose float outputs have a type fixed by an attribute or by their definition (window
+# functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype), or whose float
+# inputs must stay float32 (DynamicQuantizeLinear, BitCast reinterprets bits): the converter would
+# retype their tensors to fp16 and make the graph invalid, so they stay fp32 behind Casts.
+FIXED_TYPE_OPS = frozenset(
+    {
+        "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "TfIdfVectorizer",
+        "RandomNormal", "RandomUniform", "RandomNormalLike", "Bernoulli", "Multinomial", "EyeLike",
+        "DynamicQuantizeLinear", "BitCast", "STFT", "DFT",
+        # no fp16 kernel in ONNX Runtime: it inlines the function body into a graph it cannot save
+        "AffineGrid", "MeanVarianceNormalization",
+    }
+)  # fmt: skip
+FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
 
 
 def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -157,7 +174,8 @@ def _cast_to(node: onnx.NodeProto) -> int | None:
 
 
 def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
-    """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes.
+    """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes (or an fp32 node and
+    a graph input or output, which keep_io_types leaves float32).
 
     The converter wraps every blocked node in its own Casts, so two fp32 nodes in a row still
     pass their tensor through fp16: a value above 65504 becomes Inf between them, which is what
@@ -165,28 +183,35 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     """
     graph = model.graph
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-        types = {
-            vi.name: vi.type.tensor_type.elem_type
-            for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-        }
-    except Exception:
-        return
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # what the file declares (the converter declares every tensor it retypes)
+        inferred = graph
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in [*inferred.value_info, *inferred.input, *inferred.output]
+    }
+    types.update({i.name: i.data_type for i in graph.initializer})
     producer = {o: n for n in graph.node for o in n.output}
     outputs = {o.name for o in graph.output}
     replace_with: dict[str, str] = {}
     dropped: set[int] = set()
+    identities = False
     for node in graph.node:
-        if _cast_to(node) != onnx.TensorProto.FLOAT or node.output[0] in outputs:
+        if _cast_to(node) != onnx.TensorProto.FLOAT:
             continue
         first = producer.get(node.input[0])
         if first is None or _cast_to(first) != onnx.TensorProto.FLOAT16:
             continue
         if types.get(first.input[0]) != onnx.TensorProto.FLOAT:
             continue
+        if node.output[0] in outputs:  # the graph output keeps its name: the Cast pair becomes Identity
+            node.op_type, node.input[0] = "Identity", first.input[0]
+            del node.attribute[:]
+            identities = True
+            continue
         replace_with[node.output[0]] = first.input[0]
         dropped.add(id(node))
-    if not replace_with:
+    if not replace_with and not identities:
         return
     for node in graph.node:
         for i, name in enumerate(node.input):
@@ -201,27 +226,115 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]
     del graph.node[:]
     graph.node.extend(keep)
+    produced = {o for n in graph.node for o in n.output}
+    stale = [vi for vi in graph.value_info if vi.name not in produced]
+    for vi in stale:
+        graph.value_info.remove(vi)
 
 
-def _check_loads(model: onnx.ModelProto, src: Path) -> None:
-    """ONNX Runtime type-checks the converted graph (subgraphs included) when it loads it."""
-    import onnxruntime as ort
+def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes that must stay fp32 for what their attributes say (node name -> reason).
 
-    try:
-        data = model.SerializeToString()
-    except Exception:  # over 2 GB: the caller's checker run by path covers it
+    ScatterND / ScatterElements with a reduction have no fp16 kernel in ONNX Runtime (the
+    artifact would load and then fail when run); LayerNormalization's Mean and InvStdDev outputs
+    keep the stash type (float), which the converter would declare fp16.
+    """
+    found: dict[str, str] = {}
+    for node in _all_nodes(model.graph):
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type in ("ScatterND", "ScatterElements"):
+            reduction = attrs["reduction"].s.decode() if "reduction" in attrs else "none"
+            if reduction != "none":
+                found[node.name] = f"{node.op_type} reduction={reduction}: no fp16 kernel in ONNX Runtime"
+        elif node.op_type == "LayerNormalization" and sum(1 for o in node.output if o) > 1:
+            found[node.name] = "LayerNormalization's Mean/InvStdDev outputs are float (stash_type)"
+    return found
+
+
+def _non_tensor_io(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Graph inputs and outputs that are sequences, optionals or maps (keep_io_types covers tensors)."""
+    return {
+        vi.name: vi for vi in [*model.graph.input, *model.graph.output] if not vi.type.HasField("tensor_type")
+    }
+
+
+def _non_tensor_io_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes that read or write a sequence/optional graph input or output stay fp32, so the graph's
+    interface keeps its types (the converter would make a float sequence input float16)."""
+    names = set(_non_tensor_io(model))
+    return {
+        node.name: "reads or writes a sequence/optional graph input or output (kept as declared)"
+        for node in model.graph.node
+        if names & {*node.input, *node.output}
+    }
+
+
+def _restore_non_tensor_io(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give sequence/optional graph inputs and outputs their declared types back; the Casts the
+    converter put on them (a Cast cannot take a sequence) become Identity, which passes it as it is."""
+    declared = _non_tensor_io(original)
+    if not declared:
         return
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    graph = converted.graph
+    for vi in [*graph.input, *graph.output]:
+        if vi.name in declared:
+            vi.type.CopyFrom(declared[vi.name].type)
+    touched: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "Cast" and ({*node.input, *node.output} & set(declared)):
+            node.op_type = "Identity"
+            del node.attribute[:]
+            touched.update(node.output)
+            touched.update(node.input)
+    stale = [vi for vi in graph.value_info if vi.name in touched]
+    for vi in stale:
+        graph.value_info.remove(vi)
+
+
+def _retype_float_constants(graph: onnx.GraphProto) -> None:
+    """Constant(value_float/value_floats) whose output the converter declared fp16: the converter
+    retypes only ``value`` tensors, so these become an fp16 ``value`` tensor as declared."""
+    import numpy as np
+
+    half = {
+        vi.name
+        for vi in [*graph.value_info, *graph.output]
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    }
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _retype_float_constants(sub)
+        if node.op_type != "Constant" or not node.output or node.output[0] not in half:
+            continue
+        for attr in list(node.attribute):
+            if attr.name in ("value_float", "value_floats"):
+                values = (
+                    np.float32(attr.f) if attr.name == "value_float" else np.array(attr.floats, np.float32)
+                )
+                tensor = onnx.numpy_helper.from_array(np.asarray(values).astype(np.float16), node.output[0])
+                node.attribute.remove(attr)
+                node.attribute.append(onnx.helper.make_attribute("value", tensor))
+
+
+def _import_default_opset(model: onnx.ModelProto) -> None:
+    """The converter's Casts in a graph that imports no default-domain opset (an ai.onnx.ml model)."""
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import) and any(
+        n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
+    ):
+        model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+
+
+def _repair(model: onnx.ModelProto, src: Path) -> None:
+    """What the converter leaves invalid: node order (it appends input Casts at the end), Casts in
+    a graph that imports no default-domain opset, Constant nodes whose value_float it retyped."""
+    from calibration.graphs import CycleError, sort_graph
+
+    _import_default_opset(model)
+    _retype_float_constants(model.graph)
     try:
-        ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            f"fp16 conversion of {src} produced a graph ONNX Runtime refuses ({first[:300]}); "
-            "keep the node it names in fp32 with --fp32-nodes, or build fp32"
-        ) from None
+        sort_graph(model.graph)
+    except CycleError as exc:
+        raise InputError(f"fp16 conversion of {src.name} produced a cycle: {exc}; build fp32") from None
 
 
 def precision_plan(
@@ -261,24 +374,32 @@ def precision_plan(
 
 
 def make_fp16(
-    model_path: str | os.PathLike[str], out_path: str | os.PathLike[str], options: Fp16Options | None = None
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    options: Fp16Options | None = None,
+    feed: Mapping[str, Any] | None = None,
 ) -> PrecisionArtifact:
-    """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``."""
+    """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
+
+    The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
+    """
     from onnxruntime.transformers import float16
 
     options = options or Fp16Options()
     src = Path(model_path)
     out = Path(out_path)
     model = load_onnx(src)
+    upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
     names = ensure_node_names(model)
     unknown = [n for n in options.fp32_nodes if n not in names]
     if unknown:
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
-    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(options.fp32_ops))
+    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
     inside = _subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
     )
-    options = replace(options, auto_fp32_nodes={**inside, **options.auto_fp32_nodes})
+    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
+    options = replace(options, auto_fp32_nodes={**fixed, **inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
@@ -296,12 +417,17 @@ def make_fp16(
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
+    _restore_non_tensor_io(converted, model)
+    _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
-    if has_control_flow:  # subgraph typing is where the converter's output can be invalid
-        _check_loads(converted, src)
+    _repair(converted, src)
     plan = precision_plan(model, options, blocked_ops)
     plan["source_sha256"] = sha256_file(src)
-    save_onnx(converted, out)
+    save_onnx(
+        converted,
+        out,
+        check=lambda tmp: verify(tmp, feed, source=src, what=f"the fp16 model of {src.name}", hint=FP16_HINT),
+    )
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
     atomic_write_json(plan_path, plan)
     return PrecisionArtifact(

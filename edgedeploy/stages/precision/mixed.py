@@ -51,18 +51,22 @@ def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) ->
         raise InputError(str(exc)) from None
 
 
-def _feeds(source: DataSource, limit: int = EVAL_SAMPLES) -> list[Feed]:
+def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool = False) -> list[Feed]:
+    """Up to ``limit`` samples of ``source``; with ``synthetic_ok``, random data the model's inputs
+    cannot be made from gives no feeds (the caller skips the analysis) instead of an error."""
 
     feeds: list[Feed] = []
     seen = 0
     try:
         for feed in source:
             feeds.append(feed)
-            first = next(iter(feed.values()))
-            seen += int(first.shape[0]) if first.ndim else 1
+            first = next(iter(feed.values()), None)
+            seen += int(first.shape[0]) if first is not None and first.ndim else 1
             if seen >= limit:
                 break
     except CalibrationError as exc:
+        if synthetic_ok and source.synthetic:
+            return []
         raise InputError(str(exc)) from None
     return feeds
 
@@ -80,10 +84,25 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     source: DataSource | None = None
     if request.fp16_analysis or request.accuracy_budget:
         source = analysis_source(model, request, ui, "fp16 range analysis")
+    feed = None
+    if source is not None:
+        first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
+        feed = first[0] if first else None
+        if feed is None:
+            source = None  # seeded random data the model cannot run on (said by _feeds): no analysis
     if request.fp16_analysis and source is not None:
-        with ui.progress("fp16 range analysis") as advance:
-            auto, report = plan_islands(model, source, data_description=source.describe())
-            advance(1.0)
+        try:
+            with ui.progress("fp16 range analysis") as advance:
+                auto, report = plan_islands(model, source, data_description=source.describe())
+                advance(1.0)
+        except InputError as exc:
+            if not source.synthetic:
+                raise
+            ui.warn(
+                f"fp16 range analysis skipped: {exc}; give --calib-data with real inputs "
+                "to keep overflowing layers in fp32"
+            )
+            return _convert(model, dest, request, options, feed, files, info, ui)
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
@@ -93,8 +112,22 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         ranges = atomic_write_json(_sidecar(dest, ".ranges.json"), to_jsonable(report_json(report)))
         files.append(ranges)
         info.update({"range_analysis": report.summary(), "auto_fp32_nodes": len(auto), "ranges": ranges.name})
+    return _convert(model, dest, request, options, feed, files, info, ui, source)
+
+
+def _convert(
+    model: Path,
+    dest: Path,
+    request: BuildRequest,
+    options: Fp16Options,
+    feed: Feed | None,
+    files: list[Path],
+    info: dict[str, Any],
+    ui: Ui,
+    source: DataSource | None = None,
+) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
-        artifact = make_fp16(model, dest, options)
+        artifact = make_fp16(model, dest, options, feed=feed)
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)

@@ -1,0 +1,157 @@
+"""The one check every ONNX artifact passes before a stage calls it built.
+
+:func:`verify_artifact` runs onnx's full checker on the file (by path, so external data works),
+loads it in ONNX Runtime at the default optimization level (the one a deployment runs, where
+its fusions can still reject a graph the checker accepts) and runs it once. When the run fails
+on a feed that the source model also fails on, the data is at fault, not the artifact: the load
+is then the check; where the source model fails onnx's full check itself (onnx's function
+expansion rejects a few valid models), the artifact is held to the structural check the source
+passes. A failing artifact is removed, with its companions, so that it is never
+left beside good ones, and the error is one line naming what failed.
+
+Lives in calibration/ (the lowest layer) because both calibration's Q/DQ writer and every
+edgedeploy stage use it. Hand-written glue around onnx.checker and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from calibration.errors import CalibrationError
+from calibration.graphs import ort_error
+
+
+class ArtifactError(CalibrationError):
+    """An artifact we wrote fails the checker or ONNX Runtime: it has been removed."""
+
+
+def _session(model: str | bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _runs(model: str | bytes, feed: Mapping[str, Any]) -> str | None:
+    """None when ``model`` loads and runs on ``feed``, else ONNX Runtime's reason."""
+    from calibration.ortvalues import ort_feed
+
+    try:
+        session = _session(model)
+        wanted = {i.name: i.type for i in session.get_inputs()}
+        fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
+        session.run(None, ort_feed(fitted))
+    except Exception as exc:
+        return ort_error(exc)
+    return None
+
+
+_FLOAT_INPUTS = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def _fit(value: Any, ort_type: str) -> Any:
+    """A float array in the float type the artifact takes (an fp16 model built without
+    keep_io_types takes float16 where its source took float32)."""
+    import numpy as np
+
+    want = _FLOAT_INPUTS.get(ort_type)
+    if want is None or not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        return value
+    return value.astype(want, copy=False)
+
+
+def default_feed(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """One seeded random feed shaped from the model's inputs (None when they cannot be made)."""
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source
+
+    try:
+        inputs, _ = model_io(model_path)
+        return next(iter(open_source("random:0", inputs, samples=1, batch_size=1)), None)
+    except Exception:  # inputs we cannot synthesize (sequences, odd types): load-only check
+        return None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    for prefix in ("[ShapeInferenceError] Inference error(s): ", "[ShapeInferenceError] "):
+        text = text.removeprefix(prefix)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def check_as_strict_as_source(model: Path | onnx.ModelProto, source: Any = None) -> None:
+    """onnx's full checker; where the source model (a path or ModelProto) fails it too (onnx's
+    function expansion rejects some valid models, MeanVarianceNormalization for one; an output
+    without a shape), the structural checker the source passes."""
+    target = os.fspath(model) if isinstance(model, Path) else model
+    try:
+        onnx.checker.check_model(target, full_check=True)
+    except Exception:
+        if source is None or _passes_full_check(source):
+            raise
+        onnx.checker.check_model(target)
+
+
+def _passes_full_check(model: Any) -> bool:
+    try:
+        onnx.checker.check_model(
+            model if isinstance(model, onnx.ModelProto) else os.fspath(model), full_check=True
+        )
+    except Exception:
+        return False
+    return True
+
+
+def verify_artifact(
+    path: str | os.PathLike[str],
+    feed: Mapping[str, Any] | None = None,
+    *,
+    source: str | os.PathLike[str] | None = None,
+    companions: Iterable[str | os.PathLike[str]] = (),
+    what: str = "the artifact",
+) -> None:
+    """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
+    ``companions`` and raise :class:`ArtifactError` when it fails.
+
+    ``feed`` is the input to run (default: one seeded random feed); ``source`` is the model the
+    artifact was made from: when the source fails on the feed as well, the load is the check.
+    """
+
+    path = Path(path)
+    doomed = [path, *(Path(c) for c in companions)]
+    if source is not None:  # never the user's own files: the source itself, or data beside it
+        own = Path(source).resolve()
+        doomed = [d for d in doomed if d.resolve() != own and (d == path or d.resolve().parent != own.parent)]
+    try:
+        check_as_strict_as_source(path, source)
+    except Exception as exc:
+        _remove(doomed)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ArtifactError(f"{what} fails onnx.checker ({_short(first)}); it was not kept") from None
+    if feed is None:
+        feed = default_feed(source or path)
+    try:
+        _session(os.fspath(path))
+    except Exception as exc:
+        _remove(doomed)
+        raise ArtifactError(f"ONNX Runtime cannot load {what} ({ort_error(exc)}); it was not kept") from None
+    if feed is None:
+        return
+    why = _runs(os.fspath(path), feed)
+    if why is None:
+        return
+    if source is not None and _runs(os.fspath(source), feed) is not None:
+        return  # the source model fails on this feed too: the data is at fault, the load is the check
+    _remove(doomed)
+    raise ArtifactError(f"ONNX Runtime cannot run {what} ({why}); it was not kept")

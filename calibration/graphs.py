@@ -1,0 +1,135 @@
+"""Small graph repairs every producer of an ONNX artifact needs: node order, IR version, ORT messages.
+
+- :func:`toposort`: a stable topological order (Kahn), counting the outer names a node's subgraphs
+  read; ONNX requires it and graph rewriters (ONNX Runtime's fp16 converter, our Q/DQ writer)
+  append nodes at the end.
+- :func:`upgrade_ir`: IR version 3 requires every initializer to be a graph input, so a model of
+  that age cannot take a new initializer (a quantized weight, an fp16 constant) without also
+  growing an input; it is lifted to the IR version its opsets need (at least 4), with initializers
+  no longer listed as inputs (they become constants, which is what a deployed model wants).
+- :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
+  one-line refusal keeps the node and the reason.
+
+Hand-written: onnx has no stable topological sort and no IR upgrade; these are a few lines each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import onnx
+
+MIN_IR_FOR_LOOSE_INITIALIZERS = 4
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    graphs: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            graphs.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            graphs.extend(attr.graphs)
+    return graphs
+
+
+def captured_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a (sub)graph reads from enclosing scopes: used but not defined inside it."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(i for i in node.input if i)
+        for sub in subgraphs(node):
+            used.update(captured_names(sub))
+        defined.update(o for o in node.output if o)
+    used.update(o.name for o in graph.output)
+    return used - defined
+
+
+def node_reads(node: onnx.NodeProto) -> list[str]:
+    """Every name a node needs before it runs: its inputs and what its subgraphs capture."""
+    reads = [i for i in node.input if i]
+    for sub in subgraphs(node):
+        reads.extend(sorted(captured_names(sub)))
+    return reads
+
+
+class CycleError(ValueError):
+    """The nodes cannot be ordered: some node reads (directly or not) its own output."""
+
+
+def toposort(nodes: Sequence[onnx.NodeProto], available: Iterable[str]) -> list[onnx.NodeProto]:
+    """Kahn's algorithm, stable: keeps the given order wherever it is already valid.
+
+    ``available`` are the names defined before any node (graph inputs, initializers, outer scope).
+    A name no node produces counts as available (the checker reports it, not the sort).
+    """
+    reads = [node_reads(n) for n in nodes]
+    produced_by = {out: k for k, n in enumerate(nodes) for out in n.output if out}
+    ready = set(available) | {""}
+    remaining = list(range(len(nodes)))
+    result: list[onnx.NodeProto] = []
+    while remaining:
+        progress = []
+        for k in remaining:
+            if all(n in ready or n not in produced_by for n in reads[k]):
+                result.append(nodes[k])
+                ready.update(nodes[k].output)
+                progress.append(k)
+        if not progress:
+            stuck = nodes[remaining[0]]
+            raise CycleError(
+                f"node '{stuck.name or stuck.op_type}' ({stuck.op_type}) depends on its own output"
+            )
+        done = set(progress)
+        remaining = [k for k in remaining if k not in done]
+    return result
+
+
+def sort_graph(graph: onnx.GraphProto, outer: Iterable[str] = ()) -> None:
+    """Put ``graph``'s nodes (and every subgraph's) in topological order, in place."""
+    available = set(outer) | {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    ordered = toposort(list(graph.node), available)
+    scope = set(available) | {o for n in graph.node for o in n.output}
+    for node in ordered:
+        for sub in subgraphs(node):
+            sort_graph(sub, scope)
+    copies = [onnx.NodeProto() for _ in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def upgrade_ir(model: onnx.ModelProto) -> bool:
+    """Lift an IR version 3 model so initializers need not be graph inputs; True when changed."""
+    if model.ir_version >= MIN_IR_FOR_LOOSE_INITIALIZERS:
+        return False
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except Exception:  # an opset onnx does not know: the minimum that allows loose initializers
+        needed = MIN_IR_FOR_LOOSE_INITIALIZERS
+    model.ir_version = max(MIN_IR_FOR_LOOSE_INITIALIZERS, int(needed))
+    inits = {i.name for i in model.graph.initializer}
+    keep = [vi for vi in model.graph.input if vi.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return True
+
+
+_ORT_NOISE = [
+    re.compile(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*"),
+    re.compile(r"/onnxruntime_src/\S+:\d+\s+(\S+\s+)?\S+::\S+\([^)]*\)\s*"),
+    re.compile(r"Non-zero status code returned while running "),
+    re.compile(r"Load model from \S+ failed:"),
+    re.compile(r"Status Message:\s*"),
+]
+
+
+def ort_error(exc: BaseException, limit: int = 200) -> str:
+    """ONNX Runtime's error as one short line: the op, node and reason, without source paths."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for pattern in _ORT_NOISE:
+        text = pattern.sub("", text)
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

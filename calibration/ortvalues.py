@@ -1,0 +1,62 @@
+"""Feed arrays of any ONNX tensor type to ONNX Runtime, numpy's own dtypes or not.
+
+ONNX Runtime takes numpy arrays for numpy's dtypes only: a bfloat16, float8 or int4 array (the
+``ml_dtypes`` types onnx's numpy_helper returns) fails with "Numpy_type 256 can't be converted
+to MLDataType". Such arrays go in as an ``OrtValue`` of the ONNX element type instead; the 4-bit
+types are packed two to a byte, as ONNX Runtime stores them. Hand-written: neither onnx nor
+onnxruntime ships this mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# 4-bit types: ONNX Runtime holds them packed, two values per byte (low nibble first)
+PACKED_4BIT = ("int4", "uint4", "float4_e2m1fn")
+
+
+def is_numpy_native(dtype: np.dtype) -> bool:
+    """True for dtypes numpy itself defines (ONNX Runtime accepts those arrays directly)."""
+    return dtype.num < 256 and dtype.kind != "V"
+
+
+def is_float_dtype(dtype: np.dtype) -> bool:
+    """float16/32/64 and the ml_dtypes floats (bfloat16, float8 ...)."""
+    if dtype.kind == "f":
+        return True
+    if is_numpy_native(dtype):
+        return False
+    return "float" in dtype.name
+
+
+def onnx_element_type(dtype: np.dtype) -> int:
+    """The ONNX TensorProto element type of a numpy (or ml_dtypes) dtype."""
+    from onnx import helper
+
+    return int(helper.np_dtype_to_tensor_dtype(dtype))
+
+
+def to_ort(array: Any) -> Any:
+    """``array`` itself for numpy's dtypes, else an OrtValue of the matching ONNX type."""
+    if not isinstance(array, np.ndarray) or is_numpy_native(array.dtype):
+        return array
+    import onnxruntime as ort
+
+    elem = onnx_element_type(array.dtype)
+    if array.dtype.name in PACKED_4BIT:
+        from onnx import numpy_helper
+
+        packed = np.frombuffer(numpy_helper.from_array(np.ascontiguousarray(array)).raw_data, np.uint8)
+        buffer = np.zeros(array.shape, np.uint8)  # the OrtValue takes its shape from this buffer
+        buffer.reshape(-1)[: packed.size] = packed
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buffer, elem)
+    raw = np.ascontiguousarray(array).view(np.dtype(f"u{array.dtype.itemsize}"))
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, elem)
+
+
+def ort_feed(feed: Mapping[str, Any]) -> dict[str, Any]:
+    """A feed dict ONNX Runtime's ``run`` accepts, whatever the arrays' element types."""
+    return {name: to_ort(value) for name, value in feed.items()}

@@ -1,0 +1,439 @@
+"""Regression tests for the crash and wrong-output signatures measured on ONNX's backend test corpus
+(issue 11): each builds a small model with onnx.helper and runs ``edgedeploy build`` in-process
+(the CLI's own error mapping), then checks the artifact against ONNX Runtime's fp32 output.
+
+About 40 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.ortvalues import ort_feed
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    inits: list[onnx.TensorProto] = (),  # type: ignore[assignment]
+    opsets: dict[str, int] | None = None,
+    ir: int = 8,
+) -> onnx.ModelProto:
+    opsets = {"": 17} if opsets is None else opsets
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    model.ir_version = ir
+    return model
+
+
+def _vi(name: str, elem: int, shape: list[int] | None) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, path)
+    return path
+
+
+def build(model: Path, out: Path, *args: str) -> tuple[int, str]:
+    """``edgedeploy build`` in this process: (exit code, stderr)."""
+    from edgedeploy.cli import main
+
+    err = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["build", str(model), "-o", str(out), *args])
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), err.getvalue()
+
+
+def run(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return list(session.run(None, ort_feed(feed)))
+
+
+def assert_built_and_valid(model: Path, out: Path, *args: str) -> Path:
+    code, err = build(model, out, *args)
+    assert code == 0, err
+    precision = args[args.index("--precision") + 1] if "--precision" in args else "fp16"
+    artifact = out / f"{model.stem}.{precision}.onnx"
+    for path in out.glob("*.onnx"):
+        onnx.checker.check_model(str(path), full_check=True)
+    return artifact
+
+
+def assert_one_line_refusal(code: int, err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert len(lines[0]) < 300, lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------ fp16: feeds and inputs
+def test_fp16_build_of_a_bfloat16_input_model_feeds_it_through_onnx_types(tmp_path: Path) -> None:
+    """Was: RuntimeError: Numpy_type 256 can't be converted to MLDataType (calibration/observers.py)."""
+    model = _model(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Relu", ["xf"], ["y"]),
+        ],
+        [_vi("x", TensorProto.BFLOAT16, [2, 3])],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    import ml_dtypes
+
+    x = np.array([[1, -2, 3], [4, -5, 6]], np.float32).astype(ml_dtypes.bfloat16)
+    np.testing.assert_allclose(run(artifact, {"x": x})[0], [[1, 0, 3], [4, 0, 6]])
+
+
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT8E4M3FN, TensorProto.INT4])
+def test_fp16_build_of_float8_and_int4_input_models(tmp_path: Path, elem: int) -> None:
+    model = _model(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Neg", ["xf"], ["y"]),
+        ],
+        [_vi("x", elem, [2, 3])],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
+        opsets={"": 21},
+    )
+    assert_built_and_valid(_save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16")
+
+
+def test_model_without_inputs_builds_fp16_and_int8(tmp_path: Path) -> None:
+    """Was: StopIteration on a model with no graph inputs."""
+    value = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "c")
+    model = _model(
+        [helper.make_node("Constant", [], ["k"], value=value), helper.make_node("Relu", ["k"], ["y"])],
+        [],
+        [_vi("y", TensorProto.FLOAT, [2, 3])],
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
+    np.testing.assert_allclose(run(artifact, {})[0], np.arange(6).reshape(2, 3))
+    code, err = build(path, tmp_path / "i", "--precision", "int8")
+    assert_one_line_refusal(code, err, "nothing to quantize")
+
+
+def test_custom_domain_op_is_kept_as_it_is(tmp_path: Path) -> None:
+    """Was: InferenceError: No opset import for domain (a com.microsoft op beside default ones)."""
+    model = _model(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Gelu", ["r"], ["y"], domain="com.microsoft"),
+        ],
+        [_vi("x", TensorProto.FLOAT, [2, 4])],
+        [_vi("y", TensorProto.FLOAT, [2, 4])],
+        opsets={"": 17, "com.microsoft": 1},
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    assert any(n.domain == "com.microsoft" and n.op_type == "Gelu" for n in onnx.load(artifact).graph.node)
+
+
+def test_empty_conv_weight_does_not_break_the_range_analysis() -> None:
+    """Was: ValueError: cannot reshape array of size 0 (precision/analysis.py weight_ranges)."""
+    from edgedeploy.stages.precision.analysis import weight_ranges
+
+    empty = numpy_helper.from_array(np.zeros((0, 3, 1, 1), np.float32), "w")
+    full = numpy_helper.from_array(np.full((2, 3, 1, 1), 1e6, np.float32), "w2")
+    model = _model(
+        [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Conv", ["x", "w2"], ["y"])],
+        [_vi("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [_vi("a", TensorProto.FLOAT, None), _vi("y", TensorProto.FLOAT, None)],
+        [empty, full],
+    )
+    ranges = {w.name: w for w in weight_ranges(model)}
+    assert "w" not in ranges and ranges["w2"].stats.overflow == 6
+
+
+# ------------------------------------------------------------------ fp16: valid artifacts
+def test_fp16_artifact_is_topologically_sorted_when_an_fp32_node_reads_a_graph_input(tmp_path: Path) -> None:
+    """Was: checker 'Nodes in a graph must be topologically sorted' (input Casts appended at the end)."""
+    model = _model(
+        [helper.make_node("TopK", ["x", "k"], ["v", "i"]), helper.make_node("Relu", ["v"], ["y"])],
+        [_vi("x", TensorProto.FLOAT, [2, 5])],
+        [_vi("y", TensorProto.FLOAT, [2, 2]), _vi("i", TensorProto.INT64, [2, 2])],
+        [numpy_helper.from_array(np.array([2], np.int64), "k")],
+    )
+    assert_built_and_valid(_save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16")
+
+
+def test_constant_value_float_becomes_an_fp16_tensor(tmp_path: Path) -> None:
+    """Was: Constant(value_float) declared fp16 by the converter but left float (checker type error)."""
+    model = _model(
+        [
+            helper.make_node("Constant", [], ["a"], value_float=0.5),
+            helper.make_node("Mul", ["x", "a"], ["y"]),
+        ],
+        [_vi("x", TensorProto.FLOAT, [3])],
+        [_vi("y", TensorProto.FLOAT, [3])],
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    np.testing.assert_allclose(run(artifact, {"x": np.array([2, 4, 6], np.float32)})[0], [1, 2, 3])
+
+
+def test_casts_in_a_graph_without_default_opset_get_one(tmp_path: Path) -> None:
+    """Was: Casts inserted into a graph that imports only ai.onnx.ml (no default-domain opset)."""
+    model = _model(
+        [helper.make_node("Scaler", ["x"], ["y"], domain="ai.onnx.ml", offset=[1.0], scale=[2.0])],
+        [_vi("x", TensorProto.FLOAT, [2, 1])],
+        [_vi("y", TensorProto.FLOAT, [2, 1])],
+        opsets={"ai.onnx.ml": 1},
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    np.testing.assert_allclose(run(artifact, {"x": np.array([[3], [5]], np.float32)})[0], [[4], [8]])
+
+
+def test_scatter_with_reduction_stays_fp32_and_the_artifact_runs(tmp_path: Path) -> None:
+    """Was: artifact written and reported built, then 'fails to run' (no fp16 ScatterND reduction kernel)."""
+    model = _model(
+        [helper.make_node("ScatterND", ["x", "idx", "u"], ["y"], reduction="add")],
+        [_vi("x", TensorProto.FLOAT, [4, 2]), _vi("u", TensorProto.FLOAT, [2, 2])],
+        [_vi("y", TensorProto.FLOAT, [4, 2])],
+        [numpy_helper.from_array(np.array([[0], [2]], np.int64), "idx")],
+        opsets={"": 18},
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    out = run(artifact, {"x": np.ones((4, 2), np.float32), "u": np.full((2, 2), 2, np.float32)})[0]
+    np.testing.assert_allclose(out, [[3, 3], [1, 1], [3, 3], [1, 1]])
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "outputs"),
+    [
+        ("LayerNormalization", {"axis": 1}, ["y", "mean", "inv"]),
+        ("MeanVarianceNormalization", {"axes": [0, 1]}, ["y"]),
+        ("HammingWindow", {}, ["y"]),
+        ("EyeLike", {}, ["y"]),
+    ],
+)
+def test_ops_with_fixed_type_outputs_build_in_fp16(
+    tmp_path: Path, op: str, attrs: dict[str, object], outputs: list[str]
+) -> None:
+    """Were refused: outputs whose type the op fixes (stash_type, output_datatype, dtype) made fp16."""
+    if op == "HammingWindow":
+        nodes = [helper.make_node(op, ["n"], ["y"]), helper.make_node("Cast", ["x"], ["unused"], to=1)]
+        inputs = [_vi("n", TensorProto.INT64, []), _vi("x", TensorProto.FLOAT, [1])]
+        outs = [_vi("y", TensorProto.FLOAT, ["N"])]
+        feed = {"n": np.array(8, np.int64), "x": np.ones(1, np.float32)}
+    else:
+        extra = ["s", "b"] if op == "LayerNormalization" else []
+        nodes = [helper.make_node(op, ["x", *extra], outputs, **attrs)]
+        inputs = [_vi("x", TensorProto.FLOAT, [3, 4])]
+        shapes = {"y": [3, 4], "mean": [3, 1], "inv": [3, 1]}
+        outs = [_vi(o, TensorProto.FLOAT, shapes[o]) for o in outputs]
+        feed = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}
+    inits = (
+        [
+            numpy_helper.from_array(np.ones(4, np.float32), "s"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+        ]
+        if op == "LayerNormalization"
+        else []
+    )
+    path = _save(_model(nodes, inputs, outs, inits, opsets={"": 18}), tmp_path / "m.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
+    for got, want in zip(run(artifact, feed), run(path, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+
+
+def test_already_dynamically_quantized_model_is_recognised(tmp_path: Path) -> None:
+    """Was: an invalid fp16 artifact left on disk; int8: duplicate node names."""
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.uint8), "w")
+    model = _model(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+            helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"]),
+        ],
+        [_vi("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [_vi("y", TensorProto.INT32, [1, 2, 4, 4])],
+        [w],
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    code, err = build(path, tmp_path / "o", "--precision", "fp16")
+    assert_one_line_refusal(code, err, "already an int8 model")
+    assert not list((tmp_path / "o").glob("*.onnx")) if (tmp_path / "o").exists() else True
+    assert_built_and_valid(path, tmp_path / "i", "--precision", "int8")
+
+
+# ------------------------------------------------------------------ fp16: right outputs
+def test_reduceprod_kept_fp32_returns_its_value_not_inf(tmp_path: Path) -> None:
+    """Was: inf, because the fp32->fp16->fp32 round trip before the graph output was not removed;
+    also the fp32 node read its graph input rounded to fp16."""
+    model = _model(
+        [helper.make_node("ReduceProd", ["x"], ["y"], keepdims=0)],
+        [_vi("x", TensorProto.FLOAT, [1, 6])],
+        [_vi("y", TensorProto.FLOAT, [])],
+        opsets={"": 17},
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    x = np.array([[10.001, 10, 10, 10, 10, 10]], np.float32)  # 10.001 is not an fp16 value
+    np.savez(tmp_path / "calib.npz", x=np.repeat(x, 8, axis=0))
+    artifact = assert_built_and_valid(
+        path, tmp_path / "o", "--precision", "fp16", "--calib-data", str(tmp_path / "calib.npz")
+    )
+    np.testing.assert_allclose(run(artifact, {"x": x})[0], run(path, {"x": x})[0], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ int8
+def _conv_model(opset: int, ir: int, shape_ops: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["s" if shape_ops else "x", "w", "b"], ["c"], pads=[1, 1, 1, 1])]
+    nodes += [
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 3, 1]),
+    ]
+    if shape_ops:  # axes attributes: the version converter adds Constant nodes for them
+        nodes = [
+            helper.make_node("Unsqueeze", ["x"], ["u"], axes=[0]),
+            helper.make_node("Squeeze", ["u"], ["s"], axes=[0]),
+            *nodes,
+        ]
+    x = _vi("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    inputs = (
+        [x, _vi("w", TensorProto.FLOAT, [4, 3, 3, 3]), _vi("b", TensorProto.FLOAT, [4])] if ir == 3 else [x]
+    )
+    y = _vi("y", TensorProto.FLOAT, [1, 8, 8, 4])
+    return _model(nodes, inputs, [y], [w, b], opsets={"": opset}, ir=ir)
+
+
+@pytest.mark.parametrize("target", ["jetson-orin-nx", "x86-64-cpu"])
+def test_int8_of_an_ir3_model_whose_initializers_are_inputs(tmp_path: Path, target: str) -> None:
+    """Was: ValidationError '..._quantized in initializer but not in graph input' (check_qdq)."""
+    path = _save(_conv_model(9, 3), tmp_path / "m.onnx")
+    assert_built_and_valid(
+        path, tmp_path / "o", "--precision", "int8", "--target", target, "--calib-samples", "8"
+    )
+
+
+def test_int8_of_an_old_opset_model_plans_on_the_converted_graph(tmp_path: Path) -> None:
+    """Was: IndexError in calibration/qdq.py write_qdq, or 'the Q/DQ model has a cycle': the plan's
+    node indices came from the model before the opset conversion inserted Constant nodes."""
+    path = _save(_conv_model(11, 7, shape_ops=True), tmp_path / "m.onnx")
+    for target in ("jetson-orin-nx", "x86-64-cpu"):
+        artifact = assert_built_and_valid(
+            path, tmp_path / target, "--precision", "int8", "--target", target, "--calib-samples", "8"
+        )
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(artifact).graph.node)
+
+
+def test_int8_cpu_model_runs_at_the_default_optimization_level(tmp_path: Path) -> None:
+    """Was: 'output_dtype INT8 does not match y_zero_point type UINT8' (ORT's QDQS8ToU8 rewrite of our
+    int8/uint8 mix, through the Q/DQ it propagates across Transpose)."""
+    path = _save(_conv_model(17, 8), tmp_path / "m.onnx")
+    artifact = assert_built_and_valid(
+        path, tmp_path / "o", "--precision", "int8", "--target", "x86-64-cpu", "--calib-samples", "8"
+    )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    got, want = session.run(None, {"x": x})[0], run(path, {"x": x})[0]
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+# ------------------------------------------------------------------ messages
+def test_static_batch_larger_than_the_data_says_so(tmp_path: Path) -> None:
+    """Was: 'yielded no samples' when the model's static first dim exceeds the samples given."""
+    model = _model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_vi("x", TensorProto.FLOAT, [4, 3])],
+        [_vi("y", TensorProto.FLOAT, [4, 3])],
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.ones((2, 3), np.float32))
+    code, err = build(path, tmp_path / "o", "--precision", "fp16", "--calib-data", str(tmp_path / "d.npz"))
+    assert_one_line_refusal(code, err, "batch of 4", "2 sample")
+
+
+def test_failing_artifact_is_removed_and_named_without_temp_names(tmp_path: Path) -> None:
+    """The shared artifact check removes what fails and names the artifact, not a hidden temp file."""
+    from calibration.artifacts import ArtifactError, verify_artifact
+
+    bad = _model(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["y"], ["x2"])],
+        [_vi("x", TensorProto.FLOAT, [2])],
+        [_vi("x2", TensorProto.FLOAT, [2])],
+    )
+    bad.graph.node.reverse()  # not topologically sorted
+    path = _save(bad, tmp_path / ".model.fp16.onnx.tmp123.onnx")
+    with pytest.raises(ArtifactError) as info:
+        verify_artifact(path, what="the fp16 model of m.onnx")
+    assert not path.exists()
+    assert "tmp123" not in str(info.value) and "the fp16 model of m.onnx" in str(info.value)
+
+
+def test_random_integer_scalars_are_never_zero(tmp_path: Path) -> None:
+    """Was: the worker died of SIGFPE: STFT on a random frame_step of 0 (ONNX Runtime divides by it)."""
+    model = _model(
+        [helper.make_node("STFT", ["signal", "step", "", "length"], ["y"])],
+        [
+            _vi("signal", TensorProto.FLOAT, [1, 64, 1]),
+            _vi("step", TensorProto.INT64, []),
+            _vi("length", TensorProto.INT64, []),
+        ],
+        [_vi("y", TensorProto.FLOAT, [1, "F", "B", 2])],  # type: ignore[list-item]
+    )
+    assert_built_and_valid(_save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16")
+
+
+def test_sequence_input_keeps_its_float_type_in_fp16(tmp_path: Path) -> None:
+    """Was: the converter made a float sequence input float16; the artifact then failed on real data."""
+    seq = helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None)
+    model = _model(
+        [helper.make_node("SequenceAt", ["x", "i"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
+        [seq],
+        [_vi("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(1, np.int64), "i")],
+    )
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16"
+    )
+    assert onnx.load(artifact).graph.input[0].type == model.graph.input[0].type
+    got = run(artifact, {"x": [np.array([1, 2], np.float32), np.array([-3, 4], np.float32)]})[0]  # type: ignore[dict-item]
+    np.testing.assert_allclose(got, [0, 4])
+
+
+def test_int8_cpu_leaves_dilated_average_pool_in_float(tmp_path: Path) -> None:
+    """Was: refused: ONNX Runtime fused the Q/DQ AveragePool into a QLinearAveragePool without dilations."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w")
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], dilations=[2, 2]),
+        ],
+        [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [_vi("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [w],
+        opsets={"": 19},
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    assert_built_and_valid(
+        path, tmp_path / "o", "--precision", "int8", "--target", "x86-64-cpu", "--calib-samples", "8"
+    )
