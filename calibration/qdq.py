@@ -331,8 +331,12 @@ class _Planner:
 
 
 def plan_quantization(model: onnx.ModelProto, options: QuantizeOptions) -> QuantPlan:
-    """Decide which tensors get Q/DQ, which weights are quantized and along which axis."""
-    return _Planner(model, options).run()
+    """Decide which tensors get Q/DQ, which weights are quantized and along which axis.
+
+    The plan's node indices are those of the model at opset >= 13, as :func:`write_qdq` upgrades
+    it: an older model is planned on its (deterministic) upgrade, whose node list can differ.
+    """
+    return _Planner(_upgrade_opset(model), options).run()
 
 
 def _scalar(name: str, value: float | int, dtype: int) -> TensorProto:
