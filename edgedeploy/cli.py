@@ -150,7 +150,12 @@ def build(
     model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp16",
-    target: Annotated[str, typer.Option(help="Target name (see 'edgedeploy targets').")] = "x86-64-cpu",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Target name (see 'edgedeploy targets'); host = this CPU (x86-64-vnni or x86-64-cpu)."
+        ),
+    ] = "x86-64-cpu",
     backend: Annotated[str, typer.Option(help="auto, onnxruntime or tensorrt.")] = "auto",
     keep_io_types: Annotated[
         bool,
@@ -510,7 +515,9 @@ def bundle_create(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Bundle folder (a .tar.gz is written beside it).")
     ] = Path("bundle"),
-    target: Annotated[str, typer.Option(help="Target name.")] = "x86-64-cpu",
+    target: Annotated[
+        str, typer.Option(help="Target name; host = this CPU (x86-64-vnni or x86-64-cpu).")
+    ] = "x86-64-cpu",
     data: Annotated[
         str, typer.Option(help="Data for the compare summary and the reference outputs.")
     ] = "random",
@@ -720,7 +727,9 @@ def demo(
         "edgedeploy-demo"
     ),
     duration: Annotated[float, typer.Option(help="Profiling seconds per precision.")] = 2.0,
-    target: Annotated[str, typer.Option(help="Target name.")] = "x86-64-cpu",
+    target: Annotated[
+        str, typer.Option(help="Target name; host = this CPU (x86-64-vnni or x86-64-cpu).")
+    ] = "x86-64-cpu",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the table as JSON.")] = None,
 ) -> None:
     """Train a small CNN on scikit-learn's digits and run the whole pipeline on it for every precision.
