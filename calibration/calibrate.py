@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,22 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
-from calibration.qdq import QuantizeOptions, activation_scale, check_qdq, plan_quantization, write_qdq
+from calibration.qdq import (
+    QuantizeOptions,
+    QuantPlan,
+    activation_scale,
+    check_qdq,
+    plan_quantization,
+    upgraded,
+    write_qdq,
+)
 from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
+from calibration.select import SampleObserver, Selection, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "1"  # bump when statistics or algorithms change results
+HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 
 
 @dataclass(frozen=True)
@@ -102,17 +113,34 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 
 class _FirstFeed:
-    """Wraps a source and keeps its first feed (to test-run the written model)."""
+    """Wraps a source and keeps its first feed (to test-run the written model).
 
-    def __init__(self, source: DataSource) -> None:
+    With ``holdout`` (the auto algorithm), every 4th batch up to ``HOLDOUT_SAMPLES`` samples is
+    kept aside instead of reaching the statistics: the thresholds are judged on data they were
+    not computed from. A source of fewer than 4 batches holds nothing out (see ``held_out``).
+    """
+
+    def __init__(self, source: DataSource, holdout: bool = False) -> None:
         self.source = source
         self.first: dict[str, np.ndarray] | None = None
+        self.holdout = holdout
+        self.held: list[dict[str, np.ndarray]] = []
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for feed in self.source:
+        held = 0
+        for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
+            if self.holdout and index % 4 == 3 and held < HOLDOUT_SAMPLES:
+                self.held.append({k: v.copy() for k, v in feed.items()})
+                first = next(iter(feed.values()))
+                held += int(first.shape[0]) if first.ndim else 1
+                continue
             yield feed
+
+    def held_out(self) -> list[dict[str, np.ndarray]]:
+        """The held-out feeds, or the first feed when the source was too short to hold any out."""
+        return self.held or ([self.first] if self.first is not None else [])
 
 
 def run_check(model_bytes: bytes, feed: Mapping[str, np.ndarray] | None) -> None:
@@ -231,9 +259,13 @@ def calibrate(
             reason = "recalibrating: the exclusions need tensors the earlier calibration did not cover"
         else:
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
-        feed_holder = _FirstFeed(source)
+        auto = algo.algorithm == "auto"
+        feed_holder = _FirstFeed(source, holdout=auto)
         observer = HistogramObserver(options.bins, wanted)
         samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
+        selection = None
+        if auto:
+            selection = _select(model, plan, observer, feed_holder.held_out(), algo, options.threads)
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -252,7 +284,10 @@ def calibrate(
         thresholds = {}
         for name, lv in levels.items():
             hist = observer.histograms[name]
-            thr = compute_threshold(hist, algo, lv)
+            if selection is not None and name in selection.thresholds:
+                thr, rule = selection.thresholds[name], selection.rules[name]
+            else:
+                thr, rule = compute_threshold(hist, algo, lv), algo.algorithm
             thresholds[name] = thr
             qmax = 255 if lv == 256 else 127
             tensors.append(
@@ -264,6 +299,7 @@ def calibrate(
                     clipped_share(hist, thr),
                     "uint8" if lv == 256 else "int8",
                     observer.nonfinite.get(name, 0),
+                    rule,
                 )
             )
         cache_thresholds = {}
@@ -291,6 +327,14 @@ def calibrate(
             tensors=tensors,
             cache_thresholds=cache_thresholds,
             warnings=warnings,
+            selection=None
+            if selection is None
+            else {
+                "winner": selection.winner,
+                "held_out_cosine": selection.scores,
+                "held_out_samples": selection.held_out_samples,
+                "rules": dict(Counter(selection.rules.values())),
+            },
         )
         reused = False
 
@@ -334,6 +378,25 @@ def calibrate(
         warnings=report.warnings,
         report_data=report,
     )
+
+
+def _select(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    observer: HistogramObserver,
+    held_out: list[dict[str, np.ndarray]],
+    algo: AlgorithmOptions,
+    threads: int | None,
+) -> Selection:
+    """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose."""
+    base = upgraded(model)  # the plan's node indices are those of the upgraded model
+    levels = plan.levels()
+    samples = SampleObserver(list(levels))
+    collect(base, held_out, list(levels), [samples], threads=threads)
+    selection = select(base, plan, observer.histograms, levels, samples.values, held_out, algo)
+    first = [next(iter(f.values())) for f in held_out]
+    selection.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
+    return selection
 
 
 def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:

@@ -144,6 +144,11 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node values by tensor name."""
+    return _constants(model)
+
+
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:
@@ -353,6 +358,11 @@ def _unique(base: str, taken: set[str]) -> str:
 
 def activation_scale(threshold: float, qmax: int) -> float:
     return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
+
+
+def upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model at opset >= 13 as plan_quantization and write_qdq see it (itself when already)."""
+    return _upgrade_opset(model)
 
 
 def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:

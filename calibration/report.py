@@ -23,6 +23,7 @@ class TensorReport:
     clipped: float  # share of observed values with |x| > threshold
     dtype: str = "int8"  # int8, or uint8 for non-negative tensors in the onnxruntime placement
     nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
+    rule: str = ""  # the algorithm whose threshold this is (auto chooses per tensor)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class CalibrationReport:
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name
     trt_cache: dict[str, Any] | None = None  # version, header
     warnings: list[str] = field(default_factory=list)
+    selection: dict[str, Any] | None = None  # auto: winner, held-out cosine per candidate set
     format: int = REPORT_FORMAT
 
     def thresholds(self) -> dict[str, float]:

@@ -168,7 +168,9 @@ def build(
     calib_data: Annotated[
         str | None, typer.Option(help="int8: calibration data (folder, .npz, loader .py, random).")
     ] = None,
-    calib_algorithm: Annotated[str, typer.Option(help="int8: entropy, max, percentile or mse.")] = "entropy",
+    calib_algorithm: Annotated[
+        str, typer.Option(help="int8: auto (measured per tensor), entropy, max, percentile or mse.")
+    ] = "auto",
     calib_samples: Annotated[int, typer.Option(help="int8: number of calibration samples.")] = 512,
     calib_batch_size: Annotated[int, typer.Option(help="int8: calibration batch size.")] = 8,
     input: Annotated[

@@ -46,7 +46,7 @@ def calibrate_command(
         str | None,
         typer.Option("--data", help="random[:SEED], FILE.npz/.npy, a folder, or a load_data() script."),
     ] = None,
-    algorithm: Annotated[str, typer.Option(help="entropy | max | percentile | mse")] = "entropy",
+    algorithm: Annotated[str, typer.Option(help="auto | entropy | max | percentile | mse")] = "auto",
     percentile: Annotated[float, typer.Option(help="Percentile for --algorithm percentile.")] = 99.99,
     samples: Annotated[
         int | None,

@@ -89,7 +89,7 @@ def make_int8(
     *,
     target: Target,
     source: DataSource,
-    algorithm: str = "entropy",
+    algorithm: str = "auto",
     percentile: float = 99.99,
     exclude_nodes: Sequence[str] = (),
     exclude_ops: Sequence[str] = (),
