@@ -967,20 +967,52 @@ def cpu_line() -> str:
     return f"CPU: {model}, {os.cpu_count()} cores; 8-bit dot products (VNNI): {why}"
 
 
+def _cell(rows: list[dict[str, Any]], model: str, method: str, what: str = "acc") -> str:
+    r = next((r for r in rows if r["model"] == model and r["method"] == method), None)
+    if r is None:
+        return "-"
+    if "error" in r:
+        return "error"
+    if what == "acc":
+        return f"{r['cosine']:.4f} / {r['task']:.3f}"
+    if what == "fp16":
+        share = r.get("fp16_heavy")
+        return f"{r['cosine']:.5f} / {r['task']:.3f} / {'-' if share is None else f'{share:.0%}'}"
+    return f"{r['seconds']:.1f} s, {r['peak_mb']:.0f} MB"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one row per model and method."""
-    head = "| model | kind | method | cosine | task metric | heavy ops in low precision | time s | peak MB |"
-    lines = [head, "|" + "---|" * 8]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['kind']} | {r['method']} | error: {r['error'][:80]} | | | | |")
-            continue
-        share = r.get("fp16_heavy", r.get("int8_heavy"))
-        lines.append(
-            f"| {r['model']} | {r['kind']} | {r['method']} | {r['cosine']:.5f} | {r['metric']} {r['task']:.3f} | "
-            f"{'-' if share is None else f'{share:.0%}'} | {r['seconds']:.2f} | {r['peak_mb']:.0f} |"
+    """Markdown: INT8 and FP16 side by side per model, then time and memory."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    kinds = {r["model"]: (r["kind"], r["metric"]) for r in rows}
+    int8 = ["ours-int8-gpu", "modelopt-int8", "ours-int8-cpu", "ours-int8-vnni", "ort-int8"]
+    out = [
+        "INT8, cosine vs FP32 / task metric (GPU placement: TensorRT's Q/DQ rules, run in ORT; "
+        "cpu: x86-64-cpu, 7-bit weights; vnni: x86-64-vnni)",
+        "",
+        "| model | kind | task metric | " + " | ".join(int8) + " |",
+        "|" + "---|" * (3 + len(int8)),
+    ]
+    for m in models:
+        cells = " | ".join(_cell(rows, m, k) for k in int8)
+        out.append(f"| {m} | {kinds[m][0]} | {kinds[m][1]} | {cells} |")
+    out += [
+        "",
+        "FP16, cosine vs FP32 (emulated fp16 storage) / task metric / share of Conv, MatMul, Gemm in fp16",
+        "",
+        "| model | ours-fp16 | modelopt-fp16 (AutoCast) |",
+        "|---|---|---|",
+    ]
+    for m in models:
+        out.append(
+            f"| {m} | {_cell(rows, m, 'ours-fp16', 'fp16')} | {_cell(rows, m, 'modelopt-fp16', 'fp16')} |"
         )
-    return "\n".join(lines)
+    timed = ["ours-fp16", "modelopt-fp16", "ours-int8-gpu", "ours-int8-cpu", "modelopt-int8", "ort-int8"]
+    out += ["", "Wall time of the conversion call, peak memory over the baseline", ""]
+    out += ["| model | " + " | ".join(timed) + " |", "|" + "---|" * (1 + len(timed))]
+    for m in models:
+        out.append(f"| {m} | " + " | ".join(_cell(rows, m, k, "time") for k in timed) + " |")
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -1010,13 +1042,13 @@ def main() -> int:
         mo, why = modelopt_python(not args.no_install, "modelopt.onnx.quantization")
         if mo is None:
             print(f"Model Optimizer: {why}")
-    print(cpu_line())
+    print(cpu_line(), flush=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgedeploy-real-models-"))
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    for spec in SPECS:
-        if spec.key not in args.models.split(","):
-            continue
+    by_key = {s.key: s for s in SPECS}
+    for key in dict.fromkeys(args.models.split(",")):  # in the order given
+        spec = by_key[key]
         try:
             rows += bench(spec, work, args.samples, args.eval_samples, methods, mo)
         except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
