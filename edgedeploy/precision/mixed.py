@@ -145,6 +145,11 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
             "kept": result.kept,
             "reached": result.steps[-1].measured,
             "steps": len(result.steps),
+            "cost": {
+                "measurements": result.measurements,
+                "seconds": round(result.seconds, 2),
+                "ranking": result.ranking,
+            },  # fmt: skip
             "file": path.name,
         }
     }
