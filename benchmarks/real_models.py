@@ -697,6 +697,8 @@ METHODS = (
     "modelopt-int8",
     "ort-int8",
 )
+# not in the default run: --budget adds it (build's --accuracy-budget on the GPU placement)
+BUDGET_METHOD = "ours-int8-budget"
 TARGETS = {"ours-int8-gpu": "jetson-orin-nx", "ours-int8-cpu": "x86-64-cpu", "ours-int8-vnni": "x86-64-vnni"}
 
 MODELOPT_INT8 = r"""
@@ -748,6 +750,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
     import onnxruntime  # noqa: F401  (imported before the baseline in every worker)
 
     folder = str(Path(calib).with_suffix(""))  # the same samples as per-batch .npz files
+    extra: dict[str, Any] = {}
     if method == "ours-fp16":
         from edgedeploy.build import BuildRequest, CalibrationRequest
         from edgedeploy.precision.mixed import make_fp16_checked
@@ -768,6 +771,24 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         baseline, start = _hwm_kb(), time.perf_counter()
         source = open_calibration_data(Path(model), folder, batch_size=int(batch))
         make_int8(Path(model), Path(out), target=target, source=source, force=True)
+    elif method == BUDGET_METHOD:
+        from edgedeploy.build import BuildRequest, CalibrationRequest, make_precision
+        from edgedeploy.errors import GateFailed
+        from edgedeploy.targets import load_target
+
+        request = BuildRequest(
+            "int8",
+            load_target("jetson-orin-nx"),
+            calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
+            accuracy_budget=os.environ["EDGEDEPLOY_BENCH_BUDGET"],
+        )
+        baseline, start = _hwm_kb(), time.perf_counter()
+        try:
+            artifact = make_precision(Path(model), request, Path(out).parent / "budget")
+        except GateFailed as exc:
+            raise SystemExit(f"GateFailed: {exc}") from None
+        Path(artifact.path).replace(out)
+        extra = artifact.info.get("accuracy_budget", {})
     elif method == "ort-int8":
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -795,7 +816,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
     else:
         raise SystemExit(f"unknown method {method}")
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_kb": _hwm_kb(), "baseline_kb": baseline}))
+    print(json.dumps({"seconds": seconds, "peak_kb": _hwm_kb(), "baseline_kb": baseline, **extra}))
 
 
 def run_method(
@@ -831,7 +852,12 @@ def run_method(
         )
         return {"error": f"exit {proc.returncode}: {tail.strip()[:240]}"}
     result = json.loads(lines[-1])
-    return {"seconds": result["seconds"], "peak_mb": (result["peak_kb"] - result["baseline_kb"]) / 1024}
+    out_row = {"seconds": result["seconds"], "peak_mb": (result["peak_kb"] - result["baseline_kb"]) / 1024}
+    if "kept" in result:  # the accuracy budget: what it kept and what the search cost
+        out_row["budget"] = {
+            k: result[k] for k in ("budget", "met", "kept", "reached", "cost") if k in result
+        }
+    return out_row
 
 
 # --------------------------------------------------------------------------- scoring
@@ -947,6 +973,14 @@ def bench(
 def _line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['model']:12s} {r['method']:15s} ERROR {r['error']}"
+    if "budget" in r:
+        b = r["budget"]
+        cost = b.get("cost", {})
+        return (
+            f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
+            f"budget {b.get('budget')} met {b.get('met')}: {len(b.get('kept', []))} layer(s) kept in fp32, "
+            f"{cost.get('measurements')} measurements ({cost.get('ranking')}), {r['seconds']:.1f}s"
+        )
     share = r.get("fp16_heavy", r.get("int8_heavy"))
     return (
         f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
@@ -1022,6 +1056,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--samples", type=int, default=64, help="calibration samples per model")
     parser.add_argument("--eval-samples", type=int, default=64)
+    parser.add_argument("--budget", help=f"also run {BUDGET_METHOD}: build int8 with this accuracy budget")
     parser.add_argument("--no-modelopt", action="store_true")
     parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -1031,7 +1066,10 @@ def main() -> int:
         worker(*args.worker)
         return 0
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in METHODS] + [
+    if args.budget:
+        os.environ["EDGEDEPLOY_BENCH_BUDGET"] = args.budget
+        methods.append(BUDGET_METHOD)
+    unknown = [m for m in methods if m not in (*METHODS, BUDGET_METHOD)] + [
         k for k in args.models.split(",") if k not in {s.key for s in SPECS}
     ]
     if unknown:
