@@ -16,7 +16,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
 from calibration.qdq import (
+    ORT_QLINEAR_OPS,
     QuantizeOptions,
     QuantPlan,
     activation_scale,
@@ -194,7 +195,8 @@ def calibrate(
     base_levels = plan_quantization(model, QuantizeOptions(qopts.placement, qopts.weight_bits)).levels()
     levels = {**base_levels, **plan.levels()}
     cache_tensors = float_tensor_names(model) if options.trt_version else []
-    wanted = list(dict.fromkeys([*levels, *cache_tensors]))
+    lean = _lean_plan(model, qopts) if algo.algorithm == "auto" else None
+    wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
     if not plan.levels():
         raise CalibrationError(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
@@ -246,6 +248,9 @@ def calibrate(
             )
         reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
         report = previous
+        chosen = tuple((report.selection or {}).get("exclude_ops", ()))
+        if chosen:  # auto chose to leave these ops in float on this placement
+            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
         thresholds = report.thresholds()
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
@@ -265,7 +270,10 @@ def calibrate(
         samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
         selection = None
         if auto:
-            selection = _select(model, plan, observer, feed_holder.held_out(), algo, options.threads)
+            selection = _select(model, plan, lean, observer, feed_holder.held_out(), algo, options.threads)
+            if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
+                plan = lean
+                levels = {**levels, **lean.levels()}
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -334,6 +342,8 @@ def calibrate(
                 "held_out_cosine": selection.scores,
                 "held_out_samples": selection.held_out_samples,
                 "rules": dict(Counter(selection.rules.values())),
+                "exclude_ops": list(selection.exclude_ops),
+                "placement_alternatives": selection.alternatives,
             },
         )
         reused = False
@@ -380,23 +390,53 @@ def calibrate(
     )
 
 
+def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
+    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
+    if qopts.placement != "onnxruntime":
+        return None
+    extra = tuple(op for op in ORT_QLINEAR_OPS if op not in qopts.exclude_ops)
+    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra))
+    full = plan_quantization(model, qopts)
+    return lean if lean.levels() and set(lean.levels()) != set(full.levels()) else None
+
+
 def _select(
     model: onnx.ModelProto,
     plan: QuantPlan,
+    lean: QuantPlan | None,
     observer: HistogramObserver,
     held_out: list[dict[str, np.ndarray]],
     algo: AlgorithmOptions,
     threads: int | None,
 ) -> Selection:
-    """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose."""
+    """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose.
+
+    In ONNX Runtime's placement, the plan that also quantizes Add, Concat and the pools (the
+    integer chain ORT fuses) is measured against the one that leaves them in float: on a
+    spectrogram front end (x*x + y*y before a sqrt), int8 on those ops costs more than it saves.
+    """
     base = upgraded(model)  # the plan's node indices are those of the upgraded model
-    levels = plan.levels()
-    samples = SampleObserver(list(levels))
-    collect(base, held_out, list(levels), [samples], threads=threads)
-    selection = select(base, plan, observer.histograms, levels, samples.values, held_out, algo)
+    variants: dict[tuple[str, ...], QuantPlan] = {(): plan}
+    if lean is not None:
+        variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
+    wanted = list(dict.fromkeys(name for p in variants.values() for name in p.activations))
+    samples = SampleObserver(wanted)
+    collect(base, held_out, wanted, [samples], threads=threads)
+    best: Selection | None = None
+    for excluded, variant in variants.items():
+        levels = variant.levels()
+        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo)
+        selection.exclude_ops = excluded
+        if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
+            if best is not None:
+                selection.alternatives = {**best.alternatives, "quantize all": best.scores[best.winner]}
+            best = selection
+        else:
+            best.alternatives[f"leave {', '.join(excluded)} in float"] = selection.scores[selection.winner]
+    assert best is not None
     first = [next(iter(f.values())) for f in held_out]
-    selection.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
-    return selection
+    best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
+    return best
 
 
 def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:

@@ -44,6 +44,8 @@ class Selection:
     winner: str  # "per-tensor" or one of RULES
     scores: dict[str, float] = field(default_factory=dict)  # candidate set -> held-out cosine
     held_out_samples: int = 0
+    exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
+    alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
 
 
 class SampleObserver:
@@ -179,15 +181,24 @@ def choose_per_tensor(
                 if runner is None or feed is None:
                     continue
                 try:
-                    checks.append((runner, runner.node.input[j], feed, runner.run(feed)))
+                    ref = runner.run(feed)
+                    inp = runner.node.input[j]
+                    shaped = feed.get(inp, samples.get(inp, [x])[k] if k < len(samples.get(inp, [x])) else x)
+                    runner.run({**feed, inp: shaped})  # the value that stands for the input fits it
+                    checks.append((runner, inp, feed, ref))
                 except Exception:  # shapes that do not line up once sliced: judged by the tensor itself
                     continue
             for thr in unique:
-                q = fake_quant(x, thr, unsigned)
-                if checks:
-                    errors[thr] += sum(_relative(r.run({**f, inp: q}), ref) for r, inp, f, ref in checks)
-                else:
-                    errors[thr] += _relative(q.astype(np.float64), x.astype(np.float64))
+                total = 0.0
+                for runner, inp, feed, ref in checks:  # a pass-through consumer reads its own tensor
+                    value = feed.get(inp)
+                    if value is None:
+                        value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
+                    total += _relative(runner.run({**feed, inp: fake_quant(value, thr, unsigned)}), ref)
+                if not checks:
+                    xd = x.astype(np.float64)
+                    total = _relative(fake_quant(x, thr, unsigned).astype(np.float64), xd)
+                errors[thr] += total
         best = min(errors, key=lambda t: (errors[t], RULES.index(unique[t])))
         thresholds[name], rules[name] = best, unique[best]
     return thresholds, rules
