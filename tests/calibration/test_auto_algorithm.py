@@ -103,3 +103,51 @@ def test_model_level_score_compares_logits_before_a_softmax_behind_an_identity()
         ],
     )
     assert scored_tensors(helper.make_model(graph)) == ["logits", "r"]
+
+
+def power_model(path: Path) -> Path:
+    """A spectrogram-like front end: two Convs, squares summed by an Add, sqrt, then a Conv."""
+    rng = np.random.default_rng(3)
+    w = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), f"w{i}")
+         for i, s in enumerate([(8, 1, 9), (8, 1, 9), (4, 8, 3)])]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["re"], pads=[4, 4], name="conv_re"),
+        helper.make_node("Conv", ["x", "w1"], ["im"], pads=[4, 4], name="conv_im"),
+        helper.make_node("Mul", ["re", "re"], ["re2"], name="sq_re"),
+        helper.make_node("Mul", ["im", "im"], ["im2"], name="sq_im"),
+        helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
+        helper.make_node("Sqrt", ["power"], ["mag"], name="mag"),
+        helper.make_node("Conv", ["mag", "w2"], ["y"], pads=[1, 1], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "power",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 64])],
+        w,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_auto_on_onnxruntime_placement_measures_leaving_the_add_of_squares_in_float(tmp_path: Path) -> None:
+    model = power_model(tmp_path / "power.onnx")
+    rng = np.random.default_rng(4)
+    loud = 10.0 ** rng.uniform(-2, 1, (128, 1, 1))  # quiet and loud frames: a wide dynamic range
+    np.savez(tmp_path / "calib.npz", x=(rng.standard_normal((128, 1, 64)) * loud).astype(np.float32))
+    inputs, _ = model_io(model)
+    source = open_source(str(tmp_path / "calib.npz"), inputs, batch_size=8)
+    options = CalibrationOptions(algorithm="auto", placement="onnxruntime")
+    result = calibrate(model, source, options, tmp_path / "out")
+    selection = json.loads(result.report.read_text())["selection"]
+    assert "Add" in selection["exclude_ops"]
+    assert (
+        selection["held_out_cosine"][selection["winner"]]
+        > selection["placement_alternatives"]["quantize all"]
+    )
+    ops = [n.op_type for n in onnx.load(result.model).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and "power_quantized" not in {
+        o for n in onnx.load(result.model).graph.node for o in n.output
+    }
+    again = calibrate(model, source, options, tmp_path / "out")  # reuse keeps the chosen plan
+    assert again.skipped
