@@ -763,14 +763,6 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         )
         baseline, start = _hwm_kb(), time.perf_counter()
         make_fp16_checked(Path(model), Path(out), request)
-    elif method.startswith("ours-int8"):
-        from edgedeploy.precision.int8 import make_int8, open_calibration_data
-        from edgedeploy.targets import load_target
-
-        target = load_target(TARGETS[method])
-        baseline, start = _hwm_kb(), time.perf_counter()
-        source = open_calibration_data(Path(model), folder, batch_size=int(batch))
-        make_int8(Path(model), Path(out), target=target, source=source, force=True)
     elif method == BUDGET_METHOD:
         from edgedeploy.build import BuildRequest, CalibrationRequest, make_precision
         from edgedeploy.errors import GateFailed
@@ -789,6 +781,14 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
             raise SystemExit(f"GateFailed: {exc}") from None
         Path(artifact.path).replace(out)
         extra = artifact.info.get("accuracy_budget", {})
+    elif method.startswith("ours-int8"):
+        from edgedeploy.precision.int8 import make_int8, open_calibration_data
+        from edgedeploy.targets import load_target
+
+        target = load_target(TARGETS[method])
+        baseline, start = _hwm_kb(), time.perf_counter()
+        source = open_calibration_data(Path(model), folder, batch_size=int(batch))
+        make_int8(Path(model), Path(out), target=target, source=source, force=True)
     elif method == "ort-int8":
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
