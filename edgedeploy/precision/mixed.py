@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SYNTHETIC_SAMPLES = 32
 EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
+RELEASE_SAMPLES = 16  # samples on which a flagged fp16 node is tried back in fp16
 
 
 def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
@@ -71,8 +72,8 @@ def _sidecar(dest: Path, suffix: str) -> Path:
 
 def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
     """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked)."""
-    from edgedeploy.precision.analysis import report_json
-    from edgedeploy.precision.islands import plan_islands
+    from edgedeploy.precision.analysis import load_for_analysis, report_json
+    from edgedeploy.precision.islands import plan_islands, release_measured
 
     options = request.fp16
     files: list[Path] = []
@@ -83,16 +84,24 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if request.fp16_analysis and source is not None:
         with ui.progress("fp16 range analysis") as advance:
             auto, report = plan_islands(model, source, data_description=source.describe())
+            advance(0.5)
+            # a rule's island stays only where emulated fp16 measurably changes the outputs
+            auto, released = release_measured(
+                load_for_analysis(model), auto, report, _feeds(source, RELEASE_SAMPLES)
+            )
             advance(1.0)
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
             f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
+            + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
+        report.notes.extend(released)
         ranges = atomic_write_json(_sidecar(dest, ".ranges.json"), to_jsonable(report_json(report)))
         files.append(ranges)
-        info.update({"range_analysis": report.summary(), "auto_fp32_nodes": len(auto), "ranges": ranges.name})
+        info.update({"range_analysis": report.summary(), "auto_fp32_nodes": len(auto), "ranges": ranges.name,
+                     "released_fp32_nodes": len(released)})  # fmt: skip
     with ui.progress("fp16 conversion") as advance:
         artifact = make_fp16(model, dest, options)
         advance(1.0)
@@ -149,7 +158,7 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
                 "measurements": result.measurements,
                 "seconds": round(result.seconds, 2),
                 "ranking": result.ranking,
-            },  # fmt: skip
+            },
             "file": path.name,
         }
     }
