@@ -699,6 +699,7 @@ METHODS = (
 )
 # not in the default run: --budget adds it (build's --accuracy-budget on the GPU placement)
 BUDGET_METHOD = "ours-int8-budget"
+METHOD_TIMEOUT = 900  # seconds per method and model: a peer that hangs is reported, not waited for
 TARGETS = {"ours-int8-gpu": "jetson-orin-nx", "ours-int8-cpu": "x86-64-cpu", "ours-int8-vnni": "x86-64-vnni"}
 
 MODELOPT_INT8 = r"""
@@ -841,9 +842,11 @@ def run_method(
         ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=3600)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=METHOD_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
-        return {"error": "timed out after 3600 s"}
+        return {"error": f"timed out after {METHOD_TIMEOUT} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines or not out.exists():
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
