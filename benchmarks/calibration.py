@@ -152,8 +152,8 @@ def digits_model(work: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
     """The demo's digits CNN, trained here; returns model, training images, test images, labels."""
     import torch
 
-    from edgedeploy.demo import load_digits_data, train_digits_cnn
-    from edgedeploy.export import ExportOptions, export_module
+    from edgedeploy.pipeline.demo import load_digits_data, train_digits_cnn
+    from edgedeploy.stages.export import ExportOptions, export_module
 
     data = load_digits_data()
     model, _ = train_digits_cnn(data)

@@ -128,7 +128,7 @@ def detector() -> Any:
 def export(model: Any, example: dict[str, np.ndarray], dest: Path, outputs: list[str]) -> Path:
     import torch
 
-    from edgedeploy.export import ExportOptions, export_module
+    from edgedeploy.stages.export import ExportOptions, export_module
 
     export_module(
         model, {k: torch.from_numpy(v) for k, v in example.items()}, dest, ExportOptions(output_names=outputs)
@@ -174,8 +174,8 @@ def measure(
 ) -> Row:
     import onnxruntime as ort
 
-    from edgedeploy.precision.emulate import emulate_fp16, fp32_nodes_of_converted
-    from edgedeploy.precision.fp16 import ensure_node_names
+    from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
+    from edgedeploy.stages.precision.fp16 import ensure_node_names
 
     if converted is None:
         return Row(name, converter, seconds, None, None, None, None, None, None, note)
@@ -227,8 +227,8 @@ def _cosine(ref: list[list[np.ndarray]], cand: list[list[np.ndarray]]) -> float:
 
 
 def run_edgedeploy(path: Path, data_dir: Path, work: Path) -> tuple[onnx.ModelProto, float]:
-    from edgedeploy.build import BuildRequest, CalibrationRequest
-    from edgedeploy.precision.mixed import make_fp16_checked
+    from edgedeploy.options import BuildRequest, CalibrationRequest
+    from edgedeploy.stages.precision.mixed import make_fp16_checked
     from edgedeploy.targets import load_target
 
     request = BuildRequest(

@@ -39,7 +39,7 @@ the baseline after imports):
 - ``ort-int8``: ONNX Runtime ``quantize_static`` (QDQ, per-channel, MinMax, u8 activations).
 
 Scoring in ONNX Runtime on the CPU against FP32: cosine (min over outputs) and the task metric;
-FP16 models through the CPU emulation of fp16 storage (edgedeploy.precision.emulate), as ORT's
+FP16 models through the CPU emulation of fp16 storage (edgedeploy.stages.precision.emulate), as ORT's
 CPU provider computes fp16 ops in fp32. FP16 share of Conv/MatMul/Gemm is reported too.
 
     python benchmarks/real_models.py [--models ocr-cls,ocr-rec] [--methods ...] [--samples 64]
@@ -753,8 +753,8 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
     folder = str(Path(calib).with_suffix(""))  # the same samples as per-batch .npz files
     extra: dict[str, Any] = {}
     if method == "ours-fp16":
-        from edgedeploy.build import BuildRequest, CalibrationRequest
-        from edgedeploy.precision.mixed import make_fp16_checked
+        from edgedeploy.options import BuildRequest, CalibrationRequest
+        from edgedeploy.stages.precision.mixed import make_fp16_checked
         from edgedeploy.targets import load_target
 
         request = BuildRequest(
@@ -765,8 +765,9 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         baseline, start = _hwm_kb(), time.perf_counter()
         make_fp16_checked(Path(model), Path(out), request)
     elif method == BUDGET_METHOD:
-        from edgedeploy.build import BuildRequest, CalibrationRequest, make_precision
         from edgedeploy.errors import GateFailed
+        from edgedeploy.options import BuildRequest, CalibrationRequest
+        from edgedeploy.stages.build import make_precision
         from edgedeploy.targets import load_target
 
         request = BuildRequest(
@@ -783,7 +784,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         Path(artifact.path).replace(out)
         extra = artifact.info.get("accuracy_budget", {})
     elif method.startswith("ours-int8"):
-        from edgedeploy.precision.int8 import make_int8, open_calibration_data
+        from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
         from edgedeploy.targets import load_target
 
         target = load_target(TARGETS[method])
@@ -901,8 +902,8 @@ def fp16_scoring_model(reference: Path, converted: Path) -> tuple[Any, float | N
     """The emulation of ``converted``'s precision plan on ``reference`` and its fp16 share of heavy ops."""
     import onnx
 
-    from edgedeploy.precision.emulate import emulate_fp16, fp32_nodes_of_converted
-    from edgedeploy.precision.fp16 import ensure_node_names
+    from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
+    from edgedeploy.stages.precision.fp16 import ensure_node_names
 
     ref = onnx.load(reference)
     ensure_node_names(ref)
@@ -992,7 +993,7 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def cpu_line() -> str:
-    from edgedeploy.precision.int8 import cpu_has_vnni
+    from edgedeploy.stages.precision.int8 import cpu_has_vnni
 
     model = platform.processor() or platform.machine()
     try:

@@ -29,8 +29,8 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
+from calibration.feeds import DataSource, Feed, rebatch
 from calibration.modelinfo import TensorSpec
-from calibration.sources import DataSource, Feed, _rebatch
 
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("nchw", "nhwc")
@@ -211,7 +211,7 @@ def image_folder_source(
     chosen = list(files[:samples] if samples else files)
 
     def make() -> Iterator[Feed]:
-        return _rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)
+        return rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)
 
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in chosen],

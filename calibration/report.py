@@ -82,12 +82,19 @@ def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
         return None
 
 
-def print_table(report: CalibrationReport, console: Any = None, limit: int | None = 40) -> None:
-    """A rich table of the per-tensor figures (the first ``limit`` tensors, worst clipping first)."""
+def print_table(
+    report: CalibrationReport, console: Any = None, limit: int | None = 40, notes: Any = None
+) -> None:
+    """A rich table of the per-tensor figures (the first ``limit`` tensors, worst clipping first).
+
+    The table goes to ``console``, the lines around it (more tensors, warnings) to ``notes``
+    (the same console unless given: the CLI puts words on stderr).
+    """
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    notes = notes or console
     title = (
         f"INT8 calibration: {report.algorithm.get('algorithm')} on {report.samples} samples"
         f"{' (SYNTHETIC data)' if report.synthetic else ''}, {report.placement} placement"
@@ -102,6 +109,6 @@ def print_table(report: CalibrationReport, console: Any = None, limit: int | Non
         )
     console.print(table)
     if limit and len(rows) > limit:
-        console.print(f"... {len(rows) - limit} more tensors in the JSON report")
+        notes.print(f"... {len(rows) - limit} more tensors in the JSON report")
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        notes.print(f"[yellow]warning:[/yellow] {warning}")

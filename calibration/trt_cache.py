@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from calibration.errors import CalibrationError
+from calibration.qdq import QuantizeOptions, activation_scale, plan_quantization, write_qdq
 
 if TYPE_CHECKING:
     import onnx
@@ -98,7 +99,6 @@ def cache_algorithm(algorithm: str) -> str:
 
 def make_cache(thresholds: Mapping[str, float], version: str, algorithm: str) -> CalibrationCache:
     """A cache from tensor thresholds (amax); ``algorithm`` is ours (entropy, max, ...)."""
-    from calibration.qdq import activation_scale
 
     encode_version(version)  # refuse TensorRT 11+ early
     # the same floor as the Q/DQ model: an all-zero tensor must not get a scale of 0
@@ -158,8 +158,6 @@ def cache_to_qdq(
     Nodes whose activation tensors the cache does not cover are left in float.
     """
     import onnx
-
-    from calibration.qdq import QuantizeOptions, plan_quantization, write_qdq
 
     cache = read_cache(cache_path)
     model = onnx.load(os.fspath(model_path))

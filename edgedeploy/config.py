@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.build import CalibrationSettings
 from edgedeploy.errors import InputError
+from edgedeploy.options import CalibrationSettings
 from edgedeploy.targets import DEFAULT_TARGET
 
 if sys.version_info >= (3, 11):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.atomic import atomic_path, sha256_file
+from edgedeploy.results import dumps
 
 __all__ = [
     "atomic_dir",
@@ -58,9 +59,8 @@ def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
-    from edgedeploy.results import to_jsonable
 
-    return atomic_write_text(dest, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(dest, dumps(obj))
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""One function that turns result dataclasses into JSON, so CLI, manifest and report agree."""
+"""One function that turns result dataclasses into JSON, so CLI, manifest and report agree.
+
+Conversion only; files are written by :func:`edgedeploy.fileio.atomic_write_json`, the one JSON writer.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +39,3 @@ def to_jsonable(obj: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     return json.dumps(to_jsonable(obj), indent=2) + "\n"
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (used by every ``--json FILE`` option)."""
-    from edgedeploy.fileio import atomic_write_text
-
-    atomic_write_text(path, dumps(obj))

@@ -29,8 +29,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     """The demo's CNN trained on scikit-learn's digits, exported with a dynamic batch axis."""
     import torch
 
-    from edgedeploy.demo import load_digits_data, train_digits_cnn
-    from edgedeploy.export import ExportOptions, export_module
+    from edgedeploy.pipeline.demo import load_digits_data, train_digits_cnn
+    from edgedeploy.stages.export import ExportOptions, export_module
 
     root = tmp_path_factory.mktemp("digits")
     data = load_digits_data()
@@ -80,7 +80,7 @@ def two_io_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def two_io_onnx(two_io_module: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgedeploy.export import ExportOptions, export
+    from edgedeploy.stages.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("twoio_onnx") / "twoio.onnx"
     export(f"{two_io_module}:build:example_inputs", out, ExportOptions(output_names=["scores", "mean"]))

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edgedeploy.compare import Gates, output_metrics
+from edgedeploy.stages.compare import Gates, output_metrics
 from tests.conftest import Digits, assert_clean_input_error, run_cli
 
 

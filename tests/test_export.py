@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgedeploy.export import ExportOptions, InputShape, export
+from edgedeploy.stages.export import ExportOptions, InputShape, export
 from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgedeploy.compare import Gates, compare
 from edgedeploy.errors import InputError
-from edgedeploy.precision.fp16 import Fp16Options, make_fp16
+from edgedeploy.options import Fp16Options
+from edgedeploy.stages.compare import Gates, compare
+from edgedeploy.stages.precision.fp16 import make_fp16
 from tests.conftest import Digits
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgedeploy.precision.int8 import weight_bits_for
+from edgedeploy.stages.precision.int8 import weight_bits_for
 from edgedeploy.targets import host_target_name, load_target
 
 

@@ -1,4 +1,4 @@
-"""The package uses none of the TensorRT APIs removed in 10.0 (tensorrt-facts.md).
+"""The package uses none of the TensorRT APIs removed in 10.0 (docs/tensorrt-facts.md, "Building an engine").
 
 mypy against the stubs catches these in typed code; this grep also covers strings, comments
 that became code, and modules mypy treats as Any. Words are matched as attribute accesses

@@ -168,7 +168,7 @@ def test_the_readme_config_reference_is_a_valid_config(tmp_path: Path) -> None:
 def test_an_interrupted_run_resumes_from_the_finished_stages(
     digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgedeploy.pipeline as pipeline
+    import edgedeploy.pipeline.run as pipeline
 
     config = load_config(_config(tmp_path, digits))
     real_profile = pipeline.profile

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgedeploy.errors import InputError
-from edgedeploy.profile import ProfileOptions, profile
+from edgedeploy.stages.profile import ProfileOptions, profile
 from tests.conftest import Digits, assert_clean_input_error, run_cli
 
 
@@ -65,7 +65,7 @@ def test_engine_without_tensorrt_exits_2_with_how_to_get_it(tmp_path: Path) -> N
 
 
 def test_a_few_outliers_do_not_call_a_run_unsteady_but_a_spread_bulk_does() -> None:
-    from edgedeploy.profile import unsteady_warning
+    from edgedeploy.stages.profile import unsteady_warning
     from edgedeploy.stats import LatencyStats
 
     quiet_with_hiccups = LatencyStats.from_samples([0.020] * 195 + [1.5] * 5)

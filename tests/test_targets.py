@@ -105,4 +105,4 @@ def test_target_profiles_are_inside_the_wheel(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for name in REQUIRED:
         assert f"edgedeploy/target_profiles/{name}.toml" in names
-    assert "edgedeploy/cli.py" in names and "calibration/sources.py" in names
+    assert "edgedeploy/cli/__init__.py" in names and "calibration/sources.py" in names

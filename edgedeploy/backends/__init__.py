@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from edgedeploy.backends.base import Backend, BuildOptions, BuildResult, ShapeProfile
+from edgedeploy.backends.base import Backend, BuildOptions, BuildResult
 from edgedeploy.errors import BackendUnavailable, InputError
 
 BACKEND_NAMES = ("auto", "onnxruntime", "tensorrt")
 
-__all__ = ["Backend", "BuildOptions", "BuildResult", "ShapeProfile", "get_backend", "resolve_backend"]
+__all__ = ["Backend", "BuildOptions", "BuildResult", "get_backend", "resolve_backend"]
 
 
 def get_backend(name: str) -> Backend:

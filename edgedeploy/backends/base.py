@@ -10,63 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import Target
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
-
-
-@dataclass(frozen=True)
-class ShapeProfile:
-    """min/opt/max shape per input for one optimization profile (TensorRT)."""
-
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
-
-    @classmethod
-    def from_config(cls, table: dict[str, Any]) -> ShapeProfile:
-        """``{input = {min = [..], opt = [..], max = [..]}}`` from the config file."""
-        shapes = {}
-        for name, spec in table.items():
-            if not isinstance(spec, dict) or set(spec) != {"min", "opt", "max"}:
-                raise InputError(f"profile for '{name}' needs exactly min, opt and max shapes")
-            shapes[name] = _check_min_opt_max(
-                name, tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"])
-            )
-        return cls(shapes)
-
-    @classmethod
-    def parse(cls, items: list[str]) -> ShapeProfile:
-        """``NAME:MIN,OPT,MAX`` items such as ``images:1x3x224x224,4x3x224x224,8x3x224x224``."""
-        shapes = {}
-        for item in items:
-            name, sep, ranges = item.rpartition(":")
-            parts = ranges.split(",")
-            if not sep or not name or len(parts) != 3:
-                raise InputError(
-                    f"bad --profile '{item}': expected NAME:MIN,OPT,MAX e.g. x:1x3x8x8,4x3x8x8,8x3x8x8"
-                )
-            try:
-                dims = [tuple(int(d) for d in p.split("x")) for p in parts]
-            except ValueError:
-                raise InputError(f"bad --profile '{item}': dims must be integers") from None
-            shapes[name] = _check_min_opt_max(name, dims[0], dims[1], dims[2])
-        return cls(shapes)
-
-
-def _check_min_opt_max(
-    name: str,
-    lo: tuple[int, ...],
-    opt: tuple[int, ...],
-    hi: tuple[int, ...],
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    if not len(lo) == len(opt) == len(hi):
-        raise InputError(f"profile for '{name}': min, opt and max must have the same rank")
-    if any(not (a <= b <= c) or a < 1 for a, b, c in zip(lo, opt, hi, strict=True)):
-        raise InputError(
-            f"profile for '{name}': need 1 <= min <= opt <= max in every dim, got {lo}, {opt}, {hi}"
-        )
-    return tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi)
 
 
 @dataclass

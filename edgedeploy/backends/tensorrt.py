@@ -16,9 +16,18 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedeploy.backends import trt_env
+from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
+from edgedeploy.backends.runtime.runner import PycudaEngineRunner
+from edgedeploy.backends.trt_plan import TrtVersion, plan_build, read_model_facts
 from edgedeploy.errors import BackendUnavailable, InputError
+from edgedeploy.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+    sha256_json,
+)
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
@@ -33,7 +42,6 @@ ENV_KEY_FIELDS = ("tensorrt", "gpu_name", "compute_capability", "cuda_driver", "
 
 
 def _input_record(path: Path | None) -> dict[str, str] | None:
-    from edgedeploy.fileio import sha256_file
 
     if path is None:
         return None
@@ -75,15 +83,6 @@ class TensorRTBackend:
             raise BackendUnavailable(why)
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
-        from edgedeploy.backends import trt_build, trt_inspect, trt_sidecar
-        from edgedeploy.backends.trt_plan import TrtVersion, plan_build, read_model_facts
-        from edgedeploy.fileio import (
-            atomic_write_bytes,
-            atomic_write_json,
-            atomic_write_text,
-            sha256_file,
-            sha256_json,
-        )
 
         model = Path(model)
         if not model.is_file():
@@ -169,8 +168,6 @@ class TensorRTBackend:
 
     def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:
         """A Polygraphy runner over the pycuda engine session; ``threads`` is for CPU backends."""
-        from edgedeploy.backends import trt_sidecar
-        from edgedeploy.runtime.runner import PycudaEngineRunner
 
         artifact = Path(artifact)
         if not artifact.is_file():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedeploy.backends import trt_errors
+from edgedeploy.backends.trt_env import free_memory_mb
 from edgedeploy.backends.trt_plan import EnginePlan, TrtVersion
 from edgedeploy.fileio import atomic_write_bytes
 
@@ -174,8 +175,6 @@ def build(
     import tensorrt as trt_mod
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
     from polygraphy.exception import PolygraphyException
-
-    from edgedeploy.backends.trt_env import free_memory_mb
 
     version = TrtVersion.parse(trt_mod.__version__)
     logger = make_logger(log)

@@ -2,7 +2,7 @@
 
 TensorRT reports running out of memory as "Could not find any implementation for node ..." or
 as skipped tactics with "insufficient memory"; users read that as a bug in their model
-(peers.md item 6). Parser failures name a node index deep in the log. This module turns the
+(docs/design.md, problem 6). Parser failures name a node index deep in the log. This module turns the
 builder log and parser errors into an InputError naming the workspace, free memory and flags
 to change, or the failing ONNX node and op.
 """

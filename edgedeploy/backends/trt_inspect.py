@@ -1,7 +1,7 @@
 """Summarise the engine inspector's layer JSON: precision per layer, DLA versus GPU, transitions.
 
 Users cannot tell from a built engine whether INT8 kernels were chosen or the DLA really ran
-(peers.md items 3 and 9); the inspector says so per layer, but as free-form strings. The rules
+(docs/design.md, problems 3 and 9); the inspector says so per layer, but as free-form strings. The rules
 here read what TensorRT 8.6-10 write with DETAILED verbosity ("Outputs"/"Inputs" entries with a
 "Format/Datatype" such as "Row major linear FP32" or "Channel major FP16 format where channel %
 8 == 0"; DLA-placed layers carry "DLA" in their type, name or tactic). The DLA wording is

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calibration.errors import CalibrationError
+from calibration.modelinfo import graph_io, load_model_header
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.errors import InputError
 
@@ -101,9 +103,6 @@ class ModelFacts:
 
 def read_model_facts(model: Path) -> ModelFacts:
     import onnx
-
-    from calibration.errors import CalibrationError
-    from calibration.modelinfo import graph_io, load_model_header
 
     try:
         proto = load_model_header(model)

@@ -4,7 +4,7 @@ Engines stay byte-pure plans (trtexec reads them as they are); everything else l
 ``<stem>.engine.json``. An engine only runs on the TensorRT version and GPU it was built for
 (unless built version- or hardware-compatible), and TensorRT's own refusal is a cryptic
 deserialization error, so the runner compares the sidecar with this machine first and says
-what differs and how to rebuild (peers.md item 1).
+what differs and how to rebuild (docs/design.md, problem 1).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Runs on the device with python3 and NumPy only. The candidate outputs come from trtexec's
 ``--exportOutput`` JSON (a list of {name, dimensions "AxB", values}) or, for ONNX Runtime
-bundles, from running the model here. Metrics and gates mirror edgedeploy.compare: cosine,
+bundles, from running the model here. Metrics and gates mirror edgedeploy.stages.compare: cosine,
 top-1 agreement, NaN/Inf, and atol/rtol only when the gates ask for it (check_allclose).
 Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
 """

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from edgedeploy.power.rapl import POWERCAP_ROOT, RaplSource, find_domains
+
 SOURCES = ("auto", "tegrastats", "nvml", "rapl", "none")
 
 
@@ -89,7 +91,6 @@ class PowerMonitor:
                 self._why.append(why)
                 return None
             return NvmlSource(nvml, handle, self.gpu_index, self.interval_ms)
-        from edgedeploy.power.rapl import POWERCAP_ROOT, RaplSource, find_domains
 
         domains, why = find_domains(self.powercap_root or POWERCAP_ROOT)
         if not domains:
@@ -128,16 +129,23 @@ class PowerMonitor:
         if self._t0 is None or self._t1 is None:
             raise RuntimeError("PowerMonitor.result() called before the with-block finished")
         duration = self._t1 - self._t0
-        res = PowerResult(source=None, measurable=False, duration_s=duration, inferences=inferences,
-                          interval_ms=self.interval_ms)
+        res = PowerResult(
+            source=None,
+            measurable=False,
+            duration_s=duration,
+            inferences=inferences,
+            interval_ms=self.interval_ms,
+        )
         if self._source is None:
             res.reason = "not measurable here: " + "; ".join(self._why)
             return res
         watts, rails, covered, samples = self._source.measure(self._t0, self._t1)
         res.source, res.samples = self._source.name, samples
         if watts is None:
-            res.reason = (f"not measurable here: {self._source.name} gave no power sample in the "
-                          f"{duration:.3f} s window (sampling every {self.interval_ms} ms)")
+            res.reason = (
+                f"not measurable here: {self._source.name} gave no power sample in the "
+                f"{duration:.3f} s window (sampling every {self.interval_ms} ms)"
+            )
             return res
         res.measurable = True
         res.avg_power_w = watts

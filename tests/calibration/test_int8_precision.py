@@ -11,9 +11,9 @@ import typer
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from edgedeploy.cli_calibrate import calibrate_command
+from edgedeploy.cli.calibrate import calibrate_command
 from edgedeploy.errors import InputError
-from edgedeploy.precision.int8 import cache_version_for, cpu_has_vnni, make_int8, open_calibration_data
+from edgedeploy.stages.precision.int8 import cache_version_for, cpu_has_vnni, make_int8, open_calibration_data
 from edgedeploy.targets import load_target
 
 
@@ -94,7 +94,8 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "percentile" in result.output and "SYNTHETIC" in result.output
+    assert "percentile" in result.stdout and "SYNTHETIC" in result.stdout  # the report table
+    assert "wrote" in result.stderr and "wrote" not in result.stdout  # words on stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "residual.calib.cache",
         "residual.calib.json",
@@ -109,9 +110,10 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
             str(out / "residual.calib.cache"),
             "--target",
             "rtx4090",
-            "-o",
+            "--out-dir",  # the old name of -o/--output, still accepted
             str(tmp_path / "fc"),
         ],
     )
     assert from_cache.exit_code == 0, from_cache.output
+    assert "wrote" in from_cache.stderr and not from_cache.stdout
     onnx.checker.check_model(onnx.load(tmp_path / "fc" / "residual.int8.onnx"))

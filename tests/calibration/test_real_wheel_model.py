@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from benchmarks.real_models import MODELS, OCR, rec_inputs, text_equal_batch_major, wheel_member
-from edgedeploy.precision.int8 import make_int8, open_calibration_data
+from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
 from edgedeploy.targets import load_target
 
 MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"

@@ -1,4 +1,4 @@
-"""A real bundle (edgedeploy.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
+"""A real bundle (edgedeploy.stages.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
 fake Jetson: fake nvpmodel, jetson_clocks, tegrastats and trtexec on PATH and a fake device tree
 under EDGEDEPLOY_ROOT."""
 
@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.modelinfo import TensorSpec
-from edgedeploy.bundle import BundleArtifact, make_bundle
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle
 from edgedeploy.targets import load_target
 
 FAKES = Path(__file__).parent / "fakes"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.bundle_tools import (
+from edgedeploy.errors import InputError
+from edgedeploy.stages.bundle.tools import (
     inspect_bundle,
     manifest_schema,
     safe_extract,
     schema_problems,
     verify_bundle,
 )
-from edgedeploy.errors import InputError
 
 
 def test_fresh_bundle_and_its_archive_verify(bundle: Path) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.bundle_tools import verify_bundle
 from edgedeploy.config import (
     BuildSection,
     BundleSection,
@@ -19,6 +18,7 @@ from edgedeploy.config import (
     ProfileSection,
 )
 from edgedeploy.pipeline import run_pipeline
+from edgedeploy.stages.bundle.tools import verify_bundle
 from tests.conftest import Digits, validate_manifest
 from tests.device.conftest import Device
 

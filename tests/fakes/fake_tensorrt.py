@@ -5,7 +5,7 @@ the builder records the network flags and the config Polygraphy's loaders set, a
 JSON naming the model, so the fake runtime can execute it: ``execute_async_v3`` reads the inputs
 from the fake GPU's memory at the addresses bound with ``set_tensor_address``, runs the model with
 ONNX Runtime and writes the outputs back. Version-dependent API (TensorRT 8.6 / 10 / 11) follows
-tensorrt-facts.md: 11 has no FP16/INT8 builder flags and a different STRONGLY_TYPED value.
+docs/tensorrt-facts.md: 11 has no FP16/INT8 builder flags and a different STRONGLY_TYPED value.
 """
 
 from __future__ import annotations

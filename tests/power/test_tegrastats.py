@@ -12,7 +12,7 @@ from edgedeploy.power.tegrastats import parse_line
 SAMPLES = Path(__file__).parents[1] / "data" / "tegrastats-samples.txt"
 REAL = [ln for ln in SAMPLES.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
 NANO, ORIN_NANO, XAVIER_NX = REAL
-# Newer formats described in shared/data/README.md and tensorrt-facts.md (current/average/maximum
+# Newer formats described in docs/tensorrt-facts.md, "tegrastats" (current/average/maximum
 # rails, two-value temperatures, Thor's shared CPU clock and GR3D_FREQ without utilisation).
 AGX_ORIN = (
     "RAM 5124/62841MB (lfb 12x4MB) SWAP 0/31421MB (cached 0MB) CPU [2%@2201,0%@2201,off,off] "

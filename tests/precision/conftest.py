@@ -36,8 +36,8 @@ class OutlierCnn:
 def outlier_cnn(tmp_path_factory: pytest.TempPathFactory) -> OutlierCnn:
     import torch
 
-    from edgedeploy.demo import load_digits_data, train_digits_cnn
-    from edgedeploy.export import ExportOptions, export_module
+    from edgedeploy.pipeline.demo import load_digits_data, train_digits_cnn
+    from edgedeploy.stages.export import ExportOptions, export_module
 
     root = tmp_path_factory.mktemp("outlier_cnn")
     data = load_digits_data()

@@ -83,7 +83,7 @@ def audio_batch(batch: int, seed: int) -> dict[str, np.ndarray]:
 def export_audio_transformer(dest: Path, blocks: int = 1) -> Path:
     import torch
 
-    from edgedeploy.export import ExportOptions, export_module
+    from edgedeploy.stages.export import ExportOptions, export_module
 
     example = {k: torch.from_numpy(v) for k, v in audio_batch(2, 0).items()}
     export_module(audio_transformer(blocks), example, dest, ExportOptions(output_names=["logits"]))

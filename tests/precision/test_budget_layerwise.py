@@ -13,12 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgedeploy.build import BuildRequest, CalibrationRequest, make_precision
-from edgedeploy.compare import Gates
 from edgedeploy.errors import GateFailed, InputError
-from edgedeploy.layerwise import compare_layers
-from edgedeploy.precision.budget import AccuracyBudget, Criterion
-from edgedeploy.precision.fp16 import Fp16Options
+from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options
+from edgedeploy.stages.build import make_precision
+from edgedeploy.stages.compare import Gates
+from edgedeploy.stages.compare.layers import compare_layers
+from edgedeploy.stages.precision.budget import AccuracyBudget, Criterion
 from edgedeploy.targets import load_target
 from tests.conftest import assert_clean_input_error, run_cli
 from tests.precision import models
@@ -232,7 +232,7 @@ def test_int8_budget_met_only_by_full_fp32_fails_the_gate(tmp_path: Path) -> Non
 def test_nan_or_inf_in_any_output_fails_every_budget_criterion() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgedeploy.precision.budget import OutputEvaluator
+    from edgedeploy.stages.precision.budget import OutputEvaluator
 
     def model(k: float) -> onnx.ModelProto:
         graph = helper.make_graph(

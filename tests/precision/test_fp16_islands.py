@@ -15,13 +15,13 @@ import pytest
 
 from calibration.modelinfo import model_io
 from calibration.sources import open_source
-from edgedeploy.build import BuildRequest, CalibrationRequest
 from edgedeploy.errors import InputError
-from edgedeploy.precision.analysis import analyze, load_for_analysis
-from edgedeploy.precision.emulate import emulate_fp16, fp32_nodes_of_converted
-from edgedeploy.precision.fp16 import Fp16Options, ensure_node_names, make_fp16
-from edgedeploy.precision.islands import choose_fp32_nodes, plan_islands
-from edgedeploy.precision.mixed import make_fp16_checked
+from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options
+from edgedeploy.stages.precision.analysis import analyze, load_for_analysis
+from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
+from edgedeploy.stages.precision.fp16 import ensure_node_names, make_fp16
+from edgedeploy.stages.precision.islands import choose_fp32_nodes, plan_islands
+from edgedeploy.stages.precision.mixed import make_fp16_checked
 from edgedeploy.targets import load_target
 from tests.precision import models
 from tests.precision.conftest import AudioModel
@@ -193,7 +193,7 @@ def test_analysis_of_a_model_with_bad_data_is_an_input_error(audio_model: AudioM
 def test_compare_runs_fp16_candidates_as_their_emulation_so_overflow_fails_the_gate(
     audio_model: AudioModel, tmp_path: Path
 ) -> None:
-    from edgedeploy.compare import Gates, compare
+    from edgedeploy.stages.compare import Gates, compare
 
     naive = tmp_path / "audio.naive.fp16.onnx"
     onnx.save(_naive_fp16(audio_model.onnx_path), naive)

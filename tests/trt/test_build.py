@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 from tests.fakes.fake_tensorrt import PLAN_MAGIC
 

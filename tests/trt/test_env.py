@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from edgedeploy.backends import trt_env
-from edgedeploy.runtime import clocks
+from edgedeploy.backends.runtime import clocks
 
 
 def test_importing_the_backend_and_runtime_loads_neither_tensorrt_nor_pycuda() -> None:
     code = (
-        "import sys, edgedeploy.backends.tensorrt, edgedeploy.runtime, edgedeploy.backends.trt_build;"
-        "import edgedeploy.runtime.timing, edgedeploy.runtime.runner;"
+        "import sys, edgedeploy.backends.tensorrt, edgedeploy.backends.runtime;"
+        "import edgedeploy.backends.trt_build;"
+        "import edgedeploy.backends.runtime.timing, edgedeploy.backends.runtime.runner;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'pycuda')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

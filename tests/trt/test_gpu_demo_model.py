@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from edgedeploy.backends.tensorrt import gpu_tests_can_run
-from edgedeploy.build import BuildRequest, CalibrationRequest, build
-from edgedeploy.compare import Gates, compare
-from edgedeploy.profile import ProfileOptions, profile
+from edgedeploy.options import BuildRequest, CalibrationRequest
+from edgedeploy.stages.build import build
+from edgedeploy.stages.compare import Gates, compare
+from edgedeploy.stages.profile import ProfileOptions, profile
 from tests.conftest import Digits
 from tests.trt.test_gpu_engines import local_target
 

@@ -13,9 +13,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend, gpu_tests_can_run
 from edgedeploy.backends.trt_env import environment
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import Target, all_targets, load_target
 
 CAN_RUN, WHY = gpu_tests_can_run()
@@ -64,7 +65,7 @@ def test_real_engine_builds_matches_onnxruntime_and_profiles(
         got = runner.infer({"input": x})["logits"]
     np.testing.assert_allclose(got, expected, atol=TOLERANCE[precision], rtol=TOLERANCE[precision])
 
-    from edgedeploy.runtime import profile_engine
+    from edgedeploy.backends.runtime import profile_engine
 
     profile = profile_engine(
         result.artifact, warmup_ms=50, duration_s=0.2, iterations=10, shapes={"input": (4, 1, 8, 8)},

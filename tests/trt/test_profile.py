@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
+from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.options import ShapeProfile
 from edgedeploy.results import to_jsonable
-from edgedeploy.runtime import profile_engine
 from edgedeploy.targets import load_target
 
 PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
@@ -108,7 +109,7 @@ class FakeCudart:
 def test_cuda_graph_captures_one_enqueue_and_replays_it(
     fake_gpu, cnn_models, tmp_path: Path, monkeypatch
 ) -> None:
-    from edgedeploy.runtime import cuda_graph
+    from edgedeploy.backends.runtime import cuda_graph
 
     cudart = FakeCudart(fake_gpu.gpu)
     monkeypatch.setattr(cuda_graph, "_cudart", lambda: cudart)
@@ -124,7 +125,7 @@ def test_cuda_graph_captures_one_enqueue_and_replays_it(
 
 
 def test_cuda_graph_failure_falls_back_and_says_so(fake_gpu, cnn_models, tmp_path: Path, monkeypatch) -> None:
-    from edgedeploy.runtime import cuda_graph
+    from edgedeploy.backends.runtime import cuda_graph
 
     cudart = FakeCudart(fake_gpu.gpu)
     monkeypatch.setattr(cudart, "cudaStreamBeginCapture", lambda stream, mode: 900)

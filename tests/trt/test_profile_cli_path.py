@@ -1,4 +1,4 @@
-"""edgedeploy.profile on an engine (fake GPU): per batch size, trtexec's sections, static batch refused."""
+"""The profile stage on an engine (fake GPU): per batch size, trtexec's sections, static batch refused."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.errors import InputError
-from edgedeploy.profile import ProfileOptions, profile
+from edgedeploy.options import ShapeProfile
+from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.targets import load_target
 
 PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})

@@ -9,9 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgedeploy.backends.base import BuildOptions, ShapeProfile
+from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 
 PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})

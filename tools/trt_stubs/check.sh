@@ -8,7 +8,7 @@ root="$(cd "$here/../.." && pwd)"
 stubs="$root/.stubs/tensorrt"
 bash "$here/install.sh" "$stubs" >/dev/null
 cd "$root"
-modules=(edgedeploy/backends/tensorrt.py edgedeploy/backends/trt_*.py edgedeploy/runtime)
+modules=(edgedeploy/backends/tensorrt.py edgedeploy/backends/trt_*.py edgedeploy/backends/runtime)
 # Guard: the stubs must resolve, or mypy would silently treat tensorrt as Any.
 printf 'import tensorrt\nimport pycuda.driver\nreveal_type(tensorrt.Builder)\nreveal_type(pycuda.driver.Stream)\n' \
     > "$stubs/.resolve_probe.py"

@@ -1,0 +1,146 @@
+"""The data-source vocabulary every source shares: a feed, a checked source, batching.
+
+A feed is one batch ``{input_name: np.ndarray}``; a :class:`DataSource` yields checked feeds
+and describes itself for cache keys. :mod:`calibration.sources` (files, scripts, random data)
+and :mod:`calibration.images` (image folders) both build on these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from calibration.errors import DataError
+from calibration.modelinfo import TensorSpec
+
+Feed = dict[str, np.ndarray]
+
+
+def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
+    """Check one feed against the model's inputs; return it with arrays made contiguous.
+
+    Refuses missing or unknown names, wrong rank, static dims that differ, dtypes that do not
+    convert safely, and NaN/Inf, each with a message naming the input and both shapes.
+    """
+    if not isinstance(feed, dict):
+        raise DataError(f"{origin}: expected a dict of input name -> array, got {type(feed).__name__}")
+    by_name = {spec.name: spec for spec in inputs}
+    unknown = sorted(set(feed) - set(by_name))
+    if unknown:
+        raise DataError(
+            f"{origin}: unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(by_name)}"
+        )
+    missing = [n for n in by_name if n not in feed]
+    if missing:
+        raise DataError(f"{origin}: missing input(s) {', '.join(missing)}")
+    checked: Feed = {}
+    for name, spec in by_name.items():
+        arr = np.asarray(feed[name])
+        expected = spec.describe()
+        if arr.ndim != len(spec.shape):
+            raise DataError(
+                f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
+            )
+        for want, got in zip(spec.shape, arr.shape, strict=True):
+            if isinstance(want, int) and want > 0 and want != got:
+                raise DataError(f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)}")
+        want_dtype = spec.np_dtype
+        if arr.dtype != want_dtype:
+            if not np.can_cast(arr.dtype, want_dtype, casting="same_kind") or (
+                arr.dtype.kind == "f" and want_dtype.kind in "iub"
+            ):
+                raise DataError(
+                    f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
+                )
+            arr = arr.astype(want_dtype)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
+        checked[name] = np.ascontiguousarray(arr)
+    return checked
+
+
+@dataclass
+class DataSource:
+    """A named, describable, re-iterable stream of checked feed dicts."""
+
+    kind: str
+    spec: str
+    inputs: Sequence[TensorSpec]
+    _make: Callable[[], Iterable[Feed]]
+    details: dict[str, Any] = field(default_factory=dict)
+    synthetic: bool = False
+    limit: int | None = None  # number of feeds at most
+
+    def __iter__(self) -> Iterator[Feed]:
+        count = 0
+        for index, feed in enumerate(self._make()):
+            if self.limit is not None and count >= self.limit:
+                return
+            yield check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
+            count += 1
+        if count == 0:
+            raise DataError(f"data source '{self.spec}' yielded no samples")
+
+    def describe(self) -> dict[str, Any]:
+        """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
+        return {
+            "kind": self.kind,
+            "spec": self.spec,
+            "synthetic": self.synthetic,
+            "limit": self.limit,
+            **self.details,
+        }
+
+
+def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
+    """The model's fixed batch size (dim 0 of its inputs), or None when the batch is dynamic."""
+    static = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    return int(next(iter(static))) if static else None
+
+
+def _stack(buffer: list[Feed]) -> Feed:
+    try:
+        return {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
+    except ValueError:
+        shapes = sorted({str(list(np.asarray(b[k]).shape[1:])) for b in buffer for k in b})
+        raise DataError(
+            f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
+            "give same-sized data, or a batch size of 1"
+        ) from None
+
+
+def rebatch(
+    samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec], max_samples: int | None = None
+) -> Iterator[Feed]:
+    """Split stacked arrays into single samples and re-stack them ``batch_size`` at a time.
+
+    A model with a static batch dim gets that batch size whatever was asked; at most
+    ``max_samples`` samples are yielded (the last batch may be partial where the batch is dynamic).
+    """
+    static = static_batch(inputs)
+    if static:
+        batch_size = static
+    buffer: list[Feed] = []
+    taken = 0
+    for stacked in samples:
+        lengths = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in stacked.values()}
+        if len(lengths) != 1 or 0 in lengths:
+            yield stacked  # let check_feed report the mismatch
+            continue
+        for i in range(lengths.pop()):
+            if max_samples is not None and taken >= max_samples:
+                break
+            buffer.append({k: np.asarray(v)[i : i + 1] for k, v in stacked.items()})
+            taken += 1
+            if len(buffer) == batch_size:
+                yield _stack(buffer)
+                buffer = []
+        if max_samples is not None and taken >= max_samples:
+            break
+    if buffer:
+        if static and len(buffer) != batch_size:
+            return  # a partial batch cannot feed a static-batch model
+        yield _stack(buffer)

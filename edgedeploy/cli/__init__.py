@@ -1,0 +1,105 @@
+"""The ``edgedeploy`` command line: one module per command, registered from one list.
+
+Each command module parses its options, calls one stage (or the pipeline), and prints what it
+owns: tables and JSON on stdout, words on stderr. Shared option types live in
+:mod:`edgedeploy.cli.common`. Command modules import their stage when the command runs, so
+``edgedeploy --help`` does not load ONNX Runtime, Polygraphy or torch; the command modules
+themselves are imported here, so one that cannot be imported breaks the CLI loudly instead of
+vanishing from ``--help``.
+
+Errors the user can cause print one line and exit 2; failed gates exit 1; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from calibration.errors import CalibrationError
+from edgedeploy import __version__
+from edgedeploy.cli import (
+    analyze,
+    build,
+    bundle,
+    calibrate,
+    compare,
+    demo,
+    doctor,
+    export,
+    profile,
+    run,
+    targets,
+)
+from edgedeploy.cli.common import err, out
+from edgedeploy.errors import EdgeDeployError
+
+app = typer.Typer(
+    name="edgedeploy",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    help="Take a trained network to a verified, measured deployment on Jetson boards and GPUs.\n\n"
+    "Example: [bold]edgedeploy demo[/bold]",
+)
+
+# The commands, in the order `edgedeploy --help` lists them (command groups come last).
+COMMANDS: tuple[ModuleType, ...] = (
+    export,
+    build,
+    compare,
+    profile,
+    run,
+    doctor,
+    demo,
+    calibrate,
+    analyze,
+    targets,
+    bundle,
+)
+for _command in COMMANDS:
+    _command.register(app)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"edgedeploy {__version__}")
+        raise typer.Exit(0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    text = escape(message)
+    prefix = {2: "[red]error:[/red]", 1: "[red]FAILED:[/red]"}.get(code, "[yellow]stopped:[/yellow]")
+    err.print(f"{prefix} {text}", highlight=False)
+    raise SystemExit(code)
+
+
+INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: map our errors to one line and an exit code."""
+    try:
+        app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
+    except EdgeDeployError as exc:
+        _fail(str(exc), exc.exit_code)
+    except CalibrationError as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        _fail(INTERRUPTED, 130)
+    except SystemExit as exc:
+        if exc.code == 130:  # click turned Ctrl-C into exit 130 without a word
+            _fail(INTERRUPTED, 130)
+        raise
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,119 @@
+"""``edgedeploy analyze``: FP16 range analysis of an ONNX model on data, worst risks first, as tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgedeploy.cli.common import BatchSize, DataSpec, InputShapes, JsonOutput, Seed, make_ui, out, write_json
+from edgedeploy.errors import InputError
+
+
+def analyze_command(
+    model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
+    data: DataSpec,
+    samples: Annotated[
+        int | None, typer.Option(help="Samples to run (default: all; random data: 32).")
+    ] = None,
+    batch_size: BatchSize = 8,
+    seed: Seed = 0,
+    input: InputShapes = None,
+    top: Annotated[int, typer.Option(help="How many tensors and weights at risk to list.")] = 20,
+    json_path: JsonOutput = None,
+) -> None:
+    """Find what overflows or underflows in FP16 (weights, activations) and what fp16 build keeps in fp32.
+
+    Example: edgedeploy analyze model.onnx --data val.npz --json ranges.json
+    """
+    from calibration.errors import CalibrationError
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source, parse_shapes
+    from edgedeploy.stages.precision.analysis import analyze as run_analysis
+    from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+    from edgedeploy.stages.precision.islands import choose_fp32_nodes
+
+    ui = make_ui()
+    loaded = load_for_analysis(model)
+    try:
+        inputs, _ = model_io(model)
+        source = open_source(
+            data,
+            inputs,
+            samples=samples or (32 if data.startswith("random") else None),
+            batch_size=batch_size,
+            seed=seed,
+            shapes=parse_shapes(input) or None,
+        )
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    with ui.progress(f"range analysis of {model.name}") as advance:
+        report = run_analysis(loaded, source, data_description=source.describe())
+        advance(1.0)
+    report.model = str(model)
+    islands = choose_fp32_nodes(loaded, report)
+
+    weights = report.weights_at_risk()[:top]
+    if weights:
+        table = Table(title="weights at risk in fp16")
+        for col in ("weight", "where", "max |w|", "> 65504", "subnormal", "flushed", "risk"):
+            table.add_column(
+                col, justify="right" if col in ("max |w|", "> 65504", "subnormal", "flushed") else "left"
+            )
+        for w in weights:
+            s = w.stats
+            table.add_row(
+                w.name,
+                w.where,
+                f"{s.absmax:.4g}",
+                str(s.overflow),
+                f"{s.subnormal_share:.1%}",
+                f"{s.flushed_share:.1%}",
+                "; ".join(w.risks),
+            )
+        out.print(table)
+    tensors = report.tensors_at_risk()[:top]
+    title = f"tensors at risk in fp16, worst first ({report.samples} samples, data: {data})"
+    if tensors:
+        table = Table(title=title)
+        for col in (
+            "tensor",
+            "op (producer)",
+            "max |x|",
+            "> 65504",
+            "subnormal",
+            "flushed",
+            "NaN/Inf",
+            "risk",
+        ):
+            table.add_column(col, justify="left" if col in ("tensor", "op (producer)", "risk") else "right")
+        for t in tensors:
+            s = t.stats
+            table.add_row(
+                t.name,
+                f"{t.op} ({t.producer})" if t.producer else t.op,
+                f"{s.absmax:.4g}",
+                f"{s.overflow_share:.2%}",
+                f"{s.subnormal_share:.1%}",
+                f"{s.flushed_share:.1%}",
+                str(s.nonfinite),
+                "; ".join(t.risks),
+            )
+        out.print(table)
+    else:
+        out.print(f"no tensor at risk in fp16 ({len(report.tensors)} tensors, {report.samples} samples)")
+    for note in report.notes:
+        ui.warn(note)
+    if source.synthetic:
+        ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
+    out.print(
+        f"build --precision fp16 would keep {len(islands)} of {len(loaded.graph.node)} nodes in fp32"
+        + (": " + ", ".join(list(islands)[:8]) + (" ..." if len(islands) > 8 else "") if islands else "")
+    )
+    write_json(json_path, {**report_json(report), "fp32_islands": islands})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze_command)

@@ -1,0 +1,175 @@
+"""``edgedeploy build``: the precision artifact for a target, compiled by a backend.
+
+The TensorRT parameters are named as in ``[build]`` of ``edgedeploy.toml``;
+:func:`edgedeploy.options.backend_options` turns them into the backend's build options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgedeploy.cli.common import (
+    DATA_SPEC_HELP,
+    InputShapes,
+    JsonOutput,
+    TargetName,
+    csv,
+    make_ui,
+    out,
+    write_json,
+)
+
+FP16 = "FP16"
+INT8 = "INT8 calibration"
+TENSORRT = "TensorRT"
+
+
+def build_command(
+    model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp16",
+    target: TargetName = "x86-64-cpu",
+    backend: Annotated[str, typer.Option(help="auto, onnxruntime or tensorrt.")] = "auto",
+    keep_io_types: Annotated[
+        bool,
+        typer.Option(
+            "--keep-io-types/--no-keep-io-types",
+            help="fp16: keep graph inputs/outputs float32.",
+            rich_help_panel=FP16,
+        ),
+    ] = True,
+    fp32_ops: Annotated[
+        str | None,
+        typer.Option(
+            help="fp16: op types kept in fp32, e.g. Softmax,LayerNormalization", rich_help_panel=FP16
+        ),
+    ] = None,
+    fp32_nodes: Annotated[
+        str | None, typer.Option(help="fp16: node names kept in fp32.", rich_help_panel=FP16)
+    ] = None,
+    calib_data: Annotated[
+        str | None, typer.Option(help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8)
+    ] = None,
+    calib_algorithm: Annotated[
+        str,
+        typer.Option(
+            help="int8: auto (measured per tensor), entropy, max, percentile or mse.", rich_help_panel=INT8
+        ),
+    ] = "auto",
+    calib_samples: Annotated[
+        int, typer.Option(help="int8: number of calibration samples.", rich_help_panel=INT8)
+    ] = 512,
+    calib_batch_size: Annotated[
+        int, typer.Option(help="int8: calibration batch size.", rich_help_panel=INT8)
+    ] = 8,
+    input: InputShapes = None,
+    workspace_mb: Annotated[
+        int | None,
+        typer.Option(help="TensorRT workspace limit (MiB); default per target.", rich_help_panel=TENSORRT),
+    ] = None,
+    memory_pools_mb: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--memory-pool",
+            help="TensorRT memory pool limit NAME=MiB, repeatable (workspace, tactic_shared_memory, "
+            "dla_managed_sram, dla_local_dram, dla_global_dram, tactic_dram).",
+            rich_help_panel=TENSORRT,
+        ),
+    ] = None,
+    opt_level: Annotated[
+        int | None,
+        typer.Option(help="TensorRT builder optimization level 0-5.", rich_help_panel=TENSORRT),
+    ] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT timing cache to load and save.", rich_help_panel=TENSORRT)
+    ] = None,
+    dla_core: Annotated[
+        int | None, typer.Option(help="TensorRT: DLA core, with GPU fallback.", rich_help_panel=TENSORRT)
+    ] = None,
+    profiles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile",
+            help="TensorRT profile NAME:MIN,OPT,MAX (repeat per input).",
+            rich_help_panel=TENSORRT,
+        ),
+    ] = None,
+    hardware_compat: Annotated[
+        str | None,
+        typer.Option(
+            help="TensorRT: none, ampere_plus or same_compute_capability.", rich_help_panel=TENSORRT
+        ),
+    ] = None,
+    version_compatible: Annotated[
+        bool, typer.Option(help="TensorRT: version-compatible engine.", rich_help_panel=TENSORRT)
+    ] = False,
+    profiling_verbosity: Annotated[
+        str | None,
+        typer.Option(help="TensorRT: layer_names_only, detailed or none.", rich_help_panel=TENSORRT),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when an up-to-date output exists.")] = False,
+    accuracy_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="fp16/int8: keep the most sensitive layers in higher precision until met, e.g. "
+            "'cosine>=0.999,top1>=0.99' (also max_abs<=X, snr>=DB); exit 1 if the fp32 fallback misses it."
+        ),
+    ] = None,
+    fp16_analysis: Annotated[
+        bool,
+        typer.Option(
+            "--fp16-analysis/--no-fp16-analysis",
+            help="fp16: keep overflowing layers in fp32 automatically (range analysis on --calib-data).",
+            rich_help_panel=FP16,
+        ),
+    ] = True,
+    json_path: JsonOutput = None,
+) -> None:
+    """Make the precision artifact and build it for a target with a backend.
+
+    Example: edgedeploy build model.onnx --precision fp16 --target jetson-orin-nano -o out/
+    """
+    user_options: dict[str, Any] = dict(locals())  # the parameters, named as in [build]
+    from calibration.sources import parse_shapes
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
+    from edgedeploy.stages.build import build
+    from edgedeploy.stages.precision.budget import AccuracyBudget
+    from edgedeploy.targets import load_target
+
+    ui = make_ui()
+    tgt = load_target(target)
+    tgt.check_precision(precision)
+    load_onnx(model, load_external_data=False)
+    request = BuildRequest(
+        precision=precision,
+        target=tgt,
+        backend=backend,
+        fp16=Fp16Options(keep_io_types=keep_io_types, fp32_ops=csv(fp32_ops), fp32_nodes=csv(fp32_nodes)),
+        calibration=CalibrationRequest(
+            data=calib_data or "",
+            algorithm=calib_algorithm,
+            samples=calib_samples,
+            batch_size=calib_batch_size,
+            shapes=parse_shapes(input),
+        ),
+        options={"force": force, **backend_options(user_options)},
+        fp16_analysis=fp16_analysis,
+        accuracy_budget=accuracy_budget,
+    )
+    if accuracy_budget:
+        AccuracyBudget.parse(accuracy_budget)  # refuse a bad budget before any work
+    result = build(model, request, output, ui)
+    state = "up to date, skipped" if result.build.skipped else "built"
+    out.print(
+        f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
+    )
+    out.print(f"{result.build.backend} output: {result.build.artifact} ({state})")
+    write_json(json_path, result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build_command)

@@ -1,0 +1,128 @@
+"""``edgedeploy bundle``: pack artifacts into a deployment bundle (the default), or verify / inspect one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from edgedeploy.cli.common import DataSpec, JsonOutput, TargetName, make_ui, out, write_json
+from edgedeploy.errors import GateFailed, InputError
+
+
+class _DefaultCreateGroup(TyperGroup):
+    """``edgedeploy bundle MODEL ... -o DIR`` means ``bundle create``; verify and inspect stay subcommands."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args.insert(0, "create")
+        return super().resolve_command(ctx, args)
+
+
+bundle_app = typer.Typer(
+    cls=_DefaultCreateGroup,
+    no_args_is_help=True,
+    help="Pack artifacts into a deployment bundle, or verify / inspect one.\n\n"
+    "Example: edgedeploy bundle m.fp32.onnx m.fp16.onnx -o bundle",
+)
+
+
+def create_command(
+    reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
+    artifacts: Annotated[
+        list[Path] | None, typer.Argument(help="More precision artifacts (fp16/int8 ONNX, engines).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Bundle folder (a .tar.gz is written beside it).")
+    ] = Path("bundle"),
+    target: TargetName = "x86-64-cpu",
+    data: DataSpec = "random",
+    samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
+    min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
+    min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
+    json_path: JsonOutput = None,
+) -> None:
+    """Pack the fp32 model and its precision artifacts with a manifest and device scripts.
+
+    Example: edgedeploy bundle model.fp32.onnx model.fp16.onnx --target jetson-orin-nano -o bundle
+    """
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.pipeline.pack import bundle_artifacts
+    from edgedeploy.stages.compare import Gates
+    from edgedeploy.targets import load_target
+
+    ui = make_ui()
+    tgt = load_target(target)
+    load_onnx(reference, load_external_data=False)
+    for path in artifacts or []:
+        if not path.is_file():
+            raise InputError(f"artifact not found: {path}")
+    inputs, _ = model_io(reference)
+    source = open_source(data, inputs, samples=samples, batch_size=8)
+    result_bundle = bundle_artifacts(
+        reference, list(artifacts or []), output, tgt, list(source), source.describe(),
+        Gates(min_cosine=min_cosine, min_top1=min_top1),
+    )  # fmt: skip
+    ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
+    out.print(
+        f"bundle {result_bundle.directory} ({result_bundle.files} files, "
+        f"{result_bundle.size_bytes:,} bytes), "
+        f"archive {result_bundle.archive}"
+    )
+    write_json(json_path, result_bundle.manifest)
+    failed = [
+        a["precision"]
+        for a in result_bundle.manifest["artifacts"]
+        if not (a["compare"] or {"passed": True})["passed"]
+    ]
+    if failed:
+        raise GateFailed(
+            f"accuracy gate failed for {', '.join(failed)} (recorded in the manifest; the device defaults to "
+            f"{result_bundle.manifest['primary_precision']})"
+        )
+
+
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder or .tar.gz.")],
+    json_path: JsonOutput = None,
+) -> None:
+    """Check every file of a bundle against its manifest (sha256 and size); exit 2 when damaged.
+
+    Example: edgedeploy bundle verify bundle.tar.gz
+    """
+    from edgedeploy.stages.bundle import verify_bundle
+
+    check = verify_bundle(bundle)
+    write_json(json_path, check)
+    if not check.ok:
+        raise InputError(f"bundle {bundle} is damaged: {'; '.join(check.problems)}")
+    out.print(f"bundle {bundle}: ok")
+
+
+def inspect_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder or .tar.gz.")],
+    json_path: JsonOutput = None,
+) -> None:
+    """Summarise a bundle: target, precisions, accuracy and latency figures, files.
+
+    Example: edgedeploy bundle inspect bundle/
+    """
+    from edgedeploy.results import dumps
+    from edgedeploy.stages.bundle import inspect_bundle
+
+    summary = inspect_bundle(bundle)
+    out.print(dumps(summary), end="")
+    write_json(json_path, summary)
+
+
+bundle_app.command("create")(create_command)
+bundle_app.command("verify")(verify_command)
+bundle_app.command("inspect")(inspect_command)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bundle_app, name="bundle")

@@ -1,0 +1,167 @@
+"""``edgedeploy calibrate``: INT8 calibration from the command line.
+
+Parses, calls :func:`edgedeploy.stages.precision.int8.make_int8` (or turns a TensorRT cache into a
+Q/DQ model) and prints the report table on stdout, words on stderr; user errors are raised as
+InputError (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgedeploy.cli.common import OptionalDataSpec, TargetName, err, make_ui, out, write_json
+from edgedeploy.errors import InputError
+
+
+def _load_preprocess(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read preprocessing file {path}: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise InputError(f"bad preprocessing file {path}: {exc}") from None
+    data = data.get("preprocess", data.get("calibration", {}).get("preprocess", data))
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a table of preprocessing options")
+    return data
+
+
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model to quantize.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Directory for the Q/DQ model, cache, report.")
+    ] = None,
+    data: OptionalDataSpec = None,
+    algorithm: Annotated[str, typer.Option(help="auto | entropy | max | percentile | mse")] = "auto",
+    percentile: Annotated[float, typer.Option(help="Percentile for --algorithm percentile.")] = 99.99,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Number of calibration samples (batches of --batch-size for random data)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size of the calibration pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel="Data")] = 0,
+    target: TargetName = "x86-64-cpu",
+    exclude_nodes: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-nodes", help="Node name or regex to keep in float (repeatable)."),
+    ] = None,
+    exclude_ops: Annotated[
+        list[str] | None, typer.Option("--exclude-ops", help="Op type to keep in float (repeatable).")
+    ] = None,
+    trt_version: Annotated[
+        str | None,
+        typer.Option(
+            "--trt-version",
+            help="Write a TensorRT calibration cache for this version (default: the target's).",
+        ),
+    ] = None,
+    preprocess: Annotated[
+        Path | None, typer.Option(help="TOML/JSON file with image preprocessing options.")
+    ] = None,
+    from_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-cache", help="Build the Q/DQ model from a TensorRT calibration cache instead of data."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Recalibrate even when the key matches.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", hidden=True)] = None,  # the old name of -o
+) -> None:
+    """Calibrate an ONNX model for INT8 on the CPU: Q/DQ model, TensorRT cache and report.
+
+    Example: edgedeploy calibrate model.onnx --data calib/ --target jetson-orin-nx -o int8/
+    """
+    from calibration.report import load_report, print_table
+    from edgedeploy.stages.precision.int8 import (
+        make_int8,
+        open_calibration_data,
+        placement_for,
+        weight_bits_for,
+    )
+    from edgedeploy.targets import load_target
+
+    out_dir = output or out_dir
+    if out_dir is None:
+        raise InputError("missing option -o/--output: the folder for the Q/DQ model, cache and report")
+    ui = make_ui()
+    tgt = load_target(target)
+    if not model.is_file():
+        raise InputError(f"model file not found: {model}")
+    stem = model.stem.removesuffix(".fp32")
+    if from_cache is not None:
+        _from_cache(
+            model,
+            from_cache,
+            out_dir / f"{stem}.int8.onnx",
+            placement_for(tgt),
+            weight_bits_for(tgt),
+        )
+        return
+    if data is None:
+        raise InputError("give --data SPEC (or --from-cache CACHE)")
+    source = open_calibration_data(
+        model,
+        data,
+        samples=samples,
+        batch_size=batch_size,
+        seed=seed,
+        preprocess=_load_preprocess(preprocess),
+    )
+    artifact = make_int8(
+        model,
+        out_dir / f"{stem}.int8.onnx",
+        target=tgt,
+        source=source,
+        algorithm=algorithm,
+        percentile=percentile,
+        exclude_nodes=exclude_nodes or (),
+        exclude_ops=exclude_ops or (),
+        trt_version=trt_version,
+        force=force,
+    )
+    ui.info(artifact.info["reason"])
+    report = load_report(out_dir / artifact.info["report"])
+    if report is not None:
+        print_table(report, out, notes=err)
+    for path in artifact.files:
+        ui.info(f"wrote {path}" if not artifact.skipped else f"up to date: {path}")
+    write_json(json_path, {"artifact": artifact, "report": report})
+
+
+def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> None:
+    import onnx
+
+    from calibration.atomic import atomic_path
+    from calibration.errors import CalibrationError
+    from calibration.trt_cache import cache_to_qdq
+
+    try:
+        qdq, uncovered = cache_to_qdq(model, cache, placement=placement, weight_bits=weight_bits)
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    with atomic_path(dest) as tmp:
+        onnx.save(qdq, tmp)  # type: ignore[arg-type]
+    if uncovered:
+        err.print(
+            f"{len(uncovered)} tensor(s) not in the cache were left in float: {', '.join(uncovered[:5])}",
+            markup=False,
+        )
+    err.print(f"wrote {dest}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)

@@ -1,0 +1,77 @@
+"""What every command shares: the consoles, option types declared once, and small parsers.
+
+Options that several commands take (``--json``, ``--data``, ``--input``, ``--target``, ...)
+are ``Annotated`` aliases here, so each has one spelling and one help text everywhere.
+Words go to stderr (:data:`err`, :func:`make_ui`); tables and JSON to stdout (:data:`out`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_write_json
+from edgedeploy.ui import Ui
+
+# Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DATA_PANEL = "Data"
+DATA_SPEC_HELP = "random[:SEED], FILE.npz/.npy, a folder of .npz/.npy or images, or a loader.py"
+
+JsonOutput = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
+DataSpec = Annotated[str, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL)]
+OptionalDataSpec = Annotated[
+    str | None, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL)
+]
+InputShapes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input", help="Shape for dynamic dims NAME:SHAPE, repeatable.", rich_help_panel=DATA_PANEL
+    ),
+]
+Seed = Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel=DATA_PANEL)]
+BatchSize = Annotated[
+    int, typer.Option(help="Batch size for dynamic-batch models.", rich_help_panel=DATA_PANEL)
+]
+TargetName = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="Target name (see 'edgedeploy targets'); host = this CPU (x86-64-vnni or x86-64-cpu).",
+    ),
+]
+Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")]
+
+
+def make_ui() -> Ui:
+    """Messages and progress bars for a command, on stderr."""
+    return Ui(err)
+
+
+def write_json(path: Path | None, obj: Any) -> None:
+    """The ``--json FILE`` of every command: written atomically, and said so on stderr."""
+    if path is not None:
+        atomic_write_json(path, obj)
+        err.print(f"wrote {path}")
+
+
+def csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def ints(value: str | None, what: str) -> list[int]:
+    try:
+        return [int(v) for v in csv(value)]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got '{value}'") from None
+
+
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)

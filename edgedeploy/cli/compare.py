@@ -1,0 +1,182 @@
+"""``edgedeploy compare``: a candidate against the fp32 reference, gated; tables of outputs and layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from edgedeploy.cli.common import (
+    BatchSize,
+    DataSpec,
+    InputShapes,
+    JsonOutput,
+    Seed,
+    Threads,
+    fmt,
+    make_ui,
+    out,
+    write_json,
+)
+from edgedeploy.errors import GateFailed, InputError
+
+if TYPE_CHECKING:
+    from edgedeploy.stages.compare import CompareResult, LayerError, LayerwiseResult
+
+
+def compare_command(
+    reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
+    candidate: Annotated[Path, typer.Argument(help="The candidate: ONNX (fp16, int8) or TensorRT engine.")],
+    data: DataSpec = "random",
+    input: InputShapes = None,
+    samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 64,
+    batch_size: BatchSize = 8,
+    seed: Seed = 0,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance (with --check-allclose).")] = 1e-3,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (with --check-allclose).")] = 1e-3,
+    check_allclose: Annotated[
+        bool, typer.Option(help="Fail when any element exceeds atol + rtol*|ref|.")
+    ] = False,
+    min_cosine: Annotated[
+        float | None, typer.Option(help="Gate: lowest cosine similarity per output.")
+    ] = 0.999,
+    min_top1: Annotated[
+        float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")
+    ] = None,
+    threads: Threads = None,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer", help="Also compare every intermediate tensor both graphs share (ONNX, on the CPU)."
+        ),
+    ] = False,
+    layers_shown: Annotated[int, typer.Option(help="--per-layer: how many tensors to list.")] = 10,
+    json_path: JsonOutput = None,
+) -> None:
+    """Compare a candidate with the fp32 reference; exit 1 when a gate fails.
+
+    Example: edgedeploy compare model.onnx model.fp16.onnx --data val.npz --min-cosine 0.999
+    """
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source, parse_shapes
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.stages.compare import Gates, compare, compare_layers
+
+    ui = make_ui()
+    load_onnx(reference, load_external_data=False)
+    if not candidate.is_file():
+        raise InputError(f"candidate not found: {candidate}")
+    if per_layer and candidate.suffix != ".onnx":
+        raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
+    inputs, _ = model_io(reference)
+    source = open_source(
+        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None
+    )
+    gates = Gates(
+        atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose
+    )
+    with ui.progress("compare") as advance:
+        result = compare(reference, candidate, source, gates, source.describe(), threads)
+        advance(1.0)
+    print_outputs(result, reference, candidate, data)
+    if source.synthetic:
+        ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
+    if per_layer:
+        with ui.progress("per-layer compare") as advance:
+            layers = compare_layers(reference, candidate, source, gates, threads=threads)
+            advance(1.0)
+        print_layers(layers, layers_shown)
+        write_json(json_path, {"compare": result, "per_layer": layers})
+    else:
+        write_json(json_path, result)
+    if not result.passed:
+        failures = "; ".join(
+            f"{m.name}: {', '.join(m.failures)}" for m in result.outputs.values() if m.failures
+        )
+        raise GateFailed(f"accuracy gate failed: {failures}")
+
+
+def print_outputs(result: CompareResult, reference: Path, candidate: Path, data: str) -> None:
+    """One row per output: errors, cosine, SNR, NaN/Inf, top-1 agreement and the gate."""
+    table = Table(
+        title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data}; "
+        f"run as: {result.mode})"
+    )
+    for col in (
+        "output",
+        "max abs",
+        "mean abs",
+        "p99 abs",
+        "max rel",
+        "p99 rel",
+        "cosine",
+        "SNR dB",
+        "NaN/Inf",
+        "top-1",
+        "gate",
+    ):
+        table.add_column(col, justify="right" if col != "output" else "left")
+    for m in result.outputs.values():
+        table.add_row(
+            m.name,
+            f"{m.max_abs:.3g}",
+            f"{m.mean_abs:.3g}",
+            f"{m.p99_abs:.3g}",
+            f"{m.max_rel:.3g}",
+            f"{m.p99_rel:.3g}",
+            f"{m.cosine:.6f}",
+            fmt(m.snr_db, ".1f"),
+            f"{m.nan_count}/{m.inf_count}",
+            fmt(m.top1_agreement, ".4f"),
+            "pass" if m.passed else "FAIL",
+        )
+    out.print(table)
+
+
+def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
+    """Two tables: the first tensors over tolerance, and the largest errors, both in graph order."""
+
+    def table(title: str, rows: list[LayerError]) -> Table:
+        t = Table(title=title)
+        for col in (
+            "#",
+            "tensor",
+            "op (producer)",
+            "cosine",
+            "SNR dB",
+            "max abs",
+            "max abs / max|ref|",
+            "NaN/Inf",
+            "why",
+        ):
+            t.add_column(col, justify="right" if col not in ("tensor", "op (producer)", "why") else "left")
+        for e in rows:
+            t.add_row(
+                str(e.order),
+                e.tensor,
+                f"{e.op} ({e.producer})",
+                f"{e.cosine:.6f}",
+                "-" if e.snr_db is None else f"{e.snr_db:.1f}",
+                f"{e.max_abs:.3g}",
+                f"{e.rel_max:.3g}",
+                str(e.nan_inf),
+                "; ".join(e.why),
+            )
+        return t
+
+    out.print(
+        f"per-layer: {len(result.layers)} shared tensors, {result.iterations} batches, "
+        f"candidate run as {result.mode}"
+    )
+    first = result.first_exceeding(limit)
+    if first:
+        out.print(table("first tensors over tolerance (graph order)", first))
+    else:
+        out.print("no intermediate tensor exceeds the tolerance")
+    out.print(table("largest errors (graph order)", result.largest(limit)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compare")(compare_command)

@@ -1,0 +1,60 @@
+"""``edgedeploy export``: a PyTorch model (or an ONNX file) to a clean, checked fp32 ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgedeploy.cli.common import JsonOutput, csv, make_ui, out, write_json
+
+
+def export_command(
+    model: Annotated[
+        str, typer.Argument(help="module:callable, path/file.py:callable[:inputs_callable], or model.onnx")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the fp32 ONNX.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 13).")] = 18,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch/--static", help="Make dim 0 dynamic.")
+    ] = True,
+    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
+    input: Annotated[
+        list[str] | None, typer.Option("--input", help="Example input NAME:SHAPE[:DTYPE], repeatable.")
+    ] = None,
+    input_names: Annotated[str | None, typer.Option(help="Comma-separated graph input names.")] = None,
+    output_names: Annotated[str | None, typer.Option(help="Comma-separated graph output names.")] = None,
+    json_path: JsonOutput = None,
+) -> None:
+    """Export a PyTorch model (or check and simplify an ONNX file) to a clean fp32 ONNX.
+
+    Example: edgedeploy export models.py:resnet --input images:1x3x224x224 -o resnet.onnx
+    """
+    from edgedeploy.stages.export import ExportOptions, InputShape, export
+
+    ui = make_ui()
+    options = ExportOptions(
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        simplify=simplify,
+        inputs=[InputShape.parse(i) for i in input or []],
+        input_names=csv(input_names) or None,
+        output_names=csv(output_names) or None,
+    )
+    with ui.progress("export") as advance:
+        result = export(model, output, options, notify=ui.info)
+        advance(1.0)
+    out.print(
+        f"exported {result.source} -> {result.path} ({result.exporter}, opset {result.opset}, "
+        f"{result.nodes_before} -> {result.nodes_after} nodes)"
+    )
+    for spec in result.inputs:
+        out.print(f"  input  {spec.describe()}")
+    for spec in result.outputs:
+        out.print(f"  output {spec.describe()}")
+    write_json(json_path, result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)

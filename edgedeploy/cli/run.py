@@ -1,0 +1,60 @@
+"""``edgedeploy run``: the whole pipeline from one config file, and its summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgedeploy.cli.common import JsonOutput, fmt, make_ui, out, write_json
+from edgedeploy.errors import GateFailed
+
+
+def run_command(
+    config: Annotated[Path, typer.Argument(help="The pipeline config (edgedeploy.toml).")],
+    json_path: JsonOutput = None,
+) -> None:
+    """Run the whole pipeline from one config file; stages whose inputs did not change are skipped.
+
+    Example: edgedeploy run edgedeploy.toml
+    """
+    from edgedeploy.config import load_config
+    from edgedeploy.pipeline import run_pipeline
+
+    ui = make_ui()
+    cfg = load_config(config)
+    result = run_pipeline(cfg, ui)
+    table = Table(title=f"{result.model_name} on {result.target}")
+    for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):
+        table.add_column(col, justify="left" if col in ("precision", "backend") else "right")
+    for p in result.precisions:
+        b1: dict[str, Any] = next(iter(((p.profile or {}).get("batch_sizes") or {}).values()), {})
+        outs = list(((p.compare or {}).get("outputs") or {}).values())
+        cos = min((o.get("cosine") or 0.0 for o in outs), default=None)
+        top1 = next((o.get("top1_agreement") for o in outs if o.get("top1_agreement") is not None), None)
+        table.add_row(
+            p.precision,
+            p.backend,
+            f"{p.model.stat().st_size:,}",
+            fmt(b1.get("median_ms")),
+            fmt(b1.get("p99_ms")),
+            fmt(b1.get("throughput_ips"), ".1f"),
+            fmt(cos, ".6f"),
+            fmt(top1, ".4f"),
+            "pass" if (p.compare or {}).get("passed") else "FAIL",
+        )
+    out.print(table)
+    if not result.stages_run:
+        out.print("nothing changed: every stage was up to date")
+    write_json(json_path, result)
+    if not result.gates_passed:
+        raise GateFailed(
+            "accuracy gate failed for "
+            + ", ".join(p.precision for p in result.precisions if not (p.compare or {}).get("passed"))
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,191 @@
+"""What every layer shares about a build: the request, calibration settings and backend options.
+
+The CLI (``edgedeploy build``) and the pipeline (``[build]`` in ``edgedeploy.toml``) both
+describe a build in the user's words; :data:`BACKEND_OPTIONS` is the one place that says which
+user option fills which :class:`~edgedeploy.backends.base.BuildOptions` field and how its value
+is read. A new TensorRT option is one row here, one ``BuildOptions`` field, and its
+``[build]`` key and ``--flag`` under the same name. See docs/design.md ("Layers").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calibration.modelinfo import TensorSpec
+from calibration.sources import DataSource, open_source
+from edgedeploy.errors import InputError
+from edgedeploy.targets import Target
+
+Dims = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """min/opt/max shape per input for one optimization profile (TensorRT)."""
+
+    shapes: dict[str, tuple[Dims, Dims, Dims]]
+
+    @classmethod
+    def from_config(cls, table: dict[str, Any]) -> ShapeProfile:
+        """``{input = {min = [..], opt = [..], max = [..]}}`` from the config file."""
+        shapes = {}
+        for name, spec in table.items():
+            if not isinstance(spec, dict) or set(spec) != {"min", "opt", "max"}:
+                raise InputError(f"profile for '{name}' needs exactly min, opt and max shapes")
+            shapes[name] = _check_min_opt_max(
+                name, tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"])
+            )
+        return cls(shapes)
+
+    @classmethod
+    def parse(cls, items: list[str]) -> ShapeProfile:
+        """``NAME:MIN,OPT,MAX`` items such as ``images:1x3x224x224,4x3x224x224,8x3x224x224``."""
+        shapes = {}
+        for item in items:
+            name, sep, ranges = item.rpartition(":")
+            parts = ranges.split(",")
+            if not sep or not name or len(parts) != 3:
+                raise InputError(
+                    f"bad --profile '{item}': expected NAME:MIN,OPT,MAX e.g. x:1x3x8x8,4x3x8x8,8x3x8x8"
+                )
+            try:
+                dims = [tuple(int(d) for d in p.split("x")) for p in parts]
+            except ValueError:
+                raise InputError(f"bad --profile '{item}': dims must be integers") from None
+            shapes[name] = _check_min_opt_max(name, dims[0], dims[1], dims[2])
+        return cls(shapes)
+
+
+def _check_min_opt_max(name: str, lo: Dims, opt: Dims, hi: Dims) -> tuple[Dims, Dims, Dims]:
+    if not len(lo) == len(opt) == len(hi):
+        raise InputError(f"profile for '{name}': min, opt and max must have the same rank")
+    if any(not (a <= b <= c) or a < 1 for a, b, c in zip(lo, opt, hi, strict=True)):
+        raise InputError(
+            f"profile for '{name}': need 1 <= min <= opt <= max in every dim, got {lo}, {opt}, {hi}"
+        )
+    return tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi)
+
+
+def parse_memory_pools(value: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
+    """``NAME=MiB`` items from the command line, or the config's table as it is."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    pools: dict[str, int] = {}
+    for item in value:
+        name, sep, size = item.partition("=")
+        if not sep or not name or not size.strip().isdigit():
+            raise InputError(f"bad --memory-pool '{item}': expected NAME=MiB, e.g. tactic_shared_memory=48")
+        pools[name.strip().lower()] = int(size)
+    return pools
+
+
+def parse_profiles(value: Sequence[str] | Sequence[dict[str, Any]]) -> list[ShapeProfile]:
+    """The command line's ``NAME:MIN,OPT,MAX`` items (one profile), or the config's list of tables."""
+    if all(isinstance(v, str) for v in value):
+        return [ShapeProfile.parse([str(v) for v in value])]
+    return [ShapeProfile.from_config(v) for v in value if isinstance(v, dict)]
+
+
+def _same(value: Any, path: Callable[[str], Path]) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """One backend build option: the user's name for it and the ``BuildOptions`` field it fills."""
+
+    user: str  # the [build] config key and the `edgedeploy build` parameter (--user-name)
+    field: str  # the BuildOptions field
+    read: Callable[[Any, Callable[[str], Path]], Any] = _same  # (user value, path resolver) -> field value
+
+
+BACKEND_OPTIONS: tuple[BackendOption, ...] = (
+    BackendOption("workspace_mb", "workspace_mb"),
+    BackendOption("memory_pools_mb", "memory_pools_mb", lambda v, _path: parse_memory_pools(v)),
+    BackendOption("opt_level", "optimization_level"),
+    BackendOption("timing_cache", "timing_cache", lambda v, path: path(str(v))),
+    BackendOption("dla_core", "dla_core"),
+    BackendOption("hardware_compat", "hardware_compatibility"),
+    BackendOption("version_compatible", "version_compatible"),
+    BackendOption("profiling_verbosity", "profiling_verbosity"),
+    BackendOption("profiles", "profiles", lambda v, _path: parse_profiles(v)),
+    BackendOption("threads", "threads"),
+)
+BACKEND_OPTION_NAMES = frozenset(o.user for o in BACKEND_OPTIONS)
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, (str, list, tuple, dict)) and not value)
+
+
+def backend_options(values: Mapping[str, Any], path: Callable[[str], Path] = Path) -> dict[str, Any]:
+    """``BuildOptions`` fields from options in the user's names; unset options are left out.
+
+    Args:
+        values: user option name -> value (the ``[build]`` section, or the build command's
+            parameters); names that are not backend options are ignored.
+        path: resolves a path the user wrote (the config resolves it beside the config file).
+    """
+    return {
+        o.field: o.read(values[o.user], path)
+        for o in BACKEND_OPTIONS
+        if o.user in values and not _unset(values[o.user])
+    }
+
+
+@dataclass
+class Fp16Options:
+    """How an fp16 artifact is made: graph I/O types and what stays in fp32."""
+
+    keep_io_types: bool = True
+    fp32_ops: Sequence[str] = ()
+    fp32_nodes: Sequence[str] = ()
+    # Nodes kept in fp32 by an analysis (node name -> reason); the user's lists add to this.
+    auto_fp32_nodes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationSettings:
+    """How to calibrate: the [calibration] config section and the --calib-* options share these."""
+
+    data: str = ""
+    algorithm: str = "auto"
+    samples: int = 512
+    batch_size: int = 8
+    seed: int = 0
+    percentile: float = 99.99
+    exclude_nodes: list[str] = field(default_factory=list)
+    exclude_ops: list[str] = field(default_factory=list)
+    trt_version: str | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrationRequest(CalibrationSettings):
+    """The settings as a build uses them: data resolved to a spec, and shapes for dynamic dims."""
+
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
+        """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""
+        return open_source(
+            self.data or f"random:{self.seed}", inputs, samples=self.samples, batch_size=self.batch_size,
+            seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
+        )  # fmt: skip
+
+
+@dataclass
+class BuildRequest:
+    """One build as every layer describes it: precision, target, backend and their options."""
+
+    precision: str
+    target: Target
+    backend: str = "auto"
+    fp16: Fp16Options = field(default_factory=Fp16Options)
+    calibration: CalibrationRequest = field(default_factory=CalibrationRequest)
+    options: dict[str, Any] = field(default_factory=dict)  # BuildOptions fields, from backend_options()
+    fp16_analysis: bool = True  # fp16: range analysis chooses fp32 islands (on calibration.data or random)
+    accuracy_budget: str | None = None  # e.g. "cosine>=0.999,top1>=0.99" (fp16 and int8)

@@ -1,0 +1,482 @@
+"""The whole pipeline from one config: export -> precision/build -> compare -> profile -> bundle.
+
+:func:`run_pipeline` calls one function per stage; each stage function computes the key of
+its inputs (hashes of files and options, tool versions) and lets :class:`StageCache` decide
+whether to do the work. A rerun whose keys match does nothing and says so; an interrupted run
+resumes from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from calibration.algorithms import ALGORITHMS
+from calibration.modelinfo import TensorSpec, model_io
+from calibration.sources import DataSource, Feed, open_source
+from edgedeploy import __version__
+from edgedeploy.backends import BACKEND_NAMES
+from edgedeploy.config import PipelineConfig
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import sha256_file, sha256_json
+from edgedeploy.options import (
+    BuildRequest,
+    CalibrationRequest,
+    CalibrationSettings,
+    Fp16Options,
+    backend_options,
+)
+from edgedeploy.pipeline.cache import StageCache
+from edgedeploy.results import to_jsonable
+from edgedeploy.stages.build import build
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
+from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.export import (
+    ExportOptions,
+    InputShape,
+    export,
+    is_onnx_path,
+    module_search_path,
+    parse_model_spec,
+)
+from edgedeploy.stages.profile import ProfileOptions, profile
+from edgedeploy.targets import Target, load_target
+from edgedeploy.ui import QUIET, Ui
+
+
+@dataclass
+class PrecisionOutcome:
+    precision: str
+    backend: str
+    model: Path
+    artifact: Path
+    files: list[Path]
+    info: dict[str, Any]
+    compare: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+
+
+@dataclass
+class PipelineResult:
+    model_name: str
+    fp32: Path
+    target: str
+    precisions: list[PrecisionOutcome]
+    bundle: dict[str, Any] | None
+    stages_skipped: list[str] = field(default_factory=list)
+    stages_run: list[str] = field(default_factory=list)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(p.compare is None or p.compare.get("passed", False) for p in self.precisions)
+
+
+@dataclass
+class _Run:
+    """What every stage of one run shares: config, target, folders, cache, and what ran."""
+
+    config: PipelineConfig
+    ui: Ui
+    target: Target
+    workdir: Path
+    name: str
+    source: str
+    versions: dict[str, str | None]
+    cache: StageCache
+    extra_versions: dict[str, str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+
+    def stage(
+        self,
+        stage: str,
+        key: str,
+        compute: Callable[[], tuple[list[Path], dict[str, Any]]],
+        still_valid: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> dict[str, Any]:
+        """The stage's recorded result when its key matches, else computed; noted as skipped or run."""
+        result, was_skipped = self.cache.run(stage, key, self.ui, compute, still_valid)
+        (self.skipped if was_skipped else self.ran).append(stage)
+        return result
+
+
+@dataclass
+class _Exported:
+    fp32: Path
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    shapes: dict[str, tuple[int, ...]]
+
+
+@dataclass
+class _CompareData:
+    source: DataSource
+    feeds: list[Feed]
+    gates: Gates
+
+
+def run_pipeline(
+    config: PipelineConfig, ui: Ui = QUIET, extra_versions: dict[str, str] | None = None
+) -> PipelineResult:
+    """Run every stage the config asks for and return what each produced.
+
+    Args:
+        config: the loaded ``edgedeploy.toml`` (relative paths resolve beside it).
+        ui: where progress and notes go (stderr in the CLI; silent by default).
+        extra_versions: more tool versions to key the stages on and record in the manifest.
+    """
+    run = _start(config, ui, extra_versions)
+    exported = _export_stage(run)
+    data = _compare_data(run, exported)
+    outcomes = []
+    for precision in config.build.precisions:
+        outcome = _build_stage(run, exported, precision)
+        _compare_stage(run, exported, data, outcome)
+        if config.profile.enabled:
+            _profile_stage(run, outcome)
+        outcomes.append(outcome)
+    bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled else None
+    return PipelineResult(
+        model_name=run.name,
+        fp32=exported.fp32,
+        target=run.target.name,
+        precisions=outcomes,
+        bundle=bundle,
+        stages_skipped=run.skipped,
+        stages_run=run.ran,
+    )
+
+
+def _start(config: PipelineConfig, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
+    target = check_config(config)
+    workdir = config.path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = _resolve_source(config)
+    name = config.model.name or Path(source.split(":")[0]).stem.removesuffix(".fp32") or "model"
+    return _Run(
+        config,
+        ui,
+        target,
+        workdir,
+        name,
+        source,
+        tool_versions(extra_versions),
+        StageCache(workdir),
+        extra_versions,
+    )
+
+
+def _export_stage(run: _Run) -> _Exported:
+    config, ui = run.config, run.ui
+    fp32 = run.workdir / f"{run.name}.fp32.onnx"
+    ex = config.export
+    options = ExportOptions(
+        opset=ex.opset,
+        dynamic_batch=ex.dynamic_batch,
+        simplify=ex.simplify,
+        inputs=[InputShape.parse(i) for i in config.model.inputs],
+        input_names=ex.input_names or None,
+        output_names=ex.output_names or None,
+    )
+    key = sha256_json(
+        {
+            "source": _source_fingerprint(config.model.source, config.base_dir),
+            "options": options,
+            "versions": run.versions,
+            "dest": str(fp32),
+        }
+    )
+
+    def do_export() -> tuple[list[Path], dict[str, Any]]:
+        with ui.progress("export") as advance:
+            with module_search_path(config.base_dir):  # module:callable beside the config file
+                result = export(run.source, fp32, options, notify=ui.info)
+            advance(1.0)
+        ui.info(
+            f"export: {result.exporter} exporter, opset {result.opset}, "
+            f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
+        )
+        return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
+
+    record = run.stage("export", key, do_export)
+    inputs, outputs = model_io(fp32)
+    shapes = {i.name: i.shape for i in options.inputs}
+    return _Exported(fp32, record["sha256"], list(inputs), list(outputs), shapes)
+
+
+def _compare_data(run: _Run, exported: _Exported) -> _CompareData:
+    """One fixed set of feeds for every precision: the compare data and the gates."""
+    cmp = run.config.compare
+    spec = cmp.data if _is_random(cmp.data) else str(run.config.path(cmp.data))
+    source = open_source(
+        spec,
+        exported.inputs,
+        samples=cmp.samples,
+        batch_size=cmp.batch_size,
+        seed=cmp.seed,
+        shapes=exported.shapes or None,
+    )
+    gates = Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+    return _CompareData(source, list(source), gates)
+
+
+def build_request(
+    config: PipelineConfig, target: Target, precision: str, shapes: dict[str, Any]
+) -> BuildRequest:
+    """The build the config's [build] and [calibration] sections describe for one precision."""
+    b = config.build
+    section = {f.name: getattr(b, f.name) for f in fields(b)}
+    return BuildRequest(
+        precision=precision,
+        target=target,
+        backend=b.backend,
+        fp16=Fp16Options(keep_io_types=b.keep_io_types, fp32_ops=b.fp32_ops, fp32_nodes=b.fp32_nodes),
+        calibration=_calibration_request(config, shapes),
+        options=backend_options(section, path=config.path),
+    )
+
+
+def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOutcome:
+    request = build_request(run.config, run.target, precision, exported.shapes)
+    keyed = request if precision != "fp32" else replace(request, calibration=CalibrationRequest())
+    key = sha256_json(
+        {"fp32": exported.sha256, "request": keyed, "versions": run.versions,
+         "calibration_data": _calibration_fingerprint(request, exported.inputs)}
+    )  # fmt: skip
+
+    def do_build() -> tuple[list[Path], dict[str, Any]]:
+        outcome = build(exported.fp32, request, run.workdir, run.ui)
+        files = [*outcome.precision.files, *outcome.build.files]
+        run.ui.info(
+            f"build {request.precision}: {outcome.precision.path.name} -> {outcome.build.artifact.name}"
+        )
+        return files, {
+            "model": str(outcome.precision.path),
+            "artifact": str(outcome.build.artifact),
+            "backend": outcome.build.backend,
+            "files": [str(f) for f in files],
+            "info": {**outcome.precision.info, **to_jsonable(outcome.build.info)},
+        }
+
+    built = run.stage(f"build-{precision}", key, do_build)
+    return PrecisionOutcome(
+        precision=precision,
+        backend=built["backend"],
+        model=Path(built["model"]),
+        artifact=Path(built["artifact"]),
+        files=[Path(f) for f in built["files"]],
+        info=built.get("info", {}),
+    )
+
+
+def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: PrecisionOutcome) -> None:
+    key = sha256_json(
+        {
+            "ref": exported.sha256,
+            "cand": sha256_file(outcome.artifact),
+            "data": data.source.describe(),
+            "gates": data.gates,
+            "versions": run.versions,
+        }
+    )
+
+    def do_compare() -> tuple[list[Path], dict[str, Any]]:
+        with run.ui.progress(f"compare {outcome.precision}") as advance:
+            result = compare(
+                exported.fp32, outcome.artifact, data.feeds, data.gates, data.source.describe(),
+                threads=run.config.build.threads,
+            )  # fmt: skip
+            advance(1.0)
+        return [], to_jsonable(result.summary())
+
+    outcome.compare = run.stage(f"compare-{outcome.precision}", key, do_compare)
+    if not outcome.compare.get("passed"):
+        run.ui.warn(f"{outcome.precision}: accuracy gate failed: {_failure_text(outcome.compare)}")
+
+
+def _profile_stage(run: _Run, outcome: PrecisionOutcome) -> None:
+    p = run.config.profile
+    options = ProfileOptions(
+        warmup_iterations=p.warmup,
+        warmup_ms=p.warmup_ms,
+        iterations=p.iterations,
+        duration_s=p.duration_s,
+        batch_sizes=tuple(p.batch_sizes),
+        threads=p.threads or run.config.build.threads,
+    )
+    key = sha256_json(
+        {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions}
+    )
+
+    def do_profile() -> tuple[list[Path], dict[str, Any]]:
+        with run.ui.progress(f"profile {outcome.precision}") as advance:
+            result = profile(outcome.artifact, options, progress=lambda _batch, frac: advance(frac))
+        for warning in result.warnings:
+            run.ui.warn(f"{outcome.precision}: {warning}")
+        return [], to_jsonable(result.summary())
+
+    outcome.profile = run.stage(f"profile-{outcome.precision}", key, do_profile)
+
+
+def _bundle_stage(
+    run: _Run, exported: _Exported, data: _CompareData, outcomes: list[PrecisionOutcome]
+) -> dict[str, Any]:
+    config = run.config
+    bundle_dir = config.path(config.bundle.output) if config.bundle.output else run.workdir / "bundle"
+    primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
+    key = sha256_json(
+        {
+            "fp32": exported.sha256,
+            "outcomes": [to_jsonable(o) for o in outcomes],
+            "files": {str(f): sha256_file(f) for o in outcomes for f in o.files},
+            "primary": primary,
+            "gates": data.gates,
+            "version": __version__,
+            "dir": str(bundle_dir),
+        }
+    )
+
+    def do_bundle() -> tuple[list[Path], dict[str, Any]]:
+        ref_in = data.feeds[0]
+        ref_out_batches, _ = run_pair(exported.fp32, exported.fp32, [ref_in])
+        artifacts = [
+            BundleArtifact(
+                precision=o.precision,
+                backend=o.backend,
+                model=o.model,
+                engine=o.artifact if o.artifact.suffix == ".engine" else None,
+                calibration_cache=_find(o.files, ".cache"),
+                precision_plan=_find(o.files, ".plan.json"),
+                compare=o.compare,
+                profile=o.profile,
+                info=o.info,
+            )
+            for o in outcomes
+        ]
+        result = make_bundle(
+            bundle_dir,
+            model_name=run.name,
+            model_source=config.model.source,
+            model_sha256=exported.sha256,
+            target=run.target,
+            inputs=exported.inputs,
+            outputs=exported.outputs,
+            artifacts=artifacts,
+            gates=data.gates.manifest(),
+            reference_inputs=ref_in,
+            reference_outputs=ref_out_batches[0],
+            primary=primary,
+            tools=run.extra_versions,
+        )
+        run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
+        return [result.directory / "manifest.json", result.archive], {
+            "directory": str(result.directory),
+            "archive": str(result.archive),
+            "files": result.files,
+            "size_bytes": result.size_bytes,
+        }
+
+    def bundle_intact(record: dict[str, Any]) -> bool:
+        return verify_bundle(Path(record["directory"])).ok  # a damaged bundle is made again
+
+    return run.stage("bundle", key, do_bundle, bundle_intact)
+
+
+def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
+    """What identifies the model's source: the file's hash, or the module's file hash."""
+    if is_onnx_path(source):
+        path = Path(source) if Path(source).is_absolute() else base / source
+        return {"onnx_sha256": sha256_file(path)} if path.is_file() else {"missing": str(path)}
+    where = parse_model_spec(source)[0]
+    path = Path(where) if Path(where).is_absolute() else base / where
+    if path.suffix == ".py" and path.is_file():
+        return {"spec": source, "file_sha256": sha256_file(path)}
+    try:
+        with module_search_path(base, Path.cwd()):
+            spec = importlib.util.find_spec(where)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.origin and Path(spec.origin).is_file():
+        return {"spec": source, "file_sha256": sha256_file(spec.origin)}
+    return {"spec": source}
+
+
+def _resolve_source(config: PipelineConfig) -> str:
+    source = config.model.source
+    where = source if is_onnx_path(source) else source.split(":")[0]
+    if where.endswith((".py", ".onnx")) and not Path(where).is_absolute():
+        resolved = str(config.path(where))
+        return resolved + source[len(where) :]
+    return source
+
+
+def check_config(config: PipelineConfig) -> Target:
+    """Refuse, before any work, what the config asks for and cannot be served; returns the target."""
+
+    b = config.build
+    target = load_target(b.target)
+    if not b.precisions:
+        raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
+    for precision in b.precisions:
+        target.check_precision(precision)
+    if b.backend not in BACKEND_NAMES:
+        raise InputError(
+            f"config build.backend '{b.backend}' is unknown; choose one of {', '.join(BACKEND_NAMES)}"
+        )
+    if "int8" in b.precisions and config.calibration.algorithm not in ALGORITHMS:
+        raise InputError(
+            f"config calibration.algorithm '{config.calibration.algorithm}' is unknown; "
+            f"choose one of {', '.join(ALGORITHMS)}"
+        )
+    if config.bundle.primary and config.bundle.primary not in b.precisions:
+        raise InputError(
+            f"config bundle.primary '{config.bundle.primary}' is not among build.precisions "
+            f"({', '.join(b.precisions)})"
+        )
+    if config.bundle.enabled:
+        out = config.path(config.bundle.output or "bundle").resolve()
+        if out.exists() and (
+            not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
+        ):
+            raise InputError(f"config bundle.output {out} exists and is not a bundle: choose another folder")
+    return target
+
+
+def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
+    c = config.calibration
+    data = c.data if not c.data or _is_random(c.data) else str(config.path(c.data))
+    settings = {f.name: getattr(c, f.name) for f in fields(CalibrationSettings)}
+    return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes)
+
+
+def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[str, Any] | None:
+    """The calibration data's content (file hashes, or generator and seed) for int8 and fp16 builds.
+
+    Paths alone would let an edited calibration set reuse a stale artifact.
+    """
+    calib = request.calibration
+    if request.precision not in ("fp16", "int8") or not calib.data:
+        return None
+    return calib.open(inputs).describe()
+
+
+def _is_random(spec: str) -> bool:
+    return spec == "random" or spec.startswith("random:")
+
+
+def _find(files: list[Path], suffix: str) -> Path | None:
+    return next((f for f in files if f.name.endswith(suffix)), None)
+
+
+def _failure_text(compare_summary: dict[str, Any]) -> str:
+    parts = []
+    for name, m in compare_summary.get("outputs", {}).items():
+        parts.append(
+            f"{name}: cosine={m.get('cosine')}, top1={m.get('top1_agreement')}, nan/inf={m.get('nan_inf')}"
+        )
+    return "; ".join(parts)

@@ -1,0 +1,136 @@
+"""The build stage: fp32 ONNX -> precision artifact (fp16 / int8 ONNX) -> backend build output.
+
+Precision is decided here on the CPU (docs/design.md, "Principles" 1); the backend only compiles
+what it is given. The target is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from calibration.modelinfo import model_io
+from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_path
+from edgedeploy.onnxio import copy_model, load_onnx
+from edgedeploy.options import BuildRequest
+from edgedeploy.stages.precision import PrecisionArtifact
+from edgedeploy.stages.precision.emulate import is_fp16_model
+from edgedeploy.stages.precision.int8 import make_int8
+from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
+from edgedeploy.ui import QUIET, Ui
+
+
+@dataclass
+class BuildOutcome:
+    precision: PrecisionArtifact
+    build: BuildResult
+    backend_note: str
+
+
+def artifact_name(model: Path, precision: str) -> str:
+    stem = model.name.removesuffix(".onnx")
+    for suffix in (".fp32", ".fp16", ".int8"):
+        stem = stem.removesuffix(suffix)
+    return f"{stem}.{precision}.onnx"
+
+
+def precision_of_model(model: Path) -> str:
+    """What a model already is: int8 (Q/DQ nodes), fp16 (fp16 weights or Casts) or fp32."""
+
+    graph_model = load_onnx(model, load_external_data=False)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph_model.graph.node):
+        return "int8"
+    return "fp16" if is_fp16_model(graph_model) else "fp32"
+
+
+def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArtifact:
+    """A model that already is the precision asked for (a bundle's fp16 or Q/DQ ONNX) is built unchanged.
+
+    Its companions beside it (precision plan, TensorRT calibration cache) come along.
+    """
+
+    base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
+    companions = [model.with_name(f"{base}.{precision}.plan.json"), model.with_name(f"{base}.calib.cache")]
+    files = copy_model(model, dest)  # with its external data
+    for src in companions:
+        target = dest.with_name(src.name)
+        if src.is_file() and src.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+        if src.is_file():
+            files.append(target)
+    ui.info(f"{model.name} is already an {precision} model: built as it is")
+    return PrecisionArtifact(precision, dest, files, info={"as_is": True})
+
+
+def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
+    """Write the precision ONNX for ``request.precision`` into ``out_dir``."""
+    dest = out_dir / artifact_name(model, request.precision)
+    existing = precision_of_model(model)
+    if existing != "fp32":
+        if existing != request.precision:
+            raise InputError(
+                f"{model.name} is already an {existing} model: build it with --precision {existing}, "
+                "or start from the fp32 model"
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return _use_as_is(model, existing, dest, ui)
+    if request.precision == "fp32":
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return PrecisionArtifact("fp32", dest, copy_model(model, dest))  # with its external data
+    if request.precision == "fp16":
+        return make_fp16_checked(model, dest, request, ui)
+    if request.precision == "int8":
+        artifact = _make_int8(model, dest, request, ui)
+        if request.accuracy_budget:
+            artifact = int8_within_budget(model, dest, artifact, request, ui)
+        return artifact
+    raise InputError(
+        f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
+    )
+
+
+def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
+    calib = request.calibration
+    inputs, _ = model_io(model)
+    if not calib.data:
+        ui.warn(
+            "no --calib-data given: calibrating on seeded random data; the result is synthetic "
+            "and its accuracy says little about real inputs"
+        )
+    source = calib.open(inputs)
+    return make_int8(
+        model,
+        dest,
+        target=request.target,
+        source=source,
+        algorithm=calib.algorithm,
+        percentile=calib.percentile,
+        exclude_nodes=calib.exclude_nodes,
+        exclude_ops=calib.exclude_ops,
+        trt_version=calib.trt_version,
+        ui=ui,
+    )
+
+
+def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
+    """Check the target, make the precision artifact, and compile it with the chosen backend."""
+    request.target.check_precision(request.precision)
+    request.target.check_dla(request.options.get("dla_core"))
+    backend, note = resolve_backend(request.backend, request.target.is_gpu)
+    precision = make_precision(model, request, out_dir, ui)
+    ui.info(note)
+    extra = dict(request.options)
+    for path in precision.files:
+        if path.name.endswith(".plan.json"):
+            extra.setdefault("precision_plan", path)
+        elif path.name.endswith(".cache") and request.precision == "int8":
+            extra.setdefault("calibration_cache", path)
+    options = BuildOptions(precision=request.precision, target=request.target, **extra)
+    with ui.progress(f"{backend.name} build ({request.precision})") as advance:
+        result = backend.build(precision.path, options, out_dir)
+        advance(1.0)
+    return BuildOutcome(precision=precision, build=result, backend_note=note)

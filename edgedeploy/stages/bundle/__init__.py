@@ -1,0 +1,17 @@
+"""The bundle stage: pack a deployment bundle (:mod:`.make`), and verify / inspect one (:mod:`.tools`)."""
+
+from __future__ import annotations
+
+from edgedeploy.stages.bundle.make import BundleArtifact, BundleResult, make_bundle, tool_versions
+from edgedeploy.stages.bundle.tools import BundleCheck, inspect_bundle, safe_extract, verify_bundle
+
+__all__ = [
+    "BundleArtifact",
+    "BundleCheck",
+    "BundleResult",
+    "inspect_bundle",
+    "make_bundle",
+    "safe_extract",
+    "tool_versions",
+    "verify_bundle",
+]

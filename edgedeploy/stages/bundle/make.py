@@ -1,0 +1,248 @@
+"""The bundle stage: artifacts + manifest + reference data + device scripts, as a folder and a .tar.gz.
+
+Hand-written because no library packs this: the manifest records what every file is (sha256
+and size), what it was built for (target, precisions, tool versions) and how well it did
+(compare and profile summaries), so a device can check and rebuild itself from the bundle.
+The folder and the archive are both written under temporary names and renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.modelinfo import TensorSpec
+from edgedeploy import __version__
+from edgedeploy.device import device_files
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from edgedeploy.onnxio import external_data_files
+from edgedeploy.results import to_jsonable
+from edgedeploy.targets import Target
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BundleArtifact:
+    precision: str
+    backend: str
+    model: Path  # the precision ONNX
+    engine: Path | None = None
+    calibration_cache: Path | None = None
+    precision_plan: Path | None = None
+    extra_files: list[Path] = field(default_factory=list)
+    compare: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    # How the precision was made: fp32 islands, calibration algorithm, data and preprocessing, ...
+    info: dict[str, Any] | None = None
+
+
+@dataclass
+class BundleResult:
+    directory: Path
+    archive: Path
+    manifest: dict[str, Any]
+    files: int
+    size_bytes: int
+
+
+def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
+    """Versions of the tools that shaped the artifacts (TensorRT where it was used)."""
+    import onnx
+    import onnxruntime
+    import polygraphy
+
+    versions: dict[str, str | None] = {
+        "edgedeploy": __version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "polygraphy": polygraphy.__version__,
+        "tensorrt": None,
+    }
+    try:
+        import onnxslim
+
+        versions["onnxslim"] = getattr(onnxslim, "__version__", None)
+    except ImportError:
+        pass
+    versions.update(extra or {})
+    return versions
+
+
+def _spec_json(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}
+
+
+def _copy(src: Path, root: Path, folder: str) -> str:
+    """Copy one artifact into the bundle; an ONNX model brings its external data files along."""
+
+    rel = f"{folder}/{src.name}"
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, root / rel)
+    for data in external_data_files(src):
+        shutil.copy2(data, root / folder / data.name)
+    return rel
+
+
+def _device_readme(manifest: dict[str, Any]) -> str:
+    target = manifest["target"]
+    rows = "\n".join(
+        f"| {a['precision']} | {a['backend']} | `{a['model']}` | {a.get('engine') or '-'} |"
+        for a in manifest["artifacts"]
+    )
+    return f"""# {manifest["model"]["name"]} for {target["name"]}
+
+Made by edgedeploy {manifest["edgedeploy_version"]} on {manifest["created"]}.
+Target: {target.get("description", target["name"])}.
+
+| precision | backend | model | engine |
+|---|---|---|---|
+{rows}
+
+## On the device
+
+```bash
+bash scripts/setup.sh          # check board, JetPack, CUDA, TensorRT; optional power mode and clocks
+bash scripts/build_engine.sh   # build the engine here from the bundled ONNX (skipped when one matches)
+bash scripts/verify.sh         # checksums, then engine outputs against the stored fp32 reference
+bash scripts/benchmark.sh      # latency, throughput, power and energy per inference (JSON)
+```
+
+Each script takes `--help` and works from any folder. `manifest.json` lists every file with
+its sha256; `reference/` holds the inputs and fp32 outputs `verify.sh` compares against.
+"""
+
+
+def make_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    model_name: str,
+    model_source: str,
+    model_sha256: str,
+    target: Target,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    artifacts: list[BundleArtifact],
+    gates: dict[str, Any],
+    reference_inputs: dict[str, np.ndarray] | None = None,
+    reference_outputs: dict[str, np.ndarray] | None = None,
+    primary: str | None = None,
+    tools: dict[str, str] | None = None,
+    extras: dict[str, Any] | None = None,
+) -> BundleResult:
+    """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
+
+    An existing bundle there is replaced whole; any other existing, non-empty folder is refused
+    (it may hold the user's models).
+
+    Args:
+        out_dir: the bundle folder.
+        model_name: the model's name in the manifest and file names.
+        model_source: where the model came from (spec or path), recorded as given.
+        model_sha256: the fp32 model's hash.
+        target: what the bundle is for.
+        inputs: the model's inputs.
+        outputs: the model's outputs.
+        artifacts: one entry per precision (model, engine, plan, cache, compare and profile summaries).
+        gates: the accuracy gates the device's verify.sh applies.
+        reference_inputs: one batch of inputs for verify.sh.
+        reference_outputs: the fp32 outputs on ``reference_inputs``.
+        primary: the precision the device scripts use by default (default: the lowest that passed).
+        tools: more tool versions to record.
+        extras: more manifest fields.
+    """
+    out = Path(out_dir).resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise InputError(f"bundle output {out} exists and is not a bundle: choose another -o folder")
+    with atomic_dir(out) as root:
+        entries = []
+        for art in artifacts:
+            entry: dict[str, Any] = {
+                "precision": art.precision,
+                "backend": art.backend,
+                "model": _copy(art.model, root, "models"),
+                "engine": _copy(art.engine, root, "engines") if art.engine else None,
+                "calibration_cache": _copy(art.calibration_cache, root, "models")
+                if art.calibration_cache
+                else None,
+                "precision_plan": _copy(art.precision_plan, root, "models") if art.precision_plan else None,
+                "compare": art.compare,
+                "profile": art.profile,
+                "precision_info": art.info,
+            }
+            for extra in art.extra_files:
+                _copy(extra, root, "models")
+            entries.append(entry)
+        (root / "engines").mkdir(exist_ok=True)
+        reference: dict[str, str] | None = None
+        if reference_inputs is not None and reference_outputs is not None:
+            (root / "reference").mkdir()
+            np.savez(root / "reference" / "inputs.npz", **reference_inputs)  # type: ignore[arg-type]
+            np.savez(root / "reference" / "outputs.npz", **reference_outputs)  # type: ignore[arg-type]
+            reference = {"inputs": "reference/inputs.npz", "outputs": "reference/outputs.npz"}
+        for script in device_files():
+            _copy(script, root, "scripts")
+            if script.suffix == ".sh":
+                os.chmod(root / "scripts" / script.name, 0o755)
+        manifest: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "edgedeploy_version": __version__,
+            "model": {"name": model_name, "source": model_source, "sha256": model_sha256},
+            "target": target_dict(target),
+            "tools": tool_versions(tools),
+            "io": {"inputs": [_spec_json(s) for s in inputs], "outputs": [_spec_json(s) for s in outputs]},
+            "primary_precision": primary or default_primary(artifacts),
+            "artifacts": entries,
+            "gates": gates,
+            "reference": reference,
+            **(extras or {}),
+        }
+        atomic_write_text(root / "README.md", _device_readme(manifest))
+        manifest["files"] = file_table(root)
+        atomic_write_json(root / "manifest.json", manifest)
+    archive = out.with_name(out.name + ".tar.gz")
+    with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+        tar.add(out, arcname=out.name)
+    files = manifest["files"]
+    return BundleResult(
+        directory=out,
+        archive=archive,
+        manifest=manifest,
+        files=len(files) + 1,
+        size_bytes=sum(int(f["size"]) for f in files.values()),
+    )
+
+
+def default_primary(artifacts: list[BundleArtifact]) -> str | None:
+    """The lowest precision whose accuracy gate passed: what a device should run by default."""
+    order = {"int8": 0, "fp16": 1, "fp32": 2}
+    passed = [a for a in artifacts if a.compare and a.compare.get("passed")]
+    pool = passed or [a for a in artifacts if a.precision == "fp32"] or artifacts
+    return min(pool, key=lambda a: order.get(a.precision, 9)).precision if pool else None
+
+
+def file_table(root: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under ``root`` except the manifest itself."""
+    table: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel == "manifest.json":
+            continue
+        table[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return table
+
+
+def target_dict(target: Target) -> dict[str, Any]:
+
+    data = to_jsonable(target)
+    assert isinstance(data, dict)
+    return data

@@ -1,0 +1,32 @@
+"""The compare stage: a candidate (fp16/int8 ONNX, engine) against the fp32 reference.
+
+- :mod:`.gates`: the accuracy gates (cosine, top-1, allclose) a candidate must pass;
+- :mod:`.outputs`: per-output metrics through Polygraphy's runners and Comparator;
+- :mod:`.layers`: per-layer errors on every intermediate tensor both graphs share.
+"""
+
+from __future__ import annotations
+
+from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.compare.layers import LayerError, LayerwiseResult, compare_layers
+from edgedeploy.stages.compare.outputs import (
+    CompareResult,
+    OutputMetrics,
+    compare,
+    gate_failures,
+    output_metrics,
+    run_pair,
+)
+
+__all__ = [
+    "CompareResult",
+    "Gates",
+    "LayerError",
+    "LayerwiseResult",
+    "OutputMetrics",
+    "compare",
+    "compare_layers",
+    "gate_failures",
+    "output_metrics",
+    "run_pair",
+]

@@ -1,0 +1,269 @@
+"""Per-layer comparison (``compare --per-layer``): every intermediate tensor that the fp32 reference
+and the candidate (fp16 or INT8 Q/DQ ONNX) share, in graph order, to find where accuracy is lost.
+
+Both models get every shared float tensor marked as an output and run on the CPU batch by
+batch; per tensor we fold running sums (squared error, dot product, norms, max error) so memory
+stays one batch of activations however many samples are compared. An fp16 candidate is run as
+its CPU emulation (:mod:`edgedeploy.stages.precision.emulate`): ONNX Runtime would otherwise compute
+most of its fp16 nodes in fp32 and hide exactly the errors this view is for. Hand-written rather
+than Polygraphy's ``mark all`` + Comparator, which keeps every batch's activations in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from calibration.observers import float_tensor_names, with_outputs
+from calibration.sources import Feed
+from edgedeploy.errors import InputError
+from edgedeploy.onnxio import load_onnx
+from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.precision.emulate import (
+    emulate_fp16,
+    fp32_nodes_of_converted,
+    has_fp16_io,
+    is_fp16_model,
+)
+from edgedeploy.stages.precision.fp16 import ensure_node_names
+
+
+@dataclass
+class _Running:
+    count: int = 0
+    sum_sq_ref: float = 0.0
+    sum_sq_cand: float = 0.0
+    dot: float = 0.0
+    sum_sq_err: float = 0.0
+    sum_abs_err: float = 0.0
+    max_abs_err: float = 0.0
+    ref_absmax: float = 0.0
+    cand_nonfinite: int = 0
+    ref_nonfinite: int = 0
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r = np.asarray(ref, dtype=np.float64).ravel()
+        c = np.asarray(cand, dtype=np.float64).ravel()
+        if r.size != c.size:
+            return
+        ok_r, ok_c = np.isfinite(r), np.isfinite(c)
+        self.ref_nonfinite += int(r.size - np.count_nonzero(ok_r))
+        self.cand_nonfinite += int(np.count_nonzero(ok_r & ~ok_c))
+        both = ok_r & ok_c
+        r, c = r[both], c[both]
+        err = r - c
+        self.count += int(r.size)
+        self.sum_sq_ref += float(r @ r)
+        self.sum_sq_cand += float(c @ c)
+        self.dot += float(r @ c)
+        self.sum_sq_err += float(err @ err)
+        if err.size:
+            self.sum_abs_err += float(np.abs(err).sum())
+            self.max_abs_err = max(self.max_abs_err, float(np.abs(err).max()))
+            self.ref_absmax = max(self.ref_absmax, float(np.abs(r).max()))
+
+
+@dataclass
+class LayerError:
+    tensor: str
+    producer: str
+    op: str
+    order: int
+    cosine: float
+    snr_db: float | None
+    max_abs: float
+    mean_abs: float
+    rel_max: float  # max abs error / reference absmax
+    nan_inf: int  # non-finite values in the candidate where the reference is finite
+    exceeds: bool
+    why: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LayerwiseResult:
+    reference: str
+    candidate: str
+    mode: str  # "fp16 (CPU emulation)", "onnx"
+    iterations: int
+    gates: Gates
+    layers: list[LayerError]  # in graph order
+    only_in_reference: int
+    only_in_candidate: int
+
+    def first_exceeding(self, limit: int = 5) -> list[LayerError]:
+        return [layer for layer in self.layers if layer.exceeds][:limit]
+
+    def largest(self, limit: int = 5) -> list[LayerError]:
+        """The tensors with the largest error (1 - cosine, NaN/Inf first), shown in graph order."""
+        worst = sorted(self.layers, key=lambda e: (e.nan_inf > 0, _badness(e)), reverse=True)[:limit]
+        return sorted(worst, key=lambda e: e.order)
+
+
+def _badness(e: LayerError) -> float:
+    return 2.0 if math.isnan(e.cosine) else 1.0 - e.cosine
+
+
+def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | None, list[str]]:
+    denom = math.sqrt(run.sum_sq_ref * run.sum_sq_cand)
+    cosine = run.dot / denom if denom > 0 else (1.0 if run.sum_sq_ref == run.sum_sq_cand == 0 else 0.0)
+    snr = (
+        None
+        if run.sum_sq_err == 0
+        else (10 * math.log10(run.sum_sq_ref / run.sum_sq_err) if run.sum_sq_ref > 0 else float("-inf"))
+    )
+    if run.cand_nonfinite:
+        cosine = float("nan")  # as compare.output_metrics: a NaN/Inf output has no meaningful cosine
+    if run.cand_nonfinite:
+        cosine = float("nan")  # as compare.output_metrics: a NaN/Inf output has no meaningful cosine
+    why = []
+    if run.cand_nonfinite:
+        why.append(f"{run.cand_nonfinite} NaN/Inf where fp32 is finite")
+    if gates.min_cosine is not None and cosine < gates.min_cosine:
+        why.append(f"cosine {cosine:.6f} < {gates.min_cosine}")
+    if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
+        why.append(f"max abs error {run.max_abs_err:.3g} > atol + rtol*max|ref|")
+    return cosine, snr, why
+
+
+def _session(model: onnx.ModelProto, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Basic level: constant folding only, so the marked tensors are the ones the graph computes.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            f"ONNX Runtime cannot load the model for per-layer comparison: {first[:300]}"
+        ) from None
+
+
+def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """What to run for the candidate: its fp16 emulation (fp16 models) or the model itself (Q/DQ)."""
+
+    if is_fp16_model(candidate):
+        emulated = emulate_fp16(
+            reference,
+            fp32_nodes_of_converted(reference, candidate),
+            blocked_ops=(),
+            round_io=has_fp16_io(candidate),
+        )
+        return emulated, "fp16 (CPU emulation of fp16 storage)"
+    return candidate, "onnx"
+
+
+def compare_layers(
+    reference: Path | onnx.ModelProto,
+    candidate: Path | onnx.ModelProto,
+    feeds: Iterable[Feed],
+    gates: Gates | None = None,
+    *,
+    threads: int | None = None,
+    emulate: bool = True,
+) -> LayerwiseResult:
+    """Compare every float tensor both graphs compute, on ``feeds``, in the reference's graph order.
+
+    Args:
+        reference: the fp32 reference (file or loaded model).
+        candidate: an fp16 or int8 Q/DQ ONNX made from it.
+        feeds: the input batches, the same for both models.
+        gates: the tolerance a tensor is measured against (default :class:`Gates`).
+        threads: ONNX Runtime intra-op threads.
+        emulate: run an fp16 candidate as its CPU emulation, so fp16 errors show.
+    """
+    gates = gates or Gates()
+    ref_model = _load(reference)
+    cand_model = _load(candidate)
+    ensure_node_names(ref_model)
+    mode = "onnx"
+    if emulate:
+        cand_model, mode = candidate_graph(ref_model, cand_model)
+    ref_names = [n for n in float_tensor_names(ref_model)]
+    cand_all = set(float_tensor_names(cand_model)) | {o.name for o in cand_model.graph.output}
+    shared = [n for n in ref_names if n in cand_all]
+    if not shared:
+        raise InputError(
+            "the reference and the candidate share no tensor names: per-layer comparison needs "
+            "a candidate converted from this reference"
+        )
+    inputs = {i.name for i in ref_model.graph.input}
+    wanted = [n for n in shared if n not in inputs]
+    ref_sess = _session(with_outputs(ref_model, wanted), threads)
+    cand_sess = _session(with_outputs(cand_model, wanted), threads)
+    cand_inputs = {i.name for i in cand_sess.get_inputs()}
+    running = {n: _Running() for n in wanted}
+    iterations = 0
+    for feed in feeds:
+        ref_out = ref_sess.run(wanted, feed)
+        cand_out = cand_sess.run(wanted, {k: v for k, v in feed.items() if k in cand_inputs})
+        for name, r, c in zip(wanted, ref_out, cand_out, strict=True):
+            running[name].add(r, c)
+        iterations += 1
+    if iterations == 0:
+        raise InputError("no data to compare on")
+    producers = {
+        out: (node.name, node.op_type, i)
+        for i, node in enumerate(ref_model.graph.node)
+        for out in node.output
+    }
+    layers = []
+    for name in wanted:
+        run = running[name]
+        producer, op, order = producers.get(name, ("", "input", -1))
+        cosine, snr, why = _metrics(name, run, gates)
+        layers.append(
+            LayerError(
+                name,
+                producer,
+                op,
+                order,
+                cosine,
+                snr,
+                run.max_abs_err,
+                run.sum_abs_err / run.count if run.count else 0.0,
+                run.max_abs_err / run.ref_absmax if run.ref_absmax else 0.0,
+                run.cand_nonfinite,
+                bool(why),
+                why,
+            )
+        )
+    layers.sort(key=lambda e: e.order)
+    return LayerwiseResult(
+        reference=_label(reference),
+        candidate=_label(candidate),
+        mode=mode,
+        iterations=iterations,
+        gates=gates,
+        layers=layers,
+        only_in_reference=len(set(ref_names) - cand_all),
+        only_in_candidate=len(cand_all - set(ref_names)),
+    )
+
+
+def _load(model: Path | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+
+    if Path(model).suffix != ".onnx":
+        raise InputError(
+            f"--per-layer compares ONNX models on the CPU; {model} is not one "
+            "(compare the engine's ONNX source instead)"
+        )
+    return load_onnx(model)
+
+
+def _label(model: Path | onnx.ModelProto) -> str:
+    return str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model")

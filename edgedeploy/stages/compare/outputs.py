@@ -1,0 +1,261 @@
+"""Output metrics of the compare stage: a candidate (fp16/int8 ONNX, engine) against the fp32 reference.
+
+Both run through Polygraphy runners and its Comparator on the same feeds; on its run
+results we compute the figures users ask for and Polygraphy's CLI does
+not print together: max/mean/p99 absolute and relative error, cosine similarity, SNR, NaN/Inf
+counts and top-1 agreement, and gate them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibration.sources import Feed
+from edgedeploy.backends import backend_for_artifact
+from edgedeploy.errors import InputError
+from edgedeploy.onnxio import load_onnx
+from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.compare.layers import candidate_graph
+from edgedeploy.stages.precision.emulate import is_fp16_model
+
+
+@dataclass
+class OutputMetrics:
+    name: str
+    shape: list[int]
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float
+    mean_rel: float
+    p99_rel: float
+    cosine: float
+    snr_db: float | None  # None when the outputs are identical (infinite SNR)
+    nan_count: int
+    inf_count: int
+    reference_nan_inf: int
+    allclose: bool  # every element within atol + rtol * |reference|
+    top1_agreement: float | None = None
+    passed: bool = True
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareResult:
+    reference: str
+    candidate: str
+    data: dict[str, object]
+    iterations: int
+    gates: Gates
+    outputs: dict[str, OutputMetrics]
+    passed: bool
+    # How the candidate ran: "onnx" as it is, or "fp16 (CPU emulation of fp16 storage)" (see compare()).
+    mode: str = "onnx"
+
+    def summary(self) -> dict[str, object]:
+        """The short form kept in manifests: pass/fail and the headline figures per output."""
+        return {
+            "passed": self.passed,
+            "mode": self.mode,
+            "iterations": self.iterations,
+            "outputs": {
+                n: {
+                    "max_abs": m.max_abs,
+                    "cosine": m.cosine,
+                    "snr_db": m.snr_db,
+                    "top1_agreement": m.top1_agreement,
+                    "nan_inf": m.nan_count + m.inf_count,
+                    "failures": m.failures,
+                }
+                for n, m in self.outputs.items()
+            },
+        }
+
+
+def output_metrics(
+    name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
+) -> OutputMetrics:
+    """Error statistics of one output over every compared batch."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted, not warned
+        return _output_metrics(name, ref_batches, cand_batches, gates)
+
+
+def _output_metrics(
+    name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
+) -> OutputMetrics:
+    ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in ref_batches])
+    cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
+    if ref.shape != cand.shape:
+        raise InputError(
+            f"output '{name}' has {ref.size} values in the reference, {cand.size} in the candidate"
+        )
+    nan = int(np.isnan(cand).sum())
+    inf = int(np.isinf(cand).sum())
+    ref_bad = int((~np.isfinite(ref)).sum())
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    r, c = ref[finite], cand[finite]
+    abs_err = np.abs(r - c)
+    rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
+    if abs_err.size == 0:
+        abs_err = rel_err = np.array([np.inf])
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    cosine = float(np.dot(r, c) / denom) if denom > 0 else (1.0 if not np.any(r) and not np.any(c) else 0.0)
+    if nan or inf:
+        cosine = float("nan")
+    noise = float(np.sum((r - c) ** 2))
+    signal = float(np.sum(r**2))
+    snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
+    allclose = bool(nan == 0 and inf == 0 and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
+    top1 = _top1_agreement(ref_batches, cand_batches)
+    shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
+    metrics = OutputMetrics(
+        name=name,
+        shape=shape,
+        max_abs=float(abs_err.max()),
+        mean_abs=float(abs_err.mean()),
+        p99_abs=float(np.percentile(abs_err, 99)),
+        max_rel=float(rel_err.max()),
+        mean_rel=float(rel_err.mean()),
+        p99_rel=float(np.percentile(rel_err, 99)),
+        cosine=cosine,
+        snr_db=snr,
+        nan_count=nan,
+        inf_count=inf,
+        reference_nan_inf=ref_bad,
+        allclose=allclose,
+        top1_agreement=top1,
+    )
+    metrics.failures = gate_failures(metrics, gates)
+    metrics.passed = not metrics.failures
+    return metrics
+
+
+def _top1_agreement(ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray]) -> float | None:
+    """Share of rows whose arg-max agrees, for outputs shaped (batch, classes)."""
+    first = np.asarray(ref_batches[0]) if ref_batches else None
+    if first is None or first.ndim != 2 or first.shape[1] < 2:
+        return None
+    ref = np.concatenate([np.asarray(r).argmax(axis=1) for r in ref_batches])
+    cand = np.concatenate([np.asarray(c).argmax(axis=1) for c in cand_batches])
+    return float(np.mean(ref == cand))
+
+
+def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
+    failures = []
+    if m.nan_count or m.inf_count:
+        failures.append(f"{m.nan_count} NaN and {m.inf_count} Inf values")
+    if gates.min_cosine is not None and not (m.cosine >= gates.min_cosine):
+        failures.append(f"cosine {m.cosine:.6f} < {gates.min_cosine}")
+    if gates.min_top1 is not None and m.top1_agreement is not None and m.top1_agreement < gates.min_top1:
+        failures.append(f"top-1 agreement {m.top1_agreement:.4f} < {gates.min_top1}")
+    if gates.check_allclose and not m.allclose:
+        failures.append(f"max abs error {m.max_abs:.3g} exceeds atol={gates.atol} + rtol={gates.rtol}*|ref|")
+    return failures
+
+
+@contextlib.contextmanager
+def _quiet_polygraphy() -> Iterator[None]:
+    from polygraphy.logger import G_LOGGER
+
+    old = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    logging.getLogger("polygraphy").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        G_LOGGER.module_severity = old
+
+
+def run_pair(
+    reference: Path,
+    candidate: Path,
+    feeds: Iterable[Feed],
+    threads: int | None = None,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch."""
+    from polygraphy.comparator import Comparator
+
+    ref_runner = backend_for_artifact(str(reference)).runner(reference, threads=threads)
+    cand_runner = backend_for_artifact(str(candidate)).runner(candidate, threads=threads)
+    feed_list = list(feeds)
+    with _quiet_polygraphy():
+        results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
+    (_, ref_out), (_, cand_out) = results
+    return [dict(o.items()) for o in ref_out], [dict(o.items()) for o in cand_out]
+
+
+def compare(
+    reference: Path,
+    candidate: Path,
+    feeds: Iterable[Feed],
+    gates: Gates | None = None,
+    data_description: dict[str, object] | None = None,
+    threads: int | None = None,
+    emulate_fp16: bool = True,
+) -> CompareResult:
+    """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result.
+
+    ONNX Runtime's CPU provider has fp16 kernels for few ops and silently computes the rest in
+    fp32, which hides fp16 overflow a GPU would show. So an fp16 ONNX candidate is run as its
+    emulation: the fp32 graph with every tensor the candidate stores in fp16 rounded to fp16
+    (``emulate_fp16=False`` runs the candidate as it is).
+
+    Args:
+        reference: the fp32 reference ONNX.
+        candidate: an fp16 / int8 ONNX or a TensorRT engine (run on its backend).
+        feeds: the input batches, the same for both models.
+        gates: what a pass needs (default :class:`Gates`).
+        data_description: what the data is (``DataSource.describe()``), recorded in the result.
+        threads: ONNX Runtime intra-op threads.
+        emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
+    """
+    gates = gates or Gates()
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-compare-") as scratch:
+        run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
+        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads)
+    if not ref_out:
+        raise InputError("no data to compare on")
+    outputs: dict[str, OutputMetrics] = {}
+    for name in ref_out[0]:
+        if name not in cand_out[0]:
+            raise InputError(f"the candidate {candidate} has no output named '{name}'")
+        outputs[name] = output_metrics(name, [o[name] for o in ref_out], [o[name] for o in cand_out], gates)
+    return CompareResult(
+        reference=str(reference),
+        candidate=str(candidate),
+        data=data_description or {},
+        iterations=len(ref_out),
+        mode=mode,
+        gates=gates,
+        outputs=outputs,
+        passed=all(m.passed for m in outputs.values()),
+    )
+
+
+def _candidate_to_run(
+    reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
+) -> tuple[Path, str]:
+    """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``."""
+    if not emulate_fp16 or candidate.suffix != ".onnx":
+        return candidate, "onnx"
+    import onnx
+
+    cand_model = load_onnx(candidate)
+    if not is_fp16_model(cand_model):
+        return candidate, "onnx"
+    try:
+        emulated, mode = candidate_graph(load_onnx(reference), cand_model)
+    except Exception as exc:  # a candidate not converted from this reference: run it as it is
+        return candidate, f"onnx (fp16 emulation unavailable: {type(exc).__name__})"
+    path = scratch / f"{candidate.stem}.emulated.onnx"
+    onnx.save(emulated, path)
+    return path, mode

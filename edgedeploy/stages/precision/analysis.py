@@ -1,0 +1,391 @@
+"""FP16 range analysis: which weights and activations do not fit in float16, and where they come from.
+
+float16 ends at 65504 (larger values become Inf) and its smallest normal number is 2**-14
+(about 6.1e-5); below that it keeps fewer bits (subnormal) down to 2**-24 (about 6e-8), and
+smaller values flush to zero. We check every float weight (initializers and Constant nodes,
+subgraphs included) and run the fp32 model on the data through calibration/'s streaming
+collection pass (:func:`calibration.observers.collect`), whose observers see one batch at a
+time: our :class:`Fp16RangeObserver` counts, per tensor, values over 65504, subnormal and
+flushed values and NaN/Inf already present in fp32. Other observers (a calibration histogram)
+can ride along in the same pass. Hand-written: no library reports fp16 overflow per tensor
+(Model Optimizer's AutoCast only compares each tensor's max with a fixed threshold).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from calibration.errors import CalibrationError
+from calibration.observers import Observer, collect, float_tensor_names
+from edgedeploy.errors import InputError
+from edgedeploy.onnxio import load_onnx
+from edgedeploy.stages.precision.fp16 import ensure_node_names
+
+FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: below it fp16 is subnormal and loses precision
+FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-8: below it a value flushes to zero
+TWO_GB = 2**31 - 1
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+@dataclass
+class Fp16Stats:
+    """Counts of one tensor's values against the float16 range, over every batch seen."""
+
+    count: int = 0
+    nonzero: int = 0
+    absmax: float = 0.0
+    overflow: int = 0  # |x| > 65504: Inf in fp16
+    subnormal: int = 0  # 0 < |x| < 6.1e-5: fewer significant bits
+    flushed: int = 0  # 0 < |x| < 6e-8: zero in fp16
+    nonfinite: int = 0  # NaN/Inf already in fp32
+
+    def add(self, array: np.ndarray) -> None:
+        values = np.asarray(array)
+        if values.dtype.kind != "f" or values.size == 0:
+            return
+        mags = np.abs(values.astype(np.float32, copy=False)).ravel()
+        self.count += int(mags.size)
+        amax = float(mags.max())
+        if not np.isfinite(amax):  # rare: NaN/Inf already in fp32, take the slow path
+            finite = np.isfinite(mags)
+            self.nonfinite += int(mags.size - np.count_nonzero(finite))
+            mags = mags[finite]
+            if mags.size == 0:
+                return
+            amax = float(mags.max())
+        self.absmax = max(self.absmax, amax)
+        zeros = int(mags.size - np.count_nonzero(mags))
+        self.nonzero += int(mags.size) - zeros
+        if amax > FP16_MAX:
+            self.overflow += int(np.count_nonzero(mags > FP16_MAX))
+        subnormal = int(np.count_nonzero(mags < FP16_MIN_NORMAL)) - zeros  # one pass; exact zeros excluded
+        if subnormal:
+            self.subnormal += subnormal
+            self.flushed += int(np.count_nonzero(mags < FP16_MIN_SUBNORMAL)) - zeros
+
+    @property
+    def overflow_share(self) -> float:
+        return self.overflow / self.count if self.count else 0.0
+
+    @property
+    def subnormal_share(self) -> float:
+        """Share of the non-zero values that are subnormal in fp16 (flushed ones included)."""
+        return self.subnormal / self.nonzero if self.nonzero else 0.0
+
+    @property
+    def flushed_share(self) -> float:
+        return self.flushed / self.nonzero if self.nonzero else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "absmax": self.absmax,
+            "values": self.count,
+            "overflow": self.overflow,
+            "overflow_share": self.overflow_share,
+            "subnormal_share": self.subnormal_share,
+            "flushed_share": self.flushed_share,
+            "nonfinite": self.nonfinite,
+        }
+
+
+class Fp16RangeObserver:
+    """An :class:`calibration.observers.Observer` that keeps :class:`Fp16Stats` per tensor."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, Fp16Stats] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if np.asarray(array).dtype.kind == "f":
+            self.stats.setdefault(name, Fp16Stats()).add(array)
+
+
+@dataclass
+class RiskThresholds:
+    """When a tensor counts as at risk (and, for islands, is kept in fp32)."""
+
+    max_abs: float = FP16_MAX / 4  # 4x headroom over what the data showed: unseen inputs go further
+    flushed_share: float = 0.25  # a quarter of the non-zero values would become zero
+    subnormal_share: float = 0.5  # half of the non-zero values would lose precision
+
+    def risks(self, stats: Fp16Stats) -> list[str]:
+        found = []
+        if stats.nonfinite:
+            found.append(f"{stats.nonfinite} NaN/Inf already in fp32")
+        if stats.overflow:
+            found.append(
+                f"overflow: {stats.overflow_share:.2%} of values above 65504 (max {stats.absmax:.4g})"
+            )
+        elif stats.absmax > self.max_abs:
+            found.append(
+                f"near overflow: max {stats.absmax:.4g} > {self.max_abs:.4g} (4x headroom below 65504)"
+            )
+        if stats.flushed_share >= self.flushed_share:
+            found.append(f"underflow: {stats.flushed_share:.2%} of non-zero values flush to zero")
+        elif stats.subnormal_share >= self.subnormal_share:
+            found.append(f"precision loss: {stats.subnormal_share:.2%} of non-zero values are subnormal")
+        return found
+
+
+@dataclass
+class WeightRange:
+    name: str
+    where: str  # "initializer" or "Constant <node>", with the subgraph path for nested graphs
+    consumers: list[str]
+    stats: Fp16Stats
+    risks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TensorRange:
+    name: str
+    producer: str  # node name ("" for a graph input)
+    op: str  # producing op type ("input" for a graph input)
+    order: int  # position in the graph
+    consumers: list[str]
+    stats: Fp16Stats
+    risks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RangeReport:
+    model: str
+    data: dict[str, Any]
+    samples: int
+    seconds: float
+    weights: list[WeightRange]
+    tensors: list[TensorRange]
+    thresholds: RiskThresholds
+    notes: list[str] = field(default_factory=list)
+
+    def tensor(self, name: str) -> TensorRange | None:
+        return next((t for t in self.tensors if t.name == name), None)
+
+    def weights_at_risk(self) -> list[WeightRange]:
+        return sorted((w for w in self.weights if w.risks), key=_severity, reverse=True)
+
+    def tensors_at_risk(self) -> list[TensorRange]:
+        """Tensors with a risk, worst first: NaN/Inf, then overflow share, then max, then underflow."""
+        return sorted((t for t in self.tensors if t.risks), key=_severity, reverse=True)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "tensors": len(self.tensors),
+            "weights": len(self.weights),
+            "tensors_at_risk": len(self.tensors_at_risk()),
+            "weights_at_risk": len(self.weights_at_risk()),
+            "overflowing_tensors": sum(1 for t in self.tensors if t.stats.overflow),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _severity(item: WeightRange | TensorRange) -> tuple[float, ...]:
+    s = item.stats
+    return (
+        float(s.nonfinite > 0),
+        s.overflow_share,
+        math.log10(s.absmax + 1e-30),
+        s.flushed_share,
+        s.subnormal_share,
+    )
+
+
+def _graphs(graph: onnx.GraphProto, path: str = "") -> Iterable[tuple[str, onnx.GraphProto]]:
+    yield path, graph
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for i, sub in enumerate(subs):
+                label = f"{path}{node.name}.{attr.name}" + (f"[{i}]" if len(subs) > 1 else "")
+                yield from _graphs(sub, label + "/")
+
+
+def weight_ranges(model: onnx.ModelProto, thresholds: RiskThresholds | None = None) -> list[WeightRange]:
+    """Every float initializer and Constant node (subgraphs included) against the fp16 range."""
+    thresholds = thresholds or RiskThresholds()
+    found: list[WeightRange] = []
+    for path, graph in _graphs(model.graph):
+        consumers: dict[str, list[str]] = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node.name)
+        for init in graph.initializer:
+            if init.data_type in FLOAT_TYPES:
+                found.append(
+                    _weight(
+                        init.name,
+                        f"{path}initializer",
+                        consumers.get(init.name, []),
+                        numpy_helper.to_array(init),
+                        thresholds,
+                    )
+                )
+        for node in graph.node:
+            if node.op_type != "Constant":
+                continue
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type in FLOAT_TYPES:
+                    found.append(
+                        _weight(
+                            node.output[0],
+                            f"{path}Constant {node.name}",
+                            [node.name, *consumers.get(node.output[0], [])],
+                            numpy_helper.to_array(attr.t),
+                            thresholds,
+                        )
+                    )
+    return found
+
+
+def _weight(
+    name: str, where: str, consumers: list[str], values: np.ndarray, thresholds: RiskThresholds
+) -> WeightRange:
+    stats = Fp16Stats()
+    stats.add(values)
+    risks = []
+    if stats.nonfinite:
+        risks.append(f"{stats.nonfinite} NaN/Inf values")
+    if stats.overflow:
+        risks.append(f"{stats.overflow} values above 65504 (max {stats.absmax:.4g}) would be clipped")
+    if stats.flushed_share >= thresholds.flushed_share:
+        risks.append(f"{stats.flushed_share:.2%} of non-zero values are below fp16's smallest subnormal")
+    elif stats.subnormal_share >= thresholds.subnormal_share:
+        risks.append(f"{stats.subnormal_share:.2%} of non-zero values are subnormal in fp16")
+    return WeightRange(name, where, consumers, stats, risks)
+
+
+def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load a model (external data included) with every node named as make_fp16 names them."""
+
+    model = load_onnx(model_path)
+    try:
+        size = model.ByteSize()
+    except Exception:
+        size = TWO_GB + 1
+    if size > TWO_GB:
+        raise InputError(
+            f"{model_path}: the model is over 2 GB with its external data; fp16 range analysis "
+            "runs it in memory and cannot; pass --fp32-ops/--fp32-nodes by hand"
+        )
+    ensure_node_names(model)
+    return model
+
+
+def analyze(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    source: Iterable[dict[str, np.ndarray]],
+    *,
+    data_description: dict[str, Any] | None = None,
+    thresholds: RiskThresholds | None = None,
+    observers: Sequence[Observer] = (),
+    threads: int | None = None,
+) -> RangeReport:
+    """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
+
+    ``observers`` see the same tensors in the same pass (e.g. a calibration histogram), so one
+    run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
+    only returns main-graph values); control-flow nodes are reported as such.
+    """
+    start = time.perf_counter()
+    thresholds = thresholds or RiskThresholds()
+    name = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model")
+    if not isinstance(model, onnx.ModelProto):
+        model = load_for_analysis(model)
+    weights = weight_ranges(model, thresholds)
+    names = float_tensor_names(model)
+    observer = Fp16RangeObserver()
+    try:
+        samples = collect(model, source, names, [observer, *observers], threads=threads)
+    except InputError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, CalibrationError):  # bad data, caught by the data source (user input)
+            raise InputError(str(exc)) from None
+        if isinstance(exc, ValueError) or type(exc).__module__.startswith("onnxruntime"):
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"ONNX Runtime cannot run {name} on the data: {first[:300]}") from None
+        raise
+    producers: dict[str, tuple[str, str, int]] = {}
+    consumers: dict[str, list[str]] = {}
+    for index, node in enumerate(model.graph.node):
+        for out in node.output:
+            producers[out] = (node.name, node.op_type, index)
+        for inp in node.input:
+            consumers.setdefault(inp, []).append(node.name)
+    tensors = []
+    for tensor in names:
+        if tensor not in observer.stats:
+            continue
+        producer, op, order = producers.get(tensor, ("", "input", -1))
+        stats = observer.stats[tensor]
+        tensors.append(
+            TensorRange(
+                tensor, producer, op, order, consumers.get(tensor, []), stats, thresholds.risks(stats)
+            )
+        )
+    notes = []
+    control = [
+        n.name
+        for n in model.graph.node
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
+    ]
+    if control:
+        notes.append(
+            f"tensors inside the subgraphs of {', '.join(control)} are not observed "
+            "(only their inputs and outputs)"
+        )
+    return RangeReport(
+        model=name,
+        data=data_description or {},
+        samples=samples,
+        seconds=time.perf_counter() - start,
+        weights=weights,
+        tensors=tensors,
+        thresholds=thresholds,
+        notes=notes,
+    )
+
+
+def report_json(report: RangeReport, limit: int | None = None) -> dict[str, Any]:
+    """The report as plain data: at-risk weights and tensors (worst first), then every tensor."""
+
+    def tensor(t: TensorRange) -> dict[str, Any]:
+        return {"tensor": t.name, "producer": t.producer, "op": t.op, **t.stats.figures(), "risks": t.risks}
+
+    def weight(w: WeightRange) -> dict[str, Any]:
+        return {
+            "weight": w.name,
+            "where": w.where,
+            "consumers": w.consumers,
+            **w.stats.figures(),
+            "risks": w.risks,
+        }
+
+    at_risk = report.tensors_at_risk()
+    return {
+        "model": report.model,
+        "data": report.data,
+        "summary": report.summary(),
+        "notes": report.notes,
+        "thresholds": {
+            "max_abs": report.thresholds.max_abs,
+            "flushed_share": report.thresholds.flushed_share,
+            "subnormal_share": report.thresholds.subnormal_share,
+            "fp16_max": FP16_MAX,
+            "fp16_min_normal": FP16_MIN_NORMAL,
+            "fp16_min_subnormal": FP16_MIN_SUBNORMAL,
+        },
+        "weights_at_risk": [weight(w) for w in report.weights_at_risk()[:limit]],
+        "tensors_at_risk": [tensor(t) for t in at_risk[:limit]],
+        "tensors": [tensor(t) for t in sorted(report.tensors, key=lambda t: t.order)],
+    }

@@ -1,0 +1,243 @@
+"""FP16 emulation on the CPU: an fp32 graph that rounds every fp16 tensor to float16, as a GPU stores it.
+
+ONNX Runtime's CPU provider has float16 kernels for almost nothing but data movement and
+LayerNormalization: it runs an fp16 graph's MatMul, Conv, Add, Softmax... in float32 and removes
+the Casts between them, so an fp16 model that overflows to Inf on a GPU looks fine on the CPU.
+To check a precision plan on the CPU we therefore run the fp32 model with each fp16 node's float
+inputs and outputs rounded through float16 (a Cast pair ONNX Runtime keeps), and its weights
+rounded the way the converter stores them (clipped to +-65504, tiny values raised to 2**-24).
+Values above 65504 become Inf exactly where the GPU would store them. What it does not model is
+the arithmetic inside one fp16 kernel (accumulation order and width): the range analysis covers
+that risk with rules for reductions of squares. Hand-written: no library emulates fp16 storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.stages.precision.fp16 import ensure_node_names
+
+FP16_MAX = 65504.0
+FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
+
+
+def converter_blocked_ops() -> set[str]:
+    """Op types the fp16 converter always leaves in fp32 (they have no fp16 definition)."""
+    from onnxruntime.transformers import float16
+
+    return set(float16.DEFAULT_OP_BLOCK_LIST)
+
+
+def round_weight(values: np.ndarray) -> np.ndarray:
+    """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
+    arr = np.asarray(values, dtype=np.float32)
+    tiny = (arr != 0) & (np.abs(arr) < FP16_MIN_POSITIVE)
+    arr = np.where(tiny, np.sign(arr) * FP16_MIN_POSITIVE, arr)
+    return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def float_names(model: onnx.ModelProto) -> set[str]:
+    """Float tensors of the main graph (inferred types, initializers and inputs)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # a model over 2 GB: keep what the file declares
+        inferred = model
+    g = inferred.graph
+    names = {
+        vi.name for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type in FLOAT_TYPES
+    }
+    names.update(i.name for i in g.initializer if i.data_type in FLOAT_TYPES)
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type in FLOAT_TYPES:
+                    names.update(node.output)
+    return names
+
+
+def fp16_node_names(
+    model: onnx.ModelProto, fp32_nodes: Collection[str], blocked_ops: Collection[str]
+) -> list[str]:
+    """Main-graph nodes the converter turns to fp16: all but the blocked names and op types."""
+    keep = set(fp32_nodes)
+    ops = set(blocked_ops)
+    return [n.name for n in model.graph.node if n.name not in keep and n.op_type not in ops]
+
+
+def emulate_fp16(
+    model: onnx.ModelProto,
+    fp32_nodes: Collection[str],
+    blocked_ops: Collection[str] | None = None,
+    *,
+    round_io: bool = False,
+) -> onnx.ModelProto:
+    """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
+
+    ``round_io`` rounds float graph inputs and outputs too (an fp16 model built without keep_io_types).
+    """
+    emu = onnx.ModelProto()
+    emu.CopyFrom(model)
+    ensure_node_names(emu)
+    blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
+    fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
+    floats = float_names(emu)
+    graph = emu.graph
+    inits = {i.name: i for i in graph.initializer}
+    rounded: dict[str, str] = {}  # tensor -> its fp16-rounded twin
+    new_nodes: list[onnx.NodeProto] = []
+
+    def round_input(name: str) -> str:
+        if name in rounded:
+            return rounded[name]
+        twin = f"{name}__fp16"
+        if name in inits:
+            arr = round_weight(numpy_helper.to_array(inits[name]))
+            graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32), twin))
+        else:
+            new_nodes.append(
+                helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
+            )
+            new_nodes.append(
+                helper.make_node("Cast", [f"{twin}_h"], [twin], to=TensorProto.FLOAT, name=f"{twin}_to32")
+            )
+        rounded[name] = twin
+        return twin
+
+    if round_io:
+        for inp in graph.input:
+            if inp.name in floats and inp.name not in inits:
+                twin = round_input(inp.name)
+                for node in graph.node:
+                    for i, name in enumerate(node.input):
+                        if name == inp.name:
+                            node.input[i] = twin
+    for node in list(graph.node):
+        if node.name not in fp16:
+            new_nodes.append(node)
+            continue
+        for i, name in enumerate(node.input):
+            if name and name in floats:
+                node.input[i] = round_input(name)
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+                    arr = round_weight(numpy_helper.to_array(attr.t))
+                    attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
+        new_nodes.append(node)
+        for i, name in enumerate(node.output):
+            if not name or name not in floats or node.op_type == "Constant":
+                if name:
+                    rounded.setdefault(name, name)
+                continue
+            pre = f"{name}__pre16"
+            node.output[i] = pre
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [pre], [f"{name}__h16"], to=TensorProto.FLOAT16, name=f"{name}__round16"
+                )
+            )
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [f"{name}__h16"], [name], to=TensorProto.FLOAT, name=f"{name}__back32"
+                )
+            )
+            rounded[name] = name  # already fp16-valued
+    if round_io:
+        for out in graph.output:
+            if out.name in floats and rounded.get(out.name) != out.name:
+                pre = f"{out.name}__pre16"
+                for node in new_nodes:
+                    for i, name in enumerate(node.output):
+                        if name == out.name:
+                            node.output[i] = pre
+                    for i, name in enumerate(node.input):
+                        if name == out.name:
+                            node.input[i] = pre
+                new_nodes.append(
+                    helper.make_node(
+                        "Cast",
+                        [pre],
+                        [f"{out.name}__h16"],
+                        to=TensorProto.FLOAT16,
+                        name=f"{out.name}__round16",
+                    )
+                )
+                new_nodes.append(
+                    helper.make_node(
+                        "Cast",
+                        [f"{out.name}__h16"],
+                        [out.name],
+                        to=TensorProto.FLOAT,
+                        name=f"{out.name}__back32",
+                    )
+                )
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    _drop_unused_initializers(
+        graph, [name for name, twin in rounded.items() if twin != name and name in inits]
+    )
+    return emu
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                used |= _used_names(sub)
+    return used
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto, candidates: list[str]) -> None:
+    """Remove fp32 originals of weights that every consumer now reads rounded (ORT warns otherwise)."""
+    used = _used_names(graph)
+    unused = set(candidates) - used
+    if unused:
+        keep = [i for i in graph.initializer if i.name not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+
+
+def is_fp16_model(model: onnx.ModelProto) -> bool:
+    """True for a converted fp16 model: fp16 weights or Casts to float16 in the main graph."""
+    if any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer):
+        return True
+    for node in model.graph.node:
+        if node.op_type == "Cast" and any(
+            a.name == "to" and a.i == TensorProto.FLOAT16 for a in node.attribute
+        ):
+            return True
+    return False
+
+
+def has_fp16_io(model: onnx.ModelProto) -> bool:
+    """True when the model's inputs or outputs are float16 (converted without keep_io_types)."""
+    return any(
+        v.type.tensor_type.elem_type == TensorProto.FLOAT16 for v in [*model.graph.input, *model.graph.output]
+    )
+
+
+def fp32_nodes_of_converted(reference: onnx.ModelProto, converted: onnx.ModelProto) -> set[str]:
+    """Which reference nodes stayed fp32 in a converted fp16 model, read from its tensor types.
+
+    The converter keeps node names, so a reference node whose float outputs are float16 in the
+    converted graph ran in fp16; every other node of the reference is reported as fp32.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(converted)
+    except Exception:
+        inferred = converted
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
+    half: set[str] = set()
+    for node in g.node:
+        outs = [types.get(o) for o in node.output if o]
+        if any(t == TensorProto.FLOAT16 for t in outs):
+            half.add(node.name)
+    return {n.name for n in reference.graph.node if n.name not in half}

@@ -1,0 +1,169 @@
+"""The int8 precision producer: a Q/DQ ONNX from calibration/, placed for the target.
+
+GPU targets get TensorRT's placement (and a calibration cache for the target's TensorRT 8.x or
+10.x implicit path); CPU targets get ONNX Runtime's, with 7-bit weights unless the target
+declares VNNI (ONNX Runtime's u8 x s8 kernels saturate on full-range weights without it).
+The rule follows the target profile, not the machine that calibrates.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from calibration.calibrate import CalibrationOptions, CalibrationResult, calibrate
+from calibration.errors import CalibrationError
+from calibration.modelinfo import model_io
+from calibration.sources import DataSource, open_source
+from calibration.trt_cache import parse_version
+from edgedeploy.errors import InputError
+from edgedeploy.stages.precision import PrecisionArtifact
+from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags
+
+if TYPE_CHECKING:
+    from edgedeploy.ui import Ui
+
+
+def placement_for(target: Target) -> str:
+    return "tensorrt" if target.is_gpu else "onnxruntime"
+
+
+def weight_bits_for(target: Target) -> int:
+    """8-bit weights on GPUs and on CPUs with VNNI; 7-bit ("reduce range") on other CPUs."""
+    return 8 if target.is_gpu or target.vnni else 7
+
+
+def cache_version_for(target: Target, requested: str | None = None) -> str | None:
+    """The TensorRT version whose cache header to write: the one asked for, else the target's
+    oldest 8.x/10.x (the implicit-calibration path), else None (CPU targets, TensorRT 11 only)."""
+    if requested:
+        return requested
+    usable = [v for v in target.tensorrt if parse_version(v)[0] <= 10]
+    return sorted(usable, key=parse_version)[0] if usable else None
+
+
+def cpu_has_vnni() -> tuple[bool, str]:
+    """Whether this CPU has 8-bit dot-product instructions (x86 VNNI, ARM dotprod), and one line why."""
+    flags = cpu_flags()
+    if not flags:
+        return False, f"unknown ({platform.machine()}: /proc/cpuinfo unreadable)"
+    found = sorted(flags & VNNI_FLAGS)
+    if found:
+        return True, f"yes ({', '.join(found)})"
+    return False, "no (ONNX Runtime's integer kernels need 7-bit weights on this CPU)"
+
+
+def open_calibration_data(
+    model: Path,
+    spec: str,
+    *,
+    samples: int | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+    preprocess: Mapping[str, Any] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> DataSource:
+    """Open a calibration data spec for ``model`` (user errors -> InputError)."""
+
+    try:
+        inputs, _ = model_io(model)
+        return open_source(
+            spec,
+            inputs,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            shapes=shapes,
+            image_options=dict(preprocess) if preprocess else None,
+        )
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+
+
+def make_int8(
+    model: Path,
+    out_path: Path,
+    *,
+    target: Target,
+    source: DataSource,
+    algorithm: str = "auto",
+    percentile: float = 99.99,
+    exclude_nodes: Sequence[str] = (),
+    exclude_ops: Sequence[str] = (),
+    trt_version: str | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    ui: Ui | None = None,
+) -> PrecisionArtifact:
+    """Calibrate ``model`` on ``source`` and write its Q/DQ ONNX to ``out_path``.
+
+    Beside it go ``<stem>.calib.json`` (report and result cache) and, for TensorRT <= 10,
+    ``<stem>.calib.cache``. A rerun whose calibration key matches reuses the result.
+
+    Args:
+        model: the fp32 ONNX model.
+        out_path: where the Q/DQ ONNX goes (``<stem>.int8.onnx``).
+        target: decides Q/DQ placement (TensorRT or ONNX Runtime), weight bits (7 on CPUs without
+            VNNI) and the TensorRT version the cache header is written for.
+        source: the calibration data (checked feeds).
+        algorithm: entropy, max, percentile or mse.
+        percentile: the percentile kept by ``algorithm="percentile"``.
+        exclude_nodes: node names or regexes left in float.
+        exclude_ops: op types left in float.
+        trt_version: write the TensorRT cache for this version instead of the target's.
+        threads: ONNX Runtime intra-op threads for the calibration pass.
+        force: recalibrate even when the key matches.
+        ui: where progress and notes go (silent when None).
+    """
+    target.check_precision("int8")
+    name = Path(out_path).name
+    stem = name[: -len(".int8.onnx")] if name.endswith(".int8.onnx") else Path(name).stem
+    options = CalibrationOptions(
+        algorithm=algorithm,
+        percentile=percentile,
+        placement=placement_for(target),
+        weight_bits=weight_bits_for(target),
+        exclude_nodes=tuple(exclude_nodes),
+        exclude_ops=tuple(exclude_ops),
+        trt_version=cache_version_for(target, trt_version),
+        threads=threads,
+        force=force,
+    )
+    try:
+        result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    if ui is not None:
+        ui.info(f"int8: {result.reason}")
+        for warning in result.warnings:
+            ui.warn(f"int8: {warning}")
+    return PrecisionArtifact(
+        "int8", result.model, files=result.files, skipped=result.skipped, info=summary(result, options)
+    )
+
+
+def summary(result: CalibrationResult, options: CalibrationOptions) -> dict[str, Any]:
+    """What the manifest and the report record about an int8 artifact."""
+    report = result.report_data
+    worst = max(result.tensors, key=lambda t: t.clipped, default=None)
+    return {
+        "algorithm": options.algorithm_options().describe(),
+        "placement": options.placement,
+        "weight_bits": options.weight_bits,
+        "samples": result.samples,
+        "synthetic": result.synthetic,
+        "data": report.data if report else None,
+        "key": result.key,
+        "reused": result.reused,
+        "reason": result.reason,
+        "tensors": len(result.tensors),
+        "quantized_nodes": len(report.quantized_nodes) if report else None,
+        "excluded_nodes": report.excluded_nodes if report else [],
+        "worst_clipped": {"tensor": worst.name, "share": worst.clipped} if worst else None,
+        "trt_cache": report.trt_cache if report else None,
+        "report": result.report.name,
+        "warnings": result.warnings,
+        "seconds": round(result.seconds, 3),
+    }

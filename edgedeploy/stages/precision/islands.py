@@ -1,0 +1,247 @@
+"""Automatic fp32 islands: the fewest nodes to keep in fp32 so that an fp16 graph neither overflows
+nor loses its small values, chosen from a :class:`~edgedeploy.stages.precision.analysis.RangeReport`.
+
+Rules, each recorded as the node's reason in the precision plan:
+
+1. consumers of a weight that does not fit fp16 (values over 65504, or mostly flushed to zero);
+2. the producer of a tensor at risk (over the max-abs threshold, NaN/Inf, or mostly flushed), and
+   every consumer of it: an fp16 consumer would get it through a Cast to fp16, which is where the
+   Inf appears;
+3. squaring reductions whose sum of squares leaves the range though their output does not
+   (ReduceSumSquare, ReduceL2, LpNormalization: an L2 norm of values above 256 overflows inside);
+4. the reductions that feed a kept node (the ReduceMean / Pow / Sub chain of a hand-written
+   LayerNorm or L2 norm, the ReduceMax / Exp / ReduceSum of a hand-written Softmax), so the
+   statistics of a normalisation are computed in the precision of the values they normalise;
+5. control flow (If, Loop, Scan) whose subgraph values cannot be observed: the node and its
+   subgraphs stay fp32 with Casts at the boundary (make_fp16 adds them for implicit captures).
+
+Everything else runs in fp16. Hand-written: this is the FP16 range analysis of the architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
+
+REDUCTIONS = {
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceL1",
+    "ReduceMax",
+    "ReduceLogSumExp",
+    "ReduceProd",
+}
+SQUARING = {"ReduceSumSquare", "ReduceL2", "LpNormalization"}
+# Element-wise steps of hand-written normalisations, walked through from a reduction to its input.
+NORM_CHAIN = {"Sub", "Pow", "Mul", "Sqrt", "Reciprocal", "Add", "Div", "Exp", "Abs", "Cast"}
+CONTROL_FLOW = {"If", "Loop", "Scan"}
+MAX_CHAIN = 4  # how far to walk from a reduction to the start of its normalisation
+
+
+@dataclass(frozen=True)
+class IslandOptions:
+    keep_underflow: bool = True  # rule 2 also for tensors that mostly flush to zero
+    control_flow_fp32: bool = True  # rule 5
+
+
+def choose_fp32_nodes(
+    model: onnx.ModelProto, report: RangeReport, options: IslandOptions | None = None
+) -> dict[str, str]:
+    """Node name -> why it stays fp32. ``model`` must carry the names the analysis used."""
+    options = options or IslandOptions()
+    keep: dict[str, str] = {}
+
+    def add(names: Iterable[str], reason: str) -> None:
+        for n in names:
+            if n:
+                keep.setdefault(n, reason)
+
+    nodes = {n.name: n for n in model.graph.node}
+    producer = {out: n.name for n in model.graph.node for out in n.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for inp in node.input:
+            consumers.setdefault(inp, []).append(node.name)
+
+    for weight in report.weights:  # rule 1
+        if weight.stats.overflow or weight.stats.nonfinite:
+            add(
+                weight.consumers,
+                f"reads weight '{weight.name}' with |w| up to {weight.stats.absmax:.4g} (> 65504)",
+            )
+        elif options.keep_underflow and weight.stats.flushed_share >= report.thresholds.flushed_share:
+            add(weight.consumers, f"reads weight '{weight.name}' whose values mostly flush to zero in fp16")
+
+    limit = report.thresholds.max_abs
+    for t in report.tensors:  # rule 2
+        s = t.stats
+        if s.nonfinite or s.absmax > limit:
+            why = (
+                f"NaN/Inf in fp32 at '{t.name}'"
+                if s.nonfinite and s.absmax <= limit
+                else f"'{t.name}' reaches {s.absmax:.4g} (fp16 max 65504, kept below {limit:.4g})"
+            )
+            add([t.producer], f"produces {why}")
+            add(t.consumers, f"reads {why}")
+        elif options.keep_underflow and s.flushed_share >= report.thresholds.flushed_share:
+            why = f"'{t.name}': {s.flushed_share:.0%} of its non-zero values flush to zero in fp16"
+            add([t.producer], f"produces {why}")
+            add(t.consumers, f"reads {why}")
+
+    for node in model.graph.node:  # rule 3
+        if node.op_type not in SQUARING:
+            continue
+        source = report.tensor(node.input[0]) if node.input else None
+        out = report.tensor(node.output[0]) if node.output else None
+        squares = max(
+            source.stats.absmax**2 if source else 0.0,
+            out.stats.absmax**2 if out and node.op_type == "ReduceL2" else 0.0,
+        )
+        if squares > limit:
+            add([node.name], f"{node.op_type} sums squares up to {squares:.3g} internally (> {limit:.4g})")
+
+    if options.control_flow_fp32:  # rule 5
+        for node in model.graph.node:
+            if node.op_type in CONTROL_FLOW:
+                add([node.name], f"{node.op_type}: values inside its subgraphs are not observed")
+
+    for name in list(keep):  # rule 4, from every kept step of a normalisation
+        node = nodes.get(name)
+        if node is None or node.op_type not in NORM_CHAIN | REDUCTIONS | SQUARING:
+            continue
+        for inp in node.input:
+            src = nodes.get(producer.get(inp, ""))
+            if src is not None and src.op_type in REDUCTIONS:
+                _keep_reduction_chain(
+                    src, nodes, producer, keep, f"normalisation statistics feeding '{name}'"
+                )
+            elif src is not None and src.op_type in NORM_CHAIN:  # e.g. Add eps / Sqrt between the two
+                for inner in src.input:
+                    red = nodes.get(producer.get(inner, ""))
+                    if red is not None and red.op_type in REDUCTIONS:
+                        keep.setdefault(src.name, f"normalisation statistics feeding '{name}'")
+                        _keep_reduction_chain(
+                            red, nodes, producer, keep, f"normalisation statistics feeding '{name}'"
+                        )
+    return {n: keep[n] for n in _in_graph_order(model, keep)}
+
+
+def _keep_reduction_chain(
+    reduction: onnx.NodeProto,
+    nodes: dict[str, onnx.NodeProto],
+    producer: dict[str, str],
+    keep: dict[str, str],
+    reason: str,
+) -> None:
+    """Keep a reduction and the element-wise steps (Pow, Sub, Exp...) that prepare its input."""
+    keep.setdefault(reduction.name, reason)
+    frontier = [reduction]
+    for _ in range(MAX_CHAIN):
+        step = []
+        for node in frontier:
+            for inp in node.input[:1]:
+                src = nodes.get(producer.get(inp, ""))
+                if src is not None and (src.op_type in NORM_CHAIN or src.op_type in REDUCTIONS):
+                    if src.name not in keep:
+                        keep[src.name] = reason
+                    step.append(src)
+        frontier = step
+        if not frontier:
+            return
+
+
+def _in_graph_order(model: onnx.ModelProto, names: dict[str, str]) -> list[str]:
+    order = [n.name for n in model.graph.node if n.name in names]
+    return order + sorted(set(names) - set(order))
+
+
+def plan_islands(
+    model_path: str | os.PathLike[str],
+    source: Iterable[dict[str, np.ndarray]],
+    *,
+    data_description: dict[str, Any] | None = None,
+    options: IslandOptions | None = None,
+) -> tuple[dict[str, str], RangeReport]:
+    """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands."""
+
+    model = load_for_analysis(model_path)
+    report = analyze(model, source, data_description=data_description)
+    report.model = str(model_path)
+    return choose_fp32_nodes(model, report, options), report
+
+
+# --------------------------------------------------------------------------- measured release
+
+
+def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
+    """Kept nodes whose reason no emulation can clear: values beyond 65504 or NaN/Inf already seen,
+    sums of squares beyond the limit inside a kernel (emulation models storage, not accumulation),
+    and control flow whose subgraphs were not observed. The rest (underflow, near-overflow below
+    65504, the normalisation chains that follow them) is decided by measurement."""
+    nodes = {n.name: n for n in model.graph.node}
+    hard: set[str] = set()
+    for weight in report.weights:
+        if weight.stats.overflow or weight.stats.nonfinite:
+            hard.update(c for c in weight.consumers if c in keep)
+    for t in report.tensors:
+        if t.stats.nonfinite or t.stats.absmax > FP16_MAX:
+            hard.update(n for n in [t.producer, *t.consumers] if n in keep)
+    for name in keep:
+        node = nodes.get(name)
+        if node is not None and (node.op_type in CONTROL_FLOW or node.op_type in SQUARING):
+            hard.add(name)
+    return hard
+
+
+def release_measured(
+    model: onnx.ModelProto,
+    keep: dict[str, str],
+    report: RangeReport,
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    slack: float = 0.5,
+) -> tuple[dict[str, str], list[str]]:
+    """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
+
+    On ``feeds``, the plan is emulated (edgedeploy.stages.precision.emulate) with ``keep`` in fp32: its
+    output error (1 - cosine, min over outputs) is the baseline. The soft nodes (see
+    :func:`hard_fp32_nodes`) are released all at once when the error stays within ``(1 + slack)``
+    times the baseline plus 1e-6 and nothing becomes NaN/Inf; otherwise one by one in graph order,
+    each kept only if releasing it breaks that bound. Returns the new keep map and one note per
+    released node. Emulated runs: 2 when all can go, else 2 + the number of soft nodes.
+    """
+    from edgedeploy.stages.precision.budget import OutputEvaluator
+    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16
+
+    soft = [n for n in keep if n not in hard_fp32_nodes(model, keep, report)]
+    if not soft or not feeds:
+        return keep, []
+    blocked = converter_blocked_ops()
+    evaluator = OutputEvaluator(model, feeds)
+
+    def error(fp32: set[str]) -> float:
+        cos = evaluator.measure(emulate_fp16(model, fp32, blocked))["cosine"]
+        return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
+
+    base = error(set(keep))
+    bound = base * (1.0 + slack) + 1e-6
+    current = set(keep)
+    released: list[str] = []
+    if error(current - set(soft)) <= bound:
+        released = list(soft)
+    else:
+        for name in soft:
+            if error(current - {name}) <= bound:
+                current.discard(name)
+                released.append(name)
+    notes = [f"{n}: back to fp16, measured ({keep[n]} did not change the outputs)" for n in released]
+    return {n: r for n, r in keep.items() if n not in set(released)}, notes

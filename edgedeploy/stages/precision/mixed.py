@@ -1,0 +1,236 @@
+"""Mixed precision as ``build`` runs it: range analysis -> fp32 islands -> fp16 artifact, and the
+accuracy-budget search for fp16 and INT8 artifacts.
+
+Kept apart from build.py so the build stage stays one readable function; everything here
+writes its decisions beside the artifact: ``<stem>.fp16.ranges.json`` (what overflows and why),
+the precision plan ``<stem>.fp16.plan.json`` (per node precision and reason, from make_fp16),
+and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budget search).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from calibration.errors import CalibrationError
+from calibration.modelinfo import model_io
+from calibration.report import load_report
+from calibration.sources import DataSource, Feed
+from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.fileio import atomic_write_json
+from edgedeploy.options import BuildRequest, Fp16Options
+from edgedeploy.results import to_jsonable
+from edgedeploy.stages.precision import PrecisionArtifact
+from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
+from edgedeploy.stages.precision.fp16 import make_fp16
+from edgedeploy.stages.precision.int8 import make_int8
+from edgedeploy.stages.precision.islands import plan_islands, release_measured
+from edgedeploy.ui import QUIET, Ui
+
+SYNTHETIC_SAMPLES = 32
+EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
+RELEASE_SAMPLES = 16  # samples on which a flagged fp16 node is tried back in fp16
+
+
+def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
+    """The --calib-data source (or seeded random data, with a warning) for analysis and budgets."""
+
+    calib = request.calibration
+    if not calib.data:
+        ui.warn(
+            f"no --calib-data given: the {purpose} runs on seeded random data; ranges and accuracy on "
+            "real inputs may differ"
+        )
+    try:
+        inputs, _ = model_io(model)
+        return replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _feeds(source: DataSource, limit: int = EVAL_SAMPLES) -> list[Feed]:
+
+    feeds: list[Feed] = []
+    seen = 0
+    try:
+        for feed in source:
+            feeds.append(feed)
+            first = next(iter(feed.values()))
+            seen += int(first.shape[0]) if first.ndim else 1
+            if seen >= limit:
+                break
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    return feeds
+
+
+def _sidecar(dest: Path, suffix: str) -> Path:
+    return dest.with_name(dest.name.removesuffix(".onnx") + suffix)
+
+
+def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
+    """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked)."""
+
+    options = request.fp16
+    files: list[Path] = []
+    info: dict[str, Any] = {}
+    source: DataSource | None = None
+    if request.fp16_analysis or request.accuracy_budget:
+        source = analysis_source(model, request, ui, "fp16 range analysis")
+    if request.fp16_analysis and source is not None:
+        with ui.progress("fp16 range analysis") as advance:
+            auto, report = plan_islands(model, source, data_description=source.describe())
+            advance(0.5)
+            # a rule's island stays only where emulated fp16 measurably changes the outputs
+            auto, released = release_measured(
+                load_for_analysis(model), auto, report, _feeds(source, RELEASE_SAMPLES)
+            )
+            advance(1.0)
+        options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
+        at_risk = report.tensors_at_risk()
+        ui.info(
+            f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
+            f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
+            + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
+        )
+        report.notes.extend(released)
+        ranges = atomic_write_json(_sidecar(dest, ".ranges.json"), to_jsonable(report_json(report)))
+        files.append(ranges)
+        info.update({"range_analysis": report.summary(), "auto_fp32_nodes": len(auto), "ranges": ranges.name,
+                     "released_fp32_nodes": len(released)})  # fmt: skip
+    with ui.progress("fp16 conversion") as advance:
+        artifact = make_fp16(model, dest, options)
+        advance(1.0)
+    if request.accuracy_budget and source is not None:
+        artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
+        files.append(budget_file)
+        info.update(budget_info)
+    artifact.files.extend(files)
+    artifact.info.update(info)
+    if request.accuracy_budget:
+        _raise_unless_met(info)
+    return artifact
+
+
+def _fp16_budget(
+    model: Path,
+    dest: Path,
+    artifact: PrecisionArtifact,
+    options: Fp16Options,
+    request: BuildRequest,
+    source: DataSource,
+    ui: Ui,
+) -> tuple[PrecisionArtifact, Path, dict[str, Any]]:
+    import json
+
+    assert request.accuracy_budget is not None
+    budget = AccuracyBudget.parse(request.accuracy_budget)
+    plan = json.loads(artifact.files[1].read_text())
+    base = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
+    with ui.progress(f"accuracy budget {budget}") as advance:
+        result = fp16_budget(
+            model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info
+        )
+        advance(1.0)
+    if result.met and result.kept:
+        extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
+        options = replace(options, auto_fp32_nodes={**options.auto_fp32_nodes, **extra})
+        artifact = make_fp16(model, dest, options)
+    path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
+    return artifact, path, _budget_info(result, path)
+
+
+def _budget_info(result: Any, path: Path) -> dict[str, Any]:
+    return {
+        "accuracy_budget": {
+            "budget": result.budget,
+            "met": result.met,
+            "kept": result.kept,
+            "reached": result.steps[-1].measured,
+            "steps": len(result.steps),
+            "cost": {
+                "measurements": result.measurements,
+                "seconds": round(result.seconds, 2),
+                "ranking": result.ranking,
+            },
+            "file": path.name,
+        }
+    }
+
+
+def _raise_unless_met(info: dict[str, Any]) -> None:
+
+    b = info.get("accuracy_budget")
+    if b and not b["met"]:
+        reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
+        raise GateFailed(
+            f"accuracy budget {b['budget']} is not met even with all {len(b['kept'])} candidate "
+            f"layers in higher precision ({reached}); see {b['file']}"
+        )
+
+
+def int8_within_budget(
+    model: Path, dest: Path, artifact: PrecisionArtifact, request: BuildRequest, ui: Ui = QUIET
+) -> PrecisionArtifact:
+    """Leave the most sensitive quantized layers unquantized until the accuracy budget is met."""
+
+    assert request.accuracy_budget is not None
+    budget = AccuracyBudget.parse(request.accuracy_budget)
+    calib = request.calibration
+    report_path = next((p for p in artifact.files if p.name.endswith(".calib.json")), None)
+    report = load_report(report_path) if report_path else None
+    if report is None:
+        raise InputError("the accuracy budget needs the calibration report beside the int8 model")
+    source = (
+        analysis_source(model, request, ui, "INT8 accuracy budget")
+        if calib.data
+        else analysis_source(model, request, QUIET, "INT8 accuracy budget")
+    )
+
+    def build_int8(out: Path, excluded: list[str]) -> PrecisionArtifact:
+        return make_int8(
+            model,
+            out,
+            target=request.target,
+            source=source,
+            algorithm=calib.algorithm,
+            percentile=calib.percentile,
+            # the report's labels are exact (a name, or OpType#index): never regexes
+            exclude_nodes=[*calib.exclude_nodes, *(re.escape(label) for label in excluded)],
+            exclude_ops=calib.exclude_ops,
+            trt_version=calib.trt_version,
+        )
+
+    with tempfile.TemporaryDirectory(prefix=".edgedeploy-budget-", dir=dest.parent) as scratch:
+        variants: dict[tuple[str, ...], Path] = {}
+
+        def make(excluded: Any) -> Path:
+            key = tuple(sorted(excluded))
+            if set(key) >= set(report.quantized_nodes):
+                return model  # every layer left in fp32: the full-precision fallback
+            if key not in variants:
+                variants[key] = build_int8(Path(scratch) / f"v{len(variants)}.int8.onnx", list(key)).path
+            return variants[key]
+
+        with ui.progress(f"accuracy budget {budget}") as advance:
+            result = int8_budget(
+                model, make, report.quantized_nodes, budget, _feeds(source), progress=ui.info
+            )
+            advance(1.0)
+    everything = bool(result.kept) and set(result.kept) >= set(report.quantized_nodes)
+    if result.met and result.kept and not everything:
+        artifact = build_int8(dest, list(result.kept))
+    path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
+    if result.met and everything:
+        raise GateFailed(
+            f"accuracy budget {budget} is met only with every layer left in fp32, so no int8 model "
+            f"meets it; build fp16 or fp32, or loosen the budget (steps in {path})"
+        )
+    artifact.files.append(path)
+    artifact.info.update(_budget_info(result, path))
+    _raise_unless_met(artifact.info)
+    return artifact

@@ -1,0 +1,365 @@
+"""The profile stage: latency distribution, throughput and peak memory, per batch size.
+
+ONNX artifacts are timed here on ONNX Runtime with host wall-clock timing around each
+``run``; TensorRT engines are handed to ``edgedeploy.backends.runtime`` (CUDA events, trtexec's
+sections). Every report records the settings that shaped the numbers: threads, provider,
+batch, warm-up and duration, so figures from two runs can be compared honestly.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.modelinfo import TensorSpec, model_io
+from calibration.sources import open_source
+from edgedeploy.backends import backend_for_artifact
+from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
+from edgedeploy.backends.runtime import profile_engine
+from edgedeploy.backends.runtime.engine import EngineSession
+from edgedeploy.errors import InputError
+from edgedeploy.power import PowerMonitor
+from edgedeploy.results import to_jsonable
+from edgedeploy.stats import LatencyStats
+
+Progress = Callable[[float], None]  # fraction done, 0..1
+BULK_SPREAD_WARN = 0.25  # (p90 - median) / median above which a CPU profile is called unsteady
+
+
+@dataclass
+class ProfileOptions:
+    warmup_iterations: int | None = None
+    warmup_ms: float = 200.0  # trtexec's default warm-up
+    iterations: int | None = None
+    duration_s: float = 3.0  # trtexec's default duration
+    min_iterations: int = 10
+    batch_sizes: Sequence[int] = (1,)
+    threads: int | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    measure_power: bool = True
+    # TensorRT engines only
+    cuda_graph: bool = False
+    no_data_transfers: bool = False
+    per_layer: bool = False
+
+
+@dataclass
+class BatchProfile:
+    batch_size: int
+    latency: LatencyStats
+    throughput_ips: float  # inferences (samples) per second
+    throughput_qps: float  # batches (queries) per second
+    iterations: int
+    wall_s: float
+    peak_rss_mb: float | None  # process peak resident memory during the timed run
+    energy: dict[str, Any] | None = None  # PowerResult as a dict, where measurable
+    # TensorRT engines: trtexec's sections (latency, enqueue, h2d, gpu_compute, d2h) and layer times
+    sections: dict[str, LatencyStats] | None = None
+    per_layer: list[Any] | None = None
+
+
+@dataclass
+class ProfileResult:
+    artifact: str
+    backend: str
+    settings: dict[str, Any]
+    batches: list[BatchProfile]
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "settings": self.settings,
+            "batch_sizes": {
+                str(b.batch_size): {
+                    "median_ms": b.latency.median_ms,
+                    "p99_ms": b.latency.p99_ms,
+                    "mean_ms": b.latency.mean_ms,
+                    "throughput_ips": b.throughput_ips,
+                    "peak_rss_mb": b.peak_rss_mb,
+                    "energy": b.energy,
+                }
+                for b in self.batches
+            },
+        }
+
+
+def _reset_peak_rss() -> bool:
+    """Linux lets a process reset its own VmHWM (peak RSS) by writing 5 to clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except Exception:
+        return None
+
+
+def unsteady_warning(stats: LatencyStats) -> str | None:
+    """A warning when the bulk of the latencies is spread, not when a few outliers are.
+
+    Host timings of sub-millisecond runs carry rare scheduler hiccups that inflate the CV on
+    their own, so the CV alone would warn on every quiet run.
+    """
+    spread = (stats.p90_ms - stats.median_ms) / stats.median_ms if stats.median_ms > 0 else 0.0
+    if spread <= BULK_SPREAD_WARN:
+        return None
+    return (
+        f"p90 latency is {spread * 100:.0f}% above the median (CV {stats.cv_percent:.1f}%): "
+        "a busy or throttled machine; compare medians"
+    )
+
+
+def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) -> None:
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise InputError("--batch-sizes must be positive integers, e.g. 1,2,4,8")
+    for spec in inputs:
+        first = spec.shape[0] if spec.shape else None
+        if isinstance(first, int):
+            wrong = [b for b in batch_sizes if b != first]
+            if wrong:
+                raise InputError(
+                    f"input '{spec.name}' has a static batch of {first}; cannot profile batch size(s) "
+                    f"{', '.join(map(str, wrong))} (export with --dynamic-batch)"
+                )
+
+
+def batch_shapes(
+    inputs: Sequence[TensorSpec], overrides: dict[str, tuple[int, ...]], batch: int
+) -> dict[str, tuple[int, ...]]:
+    """``--input`` shapes with dim 0 set to ``batch`` where the model's batch is dynamic.
+
+    Dynamic dims with no override are fed as 1 (recorded in the report's settings).
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        if spec.name in overrides:
+            shape = tuple(overrides[spec.name])
+            if shape and spec.shape and not isinstance(spec.shape[0], int):
+                shape = (batch, *shape[1:])
+            shapes[spec.name] = shape
+    return shapes
+
+
+def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Progress | None) -> list[float]:
+    """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations)."""
+    if options.warmup_iterations is not None:
+        for _ in range(options.warmup_iterations):
+            run()
+    else:
+        end = time.perf_counter() + options.warmup_ms / 1000.0
+        while time.perf_counter() < end:
+            run()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+        elapsed = time.perf_counter() - start
+        if options.iterations is not None:
+            done = len(samples) / options.iterations
+            finished = len(samples) >= options.iterations
+        else:
+            done = min(1.0, elapsed / options.duration_s)
+            finished = elapsed >= options.duration_s and len(samples) >= options.min_iterations
+        if progress:
+            progress(done)
+        if finished:
+            return samples
+
+
+def profile_onnx(
+    model: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
+    """Time an ONNX artifact on ONNX Runtime's CPU provider for each batch size."""
+    import onnxruntime as ort
+
+    inputs, _ = model_io(model)
+    check_batch_sizes(inputs, options.batch_sizes)
+    session = create_session(model, options.threads)
+    batches: list[BatchProfile] = []
+    warnings: list[str] = []
+    shapes_used: dict[str, dict[str, list[int]]] = {}
+    for batch in options.batch_sizes:
+        shapes = batch_shapes(inputs, options.shapes, batch)
+        feed = next(iter(open_source("random", inputs, samples=batch, batch_size=batch, shapes=shapes)))
+        shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
+        session.run(None, feed)  # first run allocates; keep it out of the peak-memory window
+        _reset_peak_rss()
+        monitor = PowerMonitor() if options.measure_power else None
+        cb = (lambda f, b=batch: progress(b, f)) if progress else None
+        run = functools.partial(session.run, None, feed)
+        wall0 = time.perf_counter()
+        if monitor is not None:
+            with monitor:
+                samples = _time_loop(run, options, cb)
+        else:
+            samples = _time_loop(run, options, cb)
+        wall = time.perf_counter() - wall0
+        stats = LatencyStats.from_samples(samples)
+        energy = None
+        if monitor is not None:
+            energy = _power_dict(monitor.result(len(samples) * batch))
+        total_s = float(np.sum(samples)) / 1000.0
+        batches.append(
+            BatchProfile(
+                batch_size=batch,
+                latency=stats,
+                throughput_ips=len(samples) * batch / total_s,
+                throughput_qps=len(samples) / total_s,
+                iterations=len(samples),
+                wall_s=wall,
+                peak_rss_mb=_peak_rss_mb(),
+                energy=energy,
+            )
+        )
+        unsteady = unsteady_warning(stats)
+        if unsteady:
+            warnings.append(f"batch {batch}: {unsteady}")
+    settings = {
+        "provider": PROVIDERS[0],
+        "onnxruntime": ort.__version__,
+        "threads": options.threads or f"default ({os.cpu_count()} cores)",
+        "warmup": (
+            f"{options.warmup_iterations} iterations"
+            if options.warmup_iterations is not None
+            else f"{options.warmup_ms:g} ms"
+        ),
+        "measure": (
+            f"{options.iterations} iterations"
+            if options.iterations is not None
+            else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"
+        ),
+        "timing": "host wall clock around session.run (data already in host memory)",
+        "cpu": platform.processor() or platform.machine(),
+        "input_shapes": shapes_used,
+    }
+    return ProfileResult(
+        artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings
+    )
+
+
+def _power_dict(result: Any) -> dict[str, Any] | None:
+
+    data = to_jsonable(result)
+    return data if isinstance(data, dict) else None
+
+
+def profile(
+    artifact: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
+    """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.backends.runtime)."""
+    if not artifact.is_file():
+        raise InputError(f"artifact not found: {artifact}")
+    if artifact.suffix == ".onnx":
+        return profile_onnx(artifact, options, progress)
+
+    backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
+    return profile_engine_batches(artifact, options, progress)
+
+
+def engine_batch_shapes(inputs: Sequence[Any], batch: int) -> dict[str, tuple[int, ...]]:
+    """Input shapes for one batch size: dim 0 set on dynamic inputs; static ones must match."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for tensor in inputs:
+        if tensor.shape and tensor.shape[0] == -1:
+            base = tensor.opt_shape or tuple(max(d, 1) for d in tensor.shape)
+            if tensor.max_shape and batch > tensor.max_shape[0]:
+                raise InputError(
+                    f"input '{tensor.name}': batch {batch} exceeds the engine's profile maximum "
+                    f"{tensor.max_shape[0]}; rebuild with a larger --profile"
+                )
+            shapes[tensor.name] = (batch, *base[1:])
+        elif tensor.shape and tensor.shape[0] != batch:
+            raise InputError(
+                f"input '{tensor.name}' has a static batch of {tensor.shape[0]}; cannot profile batch {batch}"
+            )
+    return shapes
+
+
+def profile_engine_batches(
+    engine: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+) -> ProfileResult:
+    """Time a TensorRT engine per batch size with CUDA events (trtexec's sections)."""
+
+    with EngineSession(engine) as session:
+        inputs = [t for t in session.tensors if t.is_input]
+    batches: list[BatchProfile] = []
+    warnings: list[str] = []
+    settings: dict[str, Any] = {}
+    for batch in options.batch_sizes:
+        shapes = engine_batch_shapes(inputs, batch)
+        for tensor in inputs:  # --input fixes the other dims; the batch still follows --batch-sizes
+            if tensor.name in options.shapes:
+                given = tuple(options.shapes[tensor.name])
+                shapes[tensor.name] = (batch, *given[1:]) if tensor.shape and tensor.shape[0] == -1 else given
+        monitor = PowerMonitor() if options.measure_power else None
+
+        def run(shapes: dict[str, tuple[int, ...]] = shapes) -> Any:
+            return profile_engine(
+                engine,
+                warmup_ms=options.warmup_ms,
+                duration_s=0.0 if options.iterations else options.duration_s,
+                iterations=options.iterations or options.min_iterations,
+                shapes=shapes or None,
+                cuda_graph=options.cuda_graph,
+                no_data_transfers=options.no_data_transfers,
+                per_layer=options.per_layer,
+            )
+
+        if monitor is not None:
+            with monitor:
+                result = run()
+        else:
+            result = run()
+        if progress:
+            progress(batch, 1.0)
+        main = "gpu_compute" if options.no_data_transfers else "latency"
+        energy = _power_dict(monitor.result(result.iterations * batch)) if monitor is not None else None
+        batches.append(
+            BatchProfile(
+                batch_size=batch,
+                latency=result.sections[main],
+                throughput_ips=result.throughput_qps * batch,
+                throughput_qps=result.throughput_qps,
+                iterations=result.iterations,
+                wall_s=result.total_wall_s,
+                peak_rss_mb=None,
+                energy=energy,
+                sections=result.sections,
+                per_layer=result.per_layer,
+            )
+        )
+        if result.cv_warning:
+            warnings.append(f"batch {batch}: {result.cv_warning}")
+        warnings.extend(f"batch {batch}: {note}" for note in result.notes)
+        settings = {**result.settings, "clocks": result.clocks}
+    if options.warmup_iterations is not None:
+        warnings.append("engines warm up by time (--warmup-ms); --warmup iterations were ignored")
+    return ProfileResult(
+        artifact=str(engine), backend="tensorrt", settings=settings, batches=batches, warnings=warnings
+    )

@@ -1,0 +1,25 @@
+"""Every command module is registered from the one list, and --help shows each command."""
+
+from __future__ import annotations
+
+import pkgutil
+
+from typer.testing import CliRunner
+
+import edgedeploy.cli as cli
+
+NOT_COMMANDS = {"common"}  # shared option types and consoles
+
+
+def test_every_command_module_is_in_the_one_list() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(cli.__path__)} - NOT_COMMANDS
+    listed = {m.__name__.rpartition(".")[2] for m in cli.COMMANDS}
+    assert modules == listed
+    assert all(callable(getattr(m, "register", None)) for m in cli.COMMANDS)
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(cli.app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for module in cli.COMMANDS:
+        assert f" {module.__name__.rpartition('.')[2]} " in result.stdout

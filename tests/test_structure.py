@@ -1,0 +1,241 @@
+"""The shape of the code, checked: imports point down the layers and never go round in a cycle.
+
+In the spirit of Polygraphy's tests/mod/test_dependencies.py, but on the source: every
+``import`` statement of edgedeploy and calibration, at module level and inside functions, is
+read with ``ast`` (nothing is imported), and the graph is checked against the layering of
+docs/design.md: cli -> pipeline -> stages -> backends -> basics -> calibration. Runs in well
+under a second.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("edgedeploy", "calibration")
+
+# Top to bottom; a module may import its own layer and the layers below it.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cli", ("edgedeploy.cli", "edgedeploy.__main__")),
+    ("pipeline", ("edgedeploy.pipeline",)),
+    ("stages", ("edgedeploy.stages",)),
+    ("backends", ("edgedeploy.backends", "edgedeploy.power", "edgedeploy.device")),
+    (
+        "basics",
+        (
+            "edgedeploy.options",
+            "edgedeploy.config",
+            "edgedeploy.targets",
+            "edgedeploy.errors",
+            "edgedeploy.fileio",
+            "edgedeploy.ui",
+            "edgedeploy.results",
+            "edgedeploy.onnxio",
+            "edgedeploy.stats",
+        ),
+    ),
+    ("calibration", ("calibration",)),
+)
+BASE_PACKAGE = "edgedeploy"  # the package's __init__ (version string) sits with the basics
+
+
+def module_files(root: Path, packages: Iterable[str]) -> dict[str, Path]:
+    """Dotted module name -> file, for every .py file under ``root/package``."""
+    modules = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _known(name: str, modules: dict[str, Path]) -> str | None:
+    """The longest known module that ``name`` is or is inside (``pkg.mod.Class`` -> ``pkg.mod``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The known modules ``module`` imports anywhere in its file (module level and in functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            submodules = [f"{source}.{a.name}" for a in node.names if f"{source}.{a.name}" in modules]
+            names = submodules + ([source] if len(submodules) < len(node.names) else [])
+        for name in names:
+            target = _known(name, modules)
+            if target is not None and target != module:
+                found.add(target)
+    return found
+
+
+def import_graph(root: Path, packages: Iterable[str]) -> dict[str, set[str]]:
+    modules = module_files(root, packages)
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10 * len(graph) + 100))
+    try:
+        for node in sorted(graph):
+            if node not in index:
+                visit(node)
+    finally:
+        sys.setrecursionlimit(limit)
+    return sorted(found)
+
+
+def layer_of(module: str) -> int | None:
+    if module == BASE_PACKAGE:
+        return [name for name, _ in LAYERS].index("basics")
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a higher layer (or of a module no layer claims)."""
+    problems = []
+    for module, targets in sorted(graph.items()):
+        rank = layer_of(module)
+        if rank is None:
+            problems.append(f"{module} belongs to no layer (add it to LAYERS)")
+            continue
+        for target in sorted(targets):
+            target_rank = layer_of(target)
+            if target_rank is None or target_rank < rank:
+                where = LAYERS[target_rank][0] if target_rank is not None else "no layer"
+                problems.append(f"{module} ({LAYERS[rank][0]}) -> {target} ({where})")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_graph(ROOT, PACKAGES)
+
+
+def test_the_import_graph_has_no_cycles(graph: dict[str, set[str]]) -> None:
+    assert len(graph) > 50  # the walk found the code
+    assert cycles(graph) == []
+
+
+def test_imports_only_point_down_the_layers(graph: dict[str, set[str]]) -> None:
+    assert upward_imports(graph) == []
+
+
+def test_calibration_never_imports_edgedeploy(graph: dict[str, set[str]]) -> None:
+    assert {
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith("calibration")
+        for t in ts
+        if t.startswith("edgedeploy")
+    } == set()
+
+
+def test_only_the_cli_imports_the_cli(graph: dict[str, set[str]]) -> None:
+    importers = {m for m, ts in graph.items() for t in ts if t.split(".")[:2] == ["edgedeploy", "cli"]}
+    assert {m for m in importers if not m.startswith("edgedeploy.cli")} <= {"edgedeploy.__main__"}
+
+
+def test_stages_never_import_the_pipeline(graph: dict[str, set[str]]) -> None:
+    assert {
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith("edgedeploy.stages")
+        for t in ts
+        if t.startswith("edgedeploy.pipeline")
+    } == set()
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "toy/__init__.py": "",
+            "toy/a.py": "from toy.b import helper\n",
+            "toy/b.py": "def helper():\n    from toy import a\n    return a\n",
+            "toy/c.py": "from . import a\n",
+        },
+    )
+    graph = import_graph(tmp_path, ["toy"])
+    assert graph["toy.c"] == {"toy.a"}
+    assert cycles(graph) == [["toy.a", "toy.b"]]
+
+
+def test_the_checker_finds_an_upward_import(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "edgedeploy/__init__.py": "",
+            "edgedeploy/errors.py": "",
+            "edgedeploy/stages/__init__.py": "",
+            "edgedeploy/stages/s.py": "from edgedeploy import errors\n",
+            "edgedeploy/pipeline/__init__.py": "from edgedeploy.stages import s\n",
+            "edgedeploy/targets.py": "def f():\n    from edgedeploy.pipeline import run\n",
+            "edgedeploy/mystery.py": "",
+            "calibration/__init__.py": "import edgedeploy.errors\n",
+        },
+    )
+    problems = upward_imports(import_graph(tmp_path, PACKAGES))
+    assert problems == [
+        "calibration (calibration) -> edgedeploy.errors (basics)",
+        "edgedeploy.mystery belongs to no layer (add it to LAYERS)",
+        "edgedeploy.targets (basics) -> edgedeploy.pipeline (pipeline)",
+    ]
