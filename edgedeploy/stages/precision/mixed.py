@@ -10,6 +10,7 @@ and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budg
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -183,7 +184,7 @@ def int8_within_budget(
     calib = request.calibration
     report_path = next((p for p in artifact.files if p.name.endswith(".calib.json")), None)
     report = load_report(report_path) if report_path else None
-    if report is None:
+    if report is None or report_path is None:
         raise InputError("the accuracy budget needs the calibration report beside the int8 model")
     source = (
         analysis_source(model, request, ui, "INT8 accuracy budget")
@@ -213,7 +214,11 @@ def int8_within_budget(
             if set(key) >= set(report.quantized_nodes):
                 return model  # every layer left in fp32: the full-precision fallback
             if key not in variants:
-                variants[key] = build_int8(Path(scratch) / f"v{len(variants)}.int8.onnx", list(key)).path
+                stem = f"v{len(variants)}"
+                # the artifact's report beside each variant: same key, so its thresholds are reused
+                # (only the Q/DQ graph is rewritten) instead of calibrating every variant again
+                shutil.copyfile(report_path, Path(scratch) / f"{stem}.calib.json")
+                variants[key] = build_int8(Path(scratch) / f"{stem}.int8.onnx", list(key)).path
             return variants[key]
 
         with ui.progress(f"accuracy budget {budget}") as advance:
