@@ -1065,9 +1065,17 @@ def main() -> int:
     parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument(
+        "--tables", type=Path, metavar="JSON", help="print the tables of an earlier --json, run nothing"
+    )
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
+        return 0
+    if args.tables:
+        saved = json.loads(args.tables.read_text())
+        print(saved["cpu"])
+        print(table(saved["rows"]))
         return 0
     methods = [m for m in args.methods.split(",") if m]
     if args.budget:
@@ -1095,16 +1103,18 @@ def main() -> int:
             rows += bench(spec, work, args.samples, args.eval_samples, methods, mo)
         except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
             print(f"  {spec.key}: skipped: {type(exc).__name__}: {exc}", flush=True)
+        if args.json:  # after every model: a long run that is stopped keeps what it measured
+            payload = {
+                "cpu": cpu_line(),
+                "samples": args.samples,
+                "eval_samples": args.eval_samples,
+                "rows": rows,
+            }
+            tmp = args.json.with_name(args.json.name + ".part")
+            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+            tmp.replace(args.json)
     print()
     print(table(rows))
-    if args.json:
-        payload = {
-            "cpu": cpu_line(),
-            "samples": args.samples,
-            "eval_samples": args.eval_samples,
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 
