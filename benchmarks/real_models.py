@@ -1012,7 +1012,7 @@ def _cell(rows: list[dict[str, Any]], model: str, method: str, what: str = "acc"
     if "error" in r:
         return "error"
     if what == "acc":
-        return f"{r['cosine']:.4f} / {r['task']:.3f}"
+        return f"{r['cosine']:.5f} / {r['task']:.3f}"
     if what == "fp16":
         share = r.get("fp16_heavy")
         return f"{r['cosine']:.5f} / {r['task']:.3f} / {'-' if share is None else f'{share:.0%}'}"
