@@ -38,7 +38,7 @@ from calibration.qdq import (
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
-from calibration.select import SampleObserver, Selection, select
+from calibration.select import RULES, SampleObserver, Selection, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
@@ -425,7 +425,9 @@ def _select(
     best: Selection | None = None
     for excluded, variant in variants.items():
         levels = variant.levels()
-        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo)
+        # the second plan measures the per-tensor choice and the first plan's best rule only
+        rules = RULES if best is None else tuple(r for r in RULES if r == best.winner)
+        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo, rules)
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
             if best is not None:

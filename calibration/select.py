@@ -269,10 +269,11 @@ def choose_for_model(
     per_tensor: tuple[dict[str, float], dict[str, str]],
     cands: Mapping[str, Mapping[str, float]],
     holdout: Sequence[Mapping[str, np.ndarray]],
+    rules: Sequence[str] = RULES,
 ) -> Selection:
-    """Step 2: the per-tensor choice against each rule everywhere, scored on the held-out outputs."""
+    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out outputs."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
-    for rule in RULES:
+    for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
     names = scored_tensors(model)
     reference = _run(model, holdout, names)
@@ -283,8 +284,8 @@ def choose_for_model(
             continue
         scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr), holdout, names))
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
-    thresholds, rules = sets[winner]
-    return Selection(dict(thresholds), dict(rules), winner, scores)
+    thresholds, chosen = sets[winner]
+    return Selection(dict(thresholds), dict(chosen), winner, scores)
 
 
 def select(
@@ -295,8 +296,10 @@ def select(
     samples: Mapping[str, list[np.ndarray]],
     holdout: Sequence[Mapping[str, np.ndarray]],
     options: AlgorithmOptions,
+    rules: Sequence[str] = RULES,
 ) -> Selection:
-    """The ``auto`` thresholds for the plan's calibrated tensors."""
+    """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
+    sets to measure beside the per-tensor choice)."""
     cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
     per_tensor = choose_per_tensor(model, plan, cands, samples)
-    return choose_for_model(model, plan, per_tensor, cands, holdout)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules)
