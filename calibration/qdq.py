@@ -543,12 +543,13 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         ordered.append(node)
     for rest in sorted(pending):
         ordered.extend(pending[rest])
-    read = {n for node in ordered for n in node.input} | {o.name for o in graph.output}
+    read = _names_read(onnx.helper.make_graph(ordered, "read", [], [])) | {o.name for o in graph.output}
     ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
     del graph.node[:]
     graph.node.extend(_toposort(ordered, graph_inputs | set(constants)))
     graph.initializer.extend(new_inits)
-    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    # names read inside If/Loop/Scan bodies count too: a subgraph may read an outer initializer
+    used = _names_read(graph) | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
@@ -558,6 +559,17 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         graph.input.remove(vi)
     del graph.value_info[:]  # shapes of renamed tensors are stale; ORT and TensorRT re-infer them
     return out
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its nested subgraphs reads."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                names |= _names_read(sub)
+    return names
 
 
 def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:
