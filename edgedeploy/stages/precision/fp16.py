@@ -188,10 +188,8 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
         dropped.add(id(node))
     if not replace_with:
         return
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in replace_with:
-                node.input[i] = replace_with[name]
+    for old_name, new_name in replace_with.items():  # subgraph captures too (a Cast feeding an If body)
+        _rename_uses(graph, old_name, new_name)
     used = {i for n in graph.node if id(n) not in dropped for i in n.input} | outputs
     for node in graph.node:
         for sub in _subgraphs(node):
@@ -201,6 +199,35 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]
     del graph.node[:]
     graph.node.extend(keep)
+
+
+def _sort_with_captures(graph: onnx.GraphProto) -> None:
+    """Order the main graph so that every node follows the producers of what it reads, its
+    subgraphs' captures included: the converter appends its boundary Casts at the end of the
+    list, and a Cast feeding an If body (added above) can then come after the If. Stable
+    (Kahn's algorithm keeping the given order where it is already valid)."""
+    produced = {o for n in graph.node for o in n.output if o}
+    needs = []
+    for node in graph.node:
+        reads = {i for i in node.input if i}
+        for sub in _subgraphs(node):
+            reads |= _captured_names(sub)
+        needs.append(reads & produced)
+    done: set[str] = set()
+    order: list[int] = []
+    remaining = list(range(len(graph.node)))
+    while remaining:
+        ready = [k for k in remaining if needs[k] <= done]
+        if not ready:
+            return  # a cycle: leave the order alone, ONNX Runtime's check below names the problem
+        for k in ready:
+            order.append(k)
+            done.update(o for o in graph.node[k].output if o)
+        taken = set(ready)
+        remaining = [k for k in remaining if k not in taken]
+    nodes = [graph.node[k] for k in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _check_loads(model: onnx.ModelProto, src: Path) -> None:
@@ -298,6 +325,7 @@ def make_fp16(
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
     _remove_fp16_round_trips(converted)
     if has_control_flow:  # subgraph typing is where the converter's output can be invalid
+        _sort_with_captures(converted.graph)
         _check_loads(converted, src)
     plan = precision_plan(model, options, blocked_ops)
     plan["source_sha256"] = sha256_file(src)
