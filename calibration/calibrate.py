@@ -37,7 +37,7 @@ from calibration.qdq import (
     upgraded,
     write_qdq,
 )
-from calibration.report import CalibrationReport, TensorReport, WeightReport, load_report
+from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.select import RULES, SampleObserver, Selection, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
@@ -307,6 +307,7 @@ def calibrate(
                     clipped_share(hist, thr),
                     "uint8" if lv == 256 else "int8",
                     observer.nonfinite.get(name, 0),
+                    compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
                     rule,
                 )
             )

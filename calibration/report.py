@@ -1,5 +1,6 @@
-"""The calibration report: per tensor the amax, the chosen threshold, the scale and the share of
-values clipped, as JSON (also the calibration result cache) and as a table on the terminal."""
+"""The calibration report: per tensor the amax, the chosen threshold, the scale, the share of
+values clipped and a compact |x| histogram, as JSON (also the calibration result cache) and as a
+table on the terminal."""
 
 from __future__ import annotations
 
@@ -12,6 +13,24 @@ from typing import Any
 from calibration.atomic import atomic_write_text
 
 REPORT_FORMAT = 1
+REPORT_HISTOGRAM_BINS = 128  # the calibration histogram merged down for the report: about 0.5 kB a tensor
+
+
+def compact_histogram(counts: Any, top: float, bins: int = REPORT_HISTOGRAM_BINS) -> dict[str, Any]:
+    """A |x| histogram over ``[0, top]`` merged to ``bins`` equal bins, trailing empty bins dropped.
+
+    ``counts`` has a multiple of ``bins`` entries (the observer's are powers of two >= 256).
+    Returns ``{"top": top, "bins": bins, "counts": [...]}``: bin i covers
+    ``[i, i + 1) * top / bins``; a reader pads the dropped empty bins with zeros.
+    """
+    import numpy as np
+
+    arr = np.asarray(counts, dtype=np.int64)
+    if arr.size % bins:
+        raise ValueError(f"{arr.size} histogram bins do not merge evenly into {bins}")
+    merged = arr.reshape(bins, -1).sum(axis=1)
+    last = int(np.flatnonzero(merged)[-1]) + 1 if merged.any() else 0
+    return {"top": float(top), "bins": bins, "counts": [int(c) for c in merged[:last]]}
 
 
 @dataclass
@@ -23,6 +42,7 @@ class TensorReport:
     clipped: float  # share of observed values with |x| > threshold
     dtype: str = "int8"  # int8, or uint8 for non-negative tensors in the onnxruntime placement
     nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
+    histogram: dict[str, Any] | None = None  # compact_histogram() of |x|, exact zeros in bin 0
     rule: str = ""  # the algorithm whose threshold this is (auto chooses per tensor)
 
 

@@ -55,6 +55,7 @@ class BuildSection:
     hardware_compat: str | None = None
     version_compatible: bool = False
     profiling_verbosity: str | None = None
+    tf32: bool = True  # TensorRT's default; false clears BuilderFlag.TF32
     profiles: list[dict[str, Any]] = field(default_factory=list)  # [{input = {min=[..], opt=[..], max=[..]}}]
     threads: int | None = None
 
@@ -124,7 +125,7 @@ _SECTION_CLASSES: dict[str, type] = {
 _TOP_LEVEL_KEYS = ("workdir",)
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
 
@@ -152,7 +153,7 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
         raise InputError(f"config key '{where}' must be {annotation.replace(' | None', '')}, got {value!r}")
 
 
-def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
+def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = True) -> PipelineConfig:
     valid_top = list(_SECTION_CLASSES) + list(_TOP_LEVEL_KEYS)
     config = PipelineConfig(base_dir=base_dir)
     for key, value in data.items():
@@ -160,18 +161,20 @@ def from_dict(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
             _check_type(key, value, "", "str")
             config.workdir = value
             continue
+        if key == "matrix":
+            raise InputError("this config has a [matrix] section: run it with 'edgedeploy matrix CONFIG'")
         if key not in _SECTION_CLASSES:
-            raise InputError(f"unknown config section or key '{key}'{_suggest(key, valid_top)}")
+            raise InputError(f"unknown config section or key '{key}'{suggest(key, valid_top)}")
         if not isinstance(value, dict):
             raise InputError(f"config '[{key}]' must be a table")
         cls = _SECTION_CLASSES[key]
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
             if sub not in section_fields:
-                raise InputError(f"unknown config key '{key}.{sub}'{_suggest(sub, list(section_fields))}")
+                raise InputError(f"unknown config key '{key}.{sub}'{suggest(sub, list(section_fields))}")
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
-    if not config.model.source:
+    if require_model and not config.model.source:
         raise InputError(
             'config needs [model] source = "module:callable", "file.py:callable" or "model.onnx"'
         )

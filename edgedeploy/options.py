@@ -100,6 +100,7 @@ class BackendOption:
     user: str  # the [build] config key and the `edgedeploy build` parameter (--user-name)
     field: str  # the BuildOptions field
     read: Callable[[Any, Callable[[str], Path]], Any] = _same  # (user value, path resolver) -> field value
+    default: Any = None  # a value that means "leave the backend's default" (tf32 = true is TensorRT's)
 
 
 BACKEND_OPTIONS: tuple[BackendOption, ...] = (
@@ -111,6 +112,7 @@ BACKEND_OPTIONS: tuple[BackendOption, ...] = (
     BackendOption("hardware_compat", "hardware_compatibility"),
     BackendOption("version_compatible", "version_compatible"),
     BackendOption("profiling_verbosity", "profiling_verbosity"),
+    BackendOption("tf32", "tf32", default=True),  # only false is passed on: it clears TensorRT's TF32
     BackendOption("profiles", "profiles", lambda v, _path: parse_profiles(v)),
     BackendOption("threads", "threads"),
 )
@@ -132,8 +134,15 @@ def backend_options(values: Mapping[str, Any], path: Callable[[str], Path] = Pat
     return {
         o.field: o.read(values[o.user], path)
         for o in BACKEND_OPTIONS
-        if o.user in values and not _unset(values[o.user])
+        if o.user in values and _given(o, values[o.user])
     }
+
+
+def _given(option: BackendOption, value: Any) -> bool:
+    """Whether the user set ``option``: a value other than its default (or, without one, a value at all)."""
+    if option.default is not None:
+        return value is not None and value != option.default
+    return not _unset(value)
 
 
 @dataclass

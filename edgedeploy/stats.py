@@ -1,4 +1,5 @@
-"""Latency statistics as trtexec reports them: min, max, mean, median, p90/p95/p99, std, CV."""
+"""Latency statistics as trtexec reports them: min, max, mean, median, p90/p95/p99, std, CV; and the
+latency distribution as a fixed set of quantiles (what the report draws as a CDF)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+QUANTILE_POINTS = 101  # 0%, 1%, ..., 100%: a CDF to 1% resolution in about 1 kB of JSON
+
+
+def latency_quantiles(samples_ms: Sequence[float] | np.ndarray, points: int = QUANTILE_POINTS) -> list[float]:
+    """The latency at ``points`` evenly spaced quantiles from 0 (min) to 1 (max), in ms.
+
+    Kept instead of the raw samples: a 3 s run of a 0.1 ms model has 30,000 samples, and the
+    quantiles draw the same CDF at a fixed, small size.
+    """
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("no timing samples")
+    if points < 2:
+        raise ValueError("at least two quantile points (min and max)")
+    return [round(float(v), 6) for v in np.quantile(arr, np.linspace(0.0, 1.0, points))]
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,14 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 300) ->
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.fixture(scope="session")
+def demo_cli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CliResult]:
+    """One ``edgedeploy demo`` run as the README's ``make demo`` does it (a relative --out), shared
+    by the tests that check its table, bundle and report: (the folder it ran in, its result)."""
+    cwd = tmp_path_factory.mktemp("demo-cli")
+    return cwd, run_cli("demo", "--out", "demo", "--duration", "0.3", "--json", "demo.json", cwd=cwd)
+
+
 def assert_clean_input_error(result: CliResult, *needles: str) -> None:
     """Exit 2, no traceback, and one line that names the problem."""
     assert result.code == 2, (result.code, result.stdout, result.stderr)

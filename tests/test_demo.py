@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, validate_manifest
+from tests.conftest import CliResult, run_cli, validate_manifest
 
 
 @pytest.mark.slow
-def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(tmp_path: Path) -> None:
-    # a relative --out, as the README's `make demo` uses it
-    result = run_cli("demo", "--out", "demo", "--duration", "0.3", "--json", "demo.json", cwd=tmp_path)
+def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(
+    demo_cli: tuple[Path, CliResult],
+) -> None:
+    tmp_path, result = demo_cli  # a relative --out, as the README's `make demo` uses it
     assert result.code == 0, result.stderr
     assert "precision" in result.stdout and "fp16" in result.stdout and "demo finished" in result.stdout
     data = json.loads((tmp_path / "demo.json").read_text())

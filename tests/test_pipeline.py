@@ -60,7 +60,7 @@ def test_a_changed_option_reruns_only_what_depends_on_it(digits: Digits, tmp_pat
     run_pipeline(load_config(path))
     path.write_text(path.read_text().replace("iterations = 20", "iterations = 21"))
     rerun = run_pipeline(load_config(path))
-    assert set(rerun.stages_run) == {"profile-fp32", "profile-fp16", "bundle"}
+    assert set(rerun.stages_run) == {"profile-fp32", "profile-fp16", "bundle", "report"}
 
 
 def test_bundle_manifest_checksums_match_its_files(digits: Digits, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ class BuildOptions:
     hardware_compatibility: str | None = None  # none | ampere_plus | same_compute_capability
     version_compatible: bool = False
     profiling_verbosity: str | None = None  # layer_names_only | detailed | none
+    tf32: bool | None = None  # TensorRT: None keeps TensorRT's default (on); False clears it
     calibration_cache: Path | None = None  # TensorRT 8.x implicit INT8
     precision_plan: Path | None = None  # JSON: nodes kept in higher precision
     threads: int | None = None  # CPU backends
@@ -52,6 +53,10 @@ class Backend(Protocol):
 
     def available(self) -> tuple[bool, str]:
         """Whether this backend can run here, and if not, one line on how to get it."""
+        ...
+
+    def check_options(self, options: BuildOptions) -> None:
+        """Refuse, before any work (the precision stage included), options this backend cannot serve."""
         ...
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:

@@ -61,6 +61,9 @@ def create_session(model: str | os.PathLike[str], threads: int | None = None) ->
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
+    def check_options(self, options: BuildOptions) -> None:
+        """ONNX Runtime ignores the TensorRT options; nothing depends on its version."""
+
     def available(self) -> tuple[bool, str]:
         return True, "ONNX Runtime (CPUExecutionProvider)"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.backends.runtime.runner import PycudaEngineRunner
-from edgedeploy.backends.trt_plan import TrtVersion, plan_build, read_model_facts
+from edgedeploy.backends.trt_plan import TrtVersion, check_release, plan_build, read_model_facts
 from edgedeploy.errors import BackendUnavailable, InputError
 from edgedeploy.fileio import (
     atomic_write_bytes,
@@ -82,8 +82,12 @@ class TensorRTBackend:
         if not ok:
             raise BackendUnavailable(why)
 
-    def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
+    def check_options(self, options: BuildOptions) -> None:
+        """Options this TensorRT release lacks are refused before the precision stage runs."""
+        self._require()
+        check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
 
+    def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         model = Path(model)
         if not model.is_file():
             raise InputError(f"model not found: {model}")
@@ -133,11 +137,19 @@ class TensorRTBackend:
                 )
 
         build_log = trt_build.BuildLog()
-        built = trt_build.build(
-            model, plan, timing_cache=options.timing_cache, log=build_log, target_name=options.target.name
-        )
+        try:
+            built = trt_build.build(
+                model, plan, timing_cache=options.timing_cache, log=build_log, target_name=options.target.name
+            )
+        except AttributeError as exc:  # an API this release lacks that trt_versions does not list yet
+            raise InputError(
+                f"TensorRT {version} has no {exc.name or exc}: this build needs a newer TensorRT "
+                "(see docs/tensorrt-facts.md)"
+            ) from None
         summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
         notes = list(plan.notes)
+        if built.layer_info_problem:
+            notes.append(built.layer_info_problem)
         if built.fp32_layers_unmatched:
             notes.append(
                 f"no TensorRT layer matched these FP32 nodes: {', '.join(built.fp32_layers_unmatched)}"
@@ -155,6 +167,9 @@ class TensorRTBackend:
             "precision": plan.precision,
             **{k: env.get(k) for k in ENV_KEY_FIELDS},
             "plan": plan.key_fields(),
+            "tf32": plan.tf32,
+            "dla_core": plan.dla_core,
+            "version_compatible": plan.version_compatible,
             "inputs": inputs,
             "timing_cache": str(options.timing_cache) if options.timing_cache else None,
             "build_seconds": round(built.seconds, 3),
@@ -182,5 +197,6 @@ class TensorRTBackend:
             log.warning(
                 "%s has no sidecar: cannot check it was built for this TensorRT and GPU", artifact.name
             )
-        trt_sidecar.check_loadable(artifact, built, trt_env.environment())
+        for warning in trt_sidecar.check_loadable(artifact, built, trt_env.environment()):
+            log.warning(warning)
         return PycudaEngineRunner(artifact)

@@ -6,7 +6,9 @@ calibration cache). Three things are ours, because Polygraphy's loaders hide wha
 the builder and network are created with our own logger (to recognise out-of-memory messages), the
 ONNX parser's errors are read one by one (to name the failing node and op), and the timing cache is
 saved atomically. The network creation flag for strong typing is computed from the enum: its value
-changed in TensorRT 11.
+changed in TensorRT 11. The layer report deserializes the plan only after the builder, network and
+parser are freed (a 4 GB Jetson holds them and an engine at once otherwise), with the runtime set
+up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible plans, DLA core set.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class BuiltEngine:
     seconds: float
     fp32_layers_pinned: list[str]
     fp32_layers_unmatched: list[str]
+    layer_info_problem: str | None = None
 
 
 def make_logger(log: BuildLog) -> trt.ILogger:
@@ -104,41 +107,66 @@ def network_flags(version: TrtVersion, strongly_typed: bool) -> int:
 
 
 def parse_onnx(
-    logger: trt.ILogger, model: Path, flags: int
+    logger: trt.ILogger, model: Path, flags: int, parser_flags: list[str] | None = None
 ) -> tuple[trt.Builder, trt.INetworkDefinition, trt.OnnxParser]:
     import tensorrt as trt_mod
 
     builder = trt_mod.Builder(logger)
     network = builder.create_network(flags)
     parser = trt_mod.OnnxParser(network, logger)
+    for name in parser_flags or []:  # set before parsing: the importers read them
+        parser.set_flag(getattr(trt_mod.OnnxParserFlag, name))
     if not parser.parse_from_file(str(model)) or parser.num_errors:
         failures = []
         for index in range(parser.num_errors):
             err = parser.get_error(index)
-            node_name = err.node_name() if hasattr(err, "node_name") else f"#{err.node()}"
-            op = err.node_operator() if hasattr(err, "node_operator") else ""
-            failures.append(trt_errors.ParserFailure(str(node_name), str(op), str(err.desc())))
+            if hasattr(err, "node_name"):  # ParserError.node_name/node_operator: 10.0 on
+                node_name, op = str(err.node_name()), str(err.node_operator())
+            else:  # 8.x names only the node's index in the graph
+                node_name, op = _node_at(model, int(err.node()))
+            failures.append(trt_errors.ParserFailure(node_name, op, str(err.desc())))
         raise trt_errors.parser_error(model.name, failures)
     return builder, network, parser
 
 
+def _node_at(model: Path, index: int) -> tuple[str, str]:
+    """Name and op of the ``index``-th node of ``model`` (read without its weights), or ``#index``."""
+    from calibration.modelinfo import load_model_header
+
+    try:
+        nodes = load_model_header(model).graph.node
+        node = nodes[index]
+    except Exception:
+        return f"#{index}", ""
+    return node.name or f"#{index}", node.op_type
+
+
 def pin_fp32_layers(network: trt.INetworkDefinition, names: list[str]) -> tuple[list[str], list[str]]:
-    """TensorRT 8.x: run the layers made from these ONNX nodes in FP32. Returns (pinned, unmatched)."""
+    """TensorRT 8.x: run the layers made from these ONNX nodes in FP32. Returns (pinned, unmatched).
+
+    A layer matches a node by its exact name (the ONNX parser names a node's layer after the node; a
+    prefix would also catch ``conv_1`` for ``conv``). Only floating-point outputs get an output type:
+    TopK's indices and shape operations' outputs are Int32 and TensorRT refuses any other type for
+    them (NvInfer.h, ILayer::setOutputType); a layer with no float output is left alone.
+    """
     import tensorrt as trt_mod
 
+    floats = {trt_mod.float32, trt_mod.float16}
     wanted = set(names)
     pinned: list[str] = []
     matched: set[str] = set()
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        node = next((n for n in wanted if layer.name == n or layer.name.startswith(n + "_")), None)
-        if node is None:
+        if layer.name not in wanted:
+            continue
+        matched.add(layer.name)
+        float_outputs = [i for i in range(layer.num_outputs) if layer.get_output(i).dtype in floats]
+        if not float_outputs:
             continue
         layer.precision = trt_mod.float32
-        for out in range(layer.num_outputs):
+        for out in float_outputs:
             layer.set_output_type(out, trt_mod.float32)
         pinned.append(layer.name)
-        matched.add(node)
     return pinned, sorted(wanted - matched)
 
 
@@ -178,7 +206,9 @@ def build(
 
     version = TrtVersion.parse(trt_mod.__version__)
     logger = make_logger(log)
-    builder, network, parser = parse_onnx(logger, model, network_flags(version, plan.strongly_typed))
+    builder, network, parser = parse_onnx(
+        logger, model, network_flags(version, plan.strongly_typed), plan.parser_flags
+    )
     pinned, unmatched = pin_fp32_layers(network, plan.fp32_layers) if plan.fp32_layers else ([], [])
 
     profiles = []
@@ -229,16 +259,35 @@ def build(
             if cache is not None:
                 atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
     data = bytes(memoryview(plan_bytes))
-    return BuiltEngine(data, layer_information(logger, data), seconds, pinned, unmatched)
+    del plan_bytes, config, create, calibrator, parser, network, builder  # freed before the engine loads
+    info, problem = layer_information(logger, data, plan, log)
+    return BuiltEngine(data, info, seconds, pinned, unmatched, problem)
 
 
-def layer_information(logger: trt.ILogger, plan_bytes: bytes) -> str:
-    """The engine inspector's JSON for every layer (placement, precision, tactic)."""
+def prepare_runtime(runtime: trt.Runtime, *, version_compatible: bool, dla_core: int | None) -> None:
+    """Set up a runtime for a plan as trtexec's sampleEngines.cpp does, before deserializing it.
+
+    A version-compatible plan embeds the lean runtime and deserializes to None unless host code is
+    allowed (``engine_host_code_allowed``, 8.6+); a DLA plan runs on the core the runtime names.
+    """
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    if dla_core is not None:
+        runtime.DLA_core = dla_core
+
+
+def layer_information(
+    logger: trt.ILogger, plan_bytes: bytes, plan: EnginePlan, log: BuildLog
+) -> tuple[str, str | None]:
+    """The engine inspector's JSON for every layer (placement, precision, tactic), or "" and why not."""
     import tensorrt as trt_mod
 
     runtime = trt_mod.Runtime(logger)
+    prepare_runtime(runtime, version_compatible=plan.version_compatible, dla_core=plan.dla_core)
     engine = runtime.deserialize_cuda_engine(plan_bytes)
     if engine is None:
-        return "{}"
+        errors = log.errors()
+        why = f": {errors[-1]}" if errors else ""
+        return "", f"no layer report: TensorRT could not load the engine it built{why}"
     inspector = engine.create_engine_inspector()
-    return str(inspector.get_engine_information(trt_mod.LayerInformationFormat.JSON))
+    return str(inspector.get_engine_information(trt_mod.LayerInformationFormat.JSON)), None

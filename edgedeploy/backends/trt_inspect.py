@@ -2,10 +2,13 @@
 
 Users cannot tell from a built engine whether INT8 kernels were chosen or the DLA really ran
 (docs/design.md, problems 3 and 9); the inspector says so per layer, but as free-form strings. The rules
-here read what TensorRT 8.6-10 write with DETAILED verbosity ("Outputs"/"Inputs" entries with a
-"Format/Datatype" such as "Row major linear FP32" or "Channel major FP16 format where channel %
-8 == 0"; DLA-placed layers carry "DLA" in their type, name or tactic). The DLA wording is
-unconfirmed on hardware; the counts stay correct for GPU-only engines either way.
+here read what TensorRT writes with DETAILED verbosity: "Outputs"/"Inputs" entries with a
+"Format/Datatype" from the list NVIDIA's engine explorer knows (trex/activations.py at v10.13.0:
+"Row major linear FP32", "Thirty-two wide channel vectorized row major Int8 format", "Row major
+linear BFloat16 format", "Row major linear FP8 format", "Row major linear FP4 format", and the
+kgen names "Half", "Float", "BFloat16", "FP4E2M1"; docs/tensorrt-facts.md). DLA-placed layers
+carry "DLA" in their type, name or tactic: that wording is unconfirmed on hardware; the counts
+stay correct for GPU-only engines either way.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from typing import Any
 PRECISION_PATTERNS = (
     ("INT8", re.compile(r"\bint8\b", re.I)),
     ("FP8", re.compile(r"\bfp8\b|\bfloat8", re.I)),
-    ("BF16", re.compile(r"\bbf16\b", re.I)),
+    ("FP4", re.compile(r"\bfp4", re.I)),  # "FP4", "FP4E2M1", "Row major linear FP4 format"
+    ("INT4", re.compile(r"\bint4\b", re.I)),
+    ("BF16", re.compile(r"\bbf16\b|\bbfloat16\b", re.I)),
     ("FP16", re.compile(r"\bfp16\b|\bhalf\b", re.I)),
     ("FP32", re.compile(r"\bfp32\b|\bfloat\b", re.I)),
     ("INT32", re.compile(r"\bint32\b", re.I)),
     ("INT64", re.compile(r"\bint64\b", re.I)),
+    ("UINT8", re.compile(r"\buint8\b", re.I)),
     ("BOOL", re.compile(r"\bbool\b", re.I)),
 )
 COMPUTE_TYPES = re.compile(r"conv|matrix|matmul|gemm|fully|deconv|myelin|cask", re.I)

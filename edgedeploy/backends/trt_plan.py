@@ -3,8 +3,11 @@
 Pure Python (no tensorrt import), so every rule is tested on the CPU: which precision path a
 TensorRT version takes (strongly typed on >= 10, builder flags plus calibration cache on 8.x, no
 FP16/INT8 flags on 11), the workspace default and Jetson cap, optimization profiles, DLA, hardware
-and version compatibility. The resulting :class:`EnginePlan` is JSON-able: it goes into the sidecar
-and into the build key, so two builds with the same plan, inputs and machine are the same build.
+and version compatibility. Every option is checked against the TensorRT release first
+(trt_versions: which release binds which API), so an option the release lacks is one line, never
+an AttributeError from deep inside a build. The resulting :class:`EnginePlan` is JSON-able: it goes
+into the sidecar and into the build key, so two builds with the same plan, inputs and machine are the
+same build.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from typing import Any
 
 from calibration.errors import CalibrationError
 from calibration.modelinfo import graph_io, load_model_header
+from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
+from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
+
+__all__ = ["EnginePlan", "ModelFacts", "TrtVersion", "plan_build", "read_model_facts"]
 
 MEMORY_POOLS = (
     "workspace",
@@ -37,30 +44,6 @@ HARDWARE_COMPAT = {
 PROFILING_VERBOSITY = {"detailed": "DETAILED", "layer_names_only": "LAYER_NAMES_ONLY", "none": "NONE"}
 
 
-@dataclass(frozen=True, order=True)
-class TrtVersion:
-    major: int
-    minor: int
-    patch: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> TrtVersion:
-        match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
-        if not match:
-            raise InputError(f"cannot read TensorRT version '{text}'")
-        return cls(int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-    @property
-    def cache_code(self) -> int:
-        """The number in a calibration cache header: 8.6.1 -> 8601, 10.3.0 -> 100300."""
-        if self.major < 10:
-            return self.major * 1000 + self.minor * 100 + self.patch
-        return self.major * 10000 + self.minor * 100 + self.patch
-
-
 @dataclass
 class EnginePlan:
     """Resolved build settings: what trt_build hands to Polygraphy's loaders."""
@@ -71,7 +54,7 @@ class EnginePlan:
     fp16_flag: bool
     int8_flag: bool
     fp8_flag: bool
-    tf32: bool
+    tf32: bool  # True is TensorRT's (and trtexec's) default; False only when asked (--no-tf32)
     memory_pools: dict[str, int]  # MemoryPoolType member name -> bytes
     profiles: list[dict[str, list[list[int]]]]  # per profile: input -> [min, opt, max]
     optimization_level: int | None
@@ -82,6 +65,7 @@ class EnginePlan:
     profiling_verbosity: str  # ProfilingVerbosity member name
     calibration_cache: str | None  # path, only on the 8.x implicit INT8 path
     fp32_layers: list[str] = field(default_factory=list)  # 8.x: layers pinned to FP32
+    parser_flags: list[str] = field(default_factory=list)  # OnnxParserFlag members to set
     notes: list[str] = field(default_factory=list)  # told to the user, not part of the key
 
     def key_fields(self) -> dict[str, Any]:
@@ -181,9 +165,18 @@ def _resolve_profiles(options: BuildOptions, facts: ModelFacts) -> list[dict[str
         if not profiles or missing:
             raise InputError(
                 f"input '{name}' has dynamic dims {list(facts.inputs[name])}: give its shape range with "
-                f"--profile {name}:MIN/OPT/MAX (e.g. 1x3x224x224/4x3x224x224/8x3x224x224) in every profile"
+                f"--profile {profile_example(name, facts.inputs[name])} (NAME:MIN,OPT,MAX) in every profile"
             )
     return profiles
+
+
+def profile_example(name: str, shape: tuple[int | str | None, ...]) -> str:
+    """A ``--profile`` value the parser accepts for this input: dynamic dims 1, 4 and 8, fixed dims kept."""
+
+    def dims(size: int) -> str:
+        return "x".join(str(d) if isinstance(d, int) and d > 0 else str(size) for d in shape)
+
+    return f"{name}:{dims(1)},{dims(4)},{dims(8)}"
 
 
 def _is_dynamic(profiles: list[dict[str, list[list[int]]]]) -> bool:
@@ -200,6 +193,7 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
             f"target '{target.name}' is not a GPU; TensorRT builds for Jetson and desktop GPU targets"
         )
     target.check_precision(precision)
+    check_release(options, version)
     if precision == "fp8" and (target.cc_tuple < (8, 9) or version.major < 10):
         raise InputError(
             f"fp8 needs compute capability >= 8.9 and TensorRT >= 10 ({target.name}: "
@@ -232,8 +226,6 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
         if options.precision_plan is not None:
             notes.append("precision plan already applied in the graph (strongly typed build keeps its casts)")
     else:
-        if version < TrtVersion(8, 5):
-            raise InputError(f"TensorRT {version} is too old; edgedeploy needs TensorRT 8.5 or newer")
         fp16_flag = precision in ("fp16", "int8") and "fp16" in target.precisions
         int8_flag = precision == "int8"
         if int8_flag and not facts.has_qdq:
@@ -292,11 +284,13 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
             raise InputError(
                 f"ampere_plus needs compute capability >= 8.0; {target.name} has {target.compute_capability}"
             )
-        if version < TrtVersion(8, 6):
-            raise InputError(f"hardware compatibility needs TensorRT 8.6 or newer, not {version}")
         hardware = HARDWARE_COMPAT[key]
-    if options.version_compatible and version < TrtVersion(8, 6):
-        raise InputError(f"version-compatible engines need TensorRT 8.6 or newer, not {version}")
+    parser_flags = []
+    if (hardware or options.version_compatible) and version.major < 10:
+        # 8.6's parser imports InstanceNormalization as a plugin unless NATIVE_INSTANCENORM is set, and
+        # compatible engines need the native layer (trtexec sets it: sampleEngines.cpp at v8.6.1);
+        # from 10.0 the flag is on by default.
+        parser_flags.append("NATIVE_INSTANCENORM")
 
     verbosity_key = (options.profiling_verbosity or "detailed").lower()
     if verbosity_key not in PROFILING_VERBOSITY:
@@ -311,7 +305,7 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
         fp16_flag=fp16_flag,
         int8_flag=int8_flag,
         fp8_flag=fp8_flag,
-        tf32=False,
+        tf32=options.tf32 is not False,
         memory_pools=pools,
         profiles=profiles,
         optimization_level=options.optimization_level,
@@ -322,8 +316,47 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
         profiling_verbosity=PROFILING_VERBOSITY[verbosity_key],
         calibration_cache=calibration_cache,
         fp32_layers=fp32_layers,
+        parser_flags=parser_flags,
         notes=notes,
     )
+
+
+def check_release(options: BuildOptions, version: TrtVersion) -> None:
+    """Refuse, in one line naming the release that has it, every option this TensorRT lacks."""
+    if trt_versions.reference_release(version) is None:
+        raise InputError(f"TensorRT {version} is too old; edgedeploy needs TensorRT 8.5 or newer")
+    require = trt_versions.require
+    for pool in options.memory_pools_mb:
+        item = trt_versions.MEMORY_POOL_ITEMS.get(pool.lower())
+        if item:
+            require(f"--memory-pool {pool.lower()}", (item,), version)
+    if options.optimization_level is not None:
+        require("--opt-level", trt_versions.PATH_ITEMS["optimization_level"], version)
+    compat = (options.hardware_compatibility or "none").lower()
+    if compat in trt_versions.HARDWARE_COMPAT_ITEMS:
+        require(f"--hardware-compat {compat}", trt_versions.HARDWARE_COMPAT_ITEMS[compat], version)
+    if options.version_compatible:
+        require("--version-compatible", trt_versions.PATH_ITEMS["version_compatible"], version)
+    if options.dla_core is not None:
+        trt_versions.require_dla(version)
+    verbosity = (options.profiling_verbosity or "detailed").lower()
+    if verbosity in trt_versions.VERBOSITY_ITEMS:
+        require(f"--profiling-verbosity {verbosity}", (trt_versions.VERBOSITY_ITEMS[verbosity],), version)
+    if options.precision == "bf16":
+        require("bf16", ("DataType.BF16",), version)
+    if options.tf32 is False:
+        require("--no-tf32", trt_versions.PATH_ITEMS["tf32_cleared"], version)
+    if version.major >= 10:
+        require("a strongly typed build", trt_versions.PATH_ITEMS["strongly_typed"], version)
+    else:
+        if options.precision in ("fp16", "int8"):
+            require(f"{options.precision} builder flags", trt_versions.PATH_ITEMS["fp16_flag"], version)
+        if options.precision == "int8":
+            require("int8 builder flags", trt_versions.PATH_ITEMS["int8_flag"], version)
+        if options.calibration_cache is not None:
+            require("--calibration-cache", trt_versions.PATH_ITEMS["calibration_cache"], version)
+        if options.precision_plan is not None and options.precision != "fp32":
+            require("fp32 layers of the precision plan", trt_versions.PATH_ITEMS["fp32_layers"], version)
 
 
 def check_cache_header(cache: Path, version: TrtVersion) -> str:

@@ -40,31 +40,66 @@ def read_sidecar(engine: Path) -> dict[str, Any] | None:
     return data
 
 
+# NVIDIA's "Version Compatibility" (TensorRT developer guide): a version-compatible plan (8.6 on) runs
+# on later runtimes, "engines built with TensorRT 8 work with TensorRT 9 and TensorRT 10 runtimes" and
+# "engines built with TensorRT 10 work with TensorRT 11"; never on an older runtime.
+VERSION_COMPATIBLE_MAJORS = {(8, 8), (8, 9), (8, 10), (9, 9), (9, 10), (10, 10), (10, 11), (11, 11)}
+
+
+def version_loads(built: TrtVersion, here: TrtVersion, version_compatible: bool) -> bool:
+    if built == here:
+        return True
+    return (
+        version_compatible
+        and built >= TrtVersion(8, 6)
+        and here > built
+        and (built.major, here.major) in VERSION_COMPATIBLE_MAJORS
+    )
+
+
+def _cc(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
 def differences(built: dict[str, Any], here: dict[str, str | None]) -> list[str]:
-    """What about this machine keeps the engine from loading; empty when it may load."""
+    """What about this machine keeps the engine from loading (NVIDIA's rules); empty when it may load."""
     plan = built.get("plan", {})
     diffs: list[str] = []
     b_trt, h_trt = built.get("tensorrt"), here.get("tensorrt")
-    if b_trt and h_trt and b_trt != h_trt:
+    if b_trt and h_trt:
         bv, hv = TrtVersion.parse(b_trt), TrtVersion.parse(h_trt)
-        compatible = plan.get("version_compatible") and bv.major == hv.major and hv >= bv
-        if not compatible and (bv.major, bv.minor, bv.patch) != (hv.major, hv.minor, hv.patch):
+        if not version_loads(bv, hv, bool(plan.get("version_compatible"))):
             diffs.append(f"TensorRT {b_trt} (here {h_trt})")
     b_cc, h_cc = built.get("compute_capability"), here.get("compute_capability")
     if b_cc and h_cc and b_cc != h_cc:
-        hardware = plan.get("hardware_compatibility")
-        ampere_ok = hardware == "AMPERE_PLUS" and tuple(int(x) for x in h_cc.split(".")) >= (8, 0)
+        # AMPERE_PLUS runs on any compute capability >= 8.0; SAME_COMPUTE_CAPABILITY and plain plans
+        # only on the compute capability they were built for
+        ampere_ok = plan.get("hardware_compatibility") == "AMPERE_PLUS" and _cc(h_cc) >= (8, 0)
         if not ampere_ok:
             diffs.append(f"compute capability {b_cc} (here {h_cc})")
-    b_gpu, h_gpu = built.get("gpu_name"), here.get("gpu_name")
-    if b_gpu and h_gpu and b_gpu != h_gpu and not plan.get("hardware_compatibility") and b_cc == h_cc:
-        diffs.append(f"GPU {b_gpu} (here {h_gpu})")
     return diffs
 
 
-def check_loadable(engine: Path, built: dict[str, Any] | None, here: dict[str, str | None]) -> None:
+def load_warnings(built: dict[str, Any], here: dict[str, str | None]) -> list[str]:
+    """What loads but deserves a word: another GPU model of the same compute capability."""
+    plan = built.get("plan", {})
+    b_gpu, h_gpu = built.get("gpu_name"), here.get("gpu_name")
+    same_cc = built.get("compute_capability") == here.get("compute_capability")
+    if b_gpu and h_gpu and b_gpu != h_gpu and same_cc and not plan.get("hardware_compatibility"):
+        # TensorRT loads it and logs "Using an engine plan file across different models of devices is
+        # not recommended and is likely to affect performance or even cause errors."
+        cc = here.get("compute_capability")
+        return [
+            f"engine built on {b_gpu}, running on {h_gpu} (same compute capability {cc}): "
+            "TensorRT allows it but tactics were timed on the other GPU; rebuild here for best latency"
+        ]
+    return []
+
+
+def check_loadable(engine: Path, built: dict[str, Any] | None, here: dict[str, str | None]) -> list[str]:
+    """Refuse an engine this machine cannot load, in one line; return warnings for one it can."""
     if built is None:
-        return
+        return []
     diffs = differences(built, here)
     if diffs:
         source = built.get("inputs", {}).get("model", {}).get("path", "the ONNX model")
@@ -73,3 +108,4 @@ def check_loadable(engine: Path, built: dict[str, Any] | None, here: dict[str, s
             f"{engine.name} was built for {', '.join(diffs)}: rebuild it on this machine with "
             f"`edgedeploy build {source} --backend tensorrt --target {target}`"
         )
+    return load_warnings(built, here)

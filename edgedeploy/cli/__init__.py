@@ -30,7 +30,9 @@ from edgedeploy.cli import (
     demo,
     doctor,
     export,
+    matrix,
     profile,
+    report,
     run,
     targets,
 )
@@ -54,12 +56,14 @@ COMMANDS: tuple[ModuleType, ...] = (
     compare,
     profile,
     run,
+    matrix,
     doctor,
     demo,
     calibrate,
     analyze,
     targets,
     bundle,
+    report,
 )
 for _command in COMMANDS:
     _command.register(app)

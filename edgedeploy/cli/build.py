@@ -110,6 +110,13 @@ def build_command(
         str | None,
         typer.Option(help="TensorRT: layer_names_only, detailed or none.", rich_help_panel=TENSORRT),
     ] = None,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32/--no-tf32", help="TensorRT: TF32 kernels (on by default, as in TensorRT).",
+            rich_help_panel=TENSORRT,
+        ),
+    ] = True,
     force: Annotated[bool, typer.Option(help="Rebuild even when an up-to-date output exists.")] = False,
     accuracy_budget: Annotated[
         str | None,

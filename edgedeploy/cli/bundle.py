@@ -65,7 +65,7 @@ def create_command(
     source = open_source(data, inputs, samples=samples, batch_size=8)
     result_bundle = bundle_artifacts(
         reference, list(artifacts or []), output, tgt, list(source), source.describe(),
-        Gates(min_cosine=min_cosine, min_top1=min_top1),
+        Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui,
     )  # fmt: skip
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(
@@ -73,6 +73,9 @@ def create_command(
         f"{result_bundle.size_bytes:,} bytes), "
         f"archive {result_bundle.archive}"
     )
+    report = result_bundle.manifest.get("report")
+    if report:
+        out.print(f"report: {result_bundle.directory / report['html']}")
     write_json(json_path, result_bundle.manifest)
     failed = [
         a["precision"]

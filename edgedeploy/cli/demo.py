@@ -67,6 +67,8 @@ def demo_command(
     if result.bundle:
         out.print(f"bundle: {result.bundle['directory']} and {result.bundle['archive']}")
     out.print(f"demo finished in {result.seconds:.1f} s")
+    if result.report:  # last, so `make demo` ends with the page to open
+        out.print(f"report: {result.report}")
     write_json(
         json_path,
         {
@@ -74,6 +76,7 @@ def demo_command(
             "seconds": result.seconds,
             "fp32_torch_accuracy": result.fp32_torch_accuracy,
             "bundle": result.bundle,
+            "report": result.report,
         },
     )
 

@@ -48,6 +48,8 @@ def run_command(
     out.print(table)
     if not result.stages_run:
         out.print("nothing changed: every stage was up to date")
+    if result.report:
+        out.print(f"report: {result.report}")
     write_json(json_path, result)
     if not result.gates_passed:
         raise GateFailed(

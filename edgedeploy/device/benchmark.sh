@@ -11,7 +11,8 @@ Usage: benchmark.sh [--precision P] [--batch N] [--duration S] [--warmup MS] [--
                     [--no-cuda-graph] [--no-data-transfers] [--tool auto|edgedeploy|trtexec] [--out FILE]
 
 Runs the engine with pinned trtexec flags (warm-up, duration, spin-wait, CUDA graphs on,
-data transfers on: latency includes H2D and D2H) while tegrastats samples power every
+data transfers on: latency includes H2D and D2H; the flags that say so differ before and
+from TensorRT 11, whose trtexec changed its defaults) while tegrastats samples power every
 --interval ms, then writes JSON with latency percentiles, throughput, average power per
 rail, what the total covers, and energy per inference in mJ (average power / throughput
 over the measured window). Without tegrastats the power section says "not measurable here".
@@ -52,10 +53,12 @@ fi
 
 TRT="$(find_trtexec)"
 [ -n "$TRT" ] || die "trtexec not found (it is in /usr/src/tensorrt/bin on JetPack)"
-FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --duration="$DURATION" --iterations=10 --useSpinWait)
-[ "$GRAPH" -eq 1 ] && FLAGS+=(--useCudaGraph)
-[ "$TRANSFERS" -eq 0 ] && FLAGS+=(--noDataTransfers)
-SHAPES="$(helper shapes --batch "$BATCH")"
+FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --duration="$DURATION" --iterations=10)
+# trtexec 11 flipped the defaults (no data transfers, CUDA graph and spin wait on): ask for exactly
+# what the JSON below records, in this trtexec's own flags
+RUN_TEXT="$(helper run-flags --cuda-graph "$GRAPH" --data-transfers "$TRANSFERS")" || exit 2
+if [ -n "$RUN_TEXT" ]; then mapfile -t RUN_FLAGS <<<"$RUN_TEXT"; FLAGS+=("${RUN_FLAGS[@]}"); fi
+SHAPES="$(helper shapes --batch "$BATCH")" || exit 2
 [ -n "$SHAPES" ] && FLAGS+=(--shapes="$SHAPES")
 
 WORK="$(mktemp -d)"

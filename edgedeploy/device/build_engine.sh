@@ -11,7 +11,9 @@ Usage: build_engine.sh [--precision P] [--workspace-mb N] [--max-batch N] [--too
 
 Builds device/engines/<model>.engine from the bundle's precision artifact (fp16 ONNX, Q/DQ
 ONNX, or ONNX + calibration cache on TensorRT 8.x) with `edgedeploy build` where edgedeploy
-and TensorRT's python bindings are installed, else with trtexec and the equivalent flags.
+and TensorRT's python bindings are installed, else with trtexec and the equivalent flags
+(same shape profile, fp32 layers, FP16 beside INT8 and TF32 setting on both paths). The
+engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.
 Skips the build when an engine for this TensorRT version, board and model already exists.
 The engine is built under a temporary name and renamed: a failed build never replaces a good one.
 
@@ -23,7 +25,7 @@ Exit: 0 built or up to date, 1 build failed, 2 damaged bundle or no TensorRT.
 USAGE
 }
 
-PRECISION="" WORKSPACE=() MAXBATCH=() TOOL=auto FORCE=0
+PRECISION="" WORKSPACE=() MAXBATCH=() TOOL=auto FORCE=0 FROM=() OUT_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -54,28 +56,32 @@ fi
 mkdir -p "$(dirname "$ENGINE")"
 TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
 LOG="$DEVICE_DIR/build-$PRECISION.log"
-cleanup() { rm -f "$TMP"; }
+cleanup() { rm -f "$TMP"; [ -z "$OUT_DIR" ] || rm -rf "$OUT_DIR"; }
 trap cleanup EXIT
 
 # edgedeploy build takes the bundled precision ONNX as it is (fp16 with its fp32 islands, Q/DQ int8,
-# with the calibration cache beside it for TensorRT 8.x)
+# with the calibration cache beside it for TensorRT 8.x) and the bundle's shape profile and TF32
+# setting, the same ones the trtexec path below passes: both paths build the same engine.
 if use_edgedeploy "$TOOL"; then
     note "building with edgedeploy build (log: $LOG)"
     OUT_DIR="$(dirname "$TMP")/.build.$$"
+    ED_TEXT="$(helper edgedeploy-args --precision "$PRECISION" "${MAXBATCH[@]}")" || exit 2
+    ED_ARGS=()
+    [ -n "$ED_TEXT" ] && mapfile -t ED_ARGS <<<"$ED_TEXT"
     if ! edgedeploy build "$(helper model --precision "$PRECISION")" --backend tensorrt "${WORKSPACE[@]}" \
-            --target "$(manifest_get target.name)" --precision "$PRECISION" -o "$OUT_DIR" \
+            --target "$(manifest_get target.name)" --precision "$PRECISION" -o "$OUT_DIR" "${ED_ARGS[@]}" \
             --timing-cache "$DEVICE_DIR/timing.cache" >"$LOG" 2>&1; then
         rm -rf "$OUT_DIR"
         EXIT_CODE=1 die "edgedeploy build failed (see $LOG); the previous engine, if any, is unchanged"
     fi
     BUILT="$(find "$OUT_DIR" -name '*.engine' | head -n 1)"
     mv "$BUILT" "$TMP"
-    rm -rf "$OUT_DIR"
-    FLAGS=(edgedeploy build) USED=edgedeploy
+    FROM=(--from "$OUT_DIR/$(basename "$BUILT").json")
+    FLAGS=(edgedeploy build "${ED_ARGS[@]}") USED=edgedeploy
 else
     TRT="$(find_trtexec)"
     [ -n "$TRT" ] || die "neither edgedeploy with TensorRT nor trtexec found (trtexec is in /usr/src/tensorrt/bin)"
-    ARGS_TEXT="$(helper build-args --precision "$PRECISION" "${WORKSPACE[@]}" "${MAXBATCH[@]}")"
+    ARGS_TEXT="$(helper build-args --precision "$PRECISION" "${WORKSPACE[@]}" "${MAXBATCH[@]}")" || exit 2
     mapfile -t FLAGS <<<"$ARGS_TEXT"
     USED=trtexec
     CACHE="$DEVICE_DIR/timing.cache"
@@ -87,5 +93,5 @@ else
 fi
 
 mv -f "$TMP" "$ENGINE"
-helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" -- "${FLAGS[@]}"
+helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" "${FROM[@]}" -- "${FLAGS[@]}"
 note "engine: $ENGINE"

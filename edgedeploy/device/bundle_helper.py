@@ -5,8 +5,9 @@ Runs with the system python3 of JetPack (standard library only; NumPy for refere
 without edgedeploy installed, so it cannot share code with the package: the bash scripts stay
 short and every parsing or comparison decision lives here, where it is tested.
 
-Subcommands: get, check-files, check-device, engine, build-args, write-sidecar, ref-inputs,
-shapes. Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
+Subcommands: get, check-files, check-device, engine, build-args, edgedeploy-args, write-sidecar,
+ref-inputs, shapes, run-flags.
+Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
 ``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
 /usr/local/cuda), so tests can run against a fake device tree.
 """
@@ -327,21 +328,74 @@ def trt_minor(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def build_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """How the bundle's engines were built (``manifest["build"]``): profiles and TF32; {} if unrecorded."""
+    settings = manifest.get("build")
+    return settings if isinstance(settings, dict) else {}
+
+
+def fp32_layers(bundle: Path, art: dict[str, Any]) -> list[str]:
+    """Node names the precision plan keeps in fp32 (the layers edgedeploy pins on TensorRT 8.x)."""
+    if not art.get("precision_plan"):
+        return []
+    try:
+        data = json.loads((bundle / art["precision_plan"]).read_text())
+    except (OSError, ValueError):
+        raise BundleProblem(f"cannot read the precision plan {art['precision_plan']}") from None
+    if isinstance(data, dict):
+        data = next((data[k] for k in ("fp32_nodes", "keep_fp32", "nodes") if k in data), [])
+    names = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict):
+            if item.get("precision", "fp32") == "fp32":
+                names.append(str(item.get("node", item.get("name"))))
+        else:
+            names.append(str(item))
+    return sorted(set(names))
+
+
 def build_flags(
-    manifest: dict[str, Any], art: dict[str, Any], trt: str, workspace_mb: int | None
+    manifest: dict[str, Any],
+    art: dict[str, Any],
+    trt: str,
+    workspace_mb: int | None,
+    layers_fp32: list[str] | None = None,
 ) -> list[str]:
-    """trtexec flags that build what ``edgedeploy build`` would, for this TensorRT version."""
+    """trtexec flags that build what ``edgedeploy build`` builds, for this TensorRT version.
+
+    Same rules as edgedeploy's trt_plan: strongly typed from 10 (precision is in the graph); on 8.x
+    the FP16 flag beside INT8 (as edgedeploy sets both) and the precision plan's fp32 layers pinned
+    with --precisionConstraints=obey --layerPrecisions/--layerOutputTypes; TF32 stays at trtexec's
+    default unless the bundle was built with it cleared (--noTF32). Flag names: trtexec's
+    sampleOptions.cpp at v8.6.1 and v10.x.
+    """
     flags: list[str] = []
     precision = art["precision"]
+    target = manifest["target"]
     if trt_major(trt) >= 10:
         flags.append("--stronglyTyped")  # precision is in the ONNX graph (fp16 casts, Q/DQ)
-    elif precision == "fp16":
-        flags.append("--fp16")
-    elif precision == "int8":
-        flags.append("--int8")
-        if art.get("calibration_cache"):
-            flags.append(f"--calib={manifest_path_placeholder(art['calibration_cache'])}")
-    target = manifest["target"]
+    elif precision in ("fp16", "int8"):
+        if "fp16" in (target.get("precisions") or ["fp16"]):
+            flags.append("--fp16")
+        if precision == "int8":
+            flags.append("--int8")
+            if art.get("calibration_cache"):
+                flags.append(f"--calib={manifest_path_placeholder(art['calibration_cache'])}")
+        layers = [n for n in layers_fp32 or [] if n]
+        unsafe = [n for n in layers if re.search(r"[,:]", n)]
+        if unsafe:
+            raise BundleProblem(
+                f"fp32 layer name(s) {', '.join(unsafe)} hold ',' or ':', which trtexec's --layerPrecisions "
+                "cannot carry: build with edgedeploy (scripts/build_engine.sh --tool edgedeploy)"
+            )
+        if layers:
+            flags += [
+                "--precisionConstraints=obey",
+                "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in layers),
+                "--layerOutputTypes=" + ",".join(f"{n}:fp32" for n in layers),
+            ]
+    if build_settings(manifest).get("tf32") is False:
+        flags.append("--noTF32")
     ws = workspace_mb or target.get("default_workspace_mb") or 0
     if target.get("max_workspace_mb"):
         ws = min(ws, int(target["max_workspace_mb"]))
@@ -354,20 +408,64 @@ def manifest_path_placeholder(rel: str) -> str:
     return "{bundle}/" + rel
 
 
+def _dynamic_axes(spec: dict[str, Any]) -> list[int]:
+    return [i for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)]
+
+
+def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list[list[int]]] | None:
+    """min/opt/max per input for trtexec, or None when every input is static.
+
+    The bundle's recorded profile (``build.profiles``, the first one: trtexec 8.6 builds one) wins,
+    as edgedeploy built it; a ``batch`` beyond its max widens the batch axis. Without a recorded
+    profile only a dynamic batch axis (axis 0) can be filled in (1..batch); any other dynamic dim
+    (height, width, sequence) has no size to guess, and the build is refused with what to do.
+    """
+    inputs = manifest["io"]["inputs"]
+    if not any(_dynamic_axes(spec) for spec in inputs):
+        return None
+    recorded = build_settings(manifest).get("profiles") or []
+    if recorded:
+        profile: dict[str, list[list[int]]] = {}
+        for spec in inputs:
+            entry = recorded[0].get(spec["name"])
+            if entry is None:
+                if _dynamic_axes(spec):
+                    raise BundleProblem(f"the bundle's profile has no shape range for input '{spec['name']}'")
+                profile[spec["name"]] = [list(spec["shape"])] * 3
+                continue
+            lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
+            if batch and 0 in _dynamic_axes(spec):
+                hi[0] = max(hi[0], batch)  # only an explicit --max-batch beyond the profile widens it
+            profile[spec["name"]] = [lo, opt, hi]
+        return profile
+    profile = {}
+    for spec in inputs:
+        axes = _dynamic_axes(spec)
+        if any(axis != 0 for axis in axes):
+            raise BundleProblem(
+                f"input '{spec['name']}' has dynamic dims {spec['shape']} besides the batch and the bundle "
+                "records no shape profile for them: rebuild the bundle with --profile NAME:MIN,OPT,MAX"
+            )
+        size = batch or 1
+        lo, hi = list(spec["shape"]), list(spec["shape"])
+        if axes:
+            lo[0], hi[0] = 1, size
+        profile[spec["name"]] = [lo, hi, hi]
+    return profile
+
+
 def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | None:
-    """Input shapes with symbolic dims set to ``batch``; None when every input is static."""
-    shapes: dict[str, list[int]] = {}
-    dynamic = False
+    """Run shapes: each input's profile OPT shape with its batch axis set to ``batch``; None when static."""
+    profile = input_profile(manifest, batch)
+    if profile is None:
+        return None
+    shapes = {}
     for spec in manifest["io"]["inputs"]:
-        dims = []
-        for d in spec["shape"]:
-            if isinstance(d, int) and d > 0:
-                dims.append(d)
-            else:
-                dynamic = True
-                dims.append(batch)
-        shapes[spec["name"]] = dims
-    return shapes if dynamic else None
+        opt = list(profile[spec["name"]][1])
+        if 0 in _dynamic_axes(spec):
+            opt[0] = batch
+        shapes[spec["name"]] = opt
+    return shapes
 
 
 def shape_spec(shapes: dict[str, list[int]]) -> str:
@@ -510,19 +608,40 @@ def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
     dev = detect_device(args.trtexec)
     if not dev["tensorrt"]:
         die("TensorRT not found on this device (no NvInferVersion.h, python tensorrt, dpkg entry or trtexec)")
+    layers = fp32_layers(bundle, art) if art["precision"] != "fp32" else []
     flags = [
         f.replace("{bundle}", str(bundle))
-        for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb)
+        for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb, layers)
     ]
     argv = [f"--onnx={bundle / art['model']}", *flags]
-    shapes = _io_shapes(manifest, args.max_batch or reference_batch(bundle, manifest))
-    if shapes:
-        ones = _io_shapes(manifest, 1) or shapes
+    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
+    if profile:
         argv += [
-            f"--minShapes={shape_spec(ones)}",
-            f"--optShapes={shape_spec(shapes)}",
-            f"--maxShapes={shape_spec(shapes)}",
+            f"--minShapes={shape_spec({n: r[0] for n, r in profile.items()})}",
+            f"--optShapes={shape_spec({n: r[1] for n, r in profile.items()})}",
+            f"--maxShapes={shape_spec({n: r[2] for n, r in profile.items()})}",
         ]
+    print("\n".join(argv))
+    return EXIT_OK
+
+
+def _max_batch(bundle: Path, manifest: dict[str, Any], asked: int | None) -> int | None:
+    """--max-batch, else the reference batch when no profile was recorded (the profile rules otherwise)."""
+    if asked or build_settings(manifest).get("profiles"):
+        return asked
+    return reference_batch(bundle, manifest)
+
+
+def cmd_edgedeploy_args(bundle: Path, args: argparse.Namespace) -> int:
+    """``edgedeploy build`` options equal to the trtexec flags: the profile(s) and TF32, one per line."""
+    manifest = load_manifest(bundle)
+    argv: list[str] = []
+    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
+    for name, (lo, opt, hi) in (profile or {}).items():  # the same (first) profile trtexec builds
+        dims = ",".join("x".join(str(d) for d in shape) for shape in (lo, opt, hi))
+        argv.append(f"--profile={name}:{dims}")
+    if build_settings(manifest).get("tf32") is False:
+        argv.append("--no-tf32")
     print("\n".join(argv))
     return EXIT_OK
 
@@ -538,15 +657,76 @@ def cmd_engine_path(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SIDECAR_FORMAT = "edgedeploy.engine/1"  # edgedeploy/backends/trt_sidecar.py reads this format
+
+
 def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
+    """The engine's sidecar in edgedeploy's format (so `edgedeploy compare`/`profile` load the engine)
+    plus this device's keys; ``--from`` merges the sidecar `edgedeploy build` wrote."""
     manifest = load_manifest(bundle)
     art = artifact(manifest, args.precision)
     dev = detect_device(args.trtexec)
     engine = Path(args.engine)
-    meta = engine_key(bundle, art, dev, args.flags or [])
-    meta.update(engine_sha256=sha256_file(engine), tool=args.tool, target=manifest["target"]["name"])
+    flags = list(args.flags or [])
+    target = manifest["target"]
+    meta: dict[str, Any] = {}
+    if args.from_sidecar:
+        try:
+            meta = json.loads(Path(args.from_sidecar).read_text())
+        except (OSError, ValueError):
+            meta = {}
+    if meta.get("format") != SIDECAR_FORMAT:
+        tf32 = "--noTF32" not in flags
+        layers = fp32_layers(bundle, art) if art["precision"] != "fp32" else []
+        profile = (
+            input_profile(manifest, None) if not any(f.startswith("--minShapes") for f in flags) else None
+        )
+        meta = {
+            "format": SIDECAR_FORMAT,
+            "target": target["name"],
+            "precision": art["precision"],
+            "tensorrt": dev["tensorrt"],
+            "gpu_name": None,  # trtexec does not say; the compute capability is the target's
+            "compute_capability": target.get("compute_capability"),
+            "cuda_driver": None,
+            "jetson_model": dev["board"],
+            "l4t_release": dev["l4t"],
+            "plan": {
+                "precision": art["precision"],
+                "tensorrt": dev["tensorrt"],
+                "strongly_typed": "--stronglyTyped" in flags,
+                "tf32": tf32,
+                "fp32_layers": layers,
+                "profiles": [profile] if profile else _profiles_from_flags(flags),
+                "version_compatible": False,
+                "hardware_compatibility": None,
+            },
+            "tf32": tf32,
+            "dla_core": None,
+            "version_compatible": False,
+            "inputs": {
+                "model": {"path": str(bundle / art["model"]), "sha256": sha256_file(bundle / art["model"])}
+            },
+        }
+    meta.update(engine_key(bundle, art, dev, flags))
+    meta.update(engine_sha256=sha256_file(engine), tool=args.tool, target=target["name"])
     atomic_write(engine.with_name(engine.name + ".json"), json.dumps(meta, indent=2) + "\n")
     return EXIT_OK
+
+
+def _profiles_from_flags(flags: list[str]) -> list[dict[str, list[list[int]]]]:
+    """The profile trtexec built, from its --minShapes/--optShapes/--maxShapes flags."""
+    parts: dict[str, dict[str, list[int]]] = {}
+    for flag in flags:
+        key, _, value = flag.partition("=")
+        if key not in ("--minShapes", "--optShapes", "--maxShapes"):
+            continue
+        for item in filter(None, value.split(",")):
+            name, _, dims = item.rpartition(":")
+            parts.setdefault(name, {})[key[2:5]] = [int(d) for d in dims.split("x")]
+    if not parts:
+        return []
+    return [{name: [p["min"], p["opt"], p["max"]] for name, p in parts.items() if len(p) == 3}]
 
 
 def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
@@ -572,6 +752,35 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_flags(trt: str, *, cuda_graph: bool, data_transfers: bool, spin_wait: bool = True) -> list[str]:
+    """trtexec flags that make a timed run what its JSON says, on this trtexec's defaults.
+
+    trtexec 11 turned data transfers off, CUDA graphs on and spin wait on by default, and made
+    --noDataTransfers/--useCudaGraph/--useSpinWait no-ops; before 11 the defaults are the opposite
+    (sampleOptions.cpp at v11.0/v11.1 and at v10.x/v8.6.1).
+    """
+    if trt_major(trt) >= 11:
+        flags = [] if data_transfers is False else ["--includeDataTransfers"]
+        flags += [] if cuda_graph else ["--noCudaGraph"]
+        flags += [] if spin_wait else ["--noSpinWait"]
+        return flags
+    flags = ["--useCudaGraph"] if cuda_graph else []
+    flags += [] if data_transfers else ["--noDataTransfers"]
+    flags += ["--useSpinWait"] if spin_wait else []
+    return flags
+
+
+def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
+    dev = detect_device(args.trtexec)
+    if not dev["tensorrt"]:
+        die("TensorRT version not found on this device: cannot tell which trtexec defaults apply")
+    flags = run_flags(
+        dev["tensorrt"], cuda_graph=args.cuda_graph == 1, data_transfers=args.data_transfers == 1
+    )
+    print("\n".join(flags))
+    return EXIT_OK
+
+
 def cmd_shapes(bundle: Path, args: argparse.Namespace) -> int:
     shapes = _io_shapes(load_manifest(bundle), args.batch)
     print(shape_spec(shapes) if shapes else "")
@@ -589,20 +798,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-device")
     p.add_argument("--strict", action="store_true")
     p.add_argument("--json")
-    for name in ("engine", "build-args", "engine-path", "write-sidecar", "model"):
+    for name in ("engine", "build-args", "edgedeploy-args", "engine-path", "write-sidecar", "model"):
         p = sub.add_parser(name)
         p.add_argument("--precision")
-        if name == "build-args":
+        if name in ("build-args", "edgedeploy-args"):
             p.add_argument("--workspace-mb", type=int)
             p.add_argument("--max-batch", type=int)
         if name == "write-sidecar":
             p.add_argument("--engine", required=True)
             p.add_argument("--tool", default="trtexec")
+            p.add_argument("--from", dest="from_sidecar", help="the sidecar edgedeploy build wrote")
             p.add_argument("flags", nargs="*")
     p = sub.add_parser("ref-inputs")
     p.add_argument("--out", required=True)
     p = sub.add_parser("shapes")
     p.add_argument("--batch", type=int, default=1)
+    p = sub.add_parser("run-flags")
+    p.add_argument("--cuda-graph", type=int, choices=(0, 1), default=1)
+    p.add_argument("--data-transfers", type=int, choices=(0, 1), default=1)
     args = parser.parse_args(argv)
     commands = {
         "get": cmd_get,
@@ -611,10 +824,12 @@ def main(argv: list[str] | None = None) -> int:
         "engine": cmd_engine,
         "model": cmd_model,
         "build-args": cmd_build_args,
+        "edgedeploy-args": cmd_edgedeploy_args,
         "engine-path": cmd_engine_path,
         "write-sidecar": cmd_write_sidecar,
         "ref-inputs": cmd_ref_inputs,
         "shapes": cmd_shapes,
+        "run-flags": cmd_run_flags,
     }
     try:
         return commands[args.cmd](args.bundle.resolve(), args)

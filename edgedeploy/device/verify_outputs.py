@@ -12,23 +12,69 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+VALUES = re.compile(r'("values"\s*:\s*)\[([^\]]*)\]')
+
+
+class OutputsProblem(Exception):
+    """The device run's outputs cannot be read (exit 2)."""
+
 
 def load_trtexec_outputs(path: Path) -> dict[str, np.ndarray]:
-    data = json.loads(path.read_text())
+    """trtexec's ``--exportOutput`` file: a JSON list of {name, dimensions "AxB", values}.
+
+    It is not always JSON: exportJSONOutput() (trtexec's sampleReporting.cpp) prints each value
+    with C++ ``os << float``, so NaN and infinity appear as the bare words nan, -nan, inf and -inf.
+    The value lists are therefore read number by number (Python's float() takes those words) and
+    only the rest is parsed as JSON.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise OutputsProblem(f"cannot read trtexec's output file {path}: {exc}") from None
+    columns: list[np.ndarray] = []
+
+    def take(match: re.Match[str]) -> str:
+        items = [item.strip() for item in match.group(2).split(",") if item.strip()]
+        try:
+            columns.append(np.array([float(item) for item in items], dtype=np.float64))
+        except ValueError as exc:
+            raise OutputsProblem(f"{path} holds a value that is no number ({exc})") from None
+        return f"{match.group(1)}{len(columns) - 1}"
+
+    try:
+        data = json.loads(VALUES.sub(take, text))
+    except ValueError as exc:
+        raise OutputsProblem(f"{path} is not in trtexec's --exportOutput format ({exc})") from None
+    if not isinstance(data, list):
+        raise OutputsProblem(f"trtexec's output file {path} is not a list of outputs")
     outputs = {}
     for entry in data:
-        dims = [int(d) for d in str(entry.get("dimensions", "")).split("x") if d.strip()]
-        values = np.asarray(entry["values"], dtype=np.float64)
-        outputs[entry["name"]] = (
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), int) or "name" not in entry:
+            raise OutputsProblem(f"trtexec's output file {path} has an entry without name and values")
+        dims = [int(d) for d in str(entry.get("dimensions", "")).split("x") if d.strip().isdigit()]
+        values = columns[entry["values"]]
+        outputs[str(entry["name"])] = (
             values.reshape(dims) if dims and int(np.prod(dims)) == values.size else values
         )
     return outputs
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinity as null, so the results file stays JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def run_onnxruntime(model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -90,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(args.bundle / ref["outputs"]) as data:
         expected = {n: data[n] for n in data.files}
     if args.trtexec_json:
-        got = load_trtexec_outputs(args.trtexec_json)
+        try:
+            got = load_trtexec_outputs(args.trtexec_json)
+        except OutputsProblem as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         with np.load(args.bundle / ref["inputs"]) as data:
             feeds = {n: data[n] for n in data.files}
@@ -117,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  top1 {top1}  {verdict}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"passed": passed, "gates": gates, "outputs": results}, indent=2) + "\n"
-        )
+        report = finite_or_none({"passed": passed, "gates": gates, "outputs": results})
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     print("accuracy: pass" if passed else "accuracy: FAIL (gates in manifest.json)")
     return 0 if passed else 1
 

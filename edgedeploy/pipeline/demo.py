@@ -135,6 +135,7 @@ class DemoResult:
     bundle: dict[str, Any] | None
     pipeline: PipelineResult
     notes: list[str] = field(default_factory=list)
+    report: Path | None = None  # report.html in the workdir
 
 
 def _task_accuracy(model: Path, x: np.ndarray, y: np.ndarray) -> float:
@@ -209,7 +210,7 @@ def run_demo(
         workdir=str(out_dir),
         base_dir=out_dir,
     )
-    result = run_pipeline(config, ui)
+    result = run_pipeline(config, ui, report=False)  # written below, with the task accuracy
     rows = []
     for outcome in result.precisions:
         batch1 = ((outcome.profile or {}).get("batch_sizes") or {}).get("1", {})
@@ -246,4 +247,19 @@ def run_demo(
         seconds=time.perf_counter() - start,
         bundle=result.bundle,
         pipeline=result,
+        report=_demo_report(out_dir, rows, ui),
     )
+
+
+def _demo_report(workdir: Path, rows: list[DemoRow], ui: Ui) -> Path | None:
+    """The run's report with the demo's task metric (accuracy on the held-out digits) added."""
+    from edgedeploy.stages.report import load_workdir, plotting_missing, write_report
+
+    missing = plotting_missing()
+    if missing:
+        ui.warn(f"report not written: {missing}")
+        return None
+    run = load_workdir(workdir)
+    for row in rows:
+        run.row(row.precision).info["task_metric"] = {"name": "digits accuracy", "value": row.task_accuracy}
+    return write_report(run, workdir, title="digits CNN demo on " + (run.target or "?")).html

@@ -11,10 +11,12 @@ from typing import Any
 
 from calibration.modelinfo import model_io
 from edgedeploy.fileio import sha256_file
+from edgedeploy.pipeline.run import bundle_report_writer
 from edgedeploy.stages.build import precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.targets import Target
+from edgedeploy.ui import QUIET, Ui
 
 
 def bundle_artifacts(
@@ -25,11 +27,13 @@ def bundle_artifacts(
     feeds: list[dict[str, Any]],
     data_description: dict[str, Any],
     gates: Gates,
+    ui: Ui = QUIET,
 ) -> BundleResult:
     """Bundle an fp32 model and precision artifacts made elsewhere (``edgedeploy bundle``).
 
     Each artifact is compared with the reference on ``feeds`` for its manifest entry; its
-    companions beside it (precision plan, calibration cache) come along.
+    companions beside it (precision plan, calibration cache, the report's data) come along, and
+    the bundle carries its report.
     """
     inputs, outputs = model_io(reference)
     entries = [BundleArtifact("fp32", "onnxruntime", reference)]
@@ -49,6 +53,10 @@ def bundle_artifacts(
         cache = entry.model.with_name(f"{base}.calib.cache")
         entry.precision_plan = plan if plan.is_file() else None
         entry.calibration_cache = cache if cache.is_file() and precision == "int8" else None
+        # the report's data: fp16 ranges, the budget search, the calibration report (named without precision)
+        names = [f"{base}.{precision}.ranges.json", f"{base}.{precision}.budget.json"]
+        names += [f"{base}.calib.json"] if precision == "int8" else []
+        entry.extra_files = [p for p in (entry.model.with_name(n) for n in names) if p.is_file()]
         entry.compare = result.summary()
         entries.append(entry)
     ref_out, _ = run_pair(reference, reference, feeds[:1])
@@ -64,4 +72,5 @@ def bundle_artifacts(
         gates=gates.manifest(),
         reference_inputs=feeds[0],
         reference_outputs=ref_out[0],
+        report=bundle_report_writer(ui),
     )

@@ -22,7 +22,7 @@ from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import sha256_file, sha256_json
+from edgedeploy.fileio import atomic_write_json, sha256_file, sha256_json
 from edgedeploy.options import (
     BuildRequest,
     CalibrationRequest,
@@ -34,6 +34,7 @@ from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import build
 from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
+from edgedeploy.stages.bundle.make import ReportWriter
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.export import (
     ExportOptions,
@@ -44,8 +45,21 @@ from edgedeploy.stages.export import (
     parse_model_spec,
 )
 from edgedeploy.stages.profile import ProfileOptions, profile
+from edgedeploy.stages.report import plotting_missing
+from edgedeploy.stages.report.load import REPORT_SIDECARS, RUN_RECORD
 from edgedeploy.targets import Target, load_target
 from edgedeploy.ui import QUIET, Ui
+
+
+def bundle_report_writer(ui: Ui) -> ReportWriter | None:
+    """The bundle's report hook, or None (with a warning) where matplotlib is missing."""
+    from edgedeploy.stages.report import write_bundle_report
+
+    missing = plotting_missing()
+    if missing:
+        ui.warn(f"bundle made without report.html: {missing}")
+        return None
+    return write_bundle_report
 
 
 @dataclass
@@ -69,6 +83,9 @@ class PipelineResult:
     bundle: dict[str, Any] | None
     stages_skipped: list[str] = field(default_factory=list)
     stages_run: list[str] = field(default_factory=list)
+    tools: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None  # report.html in the workdir (None: not written, see the warning)
 
     @property
     def gates_passed(self) -> bool:
@@ -121,7 +138,11 @@ class _CompareData:
 
 
 def run_pipeline(
-    config: PipelineConfig, ui: Ui = QUIET, extra_versions: dict[str, str] | None = None
+    config: PipelineConfig,
+    ui: Ui = QUIET,
+    extra_versions: dict[str, str] | None = None,
+    *,
+    report: bool = True,
 ) -> PipelineResult:
     """Run every stage the config asks for and return what each produced.
 
@@ -129,6 +150,8 @@ def run_pipeline(
         config: the loaded ``edgedeploy.toml`` (relative paths resolve beside it).
         ui: where progress and notes go (stderr in the CLI; silent by default).
         extra_versions: more tool versions to key the stages on and record in the manifest.
+        report: write ``report.html`` and ``report.md`` into the workdir (the bundle carries its
+            own either way); the run record ``run.json`` they are made from is always written.
     """
     run = _start(config, ui, extra_versions)
     exported = _export_stage(run)
@@ -141,7 +164,7 @@ def run_pipeline(
             _profile_stage(run, outcome)
         outcomes.append(outcome)
     bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled else None
-    return PipelineResult(
+    result = PipelineResult(
         model_name=run.name,
         fp32=exported.fp32,
         target=run.target.name,
@@ -149,7 +172,46 @@ def run_pipeline(
         bundle=bundle,
         stages_skipped=run.skipped,
         stages_run=run.ran,
+        tools=dict(run.versions),
+        gates=data.gates.manifest(),
     )
+    record = to_jsonable(result)
+    atomic_write_json(run.workdir / RUN_RECORD, record)  # what `edgedeploy report WORKDIR` reads
+    if report:
+        result.report = _report_stage(run, record)
+    return result
+
+
+def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
+    """report.html and report.md in the workdir, from run.json; skipped with a warning without matplotlib."""
+    from edgedeploy.stages.report import (
+        HTML_NAME,
+        MARKDOWN_NAME,
+        load_workdir,
+        plotting_missing,
+        write_report,
+    )
+
+    missing = plotting_missing()
+    if missing:
+        run.ui.warn(f"report not written: {missing}")
+        return None
+    html, md = run.workdir / HTML_NAME, run.workdir / MARKDOWN_NAME
+    content = {k: v for k, v in record.items() if k not in ("stages_skipped", "stages_run", "report")}
+    sidecars = {
+        f: sha256_file(f)
+        for p in record.get("precisions") or []
+        for f in p.get("files") or []
+        if f.endswith((".plan.json", *REPORT_SIDECARS)) and Path(f).is_file()
+    }  # what the charts draw besides run.json
+    key = sha256_json({"run": content, "sidecars": sidecars, "version": __version__})
+
+    def do_report() -> tuple[list[Path], dict[str, Any]]:
+        written = write_report(load_workdir(run.workdir), run.workdir)
+        return [written.html, written.markdown], {"html": str(written.html), "sections": written.sections}
+
+    run.stage("report", key, do_report)
+    return html if html.is_file() and md.is_file() else None
 
 
 def _start(config: PipelineConfig, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
@@ -171,11 +233,10 @@ def _start(config: PipelineConfig, ui: Ui, extra_versions: dict[str, str] | None
     )
 
 
-def _export_stage(run: _Run) -> _Exported:
-    config, ui = run.config, run.ui
-    fp32 = run.workdir / f"{run.name}.fp32.onnx"
+def export_options(config: PipelineConfig) -> ExportOptions:
+    """The export the config's [model] and [export] sections describe."""
     ex = config.export
-    options = ExportOptions(
+    return ExportOptions(
         opset=ex.opset,
         dynamic_batch=ex.dynamic_batch,
         simplify=ex.simplify,
@@ -183,6 +244,39 @@ def _export_stage(run: _Run) -> _Exported:
         input_names=ex.input_names or None,
         output_names=ex.output_names or None,
     )
+
+
+def compare_gates(config: PipelineConfig) -> Gates:
+    cmp = config.compare
+    return Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+
+
+def profile_options(config: PipelineConfig) -> ProfileOptions:
+    """The profile the config's [profile] section describes."""
+    p = config.profile
+    return ProfileOptions(
+        warmup_iterations=p.warmup,
+        warmup_ms=p.warmup_ms,
+        iterations=p.iterations,
+        duration_s=p.duration_s,
+        batch_sizes=tuple(p.batch_sizes),
+        threads=p.threads or config.build.threads,
+    )
+
+
+def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
+    """The compare data the config's [compare] section names, for a model with ``inputs``."""
+    cmp = config.compare
+    spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
+    return open_source(
+        spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None
+    )
+
+
+def _export_stage(run: _Run) -> _Exported:
+    config, ui = run.config, run.ui
+    fp32 = run.workdir / f"{run.name}.fp32.onnx"
+    options = export_options(config)
     key = sha256_json(
         {
             "source": _source_fingerprint(config.model.source, config.base_dir),
@@ -211,18 +305,8 @@ def _export_stage(run: _Run) -> _Exported:
 
 def _compare_data(run: _Run, exported: _Exported) -> _CompareData:
     """One fixed set of feeds for every precision: the compare data and the gates."""
-    cmp = run.config.compare
-    spec = cmp.data if _is_random(cmp.data) else str(run.config.path(cmp.data))
-    source = open_source(
-        spec,
-        exported.inputs,
-        samples=cmp.samples,
-        batch_size=cmp.batch_size,
-        seed=cmp.seed,
-        shapes=exported.shapes or None,
-    )
-    gates = Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
-    return _CompareData(source, list(source), gates)
+    source = compare_source(run.config, exported.inputs, exported.shapes)
+    return _CompareData(source, list(source), compare_gates(run.config))
 
 
 def build_request(
@@ -300,15 +384,7 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
 
 
 def _profile_stage(run: _Run, outcome: PrecisionOutcome) -> None:
-    p = run.config.profile
-    options = ProfileOptions(
-        warmup_iterations=p.warmup,
-        warmup_ms=p.warmup_ms,
-        iterations=p.iterations,
-        duration_s=p.duration_s,
-        batch_sizes=tuple(p.batch_sizes),
-        threads=p.threads or run.config.build.threads,
-    )
+    options = profile_options(run.config)
     key = sha256_json(
         {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions}
     )
@@ -329,6 +405,7 @@ def _bundle_stage(
     config = run.config
     bundle_dir = config.path(config.bundle.output) if config.bundle.output else run.workdir / "bundle"
     primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
+    build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     key = sha256_json(
         {
             "fp32": exported.sha256,
@@ -338,6 +415,8 @@ def _bundle_stage(
             "gates": data.gates,
             "version": __version__,
             "dir": str(bundle_dir),
+            "report": plotting_missing() is None,  # a bundle made without its report is remade with it
+            "build": build,
         }
     )
 
@@ -352,6 +431,7 @@ def _bundle_stage(
                 engine=o.artifact if o.artifact.suffix == ".engine" else None,
                 calibration_cache=_find(o.files, ".cache"),
                 precision_plan=_find(o.files, ".plan.json"),
+                extra_files=[f for f in o.files if f.name.endswith(REPORT_SIDECARS)],
                 compare=o.compare,
                 profile=o.profile,
                 info=o.info,
@@ -372,6 +452,8 @@ def _bundle_stage(
             reference_outputs=ref_out_batches[0],
             primary=primary,
             tools=run.extra_versions,
+            report=bundle_report_writer(run.ui),
+            build=build,
         )
         run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
         return [result.directory / "manifest.json", result.archive], {

@@ -8,7 +8,8 @@ nearest sample. Energy counters (RAPL, NVML) wrap around; their deltas are unwra
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 
 def window_average(times: Sequence[float], values: Sequence[float], t0: float, t1: float) -> float | None:
@@ -58,3 +59,45 @@ def counter_delta(readings: Sequence[float], wrap: float | None) -> float:
             step += wrap
         total += step
     return total
+
+
+MAX_TRACE_POINTS = 600  # a report draws at most this many points per rail; longer traces are thinned
+
+
+def make_trace(
+    times: Sequence[float], rails: Mapping[str, Sequence[float | None]], t0: float, t1: float
+) -> dict[str, object] | None:
+    """Power over time for the report: ``{"t_s": [...], "rails": {name: [W, ...]}}``, times from t0.
+
+    Only samples inside [t0, t1] are kept, evenly thinned to ``MAX_TRACE_POINTS``; None with fewer
+    than two samples (nothing to draw).
+    """
+    inside = [i for i, t in enumerate(times) if t0 <= t <= t1]
+    if len(inside) < 2:
+        return None
+    step = max(1, -(-len(inside) // MAX_TRACE_POINTS))
+    keep = inside[::step]
+    return {
+        "t_s": [round(times[i] - t0, 4) for i in keep],
+        "rails": {name: [_rounded(v[i]) for i in keep] for name, v in rails.items()},
+    }
+
+
+def counter_power(
+    times: Sequence[float], readings: Sequence[float], wrap: float | None, per_second: float
+) -> list[float | None]:
+    """Average power between consecutive readings of an energy counter (the first point has none).
+
+    ``per_second`` converts counter units per second to watts (1e-6 for RAPL's microjoules).
+    """
+    out: list[float | None] = [None]
+    for (ta, a), (tb, b) in itertools.pairwise(zip(times, readings, strict=True)):
+        step = b - a
+        if step < 0:
+            step = step + wrap if wrap is not None else math.nan
+        out.append(step * per_second / (tb - ta) if tb > ta and math.isfinite(step) else None)
+    return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from edgedeploy.power.integrate import window_average
+from edgedeploy.power.integrate import make_trace, window_average
 from edgedeploy.power.tegrastats import parse_line
 
 BOARD_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
@@ -114,3 +114,10 @@ class TegrastatsSource:
             return None, {}, "", used
         parts, covered = total_rail(list(avg))
         return sum(avg[n] for n in parts), avg, covered, used
+
+    def trace(self, t0: float, t1: float) -> dict[str, object] | None:
+        """Every rail's power per tegrastats line over the window."""
+        with self._lock:
+            times, rails = list(self.times), list(self.rails)
+        names = sorted({n for r in rails for n in r}, key=lambda n: (n not in BOARD_INPUT_RAILS, n))
+        return make_trace(times, {n: [r.get(n) for r in rails] for n in names}, t0, t1)

@@ -43,6 +43,8 @@ class PowerResult:
     samples: int = 0
     inferences: int | None = None
     interval_ms: int | None = None
+    # power over the run, for the report: {"t_s": [...], "rails": {name: [W, ...]}} (None: no trace)
+    trace: dict[str, object] | None = None
 
 
 class PowerMonitor:
@@ -152,4 +154,7 @@ class PowerMonitor:
         res.energy_j = watts * duration
         res.energy_per_inference_mj = res.energy_j * 1000.0 / inferences if inferences > 0 else None
         res.rails, res.rails_covered = rails, covered
+        trace = getattr(self._source, "trace", None)
+        if trace is not None:
+            res.trace = trace(self._t0, self._t1)
         return res

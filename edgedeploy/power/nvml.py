@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import Any
 
-from edgedeploy.power.integrate import counter_delta, window_average
+from edgedeploy.power.integrate import counter_delta, counter_power, make_trace, window_average
 from edgedeploy.power.polling import PollingSource
 
 
@@ -73,3 +73,11 @@ class NvmlSource(PollingSource):
             "not the CPU, host memory or the rest of the system"
         )
         return watts, rails, covered, len(self._times)
+
+    def trace(self, t0: float, t1: float) -> dict[str, object] | None:
+        """GPU board power per reading (from the energy counter's steps, or the sampled power)."""
+        if self.counter:
+            watts = counter_power(self._times, self._values, None, 1e-3)  # mJ -> W
+        else:
+            watts = [v / 1000.0 for v in self._values]
+        return make_trace(self._times, {self.label: watts}, t0, t1)

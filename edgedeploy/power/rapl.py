@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgedeploy.power.integrate import counter_delta
+from edgedeploy.power.integrate import counter_delta, counter_power, make_trace
 from edgedeploy.power.polling import PollingSource
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
@@ -89,3 +89,10 @@ class RaplSource(PollingSource):
             total = sum(rails[d.name] for d in self.domains if d.top_level)
             covered = "RAPL platform domain (psys)"
         return total, rails, covered, len(self._times)
+
+    def trace(self, t0: float, t1: float) -> dict[str, object] | None:
+        """Every domain's power between consecutive counter readings."""
+        with self._lock:
+            times = list(self._times)
+            rails = {d.name: counter_power(times, list(d.readings), d.wrap_uj, 1e-6) for d in self.domains}
+        return make_trace(times, rails, t0, t1)

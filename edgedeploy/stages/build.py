@@ -121,6 +121,7 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
+    backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
     precision = make_precision(model, request, out_dir, ui)
     ui.info(note)
     extra = dict(request.options)

@@ -28,7 +28,7 @@ from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.errors import InputError
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
-from edgedeploy.stats import LatencyStats
+from edgedeploy.stats import LatencyStats, latency_quantiles
 
 Progress = Callable[[float], None]  # fraction done, 0..1
 BULK_SPREAD_WARN = 0.25  # (p90 - median) / median above which a CPU profile is called unsteady
@@ -64,6 +64,8 @@ class BatchProfile:
     # TensorRT engines: trtexec's sections (latency, enqueue, h2d, gpu_compute, d2h) and layer times
     sections: dict[str, LatencyStats] | None = None
     per_layer: list[Any] | None = None
+    # the latency distribution: 101 quantiles, 0 % (min) to 100 % (max), for the report's CDF
+    quantiles_ms: list[float] | None = None
 
 
 @dataclass
@@ -81,11 +83,16 @@ class ProfileResult:
             "batch_sizes": {
                 str(b.batch_size): {
                     "median_ms": b.latency.median_ms,
+                    "p90_ms": b.latency.p90_ms,
                     "p99_ms": b.latency.p99_ms,
                     "mean_ms": b.latency.mean_ms,
+                    "cv_percent": b.latency.cv_percent,
+                    "iterations": b.iterations,
                     "throughput_ips": b.throughput_ips,
+                    "throughput_qps": b.throughput_qps,
                     "peak_rss_mb": b.peak_rss_mb,
                     "energy": b.energy,
+                    "quantiles_ms": b.quantiles_ms,
                 }
                 for b in self.batches
             },
@@ -235,6 +242,7 @@ def profile_onnx(
                 wall_s=wall,
                 peak_rss_mb=_peak_rss_mb(),
                 energy=energy,
+                quantiles_ms=latency_quantiles(samples),
             )
         )
         unsteady = unsteady_warning(stats)
@@ -352,6 +360,7 @@ def profile_engine_batches(
                 energy=energy,
                 sections=result.sections,
                 per_layer=result.per_layer,
+                quantiles_ms=result.quantiles_ms.get(main),
             )
         )
         if result.cv_warning:

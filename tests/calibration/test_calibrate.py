@@ -51,6 +51,15 @@ def test_int8_digits_cnn_keeps_fp32_accuracy(
     report = json.loads(result.report.read_text())
     assert {"name", "amax", "threshold", "scale", "clipped"} <= set(report["tensors"][0])
     assert all(0 <= t["clipped"] < 0.05 and t["threshold"] <= t["amax"] + 1e-6 for t in report["tensors"])
+    # the report's histogram (for the report page's clipping chart) counts every value seen and reaches amax
+    first = next(t for t in report["tensors"] if t["name"] == "input")
+    hist = first["histogram"]
+    assert hist["bins"] == 128 and sum(hist["counts"]) == 300 * 8 * 8  # input: 300 digits of 8x8
+    assert (
+        (len(hist["counts"]) - 1) * hist["top"] / 128
+        <= first["amax"]
+        <= len(hist["counts"]) * hist["top"] / 128
+    )
 
 
 def test_rerun_with_the_same_key_reuses_and_a_new_key_says_why(digits_cnn: DigitsCNN, tmp_path: Path) -> None:

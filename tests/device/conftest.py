@@ -4,12 +4,14 @@ under EDGEDEPLOY_ROOT."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -58,13 +60,22 @@ def dense_model(fp16: bool) -> onnx.ModelProto:
     return model
 
 
-@pytest.fixture(scope="session")
-def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("bundle-src")
+def make_dense_bundle(
+    work: Path,
+    *,
+    batch: int = 16,
+    precision_plan: dict[str, Any] | None = None,
+    build: dict[str, Any] | None = None,
+) -> Path:
+    """A jetson-orin-nano bundle of the dense model (fp32 and fp16), reference batch ``batch``."""
     fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
     onnx.save(dense_model(False), fp32)
     onnx.save(dense_model(True), fp16)
-    x = np.random.default_rng(1).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    plan = None
+    if precision_plan is not None:
+        plan = work / "dense.fp16.plan.json"
+        plan.write_text(json.dumps(precision_plan))
+    x = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
     (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     out = work / "out" / "dense-orin-nano"
     make_bundle(
@@ -77,14 +88,20 @@ def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         outputs=[TensorSpec("logits", ("batch", 10), "float32")],
         artifacts=[
             BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
-            BundleArtifact("fp16", "tensorrt", fp16, compare={"passed": True}),
+            BundleArtifact("fp16", "tensorrt", fp16, precision_plan=plan, compare={"passed": True}),
         ],
         gates={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.999, "min_top1": 0.99},
         reference_inputs={"input": x},
         reference_outputs={"logits": y},
         primary="fp16",
+        build=build,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dense_bundle(tmp_path_factory.mktemp("bundle-src"))
 
 
 @pytest.fixture

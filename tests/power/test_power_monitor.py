@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from edgedeploy.power import PowerMonitor
-from edgedeploy.power.integrate import counter_delta, window_average
+from edgedeploy.power.integrate import (
+    MAX_TRACE_POINTS,
+    counter_delta,
+    counter_power,
+    make_trace,
+    window_average,
+)
 
 FAKE_TEGRASTATS = Path(__file__).parents[1] / "device" / "fakes" / "tegrastats"
 
@@ -56,6 +62,8 @@ def test_tegrastats_source_integrates_board_input_power(monkeypatch: pytest.Monk
     assert r.rails_covered == "VDD_IN: whole-module input power"
     assert r.energy_per_inference_mj == pytest.approx(5.0 * r.duration_s / 250 * 1000)
     assert r.samples >= 5
+    assert r.trace is not None and next(iter(r.trace["rails"])) == "VDD_IN"  # the report's power chart
+    assert set(r.trace["rails"]["VDD_IN"]) == {5.0} and len(r.trace["t_s"]) >= 3
 
 
 def test_agx_orin_total_is_the_sum_of_rails_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,3 +154,17 @@ def test_nvml_energy_counter_gives_gpu_board_energy(monkeypatch: pytest.MonkeyPa
     assert r.source == "nvml" and r.energy_j == pytest.approx(3.0)
     assert r.energy_per_inference_mj == pytest.approx(10.0)
     assert r.rails_covered is not None and "GPU board power of gpu0" in r.rails_covered
+
+
+def test_trace_keeps_the_window_from_t0_and_thins_long_runs() -> None:
+    times = [float(i) for i in range(3 * MAX_TRACE_POINTS)]
+    trace = make_trace(times, {"r": [1.0] * len(times)}, 10.0, times[-1])
+    assert trace is not None and trace["t_s"][0] == 0.0  # seconds since the window opened
+    assert len(trace["t_s"]) <= MAX_TRACE_POINTS and len(trace["rails"]["r"]) == len(trace["t_s"])
+    assert make_trace([0.0, 5.0], {"r": [1.0, 1.0]}, 1.0, 2.0) is None  # nothing to draw
+
+
+def test_counter_power_is_the_energy_step_over_the_time_step_with_wraps() -> None:
+    # microjoules (RAPL): 2 J in 1 s, then a wrap at 10 J with 3 J more in 0.5 s
+    watts = counter_power([0.0, 1.0, 1.5], [6e6, 8e6, 1e6], 10e6, 1e-6)
+    assert watts[0] is None and watts[1:] == pytest.approx([2.0, 6.0])

@@ -2,7 +2,11 @@
 
 ``fake_gpu`` puts fake ``tensorrt``/``pycuda`` modules (tests/fakes) into sys.modules for one test and
 resets Polygraphy's cached lazy ``tensorrt`` import around it, so each test sees its own fake and a
-real TensorRT (in ``-m gpu`` runs) is never shadowed.
+real TensorRT (in ``-m gpu`` runs) is never shadowed. Every test that uses it runs once per TensorRT
+release we ship (``SHIPPED``: JetPack 5's 8.5, JetPack 6.0's 8.6, JetPack 6.1/6.2's 10.3, JetPack 7's
+10.13, and 11.1), each with the API that release really has, so a call that only exists on newer
+releases fails the older ones. ``@pytest.mark.trt_versions(...)`` narrows a test to the releases it is
+about (a version list, or ``min=``/``max=`` bounds).
 """
 
 from __future__ import annotations
@@ -129,11 +133,36 @@ def _reset_polygraphy_trt_cache() -> None:
             module.TRT_LOGGER = None  # type: ignore[attr-defined]
 
 
+SHIPPED = ("8.5.3", "8.6.1", "10.3.0", "10.13.0", "11.1.0")
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def versions_for(marker: pytest.Mark | None) -> list[str]:
+    if marker is None:
+        return list(SHIPPED)
+    chosen = list(marker.args) or list(SHIPPED)
+    lo, hi = marker.kwargs.get("min"), marker.kwargs.get("max")
+    if lo:
+        chosen = [v for v in chosen if _key(v) >= _key(lo)]
+    if hi:
+        chosen = [v for v in chosen if _key(v) < _key(hi)]
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "trt_version" in metafunc.fixturenames:
+        versions = versions_for(metafunc.definition.get_closest_marker("trt_versions"))
+        metafunc.parametrize("trt_version", versions, ids=[f"trt{v}" for v in versions])
+
+
 @pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeStack]:
-    """Fake TensorRT 10.13 and pycuda on a fake Ada GPU; tests change ``state.version`` before use."""
+def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trt_version: str) -> Iterator[FakeStack]:
+    """Fake TensorRT ``trt_version`` (each shipped release in turn) and pycuda on a fake Ada GPU."""
     gpu = FakeGpu()
-    state = FakeTrtState(gpu=gpu)
+    state = FakeTrtState(gpu=gpu, version=trt_version)
     pycuda, driver = make_pycuda(gpu)
     stack = FakeStack(gpu, state, ModuleType("placeholder"), driver)
 

@@ -1,4 +1,5 @@
-"""TensorRTBackend.build against the fake TensorRT: precision paths, options, files, skip, errors."""
+"""TensorRTBackend.build against the fake TensorRT of each shipped release: precision paths, options,
+files, skip, errors. Tests about one path are narrowed with ``trt_versions``; the rest run on all."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import pytest
 
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
 from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 from tests.fakes.fake_tensorrt import PLAN_MAGIC
+
+trt_versions = pytest.mark.trt_versions
 
 BATCH_PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
 
@@ -28,7 +32,7 @@ def test_build_writes_byte_pure_engine_sidecar_and_layer_info(fake_gpu, cnn_mode
     assert result.artifact == engine and not result.skipped
     assert engine.read_bytes().startswith(PLAN_MAGIC)  # exactly the builder's bytes, no header
     sidecar = json.loads((tmp_path / "cnn.fp32.engine.json").read_text())
-    assert sidecar["tensorrt"] == "10.13.0"
+    assert sidecar["tensorrt"] == fake_gpu.state.version
     assert sidecar["gpu_name"] == "NVIDIA Fake GPU" and sidecar["compute_capability"] == "8.9"
     assert sidecar["cuda_driver"] == "12.4"
     assert sidecar["inputs"]["model"]["sha256"]
@@ -39,32 +43,36 @@ def test_build_writes_byte_pure_engine_sidecar_and_layer_info(fake_gpu, cnn_mode
     assert set(result.files) == {engine, tmp_path / "cnn.fp32.engine.json", tmp_path / "cnn.fp32.layers.json"}
 
 
+@trt_versions(min="10.0")
 def test_tensorrt_10_builds_strongly_typed_without_precision_flags(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
     TensorRTBackend().build(cnn_models.fp16, options("fp16"), tmp_path)
     trt = fake_gpu.trt
-    assert fake_gpu.network().flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert fake_gpu.network()._flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert not {"FP16", "INT8"} & fake_gpu.config()._flags
 
 
+@trt_versions("11.0.0", "11.1.0")
 def test_tensorrt_11_computes_strongly_typed_bit_from_enum_and_never_touches_fp16_int8_flags(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    trt = fake_gpu.install("11.0.1")
+    trt = fake_gpu.trt
     assert "FP16" not in trt.BuilderFlag.__members__
+    assert int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 0  # 1 on 10.x
     TensorRTBackend().build(cnn_models.int8, options("int8"), tmp_path)
-    assert fake_gpu.network().flags == 1 << 5  # the fake's TensorRT 11 value, not 1 << 1
+    assert fake_gpu.network()._flags == 1 << 0  # not the 10.x bit 1 << 1
     flag_calls = [args[0] for name, args in fake_gpu.state.calls if name == "IBuilderConfig.set_flag"]
     assert "FP16" not in flag_calls and "INT8" not in flag_calls
 
 
+@trt_versions(max="10.0")
 def test_tensorrt_8_uses_flags_calibration_cache_and_fp32_layer_constraints(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    fake_gpu.install("8.6.1")
+    code = TrtVersion.parse(fake_gpu.state.version).cache_code
     cache = tmp_path / "cnn.calib.cache"
-    cache.write_text("TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
+    cache.write_text(f"TRT-{code}-EntropyCalibration2\ninput: 3c010a14\n")
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"fp32_nodes": ["fc", "missing_node"]}))
     result = TensorRTBackend().build(
@@ -74,16 +82,17 @@ def test_tensorrt_8_uses_flags_calibration_cache_and_fp32_layer_constraints(
     )
     config, network = fake_gpu.config(), fake_gpu.network()
     assert {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} <= config._flags
-    assert network.flags == 1 << int(fake_gpu.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    assert network._flags == 1 << int(fake_gpu.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     assert config.int8_calibrator is not None
-    assert fake_gpu.state.calibration_cache_read.startswith(b"TRT-8601-EntropyCalibration2")
+    assert fake_gpu.state.calibration_cache_read.startswith(f"TRT-{code}-EntropyCalibration2".encode())
     fc = next(layer for layer in network._layers if layer.name == "fc")
-    assert fc.precision == fake_gpu.trt.float32 and fc._output_types == {0: fake_gpu.trt.float32}
+    assert fc._precision == fake_gpu.trt.float32 and fc._output_types == {0: fake_gpu.trt.float32}
     assert result.info["fp32_layers_pinned"] == ["fc"]
     assert any("missing_node" in note for note in result.info["notes"])
-    assert cache.read_text().startswith("TRT-8601")  # our cache is never rewritten
+    assert cache.read_text().startswith(f"TRT-{code}-")  # our cache is never rewritten
 
 
+@trt_versions("8.5.3")
 def test_tensorrt_8_refuses_a_calibration_cache_for_another_version(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
@@ -97,6 +106,7 @@ def test_tensorrt_8_refuses_a_calibration_cache_for_another_version(
     assert fake_gpu.state.builds == 0
 
 
+@trt_versions(min="10.0")
 def test_tensorrt_10_refuses_fp32_graph_for_int8_and_fp16(fake_gpu, cnn_models, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no Q/DQ nodes"):
         TensorRTBackend().build(cnn_models.fp32, options("int8"), tmp_path)
@@ -104,6 +114,7 @@ def test_tensorrt_10_refuses_fp32_graph_for_int8_and_fp16(fake_gpu, cnn_models, 
         TensorRTBackend().build(cnn_models.fp32, options("fp16"), tmp_path)
 
 
+@trt_versions(min="10.0")
 def test_options_reach_the_builder_config(fake_gpu, cnn_models, tmp_path: Path) -> None:
     two = ShapeProfile({"input": ((1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8))})
     TensorRTBackend().build(
@@ -132,7 +143,6 @@ def test_options_reach_the_builder_config(fake_gpu, cnn_models, tmp_path: Path) 
 
 
 def test_jetson_workspace_defaults_per_target_and_is_capped(fake_gpu, cnn_models, tmp_path: Path) -> None:
-    fake_gpu.install("10.3.0")
     backend = TensorRTBackend()
     backend.build(cnn_models.fp32, options(target="jetson-orin-nano"), tmp_path / "a")
     assert fake_gpu.config()._pools["WORKSPACE"] == 1024 << 20
@@ -143,8 +153,8 @@ def test_jetson_workspace_defaults_per_target_and_is_capped(fake_gpu, cnn_models
     assert any("capped at 3072 MB" in note for note in result.info["notes"])
 
 
+@trt_versions(max="10.8")
 def test_dla_core_with_gpu_fallback_and_placement_summary(fake_gpu, cnn_models, tmp_path: Path) -> None:
-    fake_gpu.install("10.3.0")
     static = ShapeProfile({"input": ((2, 1, 8, 8),) * 3})
     result = TensorRTBackend().build(
         cnn_models.int8, options("int8", "jetson-agx-orin", dla_core=1, profiles=[static]), tmp_path
@@ -160,6 +170,7 @@ def test_dla_core_with_gpu_fallback_and_placement_summary(fake_gpu, cnn_models, 
     assert any("fell back to the GPU" in w for w in result.info["warnings"])
 
 
+@trt_versions("8.6.1", "10.3.0")
 @pytest.mark.parametrize(
     ("target", "kw", "message"),
     [
@@ -182,8 +193,11 @@ def test_requests_a_target_cannot_serve_are_refused_before_building(
 def test_dynamic_input_without_profile_is_refused_with_the_flag_to_use(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    with pytest.raises(InputError, match=r"input 'input' has dynamic dims .* --profile input:MIN/OPT/MAX"):
+    with pytest.raises(InputError, match=r"input 'input' has dynamic dims") as err:
         TensorRTBackend().build(cnn_models.fp32, options(profiles=[]), tmp_path)
+    hint = str(err.value).split("--profile ")[1].split(" ")[0]
+    assert hint == "input:1x1x8x8,4x1x8x8,8x1x8x8"
+    assert ShapeProfile.parse([hint]).shapes["input"] == ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))
 
 
 def test_profile_must_be_ordered_and_match_model_rank(fake_gpu, cnn_models, tmp_path: Path) -> None:
@@ -212,7 +226,7 @@ def test_same_key_skips_and_changed_model_or_option_rebuilds(fake_gpu, cnn_model
 def test_another_tensorrt_version_changes_the_key(fake_gpu, cnn_models, tmp_path: Path) -> None:
     backend = TensorRTBackend()
     backend.build(cnn_models.fp32, options(), tmp_path)
-    fake_gpu.install("10.14.1")
+    fake_gpu.install("10.9.0" if fake_gpu.state.version != "10.9.0" else "10.7.0")
     assert not backend.build(cnn_models.fp32, options(), tmp_path).skipped
 
 
@@ -230,7 +244,6 @@ def test_timing_cache_is_loaded_and_saved_across_builds(fake_gpu, cnn_models, tm
 def test_out_of_memory_build_names_workspace_free_memory_and_flags(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    fake_gpu.install("10.3.0")
     fake_gpu.state.build_errors = [
         "[optimizer] Could not find any implementation for node /conv1/Conv due to insufficient workspace."
     ]
@@ -250,7 +263,7 @@ def test_parser_error_names_the_failing_node_and_op(fake_gpu, cnn_models, tmp_pa
         TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
 
 
-def test_int8_engine_with_few_int8_layers_warns(fake_gpu, cnn_models, tmp_path: Path) -> None:
+def test_int8_engine_with_few_int8_layers_warns() -> None:
     from edgedeploy.backends.trt_inspect import summarise
 
     info = json.dumps(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from edgedeploy.backends.trt_inspect import layer_precision, summarise
 
@@ -45,3 +48,49 @@ def test_names_only_layer_info_is_summarised_with_a_hint() -> None:
     assert summary.layers == 2 and not summary.detailed
     assert summary.warnings == ["layer info has names only (rebuild with --profiling-verbosity detailed)"]
     assert summarise("", "fp32").layers == 0
+
+
+# "Format/Datatype" strings as NVIDIA's engine explorer lists them: TensorRT repository,
+# tools/experimental/trt-engine-explorer/trex/activations.py at tag v10.13.0 (_regionFormatDict).
+TREX_FORMATS = [
+    ("Row major linear FP32", "FP32"),
+    ("Row major linear FP16 format", "FP16"),
+    ("Thirty-two wide channel vectorized row major Int8 format", "INT8"),
+    ("Channel major BFloat16 format where channel % 8 == 0", "BF16"),
+    ("Row major linear BFloat16 format", "BF16"),
+    ("Row major linear FP8 format", "FP8"),
+    ("Row major linear FP4 format (kLINEAR)", "FP4"),
+    ("FP4E2M1", "FP4"),
+    ("BFloat16", "BF16"),
+    ("Half", "FP16"),
+    ("Float", "FP32"),
+    ("Int4", "INT4"),
+    ("Row major linear UInt8 format", "UINT8"),
+    ("Row major linear Int64 format", "INT64"),
+    ("Row major linear BOOL", "BOOL"),
+]
+
+
+@pytest.mark.parametrize(("text", "precision"), TREX_FORMATS)
+def test_every_inspector_format_string_counts_as_its_precision(text: str, precision: str) -> None:
+    layer = {"Name": "l", "LayerType": "Reformat", "Outputs": [{"Format/Datatype": text}]}
+    assert layer_precision(layer) == precision
+
+
+TREX_EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "trex"
+
+
+def test_real_engine_inspector_output_of_a_qat_resnet_counts_int8_compute_layers() -> None:
+    """trtexec --exportLayerInfo of a Q/DQ ResNet on an A100, from the TensorRT repository
+    (tools/experimental/trt-engine-explorer/examples/pytorch/resnet/A100/qat-residual-qgap/, v10.13.0)."""
+    info = (TREX_EXAMPLES / "qat-residual-qgap_resnet-qat-residual-qgap.graph.json").read_text()
+    summary = summarise(info, "int8")
+    assert summary.layers == 24 and summary.per_precision == {"INT8": 23, "FP32": 1}
+    assert summary.compute_layers == summary.int8_compute_layers == 21 and summary.warnings == []
+
+
+def test_real_fp16_engine_output_warns_when_int8_was_asked() -> None:
+    """The same ResNet built fp16 (examples/pytorch/resnet/A100/fp16/, v10.13.0)."""
+    summary = summarise((TREX_EXAMPLES / "fp16_resnet.graph.json").read_text(), "int8")
+    assert summary.per_precision == {"FP16": 35, "FP32": 1} and "unknown" not in summary.per_precision
+    assert any("only 0 of 22 compute layers run in INT8" in w for w in summary.warnings)

@@ -83,11 +83,13 @@ def test_runner_refuses_an_engine_from_another_tensorrt_version_and_says_how_to_
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
     engine = build(cnn_models.fp32, tmp_path)
-    fake_gpu.install("10.14.1")
+    built_with = fake_gpu.state.version
+    other = "10.9.0" if built_with != "10.9.0" else "10.7.0"
+    fake_gpu.install(other)
     with pytest.raises(InputError) as err:
         TensorRTBackend().runner(engine)
     message = str(err.value)
-    assert "TensorRT 10.13.0 (here 10.14.1)" in message
+    assert f"TensorRT {built_with} (here {other})" in message
     assert f"edgedeploy build {cnn_models.fp32} --backend tensorrt --target rtx4090" in message
 
 
@@ -99,21 +101,71 @@ def test_runner_refuses_an_engine_built_for_another_gpu(fake_gpu, cnn_models, tm
         TensorRTBackend().runner(engine)
 
 
-def test_version_compatible_engine_loads_on_a_newer_tensorrt_of_the_same_major(
+def test_same_compute_capability_on_another_gpu_model_loads_with_a_warning(
+    fake_gpu, cnn_models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = build(cnn_models.fp32, tmp_path)
+    fake_gpu.gpu.name = "NVIDIA L4"  # also compute capability 8.9
+    x = np.ones((2, 1, 8, 8), np.float32)
+    with TensorRTBackend().runner(engine) as runner:
+        np.testing.assert_allclose(
+            runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
+        )
+    assert any("running on NVIDIA L4 (same compute capability 8.9)" in r.message for r in caplog.records)
+    assert any("across different models of devices" in m for _, m in fake_gpu.state.logged)
+
+
+@pytest.mark.parametrize(
+    ("built", "here", "loads"),
+    [
+        ("8.6.1", "10.3.0", True),  # "engines built with TensorRT 8 work with TensorRT 9 and 10 runtimes"
+        ("10.3.0", "11.1.0", True),  # "engines built with TensorRT 10 work with TensorRT 11"
+        ("10.3.0", "10.13.0", True),
+        ("10.13.0", "10.3.0", False),  # never on an older runtime
+        ("11.1.0", "10.13.0", False),
+        ("8.5.3", "8.6.1", False),  # version compatibility starts at 8.6
+    ],
+)
+def test_version_compatible_plans_follow_nvidias_rules(built: str, here: str, loads: bool) -> None:
+    from edgedeploy.backends.trt_sidecar import differences
+
+    record = {"tensorrt": built, "compute_capability": "8.9", "plan": {"version_compatible": True}}
+    facts = {"tensorrt": here, "compute_capability": "8.9", "gpu_name": "NVIDIA Fake GPU"}
+    assert (differences(record, facts) == []) is loads
+    record["plan"]["version_compatible"] = False
+    assert differences(record, facts) == [f"TensorRT {built} (here {here})"]
+
+
+def test_hardware_compatible_plans_follow_nvidias_rules() -> None:
+    from edgedeploy.backends.trt_sidecar import differences
+
+    record = {
+        "tensorrt": "10.13.0",
+        "compute_capability": "8.9",
+        "plan": {"hardware_compatibility": "AMPERE_PLUS"},
+    }
+    here = {"tensorrt": "10.13.0", "compute_capability": "8.6", "gpu_name": "A10"}
+    assert differences(record, here) == []
+    assert differences(record, {**here, "compute_capability": "7.5"}) == ["compute capability 8.9 (here 7.5)"]
+    record["plan"]["hardware_compatibility"] = "SAME_COMPUTE_CAPABILITY"
+    assert differences(record, here) == ["compute capability 8.9 (here 8.6)"]
+
+
+@pytest.mark.trt_versions("8.6.1", "10.3.0")
+def test_version_compatible_engine_runs_on_the_next_major_release(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
-    from edgedeploy.backends.trt_sidecar import differences, read_sidecar
-
-    engine = build(cnn_models.fp32, tmp_path)
-    built = read_sidecar(engine)
-    assert built is not None
-    here = {"tensorrt": "10.14.1", "compute_capability": "8.9", "gpu_name": "NVIDIA Fake GPU"}
-    assert differences(built, here) == ["TensorRT 10.13.0 (here 10.14.1)"]
-    built["plan"]["version_compatible"] = True
-    assert differences(built, here) == []
-    assert differences(built, {**here, "tensorrt": "11.0.0"}) == ["TensorRT 10.13.0 (here 11.0.0)"]
-    built["plan"]["hardware_compatibility"] = "AMPERE_PLUS"
-    assert differences(built, {**here, "compute_capability": "8.6", "gpu_name": "A10"}) == []
+    opts = BuildOptions(
+        precision="fp32", target=load_target("rtx4090"), profiles=[PROFILE], version_compatible=True
+    )
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    fake_gpu.install({"8.6.1": "10.3.0", "10.3.0": "11.1.0"}[fake_gpu.state.version])
+    x = np.ones((2, 1, 8, 8), np.float32)
+    with TensorRTBackend().runner(engine) as runner:  # engine_host_code_allowed set, as trtexec does
+        np.testing.assert_allclose(
+            runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
+        )
+    assert ("Runtime.engine_host_code_allowed", (True,)) in fake_gpu.state.calls
 
 
 def test_runner_refuses_non_engine_files_and_corrupt_sidecars(fake_gpu, cnn_models, tmp_path: Path) -> None:
@@ -128,6 +180,6 @@ def test_runner_refuses_non_engine_files_and_corrupt_sidecars(fake_gpu, cnn_mode
 
 def test_describe_reports_versions_and_gpu(fake_gpu) -> None:
     described = TensorRTBackend().describe()
-    assert described["tensorrt"] == "10.13.0" and described["pycuda"] == "2024.1.2"
+    assert described["tensorrt"] == fake_gpu.state.version and described["pycuda"] == "2024.1.2"
     assert described["gpu_name"] == "NVIDIA Fake GPU" and described["compute_capability"] == "8.9"
     assert described["jetson_model"] == "unknown"

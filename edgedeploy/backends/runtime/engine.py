@@ -4,10 +4,14 @@ The TensorRT 10 execution path, by name only (binding indices are gone): page-lo
 buffers and device buffers per I/O tensor, one non-default stream, ``set_input_shape`` for each
 input, ``set_tensor_address`` for every I/O tensor, then ``execute_async_v3(stream.handle)``.
 pycuda retains the device's primary context, the one TensorRT's CUDA runtime calls use too.
+The runtime is set up from the engine's sidecar before deserializing, as trtexec does (host code
+allowed for version-compatible plans, the DLA core of a DLA engine), and TensorRT's own error is
+quoted when it refuses a plan. ``close`` frees every device object while the context still lives.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +52,19 @@ class _Buffer:
 class EngineSession:
     """Load an engine, own its context, stream and buffers; ``close`` releases all of them."""
 
-    def __init__(self, engine_path: Path, *, device: int = 0) -> None:
+    def __init__(
+        self,
+        engine_path: Path,
+        *,
+        device: int = 0,
+        version_compatible: bool | None = None,
+        dla_core: int | None = None,
+    ) -> None:
+        """``version_compatible``/``dla_core`` default to what the engine's sidecar says."""
         self.engine_path = Path(engine_path)
         self.device = device
+        self.version_compatible = version_compatible
+        self.dla_core = dla_core
         self.tensors: list[TensorInfo] = []
         self._buffers: dict[str, _Buffer] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -65,17 +79,30 @@ class EngineSession:
         import pycuda.driver as cuda
         import tensorrt as trt_mod
 
+        from edgedeploy.backends.trt_build import BuildLog, make_logger, prepare_runtime
+        from edgedeploy.backends.trt_sidecar import read_sidecar
+
+        built = read_sidecar(self.engine_path) or {}
+        plan = built.get("plan") or {}  # sidecars before the top-level keys kept these in the plan
+        if self.version_compatible is None:
+            self.version_compatible = bool(built.get("version_compatible", plan.get("version_compatible")))
+        dla_core = built.get("dla_core", plan.get("dla_core"))
+        if self.dla_core is None and dla_core is not None:
+            self.dla_core = int(dla_core)
         cuda.init()
         self._cuda_context = cuda.Device(self.device).retain_primary_context()
         self._cuda_context.push()
         try:
-            logger = trt_mod.Logger(trt_mod.Logger.WARNING)
-            runtime = trt_mod.Runtime(logger)
+            messages = BuildLog()
+            runtime = trt_mod.Runtime(make_logger(messages))
+            prepare_runtime(runtime, version_compatible=self.version_compatible, dla_core=self.dla_core)
             engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if engine is None:
+                said = messages.errors()
+                because = f": {said[-1].strip().splitlines()[0][:300]}" if said else ""
                 raise InputError(
-                    f"TensorRT {trt_mod.__version__} could not load {self.engine_path.name}: it was built by "
-                    "another TensorRT version or for another GPU; rebuild it here with --backend tensorrt"
+                    f"TensorRT {trt_mod.__version__} could not load {self.engine_path.name}{because}; "
+                    "rebuild it here with --backend tensorrt"
                 )
             self._engine = engine
             self._context = engine.create_execution_context()
@@ -87,6 +114,7 @@ class EngineSession:
         return self
 
     def close(self) -> None:
+        """Free buffers, context, engine and stream, then release the CUDA context (in that order)."""
         for buffer in self._buffers.values():
             buffer.device.free()
         self._buffers.clear()
@@ -94,6 +122,7 @@ class EngineSession:
         self._context = None
         self._engine = None
         self.stream = None
+        gc.collect()  # pycuda objects held in cycles must go while the context lives
         if self._cuda_context is not None:
             import pycuda.driver as cuda
 

@@ -15,6 +15,7 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
 from edgedeploy.backends.runtime.engine import EngineSession
+from edgedeploy.errors import InputError
 
 
 class PycudaEngineRunner(BaseRunner):  # type: ignore[misc]
@@ -24,7 +25,11 @@ class PycudaEngineRunner(BaseRunner):  # type: ignore[misc]
         self.device = device
 
     def activate_impl(self) -> None:
-        self.session = EngineSession(self.engine_path, device=self.device).open()
+        try:
+            self.session = EngineSession(self.engine_path, device=self.device).open()
+        except AttributeError as exc:  # an API this TensorRT lacks: one line, not a traceback
+            missing = exc.name or exc
+            raise InputError(f"this TensorRT has no {missing}: cannot run {self.engine_path.name}") from None
 
     def get_input_metadata_impl(self) -> TensorMetadata:
         meta = TensorMetadata()

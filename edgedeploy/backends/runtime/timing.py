@@ -21,7 +21,7 @@ import numpy as np
 from edgedeploy.backends.runtime.clocks import read_clock_settings
 from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.backends.trt_env import tensorrt_version
-from edgedeploy.stats import LatencyStats
+from edgedeploy.stats import LatencyStats, latency_quantiles
 
 CV_WARN_PERCENT = 2.5
 SECTIONS = ("latency", "enqueue", "h2d", "gpu_compute", "d2h")
@@ -48,6 +48,7 @@ class EngineProfile:
     clocks: dict[str, str]
     per_layer: list[LayerTime] | None = None
     notes: list[str] = field(default_factory=list)
+    quantiles_ms: dict[str, list[float]] = field(default_factory=dict)  # per section, 0..100 %
 
 
 def _layer_profiler() -> Any:
@@ -153,8 +154,10 @@ def profile_engine(
             graph.close()
 
         layers = per_layer_times(session) if per_layer else None
+        events.clear()  # CUDA events are destroyed while the session's context still lives
 
     sections = {name: LatencyStats.from_samples(samples[name]) for name in SECTIONS}
+    quantiles = {name: latency_quantiles(samples[name]) for name in ("latency", "gpu_compute")}
     cv = sections["gpu_compute"].cv_percent
     cv_warning = (
         f"GPU compute time varies by {cv:.1f}% (coefficient of variation > {CV_WARN_PERCENT}%): "
@@ -187,4 +190,5 @@ def profile_engine(
         clocks=read_clock_settings(),
         per_layer=layers,
         notes=notes,
+        quantiles_ms=quantiles,
     )

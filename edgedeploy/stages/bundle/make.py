@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from edgedeploy.results import to_jsonable
 from edgedeploy.targets import Target
 
 SCHEMA_VERSION = 1
+# Writes the report into the bundle folder from the manifest (before its file table is made) and
+# returns the paths it wrote, relative to the folder: {"html": ..., "markdown": ...}. Passed in by
+# the pipeline, so the bundle stage does not depend on the report stage (which reads bundles).
+ReportWriter = Callable[[Path, dict[str, Any]], dict[str, str]]
 
 
 @dataclass
@@ -137,6 +142,8 @@ def make_bundle(
     primary: str | None = None,
     tools: dict[str, str] | None = None,
     extras: dict[str, Any] | None = None,
+    report: ReportWriter | None = None,
+    build: dict[str, Any] | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
@@ -158,6 +165,10 @@ def make_bundle(
         primary: the precision the device scripts use by default (default: the lowest that passed).
         tools: more tool versions to record.
         extras: more manifest fields.
+        report: writes report.html and report.md into the bundle from its manifest (the pipeline
+            passes the report stage's hook); the manifest's ``report`` lists them.
+        build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
+            ``tf32``), so the device rebuilds the same engine.
     """
     out = Path(out_dir).resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
@@ -204,9 +215,11 @@ def make_bundle(
             "artifacts": entries,
             "gates": gates,
             "reference": reference,
+            **({"build": build} if build else {}),
             **(extras or {}),
         }
         atomic_write_text(root / "README.md", _device_readme(manifest))
+        manifest["report"] = report(root, manifest) if report is not None else None
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
     archive = out.with_name(out.name + ".tar.gz")

@@ -69,9 +69,10 @@ def _manifest_paths(manifest: dict[str, Any]) -> list[str]:
         for key in ("model", "engine", "calibration_cache", "precision_plan"):
             if art.get(key):
                 paths.append(art[key])
-    for value in (manifest.get("reference") or {}).values():
-        if isinstance(value, str):
-            paths.append(value)
+    for section in ("reference", "report"):
+        for value in (manifest.get(section) or {}).values():
+            if isinstance(value, str):
+                paths.append(value)
     return paths
 
 

@@ -44,6 +44,7 @@ class Fp16Stats:
     count: int = 0
     nonzero: int = 0
     absmax: float = 0.0
+    absmin: float = math.inf  # smallest non-zero |x| (inf until one is seen)
     overflow: int = 0  # |x| > 65504: Inf in fp16
     subnormal: int = 0  # 0 < |x| < 6.1e-5: fewer significant bits
     flushed: int = 0  # 0 < |x| < 6e-8: zero in fp16
@@ -66,6 +67,9 @@ class Fp16Stats:
         self.absmax = max(self.absmax, amax)
         zeros = int(mags.size - np.count_nonzero(mags))
         self.nonzero += int(mags.size) - zeros
+        if zeros < mags.size:
+            smallest = np.min(mags, where=mags > 0, initial=np.inf) if zeros else mags.min()
+            self.absmin = min(self.absmin, float(smallest))
         if amax > FP16_MAX:
             self.overflow += int(np.count_nonzero(mags > FP16_MAX))
         subnormal = int(np.count_nonzero(mags < FP16_MIN_NORMAL)) - zeros  # one pass; exact zeros excluded
@@ -89,6 +93,7 @@ class Fp16Stats:
     def figures(self) -> dict[str, Any]:
         return {
             "absmax": self.absmax,
+            "absmin": self.absmin if self.nonzero else None,  # smallest non-zero magnitude
             "values": self.count,
             "overflow": self.overflow,
             "overflow_share": self.overflow_share,

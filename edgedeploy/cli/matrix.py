@@ -1,0 +1,102 @@
+"""``edgedeploy matrix CONFIG``: every model x target x precision cell, on this machine or a Ray cluster.
+
+Parses, checks the whole matrix (exit 2 before any work), runs it with the chosen executor
+(edgedeploy.matrix), prints one row per cell and writes JSON. Exit 1 when a cell failed or a
+gate was missed; skipped cells (a board no node has) do not fail the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgedeploy.cli.common import JsonOutput, fmt, make_ui, out, write_json
+from edgedeploy.errors import GateFailed
+
+
+def matrix_command(
+    config: Annotated[
+        Path, typer.Argument(help="A config with a \\[matrix] section (models, targets, precisions).")
+    ],
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (a process pool here) or ray (a cluster).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster: HOST:PORT of the head, or auto.")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", help="local: worker processes (default: CPUs, at most 4).")
+    ] = 0,
+    json_path: JsonOutput = None,
+) -> None:
+    """Build, compare and profile every (model, target, precision) cell; one bundle per (model, target).
+
+    Cells already built (here or on any node) are taken from the cache; with --executor ray each
+    board's cells run on a node started with --resources '{"target:NAME": 1}'.
+
+    Example: edgedeploy matrix matrix.toml --executor ray --address auto
+    """
+    from rich.table import Table
+
+    from edgedeploy.pipeline.executors import make_executor
+    from edgedeploy.pipeline.matrix import run_matrix
+    from edgedeploy.pipeline.matrix_config import load_matrix_config
+
+    ui = make_ui()
+    matrix = load_matrix_config(config)  # every cell checked before anything starts
+    runner = make_executor(executor, address=address, jobs=jobs)
+    try:
+        result = run_matrix(matrix, runner, ui)
+    finally:
+        runner.close()
+    table = Table(
+        title=f"matrix: {len(result.cells)} cells, {result.executor} executor, {result.wall_seconds:.1f} s"
+    )
+    for col in (
+        "model",
+        "target",
+        "precision",
+        "status",
+        "backend",
+        "node",
+        "size",
+        "p50 ms",
+        "min cosine",
+        "top-1",
+        "gate",
+        "reason",
+    ):
+        table.add_column(col, justify="right" if col in ("size", "p50 ms", "min cosine", "top-1") else "left")
+    for c in result.cells:
+        status = "cached" if c.cached else c.status
+        table.add_row(
+            c.model,
+            c.target,
+            c.precision,
+            status,
+            c.backend,
+            c.node[:12],
+            f"{c.size_bytes:,}" if c.size_bytes is not None else "-",
+            fmt(c.latency_ms),
+            fmt(c.min_cosine, ".6f"),
+            fmt(c.top1, ".4f"),
+            c.gate or "-",
+            c.reason,
+        )
+    out.print(table)
+    for where, folder in result.bundles.items():
+        out.print(f"bundle {where}: {folder}")
+    write_json(json_path, result)
+    failed = [c for c in result.cells if c.status == "failed" or c.gate == "FAIL"]
+    if failed:
+        raise GateFailed(
+            f"{len(failed)} of {len(result.cells)} cells failed or missed a gate: "
+            + ", ".join(f"{c.model}/{c.target}/{c.precision}" for c in failed[:6])
+            + (" ..." if len(failed) > 6 else "")
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("matrix")(matrix_command)

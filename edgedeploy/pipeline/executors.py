@@ -1,0 +1,353 @@
+"""Where the matrix's tasks run: ``local`` (a process pool on this machine) or ``ray`` (a cluster).
+
+Both take the same small calls: ``skip_reason`` (can a cell for this target run anywhere this
+executor reaches?), ``submit`` (a task, with where it must run), ``next_done`` (the next finished
+task) and ``cancel``. Tasks are plain module-level functions that take and return picklable values
+(artifacts travel as bytes with their sha256, never as paths), so the same task runs in a local
+child process or on a Jetson across the network.
+
+Placement: a task that must run on a board or GPU names the custom resource ``target:<name>``;
+Ray schedules it only on a node that announced it (``ray start --resources
+'{"target:jetson-orin-nano": 1}'``), one cell at a time per announced unit, so two profiles never
+share a board. Tasks that read the user's files (export from the model source, calibration from
+the data folder) run on the driver's machine: pinned to the driver's Ray node, or in the local pool.
+
+Ray does the scheduling, cancelling and moving of bytes; nothing here is a scheduler of our own.
+The local pool is ``concurrent.futures`` (spawned children that ignore SIGINT, so Ctrl-C reaches
+only the driver, which then terminates them). Ray is imported only inside ``RayExecutor``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edgedeploy.errors import InputError, first_line
+
+if TYPE_CHECKING:
+    from edgedeploy.targets import Target
+
+RAY_INSTALL = "pip install 'edgedeploy[ray]'"
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Produced:
+    """What a task sends back: its files' bytes (by file name), a JSON-able result, and where it ran."""
+
+    files: dict[str, bytes]
+    result: dict[str, Any]
+    node: str
+    seconds: float
+
+
+@dataclass
+class Failed:
+    """A task that raised, crashed or was cancelled: one line on why, and where."""
+
+    reason: str
+    node: str = ""
+
+
+Outcome = Produced | Failed
+
+
+@dataclass(frozen=True)
+class Placement:
+    resource: str | None = None  # a custom resource the task needs, e.g. "target:jetson-orin-nano"
+    on_driver: bool = False  # reads the user's files: run on the driver's machine
+
+
+def target_resource(target: Target) -> str | None:
+    """The custom resource a cell for ``target`` requests: boards and GPUs only."""
+    return f"target:{target.name}" if target.is_gpu else None
+
+
+def this_node() -> str:
+    """The Ray node id inside a Ray worker, else ``local:<hostname>``."""
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    return f"local:{socket.gethostname()}"
+
+
+def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: Any) -> Outcome:
+    """Run one task and never raise: a failure comes back as its first line (and where it happened)."""
+    start = time.perf_counter()
+    node = this_node()
+    try:
+        files, result = fn(*args)
+    except Exception as exc:
+        from calibration.errors import CalibrationError
+        from edgedeploy.errors import EdgeDeployError
+
+        if isinstance(exc, (EdgeDeployError, CalibrationError)):
+            return Failed(first_line(exc), node)
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return Failed(
+            f"{type(exc).__name__}: {first_line(exc)} ({os.path.basename(where.filename)}:{where.lineno})",
+            node,
+        )
+    return Produced(files, result, node, time.perf_counter() - start)
+
+
+def node_versions_task(
+    packages: tuple[str, ...], extra: dict[str, str] | None = None
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The installed versions of ``packages`` on the node this runs on, and its machine type.
+
+    Read from package metadata, so asking is cheap: nothing is imported but TensorRT, and that
+    only where its metadata is missing (JetPack's system package may have none).
+    """
+    import importlib.metadata
+    import platform
+
+    versions: dict[str, Any] = {"machine": platform.machine(), **(extra or {})}
+    for package in packages:
+        names = [package, f"{package}-cu12", f"{package}-cu13"] if package == "tensorrt" else [package]
+        versions[package] = None
+        for name in names:
+            try:
+                versions[package] = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    if "tensorrt" in packages and versions["tensorrt"] is None:
+        try:
+            import tensorrt
+
+            versions["tensorrt"] = str(tensorrt.__version__)
+        except ImportError:
+            pass
+    return {}, versions
+
+
+class Executor(Protocol):
+    name: str
+    same_machine: bool  # every task runs on this machine (its tool versions are the driver's)
+
+    def skip_reason(self, target: Target, backend: str) -> str | None:
+        """Why a cell for ``target`` cannot run anywhere this executor reaches (None: it can)."""
+        ...
+
+    def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
+        """Start ``run_task(fn, *args)`` where ``placement`` says; ``tag`` comes back with its outcome."""
+        ...
+
+    def share(self, value: Any) -> Any:
+        """A handle to pass ``value`` (e.g. model bytes) to many tasks without copying it for each."""
+        ...
+
+    def next_done(self) -> tuple[Any, Outcome]:
+        """Block until a submitted task finishes; its tag and outcome."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop every task still queued or running (finished ones keep their results)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@dataclass
+class LocalExecutor:
+    """A pool of spawned processes on this machine (spawned: torch and ONNX Runtime threads do not fork well).
+
+    ``concurrent.futures`` rather than ``multiprocessing.Pool``: a worker that dies (a crash in a
+    native library, the OOM killer) breaks the pool and fails its futures, where Pool would wait
+    forever for the lost task. The tasks caught by a broken pool are reported failed; a rerun
+    retries them. ``jobs=1`` runs the tasks in this process, one by one, without the start-up of
+    a worker process (which imports ONNX Runtime, Polygraphy and onnx again: seconds per worker).
+    """
+
+    jobs: int = 0
+    name: str = "local"
+    same_machine: bool = True
+    submitted: int = 0
+    _pool: ProcessPoolExecutor | None = None
+    _futures: dict[Future[Outcome], Any] = field(default_factory=dict)  # future -> tag
+    _inline: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = field(default_factory=list)  # jobs=1
+
+    def skip_reason(self, target: Target, backend: str) -> str | None:
+        """The ONNX Runtime backend runs every target here; TensorRT needs its GPU and TensorRT."""
+        from edgedeploy.backends import resolve_backend
+
+        try:
+            resolve_backend(backend, target.is_gpu)
+        except InputError as exc:
+            return f"this machine cannot build for {target.name}: {first_line(exc)}"
+        return None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            jobs = self.jobs or max(1, min(4, os.cpu_count() or 1))
+            self._pool = ProcessPoolExecutor(
+                jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            )
+        return self._pool
+
+    def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
+        self.submitted += 1
+        if self.jobs == 1:
+            self._inline.append((tag, fn, args))  # run when its outcome is asked for
+        else:
+            self._futures[self._get_pool().submit(run_task, fn, *args)] = tag
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def next_done(self) -> tuple[Any, Outcome]:
+        if self._inline:
+            tag, fn, args = self._inline.pop(0)
+            return tag, run_task(fn, *args)
+        if not self._futures:
+            raise RuntimeError("next_done() with no task running")
+        done, _ = wait(list(self._futures), return_when=FIRST_COMPLETED)
+        future = next(iter(done))
+        tag = self._futures.pop(future)
+        try:
+            return tag, future.result()
+        except BrokenProcessPool:
+            self._pool = None  # a fresh pool for whatever is submitted next
+            return tag, Failed(
+                "a worker process died (a crash or out of memory) while this ran; rerun to retry"
+            )
+
+    def cancel(self) -> None:
+        pool, self._pool = self._pool, None
+        self._futures.clear()
+        self._inline.clear()
+        if pool is None:
+            return
+        processes = list(getattr(pool, "_processes", {}).values())  # no public way to stop them before 3.14
+        for process in processes:
+            process.terminate()  # the children are ours and write only into their temp folders
+        for process in processes:
+            process.join(timeout=10)
+        pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the pool broken and ends
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+    return ray
+
+
+@dataclass
+class RayExecutor:
+    """Tasks on a Ray cluster: cells request ``target:<name>``; file-reading tasks stay on the driver node."""
+
+    address: str = "auto"
+    name: str = "ray"
+    same_machine: bool = False
+    submitted: int = 0
+    _ray: Any = None
+    _refs: dict[Any, Any] = field(default_factory=dict)  # ObjectRef -> tag
+    _resources: dict[str, float] = field(default_factory=dict)
+    _driver_node: str = ""
+    _driver_cpus: int = 1
+    _remote: Any = None
+
+    def __post_init__(self) -> None:
+        ray = import_ray()
+        self._ray = ray
+        try:
+            if not ray.is_initialized():
+                ray.init(
+                    address=self.address,
+                    logging_level="WARNING",
+                    log_to_driver=False,
+                    include_dashboard=False,
+                )
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise InputError(
+                f"cannot reach a Ray cluster at '{self.address}': {first_line(exc)} "
+                "(start one with 'ray start --head', or pass --address HOST:PORT)"
+            ) from None
+        self._resources = dict(ray.cluster_resources())
+        self._driver_node = ray.get_runtime_context().get_node_id()
+        here: dict[str, Any] = next((n for n in ray.nodes() if n.get("NodeID") == self._driver_node), {})
+        # a head started with --num-cpus 0 still runs the driver's file-reading tasks (without a CPU claim)
+        self._driver_cpus = 1 if here.get("Resources", {}).get("CPU", 0) >= 1 else 0
+        self._remote = ray.remote(run_task)
+
+    def skip_reason(self, target: Target, backend: str) -> str | None:
+        resource = target_resource(target)
+        if resource is None or self._resources.get(resource, 0) >= 1:
+            return None
+        return (
+            f"no node of the Ray cluster announces {resource} "
+            f"(on a {target.name}: ray start --address HEAD:6379 --resources '{{\"{resource}\": 1}}')"
+        )
+
+    def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
+        if placement.resource:
+            options["resources"] = {placement.resource: 1}
+        if placement.on_driver:
+            options["num_cpus"] = self._driver_cpus
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._driver_node, soft=False)
+        ref = self._remote.options(**options).remote(fn, *args)
+        self._refs[ref] = tag
+        self.submitted += 1
+
+    def share(self, value: Any) -> Any:
+        return self._ray.put(value)  # a top-level ObjectRef argument arrives in the task as its value
+
+    def next_done(self) -> tuple[Any, Outcome]:
+        ray = self._ray
+        if not self._refs:
+            raise RuntimeError("next_done() with no task running")
+        [ref], _ = ray.wait(list(self._refs), num_returns=1)
+        tag = self._refs.pop(ref)
+        try:
+            outcome: Outcome = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            outcome = Failed("cancelled")
+        except ray.exceptions.RayError as exc:  # worker or node died, object lost
+            outcome = Failed(f"Ray: {type(exc).__name__}: {first_line(exc)}")
+        return tag, outcome
+
+    def cancel(self) -> None:
+        for ref in list(self._refs):
+            self._ray.cancel(ref, recursive=True)
+        self._refs.clear()
+
+    def close(self) -> None:
+        self._ray.shutdown()  # disconnects this driver; the cluster keeps running
+
+
+def make_executor(name: str, *, address: str | None = None, jobs: int = 0) -> Executor:
+    if name == "local":
+        if address:
+            raise InputError("--address goes with --executor ray")
+        return LocalExecutor(jobs=jobs)
+    if name == "ray":
+        return RayExecutor(address=address or "auto")
+    raise InputError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,725 @@
+"""``edgedeploy matrix``: every (model, target, precision) cell of a ``[matrix]`` config.
+
+The work is a small graph, run by an executor (edgedeploy.executors):
+
+- **export**, once per model, where the model's source is (the driver's machine);
+- **precision** (fp16 with its fp32 islands, int8 calibration and Q/DQ), once per model and
+  precision *family*: Q/DQ placement and weight bits depend on whether the target is a GPU or a
+  CPU (edgedeploy.precision.int8), so targets of one family share one calibration. It reads the
+  calibration data, so it too runs on the driver's machine;
+- **cell**: the backend build, compare against fp32 and profile, on the cell's own board (Ray:
+  the task requests the resource ``target:<name>``; see edgedeploy.executors);
+- **bundle**, one per (model, target), from the cells that ran, written here.
+
+Every stage's output is keyed by a hash of its inputs, options and tool versions (the same
+ingredients as ``edgedeploy run``'s stage keys) and travels back as bytes; the driver checks
+each file's sha256 and writes it atomically into ``workdir/.edgedeploy-cache/matrix/<key>/``.
+A rerun looks there first (verifying content, not existence), so a cell built on any node is
+never built again and only what is missing runs. A failing cell is recorded with its one-line
+reason and never stops the others; Ctrl-C cancels the tasks still running and keeps every
+finished cell. Failures are not cached: a rerun tries them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from calibration.modelinfo import model_io
+from edgedeploy import __version__
+from edgedeploy.config import PipelineConfig
+from edgedeploy.errors import EdgeDeployError, first_line
+from edgedeploy.fileio import atomic_dir, atomic_write_bytes, sha256_bytes, sha256_file, sha256_json
+from edgedeploy.options import BuildRequest, CalibrationRequest
+from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
+from edgedeploy.pipeline.executors import (
+    Executor,
+    Failed,
+    Placement,
+    Produced,
+    node_versions_task,
+    target_resource,
+)
+from edgedeploy.pipeline.matrix_config import Cell, CellPlan, MatrixConfig
+from edgedeploy.pipeline.run import (
+    _calibration_fingerprint,
+    _resolve_source,
+    _source_fingerprint,
+    build_request,
+    bundle_report_writer,
+    compare_gates,
+    compare_source,
+    export_options,
+    profile_options,
+)
+from edgedeploy.results import to_jsonable
+from edgedeploy.stages.build import build, make_precision
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
+from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.export import ExportOptions, export, module_search_path
+from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
+from edgedeploy.stages.profile import ProfileOptions, profile
+from edgedeploy.stages.report.load import REPORT_SIDECARS
+from edgedeploy.targets import Target
+from edgedeploy.ui import QUIET, Ui
+
+STORE_DIR = "matrix"
+# What a board's cells are keyed on besides their inputs: the versions of these, as installed there.
+NODE_PACKAGES = ("edgedeploy", "onnx", "onnxruntime", "polygraphy", "onnxslim", "numpy", "tensorrt")
+
+# ---------------------------------------------------------------- content-addressed store
+
+
+@dataclass
+class Record:
+    key: str
+    directory: Path
+    files: dict[str, Path]  # file name -> path in the store
+    result: dict[str, Any]
+    node: str
+
+
+class ArtifactStore:
+    """Stage outputs by stage key: ``<key>/record.json`` plus the files, each checked by sha256."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / CACHE_DIR / STORE_DIR
+
+    def lookup(self, key: str) -> Record | None:
+        directory = self.root / key
+        try:
+            record = json.loads((directory / "record.json").read_text())
+        except (OSError, ValueError):
+            return None
+        files: dict[str, Path] = {}
+        for name, digest in record.get("files", {}).items():
+            path = directory / name
+            if not path.is_file() or sha256_file(path) != digest:
+                return None  # damaged or edited: made again
+            files[name] = path
+        return Record(key, directory, files, record.get("result", {}), record.get("node", ""))
+
+    def put(self, key: str, produced: Produced) -> Record:
+        """Write what a task sent back, atomically: the whole key folder appears at once or not at all."""
+        final = self.root / key
+        with atomic_dir(final) as tmp:
+            digests = {}
+            for name, data in produced.files.items():
+                if os.path.basename(name) != name or name in ("", ".", "..", "record.json"):
+                    raise ValueError(f"a task sent back a file with a bad name: {name!r}")
+                atomic_write_bytes(tmp / name, data)
+                digests[name] = sha256_bytes(data)
+            record = {
+                "key": key,
+                "files": digests,
+                "result": to_jsonable(produced.result),
+                "node": produced.node,
+                "seconds": round(produced.seconds, 3),
+            }
+            (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+        found = self.lookup(key)
+        if found is None:  # pragma: no cover - we just wrote it
+            raise OSError(f"cannot read back {final}")
+        return found
+
+
+# ---------------------------------------------------------------- tasks (run in workers)
+
+
+def _read_dir(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+def export_task(
+    source: str, base_dir: str, dest_name: str, options: ExportOptions
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The export stage in a scratch folder; the fp32 ONNX (with any external data) comes back."""
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-export-") as scratch:
+        out = Path(scratch) / "out"
+        out.mkdir()
+        with module_search_path(Path(base_dir)):
+            result = export(source, out / dest_name, options)
+        return _read_dir(out), {"sha256": result.sha256, "exporter": result.exporter}
+
+
+def precision_task(
+    fp32: dict[str, bytes], fp32_name: str, request: BuildRequest
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """fp16 / int8 ONNX from the fp32 model (calibration included), for one precision family."""
+    ui = Ui(quiet=True)
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-precision-") as scratch:
+        _write_files(Path(scratch) / "in", fp32)
+        out = Path(scratch) / "out"
+        artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
+        return _read_dir(out), {
+            "model": artifact.path.name,
+            "info": to_jsonable(artifact.info),
+            "warnings": [m for m in ui.messages if m.startswith("warning")],
+        }
+
+
+def cell_task(
+    fp32: dict[str, bytes],
+    fp32_name: str,
+    precision_files: dict[str, bytes],
+    model_name: str,
+    request: BuildRequest,
+    feeds: list[dict[str, Any]],
+    data_description: dict[str, Any],
+    gates: Gates,
+    profile_options: ProfileOptions | None,
+    threads: int | None,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """One cell on its board: backend build of the precision ONNX, compare with fp32, profile."""
+    ui = Ui(quiet=True)
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-cell-") as scratch:
+        inp, out = Path(scratch) / "in", Path(scratch) / "out"
+        _write_files(inp, {**fp32, **precision_files})
+        outcome = build(inp / model_name, request, out, ui)
+        artifact = outcome.build.artifact
+        compared = compare(inp / fp32_name, artifact, feeds, gates, data_description, threads=threads)
+        profiled = profile(artifact, profile_options) if profile_options is not None else None
+        result = {
+            "backend": outcome.build.backend,
+            "backend_note": outcome.backend_note,
+            "model": outcome.precision.path.name,
+            "artifact": artifact.name,
+            "size_bytes": artifact.stat().st_size,
+            "info": to_jsonable({**outcome.precision.info, **outcome.build.info}),
+            "compare": to_jsonable(compared.summary()),
+            "profile": to_jsonable(profiled.summary()) if profiled is not None else None,
+            "warnings": [m for m in ui.messages if m.startswith("warning")],
+        }
+        return _read_dir(out), result
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class CellResult:
+    model: str
+    target: str
+    precision: str
+    status: str  # ok | failed | skipped
+    reason: str = ""  # why it failed or was skipped (one line)
+    backend: str = ""
+    node: str = ""  # where the cell ran (Ray node id, or local:<host>)
+    cached: bool = False  # found in the store: no work was done
+    size_bytes: int | None = None
+    latency_ms: float | None = None  # median at the first profiled batch size
+    min_cosine: float | None = None
+    top1: float | None = None
+    gate: str = ""  # pass | FAIL | "" (no comparison)
+    seconds: float | None = None  # how long the task ran (when it ran now)
+    artifact: str = ""
+    compare: dict[str, Any] | None = field(default=None, repr=False)
+    profile: dict[str, Any] | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """What two runs of the same matrix must agree on (not timings or nodes)."""
+        return {
+            k: getattr(self, k)
+            for k in (
+                "model",
+                "target",
+                "precision",
+                "status",
+                "reason",
+                "backend",
+                "size_bytes",
+                "min_cosine",
+                "top1",
+                "gate",
+            )
+        }
+
+
+@dataclass
+class MatrixResult:
+    executor: str
+    cells: list[CellResult]
+    bundles: dict[str, str]  # "model/target" -> bundle folder
+    wall_seconds: float
+    tasks_submitted: int
+
+    @property
+    def ok(self) -> bool:
+        """No cell failed and every gate that was checked passed (skipped cells do not count)."""
+        return all(c.status != "failed" and c.gate != "FAIL" for c in self.cells)
+
+
+# ---------------------------------------------------------------- planning helpers
+
+
+def _shapes(config: PipelineConfig) -> dict[str, tuple[int, ...]]:
+    return {i.name: i.shape for i in export_options(config).inputs}
+
+
+def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
+    """What of the target shapes the precision ONNX: nothing for fp16, Q/DQ placement for int8."""
+    if request.precision != "int8":
+        return {}
+    return {
+        "placement": placement_for(target),
+        "weight_bits": weight_bits_for(target),
+        "trt_cache": cache_version_for(target, request.calibration.trt_version),
+    }
+
+
+@dataclass
+class _ModelState:
+    name: str
+    config: PipelineConfig
+    fp32: Record | None = None
+    shared_fp32: Any = None  # the executor's handle to the fp32 bytes
+    inputs: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """A cell waiting for its precision artifact, with everything its task needs."""
+
+    plan: CellPlan
+    key: str
+    request: BuildRequest
+    feeds: list[dict[str, Any]]
+    description: dict[str, Any]
+    gates: Gates
+    profile_options: ProfileOptions | None
+
+
+Progress = Callable[[CellResult, int, int], None]
+
+
+def _summarise(result: CellResult, record: Record) -> None:
+    r = record.result
+    result.backend = r.get("backend", "")
+    result.size_bytes = r.get("size_bytes")
+    result.artifact = str(record.files.get(r.get("artifact", ""), ""))
+    result.compare, result.profile = r.get("compare"), r.get("profile")
+    outs = list(((result.compare or {}).get("outputs") or {}).values())
+    cosines = [o["cosine"] for o in outs if o.get("cosine") is not None]
+    result.min_cosine = round(min(cosines), 6) if cosines else None
+    result.top1 = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
+    result.gate = "" if result.compare is None else ("pass" if result.compare.get("passed") else "FAIL")
+    first: dict[str, Any] = next(iter(((result.profile or {}).get("batch_sizes") or {}).values()), {})
+    result.latency_ms = first.get("median_ms")
+    result.node = record.node
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_matrix(
+    matrix: MatrixConfig,
+    executor: Executor,
+    ui: Ui = QUIET,
+    on_cell: Progress | None = None,
+    extra_versions: dict[str, str] | None = None,
+) -> MatrixResult:
+    """Run every cell that is not already in the store; a failing cell never stops the others."""
+    start = time.perf_counter()
+    workdir = matrix.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = ArtifactStore(workdir)
+    versions = tool_versions(extra_versions)
+    results = {
+        p.cell: CellResult(p.cell.model, p.cell.target, p.cell.precision, "planned") for p in matrix.cells
+    }
+    total = len(results)
+    finished = 0
+
+    def finish(
+        cell: Cell,
+        status: str,
+        reason: str = "",
+        record: Record | None = None,
+        cached: bool = False,
+        seconds: float | None = None,
+    ) -> None:
+        nonlocal finished
+        r = results[cell]
+        r.status, r.reason, r.cached, r.seconds = status, reason, cached, seconds
+        if record is not None:
+            _summarise(r, record)
+        finished += 1
+        word = {"ok": "cached" if cached else "ok", "failed": "FAILED", "skipped": "skipped"}[status]
+        where = f" on {r.node[:12]}" if r.node and not cached else ""
+        ui.info(f"[{finished}/{total}] {cell.label()}: {word}{where}" + (f" ({reason})" if reason else ""))
+        if on_cell is not None:
+            on_cell(r, finished, total)
+
+    models = {name: _ModelState(name, cfg) for name, cfg in matrix.models.items()}
+    by_model: dict[str, list[CellPlan]] = {name: [] for name in models}
+    for plan in matrix.cells:
+        reason = plan.skip or executor.skip_reason(plan.target, plan.config.build.backend)
+        if reason:
+            finish(plan.cell, "skipped", reason)
+        else:
+            by_model[plan.cell.model].append(plan)
+
+    waiting: dict[str, list[_Pending]] = {}  # precision key -> cells that need it
+    precision_records: dict[str, tuple[Record, Any]] = {}  # key -> record, shared handle to its files
+    feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    shared_feeds: dict[int, Any] = {}
+    # A cell's key holds the tool versions of the node that builds it: the driver's here, a board's
+    # (its TensorRT, say) on a cluster, asked once per target before its cells are keyed.
+    node_versions: dict[str, dict[str, Any]] = {}
+    node_failed: dict[str, str] = {}  # target -> why its node could not be asked
+    deferred: dict[str, list[tuple[_ModelState, CellPlan]]] = {}
+
+    def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
+        precision_bytes = precision[1] if precision is not None else {}
+        fp32_name = _fp32_name(state)
+        model_name = precision[0].result["model"] if precision is not None else fp32_name
+        executor.submit(
+            ("cell", pending),
+            cell_task,
+            (
+                state.shared_fp32,
+                fp32_name,
+                precision_bytes,
+                model_name,
+                pending.request,
+                pending.feeds,
+                pending.description,
+                pending.gates,
+                pending.profile_options,
+                pending.plan.config.build.threads,
+            ),
+            Placement(resource=target_resource(pending.plan.target)),
+        )
+
+    def plan_model(state: _ModelState) -> None:
+        """After export: plan every cell whose node's tool versions are known; the others wait for them."""
+        assert state.fp32 is not None
+        state.inputs = list(model_io(state.fp32.files[_fp32_name(state)])[0])
+        for plan in by_model[state.name]:
+            if plan.target.name in node_failed:
+                finish(plan.cell, "failed", node_failed[plan.target.name])
+            elif plan.target.name in node_versions:
+                plan_cell(state, plan)
+            else:
+                deferred.setdefault(plan.target.name, []).append((state, plan))
+
+    def plan_cell(state: _ModelState, plan: CellPlan) -> None:
+        """Key the cell, take it from the store when it is there, else submit what it is missing."""
+        assert state.fp32 is not None
+        try:
+            pending, precision_key, precision_request = _key_cell(
+                plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
+                feeds_cache,
+            )  # fmt: skip
+        except Exception as exc:  # bad calibration or compare data: this cell only
+            finish(plan.cell, "failed", first_line(exc))
+            return
+        hit = store.lookup(pending.key)
+        if hit is not None:
+            finish(plan.cell, "ok", record=hit, cached=True)
+            return
+        if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
+            shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
+        pending.feeds = shared_feeds[id(pending.feeds)]
+        if state.shared_fp32 is None:
+            state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
+        if precision_key is None:  # fp32: the exported model is the precision artifact
+            submit_cell(state, pending, None)
+            return
+        if precision_key in precision_records:
+            submit_cell(state, pending, precision_records[precision_key])
+            return
+        first_waiter = precision_key not in waiting
+        waiting.setdefault(precision_key, []).append(pending)
+        if not first_waiter:
+            return
+        hit = store.lookup(precision_key)
+        if hit is not None:
+            precision_done(state, precision_key, hit)
+            return
+        executor.submit(
+            ("precision", state.name, precision_key),
+            precision_task,
+            (state.shared_fp32, _fp32_name(state), precision_request),
+            Placement(on_driver=True),
+        )
+
+    def precision_done(state: _ModelState, key: str, record: Record) -> None:
+        files = {n: p.read_bytes() for n, p in record.files.items()}
+        precision_records[key] = (record, executor.share(files))
+        for pending in waiting.pop(key, []):
+            submit_cell(state, pending, precision_records[key])
+
+    try:
+        for target in {p.target.name: p.target for ps in by_model.values() for p in ps}.values():
+            resource = target_resource(target)
+            if executor.same_machine or resource is None:
+                node_versions[target.name] = versions
+            else:
+                probe = (NODE_PACKAGES, extra_versions)
+                executor.submit(("versions", target.name), node_versions_task, probe, Placement(resource))
+        for state in models.values():
+            if not by_model[state.name]:
+                continue
+            source = _resolve_source(state.config)
+            options = export_options(state.config)
+            export_key = sha256_json(
+                {
+                    "source": _source_fingerprint(state.config.model.source, state.config.base_dir),
+                    "options": options,
+                    "versions": versions,
+                }
+            )
+            hit = store.lookup(export_key)
+            if hit is not None:
+                state.fp32 = hit
+                plan_model(state)
+                continue
+            executor.submit(
+                ("export", state.name, export_key),
+                export_task,
+                (source, str(state.config.base_dir), _fp32_name(state), options),
+                Placement(on_driver=True),
+            )
+        while finished < total:
+            tag, outcome = executor.next_done()
+            kind = tag[0]
+            if kind == "versions":
+                target_name = tag[1]
+                waiters = deferred.pop(target_name, [])
+                if isinstance(outcome, Failed):
+                    node_failed[target_name] = (
+                        f"cannot ask the {target_name} node its versions: {outcome.reason}"
+                    )
+                    for _, plan in waiters:
+                        finish(plan.cell, "failed", node_failed[target_name])
+                    continue
+                node_versions[target_name] = outcome.result
+                for state, plan in waiters:
+                    plan_cell(state, plan)
+            elif kind == "export":
+                _, name, key = tag
+                state = models[name]
+                if isinstance(outcome, Failed):
+                    for plan in by_model[name]:
+                        finish(plan.cell, "failed", f"export: {outcome.reason}")
+                    continue
+                state.fp32 = store.put(key, outcome)
+                plan_model(state)
+            elif kind == "precision":
+                _, name, key = tag
+                if isinstance(outcome, Failed):
+                    for pending in waiting.pop(key, []):
+                        finish(
+                            pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {outcome.reason}"
+                        )
+                    continue
+                precision_done(models[name], key, store.put(key, outcome))
+            else:
+                pending = tag[1]
+                if isinstance(outcome, Failed):
+                    results[pending.plan.cell].node = outcome.node
+                    finish(pending.plan.cell, "failed", outcome.reason)
+                    continue
+                finish(
+                    pending.plan.cell, "ok", record=store.put(pending.key, outcome), seconds=outcome.seconds
+                )
+    except BaseException:
+        executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
+        raise
+
+    bundles = _bundles(matrix, models, results, versions, ui)
+    return MatrixResult(
+        executor=executor.name,
+        cells=[results[p.cell] for p in matrix.cells],
+        bundles=bundles,
+        wall_seconds=round(time.perf_counter() - start, 3),
+        tasks_submitted=int(getattr(executor, "submitted", 0)),
+    )
+
+
+def _fp32_name(state: _ModelState) -> str:
+    return f"{state.name}.fp32.onnx"
+
+
+def _key_cell(
+    plan: CellPlan,
+    fp32_sha: str,
+    inputs: list[Any],
+    versions: dict[str, Any],
+    node_versions: dict[str, Any],
+    feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]],
+) -> tuple[_Pending, str | None, BuildRequest]:
+    """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key.
+
+    ``versions`` are the driver's tools (export and precision run there), ``node_versions`` the
+    tools of the node that builds, compares and profiles the cell.
+    """
+    config = plan.config
+    request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
+    keyed = request if plan.cell.precision != "fp32" else replace(request, calibration=CalibrationRequest())
+    calibration_data = _calibration_fingerprint(request, inputs)
+    build_key = sha256_json(
+        {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data,
+         "node": node_versions}
+    )  # fmt: skip
+    cmp = config.compare
+    shapes = _shapes(config)
+    feeds_key = sha256_json(
+        {
+            "fp32": fp32_sha,
+            "data": cmp.data if cmp.data.startswith("random") else str(config.path(cmp.data)),
+            "samples": cmp.samples,
+            "batch": cmp.batch_size,
+            "seed": cmp.seed,
+            "shapes": shapes,
+        }
+    )
+    if feeds_key not in feeds_cache:
+        source = compare_source(config, inputs, shapes)
+        feeds_cache[feeds_key] = (list(source), source.describe())
+    feeds, description = feeds_cache[feeds_key]
+    gates = compare_gates(config)
+    popts = profile_options(config) if config.profile.enabled else None
+    key = sha256_json(
+        {
+            "build": build_key,
+            "compare": {"data": description, "gates": gates},
+            "profile": popts,
+            "versions": node_versions,
+        }
+    )
+    precision_key = None
+    if plan.cell.precision != "fp32":
+        precision_key = sha256_json(
+            {
+                "fp32": fp32_sha,
+                "precision": plan.cell.precision,
+                "family": precision_family(plan.target, request),
+                "fp16": request.fp16,
+                "calibration": request.calibration,
+                "calibration_data": calibration_data,
+                "fp16_analysis": request.fp16_analysis,
+                "budget": request.accuracy_budget,
+                "versions": versions,
+            }
+        )
+    pending = _Pending(plan, key, request, feeds, description, gates, popts)
+    return pending, precision_key, request
+
+
+def _bundles(
+    matrix: MatrixConfig,
+    models: dict[str, _ModelState],
+    results: dict[Cell, CellResult],
+    versions: dict[str, Any],
+    ui: Ui,
+) -> dict[str, str]:
+    """One bundle per (model, target) from its cells that ran; made again only when they changed."""
+    if not matrix.base.bundle.enabled:
+        return {}
+    cache = StageCache(matrix.workdir)
+    made: dict[str, str] = {}
+    for name, state in models.items():
+        if state.fp32 is None:
+            continue
+        fp32 = state.fp32.files[_fp32_name(state)]
+        for target in matrix.targets:
+            cells = [
+                results[p.cell]
+                for p in matrix.cells
+                if p.cell.model == name and p.cell.target == target.name and results[p.cell].status == "ok"
+            ]
+            if not cells:
+                continue
+            plan = next(p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name)
+            out = matrix.bundle_dir(name, target.name)
+            try:
+                made[f"{name}/{target.name}"] = _bundle_one(
+                    cache, plan.config, state, fp32, target, cells, out, ui
+                )
+            except EdgeDeployError as exc:
+                ui.warn(f"bundle {name}/{target.name}: {first_line(exc)}")
+    return made
+
+
+def _bundle_one(
+    cache: StageCache,
+    config: PipelineConfig,
+    state: _ModelState,
+    fp32: Path,
+    target: Target,
+    cells: list[CellResult],
+    out: Path,
+    ui: Ui,
+) -> str:
+    gates = compare_gates(config)
+    artifacts = []
+    for c in cells:
+        artifact = Path(c.artifact)
+        folder = artifact.parent
+        files = sorted(folder.iterdir())
+        model = next((f for f in files if f.name.endswith(f".{c.precision}.onnx")), artifact)
+        artifacts.append(
+            BundleArtifact(
+                precision=c.precision,
+                backend=c.backend,
+                model=model,
+                engine=artifact if artifact.suffix == ".engine" else None,
+                calibration_cache=next((f for f in files if f.name.endswith(".calib.cache")), None),
+                precision_plan=next((f for f in files if f.name.endswith(".plan.json")), None),
+                extra_files=[f for f in files if f.name.endswith(REPORT_SIDECARS)],
+                compare=c.compare,
+                profile=c.profile,
+                info=json.loads((folder / "record.json").read_text()).get("result", {}).get("info"),
+            )
+        )
+    key = sha256_json(
+        {
+            "fp32": state.fp32.result["sha256"] if state.fp32 else "",
+            "cells": [c.row() for c in cells],
+            "files": {str(a.model): sha256_file(a.model) for a in artifacts},
+            "gates": gates,
+            "version": __version__,
+            "dir": str(out),
+        }
+    )
+
+    def do_bundle() -> tuple[list[Path], dict[str, Any]]:
+        inputs, outputs = model_io(fp32)
+        ref_in = next(iter(compare_source(config, list(inputs), _shapes(config))))
+        ref_out, _ = run_pair(fp32, fp32, [ref_in])
+        result = make_bundle(
+            out,
+            model_name=state.name,
+            model_source=config.model.source,
+            model_sha256=sha256_file(fp32),
+            target=target,
+            inputs=inputs,
+            outputs=outputs,
+            artifacts=artifacts,
+            gates=gates.manifest(),
+            reference_inputs=ref_in,
+            reference_outputs=ref_out[0],
+            report=bundle_report_writer(ui),
+        )
+        ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
+        return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}
+
+    def intact(record: dict[str, Any]) -> bool:
+        return verify_bundle(Path(record["directory"])).ok
+
+    record, _ = cache.run(f"bundle-{state.name}-{target.name}", key, QUIET, do_bundle, intact)
+    return str(record["directory"])

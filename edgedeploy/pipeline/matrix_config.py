@@ -1,0 +1,234 @@
+"""The ``[matrix]`` config section: models x targets x precisions, with per-cell overrides.
+
+A matrix config is an ordinary pipeline config (``[build]``, ``[calibration]``, ``[compare]``,
+``[profile]``, ``[bundle]`` hold the settings every cell shares) plus::
+
+    [matrix]
+    targets = ["jetson-orin-nano", "jetson-agx-orin", "rtx4090"]
+    precisions = ["fp32", "fp16", "int8"]
+
+    [[matrix.models]]          # the keys of [model]
+    name = "detector"
+    source = "detector.onnx"
+
+    [[matrix.cells]]           # overrides for the cells it selects (an omitted selector matches all)
+    model = "detector"
+    target = "jetson-orin-nano"
+    precision = "int8"
+    calibration = { data = "calib/orin" }
+
+Each cell's settings go through the same strict checks as ``edgedeploy run`` (unknown keys are
+errors that suggest the right one), and everything is checked before any work starts. A
+precision the target cannot serve (int8 on a Jetson Nano) is not an error in a matrix: that
+cell is planned as skipped, with the target's reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.config import PipelineConfig, from_dict, suggest
+from edgedeploy.errors import InputError
+from edgedeploy.pipeline.run import check_config
+from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# Sections a [[matrix.cells]] entry may override. Export and [model] are per model (export runs
+# once per model), bundles per (model, target), so they are not per-cell settings.
+CELL_SECTIONS = ("build", "calibration", "compare", "profile")
+SELECTORS = ("model", "target", "precision")
+MATRIX_KEYS = ("targets", "precisions", "models", "cells")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, target, precision) of the matrix."""
+
+    model: str
+    target: str
+    precision: str
+
+    def label(self) -> str:
+        return f"{self.model}/{self.target}/{self.precision}"
+
+
+@dataclass
+class CellPlan:
+    cell: Cell
+    config: PipelineConfig  # the cell's settings: base config + model + overrides
+    target: Target
+    skip: str | None = None  # why the cell cannot be built at all (set while planning)
+
+
+@dataclass
+class MatrixConfig:
+    """The validated matrix: one model config per model (for export) and one plan per cell."""
+
+    base: PipelineConfig  # the shared sections, no model
+    models: dict[str, PipelineConfig]  # name -> the config its export runs from
+    targets: list[Target]
+    precisions: list[str]
+    cells: list[CellPlan] = field(default_factory=list)
+
+    @property
+    def workdir(self) -> Path:
+        return self.base.path(self.base.workdir)
+
+    def bundle_dir(self, model: str, target: str) -> Path:
+        """One bundle per (model, target): ``<bundle.output>/<model>/<target>``."""
+        return self.base.path(self.base.bundle.output or "bundles") / model / target
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"config '{where}' must be a table")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise InputError(
+            f'config matrix.{where} must be a non-empty list of names, e.g. {where} = ["a", "b"]'
+        )
+    if len(set(value)) != len(value):
+        raise InputError(f"config matrix.{where} names something twice: {', '.join(value)}")
+    return list(value)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for section, table in overrides.items():
+        merged.setdefault(section, {}).update(copy.deepcopy(table))
+    return merged
+
+
+def _model_name(entry: dict[str, Any]) -> str:
+    if entry.get("name"):
+        return str(entry["name"])
+    source = str(entry.get("source", ""))
+    where = source if source.endswith(".onnx") else source.split(":")[0]
+    if where.endswith((".onnx", ".py")):
+        return Path(where).stem.removesuffix(".fp32") or "model"
+    return where.rpartition(".")[2] or "model"  # package.module:callable -> module
+
+
+def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
+    """Check the whole matrix and plan every cell; raises InputError on the first problem."""
+    data = dict(data)
+    if "matrix" not in data:
+        raise InputError("config has no [matrix] section; e.g. [matrix] targets = [...], precisions = [...]")
+    matrix = _table(data.pop("matrix"), "[matrix]")
+    for key in matrix:
+        if key not in MATRIX_KEYS:
+            raise InputError(f"unknown config key 'matrix.{key}'{suggest(key, list(MATRIX_KEYS))}")
+    if "model" in data:
+        raise InputError("a matrix config lists its models in [[matrix.models]], not in [model]")
+    build = data.get("build", {})
+    for key, where in (("target", "targets"), ("precisions", "precisions")):
+        if isinstance(build, dict) and key in build:
+            raise InputError(f"a matrix config sets {where} in [matrix], not build.{key}")
+
+    targets = [load_target(name) for name in _strings(matrix.get("targets"), "targets")]
+    precisions = _strings(matrix.get("precisions"), "precisions")
+    for p in precisions:
+        if p not in BUILDABLE_PRECISIONS:
+            raise InputError(
+                f"config matrix.precisions: '{p}' is not one of {', '.join(BUILDABLE_PRECISIONS)}"
+            )
+
+    model_entries = matrix.get("models")
+    if not isinstance(model_entries, list) or not model_entries:
+        raise InputError(
+            'config needs [[matrix.models]] entries, each with source = "model.onnx" or a module'
+        )
+    models: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(model_entries):
+        entry = _table(entry, f"matrix.models[{i}]")
+        if not entry.get("source"):
+            raise InputError(f'config matrix.models[{i}] needs source = "model.onnx" or "module:callable"')
+        name = _model_name(entry)
+        if name in models:
+            raise InputError(f"config matrix.models: two models are named '{name}'; give one a name = ...")
+        if "/" in name or name.startswith("."):
+            raise InputError(f"config matrix.models: model name '{name}' must be a plain file name")
+        models[name] = {**entry, "name": name}
+
+    base = from_dict(data, base_dir, require_model=False)
+    model_configs = {name: from_dict({**data, "model": entry}, base_dir) for name, entry in models.items()}
+
+    overrides = []
+    for i, entry in enumerate(matrix.get("cells", [])):
+        entry = dict(_table(entry, f"matrix.cells[{i}]"))
+        select = {k: entry.pop(k) for k in SELECTORS if k in entry}
+        known = {"model": list(models), "target": [t.name for t in targets], "precision": precisions}
+        for key, value in select.items():
+            if value not in known[key]:
+                raise InputError(
+                    f"config matrix.cells[{i}].{key} = '{value}' is not in the matrix "
+                    f"({', '.join(known[key])})"
+                )
+        for section in entry:
+            if section not in CELL_SECTIONS:
+                raise InputError(
+                    f"config matrix.cells[{i}].{section}: a cell overrides only "
+                    f"{', '.join(CELL_SECTIONS)} (selectors: {', '.join(SELECTORS)})"
+                    + suggest(section, [*CELL_SECTIONS, *SELECTORS])
+                )
+            if section == "build" and {"target", "precisions"} & set(_table(entry[section], section)):
+                raise InputError(
+                    f"config matrix.cells[{i}].build: select cells with target/precision instead"
+                )
+            _table(entry[section], f"matrix.cells[{i}].{section}")
+        overrides.append((select, entry))
+
+    config = MatrixConfig(base=base, models=model_configs, targets=targets, precisions=precisions)
+    for name, entry in models.items():
+        for target in targets:
+            for precision in precisions:
+                cell = Cell(name, target.name, precision)
+                cell_data = {**data, "model": entry}
+                for select, table in overrides:
+                    if all(getattr(cell, k) == v for k, v in select.items()):
+                        cell_data = _merge(cell_data, table)
+                cell_data = _merge(cell_data, {"build": {"target": target.name, "precisions": [precision]}})
+                cell_data.setdefault("bundle", {})
+                cell_data["bundle"] = {**cell_data["bundle"], "enabled": False}
+                cell_config = from_dict(cell_data, base_dir)
+                skip = None
+                try:
+                    target.check_precision(precision)
+                except InputError as exc:
+                    skip = str(exc)
+                if skip is None:
+                    check_config(cell_config)
+                config.cells.append(CellPlan(cell, cell_config, target, skip))
+    if base.bundle.enabled:
+        for name in models:
+            for target in targets:
+                out = config.bundle_dir(name, target.name)
+                if out.exists() and (
+                    not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
+                ):
+                    raise InputError(
+                        f"bundle folder {out} exists and is not a bundle: set another bundle.output"
+                    )
+    return config
+
+
+def load_matrix_config(path: str | Path) -> MatrixConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+    return matrix_from_dict(data, p.resolve().parent)

@@ -1,0 +1,447 @@
+"""What each section of the report shows, as plain data: pure functions of a :class:`RunData`.
+
+Plots and tables only draw what these return, so the unit tests pin the figures here (which
+tensors are the worst clipped, which layer first exceeds the tolerance, what the speed-up is)
+without a plotting library.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgedeploy.stages.report.load import PRECISION_ORDER, RunData
+
+FP16_MAX = 65504.0  # the fp16 limits the range chart draws (see precision/analysis.py)
+FP16_MIN_NORMAL = 2.0**-14
+FP16_MIN_SUBNORMAL = 2.0**-24
+EXACT_LOSS = 1e-12  # 1 - cosine at or below this is drawn on the floor of the log axis ("exact")
+
+
+@dataclass
+class TradeoffRow:
+    precision: str
+    backend: str
+    size_bytes: int | None
+    p50_ms: float | None
+    p99_ms: float | None
+    throughput_ips: float | None
+    energy_mj: float | None
+    cosine: float | None  # the lowest over the outputs
+    top1: float | None  # the lowest over the outputs that have one
+    task_metric: tuple[str, float] | None  # a named task metric, where the run recorded one
+    passed: bool | None
+    speedup: float | None = None  # fp32 p50 / this p50
+    size_ratio: float | None = None  # this size / fp32 size
+
+    @property
+    def accuracy_loss(self) -> float | None:
+        return None if self.cosine is None else max(0.0, 1.0 - self.cosine)
+
+
+def _first_batch(profile: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    batches = (profile or {}).get("batch_sizes") or {}
+    if not batches:
+        return None, {}
+    key = "1" if "1" in batches else min(batches, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
+    value = batches[key]
+    return key, value if isinstance(value, dict) else {}
+
+
+def _outputs(compare: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [o for o in ((compare or {}).get("outputs") or {}).values() if isinstance(o, dict)]
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
+    """One row per precision (fp32 first), with speed-up and size relative to fp32 where it ran."""
+    rows = []
+    for p in run.precisions:
+        _, batch = _first_batch(p.profile)
+        outputs = _outputs(p.compare)
+        cosines = [c for c in (_finite(o.get("cosine")) for o in outputs) if c is not None]
+        top1s = [t for t in (_finite(o.get("top1_agreement")) for o in outputs) if t is not None]
+        energy = batch.get("energy") or {}
+        task = p.info.get("task_metric")
+        rows.append(
+            TradeoffRow(
+                precision=p.precision,
+                backend=p.backend,
+                size_bytes=p.size_bytes,
+                p50_ms=_finite(batch.get("median_ms")),
+                p99_ms=_finite(batch.get("p99_ms")),
+                throughput_ips=_finite(batch.get("throughput_ips")),
+                energy_mj=_finite(energy.get("energy_per_inference_mj"))
+                if energy.get("measurable")
+                else None,
+                cosine=min(cosines) if cosines else None,
+                top1=min(top1s) if top1s else None,
+                task_metric=(str(task["name"]), float(task["value"]))
+                if isinstance(task, dict) and _finite(task.get("value")) is not None
+                else None,
+                passed=(p.compare or {}).get("passed") if p.compare else None,
+            )
+        )
+    base = next((r for r in rows if r.precision == "fp32"), None)
+    for r in rows:
+        if base and base.p50_ms and r.p50_ms:
+            r.speedup = base.p50_ms / r.p50_ms
+        if base and base.size_bytes and r.size_bytes:
+            r.size_ratio = r.size_bytes / base.size_bytes
+    return rows
+
+
+def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]:
+    """The precision to deploy and why: the bundle's choice, else the lowest precision that passed.
+
+    The fallback is the bundle stage's own rule (``bundle.default_primary``) on the rows we have.
+    """
+    if run.primary:
+        return run.primary, "the bundle's primary precision"
+    passed = [r for r in rows if r.passed]
+    if passed:
+        best = max(passed, key=lambda r: PRECISION_ORDER.get(r.precision, -1))
+        return best.precision, "the lowest precision whose accuracy gate passed"
+    if any(r.passed is False for r in rows):
+        return ("fp32" if any(r.precision == "fp32" for r in rows) else None), "no lower precision passed"
+    return None, "no accuracy comparison in this run"
+
+
+@dataclass
+class ScatterPoint:
+    precision: str
+    speedup: float
+    loss: float  # 1 - cosine, floored at EXACT_LOSS for the log axis
+    exact: bool  # the loss was at or below the floor (identical outputs)
+    size_bytes: int | None
+
+
+def scatter_points(rows: list[TradeoffRow]) -> list[ScatterPoint]:
+    """Accuracy loss against speed-up, for every precision that was both profiled and compared."""
+    points = []
+    for r in rows:
+        loss = r.accuracy_loss
+        if r.speedup is None or loss is None:
+            continue
+        points.append(
+            ScatterPoint(r.precision, r.speedup, max(loss, EXACT_LOSS), loss <= EXACT_LOSS, r.size_bytes)
+        )
+    return points
+
+
+@dataclass
+class CdfSeries:
+    precision: str
+    batch: str
+    latencies_ms: list[float]
+    percent: list[float]  # 0..100, same length
+
+
+def latency_cdfs(run: RunData) -> list[CdfSeries]:
+    """Per precision, the latency distribution of its first batch size (from the stored quantiles)."""
+    series = []
+    for p in run.precisions:
+        batch, figures = _first_batch(p.profile)
+        quantiles = figures.get("quantiles_ms")
+        if batch is None or not isinstance(quantiles, list) or len(quantiles) < 2:
+            continue
+        n = len(quantiles) - 1
+        series.append(
+            CdfSeries(
+                p.precision, batch, [float(q) for q in quantiles], [100.0 * i / n for i in range(n + 1)]
+            )
+        )
+    return series
+
+
+@dataclass
+class BatchSeries:
+    precision: str
+    batches: list[int]
+    throughput_ips: list[float | None]
+    p50_ms: list[float | None]
+    p99_ms: list[float | None]
+
+
+def batch_curves(run: RunData) -> list[BatchSeries]:
+    """Throughput and latency per batch size, for precisions profiled at two or more batch sizes."""
+    series = []
+    for p in run.precisions:
+        batches = (p.profile or {}).get("batch_sizes") or {}
+        keys = sorted((k for k in batches if str(k).isdigit()), key=int)
+        if len(keys) < 2:
+            continue
+        series.append(
+            BatchSeries(
+                p.precision,
+                [int(k) for k in keys],
+                [_finite(batches[k].get("throughput_ips")) for k in keys],
+                [_finite(batches[k].get("median_ms")) for k in keys],
+                [_finite(batches[k].get("p99_ms")) for k in keys],
+            )
+        )
+    return series
+
+
+def profile_settings(run: RunData) -> dict[str, str]:
+    """The settings that shaped the latency figures (threads, clocks, power mode, warm-up, duration)."""
+    wanted = (
+        "provider",
+        "threads",
+        "warmup",
+        "warmup_ms",
+        "measure",
+        "duration_s",
+        "min_iterations",
+        "timing",
+        "timer",
+        "cpu",
+        "cuda_graph",
+        "data_transfers",
+        "tensorrt",
+        "onnxruntime",
+        "power_mode",
+        "clocks",
+    )
+    found: dict[str, str] = {}
+    for p in run.precisions:
+        settings = (p.profile or {}).get("settings") or {}
+        for key in wanted:
+            if key in settings and key not in found and settings[key] not in (None, "", {}):
+                value = settings[key]
+                found[key] = (
+                    ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+                )
+    return found
+
+
+@dataclass
+class RangeBar:
+    tensor: str
+    op: str
+    absmin: float | None  # smallest non-zero |x|
+    absmax: float
+    kept_fp32: bool  # its producer runs in fp32 in the plan
+    reason: str | None  # why it is kept (from the plan), or the analysis' risk
+    risk: bool
+
+
+def _plan_fp32(plan: dict[str, Any] | None) -> dict[str, str]:
+    return {
+        str(n.get("node")): str(n.get("reason") or "")
+        for n in (plan or {}).get("nodes") or []
+        if n.get("precision") == "fp32"
+    }
+
+
+def fp16_range_bars(run: RunData, limit: int = 30) -> list[RangeBar]:
+    """Per tensor, [smallest, largest] non-zero magnitude for the range chart, in graph order.
+
+    With more tensors than ``limit``, the ones at risk and those nearest a limit are kept.
+    """
+    if not run.ranges:
+        return []
+    kept = _plan_fp32(run.plan)
+    bars = []
+    for t in run.ranges.get("tensors") or []:
+        absmax = _finite(t.get("absmax"))
+        if absmax is None or absmax <= 0:
+            continue
+        producer = str(t.get("producer") or "")
+        risks = list(t.get("risks") or [])
+        bars.append(
+            RangeBar(
+                tensor=str(t.get("tensor")),
+                op=str(t.get("op") or ""),
+                absmin=_finite(t.get("absmin")),
+                absmax=absmax,
+                kept_fp32=producer in kept,
+                reason=kept.get(producer) or (risks[0] if risks else None),
+                risk=bool(risks),
+            )
+        )
+    if len(bars) <= limit:
+        return bars
+
+    def closeness(b: RangeBar) -> float:  # log10 distance to the nearer fp16 limit (smaller: closer)
+        top = math.log10(FP16_MAX / b.absmax)
+        bottom = math.log10((b.absmin or FP16_MIN_NORMAL) / FP16_MIN_NORMAL)
+        return min(top, bottom)
+
+    chosen = set(
+        sorted(range(len(bars)), key=lambda i: (not bars[i].risk, not bars[i].kept_fp32, closeness(bars[i])))[
+            :limit
+        ]
+    )
+    return [b for i, b in enumerate(bars) if i in chosen]
+
+
+@dataclass
+class Fp32Node:
+    node: str
+    op: str
+    reason: str
+
+
+def fp32_nodes(run: RunData) -> list[Fp32Node]:
+    """Nodes the fp16 plan keeps in fp32, with the reason the plan records."""
+    return [
+        Fp32Node(str(n.get("node")), str(n.get("op") or ""), str(n.get("reason") or ""))
+        for n in (run.plan or {}).get("nodes") or []
+        if n.get("precision") == "fp32"
+    ]
+
+
+@dataclass
+class ClipPanel:
+    tensor: str
+    edges: list[float]  # bin edges of |x|, len(counts) + 1
+    counts: list[int]
+    threshold: float
+    amax: float
+    clipped: float  # share of values above the threshold
+    dtype: str
+
+
+def clipping_panels(run: RunData, limit: int = 6) -> list[ClipPanel]:
+    """The ``limit`` worst-clipped tensors with their |x| histogram (largest clipped share first)."""
+    tensors = (run.calibration or {}).get("tensors") or []
+    with_hist = [t for t in tensors if isinstance(t.get("histogram"), dict) and t["histogram"].get("counts")]
+    worst = sorted(
+        with_hist, key=lambda t: (-(t.get("clipped") or 0.0), -(t.get("amax") or 0.0), str(t.get("name")))
+    )
+    panels = []
+    for t in worst[:limit]:
+        hist = t["histogram"]
+        bins, top = int(hist.get("bins") or len(hist["counts"])), float(hist["top"])
+        counts = [int(c) for c in hist["counts"]]
+        width = top / bins
+        panels.append(
+            ClipPanel(
+                tensor=str(t.get("name")),
+                edges=[i * width for i in range(len(counts) + 1)],
+                counts=counts,
+                threshold=float(t.get("threshold") or 0.0),
+                amax=float(t.get("amax") or 0.0),
+                clipped=float(t.get("clipped") or 0.0),
+                dtype=str(t.get("dtype") or "int8"),
+            )
+        )
+    return panels
+
+
+@dataclass
+class LayerSeries:
+    precision: str
+    mode: str
+    tensors: list[str]
+    orders: list[int]
+    losses: list[float]  # 1 - cosine per tensor, in graph order, floored at EXACT_LOSS
+    exceeds: list[bool]
+    first_exceeding: int | None  # index into the lists
+    tolerance: float | None  # 1 - min_cosine, the line drawn
+
+
+def layer_series(run: RunData) -> list[LayerSeries]:
+    """Per-layer error from ``compare --per-layer``, in graph order, first tensor over tolerance marked."""
+    series = []
+    for result in run.per_layer:
+        layers = sorted(
+            (x for x in result.get("layers") or [] if isinstance(x, dict)), key=lambda x: x.get("order", 0)
+        )
+        if not layers:
+            continue
+        cosines = [_finite(x.get("cosine")) for x in layers]  # None (NaN in the candidate): worst, 0
+        losses = [max(EXACT_LOSS, 1.0 - (c if c is not None else 0.0)) for c in cosines]
+        exceeds = [bool(x.get("exceeds")) for x in layers]
+        min_cos = _finite((result.get("gates") or {}).get("min_cosine"))
+        series.append(
+            LayerSeries(
+                precision=str(result.get("precision") or "candidate"),
+                mode=str(result.get("mode") or ""),
+                tensors=[str(x.get("tensor")) for x in layers],
+                orders=[int(x.get("order", i)) for i, x in enumerate(layers)],
+                losses=losses,
+                exceeds=exceeds,
+                first_exceeding=exceeds.index(True) if True in exceeds else None,
+                tolerance=(1.0 - min_cos) if min_cos is not None else None,
+            )
+        )
+    return series
+
+
+@dataclass
+class BudgetView:
+    precision: str
+    budget: str
+    met: bool
+    higher: str
+    steps: list[tuple[int, list[str], dict[str, float | None], bool]] = field(default_factory=list)
+
+
+def budget_views(run: RunData) -> list[BudgetView]:
+    """Each accuracy-budget search: per step, the layers kept in higher precision and what it reached."""
+    views = []
+    for precision, result in sorted(run.budgets.items(), key=lambda kv: PRECISION_ORDER.get(kv[0], 99)):
+        steps = [
+            (i, [str(k) for k in s.get("kept") or []], dict(s.get("measured") or {}), bool(s.get("met")))
+            for i, s in enumerate(result.get("steps") or [])
+        ]
+        views.append(
+            BudgetView(
+                precision,
+                str(result.get("budget")),
+                bool(result.get("met")),
+                str(result.get("higher") or "fp32"),
+                steps,
+            )
+        )
+    return views
+
+
+@dataclass
+class PowerTrace:
+    precision: str
+    source: str
+    times_s: list[float]
+    rails: dict[str, list[float | None]]  # rail name -> watts per time point
+    covered: str | None
+
+
+def power_traces(run: RunData) -> list[PowerTrace]:
+    """Power over the benchmark run, per rail, where a power source recorded a trace."""
+    traces = []
+    for p in run.precisions:
+        _, batch = _first_batch(p.profile)
+        energy = batch.get("energy") or {}
+        trace = energy.get("trace") or {}
+        times = trace.get("t_s") or []
+        rails = {str(k): list(v) for k, v in (trace.get("rails") or {}).items() if len(v) == len(times)}
+        if energy.get("measurable") and len(times) >= 2 and rails:
+            traces.append(
+                PowerTrace(
+                    p.precision,
+                    str(energy.get("source")),
+                    [float(t) for t in times],
+                    rails,
+                    energy.get("rails_covered"),
+                )
+            )
+    return traces
+
+
+def gate_text(gates: dict[str, Any]) -> str:
+    parts = []
+    if gates.get("min_cosine") is not None:
+        parts.append(f"cosine ≥ {gates['min_cosine']}")
+    if gates.get("min_top1") is not None:
+        parts.append(f"top-1 agreement ≥ {gates['min_top1']}")
+    if gates.get("check_allclose"):
+        parts.append(f"allclose atol {gates.get('atol')} rtol {gates.get('rtol')}")
+    return ", ".join(parts) or "none recorded"

@@ -1,0 +1,383 @@
+"""What a report is made from: a run workdir, a bundle (folder or .tar.gz) or ``--json`` files, read
+into one :class:`RunData`.
+
+Every reader here only reads: a bundle archive is unpacked with the bundle stage's safe extraction
+into a temporary folder and checked against its manifest first. Each ``--json`` file is recognised
+by the keys its command writes (build, compare, profile, analyze, calibrate, run, bundle); a file
+of another kind is refused by name. Hand-written: these are our own formats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import InputError
+
+PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
+RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
+SIDECARS = {
+    "ranges": ".ranges.json",  # fp16 range analysis (analyze --json writes the same form)
+    "plan": ".plan.json",  # fp16 precision plan: per node precision and reason
+    "calibration": ".calib.json",  # INT8 calibration report
+    "budget": ".budget.json",  # accuracy-budget search
+}
+# The sidecars a bundle carries in models/ beside the precision plan (which has a manifest field)
+REPORT_SIDECARS = tuple(suffix for kind, suffix in SIDECARS.items() if kind != "plan")
+
+
+@dataclass
+class PrecisionData:
+    precision: str
+    backend: str = "onnxruntime"
+    size_bytes: int | None = None
+    compare: dict[str, Any] | None = None  # CompareResult.summary() form
+    profile: dict[str, Any] | None = None  # ProfileResult.summary() form
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunData:
+    """Everything the report can show; each part is optional and drawn only where present."""
+
+    sources: list[str]
+    kind: str  # "run", "bundle" or "json"
+    model: str | None = None
+    target: str | None = None
+    target_description: str | None = None
+    tools: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    primary: str | None = None  # the bundle's default precision, when a bundle says so
+    created: str | None = None
+    precisions: list[PrecisionData] = field(default_factory=list)
+    ranges: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    per_layer: list[dict[str, Any]] = field(default_factory=list)  # compare --per-layer results
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> budget search
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, precision: str) -> PrecisionData:
+        """The precision's entry, created (in precision order) when it is not there yet."""
+        for row in self.precisions:
+            if row.precision == precision:
+                return row
+        row = PrecisionData(precision)
+        self.precisions.append(row)
+        self.precisions.sort(key=lambda r: PRECISION_ORDER.get(r.precision, 99))
+        return row
+
+
+def precision_from_name(path: str) -> str | None:
+    """``model.int8.onnx`` -> int8: the precision our stages put in every artifact name."""
+    found = re.findall(r"\.(fp32|fp16|bf16|tf32|fp8|int8|fp4)(?=\.)", Path(path).name)
+    return found[-1] if found else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON file ({exc})") from None
+
+
+def _sidecar_kind(name: str) -> str | None:
+    return next((kind for kind, suffix in SIDECARS.items() if name.endswith(suffix)), None)
+
+
+def _add_sidecar(data: RunData, path: Path) -> None:
+    kind = _sidecar_kind(path.name)
+    if kind is None or not path.is_file():
+        return
+    content = _read_json(path)
+    if not isinstance(content, dict):
+        return
+    if kind == "ranges":
+        data.ranges = content
+    elif kind == "plan":
+        data.plan = content
+    elif kind == "calibration":
+        data.calibration = content
+    elif kind == "budget":
+        data.budgets[str(content.get("precision") or precision_from_name(path.name) or "?")] = content
+
+
+# ---------------------------------------------------------------- run workdir
+
+
+def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -> None:
+    """A ``PipelineResult`` as JSON (``run --json``, or ``run.json`` in a workdir)."""
+    data.model = record.get("model_name")
+    data.target = record.get("target")
+    data.tools = dict(record.get("tools") or {})
+    data.gates = dict(record.get("gates") or {})
+    for item in record.get("precisions") or []:
+        _fill_row(data, item, item.get("info"), _resolve(item.get("model"), base))
+        for name in item.get("files") or []:
+            _add_sidecar(data, _resolve(name, base) or Path(name))
+    bundle = record.get("bundle") or {}
+    manifest = Path(bundle["directory"]) / "manifest.json" if bundle.get("directory") else None
+    if manifest is not None and manifest.is_file():
+        info = _read_json(manifest)
+        if isinstance(info, dict):
+            data.primary = info.get("primary_precision")
+            data.tools = data.tools or dict(info.get("tools") or {})
+            data.target_description = (info.get("target") or {}).get("description")
+
+
+def _fill_row(data: RunData, entry: dict[str, Any], info: Any, model: Path | None) -> None:
+    """One precision from a run record or a manifest entry (the same fields under both)."""
+    row = data.row(str(entry.get("precision")))
+    row.backend = entry.get("backend") or row.backend
+    row.compare = entry.get("compare")
+    row.profile = entry.get("profile")
+    row.info = dict(info or {})
+    if model is not None and model.is_file():
+        row.size_bytes = model.stat().st_size
+
+
+def _resolve(name: Any, base: Path | None) -> Path | None:
+    if not isinstance(name, str) or not name:
+        return None
+    path = Path(name)
+    return path if path.is_absolute() or base is None else base / path
+
+
+def load_workdir(workdir: Path) -> RunData:
+    record_path = workdir / RUN_RECORD
+    if not record_path.is_file():
+        raise InputError(
+            f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
+            "rerun edgedeploy run)"
+        )
+    record = _read_json(record_path)
+    if not isinstance(record, dict) or "precisions" not in record:
+        raise InputError(f"{record_path}: not a run record")
+    data = RunData(sources=[str(workdir)], kind="run", created=record.get("created"))
+    _from_run_record(record, data, workdir)
+    return data
+
+
+# ---------------------------------------------------------------- bundle
+
+
+def from_manifest(manifest: dict[str, Any], root: Path, source: str | None = None) -> RunData:
+    """A bundle's manifest and the sidecars it carries (``root`` is the bundle folder)."""
+    target = manifest.get("target") or {}
+    data = RunData(
+        sources=[source or str(root)],
+        kind="bundle",
+        model=(manifest.get("model") or {}).get("name"),
+        target=target.get("name"),
+        target_description=target.get("description"),
+        tools=dict(manifest.get("tools") or {}),
+        gates=dict(manifest.get("gates") or {}),
+        primary=manifest.get("primary_precision"),
+        created=manifest.get("created"),
+    )
+    for art in manifest.get("artifacts") or []:
+        _fill_row(data, art, art.get("precision_info"), _resolve(art.get("model"), root))
+    models = root / "models"
+    if models.is_dir():
+        for path in sorted(models.iterdir()):
+            _add_sidecar(data, path)
+    return data
+
+
+def load_bundle(path: Path) -> RunData:
+    """A bundle folder, or a .tar.gz unpacked safely into a temporary folder; both checked first."""
+    from edgedeploy.stages.bundle.tools import check_dir, safe_extract
+
+    if path.is_dir():
+        return _checked_bundle(path, str(path), check_dir)
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-report-") as tmp:
+        root = safe_extract(path, tmp)
+        return _checked_bundle(root, str(path), check_dir)
+
+
+def _checked_bundle(root: Path, source: str, check_dir: Any) -> RunData:
+    check = check_dir(root)
+    if not check.ok:
+        raise InputError(f"bundle {source} is damaged: {'; '.join(check.problems[:3])}")
+    manifest = _read_json(root / "manifest.json")
+    return from_manifest(manifest, root, source)
+
+
+# ---------------------------------------------------------------- --json files
+
+
+def json_kind(content: Any) -> str | None:
+    """Which command wrote this ``--json`` content (None: not one we read)."""
+    if not isinstance(content, dict):
+        return None
+    keys = set(content)
+    if {"model_name", "precisions"} <= keys:
+        return "run"
+    if {"schema_version", "artifacts", "files"} <= keys:
+        return "bundle"
+    if {"compare", "per_layer"} <= keys:
+        return "compare-per-layer"
+    if {"reference", "candidate", "outputs", "passed"} <= keys:
+        return "compare"
+    if {"artifact", "backend", "settings", "batches"} <= keys:
+        return "profile"
+    if {"thresholds", "tensors", "summary"} <= keys:
+        return "analyze"
+    if {"artifact", "report"} <= keys and isinstance(content.get("report"), dict):
+        return "calibrate"
+    if {"precision", "build"} <= keys and isinstance(content.get("precision"), dict):
+        return "build"
+    return None
+
+
+def _candidate_precision(content: dict[str, Any], path_key: str) -> str:
+    name = str(content.get(path_key) or "")
+    found = precision_from_name(name)
+    if found:
+        return found
+    mode = str(content.get("mode") or "")
+    return "fp16" if mode.startswith("fp16") else "candidate"
+
+
+def _compare_summary(content: dict[str, Any]) -> dict[str, Any]:
+    """A full CompareResult as JSON -> the summary form the manifest keeps."""
+    outputs = content.get("outputs") or {}
+    return {
+        "passed": content.get("passed"),
+        "mode": content.get("mode"),
+        "iterations": content.get("iterations"),
+        "outputs": {
+            name: {
+                "max_abs": m.get("max_abs"),
+                "cosine": m.get("cosine"),
+                "snr_db": m.get("snr_db"),
+                "top1_agreement": m.get("top1_agreement"),
+                "nan_inf": (m.get("nan_count") or 0) + (m.get("inf_count") or 0),
+                "failures": m.get("failures") or [],
+            }
+            for name, m in outputs.items()
+            if isinstance(m, dict)
+        },
+    }
+
+
+def _profile_summary(content: dict[str, Any]) -> dict[str, Any]:
+    """A full ProfileResult as JSON -> the summary form the pipeline keeps."""
+    batches: dict[str, Any] = {}
+    for b in content.get("batches") or []:
+        lat = b.get("latency") or {}
+        batches[str(b.get("batch_size"))] = {
+            "median_ms": lat.get("median_ms"),
+            "p90_ms": lat.get("p90_ms"),
+            "p99_ms": lat.get("p99_ms"),
+            "mean_ms": lat.get("mean_ms"),
+            "cv_percent": lat.get("cv_percent"),
+            "iterations": b.get("iterations"),
+            "throughput_ips": b.get("throughput_ips"),
+            "throughput_qps": b.get("throughput_qps"),
+            "peak_rss_mb": b.get("peak_rss_mb"),
+            "energy": b.get("energy"),
+            "quantiles_ms": b.get("quantiles_ms"),
+        }
+    return {
+        "backend": content.get("backend"),
+        "settings": content.get("settings") or {},
+        "batch_sizes": batches,
+    }
+
+
+def _add_json(data: RunData, path: Path, content: Any) -> None:
+    kind = json_kind(content)
+    if kind is None:
+        raise InputError(
+            f"{path}: not a JSON file edgedeploy wrote with --json "
+            "(report reads build, compare, profile, analyze, calibrate, run and bundle results)"
+        )
+    assert isinstance(content, dict)
+    if kind == "run":
+        _from_run_record(content, data, path.parent)
+    elif kind == "bundle":
+        bundle = from_manifest(content, path.parent)
+        data.model, data.target = data.model or bundle.model, data.target or bundle.target
+        data.tools, data.gates = data.tools or bundle.tools, data.gates or bundle.gates
+        data.primary = data.primary or bundle.primary
+        for row in bundle.precisions:
+            merged = data.row(row.precision)
+            merged.backend, merged.compare, merged.profile = row.backend, row.compare, row.profile
+            merged.info = row.info or merged.info
+    elif kind in ("compare", "compare-per-layer"):
+        full = content["compare"] if kind == "compare-per-layer" else content
+        row = data.row(_candidate_precision(full, "candidate"))
+        row.compare = _compare_summary(full)
+        data.gates = data.gates or dict(full.get("gates") or {})
+        if kind == "compare-per-layer":
+            layers = dict(content["per_layer"])
+            layers.setdefault("precision", row.precision)
+            data.per_layer.append(layers)
+    elif kind == "profile":
+        row = data.row(precision_from_name(str(content.get("artifact"))) or "candidate")
+        row.backend = str(content.get("backend") or row.backend)
+        row.profile = _profile_summary(content)
+    elif kind == "analyze":
+        data.ranges = content
+    elif kind == "calibrate":
+        data.calibration = content["report"]
+    elif kind == "build":
+        artifact = content["precision"]
+        row = data.row(str(artifact.get("precision")))
+        row.backend = str((content.get("build") or {}).get("backend") or row.backend)
+        row.info = {**row.info, **(artifact.get("info") or {})}
+        model = _resolve(artifact.get("path"), path.parent)
+        if model is not None and model.is_file():
+            row.size_bytes = model.stat().st_size
+        for name in artifact.get("files") or []:
+            _add_sidecar(data, _resolve(name, path.parent) or Path(name))
+
+
+def load_json_files(paths: Sequence[Path]) -> RunData:
+    data = RunData(sources=[str(p) for p in paths], kind="json")
+    for path in paths:
+        _add_json(data, path, _read_json(path))
+    if data.model is None:
+        data.model = next(iter(_model_names(data)), None)
+    return data
+
+
+def _model_names(data: RunData) -> Iterator[str]:
+    if data.calibration and data.calibration.get("model"):
+        yield str(data.calibration["model"]).removesuffix(".onnx").removesuffix(".fp32")
+    if data.ranges and data.ranges.get("model"):
+        yield Path(str(data.ranges["model"])).name.removesuffix(".onnx").removesuffix(".fp32")
+
+
+# ---------------------------------------------------------------- entry
+
+
+def load_run(paths: Sequence[Path]) -> RunData:
+    """RUN: a run workdir, a bundle folder or archive, or one or more ``--json`` files."""
+    if not paths:
+        raise InputError("report needs RUN: a run workdir, a bundle (folder or .tar.gz) or --json files")
+    if len(paths) == 1:
+        path = paths[0]
+        if path.is_dir():
+            if (path / "manifest.json").is_file():
+                return load_bundle(path)
+            return load_workdir(path)
+        if path.name.endswith((".tar.gz", ".tgz")):
+            return load_bundle(path)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"not found or not a file: {', '.join(missing)}")
+    not_json = [str(p) for p in paths if p.suffix != ".json"]
+    if not_json:
+        raise InputError(
+            f"{', '.join(not_json)}: RUN is one workdir, one bundle, or JSON files written with --json"
+        )
+    return load_json_files(paths)

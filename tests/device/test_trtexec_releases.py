@@ -1,0 +1,232 @@
+"""Device scripts against trtexec's real flags and output per TensorRT release.
+
+The fake trtexec (tests/device/fakes/trtexec) knows each release's flags (tests/data/trtexec-flags.json,
+every "--flag" literal of samples/common/sampleOptions.cpp at tags 8.5.3, v8.6.1, v10.3.0, v10.13.0,
+v11.0, v11.1 of github:NVIDIA/TensorRT), refuses others as trtexec.cpp does, reports the inference
+settings it ran with, and writes --exportOutput as sampleReporting.cpp's exportJSONOutput() does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Device, make_dense_bundle
+
+from edgedeploy.backends.trt_sidecar import check_loadable, read_sidecar
+from edgedeploy.device import bundle_helper, verify_outputs
+
+R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref"
+PROFILE = {"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}
+
+
+def script(bundle: Path, name: str) -> Path:
+    return bundle / "scripts" / name
+
+
+@pytest.fixture(scope="module")
+def plan_bundle_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fp16 bundle whose precision plan keeps one layer in fp32, built with a profile and TF32 off."""
+    return make_dense_bundle(
+        tmp_path_factory.mktemp("plan-bundle"),
+        batch=4,
+        precision_plan={"fp32_nodes": ["head/Gemm"]},
+        build={"profiles": [PROFILE], "tf32": False},
+    )
+
+
+@pytest.fixture
+def plan_bundle(plan_bundle_src: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    dest = tmp_path / "bundle"
+    shutil.copytree(plan_bundle_src, dest)
+    return dest
+
+
+def test_tensorrt_8_trtexec_build_pins_fp32_layers_and_uses_the_bundles_profile(
+    plan_bundle: Path, device: Device
+) -> None:
+    device.set_board(release=R35, cuda="11.4.315")
+    res = device.run(script(plan_bundle, "build_engine.sh"), FAKE_TRT_VERSION="8601")
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--fp16" in argv and "--stronglyTyped" not in argv
+    assert "--precisionConstraints=obey" in argv
+    assert "--layerPrecisions=head/Gemm:fp32" in argv and "--layerOutputTypes=head/Gemm:fp32" in argv
+    assert "--noTF32" in argv  # the bundle was built with TF32 cleared
+    assert "--minShapes=input:1x1x8x8" in argv and "--optShapes=input:4x1x8x8" in argv
+    assert "--maxShapes=input:8x1x8x8" in argv
+
+
+def test_tensorrt_10_trtexec_build_writes_a_sidecar_edgedeploy_compare_reads(
+    bundle: Path, device: Device
+) -> None:
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--noTF32" not in argv  # TF32 stays at trtexec's default
+    engine = bundle / "device" / "engines" / "dense.fp16.engine"
+    built = read_sidecar(engine)  # edgedeploy's own reader: format, fields
+    assert built is not None and built["tensorrt"] == "10.3.0" and built["compute_capability"] == "8.7"
+    assert built["plan"]["profiles"] == [{"input": [[1, 1, 8, 8], [16, 1, 8, 8], [16, 1, 8, 8]]}]
+    here = {"tensorrt": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"}
+    assert check_loadable(engine, built, here) == []
+
+
+FAKE_EDGEDEPLOY = """#!/usr/bin/env python3
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write("edgedeploy " + " ".join(args) + "\\n")
+out = Path(args[args.index("-o") + 1])
+out.mkdir(parents=True, exist_ok=True)
+model = Path(args[1])
+engine = out / (model.name.removesuffix(".onnx") + ".engine")
+engine.write_text(json.dumps({"fake_plan": True, "onnx": str(model.resolve())}))
+sidecar = {"format": "edgedeploy.engine/1", "tensorrt": "10.3.0", "compute_capability": "8.7",
+           "plan": {"version_compatible": False}, "tf32": "--no-tf32" not in args}
+(out / (engine.name + ".json")).write_text(json.dumps(sidecar))
+"""
+
+
+def test_edgedeploy_path_gets_the_bundles_profile_and_tf32_and_keeps_its_sidecar(
+    plan_bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    tool = tmp_path / "bin" / "edgedeploy"
+    tool.parent.mkdir()
+    tool.write_text(FAKE_EDGEDEPLOY)
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    path = os.pathsep.join([str(tool.parent), device.env["PATH"]])
+    res = device.run(script(plan_bundle, "build_engine.sh"), "--tool", "edgedeploy", PATH=path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    call = device.calls("edgedeploy")[0].split()
+    assert "--profile=input:1x1x8x8,4x1x8x8,8x1x8x8" in call and "--no-tf32" in call
+    engine = plan_bundle / "device" / "engines" / "dense.fp16.engine"
+    built = read_sidecar(engine)
+    assert built is not None and built["tf32"] is False and built["tool"] == "edgedeploy"
+    assert built["board"] == "NVIDIA Jetson Orin Nano Developer Kit"  # this device's keys merged in
+    assert not list(engine.parent.glob(".build.*"))
+
+
+@pytest.mark.parametrize(
+    ("version", "graph", "transfers"),
+    [("8502", True, True), ("100300", True, True), ("110100", True, True), ("110100", False, False)],
+)
+def test_benchmark_makes_trtexec_run_what_its_json_says_on_every_release(
+    bundle: Path, device: Device, version: str, graph: bool, transfers: bool
+) -> None:
+    """trtexec 11 turned data transfers off and CUDA graph and spin wait on by default."""
+    if version == "8502":
+        device.set_board(release=R35, cuda="11.4.315")
+    assert device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION=version).returncode == 0
+    out = bundle / "device" / "results" / "bench.json"
+    flags = ([] if graph else ["--no-cuda-graph"]) + ([] if transfers else ["--no-data-transfers"])
+    res = device.run(
+        script(bundle, "benchmark.sh"),
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        *flags,
+        FAKE_TRT_VERSION=version,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    settings = json.loads(out.read_text())["settings"]
+    log = (bundle / "device" / "results" / "bench.trtexec.log").read_text()
+    said = {True: "Enabled", False: "Disabled"}
+    assert settings["cuda_graph"] is graph and f"CUDA Graph: {said[graph]}" in log
+    assert settings["data_transfers"] is transfers and f"Data transfers: {said[transfers]}" in log
+    assert settings["spin_wait"] is True and "Spin-wait: Enabled" in log
+
+
+def test_verify_reports_nan_and_inf_from_trtexec_as_a_failure_not_a_traceback(
+    bundle: Path, device: Device
+) -> None:
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    res = device.run(script(bundle, "verify.sh"), FAKE_TRTEXEC_NAN="1")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "3 NaN/Inf values" in res.stdout and "Traceback" not in res.stderr
+    report = json.loads((bundle / "device/results/verify-fp16.json").read_text())  # still JSON
+    assert report["passed"] is False and report["outputs"]["logits"]["nan_inf"] == 3
+
+
+# exportJSONOutput() in samples/common/sampleReporting.cpp (v10.3.0) writes '[', then per output
+# '{ "name" : "' NAME '"', '  , "dimensions" : "' DIMS '"', '  , "values" : [ ' V ', ' V ... ' ]', '  }';
+# values go through `os << float`, so NaN/Inf print as nan, -nan, inf (glibc).
+TRTEXEC_EXPORT = """[
+  { "name" : "logits"
+  , "dimensions" : "1x4"
+  , "values" : [ 0.25, nan, -nan, inf ]
+  }
+, { "name" : "boxes:0"
+  , "dimensions" : "2"
+  , "values" : [ -inf, 1e-07 ]
+  }
+]
+"""
+
+
+def test_trtexec_export_is_read_with_its_literal_nan_and_inf(tmp_path: Path) -> None:
+    path = tmp_path / "out.json"
+    path.write_text(TRTEXEC_EXPORT)
+    got = verify_outputs.load_trtexec_outputs(path)
+    assert got["logits"].shape == (1, 4) and got["logits"][0, 0] == 0.25
+    assert np.isnan(got["logits"][0, 1]) and np.isnan(got["logits"][0, 2]) and got["logits"][0, 3] == np.inf
+    assert got["boxes:0"].tolist() == [-np.inf, 1e-07]
+    path.write_text('[ { "name" : "x" , "values" : [ 1, banana ] } ]')
+    with pytest.raises(verify_outputs.OutputsProblem, match="no number"):
+        verify_outputs.load_trtexec_outputs(path)
+
+
+def manifest(shape: list[object], profiles: list[dict] | None = None) -> dict:
+    data: dict = {"io": {"inputs": [{"name": "images", "shape": shape}]}}
+    if profiles is not None:
+        data["build"] = {"profiles": profiles}
+    return data
+
+
+def test_dynamic_spatial_dims_take_their_sizes_from_the_bundles_profile() -> None:
+    profile = {"images": {"min": [1, 3, 320, 320], "opt": [2, 3, 640, 640], "max": [4, 3, 1280, 1280]}}
+    m = manifest(["batch", 3, "height", "width"], [profile])
+    assert bundle_helper.input_profile(m, 8) == {
+        "images": [[1, 3, 320, 320], [2, 3, 640, 640], [8, 3, 1280, 1280]]  # max batch widened to 8
+    }
+    assert bundle_helper._io_shapes(m, 2) == {"images": [2, 3, 640, 640]}  # benchmark: opt H x W
+    with pytest.raises(bundle_helper.BundleProblem, match=r"dynamic dims .* records no shape profile"):
+        bundle_helper.input_profile(manifest(["batch", 3, "height", "width"]), 8)
+    assert bundle_helper.input_profile(manifest(["batch", 3, 224, 224]), 8) == {
+        "images": [[1, 3, 224, 224], [8, 3, 224, 224], [8, 3, 224, 224]]
+    }
+
+
+def test_int8_on_tensorrt_8_sets_fp16_beside_int8_like_edgedeploy() -> None:
+    target = {"precisions": ["fp32", "fp16", "int8"], "default_workspace_mb": 1024}
+    art = {"precision": "int8", "calibration_cache": "models/dense.calib.cache"}
+    flags = bundle_helper.build_flags({"target": target}, art, "8.6.2", None)
+    assert flags[:3] == ["--fp16", "--int8", "--calib={bundle}/models/dense.calib.cache"]
+    assert "--stronglyTyped" in bundle_helper.build_flags({"target": target}, art, "10.3.0", None)
+    with pytest.raises(bundle_helper.BundleProblem, match="cannot carry"):
+        bundle_helper.build_flags({"target": target}, {"precision": "fp16"}, "8.6.2", None, ["a,b"])
+
+
+@pytest.mark.parametrize(
+    ("version", "graph", "transfers", "expected"),
+    [
+        ("8.6.2", True, True, ["--useCudaGraph", "--useSpinWait"]),
+        ("10.3.0", False, False, ["--noDataTransfers", "--useSpinWait"]),
+        ("11.1.0", True, True, ["--includeDataTransfers"]),
+        ("11.1.0", False, False, ["--noCudaGraph"]),
+    ],
+)
+def test_run_flags_per_trtexec_release(
+    version: str, graph: bool, transfers: bool, expected: list[str]
+) -> None:
+    assert bundle_helper.run_flags(version, cuda_graph=graph, data_transfers=transfers) == expected

@@ -1,0 +1,263 @@
+"""What each chart and table of the report gets: pure functions of RunData, checked on figures
+worked out by hand from small, made-up results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from calibration.report import compact_histogram
+from edgedeploy.stages.report import data as d
+from edgedeploy.stages.report.load import PrecisionData, RunData, json_kind, precision_from_name
+
+
+def _profile(
+    median: float, p99: float, quantiles: list[float] | None = None, **batches: Any
+) -> dict[str, Any]:
+    sizes = {
+        "1": {
+            "median_ms": median,
+            "p99_ms": p99,
+            "throughput_ips": 1000.0 / median,
+            "quantiles_ms": quantiles,
+        }
+    }
+    sizes.update(batches)
+    return {"backend": "onnxruntime", "settings": {"threads": 2, "warmup": "200 ms"}, "batch_sizes": sizes}
+
+
+def _compare(cosine: float, top1: float | None = None, passed: bool = True) -> dict[str, Any]:
+    return {"passed": passed, "outputs": {"logits": {"cosine": cosine, "top1_agreement": top1}}}
+
+
+def _run() -> RunData:
+    return RunData(
+        sources=["x"],
+        kind="json",
+        model="m",
+        target="orin",
+        precisions=[
+            PrecisionData("fp32", size_bytes=4000, compare=_compare(1.0, 1.0), profile=_profile(2.0, 3.0)),
+            PrecisionData("fp16", size_bytes=2000, compare=_compare(0.9999, 1.0), profile=_profile(1.0, 1.5)),
+            PrecisionData(
+                "int8", size_bytes=1000, compare=_compare(0.99, 0.9, passed=False), profile=_profile(0.5, 2.0)
+            ),
+        ],
+    )
+
+
+def test_tradeoff_rows_have_speedup_and_size_relative_to_fp32() -> None:
+    rows = {r.precision: r for r in d.tradeoff_rows(_run())}
+    assert rows["fp32"].speedup == 1.0 and rows["fp32"].size_ratio == 1.0
+    assert rows["fp16"].speedup == pytest.approx(2.0) and rows["fp16"].size_ratio == pytest.approx(0.5)
+    assert rows["int8"].speedup == pytest.approx(4.0) and rows["int8"].size_ratio == pytest.approx(0.25)
+    assert rows["int8"].accuracy_loss == pytest.approx(0.01)
+    assert rows["int8"].passed is False and rows["int8"].top1 == 0.9
+
+
+def test_tradeoff_takes_the_lowest_cosine_over_outputs_and_ignores_nan() -> None:
+    run = _run()
+    run.precisions[1].compare = {
+        "passed": True,
+        "outputs": {"a": {"cosine": 0.999}, "b": {"cosine": 0.95}, "c": {"cosine": float("nan")}},
+    }
+    assert d.tradeoff_rows(run)[1].cosine == 0.95
+
+
+def test_recommended_is_the_lowest_precision_that_passed_unless_the_bundle_says() -> None:
+    run = _run()
+    assert d.recommended(run, d.tradeoff_rows(run))[0] == "fp16"  # int8 failed its gate
+    run.primary = "fp32"
+    assert d.recommended(run, d.tradeoff_rows(run)) == ("fp32", "the bundle's primary precision")
+
+
+def test_scatter_points_floor_identical_outputs_and_skip_unprofiled_precisions() -> None:
+    run = _run()
+    run.precisions[1].profile = None
+    points = {p.precision: p for p in d.scatter_points(d.tradeoff_rows(run))}
+    assert set(points) == {"fp32", "int8"}
+    assert points["fp32"].exact and points["fp32"].loss == d.EXACT_LOSS
+    assert not points["int8"].exact and points["int8"].speedup == pytest.approx(4.0)
+    assert points["int8"].size_bytes == 1000
+
+
+def test_latency_cdf_uses_the_stored_quantiles_from_0_to_100_percent() -> None:
+    run = _run()
+    run.precisions[0].profile = _profile(2.0, 3.0, quantiles=[1.0, 2.0, 4.0])
+    cdfs = d.latency_cdfs(run)
+    assert len(cdfs) == 1  # the others kept no quantiles
+    assert cdfs[0].latencies_ms == [1.0, 2.0, 4.0] and cdfs[0].percent == [0.0, 50.0, 100.0]
+    assert cdfs[0].batch == "1"
+
+
+def test_batch_curves_only_for_precisions_profiled_at_two_batch_sizes_in_batch_order() -> None:
+    run = _run()
+    run.precisions[2].profile = _profile(
+        0.5, 2.0, **{"8": {"median_ms": 2.0, "p99_ms": 3.0, "throughput_ips": 4000.0}}
+    )
+    curves = d.batch_curves(run)
+    assert [c.precision for c in curves] == ["int8"]
+    assert curves[0].batches == [1, 8] and curves[0].throughput_ips == [2000.0, 4000.0]
+    assert curves[0].p99_ms == [2.0, 3.0]
+
+
+def _ranges() -> dict[str, Any]:
+    tensors = [
+        {"tensor": "a", "producer": "n0", "op": "Conv", "absmax": 10.0, "absmin": 1e-3, "risks": []},
+        {"tensor": "b", "producer": "n1", "op": "Pow", "absmax": 9e4, "absmin": 1.0, "risks": ["overflow"]},
+        {"tensor": "c", "producer": "n2", "op": "Relu", "absmax": 0.0, "absmin": None, "risks": []},
+        {"tensor": "d", "producer": "n3", "op": "Mul", "absmax": 1.0, "absmin": 1e-7, "risks": []},
+    ]
+    return {"summary": {"samples": 4}, "tensors": tensors}
+
+
+def _plan() -> dict[str, Any]:
+    nodes = [
+        {"node": "n0", "op": "Conv", "precision": "fp16"},
+        {"node": "n1", "op": "Pow", "precision": "fp32", "reason": "overflow: 1% above 65504"},
+        {"node": "n3", "op": "Mul", "precision": "fp16"},
+    ]
+    return {"nodes_total": 3, "nodes_fp32": 1, "nodes": nodes}
+
+
+def test_fp16_range_bars_mark_the_tensors_whose_producer_is_kept_in_fp32_and_why() -> None:
+    run = _run()
+    run.ranges, run.plan = _ranges(), _plan()
+    bars = {b.tensor: b for b in d.fp16_range_bars(run)}
+    assert set(bars) == {"a", "b", "d"}  # an all-zero tensor has no range to draw
+    assert bars["b"].kept_fp32 and bars["b"].reason == "overflow: 1% above 65504" and bars["b"].risk
+    assert not bars["a"].kept_fp32 and bars["a"].absmin == 1e-3
+    assert [n.node for n in d.fp32_nodes(run)] == ["n1"]
+
+
+def test_fp16_range_bars_keep_the_risky_and_the_nearest_to_a_limit_when_there_are_many() -> None:
+    run = _run()
+    run.ranges, run.plan = _ranges(), _plan()
+    kept = {b.tensor for b in d.fp16_range_bars(run, limit=2)}
+    assert kept == {"b", "d"}  # b is at risk; d (down to 1e-7) is nearer a limit than a
+
+
+def _calibration() -> dict[str, Any]:
+    tensors = []
+    for name, clipped in (("x", 0.001), ("y", 0.02), ("z", 0.0), ("w", 0.005)):
+        counts = [0] * 256
+        counts[10], counts[200] = 100, 3
+        histogram = compact_histogram(counts, 16.0, bins=128)
+        tensors.append(
+            {
+                "name": name,
+                "amax": 8.0,
+                "threshold": 6.0,
+                "scale": 6.0 / 127,
+                "clipped": clipped,
+                "histogram": histogram,
+            }
+        )
+    tensors.append(
+        {"name": "old", "amax": 1.0, "threshold": 1.0, "scale": 1.0, "clipped": 0.5}
+    )  # no histogram
+    return {"tensors": tensors, "algorithm": {"algorithm": "entropy"}}
+
+
+def test_compact_histogram_merges_bins_and_drops_trailing_empty_ones() -> None:
+    counts = [0] * 256
+    counts[0], counts[3], counts[100] = 5, 2, 7
+    hist = compact_histogram(counts, 32.0, bins=128)
+    assert hist["top"] == 32.0 and hist["bins"] == 128
+    assert hist["counts"][0] == 5 and hist["counts"][1] == 2 and hist["counts"][50] == 7
+    assert len(hist["counts"]) == 51 and sum(hist["counts"]) == 14
+
+
+def test_clipping_panels_are_the_worst_clipped_tensors_with_a_histogram() -> None:
+    run = _run()
+    run.calibration = _calibration()
+    panels = d.clipping_panels(run, limit=3)
+    assert [p.tensor for p in panels] == ["y", "w", "x"]  # "old" has no histogram to draw
+    p = panels[0]
+    assert p.threshold == 6.0 and p.amax == 8.0 and p.clipped == 0.02
+    assert len(p.edges) == len(p.counts) + 1
+    assert p.edges[1] == pytest.approx(16.0 / 128)
+    assert sum(p.counts) == 103 and p.counts[5] == 100  # bin 10 of 256 -> bin 5 of 128
+
+
+def test_layer_series_is_in_graph_order_and_marks_the_first_tensor_over_tolerance() -> None:
+    run = _run()
+    layers = [
+        {"tensor": "t3", "order": 3, "cosine": 0.9, "exceeds": True},
+        {"tensor": "t1", "order": 1, "cosine": 1.0, "exceeds": False},
+        {"tensor": "t2", "order": 2, "cosine": 0.95, "exceeds": True},
+        {"tensor": "t4", "order": 4, "cosine": None, "exceeds": True},
+    ]
+    run.per_layer = [{"precision": "int8", "mode": "onnx", "gates": {"min_cosine": 0.99}, "layers": layers}]
+    (s,) = d.layer_series(run)
+    assert s.tensors == ["t1", "t2", "t3", "t4"]
+    assert s.first_exceeding == 1 and s.tensors[s.first_exceeding] == "t2"
+    assert s.losses[0] == d.EXACT_LOSS and s.losses[1] == pytest.approx(0.05) and s.losses[3] == 1.0
+    assert s.tolerance == pytest.approx(0.01)
+
+
+def test_budget_views_list_every_step_with_the_layers_kept() -> None:
+    run = _run()
+    run.budgets["int8"] = {
+        "budget": "cosine>=0.999",
+        "met": True,
+        "higher": "fp32 (not quantized)",
+        "steps": [
+            {"kept": [], "measured": {"cosine": 0.99}, "met": False},
+            {"kept": ["conv1"], "measured": {"cosine": 0.9995}, "met": True},
+        ],
+    }
+    (v,) = d.budget_views(run)
+    assert v.met and v.higher == "fp32 (not quantized)"
+    assert v.steps[1] == (1, ["conv1"], {"cosine": 0.9995}, True)
+
+
+def test_power_traces_only_where_measured_with_a_trace_and_rails_named() -> None:
+    run = _run()
+    energy = {
+        "measurable": True,
+        "source": "tegrastats",
+        "rails_covered": "VDD_IN: whole-module input power",
+        "trace": {"t_s": [0.0, 0.1, 0.2], "rails": {"VDD_IN": [5.0, 6.0, 5.5], "bad": [1.0]}},
+    }
+    run.precisions[0].profile = _profile(2.0, 3.0)
+    run.precisions[0].profile["batch_sizes"]["1"]["energy"] = energy
+    (t,) = d.power_traces(run)
+    assert t.rails == {"VDD_IN": [5.0, 6.0, 5.5]}  # a rail whose length does not match is dropped
+    assert t.source == "tegrastats" and t.times_s == [0.0, 0.1, 0.2]
+    energy["measurable"] = False
+    assert d.power_traces(run) == []
+
+
+def test_profile_settings_flatten_clocks_and_skip_empty_values() -> None:
+    run = _run()
+    run.precisions[0].profile["settings"] = {"threads": 4, "clocks": {"gpu": "1300 MHz"}, "cpu": "", "x": 1}
+    # the first precision that records a setting gives it (warm-up comes from fp16 here)
+    assert d.profile_settings(run) == {"threads": "4", "clocks": "gpu=1300 MHz", "warmup": "200 ms"}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("m.int8.onnx", "int8"),
+        ("/a/m.fp16.ort.onnx", "fp16"),
+        ("m.fp16.int8.engine", "int8"),
+        ("m.onnx", None),
+    ],
+)
+def test_precision_is_read_from_the_artifact_name(name: str, expected: str | None) -> None:
+    assert precision_from_name(name) == expected
+
+
+def test_json_kinds_are_recognised_by_their_keys() -> None:
+    assert json_kind({"model_name": "m", "precisions": []}) == "run"
+    assert json_kind({"reference": "a", "candidate": "b", "outputs": {}, "passed": True}) == "compare"
+    assert json_kind({"compare": {}, "per_layer": {}}) == "compare-per-layer"
+    assert json_kind({"artifact": "a", "backend": "b", "settings": {}, "batches": []}) == "profile"
+    assert json_kind({"thresholds": {}, "tensors": [], "summary": {}}) == "analyze"
+    assert json_kind({"artifact": {}, "report": {"tensors": []}}) == "calibrate"
+    assert json_kind({"precision": {"precision": "fp16"}, "build": {}}) == "build"
+    assert json_kind({"something": 1}) is None and json_kind([1, 2]) is None
+    assert not math.isnan(d.EXACT_LOSS)

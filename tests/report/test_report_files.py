@@ -1,0 +1,271 @@
+"""report.html is one self-contained page and report.md says what the JSON it came from says."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgedeploy.errors import InputError
+from edgedeploy.stages.report import load_run, write_report
+from edgedeploy.stages.report.load import RunData
+
+
+def _run_record(tmp: Path) -> dict[str, Any]:
+    """A run.json as `edgedeploy run` writes it, with sidecars beside it (made-up figures)."""
+    (tmp / "m.fp16.onnx").write_bytes(b"x" * 500)
+    (tmp / "m.fp32.onnx").write_bytes(b"x" * 1000)
+    (tmp / "m.int8.onnx").write_bytes(b"x" * 250)
+    hist = {"top": 8.0, "bins": 128, "counts": [50, 20, 10, 5, 2, 1] + [0] * 60 + [1]}
+    calib = {
+        "model": "m.fp32.onnx",
+        "algorithm": {"algorithm": "entropy"},
+        "samples": 64,
+        "synthetic": False,
+        "placement": "onnxruntime",
+        "weight_bits": 7,
+        "quantized_nodes": ["conv"],
+        "tensors": [
+            {
+                "name": "relu_out",
+                "amax": 4.2,
+                "threshold": 2.5,
+                "scale": 0.02,
+                "clipped": 0.0123,
+                "dtype": "uint8",
+                "histogram": hist,
+            }
+        ],
+    }
+    (tmp / "m.calib.json").write_text(json.dumps(calib))
+    ranges = {
+        "summary": {"samples": 64, "tensors": 2, "weights": 1, "tensors_at_risk": 1, "weights_at_risk": 0},
+        "tensors": [
+            {"tensor": "a", "producer": "conv", "op": "Conv", "absmax": 3.0, "absmin": 1e-4, "risks": []},
+            {
+                "tensor": "b",
+                "producer": "pow",
+                "op": "Pow",
+                "absmax": 7e4,
+                "absmin": 2.0,
+                "risks": ["overflow"],
+            },
+        ],
+    }
+    (tmp / "m.fp16.ranges.json").write_text(json.dumps(ranges))
+    plan = {
+        "nodes_total": 2,
+        "nodes_fp32": 1,
+        "nodes": [
+            {"node": "conv", "op": "Conv", "precision": "fp16"},
+            {"node": "pow", "op": "Pow", "precision": "fp32", "reason": "overflow: 2% of values above 65504"},
+        ],
+    }
+    (tmp / "m.fp16.plan.json").write_text(json.dumps(plan))
+
+    def precision(name: str, median: float, cosine: float, passed: bool, files: list[str]) -> dict[str, Any]:
+        quantiles = [median * (0.9 + 0.2 * i / 100) for i in range(101)]
+        return {
+            "precision": name,
+            "backend": "onnxruntime",
+            "model": str(tmp / f"m.{name}.onnx"),
+            "files": [str(tmp / f) for f in files],
+            "info": {},
+            "compare": {"passed": passed, "outputs": {"logits": {"cosine": cosine, "top1_agreement": 1.0}}},
+            "profile": {
+                "settings": {"threads": 2, "warmup": "200 ms", "measure": "2 s"},
+                "batch_sizes": {
+                    "1": {
+                        "median_ms": median,
+                        "p99_ms": median * 1.5,
+                        "throughput_ips": 1000 / median,
+                        "energy": None,
+                        "quantiles_ms": quantiles,
+                    }
+                },
+            },
+        }
+
+    return {
+        "model_name": "m",
+        "target": "jetson-orin-nano",
+        "tools": {"edgedeploy": "0.1.0", "onnxruntime": "1.2.3", "tensorrt": None},
+        "gates": {"min_cosine": 0.99, "min_top1": None},
+        "precisions": [
+            precision("fp32", 2.0, 1.0, True, ["m.fp32.onnx"]),
+            precision("fp16", 1.25, 0.99999, True, ["m.fp16.onnx", "m.fp16.plan.json", "m.fp16.ranges.json"]),
+            precision("int8", 0.8, 0.98, False, ["m.int8.onnx", "m.calib.json"]),
+        ],
+        "bundle": None,
+    }
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "run.json").write_text(json.dumps(_run_record(work)))
+    return work
+
+
+def test_report_html_is_one_page_that_loads_nothing(workdir: Path, tmp_path: Path) -> None:
+    files = write_report(load_run([workdir]), tmp_path / "out")
+    page = files.html.read_text()
+    assert files.sections == ["headline", "tradeoff", "latency", "fp16", "int8"]
+    assert page.count("<svg") == 4  # trade-off, CDF, FP16 ranges, INT8 clipping
+    assert "<script" not in page and "<link" not in page and "<img" not in page
+    assert "@import" not in page
+    referenced = set(re.findall(r"url\(([^)]*)\)", page))
+    assert all(ref.startswith("#") for ref in referenced), referenced  # clip paths: ids in the page
+    # the only URLs are XML namespaces (declarations, never fetched)
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
+    assert "@media print" in page and "@page { size: A4" in page and "@media (max-width" in page
+    assert "default-src 'none'" in page
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.md"]
+
+
+def test_report_says_pass_and_fail_in_words_not_only_colour(workdir: Path, tmp_path: Path) -> None:
+    page = write_report(load_run([workdir]), tmp_path / "out").html.read_text()
+    assert '<span class="fail">FAIL</span>' in page and '<span class="pass">pass</span>' in page
+    assert "[fp32]" in page  # the range chart labels kept tensors in text
+    assert "overflow: 2% of values above 65504" in page  # why the node stays fp32
+
+
+def _markdown_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in ("fp32", "fp16", "int8"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_markdown_summary_matches_the_run_json_it_came_from(workdir: Path, tmp_path: Path) -> None:
+    record = json.loads((workdir / "run.json").read_text())
+    text = write_report(load_run([workdir]), tmp_path / "out").markdown.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| precision"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = _markdown_rows(text)
+    assert list(rows) == [p["precision"] for p in record["precisions"]]
+    fp32_median = record["precisions"][0]["profile"]["batch_sizes"]["1"]["median_ms"]
+    for p in record["precisions"]:
+        row = dict(zip(columns, rows[p["precision"]], strict=True))
+        b1 = p["profile"]["batch_sizes"]["1"]
+        assert float(row["p50 ms"]) == pytest.approx(b1["median_ms"], rel=1e-3)
+        assert float(row["p99 ms"]) == pytest.approx(b1["p99_ms"], rel=1e-3)
+        assert float(row["speed-up"]) == pytest.approx(fp32_median / b1["median_ms"], abs=0.006)
+        assert float(row["min cosine"]) == pytest.approx(
+            p["compare"]["outputs"]["logits"]["cosine"], abs=1e-6
+        )
+        assert row["gate"] == ("pass" if p["compare"]["passed"] else "**FAIL**")
+    assert "**accuracy gate FAILED: int8**" in text
+    assert "recommended precision: **fp16**" in text  # the lowest precision that passed
+    assert "`relu_out` (1.230% clipped)" in text
+    assert "1 node(s) kept in fp32" in text
+
+
+def test_report_from_json_files_draws_what_they_hold(workdir: Path, tmp_path: Path) -> None:
+    profile = {
+        "artifact": str(tmp_path / "m.int8.onnx"),
+        "backend": "onnxruntime",
+        "settings": {"threads": 1},
+        "batches": [
+            {
+                "batch_size": b,
+                "latency": {"median_ms": 0.5 * b, "p99_ms": 0.7 * b},
+                "throughput_ips": 2000.0,
+                "iterations": 10,
+                "quantiles_ms": [0.4 * b, 0.5 * b, 0.9 * b],
+            }
+            for b in (1, 4)
+        ],
+        "warnings": [],
+    }
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile))
+    calibrate = tmp_path / "calibrate.json"  # as `calibrate --json` writes it
+    calibrate.write_text(
+        json.dumps(
+            {"artifact": {"precision": "int8"}, "report": json.loads((workdir / "m.calib.json").read_text())}
+        )
+    )
+    run = load_run([path, calibrate])
+    assert run.kind == "json" and [p.precision for p in run.precisions] == ["int8"]
+    files = write_report(run, tmp_path / "out")
+    assert files.sections == ["headline", "tradeoff", "latency", "int8"]
+    assert files.html.read_text().count("<svg") == 3  # CDF, batch curves, clipping
+
+
+def test_a_json_file_of_another_kind_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"hello": 1}')
+    with pytest.raises(InputError, match=r"other\.json: not a JSON file edgedeploy wrote"):
+        load_run([path])
+    with pytest.raises(InputError, match=r"no run\.json"):
+        load_run([tmp_path])
+
+
+def test_without_matplotlib_report_names_the_install_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(InputError, match=r"pip install 'edgedeploy\[report\]'"):
+        write_report(RunData(sources=["x"], kind="json"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command_writes_into_its_default_folder_and_prints_the_page(
+    workdir: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    result = run_cli("report", workdir, "--json", "r.json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    page = tmp_path / "edgedeploy-report" / "report.html"
+    assert Path(result.stdout.strip()) == page.resolve() and page.is_file()
+    info = json.loads((tmp_path / "r.json").read_text())
+    assert info["sections"] == ["headline", "tradeoff", "latency", "fp16", "int8"]
+    assert info["size_bytes"] == page.stat().st_size
+    assert_clean_input_error(run_cli("report", tmp_path / "nowhere.json", cwd=tmp_path), "nowhere.json")
+
+
+def test_every_section_draws_when_its_data_is_there(workdir: Path, tmp_path: Path) -> None:
+    run = load_run([workdir])
+    int8 = run.row("int8")
+    assert int8.profile is not None
+    batch1 = int8.profile["batch_sizes"]["1"]
+    batch1["energy"] = {
+        "measurable": True, "source": "tegrastats", "avg_power_w": 5.5, "energy_per_inference_mj": 4.4,
+        "rails": {"VDD_IN": 5.5, "VDD_SOC": 1.2}, "rails_covered": "VDD_IN: whole-module input power",
+        "trace": {"t_s": [0.0, 0.1, 0.2], "rails": {"VDD_IN": [5.0, 6.0, 5.5], "VDD_SOC": [1.1, 1.3, 1.2]}},
+    }  # fmt: skip
+    int8.profile["batch_sizes"]["8"] = {"median_ms": 3.0, "p99_ms": 4.0, "throughput_ips": 2666.0}
+    layers = [
+        {"tensor": f"t{i}", "order": i, "cosine": 1 - 10.0 ** (i - 6), "exceeds": i >= 3} for i in range(5)
+    ]
+    run.per_layer.append(
+        {"precision": "int8", "mode": "onnx", "gates": {"min_cosine": 0.999}, "layers": layers}
+    )
+    steps = [
+        {"kept": [], "measured": {"cosine": 0.98}, "met": False},
+        {"kept": ["conv"], "measured": {"cosine": 0.995}, "met": True},
+    ]
+    run.budgets["int8"] = {
+        "budget": "cosine>=0.99",
+        "met": True,
+        "higher": "fp32 (not quantized)",
+        "steps": steps,
+    }
+    files = write_report(run, tmp_path / "out")
+    page = files.html.read_text()
+    assert files.sections == ["headline", "tradeoff", "latency", "fp16", "int8", "budget", "power"]
+    # scatter, CDF, batch curves, FP16 ranges, clipping, per-layer, power trace
+    assert page.count("<svg") == 7
+    assert "First tensor over tolerance (int8): <code>t3</code>" in page
+    assert "VDD_IN 5.50 W" in page and "1: conv" in page
+    assert "energy mJ/inf" in files.markdown.read_text() and "| 4.4 |" in files.markdown.read_text()

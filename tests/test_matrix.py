@@ -1,0 +1,425 @@
+"""edgedeploy matrix: models x targets x precisions, on a local process pool and on a Ray cluster.
+
+The Ray tests start a real three-node cluster on this machine (ray.cluster_utils.Cluster: a head
+and two workers, each worker announcing a different ``target:`` resource, one CPU each) and shut
+it down afterwards. The matrix is two small ONNX models x three Jetson/GPU targets (two announced,
+one absent) x fp32/fp16/int8 on the ONNX Runtime backend, with one cell given bad calibration
+data. About 90 s on 2 busy cores, most of it the two full matrix runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.errors import InputError
+from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
+from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
+from edgedeploy.pipeline.matrix_config import load_matrix_config
+from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
+
+PRESENT = ("jetson-orin-nano", "rtx4090")
+ABSENT = "jetson-agx-orin"
+BAD_CELL = ("b", "rtx4090", "int8")
+MB = 1024 * 1024
+
+
+def _mlp(path: Path, seed: int, din: int, hidden: int, dout: int) -> None:
+    rng = np.random.default_rng(seed)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (din, hidden)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (hidden,)).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (hidden, dout)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", din])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", dout])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+
+
+CONFIG = """
+workdir = "{workdir}"
+
+[build]
+backend = "onnxruntime"
+
+[compare]
+samples = 16
+batch_size = 8
+min_cosine = 0.99
+
+[profile]
+iterations = 5
+warmup = 1
+batch_sizes = [1]
+
+[bundle]
+output = "{workdir}-bundles"
+
+[matrix]
+targets = ["jetson-orin-nano", "rtx4090", "jetson-agx-orin"]
+precisions = ["fp32", "fp16", "int8"]
+
+[[matrix.models]]
+source = "a.onnx"
+
+[[matrix.models]]
+name = "b"
+source = "b.onnx"
+
+[[matrix.cells]]      # bad calibration data for one cell only
+model = "b"
+target = "rtx4090"
+precision = "int8"
+calibration = {{ data = "bad.npz" }}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("matrix")
+    _mlp(root / "a.onnx", 0, 16, 32, 10)
+    _mlp(root / "b.onnx", 1, 8, 24, 5)
+    np.savez(root / "bad.npz", wrong=np.zeros((4, 3), np.float32))  # no input named "wrong"
+    return root
+
+
+def _config(project: Path, workdir: str, extra: str = "") -> Path:
+    path = project / f"{workdir}.toml"
+    text = CONFIG.format(workdir=workdir) + extra
+    if "interrupted" in workdir:  # the Ctrl-C tests: one board (6 cells) is enough
+        text = text.replace('["jetson-orin-nano", "rtx4090", "jetson-agx-orin"]', '["rtx4090"]')
+    path.write_text(text)
+    return path
+
+
+def _by_cell(result: MatrixResult) -> dict[tuple[str, str, str], Any]:
+    return {(c.model, c.target, c.precision): c for c in result.cells}
+
+
+def _check_outcome(result: MatrixResult) -> None:
+    """The matrix's result whatever the executor: the bad cell fails alone, every other ran."""
+    cells = _by_cell(result)
+    assert cells[BAD_CELL].status == "failed"
+    assert "bad.npz" in cells[BAD_CELL].reason and "\n" not in cells[BAD_CELL].reason
+    for key, cell in cells.items():
+        if key == BAD_CELL or cell.target == ABSENT:
+            continue
+        assert cell.status == "ok", cell
+        assert cell.backend == "onnxruntime" and cell.size_bytes and cell.latency_ms is not None
+        assert cell.gate == "pass" and cell.min_cosine is not None and cell.min_cosine >= 0.99
+        assert Path(cell.artifact).is_file()
+
+
+@pytest.fixture(scope="module")
+def local_run(project: Path) -> MatrixResult:
+    executor = LocalExecutor(jobs=2)
+    try:
+        return run_matrix(load_matrix_config(_config(project, "local")), executor)
+    finally:
+        executor.close()
+
+
+def test_local_matrix_fails_the_bad_cell_alone_and_runs_every_onnxruntime_cell(
+    local_run: MatrixResult, project: Path
+) -> None:
+    _check_outcome(local_run)
+    # the ONNX Runtime backend runs any target on this machine: the third board's cells run too
+    assert all(c.status == "ok" for c in local_run.cells if c.target == ABSENT)
+    # one bundle per (model, target), each a valid bundle of the cells that ran
+    assert len(local_run.bundles) == 6
+    import json
+
+    manifest = json.loads((Path(local_run.bundles["b/rtx4090"]) / "manifest.json").read_text())
+    validate_manifest(manifest)
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
+    assert manifest["target"]["name"] == "rtx4090"
+    assert (Path(local_run.bundles["b/rtx4090"]) / "report.html").is_file()  # the bundle's own report
+
+
+def test_local_rerun_takes_every_built_cell_from_the_cache(local_run: MatrixResult, project: Path) -> None:
+    executor = LocalExecutor(jobs=1)
+    try:
+        rerun = run_matrix(load_matrix_config(_config(project, "local")), executor)
+    finally:
+        executor.close()
+    assert all(c.cached for c in rerun.cells if c.status == "ok")
+    assert [c.row() for c in rerun.cells] == [c.row() for c in local_run.cells]
+    assert rerun.tasks_submitted == 1  # only the failed cell's calibration is tried again
+
+
+def test_a_damaged_cached_artifact_is_built_again(local_run: MatrixResult, project: Path) -> None:
+    config = load_matrix_config(_config(project, "local"))
+    cell = _by_cell(local_run)[("a", "rtx4090", "fp16")]
+    Path(cell.artifact).write_bytes(b"not a model")  # same name, other content: the key alone must not do
+    executor = LocalExecutor(jobs=1)
+    try:
+        rerun = run_matrix(config, executor)
+    finally:
+        executor.close()
+    again = _by_cell(rerun)[("a", "rtx4090", "fp16")]
+    assert again.status == "ok" and not again.cached
+    assert onnx.load(again.artifact) is not None
+    assert sum(not c.cached for c in rerun.cells if c.status == "ok") == 1
+
+
+def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Path) -> None:
+    config = load_matrix_config(_config(project, "interrupted"))
+    seen: list[str] = []
+
+    def interrupt(cell: Any, done: int, total: int) -> None:
+        seen.append(cell.status)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    executor = LocalExecutor(jobs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_matrix(config, executor, on_cell=interrupt)
+    assert executor._pool is None  # cancelled: the worker processes were stopped
+    store = ArtifactStore(config.workdir)
+    kept = [p for p in store.root.iterdir() if (p / "record.json").is_file()]
+    assert kept and not [p for p in store.root.iterdir() if p.name.startswith(".")]  # nothing half-written
+    executor = LocalExecutor(jobs=1)  # in this process
+    try:
+        rerun = run_matrix(config, executor)
+    finally:
+        executor.close()
+    cached = [c for c in rerun.cells if c.cached]
+    assert len(cached) == seen.count("ok")
+    _check_outcome(rerun)
+
+
+# ---------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[dict[str, str]]:
+    """A head and two worker nodes on this machine; returns the address and each target's node id."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": 80 * MB, "include_dashboard": False},
+    )
+    try:
+        nodes = {
+            target: cluster.add_node(
+                num_cpus=1, resources={f"target:{target}": 1}, object_store_memory=80 * MB
+            )
+            for target in PRESENT
+        }
+        cluster.wait_for_nodes()
+        yield {"address": cluster.address, **{t: n.node_id for t, n in nodes.items()}}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _ray_run(project: Path, ray_cluster: dict[str, str], workdir: str = "ray") -> MatrixResult:
+    executor = RayExecutor(address=ray_cluster["address"])
+    try:
+        return run_matrix(load_matrix_config(_config(project, workdir)), executor)
+    finally:
+        executor.close()
+
+
+@pytest.fixture(scope="module")
+def ray_run(project: Path, ray_cluster: dict[str, str]) -> MatrixResult:
+    return _ray_run(project, ray_cluster)
+
+
+def test_ray_runs_each_cell_on_the_node_that_announces_its_board(
+    ray_run: MatrixResult, ray_cluster: dict[str, str]
+) -> None:
+    _check_outcome(ray_run)
+    for cell in ray_run.cells:
+        if cell.target in PRESENT and cell.status == "ok":
+            assert cell.node == ray_cluster[cell.target], cell
+
+
+def test_ray_skips_the_cells_of_a_board_no_node_announces(ray_run: MatrixResult) -> None:
+    absent = [c for c in ray_run.cells if c.target == ABSENT]
+    assert len(absent) == 6
+    for cell in absent:
+        assert cell.status == "skipped"
+        assert f"target:{ABSENT}" in cell.reason and "ray start" in cell.reason
+
+
+def test_ray_rerun_is_all_cache_hits(
+    ray_run: MatrixResult, project: Path, ray_cluster: dict[str, str]
+) -> None:
+    rerun = _ray_run(project, ray_cluster)
+    assert all(c.cached for c in rerun.cells if c.status == "ok")
+    assert sum(c.status == "ok" for c in rerun.cells) == 11
+    # the failed cell's calibration, tried again, and each board asked its tool versions (they key its cells)
+    assert rerun.tasks_submitted == 1 + len(PRESENT)
+    assert [c.row() for c in rerun.cells] == [c.row() for c in ray_run.cells]
+
+
+def test_local_and_ray_give_the_same_table(ray_run: MatrixResult, local_run: MatrixResult) -> None:
+    local = {k: c.row() for k, c in _by_cell(local_run).items()}
+    remote = {k: c.row() for k, c in _by_cell(ray_run).items()}
+    assert local.keys() == remote.keys()
+    for key, row in remote.items():
+        if key[1] != ABSENT:  # the absent board: skipped on Ray, run locally on ONNX Runtime
+            assert row == local[key], key
+
+
+# ---------------------------------------------------------------- checks before work, CLI
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ('\n[[matrix.cells]]\nmodel = "c"\n', "matrix.cells[1].model = 'c' is not in the matrix"),
+        ('\n[[matrix.cells]]\ntarget = "rtx4090"\ncalibraton = {data = "x"}\n', "did you mean 'calibration'"),
+        ("\n[[matrix.cells]]\ncompare = {min_cosin = 0.9}\n", "compare.min_cosin"),
+        ('\n[[matrix.cells]]\nbuild = {target = "t4"}\n', "select cells with target/precision"),
+    ],
+)
+def test_a_bad_cell_override_is_refused_before_any_work(project: Path, extra: str, needle: str) -> None:
+    with pytest.raises(InputError, match=None) as info:
+        load_matrix_config(_config(project, "refused", extra))
+    assert needle in str(info.value)
+    assert not (project / "refused").exists()
+
+
+def test_unknown_targets_and_precisions_are_refused(project: Path) -> None:
+    path = _config(project, "refused")
+    path.write_text(path.read_text().replace('"rtx4090", "jetson-agx-orin"]', '"rtx4099"]'))
+    with pytest.raises(InputError, match="unknown target 'rtx4099'; did you mean 'rtx4090'"):
+        load_matrix_config(path)
+    path.write_text(CONFIG.format(workdir="refused").replace('"fp16", "int8"]', '"fp8"]'))
+    with pytest.raises(InputError, match="'fp8' is not one of"):
+        load_matrix_config(path)
+
+
+def test_a_precision_the_board_lacks_is_planned_skipped_with_the_reason(project: Path) -> None:
+    path = _config(project, "nano")
+    path.write_text(path.read_text().replace('"jetson-agx-orin"]', '"jetson-nano"]'))
+    plans = {
+        (p.cell.model, p.cell.precision): p
+        for p in load_matrix_config(path).cells
+        if p.cell.target == "jetson-nano"
+    }
+    assert plans[("a", "int8")].skip is not None and "jetson-nano" in plans[("a", "int8")].skip
+    assert plans[("a", "fp16")].skip is None
+
+
+def test_run_refuses_a_matrix_config_and_names_the_command(project: Path) -> None:
+    result = run_cli("run", _config(project, "refused"), cwd=project)
+    assert_clean_input_error(result, "edgedeploy matrix")
+
+
+def test_executor_ray_without_ray_installed_exits_2_with_the_install_line(project: Path) -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # import ray -> ImportError, as when it is not installed
+        "from edgedeploy.cli import main\n"
+        f"main(['matrix', {str(_config(project, 'noray'))!r}, '--executor', 'ray'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'edgedeploy[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (project / "noray").exists()
+
+
+def test_ray_ctrl_c_cancels_the_cluster_tasks_and_a_rerun_finishes(
+    project: Path, ray_cluster: dict[str, str]
+) -> None:
+    config = load_matrix_config(_config(project, "ray-interrupted"))
+    ok_before: list[str] = []
+
+    def interrupt(cell: Any, done: int, total: int) -> None:
+        if cell.status == "ok":
+            ok_before.append(cell.precision)
+            raise KeyboardInterrupt
+
+    executor = RayExecutor(address=ray_cluster["address"])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_matrix(config, executor, on_cell=interrupt)
+        assert executor._refs == {}  # every task still out was cancelled
+    finally:
+        executor.close()
+    rerun = _ray_run(project, ray_cluster, "ray-interrupted")
+    assert sum(c.cached for c in rerun.cells) == len(ok_before) == 1
+    _check_outcome(rerun)
+
+
+def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:
+    import tomllib
+
+    from edgedeploy.pipeline.matrix_config import matrix_from_dict
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Many models, many boards", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    matrix = matrix_from_dict(tomllib.loads(block), tmp_path)
+    assert len(matrix.cells) == 2 * 3 * 3
+    calibrated = {p.cell.label() for p in matrix.cells if p.config.calibration.data}
+    assert calibrated == {"detector/jetson-orin-nano/int8"}
+
+
+def test_local_skips_tensorrt_cells_this_machine_cannot_build_and_says_why(project: Path) -> None:
+    import json
+
+    path = _config(project, "trt")
+    path.write_text(path.read_text().replace('backend = "onnxruntime"', 'backend = "tensorrt"'))
+    from edgedeploy.backends import get_backend
+
+    if get_backend("tensorrt").available()[0]:
+        pytest.skip("TensorRT is installed here: its cells would run")
+    result = run_cli("matrix", path, "--json", project / "trt.json", cwd=project)
+    assert result.code == 0, result.stderr  # skipped cells do not fail the run
+    cells = json.loads((project / "trt.json").read_text())["cells"]
+    assert len(cells) == 18 and {c["status"] for c in cells} == {"skipped"}
+    assert all("this machine cannot build for" in c["reason"] for c in cells)
+    assert "skipped" in result.stdout and "jetson-agx-orin" in result.stdout
+
+
+def test_cli_matrix_on_ray_prints_every_cell_and_writes_json(
+    ray_run: MatrixResult, project: Path, ray_cluster: dict[str, str]
+) -> None:
+    import json
+
+    path = _config(project, "ray")  # the matrix ray_run built: the CLI finds every cell in the cache
+    address = ray_cluster["address"]
+    args = ("matrix", path, "--executor", "ray", "--address", address, "--json", project / "ray.json")
+    result = run_cli(*args, cwd=project)
+    assert result.code == 1, result.stderr  # the bad cell fails the run
+    assert "b/rtx4090/int8" in result.stderr.strip().splitlines()[-1]
+    data = json.loads((project / "ray.json").read_text())
+    assert data["executor"] == "ray" and len(data["cells"]) == 18
+    cells = {(c["model"], c["target"], c["precision"]): c for c in data["cells"]}
+    assert cells[("a", "rtx4090", "int8")]["node"] == ray_cluster["rtx4090"]
+    assert cells[("a", "rtx4090", "int8")]["cached"] is True
+    assert cells[("a", ABSENT, "fp32")]["status"] == "skipped"
+    assert result.stdout.count("cached") == 11 and result.stdout.count("skipped") == 6
