@@ -33,6 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 TARGETS = ("jetson-orin-nano", "rtx4090")
 MB = 1024 * 1024
+# The local cluster stays on loopback: its nodes bind 127.0.0.1, and Ray is told not to swap a
+# loopback address for the machine's network address (read when ray is imported, so set here first).
+LOOPBACK = "127.0.0.1"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def _cpu() -> str:
@@ -126,11 +130,21 @@ def main() -> None:
         start = time.perf_counter()
         cluster = Cluster(
             initialize_head=True,
-            head_node_args={"num_cpus": 1, "object_store_memory": 80 * MB, "include_dashboard": False},
+            head_node_args={
+                "num_cpus": 1,
+                "object_store_memory": 80 * MB,
+                "include_dashboard": False,
+                "node_ip_address": LOOPBACK,
+            },
         )
         try:
             for target in TARGETS:
-                cluster.add_node(num_cpus=1, resources={f"target:{target}": 1}, object_store_memory=80 * MB)
+                cluster.add_node(
+                    num_cpus=1,
+                    resources={f"target:{target}": 1},
+                    object_store_memory=80 * MB,
+                    node_ip_address=LOOPBACK,
+                )
             cluster.wait_for_nodes()
             figures["ray_cluster_start_s"] = round(time.perf_counter() - start, 2)
             cold = _matrix(_configure(path, "ray"), RayExecutor(address=cluster.address))

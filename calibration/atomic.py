@@ -2,6 +2,11 @@
 
 A file is written to a temporary name beside its destination and renamed into place, so an
 interrupted or failed calibration never leaves a half-written model, cache or report.
+Every write goes through :func:`check_dest`, the one output-path guard: inside a
+:func:`guarded` block no write may replace a file the command reads, replace a folder that
+holds one, or land outside the folders the command was told to write to.
+Temporary names carry the writer's process id (``.NAME.PID.random``), so a later write to the
+same destination removes what a killed run (a dead PID) left behind.
 """
 
 from __future__ import annotations
@@ -9,9 +14,138 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from calibration.errors import OutputPathError
+
+
+@dataclass
+class _Guard:
+    inputs: list[Path] = field(default_factory=list)
+    roots: list[Path] | None = None  # None: anywhere
+
+
+_GUARD = _Guard()
+
+
+def _real(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+@contextlib.contextmanager
+def guarded(
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    roots: Iterable[str | os.PathLike[str] | None] | None = None,
+) -> Iterator[None]:
+    """Within the block, writes may not touch ``inputs`` and must stay under ``roots`` (if given).
+
+    Blocks nest: inputs add up, roots narrow to the innermost set given. Set once per command
+    (the CLI entry, the pipeline run), not from worker threads.
+    """
+    previous = _Guard(list(_GUARD.inputs), None if _GUARD.roots is None else list(_GUARD.roots))
+    _GUARD.inputs += [_real(p) for p in inputs if p is not None and os.fspath(p) != ""]
+    if roots is not None:
+        _GUARD.roots = [_real(r) for r in roots if r is not None and os.fspath(r) != ""]
+    try:
+        yield
+    finally:
+        _GUARD.inputs, _GUARD.roots = previous.inputs, previous.roots
+
+
+_STAGING: dict[Path, Path] = {}  # a folder built under a temporary name -> where it will be renamed
+_STAGING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def staging(tmp: Path, dest: Path) -> Iterator[None]:
+    """Writes under ``tmp`` are checked as the writes under ``dest`` they will become (thread-safe)."""
+    key = _real(tmp)
+    with _STAGING_LOCK:
+        _STAGING[key] = _real(dest)
+    try:
+        yield
+    finally:
+        with _STAGING_LOCK:
+            _STAGING.pop(key, None)
+
+
+def _logical(real: Path) -> Path:
+    with _STAGING_LOCK:
+        staged = list(_STAGING.items())
+    for tmp, final in staged:
+        if real.is_relative_to(tmp):
+            return final / real.relative_to(tmp)
+    return real
+
+
+def check_dest(dest: str | os.PathLike[str], *, replaces_folder: bool = False) -> Path:
+    """Refuse an output path that is empty, is an input, holds an input, or leaves the allowed roots."""
+    if os.fspath(dest) == "":
+        raise OutputPathError("an output path is empty")
+    real = _logical(_real(dest))
+    for source in _GUARD.inputs:
+        if real == source or (real.exists() and source.exists() and _same(real, source)):
+            raise OutputPathError(f"{dest} is an input of this command: refusing to overwrite it")
+        if replaces_folder and source.is_relative_to(real):
+            raise OutputPathError(f"{dest} holds {source}, an input of this command: refusing to replace it")
+        if source.is_dir() and real != source and real.is_relative_to(source):
+            raise OutputPathError(
+                f"{dest} lies in {source}, a folder this command reads: refusing to write there"
+            )
+    if _GUARD.roots is not None and not any(real.is_relative_to(root) for root in _GUARD.roots):
+        where = ", ".join(str(r) for r in _GUARD.roots)
+        raise OutputPathError(f"{dest} lies outside the output folder ({where}): refusing to write there")
+    return real
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def temp_prefix(dest: Path) -> str:
+    """Prefix of the temporary names beside ``dest`` written by this process."""
+    return f".{dest.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Delete the temporary files and folders that killed writers (dead PIDs) left beside ``dest``."""
+    prefix = f".{dest.name}."
+    try:
+        entries = [e for e in dest.parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -20,9 +154,19 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 
     The temporary name keeps ``suffix`` (default: the destination's) for tools that look at it.
     """
+    check_dest(dest)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    if dest.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(dest))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot make the folder for it ({exc.strerror})", str(dest)) from None
+    remove_stale_temps(dest)
+    try:
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
+    except OSError as exc:  # name the file the user asked for, not our temporary name
+        raise type(exc)(exc.errno, f"cannot write there ({exc.strerror})", str(dest)) from None
     os.close(fd)
     tmp = Path(name)
     try:

@@ -7,3 +7,19 @@ class CalibrationError(ValueError):
 
 class DataError(CalibrationError):
     """Data that does not fit the model: wrong name, shape, dtype, NaN, empty source."""
+
+
+class OutputPathError(CalibrationError):
+    """An output that would overwrite an input, delete a folder holding one, or land outside the target."""
+
+
+def raised(exc: BaseException) -> str:
+    """How a user's code failed, for a one-line error: ``called sys.exit(0) ...`` or ``raised T: msg``.
+
+    User code (a model factory, a data loader) is called with ``except (Exception, SystemExit)``:
+    a ``sys.exit(0)`` inside it must fail the command, not end it as a success with no output.
+    """
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) instead of returning"
+    text = str(exc).strip().splitlines()
+    return f"raised {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

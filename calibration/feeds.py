@@ -79,7 +79,10 @@ class DataSource:
         for index, feed in enumerate(self._make()):
             if self.limit is not None and count >= self.limit:
                 return
-            yield check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
+            checked = check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
+            if any(arr.size == 0 for arr in checked.values()):  # a gate over no values would pass
+                raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
+            yield checked
             count += 1
         if count == 0:
             raise DataError(f"data source '{self.spec}' yielded no samples")

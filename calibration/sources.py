@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from calibration.atomic import sha256_file
-from calibration.errors import DataError
+from calibration.errors import DataError, raised
 from calibration.feeds import DataSource, Feed, rebatch, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec
@@ -123,8 +123,8 @@ def load_script_function(path: Path, function: str = "load_data") -> Callable[..
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
-        raise DataError(f"data loader script {path} failed to import: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # a loader's sys.exit() must not end the run as a success
+        raise DataError(f"data loader script {path} failed to import: {raised(exc)}") from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise DataError(f"data loader script {path} defines no {function}() function")
@@ -141,8 +141,8 @@ def _script_source(
             yield from fn()
         except DataError:
             raise
-        except Exception as exc:
-            raise DataError(f"data loader script {path} raised {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise DataError(f"data loader script {path}: load_data() {raised(exc)}") from None
 
     return DataSource(
         "script",
@@ -183,6 +183,11 @@ def open_source(
     ``samples`` caps the number of samples (random data defaults to 8); ``shapes`` fixes
     dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders.
     """
+    if not inputs:
+        raise DataError(
+            "the model has no inputs (its outputs are constants): there is no data to compare, "
+            "calibrate or analyse it on"
+        )
     if batch_size < 1:
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if samples is not None and samples < 1:

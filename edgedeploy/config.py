@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, not_a_file
 from edgedeploy.options import CalibrationSettings
 from edgedeploy.targets import DEFAULT_TARGET
 
@@ -125,6 +125,11 @@ _SECTION_CLASSES: dict[str, type] = {
 _TOP_LEVEL_KEYS = ("workdir",)
 
 
+def _quoted(name: str) -> str:
+    """A key as the user wrote it, on one line (TOML allows newlines in quoted keys)."""
+    return f"'{name}'" if name.isprintable() else repr(name)
+
+
 def suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
@@ -132,7 +137,9 @@ def suggest(key: str, valid: list[str]) -> str:
 
 def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
     """Light type check: numbers, booleans, strings and lists must be what the default is."""
-    if value is None:
+    if value is None:  # TOML has no null; a dict built in code may
+        if "None" not in annotation:
+            raise InputError(f"config key '{where}' must be {annotation}, got None")
         return
     expect: tuple[type, ...]
     if "list" in annotation:
@@ -151,6 +158,18 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
         return
     if not isinstance(value, expect) or (expect != (bool,) and isinstance(value, bool)):
         raise InputError(f"config key '{where}' must be {annotation.replace(' | None', '')}, got {value!r}")
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else []
+    outer = annotation.removesuffix(" | None")
+    inner = outer[outer.find("[") + 1 : -1] if "[" in outer else ""
+    if outer.startswith("dict"):
+        inner = inner.split(",", 1)[-1].strip()  # the value type
+    kinds: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+    if inner.startswith("dict"):
+        kinds[inner] = (dict,)
+    if inner in kinds:
+        for item in items:
+            if not isinstance(item, kinds[inner]) or isinstance(item, bool):
+                raise InputError(f"config key '{where}' must hold {inner} items, got {item!r} in {value!r}")
 
 
 def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = True) -> PipelineConfig:
@@ -164,14 +183,16 @@ def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = Tru
         if key == "matrix":
             raise InputError("this config has a [matrix] section: run it with 'edgedeploy matrix CONFIG'")
         if key not in _SECTION_CLASSES:
-            raise InputError(f"unknown config section or key '{key}'{suggest(key, valid_top)}")
+            raise InputError(f"unknown config section or key {_quoted(key)}{suggest(key, valid_top)}")
         if not isinstance(value, dict):
             raise InputError(f"config '[{key}]' must be a table")
         cls = _SECTION_CLASSES[key]
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
             if sub not in section_fields:
-                raise InputError(f"unknown config key '{key}.{sub}'{suggest(sub, list(section_fields))}")
+                raise InputError(
+                    f"unknown config key {_quoted(f'{key}.{sub}')}{suggest(sub, list(section_fields))}"
+                )
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
     if require_model and not config.model.source:
@@ -184,7 +205,7 @@ def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = Tru
 def load_config(path: str | Path) -> PipelineConfig:
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"config file not found: {p}")
+        raise not_a_file("config file", p)
     try:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -2,7 +2,10 @@
 
 Everything the user can cause (a missing file, a bad spec, an unknown target) is an
 ``InputError`` (exit 2); a model that runs but misses an accuracy or latency gate is a
-``GateFailed`` (exit 1). Anything else is a bug and keeps its traceback.
+``GateFailed`` (exit 1). The machine's and the libraries' failures a user meets with bad
+input (a full disk or read-only folder, a model too large for memory, ONNX Runtime refusing a
+feed, a damaged protobuf) are named by :func:`user_failure`, which the CLI entry turns into one
+line and exit 2. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -30,7 +33,48 @@ class GateFailed(EdgeDeployError):
     exit_code = 1
 
 
+def not_a_file(what: str, path: object) -> InputError:
+    """The error for a file that is missing, or is a folder where a file was expected."""
+    import os
+
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    if text and os.path.isdir(text):
+        return InputError(f"{what} {text} is a folder, not a file")
+    return InputError(f"{what} not found: {text}")
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type): what a one-line error can quote."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def user_failure(exc: BaseException) -> str | None:
+    """One line for a failure the user's input or machine caused, None for a bug (keep the traceback)."""
+    if isinstance(exc, EdgeDeployError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return f"out of memory: {first_line(exc) if str(exc) else 'the model or data does not fit in memory'}"
+    if isinstance(exc, RecursionError):
+        return None
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        what = exc.strerror or first_line(exc)
+        return f"{where}: {what}" if where else what
+    module = type(exc).__module__ or ""
+    root = module.split(".")[0]
+    if root == "onnxruntime":
+        return f"ONNX Runtime refused the model or its input: {_strip_ort(first_line(exc))}"
+    if root == "polygraphy":
+        return f"Polygraphy: {first_line(exc)}"
+    if root == "onnx" and type(exc).__name__ in ("ValidationError", "InferenceError"):
+        return f"not a valid ONNX model: {first_line(exc)}"
+    if root == "google" and type(exc).__name__ == "DecodeError":
+        return f"not a valid ONNX file (protobuf: {first_line(exc)})"
+    return None
+
+
+def _strip_ort(text: str) -> str:
+    """ONNX Runtime's ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ...`` -> the part after the codes."""
+    parts = [p.strip() for p in text.split(" : ")]
+    return parts[-1] if len(parts) > 1 and parts[-1] else text

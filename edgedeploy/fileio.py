@@ -9,6 +9,7 @@ JSON and hashes are added here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calibration.atomic import atomic_path, sha256_file
+from calibration.atomic import (
+    atomic_path,
+    check_dest,
+    guarded,
+    remove_stale_temps,
+    sha256_file,
+    staging,
+    temp_prefix,
+)
 from edgedeploy.results import dumps
 
 __all__ = [
@@ -27,6 +36,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_dest",
+    "guarded",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
@@ -66,20 +77,36 @@ def atomic_write_json(dest: str | os.PathLike[str], obj: Any) -> Path:
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory beside ``dest``; on success it replaces ``dest`` whole."""
+    check_dest(dest, replaces_folder=True)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    remove_stale_temps(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        with staging(tmp, dest):
+            yield tmp
+        _replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` over ``dest``, moving an existing ``dest`` aside first.
+
+    Concurrent writers of one folder each move the current one to a name of their own, so none
+    of them meets a folder that vanished under it; the last rename wins whole.
+    """
+    for _ in range(100):
+        try:
+            os.rename(tmp, dest)  # succeeds when dest is absent or an empty folder
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest) + "old.", dir=dest.parent))
+        with contextlib.suppress(FileNotFoundError):  # another writer moved it aside first
+            os.rename(dest, old / dest.name)
+        shutil.rmtree(old, ignore_errors=True)
+    raise OSError(errno.EBUSY, f"{dest} kept changing while it was being replaced")

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from calibration.modelinfo import TensorSpec, graph_io
-from edgedeploy.errors import InputError, first_line
+from edgedeploy.errors import InputError, first_line, not_a_file
 from edgedeploy.fileio import atomic_path
 
 TWO_GB = 2**31 - 1
@@ -22,18 +22,37 @@ def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) 
     """Load an ONNX model; a missing, empty or corrupt file is an InputError naming it."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"model file not found: {p}")
+        raise not_a_file("model file", p)
     if p.stat().st_size == 0:
         raise InputError(f"model file is empty: {p}")
     try:
         model = onnx.load(os.fspath(p), load_external_data=load_external_data)
     except Exception as exc:
+        check_external_data(p)  # a missing .data file is named, not blamed on the model
         raise InputError(
             f"cannot read ONNX model {p}: not a valid ONNX file ({type(exc).__name__})"
         ) from None
     if not model.graph.node:
         raise InputError(f"cannot read ONNX model {p}: the graph has no nodes (truncated or not ONNX)")
     return model
+
+
+def check_external_data(path: str | os.PathLike[str]) -> None:
+    """Refuse a model whose external data files (``location`` of its initializers) are missing."""
+    p = Path(path)
+    try:
+        model = onnx.load(os.fspath(p), load_external_data=False)
+    except Exception:
+        return
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not (p.parent / location).is_file():
+            raise InputError(
+                f"ONNX model {p} keeps its weights in {location or '(no location)'}, which is missing: "
+                "copy it beside the model"
+            )
 
 
 def check_model(path: str | os.PathLike[str]) -> None:

@@ -31,13 +31,19 @@ class ShapeProfile:
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> ShapeProfile:
         """``{input = {min = [..], opt = [..], max = [..]}}`` from the config file."""
+        if not isinstance(table, dict):
+            raise InputError(
+                f"config build.profiles items must be tables like {{x = {{min = [1, 3], opt = [4, 3], "
+                f"max = [8, 3]}}}}, got {table!r}"
+            )
         shapes = {}
         for name, spec in table.items():
             if not isinstance(spec, dict) or set(spec) != {"min", "opt", "max"}:
                 raise InputError(f"profile for '{name}' needs exactly min, opt and max shapes")
-            shapes[name] = _check_min_opt_max(
-                name, tuple(spec["min"]), tuple(spec["opt"]), tuple(spec["max"])
-            )
+            dims = [spec[k] for k in ("min", "opt", "max")]
+            if not all(isinstance(d, list) and all(type(x) is int for x in d) for d in dims):
+                raise InputError(f"profile for '{name}': min, opt and max must be lists of whole numbers")
+            shapes[name] = _check_min_opt_max(name, tuple(dims[0]), tuple(dims[1]), tuple(dims[2]))
         return cls(shapes)
 
     @classmethod

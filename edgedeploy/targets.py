@@ -140,10 +140,12 @@ def host_target_name(flags: set[str] | None = None, machine: str | None = None) 
 
 
 def load_target(name: str) -> Target:
-    """The target profile ``name``; ``host`` resolves to :func:`host_target_name`."""
+    """The target profile ``name`` (case and surrounding blanks ignored: JETSON-ORIN-NANO works);
+    ``host`` resolves to :func:`host_target_name`."""
+    profiles = _profiles()
+    name = name.strip().lower() if isinstance(name, str) else str(name)
     if name == HOST:
         name = host_target_name()
-    profiles = _profiles()
     if name not in profiles:
         close = difflib.get_close_matches(name, profiles, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -31,6 +31,10 @@ PRESENT = ("jetson-orin-nano", "rtx4090")
 ABSENT = "jetson-agx-orin"
 BAD_CELL = ("b", "rtx4090", "int8")
 MB = 1024 * 1024
+# The local cluster stays on loopback: its nodes bind 127.0.0.1, and Ray is told not to swap a
+# loopback address for the machine's network address (read when ray is imported, so set here first).
+LOOPBACK = "127.0.0.1"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def _mlp(path: Path, seed: int, din: int, hidden: int, dout: int) -> None:
@@ -222,12 +226,20 @@ def ray_cluster() -> Iterator[dict[str, str]]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "object_store_memory": 80 * MB, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": 80 * MB,
+            "include_dashboard": False,
+            "node_ip_address": LOOPBACK,
+        },
     )
     try:
         nodes = {
             target: cluster.add_node(
-                num_cpus=1, resources={f"target:{target}": 1}, object_store_memory=80 * MB
+                num_cpus=1,
+                resources={f"target:{target}": 1},
+                object_store_memory=80 * MB,
+                node_ip_address=LOOPBACK,
             )
             for target in PRESENT
         }

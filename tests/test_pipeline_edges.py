@@ -58,7 +58,7 @@ def test_bundle_with_a_failed_gate_exits_1_and_defaults_to_a_precision_that_pass
 ) -> None:
     assert run_cli("build", digits.onnx_path, "--precision", "fp16", "-o", tmp_path).code == 0
     result = run_cli("bundle", digits.onnx_path, tmp_path / "digits.fp16.onnx", "--data", digits.test_npz,
-                     "--min-cosine", "1.1", "-o", tmp_path / "b")  # fmt: skip
+                     "--min-cosine", "1.0", "-o", tmp_path / "b")  # fmt: skip
     assert result.code == 1 and "fp16" in result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["primary_precision"] == "fp32"

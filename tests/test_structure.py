@@ -37,6 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgedeploy.results",
             "edgedeploy.onnxio",
             "edgedeploy.stats",
+            "edgedeploy.interrupts",
         ),
     ),
     ("calibration", ("calibration",)),

@@ -54,6 +54,9 @@ def create_session(model: str | os.PathLike[str], threads: int | None = None) ->
             os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS
         )
     except Exception as exc:
+        from edgedeploy.onnxio import check_external_data
+
+        check_external_data(model)
         first = first_line(exc)
         raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
 

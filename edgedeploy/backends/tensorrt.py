@@ -20,7 +20,7 @@ from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.backends.runtime.runner import PycudaEngineRunner
 from edgedeploy.backends.trt_plan import TrtVersion, check_release, plan_build, read_model_facts
-from edgedeploy.errors import BackendUnavailable, InputError
+from edgedeploy.errors import BackendUnavailable, InputError, not_a_file
 from edgedeploy.fileio import (
     atomic_write_bytes,
     atomic_write_json,
@@ -46,7 +46,7 @@ def _input_record(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
     if not Path(path).is_file():
-        raise InputError(f"file not found: {path}")
+        raise not_a_file("file", path)
     return {"path": str(path), "sha256": sha256_file(path)}
 
 
@@ -90,7 +90,7 @@ class TensorRTBackend:
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         model = Path(model)
         if not model.is_file():
-            raise InputError(f"model not found: {model}")
+            raise not_a_file("model", model)
         self._require()
         env = trt_env.environment()
         version = TrtVersion.parse(env["tensorrt"] or "0.0")
@@ -186,7 +186,7 @@ class TensorRTBackend:
 
         artifact = Path(artifact)
         if not artifact.is_file():
-            raise InputError(f"engine not found: {artifact}")
+            raise not_a_file("engine", artifact)
         if artifact.suffix != ".engine":
             raise InputError(
                 f"{artifact.name} is not a TensorRT engine (.engine); build it with --backend tensorrt"

@@ -170,6 +170,39 @@ def _resolve_profiles(options: BuildOptions, facts: ModelFacts) -> list[dict[str
     return profiles
 
 
+def check_option_values(model: Path | None, options: BuildOptions) -> None:
+    """The TensorRT option values that are wrong whatever the TensorRT version or backend.
+
+    Run before any work, also where ONNX Runtime builds (a bad value in a config must not wait
+    for the GPU machine to be found out).
+    """
+    unknown = {name.lower() for name in options.memory_pools_mb} - set(MEMORY_POOLS)
+    if unknown:
+        raise InputError(
+            f"unknown memory pool(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEMORY_POOLS)}"
+        )
+    if any(not isinstance(mb, int) or mb <= 0 for mb in options.memory_pools_mb.values()) or (
+        options.workspace_mb is not None and options.workspace_mb <= 0
+    ):
+        raise InputError("memory pool limits (and --workspace-mb) must be positive MB values")
+    if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
+        raise InputError(f"--opt-level must be 0..5, got {options.optimization_level}")
+    key = (options.hardware_compatibility or "none").lower()
+    if key not in HARDWARE_COMPAT:
+        raise InputError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{key}'")
+    if (options.profiling_verbosity or "detailed").lower() not in PROFILING_VERBOSITY:
+        raise InputError(f"--profiling-verbosity must be one of {', '.join(PROFILING_VERBOSITY)}")
+    if options.profiles and model is not None:
+        facts = read_model_facts(model)
+        for index, profile in enumerate(options.profiles):
+            for name in profile.shapes:
+                if name not in facts.inputs:
+                    raise InputError(
+                        f"profile {index} input '{name}': the model has no such input; "
+                        f"inputs: {', '.join(facts.inputs) or '(none)'}"
+                    )
+
+
 def profile_example(name: str, shape: tuple[int | str | None, ...]) -> str:
     """A ``--profile`` value the parser accepts for this input: dynamic dims 1, 4 and 8, fixed dims kept."""
 

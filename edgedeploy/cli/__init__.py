@@ -7,7 +7,8 @@ owns: tables and JSON on stdout, words on stderr. Shared option types live in
 themselves are imported here, so one that cannot be imported breaks the CLI loudly instead of
 vanishing from ``--help``.
 
-Errors the user can cause print one line and exit 2; failed gates exit 1; Ctrl-C exits 130.
+Errors the user can cause print one line and exit 2; failed gates exit 1; Ctrl-C exits 130,
+SIGTERM 143. :mod:`edgedeploy.cli.guard` checks every command's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from edgedeploy.cli import (
     targets,
 )
 from edgedeploy.cli.common import err, out
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.cli.guard import check_argv, guard_app
+from edgedeploy.errors import EdgeDeployError, user_failure
+from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
 
 app = typer.Typer(
     name="edgedeploy",
@@ -67,6 +70,7 @@ COMMANDS: tuple[ModuleType, ...] = (
 )
 for _command in COMMANDS:
     _command.register(app)
+guard_app(app)  # every command: inputs never overwritten, outputs checked before any work
 
 
 @app.callback(invoke_without_command=True)
@@ -86,22 +90,40 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+TERMINATED = "terminated (SIGTERM); temporary files removed, and a rerun resumes from the finished stages"
+
+
+def _stopped() -> tuple[str, int]:
+    return (TERMINATED, EXIT_SIGTERM) if terminated() else (INTERRUPTED, 130)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: map our errors to one line and an exit code."""
+    """Console-script entry: the one place where failures become one line and an exit code.
+
+    Our errors keep their code (2 bad input, 1 failed gate); Ctrl-C exits 130 and SIGTERM 143,
+    both after unwinding (temporary files removed); the machine's and libraries' failures a user
+    can cause (OSError, MemoryError, ONNX Runtime, a damaged protobuf) are one line and exit 2;
+    anything else is a bug and keeps its traceback.
+    """
+    handle_signals()
     try:
+        check_argv(sys.argv[1:] if argv is None else argv)
         app(args=argv, prog_name="edgedeploy")  # click's standalone mode: usage errors exit 2
     except EdgeDeployError as exc:
         _fail(str(exc), exc.exit_code)
     except CalibrationError as exc:
         _fail(str(exc), 2)
     except KeyboardInterrupt:
-        _fail(INTERRUPTED, 130)
+        _fail(*_stopped())
     except SystemExit as exc:
-        if exc.code == 130:  # click turned Ctrl-C into exit 130 without a word
-            _fail(INTERRUPTED, 130)
+        if exc.code == 130:  # click turned Ctrl-C (or our SIGTERM) into exit 130 without a word
+            _fail(*_stopped())
         raise
+    except Exception as exc:
+        line = user_failure(exc)
+        if line is None:
+            raise
+        _fail(line, 2)
     raise SystemExit(0)
 
 

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from edgedeploy.cli.common import DataSpec, JsonOutput, TargetName, make_ui, out, write_json
-from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.errors import GateFailed, InputError, not_a_file
 
 
 class _DefaultCreateGroup(TyperGroup):
@@ -60,7 +60,7 @@ def create_command(
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:
         if not path.is_file():
-            raise InputError(f"artifact not found: {path}")
+            raise not_a_file("artifact", path)
     inputs, _ = model_io(reference)
     source = open_source(data, inputs, samples=samples, batch_size=8)
     result_bundle = bundle_artifacts(
@@ -102,7 +102,7 @@ def verify_command(
     check = verify_bundle(bundle)
     write_json(json_path, check)
     if not check.ok:
-        raise InputError(f"bundle {bundle} is damaged: {'; '.join(check.problems)}")
+        raise InputError(f"bundle {bundle} is damaged: {check.summary()}")
     out.print(f"bundle {bundle}: ok")
 
 
@@ -120,6 +120,8 @@ def inspect_command(
     summary = inspect_bundle(bundle)
     out.print(dumps(summary), end="")
     write_json(json_path, summary)
+    if not summary["valid"]:
+        raise InputError(f"bundle {bundle} is damaged: {'; '.join(summary['problems'][:3])}")
 
 
 bundle_app.command("create")(create_command)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from edgedeploy.cli.common import OptionalDataSpec, TargetName, err, make_ui, out, write_json
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, not_a_file
 
 
 def _load_preprocess(path: Path | None) -> dict[str, Any] | None:
@@ -100,7 +100,7 @@ def calibrate_command(
     ui = make_ui()
     tgt = load_target(target)
     if not model.is_file():
-        raise InputError(f"model file not found: {model}")
+        raise not_a_file("model file", model)
     stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
         _from_cache(

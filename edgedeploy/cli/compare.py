@@ -20,7 +20,7 @@ from edgedeploy.cli.common import (
     out,
     write_json,
 )
-from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.errors import GateFailed, InputError, not_a_file
 
 if TYPE_CHECKING:
     from edgedeploy.stages.compare import CompareResult, LayerError, LayerwiseResult
@@ -67,7 +67,7 @@ def compare_command(
     ui = make_ui()
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
-        raise InputError(f"candidate not found: {candidate}")
+        raise not_a_file("candidate", candidate)
     if per_layer and candidate.suffix != ".onnx":
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)

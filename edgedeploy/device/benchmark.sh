@@ -25,20 +25,25 @@ PRECISION="" BATCH=1 DURATION=10 WARMUP=500 INTERVAL=100 GRAPH=1 TRANSFERS=1 TOO
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --precision) PRECISION="$2"; shift ;;
-        --batch) BATCH="$2"; shift ;;
-        --duration) DURATION="$2"; shift ;;
-        --warmup) WARMUP="$2"; shift ;;
-        --interval) INTERVAL="$2"; shift ;;
+        --precision) need_value "$@"; PRECISION="$2"; shift ;;
+        --batch) need_number "$1" "${2-}" int; BATCH="$2"; shift ;;
+        --duration) need_number "$1" "${2-}"; DURATION="$2"; shift ;;
+        --warmup) need_number "$1" "${2-}" count; WARMUP="$2"; shift ;;
+        --interval) need_number "$1" "${2-}" int; INTERVAL="$2"; shift ;;
         --no-cuda-graph) GRAPH=0 ;;
         --no-data-transfers) TRANSFERS=0 ;;
-        --tool) TOOL="$2"; shift ;;
-        --out) OUT="$2"; shift ;;
+        --tool) need_tool "$1" "${2-}"; TOOL="$2"; shift ;;
+        --out) need_value "$@"; OUT="$2"; shift ;;
         *) usage >&2; die "unknown option $1" ;;
     esac
     shift
 done
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
+if [ "$(manifest_get target.kind)" = "cpu" ]; then
+    MODEL="$(helper model --precision "$PRECISION")" || exit 2
+    die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
+        "measure it with: edgedeploy profile $MODEL"
+fi
 [ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b$BATCH.json"
 mkdir -p "$DEVICE_DIR/results" "$(dirname "$OUT")"
 

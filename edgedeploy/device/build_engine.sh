@@ -29,10 +29,10 @@ PRECISION="" WORKSPACE=() MAXBATCH=() TOOL=auto FORCE=0 FROM=() OUT_DIR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --precision) PRECISION="$2"; shift ;;
-        --workspace-mb) WORKSPACE=(--workspace-mb "$2"); shift ;;
-        --max-batch) MAXBATCH=(--max-batch "$2"); shift ;;
-        --tool) TOOL="$2"; shift ;;
+        --precision) need_value "$@"; PRECISION="$2"; shift ;;
+        --workspace-mb) need_number "$1" "${2-}" int; WORKSPACE=(--workspace-mb "$2"); shift ;;
+        --max-batch) need_number "$1" "${2-}" int; MAXBATCH=(--max-batch "$2"); shift ;;
+        --tool) need_tool "$1" "${2-}"; TOOL="$2"; shift ;;
         --force) FORCE=1 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac

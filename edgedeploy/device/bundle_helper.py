@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 2, 3
 DEVICE_DIR = "device"  # everything the scripts write on the device goes here, outside the manifest
@@ -58,7 +58,7 @@ class BundleProblem(Exception):
     """The bundle is damaged or does not fit this device (exit 2)."""
 
 
-def die(message: str, code: int = EXIT_BAD_BUNDLE) -> None:
+def die(message: str, code: int = EXIT_BAD_BUNDLE) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
@@ -71,16 +71,65 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _structure_problems(data: Any) -> list[str]:
+    """The parts of the manifest schema these scripts rely on (the device has no jsonschema)."""
+    if not isinstance(data, dict):
+        return ["manifest.json is not a JSON object"]
+    problems = []
+    files = data.get("files")
+    if not isinstance(files, dict):
+        problems.append("manifest 'files' is not a table of files")
+    else:
+        for rel, meta in files.items():
+            if (
+                not isinstance(meta, dict)
+                or not isinstance(meta.get("sha256"), str)
+                or not isinstance(meta.get("size"), int)
+                or isinstance(meta.get("size"), bool)
+            ):
+                problems.append(f"manifest 'files' entry {rel!r} lacks a sha256 string and an integer size")
+                break
+    arts = data.get("artifacts")
+    if not isinstance(arts, list) or not all(
+        isinstance(a, dict)
+        and isinstance(a.get("precision"), str)
+        and isinstance(a.get("model"), str)
+        and all(a.get(k) is None or isinstance(a.get(k), str) for k in ARTIFACT_PATHS)
+        for a in arts
+    ):
+        problems.append("manifest 'artifacts' is not a list of {precision, backend, model, ...}")
+    target = data.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+        problems.append("manifest 'target' lacks a name")
+    io = data.get("io")
+    if (
+        not isinstance(io, dict)
+        or not isinstance(io.get("inputs"), list)
+        or not all(
+            isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("shape"), list)
+            for i in io["inputs"]
+        )
+    ):
+        problems.append("manifest 'io.inputs' is not a list of {name, shape}")
+    ref = data.get("reference")
+    if ref is not None and not (isinstance(ref, dict) and all(isinstance(v, str) for v in ref.values())):
+        problems.append("manifest 'reference' is not a table of paths")
+    return problems
+
+
 def load_manifest(bundle: Path) -> dict[str, Any]:
     try:
         data = json.loads((bundle / "manifest.json").read_text())
     except FileNotFoundError:
         raise BundleProblem(f"{bundle}/manifest.json is missing: not a bundle") from None
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, ValueError) as exc:
         raise BundleProblem(f"manifest.json is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "files" not in data or "artifacts" not in data:
-        raise BundleProblem("manifest.json lacks 'files' or 'artifacts'")
-    return data
+    except OSError as exc:
+        raise BundleProblem(f"cannot read {bundle}/manifest.json ({exc.strerror or exc})") from None
+    problems = _structure_problems(data)
+    if problems:
+        raise BundleProblem(problems[0])
+    return dict(data)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -94,27 +143,77 @@ def atomic_write(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- files
 
 
+ARTIFACT_PATHS = ("model", "engine", "calibration_cache", "precision_plan")
+
+
+def unsafe_path(rel: str) -> bool:
+    """A manifest path that is absolute, climbs out (``..``) or is empty."""
+    parts = rel.replace("\\", "/").split("/")
+    return not rel or rel.startswith(("/", "\\")) or ".." in parts or (len(rel) > 1 and rel[1] == ":")
+
+
+def manifest_paths(manifest: dict[str, Any]) -> list[str]:
+    """Every path the manifest points at besides its file table: artifacts, reference data, report."""
+    paths = [
+        art[key]
+        for art in manifest.get("artifacts") or []
+        if isinstance(art, dict)
+        for key in ARTIFACT_PATHS
+        if isinstance(art.get(key), str) and art[key]
+    ]
+    for section in ("reference", "report"):
+        table = manifest.get(section)
+        if isinstance(table, dict):
+            paths += [v for v in table.values() if isinstance(v, str)]
+    return paths
+
+
+def inside(bundle: Path, path: Path) -> bool:
+    """``path`` resolves (links followed) to a place inside ``bundle``."""
+    try:
+        path.resolve().relative_to(bundle.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
-    """Every listed file present with its size and sha256; files nobody listed (outside device/)."""
+    """The bundle file contract, shared with the workstation's ``edgedeploy bundle verify``.
+
+    Every listed file is a regular file inside the bundle (no link leaving it, no FIFO or
+    device), with its size and sha256; the scripts are executable; every path the manifest
+    points at is relative, inside and listed; nothing else is there except ``device/``, where
+    the scripts write on the board.
+    """
     problems = []
     listed = manifest["files"]
     for rel, meta in sorted(listed.items()):
         path = bundle / rel
-        if rel.startswith("/") or ".." in Path(rel).parts:
+        if unsafe_path(rel):
             problems.append(f"{rel}: unsafe path in manifest")
-        elif not path.is_file():
+        elif (path.is_symlink() or path.exists()) and not inside(bundle, path):
+            problems.append(f"{rel}: link leaves the bundle")
+        elif not path.exists() and not path.is_symlink():
             problems.append(f"{rel}: missing")
+        elif not path.is_file():
+            problems.append(f"{rel}: not a regular file (a FIFO, device or folder)")
         elif path.stat().st_size != meta.get("size"):
             problems.append(f"{rel}: size {path.stat().st_size}, manifest says {meta.get('size')}")
         elif sha256_file(path) != meta.get("sha256"):
             problems.append(f"{rel}: sha256 differs from the manifest (damaged or edited)")
-    for path in sorted(p for p in bundle.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(bundle).as_posix()
-        if rel == "manifest.json" or rel in listed or rel.split("/")[0] == DEVICE_DIR:
+        elif rel.startswith("scripts/") and rel.endswith(".sh") and not os.access(path, os.X_OK):
+            problems.append(f"{rel}: not executable")
+    for path in sorted(bundle.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
             continue
-        if "__pycache__" in rel.split("/"):
+        rel = path.relative_to(bundle).as_posix()
+        parts = rel.split("/")
+        if rel == "manifest.json" or rel in listed or parts[0] == DEVICE_DIR or "__pycache__" in parts:
             continue
         problems.append(f"{rel}: not listed in the manifest")
+    for rel in manifest_paths(manifest):
+        if unsafe_path(rel) or rel not in listed:
+            problems.append(f"{rel}: referenced by the manifest but not in its file list")
     return problems
 
 
@@ -309,6 +408,10 @@ def artifact(manifest: dict[str, Any], precision: str | None) -> dict[str, Any]:
     precision = precision or manifest.get("primary_precision")
     for art in manifest["artifacts"]:
         if art["precision"] == precision:
+            for key in ARTIFACT_PATHS:
+                rel = art.get(key)
+                if rel and (unsafe_path(rel) or rel not in manifest["files"]):
+                    raise BundleProblem(f"the {precision} {key} path {rel!r} is not a file of this bundle")
             return dict(art)
     have = ", ".join(a["precision"] for a in manifest["artifacts"])
     raise BundleProblem(f"no {precision} artifact in this bundle (it has: {have})")
@@ -472,13 +575,23 @@ def shape_spec(shapes: dict[str, list[int]]) -> str:
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
 
 
+def reference_path(bundle: Path, manifest: dict[str, Any], key: str) -> Path | None:
+    """The reference file ``key`` (inputs, outputs), refused when it is not a file of this bundle."""
+    rel = (manifest.get("reference") or {}).get(key)
+    if not rel:
+        return None
+    if unsafe_path(rel) or rel not in manifest["files"]:
+        raise BundleProblem(f"reference {key} path {rel!r} is not a file of this bundle")
+    return bundle / rel
+
+
 def reference_batch(bundle: Path, manifest: dict[str, Any]) -> int:
-    ref = manifest.get("reference") or {}
-    if not ref.get("inputs"):
+    path = reference_path(bundle, manifest, "inputs")
+    if path is None:
         return 1
     import numpy as np
 
-    with np.load(bundle / ref["inputs"]) as data:
+    with np.load(path) as data:
         first = data[data.files[0]]
         return int(first.shape[0]) if first.ndim else 1
 
@@ -734,13 +847,13 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     import numpy as np
 
     manifest = load_manifest(bundle)
-    ref = manifest.get("reference") or {}
-    if not ref.get("inputs") or not ref.get("outputs"):
+    inputs = reference_path(bundle, manifest, "inputs")
+    if inputs is None or reference_path(bundle, manifest, "outputs") is None:
         die("the bundle has no reference inputs/outputs: nothing to verify against")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs, shapes = [], {}
-    with np.load(bundle / ref["inputs"]) as data:
+    with np.load(inputs) as data:
         for name in data.files:
             arr = np.ascontiguousarray(data[name])
             path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
@@ -835,7 +948,19 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.cmd](args.bundle.resolve(), args)
     except BundleProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_BUNDLE
+    except ImportError as exc:  # a board without NumPy: say what to install, not a traceback
+        print(
+            f"error: python3 module {exc.name or exc} is needed here (apt install python3-numpy)",
+            file=sys.stderr,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        print(
+            f"error: manifest.json does not follow the bundle schema ({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_BAD_BUNDLE
 
 
 if __name__ == "__main__":

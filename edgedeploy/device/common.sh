@@ -10,6 +10,25 @@ PYTHON="${PYTHON:-python3}"
 die() { echo "error: $*" >&2; exit "${EXIT_CODE:-2}"; }
 note() { echo "==> $*"; }
 
+# Usage errors exit 2 (1 means "accuracy or run failed"): `need_value "$@"` before reading "$2".
+need_value() {
+    if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then die "option $1 needs a value (see --help)"; fi
+}
+# A positive number: `need_number OPTION VALUE [int|count]` (int: whole, count: whole, 0 allowed).
+need_number() {
+    need_value "$1" "${2-}"
+    local re='^[0-9]+([.][0-9]+)?$'
+    case "${3:-}" in int|count) re='^[0-9]+$' ;; esac
+    if ! [[ "$2" =~ $re ]] || { [ "${3:-}" != count ] && [[ "$2" =~ ^[0.]+$ ]]; }; then
+        die "option $1 needs a positive ${3:+whole }number, got '$2'"
+    fi
+}
+# --tool auto|edgedeploy|trtexec
+need_tool() {
+    need_value "$1" "${2-}"
+    case "$2" in auto|edgedeploy|trtexec) ;; *) die "option $1 takes auto, edgedeploy or trtexec, got '$2'" ;; esac
+}
+
 command -v "$PYTHON" >/dev/null 2>&1 || die "python3 is needed (JetPack ships it)"
 [ -f "$BUNDLE_DIR/manifest.json" ] || die "$BUNDLE_DIR/manifest.json not found: run the script from inside a bundle"
 

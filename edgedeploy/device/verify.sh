@@ -21,7 +21,7 @@ PRECISION="" FILES_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --precision) PRECISION="$2"; shift ;;
+        --precision) need_value "$@"; PRECISION="$2"; shift ;;
         --files-only) FILES_ONLY=1 ;;
         *) usage >&2; die "unknown option $1" ;;
     esac

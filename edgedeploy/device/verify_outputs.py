@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # exit 2 ("cannot check here"), never 1 ("accuracy failed") with a traceback
+    if __name__ == "__main__":
+        print("error: python3 module numpy is needed here (apt install python3-numpy)", file=sys.stderr)
+        sys.exit(2)
+    raise
 
 VALUES = re.compile(r'("values"\s*:\s*)\[([^\]]*)\]')
 
@@ -123,6 +129,18 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: dict[str, Any]) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ImportError as exc:
+        print(f"error: python3 module {exc.name or exc} is needed here", file=sys.stderr)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        print(f"error: cannot compare with the reference ({type(exc).__name__}: {exc})", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description="Compare device outputs with the bundle's fp32 reference.")
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
     source = parser.add_mutually_exclusive_group(required=True)

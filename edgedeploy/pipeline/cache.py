@@ -2,7 +2,8 @@
 
 Each stage's result is recorded under ``workdir/.edgedeploy-cache/`` with a key made of the
 hashes of its inputs, its options and the tool versions. A record counts only while every
-output file it names is still there (and, where a stage says so, still intact).
+output file it names still has the sha256 recorded with it (and, where a stage says so, the
+output is still intact): a cache hit is verified by content, not existence.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.fileio import atomic_write_json
+from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.ui import Ui
 
 CACHE_DIR = ".edgedeploy-cache"
@@ -28,22 +29,32 @@ class StageCache:
         return self.root / f"{stage}.json"
 
     def lookup(self, stage: str, key: str) -> dict[str, Any] | None:
-        """The recorded result when the key matches and every output file still exists."""
+        """The recorded result when the key matches and every output file still has its recorded hash.
+
+        Existence is not enough: a model edited or damaged since (NaN weights, a truncated
+        archive) must be made again, not reported as up to date.
+        """
         try:
             record = json.loads(self._path(stage).read_text())
         except (OSError, ValueError):
             return None
-        if record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key:
             return None
-        if not all(Path(p).is_file() for p in record.get("outputs", [])):
+        outputs = record.get("outputs")
+        if not isinstance(outputs, dict):
             return None
+        for path, digest in outputs.items():
+            try:
+                if sha256_file(path) != digest:
+                    return None
+            except OSError:
+                return None
         result = record.get("result")
         return result if isinstance(result, dict) else None
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
-        atomic_write_json(
-            self._path(stage), {"key": key, "outputs": [str(p) for p in outputs], "result": result}
-        )
+        hashes = {str(p): sha256_file(p) for p in outputs}
+        atomic_write_json(self._path(stage), {"key": key, "outputs": hashes, "result": result})
 
     def run(
         self,

@@ -19,10 +19,11 @@ from calibration.algorithms import ALGORITHMS
 from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import DataSource, Feed, open_source
 from edgedeploy import __version__
-from edgedeploy.backends import BACKEND_NAMES
+from edgedeploy.backends import BACKEND_NAMES, BuildOptions
+from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import atomic_write_json, sha256_file, sha256_json
+from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
 from edgedeploy.options import (
     BuildRequest,
     CalibrationRequest,
@@ -32,8 +33,8 @@ from edgedeploy.options import (
 )
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
-from edgedeploy.stages.build import build
-from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
+from edgedeploy.stages.build import CPU_OPTIONS, build
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle, not_ours, tool_versions, verify_bundle
 from edgedeploy.stages.bundle.make import ReportWriter
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.export import (
@@ -153,7 +154,17 @@ def run_pipeline(
         report: write ``report.html`` and ``report.md`` into the workdir (the bundle carries its
             own either way); the run record ``run.json`` they are made from is always written.
     """
-    run = _start(config, ui, extra_versions)
+    target = check_config(config)
+    # Every write stays in the workdir, the bundle folder and its archive (and a timing cache
+    # the config names), and none replaces a file the run reads (model, data, calibration set).
+    with guarded(inputs=_input_files(config), roots=_output_roots(config)):
+        return _run_stages(config, target, ui, extra_versions, report)
+
+
+def _run_stages(
+    config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None, report: bool
+) -> PipelineResult:
+    run = _start(config, target, ui, extra_versions)
     exported = _export_stage(run)
     data = _compare_data(run, exported)
     outcomes = []
@@ -214,8 +225,32 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
     return html if html.is_file() and md.is_file() else None
 
 
-def _start(config: PipelineConfig, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
-    target = check_config(config)
+def _input_files(config: PipelineConfig) -> list[Path]:
+    source = _resolve_source(config)
+    where = Path(source if is_onnx_path(source) else source.split(":")[0])
+    paths = [where] if where.suffix in (".onnx", ".py") else []
+    for spec in (config.compare.data, config.calibration.data):
+        if spec and not _is_random(spec):
+            paths.append(config.path(spec))
+    return [p for p in paths if p.exists()]
+
+
+def _output_roots(config: PipelineConfig) -> list[Path]:
+    bundle = bundle_dir(config)
+    roots = [config.path(config.workdir), bundle, bundle.with_name(bundle.name + ".tar.gz")]
+    if config.build.timing_cache:
+        roots.append(config.path(config.build.timing_cache))
+    return roots
+
+
+def bundle_dir(config: PipelineConfig) -> Path:
+    """Where the bundle goes: ``[bundle] output`` beside the config, else ``workdir/bundle``."""
+    if config.bundle.output:
+        return config.path(config.bundle.output)
+    return config.path(config.workdir) / "bundle"
+
+
+def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = _resolve_source(config)
@@ -362,7 +397,8 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
     key = sha256_json(
         {
             "ref": exported.sha256,
-            "cand": sha256_file(outcome.artifact),
+            # what is compared is the artifact; what is bundled is the precision ONNX too
+            "cand": sha256_json({str(f): sha256_file(f) for f in {outcome.model, outcome.artifact}}),
             "data": data.source.describe(),
             "gates": data.gates,
             "versions": run.versions,
@@ -403,7 +439,7 @@ def _bundle_stage(
     run: _Run, exported: _Exported, data: _CompareData, outcomes: list[PrecisionOutcome]
 ) -> dict[str, Any]:
     config = run.config
-    bundle_dir = config.path(config.bundle.output) if config.bundle.output else run.workdir / "bundle"
+    out = bundle_dir(config)
     primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
     build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     key = sha256_json(
@@ -414,7 +450,7 @@ def _bundle_stage(
             "primary": primary,
             "gates": data.gates,
             "version": __version__,
-            "dir": str(bundle_dir),
+            "dir": str(out),
             "report": plotting_missing() is None,  # a bundle made without its report is remade with it
             "build": build,
         }
@@ -439,7 +475,7 @@ def _bundle_stage(
             for o in outcomes
         ]
         result = make_bundle(
-            bundle_dir,
+            out,
             model_name=run.name,
             model_source=config.model.source,
             model_sha256=exported.sha256,
@@ -502,8 +538,21 @@ def check_config(config: PipelineConfig) -> Target:
 
     b = config.build
     target = load_target(b.target)
+    name = config.model.name
+    if name and (
+        name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or Path(name).is_absolute()
+    ):
+        raise InputError(
+            f"config model.name '{name}' must be a plain file name (no folders, no leading dot): "
+            "it names the files written in the workdir"
+        )
+    if not config.workdir or not str(config.workdir).strip():
+        raise InputError('config workdir is empty; e.g. workdir = "edgedeploy-out"')
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
+    repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
+    if repeated:
+        raise InputError(f"config build.precisions names {', '.join(repeated)} more than once")
     for precision in b.precisions:
         target.check_precision(precision)
     if b.backend not in BACKEND_NAMES:
@@ -520,13 +569,40 @@ def check_config(config: PipelineConfig) -> Target:
             f"config bundle.primary '{config.bundle.primary}' is not among build.precisions "
             f"({', '.join(b.precisions)})"
         )
-    if config.bundle.enabled:
-        out = config.path(config.bundle.output or "bundle").resolve()
-        if out.exists() and (
-            not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
-        ):
-            raise InputError(f"config bundle.output {out} exists and is not a bundle: choose another folder")
+    if config.bundle.enabled and (why := not_ours(bundle_dir(config).resolve())):
+        raise InputError(f"config bundle.output: {why}; choose another folder")
+    _check_sections(config, target)
     return target
+
+
+def _check_sections(config: PipelineConfig, target: Target) -> None:
+    """Every value a later stage would refuse, refused now: before export, build and profile ran."""
+    cmp, cal, p = config.compare, config.calibration, config.profile
+    for where, value in (
+        ("compare.samples", cmp.samples),
+        ("compare.batch_size", cmp.batch_size),
+        ("calibration.samples", cal.samples),
+        ("calibration.batch_size", cal.batch_size),
+    ):
+        if value < 1:
+            raise InputError(f"config {where} must be >= 1, got {value}")
+    Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+    ProfileOptions(
+        warmup_iterations=p.warmup,
+        warmup_ms=p.warmup_ms,
+        iterations=p.iterations,
+        duration_s=p.duration_s,
+        batch_sizes=tuple(p.batch_sizes),
+        threads=p.threads,
+    )
+    b = config.build
+    options = backend_options({f.name: getattr(b, f.name) for f in fields(b)}, path=config.path)
+    check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
+    tensorrt_only = sorted(k for k in options if k not in CPU_OPTIONS)
+    if b.backend == "onnxruntime" and tensorrt_only:
+        raise InputError(
+            f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"
+        )
 
 
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:

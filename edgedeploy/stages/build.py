@@ -116,11 +116,37 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
     )
 
 
+CPU_OPTIONS = frozenset({"threads", "force"})  # the options ONNX Runtime uses; the rest are TensorRT's
+
+
+def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: Ui) -> None:
+    """Refuse bad TensorRT option values on any backend; TensorRT options on ONNX Runtime are refused
+    when the user chose it, and named in one warning when ``auto`` fell back to it."""
+    from edgedeploy.backends.trt_plan import check_option_values
+
+    options = BuildOptions(precision=request.precision, target=request.target, **request.options)
+    check_option_values(model, options)
+    unused = sorted(k for k, v in request.options.items() if k not in CPU_OPTIONS and v is not None)
+    if backend != "onnxruntime" or not unused:
+        return
+    names = ", ".join(unused)
+    if request.backend == "onnxruntime":
+        raise InputError(
+            f"{names}: TensorRT options, unused by the onnxruntime backend; drop them or build with TensorRT"
+        )
+    ui.warn(f"{names}: TensorRT options, unused here (the build falls back to ONNX Runtime)")
+
+
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
     """Check the target, make the precision artifact, and compile it with the chosen backend."""
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
+    if request.accuracy_budget and request.precision not in ("fp16", "int8"):
+        raise InputError(
+            f"--accuracy-budget applies to fp16 and int8 builds; {request.precision} is the reference itself"
+        )
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
+    check_backend_options(model, request, backend.name, ui)
     backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
     precision = make_precision(model, request, out_dir, ui)
     ui.info(note)

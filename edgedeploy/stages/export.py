@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibration.errors import raised
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, sha256_file
@@ -55,7 +56,7 @@ class InputShape:
         dtype = parts[2] if len(parts) == 3 else "float32"
         try:
             np.dtype(dtype)
-        except TypeError:
+        except (TypeError, ValueError, SyntaxError):  # numpy reads "a,b" as a record dtype
             raise InputError(f"bad --input '{text}': unknown dtype '{dtype}'") from None
         return cls(parts[0], dims, dtype)
 
@@ -103,16 +104,14 @@ def _import_object(spec: str, attr: str) -> Any:
         sys.modules[name] = module
         try:
             mod_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise InputError(f"model spec: importing {spec} failed: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # a user's sys.exit() must not look like success
+            raise InputError(f"model spec: importing {spec} {raised(exc)}") from None
     else:
         try:
             with module_search_path(Path.cwd()):  # as `python -m` would: modules beside the user first
                 module = importlib.import_module(spec)
-        except Exception as exc:
-            raise InputError(
-                f"model spec: cannot import module '{spec}': {type(exc).__name__}: {exc}"
-            ) from None
+        except (Exception, SystemExit) as exc:
+            raise InputError(f"model spec: importing module '{spec}' {raised(exc)}") from None
     obj = getattr(module, attr, None)
     if obj is None:
         raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
@@ -150,8 +149,8 @@ def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
     factory = _import_object(where, fn_name)
     try:
         model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
-    except Exception as exc:
-        raise InputError(f"model spec: {fn_name}() raised {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise InputError(f"model spec: {fn_name}() {raised(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model spec: {fn_name}() returned {type(model).__name__}, not a torch.nn.Module")
     example = None
@@ -159,8 +158,8 @@ def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
         inputs_fn = _import_object(where, inputs_fn_name)
         try:
             example = inputs_fn() if callable(inputs_fn) else inputs_fn
-        except Exception as exc:
-            raise InputError(f"model spec: {inputs_fn_name}() raised {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:
+            raise InputError(f"model spec: {inputs_fn_name}() {raised(exc)}") from None
     return model.eval(), example
 
 
@@ -281,8 +280,11 @@ def _quiet_torch_logs() -> Iterator[None]:
 
 def _count_outputs(model: Any, args: tuple[Any, ...]) -> int:
     torch = _import_torch()
-    with torch.no_grad():
-        out = model(*args)
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    except (Exception, SystemExit) as exc:  # the forward pass is the user's code
+        raise InputError(f"the example inputs do not fit the model: its forward() {raised(exc)}") from None
     if isinstance(out, (list, tuple)):
         return len(out)
     if isinstance(out, dict):

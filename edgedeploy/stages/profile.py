@@ -9,6 +9,7 @@ batch, warm-up and duration, so figures from two runs can be compared honestly.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 import time
@@ -25,7 +26,7 @@ from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.runtime.engine import EngineSession
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, not_a_file
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
 from edgedeploy.stats import LatencyStats, latency_quantiles
@@ -49,6 +50,32 @@ class ProfileOptions:
     cuda_graph: bool = False
     no_data_transfers: bool = False
     per_layer: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse what would hang or mean nothing (a NaN duration never ends), from the CLI or a config."""
+        from edgedeploy.errors import InputError
+
+        def number(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not number(self.duration_s) or self.duration_s < 0:
+            raise InputError(f"profile duration must be a number of seconds >= 0, got {self.duration_s!r}")
+        if not number(self.warmup_ms) or self.warmup_ms < 0:
+            raise InputError(f"profile warm-up must be a number of ms >= 0, got {self.warmup_ms!r}")
+        for name, value, least in (
+            ("iterations", self.iterations, 1),
+            ("warm-up iterations", self.warmup_iterations, 0),
+            ("threads", self.threads, 1),
+            ("minimum iterations", self.min_iterations, 1),
+        ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise InputError(f"profile {name} must be a whole number >= {least}, got {value!r}")
+        if not self.batch_sizes or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.batch_sizes
+        ):
+            raise InputError(
+                f"profile batch sizes must be whole numbers >= 1, got {list(self.batch_sizes)!r}"
+            )
 
 
 @dataclass
@@ -282,8 +309,22 @@ def profile(
 ) -> ProfileResult:
     """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.backends.runtime)."""
     if not artifact.is_file():
-        raise InputError(f"artifact not found: {artifact}")
+        raise not_a_file("artifact", artifact)
     if artifact.suffix == ".onnx":
+        engine_only = [
+            flag
+            for flag, on in (
+                ("--cuda-graph", options.cuda_graph),
+                ("--no-data-transfers", options.no_data_transfers),
+                ("--per-layer", options.per_layer),
+            )
+            if on
+        ]
+        if engine_only:
+            raise InputError(
+                f"{', '.join(engine_only)}: for TensorRT engines; {artifact.name} is an ONNX model "
+                "timed on ONNX Runtime (build an engine first)"
+            )
         return profile_onnx(artifact, options, progress)
 
     backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing

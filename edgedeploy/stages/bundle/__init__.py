@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgedeploy.stages.bundle.make import BundleArtifact, BundleResult, make_bundle, tool_versions
-from edgedeploy.stages.bundle.tools import BundleCheck, inspect_bundle, safe_extract, verify_bundle
+from edgedeploy.stages.bundle.tools import BundleCheck, inspect_bundle, not_ours, safe_extract, verify_bundle
 
 __all__ = [
     "BundleArtifact",
@@ -11,6 +11,7 @@ __all__ = [
     "BundleResult",
     "inspect_bundle",
     "make_bundle",
+    "not_ours",
     "safe_extract",
     "tool_versions",
     "verify_bundle",

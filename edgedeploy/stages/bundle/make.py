@@ -170,9 +170,13 @@ def make_bundle(
         build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
             ``tf32``), so the device rebuilds the same engine.
     """
+    from edgedeploy.stages.bundle.tools import not_ours
+
     out = Path(out_dir).resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
-        raise InputError(f"bundle output {out} exists and is not a bundle: choose another -o folder")
+    if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
+        raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
+    if why := not_ours(out):
+        raise InputError(f"bundle output: {why}; choose another -o folder")
     with atomic_dir(out) as root:
         entries = []
         for art in artifacts:
@@ -222,9 +226,11 @@ def make_bundle(
         manifest["report"] = report(root, manifest) if report is not None else None
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
-    archive = out.with_name(out.name + ".tar.gz")
-    with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
-        tar.add(out, arcname=out.name)
+        # The archive is packed from this run's folder, not from ``out``, which a concurrent run
+        # into the same folder may be replacing at this moment.
+        archive = out.with_name(out.name + ".tar.gz")
+        with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
+            tar.add(root, arcname=out.name)
     files = manifest["files"]
     return BundleResult(
         directory=out,

@@ -15,13 +15,13 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edgedeploy.errors import InputError
-from edgedeploy.fileio import sha256_file
+from edgedeploy.errors import InputError, first_line
 
 DEVICE_DIR = "device"
 
@@ -33,6 +33,12 @@ class BundleCheck:
     root: str = ""
     files_checked: int = 0
     device_outputs: list[str] = field(default_factory=list)  # files the device scripts wrote
+
+    def summary(self, limit: int = 3) -> str:
+        """The first problems on one short line (an archive of 30k stray members gives one line too)."""
+        shown = "; ".join(p if len(p) <= 200 else p[:197] + "..." for p in self.problems[:limit])
+        rest = len(self.problems) - limit
+        return shown + (f" (and {rest} more problems)" if rest > 0 else "")
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -58,68 +64,79 @@ def schema_problems(manifest: Any) -> list[str]:
     return problems
 
 
-def _unsafe(name: str) -> bool:
-    p = PurePosixPath(name)
-    return not p.parts or p.is_absolute() or ".." in p.parts or name.startswith("\\")
+def not_ours(folder: Path) -> str | None:
+    """Why ``folder`` may not be replaced by a new bundle, or None when it may (absent, empty, ours).
 
-
-def _manifest_paths(manifest: dict[str, Any]) -> list[str]:
-    paths = []
-    for art in manifest.get("artifacts") or []:
-        for key in ("model", "engine", "calibration_cache", "precision_plan"):
-            if art.get(key):
-                paths.append(art[key])
-    for section in ("reference", "report"):
-        for value in (manifest.get(section) or {}).values():
-            if isinstance(value, str):
-                paths.append(value)
-    return paths
+    A folder is ours only when its manifest.json is an edgedeploy manifest (``schema_version``,
+    ``edgedeploy_version`` and a ``files`` table) and every file in it is listed there (``device/``,
+    which the device scripts write, aside): a web app's manifest.json or a bundle the user added
+    files to is not ours, and replacing it would delete their files.
+    """
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if not any(folder.iterdir()):
+        return None
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{folder} is not empty and is not a bundle (no edgedeploy manifest.json)"
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("schema_version"), int)
+        or "edgedeploy_version" not in manifest
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        return f"{folder} is not a bundle (its manifest.json is not an edgedeploy manifest)"
+    listed = manifest["files"]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        parts = rel.split("/")
+        if rel == "manifest.json" or rel in listed or parts[0] == DEVICE_DIR or "__pycache__" in parts:
+            continue
+        return f"{folder} is not a bundle: it holds {rel}, which its manifest does not list"
+    return None
 
 
 def check_dir(root: Path) -> BundleCheck:
+    """The device's check (``bundle_helper.check_files``, what verify.sh runs) plus the JSON Schema."""
+    from edgedeploy.device import bundle_helper
+
     check = BundleCheck(ok=False, root=str(root))
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except FileNotFoundError:
-        check.problems.append(f"{root}: no manifest.json (not a bundle)")
-        return check
-    except json.JSONDecodeError as exc:
-        check.problems.append(f"manifest.json is not valid JSON: {exc}")
+        manifest = bundle_helper.load_manifest(root)
+    except bundle_helper.BundleProblem as exc:
+        data = _read_json(root / "manifest.json")
+        check.problems += (schema_problems(data) if isinstance(data, dict) else []) or [str(exc)]
         return check
     check.problems += schema_problems(manifest)
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        return check
-    for rel, meta in sorted(files.items()):
-        path = root / rel
-        if _unsafe(rel):
-            check.problems.append(f"{rel}: unsafe path in manifest")
-            continue
-        if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
-            check.problems.append(f"{rel}: link leaves the bundle")
-        elif not path.is_file():
-            check.problems.append(f"{rel}: missing")
-        elif path.stat().st_size != meta.get("size"):
-            check.problems.append(f"{rel}: size {path.stat().st_size}, manifest says {meta.get('size')}")
-        elif sha256_file(path) != meta.get("sha256"):
-            check.problems.append(f"{rel}: sha256 differs from the manifest (damaged or edited)")
-        else:
-            check.files_checked += 1
-            if rel.startswith("scripts/") and rel.endswith(".sh") and not os.access(path, os.X_OK):
-                check.problems.append(f"{rel}: not executable")
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        rel = path.relative_to(root).as_posix()
-        if rel == "manifest.json" or rel in files or "__pycache__" in rel.split("/"):
-            continue
-        if rel.split("/")[0] == DEVICE_DIR:
-            check.device_outputs.append(rel)
-        else:
-            check.problems.append(f"{rel}: not listed in the manifest")
-    for rel in _manifest_paths(manifest):
-        if _unsafe(rel) or rel not in files:
-            check.problems.append(f"{rel}: referenced by the manifest but not in its file list")
+    check.problems += bundle_helper.check_files(root, manifest)
+    files = manifest["files"]
+    check.files_checked = sum(1 for rel in files if not any(p.startswith(f"{rel}:") for p in check.problems))
+    check.device_outputs = sorted(
+        p.relative_to(root).as_posix()
+        for p in (root / DEVICE_DIR).rglob("*")
+        if not p.is_dir() and "__pycache__" not in p.parts
+    )
     check.ok = not check.problems
     return check
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+# A bundle holds a dozen files; an archive with far more members, or members its own manifest does
+# not list (or lists with another size), is refused before a byte is written.
+MAX_MEMBERS = 10_000
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_UNLISTED_BYTES = 256 << 20  # device/ outputs a board may have added to the archive
 
 
 def _single_top(dest: Path) -> Path:
@@ -145,30 +162,89 @@ def _check_member(member: tarfile.TarInfo, root: Path) -> None:
             raise InputError(f"archive link '{name}' -> '{target}' leaves the bundle: refusing to extract")
 
 
-def safe_extract(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+def _members(tar: tarfile.TarFile, tar_path: Path) -> list[tarfile.TarInfo]:
+    members = []
+    for member in tar:
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise InputError(
+                f"{tar_path}: more than {MAX_MEMBERS} members: not a bundle, refusing to extract"
+            )
+    return members
+
+
+def _check_against_manifest(tar: tarfile.TarFile, members: list[tarfile.TarInfo], tar_path: Path) -> None:
+    """Every regular member is manifest.json or a file its manifest lists, with the listed size."""
+    tops = {PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts}
+    prefix = (
+        f"{tops.pop()}/" if len(tops) == 1 and not any(m.name == "manifest.json" for m in members) else ""
+    )
+    found = next((m for m in members if m.name == prefix + "manifest.json" and m.isfile()), None)
+    if found is None:
+        raise InputError(f"{tar_path}: no manifest.json in the archive (not a bundle)")
+    if found.size > MAX_MANIFEST_BYTES:
+        raise InputError(
+            f"{tar_path}: manifest.json of {found.size} bytes: not a bundle, refusing to extract"
+        )
+    fh = tar.extractfile(found)
+    try:
+        manifest = json.loads(fh.read() if fh else b"")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{tar_path}: manifest.json is not valid JSON ({first_line(exc)})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise InputError(f"{tar_path}: manifest.json has no 'files' table (not a bundle)")
+    unlisted = 0
+    for member in members:
+        if not member.isfile() or member is found:
+            continue
+        rel = member.name.removeprefix(prefix)
+        meta = files.get(rel)
+        if isinstance(meta, dict):
+            if member.size != meta.get("size"):
+                raise InputError(
+                    f"{tar_path}: member {rel} has {member.size} bytes, its manifest says {meta.get('size')}"
+                )
+        elif rel.split("/")[0] == DEVICE_DIR and unlisted + member.size <= MAX_UNLISTED_BYTES:
+            unlisted += member.size
+        else:
+            raise InputError(f"{tar_path}: member {rel} is not listed in its manifest: refusing to extract")
+
+
+def safe_extract(
+    tar_path: str | os.PathLike[str], dest: str | os.PathLike[str], *, check_manifest: bool = False
+) -> Path:
     """Extract a bundle archive under ``dest``; return the bundle folder (the archive's top folder).
 
-    Every member is checked before anything is written; the tree is extracted into a temporary
-    folder beside its destination and renamed into place, so a refusal leaves nothing behind.
+    Every member is checked before anything is written (paths, links, count, and with
+    ``check_manifest`` every regular member against the archive's own manifest: listed, with
+    the listed size, so a tar bomb is refused before a byte is written); the tree is extracted
+    into a temporary folder beside its destination and renamed into place, so a refusal leaves
+    nothing behind.
     """
     tar_path, dest = Path(tar_path), Path(dest)
     if not tar_path.is_file():
-        raise InputError(f"bundle archive not found: {tar_path}")
+        what = "a folder, not a .tar.gz" if tar_path.is_dir() else "not found"
+        raise InputError(f"bundle archive {tar_path}: {what}")
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract.", dir=dest))
     try:
         try:
             with tarfile.open(tar_path, "r:*") as tar:
-                members = tar.getmembers()
+                members = _members(tar, tar_path)
                 root = tmp.resolve()
                 for member in members:
                     _check_member(member, root)
+                if check_manifest:
+                    _check_against_manifest(tar, members, tar_path)
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4
                     tar.extractall(tmp, members=members)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise InputError(f"{tar_path}: not a readable tar archive ({exc})") from None
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise InputError(f"{tar_path}: not a readable tar archive ({first_line(exc)})") from None
+        except OSError as exc:
+            raise InputError(f"{tar_path}: cannot extract ({exc.strerror or first_line(exc)})") from None
         top = _single_top(tmp)
         final = (
             dest / top.name
@@ -192,7 +268,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> BundleCheck:
         raise InputError(f"bundle not found: {path}")
     with tempfile.TemporaryDirectory(prefix="edgedeploy-verify-") as tmp:
         try:
-            root = safe_extract(path, tmp)
+            root = safe_extract(path, tmp, check_manifest=True)
         except InputError as exc:
             return BundleCheck(ok=False, problems=[str(exc)], root=str(path))
         check = check_dir(root)
@@ -206,17 +282,28 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         return _summary(path, verify_bundle(path))
     with tempfile.TemporaryDirectory(prefix="edgedeploy-inspect-") as tmp:
-        root = safe_extract(path, tmp)
+        root = safe_extract(path, tmp, check_manifest=True)
         summary = _summary(root, check_dir(root))
         summary["path"] = str(path)
         return summary
 
 
 def _summary(root: Path, check: BundleCheck) -> dict[str, Any]:
+    from edgedeploy.device.bundle_helper import BundleProblem, load_manifest
+
     try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{root}: cannot read manifest.json ({exc})") from None
+        manifest = load_manifest(root)
+    except BundleProblem as exc:
+        raise InputError(f"bundle {root} is damaged: {exc}") from None
+    try:
+        return _summary_of(root, manifest, check)
+    except (AttributeError, TypeError, ValueError, StopIteration) as exc:
+        raise InputError(
+            f"bundle {root} is damaged: manifest.json breaks its schema ({first_line(exc)})"
+        ) from None
+
+
+def _summary_of(root: Path, manifest: dict[str, Any], check: BundleCheck) -> dict[str, Any]:
     target = manifest.get("target") or {}
     artifacts = []
     for art in manifest.get("artifacts") or []:

@@ -149,6 +149,32 @@ def _session(model: onnx.ModelProto, threads: int | None) -> Any:
         ) from None
 
 
+def _take_weights(emulated: onnx.ModelProto, candidate: onnx.ModelProto) -> None:
+    """Run the emulation on the candidate's own stored weights, not the reference's rounded ones.
+
+    The emulated graph is built from the reference; were its weights kept, a candidate whose
+    weights were damaged or edited (NaN, a wrong file) would compare as a perfect copy.
+    """
+    from onnx import numpy_helper
+
+    mine = {init.name: init for init in emulated.graph.initializer}
+    for init in candidate.graph.initializer:
+        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        # the emulation keeps a weight under its name, and its fp16-rounded copy under NAME__fp16
+        targets = [mine[n] for n in (init.name, f"{init.name}__fp16") if n in mine]
+        if not targets:
+            raise ValueError(f"candidate weight {init.name} is not in the reference")
+        values = numpy_helper.to_array(init)
+        for target in targets:
+            if list(values.shape) != list(target.dims):
+                raise ValueError(
+                    f"candidate weight {init.name}: shape {list(values.shape)}, not {list(target.dims)}"
+                )
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(target.data_type)
+            target.CopyFrom(numpy_helper.from_array(values.astype(dtype), target.name))
+
+
 def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """What to run for the candidate: its fp16 emulation (fp16 models) or the model itself (Q/DQ)."""
 
@@ -159,6 +185,7 @@ def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> t
             blocked_ops=(),
             round_io=has_fp16_io(candidate),
         )
+        _take_weights(emulated, candidate)
         return emulated, "fp16 (CPU emulation of fp16 storage)"
     return candidate, "onnx"
 

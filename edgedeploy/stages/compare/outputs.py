@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -150,11 +151,13 @@ def _top1_agreement(ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np
 
 def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
     failures = []
+    if not math.isfinite(m.max_abs):  # no finite pair of values was compared: nothing was shown
+        failures.append("no finite values to compare (0 samples, or every value NaN/Inf)")
     if m.nan_count or m.inf_count:
         failures.append(f"{m.nan_count} NaN and {m.inf_count} Inf values")
     if gates.min_cosine is not None and not (m.cosine >= gates.min_cosine):
         failures.append(f"cosine {m.cosine:.6f} < {gates.min_cosine}")
-    if gates.min_top1 is not None and m.top1_agreement is not None and m.top1_agreement < gates.min_top1:
+    if gates.min_top1 is not None and m.top1_agreement is not None and not m.top1_agreement >= gates.min_top1:
         failures.append(f"top-1 agreement {m.top1_agreement:.4f} < {gates.min_top1}")
     if gates.check_allclose and not m.allclose:
         failures.append(f"max abs error {m.max_abs:.3g} exceeds atol={gates.atol} + rtol={gates.rtol}*|ref|")
@@ -183,6 +186,10 @@ def run_pair(
 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch."""
     from polygraphy.comparator import Comparator
+
+    from edgedeploy.interrupts import preload
+
+    preload("torch")  # Polygraphy imports it lazily mid-run, where Ctrl-C would cut the import in half
 
     ref_runner = backend_for_artifact(str(reference)).runner(reference, threads=threads)
     cand_runner = backend_for_artifact(str(candidate)).runner(candidate, threads=threads)

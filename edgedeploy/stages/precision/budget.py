@@ -44,6 +44,8 @@ from edgedeploy.stages.precision.analysis import load_for_analysis
 from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, fp16_node_names
 
 METRICS = {"cosine": ">=", "top1": ">=", "max_abs": "<=", "snr": ">="}
+# Bounds a budget can meaningfully ask for: outside them no model, or every model, meets it.
+BOUNDS = {"cosine": (-1.0, 1.0), "top1": (0.0, 1.0), "max_abs": (0.0, math.inf), "snr": (-math.inf, math.inf)}
 ALIASES = {"cos": "cosine", "top-1": "top1", "top1_agreement": "top1", "maxabs": "max_abs", "snr_db": "snr"}
 # Data movement: never worth keeping in higher precision on its own.
 PASSIVE_OPS = {
@@ -115,6 +117,15 @@ class AccuracyBudget:
                 value = float(m.group(3))
             except ValueError:
                 raise InputError(f"--accuracy-budget: '{m.group(3)}' is not a number") from None
+            lo, hi = BOUNDS[metric]
+            if not math.isfinite(value):
+                raise InputError(f"--accuracy-budget: '{m.group(3)}' is not a finite number")
+            if not lo < value <= hi:
+                never = value > hi if METRICS[metric] == ">=" else value < lo
+                raise InputError(
+                    f"--accuracy-budget: {part} {'can never be met' if never else 'is met by any model'}; "
+                    f"a {metric} bound lies in ({lo:g}, {hi:g}]"
+                )
             criteria.append(Criterion(metric, m.group(2), value))
         if not criteria:
             raise InputError("--accuracy-budget is empty; use e.g. cosine>=0.999")

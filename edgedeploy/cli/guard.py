@@ -1,0 +1,139 @@
+"""Every command's inputs and outputs, checked in one place before the command runs.
+
+Each registered command's callback is wrapped once (:func:`guard_app`): the paths it was given
+that exist are its inputs, and the write primitive (``calibration.atomic.check_dest``) refuses,
+for the whole command, to overwrite one or to replace a folder holding one (``compare a.onnx
+b.onnx --json a.onnx`` is refused, not a lost model). The output options (``-o``, ``--json``,
+``--out``) are checked before any work: not empty, not the wrong kind of existing entry, and
+in a place that can be written. Hand-written: click has path checks per option, but not across
+options (an output naming an input) and not for the layout of a read-only mount.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import InputError
+from edgedeploy.fileio import guarded
+
+# parameter name -> (option as the user typed it, what it names)
+OUTPUTS: dict[str, tuple[str, str]] = {
+    "output": ("-o", "folder"),
+    "out_dir": ("--out", "folder"),
+    "json_path": ("--json", "file"),
+}
+FILE_OUTPUT_COMMANDS = frozenset({"export", "export_command"})  # where -o names a file, not a folder
+READ_AND_WRITTEN = frozenset({"timing_cache"})  # a cache the command reads and updates
+
+
+def _paths(value: Any) -> Iterator[Path]:
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _paths(item)
+    elif isinstance(value, (str, os.PathLike)) and str(value):
+        text = os.fspath(value)
+        # module:callable specs name their file before the colon
+        for candidate in {text, text.split(":")[0]}:
+            try:
+                path = Path(candidate)
+                if path.exists():
+                    yield path
+            except (OSError, ValueError):
+                continue
+
+
+def check_output(option: str, path: Path, kind: str) -> None:
+    """Refuse, before any work, an output that is empty, of the wrong kind, or not writable."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise InputError(f"{option} is empty: name a {kind}")
+    if kind == "file" and (path.is_dir() or text.endswith(os.sep)):
+        raise InputError(f"{option} {path} is a folder: name a file")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} exists and is not a folder")
+    parent = path.parent if kind == "file" or not path.exists() else path
+    ancestor = parent.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write in {ancestor} (read-only or no permission)")
+
+
+def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap one command callback with the input/output checks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        inputs: list[Path] = []
+        outputs: list[tuple[str, Path, str]] = []
+        for name, value in kwargs.items():
+            if name in OUTPUTS:
+                if value is not None:
+                    option, kind = OUTPUTS[name]
+                    if name == "output" and fn.__name__ in FILE_OUTPUT_COMMANDS:
+                        kind = "file"
+                    outputs.append((option, Path(value), kind))
+            elif name not in READ_AND_WRITTEN:
+                inputs += _paths(value)
+        for option, path, kind in outputs:
+            check_output(option, path, kind)
+            if kind == "file" and any(_same(path, source) for source in inputs):
+                raise InputError(f"{option} {path} is an input of this command: name another file")
+            inside = next((s for s in inputs if s.is_dir() and _within(path, s)), None)
+            if inside is not None:
+                raise InputError(
+                    f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
+                )
+        with guarded(inputs=inputs):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        real, base = path.resolve(), folder.resolve()
+    except OSError:
+        return False
+    return real != base and real.is_relative_to(base)
+
+
+def check_argv(argv: list[str]) -> None:
+    """An output option given an empty value (``-o ''``): click would read it as the current folder."""
+    options = {"-o", "--output", "--out", "--out-dir", "--json"}
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if (eq and name in options and not value.strip()) or (
+            arg in options and i + 1 < len(argv) and not argv[i + 1].strip()
+        ):
+            raise InputError(f"{name} is empty: name a file or folder")
+
+
+def _wrap(info: Any) -> None:
+    """Wrap the callback of one Typer command or group info, once."""
+    if info is not None and info.callback is not None and not getattr(info.callback, "_io_guarded", False):
+        info.callback = guard_command(info.callback)
+        info.callback._io_guarded = True
+
+
+def guard_app(app: Any) -> None:
+    """Wrap every command of a Typer app, its group callback and its sub-apps, once."""
+    for info in app.registered_commands:
+        _wrap(info)
+    _wrap(getattr(app, "registered_callback", None))  # a group run without a subcommand (targets --json)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            guard_app(group.typer_instance)

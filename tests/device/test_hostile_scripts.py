@@ -1,0 +1,228 @@
+"""Hostile bundles and usage against the device scripts (issue 12): the device refuses what the
+workstation's ``edgedeploy bundle verify`` refuses, usage errors exit 2 (1 means "accuracy
+failed"), and a board without NumPy or ONNX Runtime gets one line, not a traceback.
+
+Each row of the table damages a fresh copy of the real bundle, then runs verify.sh and the
+workstation check on it. Run time: about 25 s (each row starts bash and python).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Device
+
+from edgedeploy.stages.bundle import verify_bundle
+
+
+def script(bundle: Path, name: str) -> Path:
+    return bundle / "scripts" / name
+
+
+def _edit_manifest(bundle: Path, edit: Callable[[dict], None]) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _symlink_leaving(bundle: Path) -> None:
+    model = bundle / "models" / "dense.fp16.onnx"
+    outside = bundle.parent / "elsewhere.onnx"
+    outside.write_bytes(model.read_bytes())  # same bytes: only where it lives is wrong
+    model.unlink()
+    model.symlink_to(outside)
+
+
+def _climbing_model_path(bundle: Path) -> None:
+    (bundle.parent.parent / "model.onnx").write_bytes((bundle / "models" / "dense.fp16.onnx").read_bytes())
+    _edit_manifest(bundle, lambda m: m["artifacts"][1].update(model="../../model.onnx"))
+
+
+def _fifo(bundle: Path) -> None:
+    os.mkfifo(bundle / "models" / "pipe")
+
+
+def _listed_fifo(bundle: Path) -> None:
+    (bundle / "reference" / "inputs.npz").unlink()
+    os.mkfifo(bundle / "reference" / "inputs.npz")
+
+
+def _not_executable(bundle: Path) -> None:
+    (bundle / "scripts" / "benchmark.sh").chmod(0o644)
+
+
+def _absolute_reference(bundle: Path) -> None:
+    _edit_manifest(bundle, lambda m: m["reference"].update(inputs="/etc/passwd"))
+
+
+def _artifacts_not_a_list(bundle: Path) -> None:
+    _edit_manifest(bundle, lambda m: m.update(artifacts=[1, 2]))
+
+
+def _files_not_a_table(bundle: Path) -> None:
+    _edit_manifest(bundle, lambda m: m.update(files=["models/dense.onnx"]))
+
+
+def _size_not_a_number(bundle: Path) -> None:
+    _edit_manifest(bundle, lambda m: m["files"]["models/dense.onnx"].update(size="big"))
+
+
+def _manifest_not_json(bundle: Path) -> None:
+    (bundle / "manifest.json").write_text("{not json")
+
+
+def _manifest_a_list(bundle: Path) -> None:
+    (bundle / "manifest.json").write_text("[]")
+
+
+def _linked_folder(bundle: Path) -> None:
+    outside = bundle.parent / "outside-models"
+    (bundle / "models").rename(outside)
+    (bundle / "models").symlink_to(outside)
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "model symlink leaving the bundle": (_symlink_leaving, "link leaves the bundle"),
+    "manifest model path ../../model.onnx": (_climbing_model_path, "../../model.onnx"),
+    "unlisted FIFO": (_fifo, "models/pipe"),
+    "listed file replaced by a FIFO": (_listed_fifo, "not a regular file"),
+    "script not executable": (_not_executable, "not executable"),
+    "absolute reference path": (_absolute_reference, "/etc/passwd"),
+    "artifacts of the wrong type": (_artifacts_not_a_list, "artifacts"),
+    "files not a table": (_files_not_a_table, "files"),
+    "file size not a number": (_size_not_a_number, "size"),
+    "manifest not JSON": (_manifest_not_json, "not valid JSON"),
+    "manifest a list": (_manifest_a_list, "not a JSON object"),
+    "models folder a link leaving the bundle": (_linked_folder, "link leaves the bundle"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_verify_sh_refuses_what_bundle_verify_refuses(bundle: Path, device: Device, case: str) -> None:
+    damage, phrase = DAMAGE[case]
+    damage(bundle)
+    workstation = verify_bundle(bundle)
+    assert not workstation.ok, case
+    res = device.run(script(bundle, "verify.sh"), "--files-only")
+    assert res.returncode == 2, (case, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    assert phrase in res.stderr, (case, res.stderr)
+    assert device.calls("trtexec") == []
+
+
+def test_helper_refuses_to_hand_out_a_model_path_outside_the_bundle(bundle: Path, device: Device) -> None:
+    _climbing_model_path(bundle)
+    res = device.run(bundle / "scripts" / "bundle_helper.py", "model", "--precision", "fp16")
+    res = _helper(bundle, device, "model", "--precision", "fp16")
+    assert res.returncode == 2 and "not a file of this bundle" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _helper(bundle: Path, device: Device, *args: str, **env: str):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(bundle / "scripts" / "bundle_helper.py"), "--bundle", str(bundle), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**device.env, **env},
+    )
+
+
+USAGE: list[tuple[str, tuple[str, ...], str]] = [
+    ("verify.sh", ("--precision",), "--precision needs a value"),
+    ("verify.sh", ("--bogus",), "unknown option --bogus"),
+    ("benchmark.sh", ("--interval", "abc"), "--interval needs a positive whole number"),
+    ("benchmark.sh", ("--interval",), "--interval needs a value"),
+    ("benchmark.sh", ("--duration", "nan"), "--duration needs a positive number"),
+    ("benchmark.sh", ("--duration", "0"), "--duration needs a positive number"),
+    ("benchmark.sh", ("--batch", "-1"), "--batch needs a positive whole number"),
+    ("benchmark.sh", ("--warmup", "1e3"), "--warmup needs a positive whole number"),
+    ("benchmark.sh", ("--tool", "magic"), "--tool takes auto, edgedeploy or trtexec"),
+    ("benchmark.sh", ("--out",), "--out needs a value"),
+    ("build_engine.sh", ("--workspace-mb", "lots"), "--workspace-mb needs a positive whole number"),
+    ("build_engine.sh", ("--max-batch",), "--max-batch needs a value"),
+    ("build_engine.sh", ("--precision", "--force"), "--precision needs a value"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "phrase"), USAGE, ids=[" ".join((u[0], *u[1])) for u in USAGE])
+def test_device_script_usage_errors_exit_2_with_one_line(
+    bundle: Path, device: Device, name: str, args: tuple[str, ...], phrase: str
+) -> None:
+    res = device.run(script(bundle, name), *args)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "unbound variable" not in res.stderr
+    assert phrase in res.stderr, res.stderr
+    assert device.calls("trtexec") == []
+
+
+def _no_module(tmp_path: Path, *names: str) -> str:
+    """A PYTHONPATH folder on which importing ``names`` fails, as on a bare JetPack python3."""
+    folder = tmp_path / "bare-python"
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        message = f"No module named {name!r}"
+        (folder / name / "__init__.py").write_text(f"raise ImportError({message!r}, name={name!r})\n")
+    return str(folder)
+
+
+def test_reference_inputs_without_numpy_exit_2_with_one_line(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    res = _helper(
+        bundle, device, "ref-inputs", "--out", str(tmp_path / "x"), PYTHONPATH=_no_module(tmp_path, "numpy")
+    )
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "numpy is needed" in res.stderr
+
+
+def test_verify_outputs_without_numpy_or_onnxruntime_exits_2_not_1(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(bundle / "scripts" / "verify_outputs.py"), "--bundle", str(bundle)]
+    model = ["--onnxruntime", str(bundle / "models" / "dense.onnx")]
+    for missing in ("numpy", "onnxruntime"):
+        env = {**device.env, "PYTHONPATH": _no_module(tmp_path / missing, missing)}
+        res = subprocess.run([*cmd, *model], capture_output=True, text=True, env=env, timeout=60)
+        assert res.returncode == 2, (missing, res.stderr)
+        assert "Traceback" not in res.stderr and f"{missing} is needed" in res.stderr
+
+
+def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device: Device) -> None:
+    import numpy as np
+    import onnx
+    from conftest import dense_model
+
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle
+    from edgedeploy.targets import load_target
+
+    onnx.save(dense_model(False), tmp_path / "dense.onnx")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    out = make_bundle(
+        tmp_path / "cpu-bundle",
+        model_name="dense",
+        model_source="dense.onnx",
+        model_sha256="0" * 64,
+        target=load_target("x86-64-cpu"),
+        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
+        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
+        artifacts=[BundleArtifact("fp32", "onnxruntime", tmp_path / "dense.onnx")],
+        gates={},
+        reference_inputs={"input": x},
+        reference_outputs={"logits": np.zeros((2, 10), np.float32)},
+    ).directory
+    res = device.run(script(out, "benchmark.sh"))
+    assert res.returncode == 2, res.stderr
+    assert "edgedeploy profile" in res.stderr and "build_engine.sh" not in res.stderr

@@ -1,0 +1,1479 @@
+"""Hostile input and faults (issue 12): no data loss, no write outside the target, no traceback,
+no wrong verdict.
+
+The CLI runs in-process (``edgedeploy.cli.main(argv)``) so the table stays fast; only signals
+and device scripts need a subprocess. Every table row hashes the files it names before and after
+the command: a refused command must not have changed them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.device.conftest import dense_model
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> Outcome:
+    """``edgedeploy ARGS`` in this process: exit code, stdout and stderr."""
+    from edgedeploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.ExitStack() as stack:
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException as exc:  # anything else escaping main is a traceback for the user
+            import traceback
+
+            err.write("Traceback (escaped main)\n" + "".join(traceback.format_exception(exc)))
+            code = 99
+    return Outcome(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+
+
+def one_line_error(result: Outcome, code: int, *needles: str) -> str:
+    """Exit ``code``, no traceback, one non-empty line on stderr naming the problem; the line."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.text, result.text
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip() and not ln.startswith("warning")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    return lines[0]
+
+
+def digest(paths: list[Path]) -> dict[str, str | None]:
+    """sha256 of each file (every file under a folder), None when absent."""
+    table: dict[str, str | None] = {}
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            table[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+        if path.is_dir():
+            table[str(path) + "/"] = ",".join(sorted(p.name for p in path.iterdir()))
+    return table
+
+
+@dataclass
+class Tiny:
+    """A dense model (input [batch,1,8,8] -> logits [batch,10]), its fp16 twin and data."""
+
+    root: Path
+    model: Path
+    fp16: Path
+    data: Path
+
+
+@pytest.fixture(scope="module")
+def tiny_src(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    root = tmp_path_factory.mktemp("tiny")
+    onnx.save(dense_model(False), root / "model.onnx")
+    onnx.save(dense_model(True), root / "model.fp16.onnx")
+    x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    np.savez(root / "data.npz", input=x)
+    return Tiny(root, root / "model.onnx", root / "model.fp16.onnx", root / "data.npz")
+
+
+@pytest.fixture
+def tiny(tiny_src: Tiny, tmp_path: Path) -> Tiny:
+    """A fresh copy in a project folder per test (tests damage and overwrite files)."""
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_src.root, proj)
+    return Tiny(proj, proj / "model.onnx", proj / "model.fp16.onnx", proj / "data.npz")
+
+
+def write_config(tiny: Tiny, body: str = "", *, bundle: str = "", profile: bool = False) -> Path:
+    config = tiny.root / "edgedeploy.toml"
+    config.write_text(f"""
+workdir = "work"
+
+[model]
+source = "model.onnx"
+name = "tiny"
+
+[build]
+precisions = ["fp32", "fp16"]
+
+[compare]
+data = "data.npz"
+samples = 8
+batch_size = 4
+
+[profile]
+enabled = {"true" if profile else "false"}
+iterations = 5
+duration_s = 0
+warmup = 1
+
+[bundle]
+{bundle}
+{body}
+""")
+    return config
+
+
+@contextlib.contextmanager
+def unchanged(*paths: Path) -> Iterator[None]:
+    before = digest(list(paths))
+    yield
+    assert digest(list(paths)) == before
+
+
+# ---------------------------------------------------------------- data loss: the bundle guard
+
+
+def test_bundle_into_a_project_folder_with_a_web_manifest_is_refused_and_deletes_nothing(tiny: Tiny) -> None:
+    (tiny.root / "manifest.json").write_text('{"name": "my web app", "start_url": "/"}')
+    with unchanged(tiny.root):
+        result = cli("bundle", "model.onnx", "-o", ".", "--data", "data.npz", cwd=tiny.root)
+    one_line_error(result, 2, "not a bundle")
+
+
+def test_bundle_over_a_bundle_the_user_added_files_to_is_refused(tiny: Tiny) -> None:
+    out = tiny.root / "b"
+    assert cli("bundle", tiny.model, "-o", out, "--data", tiny.data).code == 0
+    (out / "notes.txt").write_text("mine")
+    with unchanged(tiny.root):
+        result = cli("bundle", tiny.model, "-o", out, "--data", tiny.data)
+    one_line_error(result, 2, "notes.txt", "does not list")
+    (out / "notes.txt").unlink()
+    assert cli("bundle", tiny.model, "-o", out, "--data", tiny.data).code == 0  # ours again: replaced
+
+
+def test_bundle_over_a_manifest_with_our_keys_but_foreign_files_is_refused(tiny: Tiny) -> None:
+    (tiny.root / "manifest.json").write_text(
+        json.dumps({"schema_version": 1, "edgedeploy_version": "0", "files": {}})
+    )
+    with unchanged(tiny.root):
+        result = cli("bundle", "model.onnx", "-o", ".", "--data", "data.npz", cwd=tiny.root)
+    one_line_error(result, 2, "not a bundle")
+
+
+def test_run_with_bundle_output_dot_refuses_before_any_work(tiny: Tiny) -> None:
+    (tiny.root / "manifest.json").write_text("{}")
+    config = write_config(tiny, bundle='output = "."')
+    with unchanged(tiny.root):
+        result = cli("run", config)
+    one_line_error(result, 2, "not a bundle")
+    assert not (tiny.root / "work").exists()
+
+
+def test_six_concurrent_bundles_into_one_folder_all_succeed_and_leave_one_whole_bundle(tiny: Tiny) -> None:
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle, verify_bundle
+    from edgedeploy.targets import load_target
+
+    out = tiny.root / "b"
+
+    def one(_: int) -> None:
+        make_bundle(
+            out,
+            model_name="tiny",
+            model_source=str(tiny.model),
+            model_sha256="0" * 64,
+            target=load_target("x86-64-cpu"),
+            inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
+            outputs=[TensorSpec("logits", ("batch", 10), "float32")],
+            artifacts=[BundleArtifact("fp32", "onnxruntime", tiny.model)],
+            gates={},
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(one, range(6)))
+    assert verify_bundle(out).ok
+    assert verify_bundle(out.with_name("b.tar.gz")).ok
+    assert sorted(p.name for p in tiny.root.iterdir() if p.name.startswith(".")) == []
+
+
+def test_temp_files_left_by_a_killed_writer_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    from edgedeploy.fileio import atomic_dir, atomic_write_text
+
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    (tmp_path / f".model.onnx.{dead}.abc123.onnx").write_bytes(b"half")
+    (tmp_path / f".bundle.{dead}.xyz").mkdir()
+    (tmp_path / f".bundle.{dead}.xyz" / "big").write_bytes(b"x" * 100)
+    (tmp_path / ".model.onnx.notapid.onnx").write_bytes(b"user's")  # not ours: kept
+    atomic_write_text(tmp_path / "model.onnx", "m")
+    with atomic_dir(tmp_path / "bundle") as root:
+        (root / "f").write_text("f")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.onnx.notapid.onnx", "bundle", "model.onnx"]
+
+
+# ---------------------------------------------------------------- stage cache verified by content
+
+
+def test_a_corrupted_precision_model_is_rebuilt_and_compared_again_not_up_to_date(tiny: Tiny) -> None:
+    config = write_config(tiny)
+    assert cli("run", config).code == 0
+    fp16 = tiny.root / "work" / "tiny.fp16.onnx"
+    model = onnx.load(fp16)
+    for init in model.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init).copy()
+        arr[...] = np.nan
+        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, fp16)
+    again = cli("run", config)
+    assert again.code == 0, again.text
+    assert "build-fp16: up to date" not in again.text
+    assert np.isfinite(onnx.numpy_helper.to_array(onnx.load(fp16).graph.initializer[0])).all()
+    bundled = next((tiny.root / "bundle" / "models").glob("*.fp16.onnx"))
+    assert bundled.read_bytes() == fp16.read_bytes()
+
+
+def test_a_garbage_archive_beside_an_intact_bundle_folder_is_made_again(tiny: Tiny) -> None:
+    from edgedeploy.stages.bundle import verify_bundle
+
+    config = write_config(tiny)
+    assert cli("run", config).code == 0
+    archive = tiny.root / "bundle.tar.gz"
+    archive.write_bytes(b"garbage")
+    again = cli("run", config)
+    assert again.code == 0, again.text
+    assert verify_bundle(archive).ok
+
+
+# ---------------------------------------------------------------- helpers used by later sections
+
+
+def python_without(*modules: str) -> list[str]:
+    """A python3 command line in which importing ``modules`` fails (a bare JetPack python)."""
+    blocker = "import sys\nclass _B:\n    def find_spec(self, name, *a):\n" + (
+        f"        if name.split('.')[0] in {list(modules)!r}: raise ImportError(name)\n"
+        "sys.meta_path.insert(0, _B())\n"
+    )
+    return [sys.executable, "-c", blocker + "import runpy; runpy.run_path(sys.argv[1], run_name='__main__')"]
+
+
+# ---------------------------------------------------------------- bundle verify / inspect of hostile archives
+
+
+@pytest.fixture
+def made_bundle(tiny: Tiny) -> Path:
+    out = tiny.root / "b"
+    result = cli("bundle", tiny.model, "-o", out, "--data", tiny.data)
+    assert result.code == 0, result.text
+    return out
+
+
+def _tar_with(path: Path, bundle: Path, extra: dict[str, int] | None = None, count: int = 0) -> Path:
+    """``bundle`` packed with ``extra`` members (name -> size, zeros) and ``count`` tiny stray members."""
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(bundle, arcname=bundle.name)
+        for name, size in (extra or {}).items():
+            info = tarfile.TarInfo(f"{bundle.name}/{name}")
+            info.size = size
+            tar.addfile(info, _Zeros(size))
+        for i in range(count):
+            info = tarfile.TarInfo(f"{bundle.name}/junk/{i}")
+            tar.addfile(info, io.BytesIO(b""))
+    return path
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_verify_of_a_tar_bomb_refuses_before_extracting_with_one_short_line(
+    made_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    bomb = _tar_with(tmp_path / "bomb.tar.gz", made_bundle, {"models/huge.bin": 64 << 20})
+    assert bomb.stat().st_size < 2 << 20
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    line = one_line_error(cli("bundle", "verify", bomb), 2, "models/huge.bin", "not listed")
+    assert len(line) < 400
+    assert list(scratch.iterdir()) == []  # nothing extracted, nothing left
+
+
+def test_verify_of_an_archive_with_30k_members_gives_one_short_line(
+    made_bundle: Path, tmp_path: Path
+) -> None:
+    many = _tar_with(
+        tmp_path / "many.tar.gz", made_bundle, count=10_050
+    )  # the issue saw 30k; the limit is 10k
+    line = one_line_error(cli("bundle", "verify", many), 2, "more than")
+    assert len(line) < 400
+
+
+def test_verify_of_a_member_larger_than_its_manifest_says_is_refused(
+    made_bundle: Path, tmp_path: Path
+) -> None:
+    listed = json.loads((made_bundle / "manifest.json").read_text())["files"]
+    rel = next(r for r in listed if r.startswith("models/"))
+    (made_bundle / rel).write_bytes(b"\0" * (listed[rel]["size"] + 1000))
+    archive = tmp_path / "bigger.tar.gz"
+    import tarfile
+
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made_bundle, arcname="b")
+    one_line_error(cli("bundle", "verify", archive), 2, rel, "manifest says")
+
+
+def test_inspect_of_a_damaged_bundle_exits_2(made_bundle: Path) -> None:
+    model = next((made_bundle / "models").glob("*.onnx"))
+    model.write_bytes(model.read_bytes()[:-10])
+    result = cli("bundle", "inspect", made_bundle)
+    assert result.code == 2, result.text
+    assert '"valid": false' in result.stdout  # the summary is still printed
+    one_line_error(result, 2, "damaged")
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"artifacts": "x"},
+        {"artifacts": [1]},
+        {"files": []},
+        {"target": None},
+        {"io": {"inputs": 3}},
+        {"reference": ["a"]},
+    ],
+    ids=lambda m: json.dumps(m),
+)
+def test_verify_and_inspect_of_a_manifest_breaking_the_schema_give_one_line(
+    made_bundle: Path, manifest: dict[str, object]
+) -> None:
+    path = made_bundle / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
+    one_line_error(cli("bundle", "verify", made_bundle), 2, "damaged")
+    one_line_error(cli("bundle", "inspect", made_bundle), 2, "damaged")
+
+
+def test_a_non_tar_archive_gives_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "b.tar.gz"
+    fake.write_bytes(b"PK\x03\x04 this is a zip\n\nsecond line\n")
+    one_line_error(cli("bundle", "verify", fake), 2, "not a readable tar archive")
+    one_line_error(cli("bundle", "inspect", fake), 2, "not a readable tar archive")
+
+
+# ---------------------------------------------------------------- the hostile-case table
+
+
+def _no_input_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    const = helper.make_tensor("c", TensorProto.FLOAT, [1, 3], [1.0, 2.0, 3.0])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=const), helper.make_node("Relu", ["k"], ["y"])],
+        "noinput",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _huge_dims_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 200_000, 100_000])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 200_000, 100_000])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _tokens_model() -> onnx.ModelProto:
+    from onnx import TensorProto, helper, numpy_helper
+
+    emb = numpy_helper.from_array(np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32), "E")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["E", "ids"], ["h"]),
+            helper.make_node("ReduceMean", ["h"], ["y"], axes=[1]),
+        ],
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [emb],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+FACTORY_EXIT = """
+import sys
+import torch
+
+
+def build():
+    sys.exit(0)
+
+
+def example_inputs():
+    return {"x": torch.zeros(1, 4)}
+"""
+
+MISFIT = """
+import torch
+
+
+def build():
+    return torch.nn.Linear(4, 2)
+
+
+def example_inputs():
+    return {"x": torch.zeros(1, 7)}
+"""
+
+LOADER_EXIT = """
+import sys
+
+
+def load_data():
+    sys.exit(0)
+"""
+
+
+@pytest.fixture(scope="module")
+def project_src(tiny_src: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder holding every hostile input the table refers to."""
+    root = tmp_path_factory.mktemp("hostile-project")
+    for f in tiny_src.root.iterdir():
+        shutil.copy2(f, root / f.name)
+    x = np.random.default_rng(1).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    np.savez(root / "empty.npz", input=x[:0])
+    np.savez(root / "wrongname.npz", x=x)
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan
+    np.savez(root / "nan.npz", input=nan)
+    (root / "garbage.npz").write_bytes(b"not a zip")
+    (root / "garbage.onnx").write_bytes(b"\x08\x07garbage")
+    (root / "garbage.tar.gz").write_bytes(b"PK\x03\x04 a zip, not a tar\nline two\n")
+    onnx.save(_no_input_model(), root / "noinput.onnx")
+    onnx.save(_huge_dims_model(), root / "huge.onnx")
+    onnx.save(_tokens_model(), root / "tokens.onnx")
+    np.savez(root / "tokens_bad.npz", ids=np.full((2, 5), 99, np.int64))
+    ext = dense_model(False)
+    onnx.save(ext, root / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (root / "ext.onnx.data").unlink()
+    broken = dense_model(True)  # the fp16 twin with NaN weights: runs, and must fail the gate
+    for init in broken.graph.initializer:
+        arr = onnx.numpy_helper.to_array(init).copy()
+        arr[...] = np.nan
+        init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(broken, root / "nan.fp16.onnx")
+    (root / "bad_preprocess.json").write_text("{not json")
+    (root / "factory_exit.py").write_text(FACTORY_EXIT)
+    (root / "misfit.py").write_text(MISFIT)
+    (root / "loader_exit.py").write_text(LOADER_EXIT)
+    (root / "adir").mkdir()
+    (root / "adir" / "keep.txt").write_text("mine")
+    (root / "afile").write_text("a file")
+    (root / "site").mkdir()
+    (root / "site" / "manifest.json").write_text('{"name": "web app"}')
+    (root / "site" / "index.html").write_text("<html></html>")
+    return root
+
+
+BASE_CONFIG = """
+workdir = "work"
+
+[model]
+source = "model.onnx"
+name = "tiny"
+
+[build]
+precisions = ["fp32"]
+
+[compare]
+data = "data.npz"
+samples = 8
+batch_size = 4
+
+[profile]
+enabled = false
+iterations = 5
+duration_s = 0
+
+[bundle]
+enabled = false
+"""
+
+
+def config_with(**changes: str) -> str:
+    """BASE_CONFIG with ``section__key="value"`` lines replaced or added."""
+    text = BASE_CONFIG
+    for dotted, value in changes.items():
+        section, _, key = dotted.rpartition("__")
+        lines = text.splitlines()
+        start = lines.index(f"[{section}]") if section else 0
+        for i in range(start + 1, len(lines) + 1):
+            if i == len(lines) or lines[i].startswith("["):
+                lines.insert(i, f"{key} = {value}")
+                break
+            if lines[i].split("=")[0].strip() == key:
+                lines[i] = f"{key} = {value}"
+                break
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: tuple[str, ...]
+    code: int
+    phrase: str = ""
+    config: str | None = None  # written to edgedeploy.toml before the command
+    keep: tuple[str, ...] = (".",)  # files/folders (relative) that must not change; "." = the project
+    absent: tuple[str, ...] = ()  # paths that must not exist afterwards
+
+
+def C(id: str, *args: str, code: int = 2, phrase: str = "", **kw: object) -> Case:
+    return Case(id, args, code, phrase, **kw)  # type: ignore[arg-type]
+
+
+RUN = ("run", "edgedeploy.toml")
+CASES: list[Case] = [
+    # inputs that are missing, of the wrong kind or damaged
+    C("build a missing model", "build", "missing.onnx", "-o", "out", phrase="not found", absent=("out",)),
+    C("build a folder as model", "build", "adir", "-o", "out", phrase="folder", absent=("out",)),
+    C("compare a folder as model", "compare", "adir", "model.onnx", phrase="folder"),
+    C("profile a folder", "profile", "adir", phrase="folder"),
+    C(
+        "build a garbage model",
+        "build",
+        "garbage.onnx",
+        "-o",
+        "out",
+        phrase="not a valid ONNX",
+        absent=("out",),
+    ),
+    C(
+        "build a model missing its external data",
+        "build",
+        "ext.onnx",
+        "-o",
+        "out",
+        phrase="ext.onnx.data",
+        absent=("out",),
+    ),
+    C(
+        "compare a model missing its external data",
+        "compare",
+        "ext.onnx",
+        "model.onnx",
+        phrase="ext.onnx.data",
+    ),
+    C("run a missing config", "run", "missing.toml", phrase="not found"),
+    C("run a folder as config", "run", "adir", phrase="folder"),
+    C("run invalid TOML", *RUN, phrase="not valid TOML", config="[model\nsource ="),
+    # outputs: never an input, never the wrong kind, never empty
+    C(
+        "compare --json naming the reference",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--json",
+        "model.onnx",
+        phrase="is an input",
+    ),
+    C(
+        "compare --json naming the data",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "data.npz",
+        "--json",
+        "data.npz",
+        phrase="is an input",
+    ),
+    C(
+        "compare --json naming a folder",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--json",
+        "adir",
+        phrase="is a folder",
+    ),
+    C(
+        "compare --json under a file",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--json",
+        "afile/x.json",
+        phrase="is a file",
+    ),
+    C("compare --json empty", "compare", "model.onnx", "model.fp16.onnx", "--json", "", phrase="empty"),
+    C("build -o empty", "build", "model.onnx", "-o", "", phrase="empty"),
+    C("build --output= empty", "build", "model.onnx", "--output=", phrase="empty"),
+    C("build -o an existing file", "build", "model.onnx", "-o", "afile", phrase="not a folder"),
+    C(
+        "build --json naming the model",
+        "build",
+        "model.onnx",
+        "-o",
+        "out",
+        "--json",
+        "model.onnx",
+        phrase="is an input",
+        absent=("out",),
+    ),
+    C(
+        "build an fp16 model into its own folder (kept as it is)",
+        "build",
+        "model.fp16.onnx",
+        "--precision",
+        "fp16",
+        "-o",
+        ".",
+        code=0,
+        keep=("model.fp16.onnx", "model.onnx", "data.npz"),
+    ),
+    C(
+        "analyze --json naming the model",
+        "analyze",
+        "model.onnx",
+        "--data",
+        "data.npz",
+        "--json",
+        "model.onnx",
+        phrase="is an input",
+    ),
+    C(
+        "profile --json naming the model",
+        "profile",
+        "model.onnx",
+        "--json",
+        "model.onnx",
+        phrase="is an input",
+    ),
+    C(
+        "export -o naming a folder",
+        "export",
+        "misfit.py:build:example_inputs",
+        "-o",
+        "adir",
+        phrase="is a folder",
+    ),
+    C(
+        "export -o naming its own source",
+        "export",
+        "misfit.py:build:example_inputs",
+        "-o",
+        "misfit.py",
+        phrase="is an input",
+    ),
+    C(
+        "bundle -o . in a folder with a web manifest",
+        "bundle",
+        "../model.onnx",
+        "-o",
+        ".",
+        "--data",
+        "../data.npz",
+        phrase="not a bundle",
+        keep=(".",),
+    ),
+    C(
+        "bundle -o a folder of the user's",
+        "bundle",
+        "model.onnx",
+        "-o",
+        "adir",
+        "--data",
+        "data.npz",
+        phrase="not a bundle",
+    ),
+    C(
+        "bundle -o the project folder holding the model",
+        "bundle",
+        "model.onnx",
+        "-o",
+        ".",
+        "--data",
+        "data.npz",
+        phrase="not a bundle",
+    ),
+    C(
+        "bundle --json naming the model",
+        "bundle",
+        "model.onnx",
+        "-o",
+        "b",
+        "--data",
+        "data.npz",
+        "--json",
+        "model.onnx",
+        phrase="is an input",
+        absent=("b",),
+    ),
+    C(
+        "bundle verify --json inside the folder verified",
+        "bundle",
+        "verify",
+        "adir",
+        "--json",
+        "adir/r.json",
+        phrase="a folder this command reads",
+    ),
+    C(
+        "config TensorRT options on the onnxruntime backend",
+        *RUN,
+        config=config_with(build__backend='"onnxruntime"', build__workspace_mb="64"),
+        phrase="TensorRT options",
+        absent=("work",),
+    ),
+    C("calibrate -o an existing file", "calibrate", "model.onnx", "-o", "afile", phrase="not a folder"),
+    C("targets list --json under a file", "targets", "--json", "afile/t.json", phrase="is a file"),
+    C(
+        "targets show --json naming a folder",
+        "targets",
+        "show",
+        "jetson-nano",
+        "--json",
+        "adir",
+        phrase="folder",
+    ),
+    C("doctor --json under a file", "doctor", "--json", "afile/d.json", phrase="is a file"),
+    C(
+        "run --json naming the config",
+        *RUN,
+        "--json",
+        "edgedeploy.toml",
+        config=BASE_CONFIG,
+        phrase="is an input",
+        absent=("work",),
+    ),
+    C(
+        "run --json under a file",
+        *RUN,
+        "--json",
+        "afile/r.json",
+        config=BASE_CONFIG,
+        phrase="is a file",
+        absent=("work",),
+    ),
+    C(
+        "analyze --json under a file",
+        "analyze",
+        "model.onnx",
+        "--data",
+        "data.npz",
+        "--json",
+        "afile/a.json",
+        phrase="is a file",
+    ),
+    C(
+        "calibrate --json naming the data",
+        "calibrate",
+        "model.onnx",
+        "-o",
+        "out",
+        "--data",
+        "data.npz",
+        "--json",
+        "data.npz",
+        phrase="is an input",
+        absent=("out",),
+    ),
+    C(
+        "export --json under a file",
+        "export",
+        "misfit.py:build:example_inputs",
+        "-o",
+        "m3.onnx",
+        "--json",
+        "afile/e.json",
+        phrase="is a file",
+        absent=("m3.onnx",),
+    ),
+    C(
+        "bundle inspect --json naming a folder",
+        "bundle",
+        "inspect",
+        "adir",
+        "--json",
+        "site",
+        phrase="folder",
+    ),
+    C("demo --out an existing file", "demo", "--out", "afile", phrase="not a folder"),
+    # numbers that would hang or mean nothing
+    C("profile --duration nan", "profile", "model.onnx", "--duration", "nan", phrase="duration"),
+    C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),
+    C("profile --duration -1", "profile", "model.onnx", "--duration", "-1", phrase="duration"),
+    C("profile --iterations 0", "profile", "model.onnx", "--iterations", "0", phrase="iterations"),
+    C("profile --warmup -1", "profile", "model.onnx", "--warmup", "-1", phrase="warm"),
+    C("profile --warmup-ms nan", "profile", "model.onnx", "--warmup-ms", "nan", phrase="warm"),
+    C("profile --batch-sizes 0", "profile", "model.onnx", "--batch-sizes", "0", phrase="batch"),
+    C("profile --batch-sizes a", "profile", "model.onnx", "--batch-sizes", "a", phrase="batch"),
+    C("profile --cuda-graph on an ONNX model", "profile", "model.onnx", "--cuda-graph", phrase="engine"),
+    C("compare --samples 0", "compare", "model.onnx", "model.fp16.onnx", "--samples", "0", phrase="samples"),
+    C(
+        "compare --batch-size 0",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--batch-size",
+        "0",
+        phrase="batch",
+    ),
+    C(
+        "compare --min-cosine nan",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--min-cosine",
+        "nan",
+        phrase="cosine",
+    ),
+    C("compare --min-top1 -1", "compare", "model.onnx", "model.fp16.onnx", "--min-top1", "-1", phrase="top1"),
+    C(
+        "budget cosine>=2",
+        "build",
+        "model.onnx",
+        "--precision",
+        "fp16",
+        "--accuracy-budget",
+        "cosine>=2",
+        "-o",
+        "out",
+        phrase="can never be met",
+        absent=("out",),
+    ),
+    C(
+        "budget top1>=-1",
+        "build",
+        "model.onnx",
+        "--precision",
+        "fp16",
+        "--accuracy-budget",
+        "top1>=-1",
+        "-o",
+        "out",
+        phrase="met by any model",
+        absent=("out",),
+    ),
+    C(
+        "budget cosine>=1e999",
+        "build",
+        "model.onnx",
+        "--precision",
+        "fp16",
+        "--accuracy-budget",
+        "cosine>=1e999",
+        "-o",
+        "out",
+        phrase="finite",
+        absent=("out",),
+    ),
+    C(
+        "budget unknown metric",
+        "build",
+        "model.onnx",
+        "--precision",
+        "fp16",
+        "--accuracy-budget",
+        "psnr>=3",
+        "-o",
+        "out",
+        phrase="unknown metric",
+        absent=("out",),
+    ),
+    C(
+        "budget on fp32",
+        "build",
+        "model.onnx",
+        "--precision",
+        "fp32",
+        "--accuracy-budget",
+        "cosine>=0.99",
+        "-o",
+        "out",
+        phrase="fp32",
+        absent=("out",),
+    ),
+    # TensorRT-only options on the ONNX Runtime backend
+    C(
+        "--memory-pool on the onnxruntime backend",
+        "build",
+        "model.onnx",
+        "--backend",
+        "onnxruntime",
+        "--memory-pool",
+        "workspace=5",
+        "-o",
+        "out",
+        phrase="TensorRT options",
+        absent=("out",),
+    ),
+    C(
+        "--opt-level 99",
+        "build",
+        "model.onnx",
+        "--opt-level",
+        "99",
+        "-o",
+        "out",
+        phrase="0..5",
+        absent=("out",),
+    ),
+    C(
+        "--profile naming no input",
+        "build",
+        "model.onnx",
+        "--profile",
+        "nosuch:1x1x8x8,2x1x8x8,4x1x8x8",
+        "-o",
+        "out",
+        phrase="nosuch",
+        absent=("out",),
+    ),
+    C(
+        "--workspace-mb on onnxruntime",
+        "build",
+        "model.onnx",
+        "--backend",
+        "onnxruntime",
+        "--workspace-mb",
+        "64",
+        "-o",
+        "out",
+        phrase="TensorRT options",
+        absent=("out",),
+    ),
+    # data that is empty, mis-named, NaN, out of range, or not data
+    C(
+        "compare on 0 samples",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "empty.npz",
+        phrase="0 samples",
+    ),
+    C("analyze on 0 samples", "analyze", "model.onnx", "--data", "empty.npz", phrase="0 samples"),
+    C(
+        "compare on mis-named data",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "wrongname.npz",
+        phrase="unknown input",
+    ),
+    C("compare on NaN data", "compare", "model.onnx", "model.fp16.onnx", "--data", "nan.npz", phrase="NaN"),
+    C(
+        "compare on a garbage npz",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "garbage.npz",
+        phrase="garbage.npz",
+    ),
+    C(
+        "compare out-of-range token ids",
+        "compare",
+        "tokens.onnx",
+        "tokens.onnx",
+        "--data",
+        "tokens_bad.npz",
+        phrase="ONNX Runtime",
+    ),
+    C(
+        "calibrate with a malformed --preprocess",
+        "calibrate",
+        "model.onnx",
+        "-o",
+        "out",
+        "--preprocess",
+        "bad_preprocess.json",
+        "--data",
+        "data.npz",
+        phrase="preprocessing file",
+        absent=("out",),
+    ),
+    C(
+        "calibrate with a loader calling sys.exit(0)",
+        "calibrate",
+        "model.onnx",
+        "-o",
+        "out",
+        "--data",
+        "loader_exit.py",
+        phrase="exit",
+        absent=("out/model.int8.onnx",),
+    ),
+    C(
+        "bundle on 0 samples",
+        "bundle",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--data",
+        "empty.npz",
+        "-o",
+        "b",
+        phrase="0 samples",
+        absent=("b",),
+    ),
+    # models that cannot serve as they are
+    C(
+        "build a model with no inputs",
+        "build",
+        "noinput.onnx",
+        "-o",
+        "out",
+        phrase="no inputs",
+        absent=("out",),
+    ),
+    C("compare a model with no inputs", "compare", "noinput.onnx", "noinput.onnx", phrase="no inputs"),
+    C(
+        "bundle a model with no inputs",
+        "bundle",
+        "noinput.onnx",
+        "-o",
+        "b",
+        phrase="no inputs",
+        absent=("b",),
+    ),
+    C("compare a model with huge declared dims", "compare", "huge.onnx", "huge.onnx", phrase="memory"),
+    C(
+        "export a factory calling sys.exit(0)",
+        "export",
+        "factory_exit.py:build:example_inputs",
+        "-o",
+        "f.onnx",
+        phrase="exit",
+        absent=("f.onnx",),
+    ),
+    C(
+        "export example inputs that do not fit",
+        "export",
+        "misfit.py:build:example_inputs",
+        "-o",
+        "m2.onnx",
+        phrase="example inputs",
+        absent=("m2.onnx",),
+    ),
+    # the config, validated whole before any work
+    C(
+        "config batch_sizes of the wrong type",
+        *RUN,
+        config=config_with(profile__batch_sizes='["a", 0]'),
+        phrase="batch_sizes",
+        absent=("work",),
+    ),
+    C(
+        "config profiles of the wrong type",
+        *RUN,
+        config=config_with(build__profiles="[1, 2]"),
+        phrase="profiles",
+        absent=("work",),
+    ),
+    C(
+        "config duration_s = -3",
+        *RUN,
+        config=config_with(profile__enabled="true", profile__duration_s="-3"),
+        phrase="duration",
+        absent=("work",),
+    ),
+    C(
+        "config iterations = -3",
+        *RUN,
+        config=config_with(profile__enabled="true", profile__iterations="-3"),
+        phrase="iterations",
+        absent=("work",),
+    ),
+    C(
+        "config duplicate precisions",
+        *RUN,
+        config=config_with(build__precisions='["fp32", "fp32"]'),
+        phrase="more than once",
+        absent=("work",),
+    ),
+    C(
+        "config samples = 0",
+        *RUN,
+        config=config_with(compare__samples="0"),
+        phrase="samples",
+        absent=("work",),
+    ),
+    C(
+        "config batch_size = 0",
+        *RUN,
+        config=config_with(compare__batch_size="0"),
+        phrase="batch_size",
+        absent=("work",),
+    ),
+    C(
+        "config model.name climbing out",
+        *RUN,
+        config=config_with(model__name='"../../x"'),
+        phrase="plain file name",
+        absent=("work",),
+    ),
+    C(
+        "config model.name absolute",
+        *RUN,
+        config=config_with(model__name='"/tmp/x"'),
+        phrase="plain file name",
+        absent=("work",),
+    ),
+    C(
+        "config unknown key",
+        *RUN,
+        config=config_with(build__precision='["fp16"]'),
+        phrase="did you mean",
+        absent=("work",),
+    ),
+    C(
+        "config bundle.output = '.'",
+        *RUN,
+        config=config_with(bundle__enabled="true", bundle__output='"."'),
+        phrase="not a bundle",
+        absent=("work",),
+    ),
+    C(
+        "config empty precisions",
+        *RUN,
+        config=config_with(build__precisions="[]"),
+        phrase="precisions",
+        absent=("work",),
+    ),
+    C("config workdir empty", *RUN, config=config_with(workdir='""'), phrase="workdir", absent=("work",)),
+    C(
+        "config opt_level 99",
+        *RUN,
+        config=config_with(build__opt_level="99"),
+        phrase="0..5",
+        absent=("work",),
+    ),
+    C(
+        "config memory pools on onnxruntime",
+        *RUN,
+        config=config_with(build__backend='"onnxruntime"', build__memory_pools_mb="{bogus = 5}"),
+        phrase="memory pool",
+        absent=("work",),
+    ),
+    C(
+        "config min_cosine = 2",
+        *RUN,
+        config=config_with(compare__min_cosine="2.0"),
+        phrase="min_cosine",
+        absent=("work",),
+    ),
+    C(
+        "config min_top1 = -1",
+        *RUN,
+        config=config_with(compare__min_top1="-1.0"),
+        phrase="min_top1",
+        absent=("work",),
+    ),
+    C(
+        "config fp32_nodes of the wrong type",
+        *RUN,
+        config=config_with(build__fp32_nodes="[1]"),
+        phrase="fp32_nodes",
+        absent=("work",),
+    ),
+    # wrong verdicts: a model that runs but is broken fails its gate (exit 1), never passes
+    C(
+        "compare a NaN-weight candidate",
+        "compare",
+        "model.onnx",
+        "nan.fp16.onnx",
+        "--data",
+        "data.npz",
+        code=1,
+        phrase="NaN",
+    ),
+    C(
+        "bundle a NaN-weight candidate",
+        "bundle",
+        "model.onnx",
+        "nan.fp16.onnx",
+        "--data",
+        "data.npz",
+        "-o",
+        "b",
+        code=1,
+        phrase="fp16",
+        keep=("model.onnx", "nan.fp16.onnx", "data.npz"),
+    ),
+    # targets and bundles
+    C("targets show in capitals", "targets", "show", "JETSON-ORIN-NANO", code=0),
+    C("targets show unknown", "targets", "show", "jetson-nanoo", phrase="unknown target"),
+    C("bundle verify missing", "bundle", "verify", "missing", phrase="not found"),
+    C("bundle verify a zip named .tar.gz", "bundle", "verify", "garbage.tar.gz", phrase="not a readable tar"),
+    C("bundle verify a plain file", "bundle", "verify", "afile", phrase="not a readable tar"),
+    C("bundle verify a folder that is not a bundle", "bundle", "verify", "adir", phrase="not a bundle"),
+    C("bundle inspect a folder that is not a bundle", "bundle", "inspect", "adir", phrase="not a bundle"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_case(case: Case, project_src: Path, tmp_path: Path) -> None:
+    proj = tmp_path / "p"
+    shutil.copytree(project_src, proj)
+    if case.config is not None:
+        (proj / "edgedeploy.toml").write_text(case.config)
+    cwd = proj / "site" if "web manifest" in case.id else proj
+    keep = [(cwd / k) for k in case.keep] if "web manifest" in case.id else [(proj / k) for k in case.keep]
+    before = digest(keep)
+    result = cli(*case.args, cwd=cwd)
+    assert "Traceback" not in result.text, result.text
+    if case.code == 0:
+        assert result.code == 0, result.text
+    elif case.code == 1:  # a failed gate: the last line says which, after what was written
+        assert result.code == 1, result.text
+        assert case.phrase in result.stderr.strip().splitlines()[-1], result.stderr
+    else:
+        one_line_error(result, case.code, case.phrase)
+        after = digest(keep)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        assert not changed, changed
+    for rel in case.absent:
+        assert not (proj / rel).exists(), rel
+    leftovers = [p.name for p in proj.iterdir() if p.name.startswith(".") and p.name != ".edgedeploy-cache"]
+    assert leftovers == []
+
+
+# ---------------------------------------------------------------- signals (the only subprocess tests here)
+
+
+def _start(args: list[str], cwd: Path, tmpdir: Path) -> subprocess.Popen[str]:
+    import os
+    import signal
+
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgedeploy", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a CI job started in the background inherits an ignored SIGINT; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def _wait_for(predicate: object, timeout: float = 60) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to interrupt")
+
+
+def _temp_leftovers(project: Path, tmpdir: Path) -> list[str]:
+    """Hidden temporary files/folders (``.NAME.PID.xxx``) in the project, edgedeploy's in TMPDIR."""
+    hidden = [
+        str(p.relative_to(project))
+        for p in project.rglob(".*")
+        if p.name != ".edgedeploy-cache" and ".edgedeploy-cache/" not in str(p.relative_to(project)) + "/"
+    ]
+    return hidden + [p.name for p in tmpdir.iterdir() if "edgedeploy" in p.name]
+
+
+def test_sigterm_during_run_unwinds_exits_143_and_leaves_no_temp_files(tiny: Tiny, tmp_path: Path) -> None:
+    import signal
+
+    config = write_config(tiny, profile=True)
+    config.write_text(
+        config.read_text().replace("iterations = 5", "").replace("duration_s = 0", "duration_s = 60")
+    )
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _start(["run", str(config)], tiny.root, tmpdir)
+    cache = tiny.root / "work" / ".edgedeploy-cache"
+    try:
+        _wait_for(lambda: (cache / "compare-fp32.json").exists() or proc.poll() is not None)
+        import time
+
+        time.sleep(1.0)  # inside the profile's timed loop
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "terminated (SIGTERM)" in lines[-1] and "Traceback" not in err
+    assert _temp_leftovers(tiny.root, tmpdir) == []
+    config.write_text(config.read_text().replace("duration_s = 60", "duration_s = 0"))
+    again = cli("run", config)  # resumes: the finished stages are not redone
+    assert "compare-fp32: up to date" in again.stderr
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
+def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, delay: float) -> None:
+    """Polygraphy imports torch lazily mid-compare; torch's import cut by Ctrl-C crashed or was ignored."""
+    import signal
+    import time
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    args = ["compare", "model.onnx", "model.fp16.onnx", "--samples", "4000", "--batch-size", "1"]
+    proc = _start(args, tiny.root, tmpdir)
+    try:  # from the moment compare starts (its scratch folder appears), torch's import comes next
+        _wait_for(lambda: any(tmpdir.glob("edgedeploy-compare-*")) or proc.poll() is not None)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)  # not a segfault (-11), not ignored (0)
+    assert "interrupted" in err and "Traceback" not in err
+    assert _temp_leftovers(tiny.root, tmpdir) == []
+
+
+def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends() -> None:
+    import os
+    import signal
+
+    from edgedeploy.interrupts import deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("finished the block")
+    assert done == ["finished the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------- the machine's failures, at the one place
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tiny: Tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    def full(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device", str(kwargs.get("dir", "")))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with unchanged(tiny.root):
+        result = cli("compare", "model.onnx", "model.fp16.onnx", "--json", "r.json", cwd=tiny.root)
+    one_line_error(result, 2, "r.json", "No space left on device")
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    real_access = os.access
+    ro = tiny.root / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    result = cli("build", "model.onnx", "-o", "ro/out", cwd=tiny.root)
+    one_line_error(result, 2, "cannot write in", "read-only")
+    assert list(ro.iterdir()) == []
+
+
+def test_memory_and_onnxruntime_failures_map_to_one_line_and_bugs_keep_their_traceback() -> None:
+    from edgedeploy.errors import user_failure
+
+    assert (
+        user_failure(MemoryError("Unable to allocate 224. GiB"))
+        == "out of memory: Unable to allocate 224. GiB"
+    )
+    assert user_failure(IsADirectoryError(21, "Is a directory", "out.json")) == "out.json: Is a directory"
+    assert user_failure(KeyError("x")) is None and user_failure(TypeError("bug")) is None
+
+
+def test_sigterm_while_verifying_an_archive_removes_its_extraction(
+    made_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarfile
+    import tempfile
+
+    from edgedeploy.interrupts import Terminated
+
+    archive = made_bundle.with_name("b.tar.gz")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = tarfile.TarFile.extractall
+
+    def killed_midway(self: tarfile.TarFile, path: str = ".", *args: object, **kwargs: object) -> None:
+        real(self, path, *args, **kwargs)  # type: ignore[arg-type]
+        import signal
+
+        import edgedeploy.interrupts as interrupts
+
+        interrupts._received.append(signal.SIGTERM)
+        raise Terminated()
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", killed_midway)
+    result = cli("bundle", "verify", archive)
+    monkeypatch.setattr("edgedeploy.interrupts._received", [])
+    assert result.code == 143, result.text
+    assert "terminated (SIGTERM)" in result.stderr and "Traceback" not in result.text
+    assert list(scratch.iterdir()) == []
+
+
+def test_tensorrt_options_are_named_in_one_warning_when_auto_falls_back_to_onnxruntime(tiny: Tiny) -> None:
+    result = cli(
+        "build", "model.onnx", "--precision", "fp32", "--workspace-mb", "64", "-o", "out", cwd=tiny.root
+    )
+    assert result.code == 0, result.text
+    warnings = [ln for ln in result.stderr.splitlines() if "TensorRT options" in ln]
+    assert (
+        len(warnings) == 1 and "workspace_mb" in warnings[0] and "falls back to ONNX Runtime" in warnings[0]
+    )
+
+
+def test_a_gate_over_no_finite_values_fails() -> None:
+    from edgedeploy.stages.compare import Gates
+    from edgedeploy.stages.compare.outputs import output_metrics
+
+    nothing = output_metrics(
+        "y", [np.full((2, 3), np.nan, np.float32)], [np.zeros((2, 3), np.float32)], Gates()
+    )
+    assert not nothing.passed and any("no finite values" in f for f in nothing.failures)
