@@ -32,7 +32,7 @@ import numpy as np
 from calibration.errors import CalibrationError
 from calibration.observers import AbsHistogram
 
-ALGORITHMS = ("entropy", "max", "percentile", "mse")
+ALGORITHMS = ("entropy", "max", "percentile", "mse", "auto")  # auto: calibration/select.py
 DEFAULT_PERCENTILE = 99.99
 # below this many non-zero observations per quantization level, a KL divergence over the
 # histogram measures sampling noise (e.g. a squeeze-excitation vector: one value per channel
@@ -63,7 +63,9 @@ class AlgorithmOptions:
         out: dict[str, object] = {"algorithm": self.algorithm}
         if self.algorithm == "percentile":
             out["percentile"] = self.percentile
-        if self.algorithm == "entropy":
+        if self.algorithm == "auto":
+            out["percentile"] = self.percentile
+        if self.algorithm in ("entropy", "auto"):
             out["start_bin"] = self.start_bin
             out["max_clipped"] = self.max_clipped
         return out
@@ -192,7 +194,12 @@ _DISPATCH: dict[str, Callable[[AbsHistogram, int, AlgorithmOptions | None], floa
 
 
 def compute_threshold(hist: AbsHistogram, options: AlgorithmOptions, levels: int = 128) -> float:
-    """The clipping threshold for one tensor; 0 for a tensor that was always zero."""
+    """The clipping threshold for one tensor; 0 for a tensor that was always zero.
+
+    ``auto`` measures on data (calibration/select.py); from a histogram alone it is percentile,
+    used for the tensors that only the TensorRT cache lists."""
+    if options.algorithm == "auto":
+        return threshold_percentile(hist, levels, options)
     return _DISPATCH[options.algorithm](hist, levels, options)
 
 

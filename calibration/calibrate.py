@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
 from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
 from calibration.qdq import (
+    ORT_QLINEAR_OPS,
     QuantizeOptions,
+    QuantPlan,
     activation_scale,
     check_qdq,
     plan_quantization,
@@ -37,10 +40,12 @@ from calibration.qdq import (
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
+from calibration.select import RULES, SampleObserver, Selection, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "1"  # bump when statistics or algorithms change results
+HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 
 
 @dataclass(frozen=True)
@@ -111,17 +116,34 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 
 class _FirstFeed:
-    """Wraps a source and keeps its first feed (to test-run the written model)."""
+    """Wraps a source and keeps its first feed (to test-run the written model).
 
-    def __init__(self, source: DataSource) -> None:
+    With ``holdout`` (the auto algorithm), every 4th batch up to ``HOLDOUT_SAMPLES`` samples is
+    kept aside instead of reaching the statistics: the thresholds are judged on data they were
+    not computed from. A source of fewer than 4 batches holds nothing out (see ``held_out``).
+    """
+
+    def __init__(self, source: DataSource, holdout: bool = False) -> None:
         self.source = source
         self.first: dict[str, np.ndarray] | None = None
+        self.holdout = holdout
+        self.held: list[dict[str, np.ndarray]] = []
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for feed in self.source:
+        held = 0
+        for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
+            if self.holdout and index % 4 == 3 and held < HOLDOUT_SAMPLES:
+                self.held.append({k: v.copy() for k, v in feed.items()})
+                first = next(iter(feed.values()))
+                held += int(first.shape[0]) if first.ndim else 1
+                continue
             yield feed
+
+    def held_out(self) -> list[dict[str, np.ndarray]]:
+        """The held-out feeds, or the first feed when the source was too short to hold any out."""
+        return self.held or ([self.first] if self.first is not None else [])
 
 
 def calibrate(
@@ -162,7 +184,8 @@ def calibrate(
     base_levels = plan_quantization(model, QuantizeOptions(qopts.placement, qopts.weight_bits)).levels()
     levels = {**base_levels, **plan.levels()}
     cache_tensors = float_tensor_names(model) if options.trt_version else []
-    wanted = list(dict.fromkeys([*levels, *cache_tensors]))
+    lean = _lean_plan(model, qopts) if algo.algorithm == "auto" else None
+    wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
     if not plan.levels():
         raise CalibrationError(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
@@ -214,6 +237,9 @@ def calibrate(
             )
         reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
         report = previous
+        chosen = tuple((report.selection or {}).get("exclude_ops", ()))
+        if chosen:  # auto chose to leave these ops in float on this placement
+            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
         thresholds = report.thresholds()
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
@@ -227,9 +253,16 @@ def calibrate(
             reason = "recalibrating: the exclusions need tensors the earlier calibration did not cover"
         else:
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
-        feed_holder = _FirstFeed(source)
+        auto = algo.algorithm == "auto"
+        feed_holder = _FirstFeed(source, holdout=auto)
         observer = HistogramObserver(options.bins, wanted)
         samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
+        selection = None
+        if auto:
+            selection = _select(model, plan, lean, observer, feed_holder.held_out(), algo, options.threads)
+            if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
+                plan = lean
+                levels = {**levels, **lean.levels()}
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -248,7 +281,10 @@ def calibrate(
         thresholds = {}
         for name, lv in levels.items():
             hist = observer.histograms[name]
-            thr = compute_threshold(hist, algo, lv)
+            if selection is not None and name in selection.thresholds:
+                thr, rule = selection.thresholds[name], selection.rules[name]
+            else:
+                thr, rule = compute_threshold(hist, algo, lv), algo.algorithm
             thresholds[name] = thr
             qmax = 255 if lv == 256 else 127
             tensors.append(
@@ -261,6 +297,7 @@ def calibrate(
                     "uint8" if lv == 256 else "int8",
                     observer.nonfinite.get(name, 0),
                     compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
+                    rule,
                 )
             )
         cache_thresholds = {}
@@ -288,6 +325,16 @@ def calibrate(
             tensors=tensors,
             cache_thresholds=cache_thresholds,
             warnings=warnings,
+            selection=None
+            if selection is None
+            else {
+                "winner": selection.winner,
+                "held_out_cosine": selection.scores,
+                "held_out_samples": selection.held_out_samples,
+                "rules": dict(Counter(selection.rules.values())),
+                "exclude_ops": list(selection.exclude_ops),
+                "placement_alternatives": selection.alternatives,
+            },
         )
         reused = False
 
@@ -333,6 +380,57 @@ def calibrate(
         warnings=report.warnings,
         report_data=report,
     )
+
+
+def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
+    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
+    if qopts.placement != "onnxruntime":
+        return None
+    extra = tuple(op for op in ORT_QLINEAR_OPS if op not in qopts.exclude_ops)
+    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra))
+    full = plan_quantization(model, qopts)
+    return lean if lean.levels() and set(lean.levels()) != set(full.levels()) else None
+
+
+def _select(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    lean: QuantPlan | None,
+    observer: HistogramObserver,
+    held_out: list[dict[str, np.ndarray]],
+    algo: AlgorithmOptions,
+    threads: int | None,
+) -> Selection:
+    """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose.
+
+    In ONNX Runtime's placement, the plan that also quantizes Add, Concat and the pools (the
+    integer chain ORT fuses) is measured against the one that leaves them in float: on a
+    spectrogram front end (x*x + y*y before a sqrt), int8 on those ops costs more than it saves.
+    """
+    base = upgrade_opset(model)  # the plan's node indices are those of the upgraded model
+    variants: dict[tuple[str, ...], QuantPlan] = {(): plan}
+    if lean is not None:
+        variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
+    wanted = list(dict.fromkeys(name for p in variants.values() for name in p.activations))
+    samples = SampleObserver(wanted)
+    collect(base, held_out, wanted, [samples], threads=threads)
+    best: Selection | None = None
+    for excluded, variant in variants.items():
+        levels = variant.levels()
+        # the second plan measures the per-tensor choice and the first plan's best rule only
+        rules = RULES if best is None else tuple(r for r in RULES if r == best.winner)
+        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo, rules)
+        selection.exclude_ops = excluded
+        if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
+            if best is not None:
+                selection.alternatives = {**best.alternatives, "quantize all": best.scores[best.winner]}
+            best = selection
+        else:
+            best.alternatives[f"leave {', '.join(excluded)} in float"] = selection.scores[selection.winner]
+    assert best is not None
+    first = [next(iter(f.values())) for f in held_out]
+    best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
+    return best
 
 
 def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:

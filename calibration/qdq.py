@@ -147,6 +147,11 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node values by tensor name."""
+    return _constants(model)
+
+
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:
@@ -336,8 +341,12 @@ class _Planner:
 
 
 def plan_quantization(model: onnx.ModelProto, options: QuantizeOptions) -> QuantPlan:
-    """Decide which tensors get Q/DQ, which weights are quantized and along which axis."""
-    return _Planner(model, options).run()
+    """Decide which tensors get Q/DQ, which weights are quantized and along which axis.
+
+    The plan's node indices are those of the model at opset >= 13, as :func:`write_qdq` upgrades
+    it: an older model is planned on its (deterministic) upgrade, whose node list can differ.
+    """
+    return _Planner(upgrade_opset(model), options).run()
 
 
 def _scalar(name: str, value: float | int, dtype: int) -> TensorProto:
@@ -386,11 +395,9 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    upgraded = upgrade_opset(out)
-    if upgraded is not out:
-        # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...), so
-        # the plan's node indices no longer fit: plan again on the graph being written
-        out, plan = upgraded, plan_quantization(upgraded, plan.options)
+    # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...); the plan's
+    # node indices are those of this (deterministic) upgrade, as plan_quantization made them
+    out = upgrade_opset(out)
     missing = [n for n in plan.calibrated_tensors() if n not in thresholds]
     if missing:
         raise CalibrationError(f"no calibration threshold for tensor(s) {', '.join(missing[:5])}")
@@ -548,7 +555,7 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
         ordered.append(node)
     for rest in sorted(pending):
         ordered.extend(pending[rest])
-    read = {n for node in ordered for n in node.input} | {o.name for o in graph.output}
+    read = _names_read(onnx.helper.make_graph(ordered, "read", [], [])) | {o.name for o in graph.output}
     ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
     del graph.node[:]
     try:
@@ -556,7 +563,8 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     except CycleError as exc:
         raise CalibrationError(f"cannot place Q/DQ nodes: {exc}") from None
     graph.initializer.extend(new_inits)
-    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+    # names read inside If/Loop/Scan bodies count too: a subgraph may read an outer initializer
+    used = _names_read(graph) | {o.name for o in graph.output}
     keep = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
@@ -582,6 +590,17 @@ def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, in
     if options.placement == "onnxruntime":
         return TensorProto.UINT8, 128
     return TensorProto.INT8, 0
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its nested subgraphs reads."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                names |= _names_read(sub)
+    return names
 
 
 def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:

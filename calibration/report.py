@@ -43,6 +43,7 @@ class TensorReport:
     dtype: str = "int8"  # int8, or uint8 for non-negative tensors in the onnxruntime placement
     nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
     histogram: dict[str, Any] | None = None  # compact_histogram() of |x|, exact zeros in bin 0
+    rule: str = ""  # the algorithm whose threshold this is (auto chooses per tensor)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class CalibrationReport:
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name
     trt_cache: dict[str, Any] | None = None  # version, header
     warnings: list[str] = field(default_factory=list)
+    selection: dict[str, Any] | None = None  # auto: winner, held-out cosine per candidate set
     format: int = REPORT_FORMAT
 
     def thresholds(self) -> dict[str, float]:

@@ -167,7 +167,7 @@ class CalibrationSettings:
     """How to calibrate: the [calibration] config section and the --calib-* options share these."""
 
     data: str = ""
-    algorithm: str = "entropy"
+    algorithm: str = "auto"
     samples: int = 512
     batch_size: int = 8
     seed: int = 0

@@ -7,6 +7,7 @@ compute capability 8.9) is refused here, before any work starts.
 from __future__ import annotations
 
 import difflib
+import platform
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,6 +21,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_TARGET = "x86-64-cpu"
+HOST = "host"  # --target host: the CPU target that fits this machine (see host_target_name)
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
 KNOWN_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8", "fp4")
 # Precisions the pipeline can produce today (the others are known to targets only).
 BUILDABLE_PRECISIONS = ("fp32", "fp16", "int8")
@@ -94,6 +97,7 @@ def _profiles() -> dict[str, Any]:
 
 
 def target_names() -> list[str]:
+    """The shipped profiles (``host`` is an alias, not a profile)."""
     return sorted(_profiles())
 
 
@@ -108,10 +112,40 @@ def _from_dict(data: dict[str, Any]) -> Target:
     return Target(**kwargs)  # type: ignore[arg-type]
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 ``flags``, ARM ``Features``); empty if unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_vnni(flags: set[str] | None = None) -> bool:
+    """x86 VNNI (AVX512-VNNI or AVX-VNNI) or ARM dot-product: 8-bit dot products that accumulate in
+    32 bits, so ONNX Runtime's u8 x s8 kernels do not saturate on full-range 8-bit weights."""
+    return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
+
+
+def host_target_name(flags: set[str] | None = None, machine: str | None = None) -> str:
+    """The CPU target for this machine: x86-64-vnni where an x86-64 CPU has VNNI, else x86-64-cpu
+    (which runs everywhere: its 7-bit INT8 weights are safe on any CPU)."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("x86_64", "amd64") and has_vnni(flags):
+        return "x86-64-vnni"
+    return DEFAULT_TARGET
+
+
 def load_target(name: str) -> Target:
-    """The target profile ``name`` (case and surrounding blanks ignored: JETSON-ORIN-NANO works)."""
+    """The target profile ``name`` (case and surrounding blanks ignored: JETSON-ORIN-NANO works);
+    ``host`` resolves to :func:`host_target_name`."""
     profiles = _profiles()
     name = name.strip().lower() if isinstance(name, str) else str(name)
+    if name == HOST:
+        name = host_target_name()
     if name not in profiles:
         close = difflib.get_close_matches(name, profiles, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

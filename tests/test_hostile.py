@@ -1064,9 +1064,11 @@ CASES: list[Case] = [
     ),
     # models that cannot serve as they are
     C(
-        "build a model with no inputs",
+        "build int8 of a model with no inputs",
         "build",
         "noinput.onnx",
+        "--precision",
+        "int8",
         "-o",
         "out",
         phrase="no inputs",

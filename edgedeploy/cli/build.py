@@ -54,8 +54,11 @@ def build_command(
         str | None, typer.Option(help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8)
     ] = None,
     calib_algorithm: Annotated[
-        str, typer.Option(help="int8: entropy, max, percentile or mse.", rich_help_panel=INT8)
-    ] = "entropy",
+        str,
+        typer.Option(
+            help="int8: auto (measured per tensor), entropy, max, percentile or mse.", rich_help_panel=INT8
+        ),
+    ] = "auto",
     calib_samples: Annotated[
         int, typer.Option(help="int8: number of calibration samples.", rich_help_panel=INT8)
     ] = 512,

@@ -45,7 +45,7 @@ def calibrate_command(
         Path | None, typer.Option("-o", "--output", help="Directory for the Q/DQ model, cache, report.")
     ] = None,
     data: OptionalDataSpec = None,
-    algorithm: Annotated[str, typer.Option(help="entropy | max | percentile | mse")] = "entropy",
+    algorithm: Annotated[str, typer.Option(help="auto | entropy | max | percentile | mse")] = "auto",
     percentile: Annotated[float, typer.Option(help="Percentile for --algorithm percentile.")] = 99.99,
     samples: Annotated[
         int | None,

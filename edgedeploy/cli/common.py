@@ -40,7 +40,13 @@ Seed = Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel
 BatchSize = Annotated[
     int, typer.Option(help="Batch size for dynamic-batch models.", rich_help_panel=DATA_PANEL)
 ]
-TargetName = Annotated[str, typer.Option("--target", help="Target name (see 'edgedeploy targets').")]
+TargetName = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="Target name (see 'edgedeploy targets'); host = this CPU (x86-64-vnni or x86-64-cpu).",
+    ),
+]
 Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")]
 
 

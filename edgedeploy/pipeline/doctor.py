@@ -6,7 +6,8 @@ import importlib
 import platform
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+
+from edgedeploy.targets import cpu_flags, has_vnni, host_target_name
 
 
 @dataclass
@@ -24,23 +25,6 @@ def _version(module: str) -> str | None:
     except Exception:
         return None
     return str(getattr(mod, "__version__", "installed"))
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def has_vnni(flags: set[str] | None = None) -> bool:
-    """x86 VNNI (AVX512-VNNI or AVX-VNNI) or ARM dot-product: fast int8 on ONNX Runtime's CPU kernels."""
-    flags = cpu_flags() if flags is None else flags
-    return bool(flags & {"avx512_vnni", "avx_vnni", "asimddp"})
 
 
 def diagnose() -> list[Check]:
@@ -85,7 +69,7 @@ def diagnose() -> list[Check]:
         Check(
             "cpu int8 (VNNI/dot-product)",
             vnni,
-            f"{platform.machine()}: {isa}",
+            f"{platform.machine()}: {isa}; --target host is {host_target_name(flags)}",
             "without VNNI, CPU int8 artifacts use 7-bit weights (ONNX Runtime reduce-range)",
             optional=True,
         )

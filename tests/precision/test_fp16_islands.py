@@ -208,3 +208,30 @@ def test_compare_runs_fp16_candidates_as_their_emulation_so_overflow_fails_the_g
         audio_model.onnx_path, tmp_path / "audio.fp16.onnx", _request(str(audio_model.data))
     )
     assert compare(audio_model.onnx_path, art.path, feeds, Gates(min_cosine=0.999)).passed
+
+
+def test_an_fp32_if_reading_another_fp32_ifs_output_converts_and_runs(tmp_path: Path) -> None:
+    """Two chained fp32 Ifs (Silero VAD's decoder): the second one's body reads the first one's
+    output through a Cast that the round-trip cleanup used to drop while the body still read it."""
+    from onnx import TensorProto, helper
+
+    model = models.if_model()
+    second_then = helper.make_graph(
+        [helper.make_node("Mul", ["z", "zero"], ["u"], name="then2_mul")], "then2", [],
+        [helper.make_tensor_value_info("u", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    second_else = helper.make_graph(
+        [helper.make_node("Abs", ["z"], ["v"], name="else2_abs")], "else2", [],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    relu = next(n for n in model.graph.node if n.name == "relu")
+    relu.input[0] = "z2"
+    second = helper.make_node("If", ["cond"], ["z2"], name="branch2", then_branch=second_then,
+                              else_branch=second_else)  # fmt: skip
+    model.graph.node.insert(list(model.graph.node).index(relu), second)
+    path = models.save(model, tmp_path / "if2.onnx")
+    x = np.random.default_rng(4).standard_normal((8, 4)).astype(np.float32)
+    keep, _ = plan_islands(path, [{"x": x}])
+    assert {"branch", "branch2"} <= set(keep)
+    art = make_fp16(path, tmp_path / "if2.fp16.onnx", Fp16Options(auto_fp32_nodes=keep))
+    np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-2, atol=1e-2)

@@ -4,12 +4,18 @@
 checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
 
 1. measure the artifact as built (step 0); stop if it meets the budget;
-2. measure each candidate layer's sensitivity: the accuracy with *only that layer* in low
-   precision (everything else kept high), the per-layer sensitivity Polygraphy's
-   ``debug precision`` and Model Optimizer rank layers by;
+2. rank every candidate layer by measured sensitivity. Up to ``max_candidates`` layers: the
+   accuracy with *only that layer* in low precision (everything else kept high), the per-layer
+   sensitivity Polygraphy's ``debug precision`` and Model Optimizer rank layers by, one
+   measurement per layer. Beyond that (a real detector has 80+ convolutions): the error each
+   layer adds over its inputs in the low-precision model, from one per-layer comparison on the
+   data; every layer is ranked, none is left out;
 3. keep layers in higher precision, most sensitive first (one more per step, then doubling),
-   measuring after each step, until the budget is met; the last step keeps every candidate,
-   the full-precision fallback. If even that misses the budget, :class:`GateFailed` (exit 1).
+   measuring after each step, until the budget is met; then bisect between the last two
+   counts for the shortest prefix that meets it, and drop every kept layer whose removal still
+   meets it (least sensitive first), so the result is the fewest layers the measurements allow.
+   The last step keeps every candidate, the full-precision fallback. If even that misses the
+   budget, :class:`GateFailed` (exit 1). The result counts the measurements it took (its cost).
 
 fp16 variants are measured through the CPU emulation of fp16 storage (ONNX Runtime's CPU
 kernels would compute them in fp32); INT8 variants are real Q/DQ models run by ONNX Runtime,
@@ -218,6 +224,8 @@ class BudgetResult:
     steps: list[BudgetStep]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    measurements: int = 0  # model variants built and measured (the search's cost)
+    ranking: str = ""  # how layers were ranked: "one at a time" or "per-layer error growth"
 
 
 Measure = Callable[[Sequence[str]], dict[str, float | None]]
@@ -239,51 +247,82 @@ def search(
     in higher precision. ``met`` is False when the full fallback misses the budget too (see check_met)."""
     start = time.perf_counter()
     notes: list[str] = []
-    first = measure([])
+    count_measure = [0]
+
+    def measure_counted(kept: Sequence[str]) -> dict[str, float | None]:
+        count_measure[0] += 1
+        return measure(kept)
+
+    first = measure_counted([])
     if any(c.metric == "top1" for c in budget.criteria) and first.get("top1") is None:
         raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
     steps = [BudgetStep([], first, budget.met(first))]
+    ranking = ""
 
     def finish(met: bool, kept: list[str], sensitivity: list[dict[str, Any]]) -> BudgetResult:
         seconds = time.perf_counter() - start
         return BudgetResult(str(budget), precision, higher, met, kept, len(candidates), sensitivity, steps,
-                            seconds, notes)  # fmt: skip
+                            seconds, notes, count_measure[0], ranking)  # fmt: skip
 
     progress(f"as built: {_fmt(first)}")
     if steps[0].met:
         return finish(True, [], [])
-    pool = list(candidates)
-    if len(pool) > max_candidates and prerank is not None:
-        ranked = [c for c in prerank() if c in set(pool)]
-        notes.append(
-            f"{len(pool)} candidate layers: measured the {max_candidates} with the largest "
-            "per-layer error first"
-        )
-        pool = ranked[:max_candidates] + [c for c in pool if c not in set(ranked[:max_candidates])]
-    measured_pool = pool[:max_candidates]
-    ranked_layers: list[tuple[float, str]] = []
     sensitivity: list[dict[str, Any]] = []
-    for name in measured_pool:
-        alone = measure([c for c in candidates if c != name])
-        ranked_layers.append((budget.damage(alone), name))
-        sensitivity.append({"layer": name, "damage": budget.damage(alone), **alone})
-    ranked_layers.sort(key=lambda item: item[0], reverse=True)
-    sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
-    progress("most sensitive: " + ", ".join(name for _, name in ranked_layers[:5]))
-    order = [name for _, name in ranked_layers] + pool[max_candidates:]
-    count = 1
-    while count <= len(order):
-        kept = order[:count]
-        result = measure(kept)
+    if len(candidates) > max_candidates and prerank is not None:
+        ranking = "per-layer error growth"
+        pool = set(candidates)
+        ranked = [c for c in prerank() if c in pool]
+        order = ranked + [c for c in candidates if c not in set(ranked)]
+        notes.append(
+            f"{len(candidates)} candidate layers: all ranked by the error each adds over its inputs "
+            "(one per-layer comparison), not one measurement per layer"
+        )
+    else:
+        ranking = "one at a time"
+        ranked_layers: list[tuple[float, str]] = []
+        for name in candidates:
+            alone = measure_counted([c for c in candidates if c != name])
+            ranked_layers.append((budget.damage(alone), name))
+            sensitivity.append({"layer": name, "damage": budget.damage(alone), **alone})
+        ranked_layers.sort(key=lambda item: item[0], reverse=True)
+        sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
+        order = [name for _, name in ranked_layers]
+    progress("most sensitive: " + ", ".join(order[:5]))
+
+    def step(kept: Sequence[str]) -> bool:
+        result = measure_counted(kept)
         steps.append(BudgetStep(list(kept), result, budget.met(result)))
-        progress(f"keeping {count} layer(s) in {higher}: {_fmt(result)}")
-        if steps[-1].met:
-            return finish(True, list(kept), sensitivity)
+        progress(f"keeping {len(kept)} layer(s) in {higher}: {_fmt(result)}")
+        return steps[-1].met
+
+    count, below = 1, 0
+    found: list[str] | None = None
+    while count <= len(order):
+        if step(order[:count]):
+            found = order[:count]
+            break
         if count == len(order):
             break
+        below = count
         count = count + 1 if count < DOUBLING_AFTER else min(len(order), count * 2)
+    if found is not None:
+        low, high = below, len(found)  # prefix of `low` misses, of `high` meets
+        while high - low > 1:
+            mid = (low + high) // 2
+            if step(order[:mid]):
+                high = mid
+            else:
+                low = mid
+        kept = list(order[:high])
+        for name in reversed(order[: high - 1]):  # least sensitive first; the last one added is needed
+            trial = [k for k in kept if k != name]
+            if trial and step(trial):
+                kept = trial
+        if steps[-1].kept != kept:
+            step(kept)
+        return finish(True, kept, sensitivity)
     if fallback is not None and set(fallback) - set(order):  # the full-precision fallback: every node
-        result = measure(list(fallback))
+        result = measure_counted(list(fallback))
         steps.append(BudgetStep(list(fallback), result, budget.met(result)))
         progress(f"full fallback, {len(fallback)} nodes in {higher}: {_fmt(result)}")
         if steps[-1].met:

@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from calibration.graphs import upgrade_ir
+from calibration.graphs import captured_names, upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -114,19 +114,6 @@ def _float_tensor_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _captured_names(graph: onnx.GraphProto) -> set[str]:
-    """Names a subgraph reads from enclosing scopes (used but not defined inside it)."""
-    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
-    used: set[str] = set()
-    for node in graph.node:
-        used.update(i for i in node.input if i)
-        for sub in _subgraphs(node):
-            used.update(_captured_names(sub))
-        defined.update(o for o in node.output if o)
-    used.update(o.name for o in graph.output)
-    return used - defined
-
-
 def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
         for i, name in enumerate(node.input):
@@ -150,7 +137,7 @@ def _cast_captures_of_fp32_control_flow(
         if node.op_type in CONTROL_FLOW_OPS and (node.name in blocked or node.op_type in blocked_ops):
             captured = set()
             for sub in _subgraphs(node):
-                captured |= _captured_names(sub)
+                captured |= captured_names(sub)
             for name in sorted(captured & float_names):
                 cast_out = f"{name}__fp32_for_{node.name}"
                 cast = onnx.helper.make_node(
@@ -213,14 +200,12 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
         dropped.add(id(node))
     if not replace_with and not identities:
         return
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in replace_with:
-                node.input[i] = replace_with[name]
+    for old_name, new_name in replace_with.items():  # subgraph captures too (a Cast feeding an If body)
+        _rename_uses(graph, old_name, new_name)
     used = {i for n in graph.node if id(n) not in dropped for i in n.input} | outputs
     for node in graph.node:
         for sub in _subgraphs(node):
-            used |= _captured_names(sub)
+            used |= captured_names(sub)
     half = onnx.TensorProto.FLOAT16
     unused = {id(n) for n in graph.node if _cast_to(n) == half and n.output[0] not in used}
     keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]

@@ -20,7 +20,7 @@ from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
 from edgedeploy.errors import InputError
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.targets import Target
+from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags
 
 if TYPE_CHECKING:
     from edgedeploy.ui import Ui
@@ -45,18 +45,11 @@ def cache_version_for(target: Target, requested: str | None = None) -> str | Non
 
 
 def cpu_has_vnni() -> tuple[bool, str]:
-    """Whether this CPU has 8-bit dot-product instructions (x86 VNNI, ARM dotprod), for doctor."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError:
+    """Whether this CPU has 8-bit dot-product instructions (x86 VNNI, ARM dotprod), and one line why."""
+    flags = cpu_flags()
+    if not flags:
         return False, f"unknown ({platform.machine()}: /proc/cpuinfo unreadable)"
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    found = sorted(flags & {"avx512_vnni", "avx_vnni", "asimddp"})
+    found = sorted(flags & VNNI_FLAGS)
     if found:
         return True, f"yes ({', '.join(found)})"
     return False, "no (ONNX Runtime's integer kernels need 7-bit weights on this CPU)"
@@ -95,7 +88,7 @@ def make_int8(
     *,
     target: Target,
     source: DataSource,
-    algorithm: str = "entropy",
+    algorithm: str = "auto",
     percentile: float = 99.99,
     exclude_nodes: Sequence[str] = (),
     exclude_ops: Sequence[str] = (),

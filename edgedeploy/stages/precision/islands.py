@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgedeploy.stages.precision.analysis import RangeReport, analyze, load_for_analysis
+from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
 
 REDUCTIONS = {
     "ReduceMean",
@@ -177,3 +177,71 @@ def plan_islands(
     report = analyze(model, source, data_description=data_description)
     report.model = str(model_path)
     return choose_fp32_nodes(model, report, options), report
+
+
+# --------------------------------------------------------------------------- measured release
+
+
+def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
+    """Kept nodes whose reason no emulation can clear: values beyond 65504 or NaN/Inf already seen,
+    sums of squares beyond the limit inside a kernel (emulation models storage, not accumulation),
+    and control flow whose subgraphs were not observed. The rest (underflow, near-overflow below
+    65504, the normalisation chains that follow them) is decided by measurement."""
+    nodes = {n.name: n for n in model.graph.node}
+    hard: set[str] = set()
+    for weight in report.weights:
+        if weight.stats.overflow or weight.stats.nonfinite:
+            hard.update(c for c in weight.consumers if c in keep)
+    for t in report.tensors:
+        if t.stats.nonfinite or t.stats.absmax > FP16_MAX:
+            hard.update(n for n in [t.producer, *t.consumers] if n in keep)
+    for name in keep:
+        node = nodes.get(name)
+        if node is not None and (node.op_type in CONTROL_FLOW or node.op_type in SQUARING):
+            hard.add(name)
+    return hard
+
+
+def release_measured(
+    model: onnx.ModelProto,
+    keep: dict[str, str],
+    report: RangeReport,
+    feeds: list[dict[str, np.ndarray]],
+    *,
+    slack: float = 0.5,
+) -> tuple[dict[str, str], list[str]]:
+    """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
+
+    On ``feeds``, the plan is emulated (edgedeploy.stages.precision.emulate) with ``keep`` in fp32: its
+    output error (1 - cosine, min over outputs) is the baseline. The soft nodes (see
+    :func:`hard_fp32_nodes`) are released all at once when the error stays within ``(1 + slack)``
+    times the baseline plus 1e-6 and nothing becomes NaN/Inf; otherwise one by one in graph order,
+    each kept only if releasing it breaks that bound. Returns the new keep map and one note per
+    released node. Emulated runs: 2 when all can go, else 2 + the number of soft nodes.
+    """
+    from edgedeploy.stages.precision.budget import OutputEvaluator
+    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16
+
+    soft = [n for n in keep if n not in hard_fp32_nodes(model, keep, report)]
+    if not soft or not feeds:
+        return keep, []
+    blocked = converter_blocked_ops()
+    evaluator = OutputEvaluator(model, feeds)
+
+    def error(fp32: set[str]) -> float:
+        cos = evaluator.measure(emulate_fp16(model, fp32, blocked))["cosine"]
+        return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
+
+    base = error(set(keep))
+    bound = base * (1.0 + slack) + 1e-6
+    current = set(keep)
+    released: list[str] = []
+    if error(current - set(soft)) <= bound:
+        released = list(soft)
+    else:
+        for name in soft:
+            if error(current - {name}) <= bound:
+                current.discard(name)
+                released.append(name)
+    notes = [f"{n}: back to fp16, measured ({keep[n]} did not change the outputs)" for n in released]
+    return {n: r for n, r in keep.items() if n not in set(released)}, notes

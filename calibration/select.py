@@ -1,0 +1,305 @@
+"""The ``auto`` calibration algorithm: thresholds chosen by the error they cause, measured on
+held-out calibration samples, instead of assumed from one rule.
+
+No single rule wins on real models: on PaddleOCR's PP-OCRv4 recognizer, entropy clips the
+attention inputs and the output cosine falls to 0.51 while max keeps 0.96; on its direction
+classifier entropy is the better one. So ``auto`` measures, in two steps:
+
+1. **per tensor**: every candidate threshold (max, entropy, percentile, mse from the same
+   histogram) is applied to the tensor's held-out values, and the consumers that the plan
+   quantizes (Conv, ConvTranspose, Gemm, MatMul, with their weights quantized as they will be)
+   are run on them in ONNX Runtime, one node at a time; the candidate with the smallest relative
+   squared error at the layer's output wins. A tensor without a quantized consumer (a residual
+   branch, an output in ONNX Runtime's placement) is judged by its own error.
+2. **per model**: the per-tensor choice and each rule applied to every tensor are written as
+   Q/DQ models and run on the held-out samples; the one whose outputs are closest to FP32
+   (highest cosine, min over outputs) is kept. Local errors do not add up exactly along a
+   network, so this step guards the first one.
+
+Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from calibration.algorithms import AlgorithmOptions, compute_threshold
+from calibration.observers import AbsHistogram
+from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
+
+RULES = ("max", "entropy", "percentile", "mse")
+
+
+@dataclass
+class Selection:
+    """What ``auto`` chose: per tensor the rule and threshold, and the model-level comparison."""
+
+    thresholds: dict[str, float]
+    rules: dict[str, str]  # tensor -> rule chosen for it
+    winner: str  # "per-tensor" or one of RULES
+    scores: dict[str, float] = field(default_factory=dict)  # candidate set -> held-out cosine
+    held_out_samples: int = 0
+    exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
+    alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
+
+
+class SampleObserver:
+    """Keeps held-out values of some tensors for step 1: whole batches while they fit in
+    ``max_values`` per tensor, else the leading rows (axis 0) that do (at least one)."""
+
+    def __init__(self, names: Sequence[str], max_values: int = 1 << 20) -> None:
+        self.wanted = set(names)
+        self.max_values = max_values
+        self.values: dict[str, list[np.ndarray]] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if name not in self.wanted or array.dtype.kind != "f" or array.ndim == 0 or array.size == 0:
+            return
+        kept = self.values.setdefault(name, [])
+        room = self.max_values - sum(a.size for a in kept)
+        rows = min(len(array), room // max(1, array.size // len(array)))
+        if rows >= 1 or not kept:
+            kept.append(np.array(array[: max(rows, 1)], copy=True))
+
+
+def candidates(hist: AbsHistogram, levels: int, options: AlgorithmOptions) -> dict[str, float]:
+    """Every rule's threshold for one tensor, from its histogram."""
+    return {
+        rule: compute_threshold(
+            hist, AlgorithmOptions(rule, options.percentile, max_clipped=options.max_clipped), levels
+        )
+        for rule in RULES
+    }
+
+
+def fake_quant(x: np.ndarray, threshold: float, unsigned: bool) -> np.ndarray:
+    """Quantize-dequantize as the Q/DQ pair does (symmetric, zero point 0; uint8 for non-negative)."""
+    qmax = 255 if unsigned else 127
+    scale = activation_scale(threshold, qmax)
+    lo = 0 if unsigned else -128  # QuantizeLinear saturates int8 to [-128, 127]
+    return (np.clip(np.round(x / scale), lo, qmax) * scale).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def _quantized_weight(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
+    moved = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
+    scale = np.maximum(moved.max(axis=1), 1e-12) / qmax
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    s = scale.reshape(shape)
+    return (np.clip(np.round(w / s), -qmax, qmax) * s).astype(np.float32)  # type: ignore[no-any-return]
+
+
+class _NodeRunner:
+    """One quantized consumer as a one-node ONNX Runtime session (weights quantized as planned)."""
+
+    def __init__(
+        self, model: onnx.ModelProto, index: int, plan: QuantPlan, consts: Mapping[str, np.ndarray]
+    ) -> None:
+        import onnxruntime as ort
+
+        node = model.graph.node[index]
+        self.node = node
+        weights = {use: w for w in plan.weights.values() for use in w.uses}
+        inits, inputs = [], []
+        for j, name in enumerate(node.input):
+            if not name:
+                continue
+            if name in consts:
+                value = consts[name]
+                wq = weights.get((index, j))
+                if wq is not None:
+                    value = _quantized_weight(value.astype(np.float32), wq.axis, plan.options.weight_qmax)
+                inits.append(numpy_helper.from_array(value, name))
+            else:
+                inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        self.inputs = [i.name for i in inputs]
+        out = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+        single = helper.make_node(node.op_type, list(node.input), [node.output[0]], name=node.name)
+        single.attribute.extend(node.attribute)
+        graph = helper.make_graph([single], "consumer", inputs, [out], inits)
+        m = helper.make_model(graph, opset_imports=list(model.opset_import))
+        m.ir_version = model.ir_version
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            m.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0], np.float64)
+
+
+def _relative(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(((got - ref) ** 2).sum() / max(float((ref**2).sum()), 1e-30))
+
+
+def choose_per_tensor(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    cands: Mapping[str, Mapping[str, float]],
+    samples: Mapping[str, list[np.ndarray]],
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
+    (``model`` is the one the plan was made on, at opset >= 13)."""
+    from calibration.qdq import constant_values
+
+    consts = constant_values(model)
+    consumers: dict[str, list[tuple[int, int]]] = {}
+    for tq in plan.activations.values():
+        for i, j in tq.consumers:
+            if model.graph.node[i].op_type in WEIGHTED_OPS:
+                consumers.setdefault(tq.share or tq.name, []).append((i, j))
+    runners: dict[int, _NodeRunner | None] = {}
+    thresholds: dict[str, float] = {}
+    rules: dict[str, str] = {}
+    for name, options in cands.items():
+        unsigned = plan.activations[name].unsigned
+        unique: dict[float, str] = {}
+        for rule, thr in options.items():
+            unique.setdefault(thr, rule)
+        if len(unique) == 1 or not samples.get(name):
+            rule = "entropy" if "entropy" in options else next(iter(options))
+            thresholds[name], rules[name] = options[rule], rule
+            continue
+        errors = dict.fromkeys(unique, 0.0)
+        for k, x in enumerate(samples[name]):
+            checks = []
+            for i, j in consumers.get(name, []):
+                if i not in runners:
+                    try:
+                        runners[i] = _NodeRunner(model, i, plan, consts)
+                    except Exception:  # a node ORT cannot build alone: judged by the tensor itself
+                        runners[i] = None
+                runner = runners[i]
+                feed = _feed_for(runner, samples, k) if runner is not None else None
+                if runner is None or feed is None:
+                    continue
+                try:
+                    ref = runner.run(feed)
+                    inp = runner.node.input[j]
+                    shaped = feed.get(inp, samples.get(inp, [x])[k] if k < len(samples.get(inp, [x])) else x)
+                    runner.run({**feed, inp: shaped})  # the value that stands for the input fits it
+                    checks.append((runner, inp, feed, ref))
+                except Exception:  # shapes that do not line up once sliced: judged by the tensor itself
+                    continue
+            for thr in unique:
+                total = 0.0
+                for runner, inp, feed, ref in checks:  # a pass-through consumer reads its own tensor
+                    value = feed.get(inp)
+                    if value is None:
+                        value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
+                    total += _relative(runner.run({**feed, inp: fake_quant(value, thr, unsigned)}), ref)
+                if not checks:
+                    xd = x.astype(np.float64)
+                    total = _relative(fake_quant(x, thr, unsigned).astype(np.float64), xd)
+                errors[thr] += total
+        best = min(errors, key=lambda t: (errors[t], RULES.index(unique[t])))
+        thresholds[name], rules[name] = best, unique[best]
+    return thresholds, rules
+
+
+def _feed_for(
+    runner: _NodeRunner, samples: Mapping[str, list[np.ndarray]], k: int
+) -> dict[str, np.ndarray] | None:
+    feed = {}
+    for name in runner.inputs:
+        values = samples.get(name)
+        if not values or k >= len(values):
+            return None
+        feed[name] = values[k]
+    return feed
+
+
+def output_cosine(
+    reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]]
+) -> float:
+    """Min over outputs of the cosine between flattened outputs; -1 for NaN/Inf."""
+    worst = 1.0
+    for k in range(len(reference[0])):
+        r = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in reference])
+        c = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in candidate])
+        if not np.all(np.isfinite(c)):
+            return -1.0
+        denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+        worst = min(worst, float(r @ c) / denom if denom else float(np.allclose(r, c)))
+    return worst
+
+
+SQUASHING = ("Softmax", "LogSoftmax", "Sigmoid")
+MOVING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def scored_tensors(model: onnx.ModelProto) -> list[str]:
+    """What the model-level step compares: the graph outputs, except that an output made by a
+    Softmax or Sigmoid is compared before it (its logits), where saturated probabilities would
+    hide the difference (a 2-class softmax scores a cosine of 1.0 for almost any model)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    names = []
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in MOVING and node.input:
+            node = producer.get(node.input[0])
+        names.append(node.input[0] if node is not None and node.op_type in SQUASHING else out.name)
+    return names
+
+
+def _run(
+    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
+) -> list[list[np.ndarray]]:
+    import onnxruntime as ort
+
+    from calibration.observers import with_outputs
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
+    session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
+
+
+def choose_for_model(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    per_tensor: tuple[dict[str, float], dict[str, str]],
+    cands: Mapping[str, Mapping[str, float]],
+    holdout: Sequence[Mapping[str, np.ndarray]],
+    rules: Sequence[str] = RULES,
+) -> Selection:
+    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out outputs."""
+    sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
+    for rule in rules:
+        sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
+    names = scored_tensors(model)
+    reference = _run(model, holdout, names)
+    scores: dict[str, float] = {}
+    for label, (thr, _) in sets.items():
+        if label != "per-tensor" and thr == per_tensor[0]:
+            scores[label] = scores["per-tensor"]
+            continue
+        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr), holdout, names))
+    winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
+    thresholds, chosen = sets[winner]
+    return Selection(dict(thresholds), dict(chosen), winner, scores)
+
+
+def select(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    histograms: Mapping[str, AbsHistogram],
+    levels: Mapping[str, int],
+    samples: Mapping[str, list[np.ndarray]],
+    holdout: Sequence[Mapping[str, np.ndarray]],
+    options: AlgorithmOptions,
+    rules: Sequence[str] = RULES,
+) -> Selection:
+    """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
+    sets to measure beside the per-tensor choice)."""
+    cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
+    per_tensor = choose_per_tensor(model, plan, cands, samples)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules)

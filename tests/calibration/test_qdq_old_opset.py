@@ -1,0 +1,62 @@
+"""Models below opset 13 are planned on their upgrade: the version converter adds nodes (here a
+Constant for Squeeze's axes), so plan indices taken from the original pointed at the wrong nodes
+(IndexError writing a bias, or a 'cycle' in the Q/DQ graph; seen on ddddocr's opset-12 model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.modelinfo import model_io
+from calibration.sources import open_source
+
+
+def opset12_model(path: Path) -> Path:
+    """x[1,1,1,8,16] -> Squeeze(axes attr) -> Conv(+bias) -> Relu -> Conv(+bias) -> y."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 1, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (4,)).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (2, 4, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (2,)).astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Squeeze", ["x"], ["s"], axes=[0], name="squeeze"),
+        helper.make_node("Conv", ["s", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_opset12_model_with_biases_calibrates_and_runs(tmp_path: Path, placement: str) -> None:
+    model = opset12_model(tmp_path / "old.onnx")
+    x = np.random.default_rng(1).uniform(0, 1, (16, 1, 1, 8, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    inputs, _ = model_io(model)
+    source = open_source(str(tmp_path / "calib.npz"), inputs, batch_size=1)
+    result = calibrate(model, source, CalibrationOptions(placement=placement), tmp_path / "out")
+    qdq = onnx.load(result.model)
+    assert any(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
+    ref = ort.InferenceSession(str(model)).run(None, {"x": x[:1]})[0]
+    got = ort.InferenceSession(str(result.model)).run(None, {"x": x[:1]})[0]
+    cos = float(ref.ravel() @ got.ravel() / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos > 0.99
