@@ -8,7 +8,7 @@ too), the share of nodes and of Conv/MatMul/Gemm running in fp16, and conversion
 
 AutoCast (``modelopt.onnx.autocast.convert_to_mixed_precision``, keep_io_types=True, its default
 data_max=512 and init_max=65504) runs in a virtual environment of its own, shared with
-benchmarks/calibration.py (``nvidia-modelopt[onnx]`` pulls onnxruntime-gpu, which breaks the
+benchmarks/int8_calibration.py (``nvidia-modelopt[onnx]`` pulls onnxruntime-gpu, which breaks the
 main environment's onnxruntime); ``--no-install`` skips creating it. When a peer cannot be
 installed or run, the benchmark says why and continues.
 
