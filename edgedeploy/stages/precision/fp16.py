@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from calibration.graphs import captured_names, upgrade_ir
+from calibration.graphs import captured_names, subgraphs, upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -77,22 +77,12 @@ def ensure_node_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    graphs: list[onnx.GraphProto] = []
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            graphs.append(attr.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            graphs.extend(attr.graphs)
-    return graphs
-
-
 def _subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: set[str]) -> dict[str, str]:
     """Every node inside the subgraphs of a blocked control-flow node: an fp32 If runs fp32 branches."""
     found: dict[str, str] = {}
     for node in _all_nodes(graph):
         if node.op_type in CONTROL_FLOW_OPS and (node.name in blocked or node.op_type in blocked_ops):
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 for inner in _all_nodes(sub):
                     found.setdefault(inner.name, f"inside fp32 {node.op_type} '{node.name}'")
     return found
@@ -119,7 +109,7 @@ def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
         for i, name in enumerate(node.input):
             if name == old:
                 node.input[i] = new
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _rename_uses(sub, old, new)
     for out in graph.output:
         if out.name == old:  # a branch that returns an outer tensor directly
@@ -136,7 +126,7 @@ def _cast_captures_of_fp32_control_flow(
         node = graph.node[position]
         if node.op_type in CONTROL_FLOW_OPS and (node.name in blocked or node.op_type in blocked_ops):
             captured = set()
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 captured |= captured_names(sub)
             for name in sorted(captured & float_names):
                 cast_out = f"{name}__fp32_for_{node.name}"
@@ -147,7 +137,7 @@ def _cast_captures_of_fp32_control_flow(
                     to=onnx.TensorProto.FLOAT,
                     name=f"{node.name}__capture_cast_{name}",
                 )
-                for sub in _subgraphs(node):
+                for sub in subgraphs(node):
                     _rename_uses(sub, name, cast_out)
                 graph.node.insert(position, cast)
                 position += 1
@@ -204,7 +194,7 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
         _rename_uses(graph, old_name, new_name)
     used = {i for n in graph.node if id(n) not in dropped for i in n.input} | outputs
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             used |= captured_names(sub)
     half = onnx.TensorProto.FLOAT16
     unused = {id(n) for n in graph.node if _cast_to(n) == half and n.output[0] not in used}
@@ -287,7 +277,7 @@ def _retype_float_constants(graph: onnx.GraphProto) -> None:
         if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     }
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _retype_float_constants(sub)
         if node.op_type != "Constant" or not node.output or node.output[0] not in half:
             continue
