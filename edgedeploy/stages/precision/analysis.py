@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from calibration.errors import CalibrationError
+from calibration.graphs import upgrade_ir
 from calibration.observers import Observer, collect, float_tensor_names
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
@@ -287,6 +288,14 @@ def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
             f"{model_path}: the model is over 2 GB with its external data; fp16 range analysis "
             "runs it in memory and cannot; pass --fp32-ops/--fp32-nodes by hand"
         )
+    # initializers listed as graph inputs (IR 3, or exported with keep_initializers_as_inputs) are
+    # constants here: an emulated graph that rewrites a weight must not leave it a required input
+    upgrade_ir(model)
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in weights]
+    if len(inputs) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
     ensure_node_names(model)
     return model
 
