@@ -15,7 +15,8 @@ Models: the demo's digits CNN (trained here in seconds) and a real pretrained mo
 inside a pip wheel: PaddleOCR's text-direction classifier from rapidocr-onnxruntime, evaluated on
 text lines rendered with Pillow (half of them upside down).
 
-    python benchmarks/int8_calibration.py [--samples 200] [--big-samples 1000] [--no-modelopt] [--json out.json]
+    python benchmarks/int8_calibration.py [--samples 200] [--big-samples 1000] [--no-modelopt]
+        [--json out.json]
 """
 
 from __future__ import annotations
