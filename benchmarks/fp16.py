@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,6 @@ import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedeploy-bench"
 from benchmarks.modelopt_venv import modelopt_python  # noqa: E402
 
 HEAVY_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}

@@ -38,12 +38,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-# this file is named like the package it measures: keep its folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgedeploy-bench"
-from benchmarks.modelopt_venv import modelopt_python  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
 
 OCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
 BATCH = 40  # divides 200 and 1000: ONNX Runtime's entropy calibrator fails on a short last batch

@@ -66,9 +66,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))
 from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
 
 WHEELS = CACHE / "wheels"
