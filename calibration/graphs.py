@@ -110,11 +110,17 @@ def upgrade_ir(model: onnx.ModelProto) -> bool:
     except Exception:  # an opset onnx does not know: the minimum that allows loose initializers
         needed = MIN_IR_FOR_LOOSE_INITIALIZERS
     model.ir_version = max(MIN_IR_FOR_LOOSE_INITIALIZERS, int(needed))
-    inits = {i.name for i in model.graph.initializer}
-    keep = [vi for vi in model.graph.input if vi.name not in inits]
-    del model.graph.input[:]
-    model.graph.input.extend(keep)
+    drop_initializer_inputs(model.graph)
     return True
+
+
+def drop_initializer_inputs(graph: onnx.GraphProto) -> None:
+    """Stop listing initializers as graph inputs (allowed from IR 4): they become plain constants."""
+    inits = {i.name for i in graph.initializer}
+    keep = [vi for vi in graph.input if vi.name not in inits]
+    if len(keep) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(keep)
 
 
 _ORT_NOISE = [

@@ -25,7 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from calibration.errors import CalibrationError
-from calibration.graphs import upgrade_ir
+from calibration.graphs import drop_initializer_inputs, upgrade_ir
 from calibration.observers import Observer, collect, float_tensor_names
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
@@ -291,11 +291,7 @@ def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
     # initializers listed as graph inputs (IR 3, or exported with keep_initializers_as_inputs) are
     # constants here: an emulated graph that rewrites a weight must not leave it a required input
     upgrade_ir(model)
-    weights = {i.name for i in model.graph.initializer}
-    inputs = [vi for vi in model.graph.input if vi.name not in weights]
-    if len(inputs) != len(model.graph.input):
-        del model.graph.input[:]
-        model.graph.input.extend(inputs)
+    drop_initializer_inputs(model.graph)
     ensure_node_names(model)
     return model
 
