@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -170,6 +170,43 @@ class HistogramObserver:
                 return
             amax = float(mags.max())
         hist.add_magnitudes(mags, amax)
+
+    def share(self, sources: dict[str, str]) -> None:
+        """Give each tensor of ``sources`` (name -> the tensor it copies) its source's statistics."""
+        for name, root in sources.items():
+            hist = self.histograms.get(root)
+            if hist is not None:
+                self.histograms[name] = replace(hist, counts=hist.counts.copy())
+            if root in self.nonfinite:
+                self.nonfinite[name] = self.nonfinite[root]
+
+
+# ops whose (first) output holds exactly the values of their first input, only rearranged
+SAME_VALUES_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
+
+
+def same_values_sources(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str]:
+    """For each of ``names`` made by a :data:`SAME_VALUES_OPS` op (through a chain of them) from
+    a computed tensor or a graph input: that tensor. Both have the same |x| histogram, so the
+    statistics pass observes the source once and fetches neither the copy from ONNX Runtime
+    nor its histogram work (on a transformer, a third of the float tensors are such copies)."""
+    producer = {n.output[0]: n for n in model.graph.node if n.output}
+    inits = {i.name for i in model.graph.initializer}
+    sources: dict[str, str] = {}
+    for name in names:
+        root, node = name, producer.get(name)
+        while (
+            node is not None
+            and node.op_type in SAME_VALUES_OPS
+            and node.input
+            and node.input[0]
+            and node.input[0] not in inits
+        ):
+            root = node.input[0]
+            node = producer.get(root)
+        if root != name:
+            sources[name] = root
+    return sources
 
 
 def float_tensor_names(model: onnx.ModelProto) -> list[str]:

@@ -270,13 +270,17 @@ def choose_for_model(
     cands: Mapping[str, Mapping[str, float]],
     holdout: Sequence[Mapping[str, np.ndarray]],
     rules: Sequence[str] = RULES,
+    reference: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> Selection:
-    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out outputs."""
+    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
+    outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
+    caller recorded them already)."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
     names = scored_tensors(model)
-    reference = _run(model, holdout, names)
+    if reference is None:
+        reference = _run(model, holdout, names)
     scores: dict[str, float] = {}
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
@@ -297,9 +301,14 @@ def select(
     holdout: Sequence[Mapping[str, np.ndarray]],
     options: AlgorithmOptions,
     rules: Sequence[str] = RULES,
+    *,
+    cands: Mapping[str, Mapping[str, float]] | None = None,
+    reference: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
-    sets to measure beside the per-tensor choice)."""
-    cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
+    sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
+    thresholds and the FP32 held-out outputs when the caller has them already)."""
+    if cands is None:
+        cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
     per_tensor = choose_per_tensor(model, plan, cands, samples)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)
