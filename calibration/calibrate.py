@@ -474,6 +474,7 @@ def _select(
         variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
     all_levels = {name: lv for p in variants.values() for name, lv in p.levels().items()}
     cands = {name: candidates(observer.histograms[name], lv, algo) for name, lv in all_levels.items()}
+    memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
     best: Selection | None = None
     for excluded, variant in variants.items():
         levels = variant.levels()
@@ -490,6 +491,7 @@ def _select(
             rules,
             cands={name: cands[name] for name in levels},
             reference=reference,
+            memo=memo,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

@@ -117,20 +117,23 @@ class AbsHistogram:
     def add_magnitudes(self, mags: np.ndarray, amax: float) -> None:
         """Add |x| (a flat float32 array that this call may overwrite, finite, max ``amax``).
 
-        Few passes over the data, the profile's hot spot on large activations: one count of
-        exact zeros, one scaling in place, one cast to bin indices and one bincount; the zeros
-        land in bin 0 and are taken out of it again instead of being filtered out first.
+        Few passes over the data, the profile's hot spot on large activations: one scaling in
+        place, one cast to bin indices, one bincount, and a count of exact zeros only when bin 0
+        got any; the zeros land in bin 0 and are taken out of it again instead of being filtered
+        out first.
         """
-        nonzero = int(np.count_nonzero(mags))
-        self.zeros += int(mags.size) - nonzero
         if amax == 0.0:
+            self.zeros += int(mags.size)
             return
         self.absmax = max(self.absmax, amax)
         if amax > self.top:
             self._grow_to(amax)
         np.multiply(mags, np.float32(self.bins / self.top), out=mags)
         counts = np.bincount(mags.astype(np.intp), minlength=self.bins)
-        counts[0] -= mags.size - nonzero
+        if counts[0]:
+            zeros = int(mags.size) - int(np.count_nonzero(mags))
+            counts[0] -= zeros
+            self.zeros += zeros
         self.counts += counts[: self.bins]
         self.counts[-1] += counts[self.bins :].sum()  # |x| == top (rounding) goes to the last bin
 

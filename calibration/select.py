@@ -132,7 +132,10 @@ class _NodeRunner:
         )
 
     def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0], np.float64)
+        return np.asarray(self.run_float32(feed), np.float64)
+
+    def run_float32(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0])
 
 
 def _relative(got: np.ndarray, ref: np.ndarray) -> float:
@@ -144,9 +147,12 @@ def choose_per_tensor(
     plan: QuantPlan,
     cands: Mapping[str, Mapping[str, float]],
     samples: Mapping[str, list[np.ndarray]],
+    memo: dict[tuple[object, ...], np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
-    (``model`` is the one the plan was made on, at opset >= 13)."""
+    (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
+    errors from one plan to another of the same model and samples: a tensor with the same
+    candidates, consumers and quantized weights is not measured twice."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model)
@@ -168,6 +174,13 @@ def choose_per_tensor(
             thresholds[name], rules[name] = options[rule], rule
             continue
         tried = list(unique)
+        mine = sorted(consumers.get(name, []))
+        key = (name, unsigned, tuple(tried), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
+        if memo is not None and key in memo:
+            errors = memo[key]
+            best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
+            thresholds[name], rules[name] = tried[best], unique[tried[best]]
+            continue
         errors = np.zeros(len(tried))
         for k, x in enumerate(samples[name]):
             measured = False
@@ -192,9 +205,17 @@ def choose_per_tensor(
             if not measured:  # judged by the tensor itself
                 xd = x.astype(np.float64)
                 errors += [_relative(fake_quant(x, thr, unsigned).astype(np.float64), xd) for thr in tried]
+        if memo is not None:
+            memo[key] = errors
         best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
         thresholds[name], rules[name] = tried[best], unique[tried[best]]
     return thresholds, rules
+
+
+def _weight_uses(plan: QuantPlan, consumers: Sequence[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """The quantized weights the given consumer nodes read: (node, input, axis)."""
+    nodes = {i for i, _ in consumers}
+    return tuple(sorted((i, j, w.axis) for w in plan.weights.values() for i, j in w.uses if i in nodes))
 
 
 def consumer_errors(
@@ -210,9 +231,9 @@ def consumer_errors(
 
     One run for all of them where the node treats axis 0 of ``inp`` as a batch (see
     :func:`_batch_axis_ok`): the reference and every candidate stacked along it, the node's
-    other activations repeated to match. The per-node session costs more per run than per
-    value, so this is several times faster than one run per candidate (the per-tensor step
-    was the largest part of ``auto`` on detectors); per-candidate runs remain the fallback.
+    other activations repeated to match, which saves the per-run overhead on small nodes (on
+    large convolutions the arithmetic dominates either way); per-candidate runs remain the
+    fallback.
     """
     copies = len(tried) + 1
     stacked = (
@@ -222,15 +243,11 @@ def consumer_errors(
     )
     if stacked is not None:
         try:
-            out = runner.run(stacked)
+            out = runner.run_float32(stacked)
         except Exception:  # ORT refused the stacked shapes: one run per candidate instead
             out = None
         if out is not None and out.ndim and out.shape[0] == copies * feed[inp].shape[0]:
-            chunks = out.reshape(copies, -1)
-            ref = chunks[0]
-            denom = max(float(ref @ ref), 1e-30)
-            diff = chunks[1:] - ref
-            return np.einsum("ij,ij->i", diff, diff) / denom  # type: ignore[no-any-return]
+            return _stacked_errors(out.reshape(copies, -1))
     try:
         ref = runner.run({**feed, inp: value})
         return np.array(
@@ -238,6 +255,16 @@ def consumer_errors(
         )
     except Exception:  # shapes that do not line up once sliced
         return None
+
+
+def _stacked_errors(chunks: np.ndarray) -> np.ndarray:
+    """Relative squared error of rows 1.. against row 0 (float32 differences, float64 sums: the
+    float64 copy of a stacked output cost as much as the node's run)."""
+    ref = chunks[0]
+    denom = max(float(np.square(ref).sum(dtype=np.float64)), 1e-30)
+    diff = chunks[1:] - ref
+    np.square(diff, out=diff)
+    return diff.sum(axis=1, dtype=np.float64) / denom  # type: ignore[no-any-return]
 
 
 def _batch_axis_ok(runner: _NodeRunner, feed: Mapping[str, np.ndarray], inp: str) -> bool:
@@ -394,11 +421,13 @@ def select(
     *,
     cands: Mapping[str, Mapping[str, float]] | None = None,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
+    memo: dict[tuple[object, ...], np.ndarray] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
-    thresholds and the FP32 held-out outputs when the caller has them already)."""
+    thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
+    :func:`choose_per_tensor`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo)
     return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)
