@@ -4,6 +4,7 @@ histograms of copies, stacked per-tensor measurements, the one statistics pass o
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,12 @@ def test_stacked_consumer_run_gives_the_per_candidate_errors(case: str, stackabl
     tried = [amax, 0.5 * amax, 0.2 * amax]
     calls: list[int] = []
     real = runner.run_float32
-    runner.run_float32 = lambda f: calls.append(1) or real(f)  # type: ignore[method-assign]
+
+    def counted(feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        calls.append(1)
+        return real(feed)
+
+    runner.run_float32 = counted  # type: ignore[method-assign]
     got = consumer_errors(runner, feed, inp, feed[inp], tried, unsigned=False)
     assert got is not None
     assert (len(calls) == 1) == stackable  # one run for all candidates only where axis 0 is a batch
