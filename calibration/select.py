@@ -305,20 +305,36 @@ def _stacked_feed(
         for other in runner.inputs
         if other != inp
     }
-    stacked[inp] = np.concatenate([value[None], fake_quant_all(value, tried, unsigned)]).reshape(
-        (copies * x.shape[0], *x.shape[1:])
-    )
+    buffer = np.empty((copies, *x.shape), np.float32)
+    buffer[0] = value
+    fake_quant_all(value, tried, unsigned, out=buffer[1:])
+    stacked[inp] = buffer.reshape((copies * x.shape[0], *x.shape[1:]))
     return stacked
 
 
-def fake_quant_all(x: np.ndarray, thresholds: Sequence[float], unsigned: bool) -> np.ndarray:
-    """:func:`fake_quant` for several thresholds at once: shape ``(len(thresholds), *x.shape)``."""
+def fake_quant_all(
+    x: np.ndarray, thresholds: Sequence[float], unsigned: bool, out: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`fake_quant` for several thresholds at once: shape ``(len(thresholds), *x.shape)``,
+    written into ``out`` when given (float32 values are quantized there in place, the same
+    arithmetic without the temporaries)."""
     qmax = 255 if unsigned else 127
     scales = np.array([activation_scale(t, qmax) for t in thresholds], np.float32).reshape(
         (-1,) + (1,) * x.ndim
     )
     lo = 0 if unsigned else -128
-    return (np.clip(np.round(x[None] / scales), lo, qmax) * scales).astype(np.float32)  # type: ignore[no-any-return]
+    if x.dtype != np.float32:
+        result = (np.clip(np.round(x[None] / scales), lo, qmax) * scales).astype(np.float32)
+        if out is None:
+            return result  # type: ignore[no-any-return]
+        out[...] = result
+        return out
+    q = np.empty((len(thresholds), *x.shape), np.float32) if out is None else out
+    np.divide(x[None], scales, out=q)
+    np.round(q, out=q)
+    np.clip(q, lo, qmax, out=q)
+    np.multiply(q, scales, out=q)
+    return q
 
 
 def _feed_for(

@@ -16,7 +16,7 @@ from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.observers import HistogramObserver, collect, same_values_sources
 from calibration.qdq import QuantizeOptions, constant_values, plan_quantization
-from calibration.select import _NodeRunner, _relative, consumer_errors, fake_quant
+from calibration.select import _NodeRunner, _relative, consumer_errors, fake_quant, fake_quant_all
 from calibration.sources import open_source
 
 
@@ -176,3 +176,17 @@ def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tm
     assert selection["placement_alternatives"]  # both plans were scored
     scores = selection["held_out_cosine"]
     assert scores[selection["winner"]] == max(scores.values()) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_fake_quant_of_several_thresholds_equals_one_at_a_time(dtype: type, unsigned: bool) -> None:
+    x: np.ndarray = np.random.default_rng(2).normal(0, 3, (2, 3, 5)).astype(dtype)
+    if unsigned:
+        x = np.abs(x)
+    tried = [9.0, 2.5, 0.7]
+    want = np.stack([fake_quant(x, t, unsigned) for t in tried])
+    np.testing.assert_array_equal(fake_quant_all(x, tried, unsigned), want)
+    out = np.zeros((3, *x.shape), np.float32)
+    fake_quant_all(x, tried, unsigned, out=out)
+    np.testing.assert_array_equal(out, want)
