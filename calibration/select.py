@@ -33,6 +33,7 @@ from calibration.observers import AbsHistogram
 from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
 
 RULES = ("max", "entropy", "percentile", "mse")
+STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
 
 
 @dataclass
@@ -231,14 +232,14 @@ def consumer_errors(
 
     One run for all of them where the node treats axis 0 of ``inp`` as a batch (see
     :func:`_batch_axis_ok`): the reference and every candidate stacked along it, the node's
-    other activations repeated to match, which saves the per-run overhead on small nodes (on
-    large convolutions the arithmetic dominates either way); per-candidate runs remain the
-    fallback.
+    other activations repeated to match, which saves the per-run overhead on small nodes. Inputs
+    of more than ``STACKED_VALUES`` values in all are run one candidate at a time: there the
+    arithmetic dominates either way, and the stacked buffers only raise the peak memory.
     """
     copies = len(tried) + 1
     stacked = (
         _stacked_feed(runner, feed, inp, value, tried, unsigned)
-        if _batch_axis_ok(runner, feed, inp)
+        if copies * value.size <= STACKED_VALUES and _batch_axis_ok(runner, feed, inp)
         else None
     )
     if stacked is not None:
