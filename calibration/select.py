@@ -388,10 +388,11 @@ def _run(
 ) -> list[list[np.ndarray]]:
     import onnxruntime as ort
 
-    from calibration.observers import with_outputs
+    from calibration.observers import no_spinning, with_outputs
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    no_spinning(options)
     marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
     session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
