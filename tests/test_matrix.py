@@ -22,7 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
+from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
 from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
@@ -30,10 +30,7 @@ from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
 PRESENT = ("jetson-orin-nano", "rtx4090")
 ABSENT = "jetson-agx-orin"
 BAD_CELL = ("b", "rtx4090", "int8")
-MB = 1024 * 1024
-# The local cluster stays on loopback: its nodes bind 127.0.0.1, and Ray is told not to swap a
-# loopback address for the machine's network address (read when ray is imported, so set here first).
-LOOPBACK = "127.0.0.1"
+# Ray's driver takes loopback, not the machine's network address (read when ray is imported: set first)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
@@ -221,33 +218,9 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Pat
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
     """A head and two worker nodes on this machine; returns the address and each target's node id."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "object_store_memory": 80 * MB,
-            "include_dashboard": False,
-            "node_ip_address": LOOPBACK,
-        },
-    )
-    try:
-        nodes = {
-            target: cluster.add_node(
-                num_cpus=1,
-                resources={f"target:{target}": 1},
-                object_store_memory=80 * MB,
-                node_ip_address=LOOPBACK,
-            )
-            for target in PRESENT
-        }
-        cluster.wait_for_nodes()
-        yield {"address": cluster.address, **{t: n.node_id for t, n in nodes.items()}}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    pytest.importorskip("ray")
+    with loopback_cluster(PRESENT) as (address, nodes):
+        yield {"address": address, **nodes}
 
 
 def _ray_run(project: Path, ray_cluster: dict[str, str], workdir: str = "ray") -> MatrixResult:
