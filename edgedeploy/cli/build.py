@@ -113,8 +113,7 @@ def build_command(
     tf32: Annotated[
         bool,
         typer.Option(
-            "--tf32/--no-tf32",
-            help="TensorRT: TF32 kernels (on by default, as in TensorRT).",
+            "--tf32/--no-tf32", help="TensorRT: TF32 kernels (on by default, as in TensorRT).",
             rich_help_panel=TENSORRT,
         ),
     ] = True,
