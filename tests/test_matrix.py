@@ -9,6 +9,7 @@ data. About 90 s on 2 busy cores, most of it the two full matrix runs.
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
@@ -158,6 +159,32 @@ def test_local_matrix_fails_the_bad_cell_alone_and_runs_every_onnxruntime_cell(
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
     assert manifest["target"]["name"] == "rtx4090"
     assert (Path(local_run.bundles["b/rtx4090"]) / "report.html").is_file()  # the bundle's own report
+
+
+def test_matrix_report_has_every_cell_its_failure_reason_and_links_to_each_bundle_report(
+    local_run: MatrixResult, project: Path
+) -> None:
+    import re
+
+    assert local_run.report is not None
+    page = Path(local_run.report).read_text()
+    assert Path(local_run.report).parent == project / "local" and "<script" not in page
+    rows = re.findall(r"<tr><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]+)</td>", page)
+    by_model = re.split(r"<section id='m\d'", page)[1:]
+    cells = {
+        (m, t, p)
+        for m, body in zip("ab", by_model, strict=True)
+        for t, p in re.findall(r"<tr><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]+)</td>", body)
+    }
+    assert cells == {(c.model, c.target, c.precision) for c in local_run.cells} and len(rows) == len(cells)
+    bad = next(c for c in local_run.cells if (c.model, c.target, c.precision) == BAD_CELL)
+    assert html.escape(bad.reason, quote=True) in page and "1 failed" in page
+    links = re.findall(r"<a href='([^']+)'>report</a>", page)
+    assert len(links) == len(local_run.cells) - 1  # every cell but the failed one has a bundle
+    assert all((project / "local" / link).resolve().is_file() for link in links)
+    assert page.count("<svg") == 2  # one latency chart per model
+    summary = (project / "local" / "matrix.md").read_text()
+    assert summary.count("\n| ") == len(local_run.cells) + 1 and "**b/rtx4090/int8**" in summary
 
 
 def test_local_rerun_takes_every_built_cell_from_the_cache(local_run: MatrixResult, project: Path) -> None:
