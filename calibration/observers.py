@@ -192,7 +192,7 @@ def same_values_sources(model: onnx.ModelProto, names: Iterable[str]) -> dict[st
     """For each of ``names`` made by a :data:`SAME_VALUES_OPS` op (through a chain of them) from
     a computed tensor or a graph input: that tensor. Both have the same |x| histogram, so the
     statistics pass observes the source once and fetches neither the copy from ONNX Runtime
-    nor its histogram work (on a transformer, a third of the float tensors are such copies)."""
+    nor its histogram work (51 of MiniLM's 225 float tensors, 28 of PP-OCRv4's recognizer's 410)."""
     producer = {n.output[0]: n for n in model.graph.node if n.output}
     inits = {i.name for i in model.graph.initializer}
     sources: dict[str, str] = {}
