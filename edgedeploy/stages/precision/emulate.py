@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from calibration.graphs import infer_shapes_light
 from edgedeploy.stages.precision.fp16 import ensure_node_names
 
 FP16_MAX = 65504.0
@@ -44,14 +45,14 @@ def round_weight(values: np.ndarray) -> np.ndarray:
 def float_names(model: onnx.ModelProto) -> set[str]:
     """Float tensors of the main graph (inferred types, initializers and inputs)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes_light(model)
     except Exception:  # a model over 2 GB: keep what the file declares
         inferred = model
     g = inferred.graph
     names = {
         vi.name for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type in FLOAT_TYPES
     }
-    names.update(i.name for i in g.initializer if i.data_type in FLOAT_TYPES)
+    names.update(i.name for i in model.graph.initializer if i.data_type in FLOAT_TYPES)
     for node in g.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -75,17 +76,22 @@ def emulate_fp16(
     blocked_ops: Collection[str] | None = None,
     *,
     round_io: bool = False,
+    floats: set[str] | None = None,
+    rounded_weights: dict[str, onnx.TensorProto] | None = None,
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
     ``round_io`` rounds float graph inputs and outputs too (an fp16 model built without keep_io_types).
+    Emulating several plans of one model: pass its :func:`float_names` and one ``rounded_weights``
+    dict (filled on first use), so neither is computed again per plan.
     """
     emu = onnx.ModelProto()
     emu.CopyFrom(model)
     ensure_node_names(emu)
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
-    floats = float_names(emu)
+    floats = float_names(emu) if floats is None else floats
+    cache = {} if rounded_weights is None else rounded_weights
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
     rounded: dict[str, str] = {}  # tensor -> its fp16-rounded twin
@@ -96,8 +102,10 @@ def emulate_fp16(
             return rounded[name]
         twin = f"{name}__fp16"
         if name in inits:
-            arr = round_weight(numpy_helper.to_array(inits[name]))
-            graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32), twin))
+            if name not in cache:
+                arr = round_weight(numpy_helper.to_array(inits[name]))
+                cache[name] = numpy_helper.from_array(arr.astype(np.float32), twin)
+            graph.initializer.append(cache[name])
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
@@ -230,7 +238,7 @@ def fp32_nodes_of_converted(reference: onnx.ModelProto, converted: onnx.ModelPro
     converted graph ran in fp16; every other node of the reference is reported as fp32.
     """
     try:
-        inferred = onnx.shape_inference.infer_shapes(converted)
+        inferred = infer_shapes_light(converted)
     except Exception:
         inferred = converted
     g = inferred.graph

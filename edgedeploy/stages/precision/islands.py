@@ -165,17 +165,24 @@ def _in_graph_order(model: onnx.ModelProto, names: dict[str, str]) -> list[str]:
 
 
 def plan_islands(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | onnx.ModelProto,
     source: Iterable[dict[str, np.ndarray]],
     *,
     data_description: dict[str, Any] | None = None,
     options: IslandOptions | None = None,
+    until_stable: bool = True,
 ) -> tuple[dict[str, str], RangeReport]:
-    """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands."""
+    """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
-    model = load_for_analysis(model_path)
-    report = analyze(model, source, data_description=data_description)
-    report.model = str(model_path)
+    By default the analysis stops reading ``source`` once the ranges have settled
+    (:class:`~edgedeploy.stages.precision.analysis.UntilStable`). A ModelProto must come from
+    :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it).
+    """
+
+    model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
+    report = analyze(model, source, data_description=data_description, until_stable=until_stable)
+    if not isinstance(model_path, onnx.ModelProto):
+        report.model = str(model_path)
     return choose_fp32_nodes(model, report, options), report
 
 
@@ -220,16 +227,19 @@ def release_measured(
     released node. Emulated runs: 2 when all can go, else 2 + the number of soft nodes.
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
-    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16
+    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, float_names
 
     soft = [n for n in keep if n not in hard_fp32_nodes(model, keep, report)]
     if not soft or not feeds:
         return keep, []
     blocked = converter_blocked_ops()
     evaluator = OutputEvaluator(model, feeds)
+    floats = float_names(model)
+    rounded: dict[str, onnx.TensorProto] = {}
 
     def error(fp32: set[str]) -> float:
-        cos = evaluator.measure(emulate_fp16(model, fp32, blocked))["cosine"]
+        emulated = emulate_fp16(model, fp32, blocked, floats=floats, rounded_weights=rounded)
+        cos = evaluator.measure(emulated)["cosine"]
         return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
 
     base = error(set(keep))

@@ -98,12 +98,12 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance:
-                auto, report = plan_islands(model, source, data_description=source.describe())
+                analysed = load_for_analysis(model)
+                auto, report = plan_islands(analysed, source, data_description=source.describe())
+                report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
-                auto, released = release_measured(
-                    load_for_analysis(model), auto, report, _feeds(source, RELEASE_SAMPLES)
-                )
+                auto, released = release_measured(analysed, auto, report, _feeds(source, RELEASE_SAMPLES))
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
