@@ -1,0 +1,114 @@
+"""The fp16 path's fast paths give the slow paths' answers: range counts on magnitude bits, the
+converter's weight rounding, shape inference without the weights, and the analysis that stops
+reading data once the ranges that decide an island have settled (and only then)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.transformers import float16
+
+from calibration.graphs import infer_shapes_light
+from edgedeploy.stages.precision.analysis import Fp16Stats, analyze
+from edgedeploy.stages.precision.fp16 import round_to_float16
+
+EDGES = [0.0, -0.0, 2.0**-25, -(2.0**-25), 2.0**-26, 5.96e-08, 3e-8, 2.0**-14, 6e-5, 65504.0, 65519.0, 65520.0]
+EDGES += [-65520.0, 7e4, 1e30, -1e30, 1.0, -3.5]
+
+
+def _batches(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(3):
+        values = rng.standard_normal(257) * 10.0 ** rng.uniform(-9, 6)
+        values[rng.random(257) < 0.3] = 0.0
+        found.append(np.concatenate([values, EDGES]).astype(np.float32))
+    return found
+
+
+def test_range_counts_on_magnitude_bits_equal_the_float_path() -> None:
+    for seed in range(40):
+        fast, slow = Fp16Stats(), Fp16Stats()
+        for batch in _batches(seed):
+            fast.add(batch)
+            slow._add_slow(batch)
+        assert fast.figures() == slow.figures()
+    with_nan = Fp16Stats()
+    with_nan.add(np.array([np.nan, np.inf, 1e5, 1e-9, 0.0], np.float32))
+    assert with_nan.nonfinite == 2 and with_nan.overflow == 1 and with_nan.flushed == 1
+
+
+def test_weight_rounding_is_bit_identical_to_the_converters() -> None:
+    for seed in range(20):
+        for batch in _batches(seed):
+            batch = np.concatenate([batch, [np.inf, -np.inf, np.nan]]).astype(np.float32)
+            for values in (batch, batch.astype(np.float64)):
+                ours, theirs = round_to_float16(values), float16.convert_np_to_float16(values)
+                assert ours.dtype == theirs.dtype == np.float16
+                assert np.array_equal(ours.view(np.uint16), theirs.view(np.uint16))
+    custom = (np.array(EDGES, np.float32), 1e-4, 1000.0)
+    assert np.array_equal(
+        round_to_float16(*custom).view(np.uint16), float16.convert_np_to_float16(*custom).view(np.uint16)
+    )
+
+
+def _scale_model(weight_elements: int = 4096) -> onnx.ModelProto:
+    """x [n, 64] -> MatMul by a 64 x (weight_elements / 64) weight -> Reshape by an int64 shape."""
+    cols = weight_elements // 64
+    w = numpy_helper.from_array(np.ones((64, cols), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, cols // 2, 2], np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Reshape", ["h", "shape"], ["y"], name="reshape"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w, shape],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_inference_without_weights_infers_what_full_inference_does() -> None:
+    model = _scale_model()
+    full = onnx.shape_inference.infer_shapes(model)
+    light = infer_shapes_light(model)
+    types = [{v.name: v.type for v in [*m.graph.value_info, *m.graph.output]} for m in (full, light)]
+    assert types[0] == types[1] and "h" in types[0]
+    assert [d.dim_value for d in types[1]["y"].tensor_type.shape.dim][1:] == [32, 2]  # the int64 shape was read
+    assert [i.name for i in light.graph.initializer] == ["shape"]  # the weight's bytes were not
+    whole = infer_shapes_light(model, weights=True)
+    assert whole.graph.initializer == model.graph.initializer and whole.graph.input == model.graph.input
+
+
+def _identity_scale() -> onnx.ModelProto:
+    k = numpy_helper.from_array(np.array(1.0, np.float32), "k")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="scale")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [k],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_analysis_stops_reading_once_the_ranges_settle_and_says_so() -> None:
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(32)]
+    report = analyze(_identity_scale(), feeds, until_stable=True)
+    assert report.samples == 8  # compared at 4 and 8 samples: nothing moved
+    assert any("settled after 8 samples" in n for n in report.notes)
+    assert analyze(_identity_scale(), feeds).samples == 32  # the default reads everything
+
+
+def test_analysis_keeps_reading_while_a_maximum_near_the_limit_grows() -> None:
+    # every sample raises the maximum by 30%, from 3000 (within 4x of the 16376 limit) to over 65504:
+    # stopping early would miss the overflow that the last samples show
+    feeds = [{"x": np.full((1, 8), 3000.0 * 1.3**i, np.float32)} for i in range(16)]
+    report = analyze(_identity_scale(), feeds, until_stable=True)
+    assert report.samples == 16 and not any("settled" in n for n in report.notes)
+    assert report.tensor("y") is not None and report.tensor("y").stats.overflow > 0  # type: ignore[union-attr]
