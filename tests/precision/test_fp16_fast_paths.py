@@ -112,3 +112,35 @@ def test_analysis_keeps_reading_while_a_maximum_near_the_limit_grows() -> None:
     report = analyze(_identity_scale(), feeds, until_stable=True)
     assert report.samples == 16 and not any("settled" in n for n in report.notes)
     assert report.tensor("y") is not None and report.tensor("y").stats.overflow > 0  # type: ignore[union-attr]
+
+
+def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return [np.asarray(o) for o in session.run(None, {k: v for k, v in feed.items() if k in names})]
+
+
+def test_switchable_emulation_gives_each_plans_own_emulation() -> None:
+    from edgedeploy.stages.precision.emulate import emulate_fp16, switch_input
+    from tests.precision import models
+
+    cases = [
+        (models.big_weight_model(), {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}),
+        (models.decomposed_layernorm_model(), {"x": np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)}),
+    ]
+    for model, feed in cases:
+        names = [n.name for n in model.graph.node]
+        fixed, soft = set(names[:1]), names[1:]
+        switched = emulate_fp16(model, fixed, (), switchable=soft)
+        rng = np.random.default_rng(2)
+        for _ in range(4):
+            fp32 = {n for n in soft if rng.random() < 0.5}
+            flags = {switch_input(n): np.array(n not in fp32) for n in soft}
+            got = _outputs(switched, {**feed, **flags})
+            want = _outputs(emulate_fp16(model, fixed | fp32, ()), feed)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)

@@ -183,8 +183,10 @@ class OutputEvaluator:
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
 
     def measure(self, model: onnx.ModelProto) -> dict[str, float | None]:
+        return self.score(self.run(model))
 
-        cand = self.run(model)
+    def score(self, cand: list[list[np.ndarray]]) -> dict[str, float | None]:
+        """A candidate's outputs (per feed, per output) against the reference."""
         measured: dict[str, list[float]] = {"cosine": [], "top1": [], "max_abs": [], "snr": []}
         for i in range(len(self.reference[0])):
             m = output_metrics(

@@ -13,7 +13,7 @@ that risk with rules for reductions of squares. Hand-written: no library emulate
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 import onnx
@@ -78,12 +78,16 @@ def emulate_fp16(
     round_io: bool = False,
     floats: set[str] | None = None,
     rounded_weights: dict[str, onnx.TensorProto] | None = None,
+    switchable: Collection[str] = (),
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
     ``round_io`` rounds float graph inputs and outputs too (an fp16 model built without keep_io_types).
     Emulating several plans of one model: pass its :func:`float_names` and one ``rounded_weights``
-    dict (filled on first use), so neither is computed again per plan.
+    dict (filled on first use), so neither is computed again per plan; or make the nodes that
+    differ between the plans ``switchable`` (not in ``fp32_nodes``): each then reads a bool scalar
+    graph input :func:`switch_input` (True: fp16, False: fp32) through Where nodes, so one ONNX
+    Runtime session measures every plan.
     """
     emu = onnx.ModelProto()
     emu.CopyFrom(model)
@@ -124,9 +128,17 @@ def emulate_fp16(
                     for i, name in enumerate(node.input):
                         if name == inp.name:
                             node.input[i] = twin
+    switches = set(switchable) & fp16
+
+    def switch(flag: str, fp16_value: str, fp32_value: str, out: str) -> None:
+        new_nodes.append(helper.make_node("Where", [flag, fp16_value, fp32_value], [out], name=f"{out}__switch"))
+
     for node in list(graph.node):
         if node.name not in fp16:
             new_nodes.append(node)
+            continue
+        if node.name in switches:
+            _switchable_node(node, graph, floats, round_input, new_nodes, switch)
             continue
         for i, name in enumerate(node.input):
             if name and name in floats:
@@ -190,6 +202,64 @@ def emulate_fp16(
         graph, [name for name, twin in rounded.items() if twin != name and name in inits]
     )
     return emu
+
+
+SWITCH_PREFIX = "__fp16_switch__"
+
+
+def switch_input(node_name: str) -> str:
+    """The bool graph input that puts switchable node ``node_name`` in fp16 (True) or fp32 (False)."""
+    return SWITCH_PREFIX + node_name
+
+
+def _switchable_node(
+    node: onnx.NodeProto,
+    graph: onnx.GraphProto,
+    floats: set[str],
+    round_input: Callable[[str], str],
+    new_nodes: list[onnx.NodeProto],
+    switch: Callable[[str, str, str, str], None],
+) -> None:
+    """``node`` with each float input and output rounded only when its switch input is True.
+
+    Its outputs stay marked unrounded, so an fp16 consumer rounds them itself (rounding an
+    fp16 value again changes nothing); a Constant's rounded twin is a second Constant."""
+    flag = switch_input(node.name)
+    graph.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+    for i, name in enumerate(node.input):
+        if name and name in floats:
+            twin = round_input(name)
+            if twin != name:
+                chosen = f"{name}__for_{node.name}"
+                switch(flag, twin, name, chosen)
+                node.input[i] = chosen
+    rounded_constant = None
+    if node.op_type == "Constant":
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+                arr = round_weight(numpy_helper.to_array(attr.t))
+                rounded_constant = numpy_helper.from_array(arr, attr.t.name)
+    new_nodes.append(node)
+    for i, name in enumerate(node.output):
+        if not name or name not in floats:
+            continue
+        pre = f"{name}__pre16"
+        node.output[i] = pre
+        if node.op_type == "Constant":
+            if rounded_constant is None:  # value_float(s) and friends: no weight rounding to model
+                new_nodes.append(helper.make_node("Identity", [pre], [name], name=f"{name}__same"))
+                continue
+            new_nodes.append(
+                helper.make_node("Constant", [], [f"{name}__r32"], name=f"{name}__rounded", value=rounded_constant)
+            )
+        else:
+            new_nodes.append(
+                helper.make_node("Cast", [pre], [f"{name}__h16"], to=TensorProto.FLOAT16, name=f"{name}__round16")
+            )
+            new_nodes.append(
+                helper.make_node("Cast", [f"{name}__h16"], [f"{name}__r32"], to=TensorProto.FLOAT, name=f"{name}__back32")
+            )
+        switch(flag, f"{name}__r32", pre, name)
 
 
 def _used_names(graph: onnx.GraphProto) -> set[str]:

@@ -189,6 +189,14 @@ def plan_islands(
 # --------------------------------------------------------------------------- measured release
 
 
+def _session(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
     """Kept nodes whose reason no emulation can clear: values beyond 65504 or NaN/Inf already seen,
     sums of squares beyond the limit inside a kernel (emulation models storage, not accumulation),
@@ -223,23 +231,31 @@ def release_measured(
     output error (1 - cosine, min over outputs) is the baseline. The soft nodes (see
     :func:`hard_fp32_nodes`) are released all at once when the error stays within ``(1 + slack)``
     times the baseline plus 1e-6 and nothing becomes NaN/Inf; otherwise one by one in graph order,
-    each kept only if releasing it breaks that bound. Returns the new keep map and one note per
-    released node. Emulated runs: 2 when all can go, else 2 + the number of soft nodes.
+    each kept only if releasing it breaks that bound. Every plan runs in one emulated graph whose
+    soft nodes are switchable (one ONNX Runtime session, built once); plans measured: 2 when all
+    can go, else 2 + the number of soft nodes.
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
-    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, float_names
+    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
 
-    soft = [n for n in keep if n not in hard_fp32_nodes(model, keep, report)]
+    hard = hard_fp32_nodes(model, keep, report)
+    soft = [n for n in keep if n not in hard]
     if not soft or not feeds:
         return keep, []
-    blocked = converter_blocked_ops()
     evaluator = OutputEvaluator(model, feeds)
-    floats = float_names(model)
-    rounded: dict[str, onnx.TensorProto] = {}
+    fixed = set(keep) - set(soft)
+    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft)
+    session = _session(emulated)
+    flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]
+    inputs = [i.name for i in session.get_inputs() if i.name not in set(flags)]
 
     def error(fp32: set[str]) -> float:
-        emulated = emulate_fp16(model, fp32, blocked, floats=floats, rounded_weights=rounded)
-        cos = evaluator.measure(emulated)["cosine"]
+        on = {switch_input(n): np.array(n not in fp32) for n in soft}
+        outputs = [
+            session.run(None, {**{k: v for k, v in feed.items() if k in inputs}, **{f: on[f] for f in flags}})
+            for feed in feeds
+        ]
+        cos = evaluator.score(outputs)["cosine"]
         return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
 
     base = error(set(keep))
