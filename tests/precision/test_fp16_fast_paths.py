@@ -144,3 +144,13 @@ def test_switchable_emulation_gives_each_plans_own_emulation() -> None:
             want = _outputs(emulate_fp16(model, fixed | fp32, ()), feed)
             for g, w in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, w)
+
+
+def test_emulated_weight_rounding_is_the_converters_with_infinite_weights_clipped() -> None:
+    from edgedeploy.stages.precision.emulate import round_weight
+
+    values = np.array([*EDGES, np.inf, -np.inf, 1e-45], np.float32)
+    tiny = (values != 0) & (np.abs(values) < 2.0**-24)
+    expected = np.clip(np.where(tiny, np.sign(values) * 2.0**-24, values), -65504, 65504)
+    expected = expected.astype(np.float16).astype(np.float32)
+    assert np.array_equal(round_weight(values).view(np.uint32), expected.view(np.uint32))

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.graphs import infer_shapes_light
-from edgedeploy.stages.precision.fp16 import ensure_node_names
+from edgedeploy.stages.precision.fp16 import ensure_node_names, round_to_float16
 
 FP16_MAX = 65504.0
 FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
@@ -36,10 +36,11 @@ def converter_blocked_ops() -> set[str]:
 
 def round_weight(values: np.ndarray) -> np.ndarray:
     """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
-    arr = np.asarray(values, dtype=np.float32)
-    tiny = (arr != 0) & (np.abs(arr) < FP16_MIN_POSITIVE)
-    arr = np.where(tiny, np.sign(arr) * FP16_MIN_POSITIVE, arr)
-    return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16).astype(np.float32)  # type: ignore[no-any-return]
+    half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
+    infinite = np.isinf(half)
+    if infinite.any():  # an infinite weight is clipped too (the converter would keep it Inf)
+        half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
+    return half.astype(np.float32)
 
 
 def float_names(model: onnx.ModelProto) -> set[str]:
