@@ -154,3 +154,19 @@ def test_emulated_weight_rounding_is_the_converters_with_infinite_weights_clippe
     expected = np.clip(np.where(tiny, np.sign(values) * 2.0**-24, values), -65504, 65504)
     expected = expected.astype(np.float16).astype(np.float32)
     assert np.array_equal(round_weight(values).view(np.uint32), expected.view(np.uint32))
+
+
+def test_recorded_analysis_outputs_are_the_fp32_reference_of_the_first_batches() -> None:
+    from edgedeploy.stages.precision.analysis import OutputRecorder
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(5)]
+    recorder = OutputRecorder([o.name for o in model.graph.output], limit=8)  # the first 2 batches
+    analyze(model, feeds, observers=[recorder])
+    reference = recorder.reference(2)
+    assert reference is not None and recorder.reference(3) is None
+    for feed, outputs in zip(feeds, reference, strict=False):
+        for got, want in zip(outputs, _outputs(model, feed), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

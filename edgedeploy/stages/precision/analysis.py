@@ -398,6 +398,29 @@ class UntilStable:
             seen += _rows(feed)
 
 
+class OutputRecorder:
+    """An observer that keeps the graph outputs of the first ``limit`` samples, so a later check
+    on those samples (the measured island release) needs no second fp32 run for its reference."""
+
+    def __init__(self, outputs: Sequence[str], limit: int) -> None:
+        self.outputs = list(outputs)
+        self.limit = limit
+        self.seen: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        self.rows: dict[str, int] = dict.fromkeys(self.outputs, 0)
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if name in self.seen and self.rows[name] < self.limit:
+            value = np.array(array, copy=True)
+            self.seen[name].append(value)
+            self.rows[name] += int(value.shape[0]) if value.ndim else 1
+
+    def reference(self, batches: int) -> list[list[np.ndarray]] | None:
+        """Per batch, every output in graph order; None unless all were seen for ``batches`` batches."""
+        if not self.outputs or any(len(self.seen[n]) < batches for n in self.outputs):
+            return None
+        return [[self.seen[n][b] for n in self.outputs] for b in range(batches)]
+
+
 def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load a model (external data included) with every node named as make_fp16 names them."""
 

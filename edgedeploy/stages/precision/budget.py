@@ -164,12 +164,19 @@ class AccuracyBudget:
 class OutputEvaluator:
     """Runs the fp32 reference once, then measures any candidate graph's outputs against it."""
 
-    def __init__(self, reference: onnx.ModelProto, feeds: Sequence[Feed], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        reference: onnx.ModelProto,
+        feeds: Sequence[Feed],
+        threads: int | None = None,
+        outputs: list[list[np.ndarray]] | None = None,
+    ) -> None:
         self.feeds = list(feeds)
         if not self.feeds:
             raise InputError("the accuracy budget needs data, and the data source gave none")
         self.threads = threads
-        self.reference = self.run(reference)
+        # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
+        self.reference = outputs if outputs is not None and len(outputs) == len(self.feeds) else self.run(reference)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort

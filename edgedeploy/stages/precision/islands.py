@@ -21,13 +21,14 @@ Everything else runs in fp16. Hand-written: this is the FP16 range analysis of t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
+from calibration.observers import Observer
 from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
 
 REDUCTIONS = {
@@ -171,6 +172,7 @@ def plan_islands(
     data_description: dict[str, Any] | None = None,
     options: IslandOptions | None = None,
     until_stable: bool = True,
+    observers: Sequence[Observer] = (),
 ) -> tuple[dict[str, str], RangeReport]:
     """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
@@ -180,7 +182,9 @@ def plan_islands(
     """
 
     model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
-    report = analyze(model, source, data_description=data_description, until_stable=until_stable)
+    report = analyze(
+        model, source, data_description=data_description, until_stable=until_stable, observers=observers
+    )
     if not isinstance(model_path, onnx.ModelProto):
         report.model = str(model_path)
     return choose_fp32_nodes(model, report, options), report
@@ -195,6 +199,24 @@ def _session(model: onnx.ModelProto) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
+    """The budget's cosine (edgedeploy.stages.compare.outputs), min over outputs, and only it: -1.0
+    when the candidate has NaN/Inf (the other metrics cost more than the runs on large outputs)."""
+    worst = 1.0
+    for k in range(len(reference[0])):
+        ref = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in reference])
+        cand = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in candidate])
+        if not np.all(np.isfinite(cand)):
+            return -1.0
+        finite = np.isfinite(ref)
+        if not finite.all():
+            ref, cand = ref[finite], cand[finite]
+        denom = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+        cos = float(np.dot(ref, cand) / denom) if denom > 0 else float(not np.any(ref) and not np.any(cand))
+        worst = min(worst, cos)
+    return worst
 
 
 def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
@@ -224,6 +246,7 @@ def release_measured(
     feeds: list[dict[str, np.ndarray]],
     *,
     slack: float = 0.5,
+    reference: list[list[np.ndarray]] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
 
@@ -233,7 +256,8 @@ def release_measured(
     times the baseline plus 1e-6 and nothing becomes NaN/Inf; otherwise one by one in graph order,
     each kept only if releasing it breaks that bound. Every plan runs in one emulated graph whose
     soft nodes are switchable (one ONNX Runtime session, built once); plans measured: 2 when all
-    can go, else 2 + the number of soft nodes.
+    can go, else 2 + the number of soft nodes. ``reference``: the fp32 outputs on ``feeds``
+    (per feed, per output), when the caller already has them (OutputRecorder in the analysis).
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
     from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
@@ -242,7 +266,7 @@ def release_measured(
     soft = [n for n in keep if n not in hard]
     if not soft or not feeds:
         return keep, []
-    evaluator = OutputEvaluator(model, feeds)
+    evaluator = OutputEvaluator(model, feeds, outputs=reference)
     fixed = set(keep) - set(soft)
     emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft)
     session = _session(emulated)
@@ -255,8 +279,7 @@ def release_measured(
             session.run(None, {**{k: v for k, v in feed.items() if k in inputs}, **{f: on[f] for f in flags}})
             for feed in feeds
         ]
-        cos = evaluator.score(outputs)["cosine"]
-        return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
+        return 1.0 - _min_cosine(evaluator.reference, outputs)
 
     base = error(set(keep))
     bound = base * (1.0 + slack) + 1e-6

@@ -25,7 +25,7 @@ from edgedeploy.fileio import atomic_write_json
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+from edgedeploy.stages.precision.analysis import OutputRecorder, load_for_analysis, report_json
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
 from edgedeploy.stages.precision.fp16 import make_fp16
 from edgedeploy.stages.precision.int8 import make_int8
@@ -99,11 +99,18 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         try:
             with ui.progress("fp16 range analysis") as advance:
                 analysed = load_for_analysis(model)
-                auto, report = plan_islands(analysed, source, data_description=source.describe())
+                # the release below measures against fp32 outputs the analysis pass already computes
+                recorder = OutputRecorder([o.name for o in analysed.graph.output], RELEASE_SAMPLES)
+                auto, report = plan_islands(
+                    analysed, source, data_description=source.describe(), observers=[recorder]
+                )
                 report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
-                auto, released = release_measured(analysed, auto, report, _feeds(source, RELEASE_SAMPLES))
+                feeds = _feeds(source, RELEASE_SAMPLES)
+                auto, released = release_measured(
+                    analysed, auto, report, feeds, reference=recorder.reference(len(feeds))
+                )
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
