@@ -40,7 +40,7 @@ def _session(model: str | bytes) -> Any:
 
 
 def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> str | None:
-    """None when ``model`` (or its already loaded ``session``) runs on ``feed``, else ONNX Runtime's reason."""
+    """None when ``model`` (or its loaded ``session``) runs on ``feed``, else ONNX Runtime's reason."""
     from calibration.ortvalues import ort_feed
 
     try:

@@ -126,7 +126,12 @@ def drop_initializer_inputs(graph: onnx.GraphProto) -> None:
 
 
 LIGHT_WEIGHT_ELEMENTS = 1024  # float initializers larger than this are typed inputs for shape inference
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+_FLOATS = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+)
 
 
 def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx.ModelProto:

@@ -13,7 +13,20 @@ from calibration.graphs import infer_shapes_light
 from edgedeploy.stages.precision.analysis import Fp16Stats, analyze
 from edgedeploy.stages.precision.fp16 import round_to_float16
 
-EDGES = [0.0, -0.0, 2.0**-25, -(2.0**-25), 2.0**-26, 5.96e-08, 3e-8, 2.0**-14, 6e-5, 65504.0, 65519.0, 65520.0]
+EDGES = [
+    0.0,
+    -0.0,
+    2.0**-25,
+    -(2.0**-25),
+    2.0**-26,
+    5.96e-08,
+    3e-8,
+    2.0**-14,
+    6e-5,
+    65504.0,
+    65519.0,
+    65520.0,
+]
 EDGES += [-65520.0, 7e4, 1e30, -1e30, 1.0, -3.5]
 
 
@@ -78,7 +91,10 @@ def test_shape_inference_without_weights_infers_what_full_inference_does() -> No
     light = infer_shapes_light(model)
     types = [{v.name: v.type for v in [*m.graph.value_info, *m.graph.output]} for m in (full, light)]
     assert types[0] == types[1] and "h" in types[0]
-    assert [d.dim_value for d in types[1]["y"].tensor_type.shape.dim][1:] == [32, 2]  # the int64 shape was read
+    assert [d.dim_value for d in types[1]["y"].tensor_type.shape.dim][1:] == [
+        32,
+        2,
+    ]  # the int64 shape was read
     assert [i.name for i in light.graph.initializer] == ["shape"]  # the weight's bytes were not
     whole = infer_shapes_light(model, weights=True)
     assert whole.graph.initializer == model.graph.initializer and whole.graph.input == model.graph.input
@@ -129,8 +145,14 @@ def test_switchable_emulation_gives_each_plans_own_emulation() -> None:
     from tests.precision import models
 
     cases = [
-        (models.big_weight_model(), {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}),
-        (models.decomposed_layernorm_model(), {"x": np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)}),
+        (
+            models.big_weight_model(),
+            {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)},
+        ),
+        (
+            models.decomposed_layernorm_model(),
+            {"x": np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)},
+        ),
     ]
     for model, feed in cases:
         names = [n.name for n in model.graph.node]

@@ -343,10 +343,11 @@ class UntilStable:
 
     The ranges are compared at doubling sample counts (4, 8, 16...): they have settled when the
     newest half of the samples changed none of the risks that decide an island for any tensor
-    (NaN/Inf, overflow, near overflow, mostly flushed; see islands.py) and grew no maximum that is within ``NEAR_LIMIT``
-    of the near-overflow limit by more than ``NEAR_GROWTH``. The rest of the data counts as unseen
-    inputs, which the limit's 4x headroom below 65504 is there for. Only the analysis' own
-    observer is consulted: do not use it when other observers need every sample.
+    (NaN/Inf, overflow, near overflow, mostly flushed; see islands.py) and grew no maximum that
+    is within ``NEAR_LIMIT`` of the near-overflow limit by more than ``NEAR_GROWTH``. The rest of
+    the data counts as unseen inputs, which the limit's 4x headroom below 65504 is there for.
+    Only the analysis' own observer is consulted: other observers (a calibration histogram that
+    needs every sample) must not ride along, except ones that need only the first samples.
     """
 
     def __init__(

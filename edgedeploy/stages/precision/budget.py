@@ -176,7 +176,9 @@ class OutputEvaluator:
             raise InputError("the accuracy budget needs data, and the data source gave none")
         self.threads = threads
         # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
-        self.reference = outputs if outputs is not None and len(outputs) == len(self.feeds) else self.run(reference)
+        self.reference = (
+            outputs if outputs is not None and len(outputs) == len(self.feeds) else self.run(reference)
+        )
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort

@@ -132,7 +132,9 @@ def emulate_fp16(
     switches = set(switchable) & fp16
 
     def switch(flag: str, fp16_value: str, fp32_value: str, out: str) -> None:
-        new_nodes.append(helper.make_node("Where", [flag, fp16_value, fp32_value], [out], name=f"{out}__switch"))
+        new_nodes.append(
+            helper.make_node("Where", [flag, fp16_value, fp32_value], [out], name=f"{out}__switch")
+        )
 
     for node in list(graph.node):
         if node.name not in fp16:
@@ -251,14 +253,20 @@ def _switchable_node(
                 new_nodes.append(helper.make_node("Identity", [pre], [name], name=f"{name}__same"))
                 continue
             new_nodes.append(
-                helper.make_node("Constant", [], [f"{name}__r32"], name=f"{name}__rounded", value=rounded_constant)
+                helper.make_node(
+                    "Constant", [], [f"{name}__r32"], name=f"{name}__rounded", value=rounded_constant
+                )
             )
         else:
             new_nodes.append(
-                helper.make_node("Cast", [pre], [f"{name}__h16"], to=TensorProto.FLOAT16, name=f"{name}__round16")
+                helper.make_node(
+                    "Cast", [pre], [f"{name}__h16"], to=TensorProto.FLOAT16, name=f"{name}__round16"
+                )
             )
             new_nodes.append(
-                helper.make_node("Cast", [f"{name}__h16"], [f"{name}__r32"], to=TensorProto.FLOAT, name=f"{name}__back32")
+                helper.make_node(
+                    "Cast", [f"{name}__h16"], [f"{name}__r32"], to=TensorProto.FLOAT, name=f"{name}__back32"
+                )
             )
         switch(flag, f"{name}__r32", pre, name)
 
