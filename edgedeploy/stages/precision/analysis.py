@@ -224,6 +224,7 @@ class RangeReport:
     tensors: list[TensorRange]
     thresholds: RiskThresholds
     notes: list[str] = field(default_factory=list)
+    settled: bool = False  # the analysis stopped reading the data once the ranges settled (UntilStable)
 
     def tensor(self, name: str) -> TensorRange | None:
         return next((t for t in self.tensors if t.name == name), None)
@@ -243,6 +244,7 @@ class RangeReport:
             "tensors_at_risk": len(self.tensors_at_risk()),
             "weights_at_risk": len(self.weights_at_risk()),
             "overflowing_tensors": sum(1 for t in self.tensors if t.stats.overflow),
+            "settled": self.settled,
             "seconds": round(self.seconds, 3),
         }
 
@@ -520,6 +522,7 @@ def analyze(
         tensors=tensors,
         thresholds=thresholds,
         notes=notes,
+        settled=isinstance(feeds, UntilStable) and bool(feeds.note),
     )
 
 

@@ -123,7 +123,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
-            f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
+            f"fp16 range analysis on {report.samples} samples"
+            + (" (ranges settled: the rest of the data was not read)" if report.settled else "")
+            + f": {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
