@@ -186,9 +186,23 @@ def test_recorded_analysis_outputs_are_the_fp32_reference_of_the_first_batches()
     rng = np.random.default_rng(3)
     feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(5)]
     recorder = OutputRecorder([o.name for o in model.graph.output], limit=8)  # the first 2 batches
-    analyze(model, feeds, observers=[recorder])
-    reference = recorder.reference(2)
-    assert reference is not None and recorder.reference(3) is None
-    for feed, outputs in zip(feeds, reference, strict=False):
+    analyze(model, recorder.wrap(feeds), observers=[recorder])
+    kept, reference = recorder.batches()
+    assert reference is not None and len(kept) == len(reference) == 2
+    for feed, outputs in zip(kept, reference, strict=True):
         for got, want in zip(outputs, _outputs(model, feed), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_batches_split_along_the_sample_axis_only_for_a_free_first_dimension() -> None:
+    from edgedeploy.stages.precision.analysis import free_first_dim, split_batches
+    from tests.precision import models
+
+    feed = {"x": np.arange(80, dtype=np.float32).reshape(10, 8)}
+    parts = list(split_batches([feed], 4))
+    assert [p["x"].shape[0] for p in parts] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), feed["x"])
+    assert free_first_dim(models.decomposed_layernorm_model())  # x: [n, 8]
+    fixed = models.decomposed_layernorm_model()
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10
+    assert not free_first_dim(fixed)  # a fixed batch cannot be split

@@ -402,26 +402,63 @@ class UntilStable:
 
 
 class OutputRecorder:
-    """An observer that keeps the graph outputs of the first ``limit`` samples, so a later check
-    on those samples (the measured island release) needs no second fp32 run for its reference."""
+    """Keeps the first ``limit`` samples of the data and the graph outputs the analysis pass
+    computes on them, so a later check on those samples (the measured island release) needs no
+    second fp32 run for its reference. :meth:`wrap` the source given to the analysis and pass
+    the recorder among its observers."""
 
     def __init__(self, outputs: Sequence[str], limit: int) -> None:
         self.outputs = list(outputs)
         self.limit = limit
+        self.feeds: list[dict[str, np.ndarray]] = []
         self.seen: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
-        self.rows: dict[str, int] = dict.fromkeys(self.outputs, 0)
+
+    def wrap(self, source: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        rows = 0
+        for feed in source:
+            if rows < self.limit:
+                self.feeds.append(feed)
+                rows += _rows(feed)
+            yield feed
 
     def observe(self, name: str, array: np.ndarray) -> None:
-        if name in self.seen and self.rows[name] < self.limit:
-            value = np.array(array, copy=True)
-            self.seen[name].append(value)
-            self.rows[name] += int(value.shape[0]) if value.ndim else 1
+        if name in self.seen and len(self.seen[name]) < len(self.feeds):
+            self.seen[name].append(np.array(array, copy=True))
 
-    def reference(self, batches: int) -> list[list[np.ndarray]] | None:
-        """Per batch, every output in graph order; None unless all were seen for ``batches`` batches."""
-        if not self.outputs or any(len(self.seen[n]) < batches for n in self.outputs):
-            return None
-        return [[self.seen[n][b] for n in self.outputs] for b in range(batches)]
+    def batches(self) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]] | None]:
+        """The recorded feeds the analysis ran, and per feed every output in graph order (None when
+        an output was not observed: a non-float one)."""
+        ran = min((len(v) for v in self.seen.values()), default=0)
+        if not self.outputs or ran == 0:
+            return self.feeds, None
+        feeds = self.feeds[:ran]
+        return feeds, [[self.seen[n][b] for n in self.outputs] for b in range(ran)]
+
+
+def split_batches(source: Iterable[dict[str, np.ndarray]], rows: int) -> Iterator[dict[str, np.ndarray]]:
+    """Each feed of ``source`` as feeds of at most ``rows`` samples along axis 0 (the sample axis
+    of every calibration source). Only for models whose inputs all have a free first dimension."""
+    for feed in source:
+        arrays = list(feed.values())
+        n = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0
+        if n <= rows or any(a.ndim == 0 or a.shape[0] != n for a in arrays):
+            yield feed
+            continue
+        for start in range(0, n, rows):
+            yield {k: v[start : start + rows] for k, v in feed.items()}
+
+
+def free_first_dim(model: onnx.ModelProto) -> bool:
+    """True when every graph input has a first dimension that is not fixed (a batch axis)."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    for vi in inputs:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            return False
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value"):
+            return False
+    return bool(inputs)
 
 
 def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:

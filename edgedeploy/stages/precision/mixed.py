@@ -25,7 +25,14 @@ from edgedeploy.fileio import atomic_write_json
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.analysis import OutputRecorder, load_for_analysis, report_json
+from edgedeploy.stages.precision.analysis import (
+    STABLE_FIRST,
+    OutputRecorder,
+    free_first_dim,
+    load_for_analysis,
+    report_json,
+    split_batches,
+)
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
 from edgedeploy.stages.precision.fp16 import make_fp16
 from edgedeploy.stages.precision.int8 import make_int8
@@ -34,7 +41,7 @@ from edgedeploy.ui import QUIET, Ui
 
 SYNTHETIC_SAMPLES = 32
 EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
-RELEASE_SAMPLES = 16  # samples on which a flagged fp16 node is tried back in fp16
+RELEASE_SAMPLES = 16  # at most this many of the analysed samples try a flagged node back in fp16
 
 
 def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
@@ -99,18 +106,22 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         try:
             with ui.progress("fp16 range analysis") as advance:
                 analysed = load_for_analysis(model)
-                # the release below measures against fp32 outputs the analysis pass already computes
+                # the release below runs on the first samples the analysis read, against the fp32
+                # outputs the analysis pass computed on them; batches are split so that the
+                # analysis can see its ranges settle after STABLE_FIRST, 2x, 4x... samples
                 recorder = OutputRecorder([o.name for o in analysed.graph.output], RELEASE_SAMPLES)
+                data = split_batches(source, STABLE_FIRST) if free_first_dim(analysed) else source
                 auto, report = plan_islands(
-                    analysed, source, data_description=source.describe(), observers=[recorder]
+                    analysed,
+                    recorder.wrap(data),
+                    data_description=source.describe(),
+                    observers=[recorder],
                 )
                 report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
-                feeds = _feeds(source, RELEASE_SAMPLES)
-                auto, released = release_measured(
-                    analysed, auto, report, feeds, reference=recorder.reference(len(feeds))
-                )
+                feeds, reference = recorder.batches()
+                auto, released = release_measured(analysed, auto, report, feeds, reference=reference)
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
