@@ -206,3 +206,21 @@ def test_batches_split_along_the_sample_axis_only_for_a_free_first_dimension() -
     fixed = models.decomposed_layernorm_model()
     fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10
     assert not free_first_dim(fixed)  # a fixed batch cannot be split
+
+
+def test_weights_rounded_by_a_cast_in_the_graph_give_the_numpy_rounding() -> None:
+    from edgedeploy.stages.precision.emulate import emulate_fp16
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    plain = [
+        i.name
+        for i in model.graph.initializer
+        if not np.any((np.abs(a := numpy_helper.to_array(i)) < 2.0**-24) & (a != 0) | (np.abs(a) > 65504))
+    ]
+    assert plain
+    feed = {"x": np.random.default_rng(4).standard_normal((6, 8)).astype(np.float32) * 30}
+    want = _outputs(emulate_fp16(model, (), ()), feed)
+    got = _outputs(emulate_fp16(model, (), (), cast_weights=plain), feed)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)

@@ -80,6 +80,7 @@ def emulate_fp16(
     floats: set[str] | None = None,
     rounded_weights: dict[str, onnx.TensorProto] | None = None,
     switchable: Collection[str] = (),
+    cast_weights: Collection[str] = (),
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
@@ -88,7 +89,10 @@ def emulate_fp16(
     dict (filled on first use), so neither is computed again per plan; or make the nodes that
     differ between the plans ``switchable`` (not in ``fp32_nodes``): each then reads a bool scalar
     graph input :func:`switch_input` (True: fp16, False: fp32) through Where nodes, so one ONNX
-    Runtime session measures every plan.
+    Runtime session measures every plan. ``cast_weights``: initializers known to hold no value
+    the converter adjusts (none non-zero below 2**-24, above 65504 or non-finite, e.g. from the
+    range analysis' weight figures), rounded by a Cast pair in the graph, which gives the same
+    values and which ONNX Runtime folds when it loads the session, instead of here in numpy.
     """
     emu = onnx.ModelProto()
     emu.CopyFrom(model)
@@ -97,6 +101,7 @@ def emulate_fp16(
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
     floats = float_names(emu) if floats is None else floats
     cache = {} if rounded_weights is None else rounded_weights
+    casts = set(cast_weights)
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
     rounded: dict[str, str] = {}  # tensor -> its fp16-rounded twin
@@ -106,7 +111,7 @@ def emulate_fp16(
         if name in rounded:
             return rounded[name]
         twin = f"{name}__fp16"
-        if name in inits:
+        if name in inits and name not in casts:
             if name not in cache:
                 arr = round_weight(numpy_helper.to_array(inits[name]))
                 cache[name] = numpy_helper.from_array(arr.astype(np.float32), twin)

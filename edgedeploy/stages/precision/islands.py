@@ -268,7 +268,12 @@ def release_measured(
         return keep, []
     evaluator = OutputEvaluator(model, feeds, outputs=reference)
     fixed = set(keep) - set(soft)
-    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft)
+    plain = [
+        w.name
+        for w in report.weights
+        if w.where == "initializer" and not (w.stats.flushed or w.stats.overflow or w.stats.nonfinite)
+    ]
+    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain)
     session = _session(emulated)
     flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]
     inputs = [i.name for i in session.get_inputs() if i.name not in set(flags)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.errors import CalibrationError
-from calibration.modelinfo import model_io
+from calibration.modelinfo import TensorSpec, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import GateFailed, InputError
@@ -44,8 +44,11 @@ EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
 RELEASE_SAMPLES = 16  # at most this many of the analysed samples try a flagged node back in fp16
 
 
-def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
-    """The --calib-data source (or seeded random data, with a warning) for analysis and budgets."""
+def analysis_source(
+    model: Path, request: BuildRequest, ui: Ui, purpose: str, inputs: list[TensorSpec] | None = None
+) -> DataSource:
+    """The --calib-data source (or seeded random data, with a warning) for analysis and budgets;
+    ``inputs``: the model's inputs when the caller has read them already."""
 
     calib = request.calibration
     if not calib.data:
@@ -54,7 +57,7 @@ def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) ->
             "real inputs may differ"
         )
     try:
-        inputs, _ = model_io(model)
+        inputs = inputs if inputs is not None else model_io(model)[0]
         return replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
@@ -91,11 +94,12 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     files: list[Path] = []
     info: dict[str, Any] = {}
     source: DataSource | None = None
-    if not model_io(model)[0] and not request.accuracy_budget:
+    inputs = model_io(model)[0]
+    if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
     elif request.fp16_analysis or request.accuracy_budget:
-        source = analysis_source(model, request, ui, "fp16 range analysis")
+        source = analysis_source(model, request, ui, "fp16 range analysis", inputs)
     feed = None
     if source is not None:
         first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
