@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from calibration.errors import CalibrationError
-from calibration.graphs import ort_error
+from calibration.graphs import infer_shapes_light, ort_error
 from calibration.ortvalues import is_float_dtype, ort_feed
 
 DEFAULT_BINS = 4096
@@ -218,7 +218,7 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     Types come from ONNX shape inference; a tensor whose type is unknown is kept (ONNX Runtime
     reports it, and non-float arrays are ignored by the observers).
     """
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_shapes_light(model)
     types: dict[str, int] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         types[vi.name] = vi.type.tensor_type.elem_type
