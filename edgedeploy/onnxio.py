@@ -75,9 +75,14 @@ def save_onnx(
     artifact that fails it never appears under ``dest``.
     """
     dest = Path(dest)
-    large = model.ByteSize() > TWO_GB if _can_size(model) else True
+    try:  # one serialization, written as is (sizing first would walk the message twice more)
+        data: bytes | None = model.SerializeToString()
+    except Exception:  # protobuf refuses to serialize messages over 2 GB
+        data = None
+    if data is not None and len(data) > TWO_GB:
+        data = None
     with atomic_path(dest, suffix=".onnx") as tmp:
-        if large:
+        if data is None:
             data_name = dest.name + ".data"
             onnx.save_model(
                 model,
@@ -88,18 +93,12 @@ def save_onnx(
                 size_threshold=1024,
             )
         else:
-            onnx.save_model(model, os.fspath(tmp))
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            del data
         if check is not None:
             check(tmp)
     return dest
-
-
-def _can_size(model: onnx.ModelProto) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # protobuf refuses to size messages over 2 GB
-        return False
 
 
 def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:

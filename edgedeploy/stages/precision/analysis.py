@@ -464,11 +464,17 @@ def free_first_dim(model: onnx.ModelProto) -> bool:
 def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load a model (external data included) with every node named as make_fp16 names them."""
 
-    model = load_onnx(model_path)
-    try:
-        size = model.ByteSize()
-    except Exception:
-        size = TWO_GB + 1
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    model = load_onnx(model_path, load_external_data=False)
+    if any(uses_external_data(t) for t in _get_all_tensors(model)):
+        model = load_onnx(model_path)
+        try:
+            size = model.ByteSize()
+        except Exception:
+            size = TWO_GB + 1
+    else:  # all in the file: its size is the message's (sizing it would walk every weight)
+        size = os.path.getsize(model_path)
     if size > TWO_GB:
         raise InputError(
             f"{model_path}: the model is over 2 GB with its external data; fp16 range analysis "
