@@ -114,7 +114,7 @@ def emulate_fp16(
         if name in inits and name not in casts:
             if name not in cache:
                 arr = round_weight(numpy_helper.to_array(inits[name]))
-                cache[name] = numpy_helper.from_array(arr.astype(np.float32), twin)
+                cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
             graph.initializer.append(cache[name])
         else:
             new_nodes.append(
