@@ -42,6 +42,7 @@ from edgedeploy.cli import (
 from edgedeploy.cli.common import err, out
 from edgedeploy.cli.guard import check_argv, guard_app
 from edgedeploy.errors import EdgeDeployError, user_failure
+from edgedeploy.fileio import sweep_scratch
 from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
 
 app = typer.Typer(
@@ -188,9 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     Our errors keep their code (2 bad input, 1 failed gate); Ctrl-C exits 130 and SIGTERM 143,
     both after unwinding (temporary files removed); the machine's and libraries' failures a user
     can cause (OSError, MemoryError, ONNX Runtime, a damaged protobuf) are one line and exit 2;
-    anything else is a bug and keeps its traceback.
+    anything else is a bug and keeps its traceback. Scratch folders that killed runs left in the
+    system temp folder are removed first.
     """
     handle_signals()
+    sweep_scratch()  # scratch folders of runs killed (SIGKILL) before they could remove them
     args = sys.argv[1:] if argv is None else argv
     try:
         check_argv(args)
