@@ -39,12 +39,12 @@ def _session(model: str | bytes) -> Any:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def _runs(model: str | bytes, feed: Mapping[str, Any]) -> str | None:
-    """None when ``model`` loads and runs on ``feed``, else ONNX Runtime's reason."""
+def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> str | None:
+    """None when ``model`` (or its loaded ``session``) runs on ``feed``, else ONNX Runtime's reason."""
     from calibration.ortvalues import ort_feed
 
     try:
-        session = _session(model)
+        session = session or _session(model)
         wanted = {i.name: i.type for i in session.get_inputs()}
         fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
         session.run(None, ort_feed(fitted))
@@ -142,13 +142,13 @@ def verify_artifact(
     if feed is None:
         feed = default_feed(source or path)
     try:
-        _session(os.fspath(path))
+        session = _session(os.fspath(path))
     except Exception as exc:
         _remove(doomed)
         raise ArtifactError(f"ONNX Runtime cannot load {what} ({ort_error(exc)}); it was not kept") from None
     if feed is None:
         return
-    why = _runs(os.fspath(path), feed)
+    why = _runs(os.fspath(path), feed, session)
     if why is None:
         return
     if source is not None and _runs(os.fspath(source), feed) is not None:

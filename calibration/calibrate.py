@@ -28,7 +28,13 @@ from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
-from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
+from calibration.observers import (
+    DEFAULT_BINS,
+    HistogramObserver,
+    collect,
+    float_tensor_names,
+    same_values_sources,
+)
 from calibration.qdq import (
     ORT_QLINEAR_OPS,
     QuantizeOptions,
@@ -40,7 +46,7 @@ from calibration.qdq import (
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
-from calibration.select import RULES, SampleObserver, Selection, select
+from calibration.select import RULES, SampleObserver, Selection, candidates, scored_tensors, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
@@ -119,8 +125,11 @@ class _FirstFeed:
     """Wraps a source and keeps its first feed (to test-run the written model).
 
     With ``holdout`` (the auto algorithm), every 4th batch up to ``HOLDOUT_SAMPLES`` samples is
-    kept aside instead of reaching the statistics: the thresholds are judged on data they were
-    not computed from. A source of fewer than 4 batches holds nothing out (see ``held_out``).
+    held out of the statistics: the thresholds are judged on data they were not computed from.
+    Held-out batches still go through the one statistics pass, flagged by ``holding`` while
+    they are out, so that auto's recorders take their values there instead of in a second
+    session (see :class:`_Split`). A source of fewer than 4 batches holds nothing out (see
+    ``held_out``).
     """
 
     def __init__(self, source: DataSource, holdout: bool = False) -> None:
@@ -128,22 +137,46 @@ class _FirstFeed:
         self.first: dict[str, np.ndarray] | None = None
         self.holdout = holdout
         self.held: list[dict[str, np.ndarray]] = []
+        self.holding = False  # the feed last yielded is a held-out one
+        self.held_samples = 0
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        held = 0
         for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
-            if self.holdout and index % 4 == 3 and held < HOLDOUT_SAMPLES:
+            self.holding = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
+            if self.holding:
                 self.held.append({k: v.copy() for k, v in feed.items()})
                 first = next(iter(feed.values()))
-                held += int(first.shape[0]) if first.ndim else 1
-                continue
+                self.held_samples += int(first.shape[0]) if first.ndim else 1
             yield feed
+        self.holding = False
 
     def held_out(self) -> list[dict[str, np.ndarray]]:
         """The held-out feeds, or the first feed when the source was too short to hold any out."""
         return self.held or ([self.first] if self.first is not None else [])
+
+
+class _Split:
+    """The one statistics pass's observer: calibration batches go to the histograms, held-out
+    ones to auto's recorders (the held-out values of the calibrated tensors, and the FP32
+    values of the scored outputs, the reference every candidate model is compared with)."""
+
+    def __init__(
+        self, holder: _FirstFeed, stats: HistogramObserver, samples: SampleObserver, scored: list[str]
+    ) -> None:
+        self.holder, self.stats, self.samples, self.scored = holder, stats, samples, set(scored)
+        self.reference: list[dict[str, np.ndarray]] = []
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if not self.holder.holding:
+            self.stats.observe(name, array)
+            return
+        self.samples.observe(name, array)
+        if name in self.scored:
+            while len(self.reference) < len(self.holder.held):
+                self.reference.append({})
+            self.reference[-1][name] = np.array(array, copy=True)
 
 
 def calibrate(
@@ -255,14 +288,24 @@ def calibrate(
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
         auto = algo.algorithm == "auto"
         feed_holder = _FirstFeed(source, holdout=auto)
-        observer = HistogramObserver(options.bins, wanted)
-        samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
+        copies = same_values_sources(model, wanted)
+        observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
+        observer = HistogramObserver(options.bins, observed)
         selection = None
         if auto:
-            selection = _select(model, plan, lean, observer, feed_holder.held_out(), algo, options.threads)
+            sampled, scored = _sampled(plan, lean), scored_tensors(model)
+            recorder = _Split(feed_holder, observer, SampleObserver(sampled), scored)
+            fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
+            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
+            samples -= feed_holder.held_samples
+            observer.share(copies)
+            selection = _select(model, plan, lean, observer, feed_holder, recorder, algo, options.threads)
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
                 levels = {**levels, **lean.levels()}
+        else:
+            samples = collect(model, feed_holder, observed, [observer], threads=options.threads)
+            observer.share(copies)
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -392,34 +435,64 @@ def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | No
     return lean if lean.levels() and set(lean.levels()) != set(full.levels()) else None
 
 
+def _sampled(plan: QuantPlan, lean: QuantPlan | None) -> list[str]:
+    """The tensors whose held-out values auto's per-tensor step runs the consumers on."""
+    plans = [plan] if lean is None else [plan, lean]
+    return list(dict.fromkeys(name for p in plans for name in p.activations))
+
+
 def _select(
     model: onnx.ModelProto,
     plan: QuantPlan,
     lean: QuantPlan | None,
     observer: HistogramObserver,
-    held_out: list[dict[str, np.ndarray]],
+    holder: _FirstFeed,
+    recorder: _Split,
     algo: AlgorithmOptions,
     threads: int | None,
 ) -> Selection:
-    """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose.
+    """auto: choose from the held-out values the statistics pass recorded.
 
     In ONNX Runtime's placement, the plan that also quantizes Add, Concat and the pools (the
     integer chain ORT fuses) is measured against the one that leaves them in float: on a
     spectrogram front end (x*x + y*y before a sqrt), int8 on those ops costs more than it saves.
+    The candidate thresholds of a tensor are computed once for both plans.
     """
     base = upgrade_opset(model)  # the plan's node indices are those of the upgraded model
+    held_out = holder.held_out()
+    names = scored_tensors(base)
+    samples = recorder.samples
+    if holder.held:
+        reference = [[ref[n] for n in names] for ref in recorder.reference]
+    else:  # too few batches to hold any out: judged on the first (calibration) batch
+        sampled = _sampled(plan, lean)
+        samples, keep = SampleObserver(sampled), _Reference(names)
+        collect(base, held_out, list(dict.fromkeys([*sampled, *names])), [samples, keep], threads=threads)
+        reference = keep.batches
     variants: dict[tuple[str, ...], QuantPlan] = {(): plan}
     if lean is not None:
         variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
-    wanted = list(dict.fromkeys(name for p in variants.values() for name in p.activations))
-    samples = SampleObserver(wanted)
-    collect(base, held_out, wanted, [samples], threads=threads)
+    all_levels = {name: lv for p in variants.values() for name, lv in p.levels().items()}
+    cands = {name: candidates(observer.histograms[name], lv, algo) for name, lv in all_levels.items()}
+    memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
     best: Selection | None = None
     for excluded, variant in variants.items():
         levels = variant.levels()
         # the second plan measures the per-tensor choice and the first plan's best rule only
         rules = RULES if best is None else tuple(r for r in RULES if r == best.winner)
-        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo, rules)
+        selection = select(
+            base,
+            variant,
+            observer.histograms,
+            levels,
+            samples.values,
+            held_out,
+            algo,
+            rules,
+            cands={name: cands[name] for name in levels},
+            reference=reference,
+            memo=memo,
+        )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
             if best is not None:
@@ -431,6 +504,23 @@ def _select(
     first = [next(iter(f.values())) for f in held_out]
     best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best
+
+
+class _Reference:
+    """Keeps the values of some tensors per batch (FP32 reference outputs)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.batches: list[list[np.ndarray]] = []
+        self._current: dict[str, np.ndarray] = {}
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if name not in self.names:
+            return
+        self._current[name] = np.array(array, copy=True)
+        if len(self._current) == len(set(self.names)):
+            self.batches.append([self._current[n] for n in self.names])
+            self._current = {}
 
 
 def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:

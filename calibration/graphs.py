@@ -7,6 +7,8 @@
   that age cannot take a new initializer (a quantized weight, an fp16 constant) without also
   growing an input; it is lifted to the IR version its opsets need (at least 4), with initializers
   no longer listed as inputs (they become constants, which is what a deployed model wants).
+- :func:`infer_shapes_light`: ONNX shape inference without the bulk of the weights, whose values
+  it never reads (it serializes the whole model twice, which dominates on a 50-100 MB model).
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
 
@@ -121,6 +123,53 @@ def drop_initializer_inputs(graph: onnx.GraphProto) -> None:
     if len(keep) != len(graph.input):
         del graph.input[:]
         graph.input.extend(keep)
+
+
+LIGHT_WEIGHT_ELEMENTS = 1024  # float initializers larger than this are typed inputs for shape inference
+_FLOATS = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+)
+
+
+def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx.ModelProto:
+    """``onnx.shape_inference.infer_shapes(model)`` on a copy whose large float initializers of the
+    main graph are graph inputs of the same type and shape instead: inference reads only the values
+    of shape-like constants (int64 shapes, a handful of Resize scales), never of a weight, so the
+    types and shapes it infers are the same. Without ``weights`` the result lacks those
+    initializers (read them from ``model``); with it, the result has ``model``'s initializers and
+    inputs back, as ``infer_shapes`` returns it. Raises what ``infer_shapes`` raises."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    graph = light.graph
+    declared = {vi.name for vi in graph.input}
+    keep: list[onnx.TensorProto] = []
+    typed: list[onnx.ValueInfoProto] = []
+    for init in graph.initializer:
+        elements = 1
+        for d in init.dims:
+            elements *= d
+        if init.data_type in _FLOATS and elements > LIGHT_WEIGHT_ELEMENTS:
+            if init.name not in declared:
+                typed.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            keep.append(init)
+    if typed or len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        graph.input.extend(typed)
+        if light.ir_version < MIN_IR_FOR_LOOSE_INITIALIZERS:
+            light.ir_version = MIN_IR_FOR_LOOSE_INITIALIZERS
+    inferred = onnx.shape_inference.infer_shapes(light)
+    if weights:
+        inferred.ir_version = model.ir_version
+        del inferred.graph.initializer[:]
+        inferred.graph.initializer.extend(model.graph.initializer)
+        del inferred.graph.input[:]
+        inferred.graph.input.extend(model.graph.input)
+    return inferred
 
 
 _ORT_NOISE = [

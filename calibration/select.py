@@ -33,6 +33,7 @@ from calibration.observers import AbsHistogram
 from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
 
 RULES = ("max", "entropy", "percentile", "mse")
+STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
 
 
 @dataclass
@@ -132,7 +133,10 @@ class _NodeRunner:
         )
 
     def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0], np.float64)
+        return np.asarray(self.run_float32(feed), np.float64)
+
+    def run_float32(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0])
 
 
 def _relative(got: np.ndarray, ref: np.ndarray) -> float:
@@ -144,9 +148,12 @@ def choose_per_tensor(
     plan: QuantPlan,
     cands: Mapping[str, Mapping[str, float]],
     samples: Mapping[str, list[np.ndarray]],
+    memo: dict[tuple[object, ...], np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
-    (``model`` is the one the plan was made on, at opset >= 13)."""
+    (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
+    errors from one plan to another of the same model and samples: a tensor with the same
+    candidates, consumers and quantized weights is not measured twice."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model)
@@ -167,9 +174,17 @@ def choose_per_tensor(
             rule = "entropy" if "entropy" in options else next(iter(options))
             thresholds[name], rules[name] = options[rule], rule
             continue
-        errors = dict.fromkeys(unique, 0.0)
+        tried = list(unique)
+        mine = sorted(consumers.get(name, []))
+        key = (name, unsigned, tuple(tried), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
+        if memo is not None and key in memo:
+            errors = memo[key]
+            best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
+            thresholds[name], rules[name] = tried[best], unique[tried[best]]
+            continue
+        errors = np.zeros(len(tried))
         for k, x in enumerate(samples[name]):
-            checks = []
+            measured = False
             for i, j in consumers.get(name, []):
                 if i not in runners:
                     try:
@@ -180,28 +195,147 @@ def choose_per_tensor(
                 feed = _feed_for(runner, samples, k) if runner is not None else None
                 if runner is None or feed is None:
                     continue
-                try:
-                    ref = runner.run(feed)
-                    inp = runner.node.input[j]
-                    shaped = feed.get(inp, samples.get(inp, [x])[k] if k < len(samples.get(inp, [x])) else x)
-                    runner.run({**feed, inp: shaped})  # the value that stands for the input fits it
-                    checks.append((runner, inp, feed, ref))
-                except Exception:  # shapes that do not line up once sliced: judged by the tensor itself
-                    continue
-            for thr in unique:
-                total = 0.0
-                for runner, inp, feed, ref in checks:  # a pass-through consumer reads its own tensor
-                    value = feed.get(inp)
-                    if value is None:
-                        value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
-                    total += _relative(runner.run({**feed, inp: fake_quant(value, thr, unsigned)}), ref)
-                if not checks:
-                    xd = x.astype(np.float64)
-                    total = _relative(fake_quant(x, thr, unsigned).astype(np.float64), xd)
-                errors[thr] += total
-        best = min(errors, key=lambda t: (errors[t], RULES.index(unique[t])))
-        thresholds[name], rules[name] = best, unique[best]
+                inp = runner.node.input[j]  # a pass-through consumer reads its own tensor
+                value = feed.get(inp)
+                if value is None:
+                    value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
+                consumer = consumer_errors(runner, feed, inp, value, tried, unsigned)
+                if consumer is not None:  # None: shapes that do not line up once sliced
+                    errors += consumer
+                    measured = True
+            if not measured:  # judged by the tensor itself
+                xd = x.astype(np.float64)
+                errors += [_relative(fake_quant(x, thr, unsigned).astype(np.float64), xd) for thr in tried]
+        if memo is not None:
+            memo[key] = errors
+        best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
+        thresholds[name], rules[name] = tried[best], unique[tried[best]]
     return thresholds, rules
+
+
+def _weight_uses(plan: QuantPlan, consumers: Sequence[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """The quantized weights the given consumer nodes read: (node, input, axis)."""
+    nodes = {i for i, _ in consumers}
+    return tuple(sorted((i, j, w.axis) for w in plan.weights.values() for i, j in w.uses if i in nodes))
+
+
+def consumer_errors(
+    runner: _NodeRunner,
+    feed: Mapping[str, np.ndarray],
+    inp: str,
+    value: np.ndarray,
+    tried: Sequence[float],
+    unsigned: bool,
+) -> np.ndarray | None:
+    """The relative error at ``runner``'s output for each threshold of ``tried`` applied to its
+    input ``inp`` (whose float value is ``value``); None when the node does not run on the values.
+
+    One run for all of them where the node treats axis 0 of ``inp`` as a batch (see
+    :func:`_batch_axis_ok`): the reference and every candidate stacked along it, the node's
+    other activations repeated to match, which saves the per-run overhead on small nodes. Inputs
+    of more than ``STACKED_VALUES`` values in all are run one candidate at a time: there the
+    arithmetic dominates either way, and the stacked buffers only raise the peak memory.
+    """
+    copies = len(tried) + 1
+    stacked = (
+        _stacked_feed(runner, feed, inp, value, tried, unsigned)
+        if copies * value.size <= STACKED_VALUES and _batch_axis_ok(runner, feed, inp)
+        else None
+    )
+    if stacked is not None:
+        try:
+            out = runner.run_float32(stacked)
+        except Exception:  # ORT refused the stacked shapes: one run per candidate instead
+            out = None
+        if out is not None and out.ndim and out.shape[0] == copies * feed[inp].shape[0]:
+            return _stacked_errors(out.reshape(copies, -1))
+    try:
+        ref = runner.run({**feed, inp: value})
+        return np.array(
+            [_relative(runner.run({**feed, inp: fake_quant(value, t, unsigned)}), ref) for t in tried]
+        )
+    except Exception:  # shapes that do not line up once sliced
+        return None
+
+
+def _stacked_errors(chunks: np.ndarray) -> np.ndarray:
+    """Relative squared error of rows 1.. against row 0 (float32 differences, float64 sums: the
+    float64 copy of a stacked output cost as much as the node's run)."""
+    ref = chunks[0]
+    denom = max(float(np.square(ref).sum(dtype=np.float64)), 1e-30)
+    diff = chunks[1:] - ref
+    np.square(diff, out=diff)
+    return diff.sum(axis=1, dtype=np.float64) / denom  # type: ignore[no-any-return]
+
+
+def _batch_axis_ok(runner: _NodeRunner, feed: Mapping[str, np.ndarray], inp: str) -> bool:
+    """Whether stacking copies of ``inp`` along axis 0 stacks the node's output the same way:
+    the data input of Conv / ConvTranspose (N first) and Gemm's A when not transposed, with no
+    other activation input; MatMul's A, or its B when it has batch dimensions, where the other
+    activation has at most the same rank and, at the same rank, the same axis-0 size (it is
+    repeated along; a lower rank broadcasts)."""
+    node = runner.node
+    x = feed.get(inp)
+    if x is None or x.ndim < 2:
+        return False
+    others = [feed[o] for o in runner.inputs if o != inp]
+    if node.op_type != "MatMul":
+        transposed = node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)
+        return node.input[0] == inp and not others and not transposed
+    if node.input[0] != inp and x.ndim < 3:
+        return False
+    return all(y.ndim < x.ndim or (y.ndim == x.ndim and y.shape[0] == x.shape[0]) for y in others)
+
+
+def _stacked_feed(
+    runner: _NodeRunner,
+    feed: Mapping[str, np.ndarray],
+    inp: str,
+    value: np.ndarray,
+    tried: Sequence[float],
+    unsigned: bool,
+) -> dict[str, np.ndarray] | None:
+    """The reference and every candidate of ``inp`` stacked on axis 0 (None if ``value``, the
+    input's float value, is not the fed one's shape)."""
+    x = feed[inp]
+    if value.shape != x.shape:
+        return None
+    copies = len(tried) + 1
+    stacked = {
+        other: np.concatenate([feed[other]] * copies) if feed[other].ndim == x.ndim else feed[other]
+        for other in runner.inputs
+        if other != inp
+    }
+    buffer = np.empty((copies, *x.shape), np.float32)
+    buffer[0] = value
+    fake_quant_all(value, tried, unsigned, out=buffer[1:])
+    stacked[inp] = buffer.reshape((copies * x.shape[0], *x.shape[1:]))
+    return stacked
+
+
+def fake_quant_all(
+    x: np.ndarray, thresholds: Sequence[float], unsigned: bool, out: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`fake_quant` for several thresholds at once: shape ``(len(thresholds), *x.shape)``,
+    written into ``out`` when given (float32 values are quantized there in place, the same
+    arithmetic without the temporaries)."""
+    qmax = 255 if unsigned else 127
+    scales = np.array([activation_scale(t, qmax) for t in thresholds], np.float32).reshape(
+        (-1,) + (1,) * x.ndim
+    )
+    lo = 0 if unsigned else -128
+    if x.dtype != np.float32:
+        result = (np.clip(np.round(x[None] / scales), lo, qmax) * scales).astype(np.float32)
+        if out is None:
+            return result  # type: ignore[no-any-return]
+        out[...] = result
+        return out
+    q = np.empty((len(thresholds), *x.shape), np.float32) if out is None else out
+    np.divide(x[None], scales, out=q)
+    np.round(q, out=q)
+    np.clip(q, lo, qmax, out=q)
+    np.multiply(q, scales, out=q)
+    return q
 
 
 def _feed_for(
@@ -254,10 +388,11 @@ def _run(
 ) -> list[list[np.ndarray]]:
     import onnxruntime as ort
 
-    from calibration.observers import with_outputs
+    from calibration.observers import no_spinning, with_outputs
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
+    no_spinning(options)
     marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
     session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
@@ -270,13 +405,17 @@ def choose_for_model(
     cands: Mapping[str, Mapping[str, float]],
     holdout: Sequence[Mapping[str, np.ndarray]],
     rules: Sequence[str] = RULES,
+    reference: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> Selection:
-    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out outputs."""
+    """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
+    outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
+    caller recorded them already)."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
     names = scored_tensors(model)
-    reference = _run(model, holdout, names)
+    if reference is None:
+        reference = _run(model, holdout, names)
     scores: dict[str, float] = {}
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
@@ -297,9 +436,16 @@ def select(
     holdout: Sequence[Mapping[str, np.ndarray]],
     options: AlgorithmOptions,
     rules: Sequence[str] = RULES,
+    *,
+    cands: Mapping[str, Mapping[str, float]] | None = None,
+    reference: Sequence[Sequence[np.ndarray]] | None = None,
+    memo: dict[tuple[object, ...], np.ndarray] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
-    sets to measure beside the per-tensor choice)."""
-    cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules)
+    sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
+    thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
+    :func:`choose_per_tensor`)."""
+    if cands is None:
+        cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,28 @@ TWO_GB = 2**31 - 1
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
+def _bits(value: float) -> int:
+    return int(np.float32(value).view(np.uint32))
+
+
+_INF_BITS = _bits(math.inf)
+_FP16_MAX_BITS = _bits(FP16_MAX)
+_MIN_NORMAL_BITS = _bits(FP16_MIN_NORMAL)
+_MIN_SUBNORMAL_BITS = _bits(FP16_MIN_SUBNORMAL)
+
+
+class Scratch:
+    """A growable uint32 buffer reused across batches (a fresh large array per tensor costs page faults)."""
+
+    def __init__(self) -> None:
+        self.buffer = np.empty(0, np.uint32)
+
+    def take(self, size: int) -> np.ndarray:
+        if self.buffer.size < size:
+            self.buffer = np.empty(size, np.uint32)
+        return self.buffer[:size]
+
+
 @dataclass
 class Fp16Stats:
     """Counts of one tensor's values against the float16 range, over every batch seen."""
@@ -51,29 +73,58 @@ class Fp16Stats:
     flushed: int = 0  # 0 < |x| < 6e-8: zero in fp16
     nonfinite: int = 0  # NaN/Inf already in fp32
 
-    def add(self, array: np.ndarray) -> None:
+    def add(self, array: np.ndarray, scratch: Scratch | None = None) -> None:
+        """Count one batch of values; ``scratch`` (reused across calls) saves a large allocation per call.
+
+        Finite float32 values are counted on their magnitude bits (sign cleared): for non-negative
+        floats the unsigned bit patterns sort as the values do, so every threshold is one integer
+        compare. Subtracting 1 in place turns exact zeros into the largest pattern, so the same
+        array gives the smallest non-zero magnitude and the subnormal counts without a mask.
+        """
         values = np.asarray(array)
         if values.dtype.kind != "f" or values.size == 0:
             return
-        mags = np.abs(values.astype(np.float32, copy=False)).ravel()
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        mags = (scratch or Scratch()).take(flat.size)
+        np.bitwise_and(flat.view(np.uint32), np.uint32(0x7FFFFFFF), out=mags)
+        top = int(mags.max())
+        if top >= _INF_BITS:  # rare: NaN/Inf already in fp32, take the slow path
+            self._add_slow(flat)
+            return
+        size = int(flat.size)
+        nonzero = int(np.count_nonzero(mags))
+        zeros = size - nonzero
+        self.count += size
+        self.nonzero += nonzero
+        self.absmax = max(self.absmax, float(np.uint32(top).view(np.float32)))
+        if not nonzero:
+            return
+        np.subtract(mags, np.uint32(1), out=mags)  # zeros wrap to the largest pattern
+        self.absmin = min(self.absmin, float(np.uint32(int(mags.min()) + 1).view(np.float32)))
+        if top > _FP16_MAX_BITS:
+            self.overflow += int(np.count_nonzero(mags >= _FP16_MAX_BITS)) - zeros
+        subnormal = int(np.count_nonzero(mags < _MIN_NORMAL_BITS - 1))
+        if subnormal:
+            self.subnormal += subnormal
+            self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - 1))
+
+    def _add_slow(self, flat: np.ndarray) -> None:
+        mags = np.abs(flat)
         self.count += int(mags.size)
+        finite = np.isfinite(mags)
+        self.nonfinite += int(mags.size - np.count_nonzero(finite))
+        mags = mags[finite]
+        if mags.size == 0:
+            return
         amax = float(mags.max())
-        if not np.isfinite(amax):  # rare: NaN/Inf already in fp32, take the slow path
-            finite = np.isfinite(mags)
-            self.nonfinite += int(mags.size - np.count_nonzero(finite))
-            mags = mags[finite]
-            if mags.size == 0:
-                return
-            amax = float(mags.max())
         self.absmax = max(self.absmax, amax)
         zeros = int(mags.size - np.count_nonzero(mags))
         self.nonzero += int(mags.size) - zeros
         if zeros < mags.size:
-            smallest = np.min(mags, where=mags > 0, initial=np.inf) if zeros else mags.min()
-            self.absmin = min(self.absmin, float(smallest))
+            self.absmin = min(self.absmin, float(np.min(mags, where=mags > 0, initial=np.inf)))
         if amax > FP16_MAX:
             self.overflow += int(np.count_nonzero(mags > FP16_MAX))
-        subnormal = int(np.count_nonzero(mags < FP16_MIN_NORMAL)) - zeros  # one pass; exact zeros excluded
+        subnormal = int(np.count_nonzero(mags < FP16_MIN_NORMAL)) - zeros
         if subnormal:
             self.subnormal += subnormal
             self.flushed += int(np.count_nonzero(mags < FP16_MIN_SUBNORMAL)) - zeros
@@ -109,10 +160,11 @@ class Fp16RangeObserver:
 
     def __init__(self) -> None:
         self.stats: dict[str, Fp16Stats] = {}
+        self.scratch = Scratch()
 
     def observe(self, name: str, array: np.ndarray) -> None:
         if np.asarray(array).dtype.kind == "f":
-            self.stats.setdefault(name, Fp16Stats()).add(array)
+            self.stats.setdefault(name, Fp16Stats()).add(array, self.scratch)
 
 
 @dataclass
@@ -172,6 +224,7 @@ class RangeReport:
     tensors: list[TensorRange]
     thresholds: RiskThresholds
     notes: list[str] = field(default_factory=list)
+    settled: bool = False  # the analysis stopped reading the data once the ranges settled (UntilStable)
 
     def tensor(self, name: str) -> TensorRange | None:
         return next((t for t in self.tensors if t.name == name), None)
@@ -191,6 +244,7 @@ class RangeReport:
             "tensors_at_risk": len(self.tensors_at_risk()),
             "weights_at_risk": len(self.weights_at_risk()),
             "overflowing_tensors": sum(1 for t in self.tensors if t.stats.overflow),
+            "settled": self.settled,
             "seconds": round(self.seconds, 3),
         }
 
@@ -275,6 +329,138 @@ def _weight(
     return WeightRange(name, where, consumers, stats, risks)
 
 
+STABLE_FIRST = 4  # samples seen before the ranges are first compared
+NEAR_LIMIT = 4.0  # a maximum within this factor of the risk limit must have stopped growing
+NEAR_GROWTH = 1.1  # ... by at most this much over the newest half of the samples
+
+
+def _rows(feed: dict[str, np.ndarray]) -> int:
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+class UntilStable:
+    """The feeds of ``source`` until the observed ranges settle, so a long --calib-data is not read
+    to the end when the decision no longer moves.
+
+    The ranges are compared at doubling sample counts (4, 8, 16...): they have settled when the
+    newest half of the samples changed none of the risks that decide an island for any tensor
+    (NaN/Inf, overflow, near overflow, mostly flushed; see islands.py) and grew no maximum that
+    is within ``NEAR_LIMIT`` of the near-overflow limit by more than ``NEAR_GROWTH``. The rest of
+    the data counts as unseen inputs, which the limit's 4x headroom below 65504 is there for.
+    Only the analysis' own observer is consulted: other observers (a calibration histogram that
+    needs every sample) must not ride along, except ones that need only the first samples.
+    """
+
+    def __init__(
+        self, source: Iterable[dict[str, np.ndarray]], observer: Fp16RangeObserver, thresholds: RiskThresholds
+    ) -> None:
+        self.source = source
+        self.observer = observer
+        self.thresholds = thresholds
+        self.note = ""
+
+    def _state(self) -> dict[str, tuple[tuple[bool, ...], float]]:
+        t = self.thresholds
+        return {
+            name: (
+                (
+                    s.nonfinite > 0,
+                    s.overflow > 0,
+                    s.absmax > t.max_abs,
+                    s.flushed_share >= t.flushed_share,
+                ),
+                s.absmax,
+            )
+            for name, s in self.observer.stats.items()
+        }
+
+    def _settled(self, before: dict[str, tuple[tuple[bool, ...], float]]) -> bool:
+        near = self.thresholds.max_abs / NEAR_LIMIT
+        for name, (risks, absmax) in self._state().items():
+            old = before.get(name)
+            if old is None or old[0] != risks:
+                return False
+            if absmax > near and absmax > old[1] * NEAR_GROWTH:
+                return False
+        return True
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        seen, checkpoint, previous, previous_seen = 0, STABLE_FIRST, None, 0
+        for feed in self.source:
+            if seen >= checkpoint:
+                if previous is not None and self._settled(previous):
+                    self.note = (
+                        f"ranges settled after {seen} samples: the last {seen - previous_seen} changed no "
+                        "tensor's risks and grew no maximum near the limit; the rest of the data was "
+                        "not analysed"
+                    )
+                    return
+                previous, previous_seen, checkpoint = self._state(), seen, 2 * seen
+            yield feed
+            seen += _rows(feed)
+
+
+class OutputRecorder:
+    """Keeps the first ``limit`` samples of the data and the graph outputs the analysis pass
+    computes on them, so a later check on those samples (the measured island release) needs no
+    second fp32 run for its reference. :meth:`wrap` the source given to the analysis and pass
+    the recorder among its observers."""
+
+    def __init__(self, outputs: Sequence[str], limit: int) -> None:
+        self.outputs = list(outputs)
+        self.limit = limit
+        self.feeds: list[dict[str, np.ndarray]] = []
+        self.seen: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+
+    def wrap(self, source: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        rows = 0
+        for feed in source:
+            if rows < self.limit:
+                self.feeds.append(feed)
+                rows += _rows(feed)
+            yield feed
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        if name in self.seen and len(self.seen[name]) < len(self.feeds):
+            self.seen[name].append(np.array(array, copy=True))
+
+    def batches(self) -> tuple[list[dict[str, np.ndarray]], list[list[np.ndarray]] | None]:
+        """The recorded feeds the analysis ran, and per feed every output in graph order (None when
+        an output was not observed: a non-float one)."""
+        ran = min((len(v) for v in self.seen.values()), default=0)
+        if not self.outputs or ran == 0:
+            return self.feeds, None
+        feeds = self.feeds[:ran]
+        return feeds, [[self.seen[n][b] for n in self.outputs] for b in range(ran)]
+
+
+def split_batches(source: Iterable[dict[str, np.ndarray]], rows: int) -> Iterator[dict[str, np.ndarray]]:
+    """Each feed of ``source`` as feeds of at most ``rows`` samples along axis 0 (the sample axis
+    of every calibration source). Only for models whose inputs all have a free first dimension."""
+    for feed in source:
+        arrays = list(feed.values())
+        n = int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 0
+        if n <= rows or any(a.ndim == 0 or a.shape[0] != n for a in arrays):
+            yield feed
+            continue
+        for start in range(0, n, rows):
+            yield {k: v[start : start + rows] for k, v in feed.items()}
+
+
+def free_first_dim(model: onnx.ModelProto) -> bool:
+    """True when every graph input has a first dimension that is not fixed (a batch axis)."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    for vi in inputs:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            return False
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or dims[0].HasField("dim_value"):
+            return False
+    return bool(inputs)
+
+
 def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load a model (external data included) with every node named as make_fp16 names them."""
 
@@ -304,12 +490,15 @@ def analyze(
     thresholds: RiskThresholds | None = None,
     observers: Sequence[Observer] = (),
     threads: int | None = None,
+    until_stable: bool = False,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
     ``observers`` see the same tensors in the same pass (e.g. a calibration histogram), so one
     run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
-    only returns main-graph values); control-flow nodes are reported as such.
+    only returns main-graph values); control-flow nodes are reported as such. With
+    ``until_stable`` the pass stops once the ranges have settled (see :class:`UntilStable`); the
+    report's notes say where.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
@@ -319,8 +508,9 @@ def analyze(
     weights = weight_ranges(model, thresholds)
     names = float_tensor_names(model)
     observer = Fp16RangeObserver()
+    feeds = UntilStable(source, observer, thresholds) if until_stable else source
     try:
-        samples = collect(model, source, names, [observer, *observers], threads=threads)
+        samples = collect(model, feeds, names, [observer, *observers], threads=threads)
     except InputError:
         raise
     except Exception as exc:
@@ -349,7 +539,7 @@ def analyze(
                 tensor, producer, op, order, consumers.get(tensor, []), stats, thresholds.risks(stats)
             )
         )
-    notes = []
+    notes = [feeds.note] if isinstance(feeds, UntilStable) and feeds.note else []
     control = [
         n.name
         for n in model.graph.node
@@ -369,6 +559,7 @@ def analyze(
         tensors=tensors,
         thresholds=thresholds,
         notes=notes,
+        settled=isinstance(feeds, UntilStable) and bool(feeds.note),
     )
 
 

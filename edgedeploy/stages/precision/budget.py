@@ -164,12 +164,21 @@ class AccuracyBudget:
 class OutputEvaluator:
     """Runs the fp32 reference once, then measures any candidate graph's outputs against it."""
 
-    def __init__(self, reference: onnx.ModelProto, feeds: Sequence[Feed], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        reference: onnx.ModelProto,
+        feeds: Sequence[Feed],
+        threads: int | None = None,
+        outputs: list[list[np.ndarray]] | None = None,
+    ) -> None:
         self.feeds = list(feeds)
         if not self.feeds:
             raise InputError("the accuracy budget needs data, and the data source gave none")
         self.threads = threads
-        self.reference = self.run(reference)
+        # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
+        self.reference = (
+            outputs if outputs is not None and len(outputs) == len(self.feeds) else self.run(reference)
+        )
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort
@@ -183,8 +192,10 @@ class OutputEvaluator:
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
 
     def measure(self, model: onnx.ModelProto) -> dict[str, float | None]:
+        return self.score(self.run(model))
 
-        cand = self.run(model)
+    def score(self, cand: list[list[np.ndarray]]) -> dict[str, float | None]:
+        """A candidate's outputs (per feed, per output) against the reference."""
         measured: dict[str, list[float]] = {"cosine": [], "top1": [], "max_abs": [], "snr": []}
         for i in range(len(self.reference[0])):
             m = output_metrics(

@@ -13,13 +13,14 @@ that risk with rules for reductions of squares. Hand-written: no library emulate
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgedeploy.stages.precision.fp16 import ensure_node_names
+from calibration.graphs import infer_shapes_light
+from edgedeploy.stages.precision.fp16 import ensure_node_names, round_to_float16
 
 FP16_MAX = 65504.0
 FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
@@ -35,23 +36,24 @@ def converter_blocked_ops() -> set[str]:
 
 def round_weight(values: np.ndarray) -> np.ndarray:
     """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
-    arr = np.asarray(values, dtype=np.float32)
-    tiny = (arr != 0) & (np.abs(arr) < FP16_MIN_POSITIVE)
-    arr = np.where(tiny, np.sign(arr) * FP16_MIN_POSITIVE, arr)
-    return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16).astype(np.float32)  # type: ignore[no-any-return]
+    half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
+    infinite = np.isinf(half)
+    if infinite.any():  # an infinite weight is clipped too (the converter would keep it Inf)
+        half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
+    return half.astype(np.float32)
 
 
 def float_names(model: onnx.ModelProto) -> set[str]:
     """Float tensors of the main graph (inferred types, initializers and inputs)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes_light(model)
     except Exception:  # a model over 2 GB: keep what the file declares
         inferred = model
     g = inferred.graph
     names = {
         vi.name for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type in FLOAT_TYPES
     }
-    names.update(i.name for i in g.initializer if i.data_type in FLOAT_TYPES)
+    names.update(i.name for i in model.graph.initializer if i.data_type in FLOAT_TYPES)
     for node in g.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
@@ -75,17 +77,31 @@ def emulate_fp16(
     blocked_ops: Collection[str] | None = None,
     *,
     round_io: bool = False,
+    floats: set[str] | None = None,
+    rounded_weights: dict[str, onnx.TensorProto] | None = None,
+    switchable: Collection[str] = (),
+    cast_weights: Collection[str] = (),
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
     ``round_io`` rounds float graph inputs and outputs too (an fp16 model built without keep_io_types).
+    Emulating several plans of one model: pass its :func:`float_names` and one ``rounded_weights``
+    dict (filled on first use), so neither is computed again per plan; or make the nodes that
+    differ between the plans ``switchable`` (not in ``fp32_nodes``): each then reads a bool scalar
+    graph input :func:`switch_input` (True: fp16, False: fp32) through Where nodes, so one ONNX
+    Runtime session measures every plan. ``cast_weights``: initializers known to hold no value
+    the converter adjusts (none non-zero below 2**-24, above 65504 or non-finite, e.g. from the
+    range analysis' weight figures), rounded by a Cast pair in the graph, which gives the same
+    values and which ONNX Runtime folds when it loads the session, instead of here in numpy.
     """
     emu = onnx.ModelProto()
     emu.CopyFrom(model)
     ensure_node_names(emu)
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
-    floats = float_names(emu)
+    floats = float_names(emu) if floats is None else floats
+    cache = {} if rounded_weights is None else rounded_weights
+    casts = set(cast_weights)
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
     rounded: dict[str, str] = {}  # tensor -> its fp16-rounded twin
@@ -95,9 +111,11 @@ def emulate_fp16(
         if name in rounded:
             return rounded[name]
         twin = f"{name}__fp16"
-        if name in inits:
-            arr = round_weight(numpy_helper.to_array(inits[name]))
-            graph.initializer.append(numpy_helper.from_array(arr.astype(np.float32), twin))
+        if name in inits and name not in casts:
+            if name not in cache:
+                arr = round_weight(numpy_helper.to_array(inits[name]))
+                cache[name] = numpy_helper.from_array(arr.astype(np.float32), twin)
+            graph.initializer.append(cache[name])
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
@@ -116,9 +134,19 @@ def emulate_fp16(
                     for i, name in enumerate(node.input):
                         if name == inp.name:
                             node.input[i] = twin
+    switches = set(switchable) & fp16
+
+    def switch(flag: str, fp16_value: str, fp32_value: str, out: str) -> None:
+        new_nodes.append(
+            helper.make_node("Where", [flag, fp16_value, fp32_value], [out], name=f"{out}__switch")
+        )
+
     for node in list(graph.node):
         if node.name not in fp16:
             new_nodes.append(node)
+            continue
+        if node.name in switches:
+            _switchable_node(node, graph, floats, round_input, new_nodes, switch)
             continue
         for i, name in enumerate(node.input):
             if name and name in floats:
@@ -184,6 +212,70 @@ def emulate_fp16(
     return emu
 
 
+SWITCH_PREFIX = "__fp16_switch__"
+
+
+def switch_input(node_name: str) -> str:
+    """The bool graph input that puts switchable node ``node_name`` in fp16 (True) or fp32 (False)."""
+    return SWITCH_PREFIX + node_name
+
+
+def _switchable_node(
+    node: onnx.NodeProto,
+    graph: onnx.GraphProto,
+    floats: set[str],
+    round_input: Callable[[str], str],
+    new_nodes: list[onnx.NodeProto],
+    switch: Callable[[str, str, str, str], None],
+) -> None:
+    """``node`` with each float input and output rounded only when its switch input is True.
+
+    Its outputs stay marked unrounded, so an fp16 consumer rounds them itself (rounding an
+    fp16 value again changes nothing); a Constant's rounded twin is a second Constant."""
+    flag = switch_input(node.name)
+    graph.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+    for i, name in enumerate(node.input):
+        if name and name in floats:
+            twin = round_input(name)
+            if twin != name:
+                chosen = f"{name}__for_{node.name}"
+                switch(flag, twin, name, chosen)
+                node.input[i] = chosen
+    rounded_constant = None
+    if node.op_type == "Constant":
+        for attr in node.attribute:
+            if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+                arr = round_weight(numpy_helper.to_array(attr.t))
+                rounded_constant = numpy_helper.from_array(arr, attr.t.name)
+    new_nodes.append(node)
+    for i, name in enumerate(node.output):
+        if not name or name not in floats:
+            continue
+        pre = f"{name}__pre16"
+        node.output[i] = pre
+        if node.op_type == "Constant":
+            if rounded_constant is None:  # value_float(s) and friends: no weight rounding to model
+                new_nodes.append(helper.make_node("Identity", [pre], [name], name=f"{name}__same"))
+                continue
+            new_nodes.append(
+                helper.make_node(
+                    "Constant", [], [f"{name}__r32"], name=f"{name}__rounded", value=rounded_constant
+                )
+            )
+        else:
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [pre], [f"{name}__h16"], to=TensorProto.FLOAT16, name=f"{name}__round16"
+                )
+            )
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [f"{name}__h16"], [f"{name}__r32"], to=TensorProto.FLOAT, name=f"{name}__back32"
+                )
+            )
+        switch(flag, f"{name}__r32", pre, name)
+
+
 def _used_names(graph: onnx.GraphProto) -> set[str]:
     used = {o.name for o in graph.output}
     for node in graph.node:
@@ -230,7 +322,7 @@ def fp32_nodes_of_converted(reference: onnx.ModelProto, converted: onnx.ModelPro
     converted graph ran in fp16; every other node of the reference is reported as fp32.
     """
     try:
-        inferred = onnx.shape_inference.infer_shapes(converted)
+        inferred = infer_shapes_light(converted)
     except Exception:
         inferred = converted
     g = inferred.graph

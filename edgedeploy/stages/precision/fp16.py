@@ -12,14 +12,15 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
-from calibration.graphs import captured_names, subgraphs, upgrade_ir
+from calibration.graphs import captured_names, infer_shapes_light, subgraphs, upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -41,6 +42,8 @@ FIXED_TYPE_OPS = frozenset(
         "AffineGrid", "MeanVarianceNormalization",
     }
 )  # fmt: skip
+FP16_MIN_POSITIVE = 2.0**-24  # smallest float16 subnormal; the converter's 5.96e-08 rounds to it
+FP16_MAX_FINITE = 65504.0
 FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
 
 
@@ -91,7 +94,7 @@ def _subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: s
 def _float_tensor_names(model: onnx.ModelProto) -> set[str]:
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = infer_shapes_light(model)
     except Exception:  # over 2 GB, or a model inference cannot type: fall back to what the file declares
         inferred = model
     graph = inferred.graph
@@ -100,7 +103,7 @@ def _float_tensor_names(model: onnx.ModelProto) -> set[str]:
         for vi in [*graph.value_info, *graph.input, *graph.output]
         if vi.type.tensor_type.elem_type in floats
     }
-    names.update(i.name for i in graph.initializer if i.data_type in floats)
+    names.update(i.name for i in model.graph.initializer if i.data_type in floats)
     return names
 
 
@@ -160,7 +163,7 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     """
     graph = model.graph
     try:
-        inferred = onnx.shape_inference.infer_shapes(model).graph
+        inferred = infer_shapes_light(model).graph
     except Exception:  # what the file declares (the converter declares every tensor it retypes)
         inferred = graph
     types = {
@@ -269,7 +272,6 @@ def _restore_non_tensor_io(converted: onnx.ModelProto, original: onnx.ModelProto
 def _retype_float_constants(graph: onnx.GraphProto) -> None:
     """Constant(value_float/value_floats) whose output the converter declared fp16: the converter
     retypes only ``value`` tensors, so these become an fp16 ``value`` tensor as declared."""
-    import numpy as np
 
     half = {
         vi.name
@@ -310,6 +312,54 @@ def _repair(model: onnx.ModelProto, src: Path) -> None:
         sort_graph(model.graph)
     except CycleError as exc:
         raise InputError(f"fp16 conversion of {src.name} produced a cycle: {exc}; build fp32") from None
+
+
+def round_to_float16(
+    values: np.ndarray, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
+) -> np.ndarray:
+    """float16 of ``values`` as ``onnxruntime.transformers.float16.convert_np_to_float16`` gives it
+    (non-zero magnitudes below ``min_positive_val`` raised to it, finite ones above
+    ``max_finite_val`` clipped to it, NaN/Inf kept), bit for bit, in a few passes instead of its
+    dozen masks: plain rounding already agrees except where it gives 0 for a non-zero value or
+    Inf for a finite one, which are fixed up afterwards."""
+    arr = np.asarray(values)
+    if min_positive_val > FP16_MIN_POSITIVE or max_finite_val < FP16_MAX_FINITE:  # not the defaults
+        return _round_general(arr, min_positive_val, max_finite_val)
+    with np.errstate(over="ignore"):
+        half = arr.astype(np.float16)
+    if np.count_nonzero(half) != np.count_nonzero(arr):
+        lost = (half == 0) & (arr != 0)
+        half[lost] = np.copysign(np.float16(FP16_MIN_POSITIVE), arr[lost]).astype(np.float16)
+    infinite = np.isinf(half)
+    if infinite.any():
+        clipped = infinite & np.isfinite(arr)
+        half[clipped] = np.copysign(np.float16(FP16_MAX_FINITE), arr[clipped]).astype(np.float16)
+    return half
+
+
+def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: float) -> np.ndarray:
+    mags = np.abs(arr)
+    tiny = (mags < min_positive_val) & (mags > 0)
+    if tiny.any():
+        arr = np.where(tiny, np.copysign(np.asarray(min_positive_val, arr.dtype), arr), arr)
+    big = (mags > max_finite_val) & (mags < np.inf)
+    if big.any():
+        arr = np.where(big, np.copysign(np.asarray(max_finite_val, arr.dtype), arr), arr)
+    return arr.astype(np.float16)
+
+
+@contextlib.contextmanager
+def _fast_weight_rounding() -> Iterator[None]:
+    """The converter with :func:`round_to_float16` as its per-weight rounding (same values, bit for
+    bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model."""
+    from onnxruntime.transformers import float16
+
+    original = float16.convert_np_to_float16
+    float16.convert_np_to_float16 = round_to_float16
+    try:
+        yield
+    finally:
+        float16.convert_np_to_float16 = original
 
 
 def precision_plan(
@@ -379,14 +429,19 @@ def make_fp16(
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # the converter's own shape inference serializes the model with its weights twice: typed here
+        typed, inferred = infer_shapes_light(model, weights=True), True
+    except Exception:  # the converter runs (and reports) it
+        typed, inferred = model, False
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding():
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(
-                model,
+                typed,
                 keep_io_types=options.keep_io_types,
                 op_block_list=blocked_ops,
                 node_block_list=node_block,
-                disable_shape_infer=False,
+                disable_shape_infer=inferred,
             )
     except Exception as exc:
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None

@@ -21,13 +21,14 @@ Everything else runs in fp16. Hand-written: this is the FP16 range analysis of t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
+from calibration.observers import Observer
 from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
 
 REDUCTIONS = {
@@ -165,21 +166,57 @@ def _in_graph_order(model: onnx.ModelProto, names: dict[str, str]) -> list[str]:
 
 
 def plan_islands(
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | onnx.ModelProto,
     source: Iterable[dict[str, np.ndarray]],
     *,
     data_description: dict[str, Any] | None = None,
     options: IslandOptions | None = None,
+    until_stable: bool = True,
+    observers: Sequence[Observer] = (),
 ) -> tuple[dict[str, str], RangeReport]:
-    """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands."""
+    """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
-    model = load_for_analysis(model_path)
-    report = analyze(model, source, data_description=data_description)
-    report.model = str(model_path)
+    By default the analysis stops reading ``source`` once the ranges have settled
+    (:class:`~edgedeploy.stages.precision.analysis.UntilStable`). A ModelProto must come from
+    :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it).
+    """
+
+    model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
+    report = analyze(
+        model, source, data_description=data_description, until_stable=until_stable, observers=observers
+    )
+    if not isinstance(model_path, onnx.ModelProto):
+        report.model = str(model_path)
     return choose_fp32_nodes(model, report, options), report
 
 
 # --------------------------------------------------------------------------- measured release
+
+
+def _session(model: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
+    """The budget's cosine (edgedeploy.stages.compare.outputs), min over outputs, and only it: -1.0
+    when the candidate has NaN/Inf (the other metrics cost more than the runs on large outputs)."""
+    worst = 1.0
+    for k in range(len(reference[0])):
+        ref = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in reference])
+        cand = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in candidate])
+        if not np.all(np.isfinite(cand)):
+            return -1.0
+        finite = np.isfinite(ref)
+        if not finite.all():
+            ref, cand = ref[finite], cand[finite]
+        denom = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+        cos = float(np.dot(ref, cand) / denom) if denom > 0 else float(not np.any(ref) and not np.any(cand))
+        worst = min(worst, cos)
+    return worst
 
 
 def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
@@ -209,6 +246,7 @@ def release_measured(
     feeds: list[dict[str, np.ndarray]],
     *,
     slack: float = 0.5,
+    reference: list[list[np.ndarray]] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
 
@@ -216,21 +254,37 @@ def release_measured(
     output error (1 - cosine, min over outputs) is the baseline. The soft nodes (see
     :func:`hard_fp32_nodes`) are released all at once when the error stays within ``(1 + slack)``
     times the baseline plus 1e-6 and nothing becomes NaN/Inf; otherwise one by one in graph order,
-    each kept only if releasing it breaks that bound. Returns the new keep map and one note per
-    released node. Emulated runs: 2 when all can go, else 2 + the number of soft nodes.
+    each kept only if releasing it breaks that bound. Every plan runs in one emulated graph whose
+    soft nodes are switchable (one ONNX Runtime session, built once); plans measured: 2 when all
+    can go, else 2 + the number of soft nodes. ``reference``: the fp32 outputs on ``feeds``
+    (per feed, per output), when the caller already has them (OutputRecorder in the analysis).
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
-    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16
+    from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
 
-    soft = [n for n in keep if n not in hard_fp32_nodes(model, keep, report)]
+    hard = hard_fp32_nodes(model, keep, report)
+    soft = [n for n in keep if n not in hard]
     if not soft or not feeds:
         return keep, []
-    blocked = converter_blocked_ops()
-    evaluator = OutputEvaluator(model, feeds)
+    evaluator = OutputEvaluator(model, feeds, outputs=reference)
+    fixed = set(keep) - set(soft)
+    plain = [
+        w.name
+        for w in report.weights
+        if w.where == "initializer" and not (w.stats.flushed or w.stats.overflow or w.stats.nonfinite)
+    ]
+    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain)
+    session = _session(emulated)
+    flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]
+    inputs = [i.name for i in session.get_inputs() if i.name not in set(flags)]
 
     def error(fp32: set[str]) -> float:
-        cos = evaluator.measure(emulate_fp16(model, fp32, blocked))["cosine"]
-        return 2.0 if cos is None or not np.isfinite(cos) else 1.0 - float(cos)
+        on = {switch_input(n): np.array(n not in fp32) for n in soft}
+        outputs = [
+            session.run(None, {**{k: v for k, v in feed.items() if k in inputs}, **{f: on[f] for f in flags}})
+            for feed in feeds
+        ]
+        return 1.0 - _min_cosine(evaluator.reference, outputs)
 
     base = error(set(keep))
     bound = base * (1.0 + slack) + 1e-6

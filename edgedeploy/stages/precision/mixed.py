@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.errors import CalibrationError
-from calibration.modelinfo import model_io
+from calibration.modelinfo import TensorSpec, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import GateFailed, InputError
@@ -25,7 +25,14 @@ from edgedeploy.fileio import atomic_write_json
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+from edgedeploy.stages.precision.analysis import (
+    STABLE_FIRST,
+    OutputRecorder,
+    free_first_dim,
+    load_for_analysis,
+    report_json,
+    split_batches,
+)
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
 from edgedeploy.stages.precision.fp16 import make_fp16
 from edgedeploy.stages.precision.int8 import make_int8
@@ -34,11 +41,14 @@ from edgedeploy.ui import QUIET, Ui
 
 SYNTHETIC_SAMPLES = 32
 EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
-RELEASE_SAMPLES = 16  # samples on which a flagged fp16 node is tried back in fp16
+RELEASE_SAMPLES = 16  # at most this many of the analysed samples try a flagged node back in fp16
 
 
-def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) -> DataSource:
-    """The --calib-data source (or seeded random data, with a warning) for analysis and budgets."""
+def analysis_source(
+    model: Path, request: BuildRequest, ui: Ui, purpose: str, inputs: list[TensorSpec] | None = None
+) -> DataSource:
+    """The --calib-data source (or seeded random data, with a warning) for analysis and budgets;
+    ``inputs``: the model's inputs when the caller has read them already."""
 
     calib = request.calibration
     if not calib.data:
@@ -47,7 +57,7 @@ def analysis_source(model: Path, request: BuildRequest, ui: Ui, purpose: str) ->
             "real inputs may differ"
         )
     try:
-        inputs, _ = model_io(model)
+        inputs = inputs if inputs is not None else model_io(model)[0]
         return replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
@@ -84,11 +94,12 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     files: list[Path] = []
     info: dict[str, Any] = {}
     source: DataSource | None = None
-    if not model_io(model)[0] and not request.accuracy_budget:
+    inputs = model_io(model)[0]
+    if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
     elif request.fp16_analysis or request.accuracy_budget:
-        source = analysis_source(model, request, ui, "fp16 range analysis")
+        source = analysis_source(model, request, ui, "fp16 range analysis", inputs)
     feed = None
     if source is not None:
         first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
@@ -98,12 +109,23 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance:
-                auto, report = plan_islands(model, source, data_description=source.describe())
+                analysed = load_for_analysis(model)
+                # the release below runs on the first samples the analysis read, against the fp32
+                # outputs the analysis pass computed on them; batches are split so that the
+                # analysis can see its ranges settle after STABLE_FIRST, 2x, 4x... samples
+                recorder = OutputRecorder([o.name for o in analysed.graph.output], RELEASE_SAMPLES)
+                data = split_batches(source, STABLE_FIRST) if free_first_dim(analysed) else source
+                auto, report = plan_islands(
+                    analysed,
+                    recorder.wrap(data),
+                    data_description=source.describe(),
+                    observers=[recorder],
+                )
+                report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
-                auto, released = release_measured(
-                    load_for_analysis(model), auto, report, _feeds(source, RELEASE_SAMPLES)
-                )
+                feeds, reference = recorder.batches()
+                auto, released = release_measured(analysed, auto, report, feeds, reference=reference)
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
@@ -116,7 +138,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
-            f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
+            f"fp16 range analysis on {report.samples} samples"
+            + (" (ranges settled: the rest of the data was not read)" if report.settled else "")
+            + f": {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )

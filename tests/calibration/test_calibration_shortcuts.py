@@ -1,0 +1,192 @@
+"""The shortcuts that make calibration faster give the same numbers as the long way round:
+histograms of copies, stacked per-tensor measurements, the one statistics pass of ``auto``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.modelinfo import model_io
+from calibration.observers import HistogramObserver, collect, same_values_sources
+from calibration.qdq import QuantizeOptions, constant_values, plan_quantization
+from calibration.select import _NodeRunner, _relative, consumer_errors, fake_quant, fake_quant_all
+from calibration.sources import open_source
+
+
+def _model(
+    nodes: list[onnx.NodeProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[str],
+    inits: tuple[onnx.TensorProto, ...] | list[onnx.TensorProto] = (),
+    shape: list[int | str] | None = None,
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "m",
+        inputs,
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, shape) for o in outputs],
+        list(inits),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_histogram_counts_match_numpy_with_zeros_and_nonfinite_values_apart() -> None:
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.standard_normal((4, 8, 16, 16)).astype(np.float32), 0)  # half exact zeros
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    observer = HistogramObserver(bins=256)
+    observer.observe("t", x)
+    hist = observer.histograms["t"]
+    finite = np.abs(x[np.isfinite(x)])
+    assert observer.nonfinite["t"] == 3
+    assert hist.zeros == int((finite == 0).sum())
+    expected, _ = np.histogram(finite[finite > 0], bins=256, range=(0, hist.top))
+    assert np.abs(hist.counts - expected).sum() <= 2  # only values on a bin edge may differ
+    assert hist.total == finite.size and hist.absmax == pytest.approx(float(finite.max()))
+
+
+def test_tensors_that_only_copy_another_share_its_histogram_without_being_fetched() -> None:
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [4, -1])
+    model = _model(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
+            helper.make_node("Reshape", ["t", "shape"], ["s"]),
+            helper.make_node("Sigmoid", ["s"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 6])],
+        ["y"],
+        [shape],
+    )
+    names = ["x", "r", "t", "s", "y"]
+    sources = same_values_sources(model, names)
+    assert sources == {"t": "r", "s": "r"}  # chains followed to the tensor computed
+    feeds = [{"x": np.random.default_rng(k).standard_normal((8, 6)).astype(np.float32)} for k in range(3)]
+    every = HistogramObserver(bins=256)
+    collect(model, feeds, names, [every])
+    shared = HistogramObserver(bins=256, names=["x", "r", "y"])
+    collect(model, feeds, ["x", "r", "y"], [shared])
+    shared.share(sources)
+    for name in names:
+        np.testing.assert_array_equal(shared.histograms[name].counts, every.histograms[name].counts)
+        assert shared.histograms[name].zeros == every.histograms[name].zeros
+    assert shared.histograms["t"] is not shared.histograms["r"]
+
+
+def _per_candidate(
+    runner: _NodeRunner, feed: dict[str, np.ndarray], inp: str, tried: list[float]
+) -> np.ndarray:
+    ref = runner.run(feed)
+    return np.array(
+        [_relative(runner.run({**feed, inp: fake_quant(feed[inp], t, False)}), ref) for t in tried]
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "stackable"),
+    [("conv", True), ("matmul_batched_b", True), ("gemm_transposed_a", False), ("matmul_2d_b", False)],
+)
+def test_stacked_consumer_run_gives_the_per_candidate_errors(case: str, stackable: bool) -> None:
+    rng = np.random.default_rng(5)
+    f32 = TensorProto.FLOAT
+    if case == "conv":
+        w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+        node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+        model = _model([node], [helper.make_tensor_value_info("x", f32, None)], ["y"], [w])
+        feed, inp = {"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}, "x"
+    elif case == "matmul_batched_b":  # attention-like: both inputs activations, B quantized
+        node = helper.make_node("MatMul", ["a", "b"], ["y"])
+        model = _model([node], [helper.make_tensor_value_info(n, f32, None) for n in "ab"], ["y"])
+        feed = {
+            "a": rng.standard_normal((2, 5, 6)).astype(np.float32),
+            "b": rng.standard_normal((2, 6, 7)).astype(np.float32),
+        }
+        inp = "b"
+    elif case == "gemm_transposed_a":  # axis 0 of A is K: stacking it would be wrong
+        w = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "w")
+        node = helper.make_node("Gemm", ["x", "w"], ["y"], transA=1)
+        model = _model([node], [helper.make_tensor_value_info("x", f32, None)], ["y"], [w])
+        feed, inp = {"x": rng.standard_normal((6, 5)).astype(np.float32)}, "x"
+    else:  # a 2-D B has no batch axis
+        node = helper.make_node("MatMul", ["a", "b"], ["y"])
+        model = _model([node], [helper.make_tensor_value_info(n, f32, None) for n in "ab"], ["y"])
+        feed = {
+            "a": rng.standard_normal((6, 6)).astype(np.float32),
+            "b": rng.standard_normal((6, 6)).astype(np.float32),
+        }
+        inp = "b"
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    runner = _NodeRunner(model, 0, plan, constant_values(model))
+    amax = float(np.abs(feed[inp]).max())
+    tried = [amax, 0.5 * amax, 0.2 * amax]
+    calls: list[int] = []
+    real = runner.run_float32
+
+    def counted(feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        calls.append(1)
+        return real(feed)
+
+    runner.run_float32 = counted  # type: ignore[method-assign]
+    got = consumer_errors(runner, feed, inp, feed[inp], tried, unsigned=False)
+    assert got is not None
+    assert (len(calls) == 1) == stackable  # one run for all candidates only where axis 0 is a batch
+    np.testing.assert_allclose(got, _per_candidate(runner, feed, inp, tried), rtol=1e-5)
+    assert got[0] < got[1] < got[2]  # clipping more of a Gaussian costs more here
+
+
+def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tmp_path: Path) -> None:
+    """The one statistics pass holds out every 4th batch: the reported samples are the others,
+    and the scores recorded for both ORT plans come from the same held-out reference."""
+    rng = np.random.default_rng(0)
+    f32 = TensorProto.FLOAT
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2")
+    model = _model(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["c2", "r1"], ["s"]),
+            helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", f32, ["n", 3, 12, 12])],
+        ["y"],
+        [w1, w2],
+        ["n", 8],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((64, 3, 12, 12)).astype(np.float32))
+    source = open_source(str(tmp_path / "calib.npz"), model_io(path)[0], batch_size=4)
+    options = CalibrationOptions(algorithm="auto", placement="onnxruntime", weight_bits=7)
+    result = calibrate(path, source, options, tmp_path / "out")
+    report = json.loads(result.report.read_text())
+    selection = report["selection"]
+    assert report["samples"] == 64 - 16 and selection["held_out_samples"] == 16
+    assert selection["placement_alternatives"]  # both plans were scored
+    scores = selection["held_out_cosine"]
+    assert scores[selection["winner"]] == max(scores.values()) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_fake_quant_of_several_thresholds_equals_one_at_a_time(dtype: type, unsigned: bool) -> None:
+    x: np.ndarray = np.random.default_rng(2).normal(0, 3, (2, 3, 5)).astype(dtype)
+    if unsigned:
+        x = np.abs(x)
+    tried = [9.0, 2.5, 0.7]
+    want = np.stack([fake_quant(x, t, unsigned) for t in tried])
+    np.testing.assert_array_equal(fake_quant_all(x, tried, unsigned), want)
+    out = np.zeros((3, *x.shape), np.float32)
+    fake_quant_all(x, tried, unsigned, out=out)
+    np.testing.assert_array_equal(out, want)

@@ -1,0 +1,226 @@
+"""The fp16 path's fast paths give the slow paths' answers: range counts on magnitude bits, the
+converter's weight rounding, shape inference without the weights, and the analysis that stops
+reading data once the ranges that decide an island have settled (and only then)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.transformers import float16
+
+from calibration.graphs import infer_shapes_light
+from edgedeploy.stages.precision.analysis import Fp16Stats, analyze
+from edgedeploy.stages.precision.fp16 import round_to_float16
+
+EDGES = [
+    0.0,
+    -0.0,
+    2.0**-25,
+    -(2.0**-25),
+    2.0**-26,
+    5.96e-08,
+    3e-8,
+    2.0**-14,
+    6e-5,
+    65504.0,
+    65519.0,
+    65520.0,
+]
+EDGES += [-65520.0, 7e4, 1e30, -1e30, 1.0, -3.5]
+
+
+def _batches(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(3):
+        values = rng.standard_normal(257) * 10.0 ** rng.uniform(-9, 6)
+        values[rng.random(257) < 0.3] = 0.0
+        found.append(np.concatenate([values, EDGES]).astype(np.float32))
+    return found
+
+
+def test_range_counts_on_magnitude_bits_equal_the_float_path() -> None:
+    for seed in range(40):
+        fast, slow = Fp16Stats(), Fp16Stats()
+        for batch in _batches(seed):
+            fast.add(batch)
+            slow._add_slow(batch)
+        assert fast.figures() == slow.figures()
+    with_nan = Fp16Stats()
+    with_nan.add(np.array([np.nan, np.inf, 1e5, 1e-9, 0.0], np.float32))
+    assert with_nan.nonfinite == 2 and with_nan.overflow == 1 and with_nan.flushed == 1
+
+
+def test_weight_rounding_is_bit_identical_to_the_converters() -> None:
+    for seed in range(20):
+        for batch in _batches(seed):
+            batch = np.concatenate([batch, [np.inf, -np.inf, np.nan]]).astype(np.float32)
+            for values in (batch, batch.astype(np.float64)):
+                ours, theirs = round_to_float16(values), float16.convert_np_to_float16(values)
+                assert ours.dtype == theirs.dtype == np.float16
+                assert np.array_equal(ours.view(np.uint16), theirs.view(np.uint16))
+    custom = (np.array(EDGES, np.float32), 1e-4, 1000.0)
+    assert np.array_equal(
+        round_to_float16(*custom).view(np.uint16), float16.convert_np_to_float16(*custom).view(np.uint16)
+    )
+
+
+def _scale_model(weight_elements: int = 4096) -> onnx.ModelProto:
+    """x [n, 64] -> MatMul by a 64 x (weight_elements / 64) weight -> Reshape by an int64 shape."""
+    cols = weight_elements // 64
+    w = numpy_helper.from_array(np.ones((64, cols), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, cols // 2, 2], np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Reshape", ["h", "shape"], ["y"], name="reshape"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w, shape],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_inference_without_weights_infers_what_full_inference_does() -> None:
+    model = _scale_model()
+    full = onnx.shape_inference.infer_shapes(model)
+    light = infer_shapes_light(model)
+    types = [{v.name: v.type for v in [*m.graph.value_info, *m.graph.output]} for m in (full, light)]
+    assert types[0] == types[1] and "h" in types[0]
+    assert [d.dim_value for d in types[1]["y"].tensor_type.shape.dim][1:] == [
+        32,
+        2,
+    ]  # the int64 shape was read
+    assert [i.name for i in light.graph.initializer] == ["shape"]  # the weight's bytes were not
+    whole = infer_shapes_light(model, weights=True)
+    assert whole.graph.initializer == model.graph.initializer and whole.graph.input == model.graph.input
+
+
+def _identity_scale() -> onnx.ModelProto:
+    k = numpy_helper.from_array(np.array(1.0, np.float32), "k")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="scale")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [k],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_analysis_stops_reading_once_the_ranges_settle_and_says_so() -> None:
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(32)]
+    report = analyze(_identity_scale(), feeds, until_stable=True)
+    assert report.samples == 8  # compared at 4 and 8 samples: nothing moved
+    assert report.settled and any("settled after 8 samples" in n for n in report.notes)
+    assert analyze(_identity_scale(), feeds).samples == 32  # the default reads everything
+
+
+def test_analysis_keeps_reading_while_a_maximum_near_the_limit_grows() -> None:
+    # every sample raises the maximum by 30%, from 3000 (within 4x of the 16376 limit) to over 65504:
+    # stopping early would miss the overflow that the last samples show
+    feeds = [{"x": np.full((1, 8), 3000.0 * 1.3**i, np.float32)} for i in range(16)]
+    report = analyze(_identity_scale(), feeds, until_stable=True)
+    assert report.samples == 16 and not report.settled
+    assert report.tensor("y") is not None and report.tensor("y").stats.overflow > 0  # type: ignore[union-attr]
+
+
+def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return [np.asarray(o) for o in session.run(None, {k: v for k, v in feed.items() if k in names})]
+
+
+def test_switchable_emulation_gives_each_plans_own_emulation() -> None:
+    from edgedeploy.stages.precision.emulate import emulate_fp16, switch_input
+    from tests.precision import models
+
+    cases = [
+        (
+            models.big_weight_model(),
+            {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)},
+        ),
+        (
+            models.decomposed_layernorm_model(),
+            {"x": np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)},
+        ),
+    ]
+    for model, feed in cases:
+        names = [n.name for n in model.graph.node]
+        fixed, soft = set(names[:1]), names[1:]
+        switched = emulate_fp16(model, fixed, (), switchable=soft)
+        rng = np.random.default_rng(2)
+        for _ in range(4):
+            fp32 = {n for n in soft if rng.random() < 0.5}
+            flags = {switch_input(n): np.array(n not in fp32) for n in soft}
+            got = _outputs(switched, {**feed, **flags})
+            want = _outputs(emulate_fp16(model, fixed | fp32, ()), feed)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+
+
+def test_emulated_weight_rounding_is_the_converters_with_infinite_weights_clipped() -> None:
+    from edgedeploy.stages.precision.emulate import round_weight
+
+    values = np.array([*EDGES, np.inf, -np.inf, 1e-45], np.float32)
+    tiny = (values != 0) & (np.abs(values) < 2.0**-24)
+    expected = np.clip(np.where(tiny, np.sign(values) * 2.0**-24, values), -65504, 65504)
+    expected = expected.astype(np.float16).astype(np.float32)
+    assert np.array_equal(round_weight(values).view(np.uint32), expected.view(np.uint32))
+
+
+def test_recorded_analysis_outputs_are_the_fp32_reference_of_the_first_batches() -> None:
+    from edgedeploy.stages.precision.analysis import OutputRecorder
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)} for _ in range(5)]
+    recorder = OutputRecorder([o.name for o in model.graph.output], limit=8)  # the first 2 batches
+    analyze(model, recorder.wrap(feeds), observers=[recorder])
+    kept, reference = recorder.batches()
+    assert reference is not None and len(kept) == len(reference) == 2
+    for feed, outputs in zip(kept, reference, strict=True):
+        for got, want in zip(outputs, _outputs(model, feed), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_batches_split_along_the_sample_axis_only_for_a_free_first_dimension() -> None:
+    from edgedeploy.stages.precision.analysis import free_first_dim, split_batches
+    from tests.precision import models
+
+    feed = {"x": np.arange(80, dtype=np.float32).reshape(10, 8)}
+    parts = list(split_batches([feed], 4))
+    assert [p["x"].shape[0] for p in parts] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in parts]), feed["x"])
+    assert free_first_dim(models.decomposed_layernorm_model())  # x: [n, 8]
+    fixed = models.decomposed_layernorm_model()
+    fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10
+    assert not free_first_dim(fixed)  # a fixed batch cannot be split
+
+
+def test_weights_rounded_by_a_cast_in_the_graph_give_the_numpy_rounding() -> None:
+    from edgedeploy.stages.precision.emulate import emulate_fp16
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    plain = [
+        i.name
+        for i in model.graph.initializer
+        if not np.any((np.abs(a := numpy_helper.to_array(i)) < 2.0**-24) & (a != 0) | (np.abs(a) > 65504))
+    ]
+    assert plain
+    feed = {"x": np.random.default_rng(4).standard_normal((6, 8)).astype(np.float32) * 30}
+    want = _outputs(emulate_fp16(model, (), ()), feed)
+    got = _outputs(emulate_fp16(model, (), (), cast_weights=plain), feed)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
