@@ -28,12 +28,13 @@ from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
-from calibration.observers import DEFAULT_BINS, HistogramObserver, collect, float_tensor_names
+from calibration.observers import DEFAULT_BINS, HistogramObserver, RangeObserver, collect, float_tensor_names
 from calibration.qdq import (
     ORT_QLINEAR_OPS,
     QuantizeOptions,
     QuantPlan,
-    activation_scale,
+    TensorQuant,
+    activation_qparams,
     check_qdq,
     plan_quantization,
     upgrade_opset,
@@ -44,7 +45,7 @@ from calibration.select import RULES, SampleObserver, Selection, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "1"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 
 
@@ -241,6 +242,7 @@ def calibrate(
         if chosen:  # auto chose to leave these ops in float on this placement
             plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
         thresholds = report.thresholds()
+        extents = report.extents()
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
         reused = True
@@ -256,10 +258,15 @@ def calibrate(
         auto = algo.algorithm == "auto"
         feed_holder = _FirstFeed(source, holdout=auto)
         observer = HistogramObserver(options.bins, wanted)
-        samples = collect(model, feed_holder, wanted, [observer], threads=options.threads)
+        ranges = _range_observer(qopts, levels, lean)
+        observers: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
+        samples = collect(model, feed_holder, wanted, observers, threads=options.threads)
+        extents = {n: (r.minimum, r.maximum) for n, r in ranges.ranges.items() if r.count} if ranges else {}
         selection = None
         if auto:
-            selection = _select(model, plan, lean, observer, feed_holder.held_out(), algo, options.threads)
+            selection = _select(
+                model, plan, lean, observer, feed_holder.held_out(), algo, options.threads, extents
+            )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
                 levels = {**levels, **lean.levels()}
@@ -286,18 +293,21 @@ def calibrate(
             else:
                 thr, rule = compute_threshold(hist, algo, lv), algo.algorithm
             thresholds[name] = thr
-            qmax = 255 if lv == 256 else 127
+            tq = plan.activations.get(name) or TensorQuant(name, unsigned=lv == 256)
+            scale, zero, _ = activation_qparams(tq, thr, qopts, extents.get(name))
             tensors.append(
                 TensorReport(
                     name,
                     hist.absmax,
                     thr,
-                    activation_scale(thr, qmax),
+                    scale,
                     clipped_share(hist, thr),
-                    "uint8" if lv == 256 else "int8",
+                    "uint8" if lv == 256 else "int8",  # the levels the threshold was chosen for
                     observer.nonfinite.get(name, 0),
                     compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
                     rule,
+                    zero,
+                    *extents.get(name, (None, None)),
                 )
             )
         cache_thresholds = {}
@@ -338,7 +348,7 @@ def calibrate(
         )
         reused = False
 
-    qdq = write_qdq(model, plan, thresholds)
+    qdq = write_qdq(model, plan, thresholds, extents)
     check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
     first_feed = feed_holder.first if feed_holder is not None else None
@@ -382,6 +392,16 @@ def calibrate(
     )
 
 
+def _range_observer(
+    qopts: QuantizeOptions, levels: Mapping[str, int], lean: QuantPlan | None
+) -> RangeObserver | None:
+    """min / max of the signed tensors that ONNX Runtime's placement quantizes asymmetrically."""
+    if qopts.placement != "onnxruntime" or not qopts.asymmetric:
+        return None
+    signed = [n for n, lv in {**levels, **(lean.levels() if lean else {})}.items() if lv == 128]
+    return RangeObserver(signed) if signed else None
+
+
 def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
     """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
     if qopts.placement != "onnxruntime":
@@ -400,6 +420,7 @@ def _select(
     held_out: list[dict[str, np.ndarray]],
     algo: AlgorithmOptions,
     threads: int | None,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """auto: run the held-out feeds once more to keep the calibrated tensors' values, then choose.
 
@@ -419,7 +440,9 @@ def _select(
         levels = variant.levels()
         # the second plan measures the per-tensor choice and the first plan's best rule only
         rules = RULES if best is None else tuple(r for r in RULES if r == best.winner)
-        selection = select(base, variant, observer.histograms, levels, samples.values, held_out, algo, rules)
+        selection = select(
+            base, variant, observer.histograms, levels, samples.values, held_out, algo, rules, extents
+        )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
             if best is not None:

@@ -1,7 +1,8 @@
 """Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
 
-Symmetric quantization (zero point 0; 128 for signed uint8 activations in ONNX Runtime's
-placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
+Symmetric quantization (zero point 0) for weights and TensorRT's activations; ONNX Runtime's
+placement quantizes activations to uint8 over their calibrated range (any zero point, see
+:func:`activation_qparams`): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
 Gemm axis 0 with transB else 1, MatMul the last axis) stored as INT8 initializers followed by
 DequantizeLinear, opset >= 13.
 
@@ -16,8 +17,9 @@ Two placements, because the two consumers fuse different patterns:
   ``s_input * s_weight``, shape-only ops (MaxPool, Flatten, Reshape, ...) carry their input's
   scale through so that ONNX Runtime drops them from the integer chain, and a ReLU that
   follows a weighted op quantizes its output to uint8 with zero point 0 (other activations are
-  uint8 with zero point 128, as ONNX Runtime's x86 kernels take them; still symmetric, the
-  values are non-negative), which ONNX Runtime folds into the preceding kernel. Weights use 7
+  uint8 too, as ONNX Runtime's x86 kernels take them: over their observed range clipped at the
+  threshold, or symmetric with zero point 128 when no range is known), which ONNX Runtime
+  folds into the preceding kernel. Weights use 7
   bits (``weight_bits=7``) where the CPU lacks VNNI: without it ONNX Runtime's u8 x s8 kernels
   saturate their 16-bit pair sums on full-range weights.
 
@@ -57,6 +59,7 @@ class QuantizeOptions:
     exclude_nodes: tuple[str, ...] = ()  # exact names or regular expressions (full match)
     exclude_ops: tuple[str, ...] = ()
     unsigned_relu: bool = True  # onnxruntime placement: uint8 (zero point 0) after ReLU
+    asymmetric: bool = True  # onnxruntime placement: uint8 over the observed range (activation_qparams)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -391,8 +394,14 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
 
-def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, float]) -> onnx.ModelProto:
-    """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
+def write_qdq(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    thresholds: Mapping[str, float],
+    extents: Mapping[str, tuple[float, float]] | None = None,
+) -> onnx.ModelProto:
+    """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax, ``extents``
+    tensor -> observed (min, max) (ONNX Runtime's placement: asymmetric uint8 where given)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...); the plan's
@@ -459,9 +468,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     rename_outputs: dict[str, str] = {}
     for tq in plan.activations.values():
         root = tq.share or tq.name
-        scale = activation_scale(float(thresholds[root]), tq.qmax)
+        scale, zero, dtype = activation_qparams(
+            tq, float(thresholds[root]), plan.options, (extents or {}).get(root)
+        )
         act_scales[tq.name] = scale
-        dtype, zero = _activation_type(tq, plan.options)
         sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
         new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, zero, dtype)]
         source = tq.name
@@ -576,6 +586,35 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     return out
 
 
+def activation_qparams(
+    tq: TensorQuant, threshold: float, options: QuantizeOptions, extent: tuple[float, float] | None = None
+) -> tuple[float, int, int]:
+    """Scale, zero point and element type of an activation's Q/DQ pair.
+
+    In ONNX Runtime's placement, a signed tensor whose observed ``extent`` (min, max) is known
+    gets asymmetric uint8 over ``[max(min, -threshold), min(max, threshold)]``: its kernels take
+    any zero point, and a one-sided tensor (SiLU's output never falls below -0.28, a Sqrt's never
+    below 0) would otherwise spend half of its 256 levels on values that never occur. The step
+    is never coarser than the symmetric one (the range is at most ``2 * threshold``). TensorRT
+    takes zero point 0 only, so its placement stays symmetric.
+    """
+    if (
+        options.placement == "onnxruntime"
+        and options.asymmetric
+        and not tq.unsigned
+        and extent is not None
+        and threshold > 0
+    ):
+        lo = max(-threshold, min(float(extent[0]), 0.0))
+        hi = min(threshold, max(float(extent[1]), 0.0))
+        if hi - lo > 0:
+            scale = float(np.float32((hi - lo) / 255.0))
+            zero = int(np.clip(np.round(-lo / scale), 0, 255))
+            return scale, zero, TensorProto.UINT8
+    dtype, zero = _activation_type(tq, options)
+    return activation_scale(threshold, tq.qmax), zero, dtype
+
+
 def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, int]:
     """Element type and zero point of an activation's Q/DQ pair.
 
@@ -631,8 +670,8 @@ def check_qdq(
 ) -> None:
     """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
 
-    ONNX Runtime's placement keeps signed activations in uint8 with zero point 128 (see
-    :func:`_activation_type`); its weights and biases keep zero point 0 all the same.
+    ONNX Runtime's placement keeps signed activations in uint8 with any zero point (see
+    :func:`activation_qparams`); its int8 weights and biases keep zero point 0 all the same.
     """
     from calibration.artifacts import check_as_strict_as_source
 
@@ -642,12 +681,12 @@ def check_qdq(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None
     inits = {i.name: i for i in model.graph.initializer}
-    allowed = {0, 128} if placement == "onnxruntime" else {0}
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits.get(node.input[2])
             if zp is None:
                 continue
             values = set(np.unique(numpy_helper.to_array(zp)).tolist())
-            if not values <= allowed or (128 in values and zp.data_type != TensorProto.UINT8):
+            asymmetric_ok = placement == "onnxruntime" and zp.data_type == TensorProto.UINT8
+            if values != {0} and not asymmetric_ok:
                 raise CalibrationError(f"{node.name}: zero point {sorted(values)} is not symmetric")

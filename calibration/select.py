@@ -30,7 +30,15 @@ from onnx import helper, numpy_helper
 
 from calibration.algorithms import AlgorithmOptions, compute_threshold
 from calibration.observers import AbsHistogram
-from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
+from calibration.qdq import (
+    WEIGHTED_OPS,
+    QuantizeOptions,
+    QuantPlan,
+    TensorQuant,
+    activation_qparams,
+    activation_scale,
+    write_qdq,
+)
 
 RULES = ("max", "entropy", "percentile", "mse")
 
@@ -83,6 +91,20 @@ def fake_quant(x: np.ndarray, threshold: float, unsigned: bool) -> np.ndarray:
     scale = activation_scale(threshold, qmax)
     lo = 0 if unsigned else -128  # QuantizeLinear saturates int8 to [-128, 127]
     return (np.clip(np.round(x / scale), lo, qmax) * scale).astype(np.float32)  # type: ignore[no-any-return]
+
+
+def fake_quant_planned(
+    x: np.ndarray,
+    tq: TensorQuant,
+    threshold: float,
+    options: QuantizeOptions,
+    extent: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Quantize-dequantize with the scale, zero point and type the Q/DQ model will use."""
+    scale, zero, dtype = activation_qparams(tq, threshold, options, extent)
+    lo, hi = (0, 255) if dtype == onnx.TensorProto.UINT8 else (-128, 127)
+    q = np.clip(np.round(x / scale) + zero, lo, hi)
+    return ((q - zero) * scale).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def _quantized_weight(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
@@ -144,9 +166,11 @@ def choose_per_tensor(
     plan: QuantPlan,
     cands: Mapping[str, Mapping[str, float]],
     samples: Mapping[str, list[np.ndarray]],
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
-    (``model`` is the one the plan was made on, at opset >= 13)."""
+    (``model`` is the one the plan was made on, at opset >= 13; ``extents``: observed (min, max),
+    for the asymmetric tensors of ONNX Runtime's placement)."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model)
@@ -159,7 +183,7 @@ def choose_per_tensor(
     thresholds: dict[str, float] = {}
     rules: dict[str, str] = {}
     for name, options in cands.items():
-        unsigned = plan.activations[name].unsigned
+        tq, extent = plan.activations[name], (extents or {}).get(name)
         unique: dict[float, str] = {}
         for rule, thr in options.items():
             unique.setdefault(thr, rule)
@@ -194,10 +218,12 @@ def choose_per_tensor(
                     value = feed.get(inp)
                     if value is None:
                         value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
-                    total += _relative(runner.run({**feed, inp: fake_quant(value, thr, unsigned)}), ref)
+                    quantized = fake_quant_planned(value, tq, thr, plan.options, extent)
+                    total += _relative(runner.run({**feed, inp: quantized}), ref)
                 if not checks:
                     xd = x.astype(np.float64)
-                    total = _relative(fake_quant(x, thr, unsigned).astype(np.float64), xd)
+                    quantized = fake_quant_planned(x, tq, thr, plan.options, extent)
+                    total = _relative(quantized.astype(np.float64), xd)
                 errors[thr] += total
         best = min(errors, key=lambda t: (errors[t], RULES.index(unique[t])))
         thresholds[name], rules[name] = best, unique[best]
@@ -270,6 +296,7 @@ def choose_for_model(
     cands: Mapping[str, Mapping[str, float]],
     holdout: Sequence[Mapping[str, np.ndarray]],
     rules: Sequence[str] = RULES,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out outputs."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
@@ -282,7 +309,7 @@ def choose_for_model(
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
             continue
-        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr), holdout, names))
+        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr, extents), holdout, names))
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
     thresholds, chosen = sets[winner]
     return Selection(dict(thresholds), dict(chosen), winner, scores)
@@ -297,9 +324,10 @@ def select(
     holdout: Sequence[Mapping[str, np.ndarray]],
     options: AlgorithmOptions,
     rules: Sequence[str] = RULES,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
-    sets to measure beside the per-tensor choice)."""
+    sets to measure beside the per-tensor choice; ``extents``: observed (min, max) per tensor)."""
     cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, extents)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, extents)
