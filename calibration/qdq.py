@@ -205,7 +205,9 @@ class _Planner:
         self.integer: set[int] = set()  # nodes quantized as a whole (weighted ops, QLinear ops)
 
     def excluded(self, index: int) -> bool:
-        return index in self.skip or _excluded(self.model.graph.node[index], index, self.options)
+        if index in self.skip and self.model.graph.node[index].op_type != "Gemm":
+            return True
+        return _excluded(self.model.graph.node[index], index, self.options)
 
     def is_float_activation(self, name: str, unknown: bool = True) -> bool:
         """A non-constant float tensor; ``unknown`` answers for tensors shape inference could not type."""
@@ -290,8 +292,15 @@ class _Planner:
                 self.plan.biases.append(BiasQuant(i, node.input[bias_index], node.input[0], node.input[1]))
         out = node.output[0]
         follow = self.consumers.get(out, [])
-        if node.op_type == "Gemm" and has_weight and out in self.graph_outputs and not follow:
-            return  # QGemm writes float directly: an output Q/DQ would only add two nodes
+        if (
+            node.op_type == "Gemm"
+            and has_weight
+            and ((out in self.graph_outputs and not follow) or i in self.skip)
+        ):
+            # QGemm writes float directly: an output Q/DQ would only add two nodes, and where the
+            # output reaches no integer kernel (a classifier's logits through a Reshape) it would
+            # clip and round them (float_ends)
+            return
         if len(follow) == 1 and out not in self.graph_outputs:
             k = follow[0][0]
             nxt = self.model.graph.node[k]
@@ -349,7 +358,8 @@ class _Planner:
 
 def float_ends(planner: _Planner) -> set[int]:
     """ONNX Runtime's placement: the QLinear ops (Add, Concat, pools) whose output reaches no
-    integer kernel, directly or through pass-through ops.
+    integer kernel, directly or through pass-through ops, and the Gemms whose output does not
+    (they keep their quantized inputs and weights: QGemm writes float).
 
     Such an op gains nothing from int8 (its output is dequantized for float consumers or the
     graph output right away) and its output Q/DQ costs precision: silero-vad's Concat of the
@@ -379,7 +389,15 @@ def float_ends(planner: _Planner) -> set[int]:
             if i not in dropped and not feeds_integer(nodes[i].output[0], set()):
                 dropped.add(i)
                 changed = True
-    return dropped
+    weighted_uses = {use for w in planner.plan.weights.values() for use in w.uses}
+    gemms = {
+        i
+        for i in planner.integer
+        if nodes[i].op_type == "Gemm"
+        and (i, 1) in weighted_uses
+        and not feeds_integer(nodes[i].output[0], set())
+    }
+    return dropped | gemms
 
 
 def plan_quantization(model: onnx.ModelProto, options: QuantizeOptions) -> QuantPlan:

@@ -1,4 +1,5 @@
-"""ONNX Runtime's placement quantizes one-sided activations (SiLU outputs) asymmetrically."""
+"""ONNX Runtime's placement keeps precision where it costs no integer kernel: asymmetric uint8 for
+one-sided activations (SiLU outputs), float logits out of a Gemm that feeds no integer op."""
 
 from __future__ import annotations
 
@@ -92,3 +93,38 @@ def test_asymmetric_ranges_survive_the_calibration_cache(tmp_path: Path) -> None
     first.model.unlink()  # the artifact is rewritten from the report alone
     again = calibrate(path, source, options, tmp_path / "out")
     assert again.reused and again.model.read_bytes() == written
+
+
+def test_gemm_logits_reaching_the_output_through_a_reshape_stay_float_and_fuse_into_qgemm(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(0, 0.3, (10, 4 * 16)).astype(np.float32), "fc")
+    bias = numpy_helper.from_array(rng.normal(0, 0.1, (10,)).astype(np.float32), "fc_bias")
+    shape = numpy_helper.from_array(np.array([-1, 2, 5], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc", "fc_bias"], ["logits"], transB=1, name="fc"),
+        helper.make_node("Reshape", ["logits", "shape"], ["y"], name="reshape"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2, 5])],
+        [w, fc, bias, shape],
+    )
+    path = tmp_path / "head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = onnx.load(path)
+    plan = plan_quantization(model, QuantizeOptions("onnxruntime", 8))
+    assert "logits" not in plan.activations and "fc" in plan.quantized_nodes
+    qdq = write_qdq(model, plan, dict.fromkeys(plan.levels(), 4.0))
+    check_qdq(qdq, "onnxruntime", source=model)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert "QGemm" in {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
