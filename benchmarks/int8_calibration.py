@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
+from benchmarks.render import line_tensor, text_line  # noqa: E402
 
 OCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
 BATCH = 40  # divides 200 and 1000: ONNX Runtime's entropy calibrator fails on a short last batch
@@ -186,58 +187,11 @@ def ocr_model(work: Path) -> Path | None:
     return path
 
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "the",
-    "lazy",
-    "dog",
-    "edge",
-    "deploy",
-    "tensor",
-    "calibration",
-    "jetson",
-    "orin",
-    "model",
-    "accuracy",
-    "latency",
-    "energy",
-    "2024",
-    "INT8",
-    "entropy",
-    "bundle",
-    "engine",
-    "power",
-    "thermal",
-]
-
-
 def text_lines(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rendered text lines, every other one upside down, preprocessed as PaddleOCR's classifier expects."""
-    from PIL import Image, ImageDraw, ImageFont
-
     rng = np.random.default_rng(seed)
-    xs, ys = [], []
-    for i in range(count):
-        text = " ".join(rng.choice(WORDS, int(rng.integers(2, 5))))
-        font = ImageFont.load_default(size=int(rng.integers(22, 34)))
-        img = Image.new(
-            "RGB", (int(font.getlength(text)) + 20, 48), tuple(int(v) for v in rng.integers(180, 256, 3))
-        )
-        ImageDraw.Draw(img).text((10, 6), text, fill=tuple(int(v) for v in rng.integers(0, 80, 3)), font=font)
-        if i % 2:
-            img = img.rotate(180)
-        width = min(192, int(np.ceil(48 * img.width / img.height)))
-        arr = (np.asarray(img.resize((width, 48), Image.Resampling.BILINEAR), np.float32) / 255 - 0.5) / 0.5
-        sample = np.zeros((3, 48, 192), np.float32)
-        sample[:, :, :width] = arr.transpose(2, 0, 1)
-        xs.append(sample)
-        ys.append(i % 2)
-    return np.stack(xs), np.asarray(ys)
+    xs = [line_tensor(text_line(rng, 48, flip=i % 2 == 1), 48, 192) for i in range(count)]
+    return np.stack(xs), np.arange(count) % 2
 
 
 # --------------------------------------------------------------------------- measurement

@@ -32,10 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGETS = ("jetson-orin-nano", "rtx4090")
-MB = 1024 * 1024
-# The local cluster stays on loopback: its nodes bind 127.0.0.1, and Ray is told not to swap a
-# loopback address for the machine's network address (read when ray is imported, so set here first).
-LOOPBACK = "127.0.0.1"
+# Ray's driver takes loopback, not the machine's network address (read when ray is imported: set first)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
@@ -111,7 +108,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     args = parser.parse_args()
 
-    from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
+    from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
 
     figures: dict[str, Any] = {"cpu": _cpu(), "cells": 12}
     with tempfile.TemporaryDirectory(prefix="edgedeploy-bench-matrix-") as scratch:
@@ -124,35 +121,12 @@ def main() -> None:
         figures["local_warm_s"], _ = _matrix(_configure(path, "local"), LocalExecutor(args.jobs))
         figures["inline_cold_s"], _ = _matrix(_configure(path, "inline"), LocalExecutor(1))
 
-        import ray
-        from ray.cluster_utils import Cluster
-
         start = time.perf_counter()
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "object_store_memory": 80 * MB,
-                "include_dashboard": False,
-                "node_ip_address": LOOPBACK,
-            },
-        )
-        try:
-            for target in TARGETS:
-                cluster.add_node(
-                    num_cpus=1,
-                    resources={f"target:{target}": 1},
-                    object_store_memory=80 * MB,
-                    node_ip_address=LOOPBACK,
-                )
-            cluster.wait_for_nodes()
+        with loopback_cluster(TARGETS) as (address, _):
             figures["ray_cluster_start_s"] = round(time.perf_counter() - start, 2)
-            cold = _matrix(_configure(path, "ray"), RayExecutor(address=cluster.address))
+            cold = _matrix(_configure(path, "ray"), RayExecutor(address=address))
             figures["ray_cold_s"], figures["ray_tasks"] = cold
-            figures["ray_warm_s"], _ = _matrix(_configure(path, "ray"), RayExecutor(address=cluster.address))
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
+            figures["ray_warm_s"], _ = _matrix(_configure(path, "ray"), RayExecutor(address=address))
 
     print(f"CPU: {figures['cpu']}")
     print(f"matrix of {figures['cells']} cells (2 models x {len(TARGETS)} targets x 3 precisions, ORT)")

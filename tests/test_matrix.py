@@ -9,6 +9,7 @@ data. About 90 s on 2 busy cores, most of it the two full matrix runs.
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor
+from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
 from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
@@ -30,10 +31,7 @@ from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
 PRESENT = ("jetson-orin-nano", "rtx4090")
 ABSENT = "jetson-agx-orin"
 BAD_CELL = ("b", "rtx4090", "int8")
-MB = 1024 * 1024
-# The local cluster stays on loopback: its nodes bind 127.0.0.1, and Ray is told not to swap a
-# loopback address for the machine's network address (read when ray is imported, so set here first).
-LOOPBACK = "127.0.0.1"
+# Ray's driver takes loopback, not the machine's network address (read when ray is imported: set first)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
@@ -163,6 +161,32 @@ def test_local_matrix_fails_the_bad_cell_alone_and_runs_every_onnxruntime_cell(
     assert (Path(local_run.bundles["b/rtx4090"]) / "report.html").is_file()  # the bundle's own report
 
 
+def test_matrix_report_has_every_cell_its_failure_reason_and_links_to_each_bundle_report(
+    local_run: MatrixResult, project: Path
+) -> None:
+    import re
+
+    assert local_run.report is not None
+    page = Path(local_run.report).read_text()
+    assert Path(local_run.report).parent == project / "local" and "<script" not in page
+    rows = re.findall(r"<tr><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]+)</td>", page)
+    by_model = re.split(r"<section id='m\d'", page)[1:]
+    cells = {
+        (m, t, p)
+        for m, body in zip("ab", by_model, strict=True)
+        for t, p in re.findall(r"<tr><td class=\"text\">([^<]+)</td><td class=\"text\">([^<]+)</td>", body)
+    }
+    assert cells == {(c.model, c.target, c.precision) for c in local_run.cells} and len(rows) == len(cells)
+    bad = next(c for c in local_run.cells if (c.model, c.target, c.precision) == BAD_CELL)
+    assert html.escape(bad.reason, quote=True) in page and "1 failed" in page
+    links = re.findall(r"<a href='([^']+)'>report</a>", page)
+    assert len(links) == len(local_run.cells) - 1  # every cell but the failed one has a bundle
+    assert all((project / "local" / link).resolve().is_file() for link in links)
+    assert page.count("<svg") == 2  # one latency chart per model
+    summary = (project / "local" / "matrix.md").read_text()
+    assert summary.count("\n| ") == len(local_run.cells) + 1 and "**b/rtx4090/int8**" in summary
+
+
 def test_local_rerun_takes_every_built_cell_from_the_cache(local_run: MatrixResult, project: Path) -> None:
     executor = LocalExecutor(jobs=1)
     try:
@@ -221,33 +245,9 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Pat
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
     """A head and two worker nodes on this machine; returns the address and each target's node id."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 1,
-            "object_store_memory": 80 * MB,
-            "include_dashboard": False,
-            "node_ip_address": LOOPBACK,
-        },
-    )
-    try:
-        nodes = {
-            target: cluster.add_node(
-                num_cpus=1,
-                resources={f"target:{target}": 1},
-                object_store_memory=80 * MB,
-                node_ip_address=LOOPBACK,
-            )
-            for target in PRESENT
-        }
-        cluster.wait_for_nodes()
-        yield {"address": cluster.address, **{t: n.node_id for t, n in nodes.items()}}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    pytest.importorskip("ray")
+    with loopback_cluster(PRESENT) as (address, nodes):
+        yield {"address": address, **nodes}
 
 
 def _ray_run(project: Path, ray_cluster: dict[str, str], workdir: str = "ray") -> MatrixResult:

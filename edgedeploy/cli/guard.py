@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ OUTPUTS: dict[str, tuple[str, str]] = {
 }
 FILE_OUTPUT_COMMANDS = frozenset({"export", "export_command"})  # where -o names a file, not a folder
 READ_AND_WRITTEN = frozenset({"timing_cache"})  # a cache the command reads and updates
+# text parameters that name files: a model source (module:callable, file.py:callable, model.onnx) and
+# data specs (folder, .npz, loader.py, or random[:SEED]). Any other text (--executor ray, --precision
+# int8, a target name) is not a path, even when a folder of that name happens to exist here.
+PATH_SPECS = frozenset({"model", "data", "calib_data"})
+
+
+def _names_paths(hint: Any) -> bool:
+    """Whether a parameter's type is Path, Path | None, list[Path] or the like."""
+    return hint is Path or any(_names_paths(arg) for arg in typing.get_args(hint))
 
 
 def _paths(value: Any) -> Iterator[Path]:
@@ -68,6 +78,9 @@ def check_output(option: str, path: Path, kind: str) -> None:
 def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap one command callback with the input/output checks."""
 
+    hints = typing.get_type_hints(fn)
+    readable = {n for n, h in hints.items() if _names_paths(h) or n in PATH_SPECS} - READ_AND_WRITTEN
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         inputs: list[Path] = []
@@ -79,7 +92,7 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                     if name == "output" and fn.__name__ in FILE_OUTPUT_COMMANDS:
                         kind = "file"
                     outputs.append((option, Path(value), kind))
-            elif name not in READ_AND_WRITTEN:
+            elif name in readable:
                 inputs += _paths(value)
         for option, path, kind in outputs:
             check_output(option, path, kind)

@@ -88,6 +88,8 @@ def matrix_command(
     out.print(table)
     for where, folder in result.bundles.items():
         out.print(f"bundle {where}: {folder}")
+    if result.report:
+        out.print(f"report: {result.report}")
     write_json(json_path, result)
     failed = [c for c in result.cells if c.status == "failed" or c.gate == "FAIL"]
     if failed:

@@ -25,9 +25,10 @@ import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -341,6 +342,50 @@ class RayExecutor:
 
     def close(self) -> None:
         self._ray.shutdown()  # disconnects this driver; the cluster keeps running
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def loopback_cluster(
+    targets: Iterable[str], object_store_mb: int = 80
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head and one single-CPU node per target on this machine, every node bound to 127.0.0.1;
+    yields the cluster address and each target's node id, and shuts everything down after.
+
+    For tests and benchmarks of the ``ray`` executor without boards. Set
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` before anything imports ray, or the driver still takes
+    the machine's network address instead of loopback (Ray reads it once, at import).
+    """
+    ray = import_ray()
+    from ray.cluster_utils import Cluster
+
+    store = object_store_mb * 1024 * 1024
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": store,
+            "include_dashboard": False,
+            "node_ip_address": LOOPBACK,
+        },
+    )
+    try:
+        nodes = {
+            target: cluster.add_node(
+                num_cpus=1,
+                resources={f"target:{target}": 1},
+                object_store_memory=store,
+                node_ip_address=LOOPBACK,
+            )
+            for target in targets
+        }
+        cluster.wait_for_nodes()
+        yield cluster.address, {target: node.node_id for target, node in nodes.items()}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def make_executor(name: str, *, address: str | None = None, jobs: int = 0) -> Executor:

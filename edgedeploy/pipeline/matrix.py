@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,9 @@ from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.export import ExportOptions, export, module_search_path
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
+from edgedeploy.stages.report import plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS
+from edgedeploy.stages.report.matrix import write_matrix_report
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
@@ -254,6 +256,7 @@ class MatrixResult:
     bundles: dict[str, str]  # "model/target" -> bundle folder
     wall_seconds: float
     tasks_submitted: int
+    report: str | None = None  # matrix.html in the workdir, when matplotlib is installed
 
     @property
     def ok(self) -> bool:
@@ -541,13 +544,30 @@ def run_matrix(
         raise
 
     bundles = _bundles(matrix, models, results, versions, ui)
-    return MatrixResult(
+    result = MatrixResult(
         executor=executor.name,
         cells=[results[p.cell] for p in matrix.cells],
         bundles=bundles,
         wall_seconds=round(time.perf_counter() - start, 3),
         tasks_submitted=int(getattr(executor, "submitted", 0)),
     )
+    result.report = _matrix_report(result, workdir, ui)
+    return result
+
+
+def _matrix_report(result: MatrixResult, workdir: Path, ui: Ui) -> str | None:
+    """matrix.html and matrix.md in the workdir; a warning, not a failure, without matplotlib."""
+    missing = plotting_missing()
+    if missing is not None:
+        ui.warn(f"no matrix report: {missing}")
+        return None
+    rows = [{k: v for k, v in asdict(c).items() if k not in ("compare", "profile")} for c in result.cells]
+    meta = {
+        "executor": result.executor,
+        "wall_seconds": result.wall_seconds,
+        "tasks_submitted": result.tasks_submitted,
+    }
+    return str(write_matrix_report(rows, result.bundles, workdir, meta).html)
 
 
 def _fp32_name(state: _ModelState) -> str:

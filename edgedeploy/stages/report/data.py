@@ -114,6 +114,16 @@ def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]
 
 
 @dataclass
+class MatrixBar:
+    """One profiled cell of the matrix report's latency chart."""
+
+    target: str
+    precision: str
+    p50_ms: float
+    cosine: float | None
+
+
+@dataclass
 class ScatterPoint:
     precision: str
     speedup: float

@@ -42,6 +42,7 @@ from edgedeploy.stages.report.data import (
     CdfSeries,
     ClipPanel,
     LayerSeries,
+    MatrixBar,
     PowerTrace,
     RangeBar,
     ScatterPoint,
@@ -271,6 +272,40 @@ def batch_curves(series: list[BatchSeries]) -> str:
         right.set_title("Latency")
         fig.tight_layout()
         return _svg(fig, "Throughput and latency against batch size per precision")
+
+
+def matrix_latency(model: str, bars: list[MatrixBar]) -> str:
+    """p50 latency per target (rows) and precision (bars in a group), each labelled with its min cosine."""
+    targets = list(dict.fromkeys(b.target for b in bars))
+    precisions = list(dict.fromkeys(b.precision for b in bars))
+    height = 0.8 / max(len(precisions), 1)
+    with _figure(0.9 + 0.32 * len(bars) + 0.15 * len(targets)) as (fig, ax):
+        for j, precision in enumerate(precisions):
+            colour, _, _ = style(precision)
+            # precision is never told by colour alone
+            hatch = ["", "//", "..", "xx", "\\\\", "--", "++"][j % 7]
+            mine = [b for b in bars if b.precision == precision]
+            ys = [targets.index(b.target) + (j - (len(precisions) - 1) / 2) * height for b in mine]
+            ax.barh(
+                ys,
+                [b.p50_ms for b in mine],
+                height=height * 0.9,
+                color=colour,
+                hatch=hatch,
+                edgecolor="black",
+                linewidth=0.5,
+                label=precision,
+            )
+            for y, b in zip(ys, mine, strict=True):
+                label = f" {b.p50_ms:.3g} ms" + (f", cos {b.cosine:.4f}" if b.cosine is not None else "")
+                ax.text(b.p50_ms, y, label, va="center", fontsize=7)
+        ax.set_yticks(range(len(targets)), [_short(t, 24) for t in targets])
+        ax.invert_yaxis()
+        ax.set_xlabel("p50 latency (ms), first profiled batch size: shorter is faster")
+        ax.set_xlim(0, max(b.p50_ms for b in bars) * 1.6)
+        ax.legend(fontsize=8, title="precision", title_fontsize=8, loc="lower right")
+        ax.set_title(f"{_short(model, 40)}: latency per target and precision")
+        return _svg(fig, f"Bar chart of p50 latency of {model} per target and precision")
 
 
 def fp16_ranges(bars: list[RangeBar]) -> str:

@@ -421,13 +421,18 @@ def render_html(run: RunData, sections: list[Section], title: str) -> str:
         for s in sections
     )
     made = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    header = f"edgedeploy report · {made}{' · run made ' + _e(run.created) if run.created else ''}"
+    return page(title, header, f"{nav}{notes}<main>{body}</main>")
+
+
+def page(title: str, header: str, body: str) -> str:
+    """A whole self-contained page: styles inline, a policy that forbids loading anything."""
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><p class='muted'>edgedeploy report · {made}{' · run made ' + _e(run.created) if run.created else ''}</p>"
-        f"<h1>{_e(title)}</h1></header>{nav}{notes}<main>{body}</main></body></html>\n"
+        f"<header><p class='muted'>{header}</p><h1>{_e(title)}</h1></header>{body}</body></html>\n"
     )
 
 

@@ -1,0 +1,235 @@
+"""The matrix report: ``matrix.html`` and ``matrix.md`` for a whole ``edgedeploy matrix`` run.
+
+One page for every (model, target, precision) cell: a headline (how many cells ran, failed, were
+skipped or came from the cache, and which gates failed), then per model a table of its cells with
+size, latency, speed-up over fp32 on the same target, accuracy, gate and the one-line reason of
+each failed or skipped cell, a link from each cell that ran to its (model, target) bundle's own ``report.html``, and a
+chart of p50 latency per target and precision. It takes plain rows (the cells as the matrix's
+JSON writes them), so it knows nothing of executors or the pipeline. The page shares the single
+report's styles and rules (no script, nothing loaded from anywhere); the charts come from
+:mod:`.plots` (matplotlib, the ``edgedeploy[report]`` extra).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.fileio import atomic_write_text
+from edgedeploy.stages.report.data import MatrixBar
+from edgedeploy.stages.report.render import _e, _md, _num, _size, _table, page
+
+HTML_NAME = "matrix.html"
+MARKDOWN_NAME = "matrix.md"
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
+
+
+@dataclass
+class MatrixReportFiles:
+    html: Path
+    markdown: Path
+    size_bytes: int  # of matrix.html
+
+
+def _order(precision: str) -> int:
+    return PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
+
+
+def speedups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:
+    """fp32's p50 over each cell's p50, for cells whose (model, target) has a profiled fp32 cell."""
+    base = {
+        (c["model"], c["target"]): c["latency_ms"]
+        for c in cells
+        if c["precision"] == "fp32" and c.get("latency_ms")
+    }
+    return {
+        (c["model"], c["target"], c["precision"]): base[(c["model"], c["target"])] / c["latency_ms"]
+        for c in cells
+        if c.get("latency_ms") and (c["model"], c["target"]) in base
+    }
+
+
+def _status(cell: Mapping[str, Any]) -> str:
+    if cell.get("cached") and cell["status"] == "ok":
+        return "ok (cached)"
+    return str(cell["status"])
+
+
+def headline(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts by status and the cells that failed or missed a gate."""
+    count = {s: sum(c["status"] == s for c in cells) for s in ("ok", "failed", "skipped")}
+    return {
+        **count,
+        "cells": len(cells),
+        "cached": sum(bool(c.get("cached")) for c in cells),
+        "failed_cells": [
+            f"{c['model']}/{c['target']}/{c['precision']}"
+            for c in cells
+            if c["status"] == "failed" or c.get("gate") == "FAIL"
+        ],
+    }
+
+
+def latency_bars(cells: Sequence[Mapping[str, Any]], model: str) -> list[MatrixBar]:
+    """The profiled cells of one model, as bars for the latency chart (targets in order of first use)."""
+    return [
+        MatrixBar(c["target"], c["precision"], float(c["latency_ms"]), c.get("min_cosine"))
+        for c in sorted(
+            (c for c in cells if c["model"] == model and c.get("latency_ms")),
+            key=lambda c: _order(c["precision"]),
+        )
+    ]
+
+
+def _link(bundles: Mapping[str, str], key: str, out_dir: Path) -> str:
+    folder = bundles.get(key)
+    if not folder or not (Path(folder) / "report.html").is_file():
+        return "–"
+    href = Path(os.path.relpath(Path(folder) / "report.html", out_dir)).as_posix()
+    return f"<a href='{_e(href)}'>report</a>"
+
+
+def _model_section(
+    model: str,
+    cells: Sequence[Mapping[str, Any]],
+    bundles: Mapping[str, str],
+    out_dir: Path,
+    ups: Mapping[tuple[str, str, str], float],
+    plots: Any,
+) -> str:
+    rows = []
+    for c in cells:
+        gate = c.get("gate") or ""
+        gate_css = {"pass": "pass", "FAIL": "fail"}.get(gate, "")
+        status_css = {"ok": "pass", "failed": "fail"}.get(c["status"], "")
+        rows.append(
+            [
+                _e(c["target"]),
+                _e(c["precision"]),
+                f"<span class='{status_css}'>{_e(_status(c))}</span>",
+                _e(c.get("backend") or "–"),
+                _size(c.get("size_bytes")),
+                _num(c.get("latency_ms"), ".4g"),
+                _num(ups.get((model, c["target"], c["precision"])), ".2f"),
+                _num(c.get("min_cosine"), ".6f"),
+                _num(c.get("top1"), ".4f"),
+                f"<span class='{gate_css}'>{_e(gate)}</span>" if gate_css else "–",
+                _link(bundles, f"{model}/{c['target']}", out_dir) if c["status"] == "ok" else "–",
+                _e(c.get("reason") or ""),
+            ]
+        )
+    body = _table(
+        [
+            "target",
+            "precision",
+            "status",
+            "backend",
+            "size",
+            "p50 ms",
+            "speed-up",
+            "min cosine",
+            "top-1 agr.",
+            "gate",
+            "bundle",
+            "reason",
+        ],
+        rows,
+        text_cols=4,
+        caption="speed-up: the same target's fp32 p50 over this p50 (first profiled batch size)",
+        wrap=(11,),
+    )
+    bars = latency_bars(cells, model)
+    if plots is not None and bars:
+        svg = plots.matrix_latency(model, bars)
+        body += f"<figure>{svg}<figcaption>p50 latency per target and precision; labels give the min cosine</figcaption></figure>"
+    return body
+
+
+def render_matrix_html(
+    cells: Sequence[Mapping[str, Any]],
+    bundles: Mapping[str, str],
+    out_dir: Path,
+    meta: Mapping[str, Any],
+    plots: Any,
+) -> str:
+    head = headline(cells)
+    ups = speedups(cells)
+    models = list(dict.fromkeys(c["model"] for c in cells))
+    failed = head["failed_cells"]
+    summary = (
+        f"<dl class='headline'><dt>cells</dt><dd>{head['cells']}: {head['ok']} ok ({head['cached']} from the cache), "
+        f"{head['failed']} failed, {head['skipped']} skipped</dd>"
+        f"<dt>failed or gate missed</dt><dd class='{'fail' if failed else 'pass'}'>"
+        f"{_e(', '.join(failed)) if failed else 'none'}</dd>"
+        f"<dt>executor</dt><dd>{_e(meta.get('executor', '–'))}, {_num(meta.get('wall_seconds'), '.1f')} s wall time, "
+        f"{_e(meta.get('tasks_submitted', 0))} task(s) run</dd></dl>"
+    )
+    sections = "".join(
+        f"<section id='m{i}' aria-labelledby='m{i}-h'><h2 id='m{i}-h'>{_e(model)}</h2>"
+        + _model_section(model, [c for c in cells if c["model"] == model], bundles, out_dir, ups, plots)
+        + "</section>"
+        for i, model in enumerate(models)
+    )
+    nav = (
+        "<nav aria-label='models'><ol>"
+        + "".join(f"<li><a href='#m{i}'>{_e(m)}</a></li>" for i, m in enumerate(models))
+        + "</ol></nav>"
+    )
+    made = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    title = f"matrix: {len(models)} model(s) × {len({c['target'] for c in cells})} target(s)"
+    return page(title, f"edgedeploy matrix report · {made}", f"{summary}{nav}<main>{sections}</main>")
+
+
+def render_matrix_markdown(cells: Sequence[Mapping[str, Any]], html_name: str | None = HTML_NAME) -> str:
+    """The summary for $GITHUB_STEP_SUMMARY: counts, failures, and one row per cell."""
+    head = headline(cells)
+    ups = speedups(cells)
+    lines = [
+        f"## edgedeploy matrix: {head['cells']} cells",
+        "",
+        f"- {head['ok']} ok ({head['cached']} from the cache), {head['failed']} failed, {head['skipped']} skipped",
+        "- failed or gate missed: "
+        + (", ".join(f"**{_md(f)}**" for f in head["failed_cells"]) if head["failed_cells"] else "none"),
+        "",
+        "| model | target | precision | status | size | p50 ms | speed-up | min cosine | gate | reason |",
+        "|---|---|---|---|--:|--:|--:|--:|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {_md(c['model'])} | {_md(c['target'])} | {_md(c['precision'])} | {_md(_status(c))} "
+            f"| {_size(c.get('size_bytes'))} | {_num(c.get('latency_ms'), '.4g', '-')} "
+            f"| {_num(ups.get((c['model'], c['target'], c['precision'])), '.2f', '-')} "
+            f"| {_num(c.get('min_cosine'), '.6f', '-')} | {_md(c.get('gate') or '-')} | {_md(c.get('reason') or '')} |"
+        )
+    if html_name:
+        lines += [
+            "",
+            f"Per-model tables, latency charts and links to each bundle's report are in `{html_name}`.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_matrix_report(
+    cells: Sequence[Mapping[str, Any]],
+    bundles: Mapping[str, str],
+    out_dir: str | os.PathLike[str],
+    meta: Mapping[str, Any],
+) -> MatrixReportFiles:
+    """Write ``matrix.html`` and ``matrix.md`` into ``out_dir`` (atomically, nothing else).
+
+    Raises InputError naming the install line when matplotlib is missing, before any write.
+    """
+    from edgedeploy.stages.report import plots
+
+    plots.require_matplotlib()
+    out = Path(out_dir)
+    page = render_matrix_html(cells, bundles, out, meta, plots)
+    summary = render_matrix_markdown(cells)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path = atomic_write_text(out / HTML_NAME, page)
+    md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
+    return MatrixReportFiles(html_path, md_path, len(page.encode()))
