@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from calibration.graphs import upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     HistogramObserver,
+    RangeObserver,
     collect,
     float_tensor_names,
     same_values_sources,
@@ -39,7 +40,8 @@ from calibration.qdq import (
     ORT_QLINEAR_OPS,
     QuantizeOptions,
     QuantPlan,
-    activation_scale,
+    TensorQuant,
+    activation_qparams,
     check_qdq,
     plan_quantization,
     upgrade_opset,
@@ -50,7 +52,7 @@ from calibration.select import RULES, SampleObserver, Selection, candidates, sco
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "1"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 
 
@@ -163,14 +165,19 @@ class _Split:
     values of the scored outputs, the reference every candidate model is compared with)."""
 
     def __init__(
-        self, holder: _FirstFeed, stats: HistogramObserver, samples: SampleObserver, scored: list[str]
+        self,
+        holder: _FirstFeed,
+        stats: Sequence[HistogramObserver | RangeObserver],
+        samples: SampleObserver,
+        scored: list[str],
     ) -> None:
         self.holder, self.stats, self.samples, self.scored = holder, stats, samples, set(scored)
         self.reference: list[dict[str, np.ndarray]] = []
 
     def observe(self, name: str, array: np.ndarray) -> None:
         if not self.holder.holding:
-            self.stats.observe(name, array)
+            for stat in self.stats:
+                stat.observe(name, array)
             return
         self.samples.observe(name, array)
         if name in self.scored:
@@ -274,6 +281,7 @@ def calibrate(
         if chosen:  # auto chose to leave these ops in float on this placement
             plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
         thresholds = report.thresholds()
+        extents = report.extents()
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
         reused = True
@@ -291,21 +299,27 @@ def calibrate(
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
         observer = HistogramObserver(options.bins, observed)
+        ranges = _range_observer(qopts, levels, lean, copies)
+        stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
         selection = None
         if auto:
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
-            recorder = _Split(feed_holder, observer, SampleObserver(sampled), scored)
+            recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
             fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
             samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
             samples -= feed_holder.held_samples
             observer.share(copies)
-            selection = _select(model, plan, lean, observer, feed_holder, recorder, algo, options.threads)
+            extents = _extents(ranges, copies)
+            selection = _select(
+                model, plan, lean, observer, feed_holder, recorder, algo, options.threads, extents
+            )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
                 levels = {**levels, **lean.levels()}
         else:
-            samples = collect(model, feed_holder, observed, [observer], threads=options.threads)
+            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
             observer.share(copies)
+            extents = _extents(ranges, copies)
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -329,18 +343,21 @@ def calibrate(
             else:
                 thr, rule = compute_threshold(hist, algo, lv), algo.algorithm
             thresholds[name] = thr
-            qmax = 255 if lv == 256 else 127
+            tq = plan.activations.get(name) or TensorQuant(name, unsigned=lv == 256)
+            scale, zero, _ = activation_qparams(tq, thr, qopts, extents.get(name))
             tensors.append(
                 TensorReport(
                     name,
                     hist.absmax,
                     thr,
-                    activation_scale(thr, qmax),
+                    scale,
                     clipped_share(hist, thr),
-                    "uint8" if lv == 256 else "int8",
+                    "uint8" if lv == 256 else "int8",  # the levels the threshold was chosen for
                     observer.nonfinite.get(name, 0),
                     compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
                     rule,
+                    zero,
+                    *extents.get(name, (None, None)),
                 )
             )
         cache_thresholds = {}
@@ -381,7 +398,7 @@ def calibrate(
         )
         reused = False
 
-    qdq = write_qdq(model, plan, thresholds)
+    qdq = write_qdq(model, plan, thresholds, extents)
     check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
     first_feed = feed_holder.first if feed_holder is not None else None
@@ -425,6 +442,25 @@ def calibrate(
     )
 
 
+def _range_observer(
+    qopts: QuantizeOptions, levels: Mapping[str, int], lean: QuantPlan | None, copies: Mapping[str, str]
+) -> RangeObserver | None:
+    """min / max of the signed tensors that ONNX Runtime's placement quantizes asymmetrically
+    (of the tensor computed, for a copy: see :func:`_extents`)."""
+    if qopts.placement != "onnxruntime" or not qopts.asymmetric:
+        return None
+    signed = [n for n, lv in {**levels, **(lean.levels() if lean else {})}.items() if lv == 128]
+    return RangeObserver(dict.fromkeys(copies.get(n, n) for n in signed)) if signed else None
+
+
+def _extents(ranges: RangeObserver | None, copies: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """Observed (min, max) per tensor; a copy (Reshape, Transpose...) has its source's values."""
+    if ranges is None:
+        return {}
+    found = {n: (r.minimum, r.maximum) for n, r in ranges.ranges.items() if r.count}
+    return {**found, **{name: found[root] for name, root in copies.items() if root in found}}
+
+
 def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
     """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
     if qopts.placement != "onnxruntime":
@@ -450,6 +486,7 @@ def _select(
     recorder: _Split,
     algo: AlgorithmOptions,
     threads: int | None,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
@@ -492,6 +529,7 @@ def _select(
             cands={name: cands[name] for name in levels},
             reference=reference,
             memo=memo,
+            extents=extents,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

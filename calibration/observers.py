@@ -53,11 +53,12 @@ class TensorRange:
 class RangeObserver:
     """min / max / absmax per tensor: what FP16 range analysis and max calibration need."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Iterable[str] | None = None) -> None:
         self.ranges: dict[str, TensorRange] = {}
+        self.names = set(names) if names is not None else None
 
     def observe(self, name: str, array: np.ndarray) -> None:
-        if array.dtype.kind != "f" or array.size == 0:
+        if array.dtype.kind != "f" or array.size == 0 or (self.names is not None and name not in self.names):
             return
         rng = self.ranges.setdefault(name, TensorRange())
         finite = np.isfinite(array)

@@ -1,7 +1,8 @@
 """Write a Q/DQ (QuantizeLinear / DequantizeLinear) ONNX model from calibrated thresholds.
 
-Symmetric quantization (zero point 0; 128 for signed uint8 activations in ONNX Runtime's
-placement): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
+Symmetric quantization (zero point 0) for weights and TensorRT's activations; ONNX Runtime's
+placement quantizes activations to uint8 over their calibrated range (any zero point, see
+:func:`activation_qparams`): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
 Gemm axis 0 with transB else 1, MatMul the last axis) stored as INT8 initializers followed by
 DequantizeLinear, opset >= 13.
 
@@ -16,8 +17,9 @@ Two placements, because the two consumers fuse different patterns:
   ``s_input * s_weight``, shape-only ops (MaxPool, Flatten, Reshape, ...) carry their input's
   scale through so that ONNX Runtime drops them from the integer chain, and a ReLU that
   follows a weighted op quantizes its output to uint8 with zero point 0 (other activations are
-  uint8 with zero point 128, as ONNX Runtime's x86 kernels take them; still symmetric, the
-  values are non-negative), which ONNX Runtime folds into the preceding kernel. Weights use 7
+  uint8 too, as ONNX Runtime's x86 kernels take them: over their observed range clipped at the
+  threshold, or symmetric with zero point 128 when no range is known), which ONNX Runtime
+  folds into the preceding kernel. Weights use 7
   bits (``weight_bits=7``) where the CPU lacks VNNI: without it ONNX Runtime's u8 x s8 kernels
   saturate their 16-bit pair sums on full-range weights.
 
@@ -57,6 +59,7 @@ class QuantizeOptions:
     exclude_nodes: tuple[str, ...] = ()  # exact names or regular expressions (full match)
     exclude_ops: tuple[str, ...] = ()
     unsigned_relu: bool = True  # onnxruntime placement: uint8 (zero point 0) after ReLU
+    asymmetric: bool = True  # onnxruntime placement: uint8 over the observed range (activation_qparams)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -198,8 +201,12 @@ class _Planner:
             for name in node.output:
                 self.producer[name] = i
         self.types = _inferred_types(model)
+        self.skip: set[int] = set()  # QLinear nodes left in float: no integer consumer (see float_ends)
+        self.integer: set[int] = set()  # nodes quantized as a whole (weighted ops, QLinear ops)
 
     def excluded(self, index: int) -> bool:
+        if index in self.skip and self.model.graph.node[index].op_type != "Gemm":
+            return True
         return _excluded(self.model.graph.node[index], index, self.options)
 
     def is_float_activation(self, name: str, unknown: bool = True) -> bool:
@@ -275,6 +282,7 @@ class _Planner:
         for j in activations:
             self.mark(node.input[j], (i, j), all_consumers=ort)
         self.plan.quantized_nodes.append(_node_label(node, i))
+        self.integer.add(i)
         if not ort:
             return
         bias_index = 2
@@ -284,8 +292,15 @@ class _Planner:
                 self.plan.biases.append(BiasQuant(i, node.input[bias_index], node.input[0], node.input[1]))
         out = node.output[0]
         follow = self.consumers.get(out, [])
-        if node.op_type == "Gemm" and has_weight and out in self.graph_outputs and not follow:
-            return  # QGemm writes float directly: an output Q/DQ would only add two nodes
+        if (
+            node.op_type == "Gemm"
+            and has_weight
+            and ((out in self.graph_outputs and not follow) or i in self.skip)
+        ):
+            # QGemm writes float directly: an output Q/DQ would only add two nodes, and where the
+            # output reaches no integer kernel (a classifier's logits through a Reshape) it would
+            # clip and round them (float_ends)
+            return
         if len(follow) == 1 and out not in self.graph_outputs:
             k = follow[0][0]
             nxt = self.model.graph.node[k]
@@ -315,6 +330,7 @@ class _Planner:
                 self.mark(name, (i, j), all_consumers=True)
             self.mark(node.output[0], None, all_consumers=True)
             self.plan.quantized_nodes.append(_node_label(node, i))
+            self.integer.add(i)
 
     def residual_add(self, i: int) -> None:
         """TensorRT: quantize the Add input that is not fused into the Conv that produced the other."""
@@ -340,13 +356,67 @@ class _Planner:
         self.plan.quantized_nodes.append(_node_label(node, i))
 
 
+def float_ends(planner: _Planner) -> set[int]:
+    """ONNX Runtime's placement: the QLinear ops (Add, Concat, pools) whose output reaches no
+    integer kernel, directly or through pass-through ops, and the Gemms whose output does not
+    (they keep their quantized inputs and weights: QGemm writes float).
+
+    Such an op gains nothing from int8 (its output is dequantized for float consumers or the
+    graph output right away) and its output Q/DQ costs precision: silero-vad's Concat of the
+    LSTM's h (|x| <= 1) and c (|x| <= 24) into its state output left h about 10 levels (state
+    cosine 0.88 over 256 chunks). Found as a fixed point: dropping one op can leave its
+    producer without an integer consumer.
+    """
+    nodes = planner.model.graph.node
+    activations = planner.plan.activations
+    dropped: set[int] = set()
+
+    def feeds_integer(name: str, seen: set[str]) -> bool:
+        for k, _ in planner.consumers.get(name, []):
+            if k in planner.integer and k not in dropped:
+                return True
+            out = nodes[k].output[0] if nodes[k].output else ""
+            through = nodes[k].op_type in PASS_THROUGH_OPS and out in activations and out not in seen
+            if through and feeds_integer(out, seen | {out}):
+                return True
+        return False
+
+    qlinear = [i for i in planner.integer if nodes[i].op_type in ORT_QLINEAR_OPS]
+    changed = True
+    while changed:
+        changed = False
+        for i in qlinear:
+            if i not in dropped and not feeds_integer(nodes[i].output[0], set()):
+                dropped.add(i)
+                changed = True
+    weighted_uses = {use for w in planner.plan.weights.values() for use in w.uses}
+    gemms = {
+        i
+        for i in planner.integer
+        if nodes[i].op_type == "Gemm"
+        and (i, 1) in weighted_uses
+        and not feeds_integer(nodes[i].output[0], set())
+    }
+    return dropped | gemms
+
+
 def plan_quantization(model: onnx.ModelProto, options: QuantizeOptions) -> QuantPlan:
     """Decide which tensors get Q/DQ, which weights are quantized and along which axis.
 
     The plan's node indices are those of the model at opset >= 13, as :func:`write_qdq` upgrades
     it: an older model is planned on its (deterministic) upgrade, whose node list can differ.
     """
-    return _Planner(upgrade_opset(model), options).run()
+    upgraded = upgrade_opset(model)
+    planner = _Planner(upgraded, options)
+    plan = planner.run()
+    if options.placement != "onnxruntime":
+        return plan
+    skip = float_ends(planner)
+    if not skip:
+        return plan
+    planner = _Planner(upgraded, options)
+    planner.skip = skip
+    return planner.run()
 
 
 def _scalar(name: str, value: float | int, dtype: int) -> TensorProto:
@@ -391,8 +461,14 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
 
 
-def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, float]) -> onnx.ModelProto:
-    """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax."""
+def write_qdq(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    thresholds: Mapping[str, float],
+    extents: Mapping[str, tuple[float, float]] | None = None,
+) -> onnx.ModelProto:
+    """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax, ``extents``
+    tensor -> observed (min, max) (ONNX Runtime's placement: asymmetric uint8 where given)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...); the plan's
@@ -460,9 +536,10 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     rename_outputs: dict[str, str] = {}
     for tq in plan.activations.values():
         root = tq.share or tq.name
-        scale = activation_scale(float(thresholds[root]), tq.qmax)
+        scale, zero, dtype = activation_qparams(
+            tq, float(thresholds[root]), plan.options, (extents or {}).get(root)
+        )
         act_scales[tq.name] = scale
-        dtype, zero = _activation_type(tq, plan.options)
         sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
         new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, zero, dtype)]
         source = tq.name
@@ -576,6 +653,35 @@ def write_qdq(model: onnx.ModelProto, plan: QuantPlan, thresholds: Mapping[str, 
     return out
 
 
+def activation_qparams(
+    tq: TensorQuant, threshold: float, options: QuantizeOptions, extent: tuple[float, float] | None = None
+) -> tuple[float, int, int]:
+    """Scale, zero point and element type of an activation's Q/DQ pair.
+
+    In ONNX Runtime's placement, a signed tensor whose observed ``extent`` (min, max) is known
+    gets asymmetric uint8 over ``[max(min, -threshold), min(max, threshold)]``: its kernels take
+    any zero point, and a one-sided tensor (SiLU's output never falls below -0.28, a Sqrt's never
+    below 0) would otherwise spend half of its 256 levels on values that never occur. The step
+    is never coarser than the symmetric one (the range is at most ``2 * threshold``). TensorRT
+    takes zero point 0 only, so its placement stays symmetric.
+    """
+    if (
+        options.placement == "onnxruntime"
+        and options.asymmetric
+        and not tq.unsigned
+        and extent is not None
+        and threshold > 0
+    ):
+        lo = max(-threshold, min(float(extent[0]), 0.0))
+        hi = min(threshold, max(float(extent[1]), 0.0))
+        if hi - lo > 0:
+            scale = float(np.float32((hi - lo) / 255.0))
+            zero = int(np.clip(np.round(-lo / scale), 0, 255))
+            return scale, zero, TensorProto.UINT8
+    dtype, zero = _activation_type(tq, options)
+    return activation_scale(threshold, tq.qmax), zero, dtype
+
+
 def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, int]:
     """Element type and zero point of an activation's Q/DQ pair.
 
@@ -643,8 +749,8 @@ def check_qdq(
 ) -> None:
     """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
 
-    ONNX Runtime's placement keeps signed activations in uint8 with zero point 128 (see
-    :func:`_activation_type`); its weights and biases keep zero point 0 all the same.
+    ONNX Runtime's placement keeps signed activations in uint8 with any zero point (see
+    :func:`activation_qparams`); its int8 weights and biases keep zero point 0 all the same.
     """
     from calibration.artifacts import check_as_strict_as_source
 
@@ -654,12 +760,12 @@ def check_qdq(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None
     inits = {i.name: i for i in model.graph.initializer}
-    allowed = {0, 128} if placement == "onnxruntime" else {0}
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             zp = inits.get(node.input[2])
             if zp is None:
                 continue
             values = set(np.unique(numpy_helper.to_array(zp)).tolist())
-            if not values <= allowed or (128 in values and zp.data_type != TensorProto.UINT8):
+            asymmetric_ok = placement == "onnxruntime" and zp.data_type == TensorProto.UINT8
+            if values != {0} and not asymmetric_ok:
                 raise CalibrationError(f"{node.name}: zero point {sorted(values)} is not symmetric")

@@ -44,6 +44,9 @@ class TensorReport:
     nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
     histogram: dict[str, Any] | None = None  # compact_histogram() of |x|, exact zeros in bin 0
     rule: str = ""  # the algorithm whose threshold this is (auto chooses per tensor)
+    zero_point: int = 0  # 128 for symmetric uint8, other values for asymmetric uint8 (onnxruntime)
+    minimum: float | None = None  # observed min and max where the Q/DQ range follows them
+    maximum: float | None = None
 
 
 @dataclass
@@ -81,6 +84,14 @@ class CalibrationReport:
 
     def thresholds(self) -> dict[str, float]:
         return {t.name: t.threshold for t in self.tensors}
+
+    def extents(self) -> dict[str, tuple[float, float]]:
+        """Observed (min, max) of the tensors whose Q/DQ range follows them (asymmetric uint8)."""
+        return {
+            t.name: (t.minimum, t.maximum)
+            for t in self.tensors
+            if t.minimum is not None and t.maximum is not None
+        }
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -30,7 +30,15 @@ from onnx import helper, numpy_helper
 
 from calibration.algorithms import AlgorithmOptions, compute_threshold
 from calibration.observers import AbsHistogram
-from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
+from calibration.qdq import (
+    WEIGHTED_OPS,
+    QuantizeOptions,
+    QuantPlan,
+    TensorQuant,
+    activation_qparams,
+    activation_scale,
+    write_qdq,
+)
 
 RULES = ("max", "entropy", "percentile", "mse")
 STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
@@ -84,6 +92,36 @@ def fake_quant(x: np.ndarray, threshold: float, unsigned: bool) -> np.ndarray:
     scale = activation_scale(threshold, qmax)
     lo = 0 if unsigned else -128  # QuantizeLinear saturates int8 to [-128, 127]
     return (np.clip(np.round(x / scale), lo, qmax) * scale).astype(np.float32)  # type: ignore[no-any-return]
+
+
+# one candidate's quantization: (scale, zero point, lowest and highest integer of its type)
+QParams = tuple[float, int, int, int]
+
+
+def planned_qparams(
+    tq: TensorQuant,
+    thresholds: Sequence[float],
+    options: QuantizeOptions,
+    extent: tuple[float, float] | None = None,
+) -> list[QParams]:
+    """For each threshold, the scale, zero point and integer range the Q/DQ model will use."""
+    params = []
+    for threshold in thresholds:
+        scale, zero, dtype = activation_qparams(tq, threshold, options, extent)
+        lo, hi = (0, 255) if dtype == onnx.TensorProto.UINT8 else (-128, 127)
+        params.append((scale, zero, lo, hi))
+    return params
+
+
+def fake_quant_planned(
+    x: np.ndarray,
+    tq: TensorQuant,
+    threshold: float,
+    options: QuantizeOptions,
+    extent: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Quantize-dequantize with the scale, zero point and type the Q/DQ model will use."""
+    return fake_quant_all(x, planned_qparams(tq, [threshold], options, extent))[0]
 
 
 def _quantized_weight(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
@@ -149,11 +187,13 @@ def choose_per_tensor(
     cands: Mapping[str, Mapping[str, float]],
     samples: Mapping[str, list[np.ndarray]],
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
     errors from one plan to another of the same model and samples: a tensor with the same
-    candidates, consumers and quantized weights is not measured twice."""
+    candidates, consumers, quantization and quantized weights is not measured twice.
+    ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model)
@@ -166,7 +206,7 @@ def choose_per_tensor(
     thresholds: dict[str, float] = {}
     rules: dict[str, str] = {}
     for name, options in cands.items():
-        unsigned = plan.activations[name].unsigned
+        tq, extent = plan.activations[name], (extents or {}).get(name)
         unique: dict[float, str] = {}
         for rule, thr in options.items():
             unique.setdefault(thr, rule)
@@ -175,8 +215,9 @@ def choose_per_tensor(
             thresholds[name], rules[name] = options[rule], rule
             continue
         tried = list(unique)
+        params = planned_qparams(tq, tried, plan.options, extent)
         mine = sorted(consumers.get(name, []))
-        key = (name, unsigned, tuple(tried), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
+        key = (name, tuple(params), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
         if memo is not None and key in memo:
             errors = memo[key]
             best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
@@ -199,13 +240,13 @@ def choose_per_tensor(
                 value = feed.get(inp)
                 if value is None:
                     value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
-                consumer = consumer_errors(runner, feed, inp, value, tried, unsigned)
+                consumer = consumer_errors(runner, feed, inp, value, params)
                 if consumer is not None:  # None: shapes that do not line up once sliced
                     errors += consumer
                     measured = True
             if not measured:  # judged by the tensor itself
                 xd = x.astype(np.float64)
-                errors += [_relative(fake_quant(x, thr, unsigned).astype(np.float64), xd) for thr in tried]
+                errors += [_relative(q.astype(np.float64), xd) for q in fake_quant_all(x, params)]
         if memo is not None:
             memo[key] = errors
         best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
@@ -224,11 +265,11 @@ def consumer_errors(
     feed: Mapping[str, np.ndarray],
     inp: str,
     value: np.ndarray,
-    tried: Sequence[float],
-    unsigned: bool,
+    params: Sequence[QParams],
 ) -> np.ndarray | None:
-    """The relative error at ``runner``'s output for each threshold of ``tried`` applied to its
-    input ``inp`` (whose float value is ``value``); None when the node does not run on the values.
+    """The relative error at ``runner``'s output for each candidate quantization of ``params``
+    applied to its input ``inp`` (whose float value is ``value``); None when the node does not
+    run on the values.
 
     One run for all of them where the node treats axis 0 of ``inp`` as a batch (see
     :func:`_batch_axis_ok`): the reference and every candidate stacked along it, the node's
@@ -236,9 +277,9 @@ def consumer_errors(
     of more than ``STACKED_VALUES`` values in all are run one candidate at a time: there the
     arithmetic dominates either way, and the stacked buffers only raise the peak memory.
     """
-    copies = len(tried) + 1
+    copies = len(params) + 1
     stacked = (
-        _stacked_feed(runner, feed, inp, value, tried, unsigned)
+        _stacked_feed(runner, feed, inp, value, params)
         if copies * value.size <= STACKED_VALUES and _batch_axis_ok(runner, feed, inp)
         else None
     )
@@ -251,9 +292,7 @@ def consumer_errors(
             return _stacked_errors(out.reshape(copies, -1))
     try:
         ref = runner.run({**feed, inp: value})
-        return np.array(
-            [_relative(runner.run({**feed, inp: fake_quant(value, t, unsigned)}), ref) for t in tried]
-        )
+        return np.array([_relative(runner.run({**feed, inp: q}), ref) for q in fake_quant_all(value, params)])
     except Exception:  # shapes that do not line up once sliced
         return None
 
@@ -292,15 +331,14 @@ def _stacked_feed(
     feed: Mapping[str, np.ndarray],
     inp: str,
     value: np.ndarray,
-    tried: Sequence[float],
-    unsigned: bool,
+    params: Sequence[QParams],
 ) -> dict[str, np.ndarray] | None:
     """The reference and every candidate of ``inp`` stacked on axis 0 (None if ``value``, the
     input's float value, is not the fed one's shape)."""
     x = feed[inp]
     if value.shape != x.shape:
         return None
-    copies = len(tried) + 1
+    copies = len(params) + 1
     stacked = {
         other: np.concatenate([feed[other]] * copies) if feed[other].ndim == x.ndim else feed[other]
         for other in runner.inputs
@@ -308,32 +346,31 @@ def _stacked_feed(
     }
     buffer = np.empty((copies, *x.shape), np.float32)
     buffer[0] = value
-    fake_quant_all(value, tried, unsigned, out=buffer[1:])
+    fake_quant_all(value, params, out=buffer[1:])
     stacked[inp] = buffer.reshape((copies * x.shape[0], *x.shape[1:]))
     return stacked
 
 
-def fake_quant_all(
-    x: np.ndarray, thresholds: Sequence[float], unsigned: bool, out: np.ndarray | None = None
-) -> np.ndarray:
-    """:func:`fake_quant` for several thresholds at once: shape ``(len(thresholds), *x.shape)``,
-    written into ``out`` when given (float32 values are quantized there in place, the same
-    arithmetic without the temporaries)."""
-    qmax = 255 if unsigned else 127
-    scales = np.array([activation_scale(t, qmax) for t in thresholds], np.float32).reshape(
-        (-1,) + (1,) * x.ndim
-    )
-    lo = 0 if unsigned else -128
+def fake_quant_all(x: np.ndarray, params: Sequence[QParams], out: np.ndarray | None = None) -> np.ndarray:
+    """Quantize-dequantize ``x`` once per candidate of ``params`` (scale, zero point, integer
+    range): shape ``(len(params), *x.shape)``, written into ``out`` when given (float32 values
+    are quantized there in place, the same arithmetic without the temporaries). The clip is
+    taken relative to the zero point, ``round(x / s) + z`` clipped to ``[lo, hi]`` minus ``z``,
+    which is exact and leaves symmetric candidates (``z = 0``) as :func:`fake_quant` does them."""
+    shape = (-1,) + (1,) * x.ndim
+    scales = np.array([p[0] for p in params], np.float32).reshape(shape)
+    lows = np.array([p[2] - p[1] for p in params], np.float32).reshape(shape)
+    highs = np.array([p[3] - p[1] for p in params], np.float32).reshape(shape)
     if x.dtype != np.float32:
-        result = (np.clip(np.round(x[None] / scales), lo, qmax) * scales).astype(np.float32)
+        result = (np.clip(np.round(x[None] / scales), lows, highs) * scales).astype(np.float32)
         if out is None:
             return result  # type: ignore[no-any-return]
         out[...] = result
         return out
-    q = np.empty((len(thresholds), *x.shape), np.float32) if out is None else out
+    q = np.empty((len(params), *x.shape), np.float32) if out is None else out
     np.divide(x[None], scales, out=q)
     np.round(q, out=q)
-    np.clip(q, lo, qmax, out=q)
+    np.clip(q, lows, highs, out=q)
     np.multiply(q, scales, out=q)
     return q
 
@@ -406,6 +443,7 @@ def choose_for_model(
     holdout: Sequence[Mapping[str, np.ndarray]],
     rules: Sequence[str] = RULES,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
@@ -421,7 +459,7 @@ def choose_for_model(
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
             continue
-        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr), holdout, names))
+        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr, extents), holdout, names))
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
     thresholds, chosen = sets[winner]
     return Selection(dict(thresholds), dict(chosen), winner, scores)
@@ -440,12 +478,13 @@ def select(
     cands: Mapping[str, Mapping[str, float]] | None = None,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
+    extents: Mapping[str, tuple[float, float]] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
-    :func:`choose_per_tensor`)."""
+    :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents)

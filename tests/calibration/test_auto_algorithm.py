@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -105,11 +106,12 @@ def test_model_level_score_compares_logits_before_a_softmax_behind_an_identity()
     assert scored_tensors(helper.make_model(graph)) == ["logits", "r"]
 
 
-def power_model(path: Path) -> Path:
-    """A spectrogram-like front end: two Convs, squares summed by an Add, sqrt, then a Conv."""
+def power_model(path: Path, side_conv: bool = False) -> Path:
+    """A spectrogram-like front end: two Convs, squares summed by an Add, sqrt, then a Conv
+    (``side_conv``: a second Conv reads the sum itself, as a second output)."""
     rng = np.random.default_rng(3)
     w = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), f"w{i}")
-         for i, s in enumerate([(8, 1, 9), (8, 1, 9), (4, 8, 3)])]  # fmt: skip
+         for i, s in enumerate([(8, 1, 9), (8, 1, 9), (4, 8, 3), (4, 8, 3)])]  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["re"], pads=[4, 4], name="conv_re"),
         helper.make_node("Conv", ["x", "w1"], ["im"], pads=[4, 4], name="conv_im"),
@@ -119,35 +121,55 @@ def power_model(path: Path) -> Path:
         helper.make_node("Sqrt", ["power"], ["mag"], name="mag"),
         helper.make_node("Conv", ["mag", "w2"], ["y"], pads=[1, 1], name="head"),
     ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 64])]
+    if side_conv:
+        nodes.append(helper.make_node("Conv", ["power", "w3"], ["z"], pads=[1, 1], name="side"))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 64]))
     graph = helper.make_graph(
         nodes,
         "power",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 64])],
-        w,
+        outputs,
+        w if side_conv else w[:3],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
-def test_auto_on_onnxruntime_placement_measures_leaving_the_add_of_squares_in_float(tmp_path: Path) -> None:
-    model = power_model(tmp_path / "power.onnx")
+def _power_calibration(tmp_path: Path, side_conv: bool) -> tuple[Path, Any, CalibrationOptions]:
+    model = power_model(tmp_path / "power.onnx", side_conv=side_conv)
     rng = np.random.default_rng(4)
     loud = 10.0 ** rng.uniform(-2, 1, (128, 1, 1))  # quiet and loud frames: a wide dynamic range
     np.savez(tmp_path / "calib.npz", x=(rng.standard_normal((128, 1, 64)) * loud).astype(np.float32))
     inputs, _ = model_io(model)
     source = open_source(str(tmp_path / "calib.npz"), inputs, batch_size=8)
-    options = CalibrationOptions(algorithm="auto", placement="onnxruntime")
+    return model, source, CalibrationOptions(algorithm="auto", placement="onnxruntime")
+
+
+def test_onnxruntime_placement_leaves_an_add_without_integer_consumer_in_float(tmp_path: Path) -> None:
+    """The sum of squares feeds only a float Sqrt: int8 there would lose precision for nothing."""
+    model, source, options = _power_calibration(tmp_path, side_conv=False)
+    result = calibrate(model, source, options, tmp_path / "out")
+    report = json.loads(result.report.read_text())
+    assert "power" not in report["quantized_nodes"] and {"conv_re", "conv_im", "head"} <= set(
+        report["quantized_nodes"]
+    )
+    outputs = {o for n in onnx.load(result.model).graph.node for o in n.output}
+    assert "power_quantized" not in outputs and "re2_quantized" not in outputs
+    again = calibrate(model, source, options, tmp_path / "out")  # reuse keeps the plan
+    assert again.skipped
+
+
+def test_auto_on_onnxruntime_placement_measures_leaving_the_add_of_squares_in_float(tmp_path: Path) -> None:
+    model, source, options = _power_calibration(tmp_path, side_conv=True)  # the sum feeds a Conv
     result = calibrate(model, source, options, tmp_path / "out")
     selection = json.loads(result.report.read_text())["selection"]
-    assert "Add" in selection["exclude_ops"]
-    assert (
-        selection["held_out_cosine"][selection["winner"]]
-        > selection["placement_alternatives"]["quantize all"]
+    (other, score), *rest = selection["placement_alternatives"].items()
+    assert not rest and other in (
+        "quantize all",
+        "leave Add, Concat, AveragePool, GlobalAveragePool in float",
     )
-    ops = [n.op_type for n in onnx.load(result.model).graph.node]
-    assert ops.count("QuantizeLinear") > 0 and "power_quantized" not in {
-        o for n in onnx.load(result.model).graph.node for o in n.output
-    }
+    assert selection["held_out_cosine"][selection["winner"]] >= score  # the better plan was kept
+    assert ("Add" in selection["exclude_ops"]) == (other == "quantize all")
     again = calibrate(model, source, options, tmp_path / "out")  # reuse keeps the chosen plan
     assert again.skipped

@@ -15,9 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.observers import HistogramObserver, collect, same_values_sources
-from calibration.qdq import QuantizeOptions, constant_values, plan_quantization
-from calibration.select import _NodeRunner, _relative, consumer_errors, fake_quant, fake_quant_all
+from calibration.qdq import QuantizeOptions, activation_scale, constant_values, plan_quantization
+from calibration.select import QParams, _NodeRunner, _relative, consumer_errors, fake_quant, fake_quant_all
 from calibration.sources import open_source
+from tests.calibration.test_auto_algorithm import power_model
 
 
 def _model(
@@ -136,7 +137,7 @@ def test_stacked_consumer_run_gives_the_per_candidate_errors(case: str, stackabl
         return real(feed)
 
     runner.run_float32 = counted  # type: ignore[method-assign]
-    got = consumer_errors(runner, feed, inp, feed[inp], tried, unsigned=False)
+    got = consumer_errors(runner, feed, inp, feed[inp], _symmetric(tried, unsigned=False))
     assert got is not None
     assert (len(calls) == 1) == stackable  # one run for all candidates only where axis 0 is a batch
     np.testing.assert_allclose(got, _per_candidate(runner, feed, inp, tried), rtol=1e-5)
@@ -147,26 +148,8 @@ def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tm
     """The one statistics pass holds out every 4th batch: the reported samples are the others,
     and the scores recorded for both ORT plans come from the same held-out reference."""
     rng = np.random.default_rng(0)
-    f32 = TensorProto.FLOAT
-    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2")
-    model = _model(
-        [
-            helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["c1"], ["r1"]),
-            helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-            helper.make_node("Add", ["c2", "r1"], ["s"]),
-            helper.make_node("GlobalAveragePool", ["s"], ["p"]),
-            helper.make_node("Flatten", ["p"], ["y"]),
-        ],
-        [helper.make_tensor_value_info("x", f32, ["n", 3, 12, 12])],
-        ["y"],
-        [w1, w2],
-        ["n", 8],
-    )
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((64, 3, 12, 12)).astype(np.float32))
+    path = power_model(tmp_path / "m.onnx", side_conv=True)  # the Add feeds a Conv: the two ORT plans differ
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((64, 1, 64)).astype(np.float32))
     source = open_source(str(tmp_path / "calib.npz"), model_io(path)[0], batch_size=4)
     options = CalibrationOptions(algorithm="auto", placement="onnxruntime", weight_bits=7)
     result = calibrate(path, source, options, tmp_path / "out")
@@ -186,7 +169,22 @@ def test_fake_quant_of_several_thresholds_equals_one_at_a_time(dtype: type, unsi
         x = np.abs(x)
     tried = [9.0, 2.5, 0.7]
     want = np.stack([fake_quant(x, t, unsigned) for t in tried])
-    np.testing.assert_array_equal(fake_quant_all(x, tried, unsigned), want)
+    np.testing.assert_array_equal(fake_quant_all(x, _symmetric(tried, unsigned)), want)
     out = np.zeros((3, *x.shape), np.float32)
-    fake_quant_all(x, tried, unsigned, out=out)
+    fake_quant_all(x, _symmetric(tried, unsigned), out=out)
     np.testing.assert_array_equal(out, want)
+
+
+def test_fake_quant_with_a_zero_point_equals_the_q_dq_formula() -> None:
+    """Asymmetric uint8 (ONNX Runtime's placement): clip(round(x / s) + z, 0, 255) - z, times s."""
+    x: np.ndarray = np.random.default_rng(3).normal(0.5, 2, (4, 7)).astype(np.float32)
+    params: list[QParams] = [(0.02, 14, 0, 255), (0.005, 56, 0, 255), (0.03, 128, 0, 255)]
+    want = np.stack(
+        [((np.clip(np.round(x / s) + z, lo, hi) - z) * s).astype(np.float32) for s, z, lo, hi in params]
+    )
+    np.testing.assert_allclose(fake_quant_all(x, params), want, rtol=0, atol=1e-7)
+
+
+def _symmetric(tried: list[float], unsigned: bool) -> list[QParams]:
+    qmax = 255 if unsigned else 127
+    return [(activation_scale(t, qmax), 0, 0 if unsigned else -128, qmax) for t in tried]
