@@ -25,7 +25,6 @@ import argparse
 import glob
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
+from benchmarks.modelopt_venv import CACHE, MODELOPT_INT8, modelopt_python, peak_kb  # noqa: E402
 from benchmarks.render import line_tensor, text_line  # noqa: E402
 
 OCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
@@ -47,16 +46,6 @@ BATCH = 40  # divides 200 and 1000: ONNX Runtime's entropy calibrator fails on a
 OCR_MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 # --------------------------------------------------------------------------- workers (subprocesses)
-
-
-def _rss_kb() -> int:
-    """Peak resident memory of this process image (VmHWM: unlike ru_maxrss, not inherited
-    from the parent across fork and exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def worker(method: str, model: str, calib: str, out: str) -> None:
@@ -71,7 +60,7 @@ def worker(method: str, model: str, calib: str, out: str) -> None:
 
         _, algorithm, placement = method.split("-")
         inputs, _ = model_io(model)
-        baseline = _rss_kb()
+        baseline = peak_kb()
         start = time.perf_counter()
         source = open_source(calib, inputs, batch_size=BATCH)
         options = CalibrationOptions(
@@ -101,7 +90,7 @@ def worker(method: str, model: str, calib: str, out: str) -> None:
                 return next(self.batches, None)
 
         calib_method = CalibrationMethod.Entropy if method == "ort-entropy" else CalibrationMethod.MinMax
-        baseline = _rss_kb()
+        baseline = peak_kb()
         start = time.perf_counter()
         quantize_static(
             model,
@@ -119,28 +108,7 @@ def worker(method: str, model: str, calib: str, out: str) -> None:
     else:
         raise SystemExit(f"unknown method {method}")
     del result
-    print(json.dumps({"seconds": seconds, "peak_kb": _rss_kb(), "baseline_kb": baseline}))
-
-
-MODELOPT_WORKER = r"""
-import json, resource, shutil, sys, tempfile, time, os
-import numpy as np
-from modelopt.onnx.quantization import quantize
-model, calib, out = sys.argv[1:4]
-data = dict(np.load(calib))
-work = tempfile.mkdtemp()
-copy = os.path.join(work, "model.onnx")
-shutil.copy(model, copy)  # quantize() rewrites its input file
-def hwm():
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
-baseline = hwm()
-start = time.perf_counter()
-quantize(onnx_path=copy, quantize_mode="int8", calibration_data=data, calibration_method="entropy",
-         calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=out, log_level="ERROR")
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
-"""
+    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb(), "baseline_kb": baseline}))
 
 
 # --------------------------------------------------------------------------- data and models
@@ -201,7 +169,7 @@ def run_method(method: str, model: Path, calib: Path, out: Path, mo_python: str 
     if method == "modelopt-entropy":
         if mo_python is None:
             return {"error": "Model Optimizer unavailable"}
-        cmd = [mo_python, "-c", MODELOPT_WORKER, str(model), str(calib), str(out)]
+        cmd = [mo_python, "-c", MODELOPT_INT8, str(model), str(calib), str(out)]
     else:
         cmd = [
             sys.executable,

@@ -34,3 +34,32 @@ def modelopt_python(allow_install: bool, module: str) -> tuple[str | None, str]:
         tail = (installed.stderr or installed.stdout).strip().splitlines()[-1:] or ["unknown error"]
         return None, f"cannot install nvidia-modelopt[onnx]: {tail[0]}"
     return str(py), "ok"
+
+
+def peak_kb() -> int:
+    """Peak resident memory of this process image in kB (VmHWM: unlike ru_maxrss, not inherited
+    from the parent across fork and exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+
+
+# Model Optimizer's ONNX PTQ, int8 entropy, run by the venv's interpreter: argv model, calib.npz, out
+MODELOPT_INT8 = r"""
+import json, shutil, sys, tempfile, time, os
+import numpy as np
+from modelopt.onnx.quantization import quantize
+model, calib, out = sys.argv[1:4]
+data = dict(np.load(calib))
+work = tempfile.mkdtemp()
+copy = os.path.join(work, "model.onnx")
+shutil.copy(model, copy)  # quantize() rewrites its input file
+def hwm():
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
+baseline = hwm()
+start = time.perf_counter()
+quantize(onnx_path=copy, quantize_mode="int8", calibration_data=data, calibration_method="entropy",
+         calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=out, log_level="ERROR")
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
+"""

@@ -72,7 +72,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchmarks.modelopt_venv import CACHE, modelopt_python  # noqa: E402
+from benchmarks.modelopt_venv import CACHE, MODELOPT_INT8, modelopt_python, peak_kb  # noqa: E402
 from benchmarks.render import font as _font  # noqa: E402
 from benchmarks.render import line_tensor as _line_tensor  # noqa: E402
 from benchmarks.render import phrase as _phrase  # noqa: E402
@@ -629,26 +629,6 @@ BUDGET_METHOD = "ours-int8-budget"
 METHOD_TIMEOUT = 900  # seconds per method and model: a peer that hangs is reported, not waited for
 TARGETS = {"ours-int8-gpu": "jetson-orin-nx", "ours-int8-cpu": "x86-64-cpu", "ours-int8-vnni": "x86-64-vnni"}
 
-MODELOPT_INT8 = r"""
-import json, shutil, sys, tempfile, time, os
-import numpy as np
-from modelopt.onnx.quantization import quantize
-model, calib, out = sys.argv[1:4]
-data = dict(np.load(calib))
-work = tempfile.mkdtemp()
-copy = os.path.join(work, "model.onnx")
-shutil.copy(model, copy)  # quantize() rewrites its input file
-def hwm():
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
-baseline = hwm()
-start = time.perf_counter()
-quantize(onnx_path=copy, quantize_mode="int8", calibration_data=data, calibration_method="entropy",
-         calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=out, log_level="ERROR")
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}))
-"""
-
 MODELOPT_FP16 = r"""
 import json, sys, time, logging
 import onnx
@@ -668,11 +648,6 @@ print(json.dumps({"seconds": seconds, "peak_kb": hwm(), "baseline_kb": baseline}
 """
 
 
-def _hwm_kb() -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
-
-
 def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
     """One method in this process; prints a JSON line with seconds and peak / baseline memory."""
     import onnxruntime  # noqa: F401  (imported before the baseline in every worker)
@@ -689,7 +664,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
             load_target("jetson-orin-nx"),
             calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
         )
-        baseline, start = _hwm_kb(), time.perf_counter()
+        baseline, start = peak_kb(), time.perf_counter()
         make_fp16_checked(Path(model), Path(out), request)
     elif method == BUDGET_METHOD:
         from edgedeploy.errors import GateFailed
@@ -703,7 +678,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
             calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
             accuracy_budget=os.environ["EDGEDEPLOY_BENCH_BUDGET"],
         )
-        baseline, start = _hwm_kb(), time.perf_counter()
+        baseline, start = peak_kb(), time.perf_counter()
         try:
             artifact = make_precision(Path(model), request, Path(out).parent / "budget")
         except GateFailed as exc:
@@ -715,7 +690,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
         from edgedeploy.targets import load_target
 
         target = load_target(TARGETS[method])
-        baseline, start = _hwm_kb(), time.perf_counter()
+        baseline, start = peak_kb(), time.perf_counter()
         source = open_calibration_data(Path(model), folder, batch_size=int(batch))
         make_int8(Path(model), Path(out), target=target, source=source, force=True)
     elif method == "ort-int8":
@@ -732,7 +707,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(self.it, None)
 
-        baseline, start = _hwm_kb(), time.perf_counter()
+        baseline, start = peak_kb(), time.perf_counter()
         quantize_static(
             model,
             out,
@@ -745,7 +720,7 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
     else:
         raise SystemExit(f"unknown method {method}")
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_kb": _hwm_kb(), "baseline_kb": baseline, **extra}))
+    print(json.dumps({"seconds": seconds, "peak_kb": peak_kb(), "baseline_kb": baseline, **extra}))
 
 
 def run_method(
