@@ -302,24 +302,24 @@ def calibrate(
         ranges = _range_observer(qopts, levels, lean, copies)
         stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
         selection = None
+        recorder = None
         if auto:
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
             fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
             samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
             samples -= feed_holder.held_samples
-            observer.share(copies)
-            extents = _extents(ranges, copies)
+        else:
+            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
+        observer.share(copies)
+        extents = _extents(ranges, copies)
+        if recorder is not None:
             selection = _select(
                 model, plan, lean, observer, feed_holder, recorder, algo, options.threads, extents
             )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
                 levels = {**levels, **lean.levels()}
-        else:
-            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
-            observer.share(copies)
-            extents = _extents(ranges, copies)
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]

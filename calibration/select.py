@@ -113,17 +113,6 @@ def planned_qparams(
     return params
 
 
-def fake_quant_planned(
-    x: np.ndarray,
-    tq: TensorQuant,
-    threshold: float,
-    options: QuantizeOptions,
-    extent: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """Quantize-dequantize with the scale, zero point and type the Q/DQ model will use."""
-    return fake_quant_all(x, planned_qparams(tq, [threshold], options, extent))[0]
-
-
 def _quantized_weight(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
     moved = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
     scale = np.maximum(moved.max(axis=1), 1e-12) / qmax
