@@ -15,28 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgedeploy.fileio import atomic_write_text
+from edgedeploy.stages.report import ReportFiles
 from edgedeploy.stages.report.data import MatrixBar
+from edgedeploy.stages.report.load import PRECISION_ORDER
 from edgedeploy.stages.report.render import _e, _md, _num, _size, _table, page
 
 HTML_NAME = "matrix.html"
 MARKDOWN_NAME = "matrix.md"
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp4")
-
-
-@dataclass
-class MatrixReportFiles:
-    html: Path
-    markdown: Path
-    size_bytes: int  # of matrix.html
-
-
-def _order(precision: str) -> int:
-    return PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
 
 
 def speedups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:
@@ -80,7 +69,7 @@ def latency_bars(cells: Sequence[Mapping[str, Any]], model: str) -> list[MatrixB
         MatrixBar(c["target"], c["precision"], float(c["latency_ms"]), c.get("min_cosine"))
         for c in sorted(
             (c for c in cells if c["model"] == model and c.get("latency_ms")),
-            key=lambda c: _order(c["precision"]),
+            key=lambda c: PRECISION_ORDER.get(c["precision"], len(PRECISION_ORDER)),
         )
     ]
 
@@ -218,7 +207,7 @@ def write_matrix_report(
     bundles: Mapping[str, str],
     out_dir: str | os.PathLike[str],
     meta: Mapping[str, Any],
-) -> MatrixReportFiles:
+) -> ReportFiles:
     """Write ``matrix.html`` and ``matrix.md`` into ``out_dir`` (atomically, nothing else).
 
     Raises InputError naming the install line when matplotlib is missing, before any write.
@@ -232,4 +221,5 @@ def write_matrix_report(
     out.mkdir(parents=True, exist_ok=True)
     html_path = atomic_write_text(out / HTML_NAME, page)
     md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
-    return MatrixReportFiles(html_path, md_path, len(page.encode()))
+    models = list(dict.fromkeys(str(c["model"]) for c in cells))
+    return ReportFiles(html_path, md_path, len(page.encode()), models)
