@@ -461,12 +461,17 @@ def free_first_dim(model: onnx.ModelProto) -> bool:
     return bool(inputs)
 
 
-def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load a model (external data included) with every node named as make_fp16 names them."""
+def load_for_analysis(
+    model_path: str | os.PathLike[str], loaded: onnx.ModelProto | None = None
+) -> onnx.ModelProto:
+    """Load a model (external data included) with every node named as make_fp16 names them.
+
+    ``loaded``: the model the caller has already read from ``model_path`` (one without external
+    data), prepared here in place instead of reading the file again."""
 
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    model = load_onnx(model_path, load_external_data=False)
+    model = loaded if loaded is not None else load_onnx(model_path, load_external_data=False)
     if any(uses_external_data(t) for t in _get_all_tensors(model)):
         model = load_onnx(model_path)
         try:

@@ -403,17 +403,20 @@ def make_fp16(
     out_path: str | os.PathLike[str],
     options: Fp16Options | None = None,
     feed: Mapping[str, Any] | None = None,
+    loaded: onnx.ModelProto | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
     The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
+    ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
+    of reading the file again; only its IR version and missing node names are changed here.
     """
     from onnxruntime.transformers import float16
 
     options = options or Fp16Options()
     src = Path(model_path)
     out = Path(out_path)
-    model = load_onnx(src)
+    model = loaded if loaded is not None else load_onnx(src)
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
     names = ensure_node_names(model)
     unknown = [n for n in options.fp32_nodes if n not in names]
