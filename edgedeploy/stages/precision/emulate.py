@@ -290,10 +290,10 @@ def _drop_unused_initializers(graph: onnx.GraphProto, candidates: list[str]) -> 
     """Remove fp32 originals of weights that every consumer now reads rounded (ORT warns otherwise)."""
     used = _used_names(graph)
     unused = set(candidates) - used
-    if unused:
-        keep = [i for i in graph.initializer if i.name not in unused]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    # deleted in place: rebuilding the list would copy every weight that stays
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name in unused:
+            del graph.initializer[index]
 
 
 def is_fp16_model(model: onnx.ModelProto) -> bool:
