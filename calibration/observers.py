@@ -256,7 +256,7 @@ def no_spinning(options: Any) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
-def _session(model: onnx.ModelProto, threads: int | None) -> object:
+def _session(model: onnx.ModelProto | bytes, threads: int | None, name: str = "") -> object:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -266,10 +266,11 @@ def _session(model: onnx.ModelProto, threads: int | None) -> object:
     if threads:
         options.intra_op_num_threads = threads
     no_spinning(options)
+    data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        name = model.graph.name or "the model"
+        name = name or (model.graph.name if isinstance(model, onnx.ModelProto) else "") or "the model"
         raise CalibrationError(f"ONNX Runtime cannot load {name}: {ort_error(exc)}") from None
 
 
@@ -285,6 +286,18 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return marked
 
 
+def outputs_appended(serialized: bytes, model: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """:func:`with_outputs` of ``model`` as bytes, from ``serialized`` (``model``'s own bytes):
+    protobuf parses concatenated messages as one merged message, whose repeated fields (the
+    graph's outputs) are appended to, so the weights are not serialized again."""
+    existing = {o.name for o in model.graph.output}
+    extra = onnx.ModelProto()
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            extra.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return serialized + extra.SerializeToString()
+
+
 def collect(
     model: onnx.ModelProto | str | os.PathLike[str],
     source: Iterable[dict[str, np.ndarray]],
@@ -292,19 +305,23 @@ def collect(
     observers: Sequence[Observer],
     *,
     threads: int | None = None,
+    serialized: bytes | None = None,
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
     Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
     of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
-    at a time.
+    at a time. ``serialized``: ``model``'s bytes when the caller has them (the file it was read
+    from, its graph unchanged but for node names), so that a large model is not serialized again.
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(os.fspath(model))
     inputs = {i.name for i in model.graph.input}
     wanted = [n for n in tensor_names if n not in inputs]
-    marked = with_outputs(model, wanted)
-    session = _session(marked, threads)
+    if serialized is not None:
+        session = _session(outputs_appended(serialized, model, wanted), threads, model.graph.name)
+    else:
+        session = _session(with_outputs(model, wanted), threads)
     samples = 0
     for feed in source:
         try:

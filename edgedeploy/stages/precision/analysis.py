@@ -502,6 +502,7 @@ def analyze(
     observers: Sequence[Observer] = (),
     threads: int | None = None,
     until_stable: bool = False,
+    serialized: bytes | None = None,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
@@ -509,7 +510,7 @@ def analyze(
     run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
     only returns main-graph values); control-flow nodes are reported as such. With
     ``until_stable`` the pass stops once the ranges have settled (see :class:`UntilStable`); the
-    report's notes say where.
+    report's notes say where. ``serialized``: the model's own bytes, as :func:`collect` takes them.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
@@ -521,7 +522,7 @@ def analyze(
     observer = Fp16RangeObserver()
     feeds = UntilStable(source, observer, thresholds) if until_stable else source
     try:
-        samples = collect(model, feeds, names, [observer, *observers], threads=threads)
+        samples = collect(model, feeds, names, [observer, *observers], threads=threads, serialized=serialized)
     except InputError:
         raise
     except Exception as exc:

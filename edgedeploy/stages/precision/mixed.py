@@ -93,14 +93,30 @@ def _sidecar(dest: Path, suffix: str) -> Path:
     return dest.with_name(dest.name.removesuffix(".onnx") + suffix)
 
 
-def _read_once(model: Path) -> onnx.ModelProto | None:
-    """The model as the analysis and the conversion both read it, when its weights are in the file
-    (a 90 MB model takes a quarter of a second to parse); None for one with external data, which
-    each reads in its own way."""
+def _read_once(model: Path) -> tuple[onnx.ModelProto | None, bytes | None]:
+    """The model as the analysis and the conversion both read it, and the file's bytes, when its
+    weights are in the file (a 90 MB model takes a quarter of a second to parse and more to
+    serialize again); (None, None) for one with external data, which each reads in its own way."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    loaded = load_onnx(model, load_external_data=False)
-    return None if any(uses_external_data(t) for t in _get_all_tensors(loaded)) else loaded
+    try:
+        content = model.read_bytes()
+        loaded = onnx.load_model_from_string(content)
+        if not loaded.graph.node:
+            raise ValueError("no nodes")
+        data: bytes | None = content
+    except Exception:  # the reader's own message for a missing, empty, corrupt or truncated file
+        loaded, data = load_onnx(model, load_external_data=False), None
+    if any(uses_external_data(t) for t in _get_all_tensors(loaded)):
+        return None, None
+    return loaded, data
+
+
+def _still_serialized(analysed: onnx.ModelProto, data: bytes | None, ir: int, inputs: int) -> bytes | None:
+    """The file's bytes for the analysis session when preparing the model for the analysis changed
+    nothing in it but node names (which ONNX Runtime does not read): its IR version and inputs."""
+    unchanged = analysed.ir_version == ir and len(analysed.graph.input) == inputs
+    return data if unchanged else None
 
 
 def _for_analysis(loaded: onnx.ModelProto | None) -> onnx.ModelProto | None:
@@ -134,7 +150,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     files: list[Path] = []
     info: dict[str, Any] = {}
     source: DataSource | None = None
-    loaded = _read_once(model)
+    loaded, raw = _read_once(model)
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
@@ -150,6 +166,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance:
+                header = (loaded.ir_version, len(loaded.graph.input)) if loaded is not None else (0, 0)
                 analysed = load_for_analysis(model, _for_analysis(loaded))
                 # the release below runs on the first samples the analysis read, against the fp32
                 # outputs the analysis pass computed on them; batches are split so that the
@@ -161,7 +178,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                     recorder.wrap(data),
                     data_description=source.describe(),
                     observers=[recorder],
+                    serialized=_still_serialized(analysed, raw, *header),
                 )
+                raw = None  # the session has its copy
                 report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
