@@ -203,8 +203,11 @@ def plan_islands(
 def _session(model: onnx.ModelProto) -> Any:
     import onnxruntime as ort
 
+    from calibration.observers import no_spinning
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
