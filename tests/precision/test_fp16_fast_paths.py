@@ -321,3 +321,12 @@ def test_the_artifact_check_runs_one_sample_only_when_every_input_has_a_free_bat
     assert _one_sample(feed, fixed) is feed
     ragged = {"a": feed["a"], "b": np.ones((4,), np.int64)}
     assert _one_sample(ragged, free) is ragged
+
+
+def test_rounded_weights_written_in_place_are_what_from_array_makes() -> None:
+    from edgedeploy.stages.precision.emulate import _float_initializer
+
+    graph = onnx.GraphProto()
+    for name, values in (("w", np.arange(15, dtype=np.float32).reshape(3, 5)), ("s", np.float32(1.5))):
+        _float_initializer(graph, name, np.asarray(values))
+        assert graph.initializer[-1] == numpy_helper.from_array(np.asarray(values), name)

@@ -102,7 +102,7 @@ def emulate_fp16(
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
     floats = float_names(emu) if floats is None else floats
-    cache = {} if rounded_weights is None else rounded_weights
+    cache = {} if rounded_weights is None else rounded_weights  # numpy-rounded twins, by weight
     casts = set(cast_weights)
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
@@ -114,10 +114,13 @@ def emulate_fp16(
             return rounded[name]
         twin = f"{name}__fp16"
         if name in inits and name not in casts:
-            if name not in cache:
-                arr = round_weight(numpy_helper.to_array(inits[name]))
-                cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
-            graph.initializer.append(cache[name])
+            if rounded_weights is None:  # written in place: a TensorProto appended is copied again
+                _float_initializer(graph, twin, round_weight(numpy_helper.to_array(inits[name])))
+            else:
+                if name not in cache:
+                    arr = round_weight(numpy_helper.to_array(inits[name]))
+                    cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
+                graph.initializer.append(cache[name])
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
@@ -212,6 +215,15 @@ def emulate_fp16(
         graph, [name for name, twin in rounded.items() if twin != name and name in inits]
     )
     return emu
+
+
+def _float_initializer(graph: onnx.GraphProto, name: str, values: np.ndarray) -> None:
+    """A float32 initializer added to ``graph`` as ``numpy_helper.from_array`` makes it."""
+    tensor = graph.initializer.add()
+    tensor.name = name
+    tensor.data_type = TensorProto.FLOAT
+    tensor.dims.extend(values.shape)
+    tensor.raw_data = np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 SWITCH_PREFIX = "__fp16_switch__"
