@@ -26,9 +26,17 @@ batch the samples along axis 0; nothing else is changed.
 Inputs are realistic per model: text lines and documents rendered with Pillow and DejaVu fonts,
 captcha-like images, synthetic scenes of glyphs and shapes, speech from ``espeak-ng`` mixed with
 silence and noise (VAD state carried over from a sequential FP32 run), the bytes of real files on
-this machine, and English sentences. Calibration and evaluation sets are disjoint. The two VAD
-models are evaluated on at least 256 chunks (8 s of speech and pauses): 32 chunks are one second,
-often silence throughout, where the cosine turns on two or three chunks.
+this machine, and English sentences. Calibration and evaluation sets are disjoint (seed 1 and
+``--eval-seed``, 2 by default). The two VAD models read each 512-sample chunk with the previous
+chunk's last 64 samples in front (576 in all), as their own wrappers feed them, and are evaluated on
+at least 256 consecutive chunks (8 s of speech and pauses): 32 chunks are one second, where the
+cosine turns on two or three chunks. Their calibration chunks are taken evenly spaced across one
+8-second stream (speech and silence, as a user's recording holds), the same chunks for every method.
+
+Changed at the commit that added ``--eval-seed``: silero-vad was fed 512 samples without the context
+(its FP32 output was ~0.001 on every chunk, speech or not, so every silero figure before measured
+the noise on near-zero outputs), and both VADs were calibrated on their stream's first 32 chunks
+(one second of the first sentence, no silence). Figures before and after are in the README.
 
 Methods, each in a fresh subprocess (wall time of the conversion call, peak resident memory over
 the baseline after imports):
