@@ -48,21 +48,12 @@ from calibration.qdq import (
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
-from calibration.select import (
-    RULES,
-    VOTE_SAMPLES,
-    SampleObserver,
-    Selection,
-    candidates,
-    feed_samples,
-    scored_tensors,
-    select,
-)
+from calibration.select import RULES, SampleObserver, Selection, candidates, scored_tensors, select
 from calibration.sources import DataSource
 from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
-HOLDOUT_SAMPLES = VOTE_SAMPLES  # auto: samples kept aside to judge thresholds on
+HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 
 
 @dataclass(frozen=True)
@@ -548,7 +539,8 @@ def _select(
         else:
             best.alternatives[f"leave {', '.join(excluded)} in float"] = selection.scores[selection.winner]
     assert best is not None
-    best.held_out_samples = feed_samples(held_out)
+    first = [next(iter(f.values())) for f in held_out]
+    best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best
 
 

@@ -14,8 +14,7 @@ classifier entropy is the better one. So ``auto`` measures, in two steps:
 2. **per model**: the per-tensor choice and each rule applied to every tensor are written as
    Q/DQ models and run on the held-out samples; the one whose outputs are closest to FP32
    (highest cosine, min over outputs) is kept. Local errors do not add up exactly along a
-   network, so this step guards the first one, where there are enough held-out samples
-   (``VOTE_SAMPLES``) for one output cosine to say more than the many per-tensor measurements.
+   network, so this step guards the first one.
 
 Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose per tensor.
 """
@@ -43,13 +42,6 @@ from calibration.qdq import (
 
 RULES = ("max", "entropy", "percentile", "mse")
 STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
-# Step 2 overrules step 1 only on at least this many held-out samples (calibrate.HOLDOUT_SAMPLES,
-# what it holds out from a long enough source). On fewer, one output cosine turns on one or two
-# samples: silero-vad, 32 chunks in 4 batches of 8, held out one batch holding a chunk louder than
-# the 24 the thresholds came from; the vote took one rule everywhere (percentile, 0.9964 against
-# the per-tensor choice's 0.9930 on those 8), which scores 0.9957-0.9983 on three 256-chunk
-# evaluations (GPU, VNNI and CPU placements) where the per-tensor choice scores 0.9995-0.9998.
-VOTE_SAMPLES = 16
 
 
 @dataclass
@@ -446,8 +438,6 @@ def choose_for_model(
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
     caller recorded them already)."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
-    if feed_samples(holdout) < VOTE_SAMPLES:
-        rules = ()  # too few held-out samples for the vote to overrule the per-tensor choice
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
     names = scored_tensors(model)
@@ -462,12 +452,6 @@ def choose_for_model(
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
     thresholds, chosen = sets[winner]
     return Selection(dict(thresholds), dict(chosen), winner, scores)
-
-
-def feed_samples(feeds: Sequence[Mapping[str, np.ndarray]]) -> int:
-    """Samples in ``feeds``: the sizes of their first input's axis 0 (1 for a scalar)."""
-    first = [next(iter(f.values())) for f in feeds if f]
-    return sum(int(a.shape[0]) if a.ndim else 1 for a in first)
 
 
 def select(

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
-from calibration.select import VOTE_SAMPLES, fake_quant, scored_tensors
+from calibration.select import fake_quant, scored_tensors
 from calibration.sources import open_source
 
 COLS = 256
@@ -70,23 +70,6 @@ def test_auto_keeps_outliers_a_layer_needs_and_clips_a_glitch_it_does_not(tmp_pa
     got = ort.InferenceSession(str(result.model)).run(None, evaluate)
     for r, g in zip(ref, got, strict=True):
         assert float(r.ravel() @ g.ravel() / np.linalg.norm(r) / np.linalg.norm(g)) > 0.999
-
-
-def test_auto_keeps_the_per_tensor_choice_when_too_few_samples_are_held_out_for_the_vote(
-    tmp_path: Path,
-) -> None:
-    """32 samples in batches of 8 hold out one batch: 8 samples, below VOTE_SAMPLES, where one
-    output cosine turns on a sample or two (silero-vad: the vote took percentile everywhere on
-    them and lost 0.002-0.004 of cosine on 256-chunk evaluations); the vote is not run."""
-    model = two_branch_model(tmp_path / "two.onnx")
-    np.savez(tmp_path / "calib.npz", **data(32, 1))
-    inputs, _ = model_io(model)
-    source = open_source(str(tmp_path / "calib.npz"), inputs, batch_size=8)
-    result = calibrate(model, source, CalibrationOptions(algorithm="auto"), tmp_path / "out")
-    selection = json.loads(result.report.read_text())["selection"]
-    assert selection["held_out_samples"] == 8 < VOTE_SAMPLES
-    assert selection["winner"] == "per-tensor"
-    assert set(selection["held_out_cosine"]) == {"per-tensor"}
 
 
 def test_fake_quant_matches_onnx_quantize_dequantize() -> None:
