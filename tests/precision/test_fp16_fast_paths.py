@@ -330,3 +330,30 @@ def test_rounded_weights_written_in_place_are_what_from_array_makes() -> None:
     for name, values in (("w", np.arange(15, dtype=np.float32).reshape(3, 5)), ("s", np.float32(1.5))):
         _float_initializer(graph, name, np.asarray(values))
         assert graph.initializer[-1] == numpy_helper.from_array(np.asarray(values), name)
+
+
+def test_release_session_with_weights_in_memory_computes_what_the_serialized_model_does() -> None:
+    """The island release's session (large float weights given to ONNX Runtime as in-memory
+    external initializers) gives every plan's outputs bit for bit as a session made from the
+    serialized emulated model; small weights, int64 constants and Constant nodes stay inline."""
+    from edgedeploy.stages.precision.emulate import emulate_fp16, switch_input
+    from edgedeploy.stages.precision.islands import IN_MEMORY_BYTES, _session
+
+    rng = np.random.default_rng(9)
+    model = _tiny_weight_model(False)
+    big = numpy_helper.from_array(rng.standard_normal((4, 2048)).astype(np.float32), "big")
+    assert 4 * 4 * 2048 > IN_MEMORY_BYTES >= 4 * 16 * 4  # one weight in memory, the others inline
+    model.graph.initializer.append(big)
+    model.graph.node.append(helper.make_node("MatMul", ["y", "big"], ["z"], name="wide"))
+    model.graph.output[0].name = "z"
+    soft = ["proj", "head", "wide"]
+    emulated = emulate_fp16(model, set(), (), switchable=soft, cast_weights=["big"])
+    session = _session(emulated)
+    assert any(i.name == "big" for i in emulated.graph.initializer)  # the model itself is unchanged
+    feed = {"x": rng.standard_normal((5, 8)).astype(np.float32)}
+    for fp16 in ([], ["proj"], soft):
+        flags = {switch_input(n): np.array(n in fp16) for n in soft}
+        got = session.run(None, {**feed, **flags})
+        want = _outputs(emulated, {**feed, **flags})
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
