@@ -357,3 +357,28 @@ def test_release_session_with_weights_in_memory_computes_what_the_serialized_mod
         want = _outputs(emulated, {**feed, **flags})
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
+
+
+def test_typing_the_model_in_place_gives_what_shape_inference_with_weights_returns() -> None:
+    """The converter's input typed in place (no weight copied) is the message that
+    ``infer_shapes_light(weights=True)`` returns, byte for byte, with initializer inputs, a doc
+    string and metadata, and IR 3 (whose version inference of the light copy raises)."""
+    from edgedeploy.stages.precision.fp16 import _typed_in_place
+
+    cases = [_scale_model(), _tiny_weight_model(False), _tiny_weight_model(True)]
+    documented = _tiny_weight_model(True)
+    documented.doc_string, documented.graph.doc_string = "model doc", "graph doc"
+    onnx.helper.set_model_props(documented, {"author": "tests"})
+    documented.ir_version = 3
+    cases.append(documented)
+    for model in cases:
+        want = infer_shapes_light(_copy(model), weights=True).SerializeToString()
+        mine = _copy(model)
+        assert _typed_in_place(mine) is mine
+        assert mine.SerializeToString() == want
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy

@@ -402,6 +402,28 @@ def precision_plan(
     }
 
 
+def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` as ``infer_shapes_light(model, weights=True)`` returns it (equal messages: tests
+    pin it), made by moving the inferred fields into ``model`` instead of copying its weights into
+    the inferred copy; raises what shape inference raises, before ``model`` is changed."""
+    inferred = infer_shapes_light(model)
+    for source, target in ((inferred, model), (inferred.graph, model.graph)):
+        skip = {"graph", "ir_version"} if source is inferred else {"initializer", "input"}
+        for field in target.DESCRIPTOR.fields:
+            if field.name not in skip:
+                target.ClearField(field.name)
+        for field, value in source.ListFields():
+            if field.name in skip:
+                continue
+            if field.is_repeated:
+                getattr(target, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(target, field.name).CopyFrom(value)
+            else:
+                setattr(target, field.name, value)
+    return model
+
+
 def make_fp16(
     model_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -413,7 +435,8 @@ def make_fp16(
 
     The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
     ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
-    of reading the file again; only its IR version and missing node names are changed here.
+    of reading the file again and handed over: it is converted in place, the caller must not use
+    it afterwards.
     """
     from onnxruntime.transformers import float16
 
@@ -435,9 +458,14 @@ def make_fp16(
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
+    plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
+    interface = onnx.ModelProto()  # the declared graph inputs and outputs, for _restore_non_tensor_io
+    interface.graph.input.extend(model.graph.input)
+    interface.graph.output.extend(model.graph.output)
     try:
-        # the converter's own shape inference serializes the model with its weights twice: typed here
-        typed, inferred = infer_shapes_light(model, weights=True), True
+        # the converter's own shape inference serializes the model with its weights twice: typed
+        # here, in place (the model is ours: read here or handed over), so no weight is copied
+        typed, inferred = _typed_in_place(model), True
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
     try:
@@ -454,11 +482,10 @@ def make_fp16(
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
-    _restore_non_tensor_io(converted, model)
+    _restore_non_tensor_io(converted, interface)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
-    plan = precision_plan(model, options, blocked_ops)
     plan["source_sha256"] = sha256_file(src)
     save_onnx(
         converted,
