@@ -391,6 +391,7 @@ def calibrate(
                 "winner": selection.winner,
                 "held_out_cosine": selection.scores,
                 "held_out_samples": selection.held_out_samples,
+                "lead_with_one_sample_out": selection.margins,
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
                 "placement_alternatives": selection.alternatives,

@@ -55,6 +55,7 @@ class Selection:
     held_out_samples: int = 0
     exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
     alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
+    margins: dict[str, float] = field(default_factory=dict)  # rule -> lead over per-tensor, one sample out
 
 
 class SampleObserver:
@@ -391,6 +392,73 @@ def output_cosine(
     return worst
 
 
+def _sample_sums(
+    reference: Sequence[Sequence[np.ndarray]],
+    candidate: Sequence[Sequence[np.ndarray]],
+    counts: Sequence[int],
+) -> np.ndarray | None:
+    """Per held-out sample and output, the sums a cosine is made of (r.c, r.r, c.c), shape
+    (samples, outputs, 3); None when the candidate has a NaN/Inf. An output's batch axis is the
+    first of its axes as long as the batch's sample count (``counts``), axis 0 if that one is (a
+    recurrent state is [layers, batch, hidden]); a batch with an output that has none is one unit."""
+    units: list[np.ndarray] = []
+    for ref, got, n in zip(reference, candidate, counts, strict=True):
+        axes = [_batch_axis(np.shape(r), n) for r in ref]
+        rows = n if n > 1 and None not in axes else 1
+        sums = np.empty((rows, len(ref), 3))
+        for k, (r, c, axis) in enumerate(zip(ref, got, axes, strict=True)):
+            r64 = np.moveaxis(np.asarray(r, np.float64), axis or 0, 0).reshape(rows, -1)
+            c64 = np.moveaxis(np.asarray(c, np.float64), axis or 0, 0).reshape(rows, -1)
+            if not np.all(np.isfinite(c64)):
+                return None
+            sums[:, k] = np.stack([(r64 * c64).sum(1), (r64 * r64).sum(1), (c64 * c64).sum(1)], 1)
+        units.append(sums)
+    return np.concatenate(units)
+
+
+def _batch_axis(shape: tuple[int, ...], n: int) -> int | None:
+    return next((axis for axis, size in enumerate(shape) if size == n), None)
+
+
+def _cosines(sums: np.ndarray) -> np.ndarray:
+    """Min over outputs of the pooled cosine, from sums of shape (..., outputs, 3)."""
+    denom = np.sqrt(sums[..., 1] * sums[..., 2])
+    safe = np.where(denom > 0, denom, 1.0)
+    cos = np.where(denom > 0, sums[..., 0] / safe, (sums[..., 1] == sums[..., 2]).astype(np.float64))
+    return np.asarray(cos.min(-1))
+
+
+def drop_one_margins(per_sample: Mapping[str, np.ndarray | None], default: str = "per-tensor") -> dict[str, float]:
+    """Per candidate, its smallest lead over ``default`` in pooled cosine when any one held-out
+    sample is left out (``per_sample``: candidate -> :func:`_sample_sums`; -2 for a NaN/Inf, or
+    with fewer than two samples the lead on all of them)."""
+    base = per_sample[default]
+    margins: dict[str, float] = {}
+    for label, sums in per_sample.items():
+        if label == default:
+            continue
+        if sums is None or base is None:
+            margins[label] = -2.0 if sums is None else 2.0
+        elif len(sums) < 2:
+            margins[label] = float(_cosines(sums.sum(0)) - _cosines(base.sum(0)))
+        else:  # row i: pooled over all samples but i
+            margins[label] = float(np.min(_cosines(sums.sum(0) - sums) - _cosines(base.sum(0) - base)))
+    return margins
+
+
+def _vote_winner(scores: Mapping[str, float], margins: Mapping[str, float], default: str = "per-tensor") -> str:
+    """The model-level vote: ``default`` unless another candidate has a higher pooled held-out
+    cosine (``scores``) and keeps a lead with any one held-out sample left out (``margins``, see
+    :func:`drop_one_margins`); of those, the highest pooled cosine. A lead that hinges on one
+    sample (a chunk louder than the rest dominates a pooled cosine) is noise of the held-out draw,
+    not evidence against the per-tensor choice, which step 1 measured tensor by tensor."""
+    best = default
+    for label, margin in margins.items():
+        if margin > 0 and scores[label] > scores[best]:
+            best = label
+    return best
+
+
 SQUASHING = ("Softmax", "LogSoftmax", "Sigmoid")
 MOVING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
 
@@ -443,15 +511,20 @@ def choose_for_model(
     names = scored_tensors(model)
     if reference is None:
         reference = _run(model, holdout, names)
+    counts = [int(next(iter(f.values())).shape[0]) if next(iter(f.values())).ndim else 1 for f in holdout]
     scores: dict[str, float] = {}
+    per_sample: dict[str, np.ndarray | None] = {}
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
             continue
-        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr, extents), holdout, names))
-    winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
+        outputs = _run(write_qdq(model, plan, thr, extents), holdout, names)
+        scores[label] = output_cosine(reference, outputs)
+        per_sample[label] = _sample_sums(reference, outputs, counts)
+    margins = drop_one_margins(per_sample)
+    winner = _vote_winner(scores, margins)
     thresholds, chosen = sets[winner]
-    return Selection(dict(thresholds), dict(chosen), winner, scores)
+    return Selection(dict(thresholds), dict(chosen), winner, scores, margins=margins)
 
 
 def select(
