@@ -41,6 +41,7 @@ from calibration.qdq import (
 )
 
 RULES = ("max", "entropy", "percentile", "mse")
+VOTE_TIE = 1e-5  # model-level vote: cosine differences below this are ties (the figures' resolution)
 STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
 
 
@@ -448,13 +449,16 @@ def drop_one_margins(per_sample: Mapping[str, np.ndarray | None], default: str =
 
 def _vote_winner(scores: Mapping[str, float], margins: Mapping[str, float], default: str = "per-tensor") -> str:
     """The model-level vote: ``default`` unless another candidate has a higher pooled held-out
-    cosine (``scores``) and keeps a lead with any one held-out sample left out (``margins``, see
-    :func:`drop_one_margins`); of those, the highest pooled cosine. A lead that hinges on one
-    sample (a chunk louder than the rest dominates a pooled cosine) is noise of the held-out draw,
-    not evidence against the per-tensor choice, which step 1 measured tensor by tensor."""
+    cosine (``scores``) and, with any one held-out sample left out, ``default`` does not lead it by
+    more than a tie (``margins``, see :func:`drop_one_margins`); of those, the highest pooled
+    cosine. A lead that one sample makes and the other samples reverse is conflicting evidence
+    (on silero-vad, one uncertain chunk where the per-tensor choice errs, while it is the closer
+    one on the other seven), and the per-tensor choice, measured tensor by tensor, stays. A lead
+    that one sample makes while the others tie (a classifier whose other outputs are saturated
+    probabilities) is kept: there the one sample is all the evidence there is."""
     best = default
     for label, margin in margins.items():
-        if margin > 0 and scores[label] > scores[best]:
+        if margin > -VOTE_TIE and scores[label] > scores[best]:
             best = label
     return best
 
