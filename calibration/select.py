@@ -429,7 +429,9 @@ def _cosines(sums: np.ndarray) -> np.ndarray:
     return np.asarray(cos.min(-1))
 
 
-def drop_one_margins(per_sample: Mapping[str, np.ndarray | None], default: str = "per-tensor") -> dict[str, float]:
+def drop_one_margins(
+    per_sample: Mapping[str, np.ndarray | None], default: str = "per-tensor"
+) -> dict[str, float]:
     """Per candidate, its smallest lead over ``default`` in pooled cosine when any one held-out
     sample is left out (``per_sample``: candidate -> :func:`_sample_sums`; -2 for a NaN/Inf, or
     with fewer than two samples the lead on all of them)."""
@@ -447,7 +449,9 @@ def drop_one_margins(per_sample: Mapping[str, np.ndarray | None], default: str =
     return margins
 
 
-def _vote_winner(scores: Mapping[str, float], margins: Mapping[str, float], default: str = "per-tensor") -> str:
+def _vote_winner(
+    scores: Mapping[str, float], margins: Mapping[str, float], default: str = "per-tensor"
+) -> str:
     """The model-level vote: ``default`` unless another candidate has a higher pooled held-out
     cosine (``scores``) and, with any one held-out sample left out, ``default`` does not lead it by
     more than a tie (``margins``, see :func:`drop_one_margins`); of those, the highest pooled

@@ -48,13 +48,15 @@ def test_vote_drops_a_rule_with_non_finite_outputs() -> None:
     reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
     broken = reference.copy()
     broken[3, 5] = np.inf
-    winner, _ = _vote(reference, {"per-tensor": _outputs(reference, np.full(SAMPLES, 0.05), 1), "mse": broken})
+    per_tensor = _outputs(reference, np.full(SAMPLES, 0.05), 1)
+    winner, _ = _vote(reference, {"per-tensor": per_tensor, "mse": broken})
     assert winner == "per-tensor"
 
 
 def test_sample_sums_split_a_recurrent_state_along_its_batch_axis() -> None:
     rng = np.random.default_rng(0)
-    logits, state = rng.standard_normal((SAMPLES, 1)), rng.standard_normal((2, SAMPLES, 16))  # [layers, batch, hidden]
+    logits = rng.standard_normal((SAMPLES, 1))
+    state = rng.standard_normal((2, SAMPLES, 16))  # [layers, batch, hidden]
     got_logits, got_state = logits + 0.1, state * 0.9 + 0.1
     sums = _sample_sums([[logits, state]], [[got_logits, got_state]], [SAMPLES])
     assert sums is not None and sums.shape == (SAMPLES, 2, 3)
