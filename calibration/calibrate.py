@@ -392,6 +392,7 @@ def calibrate(
                 "held_out_cosine": selection.scores,
                 "held_out_samples": selection.held_out_samples,
                 "lead_with_one_sample_out": selection.margins,
+                "samples_better_worse": selection.wins,
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
                 "placement_alternatives": selection.alternatives,

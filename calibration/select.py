@@ -14,7 +14,9 @@ classifier entropy is the better one. So ``auto`` measures, in two steps:
 2. **per model**: the per-tensor choice and each rule applied to every tensor are written as
    Q/DQ models and run on the held-out samples; the one whose outputs are closest to FP32
    (highest cosine, min over outputs) is kept. Local errors do not add up exactly along a
-   network, so this step guards the first one.
+   network, so this step guards the first one. With few held-out samples one can make that
+   pooled cosine: a rule's lead that one sample makes, that the other samples reverse and that
+   most samples contradict does not overrule the per-tensor choice (see :func:`_vote_winner`).
 
 Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose per tensor.
 """
@@ -57,6 +59,7 @@ class Selection:
     exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
     alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
     margins: dict[str, float] = field(default_factory=dict)  # rule -> lead over per-tensor, one sample out
+    wins: dict[str, list[int]] = field(default_factory=dict)  # rule -> held-out samples better, worse
 
 
 class SampleObserver:
@@ -449,20 +452,42 @@ def drop_one_margins(
     return margins
 
 
+def sample_wins(
+    per_sample: Mapping[str, np.ndarray | None], default: str = "per-tensor"
+) -> dict[str, list[int]]:
+    """Per candidate, on how many held-out samples its cosine (min over outputs) is above and below
+    ``default``'s by more than a tie."""
+    base = per_sample[default]
+    wins: dict[str, list[int]] = {}
+    for label, sums in per_sample.items():
+        if label == default or sums is None or base is None:
+            continue
+        diff = _cosines(sums) - _cosines(base)
+        wins[label] = [int(np.sum(diff > VOTE_TIE)), int(np.sum(diff < -VOTE_TIE))]
+    return wins
+
+
 def _vote_winner(
-    scores: Mapping[str, float], margins: Mapping[str, float], default: str = "per-tensor"
+    scores: Mapping[str, float],
+    margins: Mapping[str, float],
+    wins: Mapping[str, Sequence[int]],
+    default: str = "per-tensor",
 ) -> str:
-    """The model-level vote: ``default`` unless another candidate has a higher pooled held-out
-    cosine (``scores``) and, with any one held-out sample left out, ``default`` does not lead it by
-    more than a tie (``margins``, see :func:`drop_one_margins`); of those, the highest pooled
-    cosine. A lead that one sample makes and the other samples reverse is conflicting evidence
-    (on silero-vad, one uncertain chunk where the per-tensor choice errs, while it is the closer
-    one on the other seven), and the per-tensor choice, measured tensor by tensor, stays. A lead
-    that one sample makes while the others tie (a classifier whose other outputs are saturated
-    probabilities) is kept: there the one sample is all the evidence there is."""
+    """The model-level vote: of the candidates whose pooled held-out cosine (``scores``) is above
+    ``default``'s, the highest, unless its lead is conflicting evidence: with some one held-out
+    sample left out ``default`` leads by more than a tie (``margins``, see
+    :func:`drop_one_margins`) *and* the candidate is worse on more held-out samples than it is
+    better (``wins``, see :func:`sample_wins`). Then one sample makes the pooled lead against the
+    others (on silero-vad, one uncertain chunk where the per-tensor choice's speech probability
+    errs, while its outputs are the closer ones on all eight held-out chunks by per-chunk cosine),
+    and the per-tensor choice, measured tensor by tensor, stays.
+    Either check alone overrules right calls: a lead one sample makes while the others tie (a
+    classifier whose other outputs are saturated probabilities: magika), or one carried by a
+    sample in a held-out set split 4 to 4 (captcha-rec's CPU placement)."""
     best = default
     for label, margin in margins.items():
-        if margin > -VOTE_TIE and scores[label] > scores[best]:
+        better, worse = wins.get(label, (0, 1))
+        if scores[label] > scores[best] and (margin > -VOTE_TIE or better >= worse):
             best = label
     return best
 
@@ -529,10 +554,10 @@ def choose_for_model(
         outputs = _run(write_qdq(model, plan, thr, extents), holdout, names)
         scores[label] = output_cosine(reference, outputs)
         per_sample[label] = _sample_sums(reference, outputs, counts)
-    margins = drop_one_margins(per_sample)
-    winner = _vote_winner(scores, margins)
+    margins, wins = drop_one_margins(per_sample), sample_wins(per_sample)
+    winner = _vote_winner(scores, margins, wins)
     thresholds, chosen = sets[winner]
-    return Selection(dict(thresholds), dict(chosen), winner, scores, margins=margins)
+    return Selection(dict(thresholds), dict(chosen), winner, scores, margins=margins, wins=wins)
 
 
 def select(

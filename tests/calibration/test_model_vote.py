@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibration.select import _cosines, _sample_sums, _vote_winner, drop_one_margins, output_cosine
+from calibration.select import (
+    _cosines,
+    _sample_sums,
+    _vote_winner,
+    drop_one_margins,
+    output_cosine,
+    sample_wins,
+)
 
 SAMPLES, WIDTH = 8, 64
 
@@ -20,8 +27,8 @@ def _outputs(ref: np.ndarray, rel_error: np.ndarray, seed: int) -> np.ndarray:
 def _vote(reference: np.ndarray, candidates: dict[str, np.ndarray]) -> tuple[str, dict[str, float]]:
     ref = [[reference]]
     scores = {k: output_cosine(ref, [[c]]) for k, c in candidates.items()}
-    margins = drop_one_margins({k: _sample_sums(ref, [[c]], [SAMPLES]) for k, c in candidates.items()})
-    return _vote_winner(scores, margins), scores
+    per_sample = {k: _sample_sums(ref, [[c]], [SAMPLES]) for k, c in candidates.items()}
+    return _vote_winner(scores, drop_one_margins(per_sample), sample_wins(per_sample)), scores
 
 
 def test_vote_keeps_per_tensor_when_one_loud_sample_carries_the_alternatives_lead() -> None:
@@ -77,3 +84,16 @@ def test_vote_takes_a_lead_one_sample_makes_while_the_others_tie() -> None:
     rule = _outputs(reference, np.r_[exact[:-1], 0.01], 2)
     winner, scores = _vote(reference, {"per-tensor": per_tensor, "max": rule})
     assert scores["max"] > scores["per-tensor"] and winner == "max"
+
+
+def test_vote_takes_a_lead_one_sample_makes_when_the_rule_is_closer_on_most_samples() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
+    per_tensor = _outputs(reference, np.r_[0.08, np.full(SAMPLES - 1, 0.02)], 1)
+    rule = _outputs(reference, np.r_[0.01, np.full(4, 0.018), np.full(3, 0.03)], 2)  # better on 5 of 8
+    per_sample = {
+        k: _sample_sums([[reference]], [[c]], [SAMPLES])
+        for k, c in (("per-tensor", per_tensor), ("mse", rule))
+    }
+    assert drop_one_margins(per_sample)["mse"] < -1e-5  # without sample 0 the per-tensor choice leads
+    winner, _ = _vote(reference, {"per-tensor": per_tensor, "mse": rule})
+    assert winner == "mse"
