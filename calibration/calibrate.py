@@ -37,10 +37,12 @@ from calibration.observers import (
 )
 from calibration.qdq import (
     ORT_QLINEAR_OPS,
+    ModelFacts,
     QuantizeOptions,
     QuantPlan,
     activation_scale,
     check_qdq,
+    model_facts,
     plan_quantization,
     upgrade_opset,
     write_qdq,
@@ -211,13 +213,15 @@ def calibrate(
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
-    plan = plan_quantization(model, qopts)
+    facts = model_facts(model)  # shape inference and constants once for every plan below
+    plan = plan_quantization(model, qopts, facts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
-    base_levels = plan_quantization(model, QuantizeOptions(qopts.placement, qopts.weight_bits)).levels()
+    unexcluded = QuantizeOptions(qopts.placement, qopts.weight_bits)
+    base_levels = plan_quantization(model, unexcluded, facts).levels()
     levels = {**base_levels, **plan.levels()}
     cache_tensors = float_tensor_names(model) if options.trt_version else []
-    lean = _lean_plan(model, qopts) if algo.algorithm == "auto" else None
+    lean = _lean_plan(model, qopts, facts, plan) if algo.algorithm == "auto" else None
     wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
     if not plan.levels():
         raise CalibrationError(
@@ -272,7 +276,7 @@ def calibrate(
         report = previous
         chosen = tuple((report.selection or {}).get("exclude_ops", ()))
         if chosen:  # auto chose to leave these ops in float on this placement
-            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
+            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen), facts)
         thresholds = report.thresholds()
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
@@ -299,7 +303,9 @@ def calibrate(
             samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
             samples -= feed_holder.held_samples
             observer.share(copies)
-            selection = _select(model, plan, lean, observer, feed_holder, recorder, algo, options.threads)
+            selection = _select(
+                model, plan, lean, observer, feed_holder, recorder, algo, options.threads, facts
+            )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
                 levels = {**levels, **lean.levels()}
@@ -425,13 +431,19 @@ def calibrate(
     )
 
 
-def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
-    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
+def _lean_plan(
+    model: onnx.ModelProto,
+    qopts: QuantizeOptions,
+    facts: ModelFacts | None = None,
+    full: QuantPlan | None = None,
+) -> QuantPlan | None:
+    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same;
+    ``full``: the plan of ``qopts`` when the caller made it already)."""
     if qopts.placement != "onnxruntime":
         return None
     extra = tuple(op for op in ORT_QLINEAR_OPS if op not in qopts.exclude_ops)
-    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra))
-    full = plan_quantization(model, qopts)
+    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra), facts)
+    full = full if full is not None else plan_quantization(model, qopts, facts)
     return lean if lean.levels() and set(lean.levels()) != set(full.levels()) else None
 
 
@@ -450,6 +462,7 @@ def _select(
     recorder: _Split,
     algo: AlgorithmOptions,
     threads: int | None,
+    facts: ModelFacts | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
@@ -459,6 +472,7 @@ def _select(
     The candidate thresholds of a tensor are computed once for both plans.
     """
     base = upgrade_opset(model)  # the plan's node indices are those of the upgraded model
+    consts = facts.constants if facts is not None and facts.model is base else None
     held_out = holder.held_out()
     names = scored_tensors(base)
     samples = recorder.samples
@@ -492,6 +506,7 @@ def _select(
             cands={name: cands[name] for name in levels},
             reference=reference,
             memo=memo,
+            consts=consts,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

@@ -149,14 +149,16 @@ def choose_per_tensor(
     cands: Mapping[str, Mapping[str, float]],
     samples: Mapping[str, list[np.ndarray]],
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
     errors from one plan to another of the same model and samples: a tensor with the same
-    candidates, consumers and quantized weights is not measured twice."""
+    candidates, consumers and quantized weights is not measured twice. ``consts``: the model's
+    :func:`~calibration.qdq.constant_values` when the caller has them."""
     from calibration.qdq import constant_values
 
-    consts = constant_values(model)
+    consts = constant_values(model) if consts is None else consts
     consumers: dict[str, list[tuple[int, int]]] = {}
     for tq in plan.activations.values():
         for i, j in tq.consumers:
@@ -393,7 +395,8 @@ def _run(
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
-    marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
+    extra = [n for n in names if n not in {o.name for o in model.graph.output}]
+    marked = with_outputs(model, extra) if extra else model  # no copy of a model that has them all
     session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
 
@@ -440,12 +443,13 @@ def select(
     cands: Mapping[str, Mapping[str, float]] | None = None,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
-    :func:`choose_per_tensor`)."""
+    :func:`choose_per_tensor`; ``consts``: the model's constants when the caller has them)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, consts)
     return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)
