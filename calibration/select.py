@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 
 from calibration.algorithms import AlgorithmOptions, compute_threshold
 from calibration.observers import AbsHistogram
-from calibration.qdq import WEIGHTED_OPS, QuantPlan, activation_scale, write_qdq
+from calibration.qdq import WEIGHTED_OPS, QuantPlan, WeightCache, activation_scale, write_qdq
 
 RULES = ("max", "entropy", "percentile", "mse")
 STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
@@ -420,11 +420,12 @@ def choose_for_model(
     if reference is None:
         reference = _run(model, holdout, names)
     scores: dict[str, float] = {}
+    weights: WeightCache = {}  # the same quantized weights in every candidate model
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
             continue
-        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr), holdout, names))
+        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr, weights), holdout, names))
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
     thresholds, chosen = sets[winner]
     return Selection(dict(thresholds), dict(chosen), winner, scores)
