@@ -114,7 +114,9 @@ class _NodeRunner:
                 value = consts[name]
                 wq = weights.get((index, j))
                 if wq is not None:
-                    value = _quantized_weight(value.astype(np.float32), wq.axis, plan.options.weight_qmax)
+                    value = _quantized_weight(
+                        value.astype(np.float32, copy=False), wq.axis, plan.options.weight_qmax
+                    )
                 inits.append(numpy_helper.from_array(value, name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
