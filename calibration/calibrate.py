@@ -40,6 +40,7 @@ from calibration.qdq import (
     ModelFacts,
     QuantizeOptions,
     QuantPlan,
+    WeightCache,
     activation_scale,
     check_qdq,
     model_facts,
@@ -214,6 +215,7 @@ def calibrate(
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
     facts = model_facts(model)  # shape inference and constants once for every plan below
+    weights: WeightCache = {}  # each weight quantized once for auto's candidates and the artifact
     plan = plan_quantization(model, qopts, facts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
@@ -304,7 +306,7 @@ def calibrate(
             samples -= feed_holder.held_samples
             observer.share(copies)
             selection = _select(
-                model, plan, lean, observer, feed_holder, recorder, algo, options.threads, facts
+                model, plan, lean, observer, feed_holder, recorder, algo, options.threads, facts, weights
             )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
@@ -387,7 +389,7 @@ def calibrate(
         )
         reused = False
 
-    qdq = write_qdq(model, plan, thresholds)
+    qdq = write_qdq(model, plan, thresholds, weights)
     check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
     first_feed = feed_holder.first if feed_holder is not None else None
@@ -463,6 +465,7 @@ def _select(
     algo: AlgorithmOptions,
     threads: int | None,
     facts: ModelFacts | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
@@ -507,6 +510,7 @@ def _select(
             reference=reference,
             memo=memo,
             consts=consts,
+            weights=weights,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

@@ -411,10 +411,12 @@ def choose_for_model(
     holdout: Sequence[Mapping[str, np.ndarray]],
     rules: Sequence[str] = RULES,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
-    caller recorded them already)."""
+    caller recorded them already; ``weights``: quantized weights of ``model`` from earlier Q/DQ
+    models, see :func:`~calibration.qdq.quantized_weight`)."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
@@ -422,7 +424,7 @@ def choose_for_model(
     if reference is None:
         reference = _run(model, holdout, names)
     scores: dict[str, float] = {}
-    weights: WeightCache = {}  # the same quantized weights in every candidate model
+    weights = {} if weights is None else weights  # the same quantized weights in every candidate
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
@@ -447,12 +449,14 @@ def select(
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     consts: Mapping[str, np.ndarray] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
-    :func:`choose_per_tensor`; ``consts``: the model's constants when the caller has them)."""
+    :func:`choose_per_tensor`; ``consts``: the model's constants when the caller has them;
+    ``weights``: see :func:`choose_for_model`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
     per_tensor = choose_per_tensor(model, plan, cands, samples, memo, consts)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, weights)
