@@ -1,9 +1,17 @@
-"""Atomic file writes and content hashes.
+"""Atomic file writes, content hashes, and our scratch folders in the system temp folder.
 
 Every artifact is written to a temporary name beside its destination and renamed into place,
 so an interrupted run never leaves a half-written model, engine, report or bundle. The file
 primitive lives in calibration/ (the lower layer, which cannot import edgedeploy); folders,
 JSON and hashes are added here.
+
+Scratch folders (:func:`scratch_dir`) live in ``tempfile.gettempdir()``. Ctrl-C and SIGTERM
+unwind and remove them; SIGKILL (the OOM killer, a CI timeout) cannot, so each one records its
+owner (pid, process start time, host) in a file inside it, and :func:`sweep_scratch`, run at
+the start of every command, removes those whose owner is gone. It touches nothing else: not a
+folder without our prefix or owner file, not another user's, not one made on another host
+(its pid means nothing here), not one whose owner still runs. Hand-written: ``tempfile`` has no
+notion of an owner, and the sweep is a dozen lines.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +47,11 @@ __all__ = [
     "atomic_write_text",
     "check_dest",
     "guarded",
+    "scratch_dir",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
+    "sweep_scratch",
 ]
 
 
@@ -110,3 +121,78 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
             os.rename(dest, old / dest.name)
         shutil.rmtree(old, ignore_errors=True)
     raise OSError(errno.EBUSY, f"{dest} kept changing while it was being replaced")
+
+
+SCRATCH_PREFIX = "edgedeploy-"
+OWNER_FILE = ".edgedeploy-owner.json"
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), None where unknown.
+
+    With the pid it names one process: a pid reused by a later process has a later start."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])  # field 22; the name before ")" may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner_alive(pid: int, started: int | None) -> bool:
+    """Whether the process that made a scratch folder still runs (a reused pid does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone's process: alive
+        return True
+    now = _start_time(pid)
+    return started is None or now is None or now == started
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A private folder in the system temp folder for one piece of work, removed on the way out.
+
+    Named ``edgedeploy-KIND-PID-XXXX`` and holding an owner file, so that a later command can
+    remove it (:func:`sweep_scratch`) if this process is killed before it can."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-"))
+    try:
+        owner = {"pid": os.getpid(), "started": _start_time(os.getpid()), "host": socket.gethostname()}
+        (tmp / OWNER_FILE).write_text(json.dumps(owner))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stale(entry: Path) -> bool:
+    """Whether ``entry`` is a scratch folder of ours whose owner is gone."""
+    if not entry.name.startswith(SCRATCH_PREFIX) or entry.is_symlink() or not entry.is_dir():
+        return False
+    try:
+        if entry.stat().st_uid != os.getuid():
+            return False
+        owner = json.loads((entry / OWNER_FILE).read_text())
+        pid, started, host = int(owner["pid"]), owner.get("started"), str(owner["host"])
+    except (OSError, ValueError, TypeError, KeyError):  # no owner file (yet): not ours to judge
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    return not _owner_alive(pid, started if isinstance(started, int) else None)
+
+
+def sweep_scratch(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove the scratch folders that killed runs left in ``root`` (the system temp folder).
+
+    Never raises: a folder that cannot be read or removed is left as it is."""
+    try:
+        entries = list(Path(root or tempfile.gettempdir()).iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if _stale(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                removed.append(entry)
+    return removed

@@ -89,9 +89,22 @@ def parse_memory_pools(value: Mapping[str, int] | Sequence[str]) -> dict[str, in
 
 
 def parse_profiles(value: Sequence[str] | Sequence[dict[str, Any]]) -> list[ShapeProfile]:
-    """The command line's ``NAME:MIN,OPT,MAX`` items (one profile), or the config's list of tables."""
+    """The command line's ``NAME:MIN,OPT,MAX`` items, or the config's list of tables.
+
+    On the command line an input named again starts the next profile: ``--profile x:A --profile
+    y:B --profile x:C`` is two profiles, {x: A, y: B} and {x: C} (the device scripts pass a
+    bundle's profiles this way)."""
     if all(isinstance(v, str) for v in value):
-        return [ShapeProfile.parse([str(v) for v in value])]
+        groups: list[list[str]] = []
+        names: set[str] = set()
+        for item in (str(v) for v in value):
+            name = item.rpartition(":")[0]
+            if not groups or name in names:
+                groups.append([])
+                names = set()
+            groups[-1].append(item)
+            names.add(name)
+        return [ShapeProfile.parse(group) for group in groups]
     return [ShapeProfile.from_config(v) for v in value if isinstance(v, dict)]
 
 

@@ -14,7 +14,6 @@ up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from edgedeploy.backends import trt_errors
 from edgedeploy.backends.trt_env import free_memory_mb
 from edgedeploy.backends.trt_plan import EnginePlan, TrtVersion
-from edgedeploy.fileio import atomic_write_bytes
+from edgedeploy.fileio import atomic_write_bytes, scratch_dir
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -219,7 +218,7 @@ def build(
         profiles.append(profile)
     workspace_mb = plan.memory_pools["WORKSPACE"] >> 20
 
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-trt-") as tmp:
+    with scratch_dir("trt") as tmp:
         calibrator = _calibrator(Path(plan.calibration_cache), Path(tmp)) if plan.calibration_cache else None
         create = CreateConfig(
             tf32=plan.tf32,

@@ -25,6 +25,7 @@ from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
 
 __all__ = ["EnginePlan", "ModelFacts", "TrtVersion", "plan_build", "read_model_facts"]
 
@@ -138,9 +139,9 @@ def read_fp32_layers(precision_plan: Path | None) -> list[str]:
     return sorted({str(n) for n in names})
 
 
-def _resolve_profiles(options: BuildOptions, facts: ModelFacts) -> list[dict[str, list[list[int]]]]:
+def _resolve_profiles(given: list[ShapeProfile], facts: ModelFacts) -> list[dict[str, list[list[int]]]]:
     profiles: list[dict[str, list[list[int]]]] = []
-    for index, profile in enumerate(options.profiles):
+    for index, profile in enumerate(given):
         resolved: dict[str, list[list[int]]] = {}
         for name, (lo, opt, hi) in profile.shapes.items():
             where = f"profile {index} input '{name}'"
@@ -168,6 +169,12 @@ def _resolve_profiles(options: BuildOptions, facts: ModelFacts) -> list[dict[str
                 f"--profile {profile_example(name, facts.inputs[name])} (NAME:MIN,OPT,MAX) in every profile"
             )
     return profiles
+
+
+def resolve_profiles(model: Path, profiles: list[ShapeProfile]) -> list[dict[str, list[list[int]]]]:
+    """``profiles`` checked against ``model`` as a build checks them (input names, ranks, fixed dims,
+    every dynamic input in every profile): per profile, input -> [min, opt, max]."""
+    return _resolve_profiles(profiles, read_model_facts(model))
 
 
 def check_option_values(model: Path | None, options: BuildOptions) -> None:
@@ -290,7 +297,7 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
     pools = {"WORKSPACE": workspace_mb << 20}
     pools.update({name.upper(): mb << 20 for name, mb in pools_mb.items()})
 
-    profiles = _resolve_profiles(options, facts)
+    profiles = _resolve_profiles(options.profiles, facts)
 
     if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
         raise InputError(f"--opt-level must be 0..5, got {options.optimization_level}")

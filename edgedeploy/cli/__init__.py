@@ -13,6 +13,7 @@ SIGTERM 143. :mod:`edgedeploy.cli.guard` checks every command's inputs and outpu
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from types import ModuleType
@@ -41,6 +42,7 @@ from edgedeploy.cli import (
 from edgedeploy.cli.common import err, out
 from edgedeploy.cli.guard import check_argv, guard_app
 from edgedeploy.errors import EdgeDeployError, user_failure
+from edgedeploy.fileio import sweep_scratch
 from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
 
 app = typer.Typer(
@@ -83,6 +85,17 @@ def _main(
         raise typer.Exit(0)
 
 
+# The click that typer parses with: recent typer releases (0.29 here) carry their own copy
+# (typer._click), older ones use click itself. Its exceptions are found through a public typer
+# name, so that either kind is caught.
+_click_errors: Any = sys.modules[typer.BadParameter.__module__]
+_click_utils: Any = sys.modules[typer.echo.__module__]
+ClickException: Any = _click_errors.ClickException
+NoSuchOption: Any = _click_errors.NoSuchOption
+NoArgsIsHelpError: Any = getattr(_click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
+ABORTS = (typer.Abort, getattr(_click_errors, "Abort", typer.Abort))  # click's, or typer 0.29's own
+
+
 MESSAGE_LIMIT = 400  # a refusal is one line; a library's multi-page message is cut, not printed whole
 
 
@@ -114,19 +127,79 @@ def _click_command() -> Any:
     return typer.main.get_command(app)
 
 
+def _command_path(argv: list[str]) -> str:
+    """``edgedeploy build`` for ``build --json``: the commands named at the head of ``argv``."""
+    command, words = _click_command(), ["edgedeploy"]
+    for arg in argv:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        words.append(arg)
+    return " ".join(words)
+
+
+def usage_line(exc: Any, argv: list[str]) -> str:
+    """click's usage error as one line naming the command, e.g. ``edgedeploy build: no such option
+    '--precison' (did you mean '--precision'?)``.
+
+    click prints a usage block, a hint and a boxed message over five lines; the rule for bad input is
+    one line, so the message is rebuilt here from the exception's fields (click's own wording is kept
+    for the kinds not named below). Some errors carry no context (an option missing its value), so
+    the command is read from ``argv`` then."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else _command_path(argv)
+    hint = f"see '{where} --help'"
+    if isinstance(exc, NoSuchOption):
+        close = list(getattr(exc, "possibilities", None) or ())  # difflib's, best first
+        if close:
+            hint = f"did you mean '{close[0]}'?"
+        return f"{where}: no such option '{getattr(exc, 'option_name', '?')}' ({hint})"
+    text = one_line(exc.format_message()).rstrip(".")
+    if text[:1].isupper() and text[1:2].islower():  # "No such command" -> "no such command"; "ONNX" stays
+        text = text[0].lower() + text[1:]
+    return f"{where}: {text} ({hint})"
+
+
+def _run_click(argv: list[str] | None) -> None:
+    """Run the click command without its standalone mode, so that its usage errors reach main().
+
+    Outside standalone mode click returns the code of an ``Exit`` (``--help`` is 0, our
+    ``typer.Exit(n)`` is n, Ctrl-C is 130) instead of exiting; command callbacks return None.
+    """
+    try:
+        code = _click_command().main(args=argv, prog_name="edgedeploy", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # the help is already printed (stdout); keep its code
+        raise SystemExit(exc.exit_code) from None
+    except ABORTS:  # click's EOF on a prompt
+        _fail("aborted: end of input", 1)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:  # `edgedeploy targets | head -1`: the reader left; nothing to say
+            sys.stderr = _click_utils.PacifyFlushWrapper(sys.stderr)  # type: ignore[assignment]
+            sys.stdout = _click_utils.PacifyFlushWrapper(sys.stdout)  # type: ignore[assignment]
+            raise SystemExit(1) from None
+        raise
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: the one place where failures become one line and an exit code.
 
     Our errors keep their code (2 bad input, 1 failed gate); Ctrl-C exits 130 and SIGTERM 143,
     both after unwinding (temporary files removed); the machine's and libraries' failures a user
     can cause (OSError, MemoryError, ONNX Runtime, a damaged protobuf) are one line and exit 2;
-    anything else is a bug and keeps its traceback.
+    anything else is a bug and keeps its traceback. Scratch folders that killed runs left in the
+    system temp folder are removed first.
     """
     handle_signals()
+    sweep_scratch()  # scratch folders of runs killed (SIGKILL) before they could remove them
+    args = sys.argv[1:] if argv is None else argv
     try:
-        check_argv(sys.argv[1:] if argv is None else argv)
-        # click's standalone mode: usage errors exit 2
-        _click_command()(args=argv, prog_name="edgedeploy")
+        check_argv(args)
+        _run_click(args)
+    except ClickException as exc:  # usage errors (exit 2): one line, not click's box
+        _fail(usage_line(exc, args), getattr(exc, "exit_code", 2))
     except EdgeDeployError as exc:
         _fail(str(exc), exc.exit_code)
     except CalibrationError as exc:

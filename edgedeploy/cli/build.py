@@ -93,7 +93,8 @@ def build_command(
         list[str] | None,
         typer.Option(
             "--profile",
-            help="TensorRT profile NAME:MIN,OPT,MAX (repeat per input).",
+            help="TensorRT profile NAME:MIN,OPT,MAX (repeat per input; an input named again starts "
+            "the next profile).",
             rich_help_panel=TENSORRT,
         ),
     ] = None,

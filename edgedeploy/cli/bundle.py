@@ -42,6 +42,15 @@ def create_command(
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
     min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
     min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
+    profiles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile",
+            help="TensorRT shape profile the device builds with, NAME:MIN,OPT,MAX (repeat per input; an "
+            "input named again starts the next profile). Default: the engines' profiles, else batch 1 "
+            "to the reference batch.",
+        ),
+    ] = None,
     json_path: JsonOutput = None,
 ) -> None:
     """Pack the fp32 model and its precision artifacts with a manifest and device scripts.
@@ -51,6 +60,7 @@ def create_command(
     from calibration.modelinfo import model_io
     from calibration.sources import open_source
     from edgedeploy.onnxio import load_onnx
+    from edgedeploy.options import parse_profiles
     from edgedeploy.pipeline.pack import bundle_artifacts
     from edgedeploy.stages.compare import Gates
     from edgedeploy.targets import load_target
@@ -61,11 +71,12 @@ def create_command(
     for path in artifacts or []:
         if not path.is_file():
             raise not_a_file("artifact", path)
+    shape_profiles = parse_profiles(profiles) if profiles else []
     inputs, _ = model_io(reference)
     source = open_source(data, inputs, samples=samples, batch_size=8)
     result_bundle = bundle_artifacts(
         reference, list(artifacts or []), output, tgt, list(source), source.describe(),
-        Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui,
+        Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui, profiles=shape_profiles,
     )  # fmt: skip
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(

@@ -16,12 +16,16 @@ from TensorRT 11, whose trtexec changed its defaults) while tegrastats samples p
 --interval ms, then writes JSON with latency percentiles, throughput, average power per
 rail, what the total covers, and energy per inference in mJ (average power / throughput
 over the measured window). Without tegrastats the power section says "not measurable here".
-Defaults: --batch 1 --duration 10 --warmup 500 --interval 100,
---out device/results/benchmark-<precision>-b<batch>.json. Exit: 0 done, 1 run failed, 2 no engine.
+--batch must lie in one of the engine's shape profiles (a batch outside them exits 2 before
+anything runs); past the first profile, trtexec is told --useProfile (TensorRT 9 and later).
+Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
+inputs) --duration 10 --warmup 500 --interval 100,
+--out device/results/benchmark-<precision>-b<batch>.json. Exit: 0 done, 1 run failed, 2 no engine
+or bad input.
 USAGE
 }
 
-PRECISION="" BATCH=1 DURATION=10 WARMUP=500 INTERVAL=100 GRAPH=1 TRANSFERS=1 TOOL=auto OUT=""
+PRECISION="" BATCH="" DURATION=10 WARMUP=500 INTERVAL=100 GRAPH=1 TRANSFERS=1 TOOL=auto OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -44,14 +48,20 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
     die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
         "measure it with: edgedeploy profile $MODEL"
 fi
+if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
+    die "no $PRECISION engine for this device: run scripts/build_engine.sh first"
+fi
+# the batch (checked against the engine's profiles) on the first line, trtexec's shape flags after it
+RUNNER=trtexec
+if use_edgedeploy "$TOOL"; then RUNNER=edgedeploy; fi
+RUN_SHAPES="$(helper run-shapes --engine "$ENGINE" --runner "$RUNNER" ${BATCH:+--batch "$BATCH"})" || exit 2
+mapfile -t SHAPE_LINES <<<"$RUN_SHAPES"
+BATCH="${SHAPE_LINES[0]}"
+note "engine $ENGINE, batch $BATCH"
 [ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b$BATCH.json"
 mkdir -p "$DEVICE_DIR/results" "$(dirname "$OUT")"
 
-if ! ENGINE="$(helper engine --precision "$PRECISION")"; then
-    die "no $PRECISION engine for this device: run scripts/build_engine.sh first"
-fi
-
-if use_edgedeploy "$TOOL"; then
+if [ "$RUNNER" = edgedeploy ]; then
     note "profiling with edgedeploy profile (power from edgedeploy.power)"
     exec edgedeploy profile "$ENGINE" --batch-sizes "$BATCH" --duration "$DURATION" --warmup-ms "$WARMUP" --json "$OUT"
 fi
@@ -63,8 +73,7 @@ FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --duration="$DURATION" --iterat
 # what the JSON below records, in this trtexec's own flags
 RUN_TEXT="$(helper run-flags --cuda-graph "$GRAPH" --data-transfers "$TRANSFERS")" || exit 2
 if [ -n "$RUN_TEXT" ]; then mapfile -t RUN_FLAGS <<<"$RUN_TEXT"; FLAGS+=("${RUN_FLAGS[@]}"); fi
-SHAPES="$(helper shapes --batch "$BATCH")" || exit 2
-[ -n "$SHAPES" ] && FLAGS+=(--shapes="$SHAPES")
+FLAGS+=("${SHAPE_LINES[@]:1}")
 
 WORK="$(mktemp -d)"
 POWER_PID=""

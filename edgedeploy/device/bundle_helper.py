@@ -515,11 +515,11 @@ def _dynamic_axes(spec: dict[str, Any]) -> list[int]:
     return [i for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)]
 
 
-def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list[list[int]]] | None:
-    """min/opt/max per input for trtexec, or None when every input is static.
+def input_profiles(manifest: dict[str, Any], batch: int | None) -> list[dict[str, list[list[int]]]] | None:
+    """min/opt/max per input, per shape profile, for trtexec; None when every input is static.
 
-    The bundle's recorded profile (``build.profiles``, the first one: trtexec 8.6 builds one) wins,
-    as edgedeploy built it; a ``batch`` beyond its max widens the batch axis. Without a recorded
+    The bundle's recorded profiles (``build.profiles``) win, as edgedeploy built them; a ``batch``
+    beyond their max widens the batch axis of the profile reaching furthest. Without a recorded
     profile only a dynamic batch axis (axis 0) can be filled in (1..batch); any other dynamic dim
     (height, width, sequence) has no size to guess, and the build is refused with what to do.
     """
@@ -528,19 +528,26 @@ def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list
         return None
     recorded = build_settings(manifest).get("profiles") or []
     if recorded:
-        profile: dict[str, list[list[int]]] = {}
-        for spec in inputs:
-            entry = recorded[0].get(spec["name"])
-            if entry is None:
-                if _dynamic_axes(spec):
-                    raise BundleProblem(f"the bundle's profile has no shape range for input '{spec['name']}'")
-                profile[spec["name"]] = [list(spec["shape"])] * 3
-                continue
-            lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
-            if batch and 0 in _dynamic_axes(spec):
-                hi[0] = max(hi[0], batch)  # only an explicit --max-batch beyond the profile widens it
-            profile[spec["name"]] = [lo, opt, hi]
-        return profile
+        profiles = []
+        for index, table in enumerate(recorded):
+            profile: dict[str, list[list[int]]] = {}
+            for spec in inputs:
+                entry = table.get(spec["name"])
+                if entry is None:
+                    if _dynamic_axes(spec):
+                        raise BundleProblem(
+                            f"the bundle's profile {index} has no shape range for input '{spec['name']}'"
+                        )
+                    profile[spec["name"]] = [list(spec["shape"])] * 3
+                    continue
+                profile[spec["name"]] = [list(entry[k]) for k in ("min", "opt", "max")]
+            profiles.append(profile)
+        if batch:  # only an explicit --max-batch beyond the profiles widens one
+            widest = max(profiles, key=lambda p: max(r[2][0] for r in p.values()))
+            for spec in inputs:
+                if 0 in _dynamic_axes(spec):
+                    widest[spec["name"]][2][0] = max(widest[spec["name"]][2][0], batch)
+        return profiles
     profile = {}
     for spec in inputs:
         axes = _dynamic_axes(spec)
@@ -554,7 +561,13 @@ def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list
         if axes:
             lo[0], hi[0] = 1, size
         profile[spec["name"]] = [lo, hi, hi]
-    return profile
+    return [profile]
+
+
+def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list[list[int]]] | None:
+    """The first of :func:`input_profiles` (the one trtexec runs unless told --useProfile)."""
+    profiles = input_profiles(manifest, batch)
+    return profiles[0] if profiles else None
 
 
 def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | None:
@@ -562,6 +575,12 @@ def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | N
     profile = input_profile(manifest, batch)
     if profile is None:
         return None
+    return _shapes_in(manifest, profile, batch)
+
+
+def _shapes_in(
+    manifest: dict[str, Any], profile: dict[str, list[list[int]]], batch: int
+) -> dict[str, list[int]]:
     shapes = {}
     for spec in manifest["io"]["inputs"]:
         opt = list(profile[spec["name"]][1])
@@ -569,6 +588,78 @@ def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | N
             opt[0] = batch
         shapes[spec["name"]] = opt
     return shapes
+
+
+def engine_profiles(
+    bundle: Path, manifest: dict[str, Any], engine: Path | None
+) -> list[dict[str, list[list[int]]]] | None:
+    """The shape profiles an engine was built with: its sidecar's (what was really built), else the
+    bundle's (as build_engine.sh builds them); None when every input is static."""
+    if engine is not None:
+        try:
+            meta = json.loads(engine.with_name(engine.name + ".json").read_text())
+            recorded = meta["plan"]["profiles"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        if isinstance(recorded, list) and recorded and all(isinstance(p, dict) for p in recorded):
+            return [{name: [list(r[0]), list(r[1]), list(r[2])] for name, r in p.items()} for p in recorded]
+    return input_profiles(manifest, _max_batch(bundle, manifest, None))
+
+
+TRTEXEC_PROFILES = (9, 0)  # --profile=N and --useProfile=N: sampleOptions.cpp from v9.1.0 on, not in v8.6.1
+
+
+def batch_run(
+    manifest: dict[str, Any],
+    profiles: list[dict[str, list[list[int]]]] | None,
+    batch: int | None,
+    trt: str | None,
+) -> tuple[int, list[str]]:
+    """The batch a timed run uses (``batch``, or a default that fits) and its trtexec flags
+    (``--shapes`` and, past the first profile, ``--useProfile``); a batch no profile takes is
+    refused in one line before anything runs.
+
+    ``trt``: the trtexec release that runs it ("" when unknown), or None for ``edgedeploy
+    profile``, whose runtime sets the first profile only."""
+    inputs = manifest["io"]["inputs"]
+    batched = [s for s in inputs if 0 in _dynamic_axes(s)]
+    if profiles is None or not batched:
+        fixed = {int(s["shape"][0]) for s in inputs if s["shape"] and isinstance(s["shape"][0], int)}
+        if batch is not None and fixed and fixed != {batch}:
+            raise BundleProblem(
+                f"--batch {batch}: the engine's inputs have a fixed batch of "
+                f"{', '.join(map(str, sorted(fixed)))}"
+            )
+        return (batch or (min(fixed) if fixed else 1)), []
+
+    def takes(profile: dict[str, list[list[int]]], size: int) -> bool:
+        return all(profile[s["name"]][0][0] <= size <= profile[s["name"]][2][0] for s in batched)
+
+    if batch is None:
+        batch = 1 if any(takes(p, 1) for p in profiles) else profiles[0][batched[0]["name"]][1][0]
+    index = next((i for i, p in enumerate(profiles) if takes(p, batch)), None)
+    if index is None:
+        ranges = " or ".join(
+            f"{p[batched[0]['name']][0][0]}..{p[batched[0]['name']][2][0]}" for p in profiles
+        )
+        raise BundleProblem(
+            f"--batch {batch} is outside the engine's shape profile (batch {ranges}): choose a batch in "
+            f"range, or rebuild with scripts/build_engine.sh --max-batch {batch} --force"
+        )
+    flags = [f"--shapes={shape_spec(_shapes_in(manifest, profiles[index], batch))}"]
+    if index > 0:
+        if trt is None:
+            raise BundleProblem(
+                f"--batch {batch} lies in the engine's profile {index}, and edgedeploy profile runs "
+                "profile 0 only: run it with --tool trtexec"
+            )
+        if trt and trt_minor(trt) < TRTEXEC_PROFILES:  # "": release unknown, trtexec itself decides
+            raise BundleProblem(
+                f"--batch {batch} lies in the engine's profile {index}, and trtexec {trt} runs profile 0 "
+                "only (--useProfile came with TensorRT 9)"
+            )
+        flags.append(f"--useProfile={index}")
+    return batch, flags
 
 
 def shape_spec(shapes: dict[str, list[int]]) -> str:
@@ -727,15 +818,39 @@ def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
         for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb, layers)
     ]
     argv = [f"--onnx={bundle / art['model']}", *flags]
-    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
-    if profile:
-        argv += [
-            f"--minShapes={shape_spec({n: r[0] for n, r in profile.items()})}",
-            f"--optShapes={shape_spec({n: r[1] for n, r in profile.items()})}",
-            f"--maxShapes={shape_spec({n: r[2] for n, r in profile.items()})}",
-        ]
+    argv += shape_flags(
+        input_profiles(manifest, _max_batch(bundle, manifest, args.max_batch)), dev["tensorrt"]
+    )
     print("\n".join(argv))
     return EXIT_OK
+
+
+def shape_flags(profiles: list[dict[str, list[list[int]]]] | None, trt: str) -> list[str]:
+    """trtexec's build flags for the shape profiles.
+
+    One profile: --minShapes/--optShapes/--maxShapes, on every release. Several: from TensorRT 9 each
+    profile is ``--profile=N`` followed right after by its three shape flags (trtexec pairs them by
+    position); trtexec 8.x has no --profile and refuses a repeated shape flag, so a bundle with more
+    than one profile is refused there in one line (see docs/tensorrt-facts.md, trtexec).
+    """
+    if not profiles:
+        return []
+
+    def three(profile: dict[str, list[list[int]]]) -> list[str]:
+        return [
+            f"--{which}Shapes={shape_spec({n: r[i] for n, r in profile.items()})}"
+            for i, which in enumerate(("min", "opt", "max"))
+        ]
+
+    if len(profiles) == 1:
+        return three(profiles[0])
+    if trt_minor(trt) < TRTEXEC_PROFILES:
+        raise BundleProblem(
+            f"this bundle has {len(profiles)} shape profiles and trtexec {trt} builds one (--profile came "
+            "with TensorRT 9): build with scripts/build_engine.sh --tool edgedeploy (TensorRT's python "
+            "bindings)"
+        )
+    return [flag for i, p in enumerate(profiles) for flag in (f"--profile={i}", *three(p))]
 
 
 def _max_batch(bundle: Path, manifest: dict[str, Any], asked: int | None) -> int | None:
@@ -749,10 +864,11 @@ def cmd_edgedeploy_args(bundle: Path, args: argparse.Namespace) -> int:
     """``edgedeploy build`` options equal to the trtexec flags: the profile(s) and TF32, one per line."""
     manifest = load_manifest(bundle)
     argv: list[str] = []
-    profile = input_profile(manifest, _max_batch(bundle, manifest, args.max_batch))
-    for name, (lo, opt, hi) in (profile or {}).items():  # the same (first) profile trtexec builds
-        dims = ",".join("x".join(str(d) for d in shape) for shape in (lo, opt, hi))
-        argv.append(f"--profile={name}:{dims}")
+    profiles = input_profiles(manifest, _max_batch(bundle, manifest, args.max_batch))
+    for profile in profiles or []:  # the profiles trtexec builds; an input named again starts the next
+        for name, (lo, opt, hi) in profile.items():
+            dims = ",".join("x".join(str(d) for d in shape) for shape in (lo, opt, hi))
+            argv.append(f"--profile={name}:{dims}")
     if build_settings(manifest).get("tf32") is False:
         argv.append("--no-tf32")
     print("\n".join(argv))
@@ -791,9 +907,8 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
     if meta.get("format") != SIDECAR_FORMAT:
         tf32 = "--noTF32" not in flags
         layers = fp32_layers(bundle, art) if art["precision"] != "fp32" else []
-        profile = (
-            input_profile(manifest, None) if not any(f.startswith("--minShapes") for f in flags) else None
-        )
+        shaped = any(f.startswith("--minShapes") for f in flags)
+        profiles = (None if shaped else input_profiles(manifest, None)) or _profiles_from_flags(flags)
         meta = {
             "format": SIDECAR_FORMAT,
             "target": target["name"],
@@ -810,7 +925,7 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
                 "strongly_typed": "--stronglyTyped" in flags,
                 "tf32": tf32,
                 "fp32_layers": layers,
-                "profiles": [profile] if profile else _profiles_from_flags(flags),
+                "profiles": profiles,
                 "version_compatible": False,
                 "hardware_compatibility": None,
             },
@@ -828,18 +943,22 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
 
 
 def _profiles_from_flags(flags: list[str]) -> list[dict[str, list[list[int]]]]:
-    """The profile trtexec built, from its --minShapes/--optShapes/--maxShapes flags."""
-    parts: dict[str, dict[str, list[int]]] = {}
+    """The profiles trtexec built, from its shape flags (each ``--profile=N`` starts the next one)."""
+    groups: list[dict[str, dict[str, list[int]]]] = [{}]
     for flag in flags:
         key, _, value = flag.partition("=")
+        if key == "--profile" and groups[-1]:
+            groups.append({})
         if key not in ("--minShapes", "--optShapes", "--maxShapes"):
             continue
         for item in filter(None, value.split(",")):
             name, _, dims = item.rpartition(":")
-            parts.setdefault(name, {})[key[2:5]] = [int(d) for d in dims.split("x")]
-    if not parts:
-        return []
-    return [{name: [p["min"], p["opt"], p["max"]] for name, p in parts.items() if len(p) == 3}]
+            groups[-1].setdefault(name, {})[key[2:5]] = [int(d) for d in dims.split("x")]
+    return [
+        {name: [p["min"], p["opt"], p["max"]] for name, p in parts.items() if len(p) == 3}
+        for parts in groups
+        if parts
+    ]
 
 
 def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
@@ -862,6 +981,32 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
             shapes[name] = list(arr.shape)
     print(",".join(specs))
     print(shape_spec(shapes))
+    if args.engine:  # the profile that takes the reference shapes (trtexec runs profile 0 unless told)
+        profiles = engine_profiles(bundle, manifest, Path(args.engine)) or []
+        index = next(
+            (
+                i
+                for i, p in enumerate(profiles)
+                if all(
+                    name not in p
+                    or all(a <= d <= b for a, d, b in zip(p[name][0], dims, p[name][2], strict=False))
+                    for name, dims in shapes.items()
+                )
+            ),
+            None if profiles else 0,
+        )
+        if index is None:
+            raise BundleProblem(
+                f"the reference inputs {shape_spec(shapes)} lie outside every shape profile of the engine: "
+                "rebuild it with scripts/build_engine.sh --force"
+            )
+        trt = detect_device(args.trtexec)["tensorrt"]
+        if index > 0 and trt and trt_minor(trt) < TRTEXEC_PROFILES:
+            raise BundleProblem(
+                f"the reference inputs lie in the engine's profile {index}, and trtexec {trt} runs "
+                "profile 0 only"
+            )
+        print(f"--useProfile={index}" if index > 0 else "")
     return EXIT_OK
 
 
@@ -900,6 +1045,17 @@ def cmd_shapes(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run_shapes(bundle: Path, args: argparse.Namespace) -> int:
+    """The batch of a timed run (first line) and trtexec's shape flags for it (one per line);
+    exit 2 with one line when no profile of the engine takes that batch."""
+    manifest = load_manifest(bundle)
+    engine = Path(args.engine) if args.engine else None
+    trt = None if args.runner == "edgedeploy" else detect_device(args.trtexec)["tensorrt"] or ""
+    batch, flags = batch_run(manifest, engine_profiles(bundle, manifest, engine), args.batch, trt)
+    print("\n".join([str(batch), *flags]))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
@@ -924,8 +1080,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("flags", nargs="*")
     p = sub.add_parser("ref-inputs")
     p.add_argument("--out", required=True)
+    p.add_argument("--engine", help="also print the --useProfile flag the reference shapes need")
     p = sub.add_parser("shapes")
     p.add_argument("--batch", type=int, default=1)
+    p = sub.add_parser("run-shapes")
+    p.add_argument("--engine")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--runner", choices=("trtexec", "edgedeploy"), default="trtexec")
     p = sub.add_parser("run-flags")
     p.add_argument("--cuda-graph", type=int, choices=(0, 1), default=1)
     p.add_argument("--data-transfers", type=int, choices=(0, 1), default=1)
@@ -942,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         "write-sidecar": cmd_write_sidecar,
         "ref-inputs": cmd_ref_inputs,
         "shapes": cmd_shapes,
+        "run-shapes": cmd_run_shapes,
         "run-flags": cmd_run_flags,
     }
     try:

@@ -48,12 +48,15 @@ TRT="$(find_trtexec)"
 [ -n "$TRT" ] || die "trtexec not found (it is in /usr/src/tensorrt/bin on JetPack)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-SPECS="$(helper ref-inputs --out "$WORK")" || exit 2
+SPECS="$(helper ref-inputs --out "$WORK" --engine "$ENGINE")" || exit 2
 LOAD="$(sed -n 1p <<<"$SPECS")"
 SHAPES="$(sed -n 2p <<<"$SPECS")"
+PROFILE=()  # --useProfile=N when the reference shapes lie past the engine's first profile
+USE="$(sed -n 3p <<<"$SPECS")"
+[ -z "$USE" ] || PROFILE=("$USE")
 note "running $ENGINE on the reference inputs"
-if ! "$TRT" --loadEngine="$ENGINE" --loadInputs="$LOAD" --shapes="$SHAPES" --exportOutput="$WORK/outputs.json" \
-        --iterations=1 --warmUp=0 --duration=0 >"$WORK/trtexec.log" 2>&1; then
+if ! "$TRT" --loadEngine="$ENGINE" --loadInputs="$LOAD" --shapes="$SHAPES" "${PROFILE[@]}" \
+        --exportOutput="$WORK/outputs.json" --iterations=1 --warmUp=0 --duration=0 >"$WORK/trtexec.log" 2>&1; then
     tail -n 5 "$WORK/trtexec.log" >&2 || true
     die "trtexec could not run the engine (engine built for another device? run build_engine.sh --force)"
 fi

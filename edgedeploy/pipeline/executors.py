@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgedeploy.errors import InputError, first_line
+from edgedeploy.fileio import scratch_dir
 
 if TYPE_CHECKING:
     from edgedeploy.targets import Target
@@ -103,6 +106,31 @@ def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: 
             node,
         )
     return Produced(files, result, node, time.perf_counter() - start)
+
+
+def _spill(obj: Any, folder: str, suffix: str) -> str:
+    fd, path = tempfile.mkstemp(dir=folder, suffix=suffix)
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _unspill(path: str) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    finally:
+        os.unlink(path)
+
+
+def spilled_task(task: str) -> str:
+    """A pool worker's side of :class:`LocalExecutor`: the task and its outcome travel as files.
+
+    Only their paths cross the pool's pipes: a message that small is written in one piece, so a
+    worker terminated by Ctrl-C can never leave half a message (megabytes of artifact bytes) in a
+    pipe, where the pool's feeder or manager thread would wait for the rest forever."""
+    fn, args = _unspill(task)
+    return _spill(run_task(fn, *args), os.path.dirname(task), ".outcome")
 
 
 def node_versions_task(
@@ -183,8 +211,10 @@ class LocalExecutor:
     same_machine: bool = True
     submitted: int = 0
     _pool: ProcessPoolExecutor | None = None
-    _futures: dict[Future[Outcome], Any] = field(default_factory=dict)  # future -> tag
+    _futures: dict[Future[str], Any] = field(default_factory=dict)  # future (an outcome file) -> tag
     _inline: list[tuple[Any, Callable[..., Any], tuple[Any, ...]]] = field(default_factory=list)  # jobs=1
+    _spill_dir: str = ""  # where tasks and outcomes wait for the pool (a scratch folder)
+    _stack: ExitStack = field(default_factory=ExitStack)
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
         """The ONNX Runtime backend runs every target here; TensorRT needs its GPU and TensorRT."""
@@ -202,6 +232,8 @@ class LocalExecutor:
             self._pool = ProcessPoolExecutor(
                 jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
             )
+            if not self._spill_dir:
+                self._spill_dir = str(self._stack.enter_context(scratch_dir("pool")))
         return self._pool
 
     def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
@@ -209,7 +241,8 @@ class LocalExecutor:
         if self.jobs == 1:
             self._inline.append((tag, fn, args))  # run when its outcome is asked for
         else:
-            self._futures[self._get_pool().submit(run_task, fn, *args)] = tag
+            pool = self._get_pool()
+            self._futures[pool.submit(spilled_task, _spill((fn, args), self._spill_dir, ".task"))] = tag
 
     def share(self, value: Any) -> Any:
         return value
@@ -224,7 +257,7 @@ class LocalExecutor:
         future = next(iter(done))
         tag = self._futures.pop(future)
         try:
-            return tag, future.result()
+            return tag, _unspill(future.result())
         except BrokenProcessPool:
             self._pool = None  # a fresh pool for whatever is submitted next
             return tag, Failed(
@@ -243,11 +276,15 @@ class LocalExecutor:
         for process in processes:
             process.join(timeout=10)
         pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the pool broken and ends
+        self._stack.close()  # the tasks and outcomes no worker will read
+        self._spill_dir = ""
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._stack.close()
+        self._spill_dir = ""
 
 
 def import_ray() -> Any:

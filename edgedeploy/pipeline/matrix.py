@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,7 +34,14 @@ from calibration.modelinfo import model_io
 from edgedeploy import __version__
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import EdgeDeployError, first_line
-from edgedeploy.fileio import atomic_dir, atomic_write_bytes, sha256_bytes, sha256_file, sha256_json
+from edgedeploy.fileio import (
+    atomic_dir,
+    atomic_write_bytes,
+    scratch_dir,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+)
 from edgedeploy.options import BuildRequest, CalibrationRequest
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
@@ -148,7 +154,7 @@ def export_task(
     source: str, base_dir: str, dest_name: str, options: ExportOptions
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The export stage in a scratch folder; the fp32 ONNX (with any external data) comes back."""
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-export-") as scratch:
+    with scratch_dir("export") as scratch:
         out = Path(scratch) / "out"
         out.mkdir()
         with module_search_path(Path(base_dir)):
@@ -161,7 +167,7 @@ def precision_task(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """fp16 / int8 ONNX from the fp32 model (calibration included), for one precision family."""
     ui = Ui(quiet=True)
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-precision-") as scratch:
+    with scratch_dir("precision") as scratch:
         _write_files(Path(scratch) / "in", fp32)
         out = Path(scratch) / "out"
         artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
@@ -186,7 +192,7 @@ def cell_task(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """One cell on its board: backend build of the precision ONNX, compare with fp32, profile."""
     ui = Ui(quiet=True)
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-cell-") as scratch:
+    with scratch_dir("cell") as scratch:
         inp, out = Path(scratch) / "in", Path(scratch) / "out"
         _write_files(inp, {**fp32, **precision_files})
         outcome = build(inp / model_name, request, out, ui)

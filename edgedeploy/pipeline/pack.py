@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from calibration.modelinfo import model_io
+from calibration.modelinfo import TensorSpec, model_io
+from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
+from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer
 from edgedeploy.stages.build import precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
@@ -28,14 +30,18 @@ def bundle_artifacts(
     data_description: dict[str, Any],
     gates: Gates,
     ui: Ui = QUIET,
+    profiles: list[ShapeProfile] | None = None,
 ) -> BundleResult:
     """Bundle an fp32 model and precision artifacts made elsewhere (``edgedeploy bundle``).
 
     Each artifact is compared with the reference on ``feeds`` for its manifest entry; its
     companions beside it (precision plan, calibration cache, the report's data) come along, and
-    the bundle carries its report.
+    the bundle carries its report. The manifest records the shape profiles the device builds
+    with (see :func:`build_settings`).
     """
     inputs, outputs = model_io(reference)
+    engines = [p for p in artifacts if p.suffix != ".onnx"]
+    build = build_settings(reference, inputs, engines, target, feeds[0], profiles or [])
     entries = [BundleArtifact("fp32", "onnxruntime", reference)]
     for path in artifacts:
         result = compare(reference, path, feeds, gates, data_description)
@@ -73,4 +79,65 @@ def bundle_artifacts(
         reference_inputs=feeds[0],
         reference_outputs=ref_out[0],
         report=bundle_report_writer(ui),
+        build=build,
     )
+
+
+def build_settings(
+    reference: Path,
+    inputs: list[TensorSpec],
+    engines: list[Path],
+    target: Target,
+    reference_inputs: dict[str, Any],
+    profiles: list[ShapeProfile],
+) -> dict[str, Any]:
+    """How the device builds its engines (the manifest's ``build``): shape profiles and TF32.
+
+    The profiles are, in this order: the ones given (``--profile``), checked against the model as a
+    build checks them; the ones the bundled engines were built with (their sidecars); else, for a
+    model whose only dynamic dim is the batch, batch 1 to the reference batch (the batch verify.sh
+    runs). Other dynamic dims (height, width, sequence) have no size to guess: a GPU target is
+    refused without --profile. Every profile must take the reference inputs, or verify.sh could not
+    run them on the device.
+    """
+    from edgedeploy.backends.trt_plan import profile_example, resolve_profiles
+    from edgedeploy.backends.trt_sidecar import read_sidecar
+
+    sidecars = [s for s in (read_sidecar(e) for e in engines) if s is not None]
+    tf32 = all(s.get("tf32", True) is not False for s in sidecars)
+    dynamic = [s for s in inputs if any(not (isinstance(d, int) and d > 0) for d in s.shape)]
+    if profiles:
+        resolved = resolve_profiles(reference, profiles)
+    elif not dynamic or target.kind == "cpu":
+        return {"profiles": [], "tf32": tf32}  # nothing to range, or ONNX Runtime (no profiles)
+    else:
+        built = [s["plan"]["profiles"] for s in sidecars if (s.get("plan") or {}).get("profiles")]
+        if any(b != built[0] for b in built):
+            raise InputError(
+                "the engines were built with different shape profiles: give the ones the device "
+                "builds with --profile NAME:MIN,OPT,MAX"
+            )
+        resolved = built[0] if built else []
+    if not resolved:
+        others = [s for s in dynamic if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
+        if others:
+            raise InputError(
+                f"input '{others[0].name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
+                f"the device's shape range with --profile {profile_example(others[0].name, others[0].shape)}"
+            )
+        batch = int(next(iter(reference_inputs.values())).shape[0])
+        resolved = [{}]
+        for spec in dynamic:
+            rest = [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+            resolved[0][spec.name] = [[1, *rest], [batch, *rest], [batch, *rest]]
+    for name, value in reference_inputs.items():
+        shape = list(value.shape)
+        if name in resolved[0] and not any(
+            all(a <= d <= b for a, d, b in zip(p[name][0], shape, p[name][2], strict=False)) for p in resolved
+        ):
+            raise InputError(
+                f"the reference input '{name}' {shape} lies outside every shape profile: verify.sh on the "
+                "device runs it, so widen a --profile to take it"
+            )
+    tables = [{n: dict(zip(("min", "opt", "max"), r, strict=True)) for n, r in p.items()} for p in resolved]
+    return {"profiles": tables, "tf32": tf32}

@@ -95,14 +95,19 @@ sidecar = {"format": "edgedeploy.engine/1", "tensorrt": "10.3.0", "compute_capab
 """
 
 
-def test_edgedeploy_path_gets_the_bundles_profile_and_tf32_and_keeps_its_sidecar(
-    plan_bundle: Path, device: Device, tmp_path: Path
-) -> None:
+def path_with_fake_edgedeploy(device: Device, tmp_path: Path) -> str:
+    """The device's PATH with FAKE_EDGEDEPLOY first on it as `edgedeploy`."""
     tool = tmp_path / "bin" / "edgedeploy"
     tool.parent.mkdir()
     tool.write_text(FAKE_EDGEDEPLOY)
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
-    path = os.pathsep.join([str(tool.parent), device.env["PATH"]])
+    return os.pathsep.join([str(tool.parent), device.env["PATH"]])
+
+
+def test_edgedeploy_path_gets_the_bundles_profile_and_tf32_and_keeps_its_sidecar(
+    plan_bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    path = path_with_fake_edgedeploy(device, tmp_path)
     res = device.run(script(plan_bundle, "build_engine.sh"), "--tool", "edgedeploy", PATH=path)
     assert res.returncode == 0, res.stdout + res.stderr
     call = device.calls("edgedeploy")[0].split()

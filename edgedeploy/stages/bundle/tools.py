@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgedeploy.errors import InputError, first_line
+from edgedeploy.fileio import scratch_dir
 
 DEVICE_DIR = "device"
 
@@ -266,7 +267,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> BundleCheck:
         return check_dir(path)
     if not path.is_file():
         raise InputError(f"bundle not found: {path}")
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-verify-") as tmp:
+    with scratch_dir("verify") as tmp:
         try:
             root = safe_extract(path, tmp, check_manifest=True)
         except InputError as exc:
@@ -281,7 +282,7 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         return _summary(path, verify_bundle(path))
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-inspect-") as tmp:
+    with scratch_dir("inspect") as tmp:
         root = safe_extract(path, tmp, check_manifest=True)
         summary = _summary(root, check_dir(root))
         summary["path"] = str(path)

@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import math
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import scratch_dir
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
 from edgedeploy.stages.compare.layers import candidate_graph
@@ -226,7 +226,7 @@ def compare(
         emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
     """
     gates = gates or Gates()
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-compare-") as scratch:
+    with scratch_dir("compare") as scratch:
         run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
         ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads)
     if not ref_out:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import scratch_dir
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
 RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
@@ -197,7 +197,7 @@ def load_bundle(path: Path) -> RunData:
 
     if path.is_dir():
         return _checked_bundle(path, str(path), check_dir)
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-report-") as tmp:
+    with scratch_dir("report") as tmp:
         root = safe_extract(path, tmp)
         return _checked_bundle(root, str(path), check_dir)
 

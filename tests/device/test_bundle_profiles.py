@@ -1,0 +1,301 @@
+"""Shape profiles from ``edgedeploy bundle`` to the board (issue 10's leftovers).
+
+``edgedeploy bundle`` of separately made artifacts records the profiles the device builds with;
+build_engine.sh passes every profile to trtexec (``--profile=N`` groups from TensorRT 9, refused in
+one line on trtexec 8.x, which builds one) and to ``edgedeploy build``; benchmark.sh refuses a
+--batch no profile takes, in one line, before anything runs. The fake trtexec parses shape flags
+per release as sampleOptions.cpp does and refuses run shapes outside the profile it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import Device, dense_model, make_dense_bundle
+from onnx import TensorProto, helper
+
+from calibration.modelinfo import TensorSpec
+from edgedeploy.device import bundle_helper
+from edgedeploy.errors import InputError
+from edgedeploy.options import parse_profiles
+from edgedeploy.pipeline.pack import build_settings
+from edgedeploy.targets import load_target
+from tests.conftest import validate_manifest
+
+R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref"
+SMALL = {"input": {"min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [4, 1, 8, 8]}}
+LARGE = {"input": {"min": [8, 1, 8, 8], "opt": [16, 1, 8, 8], "max": [32, 1, 8, 8]}}
+
+
+def cli(*args: str | Path) -> tuple[int, str, str]:
+    from edgedeploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
+
+
+def one_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("==>")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    onnx.save(dense_model(False), root / "dense.onnx")
+    onnx.save(dense_model(True), root / "dense.fp16.onnx")
+    # a dynamic spatial model: input [batch, 1, height, width] -> ReduceMean over H and W
+    node = helper.make_node("GlobalAveragePool", ["input"], ["pooled"])
+    graph = helper.make_graph(
+        [node],
+        "spatial",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, "h", "w"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 1, 1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, root / "spatial.onnx")
+    np.savez(root / "spatial.npz", input=np.ones((2, 1, 6, 6), np.float32))
+    return root
+
+
+def test_bundle_of_separate_artifacts_records_batch_1_to_the_reference_batch(
+    models: Path, tmp_path: Path
+) -> None:
+    code, _, err = cli(
+        "bundle", models / "dense.onnx", models / "dense.fp16.onnx", "--target", "jetson-orin-nano",
+        "--min-cosine", "0.9", "-o", tmp_path / "b",
+    )  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    validate_manifest(manifest)
+    reference_batch = np.load(tmp_path / "b" / "reference" / "inputs.npz")["input"].shape[0]
+    assert manifest["build"] == {
+        "profiles": [
+            {
+                "input": {
+                    "min": [1, 1, 8, 8],
+                    "opt": [reference_batch, 1, 8, 8],
+                    "max": [reference_batch, 1, 8, 8],
+                }
+            }
+        ],
+        "tf32": True,
+    }
+
+
+def test_bundle_records_every_given_profile_and_checks_them(models: Path, tmp_path: Path) -> None:
+    args = ["bundle", models / "dense.onnx", models / "dense.fp16.onnx", "--target", "jetson-orin-nano"]
+    two = ["--profile", "input:1x1x8x8,1x1x8x8,4x1x8x8", "--profile", "input:8x1x8x8,16x1x8x8,32x1x8x8"]
+    code, _, err = cli(*args, "--min-cosine", "0.9", *two, "-o", tmp_path / "b")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    validate_manifest(manifest)
+    assert manifest["build"]["profiles"] == [SMALL, LARGE]
+    # the reference batch (8) must fit a profile: verify.sh runs it on the device
+    code, _, err = cli(*args, "--profile", "input:1x1x8x8,1x1x8x8,4x1x8x8", "-o", tmp_path / "c")
+    assert code == 2 and "lies outside every shape profile" in one_line(err)
+    code, _, err = cli(*args, "--profile", "image:1x1x8x8,1x1x8x8,8x1x8x8", "-o", tmp_path / "c")
+    assert code == 2 and "no such input" in one_line(err)
+    code, _, err = cli(*args, "--profile", "input:1x1x8x8,1x2x8x8,8x1x8x8", "-o", tmp_path / "c")
+    assert code == 2 and "min <= opt <= max" in one_line(err)
+    assert not (tmp_path / "c").exists()
+
+
+def test_dynamic_spatial_dims_need_a_profile_on_a_gpu_target_only(models: Path, tmp_path: Path) -> None:
+    args = ["bundle", models / "spatial.onnx", "--data", models / "spatial.npz"]
+    code, _, err = cli(*args, "--target", "jetson-orin-nano", "-o", tmp_path / "gpu")
+    line = one_line(err)
+    assert code == 2 and "dynamic dims" in line and "--profile input:" in line
+    code, _, err = cli(*args, "--target", "x86-64-cpu", "-o", tmp_path / "cpu")
+    assert code == 0, err
+    assert json.loads((tmp_path / "cpu" / "manifest.json").read_text())["build"]["profiles"] == []
+    profile = "input:1x1x4x4,2x1x6x6,4x1x16x16"
+    code, _, err = cli(*args, "--target", "jetson-orin-nano", "--profile", profile, "-o", tmp_path / "gpu")
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "gpu" / "manifest.json").read_text())["build"]["profiles"]
+    assert recorded == [{"input": {"min": [1, 1, 4, 4], "opt": [2, 1, 6, 6], "max": [4, 1, 16, 16]}}]
+
+
+def _engine(root: Path, name: str, profiles: list[dict[str, list[list[int]]]], tf32: bool = True) -> Path:
+    engine = root / name
+    engine.write_bytes(b"plan")
+    sidecar = {"format": "edgedeploy.engine/1", "tf32": tf32, "plan": {"profiles": profiles}}
+    (root / f"{name}.json").write_text(json.dumps(sidecar))
+    return engine
+
+
+def test_bundle_takes_the_profiles_its_engines_were_built_with(models: Path, tmp_path: Path) -> None:
+    spec = TensorSpec("input", ("batch", 1, 8, 8), "float32")
+    built = [{"input": [[1, 1, 8, 8], [4, 1, 8, 8], [16, 1, 8, 8]]}]
+    engines = [
+        _engine(tmp_path, "a.fp16.engine", built, tf32=False),
+        _engine(tmp_path, "a.int8.engine", built),
+    ]
+    ref = {"input": np.zeros((8, 1, 8, 8), np.float32)}
+    gpu = load_target("jetson-orin-nano")
+    settings = build_settings(models / "dense.onnx", [spec], engines, gpu, ref, [])
+    recorded = [{"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [16, 1, 8, 8]}}]
+    assert settings == {"profiles": recorded, "tf32": False}
+    other = _engine(tmp_path, "b.int8.engine", [{"input": [[1, 1, 8, 8], [2, 1, 8, 8], [2, 1, 8, 8]]}])
+    with pytest.raises(InputError, match="different shape profiles"):
+        build_settings(models / "dense.onnx", [spec], [engines[0], other], gpu, ref, [])
+
+
+def test_repeating_an_input_in_profile_options_starts_the_next_profile() -> None:
+    profiles = parse_profiles(["x:1x3,2x3,4x3", "y:1,1,1", "x:8x3,8x3,16x3", "y:2,2,2"])
+    assert [sorted(p.shapes) for p in profiles] == [["x", "y"], ["x", "y"]]
+    assert profiles[1].shapes["x"] == ((8, 3), (8, 3), (16, 3))
+    assert len(parse_profiles(["x:1x3,2x3,4x3", "y:1,1,1"])) == 1
+
+
+# ------------------------------------------------------------------ on the (fake) board
+
+
+@pytest.fixture(scope="module")
+def two_profile_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dense_bundle(
+        tmp_path_factory.mktemp("two-profiles"), batch=8, build={"profiles": [SMALL, LARGE]}
+    )
+
+
+@pytest.fixture
+def two_profiles(two_profile_src: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    dest = tmp_path / "bundle"
+    shutil.copytree(two_profile_src, dest)
+    return dest
+
+
+def script(bundle: Path, name: str) -> Path:
+    return bundle / "scripts" / name
+
+
+def test_trtexec_10_builds_every_profile_of_the_bundle(two_profiles: Path, device: Device) -> None:
+    res = device.run(script(two_profiles, "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    at = argv.index("--profile=0")
+    assert argv[at : at + 8] == [
+        "--profile=0", "--minShapes=input:1x1x8x8", "--optShapes=input:1x1x8x8",
+        "--maxShapes=input:4x1x8x8",
+        "--profile=1", "--minShapes=input:8x1x8x8", "--optShapes=input:16x1x8x8",
+        "--maxShapes=input:32x1x8x8",
+    ]  # fmt: skip
+    engine = two_profiles / "device" / "engines" / "dense.fp16.engine"
+    built = json.loads(engine.read_text())["profiles"]  # what the fake trtexec parsed, as trtexec does
+    expected = [
+        {"input": [[1, 1, 8, 8], [1, 1, 8, 8], [4, 1, 8, 8]]},
+        {"input": [[8, 1, 8, 8], [16, 1, 8, 8], [32, 1, 8, 8]]},
+    ]
+    assert built == expected
+    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+    assert sidecar["plan"]["profiles"] == expected
+    # verify.sh runs the reference batch (8): it lies in profile 1, which trtexec must be told
+    res = device.run(script(two_profiles, "verify.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(c for c in device.calls("trtexec") if "--loadEngine" in c).split()
+    assert "--shapes=input:8x1x8x8" in run and "--useProfile=1" in run
+
+
+def test_trtexec_8_refuses_a_bundle_with_two_profiles_in_one_line(two_profiles: Path, device: Device) -> None:
+    device.set_board(release=R35, cuda="11.4.315")
+    res = device.run(script(two_profiles, "build_engine.sh"), FAKE_TRT_VERSION="8601")
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = one_line(res.stderr)
+    assert "2 shape profiles" in line and "trtexec 8.6.1 builds one" in line and "--tool edgedeploy" in line
+    assert not [c for c in device.calls("trtexec") if "--onnx=" in c]
+    assert not (two_profiles / "device" / "engines" / "dense.fp16.engine").exists()
+
+
+def test_fake_trtexec_8_refuses_repeated_shape_flags_as_the_real_one_does(
+    two_profiles: Path, device: Device
+) -> None:
+    """The ground truth behind the refusal: 8.6.1's getShapesBuild takes one --minShapes, and
+    trtexec.cpp reports what is left as an unknown option."""
+    flags = ["--onnx=" + str(two_profiles / "models" / "dense.fp16.onnx"), "--minShapes=input:1x1x8x8",
+             "--minShapes=input:8x1x8x8", "--saveEngine=" + str(device.root / "x.engine")]  # fmt: skip
+    fake = Path(__file__).parent / "fakes" / "trtexec"
+    env = {**device.env, "FAKE_TRT_VERSION": "8601"}
+    res = subprocess.run(
+        [sys.executable, str(fake), *flags], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert res.returncode == 1 and "Unknown option: --minShapes" in res.stdout
+
+
+def test_edgedeploy_path_gets_every_profile(two_profiles: Path, device: Device, tmp_path: Path) -> None:
+    from tests.device.test_trtexec_releases import path_with_fake_edgedeploy
+
+    path = path_with_fake_edgedeploy(device, tmp_path)
+    res = device.run(script(two_profiles, "build_engine.sh"), "--tool", "edgedeploy", PATH=path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    call = device.calls("edgedeploy")[0].split()
+    given = [a.split("=", 1)[1] for a in call if a.startswith("--profile=")]
+    assert given == ["input:1x1x8x8,1x1x8x8,4x1x8x8", "input:8x1x8x8,16x1x8x8,32x1x8x8"]
+    parsed = parse_profiles(given)  # how `edgedeploy build` on the board reads them
+    assert [p.shapes["input"][2] for p in parsed] == [(4, 1, 8, 8), (32, 1, 8, 8)]
+
+
+def test_benchmark_refuses_a_batch_outside_the_profiles_and_picks_the_profile_of_one_inside(
+    two_profiles: Path, device: Device
+) -> None:
+    assert device.run(script(two_profiles, "build_engine.sh")).returncode == 0
+    bench = ["--duration", "0.1", "--warmup", "0"]
+    runs_before = len(device.calls("trtexec"))
+    for batch in ("64", "6"):  # above both; between them
+        res = device.run(script(two_profiles, "benchmark.sh"), "--batch", batch, *bench)
+        assert res.returncode == 2, res.stdout + res.stderr
+        line = one_line(res.stderr)
+        assert f"--batch {batch} is outside the engine's shape profile (batch 1..4 or 8..32)" in line
+    assert not [c for c in device.calls("trtexec")[runs_before:] if "--loadEngine" in c]
+    assert not list((two_profiles / "device" / "results").glob("benchmark-*.json"))
+    res = device.run(script(two_profiles, "benchmark.sh"), "--batch", "16", *bench)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(c for c in device.calls("trtexec") if "--loadEngine" in c).split()
+    assert "--shapes=input:16x1x8x8" in run and "--useProfile=1" in run
+    result = json.loads((two_profiles / "device" / "results" / "benchmark-fp16-b16.json").read_text())
+    assert result["settings"]["batch"] == 16
+    res = device.run(script(two_profiles, "benchmark.sh"), *bench)  # default batch 1: profile 0
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (two_profiles / "device" / "results" / "benchmark-fp16-b1.json").is_file()
+
+
+def manifest(shape: list[object]) -> dict:
+    return {"io": {"inputs": [{"name": "input", "shape": shape}]}}
+
+
+def test_batch_run_rules_for_static_inputs_old_trtexec_and_edgedeploy_profile() -> None:
+    profiles = [{"input": [[1, 1], [1, 1], [4, 1]]}, {"input": [[8, 1], [16, 1], [32, 1]]}]
+    dynamic = manifest(["batch", 1])
+    assert bundle_helper.batch_run(dynamic, profiles, 16, "10.3.0") == (
+        16,
+        ["--shapes=input:16x1", "--useProfile=1"],
+    )
+    assert bundle_helper.batch_run(dynamic, profiles, None, "10.3.0") == (1, ["--shapes=input:1x1"])
+    with pytest.raises(bundle_helper.BundleProblem, match=r"trtexec 8\.6\.1 runs profile 0 only"):
+        bundle_helper.batch_run(dynamic, profiles, 16, "8.6.1")
+    with pytest.raises(bundle_helper.BundleProblem, match="edgedeploy profile runs profile 0 only"):
+        bundle_helper.batch_run(dynamic, profiles, 16, None)
+    # a profile that starts above 1: the default batch is its opt
+    assert bundle_helper.batch_run(dynamic, profiles[1:], None, "10.3.0")[0] == 16
+    static = manifest([4, 1])
+    assert bundle_helper.batch_run(static, None, None, "10.3.0") == (4, [])
+    with pytest.raises(bundle_helper.BundleProblem, match="fixed batch of 4"):
+        bundle_helper.batch_run(static, None, 2, "10.3.0")

@@ -1,0 +1,146 @@
+"""Scratch folders that SIGKILLed runs leave in the system temp folder are removed by the next
+command, and nothing else there is touched (issue 12's leftover).
+
+The killed run is a real ``edgedeploy compare`` in a subprocess with its own TMPDIR; the sweep is
+the next real command. About 6 s, most of it the two subprocesses' start-up.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgedeploy.fileio import OWNER_FILE, scratch_dir, sweep_scratch
+from tests.device.conftest import dense_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _edgedeploy(args: list[str], cwd: Path, tmpdir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgedeploy", *args],
+        cwd=cwd,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _folder(root: Path, name: str, owner: dict[str, object] | None) -> Path:
+    path = root / name
+    path.mkdir()
+    (path / "work.bin").write_bytes(b"x" * 10)
+    if owner is not None:
+        (path / OWNER_FILE).write_text(json.dumps(owner))
+    return path
+
+
+def test_scratch_folder_of_a_sigkilled_compare_is_removed_by_the_next_command(tmp_path: Path) -> None:
+    project, tmpdir = tmp_path / "proj", tmp_path / "tmp"
+    project.mkdir()
+    tmpdir.mkdir()
+    onnx.save(dense_model(False), project / "model.onnx")
+    onnx.save(dense_model(True), project / "model.fp16.onnx")
+    host, dead = socket.gethostname(), _dead_pid()
+    # what the sweep must leave alone, beside the killed run's folder
+    keep = [
+        _folder(tmpdir, "edgedeploy-nofile-1-abc", None),  # our prefix, no owner file
+        _folder(tmpdir, "othertool-compare-1-abc", {"pid": dead, "host": host}),  # not our prefix
+        _folder(tmpdir, "edgedeploy-remote-1-abc", {"pid": dead, "host": host + "-elsewhere"}),
+        _folder(tmpdir, "edgedeploy-alive-1-abc", {"pid": os.getpid(), "host": host}),
+        _folder(tmpdir, "edgedeploy-damaged-1-abc", None),
+    ]
+    (keep[-1] / OWNER_FILE).write_text("{not json")
+    (tmpdir / "edgedeploy-a-file").write_text("not a folder")
+
+    args = ["compare", "model.onnx", "model.fp16.onnx", "--samples", "4000", "--batch-size", "1"]
+    run = _edgedeploy(args, project, tmpdir)
+    try:
+        end = time.monotonic() + 60
+        while not list(tmpdir.glob("edgedeploy-compare-*")) and run.poll() is None and time.monotonic() < end:
+            time.sleep(0.02)
+        (scratch,) = tmpdir.glob("edgedeploy-compare-*")
+        while not (scratch / OWNER_FILE).exists() and time.monotonic() < end:
+            time.sleep(0.02)
+        # while the run lives, another command leaves its folder alone
+        beside = _edgedeploy(["--version"], project, tmpdir)
+        assert beside.wait(60) == 0, beside.communicate()
+        assert scratch.is_dir() and run.poll() is None
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL
+    assert scratch.is_dir()  # SIGKILL cannot clean up
+    owner = json.loads((scratch / OWNER_FILE).read_text())
+    assert owner["pid"] == run.pid and owner["host"] == host
+
+    next_command = _edgedeploy(["targets", "--json", str(tmp_path / "t.json")], project, tmpdir)
+    _, err = next_command.communicate(timeout=120)
+    assert next_command.returncode == 0, err
+    assert not scratch.exists()
+    assert sorted(p.name for p in tmpdir.iterdir()) == sorted([p.name for p in keep] + ["edgedeploy-a-file"])
+    assert all((p / "work.bin").is_file() for p in keep)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_runs_folder(tmp_path: Path) -> None:
+    """The owner file names the process by pid and start time: a later, live process with the same
+    pid (here a running ``sleep``, recorded with another start time) is not the owner."""
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("process start times are read from Linux /proc")
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        host = socket.gethostname()
+        reused = _folder(tmp_path, "edgedeploy-compare-1-abc", {"pid": other.pid, "started": 1, "host": host})
+        kept = _folder(tmp_path, "edgedeploy-compare-2-abc", {"pid": other.pid, "host": host})
+        assert sweep_scratch(tmp_path) == [reused]
+        assert kept.is_dir()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_scratch_dir_records_its_owner_and_is_removed_on_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt), scratch_dir("compare") as scratch:
+        assert scratch.parent == tmp_path and scratch.name.startswith(f"edgedeploy-compare-{os.getpid()}-")
+        assert json.loads((scratch / OWNER_FILE).read_text())["pid"] == os.getpid()
+        assert sweep_scratch(tmp_path) == []  # its owner (this process) runs
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_code_makes_a_system_temp_folder_but_through_scratch_dir() -> None:
+    """A folder made in the system temp folder any other way would never be swept."""
+    offenders = []
+    for path in sorted((REPO / "edgedeploy").rglob("*.py")) + sorted((REPO / "calibration").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in {"mkdtemp", "TemporaryDirectory", "mkstemp", "NamedTemporaryFile"}
+                and not any(k.arg == "dir" for k in node.keywords)
+                and path.name != "fileio.py"
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
