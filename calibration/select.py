@@ -35,6 +35,7 @@ from calibration.qdq import (
     QuantizeOptions,
     QuantPlan,
     TensorQuant,
+    WeightCache,
     activation_qparams,
     activation_scale,
     write_qdq,
@@ -141,7 +142,9 @@ class _NodeRunner:
                 value = consts[name]
                 wq = weights.get((index, j))
                 if wq is not None:
-                    value = _quantized_weight(value.astype(np.float32), wq.axis, plan.options.weight_qmax)
+                    value = _quantized_weight(
+                        value.astype(np.float32, copy=False), wq.axis, plan.options.weight_qmax
+                    )
                 inits.append(numpy_helper.from_array(value, name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -177,15 +180,17 @@ def choose_per_tensor(
     samples: Mapping[str, list[np.ndarray]],
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
     errors from one plan to another of the same model and samples: a tensor with the same
     candidates, consumers, quantization and quantized weights is not measured twice.
-    ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement."""
+    ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement.
+    ``consts``: the model's :func:`~calibration.qdq.constant_values` when the caller has them."""
     from calibration.qdq import constant_values
 
-    consts = constant_values(model)
+    consts = constant_values(model) if consts is None else consts
     consumers: dict[str, list[tuple[int, int]]] = {}
     for tq in plan.activations.values():
         for i, j in tq.consumers:
@@ -419,7 +424,8 @@ def _run(
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
-    marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
+    extra = [n for n in names if n not in {o.name for o in model.graph.output}]
+    marked = with_outputs(model, extra) if extra else model  # no copy of a model that has them all
     session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
 
@@ -433,10 +439,12 @@ def choose_for_model(
     rules: Sequence[str] = RULES,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
-    caller recorded them already)."""
+    caller recorded them already; ``weights``: quantized weights of ``model`` from earlier Q/DQ
+    models, see :func:`~calibration.qdq.quantized_weight`)."""
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
@@ -444,11 +452,14 @@ def choose_for_model(
     if reference is None:
         reference = _run(model, holdout, names)
     scores: dict[str, float] = {}
+    weights = {} if weights is None else weights  # the same quantized weights in every candidate
     for label, (thr, _) in sets.items():
         if label != "per-tensor" and thr == per_tensor[0]:
             scores[label] = scores["per-tensor"]
             continue
-        scores[label] = output_cosine(reference, _run(write_qdq(model, plan, thr, extents), holdout, names))
+        scores[label] = output_cosine(
+            reference, _run(write_qdq(model, plan, thr, extents, weights), holdout, names)
+        )
     winner = max(scores, key=lambda k: (scores[k], k == "per-tensor"))
     thresholds, chosen = sets[winner]
     return Selection(dict(thresholds), dict(chosen), winner, scores)
@@ -468,12 +479,15 @@ def select(
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
-    :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor)."""
+    :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor; ``consts``: the
+    model's constants when the caller has them; ``weights``: see :func:`choose_for_model`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents, weights)
