@@ -406,6 +406,7 @@ def calibrate(
             else {
                 "winner": selection.winner,
                 "held_out_cosine": selection.scores,
+                "screened_cosine": selection.screened,  # candidates left out on half the held-out samples
                 "held_out_samples": selection.held_out_samples,
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
