@@ -57,6 +57,8 @@ from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
+# the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
+CACHE_ONLY_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,9 @@ def calibrate(
         feed_holder = _FirstFeed(source, holdout=auto)
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
-        observer = HistogramObserver(options.bins, observed)
+        planned = {copies.get(n, n) for n in [*levels, *(lean.levels() if lean else ())]}
+        cache_only = {n: CACHE_ONLY_EVERY for n in observed if n not in planned}
+        observer = HistogramObserver(options.bins, observed, every=cache_only)
         ranges = _range_observer(qopts, levels, lean, copies)
         stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
         selection = None
@@ -536,7 +540,15 @@ def _select(
     if lean is not None:
         variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
     all_levels = {name: lv for p in variants.values() for name, lv in p.levels().items()}
-    cands = {name: candidates(observer.histograms[name], lv, algo) for name, lv in all_levels.items()}
+    # equal histograms (a tensor and its copies through Reshape, Transpose...) have equal candidates
+    by_content: dict[tuple[object, ...], dict[str, float]] = {}
+    cands: dict[str, dict[str, float]] = {}
+    for name, lv in all_levels.items():
+        h = observer.histograms[name]
+        key = (lv, h.bins, h.top, h.absmax, h.zeros, h.counts.tobytes())
+        if key not in by_content:
+            by_content[key] = candidates(h, lv, algo)
+        cands[name] = dict(by_content[key])
     memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
     best: Selection | None = None
     for excluded, variant in variants.items():
