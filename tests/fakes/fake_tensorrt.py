@@ -741,6 +741,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             self._io = [(n, True) for n, _, _ in plan["inputs"]] + [(n, False) for n in plan["outputs"]]
 
         num_io_tensors = property(lambda self: len(self._io))
+        num_optimization_profiles = property(lambda self: max(len(self._plan["profiles"]), 1))
 
         def get_tensor_name(self, index: int) -> str:
             return self._io[index][0]
@@ -782,9 +783,21 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             self._shapes: dict[str, tuple[int, ...]] = {}
             self._addresses: dict[str, int] = {}
             self._profiler: Any = None
+            self._profile = 0  # NvInferRuntime.h: "The newly created execution context will be assigned
+            # optimization profile 0."
             state.contexts.append(self)
 
         engine = property(lambda self: self._engine)
+        active_optimization_profile = property(lambda self: self._profile)
+
+        def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
+            rec("IExecutionContext.set_optimization_profile_async", profile_index, stream_handle)
+            if not 0 <= profile_index < self._engine.num_optimization_profiles:
+                state.logged.append((int(Severity.ERROR), f"setOptimizationProfileAsync: {profile_index}"))
+                return False
+            self._profile = profile_index
+            self._shapes.clear()  # input shapes must be set again after a switch
+            return True
 
         @property
         def profiler(self) -> Any:
@@ -796,7 +809,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
 
         def set_input_shape(self, name: str, shape: Any) -> bool:
             rec("IExecutionContext.set_input_shape", name, tuple(shape))
-            lo, _opt, hi = self._engine.get_tensor_profile_shape(name, 0)
+            lo, _opt, hi = self._engine.get_tensor_profile_shape(name, self._profile)
             shape = tuple(shape)
             if len(shape) != len(lo) or not all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=False)):
                 # NvInferRuntime.h (v10.13.0) IExecutionContext::setInputShape: "\return True on success,

@@ -73,3 +73,20 @@ def test_real_engine_builds_matches_onnxruntime_and_profiles(
     )  # fmt: skip
     assert profile.iterations >= 10 and profile.sections["gpu_compute"].mean_ms > 0
     assert profile.per_layer
+
+
+def test_real_engine_with_two_profiles_runs_batches_only_the_second_takes(cnn_models, tmp_path: Path) -> None:
+    profiles = [
+        ShapeProfile({"input": ((1, 1, 8, 8), (1, 1, 8, 8), (2, 1, 8, 8))}),
+        ShapeProfile({"input": ((4, 1, 8, 8), (8, 1, 8, 8), (8, 1, 8, 8))}),
+    ]
+    backend = TensorRTBackend()
+    opts = BuildOptions(precision="fp32", target=local_target(), profiles=profiles)
+    engine = backend.build(cnn_models.fp32, opts, tmp_path).artifact
+    session = ort.InferenceSession(str(cnn_models.fp32), providers=["CPUExecutionProvider"])
+    with backend.runner(engine) as runner:
+        for batch in (1, 6, 2):  # profile 0, then 1, then back to 0
+            x = np.random.default_rng(batch).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+            np.testing.assert_allclose(
+                runner.infer({"input": x})["logits"], session.run(None, {"input": x})[0], atol=1e-4, rtol=1e-4
+            )

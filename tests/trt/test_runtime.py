@@ -183,3 +183,44 @@ def test_describe_reports_versions_and_gpu(fake_gpu) -> None:
     assert described["tensorrt"] == fake_gpu.state.version and described["pycuda"] == "2024.1.2"
     assert described["gpu_name"] == "NVIDIA Fake GPU" and described["compute_capability"] == "8.9"
     assert described["jetson_model"] == "unknown"
+
+
+TWO_PROFILES = [
+    ShapeProfile({"input": ((1, 1, 8, 8), (2, 1, 8, 8), (2, 1, 8, 8))}),
+    ShapeProfile({"input": ((4, 1, 8, 8), (8, 1, 8, 8), (8, 1, 8, 8))}),
+]
+
+
+def test_runner_switches_to_the_profile_that_covers_each_batch(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=TWO_PROFILES)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    with TensorRTBackend().runner(engine) as runner:
+        for batch in (2, 6, 1):
+            x = np.full((batch, 1, 8, 8), 0.25, np.float32)
+            np.testing.assert_allclose(
+                runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
+            )
+        with pytest.raises(InputError, match=r"outside the engine's profile \(profile 0: .*; profile 1: "):
+            runner.infer({"input": np.zeros((3, 1, 8, 8), np.float32)}, check_inputs=False)
+    calls = fake_gpu.state.calls
+    switches = [args[0] for n, args in calls if n == "IExecutionContext.set_optimization_profile_async"]
+    assert switches == [1, 0]  # batch 2 runs in the first profile, 6 needs profile 1, then 1 goes back
+    names = [n for n, _ in calls]
+    first_switch = names.index("IExecutionContext.set_optimization_profile_async")
+    assert calls[first_switch + 1] == ("IExecutionContext.set_input_shape", ("input", (6, 1, 8, 8)))
+
+
+def test_a_pinned_profile_refuses_shapes_only_another_profile_takes(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    from edgedeploy.backends.runtime.engine import EngineSession
+
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=TWO_PROFILES)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    with EngineSession(engine, profile=1) as session:
+        assert session.default_shapes() == {"input": (8, 1, 8, 8)}
+        assert session.infer({"input": np.ones((4, 1, 8, 8), np.float32)})["logits"].shape[0] == 4
+        with pytest.raises(InputError, match=r"shape \[2, 1, 8, 8\] is outside"):
+            session.infer({"input": np.ones((2, 1, 8, 8), np.float32)})
+    with pytest.raises(InputError, match=r"has 2 optimization profile.*no profile 2"):
+        EngineSession(engine, profile=2).open()

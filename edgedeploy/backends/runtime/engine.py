@@ -7,6 +7,12 @@ pycuda retains the device's primary context, the one TensorRT's CUDA runtime cal
 The runtime is set up from the engine's sidecar before deserializing, as trtexec does (host code
 allowed for version-compatible plans, the DLA core of a DLA engine), and TensorRT's own error is
 quoted when it refuses a plan. ``close`` frees every device object while the context still lives.
+
+Engines built with several shape profiles (``--profile`` given more than once): each input
+shape set picks the first profile whose min..max covers every input, selected with
+``set_optimization_profile_async`` before ``set_input_shape``, as NvInferRuntime.h requires
+(docs/tensorrt-facts.md, "Optimization profiles at run time"). ``profile=`` pins one instead,
+like trtexec's ``--useProfile``.
 """
 
 from __future__ import annotations
@@ -37,9 +43,22 @@ class TensorInfo:
     is_input: bool
     dtype: np.dtype
     shape: tuple[int, ...]  # as the engine declares it; -1 for dynamic dims
-    min_shape: tuple[int, ...] | None = None  # profile 0, inputs only
+    # inputs only: min and max over every profile (the envelope), OPT of profile 0
+    min_shape: tuple[int, ...] | None = None
     opt_shape: tuple[int, ...] | None = None
     max_shape: tuple[int, ...] | None = None
+    # inputs only: (min, opt, max) per optimization profile, in the engine's order
+    profiles: tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...] = ()
+
+    def covers(self, shape: tuple[int, ...], profile: int) -> bool:
+        """Whether ``shape`` lies inside this input's range in ``profile``."""
+        lo, _opt, hi = self.profiles[profile]
+        return len(shape) == len(lo) and all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=True))
+
+    def ranges(self) -> str:
+        return "; ".join(
+            f"profile {i}: {list(lo)}..{list(hi)}" for i, (lo, _opt, hi) in enumerate(self.profiles)
+        )
 
 
 @dataclass
@@ -59,9 +78,16 @@ class EngineSession:
         device: int = 0,
         version_compatible: bool | None = None,
         dla_core: int | None = None,
+        profile: int | None = None,
     ) -> None:
-        """``version_compatible``/``dla_core`` default to what the engine's sidecar says."""
+        """``version_compatible``/``dla_core`` default to what the engine's sidecar says.
+
+        ``profile`` pins one optimization profile; ``None`` picks, per input shape set, the first
+        profile that covers it.
+        """
         self.engine_path = Path(engine_path)
+        self.pinned_profile = profile
+        self.active_profile = 0  # a new context starts on profile 0 (NvInferRuntime.h)
         self.device = device
         self.version_compatible = version_compatible
         self.dla_core = dla_core
@@ -108,6 +134,12 @@ class EngineSession:
             self._context = engine.create_execution_context()
             self.stream = cuda.Stream()
             self.tensors = self._describe(engine)
+            count = max(int(engine.num_optimization_profiles), 1)
+            if self.pinned_profile is not None and not 0 <= self.pinned_profile < count:
+                raise InputError(
+                    f"{self.engine_path.name} has {count} optimization profile(s); "
+                    f"there is no profile {self.pinned_profile}"
+                )
         except BaseException:
             self.close()
             raise
@@ -143,6 +175,7 @@ class EngineSession:
         import tensorrt as trt_mod
 
         tensors = []
+        count = max(int(engine.num_optimization_profiles), 1)
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
             is_input = engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT
@@ -153,8 +186,14 @@ class EngineSession:
                 shape=dims(engine.get_tensor_shape(name)),
             )
             if is_input:
-                lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
-                info.min_shape, info.opt_shape, info.max_shape = dims(lo), dims(opt), dims(hi)
+                info.profiles = tuple(
+                    (dims(lo), dims(opt), dims(hi))
+                    for lo, opt, hi in (engine.get_tensor_profile_shape(name, i) for i in range(count))
+                )
+                lows, highs = [p[0] for p in info.profiles], [p[2] for p in info.profiles]
+                info.min_shape = tuple(min(d) for d in zip(*lows, strict=True))
+                info.max_shape = tuple(max(d) for d in zip(*highs, strict=True))
+                info.opt_shape = info.profiles[0][1]
             tensors.append(info)
         return tensors
 
@@ -173,8 +212,37 @@ class EngineSession:
         return self._context
 
     def default_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Static shapes as declared, dynamic inputs at their profile's OPT shape."""
-        return {t.name: (t.opt_shape or t.shape) if -1 in t.shape else t.shape for t in self.inputs}
+        """Static shapes as declared, dynamic inputs at the OPT shape of the pinned (else first) profile."""
+        index = self.pinned_profile or 0
+        return {
+            t.name: (t.profiles[index][1] if t.profiles else t.shape) if -1 in t.shape else t.shape
+            for t in self.inputs
+        }
+
+    def _profile_for(self, wanted: Mapping[str, tuple[int, ...]]) -> int:
+        """The pinned profile, else the first whose ranges cover every dynamic input of ``wanted``."""
+        dynamic = [t for t in self.inputs if -1 in t.shape and t.profiles]
+        candidates = (
+            [self.pinned_profile]
+            if self.pinned_profile is not None
+            else range(len(dynamic[0].profiles) if dynamic else 1)
+        )
+        for index in candidates:
+            if all(t.covers(wanted[t.name], index) for t in dynamic):
+                return index
+        for t in dynamic:
+            if not any(t.covers(wanted[t.name], i) for i in candidates):
+                raise InputError(
+                    f"input '{t.name}' shape {list(wanted[t.name])} is outside the engine's profile "
+                    f"({t.ranges()}); rebuild with a wider --profile"
+                )
+        raise InputError(
+            "no single optimization profile covers the input shapes "
+            + ", ".join(f"{t.name} {list(wanted[t.name])}" for t in dynamic)
+            + " ("
+            + " | ".join(f"{t.name}: {t.ranges()}" for t in dynamic)
+            + "); rebuild with a profile that spans them together"
+        )
 
     # -- shapes and buffers ---------------------------------------------------------------------
 
@@ -186,17 +254,15 @@ class EngineSession:
             raise InputError(f"engine has no input(s) {', '.join(sorted(unknown))}")
         if wanted == self._shapes:
             return
+        profile = self._profile_for(wanted)
+        if profile != self.active_profile:
+            assert self.stream is not None
+            if not self.context.set_optimization_profile_async(profile, self.stream.handle):
+                raise InputError(f"TensorRT refused optimization profile {profile}")
+            self.stream.synchronize()  # the switch may copy on this stream; enqueue follows it
+            self.active_profile = profile
         for spec in self.inputs:
             shape = wanted[spec.name]
-            if spec.min_shape is not None and spec.max_shape is not None and -1 in spec.shape:
-                ok = all(
-                    lo <= d <= hi for d, lo, hi in zip(shape, spec.min_shape, spec.max_shape, strict=False)
-                )
-                if len(shape) != len(spec.shape) or not ok:
-                    raise InputError(
-                        f"input '{spec.name}' shape {list(shape)} is outside the engine's profile "
-                        f"{list(spec.min_shape)}..{list(spec.max_shape)}; rebuild with a wider --profile"
-                    )
             if not self.context.set_input_shape(spec.name, shape):
                 raise InputError(f"TensorRT refused shape {list(shape)} for input '{spec.name}'")
         for spec in self.tensors:
