@@ -134,6 +134,23 @@ _FLOATS = (
 )
 
 
+def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose main graph has no initializers, made field by field so that the
+    weights are never copied (a CopyFrom then a delete copies every byte of them)."""
+    copy = onnx.ModelProto()
+    for source, target in ((model, copy), (model.graph, copy.graph)):
+        for field, value in source.ListFields():
+            if (source is model and field.name == "graph") or field.name == "initializer":
+                continue
+            if field.is_repeated:
+                getattr(target, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(target, field.name).CopyFrom(value)
+            else:
+                setattr(target, field.name, value)
+    return copy
+
+
 def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx.ModelProto:
     """``onnx.shape_inference.infer_shapes(model)`` on a copy whose large float initializers of the
     main graph are graph inputs of the same type and shape instead: inference reads only the values
@@ -141,13 +158,12 @@ def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx
     types and shapes it infers are the same. Without ``weights`` the result lacks those
     initializers (read them from ``model``); with it, the result has ``model``'s initializers and
     inputs back, as ``infer_shapes`` returns it. Raises what ``infer_shapes`` raises."""
-    light = onnx.ModelProto()
-    light.CopyFrom(model)
+    light = _copy_without_initializers(model)  # the weights are never copied
     graph = light.graph
     declared = {vi.name for vi in graph.input}
     keep: list[onnx.TensorProto] = []
     typed: list[onnx.ValueInfoProto] = []
-    for init in graph.initializer:
+    for init in model.graph.initializer:
         elements = 1
         for d in init.dims:
             elements *= d
@@ -156,9 +172,8 @@ def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx
                 typed.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         else:
             keep.append(init)
-    if typed or len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    graph.initializer.extend(keep)
+    if typed or len(keep) != len(model.graph.initializer):
         graph.input.extend(typed)
         if light.ir_version < MIN_IR_FOR_LOOSE_INITIALIZERS:
             light.ir_version = MIN_IR_FOR_LOOSE_INITIALIZERS

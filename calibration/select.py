@@ -23,8 +23,9 @@ Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose pe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,6 +38,7 @@ from calibration.qdq import (
     QuantizeOptions,
     QuantPlan,
     TensorQuant,
+    WeightCache,
     activation_qparams,
     activation_scale,
     write_qdq,
@@ -45,6 +47,7 @@ from calibration.qdq import (
 RULES = ("max", "entropy", "percentile", "mse")
 VOTE_TIE = 1e-5  # model-level vote: cosine differences below this are ties (the figures' resolution)
 STACKED_VALUES = 1 << 18  # per-tensor step: larger stacked inputs are run one candidate at a time
+SCREEN_RATIO = 1.5  # model-level step: candidates further behind on half the samples stop (see _screen)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Selection:
     held_out_samples: int = 0
     exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
     alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
+    screened: dict[str, float] = field(default_factory=dict)  # left out after the first half: its cosine
     margins: dict[str, float] = field(default_factory=dict)  # rule -> lead over per-tensor, one sample out
     wins: dict[str, list[int]] = field(default_factory=dict)  # rule -> held-out samples better, worse
 
@@ -146,7 +150,9 @@ class _NodeRunner:
                 value = consts[name]
                 wq = weights.get((index, j))
                 if wq is not None:
-                    value = _quantized_weight(value.astype(np.float32), wq.axis, plan.options.weight_qmax)
+                    value = _quantized_weight(
+                        value.astype(np.float32, copy=False), wq.axis, plan.options.weight_qmax
+                    )
                 inits.append(numpy_helper.from_array(value, name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -182,15 +188,17 @@ def choose_per_tensor(
     samples: Mapping[str, list[np.ndarray]],
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
     errors from one plan to another of the same model and samples: a tensor with the same
     candidates, consumers, quantization and quantized weights is not measured twice.
-    ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement."""
+    ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement.
+    ``consts``: the model's :func:`~calibration.qdq.constant_values` when the caller has them."""
     from calibration.qdq import constant_values
 
-    consts = constant_values(model)
+    consts = constant_values(model) if consts is None else consts
     consumers: dict[str, list[tuple[int, int]]] = {}
     for tq in plan.activations.values():
         for i, j in tq.consumers:
@@ -510,9 +518,8 @@ def scored_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _run(
-    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
-) -> list[list[np.ndarray]]:
+def _session(model: onnx.ModelProto, names: Sequence[str]) -> Any:
+    """An ONNX Runtime session of ``model`` that also outputs ``names``."""
     import onnxruntime as ort
 
     from calibration.observers import no_spinning, with_outputs
@@ -520,9 +527,21 @@ def _run(
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
-    marked = with_outputs(model, [n for n in names if n not in {o.name for o in model.graph.output}])
-    session = ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    extra = [n for n in names if n not in {o.name for o in model.graph.output}]
+    marked = with_outputs(model, extra) if extra else model  # no copy of a model that has them all
+    return ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _outputs(
+    session: Any, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
+) -> list[list[np.ndarray]]:
     return [[np.asarray(o) for o in session.run(list(names), dict(f))] for f in feeds]
+
+
+def _run(
+    model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]
+) -> list[list[np.ndarray]]:
+    return _outputs(_session(model, names), feeds, names)
 
 
 def choose_for_model(
@@ -534,30 +553,84 @@ def choose_for_model(
     rules: Sequence[str] = RULES,
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
-    caller recorded them already)."""
+    caller recorded them already; ``weights``: quantized weights of ``model`` from earlier Q/DQ
+    models, see :func:`~calibration.qdq.quantized_weight`).
+
+    With two held-out feeds or more and more than two distinct candidates, the candidates are
+    screened first: each runs on the first half of the feeds, and the ones far behind there do
+    not run on the second half (see :func:`_screen`).
+    """
     sets: dict[str, tuple[dict[str, float], dict[str, str]]] = {"per-tensor": per_tensor}
     for rule in rules:
         sets[rule] = ({name: opts[rule] for name, opts in cands.items()}, dict.fromkeys(cands, rule))
     names = scored_tensors(model)
     if reference is None:
         reference = _run(model, holdout, names)
+    weights = {} if weights is None else weights  # the same quantized weights in every candidate
+    distinct = [label for label in sets if label == "per-tensor" or sets[label][0] != per_tensor[0]]
+
+    def session(label: str) -> Any:
+        return _session(write_qdq(model, plan, sets[label][0], extents, weights), names)
+
+    half = len(holdout) // 2
+    screened: dict[str, float] = {}
+    outputs: dict[str, list[list[np.ndarray]]] = {}
+    if half >= 1 and len(distinct) > 2:
+        scores, screened = _screen(session, distinct, holdout, reference, half, names, outputs)
+    else:
+        outputs = {label: _outputs(session(label), holdout, names) for label in distinct}
+        scores = {label: output_cosine(reference, outputs[label]) for label in distinct}
     counts = [int(next(iter(f.values())).shape[0]) if next(iter(f.values())).ndim else 1 for f in holdout]
-    scores: dict[str, float] = {}
-    per_sample: dict[str, np.ndarray | None] = {}
-    for label, (thr, _) in sets.items():
-        if label != "per-tensor" and thr == per_tensor[0]:
+    per_sample = {label: _sample_sums(reference, got, counts) for label, got in outputs.items()}
+    for label in sets:
+        if label not in distinct:  # the per-tensor thresholds under another name
             scores[label] = scores["per-tensor"]
-            continue
-        outputs = _run(write_qdq(model, plan, thr, extents), holdout, names)
-        scores[label] = output_cosine(reference, outputs)
-        per_sample[label] = _sample_sums(reference, outputs, counts)
     margins, wins = drop_one_margins(per_sample), sample_wins(per_sample)
     winner = _vote_winner(scores, margins, wins)
     thresholds, chosen = sets[winner]
-    return Selection(dict(thresholds), dict(chosen), winner, scores, margins=margins, wins=wins)
+    return Selection(
+        dict(thresholds), dict(chosen), winner, scores, screened=screened, margins=margins, wins=wins
+    )
+
+
+def _screen(
+    session: Callable[[str], Any],
+    labels: Sequence[str],
+    holdout: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Sequence[np.ndarray]],
+    half: int,
+    names: Sequence[str],
+    outputs: dict[str, list[list[np.ndarray]]] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Step 2 in two rounds: every candidate of ``labels`` on ``holdout[:half]``, then on the
+    rest only the per-tensor choice and the candidates whose error there, ``1 - cosine``, is
+    within ``SCREEN_RATIO`` times the smallest one. Returns the finalists' cosines over all the
+    held-out feeds (the same figures as without screening) and every candidate's cosine over
+    the first half (``outputs``, when given, receives the finalists' outputs on all feeds).
+
+    Measured on ddddocr's detector and recognizer (docs/design.md): the uniform entropy and
+    max sets trail by 3-5x the best error on half the samples and are not the winner on all of
+    them, while the rules that do win are within 1.3x. A candidate's session stays alive only
+    while it is within the ratio.
+    """
+    first: dict[str, list[list[np.ndarray]]] = {}
+    kept: dict[str, Any] = {}
+    partial: dict[str, float] = {}
+    for label in labels:
+        kept[label] = session(label)
+        first[label] = _outputs(kept[label], holdout[:half], names)
+        partial[label] = output_cosine(reference[:half], first[label])
+        bound = SCREEN_RATIO * (1.0 - max(partial.values()))
+        for other in [k for k in kept if k != "per-tensor" and 1.0 - partial[k] > bound]:
+            del kept[other], first[other]
+    got = {label: first[label] + _outputs(sess, holdout[half:], names) for label, sess in kept.items()}
+    if outputs is not None:
+        outputs.update(got)
+    return {label: output_cosine(reference, values) for label, values in got.items()}, partial
 
 
 def select(
@@ -574,12 +647,15 @@ def select(
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
-    :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor)."""
+    :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor; ``consts``: the
+    model's constants when the caller has them; ``weights``: see :func:`choose_for_model`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts)
+    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents, weights)

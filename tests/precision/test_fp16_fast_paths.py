@@ -224,3 +224,109 @@ def test_weights_rounded_by_a_cast_in_the_graph_give_the_numpy_rounding() -> Non
     got = _outputs(emulate_fp16(model, (), (), cast_weights=plain), feed)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_outputs_appended_to_the_models_bytes_parse_as_the_marked_copy() -> None:
+    from calibration.observers import outputs_appended, with_outputs
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    names = ["h", "mean", "y", "h"]  # an existing output and a repeat are not added twice
+    merged = onnx.load_model_from_string(outputs_appended(model.SerializeToString(), model, names))
+    assert merged == with_outputs(model, names)
+    assert [o.name for o in merged.graph.output] == ["y", "h", "mean"]
+
+
+def test_copy_without_initializers_is_the_model_minus_its_weights() -> None:
+    from calibration.graphs import _copy_without_initializers
+    from tests.precision import models
+
+    model = models.decomposed_layernorm_model()
+    model.doc_string, model.graph.doc_string = "model", "graph"
+    onnx.helper.set_model_props(model, {"k": "v"})
+    want = onnx.ModelProto()
+    want.CopyFrom(model)
+    del want.graph.initializer[:]
+    assert _copy_without_initializers(model) == want
+    assert len(model.graph.initializer) == 5  # the model itself is untouched
+
+
+def _tiny_weight_model(initializer_inputs: bool) -> onnx.ModelProto:
+    """x [n, 8] -> MatMul by w (a few values below 2**-24) -> Add eps (1e-12, flushed in fp16) ->
+    MatMul: the flushed constant's consumer is kept by rule and then released by measurement.
+    Two nodes are unnamed (make_fp16 names them); ``initializer_inputs`` lists the weights as
+    graph inputs too, which the analysis drops and the conversion keeps."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((8, 16)).astype(np.float32)
+    w[0, :3] = [1e-9, -3e-8, 1e-40]
+    w2 = numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")
+    eps = numpy_helper.from_array(np.full((16,), 1e-12, np.float32), "eps")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+        helper.make_node("Add", ["h", "eps"], ["he"]),
+        helper.make_node("Relu", ["he"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="head"),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), w2, eps]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])]
+    if initializer_inputs:
+        inputs += [helper.make_tensor_value_info(i.name, TensorProto.FLOAT, list(i.dims)) for i in inits]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fp16_build_reading_the_model_once_writes_what_separate_reads_write(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The model read once (shared by the analysis and the converter, the analysis session made
+    from the file's bytes) gives the artifact, plan and range figures that reading it apart gives."""
+    import json
+
+    import edgedeploy.stages.precision.mixed as mixed
+    from edgedeploy.options import BuildRequest, CalibrationRequest
+    from edgedeploy.targets import load_target
+
+    rng = np.random.default_rng(8)
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=rng.standard_normal((24, 8)).astype(np.float32))
+    request = BuildRequest(
+        "fp16", load_target("x86-64-cpu"), calibration=CalibrationRequest(data=str(data), batch_size=8)
+    )
+    read_once = mixed._read_once
+    for initializer_inputs in (False, True):
+        path = tmp_path / f"m{initializer_inputs}.onnx"
+        onnx.save(_tiny_weight_model(initializer_inputs), path)
+        built = {}
+        for way in ("once", "apart"):
+            monkeypatch.setattr(mixed, "_read_once", read_once if way == "once" else lambda _: (None, None))
+            art = mixed.make_fp16_checked(path, tmp_path / f"{way}{initializer_inputs}.onnx", request)
+            ranges = json.loads(art.path.with_name(art.path.stem + ".ranges.json").read_text())
+            del ranges["summary"]["seconds"]
+            built[way] = (art.path.read_bytes(), art.files[1].read_text(), ranges)
+            assert art.info["released_fp32_nodes"] >= 1  # the measured release ran
+        assert built["once"] == built["apart"]
+    original = onnx.load(path)  # the model with initializer inputs: the conversion kept them
+    converted = onnx.load(tmp_path / "onceTrue.onnx")
+    assert {i.name for i in original.graph.input} <= {i.name for i in converted.graph.input}
+
+
+def test_the_artifact_check_runs_one_sample_only_when_every_input_has_a_free_batch() -> None:
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.precision.mixed import _one_sample
+
+    feed = {"a": np.zeros((8, 3), np.float32), "b": np.ones((8,), np.int64)}
+    free = [TensorSpec("a", ("n", 3), "float32"), TensorSpec("b", (None,), "int64")]
+    assert {k: v.shape for k, v in _one_sample(feed, free).items()} == {"a": (1, 3), "b": (1,)}
+    fixed = [TensorSpec("a", (8, 3), "float32"), TensorSpec("b", ("n",), "int64")]
+    assert _one_sample(feed, fixed) is feed
+    ragged = {"a": feed["a"], "b": np.ones((4,), np.int64)}
+    assert _one_sample(ragged, free) is ragged
+
+
+def test_rounded_weights_written_in_place_are_what_from_array_makes() -> None:
+    from edgedeploy.stages.precision.emulate import _float_initializer
+
+    graph = onnx.GraphProto()
+    for name, values in (("w", np.arange(15, dtype=np.float32).reshape(3, 5)), ("s", np.float32(1.5))):
+        _float_initializer(graph, name, np.asarray(values))
+        assert graph.initializer[-1] == numpy_helper.from_array(np.asarray(values), name)

@@ -461,12 +461,17 @@ def free_first_dim(model: onnx.ModelProto) -> bool:
     return bool(inputs)
 
 
-def load_for_analysis(model_path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load a model (external data included) with every node named as make_fp16 names them."""
+def load_for_analysis(
+    model_path: str | os.PathLike[str], loaded: onnx.ModelProto | None = None
+) -> onnx.ModelProto:
+    """Load a model (external data included) with every node named as make_fp16 names them.
+
+    ``loaded``: the model the caller has already read from ``model_path`` (one without external
+    data), prepared here in place instead of reading the file again."""
 
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-    model = load_onnx(model_path, load_external_data=False)
+    model = loaded if loaded is not None else load_onnx(model_path, load_external_data=False)
     if any(uses_external_data(t) for t in _get_all_tensors(model)):
         model = load_onnx(model_path)
         try:
@@ -497,6 +502,7 @@ def analyze(
     observers: Sequence[Observer] = (),
     threads: int | None = None,
     until_stable: bool = False,
+    serialized: bytes | None = None,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
@@ -504,7 +510,7 @@ def analyze(
     run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
     only returns main-graph values); control-flow nodes are reported as such. With
     ``until_stable`` the pass stops once the ranges have settled (see :class:`UntilStable`); the
-    report's notes say where.
+    report's notes say where. ``serialized``: the model's own bytes, as :func:`collect` takes them.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
@@ -516,7 +522,7 @@ def analyze(
     observer = Fp16RangeObserver()
     feeds = UntilStable(source, observer, thresholds) if until_stable else source
     try:
-        samples = collect(model, feeds, names, [observer, *observers], threads=threads)
+        samples = collect(model, feeds, names, [observer, *observers], threads=threads, serialized=serialized)
     except InputError:
         raise
     except Exception as exc:

@@ -24,6 +24,7 @@ from edgedeploy.stages.precision.fp16 import ensure_node_names, round_to_float16
 
 FP16_MAX = 65504.0
 FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
+HALF_INF_BITS = 0x7C00  # float16 +Inf as bits; larger magnitudes are NaN
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 
 
@@ -37,8 +38,9 @@ def converter_blocked_ops() -> set[str]:
 def round_weight(values: np.ndarray) -> np.ndarray:
     """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
     half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
-    infinite = np.isinf(half)
-    if infinite.any():  # an infinite weight is clipped too (the converter would keep it Inf)
+    mags = np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))  # float16 isinf is slow: its bits
+    if mags.size and int(mags.max()) >= HALF_INF_BITS:
+        infinite = mags == HALF_INF_BITS  # an infinite weight is clipped too (the converter keeps Inf)
         half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
     return half.astype(np.float32)
 
@@ -100,7 +102,7 @@ def emulate_fp16(
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
     floats = float_names(emu) if floats is None else floats
-    cache = {} if rounded_weights is None else rounded_weights
+    cache = {} if rounded_weights is None else rounded_weights  # numpy-rounded twins, by weight
     casts = set(cast_weights)
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
@@ -112,10 +114,13 @@ def emulate_fp16(
             return rounded[name]
         twin = f"{name}__fp16"
         if name in inits and name not in casts:
-            if name not in cache:
-                arr = round_weight(numpy_helper.to_array(inits[name]))
-                cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
-            graph.initializer.append(cache[name])
+            if rounded_weights is None:  # written in place: a TensorProto appended is copied again
+                _float_initializer(graph, twin, round_weight(numpy_helper.to_array(inits[name])))
+            else:
+                if name not in cache:
+                    arr = round_weight(numpy_helper.to_array(inits[name]))
+                    cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
+                graph.initializer.append(cache[name])
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
@@ -212,6 +217,15 @@ def emulate_fp16(
     return emu
 
 
+def _float_initializer(graph: onnx.GraphProto, name: str, values: np.ndarray) -> None:
+    """A float32 initializer added to ``graph`` as ``numpy_helper.from_array`` makes it."""
+    tensor = graph.initializer.add()
+    tensor.name = name
+    tensor.data_type = TensorProto.FLOAT
+    tensor.dims.extend(values.shape)
+    tensor.raw_data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+
+
 SWITCH_PREFIX = "__fp16_switch__"
 
 
@@ -290,10 +304,10 @@ def _drop_unused_initializers(graph: onnx.GraphProto, candidates: list[str]) -> 
     """Remove fp32 originals of weights that every consumer now reads rounded (ORT warns otherwise)."""
     used = _used_names(graph)
     unused = set(candidates) - used
-    if unused:
-        keep = [i for i in graph.initializer if i.name not in unused]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    # deleted in place: rebuilding the list would copy every weight that stays
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name in unused:
+            del graph.initializer[index]
 
 
 def is_fp16_model(model: onnx.ModelProto) -> bool:

@@ -321,20 +321,24 @@ def round_to_float16(
     (non-zero magnitudes below ``min_positive_val`` raised to it, finite ones above
     ``max_finite_val`` clipped to it, NaN/Inf kept), bit for bit, in a few passes instead of its
     dozen masks: plain rounding already agrees except where it gives 0 for a non-zero value or
-    Inf for a finite one, which are fixed up afterwards."""
+    Inf for a finite one, which are fixed up afterwards. Both are found on the float16 bits
+    (sign cleared) as integers: numpy's float16 compares and isinf run element by element."""
     arr = np.asarray(values)
     if min_positive_val > FP16_MIN_POSITIVE or max_finite_val < FP16_MAX_FINITE:  # not the defaults
         return _round_general(arr, min_positive_val, max_finite_val)
     with np.errstate(over="ignore"):
         half = arr.astype(np.float16)
-    if np.count_nonzero(half) != np.count_nonzero(arr):
-        lost = (half == 0) & (arr != 0)
+    mags = np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))
+    if np.count_nonzero(mags) != np.count_nonzero(arr):
+        lost = (mags == 0) & (arr != 0)
         half[lost] = np.copysign(np.float16(FP16_MIN_POSITIVE), arr[lost]).astype(np.float16)
-    infinite = np.isinf(half)
-    if infinite.any():
-        clipped = infinite & np.isfinite(arr)
+    if mags.size and int(mags.max()) >= _HALF_INF_BITS:  # Inf or NaN somewhere
+        clipped = (mags == _HALF_INF_BITS) & np.isfinite(arr)
         half[clipped] = np.copysign(np.float16(FP16_MAX_FINITE), arr[clipped]).astype(np.float16)
     return half
+
+
+_HALF_INF_BITS = 0x7C00  # float16 +Inf; larger magnitudes are NaN
 
 
 def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: float) -> np.ndarray:
@@ -403,17 +407,20 @@ def make_fp16(
     out_path: str | os.PathLike[str],
     options: Fp16Options | None = None,
     feed: Mapping[str, Any] | None = None,
+    loaded: onnx.ModelProto | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
     The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
+    ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
+    of reading the file again; only its IR version and missing node names are changed here.
     """
     from onnxruntime.transformers import float16
 
     options = options or Fp16Options()
     src = Path(model_path)
     out = Path(out_path)
-    model = load_onnx(src)
+    model = loaded if loaded is not None else load_onnx(src)
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
     names = ensure_node_names(model)
     unknown = [n for n in options.fp32_nodes if n not in names]

@@ -173,17 +173,24 @@ def plan_islands(
     options: IslandOptions | None = None,
     until_stable: bool = True,
     observers: Sequence[Observer] = (),
+    serialized: bytes | None = None,
 ) -> tuple[dict[str, str], RangeReport]:
     """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
     By default the analysis stops reading ``source`` once the ranges have settled
     (:class:`~edgedeploy.stages.precision.analysis.UntilStable`). A ModelProto must come from
-    :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it).
+    :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it);
+    ``serialized``: its bytes, when the caller has them (see :func:`calibration.observers.collect`).
     """
 
     model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
     report = analyze(
-        model, source, data_description=data_description, until_stable=until_stable, observers=observers
+        model,
+        source,
+        data_description=data_description,
+        until_stable=until_stable,
+        observers=observers,
+        serialized=serialized,
     )
     if not isinstance(model_path, onnx.ModelProto):
         report.model = str(model_path)
@@ -196,8 +203,11 @@ def plan_islands(
 def _session(model: onnx.ModelProto) -> Any:
     import onnxruntime as ort
 
+    from calibration.observers import no_spinning
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

@@ -16,12 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from calibration.errors import CalibrationError
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.fileio import atomic_write_json
+from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
@@ -90,6 +93,56 @@ def _sidecar(dest: Path, suffix: str) -> Path:
     return dest.with_name(dest.name.removesuffix(".onnx") + suffix)
 
 
+def _read_once(model: Path) -> tuple[onnx.ModelProto | None, bytes | None]:
+    """The model as the analysis and the conversion both read it, and the file's bytes, when its
+    weights are in the file (a 90 MB model takes a quarter of a second to parse and more to
+    serialize again); (None, None) for one with external data, which each reads in its own way."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    try:
+        content = model.read_bytes()
+        loaded = onnx.load_model_from_string(content)
+        if not loaded.graph.node:
+            raise ValueError("no nodes")
+        data: bytes | None = content
+    except Exception:  # the reader's own message for a missing, empty, corrupt or truncated file
+        loaded, data = load_onnx(model, load_external_data=False), None
+    if any(uses_external_data(t) for t in _get_all_tensors(loaded)):
+        return None, None
+    return loaded, data
+
+
+def _still_serialized(analysed: onnx.ModelProto, data: bytes | None, ir: int, inputs: int) -> bytes | None:
+    """The file's bytes for the analysis session when preparing the model for the analysis changed
+    nothing in it but node names (which ONNX Runtime does not read): its IR version and inputs."""
+    unchanged = analysed.ir_version == ir and len(analysed.graph.input) == inputs
+    return data if unchanged else None
+
+
+def _for_analysis(loaded: onnx.ModelProto | None) -> onnx.ModelProto | None:
+    """``loaded`` for load_for_analysis, which prepares it in place: as it is, unless it lists
+    initializers among its graph inputs, which the analysis drops and the conversion keeps."""
+    if loaded is None:
+        return None
+    inits = {i.name for i in loaded.graph.initializer}
+    if not any(vi.name in inits for vi in loaded.graph.input):
+        return loaded
+    copy = onnx.ModelProto()
+    copy.CopyFrom(loaded)
+    return copy
+
+
+def _one_sample(feed: Feed, inputs: list[TensorSpec]) -> Feed:
+    """The artifact check runs the artifact once: on the first sample of ``feed`` when every input
+    has a free first (batch) dimension, else on the feed as it is."""
+    arrays = list(feed.values())
+    free = bool(inputs) and all(spec.shape and not isinstance(spec.shape[0], int) for spec in inputs)
+    if not free or not arrays or any(getattr(a, "ndim", 0) == 0 for a in arrays):
+        return feed
+    rows = {int(a.shape[0]) for a in arrays}
+    return {k: v[:1] for k, v in feed.items()} if len(rows) == 1 and rows != {1} else feed
+
+
 def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
     """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked)."""
 
@@ -97,7 +150,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     files: list[Path] = []
     info: dict[str, Any] = {}
     source: DataSource | None = None
-    inputs = model_io(model)[0]
+    loaded, raw = _read_once(model)
+    inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
@@ -106,13 +160,14 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     feed = None
     if source is not None:
         first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
-        feed = first[0] if first else None
+        feed = _one_sample(first[0], inputs) if first else None
         if feed is None:
             source = None  # seeded random data the model cannot run on (said by _feeds): no analysis
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance:
-                analysed = load_for_analysis(model)
+                header = (loaded.ir_version, len(loaded.graph.input)) if loaded is not None else (0, 0)
+                analysed = load_for_analysis(model, _for_analysis(loaded))
                 # the release below runs on the first samples the analysis read, against the fp32
                 # outputs the analysis pass computed on them; batches are split so that the
                 # analysis can see its ranges settle after STABLE_FIRST, 2x, 4x... samples
@@ -123,7 +178,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                     recorder.wrap(data),
                     data_description=source.describe(),
                     observers=[recorder],
+                    serialized=_still_serialized(analysed, raw, *header),
                 )
+                raw = None  # the session has its copy
                 report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
@@ -137,7 +194,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 f"fp16 range analysis skipped: {exc}; give --calib-data with real inputs "
                 "to keep overflowing layers in fp32"
             )
-            return _convert(model, dest, request, options, feed, files, info, ui)
+            return _convert(model, dest, request, options, feed, files, info, ui, loaded=loaded)
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
@@ -158,7 +215,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "ranges": ranges.name,
             }
         )
-    return _convert(model, dest, request, options, feed, files, info, ui, source)
+    return _convert(model, dest, request, options, feed, files, info, ui, source, loaded)
 
 
 def _convert(
@@ -171,9 +228,10 @@ def _convert(
     info: dict[str, Any],
     ui: Ui,
     source: DataSource | None = None,
+    loaded: onnx.ModelProto | None = None,
 ) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
-        artifact = make_fp16(model, dest, options, feed=feed)
+        artifact = make_fp16(model, dest, options, feed=feed, loaded=loaded)
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
