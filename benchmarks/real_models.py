@@ -324,16 +324,30 @@ def akiki_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
 
 
 def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
-    """First and last 1024 bytes of real files on this machine (padding token 256), as Magika reads them."""
+    """First and last 1024 bytes of real files on this machine (padding token 256), as Magika reads them.
+
+    The files come from places that do not change when packages go into a venv: Python's own
+    standard library (``sys.base_prefix``, the same for every venv made from that Python),
+    ``/usr/share``, ``/etc`` and ``/usr/lib``, each walked in sorted order, up to 3 files per folder
+    and 1500 per root. (Walking the running venv, in directory order, made the inputs change with
+    every installed package, and with them magika's figures.)"""
     rng = np.random.default_rng(seed)
-    roots = [Path(sys.prefix) / "lib", Path("/usr/share"), Path("/etc"), Path("/usr/lib")]
+    stdlib = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    roots = [stdlib, Path("/usr/share"), Path("/etc"), Path("/usr/lib")]
     files: list[Path] = []
     for root in roots:
-        for dirpath, _, names in os.walk(root):
-            files += [Path(dirpath) / f for f in names[:3]]
-            if len(files) > 4000:
+        per_root: list[Path] = []
+        for dirpath, dirnames, names in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in {"site-packages", "dist-packages"})
+            usable = [
+                p
+                for p in (Path(dirpath) / f for f in sorted(names))
+                if p.is_file() and not p.is_symlink() and p.stat().st_size > 64
+            ]
+            per_root += usable[:3]
+            if len(per_root) >= 1500:
                 break
-    files = [f for f in files if f.is_file() and not f.is_symlink() and f.stat().st_size > 64]
+        files += per_root[:1500]
     picks = rng.choice(len(files), n, replace=False)
     out = np.full((n, 2048), 256, np.int32)
     for row, k in enumerate(picks):

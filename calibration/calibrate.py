@@ -38,11 +38,14 @@ from calibration.observers import (
 )
 from calibration.qdq import (
     ORT_QLINEAR_OPS,
+    ModelFacts,
     QuantizeOptions,
     QuantPlan,
     TensorQuant,
+    WeightCache,
     activation_qparams,
     check_qdq,
+    model_facts,
     plan_quantization,
     upgrade_opset,
     write_qdq,
@@ -54,6 +57,8 @@ from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
+# the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
+CACHE_ONLY_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -218,13 +223,16 @@ def calibrate(
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
-    plan = plan_quantization(model, qopts)
+    facts = model_facts(model)  # shape inference and constants once for every plan below
+    weights: WeightCache = {}  # each weight quantized once for auto's candidates and the artifact
+    plan = plan_quantization(model, qopts, facts)
     # the key covers the tensors of the placement without exclusions, so that excluding nodes
     # reuses a calibration; exclusions that need other tensors (rare) are added and checked below
-    base_levels = plan_quantization(model, QuantizeOptions(qopts.placement, qopts.weight_bits)).levels()
+    unexcluded = QuantizeOptions(qopts.placement, qopts.weight_bits)
+    base_levels = plan_quantization(model, unexcluded, facts).levels()
     levels = {**base_levels, **plan.levels()}
     cache_tensors = float_tensor_names(model) if options.trt_version else []
-    lean = _lean_plan(model, qopts) if algo.algorithm == "auto" else None
+    lean = _lean_plan(model, qopts, facts, plan) if algo.algorithm == "auto" else None
     wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
     if not plan.levels():
         raise CalibrationError(
@@ -279,7 +287,7 @@ def calibrate(
         report = previous
         chosen = tuple((report.selection or {}).get("exclude_ops", ()))
         if chosen:  # auto chose to leave these ops in float on this placement
-            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen))
+            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen), facts)
         thresholds = report.thresholds()
         extents = report.extents()
         cache_thresholds = report.cache_thresholds
@@ -298,7 +306,9 @@ def calibrate(
         feed_holder = _FirstFeed(source, holdout=auto)
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
-        observer = HistogramObserver(options.bins, observed)
+        planned = {copies.get(n, n) for n in [*levels, *(lean.levels() if lean else ())]}
+        cache_only = {n: CACHE_ONLY_EVERY for n in observed if n not in planned}
+        observer = HistogramObserver(options.bins, observed, every=cache_only)
         ranges = _range_observer(qopts, levels, lean, copies)
         stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
         selection = None
@@ -315,7 +325,17 @@ def calibrate(
         extents = _extents(ranges, copies)
         if recorder is not None:
             selection = _select(
-                model, plan, lean, observer, feed_holder, recorder, algo, options.threads, extents
+                model,
+                plan,
+                lean,
+                observer,
+                feed_holder,
+                recorder,
+                algo,
+                options.threads,
+                extents,
+                facts,
+                weights,
             )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
@@ -390,7 +410,10 @@ def calibrate(
             else {
                 "winner": selection.winner,
                 "held_out_cosine": selection.scores,
+                "screened_cosine": selection.screened,  # candidates left out on half the held-out samples
                 "held_out_samples": selection.held_out_samples,
+                "lead_with_one_sample_out": selection.margins,
+                "samples_better_worse": selection.wins,
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
                 "placement_alternatives": selection.alternatives,
@@ -398,7 +421,7 @@ def calibrate(
         )
         reused = False
 
-    qdq = write_qdq(model, plan, thresholds, extents)
+    qdq = write_qdq(model, plan, thresholds, extents, weights)
     check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
     first_feed = feed_holder.first if feed_holder is not None else None
@@ -461,13 +484,19 @@ def _extents(ranges: RangeObserver | None, copies: Mapping[str, str]) -> dict[st
     return {**found, **{name: found[root] for name, root in copies.items() if root in found}}
 
 
-def _lean_plan(model: onnx.ModelProto, qopts: QuantizeOptions) -> QuantPlan | None:
-    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same)."""
+def _lean_plan(
+    model: onnx.ModelProto,
+    qopts: QuantizeOptions,
+    facts: ModelFacts | None = None,
+    full: QuantPlan | None = None,
+) -> QuantPlan | None:
+    """ONNX Runtime's placement without Add, Concat and the pools quantized (None when the same;
+    ``full``: the plan of ``qopts`` when the caller made it already)."""
     if qopts.placement != "onnxruntime":
         return None
     extra = tuple(op for op in ORT_QLINEAR_OPS if op not in qopts.exclude_ops)
-    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra))
-    full = plan_quantization(model, qopts)
+    lean = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + extra), facts)
+    full = full if full is not None else plan_quantization(model, qopts, facts)
     return lean if lean.levels() and set(lean.levels()) != set(full.levels()) else None
 
 
@@ -487,6 +516,8 @@ def _select(
     algo: AlgorithmOptions,
     threads: int | None,
     extents: Mapping[str, tuple[float, float]] | None = None,
+    facts: ModelFacts | None = None,
+    weights: WeightCache | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
@@ -496,6 +527,7 @@ def _select(
     The candidate thresholds of a tensor are computed once for both plans.
     """
     base = upgrade_opset(model)  # the plan's node indices are those of the upgraded model
+    consts = facts.constants if facts is not None and facts.model is base else None
     held_out = holder.held_out()
     names = scored_tensors(base)
     samples = recorder.samples
@@ -510,7 +542,15 @@ def _select(
     if lean is not None:
         variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
     all_levels = {name: lv for p in variants.values() for name, lv in p.levels().items()}
-    cands = {name: candidates(observer.histograms[name], lv, algo) for name, lv in all_levels.items()}
+    # equal histograms (a tensor and its copies through Reshape, Transpose...) have equal candidates
+    by_content: dict[tuple[object, ...], dict[str, float]] = {}
+    cands: dict[str, dict[str, float]] = {}
+    for name, lv in all_levels.items():
+        h = observer.histograms[name]
+        key = (lv, h.bins, h.top, h.absmax, h.zeros, h.counts.tobytes())
+        if key not in by_content:
+            by_content[key] = candidates(h, lv, algo)
+        cands[name] = dict(by_content[key])
     memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
     best: Selection | None = None
     for excluded, variant in variants.items():
@@ -530,6 +570,8 @@ def _select(
             reference=reference,
             memo=memo,
             extents=extents,
+            consts=consts,
+            weights=weights,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

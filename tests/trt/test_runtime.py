@@ -28,6 +28,13 @@ def reference(model: Path, x: np.ndarray) -> np.ndarray:
     return session.run(["logits"], {"input": x})[0]
 
 
+def assert_batches_match(runner, model: Path, batches: tuple[int, ...], fill: float) -> None:
+    """The runner gives ONNX Runtime's logits for each batch size in turn."""
+    for batch in batches:
+        x = np.full((batch, 1, 8, 8), fill, np.float32)
+        np.testing.assert_allclose(runner.infer({"input": x})["logits"], reference(model, x), rtol=1e-6)
+
+
 def test_runner_infers_like_onnxruntime_through_the_tensorrt_10_call_sequence(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
@@ -57,11 +64,7 @@ def test_runner_infers_like_onnxruntime_through_the_tensorrt_10_call_sequence(
 def test_runner_reallocates_when_a_larger_batch_arrives(fake_gpu, cnn_models, tmp_path: Path) -> None:
     engine = build(cnn_models.fp32, tmp_path)
     with TensorRTBackend().runner(engine) as runner:
-        for batch in (1, 8, 2):
-            x = np.full((batch, 1, 8, 8), 0.5, np.float32)
-            np.testing.assert_allclose(
-                runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
-            )
+        assert_batches_match(runner, cnn_models.fp32, (1, 8, 2), 0.5)
         with pytest.raises(InputError, match=r"outside the engine's profile .* wider --profile"):
             runner.infer({"input": np.zeros((9, 1, 8, 8), np.float32)}, check_inputs=False)
 
@@ -195,11 +198,7 @@ def test_runner_switches_to_the_profile_that_covers_each_batch(fake_gpu, cnn_mod
     opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=TWO_PROFILES)
     engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
     with TensorRTBackend().runner(engine) as runner:
-        for batch in (2, 6, 1):
-            x = np.full((batch, 1, 8, 8), 0.25, np.float32)
-            np.testing.assert_allclose(
-                runner.infer({"input": x})["logits"], reference(cnn_models.fp32, x), rtol=1e-6
-            )
+        assert_batches_match(runner, cnn_models.fp32, (2, 6, 1), 0.25)
         with pytest.raises(InputError, match=r"outside the engine's profile \(profile 0: .*; profile 1: "):
             runner.infer({"input": np.zeros((3, 1, 8, 8), np.float32)}, check_inputs=False)
     calls = fake_gpu.state.calls

@@ -1,0 +1,120 @@
+"""The speed-ups of ``auto`` and of the statistics pass change no Q/DQ model: the model-level step's
+screening on half the held-out samples keeps the finalists' figures and the winner whenever the
+winner is not far behind on that half; the histograms of the tensors only the TensorRT cache lists
+count every 4th value but keep the exact absolute max and NaN counts, and leave the Q/DQ model
+byte-identical."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import calibration.calibrate as calibrate_module
+import calibration.observers as observers_module
+import calibration.select as select_module
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.modelinfo import model_io
+from calibration.observers import SPARSE_MIN_VALUES, HistogramObserver
+from calibration.sources import open_source
+
+SAMPLES = 48  # batch 4: 12 batches, every 4th held out -> 3 held-out feeds (12 samples)
+
+
+def _calibrate(model: Path, tmp_path: Path, out: str, **options: object) -> tuple[bytes, dict[str, object]]:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((SAMPLES, 3, 8, 8)).astype(np.float32)
+    x[::7] *= 6.0  # a few loud samples: the rules disagree on the thresholds
+    np.savez(tmp_path / "calib.npz", x=x)
+    source = open_source(str(tmp_path / "calib.npz"), model_io(model)[0], batch_size=4)
+    result = calibrate(
+        model, source, CalibrationOptions(algorithm="auto", force=True, **options), tmp_path / out
+    )
+    return result.model.read_bytes(), json.loads(result.report.read_text())
+
+
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_screening_picks_the_same_model_as_scoring_every_candidate_on_every_sample(
+    residual_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, placement: str
+) -> None:
+    screened, report = _calibrate(residual_model, tmp_path, "screened", placement=placement)
+    monkeypatch.setattr(select_module, "SCREEN_RATIO", float("inf"))  # nobody stops after the first half
+    full, everyone = _calibrate(residual_model, tmp_path, "full", placement=placement)
+    assert screened == full
+    chosen, all_scored = report["selection"], everyone["selection"]
+    assert isinstance(chosen, dict) and isinstance(all_scored, dict)
+    assert chosen["winner"] == all_scored["winner"]
+    # the finalists' cosines are the figures of the full run; every candidate was screened
+    for label, score in chosen["held_out_cosine"].items():
+        assert score == all_scored["held_out_cosine"][label]
+    assert set(chosen["screened_cosine"]) >= set(chosen["held_out_cosine"])
+
+
+def test_screening_stops_the_candidates_far_behind_on_the_first_half() -> None:
+    reference = [[np.full(4, 1.0)], [np.full(4, 1.0)]]
+    outputs = {  # per candidate, per feed: how far from the reference
+        "per-tensor": [[np.array([1.0, 1.0, 1.0, 0.9])], [np.array([1.0, 1.0, 1.0, 0.9])]],
+        "max": [[np.array([1.0, 1.0, 1.0, -1.0])], [np.array([1.0, 1.0, 1.0, 1.0])]],
+        "mse": [[np.array([1.0, 1.0, 1.0, 0.95])], [np.array([1.0, 1.0, 0.5, 1.0])]],
+    }
+
+    class Session:
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+        def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return outputs[self.label][int(feed["k"][0])]
+
+    holdout = [{"k": np.array([0])}, {"k": np.array([1])}]
+    scores, screened = select_module._screen(Session, list(outputs), holdout, reference, 1, ["y"])
+    assert set(screened) == set(outputs)
+    assert set(scores) == {"per-tensor", "mse"}  # max: 1 - cos far above 1.5x the best on feed 0
+    for label, score in scores.items():
+        want = select_module.output_cosine(reference, outputs[label])
+        assert score == pytest.approx(want, abs=1e-15)
+
+
+def test_tensors_only_the_trt_cache_lists_leave_the_q_dq_model_byte_identical(
+    residual_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observers_module, "SPARSE_MIN_VALUES", 1)  # the test's tensors are small
+    sparse, report = _calibrate(residual_model, tmp_path, "sparse", trt_version="8.6.1")
+    monkeypatch.setattr(calibrate_module, "CACHE_ONLY_EVERY", 1)
+    whole, whole_report = _calibrate(residual_model, tmp_path, "whole", trt_version="8.6.1")
+    assert sparse == whole
+    assert report["tensors"] == whole_report["tensors"]
+    cache, whole_cache = report["cache_thresholds"], whole_report["cache_thresholds"]
+    assert isinstance(cache, dict) and isinstance(whole_cache, dict) and set(cache) == set(whole_cache)
+    assert cache != whole_cache  # the cache-only tensors were sampled (their percentiles moved)
+    onnx.checker.check_model(onnx.load_from_string(sparse), full_check=True)
+
+
+def test_a_sparse_histogram_keeps_the_exact_absmax_and_nan_count() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(4 * SPARSE_MIN_VALUES).astype(np.float32)
+    x[1] = 50.0  # not among every 4th value
+    x[5] = np.nan
+    every = HistogramObserver(names=["t"], every={"t": 4})
+    whole = HistogramObserver(names=["t"])
+    every.observe("t", x)
+    whole.observe("t", x)
+    sparse, full = every.histograms["t"], whole.histograms["t"]
+    assert sparse.absmax == full.absmax == 50.0 and sparse.top == full.top
+    assert every.nonfinite == whole.nonfinite == {"t": 1}
+    assert sparse.total == pytest.approx(full.total / 4, abs=1)
+    # the shape of the histogram is that of the whole tensor
+    np.testing.assert_allclose(
+        np.cumsum(sparse.counts) / sparse.total, np.cumsum(full.counts) / full.total, atol=0.01
+    )
+
+
+def test_a_small_array_is_counted_whole_even_when_sampled() -> None:
+    x = np.linspace(-3, 3, SPARSE_MIN_VALUES - 1, dtype=np.float32)
+    every = HistogramObserver(names=["t"], every={"t": 4})
+    whole = HistogramObserver(names=["t"])
+    every.observe("t", x)
+    whole.observe("t", x)
+    np.testing.assert_array_equal(every.histograms["t"].counts, whole.histograms["t"].counts)

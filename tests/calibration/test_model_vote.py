@@ -1,0 +1,99 @@
+"""``auto``'s model-level vote: another rule replaces the per-tensor choice only on a held-out lead
+that does not hinge on one sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calibration.select import (
+    _cosines,
+    _sample_sums,
+    _vote_winner,
+    drop_one_margins,
+    output_cosine,
+    sample_wins,
+)
+
+SAMPLES, WIDTH = 8, 64
+
+
+def _outputs(ref: np.ndarray, rel_error: np.ndarray, seed: int) -> np.ndarray:
+    """``ref`` with noise of the given relative size per sample (row)."""
+    noise = np.random.default_rng(seed).standard_normal(ref.shape)
+    noise *= (rel_error * np.linalg.norm(ref, axis=1) / np.linalg.norm(noise, axis=1))[:, None]
+    return ref + noise
+
+
+def _vote(reference: np.ndarray, candidates: dict[str, np.ndarray]) -> tuple[str, dict[str, float]]:
+    ref = [[reference]]
+    scores = {k: output_cosine(ref, [[c]]) for k, c in candidates.items()}
+    per_sample = {k: _sample_sums(ref, [[c]], [SAMPLES]) for k, c in candidates.items()}
+    return _vote_winner(scores, drop_one_margins(per_sample), sample_wins(per_sample)), scores
+
+
+def test_vote_keeps_per_tensor_when_one_loud_sample_carries_the_alternatives_lead() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
+    reference[0] *= 10.0  # one loud sample: 100x the energy of each other one
+    per_tensor = _outputs(reference, np.r_[0.2, np.full(SAMPLES - 1, 0.01)], 1)
+    clipping = _outputs(reference, np.r_[0.01, np.full(SAMPLES - 1, 0.05)], 2)  # worse on 7 of 8
+    winner, scores = _vote(reference, {"per-tensor": per_tensor, "max": clipping})
+    assert scores["max"] > scores["per-tensor"]  # the pooled cosine alone would pick max
+    assert winner == "per-tensor"
+
+
+def test_vote_takes_a_rule_that_leads_on_every_sample() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
+    reference[0] *= 10.0
+    per_tensor = _outputs(reference, np.full(SAMPLES, 0.05), 1)
+    better = _outputs(reference, np.full(SAMPLES, 0.02), 2)
+    worse = _outputs(reference, np.full(SAMPLES, 0.08), 3)
+    winner, _ = _vote(reference, {"per-tensor": per_tensor, "max": worse, "percentile": better})
+    assert winner == "percentile"
+
+
+def test_vote_drops_a_rule_with_non_finite_outputs() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
+    broken = reference.copy()
+    broken[3, 5] = np.inf
+    per_tensor = _outputs(reference, np.full(SAMPLES, 0.05), 1)
+    winner, _ = _vote(reference, {"per-tensor": per_tensor, "mse": broken})
+    assert winner == "per-tensor"
+
+
+def test_sample_sums_split_a_recurrent_state_along_its_batch_axis() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((SAMPLES, 1))
+    state = rng.standard_normal((2, SAMPLES, 16))  # [layers, batch, hidden]
+    got_logits, got_state = logits + 0.1, state * 0.9 + 0.1
+    sums = _sample_sums([[logits, state]], [[got_logits, got_state]], [SAMPLES])
+    assert sums is not None and sums.shape == (SAMPLES, 2, 3)
+    r, c = state[:, 3], got_state[:, 3]
+    assert np.allclose(sums[3, 1], [(r * c).sum(), (r * r).sum(), (c * c).sum()])
+    assert np.isclose(_cosines(sums.sum(0)), output_cosine([[logits, state]], [[got_logits, got_state]]))
+    pooled = rng.standard_normal((3, 5))  # no axis of the batch's size: the batch is one unit
+    one = _sample_sums([[logits, pooled]], [[got_logits, pooled]], [SAMPLES])
+    assert one is not None and one.shape == (1, 2, 3)
+
+
+def test_vote_takes_a_lead_one_sample_makes_while_the_others_tie() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH)) * 0.01
+    reference[:, 0] = 10.0  # saturated: every candidate gets these samples right
+    reference[-1] = np.random.default_rng(1).standard_normal(WIDTH)  # the one uncertain sample
+    exact = np.zeros(SAMPLES)
+    per_tensor = _outputs(reference, np.r_[exact[:-1], 0.05], 1)
+    rule = _outputs(reference, np.r_[exact[:-1], 0.01], 2)
+    winner, scores = _vote(reference, {"per-tensor": per_tensor, "max": rule})
+    assert scores["max"] > scores["per-tensor"] and winner == "max"
+
+
+def test_vote_takes_a_lead_one_sample_makes_when_the_rule_is_closer_on_most_samples() -> None:
+    reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH))
+    per_tensor = _outputs(reference, np.r_[0.08, np.full(SAMPLES - 1, 0.02)], 1)
+    rule = _outputs(reference, np.r_[0.01, np.full(4, 0.018), np.full(3, 0.03)], 2)  # better on 5 of 8
+    per_sample = {
+        k: _sample_sums([[reference]], [[c]], [SAMPLES])
+        for k, c in (("per-tensor", per_tensor), ("mse", rule))
+    }
+    assert drop_one_margins(per_sample)["mse"] < -1e-5  # without sample 0 the per-tensor choice leads
+    winner, _ = _vote(reference, {"per-tensor": per_tensor, "mse": rule})
+    assert winner == "mse"
