@@ -134,20 +134,28 @@ _FLOATS = (
 )
 
 
+def copy_fields(
+    source: onnx.ModelProto | onnx.GraphProto, target: onnx.ModelProto | onnx.GraphProto, skip: set[str]
+) -> None:
+    """Copy every set field of the protobuf message ``source`` into ``target`` (appending to
+    repeated fields), except the fields named in ``skip``, which are neither read nor copied."""
+    for field, value in source.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
 def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose main graph has no initializers, made field by field so that the
     weights are never copied (a CopyFrom then a delete copies every byte of them)."""
     copy = onnx.ModelProto()
-    for source, target in ((model, copy), (model.graph, copy.graph)):
-        for field, value in source.ListFields():
-            if (source is model and field.name == "graph") or field.name == "initializer":
-                continue
-            if field.is_repeated:
-                getattr(target, field.name).extend(value)
-            elif field.message_type is not None:
-                getattr(target, field.name).CopyFrom(value)
-            else:
-                setattr(target, field.name, value)
+    copy_fields(model, copy, {"graph"})
+    copy_fields(model.graph, copy.graph, {"initializer"})
     return copy
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibration.graphs import captured_names, infer_shapes_light, subgraphs, upgrade_ir
+from calibration.graphs import captured_names, copy_fields, infer_shapes_light, subgraphs, upgrade_ir
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -412,15 +412,7 @@ def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
         for field in target.DESCRIPTOR.fields:
             if field.name not in skip:
                 target.ClearField(field.name)
-        for field, value in source.ListFields():
-            if field.name in skip:
-                continue
-            if field.is_repeated:
-                getattr(target, field.name).extend(value)
-            elif field.message_type is not None:
-                getattr(target, field.name).CopyFrom(value)
-            else:
-                setattr(target, field.name, value)
+        copy_fields(source, target, skip)
     return model
 
 
