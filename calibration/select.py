@@ -220,40 +220,56 @@ def choose_per_tensor(
         params = planned_qparams(tq, tried, plan.options, extent)
         mine = sorted(consumers.get(name, []))
         key = (name, tuple(params), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
-        if memo is not None and key in memo:
-            errors = memo[key]
-            best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
-            thresholds[name], rules[name] = tried[best], unique[tried[best]]
-            continue
-        errors = np.zeros(len(tried))
-        for k, x in enumerate(samples[name]):
-            measured = False
-            for i, j in consumers.get(name, []):
-                if i not in runners:
-                    try:
-                        runners[i] = _NodeRunner(model, i, plan, consts)
-                    except Exception:  # a node ORT cannot build alone: judged by the tensor itself
-                        runners[i] = None
-                runner = runners[i]
-                feed = _feed_for(runner, samples, k) if runner is not None else None
-                if runner is None or feed is None:
-                    continue
-                inp = runner.node.input[j]  # a pass-through consumer reads its own tensor
-                value = feed.get(inp)
-                if value is None:
-                    value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
-                consumer = consumer_errors(runner, feed, inp, value, params)
-                if consumer is not None:  # None: shapes that do not line up once sliced
-                    errors += consumer
-                    measured = True
-            if not measured:  # judged by the tensor itself
-                xd = x.astype(np.float64)
-                errors += [_relative(q.astype(np.float64), xd) for q in fake_quant_all(x, params)]
-        if memo is not None:
-            memo[key] = errors
+        errors = memo.get(key) if memo is not None else None
+        if errors is None:
+            errors = _measured_errors(
+                model, plan, name, samples, consumers.get(name, []), runners, consts, params
+            )
+            if memo is not None:
+                memo[key] = errors
         best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
         thresholds[name], rules[name] = tried[best], unique[tried[best]]
     return thresholds, rules
+
+
+def _measured_errors(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    name: str,
+    samples: Mapping[str, list[np.ndarray]],
+    consumers: Sequence[tuple[int, int]],
+    runners: dict[int, _NodeRunner | None],
+    consts: Mapping[str, np.ndarray],
+    params: Sequence[QParams],
+) -> np.ndarray:
+    """Per candidate of ``params``, the relative error tensor ``name``'s quantization causes at its
+    quantized ``consumers`` (node, input), summed over its held-out ``samples``; a sample no
+    consumer runs on is judged by the tensor's own error. ``runners`` caches one node's session."""
+    errors = np.zeros(len(params))
+    for k, x in enumerate(samples[name]):
+        measured = False
+        for i, j in consumers:
+            if i not in runners:
+                try:
+                    runners[i] = _NodeRunner(model, i, plan, consts)
+                except Exception:  # a node ORT cannot build alone: judged by the tensor itself
+                    runners[i] = None
+            runner = runners[i]
+            feed = _feed_for(runner, samples, k) if runner is not None else None
+            if runner is None or feed is None:
+                continue
+            inp = runner.node.input[j]  # a pass-through consumer reads its own tensor
+            value = feed.get(inp)
+            if value is None:
+                value = samples[inp][k] if inp in samples and k < len(samples[inp]) else x
+            consumer = consumer_errors(runner, feed, inp, value, params)
+            if consumer is not None:  # None: shapes that do not line up once sliced
+                errors += consumer
+                measured = True
+        if not measured:  # judged by the tensor itself
+            xd = x.astype(np.float64)
+            errors += [_relative(q.astype(np.float64), xd) for q in fake_quant_all(x, params)]
+    return errors
 
 
 def _weight_uses(plan: QuantPlan, consumers: Sequence[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
