@@ -150,7 +150,7 @@ def copy_fields(
             setattr(target, field.name, value)
 
 
-def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose main graph has no initializers, made field by field so that the
     weights are never copied (a CopyFrom then a delete copies every byte of them)."""
     copy = onnx.ModelProto()
@@ -166,7 +166,7 @@ def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx
     types and shapes it infers are the same. Without ``weights`` the result lacks those
     initializers (read them from ``model``); with it, the result has ``model``'s initializers and
     inputs back, as ``infer_shapes`` returns it. Raises what ``infer_shapes`` raises."""
-    light = _copy_without_initializers(model)  # the weights are never copied
+    light = copy_without_initializers(model)  # the weights are never copied
     graph = light.graph
     declared = {vi.name for vi in graph.input}
     keep: list[onnx.TensorProto] = []

@@ -237,8 +237,8 @@ def test_outputs_appended_to_the_models_bytes_parse_as_the_marked_copy() -> None
     assert [o.name for o in merged.graph.output] == ["y", "h", "mean"]
 
 
-def test_copy_without_initializers_is_the_model_minus_its_weights() -> None:
-    from calibration.graphs import _copy_without_initializers
+def testcopy_without_initializers_is_the_model_minus_its_weights() -> None:
+    from calibration.graphs import copy_without_initializers
     from tests.precision import models
 
     model = models.decomposed_layernorm_model()
@@ -247,7 +247,7 @@ def test_copy_without_initializers_is_the_model_minus_its_weights() -> None:
     want = onnx.ModelProto()
     want.CopyFrom(model)
     del want.graph.initializer[:]
-    assert _copy_without_initializers(model) == want
+    assert copy_without_initializers(model) == want
     assert len(model.graph.initializer) == 5  # the model itself is untouched
 
 

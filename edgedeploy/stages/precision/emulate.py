@@ -20,11 +20,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.graphs import infer_shapes_light
-from edgedeploy.stages.precision.fp16 import ensure_node_names, round_to_float16
+from edgedeploy.stages.precision.fp16 import (
+    HALF_INF_BITS,
+    ensure_node_names,
+    half_magnitude_bits,
+    round_to_float16,
+)
 
 FP16_MAX = 65504.0
 FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
-HALF_INF_BITS = 0x7C00  # float16 +Inf as bits; larger magnitudes are NaN
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 
 
@@ -38,7 +42,7 @@ def converter_blocked_ops() -> set[str]:
 def round_weight(values: np.ndarray) -> np.ndarray:
     """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
     half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
-    mags = np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))  # float16 isinf is slow: its bits
+    mags = half_magnitude_bits(half)
     if mags.size and int(mags.max()) >= HALF_INF_BITS:
         infinite = mags == HALF_INF_BITS  # an infinite weight is clipped too (the converter keeps Inf)
         half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
@@ -79,17 +83,14 @@ def emulate_fp16(
     blocked_ops: Collection[str] | None = None,
     *,
     round_io: bool = False,
-    floats: set[str] | None = None,
-    rounded_weights: dict[str, onnx.TensorProto] | None = None,
     switchable: Collection[str] = (),
     cast_weights: Collection[str] = (),
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
     ``round_io`` rounds float graph inputs and outputs too (an fp16 model built without keep_io_types).
-    Emulating several plans of one model: pass its :func:`float_names` and one ``rounded_weights``
-    dict (filled on first use), so neither is computed again per plan; or make the nodes that
-    differ between the plans ``switchable`` (not in ``fp32_nodes``): each then reads a bool scalar
+    Emulating several plans of one model: make the nodes that differ between the plans
+    ``switchable`` (not in ``fp32_nodes``): each then reads a bool scalar
     graph input :func:`switch_input` (True: fp16, False: fp32) through Where nodes, so one ONNX
     Runtime session measures every plan. ``cast_weights``: initializers known to hold no value
     the converter adjusts (none non-zero below 2**-24, above 65504 or non-finite, e.g. from the
@@ -101,8 +102,7 @@ def emulate_fp16(
     ensure_node_names(emu)
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
-    floats = float_names(emu) if floats is None else floats
-    cache = {} if rounded_weights is None else rounded_weights  # numpy-rounded twins, by weight
+    floats = float_names(emu)
     casts = set(cast_weights)
     graph = emu.graph
     inits = {i.name: i for i in graph.initializer}
@@ -113,14 +113,8 @@ def emulate_fp16(
         if name in rounded:
             return rounded[name]
         twin = f"{name}__fp16"
-        if name in inits and name not in casts:
-            if rounded_weights is None:  # written in place: a TensorProto appended is copied again
-                _float_initializer(graph, twin, round_weight(numpy_helper.to_array(inits[name])))
-            else:
-                if name not in cache:
-                    arr = round_weight(numpy_helper.to_array(inits[name]))
-                    cache[name] = numpy_helper.from_array(arr, twin)  # round_weight gives float32
-                graph.initializer.append(cache[name])
+        if name in inits and name not in casts:  # written in place: a TensorProto appended is copied again
+            _float_initializer(graph, twin, round_weight(numpy_helper.to_array(inits[name])))
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")

@@ -314,6 +314,15 @@ def _repair(model: onnx.ModelProto, src: Path) -> None:
         raise InputError(f"fp16 conversion of {src.name} produced a cycle: {exc}; build fp32") from None
 
 
+HALF_INF_BITS = 0x7C00  # float16 +Inf; larger magnitudes are NaN
+
+
+def half_magnitude_bits(half: np.ndarray) -> np.ndarray:
+    """The bits of float16 values with the sign cleared, as integers: 0 for zeros, HALF_INF_BITS for
+    infinities, more for NaN (numpy's float16 compares and isinf run element by element)."""
+    return np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))
+
+
 def round_to_float16(
     values: np.ndarray, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
 ) -> np.ndarray:
@@ -328,17 +337,14 @@ def round_to_float16(
         return _round_general(arr, min_positive_val, max_finite_val)
     with np.errstate(over="ignore"):
         half = arr.astype(np.float16)
-    mags = np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))
+    mags = half_magnitude_bits(half)
     if np.count_nonzero(mags) != np.count_nonzero(arr):
         lost = (mags == 0) & (arr != 0)
         half[lost] = np.copysign(np.float16(FP16_MIN_POSITIVE), arr[lost]).astype(np.float16)
-    if mags.size and int(mags.max()) >= _HALF_INF_BITS:  # Inf or NaN somewhere
-        clipped = (mags == _HALF_INF_BITS) & np.isfinite(arr)
+    if mags.size and int(mags.max()) >= HALF_INF_BITS:  # Inf or NaN somewhere
+        clipped = (mags == HALF_INF_BITS) & np.isfinite(arr)
         half[clipped] = np.copysign(np.float16(FP16_MAX_FINITE), arr[clipped]).astype(np.float16)
     return half
-
-
-_HALF_INF_BITS = 0x7C00  # float16 +Inf; larger magnitudes are NaN
 
 
 def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: float) -> np.ndarray:

@@ -213,13 +213,13 @@ def _session(model: onnx.ModelProto) -> Any:
     as initializers before it optimizes it, so the session computes the same bits (tests pin it)."""
     import onnxruntime as ort
 
-    from calibration.graphs import _copy_without_initializers
+    from calibration.graphs import copy_without_initializers
     from calibration.observers import no_spinning
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
-    light = _copy_without_initializers(model)  # the weights are never copied
+    light = copy_without_initializers(model)  # the weights are never copied
     names: list[str] = []
     values: list[Any] = []
     for init in model.graph.initializer:
