@@ -88,6 +88,7 @@ class EngineSession:
         self.engine_path = Path(engine_path)
         self.pinned_profile = profile
         self.active_profile = 0  # a new context starts on profile 0 (NvInferRuntime.h)
+        self.profile_count = 1
         self.device = device
         self.version_compatible = version_compatible
         self.dla_core = dla_core
@@ -133,8 +134,8 @@ class EngineSession:
             self._engine = engine
             self._context = engine.create_execution_context()
             self.stream = cuda.Stream()
-            self.tensors = self._describe(engine)
-            count = max(int(engine.num_optimization_profiles), 1)
+            self.profile_count = count = max(int(engine.num_optimization_profiles), 1)
+            self.tensors = self._describe(engine, count)
             if self.pinned_profile is not None and not 0 <= self.pinned_profile < count:
                 raise InputError(
                     f"{self.engine_path.name} has {count} optimization profile(s); "
@@ -171,11 +172,11 @@ class EngineSession:
     # -- description ----------------------------------------------------------------------------
 
     @staticmethod
-    def _describe(engine: trt.ICudaEngine) -> list[TensorInfo]:
+    def _describe(engine: trt.ICudaEngine, count: int) -> list[TensorInfo]:
+        """Every I/O tensor; an input with its range in each of the engine's ``count`` profiles."""
         import tensorrt as trt_mod
 
         tensors = []
-        count = max(int(engine.num_optimization_profiles), 1)
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
             is_input = engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT
@@ -225,7 +226,7 @@ class EngineSession:
         candidates = (
             [self.pinned_profile]
             if self.pinned_profile is not None
-            else range(len(dynamic[0].profiles) if dynamic else 1)
+            else range(self.profile_count)
         )
         for index in candidates:
             if all(t.covers(wanted[t.name], index) for t in dynamic):
