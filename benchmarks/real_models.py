@@ -256,24 +256,19 @@ def speech(seed: int, seconds: float = 12.0) -> np.ndarray:
     return audio + rng.normal(0, 0.003, audio.shape).astype(np.float32)
 
 
-def _stream(
-    model: Path,
-    chunks: np.ndarray,
-    state_name: str,
-    state_shape: tuple[int, ...],
-    feed: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
-) -> np.ndarray:
-    """The recurrent state before every chunk, from a sequential FP32 run."""
+def _stream(model: Path, chunks: np.ndarray, audio: str, state: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The recurrent state (input ``state``, of ``shape`` as the model takes it) before every chunk
+    of ``chunks`` (fed to input ``audio``), from a sequential FP32 run."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
-    state = np.zeros(state_shape, np.float32)
+    value = np.zeros(shape, np.float32)
     states = []
     for chunk in chunks:
-        states.append(state)
-        res = dict(zip(out_names, sess.run(None, feed(chunk, state)), strict=True))
-        state = res[out_names[1]].reshape(state_shape)
+        states.append(value)
+        res = dict(zip(out_names, sess.run(None, {audio: chunk[None], state: value}), strict=True))
+        value = res[out_names[1]].reshape(shape)
     return np.stack(states)
 
 
@@ -297,30 +292,29 @@ def _picked(n: int) -> np.ndarray:
     return np.linspace(0, max(n, SPREAD_CHUNKS) - 1, n).round().astype(int)
 
 
-def silero_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
-    """Chunks as silero-vad's own wrapper (``OnnxWrapper`` in its utils_vad.py) feeds them: 576
-    samples, the previous chunk's last 64 first; without that context the model answers ~0.001
-    (no speech) on every chunk of speech."""
+def vad_inputs(
+    audio: str, state: str, shape: tuple[int, ...]
+) -> Callable[[Path], Callable[[int, int], dict[str, np.ndarray]]]:
+    """Inputs of a streaming VAD whose chunk input is ``audio`` (:func:`vad_chunks`: 64 samples of
+    context, then 512) and whose recurrent state input is ``state`` (batch first, ``shape`` with
+    batch 1), the state before each chunk taken from a sequential FP32 run over the whole stream."""
 
-    def make(n: int, seed: int) -> dict[str, np.ndarray]:
-        chunks = vad_chunks(n, seed)
-        states = _stream(model, chunks, "state", (1, 2, 128), lambda c, s: {"input": c[None], "state_bf": s})
-        pick = _picked(n)
-        return {"input": chunks[pick], "state_bf": states[pick, 0]}
+    def for_model(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
+        def make(n: int, seed: int) -> dict[str, np.ndarray]:
+            chunks = vad_chunks(n, seed)
+            states = _stream(model, chunks, audio, state, shape)
+            pick = _picked(n)
+            return {audio: chunks[pick], state: states[pick, 0]}
 
-    return make
+        return make
+
+    return for_model
 
 
-def akiki_inputs(model: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
-    def make(n: int, seed: int) -> dict[str, np.ndarray]:
-        chunks = vad_chunks(n, seed)
-        states = _stream(
-            model, chunks, "h", (1, 1, 128), lambda c, s: {"audio_with_context": c[None], "h": s}
-        )
-        pick = _picked(n)
-        return {"audio_with_context": chunks[pick], "h": states[pick, 0]}
-
-    return make
+# as silero-vad's own wrapper (``OnnxWrapper`` in its utils_vad.py) feeds it: 576 samples, the previous
+# chunk's last 64 first; without that context the model answers ~0.001 (no speech) on every chunk
+silero_inputs = vad_inputs("input", "state_bf", (1, 2, 128))
+akiki_inputs = vad_inputs("audio_with_context", "h", (1, 1, 128))
 
 
 def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
