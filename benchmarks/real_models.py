@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import platform
@@ -333,12 +334,12 @@ def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
         per_root: list[Path] = []
         for dirpath, dirnames, names in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in {"site-packages", "dist-packages"})
-            usable = [
+            usable = (
                 p
                 for p in (Path(dirpath) / f for f in sorted(names))
                 if p.is_file() and not p.is_symlink() and p.stat().st_size > 64
-            ]
-            per_root += usable[:3]
+            )
+            per_root += itertools.islice(usable, 3)  # the first 3: the rest are never looked at
             if len(per_root) >= 1500:
                 break
         files += per_root[:1500]
