@@ -783,8 +783,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             self._shapes: dict[str, tuple[int, ...]] = {}
             self._addresses: dict[str, int] = {}
             self._profiler: Any = None
-            self._profile = 0  # NvInferRuntime.h: "The newly created execution context will be assigned
-            # optimization profile 0."
+            self._profile = 0  # a new context starts on profile 0 (docs/tensorrt-facts.md, "Optimization
+            # profiles at run time")
             state.contexts.append(self)
 
         engine = property(lambda self: self._engine)

@@ -87,7 +87,7 @@ class EngineSession:
         """
         self.engine_path = Path(engine_path)
         self.pinned_profile = profile
-        self.active_profile = 0  # a new context starts on profile 0 (NvInferRuntime.h)
+        self.active_profile = 0  # a new context starts on profile 0 (docs/tensorrt-facts.md)
         self.profile_count = 1
         self.device = device
         self.version_compatible = version_compatible
