@@ -312,7 +312,7 @@ def vad_inputs(
     return for_model
 
 
-# as silero-vad's own wrapper (``OnnxWrapper`` in its utils_vad.py) feeds it: 576 samples, the previous
+# as silero-vad's own Python wrapper feeds it (README.md, "VAD inputs"): 576 samples, the previous
 # chunk's last 64 first; without that context the model answers ~0.001 (no speech) on every chunk
 silero_inputs = vad_inputs("input", "state_bf", (1, 2, 128))
 akiki_inputs = vad_inputs("audio_with_context", "h", (1, 1, 128))
