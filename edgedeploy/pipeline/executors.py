@@ -191,6 +191,34 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+STOP_SECONDS = 30  # LocalExecutor.cancel: how long it keeps killing workers while the pool winds down
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool``'s worker processes, then let its manager thread end (no public way before 3.14).
+
+    Terminated first (the children are ours and write only into their temp folders), then killed
+    while the manager thread lives: a worker stopped while it held the result queue's lock leaves
+    another blocked on that lock, and the manager, which sees the pool broken, waits for every
+    child to exit before it ends. A pool shut down with ``wait=True`` once hung there for good on a
+    worker alive and stuck in that lock (the Ctrl-C test in tests/test_matrix.py), so the wait here
+    is bounded and kills whatever worker is still alive each time round.
+    """
+    processes = getattr(pool, "_processes", None) or {}  # the dict the manager thread reads too
+    manager = getattr(pool, "_executor_manager_thread", None)
+    for process in list(processes.values()):
+        process.terminate()
+    for process in list(processes.values()):
+        process.join(timeout=10)
+    pool.shutdown(wait=False, cancel_futures=True)  # its manager thread sees the pool broken and ends
+    deadline = time.monotonic() + STOP_SECONDS
+    while manager is not None and manager.is_alive() and time.monotonic() < deadline:
+        for process in list(processes.values()):
+            if process.is_alive():
+                process.kill()
+        manager.join(timeout=0.5)
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -270,12 +298,7 @@ class LocalExecutor:
         self._inline.clear()
         if pool is None:
             return
-        processes = list(getattr(pool, "_processes", {}).values())  # no public way to stop them before 3.14
-        for process in processes:
-            process.terminate()  # the children are ours and write only into their temp folders
-        for process in processes:
-            process.join(timeout=10)
-        pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the pool broken and ends
+        _stop_pool(pool)
         self._stack.close()  # the tasks and outcomes no worker will read
         self._spill_dir = ""
 
