@@ -226,15 +226,36 @@ def test_weights_rounded_by_a_cast_in_the_graph_give_the_numpy_rounding() -> Non
         np.testing.assert_array_equal(g, w)
 
 
-def test_outputs_appended_to_the_models_bytes_parse_as_the_marked_copy() -> None:
-    from calibration.observers import outputs_appended, with_outputs
-    from tests.precision import models
+def test_analysis_pass_with_weights_in_memory_observes_what_the_serialized_model_gives() -> None:
+    """collect's session with the weights the analysis read given to ONNX Runtime in memory sees
+    every tensor bit for bit as a session of the serialized model does."""
+    from calibration.observers import IN_MEMORY_BYTES, collect, float_tensor_names
 
-    model = models.decomposed_layernorm_model()
-    names = ["h", "mean", "y", "h"]  # an existing output and a repeat are not added twice
-    merged = onnx.load_model_from_string(outputs_appended(model.SerializeToString(), model, names))
-    assert merged == with_outputs(model, names)
-    assert [o.name for o in merged.graph.output] == ["y", "h", "mean"]
+    class Keep:
+        def __init__(self) -> None:
+            self.seen: dict[str, list[np.ndarray]] = {}
+
+        def observe(self, name: str, array: np.ndarray) -> None:
+            self.seen.setdefault(name, []).append(np.array(array, copy=True))
+
+    rng = np.random.default_rng(10)
+    model = _tiny_weight_model(False)
+    model.graph.initializer.append(
+        numpy_helper.from_array(rng.standard_normal((4, 2048)).astype(np.float32), "big")
+    )
+    model.graph.node.append(helper.make_node("MatMul", ["y", "big"], ["z"], name="wide"))
+    model.graph.output[0].name = "z"
+    assert 4 * 4 * 2048 > IN_MEMORY_BYTES >= 4 * 16 * 4  # one weight in memory, the others inline
+    feeds = [{"x": rng.standard_normal((3, 8)).astype(np.float32)} for _ in range(2)]
+    names = float_tensor_names(model)
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    in_memory, serialized = Keep(), Keep()
+    assert collect(model, feeds, names, [in_memory], arrays=arrays) == 6
+    collect(model, feeds, names, [serialized])
+    assert set(in_memory.seen) == set(serialized.seen) == set(names)
+    for name, batches in serialized.seen.items():
+        for got, want in zip(in_memory.seen[name], batches, strict=True):
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def testcopy_without_initializers_is_the_model_minus_its_weights() -> None:
@@ -336,8 +357,9 @@ def test_release_session_with_weights_in_memory_computes_what_the_serialized_mod
     """The island release's session (large float weights given to ONNX Runtime as in-memory
     external initializers) gives every plan's outputs bit for bit as a session made from the
     serialized emulated model; small weights, int64 constants and Constant nodes stay inline."""
+    from calibration.observers import IN_MEMORY_BYTES
     from edgedeploy.stages.precision.emulate import emulate_fp16, switch_input
-    from edgedeploy.stages.precision.islands import IN_MEMORY_BYTES, _session
+    from edgedeploy.stages.precision.islands import _session
 
     rng = np.random.default_rng(9)
     model = _tiny_weight_model(False)

@@ -25,6 +25,7 @@ from edgedeploy.stages.precision.fp16 import (
     ensure_node_names,
     half_magnitude_bits,
     round_to_float16,
+    to_float32,
 )
 
 FP16_MAX = 65504.0
@@ -46,7 +47,7 @@ def round_weight(values: np.ndarray) -> np.ndarray:
     if mags.size and int(mags.max()) >= HALF_INF_BITS:
         infinite = mags == HALF_INF_BITS  # an infinite weight is clipped too (the converter keeps Inf)
         half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
-    return half.astype(np.float32)
+    return to_float32(half)
 
 
 def float_names(model: onnx.ModelProto) -> set[str]:

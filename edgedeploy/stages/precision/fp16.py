@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,64 @@ def half_magnitude_bits(half: np.ndarray) -> np.ndarray:
     return np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))
 
 
+# from this many elements a float cast runs in ONNX Runtime's Cast kernel (vectorized: 20x numpy's
+# float16 casts, which run element by element) instead of numpy (cheaper for a small array)
+ORT_CAST_ELEMENTS = 1 << 14
+_CASTS: dict[tuple[int, int], Any] = {}
+
+
+def _ort_cast(values: np.ndarray, to: int) -> np.ndarray:
+    """``values`` cast to ONNX type ``to`` by an ONNX Runtime session made once per type: the
+    float32 <-> float16 conversions round to nearest even as numpy's do, and give the same bits
+    for every value but NaN (whose payload bits may differ: the callers leave NaN to numpy)."""
+    source = onnx.helper.np_dtype_to_tensor_dtype(values.dtype)
+    session = _CASTS.get((source, to))
+    if session is None:
+        import onnxruntime as ort
+
+        from calibration.observers import no_spinning
+
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("Cast", ["x"], ["y"], to=to)],
+            "cast",
+            [onnx.helper.make_tensor_value_info("x", source, [None])],
+            [onnx.helper.make_tensor_value_info("y", to, [None])],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", CAST_OPSET)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1  # a few ms per 20 M values: no waiting on a busy second core
+        no_spinning(options)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        _CASTS[source, to] = session
+    flat = np.ascontiguousarray(values).reshape(-1)
+    return session.run(None, {"x": flat})[0].reshape(values.shape)
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """``values.astype(np.float16)``, bit for bit (NaN included), for a large float32 array in
+    ONNX Runtime's Cast kernel."""
+    if values.dtype != np.float32 or values.size < ORT_CAST_ELEMENTS:
+        with np.errstate(over="ignore"):
+            return values.astype(np.float16)
+    half = _ort_cast(values, onnx.TensorProto.FLOAT16)
+    if int(half_magnitude_bits(half).max()) > HALF_INF_BITS:  # NaN: numpy's own NaN bits
+        with np.errstate(over="ignore"):
+            half = values.astype(np.float16)
+    return half
+
+
+def to_float32(half: np.ndarray) -> np.ndarray:
+    """``half.astype(np.float32)``, bit for bit (NaN included), for a large float16 array in ONNX
+    Runtime's Cast kernel."""
+    if half.dtype != np.float16 or half.size < ORT_CAST_ELEMENTS:
+        return half.astype(np.float32)
+    if int(half_magnitude_bits(half).max()) > HALF_INF_BITS:  # NaN: numpy's own NaN bits
+        return half.astype(np.float32)
+    return _ort_cast(half, onnx.TensorProto.FLOAT)
+
+
 def round_to_float16(
     values: np.ndarray, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
 ) -> np.ndarray:
@@ -335,10 +393,11 @@ def round_to_float16(
     arr = np.asarray(values)
     if min_positive_val > FP16_MIN_POSITIVE or max_finite_val < FP16_MAX_FINITE:  # not the defaults
         return _round_general(arr, min_positive_val, max_finite_val)
-    with np.errstate(over="ignore"):
-        half = arr.astype(np.float16)
+    half = to_float16(arr)
     mags = half_magnitude_bits(half)
-    if np.count_nonzero(mags) != np.count_nonzero(arr):
+    # non-zero float32 bits (-0.0 counts here, and then only costs the exact look below)
+    nonzero = np.count_nonzero(arr.view(np.uint32) if arr.dtype == np.float32 else arr)
+    if np.count_nonzero(mags) != nonzero:
         lost = (mags == 0) & (arr != 0)
         half[lost] = np.copysign(np.float16(FP16_MIN_POSITIVE), arr[lost]).astype(np.float16)
     if mags.size and int(mags.max()) >= HALF_INF_BITS:  # Inf or NaN somewhere
@@ -428,13 +487,15 @@ def make_fp16(
     options: Fp16Options | None = None,
     feed: Mapping[str, Any] | None = None,
     loaded: onnx.ModelProto | None = None,
+    source_sha256: Callable[[], str] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
     The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
     ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
     of reading the file again and handed over: it is converted in place, the caller must not use
-    it afterwards.
+    it afterwards. ``source_sha256``: gives the sha256 of ``model_path``'s bytes when the caller
+    has them (hashed aside), instead of reading the file again.
     """
     from onnxruntime.transformers import float16
 
@@ -484,7 +545,7 @@ def make_fp16(
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
-    plan["source_sha256"] = sha256_file(src)
+    plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
     save_onnx(
         converted,
         out,
