@@ -291,15 +291,35 @@ def no_spinning(options: Any) -> None:
 IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
 
 
+IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
+
+
+def in_memory_stub(graph: onnx.GraphProto, name: str, dims: Sequence[int]) -> None:
+    """A float32 initializer of ``graph`` without its values, marked external at :data:`IN_MEMORY`:
+    an array holds them, which :func:`weights_in_memory` hands to ONNX Runtime."""
+    stub = graph.initializer.add()
+    stub.name, stub.data_type = name, onnx.TensorProto.FLOAT
+    stub.dims.extend(dims)
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    stub.external_data.add(key="location", value=IN_MEMORY)
+
+
+def _is_stub(init: onnx.TensorProto) -> bool:
+    return init.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == IN_MEMORY for e in init.external_data
+    )
+
+
 def weights_in_memory(
     model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = None
 ) -> tuple[onnx.ModelProto, list[str], list[Any]]:
     """``model`` without its large float32 initializers, which stay behind as stubs marked external
-    ("in-memory"), and their names and OrtValues for ``SessionOptions.add_external_initializers``:
-    the weights are then neither serialized nor parsed again by ONNX Runtime, which puts them back
-    into its graph as initializers before it optimizes it, so a session computes the same bits
-    (tests pin it). ``arrays``: values already read, by initializer name (the others are read
-    here). The OrtValues share the arrays' memory: keep them alive as long as the session."""
+    (:func:`in_memory_stub`), and their names and OrtValues for
+    ``SessionOptions.add_external_initializers``: the weights are then neither serialized nor parsed
+    again by ONNX Runtime, which puts them back into its graph as initializers before it optimizes
+    it, so a session computes the same bits (tests pin it). ``arrays``: values already read, by
+    initializer name (the others are read here), and those of ``model``'s own stubs. The OrtValues
+    share the arrays' memory: keep them alive as long as the session."""
     import onnxruntime as ort
     from onnx import numpy_helper
 
@@ -311,21 +331,21 @@ def weights_in_memory(
     for init in model.graph.initializer:
         size = 4 * int(np.prod(init.dims, dtype=np.int64))
         external = init.data_location == onnx.TensorProto.EXTERNAL
-        array = None
-        if init.data_type == onnx.TensorProto.FLOAT and not external and size > IN_MEMORY_BYTES:
-            array = arrays.get(init.name) if arrays is not None else None
+        array = arrays.get(init.name) if arrays is not None else None
+        if _is_stub(init):
+            if array is None:
+                raise ValueError(f"no values for the in-memory weight {init.name}")
+        elif init.data_type == onnx.TensorProto.FLOAT and not external and size > IN_MEMORY_BYTES:
             try:
                 array = numpy_helper.to_array(init) if array is None else array
             except ValueError:  # data that does not fill its dims: ONNX Runtime reports it
                 array = None
+        else:
+            array = None
         if array is None:
             light.graph.initializer.append(init)
             continue
-        stub = light.graph.initializer.add()
-        stub.name, stub.data_type = init.name, init.data_type
-        stub.dims.extend(init.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        stub.external_data.add(key="location", value="in-memory")  # ONNX Runtime reads the arrays
+        in_memory_stub(light.graph, init.name, init.dims)
         names.append(init.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(array))
     return light, names, values

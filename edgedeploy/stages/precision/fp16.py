@@ -418,17 +418,48 @@ def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: flo
 
 
 @contextlib.contextmanager
-def _fast_weight_rounding() -> Iterator[None]:
+def _fast_weight_rounding(
+    model: onnx.ModelProto | None = None, arrays: Mapping[str, np.ndarray] | None = None
+) -> Iterator[None]:
     """The converter with :func:`round_to_float16` as its per-weight rounding (same values, bit for
-    bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model."""
+    bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model.
+
+    ``arrays``: the values of ``model``'s main-graph float initializers, by name, as the caller has
+    read them (the range analysis): the converter rounds those instead of reading each weight's
+    bytes out of the message twice (a copy each time). Only a tensor that is that initializer
+    itself (the same message, float32 bytes of the array's shape) is taken from them."""
     from onnxruntime.transformers import float16
 
-    original = float16.convert_np_to_float16
+    original, original_tensor = float16.convert_np_to_float16, float16.convert_tensor_float_to_float16
+    held = list(model.graph.initializer) if model is not None and arrays else []  # their ids stay
+    owners = {id(tensor): tensor.name for tensor in held}
+
+    def convert_tensor(
+        tensor: onnx.TensorProto, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
+    ) -> onnx.TensorProto:
+        name = owners.get(id(tensor))
+        values = arrays.get(name) if arrays is not None and name is not None else None
+        if (
+            values is None
+            or values.dtype != np.float32
+            or values.size == 0
+            or values.shape != tuple(tensor.dims)
+            or tensor.data_type != onnx.TensorProto.FLOAT
+            or len(tensor.float_data)
+            or not tensor.HasField("raw_data")
+        ):
+            return original_tensor(tensor, min_positive_val, max_finite_val)
+        tensor.data_type = onnx.TensorProto.FLOAT16  # what the converter writes for raw float data
+        tensor.raw_data = round_to_float16(values, min_positive_val, max_finite_val).tobytes()
+        return tensor
+
     float16.convert_np_to_float16 = round_to_float16
+    float16.convert_tensor_float_to_float16 = convert_tensor
     try:
         yield
     finally:
         float16.convert_np_to_float16 = original
+        float16.convert_tensor_float_to_float16 = original_tensor
 
 
 def precision_plan(
@@ -488,6 +519,7 @@ def make_fp16(
     feed: Mapping[str, Any] | None = None,
     loaded: onnx.ModelProto | None = None,
     source_sha256: Callable[[], str] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
@@ -495,7 +527,9 @@ def make_fp16(
     ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
     of reading the file again and handed over: it is converted in place, the caller must not use
     it afterwards. ``source_sha256``: gives the sha256 of ``model_path``'s bytes when the caller
-    has them (hashed aside), instead of reading the file again.
+    has them (hashed aside), instead of reading the file again. ``arrays``: the float weights of
+    ``loaded`` by name, as the caller has read them (the range analysis), for the converter to
+    round instead of reading them out of the message again.
     """
     from onnxruntime.transformers import float16
 
@@ -528,7 +562,9 @@ def make_fp16(
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
+            typed, arrays
+        ):
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(
                 typed,

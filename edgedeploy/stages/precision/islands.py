@@ -295,8 +295,11 @@ def release_measured(
         for w in report.weights
         if w.where == "initializer" and not (w.stats.flushed or w.stats.overflow or w.stats.nonfinite)
     ]
-    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain)
-    session = _session(emulated, arrays)
+    weights = dict(arrays or {})  # with the rounded twins the emulation adds, for this session only
+    emulated = emulate_fp16(
+        model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain, arrays=weights
+    )
+    session = _session(emulated, weights)
     flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]
     inputs = [i.name for i in session.get_inputs() if i.name not in set(flags)]
 

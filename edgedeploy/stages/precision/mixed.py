@@ -162,6 +162,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     loaded, raw = _read_once(model)
     digest = _sha256_aside(raw)
     del raw
+    arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
@@ -178,7 +179,6 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         try:
             with ui.progress("fp16 range analysis") as advance:
                 analysed = load_for_analysis(model, _for_analysis(loaded))
-                arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, reused
                 # the release below runs on the first samples the analysis read, against the fp32
                 # outputs the analysis pass computed on them; batches are split so that the
                 # analysis can see its ranges settle after STABLE_FIRST, 2x, 4x... samples
@@ -198,7 +198,6 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 auto, released = release_measured(
                     analysed, auto, report, feeds, reference=reference, arrays=arrays
                 )
-                arrays.clear()
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
@@ -230,7 +229,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "ranges": ranges.name,
             }
         )
-    return _convert(model, dest, request, options, feed, files, info, ui, source, loaded, digest)
+    return _convert(model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays)
 
 
 def _convert(
@@ -245,9 +244,14 @@ def _convert(
     source: DataSource | None = None,
     loaded: onnx.ModelProto | None = None,
     digest: Callable[[], str] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
-        artifact = make_fp16(model, dest, options, feed=feed, loaded=loaded, source_sha256=digest)
+        artifact = make_fp16(
+            model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays
+        )
+        if arrays is not None:
+            arrays.clear()  # the weights' float32 copies are no longer needed
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
