@@ -279,6 +279,7 @@ def weight_ranges(
     ``arrays`` is filled with the values of the main graph's float initializers, by name."""
     thresholds = thresholds or RiskThresholds()
     found: list[WeightRange] = []
+    scratch = Scratch()  # one buffer for every weight: a fresh one each costs its page faults
     for path, graph in _graphs(model.graph):
         consumers: dict[str, list[str]] = {}
         for node in graph.node:
@@ -290,7 +291,7 @@ def weight_ranges(
                 arrays[init.name] = values
             if values is not None:
                 where, users = f"{path}initializer", consumers.get(init.name, [])
-                found.append(_weight(init.name, where, users, values, thresholds))
+                found.append(_weight(init.name, where, users, values, thresholds, scratch))
         for node in graph.node:
             if node.op_type != "Constant":
                 continue
@@ -304,6 +305,7 @@ def weight_ranges(
                             [node.name, *consumers.get(node.output[0], [])],
                             values,
                             thresholds,
+                            scratch,
                         )
                     )
     return found
@@ -320,10 +322,15 @@ def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
 
 
 def _weight(
-    name: str, where: str, consumers: list[str], values: np.ndarray, thresholds: RiskThresholds
+    name: str,
+    where: str,
+    consumers: list[str],
+    values: np.ndarray,
+    thresholds: RiskThresholds,
+    scratch: Scratch | None = None,
 ) -> WeightRange:
     stats = Fp16Stats()
-    stats.add(values)
+    stats.add(values, scratch)
     risks = []
     if stats.nonfinite:
         risks.append(f"{stats.nonfinite} NaN/Inf values")
