@@ -41,12 +41,18 @@ def converter_blocked_ops() -> set[str]:
     return set(float16.DEFAULT_OP_BLOCK_LIST)
 
 
-def round_weight(values: np.ndarray) -> np.ndarray:
-    """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
+def round_weight(
+    values: np.ndarray, halves: dict[str, np.ndarray] | None = None, name: str = ""
+) -> np.ndarray:
+    """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32;
+    ``halves``: gets the converter's float16 of ``values`` (a float32 array) under ``name``."""
     half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
+    if halves is not None and np.asarray(values).dtype == np.float32:
+        halves[name] = half
     mags = half_magnitude_bits(half)
     if mags.size and int(mags.max()) >= HALF_INF_BITS:
         infinite = mags == HALF_INF_BITS  # an infinite weight is clipped too (the converter keeps Inf)
+        half = half.copy() if halves is not None else half
         half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
     return to_float32(half)
 
@@ -88,6 +94,7 @@ def emulate_fp16(
     switchable: Collection[str] = (),
     cast_weights: Collection[str] = (),
     arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
@@ -103,7 +110,9 @@ def emulate_fp16(
     analysis): the graph then holds no weight's bytes, only stubs of the float32 ones
     (:func:`calibration.observers.in_memory_stub`), and the rounded twins made here are added to
     ``arrays``; only a session made by :func:`calibration.observers.weights_in_memory` with
-    ``arrays`` runs it (no weight is copied, written or read back).
+    ``arrays`` runs it (no weight is copied, written or read back). ``halves``: gets the
+    converter's float16 of each float32 weight of ``arrays`` rounded here, by name (for the
+    converter: :func:`edgedeploy.stages.precision.fp16.make_fp16`).
     """
     emu = _copy(model, arrays)
     ensure_node_names(emu)
@@ -122,7 +131,10 @@ def emulate_fp16(
         twin = f"{name}__fp16"
         if name in inits and name not in casts:  # written in place: a TensorProto appended is copied again
             values = arrays.get(name) if arrays is not None else None
-            twin_values = round_weight(numpy_helper.to_array(inits[name]) if values is None else values)
+            if values is None:
+                twin_values = round_weight(numpy_helper.to_array(inits[name]))
+            else:
+                twin_values = round_weight(values, halves, name)
             if arrays is not None and twin_values.dtype == np.float32:
                 in_memory_stub(graph, twin, twin_values.shape)
                 arrays[twin] = twin_values

@@ -419,7 +419,9 @@ def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: flo
 
 @contextlib.contextmanager
 def _fast_weight_rounding(
-    model: onnx.ModelProto | None = None, arrays: Mapping[str, np.ndarray] | None = None
+    model: onnx.ModelProto | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    halves: Mapping[str, np.ndarray] | None = None,
 ) -> Iterator[None]:
     """The converter with :func:`round_to_float16` as its per-weight rounding (same values, bit for
     bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model.
@@ -427,7 +429,8 @@ def _fast_weight_rounding(
     ``arrays``: the values of ``model``'s main-graph float initializers, by name, as the caller has
     read them (the range analysis): the converter rounds those instead of reading each weight's
     bytes out of the message twice (a copy each time). Only a tensor that is that initializer
-    itself (the same message, float32 bytes of the array's shape) is taken from them."""
+    itself (the same message, float32 bytes of the array's shape) is taken from them; ``halves``:
+    the :func:`round_to_float16` of some of those arrays (default bounds), by name."""
     from onnxruntime.transformers import float16
 
     original, original_tensor = float16.convert_np_to_float16, float16.convert_tensor_float_to_float16
@@ -449,8 +452,12 @@ def _fast_weight_rounding(
             or not tensor.HasField("raw_data")
         ):
             return original_tensor(tensor, min_positive_val, max_finite_val)
+        half = halves.get(name) if halves is not None and name is not None else None
+        defaults = min_positive_val == 5.96e-08 and max_finite_val == 65504.0
+        if half is None or not defaults or half.shape != values.shape:
+            half = round_to_float16(values, min_positive_val, max_finite_val)
         tensor.data_type = onnx.TensorProto.FLOAT16  # what the converter writes for raw float data
-        tensor.raw_data = round_to_float16(values, min_positive_val, max_finite_val).tobytes()
+        tensor.raw_data = half.tobytes()
         return tensor
 
     float16.convert_np_to_float16 = round_to_float16
@@ -520,6 +527,7 @@ def make_fp16(
     loaded: onnx.ModelProto | None = None,
     source_sha256: Callable[[], str] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
+    halves: Mapping[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
@@ -529,7 +537,8 @@ def make_fp16(
     it afterwards. ``source_sha256``: gives the sha256 of ``model_path``'s bytes when the caller
     has them (hashed aside), instead of reading the file again. ``arrays``: the float weights of
     ``loaded`` by name, as the caller has read them (the range analysis), for the converter to
-    round instead of reading them out of the message again.
+    round instead of reading them out of the message again; ``halves``: those of them already
+    rounded (by the island release's emulation, with the same rounding), by name.
     """
     from onnxruntime.transformers import float16
 
@@ -563,7 +572,7 @@ def make_fp16(
         typed, inferred = model, False
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
-            typed, arrays
+            typed, arrays, halves
         ):
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(

@@ -268,6 +268,7 @@ def release_measured(
     slack: float = 0.5,
     reference: list[list[np.ndarray]] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
 
@@ -279,7 +280,8 @@ def release_measured(
     soft nodes are switchable (one ONNX Runtime session, built once); plans measured: 2 when all
     can go, else 2 + the number of soft nodes. ``reference``: the fp32 outputs on ``feeds``
     (per feed, per output), when the caller already has them (OutputRecorder in the analysis);
-    ``arrays``: the float weights' values by name, when the caller has read them (the analysis).
+    ``arrays``: the float weights' values by name, when the caller has read them (the analysis);
+    ``halves``: gets the converter's float16 of the weights the emulation rounds (see emulate_fp16).
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
     from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
@@ -297,7 +299,13 @@ def release_measured(
     ]
     weights = dict(arrays or {})  # with the rounded twins the emulation adds, for this session only
     emulated = emulate_fp16(
-        model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain, arrays=weights
+        model,
+        fixed,
+        converter_blocked_ops(),
+        switchable=soft,
+        cast_weights=plain,
+        arrays=weights,
+        halves=halves,
     )
     session = _session(emulated, weights)
     flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]

@@ -163,6 +163,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     digest = _sha256_aside(raw)
     del raw
     arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
+    halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
@@ -196,7 +197,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
                 feeds, reference = recorder.batches()
                 auto, released = release_measured(
-                    analysed, auto, report, feeds, reference=reference, arrays=arrays
+                    analysed, auto, report, feeds, reference=reference, arrays=arrays, halves=halves
                 )
                 advance(1.0)
         except InputError as exc:
@@ -229,7 +230,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "ranges": ranges.name,
             }
         )
-    return _convert(model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays)
+    return _convert(
+        model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves
+    )
 
 
 def _convert(
@@ -245,13 +248,15 @@ def _convert(
     loaded: onnx.ModelProto | None = None,
     digest: Callable[[], str] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
         artifact = make_fp16(
-            model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays
+            model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
         )
-        if arrays is not None:
-            arrays.clear()  # the weights' float32 copies are no longer needed
+        for held in (arrays, halves):  # the weights' copies are no longer needed
+            if held is not None:
+                held.clear()
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
