@@ -280,6 +280,7 @@ def weight_ranges(
     thresholds = thresholds or RiskThresholds()
     found: list[WeightRange] = []
     scratch = Scratch()  # one buffer for every weight: a fresh one each costs its page faults
+    scratch.take(max((_elements(i) for i in model.graph.initializer), default=0))  # grown once
     for path, graph in _graphs(model.graph):
         consumers: dict[str, list[str]] = {}
         for node in graph.node:
@@ -309,6 +310,10 @@ def weight_ranges(
                         )
                     )
     return found
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64)) if tensor.data_type in FLOAT_TYPES else 0
 
 
 def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
