@@ -526,8 +526,8 @@ def make_fp16(
     feed: Mapping[str, Any] | None = None,
     loaded: onnx.ModelProto | None = None,
     source_sha256: Callable[[], str] | None = None,
-    arrays: Mapping[str, np.ndarray] | None = None,
-    halves: Mapping[str, np.ndarray] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
@@ -538,7 +538,9 @@ def make_fp16(
     has them (hashed aside), instead of reading the file again. ``arrays``: the float weights of
     ``loaded`` by name, as the caller has read them (the range analysis), for the converter to
     round instead of reading them out of the message again; ``halves``: those of them already
-    rounded (by the island release's emulation, with the same rounding), by name.
+    rounded (by the island release's emulation, with the same rounding), by name. Both are
+    handed over like ``loaded``: emptied once the weights are converted, before the artifact is
+    saved and checked (their memory is not held through the check).
     """
     from onnxruntime.transformers import float16
 
@@ -584,6 +586,9 @@ def make_fp16(
             )
     except Exception as exc:
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
+    for held in (arrays, halves):  # the weights' float32 and float16 copies: converted now
+        if held is not None:
+            held.clear()
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
     _restore_non_tensor_io(converted, interface)

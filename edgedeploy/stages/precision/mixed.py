@@ -254,9 +254,6 @@ def _convert(
         artifact = make_fp16(
             model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
         )
-        for held in (arrays, halves):  # the weights' copies are no longer needed
-            if held is not None:
-                held.clear()
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
