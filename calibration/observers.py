@@ -288,7 +288,75 @@ def no_spinning(options: Any) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
-def _session(model: onnx.ModelProto | bytes, threads: int | None, name: str = "") -> object:
+IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
+
+
+IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
+
+
+def in_memory_stub(graph: onnx.GraphProto, name: str, dims: Sequence[int]) -> None:
+    """A float32 initializer of ``graph`` without its values, marked external at :data:`IN_MEMORY`:
+    an array holds them, which :func:`weights_in_memory` hands to ONNX Runtime."""
+    stub = graph.initializer.add()
+    stub.name, stub.data_type = name, onnx.TensorProto.FLOAT
+    stub.dims.extend(dims)
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    stub.external_data.add(key="location", value=IN_MEMORY)
+
+
+def _is_stub(init: onnx.TensorProto) -> bool:
+    return init.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == IN_MEMORY for e in init.external_data
+    )
+
+
+def weights_in_memory(
+    model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = None
+) -> tuple[onnx.ModelProto, list[str], list[Any]]:
+    """``model`` without its large float32 initializers, which stay behind as stubs marked external
+    (:func:`in_memory_stub`), and their names and OrtValues for
+    ``SessionOptions.add_external_initializers``: the weights are then neither serialized nor parsed
+    again by ONNX Runtime, which puts them back into its graph as initializers before it optimizes
+    it, so a session computes the same bits (tests pin it). ``arrays``: values already read, by
+    initializer name (the others are read here), and those of ``model``'s own stubs. The OrtValues
+    share the arrays' memory: keep them alive as long as the session."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from calibration.graphs import copy_without_initializers
+
+    light = copy_without_initializers(model)  # the weights are never copied
+    names: list[str] = []
+    values: list[Any] = []
+    for init in model.graph.initializer:
+        size = 4 * int(np.prod(init.dims, dtype=np.int64))
+        external = init.data_location == onnx.TensorProto.EXTERNAL
+        array = arrays.get(init.name) if arrays is not None else None
+        if _is_stub(init):
+            if array is None:
+                raise ValueError(f"no values for the in-memory weight {init.name}")
+        elif init.data_type == onnx.TensorProto.FLOAT and not external and size > IN_MEMORY_BYTES:
+            try:
+                array = numpy_helper.to_array(init) if array is None else array
+            except ValueError:  # data that does not fill its dims: ONNX Runtime reports it
+                array = None
+        else:
+            array = None
+        if array is None:
+            light.graph.initializer.append(init)
+            continue
+        in_memory_stub(light.graph, init.name, init.dims)
+        names.append(init.name)
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))
+    return light, names, values
+
+
+def _session(
+    model: onnx.ModelProto | bytes,
+    threads: int | None,
+    name: str = "",
+    external: tuple[list[str], list[Any]] = ([], []),
+) -> object:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -298,12 +366,16 @@ def _session(model: onnx.ModelProto | bytes, threads: int | None, name: str = ""
     if threads:
         options.intra_op_num_threads = threads
     no_spinning(options)
+    if external[0]:
+        options.add_external_initializers(*external)
     data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         name = name or (model.graph.name if isinstance(model, onnx.ModelProto) else "") or "the model"
         raise CalibrationError(f"ONNX Runtime cannot load {name}: {ort_error(exc)}") from None
+    session._calibration_weights = external[1]  # type: ignore[attr-defined]  # it reads their memory
+    return session
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
@@ -318,18 +390,6 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return marked
 
 
-def outputs_appended(serialized: bytes, model: onnx.ModelProto, names: Sequence[str]) -> bytes:
-    """:func:`with_outputs` of ``model`` as bytes, from ``serialized`` (``model``'s own bytes):
-    protobuf parses concatenated messages as one merged message, whose repeated fields (the
-    graph's outputs) are appended to, so the weights are not serialized again."""
-    existing = {o.name for o in model.graph.output}
-    extra = onnx.ModelProto()
-    for name in dict.fromkeys(names):
-        if name not in existing:
-            extra.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return serialized + extra.SerializeToString()
-
-
 def collect(
     model: onnx.ModelProto | str | os.PathLike[str],
     source: Iterable[dict[str, np.ndarray]],
@@ -337,21 +397,23 @@ def collect(
     observers: Sequence[Observer],
     *,
     threads: int | None = None,
-    serialized: bytes | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
     Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
     of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
-    at a time. ``serialized``: ``model``'s bytes when the caller has them (the file it was read
-    from, its graph unchanged but for node names), so that a large model is not serialized again.
+    at a time. ``arrays``: ``model``'s float weights by initializer name, when the caller has read
+    them: the large ones reach ONNX Runtime in memory (:func:`weights_in_memory`), so that a large
+    model is neither serialized again nor parsed by ONNX Runtime.
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(os.fspath(model))
     inputs = {i.name for i in model.graph.input}
     wanted = [n for n in tensor_names if n not in inputs]
-    if serialized is not None:
-        session = _session(outputs_appended(serialized, model, wanted), threads, model.graph.name)
+    if arrays is not None:
+        light, names, values = weights_in_memory(model, arrays)
+        session = _session(with_outputs(light, wanted), threads, model.graph.name, (names, values))
     else:
         session = _session(with_outputs(model, wanted), threads)
     samples = 0

@@ -66,6 +66,70 @@ def test_weight_rounding_is_bit_identical_to_the_converters() -> None:
     )
 
 
+def test_large_weights_cast_in_onnx_runtime_round_as_the_converter_does() -> None:
+    """From ORT_CAST_ELEMENTS values on, float32 <-> float16 casts run in ONNX Runtime's Cast
+    kernel: the converter's rounding, the emulation's and the casts themselves keep numpy's bits
+    (edges, -0.0, values that flush or overflow, Inf, and NaN, which is left to numpy)."""
+    from edgedeploy.stages.precision.emulate import round_weight
+    from edgedeploy.stages.precision.fp16 import ORT_CAST_ELEMENTS, to_float16, to_float32
+
+    rng = np.random.default_rng(11)
+    size = 2 * ORT_CAST_ELEMENTS
+    bits = rng.integers(0, 2**32, size, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    finite = np.where(np.isfinite(bits), bits, np.float32(1.0))
+    for scale in (1e-9, 1e-6, 0.05, 3e4, 1e6):
+        values = (rng.standard_normal(size) * scale).astype(np.float32)
+        values[:: 97] = -0.0
+        values[: len(EDGES)] = EDGES
+        for case in (values, finite, np.concatenate([values, [np.inf, -np.inf]]).astype(np.float32)):
+            with_nan = case.copy()
+            with_nan[5] = np.nan
+            for arr in (case, with_nan, bits):
+                want = float16.convert_np_to_float16(arr)
+                assert np.array_equal(round_to_float16(arr).view(np.uint16), want.view(np.uint16))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    plain = arr.astype(np.float16)
+                assert np.array_equal(to_float16(arr).view(np.uint16), plain.view(np.uint16))
+                wide = plain.astype(np.float32)
+                assert np.array_equal(to_float32(plain).view(np.uint32), wide.view(np.uint32))
+                clipped = want.copy()
+                clipped[np.isinf(clipped)] = np.copysign(np.float16(65504), clipped[np.isinf(clipped)])
+                expected = clipped.astype(np.float32)
+                assert np.array_equal(round_weight(arr).view(np.uint32), expected.view(np.uint32))
+
+
+def test_converter_rounding_the_analysed_arrays_writes_what_it_writes_from_the_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """make_fp16 given the weights' arrays (as the range analysis read them) writes the artifact
+    it writes without them; a weight stored as float_data, or one the arrays do not match,
+    takes the converter's own path."""
+    from edgedeploy.stages.precision.fp16 import make_fp16
+
+    rng = np.random.default_rng(12)
+    model = _tiny_weight_model(False)
+    big = numpy_helper.from_array(rng.standard_normal((4, 4096)).astype(np.float32), "big")
+    model.graph.initializer.append(big)
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [4096], np.ones(4096).tolist())  # float_data
+    model.graph.initializer.append(bias)
+    model.graph.node.append(helper.make_node("MatMul", ["y", "big"], ["z0"], name="wide"))
+    model.graph.node.append(helper.make_node("Add", ["z0", "bias"], ["z"], name="shift"))
+    model.graph.output[0].name = "z"
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    plain = make_fp16(path, tmp_path / "plain.onnx")
+    loaded = onnx.load(path)
+    arrays = {i.name: numpy_helper.to_array(i) for i in loaded.graph.initializer}
+    arrays["w2"] = arrays["w2"][:, :2]  # not the weight's shape: not taken
+    shared = make_fp16(path, tmp_path / "shared.onnx", loaded=loaded, arrays=arrays)
+    assert shared.path.read_bytes() == plain.path.read_bytes()
+    assert shared.files[1].read_text() == plain.files[1].read_text()
+    # and with some of them rounded already (as the island release's emulation leaves them)
+    loaded = onnx.load(path)
+    arrays = {i.name: numpy_helper.to_array(i) for i in loaded.graph.initializer}
+    halves = {"big": round_to_float16(arrays["big"]), "w": round_to_float16(arrays["w"])[:1]}  # w: bad shape
+    rounded = make_fp16(path, tmp_path / "rounded.onnx", loaded=loaded, arrays=arrays, halves=halves)
+    assert rounded.path.read_bytes() == plain.path.read_bytes()
+
+
 def _scale_model(weight_elements: int = 4096) -> onnx.ModelProto:
     """x [n, 64] -> MatMul by a 64 x (weight_elements / 64) weight -> Reshape by an int64 shape."""
     cols = weight_elements // 64
@@ -226,15 +290,36 @@ def test_weights_rounded_by_a_cast_in_the_graph_give_the_numpy_rounding() -> Non
         np.testing.assert_array_equal(g, w)
 
 
-def test_outputs_appended_to_the_models_bytes_parse_as_the_marked_copy() -> None:
-    from calibration.observers import outputs_appended, with_outputs
-    from tests.precision import models
+def test_analysis_pass_with_weights_in_memory_observes_what_the_serialized_model_gives() -> None:
+    """collect's session with the weights the analysis read given to ONNX Runtime in memory sees
+    every tensor bit for bit as a session of the serialized model does."""
+    from calibration.observers import IN_MEMORY_BYTES, collect, float_tensor_names
 
-    model = models.decomposed_layernorm_model()
-    names = ["h", "mean", "y", "h"]  # an existing output and a repeat are not added twice
-    merged = onnx.load_model_from_string(outputs_appended(model.SerializeToString(), model, names))
-    assert merged == with_outputs(model, names)
-    assert [o.name for o in merged.graph.output] == ["y", "h", "mean"]
+    class Keep:
+        def __init__(self) -> None:
+            self.seen: dict[str, list[np.ndarray]] = {}
+
+        def observe(self, name: str, array: np.ndarray) -> None:
+            self.seen.setdefault(name, []).append(np.array(array, copy=True))
+
+    rng = np.random.default_rng(10)
+    model = _tiny_weight_model(False)
+    model.graph.initializer.append(
+        numpy_helper.from_array(rng.standard_normal((4, 2048)).astype(np.float32), "big")
+    )
+    model.graph.node.append(helper.make_node("MatMul", ["y", "big"], ["z"], name="wide"))
+    model.graph.output[0].name = "z"
+    assert 4 * 4 * 2048 > IN_MEMORY_BYTES >= 4 * 16 * 4  # one weight in memory, the others inline
+    feeds = [{"x": rng.standard_normal((3, 8)).astype(np.float32)} for _ in range(2)]
+    names = float_tensor_names(model)
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    in_memory, serialized = Keep(), Keep()
+    assert collect(model, feeds, names, [in_memory], arrays=arrays) == 6
+    collect(model, feeds, names, [serialized])
+    assert set(in_memory.seen) == set(serialized.seen) == set(names)
+    for name, batches in serialized.seen.items():
+        for got, want in zip(in_memory.seen[name], batches, strict=True):
+            assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def testcopy_without_initializers_is_the_model_minus_its_weights() -> None:
@@ -336,8 +421,9 @@ def test_release_session_with_weights_in_memory_computes_what_the_serialized_mod
     """The island release's session (large float weights given to ONNX Runtime as in-memory
     external initializers) gives every plan's outputs bit for bit as a session made from the
     serialized emulated model; small weights, int64 constants and Constant nodes stay inline."""
+    from calibration.observers import IN_MEMORY_BYTES
     from edgedeploy.stages.precision.emulate import emulate_fp16, switch_input
-    from edgedeploy.stages.precision.islands import IN_MEMORY_BYTES, _session
+    from edgedeploy.stages.precision.islands import _session
 
     rng = np.random.default_rng(9)
     model = _tiny_weight_model(False)
@@ -350,13 +436,20 @@ def test_release_session_with_weights_in_memory_computes_what_the_serialized_mod
     emulated = emulate_fp16(model, set(), (), switchable=soft, cast_weights=["big"])
     session = _session(emulated)
     assert any(i.name == "big" for i in emulated.graph.initializer)  # the model itself is unchanged
+    # the analysed weights' arrays: the emulated graph holds stubs only, its session the arrays
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    stubbed = emulate_fp16(model, set(), (), switchable=soft, cast_weights=["big"], arrays=arrays)
+    assert not any(i.raw_data for i in stubbed.graph.initializer if i.data_type == TensorProto.FLOAT)
+    assert "w__fp16" in arrays  # a rounded twin, made for the session
+    from_arrays = _session(stubbed, arrays)
     feed = {"x": rng.standard_normal((5, 8)).astype(np.float32)}
     for fp16 in ([], ["proj"], soft):
         flags = {switch_input(n): np.array(n in fp16) for n in soft}
-        got = session.run(None, {**feed, **flags})
         want = _outputs(emulated, {**feed, **flags})
-        for g, w in zip(got, want, strict=True):
-            np.testing.assert_array_equal(g, w)
+        for s in (session, from_arrays):
+            got = s.run(None, {**feed, **flags})
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
 
 
 def test_typing_the_model_in_place_gives_what_shape_inference_with_weights_returns() -> None:

@@ -270,10 +270,17 @@ def _graphs(graph: onnx.GraphProto, path: str = "") -> Iterable[tuple[str, onnx.
                 yield from _graphs(sub, label + "/")
 
 
-def weight_ranges(model: onnx.ModelProto, thresholds: RiskThresholds | None = None) -> list[WeightRange]:
-    """Every float initializer and Constant node (subgraphs included) against the fp16 range."""
+def weight_ranges(
+    model: onnx.ModelProto,
+    thresholds: RiskThresholds | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+) -> list[WeightRange]:
+    """Every float initializer and Constant node (subgraphs included) against the fp16 range;
+    ``arrays`` is filled with the values of the main graph's float initializers, by name."""
     thresholds = thresholds or RiskThresholds()
     found: list[WeightRange] = []
+    scratch = Scratch()  # one buffer for every weight: a fresh one each costs its page faults
+    scratch.take(max((_elements(i) for i in model.graph.initializer), default=0))  # grown once
     for path, graph in _graphs(model.graph):
         consumers: dict[str, list[str]] = {}
         for node in graph.node:
@@ -281,9 +288,11 @@ def weight_ranges(model: onnx.ModelProto, thresholds: RiskThresholds | None = No
                 consumers.setdefault(name, []).append(node.name)
         for init in graph.initializer:
             values = _values(init) if init.data_type in FLOAT_TYPES else None
+            if values is not None and arrays is not None and not path:
+                arrays[init.name] = values
             if values is not None:
                 where, users = f"{path}initializer", consumers.get(init.name, [])
-                found.append(_weight(init.name, where, users, values, thresholds))
+                found.append(_weight(init.name, where, users, values, thresholds, scratch))
         for node in graph.node:
             if node.op_type != "Constant":
                 continue
@@ -297,9 +306,14 @@ def weight_ranges(model: onnx.ModelProto, thresholds: RiskThresholds | None = No
                             [node.name, *consumers.get(node.output[0], [])],
                             values,
                             thresholds,
+                            scratch,
                         )
                     )
     return found
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64)) if tensor.data_type in FLOAT_TYPES else 0
 
 
 def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
@@ -313,10 +327,15 @@ def _values(tensor: onnx.TensorProto) -> np.ndarray | None:
 
 
 def _weight(
-    name: str, where: str, consumers: list[str], values: np.ndarray, thresholds: RiskThresholds
+    name: str,
+    where: str,
+    consumers: list[str],
+    values: np.ndarray,
+    thresholds: RiskThresholds,
+    scratch: Scratch | None = None,
 ) -> WeightRange:
     stats = Fp16Stats()
-    stats.add(values)
+    stats.add(values, scratch)
     risks = []
     if stats.nonfinite:
         risks.append(f"{stats.nonfinite} NaN/Inf values")
@@ -502,7 +521,7 @@ def analyze(
     observers: Sequence[Observer] = (),
     threads: int | None = None,
     until_stable: bool = False,
-    serialized: bytes | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
@@ -510,19 +529,22 @@ def analyze(
     run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
     only returns main-graph values); control-flow nodes are reported as such. With
     ``until_stable`` the pass stops once the ranges have settled (see :class:`UntilStable`); the
-    report's notes say where. ``serialized``: the model's own bytes, as :func:`collect` takes them.
+    report's notes say where. The weights read for their ranges reach ONNX Runtime as they are, in
+    memory (:func:`calibration.observers.weights_in_memory`): the model is neither serialized nor
+    parsed again. ``arrays``: filled with those weights' values by name, for the caller to reuse.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
     name = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model")
     if not isinstance(model, onnx.ModelProto):
         model = load_for_analysis(model)
-    weights = weight_ranges(model, thresholds)
+    arrays = {} if arrays is None else arrays
+    weights = weight_ranges(model, thresholds, arrays)
     names = float_tensor_names(model)
     observer = Fp16RangeObserver()
     feeds = UntilStable(source, observer, thresholds) if until_stable else source
     try:
-        samples = collect(model, feeds, names, [observer, *observers], threads=threads, serialized=serialized)
+        samples = collect(model, feeds, names, [observer, *observers], threads=threads, arrays=arrays)
     except InputError:
         raise
     except Exception as exc:

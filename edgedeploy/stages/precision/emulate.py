@@ -19,12 +19,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.graphs import infer_shapes_light
+from calibration.graphs import copy_without_initializers, infer_shapes_light
+from calibration.observers import in_memory_stub
 from edgedeploy.stages.precision.fp16 import (
     HALF_INF_BITS,
     ensure_node_names,
     half_magnitude_bits,
     round_to_float16,
+    to_float32,
 )
 
 FP16_MAX = 65504.0
@@ -39,14 +41,20 @@ def converter_blocked_ops() -> set[str]:
     return set(float16.DEFAULT_OP_BLOCK_LIST)
 
 
-def round_weight(values: np.ndarray) -> np.ndarray:
-    """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32."""
+def round_weight(
+    values: np.ndarray, halves: dict[str, np.ndarray] | None = None, name: str = ""
+) -> np.ndarray:
+    """A float weight as the converter stores it in fp16 (clipped, tiny values kept non-zero), in fp32;
+    ``halves``: gets the converter's float16 of ``values`` (a float32 array) under ``name``."""
     half = round_to_float16(np.asarray(values, dtype=np.float32))  # the converter's own rounding
+    if halves is not None and np.asarray(values).dtype == np.float32:
+        halves[name] = half
     mags = half_magnitude_bits(half)
     if mags.size and int(mags.max()) >= HALF_INF_BITS:
         infinite = mags == HALF_INF_BITS  # an infinite weight is clipped too (the converter keeps Inf)
+        half = half.copy() if halves is not None else half
         half[infinite] = np.copysign(np.float16(FP16_MAX), half[infinite])
-    return half.astype(np.float32)
+    return to_float32(half)
 
 
 def float_names(model: onnx.ModelProto) -> set[str]:
@@ -85,6 +93,8 @@ def emulate_fp16(
     round_io: bool = False,
     switchable: Collection[str] = (),
     cast_weights: Collection[str] = (),
+    arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """An fp32 copy of ``model`` in which every node outside ``fp32_nodes`` behaves like fp16 storage.
 
@@ -96,9 +106,15 @@ def emulate_fp16(
     the converter adjusts (none non-zero below 2**-24, above 65504 or non-finite, e.g. from the
     range analysis' weight figures), rounded by a Cast pair in the graph, which gives the same
     values and which ONNX Runtime folds when it loads the session, instead of here in numpy.
+    ``arrays``: the float initializers' values by name, when the caller has read them (the range
+    analysis): the graph then holds no weight's bytes, only stubs of the float32 ones
+    (:func:`calibration.observers.in_memory_stub`), and the rounded twins made here are added to
+    ``arrays``; only a session made by :func:`calibration.observers.weights_in_memory` with
+    ``arrays`` runs it (no weight is copied, written or read back). ``halves``: gets the
+    converter's float16 of each float32 weight of ``arrays`` rounded here, by name (for the
+    converter: :func:`edgedeploy.stages.precision.fp16.make_fp16`).
     """
-    emu = onnx.ModelProto()
-    emu.CopyFrom(model)
+    emu = _copy(model, arrays)
     ensure_node_names(emu)
     blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
@@ -114,7 +130,16 @@ def emulate_fp16(
             return rounded[name]
         twin = f"{name}__fp16"
         if name in inits and name not in casts:  # written in place: a TensorProto appended is copied again
-            _float_initializer(graph, twin, round_weight(numpy_helper.to_array(inits[name])))
+            values = arrays.get(name) if arrays is not None else None
+            if values is None:
+                twin_values = round_weight(numpy_helper.to_array(inits[name]))
+            else:
+                twin_values = round_weight(values, halves, name)
+            if arrays is not None and twin_values.dtype == np.float32:
+                in_memory_stub(graph, twin, twin_values.shape)
+                arrays[twin] = twin_values
+            else:
+                _float_initializer(graph, twin, twin_values)
         else:
             new_nodes.append(
                 helper.make_node("Cast", [name], [f"{twin}_h"], to=TensorProto.FLOAT16, name=f"{twin}_to16")
@@ -208,6 +233,22 @@ def emulate_fp16(
     _drop_unused_initializers(
         graph, [name for name, twin in rounded.items() if twin != name and name in inits]
     )
+    return emu
+
+
+def _copy(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None) -> onnx.ModelProto:
+    """``model`` to emulate; with ``arrays``, its float32 weights that they hold as stubs."""
+    emu = onnx.ModelProto()
+    if arrays is None:
+        emu.CopyFrom(model)
+        return emu
+    emu = copy_without_initializers(model)
+    for init in model.graph.initializer:
+        values = arrays.get(init.name)
+        if init.data_type == TensorProto.FLOAT and values is not None and values.dtype == np.float32:
+            in_memory_stub(emu.graph, init.name, init.dims)
+        else:
+            emu.graph.initializer.append(init)
     return emu
 
 

@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -323,6 +323,64 @@ def half_magnitude_bits(half: np.ndarray) -> np.ndarray:
     return np.bitwise_and(half.view(np.uint16), np.uint16(0x7FFF))
 
 
+# from this many elements a float cast runs in ONNX Runtime's Cast kernel (vectorized: 20x numpy's
+# float16 casts, which run element by element) instead of numpy (cheaper for a small array)
+ORT_CAST_ELEMENTS = 1 << 14
+_CASTS: dict[tuple[int, int], Any] = {}
+
+
+def _ort_cast(values: np.ndarray, to: int) -> np.ndarray:
+    """``values`` cast to ONNX type ``to`` by an ONNX Runtime session made once per type: the
+    float32 <-> float16 conversions round to nearest even as numpy's do, and give the same bits
+    for every value but NaN (whose payload bits may differ: the callers leave NaN to numpy)."""
+    source = onnx.helper.np_dtype_to_tensor_dtype(values.dtype)
+    session = _CASTS.get((source, to))
+    if session is None:
+        import onnxruntime as ort
+
+        from calibration.observers import no_spinning
+
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("Cast", ["x"], ["y"], to=to)],
+            "cast",
+            [onnx.helper.make_tensor_value_info("x", source, [None])],
+            [onnx.helper.make_tensor_value_info("y", to, [None])],
+        )
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", CAST_OPSET)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1  # a few ms per 20 M values: no waiting on a busy second core
+        no_spinning(options)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        _CASTS[source, to] = session
+    flat = np.ascontiguousarray(values).reshape(-1)
+    return session.run(None, {"x": flat})[0].reshape(values.shape)
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """``values.astype(np.float16)``, bit for bit (NaN included), for a large float32 array in
+    ONNX Runtime's Cast kernel."""
+    if values.dtype != np.float32 or values.size < ORT_CAST_ELEMENTS:
+        with np.errstate(over="ignore"):
+            return values.astype(np.float16)
+    half = _ort_cast(values, onnx.TensorProto.FLOAT16)
+    if int(half_magnitude_bits(half).max()) > HALF_INF_BITS:  # NaN: numpy's own NaN bits
+        with np.errstate(over="ignore"):
+            half = values.astype(np.float16)
+    return half
+
+
+def to_float32(half: np.ndarray) -> np.ndarray:
+    """``half.astype(np.float32)``, bit for bit (NaN included), for a large float16 array in ONNX
+    Runtime's Cast kernel."""
+    if half.dtype != np.float16 or half.size < ORT_CAST_ELEMENTS:
+        return half.astype(np.float32)
+    if int(half_magnitude_bits(half).max()) > HALF_INF_BITS:  # NaN: numpy's own NaN bits
+        return half.astype(np.float32)
+    return _ort_cast(half, onnx.TensorProto.FLOAT)
+
+
 def round_to_float16(
     values: np.ndarray, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
 ) -> np.ndarray:
@@ -335,10 +393,11 @@ def round_to_float16(
     arr = np.asarray(values)
     if min_positive_val > FP16_MIN_POSITIVE or max_finite_val < FP16_MAX_FINITE:  # not the defaults
         return _round_general(arr, min_positive_val, max_finite_val)
-    with np.errstate(over="ignore"):
-        half = arr.astype(np.float16)
+    half = to_float16(arr)
     mags = half_magnitude_bits(half)
-    if np.count_nonzero(mags) != np.count_nonzero(arr):
+    # non-zero float32 bits (-0.0 counts here, and then only costs the exact look below)
+    nonzero = np.count_nonzero(arr.view(np.uint32) if arr.dtype == np.float32 else arr)
+    if np.count_nonzero(mags) != nonzero:
         lost = (mags == 0) & (arr != 0)
         half[lost] = np.copysign(np.float16(FP16_MIN_POSITIVE), arr[lost]).astype(np.float16)
     if mags.size and int(mags.max()) >= HALF_INF_BITS:  # Inf or NaN somewhere
@@ -359,17 +418,55 @@ def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: flo
 
 
 @contextlib.contextmanager
-def _fast_weight_rounding() -> Iterator[None]:
+def _fast_weight_rounding(
+    model: onnx.ModelProto | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    halves: Mapping[str, np.ndarray] | None = None,
+) -> Iterator[None]:
     """The converter with :func:`round_to_float16` as its per-weight rounding (same values, bit for
-    bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model."""
+    bit: tests/precision pins it); its own spends most of the conversion of a 50 MB model.
+
+    ``arrays``: the values of ``model``'s main-graph float initializers, by name, as the caller has
+    read them (the range analysis): the converter rounds those instead of reading each weight's
+    bytes out of the message twice (a copy each time). Only a tensor that is that initializer
+    itself (the same message, float32 bytes of the array's shape) is taken from them; ``halves``:
+    the :func:`round_to_float16` of some of those arrays (default bounds), by name."""
     from onnxruntime.transformers import float16
 
-    original = float16.convert_np_to_float16
+    original, original_tensor = float16.convert_np_to_float16, float16.convert_tensor_float_to_float16
+    held = list(model.graph.initializer) if model is not None and arrays else []  # their ids stay
+    owners = {id(tensor): tensor.name for tensor in held}
+
+    def convert_tensor(
+        tensor: onnx.TensorProto, min_positive_val: float = 5.96e-08, max_finite_val: float = 65504.0
+    ) -> onnx.TensorProto:
+        name = owners.get(id(tensor))
+        values = arrays.get(name) if arrays is not None and name is not None else None
+        if (
+            values is None
+            or values.dtype != np.float32
+            or values.size == 0
+            or values.shape != tuple(tensor.dims)
+            or tensor.data_type != onnx.TensorProto.FLOAT
+            or len(tensor.float_data)
+            or not tensor.HasField("raw_data")
+        ):
+            return original_tensor(tensor, min_positive_val, max_finite_val)
+        half = halves.get(name) if halves is not None and name is not None else None
+        defaults = min_positive_val == 5.96e-08 and max_finite_val == 65504.0
+        if half is None or not defaults or half.shape != values.shape:
+            half = round_to_float16(values, min_positive_val, max_finite_val)
+        tensor.data_type = onnx.TensorProto.FLOAT16  # what the converter writes for raw float data
+        tensor.raw_data = half.tobytes()
+        return tensor
+
     float16.convert_np_to_float16 = round_to_float16
+    float16.convert_tensor_float_to_float16 = convert_tensor
     try:
         yield
     finally:
         float16.convert_np_to_float16 = original
+        float16.convert_tensor_float_to_float16 = original_tensor
 
 
 def precision_plan(
@@ -428,13 +525,22 @@ def make_fp16(
     options: Fp16Options | None = None,
     feed: Mapping[str, Any] | None = None,
     loaded: onnx.ModelProto | None = None,
+    source_sha256: Callable[[], str] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
     The artifact is checked and run once (on ``feed``, else seeded random data) before it counts.
     ``loaded``: ``model_path`` as the caller has already read it (weights included), used instead
     of reading the file again and handed over: it is converted in place, the caller must not use
-    it afterwards.
+    it afterwards. ``source_sha256``: gives the sha256 of ``model_path``'s bytes when the caller
+    has them (hashed aside), instead of reading the file again. ``arrays``: the float weights of
+    ``loaded`` by name, as the caller has read them (the range analysis), for the converter to
+    round instead of reading them out of the message again; ``halves``: those of them already
+    rounded (by the island release's emulation, with the same rounding), by name. Both are
+    handed over like ``loaded``: emptied once the weights are converted, before the artifact is
+    saved and checked (their memory is not held through the check).
     """
     from onnxruntime.transformers import float16
 
@@ -467,7 +573,9 @@ def make_fp16(
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
+            typed, arrays, halves
+        ):
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(
                 typed,
@@ -478,13 +586,16 @@ def make_fp16(
             )
     except Exception as exc:
         raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
+    for held in (arrays, halves):  # the weights' float32 and float16 copies: converted now
+        if held is not None:
+            held.clear()
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
     _restore_non_tensor_io(converted, interface)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
-    plan["source_sha256"] = sha256_file(src)
+    plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
     save_onnx(
         converted,
         out,

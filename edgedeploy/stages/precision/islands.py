@@ -21,13 +21,12 @@ Everything else runs in fp16. Hand-written: this is the FP16 range analysis of t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from calibration.observers import Observer
 from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
@@ -174,14 +173,14 @@ def plan_islands(
     options: IslandOptions | None = None,
     until_stable: bool = True,
     observers: Sequence[Observer] = (),
-    serialized: bytes | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, str], RangeReport]:
     """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
     By default the analysis stops reading ``source`` once the ranges have settled
     (:class:`~edgedeploy.stages.precision.analysis.UntilStable`). A ModelProto must come from
     :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it);
-    ``serialized``: its bytes, when the caller has them (see :func:`calibration.observers.collect`).
+    ``arrays``: filled with the float weights' values the analysis read (see :func:`analyze`).
     """
 
     model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
@@ -191,7 +190,7 @@ def plan_islands(
         data_description=data_description,
         until_stable=until_stable,
         observers=observers,
-        serialized=serialized,
+        arrays=arrays,
     )
     if not isinstance(model_path, onnx.ModelProto):
         report.model = str(model_path)
@@ -201,40 +200,20 @@ def plan_islands(
 # --------------------------------------------------------------------------- measured release
 
 
-# float initializers larger than this go to the release session as arrays, not serialized bytes
-IN_MEMORY_BYTES = 4096
-
-
-def _session(model: onnx.ModelProto) -> Any:
+def _session(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = None) -> Any:
     """An ONNX Runtime session of ``model`` whose large float weights reach it as in-memory
-    external initializers (``SessionOptions.add_external_initializers``) instead of inside the
+    external initializers (:func:`calibration.observers.weights_in_memory`) instead of inside the
     serialized model: the 90 MB of a sentence encoder are then neither serialized here nor parsed
-    again by ONNX Runtime (minilm: 0.45 s -> 0.22 s). ONNX Runtime puts them back into its graph
-    as initializers before it optimizes it, so the session computes the same bits (tests pin it)."""
+    again by ONNX Runtime (minilm: 0.45 s -> 0.22 s); same bits (tests pin it). ``arrays``: the
+    weights' values already read, by name (each is read here otherwise)."""
     import onnxruntime as ort
 
-    from calibration.graphs import copy_without_initializers
-    from calibration.observers import no_spinning
+    from calibration.observers import no_spinning, weights_in_memory
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
-    light = copy_without_initializers(model)  # the weights are never copied
-    names: list[str] = []
-    values: list[Any] = []
-    for init in model.graph.initializer:
-        size = 4 * int(np.prod(init.dims, dtype=np.int64))
-        external = init.data_location == onnx.TensorProto.EXTERNAL
-        if init.data_type != onnx.TensorProto.FLOAT or external or size <= IN_MEMORY_BYTES:
-            light.graph.initializer.append(init)
-            continue
-        stub = light.graph.initializer.add()
-        stub.name, stub.data_type = init.name, init.data_type
-        stub.dims.extend(init.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        stub.external_data.add(key="location", value="in-memory")  # ONNX Runtime reads the arrays
-        names.append(init.name)
-        values.append(ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init)))
+    light, names, values = weights_in_memory(model, arrays)
     if names:
         options.add_external_initializers(names, values)
     session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -288,6 +267,8 @@ def release_measured(
     *,
     slack: float = 0.5,
     reference: list[list[np.ndarray]] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
 
@@ -298,7 +279,9 @@ def release_measured(
     each kept only if releasing it breaks that bound. Every plan runs in one emulated graph whose
     soft nodes are switchable (one ONNX Runtime session, built once); plans measured: 2 when all
     can go, else 2 + the number of soft nodes. ``reference``: the fp32 outputs on ``feeds``
-    (per feed, per output), when the caller already has them (OutputRecorder in the analysis).
+    (per feed, per output), when the caller already has them (OutputRecorder in the analysis);
+    ``arrays``: the float weights' values by name, when the caller has read them (the analysis);
+    ``halves``: gets the converter's float16 of the weights the emulation rounds (see emulate_fp16).
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
     from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
@@ -314,8 +297,17 @@ def release_measured(
         for w in report.weights
         if w.where == "initializer" and not (w.stats.flushed or w.stats.overflow or w.stats.nonfinite)
     ]
-    emulated = emulate_fp16(model, fixed, converter_blocked_ops(), switchable=soft, cast_weights=plain)
-    session = _session(emulated)
+    weights = dict(arrays or {})  # with the rounded twins the emulation adds, for this session only
+    emulated = emulate_fp16(
+        model,
+        fixed,
+        converter_blocked_ops(),
+        switchable=soft,
+        cast_weights=plain,
+        arrays=weights,
+        halves=halves,
+    )
+    session = _session(emulated, weights)
     flags = [i.name for i in session.get_inputs() if i.name.startswith(switch_input(""))]
     inputs = [i.name for i in session.get_inputs() if i.name not in set(flags)]
 

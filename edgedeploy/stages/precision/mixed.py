@@ -9,13 +9,17 @@ and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budg
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from calibration.errors import CalibrationError
@@ -112,11 +116,16 @@ def _read_once(model: Path) -> tuple[onnx.ModelProto | None, bytes | None]:
     return loaded, data
 
 
-def _still_serialized(analysed: onnx.ModelProto, data: bytes | None, ir: int, inputs: int) -> bytes | None:
-    """The file's bytes for the analysis session when preparing the model for the analysis changed
-    nothing in it but node names (which ONNX Runtime does not read): its IR version and inputs."""
-    unchanged = analysed.ir_version == ir and len(analysed.graph.input) == inputs
-    return data if unchanged else None
+def _sha256_aside(content: bytes | None) -> Callable[[], str] | None:
+    """The sha256 of the model file's bytes (the precision plan records it), hashed by a second
+    thread while the build goes on: hashlib lets go of the GIL, so on a second core a 90 MB model's
+    hash costs the build nothing instead of a tenth of a second; None without the bytes."""
+    if content is None:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-sha256")
+    future = pool.submit(lambda: hashlib.sha256(content).hexdigest())
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future.result
 
 
 def _for_analysis(loaded: onnx.ModelProto | None) -> onnx.ModelProto | None:
@@ -151,6 +160,10 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     info: dict[str, Any] = {}
     source: DataSource | None = None
     loaded, raw = _read_once(model)
+    digest = _sha256_aside(raw)
+    del raw
+    arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
+    halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
@@ -166,7 +179,6 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance:
-                header = (loaded.ir_version, len(loaded.graph.input)) if loaded is not None else (0, 0)
                 analysed = load_for_analysis(model, _for_analysis(loaded))
                 # the release below runs on the first samples the analysis read, against the fp32
                 # outputs the analysis pass computed on them; batches are split so that the
@@ -178,14 +190,15 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                     recorder.wrap(data),
                     data_description=source.describe(),
                     observers=[recorder],
-                    serialized=_still_serialized(analysed, raw, *header),
+                    arrays=arrays,
                 )
-                raw = None  # the session has its copy
                 report.model = str(model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
                 feeds, reference = recorder.batches()
-                auto, released = release_measured(analysed, auto, report, feeds, reference=reference)
+                auto, released = release_measured(
+                    analysed, auto, report, feeds, reference=reference, arrays=arrays, halves=halves
+                )
                 advance(1.0)
         except InputError as exc:
             if not source.synthetic:
@@ -194,7 +207,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 f"fp16 range analysis skipped: {exc}; give --calib-data with real inputs "
                 "to keep overflowing layers in fp32"
             )
-            return _convert(model, dest, request, options, feed, files, info, ui, loaded=loaded)
+            return _convert(
+                model, dest, request, options, feed, files, info, ui, loaded=loaded, digest=digest
+            )
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
         ui.info(
@@ -215,7 +230,9 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "ranges": ranges.name,
             }
         )
-    return _convert(model, dest, request, options, feed, files, info, ui, source, loaded)
+    return _convert(
+        model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves
+    )
 
 
 def _convert(
@@ -229,9 +246,14 @@ def _convert(
     ui: Ui,
     source: DataSource | None = None,
     loaded: onnx.ModelProto | None = None,
+    digest: Callable[[], str] | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
+    halves: dict[str, np.ndarray] | None = None,
 ) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
-        artifact = make_fp16(model, dest, options, feed=feed, loaded=loaded)
+        artifact = make_fp16(
+            model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
+        )
         advance(1.0)
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
