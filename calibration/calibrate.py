@@ -424,8 +424,8 @@ def calibrate(
     qdq = _scored_qdq(selection, plan, thresholds)
     if qdq is None:
         qdq = write_qdq(model, plan, thresholds, extents, weights)
-    check_qdq(qdq, qopts.placement, source=model)
     data = qdq.SerializeToString()
+    check_qdq(qdq, qopts.placement, source=model, serialized=data)
     first_feed = feed_holder.first if feed_holder is not None else None
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits

@@ -352,8 +352,10 @@ def collect(
     wanted = [n for n in tensor_names if n not in inputs]
     if serialized is not None:
         session = _session(outputs_appended(serialized, model, wanted), threads, model.graph.name)
-    else:
-        session = _session(with_outputs(model, wanted), threads)
+    else:  # the outputs appended to the model's bytes: the model is not copied
+        session = _session(
+            outputs_appended(model.SerializeToString(), model, wanted), threads, model.graph.name
+        )
     samples = 0
     for feed in source:
         try:

@@ -821,9 +821,14 @@ def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:
 
 
 def check_qdq(
-    model: onnx.ModelProto, placement: str = "tensorrt", source: onnx.ModelProto | None = None
+    model: onnx.ModelProto,
+    placement: str = "tensorrt",
+    source: onnx.ModelProto | None = None,
+    serialized: bytes | None = None,
 ) -> None:
-    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13.
+    """onnx.checker plus the invariants TensorRT needs: every zero point is 0, opset >= 13
+    (``serialized``: ``model``'s bytes when the caller has them, checked instead of serializing
+    it again).
 
     ONNX Runtime's placement keeps signed activations in uint8 with any zero point (see
     :func:`activation_qparams`); its int8 weights and biases keep zero point 0 all the same.
@@ -831,7 +836,7 @@ def check_qdq(
     from calibration.artifacts import check_as_strict_as_source
 
     try:
-        check_as_strict_as_source(model, source)
+        check_as_strict_as_source(model if serialized is None else serialized, source)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CalibrationError(f"the Q/DQ model fails onnx.checker: {first[:200]}") from None
