@@ -181,8 +181,14 @@ class _NodeRunner:
         return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0])
 
 
-def _relative(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(((got - ref) ** 2).sum() / max(float((ref**2).sum()), 1e-30))
+def _relative(got: np.ndarray, ref: np.ndarray, denom: float | None = None) -> float:
+    """Relative squared error of ``got`` against ``ref`` (``denom``: :func:`_energy` of ``ref``,
+    when the caller compares several candidates with the same reference)."""
+    return float(((got - ref) ** 2).sum() / (_energy(ref) if denom is None else denom))
+
+
+def _energy(ref: np.ndarray) -> float:
+    return max(float((ref**2).sum()), 1e-30)
 
 
 def choose_per_tensor(
@@ -272,7 +278,8 @@ def _measured_errors(
                 measured = True
         if not measured:  # judged by the tensor itself
             xd = x.astype(np.float64)
-            errors += [_relative(q.astype(np.float64), xd) for q in fake_quant_all(x, params)]
+            energy = _energy(xd)
+            errors += [_relative(q.astype(np.float64), xd, energy) for q in fake_quant_all(x, params)]
     return errors
 
 
@@ -314,7 +321,10 @@ def consumer_errors(
             return _stacked_errors(out.reshape(copies, -1))
     try:
         ref = runner.run({**feed, inp: value})
-        return np.array([_relative(runner.run({**feed, inp: q}), ref) for q in fake_quant_all(value, params)])
+        energy = _energy(ref)
+        return np.array(
+            [_relative(runner.run({**feed, inp: q}), ref, energy) for q in fake_quant_all(value, params)]
+        )
     except Exception:  # shapes that do not line up once sliced
         return None
 

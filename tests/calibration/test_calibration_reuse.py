@@ -1,6 +1,7 @@
 """Work calibrate no longer does twice, or on the weights: the opset upgrade and shape inference run
 on a copy without the weights' bytes, the Q/DQ writer copies only the initializers still read, and
-auto's winning Q/DQ model (written to be scored) is the artifact instead of a second write of it.
+auto's winning Q/DQ model (written to be scored) is the artifact instead of a second write of it;
+models are serialized once where a copy with extra outputs or a second serialization was made.
 Each gives the same models byte for byte."""
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
 
 import calibration.calibrate as calibrate_module
+import calibration.observers as observers_module
 import calibration.qdq as qdq_module
 import calibration.select as select_module
 from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.errors import CalibrationError
 from calibration.graphs import LIGHT_WEIGHT_ELEMENTS, without_weight_bytes
 from calibration.modelinfo import model_io
+from calibration.observers import collect, with_outputs
 from calibration.qdq import QuantizeOptions, plan_quantization, upgrade_opset, write_qdq
 from calibration.select import Selection
 from calibration.sources import open_source
@@ -201,3 +205,46 @@ def test_screening_tells_which_candidates_stopped() -> None:
         Session, list(outputs), holdout, reference, 1, ["y"], dropped=stopped.append
     )
     assert stopped == ["max"] and set(scores) == {"per-tensor", "mse"}
+
+
+def test_check_qdq_checks_the_bytes_it_is_given() -> None:
+    model = upgrade_opset(_opset12())
+    plan = plan_quantization(model, QuantizeOptions())
+    qdq = write_qdq(model, plan, dict.fromkeys(plan.calibrated_tensors(), 1.0))
+    qdq_module.check_qdq(qdq, serialized=qdq.SerializeToString())
+    broken = onnx.ModelProto()
+    broken.CopyFrom(qdq)
+    broken.graph.node[-1].input[0] = "nowhere"  # reads a tensor nobody makes
+    with pytest.raises(CalibrationError, match=r"fails onnx\.checker"):
+        qdq_module.check_qdq(qdq, serialized=broken.SerializeToString())
+
+
+def test_the_statistics_session_sees_the_same_values_without_copying_the_model() -> None:
+    model = upgrade_opset(_opset12())
+    x = np.random.default_rng(3).uniform(0, 1, (2, 1, 1, 8, 16)).astype(np.float32)
+    seen: dict[str, np.ndarray] = {}
+
+    class Keep:
+        def observe(self, name: str, array: np.ndarray) -> None:
+            seen[name] = array
+
+    before = model.SerializeToString()
+    collect(model, [{"x": x[:1]}], ["c1", "r1", "y"], [Keep()])
+    assert model.SerializeToString() == before
+    copied = observers_module._session(with_outputs(model, ["c1", "r1"]), None)  # the former way
+    want = copied.run(["c1", "r1", "y"], {"x": x[:1]})  # type: ignore[attr-defined]
+    for name, value in zip(["c1", "r1", "y"], want, strict=True):
+        np.testing.assert_array_equal(seen[name], value)
+
+
+def test_the_relative_error_with_the_references_energy_given_is_the_same_figure() -> None:
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal(1000)
+    got = ref + rng.standard_normal(1000) * 0.01
+    assert select_module._relative(got, ref, select_module._energy(ref)) == select_module._relative(got, ref)
+    zero = np.zeros(10)
+    assert (
+        select_module._relative(zero + 1.0, zero)
+        == 10.0 / 1e-30
+        == select_module._relative(zero + 1.0, zero, select_module._energy(zero))
+    )
