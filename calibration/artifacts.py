@@ -90,10 +90,11 @@ def _remove(paths: Iterable[Path]) -> None:
         p.unlink(missing_ok=True)
 
 
-def check_as_strict_as_source(model: Path | onnx.ModelProto, source: Any = None) -> None:
-    """onnx's full checker; where the source model (a path or ModelProto) fails it too (onnx's
-    function expansion rejects some valid models, MeanVarianceNormalization for one; an output
-    without a shape), the structural checker the source passes."""
+def check_as_strict_as_source(model: Path | onnx.ModelProto | bytes, source: Any = None) -> None:
+    """onnx's full checker (of a file, a model or its bytes); where the source model (a path or
+    ModelProto) fails it too (onnx's function expansion rejects some valid models,
+    MeanVarianceNormalization for one; an output without a shape), the structural checker the
+    source passes."""
     target = os.fspath(model) if isinstance(model, Path) else model
     try:
         onnx.checker.check_model(target, full_check=True)

@@ -261,6 +261,7 @@ def calibrate(
     }
     artifact_key = _hash(artifact_parts)
     previous = None if options.force else load_report(report_path)
+    selection: Selection | None = None
     outputs_present = qdq_path.is_file() and (options.trt_version is None or cache_path.is_file())
     covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
@@ -311,7 +312,6 @@ def calibrate(
         observer = HistogramObserver(options.bins, observed, every=cache_only)
         ranges = _range_observer(qopts, levels, lean, copies)
         stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
-        selection = None
         recorder = None
         if auto:
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
@@ -421,9 +421,11 @@ def calibrate(
         )
         reused = False
 
-    qdq = write_qdq(model, plan, thresholds, extents, weights)
-    check_qdq(qdq, qopts.placement, source=model)
+    qdq = _scored_qdq(selection, plan, thresholds)
+    if qdq is None:
+        qdq = write_qdq(model, plan, thresholds, extents, weights)
     data = qdq.SerializeToString()
+    check_qdq(qdq, qopts.placement, source=model, serialized=data)
     first_feed = feed_holder.first if feed_holder is not None else None
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
@@ -463,6 +465,19 @@ def calibrate(
         warnings=report.warnings,
         report_data=report,
     )
+
+
+def _scored_qdq(
+    selection: Selection | None, plan: QuantPlan, thresholds: Mapping[str, float]
+) -> onnx.ModelProto | None:
+    """auto's winning Q/DQ model, already written (and scored) for ``plan`` and these thresholds,
+    when it is one: the artifact is that model, not a second write of it (0.1-0.2 s of ddddocr's
+    recognizer). None when auto kept none or chose it for other thresholds or another plan."""
+    if selection is None or selection.qdq is None or selection.plan is not plan:
+        return None
+    if any(selection.thresholds.get(n) != thresholds[n] for n in plan.calibrated_tensors()):
+        return None
+    return selection.qdq
 
 
 def _range_observer(

@@ -8,7 +8,8 @@
   growing an input; it is lifted to the IR version its opsets need (at least 4), with initializers
   no longer listed as inputs (they become constants, which is what a deployed model wants).
 - :func:`infer_shapes_light`: ONNX shape inference without the bulk of the weights, whose values
-  it never reads (it serializes the whole model twice, which dominates on a 50-100 MB model).
+  it never reads (it serializes the whole model twice, which dominates on a 50-100 MB model);
+  :func:`without_weight_bytes` makes such a copy for other whole-model passes (the opset converter).
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
 
@@ -135,7 +136,9 @@ _FLOATS = (
 
 
 def copy_fields(
-    source: onnx.ModelProto | onnx.GraphProto, target: onnx.ModelProto | onnx.GraphProto, skip: set[str]
+    source: onnx.ModelProto | onnx.GraphProto | onnx.TensorProto,
+    target: onnx.ModelProto | onnx.GraphProto | onnx.TensorProto,
+    skip: set[str],
 ) -> None:
     """Copy every set field of the protobuf message ``source`` into ``target`` (appending to
     repeated fields), except the fields named in ``skip``, which are neither read nor copied."""
@@ -159,6 +162,38 @@ def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _large_float(init: onnx.TensorProto) -> bool:
+    elements = 1
+    for d in init.dims:
+        elements *= d
+    return init.data_type in _FLOATS and elements > LIGHT_WEIGHT_ELEMENTS
+
+
+def without_weight_bytes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """A copy of ``model`` whose large float initializers of the main graph (more than
+    ``LIGHT_WEIGHT_ELEMENTS`` values, stored as ``raw_data``) keep their name, type and
+    dimensions but not their bytes, and those initializers of ``model`` by name (not copied)."""
+    light = copy_without_initializers(model)
+    held: dict[str, onnx.TensorProto] = {}
+    for init in model.graph.initializer:
+        if _large_float(init) and init.HasField("raw_data"):
+            stub = light.graph.initializer.add()
+            for field in init.DESCRIPTOR.fields:  # not ListFields: it would copy the bytes out
+                if field.name == "raw_data":
+                    continue
+                if field.is_repeated:
+                    getattr(stub, field.name).extend(getattr(init, field.name))
+                elif init.HasField(field.name):
+                    if field.message_type is not None:
+                        getattr(stub, field.name).CopyFrom(getattr(init, field.name))
+                    else:
+                        setattr(stub, field.name, getattr(init, field.name))
+            held[init.name] = init
+        else:
+            light.graph.initializer.append(init)
+    return light, held
+
+
 def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx.ModelProto:
     """``onnx.shape_inference.infer_shapes(model)`` on a copy whose large float initializers of the
     main graph are graph inputs of the same type and shape instead: inference reads only the values
@@ -172,10 +207,7 @@ def infer_shapes_light(model: onnx.ModelProto, *, weights: bool = False) -> onnx
     keep: list[onnx.TensorProto] = []
     typed: list[onnx.ValueInfoProto] = []
     for init in model.graph.initializer:
-        elements = 1
-        for d in init.dims:
-            elements *= d
-        if init.data_type in _FLOATS and elements > LIGHT_WEIGHT_ELEMENTS:
+        if _large_float(init):
             if init.name not in declared:
                 typed.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         else:

@@ -390,6 +390,19 @@ def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return marked
 
 
+def outputs_appended(serialized: bytes, model: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """:func:`with_outputs` of ``model`` as bytes, from ``serialized`` (``model``'s own bytes):
+    protobuf parses concatenated messages as one merged message, whose repeated fields (the
+    graph's outputs) are appended to, so the weights are not serialized again."""
+    existing = {o.name for o in model.graph.output}
+    extra = onnx.ModelProto()
+    for name in dict.fromkeys(names):
+        if name not in existing:
+            extra.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return serialized + extra.SerializeToString()
+
+
+
 def collect(
     model: onnx.ModelProto | str | os.PathLike[str],
     source: Iterable[dict[str, np.ndarray]],
@@ -414,8 +427,10 @@ def collect(
     if arrays is not None:
         light, names, values = weights_in_memory(model, arrays)
         session = _session(with_outputs(light, wanted), threads, model.graph.name, (names, values))
-    else:
-        session = _session(with_outputs(model, wanted), threads)
+    else:  # the outputs appended to the model's bytes: the model is not copied
+        session = _session(
+            outputs_appended(model.SerializeToString(), model, wanted), threads, model.graph.name
+        )
     samples = 0
     for feed in source:
         try:

@@ -64,6 +64,10 @@ class Selection:
     screened: dict[str, float] = field(default_factory=dict)  # left out after the first half: its cosine
     margins: dict[str, float] = field(default_factory=dict)  # rule -> lead over per-tensor, one sample out
     wins: dict[str, list[int]] = field(default_factory=dict)  # rule -> held-out samples better, worse
+    # the plan chosen on, and the Q/DQ model the winner was scored as (write_qdq of ``plan`` and
+    # ``thresholds``), when kept
+    plan: QuantPlan | None = field(default=None, repr=False, compare=False)
+    qdq: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
 
 class SampleObserver:
@@ -177,8 +181,14 @@ class _NodeRunner:
         return np.asarray(self.session.run(None, {k: feed[k] for k in self.inputs})[0])
 
 
-def _relative(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(((got - ref) ** 2).sum() / max(float((ref**2).sum()), 1e-30))
+def _relative(got: np.ndarray, ref: np.ndarray, denom: float | None = None) -> float:
+    """Relative squared error of ``got`` against ``ref`` (``denom``: :func:`_energy` of ``ref``,
+    when the caller compares several candidates with the same reference)."""
+    return float(((got - ref) ** 2).sum() / (_energy(ref) if denom is None else denom))
+
+
+def _energy(ref: np.ndarray) -> float:
+    return max(float((ref**2).sum()), 1e-30)
 
 
 def choose_per_tensor(
@@ -268,7 +278,8 @@ def _measured_errors(
                 measured = True
         if not measured:  # judged by the tensor itself
             xd = x.astype(np.float64)
-            errors += [_relative(q.astype(np.float64), xd) for q in fake_quant_all(x, params)]
+            energy = _energy(xd)
+            errors += [_relative(q.astype(np.float64), xd, energy) for q in fake_quant_all(x, params)]
     return errors
 
 
@@ -310,7 +321,10 @@ def consumer_errors(
             return _stacked_errors(out.reshape(copies, -1))
     try:
         ref = runner.run({**feed, inp: value})
-        return np.array([_relative(runner.run({**feed, inp: q}), ref) for q in fake_quant_all(value, params)])
+        energy = _energy(ref)
+        return np.array(
+            [_relative(runner.run({**feed, inp: q}), ref, energy) for q in fake_quant_all(value, params)]
+        )
     except Exception:  # shapes that do not line up once sliced
         return None
 
@@ -535,17 +549,17 @@ def scored_tensors(model: onnx.ModelProto) -> list[str]:
 
 
 def _session(model: onnx.ModelProto, names: Sequence[str]) -> Any:
-    """An ONNX Runtime session of ``model`` that also outputs ``names``."""
+    """An ONNX Runtime session of ``model`` that also outputs ``names`` (the outputs appended to
+    its serialized bytes, see :func:`~calibration.observers.outputs_appended`: no copy of it)."""
     import onnxruntime as ort
 
-    from calibration.observers import no_spinning, with_outputs
+    from calibration.observers import no_spinning, outputs_appended
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
-    extra = [n for n in names if n not in {o.name for o in model.graph.output}]
-    marked = with_outputs(model, extra) if extra else model  # no copy of a model that has them all
-    return ort.InferenceSession(marked.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    data = outputs_appended(model.SerializeToString(), model, names)
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def _outputs(
@@ -588,15 +602,19 @@ def choose_for_model(
         reference = _run(model, holdout, names)
     weights = {} if weights is None else weights  # the same quantized weights in every candidate
     distinct = [label for label in sets if label == "per-tensor" or sets[label][0] != per_tensor[0]]
+    written: dict[str, onnx.ModelProto] = {}  # the candidates still in the running: their Q/DQ model
 
     def session(label: str) -> Any:
-        return _session(write_qdq(model, plan, sets[label][0], extents, weights), names)
+        written[label] = write_qdq(model, plan, sets[label][0], extents, weights)
+        return _session(written[label], names)
 
     half = len(holdout) // 2
     screened: dict[str, float] = {}
     outputs: dict[str, list[list[np.ndarray]]] = {}
     if half >= 1 and len(distinct) > 2:
-        scores, screened = _screen(session, distinct, holdout, reference, half, names, outputs)
+        scores, screened = _screen(
+            session, distinct, holdout, reference, half, names, outputs, dropped=written.pop
+        )
     else:
         outputs = {label: _outputs(session(label), holdout, names) for label in distinct}
         scores = {label: output_cosine(reference, outputs[label]) for label in distinct}
@@ -608,8 +626,18 @@ def choose_for_model(
     margins, wins = drop_one_margins(per_sample), sample_wins(per_sample)
     winner = _vote_winner(scores, margins, wins)
     thresholds, chosen = sets[winner]
+    # a rule whose thresholds are the per-tensor ones was scored as the per-tensor model
+    qdq = written.get(winner if winner in distinct else "per-tensor")
     return Selection(
-        dict(thresholds), dict(chosen), winner, scores, screened=screened, margins=margins, wins=wins
+        dict(thresholds),
+        dict(chosen),
+        winner,
+        scores,
+        screened=screened,
+        margins=margins,
+        wins=wins,
+        plan=plan,
+        qdq=qdq,
     )
 
 
@@ -621,12 +649,14 @@ def _screen(
     half: int,
     names: Sequence[str],
     outputs: dict[str, list[list[np.ndarray]]] | None = None,
+    dropped: Callable[[str], object] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Step 2 in two rounds: every candidate of ``labels`` on ``holdout[:half]``, then on the
     rest only the per-tensor choice and the candidates whose error there, ``1 - cosine``, is
     within ``SCREEN_RATIO`` times the smallest one. Returns the finalists' cosines over all the
     held-out feeds (the same figures as without screening) and every candidate's cosine over
-    the first half (``outputs``, when given, receives the finalists' outputs on all feeds).
+    the first half (``outputs``, when given, receives the finalists' outputs on all feeds;
+    ``dropped``, when given, is called with each candidate that stops).
 
     Measured on ddddocr's detector and recognizer (docs/design.md): the uniform entropy and
     max sets trail by 3-5x the best error on half the samples and are not the winner on all of
@@ -643,6 +673,8 @@ def _screen(
         bound = SCREEN_RATIO * (1.0 - max(partial.values()))
         for other in [k for k in kept if k != "per-tensor" and 1.0 - partial[k] > bound]:
             del kept[other], first[other]
+            if dropped is not None:
+                dropped(other)
     got = {label: first[label] + _outputs(sess, holdout[half:], names) for label, sess in kept.items()}
     if outputs is not None:
         outputs.update(got)
