@@ -117,3 +117,27 @@ def conv_residual_model(path: Path) -> Path:
 @pytest.fixture
 def residual_model(tmp_path: Path) -> Path:
     return conv_residual_model(tmp_path / "residual.onnx")
+
+
+def squeeze_conv_opset12(inits: list[onnx.TensorProto], first_pads: int) -> onnx.ModelProto:
+    """An opset-12 model x[1,1,1,8,16] -> Squeeze(axes attribute; the version converter makes it an
+    input) -> Conv(w1, b1) -> Relu -> Conv(w2, and b2 when ``inits`` has it) -> y[1,2,8,16]."""
+    names = {init.name for init in inits}
+    second = ["r1", "w2", "b2"] if "b2" in names else ["r1", "w2"]
+    nodes = [
+        helper.make_node("Squeeze", ["x"], ["s"], axes=[0], name="squeeze"),
+        helper.make_node("Conv", ["s", "w1", "b1"], ["c1"], pads=[first_pads] * 4, name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", second, ["y"], pads=[1, 1, 1, 1], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 16])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model

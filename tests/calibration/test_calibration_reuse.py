@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper, shape_inference, version_converter
+from onnx import TensorProto, numpy_helper, shape_inference, version_converter
 
 import calibration.calibrate as calibrate_module
 import calibration.observers as observers_module
@@ -26,6 +26,7 @@ from calibration.observers import collect, with_outputs
 from calibration.qdq import QuantizeOptions, plan_quantization, upgrade_opset, write_qdq
 from calibration.select import Selection
 from calibration.sources import open_source
+from tests.calibration.conftest import squeeze_conv_opset12
 
 
 def _opset12(path: Path | None = None) -> onnx.ModelProto:
@@ -39,22 +40,7 @@ def _opset12(path: Path | None = None) -> onnx.ModelProto:
         numpy_helper.from_array(rng.normal(0, 0.1, (16,)).astype(np.float32), "b1"),
         numpy_helper.from_array(rng.normal(0, 0.3, (2, 16, 3, 3)).astype(np.float32), "w2"),
     ]
-    nodes = [
-        helper.make_node("Squeeze", ["x"], ["s"], axes=[0], name="squeeze"),
-        helper.make_node("Conv", ["s", "w1", "b1"], ["c1"], pads=[4, 4, 4, 4], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "old",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 8, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 16])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
+    model = squeeze_conv_opset12(inits, first_pads=4)
     if path is not None:
         onnx.save(model, path)
     return model
@@ -182,29 +168,6 @@ def test_the_scored_model_is_used_only_for_its_plan_and_thresholds() -> None:
     assert calibrate_module._scored_qdq(selection, plan, moved) is None
     kept_none = Selection(dict(thresholds), {}, "max", plan=plan)
     assert calibrate_module._scored_qdq(kept_none, plan, thresholds) is None
-
-
-def test_screening_tells_which_candidates_stopped() -> None:
-    reference = [[np.full(4, 1.0)], [np.full(4, 1.0)]]
-    outputs = {
-        "per-tensor": [[np.array([1.0, 1.0, 1.0, 0.9])], [np.array([1.0, 1.0, 1.0, 0.9])]],
-        "max": [[np.array([1.0, 1.0, 1.0, -1.0])], [np.array([1.0, 1.0, 1.0, 1.0])]],
-        "mse": [[np.array([1.0, 1.0, 1.0, 0.95])], [np.array([1.0, 1.0, 0.5, 1.0])]],
-    }
-
-    class Session:
-        def __init__(self, label: str) -> None:
-            self.label = label
-
-        def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return outputs[self.label][int(feed["k"][0])]
-
-    holdout = [{"k": np.array([0])}, {"k": np.array([1])}]
-    stopped: list[str] = []
-    scores, _ = select_module._screen(
-        Session, list(outputs), holdout, reference, 1, ["y"], dropped=stopped.append
-    )
-    assert stopped == ["max"] and set(scores) == {"per-tensor", "mse"}
 
 
 def test_check_qdq_checks_the_bytes_it_is_given() -> None:

@@ -69,7 +69,11 @@ def test_screening_stops_the_candidates_far_behind_on_the_first_half() -> None:
             return outputs[self.label][int(feed["k"][0])]
 
     holdout = [{"k": np.array([0])}, {"k": np.array([1])}]
-    scores, screened = select_module._screen(Session, list(outputs), holdout, reference, 1, ["y"])
+    stopped: list[str] = []
+    scores, screened = select_module._screen(
+        Session, list(outputs), holdout, reference, 1, ["y"], dropped=stopped.append
+    )
+    assert stopped == ["max"]  # told as it stops
     assert set(screened) == set(outputs)
     assert set(scores) == {"per-tensor", "mse"}  # max: 1 - cos far above 1.5x the best on feed 0
     for label, score in scores.items():

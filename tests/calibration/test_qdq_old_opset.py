@@ -10,11 +10,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.sources import open_source
+from tests.calibration.conftest import squeeze_conv_opset12
 
 
 def opset12_model(path: Path) -> Path:
@@ -26,22 +27,7 @@ def opset12_model(path: Path) -> Path:
         numpy_helper.from_array(rng.normal(0, 0.3, (2, 4, 3, 3)).astype(np.float32), "w2"),
         numpy_helper.from_array(rng.normal(0, 0.1, (2,)).astype(np.float32), "b2"),
     ]
-    nodes = [
-        helper.make_node("Squeeze", ["x"], ["s"], axes=[0], name="squeeze"),
-        helper.make_node("Conv", ["s", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], pads=[1, 1, 1, 1], name="conv2"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "old",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 1, 8, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 16])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
+    model = squeeze_conv_opset12(inits, first_pads=1)
     onnx.save(model, path)
     return path
 
