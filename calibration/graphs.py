@@ -141,16 +141,19 @@ def copy_fields(
     skip: set[str],
 ) -> None:
     """Copy every set field of the protobuf message ``source`` into ``target`` (appending to
-    repeated fields), except the fields named in ``skip``, which are neither read nor copied."""
-    for field, value in source.ListFields():
+    repeated fields), except the fields named in ``skip``, which are neither read nor copied (by
+    the descriptor, not ``ListFields``, which would copy a skipped bytes field such as a weight's
+    ``raw_data`` out of the message)."""
+    for field in source.DESCRIPTOR.fields:
         if field.name in skip:
             continue
         if field.is_repeated:
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
+            getattr(target, field.name).extend(getattr(source, field.name))
+        elif source.HasField(field.name):
+            if field.message_type is not None:
+                getattr(target, field.name).CopyFrom(getattr(source, field.name))
+            else:
+                setattr(target, field.name, getattr(source, field.name))
 
 
 def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -177,17 +180,7 @@ def without_weight_bytes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[
     held: dict[str, onnx.TensorProto] = {}
     for init in model.graph.initializer:
         if _large_float(init) and init.HasField("raw_data"):
-            stub = light.graph.initializer.add()
-            for field in init.DESCRIPTOR.fields:  # not ListFields: it would copy the bytes out
-                if field.name == "raw_data":
-                    continue
-                if field.is_repeated:
-                    getattr(stub, field.name).extend(getattr(init, field.name))
-                elif init.HasField(field.name):
-                    if field.message_type is not None:
-                        getattr(stub, field.name).CopyFrom(getattr(init, field.name))
-                    else:
-                        setattr(stub, field.name, getattr(init, field.name))
+            copy_fields(init, light.graph.initializer.add(), {"raw_data"})  # a stub: no bytes
             held[init.name] = init
         else:
             light.graph.initializer.append(init)

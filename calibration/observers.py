@@ -289,8 +289,6 @@ def no_spinning(options: Any) -> None:
 
 
 IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
-
-
 IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
 
 
@@ -400,7 +398,6 @@ def outputs_appended(serialized: bytes, model: onnx.ModelProto, names: Sequence[
         if name not in existing:
             extra.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     return serialized + extra.SerializeToString()
-
 
 
 def collect(
