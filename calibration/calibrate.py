@@ -30,6 +30,7 @@ from calibration.errors import CalibrationError, DataError
 from calibration.graphs import upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
+    AbsHistogram,
     HistogramObserver,
     RangeObserver,
     collect,
@@ -53,6 +54,7 @@ from calibration.qdq import (
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.select import RULES, SampleObserver, Selection, candidates, scored_tensors, select
 from calibration.sources import DataSource
+from calibration.threads import map_ordered, workers
 from calibration.trt_cache import encode_version, make_cache
 
 CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
@@ -146,18 +148,25 @@ class _FirstFeed:
         self.held: list[dict[str, np.ndarray]] = []
         self.holding = False  # the feed last yielded is a held-out one
         self.held_samples = 0
+        self._flags: dict[int, bool] = {}  # id of a yielded feed -> held out (the latest feed with that id)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
             self.holding = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
+            self._flags[id(feed)] = self.holding
             if self.holding:
                 self.held.append({k: v.copy() for k, v in feed.items()})
                 first = next(iter(feed.values()))
                 self.held_samples += int(first.shape[0]) if first.ndim else 1
             yield feed
         self.holding = False
+
+    def was_held(self, feed: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``feed``, a feed this source yielded and that is still alive, was held out
+        (the statistics pass reads the next feed before it has observed this one)."""
+        return self._flags.get(id(feed), False)
 
     def held_out(self) -> list[dict[str, np.ndarray]]:
         """The held-out feeds, or the first feed when the source was too short to hold any out."""
@@ -178,16 +187,20 @@ class _Split:
     ) -> None:
         self.holder, self.stats, self.samples, self.scored = holder, stats, samples, set(scored)
         self.reference: list[dict[str, np.ndarray]] = []
+        self.holding = False
+
+    def start_batch(self, feed: Mapping[str, np.ndarray]) -> None:
+        self.holding = self.holder.was_held(feed)
+        if self.holding:
+            self.reference.append({})
 
     def observe(self, name: str, array: np.ndarray) -> None:
-        if not self.holder.holding:
+        if not self.holding:
             for stat in self.stats:
                 stat.observe(name, array)
             return
         self.samples.observe(name, array)
         if name in self.scored:
-            while len(self.reference) < len(self.holder.held):
-                self.reference.append({})
             self.reference[-1][name] = np.array(array, copy=True)
 
 
@@ -305,6 +318,7 @@ def calibrate(
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
         auto = algo.algorithm == "auto"
         feed_holder = _FirstFeed(source, holdout=auto)
+        ahead = workers(options.threads) > 1  # the next batch's run beside this one's statistics
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
         planned = {copies.get(n, n) for n in [*levels, *(lean.levels() if lean else ())]}
@@ -317,10 +331,10 @@ def calibrate(
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
             fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
-            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
+            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads, ahead=ahead)
             samples -= feed_holder.held_samples
         else:
-            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
+            samples = collect(model, feed_holder, observed, stats, threads=options.threads, ahead=ahead)
         observer.share(copies)
         extents = _extents(ranges, copies)
         if recorder is not None:
@@ -558,14 +572,16 @@ def _select(
         variants[tuple(op for op in ORT_QLINEAR_OPS if op not in plan.options.exclude_ops)] = lean
     all_levels = {name: lv for p in variants.values() for name, lv in p.levels().items()}
     # equal histograms (a tensor and its copies through Reshape, Transpose...) have equal candidates
-    by_content: dict[tuple[object, ...], dict[str, float]] = {}
-    cands: dict[str, dict[str, float]] = {}
+    todo: dict[tuple[object, ...], tuple[AbsHistogram, int]] = {}
+    keys: dict[str, tuple[object, ...]] = {}
     for name, lv in all_levels.items():
         h = observer.histograms[name]
-        key = (lv, h.bins, h.top, h.absmax, h.zeros, h.counts.tobytes())
-        if key not in by_content:
-            by_content[key] = candidates(h, lv, algo)
-        cands[name] = dict(by_content[key])
+        keys[name] = (lv, h.bins, h.top, h.absmax, h.zeros, h.counts.tobytes())
+        todo.setdefault(keys[name], (h, lv))
+    count = workers(threads)
+    found = map_ordered(lambda job: candidates(job[0], job[1], algo), todo.values(), count)
+    by_content = dict(zip(todo, found, strict=True))
+    cands = {name: dict(by_content[key]) for name, key in keys.items()}
     memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
     best: Selection | None = None
     for excluded, variant in variants.items():
@@ -587,6 +603,7 @@ def _select(
             extents=extents,
             consts=consts,
             weights=weights,
+            workers=count,
         )
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:

@@ -23,6 +23,7 @@ Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose pe
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from calibration.qdq import (
     activation_scale,
     write_qdq,
 )
+from calibration.threads import map_ordered
 
 RULES = ("max", "entropy", "percentile", "mse")
 VOTE_TIE = 1e-5  # model-level vote: cosine differences below this are ties (the figures' resolution)
@@ -199,13 +201,15 @@ def choose_per_tensor(
     memo: dict[tuple[object, ...], np.ndarray] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
     consts: Mapping[str, np.ndarray] | None = None,
+    workers: int = 1,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
     errors from one plan to another of the same model and samples: a tensor with the same
     candidates, consumers, quantization and quantized weights is not measured twice.
     ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement.
-    ``consts``: the model's :func:`~calibration.qdq.constant_values` when the caller has them."""
+    ``consts``: the model's :func:`~calibration.qdq.constant_values` when the caller has them.
+    ``workers``: threads measuring tensors side by side (:mod:`calibration.threads`)."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model) if consts is None else consts
@@ -214,9 +218,12 @@ def choose_per_tensor(
         for i, j in tq.consumers:
             if model.graph.node[i].op_type in WEIGHTED_OPS:
                 consumers.setdefault(tq.share or tq.name, []).append((i, j))
-    runners: dict[int, _NodeRunner | None] = {}
+    runners = _Runners(model, plan, consts)
     thresholds: dict[str, float] = {}
     rules: dict[str, str] = {}
+    measured: list[tuple[str, list[float], dict[float, str], tuple[object, ...]]] = []
+    memo = {} if memo is None else memo
+    todo: dict[tuple[object, ...], tuple[str, list[QParams]]] = {}  # measured once per key
     for name, options in cands.items():
         tq, extent = plan.activations[name], (extents or {}).get(name)
         unique: dict[float, str] = {}
@@ -230,41 +237,56 @@ def choose_per_tensor(
         params = planned_qparams(tq, tried, plan.options, extent)
         mine = sorted(consumers.get(name, []))
         key = (name, tuple(params), tuple(mine), plan.options.weight_qmax, _weight_uses(plan, mine))
-        errors = memo.get(key) if memo is not None else None
-        if errors is None:
-            errors = _measured_errors(
-                model, plan, name, samples, consumers.get(name, []), runners, consts, params
-            )
-            if memo is not None:
-                memo[key] = errors
+        measured.append((name, tried, unique, key))
+        if key not in memo:
+            todo.setdefault(key, (name, params))
+
+    def measure(job: tuple[str, list[QParams]]) -> np.ndarray:
+        name, params = job
+        return _measured_errors(name, samples, consumers.get(name, []), runners, params)
+
+    memo.update(zip(todo, map_ordered(measure, todo.values(), workers), strict=True))
+    for name, tried, unique, job in measured:
+        errors = memo[job]
         best = min(range(len(tried)), key=lambda t: (errors[t], RULES.index(unique[tried[t]])))
         thresholds[name], rules[name] = tried[best], unique[tried[best]]
     return thresholds, rules
 
 
+class _Runners:
+    """The consumers' :class:`_NodeRunner` by node index, each made once (None: a node ONNX Runtime
+    cannot build alone) also when several threads ask for it at the same time."""
+
+    def __init__(self, model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray]) -> None:
+        self.model, self.plan, self.consts = model, plan, consts
+        self.made: dict[int, _NodeRunner | None] = {}
+        self.lock = threading.Lock()
+
+    def get(self, index: int) -> _NodeRunner | None:
+        with self.lock:
+            if index not in self.made:
+                try:
+                    self.made[index] = _NodeRunner(self.model, index, self.plan, self.consts)
+                except Exception:  # a node ORT cannot build alone: judged by the tensor itself
+                    self.made[index] = None
+            return self.made[index]
+
+
 def _measured_errors(
-    model: onnx.ModelProto,
-    plan: QuantPlan,
     name: str,
     samples: Mapping[str, list[np.ndarray]],
     consumers: Sequence[tuple[int, int]],
-    runners: dict[int, _NodeRunner | None],
-    consts: Mapping[str, np.ndarray],
+    runners: _Runners,
     params: Sequence[QParams],
 ) -> np.ndarray:
     """Per candidate of ``params``, the relative error tensor ``name``'s quantization causes at its
     quantized ``consumers`` (node, input), summed over its held-out ``samples``; a sample no
-    consumer runs on is judged by the tensor's own error. ``runners`` caches one node's session."""
+    consumer runs on is judged by the tensor's own error. ``runners`` makes one node's session."""
     errors = np.zeros(len(params))
     for k, x in enumerate(samples[name]):
         measured = False
         for i, j in consumers:
-            if i not in runners:
-                try:
-                    runners[i] = _NodeRunner(model, i, plan, consts)
-                except Exception:  # a node ORT cannot build alone: judged by the tensor itself
-                    runners[i] = None
-            runner = runners[i]
+            runner = runners.get(i)
             feed = _feed_for(runner, samples, k) if runner is not None else None
             if runner is None or feed is None:
                 continue
@@ -584,11 +606,13 @@ def choose_for_model(
     reference: Sequence[Sequence[np.ndarray]] | None = None,
     extents: Mapping[str, tuple[float, float]] | None = None,
     weights: WeightCache | None = None,
+    workers: int = 1,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
     caller recorded them already; ``weights``: quantized weights of ``model`` from earlier Q/DQ
-    models, see :func:`~calibration.qdq.quantized_weight`).
+    models, see :func:`~calibration.qdq.quantized_weight`; ``workers``: threads writing and
+    running candidates side by side).
 
     With two held-out feeds or more and more than two distinct candidates, the candidates are
     screened first: each runs on the first half of the feeds, and the ones far behind there do
@@ -613,10 +637,11 @@ def choose_for_model(
     outputs: dict[str, list[list[np.ndarray]]] = {}
     if half >= 1 and len(distinct) > 2:
         scores, screened = _screen(
-            session, distinct, holdout, reference, half, names, outputs, dropped=written.pop
+            session, distinct, holdout, reference, half, names, outputs, dropped=written.pop, workers=workers
         )
     else:
-        outputs = {label: _outputs(session(label), holdout, names) for label in distinct}
+        runs = map_ordered(lambda label: _outputs(session(label), holdout, names), distinct, workers)
+        outputs = dict(zip(distinct, runs, strict=True))
         scores = {label: output_cosine(reference, outputs[label]) for label in distinct}
     counts = [int(next(iter(f.values())).shape[0]) if next(iter(f.values())).ndim else 1 for f in holdout]
     per_sample = {label: _sample_sums(reference, got, counts) for label, got in outputs.items()}
@@ -650,6 +675,7 @@ def _screen(
     names: Sequence[str],
     outputs: dict[str, list[list[np.ndarray]]] | None = None,
     dropped: Callable[[str], object] | None = None,
+    workers: int = 1,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Step 2 in two rounds: every candidate of ``labels`` on ``holdout[:half]``, then on the
     rest only the per-tensor choice and the candidates whose error there, ``1 - cosine``, is
@@ -660,22 +686,28 @@ def _screen(
 
     Measured on ddddocr's detector and recognizer (docs/design.md): the uniform entropy and
     max sets trail by 3-5x the best error on half the samples and are not the winner on all of
-    them, while the rules that do win are within 1.3x. A candidate's session stays alive only
-    while it is within the ratio.
+    them, while the rules that do win are within 1.3x. The first round runs ``workers`` candidates
+    side by side; they are then judged in the order given, as one at a time would be (the bound
+    only tightens, so the same ones stop), and only the ones within the ratio run on.
     """
+
+    def first_half(label: str) -> tuple[Any, list[list[np.ndarray]]]:
+        sess = session(label)
+        return sess, _outputs(sess, holdout[:half], names)
+
     first: dict[str, list[list[np.ndarray]]] = {}
     kept: dict[str, Any] = {}
     partial: dict[str, float] = {}
-    for label in labels:
-        kept[label] = session(label)
-        first[label] = _outputs(kept[label], holdout[:half], names)
+    for label, (sess, half_outputs) in zip(labels, map_ordered(first_half, labels, workers), strict=True):
+        kept[label], first[label] = sess, half_outputs
         partial[label] = output_cosine(reference[:half], first[label])
         bound = SCREEN_RATIO * (1.0 - max(partial.values()))
         for other in [k for k in kept if k != "per-tensor" and 1.0 - partial[k] > bound]:
             del kept[other], first[other]
             if dropped is not None:
                 dropped(other)
-    got = {label: first[label] + _outputs(sess, holdout[half:], names) for label, sess in kept.items()}
+    rest = map_ordered(lambda sess: _outputs(sess, holdout[half:], names), kept.values(), workers)
+    got = {label: first[label] + more for (label, more) in zip(kept, rest, strict=True)}
     if outputs is not None:
         outputs.update(got)
     return {label: output_cosine(reference, values) for label, values in got.items()}, partial
@@ -697,13 +729,17 @@ def select(
     extents: Mapping[str, tuple[float, float]] | None = None,
     consts: Mapping[str, np.ndarray] | None = None,
     weights: WeightCache | None = None,
+    workers: int = 1,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
     :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor; ``consts``: the
-    model's constants when the caller has them; ``weights``: see :func:`choose_for_model`)."""
+    model's constants when the caller has them; ``weights``: see :func:`choose_for_model`;
+    ``workers``: threads for the measurements, see :mod:`calibration.threads`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts)
-    return choose_for_model(model, plan, per_tensor, cands, holdout, rules, reference, extents, weights)
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts, workers)
+    return choose_for_model(
+        model, plan, per_tensor, cands, holdout, rules, reference, extents, weights, workers
+    )

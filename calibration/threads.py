@@ -1,0 +1,50 @@
+"""Independent pieces of calibration work on a few threads of this process.
+
+``auto``'s measurements are many ONNX Runtime runs and numpy operations on large arrays, both of
+which release the GIL: one node's run per candidate threshold of a tensor, one Q/DQ model per
+candidate threshold set, and the statistics pass's histograms beside ONNX Runtime's next batch.
+Each piece computes the same values on a thread as in a loop (the node sessions run on one
+thread of their own, and nothing a piece writes is read by another), so the results do not
+depend on the number of workers; tests pin that. Threads rather than processes: the pieces
+share the model, its weights and the held-out activations, which processes would copy.
+
+``concurrent.futures`` does the pooling; what is added here is the stop: an interrupt or an error
+cancels the pieces not started and waits only for the ones running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_WORKERS = 4  # measured on 2 cores; more workers than cores only add contention
+
+
+def workers(threads: int | None = None) -> int:
+    """How many threads: ``threads`` when the user limited them, else the usable cores (at most
+    :data:`MAX_WORKERS`)."""
+    if threads:
+        return max(1, int(threads))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
+
+
+def map_ordered(fn: Callable[[T], R], items: Iterable[T], count: int) -> list[R]:
+    """``[fn(x) for x in items]``, on ``count`` threads; the first error is raised after the
+    pieces not started are cancelled and the running ones have finished."""
+    todo = list(items)
+    if count <= 1 or len(todo) <= 1:
+        return [fn(x) for x in todo]
+    pool = ThreadPoolExecutor(max_workers=min(count, len(todo)), thread_name_prefix="edgedeploy-calib")
+    try:
+        return list(pool.map(fn, todo))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
