@@ -422,7 +422,10 @@ def collect(
     of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
     at a time, two with ``ahead`` when a batch of the observed tensors takes at most
     :data:`AHEAD_MAX_BYTES`: ONNX Runtime then runs the next batch on one thread while the
-    observers take this one on the other (see :func:`_runs`). An observer with a ``start_batch(feed)``
+    observers take this one on the other (see :func:`_ahead`). That one-thread session is made
+    while the first batch is observed, and used only if it is ready by then: where it costs
+    more than a batch's statistics (MiniLM: 0.23 s for a session, 0.08 s per batch), the pass
+    stays one batch at a time. An observer with a ``start_batch(feed)``
     method is told which feed the tensors it is shown next come from. ``arrays``: ``model``'s
     float weights by initializer name, when the caller has read them: the large ones reach ONNX
     Runtime in memory (:func:`weights_in_memory`), so that a large model is neither serialized
@@ -463,48 +466,50 @@ def collect(
         first = next(iter(batch.values()), None)
         return int(first.shape[0]) if first is not None and first.ndim else 1
 
-    feeds = iter(source)
-    feed = next(feeds, None)
-    if feed is None:
-        return 0
-    outputs = run(feed)
-    overlap = ahead and sum(int(np.asarray(o).nbytes) for o in outputs) <= AHEAD_MAX_BYTES
-    if overlap and threads != 1:  # one thread runs the model, the other core observes
-        session = _session(data, 1, model.graph.name, external)
-    samples = observe(feed, outputs)
-    del outputs
-    for batch, outputs in _runs(run, feeds, overlap):
-        samples += observe(batch, outputs)
-        del outputs
-    return samples
-
-
-def _runs(
-    run: Callable[[dict[str, np.ndarray]], list[Any]],
-    source: Iterable[dict[str, np.ndarray]],
-    ahead: bool,
-) -> Iterator[tuple[dict[str, np.ndarray], list[Any]]]:
-    """Each feed of ``source`` with ``run``'s outputs on it. With ``ahead``, the run of the next
-    feed starts on a second thread before this one is handed out: ONNX Runtime's runs release
-    the GIL, so the observers' histograms of one batch (single-threaded numpy, a third to half
-    of the statistics pass on the detectors and recognizers of docs/design.md) overlap the next
-    batch's inference. The source is still read on the calling thread, one feed at a time and
-    in order; an error of a run is raised here, after the pending run has finished."""
-    if not ahead:
-        for each in source:
-            yield each, run(each)
-        return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-collect")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-collect") if ahead else None
     try:
         feeds = iter(source)
-        feed: dict[str, np.ndarray] | None = next(feeds, None)
-        pending: Future[list[Any]] | None = pool.submit(run, feed) if feed is not None else None
-        while feed is not None and pending is not None:
-            outputs = pending.result()
-            upcoming = next(feeds, None)
-            following = pool.submit(run, upcoming) if upcoming is not None else None
-            yield feed, outputs
-            del outputs
-            feed, pending = upcoming, following
+        feed = next(feeds, None)
+        if feed is None:
+            return 0
+        outputs = run(feed)
+        single: Future[Any] | None = None
+        if pool is not None and sum(int(np.asarray(o).nbytes) for o in outputs) <= AHEAD_MAX_BYTES:
+            # one thread runs the model, the other core observes; made while this batch is observed
+            single = pool.submit(_session, data, 1, model.graph.name, external)
+        samples = observe(feed, outputs)
+        del outputs
+        if pool is not None and single is not None and single.done() and single.exception() is None:
+            session = single.result()
+            for batch, outputs in _ahead(run, feeds, pool):
+                samples += observe(batch, outputs)
+                del outputs
+        else:  # one batch at a time (also when the one-thread session was not ready in time)
+            for batch in feeds:
+                samples += observe(batch, run(batch))
+        return samples
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ahead(
+    run: Callable[[dict[str, np.ndarray]], list[Any]],
+    feeds: Iterator[dict[str, np.ndarray]],
+    pool: ThreadPoolExecutor,
+) -> Iterator[tuple[dict[str, np.ndarray], list[Any]]]:
+    """Each feed of ``feeds`` with ``run``'s outputs on it, the run of the next feed started on
+    ``pool``'s thread before this one is handed out: ONNX Runtime's runs release the GIL, so
+    the observers' histograms of one batch (single-threaded numpy, a third to half of the
+    statistics pass on the detectors and recognizers of docs/design.md) overlap the next
+    batch's inference. The feeds are still read on the calling thread, one at a time and in
+    order; an error of a run is raised here."""
+    feed = next(feeds, None)
+    pending: Future[list[Any]] | None = pool.submit(run, feed) if feed is not None else None
+    while feed is not None and pending is not None:
+        outputs = pending.result()
+        upcoming = next(feeds, None)
+        following = pool.submit(run, upcoming) if upcoming is not None else None
+        yield feed, outputs
+        del outputs
+        feed, pending = upcoming, following
