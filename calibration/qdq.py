@@ -521,17 +521,24 @@ WeightCache = dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]
 
 
 def quantized_weight(
-    model: onnx.ModelProto, name: str, axis: int, qmax: int, cache: WeightCache | None = None
+    model: onnx.ModelProto,
+    name: str,
+    axis: int,
+    qmax: int,
+    cache: WeightCache | None = None,
+    values: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The int8 values and per-channel float32 scales of weight ``name`` along ``axis``.
 
     ``cache``: results of earlier calls on the same model; auto writes one Q/DQ model per
-    candidate threshold set with the same weights (0.06 s of each of ddddocr's recognizer's).
+    candidate threshold set with the same weights (0.06 s of each of ddddocr's recognizer's),
+    and its per-tensor step runs the consumers on them. ``values``: the weight's float values,
+    when the caller has them.
     """
     key = (name, axis, qmax)
     if cache is not None and key in cache:
         return cache[key]
-    w = _constant_array(model, name)
+    w = _constant_array(model, name) if values is None else values
     amax = per_channel_absmax(w, axis)
     scale = (np.maximum(amax, SCALE_FLOOR) / qmax).astype(np.float32)
     shape = [1] * w.ndim
@@ -808,6 +815,14 @@ def _readers(nodes: list[onnx.NodeProto], skip: set[int]) -> dict[str, list[tupl
             for j, name in enumerate(node.input):
                 readers.setdefault(name, []).append((i, j))
     return readers
+
+
+def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    """What DequantizeLinear makes of a weight from :func:`quantized_weight` (float32 ``q * scale``
+    per channel along ``axis``, zero point 0)."""
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return q.astype(np.float32) * scale.reshape(shape)  # type: ignore[no-any-return]
 
 
 def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:

@@ -42,6 +42,8 @@ from calibration.qdq import (
     WeightCache,
     activation_qparams,
     activation_scale,
+    dequantized_weight,
+    quantized_weight,
     write_qdq,
 )
 from calibration.threads import map_ordered
@@ -128,21 +130,19 @@ def planned_qparams(
     return params
 
 
-def _quantized_weight(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
-    moved = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
-    scale = np.maximum(moved.max(axis=1), 1e-12) / qmax
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    s = scale.reshape(shape)
-    return (np.clip(np.round(w / s), -qmax, qmax) * s).astype(np.float32)  # type: ignore[no-any-return]
-
-
 class _NodeRunner:
     """One quantized consumer as a one-node ONNX Runtime session (weights quantized as planned)."""
 
     def __init__(
-        self, model: onnx.ModelProto, index: int, plan: QuantPlan, consts: Mapping[str, np.ndarray]
+        self,
+        model: onnx.ModelProto,
+        index: int,
+        plan: QuantPlan,
+        consts: Mapping[str, np.ndarray],
+        cache: WeightCache | None = None,
     ) -> None:
+        """``cache``: see :func:`~calibration.qdq.quantized_weight`; the consumer runs on the weights
+        the Q/DQ model will hold (its int8 values times its float32 scales)."""
         import onnxruntime as ort
 
         node = model.graph.node[index]
@@ -156,9 +156,9 @@ class _NodeRunner:
                 value = consts[name]
                 wq = weights.get((index, j))
                 if wq is not None:
-                    value = _quantized_weight(
-                        value.astype(np.float32, copy=False), wq.axis, plan.options.weight_qmax
-                    )
+                    qmax = plan.options.weight_qmax
+                    q, scale = quantized_weight(model, name, wq.axis, qmax, cache, value)
+                    value = dequantized_weight(q, scale, wq.axis)
                 inits.append(numpy_helper.from_array(value, name))
             else:
                 inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
@@ -202,6 +202,7 @@ def choose_per_tensor(
     extents: Mapping[str, tuple[float, float]] | None = None,
     consts: Mapping[str, np.ndarray] | None = None,
     workers: int = 1,
+    weights: WeightCache | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Step 1: per tensor the candidate with the smallest relative error at its quantized consumers
     (``model`` is the one the plan was made on, at opset >= 13). ``memo`` carries the measured
@@ -209,7 +210,8 @@ def choose_per_tensor(
     candidates, consumers, quantization and quantized weights is not measured twice.
     ``extents``: observed (min, max), for the asymmetric tensors of ONNX Runtime's placement.
     ``consts``: the model's :func:`~calibration.qdq.constant_values` when the caller has them.
-    ``workers``: threads measuring tensors side by side (:mod:`calibration.threads`)."""
+    ``workers``: threads measuring tensors side by side (:mod:`calibration.threads`).
+    ``weights``: quantized weights of ``model``, see :func:`~calibration.qdq.quantized_weight`."""
     from calibration.qdq import constant_values
 
     consts = constant_values(model) if consts is None else consts
@@ -218,7 +220,7 @@ def choose_per_tensor(
         for i, j in tq.consumers:
             if model.graph.node[i].op_type in WEIGHTED_OPS:
                 consumers.setdefault(tq.share or tq.name, []).append((i, j))
-    runners = _Runners(model, plan, consts)
+    runners = _Runners(model, plan, consts, weights)
     thresholds: dict[str, float] = {}
     rules: dict[str, str] = {}
     measured: list[tuple[str, list[float], dict[float, str], tuple[object, ...]]] = []
@@ -257,8 +259,14 @@ class _Runners:
     """The consumers' :class:`_NodeRunner` by node index, each made once (None: a node ONNX Runtime
     cannot build alone) also when several threads ask for it at the same time."""
 
-    def __init__(self, model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray]) -> None:
-        self.model, self.plan, self.consts = model, plan, consts
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        plan: QuantPlan,
+        consts: Mapping[str, np.ndarray],
+        cache: WeightCache | None = None,
+    ) -> None:
+        self.model, self.plan, self.consts, self.cache = model, plan, consts, cache
         self.made: dict[int, _NodeRunner | None] = {}
         self.lock = threading.Lock()
 
@@ -266,7 +274,7 @@ class _Runners:
         with self.lock:
             if index not in self.made:
                 try:
-                    self.made[index] = _NodeRunner(self.model, index, self.plan, self.consts)
+                    self.made[index] = _NodeRunner(self.model, index, self.plan, self.consts, self.cache)
                 except Exception:  # a node ORT cannot build alone: judged by the tensor itself
                     self.made[index] = None
             return self.made[index]
@@ -739,7 +747,8 @@ def select(
     ``workers``: threads for the measurements, see :mod:`calibration.threads`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
-    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts, workers)
+    weights = {} if weights is None else weights  # the per-tensor step's weights are the Q/DQ models'
+    per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts, workers, weights)
     return choose_for_model(
         model, plan, per_tensor, cands, holdout, rules, reference, extents, weights, workers
     )

@@ -188,3 +188,40 @@ def test_fake_quant_with_a_zero_point_equals_the_q_dq_formula() -> None:
 def _symmetric(tried: list[float], unsigned: bool) -> list[QParams]:
     qmax = 255 if unsigned else 127
     return [(activation_scale(t, qmax), 0, 0 if unsigned else -128, qmax) for t in tried]
+
+
+@pytest.mark.parametrize("placement, bits", [("tensorrt", 8), ("onnxruntime", 7)])
+def test_the_per_tensor_step_runs_a_consumer_on_the_q_dq_models_own_weights(
+    placement: str, bits: int
+) -> None:
+    """The consumer's weight in auto's one-node session is what the written Q/DQ model's
+    DequantizeLinear gives ONNX Runtime, bit for bit, and the int8 weights are made once."""
+    import onnxruntime as ort
+
+    from calibration.qdq import WeightCache, write_qdq
+
+    rng = np.random.default_rng(9)
+    w = (
+        rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+        * np.linspace(0.01, 3, 8, dtype=np.float32)[:, None, None, None]
+    )
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])
+    model = _model([node], [x_info], ["y"], [numpy_helper.from_array(w, "w")])
+    plan = plan_quantization(model, QuantizeOptions(placement, bits))
+    cache: WeightCache = {}
+    runner = _NodeRunner(model, 0, plan, constant_values(model), cache)
+    assert len(cache) == 1
+    session_weight = numpy_helper.to_array(
+        onnx.load_from_string(runner.session._model_bytes).graph.initializer[0]  # type: ignore[attr-defined]
+    )
+    qdq = write_qdq(model, plan, dict.fromkeys(plan.calibrated_tensors(), 3.0), None, cache)
+    assert len(cache) == 1  # the Q/DQ model took the same int8 weights
+    inits = {i.name for i in qdq.graph.initializer}
+    dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits)
+    qdq.graph.output.append(helper.make_empty_tensor_value_info(dq.output[0]))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    deployed = sess.run([dq.output[0]], {"x": np.zeros((1, 3, 6, 6), np.float32)})[0]
+    assert session_weight.dtype == np.float32 and np.array_equal(session_weight, deployed)
