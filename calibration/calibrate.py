@@ -31,7 +31,9 @@ from calibration.graphs import upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     AbsHistogram,
+    ChannelMeanObserver,
     HistogramObserver,
+    Observer,
     RangeObserver,
     collect,
     float_tensor_names,
@@ -45,6 +47,8 @@ from calibration.qdq import (
     TensorQuant,
     WeightCache,
     activation_qparams,
+    bias_correction_inputs,
+    bias_corrections,
     check_qdq,
     model_facts,
     plan_quantization,
@@ -52,12 +56,20 @@ from calibration.qdq import (
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
-from calibration.select import RULES, SampleObserver, Selection, candidates, scored_tensors, select
+from calibration.select import (
+    RULES,
+    SampleObserver,
+    Selection,
+    bias_corrected,
+    candidates,
+    scored_tensors,
+    select,
+)
 from calibration.sources import DataSource
 from calibration.threads import map_ordered, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "2"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "3"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4
@@ -181,7 +193,7 @@ class _Split:
     def __init__(
         self,
         holder: _FirstFeed,
-        stats: Sequence[HistogramObserver | RangeObserver],
+        stats: Sequence[Observer],
         samples: SampleObserver,
         scored: list[str],
     ) -> None:
@@ -275,6 +287,7 @@ def calibrate(
     artifact_key = _hash(artifact_parts)
     previous = None if options.force else load_report(report_path)
     selection: Selection | None = None
+    bias_shift: dict[int, np.ndarray] | None = None  # a reused calibration's bias correction
     outputs_present = qdq_path.is_file() and (options.trt_version is None or cache_path.is_file())
     covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
@@ -304,6 +317,7 @@ def calibrate(
             plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen), facts)
         thresholds = report.thresholds()
         extents = report.extents()
+        bias_shift = _reused_bias_shift(report, model, plan, facts, weights)
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
         reused = True
@@ -325,9 +339,13 @@ def calibrate(
         cache_only = {n: CACHE_ONLY_EVERY for n in observed if n not in planned}
         observer = HistogramObserver(options.bins, observed, every=cache_only)
         ranges = _range_observer(qopts, levels, lean, copies)
-        stats: list[HistogramObserver | RangeObserver] = [observer, *([ranges] if ranges else [])]
+        stats: list[Observer] = [observer, *([ranges] if ranges else [])]
         recorder = None
+        means = None
         if auto:
+            # the inputs' per-channel means for bias correction, from the same pass (see _select)
+            means = ChannelMeanObserver(bias_correction_inputs(model, plan, facts.constants).values())
+            stats.append(means)
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
             fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
@@ -350,6 +368,7 @@ def calibrate(
                 extents,
                 facts,
                 weights,
+                means,
             )
             if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
                 plan = lean
@@ -431,13 +450,16 @@ def calibrate(
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
                 "placement_alternatives": selection.alternatives,
+                "bias_correction": _bias_report(plan, selection, means, facts),
             },
         )
         reused = False
 
+    if selection is not None:
+        bias_shift = selection.bias_shift
     qdq = _scored_qdq(selection, plan, thresholds)
     if qdq is None:
-        qdq = write_qdq(model, plan, thresholds, extents, weights)
+        qdq = write_qdq(model, plan, thresholds, extents, weights, bias_shift)
     data = qdq.SerializeToString()
     check_qdq(qdq, qopts.placement, source=model, serialized=data)
     first_feed = feed_holder.first if feed_holder is not None else None
@@ -494,6 +516,40 @@ def _scored_qdq(
     return selection.qdq
 
 
+def _bias_report(
+    plan: QuantPlan, selection: Selection, means: ChannelMeanObserver | None, facts: ModelFacts
+) -> dict[str, Any]:
+    """Whether auto kept bias correction, on how many nodes, and (when kept) the input means it
+    was computed from, so that a rewrite from this report applies the same correction."""
+    if selection.bias_shift is None or means is None:
+        return {"kept": False, **selection.bias_check}
+    inputs = bias_correction_inputs(facts.model, plan, facts.constants)
+    used = {inputs[i] for i in selection.bias_shift if i in inputs}
+    found, spatial = means.means(), means.spatial()
+    return {
+        "kept": True,
+        **selection.bias_check,
+        "means": {name: found[name].tolist() for name in sorted(used) if name in found},
+        "sizes": {name: list(spatial[name]) for name in sorted(used) if name in spatial},
+    }
+
+
+def _reused_bias_shift(
+    report: CalibrationReport,
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    facts: ModelFacts,
+    weights: WeightCache,
+) -> dict[int, np.ndarray] | None:
+    """The bias correction of a reused calibration that kept it, from its recorded means."""
+    recorded = (report.selection or {}).get("bias_correction") or {}
+    if not recorded.get("kept"):
+        return None
+    means = {name: np.asarray(values, np.float64) for name, values in recorded.get("means", {}).items()}
+    sizes = {name: tuple(size) for name, size in recorded.get("sizes", {}).items()}
+    return bias_corrections(model, plan, means, weights, facts.constants, sizes) or None
+
+
 def _range_observer(
     qopts: QuantizeOptions, levels: Mapping[str, int], lean: QuantPlan | None, copies: Mapping[str, str]
 ) -> RangeObserver | None:
@@ -547,8 +603,12 @@ def _select(
     extents: Mapping[str, tuple[float, float]] | None = None,
     facts: ModelFacts | None = None,
     weights: WeightCache | None = None,
+    means: ChannelMeanObserver | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
+
+    The winner is then measured with its biases corrected (``means``: per-channel means of the
+    calibration inputs, see :func:`~calibration.select.bias_corrected`), kept where it scores higher.
 
     In ONNX Runtime's placement, the plan that also quantizes Add, Concat and the pools (the
     integer chain ORT fuses) is measured against the one that leaves them in float: on a
@@ -613,6 +673,9 @@ def _select(
         else:
             best.alternatives[f"leave {', '.join(excluded)} in float"] = selection.scores[selection.winner]
     assert best is not None
+    if means is not None and means.sums and best.plan is not None:
+        shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())
+        best = bias_corrected(base, best, shifts, held_out, reference, extents, weights)
     first = [next(iter(f.values())) for f in held_out]
     best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best

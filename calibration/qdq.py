@@ -31,7 +31,7 @@ onnxruntime-gpu and produces only TensorRT's.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -549,16 +549,153 @@ def quantized_weight(
     return q, scale
 
 
+def bias_correction_inputs(
+    model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray] | None = None
+) -> dict[int, str]:
+    """The nodes bias correction applies to (see :func:`bias_corrections`), each with the
+    activation whose per-channel mean (axis 1) it needs: Conv, and Gemm without transA and
+    with beta 1, whose weight the plan quantizes and whose bias is a constant 1-D tensor.
+    ``model``: the one the plan was made on (opset >= 13); ``consts``: its constants."""
+    consts = _constants(model) if consts is None else consts
+    nodes = model.graph.node
+    found: dict[int, str] = {}
+    for wq in plan.weights.values():
+        for i, j in wq.uses:
+            node = nodes[i]
+            if j != 1 or len(node.input) < 3 or node.op_type not in ("Conv", "Gemm"):
+                continue
+            bias = consts.get(node.input[2])
+            if bias is None or bias.ndim != 1 or bias.dtype.kind != "f":
+                continue
+            if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _float_attr(node, "beta") != 1.0):
+                continue
+            found[i] = node.input[0]
+    return found
+
+
+def _float_attr(node: onnx.NodeProto, name: str, default: float = 1.0) -> float:
+    return next((float(a.f) for a in node.attribute if a.name == name), default)
+
+
+def bias_corrections(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    means: Mapping[str, np.ndarray],
+    weight_cache: WeightCache | None = None,
+    consts: Mapping[str, np.ndarray] | None = None,
+    spatial: Mapping[str, Sequence[int]] | None = None,
+) -> dict[int, np.ndarray]:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2):
+    per node of :func:`bias_correction_inputs`, the mean error its weight rounding adds to each
+    output channel, ``E[(W_q - W) x]``, from the per-channel ``means`` of its input over the
+    calibration data. :func:`write_qdq` subtracts it from the float bias. Where a Conv's input
+    size is known (``spatial``: its axes 2 and up), each kernel tap counts for the share of
+    outputs it reads real input at, not zero padding (on an 8x8 map a 3x3 tap at the border
+    misses one output row in eight). Rounding errors of a channel's weights need not average out: on
+    ddddocr's recognizer they shift its outputs' means, which the correction takes out."""
+    consts = _constants(model) if consts is None else consts
+    inputs = bias_correction_inputs(model, plan, consts)
+    nodes = model.graph.node
+    shifts: dict[int, np.ndarray] = {}
+    for (name, axis), wq in plan.weights.items():
+        uses = [i for i, j in wq.uses if j == 1 and i in inputs and inputs[i] in means]
+        if not uses:
+            continue
+        q, scale = quantized_weight(model, name, axis, plan.options.weight_qmax, weight_cache)
+        w = consts[name] if name in consts else _constant_array(model, name)
+        for i in uses:
+            taps = _tap_shares(nodes[i], w.shape[2:], (spatial or {}).get(inputs[i]))
+            error = _rounding_error(q, scale, w, axis, taps)
+            shift = _expected_error(nodes[i], error, np.asarray(means[inputs[i]], np.float64))
+            if shift is not None and shift.shape == consts[nodes[i].input[2]].shape:
+                shifts[i] = shift
+    return shifts
+
+
+def _rounding_error(
+    q: np.ndarray, scale: np.ndarray, w: np.ndarray, axis: int, taps: np.ndarray | None = None
+) -> np.ndarray:
+    """``W_q - W``, a convolution's summed over its kernel window (axes 2 and up: the window's
+    taps all see the same input channel's mean), weighted by ``taps`` when given (see
+    :func:`_tap_shares`), the sums of ``q`` and ``W`` taken first; a Gemm's in float32, as
+    DequantizeLinear computes ``W_q`` (a float64 copy of a large weight took longer than the
+    rest of the correction)."""
+    shape = [1] * min(q.ndim, 2)
+    shape[axis] = -1
+    if q.ndim <= 2:
+        return q.astype(np.float32) * scale.reshape(shape) - w.astype(np.float32, copy=False)  # type: ignore[no-any-return]
+    if taps is None:
+        qsum = q.reshape(*q.shape[:2], -1).sum(-1, dtype=np.int32).astype(np.float64)
+        wsum = w.reshape(*w.shape[:2], -1).sum(-1, dtype=np.float64)
+    else:
+        flat = taps.reshape(-1)
+        qsum = q.reshape(*q.shape[:2], -1).astype(np.float32) @ flat.astype(np.float32)
+        wsum = w.reshape(*w.shape[:2], -1).astype(np.float64) @ flat
+    return qsum.astype(np.float64) * scale.astype(np.float64).reshape(shape) - wsum  # type: ignore[no-any-return]
+
+
+def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int] | None) -> np.ndarray | None:
+    """Per kernel tap of a Conv, the share of its outputs at which the tap reads the input rather
+    than zero padding, on an input of ``size`` (axes 2 and up); None when unknown or not a Conv."""
+    if node.op_type != "Conv" or size is None or len(size) != len(kernel) or not kernel:
+        return None
+    dims = len(kernel)
+    strides = _ints(node, "strides") or [1] * dims
+    dilations = _ints(node, "dilations") or [1] * dims
+    pads = _ints(node, "pads") or [0] * (2 * dims)
+    auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
+    shares = np.ones(())
+    for d in range(dims):
+        n, k, s, dil = int(size[d]), int(kernel[d]), strides[d], dilations[d]
+        begin, end = pads[d], pads[d + dims]
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            total = max(0, (-(-n // s) - 1) * s + (k - 1) * dil + 1 - n)
+            begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            end = total - begin
+        elif auto == "VALID":
+            begin = end = 0
+        outputs = (n + begin + end - (k - 1) * dil - 1) // s + 1
+        if n <= 0 or outputs <= 0:
+            return None
+        at = np.arange(outputs)[:, None] * s + np.arange(k)[None, :] * dil - begin  # input index
+        axis_share = ((at >= 0) & (at < n)).mean(axis=0)
+        shares = np.multiply.outer(shares, axis_share)
+    return np.asarray(shares, np.float64)
+
+
+def _ints(node: onnx.NodeProto, name: str) -> list[int]:
+    return next((list(a.ints) for a in node.attribute if a.name == name), [])
+
+
+def _expected_error(node: onnx.NodeProto, error: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """Per output channel, the rounding ``error`` (see :func:`_rounding_error`) applied to the
+    input's per-channel ``mean``."""
+    if node.op_type == "Gemm":
+        transposed = _attr(node, "transB", 0)
+        if error.ndim != 2 or mean.shape != (error.shape[1 if transposed else 0],):
+            return None
+        mean32 = mean.astype(error.dtype)
+        return np.asarray(error @ mean32 if transposed else mean32 @ error, np.float64)
+    groups = _attr(node, "group", 1)
+    out, per_group = error.shape[0], error.shape[1]
+    if error.ndim != 2 or out % groups or mean.shape != (per_group * groups,):
+        return None
+    grouped = error.reshape(groups, out // groups, per_group)
+    return np.einsum("gop,gp->go", grouped, mean.reshape(groups, per_group)).reshape(out)  # type: ignore[no-any-return]
+
+
 def write_qdq(
     model: onnx.ModelProto,
     plan: QuantPlan,
     thresholds: Mapping[str, float],
     extents: Mapping[str, tuple[float, float]] | None = None,
     weight_cache: WeightCache | None = None,
+    bias_shift: Mapping[int, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """A new model with the plan's Q/DQ nodes; ``thresholds`` maps tensor -> amax, ``extents``
     tensor -> observed (min, max) (ONNX Runtime's placement: asymmetric uint8 where given;
-    ``weight_cache``: see :func:`quantized_weight`)."""
+    ``weight_cache``: see :func:`quantized_weight`; ``bias_shift``: node index -> what to
+    subtract from its bias, see :func:`bias_corrections`)."""
     # the version converter adds nodes (Constant axes for Squeeze, Unsqueeze, Reduce*...); the plan's
     # node indices are those of this (deterministic) upgrade, as plan_quantization made them
     upgraded = upgrade_opset(model)
@@ -675,6 +812,7 @@ def write_qdq(
                     nodes[k].input[j] = new
 
     # biases: int32 with scale s_input * s_weight (onnxruntime placement)
+    shifts = dict(bias_shift or {})
     for bq in plan.biases:
         node = nodes[bq.node]
         s_in = act_scales.get(bq.activation)
@@ -684,6 +822,9 @@ def write_qdq(
         b = _constant_array(model, bq.name).astype(np.float64)
         if b.shape[0] != w_scale.shape[0]:
             continue
+        shift = shifts.pop(bq.node, None)
+        if shift is not None:
+            b = b - shift
         bias_scale = (np.float64(s_in) * w_scale.astype(np.float64)).astype(np.float32)
         q = np.clip(np.round(b / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
         # no zero-point input: it defaults to 0, and an int32 one would cost as much as the bias
@@ -706,6 +847,14 @@ def write_qdq(
             )
         )
         node.input[2] = dq_out
+
+    # corrected biases that stay in float (TensorRT's placement): a new initializer per node
+    for i, shift in shifts.items():
+        node = nodes[i]
+        corrected = _constant_array(model, node.input[2]).astype(np.float64) - shift
+        cname = _unique(f"{node.input[2]}_corrected", taken)
+        new_inits.append(numpy_helper.from_array(corrected.astype(np.float32), cname))
+        node.input[2] = cname
 
     # rebuild the node list in order, then drop float initializers nobody reads any more
     ordered: list[onnx.NodeProto] = []
