@@ -160,25 +160,18 @@ class _FirstFeed:
         self.held: list[dict[str, np.ndarray]] = []
         self.holding = False  # the feed last yielded is a held-out one
         self.held_samples = 0
-        self._flags: dict[int, bool] = {}  # id of a yielded feed -> held out (the latest feed with that id)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
             self.holding = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
-            self._flags[id(feed)] = self.holding
             if self.holding:
                 self.held.append({k: v.copy() for k, v in feed.items()})
                 first = next(iter(feed.values()))
                 self.held_samples += int(first.shape[0]) if first.ndim else 1
             yield feed
         self.holding = False
-
-    def was_held(self, feed: Mapping[str, np.ndarray]) -> bool:
-        """Whether ``feed``, a feed this source yielded and that is still alive, was held out
-        (the statistics pass reads the next feed before it has observed this one)."""
-        return self._flags.get(id(feed), False)
 
     def held_out(self) -> list[dict[str, np.ndarray]]:
         """The held-out feeds, or the first feed when the source was too short to hold any out."""
@@ -199,20 +192,16 @@ class _Split:
     ) -> None:
         self.holder, self.stats, self.samples, self.scored = holder, stats, samples, set(scored)
         self.reference: list[dict[str, np.ndarray]] = []
-        self.holding = False
-
-    def start_batch(self, feed: Mapping[str, np.ndarray]) -> None:
-        self.holding = self.holder.was_held(feed)
-        if self.holding:
-            self.reference.append({})
 
     def observe(self, name: str, array: np.ndarray) -> None:
-        if not self.holding:
+        if not self.holder.holding:
             for stat in self.stats:
                 stat.observe(name, array)
             return
         self.samples.observe(name, array)
         if name in self.scored:
+            while len(self.reference) < len(self.holder.held):
+                self.reference.append({})
             self.reference[-1][name] = np.array(array, copy=True)
 
 
@@ -332,7 +321,6 @@ def calibrate(
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
         auto = algo.algorithm == "auto"
         feed_holder = _FirstFeed(source, holdout=auto)
-        ahead = workers(options.threads) > 1  # the next batch's run beside this one's statistics
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
         planned = {copies.get(n, n) for n in [*levels, *(lean.levels() if lean else ())]}
@@ -349,10 +337,10 @@ def calibrate(
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
             fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
-            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads, ahead=ahead)
+            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
             samples -= feed_holder.held_samples
         else:
-            samples = collect(model, feed_holder, observed, stats, threads=options.threads, ahead=ahead)
+            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
         observer.share(copies)
         extents = _extents(ranges, copies)
         if recorder is not None:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -327,11 +326,6 @@ def no_spinning(options: Any) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
-# collect(ahead=True): the largest batch of observed tensors for which the next batch runs while
-# this one is observed. Measured on 2 cores (docs/design.md): the YOLOX-style detector's 132 MB
-# per batch observed in 4.0 s instead of 5.5 s; PP-OCRv4's recognizer's 1.5 GB per batch of 8
-# took longer with two alive (page faults on fresh buffers outweigh the overlap).
-AHEAD_MAX_BYTES = 256 << 20
 IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
 IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
 
@@ -452,102 +446,48 @@ def collect(
     *,
     threads: int | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
-    ahead: bool = False,
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
     Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
     of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
-    at a time, two with ``ahead`` when a batch of the observed tensors takes at most
-    :data:`AHEAD_MAX_BYTES`: ONNX Runtime then runs the next batch on one thread while the
-    observers take this one on the other (see :func:`_ahead`). That one-thread session is made
-    while the first batch is observed, and used only if it is ready by then: where it costs
-    more than a batch's statistics (MiniLM: 0.23 s for a session, 0.08 s per batch), the pass
-    stays one batch at a time. An observer with a ``start_batch(feed)``
-    method is told which feed the tensors it is shown next come from. ``arrays``: ``model``'s
-    float weights by initializer name, when the caller has read them: the large ones reach ONNX
-    Runtime in memory (:func:`weights_in_memory`), so that a large model is neither serialized
-    again nor parsed by ONNX Runtime.
+    at a time. ``arrays``: ``model``'s float weights by initializer name, when the caller has read
+    them: the large ones reach ONNX Runtime in memory (:func:`weights_in_memory`), so that a large
+    model is neither serialized again nor parsed by ONNX Runtime.
+
+    Not overlapped with the next batch's run: running ONNX Runtime one batch ahead on one thread
+    while the histograms of this batch are taken sped up only ddddocr's detector (statistics
+    pass 5.1 s to 3.6 s) and slowed down magika, PaddleOCR's classifier and ddddocr's recognizer
+    (a one-thread run of a batch of 8 is slower; two batches alive cost page faults); see
+    docs/design.md.
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(os.fspath(model))
     inputs = {i.name for i in model.graph.input}
     wanted = [n for n in tensor_names if n not in inputs]
-    external: tuple[list[str], list[Any]] = ([], [])
     if arrays is not None:
         light, names, values = weights_in_memory(model, arrays)
-        data, external = with_outputs(light, wanted).SerializeToString(), (names, values)
+        session = _session(with_outputs(light, wanted), threads, model.graph.name, (names, values))
     else:  # the outputs appended to the model's bytes: the model is not copied
-        data = outputs_appended(model.SerializeToString(), model, wanted)
-    session = _session(data, threads, model.graph.name, external)
-
-    def run(feed: dict[str, np.ndarray]) -> list[Any]:
+        session = _session(
+            outputs_appended(model.SerializeToString(), model, wanted), threads, model.graph.name
+        )
+    samples = 0
+    for feed in source:
         try:
-            return session.run(wanted, ort_feed(feed)) if wanted else []  # type: ignore[attr-defined,no-any-return]
+            outputs = session.run(wanted, ort_feed(feed)) if wanted else []  # type: ignore[attr-defined]
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             name = model.graph.name or "the model"
             raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
-
-    starts = [obs.start_batch for obs in observers if hasattr(obs, "start_batch")]
-
-    def observe(batch: dict[str, np.ndarray], outputs: list[Any]) -> int:
-        for start in starts:
-            start(batch)
         for name in tensor_names:
-            if name in batch:
+            if name in feed:
                 for obs in observers:
-                    obs.observe(name, batch[name])
+                    obs.observe(name, feed[name])
         for name, value in zip(wanted, outputs, strict=True):
             array = np.asarray(value)
             for obs in observers:
                 obs.observe(name, array)
-        first = next(iter(batch.values()), None)
-        return int(first.shape[0]) if first is not None and first.ndim else 1
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-collect") if ahead else None
-    try:
-        feeds = iter(source)
-        feed = next(feeds, None)
-        if feed is None:
-            return 0
-        outputs = run(feed)
-        single: Future[Any] | None = None
-        if pool is not None and sum(int(np.asarray(o).nbytes) for o in outputs) <= AHEAD_MAX_BYTES:
-            # one thread runs the model, the other core observes; made while this batch is observed
-            single = pool.submit(_session, data, 1, model.graph.name, external)
-        samples = observe(feed, outputs)
         del outputs
-        if pool is not None and single is not None and single.done() and single.exception() is None:
-            session = single.result()
-            for batch, outputs in _ahead(run, feeds, pool):
-                samples += observe(batch, outputs)
-                del outputs
-        else:  # one batch at a time (also when the one-thread session was not ready in time)
-            for batch in feeds:
-                samples += observe(batch, run(batch))
-        return samples
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ahead(
-    run: Callable[[dict[str, np.ndarray]], list[Any]],
-    feeds: Iterator[dict[str, np.ndarray]],
-    pool: ThreadPoolExecutor,
-) -> Iterator[tuple[dict[str, np.ndarray], list[Any]]]:
-    """Each feed of ``feeds`` with ``run``'s outputs on it, the run of the next feed started on
-    ``pool``'s thread before this one is handed out: ONNX Runtime's runs release the GIL, so
-    the observers' histograms of one batch (single-threaded numpy, a third to half of the
-    statistics pass on the detectors and recognizers of docs/design.md) overlap the next
-    batch's inference. The feeds are still read on the calling thread, one at a time and in
-    order; an error of a run is raised here."""
-    feed = next(feeds, None)
-    pending: Future[list[Any]] | None = pool.submit(run, feed) if feed is not None else None
-    while feed is not None and pending is not None:
-        outputs = pending.result()
-        upcoming = next(feeds, None)
-        following = pool.submit(run, upcoming) if upcoming is not None else None
-        yield feed, outputs
-        del outputs
-        feed, pending = upcoming, following
+        first = next(iter(feed.values()), None)
+        samples += int(first.shape[0]) if first is not None and first.ndim else 1
+    return samples
