@@ -1360,7 +1360,9 @@ def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, del
 
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    args = ["compare", "model.onnx", "model.fp16.onnx", "--samples", "4000", "--batch-size", "1"]
+    # 20000 samples: several seconds of comparing after the 1.5 s wait on a fast, idle machine
+    # (4000 were sometimes all compared before the signal came, and the run exited 0)
+    args = ["compare", "model.onnx", "model.fp16.onnx", "--samples", "20000", "--batch-size", "1"]
     proc = _start(args, tiny.root, tmpdir)
     try:  # from the moment compare starts (its scratch folder appears), torch's import comes next
         _wait_for(lambda: any(tmpdir.glob("edgedeploy-compare-*")) or proc.poll() is not None)
