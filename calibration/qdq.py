@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -169,11 +170,13 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
+def _attribute(node: onnx.NodeProto, name: str, default: object) -> Any:
+    """The value of ``node``'s attribute ``name`` (int, float, bytes, list...), ``default`` without it."""
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
+    return int(_attribute(node, name, default))
 
 
 def weight_axis(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> int | None:
@@ -567,14 +570,11 @@ def bias_correction_inputs(
             bias = consts.get(node.input[2])
             if bias is None or bias.ndim != 1 or bias.dtype.kind != "f":
                 continue
-            if node.op_type == "Gemm" and (_attr(node, "transA", 0) or _float_attr(node, "beta") != 1.0):
+            transposed_a = _attr(node, "transA", 0)
+            if node.op_type == "Gemm" and (transposed_a or float(_attribute(node, "beta", 1.0)) != 1.0):
                 continue
             found[i] = node.input[0]
     return found
-
-
-def _float_attr(node: onnx.NodeProto, name: str, default: float = 1.0) -> float:
-    return next((float(a.f) for a in node.attribute if a.name == name), default)
 
 
 def bias_corrections(
@@ -640,10 +640,10 @@ def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int]
     if node.op_type != "Conv" or size is None or len(size) != len(kernel) or not kernel:
         return None
     dims = len(kernel)
-    strides = _ints(node, "strides") or [1] * dims
-    dilations = _ints(node, "dilations") or [1] * dims
-    pads = _ints(node, "pads") or [0] * (2 * dims)
-    auto = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
+    strides = list(_attribute(node, "strides", [])) or [1] * dims
+    dilations = list(_attribute(node, "dilations", [])) or [1] * dims
+    pads = list(_attribute(node, "pads", [])) or [0] * (2 * dims)
+    auto = _attribute(node, "auto_pad", b"NOTSET").decode()
     shares = np.ones(())
     for d in range(dims):
         n, k, s, dil = int(size[d]), int(kernel[d]), strides[d], dilations[d]
@@ -661,10 +661,6 @@ def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int]
         axis_share = ((at >= 0) & (at < n)).mean(axis=0)
         shares = np.multiply.outer(shares, axis_share)
     return np.asarray(shares, np.float64)
-
-
-def _ints(node: onnx.NodeProto, name: str) -> list[int]:
-    return next((list(a.ints) for a in node.attribute if a.name == name), [])
 
 
 def _expected_error(node: onnx.NodeProto, error: np.ndarray, mean: np.ndarray) -> np.ndarray | None:

@@ -1,8 +1,8 @@
 """Independent pieces of calibration work on a few threads of this process.
 
 ``auto``'s measurements are many ONNX Runtime runs and numpy operations on large arrays, both of
-which release the GIL: one node's run per candidate threshold of a tensor, one Q/DQ model per
-candidate threshold set, and the statistics pass's histograms beside ONNX Runtime's next batch.
+which release the GIL: one node's runs per tensor, one Q/DQ model per candidate threshold set,
+and the candidate thresholds of each distinct histogram.
 Each piece computes the same values on a thread as in a loop (the node sessions run on one
 thread of their own, and nothing a piece writes is read by another), so the results do not
 depend on the number of workers; tests pin that. Threads rather than processes: the pieces
@@ -22,7 +22,7 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_WORKERS = 4  # measured on 2 cores; more workers than cores only add contention
+MAX_WORKERS = 4  # a cap, not a measurement (only 2 cores measured); workers never exceed the cores
 
 
 def workers(threads: int | None = None) -> int:
