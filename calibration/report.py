@@ -108,9 +108,27 @@ def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
             return None
         data["tensors"] = [TensorReport(**t) for t in data.get("tensors", [])]
         data["weights"] = [WeightReport(**w) for w in data.get("weights", [])]
+        _check_bias_correction(data.get("selection"))
         return CalibrationReport(**data)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _check_bias_correction(selection: Any) -> None:
+    """Raises ValueError, TypeError or AttributeError unless a kept bias correction's recorded
+    means are finite numbers and its sizes whole numbers: a rewrite from the report applies them
+    (calibration/calibrate.py ``_reused_bias_shift``)."""
+    import numpy as np
+
+    recorded = (selection or {}).get("bias_correction") or {}
+    if not recorded.get("kept"):
+        return
+    for values in recorded.get("means", {}).values():
+        if not np.all(np.isfinite(np.asarray(values, np.float64))):
+            raise ValueError("a recorded bias-correction mean is not finite")
+    for size in recorded.get("sizes", {}).values():
+        if np.asarray(size).dtype.kind not in "iu":
+            raise ValueError("a recorded input size is not whole numbers")
 
 
 def print_table(

@@ -151,3 +151,28 @@ def test_calibrate_records_the_correction_and_a_rewrite_applies_it_again(tmp_pat
     evaluate = data(32, 2)
     ref = _run(path, evaluate)
     assert np.abs((_run(second.model, evaluate) - ref).mean()) < 0.01
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"means": {"x": ["oops"]}}, {"means": {"x": [float("nan")]}}, {"sizes": {"x": ["8", 8]}}, {"means": 3}],
+    ids=["text", "nan", "size-text", "not-a-map"],
+)
+def test_a_damaged_recorded_correction_recalibrates_instead_of_failing(
+    tmp_path: Path, damage: dict[str, object]
+) -> None:
+    """The report is our own file, but one a user can edit or truncate: a kept correction whose
+    means or sizes are not numbers makes it unusable, as any unreadable report is (recalibrate)."""
+    path = biased_conv_model(tmp_path / "conv.onnx")
+    np.savez(tmp_path / "calib.npz", x=data(64, 1))
+    inputs, _ = model_io(path)
+    options = CalibrationOptions(algorithm="auto")
+    first = calibrate(path, open_source(str(tmp_path / "calib.npz"), inputs, batch_size=8), options, tmp_path)
+    report = json.loads(first.report.read_text())
+    assert report["selection"]["bias_correction"]["kept"]
+    report["selection"]["bias_correction"].update(damage)
+    first.report.write_text(json.dumps(report))
+    source = open_source(str(tmp_path / "calib.npz"), inputs, batch_size=8)
+    again = calibrate(path, source, options, tmp_path, qdq_name="again.onnx")
+    assert not again.reused and again.reason.startswith("calibrating: no earlier calibration")
+    assert json.loads(again.report.read_text())["selection"]["bias_correction"]["kept"]
