@@ -585,7 +585,7 @@ def bias_corrections(
     consts: Mapping[str, np.ndarray] | None = None,
     spatial: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2):
+    """Empirical bias correction (docs/design.md, "INT8 bias correction"):
     per node of :func:`bias_correction_inputs`, the mean error its weight rounding adds to each
     output channel, ``E[(W_q - W) x]``, from the per-channel ``means`` of its input over the
     calibration data. :func:`write_qdq` subtracts it from the float bias. Where a Conv's input
