@@ -811,18 +811,22 @@ def run_method(
 # --------------------------------------------------------------------------- scoring
 
 
-def _session(model: Any) -> Any:
+def _session(model: Any, emulate: bool = False) -> Any:
     import onnxruntime as ort
+
+    from calibration.observers import emulate_integer_kernels
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if emulate:
+        emulate_integer_kernels(options)
     data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def run_all(model: Any, feeds: Feeds) -> Outputs:
-    sess = _session(model)
+def run_all(model: Any, feeds: Feeds, emulate: bool = False) -> Outputs:
+    sess = _session(model, emulate)
     names = {i.name for i in sess.get_inputs()}
     return [
         [np.asarray(o) for o in sess.run(None, {k: v for k, v in f.items() if k in names})] for f in feeds
@@ -855,6 +859,19 @@ def fp16_scoring_model(reference: Path, converted: Path) -> tuple[Any, float | N
     heavy = [n for n in ref.graph.node if n.op_type in HEAVY_OPS]
     share = sum(1 for n in heavy if n.name not in fp32) / len(heavy) if heavy else None
     return emulate_fp16(ref, fp32, blocked_ops=()), share
+
+
+def needs_emulation(model: Path) -> bool:
+    """Whether this CPU runs ``model``'s integer kernels otherwise than its target does: uint8
+    activations with 8-bit weights on a CPU without VNNI, where ONNX Runtime's kernels saturate.
+    Such a model is scored with its integer arithmetic emulated in float (the x86-64-vnni
+    placement, and ONNX Runtime's own quantize_static without reduce_range, on such a CPU)."""
+    import onnx
+
+    from calibration.qdq import saturates_without_vnni
+    from edgedeploy.targets import has_vnni
+
+    return not has_vnni() and saturates_without_vnni(onnx.load(model))
 
 
 def int8_heavy_share(model: Path) -> float | None:
@@ -914,7 +931,8 @@ def bench(
                     scored, row["fp16_heavy"] = fp16_scoring_model(model, out)
                 else:
                     scored, row["int8_heavy"] = out, int8_heavy_share(out)
-                got = run_all(scored, evaluate)
+                    row["emulated"] = needs_emulation(out)
+                got = run_all(scored, evaluate, row.get("emulated", False))
                 row["cosine"] = cosine(ref, got)
                 row["task"] = spec.metric(ref, got)
             except Exception as exc:  # the peer's model does not run: a result, not a crash of the benchmark
@@ -962,7 +980,7 @@ def _cell(rows: list[dict[str, Any]], model: str, method: str, what: str = "acc"
     if "error" in r:
         return "error"
     if what == "acc":
-        return f"{r['cosine']:.5f} / {r['task']:.3f}"
+        return f"{r['cosine']:.5f} / {r['task']:.3f}" + (" *" if r.get("emulated") else "")
     if what == "fp16":
         share = r.get("fp16_heavy")
         return f"{r['cosine']:.5f} / {r['task']:.3f} / {'-' if share is None else f'{share:.0%}'}"
@@ -984,6 +1002,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for m in models:
         cells = " | ".join(_cell(rows, m, k) for k in int8)
         out.append(f"| {m} | {kinds[m][0]} | {kinds[m][1]} | {cells} |")
+    if any(r.get("emulated") for r in rows):
+        out += [
+            "",
+            "\\* integer arithmetic emulated in float: uint8 activations with 8-bit weights, which this "
+            "CPU's ONNX Runtime kernels saturate (no VNNI); the figure is what a CPU with VNNI computes",
+        ]
     out += [
         "",
         "FP16, cosine vs FP32 (emulated fp16 storage) / task metric / share of Conv, MatMul, Gemm in fp16",

@@ -51,6 +51,7 @@ from calibration.qdq import (
     bias_corrections,
     check_qdq,
     model_facts,
+    narrow_convs,
     plan_quantization,
     upgrade_opset,
     write_qdq,
@@ -62,6 +63,7 @@ from calibration.select import (
     Selection,
     bias_corrected,
     candidates,
+    plan_vote,
     scored_tensors,
     select,
 )
@@ -88,6 +90,9 @@ class CalibrationOptions:
     bins: int = DEFAULT_BINS
     threads: int | None = None
     force: bool = False  # recalibrate even when the key matches
+    # auto: run the candidate Q/DQ models with their integer kernels emulated in float, for a
+    # target whose kernels this CPU lacks (8-bit weights without VNNI; observers.emulate_integer_kernels)
+    emulate_integer: bool = False
 
     def algorithm_options(self) -> AlgorithmOptions:
         return AlgorithmOptions(self.algorithm, percentile=self.percentile, max_clipped=self.max_clipped)
@@ -133,9 +138,11 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         "data": "the calibration data or preprocessing changed",
         "tensors": "the tensors to calibrate changed",
         "bins": "the histogram size changed",
+        "kernels": "the integer kernels are measured differently (emulated, or this CPU's)",
         "version": "the calibration code changed",
     }
-    changed = [labels.get(k, f"{k} changed") for k in new if old.get(k) != new.get(k)]
+    keys = dict.fromkeys([*new, *old])  # a part present on one side only changed too
+    changed = [labels.get(k, f"{k} changed") for k in keys if old.get(k) != new.get(k)]
     if old.get("algorithm") != new.get("algorithm"):
         before, after = json.dumps(old.get("algorithm")), json.dumps(new.get("algorithm"))
         changed[changed.index(labels["algorithm"])] = f"the algorithm changed ({before} -> {after})"
@@ -261,6 +268,8 @@ def calibrate(
         "tensors": _hash([*sorted(base_levels.items()), ["cache", sorted(cache_tensors)]]),
         "bins": options.bins,
     }
+    if options.emulate_integer and algo.algorithm == "auto":  # auto's measurements depend on it
+        key_parts["kernels"] = "emulated"
     key = _hash(key_parts)
     artifact_parts = {
         "key": key,
@@ -302,8 +311,12 @@ def calibrate(
         reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
         report = previous
         chosen = tuple((report.selection or {}).get("exclude_ops", ()))
-        if chosen:  # auto chose to leave these ops in float on this placement
-            plan = plan_quantization(model, replace(qopts, exclude_ops=qopts.exclude_ops + chosen), facts)
+        nodes = tuple((report.selection or {}).get("exclude_nodes", ()))
+        if chosen or nodes:  # auto chose to leave these ops or nodes in float on this placement
+            more = replace(
+                qopts, exclude_ops=qopts.exclude_ops + chosen, exclude_nodes=qopts.exclude_nodes + nodes
+            )
+            plan = plan_quantization(model, more, facts)
         thresholds = report.thresholds()
         extents = report.extents()
         bias_shift = _reused_bias_shift(report, model, plan, facts, weights)
@@ -357,10 +370,11 @@ def calibrate(
                 facts,
                 weights,
                 means,
+                options.emulate_integer,
             )
-            if selection.exclude_ops and lean is not None:  # measured placement choice: fewer ops quantized
-                plan = lean
-                levels = {**levels, **lean.levels()}
+            if selection.plan is not None and selection.plan is not plan:  # measured: fewer nodes quantized
+                plan = selection.plan
+                levels = {**levels, **plan.levels()}
         missing = [t for t in wanted if t not in observer.histograms]
         if any(t in levels for t in missing):
             bad = [t for t in missing if t in levels]
@@ -437,8 +451,11 @@ def calibrate(
                 "samples_better_worse": selection.wins,
                 "rules": dict(Counter(selection.rules.values())),
                 "exclude_ops": list(selection.exclude_ops),
+                "exclude_nodes": list(selection.exclude_nodes),
+                "narrow_convolutions": selection.narrow_check,
                 "placement_alternatives": selection.alternatives,
                 "bias_correction": _bias_report(plan, selection, means, facts),
+                "integer_kernels": "emulated in float" if options.emulate_integer else "this CPU's",
             },
         )
         reused = False
@@ -592,6 +609,7 @@ def _select(
     facts: ModelFacts | None = None,
     weights: WeightCache | None = None,
     means: ChannelMeanObserver | None = None,
+    emulate: bool = False,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
@@ -602,6 +620,8 @@ def _select(
     integer chain ORT fuses) is measured against the one that leaves them in float: on a
     spectrogram front end (x*x + y*y before a sqrt), int8 on those ops costs more than it saves.
     The candidate thresholds of a tensor are computed once for both plans.
+    ``emulate``: the candidates run with their integer kernels emulated in float
+    (:attr:`CalibrationOptions.emulate_integer`).
     """
     base = upgrade_opset(model)  # the plan's node indices are those of the upgraded model
     consts = facts.constants if facts is not None and facts.model is base else None
@@ -630,13 +650,12 @@ def _select(
     found = map_ordered(lambda job: candidates(job[0], job[1], algo), todo.values(), count)
     by_content = dict(zip(todo, found, strict=True))
     cands = {name: dict(by_content[key]) for name, key in keys.items()}
-    memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the two plans
+    memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the plans
     best: Selection | None = None
-    for excluded, variant in variants.items():
+
+    def measure(variant: QuantPlan, rules: Sequence[str]) -> Selection:
         levels = variant.levels()
-        # the second plan measures the per-tensor choice and the first plan's best rule only
-        rules = RULES if best is None else tuple(r for r in RULES if r == best.winner)
-        selection = select(
+        return select(
             base,
             variant,
             observer.histograms,
@@ -652,7 +671,12 @@ def _select(
             consts=consts,
             weights=weights,
             workers=count,
+            emulate=emulate,
         )
+
+    for excluded, variant in variants.items():
+        # the second plan measures the per-tensor choice and the first plan's best rule only
+        selection = measure(variant, RULES if best is None else tuple(r for r in RULES if r == best.winner))
         selection.exclude_ops = excluded
         if best is None or selection.scores[selection.winner] > best.scores[best.winner]:
             if best is not None:
@@ -660,10 +684,32 @@ def _select(
             best = selection
         else:
             best.alternatives[f"leave {', '.join(excluded)} in float"] = selection.scores[selection.winner]
-    assert best is not None
+    assert best is not None and best.plan is not None
+    narrow = narrow_convs(base, best.plan)
+    if narrow:  # the best plan with its narrow convolutions in float, measured the same way
+        options = best.plan.options
+        variant = plan_quantization(
+            base, replace(options, exclude_nodes=options.exclude_nodes + tuple(narrow)), facts
+        )
+        measurable = variant.levels().items() <= all_levels.items() and set(variant.activations) <= set(
+            _sampled(plan, lean)
+        )  # every tensor it quantizes has its candidates and held-out values already
+        if variant.levels() and measurable:
+            selection = measure(variant, tuple(r for r in RULES if r == best.winner))
+            vote = plan_vote(best, selection)
+            if vote["kept"]:
+                selection.exclude_ops, selection.exclude_nodes = best.exclude_ops, tuple(narrow)
+                selection.alternatives = {**best.alternatives, "quantize them": best.scores[best.winner]}
+                selection.narrow_check = vote
+                best = selection
+            else:
+                best.alternatives[f"leave {len(narrow)} narrow convolution(s) in float"] = vote[
+                    "held_out_cosine"
+                ]
+                best.narrow_check = vote
     if means is not None and means.sums and best.plan is not None:
         shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())
-        best = bias_corrected(base, best, shifts, held_out, reference, extents, weights)
+        best = bias_corrected(base, best, shifts, held_out, reference, extents, weights, emulate)
     first = [next(iter(f.values())) for f in held_out]
     best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best

@@ -326,6 +326,15 @@ def no_spinning(options: Any) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
+def emulate_integer_kernels(options: Any) -> None:
+    """ONNX Runtime runs a Q/DQ model's quantized ops as float ops on the dequantized values (its
+    Q/DQ fusions off): what the target's exact integer arithmetic gives, up to float rounding.
+    For measuring a model whose integer kernels this CPU lacks: without 8-bit dot products (VNNI)
+    ONNX Runtime's u8 x s8 kernels add pairs of products in 16 bits, which saturate on 8-bit
+    weights (docs/design.md, "Integer kernels this CPU lacks")."""
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+
+
 IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
 IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
 

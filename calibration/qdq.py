@@ -455,6 +455,42 @@ def plan_quantization(
     return planner.run()
 
 
+def narrow_convs(model: onnx.ModelProto, plan: QuantPlan) -> list[str]:
+    """Exclusion patterns (escaped labels) of the convolutions ``plan`` quantizes that have
+    fewer than 16 input or output channels and none of the shapes TensorRT's int8 convolution
+    kernels take well: a plain convolution with a square kernel whose channel count on one side
+    is a multiple of 8, and which reads a graph input or has 16 channels on the other side; a
+    grouped one with a multiple of 8 output channels and kernels of at least 3. Model Optimizer
+    leaves these in float (docs/design.md, "Narrow convolutions"); on the VAD models they are the
+    STFT front end, 1 input channel into 258. ``auto`` measures leaving them in float, it does
+    not assume it."""
+    upgraded = upgrade_opset(model)
+    graph_inputs = {i.name for i in upgraded.graph.input}
+    shapes = {i.name: list(i.dims) for i in upgraded.graph.initializer}
+    quantized = set(plan.quantized_nodes)
+    found = []
+    for index, node in enumerate(upgraded.graph.node):
+        label = _node_label(node, index)
+        dims = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if label not in quantized or dims is None or len(dims) < 3:
+            continue
+        out_ch, in_ch = dims[0], dims[1]
+        if out_ch >= 16 and in_ch >= 16:
+            continue
+        group = _attr(node, "group", 1)
+        kernel = list(_attribute(node, "kernel_shape", dims[2:]))
+        plain = (
+            group == 1
+            and (out_ch % 8 == 0 or in_ch % 8 == 0)
+            and (any(i in graph_inputs for i in node.input) or out_ch >= 16 or in_ch >= 16)
+            and len(set(kernel)) == 1
+        )
+        grouped = group > 1 and out_ch % 8 == 0 and all(k >= 3 for k in kernel)
+        if not (plain or grouped):
+            found.append(re.escape(label))
+    return found
+
+
 def _scalar(name: str, value: float | int, dtype: int) -> TensorProto:
     return helper.make_tensor(name, dtype, [], [value])
 
@@ -968,6 +1004,29 @@ def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarra
     shape = [1] * q.ndim
     shape[axis] = -1
     return q.astype(np.float32) * scale.reshape(shape)  # type: ignore[no-any-return]
+
+
+def saturates_without_vnni(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` pairs uint8 activations with full-range (8-bit) int8 weights: the Q/DQ
+    groups ONNX Runtime runs as u8 x s8 integer kernels whose 16-bit pair sums saturate on a CPU
+    without 8-bit dot products (VNNI), so that it computes other answers there than the target
+    does (see :func:`~calibration.observers.emulate_integer_kernels`). 7-bit weights (ONNX
+    Runtime's reduce range) and TensorRT's int8 activations do not."""
+    inits = {i.name: i for i in model.graph.initializer}
+
+    def dtype(node: onnx.NodeProto, index: int) -> int | None:
+        init = inits.get(node.input[index]) if len(node.input) > index else None
+        return None if init is None else init.data_type
+
+    nodes = model.graph.node
+    if not any(n.op_type == "QuantizeLinear" and dtype(n, 2) == TensorProto.UINT8 for n in nodes):
+        return False
+    for node in nodes:
+        if node.op_type == "DequantizeLinear" and dtype(node, 0) == TensorProto.INT8:
+            values = numpy_helper.to_array(inits[node.input[0]])
+            if values.size and (int(values.min()) < -64 or int(values.max()) > 63):
+                return True
+    return False
 
 
 def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray:

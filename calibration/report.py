@@ -126,8 +126,8 @@ def _check_bias_correction(selection: Any) -> None:
     for values in recorded.get("means", {}).values():
         if not np.all(np.isfinite(np.asarray(values, np.float64))):
             raise ValueError("a recorded bias-correction mean is not finite")
-    for size in recorded.get("sizes", {}).values():
-        if np.asarray(size).dtype.kind not in "iu":
+    for size in recorded.get("sizes", {}).values():  # [] for an input without spatial axes (Gemm)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
             raise ValueError("a recorded input size is not whole numbers")
 
 

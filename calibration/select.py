@@ -64,6 +64,8 @@ class Selection:
     scores: dict[str, float] = field(default_factory=dict)  # candidate set -> held-out cosine
     held_out_samples: int = 0
     exclude_ops: tuple[str, ...] = ()  # ops the chosen plan leaves in float (ONNX Runtime placement)
+    exclude_nodes: tuple[str, ...] = ()  # node patterns it leaves in float (see qdq.narrow_convs)
+    narrow_check: dict[str, Any] = field(default_factory=dict)  # the vote on them (see plan_vote)
     alternatives: dict[str, float] = field(default_factory=dict)  # other plans: best held-out cosine
     screened: dict[str, float] = field(default_factory=dict)  # left out after the first half: its cosine
     margins: dict[str, float] = field(default_factory=dict)  # rule -> lead over per-tensor, one sample out
@@ -566,6 +568,23 @@ def _vote_winner(
     return best
 
 
+def plan_vote(best: Selection, variant: Selection) -> dict[str, Any]:
+    """The model-level vote between the winners of two plans (``variant``: another plan's,
+    scored on the same held-out samples): its figures, and under ``"kept"`` whether ``variant``
+    wins, which it does only as a rule beats the per-tensor choice (:func:`_vote_winner`): ahead
+    on the pooled cosine, and not by one sample against most of the others."""
+    label = "variant"
+    scores = {"best": best.scores[best.winner], label: variant.scores[variant.winner]}
+    per_sample = {"best": best.sample_sums, label: variant.sample_sums}
+    margins, wins = drop_one_margins(per_sample, "best"), sample_wins(per_sample, "best")
+    return {
+        "held_out_cosine": scores[label],
+        "lead_with_one_sample_out": margins[label],
+        "samples_better_worse": wins.get(label),
+        "kept": _vote_winner(scores, margins, wins, "best") == label,
+    }
+
+
 SQUASHING = ("Softmax", "LogSoftmax", "Sigmoid")
 MOVING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
 
@@ -584,16 +603,19 @@ def scored_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _session(model: onnx.ModelProto, names: Sequence[str]) -> Any:
+def _session(model: onnx.ModelProto, names: Sequence[str], emulate: bool = False) -> Any:
     """An ONNX Runtime session of ``model`` that also outputs ``names`` (the outputs appended to
-    its serialized bytes, see :func:`~calibration.observers.outputs_appended`: no copy of it)."""
+    its serialized bytes, see :func:`~calibration.observers.outputs_appended`: no copy of it;
+    ``emulate``: integer kernels emulated, see :func:`~calibration.observers.emulate_integer_kernels`)."""
     import onnxruntime as ort
 
-    from calibration.observers import no_spinning, outputs_appended
+    from calibration.observers import emulate_integer_kernels, no_spinning, outputs_appended
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
+    if emulate:
+        emulate_integer_kernels(options)
     data = outputs_appended(model.SerializeToString(), model, names)
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
@@ -621,12 +643,14 @@ def choose_for_model(
     extents: Mapping[str, tuple[float, float]] | None = None,
     weights: WeightCache | None = None,
     workers: int = 1,
+    emulate: bool = False,
 ) -> Selection:
     """Step 2: the per-tensor choice against each of ``rules`` everywhere, scored on the held-out
     outputs (``reference``: the FP32 values of :func:`scored_tensors` per held-out feed, when the
     caller recorded them already; ``weights``: quantized weights of ``model`` from earlier Q/DQ
     models, see :func:`~calibration.qdq.quantized_weight`; ``workers``: threads writing and
-    running candidates side by side).
+    running candidates side by side; ``emulate``: the Q/DQ models run with their integer kernels
+    emulated, for a target whose kernels this CPU lacks, see :func:`_session`).
 
     With two held-out feeds or more and more than two distinct candidates, the candidates are
     screened first: each runs on the first half of the feeds, and the ones far behind there do
@@ -644,7 +668,7 @@ def choose_for_model(
 
     def session(label: str) -> Any:
         written[label] = write_qdq(model, plan, sets[label][0], extents, weights)
-        return _session(written[label], names)
+        return _session(written[label], names, emulate)
 
     half = len(holdout) // 2
     screened: dict[str, float] = {}
@@ -697,6 +721,7 @@ def bias_corrected(
     reference: Sequence[Sequence[np.ndarray]],
     extents: Mapping[str, tuple[float, float]] | None = None,
     weights: WeightCache | None = None,
+    emulate: bool = False,
 ) -> Selection:
     """The winner with its biases corrected (``shifts``, see
     :func:`~calibration.qdq.bias_corrections`), scored on the held-out samples like the
@@ -710,7 +735,7 @@ def bias_corrected(
         return selection
     names = scored_tensors(model)
     qdq = write_qdq(model, plan, selection.thresholds, extents, weights, shifts)
-    got = _outputs(_session(qdq, names), holdout, names)
+    got = _outputs(_session(qdq, names, emulate), holdout, names)
     label = selection.winner + BIAS_CORRECTED
     sums = _sample_sums(reference, got, _counts(holdout))
     per_sample = {selection.winner: selection.sample_sums, label: sums}
@@ -792,17 +817,19 @@ def select(
     consts: Mapping[str, np.ndarray] | None = None,
     weights: WeightCache | None = None,
     workers: int = 1,
+    emulate: bool = False,
 ) -> Selection:
     """The ``auto`` thresholds for the plan's calibrated tensors (``rules``: the whole-model rule
     sets to measure beside the per-tensor choice; ``cands`` and ``reference``: the candidate
     thresholds and the FP32 held-out outputs when the caller has them already; ``memo``: see
     :func:`choose_per_tensor`; ``extents``: observed (min, max) per tensor; ``consts``: the
     model's constants when the caller has them; ``weights``: see :func:`choose_for_model`;
-    ``workers``: threads for the measurements, see :mod:`calibration.threads`)."""
+    ``workers``: threads for the measurements, see :mod:`calibration.threads`; ``emulate``: see
+    :func:`choose_for_model`)."""
     if cands is None:
         cands = {name: candidates(histograms[name], lv, options) for name, lv in levels.items()}
     weights = {} if weights is None else weights  # the per-tensor step's weights are the Q/DQ models'
     per_tensor = choose_per_tensor(model, plan, cands, samples, memo, extents, consts, workers, weights)
     return choose_for_model(
-        model, plan, per_tensor, cands, holdout, rules, reference, extents, weights, workers
+        model, plan, per_tensor, cands, holdout, rules, reference, extents, weights, workers, emulate
     )

@@ -26,10 +26,18 @@ PROVIDERS = ["CPUExecutionProvider"]
 
 
 def session_options(
-    threads: int | None = None, *, optimized_path: Path | None = None, level: str = "all"
+    threads: int | None = None,
+    *,
+    optimized_path: Path | None = None,
+    level: str = "all",
+    emulate_integer: bool = False,
 ) -> ort.SessionOptions:
-    """The session options every stage uses, so accuracy is measured as the artifact will run."""
+    """The session options every stage uses, so accuracy is measured as the artifact will run
+    (``emulate_integer``: as it runs on its target, where this CPU lacks the target's integer
+    kernels, see :func:`calibration.observers.emulate_integer_kernels`)."""
     import onnxruntime as ort
+
+    from calibration.observers import emulate_integer_kernels
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = {
@@ -44,15 +52,21 @@ def session_options(
     opts.log_severity_level = 3
     if optimized_path is not None:
         opts.optimized_model_filepath = os.fspath(optimized_path)
+    if emulate_integer:
+        emulate_integer_kernels(opts)
     return opts
 
 
-def create_session(model: str | os.PathLike[str], threads: int | None = None) -> ort.InferenceSession:
+def create_session(
+    model: str | os.PathLike[str], threads: int | None = None, *, emulate_integer: bool = False
+) -> ort.InferenceSession:
     import onnxruntime as ort
 
     try:
         return ort.InferenceSession(
-            os.fspath(model), sess_options=session_options(threads), providers=PROVIDERS
+            os.fspath(model),
+            sess_options=session_options(threads, emulate_integer=emulate_integer),
+            providers=PROVIDERS,
         )
     except Exception as exc:
         from edgedeploy.onnxio import check_external_data
@@ -153,12 +167,15 @@ class OnnxRuntimeBackend:
         atomic_write_json(sidecar, info)
         return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)
 
-    def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:
+    def runner(
+        self, artifact: Path, *, threads: int | None = None, emulate_integer: bool = False
+    ) -> BaseRunner:
+        """A Polygraphy runner of ``artifact`` (``emulate_integer``: see :func:`session_options`)."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        create_session(artifact, threads)  # fail early with a clear line
+        create_session(artifact, threads, emulate_integer=emulate_integer)  # fail early with a clear line
 
         def load() -> ort.InferenceSession:
-            return create_session(artifact, threads)
+            return create_session(artifact, threads, emulate_integer=emulate_integer)
 
         return OnnxrtRunner(load, name=f"onnxrt:{artifact.name}")

@@ -111,7 +111,8 @@ def power_model(path: Path, side_conv: bool = False) -> Path:
     (``side_conv``: a second Conv reads the sum itself, as a second output)."""
     rng = np.random.default_rng(3)
     w = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), f"w{i}")
-         for i, s in enumerate([(8, 1, 9), (8, 1, 9), (4, 8, 3), (4, 8, 3)])]  # fmt: skip
+         for i, s in enumerate([(8, 1, 9), (8, 1, 9), (16, 8, 3), (16, 8, 3)])]  # fmt: skip
+    # 16 output channels: no narrow convolution for auto to measure in float (test_narrow_convs.py)
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["re"], pads=[4, 4], name="conv_re"),
         helper.make_node("Conv", ["x", "w1"], ["im"], pads=[4, 4], name="conv_im"),
@@ -121,10 +122,10 @@ def power_model(path: Path, side_conv: bool = False) -> Path:
         helper.make_node("Sqrt", ["power"], ["mag"], name="mag"),
         helper.make_node("Conv", ["mag", "w2"], ["y"], pads=[1, 1], name="head"),
     ]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 64])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 64])]
     if side_conv:
         nodes.append(helper.make_node("Conv", ["power", "w3"], ["z"], pads=[1, 1], name="side"))
-        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 64]))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 16, 64]))
     graph = helper.make_graph(
         nodes,
         "power",

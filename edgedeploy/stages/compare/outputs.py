@@ -18,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.qdq import saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
+from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import scratch_dir
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
 from edgedeploy.stages.compare.layers import candidate_graph
 from edgedeploy.stages.precision.emulate import is_fp16_model
+from edgedeploy.targets import has_vnni
 
 
 @dataclass
@@ -183,8 +186,10 @@ def run_pair(
     candidate: Path,
     feeds: Iterable[Feed],
     threads: int | None = None,
+    emulate_integer: bool = False,
 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch."""
+    """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch
+    (``emulate_integer``: the candidate, an ONNX model, with its integer kernels emulated in float)."""
     from polygraphy.comparator import Comparator
 
     from edgedeploy.interrupts import preload
@@ -192,7 +197,10 @@ def run_pair(
     preload("torch")  # Polygraphy imports it lazily mid-run, where Ctrl-C would cut the import in half
 
     ref_runner = backend_for_artifact(str(reference)).runner(reference, threads=threads)
-    cand_runner = backend_for_artifact(str(candidate)).runner(candidate, threads=threads)
+    if emulate_integer:
+        cand_runner = OnnxRuntimeBackend().runner(candidate, threads=threads, emulate_integer=True)
+    else:
+        cand_runner = backend_for_artifact(str(candidate)).runner(candidate, threads=threads)
     feed_list = list(feeds)
     with _quiet_polygraphy():
         results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
@@ -214,7 +222,9 @@ def compare(
     ONNX Runtime's CPU provider has fp16 kernels for few ops and silently computes the rest in
     fp32, which hides fp16 overflow a GPU would show. So an fp16 ONNX candidate is run as its
     emulation: the fp32 graph with every tensor the candidate stores in fp16 rounded to fp16
-    (``emulate_fp16=False`` runs the candidate as it is).
+    (``emulate_fp16=False`` runs the candidate as it is). Likewise an int8 candidate made for a
+    CPU with VNNI (uint8 activations, 8-bit weights) runs with its integer arithmetic emulated in
+    float where this CPU lacks VNNI: ONNX Runtime's kernels here saturate on it, the target's do not.
 
     Args:
         reference: the fp32 reference ONNX.
@@ -228,7 +238,7 @@ def compare(
     gates = gates or Gates()
     with scratch_dir("compare") as scratch:
         run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
-        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads)
+        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode == INTEGER_EMULATED)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -248,16 +258,22 @@ def compare(
     )
 
 
+INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
+
+
 def _candidate_to_run(
     reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
 ) -> tuple[Path, str]:
-    """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``."""
+    """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``; the mode says
+    which (:data:`INTEGER_EMULATED`: the candidate itself, run with its integer kernels emulated)."""
     if not emulate_fp16 or candidate.suffix != ".onnx":
         return candidate, "onnx"
     import onnx
 
     cand_model = load_onnx(candidate)
     if not is_fp16_model(cand_model):
+        if saturates_without_vnni(cand_model) and not has_vnni():
+            return candidate, INTEGER_EMULATED
         return candidate, "onnx"
     try:
         emulated, mode = candidate_graph(load_onnx(reference), cand_model)

@@ -20,7 +20,7 @@ from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
 from edgedeploy.errors import InputError
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags
+from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
 if TYPE_CHECKING:
     from edgedeploy.ui import Ui
@@ -33,6 +33,13 @@ def placement_for(target: Target) -> str:
 def weight_bits_for(target: Target) -> int:
     """8-bit weights on GPUs and on CPUs with VNNI; 7-bit ("reduce range") on other CPUs."""
     return 8 if target.is_gpu or target.vnni else 7
+
+
+def emulate_integer_for(target: Target) -> bool:
+    """Whether this CPU lacks the target's integer kernels: a CPU target with 8-bit weights (VNNI)
+    calibrated on a CPU without 8-bit dot products, where ONNX Runtime's u8 x s8 kernels saturate.
+    auto's measurements then emulate the target's integer arithmetic in float (docs/design.md)."""
+    return placement_for(target) == "onnxruntime" and weight_bits_for(target) == 8 and not has_vnni()
 
 
 def cache_version_for(target: Target, requested: str | None = None) -> str | None:
@@ -130,7 +137,13 @@ def make_int8(
         trt_version=cache_version_for(target, trt_version),
         threads=threads,
         force=force,
+        emulate_integer=emulate_integer_for(target),
     )
+    if ui is not None and options.emulate_integer and algorithm == "auto":
+        ui.info(
+            f"int8: this CPU has no 8-bit dot products (VNNI): the {target.name} candidates are measured "
+            "with their integer arithmetic emulated in float (ONNX Runtime's kernels here saturate)"
+        )
     try:
         result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
     except CalibrationError as exc:
@@ -152,6 +165,7 @@ def summary(result: CalibrationResult, options: CalibrationOptions) -> dict[str,
         "algorithm": options.algorithm_options().describe(),
         "placement": options.placement,
         "weight_bits": options.weight_bits,
+        "integer_kernels": "emulated in float" if options.emulate_integer else "this CPU's",
         "samples": result.samples,
         "synthetic": result.synthetic,
         "data": report.data if report else None,
