@@ -132,3 +132,13 @@ def test_auto_measures_emulated_candidates_and_the_key_says_so(
     assert seen and not any(seen)
     third = run(False)
     assert third.skipped, third.reason
+
+
+def test_the_int8_accuracy_budget_measures_emulated_where_asked(tmp_path: Path) -> None:
+    from edgedeploy.stages.precision.budget import OutputEvaluator
+
+    model = onnx.load(wide_conv(tmp_path / "wide.onnx"))
+    qdq = _qdq(model, "onnxruntime", 8)
+    x = np.random.default_rng(1).uniform(0.9, 1.0, (2, 16, 6, 6)).astype(np.float32)
+    got = OutputEvaluator(model, [{"x": x}], emulate_integer=True).run(qdq)
+    np.testing.assert_allclose(got[0][0], _run(qdq, x, "ORT_DISABLE_ALL"), rtol=1e-5, atol=1e-4)

@@ -170,7 +170,11 @@ class OutputEvaluator:
         feeds: Sequence[Feed],
         threads: int | None = None,
         outputs: list[list[np.ndarray]] | None = None,
+        emulate_integer: bool = False,
     ) -> None:
+        """``emulate_integer``: run the candidates with their integer kernels emulated in float, for
+        a target whose kernels this CPU lacks (see ``make_int8``'s ``emulate_integer_for``)."""
+        self.emulate_integer = emulate_integer
         self.feeds = list(feeds)
         if not self.feeds:
             raise InputError("the accuracy budget needs data, and the data source gave none")
@@ -183,10 +187,14 @@ class OutputEvaluator:
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort
 
+        from calibration.observers import emulate_integer_kernels
+
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        if self.emulate_integer:  # no effect on the float reference
+            emulate_integer_kernels(options)
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
@@ -408,12 +416,14 @@ def int8_budget(
     *,
     max_candidates: int = 16,
     progress: Callable[[str], None] = lambda _m: None,
+    emulate_integer: bool = False,
 ) -> BudgetResult:
     """Which quantized layers to leave unquantized to meet ``budget``; ``make(excluded)`` writes a
-    Q/DQ model with those layers excluded and returns its path (``make_int8`` with exclude_nodes)."""
+    Q/DQ model with those layers excluded and returns its path (``make_int8`` with exclude_nodes;
+    ``emulate_integer``: see :class:`OutputEvaluator`)."""
 
     reference = load_onnx(model_path)
-    evaluator = OutputEvaluator(reference, feeds)
+    evaluator = OutputEvaluator(reference, feeds, emulate_integer=emulate_integer)
 
     def measure(kept: Sequence[str]) -> dict[str, float | None]:
         return evaluator.measure(load_onnx(make(list(kept))))

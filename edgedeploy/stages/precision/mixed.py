@@ -42,7 +42,7 @@ from edgedeploy.stages.precision.analysis import (
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
 from edgedeploy.stages.precision.fp16 import make_fp16
-from edgedeploy.stages.precision.int8 import make_int8
+from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
 
@@ -372,7 +372,13 @@ def int8_within_budget(
 
         with ui.progress(f"accuracy budget {budget}") as advance:
             result = int8_budget(
-                model, make, report.quantized_nodes, budget, _feeds(source), progress=ui.info
+                model,
+                make,
+                report.quantized_nodes,
+                budget,
+                _feeds(source),
+                progress=ui.info,
+                emulate_integer=emulate_integer_for(request.target),
             )
             advance(1.0)
     everything = bool(result.kept) and set(result.kept) >= set(report.quantized_nodes)
