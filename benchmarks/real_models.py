@@ -861,24 +861,21 @@ def fp16_scoring_model(reference: Path, converted: Path) -> tuple[Any, float | N
     return emulate_fp16(ref, fp32, blocked_ops=()), share
 
 
-def needs_emulation(model: Path) -> bool:
+def needs_emulation(model: Any) -> bool:
     """Whether this CPU runs ``model``'s integer kernels otherwise than its target does: uint8
     activations with 8-bit weights on a CPU without VNNI, where ONNX Runtime's kernels saturate.
     Such a model is scored with its integer arithmetic emulated in float (the x86-64-vnni
-    placement, and ONNX Runtime's own quantize_static without reduce_range, on such a CPU)."""
-    import onnx
-
+    placement, and ONNX Runtime's own quantize_static without reduce_range, on such a CPU;
+    ``model``: the loaded ONNX model)."""
     from calibration.qdq import saturates_without_vnni
     from edgedeploy.targets import has_vnni
 
-    return not has_vnni() and saturates_without_vnni(onnx.load(model))
+    return not has_vnni() and saturates_without_vnni(model)
 
 
-def int8_heavy_share(model: Path) -> float | None:
-    """Share of Conv/MatMul/Gemm whose weight input comes from a DequantizeLinear (quantized)."""
-    import onnx
-
-    m = onnx.load(model)
+def int8_heavy_share(m: Any) -> float | None:
+    """Share of Conv/MatMul/Gemm whose weight input comes from a DequantizeLinear (quantized;
+    ``m``: the loaded ONNX model)."""
     producer = {o: n for n in m.graph.node for o in n.output}
     heavy = [n for n in m.graph.node if n.op_type in HEAVY_OPS]
     if not heavy:
@@ -930,8 +927,11 @@ def bench(
                 if "fp16" in method:
                     scored, row["fp16_heavy"] = fp16_scoring_model(model, out)
                 else:
-                    scored, row["int8_heavy"] = out, int8_heavy_share(out)
-                    row["emulated"] = needs_emulation(out)
+                    import onnx
+
+                    loaded = onnx.load(out)  # read once for both
+                    scored, row["int8_heavy"] = out, int8_heavy_share(loaded)
+                    row["emulated"] = needs_emulation(loaded)
                 got = run_all(scored, evaluate, row.get("emulated", False))
                 row["cosine"] = cosine(ref, got)
                 row["task"] = spec.metric(ref, got)

@@ -568,21 +568,30 @@ def _vote_winner(
     return best
 
 
-def plan_vote(best: Selection, variant: Selection) -> dict[str, Any]:
-    """The model-level vote between the winners of two plans (``variant``: another plan's,
-    scored on the same held-out samples): its figures, and under ``"kept"`` whether ``variant``
-    wins, which it does only as a rule beats the per-tensor choice (:func:`_vote_winner`): ahead
-    on the pooled cosine, and not by one sample against most of the others."""
-    label = "variant"
-    scores = {"best": best.scores[best.winner], label: variant.scores[variant.winner]}
-    per_sample = {"best": best.sample_sums, label: variant.sample_sums}
-    margins, wins = drop_one_margins(per_sample, "best"), sample_wins(per_sample, "best")
+def _challenge(
+    score: float, sums: np.ndarray | None, other_score: float, other_sums: np.ndarray | None
+) -> dict[str, Any]:
+    """The model-level vote between a kept model (``score``: its pooled held-out cosine,
+    ``sums``: its :func:`_sample_sums`) and a challenger (``other_``): the challenger's lead with
+    any one sample left out, its samples better and worse, and under ``"kept"`` whether it wins,
+    which it does only as a rule beats the per-tensor choice (:func:`_vote_winner`): ahead on the
+    pooled cosine, and not by one sample against most of the others."""
+    per_sample = {"kept": sums, "other": other_sums}
+    margins, wins = drop_one_margins(per_sample, "kept"), sample_wins(per_sample, "kept")
+    scores = {"kept": score, "other": other_score}
     return {
-        "held_out_cosine": scores[label],
-        "lead_with_one_sample_out": margins[label],
-        "samples_better_worse": wins.get(label),
-        "kept": _vote_winner(scores, margins, wins, "best") == label,
+        "lead_with_one_sample_out": margins["other"],
+        "samples_better_worse": wins.get("other"),
+        "kept": _vote_winner(scores, margins, wins, "kept") == "other",
     }
+
+
+def plan_vote(best: Selection, variant: Selection) -> dict[str, Any]:
+    """The vote between the winners of two plans (``variant``: another plan's, scored on the same
+    held-out samples), see :func:`_challenge`, with the variant's held-out cosine."""
+    score = variant.scores[variant.winner]
+    vote = _challenge(best.scores[best.winner], best.sample_sums, score, variant.sample_sums)
+    return {"held_out_cosine": score, **vote}
 
 
 SQUASHING = ("Softmax", "LogSoftmax", "Sigmoid")
@@ -736,19 +745,16 @@ def bias_corrected(
     names = scored_tensors(model)
     qdq = write_qdq(model, plan, selection.thresholds, extents, weights, shifts)
     got = _outputs(_session(qdq, names, emulate), holdout, names)
-    label = selection.winner + BIAS_CORRECTED
-    sums = _sample_sums(reference, got, _counts(holdout))
-    per_sample = {selection.winner: selection.sample_sums, label: sums}
-    scores = {selection.winner: selection.scores[selection.winner], label: output_cosine(reference, got)}
-    margins = drop_one_margins(per_sample, selection.winner)
-    wins = sample_wins(per_sample, selection.winner)
+    score = selection.scores[selection.winner]
+    corrected = output_cosine(reference, got)
+    vote = _challenge(score, selection.sample_sums, corrected, _sample_sums(reference, got, _counts(holdout)))
     selection.bias_check = {
         "nodes": len(shifts),
-        "held_out_cosine": scores,
-        "lead_with_one_sample_out": margins[label],
-        "samples_better_worse": wins.get(label),
+        "held_out_cosine": {selection.winner: score, selection.winner + BIAS_CORRECTED: corrected},
+        "lead_with_one_sample_out": vote["lead_with_one_sample_out"],
+        "samples_better_worse": vote["samples_better_worse"],
     }
-    if _vote_winner(scores, margins, wins, selection.winner) == label:
+    if vote["kept"]:
         selection.bias_shift, selection.qdq = dict(shifts), qdq
     return selection
 

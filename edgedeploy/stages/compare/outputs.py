@@ -272,7 +272,7 @@ def _candidate_to_run(
 
     cand_model = load_onnx(candidate)
     if not is_fp16_model(cand_model):
-        if saturates_without_vnni(cand_model) and not has_vnni():
+        if not has_vnni() and saturates_without_vnni(cand_model):
             return candidate, INTEGER_EMULATED
         return candidate, "onnx"
     try:
