@@ -109,9 +109,27 @@ def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
         data["tensors"] = [TensorReport(**t) for t in data.get("tensors", [])]
         data["weights"] = [WeightReport(**w) for w in data.get("weights", [])]
         _check_bias_correction(data.get("selection"))
+        _check_exclusions(data.get("selection"))
         return CalibrationReport(**data)
     except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _check_exclusions(selection: Any) -> None:
+    """Raises ValueError unless the ops and node patterns auto chose to leave in float are lists
+    of text and the patterns compile: a rewrite from the report plans with them (calibration/
+    calibrate.py), and a damaged one would fail there as if the user's --exclude-nodes were bad."""
+    import re
+
+    for key in ("exclude_ops", "exclude_nodes"):
+        values = (selection or {}).get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"recorded {key} is not a list of text")
+    for pattern in (selection or {}).get("exclude_nodes", []):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"recorded node pattern {pattern!r}: {exc}") from None
 
 
 def _check_bias_correction(selection: Any) -> None:

@@ -127,3 +127,27 @@ def test_plan_vote_does_not_let_one_sample_carry_a_plan() -> None:
     assert vote["held_out_cosine"] > output_cosine([[ref]], [[lopsided_best]])  # ahead pooled
     better, worse_on = vote["samples_better_worse"]
     assert better == 1 and worse_on >= 5 and not vote["kept"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"exclude_nodes": 3}, {"exclude_nodes": ["front["]}, {"exclude_nodes": [7]}, {"exclude_ops": "Add"}],
+    ids=["number", "bad-regex", "not-text", "ops-not-a-list"],
+)
+def test_a_damaged_recorded_exclusion_recalibrates_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: dict[str, object]
+) -> None:
+    """A hand-edited report whose recorded exclusions are not patterns is unusable (recalibrate),
+    as any unreadable report is: no traceback, no error blaming the user's --exclude-nodes."""
+    path = front_end_model(tmp_path / "m.onnx")
+    monkeypatch.setattr(
+        calibrate_module, "plan_vote", lambda best, variant: {"held_out_cosine": 1.0, "kept": True}
+    )
+    first = _calibrate(path, tmp_path, "first.onnx", "tensorrt")
+    report = json.loads(first.report.read_text())
+    assert report["selection"]["exclude_nodes"] == ["front"]
+    report["selection"].update(damage)
+    first.report.write_text(json.dumps(report))
+    again = _calibrate(path, tmp_path, "again.onnx", "tensorrt")
+    assert not again.reused and again.reason.startswith("calibrating: no earlier calibration")
+    assert json.loads(again.report.read_text())["selection"]["exclude_nodes"] == ["front"]
