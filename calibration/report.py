@@ -117,8 +117,9 @@ def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
 
 def _check_exclusions(selection: Any) -> None:
     """Raises ValueError unless the ops and node patterns auto chose to leave in float are lists
-    of text and the patterns compile: a rewrite from the report plans with them (calibration/
-    calibrate.py), and a damaged one would fail there as if the user's --exclude-nodes were bad."""
+    of text and the patterns compile: a rewrite from the report plans with them
+    (calibration/calibrate.py), and a damaged one would fail there as if the user's
+    --exclude-nodes were bad."""
     import re
 
     for key in ("exclude_ops", "exclude_nodes"):
