@@ -83,7 +83,9 @@ def threshold_max(hist: AbsHistogram, levels: int = 128, options: AlgorithmOptio
 
 
 def kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int = 128) -> np.ndarray:
-    """KL(P || Q) for every candidate bin count ``i`` (TensorRT's reference/quantized pair)."""
+    """KL(P || Q) for every candidate bin count ``i`` (TensorRT's reference/quantized pair).
+
+    ``candidates``: increasing consecutive bin counts (a chunk of ``threshold_entropy``'s range)."""
     counts = counts.astype(np.float64)
     n = len(counts)
     cum = np.concatenate([[0.0], np.cumsum(counts)])
@@ -92,28 +94,50 @@ def kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int = 128
         clogc = np.where(counts > 0, counts * np.log(np.where(counts > 0, counts, 1.0)), 0.0)
     cum_clogc = np.concatenate([[0.0], np.cumsum(clogc)])
     total = cum[n]
-    i = candidates.astype(np.int64)[:, None]  # (C, 1)
-    j = np.arange(levels + 1, dtype=np.int64)[None, :]
-    edges = (j * i + levels - 1) // levels  # ceil(j * i / levels): bin idx -> level floor(idx*levels/i)
-    group_sum = cum[edges[:, 1:]] - cum[edges[:, :-1]]  # (C, levels)
-    group_nz = nonzero[edges[:, 1:]] - nonzero[edges[:, :-1]]
-    i1 = i[:, 0]
+    i1 = candidates.astype(np.int64)
+    edges = _level_edges(int(i1[0]), int(i1[-1]) + 1, levels)  # bin idx -> level floor(idx*levels/i)
+    at = cum[edges]
+    group_sum = at[:, 1:] - at[:, :-1]  # (C, levels)
+    nz_at = nonzero[edges]
+    group_nz = nz_at[:, 1:] - nz_at[:, :-1]
     outliers = total - cum[i1]
     last = counts[i1 - 1] + outliers
     with np.errstate(divide="ignore", invalid="ignore"):
         # sum r log r over the reference (bins [0, i) with outliers in the last one)
         r_log_r = cum_clogc[i1 - 1] + np.where(last > 0, last * np.log(np.where(last > 0, last, 1.0)), 0.0)
         inside = cum[i1]
-        ref = group_sum.copy()
-        ref[:, -1] += outliers
-        q_mass = np.where(group_nz > 0, group_sum / np.maximum(group_nz, 1), 0.0) / inside[:, None]
-        log_q = np.where(q_mass > 0, np.log(np.where(q_mass > 0, q_mass, 1.0)), 0.0)
-        cross = (ref * log_q).sum(axis=1)
+        # a level without a non-empty bin has a zero sum, so its mass is 0 / 1
+        q_mass = group_sum / np.maximum(group_nz, 1)
+        q_mass /= inside[:, None]
+        log_q = np.zeros_like(q_mass)
+        np.log(q_mass, out=log_q, where=q_mass > 0)
+        group_sum[:, -1] += outliers  # the reference: the clipped values in the last level
+        log_q *= group_sum
+        cross = log_q.sum(axis=1)
         kl = (r_log_r - cross) / total - np.log(total)
     # P > 0 where Q = 0: the last bin is empty but receives outliers
     impossible = (counts[i1 - 1] == 0) & (outliers > 0)
     kl = np.where(impossible, np.inf, kl)
     return np.asarray(kl)
+
+
+def _level_edges(first: int, stop: int, levels: int) -> np.ndarray:
+    """For each candidate ``i`` in ``[first, stop)``, the first bin of each of its ``levels``
+    levels and the end, ``ceil(j * i / levels)`` for j = 0..levels: rows of a table that is the
+    same for every tensor, so computed once per number of levels and grown when a longer
+    histogram needs it (the integer division was a sixth of the search; 4 MB for 4096 bins and
+    128 levels). Read-only; threads that grow it at the same time compute the same table."""
+    table = _EDGES.get(levels)
+    if table is None or len(table) < stop:
+        i = np.arange(-(-stop // 1024) * 1024, dtype=np.int64)[:, None]
+        j = np.arange(levels + 1, dtype=np.int64)[None, :]
+        table = (j * i + levels - 1) // levels
+        table.setflags(write=False)
+        _EDGES[levels] = table
+    return table[first:stop]
+
+
+_EDGES: dict[int, np.ndarray] = {}
 
 
 def threshold_entropy(

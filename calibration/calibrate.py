@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -168,6 +169,11 @@ class _FirstFeed:
         self.holding = False  # the feed last yielded is a held-out one
         self.held_samples = 0
 
+    def statistics_feed(self) -> bool:
+        """Whether the feed last yielded goes to the statistics (is not held out): only those
+        need the tensors that only the TensorRT cache lists."""
+        return not self.holding
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index, feed in enumerate(self.source):
             if self.first is None:
@@ -199,6 +205,7 @@ class _Split:
     ) -> None:
         self.holder, self.stats, self.samples, self.scored = holder, stats, samples, set(scored)
         self.reference: list[dict[str, np.ndarray]] = []
+        self.lock = threading.Lock()  # collect shows one run's tensors on several threads
 
     def observe(self, name: str, array: np.ndarray) -> None:
         if not self.holder.holding:
@@ -207,9 +214,10 @@ class _Split:
             return
         self.samples.observe(name, array)
         if name in self.scored:
-            while len(self.reference) < len(self.holder.held):
-                self.reference.append({})
-            self.reference[-1][name] = np.array(array, copy=True)
+            with self.lock:
+                while len(self.reference) < len(self.holder.held):
+                    self.reference.append({})
+                self.reference[-1][name] = np.array(array, copy=True)
 
 
 def calibrate(
@@ -334,26 +342,40 @@ def calibrate(
             reason = "recalibrating: " + _why_changed(previous.key_parts, key_parts)
         auto = algo.algorithm == "auto"
         feed_holder = _FirstFeed(source, holdout=auto)
+        count = workers(options.threads)
         copies = same_values_sources(model, wanted)
         observed = list(dict.fromkeys(copies.get(n, n) for n in wanted))
         planned = {copies.get(n, n) for n in [*levels, *(lean.levels() if lean else ())]}
-        cache_only = {n: CACHE_ONLY_EVERY for n in observed if n not in planned}
-        observer = HistogramObserver(options.bins, observed, every=cache_only)
+        cache_only = [n for n in observed if n not in planned]
+        every = dict.fromkeys(cache_only, CACHE_ONLY_EVERY)
+        observer = HistogramObserver(options.bins, observed, every=every)
         ranges = _range_observer(qopts, levels, lean, copies)
         stats: list[Observer] = [observer, *([ranges] if ranges else [])]
         recorder = None
         means = None
+        sampled: list[str] = []
+        scored: list[str] = []
         if auto:
             # the inputs' per-channel means for bias correction, from the same pass (see _select)
             means = ChannelMeanObserver(bias_correction_inputs(model, plan, facts.constants).values())
             stats.append(means)
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
-            fetched = list(dict.fromkeys([*observed, *sampled, *scored]))
-            samples = collect(model, feed_holder, fetched, [recorder], threads=options.threads)
-            samples -= feed_holder.held_samples
-        else:
-            samples = collect(model, feed_holder, observed, stats, threads=options.threads)
+        # auto: the held-out feeds go through the same pass, to auto's recorders (see _Split),
+        # which need their tensors on every feed
+        needed = {*sampled, *scored, *(means.names if means is not None else ())}
+        fetched = list(dict.fromkeys([*observed, *sampled, *scored])) if recorder is not None else observed
+        samples = collect(
+            model,
+            feed_holder,
+            fetched,
+            [recorder] if recorder is not None else stats,
+            threads=options.threads,
+            occasional=[n for n in cache_only if n not in needed],
+            wants_occasional=feed_holder.statistics_feed,
+            workers=count,
+        )
+        samples -= feed_holder.held_samples
         observer.share(copies)
         extents = _extents(ranges, copies)
         if recorder is not None:

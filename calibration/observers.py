@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import onnx
 from calibration.errors import CalibrationError
 from calibration.graphs import infer_shapes_light, ort_error
 from calibration.ortvalues import is_float_dtype, ort_feed
+from calibration.threads import map_ordered
 
 DEFAULT_BINS = 4096
 SPARSE_MIN_VALUES = 1 << 14  # HistogramObserver(every=...): smaller arrays are counted whole
@@ -455,6 +456,9 @@ def collect(
     *,
     threads: int | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
+    occasional: Collection[str] = (),
+    wants_occasional: Callable[[], bool] | None = None,
+    workers: int = 1,
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
@@ -463,6 +467,15 @@ def collect(
     at a time. ``arrays``: ``model``'s float weights by initializer name, when the caller has read
     them: the large ones reach ONNX Runtime in memory (:func:`weights_in_memory`), so that a large
     model is neither serialized again nor parsed by ONNX Runtime.
+
+    ``occasional``: tensors of ``tensor_names`` fetched only on the feeds for which
+    ``wants_occasional()`` (asked once the feed is yielded) is true; a second session without them
+    as outputs runs the other feeds. Fetching a tensor costs ONNX Runtime a copy of it: every float
+    activation of PP-OCRv4's recognizer (the TensorRT cache's) is 8x the values of the ones its
+    Q/DQ model quantizes, and doubles the time of a run.
+    ``workers``: threads that show the outputs of one run to the observers side by side, each
+    tensor on one thread (its statistics come out the same as in a loop); the observers must
+    accept calls for different tensors at the same time.
 
     Not overlapped with the next batch's run: running ONNX Runtime one batch ahead on one thread
     while the histograms of this batch are taken sped up only ddddocr's detector (statistics
@@ -474,17 +487,23 @@ def collect(
         model = onnx.load(os.fspath(model))
     inputs = {i.name for i in model.graph.input}
     wanted = [n for n in tensor_names if n not in inputs]
-    if arrays is not None:
-        light, names, values = weights_in_memory(model, arrays)
-        session = _session(with_outputs(light, wanted), threads, model.graph.name, (names, values))
-    else:  # the outputs appended to the model's bytes: the model is not copied
-        session = _session(
-            outputs_appended(model.SerializeToString(), model, wanted), threads, model.graph.name
-        )
+    rare = set(occasional) & set(wanted) if wants_occasional is not None else set()
+    lighter = [n for n in wanted if n not in rare]
+    sessions: dict[bool, object] = {}
+
+    def session_for(full: bool) -> object:
+        if full not in sessions:
+            sessions[full] = _collect_session(model, wanted if full else lighter, threads, arrays)
+        return sessions[full]
+
+    session_for(True)  # a model ONNX Runtime cannot load fails before the first batch is read
     samples = 0
     for feed in source:
+        full = not rare or (wants_occasional is not None and wants_occasional())
+        names = wanted if full else lighter
+        session = session_for(full)
         try:
-            outputs = session.run(wanted, ort_feed(feed)) if wanted else []  # type: ignore[attr-defined]
+            outputs = session.run(names, ort_feed(feed)) if names else []  # type: ignore[attr-defined]
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             name = model.graph.name or "the model"
             raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
@@ -492,11 +511,44 @@ def collect(
             if name in feed:
                 for obs in observers:
                     obs.observe(name, feed[name])
-        for name, value in zip(wanted, outputs, strict=True):
-            array = np.asarray(value)
-            for obs in observers:
-                obs.observe(name, array)
+        _show(list(zip(names, (np.asarray(v) for v in outputs), strict=True)), observers, workers)
         del outputs
         first = next(iter(feed.values()), None)
         samples += int(first.shape[0]) if first is not None and first.ndim else 1
     return samples
+
+
+PARALLEL_VALUES = 1 << 16  # collect(workers=...): one run's outputs below this many values in a loop
+
+
+def _show(found: list[tuple[str, np.ndarray]], observers: Sequence[Observer], workers: int) -> None:
+    """Each (tensor, value) of one run to every observer; on ``workers`` threads, the tensors
+    dealt out largest first to the least loaded thread."""
+    total = sum(a.size for _, a in found)
+    if workers <= 1 or len(found) < 2 or total < PARALLEL_VALUES:
+        groups = [found]
+    else:
+        groups = [[] for _ in range(min(workers, len(found)))]
+        loads = [0] * len(groups)
+        for item in sorted(found, key=lambda item: -item[1].size):
+            least = loads.index(min(loads))
+            groups[least].append(item)
+            loads[least] += item[1].size
+
+    def run(group: list[tuple[str, np.ndarray]]) -> None:
+        for name, array in group:
+            for obs in observers:
+                obs.observe(name, array)
+
+    map_ordered(run, groups, len(groups))
+
+
+def _collect_session(
+    model: onnx.ModelProto, names: Sequence[str], threads: int | None, arrays: Mapping[str, np.ndarray] | None
+) -> object:
+    """A session of ``model`` with ``names`` as outputs too (see :func:`collect`'s ``arrays``)."""
+    if arrays is not None:
+        light, found, values = weights_in_memory(model, arrays)
+        return _session(with_outputs(light, names), threads, model.graph.name, (found, values))
+    # the outputs appended to the model's bytes: the model is not copied
+    return _session(outputs_appended(model.SerializeToString(), model, names), threads, model.graph.name)

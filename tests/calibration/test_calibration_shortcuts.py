@@ -83,6 +83,76 @@ def test_tensors_that_only_copy_another_share_its_histogram_without_being_fetche
     assert shared.histograms["t"] is not shared.histograms["r"]
 
 
+class _Seen:
+    """Records which tensors each batch showed, and from which thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.batches: list[set[str]] = [set()]
+        self.threads: set[int] = set()
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        import threading
+
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            self.batches[-1].add(name)
+
+    def next_batch(self) -> None:
+        self.batches.append(set())
+
+
+def _chain(width: int = 64) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    nodes = [helper.make_node("Relu", ["x"], ["t0"])]
+    nodes += [helper.make_node("Sigmoid" if k % 2 else "Tanh", [f"t{k}"], [f"t{k + 1}"]) for k in range(6)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, width, 32])], ["t6"])
+    rng = np.random.default_rng(7)
+    feeds = [{"x": rng.standard_normal((4, width, 32)).astype(np.float32) * (k + 1)} for k in range(5)]
+    return model, feeds
+
+
+def test_occasional_tensors_are_fetched_only_on_the_feeds_that_want_them() -> None:
+    model, feeds = _chain()
+    seen = _Seen()
+    wanted = [0, 2, 3]  # the feeds that need every tensor
+    index = {"now": -1}
+
+    def source():  # type: ignore[no-untyped-def]
+        for k, feed in enumerate(feeds):
+            index["now"] = k
+            if k:
+                seen.next_batch()
+            yield feed
+
+    names = [f"t{k}" for k in range(7)]
+    count = collect(
+        model,
+        source(),
+        names,
+        [seen],
+        occasional=["t1", "t2", "t3"],
+        wants_occasional=lambda: index["now"] in wanted,
+    )
+    assert count == 20
+    for k, batch in enumerate(seen.batches):
+        assert batch == (set(names) if k in wanted else set(names) - {"t1", "t2", "t3"}), k
+
+
+def test_statistics_on_worker_threads_are_those_of_one_thread() -> None:
+    model, feeds = _chain(width=512)  # 64k values per tensor: dealt out to the threads
+    names = [f"t{k}" for k in range(7)]
+    alone, side_by_side = HistogramObserver(bins=256), HistogramObserver(bins=256)
+    seen = _Seen()
+    collect(model, feeds, names, [alone])
+    collect(model, feeds, names, [side_by_side, seen], workers=2)
+    assert len(seen.threads) == 2
+    for name in names:
+        np.testing.assert_array_equal(side_by_side.histograms[name].counts, alone.histograms[name].counts)
+        assert side_by_side.histograms[name].absmax == alone.histograms[name].absmax
+
+
 def _per_candidate(
     runner: _NodeRunner, feed: dict[str, np.ndarray], inp: str, tried: list[float]
 ) -> np.ndarray:
@@ -159,6 +229,41 @@ def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tm
     assert selection["placement_alternatives"]  # both plans were scored
     scores = selection["held_out_cosine"]
     assert scores[selection["winner"]] == max(scores.values()) > 0.99
+
+
+def test_held_out_feeds_do_not_fetch_the_tensors_only_the_tensorrt_cache_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import calibration.observers as observers
+
+    made: list[tuple[list[str], list[int]]] = []  # per session: its extra outputs, its runs' feed sizes
+    real = observers._collect_session
+
+    def spy(model: onnx.ModelProto, names: list[str], *args: object) -> object:
+        session = real(model, names, *args)  # type: ignore[arg-type]
+        runs: list[int] = []
+        made.append((list(names), runs))
+
+        class Counted:
+            def run(self, wanted: list[str], feed: dict[str, np.ndarray]) -> object:
+                runs.append(len(next(iter(feed.values()))))
+                return session.run(wanted, feed)  # type: ignore[attr-defined]
+
+        return Counted()
+
+    monkeypatch.setattr(observers, "_collect_session", spy)
+    rng = np.random.default_rng(0)
+    path = power_model(tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((64, 1, 64)).astype(np.float32))
+    source = open_source(str(tmp_path / "calib.npz"), model_io(path)[0], batch_size=4)
+    options = CalibrationOptions(algorithm="auto", trt_version="8.6.1")
+    result = calibrate(path, source, options, tmp_path / "out")
+    (full, full_runs), (light, light_runs) = made
+    cache_only = set(full) - set(light)
+    assert cache_only and not cache_only & {t.name for t in result.tensors}  # not in the Q/DQ model
+    assert sum(light_runs) == 16 and sum(full_runs) == 48 == result.samples  # held out: 4 feeds of 4
+    report = json.loads(result.report.read_text())
+    assert set(report["cache_thresholds"]) >= cache_only
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

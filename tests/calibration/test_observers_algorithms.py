@@ -82,6 +82,26 @@ def test_entropy_divergences_match_tensorrts_reference_loop() -> None:
     np.testing.assert_allclose(ours[finite], ref[finite], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("levels", [128, 256])
+def test_entropy_divergences_in_chunks_and_after_a_longer_histogram_are_the_whole_ranges(levels: int) -> None:
+    """The bin-to-level edges come from a table shared by every tensor (grown for a longer
+    histogram): any chunk of candidates gives the divergences of one pass over the whole range,
+    and those of TensorRT's reference loop."""
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(4)
+    long, _ = np.histogram(np.abs(rng.standard_normal(200_000)), bins=9000)
+    kl_divergences(long.astype(np.float64), np.arange(8000, 9001), levels)  # grows the table first
+    counts, _ = np.histogram(np.abs(rng.laplace(size=100_000)), bins=2500)
+    counts = counts.astype(np.float64)
+    whole = kl_divergences(counts, np.arange(levels, 2501), levels)
+    chunks = np.array_split(np.arange(levels, 2501), 7)
+    np.testing.assert_array_equal(np.concatenate([kl_divergences(counts, c, levels) for c in chunks]), whole)
+    short = counts[: levels + 40].copy()
+    ours = kl_divergences(short, np.arange(levels + 10, levels + 41), levels)
+    ref = _pytorch_quantization_kl(short, start=levels + 10, nbins=levels)
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)
+
+
 def test_algorithms_clip_outliers_except_max() -> None:
     rng = np.random.default_rng(2)
     values = np.concatenate([rng.standard_normal(200_000), [60.0, -80.0]])
