@@ -469,10 +469,11 @@ def collect(
     model is neither serialized again nor parsed by ONNX Runtime.
 
     ``occasional``: tensors of ``tensor_names`` fetched only on the feeds for which
-    ``wants_occasional()`` (asked once the feed is yielded) is true; a second session without them
-    as outputs runs the other feeds. Fetching a tensor costs ONNX Runtime a copy of it: every float
-    activation of PP-OCRv4's recognizer (the TensorRT cache's) is 8x the values of the ones its
-    Q/DQ model quantizes, and doubles the time of a run.
+    ``wants_occasional()`` (asked once the feed is yielded) is true; the other feeds' runs ask
+    the same session for the rest only. Fetching a tensor costs ONNX Runtime a copy of it: every
+    float activation of PP-OCRv4's recognizer (the TensorRT cache's) is 8x the values of the ones
+    its Q/DQ model quantizes, and doubles the time of a run. The values fetched are the same
+    either way (one session: the same kernels; a session without those outputs could fuse more).
     ``workers``: threads that show the outputs of one run to the observers side by side, each
     tensor on one thread (its statistics come out the same as in a loop); the observers must
     accept calls for different tensors at the same time.
@@ -489,19 +490,11 @@ def collect(
     wanted = [n for n in tensor_names if n not in inputs]
     rare = set(occasional) & set(wanted) if wants_occasional is not None else set()
     lighter = [n for n in wanted if n not in rare]
-    sessions: dict[bool, object] = {}
-
-    def session_for(full: bool) -> object:
-        if full not in sessions:
-            sessions[full] = _collect_session(model, wanted if full else lighter, threads, arrays)
-        return sessions[full]
-
-    session_for(True)  # a model ONNX Runtime cannot load fails before the first batch is read
+    session = _collect_session(model, wanted, threads, arrays)
     samples = 0
     for feed in source:
         full = not rare or (wants_occasional is not None and wants_occasional())
         names = wanted if full else lighter
-        session = session_for(full)
         try:
             outputs = session.run(names, ort_feed(feed)) if names else []  # type: ignore[attr-defined]
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
