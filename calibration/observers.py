@@ -23,7 +23,7 @@ import onnx
 
 from calibration.errors import CalibrationError
 from calibration.graphs import infer_shapes_light, ort_error
-from calibration.ortvalues import is_float_dtype, ort_feed
+from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
 
 DEFAULT_BINS = 4096
@@ -496,7 +496,7 @@ def collect(
         full = not rare or (wants_occasional is not None and wants_occasional())
         names = wanted if full else lighter
         try:
-            outputs = session.run(names, ort_feed(feed)) if names else []  # type: ignore[attr-defined]
+            outputs = run_views(session, names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             name = model.graph.name or "the model"
             raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
@@ -504,7 +504,7 @@ def collect(
             if name in feed:
                 for obs in observers:
                     obs.observe(name, feed[name])
-        _show(list(zip(names, (np.asarray(v) for v in outputs), strict=True)), observers, workers)
+        _show(list(zip(names, outputs, strict=True)), observers, workers)
         del outputs
         first = next(iter(feed.values()), None)
         samples += int(first.shape[0]) if first is not None and first.ndim else 1

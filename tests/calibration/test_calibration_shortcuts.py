@@ -243,9 +243,9 @@ def test_held_out_feeds_do_not_fetch_the_tensors_only_the_tensorrt_cache_lists(
         session = real(model, names, *args)  # type: ignore[arg-type]
 
         class Counted:
-            def run(self, wanted: list[str], feed: dict[str, np.ndarray]) -> object:
-                runs.append((set(wanted), len(next(iter(feed.values())))))
-                return session.run(wanted, feed)  # type: ignore[attr-defined]
+            def run_with_ort_values(self, wanted: list[str], feed: dict[str, object]) -> object:
+                runs.append((set(wanted), next(iter(feed.values())).shape()[0]))  # type: ignore[attr-defined]
+                return session.run_with_ort_values(wanted, feed)  # type: ignore[attr-defined]
 
         return Counted()
 
