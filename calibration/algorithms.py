@@ -200,9 +200,17 @@ def threshold_mse(hist: AbsHistogram, levels: int = 128, options: AlgorithmOptio
     qmax = levels - 1
     for chunk in np.array_split(cand_bins, max(1, len(cand_bins) // 64)):
         thresholds = chunk.astype(np.float64) * hist.width  # (C,)
-        scale = thresholds / qmax
-        q = np.clip(np.round(centers[None, :] / scale[:, None]), 0, qmax) * scale[:, None]
-        err = ((centers[None, :] - q) ** 2 * weights[None, :]).sum(axis=1)
+        scale = (thresholds / qmax)[:, None]
+        # quantize-dequantize every centre, its squared error weighted by the bin's count: in
+        # place in one (C, bins) buffer, the same operations in the same order as with temporaries
+        q = np.divide(centers[None, :], scale)
+        np.round(q, out=q)
+        np.clip(q, 0, qmax, out=q)
+        q *= scale
+        np.subtract(centers[None, :], q, out=q)
+        np.square(q, out=q)
+        q *= weights[None, :]
+        err = q.sum(axis=1)
         k = int(np.argmin(err))
         if err[k] < best_err:
             best_err, best = float(err[k]), float(thresholds[k])
