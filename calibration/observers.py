@@ -493,8 +493,7 @@ def collect(
     session = _collect_session(model, wanted, threads, arrays)
     samples = 0
     for feed in source:
-        full = not rare or (wants_occasional is not None and wants_occasional())
-        names = wanted if full else lighter
+        names = lighter if rare and wants_occasional is not None and not wants_occasional() else wanted
         try:
             outputs = run_views(session, names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data

@@ -73,11 +73,9 @@ def run_views(session: Any, names: Sequence[str], feed: Mapping[str, Any]) -> li
     import onnxruntime as ort
 
     values = {}
-    for name, value in feed.items():
-        value = to_ort(value)
-        values[name] = (
-            value if isinstance(value, ort.OrtValue) else ort.OrtValue.ortvalue_from_numpy(np.asarray(value))
-        )
+    for name, value in ort_feed(feed).items():  # OrtValues already for the types numpy lacks
+        as_ort = isinstance(value, ort.OrtValue)
+        values[name] = value if as_ort else ort.OrtValue.ortvalue_from_numpy(np.asarray(value))
     outputs = session.run_with_ort_values(list(names), values)
     try:
         return [np.asarray(out.numpy()) for out in outputs]

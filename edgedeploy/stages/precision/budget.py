@@ -187,15 +187,11 @@ class OutputEvaluator:
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort
 
-        from calibration.observers import emulate_integer_kernels
+        from edgedeploy.backends.onnxruntime import PROVIDERS, session_options
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        if self.emulate_integer:  # no effect on the float reference
-            emulate_integer_kernels(options)
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        # emulate_integer has no effect on the float reference
+        options = session_options(self.threads, emulate_integer=self.emulate_integer)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=PROVIDERS)
         names = {i.name for i in session.get_inputs()}
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
 
