@@ -214,6 +214,40 @@ def test_stacked_consumer_run_gives_the_per_candidate_errors(case: str, stackabl
     assert got[0] < got[1] < got[2]  # clipping more of a Gaussian costs more here
 
 
+def test_candidates_run_one_at_a_time_on_worker_threads_give_the_errors_of_one_thread() -> None:
+    """A consumer too large to stack runs its candidates on the worker threads: the same errors, to
+    the bit, as in a loop."""
+    import threading
+
+    from calibration.select import STACKED_VALUES
+
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.standard_normal((8, 16, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], ["y"], [w])
+    x = rng.standard_normal((1, 16, 96, 96)).astype(np.float32)
+    assert 4 * x.size > STACKED_VALUES  # run one candidate at a time
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    runner = _NodeRunner(model, 0, plan, constant_values(model))
+    amax = float(np.abs(x).max())
+    params = _symmetric([amax, 0.5 * amax, 0.2 * amax], unsigned=False)
+    threads: set[int] = set()
+    real = runner.run_float32
+
+    def seen(feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        threads.add(threading.get_ident())
+        return real(feed)
+
+    runner.run_float32 = seen  # type: ignore[method-assign]
+    alone = consumer_errors(runner, {"x": x}, "x", x, params)
+    assert len(threads) == 1
+    side_by_side = consumer_errors(runner, {"x": x}, "x", x, params, workers=2)
+    assert alone is not None and side_by_side is not None and len(threads) >= 2  # on the pool
+    np.testing.assert_array_equal(side_by_side, alone)
+    thresholds = [p[0] * 127 for p in params]
+    np.testing.assert_allclose(alone, _per_candidate(runner, {"x": x}, "x", thresholds), rtol=1e-6)
+
+
 def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tmp_path: Path) -> None:
     """The one statistics pass holds out every 4th batch: the reported samples are the others,
     and the scores recorded for both ORT plans come from the same held-out reference."""
