@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -173,7 +174,7 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
 
 
 def open_source(
-    spec: str,
+    spec: str | os.PathLike[str],
     inputs: Sequence[TensorSpec],
     *,
     samples: int | None = None,
@@ -186,7 +187,9 @@ def open_source(
 
     ``samples`` caps the number of samples (random data defaults to 8); ``shapes`` fixes
     dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders.
+    A path object is taken as its text.
     """
+    spec = os.fspath(spec)
     if not inputs:
         raise DataError(
             "the model has no inputs (its outputs are constants): there is no data to compare, "

@@ -31,6 +31,18 @@ def test_npz_samples_count_on_a_static_batch_model(tmp_path: Path) -> None:
     assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, samples=10, batch_size=8)) == 10
 
 
+def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.arange(96, dtype=np.float32).reshape(2, 3, 4, 4))
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    np.savez(folder / "b0.npz", x=np.ones((2, 3, 4, 4), np.float32))
+    for path in (tmp_path / "d.npz", folder):
+        by_path = [f["x"] for f in open_source(path, DYNAMIC, batch_size=2)]
+        by_text = [f["x"] for f in open_source(str(path), DYNAMIC, batch_size=2)]
+        assert len(by_path) == len(by_text) == 1
+        np.testing.assert_array_equal(by_path[0], by_text[0])
+
+
 def test_extra_arrays_in_an_npz_such_as_labels_are_ignored(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 4, 4), np.float32), labels=np.arange(4))
     assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, batch_size=4)) == 4

@@ -8,6 +8,7 @@ The rule follows the target profile, not the machine that calibrates.
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ def cpu_has_vnni() -> tuple[bool, str]:
 
 def open_calibration_data(
     model: Path,
-    spec: str,
+    spec: str | os.PathLike[str],
     *,
     samples: int | None = None,
     batch_size: int = 1,
