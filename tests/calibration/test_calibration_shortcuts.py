@@ -248,6 +248,45 @@ def test_candidates_run_one_at_a_time_on_worker_threads_give_the_errors_of_one_t
     np.testing.assert_allclose(alone, _per_candidate(runner, {"x": x}, "x", thresholds), rtol=1e-6)
 
 
+def test_large_consumer_runs_are_bounded_by_the_shared_slots_and_keep_no_arena() -> None:
+    """The slots shared by the tensors measured side by side bound the large runs alive at a time,
+    and a large consumer's session frees its buffers after each run (no memory arena)."""
+    import threading
+
+    from calibration.select import _Runners
+
+    rng = np.random.default_rng(8)
+    w = numpy_helper.from_array(rng.standard_normal((8, 16, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)], ["y"], [w])
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    large = _Runners(model, plan, constant_values(model)).get(0, large=True)
+    small = _Runners(model, plan, constant_values(model)).get(0)
+    assert large is not None and small is not None
+    assert not large.session.get_session_options().enable_cpu_mem_arena
+    assert small.session.get_session_options().enable_cpu_mem_arena
+    x = rng.standard_normal((1, 16, 96, 96)).astype(np.float32)
+    amax = float(np.abs(x).max())
+    params = _symmetric([amax, 0.5 * amax, 0.2 * amax], unsigned=False)
+    alive, most, lock = [0], [0], threading.Lock()
+    real = large.run_float32
+
+    def counted(feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        try:
+            return real(feed)
+        finally:
+            with lock:
+                alive[0] -= 1
+
+    large.run_float32 = counted  # type: ignore[method-assign]
+    bounded = consumer_errors(large, {"x": x}, "x", x, params, workers=2, slots=threading.Semaphore(1))
+    assert bounded is not None and most[0] == 1
+    np.testing.assert_array_equal(bounded, consumer_errors(large, {"x": x}, "x", x, params))
+
+
 def test_auto_on_cpu_placement_reports_the_same_choice_as_its_recorded_scores(tmp_path: Path) -> None:
     """The one statistics pass holds out every 4th batch: the reported samples are the others,
     and the scores recorded for both ORT plans come from the same held-out reference."""
