@@ -120,6 +120,26 @@ def test_overflowing_weight_and_flushed_constant_are_reported_and_their_consumer
     assert "mm" not in keep
 
 
+def test_a_weight_holding_minus_inf_is_reported_as_such_not_by_its_finite_values() -> None:
+    """A -inf mask constant (magika's Maximum reads one) keeps its consumer in fp32, and the reason
+    names the Inf instead of the largest finite |w| (0 here)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    floor = numpy_helper.from_array(np.array(-np.inf, np.float32), "floor")
+    node = helper.make_node("Max", ["x", "floor"], ["y"], name="clamp")
+    graph = helper.make_graph(
+        [node],
+        "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+        [floor],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = analyze(model, [{"x": np.ones((4, 4), np.float32)}])
+    reason = choose_fp32_nodes(model, report)["clamp"]
+    assert "floor" in reason and "Inf/NaN" in reason and "up to 0" not in reason
+
+
 def test_decomposed_layernorm_keeps_its_reductions_and_fixes_the_nan(tmp_path: Path) -> None:
     path = models.save(models.decomposed_layernorm_model(), tmp_path / "ln.onnx")
     x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)

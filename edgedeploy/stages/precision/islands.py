@@ -74,11 +74,13 @@ def choose_fp32_nodes(
             consumers.setdefault(inp, []).append(node.name)
 
     for weight in report.weights:  # rule 1
-        if weight.stats.overflow or weight.stats.nonfinite:
+        if weight.stats.overflow:
             add(
                 weight.consumers,
                 f"reads weight '{weight.name}' with |w| up to {weight.stats.absmax:.4g} (> 65504)",
             )
+        elif weight.stats.nonfinite:  # e.g. a -inf mask constant; its finite values prove nothing
+            add(weight.consumers, f"reads weight '{weight.name}' holding Inf/NaN ({weight.stats.nonfinite})")
         elif options.keep_underflow and weight.stats.flushed_share >= report.thresholds.flushed_share:
             add(weight.consumers, f"reads weight '{weight.name}' whose values mostly flush to zero in fp16")
 
