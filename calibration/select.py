@@ -23,6 +23,7 @@ Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose pe
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -332,7 +333,7 @@ def _measured_errors(
     for k, x in enumerate(samples[name]):
         measured = False
         for i, j in consumers:
-            runner = runners.get(i, (len(params) + 1) * x.size > STACKED_VALUES)
+            runner = runners.get(i, not _stacks(x.size, len(params)))
             feed = _feed_for(runner, samples, k) if runner is not None else None
             if runner is None or feed is None:
                 continue
@@ -387,7 +388,7 @@ def consumer_errors(
     copies = len(params) + 1
     stacked = (
         _stacked_feed(runner, feed, inp, value, params)
-        if copies * value.size <= STACKED_VALUES and _batch_axis_ok(runner, feed, inp)
+        if _stacks(value.size, len(params)) and _batch_axis_ok(runner, feed, inp)
         else None
     )
     if stacked is not None:
@@ -399,9 +400,7 @@ def consumer_errors(
             return _stacked_errors(out.reshape(copies, -1))
 
     def run(x: np.ndarray) -> np.ndarray:
-        if slots is None:
-            return runner.run({**feed, inp: x})
-        with slots:
+        with slots if slots is not None else contextlib.nullcontext():
             return runner.run({**feed, inp: x})
 
     try:
@@ -416,6 +415,12 @@ def consumer_errors(
         )
     except Exception:  # shapes that do not line up once sliced
         return None
+
+
+def _stacks(size: int, candidates: int) -> bool:
+    """Whether an input of ``size`` values is small enough to run stacked with ``candidates``
+    quantized copies beside the reference (see :func:`consumer_errors`)."""
+    return (candidates + 1) * size <= STACKED_VALUES
 
 
 def _stacked_errors(chunks: np.ndarray) -> np.ndarray:
