@@ -1026,7 +1026,8 @@ def _line(r: dict[str, Any]) -> str:
         return (
             f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
             f"budget {b.get('budget')} met {b.get('met')}: {len(b.get('kept', []))} layer(s) kept in fp32, "
-            f"{cost.get('measurements')} measurements ({cost.get('ranking')}), {r['seconds']:.1f}s"
+            f"{cost.get('measurements')} measurements + {cost.get('probe_measurements')} "
+            f"for the ranking ({cost.get('ranking')}, {cost.get('ranking_seconds')} s), {r['seconds']:.1f}s"
         )
     share = r.get("fp16_heavy", r.get("int8_heavy"))
     return (
@@ -1137,6 +1138,7 @@ def main() -> int:
     if args.budget:
         os.environ["EDGEDEPLOY_BENCH_BUDGET"] = args.budget
         methods.append(BUDGET_METHOD)
+    methods = list(dict.fromkeys(methods))  # named in --methods and added by --budget: run once
     unknown = [m for m in methods if m not in (*METHODS, BUDGET_METHOD)] + [
         k for k in args.models.split(",") if k not in {s.key for s in SPECS}
     ]

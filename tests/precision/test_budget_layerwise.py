@@ -219,6 +219,30 @@ def test_int8_budget_really_leaves_the_kept_layer_unquantized(
     assert sorted(dequantized) == [False, True]  # exactly one Gemm is left in float
 
 
+def test_int8_budget_keeps_one_variant_on_disk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgedeploy.stages.precision import mixed
+
+    model = _two_gemms(tmp_path / "mlp.onnx", ("", "", ""))
+    real, seen = mixed.make_int8, []
+
+    def make_int8(model: Path, out: Path, **kwargs):  # type: ignore[no-untyped-def]
+        if out.parent.name.startswith(".edgedeploy-budget-"):  # a variant of the search
+            seen.append(sorted(p.name for p in out.parent.iterdir()))
+        return real(model, out, **kwargs)
+
+    monkeypatch.setattr(mixed, "make_int8", make_int8)
+    request = BuildRequest(
+        precision="int8", target=load_target("jetson-orin-nx"), accuracy_budget="cosine>=0.99993",
+        calibration=CalibrationRequest(data="random:0", samples=64, batch_size=16),
+    )  # fmt: skip
+    make_precision(model, request, tmp_path / "out")
+    assert len(seen) >= 3  # as built, two ranking variants, the steps
+    assert all(names == ["v.calib.json"] for names in seen)  # the last variant gone, its report copied
+    assert not any(p.name.startswith(".edgedeploy-budget-") for p in (tmp_path / "out").iterdir())
+
+
 def test_int8_budget_met_only_by_full_fp32_fails_the_gate(tmp_path: Path) -> None:
     model = _two_gemms(tmp_path / "mlp.onnx", ("", "", ""))
     request = BuildRequest(

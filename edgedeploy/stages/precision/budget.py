@@ -4,16 +4,19 @@
 checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
 
 1. measure the artifact as built (step 0); stop if it meets the budget;
-2. rank every candidate layer by measured sensitivity. Up to ``max_candidates`` layers: the
-   accuracy with *only that layer* in low precision (everything else kept high), the per-layer
-   sensitivity Polygraphy's ``debug precision`` and Model Optimizer rank layers by, one
-   measurement per layer. Beyond that (a real detector has 80+ convolutions): the error each
-   layer adds over its inputs in the low-precision model, from one per-layer comparison on the
-   data; every layer is ranked, none is left out;
+2. rank every candidate layer by measured sensitivity: the accuracy with *only that layer* in
+   low precision (everything else kept high), the per-layer sensitivity Polygraphy's ``debug
+   precision`` and Model Optimizer rank layers by, one measurement per layer and no cap on the
+   number of layers. These measurements run on the first ``PROBE_SAMPLES`` samples (a real
+   detector has 100+ convolutions: on PP-Layout's 102, 32 pages cost 3-4 s a variant, 8 pages
+   under 1 s); every decision below is measured on all the samples;
 3. keep layers in higher precision, most sensitive first (one more per step, then doubling),
    measuring after each step, until the budget is met; then bisect between the last two
    counts for the shortest prefix that meets it, and drop every kept layer whose removal still
    meets it (least sensitive first), so the result is the fewest layers the measurements allow.
+   A kept layer whose damage alone (its ranking measurement) exceeds the room the budget has
+   left is not tried: errors of different layers add up (in 1 - cosine, to first order), so its
+   removal would miss the budget; each one not tried saves a measurement on all the samples.
    The last step keeps every candidate, the full-precision fallback. If even that misses the
    budget, :class:`GateFailed` (exit 1). The result counts the measurements it took (its cost).
 
@@ -39,7 +42,6 @@ from calibration.sources import Feed
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare import Gates, output_metrics
-from edgedeploy.stages.compare.layers import compare_layers
 from edgedeploy.stages.precision.analysis import load_for_analysis
 from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, fp16_node_names
 
@@ -70,6 +72,7 @@ PASSIVE_OPS = {
     "Dropout",
 }
 DOUBLING_AFTER = 8  # steps of one layer, then double the kept set
+PROBE_SAMPLES = 8  # samples the ranking measures each layer on (the first ones)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,15 @@ class AccuracyBudget:
                 total += max(0.0, v - c.value) / max(abs(c.value), 1e-12)
         return total
 
+    def room(self, measured: dict[str, float | None]) -> float | None:
+        """How much more damage (see :meth:`damage`) the first criterion can take from ``measured``
+        before it is missed; None where damages do not add up (max_abs, snr in dB)."""
+        c = self.criteria[0]
+        v = measured.get(c.metric)
+        if c.metric not in ("cosine", "top1") or v is None or math.isnan(v):
+            return None
+        return v - c.value
+
     def damage(self, measured: dict[str, float | None]) -> float:
         """Distance from perfect on the first criterion (bigger = worse), to rank sensitivities."""
         c = self.criteria[0]
@@ -159,6 +171,12 @@ class AccuracyBudget:
 
     def __str__(self) -> str:
         return ",".join(str(c) for c in self.criteria)
+
+
+def _rows(feed: Feed) -> int:
+    """The samples in one feed: first-axis rows of its first input (1 for a scalar)."""
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 class OutputEvaluator:
@@ -183,6 +201,24 @@ class OutputEvaluator:
         self.reference = (
             outputs if outputs is not None and len(outputs) == len(self.feeds) else self.run(reference)
         )
+
+    def probe(self, samples: int = PROBE_SAMPLES) -> OutputEvaluator:
+        """This evaluator on its first feeds, up to ``samples`` samples (first-axis rows of the
+        first input), sharing the reference outputs already computed."""
+        count, seen = 0, 0
+        for feed in self.feeds:
+            if seen >= samples:
+                break
+            count, seen = count + 1, seen + _rows(feed)
+        if count == len(self.feeds):
+            return self
+        part = object.__new__(OutputEvaluator)
+        part.emulate_integer, part.threads = self.emulate_integer, self.threads
+        part.feeds, part.reference = self.feeds[:count], self.reference[:count]
+        return part
+
+    def samples(self) -> int:
+        return sum(_rows(feed) for feed in self.feeds)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort
@@ -239,8 +275,10 @@ class BudgetResult:
     steps: list[BudgetStep]
     seconds: float
     notes: list[str] = field(default_factory=list)
-    measurements: int = 0  # model variants built and measured (the search's cost)
-    ranking: str = ""  # how layers were ranked: "one at a time" or "per-layer error growth"
+    measurements: int = 0  # model variants built and measured on all the samples (the search's cost)
+    ranking: str = ""  # how layers were ranked: one at a time, on how many samples
+    probe_measurements: int = 0  # variants built and measured on the ranking's samples only
+    ranking_seconds: float = 0.0  # of ``seconds``, the ranking's
 
 
 Measure = Callable[[Sequence[str]], dict[str, float | None]]
@@ -253,16 +291,19 @@ def search(
     *,
     precision: str,
     higher: str,
-    max_candidates: int = 32,
-    prerank: Callable[[], list[str]] | None = None,
+    probe: Measure | None = None,
+    probe_samples: int | None = None,
     fallback: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> BudgetResult:
-    """Greedy search over ``candidates``; ``measure(kept)`` returns the output metrics with ``kept``
-    in higher precision. ``met`` is False when the full fallback misses the budget too (see check_met)."""
+    """The search of the module docstring over ``candidates``: ``measure(kept)`` returns the output
+    metrics with ``kept`` in higher precision, ``probe(kept)`` the same on the ranking's samples
+    (``probe_samples`` of them; ``measure`` when None). ``met`` is False when the full fallback
+    misses the budget too (see check_met)."""
     start = time.perf_counter()
     notes: list[str] = []
-    count_measure = [0]
+    count_measure = [0, 0]  # on all the samples, on the probe
+    ranked_in = [0.0]
 
     def measure_counted(kept: Sequence[str]) -> dict[str, float | None]:
         count_measure[0] += 1
@@ -272,36 +313,34 @@ def search(
     if any(c.metric == "top1" for c in budget.criteria) and first.get("top1") is None:
         raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
     steps = [BudgetStep([], first, budget.met(first))]
-    ranking = ""
+    on = f"{probe_samples} sample(s)" if probe is not None and probe_samples else "all the samples"
+    ranking = f"one at a time on {on}"
 
     def finish(met: bool, kept: list[str], sensitivity: list[dict[str, Any]]) -> BudgetResult:
         seconds = time.perf_counter() - start
-        return BudgetResult(str(budget), precision, higher, met, kept, len(candidates), sensitivity, steps,
-                            seconds, notes, count_measure[0], ranking)  # fmt: skip
+        return BudgetResult(
+            str(budget), precision, higher, met, kept, len(candidates), sensitivity, steps, seconds, notes,
+            count_measure[0], ranking, count_measure[1], ranked_in[0],
+        )  # fmt: skip
 
     progress(f"as built: {_fmt(first)}")
     if steps[0].met:
         return finish(True, [], [])
     sensitivity: list[dict[str, Any]] = []
-    if len(candidates) > max_candidates and prerank is not None:
-        ranking = "per-layer error growth"
-        pool = set(candidates)
-        ranked = [c for c in prerank() if c in pool]
-        order = ranked + [c for c in candidates if c not in set(ranked)]
-        notes.append(
-            f"{len(candidates)} candidate layers: all ranked by the error each adds over its inputs "
-            "(one per-layer comparison), not one measurement per layer"
-        )
-    else:
-        ranking = "one at a time"
-        ranked_layers: list[tuple[float, str]] = []
-        for name in candidates:
-            alone = measure_counted([c for c in candidates if c != name])
-            ranked_layers.append((budget.damage(alone), name))
-            sensitivity.append({"layer": name, "damage": budget.damage(alone), **alone})
-        ranked_layers.sort(key=lambda item: item[0], reverse=True)
-        sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
-        order = [name for _, name in ranked_layers]
+    damage: dict[str, float] = {}
+    rank = probe if probe is not None else measure
+    ranking_start = time.perf_counter()
+    every = max(1, len(candidates) // 10)
+    for k, name in enumerate(candidates, 1):
+        count_measure[1 if probe is not None else 0] += 1
+        alone = rank([c for c in candidates if c != name])
+        damage[name] = budget.damage(alone)
+        sensitivity.append({"layer": name, "damage": damage[name], **alone})
+        if k % every == 0 or k == len(candidates):
+            progress(f"ranked {k} of {len(candidates)} layers, each alone in {precision}")
+    sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
+    order = [item["layer"] for item in sensitivity]
+    ranked_in[0] = time.perf_counter() - ranking_start
     progress("most sensitive: " + ", ".join(order[:5]))
 
     def step(kept: Sequence[str]) -> bool:
@@ -322,19 +361,30 @@ def search(
         count = count + 1 if count < DOUBLING_AFTER else min(len(order), count * 2)
     if found is not None:
         low, high = below, len(found)  # prefix of `low` misses, of `high` meets
+        now = steps[-1].measured
         while high - low > 1:
             mid = (low + high) // 2
             if step(order[:mid]):
-                high = mid
+                high, now = mid, steps[-1].measured
             else:
                 low = mid
         kept = list(order[:high])
+        untried = 0
         for name in reversed(order[: high - 1]):  # least sensitive first; the last one added is needed
+            room = budget.room(now)
+            if room is not None and damage[name] > room:
+                untried += 1  # alone it takes more than the room left (see the module docstring)
+                continue
             trial = [k for k in kept if k != name]
             if trial and step(trial):
-                kept = trial
-        if steps[-1].kept != kept:
-            step(kept)
+                kept, now = trial, steps[-1].measured
+        if untried:
+            notes.append(
+                f"{untried} of the {high - 1} kept layers not tried for dropping: each alone costs more "
+                "than the room the budget had left"
+            )
+        if steps[-1].kept != kept:  # the result last: measured already as a step of the bisection
+            steps.append(next(s for s in reversed(steps) if s.kept == kept and s.met))
         return finish(True, kept, sensitivity)
     if fallback is not None and set(fallback) - set(order):  # the full-precision fallback: every node
         result = measure_counted(list(fallback))
@@ -367,7 +417,6 @@ def fp16_budget(
     feeds: Sequence[Feed],
     *,
     blocked_ops: Sequence[str] | None = None,
-    max_candidates: int = 32,
     keep_io_types: bool = True,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> BudgetResult:
@@ -383,21 +432,19 @@ def fp16_budget(
         if n.name in set(fp16_node_names(model, base, blocked)) and n.op_type not in PASSIVE_OPS
     ]
 
-    def measure(kept: Sequence[str]) -> dict[str, float | None]:
-        return evaluator.measure(emulate_fp16(model, base | set(kept), blocked, round_io=not keep_io_types))
+    few = evaluator.probe()
 
-    def prerank() -> list[str]:
-        emulated = emulate_fp16(model, base, blocked, round_io=not keep_io_types)
-        return _rank_by_growth(model, compare_layers(model, emulated, feeds[:4], emulate=False).layers)
+    def variant(kept: Sequence[str]) -> onnx.ModelProto:
+        return emulate_fp16(model, base | set(kept), blocked, round_io=not keep_io_types)
 
     return search(
         budget,
         candidates,
-        measure,
+        lambda kept: evaluator.measure(variant(kept)),
         precision="fp16",
         higher="fp32",
-        max_candidates=max_candidates,
-        prerank=prerank,
+        probe=lambda kept: few.measure(variant(kept)),
+        probe_samples=few.samples(),
         fallback=[n.name for n in model.graph.node],
         progress=progress,
     )
@@ -410,7 +457,6 @@ def int8_budget(
     budget: AccuracyBudget,
     feeds: Sequence[Feed],
     *,
-    max_candidates: int = 16,
     progress: Callable[[str], None] = lambda _m: None,
     emulate_integer: bool = False,
 ) -> BudgetResult:
@@ -420,33 +466,15 @@ def int8_budget(
 
     reference = load_onnx(model_path)
     evaluator = OutputEvaluator(reference, feeds, emulate_integer=emulate_integer)
-
-    def measure(kept: Sequence[str]) -> dict[str, float | None]:
-        return evaluator.measure(load_onnx(make(list(kept))))
-
-    def prerank() -> list[str]:
-
-        layers = compare_layers(reference, load_onnx(make([])), feeds[:4], emulate=False).layers
-        return _rank_by_growth(reference, layers)
+    few = evaluator.probe()
 
     return search(
         budget,
         list(quantized),
-        measure,
+        lambda kept: evaluator.measure(load_onnx(make(list(kept)))),
         precision="int8",
         higher="fp32 (not quantized)",
-        max_candidates=max_candidates,
-        prerank=prerank,
+        probe=lambda kept: few.measure(load_onnx(make(list(kept)))),
+        probe_samples=few.samples(),
         progress=progress,
     )
-
-
-def _rank_by_growth(model: onnx.ModelProto, layers: Sequence[Any]) -> list[str]:
-    """Nodes ordered by how much error their output adds over their inputs' (a cheap sensitivity)."""
-    err = {e.tensor: (2.0 if math.isnan(e.cosine) else 1.0 - e.cosine) for e in layers}
-    growth = {}
-    for node in model.graph.node:
-        out = max((err.get(o, 0.0) for o in node.output), default=0.0)
-        inp = max((err.get(i, 0.0) for i in node.input), default=0.0)
-        growth[node.name] = out - inp
-    return sorted(growth, key=lambda n: growth[n], reverse=True)

@@ -304,7 +304,9 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
             "steps": len(result.steps),
             "cost": {
                 "measurements": result.measurements,
+                "probe_measurements": result.probe_measurements,
                 "seconds": round(result.seconds, 2),
+                "ranking_seconds": round(result.ranking_seconds, 2),
                 "ranking": result.ranking,
             },
             "file": path.name,
@@ -356,19 +358,18 @@ def int8_within_budget(
         )
 
     with tempfile.TemporaryDirectory(prefix=".edgedeploy-budget-", dir=dest.parent) as scratch:
-        variants: dict[tuple[str, ...], Path] = {}
 
         def make(excluded: Any) -> Path:
-            key = tuple(sorted(excluded))
-            if set(key) >= set(report.quantized_nodes):
+            if set(excluded) >= set(report.quantized_nodes):
                 return model  # every layer left in fp32: the full-precision fallback
-            if key not in variants:
-                stem = f"v{len(variants)}"
-                # the artifact's report beside each variant: same key, so its thresholds are reused
-                # (only the Q/DQ graph is rewritten) instead of calibrating every variant again
-                shutil.copyfile(report_path, Path(scratch) / f"{stem}.calib.json")
-                variants[key] = build_int8(Path(scratch) / f"{stem}.int8.onnx", list(key)).path
-            return variants[key]
+            # one variant on disk at a time: each is read by its measurement before the next is
+            # made (PP-Layout's search writes 120 variants of 2-7 MB each: 887 MB kept all of them)
+            for old in Path(scratch).iterdir():
+                old.unlink()
+            # the artifact's report beside the variant: same key, so its thresholds are reused
+            # (only the Q/DQ graph is rewritten) instead of calibrating every variant again
+            shutil.copyfile(report_path, Path(scratch) / "v.calib.json")
+            return build_int8(Path(scratch) / "v.int8.onnx", sorted(excluded)).path
 
         with ui.progress(f"accuracy budget {budget}") as advance:
             result = int8_budget(

@@ -1,0 +1,76 @@
+"""The accuracy-budget search on measurements made up for the purpose: what it ranks, keeps,
+tries and counts, without a model to build (the builds are in test_budget_layerwise.py)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from edgedeploy.stages.precision.budget import AccuracyBudget, search
+
+
+def _additive(damages: dict[str, float]):  # type: ignore[no-untyped-def]
+    """Output cosine when every layer not kept adds its own damage (1 - cosine)."""
+
+    def measure(kept: Sequence[str]) -> dict[str, float | None]:
+        return {"cosine": 1.0 - sum(d for name, d in damages.items() if name not in kept)}
+
+    return measure
+
+
+def test_every_one_of_forty_layers_is_ranked_by_its_own_measurement_and_the_fewest_are_kept() -> None:
+    damages = {"big": 0.02, "second": 0.015, "third": 0.01, "fourth": 0.008, "fifth": 0.005}
+    damages |= {f"small{k}": 0.0005 for k in range(35)}  # 40 layers in all: past any fixed cap
+    names = list(damages)
+    random.Random(3).shuffle(names)
+    calls: list[int] = []
+    measure = _additive(damages)
+
+    def probe(kept: Sequence[str]) -> dict[str, float | None]:
+        calls.append(len(kept))
+        return measure(kept)
+
+    result = search(
+        AccuracyBudget.parse("cosine>=0.95"), names, measure, precision="int8", higher="fp32",
+        probe=probe, probe_samples=8,
+    )  # fmt: skip
+    # 0.0825 in all: keeping the two largest leaves 0.0475 <= 0.05, the largest alone 0.0625
+    assert result.met and result.kept == ["big", "second"]
+    assert len(calls) == 40 and set(calls) == {39}  # each layer alone in int8, once
+    assert result.probe_measurements == 40 and result.ranking == "one at a time on 8 sample(s)"
+    assert [s["layer"] for s in result.sensitivity[:3]] == ["big", "second", "third"]
+    # as built, then 1 (misses) and 2 (meets); "big" alone costs 0.02, more than the 0.0025 of
+    # room left, so dropping it is not tried
+    assert result.measurements == 3
+    assert [len(s.kept) for s in result.steps] == [0, 1, 2]
+    assert any("not tried" in note for note in result.notes)
+
+
+def test_a_layer_the_ranking_overrates_is_dropped_after_the_prefix_is_found() -> None:
+    # on the ranking's few samples "noisy" looks worse than "c"; on all of them it costs nothing
+    full = _additive({"a": 0.03, "noisy": 0.0, "c": 0.02, "d": 0.001})
+    few = _additive({"a": 0.03, "noisy": 0.006, "c": 0.005, "d": 0.001})
+    result = search(
+        AccuracyBudget.parse("cosine>=0.99"), ["d", "c", "noisy", "a"], full, precision="int8",
+        higher="fp32", probe=few, probe_samples=2,
+    )  # fmt: skip
+    assert result.met and sorted(result.kept) == ["a", "c"]
+    tried = [s.kept for s in result.steps]
+    # prefixes a, a+noisy, a+noisy+c (met: 0.999), then noisy (0.006 <= 0.009 of room) dropped;
+    # "a" alone takes 0.03, past the room, so it is not tried
+    assert tried == [[], ["a"], ["a", "noisy"], ["a", "noisy", "c"], ["a", "c"]]
+
+
+def test_the_budget_met_as_built_measures_nothing_else() -> None:
+    result = search(
+        AccuracyBudget.parse("cosine>=0.9"), ["a", "b"], _additive({"a": 0.01, "b": 0.01}),
+        precision="fp16", higher="fp32",
+    )  # fmt: skip
+    assert result.met and result.kept == [] and result.measurements == 1 and result.probe_measurements == 0
+
+
+def test_room_is_only_read_where_damages_add_up() -> None:
+    assert AccuracyBudget.parse("cosine>=0.99").room({"cosine": 0.995}) == 0.995 - 0.99
+    assert AccuracyBudget.parse("top1>=0.9").room({"top1": 0.95}) == 0.95 - 0.9
+    assert AccuracyBudget.parse("snr>=30").room({"snr": 40.0}) is None
+    assert AccuracyBudget.parse("max_abs<=0.1").room({"max_abs": 0.01}) is None
