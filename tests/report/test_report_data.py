@@ -212,6 +212,16 @@ def test_budget_views_list_every_step_with_the_layers_kept() -> None:
     (v,) = d.budget_views(run)
     assert v.met and v.higher == "fp32 (not quantized)"
     assert v.steps[1] == (1, ["conv1"], {"cosine": 0.9995}, True)
+    assert v.cost == ""  # a result that does not say what it cost
+    run.budgets["int8"] |= {
+        "measurements": 2, "probe_measurements": 40, "ranking": "one at a time on 8 sample(s)",
+        "ranking_seconds": 12.34, "seconds": 20.0,
+    }  # fmt: skip
+    (v,) = d.budget_views(run)
+    assert v.cost == (
+        "2 variant(s) measured on all the samples, 40 for the ranking (one at a time on 8 sample(s), "
+        "12.3 s); 20.0 s in all"
+    )
 
 
 def test_power_traces_only_where_measured_with_a_trace_and_rails_named() -> None:

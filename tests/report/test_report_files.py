@@ -260,6 +260,11 @@ def test_every_section_draws_when_its_data_is_there(workdir: Path, tmp_path: Pat
         "met": True,
         "higher": "fp32 (not quantized)",
         "steps": steps,
+        "measurements": 2,
+        "probe_measurements": 3,
+        "ranking": "one at a time on 8 sample(s)",
+        "ranking_seconds": 1.0,
+        "seconds": 2.5,
     }
     files = write_report(run, tmp_path / "out")
     page = files.html.read_text()
@@ -268,4 +273,7 @@ def test_every_section_draws_when_its_data_is_there(workdir: Path, tmp_path: Pat
     assert page.count("<svg") == 7
     assert "First tensor over tolerance (int8): <code>t3</code>" in page
     assert "VDD_IN 5.50 W" in page and "1: conv" in page
+    assert "Search cost: 2 variant(s) measured on all the samples, 3 for the ranking" in page
+    summary = files.markdown.read_text()
+    assert "3 for the ranking (one at a time on 8 sample(s), 1.0 s); 2.5 s in all)" in summary
     assert "energy mJ/inf" in files.markdown.read_text() and "| 4.4 |" in files.markdown.read_text()

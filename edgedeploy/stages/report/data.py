@@ -393,6 +393,20 @@ class BudgetView:
     met: bool
     higher: str
     steps: list[tuple[int, list[str], dict[str, float | None], bool]] = field(default_factory=list)
+    cost: str = ""  # what the search measured and how long it took, when the result says
+
+
+def _budget_cost(result: dict[str, Any]) -> str:
+    """The search's cost in words: variants measured on all the samples, the ranking's, seconds."""
+    full, probe, seconds = result.get("measurements"), result.get("probe_measurements"), result.get("seconds")
+    if not isinstance(full, int):
+        return ""
+    text = f"{full} variant(s) measured on all the samples"
+    if isinstance(probe, int) and probe:
+        text += f", {probe} for the ranking ({result.get('ranking') or 'one at a time'}"
+        ranked = result.get("ranking_seconds")
+        text += f", {ranked:.1f} s)" if isinstance(ranked, int | float) else ")"
+    return text + (f"; {seconds:.1f} s in all" if isinstance(seconds, int | float) else "")
 
 
 def budget_views(run: RunData) -> list[BudgetView]:
@@ -410,6 +424,7 @@ def budget_views(run: RunData) -> list[BudgetView]:
                 bool(result.get("met")),
                 str(result.get("higher") or "fp32"),
                 steps,
+                _budget_cost(result),
             )
         )
     return views

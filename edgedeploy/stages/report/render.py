@@ -342,6 +342,8 @@ def _budgets(run: RunData) -> Section | None:
     for v in views:
         cls, word = ("pass", "met") if v.met else ("fail", "not met")
         body += f"<h3>{_e(v.precision)}: budget {_e(v.budget)} <span class='{cls}'>{word}</span></h3>"
+        if v.cost:
+            body += f"<p>Search cost: {_e(v.cost)}.</p>"
         rows = []
         for i, kept, measured, met in v.steps:
             reached = ", ".join(f"{k} {_num(val, '.6g')}" for k, val in measured.items())
@@ -487,6 +489,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     for v in d.budget_views(run):
         extra.append(
             f"accuracy budget {v.precision} `{_md(v.budget)}`: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
+            + (f" ({v.cost})" if v.cost else "")
         )
     if extra:
         lines += [""] + [f"- {_md(x)}" for x in extra]
