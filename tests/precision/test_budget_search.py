@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import pytest
+
 from edgedeploy.stages.precision.budget import AccuracyBudget, search
 
 
@@ -74,3 +76,23 @@ def test_room_is_only_read_where_damages_add_up() -> None:
     assert AccuracyBudget.parse("top1>=0.9").room({"top1": 0.95}) == 0.95 - 0.9
     assert AccuracyBudget.parse("snr>=30").room({"snr": 40.0}) is None
     assert AccuracyBudget.parse("max_abs<=0.1").room({"max_abs": 0.01}) is None
+
+
+def test_a_layer_that_hurts_only_an_output_with_room_is_dropped() -> None:
+    """The room is read per output: "side" costs its own output 0.009 and leaves the output at the
+    bound untouched, so it is tried (and dropped) though 0.009 is more than the worst output's room."""
+    hurts = {"a": (0.03, 0.0), "b": (0.008, 0.0), "c": (0.006, 0.0), "side": (0.0, 0.009)}
+
+    def measure(kept: Sequence[str]) -> dict[str, object]:
+        per = [1.0 - sum(d[k] for name, d in hurts.items() if name not in kept) for k in range(2)]
+        return {"cosine": min(per), "outputs": per}
+
+    result = search(
+        AccuracyBudget.parse("cosine>=0.99"), list(hurts), measure, precision="int8", higher="fp32"
+    )
+    assert [s["layer"] for s in result.sensitivity] == ["a", "side", "b", "c"]
+    # a, a+side, a+side+b (met: 0.994 / 1.0); side dropped (0.994 / 0.991); a is past the room
+    assert [s.kept for s in result.steps[1:5]] == [["a"], ["a", "side"], ["a", "side", "b"], ["a", "b"]]
+    assert result.met and result.kept == ["a", "b"]
+    assert result.steps[-1].outputs == pytest.approx([0.994, 0.991])
+    assert result.sensitivity[1]["outputs"] == pytest.approx([1.0, 0.991])

@@ -16,7 +16,9 @@ checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
    meets it (least sensitive first), so the result is the fewest layers the measurements allow.
    A kept layer whose damage alone (its ranking measurement) exceeds the room the budget has
    left is not tried: errors of different layers add up (in 1 - cosine, to first order), so its
-   removal would miss the budget; each one not tried saves a measurement on all the samples.
+   removal would miss the budget; each one not tried saves a measurement on all the samples. For
+   a cosine bound the room and the damage are read per output (a layer of one detection head can
+   cost its own output more than the worst output's room and leave that output untouched).
    The last step keeps every candidate, the full-precision fallback. If even that misses the
    budget, :class:`GateFailed` (exit 1). The result counts the measurements it took (its cost).
 
@@ -73,6 +75,7 @@ PASSIVE_OPS = {
 }
 DOUBLING_AFTER = 8  # steps of one layer, then double the kept set
 PROBE_SAMPLES = 8  # samples the ranking measures each layer on (the first ones)
+OUTPUTS = "outputs"  # key of a measurement's per-output cosines
 
 
 @dataclass(frozen=True)
@@ -231,11 +234,12 @@ class OutputEvaluator:
         names = {i.name for i in session.get_inputs()}
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
 
-    def measure(self, model: onnx.ModelProto) -> dict[str, float | None]:
+    def measure(self, model: onnx.ModelProto) -> dict[str, Any]:
         return self.score(self.run(model))
 
-    def score(self, cand: list[list[np.ndarray]]) -> dict[str, float | None]:
-        """A candidate's outputs (per feed, per output) against the reference."""
+    def score(self, cand: list[list[np.ndarray]]) -> dict[str, Any]:
+        """A candidate's outputs (per feed, per output) against the reference: the metrics of
+        :data:`METRICS` (the worst output's), and under ``OUTPUTS`` each output's cosine."""
         measured: dict[str, list[float]] = {"cosine": [], "top1": [], "max_abs": [], "snr": []}
         for i in range(len(self.reference[0])):
             m = output_metrics(
@@ -253,6 +257,7 @@ class OutputEvaluator:
             "top1": min(measured["top1"]) if measured["top1"] else None,
             "max_abs": max(measured["max_abs"]),
             "snr": min(measured["snr"]),
+            OUTPUTS: measured["cosine"],
         }
 
 
@@ -261,6 +266,7 @@ class BudgetStep:
     kept: list[str]  # layers kept in higher precision at this step
     measured: dict[str, float | None]
     met: bool
+    outputs: list[float] | None = None  # each output's cosine, where the measurement gave them
 
 
 @dataclass
@@ -281,7 +287,13 @@ class BudgetResult:
     ranking_seconds: float = 0.0  # of ``seconds``, the ranking's
 
 
-Measure = Callable[[Sequence[str]], dict[str, float | None]]
+# the metrics of METRICS and, optionally, each output's cosine under OUTPUTS
+Measure = Callable[[Sequence[str]], dict[str, Any]]
+
+
+def _split(measured: dict[str, Any]) -> tuple[dict[str, float | None], list[float] | None]:
+    per = measured.get(OUTPUTS)
+    return {k: v for k, v in measured.items() if k != OUTPUTS}, None if per is None else list(per)
 
 
 def search(
@@ -305,14 +317,15 @@ def search(
     count_measure = [0, 0]  # on all the samples, on the probe
     ranked_in = [0.0]
 
-    def measure_counted(kept: Sequence[str]) -> dict[str, float | None]:
+    def measure_counted(kept: Sequence[str]) -> BudgetStep:
         count_measure[0] += 1
-        return measure(kept)
+        measured, per = _split(measure(kept))
+        return BudgetStep(list(kept), measured, budget.met(measured), per)
 
-    first = measure_counted([])
+    steps = [measure_counted([])]
+    first = steps[0].measured
     if any(c.metric == "top1" for c in budget.criteria) and first.get("top1") is None:
         raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
-    steps = [BudgetStep([], first, budget.met(first))]
     on = f"{probe_samples} sample(s)" if probe is not None and probe_samples else "all the samples"
     ranking = f"one at a time on {on}"
 
@@ -328,14 +341,15 @@ def search(
         return finish(True, [], [])
     sensitivity: list[dict[str, Any]] = []
     damage: dict[str, float] = {}
+    per_output: dict[str, list[float] | None] = {}  # each output's cosine with only that layer low
     rank = probe if probe is not None else measure
     ranking_start = time.perf_counter()
     every = max(1, len(candidates) // 10)
     for k, name in enumerate(candidates, 1):
         count_measure[1 if probe is not None else 0] += 1
-        alone = rank([c for c in candidates if c != name])
+        alone, per_output[name] = _split(rank([c for c in candidates if c != name]))
         damage[name] = budget.damage(alone)
-        sensitivity.append({"layer": name, "damage": damage[name], **alone})
+        sensitivity.append({"layer": name, "damage": damage[name], **alone, OUTPUTS: per_output[name]})
         if k % every == 0 or k == len(candidates):
             progress(f"ranked {k} of {len(candidates)} layers, each alone in {precision}")
     sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
@@ -344,10 +358,19 @@ def search(
     progress("most sensitive: " + ", ".join(order[:5]))
 
     def step(kept: Sequence[str]) -> bool:
-        result = measure_counted(kept)
-        steps.append(BudgetStep(list(kept), result, budget.met(result)))
-        progress(f"keeping {len(kept)} layer(s) in {higher}: {_fmt(result)}")
+        steps.append(measure_counted(kept))
+        progress(f"keeping {len(kept)} layer(s) in {higher}: {_fmt(steps[-1].measured)}")
         return steps[-1].met
+
+    def past_room(name: str, now: BudgetStep) -> bool:
+        """Whether dropping ``name`` from ``now``'s kept set misses the budget, the damages adding
+        up: per output for a cosine bound (a layer can hurt an output with room to spare and
+        leave the one at the bound untouched), else on the first criterion's worst output."""
+        c, alone, outputs = budget.criteria[0], per_output.get(name), now.outputs
+        if c.metric == "cosine" and alone is not None and outputs is not None and len(alone) == len(outputs):
+            return any(1.0 - a > n - c.value for a, n in zip(alone, outputs, strict=True))
+        room = budget.room(now.measured)
+        return room is not None and damage[name] > room
 
     count, below = 1, 0
     found: list[str] | None = None
@@ -361,23 +384,22 @@ def search(
         count = count + 1 if count < DOUBLING_AFTER else min(len(order), count * 2)
     if found is not None:
         low, high = below, len(found)  # prefix of `low` misses, of `high` meets
-        now = steps[-1].measured
+        now = steps[-1]
         while high - low > 1:
             mid = (low + high) // 2
             if step(order[:mid]):
-                high, now = mid, steps[-1].measured
+                high, now = mid, steps[-1]
             else:
                 low = mid
         kept = list(order[:high])
         untried = 0
         for name in reversed(order[: high - 1]):  # least sensitive first; the last one added is needed
-            room = budget.room(now)
-            if room is not None and damage[name] > room:
+            if past_room(name, now):
                 untried += 1  # alone it takes more than the room left (see the module docstring)
                 continue
             trial = [k for k in kept if k != name]
             if trial and step(trial):
-                kept, now = trial, steps[-1].measured
+                kept, now = trial, steps[-1]
         if untried:
             notes.append(
                 f"{untried} of the {high - 1} kept layers not tried for dropping: each alone costs more "
@@ -387,9 +409,8 @@ def search(
             steps.append(next(s for s in reversed(steps) if s.kept == kept and s.met))
         return finish(True, kept, sensitivity)
     if fallback is not None and set(fallback) - set(order):  # the full-precision fallback: every node
-        result = measure_counted(list(fallback))
-        steps.append(BudgetStep(list(fallback), result, budget.met(result)))
-        progress(f"full fallback, {len(fallback)} nodes in {higher}: {_fmt(result)}")
+        steps.append(measure_counted(list(fallback)))
+        progress(f"full fallback, {len(fallback)} nodes in {higher}: {_fmt(steps[-1].measured)}")
         if steps[-1].met:
             return finish(True, list(fallback), sensitivity)
     notes.append(f"not met even with all {len(steps[-1].kept)} layers in {higher}")
