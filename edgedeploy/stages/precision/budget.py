@@ -13,12 +13,14 @@ checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
 3. keep layers in higher precision, most sensitive first (one more per step, then doubling),
    measuring after each step, until the budget is met; then bisect between the last two
    counts for the shortest prefix that meets it, and drop every kept layer whose removal still
-   meets it (least sensitive first), so the result is the fewest layers the measurements allow.
-   A kept layer whose damage alone (its ranking measurement) exceeds the room the budget has
-   left is not tried: errors of different layers add up (in 1 - cosine, to first order), so its
-   removal would miss the budget; each one not tried saves a measurement on all the samples. For
-   a cosine bound the room and the damage are read per output (a layer of one detection head can
-   cost its own output more than the worst output's room and leave that output untouched).
+   meets it (least sensitive first). A kept layer whose damage alone (its ranking measurement)
+   exceeds the room the budget has left is not tried: errors of different layers add up (in
+   1 - cosine, to first order), so its removal would miss the budget; each one not tried saves a
+   measurement on all the samples. For a cosine bound the room and the damage are read per output
+   (a layer of one detection head can cost its own output more than the worst output's room and
+   leave that output untouched). A layer the ranking's few samples overrate is thus kept: the
+   result is the fewest layers the measurements allow where the damages add up (docs/design.md,
+   "Accuracy budgets on large models").
    The last step keeps every candidate, the full-precision fallback. If even that misses the
    budget, :class:`GateFailed` (exit 1). The result counts the measurements it took (its cost).
 
