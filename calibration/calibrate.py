@@ -28,6 +28,7 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
+from calibration.feeds import feed_rows
 from calibration.graphs import upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
@@ -181,8 +182,7 @@ class _FirstFeed:
             self.holding = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
             if self.holding:
                 self.held.append({k: v.copy() for k, v in feed.items()})
-                first = next(iter(feed.values()))
-                self.held_samples += int(first.shape[0]) if first.ndim else 1
+                self.held_samples += feed_rows(feed)
             yield feed
         self.holding = False
 

@@ -20,6 +20,12 @@ from calibration.ortvalues import is_float_dtype
 Feed = dict[str, np.ndarray]
 
 
+def feed_rows(feed: Feed) -> int:
+    """The samples in one feed: first-axis rows of its first input (1 for a scalar or no input)."""
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
 def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     """Check one feed against the model's inputs; return it with arrays made contiguous.
 

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from calibration.errors import CalibrationError
+from calibration.feeds import feed_rows
 from calibration.graphs import infer_shapes_light, ort_error
 from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
@@ -505,8 +506,7 @@ def collect(
                     obs.observe(name, feed[name])
         _show(list(zip(names, outputs, strict=True)), observers, workers)
         del outputs
-        first = next(iter(feed.values()), None)
-        samples += int(first.shape[0]) if first is not None and first.ndim else 1
+        samples += feed_rows(feed)
     return samples
 
 

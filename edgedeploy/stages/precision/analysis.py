@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from calibration.errors import CalibrationError
+from calibration.feeds import feed_rows
 from calibration.graphs import drop_initializer_inputs, upgrade_ir
 from calibration.observers import Observer, collect, float_tensor_names
 from edgedeploy.errors import InputError
@@ -353,11 +354,6 @@ NEAR_LIMIT = 4.0  # a maximum within this factor of the risk limit must have sto
 NEAR_GROWTH = 1.1  # ... by at most this much over the newest half of the samples
 
 
-def _rows(feed: dict[str, np.ndarray]) -> int:
-    first = next(iter(feed.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
-
-
 class UntilStable:
     """The feeds of ``source`` until the observed ranges settle, so a long --calib-data is not read
     to the end when the decision no longer moves.
@@ -417,7 +413,7 @@ class UntilStable:
                     return
                 previous, previous_seen, checkpoint = self._state(), seen, 2 * seen
             yield feed
-            seen += _rows(feed)
+            seen += feed_rows(feed)
 
 
 class OutputRecorder:
@@ -437,7 +433,7 @@ class OutputRecorder:
         for feed in source:
             if rows < self.limit:
                 self.feeds.append(feed)
-                rows += _rows(feed)
+                rows += feed_rows(feed)
             yield feed
 
     def observe(self, name: str, array: np.ndarray) -> None:

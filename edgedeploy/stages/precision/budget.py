@@ -31,6 +31,7 @@ made by ``make_int8`` with the kept layers excluded from quantization.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibration.sources import Feed
+from calibration.feeds import Feed, feed_rows
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare import Gates, output_metrics
@@ -178,12 +179,6 @@ class AccuracyBudget:
         return ",".join(str(c) for c in self.criteria)
 
 
-def _rows(feed: Feed) -> int:
-    """The samples in one feed: first-axis rows of its first input (1 for a scalar)."""
-    first = next(iter(feed.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
-
-
 class OutputEvaluator:
     """Runs the fp32 reference once, then measures any candidate graph's outputs against it."""
 
@@ -214,16 +209,15 @@ class OutputEvaluator:
         for feed in self.feeds:
             if seen >= samples:
                 break
-            count, seen = count + 1, seen + _rows(feed)
+            count, seen = count + 1, seen + feed_rows(feed)
         if count == len(self.feeds):
             return self
-        part = object.__new__(OutputEvaluator)
-        part.emulate_integer, part.threads = self.emulate_integer, self.threads
+        part = copy.copy(self)
         part.feeds, part.reference = self.feeds[:count], self.reference[:count]
         return part
 
     def samples(self) -> int:
-        return sum(_rows(feed) for feed in self.feeds)
+        return sum(feed_rows(feed) for feed in self.feeds)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         import onnxruntime as ort
@@ -317,7 +311,7 @@ def search(
     start = time.perf_counter()
     notes: list[str] = []
     count_measure = [0, 0]  # on all the samples, on the probe
-    ranked_in = [0.0]
+    ranked_in = 0.0  # the ranking's seconds
 
     def measure_counted(kept: Sequence[str]) -> BudgetStep:
         count_measure[0] += 1
@@ -335,7 +329,7 @@ def search(
         seconds = time.perf_counter() - start
         return BudgetResult(
             str(budget), precision, higher, met, kept, len(candidates), sensitivity, steps, seconds, notes,
-            count_measure[0], ranking, count_measure[1], ranked_in[0],
+            count_measure[0], ranking, count_measure[1], ranked_in,
         )  # fmt: skip
 
     progress(f"as built: {_fmt(first)}")
@@ -356,7 +350,7 @@ def search(
             progress(f"ranked {k} of {len(candidates)} layers, each alone in {precision}")
     sensitivity.sort(key=lambda item: float(item["damage"]), reverse=True)
     order = [item["layer"] for item in sensitivity]
-    ranked_in[0] = time.perf_counter() - ranking_start
+    ranked_in = time.perf_counter() - ranking_start
     progress("most sensitive: " + ", ".join(order[:5]))
 
     def step(kept: Sequence[str]) -> bool:

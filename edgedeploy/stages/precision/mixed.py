@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from calibration.errors import CalibrationError
+from calibration.feeds import feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
@@ -82,8 +83,7 @@ def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool 
     try:
         for feed in source:
             feeds.append(feed)
-            first = next(iter(feed.values()), None)
-            seen += int(first.shape[0]) if first is not None and first.ndim else 1
+            seen += feed_rows(feed)
             if seen >= limit:
                 break
     except CalibrationError as exc:
