@@ -41,3 +41,47 @@ def test_layout_iou_is_one_on_itself_and_counts_a_class_change_as_a_miss() -> No
     assert abs(layout_iou([same], [relabelled]) - 1 / 3) < 1e-9
     grown = _outputs([(0, 100, 0, 3), (2, 40, 1, 4)])  # the first box grows from 4x4 to 6x6 strides
     assert abs(layout_iou([same], [grown]) - (1 + 16 / 36) / 2) < 1e-6
+
+
+def _rows(model: str, **figures: tuple[float, float] | str) -> list[dict[str, object]]:
+    """Benchmark rows of ``model``: method -> (cosine, seconds), or an error string."""
+    rows: list[dict[str, object]] = []
+    for method, got in figures.items():
+        name = method.replace("_", "-")
+        if isinstance(got, str):
+            rows.append({"model": model, "method": name, "error": got})
+        else:
+            rows.append(
+                {"model": model, "method": name, "cosine": got[0], "seconds": got[1], "fp16_heavy": 1.0}
+            )
+    return rows
+
+
+def test_targets_check_each_placement_against_the_peer_of_the_same_run() -> None:
+    from benchmarks.real_models import targets
+
+    rows = _rows(
+        "a",
+        ours_int8_gpu=(0.99900, 4.0),
+        ours_int8_cpu=(0.99700, 6.0),  # behind the peer, and too slow
+        ours_int8_vnni=(0.998004, 5.0),  # ties at the tables' 5 decimals
+        ours_int8_entropy=(0.99500, 3.0),
+        modelopt_int8=(0.99800, 10.0),
+        ours_fp16=(0.99999, 1.0),
+        modelopt_fp16=(0.99999, 5.0),  # 0.2x: met
+    ) + _rows("b", ours_int8_gpu=(0.9, 1.0), modelopt_int8="exit 1: KeyError", ours_fp16=(1.0, 1.0))
+    text, figures = targets(rows)
+    a = figures["a"]
+    assert [a[f"int8_cosine_lead_{p}"]["met"] for p in ("gpu", "cpu", "vnni")] == [True, False, True]
+    assert [a[f"int8_time_ratio_{p}"]["met"] for p in ("gpu", "cpu", "vnni")] == [
+        True,
+        False,
+        True,
+    ]  # 0.5: at most
+    assert a["int8_time_ratio_cpu"]["value"] == 0.6
+    assert a["entropy_time_ratio"] == {"value": 0.3, "met": None}  # shown, not counted
+    assert a["fp16_time_ratio"]["met"] and a["fp16_share"]["met"]
+    assert figures["b"] == {}  # the peer failed: nothing to compare with, nothing counted
+    assert "int8 cosine >= Model Optimizer's 2 of 3" in text
+    assert "int8 time <= 0.5x its 2 of 3" in text
+    assert "| a | +0.00100 / -0.00100! / +0.00000 | 0.40 / 0.60! / 0.50 | 0.30x, -0.00300 |" in text
