@@ -38,7 +38,8 @@ cosine turns on two or three chunks. Their calibration chunks are taken evenly s
 Changed at the commit that added ``--eval-seed``: silero-vad was fed 512 samples without the context
 (its FP32 output was ~0.001 on every chunk, speech or not, so every silero figure before measured
 the noise on near-zero outputs), and both VADs were calibrated on their stream's first 32 chunks
-(one second of the first sentence, no silence). Figures before and after are in the README.
+(one second of the first sentence, no silence). Figures before and after are in
+docs/real-models-history.md.
 
 Methods, each in a fresh subprocess (wall time of the conversion call, peak resident memory over
 the baseline after imports):
@@ -327,8 +328,9 @@ def vad_inputs(
     return for_model
 
 
-# as silero-vad's own Python wrapper feeds it (README.md, "VAD inputs"): 576 samples, the previous
-# chunk's last 64 first; without that context the model answers ~0.001 (no speech) on every chunk
+# as silero-vad's own Python wrapper feeds it (docs/real-models-history.md, "VAD inputs"): 576
+# samples, the previous chunk's last 64 first; without that context the model answers ~0.001 (no
+# speech) on every chunk
 silero_inputs = vad_inputs("input", "state_bf", (1, 2, 128))
 akiki_inputs = vad_inputs("audio_with_context", "h", (1, 1, 128))
 
@@ -1209,7 +1211,8 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
             if ok is not None:
                 group = key.rsplit("_", 1)[0] if key.startswith("int8") else key  # int8: per placement
                 tally.setdefault(group, []).append(ok)
-    out += ["", "Met: " + ", ".join(f"{TARGET_NAMES[k]} {sum(v)} of {len(v)}" for k, v in tally.items())]
+    met = ", ".join(f"{TARGET_NAMES[k]} {sum(v)} of {len(v)}" for k, v in tally.items())
+    out += ["", "Met: " + (met or "nothing to compare (no peer figures in this run)")]
     figures = {m: {k: {"value": v, "met": ok} for k, (v, ok) in c.items()} for m, c in checks.items()}
     return "\n".join(out), figures
 
@@ -1234,16 +1237,21 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument(
-        "--tables", type=Path, metavar="JSON", help="print the tables of an earlier --json, run nothing"
+        "--tables",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="print the tables of earlier --json files (their rows together), run nothing",
     )
     args = parser.parse_args()
     if args.worker:
         worker(*args.worker)
         return 0
     if args.tables:
-        saved = json.loads(args.tables.read_text())
-        print(saved["cpu"])
-        print(table(saved["rows"]))
+        runs = [json.loads(path.read_text()) for path in args.tables]
+        for cpu in dict.fromkeys(run["cpu"] for run in runs):
+            print(cpu)
+        print(table([row for run in runs for row in run["rows"]]))
         return 0
     methods = [m for m in args.methods.split(",") if m]
     if args.budget:
