@@ -73,7 +73,7 @@ from calibration.sources import DataSource
 from calibration.threads import map_ordered, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "3"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "4"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4

@@ -45,6 +45,7 @@ from calibration.qdq import (
     activation_scale,
     dequantized_weight,
     quantized_weight,
+    saturating_activation,
     write_qdq,
 )
 from calibration.threads import map_ordered
@@ -330,6 +331,12 @@ def _measured_errors(
     consumer runs on is judged by the tensor's own error. ``runners`` makes one node's session;
     ``workers``: see :func:`consumer_errors`."""
     errors = np.zeros(len(params))
+    tq = runners.plan.activations.get(name)
+    kind = tq.saturates if tq is not None else ""
+
+    def activation(v: np.ndarray) -> np.ndarray:
+        return saturating_activation(kind, v) if kind else v.astype(np.float64)
+
     for k, x in enumerate(samples[name]):
         measured = False
         for i, j in consumers:
@@ -345,10 +352,10 @@ def _measured_errors(
             if consumer is not None:  # None: shapes that do not line up once sliced
                 errors += consumer
                 measured = True
-        if not measured:  # judged by the tensor itself
-            xd = x.astype(np.float64)
+        if not measured:  # judged by the tensor itself, after the activation that reads it
+            xd = activation(x)
             energy = _energy(xd)
-            errors += [_relative(q.astype(np.float64), xd, energy) for q in fake_quant_all(x, params)]
+            errors += [_relative(activation(q), xd, energy) for q in fake_quant_all(x, params)]
     return errors
 
 
