@@ -1217,6 +1217,38 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
     return "\n".join(out), figures
 
 
+def merge_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of several runs as one table: a model and method measured in more than one run
+    gets the median of its times and peak memories (these machines are shared: one run's times
+    move with the load), and the figures of its first run otherwise, with a note where its
+    accuracy differs between runs (deterministic code on the same data gives the same models).
+    Returns the rows and the notes."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rows in runs:
+        for row in rows:
+            grouped.setdefault((row["model"], row["method"]), []).append(row)
+    merged, notes = [], []
+    for (model, method), found in grouped.items():
+        ok = [r for r in found if "error" not in r]
+        if len(ok) < 2:
+            merged.append(ok[0] if ok else found[0])
+            continue
+        row = dict(ok[0])
+        for key in ("seconds", "peak_mb"):
+            row[key] = float(np.median([r[key] for r in ok]))
+        row["runs"] = len(ok)
+        cosines = {round(r["cosine"], 5) for r in ok}
+        if len(cosines) > 1:
+            notes.append(
+                f"{model} {method}: cosine differs between runs ({', '.join(map(str, sorted(cosines)))})"
+            )
+        merged.append(row)
+    if any(r.get("runs") for r in merged):
+        counts = sorted({r.get("runs", 1) for r in merged if "error" not in r})
+        notes.insert(0, f"times and memory: medians over {'/'.join(map(str, counts))} runs")
+    return merged, notes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
@@ -1251,7 +1283,10 @@ def main() -> int:
         runs = [json.loads(path.read_text()) for path in args.tables]
         for cpu in dict.fromkeys(run["cpu"] for run in runs):
             print(cpu)
-        print(table([row for run in runs for row in run["rows"]]))
+        rows, notes = merge_runs([run["rows"] for run in runs])
+        print(table(rows))
+        for note in notes:
+            print(note)
         return 0
     methods = [m for m in args.methods.split(",") if m]
     if args.budget:

@@ -85,3 +85,20 @@ def test_targets_check_each_placement_against_the_peer_of_the_same_run() -> None
     assert "int8 cosine >= Model Optimizer's 2 of 3" in text
     assert "int8 time <= 0.5x its 2 of 3" in text
     assert "| a | +0.00100 / -0.00100! / +0.00000 | 0.40 / 0.60! / 0.50 | 0.30x, -0.00300 |" in text
+
+
+def test_runs_merge_into_median_times_and_say_where_accuracy_differs() -> None:
+    from benchmarks.real_models import merge_runs
+
+    first = _rows("a", ours_int8_gpu=(0.999, 4.0), modelopt_int8=(0.998, 10.0))
+    second = _rows("a", ours_int8_gpu=(0.999, 6.0), modelopt_int8=(0.997, 12.0))
+    third = _rows("a", ours_int8_gpu=(0.999, 20.0), modelopt_int8="timed out")
+    for rows in (first, second, third):
+        for r in rows:
+            r.setdefault("peak_mb", 100.0)
+    merged, notes = merge_runs([first, second, third])
+    by_method = {r["method"]: r for r in merged}
+    assert by_method["ours-int8-gpu"]["seconds"] == 6.0 and by_method["ours-int8-gpu"]["runs"] == 3
+    assert by_method["modelopt-int8"]["seconds"] == 11.0  # the failed run left out
+    assert notes[0] == "times and memory: medians over 2/3 runs"
+    assert notes[1] == "a modelopt-int8: cosine differs between runs (0.997, 0.998)"
