@@ -1108,16 +1108,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {m} | {_cell(rows, m, 'ours-fp16', 'fp16')} | {_cell(rows, m, 'modelopt-fp16', 'fp16')} |"
         )
-    timed = [
-        "ours-fp16",
-        "modelopt-fp16",
-        "ours-int8-gpu",
-        "ours-int8-cpu",
-        "ours-int8-vnni",
-        "ours-int8-entropy",
-        "modelopt-int8",
-        "ort-int8",
-    ]
+    timed = list(METHODS)
     out += ["", "Wall time of the conversion call, peak memory over the baseline", ""]
     out += ["| model | " + " | ".join(timed) + " |", "|" + "---|" * (1 + len(timed))]
     for m in models:
