@@ -47,6 +47,7 @@ __all__ = [
     "atomic_write_text",
     "check_dest",
     "guarded",
+    "scratch_beside",
     "scratch_dir",
     "sha256_bytes",
     "sha256_file",
@@ -148,6 +149,20 @@ def _owner_alive(pid: int, started: int | None) -> bool:
         return True
     now = _start_time(pid)
     return started is None or now is None or now == started
+
+
+@contextlib.contextmanager
+def scratch_beside(dest: str | os.PathLike[str], kind: str) -> Iterator[Path]:
+    """A private folder beside ``dest`` (in the output folder, for work whose files are large or
+    must stay on its file system), removed on the way out.
+
+    Named like the temporary files of an atomic write of ``dest`` (``.NAME.PID.KIND.XXXX``), so
+    that the next write of ``dest`` or the next scratch folder beside it removes it if this
+    process was killed before it could (``remove_stale_temps``: the pid is gone)."""
+    dest = Path(dest)
+    remove_stale_temps(dest)
+    with tempfile.TemporaryDirectory(prefix=f"{temp_prefix(dest)}{kind}.", dir=dest.parent) as tmp:
+        yield Path(tmp)
 
 
 @contextlib.contextmanager

@@ -144,3 +144,21 @@ def test_no_code_makes_a_system_temp_folder_but_through_scratch_dir() -> None:
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def test_scratch_beside_an_output_is_removed_after_a_kill_by_the_next_write_there(tmp_path: Path) -> None:
+    """A budget search or an export keeps its large scratch files beside its output; a run
+    killed with SIGKILL leaves them, and the next one for the same output removes them (a
+    live writer's are left alone)."""
+    from edgedeploy.fileio import scratch_beside
+
+    dest = tmp_path / "model.int8.onnx"
+    killed = _folder(tmp_path, f".{dest.name}.{_dead_pid()}.budget.abc123", None)
+    live = _folder(tmp_path, f".{dest.name}.1.budget.def456", None)  # pid 1 always runs
+    other = _folder(tmp_path, f".other.onnx.{_dead_pid()}.budget.x", None)  # beside another output
+    with pytest.raises(KeyboardInterrupt), scratch_beside(dest, "budget") as scratch:
+        assert scratch.parent == tmp_path and scratch.name.startswith(f".{dest.name}.{os.getpid()}.budget.")
+        assert not killed.exists() and live.exists() and other.exists()
+        (scratch / "v.int8.onnx").write_bytes(b"x")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])

@@ -14,7 +14,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import onnx
 from calibration.errors import raised
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import atomic_path, sha256_file
+from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx, verify
 
 DEFAULT_OPSET = 18
@@ -399,7 +398,7 @@ def _export_module(
     if len(output_names) != n_out:
         raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgedeploy-export-", dir=dest.parent) as scratch:
+    with scratch_beside(dest, "export") as scratch:
         raw = Path(scratch) / "raw.onnx"
         exporter = _torch_export(torch_model, args, raw, input_names, output_names, options, note)
         with atomic_path(dest, suffix=".onnx") as tmp:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -28,7 +27,7 @@ from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import GateFailed, InputError
-from edgedeploy.fileio import atomic_write_json
+from edgedeploy.fileio import atomic_write_json, scratch_beside
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
@@ -357,7 +356,7 @@ def int8_within_budget(
             trt_version=calib.trt_version,
         )
 
-    with tempfile.TemporaryDirectory(prefix=".edgedeploy-budget-", dir=dest.parent) as scratch:
+    with scratch_beside(dest, "budget") as scratch:
 
         def make(excluded: Any) -> Path:
             if set(excluded) >= set(report.quantized_nodes):
