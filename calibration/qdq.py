@@ -264,8 +264,8 @@ class _Planner:
     ) -> None:
         tq = self.plan.activations.get(name)
         if tq is None:
-            tq = self.plan.activations[name] = TensorQuant(name, unsigned=unsigned, share=share)
-            tq.saturates = saturates
+            tq = TensorQuant(name, unsigned=unsigned, share=share, saturates=saturates)
+            self.plan.activations[name] = tq
         tq.all_consumers = tq.all_consumers or all_consumers
         if consumer is not None:
             tq.consumers.add(consumer)
@@ -1012,7 +1012,7 @@ def saturation_floor(kind: str, lo: float, hi: float) -> float:
         return lo
     floor = -1.5
     while floor > lo:
-        if abs(floor) / (1.0 + np.exp(-floor)) <= FLOOR_SHARE * (hi - floor) / 255.0:
+        if abs(float(saturating_activation(kind, np.array(floor)))) <= FLOOR_SHARE * (hi - floor) / 255.0:
             return floor
         floor -= FLOOR_STEP
     return lo
