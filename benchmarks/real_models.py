@@ -1276,7 +1276,16 @@ def main() -> int:
         worker(*args.worker)
         return 0
     if args.tables:
-        runs = [json.loads(path.read_text()) for path in args.tables]
+        runs = []
+        for path in args.tables:
+            try:
+                run = json.loads(path.read_text())
+                if not isinstance(run, dict) or not isinstance(run.get("rows"), list) or "cpu" not in run:
+                    raise ValueError("not a --json file of this benchmark (no cpu and rows)")
+            except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+                print(f"--tables {path}: {str(exc).splitlines()[0]}", file=sys.stderr)
+                return 2
+            runs.append(run)
         for cpu in dict.fromkeys(run["cpu"] for run in runs):
             print(cpu)
         rows, notes = merge_runs([run["rows"] for run in runs])

@@ -1,9 +1,13 @@
-"""The real-model benchmark's detector metrics (benchmarks/real_models.py): PP-Layout's decoding
-and the per-class box IoU, on hand-made outputs whose boxes are known."""
+"""The real-model benchmark (benchmarks/real_models.py): its detector metrics (PP-Layout's decoding
+and the per-class box IoU, on hand-made outputs whose boxes are known), its targets table, the
+merging of runs and ``--tables``' refusal of a file that is not a run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from benchmarks.real_models import layout_iou, picodet_boxes
 
@@ -102,3 +106,29 @@ def test_runs_merge_into_median_times_and_say_where_accuracy_differs() -> None:
     assert by_method["modelopt-int8"]["seconds"] == 11.0  # the failed run left out
     assert notes[0] == "times and memory: medians over 2/3 runs"
     assert notes[1] == "a modelopt-int8: cosine differs between runs (0.997, 0.998)"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "No such file"), ("{not json", "Expecting property name"), ('{"rows": 3}', "not a --json file")],
+)
+def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    content: str | None,
+    says: str,
+) -> None:
+    import sys
+
+    from benchmarks import real_models
+
+    path = tmp_path / "run.json"
+    if content is not None:
+        path.write_text(content)
+    before = sorted(tmp_path.iterdir())
+    monkeypatch.setattr(sys, "argv", ["real_models.py", "--tables", str(path)])
+    assert real_models.main() == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and says in err and str(path) in err
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
