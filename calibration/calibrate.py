@@ -52,13 +52,16 @@ from calibration.qdq import (
     bias_correction_inputs,
     bias_corrections,
     check_qdq,
+    constant_values,
     model_facts,
     narrow_convs,
     plan_quantization,
+    quantized_weight,
     upgrade_opset,
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
+from calibration.rounding import InputMoments, rounded_weights
 from calibration.select import (
     RULES,
     SampleObserver,
@@ -66,14 +69,15 @@ from calibration.select import (
     bias_corrected,
     candidates,
     plan_vote,
+    rounding_checked,
     scored_tensors,
     select,
 )
 from calibration.sources import DataSource
-from calibration.threads import map_ordered, workers
+from calibration.threads import map_ordered, one_blas_thread, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "4"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "5"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4
@@ -122,11 +126,12 @@ class CalibrationResult:
     key: str
     tensors: list[TensorReport] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rounding: Path | None = None  # auto's GPTQ-rounded weights, when it kept them
     report_data: CalibrationReport | None = None
 
     @property
     def files(self) -> list[Path]:
-        return [p for p in (self.model, self.cache, self.report) if p is not None]
+        return [p for p in (self.model, self.cache, self.report, self.rounding) if p is not None]
 
 
 def _hash(obj: Any) -> str:
@@ -230,7 +235,21 @@ def calibrate(
     qdq_name: str | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model_path`` on ``source``; write ``<stem>.int8.onnx`` (or ``qdq_name``),
-    ``<stem>.calib.cache`` (when ``options.trt_version``) and ``<stem>.calib.json`` into ``out_dir``."""
+    ``<stem>.calib.cache`` (when ``options.trt_version``) and ``<stem>.calib.json`` into ``out_dir``
+    (numpy's BLAS on one thread meanwhile: see :func:`~calibration.threads.one_blas_thread`)."""
+    with one_blas_thread():
+        return _calibrate(model_path, source, options, out_dir, stem=stem, qdq_name=qdq_name)
+
+
+def _calibrate(
+    model_path: str | os.PathLike[str],
+    source: DataSource,
+    options: CalibrationOptions,
+    out_dir: str | os.PathLike[str],
+    *,
+    stem: str | None = None,
+    qdq_name: str | None = None,
+) -> CalibrationResult:
     start = time.perf_counter()
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -242,6 +261,7 @@ def calibrate(
         out_dir / f"{stem}.calib.cache",
         out_dir / f"{stem}.calib.json",
     )
+    rounding_path = out_dir / f"{stem}.calib.rounding.npz"  # auto's GPTQ-rounded weights, when kept
     algo = options.algorithm_options()
     qopts = options.quantize_options()
     if options.trt_version is not None:
@@ -294,12 +314,18 @@ def calibrate(
     previous = None if options.force else load_report(report_path)
     selection: Selection | None = None
     bias_shift: dict[int, np.ndarray] | None = None  # a reused calibration's bias correction
-    outputs_present = qdq_path.is_file() and (options.trt_version is None or cache_path.is_file())
+    outputs_present = (
+        qdq_path.is_file()
+        and (options.trt_version is None or cache_path.is_file())
+        and (previous is None or not _rounded(previous) or rounding_path.is_file())
+    )
     covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
     }
-    if previous is not None and previous.key == key and covered:
-        if previous.artifact_key == artifact_key and outputs_present:
+    up_to_date = previous is not None and previous.artifact_key == artifact_key and outputs_present
+    rewritable = previous is not None and _rounding_reusable(previous, rounding_path, qopts.weight_bits)
+    if previous is not None and previous.key == key and covered and (up_to_date or rewritable):
+        if up_to_date:
             return CalibrationResult(
                 qdq_path,
                 report_path,
@@ -315,6 +341,7 @@ def calibrate(
                 tensors=previous.tensors,
                 warnings=previous.warnings,
                 report_data=previous,
+                rounding=rounding_path if _rounded(previous) else None,
             )
         reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
         report = previous
@@ -327,6 +354,7 @@ def calibrate(
             plan = plan_quantization(model, more, facts)
         thresholds = report.thresholds()
         extents = report.extents()
+        weights.update(_reused_rounding(report, rounding_path, model, plan, facts))
         bias_shift = _reused_bias_shift(report, model, plan, facts, weights)
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
@@ -336,6 +364,11 @@ def calibrate(
             reason = "recalibrating: forced"
         elif previous is None:
             reason = "calibrating: no earlier calibration in " + str(out_dir)
+        elif previous.key == key and covered:
+            reason = (
+                f"recalibrating: the GPTQ-rounded weights of the earlier calibration ({rounding_path.name}) "
+                "are missing, changed or for other weight bits"
+            )
         elif previous.key == key:
             reason = "recalibrating: the exclusions need tensors the earlier calibration did not cover"
         else:
@@ -353,18 +386,25 @@ def calibrate(
         stats: list[Observer] = [observer, *([ranges] if ranges else [])]
         recorder = None
         means = None
+        moments: InputMoments | None = None
         sampled: list[str] = []
         scored: list[str] = []
         if auto:
             # the inputs' per-channel means for bias correction, from the same pass (see _select)
             means = ChannelMeanObserver(bias_correction_inputs(model, plan, facts.constants).values())
-            stats.append(means)
+            # the second moments of the weighted layers' inputs for GPTQ rounding (see _select)
+            moments = InputMoments(model, plan, facts.constants)
+            stats.extend([means, moments])
             sampled, scored = _sampled(plan, lean), scored_tensors(model)
             recorder = _Split(feed_holder, stats, SampleObserver(sampled), scored)
         # auto: the held-out feeds go through the same pass, to auto's recorders (see _Split),
         # which need their tensors on every feed
         needed = {*sampled, *scored, *(means.names if means is not None else ())}
-        fetched = list(dict.fromkeys([*observed, *sampled, *scored])) if recorder is not None else observed
+        fetched = (
+            list(dict.fromkeys([*observed, *sampled, *scored, *(moments.names if moments else ())]))
+            if recorder is not None
+            else observed
+        )
         samples = collect(
             model,
             feed_holder,
@@ -393,6 +433,7 @@ def calibrate(
                 weights,
                 means,
                 options.emulate_integer,
+                moments,
             )
             if selection.plan is not None and selection.plan is not plan:  # measured: fewer nodes quantized
                 plan = selection.plan
@@ -476,6 +517,7 @@ def calibrate(
                 "exclude_nodes": list(selection.exclude_nodes),
                 "narrow_convolutions": selection.narrow_check,
                 "placement_alternatives": selection.alternatives,
+                "weight_rounding": _rounding_report(selection, moments),
                 "bias_correction": _bias_report(plan, selection, means, facts),
                 "integer_kernels": "emulated in float" if options.emulate_integer else "this CPU's",
             },
@@ -499,6 +541,9 @@ def calibrate(
     report.quantized_nodes, report.excluded_nodes = plan.quantized_nodes, plan.excluded
     report.outputs = {"model": qdq_path.name, "report": report_path.name}
     cache_written: Path | None = None
+    rounding_written: Path | None = rounding_path if _rounded(report) else None
+    if rounding_written is not None:
+        report.outputs["rounding"] = rounding_path.name
     with atomic_path(qdq_path) as tmp:
         tmp.write_bytes(data)
         # loaded the way the artifact runs (all graph optimizations) and run once, before it takes its name
@@ -509,6 +554,12 @@ def calibrate(
         cache_written = cache_path
         report.outputs["trt_cache"] = cache_path.name
         report.trt_cache = {"version": cache.version, "header": cache.header, "tensors": len(cache.scales)}
+    if selection is not None and selection.rounded:  # after the artifact, before the report naming it
+        rounding = _write_rounding(rounding_path, selection.rounded, plan, weights)
+        report.selection = {**(report.selection or {})}
+        report.selection["weight_rounding"] = {**report.selection["weight_rounding"], **rounding}
+    elif selection is not None:  # recalibrated without it: an earlier calibration's file goes
+        rounding_path.unlink(missing_ok=True)
     elapsed = time.perf_counter() - start
     if not reused:
         report.seconds = round(elapsed, 3)
@@ -527,6 +578,7 @@ def calibrate(
         tensors=report.tensors,
         warnings=report.warnings,
         report_data=report,
+        rounding=rounding_written,
     )
 
 
@@ -541,6 +593,69 @@ def _scored_qdq(
     if any(selection.thresholds.get(n) != thresholds[n] for n in plan.calibrated_tensors()):
         return None
     return selection.qdq
+
+
+def _rounded(report: CalibrationReport) -> bool:
+    """Whether a calibration kept GPTQ-rounded weights (in its ``.calib.rounding.npz``)."""
+    return bool(((report.selection or {}).get("weight_rounding") or {}).get("kept"))
+
+
+def _write_rounding(
+    path: Path, names: Sequence[str], plan: QuantPlan, weights: WeightCache
+) -> dict[str, Any]:
+    """The kept GPTQ-rounded int8 weights into ``path`` (atomically), and what the report records
+    of them: a rewrite from the report needs them, and cannot compute them without the data."""
+    qmax = plan.options.weight_qmax
+    axes = {name: axis for name, axis in plan.weights}
+    arrays = {name: weights[(name, axes[name], qmax)][0] for name in names if name in axes}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    return {"file": path.name, "sha256": sha256_file(path), "weight_bits": plan.options.weight_bits}
+
+
+def _rounding_reusable(report: CalibrationReport, path: Path, weight_bits: int) -> bool:
+    """Whether a rewrite from ``report`` has its GPTQ-rounded weights: none were kept, or its
+    file is there, unchanged (sha256), for the same weight bits."""
+    if not _rounded(report):
+        return True
+    recorded = (report.selection or {})["weight_rounding"]
+    return (
+        recorded.get("weight_bits") == weight_bits
+        and path.is_file()
+        and recorded.get("sha256") == sha256_file(path)
+    )
+
+
+def _reused_rounding(
+    report: CalibrationReport, path: Path, model: onnx.ModelProto, plan: QuantPlan, facts: ModelFacts
+) -> WeightCache:
+    """The GPTQ-rounded weights a reused calibration kept (checked by :func:`_rounding_reusable`),
+    with their round-to-nearest scales, for the weights ``plan`` quantizes."""
+    if not _rounded(report):
+        return {}
+    qmax = plan.options.weight_qmax
+    found: WeightCache = {}
+    with np.load(path) as stored:
+        for name, axis in plan.weights:
+            if name in stored.files:
+                q = stored[name]
+                _, scale = quantized_weight(model, name, axis, qmax, None, facts.constants.get(name))
+                if q.dtype == np.int8 and q.shape == facts.constants[name].shape:
+                    found[(name, axis, qmax)] = (q, scale)
+    return found
+
+
+def _rounding_report(selection: Selection, moments: InputMoments | None) -> dict[str, Any]:
+    """Whether auto kept GPTQ weight rounding, its vote, and on how many layers it could run."""
+    if moments is None:
+        return {"kept": False}
+    rows = sorted(moments.rows.values())
+    return {
+        "kept": bool(selection.rounded),
+        "layers": len(moments.layers),
+        "rows_per_layer": [rows[0], rows[-1]] if rows else [],
+        **selection.rounding_check,
+    }
 
 
 def _bias_report(
@@ -632,11 +747,14 @@ def _select(
     weights: WeightCache | None = None,
     means: ChannelMeanObserver | None = None,
     emulate: bool = False,
+    moments: InputMoments | None = None,
 ) -> Selection:
     """auto: choose from the held-out values the statistics pass recorded.
 
-    The winner is then measured with its biases corrected (``means``: per-channel means of the
-    calibration inputs, see :func:`~calibration.select.bias_corrected`), kept where it scores higher.
+    The winner is then measured with its weights rounded by GPTQ (``moments``: the second moments
+    of its layers' inputs, see :func:`~calibration.select.rounding_checked`), and then with its
+    biases corrected (``means``: per-channel means of the calibration inputs, see
+    :func:`~calibration.select.bias_corrected`); each is kept where it scores higher.
 
     In ONNX Runtime's placement, the plan that also quantizes Add, Concat and the pools (the
     integer chain ORT fuses) is measured against the one that leaves them in float: on a
@@ -729,6 +847,11 @@ def _select(
                     "held_out_cosine"
                 ]
                 best.narrow_check = vote
+    if moments is not None and moments.moments and best.plan is not None:
+        planned = {(name, best.plan.options.weight_qmax) for name, _ in best.plan.weights}
+        rounded = rounded_weights(base, best.plan, moments, consts or constant_values(base), weights, count)
+        rounded = {k: v for k, v in rounded.items() if (k[0], k[2]) in planned}
+        best = rounding_checked(base, best, rounded, held_out, reference, extents, weights, emulate)
     if means is not None and means.sums and best.plan is not None:
         shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())
         best = bias_corrected(base, best, shifts, held_out, reference, extents, weights, emulate)

@@ -1,0 +1,224 @@
+"""GPTQ weight rounding (calibration/rounding.py): the rows a layer multiplies its weight with, the
+rounding itself against round-to-nearest, and auto keeping it only where the held-out samples
+score it higher (calibration/select.py rounding_checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import calibration.select as select_module
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.modelinfo import model_io
+from calibration.qdq import QuantizeOptions, constant_values, plan_quantization, quantized_weight
+from calibration.rounding import InputMoments, Layer, gptq, layer_rows, layers, rounded_weights
+from calibration.select import ROUNDED
+from calibration.sources import open_source
+
+CPU = ["CPUExecutionProvider"]
+
+
+def _conv_model(
+    cin: int, cout: int, kernel: tuple[int, ...], group: int = 1, **attrs: object
+) -> tuple[onnx.ModelProto, np.ndarray]:
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (cout, cin // group, *kernel)).astype(np.float32)
+    dims = ["n", cin, *(["s"] * len(kernel))]
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=group, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w
+
+
+CONVS = [
+    ((4, 6, (3, 3), 1), {"pads": [1, 1, 1, 1]}),
+    ((4, 6, (3, 3), 2), {"pads": [0, 1, 2, 1], "strides": [2, 1]}),
+    ((6, 6, (3, 3), 6), {"pads": [1, 1, 1, 1], "dilations": [2, 2]}),  # depthwise
+    ((4, 8, (1, 1), 1), {}),
+    ((3, 5, (5,), 1), {"pads": [2, 1], "strides": [3]}),  # 1-D
+]
+
+
+@pytest.mark.parametrize(("shape", "attrs"), CONVS)
+def test_conv_rows_times_the_weight_are_the_conv_outputs(shape: tuple, attrs: dict) -> None:
+    cin, cout, kernel, group = shape
+    model, w = _conv_model(cin, cout, kernel, group, **attrs)
+    x = np.random.default_rng(1).normal(0, 1, (2, cin, *([11] * len(kernel)))).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=CPU).run(None, {"x": x})[0]
+    layer = Layer("w", 0, model.graph.node[0], group, int(np.prod(w.shape[1:])))
+    rows = layer_rows(layer, x, kernel, 1 << 20)
+    assert rows is not None
+    per_group = w.reshape(group, cout // group, -1)
+    got = np.einsum("grc,goc->rgo", rows, per_group).reshape(rows.shape[1], cout)  # (n x positions, cout)
+    expected = np.moveaxis(y, 1, -1).reshape(-1, cout)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_rows_are_capped_evenly_and_keep_their_values() -> None:
+    model, _ = _conv_model(4, 6, (3, 3), pads=[1, 1, 1, 1])
+    x = np.random.default_rng(1).normal(0, 1, (3, 4, 9, 9)).astype(np.float32)
+    layer = Layer("w", 0, model.graph.node[0], 1, 36)
+    every = layer_rows(layer, x, (3, 3), 1 << 20)
+    some = layer_rows(layer, x, (3, 3), 50)
+    assert every is not None and some is not None
+    assert every.shape == (1, 3 * 81, 36) and some.shape == (1, 50, 36)
+    picked = np.linspace(0, 3 * 81 - 1, 50).astype(np.int64)
+    np.testing.assert_array_equal(some[0], every[0][picked])
+
+
+def test_gptq_is_round_to_nearest_when_the_inputs_are_uncorrelated() -> None:
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 1, (1, 5, 7))
+    scale = np.abs(w).max(axis=2) / 127
+    h = np.diag(rng.uniform(1, 2, 7))[None]  # no input predicts another: nothing to compensate
+    q = gptq(w, h, scale, 127)
+    np.testing.assert_array_equal(q, np.clip(np.round(w / scale[:, :, None]), -127, 127))
+
+
+def test_gptq_lowers_the_output_error_of_correlated_inputs() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 1, (4000, 3))
+    x = base @ rng.normal(0, 1, (3, 24)) + 0.05 * rng.normal(0, 1, (4000, 24))  # 24 inputs, rank ~3
+    w = rng.normal(0, 1, (1, 16, 24))
+    scale = np.abs(w).max(axis=2) / 7  # 4-bit grid: rounding errors that matter
+    h = (x.T @ x)[None]
+    q = gptq(w, h, scale, 7)
+    near = np.clip(np.round(w / scale[:, :, None]), -7, 7)
+    assert np.abs(q).max() <= 7
+    err = lambda qq: np.linalg.norm(x @ (qq[0] * scale[0][:, None] - w[0]).T)  # noqa: E731
+    assert err(q) < 0.6 * err(near)
+
+
+def _two_layer_model(path: Path) -> Path:
+    """Conv -> Relu -> Gemm on inputs with correlated channels (GPTQ has something to exploit)."""
+    rng = np.random.default_rng(4)
+    w0 = rng.normal(0, 0.4, (8, 6, 3, 3)).astype(np.float32)
+    w1 = rng.normal(0, 0.2, (5, 8 * 6 * 6)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w1"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+        [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _inputs(rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(9).normal(0, 1, (2, 6))
+    x = np.einsum("nkhw,kc->nchw", rng.normal(0, 1, (rows, 2, 6, 6)), mix)
+    return (x + 0.1 * rng.normal(0, 1, x.shape)).astype(np.float32)
+
+
+def test_moments_are_the_rows_second_moments(tmp_path: Path) -> None:
+    model = onnx.load(_two_layer_model(tmp_path / "m.onnx"))
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    consts = constant_values(model)
+    found = layers(model, plan, consts)
+    assert sorted(layer.weight for layer in found) == ["w0", "w1"]
+    moments = InputMoments(model, plan, consts)
+    x = _inputs(2, 1)
+    moments.observe("x", x)
+    moments.observe("unrelated", x)
+    conv = next(layer for layer in found if layer.weight == "w0")
+    rows = layer_rows(conv, x, (3, 3), 1 << 20)
+    assert rows is not None and moments.rows["w0"] == 72
+    np.testing.assert_allclose(moments.moments["w0"], rows.transpose(0, 2, 1) @ rows, rtol=1e-5)
+    assert "w1" not in moments.moments  # its input was not shown
+
+
+def test_rounded_weights_keep_the_scales_and_lower_the_layer_error(tmp_path: Path) -> None:
+    model = onnx.load(_two_layer_model(tmp_path / "m.onnx"))
+    plan = plan_quantization(model, QuantizeOptions("onnxruntime", 7))
+    consts = constant_values(model)
+    moments = InputMoments(model, plan, consts)
+    x = _inputs(16, 1)
+    moments.observe("x", x)
+    rounded = rounded_weights(model, plan, moments, consts)
+    assert list(rounded) == [("w0", 0, 63)]
+    q, scale = rounded[("w0", 0, 63)]
+    q_near, scale_near = quantized_weight(model, "w0", 0, 63)
+    np.testing.assert_array_equal(scale, scale_near)
+    assert q.dtype == np.int8 and np.abs(q).max() <= 63 and not np.array_equal(q, q_near)
+    layer = Layer("w0", 0, model.graph.node[0], 1, 54)
+    rows = layer_rows(layer, _inputs(16, 2), (3, 3), 1 << 20)[0]  # held-out inputs
+    w = consts["w0"].reshape(8, -1)
+    err = lambda qq: np.linalg.norm(rows @ (qq.reshape(8, -1) * scale[:, None] - w).T)  # noqa: E731
+    assert err(q) < err(q_near)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize("target", [("tensorrt", 8), ("onnxruntime", 7)])
+def test_the_vote_decides_the_artifact_and_a_rewrite_of_rounded_weights_recalibrates(
+    tmp_path: Path, target: tuple[str, int], kept: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the held-out samples overrule GPTQ (forced here; the rule itself is tested below)
+    decides which weights the artifact holds, and what the report and its .rounding.npz record;
+    a rewrite from the report (the model removed) reuses the rounded weights from that file, and
+    recalibrates when the file is gone."""
+    monkeypatch.setattr(select_module, "_rounding_kept", lambda *args: kept)
+    path = _two_layer_model(tmp_path / "m.onnx")
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=_inputs(64, 1))
+    options = CalibrationOptions(algorithm="auto", placement=target[0], weight_bits=target[1])
+    inputs = model_io(path)[0]
+    result = calibrate(path, open_source(data, inputs, batch_size=4), options, tmp_path / "out", stem="m")
+    selection = json.loads(result.report.read_text())["selection"]
+    rounding = selection["weight_rounding"]
+    # the Gemm reads one row per sample: 48 calibration rows for 288 inputs, too few to round on
+    assert rounding["kept"] is kept and rounding["layers"] == 2 and rounding["weights"] == 1
+    winner = selection["winner"]
+    assert set(rounding["held_out_cosine"]) == {winner, winner + ROUNDED}
+    qmax = 127 if target[1] == 8 else 63
+    near, _ = quantized_weight(onnx.load(path), "w0", 0, qmax)
+    stored = [numpy_helper.to_array(i) for i in onnx.load(result.model).graph.initializer]
+    conv = next(v for v in stored if v.dtype == np.int8 and v.shape == near.shape)
+    assert np.array_equal(conv, near) is not kept
+    rounding_file = tmp_path / "out" / "m.calib.rounding.npz"
+    assert rounding_file.is_file() is kept and (rounding_file in result.files) is kept
+    result.model.unlink()
+    again = calibrate(path, open_source(data, inputs, batch_size=4), options, tmp_path / "out", stem="m")
+    assert again.reused and not again.skipped
+    restored = [numpy_helper.to_array(i) for i in onnx.load(again.model).graph.initializer]
+    same = next(v for v in restored if v.dtype == np.int8 and v.shape == near.shape)
+    np.testing.assert_array_equal(same, conv)
+    if kept:  # without the file the rounded weights cannot be rebuilt: calibrate again
+        rounding_file.unlink()
+        third = calibrate(path, open_source(data, inputs, batch_size=4), options, tmp_path / "out", stem="m")
+        assert not third.reused and "GPTQ-rounded weights" in third.reason
+        assert rounding_file.is_file()
+
+
+@pytest.mark.parametrize(
+    ("nearest", "gptq", "wins", "kept"),
+    [
+        (0.99, 0.995, [0, 16], True),  # ahead on the pooled cosine: kept whatever the samples say
+        (0.997, 0.996, [5, 11], True),  # behind, but worse on 11 of 16 only
+        (0.997, 0.996, [3, 13], False),  # behind and worse on 13 of 16 (PP-OCRv4's detector, 7-bit)
+        (0.997, 0.996, None, True),  # one held-out sample: no per-sample count
+        (0.997, 0.996, [0, 0], True),  # every sample a tie
+    ],
+)
+def test_gptq_goes_only_on_clear_evidence(
+    nearest: float, gptq: float, wins: list[int] | None, kept: bool
+) -> None:
+    assert select_module._rounding_kept(nearest, gptq, wins) is kept
