@@ -225,6 +225,7 @@ class _Split:
                 self.reference[-1][name] = np.array(array, copy=True)
 
 
+@one_blas_thread  # numpy's BLAS on one thread meanwhile (see calibration/threads.py)
 def calibrate(
     model_path: str | os.PathLike[str],
     source: DataSource,
@@ -235,21 +236,7 @@ def calibrate(
     qdq_name: str | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model_path`` on ``source``; write ``<stem>.int8.onnx`` (or ``qdq_name``),
-    ``<stem>.calib.cache`` (when ``options.trt_version``) and ``<stem>.calib.json`` into ``out_dir``
-    (numpy's BLAS on one thread meanwhile: see :func:`~calibration.threads.one_blas_thread`)."""
-    with one_blas_thread():
-        return _calibrate(model_path, source, options, out_dir, stem=stem, qdq_name=qdq_name)
-
-
-def _calibrate(
-    model_path: str | os.PathLike[str],
-    source: DataSource,
-    options: CalibrationOptions,
-    out_dir: str | os.PathLike[str],
-    *,
-    stem: str | None = None,
-    qdq_name: str | None = None,
-) -> CalibrationResult:
+    ``<stem>.calib.cache`` (when ``options.trt_version``) and ``<stem>.calib.json`` into ``out_dir``."""
     start = time.perf_counter()
     model_path = Path(model_path)
     if not model_path.is_file():

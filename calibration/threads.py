@@ -14,14 +14,15 @@ cancels the pieces not started and waits only for the ones running.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 MAX_WORKERS = 4  # a cap, not a measurement (only 2 cores measured); workers never exceed the cores
 
@@ -51,19 +52,22 @@ def map_ordered(fn: Callable[[T], R], items: Iterable[T], count: int) -> list[R]
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """numpy's BLAS on one thread, through threadpoolctl, for the calibration's duration.
+def one_blas_thread(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` with numpy's BLAS on one thread while it runs, through threadpoolctl.
 
     Calibration runs its numpy work on threads of its own (:func:`map_ordered`, ``collect``'s
     observers) beside ONNX Runtime's. OpenBLAS's own threads keep spinning after each of the many
     small matrix products (GPTQ's input moments, ``calibration.rounding``) and took the cores from
     them: on ddddocr's detector the calibration used 29 s of CPU instead of 21 s, 2.3 s more wall
     time (OPENBLAS_NUM_THREADS=1 against the default, same code)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # a declared dependency; without it numpy keeps its own threads
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+
+    @functools.wraps(fn)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # a declared dependency; without it numpy keeps its own threads
+            return fn(*args, **kwargs)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return limited

@@ -3,6 +3,7 @@ hand-built ONNX graphs for the placement rules."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,17 @@ def squeeze_conv_opset12(inits: list[onnx.TensorProto], first_pads: int) -> onnx
     model.ir_version = 7
     onnx.checker.check_model(model)
     return model
+
+
+def rapidocr_model(member: str, key: str) -> Path:
+    """A model of rapidocr-onnxruntime's wheel (``member``), fetched once with ``pip download``
+    into the benchmark cache as ``<key>.wheel.onnx``; without network the test is skipped, except
+    in CI where that is a failure."""
+    from benchmarks.real_models import MODELS, OCR, wheel_member
+
+    try:
+        return wheel_member(OCR, member, MODELS / f"{key}.wheel.onnx")
+    except Exception as exc:  # no network
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot fetch {OCR}: {exc}")

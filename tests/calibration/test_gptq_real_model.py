@@ -11,7 +11,6 @@ skipped, except in CI where that is a failure.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 import calibration.calibrate as calibrate_module
-from benchmarks.real_models import MODELS, OCR, cls_inputs, wheel_member
+from benchmarks.real_models import cls_inputs
 from calibration.observers import collect, emulate_integer_kernels
 from calibration.qdq import (
     QuantizeOptions,
@@ -32,18 +31,14 @@ from calibration.qdq import (
 from calibration.rounding import InputMoments, layer_rows, rounded_weights
 from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
 from edgedeploy.targets import load_target
+from tests.calibration.conftest import rapidocr_model
 
 MEMBER = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
 @pytest.fixture(scope="module")
 def classifier() -> Path:
-    try:
-        return wheel_member(OCR, MEMBER, MODELS / "ocr-cls.wheel.onnx")
-    except Exception as exc:  # no network
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"cannot fetch {OCR}: {exc}")
+    return rapidocr_model(MEMBER, "ocr-cls")
 
 
 def _batches(arrays: dict[str, np.ndarray], size: int = 8) -> list[dict[str, np.ndarray]]:

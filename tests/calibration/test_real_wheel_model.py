@@ -10,28 +10,23 @@ skipped, except in CI where that is a failure. About 20 s on 2 cores.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks.real_models import MODELS, OCR, rec_inputs, text_equal_batch_major, wheel_member
+from benchmarks.real_models import rec_inputs, text_equal_batch_major
 from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
 from edgedeploy.targets import load_target
+from tests.calibration.conftest import rapidocr_model
 
 MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 
 
 @pytest.fixture(scope="module")
 def recognizer() -> Path:
-    try:
-        return wheel_member(OCR, MEMBER, MODELS / "ocr-rec.wheel.onnx")
-    except Exception as exc:  # no network
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"cannot fetch {OCR}: {exc}")
+    return rapidocr_model(MEMBER, "ocr-rec")
 
 
 @pytest.mark.parametrize("target", ["jetson-orin-nx", "x86-64-cpu"])
