@@ -109,6 +109,7 @@ def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
         data["tensors"] = [TensorReport(**t) for t in data.get("tensors", [])]
         data["weights"] = [WeightReport(**w) for w in data.get("weights", [])]
         _check_bias_correction(data.get("selection"))
+        _check_weight_rounding(data.get("selection"))
         _check_exclusions(data.get("selection"))
         return CalibrationReport(**data)
     except (OSError, ValueError, TypeError, AttributeError):
@@ -148,6 +149,19 @@ def _check_bias_correction(selection: Any) -> None:
     for size in recorded.get("sizes", {}).values():  # [] for an input without spatial axes (Gemm)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
             raise ValueError("a recorded input size is not whole numbers")
+
+
+def _check_weight_rounding(selection: Any) -> None:
+    """Raises ValueError unless a recorded GPTQ rounding is a map whose kept rounding names its
+    file's sha256 and weight bits: a rewrite from the report reads that file back
+    (calibration/calibrate.py ``_rounding_reusable``)."""
+    recorded = (selection or {}).get("weight_rounding", {})
+    if not isinstance(recorded, dict):
+        raise ValueError("recorded weight rounding is not a map")
+    if recorded.get("kept") and not (
+        isinstance(recorded.get("sha256"), str) and isinstance(recorded.get("weight_bits"), int)
+    ):
+        raise ValueError("recorded weight rounding names no file hash or weight bits")
 
 
 def print_table(

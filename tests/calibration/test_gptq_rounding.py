@@ -222,3 +222,25 @@ def test_gptq_goes_only_on_clear_evidence(
     nearest: float, gptq: float, wins: list[int] | None, kept: bool
 ) -> None:
     assert select_module._rounding_kept(nearest, gptq, wins) is kept
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [{"weight_rounding": ["kept"]}, {"weight_rounding": {"kept": True, "sha256": 3, "weight_bits": 8}}],
+    ids=["not-a-map", "no-hash"],
+)
+def test_a_damaged_recorded_rounding_recalibrates_instead_of_failing(
+    tmp_path: Path, damage: dict[str, object]
+) -> None:
+    """The report is ours, but a user can edit it: an unusable recorded rounding makes the report
+    unusable, as any unreadable report is (calibrate again), instead of a traceback."""
+    path = _two_layer_model(tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=_inputs(64, 1))
+    options = CalibrationOptions(algorithm="auto")
+    inputs = model_io(path)[0]
+    first = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
+    report = json.loads(first.report.read_text())
+    report["selection"].update(damage)
+    first.report.write_text(json.dumps(report))
+    again = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
+    assert not again.reused and again.reason.startswith("calibrating: no earlier calibration")
