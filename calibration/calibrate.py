@@ -310,8 +310,12 @@ def calibrate(
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
     }
     up_to_date = previous is not None and previous.artifact_key == artifact_key and outputs_present
-    rewritable = previous is not None and _rounding_reusable(previous, rounding_path, qopts.weight_bits)
-    if previous is not None and previous.key == key and covered and (up_to_date or rewritable):
+    if (
+        previous is not None
+        and previous.key == key
+        and covered
+        and (up_to_date or _rounding_reusable(previous, rounding_path, qopts.weight_bits))
+    ):
         if up_to_date:
             return CalibrationResult(
                 qdq_path,
@@ -835,9 +839,7 @@ def _select(
                 ]
                 best.narrow_check = vote
     if moments is not None and moments.moments and best.plan is not None:
-        planned = {(name, best.plan.options.weight_qmax) for name, _ in best.plan.weights}
         rounded = rounded_weights(base, best.plan, moments, consts or constant_values(base), weights, count)
-        rounded = {k: v for k, v in rounded.items() if (k[0], k[2]) in planned}
         best = rounding_checked(base, best, rounded, held_out, reference, extents, weights, emulate)
     if means is not None and means.sums and best.plan is not None:
         shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())

@@ -173,13 +173,13 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def _attribute(node: onnx.NodeProto, name: str, default: object) -> Any:
+def attribute(node: onnx.NodeProto, name: str, default: object) -> Any:
     """The value of ``node``'s attribute ``name`` (int, float, bytes, list...), ``default`` without it."""
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    return int(_attribute(node, name, default))
+    return int(attribute(node, name, default))
 
 
 def weight_axis(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> int | None:
@@ -508,7 +508,7 @@ def narrow_convs(model: onnx.ModelProto, plan: QuantPlan) -> list[str]:
         if out_ch >= 16 and in_ch >= 16:
             continue
         group = _attr(node, "group", 1)
-        kernel = list(_attribute(node, "kernel_shape", dims[2:]))
+        kernel = list(attribute(node, "kernel_shape", dims[2:]))
         plain = (
             group == 1
             and (out_ch % 8 == 0 or in_ch % 8 == 0)
@@ -637,7 +637,7 @@ def bias_correction_inputs(
             if bias is None or bias.ndim != 1 or bias.dtype.kind != "f":
                 continue
             transposed_a = _attr(node, "transA", 0)
-            if node.op_type == "Gemm" and (transposed_a or float(_attribute(node, "beta", 1.0)) != 1.0):
+            if node.op_type == "Gemm" and (transposed_a or float(attribute(node, "beta", 1.0)) != 1.0):
                 continue
             found[i] = node.input[0]
     return found
@@ -700,17 +700,18 @@ def _rounding_error(
     return qsum.astype(np.float64) * scale.astype(np.float64).reshape(shape) - wsum  # type: ignore[no-any-return]
 
 
-def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int] | None) -> np.ndarray | None:
-    """Per kernel tap of a Conv, the share of its outputs at which the tap reads the input rather
-    than zero padding, on an input of ``size`` (axes 2 and up); None when unknown or not a Conv."""
-    if node.op_type != "Conv" or size is None or len(size) != len(kernel) or not kernel:
-        return None
+def conv_axes(
+    node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int]
+) -> list[tuple[int, int, int, int]] | None:
+    """Per spatial axis of a Conv on an input of ``size`` (axes 2 and up): its stride, dilation,
+    padding before the input (auto_pad resolved) and number of outputs; None when an axis has no
+    output."""
     dims = len(kernel)
-    strides = list(_attribute(node, "strides", [])) or [1] * dims
-    dilations = list(_attribute(node, "dilations", [])) or [1] * dims
-    pads = list(_attribute(node, "pads", [])) or [0] * (2 * dims)
-    auto = _attribute(node, "auto_pad", b"NOTSET").decode()
-    shares = np.ones(())
+    strides = list(attribute(node, "strides", [])) or [1] * dims
+    dilations = list(attribute(node, "dilations", [])) or [1] * dims
+    pads = list(attribute(node, "pads", [])) or [0] * (2 * dims)
+    auto = attribute(node, "auto_pad", b"NOTSET").decode()
+    found = []
     for d in range(dims):
         n, k, s, dil = int(size[d]), int(kernel[d]), strides[d], dilations[d]
         begin, end = pads[d], pads[d + dims]
@@ -723,8 +724,22 @@ def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int]
         outputs = (n + begin + end - (k - 1) * dil - 1) // s + 1
         if n <= 0 or outputs <= 0:
             return None
-        at = np.arange(outputs)[:, None] * s + np.arange(k)[None, :] * dil - begin  # input index
-        axis_share = ((at >= 0) & (at < n)).mean(axis=0)
+        found.append((s, dil, begin, outputs))
+    return found
+
+
+def _tap_shares(node: onnx.NodeProto, kernel: Sequence[int], size: Sequence[int] | None) -> np.ndarray | None:
+    """Per kernel tap of a Conv, the share of its outputs at which the tap reads the input rather
+    than zero padding, on an input of ``size`` (axes 2 and up); None when unknown or not a Conv."""
+    if node.op_type != "Conv" or size is None or len(size) != len(kernel) or not kernel:
+        return None
+    axes = conv_axes(node, kernel, size)
+    if axes is None:
+        return None
+    shares = np.ones(())
+    for (s, dil, begin, outputs), n, k in zip(axes, size, kernel, strict=True):
+        at = np.arange(outputs)[:, None] * s + np.arange(int(k))[None, :] * dil - begin  # input index
+        axis_share = ((at >= 0) & (at < int(n))).mean(axis=0)
         shares = np.multiply.outer(shares, axis_share)
     return np.asarray(shares, np.float64)
 

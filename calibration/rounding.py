@@ -10,9 +10,9 @@ no training loop. The per-channel scales stay those of round-to-nearest, so the 
 the same and only the int8 values change.
 
 :class:`InputMoments` accumulates ``H`` per layer in the one statistics pass, from a bounded
-number of rows per batch. :func:`rounded_weights` rounds the weights with it. ``auto`` scores the
-result on the held-out samples against round-to-nearest and keeps it only where it scores higher
-(:func:`calibration.select.rounding_checked`), so this is measured per model, not assumed.
+number of rows per sample. :func:`rounded_weights` rounds the weights with it. ``auto`` scores the
+result on the held-out samples against round-to-nearest and keeps round-to-nearest only where
+they speak clearly against GPTQ (:func:`calibration.select.rounding_checked`).
 
 Hand-written: the libraries that implement GPTQ work on the PyTorch modules of language models
 (Linear layers only). Here the weights are an ONNX model's per-channel int8 initializers of
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from calibration.qdq import QuantPlan, WeightCache, quantized_weight
+from calibration.qdq import QuantPlan, WeightCache, attribute, conv_axes, quantized_weight
 from calibration.threads import map_ordered
 
 ROWS_PER_SAMPLE = 512  # rows of X (output positions) taken from each sample at most, evenly spaced
@@ -53,10 +53,6 @@ class Layer:
     columns: int  # inputs per output channel (per group): Cin/groups x kernel size, or K
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray]) -> list[Layer]:
     """The plan's weights that GPTQ rounds: read by one node only, as the weight of a Conv with a
     1-D or 2-D kernel and explicit padding, of a Gemm without transA, or as the constant second
@@ -70,14 +66,13 @@ def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndar
         if w is None or len(wq.uses) != 1 or wq.uses[0][1] != 1 or w.dtype.kind != "f":
             continue
         node = nodes[wq.uses[0][0]]
-        attrs = _attrs(node)
         if node.op_type == "Conv" and w.ndim in (3, 4) and axis == 0:
-            if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
                 continue
-            groups = int(attrs.get("group", 1))  # type: ignore[call-overload]
+            groups = int(attribute(node, "group", 1))
             columns = int(np.prod(w.shape[1:]))
-        elif node.op_type == "Gemm" and w.ndim == 2 and not attrs.get("transA", 0):
-            groups, columns = 1, int(w.shape[1] if attrs.get("transB", 0) else w.shape[0])
+        elif node.op_type == "Gemm" and w.ndim == 2 and not attribute(node, "transA", 0):
+            groups, columns = 1, int(w.shape[1] if attribute(node, "transB", 0) else w.shape[0])
         elif node.op_type == "MatMul" and w.ndim == 2 and axis == 1:
             groups, columns = 1, int(w.shape[0])
         else:
@@ -104,25 +99,17 @@ def layer_rows(layer: Layer, x: np.ndarray, kernel: tuple[int, ...], limit: int)
     dims = len(kernel)
     if x.ndim != dims + 2 or x.shape[1] % layer.groups:
         return None
-    attrs = _attrs(node)
-    strides = list(attrs.get("strides", []) or [1] * dims)  # type: ignore[call-overload]
-    dilations = list(attrs.get("dilations", []) or [1] * dims)  # type: ignore[call-overload]
-    pads = list(attrs.get("pads", []) or [0] * (2 * dims))  # type: ignore[call-overload]
-    if attrs.get("auto_pad", b"NOTSET") in (b"VALID", "VALID"):
-        pads = [0] * (2 * dims)
     sizes = x.shape[2:]
-    outs = [
-        (sizes[d] + pads[d] + pads[d + dims] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1
-        for d in range(dims)
-    ]
-    if min(outs) <= 0:
+    axes = conv_axes(node, kernel, sizes)
+    if axes is None:
         return None
+    strides, dilations, begins, outs = (list(v) for v in zip(*axes, strict=True))
     n, c = x.shape[:2]
     at = _spaced(np.arange(n * math.prod(outs)), limit)
     where = np.unravel_index(at, (n, *outs))  # sample, then output position per axis
     cols = np.zeros((len(at), c, *kernel), np.float32)
     for tap in np.ndindex(*kernel):
-        coords = [where[1 + d] * strides[d] + tap[d] * dilations[d] - pads[d] for d in range(dims)]
+        coords = [where[1 + d] * strides[d] + tap[d] * dilations[d] - begins[d] for d in range(dims)]
         inside = np.logical_and.reduce([(coords[d] >= 0) & (coords[d] < sizes[d]) for d in range(dims)])
         index = (where[0][inside], slice(None), *[coords[d][inside] for d in range(dims)])
         cols[(inside, slice(None), *tap)] = x[index]  # outside the input: the zero padding
@@ -224,7 +211,7 @@ def _as_rows(w: np.ndarray, layer: Layer) -> np.ndarray:
     """The weight as ``(groups, outputs per group, columns)``, columns in :func:`layer_rows`' order."""
     if layer.node.op_type == "Conv":
         return w.reshape(layer.groups, w.shape[0] // layer.groups, -1)
-    if layer.node.op_type == "Gemm" and _attrs(layer.node).get("transB", 0):
+    if layer.node.op_type == "Gemm" and attribute(layer.node, "transB", 0):
         return w[None]
     return w.T[None]  # Gemm without transB and MatMul: (K, N)
 
@@ -232,7 +219,7 @@ def _as_rows(w: np.ndarray, layer: Layer) -> np.ndarray:
 def _from_rows(rows: np.ndarray, w: np.ndarray, layer: Layer) -> np.ndarray:
     if layer.node.op_type == "Conv":
         return rows.reshape(w.shape)
-    if layer.node.op_type == "Gemm" and _attrs(layer.node).get("transB", 0):
+    if layer.node.op_type == "Gemm" and attribute(layer.node, "transB", 0):
         return rows[0]
     return rows[0].T
 
@@ -251,8 +238,8 @@ def rounded_weights(
     cache: WeightCache | None = None,
     workers: int = 1,
 ) -> WeightCache:
-    """The GPTQ-rounded int8 values, with their round-to-nearest scales, of the weights whose
-    moments have at least as many rows as the layer has inputs per output, as a
+    """The GPTQ-rounded int8 values, with their round-to-nearest scales, of the weights ``plan``
+    quantizes whose moments have at least as many rows as the layer has inputs per output, as a
     :data:`~calibration.qdq.WeightCache` (the other weights are not in it). A weight keeps
     round-to-nearest where GPTQ's error at the layer's outputs, over the same moments, is not
     lower. ``cache``: the round-to-nearest weights; ``workers``: threads rounding layers side by
@@ -260,6 +247,8 @@ def rounded_weights(
     qmax = plan.options.weight_qmax
     todo = []
     for layer in moments.layers:
+        if (layer.weight, layer.axis) not in plan.weights:
+            continue  # moments gathered for a plan that quantizes more than ``plan``
         h = moments.moments.get(layer.weight)
         if h is None or moments.rows[layer.weight] < layer.columns:
             continue  # fewer rows than inputs: H has no full rank, and GPTQ would fit those rows
