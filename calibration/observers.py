@@ -337,15 +337,20 @@ def emulate_integer_kernels(options: Any) -> None:
     options.add_session_config_entry("session.disable_quant_qdq", "1")
 
 
-IN_MEMORY_BYTES = 4096  # float32 initializers larger than this reach ONNX Runtime as arrays
+IN_MEMORY_BYTES = 4096  # initializers larger than this (float32 or 8-bit) reach ONNX Runtime as arrays
 IN_MEMORY = "in-memory"  # the external-data location of a weight whose values an array holds
+# the initializer types handed over in memory: float weights, and the 8-bit weights of Q/DQ models
+IN_MEMORY_TYPES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1}
 
 
-def in_memory_stub(graph: onnx.GraphProto, name: str, dims: Sequence[int]) -> None:
-    """A float32 initializer of ``graph`` without its values, marked external at :data:`IN_MEMORY`:
-    an array holds them, which :func:`weights_in_memory` hands to ONNX Runtime."""
+def in_memory_stub(
+    graph: onnx.GraphProto, name: str, dims: Sequence[int], data_type: int = onnx.TensorProto.FLOAT
+) -> None:
+    """An initializer of ``graph`` (float32 unless ``data_type`` says otherwise) without its values,
+    marked external at :data:`IN_MEMORY`: an array holds them, which :func:`weights_in_memory`
+    hands to ONNX Runtime."""
     stub = graph.initializer.add()
-    stub.name, stub.data_type = name, onnx.TensorProto.FLOAT
+    stub.name, stub.data_type = name, data_type
     stub.dims.extend(dims)
     stub.data_location = onnx.TensorProto.EXTERNAL
     stub.external_data.add(key="location", value=IN_MEMORY)
@@ -360,13 +365,14 @@ def _is_stub(init: onnx.TensorProto) -> bool:
 def weights_in_memory(
     model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = None
 ) -> tuple[onnx.ModelProto, list[str], list[Any]]:
-    """``model`` without its large float32 initializers, which stay behind as stubs marked external
-    (:func:`in_memory_stub`), and their names and OrtValues for
+    """``model`` without its large float32 and 8-bit initializers (:data:`IN_MEMORY_TYPES`), which
+    stay behind as stubs marked external (:func:`in_memory_stub`), and their names and OrtValues for
     ``SessionOptions.add_external_initializers``: the weights are then neither serialized nor parsed
     again by ONNX Runtime, which puts them back into its graph as initializers before it optimizes
-    it, so a session computes the same bits (tests pin it). ``arrays``: values already read, by
-    initializer name (the others are read here), and those of ``model``'s own stubs. The OrtValues
-    share the arrays' memory: keep them alive as long as the session."""
+    it (its Q/DQ fusions see the int8 weights as constants), so a session computes the same bits
+    (tests pin it). ``arrays``: float32 values already read, by initializer name (the others are
+    read here), and those of ``model``'s own stubs. The OrtValues share the arrays' memory: keep
+    them alive as long as the session."""
     import onnxruntime as ort
     from onnx import numpy_helper
 
@@ -376,13 +382,15 @@ def weights_in_memory(
     names: list[str] = []
     values: list[Any] = []
     for init in model.graph.initializer:
-        size = 4 * int(np.prod(init.dims, dtype=np.int64))
+        itemsize = IN_MEMORY_TYPES.get(init.data_type, 0)
+        size = itemsize * int(np.prod(init.dims, dtype=np.int64))
         external = init.data_location == onnx.TensorProto.EXTERNAL
-        array = arrays.get(init.name) if arrays is not None else None
+        float32 = init.data_type == onnx.TensorProto.FLOAT
+        array = arrays.get(init.name) if arrays is not None and float32 else None
         if _is_stub(init):
             if array is None:
                 raise ValueError(f"no values for the in-memory weight {init.name}")
-        elif init.data_type == onnx.TensorProto.FLOAT and not external and size > IN_MEMORY_BYTES:
+        elif itemsize and not external and size > IN_MEMORY_BYTES:
             try:
                 array = numpy_helper.to_array(init) if array is None else array
             except ValueError:  # data that does not fill its dims: ONNX Runtime reports it
@@ -392,7 +400,7 @@ def weights_in_memory(
         if array is None:
             light.graph.initializer.append(init)
             continue
-        in_memory_stub(light.graph, init.name, init.dims)
+        in_memory_stub(light.graph, init.name, init.dims, init.data_type)
         names.append(init.name)
         values.append(ort.OrtValue.ortvalue_from_numpy(array))
     return light, names, values

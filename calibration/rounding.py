@@ -55,7 +55,8 @@ class Layer:
 
 def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray]) -> list[Layer]:
     """The plan's weights that GPTQ rounds: read by one node only, as the weight of a Conv with a
-    1-D or 2-D kernel and explicit padding, of a Gemm without transA, or as the constant second
+    1-D or 2-D kernel (any padding, ``auto_pad`` too: see :func:`calibration.qdq.conv_axes`), of a
+    Gemm without transA, or as the constant second
     input of a MatMul with a 2-D weight; at most :data:`MAX_COLUMNS` columns per output channel,
     and the first ones (in graph order) whose moments fit in :data:`MAX_MOMENT_BYTES`."""
     found: list[Layer] = []
@@ -67,8 +68,6 @@ def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndar
             continue
         node = nodes[wq.uses[0][0]]
         if node.op_type == "Conv" and w.ndim in (3, 4) and axis == 0:
-            if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
-                continue
             groups = int(attribute(node, "group", 1))
             columns = int(np.prod(w.shape[1:]))
         elif node.op_type == "Gemm" and w.ndim == 2 and not attribute(node, "transA", 0):

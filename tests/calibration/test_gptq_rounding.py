@@ -47,6 +47,12 @@ CONVS = [
     ((6, 6, (3, 3), 6), {"pads": [1, 1, 1, 1], "dilations": [2, 2]}),  # depthwise
     ((4, 8, (1, 1), 1), {}),
     ((3, 5, (5,), 1), {"pads": [2, 1], "strides": [3]}),  # 1-D
+    # auto_pad (TensorFlow exports): one padding more after the input (UPPER) or before it (LOWER)
+    ((4, 6, (2, 2), 1), {"auto_pad": "SAME_UPPER"}),
+    ((4, 6, (2, 2), 2), {"auto_pad": "SAME_LOWER"}),
+    ((4, 6, (3, 3), 1), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ((3, 5, (4,), 1), {"auto_pad": "SAME_LOWER", "strides": [3]}),
+    ((4, 6, (3, 3), 1), {"auto_pad": "VALID", "strides": [2, 1]}),
 ]
 
 
@@ -63,6 +69,14 @@ def test_conv_rows_times_the_weight_are_the_conv_outputs(shape: tuple, attrs: di
     got = np.einsum("grc,goc->rgo", rows, per_group).reshape(rows.shape[1], cout)  # (n x positions, cout)
     expected = np.moveaxis(y, 1, -1).reshape(-1, cout)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_convolutions_with_auto_padding_are_rounded(auto_pad: str) -> None:
+    model, _ = _conv_model(4, 6, (3, 3), auto_pad=auto_pad, strides=[2, 2])
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    found = layers(model, plan, constant_values(model))
+    assert [(layer.weight, layer.columns) for layer in found] == [("w", 36)]
 
 
 def test_rows_are_capped_evenly_and_keep_their_values() -> None:

@@ -1,0 +1,88 @@
+"""auto's candidate sessions (calibration/select.py _session) take the Q/DQ model's large float and
+int8 weights as in-memory arrays (calibration/observers.py weights_in_memory): the same outputs, bit
+for bit, as a session of the serialized model, with ONNX Runtime's integer kernels and emulated."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.observers import (
+    IN_MEMORY_BYTES,
+    emulate_integer_kernels,
+    outputs_appended,
+    weights_in_memory,
+)
+from calibration.qdq import QuantizeOptions, plan_quantization, write_qdq
+from calibration.select import _session
+
+
+def _model() -> onnx.ModelProto:
+    """Conv and MatMul (large weights: int8 in the Q/DQ model) with a large float offset (kept in
+    float) and a small Gemm: in memory go the large ones only."""
+    rng = np.random.default_rng(3)
+    conv = rng.normal(0, 0.2, (64, 16, 3, 3)).astype(np.float32)  # 9216 int8 bytes
+    wide = rng.normal(0, 0.2, (8, 2048)).astype(np.float32)
+    small = rng.normal(0, 0.2, (4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "conv"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r"], ["m"], axes=[2, 3], keepdims=0, name="pool"),
+        helper.make_node("Slice", ["m", "begin", "end", "axis"], ["s"], name="slice"),
+        helper.make_node("MatMul", ["s", "wide"], ["p"], name="wide"),
+        helper.make_node("Add", ["p", "offset"], ["y"], name="offset"),
+        helper.make_node("Slice", ["m", "begin", "end3", "axis"], ["t"], name="slice3"),
+        helper.make_node("Gemm", ["t", "small"], ["z"], name="small"),
+    ]
+    inits = [
+        numpy_helper.from_array(conv, "conv"),
+        numpy_helper.from_array(wide, "wide"),
+        numpy_helper.from_array(small, "small"),
+        numpy_helper.from_array(rng.normal(0, 1, (2048,)).astype(np.float32), "offset"),
+        numpy_helper.from_array(np.array([0], np.int64), "begin"),
+        numpy_helper.from_array(np.array([8], np.int64), "end"),
+        numpy_helper.from_array(np.array([4], np.int64), "end3"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 12, 12])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("placement", [("tensorrt", 8), ("onnxruntime", 7)])
+@pytest.mark.parametrize("emulate", [False, True])
+def test_candidate_session_computes_what_the_serialized_q_dq_model_does(
+    placement: tuple[str, int], emulate: bool
+) -> None:
+    model = _model()
+    plan = plan_quantization(model, QuantizeOptions(placement[0], placement[1]))
+    thresholds = dict.fromkeys(plan.calibrated_tensors(), 3.0)
+    qdq = write_qdq(model, plan, thresholds)
+    light, found, _ = weights_in_memory(qdq)
+    kinds = {i.name: i.data_type for i in qdq.graph.initializer if i.name in found}
+    assert kinds.get("conv_quantized") == kinds.get("wide_quantized") == TensorProto.INT8
+    assert kinds.get("offset") == TensorProto.FLOAT
+    assert not any("small" in name for name in kinds) and IN_MEMORY_BYTES >= 4 * 12  # small ones inline
+    assert not any(i.raw_data for i in light.graph.initializer if i.name in found)
+
+    options = ort.SessionOptions()
+    if emulate:
+        emulate_integer_kernels(options)
+    data = outputs_appended(qdq.SerializeToString(), qdq, ["r"])  # every weight serialized
+    serialized = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    candidate = _session(qdq, ["r"], emulate)
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        feed = {"x": rng.normal(0, 1, (2, 16, 12, 12)).astype(np.float32)}
+        want = serialized.run(["y", "z", "r"], feed)
+        got = candidate.run(["y", "z", "r"], feed)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
