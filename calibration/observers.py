@@ -406,6 +406,30 @@ def weights_in_memory(
     return light, names, values
 
 
+def in_memory_session(
+    model: onnx.ModelProto,
+    options: Any,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    outputs: Sequence[str] = (),
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> Any:
+    """An ONNX Runtime session of ``model`` (``outputs`` appended to its graph outputs, see
+    :func:`outputs_appended`) whose large weights reach it as arrays (:func:`weights_in_memory`,
+    ``arrays`` as there), kept alive with the session; ``options``: its SessionOptions, to which
+    the weights are added. ONNX Runtime's load errors reach the caller as they are."""
+    import onnxruntime as ort
+
+    light, names, values = weights_in_memory(model, arrays)
+    if names:
+        options.add_external_initializers(names, values)
+    data = light.SerializeToString()
+    if outputs:
+        data = outputs_appended(data, light, outputs)
+    session = ort.InferenceSession(data, options, providers=list(providers))
+    session._in_memory_weights = values  # the session reads the arrays' memory
+    return session
+
+
 def _session(
     model: onnx.ModelProto | bytes,
     threads: int | None,

@@ -56,9 +56,9 @@ class Layer:
 def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray]) -> list[Layer]:
     """The plan's weights that GPTQ rounds: read by one node only, as the weight of a Conv with a
     1-D or 2-D kernel (any padding, ``auto_pad`` too: see :func:`calibration.qdq.conv_axes`), of a
-    Gemm without transA, or as the constant second
-    input of a MatMul with a 2-D weight; at most :data:`MAX_COLUMNS` columns per output channel,
-    and the first ones (in graph order) whose moments fit in :data:`MAX_MOMENT_BYTES`."""
+    Gemm without transA, or as the constant second input of a MatMul with a 2-D weight; at most
+    :data:`MAX_COLUMNS` columns per output channel, and the first ones (in graph order) whose
+    moments fit in :data:`MAX_MOMENT_BYTES`."""
     found: list[Layer] = []
     budget = MAX_MOMENT_BYTES
     nodes = model.graph.node

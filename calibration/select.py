@@ -705,25 +705,14 @@ def _session(model: onnx.ModelProto, names: Sequence[str], emulate: bool = False
     byte-identical artifacts."""
     import onnxruntime as ort
 
-    from calibration.observers import (
-        emulate_integer_kernels,
-        no_spinning,
-        outputs_appended,
-        weights_in_memory,
-    )
+    from calibration.observers import emulate_integer_kernels, in_memory_session, no_spinning
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     no_spinning(options)
     if emulate:
         emulate_integer_kernels(options)
-    light, found, values = weights_in_memory(model)
-    if found:
-        options.add_external_initializers(found, values)
-    data = outputs_appended(light.SerializeToString(), light, names)
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    session._calibration_weights = values  # type: ignore[attr-defined]  # it reads their memory
-    return session
+    return in_memory_session(model, options, outputs=names)
 
 
 def _outputs(

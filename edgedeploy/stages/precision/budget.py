@@ -220,19 +220,14 @@ class OutputEvaluator:
         return sum(feed_rows(feed) for feed in self.feeds)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
-        import onnxruntime as ort
-
-        from calibration.observers import weights_in_memory
+        from calibration.observers import in_memory_session
         from edgedeploy.backends.onnxruntime import PROVIDERS, session_options
 
         # emulate_integer has no effect on the float reference
         options = session_options(self.threads, emulate_integer=self.emulate_integer)
         # the large float and int8 weights as arrays: each variant's weights are neither serialized
         # nor parsed again (the same outputs, bit for bit; see calibration/select.py _session)
-        light, found, values = weights_in_memory(model)
-        if found:
-            options.add_external_initializers(found, values)
-        session = ort.InferenceSession(light.SerializeToString(), options, providers=PROVIDERS)
+        session = in_memory_session(model, options, providers=PROVIDERS)
         names = {i.name for i in session.get_inputs()}
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
 

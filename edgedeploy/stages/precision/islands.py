@@ -210,17 +210,12 @@ def _session(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = N
     weights' values already read, by name (each is read here otherwise)."""
     import onnxruntime as ort
 
-    from calibration.observers import no_spinning, weights_in_memory
+    from calibration.observers import in_memory_session, no_spinning
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
-    light, names, values = weights_in_memory(model, arrays)
-    if names:
-        options.add_external_initializers(names, values)
-    session = ort.InferenceSession(light.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session._edgedeploy_weights = values  # the session reads the arrays' memory: kept alive with it
-    return session
+    return in_memory_session(model, options, arrays)
 
 
 def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
