@@ -64,6 +64,7 @@ from calibration.report import CalibrationReport, TensorReport, WeightReport, co
 from calibration.rounding import InputMoments, rounded_weights
 from calibration.select import (
     RULES,
+    HeldOut,
     SampleObserver,
     Selection,
     bias_corrected,
@@ -838,12 +839,13 @@ def _select(
                     "held_out_cosine"
                 ]
                 best.narrow_check = vote
+    scoring = HeldOut(held_out, reference, extents, weights, emulate)  # the variants below: scored alike
     if moments is not None and moments.moments and best.plan is not None:
         rounded = rounded_weights(base, best.plan, moments, consts or constant_values(base), weights, count)
-        best = rounding_checked(base, best, rounded, held_out, reference, extents, weights, emulate)
+        best = rounding_checked(base, best, rounded, scoring)
     if means is not None and means.sums and best.plan is not None:
         shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())
-        best = bias_corrected(base, best, shifts, held_out, reference, extents, weights, emulate)
+        best = bias_corrected(base, best, shifts, scoring)
     first = [next(iter(f.values())) for f in held_out]
     best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best

@@ -809,30 +809,39 @@ BIAS_CORRECTED = " + bias correction"  # suffix of the corrected winner's label 
 ROUNDED = " + GPTQ rounding"  # suffix of the label of the winner with GPTQ-rounded weights
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """What a variant of the chosen model (its biases corrected, its weights GPTQ-rounded) is
+    written and scored with: the held-out feeds and the FP32 values of the scored outputs on them,
+    and what every Q/DQ model of the calibration shares (the observed extents, the quantized
+    weights, see :func:`choose_for_model`; whether the integer kernels are emulated)."""
+
+    feeds: Sequence[Mapping[str, np.ndarray]]
+    reference: Sequence[Sequence[np.ndarray]]
+    extents: Mapping[str, tuple[float, float]] | None = None
+    weights: WeightCache | None = None
+    emulate: bool = False
+
+
 def _variant_scores(
-    model: onnx.ModelProto,
-    selection: Selection,
-    qdq: onnx.ModelProto,
-    holdout: Sequence[Mapping[str, np.ndarray]],
-    reference: Sequence[Sequence[np.ndarray]],
-    emulate: bool,
+    model: onnx.ModelProto, selection: Selection, qdq: onnx.ModelProto, held: HeldOut
 ) -> tuple[float, float, np.ndarray | None]:
     """A variant ``qdq`` of the model kept so far, run on the held-out samples: the kept model's
     held-out cosine, the variant's, and the variant's per-sample sums (see :func:`_sample_sums`)."""
     names = scored_tensors(model)
-    got = _outputs(_session(qdq, names, emulate), holdout, names)
-    return selection.score(), output_cosine(reference, got), _sample_sums(reference, got, _counts(holdout))
+    got = _outputs(_session(qdq, names, held.emulate), held.feeds, names)
+    return (
+        selection.score(),
+        output_cosine(held.reference, got),
+        _sample_sums(held.reference, got, _counts(held.feeds)),
+    )
 
 
 def bias_corrected(
     model: onnx.ModelProto,
     selection: Selection,
     shifts: Mapping[int, np.ndarray],
-    holdout: Sequence[Mapping[str, np.ndarray]],
-    reference: Sequence[Sequence[np.ndarray]],
-    extents: Mapping[str, tuple[float, float]] | None = None,
-    weights: WeightCache | None = None,
-    emulate: bool = False,
+    held: HeldOut,
 ) -> Selection:
     """The winner with its biases corrected (``shifts``, see
     :func:`~calibration.qdq.bias_corrections`), scored on the held-out samples like the
@@ -844,8 +853,8 @@ def bias_corrected(
     plan = selection.plan
     if not shifts or plan is None or selection.sample_sums is None:
         return selection
-    qdq = write_qdq(model, plan, selection.thresholds, extents, weights, shifts)
-    score, corrected, sums = _variant_scores(model, selection, qdq, holdout, reference, emulate)
+    qdq = write_qdq(model, plan, selection.thresholds, held.extents, held.weights, shifts)
+    score, corrected, sums = _variant_scores(model, selection, qdq, held)
     vote = _challenge(score, selection.sample_sums, corrected, sums)
     label = selection.winner + (ROUNDED if selection.rounded else "")
     selection.bias_check = {
@@ -863,26 +872,22 @@ def rounding_checked(
     model: onnx.ModelProto,
     selection: Selection,
     rounded: WeightCache,
-    holdout: Sequence[Mapping[str, np.ndarray]],
-    reference: Sequence[Sequence[np.ndarray]],
-    extents: Mapping[str, tuple[float, float]] | None = None,
-    weights: WeightCache | None = None,
-    emulate: bool = False,
+    held: HeldOut,
 ) -> Selection:
     """The winner with the weights of ``rounded`` (GPTQ's, see :mod:`calibration.rounding`) in
-    place of their round-to-nearest values (``weights``), scored on the held-out samples.
+    place of their round-to-nearest values (``held.weights``), scored on the held-out samples.
 
     GPTQ is kept unless the held-out samples speak clearly against it (:func:`_rounding_kept`).
-    When kept, ``weights`` is updated in place, so that every later Q/DQ model of this
+    When kept, ``held.weights`` is updated in place, so that every later Q/DQ model of this
     calibration (bias correction's, the artifact) has the rounded weights;
     ``selection.rounding_check`` records both held-out cosines and the per-sample count either way.
     """
     plan = selection.plan
     if not rounded or plan is None or selection.sample_sums is None:
         return selection
-    mixed: WeightCache = {**(weights or {}), **rounded}
-    qdq = write_qdq(model, plan, selection.thresholds, extents, mixed)
-    score, challenger, sums = _variant_scores(model, selection, qdq, holdout, reference, emulate)
+    mixed: WeightCache = {**(held.weights or {}), **rounded}
+    qdq = write_qdq(model, plan, selection.thresholds, held.extents, mixed)
+    score, challenger, sums = _variant_scores(model, selection, qdq, held)
     wins = sample_wins({"nearest": selection.sample_sums, "gptq": sums}, "nearest").get("gptq")
     kept = _rounding_kept(score, challenger, wins)
     selection.rounding_check = {
@@ -891,8 +896,8 @@ def rounding_checked(
         "samples_better_worse": wins,
     }
     if kept:
-        if weights is not None:
-            weights.update(rounded)
+        if held.weights is not None:
+            held.weights.update(rounded)
         selection.qdq, selection.kept_score = qdq, challenger
         selection.rounded = tuple(sorted(name for name, _, _ in rounded))
         selection.sample_sums = sums

@@ -17,7 +17,7 @@ from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.observers import ChannelMeanObserver, HistogramObserver, collect, emulate_integer_kernels
 from calibration.qdq import QuantizeOptions, bias_corrections, plan_quantization, write_qdq
-from calibration.select import BIAS_CORRECTED, SampleObserver, Selection, bias_corrected, select
+from calibration.select import BIAS_CORRECTED, HeldOut, SampleObserver, Selection, bias_corrected, select
 from calibration.sources import open_source
 
 CIN, COUT = 8, 4
@@ -119,7 +119,7 @@ def test_auto_keeps_a_correction_that_helps_and_drops_one_that_hurts(tmp_path: P
     good = bias_corrections(model, plan, {"x": data(32, 1).mean(axis=(0, 2, 3))}, spatial={"x": (6, 6)})
 
     helped, holdout, reference = _selection(model)
-    helped = bias_corrected(model, helped, good, holdout, reference)
+    helped = bias_corrected(model, helped, good, HeldOut(holdout, reference))
     label = helped.winner + BIAS_CORRECTED
     scores = helped.bias_check["held_out_cosine"]
     assert helped.bias_shift is not None and scores[label] > scores[helped.winner]
@@ -128,7 +128,7 @@ def test_auto_keeps_a_correction_that_helps_and_drops_one_that_hurts(tmp_path: P
     hurt, holdout, reference = _selection(model)
     plain = hurt.qdq
     wrong = {i: -3.0 * shift for i, shift in good.items()}  # the wrong sign: the error grows
-    hurt = bias_corrected(model, hurt, wrong, holdout, reference)
+    hurt = bias_corrected(model, hurt, wrong, HeldOut(holdout, reference))
     scores = hurt.bias_check["held_out_cosine"]
     assert scores[label] < scores[hurt.winner] and hurt.bias_check["nodes"] == 1
     assert hurt.bias_shift is None and hurt.qdq is plain
