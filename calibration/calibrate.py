@@ -56,8 +56,8 @@ from calibration.qdq import (
     model_facts,
     narrow_convs,
     plan_quantization,
-    quantized_weight,
     upgrade_opset,
+    weight_scale,
     write_qdq,
 )
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
@@ -305,7 +305,7 @@ def calibrate(
     outputs_present = (
         qdq_path.is_file()
         and (options.trt_version is None or cache_path.is_file())
-        and (previous is None or not _rounded(previous) or rounding_path.is_file())
+        and (previous is None or not previous.gptq_rounded() or rounding_path.is_file())
     )
     covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
@@ -333,7 +333,7 @@ def calibrate(
                 tensors=previous.tensors,
                 warnings=previous.warnings,
                 report_data=previous,
-                rounding=rounding_path if _rounded(previous) else None,
+                rounding=rounding_path if previous.gptq_rounded() else None,
             )
         reason = f"reusing calibration {key[:12]} (same model, algorithm, data, preprocessing): rewriting"
         report = previous
@@ -346,7 +346,7 @@ def calibrate(
             plan = plan_quantization(model, more, facts)
         thresholds = report.thresholds()
         extents = report.extents()
-        weights.update(_reused_rounding(report, rounding_path, model, plan, facts))
+        weights.update(_reused_rounding(report, rounding_path, plan, facts))
         bias_shift = _reused_bias_shift(report, model, plan, facts, weights)
         cache_thresholds = report.cache_thresholds
         feed_holder: _FirstFeed | None = None
@@ -533,7 +533,7 @@ def calibrate(
     report.quantized_nodes, report.excluded_nodes = plan.quantized_nodes, plan.excluded
     report.outputs = {"model": qdq_path.name, "report": report_path.name}
     cache_written: Path | None = None
-    rounding_written: Path | None = rounding_path if _rounded(report) else None
+    rounding_written: Path | None = rounding_path if report.gptq_rounded() else None
     if rounding_written is not None:
         report.outputs["rounding"] = rounding_path.name
     with atomic_path(qdq_path) as tmp:
@@ -587,11 +587,6 @@ def _scored_qdq(
     return selection.qdq
 
 
-def _rounded(report: CalibrationReport) -> bool:
-    """Whether a calibration kept GPTQ-rounded weights (in its ``.calib.rounding.npz``)."""
-    return bool(((report.selection or {}).get("weight_rounding") or {}).get("kept"))
-
-
 def _write_rounding(
     path: Path, names: Sequence[str], plan: QuantPlan, weights: WeightCache
 ) -> dict[str, Any]:
@@ -608,7 +603,7 @@ def _write_rounding(
 def _rounding_reusable(report: CalibrationReport, path: Path, weight_bits: int) -> bool:
     """Whether a rewrite from ``report`` has its GPTQ-rounded weights: none were kept, or its
     file is there, unchanged (sha256), for the same weight bits."""
-    if not _rounded(report):
+    if not report.gptq_rounded():
         return True
     recorded = (report.selection or {})["weight_rounding"]
     return (
@@ -619,21 +614,21 @@ def _rounding_reusable(report: CalibrationReport, path: Path, weight_bits: int) 
 
 
 def _reused_rounding(
-    report: CalibrationReport, path: Path, model: onnx.ModelProto, plan: QuantPlan, facts: ModelFacts
+    report: CalibrationReport, path: Path, plan: QuantPlan, facts: ModelFacts
 ) -> WeightCache:
     """The GPTQ-rounded weights a reused calibration kept (checked by :func:`_rounding_reusable`),
     with their round-to-nearest scales, for the weights ``plan`` quantizes."""
-    if not _rounded(report):
+    if not report.gptq_rounded():
         return {}
     qmax = plan.options.weight_qmax
     found: WeightCache = {}
     with np.load(path) as stored:
         for name, axis in plan.weights:
-            if name in stored.files:
+            w = facts.constants.get(name)
+            if name in stored.files and w is not None:
                 q = stored[name]
-                _, scale = quantized_weight(model, name, axis, qmax, None, facts.constants.get(name))
-                if q.dtype == np.int8 and q.shape == facts.constants[name].shape:
-                    found[(name, axis, qmax)] = (q, scale)
+                if q.dtype == np.int8 and q.shape == w.shape:  # GPTQ keeps round-to-nearest's scales
+                    found[(name, axis, qmax)] = (q, weight_scale(w, axis, qmax))
     return found
 
 

@@ -589,6 +589,11 @@ def _convert_light(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
 WeightCache = dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]
 
 
+def weight_scale(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
+    """The per-channel float32 scales of weight ``w`` along ``axis`` (its absolute max over ``qmax``)."""
+    return (np.maximum(per_channel_absmax(w, axis), SCALE_FLOOR) / qmax).astype(np.float32)
+
+
 def quantized_weight(
     model: onnx.ModelProto,
     name: str,
@@ -608,8 +613,7 @@ def quantized_weight(
     if cache is not None and key in cache:
         return cache[key]
     w = _constant_array(model, name) if values is None else values
-    amax = per_channel_absmax(w, axis)
-    scale = (np.maximum(amax, SCALE_FLOOR) / qmax).astype(np.float32)
+    scale = weight_scale(w, axis, qmax)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)

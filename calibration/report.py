@@ -85,6 +85,10 @@ class CalibrationReport:
     def thresholds(self) -> dict[str, float]:
         return {t.name: t.threshold for t in self.tensors}
 
+    def gptq_rounded(self) -> bool:
+        """Whether auto kept GPTQ-rounded weights (in the ``.calib.rounding.npz`` beside the report)."""
+        return bool(((self.selection or {}).get("weight_rounding") or {}).get("kept"))
+
     def extents(self) -> dict[str, tuple[float, float]]:
         """Observed (min, max) of the tensors whose Q/DQ range follows them (asymmetric uint8)."""
         return {

@@ -169,9 +169,7 @@ def summary(result: CalibrationResult, options: CalibrationOptions) -> dict[str,
         # auto's only: how its candidates were measured (the report says; None for other algorithms)
         "integer_kernels": (report.selection or {}).get("integer_kernels") if report else None,
         # auto's only: whether its weights are GPTQ-rounded (docs/design.md, "GPTQ weight rounding")
-        "gptq_rounding": bool(((report.selection or {}).get("weight_rounding") or {}).get("kept"))
-        if report
-        else None,
+        "gptq_rounding": report.gptq_rounded() if report else None,
         "samples": result.samples,
         "synthetic": result.synthetic,
         "data": report.data if report else None,

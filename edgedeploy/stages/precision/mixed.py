@@ -368,9 +368,9 @@ def int8_within_budget(
             # the artifact's report beside the variant: same key, so its thresholds are reused
             # (only the Q/DQ graph is rewritten) instead of calibrating every variant again
             shutil.copyfile(report_path, Path(scratch) / "v.calib.json")
-            rounding = report_path.with_name(report_path.name[: -len(".json")] + ".rounding.npz")
-            if rounding.is_file():  # auto's GPTQ-rounded weights, which the rewrite reuses too
-                shutil.copyfile(rounding, Path(scratch) / "v.calib.rounding.npz")
+            rounding = report.outputs.get("rounding")  # auto's GPTQ-rounded weights: the rewrite reuses them
+            if rounding and report_path.with_name(rounding).is_file():
+                shutil.copyfile(report_path.with_name(rounding), Path(scratch) / "v.calib.rounding.npz")
             return build_int8(Path(scratch) / "v.int8.onnx", sorted(excluded)).path
 
         with ui.progress(f"accuracy budget {budget}") as advance:
