@@ -7,19 +7,19 @@ this, SIGTERM ends the process where it stands and leaves them behind.
 
 :func:`deferred` holds both signals back across work that must not be cut in half: importing a
 heavy module is not interrupt-safe (torch half-imported segfaults or hangs later), and
-Polygraphy imports torch lazily, in the middle of a comparison, behind a bare ``except:`` that
-would also swallow the Ctrl-C. :func:`preload` imports such modules up front, uninterruptibly.
+Polygraphy checks every array it touches (``is_numpy``, ``is_torch``) behind bare ``except:``
+clauses that import numpy and torch: a Ctrl-C landing in one is swallowed, the check answers
+"not an array" and the run goes on or fails with an unrelated message. So Polygraphy's work runs
+inside :func:`deferred`, which hands back a check to call where stopping is safe (between batches).
 Hand-written: the standard library's ``signal`` is the whole tool; the policy is ours.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -50,12 +50,21 @@ def handle_signals() -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the block is done, then raise the first that came."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def deferred() -> Iterator[Callable[[], None]]:
+    """Hold Ctrl-C and SIGTERM back until the block is done, then raise the first that came.
+
+    The block gets a check to call at points where stopping is safe: it raises the held signal there.
+    """
     caught: list[int] = []
+
+    def check() -> None:
+        if caught:
+            _received.append(caught[0])
+            raise Terminated() if caught[0] == signal.SIGTERM else KeyboardInterrupt()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
 
     def hold(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
@@ -64,22 +73,8 @@ def deferred() -> Iterator[None]:
         sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        yield
+        yield check
     finally:
         for held, handler in previous.items():
             signal.signal(held, handler if handler is not None else signal.SIG_DFL)
-    if caught:
-        _received.append(caught[0])
-        raise Terminated() if caught[0] == signal.SIGTERM else KeyboardInterrupt()
-
-
-def preload(*modules: str) -> None:
-    """Import ``modules`` now, with interrupts held back; a module that is not installed is skipped."""
-    for name in modules:
-        try:
-            if importlib.util.find_spec(name) is None:
-                continue
-        except (ImportError, ValueError):
-            continue
-        with deferred(), contextlib.suppress(Exception):
-            importlib.import_module(name)
+    check()

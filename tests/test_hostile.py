@@ -1376,6 +1376,55 @@ def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, del
     assert _temp_leftovers(tiny.root, tmpdir) == []
 
 
+def test_ctrl_c_inside_polygraphys_bare_excepts_still_stops_the_comparison(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polygraphy asks 'is numpy importable?' behind a bare except on every array; a Ctrl-C landing
+    there was swallowed, the ndarray was "unsupported" and compare exited 0 (seen in CI)."""
+    import os
+    import signal
+    import types
+
+    from polygraphy.util import array
+
+    from edgedeploy.stages.compare.outputs import run_pair
+
+    sent: list[int] = []
+    infers: list[int] = []
+
+    class Numpy(types.SimpleNamespace):
+        def __getattr__(self, name: str) -> object:
+            return getattr(np, name)
+
+        def is_installed(self) -> bool:
+            return True
+
+        def is_importable(self) -> bool:
+            try:
+                if not sent:
+                    sent.append(1)
+                    os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands inside Polygraphy's try
+                return True
+            except:  # noqa: E722  (Polygraphy's own clause, as in polygraphy/mod/importer.py)
+                return False
+
+    monkeypatch.setattr(array, "np", Numpy())
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    real_infer = OnnxrtRunner.infer
+
+    def counted(self: OnnxrtRunner, *args: object, **kwargs: object) -> object:
+        infers.append(1)
+        return real_infer(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxrtRunner, "infer", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pair(tiny.model, tiny.fp16, [{"input": x}] * 50)
+    assert sent and len(infers) < 50  # stopped at the next batch, not after the whole run
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends() -> None:
     import os
     import signal

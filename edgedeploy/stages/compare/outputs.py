@@ -12,9 +12,10 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,6 +182,14 @@ def _quiet_polygraphy() -> Iterator[None]:
         G_LOGGER.module_severity = old
 
 
+def _after(check: Callable[[], None], infer: Callable[..., Any]) -> Callable[..., Any]:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check()
+        return infer(*args, **kwargs)
+
+    return checked
+
+
 def run_pair(
     reference: Path,
     candidate: Path,
@@ -192,9 +201,7 @@ def run_pair(
     (``emulate_integer``: the candidate, an ONNX model, with its integer kernels emulated in float)."""
     from polygraphy.comparator import Comparator
 
-    from edgedeploy.interrupts import preload
-
-    preload("torch")  # Polygraphy imports it lazily mid-run, where Ctrl-C would cut the import in half
+    from edgedeploy.interrupts import deferred
 
     ref_runner = backend_for_artifact(str(reference)).runner(reference, threads=threads)
     if emulate_integer:
@@ -202,7 +209,11 @@ def run_pair(
     else:
         cand_runner = backend_for_artifact(str(candidate)).runner(candidate, threads=threads)
     feed_list = list(feeds)
-    with _quiet_polygraphy():
+    # Polygraphy swallows a Ctrl-C that lands in its bare excepts (see edgedeploy/interrupts.py):
+    # hold it, and stop before the next batch instead
+    with deferred() as stop_if_interrupted, _quiet_polygraphy():
+        for runner in (ref_runner, cand_runner):
+            runner.infer = _after(stop_if_interrupted, runner.infer)  # type: ignore[method-assign]
         results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
     (_, ref_out), (_, cand_out) = results
     return [dict(o.items()) for o in ref_out], [dict(o.items()) for o in cand_out]
