@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import calibration  # noqa: F401  (ONNX Runtime's telemetry off before a test imports onnxruntime)
+
 
 @dataclass
 class Digits:

@@ -1530,3 +1530,30 @@ def test_a_gate_over_no_finite_values_fails() -> None:
         "y", [np.full((2, 3), np.nan, np.float32)], [np.zeros((2, 3), np.float32)], Gates()
     )
     assert not nothing.passed and any("no finite values" in f for f in nothing.failures)
+
+
+def test_onnxruntime_writes_nothing_outside_the_output_on_import_or_run(tmp_path: Path) -> None:
+    """ONNX Runtime 1.32's Linux wheels, on import, write a ".ses" file into TMPDIR and a device id
+    and an event database under ~/.cache/Microsoft, and queue usage telemetry to send; edgedeploy
+    turns that off before anything imports onnxruntime. A CI variable turns it off by itself, so
+    those are removed here: what a user's terminal has."""
+    import os
+
+    home, tmpdir, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
+    for folder in (home, tmpdir, work):
+        folder.mkdir()
+    quiet = ("CI", "GITHUB_ACTIONS", "TF_BUILD", "JENKINS_URL")  # ONNX Runtime is quiet under CI
+    quiet += ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED")
+    env = {k: v for k, v in os.environ.items() if k not in quiet and not k.startswith("XDG_")}
+    env.update(HOME=str(home), TMPDIR=str(tmpdir))
+    code = (
+        "import edgedeploy, onnxruntime as ort\n"
+        "from onnx import TensorProto, helper\n"
+        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',\n"
+        "    [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])],\n"
+        "    [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])])\n"
+        "ort.InferenceSession(helper.make_model(g).SerializeToString()).run(None, {'x': [1.0]})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()] == []
