@@ -32,6 +32,7 @@ from calibration.feeds import feed_rows
 from calibration.graphs import upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
+    PREFETCH_BYTES,
     AbsHistogram,
     ChannelMeanObserver,
     HistogramObserver,
@@ -163,9 +164,9 @@ class _FirstFeed:
     With ``holdout`` (the auto algorithm), every 4th batch up to ``HOLDOUT_SAMPLES`` samples is
     held out of the statistics: the thresholds are judged on data they were not computed from.
     Held-out batches still go through the one statistics pass, flagged by ``holding`` while
-    they are out, so that auto's recorders take their values there instead of in a second
-    session (see :class:`_Split`). A source of fewer than 4 batches holds nothing out (see
-    ``held_out``).
+    their tensors are shown (``collect`` calls :meth:`show`; it may have taken the next feed
+    already), so that auto's recorders take their values there instead of in a second session
+    (see :class:`_Split`). A source of fewer than 4 batches holds nothing out (see ``held_out``).
     """
 
     def __init__(self, source: DataSource, holdout: bool = False) -> None:
@@ -173,24 +174,31 @@ class _FirstFeed:
         self.first: dict[str, np.ndarray] | None = None
         self.holdout = holdout
         self.held: list[dict[str, np.ndarray]] = []
-        self.holding = False  # the feed last yielded is a held-out one
+        self.flags: list[bool] = []  # per feed yielded: whether it is held out
+        self.holding = False  # the feed whose tensors the observers are shown is a held-out one
+        self.shown_held = 0  # held-out feeds up to and with the one shown
         self.held_samples = 0
 
     def statistics_feed(self) -> bool:
         """Whether the feed last yielded goes to the statistics (is not held out): only those
         need the tensors that only the TensorRT cache lists."""
-        return not self.holding
+        return not (self.flags and self.flags[-1])
+
+    def show(self, index: int) -> None:
+        """``collect``'s ``showing``: the observers are now shown the tensors of feed ``index``."""
+        self.holding = self.flags[index]
+        self.shown_held = sum(self.flags[: index + 1])
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index, feed in enumerate(self.source):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
-            self.holding = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
-            if self.holding:
+            held = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES
+            self.flags.append(held)
+            if held:
                 self.held.append({k: v.copy() for k, v in feed.items()})
                 self.held_samples += feed_rows(feed)
             yield feed
-        self.holding = False
 
     def held_out(self) -> list[dict[str, np.ndarray]]:
         """The held-out feeds, or the first feed when the source was too short to hold any out."""
@@ -221,7 +229,7 @@ class _Split:
         self.samples.observe(name, array)
         if name in self.scored:
             with self.lock:
-                while len(self.reference) < len(self.holder.held):
+                while len(self.reference) < self.holder.shown_held:
                     self.reference.append({})
                 self.reference[-1][name] = np.array(array, copy=True)
 
@@ -405,6 +413,8 @@ def calibrate(
             threads=options.threads,
             occasional=[n for n in cache_only if n not in needed],
             wants_occasional=feed_holder.statistics_feed,
+            showing=feed_holder.show,
+            prefetch_bytes=PREFETCH_BYTES,
             workers=count,
         )
         samples -= feed_holder.held_samples

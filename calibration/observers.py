@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -481,6 +481,9 @@ def outputs_appended(serialized: bytes, model: onnx.ModelProto, names: Sequence[
     return serialized + extra.SerializeToString()
 
 
+PREFETCH_BYTES = 256 << 20  # calibration's collect: the next run starts while a run fetches at most this
+
+
 def collect(
     model: onnx.ModelProto | str | os.PathLike[str],
     source: Iterable[dict[str, np.ndarray]],
@@ -492,14 +495,16 @@ def collect(
     occasional: Collection[str] = (),
     wants_occasional: Callable[[], bool] | None = None,
     workers: int = 1,
+    showing: Callable[[int], None] | None = None,
+    prefetch_bytes: int = 0,
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
     Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
-    of samples (first-axis rows of the first input) seen. Only one batch of activations is alive
-    at a time. ``arrays``: ``model``'s float weights by initializer name, when the caller has read
-    them: the large ones reach ONNX Runtime in memory (:func:`weights_in_memory`), so that a large
-    model is neither serialized again nor parsed by ONNX Runtime.
+    of samples (first-axis rows of the first input) seen. ``arrays``: ``model``'s float weights
+    by initializer name, when the caller has read them: the large ones reach ONNX Runtime in
+    memory (:func:`weights_in_memory`), so that a large model is neither serialized again nor
+    parsed by ONNX Runtime.
 
     ``occasional``: tensors of ``tensor_names`` fetched only on the feeds for which
     ``wants_occasional()`` (asked once the feed is yielded) is true; the other feeds' runs ask
@@ -511,12 +516,18 @@ def collect(
     tensor on one thread (its statistics come out the same as in a loop); the observers must
     accept calls for different tensors at the same time.
 
-    Not overlapped with the next batch's run: running ONNX Runtime one batch ahead on one thread
-    while the histograms of this batch are taken sped up only ddddocr's detector (statistics
-    pass 5.1 s to 3.6 s) and slowed down magika, PaddleOCR's classifier and ddddocr's recognizer
-    (a one-thread run of a batch of 8 is slower; two batches alive cost page faults); see
-    docs/design.md.
+    ``prefetch_bytes``: while every run so far fetched at most this many bytes, ONNX Runtime runs
+    the next feed in the same session, on one more thread, while this one's tensors are observed
+    (two runs' tensors are then alive; the statistics are the same). The source is then read one
+    feed ahead of the observers: ``showing(i)`` is called before the tensors of the ``i``-th feed
+    (from 0) are shown, when the source may have yielded the next. Calibration passes
+    :data:`PREFETCH_BYTES`: ddddocr's detector and recognizer (64 batches of 1) were about a
+    tenth faster; above that bound it was slower (PP-OCRv4's recognizer, 1.5 GB a run: page
+    faults); see docs/design.md. Off by default: a source that decides what to yield from what
+    the observers have seen (the FP16 analysis' ``UntilStable``) needs them in step.
     """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(os.fspath(model))
     inputs = {i.name for i in model.graph.input}
@@ -524,21 +535,50 @@ def collect(
     rare = set(occasional) & set(wanted) if wants_occasional is not None else set()
     lighter = [n for n in wanted if n not in rare]
     session = _collect_session(model, wanted, threads, arrays)
-    samples = 0
-    for feed in source:
-        names = lighter if rare and wants_occasional is not None and not wants_occasional() else wanted
+
+    def run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            outputs = run_views(session, names, feed) if names else []
+            return run_views(session, names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             name = model.graph.name or "the model"
             raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
-        for name in tensor_names:
-            if name in feed:
-                for obs in observers:
-                    obs.observe(name, feed[name])
-        _show(list(zip(names, outputs, strict=True)), observers, workers)
-        del outputs
-        samples += feed_rows(feed)
+
+    def following(feeds: Iterator[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[str]] | None:
+        feed = next(feeds, None)
+        if feed is None:
+            return None
+        return feed, (lighter if rare and wants_occasional is not None and not wants_occasional() else wanted)
+
+    samples, largest = 0, 0
+    feeds = iter(source)
+    current = following(feeds)
+    ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-collect")
+    try:
+        outputs = run(current[1], current[0]) if current is not None else []
+        index = 0
+        while current is not None:
+            feed, names = current
+            largest = max(largest, sum(a.nbytes for a in outputs))
+            early: Future[list[np.ndarray]] | None = None
+            read_ahead = prefetch_bytes > 0 and largest <= prefetch_bytes
+            if read_ahead:
+                upcoming = following(feeds)
+                if upcoming is not None:
+                    early = ahead.submit(run, upcoming[1], upcoming[0])
+            if showing is not None:
+                showing(index)
+            for name in tensor_names:
+                if name in feed:
+                    for obs in observers:
+                        obs.observe(name, feed[name])
+            _show(list(zip(names, outputs, strict=True)), observers, workers)
+            del outputs
+            samples += feed_rows(feed)
+            current, index = (upcoming if read_ahead else following(feeds)), index + 1
+            if current is not None:
+                outputs = early.result() if early is not None else run(current[1], current[0])
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
     return samples
 
 

@@ -122,22 +122,33 @@ def test_occasional_tensors_are_fetched_only_on_the_feeds_that_want_them() -> No
     def source():  # type: ignore[no-untyped-def]
         for k, feed in enumerate(feeds):
             index["now"] = k
-            if k:
-                seen.next_batch()
             yield feed
 
+    shown: list[int] = []
+
+    def showing(k: int) -> None:  # prefetching: the source is one feed ahead of the observers
+        assert index["now"] == (min(k + 1, len(feeds) - 1) if prefetch else k)
+        if shown:
+            seen.next_batch()
+        shown.append(k)
+
     names = [f"t{k}" for k in range(7)]
-    count = collect(
-        model,
-        source(),
-        names,
-        [seen],
-        occasional=["t1", "t2", "t3"],
-        wants_occasional=lambda: index["now"] in wanted,
-    )
-    assert count == 20
-    for k, batch in enumerate(seen.batches):
-        assert batch == (set(names) if k in wanted else set(names) - {"t1", "t2", "t3"}), k
+    for prefetch in (0, 1 << 30):  # the next run started early or not: the same tensors per feed
+        seen.batches = [set()]
+        shown.clear()
+        count = collect(
+            model,
+            source(),
+            names,
+            [seen],
+            occasional=["t1", "t2", "t3"],
+            wants_occasional=lambda: index["now"] in wanted,
+            showing=showing,
+            prefetch_bytes=prefetch,
+        )
+        assert count == 20 and shown == list(range(len(feeds)))
+        for k, batch in enumerate(seen.batches):
+            assert batch == (set(names) if k in wanted else set(names) - {"t1", "t2", "t3"}), k
 
 
 def test_statistics_on_worker_threads_are_those_of_one_thread() -> None:

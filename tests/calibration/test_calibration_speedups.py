@@ -55,6 +55,32 @@ def test_screening_picks_the_same_model_as_scoring_every_candidate_on_every_samp
     assert set(chosen["screened_cosine"]) >= set(chosen["held_out_cosine"])
 
 
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_running_the_next_batch_early_changes_no_model(
+    residual_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, placement: str
+) -> None:
+    """The statistics pass runs ONNX Runtime one feed ahead of the observers; auto's held-out
+    feeds must still reach its recorders, not the histograms (see collect's ``showing``)."""
+    import threading
+
+    runs: list[str] = []
+    real_run_views = observers_module.run_views
+
+    def run_views(*args: object) -> list[np.ndarray]:
+        runs.append(threading.current_thread().name)
+        return real_run_views(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(observers_module, "run_views", run_views)
+    ahead, report = _calibrate(residual_model, tmp_path, "ahead", placement=placement)
+    assert runs[0] == "MainThread" and set(runs[1:12]) == {"edgedeploy-collect_0"}  # 12 batches
+    runs.clear()
+    monkeypatch.setattr(calibrate_module, "PREFETCH_BYTES", 0)
+    in_step, again = _calibrate(residual_model, tmp_path, "in-step", placement=placement)
+    assert set(runs) == {"MainThread"}
+    assert ahead == in_step
+    assert report["selection"] == again["selection"] and report["tensors"] == again["tensors"]
+
+
 def test_screening_stops_the_candidates_far_behind_on_the_first_half() -> None:
     reference = [[np.full(4, 1.0)], [np.full(4, 1.0)]]
     outputs = {  # per candidate, per feed: how far from the reference
