@@ -75,13 +75,16 @@ def test_emulation_is_the_unfused_arithmetic(tmp_path: Path) -> None:
     np.testing.assert_allclose(_run(qdq, x, "ORT_ENABLE_ALL", emulate=True), unfused, rtol=1e-5, atol=1e-4)
 
 
-def test_vnni_targets_emulate_only_where_this_cpu_lacks_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vnni_targets_emulate_only_where_this_cpu_lacks_vnni_and_gpu_targets_always(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(int8_module, "has_vnni", lambda: False)
     assert int8_module.emulate_integer_for(load_target("x86-64-vnni"))
     assert not int8_module.emulate_integer_for(load_target("x86-64-cpu"))  # 7-bit weights
-    assert not int8_module.emulate_integer_for(load_target("jetson-orin-nx"))  # TensorRT's placement
+    assert int8_module.emulate_integer_for(load_target("jetson-orin-nx"))  # TensorRT's arithmetic
     monkeypatch.setattr(int8_module, "has_vnni", lambda: True)
     assert not int8_module.emulate_integer_for(load_target("x86-64-vnni"))
+    assert int8_module.emulate_integer_for(load_target("jetson-orin-nx"))  # not this CPU's kernels
 
 
 def test_compare_runs_a_vnni_candidate_emulated_on_a_cpu_without_vnni(

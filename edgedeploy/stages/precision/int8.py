@@ -37,10 +37,19 @@ def weight_bits_for(target: Target) -> int:
 
 
 def emulate_integer_for(target: Target) -> bool:
-    """Whether this CPU lacks the target's integer kernels: a CPU target with 8-bit weights (VNNI)
-    calibrated on a CPU without 8-bit dot products, where ONNX Runtime's u8 x s8 kernels saturate.
-    auto's measurements then emulate the target's integer arithmetic in float (docs/design.md)."""
-    return placement_for(target) == "onnxruntime" and weight_bits_for(target) == 8 and not has_vnni()
+    """Whether auto's candidates (and the accuracy budget's variants) run with their integer
+    arithmetic emulated in float rather than on ONNX Runtime's integer kernels of this CPU.
+
+    TensorRT's placement always: TensorRT computes what the Q/DQ graph says (integer products
+    summed exactly, rescaled in float), which the emulation gives up to float rounding, whatever
+    this CPU is; ONNX Runtime's int8-activation kernels are not TensorRT's (on ddddocr's
+    recognizer the held-out cosines on them differed from the emulated ones by 1e-3) and ran
+    slower than the emulation on the convolutional real models. A CPU target with 8-bit weights
+    (VNNI) calibrated on a CPU without 8-bit dot products, where ONNX Runtime's u8 x s8 kernels
+    saturate, too. See docs/design.md, "Integer kernels this CPU lacks"."""
+    if placement_for(target) == "tensorrt":
+        return True
+    return weight_bits_for(target) == 8 and not has_vnni()
 
 
 def cache_version_for(target: Target, requested: str | None = None) -> str | None:
@@ -140,7 +149,7 @@ def make_int8(
         force=force,
         emulate_integer=emulate_integer_for(target),
     )
-    if ui is not None and options.emulate_integer and algorithm == "auto":
+    if ui is not None and options.emulate_integer and algorithm == "auto" and not target.is_gpu:
         ui.info(
             f"int8: this CPU has no 8-bit dot products (VNNI): the {target.name} candidates are measured "
             "with their integer arithmetic emulated in float (ONNX Runtime's kernels here saturate)"
