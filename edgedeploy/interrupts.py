@@ -78,3 +78,18 @@ def deferred() -> Iterator[Callable[[], None]]:
         for held, handler in previous.items():
             signal.signal(held, handler if handler is not None else signal.SIG_DFL)
     check()
+
+
+def cut_short(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised because of a Ctrl-C or SIGTERM: a ``KeyboardInterrupt`` among its
+    causes and contexts. Some libraries turn the interrupt into an error of their own: ONNX
+    Runtime's extension, interrupted while it initializes on import (lazily, mid-command), raises
+    ``ImportError: initialization failed`` from it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -1425,6 +1425,30 @@ def test_ctrl_c_inside_polygraphys_bare_excepts_still_stops_the_comparison(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_ctrl_c_that_a_library_turned_into_its_own_error_still_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ONNX Runtime's extension, cut by Ctrl-C while it initializes (its lazy import mid-compare),
+    raises ImportError from the KeyboardInterrupt: seen in a fresh clone's test run, exit 1 with a
+    traceback."""
+    import edgedeploy.cli as cli_module
+
+    def run(args: list[str]) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("initialization failed") from interrupt
+
+    monkeypatch.setattr(cli_module, "handle_signals", lambda: None)
+    monkeypatch.setattr(cli_module, "sweep_scratch", lambda: None)
+    monkeypatch.setattr(cli_module, "_run_click", run)
+    with pytest.raises(SystemExit) as stop:
+        cli_module.main(["targets"])
+    assert stop.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err and "initialization" not in err
+
+
 def test_deferred_interrupts_hold_ctrl_c_until_the_block_ends() -> None:
     import os
     import signal

@@ -43,7 +43,7 @@ from edgedeploy.cli.common import err, out
 from edgedeploy.cli.guard import check_argv, guard_app
 from edgedeploy.errors import EdgeDeployError, user_failure
 from edgedeploy.fileio import sweep_scratch
-from edgedeploy.interrupts import EXIT_SIGTERM, handle_signals, terminated
+from edgedeploy.interrupts import EXIT_SIGTERM, cut_short, handle_signals, terminated
 
 app = typer.Typer(
     name="edgedeploy",
@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
             _fail(*_stopped())
         raise
     except Exception as exc:
+        if cut_short(exc):  # a library turned the Ctrl-C into its own error
+            _fail(*_stopped())
         line = user_failure(exc)
         if line is None:
             raise
