@@ -844,7 +844,8 @@ def _select(
                     "held_out_cosine"
                 ]
                 best.narrow_check = vote
-    scoring = HeldOut(held_out, reference, extents, weights, emulate)  # the variants below: scored alike
+    # the variants below: scored alike, their feeds on ``count`` threads
+    scoring = HeldOut(held_out, reference, extents, weights, emulate, count)
     if moments is not None and moments.moments and best.plan is not None:
         rounded = rounded_weights(base, best.plan, moments, consts or constant_values(base), weights, count)
         best = rounding_checked(base, best, rounded, scoring)

@@ -81,7 +81,8 @@ def test_running_the_next_batch_early_changes_no_model(
     assert report["selection"] == again["selection"] and report["tensors"] == again["tensors"]
 
 
-def test_screening_stops_the_candidates_far_behind_on_the_first_half() -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_screening_stops_the_candidates_far_behind_on_the_first_half(workers: int) -> None:
     reference = [[np.full(4, 1.0)], [np.full(4, 1.0)]]
     outputs = {  # per candidate, per feed: how far from the reference
         "per-tensor": [[np.array([1.0, 1.0, 1.0, 0.9])], [np.array([1.0, 1.0, 1.0, 0.9])]],
@@ -99,8 +100,8 @@ def test_screening_stops_the_candidates_far_behind_on_the_first_half() -> None:
     holdout = [{"k": np.array([0])}, {"k": np.array([1])}]
     stopped: list[str] = []
     scores, screened = select_module._screen(
-        Session, list(outputs), holdout, reference, 1, ["y"], dropped=stopped.append
-    )
+        Session, list(outputs), holdout, reference, 1, ["y"], dropped=stopped.append, workers=workers
+    )  # with workers, every candidate's feeds run side by side and are dealt back to their candidate
     assert stopped == ["max"]  # told as it stops
     assert set(screened) == set(outputs)
     assert set(scores) == {"per-tensor", "mse"}  # max: 1 - cos far above 1.5x the best on feed 0

@@ -276,3 +276,42 @@ def test_nan_or_inf_in_any_output_fails_every_budget_criterion() -> None:
     measured = OutputEvaluator(model(2.0), feeds).measure(model(np.inf))
     for spec in ("cosine>=0.9", "snr>=10", "max_abs<=1e9"):
         assert not AccuracyBudget.parse(spec).met(measured), spec
+
+
+def test_the_feeds_run_side_by_side_give_each_feed_its_own_outputs_as_one_thread_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    import calibration.threads as threads_module
+    from edgedeploy.stages.precision.budget import OutputEvaluator
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * (k + 1)} for k in range(7)]
+    used: list[int] = []
+    real = threads_module.map_ordered
+
+    def spying(fn, items, count):  # type: ignore[no-untyped-def]
+        used.append(count)
+        return real(fn, items, count)
+
+    monkeypatch.setattr(threads_module, "map_ordered", spying)
+    one = OutputEvaluator(model, feeds, threads=1).run(model)
+    three = OutputEvaluator(model, feeds, threads=3).run(model)
+    assert used == [1, 1, 3, 3]  # each evaluator's reference run, then the run above
+    assert len(three) == len(feeds)
+    for a, b in zip(one, three, strict=True):  # in order, bit for bit
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(three[0][0], three[1][0])  # each feed's own outputs

@@ -35,7 +35,7 @@ import copy
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,16 +220,25 @@ class OutputEvaluator:
         return sum(feed_rows(feed) for feed in self.feeds)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
+        """``model``'s outputs on every feed. With more than one feed and more than one thread
+        allowed, the feeds run side by side on a one-thread session, as auto's held-out runs do
+        (the same outputs bit for bit, in less time: see calibration/select.py _session)."""
         from calibration.observers import in_memory_session
+        from calibration.threads import map_ordered, workers
         from edgedeploy.backends.onnxruntime import PROVIDERS, session_options
 
+        count = workers(self.threads) if len(self.feeds) > 1 else 1
         # emulate_integer has no effect on the float reference
-        options = session_options(self.threads, emulate_integer=self.emulate_integer)
+        options = session_options(1 if count > 1 else self.threads, emulate_integer=self.emulate_integer)
         # the large float and int8 weights as arrays: each variant's weights are neither serialized
         # nor parsed again (the same outputs, bit for bit; see calibration/select.py _session)
         session = in_memory_session(model, options, providers=PROVIDERS)
         names = {i.name for i in session.get_inputs()}
-        return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in self.feeds]
+
+        def one(feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            return list(session.run(None, {k: v for k, v in feed.items() if k in names}))
+
+        return map_ordered(one, self.feeds, count)
 
     def measure(self, model: onnx.ModelProto) -> dict[str, Any]:
         return self.score(self.run(model))
