@@ -725,20 +725,22 @@ def _outputs(
     session: Any, feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str], workers: int = 1
 ) -> list[list[np.ndarray]]:
     """``names`` for each feed, run on ``workers`` threads side by side (see :func:`_session`)."""
-    return _outputs_of([(session, f) for f in feeds], names, workers)
+    return _outputs_each([session], feeds, names, workers)[0]
 
 
-def _outputs_of(
-    runs: Sequence[tuple[Any, Mapping[str, np.ndarray]]], names: Sequence[str], workers: int = 1
-) -> list[list[np.ndarray]]:
-    """``names`` for each (session, feed) of ``runs``, on ``workers`` threads: ONNX Runtime's
-    ``run`` is thread-safe, and several sessions' feeds are dealt out together so that no thread
-    waits for the last feeds of one candidate (:func:`_screen`)."""
+def _outputs_each(
+    sessions: Sequence[Any], feeds: Sequence[Mapping[str, np.ndarray]], names: Sequence[str], workers: int = 1
+) -> list[list[list[np.ndarray]]]:
+    """``names`` for each feed, per session of ``sessions``, on ``workers`` threads: ONNX
+    Runtime's ``run`` is thread-safe, and every session's feeds are dealt out together so that no
+    thread waits for the last feeds of one candidate (:func:`_screen`)."""
 
-    def one(run: tuple[Any, Mapping[str, np.ndarray]]) -> list[np.ndarray]:
-        return [np.asarray(o) for o in run[0].run(list(names), dict(run[1]))]
+    def one(job: tuple[Any, Mapping[str, np.ndarray]]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in job[0].run(list(names), dict(job[1]))]
 
-    return map_ordered(one, runs, workers)
+    runs = map_ordered(one, [(sess, f) for sess in sessions for f in feeds], workers)
+    n = len(feeds)
+    return [runs[i * n : (i + 1) * n] for i in range(len(sessions))]
 
 
 def _run(
@@ -794,9 +796,7 @@ def choose_for_model(
         )
     else:
         sessions = map_ordered(session, distinct, workers)  # written and loaded side by side
-        runs = _outputs_of([(sess, f) for sess in sessions for f in holdout], names, workers)
-        n = len(holdout)
-        outputs = {label: runs[i * n : (i + 1) * n] for i, label in enumerate(distinct)}
+        outputs = dict(zip(distinct, _outputs_each(sessions, holdout, names, workers), strict=True))
         scores = {label: output_cosine(reference, outputs[label]) for label in distinct}
     counts = _counts(holdout)
     per_sample = {label: _sample_sums(reference, got, counts) for label, got in outputs.items()}
@@ -971,17 +971,17 @@ def _screen(
     max sets trail by 3-5x the best error on half the samples and are not the winner on all of
     them, while the rules that do win are within 1.3x. The candidates are written and loaded
     ``workers`` at a time, and each round's feeds of every candidate in it run on ``workers``
-    threads (see :func:`_outputs_of`); they are then judged in the order given, as one at a time
+    threads (see :func:`_outputs_each`); they are then judged in the order given, as one at a time
     would be (the bound only tightens, so the same ones stop), and only the ones within the ratio
     run on.
     """
     sessions = map_ordered(session, labels, workers)
-    runs = _outputs_of([(sess, f) for sess in sessions for f in holdout[:half]], names, workers)
+    runs = _outputs_each(sessions, holdout[:half], names, workers)
     first: dict[str, list[list[np.ndarray]]] = {}
     kept: dict[str, Any] = {}
     partial: dict[str, float] = {}
-    for i, (label, sess) in enumerate(zip(labels, sessions, strict=True)):
-        kept[label], first[label] = sess, runs[i * half : (i + 1) * half]
+    for label, sess, half_outputs in zip(labels, sessions, runs, strict=True):
+        kept[label], first[label] = sess, half_outputs
         partial[label] = output_cosine(reference[:half], first[label])
         bound = SCREEN_RATIO * (1.0 - max(partial.values()))
         for other in [k for k in kept if k != "per-tensor" and 1.0 - partial[k] > bound]:
@@ -989,9 +989,8 @@ def _screen(
             if dropped is not None:
                 dropped(other)
     del sessions, runs  # the candidates that stopped: their sessions go
-    more = len(holdout) - half
-    rest = _outputs_of([(sess, f) for sess in kept.values() for f in holdout[half:]], names, workers)
-    got = {label: first[label] + rest[i * more : (i + 1) * more] for i, label in enumerate(kept)}
+    rest = _outputs_each(list(kept.values()), holdout[half:], names, workers)
+    got = {label: first[label] + more for label, more in zip(kept, rest, strict=True)}
     if outputs is not None:
         outputs.update(got)
     return {label: output_cosine(reference, values) for label, values in got.items()}, partial
