@@ -85,6 +85,9 @@ class DataSource:
     details: dict[str, Any] = field(default_factory=dict)
     synthetic: bool = False
     limit: int | None = None  # number of feeds at most
+    # synthetic data: the inputs whose dynamic dims beyond the batch were fed as 1, as ``name 1x1``
+    # (no shape given for them), which an error the model raises on them can name
+    fed_as_one: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Feed]:
         count = 0

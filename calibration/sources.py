@@ -82,6 +82,11 @@ def _random_source(
             "shapes": {s.name: list(s.concrete_shape(batch_size, shapes)) for s in inputs},
         },
         synthetic=True,
+        fed_as_one=tuple(
+            f"{s.name} {'x'.join(map(str, s.concrete_shape(batch_size, shapes)))}"
+            for s in inputs
+            if s.name not in (shapes or {}) and any(not isinstance(d, int) for d in s.shape[1:])
+        ),
     )
 
 

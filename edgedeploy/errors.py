@@ -10,6 +10,9 @@ line and exit 2. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+
 
 class EdgeDeployError(Exception):
     """Base class: carries the one line the CLI prints and the exit code it returns."""
@@ -78,3 +81,20 @@ def _strip_ort(text: str) -> str:
     """ONNX Runtime's ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ...`` -> the part after the codes."""
     parts = [p.strip() for p in text.split(" : ")]
     return parts[-1] if len(parts) > 1 and parts[-1] else text
+
+
+@contextlib.contextmanager
+def naming_guessed_dims(fed_as_one: Sequence[str]) -> Iterator[None]:
+    """ONNX Runtime refusing synthetic data whose dynamic dims were guessed as 1 (``fed_as_one``,
+    see ``calibration.feeds.DataSource``): one line that also says which shapes were guessed and
+    how to give them. trtexec guesses 1 too without ``--shapes``; an STFT front end, for one,
+    needs more samples than that."""
+    try:
+        yield
+    except Exception as exc:
+        if not fed_as_one or (type(exc).__module__ or "").split(".")[0] != "onnxruntime":
+            raise
+        raise InputError(
+            f"{user_failure(exc)} (dynamic dims fed as 1: {', '.join(fed_as_one)}; "
+            "give the shapes with --input NAME:SHAPE)"
+        ) from None

@@ -162,3 +162,23 @@ def validate_manifest(manifest: dict[str, object]) -> None:
 
 def files_under(path: Path) -> set[str]:
     return {p.relative_to(path).as_posix() for p in path.rglob("*")} if path.exists() else set()
+
+
+@pytest.fixture
+def reflect_padded_onnx(tmp_path: Path) -> Path:
+    """A model whose second dim is dynamic and must be at least 3 long (reflect padding by 2, as
+    an STFT front end pads its audio): fed as 1 (random data without --input), ONNX Runtime
+    refuses it."""
+    from onnx import TensorProto, helper
+
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 2, 0, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")],
+        "reflect",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", None])],
+        [pads],
+    )
+    path = tmp_path / "reflect.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path

@@ -135,3 +135,10 @@ def test_loader_script_that_raises_exits_2(digits: Digits, tmp_path: Path) -> No
     assert_clean_input_error(
         run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", script), "camera unplugged"
     )
+
+
+def test_random_data_a_model_refuses_names_the_guessed_dims(reflect_padded_onnx: Path) -> None:
+    model = reflect_padded_onnx
+    result = run_cli("compare", model, model)
+    assert_clean_input_error(result, "dynamic dims fed as 1: x ", "--input NAME:SHAPE")
+    assert run_cli("compare", model, model, "--input", "x:2x16").code == 0

@@ -73,3 +73,13 @@ def test_a_few_outliers_do_not_call_a_run_unsteady_but_a_spread_bulk_does() -> N
     spread = LatencyStats.from_samples([0.020 + 0.0002 * i for i in range(200)])
     message = unsteady_warning(spread)
     assert message is not None and "above the median" in message
+
+
+def test_a_guessed_dynamic_dim_the_model_refuses_says_which_and_how_to_give_it(
+    reflect_padded_onnx: Path,
+) -> None:
+    model = reflect_padded_onnx
+    # one line: ONNX Runtime's own log of the error (in colour, on stderr) is not shown as well
+    assert_clean_input_error(run_cli("profile", model), "dynamic dims fed as 1: x 1x1", "--input NAME:SHAPE")
+    given = run_cli("profile", model, "--input", "x:1x400", "--iterations", "5")
+    assert given.code == 0, given.stderr

@@ -49,7 +49,9 @@ def session_options(
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    # fatal only: ONNX Runtime also logs each error it raises (in colour, on stderr); the error
+    # reaches the user once, as one line (edgedeploy.errors.user_failure)
+    opts.log_severity_level = 4
     if optimized_path is not None:
         opts.optimized_model_filepath = os.fspath(optimized_path)
     if emulate_integer:

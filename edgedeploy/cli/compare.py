@@ -20,7 +20,7 @@ from edgedeploy.cli.common import (
     out,
     write_json,
 )
-from edgedeploy.errors import GateFailed, InputError, not_a_file
+from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
 
 if TYPE_CHECKING:
     from edgedeploy.stages.compare import CompareResult, LayerError, LayerwiseResult
@@ -78,7 +78,8 @@ def compare_command(
         atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose
     )
     with ui.progress("compare") as advance:
-        result = compare(reference, candidate, source, gates, source.describe(), threads)
+        with naming_guessed_dims(source.fed_as_one):
+            result = compare(reference, candidate, source, gates, source.describe(), threads)
         advance(1.0)
     print_outputs(result, reference, candidate, data)
     if source.synthetic:

@@ -135,7 +135,7 @@ def _session(model: onnx.ModelProto, threads: int | None) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     # Basic level: constant folding only, so the marked tensors are the ones the graph computes.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:

@@ -349,7 +349,7 @@ def _ort_cast(values: np.ndarray, to: int) -> np.ndarray:
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", CAST_OPSET)])
         model.ir_version = 8
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         options.intra_op_num_threads = 1  # a few ms per 20 M values: no waiting on a busy second core
         no_spinning(options)
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -213,7 +213,7 @@ def _session(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = N
     from calibration.observers import in_memory_session, no_spinning
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     no_spinning(options)  # as the analysis pass: its runs are short and the machine may be shared
     return in_memory_session(model, options, arrays)
 
