@@ -178,6 +178,23 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
     return None
 
 
+def _check_shapes(shapes: dict[str, tuple[int, ...]], inputs: Sequence[TensorSpec]) -> None:
+    """Given input shapes (``--input``) name the model's inputs, at their rank: a misspelt name
+    would otherwise leave its input at the guessed dims without a word."""
+    ranks = {s.name: len(s.shape) for s in inputs}
+    for name, dims in shapes.items():
+        if name not in ranks:
+            raise DataError(
+                f"--input {name}:{'x'.join(map(str, dims))}: the model has no input '{name}' "
+                f"(its inputs: {', '.join(ranks)})"
+            )
+        if len(dims) != ranks[name]:
+            raise DataError(
+                f"--input {name}:{'x'.join(map(str, dims))}: the model's input '{name}' has "
+                f"{ranks[name]} dims, not {len(dims)}"
+            )
+
+
 def open_source(
     spec: str | os.PathLike[str],
     inputs: Sequence[TensorSpec],
@@ -204,6 +221,7 @@ def open_source(
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if samples is not None and samples < 1:
         raise DataError(f"number of samples must be >= 1, got {samples}")
+    _check_shapes(shapes or {}, inputs)
     rnd_seed = _parse_random(spec, seed)
     if rnd_seed is not None:
         return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes)

@@ -245,3 +245,34 @@ def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp
     np.savez(calib, input=digits.x_train[64:128])
     rerun = run_pipeline(load_config(path))
     assert "build-int8" in rerun.stages_run and "build-fp32" in rerun.stages_skipped
+
+
+def test_run_profiles_with_the_configured_input_shapes(reflect_padded_onnx: Path, tmp_path: Path) -> None:
+    """[model] inputs shape the random data of profile as they do compare's (a model that needs
+    more than one sample on a dynamic axis refuses the dims fed as 1)."""
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(f"""
+workdir = "out"
+
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+inputs = ["x:1x16"]
+
+[build]
+precisions = ["fp32"]
+
+[compare]
+data = "random:1"
+samples = 2
+batch_size = 1
+
+[profile]
+batch_sizes = [1, 2]
+iterations = 3
+warmup = 1
+""")
+    result = run_cli("run", config, "--json", tmp_path / "run.json")
+    assert result.code == 0, result.stderr
+    profiled = json.loads((tmp_path / "run.json").read_text())["precisions"][0]["profile"]
+    assert set(profiled["batch_sizes"]) == {"1", "2"}

@@ -57,3 +57,17 @@ def test_samples_of_different_sizes_in_one_batch_are_a_clear_error(tmp_path: Pat
     with pytest.raises(DataError, match="different shapes"):
         list(open_source(str(folder), spec, batch_size=2))
     assert _count(open_source(str(folder), spec, batch_size=1)) == 2
+
+
+def test_given_shapes_must_name_the_models_inputs_at_their_rank() -> None:
+    from calibration.errors import DataError
+    from calibration.modelinfo import TensorSpec
+    from calibration.sources import open_source
+
+    inputs = [TensorSpec("x", ("batch", "samples"), "float32")]
+    with pytest.raises(DataError, match=r"no input 'images' \(its inputs: x\)"):
+        open_source("random", inputs, shapes={"images": (1, 16)})
+    with pytest.raises(DataError, match="has 2 dims, not 1"):
+        open_source("random", inputs, shapes={"x": (16,)})
+    feed = next(iter(open_source("random", inputs, shapes={"x": (1, 16)})))
+    assert feed["x"].shape == (1, 16)

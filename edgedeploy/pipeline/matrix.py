@@ -618,7 +618,7 @@ def _key_cell(
         feeds_cache[feeds_key] = (list(source), source.describe())
     feeds, description = feeds_cache[feeds_key]
     gates = compare_gates(config)
-    popts = profile_options(config) if config.profile.enabled else None
+    popts = profile_options(config, shapes) if config.profile.enabled else None
     key = sha256_json(
         {
             "build": build_key,

@@ -172,7 +172,7 @@ def _run_stages(
         outcome = _build_stage(run, exported, precision)
         _compare_stage(run, exported, data, outcome)
         if config.profile.enabled:
-            _profile_stage(run, outcome)
+            _profile_stage(run, outcome, exported.shapes)
         outcomes.append(outcome)
     bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled else None
     result = PipelineResult(
@@ -286,8 +286,11 @@ def compare_gates(config: PipelineConfig) -> Gates:
     return Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
 
 
-def profile_options(config: PipelineConfig) -> ProfileOptions:
-    """The profile the config's [profile] section describes."""
+def profile_options(
+    config: PipelineConfig, shapes: dict[str, tuple[int, ...]] | None = None
+) -> ProfileOptions:
+    """The profile the config's [profile] section describes, on random inputs of ``shapes`` (the
+    exported model's names for ``[model] inputs``; by default those as written)."""
     p = config.profile
     return ProfileOptions(
         warmup_iterations=p.warmup,
@@ -296,6 +299,12 @@ def profile_options(config: PipelineConfig) -> ProfileOptions:
         duration_s=p.duration_s,
         batch_sizes=tuple(p.batch_sizes),
         threads=p.threads or config.build.threads,
+        # [model] inputs: the shapes of the random data, as profile's --input
+        shapes=(
+            dict(shapes)
+            if shapes is not None
+            else {s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}
+        ),
     )
 
 
@@ -335,6 +344,9 @@ def _export_stage(run: _Run) -> _Exported:
     record = run.stage("export", key, do_export)
     inputs, outputs = model_io(fp32)
     shapes = {i.name: i.shape for i in options.inputs}
+    names = [i.name for i in inputs]
+    if not set(shapes) <= set(names) and len(shapes) == len(names):  # renamed by [export] input_names
+        shapes = dict(zip(names, shapes.values(), strict=True))
     return _Exported(fp32, record["sha256"], list(inputs), list(outputs), shapes)
 
 
@@ -419,8 +431,8 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
         run.ui.warn(f"{outcome.precision}: accuracy gate failed: {_failure_text(outcome.compare)}")
 
 
-def _profile_stage(run: _Run, outcome: PrecisionOutcome) -> None:
-    options = profile_options(run.config)
+def _profile_stage(run: _Run, outcome: PrecisionOutcome, shapes: dict[str, tuple[int, ...]]) -> None:
+    options = profile_options(run.config, shapes)
     key = sha256_json(
         {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions}
     )
