@@ -103,13 +103,14 @@ def calibrate_command(
         raise not_a_file("model file", model)
     stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
-        _from_cache(
+        made = _from_cache(
             model,
             from_cache,
             out_dir / f"{stem}.int8.onnx",
             placement_for(tgt),
             weight_bits_for(tgt),
         )
+        write_json(json_path, {"artifact": {**made, "target": tgt.name}})
         return
     if data is None:
         raise InputError("give --data SPEC (or --from-cache CACHE)")
@@ -142,7 +143,9 @@ def calibrate_command(
     write_json(json_path, {"artifact": artifact, "report": report})
 
 
-def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> None:
+def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> dict[str, object]:
+    """The Q/DQ model of ``model`` with the scales of a TensorRT calibration ``cache``, at ``dest``;
+    returns what was made (for ``--json``)."""
     import onnx
 
     from calibration.atomic import atomic_path
@@ -163,6 +166,14 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
             markup=False,
         )
     err.print(f"wrote {dest}", markup=False)
+    return {
+        "path": str(dest),
+        "bytes": dest.stat().st_size,
+        "from_cache": str(cache),
+        "placement": placement,
+        "weight_bits": weight_bits,
+        "left_in_float": list(uncovered),
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,13 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
             "rtx4090",
             "--out-dir",  # the old name of -o/--output, still accepted
             str(tmp_path / "fc"),
+            "--json",
+            str(tmp_path / "fc.json"),
         ],
     )
     assert from_cache.exit_code == 0, from_cache.output
     assert "wrote" in from_cache.stderr and not from_cache.stdout
+    made = json.loads((tmp_path / "fc.json").read_text())["artifact"]
+    assert made["bytes"] == (tmp_path / "fc" / "residual.int8.onnx").stat().st_size
+    assert made["target"] == "rtx4090" and made["left_in_float"] == []
     onnx.checker.check_model(onnx.load(tmp_path / "fc" / "residual.int8.onnx"))
