@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.stages.compare import Gates, output_metrics
 from tests.conftest import Digits, assert_clean_input_error, run_cli
@@ -142,3 +142,46 @@ def test_random_data_a_model_refuses_names_the_guessed_dims(reflect_padded_onnx:
     result = run_cli("compare", model, model)
     assert_clean_input_error(result, "dynamic dims fed as 1: x ", "--input NAME:SHAPE")
     assert run_cli("compare", model, model, "--input", "x:2x16").code == 0
+
+
+
+def test_a_top1_gate_no_output_can_take_is_said_not_applied(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "feature_map",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 3])],
+    )
+    model = tmp_path / "map.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    result = run_cli("compare", model, model, "--min-top1", "0.9", "--json", tmp_path / "c.json")
+    assert result.code == 0, result.stderr
+    assert "the top-1 gate was not applied" in result.stderr
+    assert "not applied" not in run_cli("compare", model, model).stderr
+
+
+def test_an_fp16_candidate_from_elsewhere_runs_as_it_is_and_says_why(tmp_path: Path) -> None:
+    w = np.linspace(-1, 1, 6, dtype=np.float32).reshape(1, 6)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6])
+    opset = [helper.make_opsetid("", 18)]
+    ref = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "ref", [x], [y], [numpy_helper.from_array(w, "w")]
+    )
+    other = helper.make_graph(  # another tool's fp16 graph: its own weight names
+        [
+            helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+            helper.make_node("Add", ["x16", "w16_renamed"], ["y16"]),
+            helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT),
+        ],
+        "other",
+        [x],
+        [y],
+        [numpy_helper.from_array(w.astype(np.float16), "w16_renamed")],
+    )
+    onnx.save(helper.make_model(ref, opset_imports=opset), tmp_path / "ref.onnx")
+    onnx.save(helper.make_model(other, opset_imports=opset), tmp_path / "other.onnx")
+    result = run_cli("compare", tmp_path / "ref.onnx", tmp_path / "other.onnx", "--min-cosine", "0.99")
+    assert result.code == 0, result.stderr
+    assert "not converted from this reference" in result.stderr
+    assert "w16_renamed" in result.stdout  # the reason, in the table's "run as"

@@ -23,7 +23,7 @@ from calibration.qdq import saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
@@ -270,6 +270,9 @@ def compare(
 
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
+# an fp16 candidate not converted from this reference (another tool's, or ONNX Runtime's optimized
+# graph): run as it is, where ONNX Runtime's CPU kernels compute most fp16 ops in fp32
+FP16_NOT_EMULATED = "onnx (fp16 emulation unavailable"
 
 
 def _candidate_to_run(
@@ -289,7 +292,7 @@ def _candidate_to_run(
     try:
         emulated, mode = candidate_graph(load_onnx(reference), cand_model)
     except Exception as exc:  # a candidate not converted from this reference: run it as it is
-        return candidate, f"onnx (fp16 emulation unavailable: {type(exc).__name__})"
+        return candidate, f"{FP16_NOT_EMULATED}: {first_line(exc)[:160]})"
     path = scratch / f"{candidate.stem}.emulated.onnx"
     onnx.save(emulated, path)
     return path, mode
