@@ -104,3 +104,26 @@ def test_model_spec_that_does_not_resolve_exits_2(two_io_module: Path, tmp_path:
         result = run_cli("export", spec, "-o", tmp_path / "m.onnx", "--input", "x:1x3")
         assert_clean_input_error(result, "model spec")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_onnx_file_below_opset_13_is_converted_and_computes_the_same(tmp_path: Path) -> None:
+    """Pretrained models often come at opset 11 or 12 (ddddocr's, PP-OCR's); per-channel Q/DQ
+    needs 13. Squeeze's axes moved from an attribute to an input at 13."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Squeeze", ["r"], ["y"], axes=[1])],
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    src = tmp_path / "old.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), src)
+    result = run_cli("export", src, "-o", tmp_path / "new.onnx")
+    assert result.code == 0, result.stderr
+    assert "converted the model from opset 11 to 13" in result.stderr
+    new = onnx.load(tmp_path / "new.onnx")
+    assert {o.domain: o.version for o in new.opset_import}[""] >= 13
+    x = np.random.default_rng(0).standard_normal((3, 1, 4)).astype(np.float32)
+    got = ort.InferenceSession(str(tmp_path / "new.onnx")).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.maximum(x, 0)[:, 0, :])

@@ -29,7 +29,7 @@ from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx, verify
 
 DEFAULT_OPSET = 18
-MIN_OPSET = 13
+MIN_OPSET = 13  # calibration.qdq.MIN_OPSET: what ONNX files are converted to
 Notify = Callable[[str], None]
 
 
@@ -308,8 +308,16 @@ def finalize_onnx(
     """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts."""
     check_model(src)
     model = load_onnx(src)
-    if opset_of(model) < MIN_OPSET:
-        raise InputError(f"{src}: opset {opset_of(model)} is too old; edgedeploy needs opset >= {MIN_OPSET}")
+    if opset_of(model) < MIN_OPSET:  # per-channel Q/DQ and the fp16 converter's ops need 13
+        from calibration.errors import CalibrationError
+        from calibration.qdq import upgrade_opset
+
+        old = opset_of(model)
+        try:
+            model = upgrade_opset(model)
+        except CalibrationError as exc:
+            raise InputError(f"{src}: {exc}") from None
+        notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
     before = len(model.graph.node)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
