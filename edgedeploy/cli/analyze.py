@@ -33,7 +33,7 @@ def analyze_command(
     from calibration.sources import open_source, parse_shapes
     from edgedeploy.stages.precision.analysis import analyze as run_analysis
     from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
-    from edgedeploy.stages.precision.islands import choose_fp32_nodes
+    from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
 
     ui = make_ui()
     loaded = load_for_analysis(model)
@@ -108,11 +108,21 @@ def analyze_command(
         ui.warn(note)
     if source.synthetic:
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
+    # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
+    # measurably changes the outputs (which analyze does not measure)
+    hard = sorted(hard_fp32_nodes(loaded, islands, report))
+    flagged = [n for n in islands if n not in set(hard)]
     out.print(
-        f"build --precision fp16 would keep {len(islands)} of {len(loaded.graph.node)} nodes in fp32"
-        + (": " + ", ".join(list(islands)[:8]) + (" ..." if len(islands) > 8 else "") if islands else "")
+        f"build --precision fp16 keeps {len(hard)} of {len(loaded.graph.node)} nodes in fp32 by rule"
+        + (": " + ", ".join(hard[:8]) + (" ..." if len(hard) > 8 else "") if hard else "")
+        + (
+            f"; {len(flagged)} more are flagged, each kept only where its fp16 measurably changes the "
+            "outputs (build measures it)"
+            if flagged
+            else ""
+        )
     )
-    write_json(json_path, {**report_json(report), "fp32_islands": islands})
+    write_json(json_path, {**report_json(report), "fp32_islands": islands, "fp32_by_rule": hard})
 
 
 def register(app: typer.Typer) -> None:
