@@ -57,6 +57,7 @@ from calibration.qdq import (
     model_facts,
     narrow_convs,
     plan_quantization,
+    unknown_op_types,
     upgrade_opset,
     weight_scale,
     write_qdq,
@@ -266,6 +267,9 @@ def calibrate(
         model = onnx.load(os.fspath(model_path))
     except Exception as exc:
         raise CalibrationError(f"cannot read ONNX model {model_path}: {type(exc).__name__}: {exc}") from None
+    unknown = unknown_op_types(qopts.exclude_ops, model)
+    if unknown:
+        raise CalibrationError(f"--exclude-ops: no ONNX op type named {', '.join(unknown)}")
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
     facts = model_facts(model)  # shape inference and constants once for every plan below

@@ -30,6 +30,7 @@ onnxruntime-gpu and produces only TensorRT's.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from calibration.graphs import (
     CycleError,
     copy_without_initializers,
     infer_shapes_light,
+    subgraphs,
     toposort,
     without_weight_bytes,
 )
@@ -57,6 +59,26 @@ PASS_THROUGH_OPS = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Un
 ORT_QLINEAR_OPS = ("Add", "Concat", "AveragePool", "GlobalAveragePool")
 MIN_OPSET = 13
 SCALE_FLOOR = 1e-12  # a tensor that was always zero still needs a positive scale
+
+
+def unknown_op_types(op_types: Sequence[str], model: onnx.ModelProto) -> list[str]:
+    """The names of ``op_types`` that neither ONNX defines (``onnx.defs``, every domain and
+    version) nor ``model`` uses (a custom op): a misspelt ``Sofmax`` in ``--exclude-ops`` or
+    ``--fp32-ops`` would otherwise leave nothing in float without a word. A real op type the model
+    does not have is let through (one config for several models)."""
+    used: set[str] = set()
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            used.add(node.op_type)
+            graphs.extend(subgraphs(node))
+    return [op for op in op_types if op not in _onnx_op_types() and op not in used]
+
+
+@functools.lru_cache(maxsize=1)
+def _onnx_op_types() -> frozenset[str]:
+    return frozenset(schema.name for schema in onnx.defs.get_all_schemas_with_history())
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,21 @@ def test_an_option_word_that_matches_a_folder_here_is_not_taken_for_an_input(
     (model_dir / "m.onnx").write_bytes(static_onnx.read_bytes())
     refused = run_cli("build", "models/m.onnx", "--calib-data", "models", "-o", "models/out", cwd=tmp_path)
     assert refused.code == 2 and "a folder this command reads" in refused.stderr
+
+
+def test_a_misspelt_op_type_to_keep_in_float_exits_2(digits: Digits, tmp_path: Path) -> None:
+    """--fp32-ops and --exclude-ops take op types: a name no ONNX op has (nor the model) is a typo
+    that would otherwise keep nothing in float without a word; a real op the model lacks passes."""
+    fp16 = run_cli(
+        "build", digits.onnx_path, "--precision", "fp16", "--fp32-ops", "Sofmax", "-o", tmp_path / "a"
+    )
+    assert_clean_input_error(fp16, "--fp32-ops: no ONNX op type named Sofmax")
+    int8 = run_cli(
+        "calibrate", digits.onnx_path, "--data", "random", "--exclude-ops", "Gem", "-o", tmp_path / "b"
+    )
+    assert_clean_input_error(int8, "--exclude-ops: no ONNX op type named Gem")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    lstm = run_cli(
+        "build", digits.onnx_path, "--precision", "fp16", "--fp32-ops", "LSTM", "-o", tmp_path / "c"
+    )
+    assert lstm.code == 0, lstm.stderr

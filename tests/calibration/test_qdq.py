@@ -124,3 +124,21 @@ def test_old_opset_is_raised_to_13(tmp_path: Path, residual_model: Path) -> None
     onnx.save(model, path)
     qdq, _ = _write(path, placement="tensorrt")
     assert qdq.opset_import[0].version >= 13
+
+
+def test_unknown_op_types_are_the_names_neither_onnx_nor_the_model_has() -> None:
+    from onnx import TensorProto, helper
+
+    from calibration.qdq import unknown_op_types
+
+    custom = helper.make_node("MyBlur", ["x"], ["y"], domain="vendor")
+    graph = helper.make_graph(
+        [custom],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vendor", 1)]
+    )
+    assert unknown_op_types(["Sofmax", "Softmax", "LSTM", "MyBlur", "Gem"], model) == ["Sofmax", "Gem"]

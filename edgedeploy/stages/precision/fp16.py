@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from calibration.graphs import captured_names, copy_fields, infer_shapes_light, subgraphs, upgrade_ir
+from calibration.qdq import unknown_op_types
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -519,6 +520,14 @@ def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def check_fp32_ops(fp32_ops: Sequence[str], model: onnx.ModelProto) -> None:
+    """``--fp32-ops`` names op types: one that neither ONNX nor ``model`` has is a typo, refused
+    before any work (see :func:`calibration.qdq.unknown_op_types`)."""
+    unknown = unknown_op_types(fp32_ops, model)
+    if unknown:
+        raise InputError(f"--fp32-ops: no ONNX op type named {', '.join(unknown)}")
+
+
 def make_fp16(
     model_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -553,6 +562,7 @@ def make_fp16(
     unknown = [n for n in options.fp32_nodes if n not in names]
     if unknown:
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
+    check_fp32_ops(options.fp32_ops, model)
     blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
     inside = _subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)

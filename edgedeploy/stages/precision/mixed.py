@@ -41,7 +41,7 @@ from edgedeploy.stages.precision.analysis import (
     split_batches,
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
-from edgedeploy.stages.precision.fp16 import make_fp16
+from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
@@ -164,6 +164,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
     halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
+    if loaded is not None:  # a typo in --fp32-ops is refused before the analysis
+        check_fp32_ops(options.fp32_ops, loaded)
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
