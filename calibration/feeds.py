@@ -114,7 +114,11 @@ class DataSource:
 
 
 def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
-    """The model's fixed batch size (dim 0 of its inputs), or None when the batch is dynamic."""
+    """The model's fixed batch size (dim 0 of its inputs), or None when the batch is dynamic: when
+    any input's dim 0 is, an input whose dim 0 is fixed beside it is not batched on that axis (a
+    recurrent state [layers, batch, hidden], as silero-vad's) and does not fix the batch."""
+    if any(s.shape and not isinstance(s.shape[0], int) for s in inputs):
+        return None
     static = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
     return int(next(iter(static))) if static else None
 

@@ -83,3 +83,33 @@ def test_a_guessed_dynamic_dim_the_model_refuses_says_which_and_how_to_give_it(
     assert_clean_input_error(run_cli("profile", model), "dynamic dims fed as 1: x 1x1", "--input NAME:SHAPE")
     given = run_cli("profile", model, "--input", "x:1x400", "--iterations", "5")
     assert given.code == 0, given.stderr
+
+
+def test_a_state_input_whose_first_dim_is_fixed_beside_a_dynamic_batch_keeps_its_shape(
+    tmp_path: Path,
+) -> None:
+    """silero-vad's state is [2, batch, 128]: its first dim is not the batch, so it does not make
+    the model's batch static (it was refused: 'a static batch of 2')."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Tanh", ["state"], ["state_out"])],
+        "stateful",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [2, "batch", 3]),
+        ],
+    )
+    model = tmp_path / "stateful.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    result = run_cli(
+        "profile", model, "--input", "state:2x1x3", "--iterations", "3", "--json", tmp_path / "p.json"
+    )
+    assert result.code == 0, result.stderr
+    used = json.loads((tmp_path / "p.json").read_text())["settings"]["input_shapes"]["1"]
+    assert used == {"x": [1, 4], "state": [2, 1, 3]}

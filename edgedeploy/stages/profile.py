@@ -170,10 +170,13 @@ def unsteady_warning(stats: LatencyStats) -> str | None:
 def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) -> None:
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise InputError("--batch-sizes must be positive integers, e.g. 1,2,4,8")
+    if any(spec.shape and not isinstance(spec.shape[0], int) for spec in inputs):
+        return  # the batch is dynamic; an input with a fixed first dim beside it is not batched
+        # on that axis (a recurrent state [layers, batch, hidden], a table) and keeps its shape
     for spec in inputs:
         first = spec.shape[0] if spec.shape else None
         if isinstance(first, int):
-            wrong = [b for b in batch_sizes if b != first]
+            wrong = list(dict.fromkeys(b for b in batch_sizes if b != first))
             if wrong:
                 raise InputError(
                     f"input '{spec.name}' has a static batch of {first}; cannot profile batch size(s) "
