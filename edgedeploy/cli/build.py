@@ -176,7 +176,14 @@ def build_command(
         f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
     )
     out.print(f"{result.build.backend} output: {result.build.artifact} ({state})")
-    write_json(json_path, result)
+    if json_path is not None:
+        from edgedeploy.results import to_jsonable
+
+        record = to_jsonable(result)  # with the sizes the lines above print
+        record["precision"]["bytes"] = result.precision.path.stat().st_size
+        built = Path(result.build.artifact)
+        record["build"]["bytes"] = built.stat().st_size if built.is_file() else None
+        write_json(json_path, record)
 
 
 def register(app: typer.Typer) -> None:

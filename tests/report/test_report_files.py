@@ -277,3 +277,22 @@ def test_every_section_draws_when_its_data_is_there(workdir: Path, tmp_path: Pat
     summary = files.markdown.read_text()
     assert "3 for the ranking (one at a time on 8 sample(s), 1.0 s); 2.5 s in all)" in summary
     assert "energy mJ/inf" in files.markdown.read_text() and "| 4.4 |" in files.markdown.read_text()
+
+
+def test_a_build_json_elsewhere_gives_the_size_model_and_target(digits: Any, tmp_path: Path) -> None:
+    """`build -o out --json j/b.json` records a path relative to where it ran: the report, reading
+    j/b.json, takes the size, model and target from the record instead of showing '-'."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "j").mkdir()
+    built = run_cli(
+        "build", digits.onnx_path, "--precision", "fp16", "--target", "x86-64-cpu", "-o", "o",
+        "--json", "j/b.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert built.code == 0, built.stderr
+    record = json.loads((tmp_path / "j" / "b.json").read_text())
+    size = (tmp_path / record["precision"]["path"]).stat().st_size
+    assert record["precision"]["bytes"] == size and record["build"]["bytes"] > 0
+    run = load_run([tmp_path / "j" / "b.json"])
+    assert run.target == "x86-64-cpu" and run.model == Path(digits.onnx_path).stem
+    assert [p.size_bytes for p in run.precisions] == [size]

@@ -334,8 +334,14 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         row = data.row(str(artifact.get("precision")))
         row.backend = str((content.get("build") or {}).get("backend") or row.backend)
         row.info = {**row.info, **(artifact.get("info") or {})}
+        built = content.get("build") or {}
+        data.target = data.target or (built.get("info") or {}).get("target")
+        named = Path(str(artifact.get("path") or "")).name.removesuffix(".onnx")
+        data.model = data.model or named.removesuffix(f".{artifact.get('precision')}") or None
         model = _resolve(artifact.get("path"), path.parent)
-        if model is not None and model.is_file():
+        if artifact.get("bytes") is not None:  # recorded when it was built (its path may be relative)
+            row.size_bytes = int(artifact["bytes"])
+        elif model is not None and model.is_file():
             row.size_bytes = model.stat().st_size
         for name in artifact.get("files") or []:
             _add_sidecar(data, _resolve(name, path.parent) or Path(name))
