@@ -137,3 +137,12 @@ def test_a_misspelt_op_type_to_keep_in_float_exits_2(digits: Digits, tmp_path: P
         "build", digits.onnx_path, "--precision", "fp16", "--fp32-ops", "LSTM", "-o", tmp_path / "c"
     )
     assert lstm.code == 0, lstm.stderr
+
+
+def test_build_force_recalibrates_int8(digits: Digits, tmp_path: Path) -> None:
+    args = ["build", digits.onnx_path, "--precision", "int8", "--calib-data", digits.test_npz, "-o", tmp_path]
+    assert run_cli(*args).code == 0
+    again = run_cli(*args)
+    assert again.code == 0 and "up to date" in again.stderr
+    forced = run_cli(*args, "--force")
+    assert forced.code == 0 and "recalibrating: forced" in forced.stderr, forced.stderr

@@ -114,11 +114,14 @@ def build_command(
     tf32: Annotated[
         bool,
         typer.Option(
-            "--tf32/--no-tf32", help="TensorRT: TF32 kernels (on by default, as in TensorRT).",
+            "--tf32/--no-tf32",
+            help="TensorRT: TF32 kernels (on by default, as in TensorRT).",
             rich_help_panel=TENSORRT,
         ),
     ] = True,
-    force: Annotated[bool, typer.Option(help="Rebuild even when an up-to-date output exists.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even when an up-to-date output exists (int8: recalibrate too).")
+    ] = False,
     accuracy_budget: Annotated[
         str | None,
         typer.Option(

@@ -125,6 +125,7 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
         exclude_nodes=calib.exclude_nodes,
         exclude_ops=calib.exclude_ops,
         trt_version=calib.trt_version,
+        force=bool(request.options.get("force")),  # --force redoes the calibration too
         ui=ui,
     )
 
