@@ -67,6 +67,11 @@ def test_cli_compare_passes_on_real_data_and_writes_json(digits: Digits, tmp_pat
     assert result.code == 0, result.stderr
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["passed"] and report["outputs"]["logits"]["top1_agreement"] == 1.0
+    assert report["data"]["samples"] == 100 and report["data"]["samples_compared"] == 100
+    many = run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", digits.test_npz,
+                   "--samples", "100000", "--json", tmp_path / "all.json")  # fmt: skip
+    held = json.loads((tmp_path / "all.json").read_text())["data"]
+    assert many.code == 0 and held["samples_compared"] < 100000  # what the data holds, not what was asked
     for key in (
         "max_abs",
         "mean_abs",

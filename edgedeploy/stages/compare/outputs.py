@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.feeds import feed_rows
 from calibration.qdq import saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
@@ -247,6 +248,10 @@ def compare(
         emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
     """
     gates = gates or Gates()
+    feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
+    description = dict(data_description or {})
+    if feeds:
+        description["samples_compared"] = sum(feed_rows(f) for f in feeds)
     with scratch_dir("compare") as scratch:
         run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
         ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode == INTEGER_EMULATED)
@@ -260,7 +265,7 @@ def compare(
     return CompareResult(
         reference=str(reference),
         candidate=str(candidate),
-        data=data_description or {},
+        data=description,
         iterations=len(ref_out),
         mode=mode,
         gates=gates,
