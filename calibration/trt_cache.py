@@ -45,6 +45,10 @@ def parse_version(version: str) -> tuple[int, int, int]:
 def encode_version(version: str) -> int:
     """The number TensorRT writes in a cache header for ``version``."""
     major, minor, patch = parse_version(version)
+    if major < 8:  # no target lists one (docs/tensorrt-facts.md: JetPack 4.6 ships 8.0.1)
+        raise CalibrationError(
+            f"TensorRT {version} is older than any edgedeploy writes a cache for (8.x and 10.x)"
+        )
     if major >= 11:
         raise CalibrationError(
             f"TensorRT {version} has no implicit INT8 calibration (removed in 11.0): "

@@ -37,6 +37,8 @@ def test_header_version_is_encoded_per_tensorrt_major(version: str, number: int)
 def test_tensorrt_11_has_no_cache_and_says_why() -> None:
     with pytest.raises(CalibrationError, match=r"removed in 11\.0"):
         encode_version("11.1.0")
+    with pytest.raises(CalibrationError, match="older than any"):
+        encode_version("7.0.0")
 
 
 def test_scale_is_written_as_big_endian_float32_bits() -> None:
