@@ -168,6 +168,15 @@ def _check_weight_rounding(selection: Any) -> None:
         raise ValueError("recorded weight rounding names no file hash or weight bits")
 
 
+def stored_type(t: TensorReport) -> str:
+    """The type the Q/DQ model stores a tensor in, with its zero point when not 0: ``dtype`` is
+    the levels its threshold was chosen for, and ONNX Runtime's placement stores a signed
+    tensor as uint8 over its observed range (zero point 126 for a tensor centred on 0)."""
+    if t.zero_point:
+        return f"uint8 (zp {t.zero_point})"
+    return t.dtype
+
+
 def print_table(
     report: CalibrationReport, console: Any = None, limit: int | None = 40, notes: Any = None
 ) -> None:
@@ -191,7 +200,12 @@ def print_table(
     rows = sorted(report.tensors, key=lambda t: -t.clipped)
     for t in rows[:limit] if limit else rows:
         table.add_row(
-            t.name, t.dtype, f"{t.amax:.4g}", f"{t.threshold:.4g}", f"{t.scale:.4g}", f"{t.clipped:.3%}"
+            t.name,
+            stored_type(t),
+            f"{t.amax:.4g}",
+            f"{t.threshold:.4g}",
+            f"{t.scale:.4g}",
+            f"{t.clipped:.3%}",
         )
     console.print(table)
     if limit and len(rows) > limit:

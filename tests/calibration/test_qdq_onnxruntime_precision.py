@@ -128,3 +128,12 @@ def test_gemm_logits_reaching_the_output_through_a_reshape_stay_float_and_fuse_i
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
     assert "QGemm" in {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
+
+
+def test_the_calibration_table_shows_the_stored_type_and_zero_point() -> None:
+    from calibration.report import TensorReport, stored_type
+
+    assert stored_type(TensorReport("a", 1.0, 1.0, 0.01, 0.0)) == "int8"
+    assert stored_type(TensorReport("r", 1.0, 1.0, 0.01, 0.0, dtype="uint8")) == "uint8"
+    # ONNX Runtime's placement: a signed tensor as uint8 over its observed range
+    assert stored_type(TensorReport("x", 1.0, 1.0, 0.01, 0.0, zero_point=126)) == "uint8 (zp 126)"
