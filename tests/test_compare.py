@@ -190,3 +190,8 @@ def test_an_fp16_candidate_from_elsewhere_runs_as_it_is_and_says_why(tmp_path: P
     assert result.code == 0, result.stderr
     assert "not converted from this reference" in result.stderr
     assert "w16_renamed" in result.stdout  # the reason, in the table's "run as"
+
+
+def test_a_candidate_with_other_inputs_than_the_reference_exits_2(digits: Digits, two_io_onnx: Path) -> None:
+    result = run_cli("compare", digits.onnx_path, two_io_onnx)
+    assert_clean_input_error(result, "takes inputs", "but the reference")
