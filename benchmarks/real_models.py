@@ -73,6 +73,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -807,9 +808,11 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
             calibration=CalibrationRequest(data=folder, batch_size=int(batch)),
             accuracy_budget=os.environ["EDGEDEPLOY_BENCH_BUDGET"],
         )
+        folder = Path(out).parent / "budget"
+        shutil.rmtree(folder, ignore_errors=True)  # a search each run: a rerun would reuse the last one
         baseline, start = peak_kb(), time.perf_counter()
         try:
-            artifact = make_precision(Path(model), request, Path(out).parent / "budget")
+            artifact = make_precision(Path(model), request, folder)
         except GateFailed as exc:
             raise SystemExit(f"GateFailed: {exc}") from None
         Path(artifact.path).replace(out)

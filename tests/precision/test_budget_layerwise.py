@@ -316,3 +316,27 @@ def test_the_feeds_run_side_by_side_give_each_feed_its_own_outputs_as_one_thread
     for a, b in zip(one, three, strict=True):  # in order, bit for bit
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(three[0][0], three[1][0])  # each feed's own outputs
+
+
+def test_int8_budget_rerun_reuses_the_search_and_a_changed_budget_searches_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgedeploy.stages.precision import mixed
+
+    model = _two_gemms(tmp_path / "mlp.onnx", ("", "", ""))
+    calib = CalibrationRequest(data="random:0", samples=64, batch_size=16)
+    target = load_target("jetson-orin-nx")
+
+    def request(budget: str) -> BuildRequest:
+        return BuildRequest("int8", target, calibration=calib, accuracy_budget=budget)
+
+    first = make_precision(model, request("cosine>=0.99993"), tmp_path / "out")
+    searched = first.path.read_bytes()
+    searches = []
+    real = mixed.int8_budget
+    monkeypatch.setattr(mixed, "int8_budget", lambda *a, **k: searches.append(1) or real(*a, **k))
+    again = make_precision(model, request("cosine>=0.99993"), tmp_path / "out")
+    assert searches == [] and again.path.read_bytes() == searched  # the kept layer, rewritten, not searched
+    assert again.info["accuracy_budget"]["kept"] == first.info["accuracy_budget"]["kept"]
+    make_precision(model, request("cosine>=0.9999"), tmp_path / "out")
+    assert searches == [1]  # another budget: another search

@@ -10,9 +10,10 @@ and ``<stem>.<precision>.budget.json`` (sensitivities and every step of the budg
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import GateFailed, InputError
-from edgedeploy.fileio import atomic_write_json, scratch_beside
+from edgedeploy.fileio import atomic_write_json, scratch_beside, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
@@ -358,6 +359,29 @@ def int8_within_budget(
             trt_version=calib.trt_version,
         )
 
+    sidecar = _sidecar(dest, ".budget.json")
+    key = sha256_json(
+        {
+            "version": BUDGET_RECORD_VERSION,
+            "calibration": report.key,  # the model, the data, the algorithm and the tensors
+            "quantized": report.quantized_nodes,
+            "budget": str(budget),
+            "target": request.target.name,
+            "exclude_nodes": list(calib.exclude_nodes),
+            "exclude_ops": list(calib.exclude_ops),
+            "trt_version": calib.trt_version,
+            "measured_on": source.describe(),
+        }
+    )
+    found = _reusable_search(sidecar, key)
+    if found is not None:  # the same search on the same calibration: its outcome, not a new search
+        kept = list(found["accuracy_budget"]["kept"])
+        if found["accuracy_budget"]["met"] and kept and not set(kept) >= set(report.quantized_nodes):
+            artifact = build_int8(dest, kept)  # a rewrite from the reused calibration
+        ui.info(f"accuracy budget {budget}: the search in {sidecar.name} is up to date (same calibration, "
+                "budget, target and data): reused")  # fmt: skip
+        return _budget_outcome(artifact, found, sidecar, report.quantized_nodes, ui)
+
     with scratch_beside(dest, "budget") as scratch:
 
         def make(excluded: Any) -> Path:
@@ -389,13 +413,45 @@ def int8_within_budget(
     everything = bool(result.kept) and set(result.kept) >= set(report.quantized_nodes)
     if result.met and result.kept and not everything:
         artifact = build_int8(dest, list(result.kept))
-    path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
-    if result.met and everything:
+    info = _budget_info(result, sidecar)
+    atomic_write_json(sidecar, {**to_jsonable(result), "key": key, "info": info})
+    return _budget_outcome(artifact, info, sidecar, report.quantized_nodes, ui)
+
+
+BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
+
+
+def _reusable_search(sidecar: Path, key: str) -> dict[str, Any] | None:
+    """The outcome (``_budget_info``) of the search recorded in ``sidecar`` when it was made under
+    ``key``, else None."""
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return None
+    info = record.get("info") if isinstance(record, dict) and record.get("key") == key else None
+    return info if isinstance(info, dict) and isinstance(info.get("accuracy_budget"), dict) else None
+
+
+def _budget_outcome(
+    artifact: PrecisionArtifact, info: dict[str, Any], sidecar: Path, quantized: Sequence[str], ui: Ui
+) -> PrecisionArtifact:
+    """The artifact with the search's outcome recorded, said in one line; GateFailed when no int8
+    model meets the budget."""
+    b = info["accuracy_budget"]
+    kept = list(b["kept"])
+    if b["met"] and kept and set(kept) >= set(quantized):
         raise GateFailed(
-            f"accuracy budget {budget} is met only with every layer left in fp32, so no int8 model "
-            f"meets it; build fp16 or fp32, or loosen the budget (steps in {path})"
+            f"accuracy budget {b['budget']} is met only with every layer left in fp32, so no int8 model "
+            f"meets it; build fp16 or fp32, or loosen the budget (steps in {sidecar})"
         )
-    artifact.files.append(path)
-    artifact.info.update(_budget_info(result, path))
+    if b["met"]:
+        reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
+        ui.info(
+            f"accuracy budget {b['budget']} met with {len(kept)} of {len(quantized)} quantized layers "
+            f"kept in higher precision: {reached} ({b['cost']['measurements']} measurements, "
+            f"{b['cost']['seconds']} s)"
+        )
+    artifact.files.append(sidecar)
+    artifact.info.update(info)
     _raise_unless_met(artifact.info)
     return artifact
