@@ -66,7 +66,26 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
         checked[name] = np.ascontiguousarray(arr)
+    _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _check_named_dims(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> None:
+    """Dims the model names alike (``batch`` on two inputs) must have one length in a feed: a
+    data file whose arrays hold different numbers of rows reaches ONNX Runtime as a kernel's
+    shape error otherwise."""
+    seen: dict[str, tuple[str, int]] = {}
+    for spec in inputs:
+        for axis, dim in enumerate(spec.shape):
+            if not isinstance(dim, str) or dim in ("", "?") or dim.startswith("unk__"):
+                continue  # a named dim; not the unknown ones ("?", shape inference's unk__N)
+            length = int(feed[spec.name].shape[axis])
+            first = seen.setdefault(dim, (spec.name, length))
+            if first[1] != length:
+                raise DataError(
+                    f"{origin}: inputs '{first[0]}' and '{spec.name}' share the dim '{dim}' but have "
+                    f"{first[1]} and {length} along it"
+                )
 
 
 def _as_float(arr: np.ndarray) -> np.ndarray:

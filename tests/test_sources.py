@@ -71,3 +71,16 @@ def test_given_shapes_must_name_the_models_inputs_at_their_rank() -> None:
         open_source("random", inputs, shapes={"x": (16,)})
     feed = next(iter(open_source("random", inputs, shapes={"x": (1, 16)})))
     assert feed["x"].shape == (1, 16)
+
+
+def test_inputs_that_share_a_named_dim_must_agree_on_its_length() -> None:
+    from calibration.errors import DataError
+    from calibration.feeds import check_feed
+    from calibration.modelinfo import TensorSpec
+
+    inputs = [TensorSpec("input", ("batch", 512), "float32"), TensorSpec("state", ("batch", 2, 128), "float32")]
+    good = {"input": np.zeros((8, 512), np.float32), "state": np.zeros((8, 2, 128), np.float32)}
+    assert check_feed(good, inputs, "d")["input"].shape == (8, 512)
+    bad = {"input": np.zeros((16, 512), np.float32), "state": np.zeros((8, 2, 128), np.float32)}
+    with pytest.raises(DataError, match="'input' and 'state' share the dim 'batch' but have 16 and 8"):
+        check_feed(bad, inputs, "d")
