@@ -78,7 +78,10 @@ def test_inputs_that_share_a_named_dim_must_agree_on_its_length() -> None:
     from calibration.feeds import check_feed
     from calibration.modelinfo import TensorSpec
 
-    inputs = [TensorSpec("input", ("batch", 512), "float32"), TensorSpec("state", ("batch", 2, 128), "float32")]
+    inputs = [
+        TensorSpec("input", ("batch", 512), "float32"),
+        TensorSpec("state", ("batch", 2, 128), "float32"),
+    ]
     good = {"input": np.zeros((8, 512), np.float32), "state": np.zeros((8, 2, 128), np.float32)}
     assert check_feed(good, inputs, "d")["input"].shape == (8, 512)
     bad = {"input": np.zeros((16, 512), np.float32), "state": np.zeros((8, 2, 128), np.float32)}
