@@ -276,3 +276,28 @@ warmup = 1
     assert result.code == 0, result.stderr
     profiled = json.loads((tmp_path / "run.json").read_text())["precisions"][0]["profile"]
     assert set(profiled["batch_sizes"]) == {"1", "2"}
+
+
+def test_bundle_for_a_gpu_suggests_a_profile_from_the_reference_data(tmp_path: Path) -> None:
+    """An image model with dynamic height and width: the device needs a shape range, and the one
+    suggested holds the reference data verify.sh runs (it was 1x3x1x1 .. 8x3x8x8, which does not)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "image",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+    )
+    model = tmp_path / "image.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    np.savez(
+        tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((4, 3, 8, 16)).astype(np.float32)
+    )
+    args = ["bundle", "create", model, "--target", "jetson-orin-nx", "--data", tmp_path / "data.npz"]
+    refused = run_cli(*args, "-o", tmp_path / "b")
+    assert_clean_input_error(refused, "--profile x:1x3x8x16,4x3x8x16,4x3x8x16")
+    taken = run_cli(*args, "--profile", "x:1x3x8x16,4x3x8x16,4x3x8x16", "-o", tmp_path / "b")
+    assert taken.code == 0, taken.stderr

@@ -121,9 +121,16 @@ def build_settings(
     if not resolved:
         others = [s for s in dynamic if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
         if others:
+            name, ref = others[0].name, reference_inputs.get(others[0].name)
+            if ref is not None and ref.ndim:  # the data's own sizes: they must fit the profile anyway
+                shape = [int(d) for d in ref.shape]
+                low, high = "x".join(map(str, [1, *shape[1:]])), "x".join(map(str, shape))
+                example = f"{name}:{low},{high},{high} (the reference data's shape; widen it to the device's)"
+            else:
+                example = profile_example(name, others[0].shape)
             raise InputError(
-                f"input '{others[0].name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
-                f"the device's shape range with --profile {profile_example(others[0].name, others[0].shape)}"
+                f"input '{name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
+                f"the device's shape range with --profile {example}"
             )
         batch = int(next(iter(reference_inputs.values())).shape[0])
         resolved = [{}]
