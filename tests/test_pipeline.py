@@ -99,6 +99,7 @@ def test_bundle_verify_cli_accepts_a_good_bundle_and_flags_a_damaged_one(
     model.write_bytes(model.read_bytes()[:-10])
     damaged = run_cli("bundle", "verify", bundle)
     assert damaged.code == 2 and model.name in damaged.stderr
+    assert_clean_input_error(run_cli("bundle", "verify", model), "is not a bundle")  # a model is not damaged
 
 
 def test_cli_bundle_from_artifacts(digits: Digits, tmp_path: Path) -> None:

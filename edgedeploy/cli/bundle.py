@@ -100,6 +100,12 @@ def create_command(
         )
 
 
+def _refuse_non_bundle(path: Path) -> None:
+    """A file that is neither a folder nor a .tar.gz (a model, a manifest) is not a damaged bundle."""
+    if path.is_file() and not path.name.endswith((".tar.gz", ".tgz")):
+        raise InputError(f"{path} is not a bundle: give a bundle folder or its .tar.gz")
+
+
 def verify_command(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder or .tar.gz.")],
     json_path: JsonOutput = None,
@@ -110,6 +116,7 @@ def verify_command(
     """
     from edgedeploy.stages.bundle import verify_bundle
 
+    _refuse_non_bundle(bundle)
     check = verify_bundle(bundle)
     write_json(json_path, check)
     if not check.ok:
@@ -128,6 +135,7 @@ def inspect_command(
     from edgedeploy.results import dumps
     from edgedeploy.stages.bundle import inspect_bundle
 
+    _refuse_non_bundle(bundle)
     summary = inspect_bundle(bundle)
     out.print(dumps(summary), end="")
     write_json(json_path, summary)
