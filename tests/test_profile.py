@@ -113,3 +113,13 @@ def test_a_state_input_whose_first_dim_is_fixed_beside_a_dynamic_batch_keeps_its
     assert result.code == 0, result.stderr
     used = json.loads((tmp_path / "p.json").read_text())["settings"]["input_shapes"]["1"]
     assert used == {"x": [1, 4], "state": [2, 1, 3]}
+
+
+def test_more_threads_than_cores_is_warned_and_recorded(digits: Digits) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    result = profile(digits.onnx_path, ProfileOptions(iterations=3, warmup_iterations=1, threads=cores + 2))
+    assert any("more than the" in w for w in result.warnings)
+    quiet = profile(digits.onnx_path, ProfileOptions(iterations=3, warmup_iterations=1, threads=1))
+    assert not any("more than the" in w for w in quiet.warnings)

@@ -240,6 +240,12 @@ def profile_onnx(
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if options.threads and options.threads > cores:
+        warnings.append(
+            f"--threads {options.threads} is more than the {cores} core(s) this process may use: the "
+            "threads take turns, so the latency measures the oversubscription as much as the model"
+        )
     shapes_used: dict[str, dict[str, list[int]]] = {}
     for batch in options.batch_sizes:
         shapes = batch_shapes(inputs, options.shapes, batch)
