@@ -127,3 +127,11 @@ def test_an_onnx_file_below_opset_13_is_converted_and_computes_the_same(tmp_path
     x = np.random.default_rng(0).standard_normal((3, 1, 4)).astype(np.float32)
     got = ort.InferenceSession(str(tmp_path / "new.onnx")).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, np.maximum(x, 0)[:, 0, :])
+
+
+def test_pytorch_only_options_on_an_onnx_file_are_said_to_be_ignored(digits: Digits, tmp_path: Path) -> None:
+    result = run_cli("export", digits.onnx_path, "--static", "-o", tmp_path / "m.onnx")
+    assert result.code == 0, result.stderr
+    assert "--static: for PyTorch export only" in result.stderr
+    plain = run_cli("export", digits.onnx_path, "-o", tmp_path / "n.onnx")
+    assert plain.code == 0 and "PyTorch export only" not in plain.stderr
