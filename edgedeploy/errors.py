@@ -96,5 +96,5 @@ def naming_guessed_dims(fed_as_one: Sequence[str]) -> Iterator[None]:
             raise
         raise InputError(
             f"{user_failure(exc)} (dynamic dims fed as 1: {', '.join(fed_as_one)}; "
-            "give the shapes with --input NAME:SHAPE)"
+            "give the shapes with --input NAME:SHAPE, or [model] inputs in a config)"
         ) from None
