@@ -89,12 +89,17 @@ def naming_guessed_dims(fed_as_one: Sequence[str]) -> Iterator[None]:
     see ``calibration.feeds.DataSource``): one line that also says which shapes were guessed and
     how to give them. trtexec guesses 1 too without ``--shapes``; an STFT front end, for one,
     needs more samples than that."""
+    from calibration.errors import CalibrationError
+
     try:
         yield
     except Exception as exc:
-        if not fed_as_one or (type(exc).__module__ or "").split(".")[0] != "onnxruntime":
+        from_ort = (type(exc).__module__ or "").split(".")[0] == "onnxruntime"
+        # calibration's own line for ONNX Runtime refusing the data (analyze's, calibrate's runs)
+        relayed = isinstance(exc, (CalibrationError, InputError)) and "ONNX Runtime cannot run" in str(exc)
+        if not fed_as_one or not (from_ort or relayed):
             raise
         raise InputError(
-            f"{user_failure(exc)} (dynamic dims fed as 1: {', '.join(fed_as_one)}; "
+            f"{user_failure(exc) if from_ort else exc} (dynamic dims fed as 1: {', '.join(fed_as_one)}; "
             "give the shapes with --input NAME:SHAPE, or [model] inputs in a config)"
         ) from None

@@ -195,3 +195,8 @@ def test_an_fp16_candidate_from_elsewhere_runs_as_it_is_and_says_why(tmp_path: P
 def test_a_candidate_with_other_inputs_than_the_reference_exits_2(digits: Digits, two_io_onnx: Path) -> None:
     result = run_cli("compare", digits.onnx_path, two_io_onnx)
     assert_clean_input_error(result, "takes inputs", "but the reference")
+
+
+def test_analyze_on_random_data_a_model_refuses_names_the_guessed_dims(reflect_padded_onnx: Path) -> None:
+    result = run_cli("analyze", reflect_padded_onnx, "--data", "random")
+    assert_clean_input_error(result, "dynamic dims fed as 1: x ", "--input NAME:SHAPE")

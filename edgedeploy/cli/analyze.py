@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import BatchSize, DataSpec, InputShapes, JsonOutput, Seed, make_ui, out, write_json
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, naming_guessed_dims
 
 
 def analyze_command(
@@ -49,7 +49,7 @@ def analyze_command(
         )
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
-    with ui.progress(f"range analysis of {model.name}") as advance:
+    with ui.progress(f"range analysis of {model.name}") as advance, naming_guessed_dims(source.fed_as_one):
         report = run_analysis(loaded, source, data_description=source.describe())
         advance(1.0)
     report.model = str(model)
