@@ -1253,7 +1253,7 @@ CASES: list[Case] = [
     C("targets show unknown", "targets", "show", "jetson-nanoo", phrase="unknown target"),
     C("bundle verify missing", "bundle", "verify", "missing", phrase="not found"),
     C("bundle verify a zip named .tar.gz", "bundle", "verify", "garbage.tar.gz", phrase="not a readable tar"),
-    C("bundle verify a plain file", "bundle", "verify", "afile", phrase="not a readable tar"),
+    C("bundle verify a plain file", "bundle", "verify", "afile", phrase="is not a bundle"),
     C("bundle verify a folder that is not a bundle", "bundle", "verify", "adir", phrase="not a bundle"),
     C("bundle inspect a folder that is not a bundle", "bundle", "inspect", "adir", phrase="not a bundle"),
 ]
