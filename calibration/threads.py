@@ -27,16 +27,20 @@ P = ParamSpec("P")
 MAX_WORKERS = 4  # a cap, not a measurement (only 2 cores measured); workers never exceed the cores
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity on Linux, else all of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def workers(threads: int | None = None) -> int:
     """How many threads: ``threads`` when the user limited them, else the usable cores (at most
     :data:`MAX_WORKERS`)."""
     if threads:
         return max(1, int(threads))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cores))
+    return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 def map_ordered(fn: Callable[[T], R], items: Iterable[T], count: int) -> list[R]:

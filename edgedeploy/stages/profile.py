@@ -22,6 +22,7 @@ import numpy as np
 
 from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import open_source
+from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
@@ -240,7 +241,7 @@ def profile_onnx(
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if options.threads and options.threads > cores:
         warnings.append(
             f"--threads {options.threads} is more than the {cores} core(s) this process may use: the "
