@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from calibration.feeds import feed_rows
+from calibration.modelinfo import model_io
 from calibration.qdq import saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
@@ -248,6 +249,7 @@ def compare(
         emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
     """
     gates = gates or Gates()
+    check_same_inputs(reference, candidate)
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
     description = dict(data_description or {})
     if feeds:
@@ -272,6 +274,20 @@ def compare(
         outputs=outputs,
         passed=all(m.passed for m in outputs.values()),
     )
+
+
+def check_same_inputs(reference: Path, candidate: Path) -> None:
+    """The same feeds go to both models: an ONNX candidate must take the reference's inputs (one
+    made from another model fails otherwise as ONNX Runtime's broadcast or kernel error)."""
+    if candidate.suffix != ".onnx":
+        return
+    ours, theirs = (sorted(i.name for i in model_io(m)[0]) for m in (reference, candidate))
+    if ours != theirs:
+        raise InputError(
+            f"{candidate.name} takes inputs {', '.join(theirs) or 'none'}, but the reference "
+            f"{reference.name} takes {', '.join(ours) or 'none'}: "
+            "compare a candidate made from this reference"
+        )
 
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
