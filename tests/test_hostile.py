@@ -354,6 +354,26 @@ def test_verify_of_a_member_larger_than_its_manifest_says_is_refused(
     one_line_error(cli("bundle", "verify", archive), 2, rel, "manifest says")
 
 
+def test_bundle_and_inspect_count_the_same_files_and_bytes(tiny: Tiny) -> None:
+    """What ``bundle`` prints and what ``inspect`` reports (folder and archive) are the files on
+    disk, the manifest among them."""
+    import re
+
+    out = tiny.root / "counted"
+    made = cli("bundle", tiny.model, "-o", out, "--data", tiny.data)
+    assert made.code == 0, made.text
+    on_disk = [p for p in out.rglob("*") if p.is_file()]
+    truth = (len(on_disk), sum(p.stat().st_size for p in on_disk))
+    printed = re.search(r"\((\d+) files, ([\d,]+) bytes\)", made.text)
+    assert printed, made.text
+    assert (int(printed[1]), int(printed[2].replace(",", ""))) == truth
+    for where in (out, out.with_name(out.name + ".tar.gz")):
+        report = tiny.root / "inspect.json"
+        assert cli("bundle", "inspect", where, "--json", report).code == 0
+        summary = json.loads(report.read_text())
+        assert (summary["files"], summary["size_bytes"]) == truth
+
+
 def test_inspect_of_a_damaged_bundle_exits_2(made_bundle: Path) -> None:
     model = next((made_bundle / "models").glob("*.onnx"))
     model.write_bytes(model.read_bytes()[:-10])

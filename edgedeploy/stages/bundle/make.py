@@ -170,7 +170,7 @@ def make_bundle(
         build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
             ``tf32``), so the device rebuilds the same engine.
     """
-    from edgedeploy.stages.bundle.tools import not_ours
+    from edgedeploy.stages.bundle.tools import bundle_totals, not_ours
 
     out = Path(out_dir).resolve()
     if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
@@ -226,19 +226,13 @@ def make_bundle(
         manifest["report"] = report(root, manifest) if report is not None else None
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
+        count, size = bundle_totals(root, manifest["files"])
         # The archive is packed from this run's folder, not from ``out``, which a concurrent run
         # into the same folder may be replacing at this moment.
         archive = out.with_name(out.name + ".tar.gz")
         with atomic_path(archive, suffix=".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as tar:
             tar.add(root, arcname=out.name)
-    files = manifest["files"]
-    return BundleResult(
-        directory=out,
-        archive=archive,
-        manifest=manifest,
-        files=len(files) + 1,
-        size_bytes=sum(int(f["size"]) for f in files.values()),
-    )
+    return BundleResult(directory=out, archive=archive, manifest=manifest, files=count, size_bytes=size)
 
 
 def default_primary(artifacts: list[BundleArtifact]) -> str | None:

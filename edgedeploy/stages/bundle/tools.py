@@ -304,6 +304,14 @@ def _summary(root: Path, check: BundleCheck) -> dict[str, Any]:
         ) from None
 
 
+def bundle_totals(root: Path, files: dict[str, Any]) -> tuple[int, int]:
+    """Files and bytes of the bundle at ``root`` whose manifest lists ``files``: the listed ones
+    and the manifest itself, which its own table cannot list."""
+    manifest = root / "manifest.json"
+    size = manifest.stat().st_size if manifest.is_file() else 0
+    return len(files) + 1, size + sum(int(f.get("size", 0)) for f in files.values())
+
+
 def _summary_of(root: Path, manifest: dict[str, Any], check: BundleCheck) -> dict[str, Any]:
     target = manifest.get("target") or {}
     artifacts = []
@@ -326,6 +334,7 @@ def _summary_of(root: Path, manifest: dict[str, Any], check: BundleCheck) -> dic
             }
         )
     files = manifest.get("files") or {}
+    count, size = bundle_totals(root, files)
     return {
         "path": str(root),
         "valid": check.ok,
@@ -340,8 +349,8 @@ def _summary_of(root: Path, manifest: dict[str, Any], check: BundleCheck) -> dic
         "primary_precision": manifest.get("primary_precision"),
         "artifacts": artifacts,
         "gates": manifest.get("gates"),
-        "files": len(files),
-        "size_bytes": sum(int(m.get("size", 0)) for m in files.values()),
+        "files": count,
+        "size_bytes": size,
         "scripts": sorted(f.removeprefix("scripts/") for f in files if f.startswith("scripts/")),
         "device_outputs": check.device_outputs,
     }
