@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +178,10 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
     return None
 
 
-def _check_shapes(shapes: dict[str, tuple[int, ...]], inputs: Sequence[TensorSpec]) -> None:
-    """Given input shapes (``--input``) name the model's inputs, at their rank: a misspelt name
-    would otherwise leave its input at the guessed dims without a word."""
-    ranks = {s.name: len(s.shape) for s in inputs}
+def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int]) -> None:
+    """Given input shapes (``--input``) name the model's inputs (``ranks``: input -> its number
+    of dims), at their rank: a misspelt name would otherwise leave its input at the guessed dims
+    without a word."""
     for name, dims in shapes.items():
         if name not in ranks:
             raise DataError(
@@ -221,7 +221,7 @@ def open_source(
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if samples is not None and samples < 1:
         raise DataError(f"number of samples must be >= 1, got {samples}")
-    _check_shapes(shapes or {}, inputs)
+    check_shapes(shapes or {}, {s.name: len(s.shape) for s in inputs})
     rnd_seed = _parse_random(spec, seed)
     if rnd_seed is not None:
         return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes)

@@ -462,6 +462,21 @@ def _tokens_model() -> onnx.ModelProto:
     return model
 
 
+def _two_inputs_model() -> onnx.ModelProto:
+    """a [batch, 4] + b [batch, 4]: two inputs that name one dim."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "two",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
 FACTORY_EXIT = """
 import sys
 import torch
@@ -515,6 +530,9 @@ def project_src(tiny_src: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Pat
     onnx.save(_huge_dims_model(), root / "huge.onnx")
     onnx.save(_tokens_model(), root / "tokens.onnx")
     np.savez(root / "tokens_bad.npz", ids=np.full((2, 5), 99, np.int64))
+    onnx.save(_two_inputs_model(), root / "two.onnx")
+    rows = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
+    np.savez(root / "two_rows_differ.npz", a=rows[:4], b=rows)  # 'batch' 4 on a, 5 on b
     ext = dense_model(False)
     onnx.save(ext, root / "ext.onnx", save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
     (root / "ext.onnx.data").unlink()
@@ -868,6 +886,31 @@ CASES: list[Case] = [
     C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),
     C("profile --duration -1", "profile", "model.onnx", "--duration", "-1", phrase="duration"),
     C("profile --iterations 0", "profile", "model.onnx", "--iterations", "0", phrase="iterations"),
+    C("profile --input naming none", "profile", "model.onnx", "--input", "x:1x8x8", phrase="no input 'x'"),
+    C(
+        "compare data whose inputs disagree on a named dim",
+        "compare",
+        "two.onnx",
+        "two.onnx",
+        "--data",
+        "two_rows_differ.npz",
+        phrase="share the dim 'batch'",
+    ),
+    C(
+        "calibrate --trt-version older than 8",
+        "calibrate",
+        "model.onnx",
+        "--data",
+        "data.npz",
+        "--target",
+        "jetson-orin-nx",
+        "--trt-version",
+        "7.1.3",
+        "-o",
+        "out",
+        phrase="older than any edgedeploy writes",
+        absent=("out",),
+    ),
     C("profile --warmup -1", "profile", "model.onnx", "--warmup", "-1", phrase="warm"),
     C("profile --warmup-ms nan", "profile", "model.onnx", "--warmup-ms", "nan", phrase="warm"),
     C("profile --batch-sizes 0", "profile", "model.onnx", "--batch-sizes", "0", phrase="batch"),

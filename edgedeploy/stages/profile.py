@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from calibration.modelinfo import TensorSpec, model_io
-from calibration.sources import open_source
+from calibration.sources import check_shapes, open_source
 from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
@@ -238,6 +238,7 @@ def profile_onnx(
 
     inputs, _ = model_io(model)
     check_batch_sizes(inputs, options.batch_sizes)
+    check_shapes(options.shapes, {s.name: len(s.shape) for s in inputs})
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
@@ -369,6 +370,7 @@ def profile_engine_batches(
 
     with EngineSession(engine) as session:
         inputs = [t for t in session.tensors if t.is_input]
+    check_shapes(options.shapes, {t.name: len(t.shape) for t in inputs})
     batches: list[BatchProfile] = []
     warnings: list[str] = []
     settings: dict[str, Any] = {}

@@ -223,3 +223,17 @@ def test_a_pinned_profile_refuses_shapes_only_another_profile_takes(
             session.infer({"input": np.ones((2, 1, 8, 8), np.float32)})
     with pytest.raises(InputError, match=r"has 2 optimization profile.*no profile 2"):
         EngineSession(engine, profile=2).open()
+
+
+def test_profile_of_an_engine_refuses_an_input_shape_for_an_input_it_lacks(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """--input naming no input of the engine is refused, as for ONNX models, not dropped."""
+    from calibration.errors import DataError
+    from edgedeploy.stages.profile import ProfileOptions, profile_engine_batches
+
+    engine = build(cnn_models.fp32, tmp_path)
+    with pytest.raises(DataError, match="no input 'image'"):
+        profile_engine_batches(engine, ProfileOptions(iterations=1, shapes={"image": (1, 1, 8, 8)}))
+    with pytest.raises(DataError, match="has 4 dims, not 2"):
+        profile_engine_batches(engine, ProfileOptions(iterations=1, shapes={"input": (1, 64)}))
