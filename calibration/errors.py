@@ -9,6 +9,11 @@ class DataError(CalibrationError):
     """Data that does not fit the model: wrong name, shape, dtype, NaN, empty source."""
 
 
+class DataRefused(DataError):
+    """ONNX Runtime refused to run the model on the data (a kernel's shape or type error): data
+    that passed the checks of the inputs' declared shapes and types but not the graph's own."""
+
+
 class OutputPathError(CalibrationError):
     """An output that would overwrite an input, delete a folder holding one, or land outside the target."""
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
 from calibration.graphs import infer_shapes_light, ort_error
 from calibration.ortvalues import is_float_dtype, run_views
@@ -541,7 +541,7 @@ def collect(
             return run_views(session, names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             name = model.graph.name or "the model"
-            raise CalibrationError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
+            raise DataRefused(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
 
     def following(feeds: Iterator[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[str]] | None:
         feed = next(feeds, None)

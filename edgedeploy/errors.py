@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+from calibration.errors import DataRefused
+
 
 class EdgeDeployError(Exception):
     """Base class: carries the one line the CLI prints and the exit code it returns."""
@@ -24,6 +26,11 @@ class InputError(EdgeDeployError, ValueError):
     """Bad usage or bad input: a missing file, a corrupt model, an unknown name."""
 
     exit_code = 2
+
+
+class RefusedInput(InputError, DataRefused):
+    """ONNX Runtime refused the data (calibration's :class:`~calibration.errors.DataRefused`) in
+    a stage whose callers take user input as :class:`InputError`."""
 
 
 class BackendUnavailable(InputError):
@@ -89,15 +96,12 @@ def naming_guessed_dims(fed_as_one: Sequence[str]) -> Iterator[None]:
     see ``calibration.feeds.DataSource``): one line that also says which shapes were guessed and
     how to give them. trtexec guesses 1 too without ``--shapes``; an STFT front end, for one,
     needs more samples than that."""
-    from calibration.errors import CalibrationError
-
     try:
         yield
     except Exception as exc:
         from_ort = (type(exc).__module__ or "").split(".")[0] == "onnxruntime"
-        # calibration's own line for ONNX Runtime refusing the data (analyze's, calibrate's runs)
-        relayed = isinstance(exc, (CalibrationError, InputError)) and "ONNX Runtime cannot run" in str(exc)
-        if not fed_as_one or not (from_ort or relayed):
+        # calibration's own error for ONNX Runtime refusing the data (analyze's, calibrate's runs)
+        if not fed_as_one or not (from_ort or isinstance(exc, DataRefused)):
             raise
         raise InputError(
             f"{user_failure(exc) if from_ort else exc} (dynamic dims fed as 1: {', '.join(fed_as_one)}; "

@@ -24,11 +24,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
 from calibration.graphs import drop_initializer_inputs, upgrade_ir
 from calibration.observers import Observer, collect, float_tensor_names
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, RefusedInput
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.precision.fp16 import ensure_node_names
 
@@ -544,12 +544,14 @@ def analyze(
     except InputError:
         raise
     except Exception as exc:
+        if isinstance(exc, DataRefused):  # the graph refused data that fits its declared inputs
+            raise RefusedInput(str(exc)) from None
         if isinstance(exc, CalibrationError):  # bad data, caught by the data source (user input)
             raise InputError(str(exc)) from None
         if isinstance(exc, ValueError) or type(exc).__module__.startswith("onnxruntime"):
             from calibration.graphs import ort_error
 
-            raise InputError(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
+            raise RefusedInput(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
         raise
     producers: dict[str, tuple[str, str, int]] = {}
     consumers: dict[str, list[str]] = {}
