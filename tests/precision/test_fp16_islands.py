@@ -174,6 +174,22 @@ def test_if_subgraph_stays_fp32_and_runs_with_casts_for_its_captures(tmp_path: P
     assert inner["precision"] == "fp32" and "inside fp32 If" in inner["reason"]
 
 
+def test_the_analysis_line_counts_the_nodes_a_kept_if_keeps_in_its_branches(tmp_path: Path) -> None:
+    """The If kept in fp32 keeps its 4 branch nodes too (the other kept node: the weight at risk):
+    the build's line says so, as the plan does."""
+    from edgedeploy.ui import Ui
+
+    path = models.save(models.if_model(), tmp_path / "if.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32))
+    ui = Ui(quiet=True)
+    make_fp16_checked(path, tmp_path / "if.fp16.onnx", _request(str(data)), ui)
+    line = next(m for m in ui.messages if m.startswith("fp16 range analysis"))
+    plan = json.loads((tmp_path / "if.fp16.plan.json").read_text())
+    inside = [e for e in plan["nodes"] if "inside fp32 If" in e.get("reason", "")]
+    assert len(inside) == 4 and "2 node(s) kept in fp32 and the 4 inside their subgraphs" in line, line
+
+
 def test_external_data_model_is_analysed_and_converted(tmp_path: Path) -> None:
     path = models.save(models.decomposed_layernorm_model(), tmp_path / "ext.onnx", external=True)
     assert (tmp_path / "ext.onnx.data").is_file()

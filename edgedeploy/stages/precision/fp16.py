@@ -81,7 +81,7 @@ def ensure_node_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: set[str]) -> dict[str, str]:
+def subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: set[str]) -> dict[str, str]:
     """Every node inside the subgraphs of a blocked control-flow node: an fp32 If runs fp32 branches."""
     found: dict[str, str] = {}
     for node in _all_nodes(graph):
@@ -564,7 +564,7 @@ def make_fp16(
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
     check_fp32_ops(options.fp32_ops, model)
     blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
-    inside = _subgraph_nodes_of(
+    inside = subgraph_nodes_of(
         model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
     )
     fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}

@@ -42,7 +42,7 @@ from edgedeploy.stages.precision.analysis import (
     split_batches,
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
-from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16
+from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16, subgraph_nodes_of
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
@@ -214,11 +214,14 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             )
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
+        # an If or Loop kept in fp32 keeps its branches too: the precision plan lists those nodes
+        inside = [n for n in subgraph_nodes_of(analysed.graph, set(auto), set()) if n not in auto]
         ui.info(
             f"fp16 range analysis on {report.samples} samples"
             + (" (ranges settled: the rest of the data was not read)" if report.settled else "")
             + f": {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
+            + (f" and the {len(inside)} inside their subgraphs" if inside else "")
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
         report.notes.extend(released)
