@@ -271,3 +271,35 @@ def test_an_fp32_if_reading_another_fp32_ifs_output_converts_and_runs(tmp_path: 
     assert {"branch", "branch2"} <= set(keep)
     art = make_fp16(path, tmp_path / "if2.fp16.onnx", Fp16Options(auto_fp32_nodes=keep))
     np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-2, atol=1e-2)
+
+
+def test_compare_emulates_an_fp16_build_of_a_model_with_unnamed_nodes_as_built(tmp_path: Path) -> None:
+    """The converter names unnamed nodes; compare's emulation must find the ones it kept in fp32
+    by those names, or it rounds their weights to fp16 (here 1e6: Inf) and fails a good model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedeploy.stages.compare import Gates, compare
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    w[0, 0] = 1e6  # beyond 65504: the MatMul stays fp32
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"]),  # no names anywhere
+            helper.make_node("Mul", ["h", "s"], ["m"]),
+            helper.make_node("Relu", ["m"], ["y"]),
+        ],
+        "unnamed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(1e-6, np.float32), "s")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = models.save(model, tmp_path / "u.onnx")
+    x = rng.standard_normal((16, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    art = make_fp16_checked(path, tmp_path / "u.fp16.onnx", _request(str(tmp_path / "x.npz")))
+    plan = json.loads((tmp_path / "u.fp16.plan.json").read_text())
+    assert "MatMul" in [e["op"] for e in plan["nodes"] if e["precision"] == "fp32"]
+    result = compare(path, art.path, [{"x": x}], Gates(min_cosine=0.999))
+    assert result.mode.startswith("fp16") and result.passed, result

@@ -176,8 +176,12 @@ def _take_weights(emulated: onnx.ModelProto, candidate: onnx.ModelProto) -> None
 
 
 def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """What to run for the candidate: its fp16 emulation (fp16 models) or the model itself (Q/DQ)."""
+    """What to run for the candidate: its fp16 emulation (fp16 models) or the model itself (Q/DQ).
 
+    The reference's unnamed nodes are named first, as the converter named them (``reference`` is
+    changed in place): the nodes kept in fp32 are found by name, and an unnamed one would
+    otherwise be emulated in fp16 (PP-OCRv4's detector: a weight of 9.8e7 became Inf)."""
+    ensure_node_names(reference)
     if is_fp16_model(candidate):
         emulated = emulate_fp16(
             reference,

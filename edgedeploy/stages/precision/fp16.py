@@ -528,6 +528,15 @@ def check_fp32_ops(fp32_ops: Sequence[str], model: onnx.ModelProto) -> None:
         raise InputError(f"--fp32-ops: no ONNX op type named {', '.join(unknown)}")
 
 
+def check_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto, src: object) -> None:
+    """``--fp32-nodes`` names nodes of ``model`` (of ``src``), named as the converter names them
+    (:func:`ensure_node_names`, applied to ``model``): refused before any work otherwise."""
+    names = ensure_node_names(model)
+    unknown = [n for n in fp32_nodes if n not in names]
+    if unknown:
+        raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
+
+
 def make_fp16(
     model_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -558,10 +567,7 @@ def make_fp16(
     out = Path(out_path)
     model = loaded if loaded is not None else load_onnx(src)
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
-    names = ensure_node_names(model)
-    unknown = [n for n in options.fp32_nodes if n not in names]
-    if unknown:
-        raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
+    check_fp32_nodes(options.fp32_nodes, model, src)
     check_fp32_ops(options.fp32_ops, model)
     blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
     inside = subgraph_nodes_of(

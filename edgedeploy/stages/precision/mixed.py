@@ -42,7 +42,7 @@ from edgedeploy.stages.precision.analysis import (
     split_batches,
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
-from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16, subgraph_nodes_of
+from edgedeploy.stages.precision.fp16 import check_fp32_nodes, check_fp32_ops, make_fp16, subgraph_nodes_of
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
@@ -165,8 +165,11 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
     halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
-    if loaded is not None:  # a typo in --fp32-ops is refused before the analysis
-        check_fp32_ops(options.fp32_ops, loaded)
+    # a typo in --fp32-ops or --fp32-nodes is refused before the analysis writes anything
+    early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
+    check_fp32_ops(options.fp32_ops, early)
+    check_fp32_nodes(options.fp32_nodes, early, model)
+    del early
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
