@@ -47,6 +47,21 @@ def _random_source(
 ) -> DataSource:
     batch_size = static_batch(inputs) or batch_size
     dynamic = static_batch(inputs) is None
+    # an input shape given for a dynamic batch: its dim 0 is the batch, as trtexec's --shapes
+    over = shapes or {}
+    given = {
+        s.name: over[s.name][0]
+        for s in inputs
+        if s.shape and not isinstance(s.shape[0], int) and over.get(s.name)
+    }
+    if dynamic and given:
+        if len(set(given.values())) > 1:
+            raise DataError(
+                "--input: dim 0 is the batch and differs between inputs ("
+                + ", ".join(f"{n} {d}" for n, d in given.items())
+                + ")"
+            )
+        batch_size = next(iter(given.values()))
 
     def make() -> Iterator[Feed]:
         rng = np.random.default_rng(seed)
@@ -57,6 +72,8 @@ def _random_source(
             feed: Feed = {}
             for s in inputs:
                 shape = s.concrete_shape(size, shapes)
+                if s.name in given:  # the last batch may be short
+                    shape = (size, *shape[1:])
                 dt = s.np_dtype
                 if is_float_dtype(dt):
                     feed[s.name] = rng.standard_normal(shape).astype(dt)

@@ -53,6 +53,31 @@ def test_cli_profile_writes_json(digits: Digits, tmp_path: Path) -> None:
     assert data["batches"][0]["latency"]["count"] == 20
 
 
+def test_cli_profile_takes_the_batch_from_dim_0_of_input_as_trtexec_shapes(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """--input's dim 0 is the batch unless --batch-sizes is given, which then replaces it; a
+    batch size given twice or an empty one is refused."""
+    name = digits_input(digits)
+    out = tmp_path / "p.json"
+    shape = f"{name}:4x1x8x8"
+    result = run_cli("profile", digits.onnx_path, "--iterations", "3", "--input", shape, "--json", out)
+    assert result.code == 0, result.stderr
+    assert [b["batch_size"] for b in json.loads(out.read_text())["batches"]] == [4]
+    both = tmp_path / "both.json"
+    given = ("--input", shape, "--batch-sizes", "2,3", "--json", both)
+    assert run_cli("profile", digits.onnx_path, "--iterations", "3", *given).code == 0
+    assert [b["batch_size"] for b in json.loads(both.read_text())["batches"]] == [2, 3]
+    for bad in ("1,1", "1,,2"):
+        assert_clean_input_error(run_cli("profile", digits.onnx_path, "--batch-sizes", bad), "--batch-sizes")
+
+
+def digits_input(digits: Digits) -> str:
+    import onnx
+
+    return onnx.load(str(digits.onnx_path), load_external_data=False).graph.input[0].name
+
+
 def test_cli_profile_of_a_missing_artifact_exits_2(tmp_path: Path) -> None:
     assert_clean_input_error(run_cli("profile", tmp_path / "none.onnx"), "not found")
 

@@ -25,6 +25,17 @@ def test_random_data_gives_exactly_the_samples_asked_for() -> None:
     assert {f["x"].shape[0] for f in open_source("random", STATIC, samples=8, batch_size=8)} == {2}
 
 
+def test_random_data_takes_its_batch_from_dim_0_of_a_given_shape() -> None:
+    """As trtexec's --shapes: x:4x3x4x4 feeds batches of 4 whatever --batch-size says, and exactly
+    the samples asked for (the last batch short); the description records the batch used."""
+    source = open_source("random", DYNAMIC, samples=10, batch_size=8, shapes={"x": (4, 3, 4, 4)})
+    assert [f["x"].shape for f in source] == [(4, 3, 4, 4), (4, 3, 4, 4), (2, 3, 4, 4)]
+    assert source.describe()["batch_size"] == 4
+    two = [TensorSpec("a", ("batch", 2), "float32"), TensorSpec("b", ("batch", 2), "float32")]
+    with pytest.raises(DataError, match="dim 0 is the batch and differs between inputs"):
+        open_source("random", two, shapes={"a": (4, 2), "b": (2, 2)})
+
+
 def test_npz_samples_count_on_a_static_batch_model(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((100, 3, 4, 4), np.float32))
     assert _count(open_source(str(tmp_path / "d.npz"), STATIC, samples=64, batch_size=8)) == 64

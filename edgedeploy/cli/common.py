@@ -33,7 +33,9 @@ OptionalDataSpec = Annotated[
 InputShapes = Annotated[
     list[str] | None,
     typer.Option(
-        "--input", help="Shape for dynamic dims NAME:SHAPE, repeatable.", rich_help_panel=DATA_PANEL
+        "--input",
+        help="Shape for dynamic dims NAME:SHAPE, repeatable; with random data its dim 0 is the batch.",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel=DATA_PANEL)]
@@ -67,10 +69,15 @@ def csv(value: str | None) -> list[str]:
 
 
 def ints(value: str | None, what: str) -> list[int]:
+    """Distinct integers, comma-separated: an empty item or a repeated one is refused."""
+    items = [v.strip() for v in value.split(",")] if value else []
     try:
-        return [int(v) for v in csv(value)]
+        numbers = [int(v) for v in items]
     except ValueError:
         raise InputError(f"{what} must be comma-separated integers, got '{value}'") from None
+    if len(set(numbers)) < len(numbers):
+        raise InputError(f"{what} names a value twice: '{value}'")
+    return numbers
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:

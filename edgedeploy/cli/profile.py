@@ -21,11 +21,18 @@ def profile_command(
     warmup_ms: Annotated[float, typer.Option(help="Warm-up time in ms.")] = 200.0,
     iterations: Annotated[int | None, typer.Option(help="Timed iterations (instead of --duration).")] = None,
     duration: Annotated[float, typer.Option(help="Timed duration in seconds.")] = 3.0,
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes, e.g. 1,2,4,8.")] = "1",
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated batch sizes, e.g. 1,2,4,8 (default: dim 0 of --input, else 1)."),
+    ] = None,
     threads: Threads = None,
     input: Annotated[
         list[str] | None,
-        typer.Option("--input", help="Fixed input shape NAME:SHAPE (overrides batch sizes)."),
+        typer.Option(
+            "--input",
+            help="Input shape NAME:SHAPE, as trtexec's --shapes: its dim 0 is the batch size unless "
+            "--batch-sizes is given, which then replaces it where the batch is dynamic.",
+        ),
     ] = None,
     cuda_graph: Annotated[bool, typer.Option(help="Engines: launch through a captured CUDA graph.")] = False,
     no_data_transfers: Annotated[
@@ -46,14 +53,16 @@ def profile_command(
     ui = make_ui()
     if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1) or duration <= 0:
         raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0")
+    shapes = parse_shapes(input)
     options = ProfileOptions(
         warmup_iterations=warmup,
         warmup_ms=warmup_ms,
         iterations=iterations,
         duration_s=duration,
-        batch_sizes=tuple(ints(batch_sizes, "--batch-sizes")),
+        batch_sizes=tuple(ints(batch_sizes, "--batch-sizes")) if batch_sizes is not None else (1,),
+        batch_from_shapes=batch_sizes is None,
         threads=threads,
-        shapes=parse_shapes(input),
+        shapes=shapes,
         cuda_graph=cuda_graph,
         no_data_transfers=no_data_transfers,
         per_layer=per_layer,

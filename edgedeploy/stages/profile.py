@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class ProfileOptions:
     duration_s: float = 3.0  # trtexec's default duration
     min_iterations: int = 10
     batch_sizes: Sequence[int] = (1,)
+    # the batch sizes are dim 0 of ``shapes`` where the batch is dynamic (as trtexec's --shapes),
+    # ``batch_sizes`` when no shape is given for such an input
+    batch_from_shapes: bool = False
     threads: int | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     measure_power: bool = True
@@ -185,6 +188,21 @@ def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) 
                 )
 
 
+def resolved_batch_sizes(options: ProfileOptions, dynamic: Sequence[str]) -> tuple[int, ...]:
+    """The batch sizes to time: ``options.batch_sizes``, or with ``batch_from_shapes`` dim 0 of the
+    shapes given for the inputs whose batch is dynamic (``dynamic``), which must agree."""
+    given = {name: dims[0] for name, dims in options.shapes.items() if dims and name in dynamic}
+    if not options.batch_from_shapes or not given:
+        return tuple(options.batch_sizes)
+    sizes = tuple(dict.fromkeys(given.values()))
+    if len(sizes) > 1:
+        raise InputError(
+            f"--input: dim 0 is the batch and differs between inputs "
+            f"({', '.join(f'{n} {d}' for n, d in given.items())}); give the batch sizes with --batch-sizes"
+        )
+    return sizes
+
+
 def batch_shapes(
     inputs: Sequence[TensorSpec], overrides: dict[str, tuple[int, ...]], batch: int
 ) -> dict[str, tuple[int, ...]]:
@@ -237,8 +255,10 @@ def profile_onnx(
     import onnxruntime as ort
 
     inputs, _ = model_io(model)
-    check_batch_sizes(inputs, options.batch_sizes)
     check_shapes(options.shapes, {s.name: len(s.shape) for s in inputs})
+    dynamic = [s.name for s in inputs if s.shape and not isinstance(s.shape[0], int)]
+    options = replace(options, batch_sizes=resolved_batch_sizes(options, dynamic), batch_from_shapes=False)
+    check_batch_sizes(inputs, options.batch_sizes)
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
@@ -371,6 +391,8 @@ def profile_engine_batches(
     with EngineSession(engine) as session:
         inputs = [t for t in session.tensors if t.is_input]
     check_shapes(options.shapes, {t.name: len(t.shape) for t in inputs})
+    dynamic = [t.name for t in inputs if t.shape and t.shape[0] == -1]
+    options = replace(options, batch_sizes=resolved_batch_sizes(options, dynamic), batch_from_shapes=False)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
     settings: dict[str, Any] = {}
