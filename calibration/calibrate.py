@@ -315,9 +315,9 @@ def calibrate(
     selection: Selection | None = None
     bias_shift: dict[int, np.ndarray] | None = None  # a reused calibration's bias correction
     outputs_present = (
-        qdq_path.is_file()
-        and (options.trt_version is None or cache_path.is_file())
-        and (previous is None or not previous.gptq_rounded() or rounding_path.is_file())
+        previous is not None
+        and _intact(previous, [qdq_path, *([cache_path] if options.trt_version is not None else [])])
+        and (not previous.gptq_rounded() or rounding_path.is_file())
     )
     covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
         (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
@@ -570,6 +570,9 @@ def calibrate(
     elapsed = time.perf_counter() - start
     if not reused:
         report.seconds = round(elapsed, 3)
+    report.outputs_sha256 = {qdq_path.name: hashlib.sha256(data).hexdigest()}
+    if cache_written is not None:
+        report.outputs_sha256[cache_path.name] = sha256_file(cache_path)
     report.write(report_path)
     return CalibrationResult(
         qdq_path,
@@ -613,6 +616,12 @@ def _write_rounding(
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
     return {"file": path.name, "sha256": sha256_file(path), "weight_bits": plan.options.weight_bits}
+
+
+def _intact(report: CalibrationReport, paths: Sequence[Path]) -> bool:
+    """Whether each of ``paths`` is there with the contents ``report`` recorded when writing it:
+    a file replaced, truncated or edited since is written again, not reused."""
+    return all(p.is_file() and report.outputs_sha256.get(p.name) == sha256_file(p) for p in paths)
 
 
 def _rounding_reusable(report: CalibrationReport, path: Path, weight_bits: int) -> bool:

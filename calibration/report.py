@@ -77,6 +77,9 @@ class CalibrationReport:
     quantized_nodes: list[str] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name
+    # file name -> sha256 of the Q/DQ model and the TensorRT cache as written: a rerun reuses them
+    # only when their contents are these (calibration/calibrate.py)
+    outputs_sha256: dict[str, str] = field(default_factory=dict)
     trt_cache: dict[str, Any] | None = None  # version, header
     warnings: list[str] = field(default_factory=list)
     selection: dict[str, Any] | None = None  # auto: winner, held-out cosine per candidate set

@@ -1659,3 +1659,21 @@ def test_onnxruntime_writes_nothing_outside_the_output_on_import_or_run(tmp_path
     done = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_onnxruntime_build_reuses_its_output_only_with_the_contents_it_wrote(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    """A .ort.onnx replaced, truncated or flipped since its build is built again, not reused."""
+    from edgedeploy.backends.base import BuildOptions
+    from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
+    from edgedeploy.targets import load_target
+
+    backend, opts = OnnxRuntimeBackend(), BuildOptions(precision="fp32", target=load_target("x86-64-cpu"))
+    first = backend.build(tiny.model, opts, tmp_path)
+    good = first.artifact.read_bytes()
+    assert backend.build(tiny.model, opts, tmp_path).skipped
+    for bad in (tiny.fp16.read_bytes(), good[:100], good[:-4] + b"\xff" * 4):
+        first.artifact.write_bytes(bad)
+        again = backend.build(tiny.model, opts, tmp_path)
+        assert not again.skipped and first.artifact.read_bytes() == good

@@ -147,7 +147,10 @@ class OnnxRuntimeBackend:
         )
         if not options.force and artifact.is_file() and sidecar.is_file():
             try:
-                if json.loads(sidecar.read_text()).get("build_key") == key:
+                recorded = json.loads(sidecar.read_text())
+                # reused only as written: a replaced, truncated or edited artifact is built again
+                same = recorded.get("artifact_sha256") == sha256_file(artifact)
+                if recorded.get("build_key") == key and same:
                     return BuildResult(
                         self.name, artifact, [artifact, sidecar], skipped=True, info={"build_key": key}
                     )
@@ -165,6 +168,7 @@ class OnnxRuntimeBackend:
             "source_sha256": sha256_file(model),
             "target": options.target.name,
             "precision": options.precision,
+            "artifact_sha256": sha256_file(artifact),
         }
         atomic_write_json(sidecar, info)
         return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)

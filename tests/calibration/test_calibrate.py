@@ -62,6 +62,27 @@ def test_int8_digits_cnn_keeps_fp32_accuracy(
     )
 
 
+def test_a_rerun_writes_again_a_q_dq_model_or_cache_changed_since_not_reuses_it(
+    digits_cnn: DigitsCNN, tmp_path: Path
+) -> None:
+    """Up to date means the same contents, not a file of the name: a model flipped, truncated or
+    replaced since, or an edited cache, is written again from the recorded calibration."""
+    opts = CalibrationOptions(algorithm="max", trt_version="8.6.1")
+    first = calibrate(digits_cnn.model, _source(digits_cnn), opts, tmp_path)
+    good, cache = first.model.read_bytes(), first.cache.read_bytes()  # type: ignore[union-attr]
+    for damage in (
+        lambda: first.model.write_bytes(good[:-7] + b"\xff" * 7),
+        lambda: first.model.write_bytes(good[:1000]),
+        lambda: first.model.write_bytes(digits_cnn.model.read_bytes()),
+        lambda: first.cache.write_text(first.cache.read_text().replace(":", ": 3", 1)),  # type: ignore[union-attr]
+    ):
+        damage()
+        again = calibrate(digits_cnn.model, _source(digits_cnn), opts, tmp_path)
+        assert again.reused and not again.skipped, again.reason
+        assert first.model.read_bytes() == good and first.cache.read_bytes() == cache  # type: ignore[union-attr]
+    assert calibrate(digits_cnn.model, _source(digits_cnn), opts, tmp_path).skipped
+
+
 def test_rerun_with_the_same_key_reuses_and_a_new_key_says_why(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
     first = calibrate(digits_cnn.model, _source(digits_cnn), CalibrationOptions(algorithm="max"), tmp_path)
     assert not first.reused and "no earlier calibration" in first.reason
