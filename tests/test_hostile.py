@@ -645,6 +645,8 @@ CASES: list[Case] = [
         "model.onnx",
         phrase="ext.onnx.data",
     ),
+    C("run --json onto model", *RUN, "--json", "model.onnx", phrase="input of this run", config=BASE_CONFIG),
+    C("run --json onto its data", *RUN, "--json", "data.npz", phrase="input of this run", config=BASE_CONFIG),
     C("run a missing config", "run", "missing.toml", phrase="not found"),
     C("run a folder as config", "run", "adir", phrase="folder"),
     C("run invalid TOML", *RUN, phrase="not valid TOML", config="[model\nsource ="),

@@ -8,6 +8,7 @@ Words go to stderr (:data:`err`, :func:`make_ui`); tables and JSON to stdout (:d
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +63,18 @@ def write_json(path: Path | None, obj: Any) -> None:
     if path is not None:
         atomic_write_json(path, obj)
         err.print(f"wrote {path}")
+
+
+def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
+    """``--json FILE`` of a config-driven command may not be (or land in) a file or data folder the
+    config reads: checked before any work, since the JSON is written after it."""
+    if path is None:
+        return
+    target = path.resolve()
+    for given in inputs:
+        where = given.resolve()
+        if target == where or (given.is_dir() and target.is_relative_to(where)):
+            raise InputError(f"--json {path}: {given} is an input of this run (its config reads it)")
 
 
 def csv(value: str | None) -> list[str]:

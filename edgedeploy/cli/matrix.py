@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from edgedeploy.cli.common import JsonOutput, fmt, make_ui, out, write_json
-from edgedeploy.errors import GateFailed
+from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
+from edgedeploy.errors import GateFailed, InputError
 
 
 def matrix_command(
@@ -43,9 +43,13 @@ def matrix_command(
     from edgedeploy.pipeline.executors import make_executor
     from edgedeploy.pipeline.matrix import run_matrix
     from edgedeploy.pipeline.matrix_config import load_matrix_config
+    from edgedeploy.pipeline.run import input_files
 
+    if jobs < 0:
+        raise InputError(f"--jobs must be >= 0 (0: as many as CPUs, at most 4), got {jobs}")
     ui = make_ui()
     matrix = load_matrix_config(config)  # every cell checked before anything starts
+    json_not_an_input(json_path, [p for cfg in matrix.models.values() for p in input_files(cfg)])
     runner = make_executor(executor, address=address, jobs=jobs)
     try:
         result = run_matrix(matrix, runner, ui)

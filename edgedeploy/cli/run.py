@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgedeploy.cli.common import JsonOutput, fmt, make_ui, out, write_json
+from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
 from edgedeploy.errors import GateFailed
 
 
@@ -22,9 +22,11 @@ def run_command(
     """
     from edgedeploy.config import load_config
     from edgedeploy.pipeline import run_pipeline
+    from edgedeploy.pipeline.run import input_files
 
     ui = make_ui()
     cfg = load_config(config)
+    json_not_an_input(json_path, input_files(cfg))
     result = run_pipeline(cfg, ui)
     table = Table(title=f"{result.model_name} on {result.target}")
     for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):

@@ -157,7 +157,7 @@ def run_pipeline(
     target = check_config(config)
     # Every write stays in the workdir, the bundle folder and its archive (and a timing cache
     # the config names), and none replaces a file the run reads (model, data, calibration set).
-    with guarded(inputs=_input_files(config), roots=_output_roots(config)):
+    with guarded(inputs=input_files(config), roots=_output_roots(config)):
         return _run_stages(config, target, ui, extra_versions, report)
 
 
@@ -225,7 +225,7 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
     return html if html.is_file() and md.is_file() else None
 
 
-def _input_files(config: PipelineConfig) -> list[Path]:
+def input_files(config: PipelineConfig) -> list[Path]:
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     paths = [where] if where.suffix in (".onnx", ".py") else []
