@@ -151,6 +151,9 @@ def test_cli_run_prints_the_table_and_json(digits: Digits, tmp_path: Path) -> No
     assert "fp16" in result.stdout
     data = json.loads((tmp_path / "run.json").read_text())
     assert [p["precision"] for p in data["precisions"]] == ["fp32", "fp16"]
+    # fp16 is measured as its emulation, as compare does: ONNX Runtime's CPU kernels hide fp16
+    assert data["precisions"][1]["compare"]["mode"].startswith("fp16 (CPU emulation"), data["precisions"][1]
+    assert "fp16 emulation" not in result.stderr
     again = run_cli("run", path)
     assert again.code == 0 and "nothing changed" in again.stdout
 

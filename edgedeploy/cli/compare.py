@@ -63,6 +63,7 @@ def compare_command(
     from calibration.sources import open_source, parse_shapes
     from edgedeploy.onnxio import load_onnx
     from edgedeploy.stages.compare import Gates, compare, compare_layers
+    from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
     load_onnx(reference, load_external_data=False)
@@ -99,22 +100,6 @@ def compare_command(
             f"{m.name}: {', '.join(m.failures)}" for m in result.outputs.values() if m.failures
         )
         raise GateFailed(f"accuracy gate failed: {failures}")
-
-
-def unapplied(result: CompareResult) -> list[str]:
-    """What the user asked for that this comparison could not do: a top-1 gate with no output of
-    (batch, classes) scores, an fp16 candidate that could not be run as its emulation."""
-    from edgedeploy.stages.compare.outputs import FP16_NOT_EMULATED
-
-    found = []
-    if result.gates.min_top1 is not None and all(m.top1_agreement is None for m in result.outputs.values()):
-        found.append("--min-top1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
-    if result.mode.startswith(FP16_NOT_EMULATED):
-        found.append(
-            "the fp16 candidate was not converted from this reference, so it ran as it is: ONNX "
-            "Runtime's CPU kernels compute most fp16 ops in fp32, and fp16 overflow would not show"
-        )
-    return found
 
 
 def print_outputs(result: CompareResult, reference: Path, candidate: Path, data: str) -> None:

@@ -68,6 +68,7 @@ from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import build, make_precision
 from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import ExportOptions, export, module_search_path
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
@@ -197,7 +198,12 @@ def cell_task(
         _write_files(inp, {**fp32, **precision_files})
         outcome = build(inp / model_name, request, out, ui)
         artifact = outcome.build.artifact
-        compared = compare(inp / fp32_name, artifact, feeds, gates, data_description, threads=threads)
+        compared = compare(
+            inp / fp32_name, compared_file(outcome.precision.path, artifact), feeds, gates, data_description,
+            threads=threads,
+        )  # fmt: skip
+        for warning in unapplied(compared):
+            ui.warn(warning)
         profiled = profile(artifact, profile_options) if profile_options is not None else None
         result = {
             "backend": outcome.build.backend,

@@ -37,6 +37,7 @@ from edgedeploy.stages.build import CPU_OPTIONS, build
 from edgedeploy.stages.bundle import BundleArtifact, make_bundle, not_ours, tool_versions, verify_bundle
 from edgedeploy.stages.bundle.make import ReportWriter
 from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import (
     ExportOptions,
     InputShape,
@@ -420,10 +421,12 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
     def do_compare() -> tuple[list[Path], dict[str, Any]]:
         with run.ui.progress(f"compare {outcome.precision}") as advance:
             result = compare(
-                exported.fp32, outcome.artifact, data.feeds, data.gates, data.source.describe(),
-                threads=run.config.build.threads,
+                exported.fp32, compared_file(outcome.model, outcome.artifact), data.feeds, data.gates,
+                data.source.describe(), threads=run.config.build.threads,
             )  # fmt: skip
             advance(1.0)
+        for warning in unapplied(result):
+            run.ui.warn(f"{outcome.precision}: {warning}")
         return [], to_jsonable(result.summary())
 
     outcome.compare = run.stage(f"compare-{outcome.precision}", key, do_compare)

@@ -296,6 +296,32 @@ INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no 
 FP16_NOT_EMULATED = "onnx (fp16 emulation unavailable"
 
 
+def unapplied(result: CompareResult) -> list[str]:
+    """What was asked of a comparison that it could not do: a top-1 gate with no output of
+    (batch, classes) scores, an fp16 candidate that could not be run as its emulation."""
+    found = []
+    if result.gates.min_top1 is not None and all(m.top1_agreement is None for m in result.outputs.values()):
+        found.append("min top-1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
+    if result.mode.startswith(FP16_NOT_EMULATED):
+        found.append(
+            "the fp16 candidate was not converted from this reference, so it ran as it is: ONNX "
+            "Runtime's CPU kernels compute most fp16 ops in fp32, and fp16 overflow would not show"
+        )
+    return found
+
+
+def compared_file(model: Path, artifact: Path) -> Path:
+    """What a pipeline compares for a precision: its fp16 ONNX rather than ONNX Runtime's saved
+    copy of it, whose fused and renamed nodes the fp16 emulation cannot follow (ONNX Runtime
+    loads either into the same graph); else the artifact (an int8 model, an engine)."""
+    if artifact.suffix == ".onnx" and model != artifact and model.suffix == ".onnx":
+        import onnx
+
+        if is_fp16_model(onnx.load(model, load_external_data=False)):
+            return model
+    return artifact
+
+
 def _candidate_to_run(
     reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
 ) -> tuple[Path, str]:
