@@ -888,6 +888,18 @@ CASES: list[Case] = [
     C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),
     C("profile --duration -1", "profile", "model.onnx", "--duration", "-1", phrase="duration"),
     C("profile --iterations 0", "profile", "model.onnx", "--iterations", "0", phrase="iterations"),
+    C("compare --threads 0", "compare", "model.onnx", "model.onnx", "--threads", "0", phrase="--threads"),
+    C("analyze --top 0", "analyze", "model.onnx", "--data", "data.npz", "--top", "0", phrase="--top"),
+    C(
+        "compare --layers-shown -1",
+        "compare",
+        "model.onnx",
+        "model.fp16.onnx",
+        "--per-layer",
+        "--layers-shown",
+        "-1",
+        phrase="--layers-shown",
+    ),
     C("profile --input naming none", "profile", "model.onnx", "--input", "x:1x8x8", phrase="no input 'x'"),
     C(
         "compare data whose inputs disagree on a named dim",

@@ -21,7 +21,7 @@ def analyze_command(
     batch_size: BatchSize = 8,
     seed: Seed = 0,
     input: InputShapes = None,
-    top: Annotated[int, typer.Option(help="How many tensors and weights at risk to list.")] = 20,
+    top: Annotated[int, typer.Option(help="How many tensors and weights at risk to list.", min=1)] = 20,
     json_path: JsonOutput = None,
 ) -> None:
     """Find what overflows or underflows in FP16 (weights, activations) and what fp16 build keeps in fp32.

@@ -50,7 +50,7 @@ TargetName = Annotated[
         help="Target name (see 'edgedeploy targets'); host = this CPU (x86-64-vnni or x86-64-cpu).",
     ),
 ]
-Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.")]
+Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.", min=1)]
 
 
 def make_ui() -> Ui:

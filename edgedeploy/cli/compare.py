@@ -52,7 +52,7 @@ def compare_command(
             "--per-layer", help="Also compare every intermediate tensor both graphs share (ONNX, on the CPU)."
         ),
     ] = False,
-    layers_shown: Annotated[int, typer.Option(help="--per-layer: how many tensors to list.")] = 10,
+    layers_shown: Annotated[int, typer.Option(help="--per-layer: how many tensors to list.", min=1)] = 10,
     json_path: JsonOutput = None,
 ) -> None:
     """Compare a candidate with the fp32 reference; exit 1 when a gate fails.
