@@ -900,6 +900,18 @@ CASES: list[Case] = [
         "-1",
         phrase="--layers-shown",
     ),
+    C("bundle fp16 as the reference", "bundle", "model.fp16.onnx", "-o", "bb", phrase="fp32 reference"),
+    C(
+        "bundle the same precision twice",
+        "bundle",
+        "model.onnx",
+        "model.fp16.onnx",
+        "model.fp16.onnx",
+        "-o",
+        "bb",
+        phrase="one artifact per precision",
+        absent=("bb",),
+    ),
     C("profile --input naming none", "profile", "model.onnx", "--input", "x:1x8x8", phrase="no input 'x'"),
     C(
         "compare data whose inputs disagree on a named dim",

@@ -39,12 +39,16 @@ def bundle_artifacts(
     the bundle carries its report. The manifest records the shape profiles the device builds
     with (see :func:`build_settings`).
     """
+    if (kind := precision_of_model(reference)) != "fp32":
+        raise InputError(
+            f"{reference} is an {kind} model: the first model is the fp32 reference the device checks "
+            "every precision against; give the fp32 model first"
+        )
     inputs, outputs = model_io(reference)
     engines = [p for p in artifacts if p.suffix != ".onnx"]
     build = build_settings(reference, inputs, engines, target, feeds[0], profiles or [])
     entries = [BundleArtifact("fp32", "onnxruntime", reference)]
     for path in artifacts:
-        result = compare(reference, path, feeds, gates, data_description)
         if path.suffix == ".onnx":
             precision = precision_of_model(path)
             entry = BundleArtifact(precision, "onnxruntime", model=path)
@@ -53,6 +57,12 @@ def bundle_artifacts(
             onnx_beside = path.with_name(path.name.split(f".{precision}.")[0] + f".{precision}.onnx")
             entry = BundleArtifact(
                 precision, "tensorrt", model=onnx_beside if onnx_beside.is_file() else reference, engine=path
+            )
+        same = [e for e in entries if (e.precision, e.backend) == (entry.precision, entry.backend)]
+        if same:
+            raise InputError(
+                f"{path} and {same[0].engine or same[0].model} are both {precision} for {entry.backend}: "
+                "a bundle holds one artifact per precision and backend"
             )
         base = entry.model.name.removesuffix(".onnx").removesuffix(f".{precision}")
         plan = entry.model.with_name(f"{base}.{precision}.plan.json")
@@ -63,8 +73,9 @@ def bundle_artifacts(
         names = [f"{base}.{precision}.ranges.json", f"{base}.{precision}.budget.json"]
         names += [f"{base}.calib.json"] if precision == "int8" else []
         entry.extra_files = [p for p in (entry.model.with_name(n) for n in names) if p.is_file()]
-        entry.compare = result.summary()
         entries.append(entry)
+    for entry, path in zip(entries[1:], artifacts, strict=True):  # every artifact named and paired first
+        entry.compare = compare(reference, path, feeds, gates, data_description).summary()
     ref_out, _ = run_pair(reference, reference, feeds[:1])
     return make_bundle(
         output,
