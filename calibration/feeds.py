@@ -121,6 +121,16 @@ class DataSource:
         if count == 0:
             raise DataError(f"data source '{self.spec}' yielded no samples")
 
+    def guessed(self) -> str | None:
+        """A warning naming the dynamic dims this synthetic data fed as 1 (trtexec refuses dynamic
+        shapes without --shapes; figures on 1x1 images mean little), or None."""
+        if not self.fed_as_one:
+            return None
+        return (
+            f"random data fed dynamic dims as 1 ({', '.join(self.fed_as_one)}): give the shapes with "
+            "--input NAME:SHAPE, or [model] inputs in a config"
+        )
+
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
         return {

@@ -108,6 +108,33 @@ def test_a_guessed_dynamic_dim_the_model_refuses_says_which_and_how_to_give_it(
     assert_clean_input_error(run_cli("profile", model), "dynamic dims fed as 1: x 1x1", "--input NAME:SHAPE")
     given = run_cli("profile", model, "--input", "x:1x400", "--iterations", "5")
     assert given.code == 0, given.stderr
+    assert "fed dynamic dims as 1" not in given.stderr
+
+
+def test_figures_on_guessed_dims_say_which_dims_were_fed_as_1(digits: Digits, tmp_path: Path) -> None:
+    """Random data for a model with a dynamic dim beyond the batch: the run works, and its
+    figures (latency, thresholds, accuracy) are on 1 there, which every command says."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"])],
+    )
+    model = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    for args in (
+        ("profile", model, "--iterations", "3"),
+        ("compare", model, model),
+        ("analyze", model, "--data", "random"),
+    ):
+        result = run_cli(*args)
+        assert result.code == 0 and "fed dynamic dims as 1 (x 1x1)" in result.stderr.replace("8x1", "1x1"), (
+            args,
+            result.stderr,
+        )
 
 
 def test_a_state_input_whose_first_dim_is_fixed_beside_a_dynamic_batch_keeps_its_shape(

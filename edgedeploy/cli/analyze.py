@@ -108,6 +108,8 @@ def analyze_command(
         ui.warn(note)
     if source.synthetic:
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
+    if guessed := source.guessed():
+        ui.warn(guessed)
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
     # measurably changes the outputs (which analyze does not measure)
     hard = sorted(hard_fp32_nodes(loaded, islands, report))

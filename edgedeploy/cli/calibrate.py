@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgedeploy.cli.common import OptionalDataSpec, TargetName, err, make_ui, out, write_json
+from edgedeploy.cli.common import InputShapes, OptionalDataSpec, TargetName, err, make_ui, out, write_json
 from edgedeploy.errors import InputError, not_a_file
 
 
@@ -49,10 +49,11 @@ def calibrate_command(
     percentile: Annotated[float, typer.Option(help="Percentile for --algorithm percentile.")] = 99.99,
     samples: Annotated[
         int | None,
-        typer.Option(help="Number of calibration samples (batches of --batch-size for random data)."),
+        typer.Option(help="Number of calibration samples."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size of the calibration pass.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel="Data")] = 0,
+    input: InputShapes = None,
     target: TargetName = "x86-64-cpu",
     exclude_nodes: Annotated[
         list[str] | None,
@@ -86,6 +87,7 @@ def calibrate_command(
     Example: edgedeploy calibrate model.onnx --data calib/ --target jetson-orin-nx -o int8/
     """
     from calibration.report import load_report, print_table
+    from calibration.sources import parse_shapes
     from edgedeploy.stages.precision.int8 import (
         make_int8,
         open_calibration_data,
@@ -103,6 +105,27 @@ def calibrate_command(
         raise not_a_file("model file", model)
     stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
+        unused = [
+            flag
+            for flag, value, default in (
+                ("--data", data, None),
+                ("--algorithm", algorithm, "auto"),
+                ("--percentile", percentile, 99.99),
+                ("--samples", samples, None),
+                ("--batch-size", batch_size, 8),
+                ("--seed", seed, 0),
+                ("--input", input, None),
+                ("--exclude-nodes", exclude_nodes, None),
+                ("--exclude-ops", exclude_ops, None),
+                ("--trt-version", trt_version, None),
+                ("--preprocess", preprocess, None),
+            )
+            if value != default and value != []
+        ]
+        if unused:
+            raise InputError(
+                f"--from-cache takes its thresholds from the cache: {', '.join(unused)} would not be used"
+            )
         made = _from_cache(
             model,
             from_cache,
@@ -121,7 +144,12 @@ def calibrate_command(
         batch_size=batch_size,
         seed=seed,
         preprocess=_load_preprocess(preprocess),
+        shapes=parse_shapes(input) or None,
     )
+    if guessed := source.guessed():
+        ui.warn(guessed)
+    if percentile != 99.99 and algorithm not in ("percentile", "auto"):
+        ui.warn(f"--percentile {percentile}: used by --algorithm percentile and auto, not {algorithm}")
     artifact = make_int8(
         model,
         out_dir / f"{stem}.int8.onnx",

@@ -87,6 +87,8 @@ def compare_command(
         ui.warn(warning)
     if source.synthetic:
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
+    if guessed := source.guessed():
+        ui.warn(guessed)
     if per_layer:
         with ui.progress("per-layer compare") as advance:
             layers = compare_layers(reference, candidate, source, gates, threads=threads)

@@ -272,6 +272,8 @@ def profile_onnx(
     for batch in options.batch_sizes:
         shapes = batch_shapes(inputs, options.shapes, batch)
         source = open_source("random", inputs, samples=batch, batch_size=batch, shapes=shapes)
+        if (guessed := source.guessed()) and guessed not in warnings:
+            warnings.append(guessed)
         feed = next(iter(source))
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
         with naming_guessed_dims(source.fed_as_one):  # the first run allocates: not in the peak window

@@ -123,3 +123,11 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
     assert made["bytes"] == (tmp_path / "fc" / "residual.int8.onnx").stat().st_size
     assert made["target"] == "rtx4090" and made["left_in_float"] == []
     onnx.checker.check_model(onnx.load(tmp_path / "fc" / "residual.int8.onnx"))
+    # options the cache makes moot are refused, not ignored
+    moot = CliRunner().invoke(
+        app,
+        [str(residual_model), "--from-cache", str(out / "residual.calib.cache"), "-o", str(tmp_path / "m"),
+         "--algorithm", "max", "--exclude-ops", "Conv"],
+    )
+    assert "--algorithm, --exclude-ops would not be used" in str(moot.exception)  # exit 2 from the CLI entry
+    assert not (tmp_path / "m").exists()

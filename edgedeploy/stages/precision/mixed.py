@@ -69,9 +69,12 @@ def analysis_source(
         )
     try:
         inputs = inputs if inputs is not None else model_io(model)[0]
-        return replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
+        source = replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
+    if guessed := source.guessed():
+        ui.warn(guessed)
+    return source
 
 
 def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool = False) -> list[Feed]:
