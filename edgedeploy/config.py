@@ -73,6 +73,7 @@ class CompareSection:
     seed: int = 0
     atol: float = 1e-3
     rtol: float = 1e-3
+    check_allclose: bool = False  # fail when any element exceeds atol + rtol*|ref| (as --check-allclose)
     min_cosine: float | None = 0.999
     min_top1: float | None = None
 

@@ -305,3 +305,20 @@ def test_bundle_for_a_gpu_suggests_a_profile_from_the_reference_data(tmp_path: P
     assert_clean_input_error(refused, "--profile x:1x3x8x16,4x3x8x16,4x3x8x16")
     taken = run_cli(*args, "--profile", "x:1x3x8x16,4x3x8x16,4x3x8x16", "-o", tmp_path / "b")
     assert taken.code == 0, taken.stderr
+
+
+def test_config_check_allclose_applies_atol_rtol_and_the_bundle_records_it(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """[compare] atol/rtol gate only with check_allclose (as --check-allclose); the manifest carries
+    it, so the device's verify.sh applies the same gate."""
+    path = _config(tmp_path, digits)
+    text = path.read_text().replace("[profile]\n", "[profile]\nenabled = false\n")
+    path.write_text(text.replace("min_top1 = 0.99\n", "min_top1 = 0.99\natol = 0.0\nrtol = 0.0\n"))
+    assert run_pipeline(load_config(path)).gates_passed  # atol 0 alone gates nothing
+    path.write_text(path.read_text().replace("rtol = 0.0\n", "rtol = 0.0\ncheck_allclose = true\n"))
+    strict = run_pipeline(load_config(path))
+    assert not strict.gates_passed  # fp16 differs from fp32 somewhere
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["gates"]["check_allclose"] is True and manifest["gates"]["atol"] == 0.0
+    validate_manifest(manifest)

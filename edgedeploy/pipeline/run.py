@@ -284,7 +284,13 @@ def export_options(config: PipelineConfig) -> ExportOptions:
 
 def compare_gates(config: PipelineConfig) -> Gates:
     cmp = config.compare
-    return Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+    return Gates(
+        atol=cmp.atol,
+        rtol=cmp.rtol,
+        min_cosine=cmp.min_cosine,
+        min_top1=cmp.min_top1,
+        check_allclose=cmp.check_allclose,
+    )
 
 
 def profile_options(
@@ -601,7 +607,7 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
     ):
         if value < 1:
             raise InputError(f"config {where} must be >= 1, got {value}")
-    Gates(atol=cmp.atol, rtol=cmp.rtol, min_cosine=cmp.min_cosine, min_top1=cmp.min_top1)
+    compare_gates(config)
     ProfileOptions(
         warmup_iterations=p.warmup,
         warmup_ms=p.warmup_ms,

@@ -30,11 +30,12 @@ class Gates:
         if self.min_top1 is not None and not (_number(self.min_top1) and 0 < self.min_top1 <= 1):
             raise InputError(f"min_top1 must lie in (0, 1], got {self.min_top1!r}")
 
-    def manifest(self) -> dict[str, float | None]:
-        """The gates a bundle records for the device's verify.sh."""
+    def manifest(self) -> dict[str, float | bool | None]:
+        """The gates a bundle records for the device's verify.sh (atol/rtol apply with check_allclose)."""
         return {
             "atol": self.atol,
             "rtol": self.rtol,
+            "check_allclose": self.check_allclose,
             "min_cosine": self.min_cosine,
             "min_top1": self.min_top1,
         }
