@@ -322,3 +322,17 @@ def test_config_check_allclose_applies_atol_rtol_and_the_bundle_records_it(
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["gates"]["check_allclose"] is True and manifest["gates"]["atol"] == 0.0
     validate_manifest(manifest)
+
+
+def test_export_keys_that_an_onnx_source_ignores_are_warned_and_inputs_must_name_its_inputs(
+    digits: Digits, tmp_path: Path
+) -> None:
+    path = _config(tmp_path, digits, extra="\n[export]\nopset = 17\ndynamic_batch = false\n")
+    path.write_text(path.read_text().replace("[profile]\n", "[profile]\nenabled = false\n"))
+    result = run_cli("run", path)
+    assert result.code == 0, result.stderr
+    assert "[export] dynamic_batch, [export] opset: for PyTorch export only" in result.stderr
+    misnamed = 'name = "digits"\ninputs = ["nosuch:1x1x8x8"]\n'
+    path.write_text(path.read_text().replace('name = "digits"\n', misnamed))
+    refused = run_cli("run", path)  # it was fed to the model's one input by position
+    assert refused.code == 2 and "no input 'nosuch'" in refused.stderr.strip().splitlines()[-1]

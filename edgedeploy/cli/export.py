@@ -31,7 +31,14 @@ def export_command(
 
     Example: edgedeploy export models.py:resnet --input images:1x3x224x224 -o resnet.onnx
     """
-    from edgedeploy.stages.export import ExportOptions, InputShape, export, is_onnx_path
+    from edgedeploy.stages.export import (
+        ONNX_KEEPS,
+        ExportOptions,
+        InputShape,
+        export,
+        is_onnx_path,
+        pytorch_only,
+    )
 
     ui = make_ui()
     options = ExportOptions(
@@ -42,23 +49,10 @@ def export_command(
         input_names=csv(input_names) or None,
         output_names=csv(output_names) or None,
     )
-    if is_onnx_path(model):  # these shape a PyTorch export; an ONNX file is checked as it is
-        ignored = [
-            flag
-            for flag, given in (
-                ("--static", not dynamic_batch),
-                ("--opset", opset != 18),
-                ("--input", bool(input)),
-                ("--input-names", bool(input_names)),
-                ("--output-names", bool(output_names)),
-            )
-            if given
-        ]
-        if ignored:
-            ui.warn(
-                f"{', '.join(ignored)}: for PyTorch export only; an ONNX file keeps its inputs, batch and "
-                "opset (below 13 it is converted to 13)"
-            )
+    if is_onnx_path(model) and (ignored := pytorch_only(options)):  # an ONNX file is checked as it is
+        flags = {"dynamic_batch": "--static", "inputs": "--input", "input_names": "--input-names"}
+        flags |= {"output_names": "--output-names", "opset": "--opset"}
+        ui.warn(f"{', '.join(flags[name] for name in ignored)}: {ONNX_KEEPS}")
     with ui.progress("export") as advance:
         result = export(model, output, options, notify=ui.info)
         advance(1.0)

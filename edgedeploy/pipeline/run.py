@@ -39,12 +39,14 @@ from edgedeploy.stages.bundle.make import ReportWriter
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import (
+    ONNX_KEEPS,
     ExportOptions,
     InputShape,
     export,
     is_onnx_path,
     module_search_path,
     parse_model_spec,
+    pytorch_only,
 )
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
@@ -337,6 +339,11 @@ def _export_stage(run: _Run) -> _Exported:
         }
     )
 
+    # [model] inputs also shape the random data of compare and profile: not warned here
+    ignored = [f"[export] {name}" for name in pytorch_only(options) if name != "inputs"]
+    if ignored and is_onnx_path(run.source):
+        ui.warn(f"{', '.join(ignored)}: {ONNX_KEEPS}")
+
     def do_export() -> tuple[list[Path], dict[str, Any]]:
         with ui.progress("export") as advance:
             with module_search_path(config.base_dir):  # module:callable beside the config file
@@ -352,7 +359,8 @@ def _export_stage(run: _Run) -> _Exported:
     inputs, outputs = model_io(fp32)
     shapes = {i.name: i.shape for i in options.inputs}
     names = [i.name for i in inputs]
-    if not set(shapes) <= set(names) and len(shapes) == len(names):  # renamed by [export] input_names
+    renamed = not is_onnx_path(run.source)  # [export] input_names rename a PyTorch export's inputs
+    if renamed and not set(shapes) <= set(names) and len(shapes) == len(names):
         shapes = dict(zip(names, shapes.values(), strict=True))
     return _Exported(fp32, record["sha256"], list(inputs), list(outputs), shapes)
 

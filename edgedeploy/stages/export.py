@@ -70,6 +70,27 @@ class ExportOptions:
     output_names: list[str] | None = None
 
 
+def pytorch_only(options: ExportOptions) -> list[str]:
+    """The fields of ``options`` set away from their defaults that only shape a PyTorch export:
+    an ONNX file keeps its inputs, batch and opset (below 13 it is converted to 13)."""
+    return [
+        name
+        for name, given in (
+            ("dynamic_batch", not options.dynamic_batch),
+            ("opset", options.opset != DEFAULT_OPSET),
+            ("inputs", bool(options.inputs)),
+            ("input_names", bool(options.input_names)),
+            ("output_names", bool(options.output_names)),
+        )
+        if given
+    ]
+
+
+ONNX_KEEPS = (
+    "for PyTorch export only; an ONNX file keeps its inputs, batch and opset (below 13 it is converted to 13)"
+)
+
+
 @dataclass
 class ExportResult:
     path: Path
