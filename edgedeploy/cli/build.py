@@ -21,6 +21,7 @@ from edgedeploy.cli.common import (
     out,
     write_json,
 )
+from edgedeploy.errors import InputError
 
 FP16 = "FP16"
 INT8 = "INT8 calibration"
@@ -154,6 +155,28 @@ def build_command(
     ui = make_ui()
     tgt = load_target(target)
     tgt.check_precision(precision)
+    fp16_given = [
+        ("--fp32-ops", bool(fp32_ops)),
+        ("--fp32-nodes", bool(fp32_nodes)),
+        ("--no-keep-io-types", not keep_io_types),
+        ("--no-fp16-analysis", not fp16_analysis),
+    ]
+    data_given = [
+        ("--calib-data", bool(calib_data)),
+        ("--calib-samples", calib_samples != 512),
+        ("--calib-batch-size", calib_batch_size != 8),
+        ("--input", bool(input)),
+        ("--accuracy-budget", bool(accuracy_budget)),
+    ]
+    moot = {
+        "fp32": [*fp16_given, *data_given, ("--calib-algorithm", calib_algorithm != "auto")],
+        "fp16": [("--calib-algorithm", calib_algorithm != "auto")],
+        "int8": fp16_given,
+    }.get(precision, [])
+    if unused := [flag for flag, given in moot if given]:
+        hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
+        hint = hint if precision == "int8" else ""
+        raise InputError(f"{', '.join(unused)}: not used by a {precision} build{hint}")
     load_onnx(model, load_external_data=False)
     request = BuildRequest(
         precision=precision,
