@@ -276,5 +276,7 @@ def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
             raise DataError(f"bad input shape '{item}': dims must be integers") from None
         if not dims or any(d < 1 for d in dims):
             raise DataError(f"bad input shape '{item}': dims must be positive")
+        if name in shapes:
+            raise DataError(f"input shape '{item}': '{name}' is given a shape twice")
         shapes[name] = dims
     return shapes

@@ -175,3 +175,16 @@ def test_more_threads_than_cores_is_warned_and_recorded(digits: Digits) -> None:
     assert any("more than the" in w for w in result.warnings)
     quiet = profile(digits.onnx_path, ProfileOptions(iterations=3, warmup_iterations=1, threads=1))
     assert not any("more than the" in w for w in quiet.warnings)
+
+
+def test_options_another_option_overrides_are_named(digits: Digits) -> None:
+    """An option that another one makes moot is said, not silently dropped."""
+    timed = run_cli("profile", digits.onnx_path, "--iterations", "3", "--duration", "0.5", "--warmup", "1")
+    assert timed.code == 0 and "--iterations 3 is used instead of --duration" in timed.stderr
+    assert "--warmup 1" not in timed.stderr  # --warmup-ms left at its default: nothing dropped
+    loose = run_cli("compare", digits.onnx_path, digits.onnx_path, "--atol", "0", "--layers-shown", "3")
+    assert loose.code == 0 and "gate only with --check-allclose" in loose.stderr
+    assert "--layers-shown lists the tensors of --per-layer" in loose.stderr
+    name = digits_input(digits)
+    twice = run_cli("profile", digits.onnx_path, "--input", f"{name}:1x1x8x8", "--input", f"{name}:2x1x8x8")
+    assert_clean_input_error(twice, "given a shape twice")

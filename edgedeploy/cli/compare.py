@@ -89,6 +89,10 @@ def compare_command(
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
     if guessed := source.guessed():
         ui.warn(guessed)
+    if not check_allclose and (atol, rtol) != (1e-3, 1e-3):
+        ui.warn("--atol/--rtol gate only with --check-allclose: not applied")
+    if not per_layer and layers_shown != 10:
+        ui.warn("--layers-shown lists the tensors of --per-layer: not used without it")
     if per_layer:
         with ui.progress("per-layer compare") as advance:
             layers = compare_layers(reference, candidate, source, gates, threads=threads)

@@ -53,6 +53,10 @@ def profile_command(
     ui = make_ui()
     if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1) or duration <= 0:
         raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0")
+    if iterations is not None and duration != 3.0:
+        ui.warn(f"--iterations {iterations} is used instead of --duration")
+    if warmup is not None and warmup_ms != 200.0:
+        ui.warn(f"--warmup {warmup} is used instead of --warmup-ms")
     shapes = parse_shapes(input)
     options = ProfileOptions(
         warmup_iterations=warmup,
