@@ -128,7 +128,7 @@ BACKEND_OPTIONS: tuple[BackendOption, ...] = (
     BackendOption("opt_level", "optimization_level"),
     BackendOption("timing_cache", "timing_cache", lambda v, path: path(str(v))),
     BackendOption("dla_core", "dla_core"),
-    BackendOption("hardware_compat", "hardware_compatibility"),
+    BackendOption("hardware_compat", "hardware_compatibility", default="none"),  # none: TensorRT's default
     BackendOption("version_compatible", "version_compatible"),
     BackendOption("profiling_verbosity", "profiling_verbosity"),
     BackendOption("tf32", "tf32", default=True),  # only false is passed on: it clears TensorRT's TF32
@@ -140,6 +140,12 @@ BACKEND_OPTION_NAMES = frozenset(o.user for o in BACKEND_OPTIONS)
 
 def _unset(value: Any) -> bool:
     return value is None or value is False or (isinstance(value, (str, list, tuple, dict)) and not value)
+
+
+def user_names(fields: Sequence[str]) -> list[str]:
+    """The user's names ([build] keys, ``--flags`` without dashes) of ``BuildOptions`` fields, sorted."""
+    users = {o.field: o.user for o in BACKEND_OPTIONS}
+    return sorted(users.get(f, f) for f in fields)
 
 
 def backend_options(values: Mapping[str, Any], path: Callable[[str], Path] = Path) -> dict[str, Any]:

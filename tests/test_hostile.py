@@ -809,6 +809,19 @@ CASES: list[Case] = [
         phrase="TensorRT options",
         absent=("work",),
     ),
+    C(
+        "config TensorRT options named by their keys",
+        *RUN,
+        config=config_with(build__backend='"onnxruntime"', build__opt_level="3"),
+        phrase="[build] opt_level: TensorRT options",
+        absent=("work",),
+    ),
+    C(
+        "config hardware_compat at its default on onnxruntime",
+        *RUN,
+        config=config_with(build__backend='"onnxruntime"', build__hardware_compat='"none"'),
+        code=0,
+    ),
     C("calibrate -o an existing file", "calibrate", "model.onnx", "-o", "afile", phrase="not a folder"),
     C("targets list --json under a file", "targets", "--json", "afile/t.json", phrase="is a file"),
     C(

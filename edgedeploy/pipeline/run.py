@@ -30,6 +30,7 @@ from edgedeploy.options import (
     CalibrationSettings,
     Fp16Options,
     backend_options,
+    user_names,
 )
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
@@ -627,7 +628,7 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
     b = config.build
     options = backend_options({f.name: getattr(b, f.name) for f in fields(b)}, path=config.path)
     check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
-    tensorrt_only = sorted(k for k in options if k not in CPU_OPTIONS)
+    tensorrt_only = user_names([k for k in options if k not in CPU_OPTIONS])
     if b.backend == "onnxruntime" and tensorrt_only:
         raise InputError(
             f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"

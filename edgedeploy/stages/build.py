@@ -15,7 +15,7 @@ from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
-from edgedeploy.options import BuildRequest
+from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import is_fp16_model
 from edgedeploy.stages.precision.int8 import make_int8
@@ -142,7 +142,7 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
 
     options = BuildOptions(precision=request.precision, target=request.target, **request.options)
     check_option_values(model, options)
-    unused = sorted(k for k, v in request.options.items() if k not in CPU_OPTIONS and v is not None)
+    unused = user_names([k for k, v in request.options.items() if k not in CPU_OPTIONS and v is not None])
     if backend != "onnxruntime" or not unused:
         return
     names = ", ".join(unused)
