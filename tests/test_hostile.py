@@ -565,6 +565,8 @@ name = "tiny"
 [build]
 precisions = ["fp32"]
 
+[calibration]
+
 [compare]
 data = "data.npz"
 samples = 8
@@ -807,6 +809,41 @@ CASES: list[Case] = [
         *RUN,
         config=config_with(build__backend='"onnxruntime"', build__workspace_mb="64"),
         phrase="TensorRT options",
+        absent=("work",),
+    ),
+    C(
+        "config percentile out of range, before export",
+        *RUN,
+        config=config_with(build__precisions='["fp32", "int8"]', calibration__percentile="150"),
+        phrase="percentile must be within",
+        absent=("work",),
+    ),
+    C(
+        "config trt_version not a version, before export",
+        *RUN,
+        config=config_with(build__precisions='["fp32", "int8"]', calibration__trt_version='"banana"'),
+        phrase="bad TensorRT version 'banana'",
+        absent=("work",),
+    ),
+    C(
+        "config exclude_nodes not a regex, before export",
+        *RUN,
+        config=config_with(build__precisions='["fp32", "int8"]', calibration__exclude_nodes='["("]'),
+        phrase="bad --exclude-nodes pattern",
+        absent=("work",),
+    ),
+    C(
+        "config build threads below 1 with profile off",
+        *RUN,
+        config=config_with(build__threads="-3"),
+        phrase="build.threads must be >= 1",
+        absent=("work",),
+    ),
+    C(
+        "config bundle output is the workdir",
+        *RUN,
+        config=config_with(bundle__enabled="true", bundle__output='"work"'),
+        phrase="holds the workdir",
         absent=("work",),
     ),
     C(

@@ -616,6 +616,14 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
     ):
         if value < 1:
             raise InputError(f"config {where} must be >= 1, got {value}")
+    for where, threads in (("build.threads", config.build.threads), ("profile.threads", p.threads)):
+        if threads is not None and threads < 1:
+            raise InputError(f"config {where} must be >= 1, got {threads}")
+    if "int8" in config.build.precisions:
+        _check_calibration(cal)
+    workdir, bundle = config.path(config.workdir).resolve(), bundle_dir(config).resolve()
+    if config.bundle.enabled and (bundle == workdir or workdir.is_relative_to(bundle)):
+        raise InputError(f"config bundle.output {bundle} holds the workdir: the bundle replaces that folder")
     compare_gates(config)
     ProfileOptions(
         warmup_iterations=p.warmup,
@@ -633,6 +641,22 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
         raise InputError(
             f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"
         )
+
+
+def _check_calibration(cal: CalibrationSettings) -> None:
+    """The [calibration] values calibration would refuse after export and the other builds."""
+    from calibration.algorithms import AlgorithmOptions
+    from calibration.errors import CalibrationError
+    from calibration.qdq import QuantizeOptions
+    from calibration.trt_cache import encode_version
+
+    try:
+        AlgorithmOptions(cal.algorithm, percentile=cal.percentile)
+        QuantizeOptions(exclude_nodes=tuple(cal.exclude_nodes))
+        if cal.trt_version is not None:
+            encode_version(cal.trt_version)
+    except CalibrationError as exc:
+        raise InputError(f"config [calibration]: {exc}") from None
 
 
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
