@@ -336,3 +336,16 @@ def test_export_keys_that_an_onnx_source_ignores_are_warned_and_inputs_must_name
     path.write_text(path.read_text().replace('name = "digits"\n', misnamed))
     refused = run_cli("run", path)  # it was fed to the model's one input by position
     assert refused.code == 2 and "no input 'nosuch'" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_build_profiles_of_the_wrong_rank_are_refused_not_bundled(digits: Digits, tmp_path: Path) -> None:
+    """The device cannot build from a profile of another rank than the model's input: run refuses
+    it as a build does (it was written into the bundle's manifest)."""
+    bad = "profiles = [{ input = { min = [1], opt = [1], max = [1] } }]\n"
+    path = _config(tmp_path, digits)
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]\n', 'precisions = ["fp32"]\n' + bad)
+    path.write_text(text)
+    result = run_cli("run", path)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.code == 2 and "must all have rank 4" in last, result.stderr
+    assert not (tmp_path / "bundle").exists()

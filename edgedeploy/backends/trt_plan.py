@@ -146,7 +146,9 @@ def _resolve_profiles(given: list[ShapeProfile], facts: ModelFacts) -> list[dict
         for name, (lo, opt, hi) in profile.shapes.items():
             where = f"profile {index} input '{name}'"
             if name not in facts.inputs:
-                raise InputError(f"{where}: the model has no such input; inputs: {', '.join(facts.inputs)}")
+                raise InputError(
+                    f"{where}: the model has no such input; inputs: {', '.join(facts.inputs) or '(none)'}"
+                )
             model_shape = facts.inputs[name]
             if not len(lo) == len(opt) == len(hi) == len(model_shape):
                 raise InputError(
@@ -199,15 +201,8 @@ def check_option_values(model: Path | None, options: BuildOptions) -> None:
         raise InputError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{key}'")
     if (options.profiling_verbosity or "detailed").lower() not in PROFILING_VERBOSITY:
         raise InputError(f"--profiling-verbosity must be one of {', '.join(PROFILING_VERBOSITY)}")
-    if options.profiles and model is not None:
-        facts = read_model_facts(model)
-        for index, profile in enumerate(options.profiles):
-            for name in profile.shapes:
-                if name not in facts.inputs:
-                    raise InputError(
-                        f"profile {index} input '{name}': the model has no such input; "
-                        f"inputs: {', '.join(facts.inputs) or '(none)'}"
-                    )
+    if options.profiles and model is not None:  # as a build checks them: names, ranks, fixed dims
+        _resolve_profiles(options.profiles, read_model_facts(model))
 
 
 def profile_example(name: str, shape: tuple[int | str | None, ...]) -> str:
