@@ -168,7 +168,7 @@ def calibrate_command(
         print_table(report, out, notes=err)
     for path in artifact.files:
         ui.info(f"wrote {path}" if not artifact.skipped else f"up to date: {path}")
-    write_json(json_path, {"artifact": artifact, "report": report})
+    write_json(json_path, {"artifact": artifact, "report": report, "target": tgt.name})
 
 
 def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> dict[str, object]:

@@ -366,7 +366,7 @@ def export(
 ) -> ExportResult:
     """Export ``spec`` (a module:callable, file.py:callable, or .onnx path) to ``dest``."""
     options = options or ExportOptions()
-    if options.opset < MIN_OPSET:
+    if options.opset < MIN_OPSET and not is_onnx_path(spec):  # an ONNX file keeps its opset (>= 13)
         raise InputError(
             f"--opset {options.opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})"
         )

@@ -4,6 +4,7 @@ worked out by hand from small, made-up results."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,3 +272,24 @@ def test_json_kinds_are_recognised_by_their_keys() -> None:
     assert json_kind({"precision": {"precision": "fp16"}, "build": {}}) == "build"
     assert json_kind({"something": 1}) is None and json_kind([1, 2]) is None
     assert not math.isnan(d.EXACT_LOSS)
+
+
+def test_json_files_of_two_models_are_refused_and_calibrate_json_names_its_target(tmp_path: Path) -> None:
+    """A report is of one model: files about another are refused, not merged under the first's
+    title; the artifact names' precision and ONNX Runtime suffixes name the same model."""
+    import json
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.report.load import _model_of, load_json_files
+
+    compare = {"reference": "ocr.fp32.onnx", "candidate": "ocr.fp16.onnx", "outputs": {}, "passed": True}
+    profile = {"artifact": "out/ocr.fp16.ort.onnx", "backend": "onnxruntime", "settings": {}, "batches": []}
+    calibrate = {"artifact": {}, "report": {"model": "magika.onnx"}, "target": "x86-64-vnni"}
+    assert _model_of(compare) == _model_of(profile) == "ocr" and _model_of(calibrate) == "magika"
+    paths = []
+    for name, content in (("c.json", compare), ("p.json", profile), ("k.json", calibrate)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(content))
+    with pytest.raises(InputError, match=r"k\.json is about magika, .*c\.json about ocr"):
+        load_json_files(paths)
+    assert load_json_files(paths[2:]).target == "x86-64-vnni"

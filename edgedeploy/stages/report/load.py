@@ -329,6 +329,7 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         data.ranges = content
     elif kind == "calibrate":
         data.calibration = content["report"]
+        data.target = data.target or content.get("target")
     elif kind == "build":
         artifact = content["precision"]
         row = data.row(str(artifact.get("precision")))
@@ -347,10 +348,36 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
             _add_sidecar(data, _resolve(name, path.parent) or Path(name))
 
 
+def _model_of(content: Any) -> str | None:
+    """The model a ``--json`` file is about, named as the artifacts name it (``ocr-cls`` for
+    ``ocr-cls.fp16.ort.onnx``); None when the file does not say (a run or a bundle names its own)."""
+    kind = json_kind(content)
+    path = {
+        "compare": lambda c: c.get("reference"),
+        "compare-per-layer": lambda c: (c.get("compare") or {}).get("reference"),
+        "profile": lambda c: c.get("artifact"),
+        "analyze": lambda c: c.get("model"),
+        "calibrate": lambda c: (c.get("report") or {}).get("model"),
+        "build": lambda c: (c.get("precision") or {}).get("path"),
+    }.get(kind or "", lambda _c: None)(content)
+    if not path:
+        return None
+    name = Path(str(path)).name.removesuffix(".onnx").removesuffix(".ort")
+    precision = precision_from_name(name + ".")
+    return name.removesuffix(f".{precision}") if precision else name
+
+
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
+    about: dict[str, Path] = {}  # model -> the first file about it
     for path in paths:
-        _add_json(data, path, _read_json(path))
+        content = _read_json(path)
+        if (model := _model_of(content)) is not None:
+            about.setdefault(model, path)
+            if len(about) > 1:
+                first, where = next(iter(about.items()))
+                raise InputError(f"{path} is about {model}, {where} about {first}: a report is of one model")
+        _add_json(data, path, content)
     if data.model is None:
         data.model = next(iter(_model_names(data)), None)
     return data
