@@ -435,3 +435,25 @@ def test_cli_matrix_on_ray_prints_every_cell_and_writes_json(
     assert cells[("a", "rtx4090", "int8")]["cached"] is True
     assert cells[("a", ABSENT, "fp32")]["status"] == "skipped"
     assert result.stdout.count("cached") == 11 and result.stdout.count("skipped") == 6
+
+
+def test_a_bundle_takes_bundle_primary_and_the_strictest_gates_of_its_cells(project: Path) -> None:
+    """[bundle] primary names a precision of the matrix (each cell builds one, so it was refused
+    per cell); a cell's own gates reach its bundle's manifest, the strictest when cells differ."""
+    import json
+
+    text = CONFIG.format(workdir="gates").split("[matrix]")[0]
+    text = text.replace("[bundle]\n", '[bundle]\nprimary = "fp32"\n')
+    text += (
+        '[matrix]\ntargets = ["rtx4090"]\nprecisions = ["fp32", "int8"]\n\n'
+        '[[matrix.models]]\nsource = "a.onnx"\n\n'
+        '[[matrix.cells]]\nprecision = "int8"\ncompare = { min_cosine = 0.5 }\n\n'
+        '[[matrix.cells]]\nprecision = "fp32"\ncompare = { min_cosine = 0.9999 }\n'
+    )
+    path = project / "gates.toml"
+    path.write_text(text)
+    result = run_cli("matrix", path, "--jobs", "1")
+    assert result.code == 0, result.stderr
+    assert "gates differ; the manifest records the strictest (min cosine 0.9999" in result.stderr
+    manifest = json.loads((project / "gates-bundles" / "a" / "rtx4090" / "manifest.json").read_text())
+    assert manifest["primary_precision"] == "fp32" and manifest["gates"]["min_cosine"] == 0.9999

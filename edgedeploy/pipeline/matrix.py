@@ -676,12 +676,25 @@ def _bundles(
             ]
             if not cells:
                 continue
-            plan = next(p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name)
+            plans = [p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name]
+            bundled = {c.precision for c in cells}
+            gates = {compare_gates(p.config) for p in plans if p.cell.precision in bundled}
+            strict = max(gates, key=lambda g: (g.min_cosine or 0.0, g.min_top1 or 0.0))
+            if len(gates) > 1:  # one manifest, one set of gates for the device's verify.sh
+                ui.warn(
+                    f"bundle {name}/{target.name}: its cells' gates differ; the manifest records the "
+                    f"strictest (min cosine {strict.min_cosine}, min top-1 {strict.min_top1})"
+                )
+            primary = matrix.base.bundle.primary or None
+            if primary is not None and primary not in bundled:
+                ui.warn(f"bundle {name}/{target.name}: bundle.primary {primary} was not built here")
+                primary = None
             out = matrix.bundle_dir(name, target.name)
             try:
                 made[f"{name}/{target.name}"] = _bundle_one(
-                    cache, plan.config, state, fp32, target, cells, out, ui
-                )
+                    cache, plans[0].config, state, fp32, target, cells, out, ui,
+                    gates=strict, primary=primary,
+                )  # fmt: skip
             except EdgeDeployError as exc:
                 ui.warn(f"bundle {name}/{target.name}: {first_line(exc)}")
     return made
@@ -696,8 +709,10 @@ def _bundle_one(
     cells: list[CellResult],
     out: Path,
     ui: Ui,
+    gates: Gates,
+    primary: str | None,
 ) -> str:
-    gates = compare_gates(config)
+    build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     artifacts = []
     for c in cells:
         artifact = Path(c.artifact)
@@ -724,6 +739,8 @@ def _bundle_one(
             "cells": [c.row() for c in cells],
             "files": {str(a.model): sha256_file(a.model) for a in artifacts},
             "gates": gates,
+            "primary": primary,
+            "build": build,
             "version": __version__,
             "dir": str(out),
         }
@@ -746,6 +763,8 @@ def _bundle_one(
             reference_inputs=ref_in,
             reference_outputs=ref_out[0],
             report=bundle_report_writer(ui),
+            primary=primary,
+            build=build,
         )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}

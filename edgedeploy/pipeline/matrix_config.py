@@ -190,6 +190,11 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
         overrides.append((select, entry))
 
     config = MatrixConfig(base=base, models=model_configs, targets=targets, precisions=precisions)
+    if base.bundle.primary and base.bundle.primary not in precisions:
+        raise InputError(
+            f"config bundle.primary '{base.bundle.primary}' is not among matrix.precisions "
+            f"({', '.join(precisions)})"
+        )
     for name, entry in models.items():
         for target in targets:
             for precision in precisions:
@@ -200,7 +205,8 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                         cell_data = _merge(cell_data, table)
                 cell_data = _merge(cell_data, {"build": {"target": target.name, "precisions": [precision]}})
                 cell_data.setdefault("bundle", {})
-                cell_data["bundle"] = {**cell_data["bundle"], "enabled": False}
+                # bundles are per model and target (pipeline/matrix.py): a cell builds one precision
+                cell_data["bundle"] = {**cell_data["bundle"], "enabled": False, "primary": ""}
                 cell_config = from_dict(cell_data, base_dir)
                 skip = None
                 try:
