@@ -990,6 +990,16 @@ CASES: list[Case] = [
         phrase="--calib-data, --input: not used by a fp32 build",
         absent=("out",),
     ),
+    C(
+        "targets --json before show",
+        "targets",
+        "--json",
+        "t.json",
+        "show",
+        "jetson-orin-nano",
+        phrase="put it after",
+        absent=("t.json",),
+    ),
     C("profile --input naming none", "profile", "model.onnx", "--input", "x:1x8x8", phrase="no input 'x'"),
     C(
         "compare data whose inputs disagree on a named dim",

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, out, write_json
+from edgedeploy.errors import InputError
 
 targets_app = typer.Typer(
     help="List the boards and GPUs edgedeploy knows, or show one.",
@@ -22,6 +23,8 @@ def list_command(
 ) -> None:
     """List the targets. Example: edgedeploy targets; edgedeploy targets show jetson-orin-nano"""
     if ctx.invoked_subcommand is not None:
+        if json_path is not None:  # the list's option, given before a subcommand that has its own
+            raise InputError(f"--json before '{ctx.invoked_subcommand}' is the list's: put it after")
         return
     from edgedeploy.targets import all_targets
 

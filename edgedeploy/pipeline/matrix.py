@@ -210,7 +210,7 @@ def cell_task(
             "backend_note": outcome.backend_note,
             "model": outcome.precision.path.name,
             "artifact": artifact.name,
-            "size_bytes": artifact.stat().st_size,
+            "size_bytes": outcome.precision.path.stat().st_size,  # the precision ONNX, as run's table
             "info": to_jsonable({**outcome.precision.info, **outcome.build.info}),
             "compare": to_jsonable(compared.summary()),
             "profile": to_jsonable(profiled.summary()) if profiled is not None else None,
