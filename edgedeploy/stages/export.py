@@ -329,6 +329,7 @@ def finalize_onnx(
     """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts."""
     check_model(src)
     model = load_onnx(src)
+    before = len(model.graph.node)  # the file's own count, before any conversion
     if opset_of(model) < MIN_OPSET:  # per-channel Q/DQ and the fp16 converter's ops need 13
         from calibration.errors import CalibrationError
         from calibration.qdq import upgrade_opset
@@ -339,7 +340,6 @@ def finalize_onnx(
         except CalibrationError as exc:
             raise InputError(f"{src}: {exc}") from None
         notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
-    before = len(model.graph.node)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:
