@@ -972,7 +972,7 @@ CASES: list[Case] = [
         "int8",
         "--fp32-ops",
         "Gemm",
-        phrase="--fp32-ops: not used by a int8 build",
+        phrase="--fp32-ops: not used by an int8 build",
         absent=("out",),
     ),
     C(
@@ -987,7 +987,7 @@ CASES: list[Case] = [
         "data.npz",
         "--input",
         "input:1x1x8x8",
-        phrase="--calib-data, --input: not used by a fp32 build",
+        phrase="--calib-data, --input: not used by an fp32 build",
         absent=("out",),
     ),
     C(

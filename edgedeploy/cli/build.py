@@ -170,13 +170,16 @@ def build_command(
     ]
     moot = {
         "fp32": [*fp16_given, *data_given, ("--calib-algorithm", calib_algorithm != "auto")],
-        "fp16": [("--calib-algorithm", calib_algorithm != "auto")],
+        "fp16": [
+            ("--calib-algorithm", calib_algorithm != "auto"),
+            ("--calib-samples without --calib-data", calib_samples != 512 and not calib_data),
+        ],
         "int8": fp16_given,
     }.get(precision, [])
     if unused := [flag for flag, given in moot if given]:
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
         hint = hint if precision == "int8" else ""
-        raise InputError(f"{', '.join(unused)}: not used by a {precision} build{hint}")
+        raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
     load_onnx(model, load_external_data=False)
     request = BuildRequest(
         precision=precision,
