@@ -238,6 +238,10 @@ def open_source(
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     if samples is not None and samples < 1:
         raise DataError(f"number of samples must be >= 1, got {samples}")
+    if isinstance(image_options, Mapping):  # checked whatever the data: a typo is not kept for later
+        from calibration.images import Preprocess
+
+        Preprocess.from_dict(image_options)
     check_shapes(shapes or {}, {s.name: len(s.shape) for s in inputs})
     rnd_seed = _parse_random(spec, seed)
     if rnd_seed is not None:

@@ -819,6 +819,17 @@ CASES: list[Case] = [
         absent=("work",),
     ),
     C(
+        "config preprocess misspelt, with .npz data, before export",
+        *RUN,
+        config=config_with(
+            build__precisions='["fp32", "int8"]',
+            calibration__data='"data.npz"',
+            calibration__preprocess="{ resizee = 3 }",
+        ),
+        phrase="unknown preprocess option(s) resizee",
+        absent=("work",),
+    ),
+    C(
         "config trt_version not a version, before export",
         *RUN,
         config=config_with(build__precisions='["fp32", "int8"]', calibration__trt_version='"banana"'),

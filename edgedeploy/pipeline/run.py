@@ -647,12 +647,15 @@ def _check_calibration(cal: CalibrationSettings) -> None:
     """The [calibration] values calibration would refuse after export and the other builds."""
     from calibration.algorithms import AlgorithmOptions
     from calibration.errors import CalibrationError
+    from calibration.images import Preprocess
     from calibration.qdq import QuantizeOptions
     from calibration.trt_cache import encode_version
 
     try:
         AlgorithmOptions(cal.algorithm, percentile=cal.percentile)
         QuantizeOptions(exclude_nodes=tuple(cal.exclude_nodes))
+        if cal.preprocess:
+            Preprocess.from_dict(cal.preprocess)
         if cal.trt_version is not None:
             encode_version(cal.trt_version)
     except CalibrationError as exc:
