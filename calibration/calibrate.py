@@ -58,6 +58,7 @@ from calibration.qdq import (
     narrow_convs,
     plan_quantization,
     unknown_op_types,
+    unmatched_patterns,
     upgrade_opset,
     weight_scale,
     write_qdq,
@@ -272,6 +273,8 @@ def calibrate(
         raise CalibrationError(f"--exclude-ops: no ONNX op type named {', '.join(unknown)}")
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
+    if unmatched := unmatched_patterns(qopts.exclude_nodes, model):
+        raise CalibrationError(f"--exclude-nodes: no node matches {', '.join(unmatched)}")
     facts = model_facts(model)  # shape inference and constants once for every plan below
     weights: WeightCache = {}  # each weight quantized once for auto's candidates and the artifact
     plan = plan_quantization(model, qopts, facts)

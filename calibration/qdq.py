@@ -76,6 +76,14 @@ def unknown_op_types(op_types: Sequence[str], model: onnx.ModelProto) -> list[st
     return [op for op in op_types if op not in _onnx_op_types() and op not in used]
 
 
+def unmatched_patterns(patterns: Sequence[str], model: onnx.ModelProto) -> list[str]:
+    """The ``--exclude-nodes`` patterns that match no node of ``model`` (by the label
+    :func:`_excluded` matches: the name, or ``OpType#index`` for an unnamed node): a misspelt name
+    would otherwise leave nothing in float without a word."""
+    labels = [_node_label(node, index) for index, node in enumerate(model.graph.node)]
+    return [p for p in patterns if not any(re.fullmatch(p, label) for label in labels)]
+
+
 @functools.lru_cache(maxsize=1)
 def _onnx_op_types() -> frozenset[str]:
     return frozenset(schema.name for schema in onnx.defs.get_all_schemas_with_history())

@@ -151,3 +151,15 @@ def test_bad_calibration_data_is_refused_without_partial_files(
     with pytest.raises(DataError, match=expected):
         calibrate(digits_cnn.model, _source(digits_cnn, spec), CalibrationOptions(trt_version="8.6.1"), out)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_exclude_nodes_pattern_that_matches_no_node_is_refused(
+    digits_cnn: DigitsCNN, tmp_path: Path
+) -> None:
+    """A misspelt --exclude-nodes name left every node quantized without a word."""
+    from calibration.errors import CalibrationError
+
+    options = CalibrationOptions(exclude_nodes=("nosuch",))
+    with pytest.raises(CalibrationError, match="--exclude-nodes: no node matches nosuch"):
+        calibrate(digits_cnn.model, _source(digits_cnn), options, tmp_path)
+    assert list(tmp_path.iterdir()) == []
