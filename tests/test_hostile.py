@@ -616,6 +616,13 @@ def C(id: str, *args: str, code: int = 2, phrase: str = "", **kw: object) -> Cas
 
 
 RUN = ("run", "edgedeploy.toml")
+
+
+def refused_run(id: str, phrase: str, **changes: str) -> Case:
+    """``run`` of BASE_CONFIG with ``changes`` (see :func:`config_with`): exit 2 before any work."""
+    return C(id, *RUN, config=config_with(**changes), phrase=phrase, absent=("work",))
+
+
 CASES: list[Case] = [
     # inputs that are missing, of the wrong kind or damaged
     C("build a missing model", "build", "missing.onnx", "-o", "out", phrase="not found", absent=("out",)),
@@ -811,58 +818,47 @@ CASES: list[Case] = [
         phrase="TensorRT options",
         absent=("work",),
     ),
-    C(
+    refused_run(
         "config percentile out of range, before export",
-        *RUN,
-        config=config_with(build__precisions='["fp32", "int8"]', calibration__percentile="150"),
-        phrase="percentile must be within",
-        absent=("work",),
+        "percentile must be within",
+        build__precisions='["fp32", "int8"]',
+        calibration__percentile="150",
     ),
-    C(
+    refused_run(
         "config preprocess misspelt, with .npz data, before export",
-        *RUN,
-        config=config_with(
-            build__precisions='["fp32", "int8"]',
-            calibration__data='"data.npz"',
-            calibration__preprocess="{ resizee = 3 }",
-        ),
-        phrase="unknown preprocess option(s) resizee",
-        absent=("work",),
+        "unknown preprocess option(s) resizee",
+        build__precisions='["fp32", "int8"]',
+        calibration__data='"data.npz"',
+        calibration__preprocess="{ resizee = 3 }",
     ),
-    C(
+    refused_run(
         "config trt_version not a version, before export",
-        *RUN,
-        config=config_with(build__precisions='["fp32", "int8"]', calibration__trt_version='"banana"'),
-        phrase="bad TensorRT version 'banana'",
-        absent=("work",),
+        "bad TensorRT version 'banana'",
+        build__precisions='["fp32", "int8"]',
+        calibration__trt_version='"banana"',
     ),
-    C(
+    refused_run(
         "config exclude_nodes not a regex, before export",
-        *RUN,
-        config=config_with(build__precisions='["fp32", "int8"]', calibration__exclude_nodes='["("]'),
-        phrase="bad --exclude-nodes pattern",
-        absent=("work",),
+        "bad --exclude-nodes pattern",
+        build__precisions='["fp32", "int8"]',
+        calibration__exclude_nodes='["("]',
     ),
-    C(
+    refused_run(
         "config build threads below 1 with profile off",
-        *RUN,
-        config=config_with(build__threads="-3"),
-        phrase="build.threads must be >= 1",
-        absent=("work",),
+        "build.threads must be >= 1",
+        build__threads="-3",
     ),
-    C(
+    refused_run(
         "config bundle output is the workdir",
-        *RUN,
-        config=config_with(bundle__enabled="true", bundle__output='"work"'),
-        phrase="holds the workdir",
-        absent=("work",),
+        "holds the workdir",
+        bundle__enabled="true",
+        bundle__output='"work"',
     ),
-    C(
+    refused_run(
         "config TensorRT options named by their keys",
-        *RUN,
-        config=config_with(build__backend='"onnxruntime"', build__opt_level="3"),
-        phrase="[build] opt_level: TensorRT options",
-        absent=("work",),
+        "[build] opt_level: TensorRT options",
+        build__backend='"onnxruntime"',
+        build__opt_level="3",
     ),
     C(
         "config hardware_compat at its default on onnxruntime",
