@@ -165,8 +165,8 @@ def backend_options(values: Mapping[str, Any], path: Callable[[str], Path] = Pat
 
 def _given(option: BackendOption, value: Any) -> bool:
     """Whether the user set ``option``: a value other than its default (or, without one, a value at all)."""
-    if option.default is not None:
-        return value is not None and value != option.default
+    if option.default is not None:  # tf32 = false is given; an empty text is not
+        return value is not None and value != "" and value != option.default
     return not _unset(value)
 
 
