@@ -125,14 +125,22 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def check_argv(argv: list[str]) -> None:
-    """An output option given an empty value (``-o ''``): click would read it as the current folder."""
+    """An output option given an empty value (``-o ''``): click would read it as the current folder.
+    An option that names a file given a folder's spelling (``--json out/``): the command sees a
+    Path, which drops the trailing separator, and would write a file ``out``."""
     options = {"-o", "--output", "--out", "--out-dir", "--json"}
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    files = {"--json"} | ({"-o", "--output"} if command == "export" else set())
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
-        if (eq and name in options and not value.strip()) or (
-            arg in options and i + 1 < len(argv) and not argv[i + 1].strip()
-        ):
+        if not eq and arg in options and i + 1 < len(argv):
+            name, value = arg, argv[i + 1]
+        elif not eq:
+            continue
+        if name in options and not value.strip():
             raise InputError(f"{name} is empty: name a file or folder")
+        if name in files and value.endswith(("/", os.sep)):
+            raise InputError(f"{name} {value} is a folder: name a file")
 
 
 def _wrap(info: Any) -> None:
