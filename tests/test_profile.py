@@ -185,6 +185,12 @@ def test_options_another_option_overrides_are_named(digits: Digits) -> None:
     loose = run_cli("compare", digits.onnx_path, digits.onnx_path, "--atol", "0", "--layers-shown", "3")
     assert loose.code == 0 and "gate only with --check-allclose" in loose.stderr
     assert "--layers-shown lists the tensors of --per-layer" in loose.stderr
+    # an option typed at its default value is as moot as any other value of it
+    typed = run_cli("profile", digits.onnx_path, "--iterations", "3", "--duration", "3", "--warmup-ms", "200")
+    assert typed.code == 0 and "--iterations 3 is used instead of --duration" in typed.stderr
+    typed = run_cli("compare", digits.onnx_path, digits.onnx_path, "--rtol", "1e-3", "--layers-shown", "10")
+    assert typed.code == 0 and "gate only with --check-allclose" in typed.stderr
+    assert "--layers-shown lists the tensors of --per-layer" in typed.stderr
     name = digits_input(digits)
     twice = run_cli("profile", digits.onnx_path, "--input", f"{name}:1x1x8x8", "--input", f"{name}:2x1x8x8")
     assert_clean_input_error(twice, "given a shape twice")

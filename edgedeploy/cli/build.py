@@ -19,6 +19,7 @@ from edgedeploy.cli.common import (
     csv,
     make_ui,
     out,
+    typed,
     write_json,
 )
 from edgedeploy.errors import InputError
@@ -29,6 +30,7 @@ TENSORRT = "TensorRT"
 
 
 def build_command(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp16",
@@ -155,6 +157,7 @@ def build_command(
     ui = make_ui()
     tgt = load_target(target)
     tgt.check_precision(precision)
+    given = typed(ctx, "calib_samples", "calib_batch_size", "calib_algorithm")
     fp16_given = [
         ("--fp32-ops", bool(fp32_ops)),
         ("--fp32-nodes", bool(fp32_nodes)),
@@ -163,16 +166,16 @@ def build_command(
     ]
     data_given = [
         ("--calib-data", bool(calib_data)),
-        ("--calib-samples", calib_samples != 512),
-        ("--calib-batch-size", calib_batch_size != 8),
+        ("--calib-samples", "calib_samples" in given),
+        ("--calib-batch-size", "calib_batch_size" in given),
         ("--input", bool(input)),
         ("--accuracy-budget", bool(accuracy_budget)),
     ]
     moot = {
-        "fp32": [*fp16_given, *data_given, ("--calib-algorithm", calib_algorithm != "auto")],
+        "fp32": [*fp16_given, *data_given, ("--calib-algorithm", "calib_algorithm" in given)],
         "fp16": [
-            ("--calib-algorithm", calib_algorithm != "auto"),
-            ("--calib-samples without --calib-data", calib_samples != 512 and not calib_data),
+            ("--calib-algorithm", "calib_algorithm" in given),
+            ("--calib-samples without --calib-data", "calib_samples" in given and not calib_data),
         ],
         "int8": fp16_given,
     }.get(precision, [])

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 import typer
 
-from edgedeploy.cli.common import InputShapes, OptionalDataSpec, TargetName, err, make_ui, out, write_json
+from edgedeploy.cli.common import (
+    InputShapes,
+    OptionalDataSpec,
+    TargetName,
+    err,
+    make_ui,
+    out,
+    typed,
+    write_json,
+)
 from edgedeploy.errors import InputError, not_a_file
 
 
@@ -40,6 +49,7 @@ def _load_preprocess(path: Path | None) -> dict[str, Any] | None:
 
 
 def calibrate_command(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="FP32 ONNX model to quantize.")],
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Directory for the Q/DQ model, cache, report.")
@@ -105,23 +115,12 @@ def calibrate_command(
         raise not_a_file("model file", model)
     stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
-        unused = [
-            flag
-            for flag, value, default in (
-                ("--data", data, None),
-                ("--algorithm", algorithm, "auto"),
-                ("--percentile", percentile, 99.99),
-                ("--samples", samples, None),
-                ("--batch-size", batch_size, 8),
-                ("--seed", seed, 0),
-                ("--input", input, None),
-                ("--exclude-nodes", exclude_nodes, None),
-                ("--exclude-ops", exclude_ops, None),
-                ("--trt-version", trt_version, None),
-                ("--preprocess", preprocess, None),
-            )
-            if value != default and value != []
-        ]
+        flags = {"data": "--data", "algorithm": "--algorithm", "percentile": "--percentile"}
+        flags |= {"samples": "--samples", "batch_size": "--batch-size", "seed": "--seed", "input": "--input"}
+        flags |= {"exclude_nodes": "--exclude-nodes", "exclude_ops": "--exclude-ops"}
+        flags |= {"trt_version": "--trt-version", "preprocess": "--preprocess"}
+        given = typed(ctx, *flags)
+        unused = [flag for name, flag in flags.items() if name in given]
         if unused:
             raise InputError(
                 f"--from-cache takes its thresholds from the cache: {', '.join(unused)} would not be used"
@@ -148,7 +147,7 @@ def calibrate_command(
     )
     if guessed := source.guessed():
         ui.warn(guessed)
-    if percentile != 99.99 and algorithm not in ("percentile", "auto"):
+    if "percentile" in typed(ctx, "percentile") and algorithm not in ("percentile", "auto"):
         ui.warn(f"--percentile {percentile}: used by --algorithm percentile and auto, not {algorithm}")
     artifact = make_int8(
         model,

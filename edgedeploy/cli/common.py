@@ -77,6 +77,19 @@ def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
             raise InputError(f"--json {path}: {given} is an input of this run (its config reads it)")
 
 
+def typed(context: typer.Context, *names: str) -> set[str]:
+    """The command's parameters among ``names`` that the user gave (on the command line or from the
+    environment), whatever the value: ``--percentile 99.99`` with ``--algorithm max`` is as moot as
+    ``--percentile 99.9``, and no check repeats the defaults of the signatures. (The source is
+    compared by name: typer 0.29 carries its own copy of click's ParameterSource.)"""
+    sources = {name: context.get_parameter_source(name) for name in names}
+    return {
+        name
+        for name, source in sources.items()
+        if getattr(source, "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+    }
+
+
 def csv(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 

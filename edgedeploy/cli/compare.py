@@ -18,6 +18,7 @@ from edgedeploy.cli.common import (
     fmt,
     make_ui,
     out,
+    typed,
     write_json,
 )
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 
 def compare_command(
+    ctx: typer.Context,
     reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
     candidate: Annotated[Path, typer.Argument(help="The candidate: ONNX (fp16, int8) or TensorRT engine.")],
     data: DataSpec = "random",
@@ -89,9 +91,10 @@ def compare_command(
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
     if guessed := source.guessed():
         ui.warn(guessed)
-    if not check_allclose and (atol, rtol) != (1e-3, 1e-3):
+    given = typed(ctx, "atol", "rtol", "layers_shown")
+    if not check_allclose and given & {"atol", "rtol"}:
         ui.warn("--atol/--rtol gate only with --check-allclose: not applied")
-    if not per_layer and layers_shown != 10:
+    if not per_layer and "layers_shown" in given:
         ui.warn("--layers-shown lists the tensors of --per-layer: not used without it")
     if per_layer:
         with ui.progress("per-layer compare") as advance:

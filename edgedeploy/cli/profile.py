@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgedeploy.cli.common import JsonOutput, Threads, fmt, ints, make_ui, out, write_json
+from edgedeploy.cli.common import JsonOutput, Threads, fmt, ints, make_ui, out, typed, write_json
 from edgedeploy.errors import InputError
 
 if TYPE_CHECKING:
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def profile_command(
+    ctx: typer.Context,
     artifact: Annotated[Path, typer.Argument(help="An ONNX model or a TensorRT engine.")],
     warmup: Annotated[int | None, typer.Option(help="Warm-up iterations (instead of --warmup-ms).")] = None,
     warmup_ms: Annotated[float, typer.Option(help="Warm-up time in ms.")] = 200.0,
@@ -53,9 +54,10 @@ def profile_command(
     ui = make_ui()
     if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1) or duration <= 0:
         raise InputError("--warmup must be >= 0, --iterations >= 1 and --duration > 0")
-    if iterations is not None and duration != 3.0:
+    given = typed(ctx, "duration", "warmup_ms")
+    if iterations is not None and "duration" in given:
         ui.warn(f"--iterations {iterations} is used instead of --duration")
-    if warmup is not None and warmup_ms != 200.0:
+    if warmup is not None and "warmup_ms" in given:
         ui.warn(f"--warmup {warmup} is used instead of --warmup-ms")
     shapes = parse_shapes(input)
     options = ProfileOptions(
