@@ -369,6 +369,8 @@ def calibrate(
     else:
         if options.force:
             reason = "recalibrating: forced"
+        elif previous is None and report_path.exists():
+            reason = f"calibrating: the earlier {report_path.name} is unreadable or changed since written"
         elif previous is None:
             reason = "calibrating: no earlier calibration in " + str(out_dir)
         elif previous.key == key and covered:

@@ -84,6 +84,9 @@ class CalibrationReport:
     warnings: list[str] = field(default_factory=list)
     selection: dict[str, Any] | None = None  # auto: winner, held-out cosine per candidate set
     format: int = REPORT_FORMAT
+    # sha256 of everything else in the JSON as written (see content_digest): a report edited since,
+    # whose thresholds no longer made the Q/DQ model beside it, is not reused as the calibration
+    content_sha256: str = ""
 
     def thresholds(self) -> dict[str, float]:
         return {t.name: t.threshold for t in self.tensors}
@@ -101,17 +104,28 @@ class CalibrationReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        data = json.loads(json.dumps(asdict(self)))  # as a reader will see it (tuples as lists)
+        data["content_sha256"] = content_digest(data)
+        return json.dumps(data, indent=2) + "\n"
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         return atomic_write_text(path, self.to_json())
 
 
+def content_digest(data: dict[str, Any]) -> str:
+    """sha256 of a report's JSON content but its ``content_sha256``, keys sorted."""
+    import hashlib
+
+    rest = {key: value for key, value in data.items() if key != "content_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:
-    """A previous report, or None when absent, unreadable or of another format."""
+    """A previous report, or None when absent, unreadable, of another format or changed since it
+    was written (its content no longer its ``content_sha256``)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data.get("format") != REPORT_FORMAT:
+        if data.get("format") != REPORT_FORMAT or data.get("content_sha256") != content_digest(data):
             return None
         data["tensors"] = [TensorReport(**t) for t in data.get("tensors", [])]
         data["weights"] = [WeightReport(**w) for w in data.get("weights", [])]

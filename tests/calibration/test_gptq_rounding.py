@@ -17,6 +17,7 @@ import calibration.select as select_module
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.qdq import QuantizeOptions, constant_values, plan_quantization, quantized_weight
+from calibration.report import content_digest
 from calibration.rounding import InputMoments, Layer, gptq, layer_rows, layers, rounded_weights
 from calibration.select import ROUNDED
 from calibration.sources import open_source
@@ -255,6 +256,28 @@ def test_a_damaged_recorded_rounding_recalibrates_instead_of_failing(
     first = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
     report = json.loads(first.report.read_text())
     report["selection"].update(damage)
+    report["content_sha256"] = content_digest(report)  # damaged, yet signed: still refused
     first.report.write_text(json.dumps(report))
     again = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
-    assert not again.reused and again.reason.startswith("calibrating: no earlier calibration")
+    assert not again.reused and again.reason.startswith("calibrating: the earlier")
+
+
+def test_a_report_edited_since_it_was_written_is_not_reused(tmp_path: Path) -> None:
+    """A threshold edited in the report no longer made the intact Q/DQ model beside it: the
+    calibration runs again (and rewrites both) instead of answering with that model."""
+    path = _two_layer_model(tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=_inputs(64, 1))
+    options = CalibrationOptions(algorithm="max")
+    inputs = model_io(path)[0]
+    first = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
+    made = first.model.read_bytes()
+    same = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
+    assert same.reused
+    report = json.loads(first.report.read_text())
+    report["tensors"][0]["threshold"] *= 2
+    first.report.write_text(json.dumps(report, indent=2) + "\n")
+    again = calibrate(path, open_source(tmp_path / "calib.npz", inputs, batch_size=4), options, tmp_path)
+    assert not again.reused and "changed since written" in again.reason
+    assert again.model.read_bytes() == made
+    rewritten = json.loads(again.report.read_text())["tensors"][0]["threshold"]
+    assert rewritten == report["tensors"][0]["threshold"] / 2

@@ -17,6 +17,7 @@ import calibration.calibrate as calibrate_module
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
 from calibration.qdq import QuantizeOptions, narrow_convs, plan_quantization
+from calibration.report import content_digest
 from calibration.select import Selection, _sample_sums, output_cosine, plan_vote
 from calibration.sources import open_source
 
@@ -147,7 +148,8 @@ def test_a_damaged_recorded_exclusion_recalibrates_instead_of_failing(
     report = json.loads(first.report.read_text())
     assert report["selection"]["exclude_nodes"] == ["front"]
     report["selection"].update(damage)
+    report["content_sha256"] = content_digest(report)  # damaged, yet signed: still refused
     first.report.write_text(json.dumps(report))
     again = _calibrate(path, tmp_path, "again.onnx", "tensorrt")
-    assert not again.reused and again.reason.startswith("calibrating: no earlier calibration")
+    assert not again.reused and again.reason.startswith("calibrating: the earlier")
     assert json.loads(again.report.read_text())["selection"]["exclude_nodes"] == ["front"]
