@@ -195,6 +195,18 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
     return None
 
 
+def seed_unused(spec: str, seed: int) -> str | None:
+    """For a seed the user gave beside the data spec (``--seed``): a warning when the data is not
+    random (files have no seed), None when it is the seed used; a spec naming another seed
+    (``random:5`` beside 7) is refused rather than one of them silently dropped."""
+    written = _parse_random(spec, seed)
+    if written is None:
+        return f"--seed {seed}: used by random data only, not by {spec}"
+    if written != seed:
+        raise DataError(f"--data {spec} and --seed {seed} name two seeds: give one")
+    return None
+
+
 def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int]) -> None:
     """Given input shapes (``--input``) name the model's inputs (``ranks``: input -> its number
     of dims), at their rank: a misspelt name would otherwise leave its input at the guessed dims

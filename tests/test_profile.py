@@ -191,6 +191,10 @@ def test_options_another_option_overrides_are_named(digits: Digits) -> None:
     typed = run_cli("compare", digits.onnx_path, digits.onnx_path, "--rtol", "1e-3", "--layers-shown", "10")
     assert typed.code == 0 and "gate only with --check-allclose" in typed.stderr
     assert "--layers-shown lists the tensors of --per-layer" in typed.stderr
+    seeded = run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", digits.test_npz, "--seed", "3")
+    assert seeded.code == 0 and "--seed 3: used by random data only" in seeded.stderr
+    same = run_cli("compare", digits.onnx_path, digits.onnx_path, "--data", "random:3", "--seed", "3")
+    assert same.code == 0 and "--seed" not in same.stderr
     name = digits_input(digits)
     twice = run_cli("profile", digits.onnx_path, "--input", f"{name}:1x1x8x8", "--input", f"{name}:2x1x8x8")
     assert_clean_input_error(twice, "given a shape twice")

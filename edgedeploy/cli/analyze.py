@@ -8,11 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgedeploy.cli.common import BatchSize, DataSpec, InputShapes, JsonOutput, Seed, make_ui, out, write_json
+from edgedeploy.cli.common import (
+    BatchSize,
+    DataSpec,
+    InputShapes,
+    JsonOutput,
+    Seed,
+    check_seed,
+    make_ui,
+    out,
+    write_json,
+)
 from edgedeploy.errors import InputError, naming_guessed_dims
 
 
 def analyze_command(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
     data: DataSpec,
     samples: Annotated[
@@ -38,6 +49,7 @@ def analyze_command(
     ui = make_ui()
     loaded = load_for_analysis(model)
     try:
+        check_seed(ctx, data, seed, ui)
         inputs, _ = model_io(model)
         source = open_source(
             data,

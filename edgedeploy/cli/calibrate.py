@@ -17,6 +17,7 @@ from edgedeploy.cli.common import (
     InputShapes,
     OptionalDataSpec,
     TargetName,
+    check_seed,
     err,
     make_ui,
     out,
@@ -136,6 +137,7 @@ def calibrate_command(
         return
     if data is None:
         raise InputError("give --data SPEC (or --from-cache CACHE)")
+    check_seed(ctx, data, seed, ui)
     source = open_calibration_data(
         model,
         data,

@@ -90,6 +90,15 @@ def typed(context: typer.Context, *names: str) -> set[str]:
     }
 
 
+def check_seed(context: typer.Context, data: str, seed: int, ui: Ui) -> None:
+    """``--seed`` typed beside ``--data``: refused when the spec names another seed, said when the
+    data is not random (see calibration.sources.seed_unused)."""
+    from calibration.sources import seed_unused
+
+    if "seed" in typed(context, "seed") and (note := seed_unused(data, seed)):
+        ui.warn(note)
+
+
 def csv(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 

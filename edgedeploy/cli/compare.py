@@ -15,6 +15,7 @@ from edgedeploy.cli.common import (
     JsonOutput,
     Seed,
     Threads,
+    check_seed,
     fmt,
     make_ui,
     out,
@@ -68,6 +69,7 @@ def compare_command(
     from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
+    check_seed(ctx, data, seed, ui)
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
         raise not_a_file("candidate", candidate)
