@@ -615,6 +615,11 @@ def C(id: str, *args: str, code: int = 2, phrase: str = "", **kw: object) -> Cas
     return Case(id, args, code, phrase, **kw)  # type: ignore[arg-type]
 
 
+def line(id: str, command: str, phrase: str, **kw: object) -> Case:
+    """A refused command written as one line (words split on spaces)."""
+    return C(id, *command.split(" "), phrase=phrase, **kw)
+
+
 RUN = ("run", "edgedeploy.toml")
 
 
@@ -750,22 +755,11 @@ CASES: list[Case] = [
         "adir",
         phrase="is a folder",
     ),
-    C(
-        "export -o spelt as a folder that does not exist",
-        "export",
-        "model.onnx",
-        "-o",
-        "new/",
-        phrase="is a folder",
-        absent=("new",),
-    ),
-    C(
+    line("export -o spelt as a folder", "export model.onnx -o new/", "is a folder", absent=("new",)),
+    line(
         "compare --json spelt as a folder",
-        "compare",
-        "model.onnx",
-        "model.fp16.onnx",
-        "--json=report/",
-        phrase="is a folder",
+        "compare model.onnx model.fp16.onnx --json=report/",
+        "is a folder",
         absent=("report",),
     ),
     C(
@@ -1015,42 +1009,14 @@ CASES: list[Case] = [
         phrase="--calib-data, --input: not used by an fp32 build",
         absent=("out",),
     ),
-    C(
+    line(
         "build fp32 with calibration options typed at their defaults",
-        "build",
-        "model.onnx",
-        "-o",
-        "out",
-        "--precision",
-        "fp32",
-        "--calib-samples",
-        "512",
-        "--calib-algorithm",
-        "auto",
-        phrase="--calib-samples, --calib-algorithm: not used by an fp32 build",
+        "build model.onnx -o out --precision fp32 --calib-samples 512 --calib-algorithm auto",
+        "--calib-samples, --calib-algorithm: not used by an fp32 build",
         absent=("out",),
     ),
-    C(
-        "compare --data random:5 --seed 7",
-        "compare",
-        "model.onnx",
-        "model.onnx",
-        "--data",
-        "random:5",
-        "--seed",
-        "7",
-        phrase="name two seeds",
-    ),
-    C(
-        "analyze --data random:5 --seed 7",
-        "analyze",
-        "model.onnx",
-        "--data",
-        "random:5",
-        "--seed",
-        "7",
-        phrase="name two seeds",
-    ),
+    line("compare random:5 --seed 7", "compare model.onnx model.onnx --data random:5 --seed 7", "two seeds"),
+    line("analyze random:5 --seed 7", "analyze model.onnx --data random:5 --seed 7", "two seeds"),
     C(
         "targets --json before show",
         "targets",
