@@ -158,9 +158,11 @@ def test_statistics_on_worker_threads_are_those_of_one_thread() -> None:
     seen = _Seen()
     collect(model, feeds, names, [alone])
     collect(model, feeds, names, [side_by_side, seen], workers=2)
-    # each run has a pool of its own: its threads' idents may or may not be those of the last
-    # run's (CI once saw 3 idents in 5 runs), their names are the same
-    assert seen.threads == {"edgedeploy-calib_0", "edgedeploy-calib_1"}
+    # the statistics ran on the pool's threads, not the caller's. Which of the two got work is
+    # the scheduler's choice: on a loaded host one thread can take every group before the other
+    # wakes (seen once), so this does not ask for both. (Each run has a pool of its own, whose
+    # threads may get new idents: CI once saw 3 in 5 runs; their names are the same.)
+    assert seen.threads and seen.threads <= {"edgedeploy-calib_0", "edgedeploy-calib_1"}
     for name in names:
         np.testing.assert_array_equal(side_by_side.histograms[name].counts, alone.histograms[name].counts)
         assert side_by_side.histograms[name].absmax == alone.histograms[name].absmax
