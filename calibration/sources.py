@@ -195,15 +195,16 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
     return None
 
 
-def seed_unused(spec: str, seed: int) -> str | None:
-    """For a seed the user gave beside the data spec (``--seed``): a warning when the data is not
-    random (files have no seed), None when it is the seed used; a spec naming another seed
-    (``random:5`` beside 7) is refused rather than one of them silently dropped."""
+def seed_unused(spec: str, seed: int, names: tuple[str, str] = ("--data", "--seed")) -> str | None:
+    """For a seed the user gave beside the data spec: a warning when the data is not random
+    (files have no seed), None when it is the seed used; a spec naming another seed (``random:5``
+    beside 7) is refused rather than one of them silently dropped. ``names``: what the user
+    calls the data and the seed (options, or config keys)."""
     written = _parse_random(spec, seed)
     if written is None:
-        return f"--seed {seed}: used by random data only, not by {spec}"
+        return f"{names[1]} {seed}: used by random data only, not by {spec}"
     if written != seed:
-        raise DataError(f"--data {spec} and --seed {seed} name two seeds: give one")
+        raise DataError(f"{names[0]} {spec} and {names[1]} {seed} name two seeds: give one")
     return None
 
 

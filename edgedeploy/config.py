@@ -107,6 +107,9 @@ class PipelineConfig:
     bundle: BundleSection = field(default_factory=BundleSection)
     workdir: str = "edgedeploy-out"
     base_dir: Path = field(default_factory=Path.cwd)
+    # section -> the keys the file wrote (a value written equal to its default is still written):
+    # what makes another key moot is said for the keys the user gave, not for defaults
+    given: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -196,6 +199,7 @@ def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = Tru
                 )
             _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
+        config.given[key] = tuple(value)
     if require_model and not config.model.source:
         raise InputError(
             'config needs [model] source = "module:callable", "file.py:callable" or "model.onnx"'

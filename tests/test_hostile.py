@@ -861,6 +861,12 @@ CASES: list[Case] = [
         build__threads="-3",
     ),
     refused_run(
+        "config compare data random:5 with seed 7",
+        "config [compare] data random:5 and [compare] seed 7 name two seeds",
+        compare__data='"random:5"',
+        compare__seed="7",
+    ),
+    refused_run(
         "config bundle output is the workdir",
         "holds the workdir",
         bundle__enabled="true",

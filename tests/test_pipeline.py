@@ -349,3 +349,29 @@ def test_build_profiles_of_the_wrong_rank_are_refused_not_bundled(digits: Digits
     last = result.stderr.strip().splitlines()[-1]
     assert result.code == 2 and "must all have rank 4" in last, result.stderr
     assert not (tmp_path / "bundle").exists()
+
+
+def test_config_keys_that_other_keys_make_moot_are_warned(tmp_path: Path) -> None:
+    """As the CLI says for its options: keys the file gave (at any value), not defaults."""
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.run import config_warnings
+
+    data = {
+        "model": {"source": "m.onnx"},
+        "build": {"precisions": ["fp32", "int8"]},
+        "calibration": {"algorithm": "max", "percentile": 99.99},
+        "compare": {"data": "val.npz", "seed": 0, "atol": 1e-3},
+        "profile": {"iterations": 5, "duration_s": 3.0, "warmup": 2, "warmup_ms": 200.0},
+    }
+    assert config_warnings(from_dict(data, tmp_path)) == [
+        "config [profile] iterations is used instead of duration_s",
+        "config [profile] warmup is used instead of warmup_ms",
+        "config [compare] atol/rtol gate only with check_allclose = true: not applied",
+        "config [calibration] percentile: used by algorithms percentile and auto, not max",
+        "config [compare] seed 0: used by random data only, not by val.npz",
+    ]
+    quiet = {"model": {"source": "m.onnx"}, "profile": {"iterations": 5}, "compare": {"data": "random"}}
+    assert config_warnings(from_dict(quiet, tmp_path)) == []
+    off = {**data, "profile": {**data["profile"], "enabled": False}, "build": {"precisions": ["fp32"]}}
+    off["compare"] = {"atol": 0.1, "check_allclose": True}
+    assert config_warnings(from_dict(off, tmp_path)) == []

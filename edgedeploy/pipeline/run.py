@@ -169,6 +169,8 @@ def _run_stages(
     config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None, report: bool
 ) -> PipelineResult:
     run = _start(config, target, ui, extra_versions)
+    for warning in config_warnings(config):
+        ui.warn(warning)
     exported = _export_stage(run)
     data = _compare_data(run, exported)
     outcomes = []
@@ -605,6 +607,39 @@ def check_config(config: PipelineConfig) -> Target:
     return target
 
 
+def config_warnings(config: PipelineConfig) -> list[str]:
+    """Keys the config gave that another key makes moot, as the CLI says for its options."""
+    given = {section: set(keys) for section, keys in config.given.items()}
+    cmp, cal, p = given.get("compare", set()), given.get("calibration", set()), given.get("profile", set())
+    warnings = []
+    profiled = config.profile.enabled and config.profile.iterations is not None
+    if {"iterations", "duration_s"} <= p and profiled:
+        warnings.append("config [profile] iterations is used instead of duration_s")
+    if {"warmup", "warmup_ms"} <= p and config.profile.enabled and config.profile.warmup is not None:
+        warnings.append("config [profile] warmup is used instead of warmup_ms")
+    if cmp & {"atol", "rtol"} and not config.compare.check_allclose:
+        warnings.append("config [compare] atol/rtol gate only with check_allclose = true: not applied")
+    algorithm = config.calibration.algorithm
+    if "percentile" in cal and algorithm not in ("percentile", "auto") and "int8" in config.build.precisions:
+        used = "used by algorithms percentile and auto"
+        warnings.append(f"config [calibration] percentile: {used}, not {algorithm}")
+    return warnings + [f"config {note}" for _, note in _seeds(config) if note]
+
+
+def _seeds(config: PipelineConfig) -> list[tuple[str, str | None]]:
+    """Per section whose seed the config gave beside its data: what calibration.sources.seed_unused
+    says of it. A data spec ``random:N`` naming another seed is refused (CalibrationError)."""
+    from calibration.sources import seed_unused
+
+    notes = []
+    for section in ("compare", "calibration"):
+        settings = getattr(config, section)
+        if "seed" in config.given.get(section, ()) and settings.data:
+            names = (f"config [{section}] data", f"[{section}] seed")
+            notes.append((section, seed_unused(settings.data, settings.seed, names)))
+    return notes
+
+
 def _check_sections(config: PipelineConfig, target: Target) -> None:
     """Every value a later stage would refuse, refused now: before export, build and profile ran."""
     cmp, cal, p = config.compare, config.calibration, config.profile
@@ -621,6 +656,12 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
             raise InputError(f"config {where} must be >= 1, got {threads}")
     if "int8" in config.build.precisions:
         _check_calibration(cal)
+    from calibration.errors import CalibrationError
+
+    try:
+        _seeds(config)
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
     workdir, bundle = config.path(config.workdir).resolve(), bundle_dir(config).resolve()
     if config.bundle.enabled and (bundle == workdir or workdir.is_relative_to(bundle)):
         raise InputError(f"config bundle.output {bundle} holds the workdir: the bundle replaces that folder")
