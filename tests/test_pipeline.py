@@ -375,3 +375,27 @@ def test_config_keys_that_other_keys_make_moot_are_warned(tmp_path: Path) -> Non
     off = {**data, "profile": {**data["profile"], "enabled": False}, "build": {"precisions": ["fp32"]}}
     off["compare"] = {"atol": 0.1, "check_allclose": True}
     assert config_warnings(from_dict(off, tmp_path)) == []
+
+
+def test_a_stage_record_edited_since_it_was_written_is_redone_not_believed(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """A record carries the sha256 of its own content: a cosine raised over its gate, a model path
+    pointed at another file or a field removed makes the stage run again (no traceback)."""
+    path = _config(tmp_path, digits)
+    path.write_text(path.read_text().replace("[profile]\n", "[profile]\nenabled = false\n"))
+    assert run_cli("run", path).code == 0
+    cache = tmp_path / "work" / ".edgedeploy-cache"
+    compare = json.loads((cache / "compare-fp16.json").read_text())
+    real = compare["result"]["outputs"]["logits"]["cosine"]
+    compare["result"]["outputs"]["logits"]["cosine"] = 0.123
+    (cache / "compare-fp16.json").write_text(json.dumps(compare))
+    build = json.loads((cache / "build-fp32.json").read_text())
+    del build["result"]["backend"]
+    (cache / "build-fp32.json").write_text(json.dumps(build))
+    again = run_cli("run", path, "--json", tmp_path / "again.json")
+    assert again.code == 0 and "Traceback" not in again.stderr, again.stderr
+    assert "compare-fp16: up to date" not in again.stderr and "build-fp32: up to date" not in again.stderr
+    assert "compare-fp32: up to date" in again.stderr  # the records left alone are still reused
+    redone = json.loads((cache / "compare-fp16.json").read_text())["result"]["outputs"]["logits"]
+    assert redone["cosine"] == pytest.approx(real)

@@ -3,7 +3,10 @@
 Each stage's result is recorded under ``workdir/.edgedeploy-cache/`` with a key made of the
 hashes of its inputs, its options and the tool versions. A record counts only while every
 output file it names still has the sha256 recorded with it (and, where a stage says so, the
-output is still intact): a cache hit is verified by content, not existence.
+output is still intact), and while the record itself is what was written: it carries the sha256
+of its own content, so a figure or a path edited in it since (a cosine raised over its gate, a
+model path pointed elsewhere) makes the stage run again instead of being believed or crashing a
+later stage. A cache hit is verified by content, not existence.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.fileio import atomic_write_json, sha256_file
+from edgedeploy.fileio import atomic_write_json, dumps, sha256_file, sha256_json
 from edgedeploy.ui import Ui
 
 CACHE_DIR = ".edgedeploy-cache"
@@ -38,7 +41,7 @@ class StageCache:
             record = json.loads(self._path(stage).read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or record.get("key") != key:
+        if not isinstance(record, dict) or record.get("key") != key or not _intact(record):
             return None
         outputs = record.get("outputs")
         if not isinstance(outputs, dict):
@@ -54,7 +57,8 @@ class StageCache:
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
         hashes = {str(p): sha256_file(p) for p in outputs}
-        atomic_write_json(self._path(stage), {"key": key, "outputs": hashes, "result": result})
+        record = json.loads(dumps({"key": key, "outputs": hashes, "result": result}))  # as read back
+        atomic_write_json(self._path(stage), {**record, "record_sha256": sha256_json(record)})
 
     def run(
         self,
@@ -72,3 +76,9 @@ class StageCache:
         outputs, result = compute()
         self.store(stage, key, outputs, result)
         return result, False
+
+
+def _intact(record: dict[str, Any]) -> bool:
+    """Whether a stage record is as it was written: its ``record_sha256`` is the digest of the rest."""
+    rest = {name: value for name, value in record.items() if name != "record_sha256"}
+    return record.get("record_sha256") == sha256_json(rest)
