@@ -399,3 +399,38 @@ def test_a_stage_record_edited_since_it_was_written_is_redone_not_believed(
     assert "compare-fp32: up to date" in again.stderr  # the records left alone are still reused
     redone = json.loads((cache / "compare-fp16.json").read_text())["result"]["outputs"]["logits"]
     assert redone["cosine"] == pytest.approx(real)
+
+
+def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp_path: Path) -> None:
+    """The factory reads a checkpoint no key can see: every run exports, and only a changed model
+    redoes the stages after it."""
+    import torch
+
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
+        "    m.load_state_dict(torch.load('weights.pt'))\n"
+        "    return m\n"
+    )
+
+    def weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        torch.save(layers.state_dict(), tmp_path / "weights.pt")
+
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        'workdir = "out"\n[model]\nsource = "net.py:build"\ninputs = ["input:1x1x4x4"]\n'
+        '[build]\ntarget = "x86-64-cpu"\nprecisions = ["fp32"]\nbackend = "onnxruntime"\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+    )
+    weights(0)
+    first = run_cli("run", config, cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    exported = sha256_file(tmp_path / "out" / "net.fp32.onnx")
+    same = run_cli("run", config, cwd=tmp_path)
+    assert "the same model as the last run's" in same.stderr and "build-fp32: up to date" in same.stderr
+    weights(1)  # retrained
+    again = run_cli("run", config, cwd=tmp_path)
+    assert again.code == 0 and "build-fp32: up to date" not in again.stderr, again.stderr
+    assert sha256_file(tmp_path / "out" / "net.fp32.onnx") != exported
