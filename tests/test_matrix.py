@@ -457,3 +457,51 @@ def test_a_bundle_takes_bundle_primary_and_the_strictest_gates_of_its_cells(proj
     assert "gates differ; the manifest records the strictest (min cosine 0.9999" in result.stderr
     manifest = json.loads((project / "gates-bundles" / "a" / "rtx4090" / "manifest.json").read_text())
     assert manifest["primary_precision"] == "fp32" and manifest["gates"]["min_cosine"] == 0.9999
+
+
+def test_a_pytorch_source_is_exported_again_and_only_a_changed_model_rebuilds(tmp_path: Path) -> None:
+    """As in run: the checkpoint the factory loads is in no key, so each matrix run exports; the
+    cells are keyed by the export's sha256."""
+    import torch
+
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
+        "    m.load_state_dict(torch.load('weights.pt'))\n"
+        "    return m\n"
+    )
+
+    def weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).state_dict(),
+                   tmp_path / "weights.pt")
+
+    config = tmp_path / "m.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+        '[matrix]\ntargets = ["rtx4090"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["input:1x1x4x4"]\n'
+    )
+
+    def run() -> MatrixResult:
+        executor = LocalExecutor(jobs=1)
+        try:
+            return run_matrix(load_matrix_config(config), executor)
+        finally:
+            executor.close()
+
+    weights(0)
+    cwd = Path.cwd()
+    os.chdir(tmp_path)  # torch.load('weights.pt') reads beside the config
+    try:
+        first = run()
+        assert all(c.status == "ok" and not c.cached for c in first.cells), first.cells
+        same = run()
+        assert all(c.cached for c in same.cells)
+        weights(1)  # retrained
+        again = run()
+    finally:
+        os.chdir(cwd)
+    assert all(c.status == "ok" and not c.cached for c in again.cells), again.cells
+    assert [c.min_cosine for c in again.cells] != [None, None]

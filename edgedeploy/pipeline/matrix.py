@@ -69,7 +69,7 @@ from edgedeploy.stages.build import build, make_precision
 from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
-from edgedeploy.stages.export import ExportOptions, export, module_search_path
+from edgedeploy.stages.export import ExportOptions, export, is_onnx_path, module_search_path
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
@@ -497,7 +497,9 @@ def run_matrix(
                     "versions": versions,
                 }
             )
-            hit = store.lookup(export_key)
+            # a PyTorch source is exported every run (see run._export_stage): the cells after it
+            # are keyed by the export's sha256, so an unchanged model redoes nothing else
+            hit = store.lookup(export_key) if is_onnx_path(source) else None
             if hit is not None:
                 state.fp32 = hit
                 plan_model(state)
