@@ -135,3 +135,48 @@ def test_pytorch_only_options_on_an_onnx_file_are_said_to_be_ignored(digits: Dig
     assert "--static: for PyTorch export only" in result.stderr
     plain = run_cli("export", digits.onnx_path, "-o", tmp_path / "n.onnx")
     assert plain.code == 0 and "PyTorch export only" not in plain.stderr
+
+
+AB_MODULE = """
+import torch
+
+
+class AB(torch.nn.Module):
+    def forward(self, a, b):
+        return a - 10 * b
+
+
+def build():
+    return AB()
+
+
+def swapped():
+    return {"b": torch.zeros(2, 1), "a": torch.zeros(2, 4)}
+
+
+def mixed():
+    return {"x": torch.zeros(2, 4), "a": torch.zeros(2, 4)}
+
+
+def only_b():
+    return {"b": torch.zeros(2, 4)}
+"""
+
+
+def test_named_example_inputs_go_to_the_arguments_of_those_names(tmp_path: Path) -> None:
+    """A dict (or --input names that are all forward's arguments) binds by name, not by its order:
+    {"b": .., "a": ..} for forward(a, b) exported a and b swapped."""
+    (tmp_path / "ab.py").write_text(AB_MODULE)
+    result = export(f"{tmp_path / 'ab.py'}:build:swapped", tmp_path / "ab.onnx", ExportOptions())
+    assert [(i.name, i.shape[1]) for i in result.inputs] == [("a", 4), ("b", 1)]
+    session = ort.InferenceSession(str(tmp_path / "ab.onnx"), providers=["CPUExecutionProvider"])
+    a, b = np.ones((3, 4), np.float32), np.zeros((3, 1), np.float32)
+    np.testing.assert_array_equal(session.run(None, {"a": a, "b": b})[0], a)  # a - 10 b
+    flags = run_cli("export", f"{tmp_path / 'ab.py'}:build", "--input", "b:1x1", "--input", "a:1x4",
+                    "-o", tmp_path / "flags.onnx")
+    assert flags.code == 0, flags.stderr
+    assert [i.name for i in onnx.load(tmp_path / "flags.onnx").graph.input] == ["a", "b"]
+    for spec, phrase in (("mixed", "'a' as forward's arguments, but not in"), ("only_b", "leave out 'a'")):
+        refused = run_cli("export", f"{tmp_path / 'ab.py'}:build:{spec}", "-o", tmp_path / f"{spec}.onnx")
+        assert_clean_input_error(refused, phrase)
+        assert not (tmp_path / f"{spec}.onnx").exists()

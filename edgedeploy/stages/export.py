@@ -194,8 +194,8 @@ def _import_torch() -> Any:
     return torch
 
 
-def _example_args(example: Any, options: ExportOptions) -> tuple[tuple[Any, ...], list[str]]:
-    """Normalise example inputs into positional args and their names."""
+def _example_args(model: Any, example: Any, options: ExportOptions) -> tuple[tuple[Any, ...], list[str]]:
+    """Normalise example inputs into positional args and their names (see :func:`_bind`)."""
     torch = _import_torch()
     if example is None:
         if not options.inputs:
@@ -203,13 +203,56 @@ def _example_args(example: Any, options: ExportOptions) -> tuple[tuple[Any, ...]
                 "exporting needs example inputs: add --input NAME:SHAPE[:DTYPE] "
                 "or a second callable in the model spec (module:model_fn:inputs_fn)"
             )
-        args = tuple(torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs)
-        return args, [i.name for i in options.inputs]
+        args = {i.name: torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs}
+        return _bind(args, _positional_parameters(model), "--input")
     if isinstance(example, dict):
-        return tuple(example.values()), list(example.keys())
+        return _bind(example, _positional_parameters(model), "the example inputs")
     if isinstance(example, (list, tuple)):
         return tuple(example), []
     return (example,), []
+
+
+def _positional_parameters(model: Any) -> list[str] | None:
+    """The names of ``model.forward``'s arguments that can be passed by position, or None when it
+    takes ``*args`` or ``**kwargs`` (or has no readable signature)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        return None
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _bind(named: dict[str, Any], params: list[str] | None, what: str) -> tuple[tuple[Any, ...], list[str]]:
+    """Named example inputs (a dict, or ``--input`` items) as positional args and graph input names.
+
+    Their names are the graph's input names, passed to ``forward`` in their order; but when every
+    name is one of ``forward``'s arguments (``params``) they go to the arguments of those names,
+    in ``forward``'s order (``{"b": .., "a": ..}`` for ``forward(a, b)`` was exported with ``a``
+    and ``b`` swapped, without a word). Names of which some are arguments, at other positions
+    than theirs, are refused: either reading would surprise someone.
+    """
+    if params is None or not named:  # forward(*args) or (**kwargs): the order given is all there is
+        return tuple(named.values()), list(named)
+    if not set(named) <= set(params):
+        misplaced = [n for i, n in enumerate(named) if n in params and params.index(n) != i]
+        if misplaced:
+            raise InputError(
+                f"{what} name {', '.join(map(repr, misplaced))} as forward's arguments, but not in "
+                f"its order ({', '.join(params)}): name every input after its argument, or none"
+            )
+        return tuple(named.values()), list(named)
+    last = max(params.index(name) for name in named)
+    if missing := [p for p in params[: last + 1] if p not in named]:
+        raise InputError(
+            f"{what} leave out {', '.join(map(repr, missing))}, an argument of forward before "
+            f"{params[last]!r}: give it too (arguments are passed by position)"
+        )
+    order = params[: last + 1]
+    return tuple(named[p] for p in order), order
 
 
 def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str) -> list[str]:
@@ -418,7 +461,7 @@ def _result(
 def _export_module(
     torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
 ) -> tuple[str, onnx.ModelProto, int, int, bool]:
-    args, example_names = _example_args(example, options)
+    args, example_names = _example_args(torch_model, example, options)
     n_out = _count_outputs(torch_model, args)
     input_names = _names(options.input_names, example_names, len(args), "input")
     output_names = _names(options.output_names, [], n_out, "output")
