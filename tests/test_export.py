@@ -180,3 +180,20 @@ def test_named_example_inputs_go_to_the_arguments_of_those_names(tmp_path: Path)
         refused = run_cli("export", f"{tmp_path / 'ab.py'}:build:{spec}", "-o", tmp_path / f"{spec}.onnx")
         assert_clean_input_error(refused, phrase)
         assert not (tmp_path / f"{spec}.onnx").exists()
+
+
+def test_an_input_or_output_name_given_twice_is_refused(tmp_path: Path) -> None:
+    """The exporter renamed the second one (q.1) and went on."""
+    (tmp_path / "ab.py").write_text(AB_MODULE)
+    module = f"{tmp_path / 'ab.py'}:build"
+    for args, phrase in (
+        (["--input", "a:2x4", "--input", "b:2x4", "--input-names", "q,q"], "input name 'q' given twice"),
+        (["--input", "x:2x4", "--input", "x:2x4"], "input name 'x' given twice"),
+        (["--input", "a:2x4", "--input", "b:2x4", "--output-names", "y"], None),
+    ):
+        result = run_cli("export", module, *args, "-o", tmp_path / "q.onnx")
+        if phrase is None:
+            assert result.code == 0, result.stderr
+        else:
+            assert_clean_input_error(result, phrase)
+            assert not (tmp_path / "q.onnx").exists()

@@ -203,6 +203,7 @@ def _example_args(model: Any, example: Any, options: ExportOptions) -> tuple[tup
                 "exporting needs example inputs: add --input NAME:SHAPE[:DTYPE] "
                 "or a second callable in the model spec (module:model_fn:inputs_fn)"
             )
+        _unique("input", [i.name for i in options.inputs])
         args = {i.name: torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs}
         return _bind(args, _positional_parameters(model), "--input")
     if isinstance(example, dict):
@@ -210,6 +211,12 @@ def _example_args(model: Any, example: Any, options: ExportOptions) -> tuple[tup
     if isinstance(example, (list, tuple)):
         return tuple(example), []
     return (example,), []
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    """Graph input or output names given twice are refused (the exporter renamed the second: q.1)."""
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise InputError(f"{kind} name {', '.join(map(repr, twice))} given twice: graph names are unique")
 
 
 def _positional_parameters(model: Any) -> list[str] | None:
@@ -469,6 +476,8 @@ def _export_module(
         raise InputError(f"--input-names gives {len(input_names)} names for {len(args)} inputs")
     if len(output_names) != n_out:
         raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
+    _unique("input", input_names)
+    _unique("output", output_names)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with scratch_beside(dest, "export") as scratch:
         raw = Path(scratch) / "raw.onnx"
