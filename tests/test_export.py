@@ -197,3 +197,15 @@ def test_an_input_or_output_name_given_twice_is_refused(tmp_path: Path) -> None:
         else:
             assert_clean_input_error(result, phrase)
             assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_dynamic_batch_export_that_comes_out_fixed_is_warned(tmp_path: Path) -> None:
+    (tmp_path / "fixed.py").write_text(
+        "import torch\n\n\nclass Fixed(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return x.reshape(int(x.shape[0]), -1) * 2\n\n\ndef build():\n    return Fixed()\n"
+    )
+    module = f"{tmp_path / 'fixed.py'}:build"
+    result = run_cli("export", module, "--input", "x:2x4", "-o", tmp_path / "f.onnx")
+    assert result.code == 0 and "the batch of x (2) came out fixed" in result.stderr, result.stderr
+    static = run_cli("export", module, "--input", "x:2x4", "--static", "-o", tmp_path / "s.onnx")
+    assert static.code == 0 and "came out fixed" not in static.stderr

@@ -64,6 +64,8 @@ def export_command(
         out.print(f"  input  {spec.describe()}")
     for spec in result.outputs:
         out.print(f"  output {spec.describe()}")
+    for warning in result.warnings:
+        ui.warn(warning)
     write_json(json_path, result)
 
 

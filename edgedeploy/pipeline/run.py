@@ -363,6 +363,8 @@ def _export_stage(run: _Run) -> _Exported:
             f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
             + (" (the same model as the last run's)" if same else "")
         )
+        for warning in result.warnings:
+            ui.warn(f"export: {warning}")
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
     record = run.stage("export", key, do_export, None if is_onnx_path(run.source) else lambda _: False)

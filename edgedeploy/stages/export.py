@@ -104,6 +104,7 @@ class ExportResult:
     nodes_after: int
     sha256: str
     notices: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what came out other than asked
 
 
 def is_onnx_path(spec: str) -> bool:
@@ -436,7 +437,14 @@ def export(
     else:
         torch_model, example = resolve_torch_model(spec)
         exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
-    return _result(dest, spec, exporter, model, before, after, simplified, notices)
+    result = _result(dest, spec, exporter, model, before, after, simplified, notices)
+    fixed = [f"{i.name} ({i.shape[0]})" for i in result.inputs if i.shape and isinstance(i.shape[0], int)]
+    if fixed and options.dynamic_batch and not is_onnx_path(spec):
+        result.warnings.append(
+            f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward makes dim 0 a "
+            "constant (int(x.shape[0]), a reshape to a fixed size, ...), so the model takes that batch only"
+        )
+    return result
 
 
 def _result(
