@@ -14,7 +14,9 @@ ONNX, or ONNX + calibration cache on TensorRT 8.x) with `edgedeploy build` where
 and TensorRT's python bindings are installed, else with trtexec and the equivalent flags
 (same shape profiles, fp32 layers, FP16 beside INT8 and TF32 setting on both paths). The
 engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.
-Skips the build when an engine for this TensorRT version, board and model already exists.
+Skips the build when an engine for this TensorRT version, board and model already exists, unless
+--max-batch or --workspace-mb asks for another build (the existing engine may have been built with
+other ones: it is replaced when the new build succeeds).
 The engine is built under a temporary name and renamed: a failed build never replaces a good one.
 
   --precision P      artifact to build (default: the manifest's primary_precision)
@@ -48,7 +50,8 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
 fi
 
 ENGINE="$(helper engine-path --precision "$PRECISION")"
-if [ "$FORCE" -eq 0 ] && FOUND="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
+if [ "$FORCE" -eq 0 ] && [ ${#MAXBATCH[@]} -eq 0 ] && [ ${#WORKSPACE[@]} -eq 0 ] &&
+        FOUND="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
     note "up to date: $FOUND matches this device (use --force to rebuild)"
     exit 0
 fi

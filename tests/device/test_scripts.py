@@ -134,6 +134,11 @@ def test_missing_engine_is_built_with_trtexec_then_verified(bundle: Path, device
     res = device.run(script(bundle, "build_engine.sh"))
     assert res.returncode == 0 and "up to date" in res.stdout
     assert len([c for c in device.calls("trtexec") if "--onnx=" in c]) == 1
+    # asking for another batch range builds again (the engine took 16 at most)
+    res = device.run(script(bundle, "build_engine.sh"), "--max-batch", "32")
+    assert res.returncode == 0 and "up to date" not in res.stdout, res.stdout + res.stderr
+    builds = [c for c in device.calls("trtexec") if "--onnx=" in c]
+    assert len(builds) == 2 and "--maxShapes=input:32x1x8x8" in builds[1].split()
     # the engine reproduces the fp32 reference within the gates; the bundle stays valid
     res = device.run(script(bundle, "verify.sh"))
     assert res.returncode == 0, res.stdout + res.stderr
