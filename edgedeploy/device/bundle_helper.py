@@ -214,6 +214,12 @@ def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
     for rel in manifest_paths(manifest):
         if unsafe_path(rel) or rel not in listed:
             problems.append(f"{rel}: referenced by the manifest but not in its file list")
+    precisions = [str(a.get("precision")) for a in manifest.get("artifacts", []) if isinstance(a, dict)]
+    if manifest.get("primary_precision") not in precisions:  # verify.sh and benchmark.sh default to it
+        problems.append(
+            f"manifest.json: primary_precision {manifest.get('primary_precision')!r} names no artifact "
+            f"(its artifacts: {', '.join(precisions) or 'none'})"
+        )
     return problems
 
 

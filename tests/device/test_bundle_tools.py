@@ -116,3 +116,20 @@ def test_safe_extract_keeps_links_inside_the_bundle(tmp_path: Path) -> None:
     root = safe_extract(archive, tmp_path / "out")
     assert root == tmp_path / "out" / "b"
     assert (root / "latest.onnx").read_bytes() == b"x"
+
+
+def test_a_manifest_whose_primary_names_no_artifact_or_whose_gates_are_out_of_range_fails(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """verify said ok, and verify.sh on the board then refused: no bf16 artifact in this bundle."""
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["primary_precision"] = "bf16"
+    manifest["gates"]["min_cosine"] = 2.0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = "\n".join(verify_bundle(copy).problems)
+    assert "primary_precision 'bf16' names no artifact (its artifacts: fp32, fp16)" in problems
+    assert "min_cosine" in problems and "2.0" in problems
