@@ -67,6 +67,18 @@ def test_tradeoff_takes_the_lowest_cosine_over_outputs_and_ignores_nan() -> None
     assert d.tradeoff_rows(run)[1].cosine == 0.95
 
 
+def test_a_nan_figure_or_nan_values_fail_the_row_whatever_passed_says() -> None:
+    """NaN or Inf always fails (compare); a file that says passed beside a NaN cosine is not believed."""
+    run = _run()
+    run.precisions[1].compare = {"passed": True, "outputs": {"a": {"cosine": float("nan")}}}
+    run.precisions[2].compare = {"passed": True, "outputs": {"a": {"cosine": 0.99, "nan_inf": 3}}}
+    rows = d.tradeoff_rows(run)
+    assert [r.passed for r in rows] == [True, False, False]
+    run.precisions[1].compare = {"passed": True, "outputs": {"a": {"cosine": 1.0, "snr_db": float("inf")}}}
+    assert d.tradeoff_rows(run)[1].passed is True  # identical outputs: an infinite SNR
+    assert d.recommended(run, d.tradeoff_rows(run))[0] == "fp16"
+
+
 def test_recommended_is_the_lowest_precision_that_passed_unless_the_bundle_says() -> None:
     run = _run()
     assert d.recommended(run, d.tradeoff_rows(run))[0] == "fp16"  # int8 failed its gate

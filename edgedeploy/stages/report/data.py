@@ -59,6 +59,21 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _passed(compare: dict[str, Any] | None, outputs: list[dict[str, Any]]) -> bool | None:
+    """The compare's gate, failed whatever it says when a figure is NaN or infinite or an output
+    holds NaN/Inf values: those always fail (README, compare), in a file edited or not."""
+    if not compare:
+        return None
+    figures = [o.get(key) for o in outputs for key in ("cosine", "top1_agreement", "max_abs")]
+    broken = any(isinstance(v, float) and not math.isfinite(v) for v in figures)
+    snrs = [o.get("snr_db") for o in outputs]
+    broken |= any(isinstance(v, float) and (math.isnan(v) or v == -math.inf) for v in snrs)  # +inf: identical
+    if broken or any(o.get("nan_inf") for o in outputs):
+        return False
+    passed = compare.get("passed")
+    return passed if isinstance(passed, bool) else None
+
+
 def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
     """One row per precision (fp32 first), with speed-up and size relative to fp32 where it ran."""
     rows = []
@@ -85,7 +100,7 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
                 task_metric=(str(task["name"]), float(task["value"]))
                 if isinstance(task, dict) and _finite(task.get("value")) is not None
                 else None,
-                passed=(p.compare or {}).get("passed") if p.compare else None,
+                passed=_passed(p.compare, outputs),
             )
         )
     base = next((r for r in rows if r.precision == "fp32"), None)

@@ -87,8 +87,8 @@ def _e(value: Any) -> str:
 def _num(value: float | None, spec: str = ".3g", none: str = "–") -> str:
     if value is None:
         return none
-    if spec.endswith("g") and abs(value) >= 1e4:  # 41,273 rather than 4.127e+04
-        return f"{value:,.0f}"
+    if spec.endswith("g") and 1e4 <= abs(value) < 1e9:  # 41,273 rather than 4.127e+04
+        return f"{value:,.0f}"  # (beyond, 1e+300 stays short: not a number of 300 digits)
     return format(value, spec)
 
 
