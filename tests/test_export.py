@@ -209,3 +209,54 @@ def test_a_dynamic_batch_export_that_comes_out_fixed_is_warned(tmp_path: Path) -
     assert result.code == 0 and "the batch of x (2) came out fixed" in result.stderr, result.stderr
     static = run_cli("export", module, "--input", "x:2x4", "--static", "-o", tmp_path / "s.onnx")
     assert static.code == 0 and "came out fixed" not in static.stderr
+
+
+OUTPUTS_MODULE = """
+import torch
+
+
+class Nested(torch.nn.Module):
+    def forward(self, x):
+        return x + 1, (x * 2, x * 3)
+
+
+class WithNone(torch.nn.Module):
+    def forward(self, x):
+        return x + 1, None
+
+
+class Named(torch.nn.Module):
+    def forward(self, x):
+        return {"score": x.sum(1, keepdim=True), "feat": x * 2}
+
+
+def nested():
+    return Nested()
+
+
+def with_none():
+    return WithNone()
+
+
+def named():
+    return Named()
+"""
+
+
+def test_outputs_are_counted_and_named_as_the_exporter_flattens_them(tmp_path: Path) -> None:
+    """Nested tuples count every tensor, None none, and a dict's keys name its outputs."""
+    (tmp_path / "outs.py").write_text(OUTPUTS_MODULE)
+    module = tmp_path / "outs.py"
+    for spec, names, expected in (
+        ("nested", "a,b,c", ["a", "b", "c"]),
+        ("with_none", None, ["output"]),
+        ("named", None, ["score", "feat"]),
+    ):
+        args = ["--output-names", names] if names else []
+        out = tmp_path / f"{spec}.onnx"
+        result = run_cli("export", f"{module}:{spec}", "--input", "x:2x4", *args, "-o", out)
+        assert result.code == 0, result.stderr
+        assert [o.name for o in onnx.load(out).graph.output] == expected
+    names = ["--output-names", "a,b"]
+    two = run_cli("export", f"{module}:with_none", "--input", "x:2x4", *names, "-o", tmp_path / "w.onnx")
+    assert_clean_input_error(two, "--output-names gives 2 names for 1 outputs")

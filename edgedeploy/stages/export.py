@@ -349,18 +349,32 @@ def _quiet_torch_logs() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _count_outputs(model: Any, args: tuple[Any, ...]) -> int:
+def _output_names(model: Any, args: tuple[Any, ...]) -> list[str]:
+    """A name for each tensor ``forward`` returns, as the exporters flatten them: nested tuples and
+    lists in order, a dict's values in its order (named after its keys), ``None`` left out (it
+    is no graph output). Counting only the top level refused three names for ``(a, (b, c))`` and
+    took two for ``(a, None)``, one of them silently dropped."""
     torch = _import_torch()
     try:
         with torch.no_grad():
             out = model(*args)
     except (Exception, SystemExit) as exc:  # the forward pass is the user's code
         raise InputError(f"the example inputs do not fit the model: its forward() {raised(exc)}") from None
-    if isinstance(out, (list, tuple)):
-        return len(out)
-    if isinstance(out, dict):
-        return len(out)
-    return 1
+
+    def leaves(value: Any, name: str) -> list[str]:
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            named = [(f"{name}_{key}" if name else str(key), item) for key, item in value.items()]
+            return [n for inner, item in named for n in leaves(item, inner)]
+        if isinstance(value, (list, tuple)):
+            return [n for i, item in enumerate(value) for n in leaves(item, f"{name or 'output'}_{i}")]
+        return [name or "output"]
+
+    names = leaves(out, "")
+    if isinstance(out, dict) and len(set(names)) == len(names):
+        return names
+    return ["output"] if len(names) == 1 else [f"output_{i}" for i in range(len(names))]
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -477,9 +491,10 @@ def _export_module(
     torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
 ) -> tuple[str, onnx.ModelProto, int, int, bool]:
     args, example_names = _example_args(torch_model, example, options)
-    n_out = _count_outputs(torch_model, args)
+    returned = _output_names(torch_model, args)
+    n_out = len(returned)
     input_names = _names(options.input_names, example_names, len(args), "input")
-    output_names = _names(options.output_names, [], n_out, "output")
+    output_names = _names(options.output_names, returned, n_out, "output")
     if len(input_names) != len(args):
         raise InputError(f"--input-names gives {len(input_names)} names for {len(args)} inputs")
     if len(output_names) != n_out:
