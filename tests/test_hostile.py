@@ -379,7 +379,7 @@ def test_inspect_of_a_damaged_bundle_exits_2(made_bundle: Path) -> None:
     model.write_bytes(model.read_bytes()[:-10])
     result = cli("bundle", "inspect", made_bundle)
     assert result.code == 2, result.text
-    assert '"valid": false' in result.stdout  # the summary is still printed
+    assert result.stdout == ""  # one line, as for a damaged archive (it printed the whole summary too)
     one_line_error(result, 2, "damaged")
 
 
@@ -402,6 +402,14 @@ def test_verify_and_inspect_of_a_manifest_breaking_the_schema_give_one_line(
     path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
     one_line_error(cli("bundle", "verify", made_bundle), 2, "damaged")
     one_line_error(cli("bundle", "inspect", made_bundle), 2, "damaged")
+    import tarfile
+
+    archive = made_bundle.with_name("edited.tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made_bundle, arcname=made_bundle.name)
+    inspected = cli("bundle", "inspect", archive)
+    assert str(archive) in one_line_error(inspected, 2)
+    assert "edgedeploy-inspect" not in inspected.stderr  # the archive is named, not its scratch folder
 
 
 def test_a_non_tar_archive_gives_one_line(tmp_path: Path) -> None:

@@ -137,10 +137,10 @@ def inspect_command(
 
     _refuse_non_bundle(bundle)
     summary = inspect_bundle(bundle)
+    if not summary["valid"]:  # one line, as for a damaged archive; `bundle verify` lists every problem
+        raise InputError(f"bundle {bundle} is damaged: {'; '.join(summary['problems'][:3])}")
     out.print(dumps(summary), end="")
     write_json(json_path, summary)
-    if not summary["valid"]:
-        raise InputError(f"bundle {bundle} is damaged: {'; '.join(summary['problems'][:3])}")
 
 
 bundle_app.command("create")(create_command)

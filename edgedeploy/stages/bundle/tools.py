@@ -281,26 +281,28 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A summary for people: model, target, artifacts with accuracy, latency and energy, size."""
     path = Path(path)
     if path.is_dir():
-        return _summary(path, verify_bundle(path))
+        return _summary(path, verify_bundle(path), path)
     with scratch_dir("inspect") as tmp:
         root = safe_extract(path, tmp, check_manifest=True)
-        summary = _summary(root, check_dir(root))
+        summary = _summary(root, check_dir(root), path)
         summary["path"] = str(path)
         return summary
 
 
-def _summary(root: Path, check: BundleCheck) -> dict[str, Any]:
+def _summary(root: Path, check: BundleCheck, shown: Path) -> dict[str, Any]:
+    """The summary of the bundle at ``root``, named ``shown`` in errors (an archive's name, not the
+    scratch folder it was extracted to, which is gone when the user reads the line)."""
     from edgedeploy.device.bundle_helper import BundleProblem, load_manifest
 
     try:
         manifest = load_manifest(root)
     except BundleProblem as exc:
-        raise InputError(f"bundle {root} is damaged: {exc}") from None
+        raise InputError(f"bundle {shown} is damaged: {exc}") from None
     try:
         return _summary_of(root, manifest, check)
     except (AttributeError, TypeError, ValueError, StopIteration) as exc:
         raise InputError(
-            f"bundle {root} is damaged: manifest.json breaks its schema ({first_line(exc)})"
+            f"bundle {shown} is damaged: manifest.json breaks its schema ({first_line(exc)})"
         ) from None
 
 
