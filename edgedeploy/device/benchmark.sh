@@ -48,6 +48,7 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
     die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
         "measure it with: edgedeploy profile $MODEL"
 fi
+helper model --precision "$PRECISION" >/dev/null || exit 2  # a precision the bundle lacks: said once
 if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
     die "no $PRECISION engine for this device: run scripts/build_engine.sh first"
 fi

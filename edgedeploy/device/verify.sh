@@ -41,6 +41,7 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
     exec "$PYTHON" "$SCRIPT_DIR/verify_outputs.py" --bundle "$BUNDLE_DIR" --onnxruntime "$MODEL" --json "$RESULT"
 fi
 
+helper model --precision "$PRECISION" >/dev/null || exit 2  # a precision the bundle lacks: said once
 if ! ENGINE="$(helper engine --precision "$PRECISION")"; then
     die "no $PRECISION engine for this device: run scripts/build_engine.sh first"
 fi

@@ -218,3 +218,14 @@ def test_benchmark_without_tegrastats_says_not_measurable(
     assert result["power"]["measurable"] is False
     assert result["power"]["reason"].startswith("not measurable here")
     assert result["energy_per_inference_mj"] is None
+
+
+def test_a_precision_the_bundle_lacks_is_one_line_from_verify_and_benchmark(
+    bundle: Path, device: Device
+) -> None:
+    """verify.sh went on to say "no int8 engine: run build_engine.sh", which would not help."""
+    for name in ("verify.sh", "benchmark.sh"):
+        res = device.run(script(bundle, name), "--precision", "int8")
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+        assert res.returncode == 2 and len(errors) == 1, res.stderr
+        assert "no int8 artifact in this bundle" in errors[0]
