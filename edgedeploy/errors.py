@@ -54,8 +54,11 @@ def not_a_file(what: str, path: object) -> InputError:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type): what a one-line error can quote."""
-    text = str(exc).strip()
+    """The first line of an exception's message (or its type): what a one-line error can quote,
+    without the terminal colour codes some libraries put in their messages (torch.onnx's)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

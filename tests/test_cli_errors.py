@@ -146,3 +146,12 @@ def test_build_force_recalibrates_int8(digits: Digits, tmp_path: Path) -> None:
     assert again.code == 0 and "up to date" in again.stderr
     forced = run_cli(*args, "--force")
     assert forced.code == 0 and "recalibrating: forced" in forced.stderr, forced.stderr
+
+
+def test_a_quoted_library_message_loses_its_terminal_colour_codes() -> None:
+    """torch.onnx's messages carry ANSI colours; a one-line error or notice quoting one showed them raw."""
+    from edgedeploy.errors import first_line
+
+    assert first_line(RuntimeError("\x1b[96mThis is step 1/3\x1b[0m: failed\nsecond line")) == (
+        "This is step 1/3: failed"
+    )
