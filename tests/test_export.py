@@ -260,3 +260,25 @@ def test_outputs_are_counted_and_named_as_the_exporter_flattens_them(tmp_path: P
     names = ["--output-names", "a,b"]
     two = run_cli("export", f"{module}:with_none", "--input", "x:2x4", *names, "-o", tmp_path / "w.onnx")
     assert_clean_input_error(two, "--output-names gives 2 names for 1 outputs")
+
+
+def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_path: Path) -> None:
+    """calibration:build found edgedeploy's own calibration package and said it had no build."""
+    import subprocess
+    import sys
+
+    (tmp_path / "calibration.py").write_text(
+        "import torch\n\n\ndef build():\n    return torch.nn.Linear(4, 2)\n"
+    )
+    script = Path(sys.executable).with_name("edgedeploy")  # the command (python -m puts cwd first)
+
+    def cli(spec: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(script), "export", spec, "--input", "x:2x4", "-o", "m.onnx"]
+        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    result = cli("calibration:build")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "'calibration' is an installed package" in result.stderr
+    assert "(calibration.py:build)" in result.stderr
+    given = cli("calibration.py:build")
+    assert given.returncode == 0, given.stderr

@@ -129,14 +129,33 @@ def _import_object(spec: str, attr: str) -> Any:
             raise InputError(f"model spec: importing {spec} {raised(exc)}") from None
     else:
         try:
-            with module_search_path(Path.cwd()):  # as `python -m` would: modules beside the user first
+            # the user's folders come after the installed packages, so that a stray onnx.py or
+            # torch.py beside the user cannot replace a library (a shadowed name is said below)
+            with module_search_path(Path.cwd()):
                 module = importlib.import_module(spec)
         except (Exception, SystemExit) as exc:
             raise InputError(f"model spec: importing module '{spec}' {raised(exc)}") from None
     obj = getattr(module, attr, None)
     if obj is None:
+        shadowed = _shadowed_file(spec, module)
+        if shadowed is not None:
+            raise InputError(
+                f"model spec: '{spec}' is an installed package ({getattr(module, '__file__', '?')}), "
+                f"not {shadowed}: give the file instead ({shadowed}:{attr}) or rename it"
+            )
         raise InputError(f"model spec: '{spec}' has no attribute '{attr}'")
     return obj
+
+
+def _shadowed_file(spec: str, module: Any) -> str | None:
+    """The user's ``spec.py`` (or package) in the current folder when the import found another
+    module of that name first (``calibration:build`` found edgedeploy's own ``calibration``)."""
+    top = Path.cwd() / Path(*spec.split("."))
+    for candidate in (top.with_suffix(".py"), top / "__init__.py"):
+        origin = getattr(module, "__file__", None)
+        if candidate.is_file() and (origin is None or Path(origin).resolve() != candidate.resolve()):
+            return os.path.relpath(candidate)
+    return None
 
 
 @contextlib.contextmanager
