@@ -430,6 +430,7 @@ def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp
     exported = sha256_file(tmp_path / "out" / "net.fp32.onnx")
     same = run_cli("run", config, cwd=tmp_path)
     assert "the same model as the last run's" in same.stderr and "build-fp32: up to date" in same.stderr
+    assert "nothing changed: every stage was up to date" in same.stdout
     weights(1)  # retrained
     again = run_cli("run", config, cwd=tmp_path)
     assert again.code == 0 and "build-fp32: up to date" not in again.stderr, again.stderr

@@ -351,6 +351,7 @@ def _export_stage(run: _Run) -> _Exported:
     # it imports) is not in the key, so a record cannot vouch for it. The later stages are keyed
     # by the exported model's sha256, so an export that comes out the same redoes nothing else.
     before = None if is_onnx_path(run.source) else run.cache.lookup("export", key)
+    unchanged = []  # the export came out as the recorded one: nothing changed, for the run's summary
 
     def do_export() -> tuple[list[Path], dict[str, Any]]:
         with ui.progress("export") as advance:
@@ -358,6 +359,7 @@ def _export_stage(run: _Run) -> _Exported:
                 result = export(run.source, fp32, options, notify=ui.info)
             advance(1.0)
         same = before is not None and before.get("sha256") == result.sha256
+        unchanged.extend(["export"] if same else [])
         ui.info(
             f"export: {result.exporter} exporter, opset {result.opset}, "
             f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
@@ -368,6 +370,9 @@ def _export_stage(run: _Run) -> _Exported:
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
     record = run.stage("export", key, do_export, None if is_onnx_path(run.source) else lambda _: False)
+    if unchanged:
+        run.ran.remove("export")
+        run.skipped.append("export")
     inputs, outputs = model_io(fp32)
     shapes = {i.name: i.shape for i in options.inputs}
     names = [i.name for i in inputs]
