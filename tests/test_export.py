@@ -270,15 +270,18 @@ def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_pat
     (tmp_path / "calibration.py").write_text(
         "import torch\n\n\ndef build():\n    return torch.nn.Linear(4, 2)\n"
     )
-    script = Path(sys.executable).with_name("edgedeploy")  # the command (python -m puts cwd first)
+    # the command, and python -m, which puts the current folder first on sys.path: there the
+    # user's calibration.py replaced edgedeploy's package and the command failed with a traceback
+    command = [str(Path(sys.executable).with_name("edgedeploy"))]
+    for launcher in (command, [sys.executable, "-m", "edgedeploy"]):
 
-    def cli(spec: str) -> subprocess.CompletedProcess[str]:
-        argv = [str(script), "export", spec, "--input", "x:2x4", "-o", "m.onnx"]
-        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        def cli(spec: str, launcher: list[str] = launcher) -> subprocess.CompletedProcess[str]:
+            argv = [*launcher, "export", spec, "--input", "x:2x4", "-o", "m.onnx"]
+            return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
-    result = cli("calibration:build")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "'calibration' is an installed package" in result.stderr
-    assert "(calibration.py:build)" in result.stderr
-    given = cli("calibration.py:build")
-    assert given.returncode == 0, given.stderr
+        result = cli("calibration:build")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "'calibration' is an installed package" in result.stderr
+        assert "(calibration.py:build)" in result.stderr
+        given = cli("calibration.py:build")
+        assert given.returncode == 0, given.stderr
