@@ -505,3 +505,24 @@ def test_a_pytorch_source_is_exported_again_and_only_a_changed_model_rebuilds(tm
         os.chdir(cwd)
     assert all(c.status == "ok" and not c.cached for c in again.cells), again.cells
     assert [c.min_cosine for c in again.cells] != [None, None]
+
+
+def test_an_export_warning_reaches_the_matrix_output(tmp_path: Path) -> None:
+    from edgedeploy.ui import Ui
+
+    (tmp_path / "fixed.py").write_text(
+        "import torch\n\n\nclass Fixed(torch.nn.Module):\n    def forward(self, x):\n"
+        "        return x.reshape(int(x.shape[0]), -1) * 2\n\n\ndef build():\n    return Fixed()\n"
+    )
+    config = tmp_path / "m.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[profile]\nenabled = false\n'
+        '[bundle]\nenabled = false\n[matrix]\ntargets = ["rtx4090"]\nprecisions = ["fp32"]\n'
+        '[[matrix.models]]\nsource = "fixed.py:build"\ninputs = ["x:2x4"]\n'
+    )
+    ui, executor = Ui(quiet=True), LocalExecutor(jobs=1)
+    try:
+        run_matrix(load_matrix_config(config), executor, ui=ui)
+    finally:
+        executor.close()
+    assert any("fixed: export: --dynamic-batch: the batch of x (2) came out fixed" in m for m in ui.messages)

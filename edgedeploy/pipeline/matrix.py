@@ -160,7 +160,8 @@ def export_task(
         out.mkdir()
         with module_search_path(Path(base_dir)):
             result = export(source, out / dest_name, options)
-        return _read_dir(out), {"sha256": result.sha256, "exporter": result.exporter}
+        said = {"sha256": result.sha256, "exporter": result.exporter, "warnings": result.warnings}
+        return _read_dir(out), said
 
 
 def precision_task(
@@ -533,6 +534,8 @@ def run_matrix(
                     for plan in by_model[name]:
                         finish(plan.cell, "failed", f"export: {outcome.reason}")
                     continue
+                for warning in outcome.result.get("warnings", []):
+                    ui.warn(f"{name}: export: {warning}")
                 state.fp32 = store.put(key, outcome)
                 plan_model(state)
             elif kind == "precision":
