@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,3 +183,23 @@ def reflect_padded_onnx(tmp_path: Path) -> Path:
     path = tmp_path / "reflect.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     return path
+
+
+def checkpoint_module(folder: Path) -> Callable[[int], None]:
+    """``folder/net.py``, whose ``build`` loads ``weights.pt`` (a checkpoint no cache key can see),
+    and a function that writes that checkpoint from a seed (a retraining)."""
+    import torch
+
+    (folder / "net.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
+        "    m.load_state_dict(torch.load('weights.pt'))\n"
+        "    return m\n"
+    )
+
+    def weights(seed: int) -> None:
+        torch.manual_seed(seed)
+        layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        torch.save(layers.state_dict(), folder / "weights.pt")
+
+    return weights

@@ -26,7 +26,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
-from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
+from tests.conftest import assert_clean_input_error, checkpoint_module, run_cli, validate_manifest
 
 PRESENT = ("jetson-orin-nano", "rtx4090")
 ABSENT = "jetson-agx-orin"
@@ -462,19 +462,7 @@ def test_a_bundle_takes_bundle_primary_and_the_strictest_gates_of_its_cells(proj
 def test_a_pytorch_source_is_exported_again_and_only_a_changed_model_rebuilds(tmp_path: Path) -> None:
     """As in run: the checkpoint the factory loads is in no key, so each matrix run exports; the
     cells are keyed by the export's sha256."""
-    import torch
-
-    (tmp_path / "net.py").write_text(
-        "import torch\n\n\ndef build():\n"
-        "    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
-        "    m.load_state_dict(torch.load('weights.pt'))\n"
-        "    return m\n"
-    )
-
-    def weights(seed: int) -> None:
-        torch.manual_seed(seed)
-        torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).state_dict(),
-                   tmp_path / "weights.pt")
+    weights = checkpoint_module(tmp_path)
 
     config = tmp_path / "m.toml"
     config.write_text(

@@ -10,7 +10,14 @@ from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.pipeline import run_pipeline
-from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli, validate_manifest
+from tests.conftest import (
+    Digits,
+    assert_clean_input_error,
+    checkpoint_module,
+    files_under,
+    run_cli,
+    validate_manifest,
+)
 
 
 def _config(tmp_path: Path, digits: Digits, extra: str = "") -> Path:
@@ -404,19 +411,7 @@ def test_a_stage_record_edited_since_it_was_written_is_redone_not_believed(
 def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp_path: Path) -> None:
     """The factory reads a checkpoint no key can see: every run exports, and only a changed model
     redoes the stages after it."""
-    import torch
-
-    (tmp_path / "net.py").write_text(
-        "import torch\n\n\ndef build():\n"
-        "    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))\n"
-        "    m.load_state_dict(torch.load('weights.pt'))\n"
-        "    return m\n"
-    )
-
-    def weights(seed: int) -> None:
-        torch.manual_seed(seed)
-        layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-        torch.save(layers.state_dict(), tmp_path / "weights.pt")
+    weights = checkpoint_module(tmp_path)
 
     config = tmp_path / "edgedeploy.toml"
     config.write_text(
