@@ -237,18 +237,27 @@ def emulate_fp16(
 
 
 def _copy(model: onnx.ModelProto, arrays: dict[str, np.ndarray] | None) -> onnx.ModelProto:
-    """``model`` to emulate; with ``arrays``, its float32 weights that they hold as stubs."""
+    """``model`` to emulate; with ``arrays``, its float32 weights that they hold as stubs. Weights
+    that older exporters also list as graph inputs (IR <= 7: overridable) are weights only here:
+    the emulation reads their rounded twins, and an unread weight left as a graph input became an
+    input the comparison had to feed (PP-style model-zoo files failed every fp16 compare)."""
     emu = onnx.ModelProto()
     if arrays is None:
         emu.CopyFrom(model)
-        return emu
-    emu = copy_without_initializers(model)
-    for init in model.graph.initializer:
-        values = arrays.get(init.name)
-        if init.data_type == TensorProto.FLOAT and values is not None and values.dtype == np.float32:
-            in_memory_stub(emu.graph, init.name, init.dims)
-        else:
-            emu.graph.initializer.append(init)
+    else:
+        emu = copy_without_initializers(model)
+        for init in model.graph.initializer:
+            values = arrays.get(init.name)
+            if init.data_type == TensorProto.FLOAT and values is not None and values.dtype == np.float32:
+                in_memory_stub(emu.graph, init.name, init.dims)
+            else:
+                emu.graph.initializer.append(init)
+    weights = {init.name for init in model.graph.initializer}
+    if any(inp.name in weights for inp in emu.graph.input):
+        kept = [inp for inp in emu.graph.input if inp.name not in weights]
+        del emu.graph.input[:]
+        emu.graph.input.extend(kept)
+        emu.ir_version = max(emu.ir_version, 4)  # IR 3 wanted every initializer listed as an input
     return emu
 
 

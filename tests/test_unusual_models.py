@@ -1,0 +1,52 @@
+"""Legitimate ONNX files that older exporters and the model zoo write, through build, compare and
+bundle: weights also listed as graph inputs (IR <= 7), external data, outputs that are inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import run_cli
+
+
+def mlp(path: Path, *, ir: int = 8, opset: int = 17, weights_as_inputs: bool = False,
+        passthrough: bool = False) -> Path:
+    """x[N,16] -> MatMul, Add, Relu, MatMul -> y[N,10]; ``passthrough``: x is an output too."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+        for name, shape in (("W1", (16, 32)), ("B1", (32,)), ("W2", (32, 10)))
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "B1"], ["h2"], name="add1"),
+        helper.make_node("Relu", ["h2"], ["h3"], name="relu"),
+        helper.make_node("MatMul", ["h3", "W2"], ["y"], name="mm2"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])]
+    if weights_as_inputs:
+        inputs += [helper.make_tensor_value_info(w.name, TensorProto.FLOAT, list(w.dims)) for w in weights]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])]
+    if passthrough:
+        outputs.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16]))
+    graph = helper.make_graph(nodes, "g", inputs, outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_weights_listed_as_graph_inputs_compare_and_bundle_in_fp16(tmp_path: Path) -> None:
+    """IR 6 with the weights also graph inputs (older torch.onnx, the model zoo): the fp16 build's
+    compare and bundle failed with Polygraphy's 'Input tensor: W1 | Could not use the provided input'."""
+    model = mlp(tmp_path / "m.onnx", ir=6, opset=11, weights_as_inputs=True)
+    assert run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out").code == 0
+    fp16 = tmp_path / "out" / "m.fp16.onnx"
+    compared = run_cli("compare", model, fp16, "--json", tmp_path / "c.json")
+    assert compared.code == 0, compared.stderr
+    bundled = run_cli("bundle", "create", model, fp16, "-o", tmp_path / "bundle")
+    assert bundled.code == 0, bundled.stderr
