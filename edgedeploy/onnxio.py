@@ -67,18 +67,25 @@ def check_model(path: str | os.PathLike[str]) -> None:
 
 
 def save_onnx(
-    model: onnx.ModelProto, dest: str | os.PathLike[str], check: Callable[[Path], None] | None = None
+    model: onnx.ModelProto,
+    dest: str | os.PathLike[str],
+    check: Callable[[Path], None] | None = None,
+    *,
+    external: bool = False,
 ) -> Path:
-    """Save atomically; models over 2 GB get their weights in ``<name>.data`` beside them.
+    """Save atomically; models over 2 GB (or every model, with ``external``) get their weights in
+    ``<name>.data`` beside them.
 
     ``check`` runs on the temporary file before it takes its name (e.g. :func:`verify`): an
     artifact that fails it never appears under ``dest``.
     """
     dest = Path(dest)
-    try:  # one serialization, written as is (sizing first would walk the message twice more)
-        data: bytes | None = model.SerializeToString()
-    except Exception:  # protobuf refuses to serialize messages over 2 GB
-        data = None
+    data: bytes | None = None
+    if not external:
+        try:  # one serialization, written as is (sizing first would walk the message twice more)
+            data = model.SerializeToString()
+        except Exception:  # protobuf refuses to serialize messages over 2 GB
+            data = None
     if data is not None and len(data) > TWO_GB:
         data = None
     with atomic_path(dest, suffix=".onnx") as tmp:
@@ -131,24 +138,32 @@ def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def copy_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
-    """Copy an ONNX model and its external data files; returns every file written.
+    """Copy an ONNX model and its external data; returns every file written.
 
-    The data files keep their names (the model refers to them by name), so they go beside ``dest``.
+    A model with external data is written with its weights in ``<dest name>.data``: the copy's
+    data is its own. (Copied under their own names, two models whose data files were both
+    ``weights.bin`` shared one in the output folder, and the first model's copy silently read the
+    second's weights; a location in a subfolder, ``data/w.bin``, was not copied at all.)
     """
     import shutil
 
     src, dest = Path(src), Path(dest)
-    written = []
-    for data in external_data_files(src):
-        target = dest.parent / data.name
-        if data.resolve() != target.resolve():
-            with atomic_path(target) as tmp:
-                shutil.copyfile(data, tmp)
-        written.append(target)
-    if src.resolve() != dest.resolve():
-        with atomic_path(dest, suffix=".onnx") as tmp:
-            shutil.copyfile(src, tmp)
-    return [dest, *written]
+    if src.resolve() == dest.resolve():
+        return [dest, *external_data_files(dest)]
+    if external_data_files(src) or _has_external_data(src):
+        save_onnx(onnx.load(os.fspath(src)), dest, external=True)
+        return [dest, dest.parent / f"{dest.name}.data"]
+    with atomic_path(dest, suffix=".onnx") as tmp:
+        shutil.copyfile(src, tmp)
+    return [dest]
+
+
+def _has_external_data(path: Path) -> bool:
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:
+        return False
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def verify(

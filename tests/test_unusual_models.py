@@ -50,3 +50,34 @@ def test_weights_listed_as_graph_inputs_compare_and_bundle_in_fp16(tmp_path: Pat
     assert compared.code == 0, compared.stderr
     bundled = run_cli("bundle", "create", model, fp16, "-o", tmp_path / "bundle")
     assert bundled.code == 0, bundled.stderr
+
+
+def _with_external_data(path: Path, location: str, scale: float = 1.0) -> Path:
+    model = onnx.load(mlp(path))
+    for w in model.graph.initializer:
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * scale, w.name))
+    (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path, save_as_external_data=True, location=location, size_threshold=0)
+    return path
+
+
+def test_fp32_builds_of_external_data_models_keep_their_own_weights(tmp_path: Path) -> None:
+    """Two models whose data files are both weights.bin, built into one folder: the data was copied
+    under its name, so the second build replaced the first model's weights (its outputs silently
+    off by up to 4.8); a location in a subfolder (data/w.bin) was refused."""
+    import onnxruntime as ort
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _with_external_data(tmp_path / "a" / "a.onnx", "weights.bin")
+    b = _with_external_data(tmp_path / "b" / "b.onnx", "weights.bin", scale=2.0)
+    (tmp_path / "c").mkdir()
+    c = _with_external_data(tmp_path / "c" / "c.onnx", "data/w.bin")
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    for model in (a, b, c):
+        built = run_cli("build", model, "--precision", "fp32", "-o", tmp_path / "out")
+        assert built.code == 0, built.stderr
+    for model in (a, b, c):
+        expected = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+        artifact = tmp_path / "out" / f"{model.stem}.fp32.onnx"
+        np.testing.assert_array_equal(ort.InferenceSession(str(artifact)).run(None, {"x": x})[0], expected)
