@@ -876,8 +876,10 @@ def write_qdq(
         sname, zname = _unique(f"{tq.name}_scale", taken), _unique(f"{tq.name}_zero_point", taken)
         new_inits += [_scalar(sname, scale, TensorProto.FLOAT), _scalar(zname, zero, dtype)]
         source = tq.name
-        if tq.all_consumers and tq.name in graph_outputs:
-            # keep the graph output's name on the dequantized value
+        if tq.all_consumers and tq.name in graph_outputs and tq.name not in graph_inputs:
+            # keep the graph output's name on the dequantized value (a graph input that is also
+            # an output has no producer to rename: it stays the float input, its readers read
+            # the dequantized copy)
             source = _unique(f"{tq.name}_float", taken)
             rename_outputs[tq.name] = source
         q_out, dq_out = _unique(f"{tq.name}_quantized", taken), _unique(f"{tq.name}_dequantized", taken)

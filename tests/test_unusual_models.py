@@ -81,3 +81,19 @@ def test_fp32_builds_of_external_data_models_keep_their_own_weights(tmp_path: Pa
         expected = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
         artifact = tmp_path / "out" / f"{model.stem}.fp32.onnx"
         np.testing.assert_array_equal(ort.InferenceSession(str(artifact)).run(None, {"x": x})[0], expected)
+
+
+def test_int8_for_a_cpu_target_of_a_model_that_outputs_its_input(tmp_path: Path) -> None:
+    """ONNX Runtime's placement quantizes graph inputs, and renamed a quantized graph output's
+    producer: an input that is also an output has none (KeyError traceback in write_qdq)."""
+    import onnxruntime as ort
+
+    model = mlp(tmp_path / "m.onnx", passthrough=True)
+    built = run_cli("build", model, "--precision", "int8", "--target", "x86-64-cpu", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    int8 = onnx.load(tmp_path / "out" / "m.int8.onnx")
+    assert [o.name for o in int8.graph.output] == ["y", "x"]
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)
+    x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    _, same = ort.InferenceSession(str(tmp_path / "out" / "m.int8.onnx")).run(None, {"x": x})
+    np.testing.assert_array_equal(same, x)  # the input passed through, not its quantized copy
