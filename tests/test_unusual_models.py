@@ -97,3 +97,28 @@ def test_int8_for_a_cpu_target_of_a_model_that_outputs_its_input(tmp_path: Path)
     x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
     _, same = ort.InferenceSession(str(tmp_path / "out" / "m.int8.onnx")).run(None, {"x": x})
     np.testing.assert_array_equal(same, x)  # the input passed through, not its quantized copy
+
+
+def test_fp16_of_outputs_no_node_produces(tmp_path: Path) -> None:
+    """An output that is the graph input, a weight, or one listed twice: the converter's output
+    Casts assumed a producing node and the fp16 model failed the checker (refused, with a hint
+    that could not help)."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    for name, extra in (
+        ("input", helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])),
+        ("weight", helper.make_tensor_value_info("B1", TensorProto.FLOAT, [32])),
+        ("twice", helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])),
+    ):
+        model = onnx.load(mlp(tmp_path / f"{name}.onnx"))
+        model.graph.output.append(extra)
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        built = run_cli("build", tmp_path / f"{name}.onnx", "--precision", "fp16", "-o", tmp_path / "out")
+        assert built.code == 0, built.stderr
+        fp16 = tmp_path / "out" / f"{name}.fp16.onnx"
+        assert [o.name for o in onnx.load(fp16).graph.output] == [o.name for o in model.graph.output]
+        want = ort.InferenceSession(str(tmp_path / f"{name}.onnx")).run(None, {"x": x})
+        got = ort.InferenceSession(str(fp16)).run(None, {"x": x})
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_allclose(b.astype(np.float32), a, rtol=1e-2, atol=1e-2)

@@ -248,6 +248,51 @@ def _non_tensor_io_nodes(model: onnx.ModelProto) -> dict[str, str]:
     }
 
 
+def _detach_unproduced_outputs(model: onnx.ModelProto) -> list[tuple[int, onnx.ValueInfoProto]]:
+    """Graph outputs no node produces, made convertible: an initializer gets an Identity that
+    produces it (the weight is renamed), and an output that is a graph input or names an earlier
+    output again is taken off here and put back by :func:`_reattach_outputs` (position, as it was).
+    The converter's output Casts (keep_io_types) assume a producing node and wrote a graph that
+    fails the checker ("input 'graph_output_cast_1' of node: " is not sorted)."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    weights = {w.name: w for w in graph.initializer}
+    seen: set[str] = set()
+    detached: list[tuple[int, onnx.ValueInfoProto]] = []
+    for position, out in enumerate(list(graph.output)):
+        if out.name in inputs or out.name in seen:
+            held = onnx.ValueInfoProto()
+            held.CopyFrom(out)
+            detached.append((position, held))
+        elif out.name in weights:
+            renamed = f"{out.name}__value"
+            weights[out.name].name = renamed
+            for node in graph.node:
+                node.input[:] = [renamed if name == out.name else name for name in node.input]
+            producer = onnx.helper.make_node("Identity", [renamed], [out.name], name=f"{out.name}__out")
+            nodes = [producer, *graph.node]
+            del graph.node[:]
+            graph.node.extend(nodes)
+        seen.add(out.name)
+    for position, _ in reversed(detached):
+        del graph.output[position]
+    return detached
+
+
+def _reattach_outputs(converted: onnx.ModelProto, detached: list[tuple[int, onnx.ValueInfoProto]]) -> None:
+    """Put back the outputs :func:`_detach_unproduced_outputs` took off, typed as the graph now
+    holds their tensor (a graph input keeps its type; a repeated output is its first one's twin)."""
+    graph = converted.graph
+    outputs = list(graph.output)
+    for position, out in detached:
+        now = next((v for v in [*graph.input, *outputs] if v.name == out.name), None)
+        if now is not None:
+            out.type.CopyFrom(now.type)
+        outputs.insert(position, out)
+    del graph.output[:]
+    graph.output.extend(outputs)
+
+
 def _restore_non_tensor_io(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
     """Give sequence/optional graph inputs and outputs their declared types back; the Casts the
     converter put on them (a Cast cannot take a sequence) become Identity, which passes it as it is."""
@@ -588,6 +633,7 @@ def make_fp16(
         typed, inferred = _typed_in_place(model), True
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
+    detached = _detach_unproduced_outputs(typed)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
             typed, arrays, halves
@@ -608,6 +654,7 @@ def make_fp16(
     if has_control_flow:
         _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
     _restore_non_tensor_io(converted, interface)
+    _reattach_outputs(converted, detached)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted)
     _repair(converted, src)
