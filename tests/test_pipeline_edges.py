@@ -127,7 +127,7 @@ def test_a_model_with_external_data_travels_with_its_data(digits: Digits, tmp_pa
                     size_threshold=1024)  # fmt: skip
     assert run_cli("build", src / "ext.onnx", "--precision", "fp32", "-o", tmp_path / "out").code == 0
     built = tmp_path / "out" / "ext.fp32.onnx"
-    assert (tmp_path / "out" / "ext.onnx.data").is_file()
+    assert (tmp_path / "out" / "ext.fp32.onnx.data").is_file()  # its own data, named after it
     ort.InferenceSession(str(built), providers=["CPUExecutionProvider"])
     assert run_cli("bundle", src / "ext.onnx", "--data", digits.test_npz, "-o", tmp_path / "b").code == 0
     assert (tmp_path / "b" / "models" / "ext.onnx.data").is_file()
