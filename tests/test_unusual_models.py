@@ -122,3 +122,27 @@ def test_fp16_of_outputs_no_node_produces(tmp_path: Path) -> None:
         got = ort.InferenceSession(str(fp16)).run(None, {"x": x})
         for a, b in zip(want, got, strict=True):
             np.testing.assert_allclose(b.astype(np.float32), a, rtol=1e-2, atol=1e-2)
+
+
+def test_a_model_already_in_fp16_compares_with_its_fp16_build(tmp_path: Path) -> None:
+    """The reference stores fp16 itself: the candidate's emulation was built from it and ONNX
+    Runtime refused it (MatMul bound to float and float16), with a scratch path in the line."""
+    rng = np.random.default_rng(4)
+    weights = [
+        numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float16), name)
+        for name, shape in (("W1", (16, 32)), ("W2", (32, 10)))
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "W2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 10])], weights,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "f16.onnx")
+    assert run_cli("build", tmp_path / "f16.onnx", "--precision", "fp16", "-o", tmp_path / "out").code == 0
+    fp16 = tmp_path / "out" / "f16.fp16.onnx"
+    compared = run_cli("compare", tmp_path / "f16.onnx", fp16, "--json", tmp_path / "c.json")
+    assert compared.code == 0, compared.stderr

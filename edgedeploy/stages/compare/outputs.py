@@ -336,8 +336,11 @@ def _candidate_to_run(
         if not has_vnni() and saturates_without_vnni(cand_model):
             return candidate, INTEGER_EMULATED
         return candidate, "onnx"
+    ref_model = load_onnx(reference)
+    if is_fp16_model(ref_model):  # the reference stores fp16 itself: no fp32 graph to emulate from
+        return candidate, "onnx"
     try:
-        emulated, mode = candidate_graph(load_onnx(reference), cand_model)
+        emulated, mode = candidate_graph(ref_model, cand_model)
     except Exception as exc:  # a candidate not converted from this reference: run it as it is
         return candidate, f"{FP16_NOT_EMULATED}: {first_line(exc)[:160]})"
     path = scratch / f"{candidate.stem}.emulated.onnx"
