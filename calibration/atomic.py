@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from calibration.errors import OutputPathError
 
@@ -193,3 +195,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def content_sha256(record: Mapping[str, Any], field: str) -> str:
+    """sha256 of a JSON record's content but its ``field``, keys sorted: the record keeps the
+    digest there, and a record whose digest no longer matches was edited since it was written
+    (the calibration report, a pipeline stage's record). ``record`` is as JSON reads it back."""
+    rest = {key: value for key, value in record.items() if key != field}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calibration.atomic import atomic_write_text
+from calibration.atomic import atomic_write_text, content_sha256
 
 REPORT_FORMAT = 1
 REPORT_HISTOGRAM_BINS = 128  # the calibration histogram merged down for the report: about 0.5 kB a tensor
@@ -113,11 +113,8 @@ class CalibrationReport:
 
 
 def content_digest(data: dict[str, Any]) -> str:
-    """sha256 of a report's JSON content but its ``content_sha256``, keys sorted."""
-    import hashlib
-
-    rest = {key: value for key, value in data.items() if key != "content_sha256"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+    """sha256 of a report's JSON content but its ``content_sha256`` (see calibration.atomic)."""
+    return content_sha256(data, "content_sha256")
 
 
 def load_report(path: str | os.PathLike[str]) -> CalibrationReport | None:

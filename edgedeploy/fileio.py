@@ -31,6 +31,7 @@ from typing import Any
 from calibration.atomic import (
     atomic_path,
     check_dest,
+    content_sha256,
     guarded,
     remove_stale_temps,
     sha256_file,
@@ -46,6 +47,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_dest",
+    "content_sha256",
     "guarded",
     "scratch_beside",
     "scratch_dir",

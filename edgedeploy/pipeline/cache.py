@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.fileio import atomic_write_json, dumps, sha256_file, sha256_json
+from edgedeploy.fileio import atomic_write_json, content_sha256, dumps, sha256_file
 from edgedeploy.ui import Ui
 
 CACHE_DIR = ".edgedeploy-cache"
+DIGEST = "record_sha256"  # the key of a record's own digest (calibration.atomic.content_sha256)
 
 
 class StageCache:
@@ -41,8 +42,10 @@ class StageCache:
             record = json.loads(self._path(stage).read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or record.get("key") != key or not _intact(record):
+        if not isinstance(record, dict) or record.get("key") != key:
             return None
+        if record.get(DIGEST) != content_sha256(record, DIGEST):
+            return None  # edited since it was written
         outputs = record.get("outputs")
         if not isinstance(outputs, dict):
             return None
@@ -58,7 +61,7 @@ class StageCache:
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
         hashes = {str(p): sha256_file(p) for p in outputs}
         record = json.loads(dumps({"key": key, "outputs": hashes, "result": result}))  # as read back
-        atomic_write_json(self._path(stage), {**record, "record_sha256": sha256_json(record)})
+        atomic_write_json(self._path(stage), {**record, DIGEST: content_sha256(record, DIGEST)})
 
     def run(
         self,
@@ -76,9 +79,3 @@ class StageCache:
         outputs, result = compute()
         self.store(stage, key, outputs, result)
         return result, False
-
-
-def _intact(record: dict[str, Any]) -> bool:
-    """Whether a stage record is as it was written: its ``record_sha256`` is the digest of the rest."""
-    rest = {name: value for name, value in record.items() if name != "record_sha256"}
-    return record.get("record_sha256") == sha256_json(rest)
