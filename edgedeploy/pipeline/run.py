@@ -351,26 +351,23 @@ def _export_stage(run: _Run) -> _Exported:
     # it imports) is not in the key, so a record cannot vouch for it. The later stages are keyed
     # by the exported model's sha256, so an export that comes out the same redoes nothing else.
     before = None if is_onnx_path(run.source) else run.cache.lookup("export", key)
-    unchanged = []  # the export came out as the recorded one: nothing changed, for the run's summary
 
     def do_export() -> tuple[list[Path], dict[str, Any]]:
         with ui.progress("export") as advance:
             with module_search_path(config.base_dir):  # module:callable beside the config file
                 result = export(run.source, fp32, options, notify=ui.info)
             advance(1.0)
-        same = before is not None and before.get("sha256") == result.sha256
-        unchanged.extend(["export"] if same else [])
         ui.info(
             f"export: {result.exporter} exporter, opset {result.opset}, "
             f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
-            + (" (the same model as the last run's)" if same else "")
         )
         for warning in result.warnings:
             ui.warn(f"export: {warning}")
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
     record = run.stage("export", key, do_export, None if is_onnx_path(run.source) else lambda _: False)
-    if unchanged:
+    if before is not None and before.get("sha256") == record["sha256"]:  # nothing changed after all
+        ui.info("export: the same model as the last run's")
         run.ran.remove("export")
         run.skipped.append("export")
     inputs, outputs = model_io(fp32)
