@@ -634,12 +634,13 @@ def config_warnings(config: PipelineConfig) -> list[str]:
     if "percentile" in cal and algorithm not in ("percentile", "auto") and "int8" in config.build.precisions:
         used = "used by algorithms percentile and auto"
         warnings.append(f"config [calibration] percentile: {used}, not {algorithm}")
-    return warnings + [f"config {note}" for _, note in _seeds(config) if note]
+    return warnings + [f"config {note}" for note in _seeds(config)]
 
 
-def _seeds(config: PipelineConfig) -> list[tuple[str, str | None]]:
-    """Per section whose seed the config gave beside its data: what calibration.sources.seed_unused
-    says of it. A data spec ``random:N`` naming another seed is refused (CalibrationError)."""
+def _seeds(config: PipelineConfig) -> list[str]:
+    """What calibration.sources.seed_unused says of each seed the config gave beside its data (a
+    seed file data does not use). A data spec ``random:N`` naming another seed is refused
+    (CalibrationError)."""
     from calibration.sources import seed_unused
 
     notes = []
@@ -647,7 +648,8 @@ def _seeds(config: PipelineConfig) -> list[tuple[str, str | None]]:
         settings = getattr(config, section)
         if "seed" in config.given.get(section, ()) and settings.data:
             names = (f"config [{section}] data", f"[{section}] seed")
-            notes.append((section, seed_unused(settings.data, settings.seed, names)))
+            if note := seed_unused(settings.data, settings.seed, names):
+                notes.append(note)
     return notes
 
 

@@ -151,8 +151,8 @@ def _shadowed_file(spec: str, module: Any) -> str | None:
     """The user's ``spec.py`` (or package) in the current folder when the import found another
     module of that name first (``calibration:build`` found edgedeploy's own ``calibration``)."""
     top = Path.cwd() / Path(*spec.split("."))
+    origin = getattr(module, "__file__", None)
     for candidate in (top.with_suffix(".py"), top / "__init__.py"):
-        origin = getattr(module, "__file__", None)
         if candidate.is_file() and (origin is None or Path(origin).resolve() != candidate.resolve()):
             return os.path.relpath(candidate)
     return None
