@@ -47,11 +47,13 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     for name, spec in by_name.items():
         arr = np.asarray(feed[name])
         expected = spec.describe()
-        if arr.ndim != len(spec.shape):
+        if not spec.rank_known:  # the model says nothing of its shape
+            pass
+        elif arr.ndim != len(spec.shape):
             raise DataError(
                 f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
             )
-        for want, got in zip(spec.shape, arr.shape, strict=True):
+        for want, got in zip(spec.shape, arr.shape, strict=spec.rank_known):
             if isinstance(want, int) and want > 0 and want != got:
                 raise DataError(f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)}")
         want_dtype = spec.np_dtype

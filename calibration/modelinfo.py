@@ -9,18 +9,27 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, DataError
 
 Dim = int | str | None
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: name, shape (int, or str/None for a dynamic dim) and dtype."""
+    """One graph input or output: name, shape (int, or str/None for a dynamic dim) and dtype.
+
+    ``rank_known`` is False when the model gives no shape at all (not even a rank): ``shape`` is
+    then empty, any rank is accepted, and random data needs the shape given (``--input``)."""
 
     name: str
     shape: tuple[Dim, ...]
     dtype: str
+    rank_known: bool = True
+
+    @property
+    def rank(self) -> int | None:
+        """The number of dims, None when the model does not say."""
+        return len(self.shape) if self.rank_known else None
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -41,6 +50,11 @@ class TensorSpec:
         """A shape to feed: overrides first, then the batch for a dynamic first dim, then 1."""
         if overrides and self.name in overrides:
             return tuple(overrides[self.name])
+        if not self.rank_known:
+            raise DataError(
+                f"input '{self.name}' has no shape in the model (not even a rank): give its shape, "
+                f"e.g. --input {self.name}:1x3x224x224"
+            )
         dims = []
         for i, d in enumerate(self.shape):
             if isinstance(d, int) and d > 0:
@@ -51,7 +65,7 @@ class TensorSpec:
 
     def describe(self) -> str:
         dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
-        return f"{self.name}[{dims}]:{self.dtype}"
+        return f"{self.name}[{dims if self.rank_known else '...'}]:{self.dtype}"
 
 
 def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
@@ -65,7 +79,8 @@ def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
         else:
             dims.append(None)
     np_type = helper.tensor_dtype_to_np_dtype(ttype.elem_type) if ttype.elem_type else np.dtype("float32")
-    return TensorSpec(vi.name, tuple(dims), np.dtype(np_type).name)
+    rank_known = not vi.type.HasField("tensor_type") or ttype.HasField("shape")  # sequences: as before
+    return TensorSpec(vi.name, tuple(dims), np.dtype(np_type).name, rank_known=rank_known)
 
 
 def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:

@@ -208,17 +208,17 @@ def seed_unused(spec: str, seed: int, names: tuple[str, str] = ("--data", "--see
     return None
 
 
-def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int]) -> None:
+def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int | None]) -> None:
     """Given input shapes (``--input``) name the model's inputs (``ranks``: input -> its number
-    of dims), at their rank: a misspelt name would otherwise leave its input at the guessed dims
-    without a word."""
+    of dims, None when the model does not say), at their rank: a misspelt name would otherwise
+    leave its input at the guessed dims without a word."""
     for name, dims in shapes.items():
         if name not in ranks:
             raise DataError(
                 f"--input {name}:{'x'.join(map(str, dims))}: the model has no input '{name}' "
                 f"(its inputs: {', '.join(ranks)})"
             )
-        if len(dims) != ranks[name]:
+        if ranks[name] is not None and len(dims) != ranks[name]:
             raise DataError(
                 f"--input {name}:{'x'.join(map(str, dims))}: the model's input '{name}' has "
                 f"{ranks[name]} dims, not {len(dims)}"
@@ -255,7 +255,7 @@ def open_source(
         from calibration.images import Preprocess
 
         Preprocess.from_dict(image_options)
-    check_shapes(shapes or {}, {s.name: len(s.shape) for s in inputs})
+    check_shapes(shapes or {}, {s.name: s.rank for s in inputs})
     rnd_seed = _parse_random(spec, seed)
     if rnd_seed is not None:
         return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes)

@@ -58,11 +58,28 @@ def check_external_data(path: str | os.PathLike[str]) -> None:
 
 
 def check_model(path: str | os.PathLike[str]) -> None:
-    """Run onnx's full checker by path (works for models with external data)."""
+    """Run onnx's full checker by path (works for models with external data).
+
+    A graph input or output without a shape (not even a rank; ONNX Runtime runs such models) is
+    named, since the checker's own words ("Field 'shape' of 'type' is required") do not say which."""
     try:
         onnx.checker.check_model(os.fspath(path), full_check=True)
     except Exception as exc:
         first = first_line(exc)
+        if "'shape'" in first:
+            model = onnx.load(os.fspath(path), load_external_data=False)
+            for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+                for v in values:
+                    if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape"):
+                        how = (
+                            f"polygraphy surgeon sanitize --override-input-shapes {v.name}:[...]"
+                            if kind == "input"
+                            else "onnx.shape_inference"
+                        )
+                        raise InputError(
+                            f"ONNX model {path} fails onnx.checker: its {kind} '{v.name}' has no shape "
+                            f"(not even a rank); give it one in the model (e.g. {how})"
+                        ) from None
         raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
 
 

@@ -40,6 +40,63 @@ def test_nan_in_candidate_fails_the_gate() -> None:
     assert m.nan_count == 1 and not m.passed
 
 
+def test_class_ids_and_masks_are_gated_on_equal_elements_not_cosine() -> None:
+    """A class id 4 for 3 in one row of fifty kept a cosine above 0.999 (passing the gate), and a
+    bool mask got an arg-max 'top-1'; both now read the share of equal elements."""
+    ref = np.array([3, 1, 7, 7, 2, 9, 5, 5, 8, 6] * 5, np.int64)
+    cand = ref.copy()
+    cand[0] = 4
+    m = output_metrics("cls", [ref], [cand], Gates())
+    assert m.cosine > 0.999 and m.equal_share == 0.98
+    assert not m.passed and m.failures == ["equal elements 0.9800 < 0.999 (a bool/integer output)"]
+    mask = np.random.default_rng(0).standard_normal((8, 10)) > 0
+    same = output_metrics("mask", [mask], [mask.copy()], Gates())
+    assert same.passed and same.equal_share == 1.0 and same.top1_agreement is None
+    floats = output_metrics("y", [ref.astype(np.float32)], [cand.astype(np.float32)], Gates())
+    assert floats.equal_share is None and floats.passed  # float outputs keep the cosine gate
+
+
+def test_an_output_of_another_size_fails_the_gate_instead_of_refusing_the_input() -> None:
+    """A data-dependent output (NonZero, NMS) that came out with fewer rows used to exit 2 as bad
+    input ("has 12 values in the reference, 9 in the candidate"); it is an accuracy failure."""
+    ref = np.arange(12, dtype=np.int64).reshape(4, 3)
+    m = output_metrics("boxes", [ref, ref], [ref, ref[:3]], Gates(min_cosine=None))
+    assert not m.passed
+    assert m.failures == ["another shape than the reference's (batch 1: shape [3, 3], reference [4, 3])"]
+
+
+def test_cli_compare_of_discrete_outputs(tmp_path: Path) -> None:
+    def model(path: Path, noise: float) -> Path:
+        w = np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)
+        w += noise * np.random.default_rng(1).standard_normal(w.shape).astype(np.float32)
+        nodes = [
+            helper.make_node("MatMul", ["x", "W"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["cls"], axis=1, keepdims=0),
+            helper.make_node("Greater", ["logits", "zero"], ["mask"]),
+        ]
+        inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.float32(0), "zero")]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+            [
+                helper.make_tensor_value_info("cls", TensorProto.INT64, ["N"]),
+                helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 10]),
+            ],
+            inits,
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    ref, cand = model(tmp_path / "ref.onnx", 0.0), model(tmp_path / "cand.onnx", 0.3)
+    result = run_cli("compare", ref, cand, "--json", tmp_path / "c.json")
+    assert result.code == 1, result.stderr
+    assert "cls: equal elements" in result.stderr and "mask: equal elements" in result.stderr
+    outputs = json.loads((tmp_path / "c.json").read_text())["outputs"]
+    assert 0 < outputs["cls"]["equal_share"] < 0.999 and outputs["mask"]["top1_agreement"] is None
+    assert run_cli("compare", ref, ref).code == 0
+
+
 def _write_scaled_copy(src: Path, dest: Path, factor: float) -> None:
     model = onnx.load(src)
     out = model.graph.output[0].name

@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 from tests.conftest import run_cli
 
 
-def mlp(path: Path, *, ir: int = 8, opset: int = 17, weights_as_inputs: bool = False,
-        passthrough: bool = False) -> Path:
+def mlp(
+    path: Path, *, ir: int = 8, opset: int = 17, weights_as_inputs: bool = False, passthrough: bool = False
+) -> Path:
     """x[N,16] -> MatMul, Add, Relu, MatMul -> y[N,10]; ``passthrough``: x is an output too."""
     rng = np.random.default_rng(0)
     weights = [
@@ -146,3 +147,36 @@ def test_a_model_already_in_fp16_compares_with_its_fp16_build(tmp_path: Path) ->
     fp16 = tmp_path / "out" / "f16.fp16.onnx"
     compared = run_cli("compare", tmp_path / "f16.onnx", fp16, "--json", tmp_path / "c.json")
     assert compared.code == 0, compared.stderr
+
+
+def shapeless(path: Path) -> Path:
+    """x @ W with x declared without a shape (not even a rank), as some converters write it:
+    ONNX Runtime runs it; onnx's checker refuses it (see tests/test_hostile.py)."""
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_an_input_without_a_shape_takes_the_shape_given(tmp_path: Path) -> None:
+    """An input without even a rank used to be taken as 0-d: random data of shape () (a MatMul
+    error from ONNX Runtime), and ``--input x:2x4`` refused as "has 0 dims, not 2"."""
+    import json
+
+    model = shapeless(tmp_path / "m.onnx")
+    prof = run_cli("profile", model, "--input", "x:2x4", "--iterations", "3", "--json", tmp_path / "p.json")
+    assert prof.code == 0, prof.stderr
+    assert json.loads((tmp_path / "p.json").read_text())
+    rank3 = np.random.default_rng(0).standard_normal((5, 2, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=rank3)  # any rank is the model's own: 3 dims here
+    same = run_cli("compare", model, model, "--data", tmp_path / "d.npz", "--batch-size", "5")
+    assert same.code == 0, same.stderr
+    assert "cosine" in same.stdout.lower()

@@ -99,6 +99,7 @@ def calibrate_command(
     """
     from calibration.report import load_report, print_table
     from calibration.sources import parse_shapes
+    from edgedeploy.onnxio import check_model, load_onnx
     from edgedeploy.stages.precision.int8 import (
         make_int8,
         open_calibration_data,
@@ -114,6 +115,8 @@ def calibrate_command(
     tgt = load_target(target)
     if not model.is_file():
         raise not_a_file("model file", model)
+    load_onnx(model, load_external_data=False)  # a corrupt file is named as such, then the checker
+    check_model(model)
     stem = model.stem.removesuffix(".fp32")
     if from_cache is not None:
         flags = {"data": "--data", "algorithm": "--algorithm", "percentile": "--percentile"}

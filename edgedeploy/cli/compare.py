@@ -144,7 +144,7 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
             f"{m.cosine:.6f}",
             fmt(m.snr_db, ".1f"),
             f"{m.nan_count}/{m.inf_count}",
-            fmt(m.top1_agreement, ".4f"),
+            fmt(m.top1_agreement, ".4f") if m.equal_share is None else f"{m.equal_share:.4f} equal",
             "pass" if m.passed else "FAIL",
         )
     out.print(table)

@@ -255,7 +255,7 @@ def profile_onnx(
     import onnxruntime as ort
 
     inputs, _ = model_io(model)
-    check_shapes(options.shapes, {s.name: len(s.shape) for s in inputs})
+    check_shapes(options.shapes, {s.name: s.rank for s in inputs})
     dynamic = [s.name for s in inputs if s.shape and not isinstance(s.shape[0], int)]
     options = replace(options, batch_sizes=resolved_batch_sizes(options, dynamic), batch_from_shapes=False)
     check_batch_sizes(inputs, options.batch_sizes)

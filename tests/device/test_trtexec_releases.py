@@ -191,6 +191,22 @@ def test_trtexec_export_is_read_with_its_literal_nan_and_inf(tmp_path: Path) -> 
         verify_outputs.load_trtexec_outputs(path)
 
 
+def test_device_verdict_on_class_ids_and_sizes_is_the_hosts() -> None:
+    """trtexec writes every output as numbers: a class-id output is read back as floats and gated,
+    as compare gates it on the host, on its share of equal elements; a data-dependent output of
+    another size fails the gate (exit 1) instead of stopping the script as an error (exit 2)."""
+    ref = np.array([3, 1, 7, 7, 2, 9, 5, 5, 8, 6] * 5, np.int64)
+    got = ref.astype(np.float32)
+    got[0] = 4.0
+    m = verify_outputs.metrics(ref, got, {"min_cosine": 0.999})
+    assert m["cosine"] > 0.999 and m["equal_share"] == 0.98
+    assert m["failures"] == ["equal elements 0.9800 < 0.999 (a bool/integer output)"]
+    short = verify_outputs.metrics(ref, got[:40], {"min_cosine": 0.999})
+    assert short["failures"] == ["another shape than the reference's (40 values, reference 50)"]
+    flat = verify_outputs.metrics(ref.reshape(5, 10).astype(np.float32), got, {"min_cosine": 0.9})
+    assert flat["equal_share"] is None and not flat["failures"]  # trtexec's flat copy of a float output
+
+
 def manifest(shape: list[object], profiles: list[dict] | None = None) -> dict:
     data: dict = {"io": {"inputs": [{"name": "images", "shape": shape}]}}
     if profiles is not None:

@@ -67,6 +67,17 @@ def test_tradeoff_takes_the_lowest_cosine_over_outputs_and_ignores_nan() -> None
     assert d.tradeoff_rows(run)[1].cosine == 0.95
 
 
+def test_a_discrete_output_counts_with_its_equal_share_not_its_cosine() -> None:
+    """compare gates bool/integer outputs on their share of equal elements: the report's accuracy
+    figure is that share, not the cosine of class ids."""
+    run = _run()
+    run.precisions[2].compare = {
+        "passed": False,
+        "outputs": {"scores": {"cosine": 0.9995}, "cls": {"cosine": 0.9991, "equal_share": 0.97}},
+    }
+    assert d.tradeoff_rows(run)[2].cosine == 0.97
+
+
 def test_a_nan_figure_or_nan_values_fail_the_row_whatever_passed_says() -> None:
     """NaN or Inf always fails (compare); a file that says passed beside a NaN cosine is not believed."""
     run = _run()

@@ -53,6 +53,15 @@ class OutputMetrics:
     top1_agreement: float | None = None
     passed: bool = True
     failures: list[str] = field(default_factory=list)
+    # bool and integer outputs (masks, class ids, indices): the share of elements equal, which the
+    # cosine gate reads instead of the cosine (a class id 3 for 4 is no "nearly the same answer")
+    equal_share: float | None = None
+    shape_mismatch: str | None = None  # data-dependent outputs (NMS) of another size in a batch
+
+    @property
+    def score(self) -> float:
+        """What the cosine gate compares: the cosine, or for a discrete output its equal share."""
+        return self.cosine if self.equal_share is None else self.equal_share
 
 
 @dataclass
@@ -79,6 +88,7 @@ class CompareResult:
                     "cosine": m.cosine,
                     "snr_db": m.snr_db,
                     "top1_agreement": m.top1_agreement,
+                    "equal_share": m.equal_share,
                     "nan_inf": m.nan_count + m.inf_count,
                     "failures": m.failures,
                 }
@@ -98,12 +108,18 @@ def output_metrics(
 def _output_metrics(
     name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
 ) -> OutputMetrics:
+    if len(ref_batches) != len(cand_batches):
+        raise InputError(
+            f"output '{name}': {len(ref_batches)} batches from the reference, {len(cand_batches)} from "
+            "the candidate"
+        )
+    for k, (rb, cb) in enumerate(zip(ref_batches, cand_batches, strict=True)):
+        if np.shape(rb) != np.shape(cb):  # a data-dependent size (NonZero, NMS) that came out otherwise
+            why = f"batch {k}: shape {list(np.shape(cb))}, reference {list(np.shape(rb))}"
+            return _mismatched(name, rb, why)
+    discrete = bool(ref_batches) and np.asarray(ref_batches[0]).dtype.kind in "biu"
     ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in ref_batches])
     cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
-    if ref.shape != cand.shape:
-        raise InputError(
-            f"output '{name}' has {ref.size} values in the reference, {cand.size} in the candidate"
-        )
     nan = int(np.isnan(cand).sum())
     inf = int(np.isinf(cand).sum())
     ref_bad = int((~np.isfinite(ref)).sum())
@@ -121,7 +137,8 @@ def _output_metrics(
     signal = float(np.sum(r**2))
     snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
     allclose = bool(nan == 0 and inf == 0 and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
-    top1 = _top1_agreement(ref_batches, cand_batches)
+    top1 = None if discrete else _top1_agreement(ref_batches, cand_batches)
+    equal = (float(np.mean(ref == cand)) if ref.size else 1.0) if discrete else None
     shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
         name=name,
@@ -139,10 +156,35 @@ def _output_metrics(
         reference_nan_inf=ref_bad,
         allclose=allclose,
         top1_agreement=top1,
+        equal_share=equal,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
     return metrics
+
+
+def _mismatched(name: str, ref_batch: np.ndarray, why: str) -> OutputMetrics:
+    """The metrics of an output whose candidate came out in another shape: failed, no figures."""
+    nan, inf = float("nan"), float("inf")
+    return OutputMetrics(
+        name=name,
+        shape=list(np.shape(ref_batch)),
+        max_abs=inf,
+        mean_abs=inf,
+        p99_abs=inf,
+        max_rel=inf,
+        mean_rel=inf,
+        p99_rel=inf,
+        cosine=nan,
+        snr_db=-inf,
+        nan_count=0,
+        inf_count=0,
+        reference_nan_inf=0,
+        allclose=False,
+        passed=False,
+        failures=[f"another shape than the reference's ({why})"],
+        shape_mismatch=why,
+    )
 
 
 def _top1_agreement(ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray]) -> float | None:
@@ -161,7 +203,9 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
         failures.append("no finite values to compare (0 samples, or every value NaN/Inf)")
     if m.nan_count or m.inf_count:
         failures.append(f"{m.nan_count} NaN and {m.inf_count} Inf values")
-    if gates.min_cosine is not None and not (m.cosine >= gates.min_cosine):
+    if gates.min_cosine is not None and m.equal_share is not None and not m.equal_share >= gates.min_cosine:
+        failures.append(f"equal elements {m.equal_share:.4f} < {gates.min_cosine} (a bool/integer output)")
+    elif gates.min_cosine is not None and m.equal_share is None and not (m.cosine >= gates.min_cosine):
         failures.append(f"cosine {m.cosine:.6f} < {gates.min_cosine}")
     if gates.min_top1 is not None and m.top1_agreement is not None and not m.top1_agreement >= gates.min_top1:
         failures.append(f"top-1 agreement {m.top1_agreement:.4f} < {gates.min_top1}")
@@ -184,12 +228,29 @@ def _quiet_polygraphy() -> Iterator[None]:
         G_LOGGER.module_severity = old
 
 
-def _after(check: Callable[[], None], infer: Callable[..., Any]) -> Callable[..., Any]:
+def _after(
+    check: Callable[[], None], infer: Callable[..., Any], inputs_checked: bool = True
+) -> Callable[..., Any]:
+    """``infer`` after ``check``; ``inputs_checked=False``: without Polygraphy's input check."""
+
     def checked(*args: Any, **kwargs: Any) -> Any:
         check()
+        if not inputs_checked:
+            kwargs["check_inputs"] = False
         return infer(*args, **kwargs)
 
     return checked
+
+
+def _shapeless_inputs(path: Path) -> bool:
+    """Whether an ONNX model declares an input without a shape (not even a rank). ONNX Runtime
+    reports such an input as a scalar, so Polygraphy's input check would refuse every feed; the
+    feeds were checked against the model's own declarations before (``calibration.feeds``)."""
+    if path.suffix != ".onnx":
+        return False
+    from calibration.modelinfo import model_io
+
+    return any(not spec.rank_known for spec in model_io(path)[0])
 
 
 def run_pair(
@@ -214,8 +275,9 @@ def run_pair(
     # Polygraphy swallows a Ctrl-C that lands in its bare excepts (see edgedeploy/interrupts.py):
     # hold it, and stop before the next batch instead
     with deferred() as stop_if_interrupted, _quiet_polygraphy():
-        for runner in (ref_runner, cand_runner):
-            runner.infer = _after(stop_if_interrupted, runner.infer)  # type: ignore[method-assign]
+        for runner, path in ((ref_runner, reference), (cand_runner, candidate)):
+            inputs_checked = not _shapeless_inputs(Path(path))
+            runner.infer = _after(stop_if_interrupted, runner.infer, inputs_checked)  # type: ignore[method-assign]
         results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
     (_, ref_out), (_, cand_out) = results
     return [dict(o.items()) for o in ref_out], [dict(o.items()) for o in cand_out]

@@ -253,7 +253,7 @@ class OutputEvaluator:
             )
             # NaN/Inf in the candidate fails every criterion (NaN would compare as neither side of a bound)
             nonfinite = bool(m.nan_count or m.inf_count)
-            measured["cosine"].append(-math.inf if nonfinite else m.cosine)
+            measured["cosine"].append(-math.inf if nonfinite else m.score)  # bool/int: equal share
             measured["max_abs"].append(math.inf if nonfinite else m.max_abs)
             measured["snr"].append(-math.inf if nonfinite else math.inf if m.snr_db is None else m.snr_db)
             if m.top1_agreement is not None:

@@ -80,7 +80,9 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
     for p in run.precisions:
         _, batch = _first_batch(p.profile)
         outputs = _outputs(p.compare)
-        cosines = [c for c in (_finite(o.get("cosine")) for o in outputs) if c is not None]
+        # what compare gates: the cosine, or a bool/integer output's share of equal elements
+        gated = [o.get("cosine") if o.get("equal_share") is None else o.get("equal_share") for o in outputs]
+        cosines = [c for c in map(_finite, gated) if c is not None]
         top1s = [t for t in (_finite(o.get("top1_agreement")) for o in outputs) if t is not None]
         energy = batch.get("energy") or {}
         task = p.info.get("task_metric")

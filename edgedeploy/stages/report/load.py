@@ -259,6 +259,7 @@ def _compare_summary(content: dict[str, Any]) -> dict[str, Any]:
                 "cosine": m.get("cosine"),
                 "snr_db": m.get("snr_db"),
                 "top1_agreement": m.get("top1_agreement"),
+                "equal_share": m.get("equal_share"),
                 "nan_inf": (m.get("nan_count") or 0) + (m.get("inf_count") or 0),
                 "failures": m.get("failures") or [],
             }
