@@ -289,7 +289,7 @@ def calibrate(
     if not plan.levels():
         raise CalibrationError(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
-            "with constant weights outside the exclusions)"
+            "with constant float32 weights outside the exclusions)"
         )
     key_parts = {
         "version": CALIBRATION_VERSION,

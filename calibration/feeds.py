@@ -90,6 +90,16 @@ def _check_named_dims(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> 
                 )
 
 
+def _no_samples(feed: Feed, inputs: Sequence[TensorSpec]) -> bool:
+    """Whether a feed holds no samples: an input empty along dim 0, which the model does not fix
+    at 0. A dim the model fixes at 0 (an empty list of boxes beside the image) is its shape."""
+    for spec in inputs:
+        arr = feed[spec.name]
+        if arr.ndim and arr.shape[0] == 0 and not (spec.shape and spec.shape[0] == 0):
+            return True
+    return False
+
+
 def _as_float(arr: np.ndarray) -> np.ndarray:
     """numpy floats as they are; bfloat16 and float8 (ml_dtypes) widened for np.isfinite."""
     return arr if arr.dtype.kind == "f" else arr.astype(np.float32)
@@ -116,7 +126,7 @@ class DataSource:
             if self.limit is not None and count >= self.limit:
                 return
             checked = check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
-            if any(arr.size == 0 for arr in checked.values()):  # a gate over no values would pass
+            if _no_samples(checked, self.inputs):  # a gate over no values would pass
                 raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
             yield checked
             count += 1

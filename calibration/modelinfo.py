@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +46,13 @@ class TensorSpec:
         return any(not isinstance(d, int) for d in self.shape)
 
     def concrete_shape(
-        self, batch: int = 1, overrides: dict[str, tuple[int, ...]] | None = None
+        self,
+        batch: int = 1,
+        overrides: dict[str, tuple[int, ...]] | None = None,
+        named: Mapping[str, int] | None = None,
     ) -> tuple[int, ...]:
-        """A shape to feed: overrides first, then the batch for a dynamic first dim, then 1."""
+        """A shape to feed: overrides first, then the batch for a dynamic first dim, a named dim's
+        length where another input's given shape fixed it (``named``), then 1."""
         if overrides and self.name in overrides:
             return tuple(overrides[self.name])
         if not self.rank_known:
@@ -57,8 +62,10 @@ class TensorSpec:
             )
         dims = []
         for i, d in enumerate(self.shape):
-            if isinstance(d, int) and d > 0:
-                dims.append(d)
+            if isinstance(d, int):
+                dims.append(d)  # a fixed 0 too: ONNX Runtime wants exactly that length
+            elif i > 0 and isinstance(d, str) and named and d in named:
+                dims.append(named[d])
             else:
                 dims.append(batch if i == 0 else 1)
         return tuple(dims)
@@ -72,7 +79,7 @@ def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     ttype = vi.type.tensor_type
     dims: list[Dim] = []
     for d in ttype.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and d.dim_value >= 0:  # 0 is a fixed empty dim, as ONNX Runtime reads it
             dims.append(int(d.dim_value))
         elif d.HasField("dim_param"):
             dims.append(d.dim_param)

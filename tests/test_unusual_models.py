@@ -180,3 +180,142 @@ def test_an_input_without_a_shape_takes_the_shape_given(tmp_path: Path) -> None:
     same = run_cli("compare", model, model, "--data", tmp_path / "d.npz", "--batch-size", "5")
     assert same.code == 0, same.stderr
     assert "cosine" in same.stdout.lower()
+
+
+def _graph_model(
+    path: Path, nodes: list, inputs: list, outputs: list, weights: dict[str, np.ndarray]
+) -> Path:
+    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def _w(*shape: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * 0.5).astype(np.float32)
+
+
+def test_a_dim_the_model_fixes_at_zero_is_fed_empty(tmp_path: Path) -> None:
+    """x[N,4] concatenated with z[N,0]: the 0 was read as a dynamic dim and fed as 1 (ONNX Runtime:
+    "Got: 1 Expected: 0"), --input z:8x0 was refused ("dims must be positive") and a data file
+    with z of shape (16, 0) "holds 0 samples"."""
+    model = _graph_model(
+        tmp_path / "m.onnx",
+        [
+            helper.make_node("Concat", ["x", "z"], ["c"], axis=1),
+            helper.make_node("MatMul", ["c", "W"], ["y"]),
+        ],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 0]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        {"W": _w(4, 3)},
+    )
+    built = run_cli("build", model, "--precision", "int8", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    int8 = tmp_path / "out" / "m.int8.onnx"
+    assert run_cli("compare", model, int8).code == 0
+    assert run_cli("compare", model, int8, "--input", "x:8x4", "--input", "z:8x0").code == 0
+    x = np.random.default_rng(1).standard_normal((16, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, z=np.zeros((16, 0), np.float32))
+    from_file = run_cli("compare", model, int8, "--data", tmp_path / "d.npz")
+    assert from_file.code == 0, from_file.stderr
+    assert run_cli("profile", model, "--iterations", "3").code == 0
+    empty = run_cli("compare", model, int8, "--input", "x:0x4")
+    assert empty.code == 2 and "the first (the batch) >= 1" in empty.stderr
+
+
+def test_random_data_for_a_uint8_image_spans_its_range_so_int8_calibrates_on_it(tmp_path: Path) -> None:
+    """Random uint8 pixels were drawn from 0-9: the int8 model calibrated on them clipped real
+    images to 4 % of their range (cosine -0.08 on uniform 0-255 pixels) while the default compare,
+    on the same narrow data, passed it."""
+    model = _graph_model(
+        tmp_path / "img.onnx",
+        [
+            helper.make_node("Cast", ["img"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Div", ["f", "k"], ["n"]),
+            helper.make_node("Conv", ["n", "Wc"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["fl"]),
+            helper.make_node("Gemm", ["fl", "Wg"], ["y"], transB=1),
+        ],
+        [helper.make_tensor_value_info("img", TensorProto.UINT8, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        {"Wc": _w(4, 3, 3, 3), "Wg": _w(5, 4, seed=1), "k": np.array(255.0, np.float32)},
+    )
+    built = run_cli("build", model, "--precision", "int8", "--target", "x86-64-cpu", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    images = np.random.default_rng(5).integers(0, 256, (16, 3, 8, 8)).astype(np.uint8)
+    np.savez(tmp_path / "val.npz", img=images)
+    real = run_cli("compare", model, tmp_path / "out" / "img.int8.onnx", "--data", tmp_path / "val.npz")
+    assert real.code == 0, real.stdout + real.stderr
+
+
+def test_sources_fill_named_dims_from_the_given_shapes_and_integers_by_width() -> None:
+    from calibration.modelinfo import TensorSpec
+    from calibration.sources import open_source
+
+    inputs = [
+        TensorSpec("a", ("N", "T", 8), "float32"),
+        TensorSpec("b", ("N", "T", 8), "float32"),
+        TensorSpec("ids", ("N", 6), "int64"),
+        TensorSpec("pcm", ("N", 400), "int16"),
+    ]
+    feed = next(iter(open_source("random", inputs, samples=2, shapes={"a": (2, 5, 8)})))
+    assert feed["a"].shape == feed["b"].shape == (2, 5, 8)  # b's T was 1: "share the dim 'T'" error
+    assert feed["ids"].min() >= 0 and feed["ids"].max() <= 9
+    assert feed["pcm"].min() < -10000 and feed["pcm"].max() > 10000
+
+
+def test_an_initializer_output_keeps_the_fp16_emulation_in_compare(tmp_path: Path) -> None:
+    """The fp16 build renames a weight that is a graph output (K -> K__value behind an Identity):
+    compare then ran the candidate as plain ONNX and said it "was not converted from this
+    reference", losing the fp16 overflow check."""
+    model = _graph_model(
+        tmp_path / "k.onnx",
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("K", TensorProto.FLOAT, [3]),
+        ],
+        {"W": _w(8, 4), "K": _w(3, seed=2)},
+    )
+    assert run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out").code == 0
+    compared = run_cli("compare", model, tmp_path / "out" / "k.fp16.onnx")
+    assert compared.code == 0, compared.stderr
+    assert "run as: fp16 (CPU emulation" in " ".join(compared.stdout.split())
+    assert "not converted from this reference" not in compared.stderr
+
+
+def test_float64_models_profile_at_their_batch_and_say_fp16_changes_nothing(tmp_path: Path) -> None:
+    """A float64 MatMul+Add with a fixed batch of 2: profile refused its defaults ("static batch
+    of 2; cannot profile batch size(s) 1 (export with --dynamic-batch)"), and the fp16 build's plan
+    listed both nodes as fp16 while the artifact stayed float64."""
+    import json
+
+    dbl = TensorProto.DOUBLE
+    model = _graph_model(
+        tmp_path / "d.onnx",
+        [
+            helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+            helper.make_node("Add", ["m", "B"], ["y"], name="add"),
+        ],
+        [helper.make_tensor_value_info("x", dbl, [2, 8])],
+        [helper.make_tensor_value_info("y", dbl, [2, 4])],
+        {"W": _w(8, 4).astype(np.float64), "B": _w(4).astype(np.float64)},
+    )
+    prof = run_cli("profile", model, "--iterations", "3", "--json", tmp_path / "p.json")
+    assert prof.code == 0, prof.stderr
+    assert [b["batch_size"] for b in json.loads((tmp_path / "p.json").read_text())["batches"]] == [2]
+    built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out")
+    assert built.code == 0 and "computes in float64 (2 node(s))" in built.stderr, built.stderr
+    plan = json.loads((tmp_path / "out" / "d.fp16.plan.json").read_text())
+    assert [n["precision"] for n in plan["nodes"]] == ["float64", "float64"]
+    int8 = run_cli("build", model, "--precision", "int8", "-o", tmp_path / "out8")
+    assert int8.code == 2 and "constant float32 weights" in int8.stderr

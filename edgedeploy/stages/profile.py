@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.feeds import static_batch
 from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import check_shapes, open_source
 from calibration.threads import usable_cores
@@ -188,10 +189,16 @@ def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) 
                 )
 
 
-def resolved_batch_sizes(options: ProfileOptions, dynamic: Sequence[str]) -> tuple[int, ...]:
-    """The batch sizes to time: ``options.batch_sizes``, or with ``batch_from_shapes`` dim 0 of the
-    shapes given for the inputs whose batch is dynamic (``dynamic``), which must agree."""
+def resolved_batch_sizes(
+    options: ProfileOptions, dynamic: Sequence[str], static: int | None = None
+) -> tuple[int, ...]:
+    """The batch sizes to time: ``options.batch_sizes``, or with ``batch_from_shapes`` (no
+    ``--batch-sizes``) dim 0 of the shapes given for the inputs whose batch is dynamic
+    (``dynamic``), which must agree, else the model's own fixed batch (``static``), as trtexec
+    runs a static model at its shapes."""
     given = {name: dims[0] for name, dims in options.shapes.items() if dims and name in dynamic}
+    if options.batch_from_shapes and not given and not dynamic and static:
+        return (static,)
     if not options.batch_from_shapes or not given:
         return tuple(options.batch_sizes)
     sizes = tuple(dict.fromkeys(given.values()))
@@ -257,7 +264,8 @@ def profile_onnx(
     inputs, _ = model_io(model)
     check_shapes(options.shapes, {s.name: s.rank for s in inputs})
     dynamic = [s.name for s in inputs if s.shape and not isinstance(s.shape[0], int)]
-    options = replace(options, batch_sizes=resolved_batch_sizes(options, dynamic), batch_from_shapes=False)
+    sizes = resolved_batch_sizes(options, dynamic, static_batch(inputs))
+    options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
     check_batch_sizes(inputs, options.batch_sizes)
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
@@ -394,7 +402,10 @@ def profile_engine_batches(
         inputs = [t for t in session.tensors if t.is_input]
     check_shapes(options.shapes, {t.name: len(t.shape) for t in inputs})
     dynamic = [t.name for t in inputs if t.shape and t.shape[0] == -1]
-    options = replace(options, batch_sizes=resolved_batch_sizes(options, dynamic), batch_from_shapes=False)
+    fixed = {int(t.shape[0]) for t in inputs if t.shape and t.shape[0] > 0}
+    static = next(iter(fixed)) if len(fixed) == 1 else None
+    sizes = resolved_batch_sizes(options, dynamic, static)
+    options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
     settings: dict[str, Any] = {}

@@ -163,6 +163,10 @@ def _take_weights(emulated: onnx.ModelProto, candidate: onnx.ModelProto) -> None
             continue
         # the emulation keeps a weight under its name, and its fp16-rounded copy under NAME__fp16
         targets = [mine[n] for n in (init.name, f"{init.name}__fp16") if n in mine]
+        if not targets and init.name.endswith("__value"):  # a weight that is a graph output, which
+            # the fp16 build renames NAME__value behind an Identity (fp16._detach_unproduced_outputs)
+            base = init.name.removesuffix("__value")
+            targets = [mine[n] for n in (base, f"{base}__fp16") if n in mine]
         if not targets:
             raise ValueError(f"candidate weight {init.name} is not in the reference")
         values = numpy_helper.to_array(init)

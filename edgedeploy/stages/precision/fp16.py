@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -551,6 +551,27 @@ def precision_plan(
     }
 
 
+def _mark_float64(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
+    """The plan's nodes of the main graph that compute in float64 (no float32 tensor in or out):
+    the converter changes float32 only, so they stay float64 and the plan says so instead of
+    "fp16". Needs the types shape inference wrote into ``typed``; nodes it did not type keep
+    their entry."""
+    graph = typed.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    types.update({w.name: w.data_type for w in graph.initializer})
+    float64_nodes = set()
+    for node in graph.node:
+        kinds = {types.get(name) for name in [*node.input, *node.output] if name}
+        if onnx.TensorProto.DOUBLE in kinds and onnx.TensorProto.FLOAT not in kinds:
+            float64_nodes.add(node.name)
+    entries = cast(list[dict[str, Any]], plan["nodes"])
+    for entry in entries:
+        if entry["precision"] == "fp16" and entry["node"] in float64_nodes:
+            entry["precision"] = "float64"
+            entry["reason"] = "float64 compute: the fp16 conversion changes float32 only"
+    plan["nodes_float64"] = sum(1 for e in entries if e["precision"] == "float64")
+
+
 def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` as ``infer_shapes_light(model, weights=True)`` returns it (equal messages: tests
     pin it), made by moving the inferred fields into ``model`` instead of copying its weights into
@@ -633,6 +654,7 @@ def make_fp16(
         typed, inferred = _typed_in_place(model), True
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
+    _mark_float64(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
@@ -673,6 +695,7 @@ def make_fp16(
         info={
             "nodes_total": plan["nodes_total"],
             "nodes_fp32": plan["nodes_fp32"],
+            "nodes_float64": plan.get("nodes_float64", 0),
             "precision_plan": plan_path.name,
         },
     )

@@ -266,6 +266,12 @@ def _convert(
             model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
         )
         advance(1.0)
+    float64 = int(artifact.info.get("nodes_float64", 0))
+    if float64 and float64 + int(artifact.info["nodes_fp32"]) >= int(artifact.info["nodes_total"]):
+        ui.warn(
+            f"{model.name} computes in float64 ({float64} node(s)): the fp16 conversion changes float32 "
+            "only, so nothing of it runs in fp16; export the model in float32 for an fp16 build"
+        )
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
         files.append(budget_file)
