@@ -203,3 +203,20 @@ def checkpoint_module(folder: Path) -> Callable[[int], None]:
         torch.save(layers.state_dict(), folder / "weights.pt")
 
     return weights
+
+
+def shapeless_model(path: Path) -> Path:
+    """x @ W with x declared without a shape (not even a rank), as some converters write it:
+    ONNX Runtime runs it; onnx's checker refuses it (tests/test_hostile.py, tests/test_unusual_models.py)."""
+    w = onnx.numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.conftest import shapeless_model
 from tests.device.conftest import dense_model
 
 
@@ -485,24 +486,6 @@ def _two_inputs_model() -> onnx.ModelProto:
     return model
 
 
-def _shapeless_model() -> onnx.ModelProto:
-    """x @ w with x declared without a shape (not even a rank): ONNX Runtime runs it, onnx's
-    checker refuses it."""
-    from onnx import TensorProto, helper
-
-    w = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "shapeless",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 FACTORY_EXIT = """
 import sys
 import torch
@@ -557,7 +540,7 @@ def project_src(tiny_src: Tiny, tmp_path_factory: pytest.TempPathFactory) -> Pat
     onnx.save(_tokens_model(), root / "tokens.onnx")
     np.savez(root / "tokens_bad.npz", ids=np.full((2, 5), 99, np.int64))
     onnx.save(_two_inputs_model(), root / "two.onnx")
-    onnx.save(_shapeless_model(), root / "shapeless.onnx")
+    shapeless_model(root / "shapeless.onnx")
     rows = np.random.default_rng(2).standard_normal((5, 4)).astype(np.float32)
     np.savez(root / "two_rows_differ.npz", a=rows[:4], b=rows)  # 'batch' 4 on a, 5 on b
     ext = dense_model(False)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shapeless_model
 
 
 def mlp(
@@ -149,29 +149,12 @@ def test_a_model_already_in_fp16_compares_with_its_fp16_build(tmp_path: Path) ->
     assert compared.code == 0, compared.stderr
 
 
-def shapeless(path: Path) -> Path:
-    """x @ W with x declared without a shape (not even a rank), as some converters write it:
-    ONNX Runtime runs it; onnx's checker refuses it (see tests/test_hostile.py)."""
-    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "W")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [w],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
 def test_an_input_without_a_shape_takes_the_shape_given(tmp_path: Path) -> None:
     """An input without even a rank used to be taken as 0-d: random data of shape () (a MatMul
     error from ONNX Runtime), and ``--input x:2x4`` refused as "has 0 dims, not 2"."""
     import json
 
-    model = shapeless(tmp_path / "m.onnx")
+    model = shapeless_model(tmp_path / "m.onnx")
     prof = run_cli("profile", model, "--input", "x:2x4", "--iterations", "3", "--json", tmp_path / "p.json")
     assert prof.code == 0, prof.stderr
     assert json.loads((tmp_path / "p.json").read_text())
