@@ -302,3 +302,53 @@ def test_float64_models_profile_at_their_batch_and_say_fp16_changes_nothing(tmp_
     assert [n["precision"] for n in plan["nodes"]] == ["float64", "float64"]
     int8 = run_cli("build", model, "--precision", "int8", "-o", tmp_path / "out8")
     assert int8.code == 2 and "constant float32 weights" in int8.stderr
+
+
+def test_int8_says_which_layers_inside_control_flow_stay_float(tmp_path: Path) -> None:
+    """Convs inside If branches stay float in the Q/DQ model (correct outputs on both branches);
+    the build said nothing of it."""
+    f = TensorProto.FLOAT
+    then_g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "Wc"], ["t"], pads=[1, 1, 1, 1])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", f, [1, 4, 8, 8])],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "Wc2"], ["e"], pads=[1, 1, 1, 1])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", f, [1, 4, 8, 8])],
+    )
+    model = _graph_model(
+        tmp_path / "if.onnx",
+        [
+            helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0),
+            helper.make_node("Greater", ["mean", "zero"], ["cond"]),
+            helper.make_node("If", ["cond"], ["br"], then_branch=then_g, else_branch=else_g),
+            helper.make_node("Flatten", ["br"], ["fl"]),
+            helper.make_node("MatMul", ["fl", "Wm"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", f, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", f, [1, 5])],
+        {
+            "Wc": _w(4, 3, 3, 3),
+            "Wc2": _w(4, 3, 3, 3, seed=1),
+            "zero": np.array(0.0, np.float32),
+            "Wm": _w(256, 5),
+        },
+    )
+    built = run_cli("build", model, "--precision", "int8", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    assert (
+        "int8: 2 Conv/ConvTranspose/Gemm/MatMul node(s) inside If/Loop/Scan bodies stay float" in built.stderr
+    )
+
+
+def test_the_analysis_count_says_it_leaves_out_the_nodes_the_user_named(tmp_path: Path) -> None:
+    """With --fp32-nodes mm1 the line read "0 node(s) kept in fp32" while the plan kept mm1."""
+    model = mlp(tmp_path / "m.onnx")
+    built = run_cli("build", model, "--precision", "fp16", "--fp32-nodes", "mm1", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    assert "0 node(s) kept in fp32 by it, besides those --fp32-nodes/--fp32-ops name" in built.stderr
+    assert "besides" not in run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "o2").stderr

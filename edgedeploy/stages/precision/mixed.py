@@ -222,12 +222,14 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         at_risk = report.tensors_at_risk()
         # an If or Loop kept in fp32 keeps its branches too: the precision plan lists those nodes
         inside = [n for n in subgraph_nodes_of(analysed.graph, set(auto), set()) if n not in auto]
+        named = options.fp32_nodes or options.fp32_ops
         ui.info(
             f"fp16 range analysis on {report.samples} samples"
             + (" (ranges settled: the rest of the data was not read)" if report.settled else "")
             + f": {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
             + (f" and the {len(inside)} inside their subgraphs" if inside else "")
+            + (" by it, besides those --fp32-nodes/--fp32-ops name" if named else "")
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
         report.notes.extend(released)
