@@ -47,9 +47,7 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     for name, spec in by_name.items():
         arr = np.asarray(feed[name])
         expected = spec.describe()
-        if not spec.rank_known:  # the model says nothing of its shape
-            pass
-        elif arr.ndim != len(spec.shape):
+        if spec.rank_known and arr.ndim != len(spec.shape):  # else the model says nothing of its shape
             raise DataError(
                 f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
             )
