@@ -29,7 +29,7 @@ from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.feeds import feed_rows
-from calibration.graphs import upgrade_ir
+from calibration.graphs import all_nodes, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     PREFETCH_BYTES,
@@ -44,6 +44,7 @@ from calibration.observers import (
 )
 from calibration.qdq import (
     ORT_QLINEAR_OPS,
+    WEIGHTED_OPS,
     ModelFacts,
     QuantizeOptions,
     QuantPlan,
@@ -463,6 +464,12 @@ def calibrate(
             )
         for name, count in observer.nonfinite.items():
             warnings.append(f"tensor '{name}' produced {count} NaN/Inf values (ignored by the statistics)")
+        inside = [n for node in model.graph.node for g in subgraphs(node) for n in all_nodes(g)]
+        if layers := sum(n.op_type in WEIGHTED_OPS for n in inside):
+            warnings.append(
+                f"{layers} Conv/ConvTranspose/Gemm/MatMul node(s) inside If/Loop/Scan bodies stay float: "
+                "calibration quantizes the layers of the main graph only"
+            )
         tensors: list[TensorReport] = []
         thresholds = {}
         ruled = _rule_thresholds(observer, levels, cache_tensors, selection, algo, count)

@@ -36,6 +36,16 @@ def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     return graphs
 
 
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Every node of ``graph`` and, after each, those of its subgraphs (If/Loop/Scan bodies), in order."""
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        nodes.append(node)
+        for sub in subgraphs(node):
+            nodes.extend(all_nodes(sub))
+    return nodes
+
+
 def captured_names(graph: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from enclosing scopes: used but not defined inside it."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}

@@ -20,7 +20,14 @@ from typing import Any, cast
 import numpy as np
 import onnx
 
-from calibration.graphs import captured_names, copy_fields, infer_shapes_light, subgraphs, upgrade_ir
+from calibration.graphs import (
+    all_nodes,
+    captured_names,
+    copy_fields,
+    infer_shapes_light,
+    subgraphs,
+    upgrade_ir,
+)
 from calibration.qdq import unknown_op_types
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file
@@ -48,19 +55,6 @@ FP16_MAX_FINITE = 65504.0
 FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
 
 
-def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    nodes: list[onnx.NodeProto] = []
-    for node in graph.node:
-        nodes.append(node)
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                nodes.extend(_all_nodes(attr.g))
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    nodes.extend(_all_nodes(g))
-    return nodes
-
-
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
 
 
@@ -69,7 +63,7 @@ def ensure_node_names(model: onnx.ModelProto) -> set[str]:
 
     The range analysis calls this on its own copy, so it picks the same names as make_fp16.
     """
-    nodes = _all_nodes(model.graph)
+    nodes = all_nodes(model.graph)
     names = {n.name for n in nodes if n.name}
     for node in nodes:
         if not node.name:
@@ -84,10 +78,10 @@ def ensure_node_names(model: onnx.ModelProto) -> set[str]:
 def subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: set[str]) -> dict[str, str]:
     """Every node inside the subgraphs of a blocked control-flow node: an fp32 If runs fp32 branches."""
     found: dict[str, str] = {}
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         if node.op_type in CONTROL_FLOW_OPS and (node.name in blocked or node.op_type in blocked_ops):
             for sub in subgraphs(node):
-                for inner in _all_nodes(sub):
+                for inner in all_nodes(sub):
                     found.setdefault(inner.name, f"inside fp32 {node.op_type} '{node.name}'")
     return found
 
@@ -219,7 +213,7 @@ def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
     keep the stash type (float), which the converter would declare fp16.
     """
     found: dict[str, str] = {}
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         attrs = {a.name: a for a in node.attribute}
         if node.op_type in ("ScatterND", "ScatterElements"):
             reduction = attrs["reduction"].s.decode() if "reduction" in attrs else "none"
@@ -342,7 +336,7 @@ def _retype_float_constants(graph: onnx.GraphProto) -> None:
 def _import_default_opset(model: onnx.ModelProto) -> None:
     """The converter's Casts in a graph that imports no default-domain opset (an ai.onnx.ml model)."""
     if not any(o.domain in ("", "ai.onnx") for o in model.opset_import) and any(
-        n.domain in ("", "ai.onnx") for n in _all_nodes(model.graph)
+        n.domain in ("", "ai.onnx") for n in all_nodes(model.graph)
     ):
         model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
 
@@ -522,7 +516,7 @@ def precision_plan(
     ops = set(options.fp32_ops)
     user_nodes = set(options.fp32_nodes)
     entries = []
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         reason = None
         if node.name in user_nodes:
             reason = "--fp32-nodes"
@@ -642,7 +636,7 @@ def make_fp16(
     fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
     options = replace(options, auto_fp32_nodes={**fixed, **inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
-    has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in _all_nodes(model.graph))
+    has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
     plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
     interface = onnx.ModelProto()  # the declared graph inputs and outputs, for _restore_non_tensor_io

@@ -162,31 +162,9 @@ def make_int8(
         ui.info(f"int8: {result.reason}")
         for warning in result.warnings:
             ui.warn(f"int8: {warning}")
-        if inside := layers_in_subgraphs(model):
-            ui.warn(
-                f"int8: {inside} Conv/ConvTranspose/Gemm/MatMul node(s) inside If/Loop/Scan bodies stay "
-                "float: calibration quantizes the layers of the main graph only"
-            )
     return PrecisionArtifact(
         "int8", result.model, files=result.files, skipped=result.skipped, info=summary(result, options)
     )
-
-
-def layers_in_subgraphs(model: Path) -> int:
-    """How many Conv, ConvTranspose, Gemm and MatMul nodes sit inside control-flow bodies, which
-    the Q/DQ placement does not enter (their outputs stay correct, in float)."""
-    from calibration.graphs import subgraphs
-    from calibration.modelinfo import load_model_header
-
-    layers = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-    pending = [g for node in load_model_header(model).graph.node for g in subgraphs(node)]
-    count = 0
-    while pending:
-        graph = pending.pop()
-        for node in graph.node:
-            count += node.op_type in layers
-            pending.extend(subgraphs(node))
-    return count
 
 
 def summary(result: CalibrationResult, options: CalibrationOptions) -> dict[str, Any]:
