@@ -148,7 +148,7 @@ def build_command(
     """
     user_options: dict[str, Any] = dict(locals())  # the parameters, named as in [build]
     from calibration.sources import parse_shapes
-    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.onnxio import check_model, load_onnx
     from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
     from edgedeploy.stages.build import build
     from edgedeploy.stages.precision.budget import AccuracyBudget
@@ -184,6 +184,8 @@ def build_command(
         hint = hint if precision == "int8" else ""
         raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
     load_onnx(model, load_external_data=False)
+    check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
+    # matrix check their model at export)
     request = BuildRequest(
         precision=precision,
         target=tgt,

@@ -14,7 +14,7 @@ from calibration.modelinfo import model_io
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
-from edgedeploy.onnxio import check_model, copy_model, load_onnx, verify
+from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import is_fp16_model
@@ -80,7 +80,6 @@ def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArti
 def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
     """Write the precision ONNX for ``request.precision`` into ``out_dir``."""
     dest = out_dir / artifact_name(model, request.precision)
-    check_model(model)  # what fails the checker here would fail it in every artifact made of it
     existing = precision_of_model(model)
     if existing != "fp32":
         if existing != request.precision:
