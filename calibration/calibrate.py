@@ -29,7 +29,7 @@ from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError
 from calibration.feeds import feed_rows
-from calibration.graphs import all_nodes, subgraphs, upgrade_ir
+from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     PREFETCH_BYTES,
@@ -273,7 +273,14 @@ def calibrate(
     if unknown:
         raise CalibrationError(f"--exclude-ops: no ONNX op type named {', '.join(unknown)}")
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
+    before = opset_of(model)
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
+    upgraded = (
+        f"the Q/DQ model is at opset {opset_of(model)}, not the input model's {before}: per-channel "
+        "Q/DQ needs it (converted with onnx.version_converter)"
+        if before and opset_of(model) != before
+        else None
+    )
     if unmatched := unmatched_patterns(qopts.exclude_nodes, model):
         raise CalibrationError(f"--exclude-nodes: no node matches {', '.join(unmatched)}")
     facts = model_facts(model)  # shape inference and constants once for every plan below
@@ -456,7 +463,7 @@ def calibrate(
             raise CalibrationError(
                 f"tensor(s) {', '.join(bad[:5])} produced no float values during calibration"
             )
-        warnings = []
+        warnings = [upgraded] if upgraded else []
         if source.synthetic:
             warnings.append(
                 "calibrated on synthetic data: the thresholds do not reflect real inputs; "

@@ -26,6 +26,14 @@ import onnx
 MIN_IR_FOR_LOOSE_INITIALIZERS = 4
 
 
+def opset_of(model: onnx.ModelProto) -> int:
+    """The version of the default ONNX domain that ``model`` imports (0 when it imports none)."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
 def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     graphs: list[onnx.GraphProto] = []
     for attr in node.attribute:

@@ -46,6 +46,7 @@ from calibration.graphs import (
     CycleError,
     copy_without_initializers,
     infer_shapes_light,
+    opset_of,
     subgraphs,
     toposort,
     without_weight_bytes,
@@ -572,8 +573,7 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
     Plan on the model this returns: conversion inserts nodes, which moves node indices.
     """
-    domain_version = {o.domain: o.version for o in model.opset_import}
-    current = domain_version.get("", domain_version.get("ai.onnx", 0))
+    current = opset_of(model)
     if current >= MIN_OPSET:
         return model
     if not current:  # no default-domain op to convert (an ai.onnx.ml graph): import the opset Q/DQ needs

@@ -129,13 +129,6 @@ def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
     return graph_io(model)
 
 
-def opset_of(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return 0
-
-
 def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
     """The files a model's external data lives in (they must travel with the .onnx)."""
     p = Path(path)

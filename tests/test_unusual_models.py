@@ -352,3 +352,20 @@ def test_the_analysis_count_says_it_leaves_out_the_nodes_the_user_named(tmp_path
     assert built.code == 0, built.stderr
     assert "0 node(s) kept in fp32 by it, besides those --fp32-nodes/--fp32-ops name" in built.stderr
     assert "besides" not in run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "o2").stderr
+
+
+def test_an_int8_build_of_an_opset_11_model_says_its_q_dq_model_is_at_opset_13(tmp_path: Path) -> None:
+    """Per-channel Q/DQ needs opset 13, so calibration converts the model first. The Q/DQ model
+    then came out at another opset than the fp32 and fp16 artifacts of the same input, unsaid."""
+    model = mlp(tmp_path / "m.onnx", opset=11)
+    built = run_cli("build", model, "--precision", "int8", "--calib-samples", "16", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    assert "the Q/DQ model is at opset 13, not the input model's 11" in built.stderr
+    qdq = onnx.load(tmp_path / "out" / "m.int8.onnx")
+    assert {o.domain: o.version for o in qdq.opset_import}[""] == 13
+    report = (tmp_path / "out" / "m.calib.json").read_text()
+    assert "not the input model's 11" in report
+    current = mlp(tmp_path / "new.onnx")  # opset 17: nothing converted, nothing said
+    built = run_cli("build", current, "--precision", "int8", "--calib-samples", "16", "-o", tmp_path / "out2")
+    assert built.code == 0, built.stderr
+    assert "not the input model" not in built.stderr

@@ -23,10 +23,11 @@ import numpy as np
 import onnx
 
 from calibration.errors import raised
+from calibration.graphs import opset_of
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
-from edgedeploy.onnxio import check_model, io_specs, load_onnx, opset_of, save_onnx, verify
+from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verify
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # calibration.qdq.MIN_OPSET: what ONNX files are converted to
