@@ -992,9 +992,10 @@ def bench(
     methods: list[str],
     mo: str | None,
     eval_seed: int = EVAL_SEED,
+    calib_seed: int = CALIB_SEED,
 ) -> list[dict[str, Any]]:
     model = spec.model()
-    calib = spec.data(model, calib_n, CALIB_SEED)
+    calib = spec.data(model, calib_n, calib_seed)
     evaluate = batches(spec.data(model, max(eval_n, spec.min_eval), eval_seed), spec.batch)
     calib_npz = work / f"{spec.key}.calib.npz"
     np.savez(calib_npz, **calib)  # type: ignore[arg-type]
@@ -1262,6 +1263,13 @@ def main() -> int:
         help=f"seed of the held-out samples (calibration uses {CALIB_SEED}); rerun with others to see "
         "whether an ordering holds",
     )
+    parser.add_argument(
+        "--calib-seed",
+        type=int,
+        default=CALIB_SEED,
+        help="seed of the calibration samples: another draw of the same kind of data (magika's "
+        "ordering against Model Optimizer turned with it, see the README)",
+    )
     parser.add_argument("--budget", help=f"also run {BUDGET_METHOD}: build int8 with this accuracy budget")
     parser.add_argument("--no-modelopt", action="store_true")
     parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
@@ -1278,6 +1286,8 @@ def main() -> int:
     if args.worker:
         worker(*args.worker)
         return 0
+    if args.calib_seed == args.eval_seed:
+        parser.error(f"--calib-seed and --eval-seed are both {args.eval_seed}: scored on calibration data")
     if args.tables:
         runs = []
         for path in args.tables:
@@ -1320,7 +1330,9 @@ def main() -> int:
     for key in dict.fromkeys(args.models.split(",")):  # in the order given
         spec = by_key[key]
         try:
-            rows += bench(spec, work, args.samples, args.eval_samples, methods, mo, args.eval_seed)
+            rows += bench(
+                spec, work, args.samples, args.eval_samples, methods, mo, args.eval_seed, args.calib_seed
+            )
         except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
             print(f"  {spec.key}: skipped: {type(exc).__name__}: {exc}", flush=True)
         if args.json:  # after every model: a long run that is stopped keeps what it measured
@@ -1329,6 +1341,7 @@ def main() -> int:
                 "samples": args.samples,
                 "eval_samples": args.eval_samples,
                 "eval_seed": args.eval_seed,
+                "calib_seed": args.calib_seed,
                 "rows": rows,
                 "targets": targets(rows)[1],
             }

@@ -67,6 +67,7 @@ from calibration.qdq import (
 from calibration.report import CalibrationReport, TensorReport, WeightReport, compact_histogram, load_report
 from calibration.rounding import InputMoments, rounded_weights
 from calibration.select import (
+    POOLED_PEAKS,
     RULES,
     HeldOut,
     SampleObserver,
@@ -74,6 +75,7 @@ from calibration.select import (
     bias_corrected,
     candidates,
     plan_vote,
+    pooled_peaks,
     rounding_checked,
     scored_tensors,
     select,
@@ -82,7 +84,7 @@ from calibration.sources import DataSource
 from calibration.threads import map_ordered, one_blas_thread, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "5"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "6"  # bump when statistics or algorithms change results
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4
@@ -847,6 +849,9 @@ def _select(
     found = map_ordered(lambda job: candidates(job[0], job[1], algo), todo.values(), count)
     by_content = dict(zip(todo, found, strict=True))
     cands = {name: dict(by_content[key]) for name, key in keys.items()}
+    peaks = pooled_peaks(base, list(cands))
+    for name in peaks:  # not clipped: every candidate is the max (see pooled_peaks)
+        cands[name] = dict.fromkeys(cands[name], observer.histograms[name].absmax)
     memo: dict[tuple[object, ...], np.ndarray] = {}  # per-tensor errors, shared by the plans
     best: Selection | None = None
 
@@ -912,6 +917,8 @@ def _select(
     if means is not None and means.sums and best.plan is not None:
         shifts = bias_corrections(base, best.plan, means.means(), weights, consts, means.spatial())
         best = bias_corrected(base, best, shifts, scoring)
+    for name in peaks & best.rules.keys():
+        best.rules[name] = POOLED_PEAKS
     first = [next(iter(f.values())) for f in held_out]
     best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
     return best

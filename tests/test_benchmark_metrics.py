@@ -132,3 +132,19 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and says in err and str(path) in err
     assert sorted(tmp_path.iterdir()) == before  # nothing written
+
+
+def test_a_calibration_seed_equal_to_the_evaluation_seed_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--calib-seed draws another calibration set; the same seed as --eval-seed would score the
+    artifacts on the samples they were calibrated on."""
+    import sys
+
+    from benchmarks import real_models
+
+    monkeypatch.setattr(sys, "argv", ["real_models.py", "--calib-seed", "5", "--eval-seed", "5"])
+    with pytest.raises(SystemExit) as exc:
+        real_models.main()
+    assert exc.value.code == 2
+    assert "--calib-seed and --eval-seed are both 5" in capsys.readouterr().err
