@@ -709,9 +709,10 @@ POOLED_PEAKS = "max (a global max pool reads its peaks)"  # auto's rule label fo
 def pooled_peaks(model: onnx.ModelProto, names: Sequence[str]) -> set[str]:
     """The tensors of ``names`` whose peaks a global max pool reads: from the tensor, or from the
     output of a Conv, ConvTranspose, Gemm or MatMul that reads it, only elementwise and shape-only
-    ops (:data:`PEAK_PASSING`) lead to a GlobalMaxPool or a ReduceMax (not one that a Sub reads:
-    that is a softmax subtracting its max). ``auto`` does not clip them (their candidates are all
-    their max): the pool passes on exactly the values a clip flattens.
+    ops (:data:`PEAK_PASSING`) lead to a GlobalMaxPool or a ReduceMax (not one whose max reaches a
+    Sub: that is a softmax or a log-sum-exp subtracting its max). ``auto`` does not clip them
+    (their candidates are all their max): the pool passes on exactly the values a clip flattens.
+    Hand-written: onnx has no forward reachability over a graph; it is one walk per tensor.
 
     Measured on magika (Conv_0, GELU, GlobalMaxPool over 508 positions; docs/design.md, "Tensors a
     global max pool reads"): TensorRT's entropy threshold for Conv_0's input is 9.85 of its max
