@@ -857,7 +857,13 @@ def worker(method: str, model: str, calib: str, out: str, batch: str) -> None:
 
 
 def run_method(
-    method: str, spec: Spec, model: Path, calib: Path, out: Path, mo: str | None
+    method: str,
+    spec: Spec,
+    model: Path,
+    calib: Path,
+    out: Path,
+    mo: str | None,
+    timeout: float = METHOD_TIMEOUT,
 ) -> dict[str, Any]:
     if method.startswith("modelopt"):
         if mo is None:
@@ -879,10 +885,10 @@ def run_method(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=METHOD_TIMEOUT
+            cmd, capture_output=True, text=True, env=env, cwd=str(out.parent), timeout=timeout
         )
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {METHOD_TIMEOUT} s"}
+        return {"error": f"timed out after {timeout:g} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines or not out.exists():
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -993,6 +999,7 @@ def bench(
     mo: str | None,
     eval_seed: int = EVAL_SEED,
     calib_seed: int = CALIB_SEED,
+    timeout: float = METHOD_TIMEOUT,
 ) -> list[dict[str, Any]]:
     model = spec.model()
     calib = spec.data(model, calib_n, calib_seed)
@@ -1012,7 +1019,7 @@ def bench(
             "kind": spec.kind,
             "method": method,
             "metric": spec.metric_name,
-            **run_method(method, spec, model, calib_npz, out, mo),
+            **run_method(method, spec, model, calib_npz, out, mo, timeout),
         }
         if "error" not in row:
             try:
@@ -1270,6 +1277,13 @@ def main() -> int:
         help="seed of the calibration samples: another draw of the same kind of data (magika's "
         "ordering against Model Optimizer turned with it, see the README)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=METHOD_TIMEOUT,
+        help="seconds per method and model before it is reported as timed out (Model Optimizer's "
+        "int8 on akiki-vad has run into the default every time)",
+    )
     parser.add_argument("--budget", help=f"also run {BUDGET_METHOD}: build int8 with this accuracy budget")
     parser.add_argument("--no-modelopt", action="store_true")
     parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
@@ -1331,7 +1345,15 @@ def main() -> int:
         spec = by_key[key]
         try:
             rows += bench(
-                spec, work, args.samples, args.eval_samples, methods, mo, args.eval_seed, args.calib_seed
+                spec,
+                work,
+                args.samples,
+                args.eval_samples,
+                methods,
+                mo,
+                args.eval_seed,
+                args.calib_seed,
+                args.timeout,
             )
         except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
             print(f"  {spec.key}: skipped: {type(exc).__name__}: {exc}", flush=True)
