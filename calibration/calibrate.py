@@ -277,10 +277,11 @@ def calibrate(
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     before = opset_of(model)
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
+    after = opset_of(model)
     upgraded = (
-        f"the Q/DQ model is at opset {opset_of(model)}, not the input model's {before}: per-channel "
-        "Q/DQ needs it (converted with onnx.version_converter)"
-        if before and opset_of(model) != before
+        f"the Q/DQ model is at opset {after}, not the input model's {before}: per-channel Q/DQ needs it "
+        "(converted with onnx.version_converter)"
+        if before and after != before
         else None
     )
     if unmatched := unmatched_patterns(qopts.exclude_nodes, model):

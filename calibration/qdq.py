@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -910,7 +910,7 @@ def write_qdq(
         if tq.all_consumers:
             if final != tq.name:
                 if readers is None:
-                    readers = _readers(nodes, excluded_idx)
+                    readers = tensor_readers(nodes, excluded_idx)
                 for i, j in readers.get(tq.name, ()):
                     nodes[i].input[j] = final
         else:
@@ -1109,7 +1109,9 @@ def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> boo
     return any(re.fullmatch(p, label) for p in options.exclude_nodes)
 
 
-def _readers(nodes: list[onnx.NodeProto], skip: set[int]) -> dict[str, list[tuple[int, int]]]:
+def tensor_readers(
+    nodes: Sequence[onnx.NodeProto], skip: Collection[int] = ()
+) -> dict[str, list[tuple[int, int]]]:
     """tensor -> (node index, input index) of every read outside ``skip``: one scan of the graph
     instead of one per quantized tensor (quadratic, seconds per model written on a few hundred
     nodes)."""
