@@ -1301,7 +1301,9 @@ def main() -> int:
         worker(*args.worker)
         return 0
     if args.calib_seed == args.eval_seed:
-        parser.error(f"--calib-seed and --eval-seed are both {args.eval_seed}: scored on calibration data")
+        same = f"--calib-seed and --eval-seed are both {args.eval_seed}: scored on calibration data"
+        print(same, file=sys.stderr)
+        return 2
     if args.tables:
         runs = []
         for path in args.tables:
