@@ -1304,6 +1304,9 @@ def main() -> int:
         same = f"--calib-seed and --eval-seed are both {args.eval_seed}: scored on calibration data"
         print(same, file=sys.stderr)
         return 2
+    if not args.timeout > 0:
+        print(f"--timeout {args.timeout:g}: give a positive number of seconds", file=sys.stderr)
+        return 2
     if args.tables:
         runs = []
         for path in args.tables:

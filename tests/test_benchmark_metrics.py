@@ -134,17 +134,29 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
     assert sorted(tmp_path.iterdir()) == before  # nothing written
 
 
-def test_a_calibration_seed_equal_to_the_evaluation_seed_is_refused(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # the same seed as --eval-seed would score the artifacts on the samples they were calibrated on
+        (["--calib-seed", "5", "--eval-seed", "5"], "--calib-seed and --eval-seed are both 5"),
+        (["--timeout", "0"], "--timeout 0: give a positive number of seconds"),
+        (["--timeout", "-3"], "--timeout -3: give a positive number of seconds"),
+    ],
+)
+def test_bad_seeds_and_timeouts_are_refused_with_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
 ) -> None:
-    """--calib-seed draws another calibration set; the same seed as --eval-seed would score the
-    artifacts on the samples they were calibrated on."""
     import sys
 
     from benchmarks import real_models
 
-    monkeypatch.setattr(sys, "argv", ["real_models.py", "--calib-seed", "5", "--eval-seed", "5"])
+    work = tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["real_models.py", *args, "--workdir", str(work)])
     assert real_models.main() == 2
     out, err = capsys.readouterr()
-    assert out == "" and len(err.strip().splitlines()) == 1
-    assert "--calib-seed and --eval-seed are both 5" in err
+    assert out == "" and len(err.strip().splitlines()) == 1 and says in err
+    assert not work.exists()  # refused before anything is written
