@@ -58,10 +58,13 @@ the baseline after imports):
 
 Scoring in ONNX Runtime on the CPU against FP32: cosine (min over outputs) and the task metric;
 FP16 models through the CPU emulation of fp16 storage (edgedeploy.stages.precision.emulate), as ORT's
-CPU provider computes fp16 ops in fp32. FP16 share of Conv/MatMul/Gemm is reported too.
+CPU provider computes fp16 ops in fp32. FP16 share of Conv/MatMul/Gemm is reported too. With
+``--jitter N``, each INT8 artifact is also scored as N copies whose activation scales are moved by
+up to 3 % (:func:`jittered`): the median separates a calibration's thresholds from the luck of
+where their roundings fell.
 
     python benchmarks/real_models.py [--models ocr-cls,ocr-rec] [--methods ...] [--samples 64]
-        [--no-modelopt] [--json out.json]
+        [--calib-seed N] [--jitter N] [--no-modelopt] [--json out.json]
 """
 
 from __future__ import annotations
@@ -985,6 +988,68 @@ def int8_heavy_share(m: Any) -> float | None:
     return quant / len(heavy)
 
 
+JITTER_AMPLITUDE = 0.03  # --jitter: each activation scale times a factor in [1 - a, 1 + a]
+
+
+def jittered(m: Any, rng: np.random.Generator, amplitude: float = JITTER_AMPLITUDE) -> Any:
+    """A copy of the Q/DQ model ``m`` (loaded) with every activation scale multiplied by its own
+    factor drawn uniformly from [1 - amplitude, 1 + amplitude]: the scale of a QuantizeLinear whose
+    input is not a constant, and the scale of each DequantizeLinear reading that Q's output (with
+    the same factor, when it is another initializer). Weights, zero points and the graph are
+    untouched.
+
+    Why (``--jitter``): on ocr-cls, one activation scale changed by 2-9 % moves the evaluation
+    cosine by up to 0.0006, in either direction (README), more than some gaps between methods. The
+    median over jittered copies measures a calibration's thresholds, not the rounding luck of their
+    exact values."""
+    import copy
+
+    from onnx import numpy_helper
+
+    out = copy.deepcopy(m)
+    inits = {i.name: i for i in out.graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in out.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    factor: dict[str, float] = {}
+    for node in out.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits or node.input[1] not in inits:
+            continue
+        f = factor.setdefault(node.input[1], float(rng.uniform(1.0 - amplitude, 1.0 + amplitude)))
+        for dq in readers.get(node.output[0], []):
+            if dq.op_type == "DequantizeLinear" and len(dq.input) > 1 and dq.input[1] in inits:
+                factor.setdefault(dq.input[1], f)
+    for name, f in factor.items():
+        old = numpy_helper.to_array(inits[name])
+        inits[name].CopyFrom(numpy_helper.from_array((old * f).astype(old.dtype), name))
+    return out
+
+
+def jitter_figures(
+    loaded: Any, ref: Outputs, feeds: Feeds, copies: int, amplitude: float, emulate: bool
+) -> dict[str, Any]:
+    """The evaluation cosine of ``copies`` jittered copies of ``loaded`` (see :func:`jittered`; one
+    seed for every artifact): median, min and max."""
+    import onnx
+
+    rng = np.random.default_rng(0)
+    found = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "jittered.onnx"
+        for _ in range(copies):
+            onnx.save(jittered(loaded, rng, amplitude), path)
+            found.append(cosine(ref, run_all(path, feeds, emulate)))
+    values = np.asarray(found)
+    return {
+        "copies": copies,
+        "amplitude": amplitude,
+        "median": float(np.median(values)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
+
+
 def batches(arrays: dict[str, np.ndarray], size: int) -> Feeds:
     n = len(next(iter(arrays.values())))
     return [{k: v[i : i + size] for k, v in arrays.items()} for i in range(0, n - size + 1, size)]
@@ -1000,6 +1065,7 @@ def bench(
     eval_seed: int = EVAL_SEED,
     calib_seed: int = CALIB_SEED,
     timeout: float = METHOD_TIMEOUT,
+    jitter: tuple[int, float] = (0, JITTER_AMPLITUDE),
 ) -> list[dict[str, Any]]:
     model = spec.model()
     calib = spec.data(model, calib_n, calib_seed)
@@ -1034,6 +1100,8 @@ def bench(
                 got = run_all(scored, evaluate, row.get("emulated", False))
                 row["cosine"] = cosine(ref, got)
                 row["task"] = spec.metric(ref, got)
+                if jitter[0] and "fp16" not in method:
+                    row["jitter"] = jitter_figures(loaded, ref, evaluate, *jitter, row["emulated"])
             except Exception as exc:  # the peer's model does not run: a result, not a crash of the benchmark
                 row["error"] = f"scoring failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         rows.append(row)
@@ -1054,9 +1122,11 @@ def _line(r: dict[str, Any]) -> str:
             f"for the ranking ({cost.get('ranking')}, {cost.get('ranking_seconds')} s), {r['seconds']:.1f}s"
         )
     share = r.get("fp16_heavy", r.get("int8_heavy"))
+    jit = r.get("jitter")
     return (
         f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
         f"heavy {'-' if share is None else f'{share:.0%}'}  {r['seconds']:.2f}s  +{r['peak_mb']:.0f} MB"
+        + (f"  jittered: median {jit['median']:.5f} ({jit['min']:.5f}-{jit['max']:.5f})" if jit else "")
     )
 
 
@@ -1129,6 +1199,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     out += ["| model | " + " | ".join(timed) + " |", "|" + "---|" * (1 + len(timed))]
     for m in models:
         out.append(f"| {m} | " + " | ".join(_cell(rows, m, k, "time") for k in timed) + " |")
+    jittered_rows = [r for r in rows if r.get("jitter")]
+    if jittered_rows:
+        j = jittered_rows[0]["jitter"]
+        named = [k for k in int8 if any(r["method"] == k for r in jittered_rows)]
+        out += [
+            "",
+            f"INT8 cosine of {j['copies']} copies with activation scales jittered by up to "
+            f"{j['amplitude']:.0%}: median (min-max)",
+            "",
+        ]
+        out += ["| model | " + " | ".join(named) + " |", "|" + "---|" * (1 + len(named))]
+        for m in models:
+            spread: list[str] = []
+            for k in named:
+                jit = (_find(rows, m, k) or {}).get("jitter")
+                spread.append(f"{jit['median']:.5f} ({jit['min']:.5f}-{jit['max']:.5f})" if jit else "-")
+            out.append(f"| {m} | " + " | ".join(spread) + " |")
     text, _ = targets(rows)
     return "\n".join(out) + "\n\n" + text
 
@@ -1284,6 +1371,17 @@ def main() -> int:
         help="seconds per method and model before it is reported as timed out (Model Optimizer's "
         "int8 on akiki-vad has run into the default every time)",
     )
+    parser.add_argument(
+        "--jitter",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N copies of each int8 artifact with its activation scales jittered "
+        f"(each times a factor in 1 +- {JITTER_AMPLITUDE:g}): median, min and max cosine",
+    )
+    parser.add_argument(
+        "--jitter-amplitude", type=float, default=JITTER_AMPLITUDE, help="the largest relative change"
+    )
     parser.add_argument("--budget", help=f"also run {BUDGET_METHOD}: build int8 with this accuracy budget")
     parser.add_argument("--no-modelopt", action="store_true")
     parser.add_argument("--no-install", action="store_true", help="do not create the Model Optimizer venv")
@@ -1306,6 +1404,13 @@ def main() -> int:
         return 2
     if not args.timeout > 0:
         print(f"--timeout {args.timeout:g}: give a positive number of seconds", file=sys.stderr)
+        return 2
+    if args.jitter < 0 or not 0 < args.jitter_amplitude < 1:
+        print(
+            f"--jitter {args.jitter} --jitter-amplitude {args.jitter_amplitude:g}: give a count of 0 or "
+            "more and an amplitude between 0 and 1",
+            file=sys.stderr,
+        )
         return 2
     if args.tables:
         runs = []
@@ -1359,6 +1464,7 @@ def main() -> int:
                 args.eval_seed,
                 args.calib_seed,
                 args.timeout,
+                (args.jitter, args.jitter_amplitude),
             )
         except Exception as exc:  # a model that cannot be fetched or prepared: say so, go on
             print(f"  {spec.key}: skipped: {type(exc).__name__}: {exc}", flush=True)
@@ -1369,6 +1475,7 @@ def main() -> int:
                 "eval_samples": args.eval_samples,
                 "eval_seed": args.eval_seed,
                 "calib_seed": args.calib_seed,
+                "jitter": {"copies": args.jitter, "amplitude": args.jitter_amplitude},
                 "rows": rows,
                 "targets": targets(rows)[1],
             }

@@ -1,12 +1,13 @@
 """The real-model benchmark (benchmarks/real_models.py): its detector metrics (PP-Layout's decoding
 and the per-class box IoU, on hand-made outputs whose boxes are known), its targets table, the
-merging of runs and ``--tables``' refusal of a file that is not a run."""
+merging of runs, ``--tables``' refusal of a file that is not a run, and ``--jitter``'s copies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from benchmarks.real_models import layout_iou, picodet_boxes
@@ -141,6 +142,8 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
         (["--calib-seed", "5", "--eval-seed", "5"], "--calib-seed and --eval-seed are both 5"),
         (["--timeout", "0"], "--timeout 0: give a positive number of seconds"),
         (["--timeout", "-3"], "--timeout -3: give a positive number of seconds"),
+        (["--jitter", "-1"], "--jitter -1 --jitter-amplitude 0.03: give a count of 0 or more"),
+        (["--jitter", "5", "--jitter-amplitude", "1.5"], "--jitter 5 --jitter-amplitude 1.5: give a count"),
     ],
 )
 def test_bad_seeds_and_timeouts_are_refused_with_one_line_and_exit_2(
@@ -160,3 +163,54 @@ def test_bad_seeds_and_timeouts_are_refused_with_one_line_and_exit_2(
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1 and says in err
     assert not work.exists()  # refused before anything is written
+
+
+def _qdq_model() -> onnx.ModelProto:
+    """x -> Q/DQ (the DQ with its own copy of the scale) -> Conv with an int8 weight behind a DQ."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.5, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "x_scale_dq"),  # a separate copy
+        numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        numpy_helper.from_array(np.ones((2, 1, 1, 1), np.int8), "w_q"),
+        numpy_helper.from_array(np.array(0.25, np.float32), "w_scale"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "zp"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale_dq", "zp"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "zp"], ["w"]),
+        helper.make_node("Conv", ["xd", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_jittered_copies_move_activation_scales_only_and_q_and_dq_together() -> None:
+    from onnx import numpy_helper
+
+    from benchmarks.real_models import jittered
+
+    model = _qdq_model()
+    before = model.SerializeToString()
+
+    def scales(m: onnx.ModelProto) -> dict[str, float]:
+        return {i.name: float(numpy_helper.to_array(i)) for i in m.graph.initializer if "scale" in i.name}
+
+    first = jittered(model, np.random.default_rng(7), 0.03)
+    again = jittered(model, np.random.default_rng(7), 0.03)
+    other = jittered(model, np.random.default_rng(8), 0.03)
+    onnx.checker.check_model(first, full_check=True)
+    got = scales(first)
+    factor = got["x_scale"] / 0.5
+    assert 0.97 <= factor <= 1.03 and factor != 1.0
+    assert got["x_scale_dq"] == got["x_scale"]  # the DQ's copy moves with its Q
+    assert got["w_scale"] == 0.25  # weights are not activations
+    assert scales(again) == got and scales(other) != got  # one seed, one set of copies
+    assert model.SerializeToString() == before  # the original is untouched
