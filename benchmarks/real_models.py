@@ -1260,6 +1260,8 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
             ratio = ours["seconds"] / mo8["seconds"]
             c[f"int8_cosine_lead_{short}"] = (lead, lead >= -1e-9)
             c[f"int8_time_ratio_{short}"] = (ratio, ratio <= INT8_TIME_TARGET)
+            if ours.get("jitter") and mo8.get("jitter"):  # shown, not a target: see jittered
+                c[f"int8_median_lead_{short}"] = (ours["jitter"]["median"] - mo8["jitter"]["median"], None)
         like = _row(rows, m, "ours-int8-entropy")
         if like is not None and mo8 is not None:
             c["entropy_time_ratio"] = (like["seconds"] / mo8["seconds"], None)  # shown, not a target

@@ -90,6 +90,15 @@ def test_targets_check_each_placement_against_the_peer_of_the_same_run() -> None
     assert "int8 cosine >= Model Optimizer's 2 of 3" in text
     assert "int8 time <= 0.5x its 2 of 3" in text
     assert "| a | +0.00100 / -0.00100! / +0.00000 | 0.40 / 0.60! / 0.50 | 0.30x, -0.00300 |" in text
+    assert "int8_median_lead_gpu" not in a  # no --jitter in this run
+
+    for r in rows:  # with --jitter: the medians' lead is a figure beside the target, not counted
+        if r["model"] == "a" and "int8" in r["method"]:
+            r["jitter"] = {"median": 0.999 if r["method"] == "modelopt-int8" else 0.9985}
+    again_text, again = targets(rows)
+    assert again["a"]["int8_median_lead_gpu"]["met"] is None
+    assert abs(again["a"]["int8_median_lead_cpu"]["value"] + 0.0005) < 1e-12
+    assert "int8 cosine >= Model Optimizer's 2 of 3" in again_text
 
 
 def test_runs_merge_into_median_times_and_say_where_accuracy_differs() -> None:
