@@ -99,6 +99,8 @@ def test_targets_check_each_placement_against_the_peer_of_the_same_run() -> None
     assert again["a"]["int8_median_lead_gpu"]["met"] is None
     assert abs(again["a"]["int8_median_lead_cpu"]["value"] + 0.0005) < 1e-12
     assert "int8 cosine >= Model Optimizer's 2 of 3" in again_text
+    assert "By the jittered copies' medians: int8 cosine >= Model Optimizer's 0 of 3" in again_text
+    assert "By the jittered" not in text
 
 
 def test_runs_merge_into_median_times_and_say_where_accuracy_differs() -> None:
