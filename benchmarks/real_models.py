@@ -1001,7 +1001,9 @@ def jittered(m: Any, rng: np.random.Generator, amplitude: float = JITTER_AMPLITU
     Why (``--jitter``): on ocr-cls, one activation scale changed by 3-9 % moved the evaluation
     cosine by up to 0.00055, in either direction, more than some gaps between methods (docs/design.md,
     "Rounding luck in the evaluation cosine"). The median over jittered copies measures a
-    calibration's thresholds, not the rounding luck of their exact values."""
+    calibration's thresholds, not the rounding luck of their exact values. It leans against
+    thresholds tuned to an optimum (any move loses), so it checks close calls; it does not replace
+    the artifact's own cosine."""
     import copy
 
     from onnx import numpy_helper
