@@ -1008,18 +1008,19 @@ def jittered(m: Any, rng: np.random.Generator, amplitude: float = JITTER_AMPLITU
 
     from onnx import numpy_helper
 
+    from calibration.qdq import tensor_readers
+
     out = copy.deepcopy(m)
+    nodes = out.graph.node
     inits = {i.name: i for i in out.graph.initializer}
-    readers: dict[str, list[Any]] = {}
-    for node in out.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(nodes)
     factor: dict[str, float] = {}
-    for node in out.graph.node:
+    for node in nodes:
         if node.op_type != "QuantizeLinear" or node.input[0] in inits or node.input[1] not in inits:
             continue
         f = factor.setdefault(node.input[1], float(rng.uniform(1.0 - amplitude, 1.0 + amplitude)))
-        for dq in readers.get(node.output[0], []):
+        for i, _ in readers.get(node.output[0], ()):
+            dq = nodes[i]
             if dq.op_type == "DequantizeLinear" and len(dq.input) > 1 and dq.input[1] in inits:
                 factor.setdefault(dq.input[1], f)
     for name, f in factor.items():

@@ -157,7 +157,7 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
         (["--jitter", "5", "--jitter-amplitude", "1.5"], "--jitter 5 --jitter-amplitude 1.5: give a count"),
     ],
 )
-def test_bad_seeds_and_timeouts_are_refused_with_one_line_and_exit_2(
+def test_bad_seeds_timeouts_and_jitters_are_refused_with_one_line_and_exit_2(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
