@@ -1,6 +1,7 @@
 """The real-model benchmark (benchmarks/real_models.py): its detector metrics (PP-Layout's decoding
 and the per-class box IoU, on hand-made outputs whose boxes are known), its targets table, the
-merging of runs, ``--tables``' refusal of a file that is not a run, and ``--jitter``'s copies."""
+merging of runs, ``--tables``' refusal of a file that is not a run, ``--jitter``'s copies and
+``--eval-draws``' draws."""
 
 from __future__ import annotations
 
@@ -102,6 +103,16 @@ def test_targets_check_each_placement_against_the_peer_of_the_same_run() -> None
     assert "By the jittered copies' medians: int8 cosine >= Model Optimizer's 0 of 3" in again_text
     assert "By the jittered" not in text
 
+    for r in rows:  # with --eval-draws: the same, by the medians over the draws
+        if r["model"] == "a" and "int8" in r["method"]:
+            r["draws"] = {"median": 0.9990 if r["method"] == "modelopt-int8" else 0.9992}
+    drawn_text, drawn = targets(rows)
+    assert drawn["a"]["int8_draws_lead_vnni"]["met"] is None
+    assert abs(drawn["a"]["int8_draws_lead_gpu"]["value"] - 0.0002) < 1e-12
+    assert "int8 cosine >= Model Optimizer's 2 of 3" in drawn_text  # the target is the tables' draw
+    assert "By the evaluation draws' medians: int8 cosine >= Model Optimizer's 3 of 3" in drawn_text
+    assert "By the evaluation draws" not in again_text
+
 
 def test_runs_merge_into_median_times_and_say_where_accuracy_differs() -> None:
     from benchmarks.real_models import merge_runs
@@ -155,9 +166,10 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
         (["--timeout", "-3"], "--timeout -3: give a positive number of seconds"),
         (["--jitter", "-1"], "--jitter -1 --jitter-amplitude 0.03: give a count of 0 or more"),
         (["--jitter", "5", "--jitter-amplitude", "1.5"], "--jitter 5 --jitter-amplitude 1.5: give a count"),
+        (["--eval-draws", "-2"], "--eval-draws -2: give a count of 0 or more"),
     ],
 )
-def test_bad_seeds_timeouts_and_jitters_are_refused_with_one_line_and_exit_2(
+def test_bad_seeds_timeouts_jitters_and_draws_are_refused_with_one_line_and_exit_2(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -225,3 +237,44 @@ def test_jittered_copies_move_activation_scales_only_and_q_and_dq_together() -> 
     assert got["w_scale"] == 0.25  # weights are not activations
     assert scales(again) == got and scales(other) != got  # one seed, one set of copies
     assert model.SerializeToString() == before  # the original is untouched
+
+
+def test_evaluation_draws_skip_the_calibration_seed() -> None:
+    from benchmarks.real_models import draw_seeds
+
+    assert draw_seeds(2, 1, 3) == [3, 4, 5]
+    assert draw_seeds(2, 4, 3) == [3, 5, 6]  # never the samples the artifacts were calibrated on
+    assert draw_seeds(2, 1, 0) == []
+
+
+def test_draw_figures_score_the_artifact_on_each_draw_beside_the_tables_figures(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from benchmarks.real_models import cosine, draw_figures, run_all
+
+    def model(op: str, path: Path) -> Path:
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        return path
+
+    reference, scored = model("Identity", tmp_path / "ref.onnx"), model("Relu", tmp_path / "relu.onnx")
+    draws = []
+    for values in ([1.0, 2.0, 3.0, -0.1], [1.0, -1.0, 1.0, -1.0]):  # Relu loses little, then half
+        feeds = [{"x": np.array([values], np.float32)}]
+        draws.append((run_all(reference, feeds), feeds))
+    calls: list[int] = []
+
+    def metric(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+        calls.append(1)
+        return 1.0 if cosine(ref, got) > 0.9 else 0.0
+
+    got = draw_figures(scored, (0.99, 1.0), draws, metric, False)
+    lost_little, lost_half = got["cosines"][1], got["cosines"][2]
+    assert got["cosines"][0] == 0.99 and 0.99 < lost_little < 1.0 and abs(lost_half - 0.5**0.5) < 1e-6
+    assert got["median"] == 0.99 and got["min"] == lost_half and got["max"] == lost_little  # over all three
+    assert len(calls) == 2 and got["task_median"] == 1.0
