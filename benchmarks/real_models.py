@@ -1352,6 +1352,8 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
                 c["fp16_share"] = ((share, peer_share), even and share >= peer_share)
             ratio = ours16["seconds"] / mo16["seconds"]
             c["fp16_time_ratio"] = (ratio, ratio <= FP16_TIME_TARGET)
+            if ours16.get("draws") and mo16.get("draws"):  # shown, not a target: see draw_seeds
+                c["fp16_draws_lead"] = (ours16["draws"]["median"] - mo16["draws"]["median"], None)
         checks[m] = c
 
     def cell(c: dict[str, Any], keys: Sequence[str], fmt: str) -> str:
@@ -1394,12 +1396,12 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
         out.append(
             f"By the jittered copies' medians: int8 cosine >= Model Optimizer's {ahead} of {len(medians)}"
         )
-    drawn = [v for c in checks.values() for k, (v, _) in c.items() if k.startswith("int8_draws_lead")]
-    if drawn:  # --eval-draws: by the medians over the evaluation draws, not a target
-        ahead = sum(1 for v in drawn if v >= 0)
-        out.append(
-            f"By the evaluation draws' medians: int8 cosine >= Model Optimizer's {ahead} of {len(drawn)}"
-        )
+    for prefix, peer in (("int8_draws_lead", "Model Optimizer's"), ("fp16_draws_lead", "AutoCast's")):
+        drawn = [v for c in checks.values() for k, (v, _) in c.items() if k.startswith(prefix)]
+        if drawn:  # --eval-draws: by the medians over the evaluation draws, not a target
+            ahead = sum(1 for v in drawn if v >= 0)
+            label = f"{prefix.split('_')[0]} cosine >= {peer}"
+            out.append(f"By the evaluation draws' medians: {label} {ahead} of {len(drawn)}")
     figures = {m: {k: {"value": v, "met": ok} for k, (v, ok) in c.items()} for m, c in checks.items()}
     return "\n".join(out), figures
 
