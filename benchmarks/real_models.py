@@ -1045,14 +1045,13 @@ def jitter_figures(
         for _ in range(copies):
             onnx.save(jittered(loaded, rng, amplitude), path)
             found.append(cosine(ref, run_all(path, feeds, emulate)))
-    values = np.asarray(found)
-    return {
-        "copies": copies,
-        "amplitude": amplitude,
-        "median": float(np.median(values)),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
+    return {"copies": copies, "amplitude": amplitude, **spread(found)}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of ``values`` (the jittered copies' or the evaluation draws' cosines)."""
+    array = np.asarray(values)
+    return {"median": float(np.median(array)), "min": float(array.min()), "max": float(array.max())}
 
 
 def draw_seeds(eval_seed: int, calib_seed: int, count: int) -> list[int]:
@@ -1066,29 +1065,47 @@ def draw_seeds(eval_seed: int, calib_seed: int, count: int) -> list[int]:
     return list(itertools.islice(later, count))
 
 
-def draw_figures(
-    scored: Any,
-    first: tuple[float, float],
-    draws: Sequence[tuple[Outputs, Feeds]],
-    metric: Callable[[Outputs, Outputs], float],
-    emulate: bool,
-) -> dict[str, Any]:
-    """The cosine and task metric of ``scored`` over the tables' draw (``first``: its figures there)
-    and each of ``draws`` (the FP32 outputs and the feeds of one more draw), scored as the tables
-    score it (``metric``: the model's task metric): median, min and max cosine, median task metric."""
-    cosines, tasks = [first[0]], [first[1]]
-    for ref, feeds in draws:
-        got = run_all(scored, feeds, emulate)
-        cosines.append(cosine(ref, got))
-        tasks.append(metric(ref, got))
-    values = np.asarray(cosines)
-    return {
-        "cosines": cosines,
-        "median": float(np.median(values)),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "task_median": float(np.median(tasks)),
-    }
+def score_draws(
+    spec: Any,
+    model: Path,
+    rows: list[dict[str, Any]],
+    scoring: dict[int, tuple[Any, bool]],
+    seeds: list[int],
+    n: int,
+) -> None:
+    """Scores ``rows[i]``'s artifact (``scoring[i]``: the model to run and whether its integer
+    kernels are emulated) on each draw of ``seeds`` (``n`` samples of ``spec``'s data) as the
+    tables score it, and sets ``rows[i]["draws"]``: every cosine (the tables' first), their
+    median, min and max, and the task metric's median. One draw at a time: its feeds and FP32
+    outputs are held only while it is scored (layout's 64 pages are 370 MB a draw). An artifact
+    that fails on a draw gets ``draws_error`` and keeps the tables' figures."""
+    found = {i: ([rows[i]["cosine"]], [rows[i]["task"]]) for i in scoring}
+    failed: dict[int, str] = {}
+    for seed in seeds:
+        feeds = batches(spec.data(model, n, seed), spec.batch)
+        ref = run_all(model, feeds)
+        for i, (scored, emulate) in scoring.items():
+            if i in failed:
+                continue
+            try:
+                got = run_all(scored, feeds, emulate)
+                found[i][0].append(cosine(ref, got))
+                found[i][1].append(spec.metric(ref, got))
+            except Exception as exc:
+                failed[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    for i, (cosines, tasks) in found.items():
+        r = rows[i]
+        if i in failed:
+            r["draws_error"] = failed[i]
+            print(f"  {r['model']:12s} {r['method']:15s} draws failed: {failed[i]}", flush=True)
+            continue
+        r["draws"] = {"cosines": cosines, **spread(cosines), "task_median": float(np.median(tasks))}
+        d = r["draws"]
+        print(
+            f"  {r['model']:12s} {r['method']:15s} {len(cosines)} draws: median {d['median']:.5f} "
+            f"({d['min']:.5f}-{d['max']:.5f})",
+            flush=True,
+        )
 
 
 def batches(arrays: dict[str, np.ndarray], size: int) -> Feeds:
@@ -1112,13 +1129,6 @@ def bench(
     model = spec.model()
     calib = spec.data(model, calib_n, calib_seed)
     evaluate = batches(spec.data(model, max(eval_n, spec.min_eval), eval_seed), spec.batch)
-    more = [  # --eval-draws: the FP32 outputs and feeds of each further evaluation draw
-        (run_all(model, feeds), feeds)
-        for feeds in (
-            batches(spec.data(model, max(eval_n, spec.min_eval), seed), spec.batch)
-            for seed in draw_seeds(eval_seed, calib_seed, draws)
-        )
-    ]
     calib_npz = work / f"{spec.key}.calib.npz"
     np.savez(calib_npz, **calib)  # type: ignore[arg-type]
     folder = calib_npz.with_suffix("")
@@ -1127,6 +1137,7 @@ def bench(
         np.savez(folder / f"b{i:04d}.npz", **feed)  # type: ignore[arg-type]
     ref = run_all(model, evaluate)
     rows: list[dict[str, Any]] = []
+    scoring: dict[int, tuple[Any, bool]] = {}  # --eval-draws: row -> (the model scored, emulated)
     for method in methods:
         out = work / f"{spec.key}.{method}.onnx"
         row: dict[str, Any] = {
@@ -1156,14 +1167,13 @@ def bench(
                 row["jitter"] = jitter_figures(loaded, ref, evaluate, *jitter, row["emulated"])
             except Exception as exc:
                 row["jitter_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        if more and "error" not in row:
-            try:  # as with the copies: a failure here keeps the tables' figures
-                first = (row["cosine"], row["task"])
-                row["draws"] = draw_figures(scored, first, more, spec.metric, row.get("emulated", False))
-            except Exception as exc:
-                row["draws_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if draws and "error" not in row:
+            scoring[len(rows)] = (scored, row.get("emulated", False))
         rows.append(row)
         print("  " + _line(row), flush=True)
+    if scoring:  # after every method: one draw's samples in memory at a time
+        seeds = draw_seeds(eval_seed, calib_seed, draws)
+        score_draws(spec, model, rows, scoring, seeds, max(eval_n, spec.min_eval))
     return rows
 
 
@@ -1180,17 +1190,11 @@ def _line(r: dict[str, Any]) -> str:
             f"for the ranking ({cost.get('ranking')}, {cost.get('ranking_seconds')} s), {r['seconds']:.1f}s"
         )
     share = r.get("fp16_heavy", r.get("int8_heavy"))
-    jit, drawn = r.get("jitter"), r.get("draws")
+    jit = r.get("jitter")
     return (
         f"{r['model']:12s} {r['method']:15s} cos {r['cosine']:.5f}  {r['metric']} {r['task']:.4f}  "
         f"heavy {'-' if share is None else f'{share:.0%}'}  {r['seconds']:.2f}s  +{r['peak_mb']:.0f} MB"
         + (f"  jittered: median {jit['median']:.5f} ({jit['min']:.5f}-{jit['max']:.5f})" if jit else "")
-        + (
-            f"  {len(drawn['cosines'])} draws: median {drawn['median']:.5f} "
-            f"({drawn['min']:.5f}-{drawn['max']:.5f})"
-            if drawn
-            else ""
-        )
     )
 
 
@@ -1266,35 +1270,31 @@ def table(rows: list[dict[str, Any]]) -> str:
     jittered_rows = [r for r in rows if r.get("jitter")]
     if jittered_rows:
         j = jittered_rows[0]["jitter"]
-        named = [k for k in int8 if any(r["method"] == k for r in jittered_rows)]
-        out += [
-            "",
+        title = (
             f"INT8 cosine of {j['copies']} copies with activation scales jittered by up to "
-            f"{j['amplitude']:.0%}: median (min-max)",
-            "",
-        ]
-        out += ["| model | " + " | ".join(named) + " |", "|" + "---|" * (1 + len(named))]
-        for m in models:
-            spread: list[str] = []
-            for k in named:
-                jit = (_find(rows, m, k) or {}).get("jitter")
-                spread.append(f"{jit['median']:.5f} ({jit['min']:.5f}-{jit['max']:.5f})" if jit else "-")
-            out.append(f"| {m} | " + " | ".join(spread) + " |")
+            f"{j['amplitude']:.0%}: median (min-max)"
+        )
+        out += _spread_table(rows, models, "jitter", title)
     drawn_rows = [r for r in rows if r.get("draws")]
     if drawn_rows:
-        named = [k for k in METHODS if any(r["method"] == k for r in drawn_rows)]
         count = len(drawn_rows[0]["draws"]["cosines"])
         title = f"Cosine over {count} evaluation draws (the tables' and --eval-draws more): median (min-max)"
-        out += ["", title, ""]
-        out += ["| model | " + " | ".join(named) + " |", "|" + "---|" * (1 + len(named))]
-        for m in models:
-            spread = []
-            for k in named:
-                d = (_find(rows, m, k) or {}).get("draws")
-                spread.append(f"{d['median']:.5f} ({d['min']:.5f}-{d['max']:.5f})" if d else "-")
-            out.append(f"| {m} | " + " | ".join(spread) + " |")
+        out += _spread_table(rows, models, "draws", title)
     text, _ = targets(rows)
     return "\n".join(out) + "\n\n" + text
+
+
+def _spread_table(rows: list[dict[str, Any]], models: Sequence[str], key: str, title: str) -> list[str]:
+    """The markdown lines of the methods whose rows carry ``key`` (see :func:`spread`), per model."""
+    named = [k for k in METHODS if any(r["method"] == k and r.get(key) for r in rows)]
+    out = ["", title, "", "| model | " + " | ".join(named) + " |", "|" + "---|" * (1 + len(named))]
+    for m in models:
+        cells = []
+        for k in named:
+            got = (_find(rows, m, k) or {}).get(key)
+            cells.append(f"{got['median']:.5f} ({got['min']:.5f}-{got['max']:.5f})" if got else "-")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return out
 
 
 # method -> its placement's short name; Model Optimizer has one graph for all three
@@ -1390,18 +1390,16 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
                 tally.setdefault(group, []).append(ok)
     met = ", ".join(f"{TARGET_NAMES[k]} {sum(v)} of {len(v)}" for k, v in tally.items())
     out += ["", "Met: " + (met or "nothing to compare (no peer figures in this run)")]
-    medians = [v for c in checks.values() for k, (v, _) in c.items() if k.startswith("int8_median_lead")]
-    if medians:  # --jitter: the same comparison by the medians of the jittered copies, not a target
-        ahead = sum(1 for v in medians if v >= 0)
-        out.append(
-            f"By the jittered copies' medians: int8 cosine >= Model Optimizer's {ahead} of {len(medians)}"
-        )
-    for prefix, peer in (("int8_draws_lead", "Model Optimizer's"), ("fp16_draws_lead", "AutoCast's")):
-        drawn = [v for c in checks.values() for k, (v, _) in c.items() if k.startswith(prefix)]
-        if drawn:  # --eval-draws: by the medians over the evaluation draws, not a target
-            ahead = sum(1 for v in drawn if v >= 0)
-            label = f"{prefix.split('_')[0]} cosine >= {peer}"
-            out.append(f"By the evaluation draws' medians: {label} {ahead} of {len(drawn)}")
+    # --jitter, --eval-draws: the same comparison by the medians, shown beside the targets, not counted
+    for prefix, by, label in (
+        ("int8_median_lead", "the jittered copies'", "int8 cosine >= Model Optimizer's"),
+        ("int8_draws_lead", "the evaluation draws'", "int8 cosine >= Model Optimizer's"),
+        ("fp16_draws_lead", "the evaluation draws'", "fp16 cosine >= AutoCast's"),
+    ):
+        leads = [v for c in checks.values() for k, (v, _) in c.items() if k.startswith(prefix)]
+        if leads:
+            ahead = sum(1 for v in leads if v >= 0)
+            out.append(f"By {by} medians: {label} {ahead} of {len(leads)}")
     figures = {m: {k: {"value": v, "met": ok} for k, (v, ok) in c.items()} for m, c in checks.items()}
     return "\n".join(out), figures
 

@@ -249,34 +249,52 @@ def test_evaluation_draws_skip_the_calibration_seed() -> None:
     assert draw_seeds(2, 1, 0) == []
 
 
-def test_draw_figures_score_the_artifact_on_each_draw_beside_the_tables_figures(tmp_path: Path) -> None:
+def test_draws_score_each_artifact_on_each_draw_beside_the_tables_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
     from onnx import TensorProto, helper
 
-    from benchmarks.real_models import cosine, draw_figures, run_all
+    from benchmarks.real_models import cosine, score_draws
 
     def model(op: str, path: Path) -> Path:
         graph = helper.make_graph(
             [helper.make_node(op, ["x"], ["y"])],
             "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
         )
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
         return path
 
-    reference, scored = model("Identity", tmp_path / "ref.onnx"), model("Relu", tmp_path / "relu.onnx")
-    draws = []
-    for values in ([1.0, 2.0, 3.0, -0.1], [1.0, -1.0, 1.0, -1.0]):  # Relu loses little, then half
-        feeds = [{"x": np.array([values], np.float32)}]
-        draws.append((run_all(reference, feeds), feeds))
-    calls: list[int] = []
+    reference, relu = model("Identity", tmp_path / "ref.onnx"), model("Relu", tmp_path / "relu.onnx")
+    draws = {7: [1.0, 2.0, 3.0, -0.1], 8: [1.0, -1.0, 1.0, -1.0]}  # Relu loses little, then half
+    asked: list[tuple[int, int]] = []
+
+    def data(m: Path, n: int, seed: int) -> dict[str, np.ndarray]:
+        asked.append((n, seed))
+        return {"x": np.array([draws[seed]] * n, np.float32)}
 
     def metric(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
-        calls.append(1)
         return 1.0 if cosine(ref, got) > 0.9 else 0.0
 
-    got = draw_figures(scored, (0.99, 1.0), draws, metric, False)
+    spec = SimpleNamespace(data=data, batch=1, metric=metric)
+    rows: list[dict[str, object]] = [
+        {"model": "m", "method": "ours-int8-gpu", "cosine": 0.99, "task": 1.0},
+        {"model": "m", "method": "modelopt-int8", "cosine": 0.98, "task": 1.0},
+    ]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    score_draws(spec, reference, rows, {0: (relu, False), 1: (broken, False)}, [7, 8], 2)
+    assert asked == [(2, 7), (2, 8)]  # each draw made once, for every artifact
+    got = rows[0]["draws"]
+    assert isinstance(got, dict)
     lost_little, lost_half = got["cosines"][1], got["cosines"][2]
     assert got["cosines"][0] == 0.99 and 0.99 < lost_little < 1.0 and abs(lost_half - 0.5**0.5) < 1e-6
-    assert got["median"] == 0.99 and got["min"] == lost_half and got["max"] == lost_little  # over all three
-    assert len(calls) == 2 and got["task_median"] == 1.0
+    assert got["median"] == 0.99 and got["min"] == lost_half and got["max"] == lost_little  # all three
+    assert got["task_median"] == 1.0
+    assert "draws" not in rows[1] and "draws_error" in rows[1]  # a failure keeps the tables' figures
+    assert rows[1]["cosine"] == 0.98
+    out = capsys.readouterr().out
+    assert "ours-int8-gpu   3 draws: median 0.99000" in out and "modelopt-int8   draws failed" in out
