@@ -1314,6 +1314,11 @@ def _row(rows: list[dict[str, Any]], model: str, method: str) -> dict[str, Any] 
     return None if r is None or "error" in r or "cosine" not in r else r
 
 
+def _lead(ours: float, peer: float) -> float:
+    """``ours`` minus ``peer``, two cosines compared at the tables' 5 decimals."""
+    return round(ours, 5) - round(peer, 5)
+
+
 def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]:
     """The issue's targets checked per model against the peer measured in the same run: INT8
     cosine at or above Model Optimizer's on each placement (compared at the tables' 5 decimals),
@@ -1333,27 +1338,30 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
             ours = _row(rows, m, method)
             if ours is None or mo8 is None:
                 continue
-            lead = round(ours["cosine"], 5) - round(mo8["cosine"], 5)
+            lead = _lead(ours["cosine"], mo8["cosine"])
             ratio = ours["seconds"] / mo8["seconds"]
             c[f"int8_cosine_lead_{short}"] = (lead, lead >= -1e-9)
             c[f"int8_time_ratio_{short}"] = (ratio, ratio <= INT8_TIME_TARGET)
             if ours.get("jitter") and mo8.get("jitter"):  # shown, not a target: see jittered
-                c[f"int8_median_lead_{short}"] = (ours["jitter"]["median"] - mo8["jitter"]["median"], None)
+                c[f"int8_median_lead_{short}"] = (
+                    _lead(ours["jitter"]["median"], mo8["jitter"]["median"]),
+                    None,
+                )
             if ours.get("draws") and mo8.get("draws"):  # shown, not a target: see draw_seeds
-                c[f"int8_draws_lead_{short}"] = (ours["draws"]["median"] - mo8["draws"]["median"], None)
+                c[f"int8_draws_lead_{short}"] = (_lead(ours["draws"]["median"], mo8["draws"]["median"]), None)
         like = _row(rows, m, "ours-int8-entropy")
         if like is not None and mo8 is not None:
             c["entropy_time_ratio"] = (like["seconds"] / mo8["seconds"], None)  # shown, not a target
-            c["entropy_cosine_lead"] = (round(like["cosine"], 5) - round(mo8["cosine"], 5), None)
+            c["entropy_cosine_lead"] = (_lead(like["cosine"], mo8["cosine"]), None)
         if ours16 is not None and mo16 is not None:
             share, peer_share = ours16.get("fp16_heavy"), mo16.get("fp16_heavy")
-            even = round(ours16["cosine"], 5) >= round(mo16["cosine"], 5)
+            even = _lead(ours16["cosine"], mo16["cosine"]) >= 0
             if share is not None and peer_share is not None:
                 c["fp16_share"] = ((share, peer_share), even and share >= peer_share)
             ratio = ours16["seconds"] / mo16["seconds"]
             c["fp16_time_ratio"] = (ratio, ratio <= FP16_TIME_TARGET)
             if ours16.get("draws") and mo16.get("draws"):  # shown, not a target: see draw_seeds
-                c["fp16_draws_lead"] = (ours16["draws"]["median"] - mo16["draws"]["median"], None)
+                c["fp16_draws_lead"] = (_lead(ours16["draws"]["median"], mo16["draws"]["median"]), None)
         checks[m] = c
 
     def cell(c: dict[str, Any], keys: Sequence[str], fmt: str) -> str:
