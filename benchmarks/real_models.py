@@ -1092,7 +1092,7 @@ def score_draws(
                 found[i][0].append(cosine(ref, got))
                 found[i][1].append(spec.metric(ref, got))
             except Exception as exc:
-                failed[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                failed[i] = _failure(exc)
     for i, (cosines, tasks) in found.items():
         r = rows[i]
         if i in failed:
@@ -1106,6 +1106,14 @@ def score_draws(
             f"({d['min']:.5f}-{d['max']:.5f})",
             flush=True,
         )
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for a failed scoring, its copies or its draws: the type and the message's first
+    line (edgedeploy.errors.first_line: an empty message gives the type, not an IndexError)."""
+    from edgedeploy.errors import first_line
+
+    return f"{type(exc).__name__}: {first_line(exc)[:200]}"
 
 
 def batches(arrays: dict[str, np.ndarray], size: int) -> Feeds:
@@ -1161,12 +1169,12 @@ def bench(
                 row["cosine"] = cosine(ref, got)
                 row["task"] = spec.metric(ref, got)
             except Exception as exc:  # the peer's model does not run: a result, not a crash of the benchmark
-                row["error"] = f"scoring failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                row["error"] = f"scoring failed: {_failure(exc)}"
         if jitter[0] and "error" not in row and "fp16" not in method:
             try:  # the copies failing does not take the artifact's own figures with it
                 row["jitter"] = jitter_figures(loaded, ref, evaluate, *jitter, row["emulated"])
             except Exception as exc:
-                row["jitter_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                row["jitter_error"] = _failure(exc)
         if draws and "error" not in row:
             scoring[len(rows)] = (scored, row.get("emulated", False))
         rows.append(row)
