@@ -1136,7 +1136,8 @@ def bench(
 ) -> list[dict[str, Any]]:
     model = spec.model()
     calib = spec.data(model, calib_n, calib_seed)
-    evaluate = batches(spec.data(model, max(eval_n, spec.min_eval), eval_seed), spec.batch)
+    eval_n = max(eval_n, spec.min_eval)  # the tables' draw and every --eval-draws one
+    evaluate = batches(spec.data(model, eval_n, eval_seed), spec.batch)
     calib_npz = work / f"{spec.key}.calib.npz"
     np.savez(calib_npz, **calib)  # type: ignore[arg-type]
     folder = calib_npz.with_suffix("")
@@ -1181,7 +1182,7 @@ def bench(
         print("  " + _line(row), flush=True)
     if scoring:  # after every method: one draw's samples in memory at a time
         seeds = draw_seeds(eval_seed, calib_seed, draws)
-        score_draws(spec, model, rows, scoring, seeds, max(eval_n, spec.min_eval))
+        score_draws(spec, model, rows, scoring, seeds, eval_n)
     return rows
 
 
