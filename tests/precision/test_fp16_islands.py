@@ -96,6 +96,27 @@ def test_transformer_naive_fp16_overflows_and_edgedeploy_keeps_cosine(
     assert ranges["tensors_at_risk"][0]["overflow"] > 0
 
 
+def test_a_failed_conversion_leaves_no_ranges_beside_no_model(
+    audio_model: AudioModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The range analysis' report is written with the fp16 model it explains: a conversion that
+    fails after the analysis leaves neither (and a later build that succeeds writes both)."""
+    import edgedeploy.stages.precision.mixed as mixed
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise InputError("the fp16 model does not pass onnx.checker")
+
+    dest, request = tmp_path / "audio.fp16.onnx", _request(str(audio_model.data))
+    with monkeypatch.context() as patched:
+        patched.setattr(mixed, "make_fp16", refused)
+        with pytest.raises(InputError, match=r"onnx\.checker"):
+            make_fp16_checked(audio_model.onnx_path, dest, request)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    art = make_fp16_checked(audio_model.onnx_path, dest, request)
+    assert art.path.is_file() and (tmp_path / "audio.fp16.ranges.json").is_file()
+    assert tmp_path / "audio.fp16.ranges.json" in art.files
+
+
 def test_analysis_reports_overflow_worst_first_with_the_producing_op(audio_model: AudioModel) -> None:
     inputs, _ = model_io(audio_model.onnx_path)
     report = analyze(audio_model.onnx_path, open_source(str(audio_model.data), inputs, batch_size=8))

@@ -167,6 +167,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     del raw
     arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
     halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
+    # the range analysis' report: written beside the fp16 model once that is, never without it
+    pending: tuple[Path, Any] | None = None
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
     # a typo in --fp32-ops or --fp32-nodes is refused before the analysis writes anything
     early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
@@ -233,7 +235,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
         report.notes.extend(released)
-        ranges = atomic_write_json(_sidecar(dest, ".ranges.json"), to_jsonable(report_json(report)))
+        ranges = _sidecar(dest, ".ranges.json")  # written once the fp16 model is (below)
+        pending = (ranges, to_jsonable(report_json(report)))
         files.append(ranges)
         info.update(
             {
@@ -243,9 +246,17 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "ranges": ranges.name,
             }
         )
-    return _convert(
-        model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves
-    )
+    try:
+        artifact = _convert(
+            model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves
+        )
+    except GateFailed:  # the fp16 model was written: its ranges go beside it
+        if pending is not None:
+            atomic_write_json(*pending)
+        raise
+    if pending is not None:
+        atomic_write_json(*pending)
+    return artifact
 
 
 def _convert(
