@@ -514,3 +514,39 @@ def test_an_export_warning_reaches_the_matrix_output(tmp_path: Path) -> None:
     finally:
         executor.close()
     assert any("fixed: export: --dynamic-batch: the batch of x (2) came out fixed" in m for m in ui.messages)
+
+
+def test_a_cell_profiles_dynamic_dims_as_the_compare_data_has_them(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """As ``run`` does: a dim [model] inputs leave open is timed at the compare data's size (this
+    model refuses it fed as 1, which failed the cell)."""
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    path = tmp_path / "m.toml"
+    path.write_text(f"""
+workdir = "out"
+[build]
+backend = "onnxruntime"
+[compare]
+data = "val.npz"
+batch_size = 2
+[profile]
+iterations = 3
+warmup = 1
+batch_sizes = [2]
+[bundle]
+enabled = false
+[matrix]
+targets = ["x86-64-cpu"]
+precisions = ["fp32"]
+[[matrix.models]]
+name = "padded"
+source = "{reflect_padded_onnx}"
+""")
+    executor = LocalExecutor(jobs=1)
+    try:
+        result = run_matrix(load_matrix_config(path), executor)
+    finally:
+        executor.close()
+    (cell,) = result.cells
+    assert cell.status == "ok" and cell.latency_ms is not None, cell

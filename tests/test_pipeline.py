@@ -289,6 +289,63 @@ warmup = 1
     assert set(profiled["batch_sizes"]) == {"1", "2"}
 
 
+def test_run_profiles_dynamic_dims_as_the_compare_data_has_them(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """Without [model] inputs, a dynamic dim beyond the batch is timed at the compare data's size,
+    not fed as 1 (PP-OCR's classifier was timed on 1x1 images; this model refuses 1 outright)."""
+    import numpy as np
+
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(f"""
+workdir = "out"
+
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+
+[build]
+precisions = ["fp32"]
+
+[compare]
+data = "val.npz"
+batch_size = 2
+
+[profile]
+batch_sizes = [1, 3]
+iterations = 3
+warmup = 1
+""")
+    result = run_cli("run", config, "--json", tmp_path / "run.json")
+    assert result.code == 0, result.stderr
+    assert "profile: dynamic input dims as in the compare data (x 2x16)" in result.stderr
+    profiled = json.loads((tmp_path / "run.json").read_text())["precisions"][0]["profile"]
+    assert profiled["settings"]["input_shapes"] == {"1": {"x": [1, 16]}, "3": {"x": [3, 16]}}
+
+
+def test_profile_shapes_come_from_the_config_first_and_never_from_random_data() -> None:
+    import numpy as np
+
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.pipeline.run import profile_shapes
+
+    inputs = [
+        TensorSpec("image", ("n", 3, "h", "w"), "float32"),
+        TensorSpec("mask", ("n", 3, "h", "w"), "float32"),
+        TensorSpec("scale", ("n", 2), "float32"),
+    ]
+    feed = {"image": np.zeros((2, 3, 48, 192), np.float32), "mask": np.zeros((2, 3, 8, 8), np.float32)}
+    feed["scale"] = np.zeros((2, 2), np.float32)
+    given = {"mask": (1, 3, 16, 16)}
+    assert profile_shapes(given, inputs, [feed], synthetic=False) == (
+        {"mask": (1, 3, 16, 16), "image": (2, 3, 48, 192)},
+        ["image 2x3x48x192"],
+    )
+    assert profile_shapes(given, inputs, [feed], synthetic=True) == (given, [])
+    assert profile_shapes({}, inputs, [], synthetic=False) == ({}, [])
+
+
 def test_bundle_for_a_gpu_suggests_a_profile_from_the_reference_data(tmp_path: Path) -> None:
     """An image model with dynamic height and width: the device needs a shape range, and the one
     suggested holds the reference data verify.sh runs (it was 1x3x1x1 .. 8x3x8x8, which does not)."""

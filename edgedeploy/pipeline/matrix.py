@@ -63,6 +63,7 @@ from edgedeploy.pipeline.run import (
     compare_source,
     export_options,
     profile_options,
+    profile_shapes,
 )
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import build, make_precision
@@ -629,7 +630,9 @@ def _key_cell(
         feeds_cache[feeds_key] = (list(source), source.describe())
     feeds, description = feeds_cache[feeds_key]
     gates = compare_gates(config)
-    popts = profile_options(config, shapes) if config.profile.enabled else None
+    # dynamic dims [model] inputs leave open are timed as the compare data has them (see run.py)
+    timed = profile_shapes(shapes, inputs, feeds, bool(description.get("synthetic")))[0]
+    popts = profile_options(config, timed) if config.profile.enabled else None
     key = sha256_json(
         {
             "build": build_key,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -173,12 +173,17 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     data = _compare_data(run, exported)
+    timed = exported.shapes
+    if config.profile.enabled:
+        timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
+        if taken:
+            ui.info(f"profile: dynamic input dims as in the compare data ({', '.join(taken)})")
     outcomes = []
     for precision in config.build.precisions:
         outcome = _build_stage(run, exported, precision)
         _compare_stage(run, exported, data, outcome)
         if config.profile.enabled:
-            _profile_stage(run, outcome, exported.shapes)
+            _profile_stage(run, outcome, timed)
         outcomes.append(outcome)
     bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled else None
     result = PipelineResult(
@@ -318,6 +323,31 @@ def profile_options(
             else {s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}
         ),
     )
+
+
+def profile_shapes(
+    shapes: Mapping[str, tuple[int, ...]],
+    inputs: Sequence[TensorSpec],
+    feeds: Sequence[Feed],
+    synthetic: bool,
+) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The shapes the profile's random inputs take: ``shapes`` (``[model] inputs``), and for an
+    input they leave out whose dims beyond the batch are dynamic, the shape it has in the first
+    batch of the compare data, unless that data is random too. Without it, random data feeds such
+    dims as 1: PP-OCR's direction classifier, [N, 3, ?, ?], was timed on 1x1 images while its
+    compare data were 48x192 text lines. The profile's batch sizes still replace dim 0 where the
+    batch is dynamic. Returns the shapes and, per input taken from the data, ``name AxBxC``."""
+    found = dict(shapes)
+    taken: list[str] = []
+    first = feeds[0] if feeds and not synthetic else {}
+    for spec in inputs:
+        dynamic = any(not isinstance(d, int) or d < 0 for d in spec.shape[1:])
+        array = first.get(spec.name)
+        if spec.name in found or not dynamic or array is None or array.ndim != len(spec.shape):
+            continue
+        found[spec.name] = tuple(int(d) for d in array.shape)
+        taken.append(f"{spec.name} {'x'.join(str(d) for d in array.shape)}")
+    return found, taken
 
 
 def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
