@@ -45,8 +45,10 @@ done
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
 if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2
+    # the reference inputs' shapes for dims beyond the batch the model leaves dynamic
+    SHAPES="$(helper profile-inputs 2>/dev/null | tr '\n' ' ')" || SHAPES=""
     die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
-        "measure it with: edgedeploy profile $MODEL"
+        "measure it with: edgedeploy profile $MODEL ${SHAPES% }"
 fi
 helper model --precision "$PRECISION" >/dev/null || exit 2  # a precision the bundle lacks: said once
 if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then

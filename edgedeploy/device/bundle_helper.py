@@ -1045,6 +1045,27 @@ def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
+    """``edgedeploy profile``'s ``--input`` arguments, one per line, for the inputs whose dims
+    beyond the batch are dynamic: their shapes in the reference inputs, batch 1 where the batch is
+    dynamic (random data would feed such dims as 1: a 1x1 image). Nothing when every other dim is
+    fixed, or the bundle has no reference inputs."""
+    manifest = load_manifest(bundle)
+    wanted = {s["name"]: s for s in manifest["io"]["inputs"] if any(a != 0 for a in _dynamic_axes(s))}
+    path = reference_path(bundle, manifest, "inputs")
+    if not wanted or path is None:
+        return EXIT_OK
+    import numpy as np
+
+    with np.load(path) as data:
+        for name in [n for n in data.files if n in wanted]:
+            shape = list(data[name].shape)
+            if shape and 0 in _dynamic_axes(wanted[name]):
+                shape[0] = 1
+            print(f"--input={shape_spec({name: shape})}")
+    return EXIT_OK
+
+
 def cmd_shapes(bundle: Path, args: argparse.Namespace) -> int:
     shapes = _io_shapes(load_manifest(bundle), args.batch)
     print(shape_spec(shapes) if shapes else "")
@@ -1089,6 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", help="also print the --useProfile flag the reference shapes need")
     p = sub.add_parser("shapes")
     p.add_argument("--batch", type=int, default=1)
+    sub.add_parser("profile-inputs")
     p = sub.add_parser("run-shapes")
     p.add_argument("--engine")
     p.add_argument("--batch", type=int)
@@ -1109,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
         "write-sidecar": cmd_write_sidecar,
         "ref-inputs": cmd_ref_inputs,
         "shapes": cmd_shapes,
+        "profile-inputs": cmd_profile_inputs,
         "run-shapes": cmd_run_shapes,
         "run-flags": cmd_run_flags,
     }

@@ -226,3 +226,43 @@ def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device
     res = device.run(script(out, "benchmark.sh"))
     assert res.returncode == 2, res.stderr
     assert "edgedeploy profile" in res.stderr and "build_engine.sh" not in res.stderr
+    assert res.stderr.strip().endswith("dense.onnx"), res.stderr  # no dims to give: none given
+
+
+def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
+    tmp_path: Path, device: Device
+) -> None:
+    """Run as suggested, ``edgedeploy profile`` would feed the dynamic height and width as 1 (a 1x1
+    image): the suggestion gives the reference inputs' shape, at batch 1."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle
+    from edgedeploy.targets import load_target
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu.onnx")
+    x = np.zeros((2, 3, 48, 192), np.float32)
+    out = make_bundle(
+        tmp_path / "cpu-bundle",
+        model_name="relu",
+        model_source="relu.onnx",
+        model_sha256="0" * 64,
+        target=load_target("x86-64-cpu"),
+        inputs=[TensorSpec("x", ("N", 3, "H", "W"), "float32")],
+        outputs=[TensorSpec("y", ("N", 3, "H", "W"), "float32")],
+        artifacts=[BundleArtifact("fp32", "onnxruntime", tmp_path / "relu.onnx")],
+        gates={},
+        reference_inputs={"x": x},
+        reference_outputs={"y": x},
+    ).directory
+    res = device.run(script(out, "benchmark.sh"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
