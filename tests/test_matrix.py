@@ -550,3 +550,42 @@ source = "{reflect_padded_onnx}"
         executor.close()
     (cell,) = result.cells
     assert cell.status == "ok" and cell.latency_ms is not None, cell
+
+
+def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """As ``run``: the device's engine needs a shape range for a dynamic dim besides the batch; the
+    cells run, their bundle is refused in one line that says what to give (it was made, and its
+    build_engine.sh refused on the device)."""
+    from edgedeploy.ui import Ui
+
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    path = tmp_path / "m.toml"
+    path.write_text(f"""
+workdir = "out"
+[compare]
+data = "val.npz"
+batch_size = 2
+[profile]
+enabled = false
+[matrix]
+targets = ["jetson-orin-nx"]
+precisions = ["fp32"]
+[[matrix.models]]
+name = "padded"
+source = "{reflect_padded_onnx}"
+""")
+    ui = Ui(quiet=True)
+    executor = LocalExecutor(jobs=1)
+    try:
+        result = run_matrix(load_matrix_config(path), executor, ui=ui)
+    finally:
+        executor.close()
+    warned = [m.removeprefix("warning: ") for m in ui.messages if m.startswith("warning: ")]
+    (cell,) = result.cells
+    assert cell.status == "ok", cell
+    assert result.bundles == {}
+    suggested = "[build] profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
+    assert [w for w in warned if w.startswith("bundle padded/jetson-orin-nx: ")], warned
+    assert any(suggested in w for w in warned), warned

@@ -324,6 +324,53 @@ warmup = 1
     assert profiled["settings"]["input_shapes"] == {"1": {"x": [1, 16]}, "3": {"x": [3, 16]}}
 
 
+def test_run_for_a_gpu_refuses_unranged_dims_before_building_and_takes_the_profile_it_suggests(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """A bundle for a GPU target whose model has a dynamic dim besides the batch needs a shape
+    range for the device's engine, as `bundle create` does: without [build] profiles the run made a
+    bundle whose build_engine.sh refused on the device (here: ONNX Runtime builds, no TensorRT)."""
+    import numpy as np
+
+    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    config = tmp_path / "edgedeploy.toml"
+    text = f"""
+workdir = "out"
+
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+
+[build]
+target = "jetson-orin-nx"
+backend = "onnxruntime"
+precisions = ["fp32"]
+
+[compare]
+data = "val.npz"
+batch_size = 2
+
+[profile]
+enabled = false
+"""
+    config.write_text(text)
+    refused = run_cli("run", config)
+    suggested = "profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+    *progress, line = refused.stderr.strip().splitlines()  # after the export's line, one error line
+    assert [p.split(":")[0] for p in progress] == ["export"], refused.stderr
+    assert line.startswith("error: ") and f"give the device's shape range with [build] {suggested}" in line
+    assert not (tmp_path / "out" / "padded.fp32.ort.onnx").exists()  # refused before any build
+    # the onnxruntime backend takes no TensorRT options: the message says to build with auto
+    assert line.endswith('widen it to the device\'s) and backend = "auto"'), line
+    text = text.replace('backend = "onnxruntime"\n', "")  # auto: ONNX Runtime here, TensorRT on a GPU
+    config.write_text(text.replace('precisions = ["fp32"]', f'precisions = ["fp32"]\n{suggested}'))
+    taken = run_cli("run", config)
+    assert taken.code == 0, taken.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["build"]["profiles"] == [{"x": {"min": [1, 16], "opt": [2, 16], "max": [2, 16]}}]
+
+
 def test_profile_shapes_come_from_the_config_first_and_never_from_random_data() -> None:
     import numpy as np
 

@@ -64,6 +64,7 @@ from edgedeploy.pipeline.run import (
     export_options,
     profile_options,
     profile_shapes,
+    refuse_unranged_dims,
 )
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import build, make_precision
@@ -757,6 +758,8 @@ def _bundle_one(
     def do_bundle() -> tuple[list[Path], dict[str, Any]]:
         inputs, outputs = model_io(fp32)
         ref_in = next(iter(compare_source(config, list(inputs), _shapes(config))))
+        if target.kind != "cpu" and not config.build.profiles:  # the device's engine needs a shape range
+            refuse_unranged_dims(inputs, ref_in, "[build] profiles")
         ref_out, _ = run_pair(fp32, fp32, [ref_in])
         result = make_bundle(
             out,

@@ -13,7 +13,7 @@ from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
-from edgedeploy.pipeline.run import bundle_report_writer
+from edgedeploy.pipeline.run import bundle_report_writer, refuse_unranged_dims
 from edgedeploy.stages.build import precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
@@ -111,7 +111,7 @@ def build_settings(
     refused without --profile. Every profile must take the reference inputs, or verify.sh could not
     run them on the device.
     """
-    from edgedeploy.backends.trt_plan import profile_example, resolve_profiles
+    from edgedeploy.backends.trt_plan import resolve_profiles
     from edgedeploy.backends.trt_sidecar import read_sidecar
 
     sidecars = [s for s in (read_sidecar(e) for e in engines) if s is not None]
@@ -130,19 +130,7 @@ def build_settings(
             )
         resolved = built[0] if built else []
     if not resolved:
-        others = [s for s in dynamic if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
-        if others:
-            name, ref = others[0].name, reference_inputs.get(others[0].name)
-            if ref is not None and ref.ndim:  # the data's own sizes: they must fit the profile anyway
-                shape = [int(d) for d in ref.shape]
-                low, high = "x".join(map(str, [1, *shape[1:]])), "x".join(map(str, shape))
-                example = f"{name}:{low},{high},{high} (the reference data's shape; widen it to the device's)"
-            else:
-                example = profile_example(name, others[0].shape)
-            raise InputError(
-                f"input '{name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
-                f"the device's shape range with --profile {example}"
-            )
+        refuse_unranged_dims(dynamic, reference_inputs, "--profile")
         batch = int(next(iter(reference_inputs.values())).shape[0])
         resolved = [{}]
         for spec in dynamic:

@@ -173,6 +173,12 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     data = _compare_data(run, exported)
+    if config.bundle.enabled and target.kind != "cpu" and not config.build.profiles:
+        # the bundle's device builds an engine for a shape range: refused now, not after every build
+        where = "[build] profiles" + (
+            ' and backend = "auto"' if config.build.backend == "onnxruntime" else ""
+        )
+        refuse_unranged_dims(exported.inputs, data.feeds[0], where)
     timed = exported.shapes
     if config.profile.enabled:
         timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
@@ -348,6 +354,39 @@ def profile_shapes(
         found[spec.name] = tuple(int(d) for d in array.shape)
         taken.append(f"{spec.name} {'x'.join(str(d) for d in array.shape)}")
     return found, taken
+
+
+def refuse_unranged_dims(
+    inputs: Sequence[TensorSpec], reference_inputs: Mapping[str, Any], option: str
+) -> None:
+    """InputError for the first of ``inputs`` with a dynamic dim besides the batch: a GPU device
+    builds its engine for a shape range, which only the batch has a default for (1 to the
+    reference batch); ``option`` is where the user gives it (``--profile``, ``[build] profiles``),
+    with the reference data's shape as the example."""
+    from edgedeploy.backends.trt_plan import profile_example
+
+    others = [s for s in inputs if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
+    if not others:
+        return
+    name, ref = others[0].name, reference_inputs.get(others[0].name)
+    if ref is not None and ref.ndim:  # the data's own sizes: they must fit the profile anyway
+        shape = [int(d) for d in ref.shape]
+        low, high = "x".join(map(str, [1, *shape[1:]])), "x".join(map(str, shape))
+        key, _, rest = option.partition(" and ")  # what else the config needs, e.g. a backend
+        if key == "--profile":
+            example = f"--profile {name}:{low},{high},{high}"
+        else:  # [build] profiles, as TOML
+            example = f"{key} = [{{ {name} = {{ min = [{low.replace('x', ', ')}], opt = "
+            example += f"[{high.replace('x', ', ')}], max = [{high.replace('x', ', ')}] }} }}]"
+        example += " (the reference data's shape; widen it to the device's)" + (
+            f" and {rest}" if rest else ""
+        )
+    else:
+        example = f"--profile {profile_example(name, others[0].shape)}"
+    raise InputError(
+        f"input '{name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
+        f"the device's shape range with {example}"
+    )
 
 
 def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
