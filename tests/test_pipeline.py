@@ -10,6 +10,7 @@ from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.pipeline import run_pipeline
+from edgedeploy.ui import Ui
 from tests.conftest import (
     Digits,
     assert_clean_input_error,
@@ -428,8 +429,13 @@ def test_config_check_allclose_applies_atol_rtol_and_the_bundle_records_it(
     path.write_text(text.replace("min_top1 = 0.99\n", "min_top1 = 0.99\natol = 0.0\nrtol = 0.0\n"))
     assert run_pipeline(load_config(path)).gates_passed  # atol 0 alone gates nothing
     path.write_text(path.read_text().replace("rtol = 0.0\n", "rtol = 0.0\ncheck_allclose = true\n"))
-    strict = run_pipeline(load_config(path))
+    ui = Ui(quiet=True)
+    strict = run_pipeline(load_config(path), ui)
     assert not strict.gates_passed  # fp16 differs from fp32 somewhere
+    # the warning names the gate that failed, as compare does, not every figure of every output
+    (failed,) = [m for m in ui.messages if "accuracy gate failed" in m]
+    assert failed.startswith("warning: fp16: accuracy gate failed: ")
+    assert "exceeds atol=0.0 + rtol=0.0" in failed and "cosine=" not in failed
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["gates"]["check_allclose"] is True and manifest["gates"]["atol"] == 0.0
     validate_manifest(manifest)

@@ -812,9 +812,9 @@ def _find(files: list[Path], suffix: str) -> Path | None:
 
 
 def _failure_text(compare_summary: dict[str, Any]) -> str:
+    """The gates that failed, per output, as compare says them (``cosine 0.947650 < 0.99``)."""
     parts = []
     for name, m in compare_summary.get("outputs", {}).items():
-        parts.append(
-            f"{name}: cosine={m.get('cosine')}, top1={m.get('top1_agreement')}, nan/inf={m.get('nan_inf')}"
-        )
-    return "; ".join(parts)
+        if m.get("failures"):
+            parts.append(f"{name}: {', '.join(m['failures'])}")
+    return "; ".join(parts) or "see the compare figures"  # a record from before failures were listed
