@@ -58,6 +58,7 @@ class BuildSection:
     tf32: bool = True  # TensorRT's default; false clears BuilderFlag.TF32
     profiles: list[dict[str, Any]] = field(default_factory=list)  # [{input = {min=[..], opt=[..], max=[..]}}]
     threads: int | None = None
+    accuracy_budget: str | None = None  # fp16 and int8, as build's --accuracy-budget
 
 
 @dataclass

@@ -242,6 +242,29 @@ warmup = 1
     assert "export: up to date" not in again.stderr
 
 
+def test_config_accuracy_budget_applies_to_int8_as_builds_option_does(digits: Digits, tmp_path: Path) -> None:
+    """[build] accuracy_budget is build's --accuracy-budget for each low precision of the run (the
+    int8 gate failed and only `edgedeploy build` could search); a bad one is refused up front."""
+    import numpy as np
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=digits.x_train[:64])
+    extra = f'\n[calibration]\ndata = "{calib}"\nsamples = 64\nbatch_size = 32\n'
+    path = _config(tmp_path, digits, extra=extra)
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32", "int8"]')
+    text = text.replace("[profile]\n", "[profile]\nenabled = false\n")
+    path.write_text(text.replace("[build]\n", '[build]\naccuracy_budget = "cosine>=0.99999"\n'))
+    result = run_pipeline(load_config(path))
+    fp32, int8 = result.precisions
+    assert "accuracy_budget" not in fp32.info
+    budget = int8.info["accuracy_budget"]
+    assert budget["budget"] == "cosine>=0.99999" and budget["met"] and budget["kept"]
+    assert (tmp_path / "work" / budget["file"]).is_file()
+    path.write_text(path.read_text().replace("cosine>=0.99999", "cosine>=2"))
+    refused = run_cli("run", path)
+    assert_clean_input_error(refused, "config [build] accuracy_budget: cosine>=2 can never be met")
+
+
 def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:
     import numpy as np
 

@@ -467,6 +467,8 @@ def build_request(
         fp16=Fp16Options(keep_io_types=b.keep_io_types, fp32_ops=b.fp32_ops, fp32_nodes=b.fp32_nodes),
         calibration=_calibration_request(config, shapes),
         options=backend_options(section, path=config.path),
+        # fp32 has no lower precision to take layers from
+        accuracy_budget=b.accuracy_budget if precision in ("fp16", "int8") else None,
     )
 
 
@@ -671,6 +673,14 @@ def check_config(config: PipelineConfig) -> Target:
         raise InputError(
             f"config build.backend '{b.backend}' is unknown; choose one of {', '.join(BACKEND_NAMES)}"
         )
+    if b.accuracy_budget is not None:
+        from edgedeploy.stages.precision.budget import AccuracyBudget
+
+        try:
+            AccuracyBudget.parse(b.accuracy_budget)
+        except InputError as exc:
+            said = str(exc).removeprefix("--accuracy-budget")
+            raise InputError(f"config [build] accuracy_budget{said}") from None
     if "int8" in b.precisions and config.calibration.algorithm not in ALGORITHMS:
         raise InputError(
             f"config calibration.algorithm '{config.calibration.algorithm}' is unknown; "
