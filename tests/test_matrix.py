@@ -589,3 +589,14 @@ source = "{reflect_padded_onnx}"
     suggested = "[build] profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
     assert [w for w in warned if w.startswith("bundle padded/jetson-orin-nx: ")], warned
     assert any(suggested in w for w in warned), warned
+    # a profile that does not take the reference inputs: verify.sh could not run them on the device
+    narrow = "profiles = [{ x = { min = [1, 8], opt = [2, 8], max = [2, 8] } }]"
+    path.write_text(path.read_text().replace("[compare]", f"[build]\n{narrow}\n[compare]"))
+    ui = Ui(quiet=True)
+    executor = LocalExecutor(jobs=1)
+    try:
+        result = run_matrix(load_matrix_config(path), executor, ui=ui)
+    finally:
+        executor.close()
+    assert result.bundles == {}
+    assert any("'x' [2, 16] lies outside every shape profile" in m for m in ui.messages), ui.messages

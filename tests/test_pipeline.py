@@ -389,6 +389,13 @@ enabled = false
     assert line.endswith('widen it to the device\'s) and backend = "auto"'), line
     text = text.replace('backend = "onnxruntime"\n', "")  # auto: ONNX Runtime here, TensorRT on a GPU
     config.write_text(text.replace('precisions = ["fp32"]', f'precisions = ["fp32"]\n{suggested}'))
+    narrow = text.replace('precisions = ["fp32"]', f'precisions = ["fp32"]\n{suggested.replace("16", "8")}')
+    (tmp_path / "narrow.toml").write_text(narrow)
+    refused = run_cli("run", tmp_path / "narrow.toml")  # checked as bundle create checks --profile
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "reference input 'x' [2, 16] lies outside every shape profile" in refused.stderr
+    assert "widen [build] profiles to take it" in refused.stderr
+    assert not (tmp_path / "out" / "padded.fp32.ort.onnx").exists()
     taken = run_cli("run", config)
     assert taken.code == 0, taken.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())

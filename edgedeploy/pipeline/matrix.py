@@ -42,7 +42,7 @@ from edgedeploy.fileio import (
     sha256_file,
     sha256_json,
 )
-from edgedeploy.options import BuildRequest, CalibrationRequest
+from edgedeploy.options import BuildRequest, CalibrationRequest, parse_profiles
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
@@ -64,6 +64,7 @@ from edgedeploy.pipeline.run import (
     export_options,
     profile_options,
     profile_shapes,
+    refuse_profiles_missing,
     refuse_unranged_dims,
 )
 from edgedeploy.results import to_jsonable
@@ -760,6 +761,11 @@ def _bundle_one(
         ref_in = next(iter(compare_source(config, list(inputs), _shapes(config))))
         if target.kind != "cpu" and not config.build.profiles:  # the device's engine needs a shape range
             refuse_unranged_dims(inputs, ref_in, "[build] profiles")
+        elif target.kind != "cpu":  # and verify.sh runs the reference inputs there
+            from edgedeploy.backends.trt_plan import resolve_profiles
+
+            given = resolve_profiles(fp32, parse_profiles(config.build.profiles))
+            refuse_profiles_missing(ref_in, given, "[build] profiles")
         ref_out, _ = run_pair(fp32, fp32, [ref_in])
         result = make_bundle(
             out,

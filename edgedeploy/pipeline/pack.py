@@ -13,7 +13,7 @@ from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
-from edgedeploy.pipeline.run import bundle_report_writer, refuse_unranged_dims
+from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
 from edgedeploy.stages.build import precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
@@ -136,14 +136,6 @@ def build_settings(
         for spec in dynamic:
             rest = [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
             resolved[0][spec.name] = [[1, *rest], [batch, *rest], [batch, *rest]]
-    for name, value in reference_inputs.items():
-        shape = list(value.shape)
-        if name in resolved[0] and not any(
-            all(a <= d <= b for a, d, b in zip(p[name][0], shape, p[name][2], strict=False)) for p in resolved
-        ):
-            raise InputError(
-                f"the reference input '{name}' {shape} lies outside every shape profile: verify.sh on the "
-                "device runs it, so widen a --profile to take it"
-            )
+    refuse_profiles_missing(reference_inputs, resolved, "a --profile")
     tables = [{n: dict(zip(("min", "opt", "max"), r, strict=True)) for n, r in p.items()} for p in resolved]
     return {"profiles": tables, "tf32": tf32}

@@ -30,6 +30,7 @@ from edgedeploy.options import (
     CalibrationSettings,
     Fp16Options,
     backend_options,
+    parse_profiles,
     user_names,
 )
 from edgedeploy.pipeline.cache import StageCache
@@ -173,6 +174,12 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     data = _compare_data(run, exported)
+    if config.bundle.enabled and target.kind != "cpu" and config.build.profiles:
+        # the profiles the device builds with: checked as a TensorRT build and `bundle create` check them
+        from edgedeploy.backends.trt_plan import resolve_profiles
+
+        given = resolve_profiles(exported.fp32, parse_profiles(config.build.profiles))
+        refuse_profiles_missing(data.feeds[0], given, "[build] profiles")
     if config.bundle.enabled and target.kind != "cpu" and not config.build.profiles:
         # the bundle's device builds an engine for a shape range: refused now, not after every build
         where = "[build] profiles" + (
@@ -387,6 +394,29 @@ def refuse_unranged_dims(
         f"input '{name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
         f"the device's shape range with {example}"
     )
+
+
+def refuse_profiles_missing(
+    reference_inputs: Mapping[str, Any],
+    resolved: Sequence[Mapping[str, Sequence[Sequence[int]]]],
+    option: str,
+) -> None:
+    """InputError when a reference input lies outside every shape profile (``resolved``: per profile,
+    input -> [min, opt, max]): verify.sh runs it on the device; ``option``: what to widen."""
+    for name, value in reference_inputs.items():
+        shape = list(value.shape)
+        if (
+            resolved
+            and name in resolved[0]
+            and not any(
+                all(a <= d <= b for a, d, b in zip(p[name][0], shape, p[name][2], strict=False))
+                for p in resolved
+            )
+        ):
+            raise InputError(
+                f"the reference input '{name}' {shape} lies outside every shape profile: verify.sh on the "
+                f"device runs it, so widen {option} to take it"
+            )
 
 
 def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
