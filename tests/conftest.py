@@ -185,6 +185,16 @@ def reflect_padded_onnx(tmp_path: Path) -> Path:
     return path
 
 
+def reflect_padded_data(folder: Path) -> Path:
+    """``folder/val.npz``: 4 samples of 16 for :func:`reflect_padded_onnx`, 2 rows a batch at
+    ``batch_size = 2`` (its dynamic dim then comes out as 16, never 1)."""
+    import numpy as np
+
+    path = folder / "val.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    return path
+
+
 def checkpoint_module(folder: Path) -> Callable[[int], None]:
     """``folder/net.py``, whose ``build`` loads ``weights.pt`` (a checkpoint no cache key can see),
     and a function that writes that checkpoint from a seed (a retraining)."""

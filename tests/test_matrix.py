@@ -26,7 +26,14 @@ from edgedeploy.errors import InputError
 from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
-from tests.conftest import assert_clean_input_error, checkpoint_module, run_cli, validate_manifest
+from edgedeploy.ui import Ui
+from tests.conftest import (
+    assert_clean_input_error,
+    checkpoint_module,
+    reflect_padded_data,
+    run_cli,
+    validate_manifest,
+)
 
 PRESENT = ("jetson-orin-nano", "rtx4090")
 ABSENT = "jetson-agx-orin"
@@ -516,12 +523,21 @@ def test_an_export_warning_reaches_the_matrix_output(tmp_path: Path) -> None:
     assert any("fixed: export: --dynamic-batch: the batch of x (2) came out fixed" in m for m in ui.messages)
 
 
+def _run_local(path: Path, ui: Ui | None = None) -> MatrixResult:
+    """The matrix config at ``path`` on a one-worker local pool."""
+    executor = LocalExecutor(jobs=1)
+    try:
+        return run_matrix(load_matrix_config(path), executor, ui=ui or Ui(quiet=True))
+    finally:
+        executor.close()
+
+
 def test_a_cell_profiles_dynamic_dims_as_the_compare_data_has_them(
     reflect_padded_onnx: Path, tmp_path: Path
 ) -> None:
     """As ``run`` does: a dim [model] inputs leave open is timed at the compare data's size (this
     model refuses it fed as 1, which failed the cell)."""
-    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reflect_padded_data(tmp_path)
     path = tmp_path / "m.toml"
     path.write_text(f"""
 workdir = "out"
@@ -543,12 +559,7 @@ precisions = ["fp32"]
 name = "padded"
 source = "{reflect_padded_onnx}"
 """)
-    executor = LocalExecutor(jobs=1)
-    try:
-        result = run_matrix(load_matrix_config(path), executor)
-    finally:
-        executor.close()
-    (cell,) = result.cells
+    (cell,) = _run_local(path).cells
     assert cell.status == "ok" and cell.latency_ms is not None, cell
 
 
@@ -558,9 +569,7 @@ def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
     """As ``run``: the device's engine needs a shape range for a dynamic dim besides the batch; the
     cells run, their bundle is refused in one line that says what to give (it was made, and its
     build_engine.sh refused on the device)."""
-    from edgedeploy.ui import Ui
-
-    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reflect_padded_data(tmp_path)
     path = tmp_path / "m.toml"
     path.write_text(f"""
 workdir = "out"
@@ -577,11 +586,7 @@ name = "padded"
 source = "{reflect_padded_onnx}"
 """)
     ui = Ui(quiet=True)
-    executor = LocalExecutor(jobs=1)
-    try:
-        result = run_matrix(load_matrix_config(path), executor, ui=ui)
-    finally:
-        executor.close()
+    result = _run_local(path, ui)
     warned = [m.removeprefix("warning: ") for m in ui.messages if m.startswith("warning: ")]
     (cell,) = result.cells
     assert cell.status == "ok", cell
@@ -593,10 +598,5 @@ source = "{reflect_padded_onnx}"
     narrow = "profiles = [{ x = { min = [1, 8], opt = [2, 8], max = [2, 8] } }]"
     path.write_text(path.read_text().replace("[compare]", f"[build]\n{narrow}\n[compare]"))
     ui = Ui(quiet=True)
-    executor = LocalExecutor(jobs=1)
-    try:
-        result = run_matrix(load_matrix_config(path), executor, ui=ui)
-    finally:
-        executor.close()
-    assert result.bundles == {}
+    assert _run_local(path, ui).bundles == {}
     assert any("'x' [2, 16] lies outside every shape profile" in m for m in ui.messages), ui.messages

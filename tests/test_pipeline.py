@@ -16,6 +16,7 @@ from tests.conftest import (
     assert_clean_input_error,
     checkpoint_module,
     files_under,
+    reflect_padded_data,
     run_cli,
     validate_manifest,
 )
@@ -318,9 +319,7 @@ def test_run_profiles_dynamic_dims_as_the_compare_data_has_them(
 ) -> None:
     """Without [model] inputs, a dynamic dim beyond the batch is timed at the compare data's size,
     not fed as 1 (PP-OCR's classifier was timed on 1x1 images; this model refuses 1 outright)."""
-    import numpy as np
-
-    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reflect_padded_data(tmp_path)
     config = tmp_path / "edgedeploy.toml"
     config.write_text(f"""
 workdir = "out"
@@ -354,9 +353,7 @@ def test_run_for_a_gpu_refuses_unranged_dims_before_building_and_takes_the_profi
     """A bundle for a GPU target whose model has a dynamic dim besides the batch needs a shape
     range for the device's engine, as `bundle create` does: without [build] profiles the run made a
     bundle whose build_engine.sh refused on the device (here: ONNX Runtime builds, no TensorRT)."""
-    import numpy as np
-
-    np.savez(tmp_path / "val.npz", x=np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reflect_padded_data(tmp_path)
     config = tmp_path / "edgedeploy.toml"
     text = f"""
 workdir = "out"
