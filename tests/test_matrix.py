@@ -523,6 +523,19 @@ def test_an_export_warning_reaches_the_matrix_output(tmp_path: Path) -> None:
     assert any("fixed: export: --dynamic-batch: the batch of x (2) came out fixed" in m for m in ui.messages)
 
 
+def _padded_matrix(folder: Path, model: Path, target: str, profile: str) -> Path:
+    """A one-cell matrix config (fp32 on ``target``) of the reflect-padded model and its compare
+    data in ``folder``; ``profile``: the lines of its [profile] section (and any after it)."""
+    reflect_padded_data(folder)
+    path = folder / "m.toml"
+    path.write_text(
+        f'workdir = "out"\n[compare]\ndata = "val.npz"\nbatch_size = 2\n[profile]\n{profile}\n'
+        f'[matrix]\ntargets = ["{target}"]\nprecisions = ["fp32"]\n'
+        f'[[matrix.models]]\nname = "padded"\nsource = "{model}"\n'
+    )
+    return path
+
+
 def _run_local(path: Path, ui: Ui | None = None) -> MatrixResult:
     """The matrix config at ``path`` on a one-worker local pool."""
     executor = LocalExecutor(jobs=1)
@@ -537,28 +550,8 @@ def test_a_cell_profiles_dynamic_dims_as_the_compare_data_has_them(
 ) -> None:
     """As ``run`` does: a dim [model] inputs leave open is timed at the compare data's size (this
     model refuses it fed as 1, which failed the cell)."""
-    reflect_padded_data(tmp_path)
-    path = tmp_path / "m.toml"
-    path.write_text(f"""
-workdir = "out"
-[build]
-backend = "onnxruntime"
-[compare]
-data = "val.npz"
-batch_size = 2
-[profile]
-iterations = 3
-warmup = 1
-batch_sizes = [2]
-[bundle]
-enabled = false
-[matrix]
-targets = ["x86-64-cpu"]
-precisions = ["fp32"]
-[[matrix.models]]
-name = "padded"
-source = "{reflect_padded_onnx}"
-""")
+    profile = "iterations = 3\nwarmup = 1\nbatch_sizes = [2]\n[bundle]\nenabled = false"
+    path = _padded_matrix(tmp_path, reflect_padded_onnx, "x86-64-cpu", profile)
     (cell,) = _run_local(path).cells
     assert cell.status == "ok" and cell.latency_ms is not None, cell
 
@@ -569,22 +562,7 @@ def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
     """As ``run``: the device's engine needs a shape range for a dynamic dim besides the batch; the
     cells run, their bundle is refused in one line that says what to give (it was made, and its
     build_engine.sh refused on the device)."""
-    reflect_padded_data(tmp_path)
-    path = tmp_path / "m.toml"
-    path.write_text(f"""
-workdir = "out"
-[compare]
-data = "val.npz"
-batch_size = 2
-[profile]
-enabled = false
-[matrix]
-targets = ["jetson-orin-nx"]
-precisions = ["fp32"]
-[[matrix.models]]
-name = "padded"
-source = "{reflect_padded_onnx}"
-""")
+    path = _padded_matrix(tmp_path, reflect_padded_onnx, "jetson-orin-nx", "enabled = false")
     ui = Ui(quiet=True)
     result = _run_local(path, ui)
     warned = [m.removeprefix("warning: ") for m in ui.messages if m.startswith("warning: ")]

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Device
@@ -199,30 +200,51 @@ def test_verify_outputs_without_numpy_or_onnxruntime_exits_2_not_1(
         assert "Traceback" not in res.stderr and f"{missing} is needed" in res.stderr
 
 
-def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device: Device) -> None:
+def _cpu_bundle(
+    folder: Path, model: Any, shapes: tuple[tuple[object, ...], tuple[object, ...]], x: Any
+) -> Path:
+    """A bundle for x86-64-cpu of ``model`` (one input, one output, named as in the model, with
+    ``shapes`` as the manifest records them) whose reference input is ``x``."""
     import numpy as np
     import onnx
-    from conftest import dense_model
 
     from calibration.modelinfo import TensorSpec
     from edgedeploy.stages.bundle import BundleArtifact, make_bundle
     from edgedeploy.targets import load_target
 
-    onnx.save(dense_model(False), tmp_path / "dense.onnx")
-    x = np.zeros((2, 1, 8, 8), np.float32)
-    out = make_bundle(
-        tmp_path / "cpu-bundle",
-        model_name="dense",
-        model_source="dense.onnx",
+    name = model.graph.name
+    onnx.save(model, folder / f"{name}.onnx")
+    given, made = model.graph.input[0].name, model.graph.output[0].name
+    reference = _ort_run(folder / f"{name}.onnx", {given: x})
+    return make_bundle(
+        folder / "cpu-bundle",
+        model_name=name,
+        model_source=f"{name}.onnx",
         model_sha256="0" * 64,
         target=load_target("x86-64-cpu"),
-        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
-        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
-        artifacts=[BundleArtifact("fp32", "onnxruntime", tmp_path / "dense.onnx")],
+        inputs=[TensorSpec(given, shapes[0], "float32")],
+        outputs=[TensorSpec(made, shapes[1], "float32")],
+        artifacts=[BundleArtifact("fp32", "onnxruntime", folder / f"{name}.onnx")],
         gates={},
-        reference_inputs={"input": x},
-        reference_outputs={"logits": np.zeros((2, 10), np.float32)},
+        reference_inputs={given: x},
+        reference_outputs={made: np.asarray(reference)},
     ).directory
+
+
+def _ort_run(path: Path, feed: dict[str, Any]) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device: Device) -> None:
+    import numpy as np
+    from conftest import dense_model
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    shapes = (("batch", 1, 8, 8), ("batch", 10))
+    out = _cpu_bundle(tmp_path, model, shapes, np.zeros((2, 1, 8, 8), np.float32))
     res = device.run(script(out, "benchmark.sh"))
     assert res.returncode == 2, res.stderr
     assert "edgedeploy profile" in res.stderr and "build_engine.sh" not in res.stderr
@@ -235,34 +257,17 @@ def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
     """Run as suggested, ``edgedeploy profile`` would feed the dynamic height and width as 1 (a 1x1
     image): the suggestion gives the reference inputs' shape, at batch 1."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper
 
-    from calibration.modelinfo import TensorSpec
-    from edgedeploy.stages.bundle import BundleArtifact, make_bundle
-    from edgedeploy.targets import load_target
-
+    image = ("N", 3, "H", "W")
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
         "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu.onnx")
-    x = np.zeros((2, 3, 48, 192), np.float32)
-    out = make_bundle(
-        tmp_path / "cpu-bundle",
-        model_name="relu",
-        model_source="relu.onnx",
-        model_sha256="0" * 64,
-        target=load_target("x86-64-cpu"),
-        inputs=[TensorSpec("x", ("N", 3, "H", "W"), "float32")],
-        outputs=[TensorSpec("y", ("N", 3, "H", "W"), "float32")],
-        artifacts=[BundleArtifact("fp32", "onnxruntime", tmp_path / "relu.onnx")],
-        gates={},
-        reference_inputs={"x": x},
-        reference_outputs={"y": x},
-    ).directory
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = _cpu_bundle(tmp_path, model, (image, image), np.zeros((2, 3, 48, 192), np.float32))
     res = device.run(script(out, "benchmark.sh"))
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
