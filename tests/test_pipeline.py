@@ -399,6 +399,23 @@ enabled = false
     assert manifest["build"]["profiles"] == [{"x": {"min": [1, 16], "opt": [2, 16], "max": [2, 16]}}]
 
 
+def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> None:
+    """The example takes the reference data's shape, or 1/4/8 for random data (fed as 1, inside)."""
+    import numpy as np
+
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.pipeline.run import refuse_unranged_dims
+
+    image = [TensorSpec("x", ("n", 3, "h", "w"), "float32")]
+    with pytest.raises(InputError, match=r"--profile x:1x3x48x192,8x3x48x192,8x3x48x192 \(the reference"):
+        refuse_unranged_dims(image, {"x": np.zeros((8, 3, 48, 192), np.float32)}, "--profile")
+    toml = "[build] profiles = [{ x = { min = [1, 3, 1, 1], opt = [4, 3, 4, 4], max = [8, 3, 8, 8] } }]"
+    with pytest.raises(InputError) as refused:
+        refuse_unranged_dims(image, {}, "[build] profiles and backend = auto")
+    assert str(refused.value).endswith(f"with {toml} and backend = auto")
+    refuse_unranged_dims([TensorSpec("x", ("n", 3, 8, 8), "float32")], {}, "--profile")  # only the batch
+
+
 def test_profile_shapes_come_from_the_config_first_and_never_from_random_data() -> None:
     import numpy as np
 

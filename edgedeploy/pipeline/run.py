@@ -185,7 +185,7 @@ def _run_stages(
         where = "[build] profiles" + (
             ' and backend = "auto"' if config.build.backend == "onnxruntime" else ""
         )
-        refuse_unranged_dims(exported.inputs, data.feeds[0], where)
+        refuse_unranged_dims(exported.inputs, {} if data.source.synthetic else data.feeds[0], where)
     timed = exported.shapes
     if config.profile.enabled:
         timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
@@ -368,31 +368,29 @@ def refuse_unranged_dims(
 ) -> None:
     """InputError for the first of ``inputs`` with a dynamic dim besides the batch: a GPU device
     builds its engine for a shape range, which only the batch has a default for (1 to the
-    reference batch); ``option`` is where the user gives it (``--profile``, ``[build] profiles``),
-    with the reference data's shape as the example."""
-    from edgedeploy.backends.trt_plan import profile_example
-
+    reference batch); ``option`` is where the user gives it (``--profile``, ``[build] profiles``,
+    with `` and ...`` for what else the config needs), with the reference data's shape as the
+    example (``reference_inputs`` empty: random data, dynamic dims 1, 4 and 8 as the example)."""
     others = [s for s in inputs if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
     if not others:
         return
-    name, ref = others[0].name, reference_inputs.get(others[0].name)
+    spec = others[0]
+    ref = reference_inputs.get(spec.name)
     if ref is not None and ref.ndim:  # the data's own sizes: they must fit the profile anyway
-        shape = [int(d) for d in ref.shape]
-        low, high = "x".join(map(str, [1, *shape[1:]])), "x".join(map(str, shape))
-        key, _, rest = option.partition(" and ")  # what else the config needs, e.g. a backend
-        if key == "--profile":
-            example = f"--profile {name}:{low},{high},{high}"
-        else:  # [build] profiles, as TOML
-            example = f"{key} = [{{ {name} = {{ min = [{low.replace('x', ', ')}], opt = "
-            example += f"[{high.replace('x', ', ')}], max = [{high.replace('x', ', ')}] }} }}]"
-        example += " (the reference data's shape; widen it to the device's)" + (
-            f" and {rest}" if rest else ""
-        )
+        high = [int(d) for d in ref.shape]
+        ranges, why = [[1, *high[1:]], high, high], " (the reference data's shape; widen it to the device's)"
     else:
-        example = f"--profile {profile_example(name, others[0].shape)}"
+        ranges = [[d if isinstance(d, int) and d > 0 else n for d in spec.shape] for n in (1, 4, 8)]
+        why = ""
+    key, _, rest = option.partition(" and ")  # what else the config needs, e.g. a backend
+    if key == "--profile":
+        example = f"--profile {spec.name}:{','.join('x'.join(map(str, r)) for r in ranges)}"
+    else:  # [build] profiles, as TOML
+        lo, opt, hi = (", ".join(map(str, r)) for r in ranges)
+        example = f"{key} = [{{ {spec.name} = {{ min = [{lo}], opt = [{opt}], max = [{hi}] }} }}]"
     raise InputError(
-        f"input '{name}' has dynamic dims {list(others[0].shape)} besides the batch: give "
-        f"the device's shape range with {example}"
+        f"input '{spec.name}' has dynamic dims {list(spec.shape)} besides the batch: give "
+        f"the device's shape range with {example}{why}" + (f" and {rest}" if rest else "")
     )
 
 
