@@ -578,3 +578,28 @@ def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
     ui = Ui(quiet=True)
     assert _run_local(path, ui).bundles == {}
     assert any("'x' [2, 16] lies outside every shape profile" in m for m in ui.messages), ui.messages
+
+
+def test_a_missed_accuracy_budget_fails_its_cell_and_keeps_the_search_steps(tmp_path: Path) -> None:
+    """A budget not met even in fp32 fails the cell (exit 1 for `run`), and the steps file its
+    reason names exists: the precision task's scratch folder is gone, so the driver writes it
+    where the model's bundles go (before, the reason named a file in the deleted scratch)."""
+    import json
+
+    from tests.precision import models
+
+    models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
+    config = tmp_path / "m.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\nkeep_io_types = false\n'
+        'accuracy_budget = "snr>=200"\n[compare]\ndata = "x.npz"\nbatch_size = 8\n'
+        '[calibration]\ndata = "x.npz"\nbatch_size = 8\n[profile]\nenabled = false\n'
+        '[bundle]\noutput = "bundles"\n[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp16"]\n'
+        '[[matrix.models]]\nname = "ln"\nsource = "m.onnx"\n'
+    )
+    (cell,) = _run_local(config).cells
+    assert cell.status == "failed" and "not met even with all" in cell.reason, cell
+    steps = tmp_path / "bundles" / "ln" / "x86-64-cpu.ln.fp16.budget.json"
+    assert f"steps in {steps}" in cell.reason, cell.reason
+    assert not json.loads(steps.read_text())["met"]

@@ -56,10 +56,12 @@ class Produced:
 
 @dataclass
 class Failed:
-    """A task that raised, crashed or was cancelled: one line on why, and where."""
+    """A task that raised, crashed or was cancelled: one line on why, and where; and the files
+    the failure left to read (an accuracy budget's steps), which its scratch folder would lose."""
 
     reason: str
     node: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 Outcome = Produced | Failed
@@ -99,7 +101,7 @@ def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: 
         from edgedeploy.errors import EdgeDeployError
 
         if isinstance(exc, (EdgeDeployError, CalibrationError)):
-            return Failed(first_line(exc), node)
+            return Failed(first_line(exc), node, dict(getattr(exc, "files", {})))
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return Failed(
             f"{type(exc).__name__}: {first_line(exc)} ({os.path.basename(where.filename)}:{where.lineno})",

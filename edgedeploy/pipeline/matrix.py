@@ -33,7 +33,7 @@ from typing import Any
 from calibration.modelinfo import model_io
 from edgedeploy import __version__
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import EdgeDeployError, first_line
+from edgedeploy.errors import EdgeDeployError, GateFailed, first_line
 from edgedeploy.fileio import (
     atomic_dir,
     atomic_write_bytes,
@@ -167,6 +167,15 @@ def export_task(
         return _read_dir(out), said
 
 
+class _BudgetMissed(GateFailed):
+    """A precision task's missed accuracy budget, with its steps file (name -> bytes): the driver
+    writes it beside the model's bundles and names it in the cell's reason."""
+
+    def __init__(self, message: str, files: dict[str, bytes]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
 def precision_task(
     fp32: dict[str, bytes], fp32_name: str, request: BuildRequest
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -175,7 +184,15 @@ def precision_task(
     with scratch_dir("precision") as scratch:
         _write_files(Path(scratch) / "in", fp32)
         out = Path(scratch) / "out"
-        artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
+        try:
+            artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
+        except GateFailed as exc:  # a missed accuracy budget: its steps go back, the scratch goes
+            steps = sorted(out.glob("*.budget.json"))
+            if not steps:
+                raise
+            raise _BudgetMissed(
+                first_line(exc).replace(str(steps[0]), steps[0].name), {steps[0].name: steps[0].read_bytes()}
+            ) from None
         return _read_dir(out), {
             "model": artifact.path.name,
             "info": to_jsonable(artifact.info),
@@ -340,6 +357,29 @@ def _summarise(result: CellResult, record: Record) -> None:
 
 
 # ---------------------------------------------------------------- the run
+
+
+def _keep_failure_files(
+    matrix: MatrixConfig, model: str, pendings: list[_Pending], failed: Failed, ui: Ui
+) -> str:
+    """The failure's reason, its files (a missed budget's steps) written where the model's bundles
+    go as ``<target>.<name>`` for the first target waiting on it, and named in the reason."""
+    reason = failed.reason
+    if not failed.files or not pendings:
+        return reason
+    folder = matrix.bundle_dir(model, pendings[0].plan.target.name).parent
+    for name, data in failed.files.items():
+        if os.path.basename(name) != name or not name.endswith(".json"):
+            continue  # not a file a precision task leaves
+        path = folder / f"{pendings[0].plan.target.name}.{name}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            ui.warn(f"{model}: cannot write {path}: {first_line(exc)}")
+            continue
+        reason = reason.replace(name, str(path))
+    return reason
 
 
 def run_matrix(
@@ -544,10 +584,10 @@ def run_matrix(
             elif kind == "precision":
                 _, name, key = tag
                 if isinstance(outcome, Failed):
-                    for pending in waiting.pop(key, []):
-                        finish(
-                            pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {outcome.reason}"
-                        )
+                    pendings = waiting.pop(key, [])
+                    reason = _keep_failure_files(matrix, name, pendings, outcome, ui)
+                    for pending in pendings:
+                        finish(pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {reason}")
                     continue
                 precision_done(models[name], key, store.put(key, outcome))
             else:

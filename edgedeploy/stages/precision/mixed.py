@@ -292,7 +292,7 @@ def _convert(
     artifact.files.extend(files)
     artifact.info.update(info)
     if request.accuracy_budget:
-        _raise_unless_met(info)
+        _raise_unless_met(info, dest.parent)
     return artifact
 
 
@@ -344,14 +344,14 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _raise_unless_met(info: dict[str, Any]) -> None:
-
+def _raise_unless_met(info: dict[str, Any], dest: Path) -> None:
+    """GateFailed naming the steps file (in ``dest``) when the budget's search fell short."""
     b = info.get("accuracy_budget")
     if b and not b["met"]:
         reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
         raise GateFailed(
             f"accuracy budget {b['budget']} is not met even with all {len(b['kept'])} candidate "
-            f"layers in higher precision ({reached}); see {b['file']}"
+            f"layers in higher precision ({reached}); steps in {dest / b['file']}"
         )
 
 
@@ -481,5 +481,5 @@ def _budget_outcome(
         )
     artifact.files.append(sidecar)
     artifact.info.update(info)
-    _raise_unless_met(artifact.info)
+    _raise_unless_met(artifact.info, sidecar.parent)
     return artifact
