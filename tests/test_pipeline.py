@@ -393,10 +393,14 @@ enabled = false
     assert "reference input 'x' [2, 16] lies outside every shape profile" in refused.stderr
     assert "widen [build] profiles to take it" in refused.stderr
     assert not (tmp_path / "out" / "padded.fp32.ort.onnx").exists()
+    config.write_text(config.read_text().replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
     taken = run_cli("run", config)
     assert taken.code == 0, taken.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["build"]["profiles"] == [{"x": {"min": [1, 16], "opt": [2, 16], "max": [2, 16]}}]
+    # said once for the run, not once per precision, and not as if the profiles were thrown away
+    (unused,) = [line for line in taken.stderr.splitlines() if "TensorRT options, unused here" in line]
+    assert "a bundle keeps the shape profiles for the device's engine build" in unused, unused
 
 
 def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> None:

@@ -150,7 +150,12 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
         raise InputError(
             f"{names}: TensorRT options, unused by the onnxruntime backend; drop them or build with TensorRT"
         )
-    ui.warn(f"{names}: TensorRT options, unused here (the build falls back to ONNX Runtime)")
+    kept = ""
+    if "profiles" in unused:
+        kept = " (a bundle keeps the shape profiles for the device's engine build)"
+    message = f"{names}: TensorRT options, unused here (the build falls back to ONNX Runtime){kept}"
+    if f"warning: {message}" not in ui.messages:  # once per run, not once per precision
+        ui.warn(message)
 
 
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
