@@ -266,6 +266,37 @@ def test_config_accuracy_budget_applies_to_int8_as_builds_option_does(digits: Di
     assert_clean_input_error(refused, "config [build] accuracy_budget: cosine>=2 can never be met")
 
 
+def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_path: Path) -> None:
+    """As a failed accuracy gate: the precision whose budget no model meets is not built, the
+    others are compared, bundled and reported, and the run exits 1 naming it (before, it stopped
+    the run at that build: no run.json, no report, no bundle of the precisions that passed)."""
+    import numpy as np
+
+    from tests.precision import models
+
+    models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        'workdir = "out"\n[model]\nsource = "m.onnx"\n[build]\ntarget = "x86-64-cpu"\n'
+        'precisions = ["fp32", "fp16"]\nkeep_io_types = false\naccuracy_budget = "snr>=200"\n'
+        '[calibration]\ndata = "x.npz"\nbatch_size = 8\n[compare]\ndata = "x.npz"\nbatch_size = 8\n'
+        "[profile]\nenabled = false\n"
+    )
+    ran = run_cli("run", config, "--json", tmp_path / "run.json")
+    assert ran.code == 1 and "Traceback" not in ran.stderr, ran.stderr
+    steps = tmp_path / "out" / "m.fp16.budget.json"
+    assert "fp16: not built: accuracy budget snr>=200 is not met even with all" in ran.stdout, ran.stdout
+    assert f"steps in {steps}" in ran.stdout.replace("\n", "")
+    assert ran.stderr.strip().endswith("FAILED: accuracy budget missed for fp16"), ran.stderr
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert [p["precision"] for p in record["precisions"]] == ["fp32"] and "fp16" in record["not_built"]
+    assert (tmp_path / "out" / "report.html").is_file() and steps.is_file()
+    assert "accuracy budget fp16 `snr>=200`: NOT met" in (tmp_path / "out" / "report.md").read_text()
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
+
+
 def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:
     import numpy as np
 

@@ -48,15 +48,22 @@ def run_command(
             "pass" if (p.compare or {}).get("passed") else "FAIL",
         )
     out.print(table)
+    for precision, missed in result.not_built.items():
+        out.print(f"{precision}: not built: {missed['reason']}")
     if not result.stages_run:
         out.print("nothing changed: every stage was up to date")
     if result.report:
         out.print(f"report: {result.report}")
     write_json(json_path, result)
     if not result.gates_passed:
+        failed = [
+            p.precision for p in result.precisions if p.compare is not None and not p.compare.get("passed")
+        ]
         raise GateFailed(
-            "accuracy gate failed for "
-            + ", ".join(p.precision for p in result.precisions if not (p.compare or {}).get("passed"))
+            "; ".join(
+                ([f"accuracy gate failed for {', '.join(failed)}"] if failed else [])
+                + ([f"accuracy budget missed for {', '.join(result.not_built)}"] if result.not_built else [])
+            )
         )
 
 

@@ -22,7 +22,7 @@ from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import InputError
+from edgedeploy.errors import GateFailed, InputError, first_line
 from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
 from edgedeploy.options import (
     BuildRequest,
@@ -92,10 +92,15 @@ class PipelineResult:
     tools: dict[str, Any] = field(default_factory=dict)
     gates: dict[str, Any] = field(default_factory=dict)
     report: Path | None = None  # report.html in the workdir (None: not written, see the warning)
+    # precisions not built because their accuracy budget was missed: precision -> {"reason": the
+    # one line, "steps": the search's steps file, which the report shows}
+    not_built: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     @property
     def gates_passed(self) -> bool:
-        return all(p.compare is None or p.compare.get("passed", False) for p in self.precisions)
+        return not self.not_built and all(
+            p.compare is None or p.compare.get("passed", False) for p in self.precisions
+        )
 
 
 @dataclass
@@ -191,14 +196,21 @@ def _run_stages(
         timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
         if taken:
             ui.info(f"profile: dynamic input dims as in the compare data ({', '.join(taken)})")
-    outcomes = []
+    outcomes: list[PrecisionOutcome] = []
+    not_built: dict[str, dict[str, str | None]] = {}
     for precision in config.build.precisions:
-        outcome = _build_stage(run, exported, precision)
+        try:
+            outcome = _build_stage(run, exported, precision)
+        except GateFailed as exc:  # a missed accuracy budget fails that precision, as a failed gate does
+            steps = next(iter(sorted(run.workdir.glob(f"*.{precision}.budget.json"))), None)
+            not_built[precision] = {"reason": first_line(exc), "steps": str(steps) if steps else None}
+            ui.warn(f"{precision}: not built: {first_line(exc)}")
+            continue
         _compare_stage(run, exported, data, outcome)
         if config.profile.enabled:
             _profile_stage(run, outcome, timed)
         outcomes.append(outcome)
-    bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled else None
+    bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled and outcomes else None
     result = PipelineResult(
         model_name=run.name,
         fp32=exported.fp32,
@@ -209,6 +221,7 @@ def _run_stages(
         stages_run=run.ran,
         tools=dict(run.versions),
         gates=data.gates.manifest(),
+        not_built=not_built,
     )
     record = to_jsonable(result)
     atomic_write_json(run.workdir / RUN_RECORD, record)  # what `edgedeploy report WORKDIR` reads
@@ -583,6 +596,9 @@ def _bundle_stage(
     config = run.config
     out = bundle_dir(config)
     primary = config.bundle.primary or None  # None: make_bundle picks the lowest precision that passed
+    if primary is not None and primary not in {o.precision for o in outcomes}:
+        run.ui.warn(f"bundle: bundle.primary {primary} was not built; the bundle picks its primary itself")
+        primary = None
     build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     key = sha256_json(
         {

@@ -122,6 +122,10 @@ def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -
         _fill_row(data, item, item.get("info"), _resolve(item.get("model"), base))
         for name in item.get("files") or []:
             _add_sidecar(data, _resolve(name, base) or Path(name))
+    for missed in (record.get("not_built") or {}).values():  # a missed budget: its search's steps
+        steps = _resolve(missed.get("steps") if isinstance(missed, dict) else None, base)
+        if steps is not None:
+            _add_sidecar(data, steps)
     bundle = record.get("bundle") or {}
     manifest = Path(bundle["directory"]) / "manifest.json" if bundle.get("directory") else None
     if manifest is not None and manifest.is_file():
