@@ -588,8 +588,7 @@ def test_a_missed_accuracy_budget_fails_its_cell_and_keeps_the_search_steps(tmp_
 
     from tests.precision import models
 
-    models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
-    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
+    models.save_beyond_fp32_fallback(tmp_path)
     config = tmp_path / "m.toml"
     config.write_text(
         'workdir = "out"\n[build]\nbackend = "onnxruntime"\nkeep_io_types = false\n'

@@ -270,12 +270,9 @@ def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_pa
     """As a failed accuracy gate: the precision whose budget no model meets is not built, the
     others are compared, bundled and reported, and the run exits 1 naming it (before, it stopped
     the run at that build: no run.json, no report, no bundle of the precisions that passed)."""
-    import numpy as np
-
     from tests.precision import models
 
-    models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
-    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
+    models.save_beyond_fp32_fallback(tmp_path)
     config = tmp_path / "edgedeploy.toml"
     config.write_text(
         'workdir = "out"\n[model]\nsource = "m.onnx"\n[build]\ntarget = "x86-64-cpu"\n'

@@ -126,15 +126,13 @@ def test_fp16_budget_met_as_built_keeps_nothing_more(audio_model: AudioModel, tm
 
 
 def test_fp16_budget_beyond_fp32_fallback_fails_the_gate_and_writes_its_steps(tmp_path: Path) -> None:
-    path = models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "m.onnx")
-    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32))
-    # fp16 graph inputs: even with every node in fp32 the inputs are rounded, so SNR stays finite
+    path, data = models.save_beyond_fp32_fallback(tmp_path)
     request = BuildRequest(
         "fp16",
         load_target("x86-64-cpu"),
         accuracy_budget="snr>=200",
         fp16=Fp16Options(keep_io_types=False),
-        calibration=CalibrationRequest(data=str(tmp_path / "x.npz"), batch_size=8),
+        calibration=CalibrationRequest(data=str(data), batch_size=8),
     )
     with pytest.raises(GateFailed, match="not met even with all"):
         make_precision(path, request, tmp_path / "out")
