@@ -35,6 +35,18 @@ class Ui:
         if not self.quiet:
             self.console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
+    def info_once(self, message: str, again: str = "") -> None:
+        """``message`` the first time it is said (a run says some lines per precision); after
+        that ``again``, a short form, or nothing."""
+        if message not in self.messages:
+            self.info(message)
+        elif again:
+            self.info(again)
+
+    def warn_once(self, message: str) -> None:
+        if f"warning: {message}" not in self.messages:
+            self.warn(message)
+
     @contextlib.contextmanager
     def progress(self, description: str) -> Iterator[Advance]:
         """A progress bar for one step; yields a function that sets the fraction done."""

@@ -429,6 +429,12 @@ enabled = false
     # said once for the run, not once per precision, and not as if the profiles were thrown away
     (unused,) = [line for line in taken.stderr.splitlines() if "TensorRT options, unused here" in line]
     assert "a bundle keeps the shape profiles for the device's engine build" in unused, unused
+    # the long line on why TensorRT is not used, once; the next precision says it in short
+    said = [line for line in taken.stderr.splitlines() if line.startswith("backend auto -> onnxruntime")]
+    assert said[0].startswith("backend auto -> onnxruntime (TensorRT is not usable here")
+    assert said[1:] == ["backend auto -> onnxruntime (as above)"], said
+    title = "padded on jetson-orin-nx (measured with ONNX Runtime on this machine's CPU, not on the device)"
+    assert title in " ".join(taken.stdout.split()), taken.stdout
 
 
 def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> None:

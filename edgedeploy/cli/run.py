@@ -28,7 +28,7 @@ def run_command(
     cfg = load_config(config)
     json_not_an_input(json_path, input_files(cfg))
     result = run_pipeline(cfg, ui)
-    table = Table(title=f"{result.model_name} on {result.target}")
+    table = Table(title=f"{result.model_name} on {result.target}{_where_measured(result)}")
     for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):
         table.add_column(col, justify="left" if col in ("precision", "backend") else "right")
     for p in result.precisions:
@@ -65,6 +65,15 @@ def run_command(
                 + ([f"accuracy budget missed for {', '.join(result.not_built)}"] if result.not_built else [])
             )
         )
+
+
+def _where_measured(result: Any) -> str:
+    """For a GPU target built with ONNX Runtime here: the figures are this machine's, not the device's."""
+    from edgedeploy.targets import load_target
+
+    if load_target(result.target).is_gpu and any(p.backend == "onnxruntime" for p in result.precisions):
+        return " (measured with ONNX Runtime on this machine's CPU, not on the device)"
+    return ""
 
 
 def register(app: typer.Typer) -> None:

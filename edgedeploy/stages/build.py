@@ -154,8 +154,7 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
     if "profiles" in unused:
         kept = " (a bundle keeps the shape profiles for the device's engine build)"
     message = f"{names}: TensorRT options, unused here (the build falls back to ONNX Runtime){kept}"
-    if f"warning: {message}" not in ui.messages:  # once per run, not once per precision
-        ui.warn(message)
+    ui.warn_once(message)  # once per run, not once per precision
 
 
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
@@ -170,7 +169,7 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
     check_backend_options(model, request, backend.name, ui)
     backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
     precision = make_precision(model, request, out_dir, ui)
-    ui.info(note)
+    ui.info_once(note, again=note.split(" (")[0] + " (as above)" if " (" in note else "")
     extra = dict(request.options)
     for path in precision.files:
         if path.name.endswith(".plan.json"):
