@@ -27,7 +27,7 @@ import onnx
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
-from calibration.errors import CalibrationError, DataError
+from calibration.errors import CalibrationError, DataError, NothingToQuantize
 from calibration.feeds import feed_rows
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
@@ -298,7 +298,7 @@ def calibrate(
     lean = _lean_plan(model, qopts, facts, plan) if algo.algorithm == "auto" else None
     wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
     if not plan.levels():
-        raise CalibrationError(
+        raise NothingToQuantize(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
             "with constant float32 weights outside the exclusions)"
         )

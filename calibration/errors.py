@@ -14,6 +14,11 @@ class DataRefused(DataError):
     that passed the checks of the inputs' declared shapes and types but not the graph's own."""
 
 
+class NothingToQuantize(CalibrationError):
+    """No layer of the model can be quantized with the exclusions given (an accuracy budget's
+    variant that keeps every weighted layer in float quantizes nothing: it is the float model)."""
+
+
 class OutputPathError(CalibrationError):
     """An output that would overwrite an input, delete a folder holding one, or land outside the target."""
 

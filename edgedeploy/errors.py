@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from calibration.errors import DataRefused
+from calibration.errors import DataRefused, NothingToQuantize
 
 
 class EdgeDeployError(Exception):
@@ -31,6 +31,11 @@ class InputError(EdgeDeployError, ValueError):
 class RefusedInput(InputError, DataRefused):
     """ONNX Runtime refused the data (calibration's :class:`~calibration.errors.DataRefused`) in
     a stage whose callers take user input as :class:`InputError`."""
+
+
+class NothingQuantized(InputError, NothingToQuantize):
+    """No layer can be quantized with the exclusions given (calibration's
+    :class:`~calibration.errors.NothingToQuantize`), for callers that take it as :class:`InputError`."""
 
 
 class BackendUnavailable(InputError):

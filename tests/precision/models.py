@@ -219,6 +219,31 @@ def if_model() -> onnx.ModelProto:
     )
 
 
+def residual_add_model(seed: int = 0) -> onnx.ModelProto:
+    """x -> Conv -> Add(x, .) -> Conv -> GlobalAveragePool: ONNX Runtime's placement quantizes the
+    Add (an integer Add between quantized layers), which alone, both Convs in float, quantizes
+    nothing (as the residual Adds of ddddocr's recognizer)."""
+    rng = np.random.default_rng(seed)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    pads = [1, 1, 1, 1]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=pads),
+        helper.make_node("Add", ["x", "c1"], ["a"], name="add"),
+        helper.make_node("Conv", ["a", "w2"], ["c2"], name="conv2", pads=pads),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flat"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
+        [weight("w1", 16, 16, 3, 3), weight("w2", 32, 16, 3, 3)],
+    )
+
+
 def save_beyond_fp32_fallback(folder: Path) -> tuple[Path, Path]:
     """``m.onnx`` and its data ``x.npz`` in ``folder``, on which an fp16 build with fp16 graph
     inputs (``keep_io_types`` off) misses ``snr>=200`` even with every node in fp32: the inputs

@@ -125,6 +125,28 @@ def test_fp16_budget_met_as_built_keeps_nothing_more(audio_model: AudioModel, tm
     assert art.info["accuracy_budget"]["met"] and art.info["accuracy_budget"]["kept"] == []
 
 
+def test_int8_budget_ranks_a_layer_that_alone_quantizes_nothing(tmp_path: Path) -> None:
+    """ONNX Runtime's placement quantizes a residual Add; ranked alone (both Convs in float) it
+    quantizes nothing, which is the fp32 model, not an error. ddddocr's recognizer with
+    `--accuracy-budget cosine>=0.999` on x86-64-cpu failed here with 'nothing to quantize' (exit 2);
+    it now meets it with 3 of 29 layers kept."""
+    path = models.save(models.residual_add_model(), tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 16, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    request = BuildRequest(
+        "int8",
+        load_target("x86-64-cpu"),
+        accuracy_budget="snr>=33",
+        calibration=CalibrationRequest(data=str(tmp_path / "x.npz"), batch_size=8),
+    )
+    art = make_precision(path, request, tmp_path / "out")
+    budget = art.info["accuracy_budget"]
+    assert budget["met"] and budget["kept"] and "add" not in budget["kept"], budget
+    steps = json.loads((tmp_path / "out" / "m.int8.budget.json").read_text())
+    ranked = {item["layer"]: item for item in steps["sensitivity"]}
+    assert set(ranked) == {"conv1", "add", "conv2"} and ranked["add"]["snr"] is None  # alone: the fp32 model
+
+
 def test_fp16_budget_beyond_fp32_fallback_fails_the_gate_and_writes_its_steps(tmp_path: Path) -> None:
     path, data = models.save_beyond_fp32_fallback(tmp_path)
     request = BuildRequest(

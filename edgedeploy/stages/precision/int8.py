@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calibration.calibrate import CalibrationOptions, CalibrationResult, calibrate
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, NothingToQuantize
 from calibration.modelinfo import model_io
 from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, NothingQuantized
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
@@ -156,6 +156,8 @@ def make_int8(
         )
     try:
         result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
+    except NothingToQuantize as exc:
+        raise NothingQuantized(str(exc)) from None
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
     if ui is not None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, NothingToQuantize
 from calibration.feeds import feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
@@ -401,14 +401,25 @@ def int8_within_budget(
             "measured_on": source.describe(),
         }
     )
+
+    def rewrite(kept: list[str]) -> tuple[PrecisionArtifact, list[str]]:
+        """The int8 model with ``kept`` in float (a rewrite from the calibration), and the layers
+        that count as quantized: ``kept`` itself when they leave nothing that can be quantized (an
+        integer Add or pool of ONNX Runtime's placement needs a quantized layer beside it)."""
+        try:
+            return build_int8(dest, kept), report.quantized_nodes
+        except NothingToQuantize:
+            return artifact, kept
+
+    quantized = report.quantized_nodes
     found = _reusable_search(sidecar, key)
     if found is not None:  # the same search on the same calibration: its outcome, not a new search
         kept = list(found["accuracy_budget"]["kept"])
-        if found["accuracy_budget"]["met"] and kept and not set(kept) >= set(report.quantized_nodes):
-            artifact = build_int8(dest, kept)  # a rewrite from the reused calibration
+        if found["accuracy_budget"]["met"] and kept and not set(kept) >= set(quantized):
+            artifact, quantized = rewrite(kept)
         ui.info(f"accuracy budget {budget}: the search in {sidecar.name} is up to date (same calibration, "
                 "budget, target and data): reused")  # fmt: skip
-        return _budget_outcome(artifact, found, sidecar, report.quantized_nodes, ui)
+        return _budget_outcome(artifact, found, sidecar, quantized, ui)
 
     with scratch_beside(dest, "budget") as scratch:
 
@@ -425,7 +436,10 @@ def int8_within_budget(
             rounding = report.outputs.get("rounding")  # auto's GPTQ-rounded weights: the rewrite reuses them
             if rounding and report_path.with_name(rounding).is_file():
                 shutil.copyfile(report_path.with_name(rounding), Path(scratch) / "v.calib.rounding.npz")
-            return build_int8(Path(scratch) / "v.int8.onnx", sorted(excluded)).path
+            try:
+                return build_int8(Path(scratch) / "v.int8.onnx", sorted(excluded)).path
+            except NothingToQuantize:  # what is left in int8 cannot be quantized alone: the fp32 model
+                return model
 
         with ui.progress(f"accuracy budget {budget}") as advance:
             result = int8_budget(
@@ -438,12 +452,12 @@ def int8_within_budget(
                 emulate_integer=emulate_integer_for(request.target),
             )
             advance(1.0)
-    everything = bool(result.kept) and set(result.kept) >= set(report.quantized_nodes)
+    everything = bool(result.kept) and set(result.kept) >= set(quantized)
     if result.met and result.kept and not everything:
-        artifact = build_int8(dest, list(result.kept))
+        artifact, quantized = rewrite(list(result.kept))
     info = _budget_info(result, sidecar)
     atomic_write_json(sidecar, {**to_jsonable(result), "key": key, "info": info})
-    return _budget_outcome(artifact, info, sidecar, report.quantized_nodes, ui)
+    return _budget_outcome(artifact, info, sidecar, quantized, ui)
 
 
 BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
