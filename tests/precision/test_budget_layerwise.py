@@ -147,6 +147,23 @@ def test_int8_budget_ranks_a_layer_that_alone_quantizes_nothing(tmp_path: Path) 
     assert set(ranked) == {"conv1", "add", "conv2"} and ranked["add"]["snr"] is None  # alone: the fp32 model
 
 
+def test_fp16_budget_met_only_with_every_node_in_fp32_fails_the_gate(tmp_path: Path) -> None:
+    """As for int8: a budget only the all-fp32 model meets gives no fp16 model. Before, the build
+    succeeded with an "fp16" model of nothing but fp32 nodes (PP-OCRv4's recognizer with
+    cosine>=0.99999: 860 of 860 nodes kept)."""
+    path, data = models.save_beyond_fp32_fallback(tmp_path)  # fp32 graph inputs: all-fp32 is exact
+    request = BuildRequest(
+        "fp16",
+        load_target("x86-64-cpu"),
+        accuracy_budget="snr>=200",
+        calibration=CalibrationRequest(data=str(data), batch_size=8),
+    )
+    with pytest.raises(GateFailed, match="met only with every node left in fp32, so no fp16 model meets it"):
+        make_precision(path, request, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "m.fp16.budget.json").read_text())
+    assert report["met"] and report["steps"][-1]["measured"]["max_abs"] == 0.0
+
+
 def test_fp16_budget_beyond_fp32_fallback_fails_the_gate_and_writes_its_steps(tmp_path: Path) -> None:
     path, data = models.save_beyond_fp32_fallback(tmp_path)
     request = BuildRequest(

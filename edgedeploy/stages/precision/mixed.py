@@ -316,12 +316,18 @@ def _fp16_budget(
             model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info
         )
         advance(1.0)
-    if result.met and result.kept:
+    # met only with every node in fp32 (kept, or fp32 by the plan): no fp16 model meets it
+    nodes = {n.name for n in onnx.load(str(model), load_external_data=False).graph.node}
+    everything = result.met and bool(result.kept) and set(result.kept) | set(base) >= nodes
+    if result.met and result.kept and not everything:
         extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
         options = replace(options, auto_fp32_nodes={**options.auto_fp32_nodes, **extra})
         artifact = make_fp16(model, dest, options)
     path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
-    return artifact, path, _budget_info(result, path)
+    info = _budget_info(result, path)
+    if everything:
+        info["accuracy_budget"]["everything_fp32"] = True
+    return artifact, path, info
 
 
 def _budget_info(result: Any, path: Path) -> dict[str, Any]:
@@ -347,6 +353,11 @@ def _budget_info(result: Any, path: Path) -> dict[str, Any]:
 def _raise_unless_met(info: dict[str, Any], dest: Path) -> None:
     """GateFailed naming the steps file (in ``dest``) when the budget's search fell short."""
     b = info.get("accuracy_budget")
+    if b and b["met"] and b.get("everything_fp32"):
+        raise GateFailed(
+            f"accuracy budget {b['budget']} is met only with every node left in fp32, so no fp16 model "
+            f"meets it; build fp32, or loosen the budget (steps in {dest / b['file']})"
+        )
     if b and not b["met"]:
         reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
         raise GateFailed(
