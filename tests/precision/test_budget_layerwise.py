@@ -152,6 +152,10 @@ def test_fp16_budget_met_only_with_every_node_in_fp32_fails_the_gate(tmp_path: P
     succeeded with an "fp16" model of nothing but fp32 nodes (PP-OCRv4's recognizer with
     cosine>=0.99999: 860 of 860 nodes kept)."""
     path, data = models.save_beyond_fp32_fallback(tmp_path)  # fp32 graph inputs: all-fp32 is exact
+    unnamed = onnx.load(path)  # unnamed nodes, as that recognizer's Constants: the search names them
+    for node in unnamed.graph.node:
+        node.name = ""
+    onnx.save(unnamed, path)
     request = BuildRequest(
         "fp16",
         load_target("x86-64-cpu"),

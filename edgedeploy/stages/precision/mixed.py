@@ -317,7 +317,7 @@ def _fp16_budget(
         )
         advance(1.0)
     # met only with every node in fp32 (kept, or fp32 by the plan): no fp16 model meets it
-    nodes = {n.name for n in onnx.load(str(model), load_external_data=False).graph.node}
+    nodes = {n.name for n in load_for_analysis(model).graph.node}  # named as the search names them
     everything = result.met and bool(result.kept) and set(result.kept) | set(base) >= nodes
     if result.met and result.kept and not everything:
         extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
