@@ -289,7 +289,10 @@ def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_pa
     record = json.loads((tmp_path / "run.json").read_text())
     assert [p["precision"] for p in record["precisions"]] == ["fp32"] and "fp16" in record["not_built"]
     assert (tmp_path / "out" / "report.html").is_file() and steps.is_file()
-    assert "accuracy budget fp16 `snr>=200`: NOT met" in (tmp_path / "out" / "report.md").read_text()
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "accuracy budget fp16 `snr>=200`: NOT met" in markdown
+    assert "- **not built (accuracy budget missed): fp16**" in markdown  # not "all accuracy gates passed"
+    assert 'fp16 <span class="fail">not built</span>' in (tmp_path / "out" / "report.html").read_text()
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
 

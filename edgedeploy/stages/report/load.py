@@ -60,6 +60,7 @@ class RunData:
     calibration: dict[str, Any] | None = None
     per_layer: list[dict[str, Any]] = field(default_factory=list)  # compare --per-layer results
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> budget search
+    not_built: dict[str, str] = field(default_factory=dict)  # precision -> why (a missed accuracy budget)
     notes: list[str] = field(default_factory=list)
 
     def row(self, precision: str) -> PrecisionData:
@@ -122,8 +123,11 @@ def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -
         _fill_row(data, item, item.get("info"), _resolve(item.get("model"), base))
         for name in item.get("files") or []:
             _add_sidecar(data, _resolve(name, base) or Path(name))
-    for missed in (record.get("not_built") or {}).values():  # a missed budget: its search's steps
-        steps = _resolve(missed.get("steps") if isinstance(missed, dict) else None, base)
+    for precision, missed in (record.get("not_built") or {}).items():  # a missed budget, its steps
+        if not isinstance(missed, dict):
+            continue
+        data.not_built[str(precision)] = str(missed.get("reason") or "not built")
+        steps = _resolve(missed.get("steps"), base)
         if steps is not None:
             _add_sidecar(data, steps)
     bundle = record.get("bundle") or {}

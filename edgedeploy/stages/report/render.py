@@ -141,7 +141,11 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
     best, why = d.recommended(run, rows)
     gates = [(r.precision, r.passed) for r in rows if r.passed is not None]
     gate_html = (
-        ", ".join(f'{_e(p)} <span class="{_gate(ok)[0]}">{_gate(ok)[1]}</span>' for p, ok in gates) or "–"
+        ", ".join(
+            [f'{_e(p)} <span class="{_gate(ok)[0]}">{_gate(ok)[1]}</span>' for p, ok in gates]
+            + [f'{_e(p)} <span class="fail">not built</span>' for p in run.not_built]
+        )
+        or "–"
     )
     tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in run.tools.items() if v) or "–"
     backends = sorted({r.backend for r in rows})
@@ -160,6 +164,7 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
         ("tools", tools),
         ("accuracy gates", _e(d.gate_text(run.gates))),
         ("gate results", gate_html),
+        *[(f"{_e(p)} not built", _e(why)) for p, why in run.not_built.items()],
         ("recommended", f"<strong>{_e(best or '–')}</strong> <span class='muted'>({_e(why)})</span>"),
         ("made from", _e(", ".join(run.sources))),
     ]
@@ -454,6 +459,9 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
         if gates and not failed
         else (f"**accuracy gate FAILED: {', '.join(failed)}**" if failed else "no accuracy comparison")
     )
+    if run.not_built:  # a missed accuracy budget: that precision has no model, so no gate passed for it
+        missed = f"**not built (accuracy budget missed): {_md(', '.join(run.not_built))}**"
+        verdict = missed if not failed else f"{verdict}; {missed}"
     lines.append(f"- {verdict} (gates: {_md(d.gate_text(run.gates))})")
     lines.append(f"- recommended precision: **{_md(best or '-')}** ({_md(why)})")
     backends = sorted({r.backend for r in rows})
