@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from calibration.errors import DataRefused, NothingToQuantize
 
@@ -46,6 +47,15 @@ class GateFailed(EdgeDeployError):
     """An accuracy or latency gate was not met."""
 
     exit_code = 1
+
+
+class BudgetMissed(GateFailed):
+    """An accuracy budget no fp16 or int8 model meets; ``steps``: the search's steps file, which
+    the message names (``run`` reports it, ``matrix`` carries it out of its scratch folder)."""
+
+    def __init__(self, message: str, steps: Path) -> None:
+        super().__init__(message)
+        self.steps = steps
 
 
 def not_a_file(what: str, path: object) -> InputError:

@@ -33,7 +33,7 @@ from typing import Any
 from calibration.modelinfo import model_io
 from edgedeploy import __version__
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import EdgeDeployError, GateFailed, first_line
+from edgedeploy.errors import BudgetMissed, EdgeDeployError, GateFailed, first_line
 from edgedeploy.fileio import (
     atomic_dir,
     atomic_write_bytes,
@@ -167,7 +167,7 @@ def export_task(
         return _read_dir(out), said
 
 
-class _BudgetMissed(GateFailed):
+class _StepsKept(GateFailed):
     """A precision task's missed accuracy budget, with its steps file (name -> bytes): the driver
     writes it beside the model's bundles and names it in the cell's reason."""
 
@@ -186,13 +186,9 @@ def precision_task(
         out = Path(scratch) / "out"
         try:
             artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
-        except GateFailed as exc:  # a missed accuracy budget: its steps go back, the scratch goes
-            steps = sorted(out.glob("*.budget.json"))
-            if not steps:
-                raise
-            raise _BudgetMissed(
-                first_line(exc).replace(str(steps[0]), steps[0].name), {steps[0].name: steps[0].read_bytes()}
-            ) from None
+        except BudgetMissed as exc:  # a missed accuracy budget: its steps go back, the scratch goes
+            reason, name = first_line(exc).replace(str(exc.steps), exc.steps.name), exc.steps.name
+            raise _StepsKept(reason, {name: exc.steps.read_bytes()}) from None
         return _read_dir(out), {
             "model": artifact.path.name,
             "info": to_jsonable(artifact.info),

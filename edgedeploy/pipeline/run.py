@@ -22,7 +22,7 @@ from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import GateFailed, InputError, first_line
+from edgedeploy.errors import BudgetMissed, InputError, first_line
 from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
 from edgedeploy.options import (
     BuildRequest,
@@ -201,9 +201,8 @@ def _run_stages(
     for precision in config.build.precisions:
         try:
             outcome = _build_stage(run, exported, precision)
-        except GateFailed as exc:  # a missed accuracy budget fails that precision, as a failed gate does
-            steps = next(iter(sorted(run.workdir.glob(f"*.{precision}.budget.json"))), None)
-            not_built[precision] = {"reason": first_line(exc), "steps": str(steps) if steps else None}
+        except BudgetMissed as exc:  # a missed accuracy budget fails that precision, as a failed gate does
+            not_built[precision] = {"reason": first_line(exc), "steps": str(exc.steps)}
             ui.warn(f"{precision}: not built: {first_line(exc)}")
             continue
         _compare_stage(run, exported, data, outcome)

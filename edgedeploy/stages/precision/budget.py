@@ -291,6 +291,7 @@ class BudgetResult:
     ranking: str = ""  # how layers were ranked: one at a time, on how many samples
     probe_measurements: int = 0  # variants built and measured on the ranking's samples only
     ranking_seconds: float = 0.0  # of ``seconds``, the ranking's
+    everything: bool = False  # met only with every node in the higher precision (fp16: kept or by plan)
 
 
 # the metrics of METRICS and, optionally, each output's cosine under OUTPUTS
@@ -464,7 +465,7 @@ def fp16_budget(
     def variant(kept: Sequence[str]) -> onnx.ModelProto:
         return emulate_fp16(model, base | set(kept), blocked, round_io=not keep_io_types)
 
-    return search(
+    result = search(
         budget,
         candidates,
         lambda kept: evaluator.measure(variant(kept)),
@@ -475,6 +476,10 @@ def fp16_budget(
         fallback=[n.name for n in model.graph.node],
         progress=progress,
     )
+    # nothing left in fp16: the kept nodes and the plan's fp32 ones are all of them
+    nodes = {n.name for n in model.graph.node}
+    result.everything = result.met and bool(result.kept) and set(result.kept) | base >= nodes
+    return result
 
 
 def int8_budget(

@@ -27,7 +27,7 @@ from calibration.feeds import feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
-from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.errors import BudgetMissed, GateFailed, InputError
 from edgedeploy.fileio import atomic_write_json, scratch_beside, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
@@ -316,16 +316,13 @@ def _fp16_budget(
             model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info
         )
         advance(1.0)
-    # met only with every node in fp32 (kept, or fp32 by the plan): no fp16 model meets it
-    nodes = {n.name for n in load_for_analysis(model).graph.node}  # named as the search names them
-    everything = result.met and bool(result.kept) and set(result.kept) | set(base) >= nodes
-    if result.met and result.kept and not everything:
+    if result.met and result.kept and not result.everything:
         extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
         options = replace(options, auto_fp32_nodes={**options.auto_fp32_nodes, **extra})
         artifact = make_fp16(model, dest, options)
     path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
     info = _budget_info(result, path)
-    if everything:
+    if result.everything:  # met only with every node in fp32: no fp16 model meets it
         info["accuracy_budget"]["everything_fp32"] = True
     return artifact, path, info
 
@@ -354,15 +351,17 @@ def _raise_unless_met(info: dict[str, Any], dest: Path) -> None:
     """GateFailed naming the steps file (in ``dest``) when the budget's search fell short."""
     b = info.get("accuracy_budget")
     if b and b["met"] and b.get("everything_fp32"):
-        raise GateFailed(
+        raise BudgetMissed(
             f"accuracy budget {b['budget']} is met only with every node left in fp32, so no fp16 model "
-            f"meets it; build fp32, or loosen the budget (steps in {dest / b['file']})"
+            f"meets it; build fp32, or loosen the budget (steps in {dest / b['file']})",
+            dest / b["file"],
         )
     if b and not b["met"]:
         reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
-        raise GateFailed(
+        raise BudgetMissed(
             f"accuracy budget {b['budget']} is not met even with all {len(b['kept'])} candidate "
-            f"layers in higher precision ({reached}); steps in {dest / b['file']}"
+            f"layers in higher precision ({reached}); steps in {dest / b['file']}",
+            dest / b["file"],
         )
 
 
@@ -493,9 +492,10 @@ def _budget_outcome(
     b = info["accuracy_budget"]
     kept = list(b["kept"])
     if b["met"] and kept and set(kept) >= set(quantized):
-        raise GateFailed(
+        raise BudgetMissed(
             f"accuracy budget {b['budget']} is met only with every layer left in fp32, so no int8 model "
-            f"meets it; build fp16 or fp32, or loosen the budget (steps in {sidecar})"
+            f"meets it; build fp16 or fp32, or loosen the budget (steps in {sidecar})",
+            sidecar,
         )
     if b["met"]:
         reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
