@@ -160,8 +160,8 @@ def test_statistics_on_worker_threads_are_those_of_one_thread() -> None:
     collect(model, feeds, names, [side_by_side, seen], workers=2)
     # the statistics ran on the pool's threads, not the caller's. Which of the two got work is
     # the scheduler's choice: on a loaded host one thread can take every group before the other
-    # wakes (seen once), so this does not ask for both. (Each run has a pool of its own, whose
-    # threads may get new idents: CI once saw 3 in 5 runs; their names are the same.)
+    # wakes (seen once), so this does not ask for both. (Threads are named by the pool, not by
+    # ident: CI once saw 3 idents in 5 runs when each run had a pool of its own.)
     assert seen.threads and seen.threads <= {"edgedeploy-calib_0", "edgedeploy-calib_1"}
     for name in names:
         np.testing.assert_array_equal(side_by_side.histograms[name].counts, alone.histograms[name].counts)

@@ -72,3 +72,22 @@ def test_map_ordered_keeps_the_order_and_raises_the_first_error_after_stopping()
 def test_workers_follow_the_thread_limit() -> None:
     assert workers(1) == 1 and workers(3) == 3
     assert 1 <= workers(None) <= 4
+
+
+def test_map_ordered_keeps_its_threads_and_maps_again_from_them() -> None:
+    import threading
+
+    def thread(_: int) -> threading.Thread:
+        time.sleep(0.01)
+        return threading.current_thread()
+
+    first, second = (set(map_ordered(thread, range(6), 2)) for _ in range(2))
+    assert len(first | second) <= 2  # the same two thread objects: one pool, kept
+    assert {t.name for t in first} <= {"edgedeploy-calib_0", "edgedeploy-calib_1"}
+
+    # a piece that maps again (the per-tensor step does) gets threads of its own: in the pool it
+    # runs on, both pieces would wait for the pieces queued behind them
+    def outer(v: int) -> list[int]:
+        return map_ordered(lambda w: v * 10 + w, range(3), 2)
+
+    assert map_ordered(outer, range(4), 2) == [[v * 10 + w for w in range(3)] for v in range(4)]
