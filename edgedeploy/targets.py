@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import platform
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -156,3 +157,15 @@ def load_target(name: str) -> Target:
 
 def all_targets() -> list[Target]:
     return [load_target(n) for n in target_names()]
+
+
+def measured_off_target(target: str | None, backends: Iterable[str]) -> bool:
+    """Whether figures of a GPU target were measured with ONNX Runtime on this machine's CPU (no
+    TensorRT here): then they say nothing about the device's speed."""
+    if not target:
+        return False
+    try:
+        gpu = load_target(target).is_gpu
+    except InputError:  # a target this version does not know (a report of an older run)
+        return False
+    return gpu and "onnxruntime" in set(backends)

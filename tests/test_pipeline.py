@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -625,3 +626,32 @@ def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp
     again = run_cli("run", config, cwd=tmp_path)
     assert again.code == 0 and "build-fp32: up to date" not in again.stderr, again.stderr
     assert sha256_file(tmp_path / "out" / "net.fp32.onnx") != exported
+
+
+def test_a_precision_slower_than_fp32_on_a_cpu_target_is_warned_and_reported(
+    digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp16 on ONNX Runtime's CPU provider (few fp16 kernels) made slower than fp32 by the profile:
+    run says so, with the figures, and so do the report's summary and markdown."""
+    from dataclasses import replace
+
+    import edgedeploy.pipeline.run as run_module
+
+    real = run_module.profile
+
+    def slower_fp16(artifact: Path, *args: Any, **kwargs: Any) -> Any:
+        result = real(artifact, *args, **kwargs)
+        if ".fp16." in Path(artifact).name:
+            for b in result.batches:
+                b.latency = replace(b.latency, median_ms=b.latency.median_ms * 3 + 1.0)
+        return result
+
+    monkeypatch.setattr(run_module, "profile", slower_fp16)
+    ui = Ui(quiet=True)
+    result = run_pipeline(load_config(_config(tmp_path, digits)), ui)
+    said = [m for m in ui.messages if "ran slower than fp32" in m]
+    assert len(said) == 1 and said[0].startswith("warning: fp16 ran slower than fp32 here (p50 "), ui.messages
+    assert "at batch 1; slower at all 2 batch sizes profiled); the bundle still defaults" in said[0]
+    assert result.report is not None
+    assert "- **fp16 ran slower than fp32** (p50 " in (result.report.parent / "report.md").read_text()
+    assert "fp16 slower than fp32</dt>" in result.report.read_text()

@@ -69,9 +69,9 @@ def run_command(
 
 def _where_measured(result: Any) -> str:
     """For a GPU target built with ONNX Runtime here: the figures are this machine's, not the device's."""
-    from edgedeploy.targets import load_target
+    from edgedeploy.targets import measured_off_target
 
-    if load_target(result.target).is_gpu and any(p.backend == "onnxruntime" for p in result.precisions):
+    if measured_off_target(result.target, (p.backend for p in result.precisions)):
         return " (measured with ONNX Runtime on this machine's CPU, not on the device)"
     return ""
 

@@ -53,7 +53,8 @@ from edgedeploy.stages.export import (
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS, RUN_RECORD
-from edgedeploy.targets import Target, load_target
+from edgedeploy.stats import slower_than_fp32
+from edgedeploy.targets import Target, load_target, measured_off_target
 from edgedeploy.ui import QUIET, Ui
 
 
@@ -209,6 +210,7 @@ def _run_stages(
         if config.profile.enabled:
             _profile_stage(run, outcome, timed)
         outcomes.append(outcome)
+    _warn_slower(run, outcomes)
     bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled and outcomes else None
     result = PipelineResult(
         model_name=run.name,
@@ -227,6 +229,20 @@ def _run_stages(
     if report:
         result.report = _report_stage(run, record)
     return result
+
+
+def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:
+    """A low precision that ran slower than fp32, where the figures are the target's (not a GPU
+    target's measured on this CPU): said once, with the figures (the report says it too)."""
+    if measured_off_target(run.target.name, (o.backend for o in outcomes)):
+        return
+    default = run.config.bundle.enabled and not run.config.bundle.primary
+    for precision, figures in slower_than_fp32({o.precision: o.profile for o in outcomes}).items():
+        run.ui.warn(
+            f"{precision} ran slower than fp32 here ({figures})"
+            + ('; the bundle still defaults to the lowest precision that passed: [bundle] primary = "fp32" '
+               "ships fp32" if default else "")
+        )  # fmt: skip
 
 
 def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:

@@ -316,3 +316,28 @@ def test_json_files_of_two_models_are_refused_and_calibrate_json_names_its_targe
     with pytest.raises(InputError, match=r"k\.json is about magika, .*c\.json about ocr"):
         load_json_files(paths)
     assert load_json_files(paths[2:]).target == "x86-64-vnni"
+
+
+def test_a_low_precision_slower_than_fp32_is_named_only_where_the_figures_are_the_targets() -> None:
+    """int8 can run slower than fp32 (PP-OCR's classifier on ONNX Runtime: 15.6 ms against 10.6 ms);
+    a GPU target's figures measured with ONNX Runtime on this CPU say nothing about the device."""
+    from edgedeploy.stats import slower_than_fp32
+
+    run = _run()
+    run.target = "x86-64-cpu"
+    assert d.slower_precisions(run) == {}  # fp16 2x and int8 4x faster
+    run.precisions[2].profile = _profile(2.5, 3.0, None, **{"8": {"median_ms": 30.0}})
+    run.precisions[0].profile = _profile(2.0, 3.0, None, **{"8": {"median_ms": 20.0}})
+    assert d.slower_precisions(run) == {
+        "int8": "p50 2.5 ms against fp32's 2 ms at batch 1; slower at all 2 batch sizes profiled"
+    }
+    run.target = "jetson-orin-nx"  # measured with ONNX Runtime here, not on the board
+    assert d.slower_precisions(run) == {}
+    run.target = "x86-64-cpu"
+    run.precisions[2].profile = _profile(2.5, 3.0, None, **{"8": {"median_ms": 19.0}})
+    assert d.slower_precisions(run) == {}  # faster at batch 8: not slower at every batch size
+    run.precisions[2].profile = _profile(2.3, 3.0)
+    assert d.slower_precisions(run) == {}  # 1.15x: within one run's noise
+    other = {**_profile(3.0, 4.0), "backend": "tensorrt"}
+    assert slower_than_fp32({"fp32": _profile(2.0, 3.0), "int8": other}) == {}  # another backend
+    assert slower_than_fp32({"int8": _profile(3.0, 4.0)}) == {}  # no fp32 to compare with

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgedeploy.stages.report.load import PRECISION_ORDER, RunData
+from edgedeploy.stats import slower_than_fp32
+from edgedeploy.targets import measured_off_target
 
 FP16_MAX = 65504.0  # the fp16 limits the range chart draws (see precision/analysis.py)
 FP16_MIN_NORMAL = 2.0**-14
@@ -112,6 +114,14 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
         if base and base.size_bytes and r.size_bytes:
             r.size_ratio = r.size_bytes / base.size_bytes
     return rows
+
+
+def slower_precisions(run: RunData) -> dict[str, str]:
+    """The low precisions that ran slower than fp32 (precision -> the figures in words), where the
+    figures are the target's: a GPU target's measured with ONNX Runtime on this CPU says nothing."""
+    if measured_off_target(run.target, (p.backend for p in run.precisions)):
+        return {}
+    return slower_than_fp32({p.precision: p.profile for p in run.precisions})
 
 
 def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]:

@@ -165,6 +165,7 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
         ("accuracy gates", _e(d.gate_text(run.gates))),
         ("gate results", gate_html),
         *[(f"{_e(p)} not built", _e(why)) for p, why in run.not_built.items()],
+        *[(f"{_e(p)} slower than fp32", _e(fig)) for p, fig in d.slower_precisions(run).items()],
         ("recommended", f"<strong>{_e(best or '–')}</strong> <span class='muted'>({_e(why)})</span>"),
         ("made from", _e(", ".join(run.sources))),
     ]
@@ -464,6 +465,8 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
         verdict = missed if not failed else f"{verdict}; {missed}"
     lines.append(f"- {verdict} (gates: {_md(d.gate_text(run.gates))})")
     lines.append(f"- recommended precision: **{_md(best or '-')}** ({_md(why)})")
+    for precision, figures in d.slower_precisions(run).items():
+        lines.append(f"- **{_md(precision)} ran slower than fp32** ({_md(figures)})")
     backends = sorted({r.backend for r in rows})
     if backends:
         lines.append(f"- backend: {_md(', '.join(backends))}")
