@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.stages.compare import Gates, output_metrics
@@ -257,3 +258,21 @@ def test_a_candidate_with_other_inputs_than_the_reference_exits_2(digits: Digits
 def test_analyze_on_random_data_a_model_refuses_names_the_guessed_dims(reflect_padded_onnx: Path) -> None:
     result = run_cli("analyze", reflect_padded_onnx, "--data", "random")
     assert_clean_input_error(result, "dynamic dims fed as 1: x ", "--input NAME:SHAPE")
+
+
+def test_a_feed_polygraphy_refuses_raises_without_its_own_lines_on_stderr(
+    digits: Digits, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Polygraphy's critical log printed '[!]' lines to stderr before its exception, which the CLI
+    turns into one line: the user saw the message three times, in two formats."""
+    from polygraphy.exception import PolygraphyException
+
+    from edgedeploy.errors import user_failure
+    from edgedeploy.stages.compare.outputs import run_pair
+
+    with pytest.raises(PolygraphyException) as caught:  # a shape our own checks would have refused first
+        run_pair(digits.onnx_path, digits.onnx_path, [{"input": np.zeros((2, 3), np.float32)}])
+    assert "[!]" not in capfd.readouterr().err
+    line = user_failure(caught.value)
+    assert line is not None
+    assert line.startswith("Polygraphy: Input tensor: input | Received incompatible shape"), line

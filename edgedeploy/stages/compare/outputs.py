@@ -216,11 +216,16 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
 
 @contextlib.contextmanager
 def _quiet_polygraphy() -> Iterator[None]:
+    """Polygraphy silent while it runs for compare: its info lines would interleave with ours, and a
+    feed it refuses (``G_LOGGER.critical``) printed ``[!]`` lines to stderr before the exception
+    that carries the same text reached the user as one line (``errors.user_failure``). Its error
+    lines are silenced too: ``Comparator.run`` logs them with an exception, and the NaN/Inf lines
+    of its ``validate`` (not called here) are compare's own counts."""
     from polygraphy.logger import G_LOGGER
 
     old = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.ERROR
-    logging.getLogger("polygraphy").setLevel(logging.ERROR)
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL + 1  # above every severity: nothing is printed
+    logging.getLogger("polygraphy").setLevel(logging.CRITICAL + 1)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
