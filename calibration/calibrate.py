@@ -28,7 +28,7 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
-from calibration.feeds import feed_rows
+from calibration.feeds import feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
@@ -84,7 +84,7 @@ from calibration.sources import DataSource
 from calibration.threads import map_ordered, one_blas_thread, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "6"  # bump when statistics or algorithms change results
+CALIBRATION_VERSION = "7"  # bump when statistics or algorithms change results (7: split_runs)
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4
@@ -166,12 +166,13 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 class _FirstFeed:
     """Wraps a source and keeps its first feed (to test-run the written model).
 
-    With ``holdout`` (the auto algorithm), every 4th batch up to ``HOLDOUT_SAMPLES`` samples is
+    Its feeds are the source's, cut into runs of at most ``RUN_ROWS`` samples (:func:`split_runs`).
+    With ``holdout`` (the auto algorithm), every 4th run up to ``HOLDOUT_SAMPLES`` samples is
     held out of the statistics: the thresholds are judged on data they were not computed from.
     Held-out batches still go through the one statistics pass, flagged by ``holding`` while
     their tensors are shown (``collect`` calls :meth:`show`; it may have taken the next feed
     already), so that auto's recorders take their values there instead of in a second session
-    (see :class:`_Split`). A source of fewer than 4 batches holds nothing out (see ``held_out``).
+    (see :class:`_Split`). A source of fewer than 4 runs holds nothing out (see ``held_out``).
     """
 
     def __init__(self, source: DataSource, holdout: bool = False) -> None:
@@ -195,7 +196,8 @@ class _FirstFeed:
         self.shown_held = sum(self.flags[: index + 1])
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for index, feed in enumerate(self.source):
+        # runs of at most RUN_ROWS samples, whatever the source's batch size (see split_runs)
+        for index, feed in enumerate(split_runs(self.source, self.source.inputs)):
             if self.first is None:
                 self.first = {k: v.copy() for k, v in feed.items()}
             held = self.holdout and index % 4 == 3 and self.held_samples < HOLDOUT_SAMPLES

@@ -162,6 +162,29 @@ def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
     return int(next(iter(static))) if static else None
 
 
+RUN_ROWS = 8  # calibration runs the model on at most this many samples at a time (see split_runs)
+
+
+def split_runs(feeds: Iterable[Feed], inputs: Sequence[TensorSpec], rows: int = RUN_ROWS) -> Iterator[Feed]:
+    """Each feed of more than ``rows`` samples as consecutive pieces of ``rows`` samples (the last
+    may be shorter; views, not copies), where every input of the model is batched on a dynamic dim
+    0 and the feed's arrays all have its number of rows; other feeds as they are.
+
+    Calibration fetches every activation of a run at once: at ``--batch-size 64`` magika's runs
+    were hundreds of MB each, and its calibration took 9.2 s against 1.6 s at 8 on the same 64
+    samples; and a source of fewer than 4 batches leaves ``auto`` no held-out batch (it judged its
+    candidates on the samples they came from). A source batched by a multiple of ``rows``
+    calibrates exactly as one batched by ``rows``."""
+    batched = bool(inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in inputs)
+    for feed in feeds:
+        n = feed_rows(feed)
+        if not batched or n <= rows or any(np.ndim(v) == 0 or np.shape(v)[0] != n for v in feed.values()):
+            yield feed
+            continue
+        for start in range(0, n, rows):
+            yield {k: v[start : start + rows] for k, v in feed.items()}
+
+
 def _stack(buffer: list[Feed]) -> Feed:
     try:
         return {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}

@@ -62,7 +62,9 @@ def calibrate_command(
         int | None,
         typer.Option(help="Number of calibration samples."),
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size of the calibration pass.")] = 8,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Samples read at a time; the model runs on 8 at most.")
+    ] = 8,
     seed: Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel="Data")] = 0,
     input: InputShapes = None,
     target: TargetName = "x86-64-cpu",

@@ -151,3 +151,46 @@ def test_a_small_array_is_counted_whole_even_when_sampled() -> None:
     every.observe("t", x)
     whole.observe("t", x)
     np.testing.assert_array_equal(every.histograms["t"].counts, whole.histograms["t"].counts)
+
+
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_a_source_batched_by_a_multiple_of_the_run_size_calibrates_as_one_batched_by_it(
+    residual_model: Path, tmp_path: Path, placement: str
+) -> None:
+    """The model runs on at most RUN_ROWS samples at a time: a batch of 24 (3 runs of 8) gives the
+    Q/DQ model and cache a batch of 8 gives, held-out samples included (one batch of 48 used to
+    hold nothing out: auto judged its candidates on the samples they came from)."""
+    from calibration.feeds import RUN_ROWS
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((SAMPLES, 3, 8, 8)).astype(np.float32)
+    x[::7] *= 6.0
+    np.savez(tmp_path / "calib.npz", x=x)
+    made = {}
+    for batch in (RUN_ROWS, 3 * RUN_ROWS, SAMPLES):
+        source = open_source(str(tmp_path / "calib.npz"), model_io(residual_model)[0], batch_size=batch)
+        options = CalibrationOptions(algorithm="auto", force=True, placement=placement, trt_version="8.6.1")
+        result = calibrate(residual_model, source, options, tmp_path / f"b{batch}")
+        report = json.loads(result.report.read_text())
+        cache = result.cache.read_bytes() if result.cache is not None else None
+        made[batch] = (result.model.read_bytes(), cache, report["selection"]["held_out_samples"])
+    assert made[RUN_ROWS] == made[3 * RUN_ROWS] == made[SAMPLES]
+    assert made[SAMPLES][2] == RUN_ROWS  # the 4th of the 6 runs held out (every 4th run, up to 16 samples)
+
+
+def test_split_runs_cuts_large_feeds_into_views_and_leaves_unbatched_models_alone() -> None:
+    from calibration.feeds import split_runs
+    from calibration.modelinfo import TensorSpec
+
+    x = np.arange(20 * 2, dtype=np.float32).reshape(20, 2)
+    batched = [TensorSpec("x", ("n", 2), "tensor(float)")]
+    pieces = list(split_runs([{"x": x}], batched, rows=8))
+    assert [p["x"].shape[0] for p in pieces] == [8, 8, 4]
+    assert all(np.shares_memory(p["x"], x) for p in pieces)  # views: no copy of the data
+    np.testing.assert_array_equal(np.concatenate([p["x"] for p in pieces]), x)
+    # silero-vad: a state [2, batch, 128] beside the audio: dim 0 is not the batch of every input
+    state = [TensorSpec("x", ("n", 2), "tensor(float)"), TensorSpec("h", (2, "n", 4), "tensor(float)")]
+    feed = {"x": x, "h": np.zeros((2, 20, 4), np.float32)}
+    assert [p is feed for p in split_runs([feed], state, rows=8)] == [True]
+    static = [TensorSpec("x", (20, 2), "tensor(float)")]  # a fixed batch of 20 runs as it is
+    assert len(list(split_runs([{"x": x}], static, rows=8))) == 1
