@@ -133,3 +133,60 @@ def test_a_model_with_external_data_travels_with_its_data(digits: Digits, tmp_pa
     assert (tmp_path / "b" / "models" / "ext.onnx.data").is_file()
     assert run_cli("bundle", "verify", tmp_path / "b").code == 0
     ort.InferenceSession(str(tmp_path / "b" / "models" / "ext.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _conv_bn_relu(path: Path) -> Path:
+    """Conv -> BatchNormalization -> Relu: onnxslim folds the BatchNormalization into the Conv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]
+    inits += [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
+              [("s", np.ones(4)), ("b", np.zeros(4)), ("m", np.zeros(4)), ("v", np.ones(4))]]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("section", "precision", "key"),
+    [("build", "fp16", "fp32_nodes"), ("calibration", "int8", "exclude_nodes")],
+)
+def test_nodes_the_export_simplified_away_are_refused_before_any_build_and_said_why(
+    tmp_path: Path, section: str, precision: str, key: str
+) -> None:
+    """fp16's build found a missing --fp32-nodes name after fp32's build, and said only
+    'no node named bn': the export's onnxslim had folded that BatchNormalization into its Conv."""
+    _conv_bn_relu(tmp_path / "m.onnx")
+    config = tmp_path / "edgedeploy.toml"
+    body = f'workdir = "w"\n[model]\nsource = "m.onnx"\n[build]\nprecisions = ["fp32", "{precision}"]\n'
+    body += f'[{section}]\n{key} = ["bn"]\n' if section != "build" else f'{key} = ["bn"]\n'
+    body += "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+    config.write_text(body)
+
+    def refused(*needles: str) -> None:
+        result = run_cli("run", config)
+        last = result.stderr.strip().splitlines()[-1]  # after the export's line
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+        assert all(n in last for n in needles), last
+
+    refused(
+        f"[{section}] {key}: no node named bn in the exported model",
+        "bn is a node of m.onnx; the export's simplification removed or merged it",
+    )
+    assert sorted(p.name for p in (tmp_path / "w").glob("*.onnx")) == ["m.fp32.onnx"]  # nothing built
+    config.write_text(body.replace('["bn"]', '["rel"]'))
+    refused("no node named rel", "closest: relu")
+    config.write_text(body + "[export]\nsimplify = false\n")  # the node kept: the run goes on
+    assert run_cli("run", config).code == 0

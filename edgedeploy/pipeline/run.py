@@ -24,6 +24,7 @@ from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line
 from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
+from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import (
     BuildRequest,
     CalibrationRequest,
@@ -179,6 +180,7 @@ def _run_stages(
     for warning in config_warnings(config):
         ui.warn(warning)
     exported = _export_stage(run)
+    check_named_nodes(config, exported.fp32)
     data = _compare_data(run, exported)
     if config.bundle.enabled and target.kind != "cpu" and config.build.profiles:
         # the profiles the device builds with: checked as a TensorRT build and `bundle create` check them
@@ -229,6 +231,45 @@ def _run_stages(
     if report:
         result.report = _report_stage(run, record)
     return result
+
+
+def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
+    """``[build] fp32_nodes`` and ``[calibration] exclude_nodes`` name nodes of the exported model:
+    refused right after the export, before any precision is built, with the names the export's
+    simplification took away said so and the closest names offered. Before, fp16's build found it
+    after fp32's, as ``--fp32-nodes: no node named bn``: a BatchNormalization that onnxslim had
+    folded into its Conv."""
+    import difflib
+
+    from calibration.qdq import unmatched_patterns
+    from edgedeploy.stages.precision.fp16 import ensure_node_names
+
+    b, cal = config.build, config.calibration
+    asked = [("[build] fp32_nodes", b.fp32_nodes)] if "fp16" in b.precisions else []
+    asked += [("[calibration] exclude_nodes", cal.exclude_nodes)] if "int8" in b.precisions else []
+    if not any(names for _, names in asked):
+        return
+    model = load_onnx(exported, load_external_data=False)
+    names = sorted(ensure_node_names(model))
+    source = config.path(config.model.source) if config.model.source.endswith(".onnx") else None
+    in_source = set(ensure_node_names(load_onnx(source, load_external_data=False))) if source else set()
+    for key, wanted in asked:
+        unknown = unmatched_patterns(wanted, model) if key.startswith("[calibration]") else [
+            n for n in wanted if n not in names
+        ]  # fmt: skip
+        if not unknown:
+            continue
+        first = unknown[0]
+        why = (
+            f" ({first} is a node of {source.name}; the export's simplification removed or merged it: "
+            "name nodes of the exported model, or set [export] simplify = false)"
+            if source is not None and first in in_source and config.export.simplify
+            else ""
+        )
+        close = difflib.get_close_matches(first, names, n=3)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        missing = ", ".join(unknown)
+        raise InputError(f"{key}: no node named {missing} in the exported model {exported}{why}{hint}")
 
 
 def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:
