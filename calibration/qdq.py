@@ -1131,6 +1131,20 @@ def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarra
     return q.astype(np.float32) * scale.reshape(shape)  # type: ignore[no-any-return]
 
 
+def int8_activations(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` quantizes its activations to int8 and none to uint8: TensorRT's Q/DQ
+    placement (ours for GPU targets, Model Optimizer's), which TensorRT computes exactly (integer
+    products summed exactly, rescaled in float) and ONNX Runtime's CPU kernels do not (see
+    :func:`~calibration.observers.emulate_integer_kernels`)."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    kinds = {
+        inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else TensorProto.UINT8  # the default
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+    return TensorProto.INT8 in kinds and TensorProto.UINT8 not in kinds
+
+
 def saturates_without_vnni(model: onnx.ModelProto) -> bool:
     """Whether ``model`` pairs uint8 activations with full-range (8-bit) int8 weights: the Q/DQ
     groups ONNX Runtime runs as u8 x s8 integer kernels whose 16-bit pair sums saturate on a CPU

@@ -21,7 +21,7 @@ import numpy as np
 
 from calibration.feeds import feed_rows
 from calibration.modelinfo import model_io
-from calibration.qdq import saturates_without_vnni
+from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -305,6 +305,8 @@ def compare(
     (``emulate_fp16=False`` runs the candidate as it is). Likewise an int8 candidate made for a
     CPU with VNNI (uint8 activations, 8-bit weights) runs with its integer arithmetic emulated in
     float where this CPU lacks VNNI: ONNX Runtime's kernels here saturate on it, the target's do not.
+    An int8 candidate with int8 activations (TensorRT's placement) always runs emulated: that is
+    what TensorRT computes, and what ``auto`` and the accuracy budgets measure it by.
 
     Args:
         reference: the fp32 reference ONNX.
@@ -323,7 +325,7 @@ def compare(
         description["samples_compared"] = sum(feed_rows(f) for f in feeds)
     with scratch_dir("compare") as scratch:
         run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
-        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode == INTEGER_EMULATED)
+        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode in EMULATED)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -358,6 +360,12 @@ def check_same_inputs(reference: Path, candidate: Path) -> None:
 
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
+# int8 activations: TensorRT's placement, run as TensorRT computes it (exact integer sums, rescaled
+# in float), not on ONNX Runtime's s8s8 CPU kernels, which round otherwise: ddddocr's recognizer
+# for jetson-orin-nx read cosine 0.998981 on them and 0.999003 emulated, the figure its accuracy
+# budget (which measures emulated, as auto does) had met on the same data
+TENSORRT_EMULATED = "onnx, integer arithmetic emulated in float (as TensorRT computes int8 Q/DQ)"
+EMULATED = (INTEGER_EMULATED, TENSORRT_EMULATED)
 # an fp16 candidate not converted from this reference (another tool's, or ONNX Runtime's optimized
 # graph): run as it is, where ONNX Runtime's CPU kernels compute most fp16 ops in fp32
 FP16_NOT_EMULATED = "onnx (fp16 emulation unavailable"
@@ -393,13 +401,15 @@ def _candidate_to_run(
     reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
 ) -> tuple[Path, str]:
     """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``; the mode says
-    which (:data:`INTEGER_EMULATED`: the candidate itself, run with its integer kernels emulated)."""
+    which (:data:`EMULATED`: the candidate itself, run with its integer kernels emulated)."""
     if not emulate_fp16 or candidate.suffix != ".onnx":
         return candidate, "onnx"
     import onnx
 
     cand_model = load_onnx(candidate)
     if not is_fp16_model(cand_model):
+        if int8_activations(cand_model):
+            return candidate, TENSORRT_EMULATED
         if not has_vnni() and saturates_without_vnni(cand_model):
             return candidate, INTEGER_EMULATED
         return candidate, "onnx"
