@@ -651,7 +651,7 @@ def test_a_precision_slower_than_fp32_on_a_cpu_target_is_warned_and_reported(
     result = run_pipeline(load_config(_config(tmp_path, digits)), ui)
     said = [m for m in ui.messages if "ran slower than fp32" in m]
     assert len(said) == 1 and said[0].startswith("warning: fp16 ran slower than fp32 here (p50 "), ui.messages
-    assert "at batch 1; slower at all 2 batch sizes profiled); the bundle still defaults" in said[0]
+    assert "at batch 1; slower at all 2 batch sizes profiled); the bundle makes fp16 its default" in said[0]
     assert result.report is not None
     assert "- **fp16 ran slower than fp32** (p50 " in (result.report.parent / "report.md").read_text()
     assert "fp16 slower than fp32</dt>" in result.report.read_text()

@@ -38,7 +38,7 @@ from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import CPU_OPTIONS, build
 from edgedeploy.stages.bundle import BundleArtifact, make_bundle, not_ours, tool_versions, verify_bundle
-from edgedeploy.stages.bundle.make import ReportWriter
+from edgedeploy.stages.bundle.make import ReportWriter, default_primary
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import (
@@ -277,12 +277,14 @@ def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:
     target's measured on this CPU): said once, with the figures (the report says it too)."""
     if measured_off_target(run.target.name, (o.backend for o in outcomes)):
         return
-    default = run.config.bundle.enabled and not run.config.bundle.primary
+    config = run.config.bundle
+    # the bundle makes it the device's default: the lowest precision that passed (unless set)
+    shipped = default_primary(outcomes) if config.enabled and not config.primary else None
     for precision, figures in slower_than_fp32({o.precision: o.profile for o in outcomes}).items():
         run.ui.warn(
             f"{precision} ran slower than fp32 here ({figures})"
-            + ('; the bundle still defaults to the lowest precision that passed: [bundle] primary = "fp32" '
-               "ships fp32" if default else "")
+            + (f'; the bundle makes {precision} its default (the lowest precision that passed): '
+               '[bundle] primary = "fp32" ships fp32' if precision == shipped else "")
         )  # fmt: skip
 
 

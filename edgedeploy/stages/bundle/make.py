@@ -12,10 +12,10 @@ import datetime as dt
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -235,7 +235,17 @@ def make_bundle(
     return BundleResult(directory=out, archive=archive, manifest=manifest, files=count, size_bytes=size)
 
 
-def default_primary(artifacts: list[BundleArtifact]) -> str | None:
+class Gated(Protocol):
+    """A precision and its comparison's summary (a bundle artifact, a pipeline outcome)."""
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def compare(self) -> dict[str, Any] | None: ...
+
+
+def default_primary(artifacts: Sequence[Gated]) -> str | None:
     """The lowest precision whose accuracy gate passed: what a device should run by default."""
     order = {"int8": 0, "fp16": 1, "fp32": 2}
     passed = [a for a in artifacts if a.compare and a.compare.get("passed")]
