@@ -4,11 +4,13 @@ precisions ran slower than fp32."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from edgedeploy.targets import measured_off_target
 
 QUANTILE_POINTS = 101  # 0%, 1%, ..., 100%: a CDF to 1% resolution in about 1 kB of JSON
 
@@ -94,3 +96,15 @@ def slower_than_fp32(profiles: Mapping[str, Mapping[str, Any] | None]) -> dict[s
                 f"; slower at all {len(pairs)} batch sizes profiled" if len(pairs) > 1 else ""
             )
     return found
+
+
+def slower_on_target(
+    target: str | None, rows: Iterable[tuple[str, str, Mapping[str, Any] | None]]
+) -> dict[str, str]:
+    """:func:`slower_than_fp32` of ``rows`` (precision, backend, profile summary) where the figures
+    are the target's: a GPU target's measured with ONNX Runtime on this CPU say nothing of the
+    device (:func:`~edgedeploy.targets.measured_off_target`). What ``run`` warns and the report shows."""
+    rows = list(rows)
+    if measured_off_target(target, (backend for _, backend, _ in rows)):
+        return {}
+    return slower_than_fp32({precision: profile for precision, _, profile in rows})

@@ -54,8 +54,8 @@ from edgedeploy.stages.export import (
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS, RUN_RECORD
-from edgedeploy.stats import slower_than_fp32
-from edgedeploy.targets import Target, load_target, measured_off_target
+from edgedeploy.stats import slower_on_target
+from edgedeploy.targets import Target, load_target
 from edgedeploy.ui import QUIET, Ui
 
 
@@ -242,31 +242,35 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
     import difflib
 
     from calibration.qdq import unmatched_patterns
-    from edgedeploy.stages.precision.fp16 import ensure_node_names
+    from edgedeploy.stages.precision.fp16 import ensure_node_names, unknown_fp32_nodes
 
     b, cal = config.build, config.calibration
-    asked = [("[build] fp32_nodes", b.fp32_nodes)] if "fp16" in b.precisions else []
-    asked += [("[calibration] exclude_nodes", cal.exclude_nodes)] if "int8" in b.precisions else []
-    if not any(names for _, names in asked):
+    asked: list[tuple[str, list[str], Callable[[Sequence[str], Any], list[str]]]] = []
+    if "fp16" in b.precisions:
+        asked.append(("[build] fp32_nodes", b.fp32_nodes, unknown_fp32_nodes))
+    if "int8" in b.precisions:
+        asked.append(("[calibration] exclude_nodes", cal.exclude_nodes, unmatched_patterns))
+    if not any(wanted for _, wanted, _ in asked):
         return
     model = load_onnx(exported, load_external_data=False)
-    names = sorted(ensure_node_names(model))
-    source = config.path(config.model.source) if config.model.source.endswith(".onnx") else None
-    in_source = set(ensure_node_names(load_onnx(source, load_external_data=False))) if source else set()
-    for key, wanted in asked:
-        unknown = unmatched_patterns(wanted, model) if key.startswith("[calibration]") else [
-            n for n in wanted if n not in names
-        ]  # fmt: skip
+    for key, wanted, unknown_in in asked:
+        unknown = unknown_in(wanted, model)
         if not unknown:
             continue
         first = unknown[0]
-        why = (
-            f" ({first} is a node of {source.name}; the export's simplification removed or merged it: "
-            "name nodes of the exported model, or set [export] simplify = false)"
-            if source is not None and first in in_source and config.export.simplify
-            else ""
-        )
-        close = difflib.get_close_matches(first, names, n=3)
+        source = config.path(config.model.source) if config.model.source.endswith(".onnx") else None
+        why = ""
+        # a node of the source ONNX that the export's onnxslim took away (read only now: rare)
+        if (
+            source
+            and config.export.simplify
+            and first in ensure_node_names(load_onnx(source, load_external_data=False))
+        ):
+            why = (
+                f" ({first} is a node of {source.name}; the export's simplification removed or merged it: "
+                "name nodes of the exported model, or set [export] simplify = false)"
+            )
+        close = difflib.get_close_matches(first, sorted(ensure_node_names(model)), n=3)
         hint = f"; closest: {', '.join(close)}" if close else ""
         missing = ", ".join(unknown)
         raise InputError(f"{key}: no node named {missing} in the exported model {exported}{why}{hint}")
@@ -275,12 +279,11 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
 def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:
     """A low precision that ran slower than fp32, where the figures are the target's (not a GPU
     target's measured on this CPU): said once, with the figures (the report says it too)."""
-    if measured_off_target(run.target.name, (o.backend for o in outcomes)):
-        return
     config = run.config.bundle
     # the bundle makes it the device's default: the lowest precision that passed (unless set)
     shipped = default_primary(outcomes) if config.enabled and not config.primary else None
-    for precision, figures in slower_than_fp32({o.precision: o.profile for o in outcomes}).items():
+    slower = slower_on_target(run.target.name, [(o.precision, o.backend, o.profile) for o in outcomes])
+    for precision, figures in slower.items():
         run.ui.warn(
             f"{precision} ran slower than fp32 here ({figures})"
             + (f'; the bundle makes {precision} its default (the lowest precision that passed): '

@@ -588,11 +588,16 @@ def check_fp32_ops(fp32_ops: Sequence[str], model: onnx.ModelProto) -> None:
         raise InputError(f"--fp32-ops: no ONNX op type named {', '.join(unknown)}")
 
 
-def check_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto, src: object) -> None:
-    """``--fp32-nodes`` names nodes of ``model`` (of ``src``), named as the converter names them
-    (:func:`ensure_node_names`, applied to ``model``): refused before any work otherwise."""
+def unknown_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto) -> list[str]:
+    """The names of ``fp32_nodes`` that are no node of ``model``, named as the converter names them
+    (:func:`ensure_node_names`, applied to ``model``)."""
     names = ensure_node_names(model)
-    unknown = [n for n in fp32_nodes if n not in names]
+    return [n for n in fp32_nodes if n not in names]
+
+
+def check_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto, src: object) -> None:
+    """``--fp32-nodes`` names nodes of ``model`` (of ``src``): refused before any work otherwise."""
+    unknown = unknown_fp32_nodes(fp32_nodes, model)
     if unknown:
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgedeploy.stages.report.load import PRECISION_ORDER, RunData
-from edgedeploy.stats import slower_than_fp32
-from edgedeploy.targets import measured_off_target
+from edgedeploy.stats import slower_on_target
 
 FP16_MAX = 65504.0  # the fp16 limits the range chart draws (see precision/analysis.py)
 FP16_MIN_NORMAL = 2.0**-14
@@ -119,9 +118,7 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
 def slower_precisions(run: RunData) -> dict[str, str]:
     """The low precisions that ran slower than fp32 (precision -> the figures in words), where the
     figures are the target's: a GPU target's measured with ONNX Runtime on this CPU says nothing."""
-    if measured_off_target(run.target, (p.backend for p in run.precisions)):
-        return {}
-    return slower_than_fp32({p.precision: p.profile for p in run.precisions})
+    return slower_on_target(run.target, [(p.precision, p.backend, p.profile) for p in run.precisions])
 
 
 def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]:
