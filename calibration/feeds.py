@@ -117,6 +117,9 @@ class DataSource:
     # synthetic data: the inputs whose dynamic dims beyond the batch were fed as 1, as ``name 1x1``
     # (no shape given for them), which an error the model raises on them can name
     fed_as_one: tuple[str, ...] = ()
+    # what the source assumed that the user may not have meant (an image folder's preprocessing
+    # when none was declared), or an option it did not use: said by :meth:`guessed`
+    note: str | None = None
 
     def __iter__(self) -> Iterator[Feed]:
         count = 0
@@ -133,9 +136,10 @@ class DataSource:
 
     def guessed(self) -> str | None:
         """A warning naming the dynamic dims this synthetic data fed as 1 (trtexec refuses dynamic
-        shapes without --shapes; figures on 1x1 images mean little), or None."""
+        shapes without --shapes; figures on 1x1 images mean little), or the source's :attr:`note`,
+        or None."""
         if not self.fed_as_one:
-            return None
+            return self.note
         return (
             f"random data fed dynamic dims as 1 ({', '.join(self.fed_as_one)}): give the shapes with "
             "--input NAME:SHAPE, or [model] inputs in a config"

@@ -185,6 +185,18 @@ def default_preprocess(spec: TensorSpec) -> Preprocess:
     return Preprocess(resize=size, color="gray" if c == 1 else "rgb", layout=layout, dtype=dtype)
 
 
+def assumed_preprocess(spec: str, pre: Preprocess) -> str:
+    """What an image folder read without a declared preprocessing fed the model: a model trained
+    on other pixel values (mean/std, BGR, [-1, 1]) is calibrated and compared on inputs it never
+    sees, and nothing fails; so it is said."""
+    size = f"resized to {pre.resize[0]}x{pre.resize[1]}" if pre.resize else "at their own size"
+    return (
+        f"image folder {spec}: no preprocessing declared, so the images went in {pre.color.upper()}, "
+        f"scaled to [0, 1] without mean/std, {pre.layout.upper()}, {size}; if the model was trained "
+        "on other values, declare them ([calibration] preprocess in a config, --preprocess FILE)"
+    )
+
+
 def image_folder_source(
     spec: str,
     files: Sequence[Path],
@@ -201,8 +213,10 @@ def image_folder_source(
         )
     if not files:
         raise DataError(f"image folder {spec} is empty")
+    note = None
     if options is None:
         pre = default_preprocess(inputs[0])
+        note = assumed_preprocess(spec, pre)
     elif isinstance(options, Preprocess):
         pre = options
     else:
@@ -218,4 +232,4 @@ def image_folder_source(
         "batch_size": batch_size,
         "preprocess": pre.describe(),
     }
-    return DataSource("images", spec, inputs, make, details)
+    return DataSource("images", spec, inputs, make, details, note=note)

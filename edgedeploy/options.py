@@ -210,6 +210,17 @@ class CalibrationRequest(CalibrationSettings):
             seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
         )  # fmt: skip
 
+    def notes(self, source: DataSource) -> list[str]:
+        """What to say about ``source`` (opened by :meth:`open`): what it guessed (see
+        :meth:`DataSource.guessed`), and a declared preprocessing its data does not use."""
+        notes = [note] if (note := source.guessed()) else []
+        if self.preprocess and source.kind != "images":
+            notes.append(
+                f"[calibration] preprocess (--calib-preprocess): the calibration data {source.spec} is "
+                f"{source.kind}, not an image folder; not used"
+            )
+        return notes
+
 
 @dataclass
 class BuildRequest:

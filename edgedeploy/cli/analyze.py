@@ -13,10 +13,13 @@ from edgedeploy.cli.common import (
     DataSpec,
     InputShapes,
     JsonOutput,
+    PreprocessFile,
     Seed,
     check_seed,
+    load_preprocess,
     make_ui,
     out,
+    source_notes,
     write_json,
 )
 from edgedeploy.errors import InputError, naming_guessed_dims
@@ -26,6 +29,7 @@ def analyze_command(
     ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="The fp32 ONNX model.")],
     data: DataSpec,
+    preprocess: PreprocessFile = None,
     samples: Annotated[
         int | None, typer.Option(help="Samples to run (default: all; random data: 32).")
     ] = None,
@@ -58,6 +62,7 @@ def analyze_command(
             batch_size=batch_size,
             seed=seed,
             shapes=parse_shapes(input) or None,
+            image_options=load_preprocess(preprocess),
         )
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
@@ -120,8 +125,8 @@ def analyze_command(
         ui.warn(note)
     if source.synthetic:
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
-    if guessed := source.guessed():
-        ui.warn(guessed)
+    for note in source_notes(source, preprocess):
+        ui.warn(note)
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
     # measurably changes the outputs (which analyze does not measure)
     hard = sorted(hard_fp32_nodes(loaded, islands, report))

@@ -13,10 +13,12 @@ import typer
 
 from edgedeploy.cli.common import (
     DATA_SPEC_HELP,
+    PREPROCESS_HELP,
     InputShapes,
     JsonOutput,
     TargetName,
     csv,
+    load_preprocess,
     make_ui,
     out,
     typed,
@@ -55,6 +57,10 @@ def build_command(
     ] = None,
     calib_data: Annotated[
         str | None, typer.Option(help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8)
+    ] = None,
+    calib_preprocess: Annotated[
+        Path | None,
+        typer.Option(help=f"int8/fp16 analysis: {PREPROCESS_HELP}", rich_help_panel=INT8),
     ] = None,
     calib_algorithm: Annotated[
         str,
@@ -166,6 +172,7 @@ def build_command(
     ]
     data_given = [
         ("--calib-data", bool(calib_data)),
+        ("--calib-preprocess", calib_preprocess is not None),
         ("--calib-samples", "calib_samples" in given),
         ("--calib-batch-size", "calib_batch_size" in given),
         ("--input", bool(input)),
@@ -176,12 +183,16 @@ def build_command(
         "fp16": [
             ("--calib-algorithm", "calib_algorithm" in given),
             ("--calib-samples without --calib-data", "calib_samples" in given and not calib_data),
+            ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data),
         ],
-        "int8": fp16_given,
+        "int8": [
+            *fp16_given,
+            ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data),
+        ],
     }.get(precision, [])
     if unused := [flag for flag, given in moot if given]:
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
-        hint = hint if precision == "int8" else ""
+        hint = hint if precision == "int8" and set(unused) & {flag for flag, _ in fp16_given} else ""
         raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
@@ -197,6 +208,7 @@ def build_command(
             samples=calib_samples,
             batch_size=calib_batch_size,
             shapes=parse_shapes(input),
+            preprocess=load_preprocess(calib_preprocess) or {},
         ),
         options={"force": force, **backend_options(user_options)},
         fp16_analysis=fp16_analysis,

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from edgedeploy.cli.common import DataSpec, JsonOutput, TargetName, make_ui, out, write_json
+from edgedeploy.cli.common import (
+    DataSpec,
+    JsonOutput,
+    PreprocessFile,
+    TargetName,
+    load_preprocess,
+    make_ui,
+    out,
+    source_notes,
+    write_json,
+)
 from edgedeploy.errors import GateFailed, InputError, not_a_file
 
 
@@ -39,6 +49,7 @@ def create_command(
     ] = Path("bundle"),
     target: TargetName = "x86-64-cpu",
     data: DataSpec = "random",
+    preprocess: PreprocessFile = None,
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
     min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
     min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
@@ -73,7 +84,10 @@ def create_command(
             raise not_a_file("artifact", path)
     shape_profiles = parse_profiles(profiles) if profiles else []
     inputs, _ = model_io(reference)
-    source = open_source(data, inputs, samples=samples, batch_size=8)
+    prep = load_preprocess(preprocess)
+    source = open_source(data, inputs, samples=samples, batch_size=8, image_options=prep)
+    for note in source_notes(source, preprocess):
+        ui.warn(note)
     result_bundle = bundle_artifacts(
         reference, list(artifacts or []), output, tgt, list(source), source.describe(),
         Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui, profiles=shape_profiles,

@@ -7,46 +7,26 @@ InputError (exit 2).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from edgedeploy.cli.common import (
     InputShapes,
     OptionalDataSpec,
+    PreprocessFile,
     TargetName,
     check_seed,
     err,
+    load_preprocess,
     make_ui,
     out,
+    source_notes,
     typed,
     write_json,
 )
 from edgedeploy.errors import InputError, not_a_file
-
-
-def _load_preprocess(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read preprocessing file {path}: {exc}") from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import tomllib
-
-            data = tomllib.loads(text)
-    except ValueError as exc:
-        raise InputError(f"bad preprocessing file {path}: {exc}") from None
-    data = data.get("preprocess", data.get("calibration", {}).get("preprocess", data))
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a table of preprocessing options")
-    return data
 
 
 def calibrate_command(
@@ -82,9 +62,7 @@ def calibrate_command(
             help="Write a TensorRT calibration cache for this version (default: the target's).",
         ),
     ] = None,
-    preprocess: Annotated[
-        Path | None, typer.Option(help="TOML/JSON file with image preprocessing options.")
-    ] = None,
+    preprocess: PreprocessFile = None,
     from_cache: Annotated[
         Path | None,
         typer.Option(
@@ -149,11 +127,11 @@ def calibrate_command(
         samples=samples,
         batch_size=batch_size,
         seed=seed,
-        preprocess=_load_preprocess(preprocess),
+        preprocess=load_preprocess(preprocess),
         shapes=parse_shapes(input) or None,
     )
-    if guessed := source.guessed():
-        ui.warn(guessed)
+    for note in source_notes(source, preprocess):
+        ui.warn(note)
     if "percentile" in typed(ctx, "percentile") and algorithm not in ("percentile", "auto"):
         ui.warn(f"--percentile {percentile}: used by --algorithm percentile and auto, not {algorithm}")
     artifact = make_int8(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.console import Console
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json
 from edgedeploy.ui import Ui
+
+if TYPE_CHECKING:
+    from calibration.sources import DataSource
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
 out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
@@ -51,6 +54,8 @@ TargetName = Annotated[
     ),
 ]
 Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.", min=1)]
+PREPROCESS_HELP = "TOML/JSON file with the preprocessing of image folders (resize, color, mean, std...)."
+PreprocessFile = Annotated[Path | None, typer.Option(help=PREPROCESS_HELP, rich_help_panel=DATA_PANEL)]
 
 
 def make_ui() -> Ui:
@@ -75,6 +80,52 @@ def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
         where = given.resolve()
         if target == where or (given.is_dir() and target.is_relative_to(where)):
             raise InputError(f"--json {path}: {given} is an input of this run (its config reads it)")
+
+
+def load_preprocess(path: Path | None) -> dict[str, Any] | None:
+    """The image preprocessing table of ``--preprocess FILE`` (TOML or JSON: the table itself, or
+    a ``preprocess`` or ``[calibration] preprocess`` table in it), or None without one."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read preprocessing file {path}: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as exc:
+        raise InputError(f"bad preprocessing file {path}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("preprocess", data.get("calibration", {}).get("preprocess", data))
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a table of preprocessing options")
+    from calibration.errors import CalibrationError
+    from calibration.images import Preprocess
+
+    try:
+        Preprocess.from_dict(data)
+    except CalibrationError as exc:
+        raise InputError(f"bad preprocessing file {path}: {exc}") from None
+    return data
+
+
+def source_notes(source: DataSource, preprocess: Path | None) -> list[str]:
+    """What to warn about a ``--data`` source: what it guessed (:meth:`DataSource.guessed`), and a
+    ``--preprocess`` file given for data that is not an image folder, where it changes nothing."""
+    notes = [note] if (note := source.guessed()) else []
+    if preprocess is not None and source.kind != "images":
+        notes.append(
+            f"--preprocess {preprocess}: preprocessing applies to image folders; the data here is "
+            f"{source.kind}, not used"
+        )
+    return notes
 
 
 def typed(context: typer.Context, *names: str) -> set[str]:

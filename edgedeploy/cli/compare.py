@@ -13,12 +13,15 @@ from edgedeploy.cli.common import (
     DataSpec,
     InputShapes,
     JsonOutput,
+    PreprocessFile,
     Seed,
     Threads,
     check_seed,
     fmt,
+    load_preprocess,
     make_ui,
     out,
+    source_notes,
     typed,
     write_json,
 )
@@ -33,6 +36,7 @@ def compare_command(
     reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
     candidate: Annotated[Path, typer.Argument(help="The candidate: ONNX (fp16, int8) or TensorRT engine.")],
     data: DataSpec = "random",
+    preprocess: PreprocessFile = None,
     input: InputShapes = None,
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 64,
     batch_size: BatchSize = 8,
@@ -77,8 +81,9 @@ def compare_command(
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
     source = open_source(
-        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None
-    )
+        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None,
+        image_options=load_preprocess(preprocess),
+    )  # fmt: skip
     gates = Gates(
         atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose
     )
@@ -91,8 +96,8 @@ def compare_command(
         ui.warn(warning)
     if source.synthetic:
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
-    if guessed := source.guessed():
-        ui.warn(guessed)
+    for note in source_notes(source, preprocess):
+        ui.warn(note)
     given = typed(ctx, "atol", "rtol", "layers_shown")
     if not check_allclose and given & {"atol", "rtol"}:
         ui.warn("--atol/--rtol gate only with --check-allclose: not applied")

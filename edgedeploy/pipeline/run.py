@@ -492,12 +492,15 @@ def refuse_profiles_missing(
 
 
 def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dict[str, Any]) -> DataSource:
-    """The compare data the config's [compare] section names, for a model with ``inputs``."""
+    """The compare data the config's [compare] section names, for a model with ``inputs``: an image
+    folder is read with ``[calibration] preprocess``, as the calibration images are (the model's
+    inputs are the same whatever the data is for)."""
     cmp = config.compare
     spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
     return open_source(
-        spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None
-    )
+        spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None,
+        image_options=config.calibration.preprocess or None,
+    )  # fmt: skip
 
 
 def _export_stage(run: _Run) -> _Exported:
@@ -553,6 +556,8 @@ def _export_stage(run: _Run) -> _Exported:
 def _compare_data(run: _Run, exported: _Exported) -> _CompareData:
     """One fixed set of feeds for every precision: the compare data and the gates."""
     source = compare_source(run.config, exported.inputs, exported.shapes)
+    if note := source.guessed():
+        run.ui.warn(f"[compare] data: {note}")
     return _CompareData(source, list(source), compare_gates(run.config))
 
 

@@ -115,8 +115,8 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
             "and its accuracy says little about real inputs"
         )
     source = calib.open(inputs)
-    if guessed := source.guessed():
-        ui.warn(guessed)
+    for note in calib.notes(source):
+        ui.warn(note)
     return make_int8(
         model,
         dest,

@@ -72,8 +72,8 @@ def analysis_source(
         source = replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
-    if guessed := source.guessed():
-        ui.warn(guessed)
+    for note in calib.notes(source):
+        ui.warn(note)
     return source
 
 

@@ -1,0 +1,115 @@
+"""An image folder's preprocessing: declared once, used wherever the folder is read (calibrate,
+build, compare, analyze, bundle, and run's compare data), and said when it was assumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibration.modelinfo import TensorSpec
+from calibration.sources import open_source
+from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+
+Image = pytest.importorskip("PIL.Image")
+
+PREP = '[preprocess]\ncolor = "gray"\nmean = [0.25]\nstd = [0.5]\n'
+
+
+def _images(root: Path, digits: Digits, count: int = 16) -> Path:
+    """The digits as 8x8 grayscale PNGs (their pixels 0-1 as 0-255)."""
+    folder = root / "imgs"
+    folder.mkdir()
+    for i, x in enumerate(digits.x_test[:count]):
+        pixels = np.clip(np.asarray(x[0]) / max(float(np.max(digits.x_test)), 1e-6) * 255, 0, 255)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_an_image_folder_without_a_declaration_says_what_it_assumed(tmp_path: Path, digits: Digits) -> None:
+    folder = _images(tmp_path, digits, 2)
+    spec = TensorSpec("x", ("n", 3, 16, 24), "float32")
+    assumed = open_source(str(folder), [spec]).guessed()
+    assert assumed is not None
+    assert "no preprocessing declared" in assumed and "resized to 16x24" in assumed and "RGB" in assumed
+    dynamic = open_source(str(folder), [TensorSpec("x", ("n", 1, "h", "w"), "float32")]).guessed()
+    assert dynamic is not None and "GRAY" in dynamic and "at their own size" in dynamic
+    declared = open_source(str(folder), [spec], image_options={"resize": [16, 24]})
+    assert declared.guessed() is None
+
+
+def test_compare_reads_images_with_the_declared_preprocessing(tmp_path: Path, digits: Digits) -> None:
+    folder = _images(tmp_path, digits)
+    prep = tmp_path / "prep.toml"
+    prep.write_text(PREP)
+    ref = digits.onnx_path
+    declared = run_cli(
+        "compare", ref, ref, "--data", folder, "--preprocess", prep, "--json", tmp_path / "c.json"
+    )
+    assert declared.code == 0, declared.stderr
+    assert "no preprocessing declared" not in declared.stderr
+    data = json.loads((tmp_path / "c.json").read_text())["data"]
+    assert data["kind"] == "images" and data["preprocess"]["mean"] == [0.25]
+    assert data["preprocess"]["std"] == [0.5]
+    assumed = run_cli("compare", ref, ref, "--data", folder)
+    assert assumed.code == 0 and "no preprocessing declared" in assumed.stderr
+    arrays = run_cli("compare", ref, ref, "--data", digits.test_npz, "--preprocess", prep)
+    assert arrays.code == 0 and "preprocessing applies to image folders" in arrays.stderr
+
+
+def test_bad_preprocessing_files_exit_2_naming_the_file(tmp_path: Path, digits: Digits) -> None:
+    folder = _images(tmp_path, digits, 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[preprocess]\nmeen = [0.5]\n")
+    ref = digits.onnx_path
+    result = run_cli("compare", ref, ref, "--data", folder, "--preprocess", bad)
+    assert_clean_input_error(result, "bad preprocessing file", "bad.toml", "meen")
+    out = tmp_path / "o"
+    result = run_cli(
+        "build", ref, "--precision", "int8", "--calib-data", folder, "--calib-preprocess", bad, "-o", out
+    )
+    assert_clean_input_error(result, "bad preprocessing file", "meen")
+    assert files_under(out) == set()
+    prep = tmp_path / "prep.toml"
+    prep.write_text(PREP)
+    result = run_cli("build", ref, "--precision", "int8", "--calib-preprocess", prep, "-o", out)
+    assert_clean_input_error(result, "--calib-preprocess without --calib-data")
+    assert files_under(out) == set()
+
+
+def test_build_calibrates_images_with_calib_preprocess(tmp_path: Path, digits: Digits) -> None:
+    folder = _images(tmp_path, digits)
+    prep = tmp_path / "prep.toml"
+    prep.write_text(PREP)
+    out = tmp_path / "o"
+    result = run_cli(
+        "build", digits.onnx_path, "--precision", "int8", "--calib-data", folder,
+        "--calib-preprocess", prep, "-o", out,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert "no preprocessing declared" not in result.stderr
+    report = json.loads(next(out.glob("*.calib.json")).read_text())
+    assert report["data"]["preprocess"]["mean"] == [0.25] and report["data"]["preprocess"]["color"] == "gray"
+
+
+def test_run_reads_compare_images_with_the_calibration_preprocessing(tmp_path: Path, digits: Digits) -> None:
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.run import compare_source
+
+    folder = _images(tmp_path, digits, 4)
+    config = from_dict(
+        {
+            "model": {"source": str(digits.onnx_path)},
+            "calibration": {"data": "imgs", "preprocess": {"color": "gray", "mean": [0.25], "std": [0.5]}},
+            "compare": {"data": "imgs", "samples": 4},
+        },
+        tmp_path,
+    )
+    spec = TensorSpec("input", ("n", 1, 8, 8), "float32")
+    source = compare_source(config, [spec], {})
+    assert source.describe()["preprocess"]["mean"] == [0.25] and source.guessed() is None
+    feed = np.concatenate([f["input"] for f in source])
+    pixels = np.stack([np.asarray(Image.open(p), np.float32) for p in sorted(folder.iterdir())])
+    np.testing.assert_allclose(feed[:, 0], (pixels / 255 - 0.25) / 0.5, atol=1e-6)
