@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import calibration.select as select_module
+import edgedeploy.stages.compare.layers as layers_module
 import edgedeploy.stages.compare.outputs as outputs_module
 import edgedeploy.stages.precision.int8 as int8_module
 from calibration.calibrate import CalibrationOptions, calibrate
@@ -95,14 +96,14 @@ def test_compare_runs_a_vnni_candidate_emulated_on_a_cpu_without_vnni(
     onnx.save(_qdq(model, "onnxruntime", 8), wide)
     onnx.save(_qdq(model, "onnxruntime", 7), narrow)
     x = np.random.default_rng(1).uniform(0.9, 1.0, (2, 16, 6, 6)).astype(np.float32)
-    monkeypatch.setattr(outputs_module, "has_vnni", lambda: False)
+    monkeypatch.setattr(layers_module, "has_vnni", lambda: False)
     result = outputs_module.compare(tmp_path / "wide.onnx", wide, [{"x": x}])
-    assert result.mode == outputs_module.INTEGER_EMULATED
+    assert result.mode == layers_module.INTEGER_EMULATED
     assert outputs_module.compare(tmp_path / "wide.onnx", narrow, [{"x": x}]).mode == "onnx"
     # what compare measured is the emulated arithmetic
     _, got = outputs_module.run_pair(tmp_path / "wide.onnx", wide, [{"x": x}], emulate_integer=True)
     np.testing.assert_allclose(got[0]["y"], _run(onnx.load(wide), x, "ORT_DISABLE_ALL"), rtol=1e-5, atol=1e-4)
-    monkeypatch.setattr(outputs_module, "has_vnni", lambda: True)
+    monkeypatch.setattr(layers_module, "has_vnni", lambda: True)
     assert outputs_module.compare(tmp_path / "wide.onnx", wide, [{"x": x}]).mode == "onnx"
 
 
@@ -163,11 +164,45 @@ def test_compare_runs_tensorrts_placement_as_tensorrt_computes_it(
     assert not int8_activations(model)
     x = np.random.default_rng(1).uniform(-1.0, 1.0, (2, 16, 6, 6)).astype(np.float32)
     for vnni in (True, False):
-        monkeypatch.setattr(outputs_module, "has_vnni", lambda vnni=vnni: vnni)
+        monkeypatch.setattr(layers_module, "has_vnni", lambda vnni=vnni: vnni)
         assert (
             outputs_module.compare(tmp_path / "wide.onnx", trt, [{"x": x}]).mode
-            == outputs_module.TENSORRT_EMULATED
+            == layers_module.TENSORRT_EMULATED
         )
         assert outputs_module.compare(tmp_path / "wide.onnx", cpu, [{"x": x}]).mode == "onnx"
     _, got = outputs_module.run_pair(tmp_path / "wide.onnx", trt, [{"x": x}], emulate_integer=True)
     np.testing.assert_allclose(got[0]["y"], _run(onnx.load(trt), x, "ORT_DISABLE_ALL"), rtol=1e-5, atol=1e-4)
+
+
+def test_per_layer_runs_an_int8_candidate_as_compare_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare --per-layer ran every Q/DQ candidate on ONNX Runtime's integer kernels, which it
+    fuses even at the basic optimization level: its output tensor read another figure than
+    compare's output table (ddddocr's recognizer, TensorRT's placement: 0.998362 against
+    0.998015). It now runs them as compare does (layers.integer_mode)."""
+    model = onnx.load(wide_conv(tmp_path / "wide.onnx"))
+    trt, cpu = tmp_path / "trt.int8.onnx", tmp_path / "cpu.int8.onnx"
+    onnx.save(_qdq(model, "tensorrt", 8), trt)
+    onnx.save(_qdq(model, "onnxruntime", 8), cpu)
+    x = np.random.default_rng(1).uniform(0.9, 1.0, (2, 16, 6, 6)).astype(np.float32)
+    fp32 = _run(model, x, "ORT_DISABLE_ALL")
+
+    def output_cosine(candidate: Path) -> tuple[str, float]:
+        result = layers_module.compare_layers(tmp_path / "wide.onnx", candidate, [{"x": x}])
+        return result.mode, next(e.cosine for e in result.layers if e.tensor == "y")
+
+    def cosine(got: np.ndarray) -> float:
+        a, b = fp32.ravel().astype(np.float64), got.ravel().astype(np.float64)
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    for vnni in (True, False):
+        monkeypatch.setattr(layers_module, "has_vnni", lambda vnni=vnni: vnni)
+        mode, got = output_cosine(trt)
+        assert mode == layers_module.TENSORRT_EMULATED
+        emulated = _run(onnx.load(trt), x, "ORT_ENABLE_BASIC", emulate=True)
+        assert got == pytest.approx(cosine(emulated), abs=1e-7)
+        mode, got = output_cosine(cpu)
+        assert mode == (layers_module.INTEGER_EMULATED if not vnni else "onnx")
+        kernels = _run(onnx.load(cpu), x, "ORT_ENABLE_BASIC", emulate=not vnni)
+        assert got == pytest.approx(cosine(kernels), abs=1e-7)

@@ -5,7 +5,9 @@ Both models get every shared float tensor marked as an output and run on the CPU
 batch; per tensor we fold running sums (squared error, dot product, norms, max error) so memory
 stays one batch of activations however many samples are compared. An fp16 candidate is run as
 its CPU emulation (:mod:`edgedeploy.stages.precision.emulate`): ONNX Runtime would otherwise compute
-most of its fp16 nodes in fp32 and hide exactly the errors this view is for. Hand-written rather
+most of its fp16 nodes in fp32 and hide exactly the errors this view is for. An int8 candidate runs
+as ``compare`` runs it (:func:`integer_mode`), so that its output tensors here read what the
+output table reads. Hand-written rather
 than Polygraphy's ``mark all`` + Comparator, which keeps every batch's activations in memory.
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibration.observers import float_tensor_names, with_outputs
+from calibration.observers import emulate_integer_kernels, float_tensor_names, with_outputs
+from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
@@ -32,6 +35,26 @@ from edgedeploy.stages.precision.emulate import (
     is_fp16_model,
 )
 from edgedeploy.stages.precision.fp16 import ensure_node_names
+from edgedeploy.targets import has_vnni
+
+INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
+# int8 activations: TensorRT's placement, run as TensorRT computes it (exact integer sums, rescaled
+# in float), not on ONNX Runtime's s8s8 CPU kernels, which round otherwise: ddddocr's recognizer
+# for jetson-orin-nx read cosine 0.998981 on them and 0.999003 emulated, the figure its accuracy
+# budget (which measures emulated, as auto does) had met on the same data
+TENSORRT_EMULATED = "onnx, integer arithmetic emulated in float (as TensorRT computes int8 Q/DQ)"
+EMULATED = (INTEGER_EMULATED, TENSORRT_EMULATED)
+
+
+def integer_mode(candidate: onnx.ModelProto) -> str | None:
+    """How an int8 Q/DQ candidate is run: one of :data:`EMULATED` (ONNX Runtime with its Q/DQ
+    fusions off, so every quantized op computes in float on the dequantized values), or None for
+    ONNX Runtime's own integer kernels (a CPU placement this CPU computes as its target does)."""
+    if int8_activations(candidate):
+        return TENSORRT_EMULATED
+    if not has_vnni() and saturates_without_vnni(candidate):
+        return INTEGER_EMULATED
+    return None
 
 
 @dataclass
@@ -131,13 +154,16 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     return cosine, snr, why
 
 
-def _session(model: onnx.ModelProto, threads: int | None) -> Any:
+def _session(model: onnx.ModelProto, threads: int | None, emulate_integer: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 4
     # Basic level: constant folding only, so the marked tensors are the ones the graph computes.
+    # (ONNX Runtime fuses Q/DQ into its integer kernels even there: ``emulate_integer`` turns it off.)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if emulate_integer:
+        emulate_integer_kernels(options)
     if threads:
         options.intra_op_num_threads = threads
     try:
@@ -195,7 +221,7 @@ def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> t
         )
         _take_weights(emulated, candidate)
         return emulated, "fp16 (CPU emulation of fp16 storage)"
-    return candidate, "onnx"
+    return candidate, integer_mode(candidate) or "onnx"
 
 
 def compare_layers(
@@ -215,7 +241,8 @@ def compare_layers(
         feeds: the input batches, the same for both models.
         gates: the tolerance a tensor is measured against (default :class:`Gates`).
         threads: ONNX Runtime intra-op threads.
-        emulate: run an fp16 candidate as its CPU emulation, so fp16 errors show.
+        emulate: run an fp16 candidate as its CPU emulation, so fp16 errors show, and an int8 one
+            with its integer arithmetic emulated where the main comparison does (:func:`integer_mode`).
     """
     gates = gates or Gates()
     ref_model = _load(reference)
@@ -235,7 +262,7 @@ def compare_layers(
     inputs = {i.name for i in ref_model.graph.input}
     wanted = [n for n in shared if n not in inputs]
     ref_sess = _session(with_outputs(ref_model, wanted), threads)
-    cand_sess = _session(with_outputs(cand_model, wanted), threads)
+    cand_sess = _session(with_outputs(cand_model, wanted), threads, emulate_integer=mode in EMULATED)
     cand_inputs = {i.name for i in cand_sess.get_inputs()}
     running = {n: _Running() for n in wanted}
     iterations = 0

@@ -21,7 +21,6 @@ import numpy as np
 
 from calibration.feeds import feed_rows
 from calibration.modelinfo import model_io
-from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -29,9 +28,12 @@ from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
-from edgedeploy.stages.compare.layers import candidate_graph
+from edgedeploy.stages.compare.layers import (
+    EMULATED,
+    candidate_graph,
+    integer_mode,
+)
 from edgedeploy.stages.precision.emulate import is_fp16_model
-from edgedeploy.targets import has_vnni
 
 
 @dataclass
@@ -359,13 +361,6 @@ def check_same_inputs(reference: Path, candidate: Path) -> None:
         )
 
 
-INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
-# int8 activations: TensorRT's placement, run as TensorRT computes it (exact integer sums, rescaled
-# in float), not on ONNX Runtime's s8s8 CPU kernels, which round otherwise: ddddocr's recognizer
-# for jetson-orin-nx read cosine 0.998981 on them and 0.999003 emulated, the figure its accuracy
-# budget (which measures emulated, as auto does) had met on the same data
-TENSORRT_EMULATED = "onnx, integer arithmetic emulated in float (as TensorRT computes int8 Q/DQ)"
-EMULATED = (INTEGER_EMULATED, TENSORRT_EMULATED)
 # an fp16 candidate not converted from this reference (another tool's, or ONNX Runtime's optimized
 # graph): run as it is, where ONNX Runtime's CPU kernels compute most fp16 ops in fp32
 FP16_NOT_EMULATED = "onnx (fp16 emulation unavailable"
@@ -408,11 +403,7 @@ def _candidate_to_run(
 
     cand_model = load_onnx(candidate)
     if not is_fp16_model(cand_model):
-        if int8_activations(cand_model):
-            return candidate, TENSORRT_EMULATED
-        if not has_vnni() and saturates_without_vnni(cand_model):
-            return candidate, INTEGER_EMULATED
-        return candidate, "onnx"
+        return candidate, integer_mode(cand_model) or "onnx"
     ref_model = load_onnx(reference)
     if is_fp16_model(ref_model):  # the reference stores fp16 itself: no fp32 graph to emulate from
         return candidate, "onnx"
