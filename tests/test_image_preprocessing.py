@@ -66,6 +66,11 @@ def test_bad_preprocessing_files_exit_2_naming_the_file(tmp_path: Path, digits: 
     ref = digits.onnx_path
     result = run_cli("compare", ref, ref, "--data", folder, "--preprocess", bad)
     assert_clean_input_error(result, "bad preprocessing file", "bad.toml", "meen")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)))
+    for wrong in (binary, folder):  # not text, not a file
+        result = run_cli("compare", ref, ref, "--data", folder, "--preprocess", wrong)
+        assert_clean_input_error(result, "cannot read preprocessing file", wrong.name)
     out = tmp_path / "o"
     result = run_cli(
         "build", ref, "--precision", "int8", "--calib-data", folder, "--calib-preprocess", bad, "-o", out

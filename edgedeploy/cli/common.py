@@ -89,7 +89,7 @@ def load_preprocess(path: Path | None) -> dict[str, Any] | None:
         return None
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, a binary file
         raise InputError(f"cannot read preprocessing file {path}: {exc}") from None
     try:
         if path.suffix == ".json":
