@@ -135,6 +135,9 @@ def test_figures_on_guessed_dims_say_which_dims_were_fed_as_1(digits: Digits, tm
             args,
             result.stderr,
         )
+    # said once, not once per batch size (they differ in dim 0 only)
+    result = run_cli("profile", model, "--iterations", "3", "--batch-sizes", "1,4")
+    assert result.code == 0 and result.stderr.count("fed dynamic dims as 1") == 1, result.stderr
 
 
 def test_a_state_input_whose_first_dim_is_fixed_beside_a_dynamic_batch_keeps_its_shape(

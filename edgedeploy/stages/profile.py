@@ -280,7 +280,8 @@ def profile_onnx(
     for batch in options.batch_sizes:
         shapes = batch_shapes(inputs, options.shapes, batch)
         source = open_source("random", inputs, samples=batch, batch_size=batch, shapes=shapes)
-        if (guessed := source.guessed()) and guessed not in warnings:
+        # said for the first batch size only: the others differ in dim 0, not in the dims guessed
+        if batch == options.batch_sizes[0] and (guessed := source.guessed()):
             warnings.append(guessed)
         feed = next(iter(source))
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
