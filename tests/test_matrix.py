@@ -602,3 +602,29 @@ def test_a_missed_accuracy_budget_fails_its_cell_and_keeps_the_search_steps(tmp_
     steps = tmp_path / "bundles" / "ln" / "x86-64-cpu.ln.fp16.budget.json"
     assert f"steps in {steps}" in cell.reason, cell.reason
     assert not json.loads(steps.read_text())["met"]
+
+
+def test_a_precision_slower_than_fp32_on_its_target_is_said_as_run_says_it() -> None:
+    """PP-OCR's direction classifier on x86-64-vnni: int8 1.96 ms against fp32's 1.2 ms, which
+    `run` said and `matrix` did not. Not for a GPU target measured on this CPU."""
+    from types import SimpleNamespace
+
+    from edgedeploy.pipeline.matrix import CellResult, _warn_slower
+    from edgedeploy.pipeline.matrix_config import Cell
+    from edgedeploy.ui import Ui
+
+    def summary(ms: float) -> dict[str, object]:
+        return {"backend": "onnxruntime", "batch_sizes": {"1": {"median_ms": ms}}}
+
+    results = {}
+    for target in ("x86-64-vnni", "jetson-orin-nano"):
+        for precision, ms in (("fp32", 1.2), ("fp16", 1.25), ("int8", 1.96)):
+            cell = Cell("cls", target, precision)
+            results[cell] = CellResult(cell.model, target, precision, "ok", "", "onnxruntime")
+            results[cell].profile = summary(ms)
+    results[Cell("cls", "x86-64-vnni", "fp16")].status = "failed"
+    matrix = SimpleNamespace(cells=[SimpleNamespace(cell=cell) for cell in results])
+    ui = Ui(quiet=True)
+    _warn_slower(matrix, results, ui)  # type: ignore[arg-type]
+    said = "cls/x86-64-vnni: int8 ran slower than fp32 here (p50 1.96 ms against fp32's 1.2 ms at batch 1)"
+    assert ui.messages == [f"warning: {said}"]

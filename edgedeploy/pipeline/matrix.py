@@ -78,6 +78,7 @@ from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS
 from edgedeploy.stages.report.matrix import write_matrix_report
+from edgedeploy.stats import slower_on_target
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
@@ -599,6 +600,7 @@ def run_matrix(
         executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
         raise
 
+    _warn_slower(matrix, results, ui)
     bundles = _bundles(matrix, models, results, versions, ui)
     result = MatrixResult(
         executor=executor.name,
@@ -609,6 +611,19 @@ def run_matrix(
     )
     result.report = _matrix_report(result, workdir, ui)
     return result
+
+
+def _warn_slower(matrix: MatrixConfig, results: dict[Cell, CellResult], ui: Ui) -> None:
+    """A low precision slower than fp32 on a (model, target) whose figures are the target's, said
+    as ``run`` says it (:func:`~edgedeploy.stats.slower_on_target`)."""
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for plan in matrix.cells:
+        if (cell := results[plan.cell]).status == "ok":
+            groups.setdefault((cell.model, cell.target), []).append(cell)
+    for (model, target), cells in groups.items():
+        slower = slower_on_target(target, [(c.precision, c.backend, c.profile) for c in cells])
+        for precision, figures in slower.items():
+            ui.warn(f"{model}/{target}: {precision} ran slower than fp32 here ({figures})")
 
 
 def _matrix_report(result: MatrixResult, workdir: Path, ui: Ui) -> str | None:
