@@ -211,6 +211,65 @@ def test_a_dynamic_batch_export_that_comes_out_fixed_is_warned(tmp_path: Path) -
     assert static.code == 0 and "came out fixed" not in static.stderr
 
 
+ENCODER_MODULE = """
+import torch
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, 1)
+
+    def forward(self, x):
+        return self.enc(x).mean(1)
+
+
+class One(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(4) * 2
+
+
+def encoder():
+    torch.manual_seed(0)
+    return Encoder().eval()
+
+
+def one():
+    return One()
+"""
+
+
+def test_an_example_batch_of_1_exports_a_dynamic_batch(tmp_path: Path) -> None:
+    """torch.export fixes a dim whose example is 1 where the traced code can tell 1 from more
+    (TransformerEncoder): exported from [model] inputs = ["x:1x6x16"], such a model took batch 1
+    only. The export now traces a batch of 2 made of the example, and the example's own batch
+    where forward takes no other (a reshape to 4 elements: exported fixed, and warned)."""
+    import onnxruntime as ort
+    import torch
+
+    (tmp_path / "enc.py").write_text(ENCODER_MODULE)
+    out = tmp_path / "e.onnx"
+    result = run_cli("export", f"{tmp_path / 'enc.py'}:encoder", "--input", "x:1x6x16", "-o", out)
+    assert result.code == 0 and "came out fixed" not in result.stderr, result.stderr
+    dim = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param and not dim.HasField("dim_value"), dim
+    x = np.random.default_rng(0).standard_normal((3, 6, 16)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("enc_module", tmp_path / "enc.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with torch.no_grad():
+        want = module.encoder()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    one = run_cli("export", f"{tmp_path / 'enc.py'}:one", "--input", "x:1x4", "-o", tmp_path / "o.onnx")
+    assert one.code == 0 and "the batch of x (1) came out fixed" in one.stderr, one.stderr
+    assert "dynamo exporter failed" not in one.stderr
+
+
 OUTPUTS_MODULE = """
 import torch
 

@@ -314,20 +314,32 @@ def _torch_export(
         if options.dynamic_batch:
             batch = torch.export.Dim("batch", min=1, max=4096)
             dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                args,
-                os.fspath(dest),
-                dynamo=True,
-                opset_version=options.opset,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-                verbose=False,
-            )
+
+        def dynamo(example: tuple[Any, ...]) -> None:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model,
+                    example,
+                    os.fspath(dest),
+                    dynamo=True,
+                    opset_version=options.opset,
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_shapes=dynamic_shapes,
+                    external_data=False,
+                    verbose=False,
+                )
+
+        doubled = _batch_of_two(args) if options.dynamic_batch else None
+        if doubled is not None:
+            try:
+                dynamo(doubled)
+                if not _fixed_batch(dest):
+                    return "dynamo"
+            except Exception:  # forward may take batch 1 only: exported as given below
+                pass
+        dynamo(args)
         return "dynamo"
     except ImportError:
         dynamo_error = "onnxscript is not installed"
@@ -355,6 +367,30 @@ def _torch_export(
     except Exception as exc:
         raise InputError(f"export failed with both exporters: {type(exc).__name__}: {exc}") from None
     return "torchscript"
+
+
+def _batch_of_two(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``args`` with every tensor of batch 1 repeated to batch 2, or None when none has batch 1 or
+    the tensors' batches differ. torch.export specializes a dim whose example size is 1 wherever
+    the traced code could tell 1 from more (TransformerEncoder does): a model exported from a batch
+    of 1 then takes batch 1 only, though its batch was declared dynamic (torch.export's docs, "0/1
+    specialization", advise examples of size 2 or more)."""
+    torch = _import_torch()
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
+    if not tensors or any(int(t.shape[0]) != 1 for t in tensors):
+        return None
+    return tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+
+
+def _fixed_batch(path: Path) -> bool:
+    """Whether an input of the exported model at ``path`` has a fixed dim 0."""
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    for value in graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in inits and dims and dims[0].HasField("dim_value"):
+            return True
+    return False
 
 
 @contextlib.contextmanager
