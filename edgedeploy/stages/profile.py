@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from calibration.feeds import static_batch
 from calibration.modelinfo import TensorSpec, model_io
@@ -31,6 +32,7 @@ from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
+from edgedeploy.stages.precision.emulate import onnx_precision
 from edgedeploy.stats import LatencyStats, latency_quantiles
 
 Progress = Callable[[float], None]  # fraction done, 0..1
@@ -107,6 +109,9 @@ class ProfileResult:
     settings: dict[str, Any]
     batches: list[BatchProfile]
     warnings: list[str] = field(default_factory=list)
+    # what an ONNX artifact computes in, from its content (precision.emulate.onnx_precision); None
+    # for an engine, whose name and sidecar say it
+    precision: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -337,9 +342,11 @@ def profile_onnx(
         "cpu": platform.processor() or platform.machine(),
         "input_shapes": shapes_used,
     }
+    precision = onnx_precision(onnx.load(os.fspath(model), load_external_data=False))
     return ProfileResult(
-        artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings
-    )
+        artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings,
+        precision=precision,
+    )  # fmt: skip
 
 
 def _power_dict(result: Any) -> dict[str, Any] | None:

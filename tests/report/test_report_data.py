@@ -12,6 +12,7 @@ import pytest
 from calibration.report import compact_histogram
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import PrecisionData, RunData, json_kind, precision_from_name
+from tests.conftest import run_cli
 
 
 def _profile(
@@ -316,6 +317,55 @@ def test_json_files_of_two_models_are_refused_and_calibrate_json_names_its_targe
     with pytest.raises(InputError, match=r"k\.json is about magika, .*c\.json about ocr"):
         load_json_files(paths)
     assert load_json_files(paths[2:]).target == "x86-64-vnni"
+
+
+def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(tmp_path: Path) -> None:
+    """``profile model.onnx`` and ``profile model.quant.onnx`` (Model Optimizer's name) made a
+    "candidate" row without a precision, so no speed-up over fp32, and the second file was refused
+    as another model. profile and compare now record what the ONNX computes in (its content), and
+    a name with another tool's suffix is of the same model."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.precision.emulate import onnx_precision
+    from edgedeploy.stages.report.load import load_json_files
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    quantize = helper.make_node("QuantizeLinear", ["x", "s"], ["q"])
+    nodes = [quantize, helper.make_node("DequantizeLinear", ["q", "s"], ["y"])]
+    qdq = helper.make_graph(nodes, "qdq", [x], [y], initializer=[scale])
+    plain = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "plain", [x], [y])
+    down = helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16)
+    half = helper.make_graph([down, helper.make_node("Cast", ["h"], ["y"], to=1)], "half", [x], [y])
+    assert [onnx_precision(helper.make_model(g)) for g in (qdq, plain, half)] == ["int8", "fp32", "fp16"]
+    model = tmp_path / "m.quant.onnx"
+    onnx.save(helper.make_model(qdq, opset_imports=[helper.make_opsetid("", 17)]), model)
+    result = run_cli("profile", model, "--iterations", "3", "--json", tmp_path / "p.json")
+    assert result.code == 0 and json.loads((tmp_path / "p.json").read_text())["precision"] == "int8"
+
+    def profile(name: str, precision: str, ms: float) -> dict[str, object]:
+        batch = {"batch_size": 1, "latency": {"median_ms": ms, "p99_ms": ms, "count": 5}}
+        return {"artifact": name, "backend": "onnxruntime", "settings": {}, "batches": [batch],
+                "precision": precision}  # fmt: skip
+
+    files = {
+        "a.json": profile("m.onnx", "fp32", 1.0),
+        "b.json": profile("out/m.quant.onnx", "int8", 0.5),
+        "c.json": {"reference": "m.onnx", "candidate": "m_int8.onnx", "candidate_precision": "int8",
+                   "outputs": {}, "passed": True},
+    }  # fmt: skip
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    data = load_json_files([tmp_path / name for name in files])
+    assert data.model == "m" and [r.precision for r in data.precisions] == ["fp32", "int8"]
+    (tmp_path / "d.json").write_text(json.dumps(profile("mobile.onnx", "fp32", 1.0)))
+    with pytest.raises(InputError, match=r"d\.json is about mobile, .*a\.json about m:"):
+        load_json_files([tmp_path / "a.json", tmp_path / "d.json"])
 
 
 def test_a_low_precision_slower_than_fp32_is_named_only_where_the_figures_are_the_targets() -> None:

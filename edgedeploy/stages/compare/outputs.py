@@ -33,7 +33,7 @@ from edgedeploy.stages.compare.layers import (
     candidate_graph,
     integer_mode,
 )
-from edgedeploy.stages.precision.emulate import is_fp16_model
+from edgedeploy.stages.precision.emulate import is_fp16_model, onnx_precision
 
 
 @dataclass
@@ -77,6 +77,8 @@ class CompareResult:
     passed: bool
     # How the candidate ran: "onnx" as it is, or "fp16 (CPU emulation of fp16 storage)" (see compare()).
     mode: str = "onnx"
+    # what an ONNX candidate computes in, from its content (precision.emulate.onnx_precision)
+    candidate_precision: str | None = None
 
     def summary(self) -> dict[str, object]:
         """The short form kept in manifests: pass/fail and the headline figures per output."""
@@ -335,9 +337,13 @@ def compare(
         if name not in cand_out[0]:
             raise InputError(f"the candidate {candidate} has no output named '{name}'")
         outputs[name] = output_metrics(name, [o[name] for o in ref_out], [o[name] for o in cand_out], gates)
+    precision = None
+    if candidate.suffix == ".onnx":
+        precision = onnx_precision(load_onnx(candidate, load_external_data=False))
     return CompareResult(
         reference=str(reference),
         candidate=str(candidate),
+        candidate_precision=precision,
         data=description,
         iterations=len(ref_out),
         mode=mode,

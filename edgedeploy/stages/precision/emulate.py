@@ -366,6 +366,23 @@ def is_fp16_model(model: onnx.ModelProto) -> bool:
     return False
 
 
+# ops that compute on 8-bit integers: Q/DQ (our int8 artifacts, Model Optimizer's, ONNX Runtime's
+# quantize_static) and ONNX Runtime's fused or dynamic integer kernels (a saved .ort.onnx)
+INTEGER_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+     "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "QLinearAdd", "QLinearMul"}
+)  # fmt: skip
+
+
+def onnx_precision(model: onnx.ModelProto) -> str:
+    """What a model computes in, read from its content, whatever its file is named: int8 (integer
+    ops, :data:`INTEGER_OPS`), fp16 (:func:`is_fp16_model`) or fp32. ``profile`` and ``compare``
+    record it, so that ``report`` can tell ``model.onnx`` (fp32) from ``model.quant.onnx`` (int8)."""
+    if any(node.op_type in INTEGER_OPS for node in model.graph.node):
+        return "int8"
+    return "fp16" if is_fp16_model(model) else "fp32"
+
+
 def has_fp16_io(model: onnx.ModelProto) -> bool:
     """True when the model's inputs or outputs are float16 (converted without keep_io_types)."""
     return any(

@@ -246,10 +246,12 @@ def json_kind(content: Any) -> str | None:
 
 
 def _candidate_precision(content: dict[str, Any], path_key: str) -> str:
+    """The precision of a compare's candidate or a profile's artifact: from its name as our stages
+    write it, else from its content as compare and profile recorded it (``model.quant.onnx``)."""
     name = str(content.get(path_key) or "")
-    found = precision_from_name(name)
+    found = precision_from_name(name) or content.get("candidate_precision") or content.get("precision")
     if found:
-        return found
+        return str(found)
     mode = str(content.get("mode") or "")
     return "fp16" if mode.startswith("fp16") else "candidate"
 
@@ -331,7 +333,7 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
             layers.setdefault("precision", row.precision)
             data.per_layer.append(layers)
     elif kind == "profile":
-        row = data.row(precision_from_name(str(content.get("artifact"))) or "candidate")
+        row = data.row(_candidate_precision(content, "artifact"))
         row.backend = str(content.get("backend") or row.backend)
         row.profile = _profile_summary(content)
     elif kind == "analyze":
@@ -376,6 +378,13 @@ def _model_of(content: Any) -> str | None:
     return name.removesuffix(f".{precision}") if precision else name
 
 
+def _same_model(a: str, b: str) -> bool:
+    """Whether two names are of one model: the same, or one is the other with a suffix that another
+    tool put in the file name (``model`` and ``model.quant``, ``model_int8``, ``model-opt``)."""
+    short, long = sorted((a, b), key=len)
+    return long == short or any(long.startswith(short + sep) for sep in "._-")
+
+
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
     about: dict[str, Path] = {}  # model -> the first file about it
@@ -383,12 +392,14 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
         content = _read_json(path)
         if (model := _model_of(content)) is not None:
             about.setdefault(model, path)
-            if len(about) > 1:
-                first, where = next(iter(about.items()))
-                raise InputError(f"{path} is about {model}, {where} about {first}: a report is of one model")
+            for other, where in about.items():
+                if not _same_model(model, other):
+                    raise InputError(
+                        f"{path} is about {model}, {where} about {other}: a report is of one model"
+                    )
         _add_json(data, path, content)
     if data.model is None:
-        data.model = next(iter(_model_names(data)), None)
+        data.model = next(iter(_model_names(data)), None) or (min(about, key=len) if about else None)
     return data
 
 
