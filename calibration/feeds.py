@@ -145,6 +145,18 @@ class DataSource:
             "--input NAME:SHAPE, or [model] inputs in a config"
         )
 
+    def notes(self, preprocess: str | None = None) -> list[str]:
+        """What to warn about this source: what it guessed (:meth:`guessed`), and ``preprocess`` (the
+        option that declared an image preprocessing, when one did) given for data that is not an
+        image folder, where it changes nothing."""
+        notes = [note] if (note := self.guessed()) else []
+        if preprocess and self.kind != "images":
+            notes.append(
+                f"{preprocess}: preprocessing applies to image folders, and the data ({self.spec}) is not "
+                "one: not used"
+            )
+        return notes
+
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
         return {

@@ -211,15 +211,9 @@ class CalibrationRequest(CalibrationSettings):
         )  # fmt: skip
 
     def notes(self, source: DataSource) -> list[str]:
-        """What to say about ``source`` (opened by :meth:`open`): what it guessed (see
-        :meth:`DataSource.guessed`), and a declared preprocessing its data does not use."""
-        notes = [note] if (note := source.guessed()) else []
-        if self.preprocess and source.kind != "images":
-            notes.append(
-                f"[calibration] preprocess (--calib-preprocess): the calibration data {source.spec} is "
-                f"{source.kind}, not an image folder; not used"
-            )
-        return notes
+        """:meth:`DataSource.notes` of ``source`` (opened by :meth:`open`), with the preprocessing
+        this request declares."""
+        return source.notes("[calibration] preprocess (--calib-preprocess)" if self.preprocess else None)
 
 
 @dataclass

@@ -19,7 +19,6 @@ from edgedeploy.cli.common import (
     load_preprocess,
     make_ui,
     out,
-    source_notes,
     write_json,
 )
 from edgedeploy.errors import InputError, naming_guessed_dims
@@ -125,7 +124,7 @@ def analyze_command(
         ui.warn(note)
     if source.synthetic:
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
-    for note in source_notes(source, preprocess):
+    for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
     # measurably changes the outputs (which analyze does not measure)

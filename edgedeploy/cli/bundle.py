@@ -16,7 +16,6 @@ from edgedeploy.cli.common import (
     load_preprocess,
     make_ui,
     out,
-    source_notes,
     write_json,
 )
 from edgedeploy.errors import GateFailed, InputError, not_a_file
@@ -86,7 +85,7 @@ def create_command(
     inputs, _ = model_io(reference)
     prep = load_preprocess(preprocess)
     source = open_source(data, inputs, samples=samples, batch_size=8, image_options=prep)
-    for note in source_notes(source, preprocess):
+    for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
     result_bundle = bundle_artifacts(
         reference, list(artifacts or []), output, tgt, list(source), source.describe(),

@@ -22,7 +22,6 @@ from edgedeploy.cli.common import (
     load_preprocess,
     make_ui,
     out,
-    source_notes,
     typed,
     write_json,
 )
@@ -130,7 +129,7 @@ def calibrate_command(
         preprocess=load_preprocess(preprocess),
         shapes=parse_shapes(input) or None,
     )
-    for note in source_notes(source, preprocess):
+    for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
     if "percentile" in typed(ctx, "percentile") and algorithm not in ("percentile", "auto"):
         ui.warn(f"--percentile {percentile}: used by --algorithm percentile and auto, not {algorithm}")

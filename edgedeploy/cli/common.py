@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,9 +18,6 @@ from rich.console import Console
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json
 from edgedeploy.ui import Ui
-
-if TYPE_CHECKING:
-    from calibration.sources import DataSource
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
 out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
@@ -114,18 +111,6 @@ def load_preprocess(path: Path | None) -> dict[str, Any] | None:
     except CalibrationError as exc:
         raise InputError(f"bad preprocessing file {path}: {exc}") from None
     return data
-
-
-def source_notes(source: DataSource, preprocess: Path | None) -> list[str]:
-    """What to warn about a ``--data`` source: what it guessed (:meth:`DataSource.guessed`), and a
-    ``--preprocess`` file given for data that is not an image folder, where it changes nothing."""
-    notes = [note] if (note := source.guessed()) else []
-    if preprocess is not None and source.kind != "images":
-        notes.append(
-            f"--preprocess {preprocess}: preprocessing applies to image folders; the data here is "
-            f"{source.kind}, not used"
-        )
-    return notes
 
 
 def typed(context: typer.Context, *names: str) -> set[str]:

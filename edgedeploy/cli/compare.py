@@ -21,7 +21,6 @@ from edgedeploy.cli.common import (
     load_preprocess,
     make_ui,
     out,
-    source_notes,
     typed,
     write_json,
 )
@@ -96,7 +95,7 @@ def compare_command(
         ui.warn(warning)
     if source.synthetic:
         ui.warn("compared on synthetic random data: pass --data with real inputs for a meaningful gate")
-    for note in source_notes(source, preprocess):
+    for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
     given = typed(ctx, "atol", "rtol", "layers_shown")
     if not check_allclose and given & {"atol", "rtol"}:
