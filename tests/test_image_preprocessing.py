@@ -118,3 +118,26 @@ def test_run_reads_compare_images_with_the_calibration_preprocessing(tmp_path: P
     feed = np.concatenate([f["input"] for f in source])
     pixels = np.stack([np.asarray(Image.open(p), np.float32) for p in sorted(folder.iterdir())])
     np.testing.assert_allclose(feed[:, 0], (pixels / 255 - 0.25) / 0.5, atol=1e-6)
+
+
+def test_the_bundle_records_the_preprocessing_of_its_reference_images(tmp_path: Path, digits: Digits) -> None:
+    """The device's application must turn a frame into the model's input as the reference inputs
+    were made: run's bundle says how in manifest io.preprocess (and bundle inspect shows it)."""
+    from tests.conftest import validate_manifest
+
+    _images(tmp_path, digits)
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        f'workdir = "work"\n[model]\nsource = "{digits.onnx_path}"\n[build]\nprecisions = ["fp32"]\n'
+        '[calibration]\npreprocess = { color = "gray", mean = [0.25], std = [0.5] }\n'
+        '[compare]\ndata = "imgs"\nsamples = 8\n[profile]\nenabled = false\n'
+        '[bundle]\noutput = "bundle"\n'
+    )
+    result = run_cli("run", config)
+    assert result.code == 0, result.stderr
+    assert "no preprocessing declared" not in result.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    validate_manifest(manifest)
+    assert manifest["io"]["preprocess"]["mean"] == [0.25] and manifest["io"]["preprocess"]["color"] == "gray"
+    shown = run_cli("bundle", "inspect", tmp_path / "bundle")
+    assert shown.code == 0 and json.loads(shown.stdout)["preprocess"]["std"] == [0.5]

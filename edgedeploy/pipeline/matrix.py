@@ -809,7 +809,8 @@ def _bundle_one(
 
     def do_bundle() -> tuple[list[Path], dict[str, Any]]:
         inputs, outputs = model_io(fp32)
-        ref_in = next(iter(compare_source(config, list(inputs), _shapes(config))))
+        reference = compare_source(config, list(inputs), _shapes(config))
+        ref_in = next(iter(reference))
         if target.kind != "cpu" and not config.build.profiles:  # the device's engine needs a shape range
             refuse_unranged_dims(inputs, ref_in, "[build] profiles")
         elif target.kind != "cpu":  # and verify.sh runs the reference inputs there
@@ -833,6 +834,7 @@ def _bundle_one(
             report=bundle_report_writer(ui),
             primary=primary,
             build=build,
+            preprocess=reference.describe().get("preprocess"),
         )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}

@@ -91,6 +91,7 @@ def bundle_artifacts(
         reference_outputs=ref_out[0],
         report=bundle_report_writer(ui),
         build=build,
+        preprocess=data_description.get("preprocess"),
     )
 
 

@@ -677,6 +677,7 @@ def _bundle_stage(
             "dir": str(out),
             "report": plotting_missing() is None,  # a bundle made without its report is remade with it
             "build": build,
+            "preprocess": data.source.describe().get("preprocess"),
         }
     )
 
@@ -714,6 +715,7 @@ def _bundle_stage(
             tools=run.extra_versions,
             report=bundle_report_writer(run.ui),
             build=build,
+            preprocess=data.source.describe().get("preprocess"),
         )
         run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
         return [result.directory / "manifest.json", result.archive], {

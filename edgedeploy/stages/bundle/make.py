@@ -144,6 +144,7 @@ def make_bundle(
     extras: dict[str, Any] | None = None,
     report: ReportWriter | None = None,
     build: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> BundleResult:
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
@@ -169,6 +170,8 @@ def make_bundle(
             passes the report stage's hook); the manifest's ``report`` lists them.
         build: how engines are built (``profiles``: the TensorRT shape profiles as in the config,
             ``tf32``), so the device rebuilds the same engine.
+        preprocess: the image preprocessing the reference inputs were made with, when they were
+            made from images (``io.preprocess``): what the device's application must do to a frame.
     """
     from edgedeploy.stages.bundle.tools import bundle_totals, not_ours
 
@@ -214,7 +217,11 @@ def make_bundle(
             "model": {"name": model_name, "source": model_source, "sha256": model_sha256},
             "target": target_dict(target),
             "tools": tool_versions(tools),
-            "io": {"inputs": [_spec_json(s) for s in inputs], "outputs": [_spec_json(s) for s in outputs]},
+            "io": {
+                "inputs": [_spec_json(s) for s in inputs],
+                "outputs": [_spec_json(s) for s in outputs],
+                **({"preprocess": preprocess} if preprocess else {}),
+            },
             "primary_precision": primary or default_primary(artifacts),
             "artifacts": entries,
             "gates": gates,

@@ -349,6 +349,7 @@ def _summary_of(root: Path, manifest: dict[str, Any], check: BundleCheck) -> dic
         "tensorrt": (manifest.get("tools") or {}).get("tensorrt"),
         "expected_tensorrt": target.get("tensorrt"),
         "primary_precision": manifest.get("primary_precision"),
+        "preprocess": (manifest.get("io") or {}).get("preprocess"),  # what a frame needs before the model
         "artifacts": artifacts,
         "gates": manifest.get("gates"),
         "files": count,
