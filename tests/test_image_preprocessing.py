@@ -139,5 +139,7 @@ def test_the_bundle_records_the_preprocessing_of_its_reference_images(tmp_path: 
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     validate_manifest(manifest)
     assert manifest["io"]["preprocess"]["mean"] == [0.25] and manifest["io"]["preprocess"]["color"] == "gray"
+    readme = (tmp_path / "bundle" / "README.md").read_text()
+    assert "decode as GRAY; multiply by 0.00392157, subtract mean [0.25], divide by std [0.5]" in readme
     shown = run_cli("bundle", "inspect", tmp_path / "bundle")
     assert shown.code == 0 and json.loads(shown.stdout)["preprocess"]["std"] == [0.5]

@@ -123,7 +123,25 @@ bash scripts/benchmark.sh      # latency, throughput, power and energy per infer
 
 Each script takes `--help` and works from any folder. `manifest.json` lists every file with
 its sha256; `reference/` holds the inputs and fp32 outputs `verify.sh` compares against.
-"""
+{_preprocess_text(manifest["io"].get("preprocess"))}"""
+
+
+def _preprocess_text(pre: dict[str, Any] | None) -> str:
+    """The device README's words on the preprocessing of the reference images (io.preprocess)."""
+    if not pre:
+        return ""
+    def hw(pair: list[int]) -> str:
+        return f"{pair[0]}x{pair[1]} (height x width)"
+
+    steps = [
+        f"decode as {str(pre['color']).upper()}",
+        *([f"resize to {hw(pre['resize'])}"] if pre.get("resize") else []),
+        *([f"resize the shorter side to {pre['resize_shorter']}"] if pre.get("resize_shorter") else []),
+        *([f"center-crop to {hw(pre['center_crop'])}"] if pre.get("center_crop") else []),
+        f"multiply by {pre['scale']:.6g}, subtract mean {pre['mean']}, divide by std {pre['std']}",
+        f"lay out as {str(pre['layout']).upper()} {pre['dtype']}",
+    ]
+    return f"\nThe reference inputs were images, made into inputs this way: {'; '.join(steps)}.\n"
 
 
 def make_bundle(
