@@ -297,7 +297,13 @@ def open_source(
         arrays = [p for p in entries if p.suffix in (".npz", ".npy")]
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if arrays:
-            return _array_files_source(spec, arrays, inputs, batch_size, samples)
+            source = _array_files_source(spec, arrays, inputs, batch_size, samples)
+            if images:  # a folder of both: which one was read is not obvious
+                source.note = (
+                    f"data folder {spec} holds {len(arrays)} .npz/.npy and {len(images)} image file(s): "
+                    "the arrays were read, the images were not"
+                )
+            return source
         if images:
             return image_folder_source(spec, images, inputs, batch_size, samples, image_options)
         raise DataError(f"data folder {spec} holds no .npz, .npy or image files")

@@ -143,3 +143,13 @@ def test_the_bundle_records_the_preprocessing_of_its_reference_images(tmp_path: 
     assert "decode as GRAY; multiply by 0.00392157, subtract mean [0.25], divide by std [0.5]" in readme
     shown = run_cli("bundle", "inspect", tmp_path / "bundle")
     assert shown.code == 0 and json.loads(shown.stdout)["preprocess"]["std"] == [0.5]
+
+
+def test_a_folder_of_arrays_and_images_says_which_it_read(tmp_path: Path, digits: Digits) -> None:
+    folder = _images(tmp_path, digits, 2)
+    np.savez(folder / "batch.npz", input=digits.x_test[:4])
+    spec = TensorSpec("input", ("n", 1, 8, 8), "float32")
+    source = open_source(str(folder), [spec])
+    assert source.kind != "images" and sum(len(f["input"]) for f in source) == 4
+    said = f"data folder {folder} holds 1 .npz/.npy and 2 image file(s): the arrays were read, the images"
+    assert source.guessed() == f"{said} were not"
