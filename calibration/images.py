@@ -21,7 +21,7 @@ pixels are scaled to [0, 1]; the report records what was used.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from calibration.feeds import DataSource, Feed, rebatch
 from calibration.modelinfo import TensorSpec
 
 COLORS = ("rgb", "bgr", "gray")
+# one-channel modes of more than 8 bits (16-bit PNG depth maps, 32-bit TIFF): read at full range
+WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+SIXTEEN_BIT = 1.0 / 65535.0  # an undeclared preprocessing's scale for 16-bit images: [0, 1] as for 8 bits
 LAYOUTS = ("nchw", "nhwc")
 
 
@@ -132,7 +135,15 @@ class Preprocess:
             raise DataError("image folders need Pillow: pip install pillow") from None
         try:
             with Image.open(path) as opened:
-                img = opened.convert("L" if self.color == "gray" else "RGB")
+                if opened.mode in WIDE_MODES:  # converting to 8 bits would clip every value above 255
+                    if self.color != "gray":
+                        raise DataError(
+                            f"{path}: a {opened.mode} image (one channel, more than 8 bits) for a "
+                            f"{self.color.upper()} input: give the data as .npy/.npz, or color = \"gray\""
+                        )
+                    img = opened.convert("F")
+                else:
+                    img = opened.convert("L" if self.color == "gray" else "RGB")
                 if self.resize_shorter:
                     w, h = img.size
                     ratio = self.resize_shorter / min(w, h)
@@ -185,14 +196,30 @@ def default_preprocess(spec: TensorSpec) -> Preprocess:
     return Preprocess(resize=size, color="gray" if c == 1 else "rgb", layout=layout, dtype=dtype)
 
 
+def _default_scale(path: Path) -> float:
+    """An undeclared preprocessing's pixel scale, from the first image's mode: 8-bit and 16-bit
+    images to [0, 1], 32-bit integer or float ones as stored."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as opened:
+            mode = opened.mode
+    except Exception:  # Preprocess.apply names an unreadable image
+        return 1.0 / 255.0
+    if mode.startswith("I;16"):
+        return SIXTEEN_BIT
+    return 1.0 if mode in WIDE_MODES else 1.0 / 255.0
+
+
 def assumed_preprocess(spec: str, pre: Preprocess) -> str:
     """What an image folder read without a declared preprocessing fed the model: a model trained
     on other pixel values (mean/std, BGR, [-1, 1]) is calibrated and compared on inputs it never
     sees, and nothing fails; so it is said."""
     size = f"resized to {pre.resize[0]}x{pre.resize[1]}" if pre.resize else "at their own size"
+    scaled = {1.0: "as stored", SIXTEEN_BIT: "16-bit, scaled to [0, 1]"}.get(pre.scale, "scaled to [0, 1]")
     return (
         f"image folder {spec}: no preprocessing declared, so the images went in {pre.color.upper()}, "
-        f"scaled to [0, 1] without mean/std, {pre.layout.upper()}, {size}; if the model was trained "
+        f"{scaled} without mean/std, {pre.layout.upper()}, {size}; if the model was trained "
         "on other values, declare them ([calibration] preprocess in a config, --preprocess FILE)"
     )
 
@@ -215,7 +242,7 @@ def image_folder_source(
         raise DataError(f"image folder {spec} is empty")
     note = None
     if options is None:
-        pre = default_preprocess(inputs[0])
+        pre = replace(default_preprocess(inputs[0]), scale=_default_scale(files[0]))
         note = assumed_preprocess(spec, pre)
     elif isinstance(options, Preprocess):
         pre = options

@@ -153,3 +153,26 @@ def test_a_folder_of_arrays_and_images_says_which_it_read(tmp_path: Path, digits
     assert source.kind != "images" and sum(len(f["input"]) for f in source) == 4
     said = f"data folder {folder} holds 1 .npz/.npy and 2 image file(s): the arrays were read, the images"
     assert source.guessed() == f"{said} were not"
+
+
+def test_16_bit_images_are_read_at_full_range_not_clipped_to_8_bits(tmp_path: Path) -> None:
+    """A depth camera's 16-bit PNGs went through an 8-bit conversion: every value above 255 became
+    255. A one-channel image of more than 8 bits is now read as it is stored, and an undeclared
+    preprocessing scales 16 bits to [0, 1]."""
+    from calibration.errors import DataError
+
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    depth = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(depth).save(folder / "d.png")
+    assert Image.open(folder / "d.png").mode.startswith("I;16")
+    gray = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    source = open_source(str(folder), [gray])
+    feed = next(iter(source))["x"]
+    np.testing.assert_allclose(feed[0, 0], depth / 65535.0, rtol=1e-6)
+    assert source.guessed() is not None and "16-bit, scaled to [0, 1]" in source.guessed()
+    declared = next(iter(open_source(str(folder), [gray], image_options={"color": "gray", "scale": 0.001})))
+    np.testing.assert_allclose(declared["x"][0, 0], depth * 0.001, rtol=1e-6)
+    rgb = TensorSpec("x", ("n", 3, 8, 8), "float32")
+    with pytest.raises(DataError, match=r"I;16.* image .*more than 8 bits.* for a RGB input"):
+        list(open_source(str(folder), [rgb]))
