@@ -231,8 +231,10 @@ def image_folder_source(
     batch_size: int,
     samples: int | None,
     options: Preprocess | Mapping[str, Any] | None,
+    root: Path | None = None,
 ) -> DataSource:
-    """A source over image files in name order, for a model with one image input."""
+    """A source over image files in name order, for a model with one image input; ``root``: the
+    folder they are in, or under (each is named by its path from there)."""
     if len(inputs) != 1:
         raise DataError(
             f"image folder {spec} feeds single-input models only; the model has "
@@ -255,7 +257,10 @@ def image_folder_source(
         return rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)
 
     details = {
-        "files": [{"name": p.name, "sha256": sha256_file(p)} for p in chosen],
+        "files": [
+            {"name": p.relative_to(root).as_posix() if root else p.name, "sha256": sha256_file(p)}
+            for p in chosen
+        ],
         "batch_size": batch_size,
         "preprocess": pre.describe(),
     }

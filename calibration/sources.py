@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,14 +304,32 @@ def open_source(
                     "the arrays were read, the images were not"
                 )
             return source
+        if not images:  # class subfolders (torchvision's ImageFolder layout: calib/cat/1.jpg)
+            images = _interleaved(
+                p
+                for p in path.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         if images:
-            return image_folder_source(spec, images, inputs, batch_size, samples, image_options)
-        raise DataError(f"data folder {spec} holds no .npz, .npy or image files")
+            return image_folder_source(spec, images, inputs, batch_size, samples, image_options, root=path)
+        raise DataError(f"data folder {spec} holds no .npz, .npy or image files (nor do its subfolders)")
     if path.suffix in (".npz", ".npy"):
         return _array_files_source(spec, [path], inputs, batch_size, samples)
     if path.suffix == ".py":
         return _script_source(spec, path, inputs, samples, "load_data")
     raise DataError(f"unsupported data file {spec}: use .npz, .npy, a folder of them, or a .py loader")
+
+
+def _interleaved(files: Iterable[Path]) -> list[Path]:
+    """``files`` one subfolder at a time, in turn (each in name order): the first N of them, what
+    ``--calib-samples N`` reads, come from every class folder, not from the first classes only."""
+    folders: dict[Path, list[Path]] = {}
+    for f in sorted(files):
+        folders.setdefault(f.parent, []).append(f)
+    queues = [folders[k] for k in sorted(folders)]
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
 
 
 def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec
 from calibration.sources import open_source
 from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
@@ -159,8 +160,6 @@ def test_16_bit_images_are_read_at_full_range_not_clipped_to_8_bits(tmp_path: Pa
     """A depth camera's 16-bit PNGs went through an 8-bit conversion: every value above 255 became
     255. A one-channel image of more than 8 bits is now read as it is stored, and an undeclared
     preprocessing scales 16 bits to [0, 1]."""
-    from calibration.errors import DataError
-
     folder = tmp_path / "depth"
     folder.mkdir()
     depth = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
@@ -176,3 +175,27 @@ def test_16_bit_images_are_read_at_full_range_not_clipped_to_8_bits(tmp_path: Pa
     rgb = TensorSpec("x", ("n", 3, 8, 8), "float32")
     with pytest.raises(DataError, match=r"I;16.* image .*more than 8 bits.* for a RGB input"):
         list(open_source(str(folder), [rgb]))
+
+
+def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
+    tmp_path: Path, digits: Digits
+) -> None:
+    """torchvision's ImageFolder layout (calib/<class>/<image>) was refused as holding no images;
+    read in name order, --calib-samples would have taken the first classes only."""
+    root = tmp_path / "calib"
+    for label in ("cat", "dog", "owl"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((8, 8), 40 * i + {"cat": 1, "dog": 2, "owl": 3}[label], np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    (root / ".cache").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / ".cache" / "x.png")  # hidden: not data
+    spec = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    source = open_source(str(root), [spec], samples=3, batch_size=3)
+    assert [f["name"] for f in source.describe()["files"]] == ["cat/0.png", "dog/0.png", "owl/0.png"]
+    every = open_source(str(root), [spec], batch_size=1)
+    assert len(every.describe()["files"]) == 9 and sum(1 for _ in every) == 9
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="nor do its subfolders"):
+        open_source(str(empty), [spec])
