@@ -13,6 +13,7 @@ manifests, and a change of mean/std recalibrates. Declared in the config as a ta
     std = [0.229, 0.224, 0.225]
     layout = "nchw"       # nchw | nhwc
     dtype = "float32"
+    letterbox = false     # true: fit into resize = [h, w] keeping the aspect ratio, padded with 114
 
 Without a declaration, the size, channels and layout come from the model's input shape and
 pixels are scaled to [0, 1]; the report records what was used.
@@ -33,6 +34,7 @@ from calibration.feeds import DataSource, Feed, rebatch
 from calibration.modelinfo import TensorSpec
 
 COLORS = ("rgb", "bgr", "gray")
+LETTERBOX_PAD = 114  # letterbox = true: Ultralytics' grey
 # one-channel modes of more than 8 bits (16-bit PNG depth maps, 32-bit TIFF): read at full range
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 SIXTEEN_BIT = 1.0 / 65535.0  # an undeclared preprocessing's scale for 16-bit images: [0, 1] as for 8 bits
@@ -78,10 +80,13 @@ class Preprocess:
     std: tuple[float, ...] = (1.0,)
     layout: str = "nchw"
     dtype: str = "float32"
+    # letterbox: resize into ``resize`` keeping the aspect ratio, centred, the rest padded with this
+    # pixel value (Ultralytics' YOLO input: 114); None stretches to ``resize``
+    letterbox: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
-        known = {"resize", "center_crop", "color", "scale", "mean", "std", "layout", "dtype"}
+        known = {"resize", "center_crop", "color", "scale", "mean", "std", "layout", "dtype", "letterbox"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise DataError(
@@ -110,6 +115,15 @@ class Preprocess:
         std = _floats(data.get("std", 1.0), "std")
         if any(s == 0 for s in std):
             raise DataError("preprocess.std must not contain 0")
+        letterbox = data.get("letterbox", False)
+        if letterbox is True:
+            kwargs["letterbox"] = LETTERBOX_PAD
+        elif isinstance(letterbox, int) and not isinstance(letterbox, bool) and 0 <= letterbox <= 255:
+            kwargs["letterbox"] = letterbox
+        elif letterbox is not False:
+            raise DataError(f"preprocess.letterbox: expected true, false or a pad 0-255, not {letterbox!r}")
+        if kwargs.get("letterbox") is not None and kwargs.get("resize") is None:
+            raise DataError("preprocess.letterbox needs resize = [height, width], the box to fit images in")
         return cls(
             color=color,
             layout=layout,
@@ -125,7 +139,10 @@ class Preprocess:
         return 1 if self.color == "gray" else 3
 
     def describe(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        found = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if found["letterbox"] is None:  # as before letterboxing existed: the same cache keys
+            del found["letterbox"]
+        return found
 
     def apply(self, path: Path) -> np.ndarray:
         """One image -> an array of shape (1, C, H, W) or (1, H, W, C)."""
@@ -150,6 +167,8 @@ class Preprocess:
                     img = img.resize(
                         (max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR
                     )
+                elif self.resize and self.letterbox is not None:
+                    img = _letterboxed(img, self.resize, self.letterbox)
                 elif self.resize:
                     img = img.resize((self.resize[1], self.resize[0]), Image.Resampling.BILINEAR)
                 if self.center_crop:
@@ -173,6 +192,22 @@ class Preprocess:
         if self.layout == "nchw":
             arr = arr.transpose(2, 0, 1)
         return np.ascontiguousarray(arr[None]).astype(self.dtype)
+
+
+def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
+    """``img`` resized to fit ``size`` (h, w) with its aspect ratio, centred on a canvas of ``pad``:
+    Ultralytics' LetterBox (auto=False, centre=True), its rounding included."""
+    from PIL import Image
+
+    h, w = size
+    ratio = min(h / img.height, w / img.width)
+    new_w, new_h = round(img.width * ratio), round(img.height * ratio)
+    resized = img.resize((new_w, new_h), Image.Resampling.BILINEAR) if (new_w, new_h) != img.size else img
+    top, left = round((h - new_h) / 2 - 0.1), round((w - new_w) / 2 - 0.1)
+    fill: Any = (pad,) * len(img.getbands()) if len(img.getbands()) > 1 else pad
+    canvas = Image.new(img.mode, (w, h), fill)
+    canvas.paste(resized, (left, top))
+    return canvas
 
 
 def default_preprocess(spec: TensorSpec) -> Preprocess:

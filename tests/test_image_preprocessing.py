@@ -199,3 +199,27 @@ def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
     (empty / "sub").mkdir(parents=True)
     with pytest.raises(DataError, match="nor do its subfolders"):
         open_source(str(empty), [spec])
+
+
+def test_letterbox_fits_the_image_keeping_its_aspect_ratio_and_pads_it_as_ultralytics(tmp_path: Path) -> None:
+    """A YOLO model is fed letterboxed frames; a stretched calibration image is not one of them.
+    40x60 into 32x32: scaled by 32/60 to 21x32, rows 5-25 hold it, the rest is 114."""
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    spec = TensorSpec("x", ("n", 3, 32, 32), "float32")
+    pre = {"resize": [32, 32], "letterbox": True, "scale": 1.0}
+    x = next(iter(open_source(str(folder), [spec], image_options=pre)))["x"][0]
+    assert np.all(x[:, :5] == 114) and np.all(x[:, 26:] == 114)
+    want = np.asarray(Image.fromarray(pixels).resize((32, 21), Image.Resampling.BILINEAR), np.float32)
+    np.testing.assert_array_equal(x[:, 5:26].transpose(1, 2, 0), want)
+    zero = next(iter(open_source(str(folder), [spec], image_options={**pre, "letterbox": 0})))["x"][0]
+    assert np.all(zero[:, :5] == 0)
+    from calibration.images import Preprocess
+
+    with pytest.raises(DataError, match=r"letterbox needs resize = \[height, width\]"):
+        Preprocess.from_dict({"letterbox": True, "resize": 256})
+    with pytest.raises(DataError, match="letterbox: expected true, false or a pad 0-255"):
+        Preprocess.from_dict({"letterbox": 300, "resize": [32, 32]})
+    assert "letterbox" not in Preprocess.from_dict({"resize": [32, 32]}).describe()  # keys as before

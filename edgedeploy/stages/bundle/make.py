@@ -126,18 +126,26 @@ its sha256; `reference/` holds the inputs and fp32 outputs `verify.sh` compares 
 {_preprocess_text(manifest["io"].get("preprocess"))}"""
 
 
+def _resize_text(pre: dict[str, Any]) -> str:
+    """The resize step of io.preprocess in words ("" without one)."""
+    if not pre.get("resize"):
+        return ""
+    box = f"{pre['resize'][0]}x{pre['resize'][1]} (height x width)"
+    if pre.get("letterbox") is not None:
+        return f"resize to fit {box} keeping the aspect ratio, centred, padded with {pre['letterbox']}"
+    return f"resize to {box}"
+
+
 def _preprocess_text(pre: dict[str, Any] | None) -> str:
     """The device README's words on the preprocessing of the reference images (io.preprocess)."""
     if not pre:
         return ""
-    def hw(pair: list[int]) -> str:
-        return f"{pair[0]}x{pair[1]} (height x width)"
-
+    crop = pre.get("center_crop")
     steps = [
         f"decode as {str(pre['color']).upper()}",
-        *([f"resize to {hw(pre['resize'])}"] if pre.get("resize") else []),
+        *([resize] if (resize := _resize_text(pre)) else []),
         *([f"resize the shorter side to {pre['resize_shorter']}"] if pre.get("resize_shorter") else []),
-        *([f"center-crop to {hw(pre['center_crop'])}"] if pre.get("center_crop") else []),
+        *([f"center-crop to {crop[0]}x{crop[1]} (height x width)"] if crop else []),
         f"multiply by {pre['scale']:.6g}, subtract mean {pre['mean']}, divide by std {pre['std']}",
         f"lay out as {str(pre['layout']).upper()} {pre['dtype']}",
     ]
