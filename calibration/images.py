@@ -196,7 +196,9 @@ class Preprocess:
 
 def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
     """``img`` resized to fit ``size`` (h, w) with its aspect ratio, centred on a canvas of ``pad``:
-    Ultralytics' LetterBox (auto=False, centre=True), its rounding included."""
+    the geometry of Ultralytics' LetterBox (auto=False, center=True), its rounding included. The
+    resampling is Pillow's bilinear filter, as for every resize here; OpenCV's INTER_LINEAR, which
+    Ultralytics uses, averages fewer pixels when it shrinks, so values differ slightly there."""
     from PIL import Image
 
     h, w = size
