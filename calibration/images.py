@@ -16,7 +16,8 @@ manifests, and a change of mean/std recalibrates. Declared in the config as a ta
     letterbox = false     # true: fit into resize = [h, w] keeping the aspect ratio, padded with 114
 
 Without a declaration, the size, channels and layout come from the model's input shape and
-pixels are scaled to [0, 1]; the report records what was used.
+pixels are scaled to [0, 1] (16-bit ones too), or go in as stored for a uint8 input; the report
+records what was used. Into an integer dtype values are rounded and clipped, not wrapped.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class Preprocess:
             color=color,
             layout=layout,
             dtype=dtype,
-            scale=float(data.get("scale", 1.0 / 255.0)),
+            # pixels into an integer input are stored values, not [0, 1]
+            scale=float(data.get("scale", 1.0 / 255.0 if np.dtype(dtype).kind == "f" else 1.0)),
             mean=_floats(data.get("mean", 0.0), "mean"),
             std=std,
             **kwargs,
@@ -191,6 +193,10 @@ class Preprocess:
         arr = ((arr * np.float32(self.scale) - mean) / std).astype(np.float32)
         if self.layout == "nchw":
             arr = arr.transpose(2, 0, 1)
+        kind = np.dtype(self.dtype)
+        if kind.kind in "iu":  # rounded and clipped: a cast alone truncates and wraps (-1 -> 255)
+            info = np.iinfo(kind)
+            arr = np.clip(np.rint(arr), info.min, info.max)
         return np.ascontiguousarray(arr[None]).astype(self.dtype)
 
 
@@ -229,8 +235,11 @@ def default_preprocess(spec: TensorSpec) -> Preprocess:
             "[calibration.preprocess] layout and size"
         )
     size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+    color = "gray" if c == 1 else "rgb"
+    if spec.np_dtype == np.uint8:  # a model that takes the pixels themselves (many TFLite/TF exports)
+        return Preprocess(resize=size, color=color, layout=layout, dtype="uint8", scale=1.0)
     dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
-    return Preprocess(resize=size, color="gray" if c == 1 else "rgb", layout=layout, dtype=dtype)
+    return Preprocess(resize=size, color=color, layout=layout, dtype=dtype)
 
 
 def _default_scale(path: Path) -> float:
@@ -281,7 +290,9 @@ def image_folder_source(
         raise DataError(f"image folder {spec} is empty")
     note = None
     if options is None:
-        pre = replace(default_preprocess(inputs[0]), scale=_default_scale(files[0]))
+        pre = default_preprocess(inputs[0])
+        if np.dtype(pre.dtype).kind == "f":  # an integer input takes the pixels as stored
+            pre = replace(pre, scale=_default_scale(files[0]))
         note = assumed_preprocess(spec, pre)
     elif isinstance(options, Preprocess):
         pre = options

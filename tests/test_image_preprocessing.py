@@ -223,3 +223,20 @@ def test_letterbox_fits_the_image_keeping_its_aspect_ratio_and_pads_it_as_ultral
     with pytest.raises(DataError, match="letterbox: expected true, false or a pad 0-255"):
         Preprocess.from_dict({"letterbox": 300, "resize": [32, 32]})
     assert "letterbox" not in Preprocess.from_dict({"resize": [32, 32]}).describe()  # keys as before
+
+
+def test_a_uint8_image_input_takes_the_pixels_as_stored(tmp_path: Path) -> None:
+    """A model whose input is the uint8 pixels (many TF/TFLite exports) was refused an image folder
+    ("expects dtype uint8, got float32"): the assumed preprocessing scaled to [0, 1] in float32."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "a.png")
+    spec = TensorSpec("x", ("n", 8, 8, 3), "uint8")
+    source = open_source(str(folder), [spec])
+    x = next(iter(source))["x"]
+    assert x.dtype == np.uint8 and np.array_equal(x[0], pixels)
+    assert source.guessed() is not None and "as stored" in source.guessed()
+    declared = {"layout": "nhwc", "dtype": "uint8", "mean": [128.0]}  # no scale: the stored values
+    shifted = next(iter(open_source(str(folder), [spec], image_options=declared)))["x"][0]
+    np.testing.assert_array_equal(shifted, np.clip(pixels.astype(np.int16) - 128, 0, 255))  # not wrapped
