@@ -208,7 +208,7 @@ def _stack(buffer: list[Feed]) -> Feed:
         shapes = sorted({str(list(np.asarray(b[k]).shape[1:])) for b in buffer for k in b})
         raise DataError(
             f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
-            "give same-sized data, or a batch size of 1"
+            "give same-sized data (images: a preprocessing resize), or a batch size of 1"
         ) from None
 
 
