@@ -363,6 +363,9 @@ def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(t
         (tmp_path / name).write_text(json.dumps(content))
     data = load_json_files([tmp_path / name for name in files])
     assert data.model == "m" and [r.precision for r in data.precisions] == ["fp32", "int8"]
+    (tmp_path / "e.json").write_text(json.dumps(profile("m_v2.onnx", "fp32", 2.0)))  # a name like a suffix
+    with pytest.raises(InputError, match=r"e\.json and .*a\.json both give fp32's profile figures"):
+        load_json_files([tmp_path / "a.json", tmp_path / "e.json"])
     (tmp_path / "d.json").write_text(json.dumps(profile("mobile.onnx", "fp32", 1.0)))
     with pytest.raises(InputError, match=r"d\.json is about mobile, .*a\.json about m:"):
         load_json_files([tmp_path / "a.json", tmp_path / "d.json"])

@@ -388,6 +388,7 @@ def _same_model(a: str, b: str) -> bool:
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
     about: dict[str, Path] = {}  # model -> the first file about it
+    figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
     for path in paths:
         content = _read_json(path)
         if (model := _model_of(content)) is not None:
@@ -397,6 +398,13 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
                     raise InputError(
                         f"{path} is about {model}, {where} about {other}: a report is of one model"
                     )
+        if (kind := json_kind(content)) in ("profile", "compare"):
+            precision = _candidate_precision(content, "artifact" if kind == "profile" else "candidate")
+            if (earlier := figures.setdefault((kind, precision), path)) != path:
+                raise InputError(
+                    f"{path} and {earlier} both give {precision}'s {kind} figures: a report shows one "
+                    "per precision (are they of two models?)"
+                )
         _add_json(data, path, content)
     if data.model is None:
         data.model = next(iter(_model_names(data)), None) or (min(about, key=len) if about else None)
