@@ -531,10 +531,9 @@ def _export_stage(run: _Run) -> _Exported:
             with module_search_path(config.base_dir):  # module:callable beside the config file
                 result = export(run.source, fp32, options, notify=ui.info)
             advance(1.0)
-        ui.info(
-            f"export: {result.exporter} exporter, opset {result.opset}, "
-            f"{result.nodes_before} -> {result.nodes_after} nodes -> {fp32}"
-        )
+        how = "an ONNX file, checked" if result.exporter == "onnx" else f"{result.exporter} exporter"
+        nodes = f"{result.nodes_before} -> {result.nodes_after} nodes"
+        ui.info(f"export: {how}, opset {result.opset}, {nodes} -> {fp32}")
         for warning in result.warnings:
             ui.warn(f"export: {warning}")
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
