@@ -23,7 +23,7 @@ records what was used. Into an integer dtype values are rounded and clipped, not
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,8 @@ class Preprocess:
         arr = ((arr * np.float32(self.scale) - mean) / std).astype(np.float32)
         if self.layout == "nchw":
             arr = arr.transpose(2, 0, 1)
-        kind = np.dtype(self.dtype)
-        if kind.kind in "iu":  # rounded and clipped: a cast alone truncates and wraps (-1 -> 255)
-            info = np.iinfo(kind)
+        if np.dtype(self.dtype).kind in "iu":  # rounded and clipped: a cast alone truncates and wraps
+            info = np.iinfo(self.dtype)  # (-1 -> 255)
             arr = np.clip(np.rint(arr), info.min, info.max)
         return np.ascontiguousarray(arr[None]).astype(self.dtype)
 
@@ -218,8 +217,9 @@ def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
     return canvas
 
 
-def default_preprocess(spec: TensorSpec) -> Preprocess:
-    """Size, channels and layout from a 4-D image input's static shape; pixels scaled to [0, 1]."""
+def default_preprocess(spec: TensorSpec, first: Path) -> Preprocess:
+    """Size, channels and layout from a 4-D image input's static shape; pixels scaled to [0, 1] by
+    the bit depth of ``first`` (the folder's first image), or as stored for a uint8 input."""
     shape = spec.shape
     if len(shape) != 4:
         raise DataError(
@@ -239,7 +239,7 @@ def default_preprocess(spec: TensorSpec) -> Preprocess:
     if spec.np_dtype == np.uint8:  # a model that takes the pixels themselves (many TFLite/TF exports)
         return Preprocess(resize=size, color=color, layout=layout, dtype="uint8", scale=1.0)
     dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
-    return Preprocess(resize=size, color=color, layout=layout, dtype=dtype)
+    return Preprocess(resize=size, color=color, layout=layout, dtype=dtype, scale=_default_scale(first))
 
 
 def _default_scale(path: Path) -> float:
@@ -290,9 +290,7 @@ def image_folder_source(
         raise DataError(f"image folder {spec} is empty")
     note = None
     if options is None:
-        pre = default_preprocess(inputs[0])
-        if np.dtype(pre.dtype).kind == "f":  # an integer input takes the pixels as stored
-            pre = replace(pre, scale=_default_scale(files[0]))
+        pre = default_preprocess(inputs[0], files[0])
         note = assumed_preprocess(spec, pre)
     elif isinstance(options, Preprocess):
         pre = options
