@@ -328,7 +328,7 @@ def compare(
     if feeds:
         description["samples_compared"] = sum(feed_rows(f) for f in feeds)
     with scratch_dir("compare") as scratch:
-        run_candidate, mode = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
+        run_candidate, mode, precision = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
         ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode in EMULATED)
     if not ref_out:
         raise InputError("no data to compare on")
@@ -337,9 +337,6 @@ def compare(
         if name not in cand_out[0]:
             raise InputError(f"the candidate {candidate} has no output named '{name}'")
         outputs[name] = output_metrics(name, [o[name] for o in ref_out], [o[name] for o in cand_out], gates)
-    precision = None
-    if candidate.suffix == ".onnx":
-        precision = onnx_precision(load_onnx(candidate, load_external_data=False))
     return CompareResult(
         reference=str(reference),
         candidate=str(candidate),
@@ -400,23 +397,27 @@ def compared_file(model: Path, artifact: Path) -> Path:
 
 def _candidate_to_run(
     reference: Path, candidate: Path, scratch: Path, emulate_fp16: bool
-) -> tuple[Path, str]:
+) -> tuple[Path, str, str | None]:
     """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``; the mode says
-    which (:data:`EMULATED`: the candidate itself, run with its integer kernels emulated)."""
-    if not emulate_fp16 or candidate.suffix != ".onnx":
-        return candidate, "onnx"
+    which (:data:`EMULATED`: the candidate itself, run with its integer kernels emulated); and what
+    an ONNX candidate computes in (:func:`onnx_precision`, from the one load of it), else None."""
+    if candidate.suffix != ".onnx":
+        return candidate, "onnx", None
+    if not emulate_fp16:
+        return candidate, "onnx", onnx_precision(load_onnx(candidate, load_external_data=False))
     import onnx
 
     cand_model = load_onnx(candidate)
+    precision = onnx_precision(cand_model)
     if not is_fp16_model(cand_model):
-        return candidate, integer_mode(cand_model) or "onnx"
+        return candidate, integer_mode(cand_model) or "onnx", precision
     ref_model = load_onnx(reference)
     if is_fp16_model(ref_model):  # the reference stores fp16 itself: no fp32 graph to emulate from
-        return candidate, "onnx"
+        return candidate, "onnx", precision
     try:
         emulated, mode = candidate_graph(ref_model, cand_model)
     except Exception as exc:  # a candidate not converted from this reference: run it as it is
-        return candidate, f"{FP16_NOT_EMULATED}: {first_line(exc)[:160]})"
+        return candidate, f"{FP16_NOT_EMULATED}: {first_line(exc)[:160]})", precision
     path = scratch / f"{candidate.stem}.emulated.onnx"
     onnx.save(emulated, path)
-    return path, mode
+    return path, mode, precision
