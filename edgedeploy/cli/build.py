@@ -178,17 +178,15 @@ def build_command(
         ("--input", bool(input)),
         ("--accuracy-budget", bool(accuracy_budget)),
     ]
+    no_data = ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data)
     moot = {
         "fp32": [*fp16_given, *data_given, ("--calib-algorithm", "calib_algorithm" in given)],
         "fp16": [
             ("--calib-algorithm", "calib_algorithm" in given),
             ("--calib-samples without --calib-data", "calib_samples" in given and not calib_data),
-            ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data),
+            no_data,
         ],
-        "int8": [
-            *fp16_given,
-            ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data),
-        ],
+        "int8": [*fp16_given, no_data],
     }.get(precision, [])
     if unused := [flag for flag, given in moot if given]:
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"

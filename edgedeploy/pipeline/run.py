@@ -665,6 +665,7 @@ def _bundle_stage(
         run.ui.warn(f"bundle: bundle.primary {primary} was not built; the bundle picks its primary itself")
         primary = None
     build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
+    preprocess = data.source.describe().get("preprocess")  # describe() hashes every data file: once
     key = sha256_json(
         {
             "fp32": exported.sha256,
@@ -676,7 +677,7 @@ def _bundle_stage(
             "dir": str(out),
             "report": plotting_missing() is None,  # a bundle made without its report is remade with it
             "build": build,
-            "preprocess": data.source.describe().get("preprocess"),
+            "preprocess": preprocess,
         }
     )
 
@@ -714,7 +715,7 @@ def _bundle_stage(
             tools=run.extra_versions,
             report=bundle_report_writer(run.ui),
             build=build,
-            preprocess=data.source.describe().get("preprocess"),
+            preprocess=preprocess,
         )
         run.ui.info(f"bundle: {result.directory} ({result.files} files) and {result.archive}")
         return [result.directory / "manifest.json", result.archive], {
