@@ -63,6 +63,13 @@ def _random_source(
             )
         batch_size = next(iter(given.values()))
     named = named_dims(inputs, over)
+    # the name of a dynamic batch dim (``batch`` of input[batch, T]) is the batch wherever another
+    # input names it too (silero-vad's state[2, batch, 128]); a shape given for that input fixes it
+    batch_names = {s.shape[0] for s in inputs if dynamic and s.shape and isinstance(s.shape[0], str)} - {""}
+    fixed = [named[n] for n in batch_names if n in named]
+    if fixed and not given:
+        batch_size = fixed[0]
+    named = {**named, **dict.fromkeys(batch_names, batch_size)}
 
     def make() -> Iterator[Feed]:
         rng = np.random.default_rng(seed)
@@ -71,8 +78,9 @@ def _random_source(
             size = min(batch_size, left) if dynamic else batch_size
             left -= size
             feed: Feed = {}
+            here = {**named, **dict.fromkeys(batch_names, size)}  # the last batch may be short
             for s in inputs:
-                shape = s.concrete_shape(size, shapes, named)
+                shape = s.concrete_shape(size, shapes, here)
                 if s.name in given:  # the last batch may be short
                     shape = (size, *shape[1:])
                 dt = s.np_dtype

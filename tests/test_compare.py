@@ -276,3 +276,37 @@ def test_a_feed_polygraphy_refuses_raises_without_its_own_lines_on_stderr(
     line = user_failure(caught.value)
     assert line is not None
     assert line.startswith("Polygraphy: Input tensor: input | Received incompatible shape"), line
+
+
+def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_dims(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """build --precision int8 and calibrate said only ONNX Runtime's error ("Pad reflect requires
+    axis length >= 2"), and build fp16's skipped range analysis too, without the dims random data
+    had fed as 1 or how to give them, which analyze, compare and profile say."""
+
+    padded = onnx.load(reflect_padded_onnx)  # then a 1-D convolution, for int8 to quantize
+    weight = np.random.default_rng(0).normal(size=(4, 1, 3)).astype(np.float32)
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    padded.graph.node.extend(
+        [
+            helper.make_node("Unsqueeze", ["y", "axes"], ["y3"]),
+            helper.make_node("Conv", ["y3", "w"], ["z"]),
+        ]
+    )
+    padded.graph.initializer.extend([axes, numpy_helper.from_array(weight, "w")])
+    del padded.graph.output[:]
+    padded.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4, None]))
+    model = tmp_path / "conv.onnx"
+    onnx.save(padded, model)
+    for args in (
+        ("build", model, "--precision", "int8", "-o", tmp_path / "int8"),
+        ("calibrate", model, "--data", "random", "-o", tmp_path / "cal"),
+    ):
+        result = run_cli(*args)
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+        error = result.stderr.strip().splitlines()[-1]  # after the warnings on random data
+        assert error.startswith("error: ") and "dynamic dims fed as 1: x 8x1; give the shapes" in error, error
+    fp16 = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "fp16")
+    assert fp16.code == 0, fp16.stderr
+    assert "range analysis skipped" in fp16.stderr and "dynamic dims fed as 1: x " in fp16.stderr

@@ -255,6 +255,28 @@ def test_sources_fill_named_dims_from_the_given_shapes_and_integers_by_width() -
     assert feed["pcm"].min() < -10000 and feed["pcm"].max() > 10000
 
 
+def test_random_data_gives_the_batch_to_every_input_that_names_its_dim() -> None:
+    """silero-vad: input[batch, sequence] beside state[2, batch, 128]. Random data fed the batch
+    (8) on the input's dim 0 and 1 on the state's 'batch', and failed its own check ("inputs
+    'input' and 'state' share the dim 'batch' but have 8 and 1"); the last, shorter batch too."""
+    from calibration.modelinfo import TensorSpec
+    from calibration.sources import open_source
+
+    inputs = [
+        TensorSpec("input", ("batch", "sequence"), "float32"),
+        TensorSpec("state", (2, "batch", 128), "float32"),
+        TensorSpec("sr", (), "int64"),
+    ]
+    source = open_source("random", inputs, batch_size=8, samples=12, shapes={"input": (8, 512)})
+    shapes = [(f["input"].shape, f["state"].shape) for f in source]
+    assert shapes == [((8, 512), (2, 8, 128)), ((4, 512), (2, 4, 128))]
+    assert source.guessed() is None  # nothing fed as 1: both dims are known
+    # a batch given through the state's shape is the batch of the other inputs too
+    by_state = open_source("random", inputs, batch_size=8, samples=3, shapes={"state": (2, 3, 128)})
+    assert [f["input"].shape for f in by_state] == [(3, 1)]
+    assert by_state.guessed() is not None and "input 3x1" in by_state.guessed()
+
+
 def test_an_initializer_output_keeps_the_fp16_emulation_in_compare(tmp_path: Path) -> None:
     """The fp16 build renames a weight that is a graph output (K -> K__value behind an Identity):
     compare then ran the candidate as plain ONNX and said it "was not converted from this

@@ -19,7 +19,7 @@ from calibration.errors import CalibrationError, NothingToQuantize
 from calibration.modelinfo import model_io
 from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
-from edgedeploy.errors import InputError, NothingQuantized
+from edgedeploy.errors import InputError, NothingQuantized, naming_guessed_dims
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
@@ -155,7 +155,8 @@ def make_int8(
             "with their integer arithmetic emulated in float (ONNX Runtime's kernels here saturate)"
         )
     try:
-        result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
+        with naming_guessed_dims(source.fed_as_one):
+            result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
     except NothingToQuantize as exc:
         raise NothingQuantized(str(exc)) from None
     except CalibrationError as exc:

@@ -27,7 +27,7 @@ from calibration.feeds import feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
-from edgedeploy.errors import BudgetMissed, GateFailed, InputError
+from edgedeploy.errors import BudgetMissed, GateFailed, InputError, naming_guessed_dims
 from edgedeploy.fileio import atomic_write_json, scratch_beside, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
@@ -188,7 +188,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             source = None  # seeded random data the model cannot run on (said by _feeds): no analysis
     if request.fp16_analysis and source is not None:
         try:
-            with ui.progress("fp16 range analysis") as advance:
+            with ui.progress("fp16 range analysis") as advance, naming_guessed_dims(source.fed_as_one):
                 analysed = load_for_analysis(model, _for_analysis(loaded))
                 # the release below runs on the first samples the analysis read, against the fp32
                 # outputs the analysis pass computed on them; batches are split so that the
