@@ -281,7 +281,7 @@ def test_a_feed_polygraphy_refuses_raises_without_its_own_lines_on_stderr(
 def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_dims(
     reflect_padded_onnx: Path, tmp_path: Path
 ) -> None:
-    """build --precision int8 and calibrate said only ONNX Runtime's error ("Pad reflect requires
+    """build --precision int8, calibrate and bundle said only ONNX Runtime's error ("Pad reflect requires
     axis length >= 2"), and build fp16's skipped range analysis too, without the dims random data
     had fed as 1 or how to give them, which analyze, compare and profile say."""
 
@@ -302,6 +302,7 @@ def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_di
     for args in (
         ("build", model, "--precision", "int8", "-o", tmp_path / "int8"),
         ("calibrate", model, "--data", "random", "-o", tmp_path / "cal"),
+        ("bundle", model, "-o", tmp_path / "bundle"),
     ):
         result = run_cli(*args)
         assert result.code == 2 and "Traceback" not in result.stderr, result.stderr

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from edgedeploy.cli.common import (
     DataSpec,
+    InputShapes,
     JsonOutput,
     PreprocessFile,
     TargetName,
@@ -18,7 +19,7 @@ from edgedeploy.cli.common import (
     out,
     write_json,
 )
-from edgedeploy.errors import GateFailed, InputError, not_a_file
+from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
 
 
 class _DefaultCreateGroup(TyperGroup):
@@ -49,6 +50,7 @@ def create_command(
     target: TargetName = "x86-64-cpu",
     data: DataSpec = "random",
     preprocess: PreprocessFile = None,
+    input: InputShapes = None,
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
     min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
     min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
@@ -68,7 +70,7 @@ def create_command(
     Example: edgedeploy bundle model.fp32.onnx model.fp16.onnx --target jetson-orin-nano -o bundle
     """
     from calibration.modelinfo import model_io
-    from calibration.sources import open_source
+    from calibration.sources import open_source, parse_shapes
     from edgedeploy.onnxio import load_onnx
     from edgedeploy.options import parse_profiles
     from edgedeploy.pipeline.pack import bundle_artifacts
@@ -84,13 +86,16 @@ def create_command(
     shape_profiles = parse_profiles(profiles) if profiles else []
     inputs, _ = model_io(reference)
     prep = load_preprocess(preprocess)
-    source = open_source(data, inputs, samples=samples, batch_size=8, image_options=prep)
+    source = open_source(
+        data, inputs, samples=samples, batch_size=8, image_options=prep, shapes=parse_shapes(input) or None
+    )
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
-    result_bundle = bundle_artifacts(
-        reference, list(artifacts or []), output, tgt, list(source), source.describe(),
-        Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui, profiles=shape_profiles,
-    )  # fmt: skip
+    with naming_guessed_dims(source.fed_as_one):
+        result_bundle = bundle_artifacts(
+            reference, list(artifacts or []), output, tgt, list(source), source.describe(),
+            Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui, profiles=shape_profiles,
+        )  # fmt: skip
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(
         f"bundle {result_bundle.directory} ({result_bundle.files} files, "

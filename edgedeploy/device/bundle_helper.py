@@ -1051,7 +1051,15 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     dynamic (random data would feed such dims as 1: a 1x1 image). Nothing when every other dim is
     fixed, or the bundle has no reference inputs."""
     manifest = load_manifest(bundle)
-    wanted = {s["name"]: s for s in manifest["io"]["inputs"] if any(a != 0 for a in _dynamic_axes(s))}
+    inputs = manifest["io"]["inputs"]
+    # the batch's name (``batch`` of input[batch, T]) where another input names it too: silero-vad's
+    # state[2, batch, 128] takes the batch there, which profile gives it from the other input's
+    batch = {s["shape"][0] for s in inputs if s["shape"] and 0 in _dynamic_axes(s)} - {None, ""}
+
+    def batch_axes(spec: dict[str, Any]) -> set[int]:
+        return {a for a in _dynamic_axes(spec) if a == 0 or spec["shape"][a] in batch}
+
+    wanted = {s["name"]: s for s in inputs if set(_dynamic_axes(s)) - batch_axes(s)}
     path = reference_path(bundle, manifest, "inputs")
     if not wanted or path is None:
         return EXIT_OK
@@ -1060,8 +1068,8 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     with np.load(path) as data:
         for name in [n for n in data.files if n in wanted]:
             shape = list(data[name].shape)
-            if shape and 0 in _dynamic_axes(wanted[name]):
-                shape[0] = 1
+            for axis in batch_axes(wanted[name]):
+                shape[axis] = 1
             print(f"--input={shape_spec({name: shape})}")
     return EXIT_OK
 

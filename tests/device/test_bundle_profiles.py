@@ -299,3 +299,34 @@ def test_batch_run_rules_for_static_inputs_old_trtexec_and_edgedeploy_profile() 
     assert bundle_helper.batch_run(static, None, None, "10.3.0") == (4, [])
     with pytest.raises(bundle_helper.BundleProblem, match="fixed batch of 4"):
         bundle_helper.batch_run(static, None, 2, "10.3.0")
+
+
+def test_a_cpu_bundle_names_a_profile_command_whose_shapes_agree_on_a_batch_named_twice(
+    tmp_path: Path, device: Device
+) -> None:
+    """silero-vad's input[batch, sequence] beside state[2, batch, 128]: benchmark.sh of a CPU
+    bundle suggested ``profile --input=input:1x512 --input=state:2x8x128`` (the batch set to 1 on
+    axis 0 only), which profile refused: "share the dim 'batch' but have 1 and 8"."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),  # [batch, 1]
+            helper.make_node("Add", ["state", "m"], ["state_n"]),  # [2, batch, 4] + [batch, 1]
+        ],
+        "vad",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence"]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4]),
+        ],
+        [helper.make_tensor_value_info("state_n", TensorProto.FLOAT, [2, "batch", 4])],
+    )
+    model = tmp_path / "vad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    code, _, err = cli("bundle", model, "-o", tmp_path / "b", "--input", "x:8x16")
+    assert code == 0, err
+    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh")
+    assert res.returncode == 2, res.stderr
+    suggested = res.stderr.strip().split("measure it with: ")[-1].split()
+    assert suggested[:3] == ["edgedeploy", "profile", str(tmp_path / "b" / "models" / "vad.onnx")]
+    assert suggested[3:] == ["--input=x:1x16"]  # the state's batch comes with x's
+    code, _, err = cli(*suggested[1:], "--iterations", "3")
+    assert code == 0, err
