@@ -596,9 +596,15 @@ def test_a_stage_record_edited_since_it_was_written_is_redone_not_believed(
     build = json.loads((cache / "build-fp32.json").read_text())
     del build["result"]["backend"]
     (cache / "build-fp32.json").write_text(json.dumps(build))
+    # and an output changed since its stage wrote it: each rerun says why
+    artifact = Path(next(iter(json.loads((cache / "build-fp16.json").read_text())["outputs"])))
+    artifact.write_bytes(artifact.read_bytes()[:-1] + bytes([artifact.read_bytes()[-1] ^ 1]))
     again = run_cli("run", path, "--json", tmp_path / "again.json")
     assert again.code == 0 and "Traceback" not in again.stderr, again.stderr
     assert "compare-fp16: up to date" not in again.stderr and "build-fp32: up to date" not in again.stderr
+    edited = f"compare-fp16: its record {cache / 'compare-fp16.json'} was edited since it was written"
+    assert f"{edited}: running it again" in again.stderr
+    assert f"build-fp16: {artifact} changed since this stage wrote it: running it again" in again.stderr
     assert "compare-fp32: up to date" in again.stderr  # the records left alone are still reused
     redone = json.loads((cache / "compare-fp16.json").read_text())["result"]["outputs"]["logits"]
     assert redone["cosine"] == pytest.approx(real)

@@ -38,25 +38,30 @@ class StageCache:
         Existence is not enough: a model edited or damaged since (NaN weights, a truncated
         archive) must be made again, not reported as up to date.
         """
+        return self._check(stage, key)[0]
+
+    def _check(self, stage: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """:meth:`lookup`'s result, and why a record of this key does not count (None when there is
+        none, or its key differs: the inputs or options changed, which needs no saying)."""
         try:
             record = json.loads(self._path(stage).read_text())
         except (OSError, ValueError):
-            return None
+            return None, None
         if not isinstance(record, dict) or record.get("key") != key:
-            return None
+            return None, None
         if record.get(DIGEST) != content_sha256(record, DIGEST):
-            return None  # edited since it was written
+            return None, f"its record {self._path(stage)} was edited since it was written"
         outputs = record.get("outputs")
-        if not isinstance(outputs, dict):
-            return None
+        result = record.get("result")
+        if not isinstance(outputs, dict) or not isinstance(result, dict):
+            return None, f"its record {self._path(stage)} is not one this version wrote"
         for path, digest in outputs.items():
             try:
                 if sha256_file(path) != digest:
-                    return None
+                    return None, f"{path} changed since this stage wrote it"
             except OSError:
-                return None
-        result = record.get("result")
-        return result if isinstance(result, dict) else None
+                return None, f"{path} is gone"
+        return result, None
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
         hashes = {str(p): sha256_file(p) for p in outputs}
@@ -72,10 +77,14 @@ class StageCache:
         still_valid: Callable[[dict[str, Any]], bool] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The recorded result when the key matches (and ``still_valid`` agrees), else compute it."""
-        cached = self.lookup(stage, key)
+        cached, why = self._check(stage, key)
         if cached is not None and (still_valid is None or still_valid(cached)):
             ui.info(f"{stage}: up to date (inputs and options unchanged), nothing to do")
             return cached, True
+        if cached is not None:
+            why = "its output is no longer intact"
+        if why:
+            ui.info(f"{stage}: {why}: running it again")
         outputs, result = compute()
         self.store(stage, key, outputs, result)
         return result, False
