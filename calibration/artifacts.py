@@ -23,7 +23,7 @@ from typing import Any
 import onnx
 
 from calibration.errors import CalibrationError
-from calibration.graphs import ort_error
+from calibration.graphs import ort_crashing_optimizers, ort_error
 
 
 class ArtifactError(CalibrationError):
@@ -36,7 +36,14 @@ def _session(model: str | bytes) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors reach the user as one line, not as ORT log lines
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    proto = (
+        onnx.load_from_string(model)
+        if isinstance(model, bytes)
+        else onnx.load(model, load_external_data=False)
+    )
+    return ort.InferenceSession(
+        model, options, providers=["CPUExecutionProvider"], disabled_optimizers=ort_crashing_optimizers(proto)
+    )
 
 
 def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> str | None:

@@ -12,6 +12,8 @@
   :func:`without_weight_bytes` makes such a copy for other whole-model passes (the opset converter).
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
+- :func:`ort_crashing_optimizers`: the ONNX Runtime graph optimizers that kill the process while
+  loading a given model (a segfault is no error a caller can catch), to be switched off for it.
 
 Hand-written: onnx has no stable topological sort and no IR upgrade; these are a few lines each.
 """
@@ -254,3 +256,54 @@ def ort_error(exc: BaseException, limit: int = 200) -> str:
         text = pattern.sub("", text)
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+NCHWC_TRANSFORMER = "NchwcTransformer"
+
+
+def _moves_axis_1_first(node: onnx.NodeProto) -> bool:
+    """A Transpose's perm is 3-D and starts with axis 1 (see :func:`ort_crashing_optimizers`)."""
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+    return len(perm) == 3 and perm[0] == 1
+
+
+def ort_crashing_optimizers(model: onnx.ModelProto) -> list[str]:
+    """ONNX Runtime's graph optimizers to switch off when loading ``model`` on the CPU.
+
+    ``NchwcTransformer`` (level ORT_ENABLE_ALL, x86-64 CPUs with AVX2 or AVX-512) dies of SIGSEGV
+    on a float16 model where a 3-D Transpose that brings axis 1 to the front (perm [1, 0, 2] or
+    [1, 2, 0]: [B, T, C] to [T, B, C], a GRU's or CRNN's head) feeds a MatMul with constant weights;
+    see docs/design.md, "ONNX Runtime crashes on some fp16 graphs", for the perms and ranks
+    measured. Matched on any float16 in the model and that Transpose and MatMul, either through
+    Casts. Switching it off costs the NCHWc layout of the model's float32 convolutions (1.2-1.4x
+    slower on PP-OCR's and ddddocr's fp16 models), so it is not switched off for every fp16 model.
+    """
+    nodes = all_nodes(model.graph)
+    float16 = onnx.TensorProto.FLOAT16
+    has_half = any(t.data_type == float16 for t in model.graph.initializer) or any(
+        (n.op_type == "Cast" and any(a.name == "to" and a.i == float16 for a in n.attribute))
+        or (
+            n.op_type == "Constant"
+            and any(a.t.data_type == float16 for a in n.attribute if a.type == a.TENSOR)
+        )
+        for n in nodes
+    )
+    values = [*model.graph.input, *model.graph.output, *model.graph.value_info]
+    has_half = has_half or any(v.type.tensor_type.elem_type == float16 for v in values)
+    if not has_half:
+        return []
+    constant = {t.name for t in model.graph.initializer} | {
+        o for n in nodes if n.op_type == "Constant" for o in n.output
+    }
+    transposed = {o for n in nodes if n.op_type == "Transpose" and _moves_axis_1_first(n) for o in n.output}
+    for node in nodes:  # through Casts (ONNX Runtime's optimized graphs hold them explicitly)
+        if node.op_type == "Cast" and node.input and node.input[0] in constant:
+            constant.update(node.output)
+        elif node.op_type == "Cast" and node.input and node.input[0] in transposed:
+            transposed.update(node.output)
+    for node in nodes:
+        if node.op_type == "MatMul" and len(node.input) == 2:
+            a, b = node.input
+            if (a in transposed and b in constant) or (b in transposed and a in constant):
+                return [NCHWC_TRANSFORMER]
+    return []

@@ -23,7 +23,7 @@ import onnx
 
 from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
-from calibration.graphs import infer_shapes_light, ort_error
+from calibration.graphs import infer_shapes_light, ort_crashing_optimizers, ort_error
 from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
 
@@ -425,7 +425,9 @@ def in_memory_session(
     data = light.SerializeToString()
     if outputs:
         data = outputs_appended(data, light, outputs)
-    session = ort.InferenceSession(data, options, providers=list(providers))
+    session = ort.InferenceSession(
+        data, options, providers=list(providers), disabled_optimizers=ort_crashing_optimizers(model)
+    )
     session._in_memory_weights = values  # the session reads the arrays' memory
     return session
 

@@ -391,3 +391,43 @@ def test_an_int8_build_of_an_opset_11_model_says_its_q_dq_model_is_at_opset_13(t
     built = run_cli("build", current, "--precision", "int8", "--calib-samples", "16", "-o", tmp_path / "out2")
     assert built.code == 0, built.stderr
     assert "not the input model" not in built.stderr
+
+
+def test_an_fp16_transpose_into_a_linear_layer_builds_compares_and_verifies_on_the_device(
+    tmp_path: Path,
+) -> None:
+    """A linear layer after a 3-D transpose (a GRU's or CRNN's head, a [T, B, C] encoder): ONNX
+    Runtime's NchwcTransformer died of SIGSEGV loading the fp16 model at ORT_ENABLE_ALL, so `build
+    --precision fp16` ended in "Segmentation fault" with no message (exit 139), and so did the
+    bundle's verify.sh on the device. The optimizer is now switched off for such models."""
+    import os
+    import subprocess
+    import sys
+
+    from calibration.graphs import NCHWC_TRANSFORMER, ort_crashing_optimizers
+
+    model = _graph_model(
+        tmp_path / "head.onnx",
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("MatMul", ["t", "W"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 20, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [20, "batch", 3])],
+        {"W": _w(16, 3)},
+    )
+    assert ort_crashing_optimizers(onnx.load(model)) == []  # float32: nothing to switch off
+    built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    fp16 = tmp_path / "out" / "head.fp16.onnx"
+    assert ort_crashing_optimizers(onnx.load(fp16)) == [NCHWC_TRANSFORMER]
+    assert ort_crashing_optimizers(onnx.load(tmp_path / "out" / "head.fp16.ort.onnx")) == [NCHWC_TRANSFORMER]
+    compared = run_cli("compare", model, fp16, "--min-cosine", "0.999")
+    assert compared.code == 0, compared.stderr
+    bundled = run_cli("bundle", model, fp16, "-o", tmp_path / "bundle")
+    assert bundled.code == 0, bundled.stderr
+    assert "disabled_optimizers" in (tmp_path / "bundle" / "README.md").read_text()
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    script = tmp_path / "bundle" / "scripts" / "verify.sh"
+    verified = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -69,6 +69,7 @@ def create_session(
             os.fspath(model),
             sess_options=session_options(threads, emulate_integer=emulate_integer),
             providers=PROVIDERS,
+            disabled_optimizers=crashing_optimizers(model),
         )
     except Exception as exc:
         from edgedeploy.onnxio import check_external_data
@@ -76,6 +77,20 @@ def create_session(
         check_external_data(model)
         first = first_line(exc)
         raise InputError(f"ONNX Runtime cannot load {model}: {first[:300]}") from None
+
+
+def crashing_optimizers(model: str | os.PathLike[str]) -> list[str]:
+    """The optimizers that would kill the process loading ``model`` at ORT_ENABLE_ALL (see
+    :func:`calibration.graphs.ort_crashing_optimizers`); none for a file that is no ONNX model,
+    which the session refuses with its own message."""
+    import onnx
+
+    from calibration.graphs import ort_crashing_optimizers
+
+    try:
+        return ort_crashing_optimizers(onnx.load(os.fspath(model), load_external_data=False))
+    except Exception:  # not an ONNX file (an engine, a damaged file): ONNX Runtime says why
+        return []
 
 
 SAVE_LEVELS = ("extended", "basic")  # the portable levels, most optimized first

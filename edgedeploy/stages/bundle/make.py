@@ -97,7 +97,25 @@ def _copy(src: Path, root: Path, folder: str) -> str:
     return rel
 
 
-def _device_readme(manifest: dict[str, Any]) -> str:
+def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
+    """The device README's warning for ONNX Runtime models that crash its default optimizations."""
+    from edgedeploy.backends.onnxruntime import crashing_optimizers
+
+    notes = [
+        f"`{a['model']}`: {', '.join(found)}"
+        for a in manifest["artifacts"]
+        if a["backend"] == "onnxruntime" and (found := crashing_optimizers(root / a["model"]))
+    ]
+    if not notes:
+        return ""
+    return (
+        "\nONNX Runtime on x86-64 dies (SIGSEGV) loading some models at its default optimization level; "
+        "give their sessions `disabled_optimizers` (Python: `InferenceSession(path, "
+        'disabled_optimizers=["NchwcTransformer"])`), as `verify.sh` does: ' + "; ".join(notes) + ".\n"
+    )
+
+
+def _device_readme(manifest: dict[str, Any], root: Path) -> str:
     target = manifest["target"]
     rows = "\n".join(
         f"| {a['precision']} | {a['backend']} | `{a['model']}` | {a.get('engine') or '-'} |"
@@ -123,7 +141,7 @@ bash scripts/benchmark.sh      # latency, throughput, power and energy per infer
 
 Each script takes `--help` and works from any folder. `manifest.json` lists every file with
 its sha256; `reference/` holds the inputs and fp32 outputs `verify.sh` compares against.
-{_preprocess_text(manifest["io"].get("preprocess"))}"""
+{_preprocess_text(manifest["io"].get("preprocess"))}{_unsafe_optimizers_text(manifest, root)}"""
 
 
 def _resize_text(pre: dict[str, Any]) -> str:
@@ -255,7 +273,7 @@ def make_bundle(
             **({"build": build} if build else {}),
             **(extras or {}),
         }
-        atomic_write_text(root / "README.md", _device_readme(manifest))
+        atomic_write_text(root / "README.md", _device_readme(manifest, root))
         manifest["report"] = report(root, manifest) if report is not None else None
         manifest["files"] = file_table(root)
         atomic_write_json(root / "manifest.json", manifest)
