@@ -270,6 +270,43 @@ def test_an_example_batch_of_1_exports_a_dynamic_batch(tmp_path: Path) -> None:
     assert "dynamo exporter failed" not in one.stderr
 
 
+LSTM_MODULE = """
+import torch
+
+
+class TimeMajor(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = torch.nn.LSTM(8, 16)
+        self.out = torch.nn.Linear(16, 3)
+
+    def forward(self, x):  # [T, B, C]
+        return self.out(self.lstm(x)[0])
+
+
+def build():
+    return TimeMajor().eval()
+"""
+
+
+def test_a_dim_0_the_exported_graph_fixes_inside_is_exported_fixed_and_warned(tmp_path: Path) -> None:
+    """An LSTM fed time first ([T, B, C], example 20x1x8): the dynamo exporter declared x[batch, 1, 8]
+    but reshaped its output to the example's 20 steps inside, so the model ran at 20 only, and the
+    first thing to feed it another dim 0 failed: int8 calibration (batches of 8) with "The input
+    tensor cannot be reshaped to the requested shape ... {20,1,3}". The export now tries one more
+    row; the model that fails it is exported with that dim fixed, and the warning says so."""
+    (tmp_path / "lstm.py").write_text(LSTM_MODULE)
+    out = tmp_path / "l.onnx"
+    result = run_cli("export", f"{tmp_path / 'lstm.py'}:build", "--input", "x:20x1x8", "-o", out)
+    assert result.code == 0 and "the batch of x (20) came out fixed" in result.stderr, result.stderr
+    assert "recurrent layer fed time first" in result.stderr
+    dims = [d.dim_value for d in onnx.load(out).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [20, 1, 8]
+    built = run_cli("build", out, "--precision", "int8", "-o", tmp_path / "int8")
+    assert built.code == 0, built.stderr
+
+
 OUTPUTS_MODULE = """
 import torch
 

@@ -315,7 +315,7 @@ def _torch_export(
             batch = torch.export.Dim("batch", min=1, max=4096)
             dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
 
-        def dynamo(example: tuple[Any, ...]) -> None:
+        def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
@@ -326,7 +326,7 @@ def _torch_export(
                     opset_version=options.opset,
                     input_names=input_names,
                     output_names=output_names,
-                    dynamic_shapes=dynamic_shapes,
+                    dynamic_shapes=shapes,
                     external_data=False,
                     verbose=False,
                 )
@@ -335,11 +335,13 @@ def _torch_export(
         if doubled is not None:
             try:
                 dynamo(doubled)
-                if not _fixed_batch(dest):
+                if not _fixed_batch(dest) and _runs_at_another_batch(dest, args, input_names):
                     return "dynamo"
             except Exception:  # forward may take batch 1 only: exported as given below
                 pass
         dynamo(args)
+        if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names):
+            dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
         return "dynamo"
     except ImportError:
         dynamo_error = "onnxscript is not installed"
@@ -380,6 +382,31 @@ def _batch_of_two(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     if not tensors or any(int(t.shape[0]) != 1 for t in tensors):
         return None
     return tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+
+
+def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str]) -> bool:
+    """Whether the exported model at ``path`` runs in ONNX Runtime with one more row on dim 0 of
+    every input than the example ``args`` have. The dynamo exporter can declare a dim 0 dynamic
+    and still fix it inside the graph: an LSTM fed time-major ([T, B, C], dim 0 the time) came
+    out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which every other size fails.
+    True when that cannot be tried (an input that is not one tensor per graph input)."""
+    torch = _import_torch()
+    import numpy as np
+    import onnxruntime as ort
+
+    if len(names) != len(args) or not all(isinstance(a, torch.Tensor) and a.dim() > 0 for a in args):
+        return True
+    feed = {n: np.concatenate([a.numpy(), a[:1].numpy()]) for n, a in zip(names, args, strict=True)}
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        session.run(None, {k: v for k, v in feed.items() if k in wanted})
+    except Exception:
+        return False
+    return True
 
 
 def _fixed_batch(path: Path) -> bool:
@@ -511,8 +538,9 @@ def export(
     fixed = [f"{i.name} ({i.shape[0]})" for i in result.inputs if i.shape and isinstance(i.shape[0], int)]
     if fixed and options.dynamic_batch and not is_onnx_path(spec):
         result.warnings.append(
-            f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward makes dim 0 a "
-            "constant (int(x.shape[0]), a reshape to a fixed size, ...), so the model takes that batch only"
+            f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward or the exporter makes "
+            "dim 0 a constant (int(x.shape[0]), a reshape to a fixed size, a recurrent layer fed time first "
+            "[T, B, C], ...), so the model takes that batch only"
         )
     return result
 
