@@ -30,6 +30,7 @@ from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file
+from edgedeploy.onnxio import external_data_files
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision.emulate import onnx_precision
@@ -112,6 +113,7 @@ class ProfileResult:
     # what an ONNX artifact computes in, from its content (precision.emulate.onnx_precision); None
     # for an engine, whose name and sidecar say it
     precision: str | None = None
+    bytes: int | None = None  # the artifact's size on disk (an ONNX with its external data files)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -343,9 +345,10 @@ def profile_onnx(
         "input_shapes": shapes_used,
     }
     precision = onnx_precision(onnx.load(os.fspath(model), load_external_data=False))
+    size = model.stat().st_size + sum(p.stat().st_size for p in external_data_files(model))
     return ProfileResult(
         artifact=str(model), backend="onnxruntime", settings=settings, batches=batches, warnings=warnings,
-        precision=precision,
+        precision=precision, bytes=size,
     )  # fmt: skip
 
 
@@ -468,5 +471,6 @@ def profile_engine_batches(
     if options.warmup_iterations is not None:
         warnings.append("engines warm up by time (--warmup-ms); --warmup iterations were ignored")
     return ProfileResult(
-        artifact=str(engine), backend="tensorrt", settings=settings, batches=batches, warnings=warnings
-    )
+        artifact=str(engine), backend="tensorrt", settings=settings, batches=batches, warnings=warnings,
+        bytes=engine.stat().st_size,
+    )  # fmt: skip

@@ -347,6 +347,9 @@ def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(t
     onnx.save(helper.make_model(qdq, opset_imports=[helper.make_opsetid("", 17)]), model)
     result = run_cli("profile", model, "--iterations", "3", "--json", tmp_path / "p.json")
     assert result.code == 0 and json.loads((tmp_path / "p.json").read_text())["precision"] == "int8"
+    # and its size, which a report of --json files showed as "-" (the path may be relative)
+    assert json.loads((tmp_path / "p.json").read_text())["bytes"] == model.stat().st_size
+    assert [r.size_bytes for r in load_json_files([tmp_path / "p.json"]).precisions] == [model.stat().st_size]
 
     def profile(name: str, precision: str, ms: float) -> dict[str, object]:
         batch = {"batch_size": 1, "latency": {"median_ms": ms, "p99_ms": ms, "count": 5}}

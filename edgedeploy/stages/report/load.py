@@ -336,6 +336,8 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         row = data.row(_candidate_precision(content, "artifact"))
         row.backend = str(content.get("backend") or row.backend)
         row.profile = _profile_summary(content)
+        if isinstance(content.get("bytes"), int):  # recorded by profile (its artifact path may be relative)
+            row.size_bytes = row.size_bytes or content["bytes"]
     elif kind == "analyze":
         data.ranges = content
     elif kind == "calibrate":
