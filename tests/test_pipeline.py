@@ -439,6 +439,16 @@ enabled = false
     assert said[1:] == ["backend auto -> onnxruntime (as above)"], said
     title = "padded on jetson-orin-nx (measured with ONNX Runtime on this machine's CPU, not on the device)"
     assert title in " ".join(taken.stdout.split()), taken.stdout
+    # random compare data: the shape [model] inputs gives is the example, not 1, 4 and 8 (a
+    # sequence of 1 to 8 samples, which this model refuses)
+    (tmp_path / "random.toml").write_text(
+        text.replace('data = "val.npz"\nbatch_size = 2', 'data = "random"')
+        .replace('name = "padded"', 'name = "padded"\ninputs = ["x:2x400"]')
+        .replace('workdir = "out"', 'workdir = "out-random"')
+    )
+    refused = run_cli("run", tmp_path / "random.toml")
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "x = { min = [1, 400], opt = [2, 400], max = [2, 400] }" in refused.stderr, refused.stderr
 
 
 def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> None:
@@ -456,6 +466,14 @@ def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> N
         refuse_unranged_dims(image, {}, "[build] profiles and backend = auto")
     assert str(refused.value).endswith(f"with {toml} and backend = auto")
     refuse_unranged_dims([TensorSpec("x", ("n", 3, 8, 8), "float32")], {}, "--profile")  # only the batch
+    # random data (run's and matrix's [compare] data = "random"): shapes given are the data's own,
+    # shapes guessed (dims fed as 1) are not
+    from calibration.sources import open_source
+    from edgedeploy.pipeline.run import known_shapes
+
+    two = [*image, TensorSpec("y", ("n", "t"), "float32")]
+    source = open_source("random", two, samples=2, shapes={"x": (2, 3, 48, 192)})
+    assert list(known_shapes(source, next(iter(source)))) == ["x"]
 
 
 def test_profile_shapes_come_from_the_config_first_and_never_from_random_data() -> None:

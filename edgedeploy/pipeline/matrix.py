@@ -62,6 +62,7 @@ from edgedeploy.pipeline.run import (
     compare_gates,
     compare_source,
     export_options,
+    known_shapes,
     profile_options,
     profile_shapes,
     refuse_profiles_missing,
@@ -812,7 +813,7 @@ def _bundle_one(
         reference = compare_source(config, list(inputs), _shapes(config))
         ref_in = next(iter(reference))
         if target.kind != "cpu" and not config.build.profiles:  # the device's engine needs a shape range
-            refuse_unranged_dims(inputs, ref_in, "[build] profiles")
+            refuse_unranged_dims(inputs, known_shapes(reference, ref_in), "[build] profiles")
         elif target.kind != "cpu":  # and verify.sh runs the reference inputs there
             from edgedeploy.backends.trt_plan import resolve_profiles
 

@@ -193,7 +193,7 @@ def _run_stages(
         where = "[build] profiles" + (
             ' and backend = "auto"' if config.build.backend == "onnxruntime" else ""
         )
-        refuse_unranged_dims(exported.inputs, {} if data.source.synthetic else data.feeds[0], where)
+        refuse_unranged_dims(exported.inputs, known_shapes(data.source, data.feeds[0]), where)
     timed = exported.shapes
     if config.profile.enabled:
         timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
@@ -435,6 +435,15 @@ def profile_shapes(
         found[spec.name] = tuple(int(d) for d in array.shape)
         taken.append(f"{spec.name} {'x'.join(str(d) for d in array.shape)}")
     return found, taken
+
+
+def known_shapes(source: DataSource, feed: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The inputs of ``feed`` (the first of ``source``) whose shapes are the data's: every one of
+    real data; of random data, those whose shape was given (``[model] inputs``), not guessed as 1."""
+    if not source.synthetic:
+        return feed
+    guessed = {entry.rsplit(" ", 1)[0] for entry in source.fed_as_one}
+    return {name: value for name, value in feed.items() if name not in guessed}
 
 
 def refuse_unranged_dims(
