@@ -305,6 +305,12 @@ def test_a_dim_0_the_exported_graph_fixes_inside_is_exported_fixed_and_warned(tm
     assert dims == [20, 1, 8]
     built = run_cli("build", out, "--precision", "int8", "-o", tmp_path / "int8")
     assert built.code == 0, built.stderr
+    # from an example of 1 step, traced as 2 (see the batch-of-2 test): checked at 3, not at the 2
+    # it was traced at, which came out as a model that ran at 2 steps only, not even at its example's 1
+    one = tmp_path / "one.onnx"
+    result = run_cli("export", f"{tmp_path / 'lstm.py'}:build", "--input", "x:1x1x8", "-o", one)
+    assert result.code == 0 and "the batch of x (1) came out fixed" in result.stderr, result.stderr
+    assert [d.dim_value for d in onnx.load(one).graph.input[0].type.tensor_type.shape.dim] == [1, 1, 8]
 
 
 OUTPUTS_MODULE = """

@@ -335,7 +335,7 @@ def _torch_export(
         if doubled is not None:
             try:
                 dynamo(doubled)
-                if not _fixed_batch(dest) and _runs_at_another_batch(dest, args, input_names):
+                if not _fixed_batch(dest) and _runs_at_another_batch(dest, doubled, input_names):
                     return "dynamo"
             except Exception:  # forward may take batch 1 only: exported as given below
                 pass
@@ -386,10 +386,10 @@ def _batch_of_two(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
 
 def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str]) -> bool:
     """Whether the exported model at ``path`` runs in ONNX Runtime with one more row on dim 0 of
-    every input than the example ``args`` have. The dynamo exporter can declare a dim 0 dynamic
-    and still fix it inside the graph: an LSTM fed time-major ([T, B, C], dim 0 the time) came
-    out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which every other size fails.
-    True when that cannot be tried (an input that is not one tensor per graph input)."""
+    every input than the example ``args`` it was traced from have. The dynamo exporter can declare
+    a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major ([T, B, C], dim 0 the
+    time) came out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which every other
+    size fails. True when that cannot be tried (an input that is not one tensor per graph input)."""
     torch = _import_torch()
     import numpy as np
     import onnxruntime as ort
