@@ -101,17 +101,19 @@ def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
     """The device README's warning for ONNX Runtime models that crash its default optimizations."""
     from edgedeploy.backends.onnxruntime import crashing_optimizers
 
-    notes = [
-        f"`{a['model']}`: {', '.join(found)}"
+    found = {
+        a["model"]: names
         for a in manifest["artifacts"]
-        if a["backend"] == "onnxruntime" and (found := crashing_optimizers(root / a["model"]))
-    ]
-    if not notes:
+        if a["backend"] == "onnxruntime" and (names := crashing_optimizers(root / a["model"]))
+    }
+    if not found:
         return ""
+    notes = "; ".join(f"`{model}`: {', '.join(names)}" for model, names in found.items())
+    switched = sorted({name for names in found.values() for name in names})
     return (
         "\nONNX Runtime on x86-64 dies (SIGSEGV) loading some models at its default optimization level; "
         "give their sessions `disabled_optimizers` (Python: `InferenceSession(path, "
-        'disabled_optimizers=["NchwcTransformer"])`), as `verify.sh` does: ' + "; ".join(notes) + ".\n"
+        f"disabled_optimizers={switched})`), as `verify.sh` does: {notes}.\n"
     )
 
 
