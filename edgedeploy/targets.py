@@ -125,6 +125,20 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (x86 ``model name``, some ARM kernels ``Model``),
+    else the machine type (``aarch64``): what a measurement says it ran on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def has_vnni(flags: set[str] | None = None) -> bool:
     """x86 VNNI (AVX512-VNNI or AVX-VNNI) or ARM dot-product: 8-bit dot products that accumulate in
     32 bits, so ONNX Runtime's u8 x s8 kernels do not saturate on full-range 8-bit weights."""

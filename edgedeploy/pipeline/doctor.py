@@ -7,7 +7,7 @@ import platform
 import sys
 from dataclasses import dataclass
 
-from edgedeploy.targets import cpu_flags, has_vnni, host_target_name
+from edgedeploy.targets import cpu_flags, cpu_model, has_vnni, host_target_name
 
 
 @dataclass
@@ -69,7 +69,7 @@ def diagnose() -> list[Check]:
         Check(
             "cpu int8 (VNNI/dot-product)",
             vnni,
-            f"{platform.machine()}: {isa}; --target host is {host_target_name(flags)}",
+            f"{cpu_model()} ({platform.machine()}): {isa}; --target host is {host_target_name(flags)}",
             "without VNNI, CPU int8 artifacts use 7-bit weights (ONNX Runtime reduce-range)",
             optional=True,
         )

@@ -35,6 +35,7 @@ from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision.emulate import onnx_precision
 from edgedeploy.stats import LatencyStats, latency_quantiles
+from edgedeploy.targets import cpu_model, has_vnni, host_target_name
 
 Progress = Callable[[float], None]  # fraction done, 0..1
 BULK_SPREAD_WARN = 0.25  # (p90 - median) / median above which a CPU profile is called unsteady
@@ -341,7 +342,8 @@ def profile_onnx(
             else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"
         ),
         "timing": "host wall clock around session.run (data already in host memory)",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": f"{cpu_model()} ({platform.machine()}, VNNI: {'yes' if has_vnni() else 'no'})",
+        "host_target": host_target_name(),  # the CPU target these figures were measured on
         "input_shapes": shapes_used,
     }
     precision = onnx_precision(onnx.load(os.fspath(model), load_external_data=False))

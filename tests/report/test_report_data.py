@@ -350,6 +350,13 @@ def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(t
     # and its size, which a report of --json files showed as "-" (the path may be relative)
     assert json.loads((tmp_path / "p.json").read_text())["bytes"] == model.stat().st_size
     assert [r.size_bytes for r in load_json_files([tmp_path / "p.json"]).precisions] == [model.stat().st_size]
+    # and the CPU it ran on, which a report of --json files titled "an unrecorded target"
+    from edgedeploy.targets import cpu_model, host_target_name
+
+    settings = json.loads((tmp_path / "p.json").read_text())["settings"]
+    assert settings["host_target"] == host_target_name() and settings["cpu"].startswith(cpu_model())
+    loaded = load_json_files([tmp_path / "p.json"])
+    assert (loaded.target, loaded.target_description) == (host_target_name(), settings["cpu"])
 
     def profile(name: str, precision: str, ms: float) -> dict[str, object]:
         batch = {"batch_size": 1, "latency": {"median_ms": ms, "p99_ms": ms, "count": 5}}

@@ -62,6 +62,9 @@ class RunData:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)  # precision -> budget search
     not_built: dict[str, str] = field(default_factory=dict)  # precision -> why (a missed accuracy budget)
     notes: list[str] = field(default_factory=list)
+    # (host target, CPU) that profile's ONNX Runtime figures were measured on: the target of a
+    # report of --json files when no build, calibrate or bundle file names one
+    measured_on: tuple[str, str | None] | None = None
 
     def row(self, precision: str) -> PrecisionData:
         """The precision's entry, created (in precision order) when it is not there yet."""
@@ -338,6 +341,9 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         row.profile = _profile_summary(content)
         if isinstance(content.get("bytes"), int):  # recorded by profile (its artifact path may be relative)
             row.size_bytes = row.size_bytes or content["bytes"]
+        settings = content.get("settings") or {}
+        if settings.get("host_target"):  # ONNX Runtime's figures: the CPU they were measured on
+            data.measured_on = data.measured_on or (str(settings["host_target"]), settings.get("cpu"))
     elif kind == "analyze":
         data.ranges = content
     elif kind == "calibrate":
@@ -410,6 +416,8 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
         _add_json(data, path, content)
     if data.model is None:
         data.model = next(iter(_model_names(data)), None) or (min(about, key=len) if about else None)
+    if data.target is None and data.measured_on is not None:  # no build, calibrate or bundle said it
+        data.target, data.target_description = data.measured_on
     return data
 
 
