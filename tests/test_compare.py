@@ -299,6 +299,7 @@ def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_di
     padded.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4, None]))
     model = tmp_path / "conv.onnx"
     onnx.save(padded, model)
+    before = sorted(tmp_path.rglob("*"))
     for args in (
         ("build", model, "--precision", "int8", "-o", tmp_path / "int8"),
         ("calibrate", model, "--data", "random", "-o", tmp_path / "cal"),
@@ -308,6 +309,7 @@ def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_di
         assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
         error = result.stderr.strip().splitlines()[-1]  # after the warnings on random data
         assert error.startswith("error: ") and "dynamic dims fed as 1: x 8x1; give the shapes" in error, error
+        assert sorted(tmp_path.rglob("*")) == before, args  # no artifact, bundle or folder left behind
     fp16 = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "fp16")
     assert fp16.code == 0, fp16.stderr
     assert "range analysis skipped" in fp16.stderr and "dynamic dims fed as 1: x " in fp16.stderr
