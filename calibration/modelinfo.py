@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 import onnx
@@ -73,6 +74,18 @@ class TensorSpec:
     def describe(self) -> str:
         dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
         return f"{self.name}[{dims if self.rank_known else '...'}]:{self.dtype}"
+
+
+def is_named(dim: Dim) -> TypeGuard[str]:
+    """A dim name that stands for one size across the model, as ONNX's dim_param does. Not "?",
+    which some exporters write for every unknown dim (PaddleOCR's classifier: [-1, 3, ?, ?])."""
+    return isinstance(dim, str) and dim not in ("", "?")
+
+
+def batch_names(inputs: Sequence[TensorSpec]) -> set[str]:
+    """The names the model gives its inputs' dim 0 (silero-vad's ``batch``, which its
+    ``state[2, batch, 128]`` carries on axis 1): the batch, on whichever axis an input has it."""
+    return {s.shape[0] for s in inputs if s.shape and is_named(s.shape[0])}
 
 
 def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:

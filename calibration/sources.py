@@ -31,7 +31,8 @@ from calibration.atomic import sha256_file
 from calibration.errors import DataError, raised
 from calibration.feeds import DataSource, Feed, rebatch, static_batch
 from calibration.images import image_folder_source
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, is_named
+from calibration.modelinfo import batch_names as named_batches
 from calibration.ortvalues import is_float_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
@@ -65,7 +66,7 @@ def _random_source(
     named = named_dims(inputs, over)
     # the name of a dynamic batch dim (``batch`` of input[batch, T]) is the batch wherever another
     # input names it too (silero-vad's state[2, batch, 128]); a shape given for that input fixes it
-    batch_names = {s.shape[0] for s in inputs if dynamic and s.shape and isinstance(s.shape[0], str)} - {""}
+    batch_names = named_batches(inputs) if dynamic else set()
     fixed = [named[n] for n in batch_names if n in named]
     if fixed and not given:
         batch_size = fixed[0]
@@ -124,7 +125,7 @@ def named_dims(inputs: Sequence[TensorSpec], shapes: Mapping[str, Sequence[int]]
     named: dict[str, int] = {}
     for s in inputs:
         for axis, dim in enumerate(s.shape):
-            if axis > 0 and isinstance(dim, str) and dim and s.name in shapes and axis < len(shapes[s.name]):
+            if axis > 0 and is_named(dim) and s.name in shapes and axis < len(shapes[s.name]):
                 named.setdefault(dim, int(shapes[s.name][axis]))
     return named
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calibration.errors import CalibrationError
-from calibration.modelinfo import graph_io, load_model_header
+from calibration.modelinfo import graph_io, is_named, load_model_header
 from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.trt_versions import TrtVersion
@@ -161,9 +162,15 @@ def _resolve_profiles(given: list[ShapeProfile], facts: ModelFacts) -> list[dict
                 if isinstance(m, int) and not a == b == c == m:
                     raise InputError(f"{where}: axis {axis} is fixed at {m} in the model, got {a}/{b}/{c}")
             resolved[name] = [list(lo), list(opt), list(hi)]
+        _refuse_split_names(resolved, facts, index)
         profiles.append(resolved)
     dynamic = [n for n, s in facts.inputs.items() if any(not isinstance(d, int) for d in s)]
     for name in dynamic:
+        for ranged in profiles:
+            if name not in ranged and (
+                follows := shared_dim_ranges(facts.inputs[name], ranged, facts.inputs)
+            ):
+                ranged[name] = follows
         missing = [i for i, p in enumerate(profiles) if name not in p]
         if not profiles or missing:
             raise InputError(
@@ -171,6 +178,53 @@ def _resolve_profiles(given: list[ShapeProfile], facts: ModelFacts) -> list[dict
                 f"--profile {profile_example(name, facts.inputs[name])} (NAME:MIN,OPT,MAX) in every profile"
             )
     return profiles
+
+
+def shared_dim_ranges(
+    shape: tuple[int | str | None, ...],
+    profile: Mapping[str, list[list[int]]],
+    inputs: Mapping[str, tuple[int | str | None, ...]],
+) -> list[list[int]] | None:
+    """[min, opt, max] for an input whose every dynamic dim is named as a dim of an input the
+    profile ranges (silero-vad's ``state[2, batch, 128]`` beside ``input[batch, sequence]``): an
+    ONNX dim name stands for one size across the model, so the state takes the batch's range
+    instead of needing a range of its own. None when a dynamic dim has no such name."""
+    ranges: list[list[int]] = [[], [], []]
+    for dim in shape:
+        if isinstance(dim, int) and dim > 0:
+            sizes = [dim] * 3
+        else:
+            found = [
+                [rng[axis] for rng in profile[other]]
+                for other, other_shape in inputs.items()
+                if other in profile
+                for axis, named in enumerate(other_shape)
+                if is_named(dim) and named == dim
+            ]
+            if not found:
+                return None
+            sizes = found[0]
+        for k in range(3):
+            ranges[k].append(sizes[k])
+    return ranges
+
+
+def _refuse_split_names(resolved: Mapping[str, list[list[int]]], facts: ModelFacts, index: int) -> None:
+    """A dim the model names in two inputs must get one range from a profile: TensorRT would build
+    for shapes the model cannot run (a batch of 8 inputs beside a state of 1)."""
+    seen: dict[str, tuple[str, list[int]]] = {}
+    for name, rng in resolved.items():
+        for axis, dim in enumerate(facts.inputs[name]):
+            if not is_named(dim):
+                continue
+            sizes = [r[axis] for r in rng]
+            first = seen.setdefault(dim, (name, sizes))
+            if first[1] != sizes:
+                raise InputError(
+                    f"profile {index}: inputs '{first[0]}' and '{name}' share the dim '{dim}' but are "
+                    f"given {'/'.join(map(str, first[1]))} and {'/'.join(map(str, sizes))} (min/opt/max) "
+                    f"for it: give them the same range, or leave '{name}' out to take '{first[0]}''s"
+                )
 
 
 def resolve_profiles(model: Path, profiles: list[ShapeProfile]) -> list[dict[str, list[list[int]]]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.algorithms import ALGORITHMS
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, batch_names, model_io
 from calibration.sources import DataSource, Feed, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions
@@ -454,7 +454,10 @@ def refuse_unranged_dims(
     reference batch); ``option`` is where the user gives it (``--profile``, ``[build] profiles``,
     with `` and ...`` for what else the config needs), with the reference data's shape as the
     example (``reference_inputs`` empty: random data, dynamic dims 1, 4 and 8 as the example)."""
-    others = [s for s in inputs if any(not isinstance(d, int) or d < 1 for d in s.shape[1:])]
+    batch = batch_names(inputs)  # a dim named as an input's batch is the batch wherever it is
+    others = [
+        s for s in inputs if any(not (isinstance(d, int) and d > 0) and d not in batch for d in s.shape[1:])
+    ]
     if not others:
         return
     spec = others[0]

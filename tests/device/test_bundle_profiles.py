@@ -330,3 +330,67 @@ def test_a_cpu_bundle_names_a_profile_command_whose_shapes_agree_on_a_batch_name
     assert suggested[3:] == ["--input=x:1x16"]  # the state's batch comes with x's
     code, _, err = cli(*suggested[1:], "--iterations", "3")
     assert code == 0, err
+
+
+def _stateful(tmp_path: Path, sequence: str | int) -> Path:
+    """input x[batch, sequence] beside state[2, batch, 4], as silero-vad's input and state."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),  # [batch, 1]
+            helper.make_node("Add", ["state", "m"], ["state_n"]),  # [2, batch, 4] + [batch, 1]
+        ],
+        "vad",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sequence]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4]),
+        ],
+        [helper.make_tensor_value_info("state_n", TensorProto.FLOAT, [2, "batch", 4])],
+    )
+    model = tmp_path / f"vad{sequence}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    return model
+
+
+def test_a_gpu_bundle_ranges_an_input_whose_only_dynamic_dim_is_the_batch_named_elsewhere(
+    tmp_path: Path, device: Device
+) -> None:
+    """silero-vad's state[2, batch, 128] needed a --profile of its own (or was refused as having
+    "dynamic dims besides the batch"), though its one dynamic dim is the batch that x's range
+    gives: the dim's name says it is one size. It now takes that range, on the device too."""
+    model = _stateful(tmp_path, "sequence")
+    args = ["bundle", model, "--target", "jetson-orin-nano", "--input", "x:8x16"]
+    code, _, err = cli(*args, "--profile", "x:1x16,8x16,8x16", "-o", tmp_path / "b")
+    assert code == 0, err
+    profiles = json.loads((tmp_path / "b" / "manifest.json").read_text())["build"]["profiles"]
+    assert profiles == [
+        {
+            "x": {"min": [1, 16], "opt": [8, 16], "max": [8, 16]},
+            "state": {"min": [2, 1, 4], "opt": [2, 8, 4], "max": [2, 8, 4]},
+        }
+    ]
+    res = device.run(script(tmp_path / "b", "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--minShapes=x:1x16,state:2x1x4" in argv and "--maxShapes=x:8x16,state:2x8x4" in argv
+    # two ranges for one named dim cannot both hold: refused, nothing written
+    code, _, err = cli(*args, "--profile", "x:1x16,8x16,8x16", "--profile", "state:2x1x4,2x4x4,2x4x4",
+                       "-o", tmp_path / "c")  # fmt: skip
+    assert code == 2 and "share the dim 'batch' but are given 1/8/8 and 1/4/4" in one_line(err)
+    assert not (tmp_path / "c").exists()
+    # with only the batch dynamic (on x's axis 0 and the state's axis 1), no --profile is needed
+    # and the state's batch is ranged as x's; before, the state was refused
+    code, _, err = cli(
+        "bundle", _stateful(tmp_path, 16), "--target", "jetson-orin-nano", "-o", tmp_path / "d"
+    )
+    assert code == 0, err
+    profiles = json.loads((tmp_path / "d" / "manifest.json").read_text())["build"]["profiles"]
+    assert profiles[0]["state"] == {"min": [2, 1, 4], "opt": [2, 8, 4], "max": [2, 8, 4]}
+    # and a run config names only x's range when it refuses (the state follows it)
+    with pytest.raises(InputError, match="input 'x' has dynamic dims"):
+        from edgedeploy.pipeline.run import refuse_unranged_dims
+
+        state_and_x = [
+            TensorSpec("x", ("batch", "sequence"), "float32"),
+            TensorSpec("state", (2, "batch", 4), "float32"),
+        ]
+        refuse_unranged_dims(state_and_x[::-1], {}, "--profile")
