@@ -33,6 +33,9 @@ class _Guard:
 
 
 _GUARD = _Guard()
+# every destination check_dest passed since forget_written(): the files and folders this command
+# wrote, so that its --json cannot replace one of them (cli/common.write_json)
+_WRITTEN: set[Path] = set()
 
 
 def _real(path: str | os.PathLike[str]) -> Path:
@@ -102,7 +105,19 @@ def check_dest(dest: str | os.PathLike[str], *, replaces_folder: bool = False) -
     if _GUARD.roots is not None and not any(real.is_relative_to(root) for root in _GUARD.roots):
         where = ", ".join(str(r) for r in _GUARD.roots)
         raise OutputPathError(f"{dest} lies outside the output folder ({where}): refusing to write there")
+    _WRITTEN.add(real)
     return real
+
+
+def forget_written() -> None:
+    """Start a command's record of what it writes (see :func:`written_here`)."""
+    _WRITTEN.clear()
+
+
+def written_here(dest: str | os.PathLike[str]) -> Path | None:
+    """The file or folder this command wrote that ``dest`` is, or lies in; None if none."""
+    real = _logical(_real(dest))
+    return next((w for w in list(_WRITTEN) if real == w or real.is_relative_to(w)), None)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -32,11 +32,13 @@ from calibration.atomic import (
     atomic_path,
     check_dest,
     content_sha256,
+    forget_written,
     guarded,
     remove_stale_temps,
     sha256_file,
     staging,
     temp_prefix,
+    written_here,
 )
 from edgedeploy.results import dumps
 
@@ -48,6 +50,7 @@ __all__ = [
     "atomic_write_text",
     "check_dest",
     "content_sha256",
+    "forget_written",
     "guarded",
     "scratch_beside",
     "scratch_dir",
@@ -55,6 +58,7 @@ __all__ = [
     "sha256_file",
     "sha256_json",
     "sweep_scratch",
+    "written_here",
 ]
 
 

@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -249,6 +250,31 @@ def test_a_corrupted_precision_model_is_rebuilt_and_compared_again_not_up_to_dat
     assert np.isfinite(onnx.numpy_helper.to_array(onnx.load(fp16).graph.initializer[0])).all()
     bundled = next((tiny.root / "bundle" / "models").glob("*.fp16.onnx"))
     assert bundled.read_bytes() == fp16.read_bytes()
+
+
+def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Tiny) -> None:
+    """--json was checked against the inputs only: ``run --json bundle/manifest.json`` left a bundle
+    no later run would take, ``run --json work/tiny.fp16.onnx`` and ``build -o o --json
+    o/model.fp16.onnx`` replaced a model with JSON, and ``export -o m.onnx --json m.onnx`` too."""
+    config = write_config(tiny, bundle='output = "bundle"')
+    assert cli("run", config).code == 0
+    with unchanged(tiny.root):
+        one_line_error(cli("run", config, "--json", tiny.root / "bundle" / "manifest.json"), 2, "bundle")
+        line = one_line_error(cli("run", config, "--json", tiny.root / "work" / "tiny.fp16.onnx"), 2)
+        assert "exists and is not a JSON file" in line
+        one_line_error(cli("run", config, "--json", tiny.root / "work" / "run.json"), 2, "the run's record")
+        one_line_error(cli("export", tiny.model, "-o", tiny.root / "m.onnx", "--json", tiny.root / "m.onnx"),
+                       2, "also given as -o")  # fmt: skip
+    assert cli("run", config, "--json", tiny.root / "run.json").code == 0  # a JSON file of its own is fine
+    # a file this command writes anew: refused when the JSON is due, with the model left whole
+    out = tiny.root / "o"
+    made = out / "model.fp16.onnx"
+    built = cli("build", tiny.model, "--precision", "fp16", "-o", out, "--json", made)
+    assert built.code == 2 and "Traceback" not in built.text, built.text
+    assert built.stderr.strip().splitlines()[-1].endswith("is a file this command wrote: name another file")
+    onnx.checker.check_model(onnx.load(made))
+    assert cli("bundle", tiny.model, "-o", tiny.root / "b", "--json", tiny.root / "b.tar.gz").code == 2
+    assert tarfile.is_tarfile(tiny.root / "b.tar.gz")
 
 
 def test_a_garbage_archive_beside_an_intact_bundle_folder_is_made_again(tiny: Tiny) -> None:

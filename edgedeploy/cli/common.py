@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import atomic_write_json
+from edgedeploy.fileio import atomic_write_json, written_here
 from edgedeploy.ui import Ui
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
@@ -63,6 +63,10 @@ def make_ui() -> Ui:
 def write_json(path: Path | None, obj: Any) -> None:
     """The ``--json FILE`` of every command: written atomically, and said so on stderr."""
     if path is not None:
+        own = written_here(path)
+        if own is not None:  # an output of this very command (cli/guard.py checks what existed before)
+            where = "is a file" if own == path.resolve() else f"lies in {own}, a folder"
+            raise InputError(f"--json {path} {where} this command wrote: name another file")
         atomic_write_json(path, obj)
         err.print(f"wrote {path}")
 

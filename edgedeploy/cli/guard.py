@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import guarded
+from edgedeploy.fileio import forget_written, guarded
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -75,6 +75,20 @@ def check_output(option: str, path: Path, kind: str) -> None:
         raise InputError(f"{option} {path}: cannot write in {ancestor} (read-only or no permission)")
 
 
+def check_json_output(path: Path) -> None:
+    """``--json FILE`` may replace a JSON file, not a model, data or any other file (``run --json
+    out/model.fp32.onnx`` replaced the exported model), and may not land in a bundle, whose files
+    its manifest lists (``run --json bundle/manifest.json`` left a bundle that no run would take)."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as fh:
+            head = fh.read(256).lstrip()
+        if head and head[:1] not in (b"{", b"["):
+            raise InputError(f"--json {path} exists and is not a JSON file: name another file")
+    for folder in path.absolute().parents:
+        if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
+            raise InputError(f"--json {path} lies in the bundle {folder}: write it outside the bundle")
+
+
 def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap one command callback with the input/output checks."""
 
@@ -96,6 +110,11 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 inputs += _paths(value)
         for option, path, kind in outputs:
             check_output(option, path, kind)
+            if option == "--json":
+                check_json_output(path)
+                for other, where, _ in outputs:  # export -o m.onnx --json m.onnx; build -o out --json out
+                    if other != option and _same(path, where):
+                        raise InputError(f"{option} {path} is also given as {other}: name another file")
             if kind == "file" and any(_same(path, source) for source in inputs):
                 raise InputError(f"{option} {path} is an input of this command: name another file")
             inside = next((s for s in inputs if s.is_dir() and _within(path, s)), None)
@@ -103,6 +122,7 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise InputError(
                     f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
                 )
+        forget_written()  # what this command writes, which its --json may not replace
         with guarded(inputs=inputs):
             return fn(*args, **kwargs)
 

@@ -22,11 +22,12 @@ def run_command(
     """
     from edgedeploy.config import load_config
     from edgedeploy.pipeline import run_pipeline
-    from edgedeploy.pipeline.run import input_files
+    from edgedeploy.pipeline.run import input_files, json_not_owned
 
     ui = make_ui()
     cfg = load_config(config)
     json_not_an_input(json_path, input_files(cfg))
+    json_not_owned(json_path, cfg)
     result = run_pipeline(cfg, ui)
     table = Table(title=f"{result.model_name} on {result.target}{_where_measured(result)}")
     for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):

@@ -333,6 +333,20 @@ def input_files(config: PipelineConfig) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
+def json_not_owned(path: Path | None, config: PipelineConfig) -> None:
+    """``--json FILE`` of ``run`` may not be the run's record or a file of its bundle or archive,
+    which the run writes itself (refused before any work, even when they are up to date)."""
+    if path is None:
+        return
+    bundle = bundle_dir(config)
+    target = path.resolve()
+    record = (config.path(config.workdir) / RUN_RECORD).resolve()
+    archive = bundle.with_name(bundle.name + ".tar.gz").resolve()
+    if target in (record, archive) or target.is_relative_to(bundle.resolve()):
+        what = "the run's record" if target == record else "the run's bundle"
+        raise InputError(f"--json {path}: that is {what}, which the run writes: name another file")
+
+
 def _output_roots(config: PipelineConfig) -> list[Path]:
     bundle = bundle_dir(config)
     roots = [config.path(config.workdir), bundle, bundle.with_name(bundle.name + ".tar.gz")]
