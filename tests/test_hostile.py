@@ -289,6 +289,20 @@ def test_a_garbage_archive_beside_an_intact_bundle_folder_is_made_again(tiny: Ti
     assert verify_bundle(archive).ok
 
 
+def test_an_archive_that_is_not_a_bundles_is_not_replaced(tiny: Tiny) -> None:
+    """``bundle -o mydata`` replaced an unrelated ``mydata.tar.gz`` beside it, where the folder side
+    was refused ("is not empty and is not a bundle"); an archive of the same bundle is remade."""
+    archive = tiny.root / "mydata.tar.gz"
+    archive.write_bytes(b"precious")
+    config = write_config(tiny, bundle='output = "mydata"')
+    with unchanged(tiny.root):
+        one_line_error(cli("bundle", tiny.model, "-o", tiny.root / "mydata"), 2, "is not a bundle archive")
+        one_line_error(cli("run", config), 2, "is not a bundle archive")
+    assert cli("bundle", tiny.model, "-o", tiny.root / "b").code == 0
+    shutil.rmtree(tiny.root / "b")  # the archive of an earlier bundle of that name is ours to remake
+    assert cli("bundle", tiny.model, "-o", tiny.root / "b").code == 0
+
+
 # ---------------------------------------------------------------- helpers used by later sections
 
 

@@ -37,7 +37,14 @@ from edgedeploy.options import (
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import CPU_OPTIONS, build
-from edgedeploy.stages.bundle import BundleArtifact, make_bundle, not_ours, tool_versions, verify_bundle
+from edgedeploy.stages.bundle import (
+    BundleArtifact,
+    archive_not_ours,
+    make_bundle,
+    not_ours,
+    tool_versions,
+    verify_bundle,
+)
 from edgedeploy.stages.bundle.make import ReportWriter, default_primary
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
@@ -829,7 +836,9 @@ def check_config(config: PipelineConfig) -> Target:
             f"config bundle.primary '{config.bundle.primary}' is not among build.precisions "
             f"({', '.join(b.precisions)})"
         )
-    if config.bundle.enabled and (why := not_ours(bundle_dir(config).resolve())):
+    if config.bundle.enabled and (
+        why := not_ours(bundle_dir(config).resolve()) or archive_not_ours(bundle_dir(config).resolve())
+    ):
         raise InputError(f"config bundle.output: {why}; choose another folder")
     _check_sections(config, target)
     return target

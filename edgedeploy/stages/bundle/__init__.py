@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from edgedeploy.stages.bundle.make import BundleArtifact, BundleResult, make_bundle, tool_versions
-from edgedeploy.stages.bundle.tools import BundleCheck, inspect_bundle, not_ours, safe_extract, verify_bundle
+from edgedeploy.stages.bundle.tools import (
+    BundleCheck,
+    archive_not_ours,
+    inspect_bundle,
+    not_ours,
+    safe_extract,
+    verify_bundle,
+)
 
 __all__ = [
     "BundleArtifact",
     "BundleCheck",
     "BundleResult",
+    "archive_not_ours",
     "inspect_bundle",
     "make_bundle",
     "not_ours",

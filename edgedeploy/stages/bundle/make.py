@@ -219,12 +219,12 @@ def make_bundle(
         preprocess: the image preprocessing the reference inputs were made with, when they were
             made from images (``io.preprocess``): what the device's application must do to a frame.
     """
-    from edgedeploy.stages.bundle.tools import bundle_totals, not_ours
+    from edgedeploy.stages.bundle.tools import archive_not_ours, bundle_totals, not_ours
 
     out = Path(out_dir).resolve()
     if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
         raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
-    if why := not_ours(out):
+    if why := not_ours(out) or archive_not_ours(out):
         raise InputError(f"bundle output: {why}; choose another -o folder")
     with atomic_dir(out) as root:
         entries = []

@@ -102,6 +102,27 @@ def not_ours(folder: Path) -> str | None:
     return None
 
 
+def archive_not_ours(folder: Path) -> str | None:
+    """Why ``folder.tar.gz`` may not be replaced by a new bundle's archive, or None when it may:
+    absent, beside a bundle folder of ours (the pair is remade), or a tar whose first member is a
+    bundle's folder (``bundle create -o mydata`` replaced an unrelated ``mydata.tar.gz``)."""
+    archive = folder.with_name(folder.name + ".tar.gz")
+    if not archive.exists() and not archive.is_symlink():
+        return None
+    if not archive.is_file():
+        return f"{archive} exists and is not a file"
+    if folder.is_dir() and any(folder.iterdir()) and not_ours(folder) is None:
+        return None
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            first = tar.next()
+    except (OSError, tarfile.TarError, EOFError):
+        first = None
+    if first is None or first.name.split("/")[0] != folder.name:
+        return f"{archive} exists and is not a bundle archive of {folder.name}"
+    return None
+
+
 def check_dir(root: Path) -> BundleCheck:
     """The device's check (``bundle_helper.check_files``, what verify.sh runs) plus the JSON Schema."""
     from edgedeploy.device import bundle_helper
