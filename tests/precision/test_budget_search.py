@@ -96,3 +96,17 @@ def test_a_layer_that_hurts_only_an_output_with_room_is_dropped() -> None:
     assert result.met and result.kept == ["a", "b"]
     assert result.steps[-1].outputs == pytest.approx([0.994, 0.991])
     assert result.sensitivity[1]["outputs"] == pytest.approx([1.0, 0.991])
+
+
+def test_a_budget_is_recorded_and_shown_exactly_not_rounded_to_six_digits() -> None:
+    """``cosine>=0.99999999`` was recorded as ``cosine>=1``, the key a search is reused by: a run
+    for it reused the search made for ``cosine>=0.9999995`` and passed on a cosine of 0.9999997,
+    printed as "cosine 1"."""
+    from edgedeploy.stages.precision.budget import AccuracyBudget, measured_figure
+
+    strict, loose = AccuracyBudget.parse("cosine>=0.99999999"), AccuracyBudget.parse("cosine>=0.9999995")
+    assert (str(strict), str(loose)) == ("cosine>=0.99999999", "cosine>=0.9999995")
+    assert str(AccuracyBudget.parse("cosine>=0.99,snr>=30")) == "cosine>=0.99,snr>=30"
+    assert AccuracyBudget.parse(str(strict)) == strict
+    assert measured_figure(0.99999969) == "0.99999969" and measured_figure(0.9912345678) == "0.991235"
+    assert measured_figure(62.0612345) == "62.0612"

@@ -92,8 +92,8 @@ class Criterion:
             return False
         return measured >= self.value if self.op == ">=" else measured <= self.value
 
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}"
+    def __str__(self) -> str:  # exact: it keys the reuse of a search (cosine>=0.99999999 was "cosine>=1")
+        return f"{self.metric}{self.op}{figure(self.value)}"
 
 
 @dataclass(frozen=True)
@@ -434,8 +434,22 @@ def check_met(result: BudgetResult) -> None:
         )
 
 
+def figure(value: float) -> str:
+    """``value`` as short as it reads back exactly (0.99, 0.99999999, 40), not rounded to 6 digits."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def measured_figure(value: float) -> str:
+    """A measured cosine or SNR with the digits that tell it from a budget near 1: 6 significant
+    digits, and as many more as the cosine has 9s (0.99999969, where 6 digits printed 1)."""
+    if 0 < abs(value) < 1 and 1 - abs(value) < 1e-4:
+        return f"{value:.{min(15, 3 - math.floor(math.log10(1 - abs(value))))}g}"
+    return f"{value:.6g}"
+
+
 def _fmt(measured: dict[str, float | None]) -> str:
-    return ", ".join(f"{k} {v:.6g}" for k, v in measured.items() if v is not None)
+    return ", ".join(f"{k} {measured_figure(v)}" for k, v in measured.items() if v is not None)
 
 
 def fp16_budget(
