@@ -24,7 +24,7 @@ from edgedeploy.cli.common import (
     typed,
     write_json,
 )
-from edgedeploy.errors import InputError
+from edgedeploy.errors import BudgetMissed, InputError
 
 FP16 = "FP16"
 INT8 = "INT8 calibration"
@@ -214,7 +214,12 @@ def build_command(
     )
     if accuracy_budget:
         AccuracyBudget.parse(accuracy_budget)  # refuse a bad budget before any work
-    result = build(model, request, output, ui)
+    try:
+        result = build(model, request, output, ui)
+    except BudgetMissed as exc:  # exit 1 as a failed gate, with its figures in the JSON as compare's
+        if json_path is not None:
+            write_json(json_path, _missed_budget_record(model, precision, exc))
+        raise
     state = "up to date, skipped" if result.build.skipped else "built"
     out.print(
         f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
@@ -228,6 +233,19 @@ def build_command(
         built = Path(result.build.artifact)
         record["build"]["bytes"] = built.stat().st_size if built.is_file() else None
         write_json(json_path, record)
+
+
+def _missed_budget_record(model: Path, precision: str, exc: BudgetMissed) -> dict[str, Any]:
+    """What ``--json`` holds for a build whose accuracy budget no model met: the error and the
+    search's steps (its sidecar file, which the error names)."""
+    import json
+
+    try:
+        steps = json.loads(exc.steps.read_text())
+    except (OSError, ValueError):
+        steps = None
+    return {"model": str(model), "precision": precision, "passed": False, "error": str(exc),
+            "steps_file": str(exc.steps), "accuracy_budget": steps}  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

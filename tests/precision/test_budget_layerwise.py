@@ -381,3 +381,15 @@ def test_int8_budget_rerun_reuses_the_search_and_a_changed_budget_searches_again
     assert again.info["accuracy_budget"]["kept"] == first.info["accuracy_budget"]["kept"]
     make_precision(model, request("cosine>=0.9999"), tmp_path / "out")
     assert searches == [1]  # another budget: another search
+
+
+def test_cli_build_that_misses_its_budget_exits_1_and_writes_its_json(tmp_path: Path) -> None:
+    """A build whose budget no model met printed its figures and exited 1 without the --json
+    that compare and bundle write on a failed gate."""
+    path, data = models.save_beyond_fp32_fallback(tmp_path)
+    args = ["build", path, "--precision", "fp16", "--no-keep-io-types", "--accuracy-budget", "snr>=200"]
+    result = run_cli(*args, "--calib-data", data, "-o", tmp_path / "out", "--json", tmp_path / "b.json")
+    assert result.code == 1, result.stderr
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert not record["passed"] and "not met even with all" in record["error"]
+    assert record["accuracy_budget"]["budget"] == "snr>=200" and not record["accuracy_budget"]["met"]

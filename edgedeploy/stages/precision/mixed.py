@@ -41,7 +41,7 @@ from edgedeploy.stages.precision.analysis import (
     report_json,
     split_batches,
 )
-from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget
+from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
 from edgedeploy.stages.precision.fp16 import check_fp32_nodes, check_fp32_ops, make_fp16, subgraph_nodes_of
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
@@ -357,7 +357,7 @@ def _raise_unless_met(info: dict[str, Any], dest: Path) -> None:
             dest / b["file"],
         )
     if b and not b["met"]:
-        reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
+        reached = ", ".join(f"{k} {measured_figure(v)}" for k, v in b["reached"].items() if v is not None)
         raise BudgetMissed(
             f"accuracy budget {b['budget']} is not met even with all {len(b['kept'])} candidate "
             f"layers in higher precision ({reached}); steps in {dest / b['file']}",
@@ -498,7 +498,7 @@ def _budget_outcome(
             sidecar,
         )
     if b["met"]:
-        reached = ", ".join(f"{k} {v:.6g}" for k, v in b["reached"].items() if v is not None)
+        reached = ", ".join(f"{k} {measured_figure(v)}" for k, v in b["reached"].items() if v is not None)
         ui.info(
             f"accuracy budget {b['budget']} met with {len(kept)} of {len(quantized)} quantized layers "
             f"kept in higher precision: {reached} ({b['cost']['measurements']} measurements, "
