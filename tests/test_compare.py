@@ -313,3 +313,29 @@ def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_di
     fp16 = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "fp16")
     assert fp16.code == 0, fp16.stderr
     assert "range analysis skipped" in fp16.stderr and "dynamic dims fed as 1: x " in fp16.stderr
+
+
+def test_a_pipeline_compares_tensorrts_q_dq_model_not_onnx_runtimes_fused_copy(tmp_path: Path) -> None:
+    """run and matrix compared an int8 build for a GPU target that fell back to ONNX Runtime on
+    its saved .ort.onnx, whose fused integer ops compute as this CPU does (ocr-cls for
+    jetson-orin-nx: cosine 0.997960 and top-1 0.875 there, 0.997856 and 1.0 emulated as TensorRT
+    computes it, the figure `compare` gives for the same model); a CPU placement's saved copy is
+    what the device runs, and stays the candidate."""
+    from edgedeploy.stages.compare.outputs import compared_file
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+
+    def qdq(zero_type: int, name: str) -> Path:
+        inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])]
+        inits.append(helper.make_tensor("z", zero_type, [], [0]))
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]  # fmt: skip
+        path = tmp_path / name
+        onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits)), path)
+        return path
+
+    gpu, cpu = qdq(TensorProto.INT8, "m.int8.onnx"), qdq(TensorProto.UINT8, "c.int8.onnx")
+    saved = tmp_path / "m.int8.ort.onnx"
+    assert compared_file(gpu, saved) == gpu
+    assert compared_file(cpu, saved) == saved

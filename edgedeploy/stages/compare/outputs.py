@@ -386,11 +386,15 @@ def unapplied(result: CompareResult) -> list[str]:
 def compared_file(model: Path, artifact: Path) -> Path:
     """What a pipeline compares for a precision: its fp16 ONNX rather than ONNX Runtime's saved
     copy of it, whose fused and renamed nodes the fp16 emulation cannot follow (ONNX Runtime
-    loads either into the same graph); else the artifact (an int8 model, an engine)."""
+    loads either into the same graph); likewise its int8 Q/DQ model where that runs emulated
+    (TensorRT's placement, built here with ONNX Runtime for want of TensorRT: the saved copy's
+    fused integer ops read what this CPU computes, not what the device's TensorRT does; and a VNNI
+    placement on a CPU without VNNI); else the artifact (an int8 model for this CPU, an engine)."""
     if artifact.suffix == ".onnx" and model != artifact and model.suffix == ".onnx":
         import onnx
 
-        if is_fp16_model(onnx.load(model, load_external_data=False)):
+        proto = onnx.load(model, load_external_data=False)
+        if is_fp16_model(proto) or integer_mode(proto) is not None:
             return model
     return artifact
 
