@@ -155,3 +155,29 @@ def test_a_quoted_library_message_loses_its_terminal_colour_codes() -> None:
     assert first_line(RuntimeError("\x1b[96mThis is step 1/3\x1b[0m: failed\nsecond line")) == (
         "This is step 1/3: failed"
     )
+
+
+def test_an_int8_model_calibrated_for_a_cpu_is_refused_for_a_gpu_target(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """A CPU placement's int8 model (uint8 activations) or ONNX Runtime's saved copy of it (fused
+    QLinearConv) was bundled for a Jetson without a word, and `build` of it for one said "built as it
+    is": the board's TensorRT takes int8 Q/DQ with zero point 0 and would refuse either."""
+    cpu = tmp_path / "cpu"
+    args = ["--precision", "int8", "--calib-data", digits.test_npz, "--calib-samples", "32"]
+    assert run_cli("build", digits.onnx_path, *args, "-o", cpu).code == 0
+    qdq, fused = cpu / "digits.int8.onnx", cpu / "digits.int8.ort.onnx"
+    result = run_cli(
+        "build", qdq, "--precision", "int8", "--target", "jetson-orin-nano", "-o", tmp_path / "g"
+    )
+    assert_clean_input_error(result, "quantizes activations to uint8", "--target jetson-orin-nano")
+    for artifact, why in ((qdq, "quantizes activations to uint8"), (fused, "QLinearConv")):
+        result = run_cli(
+            "bundle", digits.onnx_path, artifact, "--target", "jetson-orin-nano", "-o", tmp_path / "b"
+        )
+        assert_clean_input_error(result, why)
+    assert files_under(tmp_path / "g") == set() and not (tmp_path / "b").exists()
+    # for a CPU target both are what the device runs
+    assert (
+        run_cli("bundle", digits.onnx_path, fused, "--data", digits.test_npz, "-o", tmp_path / "c").code == 0
+    )

@@ -14,7 +14,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
-from edgedeploy.stages.build import precision_of_model
+from edgedeploy.stages.build import check_int8_for_target, precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.targets import Target
@@ -51,6 +51,8 @@ def bundle_artifacts(
     for path in artifacts:
         if path.suffix == ".onnx":
             precision = precision_of_model(path)
+            if precision == "int8":
+                check_int8_for_target(path, target)  # the device builds its engine from it
             entry = BundleArtifact(precision, "onnxruntime", model=path)
         else:  # an engine: its precision ONNX, when it lies beside it, is what the device rebuilds from
             precision = next((p for p in ("int8", "fp16", "fp32") if f".{p}." in path.name), "fp32")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calibration.modelinfo import model_io
+from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
@@ -20,6 +21,7 @@ from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import is_fp16_model
 from edgedeploy.stages.precision.int8 import make_int8
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
+from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
 
@@ -43,6 +45,9 @@ QUANTIZED_OPS = frozenset(
 )
 
 
+Q_DQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
 def _is_quantized_op(op_type: str) -> bool:
     return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
 
@@ -54,6 +59,28 @@ def precision_of_model(model: Path) -> str:
     if any(_is_quantized_op(n.op_type) for n in graph_model.graph.node):
         return "int8"
     return "fp16" if is_fp16_model(graph_model) else "fp32"
+
+
+def check_int8_for_target(model: Path, target: Target) -> None:
+    """InputError for an int8 model a GPU target's TensorRT cannot build as intended. TensorRT
+    builds from Q/DQ pairs with int8 values and zero point 0 (docs/tensorrt-facts.md, "Q/DQ ONNX
+    that TensorRT accepts"): not from ONNX Runtime's fused integer ops (a saved .ort.onnx), nor
+    from uint8 activations (the placement calibrated for a CPU target)."""
+    if not target.is_gpu:
+        return
+    proto = load_onnx(model, load_external_data=False)
+    fused = sorted({n.op_type for n in proto.graph.node if _is_quantized_op(n.op_type)} - Q_DQ)
+    if fused:
+        raise InputError(
+            f"{model.name} holds ONNX Runtime's integer ops ({', '.join(fused)}), which TensorRT does not "
+            f"build: give its Q/DQ model (NAME.int8.onnx), not ONNX Runtime's saved copy"
+        )
+    if not int8_activations(proto):
+        raise InputError(
+            f"{model.name} quantizes activations to uint8, as calibrated for a CPU target; TensorRT on "
+            f"{target.name} takes int8 Q/DQ: calibrate the fp32 model for it "
+            f"(edgedeploy build FP32.onnx --precision int8 --target {target.name})"
+        )
 
 
 def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArtifact:
@@ -87,6 +114,8 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
                 f"{model.name} is already an {existing} model: build it with --precision {existing}, "
                 "or start from the fp32 model"
             )
+        if existing == "int8":
+            check_int8_for_target(model, request.target)
         out_dir.mkdir(parents=True, exist_ok=True)
         return _use_as_is(model, existing, dest, ui)
     if request.precision == "fp32":
