@@ -65,7 +65,8 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
             arr = arr.astype(want_dtype)
         if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
-        checked[name] = np.ascontiguousarray(arr)
+        # not np.ascontiguousarray alone: it makes a scalar (silero-vad's sr, shape []) 1-D, [1]
+        checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
 

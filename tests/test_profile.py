@@ -201,3 +201,25 @@ def test_options_another_option_overrides_are_named(digits: Digits) -> None:
     name = digits_input(digits)
     twice = run_cli("profile", digits.onnx_path, "--input", f"{name}:1x1x8x8", "--input", f"{name}:2x1x8x8")
     assert_clean_input_error(twice, "given a shape twice")
+
+
+def test_batch_sizes_reach_every_axis_named_as_the_batch_and_scalars_stay_scalars() -> None:
+    """silero-vad: ``--batch-sizes 1,4 --input input:1x512 --input state:2x1x128`` fed the state a
+    batch of 1 beside an input of 4 (refused: "share the dim 'batch' but have 4 and 1"), and every
+    source fed its scalar ``sr`` as [1] (np.ascontiguousarray makes a 0-d array 1-D)."""
+    import numpy as np
+
+    from calibration.feeds import check_feed
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.profile import batch_shapes
+
+    inputs = [
+        TensorSpec("input", ("batch", "sequence"), "float32"),
+        TensorSpec("state", (2, "batch", 128), "float32"),
+        TensorSpec("sr", (), "int64"),
+    ]
+    given = {"input": (1, 512), "state": (2, 1, 128)}
+    assert batch_shapes(inputs, given, 4) == {"input": (4, 512), "state": (2, 4, 128)}
+    feed = {"input": np.zeros((4, 512), np.float32), "state": np.zeros((2, 4, 128), np.float32),
+            "sr": np.asarray(16000, np.int64)}  # fmt: skip
+    assert check_feed(feed, inputs, "test")["sr"].shape == ()

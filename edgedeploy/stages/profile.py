@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from calibration.feeds import static_batch
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, batch_names, model_io
 from calibration.sources import check_shapes, open_source
 from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
@@ -221,17 +221,21 @@ def resolved_batch_sizes(
 def batch_shapes(
     inputs: Sequence[TensorSpec], overrides: dict[str, tuple[int, ...]], batch: int
 ) -> dict[str, tuple[int, ...]]:
-    """``--input`` shapes with dim 0 set to ``batch`` where the model's batch is dynamic.
+    """``--input`` shapes with dim 0 set to ``batch`` where the model's batch is dynamic, and every
+    axis named as an input's batch too (silero-vad's ``state[2, batch, 128]`` beside
+    ``input[batch, sequence]``: ``--batch-sizes 4`` with ``state:2x1x128`` fed a state of 1).
 
     Dynamic dims with no override are fed as 1 (recorded in the report's settings).
     """
+    named = batch_names(inputs)
     shapes: dict[str, tuple[int, ...]] = {}
     for spec in inputs:
         if spec.name in overrides:
-            shape = tuple(overrides[spec.name])
-            if shape and spec.shape and not isinstance(spec.shape[0], int):
-                shape = (batch, *shape[1:])
-            shapes[spec.name] = shape
+            shape = list(overrides[spec.name])
+            for axis, dim in enumerate(spec.shape[: len(shape)]):
+                if (axis == 0 and not isinstance(dim, int)) or dim in named:
+                    shape[axis] = batch
+            shapes[spec.name] = tuple(shape)
     return shapes
 
 
