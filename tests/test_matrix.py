@@ -562,16 +562,28 @@ def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
     """As ``run``: the device's engine needs a shape range for a dynamic dim besides the batch; the
     cells run, their bundle is refused in one line that says what to give (it was made, and its
     build_engine.sh refused on the device)."""
-    path = _padded_matrix(tmp_path, reflect_padded_onnx, "jetson-orin-nx", "enabled = false")
+    backend = 'enabled = false\n[build]\nbackend = "onnxruntime"'
+    (tmp_path / "a").mkdir()
+    path = _padded_matrix(tmp_path / "a", reflect_padded_onnx, "jetson-orin-nx", backend)
     ui = Ui(quiet=True)
     result = _run_local(path, ui)
     warned = [m.removeprefix("warning: ") for m in ui.messages if m.startswith("warning: ")]
     (cell,) = result.cells
     assert cell.status == "ok", cell
     assert result.bundles == {}
-    suggested = "[build] profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
+    # a [[matrix.cells]] entry for this model and target: "[build] profiles = ..." reached every
+    # model's cells, and the onnxruntime backend refuses TensorRT options
+    profiles = "[{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
+    suggested = (
+        f'a [[matrix.cells]] entry of model = "padded", target = "jetson-orin-nx" and '
+        f'build = {{ backend = "auto", profiles = {profiles} }}'
+    )
     assert [w for w in warned if w.startswith("bundle padded/jetson-orin-nx: ")], warned
     assert any(suggested in w for w in warned), warned
+    cells = '[[matrix.cells]]\nmodel = "padded"\ntarget = "jetson-orin-nx"\n'
+    path.write_text(path.read_text() + cells + f'build = {{ backend = "auto", profiles = {profiles} }}\n')
+    assert list(_run_local(path).bundles) == ["padded/jetson-orin-nx"]
+    path = _padded_matrix(tmp_path, reflect_padded_onnx, "jetson-orin-nx", "enabled = false")
     # a profile that does not take the reference inputs: verify.sh could not run them on the device
     narrow = "profiles = [{ x = { min = [1, 8], opt = [2, 8], max = [2, 8] } }]"
     path.write_text(path.read_text().replace("[compare]", f"[build]\n{narrow}\n[compare]"))

@@ -468,13 +468,15 @@ def known_shapes(source: DataSource, feed: Mapping[str, Any]) -> Mapping[str, An
 
 
 def refuse_unranged_dims(
-    inputs: Sequence[TensorSpec], reference_inputs: Mapping[str, Any], option: str
+    inputs: Sequence[TensorSpec], reference_inputs: Mapping[str, Any], option: str, entry: str = ""
 ) -> None:
     """InputError for the first of ``inputs`` with a dynamic dim besides the batch: a GPU device
     builds its engine for a shape range, which only the batch has a default for (1 to the
     reference batch); ``option`` is where the user gives it (``--profile``, ``[build] profiles``,
     with `` and ...`` for what else the config needs), with the reference data's shape as the
-    example (``reference_inputs`` empty: random data, dynamic dims 1, 4 and 8 as the example)."""
+    example (``reference_inputs`` empty: random data, dynamic dims 1, 4 and 8 as the example).
+    ``entry``: the TOML the example goes in, ``{profiles}`` standing for the profiles' value (a
+    matrix's ``[[matrix.cells]]`` entry for one model and target), instead of ``option = ...``."""
     batch = batch_names(inputs)  # a dim named as an input's batch is the batch wherever it is
     others = [
         s for s in inputs if any(not (isinstance(d, int) and d > 0) and d not in batch for d in s.shape[1:])
@@ -494,7 +496,8 @@ def refuse_unranged_dims(
         example = f"--profile {spec.name}:{','.join('x'.join(map(str, r)) for r in ranges)}"
     else:  # [build] profiles, as TOML
         lo, opt, hi = (", ".join(map(str, r)) for r in ranges)
-        example = f"{key} = [{{ {spec.name} = {{ min = [{lo}], opt = [{opt}], max = [{hi}] }} }}]"
+        value = f"[{{ {spec.name} = {{ min = [{lo}], opt = [{opt}], max = [{hi}] }} }}]"
+        example = entry.replace("{profiles}", value) if entry else f"{key} = {value}"
     raise InputError(
         f"input '{spec.name}' has dynamic dims {list(spec.shape)} besides the batch: give "
         f"the device's shape range with {example}{why}" + (f" and {rest}" if rest else "")
