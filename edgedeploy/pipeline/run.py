@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from calibration.algorithms import ALGORITHMS
+from calibration.errors import CalibrationError
 from calibration.modelinfo import TensorSpec, batch_names, model_io
-from calibration.sources import DataSource, Feed, open_source
+from calibration.sources import DataSource, Feed, check_shapes, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions
 from edgedeploy.backends.trt_plan import check_option_values
@@ -844,7 +845,30 @@ def check_config(config: PipelineConfig) -> Target:
     ):
         raise InputError(f"config bundle.output: {why}; choose another folder")
     _check_sections(config, target)
+    _check_files(config)
     return target
+
+
+def _check_files(config: PipelineConfig) -> None:
+    """The files the config names exist, and an ONNX source has the inputs ``[model] inputs``
+    names, at their rank: refused before any work (``matrix`` ran every cell and failed each one
+    with the same reason, exit 1, where ``run`` refused with exit 2 after its export)."""
+    source = _resolve_source(config)
+    where = Path(source if is_onnx_path(source) else source.split(":")[0])
+    if where.suffix in (".onnx", ".py") and not where.is_file():
+        raise InputError(f"config model.source: {where} not found")
+    for key, spec in (("compare.data", config.compare.data), ("calibration.data", config.calibration.data)):
+        if spec and not _is_random(spec) and not config.path(spec).exists():
+            raise InputError(
+                f"config {key}: {config.path(spec)} not found (expected random, a .npz/.npy file, "
+                "a folder or a .py loader)"
+            )
+    if is_onnx_path(source) and config.model.inputs and not config.export.input_names:
+        ranks = {s.name: s.rank for s in model_io(where)[0]}
+        try:
+            check_shapes({s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}, ranks)
+        except CalibrationError as exc:
+            raise InputError(f"config model.inputs: {str(exc).removeprefix('--input ')}") from None
 
 
 def config_warnings(config: PipelineConfig) -> list[str]:
