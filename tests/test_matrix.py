@@ -166,6 +166,9 @@ def test_local_matrix_fails_the_bad_cell_alone_and_runs_every_onnxruntime_cell(
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
     assert manifest["target"]["name"] == "rtx4090"
     assert (Path(local_run.bundles["b/rtx4090"]) / "report.html").is_file()  # the bundle's own report
+    # with what its report draws: the fp16 ranges and the calibration report were left behind
+    models = {p.name for p in (Path(local_run.bundles["a/rtx4090"]) / "models").iterdir()}
+    assert {"a.fp16.ranges.json", "a.calib.json"} <= models, models
 
 
 def test_matrix_report_has_every_cell_its_failure_reason_and_links_to_each_bundle_report(

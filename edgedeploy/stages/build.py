@@ -86,11 +86,14 @@ def check_int8_for_target(model: Path, target: Target) -> None:
 def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArtifact:
     """A model that already is the precision asked for (a bundle's fp16 or Q/DQ ONNX) is built unchanged.
 
-    Its companions beside it (precision plan, TensorRT calibration cache) come along.
+    Its companions beside it come along: precision plan, TensorRT calibration cache, and what a
+    report draws (fp16 ranges, calibration report, budget search; a matrix's bundles lacked them).
     """
 
     base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
-    companions = [model.with_name(f"{base}.{precision}.plan.json"), model.with_name(f"{base}.calib.cache")]
+    names = [f"{base}.{precision}.plan.json", f"{base}.calib.cache", f"{base}.{precision}.ranges.json"]
+    names += [f"{base}.calib.json", f"{base}.{precision}.budget.json"]
+    companions = [model.with_name(name) for name in names]
     files = copy_model(model, dest)  # with its external data
     verify(dest, source=model, companions=files[1:], what=model.name)
     for src in companions:
