@@ -58,6 +58,7 @@ from calibration.qdq import (
     model_facts,
     narrow_convs,
     plan_quantization,
+    stored_activations,
     unknown_op_types,
     unmatched_patterns,
     upgrade_opset,
@@ -335,9 +336,9 @@ def calibrate(
         and _intact(previous, [qdq_path, *([cache_path] if options.trt_version is not None else [])])
         and (not previous.gptq_rounded() or rounding_path.is_file())
     )
-    covered = previous is not None and {(t.name, t.dtype) for t in previous.tensors} >= {
-        (name, "uint8" if lv == 256 else "int8") for name, lv in plan.levels().items()
-    }
+    covered = previous is not None and {(t.name, t.levels) for t in previous.tensors} >= set(
+        plan.levels().items()
+    )
     up_to_date = previous is not None and previous.artifact_key == artifact_key and outputs_present
     if (
         previous is not None
@@ -383,7 +384,10 @@ def calibrate(
         if options.force:
             reason = "recalibrating: forced"
         elif previous is None and report_path.exists():
-            reason = f"calibrating: the earlier {report_path.name} is unreadable or changed since written"
+            reason = (
+                f"calibrating: the earlier {report_path.name} is unreadable, of an older format or "
+                "changed since written"
+            )
         elif previous is None:
             reason = "calibrating: no earlier calibration in " + str(out_dir)
         elif previous.key == key and covered:
@@ -493,7 +497,8 @@ def calibrate(
                 thr, rule = ruled[id(hist), lv], algo.algorithm
             thresholds[name] = thr
             tq = plan.activations.get(name) or TensorQuant(name, unsigned=lv == 256)
-            scale, zero, _ = activation_qparams(tq, thr, qopts, extents.get(name))
+            scale = activation_qparams(tq, thr, qopts, extents.get(name))[0]
+            low, high = extents.get(name, (None, None))
             tensors.append(
                 TensorReport(
                     name,
@@ -501,14 +506,14 @@ def calibrate(
                     thr,
                     scale,
                     clipped_share(hist, thr),
-                    "uint8" if lv == 256 else "int8",  # the levels the threshold was chosen for
-                    observer.nonfinite.get(name, 0),
-                    compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
-                    rule,
-                    zero,
-                    *extents.get(name, (None, None)),
+                    nonfinite=observer.nonfinite.get(name, 0),
+                    histogram=compact_histogram(hist.full_counts(), hist.top) if hist.top else None,
+                    rule=rule,
+                    minimum=low,
+                    maximum=high,
+                    levels=lv,
                 )
-            )
+            )  # its dtype and zero point: those of the Q/DQ model as written (below)
         cache_thresholds = {}
         for name in cache_tensors:
             if name not in observer.histograms:
@@ -563,6 +568,7 @@ def calibrate(
     data = qdq.SerializeToString()
     check_qdq(qdq, qopts.placement, source=model, serialized=data)
     first_feed = feed_holder.first if feed_holder is not None else None
+    _record_stored_types(report.tensors, qdq)
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
     report.weights = [
@@ -942,6 +948,16 @@ class _Reference:
         if len(self._current) == len(set(self.names)):
             self.batches.append([self._current[n] for n in self.names])
             self._current = {}
+
+
+def _record_stored_types(tensors: Sequence[TensorReport], qdq: onnx.ModelProto) -> None:
+    """Each tensor's ``dtype`` and ``zero_point`` as the Q/DQ model ``qdq`` stores it (ONNX
+    Runtime's placement: uint8 for a signed tensor too, see calibration/qdq.py
+    ``activation_qparams``); "float" for a tensor it leaves unquantized (calibrated for the plan
+    without exclusions, kept for a rewrite without them)."""
+    stored = stored_activations(qdq)
+    for t in tensors:
+        t.dtype, t.zero_point = stored.get(t.name, ("float", 0))
 
 
 def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:

@@ -1131,6 +1131,30 @@ def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarra
     return q.astype(np.float32) * scale.reshape(shape)  # type: ignore[no-any-return]
 
 
+def stored_activations(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
+    """tensor -> (element type name, zero point) of the activations ``model`` quantizes, as its
+    QuantizeLinear nodes store them (a Q/DQ model :func:`write_qdq` wrote: per-tensor zero points).
+
+    A graph output's QuantizeLinear reads the renamed float tensor and its DequantizeLinear gives
+    the output its name back (see :func:`write_qdq`): such a pair is named by the output.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    dequantized = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    found: dict[str, tuple[str, int]] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or not node.input or not node.output:
+            continue
+        zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        elem = zp.data_type if zp is not None else TensorProto.UINT8  # ONNX's default without one
+        values = numpy_helper.to_array(zp) if zp is not None else np.zeros(1, np.uint8)
+        zero = int(values.reshape(-1)[0]) if values.size == 1 else 0
+        after = dequantized.get(node.output[0])
+        name = after if after is not None and after in outputs else node.input[0]
+        found.setdefault(name, (TensorProto.DataType.Name(elem).lower(), zero))
+    return found
+
+
 def int8_activations(model: onnx.ModelProto) -> bool:
     """Whether ``model`` quantizes its activations to int8 and none to uint8: TensorRT's Q/DQ
     placement (ours for GPU targets, Model Optimizer's), which TensorRT computes exactly (integer

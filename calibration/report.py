@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calibration.atomic import atomic_write_text, content_sha256
 
-REPORT_FORMAT = 1
+# 2: a tensor's ``dtype`` and ``zero_point`` are those of the Q/DQ model as written, its ``levels``
+# those its threshold was chosen for (format 1 recorded the levels as ``dtype``: int8 for 128)
+REPORT_FORMAT = 2
 REPORT_HISTOGRAM_BINS = 128  # the calibration histogram merged down for the report: about 0.5 kB a tensor
 
 
@@ -40,13 +43,17 @@ class TensorReport:
     threshold: float
     scale: float
     clipped: float  # share of observed values with |x| > threshold
-    dtype: str = "int8"  # int8, or uint8 for non-negative tensors in the onnxruntime placement
+    # the element type of its QuantizeLinear in the Q/DQ model as written ("int8", "uint8"; "float"
+    # when that model leaves it unquantized, calibrated for other exclusions: see ``levels``)
+    dtype: str = "int8"
     nonfinite: int = 0  # NaN/Inf values seen in this tensor (ignored by the statistics)
     histogram: dict[str, Any] | None = None  # compact_histogram() of |x|, exact zeros in bin 0
     rule: str = ""  # the algorithm whose threshold this is (auto chooses per tensor)
-    zero_point: int = 0  # 128 for symmetric uint8, other values for asymmetric uint8 (onnxruntime)
+    # of the Q/DQ model as written: 128 for symmetric uint8, others for asymmetric uint8 (onnxruntime)
+    zero_point: int = 0
     minimum: float | None = None  # observed min and max where the Q/DQ range follows them
     maximum: float | None = None
+    levels: int = 128  # positive levels the threshold was chosen for: 256 unsigned, 128 signed
 
 
 @dataclass
@@ -182,13 +189,32 @@ def _check_weight_rounding(selection: Any) -> None:
         raise ValueError("recorded weight rounding names no file hash or weight bits")
 
 
+def type_label(dtype: str, zero_point: int) -> str:
+    """A stored type with its zero point when not 0: ``uint8 (zp 126)``, ``int8``, ``uint8``."""
+    return f"{dtype} (zp {zero_point})" if zero_point else dtype
+
+
 def stored_type(t: TensorReport) -> str:
-    """The type the Q/DQ model stores a tensor in, with its zero point when not 0: ``dtype`` is
-    the levels its threshold was chosen for, and ONNX Runtime's placement stores a signed
-    tensor as uint8 over its observed range (zero point 126 for a tensor centred on 0)."""
-    if t.zero_point:
-        return f"uint8 (zp {t.zero_point})"
-    return t.dtype
+    """The type the Q/DQ model stores a tensor in, with its zero point when not 0 (ONNX Runtime's
+    placement stores a signed tensor as uint8 over its observed range: zero point 126 for a
+    tensor centred on 0, 0 for one that never falls below 0)."""
+    return type_label(t.dtype, t.zero_point)
+
+
+def recorded_type(tensor: Mapping[str, Any], report: Mapping[str, Any]) -> str:
+    """:func:`stored_type` of a tensor of a report read as plain JSON (``edgedeploy report``).
+
+    A report of format 1 recorded the levels the threshold was chosen for as ``dtype`` (int8
+    for 128), not the stored type: ONNX Runtime's placement stored every activation as uint8
+    (calibration/qdq.py ``activation_qparams``), TensorRT's int8 but for the unsigned ones.
+    """
+    dtype = str(tensor.get("dtype") or "int8")
+    zero = tensor.get("zero_point")
+    zero = zero if isinstance(zero, int) and not isinstance(zero, bool) else 0
+    version = report.get("format")
+    if isinstance(version, int) and version < 2 and report.get("placement") == "onnxruntime":
+        dtype = "uint8"
+    return type_label(dtype, zero)
 
 
 def print_table(

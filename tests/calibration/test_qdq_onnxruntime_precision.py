@@ -136,4 +136,4 @@ def test_the_calibration_table_shows_the_stored_type_and_zero_point() -> None:
     assert stored_type(TensorReport("a", 1.0, 1.0, 0.01, 0.0)) == "int8"
     assert stored_type(TensorReport("r", 1.0, 1.0, 0.01, 0.0, dtype="uint8")) == "uint8"
     # ONNX Runtime's placement: a signed tensor as uint8 over its observed range
-    assert stored_type(TensorReport("x", 1.0, 1.0, 0.01, 0.0, zero_point=126)) == "uint8 (zp 126)"
+    assert stored_type(TensorReport("x", 1.0, 1.0, 0.01, 0.0, "uint8", zero_point=126)) == "uint8 (zp 126)"

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from calibration.report import recorded_type
 from edgedeploy.stages.report.load import PRECISION_ORDER, RunData
 from edgedeploy.stats import slower_on_target
 
@@ -340,7 +341,7 @@ class ClipPanel:
     threshold: float
     amax: float
     clipped: float  # share of values above the threshold
-    dtype: str
+    dtype: str  # as the Q/DQ model stores it, with its zero point: "uint8 (zp 17)"
 
 
 def clipping_panels(run: RunData, limit: int = 6) -> list[ClipPanel]:
@@ -364,7 +365,7 @@ def clipping_panels(run: RunData, limit: int = 6) -> list[ClipPanel]:
                 threshold=float(t.get("threshold") or 0.0),
                 amax=float(t.get("amax") or 0.0),
                 clipped=float(t.get("clipped") or 0.0),
-                dtype=str(t.get("dtype") or "int8"),
+                dtype=recorded_type(t, run.calibration or {}),
             )
         )
     return panels

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calibration.report import recorded_type
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import RunData
 
@@ -317,7 +318,7 @@ def _int8(run: RunData, plots: Any) -> Section | None:
                 [
                     [
                         _e(t.get("name")),
-                        _e(t.get("dtype", "")),
+                        _e(recorded_type(t, cal)),
                         _num(t.get("amax"), ".4g"),
                         _num(t.get("threshold"), ".4g"),
                         _num(t.get("scale"), ".4g"),
