@@ -572,7 +572,7 @@ def calibrate(
     report.artifact_key = artifact_key
     report.placement, report.weight_bits = qopts.placement, qopts.weight_bits
     report.weights = [
-        WeightReport(w.name, w.axis, int(_weight_channels(model, w.name, w.axis)), qopts.weight_bits)
+        WeightReport(w.name, w.axis, _weight_channels(facts.constants, w.name, w.axis), qopts.weight_bits)
         for w in plan.weights.values()
     ]
     report.quantized_nodes, report.excluded_nodes = plan.quantized_nodes, plan.excluded
@@ -960,11 +960,11 @@ def _record_stored_types(tensors: Sequence[TensorReport], qdq: onnx.ModelProto) 
         t.dtype, t.zero_point = stored.get(t.name, ("float", 0))
 
 
-def _weight_channels(model: onnx.ModelProto, name: str, axis: int) -> int:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return int(init.dims[axis])
-    return 0
+def _weight_channels(constants: Mapping[str, np.ndarray], name: str, axis: int) -> int:
+    """The channels of a per-channel weight (as many as its scale has in the Q/DQ model): its
+    length along ``axis``, an initializer's or a Constant node's (ocr-cls's weights are those)."""
+    value = constants.get(name)
+    return int(value.shape[axis]) if value is not None and value.ndim > axis else 0
 
 
 __all__ = ["CalibrationOptions", "CalibrationResult", "DataError", "calibrate"]
