@@ -1149,6 +1149,16 @@ CASES: list[Case] = [
     C("profile --cuda-graph on an ONNX model", "profile", "model.onnx", "--cuda-graph", phrase="engine"),
     C("compare --samples 0", "compare", "model.onnx", "model.fp16.onnx", "--samples", "0", phrase="samples"),
     C(
+        "analyze --samples 0",
+        "analyze",
+        "model.onnx",
+        "--data",
+        "data.npz",
+        "--samples",
+        "0",
+        phrase="samples",
+    ),
+    C(
         "compare --batch-size 0",
         "compare",
         "model.onnx",

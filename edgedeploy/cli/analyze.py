@@ -57,7 +57,8 @@ def analyze_command(
         source = open_source(
             data,
             inputs,
-            samples=samples or (32 if data.startswith("random") else None),
+            # 0 is refused there, as calibrate's and compare's are (not taken for "all")
+            samples=samples if samples is not None else (32 if data.startswith("random") else None),
             batch_size=batch_size,
             seed=seed,
             shapes=parse_shapes(input) or None,
