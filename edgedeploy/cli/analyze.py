@@ -16,6 +16,7 @@ from edgedeploy.cli.common import (
     PreprocessFile,
     Seed,
     check_seed,
+    err,
     load_preprocess,
     make_ui,
     out,
@@ -72,7 +73,8 @@ def analyze_command(
     report.model = str(model)
     islands = choose_fp32_nodes(loaded, report)
 
-    weights = report.weights_at_risk()[:top]
+    every_weight = report.weights_at_risk()
+    weights = every_weight[:top]
     if weights:
         table = Table(title="weights at risk in fp16")
         for col in ("weight", "where", "max |w|", "> 65504", "subnormal", "flushed", "risk"):
@@ -91,7 +93,9 @@ def analyze_command(
                 "; ".join(w.risks),
             )
         out.print(table)
-    tensors = report.tensors_at_risk()[:top]
+        _more(len(every_weight) - top, "weights", json_path)
+    every_tensor = report.tensors_at_risk()
+    tensors = every_tensor[:top]
     title = f"tensors at risk in fp16, worst first ({report.samples} samples, data: {data})"
     if tensors:
         table = Table(title=title)
@@ -119,6 +123,7 @@ def analyze_command(
                 "; ".join(t.risks),
             )
         out.print(table)
+        _more(len(every_tensor) - top, "tensors", json_path)
     else:
         out.print(f"no tensor at risk in fp16 ({len(report.tensors)} tensors, {report.samples} samples)")
     for note in report.notes:
@@ -142,6 +147,13 @@ def analyze_command(
         )
     )
     write_json(json_path, {**report_json(report), "fp32_islands": islands, "fp32_by_rule": hard})
+
+
+def _more(count: int, what: str, json_path: Path | None) -> None:
+    """The line under a table cut at --top, as calibrate prints under its table: the JSON lists all."""
+    if count > 0:
+        where = str(json_path) if json_path is not None else "--json FILE"
+        err.print(f"... {count} more {what} at risk in the JSON ({where})", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

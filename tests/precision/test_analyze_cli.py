@@ -1,7 +1,8 @@
-"""``edgedeploy analyze`` on the command line: what it refuses."""
+"""``edgedeploy analyze`` on the command line: what it refuses, and its tables cut at --top."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,16 @@ def test_analyze_refuses_zero_samples_as_calibrate_does(tmp_path: Path) -> None:
         extra = ["-o", str(tmp_path / "out")] if command == "calibrate" else []
         result = run_cli(command, path, "--data", data, "--samples", "0", *extra)
         assert_clean_input_error(result, "number of samples must be >= 1, got 0")
+
+
+def test_analyze_says_how_many_more_tensors_at_risk_its_top_leaves_out(tmp_path: Path) -> None:
+    path, data = _overflowing_chain(tmp_path)
+    result = run_cli("analyze", path, "--data", data, "--top", "3", "--json", tmp_path / "r.json")
+    assert result.code == 0, result.stderr
+    at_risk = json.loads((tmp_path / "r.json").read_text())["tensors_at_risk"]
+    assert len(at_risk) == 5
+    assert f"... 2 more tensors at risk in the JSON ({tmp_path / 'r.json'})" in result.stderr
+    without = run_cli("analyze", path, "--data", data, "--top", "3")
+    assert "... 2 more tensors at risk in the JSON (--json FILE)" in without.stderr
+    every = run_cli("analyze", path, "--data", data, "--top", "5")
+    assert "more tensors at risk" not in every.stderr
