@@ -296,3 +296,28 @@ def test_a_build_json_elsewhere_gives_the_size_model_and_target(digits: Any, tmp
     run = load_run([tmp_path / "j" / "b.json"])
     assert run.target == "x86-64-cpu" and run.model == Path(digits.onnx_path).stem
     assert [p.size_bytes for p in run.precisions] == [size]
+
+
+def test_two_calibrate_or_two_analyze_json_files_are_refused(workdir: Path, tmp_path: Path) -> None:
+    """A report holds one calibration report and one range analysis: a second calibrate --json or
+    analyze --json file silently replaced the first; it is refused by name, as two profiles are."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    calib = json.loads((workdir / "m.calib.json").read_text())
+    ranges = json.loads((workdir / "m.fp16.ranges.json").read_text())
+    files = {
+        "a.calib.json": {"artifact": {"precision": "int8"}, "report": calib},  # as calibrate --json writes
+        "b.calib.json": {"artifact": {"precision": "int8"}, "report": {**calib, "samples": 32}},
+        "a.ranges.json": {"model": "m.fp32.onnx", "thresholds": {}, **ranges},  # as analyze --json writes
+        "b.ranges.json": {"model": "m.fp32.onnx", "thresholds": {}, **ranges},
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    assert load_run([tmp_path / "a.calib.json", tmp_path / "a.ranges.json"]).calibration == calib
+    with pytest.raises(InputError, match=r"b\.calib\.json and .*a\.calib\.json are both INT8 calibration"):
+        load_run([tmp_path / "a.calib.json", tmp_path / "b.calib.json"])
+    with pytest.raises(InputError, match=r"b\.ranges\.json and .*a\.ranges\.json are both fp16 range"):
+        load_run([tmp_path / "a.ranges.json", tmp_path / "a.calib.json", tmp_path / "b.ranges.json"])
+    result = run_cli("report", "a.calib.json", "b.calib.json", "-o", "r", cwd=tmp_path)
+    assert_clean_input_error(result, "b.calib.json and a.calib.json are both INT8 calibration reports")
+    assert not (tmp_path / "r").exists()

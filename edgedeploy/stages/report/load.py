@@ -393,10 +393,19 @@ def _same_model(a: str, b: str) -> bool:
     return long == short or any(long.startswith(short + sep) for sep in "._-")
 
 
+# The --json kinds a report holds one of (RunData.calibration, RunData.ranges): a second would
+# silently replace the first
+SINGLE_KINDS = {
+    "calibrate": "INT8 calibration reports (calibrate --json)",
+    "analyze": "fp16 range analyses (analyze --json)",
+}
+
+
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
     about: dict[str, Path] = {}  # model -> the first file about it
     figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
+    single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
         content = _read_json(path)
         if (model := _model_of(content)) is not None:
@@ -413,6 +422,11 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
                     f"{path} and {earlier} both give {precision}'s {kind} figures: a report shows one "
                     "per precision (are they of two models?)"
                 )
+        if kind in SINGLE_KINDS and (earlier := single.setdefault(kind, path)) != path:
+            raise InputError(
+                f"{path} and {earlier} are both {SINGLE_KINDS[kind]}: a report shows one "
+                "(pass the one behind the model you report)"
+            )
         _add_json(data, path, content)
     if data.model is None:
         data.model = next(iter(_model_names(data)), None) or (min(about, key=len) if about else None)
