@@ -173,6 +173,10 @@ def all_targets() -> list[Target]:
     return [load_target(n) for n in target_names()]
 
 
+# What `run`'s table title and the report say where measured_off_target holds
+MEASURED_OFF_TARGET = "measured with ONNX Runtime on this machine's CPU, not on the device"
+
+
 def measured_off_target(target: str | None, backends: Iterable[str]) -> bool:
     """Whether figures of a GPU target were measured with ONNX Runtime on this machine's CPU (no
     TensorRT here): then they say nothing about the device's speed."""

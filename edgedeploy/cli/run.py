@@ -70,10 +70,10 @@ def run_command(
 
 def _where_measured(result: Any) -> str:
     """For a GPU target built with ONNX Runtime here: the figures are this machine's, not the device's."""
-    from edgedeploy.targets import measured_off_target
+    from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
 
     if measured_off_target(result.target, (p.backend for p in result.precisions)):
-        return " (measured with ONNX Runtime on this machine's CPU, not on the device)"
+        return f" ({MEASURED_OFF_TARGET})"
     return ""
 
 

@@ -321,3 +321,31 @@ def test_two_calibrate_or_two_analyze_json_files_are_refused(workdir: Path, tmp_
     result = run_cli("report", "a.calib.json", "b.calib.json", "-o", "r", cwd=tmp_path)
     assert_clean_input_error(result, "b.calib.json and a.calib.json are both INT8 calibration reports")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_gpu_targets_latencies_measured_on_this_cpu_say_so_as_runs_table_does(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """A run for a Jetson whose backend fell back to ONNX Runtime here: `run`'s table title says the
+    figures were measured on this machine's CPU; the report titled its latency and speed-up columns
+    just 'm on jetson-orin-nano', as if they were the board's."""
+    import html
+
+    from edgedeploy.cli.run import _where_measured
+
+    MEASURED_OFF_TARGET = "measured with ONNX Runtime on this machine's CPU, not on the device"
+    run = load_run([workdir])  # jetson-orin-nano, every precision on onnxruntime
+    files = write_report(run, tmp_path / "out")
+    page = html.unescape(files.html.read_text())
+    assert f"<h1>m on jetson-orin-nano ({MEASURED_OFF_TARGET})</h1>" in page
+    assert f"Latency and speed-up: {MEASURED_OFF_TARGET}." in page  # the trade-off table's caption
+    assert f"Latencies {MEASURED_OFF_TARGET}." in page  # the latency section
+    summary = files.markdown.read_text()
+    assert summary.startswith(f"## edgedeploy: m on jetson-orin-nano ({MEASURED_OFF_TARGET})\n")
+    assert _where_measured(run) == f" ({MEASURED_OFF_TARGET})"  # what `run`'s table title says
+    for target, backend in (("x86-64-cpu", "onnxruntime"), ("jetson-orin-nano", "tensorrt")):
+        run.target = target
+        for row in run.precisions:
+            row.backend = backend
+        files = write_report(run, tmp_path / target)
+        assert "not on the device" not in files.html.read_text() + files.markdown.read_text()

@@ -48,11 +48,15 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | Non
     Raises InputError (exit 2) naming the install line when matplotlib is missing, before any write.
     """
     from edgedeploy.stages.report import plots
+    from edgedeploy.stages.report.data import where_measured
     from edgedeploy.stages.report.render import build_sections, render_html, render_markdown
 
     plots.require_matplotlib()
     sections = build_sections(run, plots)
-    title = title or f"{run.model or 'model'} on {run.target or 'unknown target'}"
+    where = where_measured(run)  # a GPU target measured on this CPU: said as `run`'s table says it
+    title = title or f"{run.model or 'model'} on {run.target or 'unknown target'}" + (
+        f" ({where})" if where else ""
+    )
     page = render_html(run, sections, title)
     summary = render_markdown(run, HTML_NAME)
     out = Path(out_dir)

@@ -14,6 +14,7 @@ from typing import Any
 from calibration.report import recorded_type
 from edgedeploy.stages.report.load import PRECISION_ORDER, RunData
 from edgedeploy.stats import slower_on_target
+from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
 
 FP16_MAX = 65504.0  # the fp16 limits the range chart draws (see precision/analysis.py)
 FP16_MIN_NORMAL = 2.0**-14
@@ -120,6 +121,14 @@ def slower_precisions(run: RunData) -> dict[str, str]:
     """The low precisions that ran slower than fp32 (precision -> the figures in words), where the
     figures are the target's: a GPU target's measured with ONNX Runtime on this CPU says nothing."""
     return slower_on_target(run.target, [(p.precision, p.backend, p.profile) for p in run.precisions])
+
+
+def where_measured(run: RunData) -> str | None:
+    """What ``run`` puts in its table title when a GPU target's latencies were measured with ONNX
+    Runtime on the CPU of the machine that ran (cli/run.py): the report's latency and speed-up
+    figures are then not the device's. None when they are the target's (or nothing was profiled)."""
+    profiled = [p.backend for p in run.precisions if p.profile]
+    return MEASURED_OFF_TARGET if measured_off_target(run.target, profiled) else None
 
 
 def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]:

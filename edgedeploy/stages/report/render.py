@@ -174,7 +174,9 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
     return Section("headline", "Summary", body)
 
 
-def _tradeoff(rows: list[d.TradeoffRow], plot: Callable[..., str] | None) -> Section | None:
+def _tradeoff(
+    rows: list[d.TradeoffRow], plot: Callable[..., str] | None, where: str | None = None
+) -> Section | None:
     if not rows:
         return None
     task_names = {r.task_metric[0] for r in rows if r.task_metric}
@@ -210,6 +212,8 @@ def _tradeoff(rows: list[d.TradeoffRow], plot: Callable[..., str] | None) -> Sec
     ]
     shown = [(name, cell) for name, cell, on in columns if on]
     notes = ["Latency figures are for batch 1 (or the smallest batch profiled)."]
+    if where:  # a GPU target's figures measured on this CPU: not the device's latency or speed-up
+        notes.append(f"Latency and speed-up: {where}.")
     if len({r.backend for r in rows}) == 1:
         notes.append(f"Backend: {rows[0].backend}.")
     if not any(r.energy_mj is not None for r in rows):
@@ -235,7 +239,8 @@ def _latency(run: RunData, plots: Any) -> Section | None:
     settings = d.profile_settings(run)
     if not cdfs and not curves and not settings:
         return None
-    body = ""
+    where = d.where_measured(run)
+    body = f"<p class='note'>Latencies {_e(where)}.</p>" if where else ""
     if cdfs and plots is not None:
         body += _figure(
             plots.latency_cdf(cdfs),
@@ -408,7 +413,7 @@ def build_sections(run: RunData, plots: Any) -> list[Section]:
     rows = d.tradeoff_rows(run)
     found = [
         _headline(run, rows),
-        _tradeoff(rows, plots.tradeoff_scatter if plots is not None else None),
+        _tradeoff(rows, plots.tradeoff_scatter if plots is not None else None, d.where_measured(run)),
         _latency(run, plots),
         _fp16(run, plots),
         _int8(run, plots),
@@ -453,7 +458,12 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     """The summary for $GITHUB_STEP_SUMMARY or a PR comment: headline, gates, trade-off table."""
     rows = d.tradeoff_rows(run)
     best, why = d.recommended(run, rows)
-    lines = [f"## edgedeploy: {_md(run.model or 'model')} on {_md(run.target or 'an unrecorded target')}", ""]
+    where = d.where_measured(run)
+    lines = [
+        f"## edgedeploy: {_md(run.model or 'model')} on {_md(run.target or 'an unrecorded target')}"
+        + (f" ({_md(where)})" if where else ""),
+        "",
+    ]
     gates = [r for r in rows if r.passed is not None]
     failed = [r.precision for r in gates if not r.passed]
     verdict = (
