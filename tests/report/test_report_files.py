@@ -349,3 +349,41 @@ def test_a_gpu_targets_latencies_measured_on_this_cpu_say_so_as_runs_table_does(
             row.backend = backend
         files = write_report(run, tmp_path / target)
         assert "not on the device" not in files.html.read_text() + files.markdown.read_text()
+
+
+def test_a_report_of_build_and_profile_json_names_the_tool_versions_they_recorded(tmp_path: Path) -> None:
+    """build --json records onnxruntime's version in its build info and profile --json in its
+    settings (tensorrt's, for an engine); the report of those files said 'tools –'."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    from tests.conftest import run_cli
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    built = run_cli(
+        "build", "m.onnx", "--precision", "fp16", "--target", "x86-64-cpu", "-o", "o", "--json", "b.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert built.code == 0, built.stderr
+    profiled = run_cli("profile", "o/m.fp16.onnx", "--iterations", "3", "--json", "p.json", cwd=tmp_path)
+    assert profiled.code == 0, profiled.stderr
+    version = onnxruntime.__version__
+    for files in (["b.json"], ["p.json"], ["b.json", "p.json"]):
+        run = load_run([tmp_path / f for f in files])
+        assert run.tools == {"onnxruntime": version}, files
+    written = write_report(run, tmp_path / "out")
+    assert f"<dt>tools</dt><dd>onnxruntime {version}</dd>" in written.html.read_text()
+    assert f"- tools: onnxruntime {version}\n" in written.markdown.read_text()
+    # an engine's profile records tensorrt's; files made with two releases show both
+    record = json.loads((tmp_path / "p.json").read_text())
+    trt = {"tensorrt": "10.3.0"}
+    engine = {**record, "artifact": "o/m.fp16.engine", "backend": "tensorrt", "settings": trt}
+    older = {**record, "artifact": "o/m.onnx", "precision": "fp32", "settings": {"onnxruntime": "1.0.0"}}
+    (tmp_path / "e.json").write_text(json.dumps(engine))
+    (tmp_path / "o.json").write_text(json.dumps(older))
+    run = load_run([tmp_path / "b.json", tmp_path / "e.json", tmp_path / "o.json"])
+    assert run.tools == {"onnxruntime": f"{version} / 1.0.0", "tensorrt": "10.3.0"}

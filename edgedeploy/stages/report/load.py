@@ -307,6 +307,25 @@ def _profile_summary(content: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RECORDED_TOOLS = ("onnxruntime", "tensorrt")  # the versions build (its info) and profile (settings) record
+
+
+def _add_tools(data: RunData, recorded: Any) -> None:
+    """The tool versions a build or profile ``--json`` file recorded, into the report's tools; files
+    that disagree (made with two releases) show both, as "1.19.2 / 1.20.0"."""
+    if not isinstance(recorded, dict):
+        return
+    for tool in RECORDED_TOOLS:
+        version = recorded.get(tool)
+        if not isinstance(version, str) or not version or version == "unknown":
+            continue
+        known = str(data.tools.get(tool) or "")
+        if not known:
+            data.tools[tool] = version
+        elif version not in known.split(" / "):
+            data.tools[tool] = f"{known} / {version}"
+
+
 def _add_json(data: RunData, path: Path, content: Any) -> None:
     kind = json_kind(content)
     if kind is None:
@@ -342,6 +361,7 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         if isinstance(content.get("bytes"), int):  # recorded by profile (its artifact path may be relative)
             row.size_bytes = row.size_bytes or content["bytes"]
         settings = content.get("settings") or {}
+        _add_tools(data, settings)
         if settings.get("host_target"):  # ONNX Runtime's figures: the CPU they were measured on
             data.measured_on = data.measured_on or (str(settings["host_target"]), settings.get("cpu"))
     elif kind == "analyze":
@@ -355,6 +375,7 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
         row.backend = str((content.get("build") or {}).get("backend") or row.backend)
         row.info = {**row.info, **(artifact.get("info") or {})}
         built = content.get("build") or {}
+        _add_tools(data, built.get("info"))
         data.target = data.target or (built.get("info") or {}).get("target")
         named = Path(str(artifact.get("path") or "")).name.removesuffix(".onnx")
         data.model = data.model or named.removesuffix(f".{artifact.get('precision')}") or None
