@@ -387,3 +387,52 @@ def test_a_report_of_build_and_profile_json_names_the_tool_versions_they_recorde
     (tmp_path / "o.json").write_text(json.dumps(older))
     run = load_run([tmp_path / "b.json", tmp_path / "e.json", tmp_path / "o.json"])
     assert run.tools == {"onnxruntime": f"{version} / 1.0.0", "tensorrt": "10.3.0"}
+
+
+def test_a_matrix_json_or_workdir_is_named_as_such_with_what_to_report_instead(tmp_path: Path) -> None:
+    """report of `matrix --json`'s file said it was not a file edgedeploy wrote, and of a matrix
+    workdir 'rerun edgedeploy run': both now say what they are, and point at matrix.html and at a
+    bundle folder (each has its own report), one line, exit 2."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgedeploy.pipeline.cache import CACHE_DIR
+    from edgedeploy.pipeline.matrix import STORE_DIR
+    from edgedeploy.stages.report import load
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "tiny.onnx")
+    (tmp_path / "m.toml").write_text(
+        'workdir = "farm"\n[profile]\nduration_s = 0.2\n[matrix]\ntargets = ["x86-64-cpu"]\n'
+        'precisions = ["fp32"]\n[[matrix.models]]\nsource = "tiny.onnx"\n'
+    )
+    ran = run_cli("matrix", "m.toml", "--jobs", "1", "--json", "m.json", cwd=tmp_path)
+    assert ran.code == 0, ran.stderr
+    bundle = tmp_path / "bundle" / "tiny" / "x86-64-cpu"
+    assert (bundle / "report.html").is_file() and (tmp_path / "farm" / "matrix.html").is_file()
+    assert_clean_input_error(
+        run_cli("report", "m.json", "-o", "r", cwd=tmp_path),
+        "m.json is an `edgedeploy matrix` result, not one model's report",
+        f"{tmp_path / 'farm' / 'matrix.html'} shows every cell",
+        f"edgedeploy report {bundle}",
+    )
+    assert_clean_input_error(
+        run_cli("report", "farm", "-o", "r", cwd=tmp_path),
+        "farm is an `edgedeploy matrix` workdir, not one run's",
+        "farm/matrix.html shows every cell",
+        f"edgedeploy report {bundle}",
+    )
+    assert not (tmp_path / "r").exists()
+    assert run_cli("report", bundle, "-o", "r", cwd=tmp_path).code == 0  # what it points at reports
+    assert load.json_kind(json.loads((tmp_path / "m.json").read_text())) == "matrix"
+    assert (load.MATRIX_CACHE, load.MATRIX_STORE) == (CACHE_DIR, STORE_DIR)  # the stage cannot import them
+    # without its page (no report extra) or any bundle ([bundle] enabled = false): said without them
+    (tmp_path / "farm" / "matrix.html").unlink()
+    (tmp_path / "farm" / "matrix.md").unlink()
+    for record in (tmp_path / "farm" / CACHE_DIR).glob("bundle-*.json"):
+        record.unlink()
+    with pytest.raises(InputError, match=r"workdir, not one run's: report one \(model, target\) with its"):
+        load_run([tmp_path / "farm"])

@@ -21,6 +21,12 @@ from edgedeploy.fileio import scratch_dir
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
 RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
+MATRIX_HTML = "matrix.html"  # what `edgedeploy matrix` leaves in its workdir (stages/report/matrix.py)
+MATRIX_MARKDOWN = "matrix.md"
+# where `edgedeploy matrix` keeps its finished cells in its workdir, with a record per bundle beside
+# it (pipeline/cache.py's CACHE_DIR, pipeline/matrix.py's STORE_DIR; a stage does not import them)
+MATRIX_CACHE = ".edgedeploy-cache"
+MATRIX_STORE = "matrix"
 SIDECARS = {
     "ranges": ".ranges.json",  # fp16 range analysis (analyze --json writes the same form)
     "plan": ".plan.json",  # fp16 precision plan: per node precision and reason
@@ -161,8 +167,45 @@ def _resolve(name: Any, base: Path | None) -> Path | None:
     return path if path.is_absolute() or base is None else base / path
 
 
+def _matrix_advice(page: str | None, bundles: Sequence[str]) -> str:
+    """What to report instead of a whole matrix: its own page, or one (model, target)'s bundle."""
+    where = f"{page} shows every cell; " if page else ""
+    if not bundles:
+        return (
+            f"{where}report one (model, target) with its bundle folder, <bundle output>/<model>/<target> "
+            "(made with [bundle] enabled = true)"
+        )
+    more = f" (one of its {len(bundles)} bundles)" if len(bundles) > 1 else ""
+    return f"{where}report one (model, target) with its bundle folder, which has its own report: " + (
+        f"edgedeploy report {bundles[0]}{more}"
+    )
+
+
+def _matrix_bundles(workdir: Path) -> list[str]:
+    """The bundle folders a matrix workdir's records name (``bundle-<model>-<target>.json``, written
+    by pipeline/matrix.py's _bundle_one), those still there; best effort: [] when none reads."""
+    found = []
+    for record in sorted((workdir / MATRIX_CACHE).glob("bundle-*.json")):
+        try:
+            directory = json.loads(record.read_text(encoding="utf-8"))["result"]["directory"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(directory, str) and (Path(directory) / "manifest.json").is_file():
+            found.append(directory)
+    return found
+
+
+def is_matrix_workdir(path: Path) -> bool:
+    """Whether ``path`` is the workdir of an ``edgedeploy matrix`` run (its cells' store, or its page)."""
+    return (path / MATRIX_CACHE / MATRIX_STORE).is_dir() or (path / MATRIX_MARKDOWN).is_file()
+
+
 def load_workdir(workdir: Path) -> RunData:
     record_path = workdir / RUN_RECORD
+    if not record_path.is_file() and is_matrix_workdir(workdir):
+        page = workdir / MATRIX_HTML
+        advice = _matrix_advice(str(page) if page.is_file() else None, _matrix_bundles(workdir))
+        raise InputError(f"{workdir} is an `edgedeploy matrix` workdir, not one run's: {advice}")
     if not record_path.is_file():
         raise InputError(
             f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
@@ -231,6 +274,8 @@ def json_kind(content: Any) -> str | None:
     keys = set(content)
     if {"model_name", "precisions"} <= keys:
         return "run"
+    if {"executor", "cells", "bundles"} <= keys:
+        return "matrix"  # not one model's: refused
     if {"schema_version", "artifacts", "files"} <= keys:
         return "bundle"
     if {"compare", "per_layer"} <= keys:
@@ -334,6 +379,11 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
             "(report reads build, compare, profile, analyze, calibrate, run and bundle results)"
         )
     assert isinstance(content, dict)
+    if kind == "matrix":
+        bundles = content["bundles"] if isinstance(content["bundles"], dict) else {}
+        page = content.get("report") if isinstance(content.get("report"), str) else None
+        advice = _matrix_advice(page or f"{MATRIX_HTML} in its workdir", [str(b) for b in bundles.values()])
+        raise InputError(f"{path} is an `edgedeploy matrix` result, not one model's report: {advice}")
     if kind == "run":
         _from_run_record(content, data, path.parent)
     elif kind == "bundle":

@@ -21,11 +21,11 @@ from typing import Any
 from edgedeploy.fileio import atomic_write_text
 from edgedeploy.stages.report import ReportFiles
 from edgedeploy.stages.report.data import MatrixBar
-from edgedeploy.stages.report.load import PRECISION_ORDER
+from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN, PRECISION_ORDER
 from edgedeploy.stages.report.render import _e, _md, _num, _size, _table, page
 
-HTML_NAME = "matrix.html"
-MARKDOWN_NAME = "matrix.md"
+HTML_NAME = MATRIX_HTML
+MARKDOWN_NAME = MATRIX_MARKDOWN
 
 
 def speedups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:
