@@ -146,6 +146,14 @@ def integer_range(dtype: np.dtype) -> tuple[int, int]:
 
 def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # a zip (.npz) or an array
+        # (numpy takes anything else for a pickle and says "allow_pickle=False", not the problem)
+        raise DataError(f"{path} is not a NumPy file: neither a .npz archive nor a .npy array")
+    try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 names = [s.name for s in inputs]

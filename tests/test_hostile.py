@@ -1319,8 +1319,15 @@ CASES: list[Case] = [
         "model.fp16.onnx",
         "--data",
         "garbage.npz",
-        phrase="garbage.npz",
+        phrase="garbage.npz is not a NumPy file",  # was numpy's "allow_pickle=False", not the problem
     ),
+    # a bundle -o named as its archive made a folder bb.tar.gz and an archive bb.tar.gz.tar.gz
+    line("bundle -o an archive name", "bundle model.onnx -o bb.tar.gz", "give -o bb", absent=("bb.tar.gz",)),
+    # fp8 named an sm_89 target, which then refused it as not built by edgedeploy
+    line("build fp8", "build model.onnx --precision fp8 --target h100 -o out", "not built by edgedeploy"),
+    # a workdir that is a file was the OS error "File exists" (or "Not a directory" below it)
+    refused_run("config workdir a file", "workdir: ", workdir='"data.npz"'),
+    refused_run("config workdir in a file", "lies in", workdir='"data.npz/sub"'),
     C(
         "compare out-of-range token ids",
         "compare",

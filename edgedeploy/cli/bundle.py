@@ -78,6 +78,12 @@ def create_command(
     from edgedeploy.targets import load_target
 
     ui = make_ui()
+    if output.name.endswith((".tar.gz", ".tgz")):  # it made a folder bb.tar.gz and bb.tar.gz.tar.gz
+        folder = output.name.removesuffix(".tar.gz").removesuffix(".tgz")
+        raise InputError(
+            f"-o {output}: -o names the bundle's folder, and its archive is written beside it as "
+            f"FOLDER.tar.gz: give -o {output.with_name(folder)}"
+        )
     tgt = load_target(target)
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:

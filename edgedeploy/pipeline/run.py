@@ -811,6 +811,16 @@ def check_config(config: PipelineConfig) -> Target:
         )
     if not config.workdir or not str(config.workdir).strip():
         raise InputError('config workdir is empty; e.g. workdir = "edgedeploy-out"')
+    folders = [("workdir", config.path(config.workdir))]
+    folders += [("bundle.output", bundle_dir(config))] if config.bundle.enabled else []
+    for key, folder in folders:
+        # said as such, not as the OS error of making it ("File exists", "Not a directory")
+        ancestor = folder
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            where = "exists and is not a folder" if ancestor == folder else f"lies in {ancestor}, a file"
+            raise InputError(f"config {key}: {folder} {where}")
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
