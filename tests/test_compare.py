@@ -339,3 +339,25 @@ def test_a_pipeline_compares_tensorrts_q_dq_model_not_onnx_runtimes_fused_copy(t
     saved = tmp_path / "m.int8.ort.onnx"
     assert compared_file(gpu, saved) == gpu
     assert compared_file(cpu, saved) == saved
+
+
+def test_a_candidate_fixed_at_one_batch_is_compared_in_batches_of_it(tmp_path: Path) -> None:
+    """A candidate exported with a fixed batch of 1 beside a dynamic reference failed with only
+    Polygraphy's "Received incompatible shape: (8, 4)"; it is now compared one row at a time, and an
+    explicit --batch-size it cannot take is refused in one line that names the batch to give."""
+
+    def relu(batch: int | str, path: Path) -> Path:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    reference, fixed = relu("batch", tmp_path / "m.onnx"), relu(1, tmp_path / "m1.onnx")
+    result = run_cli("compare", reference, fixed, "--json", tmp_path / "c.json")
+    assert result.code == 0, result.stderr
+    assert "takes a batch of 1 only: comparing in batches of 1" in result.stderr
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["iterations"] == record["data"]["samples_compared"] > 1  # one row a run
+    refused = run_cli("compare", reference, fixed, "--batch-size", "4")
+    assert_clean_input_error(refused, "takes a batch of 1 only", "give --batch-size 1")

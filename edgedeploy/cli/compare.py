@@ -65,6 +65,7 @@ def compare_command(
 
     Example: edgedeploy compare model.onnx model.fp16.onnx --data val.npz --min-cosine 0.999
     """
+    from calibration.feeds import static_batch
     from calibration.modelinfo import model_io
     from calibration.sources import open_source, parse_shapes
     from edgedeploy.onnxio import load_onnx
@@ -79,6 +80,17 @@ def compare_command(
     if per_layer and candidate.suffix != ".onnx":
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
+    if candidate.suffix == ".onnx" and static_batch(inputs) is None:  # a candidate fixed at one batch
+        # (exported --static) refused the default batches of 8 in Polygraphy's words only
+        fixed = static_batch(model_io(candidate)[0])
+        if fixed is not None and fixed != batch_size:
+            if "batch_size" in typed(ctx, "batch_size"):
+                raise InputError(
+                    f"{candidate.name} takes a batch of {fixed} only (its batch dim is fixed): "
+                    f"give --batch-size {fixed}"
+                )
+            ui.info(f"{candidate.name} takes a batch of {fixed} only: comparing in batches of {fixed}")
+            batch_size = fixed
     source = open_source(
         data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None,
         image_options=load_preprocess(preprocess),
