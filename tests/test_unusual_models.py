@@ -373,6 +373,12 @@ def test_the_analysis_count_says_it_leaves_out_the_nodes_the_user_named(tmp_path
     built = run_cli("build", model, "--precision", "fp16", "--fp32-nodes", "mm1", "-o", tmp_path / "out")
     assert built.code == 0, built.stderr
     assert "0 node(s) kept in fp32 by it, besides those --fp32-nodes/--fp32-ops name" in built.stderr
+    # and the whole count, as the JSON and the plan give it (the line above left out the named one)
+    import json
+
+    plan = json.loads((tmp_path / "out" / "m.fp16.plan.json").read_text())
+    whole = f"fp16 model: 1 of {plan['nodes_total']} node(s) kept in fp32 (why, per node: m.fp16.plan.json)"
+    assert plan["nodes_fp32"] == 1 and whole in built.stderr, built.stderr
     assert "besides" not in run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "o2").stderr
 
 

@@ -279,6 +279,12 @@ def _convert(
             model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
         )
         advance(1.0)
+    # the whole count, as the plan and the build's JSON give it: the analysis line above counts the
+    # nodes kept for their ranges, and the converter keeps more by rule (ops fp16 cannot take)
+    ui.info(
+        f"fp16 model: {artifact.info['nodes_fp32']} of {artifact.info['nodes_total']} node(s) kept in "
+        f"fp32 (why, per node: {dest.name.removesuffix('.onnx')}.plan.json)"
+    )
     float64 = int(artifact.info.get("nodes_float64", 0))
     if float64 and float64 + int(artifact.info["nodes_fp32"]) >= int(artifact.info["nodes_total"]):
         ui.warn(
