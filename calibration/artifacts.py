@@ -74,14 +74,20 @@ def _fit(value: Any, ort_type: str) -> Any:
     return value.astype(want, copy=False)
 
 
-def default_feed(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """One seeded random feed shaped from the model's inputs (None when they cannot be made)."""
+def default_feed(
+    model_path: str | os.PathLike[str], shapes: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, Any] | None:
+    """One seeded random feed shaped from the model's inputs and the ``shapes`` given for them
+    (``--input``), else their dynamic dims as 1 (None when such inputs cannot be made)."""
     from calibration.modelinfo import model_io
     from calibration.sources import open_source
 
     try:
         inputs, _ = model_io(model_path)
-        return next(iter(open_source("random:0", inputs, samples=1, batch_size=1)), None)
+        batch = next((s[0] for s in (shapes or {}).values() if s), 1)
+        return next(
+            iter(open_source("random:0", inputs, samples=batch, batch_size=batch, shapes=shapes)), None
+        )
     except Exception:  # inputs we cannot synthesize (sequences, odd types): load-only check
         return None
 
@@ -128,12 +134,13 @@ def verify_artifact(
     source: str | os.PathLike[str] | None = None,
     companions: Iterable[str | os.PathLike[str]] = (),
     what: str = "the artifact",
-) -> None:
+) -> str | None:
     """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
     ``companions`` and raise :class:`ArtifactError` when it fails.
 
     ``feed`` is the input to run (default: one seeded random feed); ``source`` is the model the
     artifact was made from: when the source fails on the feed as well, the load is the check.
+    Returns None when the artifact ran, else why it was loaded only (for the caller to say so).
     """
 
     path = Path(path)
@@ -155,11 +162,12 @@ def verify_artifact(
         _remove(doomed)
         raise ArtifactError(f"ONNX Runtime cannot load {what} ({ort_error(exc)}); it was not kept") from None
     if feed is None:
-        return
+        return "no random input can be made for its inputs"
     why = _runs(os.fspath(path), feed, session)
     if why is None:
-        return
+        return None
     if source is not None and _runs(os.fspath(source), feed) is not None:
-        return  # the source model fails on this feed too: the data is at fault, the load is the check
+        # the source model fails on this feed too: the data is at fault, the load is the check
+        return f"random inputs fail the model it was made from too ({_short(why)})"
     _remove(doomed)
     raise ArtifactError(f"ONNX Runtime cannot run {what} ({why}); it was not kept")

@@ -437,3 +437,24 @@ def test_an_fp16_transpose_into_a_linear_layer_builds_compares_and_verifies_on_t
     script = tmp_path / "bundle" / "scripts" / "verify.sh"
     verified = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_built_artifact_random_inputs_cannot_run_is_not_called_built_without_a_word(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """silero-vad's fp16 build without --input said "(built)" of an .ort.onnx that was only loaded:
+    random inputs at 1 fail the source model too. The line says so, and with --input the built
+    artifact is run on those shapes."""
+    out = tmp_path / "out"
+    built = run_cli("build", reflect_padded_onnx, "--precision", "fp16", "--no-fp16-analysis", "-o", out)
+    assert built.code == 0, built.stderr
+    assert "(built; loaded, not run: random inputs fail the model it was made from too" in built.stdout
+    assert "give its input shapes with --input NAME:SHAPE)" in built.stdout
+    shaped = run_cli(
+        "build", reflect_padded_onnx, "--precision", "fp16", "--input", "x:2x16", "-o", tmp_path / "o2"
+    )
+    assert shaped.code == 0 and shaped.stdout.strip().endswith("(built)"), shaped.stdout
+    import json
+
+    sidecar = json.loads((tmp_path / "o2" / "reflect.fp16.ort.json").read_text())
+    assert sidecar["checked"] == "loaded and run once"

@@ -36,6 +36,8 @@ class BuildOptions:
     calibration_cache: Path | None = None  # TensorRT 8.x implicit INT8
     precision_plan: Path | None = None  # JSON: nodes kept in higher precision
     threads: int | None = None  # CPU backends
+    # --input: the shapes the built artifact is run on once, as every artifact is before it is built
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     force: bool = False  # rebuild even when the build key matches
 
 

@@ -96,17 +96,21 @@ def crashing_optimizers(model: str | os.PathLike[str]) -> list[str]:
 SAVE_LEVELS = ("extended", "basic")  # the portable levels, most optimized first
 
 
-def _save_optimized(model: Path, artifact: Path, threads: int | None) -> str:
-    """Save ``model`` as ONNX Runtime optimizes it, checked like every artifact; returns the level.
+def _save_optimized(
+    model: Path, artifact: Path, threads: int | None, shapes: dict[str, tuple[int, ...]]
+) -> tuple[str, str | None]:
+    """Save ``model`` as ONNX Runtime optimizes it, checked like every artifact; returns the level
+    and, when the check could only load it, why (calibration.artifacts.verify_artifact).
 
     Some extended fusions save a graph that does not load again (a function inlined into an
     invalid If, for one); the build then keeps the basic level's graph, or the model as given.
     """
     import onnxruntime as ort
 
-    from calibration.artifacts import ArtifactError, verify_artifact
+    from calibration.artifacts import ArtifactError, default_feed, verify_artifact
     from calibration.graphs import ort_error
 
+    feed = default_feed(model, shapes) if shapes else None  # None: verify_artifact's own
     why = ""
     for level in SAVE_LEVELS:
         try:
@@ -119,17 +123,17 @@ def _save_optimized(model: Path, artifact: Path, threads: int | None) -> str:
                     )
                 except Exception as exc:
                     raise ArtifactError(ort_error(exc)) from None
-                verify_artifact(tmp, source=model, what=f"its {level}-optimized graph")
-            return level
+                unrun = verify_artifact(tmp, feed, source=model, what=f"its {level}-optimized graph")
+            return level, unrun
         except ArtifactError as exc:
             why = str(exc)
     try:  # the model itself (checked by the stage that wrote it) runs; ORT optimizes it when loading
         with atomic_path(artifact, suffix=".onnx") as tmp:
             shutil.copyfile(model, tmp)
-            verify_artifact(tmp, source=model, what=model.name)
+            unrun = verify_artifact(tmp, feed, source=model, what=model.name)
     except ArtifactError as exc:
         raise InputError(f"ONNX Runtime cannot build {model.name}: {why}; {exc}") from None
-    return "disable"
+    return "disable", unrun
 
 
 class OnnxRuntimeBackend:
@@ -172,7 +176,7 @@ class OnnxRuntimeBackend:
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
-        level = _save_optimized(model, artifact, options.threads)
+        level, unrun = _save_optimized(model, artifact, options.threads, options.shapes)
         info: dict[str, Any] = {
             "build_key": key,
             "backend": self.name,
@@ -184,6 +188,8 @@ class OnnxRuntimeBackend:
             "target": options.target.name,
             "precision": options.precision,
             "artifact_sha256": sha256_file(artifact),
+            # "run": what the check did; an artifact only loaded is not called built without a word
+            "checked": "loaded and run once" if unrun is None else f"loaded, not run: {unrun}",
         }
         atomic_write_json(sidecar, info)
         return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)

@@ -221,6 +221,8 @@ def build_command(
             write_json(json_path, _missed_budget_record(model, precision, exc))
         raise
     state = "up to date, skipped" if result.build.skipped else "built"
+    if str(result.build.info.get("checked", "")).startswith("loaded, not run"):
+        state += f"; {result.build.info['checked']}; give its input shapes with --input NAME:SHAPE"
     out.print(
         f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
     )

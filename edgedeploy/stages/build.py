@@ -208,7 +208,9 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
             extra.setdefault("precision_plan", path)
         elif path.name.endswith(".cache") and request.precision == "int8":
             extra.setdefault("calibration_cache", path)
-    options = BuildOptions(precision=request.precision, target=request.target, **extra)
+    options = BuildOptions(
+        precision=request.precision, target=request.target, shapes=dict(request.calibration.shapes), **extra
+    )
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:
         result = backend.build(precision.path, options, out_dir)
         advance(1.0)
