@@ -967,20 +967,38 @@ def _profiles_from_flags(flags: list[str]) -> list[dict[str, list[list[int]]]]:
     ]
 
 
+def input_dtypes(art: dict[str, Any]) -> dict[str, str]:
+    """The inputs the artifact's model declares in another dtype than the bundle's io (the manifest's
+    ``input_dtypes``: float16 for an fp16 model built without kept io types)."""
+    table = art.get("input_dtypes") or {}
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise BundleProblem(f"the {art['precision']} artifact's input_dtypes is not a table of dtype names")
+    return {str(k): v for k, v in table.items()}
+
+
 def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
-    """Write each reference input as raw binary for trtexec; print --loadInputs and --shapes values."""
+    """Write each reference input as raw binary for trtexec, in the dtype the precision's model takes;
+    print --loadInputs and --shapes values."""
     import numpy as np
 
     manifest = load_manifest(bundle)
     inputs = reference_path(bundle, manifest, "inputs")
     if inputs is None or reference_path(bundle, manifest, "outputs") is None:
         die("the bundle has no reference inputs/outputs: nothing to verify against")
+    # trtexec reads each file as raw bytes of the engine's input type: float32 bytes for a float16
+    # input would be twice its size, refused
+    dtypes = input_dtypes(artifact(manifest, args.precision)) if args.precision else {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs, shapes = [], {}
     with np.load(inputs) as data:
         for name in data.files:
             arr = np.ascontiguousarray(data[name])
+            if name in dtypes:
+                try:
+                    arr = arr.astype(np.dtype(dtypes[name]))
+                except TypeError:
+                    raise BundleProblem(f"input '{name}': unknown dtype {dtypes[name]!r}") from None
             path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
             arr.tofile(path)
             specs.append(f"{name}:{path}")
@@ -1115,6 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("flags", nargs="*")
     p = sub.add_parser("ref-inputs")
     p.add_argument("--out", required=True)
+    p.add_argument("--precision", help="write the inputs in the dtypes this precision's model takes")
     p.add_argument("--engine", help="also print the --useProfile flag the reference shapes need")
     p = sub.add_parser("shapes")
     p.add_argument("--batch", type=int, default=1)

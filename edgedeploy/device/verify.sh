@@ -49,7 +49,7 @@ TRT="$(find_trtexec)"
 [ -n "$TRT" ] || die "trtexec not found (it is in /usr/src/tensorrt/bin on JetPack)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-SPECS="$(helper ref-inputs --out "$WORK" --engine "$ENGINE")" || exit 2
+SPECS="$(helper ref-inputs --out "$WORK" --engine "$ENGINE" --precision "$PRECISION")" || exit 2
 LOAD="$(sed -n 1p <<<"$SPECS")"
 SHAPES="$(sed -n 2p <<<"$SPECS")"
 PROFILE=()  # --useProfile=N when the reference shapes lie past the engine's first profile

@@ -89,11 +89,31 @@ def run_onnxruntime(model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.
     # NchwcTransformer kills the process on some float16 graphs (a Transpose feeding a MatMul with
     # constant weights; docs/design.md, "ONNX Runtime crashes on some fp16 graphs"); it only lays
     # out float32 convolutions for speed, which a check of the outputs does not need
-    session = ort.InferenceSession(
-        str(model), providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, inputs), strict=True))
+    try:
+        session = ort.InferenceSession(
+            str(model), providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"]
+        )
+        names = [o.name for o in session.get_outputs()]
+        declared = {i.name: i.type for i in session.get_inputs()}
+        feeds = {n: as_declared(a, declared[n]) if n in declared else a for n, a in inputs.items()}
+        return dict(zip(names, session.run(names, feeds), strict=True))
+    except Exception as exc:  # ONNX Runtime's errors (InvalidArgument, Fail) are bare Exceptions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutputsProblem(f"ONNX Runtime cannot run {model} on the reference inputs: {first}") from None
+
+
+# ONNX Runtime's floating input types (NodeArg.type) -> NumPy dtypes
+ORT_FLOATS = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+def as_declared(arr: np.ndarray, ort_type: str) -> np.ndarray:
+    """A floating reference input in the floating dtype the model declares: the reference inputs are
+    the fp32 model's, and an fp16 model built without kept io types takes float16 (its float16
+    outputs are compared in float64, as every output is)."""
+    dtype = ORT_FLOATS.get(ort_type)
+    if dtype is None or arr.dtype.kind != "f" or arr.dtype == np.dtype(dtype):
+        return arr
+    return arr.astype(dtype)
 
 
 def metrics(ref: np.ndarray, cand: np.ndarray, gates: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +206,11 @@ def _main(argv: list[str] | None) -> int:
     else:
         with np.load(args.bundle / ref["inputs"]) as data:
             feeds = {n: data[n] for n in data.files}
-        got = run_onnxruntime(args.onnxruntime, feeds)
+        try:
+            got = run_onnxruntime(args.onnxruntime, feeds)
+        except OutputsProblem as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     results: dict[str, Any] = {}
     for name, ref_arr in expected.items():
         if name not in got:

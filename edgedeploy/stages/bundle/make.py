@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
@@ -86,6 +86,20 @@ def _spec_json(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}
 
 
+def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Any]:
+    """The artifact's ``input_dtypes`` / ``output_dtypes``: the tensors its model declares in another
+    dtype than the bundle's io (an fp16 model built without kept io types takes and gives float16);
+    empty when they agree. verify.sh feeds the reference inputs in these dtypes."""
+    declared = model_io(model)
+    found: dict[str, Any] = {}
+    for key, specs, own in (("input_dtypes", inputs, declared[0]), ("output_dtypes", outputs, declared[1])):
+        io = {s.name: s.dtype for s in specs}
+        differ = {s.name: s.dtype for s in own if s.name in io and s.dtype != io[s.name]}
+        if differ:
+            found[key] = differ
+    return found
+
+
 def _copy(src: Path, root: Path, folder: str) -> str:
     """Copy one artifact into the bundle; an ONNX model brings its external data files along."""
 
@@ -117,6 +131,23 @@ def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
     )
 
 
+def _io_rows(manifest: dict[str, Any]) -> str:
+    """The device README's rows of the model's inputs and outputs, with the dtypes of the precisions
+    whose model declares another (``input_dtypes`` / ``output_dtypes`` of an artifact)."""
+    rows = []
+    for kind in ("input", "output"):
+        for spec in manifest["io"][f"{kind}s"]:
+            others = [
+                f"{a['precision']}: {dtype}"
+                for a in manifest["artifacts"]
+                if (dtype := (a.get(f"{kind}_dtypes") or {}).get(spec["name"]))
+            ]
+            dtype = "; ".join([str(spec["dtype"]), *others])
+            shape = "[" + ", ".join("?" if d is None else str(d) for d in spec["shape"]) + "]"
+            rows.append(f"| {kind} | `{spec['name']}` | {shape} | {dtype} |")
+    return "\n".join(rows)
+
+
 def _device_readme(manifest: dict[str, Any], root: Path) -> str:
     target = manifest["target"]
     rows = "\n".join(
@@ -131,6 +162,10 @@ Target: {target.get("description", target["name"])}.
 | precision | backend | model | engine |
 |---|---|---|---|
 {rows}
+
+| | tensor | shape | dtype |
+|---|---|---|---|
+{_io_rows(manifest)}
 
 ## On the device
 
@@ -242,6 +277,7 @@ def make_bundle(
                 "profile": art.profile,
                 "precision_info": art.info,
             }
+            entry.update(_io_dtypes(root / entry["model"], inputs, outputs))
             for extra in art.extra_files:
                 _copy(extra, root, "models")
             entries.append(entry)
