@@ -45,8 +45,9 @@ done
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
 if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2
-    # the reference inputs' shapes for dims beyond the batch the model leaves dynamic
-    SHAPES="$(helper profile-inputs 2>/dev/null | tr '\n' ' ')" || SHAPES=""
+    # the reference inputs' shapes for dims beyond the batch the model leaves dynamic, at the asked
+    # batch (a batch the model fixes otherwise is refused here)
+    SHAPES="$(helper profile-inputs ${BATCH:+--batch "$BATCH"} | tr '\n' ' ')" || exit 2
     die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
         "measure it with: edgedeploy profile $MODEL ${SHAPES% }"
 fi

@@ -1063,13 +1063,29 @@ def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reference_shapes(path: Path) -> dict[str, list[int]]:
+    """The reference inputs' shapes, by name; {} without NumPy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return {}
+    with np.load(path) as data:
+        return {name: list(data[name].shape) for name in data.files}
+
+
 def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     """``edgedeploy profile``'s ``--input`` arguments, one per line, for the inputs whose dims
-    beyond the batch are dynamic: their shapes in the reference inputs, batch 1 where the batch is
-    dynamic (random data would feed such dims as 1: a 1x1 image). Nothing when every other dim is
-    fixed, or the bundle has no reference inputs."""
+    beyond the batch are dynamic: their shapes in the reference inputs, at batch ``--batch`` (1 when
+    not given) where the batch is dynamic (random data would feed such dims as 1: a 1x1 image).
+    When no input needs one, ``--batch-sizes=N`` for an asked batch the model leaves dynamic.
+    Nothing when every other dim is fixed and no batch was asked, or the bundle has no reference
+    inputs (or NumPy is missing: the suggestion goes without shapes). A batch the model fixes
+    otherwise is refused (exit 2)."""
     manifest = load_manifest(bundle)
     inputs = manifest["io"]["inputs"]
+    size = 1 if args.batch is None else args.batch
+    if size < 1:
+        raise BundleProblem(f"--batch {size}: a batch is 1 or more")
     # the batch's name (``batch`` of input[batch, T]) where another input names it too: silero-vad's
     # state[2, batch, 128] takes the batch there, which profile gives it from the other input's
     batch = {s["shape"][0] for s in inputs if s["shape"] and 0 in _dynamic_axes(s)} - {None, ""}
@@ -1077,18 +1093,24 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     def batch_axes(spec: dict[str, Any]) -> set[int]:
         return {a for a in _dynamic_axes(spec) if a == 0 or spec["shape"][a] in batch}
 
+    dynamic_batch = any(batch_axes(s) for s in inputs)
+    fixed = {s["shape"][0] for s in inputs if s["shape"] and isinstance(s["shape"][0], int)}
+    if args.batch is not None and not dynamic_batch and fixed and fixed != {size}:
+        raise BundleProblem(
+            f"--batch {size}: the model's inputs have a fixed batch of {', '.join(map(str, sorted(fixed)))}"
+        )
     wanted = {s["name"]: s for s in inputs if set(_dynamic_axes(s)) - batch_axes(s)}
     path = reference_path(bundle, manifest, "inputs")
-    if not wanted or path is None:
-        return EXIT_OK
-    import numpy as np
-
-    with np.load(path) as data:
-        for name in [n for n in data.files if n in wanted]:
-            shape = list(data[name].shape)
+    lines = []
+    for name, shape in (_reference_shapes(path) if wanted and path is not None else {}).items():
+        if name in wanted:
             for axis in batch_axes(wanted[name]):
-                shape[axis] = 1
-            print(f"--input={shape_spec({name: shape})}")
+                shape[axis] = size
+            lines.append(f"--input={shape_spec({name: shape})}")
+    if not lines and args.batch is not None and dynamic_batch:
+        lines.append(f"--batch-sizes={size}")  # profile's batch is 1 unless told
+    if lines:
+        print("\n".join(lines))
     return EXIT_OK
 
 
@@ -1137,7 +1159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", help="also print the --useProfile flag the reference shapes need")
     p = sub.add_parser("shapes")
     p.add_argument("--batch", type=int, default=1)
-    sub.add_parser("profile-inputs")
+    p = sub.add_parser("profile-inputs")
+    p.add_argument("--batch", type=int, help="the batch the shapes take where it is dynamic (default 1)")
     p = sub.add_parser("run-shapes")
     p.add_argument("--engine")
     p.add_argument("--batch", type=int)

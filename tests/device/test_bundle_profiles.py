@@ -332,6 +332,21 @@ def test_a_cpu_bundle_names_a_profile_command_whose_shapes_agree_on_a_batch_name
     assert code == 0, err
 
 
+def test_a_cpu_bundle_names_a_profile_command_at_the_asked_batch(tmp_path: Path, device: Device) -> None:
+    """benchmark.sh --batch 4 of a CPU bundle suggested ``profile --input=x:1x16``: batch 1, the
+    asked batch dropped. The suggestion takes it, and the state's batch comes with x's."""
+    model = _stateful(tmp_path, "sequence")
+    code, _, err = cli("bundle", model, "-o", tmp_path / "b", "--input", "x:8x16")
+    assert code == 0, err
+    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh", "--batch", "4")
+    assert res.returncode == 2, res.stderr
+    suggested = res.stderr.strip().split("measure it with: ")[-1].split()
+    assert suggested[3:] == ["--input=x:4x16"], res.stderr
+    code, _, err = cli(*suggested[1:], "--iterations", "3", "--json", tmp_path / "p.json")
+    assert code == 0, err
+    assert [b["batch_size"] for b in json.loads((tmp_path / "p.json").read_text())["batches"]] == [4]
+
+
 def _stateful(tmp_path: Path, sequence: str | int) -> Path:
     """input x[batch, sequence] beside state[2, batch, 4], as silero-vad's input and state."""
     graph = helper.make_graph(

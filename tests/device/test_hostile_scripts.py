@@ -271,3 +271,49 @@ def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
     res = device.run(script(out, "benchmark.sh"))
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
+
+
+def test_benchmark_on_a_cpu_bundle_suggests_the_asked_batch(tmp_path: Path, device: Device) -> None:
+    """--batch N went unused in the suggested ``edgedeploy profile`` command (which then ran batch 1):
+    it sets the batch of the reference shapes, or is --batch-sizes when no input needs a shape."""
+    import numpy as np
+    from conftest import dense_model
+    from onnx import TensorProto, helper
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    out = _cpu_bundle(tmp_path / "a", model, (("batch", 1, 8, 8), ("batch", 10)), x)
+    res = device.run(script(out, "benchmark.sh"), "--batch", "4")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().endswith("dense.onnx --batch-sizes=4"), res.stderr
+    image = ("N", 3, "H", "W")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
+    )
+    relu = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    out = _cpu_bundle(tmp_path / "b", relu, (image, image), np.zeros((2, 3, 48, 192), np.float32))
+    res = device.run(script(out, "benchmark.sh"), "--batch", "3")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().endswith("relu.onnx --input=x:3x3x48x192"), res.stderr
+
+
+def test_benchmark_on_a_cpu_bundle_refuses_a_batch_the_model_fixes(tmp_path: Path, device: Device) -> None:
+    import numpy as np
+    from conftest import dense_model
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 2
+    out = _cpu_bundle(tmp_path, model, ((2, 1, 8, 8), (2, 10)), np.zeros((2, 1, 8, 8), np.float32))
+    res = device.run(script(out, "benchmark.sh"), "--batch", "4")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == "error: --batch 4: the model's inputs have a fixed batch of 2", res.stderr
+    res = device.run(script(out, "benchmark.sh"), "--batch", "2")  # its own batch: the suggestion as ever
+    assert res.returncode == 2 and res.stderr.strip().endswith("dense.onnx"), res.stderr
