@@ -16,8 +16,9 @@ from calibration.qdq import QuantizeOptions, check_qdq, plan_quantization, write
 from calibration.sources import open_source
 
 
-def silu_model(path: Path) -> Path:
-    """Conv -> SiLU (x * sigmoid(x), never below -0.28) -> Conv."""
+def silu_model(path: Path, relu_after: bool = False) -> Path:
+    """Conv -> SiLU (x * sigmoid(x), never below -0.28) -> Conv; ``relu_after``: a ReLU between
+    the SiLU and the second Conv (it follows no weighted op)."""
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.normal(0, 0.4, s).astype(np.float32), f"w{i}")
          for i, s in enumerate([(16, 4, 3), (8, 16, 3)])]  # fmt: skip
@@ -25,11 +26,12 @@ def silu_model(path: Path) -> Path:
         helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1], name="conv0"),
         helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
         helper.make_node("Mul", ["a", "s"], ["silu"], name="silu"),
-        helper.make_node("Conv", ["silu", "w1"], ["y"], pads=[1, 1], name="conv1"),
+        *([helper.make_node("Relu", ["silu"], ["r"], name="relu")] if relu_after else []),
+        helper.make_node("Conv", ["r" if relu_after else "silu", "w1"], ["y"], pads=[1, 1], name="conv1"),
     ]
     graph = helper.make_graph(
         nodes,
-        "silu",
+        "relu_late" if relu_after else "silu",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 32])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 32])],
         w,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.modelinfo import model_io
@@ -18,29 +18,12 @@ from calibration.report import print_table
 from calibration.sources import open_source
 from edgedeploy.stages.report import load_run, write_report
 from edgedeploy.stages.report.data import clipping_panels
+from tests.calibration.test_qdq_onnxruntime_precision import silu_model
 
 
 def relu_late_model(path: Path) -> Path:
     """x -> Conv -> SiLU -> ReLU (follows no weighted op: planned signed, never below 0) -> Conv."""
-    rng = np.random.default_rng(0)
-    w = [numpy_helper.from_array(rng.normal(0, 0.4, s).astype(np.float32), f"w{i}")
-         for i, s in enumerate([(16, 4, 3), (8, 16, 3)])]  # fmt: skip
-    nodes = [
-        helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1], name="conv0"),
-        helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
-        helper.make_node("Mul", ["a", "s"], ["silu"], name="silu"),
-        helper.make_node("Relu", ["silu"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "w1"], ["y"], pads=[1, 1], name="conv1"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "relu_late",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 32])],
-        w,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return silu_model(path, relu_after=True)
 
 
 def _zero_points(model_path: Path) -> dict[str, tuple[str, int]]:

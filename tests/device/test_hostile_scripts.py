@@ -257,6 +257,16 @@ def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
     """Run as suggested, ``edgedeploy profile`` would feed the dynamic height and width as 1 (a 1x1
     image): the suggestion gives the reference inputs' shape, at batch 1."""
     import numpy as np
+
+    image, model = _image_relu()
+    out = _cpu_bundle(tmp_path, model, (image, image), np.zeros((2, 3, 48, 192), np.float32))
+    res = device.run(script(out, "benchmark.sh"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
+
+
+def _image_relu() -> tuple[tuple[str | int, ...], Any]:
+    """A Relu on images [N, 3, H, W] (every dim but the channels dynamic) and its shape."""
     from onnx import TensorProto, helper
 
     image = ("N", 3, "H", "W")
@@ -266,11 +276,7 @@ def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    out = _cpu_bundle(tmp_path, model, (image, image), np.zeros((2, 3, 48, 192), np.float32))
-    res = device.run(script(out, "benchmark.sh"))
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
+    return image, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_benchmark_on_a_cpu_bundle_suggests_the_asked_batch(tmp_path: Path, device: Device) -> None:
@@ -278,7 +284,6 @@ def test_benchmark_on_a_cpu_bundle_suggests_the_asked_batch(tmp_path: Path, devi
     it sets the batch of the reference shapes, or is --batch-sizes when no input needs a shape."""
     import numpy as np
     from conftest import dense_model
-    from onnx import TensorProto, helper
 
     model = dense_model(False)
     model.graph.name = "dense"
@@ -289,14 +294,7 @@ def test_benchmark_on_a_cpu_bundle_suggests_the_asked_batch(tmp_path: Path, devi
     res = device.run(script(out, "benchmark.sh"), "--batch", "4")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("dense.onnx --batch-sizes=4"), res.stderr
-    image = ("N", 3, "H", "W")
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
-    )
-    relu = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    image, relu = _image_relu()
     out = _cpu_bundle(tmp_path / "b", relu, (image, image), np.zeros((2, 3, 48, 192), np.float32))
     res = device.run(script(out, "benchmark.sh"), "--batch", "3")
     assert res.returncode == 2, res.stderr
