@@ -344,6 +344,13 @@ warmup = 1
     assert result.code == 0, result.stderr
     profiled = json.loads((tmp_path / "run.json").read_text())["precisions"][0]["profile"]
     assert set(profiled["batch_sizes"]) == {"1", "2"}
+    # without them, compare's refusal names the dims fed as 1 in its error line, as `compare` does
+    # (it gave ONNX Runtime's "Pad reflect requires axis length >= 2" alone)
+    config.write_text(config.read_text().replace('inputs = ["x:1x16"]', "").replace('"out"', '"out2"'))
+    refused = run_cli("run", config)
+    assert refused.code == 2, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "(dynamic dims fed as 1: x 1x1; give the shapes" in last, last
 
 
 def test_run_profiles_dynamic_dims_as_the_compare_data_has_them(

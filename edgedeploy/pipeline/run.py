@@ -23,7 +23,7 @@ from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import BudgetMissed, InputError, first_line
+from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
 from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import (
@@ -661,7 +661,11 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
     )
 
     def do_compare() -> tuple[list[Path], dict[str, Any]]:
-        with run.ui.progress(f"compare {outcome.precision}") as advance:
+        # on random data, a refusal names the dims guessed as 1 and how to give them, as compare's
+        with (
+            run.ui.progress(f"compare {outcome.precision}") as advance,
+            naming_guessed_dims(data.source.fed_as_one),
+        ):
             result = compare(
                 exported.fp32, compared_file(outcome.model, outcome.artifact), data.feeds, data.gates,
                 data.source.describe(), threads=run.config.build.threads,
