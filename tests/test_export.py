@@ -387,3 +387,46 @@ def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_pat
         assert "(calibration.py:build)" in result.stderr
         given = cli("calibration.py:build")
         assert given.returncode == 0, given.stderr
+
+
+POOL_MODULE = """
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net().eval()
+"""
+
+
+def test_an_opset_out_of_range_is_refused_and_an_old_one_is_exported_at_that_opset(tmp_path: Path) -> None:
+    """--opset 99 printed onnxscript's traceback (its converter's "invalid version (must be between
+    1 and 28)") and exported opset 18 with exit 0; --opset 13 did the same for a model with a
+    ReduceMean (the converter cannot move its axes back to an attribute)."""
+    (tmp_path / "pool.py").write_text(POOL_MODULE)
+    module = f"{tmp_path / 'pool.py'}:build"
+    newest = onnx.defs.onnx_opset_version()
+    for opset in (99, newest + 1, 12):
+        out = tmp_path / f"o{opset}.onnx"
+        result = run_cli("export", module, "--input", "x:1x3x8x8", "--opset", opset, "-o", out)
+        assert_clean_input_error(result, f"--opset {opset} is", f"use 13 to {newest}")
+        assert not out.exists()
+    out = tmp_path / "o13.onnx"
+    result = run_cli("export", module, "--input", "x:1x3x8x8", "--opset", "13", "-o", out)
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "RuntimeError" not in result.stderr, result.stderr
+    assert "opset 13" in result.stdout
+    assert {o.domain: o.version for o in onnx.load(out).opset_import}[""] == 13
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert ort.InferenceSession(str(out)).run(None, {"x": x})[0].shape == (2, 10)

@@ -15,7 +15,7 @@ def export_command(
         str, typer.Argument(help="module:callable, path/file.py:callable[:inputs_callable], or model.onnx")
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the fp32 ONNX.")],
-    opset: Annotated[int, typer.Option(help="ONNX opset (>= 13).")] = 18,
+    opset: Annotated[int, typer.Option(help="ONNX opset: 13 to the newest the installed onnx knows.")] = 18,
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch/--static", help="Make dim 0 dynamic.")
     ] = True,

@@ -31,6 +31,7 @@ from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verif
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # calibration.qdq.MIN_OPSET: what ONNX files are converted to
+TORCHSCRIPT_MAX_OPSET = 20  # the newest opset torch.onnx's TorchScript exporter writes
 Notify = Callable[[str], None]
 
 
@@ -106,6 +107,24 @@ class ExportResult:
     sha256: str
     notices: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what came out other than asked
+
+
+def max_opset() -> int:
+    """The newest opset the installed onnx knows: the dynamo exporter converts its model to the
+    opset asked with onnx's version converter, which refuses newer ones (the export went on at its
+    own opset 18, after printing the converter's traceback)."""
+    return int(onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an ``--opset`` a PyTorch export cannot write, before any work."""
+    newest = max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        which = "too old" if opset < MIN_OPSET else "newer than the installed onnx knows"
+        raise InputError(
+            f"--opset {opset} is {which}: use {MIN_OPSET} to {newest} (onnx {onnx.__version__}); "
+            f"default {DEFAULT_OPSET}"
+        )
 
 
 def is_onnx_path(spec: str) -> bool:
@@ -307,6 +326,16 @@ def _torch_export(
 
     params = list(inspect.signature(model.forward).parameters)
     dynamo_error: str | None = None
+
+    def dynamo_done() -> str:
+        """The exporter's name when the exported file has the opset asked. The dynamo exporter writes 18
+        and converts; a conversion it cannot make (ReduceMean's axes back to an attribute, below
+        18) is logged and the model left at 18: the TorchScript exporter writes the old opsets."""
+        got = opset_of(onnx.load(os.fspath(dest), load_external_data=False))
+        if got != options.opset and options.opset <= TORCHSCRIPT_MAX_OPSET:
+            raise _OpsetNotConverted(f"it could not convert the model from opset {got} to {options.opset}")
+        return "dynamo"
+
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
@@ -336,15 +365,19 @@ def _torch_export(
             try:
                 dynamo(doubled)
                 if not _fixed_batch(dest) and _runs_at_another_batch(dest, doubled, input_names):
-                    return "dynamo"
+                    return dynamo_done()
+            except _OpsetNotConverted:
+                raise
             except Exception:  # forward may take batch 1 only: exported as given below
                 pass
         dynamo(args)
         if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names):
             dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
-        return "dynamo"
+        return dynamo_done()
     except ImportError:
         dynamo_error = "onnxscript is not installed"
+    except _OpsetNotConverted as exc:
+        dynamo_error = str(exc)
     except Exception as exc:
         dynamo_error = f"{type(exc).__name__}: {first_line(exc)}"
     notify(
@@ -361,7 +394,7 @@ def _torch_export(
                 args,
                 os.fspath(dest),
                 dynamo=False,
-                opset_version=min(options.opset, 20),
+                opset_version=min(options.opset, TORCHSCRIPT_MAX_OPSET),
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=dynamic_axes,
@@ -369,6 +402,10 @@ def _torch_export(
     except Exception as exc:
         raise InputError(f"export failed with both exporters: {type(exc).__name__}: {exc}") from None
     return "torchscript"
+
+
+class _OpsetNotConverted(Exception):
+    """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
 
 
 def _batch_of_two(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -422,14 +459,18 @@ def _fixed_batch(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _quiet_torch_logs() -> Iterator[None]:
-    """The dynamo exporter logs warnings about optional ops (torchvision) that are noise here."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The dynamo exporter logs warnings about optional ops (torchvision) that are noise here, and
+    onnxscript's version converter a traceback for a conversion it cannot make (the opset that
+    comes out is checked instead: ``dynamo_done`` in :func:`_torch_export`)."""
+    loggers = [logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _output_names(model: Any, args: tuple[Any, ...]) -> list[str]:
@@ -514,10 +555,8 @@ def export(
 ) -> ExportResult:
     """Export ``spec`` (a module:callable, file.py:callable, or .onnx path) to ``dest``."""
     options = options or ExportOptions()
-    if options.opset < MIN_OPSET and not is_onnx_path(spec):  # an ONNX file keeps its opset (>= 13)
-        raise InputError(
-            f"--opset {options.opset} is too old; use {MIN_OPSET} or newer (default {DEFAULT_OPSET})"
-        )
+    if not is_onnx_path(spec):  # an ONNX file keeps its opset (>= 13)
+        check_opset(options.opset)
     dest = Path(dest)
     notices: list[str] = []
 
@@ -535,6 +574,8 @@ def export(
         torch_model, example = resolve_torch_model(spec)
         exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
     result = _result(dest, spec, exporter, model, before, after, simplified, notices)
+    if result.opset != options.opset and not is_onnx_path(spec):
+        result.warnings.append(_other_opset(options.opset, result))
     fixed = [f"{i.name} ({i.shape[0]})" for i in result.inputs if i.shape and isinstance(i.shape[0], int)]
     if fixed and options.dynamic_batch and not is_onnx_path(spec):
         result.warnings.append(
@@ -543,6 +584,16 @@ def export(
             "[T, B, C], ...), so the model takes that batch only"
         )
     return result
+
+
+def _other_opset(asked: int, result: ExportResult) -> str:
+    """What the export wrote when it is not the opset asked: the TorchScript exporter (the dynamo
+    one's fallback) writes up to opset 20, the dynamo one opset 18 when it cannot convert."""
+    if result.exporter == "torchscript" and asked > TORCHSCRIPT_MAX_OPSET:
+        why = f"the TorchScript exporter writes {TORCHSCRIPT_MAX_OPSET} at most"
+    else:
+        why = f"the {result.exporter} exporter could not convert the model to {asked}"
+    return f"--opset {asked}: exported at opset {result.opset} ({why})"
 
 
 def _result(
@@ -603,6 +654,7 @@ def export_module(
 ) -> ExportResult:
     """Export an in-memory torch.nn.Module (used by the demo and by Python callers)."""
     options = options or ExportOptions()
+    check_opset(options.opset)
     dest = Path(dest)
     notices: list[str] = []
 
@@ -613,4 +665,7 @@ def export_module(
     exporter, model, before, after, simplified = _export_module(
         torch_model.eval(), example, dest, options, note
     )
-    return _result(dest, type(torch_model).__name__, exporter, model, before, after, simplified, notices)
+    result = _result(dest, type(torch_model).__name__, exporter, model, before, after, simplified, notices)
+    if result.opset != options.opset:
+        result.warnings.append(_other_opset(options.opset, result))
+    return result
