@@ -430,3 +430,25 @@ def test_an_opset_out_of_range_is_refused_and_an_old_one_is_exported_at_that_ops
     assert {o.domain: o.version for o in onnx.load(out).opset_import}[""] == 13
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     assert ort.InferenceSession(str(out)).run(None, {"x": x})[0].shape == (2, 10)
+
+
+def test_an_input_and_output_name_alike_or_doubled_is_refused_before_any_work(tmp_path: Path) -> None:
+    """--input-names a --output-names a exported, and then failed with the checker's SSA message
+    naming our scratch copy (.x.onnx.PID.export.XXXX/raw.onnx). The model's build() raising shows
+    that the names are refused before the model is even built."""
+    (tmp_path / "ab.py").write_text(AB_MODULE + "\n\ndef broken():\n    raise RuntimeError('built')\n")
+    two = ["--input", "a:2x4", "--input", "b:2x4"]
+    for args, phrase in (
+        ([*two, "--input-names", "p,q", "--output-names", "q"], "'q' named both an input and an output"),
+        ([*two, "--output-names", "b"], "'b' named both an input and an output"),
+        ([*two, "--output-names", "y,y"], "output name 'y' given twice"),
+        ([*two, "--input-names", "p,q,r"], "--input-names gives 3 names for 2 --input"),
+    ):
+        result = run_cli("export", f"{tmp_path / 'ab.py'}:broken", *args, "-o", tmp_path / "n.onnx")
+        assert_clean_input_error(result, phrase)
+        assert "raw.onnx" not in result.stderr
+    # a name of forward's that meets the default output name: refused before the export
+    clash = ["--input", "output:2x4", "--input", "b:2x4"]
+    result = run_cli("export", f"{tmp_path / 'ab.py'}:build", *clash, "-o", tmp_path / "n.onnx")
+    assert_clean_input_error(result, "'output' named both an input and an output")
+    assert not (tmp_path / "n.onnx").exists()

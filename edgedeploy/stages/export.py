@@ -259,6 +259,28 @@ def _unique(kind: str, names: list[str]) -> None:
         raise InputError(f"{kind} name {', '.join(map(repr, twice))} given twice: graph names are unique")
 
 
+def check_names(options: ExportOptions) -> None:
+    """Refuse, before any work, graph names given twice: within ``--input-names``, within
+    ``--output-names``, or as an input's and an output's (an ONNX value has one name; the exporter
+    wrote both and the checker refused the file, naming our scratch copy)."""
+    inputs = options.input_names or [i.name for i in options.inputs]
+    _unique("input", options.input_names or [])
+    _unique("output", options.output_names or [])
+    _distinct(inputs, options.output_names or [])
+    if options.input_names and options.inputs and len(options.input_names) != len(options.inputs):
+        raise InputError(
+            f"--input-names gives {len(options.input_names)} names for {len(options.inputs)} --input"
+        )
+
+
+def _distinct(inputs: list[str], outputs: list[str]) -> None:
+    if both := [name for name in outputs if name in inputs]:
+        raise InputError(
+            f"{', '.join(map(repr, both))} named both an input and an output: input and output names "
+            "must differ (--input-names, --output-names)"
+        )
+
+
 def _positional_parameters(model: Any) -> list[str] | None:
     """The names of ``model.forward``'s arguments that can be passed by position, or None when it
     takes ``*args`` or ``**kwargs`` (or has no readable signature)."""
@@ -555,8 +577,9 @@ def export(
 ) -> ExportResult:
     """Export ``spec`` (a module:callable, file.py:callable, or .onnx path) to ``dest``."""
     options = options or ExportOptions()
-    if not is_onnx_path(spec):  # an ONNX file keeps its opset (>= 13)
+    if not is_onnx_path(spec):  # an ONNX file keeps its opset (>= 13) and names
         check_opset(options.opset)
+        check_names(options)
     dest = Path(dest)
     notices: list[str] = []
 
@@ -636,6 +659,7 @@ def _export_module(
         raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
     _unique("input", input_names)
     _unique("output", output_names)
+    _distinct(input_names, output_names)  # a name from forward's arguments or its dict of outputs
     dest.parent.mkdir(parents=True, exist_ok=True)
     with scratch_beside(dest, "export") as scratch:
         raw = Path(scratch) / "raw.onnx"
@@ -655,6 +679,7 @@ def export_module(
     """Export an in-memory torch.nn.Module (used by the demo and by Python callers)."""
     options = options or ExportOptions()
     check_opset(options.opset)
+    check_names(options)
     dest = Path(dest)
     notices: list[str] = []
 
