@@ -57,11 +57,13 @@ def check_external_data(path: str | os.PathLike[str]) -> None:
             )
 
 
-def check_model(path: str | os.PathLike[str]) -> None:
+def check_model(path: str | os.PathLike[str], name: str | None = None) -> None:
     """Run onnx's full checker by path (works for models with external data).
 
     A graph input or output without a shape (not even a rank; ONNX Runtime runs such models) is
-    named, since the checker's own words ("Field 'shape' of 'type' is required") do not say which."""
+    named, since the checker's own words ("Field 'shape' of 'type' is required") do not say which.
+    ``name``: how the messages name the model (default "ONNX model PATH"), for a scratch file."""
+    what = name or f"ONNX model {path}"
     try:
         onnx.checker.check_model(os.fspath(path), full_check=True)
     except Exception as exc:
@@ -77,10 +79,10 @@ def check_model(path: str | os.PathLike[str]) -> None:
                             else "onnx.shape_inference"
                         )
                         raise InputError(
-                            f"ONNX model {path} fails onnx.checker: its {kind} '{v.name}' has no shape "
+                            f"{what} fails onnx.checker: its {kind} '{v.name}' has no shape "
                             f"(not even a rank); give it one in the model (e.g. {how})"
                         ) from None
-        raise InputError(f"ONNX model {path} fails onnx.checker: {first}") from None
+        raise InputError(f"{what} fails onnx.checker: {first}") from None
 
 
 def save_onnx(

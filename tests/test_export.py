@@ -452,3 +452,25 @@ def test_an_input_and_output_name_alike_or_doubled_is_refused_before_any_work(tm
     result = run_cli("export", f"{tmp_path / 'ab.py'}:build", *clash, "-o", tmp_path / "n.onnx")
     assert_clean_input_error(result, "'output' named both an input and an output")
     assert not (tmp_path / "n.onnx").exists()
+
+
+def test_errors_name_the_output_asked_for_not_the_export_s_scratch_files(tmp_path: Path) -> None:
+    """An output named like a weight (conv.weight) failed the checker in our scratch copy, and the
+    error said "ONNX model .o.onnx.PID.export.XXXX/raw.onnx fails onnx.checker"; a full disk there
+    named the scratch file too."""
+    (tmp_path / "pool.py").write_text(POOL_MODULE)
+    out = tmp_path / "out" / "o.onnx"
+    args = ["--input", "x:1x3x8x8", "--output-names", "conv.weight", "-o", out]
+    result = run_cli("export", f"{tmp_path / 'pool.py'}:build", *args)
+    assert_clean_input_error(result, f"the model exported for {out} fails onnx.checker", "conv.weight")
+    assert "raw.onnx" not in result.stderr and ".o.onnx." not in result.stderr
+    assert files_under(tmp_path / "out") == set()
+    import pytest
+
+    from edgedeploy.fileio import scratch_beside
+    from edgedeploy.stages.export import naming_output
+
+    dest = tmp_path / "d.onnx"
+    with scratch_beside(dest, "export") as scratch, pytest.raises(OSError) as raised, naming_output(dest):
+        (scratch / "no" / "raw.onnx").write_bytes(b"")
+    assert raised.value.filename == str(dest)

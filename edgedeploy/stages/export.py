@@ -13,6 +13,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibration.atomic import temp_prefix
 from calibration.errors import raised
 from calibration.graphs import opset_of
 from calibration.modelinfo import TensorSpec
-from edgedeploy.errors import InputError, first_line
+from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verify
 
@@ -422,7 +424,8 @@ def _torch_export(
                 dynamic_axes=dynamic_axes,
             )
     except Exception as exc:
-        raise InputError(f"export failed with both exporters: {type(exc).__name__}: {exc}") from None
+        why = f"{type(exc).__name__}: {first_line(exc)}"
+        raise InputError(f"export failed with both exporters: {why}") from None
     return "torchscript"
 
 
@@ -535,10 +538,16 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def finalize_onnx(
-    src: Path, dest: Path, options: ExportOptions, notify: Notify = lambda _msg: None
+    src: Path,
+    dest: Path,
+    options: ExportOptions,
+    notify: Notify = lambda _msg: None,
+    name: str | None = None,
 ) -> tuple[onnx.ModelProto, int, int, bool]:
-    """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts."""
-    check_model(src)
+    """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts. ``name``:
+    how errors name ``src`` (default its path; a PyTorch export's scratch file is named otherwise)."""
+    what = name or str(src)
+    check_model(src, name=name)
     model = load_onnx(src)
     before = len(model.graph.node)  # the file's own count, before any conversion
     if opset_of(model) < MIN_OPSET:  # per-channel Q/DQ and the fp16 converter's ops need 13
@@ -549,12 +558,12 @@ def finalize_onnx(
         try:
             model = upgrade_opset(model)
         except CalibrationError as exc:
-            raise InputError(f"{src}: {exc}") from None
+            raise InputError(f"{what}: {exc}") from None
         notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:
-        raise InputError(f"{src}: shape inference failed: {exc}") from None
+        raise InputError(f"{what}: shape inference failed: {first_line(exc)}") from None
     simplified = False
     if options.simplify:
         try:
@@ -591,7 +600,7 @@ def export(
         src = Path(spec)
         load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
         exporter = "onnx"
-        with atomic_path(dest, suffix=".onnx") as tmp:
+        with naming_output(dest), atomic_path(dest, suffix=".onnx") as tmp:
             model, before, after, simplified = finalize_onnx(src, tmp, options, note)
     else:
         torch_model, example = resolve_torch_model(spec)
@@ -661,12 +670,46 @@ def _export_module(
     _unique("output", output_names)
     _distinct(input_names, output_names)  # a name from forward's arguments or its dict of outputs
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_beside(dest, "export") as scratch:
+
+    def say(msg: str) -> None:  # a notice quoting an exporter's error names no scratch file either
+        note(_scrubbed(msg, dest))
+
+    with naming_output(dest), scratch_beside(dest, "export") as scratch:
         raw = Path(scratch) / "raw.onnx"
-        exporter = _torch_export(torch_model, args, raw, input_names, output_names, options, note)
+        exporter = _torch_export(torch_model, args, raw, input_names, output_names, options, say)
         with atomic_path(dest, suffix=".onnx") as tmp:
-            model, before, after, simplified = finalize_onnx(raw, tmp, options, note)
+            name = f"the model exported for {dest}"
+            model, before, after, simplified = finalize_onnx(raw, tmp, options, say, name=name)
     return exporter, model, before, after, simplified
+
+
+def _scratch_paths(dest: Path) -> re.Pattern[str]:
+    """Paths of our temporary files and folders beside ``dest``: the export's scratch folder
+    (``scratch_beside``) and an atomic write's temporary file, both named ``.NAME.PID.…``
+    (``temp_prefix`` in calibration/atomic.py), relative or not, with what is inside them."""
+    return re.compile(r"(?:[^\s'\"]*/)?" + re.escape(temp_prefix(dest)) + r"[^\s'\"/:]*(?:/[^\s'\"/:]*)*")
+
+
+def _scrubbed(text: str, dest: Path) -> str:
+    return _scratch_paths(dest).sub(lambda _m: str(dest), text)
+
+
+@contextlib.contextmanager
+def naming_output(dest: Path) -> Iterator[None]:
+    """An error that names one of our temporary files beside ``dest`` (the checker's, a library's,
+    a full disk's) names ``dest``, the file the user asked for, instead."""
+    try:
+        yield
+    except EdgeDeployError as exc:
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (_scrubbed(exc.args[0], dest), *exc.args[1:])
+        raise
+    except OSError as exc:
+        for attr in ("filename", "filename2"):
+            value = getattr(exc, attr)
+            if isinstance(value, (str, os.PathLike)) and _scratch_paths(dest).fullmatch(os.fspath(value)):
+                setattr(exc, attr, os.fspath(dest))
+        raise
 
 
 def export_module(
