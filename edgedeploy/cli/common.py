@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from edgedeploy.cli.guard import check_json_output
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, written_here
 from edgedeploy.ui import Ui
@@ -81,6 +82,7 @@ def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
         where = given.resolve()
         if target == where or (given.is_dir() and target.is_relative_to(where)):
             raise InputError(f"--json {path}: {given} is an input of this run (its config reads it)")
+    check_json_output(path)
 
 
 def load_preprocess(path: Path | None) -> dict[str, Any] | None:

@@ -29,6 +29,9 @@ OUTPUTS: dict[str, tuple[str, str]] = {
 }
 FILE_OUTPUT_COMMANDS = frozenset({"export", "export_command"})  # where -o names a file, not a folder
 READ_AND_WRITTEN = frozenset({"timing_cache"})  # a cache the command reads and updates
+# commands whose inputs their config names: they check --json against those first (common.json_not_an_input),
+# then as every command does here (check_json_output), for the more telling line
+CONFIG_COMMANDS = frozenset({"run_command", "matrix_command"})
 # text parameters that name files: a model source (module:callable, file.py:callable, model.onnx) and
 # data specs (folder, .npz, loader.py, or random[:SEED]). Any other text (--executor ray, --precision
 # int8, a target name) is not a path, even when a folder of that name happens to exist here.
@@ -110,11 +113,6 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 inputs += _paths(value)
         for option, path, kind in outputs:
             check_output(option, path, kind)
-            if option == "--json":
-                check_json_output(path)
-                for other, where, _ in outputs:  # export -o m.onnx --json m.onnx; build -o out --json out
-                    if other != option and _same(path, where):
-                        raise InputError(f"{option} {path} is also given as {other}: name another file")
             if kind == "file" and any(_same(path, source) for source in inputs):
                 raise InputError(f"{option} {path} is an input of this command: name another file")
             inside = next((s for s in inputs if s.is_dir() and _within(path, s)), None)
@@ -122,6 +120,11 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise InputError(
                     f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
                 )
+            if option == "--json" and fn.__name__ not in CONFIG_COMMANDS:
+                check_json_output(path)
+                for other, where, _ in outputs:  # export -o m.onnx --json m.onnx; build -o out --json out
+                    if other != option and _same(path, where):
+                        raise InputError(f"{option} {path} is also given as {other}: name another file")
         forget_written()  # what this command writes, which its --json may not replace
         with guarded(inputs=inputs):
             return fn(*args, **kwargs)
