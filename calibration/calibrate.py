@@ -595,8 +595,10 @@ def calibrate(
         rounding = _write_rounding(rounding_path, selection.rounded, plan, weights)
         report.selection = {**(report.selection or {})}
         report.selection["weight_rounding"] = {**report.selection["weight_rounding"], **rounding}
-    elif selection is not None:  # recalibrated without it: an earlier calibration's file goes
-        rounding_path.unlink(missing_ok=True)
+    elif selection is not None or not report.gptq_rounded():  # an earlier calibration's file goes
+        rounding_path.unlink(missing_ok=True)  # (auto's, beside a max or entropy model now)
+    if cache_written is None:  # a GPU target's cache beside a CPU target's model: build and bundle
+        cache_path.unlink(missing_ok=True)  # would take it for this model's (TensorRT 8.x calibrator)
     elapsed = time.perf_counter() - start
     if not reused:
         report.seconds = round(elapsed, 3)

@@ -181,3 +181,26 @@ def test_an_int8_model_calibrated_for_a_cpu_is_refused_for_a_gpu_target(
     assert (
         run_cli("bundle", digits.onnx_path, fused, "--data", digits.test_npz, "-o", tmp_path / "c").code == 0
     )
+
+
+def test_a_calibration_leaves_no_companion_of_an_earlier_one_beside_its_model(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """A GPU target's .calib.cache stayed beside a later CPU target's model in the same folder, and
+    --from-cache left the earlier calibration's cache and report beside the model it wrote: build
+    and bundle take a .calib.cache beside an int8 model for its own (TensorRT 8.x's calibrator)."""
+    out = tmp_path / "cal"
+    args = ["calibrate", digits.onnx_path, "--data", digits.test_npz, "--samples", "32", "-o", out]
+    assert run_cli(*args, "--algorithm", "max", "--target", "jetson-orin-nx").code == 0
+    cache = out / "digits.calib.cache"
+    kept = tmp_path / "entropy.cache"
+    kept.write_bytes(cache.read_bytes())
+    assert run_cli(*args, "--algorithm", "max", "--target", "x86-64-cpu").code == 0
+    assert not cache.exists() and (out / "digits.int8.onnx").is_file()
+    assert run_cli(*args, "--algorithm", "max", "--target", "jetson-orin-nx").code == 0
+    cache.write_text(cache.read_text().replace("MinMax", "Entropy"))  # another calibration's cache
+    made = run_cli(
+        "calibrate", digits.onnx_path, "--from-cache", kept, "--target", "jetson-orin-nx", "-o", out
+    )
+    assert made.code == 0, made.stderr
+    assert cache.read_bytes() == kept.read_bytes() and not (out / "digits.calib.json").exists()

@@ -177,6 +177,7 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
             markup=False,
         )
     err.print(f"wrote {dest}", markup=False)
+    _companions_of(dest, cache)
     return {
         "path": str(dest),
         "bytes": dest.stat().st_size,
@@ -185,6 +186,26 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
         "weight_bits": weight_bits,
         "left_in_float": list(uncovered),
     }
+
+
+def _companions_of(dest: Path, cache: Path) -> None:
+    """What lies beside the Q/DQ model ``dest`` under its stem describes it: its cache is the one it
+    was made from (an earlier calibration's stayed, and build and bundle took it for this model's),
+    and an earlier calibration's report and rounded weights go."""
+    import shutil
+
+    from calibration.atomic import atomic_path
+
+    stem = dest.name.removesuffix(".int8.onnx")
+    beside = dest.with_name(f"{stem}.calib.cache")
+    if not (beside.exists() and beside.resolve() == cache.resolve()):
+        with atomic_path(beside) as tmp:
+            shutil.copyfile(cache, tmp)
+        err.print(f"wrote {beside} (the cache it was made from)", markup=False)
+    for stale in (dest.with_name(f"{stem}.calib.json"), dest.with_name(f"{stem}.calib.rounding.npz")):
+        if stale.is_file():
+            stale.unlink()
+            err.print(f"removed {stale}: it described an earlier calibration", markup=False)
 
 
 def register(app: typer.Typer) -> None:
