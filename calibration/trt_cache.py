@@ -11,6 +11,7 @@ TensorRT. Hand-written: no library writes this format without TensorRT itself.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -54,9 +55,13 @@ def encode_version(version: str) -> int:
             f"TensorRT {version} has no implicit INT8 calibration (removed in 11.0): "
             "build the Q/DQ model instead of using a calibration cache"
         )
-    if minor > (99 if major >= 9 else 9) or patch > 99:
+    if major == 9:  # no target ships it, and its header encoding is not confirmed (docs/tensorrt-facts.md)
+        raise CalibrationError(
+            f"TensorRT {version}: edgedeploy writes caches for 8.x and 10.x (9.x was a limited release)"
+        )
+    if minor > (99 if major >= 10 else 9) or patch > 99:
         raise CalibrationError(f"TensorRT version {version} cannot be encoded in a cache header")
-    if major >= 9:  # TensorRT 9 and 10: major*10000 (9.x unconfirmed)
+    if major >= 10:  # major*10000 from 10 (docs/tensorrt-facts.md)
         return major * 10000 + minor * 100 + patch
     return major * 1000 + minor * 100 + patch
 
@@ -137,7 +142,13 @@ def loads(text: str, origin: str = "calibration cache") -> CalibrationCache:
             raise CalibrationError(
                 f"{origin} line {number}: expected 'tensor: 8 hex digits', got '{line[:80]}'"
             )
-        scales[name.strip()] = hex_to_scale(value)
+        scale = hex_to_scale(value)
+        if not math.isfinite(scale) or scale < 0:  # NaN, Inf or a sign: no scale TensorRT wrote
+            raise CalibrationError(
+                f"{origin} line {number}: tensor '{name.strip()}' has scale {scale} ({value}): a scale "
+                "is a finite number >= 0"
+            )
+        scales[name.strip()] = scale
     return CalibrationCache(decode_version(int(match.group(1))), match.group(2), scales)
 
 

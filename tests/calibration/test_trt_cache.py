@@ -39,6 +39,15 @@ def test_tensorrt_11_has_no_cache_and_says_why() -> None:
         encode_version("11.1.0")
     with pytest.raises(CalibrationError, match="older than any"):
         encode_version("7.0.0")
+    with pytest.raises(CalibrationError, match=r"8\.x and 10\.x"):  # written as TRT-90909 before
+        encode_version("9.9.9")
+
+
+@pytest.mark.parametrize("bits", ["7fc00000", "7f800000", "bf800000"])  # NaN, +Inf, -1.0
+def test_a_cache_scale_that_is_not_a_finite_positive_number_is_refused(bits: str) -> None:
+    """--from-cache wrote NaN, Inf or a clamped negative scale into the Q/DQ model, exit 0."""
+    with pytest.raises(CalibrationError, match=r"line 3: tensor 'b' has scale .* a scale is a finite"):
+        loads(f"TRT-8601-EntropyCalibration2\na: 3c010a14\nb: {bits}\n")
 
 
 def test_scale_is_written_as_big_endian_float32_bits() -> None:
