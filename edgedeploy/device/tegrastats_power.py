@@ -99,7 +99,9 @@ _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([\d
 def _stats(line: str) -> dict[str, float]:
     out = {}
     for m in _STAT.finditer(line):
-        key = f"p{m.group(2).rstrip('0').rstrip('.')}" if m.group(2) else m.group(1)
+        # percentile(90%) -> p90, percentile(99.9%) -> p99.9 (zeros after a decimal point only: "90" made p9)
+        pct = m.group(2)
+        key = f"p{pct.rstrip('0').rstrip('.') if '.' in pct else pct}" if pct else m.group(1)
         out[f"{key}_ms"] = float(m.group(3))
     return out
 

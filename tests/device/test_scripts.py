@@ -188,6 +188,7 @@ def test_benchmark_writes_latency_power_and_energy(bundle: Path, device: Device)
     assert res.returncode == 0, res.stdout + res.stderr
     result = json.loads(out.read_text())
     assert result["latency_ms"]["p99_ms"] == 0.80 and result["latency_ms"]["median_ms"] == 0.48
+    assert result["latency_ms"]["p90_ms"] == 0.55 and "p9_ms" not in result["latency_ms"]  # was "p9_ms"
     assert result["throughput_qps"] == 2000.5
     assert result["settings"]["cuda_graph"] is True and result["settings"]["data_transfers"] is True
     assert result["settings"]["power_mode"] == "15W"
