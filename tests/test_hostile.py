@@ -1910,3 +1910,15 @@ def test_onnxruntime_build_reuses_its_output_only_with_the_contents_it_wrote(
         first.artifact.write_bytes(bad)
         again = backend.build(tiny.model, opts, tmp_path)
         assert not again.skipped and first.artifact.read_bytes() == good
+
+
+def test_a_new_bundle_primary_redoes_the_runs_report_too(tiny: Tiny) -> None:
+    """[bundle] primary redid the bundle only: the run's report.md went on recommending the old
+    primary precision, which the bundle's manifest and report no longer said."""
+    config = write_config(tiny)
+    assert cli("run", config).code == 0
+    config.write_text(config.read_text().replace("[bundle]\n", '[bundle]\nprimary = "fp32"\n'))
+    again = cli("run", config)
+    assert again.code == 0, again.text
+    assert "report: up to date" not in again.text
+    assert "recommended precision: **fp32**" in (tiny.root / "work" / "report.md").read_text()

@@ -321,6 +321,9 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
         for f in p.get("files") or []
         if f.endswith((".plan.json", *REPORT_SIDECARS)) and Path(f).is_file()
     }  # what the charts draw besides run.json
+    manifest = bundle_dir(run.config) / "manifest.json"  # the recommended precision is the bundle's
+    if run.config.bundle.enabled and manifest.is_file():  # primary: a new one redid the bundle only
+        sidecars[str(manifest)] = sha256_file(manifest)
     key = sha256_json({"run": content, "sidecars": sidecars, "version": __version__})
 
     def do_report() -> tuple[list[Path], dict[str, Any]]:
