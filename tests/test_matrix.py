@@ -650,3 +650,14 @@ def test_a_precision_slower_than_fp32_on_its_target_is_said_as_run_says_it() -> 
     _warn_slower(matrix, results, ui)  # type: ignore[arg-type]
     said = "cls/x86-64-vnni: int8 ran slower than fp32 here (p50 1.96 ms against fp32's 1.2 ms at batch 1)"
     assert ui.messages == [f"warning: {said}"]
+
+
+def test_bundles_are_not_written_into_a_runs_bundle(project: Path) -> None:
+    """run and matrix both default to bundle/ beside their config: the matrix wrote its
+    <model>/<target> bundles inside the run's bundle, which verify and run then refused."""
+    root = project / "inbundle-bundles"
+    (root / "scripts").mkdir(parents=True)
+    (root / "manifest.json").write_text("{}")
+    with pytest.raises(InputError, match="lies in the bundle"):
+        load_matrix_config(_config(project, "inbundle"))
+    assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "scripts"]

@@ -217,6 +217,13 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     check_config(cell_config)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))
     if base.bundle.enabled:
+        root = config.bundle_dir("m", "t").parent.parent  # the bundles' root: no bundle itself, nor in one
+        inside = next((f for f in (root, *root.parents) if (f / "manifest.json").is_file()), None)
+        if inside is not None and (inside / "scripts").is_dir():  # a run's bundle (both default to
+            # bundle/ beside the config): the matrix's bundles inside it broke it for verify and run
+            raise InputError(
+                f"bundle.output {root} lies in the bundle {inside}: set another bundle.output for the matrix"
+            )
         for name in models:
             for target in targets:
                 out = config.bundle_dir(name, target.name)
