@@ -51,6 +51,7 @@ from edgedeploy.pipeline.executors import (
     Produced,
     node_versions_task,
     target_resource,
+    timing_lock,
 )
 from edgedeploy.pipeline.matrix_config import Cell, CellPlan, MatrixConfig
 from edgedeploy.pipeline.run import (
@@ -183,7 +184,7 @@ def precision_task(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """fp16 / int8 ONNX from the fp32 model (calibration included), for one precision family."""
     ui = Ui(quiet=True)
-    with scratch_dir("precision") as scratch:
+    with scratch_dir("precision") as scratch, timing_lock(exclusive=False):
         _write_files(Path(scratch) / "in", fp32)
         out = Path(scratch) / "out"
         try:
@@ -214,16 +215,20 @@ def cell_task(
     ui = Ui(quiet=True)
     with scratch_dir("cell") as scratch:
         inp, out = Path(scratch) / "in", Path(scratch) / "out"
-        _write_files(inp, {**fp32, **precision_files})
-        outcome = build(inp / model_name, request, out, ui)
-        artifact = outcome.build.artifact
-        compared = compare(
-            inp / fp32_name, compared_file(outcome.precision.path, artifact), feeds, gates, data_description,
-            threads=threads,
-        )  # fmt: skip
+        with timing_lock(exclusive=False):
+            _write_files(inp, {**fp32, **precision_files})
+            outcome = build(inp / model_name, request, out, ui)
+            artifact = outcome.build.artifact
+            compared = compare(
+                inp / fp32_name, compared_file(outcome.precision.path, artifact), feeds, gates,
+                data_description, threads=threads,
+            )  # fmt: skip
         for warning in unapplied(compared):
             ui.warn(warning)
-        profiled = profile(artifact, profile_options) if profile_options is not None else None
+        profiled = None
+        if profile_options is not None:
+            with timing_lock(exclusive=True):  # alone on this machine
+                profiled = profile(artifact, profile_options)
         result = {
             "backend": outcome.build.backend,
             "backend_note": outcome.backend_note,
