@@ -1323,6 +1323,19 @@ CASES: list[Case] = [
     ),
     # a bundle -o named as its archive made a folder bb.tar.gz and an archive bb.tar.gz.tar.gz
     line("bundle -o an archive name", "bundle model.onnx -o bb.tar.gz", "give -o bb", absent=("bb.tar.gz",)),
+    # --json named like an output: refused before the calibration, not after it wrote its files
+    line(
+        "calibrate --json named like its report",
+        "calibrate model.onnx --data data.npz -o q --json q/model.calib.json",
+        "are this command's outputs",
+        absent=("q",),
+    ),
+    line(
+        "build --json named like its model",
+        "build model.onnx --precision fp16 -o q --json q/model.fp16.onnx",
+        "are this command's outputs",
+        absent=("q",),
+    ),
     # fp8 named an sm_89 target, which then refused it as not built by edgedeploy
     line("build fp8", "build model.onnx --precision fp8 --target h100 -o out", "not built by edgedeploy"),
     # a workdir that is a file was the OS error "File exists" (or "Not a directory" below it)

@@ -18,6 +18,7 @@ from edgedeploy.cli.common import (
     JsonOutput,
     TargetName,
     csv,
+    json_not_an_output,
     load_preprocess,
     make_ui,
     out,
@@ -156,7 +157,7 @@ def build_command(
     from calibration.sources import parse_shapes
     from edgedeploy.onnxio import check_model, load_onnx
     from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
-    from edgedeploy.stages.build import build
+    from edgedeploy.stages.build import artifact_name, build
     from edgedeploy.stages.precision.budget import AccuracyBudget
     from edgedeploy.targets import load_target
 
@@ -192,6 +193,7 @@ def build_command(
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
         hint = hint if precision == "int8" and set(unused) & {flag for flag, _ in fp16_given} else ""
         raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
+    json_not_an_output(json_path, output, artifact_name(model, precision).removesuffix(f".{precision}.onnx"))
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
     # matrix check their model at export)
