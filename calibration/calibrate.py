@@ -28,7 +28,7 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
-from calibration.feeds import feed_rows, split_runs
+from calibration.feeds import RUN_ROWS, feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
@@ -480,6 +480,11 @@ def calibrate(
             )
         for name, count in observer.nonfinite.items():
             warnings.append(f"tensor '{name}' produced {count} NaN/Inf values (ignored by the statistics)")
+        if auto and not feed_holder.held:  # _select judged on the first feed, which the statistics saw
+            warnings.append(
+                f"auto held no samples out (the data makes fewer than 4 runs of {RUN_ROWS}): its choices "
+                f"were judged on calibration samples; give at least {4 * RUN_ROWS} for held-out ones"
+            )
         inside = [n for node in model.graph.node for g in subgraphs(node) for n in all_nodes(g)]
         if layers := sum(n.op_type in WEIGHTED_OPS for n in inside):
             warnings.append(
@@ -546,6 +551,7 @@ def calibrate(
                 "held_out_cosine": selection.scores,
                 "screened_cosine": selection.screened,  # candidates left out on half the held-out samples
                 "held_out_samples": selection.held_out_samples,
+                "judged_on": "held-out samples" if feed_holder.held else "calibration samples",
                 "lead_with_one_sample_out": selection.margins,
                 "samples_better_worse": selection.wins,
                 "rules": dict(Counter(selection.rules.values())),

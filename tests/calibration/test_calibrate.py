@@ -117,6 +117,23 @@ def test_synthetic_data_is_reported_as_synthetic(digits_cnn: DigitsCNN, tmp_path
     assert json.loads(result.report.read_text())["synthetic"] is True
 
 
+def test_auto_says_when_too_few_samples_left_none_to_hold_out(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
+    """16 samples are 2 runs of 8, none held out: auto judged its candidates on a calibration batch
+    and the report called those cosines held-out ones, without a word."""
+    few = calibrate(
+        digits_cnn.model, _source(digits_cnn, "random:3", samples=16), CalibrationOptions(algorithm="auto"),
+        tmp_path / "few",
+    )  # fmt: skip
+    assert any("auto held no samples out" in w for w in few.warnings), few.warnings
+    assert json.loads(few.report.read_text())["selection"]["judged_on"] == "calibration samples"
+    enough = calibrate(
+        digits_cnn.model, _source(digits_cnn, "random:3", samples=32), CalibrationOptions(algorithm="auto"),
+        tmp_path / "enough",
+    )  # fmt: skip
+    assert not any("held no samples out" in w for w in enough.warnings), enough.warnings
+    assert json.loads(enough.report.read_text())["selection"]["judged_on"] == "held-out samples"
+
+
 def _bad_loader(tmp_path: Path) -> str:
     script = tmp_path / "loader.py"
     script.write_text("def load_data():\n    raise RuntimeError('camera offline')\n    yield {}\n")
