@@ -686,3 +686,32 @@ def test_a_precision_slower_than_fp32_on_a_cpu_target_is_warned_and_reported(
     assert result.report is not None
     assert "- **fp16 ran slower than fp32** (p50 " in (result.report.parent / "report.md").read_text()
     assert "fp16 slower than fp32</dt>" in result.report.read_text()
+
+
+def test_a_build_stage_is_keyed_by_what_shapes_that_build_only() -> None:
+    """run redid builds a changed key cannot affect (each came out byte-identical): [calibration]
+    algorithm redid build-fp16, [build] fp32_ops build-fp32 and build-int8, and TensorRT profiles
+    every build that fell back to ONNX Runtime."""
+    from dataclasses import replace
+
+    from edgedeploy.fileio import sha256_json
+    from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, parse_profiles
+    from edgedeploy.pipeline.run import build_key_request
+    from edgedeploy.targets import load_target
+
+    def key(precision: str, backend: str = "onnxruntime", **changes: object) -> str:
+        base = BuildRequest(
+            precision, load_target("jetson-orin-nano"), calibration=CalibrationRequest("d.npz")
+        )
+        return sha256_json(build_key_request(replace(base, **changes), backend))
+
+    other_algorithm = {"calibration": CalibrationRequest("d.npz", algorithm="max")}
+    fp32_ops = {"fp16": Fp16Options(fp32_ops=["Softmax"])}
+    profiles = {"options": {"profiles": parse_profiles(["x:1x3,4x3,8x3"])}}
+    assert key("fp16") == key("fp16", **other_algorithm) and key("int8") != key("int8", **other_algorithm)
+    assert key("fp32") == key("fp32", **fp32_ops) == key("fp32", **other_algorithm)
+    assert key("int8") == key("int8", **fp32_ops) and key("fp16") != key("fp16", **fp32_ops)
+    assert all(key(p) == key(p, **profiles) for p in ("fp32", "fp16", "int8"))
+    assert key("fp16", "tensorrt") != key("fp16", "tensorrt", **profiles)  # TensorRT builds with them
+    other_data = {"calibration": CalibrationRequest("e.npz")}
+    assert key("fp16") != key("fp16", **other_data) and key("fp32") == key("fp32", **other_data)

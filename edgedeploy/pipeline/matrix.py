@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from edgedeploy.fileio import (
     sha256_file,
     sha256_json,
 )
-from edgedeploy.options import BuildRequest, CalibrationRequest, parse_profiles
+from edgedeploy.options import BuildRequest, parse_profiles
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
@@ -58,6 +58,7 @@ from edgedeploy.pipeline.run import (
     _calibration_fingerprint,
     _resolve_source,
     _source_fingerprint,
+    build_key_request,
     build_request,
     bundle_report_writer,
     compare_gates,
@@ -666,7 +667,7 @@ def _key_cell(
     """
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
-    keyed = request if plan.cell.precision != "fp32" else replace(request, calibration=CalibrationRequest())
+    keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     calibration_data = _calibration_fingerprint(request, inputs)
     build_key = sha256_json(
         {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data,

@@ -20,7 +20,7 @@ from calibration.errors import CalibrationError
 from calibration.modelinfo import TensorSpec, batch_names, model_io
 from calibration.sources import DataSource, Feed, check_shapes, open_source
 from edgedeploy import __version__
-from edgedeploy.backends import BACKEND_NAMES, BuildOptions
+from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
@@ -620,7 +620,7 @@ def build_request(
 
 def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOutcome:
     request = build_request(run.config, run.target, precision, exported.shapes)
-    keyed = request if precision != "fp32" else replace(request, calibration=CalibrationRequest())
+    keyed = build_key_request(request, resolve_backend(request.backend, request.target.is_gpu)[0].name)
     key = sha256_json(
         {"fp32": exported.sha256, "request": keyed, "versions": run.versions,
          "calibration_data": _calibration_fingerprint(request, exported.inputs)}
@@ -648,6 +648,33 @@ def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOut
         artifact=Path(built["artifact"]),
         files=[Path(f) for f in built["files"]],
         info=built.get("info", {}),
+    )
+
+
+def build_key_request(request: BuildRequest, backend: str) -> BuildRequest:
+    """``request`` as it shapes its precision's build on ``backend`` (the one that builds it), for
+    the stage's key: the settings only another precision or another backend uses are left out. The
+    int8 algorithm redid the fp16 build, [build] fp32_ops the fp32 and int8 ones, and TensorRT's
+    profiles every build that fell back to ONNX Runtime; each rebuilt the same bytes."""
+    calibration, fp16 = request.calibration, request.fp16
+    if request.precision == "fp32":
+        calibration, fp16 = CalibrationRequest(), Fp16Options()
+    elif request.precision == "fp16":  # its range analysis and budget read the data, not the int8 rules
+        calibration = replace(
+            calibration, algorithm="", percentile=0.0, exclude_nodes=[], exclude_ops=[], trt_version=None
+        )
+    else:
+        fp16 = Fp16Options()
+    options = request.options
+    if backend == "onnxruntime":
+        options = {k: v for k, v in options.items() if k in CPU_OPTIONS}
+    return replace(
+        request,
+        calibration=calibration,
+        fp16=fp16,
+        options=options,
+        fp16_analysis=request.fp16_analysis if request.precision == "fp16" else True,
+        accuracy_budget=None if request.precision == "fp32" else request.accuracy_budget,
     )
 
 
