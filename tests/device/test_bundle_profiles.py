@@ -409,3 +409,17 @@ def test_a_gpu_bundle_ranges_an_input_whose_only_dynamic_dim_is_the_batch_named_
             TensorSpec("state", (2, "batch", 4), "float32"),
         ]
         refuse_unranged_dims(state_and_x[::-1], {}, "--profile")
+
+
+def test_the_device_readme_lists_the_steps_of_its_targets_kind(tmp_path: Path) -> None:
+    """A CPU target's bundle README listed the Jetson steps (JetPack checks, an engine build,
+    trtexec timing), which its scripts do not do there; and neither said which precision the
+    scripts use."""
+    model = _stateful(tmp_path, 16)
+    assert cli("bundle", model, "-o", tmp_path / "cpu")[0] == 0
+    cpu = (tmp_path / "cpu" / "README.md").read_text()
+    assert "build_engine.sh" not in cpu and "JetPack" not in cpu and "ONNX Runtime's outputs" in cpu
+    assert "The scripts use the fp32 model unless given `--precision`." in cpu
+    assert cli("bundle", model, "--target", "jetson-orin-nano", "-o", tmp_path / "gpu")[0] == 0
+    gpu = (tmp_path / "gpu" / "README.md").read_text()
+    assert "bash scripts/build_engine.sh" in gpu and "The bundle holds no engine" in gpu

@@ -169,16 +169,36 @@ Target: {target.get("description", target["name"])}.
 
 ## On the device
 
-```bash
-bash scripts/setup.sh          # check board, JetPack, CUDA, TensorRT; optional power mode and clocks
-bash scripts/build_engine.sh   # build the engine here from the bundled ONNX (skipped when one matches)
-bash scripts/verify.sh         # checksums, then engine outputs against the stored fp32 reference
-bash scripts/benchmark.sh      # latency, throughput, power and energy per inference (JSON)
-```
+{_device_steps(manifest)}
 
 Each script takes `--help` and works from any folder. `manifest.json` lists every file with
 its sha256; `reference/` holds the inputs and fp32 outputs `verify.sh` compares against.
 {_preprocess_text(manifest["io"].get("preprocess"))}{_unsafe_optimizers_text(manifest, root)}"""
+
+
+def _device_steps(manifest: dict[str, Any]) -> str:
+    """The device README's scripts, as they act on this bundle's target: a CPU target's bundle runs
+    its ONNX models on ONNX Runtime and has no engine to build or time (its README listed the
+    Jetson steps: JetPack checks, an engine build, trtexec timing)."""
+    primary = manifest.get("primary_precision") or "fp32"
+    if manifest["target"].get("kind") == "cpu":
+        steps = """```bash
+bash scripts/setup.sh          # what this machine has beside what the bundle expects
+bash scripts/verify.sh         # checksums, then ONNX Runtime's outputs against the stored fp32 reference
+bash scripts/benchmark.sh      # no engine to time: prints the edgedeploy profile command that times it
+```
+
+`verify.sh` needs `python3` with numpy and onnxruntime."""
+    else:
+        steps = """```bash
+bash scripts/setup.sh          # check board, JetPack, CUDA, TensorRT; optional power mode and clocks
+bash scripts/build_engine.sh   # build the engine here from the bundled ONNX (skipped when one matches)
+bash scripts/verify.sh         # checksums, then engine outputs against the stored fp32 reference
+bash scripts/benchmark.sh      # latency, throughput, power and energy per inference (JSON)
+```"""
+        if not any(a.get("engine") for a in manifest["artifacts"]):
+            steps += "\n\nThe bundle holds no engine: `build_engine.sh` builds it here from the ONNX model."
+    return f"{steps}\n\nThe scripts use the {primary} model unless given `--precision`."
 
 
 def _resize_text(pre: dict[str, Any]) -> str:
