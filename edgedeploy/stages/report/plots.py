@@ -180,7 +180,11 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
                 fontsize=7,
                 va="bottom",
             )
-        legend = ax.legend(loc="upper left", fontsize=8, title="precision (model size)", title_fontsize=8)
+        # beside the axes: a slow, lossy precision lands top left, under a legend placed inside
+        legend = ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="precision (model size)",
+            title_fontsize=8,
+        )  # fmt: skip
         for handle in legend.legend_handles:
             if handle is not None and hasattr(handle, "set_sizes"):
                 handle.set_sizes([50])
