@@ -161,6 +161,14 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     if old.get("algorithm") != new.get("algorithm"):
         before, after = json.dumps(old.get("algorithm")), json.dumps(new.get("algorithm"))
         changed[changed.index(labels["algorithm"])] = f"the algorithm changed ({before} -> {after})"
+        if labels["kernels"] in changed:  # only auto measures with them: part of the algorithm's change
+            changed.remove(labels["kernels"])
+    was, now = old.get("data"), new.get("data")
+    if isinstance(was, dict) and isinstance(now, dict) and was != now:  # which of the data's settings
+        keys = [k for k in dict.fromkeys([*now, *was]) if was.get(k) != now.get(k)]
+        if keys and all(not isinstance(now.get(k), (dict, list)) for k in keys):  # not its files' content
+            said = ", ".join(f"{k} {json.dumps(was.get(k))} -> {json.dumps(now.get(k))}" for k in keys)
+            changed[changed.index(labels["data"])] = f"the calibration data's settings changed ({said})"
     return "; ".join(changed) or "the key changed"
 
 

@@ -180,3 +180,18 @@ def test_an_exclude_nodes_pattern_that_matches_no_node_is_refused(
     with pytest.raises(CalibrationError, match="--exclude-nodes: no node matches nosuch"):
         calibrate(digits_cnn.model, _source(digits_cnn), options, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recalibration_names_what_changed_and_nothing_else() -> None:
+    """auto -> max also said "the integer kernels are measured differently" (a part only auto's key
+    has), and --batch-size 16 for 8 said "the calibration data or preprocessing changed"."""
+    from calibration.calibrate import _why_changed
+
+    auto = {"algorithm": {"algorithm": "auto"}, "kernels": "emulated", "data": {"spec": "d", "batch_size": 8}}
+    plain = {"algorithm": {"algorithm": "max"}, "data": {"spec": "d", "batch_size": 8}}
+    said = 'the algorithm changed ({"algorithm": "auto"} -> {"algorithm": "max"})'
+    assert _why_changed(auto, plain) == said
+    wider = {**plain, "data": {"spec": "d", "batch_size": 16}}
+    assert _why_changed(plain, wider) == "the calibration data's settings changed (batch_size 8 -> 16)"
+    edited = {**plain, "data": {"spec": "d", "batch_size": 8, "files": [{"sha256": "b"}]}}
+    assert _why_changed(plain, edited) == "the calibration data or preprocessing changed"
