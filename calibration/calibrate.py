@@ -165,9 +165,9 @@ def _why_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
             changed.remove(labels["kernels"])
     was, now = old.get("data"), new.get("data")
     if isinstance(was, dict) and isinstance(now, dict) and was != now:  # which of the data's settings
-        keys = [k for k in dict.fromkeys([*now, *was]) if was.get(k) != now.get(k)]
-        if keys and all(not isinstance(now.get(k), (dict, list)) for k in keys):  # not its files' content
-            said = ", ".join(f"{k} {json.dumps(was.get(k))} -> {json.dumps(now.get(k))}" for k in keys)
+        differ = [k for k in dict.fromkeys([*now, *was]) if was.get(k) != now.get(k)]
+        if differ and all(not isinstance(now.get(k), (dict, list)) for k in differ):  # not its files
+            said = ", ".join(f"{k} {json.dumps(was.get(k))} -> {json.dumps(now.get(k))}" for k in differ)
             changed[changed.index(labels["data"])] = f"the calibration data's settings changed ({said})"
     return "; ".join(changed) or "the key changed"
 
@@ -536,6 +536,17 @@ def calibrate(
                 cache_thresholds[name] = thresholds[name]
             else:
                 cache_thresholds[name] = ruled[id(hist), 128]
+        # a tensor all zeros in the data gets the floor scale: any later non-zero value quantizes to
+        # about 0 (an LSTM state is zero on its first step only); the cache's too (TensorRT 8.x)
+        zeros = [n for n in dict.fromkeys([*thresholds, *cache_thresholds])
+                 if observer.histograms[n].absmax == 0]  # fmt: skip
+        if zeros:
+            warnings.append(
+                f"{len(zeros)} tensor(s) were all zeros in the calibration data, so their scale is the floor "
+                f"(any other value they take quantizes to about 0): {', '.join(zeros[:5])}"
+                + (f" and {len(zeros) - 5} more" if len(zeros) > 5 else "")
+                + "; calibrate on data where they vary (a recurrent state after its first step)"
+            )
         report = CalibrationReport(
             model=model_path.name,
             model_sha256=str(key_parts["model_sha256"]),

@@ -195,3 +195,17 @@ def test_a_recalibration_names_what_changed_and_nothing_else() -> None:
     assert _why_changed(plain, wider) == "the calibration data's settings changed (batch_size 8 -> 16)"
     edited = {**plain, "data": {"spec": "d", "batch_size": 8, "files": [{"sha256": "b"}]}}
     assert _why_changed(plain, edited) == "the calibration data or preprocessing changed"
+
+
+def test_a_tensor_all_zeros_in_the_data_is_named_in_a_warning(digits_cnn: DigitsCNN, tmp_path: Path) -> None:
+    """A tensor all zeros in the calibration data (silero-vad's LSTM state, zero on its first step)
+    got the floor scale, 1e-12 in the TensorRT cache too, without a word."""
+    inputs, _ = model_io(digits_cnn.model)
+    zeros = tmp_path / "zeros.npz"
+    np.savez(zeros, **{inputs[0].name: np.zeros((16, *inputs[0].shape[1:]), np.float32)})
+    result = calibrate(
+        digits_cnn.model, open_source(str(zeros), inputs, batch_size=8), CalibrationOptions(algorithm="max"),
+        tmp_path / "out",
+    )  # fmt: skip
+    said = [w for w in result.warnings if "all zeros in the calibration data" in w]
+    assert said and inputs[0].name in said[0], result.warnings
