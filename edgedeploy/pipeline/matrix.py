@@ -607,7 +607,7 @@ def run_matrix(
         executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
         raise
 
-    _warn_slower(matrix, results, ui)
+    notes = _warn_slower(matrix, results, ui)
     bundles = _bundles(matrix, models, results, versions, ui)
     result = MatrixResult(
         executor=executor.name,
@@ -616,24 +616,27 @@ def run_matrix(
         wall_seconds=round(time.perf_counter() - start, 3),
         tasks_submitted=int(getattr(executor, "submitted", 0)),
     )
-    result.report = _matrix_report(result, workdir, ui)
+    result.report = _matrix_report(result, workdir, ui, notes)
     return result
 
 
-def _warn_slower(matrix: MatrixConfig, results: dict[Cell, CellResult], ui: Ui) -> None:
+def _warn_slower(matrix: MatrixConfig, results: dict[Cell, CellResult], ui: Ui) -> list[str]:
     """A low precision slower than fp32 on a (model, target) whose figures are the target's, said
-    as ``run`` says it (:func:`~edgedeploy.stats.slower_on_target`)."""
+    as ``run`` says it (:func:`~edgedeploy.stats.slower_on_target`); returned for the report."""
     groups: dict[tuple[str, str], list[CellResult]] = {}
     for plan in matrix.cells:
         if (cell := results[plan.cell]).status == "ok":
             groups.setdefault((cell.model, cell.target), []).append(cell)
+    notes = []
     for (model, target), cells in groups.items():
         slower = slower_on_target(target, [(c.precision, c.backend, c.profile) for c in cells])
         for precision, figures in slower.items():
-            ui.warn(f"{model}/{target}: {precision} ran slower than fp32 here ({figures})")
+            notes.append(f"{model}/{target}: {precision} ran slower than fp32 here ({figures})")
+            ui.warn(notes[-1])
+    return notes
 
 
-def _matrix_report(result: MatrixResult, workdir: Path, ui: Ui) -> str | None:
+def _matrix_report(result: MatrixResult, workdir: Path, ui: Ui, notes: list[str]) -> str | None:
     """matrix.html and matrix.md in the workdir; a warning, not a failure, without matplotlib."""
     missing = plotting_missing()
     if missing is not None:
@@ -644,6 +647,7 @@ def _matrix_report(result: MatrixResult, workdir: Path, ui: Ui) -> str | None:
         "executor": result.executor,
         "wall_seconds": result.wall_seconds,
         "tasks_submitted": result.tasks_submitted,
+        "notes": notes,
     }
     return str(write_matrix_report(rows, result.bundles, workdir, meta).html)
 

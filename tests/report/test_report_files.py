@@ -436,3 +436,16 @@ def test_a_matrix_json_or_workdir_is_named_as_such_with_what_to_report_instead(t
         record.unlink()
     with pytest.raises(InputError, match=r"workdir, not one run's: report one \(model, target\) with its"):
         load_run([tmp_path / "farm"])
+
+
+def test_the_matrix_pages_carry_the_notes_the_command_warned() -> None:
+    """matrix warned "int8 ran slower than fp32 here" on the terminal only: matrix.md and
+    matrix.html, the pages CI keeps, said nothing of it."""
+    from edgedeploy.stages.report import plots
+    from edgedeploy.stages.report.matrix import render_matrix_html, render_matrix_markdown
+
+    cell = {"model": "m", "target": "x86-64-cpu", "precision": "int8", "status": "ok", "latency_ms": 2.0}
+    note = "m/x86-64-cpu: int8 ran slower than fp32 here (p50 2 ms against 1 ms)"
+    assert f"- note: {note}" in render_matrix_markdown([cell], notes=[note])
+    page = render_matrix_html([cell], {}, Path("."), {"notes": [note]}, plots)
+    assert "<dt>note</dt><dd>m/x86-64-cpu: int8 ran slower than fp32 here" in page

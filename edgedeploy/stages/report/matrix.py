@@ -155,7 +155,9 @@ def render_matrix_html(
         f"<dt>failed or gate missed</dt><dd class='{'fail' if failed else 'pass'}'>"
         f"{_e(', '.join(failed)) if failed else 'none'}</dd>"
         f"<dt>executor</dt><dd>{_e(meta.get('executor', '–'))}, {_num(meta.get('wall_seconds'), '.1f')} s wall time, "
-        f"{_e(meta.get('tasks_submitted', 0))} task(s) run</dd></dl>"
+        f"{_e(meta.get('tasks_submitted', 0))} task(s) run</dd>"
+        + "".join(f"<dt>note</dt><dd>{_e(note)}</dd>" for note in meta.get("notes") or [])
+        + "</dl>"
     )
     sections = "".join(
         f"<section id='m{i}' aria-labelledby='m{i}-h'><h2 id='m{i}-h'>{_e(model)}</h2>"
@@ -173,8 +175,11 @@ def render_matrix_html(
     return page(title, f"edgedeploy matrix report · {made}", f"{summary}{nav}<main>{sections}</main>")
 
 
-def render_matrix_markdown(cells: Sequence[Mapping[str, Any]], html_name: str | None = HTML_NAME) -> str:
-    """The summary for $GITHUB_STEP_SUMMARY: counts, failures, and one row per cell."""
+def render_matrix_markdown(
+    cells: Sequence[Mapping[str, Any]], html_name: str | None = HTML_NAME, notes: Sequence[str] = ()
+) -> str:
+    """The summary for $GITHUB_STEP_SUMMARY: counts, failures, notes (a precision slower than fp32
+    on its target, as the command warned), and one row per cell."""
     head = headline(cells)
     ups = speedups(cells)
     lines = [
@@ -183,6 +188,7 @@ def render_matrix_markdown(cells: Sequence[Mapping[str, Any]], html_name: str | 
         f"- {head['ok']} ok ({head['cached']} from the cache), {head['failed']} failed, {head['skipped']} skipped",
         "- failed or gate missed: "
         + (", ".join(f"**{_md(f)}**" for f in head["failed_cells"]) if head["failed_cells"] else "none"),
+        *(f"- note: {_md(note)}" for note in notes),
         "",
         "| model | target | precision | status | size | p50 ms | speed-up | min cosine | gate | reason |",
         "|---|---|---|---|--:|--:|--:|--:|---|---|",
@@ -217,7 +223,7 @@ def write_matrix_report(
     plots.require_matplotlib()
     out = Path(out_dir)
     page = render_matrix_html(cells, bundles, out, meta, plots)
-    summary = render_matrix_markdown(cells)
+    summary = render_matrix_markdown(cells, notes=meta.get("notes") or ())
     out.mkdir(parents=True, exist_ok=True)
     html_path = atomic_write_text(out / HTML_NAME, page)
     md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
