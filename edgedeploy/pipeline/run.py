@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -321,10 +322,13 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
         for f in p.get("files") or []
         if f.endswith((".plan.json", *REPORT_SIDECARS)) and Path(f).is_file()
     }  # what the charts draw besides run.json
-    manifest = bundle_dir(run.config) / "manifest.json"  # the recommended precision is the bundle's
-    if run.config.bundle.enabled and manifest.is_file():  # primary: a new one redid the bundle only
-        sidecars[str(manifest)] = sha256_file(manifest)
-    key = sha256_json({"run": content, "sidecars": sidecars, "version": __version__})
+    # the recommended precision is the bundle's primary: a new one redid the bundle only
+    manifest = bundle_dir(run.config) / "manifest.json"
+    try:
+        primary = json.loads(manifest.read_text()).get("primary_precision") if record.get("bundle") else None
+    except (OSError, ValueError, AttributeError):
+        primary = None
+    key = sha256_json({"run": content, "sidecars": sidecars, "primary": primary, "version": __version__})
 
     def do_report() -> tuple[list[Path], dict[str, Any]]:
         written = write_report(load_workdir(run.workdir), run.workdir)
