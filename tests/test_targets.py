@@ -108,3 +108,13 @@ def test_target_profiles_are_inside_the_wheel(tmp_path: Path) -> None:
     for name in REQUIRED:
         assert f"edgedeploy/target_profiles/{name}.toml" in names
     assert "edgedeploy/cli/__init__.py" in names and "calibration/sources.py" in names
+
+
+def test_the_targets_table_shows_no_gpu_figures_for_a_cpu_target() -> None:
+    """The table showed compute capability 0.0 and 8 GB of memory for x86-64-cpu."""
+    from tests.conftest import run_cli
+
+    result = run_cli("targets")
+    row = next(line for line in result.stdout.splitlines() if "x86-64-cpu" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[3] == "-" and cells[5] == "-", cells

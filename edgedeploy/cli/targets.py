@@ -37,9 +37,9 @@ def list_command(
             t.name,
             t.kind,
             t.gpu_arch,
-            t.compute_capability,
+            t.compute_capability if t.is_gpu else "-",  # a CPU target has none (its profile says 0.0)
             str(t.dla_cores),
-            f"{t.memory_gb:g}",
+            f"{t.memory_gb:g}" if t.is_gpu else "-",  # a GPU's or a board's; a CPU target names no machine
             ",".join(t.precisions),
             ",".join(t.tensorrt) or "-",
         )
