@@ -88,6 +88,14 @@ def batch_names(inputs: Sequence[TensorSpec]) -> set[str]:
     return {s.shape[0] for s in inputs if s.shape and is_named(s.shape[0])}
 
 
+def batch_axes(shape: Sequence[Dim], names: set[str]) -> list[int]:
+    """The axes of an input of ``shape`` that carry the batch: dim 0 where the model leaves it
+    dynamic, and every axis named as an input's batch (``names``, :func:`batch_names`)."""
+    return [
+        axis for axis, dim in enumerate(shape) if (axis == 0 and not isinstance(dim, int)) or dim in names
+    ]
+
+
 def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     ttype = vi.type.tensor_type
     dims: list[Dim] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from calibration.modelinfo import TensorSpec, batch_names, model_io
+from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
@@ -139,9 +139,8 @@ def build_settings(
         names = batch_names(inputs)
         for spec in dynamic:  # the batch on dim 0 and on every axis named as the batch
             shapes = [[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape] for _ in range(3)]
-            for axis, dim in enumerate(spec.shape):
-                if (axis == 0 and not (isinstance(dim, int) and dim > 0)) or dim in names:
-                    shapes[1][axis] = shapes[2][axis] = batch
+            for axis in batch_axes(spec.shape, names):
+                shapes[1][axis] = shapes[2][axis] = batch
             resolved[0][spec.name] = shapes
     refuse_profiles_missing(reference_inputs, resolved, "a --profile")
     tables = [{n: dict(zip(("min", "opt", "max"), r, strict=True)) for n, r in p.items()} for p in resolved]

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from calibration.feeds import static_batch
-from calibration.modelinfo import TensorSpec, batch_names, model_io
+from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from calibration.sources import check_shapes, open_source
 from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
@@ -232,9 +232,8 @@ def batch_shapes(
     for spec in inputs:
         if spec.name in overrides:
             shape = list(overrides[spec.name])
-            for axis, dim in enumerate(spec.shape[: len(shape)]):
-                if (axis == 0 and not isinstance(dim, int)) or dim in named:
-                    shape[axis] = batch
+            for axis in batch_axes(spec.shape[: len(shape)], named):
+                shape[axis] = batch
             shapes[spec.name] = tuple(shape)
     return shapes
 
