@@ -52,6 +52,7 @@ __all__ = [
     "content_sha256",
     "forget_written",
     "guarded",
+    "nearest_existing",
     "scratch_beside",
     "scratch_dir",
     "sha256_bytes",
@@ -60,6 +61,15 @@ __all__ = [
     "sweep_scratch",
     "written_here",
 ]
+
+
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists: where a write there would
+    start (an output option's check and a config's folders say "X is a file" from it)."""
+    ancestor = Path(path).absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return ancestor
 
 
 def _umask() -> int:

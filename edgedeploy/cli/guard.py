@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import forget_written, guarded
+from edgedeploy.fileio import forget_written, guarded, nearest_existing
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -69,9 +69,7 @@ def check_output(option: str, path: Path, kind: str) -> None:
     if kind == "folder" and path.exists() and not path.is_dir():
         raise InputError(f"{option} {path} exists and is not a folder")
     parent = path.parent if kind == "file" or not path.exists() else path
-    ancestor = parent.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(parent)
     if not ancestor.is_dir():
         raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -25,7 +25,7 @@ from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
-from edgedeploy.fileio import atomic_write_json, guarded, sha256_file, sha256_json
+from edgedeploy.fileio import atomic_write_json, guarded, nearest_existing, sha256_file, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import (
     BuildRequest,
@@ -853,9 +853,7 @@ def check_config(config: PipelineConfig) -> Target:
     folders += [("bundle.output", bundle_dir(config))] if config.bundle.enabled else []
     for key, folder in folders:
         # said as such, not as the OS error of making it ("File exists", "Not a directory")
-        ancestor = folder
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = nearest_existing(folder)
         if not ancestor.is_dir():
             where = "exists and is not a folder" if ancestor == folder else f"lies in {ancestor}, a file"
             raise InputError(f"config {key}: {folder} {where}")
