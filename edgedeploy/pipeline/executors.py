@@ -78,9 +78,10 @@ def timing_lock(exclusive: bool) -> Iterator[None]:
     """One machine's matrix work around its timings: a profile (``exclusive``) runs alone on the
     machine, the other work (builds, calibration, compares: shared) side by side but never while a
     profile times. Cells profiled side by side on 2 cores read up to 2x their latency alone
-    (captcha-rec fp32 38.9 ms with --jobs 1, 77.5 ms with --jobs 2), and fp16 "2x faster" than
-    fp32 on a CPU without fp16 math. An flock on a file in this machine's temp folder: every worker
-    process of every executor on the machine takes it, Ray's included."""
+    (captcha-rec, 4 cells at --jobs 2: 16.2-16.4 ms in three, 7.4 ms in the fourth; 7.2-7.6 ms
+    with this lock or at --jobs 1), and fp16 "2x faster" than fp32 on a CPU without fp16 math.
+    An flock on a file in this machine's temp folder: every worker process of every executor on
+    the machine takes it, Ray's included."""
     import fcntl
 
     path = os.path.join(tempfile.gettempdir(), f"edgedeploy-timing-{os.getuid()}.lock")
