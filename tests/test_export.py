@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from edgedeploy.stages.export import ExportOptions, InputShape, export
 from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
@@ -454,19 +455,29 @@ def test_an_input_and_output_name_alike_or_doubled_is_refused_before_any_work(tm
     assert not (tmp_path / "n.onnx").exists()
 
 
-def test_errors_name_the_output_asked_for_not_the_export_s_scratch_files(tmp_path: Path) -> None:
-    """An output named like a weight (conv.weight) failed the checker in our scratch copy, and the
-    error said "ONNX model .o.onnx.PID.export.XXXX/raw.onnx fails onnx.checker"; a full disk there
-    named the scratch file too."""
+def test_errors_name_the_output_asked_for_not_the_export_s_scratch_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export the checker refused (an output named like a weight, before rename_values) said
+    "ONNX model .o.onnx.PID.export.XXXX/raw.onnx fails onnx.checker"; a full disk there named the
+    scratch file too. The export is made to write two values of one name here."""
+    import edgedeploy.stages.export as export_stage
+    from edgedeploy.errors import EdgeDeployError
+
+    def doubled(model: onnx.ModelProto, names: dict[str, str]) -> None:
+        real_rename(model, names)
+        model.graph.node[0].output[0] = model.graph.output[0].name  # not single assignment
+
+    real_rename = export_stage.rename_values
+    monkeypatch.setattr(export_stage, "rename_values", doubled)
     (tmp_path / "pool.py").write_text(POOL_MODULE)
     out = tmp_path / "out" / "o.onnx"
-    args = ["--input", "x:1x3x8x8", "--output-names", "conv.weight", "-o", out]
-    result = run_cli("export", f"{tmp_path / 'pool.py'}:build", *args)
-    assert_clean_input_error(result, f"the model exported for {out} fails onnx.checker", "conv.weight")
-    assert "raw.onnx" not in result.stderr and ".o.onnx." not in result.stderr
+    options = ExportOptions(inputs=[InputShape.parse("x:1x3x8x8")], output_names=["logits"])
+    with pytest.raises(EdgeDeployError) as refused:
+        export(f"{tmp_path / 'pool.py'}:build", out, options)
+    assert f"the model exported for {out} fails onnx.checker" in str(refused.value)
+    assert "raw.onnx" not in str(refused.value) and ".o.onnx." not in str(refused.value)
     assert files_under(tmp_path / "out") == set()
-    import pytest
-
     from edgedeploy.fileio import scratch_beside
     from edgedeploy.stages.export import naming_output
 
