@@ -182,7 +182,32 @@ def _array_files_source(
         "batch_size": static_batch(inputs) or batch_size,
         "samples": samples,
     }
-    return DataSource("arrays", spec, inputs, make, details)
+    return DataSource("arrays", spec, inputs, make, details, note=integers_for_floats(files[0], inputs))
+
+
+def integers_for_floats(path: Path, inputs: Sequence[TensorSpec]) -> str | None:
+    """A warning when the first array file gives integers (uint8 images, say) for a float input.
+
+    They are fed as floats with the values they have: a model that expects normalized inputs
+    then calibrates and compares on values 255 times too large, with nothing refused. Polygraphy
+    refuses a dtype other than the input's; a cast of whole numbers loses nothing, and models fed
+    0..255 as float exist, so the data is taken and the user told."""
+    feed = _load_array_file(path, inputs)
+    found = []
+    for spec in inputs:
+        arr = feed.get(spec.name)
+        if arr is not None and arr.dtype.kind in "iub" and spec.np_dtype.kind == "f" and arr.size:
+            found.append(
+                f"input '{spec.name}' is {spec.np_dtype.name} and the data gives {arr.dtype.name} "
+                f"(values {arr.min()}..{arr.max()})"
+            )
+    if not found:
+        return None
+    return (
+        f"{path.name}: {'; '.join(found)}: fed with these values, not scaled; if the model expects "
+        "normalized inputs, normalize the arrays first (or use an image folder with a "
+        "preprocessing)"
+    )
 
 
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:
@@ -316,10 +341,11 @@ def open_source(
         if arrays:
             source = _array_files_source(spec, arrays, inputs, batch_size, samples)
             if images:  # a folder of both: which one was read is not obvious
-                source.note = (
+                mixed = (
                     f"data folder {spec} holds {len(arrays)} .npz/.npy and {len(images)} image file(s): "
                     "the arrays were read, the images were not"
                 )
+                source.note = f"{mixed}; {source.note}" if source.note else mixed
             return source
         if not images:  # class subfolders (torchvision's ImageFolder layout: calib/cat/1.jpg)
             images = _interleaved(

@@ -98,3 +98,23 @@ def test_inputs_that_share_a_named_dim_must_agree_on_its_length() -> None:
     bad = {"input": np.zeros((16, 512), np.float32), "state": np.zeros((8, 2, 128), np.float32)}
     with pytest.raises(DataError, match="'input' and 'state' share the dim 'batch' but have 16 and 8"):
         check_feed(bad, inputs, "d")
+
+
+def test_integer_data_for_a_float_input_is_fed_as_is_and_warned(tmp_path: Path) -> None:
+    """uint8 images for a float32 input were cast and fed without a word: a model that expects
+    values in [0, 1] calibrated on 0..255."""
+    pixels = np.arange(2 * 3 * 4 * 4).reshape(2, 3, 4, 4).astype(np.uint8)
+    np.savez(tmp_path / "u8.npz", x=pixels)
+    np.savez(tmp_path / "f.npz", x=pixels.astype(np.float32) / 255)
+    source = open_source(tmp_path / "u8.npz", DYNAMIC, batch_size=2)
+    (note,) = source.notes()
+    assert "input 'x' is float32 and the data gives uint8 (values 0..95)" in note
+    assert "not scaled" in note and "normalize" in note
+    (feed,) = list(source)
+    assert feed["x"].dtype == np.float32 and np.array_equal(feed["x"], pixels)  # fed as is
+    assert open_source(tmp_path / "f.npz", DYNAMIC, batch_size=2).notes() == []
+    (tmp_path / "both").mkdir()
+    np.savez(tmp_path / "both" / "a.npz", x=pixels)
+    (tmp_path / "both" / "b.png").write_bytes(b"")
+    (both,) = open_source(tmp_path / "both", DYNAMIC, batch_size=2).notes()
+    assert "the images were not" in both and "gives uint8" in both
