@@ -317,7 +317,7 @@ def calibrate(
         "version": CALIBRATION_VERSION,
         "model_sha256": sha256_file(model_path),
         "algorithm": algo.describe(),
-        "data": source.describe(),
+        "data": _data_key(source),
         "tensors": _hash([*sorted(base_levels.items()), ["cache", sorted(cache_tensors)]]),
         "bins": options.bins,
     }
@@ -804,6 +804,21 @@ def _extents(ranges: RangeObserver | None, copies: Mapping[str, str]) -> dict[st
         return {}
     found = {n: (r.minimum, r.maximum) for n, r in ranges.ranges.items() if r.count}
     return {**found, **{name: found[root] for name, root in copies.items() if root in found}}
+
+
+def _data_key(source: DataSource) -> dict[str, Any]:
+    """What of the data shapes a calibration: the source's description, with a batch size that is a
+    multiple of ``RUN_ROWS`` taken as ``RUN_ROWS`` where every input is batched on a dynamic dim 0.
+
+    The statistics see the feeds cut into runs of ``RUN_ROWS`` (:func:`split_runs`), so files or
+    images read 16 at a time calibrate to the same bytes as 8 at a time, and ``--batch-size 16``
+    after 8 recalibrated for nothing. Random data is not: its values are drawn per batch."""
+    data = source.describe()
+    batch = data.get("batch_size")
+    batched = bool(source.inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in source.inputs)
+    if not source.synthetic and batched and isinstance(batch, int) and batch % RUN_ROWS == 0:
+        data = {**data, "batch_size": RUN_ROWS}
+    return data
 
 
 def _lean_plan(

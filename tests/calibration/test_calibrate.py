@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.calibrate import CalibrationOptions, CalibrationResult, calibrate
 from calibration.errors import DataError
 from calibration.modelinfo import model_io
 from calibration.sources import open_source
@@ -209,3 +209,25 @@ def test_a_tensor_all_zeros_in_the_data_is_named_in_a_warning(digits_cnn: Digits
     )  # fmt: skip
     said = [w for w in result.warnings if "all zeros in the calibration data" in w]
     assert said and inputs[0].name in said[0], result.warnings
+
+
+def test_a_batch_size_that_is_a_multiple_of_the_runs_reuses_the_calibration(
+    digits_cnn: DigitsCNN, tmp_path: Path
+) -> None:
+    """The statistics run the feeds in runs of RUN_ROWS (8): --batch-size 16 after 8 gives the same
+    bytes, and recalibrated. A batch of 12 (runs of 8 and 4) and random data (drawn per batch)
+    still do."""
+    inputs, _ = model_io(digits_cnn.model)
+    options = CalibrationOptions(algorithm="max")
+
+    def run(batch: int, spec: str | None = None) -> CalibrationResult:
+        source = open_source(spec or str(digits_cnn.calib), inputs, batch_size=batch, samples=40)
+        return calibrate(digits_cnn.model, source, options, tmp_path / (spec or "files"))
+
+    first = run(8)
+    model = first.model.read_bytes()
+    again = run(16)
+    assert again.skipped and again.model.read_bytes() == model
+    assert not run(12).reused and run(12).skipped
+    run(8, "random")
+    assert not run(16, "random").reused
