@@ -65,3 +65,14 @@ class Ui:
 
 
 QUIET = Ui(quiet=True)
+
+
+def human_size(n: int | None, none: str = "-") -> str:
+    """A file size in decimal units, as every table and report prints it: ``1.23 MB``, ``456 kB``,
+    ``12 B``."""
+    if n is None:
+        return none
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n} B"

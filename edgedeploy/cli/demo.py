@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, TargetName, fmt, make_ui, out, write_json
+from edgedeploy.ui import human_size
 
 
 def demo_command(
@@ -51,7 +52,7 @@ def demo_command(
         ratio = f"{r.size_bytes / fp32_size:.2f}x" if fp32_size else "-"
         table.add_row(
             r.precision,
-            f"{r.size_bytes / 1024:.1f} KiB",
+            human_size(r.size_bytes),
             ratio,
             fmt(r.p50_ms),
             fmt(r.p99_ms),

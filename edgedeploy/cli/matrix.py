@@ -14,6 +14,7 @@ import typer
 
 from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
 from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.ui import human_size
 
 
 def matrix_command(
@@ -82,7 +83,7 @@ def matrix_command(
             status,
             c.backend,
             c.node[:12],
-            f"{c.size_bytes:,}" if c.size_bytes is not None else "-",
+            human_size(c.size_bytes),
             fmt(c.latency_ms),
             fmt(c.min_cosine, ".6f"),
             fmt(c.top1, ".4f"),

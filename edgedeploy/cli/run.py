@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
 from edgedeploy.errors import GateFailed
+from edgedeploy.ui import human_size
 
 
 def run_command(
@@ -40,7 +41,7 @@ def run_command(
         table.add_row(
             p.precision,
             p.backend,
-            f"{p.model.stat().st_size:,}",
+            human_size(p.model.stat().st_size),
             fmt(b1.get("median_ms")),
             fmt(b1.get("p99_ms")),
             fmt(b1.get("throughput_ips"), ".1f"),

@@ -47,6 +47,7 @@ from edgedeploy.stages.report.data import (
     RangeBar,
     ScatterPoint,
 )
+from edgedeploy.ui import human_size
 
 INSTALL = "pip install 'edgedeploy[report]'"
 WIDTH_IN = 7.0  # fits A4 portrait with 2 cm margins at 100 %
@@ -149,7 +150,7 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
                 linewidth=0.8,
                 alpha=0.85,
                 zorder=3,
-                label=f"{p.precision}" + (f" ({p.size_bytes / 1e6:.2g} MB)" if p.size_bytes else ""),
+                label=f"{p.precision}" + (f" ({human_size(p.size_bytes)})" if p.size_bytes else ""),
             )
             radius_pt = math.sqrt(area / math.pi)
             ax.annotate(

@@ -18,6 +18,7 @@ from typing import Any
 from calibration.report import recorded_type
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import RunData
+from edgedeploy.ui import human_size
 
 CSS = """
 :root { --ink: #1a1a1a; --muted: #555; --rule: #ccc; --pass: #006d2c; --fail: #a50f15; }
@@ -94,12 +95,7 @@ def _num(value: float | None, spec: str = ".3g", none: str = "–") -> str:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "–"
-    for unit, div in (("MB", 1e6), ("kB", 1e3)):
-        if n >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n} B"
+    return human_size(n, "–")
 
 
 def _gate(passed: bool | None) -> tuple[str, str]:
