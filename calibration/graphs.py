@@ -56,6 +56,19 @@ def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return nodes
 
 
+def constant_derived(graph: onnx.GraphProto) -> set[str]:
+    """Names ``graph``'s nodes compute from constants only (initializers, Constant nodes and what
+    is computed from them alone, in node order): weights reshaped or transposed in the graph, not
+    activations. ocr-cls's Conv biases reach their Add through ``Reshape(Constant)``: taken for
+    activations, they got Q/DQ in the model while the TensorRT cache, which lists activations
+    only, had none for them."""
+    constant = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
+            constant.update(o for o in node.output if o)
+    return constant
+
+
 def captured_names(graph: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from enclosing scopes: used but not defined inside it."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}

@@ -23,7 +23,7 @@ import onnx
 
 from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
-from calibration.graphs import infer_shapes_light, ort_crashing_optimizers, ort_error
+from calibration.graphs import constant_derived, infer_shapes_light, ort_crashing_optimizers, ort_error
 from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
 
@@ -305,12 +305,9 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     candidates = [i.name for i in model.graph.input if i.name not in inits]
-    constant = set(inits)  # tensors computed from constants only are weights, not activations
+    constant = constant_derived(model.graph)  # weights, not activations
     for node in model.graph.node:
-        if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
-            constant.update(o for o in node.output if o)
-            continue
-        candidates.extend(o for o in node.output if o)
+        candidates.extend(o for o in node.output if o and o not in constant)
     for name in candidates:
         if name in seen:
             continue

@@ -44,6 +44,7 @@ from calibration.algorithms import per_channel_absmax
 from calibration.errors import CalibrationError
 from calibration.graphs import (
     CycleError,
+    constant_derived,
     copy_without_initializers,
     infer_shapes_light,
     opset_of,
@@ -240,12 +241,15 @@ class ModelFacts:
     model: onnx.ModelProto  # the model at opset >= 13 the facts describe
     constants: dict[str, np.ndarray]
     types: dict[str, int]
+    derived: set[str]  # computed from constants only (graphs.constant_derived)
 
 
 def model_facts(model: onnx.ModelProto) -> ModelFacts:
     """The :class:`ModelFacts` of ``model`` as planned (its opset >= 13 upgrade)."""
     upgraded = upgrade_opset(model)
-    return ModelFacts(upgraded, _constants(upgraded), _inferred_types(upgraded))
+    return ModelFacts(
+        upgraded, _constants(upgraded), _inferred_types(upgraded), constant_derived(upgraded.graph)
+    )
 
 
 class _Planner:
@@ -258,6 +262,7 @@ class _Planner:
         if facts is not None and facts.model is not model:
             facts = None  # facts of another model (an older opset converted again): recomputed
         self.constants = _constants(model) if facts is None else facts.constants
+        self.derived = constant_derived(model.graph) if facts is None else facts.derived
         self.graph_outputs = {o.name for o in model.graph.output}
         self.consumers: dict[str, list[tuple[int, int]]] = {}
         self.producer: dict[str, int] = {}
@@ -278,7 +283,7 @@ class _Planner:
 
     def is_float_activation(self, name: str, unknown: bool = True) -> bool:
         """A non-constant float tensor; ``unknown`` answers for tensors shape inference could not type."""
-        if not name or name in self.constants:
+        if not name or name in self.constants or name in self.derived:
             return False
         elem = self.types.get(name)
         return unknown if elem is None else elem == TensorProto.FLOAT

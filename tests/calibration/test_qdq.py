@@ -142,3 +142,51 @@ def test_unknown_op_types_are_the_names_neither_onnx_nor_the_model_has() -> None
         graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("vendor", 1)]
     )
     assert unknown_op_types(["Sofmax", "Softmax", "LSTM", "MyBlur", "Gem"], model) == ["Sofmax", "Gem"]
+
+
+def test_a_bias_reshaped_in_the_graph_is_a_weight_not_an_activation(tmp_path: Path) -> None:
+    """ocr-cls adds its Conv biases through Reshape(Constant): the plan took those for activations
+    (18 of its 72 Q/DQ pairs), which the TensorRT cache (activations only) did not list, so
+    calibrate -> cache -> --from-cache gave 54 QuantizeLinear nodes against 72."""
+    from onnx import TensorProto, helper
+
+    from calibration.calibrate import CalibrationOptions, calibrate
+    from calibration.modelinfo import model_io
+    from calibration.sources import open_source
+    from calibration.trt_cache import cache_to_qdq
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [4], rng.standard_normal(4).tolist())
+    shape = numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["b"], value=bias),
+            helper.make_node("Reshape", ["b", "shape"], ["b4"]),
+            helper.make_node("Conv", ["x", "w1"], ["c1"]),
+            helper.make_node("Add", ["c1", "b4"], ["a1"]),
+            helper.make_node("Relu", ["a1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [w1, w2, shape],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = onnx.load(path)
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    assert "b4" not in plan.activations and set(plan.activations) == {"x", "r1"}
+    inputs, _ = model_io(path)
+    source = open_source("random", inputs, samples=8, shapes={"x": (2, 3, 12, 12)})
+    result = calibrate(path, source, CalibrationOptions(algorithm="max", trt_version="8.6.1"), tmp_path / "o")
+    assert result.cache is not None
+
+    def quantized(m: onnx.ModelProto) -> set[str]:
+        return {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+
+    from_cache, _ = cache_to_qdq(path, result.cache)
+    activations = quantized(onnx.load(result.model)) - {"w1", "w2"}
+    assert activations == quantized(from_cache) - {"w1", "w2"} == {"x", "r1"}
