@@ -119,10 +119,13 @@ def parse_onnx(
         failures = []
         for index in range(parser.num_errors):
             err = parser.get_error(index)
-            if hasattr(err, "node_name"):  # ParserError.node_name/node_operator: 10.0 on
+            node = int(err.node())
+            if node < 0:  # an error of the model, not of a node (onnx-tensorrt's Status: node -1)
+                node_name, op = "", ""
+            elif hasattr(err, "node_name"):  # ParserError.node_name/node_operator: 10.0 on
                 node_name, op = str(err.node_name()), str(err.node_operator())
             else:  # 8.x names only the node's index in the graph
-                node_name, op = _node_at(model, int(err.node()))
+                node_name, op = _node_at(model, node)
             failures.append(trt_errors.ParserFailure(node_name, op, str(err.desc())))
         raise trt_errors.parser_error(model.name, failures)
     return builder, network, parser

@@ -25,6 +25,9 @@ OOM_PATTERNS = re.compile(
 
 @dataclass(frozen=True)
 class ParserFailure:
+    """One error of TensorRT's ONNX parser; node_name and op are "" for an error of the model rather
+    than of a node (docs/tensorrt-facts.md, "parser errors")."""
+
     node_name: str
     op: str
     desc: str
@@ -47,8 +50,10 @@ def parser_error(model_name: str, failures: Sequence[ParserFailure]) -> InputErr
     if not failures:
         return InputError(f"TensorRT's ONNX parser rejected {model_name} without saying why")
     first = failures[0]
-    node = first.node_name or "?"
     more = f" (and {len(failures) - 1} more error(s))" if len(failures) > 1 else ""
+    if not first.node_name and not first.op:  # an error of the model (an input's type), of no node
+        return InputError(f"TensorRT cannot parse {model_name}: {first.desc}{more}")
+    node = first.node_name or "?"
     return InputError(
         f"TensorRT cannot parse {model_name}: node '{node}' (op {first.op or '?'}): {first.desc}{more}"
     )

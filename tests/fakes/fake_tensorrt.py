@@ -174,6 +174,25 @@ def _onnx_to_trt(trt: Any, elem_type: int) -> Any:
     return trt.DataType[member]
 
 
+# What onnx-tensorrt's importInput says when convertDtype has no TensorRT type for an input's
+# ONNX type (ModelImporter.cpp, release/8.6-GA; the same words at release/10.1-GA)
+PARSER_INPUT_TYPE_ERROR = (
+    "Assertion failed: convertDtype(onnxDtype.elem_type(), &trtDtype) && "
+    '"Failed to convert ONNX date type to TensorRT data type."'
+)
+
+
+def _parser_input_types(major: int) -> set[int]:
+    """ONNX types convertDtype maps to a TensorRT type: onnx2trt_utils.cpp at release/8.5-GA and
+    8.6-GA (DOUBLE, FLOAT, INT8, UINT8, FLOAT16, BOOL, INT32, INT64), importerUtils.cpp at
+    release/10.0-GA and 10.1-GA (also BFLOAT16, FLOAT8E4M3FN, INT4)."""
+    import onnx
+
+    t = onnx.TensorProto
+    types = {t.DOUBLE, t.FLOAT, t.INT8, t.UINT8, t.FLOAT16, t.BOOL, t.INT32, t.INT64}
+    return types | ({t.BFLOAT16, t.FLOAT8E4M3FN, t.INT4} if major >= 10 else set())
+
+
 def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
     """A fresh fake ``tensorrt`` module with the API of ``state.version``'s release."""
     release = trt_api.release_for(state.version)
@@ -451,6 +470,12 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             for vi in proto.graph.input:
                 if vi.name in inits:
                     continue
+                if vi.type.tensor_type.elem_type not in _parser_input_types(major):
+                    # onnx-tensorrt's importInput (ModelImporter.cpp, release/8.6-GA and 10.1-GA):
+                    # ASSERT_INPUT/CHECK_INPUT(convertDtype(...)) make a Status of the model, whose
+                    # node is the default -1 (and node name and operator ""); the parse fails
+                    self._errors.append(ParserError(-1, "", "", PARSER_INPUT_TYPE_ERROR))
+                    return False
                 dims = tuple(
                     d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
                     for d in vi.type.tensor_type.shape.dim

@@ -14,7 +14,7 @@ from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
 from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
-from tests.fakes.fake_tensorrt import PLAN_MAGIC
+from tests.fakes.fake_tensorrt import PARSER_INPUT_TYPE_ERROR, PLAN_MAGIC
 
 trt_versions = pytest.mark.trt_versions
 
@@ -307,3 +307,27 @@ def test_backend_unavailable_without_tensorrt_says_how_to_get_it(
     with pytest.raises(BackendUnavailable) as err:
         TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
     assert err.value.exit_code == 2 and "\n" not in str(err.value)
+
+
+def test_a_parser_error_of_the_model_names_no_node(fake_gpu, tmp_path: Path) -> None:
+    """onnx-tensorrt reports an input it has no type for with node -1 (its Status default): that is
+    no node, not the last one (nodes[-1] named 'fc' here)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input"], ["xf"], to=TensorProto.FLOAT, name="cast"),
+            helper.make_node("Relu", ["xf"], ["y"], name="fc"),
+        ],
+        "u16",
+        [helper.make_tensor_value_info("input", TensorProto.UINT16, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "u16.onnx"
+    onnx.save(model, path)
+    with pytest.raises(InputError) as err:
+        TensorRTBackend().build(path, options(), tmp_path / "out")
+    assert str(err.value) == f"TensorRT cannot parse u16.onnx: {PARSER_INPUT_TYPE_ERROR}"
