@@ -18,6 +18,8 @@ rail, what the total covers, and energy per inference in mJ (average power / thr
 over the measured window). Without tegrastats the power section says "not measurable here".
 --batch must lie in one of the engine's shape profiles (a batch outside them exits 2 before
 anything runs); past the first profile, trtexec is told --useProfile (TensorRT 9 and later).
+trtexec before TensorRT 8.4 takes whole seconds: a fractional --duration is rounded up there (the
+JSON records the duration that ran).
 Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
 inputs) --duration 10 --warmup 500 --interval 100,
 --out device/results/benchmark-<precision>-b<batch>.json. Exit: 0 done, 1 run failed, 2 no engine
@@ -72,11 +74,16 @@ fi
 
 TRT="$(find_trtexec)"
 [ -n "$TRT" ] || die "trtexec not found (it is in /usr/src/tensorrt/bin on JetPack)"
-FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --duration="$DURATION" --iterations=10)
+FLAGS=(--loadEngine="$ENGINE" --warmUp="$WARMUP" --iterations=10)
 # trtexec 11 flipped the defaults (no data transfers, CUDA graph and spin wait on): ask for exactly
-# what the JSON below records, in this trtexec's own flags
-RUN_TEXT="$(helper run-flags --cuda-graph "$GRAPH" --data-transfers "$TRANSFERS")" || exit 2
-if [ -n "$RUN_TEXT" ]; then mapfile -t RUN_FLAGS <<<"$RUN_TEXT"; FLAGS+=("${RUN_FLAGS[@]}"); fi
+# what the JSON below records, in this trtexec's own flags; trtexec before 8.4 takes whole seconds,
+# so the helper gives the --duration it really runs, which the JSON records
+RUN_TEXT="$(helper run-flags --cuda-graph "$GRAPH" --data-transfers "$TRANSFERS" --duration "$DURATION")" || exit 2
+mapfile -t RUN_FLAGS <<<"$RUN_TEXT"
+for FLAG in "${RUN_FLAGS[@]}"; do
+    case "$FLAG" in --duration=*) DURATION="${FLAG#--duration=}" ;; esac
+done
+FLAGS+=("${RUN_FLAGS[@]}")
 FLAGS+=("${SHAPE_LINES[@]:1}")
 
 WORK="$(mktemp -d)"

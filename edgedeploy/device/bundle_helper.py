@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -476,7 +477,9 @@ def build_flags(
     the FP16 flag beside INT8 (as edgedeploy sets both) and the precision plan's fp32 layers pinned
     with --precisionConstraints=obey --layerPrecisions/--layerOutputTypes; TF32 stays at trtexec's
     default unless the bundle was built with it cleared (--noTF32). Flag names: trtexec's
-    sampleOptions.cpp at v8.6.1 and v10.x.
+    sampleOptions.cpp at 8.2.1, 8.4.1, v8.6.1 and v10.x. trtexec before 8.4 has no
+    --layerPrecisions/--layerOutputTypes: there the fp32 layers are not pinned, and one line on
+    stderr says so (verify.sh's gate then checks the accuracy).
     """
     flags: list[str] = []
     precision = art["precision"]
@@ -491,13 +494,21 @@ def build_flags(
             if art.get("calibration_cache"):
                 flags.append(f"--calib={manifest_path_placeholder(art['calibration_cache'])}")
         layers = [n for n in layers_fp32 or [] if n]
-        unsafe = [n for n in layers if re.search(r"[,:]", n)]
-        if unsafe:
-            raise BundleProblem(
-                f"fp32 layer name(s) {', '.join(unsafe)} hold ',' or ':', which trtexec's --layerPrecisions "
-                "cannot carry: build with edgedeploy (scripts/build_engine.sh --tool edgedeploy)"
+        if layers and trt_minor(trt) < TRTEXEC_LAYER_PRECISIONS:
+            print(
+                f"warning: trtexec {trt} cannot keep the {len(layers)} fp32 layer(s) of the precision plan "
+                "in fp32 (--layerPrecisions came with TensorRT 8.4), so the engine may run them in fp16; "
+                "scripts/verify.sh's gate checks the accuracy",
+                file=sys.stderr,
             )
-        if layers:
+        elif layers:
+            unsafe = [n for n in layers if re.search(r"[,:]", n)]
+            if unsafe:
+                raise BundleProblem(
+                    f"fp32 layer name(s) {', '.join(unsafe)} hold ',' or ':', which trtexec's "
+                    "--layerPrecisions cannot carry: build with edgedeploy (scripts/build_engine.sh --tool "
+                    "edgedeploy)"
+                )
             flags += [
                 "--precisionConstraints=obey",
                 "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in layers),
@@ -511,6 +522,10 @@ def build_flags(
     if ws:
         flags.append(f"--memPoolSize=workspace:{ws}M" if trt_minor(trt) >= (8, 4) else f"--workspace={ws}")
     return flags
+
+
+# --layerPrecisions and --layerOutputTypes: in trtexec's sampleOptions.cpp from 8.4.1 on, not at 8.2.1
+TRTEXEC_LAYER_PRECISIONS = (8, 4)
 
 
 def manifest_path_placeholder(rel: str) -> str:
@@ -1052,13 +1067,34 @@ def run_flags(trt: str, *, cuda_graph: bool, data_transfers: bool, spin_wait: bo
     return flags
 
 
+TRTEXEC_FLOAT_DURATION = (8, 4)  # --duration: int32 read with std::stoi at 8.2.1, a float from 8.4.1 on
+
+
+def trtexec_duration(trt: str, seconds: str) -> str:
+    """The --duration value this trtexec runs as asked: before 8.4 trtexec reads whole seconds
+    (sampleOptions.h at 8.2.1: ``int32_t duration``, parsed with std::stoi, which cuts 2.5 to 2 and
+    0.2 to 0), so a fraction is rounded up and said on stderr; from 8.4.1 on, a float as given."""
+    if trt_minor(trt) >= TRTEXEC_FLOAT_DURATION:
+        return seconds
+    whole = math.ceil(float(seconds))
+    if whole != float(seconds):
+        print(
+            f"note: trtexec {trt} takes whole seconds: --duration {seconds} runs as {whole}", file=sys.stderr
+        )
+    return str(whole)
+
+
 def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
+    """The run flags for this trtexec, one per line (with ``--duration=S`` when given: the value
+    trtexec runs, which benchmark.sh records)."""
     dev = detect_device(args.trtexec)
     if not dev["tensorrt"]:
         die("TensorRT version not found on this device: cannot tell which trtexec defaults apply")
     flags = run_flags(
         dev["tensorrt"], cuda_graph=args.cuda_graph == 1, data_transfers=args.data_transfers == 1
     )
+    if args.duration is not None:
+        flags.append(f"--duration={trtexec_duration(dev['tensorrt'], args.duration)}")
     print("\n".join(flags))
     return EXIT_OK
 
@@ -1168,6 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run-flags")
     p.add_argument("--cuda-graph", type=int, choices=(0, 1), default=1)
     p.add_argument("--data-transfers", type=int, choices=(0, 1), default=1)
+    p.add_argument("--duration", help="seconds to run (printed as the --duration this trtexec takes)")
     args = parser.parse_args(argv)
     commands = {
         "get": cmd_get,

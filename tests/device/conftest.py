@@ -66,8 +66,9 @@ def make_dense_bundle(
     batch: int = 16,
     precision_plan: dict[str, Any] | None = None,
     build: dict[str, Any] | None = None,
+    target: str = "jetson-orin-nano",
 ) -> Path:
-    """A jetson-orin-nano bundle of the dense model (fp32 and fp16), reference batch ``batch``."""
+    """A ``target`` bundle of the dense model (fp32 and fp16), reference batch ``batch``."""
     fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
     onnx.save(dense_model(False), fp32)
     onnx.save(dense_model(True), fp16)
@@ -83,7 +84,7 @@ def make_dense_bundle(
         model_name="dense",
         model_source=str(fp32),
         model_sha256="0" * 64,
-        target=load_target("jetson-orin-nano"),
+        target=load_target(target),
         inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
         outputs=[TensorSpec("logits", ("batch", 10), "float32")],
         artifacts=[

@@ -1,8 +1,8 @@
 """Device scripts against trtexec's real flags and output per TensorRT release.
 
 The fake trtexec (tests/device/fakes/trtexec) knows each release's flags (tests/data/trtexec-flags.json,
-every "--flag" literal of samples/common/sampleOptions.cpp at tags 8.5.3, v8.6.1, v10.3.0, v10.13.0,
-v11.0, v11.1 of github:NVIDIA/TensorRT), refuses others as trtexec.cpp does, reports the inference
+every "--flag" literal of samples/common/sampleOptions.cpp at tags 8.2.1, 8.4.1, 8.5.3, v8.6.1, v10.3.0,
+v10.13.0, v11.0, v11.1 of github:NVIDIA/TensorRT), refuses others as trtexec.cpp does, reports the inference
 settings it ran with, and writes --exportOutput as sampleReporting.cpp's exportJSONOutput() does.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,101 @@ def test_run_flags_per_trtexec_release(
     version: str, graph: bool, transfers: bool, expected: list[str]
 ) -> None:
     assert bundle_helper.run_flags(version, cuda_graph=graph, data_transfers=transfers) == expected
+
+
+# ---------------------------------------------------------------- TensorRT 8.2 (JetPack 4: Nano, TX2)
+
+NANO = "NVIDIA Jetson Nano Developer Kit"
+R32 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64"
+
+
+def test_trtexec_8_2_builds_without_the_layer_precision_flags_it_lacks_and_says_so(
+    tmp_path: Path, device: Device
+) -> None:
+    """trtexec 8.2.1 has no --layerPrecisions/--layerOutputTypes (sampleOptions.cpp: from 8.4.1) and
+    refuses unknown options: the build goes on without them and says so in one line."""
+    (tmp_path / "src").mkdir()
+    bundle = make_dense_bundle(
+        tmp_path / "src", batch=4, precision_plan={"fp32_nodes": ["head/Gemm"]}, target="jetson-nano"
+    )
+    device.set_board(model=NANO, release=R32, cuda="10.2.300")
+    res = device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION="8201")
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--fp16" in argv and not [a for a in argv if a.startswith(("--layer", "--precisionConstraints"))]
+    assert any(a.startswith("--workspace=") for a in argv)  # --memPoolSize came with 8.4
+    said = [ln for ln in res.stderr.splitlines() if "fp32 layer" in ln]
+    assert len(said) == 1 and "trtexec 8.2.1 cannot keep the 1 fp32 layer(s)" in said[0], res.stderr
+    assert "verify.sh" in said[0]
+    assert device.run(script(bundle, "verify.sh"), FAKE_TRT_VERSION="8201").returncode == 0
+
+
+def test_trtexec_8_4_keeps_the_fp32_layers(plan_bundle: Path, device: Device) -> None:
+    device.set_board(
+        release="# R35 (release), REVISION: 1.0, GCID: 31346300, BOARD: t186ref", cuda="11.4.239"
+    )
+    res = device.run(script(plan_bundle, "build_engine.sh"), FAKE_TRT_VERSION="8401")
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    assert "--layerPrecisions=head/Gemm:fp32" in argv and "fp32 layer" not in res.stderr
+
+
+def test_benchmark_on_trtexec_8_2_runs_whole_seconds_and_records_them(bundle: Path, device: Device) -> None:
+    """--duration is an int32 on trtexec 8.2 (std::stoi: 0.2 would run as 0): rounded up, recorded."""
+    device.set_board(release=R32, cuda="10.2.300")
+    assert device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION="8201").returncode == 0
+    out = bundle / "device" / "results" / "bench.json"
+    res = device.run(
+        script(bundle, "benchmark.sh"),
+        "--duration",
+        "0.2",
+        "--warmup",
+        "0",
+        "--out",
+        str(out),
+        FAKE_TRT_VERSION="8201",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(c for c in device.calls("trtexec") if "--loadEngine=" in c).split()
+    assert "--duration=1" in run and "--duration=0.2" not in run
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["duration_s"] == 1.0 and "--duration=1" in settings["command"]
+    assert "Duration: 1s" in (bundle / "device" / "results" / "bench.trtexec.log").read_text()
+    assert "--duration 0.2 runs as 1" in res.stderr
+
+
+@pytest.mark.parametrize(("version", "expected"), [("8.2.1", "3"), ("8.2.1", "2"), ("8.6.2", "0.2")])
+def test_trtexec_duration_per_release(version: str, expected: str) -> None:
+    asked = {"3": "2.5", "2": "2", "0.2": "0.2"}[expected]
+    assert bundle_helper.trtexec_duration(version, asked) == expected
+
+
+def test_fake_trtexec_takes_the_nearest_older_flag_table_and_refuses_older_releases(
+    bundle: Path, device: Device
+) -> None:
+    """The flag tables are compared as numbers (a string minimum was "10.13.0"); a release older than
+    every table has no known flags."""
+    onnx_file = next((bundle / "models").glob("*.onnx"))
+    trtexec = Path(__file__).parent / "fakes" / "trtexec"
+    for version, flag, refused in (
+        ("8401", "--layerPrecisions=a:fp32", False),
+        ("8201", "--layerPrecisions=a:fp32", True),
+    ):
+        res = subprocess.run(
+            [str(trtexec), f"--onnx={onnx_file}", flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**device.env, "FAKE_TRT_VERSION": version},
+        )
+        assert (res.returncode != 0 and "Unknown option: --layerPrecisions" in res.stdout) is refused, (
+            res.stdout
+        )
+    res = subprocess.run(
+        [str(trtexec), f"--onnx={onnx_file}", "--stronglyTyped"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**device.env, "FAKE_TRT_VERSION": "7103"},
+    )
+    assert res.returncode == 1 and "no flag table for TensorRT 7.1" in res.stdout
