@@ -991,9 +991,31 @@ def input_dtypes(art: dict[str, Any]) -> dict[str, str]:
     return {str(k): v for k, v in table.items()}
 
 
+def engine_input_dtype(dtype: str, trt: str | None) -> str:
+    """The dtype of the engine input TensorRT's ONNX parser makes of a model input of ``dtype``.
+
+    onnx-tensorrt's convertDtype (onnx2trt_utils.cpp at release/8.2-GA to 8.6-GA, importerUtils.cpp
+    at 10.x) makes DOUBLE a float32 input on every release, and INT64 an int32 one before 10.0
+    (DataType has no INT64 there): trtexec reads --loadInputs files as those raw bytes. ``trt`` is
+    the device's TensorRT; an int64 input, whose engine type depends on it, is refused when it is
+    unknown (None).
+    """
+    if dtype == "float64":
+        return "float32"
+    if dtype == "int64":
+        if trt is None:
+            raise BundleProblem(
+                "TensorRT version not found on this device: cannot tell whether trtexec takes int64 "
+                "inputs as int64 (TensorRT 10 and later) or int32 (8.x)"
+            )
+        return "int64" if trt_major(trt) >= 10 else "int32"
+    return dtype
+
+
 def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
-    """Write each reference input as raw binary for trtexec, in the dtype the precision's model takes;
-    print --loadInputs and --shapes values."""
+    """Write each reference input as raw binary for trtexec, in the dtype the engine takes (the
+    precision's model's, as TensorRT's parser converts it: see :func:`engine_input_dtype`); print
+    --loadInputs and --shapes values."""
     import numpy as np
 
     manifest = load_manifest(bundle)
@@ -1001,8 +1023,16 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     if inputs is None or reference_path(bundle, manifest, "outputs") is None:
         die("the bundle has no reference inputs/outputs: nothing to verify against")
     # trtexec reads each file as raw bytes of the engine's input type: float32 bytes for a float16
-    # input would be twice its size, refused
+    # input would be twice its size, refused; int64 bytes for TensorRT 8.x's int32 input would be
+    # read in part, as garbage
     dtypes = input_dtypes(artifact(manifest, args.precision)) if args.precision else {}
+    device: dict[str, Any] = {}
+
+    def trt() -> str | None:  # asked once, and only where an input or the profile needs it
+        if not device:
+            device.update(detect_device(args.trtexec))
+        return device["tensorrt"]
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     specs, shapes = [], {}
@@ -1014,6 +1044,17 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
                     arr = arr.astype(np.dtype(dtypes[name]))
                 except TypeError:
                     raise BundleProblem(f"input '{name}': unknown dtype {dtypes[name]!r}") from None
+            want = engine_input_dtype(arr.dtype.name, trt() if arr.dtype.name == "int64" else None)
+            if want == "int32" and arr.dtype == np.int64 and arr.size:
+                info = np.iinfo(np.int32)
+                bad = arr[(arr < info.min) | (arr > info.max)]
+                if bad.size:
+                    raise BundleProblem(
+                        f"input '{name}': value {int(bad.flat[0])} does not fit int32, which TensorRT "
+                        f"{trt()} takes for an int64 input (int64 inputs came with TensorRT 10): trtexec "
+                        "cannot feed these reference inputs here"
+                    )
+            arr = arr.astype(np.dtype(want), copy=False)
             path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
             arr.tofile(path)
             specs.append(f"{name}:{path}")
@@ -1039,10 +1080,10 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
                 f"the reference inputs {shape_spec(shapes)} lie outside every shape profile of the engine: "
                 "rebuild it with scripts/build_engine.sh --force"
             )
-        trt = detect_device(args.trtexec)["tensorrt"]
-        if index > 0 and trt and trt_minor(trt) < TRTEXEC_PROFILES:
+        release = trt() if index > 0 else None
+        if release and trt_minor(release) < TRTEXEC_PROFILES:
             raise BundleProblem(
-                f"the reference inputs lie in the engine's profile {index}, and trtexec {trt} runs "
+                f"the reference inputs lie in the engine's profile {index}, and trtexec {release} runs "
                 "profile 0 only"
             )
         print(f"--useProfile={index}" if index > 0 else "")

@@ -12,16 +12,36 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-from conftest import Device, make_dense_bundle
+from conftest import FAKES, Device, make_dense_bundle
+from onnx import TensorProto, helper, numpy_helper
 
+from calibration.modelinfo import TensorSpec
 from edgedeploy.backends.trt_sidecar import check_loadable, read_sidecar
 from edgedeploy.device import bundle_helper, verify_outputs
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle
+from edgedeploy.targets import load_target
 
 R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref"
+L4T_36_2 = "# R36 (release), REVISION: 2.0, GCID: 35084178, BOARD: generic, EABI: aarch64"  # JetPack 6.0 DP
+
+
+def trt_header(root: Path, version: str) -> None:
+    """The device's NvInferVersion.h (bundle_helper reads the TensorRT version there first)."""
+    folder = root / "usr/include/aarch64-linux-gnu"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = dict(zip(("MAJOR", "MINOR", "PATCH"), version.split("."), strict=True))
+    (folder / "NvInferVersion.h").write_text(
+        "".join(f"#define NV_TENSORRT_{k} {v}\n" for k, v in parts.items())
+    )
+
+
 PROFILE = {"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}
 
 
@@ -350,3 +370,137 @@ def test_fake_trtexec_takes_the_nearest_older_flag_table_and_refuses_older_relea
         env={**device.env, "FAKE_TRT_VERSION": "7103"},
     )
     assert res.returncode == 1 and "no flag table for TensorRT 7.1" in res.stdout
+
+
+# ---------------------------------------------------------------- int64 inputs (8.x parses them as int32)
+
+
+def token_model() -> onnx.ModelProto:
+    """ids[batch,8] int64 -> Gather(embedding 100x16) -> ReduceMean -> MatMul(16x5) -> logits."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((100, 16)).astype(np.float32)
+    w = rng.standard_normal((16, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["e"], axis=0, name="emb"),
+        helper.make_node("ReduceMean", ["e"], ["p"], axes=[1], keepdims=0, name="pool"),
+        helper.make_node("MatMul", ["p", "W"], ["logits"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tok",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def make_token_bundle(work: Path, ids: np.ndarray) -> Path:
+    """A jetson-orin-nano bundle of the token model whose reference inputs are ``ids``."""
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / "tok.onnx"
+    onnx.save(token_model(), model)
+    try:
+        (y,) = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    except Exception:  # indices outside the embedding: the reference is never reached
+        y = np.zeros((ids.shape[0], 5), np.float32)
+    out = work / "out" / "tok"
+    make_bundle(
+        out,
+        model_name="tok",
+        model_source=str(model),
+        model_sha256="0" * 64,
+        target=load_target("jetson-orin-nano"),
+        inputs=[TensorSpec("ids", ("batch", 8), "int64")],
+        outputs=[TensorSpec("logits", ("batch", 5), "float32")],
+        artifacts=[BundleArtifact("fp32", "onnxruntime", model, compare={"passed": True})],
+        gates={"min_cosine": 0.999, "min_top1": 0.99},
+        reference_inputs={"ids": ids},
+        reference_outputs={"logits": y},
+        primary="fp32",
+    )
+    return out
+
+
+@pytest.mark.parametrize(("version", "release", "itemsize"), [("8602", L4T_36_2, 4), ("100300", None, 8)])
+def test_verify_feeds_int64_inputs_in_the_type_the_engine_takes(
+    tmp_path: Path, device: Device, version: str, release: str | None, itemsize: int
+) -> None:
+    """TensorRT 8.x's parser makes an INT64 input int32 (onnx-tensorrt convertDtype; no INT64 before
+    10.0) and trtexec reads the file as that many bytes: int64 bytes would be half-read as garbage."""
+    ids = np.random.default_rng(0).integers(0, 100, (2, 8)).astype(np.int64)
+    bundle = make_token_bundle(tmp_path / "src", ids)
+    if release:
+        device.set_board(release=release)
+    assert device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION=version).returncode == 0
+    res = device.run(script(bundle, "verify.sh"), FAKE_TRT_VERSION=version)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(c for c in device.calls("trtexec") if "--loadInputs=" in c)
+    assert "--loadInputs=ids:" in run
+    out = tmp_path / "w"
+    helper_cmd = [sys.executable, str(bundle / "scripts" / "bundle_helper.py"), "--bundle", str(bundle)]
+    env = {**device.env, "FAKE_TRT_VERSION": version}
+    done = subprocess.run(
+        [
+            *helper_cmd,
+            "--trtexec",
+            str(FAKES / "trtexec"),
+            "ref-inputs",
+            "--out",
+            str(out),
+            "--precision",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "ids.bin").stat().st_size == ids.size * itemsize
+    assert np.array_equal(np.fromfile(out / "ids.bin", dtype=f"<i{itemsize}").reshape(2, 8), ids)
+
+
+def test_an_int64_input_beyond_int32_is_refused_in_one_line_on_tensorrt_8(
+    tmp_path: Path, device: Device
+) -> None:
+    ids = np.full((1, 8), 2**40, np.int64)
+    bundle = make_token_bundle(tmp_path / "src", ids)
+    device.set_board(release=L4T_36_2)
+    trt_header(device.root, "8.6.2")
+    cmd = [sys.executable, str(bundle / "scripts" / "bundle_helper.py"), "--bundle", str(bundle)]
+    res = subprocess.run(
+        [*cmd, "ref-inputs", "--out", str(tmp_path / "w"), "--precision", "fp32"],
+        capture_output=True,
+        text=True,
+        env=device.env,
+        timeout=60,
+    )
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"value {2**40} does not fit int32" in res.stderr and "TensorRT 8.6.2" in res.stderr
+
+
+def test_fake_trtexec_refuses_an_input_file_of_another_size(bundle: Path, device: Device) -> None:
+    """The fake stands for trtexec's loadFromFile, which reads exactly the binding's bytes."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    engine = bundle / "device" / "engines" / "dense.fp16.engine"
+    short = bundle / "device" / "short.bin"
+    np.zeros((1, 1, 8, 8), np.float32).tofile(short)
+    res = subprocess.run(
+        [
+            str(FAKES / "trtexec"),
+            f"--loadEngine={engine}",
+            f"--loadInputs=input:{short}",
+            "--shapes=input:2x1x8x8",
+            "--iterations=1",
+            "--warmUp=0",
+            "--duration=0",
+        ],
+        capture_output=True,
+        text=True,
+        env=device.env,
+        timeout=60,
+    )
+    assert res.returncode == 1 and "Expected: 512 bytes but the file has 256 bytes" in res.stdout
