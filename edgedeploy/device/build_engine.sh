@@ -11,7 +11,8 @@ Usage: build_engine.sh [--precision P] [--workspace-mb N] [--max-batch N] [--too
 
 Builds device/engines/<model>.engine from the bundle's precision artifact (fp16 ONNX, Q/DQ
 ONNX, or ONNX + calibration cache on TensorRT 8.x) with `edgedeploy build` where edgedeploy
-and TensorRT's python bindings are installed, else with trtexec and the equivalent flags
+is installed and reaches TensorRT's python bindings, pycuda and the GPU (its own `edgedeploy
+doctor` says so), else with trtexec and the equivalent flags
 (same shape profiles, fp32 layers, FP16 beside INT8 and TF32 setting on both paths; trtexec
 before TensorRT 8.4 cannot keep fp32 layers and says so). The
 engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.

@@ -6,7 +6,7 @@ without edgedeploy installed, so it cannot share code with the package: the bash
 short and every parsing or comparison decision lives here, where it is tested.
 
 Subcommands: get, check-files, check-device, engine, build-args, edgedeploy-args, write-sidecar,
-ref-inputs, shapes, run-flags.
+ref-inputs, shapes, run-flags, edgedeploy-usable.
 Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
 ``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
 /usr/local/cuda), so tests can run against a fake device tree.
@@ -1191,6 +1191,31 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# What `edgedeploy build --backend tensorrt` and `edgedeploy profile` of an engine need from the
+# interpreter edgedeploy runs on (edgedeploy/backends/trt_env.py, availability): the names of those
+# checks in `edgedeploy doctor --json` (edgedeploy/pipeline/doctor.py)
+EDGEDEPLOY_NEEDS = ("tensorrt", "pycuda", "gpu")
+
+
+def cmd_edgedeploy_usable(bundle: Path, args: argparse.Namespace) -> int:
+    """Whether the edgedeploy command here can build and run engines, from its own ``edgedeploy
+    doctor --json`` report: TensorRT, pycuda and a GPU as edgedeploy's interpreter sees them (a venv
+    may lack JetPack's system tensorrt, or the reverse). Prints ``yes``, or ``no: why``."""
+    try:
+        report = json.loads(Path(args.report).read_text())
+        checks = {str(c["name"]): c for c in report if isinstance(c, dict) and "name" in c}
+    except (OSError, ValueError, TypeError):
+        print("no: edgedeploy doctor --json gave no report")
+        return EXIT_OK
+    missing = [
+        f"{name}: {checks[name].get('detail') if name in checks else 'not checked'}"
+        for name in EDGEDEPLOY_NEEDS
+        if not (name in checks and checks[name].get("ok") is True)
+    ]
+    print(f"no: {'; '.join(missing)}" if missing else "yes")
+    return EXIT_OK
+
+
 def cmd_shapes(bundle: Path, args: argparse.Namespace) -> int:
     shapes = _io_shapes(load_manifest(bundle), args.batch)
     print(shape_spec(shapes) if shapes else "")
@@ -1242,6 +1267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine")
     p.add_argument("--batch", type=int)
     p.add_argument("--runner", choices=("trtexec", "edgedeploy"), default="trtexec")
+    p = sub.add_parser("edgedeploy-usable")
+    p.add_argument("report", help="the JSON of `edgedeploy doctor --json`")
     p = sub.add_parser("run-flags")
     p.add_argument("--cuda-graph", type=int, choices=(0, 1), default=1)
     p.add_argument("--data-transfers", type=int, choices=(0, 1), default=1)
@@ -1262,6 +1289,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile-inputs": cmd_profile_inputs,
         "run-shapes": cmd_run_shapes,
         "run-flags": cmd_run_flags,
+        "edgedeploy-usable": cmd_edgedeploy_usable,
     }
     try:
         return commands[args.cmd](args.bundle.resolve(), args)

@@ -49,11 +49,21 @@ run_as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# edgedeploy is used only where it can reach TensorRT (its python bindings); else trtexec.
+# edgedeploy is used only where it can reach TensorRT, pycuda and the GPU from the interpreter it
+# runs on (its own `edgedeploy doctor --json` says: a venv may lack JetPack's system tensorrt, or
+# $PYTHON may lack what the venv has); else trtexec.
 use_edgedeploy() {
     case "${1:-auto}" in
         edgedeploy) return 0 ;;
         trtexec) return 1 ;;
-        *) command -v edgedeploy >/dev/null 2>&1 && "$PYTHON" -c 'import tensorrt' >/dev/null 2>&1 ;;
     esac
+    command -v edgedeploy >/dev/null 2>&1 || return 1
+    local report verdict
+    report="$(mktemp -d)"
+    edgedeploy doctor --json "$report/doctor.json" >/dev/null 2>&1 || true
+    verdict="$(helper edgedeploy-usable "$report/doctor.json" 2>/dev/null || true)"
+    rm -rf "$report"
+    [ "$verdict" = yes ] && return 0
+    note "edgedeploy cannot use TensorRT here (${verdict#no: }): using trtexec"
+    return 1
 }

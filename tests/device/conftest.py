@@ -1,6 +1,7 @@
 """A real bundle (edgedeploy.stages.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
-fake Jetson: fake nvpmodel, jetson_clocks, tegrastats and trtexec on PATH and a fake device tree
-under EDGEDEPLOY_ROOT."""
+fake Jetson: fake nvpmodel, jetson_clocks, tegrastats, trtexec and edgedeploy on PATH (the fake
+edgedeploy's doctor reports no TensorRT unless FAKE_EDGEDEPLOY_TRT=1, so --tool auto picks trtexec)
+and a fake device tree under EDGEDEPLOY_ROOT."""
 
 from __future__ import annotations
 
@@ -165,5 +166,7 @@ def device(tmp_path: Path) -> Device:
     path = os.pathsep.join([str(FAKES), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "EDGEDEPLOY_ROOT": str(root), "FAKE_LOG": str(log)}
     for key in ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC"):
+        env.pop(key, None)
+    for key in ("FAKE_EDGEDEPLOY_TRT", "PYTHON"):
         env.pop(key, None)
     return Device(root=root, log=log, env=env)

@@ -209,7 +209,7 @@ def test_benchmark_without_tegrastats_says_not_measurable(
     assert device.run(script(bundle, "build_engine.sh")).returncode == 0
     fakes = tmp_path / "fakes-no-tegrastats"
     fakes.mkdir()
-    for tool in ("trtexec", "nvpmodel"):
+    for tool in ("trtexec", "nvpmodel", "edgedeploy"):
         (fakes / tool).symlink_to(Path(__file__).parent / "fakes" / tool)
     path = device.env["PATH"].replace(str(Path(__file__).parent / "fakes"), str(fakes))
     out = tmp_path / "bench.json"

@@ -504,3 +504,75 @@ def test_fake_trtexec_refuses_an_input_file_of_another_size(bundle: Path, device
         timeout=60,
     )
     assert res.returncode == 1 and "Expected: 512 bytes but the file has 256 bytes" in res.stdout
+
+
+# ---------------------------------------------------------------- --tool auto asks edgedeploy itself
+
+
+def test_auto_builds_with_trtexec_when_edgedeploys_own_python_lacks_tensorrt(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """JetPack's python3 has tensorrt, edgedeploy's venv does not: `import tensorrt` in $PYTHON said
+    yes, and the edgedeploy build failed; edgedeploy's own doctor decides now."""
+    site = tmp_path / "system-site"
+    site.mkdir()
+    (site / "tensorrt.py").write_text("__version__ = '10.3.0'\n")
+    pythonpath = os.pathsep.join(filter(None, [str(site), device.env.get("PYTHONPATH")]))
+    res = device.run(script(bundle, "build_engine.sh"), PYTHONPATH=pythonpath)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert device.calls("edgedeploy") and device.calls("edgedeploy")[0].startswith("edgedeploy doctor --json")
+    assert not [c for c in device.calls("edgedeploy") if c.startswith("edgedeploy build")]
+    assert [c for c in device.calls("trtexec") if "--onnx=" in c]
+    assert "edgedeploy cannot use TensorRT here (tensorrt: not installed" in res.stdout
+
+
+def test_auto_builds_with_edgedeploy_when_its_python_has_tensorrt(bundle: Path, device: Device) -> None:
+    """The reverse: $PYTHON (system python3) lacks tensorrt, the interpreter edgedeploy runs on has it."""
+    res = device.run(script(bundle, "build_engine.sh"), FAKE_EDGEDEPLOY_TRT="1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [c for c in device.calls("edgedeploy") if c.startswith("edgedeploy build")]
+    assert not [c for c in device.calls("trtexec") if "--onnx=" in c]
+    built = read_sidecar(bundle / "device" / "engines" / "dense.fp16.engine")
+    assert built is not None and built["tool"] == "edgedeploy"
+
+
+def test_edgedeploy_usable_reads_the_real_doctor_report(bundle: Path, tmp_path: Path) -> None:
+    """The checks the helper needs are named as edgedeploy doctor names them."""
+    import dataclasses
+
+    from edgedeploy.fileio import atomic_write_json
+    from edgedeploy.pipeline.doctor import _gpu_checks
+
+    checks = _gpu_checks()
+    assert set(bundle_helper.EDGEDEPLOY_NEEDS) <= {c.name for c in checks}
+
+    def verdict(report: list[object]) -> str:
+        atomic_write_json(tmp_path / "doctor.json", report)
+        cmd = [sys.executable, str(bundle / "scripts" / "bundle_helper.py"), "--bundle", str(bundle)]
+        done = subprocess.run(
+            [*cmd, "edgedeploy-usable", str(tmp_path / "doctor.json")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    missing = [dataclasses.replace(c, ok=False, detail="not installed") for c in checks]
+    assert verdict(missing).startswith("no: tensorrt: not installed; pycuda: not installed")
+    assert verdict([dataclasses.replace(c, ok=True) for c in checks]) == "yes"
+    (tmp_path / "doctor.json").unlink()
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(bundle / "scripts" / "bundle_helper.py"),
+            "--bundle",
+            str(bundle),
+            "edgedeploy-usable",
+            str(tmp_path / "doctor.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("no: ")
