@@ -14,7 +14,8 @@ ONNX, or ONNX + calibration cache on TensorRT 8.x) with `edgedeploy build` where
 is installed and reaches TensorRT's python bindings, pycuda and the GPU (its own `edgedeploy
 doctor` says so), else with trtexec and the equivalent flags
 (same shape profiles, fp32 layers, FP16 beside INT8 and TF32 setting on both paths; trtexec
-before TensorRT 8.4 cannot keep fp32 layers and says so). The
+before TensorRT 8.4 cannot keep fp32 layers and says so). A calibration cache written for another
+TensorRT version is refused (TensorRT would ignore it). The
 engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.
 Skips the build when an engine for this TensorRT version, board and model already exists, unless
 --max-batch or --workspace-mb asks for another build (the existing engine may have been built with

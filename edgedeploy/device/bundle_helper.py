@@ -3,7 +3,9 @@
 
 Runs with the system python3 of JetPack (standard library only; NumPy for reference inputs),
 without edgedeploy installed, so it cannot share code with the package: the bash scripts stay
-short and every parsing or comparison decision lives here, where it is tested.
+short and every parsing or comparison decision lives here, where it is tested. Where a rule is
+edgedeploy's own (the calibration cache header check of edgedeploy/backends/trt_plan.py), this
+helper keeps a small copy, tested against the original.
 
 Subcommands: get, check-files, check-device, engine, build-args, edgedeploy-args, write-sidecar,
 ref-inputs, shapes, run-flags, edgedeploy-usable.
@@ -838,12 +840,49 @@ def cmd_build_args(bundle: Path, args: argparse.Namespace) -> int:
         f.replace("{bundle}", str(bundle))
         for f in build_flags(manifest, art, dev["tensorrt"], args.workspace_mb, layers)
     ]
+    if any(f.startswith("--calib=") for f in flags):
+        check_cache_header(bundle, manifest, art, dev["tensorrt"])
     argv = [f"--onnx={bundle / art['model']}", *flags]
     argv += shape_flags(
         input_profiles(manifest, _max_batch(bundle, manifest, args.max_batch)), dev["tensorrt"]
     )
     print("\n".join(argv))
     return EXIT_OK
+
+
+def cache_code(trt: str) -> int:
+    """The number in a calibration cache header: 8.6.1 -> 8601, 10.3.0 -> 100300."""
+    major, minor, patch = (int(p) for p in [*trt.split("."), "0", "0"][:3])
+    return major * 1000 + minor * 100 + patch if major < 10 else major * 10000 + minor * 100 + patch
+
+
+def check_cache_header(bundle: Path, manifest: dict[str, Any], art: dict[str, Any], trt: str) -> None:
+    """Refuse a calibration cache whose ``TRT-<code>-<Algorithm>`` header is for another TensorRT
+    than this device's: TensorRT ignores such a cache, and trtexec, which then has no calibration
+    data, fails the build without naming the cache (docs/tensorrt-facts.md, trtexec).
+
+    The rule of edgedeploy's trt_plan.check_cache_header and TrtVersion.cache_code
+    (edgedeploy/backends/), copied here: the device has no edgedeploy to import. Keep them equal.
+    """
+    rel = art["calibration_cache"]
+    try:
+        with open(bundle / rel, errors="replace") as fh:
+            first = fh.readline().strip()
+    except OSError:
+        raise BundleProblem(f"cannot read the calibration cache {rel}") from None
+    match = re.match(r"^TRT-(\d+)-(\w+)$", first)
+    if not match:
+        raise BundleProblem(f"{rel} is not a TensorRT calibration cache (first line '{first[:40]}')")
+    if int(match.group(1)) != cache_code(trt):
+        fp32 = next((a["model"] for a in manifest["artifacts"] if a.get("precision") == "fp32"), "MODEL.onnx")
+        raise BundleProblem(
+            f"calibration cache {rel} is for TensorRT {decode_trt_number(int(match.group(1)))} "
+            f"(header {first}), this device has TensorRT {trt} (code {cache_code(trt)}), which would ignore "
+            f"it: calibrate again on the workstation for this version (`edgedeploy calibrate "
+            f"{Path(fp32).name} --data DATA --target {manifest['target']['name']} --trt-version {trt} "
+            "-o DIR`, "
+            f'or trt_version = "{trt}" in the run config\'s [calibration]) and bundle again'
+        )
 
 
 def shape_flags(profiles: list[dict[str, list[list[int]]]] | None, trt: str) -> list[str]:

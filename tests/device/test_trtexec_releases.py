@@ -576,3 +576,99 @@ def test_edgedeploy_usable_reads_the_real_doctor_report(bundle: Path, tmp_path: 
         timeout=60,
     )
     assert done.stdout.startswith("no: ")
+
+
+# ---------------------------------------------------------------- the calibration cache's header
+
+
+def make_int8_bundle(work: Path, header: str) -> Path:
+    """A jetson-orin-nano bundle whose int8 artifact is the fp32 ONNX plus a calibration cache with
+    first line ``header`` (TensorRT 8.x's implicit quantization path)."""
+    work.mkdir(parents=True, exist_ok=True)
+    from conftest import dense_model
+
+    model = work / "dense.onnx"
+    onnx.save(dense_model(False), model)
+    cache = work / "dense.calib.cache"
+    cache.write_text(f"{header}\ninput: 3c010a14\nlogits: 3d8b2a1c\n")
+    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    (y,) = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    out = work / "out" / "dense-int8"
+    make_bundle(
+        out,
+        model_name="dense",
+        model_source=str(model),
+        model_sha256="0" * 64,
+        target=load_target("jetson-orin-nano"),
+        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
+        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
+        artifacts=[
+            BundleArtifact("fp32", "onnxruntime", model, compare={"passed": True}),
+            BundleArtifact("int8", "tensorrt", model, calibration_cache=cache, compare={"passed": True}),
+        ],
+        gates={"min_cosine": 0.99},
+        reference_inputs={"input": x},
+        reference_outputs={"logits": y},
+        primary="int8",
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("header", "refused"),
+    [
+        ("TRT-8502-EntropyCalibration2", None),
+        ("TRT-8602-EntropyCalibration2", "TensorRT 8.6.2"),
+        ("TRT-100300-MinMaxCalibration", "TensorRT 10.3.0"),
+        ("not a cache", "not a TensorRT calibration cache"),
+    ],
+)
+def test_trtexec_path_refuses_a_calibration_cache_for_another_tensorrt(
+    tmp_path: Path, device: Device, header: str, refused: str | None
+) -> None:
+    """TensorRT ignores a cache whose header names another version (docs/tensorrt-facts.md): the
+    device refuses it before trtexec runs, as edgedeploy build does (trt_plan.check_cache_header)."""
+    bundle = make_int8_bundle(tmp_path / "src", header)
+    device.set_board(release=R35, cuda="11.4.315")  # JetPack 5.1.2: TensorRT 8.5.2
+    res = device.run(script(bundle, "build_engine.sh"), "--precision", "int8", FAKE_TRT_VERSION="8502")
+    builds = [c for c in device.calls("trtexec") if "--onnx=" in c]
+    if refused is None:
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "--calib=" in builds[0]
+        return
+    assert res.returncode == 2 and not builds, res.stdout + res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and refused in errors[0], res.stderr
+    if header.startswith("TRT-"):
+        assert "this device has TensorRT 8.5.2 (code 8502)" in errors[0]
+        assert "--trt-version 8.5.2" in errors[0] and "edgedeploy calibrate dense.onnx" in errors[0]
+
+
+def test_the_devices_cache_header_rule_is_edgedeploy_builds(tmp_path: Path) -> None:
+    """bundle_helper keeps its own copy of trt_plan.check_cache_header (the device has no edgedeploy):
+    both accept and refuse the same headers for the same versions."""
+    from edgedeploy.backends.trt_plan import check_cache_header
+    from edgedeploy.backends.trt_versions import TrtVersion
+    from edgedeploy.errors import InputError
+
+    cache = tmp_path / "models" / "m.calib.cache"
+    cache.parent.mkdir()
+    art = {"calibration_cache": "models/m.calib.cache"}
+    manifest = {"artifacts": [], "target": {"name": "jetson-orin-nano"}}
+    headers = ["TRT-8201-EntropyCalibration2", "TRT-8602-MinMaxCalibration", "TRT-100300-EntropyCalibration2"]
+    headers += ["TRT-110100-X", "TRT-8602", "trt-8602-Entropy2", "", "TRT-8602-Entropy Calibration"]
+    for version in ("8.2.1", "8.5.2", "8.6.2", "10.3.0", "11.1.0"):
+        assert bundle_helper.cache_code(version) == TrtVersion.parse(version).cache_code
+        for header in headers:
+            cache.write_text(f"{header}\ninput: 3c010a14\n")
+            try:
+                check_cache_header(cache, TrtVersion.parse(version))
+                host = True
+            except InputError:
+                host = False
+            try:
+                bundle_helper.check_cache_header(tmp_path, manifest, art, version)
+                device = True
+            except bundle_helper.BundleProblem:
+                device = False
+            assert host is device, (version, header)
