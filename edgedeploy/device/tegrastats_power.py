@@ -8,12 +8,13 @@ Energy per inference = average power over trtexec's measured window / throughput
   record     run tegrastats, write "unix_time line" per sample until SIGTERM
   stamp      copy stdin to stdout with "unix_time " in front of each line
   summarize  trtexec log + tegrastats log -> benchmark JSON (latency, throughput, power, energy)
+
+It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
+syntax or library call newer than 3.6 (no walrus, no itertools.pairwise, no PEP 585/604
+annotations evaluated at run time; tests/device/test_device_python.py checks).
 """
 
-from __future__ import annotations
-
 import argparse
-import itertools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional, Tuple
 
 BOARD_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
 _RAIL = re.compile(
@@ -33,7 +34,7 @@ _RAIL = re.compile(
 )
 
 
-def rails_watts(line: str) -> dict[str, float]:
+def rails_watts(line: str) -> Dict[str, float]:
     """Current watts per rail of one tegrastats line (empty when the line has none)."""
     try:
         from edgedeploy.power.tegrastats import parse_line
@@ -48,7 +49,7 @@ def rails_watts(line: str) -> dict[str, float]:
         return {}
 
 
-def total_rail(names: list[str]) -> tuple[list[str], str]:
+def total_rail(names: List[str]) -> Tuple[List[str], str]:
     for name in BOARD_INPUT_RAILS:
         if name in names:
             return [name], f"{name}: whole-module input power"
@@ -58,7 +59,7 @@ def total_rail(names: list[str]) -> tuple[list[str], str]:
     )
 
 
-def window_average(points: list[tuple[float, float]], t0: float, t1: float) -> float | None:
+def window_average(points: List[Tuple[float, float]], t0: float, t1: float) -> Optional[float]:
     """Time-weighted mean over [t0, t1], linear between samples, flat beyond the outermost ones."""
     pts = sorted(points)
     inside = [p for p in pts if t0 <= p[0] <= t1]
@@ -76,13 +77,13 @@ def window_average(points: list[tuple[float, float]], t0: float, t1: float) -> f
         return va + (vb - va) * (t - ta) / (tb - ta)
 
     edge = [(t0, value_at(t0)), *inside, (t1, value_at(t1))]
-    area = sum((tb - ta) * (va + vb) / 2.0 for (ta, va), (tb, vb) in itertools.pairwise(edge))
+    area = sum((tb - ta) * (va + vb) / 2.0 for (ta, va), (tb, vb) in zip(edge, edge[1:]))
     return area / (t1 - t0)
 
 
-def read_stamped(path: Path) -> list[tuple[float, str]]:
+def read_stamped(path: Path) -> List[Tuple[float, str]]:
     lines = []
-    for raw in path.read_text(errors="replace").splitlines():
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
         stamp, _, rest = raw.partition(" ")
         try:
             lines.append((float(stamp), rest))
@@ -96,7 +97,7 @@ def read_stamped(path: Path) -> list[tuple[float, str]]:
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = ([\d.eE+-]+) ms")
 
 
-def _stats(line: str) -> dict[str, float]:
+def _stats(line: str) -> Dict[str, float]:
     out = {}
     for m in _STAT.finditer(line):
         # percentile(90%) -> p90, percentile(99.9%) -> p99.9 (zeros after a decimal point only: "90" made p9)
@@ -106,25 +107,28 @@ def _stats(line: str) -> dict[str, float]:
     return out
 
 
-def parse_trtexec(lines: list[tuple[float, str]], warmup_ms: float) -> dict[str, Any]:
+def parse_trtexec(lines: List[Tuple[float, str]], warmup_ms: float) -> Dict[str, Any]:
     """Latency, GPU compute, throughput and the measured window from a stamped trtexec log."""
-    summary: dict[str, Any] = {}
+    summary: Dict[str, Any] = {}
     start = end = None
     for ts, text in lines:
         if start is None and "Starting inference" in text:
             start = ts
         if end is None and "Performance summary" in text:
             end = ts
+        throughput = re.search(r"Throughput: ([\d.eE+-]+) qps", text)
+        variance = re.search(r"coefficient of variance = ([\d.]+)%", text)
+        build = re.search(r"TensorRT v(\d+)\]", text)
         if "] Latency:" in text or text.lstrip().startswith("Latency:"):
             summary.setdefault("latency", _stats(text))
         elif "GPU Compute Time:" in text and "Total" not in text:
             summary.setdefault("gpu_compute", _stats(text))
-        elif m := re.search(r"Throughput: ([\d.eE+-]+) qps", text):
-            summary.setdefault("throughput_qps", float(m.group(1)))
-        elif m := re.search(r"coefficient of variance = ([\d.]+)%", text):
-            summary["gpu_compute_cv_percent"] = float(m.group(1))
-        elif m := re.search(r"TensorRT v(\d+)\]", text):
-            summary.setdefault("tensorrt_build_number", int(m.group(1)))
+        elif throughput:
+            summary.setdefault("throughput_qps", float(throughput.group(1)))
+        elif variance:
+            summary["gpu_compute_cv_percent"] = float(variance.group(1))
+        elif build:
+            summary.setdefault("tensorrt_build_number", int(build.group(1)))
     if start is not None and end is None and lines:
         end = lines[-1][0]
     if start is not None and end is not None:
@@ -141,7 +145,7 @@ def summarize(args: argparse.Namespace) -> int:
     settings = json.loads(args.settings) if args.settings else {}
     batch = int(settings.get("batch", 1))
     qps = trt["throughput_qps"]
-    power: dict[str, Any] = {"source": None, "measurable": False}
+    power: Dict[str, Any] = {"source": None, "measurable": False}
     samples = (
         read_stamped(args.tegrastats_log) if args.tegrastats_log and args.tegrastats_log.exists() else []
     )
@@ -151,11 +155,15 @@ def summarize(args: argparse.Namespace) -> int:
         power.update(source="tegrastats", reason="not measurable here: trtexec log has no inference window")
     else:
         t0, t1 = trt["window"]
-        per_rail: dict[str, list[tuple[float, float]]] = {}
+        per_rail: Dict[str, List[Tuple[float, float]]] = {}
         for ts, line in samples:
             for name, watts in rails_watts(line).items():
                 per_rail.setdefault(name, []).append((ts, watts))
-        avg = {n: v for n, pts in per_rail.items() if (v := window_average(pts, t0, t1)) is not None}
+        avg = {}
+        for name, pts in per_rail.items():
+            value = window_average(pts, t0, t1)
+            if value is not None:
+                avg[name] = value
         power["source"] = "tegrastats"
         power["samples"] = sum(1 for ts, _ in samples if t0 <= ts <= t1)
         power["window_s"] = t1 - t0
@@ -216,7 +224,8 @@ def record(args: argparse.Namespace) -> int:
     argv = [cmd, "--interval", str(args.interval)]
     if shutil.which("stdbuf"):
         argv = ["stdbuf", "-oL", *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    # universal_newlines: text= is Python 3.7 and later
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, universal_newlines=True)
 
     def stop(signum: int, frame: object) -> None:
         proc.terminate()
@@ -239,9 +248,10 @@ def stamp(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub = parser.add_subparsers(dest="cmd")
+    sub.required = True  # add_subparsers(required=...) is Python 3.7 and later
     p = sub.add_parser("record")
     p.add_argument("--interval", type=int, default=100)
     p.add_argument("--out", type=Path, required=True)

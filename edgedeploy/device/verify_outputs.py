@@ -6,16 +6,18 @@ Runs on the device with python3 and NumPy only. The candidate outputs come from 
 bundles, from running the model here. Metrics and gates mirror edgedeploy.stages.compare: cosine,
 top-1 agreement, NaN/Inf, and atol/rtol only when the gates ask for it (check_allclose).
 Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
-"""
 
-from __future__ import annotations
+It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
+syntax or library call newer than 3.6 (no walrus, no zip(strict=), no PEP 585/604 annotations
+evaluated at run time; tests/device/test_device_python.py checks).
+"""
 
 import argparse
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 try:
     import numpy as np
@@ -32,7 +34,7 @@ class OutputsProblem(Exception):
     """The device run's outputs cannot be read (exit 2)."""
 
 
-def load_trtexec_outputs(path: Path) -> dict[str, np.ndarray]:
+def load_trtexec_outputs(path: Path) -> Dict[str, np.ndarray]:
     """trtexec's ``--exportOutput`` file: a JSON list of {name, dimensions "AxB", values}.
 
     It is not always JSON: exportJSONOutput() (trtexec's sampleReporting.cpp) prints each value
@@ -41,12 +43,12 @@ def load_trtexec_outputs(path: Path) -> dict[str, np.ndarray]:
     only the rest is parsed as JSON.
     """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise OutputsProblem(f"cannot read trtexec's output file {path}: {exc}") from None
-    columns: list[np.ndarray] = []
+    columns: List[np.ndarray] = []
 
-    def take(match: re.Match[str]) -> str:
+    def take(match: "re.Match[str]") -> str:  # a string: re.Match is Python 3.7 and later
         items = [item.strip() for item in match.group(2).split(",") if item.strip()]
         try:
             columns.append(np.array([float(item) for item in items], dtype=np.float64))
@@ -83,7 +85,7 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def run_onnxruntime(model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_onnxruntime(model: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     import onnxruntime as ort
 
     # NchwcTransformer kills the process on some float16 graphs (a Transpose feeding a MatMul with
@@ -96,7 +98,7 @@ def run_onnxruntime(model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.
         names = [o.name for o in session.get_outputs()]
         declared = {i.name: i.type for i in session.get_inputs()}
         feeds = {n: as_declared(a, declared[n]) if n in declared else a for n, a in inputs.items()}
-        return dict(zip(names, session.run(names, feeds), strict=True))
+        return dict(zip(names, session.run(names, feeds)))  # one array per name asked for
     except Exception as exc:  # ONNX Runtime's errors (InvalidArgument, Fail) are bare Exceptions
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OutputsProblem(f"ONNX Runtime cannot run {model} on the reference inputs: {first}") from None
@@ -116,7 +118,7 @@ def as_declared(arr: np.ndarray, ort_type: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def metrics(ref: np.ndarray, cand: np.ndarray, gates: dict[str, Any]) -> dict[str, Any]:
+def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
     """As the host's compare (edgedeploy/stages/compare/outputs.py): bool and integer outputs are
     gated on their share of equal elements, an output of another shape fails."""
     if np.size(ref) != np.size(cand):  # a data-dependent size (NonZero, NMS) that came out otherwise
@@ -172,7 +174,7 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: dict[str, Any]) -> dict[st
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _main(argv)
     except ImportError as exc:
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: Optional[List[str]]) -> int:
     parser = argparse.ArgumentParser(description="Compare device outputs with the bundle's fp32 reference.")
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -192,7 +194,7 @@ def _main(argv: list[str] | None) -> int:
     source.add_argument("--onnxruntime", type=Path, help="run this ONNX model here on the reference inputs")
     parser.add_argument("--json", type=Path, help="write the metrics here")
     args = parser.parse_args(argv)
-    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    manifest = json.loads((args.bundle / "manifest.json").read_text(encoding="utf-8"))
     ref = manifest.get("reference") or {}
     gates = manifest.get("gates") or {}
     with np.load(args.bundle / ref["outputs"]) as data:
@@ -211,7 +213,7 @@ def _main(argv: list[str] | None) -> int:
         except OutputsProblem as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    results: dict[str, Any] = {}
+    results: Dict[str, Any] = {}
     for name, ref_arr in expected.items():
         if name not in got:
             print(
