@@ -98,7 +98,11 @@ NO_POWER=()
 if command -v tegrastats >/dev/null 2>&1; then
     "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" record --interval "$INTERVAL" --out "$WORK/tegrastats.log" &
     POWER_PID=$!
-    for _ in $(seq 50); do [ -s "$WORK/tegrastats.log" ] && break; sleep 0.1; done
+    # the first sample, or tegrastats gone already (it is asked about below, after the run)
+    for _ in $(seq 50); do
+        { [ -s "$WORK/tegrastats.log" ] || ! kill -0 "$POWER_PID" 2>/dev/null; } && break
+        sleep 0.1
+    done
 else
     NO_POWER=(--no-power-reason "not measurable here: tegrastats not found (not a Jetson)")
 fi
@@ -110,7 +114,19 @@ if ! "$TRT" "${FLAGS[@]}" 2>&1 | "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" sta
     EXIT_CODE=1 die "trtexec failed"
 fi
 sleep "$(awk "BEGIN {print $INTERVAL / 1000 * 1.5}")"   # let the sample after the window arrive
-if [ -n "$POWER_PID" ]; then kill "$POWER_PID"; wait "$POWER_PID" || true; POWER_PID=""; fi
+# tegrastats may have ended before the run did (a failure, or a board that stops it): its power
+# is then not measurable, and the latency JSON is written all the same
+if [ -n "$POWER_PID" ]; then
+    if kill -0 "$POWER_PID" 2>/dev/null; then
+        kill "$POWER_PID" 2>/dev/null || true   # it may end between the two
+        wait "$POWER_PID" 2>/dev/null || true
+    else
+        STATUS=0
+        wait "$POWER_PID" 2>/dev/null || STATUS=$?
+        NO_POWER=(--tegrastats-stopped "tegrastats stopped before the run ended (exit status $STATUS)")
+    fi
+    POWER_PID=""
+fi
 cp "$WORK/trtexec.log" "$DEVICE_DIR/results/$(basename "$OUT" .json).trtexec.log"
 
 SETTINGS="$("$PYTHON" - "$ENGINE" "$PRECISION" "$BATCH" "$WARMUP" "$DURATION" "$GRAPH" "$TRANSFERS" "$INTERVAL" "$POWER_MODE" "$TRT" "${FLAGS[@]}" <<'PY'

@@ -5,7 +5,8 @@ Standard library only, so it runs on a bare JetPack: it uses edgedeploy's full t
 when the package is installed and a small rail-only parser otherwise (tests check both agree).
 Energy per inference = average power over trtexec's measured window / throughput.
 
-  record     run tegrastats, write "unix_time line" per sample until SIGTERM
+  record     run tegrastats, write "unix_time line" per sample until SIGTERM (exit 0); when
+             tegrastats ends by itself first, exit with its status
   stamp      copy stdin to stdout with "unix_time " in front of each line
   summarize  trtexec log + tegrastats log -> benchmark JSON (latency, throughput, power, energy)
 
@@ -149,10 +150,14 @@ def summarize(args: argparse.Namespace) -> int:
     samples = (
         read_stamped(args.tegrastats_log) if args.tegrastats_log and args.tegrastats_log.exists() else []
     )
+    stopped = f"not measurable here: {args.tegrastats_stopped}" if args.tegrastats_stopped else None
     if not samples:
-        power["reason"] = args.no_power_reason or "not measurable here: tegrastats gave no samples"
+        power["reason"] = args.no_power_reason or stopped or "not measurable here: tegrastats gave no samples"
     elif "window" not in trt:
         power.update(source="tegrastats", reason="not measurable here: trtexec log has no inference window")
+    elif stopped and max(ts for ts, _ in samples) < trt["window"][1]:
+        # its last samples would stand for the rest of the window (window_average holds the outermost flat)
+        power.update(source="tegrastats", reason=stopped)
     else:
         t0, t1 = trt["window"]
         per_rail: Dict[str, List[Tuple[float, float]]] = {}
@@ -224,10 +229,17 @@ def record(args: argparse.Namespace) -> int:
     argv = [cmd, "--interval", str(args.interval)]
     if shutil.which("stdbuf"):
         argv = ["stdbuf", "-oL", *argv]
-    # universal_newlines: text= is Python 3.7 and later
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, universal_newlines=True)
+    try:  # universal_newlines: text= is Python 3.7 and later
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, universal_newlines=True
+        )
+    except OSError as exc:
+        print(f"error: cannot run {cmd}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
+    stopped = []
 
     def stop(signum: int, frame: object) -> None:
+        stopped.append(signum)
         proc.terminate()
 
     signal.signal(signal.SIGTERM, stop)
@@ -237,8 +249,9 @@ def record(args: argparse.Namespace) -> int:
         for line in proc.stdout:
             out.write(f"{time.time():.6f} {line.rstrip()}\n")
             out.flush()
-    proc.wait()
-    return 0
+    status = proc.wait()
+    # stopped by benchmark.sh: done; ended by itself: its exit status, for benchmark.sh to report
+    return 0 if stopped else (status if status >= 0 else 128 - status)
 
 
 def stamp(args: argparse.Namespace) -> int:
@@ -261,6 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--trtexec-log", type=Path, required=True)
     p.add_argument("--tegrastats-log", type=Path)
     p.add_argument("--no-power-reason")
+    p.add_argument("--tegrastats-stopped", help="why tegrastats ended before the run (power not measurable)")
     p.add_argument("--warmup-ms", type=float, default=0.0)
     p.add_argument("--settings", help="JSON object of the run's settings")
     p.add_argument("--out", type=Path, required=True)

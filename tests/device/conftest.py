@@ -165,7 +165,8 @@ def device(tmp_path: Path) -> Device:
     log = tmp_path / "calls.log"
     path = os.pathsep.join([str(FAKES), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "EDGEDEPLOY_ROOT": str(root), "FAKE_LOG": str(log)}
-    for key in ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC"):
+    fakes_env = ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC")
+    for key in (*fakes_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES"):
         env.pop(key, None)
     for key in ("FAKE_EDGEDEPLOY_TRT", "PYTHON"):
         env.pop(key, None)

@@ -327,6 +327,13 @@ def test_tegrastats_power_runs_on_the_old_python(old_python: str, tmp_path: Path
     result = json.loads(out.read_text())
     assert result["latency_ms"]["p99_ms"] == 0.80 and result["throughput_ips"] == 4001.0
     assert result["power"]["measurable"] is True and result["power"]["rails"]["VDD_IN"] == pytest.approx(5.0)
+    # tegrastats ending by itself: record exits with its status
+    quitter = tmp_path / "bin" / "tegrastats"
+    quitter.parent.mkdir()
+    quitter.write_text("#!/bin/sh\necho 'Error: failed to open /sys/kernel/debug/bpmp' >&2\nexit 3\n")
+    quitter.chmod(0o755)
+    res = _run(old_python, helper, "record", "--out", str(tmp_path / "t2.log"), "--tegrastats", str(quitter))
+    assert res.returncode == 3, res.stderr
 
 
 def test_verify_outputs_runs_on_the_old_python(old_python: str, bundle: Path, tmp_path: Path) -> None:

@@ -221,6 +221,27 @@ def test_benchmark_without_tegrastats_says_not_measurable(
     assert result["energy_per_inference_mj"] is None
 
 
+@pytest.mark.parametrize(
+    ("env", "status"),
+    [({"FAKE_TEGRASTATS_FAIL": "1"}, 1), ({"FAKE_TEGRASTATS_LINES": "3"}, 0)],
+    ids=["fails", "stops"],
+)
+def test_benchmark_writes_latency_when_tegrastats_ends_before_the_run(
+    bundle: Path, device: Device, env: dict[str, str], status: int
+) -> None:
+    """benchmark.sh died on `kill: No such process` (set -e) and wrote no JSON."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    out = bundle / "device" / "results" / "t1.json"
+    res = device.run(script(bundle, "benchmark.sh"), "--duration", "1", "--out", str(out), **env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    assert result["latency_ms"]["median_ms"] == 0.48
+    assert result["power"]["measurable"] is False and result["energy_per_inference_mj"] is None
+    reason = f"not measurable here: tegrastats stopped before the run ended (exit status {status})"
+    assert result["power"]["reason"] == reason
+    assert "No such process" not in res.stderr
+
+
 def test_a_precision_the_bundle_lacks_is_one_line_from_verify_and_benchmark(
     bundle: Path, device: Device
 ) -> None:
