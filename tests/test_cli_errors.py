@@ -204,3 +204,22 @@ def test_a_calibration_leaves_no_companion_of_an_earlier_one_beside_its_model(
     )
     assert made.code == 0, made.stderr
     assert cache.read_bytes() == kept.read_bytes() and not (out / "digits.calib.json").exists()
+
+
+def test_bundle_refuses_a_precision_the_target_cannot_serve_as_build_does(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """`build --precision int8 --target jetson-nano` exits 2, but `bundle` of an int8 model for it
+    made int8 the manifest's primary, and build_engine.sh on the Nano ran trtexec --int8."""
+    cal = tmp_path / "cal"
+    args = ["--data", digits.test_npz, "--samples", "32", "--target", "jetson-orin-nx", "-o", cal]
+    made = run_cli("calibrate", digits.onnx_path, *args)
+    assert made.code == 0, made.stderr
+    args = ["--precision", "int8", "--target", "jetson-nano", "-o", tmp_path / "a"]
+    built = run_cli("build", digits.onnx_path, *args)
+    assert_clean_input_error(built, "does not support int8 (maxwell sm_53")
+    args = ["--target", "jetson-nano", "--data", digits.test_npz, "--samples", "8", "-o", tmp_path / "x1"]
+    result = run_cli("bundle", "create", digits.onnx_path, cal / "digits.int8.onnx", *args)
+    assert_clean_input_error(result, "digits.int8.onnx is int8: target 'jetson-nano' does not support int8")
+    assert "supported: fp32, fp16" in result.stderr
+    assert not (tmp_path / "x1").exists()

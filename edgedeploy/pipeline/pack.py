@@ -51,11 +51,13 @@ def bundle_artifacts(
     for path in artifacts:
         if path.suffix == ".onnx":
             precision = precision_of_model(path)
+            _check_precision(path, precision, target)
             if precision == "int8":
                 check_int8_for_target(path, target)  # the device builds its engine from it
             entry = BundleArtifact(precision, "onnxruntime", model=path)
         else:  # an engine: its precision ONNX, when it lies beside it, is what the device rebuilds from
             precision = next((p for p in ("int8", "fp16", "fp32") if f".{p}." in path.name), "fp32")
+            _check_precision(path, precision, target)
             onnx_beside = path.with_name(path.name.split(f".{precision}.")[0] + f".{precision}.onnx")
             entry = BundleArtifact(
                 precision, "tensorrt", model=onnx_beside if onnx_beside.is_file() else reference, engine=path
@@ -95,6 +97,15 @@ def bundle_artifacts(
         build=build,
         preprocess=data_description.get("preprocess"),
     )
+
+
+def _check_precision(path: Path, precision: str, target: Target) -> None:
+    """The check ``build`` makes (:meth:`Target.check_precision`): an artifact of a precision the
+    target cannot serve would be what the device builds, and its default when it is the lowest."""
+    try:
+        target.check_precision(precision)
+    except InputError as exc:
+        raise InputError(f"{path} is {precision}: {exc}") from None
 
 
 def build_settings(
