@@ -15,7 +15,7 @@ TensorRT against the bundle's target and says what differs.
   --power-mode [NAME]  set the nvpmodel mode NAME from the target profile (default: the
                        target's default_power_mode)
   --pin-clocks         pin clocks with jetson_clocks (stores the current ones first)
-  --restore            restore the clocks (and power mode) saved by --pin-clocks/--power-mode
+  --restore            restore what --pin-clocks and --power-mode saved (clocks, power mode or both)
   --strict             exit 2 when JetPack, CUDA or TensorRT differ, not only the board
 Exit: 0 matches, 2 another board (or versions differ with --strict).
 USAGE
@@ -41,10 +41,18 @@ CLOCKS_FILE="$DEVICE_DIR/jetson_clocks.conf"
 MODE_FILE="$DEVICE_DIR/nvpmodel.previous"
 
 if [ "$RESTORE" -eq 1 ]; then
-    [ -f "$CLOCKS_FILE" ] || die "nothing to restore: $CLOCKS_FILE not found (run setup.sh --pin-clocks first)"
-    note "restoring clocks from $CLOCKS_FILE"
-    run_as_root jetson_clocks --restore "$CLOCKS_FILE"
+    # whatever --pin-clocks and --power-mode saved: either alone, or both
+    if [ ! -f "$CLOCKS_FILE" ] && [ ! -f "$MODE_FILE" ]; then
+        die "nothing to restore: neither $CLOCKS_FILE nor $MODE_FILE found" \
+            "(setup.sh --pin-clocks and --power-mode save them)"
+    fi
+    if [ -f "$CLOCKS_FILE" ]; then
+        command -v jetson_clocks >/dev/null 2>&1 || die "jetson_clocks not found (is this JetPack?)"
+        note "restoring clocks from $CLOCKS_FILE"
+        run_as_root jetson_clocks --restore "$CLOCKS_FILE"
+    fi
     if [ -f "$MODE_FILE" ]; then
+        command -v nvpmodel >/dev/null 2>&1 || die "nvpmodel not found (is this JetPack?)"
         note "restoring power mode $(cat "$MODE_FILE")"
         run_as_root nvpmodel -m "$(cat "$MODE_FILE")" </dev/null
     fi

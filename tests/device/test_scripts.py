@@ -68,6 +68,24 @@ def test_setup_named_power_mode_uses_the_target_profile_id(bundle: Path, device:
     assert "power mode '99W' is not in the target profile" in res.stderr
 
 
+def test_setup_restore_restores_a_power_mode_set_alone(bundle: Path, device: Device) -> None:
+    """--restore needed the clocks file: after --power-mode alone it said "nothing to restore"."""
+    res = device.run(script(bundle, "setup.sh"), "--restore")
+    assert res.returncode == 2 and "nothing to restore" in res.stderr, res.stderr
+    assert device.run(script(bundle, "setup.sh"), "--power-mode", "7W", FAKE_NVP_ID="0").returncode == 0
+    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 1"]
+    res = device.run(script(bundle, "setup.sh"), "--restore")
+    assert res.returncode == 0, res.stderr
+    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 0" and device.calls("jetson_clocks") == []
+    # clocks pinned alone: restored alone
+    (bundle / "device" / "nvpmodel.previous").unlink()
+    assert device.run(script(bundle, "setup.sh"), "--pin-clocks").returncode == 0
+    res = device.run(script(bundle, "setup.sh"), "--restore")
+    assert res.returncode == 0, res.stderr
+    assert device.calls("jetson_clocks")[-1] == f"jetson_clocks --restore {bundle}/device/jetson_clocks.conf"
+    assert device.calls("nvpmodel").count("nvpmodel -m 0") == 1
+
+
 def test_setup_refuses_a_mismatched_board_and_touches_nothing(bundle: Path, device: Device) -> None:
     device.set_board(
         model="NVIDIA Jetson Nano Developer Kit",
