@@ -22,7 +22,8 @@ trtexec before TensorRT 8.4 takes whole seconds: a fractional --duration is roun
 JSON records the duration that ran).
 Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
 inputs) --duration 10 --warmup 500 --interval 100,
---out device/results/benchmark-<precision>-b<batch>.json. Exit: 0 done, 1 run failed, 2 no engine
+--out device/results/benchmark-<precision>-b<batch>.json; --out never replaces a file of the bundle
+nor an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine
 or bad input.
 USAGE
 }
@@ -44,6 +45,47 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
+# fail on it) nor any existing file that is not an earlier results JSON (of benchmark.sh, or of
+# edgedeploy profile for --tool edgedeploy)
+check_out() {
+    "$PYTHON" - "$BUNDLE_DIR" "$1" <<'PY' || exit 2
+import json, os, sys
+bundle, out = sys.argv[1], sys.argv[2]
+root, real = os.path.realpath(bundle), os.path.realpath(out)
+
+
+def refuse(why):
+    sys.stderr.write("error: --out %s %s\n" % (out, why))
+    sys.exit(2)
+
+
+try:
+    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
+        files = json.load(fh).get("files") or {}
+except (OSError, ValueError, AttributeError):
+    files = {}
+listed = {os.path.realpath(os.path.join(root, name)) for name in ["manifest.json", *files]}
+if real in listed:
+    name = os.path.relpath(real, root)
+    refuse("is the bundle's %s%s: give a file elsewhere, e.g. under device/results/"
+           % (name, "" if name == "manifest.json" else " (listed in manifest.json)"))
+if os.path.isdir(real):
+    refuse("is a folder: give the JSON file to write")
+if os.path.lexists(out) and not os.path.isfile(real):
+    refuse("exists and is not a regular file")
+if os.path.isfile(real) and os.path.getsize(real) > 0:
+    try:
+        with open(real, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and ("latency_ms" in data or "batches" in data)):
+        refuse("exists and is not a benchmark results JSON: give another file, or remove it first")
+PY
+}
+
+[ -z "$OUT" ] || check_out "$OUT"
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
 if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2

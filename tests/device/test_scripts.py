@@ -260,6 +260,46 @@ def test_benchmark_writes_latency_when_tegrastats_ends_before_the_run(
     assert "No such process" not in res.stderr
 
 
+def test_benchmark_out_never_replaces_a_bundle_file_or_a_file_not_its_results(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """--out models/dense.fp16.onnx replaced the model (verify then said size mismatch), --out
+    manifest.json the manifest."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    runs = len(device.calls("trtexec"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    sidecar = next((bundle / "device" / "engines").glob("*.engine.json"))
+    link = tmp_path / "link.json"
+    link.symlink_to(bundle / "manifest.json")
+    before = {p: p.read_bytes() for p in (bundle / "models" / "dense.fp16.onnx", bundle / "manifest.json")}
+    for out, phrase in [
+        ("models/dense.fp16.onnx", "is the bundle's models/dense.fp16.onnx (listed in manifest.json)"),
+        ("manifest.json", "is the bundle's manifest.json"),
+        ("./scripts/../reference/outputs.npz", "is the bundle's reference/outputs.npz"),
+        (str(link), "is the bundle's manifest.json"),
+        (str(notes), "exists and is not a benchmark results JSON"),
+        (str(sidecar), "exists and is not a benchmark results JSON"),
+        ("models", "is a folder"),
+    ]:
+        res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", out, cwd=bundle)
+        errors = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(errors) == 1, (out, res.stderr)
+        assert errors[0].startswith(f"error: --out {out} {phrase}"), (out, errors[0])
+    assert all(p.read_bytes() == data for p, data in before.items()) and notes.read_text() == "mine\n"
+    assert len(device.calls("trtexec")) == runs
+    # an earlier results file is replaced, as is an empty one
+    out = tmp_path / "bench.json"
+    for _ in range(2):
+        res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", str(out))
+        assert res.returncode == 0, res.stderr
+    empty = tmp_path / "empty.json"
+    empty.touch()
+    res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", str(empty))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(empty.read_text())["latency_ms"]
+
+
 def test_a_precision_the_bundle_lacks_is_one_line_from_verify_and_benchmark(
     bundle: Path, device: Device
 ) -> None:
