@@ -45,6 +45,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+# a command as one line that pastes back into a shell (paths with blanks, quotes, ...)
+quoted() { local line; printf -v line '%q ' "$@"; printf '%s' "${line% }"; }
+
 # --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
 # fail on it) nor any existing file that is not an earlier results JSON (of benchmark.sh, or of
 # edgedeploy profile for --tool edgedeploy)
@@ -91,9 +94,11 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2
     # the reference inputs' shapes for dims beyond the batch the model leaves dynamic, at the asked
     # batch (a batch the model fixes otherwise is refused here)
-    SHAPES="$(helper profile-inputs ${BATCH:+--batch "$BATCH"} | tr '\n' ' ')" || exit 2
+    SHAPES="$(helper profile-inputs ${BATCH:+--batch "$BATCH"})" || exit 2
+    SHAPE_ARGS=()
+    [ -z "$SHAPES" ] || mapfile -t SHAPE_ARGS <<<"$SHAPES"
     die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
-        "measure it with: edgedeploy profile $MODEL ${SHAPES% }"
+        "measure it with: $(quoted edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}")"
 fi
 helper model --precision "$PRECISION" >/dev/null || exit 2  # a precision the bundle lacks: said once
 if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
@@ -150,7 +155,7 @@ else
 fi
 
 POWER_MODE="$( (nvpmodel -q 2>/dev/null || true) | sed -n 's/^NV Power Mode: //p' | head -n 1)"
-note "trtexec ${FLAGS[*]}"
+note "$(quoted "$TRT" "${FLAGS[@]}")"
 if ! "$TRT" "${FLAGS[@]}" 2>&1 | "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" stamp >"$WORK/trtexec.log"; then
     tail -n 5 "$WORK/trtexec.log" >&2 || true
     EXIT_CODE=1 die "trtexec failed"

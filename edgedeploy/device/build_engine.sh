@@ -91,7 +91,8 @@ else
     mapfile -t FLAGS <<<"$ARGS_TEXT"
     USED=trtexec
     CACHE="$DEVICE_DIR/timing.cache"
-    note "building with trtexec ${FLAGS[*]} (log: $LOG)"
+    printf -v SHOWN '%q ' "$TRT" "${FLAGS[@]}"   # pastes back into a shell (paths with blanks)
+    note "building with ${SHOWN% } (log: $LOG)"
     if ! "$TRT" "${FLAGS[@]}" --saveEngine="$TMP" --timingCacheFile="$CACHE" >"$LOG" 2>&1 || [ ! -s "$TMP" ]; then
         tail -n 5 "$LOG" >&2 || true
         EXIT_CODE=1 die "trtexec build failed (see $LOG); the previous engine, if any, is unchanged"

@@ -315,3 +315,39 @@ def test_benchmark_on_a_cpu_bundle_refuses_a_batch_the_model_fixes(tmp_path: Pat
     assert res.stderr.strip() == "error: --batch 4: the model's inputs have a fixed batch of 2", res.stderr
     res = device.run(script(out, "benchmark.sh"), "--batch", "2")  # its own batch: the suggestion as ever
     assert res.returncode == 2 and res.stderr.strip().endswith("dense.onnx"), res.stderr
+
+
+def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
+    tmp_path: Path, device: Device, bundle: Path
+) -> None:
+    """A CPU bundle under "my board" suggested `edgedeploy profile /…/my board/…/dense.onnx`, which a
+    shell splits in two; benchmark.sh's and build_engine.sh's trtexec lines did the same."""
+    import shlex
+    import shutil
+
+    import numpy as np
+    from conftest import dense_model
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    (tmp_path / "my board").mkdir()
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    out = _cpu_bundle(tmp_path / "my board", model, (("batch", 1, 8, 8), ("batch", 10)), x)
+    res = device.run(script(out, "benchmark.sh"), "--batch", "4")
+    assert res.returncode == 2, res.stderr
+    suggested = shlex.split(res.stderr.strip().split("measure it with: ")[-1])
+    assert suggested == ["edgedeploy", "profile", str(out / "models" / "dense.onnx"), "--batch-sizes=4"]
+    # the engine bundle, moved under a folder with a blank: the trtexec lines split into its arguments
+    moved = tmp_path / "my board" / "gpu bundle"
+    shutil.move(bundle, moved)
+    res = device.run(script(moved, "build_engine.sh"))
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("==> building with "))
+    args = shlex.split(line.removeprefix("==> building with ").split(" (log: ")[0])
+    assert f"--onnx={moved}/models/dense.fp16.onnx" in args
+    res = device.run(script(moved, "benchmark.sh"), "--duration", "0.1", "--warmup", "0")
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if "--loadEngine=" in ln)
+    args = shlex.split(line.removeprefix("==> "))
+    assert f"--loadEngine={moved}/device/engines/dense.fp16.engine" in args
+
