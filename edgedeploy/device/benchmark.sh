@@ -23,8 +23,8 @@ JSON records the duration that ran).
 Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
 inputs) --duration 10 --warmup 500 --interval 100,
 --out device/results/benchmark-<precision>-b<batch>.json; --out never replaces a file of the bundle
-nor an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine
-or bad input.
+nor an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine,
+a missing tool (trtexec, or edgedeploy for --tool edgedeploy) or bad input.
 USAGE
 }
 
@@ -106,7 +106,12 @@ if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
 fi
 # the batch (checked against the engine's profiles) on the first line, trtexec's shape flags after it
 RUNNER=trtexec
-if use_edgedeploy "$TOOL"; then RUNNER=edgedeploy; fi
+if use_edgedeploy "$TOOL"; then
+    RUNNER=edgedeploy
+    # --tool edgedeploy asks for it whether or not it is here: a missing tool is exit 2, as trtexec's
+    command -v edgedeploy >/dev/null 2>&1 ||
+        die "edgedeploy not found on PATH (--tool edgedeploy; or use --tool trtexec)"
+fi
 RUN_SHAPES="$(helper run-shapes --engine "$ENGINE" --runner "$RUNNER" ${BATCH:+--batch "$BATCH"})" || exit 2
 mapfile -t SHAPE_LINES <<<"$RUN_SHAPES"
 BATCH="${SHAPE_LINES[0]}"

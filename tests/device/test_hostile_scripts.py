@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,18 @@ def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
     args = shlex.split(line.removeprefix("==> "))
     assert f"--loadEngine={moved}/device/engines/dense.fp16.engine" in args
 
+
+def test_benchmark_tool_edgedeploy_missing_exits_2_with_one_line(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """`--tool edgedeploy` without edgedeploy on PATH ended on `exec: edgedeploy: not found`, 127."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    python = tmp_path / "bin" / "python3"  # the test's python3, on a PATH without edgedeploy
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    path = os.pathsep.join([str(Path(__file__).parent / "fakes"), str(python.parent), "/usr/bin", "/bin"])
+    res = device.run(script(bundle, "benchmark.sh"), "--tool", "edgedeploy", "--duration", "0.1", PATH=path)
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert errors[0].startswith("error: edgedeploy not found on PATH"), errors[0]
