@@ -27,6 +27,9 @@ class TensorSpec:
     shape: tuple[Dim, ...]
     dtype: str
     rank_known: bool = True
+    # for a value that is not a tensor (a sequence, map or optional), its type, e.g.
+    # "optional(tensor(float))" (see :func:`type_text`); None for a tensor
+    kind: str | None = None
 
     @property
     def rank(self) -> int | None:
@@ -108,7 +111,26 @@ def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
             dims.append(None)
     np_type = helper.tensor_dtype_to_np_dtype(ttype.elem_type) if ttype.elem_type else np.dtype("float32")
     rank_known = not vi.type.HasField("tensor_type") or ttype.HasField("shape")  # sequences: as before
-    return TensorSpec(vi.name, tuple(dims), np.dtype(np_type).name, rank_known=rank_known)
+    kind = None if vi.type.HasField("tensor_type") else type_text(vi.type)
+    return TensorSpec(vi.name, tuple(dims), np.dtype(np_type).name, rank_known=rank_known, kind=kind)
+
+
+def type_text(tp: onnx.TypeProto) -> str:
+    """An ONNX value type in ONNX Runtime's words: ``tensor(float)``, ``seq(map(int64,tensor(float)))``,
+    ``optional(tensor(float))`` (onnx.helper.printable_type says "Unknown type" for all but tensors)."""
+    which = tp.WhichOneof("value")
+    if which in ("tensor_type", "sparse_tensor_type"):
+        inner = getattr(tp, which)
+        elem = helper.tensor_dtype_to_string(inner.elem_type).removeprefix("TensorProto.").lower()
+        return f"{which.removesuffix('_type')}({elem})"
+    if which == "sequence_type":
+        return f"seq({type_text(tp.sequence_type.elem_type)})"
+    if which == "optional_type":
+        return f"optional({type_text(tp.optional_type.elem_type)})"
+    if which == "map_type":
+        key = helper.tensor_dtype_to_string(tp.map_type.key_type).removeprefix("TensorProto.").lower()
+        return f"map({key},{type_text(tp.map_type.value_type)})"
+    return which or "an untyped value"
 
 
 def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:

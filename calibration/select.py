@@ -34,6 +34,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from calibration.algorithms import AlgorithmOptions, compute_threshold
+from calibration.errors import CalibrationError
 from calibration.observers import AbsHistogram
 from calibration.qdq import (
     WEIGHTED_OPS,
@@ -683,15 +684,60 @@ MOVING = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
 def scored_tensors(model: onnx.ModelProto) -> list[str]:
     """What the model-level step compares: the graph outputs, except that an output made by a
     Softmax or Sigmoid is compared before it (its logits), where saturated probabilities would
-    hide the difference (a 2-class softmax scores a cosine of 1.0 for almost any model)."""
+    hide the difference (a 2-class softmax scores a cosine of 1.0 for almost any model).
+
+    Numeric tensor outputs only: a sequence or map (scikit-learn's ZipMap of class probabilities)
+    has no cosine. A model with none is scored on the float tensors its other outputs are made
+    from (ZipMap's probabilities, SequenceConstruct's tensors), see :func:`_behind_outputs`."""
     producer = {o: n for n in model.graph.node for o in n.output}
     names = []
     for out in model.graph.output:
+        if not _numeric_tensor(out.type):
+            continue
         node = producer.get(out.name)
         while node is not None and node.op_type in MOVING and node.input:
             node = producer.get(node.input[0])
         names.append(node.input[0] if node is not None and node.op_type in SQUASHING else out.name)
-    return names
+    return names or _behind_outputs(model, producer)
+
+
+def _numeric_tensor(tp: onnx.TypeProto) -> bool:
+    """A tensor type other than strings, or no type declared (ONNX Runtime gives it a tensor)."""
+    which = tp.WhichOneof("value")
+    return which is None or (which == "tensor_type" and tp.tensor_type.elem_type != onnx.TensorProto.STRING)
+
+
+FLOAT_ELEMS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+)
+
+
+def _behind_outputs(model: onnx.ModelProto, producer: Mapping[str, onnx.NodeProto]) -> list[str]:
+    """For a model without a numeric tensor output: the float tensors read by the nodes that make
+    its outputs (their types from shape inference); refused in one line when there are none."""
+    from calibration.graphs import infer_shapes_light
+    from calibration.modelinfo import type_text
+
+    try:
+        inferred = infer_shapes_light(model)
+    except Exception:  # best effort: without inferred types, only the declared ones
+        inferred = model
+    types = {vi.name: vi.type for vi in [*inferred.graph.value_info, *inferred.graph.input]}
+    names: list[str] = []
+    for out in model.graph.output:
+        node = producer.get(out.name)
+        for name in node.input if node is not None else ():
+            tp = types.get(name)
+            if tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type in FLOAT_ELEMS:
+                names.append(name)
+    if not names:
+        outputs = ", ".join(f"'{o.name}' ({type_text(o.type)})" for o in model.graph.output)
+        raise CalibrationError(
+            f"auto scores its candidates on the model's numeric tensor outputs, and it has none "
+            f"(outputs: {outputs or 'none'}) nor a float tensor they are made from: choose "
+            "--algorithm entropy, percentile, mse or max"
+        )
+    return list(dict.fromkeys(names))
 
 
 # ops whose output carries the peaks of their input to a global max pool: elementwise and shape-only

@@ -79,6 +79,8 @@ class CompareResult:
     mode: str = "onnx"
     # what an ONNX candidate computes in, from its content (precision.emulate.onnx_precision)
     candidate_precision: str | None = None
+    # the reference's outputs not compared, as "'name' (type)": sequences, maps, optionals, strings
+    not_compared: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         """The short form kept in manifests: pass/fail and the headline figures per output."""
@@ -240,15 +242,40 @@ def _quiet_polygraphy() -> Iterator[None]:
 def _after(
     check: Callable[[], None], infer: Callable[..., Any], inputs_checked: bool = True
 ) -> Callable[..., Any]:
-    """``infer`` after ``check``; ``inputs_checked=False``: without Polygraphy's input check."""
+    """``infer`` after ``check``; ``inputs_checked=False``: without Polygraphy's input check. Its
+    outputs are the tensors only (:func:`_tensors`)."""
 
     def checked(*args: Any, **kwargs: Any) -> Any:
         check()
         if not inputs_checked:
             kwargs["check_inputs"] = False
-        return infer(*args, **kwargs)
+        return _tensors(infer(*args, **kwargs))
 
     return checked
+
+
+def _tensors(outputs: Any) -> Any:
+    """A runner's outputs without those that are not numeric arrays: ONNX Runtime gives a sequence
+    output as a list (of dicts for a map, ZipMap's), on which Polygraphy's Comparator stopped with
+    "dtype is unsupported for objects of type: list"; a string tensor is an object array.
+    :func:`compare` names what was left out (:func:`not_comparable`)."""
+    dropped = [k for k, v in outputs.items() if not isinstance(v, np.ndarray) or v.dtype == object]
+    for name in dropped:
+        del outputs[name]
+    return outputs
+
+
+def not_comparable(reference: Path) -> tuple[list[str], list[str]]:
+    """The ONNX model ``reference``'s outputs that compare compares (the numeric tensors), and the
+    others as "'name' (type)": sequences, maps, optionals (see calibration.modelinfo.type_text),
+    string tensors."""
+    kept, left = [], []
+    for spec in model_io(reference)[1]:
+        if spec.kind is not None or spec.dtype == "object":
+            left.append(f"'{spec.name}' ({spec.kind or 'tensor(string)'})")
+        else:
+            kept.append(spec.name)
+    return kept, left
 
 
 def _shapeless_inputs(path: Path) -> bool:
@@ -323,6 +350,12 @@ def compare(
     """
     gates = gates or Gates()
     check_same_inputs(reference, candidate)
+    tensors, others = not_comparable(reference)
+    if others and not tensors:
+        raise InputError(
+            f"{reference.name} has no tensor output to compare (its outputs: {', '.join(others)}): "
+            "compare compares numeric tensor outputs only"
+        )
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
     description = dict(data_description or {})
     if feeds:
@@ -347,6 +380,7 @@ def compare(
         gates=gates,
         outputs=outputs,
         passed=all(m.passed for m in outputs.values()),
+        not_compared=others,
     )
 
 
@@ -375,6 +409,11 @@ def unapplied(result: CompareResult) -> list[str]:
     found = []
     if result.gates.min_top1 is not None and all(m.top1_agreement is None for m in result.outputs.values()):
         found.append("min top-1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
+    if result.not_compared:
+        found.append(
+            f"not compared: output(s) {', '.join(result.not_compared)}, not numeric tensors (compare "
+            "compares those only)"
+        )
     if result.mode.startswith(FP16_NOT_EMULATED):
         found.append(
             "the fp16 candidate was not converted from this reference, so it ran as it is: ONNX "

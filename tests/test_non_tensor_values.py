@@ -1,0 +1,105 @@
+"""Models with values that are not tensors (scikit-learn's ZipMap of class probabilities, sequence
+outputs) through calibrate's auto and compare."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.errors import CalibrationError
+from calibration.modelinfo import model_io
+from calibration.select import scored_tensors
+from calibration.sources import open_source
+from tests.conftest import assert_clean_input_error, run_cli
+
+FLOAT_SEQ = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+PROBS = helper.make_sequence_type_proto(
+    helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+)
+
+
+def _save(nodes: list[onnx.NodeProto], outputs: list[onnx.ValueInfoProto], path: Path) -> Path:
+    """x[N,8] -> MatMul W[8,4] -> y, then ``nodes`` making ``outputs``."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), *nodes], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])], outputs, [w],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def _zipmap(path: Path, with_tensor: bool = True) -> Path:
+    """A classifier as scikit-learn exports it: probabilities y and z = ZipMap(y), a seq(map)."""
+    zipmap = helper.make_node("ZipMap", ["y"], ["z"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2, 3])
+    outputs = [helper.make_value_info("z", PROBS)]
+    if with_tensor:
+        outputs.insert(0, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]))
+    return _save([zipmap], outputs, path)
+
+
+def _sequence_only(path: Path, integer: bool = False) -> Path:
+    """One output, SequenceConstruct of y (of Cast(y) to int64 with ``integer``)."""
+    nodes = [helper.make_node("Cast", ["y"], ["yi"], to=TensorProto.INT64)] if integer else []
+    nodes.append(helper.make_node("SequenceConstruct", ["yi" if integer else "y"], ["s"]))
+    seq = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.INT64, None))
+    return _save(nodes, [helper.make_value_info("s", seq if integer else FLOAT_SEQ)], path)
+
+
+def _calibrate_auto(model: Path, out: Path) -> None:
+    source = open_source("random", model_io(model)[0], samples=8, batch_size=2)
+    calibrate(model, source, CalibrationOptions(algorithm="auto"), out)
+
+
+def test_auto_scores_the_tensor_outputs_of_a_model_with_a_zipmap_output(tmp_path: Path) -> None:
+    """auto's model-level score took float() of ZipMap's dicts: TypeError in output_cosine."""
+    model = _zipmap(tmp_path / "clf.onnx")
+    assert scored_tensors(onnx.load(model)) == ["y"]
+    _calibrate_auto(model, tmp_path / "out")
+    assert (tmp_path / "out" / "clf.int8.onnx").is_file()
+
+
+def test_auto_scores_what_the_non_tensor_outputs_are_made_of_when_no_output_is_a_tensor(
+    tmp_path: Path,
+) -> None:
+    zipmap_only = _zipmap(tmp_path / "probs.onnx", with_tensor=False)
+    assert scored_tensors(onnx.load(zipmap_only)) == ["y"]  # ZipMap's probabilities
+    _calibrate_auto(zipmap_only, tmp_path / "out")
+    integers = _sequence_only(tmp_path / "ints.onnx", integer=True)
+    with pytest.raises(CalibrationError, match="--algorithm entropy"):
+        scored_tensors(onnx.load(integers))
+    assert_clean_input_error(
+        run_cli("calibrate", integers, "--data", "random", "-o", tmp_path / "ints"),
+        "'s' (seq(tensor(int64)))",
+    )
+    assert not (tmp_path / "ints").exists() or not any((tmp_path / "ints").iterdir())
+
+
+def test_compare_compares_the_tensor_outputs_and_names_the_others(tmp_path: Path) -> None:
+    """Polygraphy stopped on ZipMap's list: 'dtype is unsupported for objects of type: list'."""
+    model = _zipmap(tmp_path / "clf.onnx")
+    candidate = shutil.copy(model, tmp_path / "copy.onnx")
+    result = run_cli("compare", model, candidate, "--json", tmp_path / "c.json")
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    skipped = [line for line in result.stderr.splitlines() if "not compared" in line]
+    assert len(skipped) == 1 and "'z' (seq(map(int64,tensor(float))))" in skipped[0], result.stderr
+    assert " y " in result.stdout
+
+
+def test_compare_refuses_a_model_without_a_tensor_output(tmp_path: Path) -> None:
+    model = _sequence_only(tmp_path / "seq.onnx")
+    candidate = shutil.copy(model, tmp_path / "copy.onnx")
+    assert_clean_input_error(
+        run_cli("compare", model, candidate), "no tensor output", "'s' (seq(tensor(float)))"
+    )
