@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import DataError
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, refuse_non_tensor_inputs
 from calibration.ortvalues import is_float_dtype
 
 Feed = dict[str, np.ndarray]
@@ -123,6 +123,9 @@ class DataSource:
     note: str | None = None
 
     def __iter__(self) -> Iterator[Feed]:
+        # when the data is read, not when the source is opened: an fp16 build, which needs no
+        # data, skips its range analysis on seeded random data it cannot make (a sequence input)
+        refuse_non_tensor_inputs(self.inputs)
         count = 0
         for index, feed in enumerate(self._make()):
             if self.limit is not None and count >= self.limit:

@@ -133,6 +133,23 @@ def type_text(tp: onnx.TypeProto) -> str:
     return which or "an untyped value"
 
 
+def not_tensors(specs: Sequence[TensorSpec]) -> list[str]:
+    """The values of ``specs`` that are not tensors, as ``name (type)``."""
+    return [f"'{s.name}' ({s.kind})" for s in specs if s.kind is not None]
+
+
+def refuse_non_tensor_inputs(inputs: Sequence[TensorSpec]) -> None:
+    """Every data source feeds tensors: a model that takes a sequence, map or optional input is
+    refused in one line (ONNX Runtime's own refusal of the tensor fed instead, "Invalid rank for
+    input", and Polygraphy's crash on its type name did not say why)."""
+    odd = not_tensors(inputs)
+    if odd:
+        raise DataError(
+            f"the model takes input {', '.join(odd)}, which is not a tensor: edgedeploy feeds tensor "
+            "inputs only (export the model with plain tensor inputs)"
+        )
+
+
 def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load an ONNX model without its external data; corrupt files raise CalibrationError."""
     if not os.path.isfile(path):

@@ -1,5 +1,5 @@
 """Models with values that are not tensors (scikit-learn's ZipMap of class probabilities, sequence
-outputs) through calibrate's auto and compare."""
+outputs, optional inputs) through calibrate's auto, compare and the data sources."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.calibrate import CalibrationOptions, calibrate
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, DataError
 from calibration.modelinfo import model_io
 from calibration.select import scored_tensors
 from calibration.sources import open_source
@@ -103,3 +103,40 @@ def test_compare_refuses_a_model_without_a_tensor_output(tmp_path: Path) -> None
     assert_clean_input_error(
         run_cli("compare", model, candidate), "no tensor output", "'s' (seq(tensor(float)))"
     )
+
+
+def _optional_input(path: Path) -> Path:
+    """x[2,8] and opt: optional(tensor(float)[2,8]); y = x @ W where opt is absent, else opt."""
+    w = numpy_helper.from_array(np.eye(8, dtype=np.float32), "W")
+    opt = helper.make_value_info(
+        "opt", helper.make_optional_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 8]))
+    )
+    graph = helper.make_graph(
+        [helper.make_node("OptionalHasElement", ["opt"], ["has"]),
+         helper.make_node("MatMul", ["x", "W"], ["t"], name="mm"),
+         helper.make_node("Where", ["has", "t", "x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]), opt],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_an_optional_input_is_refused_by_compare_as_by_the_data_sources(tmp_path: Path) -> None:
+    """compare crashed in Polygraphy's coerce_buffer ('str' object has no attribute 'is_integral');
+    calibrate and analyze gave ONNX Runtime's 'Invalid rank for input: opt'."""
+    model = _optional_input(tmp_path / "opt.onnx")
+    with pytest.raises(
+        DataError, match=r"input 'opt' \(optional\(tensor\(float\)\)\), which is not a tensor"
+    ):
+        next(iter(open_source("random", model_io(model)[0])))
+    candidate = shutil.copy(model, tmp_path / "copy.onnx")
+    wording = "input 'opt' (optional(tensor(float))), which is not a tensor"
+    assert_clean_input_error(run_cli("compare", model, candidate), wording)
+    assert_clean_input_error(run_cli("analyze", model, "--data", "random"), wording)
+    # an fp16 build needs no data: it is still made (its range analysis skipped)
+    built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "fp16")
+    assert built.code == 0, built.stderr
