@@ -40,6 +40,9 @@ LETTERBOX_PAD = 114  # letterbox = true: Ultralytics' grey
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 SIXTEEN_BIT = 1.0 / 65535.0  # an undeclared preprocessing's scale for 16-bit images: [0, 1] as for 8 bits
 LAYOUTS = ("nchw", "nhwc")
+# the largest image side a preprocessing may make: one float32 RGB image of 16384x16384 is 3 GiB
+# already (resize = 99999 had the process killed for its memory before the first batch was checked)
+MAX_SIDE = 16384
 
 
 def _pair(value: Any, field_name: str) -> tuple[int, int] | None:
@@ -50,18 +53,26 @@ def _pair(value: Any, field_name: str) -> tuple[int, int] | None:
     if isinstance(value, int):
         if value < 1:
             raise DataError(f"preprocess.{field_name} must be positive, got {value}")
-        return (value, value)
+        return (_side(value, field_name), value)
     if (
         isinstance(value, (list, tuple))
         and len(value) == 2
         and all(isinstance(v, int) and v > 0 for v in value)
     ):
-        return (int(value[0]), int(value[1]))
+        return (_side(int(value[0]), field_name), _side(int(value[1]), field_name))
     raise DataError(f"preprocess.{field_name}: expected an integer or [height, width], got {value!r}")
+
+
+def _side(value: int, field_name: str) -> int:
+    if value > MAX_SIDE:
+        raise DataError(f"preprocess.{field_name}: {value} is more than {MAX_SIDE} pixels a side")
+    return value
 
 
 def _floats(value: Any, field_name: str) -> tuple[float, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise DataError(f"preprocess.{field_name} is an empty list: give 1 value or one per channel")
     try:
         return tuple(float(v) for v in items)
     except (TypeError, ValueError):
@@ -98,7 +109,7 @@ class Preprocess:
         if isinstance(resize, int) and not isinstance(resize, bool):
             if resize < 1:
                 raise DataError(f"preprocess.resize must be positive, got {resize}")
-            kwargs["resize_shorter"] = resize
+            kwargs["resize_shorter"] = _side(resize, "resize")
         else:
             kwargs["resize"] = _pair(resize, "resize")
         kwargs["center_crop"] = _pair(data.get("center_crop"), "center_crop")
@@ -140,6 +151,44 @@ class Preprocess:
     def channels(self) -> int:
         return 1 if self.color == "gray" else 3
 
+    def size(self) -> tuple[int, int] | None:
+        """The (height, width) of every image it makes, None when that depends on the image (no
+        resize, or the shorter side's only, without a center crop)."""
+        return self.center_crop or self.resize
+
+    def check_fits(self, spec: TensorSpec) -> None:
+        """Refuse, before any image is read, a preprocessing whose arrays the model's input ``spec``
+        cannot take: mean or std of another length than 1 or the input's channels (numpy's broadcast
+        error came out of the first image), a channel count or an image size that its static dims
+        refuse (every image was read before the batch's shape was: 54 s and 3 GB for resize =
+        [4000, 4000] on a 16x16 input)."""
+        shape = spec.shape if spec.rank_known and len(spec.shape) == 4 else None
+        axes = (1, 2, 3) if self.layout == "nchw" else (3, 1, 2)  # channels, height, width
+        dims = [shape[a] if shape is not None else None for a in axes]
+        want_c, want_h, want_w = (d if isinstance(d, int) else None for d in dims)
+        made = self.channels
+        per_channel = {len(self.mean), len(self.std)} - {1}
+        where = f"input '{spec.name}' {spec.describe()}"
+        if want_c is not None and want_c != made and not (made == 1 and per_channel == {want_c}):
+            raise DataError(
+                f"the preprocessing makes {made}-channel ({self.color}) {self.layout.upper()} images, "
+                f"but {where} takes {want_c} on that axis: set color, or layout"
+            )
+        channels = want_c or made
+        for field_name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                one_per = f"or {channels}, one per channel" if channels > 1 else "as it has 1 channel"
+                raise DataError(
+                    f"preprocess.{field_name} has {len(values)} values: give 1 ({one_per} of {where})"
+                )
+        size = self.size()
+        if size is not None and (want_h or size[0], want_w or size[1]) != size:
+            how = "center_crop" if self.center_crop else "resize"
+            raise DataError(
+                f"the preprocessing makes {size[0]}x{size[1]} images ({how} = [{size[0]}, {size[1]}]), "
+                f"but {where} takes {want_h or '?'}x{want_w or '?'}: set resize or center_crop to match"
+            )
+
     def describe(self) -> dict[str, Any]:
         found = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if found["letterbox"] is None:  # as before letterboxing existed: the same cache keys
@@ -166,9 +215,13 @@ class Preprocess:
                 if self.resize_shorter:
                     w, h = img.size
                     ratio = self.resize_shorter / min(w, h)
-                    img = img.resize(
-                        (max(1, round(w * ratio)), max(1, round(h * ratio))), Image.Resampling.BILINEAR
-                    )
+                    new = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+                    if max(new) > MAX_SIDE:
+                        raise DataError(
+                            f"{path}: resize = {self.resize_shorter} makes this {w}x{h} image "
+                            f"{new[0]}x{new[1]}, more than {MAX_SIDE} pixels a side"
+                        )
+                    img = img.resize(new, Image.Resampling.BILINEAR)
                 elif self.resize and self.letterbox is not None:
                     img = _letterboxed(img, self.resize, self.letterbox)
                 elif self.resize:
@@ -296,6 +349,7 @@ def image_folder_source(
         pre = options
     else:
         pre = Preprocess.from_dict(options)
+    pre.check_fits(inputs[0])
     name = inputs[0].name
     chosen = list(files[:samples] if samples else files)
 

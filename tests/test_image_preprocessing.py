@@ -240,3 +240,20 @@ def test_a_uint8_image_input_takes_the_pixels_as_stored(tmp_path: Path) -> None:
     declared = {"layout": "nhwc", "dtype": "uint8", "mean": [128.0]}  # no scale: the stored values
     shifted = next(iter(open_source(str(folder), [spec], image_options=declared)))["x"][0]
     np.testing.assert_array_equal(shifted, np.clip(pixels.astype(np.int16) - 128, 0, 255))  # not wrapped
+
+
+def test_mean_of_another_length_exits_2_in_one_line_in_analyze_and_calibrate(
+    tmp_path: Path, digits: Digits
+) -> None:
+    """numpy's broadcast ValueError was a traceback in calibrate and, in analyze, the wrong message
+    "ONNX Runtime cannot run ... on the data"."""
+    folder = _images(tmp_path, digits, 2)
+    prep = tmp_path / "prep.toml"
+    prep.write_text('[preprocess]\ncolor = "gray"\nmean = [0.25, 0.25]\n')
+    ref = digits.onnx_path
+    result = run_cli("analyze", ref, "--data", folder, "--preprocess", prep)
+    assert_clean_input_error(result, "preprocess.mean has 2 values", "input 'input'")
+    out = tmp_path / "o"
+    result = run_cli("calibrate", ref, "--data", folder, "--preprocess", prep, "-o", out)
+    assert_clean_input_error(result, "preprocess.mean has 2 values")
+    assert files_under(out) == set()

@@ -71,3 +71,70 @@ def test_unreadable_image_is_a_data_error(tmp_path: Path) -> None:
     spec = TensorSpec("x", ("n", 3, 8, 8), "float32")
     with pytest.raises(DataError, match="cannot read image"):
         list(open_source(str(folder), [spec]))
+
+
+def _unreadable(tmp_path: Path) -> Path:
+    """A folder of files named like images that are not: a check made before any image is read
+    refuses before Pillow's "cannot read image"."""
+    folder = tmp_path / "unread"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"img{i}.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_mean_or_std_of_another_length_than_the_channels_is_refused_before_any_image_is_read(
+    tmp_path: Path,
+) -> None:
+    """mean = [0.5, 0.5] gave numpy's 'operands could not be broadcast together' on the first image."""
+    folder = str(_unreadable(tmp_path))
+    rgb = TensorSpec("x", ("N", 3, 16, 16), "float32")
+    for field in ("mean", "std"):
+        for values in ([0.5, 0.5], [0.5] * 4):
+            with pytest.raises(
+                DataError, match=rf"preprocess\.{field} has {len(values)} values: give 1 \(or 3"
+            ):
+                open_source(folder, [rgb], image_options={"resize": 16, field: values})
+        with pytest.raises(DataError, match=rf"preprocess\.{field} is an empty list"):
+            Preprocess.from_dict({field: []})
+    gray = TensorSpec("x", ("N", 1, 16, 16), "float32")
+    with pytest.raises(DataError, match=r"has 3 values: give 1 \(as it has 1 channel"):
+        open_source(folder, [gray], image_options={"color": "gray", "mean": [0.4, 0.5, 0.6]})
+    # one value, or one per channel of the input: a gray image spread over 3 channels too
+    open_source(folder, [rgb], image_options={"resize": [16, 16], "mean": [0.4, 0.5, 0.6], "std": 0.5})
+    open_source(folder, [rgb], image_options={"resize": [16, 16], "color": "gray", "mean": [0.4, 0.5, 0.6]})
+
+
+def test_a_preprocessing_the_static_input_cannot_take_is_refused_before_any_image_is_read(
+    tmp_path: Path,
+) -> None:
+    """resize = [4000, 4000] on a 16x16 input read every image (54 s, 3 GB) before the batch's shape
+    was refused; a channel count or layout that does not fit, likewise."""
+    folder = str(_unreadable(tmp_path))
+    spec = TensorSpec("x", ("N", 3, 16, 16), "float32")
+    cases = {
+        "makes 4000x4000 images": {"resize": [4000, 4000]},
+        "makes 12x12 images": {"resize": 20, "center_crop": 12},
+        "makes 1-channel": {"resize": [16, 16], "color": "gray"},
+        "3-channel \\(rgb\\) NHWC images": {"resize": [16, 16], "layout": "nhwc"},
+    }
+    for message, options in cases.items():
+        with pytest.raises(DataError, match=message):
+            open_source(folder, [spec], image_options=options)
+    # what fits, or what depends on each image (the shorter side only), is left to the batch check
+    open_source(folder, [spec], image_options={"resize": 20, "center_crop": 16})
+    open_source(folder, [spec], image_options={"resize": 16})
+    open_source(folder, [TensorSpec("x", ("N", 3, "h", "w"), "float32")], image_options={"resize": [40, 40]})
+
+
+def test_a_resize_beyond_16384_pixels_a_side_is_refused(tmp_path: Path) -> None:
+    """resize = 99999 had the process killed for its memory."""
+    for options in ({"resize": 99999}, {"resize": [16, 20000]}, {"center_crop": 16385}):
+        with pytest.raises(DataError, match="more than 16384 pixels a side"):
+            Preprocess.from_dict(options)
+    Preprocess.from_dict({"resize": 16384})
+    # the shorter side within it, the longer one of a 40x60 image not
+    spec = TensorSpec("x", ("N", 3, "h", "w"), "float32")
+    source = open_source(str(_folder(tmp_path, 1)), [spec], image_options={"resize": 12000})
+    with pytest.raises(DataError, match="makes this 60x40 image 18000x12000, more than 16384"):
+        next(iter(source))
