@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 import onnx
@@ -57,6 +58,7 @@ from calibration.qdq import (
     constant_values,
     model_facts,
     narrow_convs,
+    nonfinite_weights,
     plan_quantization,
     stored_activations,
     unknown_op_types,
@@ -313,6 +315,14 @@ def calibrate(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
             "with constant float32 weights outside the exclusions)"
         )
+    if broken := nonfinite_weights(plan, facts.constants, facts.model.graph.node):
+        name, count, readers = broken[0]
+        others = f" (and {len(broken) - 1} more weight(s))" if len(broken) > 1 else ""
+        raise CalibrationError(
+            f"{model_path.name}: weight '{name}' of {', '.join(readers)} holds {count} NaN/Inf "
+            f"value(s){others}: an int8 weight cannot represent them, and the fp32 model computes "
+            "NaN/Inf with it too; fix the model's weights"
+        )
     key_parts = {
         "version": CALIBRATION_VERSION,
         "model_sha256": sha256_file(model_path),
@@ -455,22 +465,28 @@ def calibrate(
         observer.share(copies)
         extents = _extents(ranges, copies)
         if recorder is not None:
-            selection = _select(
-                model,
-                plan,
-                lean,
-                observer,
-                feed_holder,
-                recorder,
-                algo,
-                options.threads,
-                extents,
-                facts,
-                weights,
-                means,
-                options.emulate_integer,
-                moments,
-            )
+            # NaN/Inf that the fp32 model computes (each tensor's count is said below) reach auto's
+            # errors and cosines, where numpy warned with its source lines; a NaN/Inf candidate
+            # scores -1 there. The filter is the process's (numpy.errstate is a thread's own, and
+            # the measurements run on worker threads).
+            with catch_warnings():
+                simplefilter("ignore", RuntimeWarning)
+                selection = _select(
+                    model,
+                    plan,
+                    lean,
+                    observer,
+                    feed_holder,
+                    recorder,
+                    algo,
+                    options.threads,
+                    extents,
+                    facts,
+                    weights,
+                    means,
+                    options.emulate_integer,
+                    moments,
+                )
             if selection.plan is not None and selection.plan is not plan:  # measured: fewer nodes quantized
                 plan = selection.plan
                 levels = {**levels, **plan.levels()}
@@ -538,8 +554,9 @@ def calibrate(
                 cache_thresholds[name] = ruled[id(hist), 128]
         # a tensor all zeros in the data gets the floor scale: any later non-zero value quantizes to
         # about 0 (an LSTM state is zero on its first step only); the cache's too (TensorRT 8.x)
+        # (not one that held NaN/Inf only: its count is said above)
         zeros = [n for n in dict.fromkeys([*thresholds, *cache_thresholds])
-                 if observer.histograms[n].absmax == 0]  # fmt: skip
+                 if observer.histograms[n].absmax == 0 and observer.histograms[n].total]  # fmt: skip
         if zeros:
             warnings.append(
                 f"{len(zeros)} tensor(s) were all zeros in the calibration data, so their scale is the floor "

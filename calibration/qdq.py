@@ -657,6 +657,26 @@ def quantized_weight(
     return q, scale
 
 
+def nonfinite_weights(
+    plan: QuantPlan, constants: Mapping[str, np.ndarray], nodes: Sequence[onnx.NodeProto]
+) -> list[tuple[str, int, list[str]]]:
+    """The weights and biases ``plan`` quantizes that hold NaN or Inf: (name, how many such
+    values, the nodes reading it as a weight). An int8 weight cannot represent them (the scale of
+    a channel with an Inf is Inf, and NaN casts to an arbitrary integer), so each is refused."""
+    found = []
+    uses = {wq.name: [_node_label(nodes[i], i) for i, _ in wq.uses] for wq in plan.weights.values()}
+    for bq in plan.biases:
+        uses.setdefault(bq.name, []).append(_node_label(nodes[bq.node], bq.node))
+    for name, readers in uses.items():
+        values = constants.get(name)
+        if values is None or values.dtype.kind != "f":
+            continue
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            found.append((name, bad, list(dict.fromkeys(readers))))
+    return found
+
+
 def bias_correction_inputs(
     model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndarray] | None = None
 ) -> dict[int, str]:
