@@ -1,4 +1,4 @@
-"""A weight holding NaN or Inf: calibrate refuses it in one line."""
+"""A weight holding NaN or Inf: calibrate refuses it in one line, the fp16 build says it."""
 
 from __future__ import annotations
 
@@ -59,3 +59,12 @@ def test_nan_the_fp32_model_computes_is_no_numpy_warning_nor_all_zeros(tmp_path:
     assert result.code == 0, result.stderr
     assert "RuntimeWarning" not in result.stderr and "all zeros" not in result.stderr, result.stderr
     assert "tensor 'y' produced" in result.stderr  # its NaN count is said
+
+
+def test_an_fp16_build_says_a_weight_is_not_finite(tmp_path: Path) -> None:
+    model = _mlp(tmp_path / "m.onnx", np.inf)
+    result = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "o")
+    assert result.code == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr
+    said = [line for line in result.stderr.splitlines() if "not finite" in line]
+    assert len(said) == 1 and "weight 'W' of mm1 holds 1 NaN/Inf value" in said[0], result.stderr

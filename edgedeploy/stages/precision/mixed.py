@@ -25,6 +25,7 @@ import onnx
 from calibration.errors import CalibrationError, NothingToQuantize
 from calibration.feeds import feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
+from calibration.qdq import WEIGHTED_OPS
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, naming_guessed_dims
@@ -36,6 +37,7 @@ from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import (
     STABLE_FIRST,
     OutputRecorder,
+    RangeReport,
     free_first_dim,
     load_for_analysis,
     report_json,
@@ -155,6 +157,25 @@ def _one_sample(feed: Feed, inputs: list[TensorSpec]) -> Feed:
     return {k: v[:1] for k, v in feed.items()} if len(rows) == 1 and rows != {1} else feed
 
 
+def nonfinite_layer_weights(model: onnx.ModelProto, report: RangeReport) -> str | None:
+    """One line naming the weights of Conv, ConvTranspose, Gemm and MatMul nodes that hold NaN or
+    Inf, which only the precision plan listed (as its readers' reason to stay fp32): the fp32 model
+    computes NaN/Inf with them too. A -inf attention mask read by Add or Where is left alone."""
+    ops = {node.name: node.op_type for node in model.graph.node}
+    found = [
+        f"'{w.name}' of {', '.join(w.consumers)} holds {w.stats.nonfinite} NaN/Inf value(s)"
+        for w in report.weights_at_risk()
+        if w.stats.nonfinite and any(ops.get(c) in WEIGHTED_OPS for c in w.consumers)
+    ]
+    if not found:
+        return None
+    return (
+        f"weight {'; '.join(found[:3])}" + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+        + ": not finite, so the fp32 model computes NaN/Inf too (the nodes reading it stay fp32); "
+        "fix the model's weights"
+    )  # fmt: skip
+
+
 def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
     """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked)."""
 
@@ -234,6 +255,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             + (" by it, besides those --fp32-nodes/--fp32-ops name" if named else "")
             + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
         )
+        if broken := nonfinite_layer_weights(analysed, report):
+            ui.warn(broken)
         report.notes.extend(released)
         ranges = _sidecar(dest, ".ranges.json")  # written once the fp16 model is (below)
         pending = (ranges, to_jsonable(report_json(report)))
