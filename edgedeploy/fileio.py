@@ -124,20 +124,32 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     """Rename ``tmp`` over ``dest``, moving an existing ``dest`` aside first.
 
     Concurrent writers of one folder each move the current one to a name of their own, so none
-    of them meets a folder that vanished under it; the last rename wins whole.
+    of them meets a folder that vanished under it; the last rename wins whole. The folders moved
+    aside are removed only once ``tmp`` is in place: an interrupt while the old one was being
+    removed (a large bundle) lost both, the new one with the failed write.
     """
-    for _ in range(100):
-        try:
-            os.rename(tmp, dest)  # succeeds when dest is absent or an empty folder
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise
-        old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest) + "old.", dir=dest.parent))
-        with contextlib.suppress(FileNotFoundError):  # another writer moved it aside first
-            os.rename(dest, old / dest.name)
-        shutil.rmtree(old, ignore_errors=True)
-    raise OSError(errno.EBUSY, f"{dest} kept changing while it was being replaced")
+    aside: list[Path] = []
+    try:
+        for _ in range(100):
+            try:
+                os.rename(tmp, dest)  # succeeds when dest is absent or an empty folder
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest) + "old.", dir=dest.parent))
+            aside.append(old)
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it aside first
+                os.rename(dest, old / dest.name)
+        raise OSError(errno.EBUSY, f"{dest} kept changing while it was being replaced")
+    except BaseException:  # not replaced (an error, an interrupt): the folder moved aside goes back
+        if aside and not os.path.lexists(dest) and os.path.lexists(aside[-1] / dest.name):
+            with contextlib.suppress(OSError):
+                os.rename(aside[-1] / dest.name, dest)
+        raise
+    finally:
+        for old in aside:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 SCRATCH_PREFIX = "edgedeploy-"
