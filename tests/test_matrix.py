@@ -10,6 +10,7 @@ data. About 90 s on 2 busy cores, most of it the two full matrix runs.
 from __future__ import annotations
 
 import html
+import json
 import os
 import subprocess
 import sys
@@ -686,3 +687,23 @@ def test_a_profile_times_alone_on_its_machine() -> None:
     assert waited > 0.8, waited  # a build waits for the profile to end
     with timing_lock(exclusive=False), timing_lock(exclusive=False):  # shared holders run side by side
         pass
+
+
+def test_two_models_of_one_source_each_keep_their_own_files(project: Path) -> None:
+    """Two [[matrix.models]] of one ONNX file (or byte-identical files) shared one export entry of
+    the cache, stored under one model's name: 'model file not found: .../a.fp32.onnx', exit 2, and
+    on the rerun a KeyError traceback."""
+    path = project / "twins.toml"
+    path.write_text(
+        'workdir = "twins"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\n'
+        '[profile]\nenabled = false\n[bundle]\noutput = "twins-bundles"\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nname = "a"\nsource = "a.onnx"\n[[matrix.models]]\nname = "b"\nsource = "a.onnx"\n'
+    )
+    for _ in range(2):  # the run, and the rerun from the cache
+        result = run_cli("matrix", path, "--json", project / "twins.json", cwd=project)
+        assert result.code == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        cells = json.loads((project / "twins.json").read_text())["cells"]
+        done = {(c["model"], c["precision"]) for c in cells if c["status"] in ("ok", "cached")}
+        assert done == {(m, p) for m in "ab" for p in ("fp32", "fp16")}

@@ -540,6 +540,9 @@ def run_matrix(
             options = export_options(state.config)
             export_key = sha256_json(
                 {
+                    # the stored files carry the model's name: two models of one source (or of
+                    # byte-identical files) shared an entry, and one's name was missing from it
+                    "model": state.name,
                     "source": _source_fingerprint(state.config.model.source, state.config.base_dir),
                     "options": options,
                     "versions": versions,
@@ -674,8 +677,8 @@ def _key_cell(
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     calibration_data = _calibration_fingerprint(request, inputs)
     build_key = sha256_json(
-        {"fp32": fp32_sha, "request": keyed, "versions": versions, "calibration_data": calibration_data,
-         "node": node_versions}
+        {"model": plan.cell.model, "fp32": fp32_sha, "request": keyed, "versions": versions,
+         "calibration_data": calibration_data, "node": node_versions}
     )  # fmt: skip
     cmp = config.compare
     shapes = _shapes(config)
@@ -709,6 +712,7 @@ def _key_cell(
     if plan.cell.precision != "fp32":
         precision_key = sha256_json(
             {
+                "model": plan.cell.model,
                 "fp32": fp32_sha,
                 "precision": plan.cell.precision,
                 "family": precision_family(plan.target, request),
