@@ -352,7 +352,7 @@ def calibrate(
     outputs_present = (
         previous is not None
         and _intact(previous, [qdq_path, *([cache_path] if options.trt_version is not None else [])])
-        and (not previous.gptq_rounded() or rounding_path.is_file())
+        and _rounding_reusable(previous, rounding_path, qopts.weight_bits)  # by content, not existence
     )
     covered = previous is not None and {(t.name, t.levels) for t in previous.tensors} >= set(
         plan.levels().items()

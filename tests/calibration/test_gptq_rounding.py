@@ -216,7 +216,12 @@ def test_the_vote_decides_the_artifact_and_a_rewrite_of_rounded_weights_recalibr
     restored = [numpy_helper.to_array(i) for i in onnx.load(again.model).graph.initializer]
     same = next(v for v in restored if v.dtype == np.int8 and v.shape == near.shape)
     np.testing.assert_array_equal(same, conv)
-    if kept:  # without the file the rounded weights cannot be rebuilt: calibrate again
+    if kept:  # a damaged file beside an intact model was "up to date"; without it, no rebuild
+        damaged = bytearray(rounding_file.read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF
+        rounding_file.write_bytes(bytes(damaged))
+        fourth = calibrate(path, open_source(data, inputs, batch_size=4), options, tmp_path / "out", stem="m")
+        assert not fourth.skipped and not fourth.reused and "GPTQ-rounded weights" in fourth.reason
         rounding_file.unlink()
         third = calibrate(path, open_source(data, inputs, batch_size=4), options, tmp_path / "out", stem="m")
         assert not third.reused and "GPTQ-rounded weights" in third.reason
