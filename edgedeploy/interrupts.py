@@ -30,7 +30,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: unwind like Ctrl-C, exit 143."""
 
 
-_received: list[int] = []  # signals turned into exceptions (click reports any of them as exit 130)
+# Signals turned into exceptions (click reports any of them as exit 130). Also the record that a
+# stop was asked: a handler that runs while a ``__del__`` or a weakref callback runs raises there,
+# and CPython prints that exception ("Exception ignored in: ...") and drops it; the CLI reads this
+# list before it reports success (and :func:`raise_if_stopped` at stage starts) so the stop holds.
+_received: list[int] = []
 
 
 def terminated() -> bool:
@@ -38,15 +42,47 @@ def terminated() -> bool:
     return signal.SIGTERM in _received
 
 
+def stop_requested() -> bool:
+    """Whether a Ctrl-C or SIGTERM came since :func:`handle_signals`, even one that was swallowed."""
+    return bool(_received)
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop that was asked and swallowed (see ``_received``); nothing if none was."""
+    if _received:
+        raise Terminated() if terminated() else KeyboardInterrupt()
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
     raise Terminated()
 
 
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt()
+
+
+_previous: dict[signal.Signals, Any] = {}  # the handlers handle_signals replaced
+
+
 def handle_signals() -> None:
-    """SIGTERM unwinds the stack like Ctrl-C (main thread only; elsewhere nothing changes)."""
+    """SIGTERM unwinds the stack like Ctrl-C, and both are recorded (main thread only; elsewhere
+    nothing changes). Forgets the signals of a previous run in this process;
+    :func:`release_signals` puts the previous handlers back."""
+    _received.clear()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+            before = signal.signal(sig, handler)
+            _previous.setdefault(sig, before)
+
+
+def release_signals() -> None:
+    """The handlers :func:`handle_signals` replaced are back (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        while _previous:
+            sig, handler = _previous.popitem()
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

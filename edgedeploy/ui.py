@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from edgedeploy.interrupts import raise_if_stopped
+
 Advance = Callable[[float], None]  # set completion to a fraction in 0..1
 
 
@@ -26,6 +28,7 @@ class Ui:
         self.messages: list[str] = []
 
     def info(self, message: str) -> None:
+        raise_if_stopped()  # a stage starts: a Ctrl-C or SIGTERM swallowed in a __del__ stops it here
         self.messages.append(message)
         if not self.quiet:
             self.console.print(message, markup=False)
@@ -50,6 +53,7 @@ class Ui:
     @contextlib.contextmanager
     def progress(self, description: str) -> Iterator[Advance]:
         """A progress bar for one step; yields a function that sets the fraction done."""
+        raise_if_stopped()
         if self.quiet or (not self.console.is_terminal and not sys.stderr.isatty()):
             yield lambda _fraction: None
             return

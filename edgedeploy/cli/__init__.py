@@ -43,7 +43,14 @@ from edgedeploy.cli.common import err, out
 from edgedeploy.cli.guard import check_argv, guard_app
 from edgedeploy.errors import EdgeDeployError, user_failure
 from edgedeploy.fileio import sweep_scratch
-from edgedeploy.interrupts import EXIT_SIGTERM, cut_short, handle_signals, terminated
+from edgedeploy.interrupts import (
+    EXIT_SIGTERM,
+    cut_short,
+    handle_signals,
+    release_signals,
+    stop_requested,
+    terminated,
+)
 
 app = typer.Typer(
     name="edgedeploy",
@@ -106,6 +113,8 @@ def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 def _fail(message: str, code: int) -> NoReturn:
+    if stop_requested() and code not in (130, EXIT_SIGTERM):  # the failure came of a swallowed stop
+        message, code = _stopped()
     text = escape(one_line(message))
     prefix = {2: "[red]error:[/red]", 1: "[red]FAILED:[/red]"}.get(code, "[yellow]stopped:[/yellow]")
     err.print(f"{prefix} {text}", highlight=False)
@@ -193,8 +202,20 @@ def main(argv: list[str] | None = None) -> None:
     system temp folder are removed first.
     """
     handle_signals()
+    try:
+        _dispatch(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        # A Ctrl-C or SIGTERM whose exception was raised in a __del__ or weakref callback, where
+        # CPython prints "Exception ignored in" and drops it: the run is stopped all the same.
+        if stop_requested() and exc.code not in (130, EXIT_SIGTERM):
+            _fail(*_stopped())
+        raise
+    finally:
+        release_signals()
+
+
+def _dispatch(args: list[str]) -> NoReturn:
     sweep_scratch()  # scratch folders of runs killed (SIGKILL) before they could remove them
-    args = sys.argv[1:] if argv is None else argv
     try:
         check_argv(args)
         _run_click(args)
