@@ -3,6 +3,7 @@ still ends the run with the 'stopped:' line and exit 130/143; heavy imports are 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import signal
@@ -70,3 +71,58 @@ def test_a_swallowed_stop_stops_the_next_stage() -> None:
         interrupts.release_signals()
         interrupts._received.clear()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# Importing onnx, onnxruntime or torch is not interrupt-safe: a Ctrl-C or SIGTERM landing in their
+# extensions' initialization crashed the process (SIGSEGV in onnx_cpp2py_export, SIGABRT
+# "terminate called after throwing an instance of nanobind::python_error"). The commands import
+# them lazily, through our modules, so every such import sits inside interrupts.deferred().
+LIGHT = set(sys.stdlib_module_names) | {"rich", "typer"}
+
+
+def _heavy(node: ast.Import | ast.ImportFrom) -> list[str]:
+    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+    return [name for name in names if name.split(".")[0] not in LIGHT]
+
+
+def _under_deferred(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.With) and any(
+            isinstance(item.context_expr, ast.Call)
+            and isinstance(item.context_expr.func, ast.Name)
+            and item.context_expr.func.id == "deferred"
+            for item in node.items
+        ):
+            return True
+    return False
+
+
+def lazy_imports_outside_deferred(source: str) -> list[str]:
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    problems = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            heavy = _heavy(node) if isinstance(node, ast.Import | ast.ImportFrom) else []
+            if heavy and not _under_deferred(node, parents):
+                problems.append(f"{function.name}:{node.lineno} {', '.join(heavy)}")
+    return problems
+
+
+def test_every_lazy_import_of_the_commands_is_under_deferred() -> None:
+    problems = [
+        f"{path.name}:{problem}"
+        for path in sorted((ROOT / "edgedeploy" / "cli").glob("*.py"))
+        for problem in lazy_imports_outside_deferred(path.read_text())
+    ]
+    assert problems == []
+
+
+def test_the_check_sees_an_import_outside_deferred() -> None:
+    bad = "def command():\n    import json\n    from edgedeploy.onnxio import load_onnx\n"
+    good = "def command():\n    with deferred():\n        from edgedeploy.onnxio import load_onnx\n"
+    assert lazy_imports_outside_deferred(bad) == ["command:3 edgedeploy.onnxio"]
+    assert lazy_imports_outside_deferred(good) == []

@@ -23,6 +23,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import InputError, naming_guessed_dims
+from edgedeploy.interrupts import deferred
 
 
 def analyze_command(
@@ -43,12 +44,13 @@ def analyze_command(
 
     Example: edgedeploy analyze model.onnx --data val.npz --json ranges.json
     """
-    from calibration.errors import CalibrationError
-    from calibration.modelinfo import model_io
-    from calibration.sources import open_source, parse_shapes
-    from edgedeploy.stages.precision.analysis import analyze as run_analysis
-    from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
-    from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.errors import CalibrationError
+        from calibration.modelinfo import model_io
+        from calibration.sources import open_source, parse_shapes
+        from edgedeploy.stages.precision.analysis import analyze as run_analysis
+        from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+        from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
 
     ui = make_ui()
     loaded = load_for_analysis(model)

@@ -26,6 +26,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import BudgetMissed, InputError
+from edgedeploy.interrupts import deferred
 
 FP16 = "FP16"
 INT8 = "INT8 calibration"
@@ -154,12 +155,13 @@ def build_command(
     Example: edgedeploy build model.onnx --precision fp16 --target jetson-orin-nano -o out/
     """
     user_options: dict[str, Any] = dict(locals())  # the parameters, named as in [build]
-    from calibration.sources import parse_shapes
-    from edgedeploy.onnxio import check_model, load_onnx
-    from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
-    from edgedeploy.stages.build import artifact_name, build
-    from edgedeploy.stages.precision.budget import AccuracyBudget
-    from edgedeploy.targets import load_target
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.sources import parse_shapes
+        from edgedeploy.onnxio import check_model, load_onnx
+        from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
+        from edgedeploy.stages.build import artifact_name, build
+        from edgedeploy.stages.precision.budget import AccuracyBudget
+        from edgedeploy.targets import load_target
 
     ui = make_ui()
     tgt = load_target(target)
@@ -230,7 +232,8 @@ def build_command(
     )
     out.print(f"{result.build.backend} output: {result.build.artifact} ({state})")
     if json_path is not None:
-        from edgedeploy.results import to_jsonable
+        with deferred():  # heavy imports are not interrupt-safe
+            from edgedeploy.results import to_jsonable
 
         record = to_jsonable(result)  # with the sizes the lines above print
         record["precision"]["bytes"] = result.precision.path.stat().st_size

@@ -20,6 +20,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
+from edgedeploy.interrupts import deferred
 
 
 class _DefaultCreateGroup(TyperGroup):
@@ -69,13 +70,14 @@ def create_command(
 
     Example: edgedeploy bundle model.fp32.onnx model.fp16.onnx --target jetson-orin-nano -o bundle
     """
-    from calibration.modelinfo import model_io
-    from calibration.sources import open_source, parse_shapes
-    from edgedeploy.onnxio import load_onnx
-    from edgedeploy.options import parse_profiles
-    from edgedeploy.pipeline.pack import bundle_artifacts
-    from edgedeploy.stages.compare import Gates
-    from edgedeploy.targets import load_target
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.modelinfo import model_io
+        from calibration.sources import open_source, parse_shapes
+        from edgedeploy.onnxio import load_onnx
+        from edgedeploy.options import parse_profiles
+        from edgedeploy.pipeline.pack import bundle_artifacts
+        from edgedeploy.stages.compare import Gates
+        from edgedeploy.targets import load_target
 
     ui = make_ui()
     if output.name.endswith((".tar.gz", ".tgz")):  # it made a folder bb.tar.gz and bb.tar.gz.tar.gz
@@ -138,7 +140,8 @@ def verify_command(
 
     Example: edgedeploy bundle verify bundle.tar.gz
     """
-    from edgedeploy.stages.bundle import verify_bundle
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.stages.bundle import verify_bundle
 
     _refuse_non_bundle(bundle)
     check = verify_bundle(bundle)
@@ -156,8 +159,9 @@ def inspect_command(
 
     Example: edgedeploy bundle inspect bundle/
     """
-    from edgedeploy.results import dumps
-    from edgedeploy.stages.bundle import inspect_bundle
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.results import dumps
+        from edgedeploy.stages.bundle import inspect_bundle
 
     _refuse_non_bundle(bundle)
     summary = inspect_bundle(bundle)

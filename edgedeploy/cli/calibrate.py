@@ -27,6 +27,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import InputError, not_a_file
+from edgedeploy.interrupts import deferred
 
 
 def calibrate_command(
@@ -77,16 +78,17 @@ def calibrate_command(
 
     Example: edgedeploy calibrate model.onnx --data calib/ --target jetson-orin-nx -o int8/
     """
-    from calibration.report import load_report, print_table
-    from calibration.sources import parse_shapes
-    from edgedeploy.onnxio import check_model, load_onnx
-    from edgedeploy.stages.precision.int8 import (
-        make_int8,
-        open_calibration_data,
-        placement_for,
-        weight_bits_for,
-    )
-    from edgedeploy.targets import load_target
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.report import load_report, print_table
+        from calibration.sources import parse_shapes
+        from edgedeploy.onnxio import check_model, load_onnx
+        from edgedeploy.stages.precision.int8 import (
+            make_int8,
+            open_calibration_data,
+            placement_for,
+            weight_bits_for,
+        )
+        from edgedeploy.targets import load_target
 
     out_dir = output or out_dir
     if out_dir is None:
@@ -159,12 +161,13 @@ def calibrate_command(
 def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> dict[str, object]:
     """The Q/DQ model of ``model`` with the scales of a TensorRT calibration ``cache``, at ``dest``;
     returns what was made (for ``--json``)."""
-    import onnx
+    with deferred():  # heavy imports are not interrupt-safe
+        import onnx
 
-    from calibration.atomic import atomic_path
-    from calibration.errors import CalibrationError
-    from calibration.trt_cache import cache_to_qdq
-    from edgedeploy.onnxio import verify
+        from calibration.atomic import atomic_path
+        from calibration.errors import CalibrationError
+        from calibration.trt_cache import cache_to_qdq
+        from edgedeploy.onnxio import verify
 
     try:
         qdq, uncovered = cache_to_qdq(model, cache, placement=placement, weight_bits=weight_bits)
@@ -194,9 +197,10 @@ def _companions_of(dest: Path, cache: Path) -> None:
     """What lies beside the Q/DQ model ``dest`` under its stem describes it: its cache is the one it
     was made from (an earlier calibration's stayed, and build and bundle took it for this model's),
     and an earlier calibration's report and rounded weights go."""
-    import shutil
+    with deferred():  # heavy imports are not interrupt-safe
+        import shutil
 
-    from calibration.atomic import atomic_path
+        from calibration.atomic import atomic_path
 
     stem = dest.name.removesuffix(".int8.onnx")
     beside = dest.with_name(f"{stem}.calib.cache")

@@ -18,6 +18,7 @@ from rich.console import Console
 from edgedeploy.cli.guard import check_json_output
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, written_here
+from edgedeploy.interrupts import deferred
 from edgedeploy.ui import Ui
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
@@ -122,8 +123,9 @@ def load_preprocess(path: Path | None) -> dict[str, Any] | None:
         data = data.get("preprocess", data.get("calibration", {}).get("preprocess", data))
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a table of preprocessing options")
-    from calibration.errors import CalibrationError
-    from calibration.images import Preprocess
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.errors import CalibrationError
+        from calibration.images import Preprocess
 
     try:
         Preprocess.from_dict(data)
@@ -148,7 +150,8 @@ def typed(context: typer.Context, *names: str) -> set[str]:
 def check_seed(context: typer.Context, data: str, seed: int, ui: Ui) -> None:
     """``--seed`` typed beside ``--data``: refused when the spec names another seed, said when the
     data is not random (see calibration.sources.seed_unused)."""
-    from calibration.sources import seed_unused
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.sources import seed_unused
 
     if "seed" in typed(context, "seed") and (note := seed_unused(data, seed)):
         ui.warn(note)

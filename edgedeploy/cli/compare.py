@@ -25,6 +25,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
+from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
     from edgedeploy.stages.compare import CompareResult, LayerError, LayerwiseResult
@@ -65,12 +66,13 @@ def compare_command(
 
     Example: edgedeploy compare model.onnx model.fp16.onnx --data val.npz --min-cosine 0.999
     """
-    from calibration.feeds import static_batch
-    from calibration.modelinfo import model_io
-    from calibration.sources import open_source, parse_shapes
-    from edgedeploy.onnxio import load_onnx
-    from edgedeploy.stages.compare import Gates, compare, compare_layers
-    from edgedeploy.stages.compare.outputs import unapplied
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.feeds import static_batch
+        from calibration.modelinfo import model_io
+        from calibration.sources import open_source, parse_shapes
+        from edgedeploy.onnxio import load_onnx
+        from edgedeploy.stages.compare import Gates, compare, compare_layers
+        from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
     check_seed(ctx, data, seed, ui)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, TargetName, fmt, make_ui, out, write_json
+from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
 
@@ -24,7 +25,8 @@ def demo_command(
 
     Example: edgedeploy demo --out /tmp/demo
     """
-    from edgedeploy.pipeline.demo import run_demo
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.pipeline.demo import run_demo
 
     ui = make_ui()
     result = run_demo(out_dir, ui, target=target, duration_s=duration)

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, out, write_json
+from edgedeploy.interrupts import deferred
 
 
 def doctor_command(
@@ -15,7 +16,8 @@ def doctor_command(
 
     Example: edgedeploy doctor
     """
-    from edgedeploy.pipeline.doctor import diagnose
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.pipeline.doctor import diagnose
 
     report = diagnose()
     table = Table(title="edgedeploy doctor")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edgedeploy.cli.common import JsonOutput, csv, make_ui, out, write_json
+from edgedeploy.interrupts import deferred
 
 
 def export_command(
@@ -31,14 +32,15 @@ def export_command(
 
     Example: edgedeploy export models.py:resnet --input images:1x3x224x224 -o resnet.onnx
     """
-    from edgedeploy.stages.export import (
-        ONNX_KEEPS,
-        ExportOptions,
-        InputShape,
-        export,
-        is_onnx_path,
-        pytorch_only,
-    )
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.stages.export import (
+            ONNX_KEEPS,
+            ExportOptions,
+            InputShape,
+            export,
+            is_onnx_path,
+            pytorch_only,
+        )
 
     ui = make_ui()
     options = ExportOptions(

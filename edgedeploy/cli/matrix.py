@@ -14,6 +14,7 @@ import typer
 
 from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
 from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
 
@@ -39,12 +40,13 @@ def matrix_command(
 
     Example: edgedeploy matrix matrix.toml --executor ray --address auto
     """
-    from rich.table import Table
+    with deferred():  # heavy imports are not interrupt-safe
+        from rich.table import Table
 
-    from edgedeploy.pipeline.executors import make_executor
-    from edgedeploy.pipeline.matrix import run_matrix
-    from edgedeploy.pipeline.matrix_config import load_matrix_config
-    from edgedeploy.pipeline.run import input_files
+        from edgedeploy.pipeline.executors import make_executor
+        from edgedeploy.pipeline.matrix import run_matrix
+        from edgedeploy.pipeline.matrix_config import load_matrix_config
+        from edgedeploy.pipeline.run import input_files
 
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0 (0: as many as CPUs, at most 4), got {jobs}")

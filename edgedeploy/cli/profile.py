@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, Threads, fmt, ints, make_ui, out, typed, write_json
 from edgedeploy.errors import InputError
+from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
     from edgedeploy.stages.profile import ProfileResult
@@ -48,8 +49,9 @@ def profile_command(
 
     Example: edgedeploy profile model.fp16.onnx --batch-sizes 1,8 --duration 5 --json lat.json
     """
-    from calibration.sources import parse_shapes
-    from edgedeploy.stages.profile import ProfileOptions, profile
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.sources import parse_shapes
+        from edgedeploy.stages.profile import ProfileOptions, profile
 
     ui = make_ui()
     if (warmup is not None and warmup < 0) or (iterations is not None and iterations < 1) or duration <= 0:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edgedeploy.cli.common import JsonOutput, out, write_json
+from edgedeploy.interrupts import deferred
 
 DEFAULT_OUTPUT = Path("edgedeploy-report")
 
@@ -29,7 +30,8 @@ def report_command(
 
     Example: edgedeploy report runs/resnet -o out/ ; cat out/report.md >> "$GITHUB_STEP_SUMMARY"
     """
-    from edgedeploy.stages.report import load_run, write_report
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.stages.report import load_run, write_report
 
     files = write_report(load_run(run), output)
     out.print(str(files.html.resolve()))

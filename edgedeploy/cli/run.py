@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
 from edgedeploy.errors import GateFailed
+from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
 
@@ -21,9 +22,10 @@ def run_command(
 
     Example: edgedeploy run edgedeploy.toml
     """
-    from edgedeploy.config import load_config
-    from edgedeploy.pipeline import run_pipeline
-    from edgedeploy.pipeline.run import input_files, json_not_owned
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.config import load_config
+        from edgedeploy.pipeline import run_pipeline
+        from edgedeploy.pipeline.run import input_files, json_not_owned
 
     ui = make_ui()
     cfg = load_config(config)
@@ -71,7 +73,8 @@ def run_command(
 
 def _where_measured(result: Any) -> str:
     """For a GPU target built with ONNX Runtime here: the figures are this machine's, not the device's."""
-    from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
 
     if measured_off_target(result.target, (p.backend for p in result.precisions)):
         return f" ({MEASURED_OFF_TARGET})"

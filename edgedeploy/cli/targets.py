@@ -9,6 +9,7 @@ from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, out, write_json
 from edgedeploy.errors import InputError
+from edgedeploy.interrupts import deferred
 
 targets_app = typer.Typer(
     help="List the boards and GPUs edgedeploy knows, or show one.",
@@ -26,7 +27,8 @@ def list_command(
         if json_path is not None:  # the list's option, given before a subcommand that has its own
             raise InputError(f"--json before '{ctx.invoked_subcommand}' is the list's: put it after")
         return
-    from edgedeploy.targets import all_targets
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.targets import all_targets
 
     targets = all_targets()
     table = Table()
@@ -52,8 +54,9 @@ def show_command(
     json_path: JsonOutput = None,
 ) -> None:
     """Show one target's profile. Example: edgedeploy targets show jetson-agx-orin"""
-    from edgedeploy.results import dumps
-    from edgedeploy.targets import load_target
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.results import dumps
+        from edgedeploy.targets import load_target
 
     target = load_target(name)
     out.print(dumps(target), end="")
