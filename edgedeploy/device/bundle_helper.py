@@ -12,9 +12,11 @@ ref-inputs, shapes, run-flags, edgedeploy-usable.
 Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
 ``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
 /usr/local/cuda), so tests can run against a fake device tree.
-"""
 
-from __future__ import annotations
+It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
+syntax or library call newer than 3.6 (no walrus, no zip(strict=), no PEP 585/604 annotations
+evaluated at run time; tests/device/test_device_python.py checks).
+"""
 
 import argparse
 import hashlib
@@ -27,13 +29,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Dict, List, NoReturn, Optional, Set, Tuple
 
 EXIT_OK, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 2, 3
 DEVICE_DIR = "device"  # everything the scripts write on the device goes here, outside the manifest
+Profile = Dict[str, List[List[int]]]  # a shape profile: input name -> [min, opt, max] dims
 
 # L4T release -> (JetPack, CUDA), from NVIDIA's JetPack archive.
-L4T_TABLE: dict[str, tuple[str, str]] = {
+L4T_TABLE: Dict[str, Tuple[str, str]] = {
     "32.6.1": ("4.6", "10.2"),
     "32.7.1": ("4.6.1", "10.2"),
     "32.7.2": ("4.6.2", "10.2"),
@@ -69,12 +72,12 @@ def die(message: str, code: int = EXIT_BAD_BUNDLE) -> NoReturn:
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
+        for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _structure_problems(data: Any) -> list[str]:
+def _structure_problems(data: Any) -> List[str]:
     """The parts of the manifest schema these scripts rely on (the device has no jsonschema)."""
     if not isinstance(data, dict):
         return ["manifest.json is not a JSON object"]
@@ -120,7 +123,7 @@ def _structure_problems(data: Any) -> list[str]:
     return problems
 
 
-def load_manifest(bundle: Path) -> dict[str, Any]:
+def load_manifest(bundle: Path) -> Dict[str, Any]:
     try:
         data = json.loads((bundle / "manifest.json").read_text())
     except FileNotFoundError:
@@ -155,7 +158,7 @@ def unsafe_path(rel: str) -> bool:
     return not rel or rel.startswith(("/", "\\")) or ".." in parts or (len(rel) > 1 and rel[1] == ":")
 
 
-def manifest_paths(manifest: dict[str, Any]) -> list[str]:
+def manifest_paths(manifest: Dict[str, Any]) -> List[str]:
     """Every path the manifest points at besides its file table: artifacts, reference data, report."""
     paths = [
         art[key]
@@ -180,7 +183,7 @@ def inside(bundle: Path, path: Path) -> bool:
     return True
 
 
-def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
+def check_files(bundle: Path, manifest: Dict[str, Any]) -> List[str]:
     """The bundle file contract, shared with the workstation's ``edgedeploy bundle verify``.
 
     Every listed file is a regular file inside the bundle (no link leaving it, no FIFO or
@@ -233,14 +236,14 @@ def _root() -> Path:
     return Path(os.environ.get("EDGEDEPLOY_ROOT", "/"))
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path) -> Optional[str]:
     try:
         return path.read_bytes().replace(b"\x00", b"").decode(errors="replace").strip()
     except OSError:
         return None
 
 
-def parse_l4t(text: str) -> str | None:
+def parse_l4t(text: str) -> Optional[str]:
     """``# R36 (release), REVISION: 4.3, GCID: ...`` -> ``36.4.3``."""
     m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)\.(\d+)", text)
     return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
@@ -253,7 +256,7 @@ def decode_trt_number(n: int) -> str:
     return f"{n // 1000}.{n // 100 % 10}.{n % 100}"
 
 
-def _trt_from_header(root: Path) -> str | None:
+def _trt_from_header(root: Path) -> Optional[str]:
     for folder in ("usr/include/aarch64-linux-gnu", "usr/include/x86_64-linux-gnu", "usr/include"):
         text = _read(root / folder / "NvInferVersion.h")
         if not text:
@@ -268,18 +271,31 @@ def _trt_from_header(root: Path) -> str | None:
     return None
 
 
-def _trt_from_trtexec(trtexec: str | None) -> str | None:
+def _output(argv: List[str], timeout: float = 60) -> str:
+    """A command's stdout, "" when it cannot run or takes longer than ``timeout`` seconds (stdout=PIPE
+    and universal_newlines: capture_output and text= came with Python 3.7)."""
+    try:
+        res = subprocess.run(  # noqa: UP022 (capture_output: 3.7)
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,  # noqa: UP021 (text=: 3.7)
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return str(res.stdout)
+
+
+def _trt_from_trtexec(trtexec: Optional[str]) -> Optional[str]:
     if not trtexec:
         return None
-    try:
-        out = subprocess.run([trtexec, "--help"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    out = _output([trtexec, "--help"])
     m = re.search(r"\[TensorRT v(\d+)\]", out)
     return decode_trt_number(int(m.group(1))) if m else None
 
 
-def _trt_from_system() -> str | None:
+def _trt_from_system() -> Optional[str]:
     try:
         import tensorrt  # type: ignore[import-not-found]  # JetPack's system package
 
@@ -288,14 +304,13 @@ def _trt_from_system() -> str | None:
         pass
     if shutil.which("dpkg-query"):
         for pkg in ("libnvinfer-bin", "tensorrt", "libnvinfer10", "libnvinfer8"):
-            res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
-            m = re.match(r"(\d+\.\d+\.\d+)", res.stdout) if res.returncode == 0 else None
+            m = re.match(r"(\d+\.\d+\.\d+)", _output(["dpkg-query", "-W", "-f=${Version}", pkg]))
             if m:
                 return m.group(1)
     return None
 
 
-def _cuda(root: Path) -> str | None:
+def _cuda(root: Path) -> Optional[str]:
     text = _read(root / "usr/local/cuda/version.json")
     if text:
         try:
@@ -303,20 +318,21 @@ def _cuda(root: Path) -> str | None:
         except (ValueError, KeyError, TypeError):
             pass
     text = _read(root / "usr/local/cuda/version.txt")
-    if text and (m := re.search(r"CUDA Version (\d+\.\d+(?:\.\d+)?)", text)):
+    m = re.search(r"CUDA Version (\d+\.\d+(?:\.\d+)?)", text or "")
+    if m:
         return m.group(1)
     if root == Path("/"):
         nvcc = shutil.which("nvcc") or (
             "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None
         )
         if nvcc:
-            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
-            if m := re.search(r"release (\d+\.\d+)", out):
+            m = re.search(r"release (\d+\.\d+)", _output([nvcc, "--version"]))
+            if m:
                 return m.group(1)
     return None
 
 
-def detect_device(trtexec: str | None) -> dict[str, Any]:
+def detect_device(trtexec: Optional[str]) -> Dict[str, Any]:
     root = _root()
     model = _read(root / "proc/device-tree/model") or _read(root / "sys/firmware/devicetree/base/model")
     release = _read(root / "etc/nv_tegra_release")
@@ -345,7 +361,7 @@ def _board_key(name: str) -> str:
     return " ".join(text.split())
 
 
-def board_matches(expected: str | None, actual: str | None) -> bool:
+def board_matches(expected: Optional[str], actual: Optional[str]) -> bool:
     if not expected or not actual:
         return False
     return _board_key(expected) in _board_key(actual)
@@ -355,17 +371,17 @@ def version_matches(expected: str, actual: str) -> bool:
     return actual == expected or actual.startswith(expected + ".") or expected.startswith(actual + ".")
 
 
-def expected_tensorrt(manifest: dict[str, Any]) -> list[str]:
+def expected_tensorrt(manifest: Dict[str, Any]) -> List[str]:
     built = (manifest.get("tools") or {}).get("tensorrt")
     return [built] if built else list(manifest["target"].get("tensorrt") or [])
 
 
-def device_report(manifest: dict[str, Any], dev: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+def device_report(manifest: Dict[str, Any], dev: Dict[str, Any]) -> Tuple[List[str], List[str], List[str]]:
     """(ok lines, differences, fatal mismatches) between the bundle's target and this device."""
     target = manifest["target"]
-    ok: list[str] = []
-    differs: list[str] = []
-    fatal: list[str] = []
+    ok: List[str] = []
+    differs: List[str] = []
+    fatal: List[str] = []
     if target.get("kind") == "jetson":
         want = target.get("device_tree_model")
         if dev["board"] is None:
@@ -413,7 +429,7 @@ def device_report(manifest: dict[str, Any], dev: dict[str, Any]) -> tuple[list[s
 # ---------------------------------------------------------------- artifacts and engines
 
 
-def artifact(manifest: dict[str, Any], precision: str | None) -> dict[str, Any]:
+def artifact(manifest: Dict[str, Any], precision: Optional[str]) -> Dict[str, Any]:
     precision = precision or manifest.get("primary_precision")
     for art in manifest["artifacts"]:
         if art["precision"] == precision:
@@ -426,8 +442,9 @@ def artifact(manifest: dict[str, Any], precision: str | None) -> dict[str, Any]:
     raise BundleProblem(f"no {precision} artifact in this bundle (it has: {have})")
 
 
-def device_engine_path(bundle: Path, art: dict[str, Any]) -> Path:
-    stem = Path(art["model"]).name.removesuffix(".onnx")
+def device_engine_path(bundle: Path, art: Dict[str, Any]) -> Path:
+    name = Path(art["model"]).name
+    stem = name[: -len(".onnx")] if name.endswith(".onnx") else name
     return bundle / DEVICE_DIR / "engines" / f"{stem}.engine"
 
 
@@ -435,18 +452,18 @@ def trt_major(version: str) -> int:
     return int(version.split(".")[0])
 
 
-def trt_minor(version: str) -> tuple[int, int]:
+def trt_minor(version: str) -> Tuple[int, int]:
     major, minor = ([*version.split("."), "0"])[:2]
     return int(major), int(minor)
 
 
-def build_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+def build_settings(manifest: Dict[str, Any]) -> Dict[str, Any]:
     """How the bundle's engines were built (``manifest["build"]``): profiles and TF32; {} if unrecorded."""
     settings = manifest.get("build")
     return settings if isinstance(settings, dict) else {}
 
 
-def fp32_layers(bundle: Path, art: dict[str, Any]) -> list[str]:
+def fp32_layers(bundle: Path, art: Dict[str, Any]) -> List[str]:
     """Node names the precision plan keeps in fp32 (the layers edgedeploy pins on TensorRT 8.x)."""
     if not art.get("precision_plan"):
         return []
@@ -467,12 +484,12 @@ def fp32_layers(bundle: Path, art: dict[str, Any]) -> list[str]:
 
 
 def build_flags(
-    manifest: dict[str, Any],
-    art: dict[str, Any],
+    manifest: Dict[str, Any],
+    art: Dict[str, Any],
     trt: str,
-    workspace_mb: int | None,
-    layers_fp32: list[str] | None = None,
-) -> list[str]:
+    workspace_mb: Optional[int],
+    layers_fp32: Optional[List[str]] = None,
+) -> List[str]:
     """trtexec flags that build what ``edgedeploy build`` builds, for this TensorRT version.
 
     Same rules as edgedeploy's trt_plan: strongly typed from 10 (precision is in the graph); on 8.x
@@ -483,7 +500,7 @@ def build_flags(
     --layerPrecisions/--layerOutputTypes: there the fp32 layers are not pinned, and one line on
     stderr says so (verify.sh's gate then checks the accuracy).
     """
-    flags: list[str] = []
+    flags: List[str] = []
     precision = art["precision"]
     target = manifest["target"]
     if trt_major(trt) >= 10:
@@ -534,11 +551,11 @@ def manifest_path_placeholder(rel: str) -> str:
     return "{bundle}/" + rel
 
 
-def _dynamic_axes(spec: dict[str, Any]) -> list[int]:
+def _dynamic_axes(spec: Dict[str, Any]) -> List[int]:
     return [i for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)]
 
 
-def input_profiles(manifest: dict[str, Any], batch: int | None) -> list[dict[str, list[list[int]]]] | None:
+def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[List[Profile]]:
     """min/opt/max per input, per shape profile, for trtexec; None when every input is static.
 
     The bundle's recorded profiles (``build.profiles``) win, as edgedeploy built them; a ``batch``
@@ -553,7 +570,7 @@ def input_profiles(manifest: dict[str, Any], batch: int | None) -> list[dict[str
     if recorded:
         profiles = []
         for index, table in enumerate(recorded):
-            profile: dict[str, list[list[int]]] = {}
+            profile: Profile = {}
             for spec in inputs:
                 entry = table.get(spec["name"])
                 if entry is None:
@@ -587,13 +604,13 @@ def input_profiles(manifest: dict[str, Any], batch: int | None) -> list[dict[str
     return [profile]
 
 
-def input_profile(manifest: dict[str, Any], batch: int | None) -> dict[str, list[list[int]]] | None:
+def input_profile(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[Profile]:
     """The first of :func:`input_profiles` (the one trtexec runs unless told --useProfile)."""
     profiles = input_profiles(manifest, batch)
     return profiles[0] if profiles else None
 
 
-def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | None:
+def _io_shapes(manifest: Dict[str, Any], batch: int) -> Optional[Dict[str, List[int]]]:
     """Run shapes: each input's profile OPT shape with its batch axis set to ``batch``; None when static."""
     profile = input_profile(manifest, batch)
     if profile is None:
@@ -601,9 +618,7 @@ def _io_shapes(manifest: dict[str, Any], batch: int) -> dict[str, list[int]] | N
     return _shapes_in(manifest, profile, batch)
 
 
-def _shapes_in(
-    manifest: dict[str, Any], profile: dict[str, list[list[int]]], batch: int
-) -> dict[str, list[int]]:
+def _shapes_in(manifest: Dict[str, Any], profile: Profile, batch: int) -> Dict[str, List[int]]:
     shapes = {}
     for spec in manifest["io"]["inputs"]:
         opt = list(profile[spec["name"]][1])
@@ -614,8 +629,8 @@ def _shapes_in(
 
 
 def engine_profiles(
-    bundle: Path, manifest: dict[str, Any], engine: Path | None
-) -> list[dict[str, list[list[int]]]] | None:
+    bundle: Path, manifest: Dict[str, Any], engine: Optional[Path]
+) -> Optional[List[Profile]]:
     """The shape profiles an engine was built with: its sidecar's (what was really built), else the
     bundle's (as build_engine.sh builds them); None when every input is static."""
     if engine is not None:
@@ -633,11 +648,11 @@ TRTEXEC_PROFILES = (9, 0)  # --profile=N and --useProfile=N: sampleOptions.cpp f
 
 
 def batch_run(
-    manifest: dict[str, Any],
-    profiles: list[dict[str, list[list[int]]]] | None,
-    batch: int | None,
-    trt: str | None,
-) -> tuple[int, list[str]]:
+    manifest: Dict[str, Any],
+    profiles: Optional[List[Profile]],
+    batch: Optional[int],
+    trt: Optional[str],
+) -> Tuple[int, List[str]]:
     """The batch a timed run uses (``batch``, or a default that fits) and its trtexec flags
     (``--shapes`` and, past the first profile, ``--useProfile``); a batch no profile takes is
     refused in one line before anything runs.
@@ -655,7 +670,7 @@ def batch_run(
             )
         return (batch or (min(fixed) if fixed else 1)), []
 
-    def takes(profile: dict[str, list[list[int]]], size: int) -> bool:
+    def takes(profile: Profile, size: int) -> bool:
         return all(profile[s["name"]][0][0] <= size <= profile[s["name"]][2][0] for s in batched)
 
     if batch is None:
@@ -685,11 +700,11 @@ def batch_run(
     return batch, flags
 
 
-def shape_spec(shapes: dict[str, list[int]]) -> str:
+def shape_spec(shapes: Dict[str, List[int]]) -> str:
     return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
 
 
-def reference_path(bundle: Path, manifest: dict[str, Any], key: str) -> Path | None:
+def reference_path(bundle: Path, manifest: Dict[str, Any], key: str) -> Optional[Path]:
     """The reference file ``key`` (inputs, outputs), refused when it is not a file of this bundle."""
     rel = (manifest.get("reference") or {}).get(key)
     if not rel:
@@ -699,7 +714,7 @@ def reference_path(bundle: Path, manifest: dict[str, Any], key: str) -> Path | N
     return bundle / rel
 
 
-def reference_batch(bundle: Path, manifest: dict[str, Any]) -> int:
+def reference_batch(bundle: Path, manifest: Dict[str, Any]) -> int:
     path = reference_path(bundle, manifest, "inputs")
     if path is None:
         return 1
@@ -710,7 +725,7 @@ def reference_batch(bundle: Path, manifest: dict[str, Any]) -> int:
         return int(first.shape[0]) if first.ndim else 1
 
 
-def engine_key(bundle: Path, art: dict[str, Any], dev: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+def engine_key(bundle: Path, art: Dict[str, Any], dev: Dict[str, Any], flags: List[str]) -> Dict[str, Any]:
     return {
         "model": art["model"],
         "model_sha256": sha256_file(bundle / art["model"]),
@@ -722,8 +737,8 @@ def engine_key(bundle: Path, art: dict[str, Any], dev: dict[str, Any], flags: li
 
 
 def usable_engine(
-    bundle: Path, manifest: dict[str, Any], art: dict[str, Any], dev: dict[str, Any]
-) -> tuple[Path | None, str]:
+    bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], dev: Dict[str, Any]
+) -> Tuple[Optional[Path], str]:
     """The engine to run on this device and why, or None and why none fits."""
     if art["backend"] != "tensorrt" and not art.get("engine") and manifest["target"].get("kind") == "cpu":
         return None, "this artifact runs on ONNX Runtime: no engine needed"
@@ -856,7 +871,7 @@ def cache_code(trt: str) -> int:
     return major * 1000 + minor * 100 + patch if major < 10 else major * 10000 + minor * 100 + patch
 
 
-def check_cache_header(bundle: Path, manifest: dict[str, Any], art: dict[str, Any], trt: str) -> None:
+def check_cache_header(bundle: Path, manifest: Dict[str, Any], art: Dict[str, Any], trt: str) -> None:
     """Refuse a calibration cache whose ``TRT-<code>-<Algorithm>`` header is for another TensorRT
     than this device's: TensorRT ignores such a cache, and trtexec, which then has no calibration
     data, fails the build without naming the cache (docs/tensorrt-facts.md, trtexec).
@@ -885,7 +900,7 @@ def check_cache_header(bundle: Path, manifest: dict[str, Any], art: dict[str, An
         )
 
 
-def shape_flags(profiles: list[dict[str, list[list[int]]]] | None, trt: str) -> list[str]:
+def shape_flags(profiles: Optional[List[Profile]], trt: str) -> List[str]:
     """trtexec's build flags for the shape profiles.
 
     One profile: --minShapes/--optShapes/--maxShapes, on every release. Several: from TensorRT 9 each
@@ -896,7 +911,7 @@ def shape_flags(profiles: list[dict[str, list[list[int]]]] | None, trt: str) -> 
     if not profiles:
         return []
 
-    def three(profile: dict[str, list[list[int]]]) -> list[str]:
+    def three(profile: Profile) -> List[str]:
         return [
             f"--{which}Shapes={shape_spec({n: r[i] for n, r in profile.items()})}"
             for i, which in enumerate(("min", "opt", "max"))
@@ -913,7 +928,7 @@ def shape_flags(profiles: list[dict[str, list[list[int]]]] | None, trt: str) -> 
     return [flag for i, p in enumerate(profiles) for flag in (f"--profile={i}", *three(p))]
 
 
-def _max_batch(bundle: Path, manifest: dict[str, Any], asked: int | None) -> int | None:
+def _max_batch(bundle: Path, manifest: Dict[str, Any], asked: Optional[int]) -> Optional[int]:
     """--max-batch, else the reference batch when no profile was recorded (the profile rules otherwise)."""
     if asked or build_settings(manifest).get("profiles"):
         return asked
@@ -923,7 +938,7 @@ def _max_batch(bundle: Path, manifest: dict[str, Any], asked: int | None) -> int
 def cmd_edgedeploy_args(bundle: Path, args: argparse.Namespace) -> int:
     """``edgedeploy build`` options equal to the trtexec flags: the profile(s) and TF32, one per line."""
     manifest = load_manifest(bundle)
-    argv: list[str] = []
+    argv: List[str] = []
     profiles = input_profiles(manifest, _max_batch(bundle, manifest, args.max_batch))
     for profile in profiles or []:  # the profiles trtexec builds; an input named again starts the next
         for name, (lo, opt, hi) in profile.items():
@@ -958,7 +973,7 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
     engine = Path(args.engine)
     flags = list(args.flags or [])
     target = manifest["target"]
-    meta: dict[str, Any] = {}
+    meta: Dict[str, Any] = {}
     if args.from_sidecar:
         try:
             meta = json.loads(Path(args.from_sidecar).read_text())
@@ -1002,9 +1017,9 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _profiles_from_flags(flags: list[str]) -> list[dict[str, list[list[int]]]]:
+def _profiles_from_flags(flags: List[str]) -> List[Profile]:
     """The profiles trtexec built, from its shape flags (each ``--profile=N`` starts the next one)."""
-    groups: list[dict[str, dict[str, list[int]]]] = [{}]
+    groups: List[Dict[str, Dict[str, List[int]]]] = [{}]
     for flag in flags:
         key, _, value = flag.partition("=")
         if key == "--profile" and groups[-1]:
@@ -1021,7 +1036,7 @@ def _profiles_from_flags(flags: list[str]) -> list[dict[str, list[list[int]]]]:
     ]
 
 
-def input_dtypes(art: dict[str, Any]) -> dict[str, str]:
+def input_dtypes(art: Dict[str, Any]) -> Dict[str, str]:
     """The inputs the artifact's model declares in another dtype than the bundle's io (the manifest's
     ``input_dtypes``: float16 for an fp16 model built without kept io types)."""
     table = art.get("input_dtypes") or {}
@@ -1030,7 +1045,7 @@ def input_dtypes(art: dict[str, Any]) -> dict[str, str]:
     return {str(k): v for k, v in table.items()}
 
 
-def engine_input_dtype(dtype: str, trt: str | None) -> str:
+def engine_input_dtype(dtype: str, trt: Optional[str]) -> str:
     """The dtype of the engine input TensorRT's ONNX parser makes of a model input of ``dtype``.
 
     onnx-tensorrt's convertDtype (onnx2trt_utils.cpp at release/8.2-GA to 8.6-GA, importerUtils.cpp
@@ -1065,9 +1080,9 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     # input would be twice its size, refused; int64 bytes for TensorRT 8.x's int32 input would be
     # read in part, as garbage
     dtypes = input_dtypes(artifact(manifest, args.precision)) if args.precision else {}
-    device: dict[str, Any] = {}
+    device: Dict[str, Any] = {}
 
-    def trt() -> str | None:  # asked once, and only where an input or the profile needs it
+    def trt() -> Optional[str]:  # asked once, and only where an input or the profile needs it
         if not device:
             device.update(detect_device(args.trtexec))
         return device["tensorrt"]
@@ -1107,8 +1122,7 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
                 i
                 for i, p in enumerate(profiles)
                 if all(
-                    name not in p
-                    or all(a <= d <= b for a, d, b in zip(p[name][0], dims, p[name][2], strict=False))
+                    name not in p or all(a <= d <= b for a, d, b in zip(p[name][0], dims, p[name][2]))
                     for name, dims in shapes.items()
                 )
             ),
@@ -1129,7 +1143,7 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_flags(trt: str, *, cuda_graph: bool, data_transfers: bool, spin_wait: bool = True) -> list[str]:
+def run_flags(trt: str, *, cuda_graph: bool, data_transfers: bool, spin_wait: bool = True) -> List[str]:
     """trtexec flags that make a timed run what its JSON says, on this trtexec's defaults.
 
     trtexec 11 turned data transfers off, CUDA graphs on and spin wait on by default, and made
@@ -1179,7 +1193,7 @@ def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _reference_shapes(path: Path) -> dict[str, list[int]]:
+def _reference_shapes(path: Path) -> Dict[str, List[int]]:
     """The reference inputs' shapes, by name; {} without NumPy."""
     try:
         import numpy as np
@@ -1206,7 +1220,7 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
     # state[2, batch, 128] takes the batch there, which profile gives it from the other input's
     batch = {s["shape"][0] for s in inputs if s["shape"] and 0 in _dynamic_axes(s)} - {None, ""}
 
-    def batch_axes(spec: dict[str, Any]) -> set[int]:
+    def batch_axes(spec: Dict[str, Any]) -> Set[int]:
         return {a for a in _dynamic_axes(spec) if a == 0 or spec["shape"][a] in batch}
 
     dynamic_batch = any(batch_axes(s) for s in inputs)
@@ -1272,11 +1286,12 @@ def cmd_run_shapes(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--trtexec", default=None, help="trtexec path (TensorRT version fallback)")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub = parser.add_subparsers(dest="cmd")
+    sub.required = True  # add_subparsers(required=) came with Python 3.7
     p = sub.add_parser("get")
     p.add_argument("key")
     sub.add_parser("check-files")

@@ -1,7 +1,8 @@
 """A real bundle (edgedeploy.stages.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
 fake Jetson: fake nvpmodel, jetson_clocks, tegrastats, trtexec and edgedeploy on PATH (the fake
 edgedeploy's doctor reports no TensorRT unless FAKE_EDGEDEPLOY_TRT=1, so --tool auto picks trtexec)
-and a fake device tree under EDGEDEPLOY_ROOT."""
+and a fake device tree under EDGEDEPLOY_ROOT. The scripts run the helpers on python3 from PATH, or on
+EDGEDEPLOY_TEST_DEVICE_PYTHON when set (a board's 3.6 or 3.8 with NumPy: run the device tests on it)."""
 
 from __future__ import annotations
 
@@ -170,4 +171,6 @@ def device(tmp_path: Path) -> Device:
         env.pop(key, None)
     for key in ("FAKE_EDGEDEPLOY_TRT", "PYTHON"):
         env.pop(key, None)
+    if os.environ.get("EDGEDEPLOY_TEST_DEVICE_PYTHON"):  # the scripts' $PYTHON: e.g. a 3.6 with NumPy
+        env["PYTHON"] = os.environ["EDGEDEPLOY_TEST_DEVICE_PYTHON"]
     return Device(root=root, log=log, env=env)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Device, make_dense_bundle
 
 from edgedeploy.device import device_files
 
@@ -160,14 +161,6 @@ def device_python() -> list[Path]:
     return sorted(p for p in DEVICE.glob("*.py") if p.name != "__init__.py")
 
 
-def _expected(path: Path) -> object:
-    if path.name == "bundle_helper.py":  # bundle_helper.py: fixed in a separate change
-        return pytest.param(
-            path, id=path.name, marks=pytest.mark.xfail(strict=True, reason="separate change")
-        )
-    return pytest.param(path, id=path.name)
-
-
 def test_every_device_python_file_is_copied_into_bundles() -> None:
     shipped = {p.name for p in device_files()}
     assert {p.name for p in device_python()} <= shipped
@@ -204,7 +197,7 @@ def test_the_checker_finds_what_python_3_6_lacks() -> None:
     assert py36_problems(good) == []
 
 
-@pytest.mark.parametrize("path", [_expected(p) for p in device_python()])
+@pytest.mark.parametrize("path", device_python(), ids=lambda p: p.name)
 def test_device_python_file_runs_on_python_3_6(path: Path) -> None:
     assert py36_problems(path.read_text()) == []
 
@@ -257,12 +250,7 @@ def _run(python: str, *args: str, **kwargs: object) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize("path", device_python(), ids=lambda p: p.name)
-def test_device_python_file_compiles_on_the_old_python(
-    old_python: str, path: Path, request: pytest.FixtureRequest
-) -> None:
-    if path.name == "bundle_helper.py" and request.node.callspec.params["old_python"] == "3.6":
-        # bundle_helper.py: fixed in a separate change
-        request.applymarker(pytest.mark.xfail(strict=True, reason="separate change"))
+def test_device_python_file_compiles_on_the_old_python(old_python: str, path: Path) -> None:
     res = _run(
         old_python, "-c", "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')", str(path)
     )
@@ -371,3 +359,63 @@ def test_verify_outputs_runs_on_the_old_python(old_python: str, bundle: Path, tm
     exported.write_text(json.dumps([{**o, "values": [v + 1.0 for v in o["values"]]} for o in outputs]))
     res = _run(old_python, helper, "--bundle", str(bundle), "--trtexec-json", str(exported), env=env)
     assert res.returncode == 1 and "accuracy: FAIL" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def profile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle whose shape profile is recorded: building its engine needs no NumPy (the reference
+    batch is read from the reference inputs only when no profile is recorded)."""
+    profile = {"input": {"min": [1, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}
+    work = tmp_path_factory.mktemp("profile-bundle")
+    return make_dense_bundle(work, batch=4, build={"profiles": [profile]})
+
+
+def test_bundle_helper_runs_on_the_old_python(
+    old_python: str, profile_bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """The scripts' main paths with $PYTHON the old interpreter: setup.sh (check-device), build_engine.sh
+    (engine-path, engine, build-args, write-sidecar), again up to date, benchmark.sh (run-shapes,
+    run-flags), and the helper's other subcommands; verify.sh and ref-inputs where it has NumPy."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(profile_bundle, bundle)
+    env = {k: v for k, v in device.env.items() if k != "PYTHONPATH"}
+    env["PYTHON"] = old_python
+    device.env = env
+    scripts = bundle / "scripts"
+    res = device.run(scripts / "setup.sh", "--strict")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok       board: NVIDIA Jetson Orin Nano Developer Kit" in res.stdout
+    assert "ok       TensorRT: 10.3.0" in res.stdout
+    res = device.run(scripts / "build_engine.sh")
+    assert res.returncode == 0, res.stdout + res.stderr
+    sidecar = json.loads((bundle / "device/engines/dense.fp16.engine.json").read_text())
+    assert sidecar["tensorrt"] == "10.3.0" and sidecar["plan"]["profiles"][0]["input"][2] == [8, 1, 8, 8]
+    res = device.run(scripts / "build_engine.sh")
+    assert res.returncode == 0 and "up to date" in res.stdout, res.stdout + res.stderr
+    out = tmp_path / "bench.json"
+    res = device.run(scripts / "benchmark.sh", "--duration", "0.2", "--warmup", "0", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads(out.read_text())["latency_ms"]["p99_ms"] == 0.80
+
+    def helper(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(scripts / "bundle_helper.py"), "--bundle", str(bundle), *args]
+        return _run(old_python, *argv, env=env)
+
+    res = helper("check-files")
+    assert res.returncode == 0 and "match their sha256" in res.stdout, res.stderr
+    assert helper("get", "target.name").stdout.strip() == "jetson-orin-nano"
+    assert helper("shapes", "--batch", "2").stdout.strip() == "input:2x1x8x8"
+    res = helper("run-shapes", "--batch", "9")
+    assert res.returncode == 2 and "outside the engine's shape profile" in res.stderr, res.stderr
+    report = tmp_path / "doctor.json"
+    checks = [{"name": name, "ok": True, "detail": ""} for name in ("tensorrt", "pycuda", "gpu")]
+    report.write_text(json.dumps(checks))
+    assert helper("edgedeploy-usable", str(report)).stdout.strip() == "yes"
+    res = helper("get")  # no key: argparse's usage error, not a traceback
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    if _run(old_python, "-c", "import numpy", env=env).returncode != 0:
+        res = helper("ref-inputs", "--out", str(tmp_path / "ref"))
+        assert res.returncode == 2 and "numpy is needed" in res.stderr, res.stderr
+        pytest.skip(f"{old_python} has no numpy: verify.sh and ref-inputs ran up to their numpy check")
+    res = device.run(scripts / "verify.sh")
+    assert res.returncode == 0 and "accuracy: pass" in res.stdout, res.stdout + res.stderr
