@@ -173,4 +173,6 @@ def device(tmp_path: Path) -> Device:
         env.pop(key, None)
     if os.environ.get("EDGEDEPLOY_TEST_DEVICE_PYTHON"):  # the scripts' $PYTHON: e.g. a 3.6 with NumPy
         env["PYTHON"] = os.environ["EDGEDEPLOY_TEST_DEVICE_PYTHON"]
+        # as on a board, without edgedeploy on its path (tegrastats_power.py would import this one's)
+        env.pop("PYTHONPATH", None)
     return Device(root=root, log=log, env=env)
