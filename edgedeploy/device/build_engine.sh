@@ -17,7 +17,8 @@ doctor` says so), else with trtexec and the equivalent flags
 before TensorRT 8.4 cannot keep fp32 layers and says so). A calibration cache written for another
 TensorRT version is refused (TensorRT would ignore it). The
 engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.
-Skips the build when an engine for this TensorRT version, board and model already exists, unless
+Skips the build when an engine for this TensorRT version, board, GPU compute capability and model
+already exists (a bundled engine only when it is for this GPU's compute capability), unless
 --max-batch or --workspace-mb asks for another build (the existing engine may have been built with
 other ones: it is replaced when the new build succeeds).
 The engine is built under a temporary name and renamed: a failed build never replaces a good one.
@@ -100,5 +101,7 @@ else
 fi
 
 mv -f "$TMP" "$ENGINE"
-helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" "${FROM[@]}" -- "${FLAGS[@]}"
+# the sidecar records the GPU the build log names (trtexec prints it), not the target's
+helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" --log "$LOG" "${FROM[@]}" -- \
+    "${FLAGS[@]}"
 note "engine: $ENGINE"

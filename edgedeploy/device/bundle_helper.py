@@ -332,7 +332,66 @@ def _cuda(root: Path) -> Optional[str]:
     return None
 
 
-def detect_device(trtexec: Optional[str]) -> Dict[str, Any]:
+# A Jetson module's GPU compute capability, by a word of its device-tree model (the targets'
+# device_tree_model; docs/tensorrt-facts.md, "Jetson modules and GPUs"), first match wins. Thor's is
+# 11.0 from CUDA 13 on, 10.1 before.
+JETSON_COMPUTE_CAPABILITY = (
+    ("thor", "11.0"),
+    ("orin", "8.7"),
+    ("xavier", "7.2"),
+    ("jetson-agx", "7.2"),  # AGX Xavier's model
+    ("tx2", "6.2"),
+    ("quill", "6.2"),  # TX2's model
+    ("nano", "5.3"),
+    ("tx1", "5.3"),
+)
+
+
+def board_compute_capability(board: Optional[str], cuda: Optional[str]) -> Optional[str]:
+    """The compute capability of a Jetson board's GPU (None for a model not in the table)."""
+    text = (board or "").lower()
+    for word, cc in JETSON_COMPUTE_CAPABILITY:
+        if word in text:
+            if word == "thor" and cuda and int(cuda.split(".")[0]) < 13:
+                return "10.1"
+            return cc
+    return None
+
+
+NVIDIA_SMI_GPU = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+
+
+def nvidia_smi_gpu() -> Tuple[Optional[str], Optional[str]]:
+    """(name, compute capability) of the first GPU nvidia-smi lists; None for what it does not say
+    (no driver, or a driver before compute_cap: docs/tensorrt-facts.md, trtexec)."""
+    if not shutil.which(NVIDIA_SMI_GPU[0]):
+        return None, None
+    first = (_output(NVIDIA_SMI_GPU, timeout=30).splitlines() or [""])[0]
+    m = re.match(r"^\s*(.+?)\s*,\s*(\d+\.\d+)\s*(?:,|$)", first)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def detect_gpu(dev: Dict[str, Any]) -> Dict[str, Any]:
+    """``dev`` with this device's GPU: ``gpu_name`` and ``compute_capability``, the board's on a Jetson,
+    nvidia-smi's elsewhere; None where neither says."""
+    cc = board_compute_capability(dev["board"], dev["cuda"])
+    name = None
+    if cc is None:
+        name, cc = nvidia_smi_gpu()
+    return dict(dev, gpu_name=name, compute_capability=cc)
+
+
+def gpu_from_log(text: str) -> Tuple[Optional[str], Optional[str]]:
+    """(name, compute capability) trtexec printed in its device information ("Selected Device: NAME",
+    "Compute Capability: X.Y": samples/common/sampleDevice.cpp; docs/tensorrt-facts.md, trtexec)."""
+    name = re.search(r"\bSelected Device: *(\S[^\r\n]*?) *$", text, flags=re.M)
+    cc = re.search(r"\bCompute Capability: *(\d+\.\d+) *$", text, flags=re.M)
+    return (name.group(1) if name else None), (cc.group(1) if cc else None)
+
+
+def detect_device(trtexec: Optional[str], gpu: bool = False) -> Dict[str, Any]:
+    """The board, L4T/JetPack, CUDA and TensorRT here; with ``gpu``, its GPU too (:func:`detect_gpu`,
+    which may run nvidia-smi)."""
     root = _root()
     model = _read(root / "proc/device-tree/model") or _read(root / "sys/firmware/devicetree/base/model")
     release = _read(root / "etc/nv_tegra_release")
@@ -343,7 +402,7 @@ def detect_device(trtexec: Optional[str]) -> Dict[str, Any]:
         or (_trt_from_system() if root == Path("/") else None)
         or _trt_from_trtexec(trtexec)
     )
-    return {
+    dev = {
         "board": model,
         "l4t": l4t,
         "jetpack": jetpack,
@@ -352,6 +411,7 @@ def detect_device(trtexec: Optional[str]) -> Dict[str, Any]:
         "tensorrt": trt,
         "trtexec": trtexec,
     }
+    return detect_gpu(dev) if gpu else dev
 
 
 def _board_key(name: str) -> str:
@@ -376,8 +436,13 @@ def expected_tensorrt(manifest: Dict[str, Any]) -> List[str]:
     return [built] if built else list(manifest["target"].get("tensorrt") or [])
 
 
-def device_report(manifest: Dict[str, Any], dev: Dict[str, Any]) -> Tuple[List[str], List[str], List[str]]:
-    """(ok lines, differences, fatal mismatches) between the bundle's target and this device."""
+def device_report(
+    manifest: Dict[str, Any], dev: Dict[str, Any], strict: bool = False
+) -> Tuple[List[str], List[str], List[str]]:
+    """(ok lines, differences, fatal mismatches) between the bundle's target and this device.
+
+    A desktop target's GPU of another compute capability is a difference (the engine is built here
+    for this GPU, and times as this GPU does), a mismatch with ``strict``."""
     target = manifest["target"]
     ok: List[str] = []
     differs: List[str] = []
@@ -412,6 +477,21 @@ def device_report(manifest: Dict[str, Any], dev: Dict[str, Any]) -> Tuple[List[s
             differs.append("CUDA: not found (/usr/local/cuda)")
     else:
         ok.append(f"target {target['name']} is a {target.get('kind')} target: board checks skipped")
+    if target.get("kind") == "desktop":
+        want_cc, cc = target.get("compute_capability"), dev.get("compute_capability")
+        gpu = f"{dev.get('gpu_name') or 'GPU'} (compute capability {cc})"
+        if cc is None:
+            differs.append(
+                f"GPU: not found (nvidia-smi --query-gpu=name,compute_cap); the bundle is for "
+                f"{target['name']} (compute capability {want_cc})"
+            )
+        elif cc == want_cc:
+            ok.append(f"GPU: {gpu}, target {target['name']}")
+        else:
+            (fatal if strict else differs).append(
+                f"GPU: this is {gpu}, the bundle is for {target['name']} (compute capability {want_cc}): "
+                "engines are built here for this GPU, and its timings are not the target's"
+            )
     if target.get("kind") in ("jetson", "desktop"):
         want_trt = expected_tensorrt(manifest)
         if dev["tensorrt"] is None:
@@ -753,11 +833,17 @@ def usable_engine(
             meta.get("model_sha256") == sha256_file(bundle / art["model"])
             and meta.get("tensorrt") == dev["tensorrt"]
             and meta.get("board") == dev["board"]
+            and not cc_differs(meta.get("compute_capability"), dev)
             and meta.get("engine_sha256") == sha256_file(built)
         ):
             return built, f"engine built on this device: {built.relative_to(bundle)}"
+    target = manifest["target"]
+    if art.get("engine") and dev["tensorrt"] and cc_differs(target.get("compute_capability"), dev):
+        return None, (
+            f"the bundled engine {art['engine']} is for compute capability {target.get('compute_capability')}"
+            f" ({target['name']}), this GPU has {dev['compute_capability']}: no engine for this device"
+        )
     if art.get("engine") and dev["tensorrt"]:
-        target = manifest["target"]
         same_trt = any(
             version_matches(v, dev["tensorrt"])
             for v in expected_tensorrt(manifest)
@@ -770,8 +856,16 @@ def usable_engine(
             why = f"bundled engine {art['engine']} matches TensorRT {dev['tensorrt']}"
             return bundle / art["engine"], why
     trt, board = dev["tensorrt"] or "not found", dev["board"] or "unknown"
-    why = f"no engine for this device (TensorRT {trt}, board {board})"
+    cc = dev.get("compute_capability") or "unknown"
+    why = f"no engine for this device (TensorRT {trt}, board {board}, compute capability {cc})"
     return None, why
+
+
+def cc_differs(recorded: Optional[str], dev: Dict[str, Any]) -> bool:
+    """An engine recorded for a compute capability (or for an unknown one) other than this device's GPU's;
+    False when this device's is unknown (nothing to compare with)."""
+    here = dev.get("compute_capability")
+    return bool(here) and recorded != here
 
 
 # ---------------------------------------------------------------- commands
@@ -808,8 +902,8 @@ def cmd_check_files(bundle: Path, args: argparse.Namespace) -> int:
 
 def cmd_check_device(bundle: Path, args: argparse.Namespace) -> int:
     manifest = load_manifest(bundle)
-    dev = detect_device(args.trtexec)
-    ok, differs, fatal = device_report(manifest, dev)
+    dev = detect_device(args.trtexec, gpu=True)
+    ok, differs, fatal = device_report(manifest, dev, strict=args.strict)
     for line in ok:
         print(f"  ok       {line}")
     for line in differs:
@@ -833,7 +927,7 @@ def cmd_check_device(bundle: Path, args: argparse.Namespace) -> int:
 def cmd_engine(bundle: Path, args: argparse.Namespace) -> int:
     manifest = load_manifest(bundle)
     art = artifact(manifest, args.precision)
-    dev = detect_device(args.trtexec)
+    dev = detect_device(args.trtexec, gpu=True)
     engine, why = usable_engine(bundle, manifest, art, dev)
     if engine is None:
         print(why, file=sys.stderr)
@@ -966,10 +1060,17 @@ SIDECAR_FORMAT = "edgedeploy.engine/1"  # edgedeploy/backends/trt_sidecar.py rea
 
 def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
     """The engine's sidecar in edgedeploy's format (so `edgedeploy compare`/`profile` load the engine)
-    plus this device's keys; ``--from`` merges the sidecar `edgedeploy build` wrote."""
+    plus this device's keys; ``--from`` merges the sidecar `edgedeploy build` wrote.
+
+    The GPU is the one the engine was built on: the name and compute capability trtexec printed in
+    the build log (``--log``), else this device's (:func:`detect_gpu`), else "unknown"; never the
+    target's nominal one (an engine loads only on the compute capability it was built for)."""
     manifest = load_manifest(bundle)
     art = artifact(manifest, args.precision)
-    dev = detect_device(args.trtexec)
+    dev = detect_device(args.trtexec, gpu=True)
+    logged = gpu_from_log((_read(Path(args.log)) or "") if args.log else "")
+    gpu_name = logged[0] or dev["gpu_name"]
+    compute_capability = logged[1] or dev["compute_capability"] or "unknown"
     engine = Path(args.engine)
     flags = list(args.flags or [])
     target = manifest["target"]
@@ -989,8 +1090,8 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
             "target": target["name"],
             "precision": art["precision"],
             "tensorrt": dev["tensorrt"],
-            "gpu_name": None,  # trtexec does not say; the compute capability is the target's
-            "compute_capability": target.get("compute_capability"),
+            "gpu_name": gpu_name,
+            "compute_capability": compute_capability,
             "cuda_driver": None,
             "jetson_model": dev["board"],
             "l4t_release": dev["l4t"],
@@ -1011,6 +1112,8 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
                 "model": {"path": str(bundle / art["model"]), "sha256": sha256_file(bundle / art["model"])}
             },
         }
+    if not meta.get("compute_capability"):  # edgedeploy's sidecar records the GPU it built on
+        meta.update(gpu_name=meta.get("gpu_name") or gpu_name, compute_capability=compute_capability)
     meta.update(engine_key(bundle, art, dev, flags))
     meta.update(engine_sha256=sha256_file(engine), tool=args.tool, target=target["name"])
     atomic_write(engine.with_name(engine.name + ".json"), json.dumps(meta, indent=2) + "\n")
@@ -1308,6 +1411,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.add_argument("--engine", required=True)
             p.add_argument("--tool", default="trtexec")
             p.add_argument("--from", dest="from_sidecar", help="the sidecar edgedeploy build wrote")
+            p.add_argument("--log", help="the build's log (trtexec prints the GPU it built on there)")
             p.add_argument("flags", nargs="*")
     p = sub.add_parser("ref-inputs")
     p.add_argument("--out", required=True)

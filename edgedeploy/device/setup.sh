@@ -10,14 +10,16 @@ usage() {
 Usage: setup.sh [--power-mode [NAME]] [--pin-clocks] [--restore] [--strict]
 
 Checks the board (/proc/device-tree/model or /etc/nv_tegra_release), JetPack/L4T, CUDA and
-TensorRT against the bundle's target and says what differs.
+TensorRT against the bundle's target and says what differs; for a desktop target, the GPU's
+compute capability (nvidia-smi) too.
 
   --power-mode [NAME]  set the nvpmodel mode NAME from the target profile (default: the
                        target's default_power_mode)
   --pin-clocks         pin clocks with jetson_clocks (stores the current ones first)
   --restore            restore what --pin-clocks and --power-mode saved (clocks, power mode or both)
-  --strict             exit 2 when JetPack, CUDA or TensorRT differ, not only the board
-Exit: 0 matches, 2 another board (or versions differ with --strict).
+  --strict             exit 2 when JetPack, CUDA or TensorRT differ, not only the board, and when
+                       a desktop GPU's compute capability is not the target's
+Exit: 0 matches, 2 another board (or versions or the desktop GPU differ with --strict).
 USAGE
 }
 

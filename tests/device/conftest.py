@@ -1,5 +1,5 @@
 """A real bundle (edgedeploy.stages.bundle.make_bundle) of a tiny dense model for jetson-orin-nano, plus a
-fake Jetson: fake nvpmodel, jetson_clocks, tegrastats, trtexec and edgedeploy on PATH (the fake
+fake Jetson: fake nvpmodel, jetson_clocks, tegrastats, trtexec, nvidia-smi and edgedeploy on PATH (the fake
 edgedeploy's doctor reports no TensorRT unless FAKE_EDGEDEPLOY_TRT=1, so --tool auto picks trtexec)
 and a fake device tree under EDGEDEPLOY_ROOT. The scripts run the helpers on python3 from PATH, or on
 EDGEDEPLOY_TEST_DEVICE_PYTHON when set (a board's 3.6 or 3.8 with NumPy: run the device tests on it)."""
@@ -69,8 +69,10 @@ def make_dense_bundle(
     precision_plan: dict[str, Any] | None = None,
     build: dict[str, Any] | None = None,
     target: str = "jetson-orin-nano",
+    engine_tensorrt: str | None = None,
 ) -> Path:
-    """A ``target`` bundle of the dense model (fp32 and fp16), reference batch ``batch``."""
+    """A ``target`` bundle of the dense model (fp32 and fp16), reference batch ``batch``; with
+    ``engine_tensorrt``, the fp16 artifact carries a (fake trtexec) engine built with that TensorRT."""
     fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
     onnx.save(dense_model(False), fp32)
     onnx.save(dense_model(True), fp16)
@@ -80,6 +82,10 @@ def make_dense_bundle(
         plan.write_text(json.dumps(precision_plan))
     x = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
     (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    engine = None
+    if engine_tensorrt:
+        engine = work / "dense.fp16.engine"
+        engine.write_text(json.dumps({"fake_plan": True, "onnx": str(fp16.resolve())}))
     out = work / "out" / "dense-orin-nano"
     make_bundle(
         out,
@@ -91,13 +97,16 @@ def make_dense_bundle(
         outputs=[TensorSpec("logits", ("batch", 10), "float32")],
         artifacts=[
             BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
-            BundleArtifact("fp16", "tensorrt", fp16, precision_plan=plan, compare={"passed": True}),
+            BundleArtifact(
+                "fp16", "tensorrt", fp16, engine=engine, precision_plan=plan, compare={"passed": True}
+            ),
         ],
         gates={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.999, "min_top1": 0.99},
         reference_inputs={"input": x},
         reference_outputs={"logits": y},
         primary="fp16",
         build=build,
+        tools={"tensorrt": engine_tensorrt} if engine_tensorrt else None,
     )
     return out
 
@@ -167,7 +176,8 @@ def device(tmp_path: Path) -> Device:
     path = os.pathsep.join([str(FAKES), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "PATH": path, "EDGEDEPLOY_ROOT": str(root), "FAKE_LOG": str(log)}
     fakes_env = ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC")
-    for key in (*fakes_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES"):
+    gpu_env = ("FAKE_GPU_NAME", "FAKE_GPU_CC", "FAKE_TRTEXEC_NO_DEVICE", "FAKE_NVIDIA_SMI_FAIL")
+    for key in (*fakes_env, *gpu_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES"):
         env.pop(key, None)
     for key in ("FAKE_EDGEDEPLOY_TRT", "PYTHON"):
         env.pop(key, None)

@@ -290,6 +290,7 @@ def test_trtexec_8_2_builds_without_the_layer_precision_flags_it_lacks_and_says_
         tmp_path / "src", batch=4, precision_plan={"fp32_nodes": ["head/Gemm"]}, target="jetson-nano"
     )
     device.set_board(model=NANO, release=R32, cuda="10.2.300")
+    device.env.update(FAKE_GPU_NAME="NVIDIA Tegra X1", FAKE_GPU_CC="5.3")  # the Nano's GPU, as trtexec says
     res = device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION="8201")
     assert res.returncode == 0, res.stdout + res.stderr
     argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
