@@ -45,8 +45,6 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-# a command as one line that pastes back into a shell (paths with blanks, quotes, ...)
-quoted() { local line; printf -v line '%q ' "$@"; printf '%s' "${line% }"; }
 
 # --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
 # fail on it) nor any existing file that is not an earlier results JSON (of benchmark.sh, or of

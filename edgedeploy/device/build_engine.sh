@@ -70,14 +70,15 @@ trap cleanup EXIT
 # with the calibration cache beside it for TensorRT 8.x) and the bundle's shape profile and TF32
 # setting, the same ones the trtexec path below passes: both paths build the same engine.
 if use_edgedeploy "$TOOL"; then
-    note "building with edgedeploy build (log: $LOG)"
     OUT_DIR="$(dirname "$TMP")/.build.$$"
     ED_TEXT="$(helper edgedeploy-args --precision "$PRECISION" "${MAXBATCH[@]}")" || exit 2
     ED_ARGS=()
     [ -n "$ED_TEXT" ] && mapfile -t ED_ARGS <<<"$ED_TEXT"
-    if ! edgedeploy build "$(helper model --precision "$PRECISION")" --backend tensorrt "${WORKSPACE[@]}" \
-            --target "$(manifest_get target.name)" --precision "$PRECISION" -o "$OUT_DIR" "${ED_ARGS[@]}" \
-            --timing-cache "$DEVICE_DIR/timing.cache" >"$LOG" 2>&1; then
+    MODEL="$(helper model --precision "$PRECISION")" || exit 2
+    BUILD=(edgedeploy build "$MODEL" --backend tensorrt "${WORKSPACE[@]}" --target "$(manifest_get target.name)"
+        --precision "$PRECISION" -o "$OUT_DIR" "${ED_ARGS[@]}" --timing-cache "$DEVICE_DIR/timing.cache")
+    note "building with $(quoted "${BUILD[@]}") (log: $LOG)"
+    if ! "${BUILD[@]}" >"$LOG" 2>&1; then
         rm -rf "$OUT_DIR"
         EXIT_CODE=1 die "edgedeploy build failed (see $LOG); the previous engine, if any, is unchanged"
     fi
@@ -92,8 +93,7 @@ else
     mapfile -t FLAGS <<<"$ARGS_TEXT"
     USED=trtexec
     CACHE="$DEVICE_DIR/timing.cache"
-    printf -v SHOWN '%q ' "$TRT" "${FLAGS[@]}"   # pastes back into a shell (paths with blanks)
-    note "building with ${SHOWN% } (log: $LOG)"
+    note "building with $(quoted "$TRT" "${FLAGS[@]}") (log: $LOG)"  # pastes back into a shell
     if ! "$TRT" "${FLAGS[@]}" --saveEngine="$TMP" --timingCacheFile="$CACHE" >"$LOG" 2>&1 || [ ! -s "$TMP" ]; then
         tail -n 5 "$LOG" >&2 || true
         EXIT_CODE=1 die "trtexec build failed (see $LOG); the previous engine, if any, is unchanged"

@@ -9,6 +9,8 @@ PYTHON="${PYTHON:-python3}"
 
 die() { echo "error: $*" >&2; exit "${EXIT_CODE:-2}"; }
 note() { echo "==> $*"; }
+# a command as one line that pastes back into a shell (paths with blanks, quotes, ...)
+quoted() { local line; printf -v line '%q ' "$@"; printf '%s' "${line% }"; }
 
 # Usage errors exit 2 (1 means "accuracy or run failed"): `need_value "$@"` before reading "$2".
 need_value() {

@@ -351,6 +351,15 @@ def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
     line = next(ln for ln in res.stdout.splitlines() if "--loadEngine=" in ln)
     args = shlex.split(line.removeprefix("==> "))
     assert f"--loadEngine={moved}/device/engines/dense.fp16.engine" in args
+    # build_engine.sh's edgedeploy build line (it said "building with edgedeploy build" and no more)
+    res = device.run(
+        script(moved, "build_engine.sh"), "--tool", "edgedeploy", "--force", FAKE_EDGEDEPLOY_TRT="1"
+    )
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("==> building with "))
+    args = shlex.split(line.removeprefix("==> building with ").split(" (log: ")[0])
+    assert args[:3] == ["edgedeploy", "build", f"{moved}/models/dense.fp16.onnx"], line
+    assert args[args.index("-o") + 1].startswith(f"{moved}/device/engines/") and "--timing-cache" in args
 
 
 def test_benchmark_tool_edgedeploy_missing_exits_2_with_one_line(
