@@ -18,7 +18,7 @@ from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.emulate import is_fp16_model
+from edgedeploy.stages.precision.emulate import is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import make_int8
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
 from edgedeploy.targets import Target
@@ -39,26 +39,14 @@ def artifact_name(model: Path, precision: str) -> str:
     return f"{stem}.{precision}.onnx"
 
 
-# Ops of a model that is already quantized: Q/DQ, QLinear* kernels, dynamic quantization.
-QUANTIZED_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm"}
-)
-
-
 Q_DQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def _is_quantized_op(op_type: str) -> bool:
-    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
-
-
 def precision_of_model(model: Path) -> str:
-    """What a model already is: int8 (Q/DQ nodes), fp16 (fp16 weights or Casts) or fp32."""
+    """What a model already is: int8 (integer ops), fp16 (fp16 weights) or fp32, as profile and compare
+    record it (:func:`edgedeploy.stages.precision.emulate.onnx_precision`)."""
 
-    graph_model = load_onnx(model, load_external_data=False)
-    if any(_is_quantized_op(n.op_type) for n in graph_model.graph.node):
-        return "int8"
-    return "fp16" if is_fp16_model(graph_model) else "fp32"
+    return onnx_precision(load_onnx(model, load_external_data=False))
 
 
 def check_int8_for_target(model: Path, target: Target) -> None:
@@ -69,7 +57,7 @@ def check_int8_for_target(model: Path, target: Target) -> None:
     if not target.is_gpu:
         return
     proto = load_onnx(model, load_external_data=False)
-    fused = sorted({n.op_type for n in proto.graph.node if _is_quantized_op(n.op_type)} - Q_DQ)
+    fused = sorted({n.op_type for n in proto.graph.node if is_integer_op(n.op_type)} - Q_DQ)
     if fused:
         raise InputError(
             f"{model.name} holds ONNX Runtime's integer ops ({', '.join(fused)}), which TensorRT does not "

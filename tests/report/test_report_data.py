@@ -341,7 +341,8 @@ def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(t
     qdq = helper.make_graph(nodes, "qdq", [x], [y], initializer=[scale])
     plain = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "plain", [x], [y])
     down = helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16)
-    half = helper.make_graph([down, helper.make_node("Cast", ["h"], ["y"], to=1)], "half", [x], [y])
+    relu = helper.make_node("Relu", ["h"], ["r"])  # computes in float16 (a Cast pair alone does not)
+    half = helper.make_graph([down, relu, helper.make_node("Cast", ["r"], ["y"], to=1)], "half", [x], [y])
     assert [onnx_precision(helper.make_model(g)) for g in (qdq, plain, half)] == ["int8", "fp32", "fp16"]
     model = tmp_path / "m.quant.onnx"
     onnx.save(helper.make_model(qdq, opset_imports=[helper.make_opsetid("", 17)]), model)

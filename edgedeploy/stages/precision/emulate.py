@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.graphs import copy_without_initializers, infer_shapes_light
+from calibration.graphs import all_nodes, copy_without_initializers, infer_shapes_light, subgraphs
 from calibration.observers import in_memory_stub
 from edgedeploy.stages.precision.fp16 import (
     HALF_INF_BITS,
@@ -58,20 +58,21 @@ def round_weight(
 
 
 def float_names(model: onnx.ModelProto) -> set[str]:
-    """Float tensors of the main graph (inferred types, initializers and inputs)."""
+    """Float tensors of the main graph to round (inferred types, initializers and inputs): float32 and
+    float64 ones. A float16 tensor (an fp32 model's fp16 input, output or Cast) holds fp16 values
+    already, and a Cast pair ending in float32 would retype it (ONNX Runtime refused the emulation)."""
     try:
         inferred = infer_shapes_light(model)
     except Exception:  # a model over 2 GB: keep what the file declares
         inferred = model
     g = inferred.graph
-    names = {
-        vi.name for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type in FLOAT_TYPES
-    }
-    names.update(i.name for i in model.graph.initializer if i.data_type in FLOAT_TYPES)
+    wide = (TensorProto.FLOAT, TensorProto.DOUBLE)
+    names = {vi.name for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type in wide}
+    names.update(i.name for i in model.graph.initializer if i.data_type in wide)
     for node in g.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type in FLOAT_TYPES:
+                if attr.name == "value" and attr.t.data_type in wide:
                     names.update(node.output)
     return names
 
@@ -354,31 +355,131 @@ def _drop_unused_initializers(graph: onnx.GraphProto, candidates: list[str]) -> 
             del graph.initializer[index]
 
 
-def is_fp16_model(model: onnx.ModelProto) -> bool:
-    """True for a converted fp16 model: fp16 weights or Casts to float16 in the main graph."""
-    if any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer):
+# ops a weight may pass through on its way to the node that computes with it (input 0 is the data):
+# its values unchanged, in the type of the last Cast
+WEIGHT_PATH_OPS = frozenset({"Cast", "Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+SHAPE_OPS = frozenset({"Shape", "Size"})  # read a weight's shape, not its values
+CASTS = frozenset({"Cast", "CastLike"})
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in it (If/Loop/Scan bodies)."""
+    found = [graph]
+    for node in graph.node:
+        for sub in subgraphs(node):
+            found.extend(_graphs(sub))
+    return found
+
+
+def _float_weights(model: onnx.ModelProto) -> dict[str, int]:
+    """The data type of each float weight by name: initializers of every graph and the ``value`` of
+    Constant nodes."""
+    found: dict[str, int] = {}
+    for graph in _graphs(model.graph):
+        tensors = [(t.name, t) for t in graph.initializer]
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                tensors += [(node.output[0], a.t) for a in node.attribute if a.name == "value"]
+        found.update({name: t.data_type for name, t in tensors if t.data_type in FLOAT_TYPES})
+    return found
+
+
+def _weight_types_at_nodes(model: onnx.ModelProto) -> list[int]:
+    """The float types of the weights that reach a node that computes with them: the weight's own
+    and, where a Cast lies on its way, the last Cast's (a converted model whose weights are also
+    graph inputs, IR 4-8, keeps them float32 and casts them to float16 before its layers)."""
+    weights = _float_weights(model)
+    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    producer = {out: node for node in nodes for out in node.output if out}
+    found: list[int] = []
+    for node in nodes:
+        if node.op_type in WEIGHT_PATH_OPS or node.op_type in SHAPE_OPS:
+            continue
+        for name in node.input:
+            cast_to: int | None = None
+            for _ in range(16):  # a chain of Casts, Transposes, Reshapes... back to the weight
+                step = producer.get(name)
+                if name in weights or step is None or step.op_type not in WEIGHT_PATH_OPS or not step.input:
+                    break
+                if step.op_type == "Cast" and cast_to is None:
+                    cast_to = next((a.i for a in step.attribute if a.name == "to"), None)
+                name = step.input[0]
+            if name in weights:
+                found.extend([weights[name]] if cast_to is None else [weights[name], cast_to])
+    return found
+
+
+def _has_float16_source(model: onnx.ModelProto) -> bool:
+    """Anything a float16 tensor can come from besides a float16 weight: a float16 graph input, a
+    Cast to float16 or a float16 attribute (a Constant's value, ConstantOfShape's, a dtype)."""
+    if any(v.type.tensor_type.elem_type == TensorProto.FLOAT16 for v in model.graph.input):
         return True
-    for node in model.graph.node:
-        if node.op_type == "Cast" and any(
-            a.name == "to" and a.i == TensorProto.FLOAT16 for a in node.attribute
-        ):
-            return True
+    for node in all_nodes(model.graph):
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT16:
+                return True
+            if attr.name in ("to", "dtype") and attr.i == TensorProto.FLOAT16:
+                return True
     return False
 
 
+def _computes_float16(model: onnx.ModelProto) -> bool:
+    """A node that computes (not a Cast, CastLike, Identity, Transpose, Reshape...) gives a float16
+    tensor."""
+    if not _has_float16_source(model):  # nothing can be float16: no shape inference needed
+        return False
+    try:
+        typed = infer_shapes_light(model).graph
+    except Exception:  # what the file declares
+        typed = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*typed.value_info, *typed.output]}
+    moving = WEIGHT_PATH_OPS | SHAPE_OPS | CASTS
+    return any(
+        types.get(out) == TensorProto.FLOAT16
+        for node in all_nodes(model.graph)
+        if node.op_type not in moving
+        for out in node.output
+    )
+
+
+def is_fp16_model(model: onnx.ModelProto) -> bool:
+    """True for a model that already is fp16, decided by its weights: one float weight of a node
+    that computes with it stored in float16 or cast to float16 on its way (the converter keeps
+    only the weights of its fp32 islands float32, and casts weights that are also graph inputs to
+    float16 before their layers; ONNX Runtime's saved copy of an fp16 model keeps them float16 and
+    casts them to float32). Without one, by what its nodes compute: a node other than Casts and
+    data movement that gives a float16 tensor (an fp16 build whose weighted layers all stay fp32,
+    its Relus in fp16; a model without weights that takes float16).
+
+    Casts to float16 or float16 graph inputs and outputs alone do not make a model with float32
+    weights fp16 (one that rounds a tensor through float16, or takes and gives float16 around
+    float32 layers): an fp16 build converts it, and the converter leaves those Casts and that
+    interface valid."""
+    if TensorProto.FLOAT16 in _weight_types_at_nodes(model):
+        return True
+    return _computes_float16(model)
+
+
 # ops that compute on 8-bit integers: Q/DQ (our int8 artifacts, Model Optimizer's, ONNX Runtime's
-# quantize_static) and ONNX Runtime's fused or dynamic integer kernels (a saved .ort.onnx)
+# quantize_static) and ONNX Runtime's fused or dynamic integer kernels (a saved .ort.onnx), with
+# every QLinear* op (is_integer_op)
 INTEGER_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-     "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "QLinearAdd", "QLinearMul"}
+     "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "QLinearAdd", "QLinearMul", "QGemm"}
 )  # fmt: skip
+
+
+def is_integer_op(op_type: str) -> bool:
+    """An op of :data:`INTEGER_OPS` or any QLinear* kernel."""
+    return op_type in INTEGER_OPS or op_type.startswith("QLinear")
 
 
 def onnx_precision(model: onnx.ModelProto) -> str:
     """What a model computes in, read from its content, whatever its file is named: int8 (integer
-    ops, :data:`INTEGER_OPS`), fp16 (:func:`is_fp16_model`) or fp32. ``profile`` and ``compare``
-    record it, so that ``report`` can tell ``model.onnx`` (fp32) from ``model.quant.onnx`` (int8)."""
-    if any(node.op_type in INTEGER_OPS for node in model.graph.node):
+    ops, :func:`is_integer_op`), fp16 (:func:`is_fp16_model`) or fp32. ``profile`` and ``compare``
+    record it, so that ``report`` can tell ``model.onnx`` (fp32) from ``model.quant.onnx`` (int8);
+    ``build`` and ``bundle`` decide by it what a model given to them already is."""
+    if any(is_integer_op(node.op_type) for node in model.graph.node):
         return "int8"
     return "fp16" if is_fp16_model(model) else "fp32"
 
