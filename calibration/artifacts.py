@@ -30,6 +30,24 @@ class ArtifactError(CalibrationError):
     """An artifact we wrote fails the checker or ONNX Runtime: it has been removed."""
 
 
+class SourceModelError(ArtifactError):
+    """ONNX Runtime cannot load the artifact because it cannot load the model it was made from
+    either: the model is at fault, not the conversion (advice about the artifact does not apply)."""
+
+
+def unloadable(model: str | os.PathLike[str]) -> str | None:
+    """None when ONNX Runtime loads ``model`` (as :func:`verify_artifact` loads an artifact), else one
+    line naming it and ONNX Runtime's reason. For the failure paths of what is made from a model: a
+    model ONNX Runtime refuses (two nodes of one name, an opset it does not know) is said to be at
+    fault itself, not what was made of it."""
+    try:
+        _session(os.fspath(model))
+    except Exception as exc:
+        why = ort_error(exc)
+        return f"ONNX Runtime cannot load {Path(model).name} itself ({why}); nothing made from it is kept"
+    return None
+
+
 def _session(model: str | bytes) -> Any:
     import onnxruntime as ort
 
@@ -160,6 +178,9 @@ def verify_artifact(
         session = _session(os.fspath(path))
     except Exception as exc:
         _remove(doomed)
+        # the source model failing to load too is said of it (checked only here, when it matters)
+        if source is not None and (refusal := unloadable(source)) is not None:
+            raise SourceModelError(refusal) from None
         raise ArtifactError(f"ONNX Runtime cannot load {what} ({ort_error(exc)}); it was not kept") from None
     if feed is None:
         return "no random input can be made for its inputs"

@@ -14,6 +14,11 @@ class DataRefused(DataError):
     that passed the checks of the inputs' declared shapes and types but not the graph's own."""
 
 
+class ModelLoadError(CalibrationError):
+    """ONNX Runtime cannot load the model (or the copy of it that exposes its tensors) to run it: the
+    caller can tell whether the model itself is at fault (:func:`calibration.artifacts.unloadable`)."""
+
+
 class NothingToQuantize(CalibrationError):
     """No layer of the model can be quantized with the exclusions given (an accuracy budget's
     variant that keeps every weighted layer in float quantizes nothing: it is the float model)."""

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from calibration.errors import CalibrationError, DataRefused
+from calibration.errors import CalibrationError, DataRefused, ModelLoadError
 from calibration.feeds import feed_rows
 from calibration.graphs import constant_derived, infer_shapes_light, ort_crashing_optimizers, ort_error
 from calibration.ortvalues import is_float_dtype, run_views
@@ -451,7 +451,7 @@ def _session(
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         name = name or (model.graph.name if isinstance(model, onnx.ModelProto) else "") or "the model"
-        raise CalibrationError(f"ONNX Runtime cannot load {name}: {ort_error(exc)}") from None
+        raise ModelLoadError(f"ONNX Runtime cannot load {name}: {ort_error(exc)}") from None
     session._calibration_weights = external[1]  # type: ignore[attr-defined]  # it reads their memory
     return session
 

@@ -170,6 +170,16 @@ def copy_model(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> lis
     return [dest]
 
 
+def refuse_unloadable(model: str | os.PathLike[str]) -> None:
+    """InputError naming ``model`` and ONNX Runtime's reason when ONNX Runtime cannot load it
+    (:func:`calibration.artifacts.unloadable`); for the failure paths of what is made from it."""
+    from calibration.artifacts import unloadable
+
+    refusal = unloadable(model)
+    if refusal is not None:
+        raise InputError(refusal)
+
+
 def verify(
     path: str | os.PathLike[str],
     feed: Mapping[str, Any] | None = None,
@@ -184,9 +194,11 @@ def verify(
     Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
     artifact is removed (with ``companions``) before the error is raised.
     """
-    from calibration.artifacts import ArtifactError, verify_artifact
+    from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
     try:
         verify_artifact(path, feed, source=source, companions=companions, what=what)
+    except SourceModelError as exc:  # the hint is about the artifact: not for a model ONNX Runtime refuses
+        raise InputError(str(exc)) from None
     except ArtifactError as exc:
         raise InputError(f"{exc}{'; ' + hint if hint else ''}") from None

@@ -1,5 +1,6 @@
-"""What a source model is: an fp32 model with float16 Casts or float16 inputs and outputs is
-converted (not taken for an fp16 model)."""
+"""What a source model is and whether it can be used at all, decided before or instead of the work:
+an fp32 model with float16 Casts or float16 inputs and outputs is converted (not taken for an fp16
+model); a model ONNX Runtime cannot load is named as the culprit, not what was made of it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_cli
+from tests.conftest import CliResult, files_under, run_cli
 
 
 def _save(path: Path, nodes: list[onnx.NodeProto], inputs: list, outputs: list, weights: list) -> Path:
@@ -204,3 +205,49 @@ def test_emulating_an_fp16_build_keeps_float16_inputs_and_outputs_float16(tmp_pa
         session = ort.InferenceSession(emulated.SerializeToString(), providers=["CPUExecutionProvider"])
         x = np.ones((2, 8), np.float16)
         assert session.run(None, {"x": x})[0].dtype == np.float16
+
+
+def _dupnodes(path: Path) -> Path:
+    weight = _weight("W", 8, 8)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["t"], name="dup"),
+        helper.make_node("Relu", ["t"], ["u"], name="dup"),
+        helper.make_node("MatMul", ["u", "W"], ["y"], name="dup"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    return _save(path, nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [weight])
+
+
+def _opset40(path: Path) -> Path:
+    model = onnx.load(_dupnodes(path))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}"
+    model.opset_import[0].version = 40
+    onnx.save(model, path)
+    return path
+
+
+def _one_error(result: CliResult, *needles: str) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.code == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("make", [_dupnodes, _opset40], ids=["dupnodes", "opset40"])
+def test_a_source_model_onnx_runtime_cannot_load_is_named_itself(tmp_path: Path, make) -> None:
+    """Was: 'ONNX Runtime cannot load the fp16 model of dupnodes.onnx (... two nodes with same
+    node name (dup).); it was not kept; keep that node in fp32 (--fp32-nodes or --fp32-ops) or
+    build fp32', and --precision fp32 then failed the same way."""
+    model = make(tmp_path / "m.onnx")
+    reason = "two nodes with same node name" if make is _dupnodes else "Opset 40"
+    for precision in ("fp16", "fp32", "int8"):
+        out = tmp_path / precision
+        built = run_cli("build", model, "--precision", precision, "-o", out)
+        line = _one_error(built, "ONNX Runtime cannot load m.onnx itself", reason)
+        assert "--fp32-nodes" not in line and " g:" not in line, line
+        assert "range analysis skipped" not in built.stderr
+        assert not out.exists() or not files_under(out), files_under(out)
+    calibrated = run_cli("calibrate", model, "--data", "random", "-o", tmp_path / "cal" / "m.int8.onnx")
+    _one_error(calibrated, "ONNX Runtime cannot load m.onnx itself", reason)

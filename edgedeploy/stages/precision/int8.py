@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calibration.calibrate import CalibrationOptions, CalibrationResult, calibrate
-from calibration.errors import CalibrationError, NothingToQuantize
+from calibration.errors import CalibrationError, ModelLoadError, NothingToQuantize
 from calibration.modelinfo import model_io
 from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
 from edgedeploy.errors import InputError, NothingQuantized, naming_guessed_dims
+from edgedeploy.onnxio import refuse_unloadable
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
@@ -160,6 +161,8 @@ def make_int8(
     except NothingToQuantize as exc:
         raise NothingQuantized(str(exc)) from None
     except CalibrationError as exc:
+        if isinstance(exc, ModelLoadError):  # said of the model, when ONNX Runtime refuses it itself
+            refuse_unloadable(model)
         raise InputError(str(exc)) from None
     if ui is not None:
         ui.info(f"int8: {result.reason}")

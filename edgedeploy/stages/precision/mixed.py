@@ -30,7 +30,7 @@ from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, naming_guessed_dims
 from edgedeploy.fileio import atomic_write_json, scratch_beside, sha256_json
-from edgedeploy.onnxio import load_onnx
+from edgedeploy.onnxio import load_onnx, refuse_unloadable
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
@@ -232,6 +232,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 )
                 advance(1.0)
         except InputError as exc:
+            refuse_unloadable(model)  # a model ONNX Runtime refuses itself: said of it, with no analysis
             if not source.synthetic:
                 raise
             ui.warn(
