@@ -150,14 +150,27 @@ def refuse_non_tensor_inputs(inputs: Sequence[TensorSpec]) -> None:
         )
 
 
+def no_outputs(model: onnx.ModelProto, path: str | os.PathLike[str]) -> str | None:
+    """The one-line refusal of a model whose graph lists no outputs (onnx's checker passes it; ONNX
+    Runtime loads it and then refuses every run: "At least one output should be requested"), else
+    None. Every command that loads a model refuses it there, before any work."""
+    if model.graph.output:
+        return None
+    return f"cannot use ONNX model {path}: the model has no outputs (its graph lists none), nothing to run"
+
+
 def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load an ONNX model without its external data; corrupt files raise CalibrationError."""
+    """Load an ONNX model without its external data; corrupt files and models without outputs
+    (:func:`no_outputs`) raise CalibrationError."""
     if not os.path.isfile(path):
         raise CalibrationError(f"model file not found: {path}")
     try:
-        return onnx.load(os.fspath(path), load_external_data=False)
+        model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError, ... on corrupt protobufs
         raise CalibrationError(f"cannot read ONNX model {path}: {type(exc).__name__}: {exc}") from None
+    if (refusal := no_outputs(model, path)) is not None:
+        raise CalibrationError(refusal)
+    return model
 
 
 def graph_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from calibration.modelinfo import TensorSpec, graph_io
+from calibration.modelinfo import TensorSpec, graph_io, no_outputs
 from edgedeploy.errors import InputError, first_line, not_a_file
 from edgedeploy.fileio import atomic_path
 
@@ -21,7 +21,8 @@ TWO_GB = 2**31 - 1
 
 
 def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX model; a missing, empty or corrupt file is an InputError naming it."""
+    """Load an ONNX model; a missing, empty or corrupt file, or a model without outputs, is an
+    InputError naming it."""
     p = Path(path)
     if not p.is_file():
         raise not_a_file("model file", p)
@@ -36,6 +37,8 @@ def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) 
         ) from None
     if not model.graph.node:
         raise InputError(f"cannot read ONNX model {p}: the graph has no nodes (truncated or not ONNX)")
+    if (refusal := no_outputs(model, p)) is not None:
+        raise InputError(refusal)
     return model
 
 

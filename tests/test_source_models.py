@@ -1,6 +1,7 @@
 """What a source model is and whether it can be used at all, decided before or instead of the work:
 an fp32 model with float16 Casts or float16 inputs and outputs is converted (not taken for an fp16
-model); a model ONNX Runtime cannot load is named as the culprit, not what was made of it."""
+model); a model ONNX Runtime cannot load is named as the culprit, not what was made of it; a model
+without outputs is refused by every command that loads it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import CliResult, files_under, run_cli
+from tests.conftest import CliResult, assert_clean_input_error, files_under, run_cli
 
 
 def _save(path: Path, nodes: list[onnx.NodeProto], inputs: list, outputs: list, weights: list) -> Path:
@@ -251,3 +252,32 @@ def test_a_source_model_onnx_runtime_cannot_load_is_named_itself(tmp_path: Path,
         assert not out.exists() or not files_under(out), files_under(out)
     calibrated = run_cli("calibrate", model, "--data", "random", "-o", tmp_path / "cal" / "m.int8.onnx")
     _one_error(calibrated, "ONNX Runtime cannot load m.onnx itself", reason)
+
+
+def _nooutputs(path: Path) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])
+    return _save(path, [helper.make_node("Relu", ["x"], ["y"], name="relu")], [x], [], [])
+
+
+def test_a_model_without_outputs_is_refused_by_every_command(tmp_path: Path) -> None:
+    """Was: build exited 0 and wrote its artifacts, 'loaded, not run: random inputs fail the model it
+    was made from too (At least one output should be requested.)'."""
+    model = _nooutputs(tmp_path / "m.onnx")
+    other = castmix(tmp_path / "other.onnx")
+    out = tmp_path / "out"
+    commands = [
+        ("build", model, "--precision", "fp16", "-o", out / "b16"),
+        ("build", model, "--precision", "fp32", "-o", out / "b32"),
+        ("build", model, "--precision", "int8", "-o", out / "b8"),
+        ("calibrate", model, "--data", "random", "-o", out / "c" / "m.int8.onnx"),
+        ("compare", model, model),
+        ("compare", other, model),
+        ("profile", model),
+        ("analyze", model, "--data", "random"),
+        ("export", model, "-o", out / "e"),
+        ("bundle", "create", model, "-o", out / "bundle"),
+        ("bundle", "create", other, model, "-o", out / "bundle2"),
+    ]
+    for args in commands:
+        assert_clean_input_error(run_cli(*args), "the model has no outputs", str(model))
+    assert not out.exists() or not files_under(out), files_under(out)
