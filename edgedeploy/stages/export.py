@@ -527,14 +527,43 @@ def _output_names(model: Any, args: tuple[Any, ...]) -> list[str]:
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
-    """onnxslim: constant folding, dead-node removal, fusions; keeps the graph's I/O."""
+    """onnxslim: constant folding, dead-node removal, fusions; keeps the graph's I/O: every input
+    (but a weight also listed as one, as IR 3 required) and every output the graph declares, in its
+    order. onnxslim drops an input no node reads, unasked and with no option to keep it (its graph
+    cleanups pass ``remove_unused_graph_inputs=True``): x[2,8] with an unused[2,3] came out with x
+    alone, and an application that feeds every input the model declared failed. What it drops is
+    put back; an output it dropped that cannot be (its value gone) fails the simplification."""
     import onnxslim
 
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [_copied(v) for v in model.graph.input if v.name not in inits]
+    outputs = [_copied(v) for v in model.graph.output]
     with contextlib.redirect_stdout(io.StringIO()):
         slimmed = onnxslim.slim(model)
     if not isinstance(slimmed, onnx.ModelProto):
         raise InputError("onnxslim returned no model")
+    graph = slimmed.graph
+    kept = {v.name: _copied(v) for v in graph.input}
+    declared = {v.name for v in inputs}
+    restored = [kept.get(v.name, v) for v in inputs]
+    restored += [v for name, v in kept.items() if name not in declared]
+    del graph.input[:]
+    graph.input.extend(restored)
+    if [v.name for v in graph.output] != [v.name for v in outputs]:
+        values = {name for node in graph.node for name in node.output}
+        values |= {v.name for v in graph.input} | {i.name for i in graph.initializer}
+        if lost := [v.name for v in outputs if v.name not in values]:
+            raise ValueError(f"onnxslim dropped the output {lost[0]!r}")
+        produced = {v.name: _copied(v) for v in graph.output}
+        del graph.output[:]
+        graph.output.extend(produced.get(v.name, v) for v in outputs)
     return slimmed
+
+
+def _copied(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(value)
+    return copy
 
 
 def finalize_onnx(
@@ -560,6 +589,12 @@ def finalize_onnx(
         except CalibrationError as exc:
             raise InputError(f"{what}: {exc}") from None
         notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
+        # the converter leaves the IR version as it was: IR 3 (of opsets 7 and 8) required every
+        # weight to be a graph input too, and onnxslim took them out of the inputs, so the checker
+        # refused the result ("W in initializer but not in graph input"). onnx's table gives the
+        # IR version an opset needs (onnx.helper.VERSION_TABLE).
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+        model.ir_version = max(model.ir_version, needed)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:

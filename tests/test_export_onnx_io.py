@@ -1,0 +1,101 @@
+"""Exporting an ONNX file: old IR versions, and every graph input and output the file declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.stages.export import export
+from tests.conftest import run_cli
+
+
+def _ir3_opset7_model(path: Path) -> Path:
+    """A Conv -> Relu -> Flatten -> MatMul model as opset 7 tools wrote it: IR 3, its weights
+    listed among the graph inputs too (IR 3 required it)."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "B"),
+        numpy_helper.from_array(rng.standard_normal((4 * 8 * 8, 5)).astype(np.float32), "W2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "W2"], ["y"], name="mm"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inputs += [helper.make_tensor_value_info(w.name, TensorProto.FLOAT, list(w.dims)) for w in weights]
+    graph = helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], weights
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)], ir_version=3)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_an_ir_3_opset_7_model_is_converted_to_an_ir_its_opset_allows(tmp_path: Path) -> None:
+    """The opset conversion left IR 3, onnxslim took the weights out of the inputs, and the
+    checker refused the result: "W in initializer but not in graph input", exit 2."""
+    src = _ir3_opset7_model(tmp_path / "old.onnx")
+    result = run_cli("export", src, "-o", tmp_path / "new.onnx")
+    assert result.code == 0, result.stderr
+    assert "converted the model from opset 7 to 13" in result.stderr
+    new = onnx.load(tmp_path / "new.onnx")
+    onnx.checker.check_model(new, full_check=True)
+    assert new.ir_version >= helper.find_min_ir_version_for(list(new.opset_import))
+    assert [i.name for i in new.graph.input] == ["x"]
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    providers = ["CPUExecutionProvider"]
+    (want,) = ort.InferenceSession(str(src), providers=providers).run(None, {"x": x})
+    (got,) = ort.InferenceSession(str(tmp_path / "new.onnx"), providers=providers).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _unused_input_model(path: Path) -> Path:
+    """Inputs ``unused``[2,3] (read by no node), ``x``[2,8] and ``extra``[1]; outputs y and x."""
+    w = numpy_helper.from_array(np.eye(8, dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["t"], name="a"), helper.make_node("Relu", ["t"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("unused", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+            helper.make_tensor_value_info("extra", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8]),
+        ],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_an_unused_input_is_kept_with_every_input_and_output_in_order(tmp_path: Path) -> None:
+    """onnxslim dropped the inputs no node reads, without a word: an application that feeds
+    every input the model declares then failed."""
+    src = _unused_input_model(tmp_path / "unused.onnx")
+    result = export(str(src), tmp_path / "out.onnx")
+    assert result.simplified
+    assert [i.name for i in result.inputs] == ["unused", "x", "extra"]
+    assert [o.name for o in result.outputs] == ["y", "x"]
+    model = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["unused", "x", "extra"]
+    unused = model.graph.input[0].type.tensor_type
+    assert unused.elem_type == TensorProto.FLOAT and [d.dim_value for d in unused.shape.dim] == [2, 3]
+    session = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    x = np.arange(16, dtype=np.float32).reshape(2, 8) - 8
+    feed = {"unused": np.zeros((2, 3), np.float32), "x": x, "extra": np.zeros(1, np.int64)}
+    y, x_out = session.run(None, feed)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(x_out, x)
