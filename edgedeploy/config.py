@@ -37,6 +37,7 @@ class ExportSection:
     simplify: bool = True
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    verify: bool = True  # refuse an export whose outputs differ from the module's (export --verify)
 
 
 @dataclass

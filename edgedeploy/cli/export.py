@@ -26,6 +26,15 @@ def export_command(
     ] = None,
     input_names: Annotated[str | None, typer.Option(help="Comma-separated graph input names.")] = None,
     output_names: Annotated[str | None, typer.Option(help="Comma-separated graph output names.")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Compare the exported model's outputs with the module's (ONNX Runtime, CPU) on the example "
+            "inputs and two sets of other values of their shapes; refuse one that differs beyond float32 "
+            "rounding (exit 2). --no-verify keeps it, with a warning.",
+        ),
+    ] = True,
     json_path: JsonOutput = None,
 ) -> None:
     """Export a PyTorch model (or check and simplify an ONNX file) to a clean fp32 ONNX.
@@ -50,10 +59,11 @@ def export_command(
         inputs=[InputShape.parse(i) for i in input or []],
         input_names=csv(input_names) or None,
         output_names=csv(output_names) or None,
+        verify=verify,
     )
     if is_onnx_path(model) and (ignored := pytorch_only(options)):  # an ONNX file is checked as it is
         flags = {"dynamic_batch": "--static", "inputs": "--input", "input_names": "--input-names"}
-        flags |= {"output_names": "--output-names", "opset": "--opset"}
+        flags |= {"output_names": "--output-names", "opset": "--opset", "verify": "--no-verify"}
         ui.warn(f"{', '.join(flags[name] for name in ignored)}: {ONNX_KEEPS}")
     with ui.progress("export") as advance:
         result = export(model, output, options, notify=ui.info)

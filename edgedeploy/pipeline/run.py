@@ -405,6 +405,7 @@ def export_options(config: PipelineConfig) -> ExportOptions:
         inputs=[InputShape.parse(i) for i in config.model.inputs],
         input_names=ex.input_names or None,
         output_names=ex.output_names or None,
+        verify=ex.verify,
     )
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class ExportOptions:
     inputs: list[InputShape] = field(default_factory=list)
     input_names: list[str] | None = None
     output_names: list[str] | None = None
+    verify: bool = True  # refuse an export whose outputs differ from the module's (compare_with_module)
 
 
 def pytorch_only(options: ExportOptions) -> list[str]:
@@ -85,6 +87,7 @@ def pytorch_only(options: ExportOptions) -> list[str]:
             ("inputs", bool(options.inputs)),
             ("input_names", bool(options.input_names)),
             ("output_names", bool(options.output_names)),
+            ("verify", not options.verify),
         )
         if given
     ]
@@ -342,11 +345,12 @@ def _torch_export(
     output_names: list[str],
     options: ExportOptions,
     notify: Notify,
-) -> str:
-    """Export with the dynamo exporter; fall back to TorchScript with a notice."""
+) -> tuple[str, list[str]]:
+    """Export with the dynamo exporter; fall back to TorchScript with a notice. Returns the
+    exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
+    :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal."""
     torch = _import_torch()
     import inspect
-    import warnings
 
     params = list(inspect.signature(model.forward).parameters)
     dynamo_error: str | None = None
@@ -369,7 +373,7 @@ def _torch_export(
             dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
 
         def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_torch_logs():
+            with warnings.catch_warnings(), _quiet_exporter():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model,
@@ -389,7 +393,7 @@ def _torch_export(
             try:
                 dynamo(doubled)
                 if not _fixed_batch(dest) and _runs_at_another_batch(dest, doubled, input_names):
-                    return dynamo_done()
+                    return dynamo_done(), []
             except _OpsetNotConverted:
                 raise
             except Exception:  # forward may take batch 1 only: exported as given below
@@ -397,7 +401,7 @@ def _torch_export(
         dynamo(args)
         if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names):
             dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
-        return dynamo_done()
+        return dynamo_done(), []
     except ImportError:
         dynamo_error = "onnxscript is not installed"
     except _OpsetNotConverted as exc:
@@ -411,8 +415,10 @@ def _torch_export(
     if options.dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught, _quiet_exporter():
             warnings.simplefilter("ignore")
+            warnings.simplefilter("always", torch.jit.TracerWarning)
+            torch.jit.TracerWarning.ignore_lib_warnings()  # torch's own (nn's shape checks), as torch does
             torch.onnx.export(
                 model,
                 args,
@@ -426,7 +432,30 @@ def _torch_export(
     except Exception as exc:
         why = f"{type(exc).__name__}: {first_line(exc)}"
         raise InputError(f"export failed with both exporters: {why}") from None
-    return "torchscript"
+    return "torchscript", _traced_warnings(caught)
+
+
+def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The TracerWarnings of a TorchScript export, as torch.onnx.export's caller sees them, one
+    line each and each once: the trace runs forward once and keeps what it read from a tensor (a
+    branch on ``x.sum() > 0``, a Python number) as a constant of the graph, and these name the
+    lines of forward where it did. They were silenced, and such a model was exported with one
+    branch frozen without a word."""
+    import linecache
+
+    lines: list[str] = []
+    for item in caught:
+        where = item.filename
+        with contextlib.suppress(ValueError):  # another drive (Windows)
+            if not os.path.relpath(where).startswith(".."):
+                where = os.path.relpath(where)
+        code = linecache.getline(item.filename, item.lineno).strip()
+        message = " ".join(str(item.message).split())
+        cited = f" ({code[:120]})" if code else ""
+        line = f"TracerWarning at {where}:{item.lineno}{cited}: {message[:300]}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 class _OpsetNotConverted(Exception):
@@ -483,26 +512,35 @@ def _fixed_batch(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_torch_logs() -> Iterator[None]:
-    """The dynamo exporter logs warnings about optional ops (torchvision) that are noise here, and
-    onnxscript's version converter a traceback for a conversion it cannot make (the opset that
-    comes out is checked instead: ``dynamo_done`` in :func:`_torch_export`)."""
-    loggers = [logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporters' printing and logging, noise here, off the terminal: the dynamo exporter
+    prints its steps to stdout and logs warnings about optional ops (torchvision); torch.export
+    prints the partial graph of a capture that failed to stderr (``partial_fx_graph`` in
+    torch/export/_trace.py) and torch's symbolic shapes log a line about it ("Unable to find user
+    code corresponding to {u0}"): some 50 lines before the fallback's notice. onnxscript's version
+    converter logs a traceback for a conversion it cannot make (the opset that comes out is
+    checked instead: ``dynamo_done`` in :func:`_torch_export`). What the exporters say that
+    matters comes back otherwise: their errors as exceptions, the tracer's warnings as warnings.
+    (torch's loggers write through their own handlers, which a redirect does not reach; the
+    ``torch`` logger's level is the one of every torch logger that sets none.)"""
+    loggers = [logging.getLogger("torch"), logging.getLogger("torch.onnx"), logging.getLogger("onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
-def _output_names(model: Any, args: tuple[Any, ...]) -> list[str]:
-    """A name for each tensor ``forward`` returns, as the exporters flatten them: nested tuples and
-    lists in order, a dict's values in its order (named after its keys), ``None`` left out (it
-    is no graph output). Counting only the top level refused three names for ``(a, (b, c))`` and
-    took two for ``(a, None)``, one of them silently dropped."""
+def _forward_leaves(model: Any, args: tuple[Any, ...]) -> list[tuple[str, Any]]:
+    """What ``forward`` returns for ``args``, flattened as the exporters flatten it: nested tuples
+    and lists in order, a dict's values in its order (named after its keys), ``None`` left out (it
+    is no graph output); each with its name: its dict key, else ``output`` or ``output_N``. Counting
+    only the top level refused three names for ``(a, (b, c))`` and took two for ``(a, None)``, one
+    of them silently dropped."""
     torch = _import_torch()
     try:
         with torch.no_grad():
@@ -510,20 +548,35 @@ def _output_names(model: Any, args: tuple[Any, ...]) -> list[str]:
     except (Exception, SystemExit) as exc:  # the forward pass is the user's code
         raise InputError(f"the example inputs do not fit the model: its forward() {raised(exc)}") from None
 
-    def leaves(value: Any, name: str) -> list[str]:
+    def leaves(value: Any, name: str) -> list[tuple[str, Any]]:
         if value is None:
             return []
         if isinstance(value, dict):
             named = [(f"{name}_{key}" if name else str(key), item) for key, item in value.items()]
-            return [n for inner, item in named for n in leaves(item, inner)]
+            return [leaf for inner, item in named for leaf in leaves(item, inner)]
         if isinstance(value, (list, tuple)):
-            return [n for i, item in enumerate(value) for n in leaves(item, f"{name or 'output'}_{i}")]
-        return [name or "output"]
+            return [leaf for i, item in enumerate(value) for leaf in leaves(item, f"{name or 'output'}_{i}")]
+        return [(name or "output", value)]
 
-    names = leaves(out, "")
-    if isinstance(out, dict) and len(set(names)) == len(names):
-        return names
-    return ["output"] if len(names) == 1 else [f"output_{i}" for i in range(len(names))]
+    found = leaves(out, "")
+    names = [name for name, _ in found]
+    if not (isinstance(out, dict) and len(set(names)) == len(names)):
+        names = ["output"] if len(names) == 1 else [f"output_{i}" for i in range(len(names))]
+    return [(name, _as_array(value)) for name, (_, value) in zip(names, found, strict=True)]
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    """A copy of an output of forward as a numpy array (None for what numpy cannot hold: bfloat16,
+    an object that is no tensor or number), taken at once so that a later forward cannot change it."""
+    torch = _import_torch()
+    try:
+        if isinstance(value, torch.Tensor):
+            return np.array(value.detach().cpu().numpy(), copy=True)
+        if isinstance(value, (bool, int, float)):
+            return np.asarray(value)
+    except (TypeError, RuntimeError):
+        return None
+    return None
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -634,13 +687,16 @@ def export(
     if is_onnx_path(spec):
         src = Path(spec)
         load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
-        exporter = "onnx"
         with naming_output(dest), atomic_path(dest, suffix=".onnx") as tmp:
             model, before, after, simplified = finalize_onnx(src, tmp, options, note)
+        done = _Exported("onnx", model, before, after, simplified, [])
     else:
         torch_model, example = resolve_torch_model(spec)
-        exporter, model, before, after, simplified = _export_module(torch_model, example, dest, options, note)
-    result = _result(dest, spec, exporter, model, before, after, simplified, notices)
+        done = _export_module(torch_model, example, dest, options, note)
+    result = _result(
+        dest, spec, done.exporter, done.model, done.nodes_before, done.nodes_after, done.simplified, notices
+    )
+    result.warnings.extend(done.warnings)
     if result.opset != options.opset and not is_onnx_path(spec):
         result.warnings.append(_other_opset(options.opset, result))
     fixed = [f"{i.name} ({i.shape[0]})" for i in result.inputs if i.shape and isinstance(i.shape[0], int)]
@@ -691,9 +747,10 @@ def _result(
 
 def _export_module(
     torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
-) -> tuple[str, onnx.ModelProto, int, int, bool]:
+) -> _Exported:
     args, example_names = _example_args(torch_model, example, options)
-    returned = _output_names(torch_model, args)
+    reference = _forward_leaves(torch_model, args)
+    returned = [name for name, _ in reference]
     n_out = len(returned)
     input_names = _names(options.input_names, example_names, len(args), "input")
     output_names = _names(options.output_names, returned, n_out, "output")
@@ -713,14 +770,182 @@ def _export_module(
         raw = Path(scratch) / "raw.onnx"
         held_in = [f"{PLACEHOLDER}input_{i}" for i in range(len(input_names))]
         held_out = [f"{PLACEHOLDER}output_{i}" for i in range(len(output_names))]
-        exporter = _torch_export(torch_model, args, raw, held_in, held_out, options, say)
+        exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say)
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
         onnx.save(exported, os.fspath(raw))
         with atomic_path(dest, suffix=".onnx") as tmp:
             name = f"the model exported for {dest}"
             model, before, after, simplified = finalize_onnx(raw, tmp, options, say, name=name)
-    return exporter, model, before, after, simplified
+            exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
+            differs = compare_with_module(tmp, torch_model, args, exported_io, traced, say)
+            if differs and options.verify:
+                raise InputError(f"{differs}; it was not kept ({KEEP_ANYWAY} keep it)")
+    warned = [*traced, *([f"{differs}; kept, as {KEEP_ANYWAY} ask"] if differs else [])]
+    return _Exported(exporter, model, before, after, simplified, warned)
+
+
+@dataclass
+class _Exported:
+    exporter: str
+    model: onnx.ModelProto
+    nodes_before: int
+    nodes_after: int
+    simplified: bool
+    warnings: list[str]
+
+
+@dataclass
+class _ExportedIO:
+    """The graph's input names (one per example tensor, in order), its output names, and what
+    forward returned for the example, flattened as the exporters flatten it."""
+
+    inputs: list[str]
+    outputs: list[str]
+    reference: list[np.ndarray | None]
+
+
+KEEP_ANYWAY = "export --no-verify and [export] verify = false"
+VERIFY_RTOL = 1e-3  # of the largest magnitude of the output, for float32's rounding in another order
+VERIFY_ATOL = 1e-5
+
+
+def compare_with_module(
+    path: Path, model: Any, args: tuple[Any, ...], io_names: _ExportedIO, traced: list[str], notify: Notify
+) -> str | None:
+    """Run the exported model at ``path`` in ONNX Runtime (CPU) on the example inputs ``args`` and
+    on two more sets of other values of their shapes (:func:`_other_inputs`), compare its outputs
+    with the module's, and say the first that differs beyond float32's rounding: by more than
+    ``VERIFY_ATOL + VERIFY_RTOL * max|torch|`` (None when all agree).
+
+    A trace (the TorchScript exporter, the dynamo one's fallback) runs forward once and keeps
+    what it reads from a tensor as a constant: ``x.sum() > 0 and l(x) or -l(x)`` came out as one
+    branch, exported without a word (tests/test_export_verify.py). The example alone may not show it
+    (the branch frozen is the example's), hence the other values. A comparison that cannot be made
+    (an input that is no tensor, an output numpy cannot hold) is skipped with a notice."""
+    torch = _import_torch()
+    import onnxruntime as ort
+
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    why = None
+    if not all(isinstance(a, torch.Tensor) and _numpy_dtype(a) for a in args):
+        why = "an example input is not a tensor numpy can hold"
+    elif [i.name for i in graph.input if i.name not in inits] != io_names.inputs:
+        why = "its inputs are not the example's tensors"
+    elif [o.name for o in graph.output] != io_names.outputs or any(r is None for r in io_names.reference):
+        why = "an output of forward is not a tensor numpy can hold"
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = None
+    try:
+        if why is None:
+            session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # verify() loaded it at the default level: not expected
+        why = first_line(exc)[:200]
+    if session is None:
+        notify(f"notice: the exported model was not compared with the PyTorch module ({why})")
+        return None
+    batches: list[tuple[str, tuple[Any, ...], list[np.ndarray | None]]] = [
+        ("the example inputs", args, io_names.reference)
+    ]
+    for i, other in enumerate(_other_inputs(args)):
+        try:
+            expected = [value for _, value in _forward_leaves(model, other)]
+        except InputError:  # forward refuses these values (an assert on them): nothing to compare
+            continue
+        if len(expected) == len(io_names.outputs):
+            label = f"a {('second', 'third')[i]} set of inputs of the example's shapes"
+            batches.append((label, other, expected))
+    traced_at = f"; the TorchScript trace warned at {', '.join(_cited(traced))}" if traced else ""
+    for label, inputs, expected in batches:
+        feed = {n: a.detach().cpu().numpy() for n, a in zip(io_names.inputs, inputs, strict=True)}
+        try:
+            got = session.run(io_names.outputs, feed)
+        except Exception as exc:
+            return f"the exported model fails in ONNX Runtime on {label}: {first_line(exc)[:200]}{traced_at}"
+        for name, want, have in zip(io_names.outputs, expected, got, strict=True):
+            if want is None:
+                continue
+            if differs := _difference(want, np.asarray(have)):
+                return (
+                    f"the exported model computes other values than the PyTorch module: output '{name}' "
+                    f"{differs} on {label}{traced_at}"
+                )
+    return None
+
+
+def _cited(traced: list[str]) -> list[str]:
+    """``FILE:LINE`` of each TracerWarning line (:func:`_traced_warnings`), each once."""
+    cited = [line.split(" ")[2] for line in traced if line.startswith("TracerWarning at ")]
+    return list(dict.fromkeys(cited))
+
+
+def _numpy_dtype(tensor: Any) -> bool:
+    try:
+        tensor.detach().cpu().reshape(-1)[:0].numpy()
+    except (TypeError, RuntimeError):  # bfloat16, a quantized tensor
+        return False
+    return True
+
+
+def _difference(want: np.ndarray, have: np.ndarray) -> str | None:
+    """How ``have`` (ONNX Runtime's output) differs from ``want`` (torch's), or None when it does
+    not beyond float32's rounding; NaN agrees with NaN, and integers and booleans must be equal."""
+    if want.shape != have.shape:
+        return f"has shape {list(have.shape)} where torch gives {list(want.shape)}"
+    if want.size == 0:
+        return None
+    if want.dtype.kind in "fc" or have.dtype.kind in "fc":
+        kind = np.complex128 if "c" in (want.dtype.kind, have.dtype.kind) else np.float64
+        w, h = want.astype(kind), have.astype(kind)
+        with np.errstate(invalid="ignore", over="ignore"):
+            same = (w == h) | (np.isnan(w) & np.isnan(h))
+            error = np.where(same, 0.0, np.abs(w - h))
+        worst = float(np.nan_to_num(error, nan=np.inf).max())
+        finite = np.abs(w[np.isfinite(w)])
+        tolerance = VERIFY_ATOL + VERIFY_RTOL * (float(finite.max()) if finite.size else 0.0)
+        if worst > tolerance:
+            return f"differs by up to {worst:.3g} (float32 tolerance {tolerance:.2g})"
+        return None
+    if not np.array_equal(want, have):
+        wrong = int(np.count_nonzero(want != have)) if want.dtype == have.dtype else want.size
+        return f"differs in {wrong} of {want.size} values"
+    return None
+
+
+def _other_inputs(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Two sets of other inputs of the example tensors' shapes, dtypes and devices, seeded: for a
+    float tensor ``e``, ``-e + s * z`` and ``e - s * z`` (``z`` standard normal, ``s`` the std of
+    ``e``, 1 when ``e`` is constant: the ``zeros`` of ``--input``), so that a branch on the sign of
+    a sum, a mean or a value takes its other side in one of them; for an integer or boolean tensor,
+    two shuffles of its values (token ids stay in the vocabulary, a mask stays 0/1). A set that is
+    the example over again (an integer example of one value) is left out."""
+    torch = _import_torch()
+    rng = np.random.default_rng(0)
+    sets: tuple[list[Any], list[Any]] = ([], [])
+    for arg in args:
+        if not isinstance(arg, torch.Tensor) or arg.numel() == 0 or arg.is_complex():
+            for made in sets:
+                made.append(arg)
+            continue
+        if arg.is_floating_point():
+            e = arg.detach().cpu().double().numpy()
+            finite = np.isfinite(e)
+            scale = float(e[finite].std()) if finite.any() else 0.0
+            noise = (scale if scale > 0 else 1.0) * rng.standard_normal(e.shape)
+            pair = (np.where(finite, -e + noise, e), np.where(finite, e - noise, e))
+        else:
+            flat = arg.detach().cpu().numpy().reshape(-1)
+            pair = (rng.permutation(flat).reshape(arg.shape), rng.permutation(flat).reshape(arg.shape))
+        for made, values in zip(sets, pair, strict=True):
+            made.append(torch.from_numpy(np.ascontiguousarray(values)).to(dtype=arg.dtype, device=arg.device))
+
+    def same(made: list[Any]) -> bool:
+        return all(a is b or torch.equal(a, b) for a, b in zip(made, args, strict=True))
+
+    return [tuple(made) for made in sets if not same(made)]
 
 
 PLACEHOLDER = "edgedeploy_placeholder_"  # the graph's input and output names during an export
@@ -826,10 +1051,18 @@ def export_module(
         notices.append(msg)
         notify(msg)
 
-    exporter, model, before, after, simplified = _export_module(
-        torch_model.eval(), example, dest, options, note
+    done = _export_module(torch_model.eval(), example, dest, options, note)
+    result = _result(
+        dest,
+        type(torch_model).__name__,
+        done.exporter,
+        done.model,
+        done.nodes_before,
+        done.nodes_after,
+        done.simplified,
+        notices,
     )
-    result = _result(dest, type(torch_model).__name__, exporter, model, before, after, simplified, notices)
+    result.warnings.extend(done.warnings)
     if result.opset != options.opset:
         result.warnings.append(_other_opset(options.opset, result))
     return result

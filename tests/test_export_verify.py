@@ -1,0 +1,159 @@
+"""The export compares the exported model with the PyTorch module it came from.
+
+A trace (the TorchScript exporter, used when the dynamo one fails) runs forward once and keeps a
+branch on a tensor's value as the example took it: such a model was exported with one branch
+frozen, exit 0, the tracer's warning silenced and some 50 lines of torch's graph dumps on stderr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgedeploy.errors import InputError
+from edgedeploy.stages.export import ExportOptions, _difference, _other_inputs, export_module
+from tests.conftest import run_cli
+
+BRANCHY = """
+import torch
+
+
+class Branchy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        for _ in range(2):
+            x = self.l(x) if x.sum() > 0 else -self.l(x)
+        return x
+
+
+class Checked(torch.nn.Module):
+    def forward(self, x):
+        if bool(torch.isfinite(x).all()):  # torch.export cannot branch on a value; true for any input here
+            return torch.relu(x) * 5
+        return x
+
+
+def branchy():
+    torch.manual_seed(0)
+    return Branchy().eval()
+
+
+def checked():
+    return Checked()
+"""
+
+
+def _line(text: str) -> int:
+    return next(i for i, line in enumerate(BRANCHY.splitlines(), 1) if text in line)
+
+
+def _branchy(tmp_path: Path) -> Path:
+    module = tmp_path / "branchy.py"
+    module.write_text(BRANCHY)
+    return module
+
+
+def test_a_frozen_branch_is_refused_with_the_tracer_line_and_no_graph_dumps(tmp_path: Path) -> None:
+    """Exit 0 before, with "notice: the dynamo exporter failed" and torch's graph dumps alone on
+    stderr, and an ONNX model computing -l(x) where torch computes l(x)."""
+    module = _branchy(tmp_path)
+    out = tmp_path / "b.onnx"
+    result = run_cli("export", f"{module}:branchy", "--input", "x:1x8", "-o", out)
+    assert result.code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert all(line.startswith(("notice:", "error:")) for line in lines), result.stderr  # no dumps
+    error = errors[0]
+    assert "output 'output' differs by up to" in error and "--no-verify" in error, error
+    assert f"branchy.py:{_line('x.sum() > 0')}" in error, error  # the line the trace warned about
+    assert not out.exists() and list(tmp_path.iterdir()) == [module]
+
+    kept = run_cli("export", f"{module}:branchy", "--input", "x:1x8", "-o", out, "--no-verify")
+    assert kept.code == 0, kept.stderr
+    warned = [line for line in kept.stderr.splitlines() if line.startswith("warning:")]
+    tracer = [line for line in warned if "TracerWarning" in line]
+    assert len(tracer) == 1, kept.stderr  # the loop warns twice at the same line: said once
+    assert f"branchy.py:{_line('x.sum() > 0')} (x = self.l(x) if x.sum() > 0 else -self.l(x))" in tracer[0]
+    assert "Python boolean" in tracer[0]
+    assert any("differs by up to" in line and "kept" in line for line in warned), kept.stderr
+    assert out.is_file()
+
+
+def test_a_faithful_trace_is_kept_and_its_tracer_warnings_are_passed_on(tmp_path: Path) -> None:
+    """A trace whose warning does not matter for the values it computes is kept; the warning is said."""
+    module = _branchy(tmp_path)
+    out = tmp_path / "c.onnx"
+    result = run_cli("export", f"{module}:checked", "--input", "x:2x5", "-o", out)
+    assert result.code == 0, result.stderr
+    assert "falling back to the TorchScript exporter" in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        f"warning: TracerWarning at {module}:{_line('isfinite')} "
+        "(if bool(torch.isfinite(x).all()):  # torch.export cannot branch on a value; true "
+        "for any input here): Converting a tensor to a Python boolean might cause the trace to be "
+        "incorrect. We can't record the data flow of Python values, so this value will be treated as a "
+        "constant in the future. This means that the trace might not generalize to other inputs!"
+    ]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    (got,) = session.run(None, {"x": x})
+    np.testing.assert_allclose(got, np.maximum(x, 0) * 5, rtol=1e-6)
+
+
+def test_the_python_api_refuses_too_and_keeps_on_request(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) if x.mean() > 0 else -self.inner(x)
+
+    example = {"x": torch.ones(2, 8)}
+    with pytest.raises(InputError, match="output 'y' differs by up to"):
+        export_module(Branchy(), example, tmp_path / "a.onnx", ExportOptions(output_names=["y"]))
+    assert not (tmp_path / "a.onnx").exists()
+    kept = export_module(
+        Branchy(), example, tmp_path / "a.onnx", ExportOptions(output_names=["y"], verify=False)
+    )
+    assert any("differs by up to" in w for w in kept.warnings) and (tmp_path / "a.onnx").is_file()
+    assert onnx.load(tmp_path / "a.onnx").graph.output[0].name == "y"
+
+
+def test_the_other_inputs_differ_from_the_example_and_keep_its_kind() -> None:
+    zeros = torch.zeros(1, 8)
+    ids = torch.arange(12, dtype=torch.int64).reshape(2, 6)
+    same = torch.full((2, 3), 7, dtype=torch.int32)
+    sets = _other_inputs((zeros, ids, same, None))
+    assert len(sets) == 2
+    for other in sets:
+        assert other[0].dtype == torch.float32 and other[0].shape == zeros.shape
+        assert not torch.equal(other[0], zeros)
+        assert sorted(other[1].reshape(-1).tolist()) == list(range(12))  # ids stay ids
+        assert torch.equal(other[2], same) and other[3] is None
+    assert torch.equal(sets[0][0], -sets[1][0])  # mirrored: a sign test takes both sides
+    assert _other_inputs((torch.full((3,), 5),)) == []  # nothing else to try
+
+
+def test_the_difference_is_relative_to_the_output_and_nan_agrees_with_nan() -> None:
+    big = np.array([1000.0, -2.0, np.nan], dtype=np.float32)
+    assert _difference(big, big + np.array([0.5, 0.5, 0], dtype=np.float32)) is None  # 1e-3 of 1000
+    assert "differs by up to 1.5 (float32 tolerance 1)" in str(
+        _difference(big, big + np.array([0, 1.5, 0], dtype=np.float32))
+    )
+    small = np.array([0.01, -0.02], dtype=np.float32)
+    assert "differs by up to 0.001" in str(_difference(small, small + np.float32(1e-3)))
+    assert "differs by up to inf" in str(_difference(big, np.array([1000.0, -2.0, 1.0], dtype=np.float32)))
+    assert "shape [3, 1]" in str(_difference(big, big.reshape(3, 1)))
+    assert "1 of 3 values" in str(_difference(np.array([1, 2, 3]), np.array([1, 2, 4])))
