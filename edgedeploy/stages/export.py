@@ -515,9 +515,9 @@ def _fixed_batch(path: Path) -> bool:
 def _quiet_exporter() -> Iterator[None]:
     """Keep the exporters' printing and logging, noise here, off the terminal: the dynamo exporter
     prints its steps to stdout and logs warnings about optional ops (torchvision); torch.export
-    prints the partial graph of a capture that failed to stderr (``partial_fx_graph`` in
-    torch/export/_trace.py) and torch's symbolic shapes log a line about it ("Unable to find user
-    code corresponding to {u0}"): some 50 lines before the fallback's notice. onnxscript's version
+    prints the partial graph of a capture that failed (its error's ``partial_fx_graph``) to
+    stderr and torch's symbolic shapes log a line about it ("Unable to find user code
+    corresponding to {u0}"): some 50 lines before the fallback's notice. onnxscript's version
     converter logs a traceback for a conversion it cannot make (the opset that comes out is
     checked instead: ``dynamo_done`` in :func:`_torch_export`). What the exporters say that
     matters comes back otherwise: their errors as exceptions, the tracer's warnings as warnings.
@@ -780,8 +780,8 @@ def _export_module(
             exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
             differs = compare_with_module(tmp, torch_model, args, exported_io, traced, say)
             if differs and options.verify:
-                raise InputError(f"{differs}; it was not kept ({KEEP_ANYWAY} keep it)")
-    warned = [*traced, *([f"{differs}; kept, as {KEEP_ANYWAY} ask"] if differs else [])]
+                raise InputError(f"{differs}; it was not kept (keep it with {KEEP_ANYWAY})")
+    warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
     return _Exported(exporter, model, before, after, simplified, warned)
 
 
@@ -805,7 +805,7 @@ class _ExportedIO:
     reference: list[np.ndarray | None]
 
 
-KEEP_ANYWAY = "export --no-verify and [export] verify = false"
+KEEP_ANYWAY = "export --no-verify, or verify = false in a config's [export]"
 VERIFY_RTOL = 1e-3  # of the largest magnitude of the output, for float32's rounding in another order
 VERIFY_ATOL = 1e-5
 
