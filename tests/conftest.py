@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +16,12 @@ import pytest
 from onnx import TensorProto, helper
 
 import calibration  # noqa: F401  (ONNX Runtime's telemetry off before a test imports onnxruntime)
+
+# A test run started in the background of a non-interactive shell (`cmd &`, nohup) inherits Ctrl-C
+# ignored, and Python then keeps SIG_IGN instead of its own handler. The interrupt tests check that
+# the commands put back the handler they found; they run here as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
