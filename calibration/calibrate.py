@@ -29,7 +29,7 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
-from calibration.feeds import RUN_ROWS, feed_rows, split_runs
+from calibration.feeds import RUN_ROWS, batched_on_dim0, feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
@@ -832,8 +832,8 @@ def _data_key(source: DataSource) -> dict[str, Any]:
     after 8 recalibrated for nothing. Random data is not: its values are drawn per batch."""
     data = source.describe()
     batch = data.get("batch_size")
-    batched = bool(source.inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in source.inputs)
-    if not source.synthetic and batched and isinstance(batch, int) and batch % RUN_ROWS == 0:
+    whole_runs = isinstance(batch, int) and batch % RUN_ROWS == 0
+    if not source.synthetic and batched_on_dim0(source.inputs) and whole_runs:
         data = {**data, "batch_size": RUN_ROWS}
     return data
 

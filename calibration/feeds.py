@@ -185,6 +185,12 @@ def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
 RUN_ROWS = 8  # calibration runs the model on at most this many samples at a time (see split_runs)
 
 
+def batched_on_dim0(inputs: Sequence[TensorSpec]) -> bool:
+    """Whether every input of the model is batched on a dynamic dim 0: the feeds :func:`split_runs`
+    cuts into runs."""
+    return bool(inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in inputs)
+
+
 def split_runs(feeds: Iterable[Feed], inputs: Sequence[TensorSpec], rows: int = RUN_ROWS) -> Iterator[Feed]:
     """Each feed of more than ``rows`` samples as consecutive pieces of ``rows`` samples (the last
     may be shorter; views, not copies), where every input of the model is batched on a dynamic dim
@@ -195,7 +201,7 @@ def split_runs(feeds: Iterable[Feed], inputs: Sequence[TensorSpec], rows: int = 
     samples; and a source of fewer than 4 batches leaves ``auto`` no held-out batch (it judged its
     candidates on the samples they came from). A source batched by a multiple of ``rows``
     calibrates exactly as one batched by ``rows``."""
-    batched = bool(inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in inputs)
+    batched = batched_on_dim0(inputs)
     for feed in feeds:
         n = feed_rows(feed)
         if not batched or n <= rows or any(np.ndim(v) == 0 or np.shape(v)[0] != n for v in feed.values()):

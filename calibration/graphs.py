@@ -26,6 +26,10 @@ from collections.abc import Iterable, Sequence
 import onnx
 
 MIN_IR_FOR_LOOSE_INITIALIZERS = 4
+# the float element types: what activations (observers.float_tensor_names) and scored tensors are
+FLOAT_ELEMS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+)
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -44,6 +48,15 @@ def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
         elif attr.type == onnx.AttributeProto.GRAPHS:
             graphs.extend(attr.graphs)
     return graphs
+
+
+def all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in it (If's branches, Loop's and Scan's bodies), outer first."""
+    found = [graph]
+    for node in graph.node:
+        for sub in subgraphs(node):
+            found.extend(all_graphs(sub))
+    return found
 
 
 def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -137,15 +150,20 @@ def sort_graph(graph: onnx.GraphProto, outer: Iterable[str] = ()) -> None:
     graph.node.extend(copies)
 
 
+def min_ir_version(model: onnx.ModelProto) -> int:
+    """The IR version ``model``'s opsets need (onnx.helper's table); for an opset onnx does not
+    know, the minimum that allows initializers outside the graph inputs."""
+    try:
+        return int(onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
+    except Exception:
+        return MIN_IR_FOR_LOOSE_INITIALIZERS
+
+
 def upgrade_ir(model: onnx.ModelProto) -> bool:
     """Lift an IR version 3 model so initializers need not be graph inputs; True when changed."""
     if model.ir_version >= MIN_IR_FOR_LOOSE_INITIALIZERS:
         return False
-    try:
-        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    except Exception:  # an opset onnx does not know: the minimum that allows loose initializers
-        needed = MIN_IR_FOR_LOOSE_INITIALIZERS
-    model.ir_version = max(MIN_IR_FOR_LOOSE_INITIALIZERS, int(needed))
+    model.ir_version = max(MIN_IR_FOR_LOOSE_INITIALIZERS, min_ir_version(model))
     drop_initializer_inputs(model.graph)
     return True
 

@@ -23,7 +23,13 @@ import onnx
 
 from calibration.errors import CalibrationError, DataRefused, ModelLoadError
 from calibration.feeds import feed_rows
-from calibration.graphs import constant_derived, infer_shapes_light, ort_crashing_optimizers, ort_error
+from calibration.graphs import (
+    FLOAT_ELEMS,
+    constant_derived,
+    infer_shapes_light,
+    ort_crashing_optimizers,
+    ort_error,
+)
 from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
 
@@ -295,12 +301,6 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     types: dict[str, int] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         types[vi.name] = vi.type.tensor_type.elem_type
-    floats = {
-        onnx.TensorProto.FLOAT,
-        onnx.TensorProto.FLOAT16,
-        onnx.TensorProto.BFLOAT16,
-        onnx.TensorProto.DOUBLE,
-    }
     inits = {i.name for i in model.graph.initializer}
     names: list[str] = []
     seen: set[str] = set()
@@ -312,7 +312,7 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        if types.get(name, onnx.TensorProto.FLOAT) in floats or name not in types:
+        if types.get(name, onnx.TensorProto.FLOAT) in FLOAT_ELEMS or name not in types:
             names.append(name)
     return names
 

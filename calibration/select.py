@@ -707,15 +707,10 @@ def _numeric_tensor(tp: onnx.TypeProto) -> bool:
     return which is None or (which == "tensor_type" and tp.tensor_type.elem_type != onnx.TensorProto.STRING)
 
 
-FLOAT_ELEMS = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-)
-
-
 def _behind_outputs(model: onnx.ModelProto, producer: Mapping[str, onnx.NodeProto]) -> list[str]:
     """For a model without a numeric tensor output: the float tensors read by the nodes that make
     its outputs (their types from shape inference); refused in one line when there are none."""
-    from calibration.graphs import infer_shapes_light
+    from calibration.graphs import FLOAT_ELEMS, infer_shapes_light
     from calibration.modelinfo import type_text
 
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.graphs import all_nodes, copy_without_initializers, infer_shapes_light, subgraphs
+from calibration.graphs import all_graphs, all_nodes, copy_without_initializers, infer_shapes_light
 from calibration.observers import in_memory_stub
 from edgedeploy.stages.precision.fp16 import (
     HALF_INF_BITS,
@@ -362,20 +362,11 @@ SHAPE_OPS = frozenset({"Shape", "Size"})  # read a weight's shape, not its value
 CASTS = frozenset({"Cast", "CastLike"})
 
 
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and every subgraph in it (If/Loop/Scan bodies)."""
-    found = [graph]
-    for node in graph.node:
-        for sub in subgraphs(node):
-            found.extend(_graphs(sub))
-    return found
-
-
 def _float_weights(model: onnx.ModelProto) -> dict[str, int]:
     """The data type of each float weight by name: initializers of every graph and the ``value`` of
     Constant nodes."""
     found: dict[str, int] = {}
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         tensors = [(t.name, t) for t in graph.initializer]
         for node in graph.node:
             if node.op_type == "Constant" and node.output:
@@ -389,7 +380,7 @@ def _weight_types_at_nodes(model: onnx.ModelProto) -> list[int]:
     and, where a Cast lies on its way, the last Cast's (a converted model whose weights are also
     graph inputs, IR 4-8, keeps them float32 and casts them to float16 before its layers)."""
     weights = _float_weights(model)
-    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes = all_nodes(model.graph)
     producer = {out: node for node in nodes for out in node.output if out}
     found: list[int] = []
     for node in nodes:
