@@ -26,7 +26,7 @@ import onnx
 
 from calibration.atomic import temp_prefix
 from calibration.errors import raised
-from calibration.graphs import opset_of
+from calibration.graphs import all_graphs, min_ir_version, opset_of
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
@@ -646,8 +646,7 @@ def finalize_onnx(
         # weight to be a graph input too, and onnxslim took them out of the inputs, so the checker
         # refused the result ("W in initializer but not in graph input"). onnx's table gives the
         # IR version an opset needs (onnx.helper.VERSION_TABLE).
-        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-        model.ir_version = max(model.ir_version, needed)
+        model.ir_version = max(model.ir_version, min_ir_version(model))
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:
@@ -778,7 +777,7 @@ def _export_module(
             name = f"the model exported for {dest}"
             model, before, after, simplified = finalize_onnx(raw, tmp, options, say, name=name)
             exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
-            differs = compare_with_module(tmp, torch_model, args, exported_io, traced, say)
+            differs = compare_with_module(tmp, model.graph, torch_model, args, exported_io, traced, say)
             if differs and options.verify:
                 raise InputError(f"{differs}; it was not kept (keep it with {KEEP_ANYWAY})")
     warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
@@ -811,11 +810,18 @@ VERIFY_ATOL = 1e-5
 
 
 def compare_with_module(
-    path: Path, model: Any, args: tuple[Any, ...], io_names: _ExportedIO, traced: list[str], notify: Notify
+    path: Path,
+    graph: onnx.GraphProto,
+    model: Any,
+    args: tuple[Any, ...],
+    io_names: _ExportedIO,
+    traced: list[str],
+    notify: Notify,
 ) -> str | None:
-    """Run the exported model at ``path`` in ONNX Runtime (CPU) on the example inputs ``args`` and
-    on two more sets of other values of their shapes (:func:`_other_inputs`), compare its outputs
-    with the module's, and say the first that differs beyond float32's rounding: by more than
+    """Run the exported model at ``path`` (its ``graph`` as saved there) in ONNX Runtime (CPU) on
+    the example inputs ``args`` and on two more sets of other values of their shapes
+    (:func:`_other_inputs`), compare its outputs with the module's, and say the first that differs
+    beyond float32's rounding: by more than
     ``VERIFY_ATOL + VERIFY_RTOL * max|torch|`` (None when all agree).
 
     A trace (the TorchScript exporter, the dynamo one's fallback) runs forward once and keeps
@@ -826,7 +832,6 @@ def compare_with_module(
     torch = _import_torch()
     import onnxruntime as ort
 
-    graph = onnx.load(os.fspath(path), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
     why = None
     if not all(isinstance(a, torch.Tensor) and _numpy_dtype(a) for a in args):
@@ -961,7 +966,7 @@ def rename_values(model: onnx.ModelProto, names: dict[str, str]) -> None:
     ``conv.weight`` beside an inner Relu's output and a weight of those names, and the checker
     refused the file (tests/test_export_names.py). Hand-written: neither onnx nor onnxslim
     renames a value everywhere it is read."""
-    graphs = list(_graphs(model.graph))
+    graphs = all_graphs(model.graph)
     taken = {name for graph in graphs for name in _value_names(graph)}
     mapping = dict(names)
     for new in names.values():
@@ -985,15 +990,6 @@ def rename_values(model: onnx.ModelProto, names: dict[str, str]) -> None:
             info.name = mapping.get(info.name, info.name)
         for sparse in graph.sparse_initializer:
             sparse.values.name = mapping.get(sparse.values.name, sparse.values.name)
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every subgraph in it (If's branches, Loop's and Scan's bodies)."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _graphs(sub)
 
 
 def _value_names(graph: onnx.GraphProto) -> Iterator[str]:
