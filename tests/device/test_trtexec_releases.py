@@ -140,6 +140,21 @@ def test_edgedeploy_path_gets_the_bundles_profile_and_tf32_and_keeps_its_sidecar
     assert not list(engine.parent.glob(".build.*"))
 
 
+def _benchmark(
+    bundle: Path, device: Device, version: str, *flags: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """benchmark.sh for 0.2 s without warm-up on TensorRT ``version`` (its FAKE_TRT_VERSION), which
+    must succeed: its result and the JSON file it wrote."""
+    out = bundle / "device" / "results" / "bench.json"
+    res = device.run(
+        script(bundle, "benchmark.sh"),
+        *("--duration", "0.2", "--warmup", "0", "--out", str(out), *flags),
+        FAKE_TRT_VERSION=version,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res, out
+
+
 @pytest.mark.parametrize(
     ("version", "graph", "transfers"),
     [("8502", True, True), ("100300", True, True), ("110100", True, True), ("110100", False, False)],
@@ -151,20 +166,8 @@ def test_benchmark_makes_trtexec_run_what_its_json_says_on_every_release(
     if version == "8502":
         device.set_board(release=R35, cuda="11.4.315")
     assert device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION=version).returncode == 0
-    out = bundle / "device" / "results" / "bench.json"
     flags = ([] if graph else ["--no-cuda-graph"]) + ([] if transfers else ["--no-data-transfers"])
-    res = device.run(
-        script(bundle, "benchmark.sh"),
-        "--duration",
-        "0.2",
-        "--warmup",
-        "0",
-        "--out",
-        str(out),
-        *flags,
-        FAKE_TRT_VERSION=version,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+    _, out = _benchmark(bundle, device, version, *flags)
     settings = json.loads(out.read_text())["settings"]
     log = (bundle / "device" / "results" / "bench.trtexec.log").read_text()
     said = {True: "Enabled", False: "Disabled"}
@@ -316,18 +319,7 @@ def test_benchmark_on_trtexec_8_2_runs_whole_seconds_and_records_them(bundle: Pa
     """--duration is an int32 on trtexec 8.2 (std::stoi: 0.2 would run as 0): rounded up, recorded."""
     device.set_board(release=R32, cuda="10.2.300")
     assert device.run(script(bundle, "build_engine.sh"), FAKE_TRT_VERSION="8201").returncode == 0
-    out = bundle / "device" / "results" / "bench.json"
-    res = device.run(
-        script(bundle, "benchmark.sh"),
-        "--duration",
-        "0.2",
-        "--warmup",
-        "0",
-        "--out",
-        str(out),
-        FAKE_TRT_VERSION="8201",
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+    res, out = _benchmark(bundle, device, "8201")
     run = next(c for c in device.calls("trtexec") if "--loadEngine=" in c).split()
     assert "--duration=1" in run and "--duration=0.2" not in run
     settings = json.loads(out.read_text())["settings"]
