@@ -120,7 +120,7 @@ def parse_onnx(
         for index in range(parser.num_errors):
             err = parser.get_error(index)
             node = int(err.node())
-            if node < 0:  # an error of the model, not of a node (onnx-tensorrt's Status: node -1)
+            if node < 0:  # an error of the model, not of a node (docs/tensorrt-facts.md)
                 node_name, op = "", ""
             elif hasattr(err, "node_name"):  # ParserError.node_name/node_operator: 10.0 on
                 node_name, op = str(err.node_name()), str(err.node_operator())

@@ -383,7 +383,7 @@ def detect_gpu(dev: Dict[str, Any]) -> Dict[str, Any]:
 
 def gpu_from_log(text: str) -> Tuple[Optional[str], Optional[str]]:
     """(name, compute capability) trtexec printed in its device information ("Selected Device: NAME",
-    "Compute Capability: X.Y": samples/common/sampleDevice.cpp; docs/tensorrt-facts.md, trtexec)."""
+    "Compute Capability: X.Y"; docs/tensorrt-facts.md, trtexec)."""
     name = re.search(r"\bSelected Device: *(\S[^\r\n]*?) *$", text, flags=re.M)
     cc = re.search(r"\bCompute Capability: *(\d+\.\d+) *$", text, flags=re.M)
     return (name.group(1) if name else None), (cc.group(1) if cc else None)
@@ -575,8 +575,8 @@ def build_flags(
     Same rules as edgedeploy's trt_plan: strongly typed from 10 (precision is in the graph); on 8.x
     the FP16 flag beside INT8 (as edgedeploy sets both) and the precision plan's fp32 layers pinned
     with --precisionConstraints=obey --layerPrecisions/--layerOutputTypes; TF32 stays at trtexec's
-    default unless the bundle was built with it cleared (--noTF32). Flag names: trtexec's
-    sampleOptions.cpp at 8.2.1, 8.4.1, v8.6.1 and v10.x. trtexec before 8.4 has no
+    default unless the bundle was built with it cleared (--noTF32). Flag names per trtexec release:
+    docs/tensorrt-facts.md and tests/data/trtexec-flags.json. trtexec before 8.4 has no
     --layerPrecisions/--layerOutputTypes: there the fp32 layers are not pinned, and one line on
     stderr says so (verify.sh's gate then checks the accuracy).
     """
@@ -623,7 +623,7 @@ def build_flags(
     return flags
 
 
-# --layerPrecisions and --layerOutputTypes: in trtexec's sampleOptions.cpp from 8.4.1 on, not at 8.2.1
+# --layerPrecisions and --layerOutputTypes: in trtexec from 8.4.1 on, not at 8.2.1 (docs/tensorrt-facts.md)
 TRTEXEC_LAYER_PRECISIONS = (8, 4)
 
 
@@ -1151,9 +1151,9 @@ def input_dtypes(art: Dict[str, Any]) -> Dict[str, str]:
 def engine_input_dtype(dtype: str, trt: Optional[str]) -> str:
     """The dtype of the engine input TensorRT's ONNX parser makes of a model input of ``dtype``.
 
-    onnx-tensorrt's convertDtype (onnx2trt_utils.cpp at release/8.2-GA to 8.6-GA, importerUtils.cpp
-    at 10.x) makes DOUBLE a float32 input on every release, and INT64 an int32 one before 10.0
-    (DataType has no INT64 there): trtexec reads --loadInputs files as those raw bytes. ``trt`` is
+    The parser makes DOUBLE a float32 input on every release, and INT64 an int32 one before 10.0
+    (DataType has no INT64 there; docs/tensorrt-facts.md, "Integer I/O"): trtexec reads
+    --loadInputs files as those raw bytes. ``trt`` is
     the device's TensorRT; an int64 input, whose engine type depends on it, is refused when it is
     unknown (None).
     """
@@ -1269,8 +1269,8 @@ TRTEXEC_FLOAT_DURATION = (8, 4)  # --duration: int32 read with std::stoi at 8.2.
 
 def trtexec_duration(trt: str, seconds: str) -> str:
     """The --duration value this trtexec runs as asked: before 8.4 trtexec reads whole seconds
-    (sampleOptions.h at 8.2.1: ``int32_t duration``, parsed with std::stoi, which cuts 2.5 to 2 and
-    0.2 to 0), so a fraction is rounded up and said on stderr; from 8.4.1 on, a float as given."""
+    (an int32, read with std::stoi, which cuts 2.5 to 2 and 0.2 to 0; docs/tensorrt-facts.md), so a
+    fraction is rounded up and said on stderr; from 8.4.1 on, a float as given."""
     if trt_minor(trt) >= TRTEXEC_FLOAT_DURATION:
         return seconds
     whole = math.ceil(float(seconds))

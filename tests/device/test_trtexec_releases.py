@@ -1,9 +1,9 @@
 """Device scripts against trtexec's real flags and output per TensorRT release.
 
-The fake trtexec (tests/device/fakes/trtexec) knows each release's flags (tests/data/trtexec-flags.json,
-every "--flag" literal of samples/common/sampleOptions.cpp at tags 8.2.1, 8.4.1, 8.5.3, v8.6.1, v10.3.0,
-v10.13.0, v11.0, v11.1 of github:NVIDIA/TensorRT), refuses others as trtexec.cpp does, reports the inference
-settings it ran with, and writes --exportOutput as sampleReporting.cpp's exportJSONOutput() does.
+The fake trtexec (tests/device/fakes/trtexec) knows each release's flags (tests/data/trtexec-flags.json:
+8.2.1, 8.4.1, 8.5.3, 8.6.1, 10.3.0, 10.13.0, 11.0 and 11.1, where they come from is in
+docs/tensorrt-facts.md), refuses others as trtexec does, reports the inference settings it ran with, and
+writes --exportOutput as trtexec does.
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ R32 = "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aar
 def test_trtexec_8_2_builds_without_the_layer_precision_flags_it_lacks_and_says_so(
     tmp_path: Path, device: Device
 ) -> None:
-    """trtexec 8.2.1 has no --layerPrecisions/--layerOutputTypes (sampleOptions.cpp: from 8.4.1) and
+    """trtexec 8.2.1 has no --layerPrecisions/--layerOutputTypes (they come with 8.4.1) and
     refuses unknown options: the build goes on without them and says so in one line."""
     (tmp_path / "src").mkdir()
     bundle = make_dense_bundle(
@@ -421,8 +421,8 @@ def make_token_bundle(work: Path, ids: np.ndarray) -> Path:
 def test_verify_feeds_int64_inputs_in_the_type_the_engine_takes(
     tmp_path: Path, device: Device, version: str, release: str | None, itemsize: int
 ) -> None:
-    """TensorRT 8.x's parser makes an INT64 input int32 (onnx-tensorrt convertDtype; no INT64 before
-    10.0) and trtexec reads the file as that many bytes: int64 bytes would be half-read as garbage."""
+    """TensorRT 8.x's parser makes an INT64 input int32 (no INT64 before 10.0; docs/tensorrt-facts.md)
+    and trtexec reads the file as that many bytes: int64 bytes would be half-read as garbage."""
     ids = np.random.default_rng(0).integers(0, 100, (2, 8)).astype(np.int64)
     bundle = make_token_bundle(tmp_path / "src", ids)
     if release:

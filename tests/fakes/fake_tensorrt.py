@@ -174,8 +174,8 @@ def _onnx_to_trt(trt: Any, elem_type: int) -> Any:
     return trt.DataType[member]
 
 
-# What onnx-tensorrt's importInput says when convertDtype has no TensorRT type for an input's
-# ONNX type (ModelImporter.cpp, release/8.6-GA; the same words at release/10.1-GA)
+# What TensorRT's ONNX parser says when it has no TensorRT type for an input's ONNX type, the same
+# words on 8.6 and 10.1 (docs/tensorrt-facts.md, "Parser errors of no node")
 PARSER_INPUT_TYPE_ERROR = (
     "Assertion failed: convertDtype(onnxDtype.elem_type(), &trtDtype) && "
     '"Failed to convert ONNX date type to TensorRT data type."'
@@ -183,9 +183,9 @@ PARSER_INPUT_TYPE_ERROR = (
 
 
 def _parser_input_types(major: int) -> set[int]:
-    """ONNX types convertDtype maps to a TensorRT type: onnx2trt_utils.cpp at release/8.5-GA and
-    8.6-GA (DOUBLE, FLOAT, INT8, UINT8, FLOAT16, BOOL, INT32, INT64), importerUtils.cpp at
-    release/10.0-GA and 10.1-GA (also BFLOAT16, FLOAT8E4M3FN, INT4)."""
+    """ONNX input types the parser maps to a TensorRT type: on 8.5 and 8.6 DOUBLE, FLOAT, INT8, UINT8,
+    FLOAT16, BOOL, INT32, INT64; on 10.0 and 10.1 also BFLOAT16, FLOAT8E4M3FN, INT4
+    (docs/tensorrt-facts.md, "Integer I/O")."""
     import onnx
 
     t = onnx.TensorProto
@@ -471,9 +471,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                 if vi.name in inits:
                     continue
                 if vi.type.tensor_type.elem_type not in _parser_input_types(major):
-                    # onnx-tensorrt's importInput (ModelImporter.cpp, release/8.6-GA and 10.1-GA):
-                    # ASSERT_INPUT/CHECK_INPUT(convertDtype(...)) make a Status of the model, whose
-                    # node is the default -1 (and node name and operator ""); the parse fails
+                    # an error of the model, not of a node: node -1, node name and operator ""
+                    # (docs/tensorrt-facts.md, "Parser errors of no node"); the parse fails
                     self._errors.append(ParserError(-1, "", "", PARSER_INPUT_TYPE_ERROR))
                     return False
                 dims = tuple(
