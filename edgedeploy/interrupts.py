@@ -69,10 +69,16 @@ _previous: dict[signal.Signals, Any] = {}  # the handlers handle_signals replace
 def handle_signals() -> None:
     """SIGTERM unwinds the stack like Ctrl-C, and both are recorded (main thread only; elsewhere
     nothing changes). Forgets the signals of a previous run in this process;
-    :func:`release_signals` puts the previous handlers back."""
+    :func:`release_signals` puts the previous handlers back.
+
+    A signal the process was started with ignored stays ignored, as ``nohup`` and a shell's
+    background jobs (``cmd &``, where Ctrl-C is meant for the foreground job) expect.
+    """
     _received.clear()
     if threading.current_thread() is threading.main_thread():
         for sig, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue
             before = signal.signal(sig, handler)
             _previous.setdefault(sig, before)
 
@@ -106,7 +112,9 @@ def deferred() -> Iterator[Callable[[], None]]:
         caught.append(signum)
 
     previous: dict[signal.Signals, Any] = {
-        sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)
+        sig: signal.signal(sig, hold)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN  # ignored stays ignored (nohup, `cmd &`)
     }
     try:
         yield check

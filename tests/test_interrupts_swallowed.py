@@ -126,3 +126,26 @@ def test_the_check_sees_an_import_outside_deferred() -> None:
     good = "def command():\n    with deferred():\n        from edgedeploy.onnxio import load_onnx\n"
     assert lazy_imports_outside_deferred(bad) == ["command:3 edgedeploy.onnxio"]
     assert lazy_imports_outside_deferred(good) == []
+
+
+def test_a_signal_started_ignored_stays_ignored() -> None:
+    """nohup and a shell's background jobs start a command with SIGINT (nohup: SIGHUP) ignored; a
+    Ctrl-C meant for the foreground job must not stop it, during a stage or a deferred block."""
+    import edgedeploy.interrupts as interrupts
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        interrupts.handle_signals()
+        try:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is interrupts._on_sigterm
+            with interrupts.deferred() as check:
+                assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGINT)
+                check()
+            assert interrupts._received == []
+        finally:
+            interrupts.release_signals()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
