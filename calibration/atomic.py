@@ -192,9 +192,30 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        named = named_after(exc, tmp, dest)
+        if named is exc:
+            raise
+        raise named from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def named_after(exc: OSError, tmp: Path, dest: Path) -> OSError:
+    """``exc`` naming ``dest`` (or the file under it) where it named our temporary ``tmp`` or no file
+    at all: a full disk (ENOSPC) raised by a ``write`` carries no file name, and the user knows the
+    destination, not our temporary name. Other errors are returned as they are."""
+    if exc.filename2 is not None or exc.errno is None or exc.strerror is None:
+        return exc
+    where = dest
+    if exc.filename is not None:
+        try:
+            where = dest / Path(os.fsdecode(exc.filename)).relative_to(tmp)
+        except ValueError:
+            return exc  # another file: its own name is the right one
+    return type(exc)(exc.errno, exc.strerror, str(where))
 
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> Path:

@@ -34,6 +34,7 @@ from calibration.atomic import (
     content_sha256,
     forget_written,
     guarded,
+    named_after,
     remove_stale_temps,
     sha256_file,
     staging,
@@ -115,6 +116,12 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
         with staging(tmp, dest):
             yield tmp
         _replace_dir(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        named = named_after(exc, tmp, dest)  # a full disk names the file in dest, not in our tmp
+        if named is exc:
+            raise
+        raise named from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

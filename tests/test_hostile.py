@@ -1802,6 +1802,32 @@ def test_a_full_disk_is_one_line_naming_the_output(tiny: Tiny, monkeypatch: pyte
     one_line_error(result, 2, "r.json", "No space left on device")
 
 
+def test_a_disk_that_fills_while_writing_names_the_output(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write() that fails with ENOSPC carries no file name: the line names the output the user
+    asked for (not our temporary file), for a file and for a file inside a folder written whole."""
+    import errno
+
+    from edgedeploy.fileio import atomic_dir
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with unchanged(tiny.root):
+        result = cli("compare", "model.onnx", "model.fp16.onnx", "--json", "r.json", cwd=tiny.root)
+    one_line_error(result, 2, "r.json: No space left on device")
+
+    def full_in(path: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    with pytest.raises(OSError) as caught, atomic_dir(tiny.root / "bundle") as tmp:
+        full_in(str(tmp / "engines" / "a.onnx"))
+    assert caught.value.filename == str(tiny.root / "bundle" / "engines" / "a.onnx")
+    assert not (tiny.root / "bundle").exists()
+
+
 def test_a_read_only_output_folder_is_refused_before_any_work(
     tiny: Tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:
