@@ -224,6 +224,28 @@ def test_a_damaged_cached_artifact_is_built_again(local_run: MatrixResult, proje
     assert sum(not c.cached for c in rerun.cells if c.status == "ok") == 1
 
 
+def test_a_cell_record_edited_by_hand_is_not_believed(tmp_path: Path) -> None:
+    """A cached cell's record.json whose figures were edited (a cosine, a gate) is a miss, as a
+    changed file is: the cell is made again rather than its edited figures reported."""
+    from edgedeploy.pipeline.executors import Produced
+
+    store = ArtifactStore(tmp_path)
+    result = {"compare": {"cosine": 0.912, "passed": False}}
+    store.put("k", Produced({"a.onnx": b"model"}, result, "node-1", 1.5))
+    found = store.lookup("k")
+    assert found is not None and found.result == result and found.files["a.onnx"].read_bytes() == b"model"
+    path = store.root / "k" / "record.json"
+    original = path.read_text()
+    path.write_text(original.replace("0.912", "0.999").replace("false", "true"))
+    assert store.lookup("k") is None
+    path.write_text(original)
+    assert store.lookup("k") is not None
+    record = json.loads(original)
+    del record["record_sha256"]  # a record written before records had digests
+    path.write_text(json.dumps(record))
+    assert store.lookup("k") is None
+
+
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Path) -> None:
     config = load_matrix_config(_config(project, "interrupted"))
     seen: list[str] = []

@@ -37,13 +37,14 @@ from edgedeploy.errors import BudgetMissed, EdgeDeployError, GateFailed, first_l
 from edgedeploy.fileio import (
     atomic_dir,
     atomic_write_bytes,
+    content_sha256,
     scratch_dir,
     sha256_bytes,
     sha256_file,
     sha256_json,
 )
 from edgedeploy.options import BuildRequest, parse_profiles
-from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
+from edgedeploy.pipeline.cache import CACHE_DIR, DIGEST, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
     Failed,
@@ -102,7 +103,8 @@ class Record:
 
 
 class ArtifactStore:
-    """Stage outputs by stage key: ``<key>/record.json`` plus the files, each checked by sha256."""
+    """Stage outputs by stage key: ``<key>/record.json`` plus the files, each checked by sha256, and
+    the record by a digest of its own (as ``run``'s stage records, pipeline/cache.py)."""
 
     def __init__(self, workdir: Path) -> None:
         self.root = workdir / CACHE_DIR / STORE_DIR
@@ -113,6 +115,8 @@ class ArtifactStore:
             record = json.loads((directory / "record.json").read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(record, dict) or record.get(DIGEST) != content_sha256(record, DIGEST):
+            return None  # edited by hand (a cosine, a gate), or written before records had digests
         files: dict[str, Path] = {}
         for name, digest in record.get("files", {}).items():
             path = directory / name
@@ -138,6 +142,8 @@ class ArtifactStore:
                 "node": produced.node,
                 "seconds": round(produced.seconds, 3),
             }
+            record = json.loads(json.dumps(record))  # as lookup reads it back, for the digest
+            record[DIGEST] = content_sha256(record, DIGEST)
             (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n")
         found = self.lookup(key)
         if found is None:  # pragma: no cover - we just wrote it
