@@ -21,9 +21,11 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,15 +222,31 @@ def _stale(entry: Path) -> bool:
     if not entry.name.startswith(SCRATCH_PREFIX) or entry.is_symlink() or not entry.is_dir():
         return False
     try:
-        if entry.stat().st_uid != os.getuid():
+        info = entry.stat()
+        if info.st_uid != os.getuid():
             return False
         owner = json.loads((entry / OWNER_FILE).read_text())
         pid, started, host = int(owner["pid"]), owner.get("started"), str(owner["host"])
-    except (OSError, ValueError, TypeError, KeyError):  # no owner file (yet): not ours to judge
+    except FileNotFoundError:  # killed between making the folder and writing its owner file
+        return _orphan(entry, info.st_mtime)
+    except (OSError, ValueError, TypeError, KeyError):
         return False
     if host != socket.gethostname() or pid == os.getpid():
         return False
     return not _owner_alive(pid, started if isinstance(started, int) else None)
+
+
+ORPHAN_SECONDS = 60.0
+
+
+def _orphan(entry: Path, modified: float) -> bool:
+    """A scratch folder without an owner file is stale when the pid in its name
+    (``edgedeploy-KIND-PID-XXXX``) is gone and it has not changed for a minute; the owner file is
+    written right after the folder is made, so a younger one may still get it."""
+    found = re.fullmatch(rf"{re.escape(SCRATCH_PREFIX)}.+-(\d+)-[^-]+", entry.name)
+    if found is None or int(found.group(1)) == os.getpid() or time.time() - modified < ORPHAN_SECONDS:
+        return False
+    return not _owner_alive(int(found.group(1)), None)
 
 
 def sweep_scratch(root: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -118,6 +118,30 @@ def test_a_reused_pid_does_not_keep_a_dead_runs_folder(tmp_path: Path) -> None:
         other.wait()
 
 
+def test_a_folder_killed_before_its_owner_file_is_swept_by_the_pid_in_its_name(tmp_path: Path) -> None:
+    """A run killed between making its scratch folder and writing the owner file left a folder
+    with no owner file: it goes once the pid in its name is gone and it is a minute old."""
+    other = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        old = time.time() - 120
+        orphan = tmp_path / f"edgedeploy-cell-{dead.pid}-x1y2z3"
+        alive = tmp_path / f"edgedeploy-cell-{other.pid}-x1y2z3"
+        young = tmp_path / f"edgedeploy-cell-{dead.pid}-a1b2c3"
+        unnamed = tmp_path / "edgedeploy-cell-nopid"
+        for folder in (orphan, alive, young, unnamed):
+            folder.mkdir()
+            (folder / "work.bin").write_bytes(b"x")
+        for folder in (orphan, alive, unnamed):
+            os.utime(folder, (old, old))
+        assert sweep_scratch(tmp_path) == [orphan]
+        assert alive.is_dir() and young.is_dir() and unnamed.is_dir()
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_scratch_dir_records_its_owner_and_is_removed_on_the_way_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
