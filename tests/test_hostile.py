@@ -252,6 +252,35 @@ def test_a_corrupted_precision_model_is_rebuilt_and_compared_again_not_up_to_dat
     assert bundled.read_bytes() == fp16.read_bytes()
 
 
+def test_run_refuses_a_bundle_output_it_cannot_write_before_any_stage(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle output in a read-only folder was found after export, build and compare had run."""
+    import os
+
+    ro = tiny.root / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    config = write_config(tiny, bundle='output = "ro/bundle"')
+    with unchanged(tiny.root):
+        one_line_error(cli("run", config), 2, "bundle.output", "cannot write in", "read-only")
+
+
+def test_run_writes_a_bundle_through_a_symlinked_output_as_bundle_create_does(tiny: Tiny) -> None:
+    """A bundle output that is a link to a folder: the bundle goes into that folder and its archive
+    beside it (as ``bundle create -o LINK``); the run used to fail after every stage, refusing the
+    archive as "outside the output folder"."""
+    (tiny.root / "real").mkdir()
+    (tiny.root / "link").symlink_to("real")
+    config = write_config(tiny, bundle='output = "link"')
+    result = cli("run", config)
+    assert result.code == 0, result.text
+    assert (tiny.root / "real" / "manifest.json").is_file() and (tiny.root / "real.tar.gz").is_file()
+    assert (tiny.root / "link").is_symlink()
+    assert "up to date" in cli("run", config).text
+
+
 def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Tiny) -> None:
     """--json was checked against the inputs only: ``run --json bundle/manifest.json`` left a bundle
     no later run would take, ``run --json work/tiny.fp16.onnx`` and ``build -o o --json

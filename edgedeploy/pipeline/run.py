@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -371,10 +372,13 @@ def _output_roots(config: PipelineConfig) -> list[Path]:
 
 
 def bundle_dir(config: PipelineConfig) -> Path:
-    """Where the bundle goes: ``[bundle] output`` beside the config, else ``workdir/bundle``."""
+    """Where the bundle goes: ``[bundle] output`` beside the config, else ``workdir/bundle``.
+
+    Symlinks resolved, as ``bundle create`` writes: a link to a folder gets the bundle in that
+    folder and the archive beside it, and the run's checks and writes name the same paths."""
     if config.bundle.output:
-        return config.path(config.bundle.output)
-    return config.path(config.workdir) / "bundle"
+        return config.path(config.bundle.output).resolve()
+    return (config.path(config.workdir) / "bundle").resolve()
 
 
 def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
@@ -858,6 +862,12 @@ def check_config(config: PipelineConfig) -> Target:
         if not ancestor.is_dir():
             where = "exists and is not a folder" if ancestor == folder else f"lies in {ancestor}, a file"
             raise InputError(f"config {key}: {folder} {where}")
+        # the bundle replaces its folder whole, from a temporary folder made beside it
+        written = nearest_existing(folder.parent) if key == "bundle.output" else ancestor
+        if not os.access(written, os.W_OK | os.X_OK):
+            raise InputError(
+                f"config {key}: {folder}: cannot write in {written} (read-only or no permission)"
+            )
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
