@@ -10,6 +10,7 @@ under a second.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -240,3 +241,17 @@ def test_the_checker_finds_an_upward_import(tmp_path: Path) -> None:
         "edgedeploy.mystery belongs to no layer (add it to LAYERS)",
         "edgedeploy.targets (basics) -> edgedeploy.pipeline (pipeline)",
     ]
+
+
+def test_sizes_print_in_one_scheme() -> None:
+    """Sizes print as ``ui.human_size`` writes them (1.23 MB, 456 kB) everywhere; ``build`` and
+    ``bundle create`` printed raw byte counts (``687,252 bytes``) beside tables in kB and MB."""
+    raw = re.compile(r":,\}\s*(bytes|B)\b")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
+    assert offenders == []

@@ -27,6 +27,7 @@ from edgedeploy.cli.common import (
 )
 from edgedeploy.errors import BudgetMissed, InputError
 from edgedeploy.interrupts import deferred
+from edgedeploy.ui import human_size
 
 FP16 = "FP16"
 INT8 = "INT8 calibration"
@@ -228,7 +229,7 @@ def build_command(
     if str(result.build.info.get("checked", "")).startswith("loaded, not run"):
         state += f"; {result.build.info['checked']}; give its input shapes with --input NAME:SHAPE"
     out.print(
-        f"{precision} artifact: {result.precision.path} ({result.precision.path.stat().st_size:,} bytes)"
+        f"{precision} artifact: {result.precision.path} ({human_size(result.precision.path.stat().st_size)})"
     )
     out.print(f"{result.build.backend} output: {result.build.artifact} ({state})")
     if json_path is not None:

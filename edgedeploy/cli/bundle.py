@@ -21,6 +21,7 @@ from edgedeploy.cli.common import (
 )
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
 from edgedeploy.interrupts import deferred
+from edgedeploy.ui import human_size
 
 
 class _DefaultCreateGroup(TyperGroup):
@@ -107,7 +108,7 @@ def create_command(
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(
         f"bundle {result_bundle.directory} ({result_bundle.files} files, "
-        f"{result_bundle.size_bytes:,} bytes), "
+        f"{human_size(result_bundle.size_bytes)}), "
         f"archive {result_bundle.archive}"
     )
     report = result_bundle.manifest.get("report")
