@@ -89,6 +89,8 @@ def _random_source(
                     feed[s.name] = rng.standard_normal(shape).astype(dt)
                 elif dt.kind == "b":
                     feed[s.name] = rng.integers(0, 2, shape).astype(dt)
+                elif dt.kind == "O":  # a string tensor: numbers as text ("0".."9"), numpy's str_
+                    feed[s.name] = rng.integers(0, 10, shape).astype(np.str_)
                 elif not shape:  # an integer scalar is a size, step or count: never 0 (ONNX Runtime
                     # divides by some, STFT's frame_step for one, and dies of SIGFPE on zero)
                     feed[s.name] = np.asarray(rng.integers(1, 10)).astype(dt)

@@ -140,3 +140,39 @@ def test_an_optional_input_is_refused_by_compare_as_by_the_data_sources(tmp_path
     # an fp16 build needs no data: it is still made (its range analysis skipped)
     built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "fp16")
     assert built.code == 0, built.stderr
+
+
+def _label_encoder(path: Path) -> Path:
+    """s[N] (strings) -> LabelEncoder -> y[N] float: "a" 1.0, "b" 2.0, anything else 0.0."""
+    node = helper.make_node(
+        "LabelEncoder", ["s"], ["y"], domain="ai.onnx.ml",
+        keys_strings=["a", "b"], values_floats=[1.0, 2.0], default_float=0.0,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_compare_runs_a_model_with_a_string_input(tmp_path: Path) -> None:
+    """compare of a model with a string input ended on Polygraphy's "unexpected dtype: object"
+    (its input check maps only numpy's zero-length <U0 to STRING); the feeds go to ONNX Runtime
+    unchecked by Polygraphy, as those of an input without a shape, on random data (numbers as
+    text) and on the user's strings."""
+    import json
+
+    model = _label_encoder(tmp_path / "s.onnx")
+    batch = next(iter(open_source("random", model_io(model)[0], samples=4, batch_size=4)))
+    assert all(isinstance(v, str) for v in batch["s"].flat)  # text, not numbers as objects
+    result = run_cli("compare", model, model, "--json", tmp_path / "r.json")
+    assert result.code == 0, result.stderr
+    np.savez(tmp_path / "d.npz", s=np.array(["a", "b", "c", "a"]))
+    result = run_cli("compare", model, model, "--data", tmp_path / "d.npz", "--json", tmp_path / "d.json")
+    assert result.code == 0, result.stderr
+    said = json.loads((tmp_path / "d.json").read_text())
+    assert said["outputs"]["y"]["cosine"] == pytest.approx(1.0)

@@ -278,15 +278,17 @@ def not_comparable(reference: Path) -> tuple[list[str], list[str]]:
     return kept, left
 
 
-def _shapeless_inputs(path: Path) -> bool:
-    """Whether an ONNX model declares an input without a shape (not even a rank). ONNX Runtime
-    reports such an input as a scalar, so Polygraphy's input check would refuse every feed; the
-    feeds were checked against the model's own declarations before (``calibration.feeds``)."""
+def _inputs_polygraphy_refuses(path: Path) -> bool:
+    """Whether an ONNX model declares an input Polygraphy's input check refuses every feed of: one
+    without a shape (not even a rank), which ONNX Runtime reports as a scalar, or a string tensor
+    (Polygraphy maps only numpy's zero-length ``<U0`` to its STRING, so an object or ``<U5``
+    array is an "unexpected dtype"). The feeds were checked against the model's own declarations
+    before (``calibration.feeds``), and ONNX Runtime takes both."""
     if path.suffix != ".onnx":
         return False
     from calibration.modelinfo import model_io
 
-    return any(not spec.rank_known for spec in model_io(path)[0])
+    return any(not spec.rank_known or spec.dtype == "object" for spec in model_io(path)[0])
 
 
 def run_pair(
@@ -312,7 +314,7 @@ def run_pair(
     # hold it, and stop before the next batch instead
     with deferred() as stop_if_interrupted, _quiet_polygraphy():
         for runner, path in ((ref_runner, reference), (cand_runner, candidate)):
-            inputs_checked = not _shapeless_inputs(Path(path))
+            inputs_checked = not _inputs_polygraphy_refuses(Path(path))
             runner.infer = _after(stop_if_interrupted, runner.infer, inputs_checked)  # type: ignore[method-assign]
         results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
     (_, ref_out), (_, cand_out) = results
