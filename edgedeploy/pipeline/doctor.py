@@ -27,6 +27,20 @@ def _version(module: str) -> str | None:
     return str(getattr(mod, "__version__", "installed"))
 
 
+def _installed_version(module: str, distribution: str) -> str | None:
+    """The installed version of a heavy optional package, without importing it: torch and
+    scikit-learn took 3-5 s of the 7 s of ``doctor``, which the device scripts' ``--tool auto``
+    runs before every build and benchmark."""
+    from importlib import metadata, util
+
+    try:
+        if util.find_spec(module) is None:
+            return None
+        return metadata.version(distribution)
+    except (ImportError, ValueError, metadata.PackageNotFoundError):
+        return None
+
+
 def diagnose() -> list[Check]:
     checks = [
         Check("python", sys.version_info >= (3, 10), platform.python_version(), "Python >= 3.10 is needed")
@@ -39,7 +53,7 @@ def diagnose() -> list[Check]:
     ):
         version = _version(module)
         checks.append(Check(module, version is not None, version or "not installed", hint))
-    torch = _version("torch")
+    torch = _installed_version("torch", "torch")
     checks.append(
         Check(
             "torch",
@@ -49,7 +63,7 @@ def diagnose() -> list[Check]:
             optional=True,
         )
     )
-    sklearn = _version("sklearn")
+    sklearn = _installed_version("sklearn", "scikit-learn")
     checks.append(
         Check(
             "scikit-learn",
