@@ -433,9 +433,11 @@ def test_bundle_and_inspect_count_the_same_files_and_bytes(tiny: Tiny) -> None:
     assert made.code == 0, made.text
     on_disk = [p for p in out.rglob("*") if p.is_file()]
     truth = (len(on_disk), sum(p.stat().st_size for p in on_disk))
-    printed = re.search(r"\((\d+) files, ([\d,]+) bytes\)", made.text)
+    from edgedeploy.ui import human_size
+
+    printed = re.search(r"\((\d+) files, ([\d.]+ [kMG]?B)\)", made.text)
     assert printed, made.text
-    assert (int(printed[1]), int(printed[2].replace(",", ""))) == truth
+    assert (int(printed[1]), printed[2]) == (truth[0], human_size(truth[1]))
     for where in (out, out.with_name(out.name + ".tar.gz")):
         report = tiny.root / "inspect.json"
         assert cli("bundle", "inspect", where, "--json", report).code == 0

@@ -590,7 +590,8 @@ def build_flags(
             flags.append("--fp16")
         if precision == "int8":
             flags.append("--int8")
-            if art.get("calibration_cache"):
+            # a Q/DQ model quantizes from its own scales: no cache, as edgedeploy build (trt_plan)
+            if art.get("calibration_cache") and not art.get("qdq"):
                 flags.append(f"--calib={manifest_path_placeholder(art['calibration_cache'])}")
         layers = [n for n in layers_fp32 or [] if n]
         if layers and trt_minor(trt) < TRTEXEC_LAYER_PRECISIONS:

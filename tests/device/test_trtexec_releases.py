@@ -574,14 +574,30 @@ def test_edgedeploy_usable_reads_the_real_doctor_report(bundle: Path, tmp_path: 
 # ---------------------------------------------------------------- the calibration cache's header
 
 
-def make_int8_bundle(work: Path, header: str) -> Path:
-    """A jetson-orin-nano bundle whose int8 artifact is the fp32 ONNX plus a calibration cache with
-    first line ``header`` (TensorRT 8.x's implicit quantization path)."""
+def _with_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its input quantized (QuantizeLinear -> DequantizeLinear): a Q/DQ model."""
+    from onnx import helper, numpy_helper
+
+    name = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = [f"{name}_dq" if i == name else i for i in node.input]
+    model.graph.initializer.extend(
+        [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(0), "z")]
+    )
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_dq"]))
+    model.graph.node.insert(0, helper.make_node("QuantizeLinear", [name, "s", "z"], [f"{name}_q"]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def make_int8_bundle(work: Path, header: str, qdq: bool = False) -> Path:
+    """A jetson-orin-nano bundle whose int8 artifact is the fp32 ONNX (``qdq``: a Q/DQ model) plus
+    a calibration cache with first line ``header`` (TensorRT 8.x's implicit quantization path)."""
     work.mkdir(parents=True, exist_ok=True)
     from conftest import dense_model
 
     model = work / "dense.onnx"
-    onnx.save(dense_model(False), model)
+    onnx.save(_with_qdq(dense_model(False)) if qdq else dense_model(False), model)
     cache = work / "dense.calib.cache"
     cache.write_text(f"{header}\ninput: 3c010a14\nlogits: 3d8b2a1c\n")
     x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
@@ -635,6 +651,25 @@ def test_trtexec_path_refuses_a_calibration_cache_for_another_tensorrt(
     if header.startswith("TRT-"):
         assert "this device has TensorRT 8.5.2 (code 8502)" in errors[0]
         assert "--trt-version 8.5.2" in errors[0] and "edgedeploy calibrate dense.onnx" in errors[0]
+
+
+def _int8_entry(bundle: Path) -> dict[str, object]:
+    artifacts = json.loads((bundle / "manifest.json").read_text())["artifacts"]
+    return next(a for a in artifacts if a["precision"] == "int8")
+
+
+def test_a_qdq_model_builds_without_the_cache_whatever_its_header(tmp_path: Path, device: Device) -> None:
+    """TensorRT 8.x quantizes a Q/DQ model from its own scales, and edgedeploy build gives it no
+    cache (trt_plan); the device gave it one all the same, and refused the build for a cache header
+    of another release that TensorRT would not have read anyway."""
+    bundle = make_int8_bundle(tmp_path / "src", "TRT-8602-EntropyCalibration2", qdq=True)
+    assert _int8_entry(bundle)["qdq"] is True
+    device.set_board(release=R35, cuda="11.4.315")  # JetPack 5.1.2: TensorRT 8.5.2
+    res = device.run(script(bundle, "build_engine.sh"), "--precision", "int8", FAKE_TRT_VERSION="8502")
+    assert res.returncode == 0, res.stdout + res.stderr
+    builds = [c for c in device.calls("trtexec") if "--onnx=" in c]
+    assert builds and "--int8" in builds[0] and "--calib=" not in builds[0]
+    assert _int8_entry(make_int8_bundle(tmp_path / "plain", "TRT-8502-EntropyCalibration2"))["qdq"] is False
 
 
 def test_the_devices_cache_header_rule_is_edgedeploy_builds(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, load_model_header, model_io
 from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
@@ -98,6 +98,14 @@ def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec])
         if differ:
             found[key] = differ
     return found
+
+
+def _has_qdq(model: Path) -> bool:
+    """Whether an ONNX model holds Q/DQ nodes: TensorRT 8.x then quantizes explicitly and takes no
+    calibration cache (edgedeploy build passes none; the device's trtexec flags follow the
+    artifact's ``qdq``), so a cache written for another 8.x release does not stop its build."""
+    graph = load_model_header(model).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
 
 
 def _copy(src: Path, root: Path, folder: str) -> str:
@@ -298,6 +306,8 @@ def make_bundle(
                 "precision_info": art.info,
             }
             entry.update(_io_dtypes(root / entry["model"], inputs, outputs))
+            if art.precision == "int8" and entry["calibration_cache"] and entry["model"].endswith(".onnx"):
+                entry["qdq"] = _has_qdq(root / entry["model"])
             for extra in art.extra_files:
                 _copy(extra, root, "models")
             entries.append(entry)
