@@ -149,3 +149,19 @@ def test_a_signal_started_ignored_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+# Below the commands, the packages that no command imports before its work starts, and whose
+# import takes seconds (a Ctrl-C lands there most often): their first import sits in deferred() too.
+SLOW_FIRST_IMPORTS = ("torch", "matplotlib", "ray", "sklearn", "onnxscript")
+
+
+def test_the_slow_first_imports_below_the_commands_are_under_deferred() -> None:
+    problems = []
+    for path in sorted((ROOT / "edgedeploy").rglob("*.py")):
+        if "cli" in path.relative_to(ROOT).parts:
+            continue  # all of the commands' lazy imports: the test above
+        for problem in lazy_imports_outside_deferred(path.read_text()):
+            if any(name.split(".")[0] in SLOW_FIRST_IMPORTS for name in problem.split(" ", 1)[1].split(", ")):
+                problems.append(f"{path.relative_to(ROOT)}:{problem}")
+    assert problems == []

@@ -27,6 +27,7 @@ from edgedeploy.config import (
 )
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_json
+from edgedeploy.interrupts import deferred
 from edgedeploy.pipeline.run import PipelineResult, run_pipeline
 from edgedeploy.stages.export import ExportOptions, export_module
 from edgedeploy.targets import load_target
@@ -47,7 +48,8 @@ class DigitsData:
 def load_digits_data(seed: int = SEED, test_size: int = 450) -> DigitsData:
     """scikit-learn's 1797 digits as (N, 1, 8, 8) float32 in [0, 1], split reproducibly."""
     try:
-        from sklearn.datasets import load_digits
+        with deferred():  # a signal inside an extension's initialization can crash the process
+            from sklearn.datasets import load_digits
     except ImportError:
         raise InputError("the demo needs scikit-learn: pip install 'edgedeploy[demo]'") from None
     digits = load_digits()
@@ -60,8 +62,9 @@ def load_digits_data(seed: int = SEED, test_size: int = 450) -> DigitsData:
 
 def digits_cnn() -> Any:
     """The demo network: two convolutions, a pooling, two linear layers (about 40k parameters)."""
-    import torch
-    from torch import nn
+    with deferred():
+        import torch
+        from torch import nn
 
     class DigitsCNN(nn.Module):
         def __init__(self) -> None:
@@ -88,7 +91,8 @@ def digits_cnn() -> Any:
 def train_digits_cnn(data: DigitsData, epochs: int = EPOCHS, seed: int = SEED) -> tuple[Any, float]:
     """Train for a few seconds; returns the model (eval mode) and its held-out accuracy."""
     try:
-        import torch
+        with deferred():
+            import torch
     except ImportError:
         raise InputError("the demo needs torch: pip install torch==2.13.0 (see README)") from None
     torch.manual_seed(seed)
@@ -169,7 +173,8 @@ def run_demo(
                 np.savez(fh, input=arr)
     trained = out_dir / "digits_cnn.onnx"
     record = out_dir / "digits_cnn.train.json"
-    import torch
+    with deferred():
+        import torch
 
     key = sha256_json({"seed": SEED, "epochs": EPOCHS, "torch": torch.__version__, "model": "DigitsCNN-v1"})
     torch_acc: float

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir
+from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
     from edgedeploy.targets import Target
@@ -103,7 +104,7 @@ def this_node() -> str:
     import sys
 
     if "ray" in sys.modules:
-        import ray
+        ray = sys.modules["ray"]  # imported already (this is a Ray worker)
 
         if ray.is_initialized():
             return str(ray.get_runtime_context().get_node_id())
@@ -334,7 +335,8 @@ class LocalExecutor:
 
 def import_ray() -> Any:
     try:
-        import ray
+        with deferred():  # a signal inside an extension's initialization can crash the process
+            import ray
     except ImportError:
         raise InputError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
     return ray
@@ -388,7 +390,8 @@ class RayExecutor:
         )
 
     def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        with deferred():
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}
         if placement.resource:
@@ -441,7 +444,8 @@ def loopback_cluster(
     the machine's network address instead of loopback (Ray reads it once, at import).
     """
     ray = import_ray()
-    from ray.cluster_utils import Cluster
+    with deferred():
+        from ray.cluster_utils import Cluster
 
     store = object_store_mb * 1024 * 1024
     cluster = Cluster(

@@ -30,6 +30,7 @@ from calibration.graphs import all_graphs, min_ir_version, opset_of
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
+from edgedeploy.interrupts import deferred
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verify
 
 DEFAULT_OPSET = 18
@@ -138,6 +139,8 @@ def is_onnx_path(spec: str) -> bool:
 
 def _import_object(spec: str, attr: str) -> Any:
     """Resolve ``module`` or ``path/to/file.py`` and return its attribute ``attr``."""
+    with deferred(), contextlib.suppress(ImportError):
+        import torch  # noqa: F401  (which the user's module imports: here, where a Ctrl-C waits for it)
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
         path = Path(spec)
         if not path.is_file():
@@ -230,7 +233,8 @@ def resolve_torch_model(spec: str) -> tuple[Any, Any | None]:
 
 def _import_torch() -> Any:
     try:
-        import torch
+        with deferred():  # a signal inside torch's extensions' initialization crashes the process
+            import torch
     except ImportError:
         raise InputError(
             "exporting a PyTorch model needs torch: pip install torch==2.13.0 (CPU), "
@@ -365,7 +369,8 @@ def _torch_export(
         return "dynamo"
 
     try:
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+        with deferred():
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
         dynamic_shapes = None
         if options.dynamic_batch:

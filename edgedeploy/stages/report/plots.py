@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from edgedeploy.errors import InputError
+from edgedeploy.interrupts import deferred
 from edgedeploy.stages.report.data import (
     EXACT_LOSS,
     FP16_MAX,
@@ -68,7 +69,8 @@ _counter = itertools.count()
 def require_matplotlib() -> Any:
     """matplotlib with the SVG settings the report uses; a clear line (exit 2) when it is missing."""
     try:
-        import matplotlib
+        with deferred():  # a signal inside an extension's initialization can crash the process
+            import matplotlib
     except ImportError:
         raise InputError(f"the report needs matplotlib: {INSTALL}") from None
     matplotlib.use("Agg", force=True)
@@ -82,7 +84,8 @@ def style(precision: str) -> tuple[str, str, Any]:
 @contextmanager
 def _figure(height_in: float, ncols: int = 1, nrows: int = 1, **kw: Any) -> Iterator[tuple[Any, Any]]:
     matplotlib = require_matplotlib()
-    import matplotlib.pyplot as plt
+    with deferred():
+        import matplotlib.pyplot as plt
 
     rc = {
         "svg.fonttype": "none",  # text stays text: smaller, selectable, read by screen readers
