@@ -570,8 +570,10 @@ def _sample_sums(
         rows = n if n > 1 and None not in axes else 1
         sums = np.empty((rows, len(ref), 3))
         for k, (r, c, axis) in enumerate(zip(ref, got, axes, strict=True)):
-            r64 = np.moveaxis(np.asarray(r, np.float64), axis or 0, 0).reshape(rows, -1)
-            c64 = np.moveaxis(np.asarray(c, np.float64), axis or 0, 0).reshape(rows, -1)
+            r64, c64 = np.asarray(r, np.float64), np.asarray(c, np.float64)
+            if r64.ndim:  # the batch axis first (a 0-d output, a mean or a count, is one unit)
+                r64, c64 = np.moveaxis(r64, axis or 0, 0), np.moveaxis(c64, axis or 0, 0)
+            r64, c64 = r64.reshape(rows, -1), c64.reshape(rows, -1)
             if not np.all(np.isfinite(c64)):
                 return None
             sums[:, k] = np.stack([(r64 * c64).sum(1), (r64 * r64).sum(1), (c64 * c64).sum(1)], 1)

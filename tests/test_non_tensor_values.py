@@ -69,6 +69,20 @@ def test_auto_scores_the_tensor_outputs_of_a_model_with_a_zipmap_output(tmp_path
     assert (tmp_path / "out" / "clf.int8.onnx").is_file()
 
 
+@pytest.mark.parametrize("with_tensor", [True, False])
+def test_auto_calibrates_a_model_with_a_0d_output(tmp_path: Path, with_tensor: bool) -> None:
+    """A 0-d output (a mean, a count; torch's ``.mean()`` exports as one) crashed auto's vote with a
+    traceback (numpy AxisError in select._sample_sums)."""
+    square = helper.make_node("Mul", ["y", "y"], ["y2"], name="square")
+    mean = helper.make_node("ReduceMean", ["y2"], ["m"], name="mean", keepdims=0)
+    outputs = [helper.make_tensor_value_info("m", TensorProto.FLOAT, [])]
+    if with_tensor:
+        outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]))
+    model = _save([square, mean], outputs, tmp_path / "loss.onnx")
+    _calibrate_auto(model, tmp_path / "out")
+    assert (tmp_path / "out" / "loss.int8.onnx").is_file()
+
+
 def test_auto_scores_what_the_non_tensor_outputs_are_made_of_when_no_output_is_a_tensor(
     tmp_path: Path,
 ) -> None:

@@ -75,6 +75,18 @@ def test_sample_sums_split_a_recurrent_state_along_its_batch_axis() -> None:
     assert one is not None and one.shape == (1, 2, 3)
 
 
+def test_sample_sums_take_a_0d_output_as_one_unit() -> None:
+    """A model with a 0-d output (a mean loss, a count) crashed auto's vote with numpy's AxisError:
+    the batch is then one unit, as for an output without an axis of the batch's size."""
+    rng = np.random.default_rng(0)
+    logits, mean = rng.standard_normal((SAMPLES, 4)), np.asarray(rng.standard_normal())
+    sums = _sample_sums([[logits, mean]], [[logits * 0.9, mean * 1.1]], [SAMPLES])
+    assert sums is not None and sums.shape == (1, 2, 3)
+    assert np.allclose(sums[0, 1], [mean * mean * 1.1, mean * mean, (mean * 1.1) ** 2])
+    alone = _sample_sums([[mean]], [[mean]], [SAMPLES])
+    assert alone is not None and np.isclose(_cosines(alone.sum(0)), 1.0)
+
+
 def test_vote_takes_a_lead_one_sample_makes_while_the_others_tie() -> None:
     reference = np.random.default_rng(0).standard_normal((SAMPLES, WIDTH)) * 0.01
     reference[:, 0] = 10.0  # saturated: every candidate gets these samples right
