@@ -161,6 +161,9 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# the folder in a workdir where run and matrix keep their stage records and finished cells (read by
+# the report, refused as a --json output: cli/guard.py)
+CACHE_DIR = ".edgedeploy-cache"
 SCRATCH_PREFIX = "edgedeploy-"
 OWNER_FILE = ".edgedeploy-owner.json"
 

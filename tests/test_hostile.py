@@ -292,6 +292,10 @@ def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Ti
         line = one_line_error(cli("run", config, "--json", tiny.root / "work" / "tiny.fp16.onnx"), 2)
         assert "exists and is not a JSON file" in line
         one_line_error(cli("run", config, "--json", tiny.root / "work" / "run.json"), 2, "the run's record")
+        # a stage record in the cache (matrix's cell records alike): the next run failed on it
+        records = sorted((tiny.root / "work" / ".edgedeploy-cache").glob("*.json"))
+        assert records
+        one_line_error(cli("run", config, "--json", records[0]), 2, "lies in the cache")
         one_line_error(cli("export", tiny.model, "-o", tiny.root / "m.onnx", "--json", tiny.root / "m.onnx"),
                        2, "also given as -o")  # fmt: skip
     assert cli("run", config, "--json", tiny.root / "run.json").code == 0  # a JSON file of its own is fine

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import forget_written, guarded, nearest_existing
+from edgedeploy.fileio import CACHE_DIR, forget_written, guarded, nearest_existing
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -88,6 +88,8 @@ def check_json_output(path: Path) -> None:
     for folder in path.absolute().parents:
         if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
             raise InputError(f"--json {path} lies in the bundle {folder}: write it outside the bundle")
+        if folder.name == CACHE_DIR:  # run's stage records, matrix's finished cells
+            raise InputError(f"--json {path} lies in the cache {folder}: write it outside the cache")
 
 
 def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:

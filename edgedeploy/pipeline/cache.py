@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.fileio import atomic_write_json, content_sha256, dumps, sha256_file
+from edgedeploy.fileio import CACHE_DIR, atomic_write_json, content_sha256, dumps, sha256_file
 from edgedeploy.ui import Ui
 
-CACHE_DIR = ".edgedeploy-cache"
+__all__ = ["CACHE_DIR", "DIGEST", "StageCache"]
 DIGEST = "record_sha256"  # the key of a record's own digest (calibration.atomic.content_sha256)
 
 

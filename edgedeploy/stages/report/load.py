@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import scratch_dir
+from edgedeploy.fileio import CACHE_DIR, scratch_dir
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
 RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
 MATRIX_HTML = "matrix.html"  # what `edgedeploy matrix` leaves in its workdir (stages/report/matrix.py)
 MATRIX_MARKDOWN = "matrix.md"
 # where `edgedeploy matrix` keeps its finished cells in its workdir, with a record per bundle beside
-# it (pipeline/cache.py's CACHE_DIR, pipeline/matrix.py's STORE_DIR; a stage does not import them)
-MATRIX_CACHE = ".edgedeploy-cache"
+# it (pipeline/matrix.py's STORE_DIR; a stage does not import it)
+MATRIX_CACHE = CACHE_DIR
 MATRIX_STORE = "matrix"
 SIDECARS = {
     "ranges": ".ranges.json",  # fp16 range analysis (analyze --json writes the same form)
