@@ -24,7 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster
+from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster, refuse_unreachable
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
 from edgedeploy.ui import Ui
@@ -273,6 +273,24 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Pat
 
 
 # ---------------------------------------------------------------- Ray
+
+
+def test_ray_at_an_address_nothing_answers_is_one_line_not_a_hang() -> None:
+    """Ray's init retried a head that is not there forever ("Failed to connect to GCS" lines)."""
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    refused = rf"cannot reach a Ray cluster at '127.0.0.1:{port}'.*nothing answers"
+    with pytest.raises(InputError, match=refused):
+        RayExecutor(address=f"127.0.0.1:{port}")
+    with socket.socket() as listening:  # something answers: left to Ray
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        refuse_unreachable(f"127.0.0.1:{listening.getsockname()[1]}")
+    refuse_unreachable("auto")
 
 
 @pytest.fixture(scope="module")

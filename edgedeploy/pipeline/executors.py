@@ -333,6 +333,24 @@ class LocalExecutor:
         self._spill_dir = ""
 
 
+PROBE_SECONDS = 5.0
+
+
+def refuse_unreachable(address: str) -> None:
+    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that nothing answers at is refused in one line: Ray's
+    ``init`` retries such a head's GCS forever, printing "Failed to connect to GCS" lines, and never
+    raises. ``auto`` and ``local`` are Ray's own to resolve."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
+            pass
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {target} ({exc.strerror or exc})") from None
+
+
 def import_ray() -> Any:
     try:
         with deferred():  # a signal inside an extension's initialization can crash the process
@@ -362,6 +380,7 @@ class RayExecutor:
         self._ray = ray
         try:
             if not ray.is_initialized():
+                refuse_unreachable(self.address)
                 ray.init(
                     address=self.address,
                     logging_level="WARNING",
