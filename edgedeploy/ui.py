@@ -23,7 +23,7 @@ class Ui:
     """Messages and progress bars on a rich console (stderr by default)."""
 
     def __init__(self, console: Console | None = None, *, quiet: bool = False) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, emoji=False)  # see cli/common.py
         self.quiet = quiet
         self.messages: list[str] = []
 

@@ -223,3 +223,18 @@ def test_bundle_refuses_a_precision_the_target_cannot_serve_as_build_does(
     assert_clean_input_error(result, "digits.int8.onnx is int8: target 'jetson-nano' does not support int8")
     assert "supported: fp32, fp16" in result.stderr
     assert not (tmp_path / "x1").exists()
+
+
+def test_names_with_colons_print_as_written_not_as_emoji(digits: Digits, tmp_path: Path) -> None:
+    """rich turned ':two:' of a model spec (models.py:two:two_in) or a path into an emoji, on stdout
+    (the export's line), in warnings and in the error line."""
+    import shutil
+
+    folder = tmp_path / "v:two:"
+    folder.mkdir()
+    model = shutil.copy(digits.onnx_path, folder / "m.onnx")
+    result = run_cli("export", model, "-o", tmp_path / "m.onnx", "--input", "x:1x1x8x8")
+    assert result.code == 0, result.stderr
+    assert "v:two:" in result.stdout and "2\ufe0f\u20e3" not in result.stdout + result.stderr
+    missing = run_cli("build", folder / ":up:.onnx", "-o", tmp_path / "o")
+    assert missing.code == 2 and ":up:.onnx" in missing.stderr, missing.stderr

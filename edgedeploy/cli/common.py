@@ -22,8 +22,9 @@ from edgedeploy.interrupts import deferred
 from edgedeploy.ui import Ui
 
 # Wide tables when piped (CI logs), the terminal's width otherwise; error lines never wrap.
-out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: rich turns ":two:" in a model spec (models.py:two:two_in) or a path into an emoji
+out = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 DATA_PANEL = "Data"
 DATA_SPEC_HELP = "random[:SEED], FILE.npz/.npy, a folder of .npz/.npy or images, or a loader.py"
