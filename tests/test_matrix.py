@@ -246,6 +246,50 @@ def test_a_cell_record_edited_by_hand_is_not_believed(tmp_path: Path) -> None:
     assert store.lookup("k") is None
 
 
+def test_cells_say_their_warnings_also_from_the_cache_and_why_a_damaged_one_is_made_again(
+    tmp_path: Path,
+) -> None:
+    """matrix said only its export's warnings: an int8 cell calibrated on random data (no data
+    given) was shipped without a word, though build and run say so; and a damaged cached artifact
+    was made again without saying why."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["int8"]\n[[matrix.models]]\n'
+        'source = "m.onnx"\nname = "m"\n'
+    )
+
+    def run() -> tuple[MatrixResult, list[str]]:
+        ui = Ui(quiet=True)
+        executor = LocalExecutor(jobs=1)
+        try:
+            return run_matrix(load_matrix_config(config), executor, ui=ui), ui.messages
+        finally:
+            executor.close()
+
+    for cached in (False, True):
+        result, said = run()
+        (cell,) = result.cells
+        assert cell.status == "ok" and cell.cached is cached
+        assert any("calibrated on synthetic data" in w for w in cell.warnings), cell.warnings
+        assert any(m.startswith("warning: m int8:") and "synthetic" in m for m in said), said
+    Path(cell.artifact).write_bytes(b"damaged")
+    result, said = run()
+    assert not result.cells[0].cached
+    assert any("changed since it was made: made again" in m for m in said), said
+
+
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_does_only_the_rest(project: Path) -> None:
     config = load_matrix_config(_config(project, "interrupted"))
     seen: list[str] = []

@@ -109,21 +109,32 @@ class ArtifactStore:
     def __init__(self, workdir: Path) -> None:
         self.root = workdir / CACHE_DIR / STORE_DIR
 
-    def lookup(self, key: str) -> Record | None:
+    def lookup(self, key: str, said: Callable[[str], None] | None = None) -> Record | None:
+        """The finished work of ``key``, or None; ``said`` hears why an entry there does not count
+        (as ``run`` says why it redoes a stage)."""
+        record, why = self._check(key)
+        if why is not None and said is not None:
+            said(why)
+        return record
+
+    def _check(self, key: str) -> tuple[Record | None, str | None]:
         directory = self.root / key
         try:
             record = json.loads((directory / "record.json").read_text())
+        except FileNotFoundError:
+            return None, None
         except (OSError, ValueError):
-            return None
+            return None, f"its record {directory / 'record.json'} cannot be read"
         if not isinstance(record, dict) or record.get(DIGEST) != content_sha256(record, DIGEST):
-            return None  # edited by hand (a cosine, a gate), or written before records had digests
+            # edited by hand (a cosine, a gate), or written before records had digests
+            return None, f"its record {directory / 'record.json'} was edited since it was written"
         files: dict[str, Path] = {}
         for name, digest in record.get("files", {}).items():
             path = directory / name
             if not path.is_file() or sha256_file(path) != digest:
-                return None  # damaged or edited: made again
+                return None, f"{path} changed since it was made"
             files[name] = path
-        return Record(key, directory, files, record.get("result", {}), record.get("node", ""))
+        return Record(key, directory, files, record.get("result", {}), record.get("node", "")), None
 
     def put(self, key: str, produced: Produced) -> Record:
         """Write what a task sent back, atomically: the whole key folder appears at once or not at all."""
@@ -272,6 +283,9 @@ class CellResult:
     artifact: str = ""
     compare: dict[str, Any] | None = field(default=None, repr=False)
     profile: dict[str, Any] | None = field(default=None, repr=False)
+    # what making its artifact and its cell said (calibrated on synthetic data, no preprocessing
+    # declared...), also when the cell came from the store
+    warnings: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         """What two runs of the same matrix must agree on (not timings or nodes)."""
@@ -411,6 +425,14 @@ def run_matrix(
     total = len(results)
     finished = 0
 
+    def note(cell: Cell, record: Record, who: str) -> None:
+        """The warnings a task said while making ``record``: on the cell, and said once per ``who``."""
+        for said in record.result.get("warnings", []):
+            warning = str(said).removeprefix("warning: ")
+            if warning not in results[cell].warnings:
+                results[cell].warnings.append(warning)
+            ui.warn_once(f"{who}: {warning}")
+
     def finish(
         cell: Cell,
         status: str,
@@ -424,6 +446,7 @@ def run_matrix(
         r.status, r.reason, r.cached, r.seconds = status, reason, cached, seconds
         if record is not None:
             _summarise(r, record)
+            note(cell, record, cell.label())
         finished += 1
         word = {"ok": "cached" if cached else "ok", "failed": "FAILED", "skipped": "skipped"}[status]
         where = f" on {r.node[:12]}" if r.node and not cached else ""
@@ -495,8 +518,11 @@ def run_matrix(
         except Exception as exc:  # bad calibration or compare data: this cell only
             finish(plan.cell, "failed", first_line(exc))
             return
-        hit = store.lookup(pending.key)
+        hit = store.lookup(pending.key, lambda why: ui.info(f"{plan.cell.label()}: {why}: made again"))
         if hit is not None:
+            made = store.lookup(precision_key) if precision_key is not None else None
+            if made is not None:  # what making its artifact said, said again for the cached cell
+                note(plan.cell, made, f"{state.name} {plan.cell.precision}")
             finish(plan.cell, "ok", record=hit, cached=True)
             return
         if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
@@ -508,13 +534,16 @@ def run_matrix(
             submit_cell(state, pending, None)
             return
         if precision_key in precision_records:
+            note(plan.cell, precision_records[precision_key][0], f"{state.name} {plan.cell.precision}")
             submit_cell(state, pending, precision_records[precision_key])
             return
         first_waiter = precision_key not in waiting
         waiting.setdefault(precision_key, []).append(pending)
         if not first_waiter:
             return
-        hit = store.lookup(precision_key)
+        hit = store.lookup(
+            precision_key, lambda why: ui.info(f"{state.name} {plan.cell.precision}: {why}: made again")
+        )
         if hit is not None:
             precision_done(state, precision_key, hit)
             return
@@ -529,6 +558,7 @@ def run_matrix(
         files = {n: p.read_bytes() for n, p in record.files.items()}
         precision_records[key] = (record, executor.share(files))
         for pending in waiting.pop(key, []):
+            note(pending.plan.cell, record, f"{state.name} {pending.plan.cell.precision}")
             submit_cell(state, pending, precision_records[key])
 
     try:
@@ -556,7 +586,11 @@ def run_matrix(
             )
             # a PyTorch source is exported every run (see run._export_stage): the cells after it
             # are keyed by the export's sha256, so an unchanged model redoes nothing else
-            hit = store.lookup(export_key) if is_onnx_path(source) else None
+            hit = (
+                store.lookup(export_key, lambda why, n=state.name: ui.info(f"{n}: export: {why}: made again"))
+                if is_onnx_path(source)
+                else None
+            )
             if hit is not None:
                 state.fp32 = hit
                 plan_model(state)
