@@ -15,6 +15,7 @@ import pytest
 from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.pipeline import run_pipeline
+from edgedeploy.ui import Ui
 from tests.conftest import Digits, assert_clean_input_error, run_cli
 
 
@@ -76,8 +77,11 @@ def test_changed_gates_remake_the_bundle_and_a_damaged_bundle_is_made_again(
     assert "bundle" in second.stages_run
     assert json.loads((bundle / "manifest.json").read_text())["gates"]["min_top1"] == 0.9
     next((bundle / "models").glob("*.fp16.onnx")).unlink()
-    third = run_pipeline(load_config(path))
+    ui = Ui(quiet=True)
+    third = run_pipeline(load_config(path), ui=ui)
     assert third.stages_run == ["bundle"]
+    said = [m for m in ui.messages if m.startswith("bundle: ")]
+    assert said and "fails its check" in said[0] and "fp16.onnx" in said[0], ui.messages
     assert next((bundle / "models").glob("*.fp16.onnx")).is_file()
 
 

@@ -74,15 +74,17 @@ class StageCache:
         key: str,
         ui: Ui,
         compute: Callable[[], tuple[list[Path], dict[str, Any]]],
-        still_valid: Callable[[dict[str, Any]], bool] | None = None,
+        not_valid: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """The recorded result when the key matches (and ``still_valid`` agrees), else compute it."""
+        """The recorded result when the key matches (and ``not_valid`` finds no reason to redo it:
+        it returns that reason, said to the user), else compute it."""
         cached, why = self._check(stage, key)
-        if cached is not None and (still_valid is None or still_valid(cached)):
+        if cached is not None and not_valid is not None:
+            why = not_valid(cached)
+            cached = None if why else cached
+        if cached is not None:
             ui.info(f"{stage}: up to date (inputs and options unchanged), nothing to do")
             return cached, True
-        if cached is not None:
-            why = "its output is no longer intact"
         if why:
             ui.info(f"{stage}: {why}: running it again")
         outputs, result = compute()

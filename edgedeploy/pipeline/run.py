@@ -136,10 +136,10 @@ class _Run:
         stage: str,
         key: str,
         compute: Callable[[], tuple[list[Path], dict[str, Any]]],
-        still_valid: Callable[[dict[str, Any]], bool] | None = None,
+        not_valid: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> dict[str, Any]:
         """The stage's recorded result when its key matches, else computed; noted as skipped or run."""
-        result, was_skipped = self.cache.run(stage, key, self.ui, compute, still_valid)
+        result, was_skipped = self.cache.run(stage, key, self.ui, compute, not_valid)
         (self.skipped if was_skipped else self.ran).append(stage)
         return result
 
@@ -587,7 +587,8 @@ def _export_stage(run: _Run) -> _Exported:
             ui.warn(f"export: {warning}")
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
-    record = run.stage("export", key, do_export, None if is_onnx_path(run.source) else lambda _: False)
+    every_run = None if is_onnx_path(run.source) else lambda _: "a PyTorch source is exported on every run"
+    record = run.stage("export", key, do_export, every_run)
     if before is not None and before.get("sha256") == record["sha256"]:  # nothing changed after all
         ui.info("export: the same model as the last run's")
         run.ran.remove("export")
@@ -805,10 +806,13 @@ def _bundle_stage(
             "size_bytes": result.size_bytes,
         }
 
-    def bundle_intact(record: dict[str, Any]) -> bool:
-        return verify_bundle(Path(record["directory"])).ok  # a damaged bundle is made again
+    def bundle_damaged(record: dict[str, Any]) -> str | None:
+        check = verify_bundle(Path(record["directory"]))  # a damaged bundle is made again
+        if check.ok:
+            return None
+        return f"the bundle {record['directory']} fails its check ({(check.problems or ['damaged'])[0]})"
 
-    return run.stage("bundle", key, do_bundle, bundle_intact)
+    return run.stage("bundle", key, do_bundle, bundle_damaged)
 
 
 def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
