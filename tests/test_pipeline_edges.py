@@ -15,6 +15,7 @@ import pytest
 from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.pipeline import run_pipeline
+from edgedeploy.targets import load_target
 from edgedeploy.ui import Ui
 from tests.conftest import Digits, assert_clean_input_error, run_cli
 
@@ -92,6 +93,23 @@ def test_a_primary_precision_that_is_not_built_is_refused_before_any_work(
     with pytest.raises(InputError, match=r"bundle\.primary 'int8'"):
         run_pipeline(load_config(path))
     assert not (tmp_path / "work").exists()
+
+
+def test_build_options_the_target_refuses_are_refused_before_export_in_the_configs_names(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """dla_core = 0 for a board without DLA was refused after the export had run, as "drop
+    --dla-core", an option of build that a config does not have."""
+    path = _config(tmp_path, digits)
+    text = path.read_text()
+    assert load_target("jetson-orin-nano").dla_cores == 0
+    path.write_text(text.replace("[build]", '[build]\ntarget = "jetson-orin-nano"\ndla_core = 0', 1))
+    with pytest.raises(InputError, match=r"no DLA cores; drop \[build\] dla_core"):
+        run_pipeline(load_config(path))
+    assert not (tmp_path / "work").exists()
+    path.write_text(text.replace("[build]", '[build]\nhardware_compat = "all"', 1))
+    with pytest.raises(InputError, match=r"^\[build\] hardware_compat must be one of"):
+        run_pipeline(load_config(path))
 
 
 def test_relative_calibration_data_named_random_something_is_found(digits: Digits, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guess
 from edgedeploy.fileio import atomic_write_json, guarded, nearest_existing, sha256_file, sha256_json
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import (
+    BACKEND_OPTIONS,
     BuildRequest,
     CalibrationRequest,
     CalibrationSettings,
@@ -1003,12 +1004,24 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
     )
     b = config.build
     options = backend_options({f.name: getattr(b, f.name) for f in fields(b)}, path=config.path)
-    check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
+    try:  # said in the config's names: "[build] dla_core", not build's "--dla-core"
+        target.check_dla(options.get("dla_core"))
+        check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
+    except InputError as exc:
+        raise InputError(in_config_names(str(exc))) from None
     tensorrt_only = user_names([k for k in options if k not in CPU_OPTIONS])
     if b.backend == "onnxruntime" and tensorrt_only:
         raise InputError(
             f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"
         )
+
+
+def in_config_names(message: str) -> str:
+    """``message`` with build's backend flags (``--dla-core``) named as the config's keys
+    (``[build] dla_core``): the same options, given in a config (options.BACKEND_OPTIONS)."""
+    for option in BACKEND_OPTIONS:
+        message = message.replace(f"--{option.user.replace('_', '-')}", f"[build] {option.user}")
+    return message
 
 
 def _check_calibration(cal: CalibrationSettings) -> None:
