@@ -1061,6 +1061,7 @@ CASES: list[Case] = [
         phrase="folder",
     ),
     C("demo --out an existing file", "demo", "--out", "afile", phrase="not a folder"),
+    C("demo -o (as every command) an existing file", "demo", "-o", "afile", phrase="not a folder"),
     # numbers that would hang or mean nothing
     C("profile --duration nan", "profile", "model.onnx", "--duration", "nan", phrase="duration"),
     C("profile --duration inf", "profile", "model.onnx", "--duration", "inf", phrase="duration"),

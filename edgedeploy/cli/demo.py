@@ -14,9 +14,9 @@ from edgedeploy.ui import human_size
 
 
 def demo_command(
-    out_dir: Annotated[Path, typer.Option("--out", help="Working folder for the demo.")] = Path(
-        "edgedeploy-demo"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", "--output", help="Working folder for the demo.")
+    ] = Path("edgedeploy-demo"),
     duration: Annotated[float, typer.Option(help="Profiling seconds per precision.")] = 2.0,
     target: TargetName = "x86-64-cpu",
     json_path: JsonOutput = None,
