@@ -261,3 +261,17 @@ def rebatch(
                 )
             return  # a partial batch cannot feed a static-batch model
         yield _stack(buffer)
+
+
+def fixed_batches(
+    feeds: Iterable[Feed], inputs: Sequence[TensorSpec], fixed: Sequence[TensorSpec]
+) -> Iterable[Feed]:
+    """``feeds`` made for a model with ``inputs``, as a copy of it fixed at one batch (``fixed``: the
+    copy's inputs) takes them: re-stacked at that batch and a short last batch dropped, as
+    :func:`rebatch` drops it when the model read for is fixed itself (the data of 64 samples for
+    a candidate fixed at 5 ended in a batch of 4 the candidate refused); ``feeds`` as they are
+    where the copy's batch is not fixed or an input of the model is not batched on a dynamic dim 0."""
+    batch = static_batch(fixed)
+    if batch is None or not batched_on_dim0(inputs):
+        return feeds
+    return rebatch(feeds, batch, fixed)

@@ -361,3 +361,58 @@ def test_a_candidate_fixed_at_one_batch_is_compared_in_batches_of_it(tmp_path: P
     assert record["iterations"] == record["data"]["samples_compared"] > 1  # one row a run
     refused = run_cli("compare", reference, fixed, "--batch-size", "4")
     assert_clean_input_error(refused, "takes a batch of 1 only", "give --batch-size 1")
+
+
+def _matmul(batch: int | str, path: Path, quantized: bool = False) -> Path:
+    """x[batch, 16] @ W -> y[batch, 10]; ``quantized``: x through a uint8 Q/DQ pair (an int8 model
+    for a CPU target)."""
+    weight = np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    inits = [numpy_helper.from_array(weight, "W")]
+    nodes = [helper.make_node("MatMul", ["xq" if quantized else "x", "W"], ["y"])]
+    if quantized:
+        inits += [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])]
+        inits += [helper.make_tensor("z", TensorProto.UINT8, [], [128])]
+        nodes[:0] = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                     helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xq"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_candidate_fixed_at_one_batch_drops_the_short_last_batch(tmp_path: Path) -> None:
+    """64 samples against a candidate fixed at 5 beside a dynamic reference ended in a batch of 4
+    the candidate refused ("Received incompatible shape: (4, 16)", exit 2), and bundle's batches of 8
+    were all refused; the short last batch is now dropped as when both models are fixed: 60 samples
+    compared, in 12 batches, and the bundle's reference inputs are a batch its artifact takes."""
+    import onnxruntime as ort
+
+    reference, fixed = _matmul("N", tmp_path / "m.onnx"), _matmul(5, tmp_path / "m5.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 16)).astype(np.float32))
+    for spec in (data, "random"):
+        result = run_cli("compare", reference, fixed, "--data", spec, "--json", tmp_path / "c.json")
+        assert result.code == 0, result.stderr
+        record = json.loads((tmp_path / "c.json").read_text())
+        assert (record["iterations"], record["data"]["samples_compared"]) == (12, 60), spec
+    quantized = _matmul(5, tmp_path / "m5.int8.onnx", quantized=True)
+    layers = run_cli("compare", reference, quantized, "--data", data, "--per-layer", "--min-cosine", "0.9")
+    assert layers.code == 0 and "12 batches" in layers.stdout, layers.stderr
+    bundle = tmp_path / "bundle"
+    made = run_cli("bundle", reference, quantized, "--data", data, "--min-cosine", "0.9", "-o", bundle,
+                   "--json", tmp_path / "b.json")  # fmt: skip
+    assert made.code == 0, made.stderr
+    artifacts = json.loads((tmp_path / "b.json").read_text())["artifacts"]
+    assert next(a for a in artifacts if a["precision"] == "int8")["compare"]["iterations"] == 6  # 32 at 5
+    inputs = dict(np.load(bundle / "reference" / "inputs.npz"))
+    assert inputs["x"].shape == (5, 16)
+    session = ort.InferenceSession(bundle / "models" / quantized.name, providers=["CPUExecutionProvider"])
+    assert session.run(None, inputs)[0].shape == (5, 10)  # what verify.sh runs on the device
+    built = run_cli("build", _matmul(4, tmp_path / "m4.onnx"), "--precision", "fp16", "-o", tmp_path / "f")
+    assert built.code == 0, built.stderr
+    other = run_cli("bundle", reference, quantized, tmp_path / "f" / "m4.fp16.onnx", "-o", tmp_path / "b2")
+    assert_clean_input_error(other, "fixed at different batches (m5.int8.onnx at 5, m4.fp16.onnx at 4)")
+    assert not (tmp_path / "b2").exists()

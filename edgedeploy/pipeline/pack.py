@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from calibration.feeds import fixed_batches, static_batch
 from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
@@ -45,8 +46,9 @@ def bundle_artifacts(
             "every precision against; give the fp32 model first"
         )
     inputs, outputs = model_io(reference)
+    reference_inputs = _reference_batch(inputs, artifacts, feeds)
     engines = [p for p in artifacts if p.suffix != ".onnx"]
-    build = build_settings(reference, inputs, engines, target, feeds[0], profiles or [])
+    build = build_settings(reference, inputs, engines, target, reference_inputs, profiles or [])
     entries = [BundleArtifact("fp32", "onnxruntime", reference)]
     for path in artifacts:
         if path.suffix == ".onnx":
@@ -80,7 +82,7 @@ def bundle_artifacts(
         entries.append(entry)
     for entry, path in zip(entries[1:], artifacts, strict=True):  # every artifact named and paired first
         entry.compare = compare(reference, path, feeds, gates, data_description).summary()
-    ref_out, _ = run_pair(reference, reference, feeds[:1])
+    ref_out, _ = run_pair(reference, reference, [reference_inputs])
     return make_bundle(
         output,
         model_name=reference.name.removesuffix(".onnx").removesuffix(".fp32"),
@@ -91,12 +93,35 @@ def bundle_artifacts(
         outputs=outputs,
         artifacts=entries,
         gates=gates.manifest(),
-        reference_inputs=feeds[0],
+        reference_inputs=reference_inputs,
         reference_outputs=ref_out[0],
         report=bundle_report_writer(ui),
         build=build,
         preprocess=data_description.get("preprocess"),
     )
+
+
+def _reference_batch(
+    inputs: list[TensorSpec], artifacts: list[Path], feeds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The batch verify.sh runs every artifact on: the first of ``feeds``, or where an ONNX artifact
+    is fixed at one batch beside a dynamic reference, the first batch of that size (8 rows failed on
+    the device against an artifact fixed at 5). Two artifacts fixed at different batches have no
+    batch in common: refused."""
+    fixed: dict[int, tuple[Path, list[TensorSpec]]] = {}
+    for path in artifacts if static_batch(inputs) is None else []:
+        if path.suffix == ".onnx" and (batch := static_batch(spec := model_io(path)[0])) is not None:
+            fixed.setdefault(batch, (path, spec))
+    if len(fixed) > 1:
+        named = ", ".join(f"{path.name} at {batch}" for batch, (path, _) in fixed.items())
+        raise InputError(
+            f"the artifacts are fixed at different batches ({named}): verify.sh runs them all on one "
+            "batch of reference inputs; bundle artifacts that take the same batch"
+        )
+    if not fixed:
+        return feeds[0]
+    _, spec = next(iter(fixed.values()))
+    return next(iter(fixed_batches(feeds, inputs, spec)))
 
 
 def _check_precision(path: Path, precision: str, target: Target) -> None:

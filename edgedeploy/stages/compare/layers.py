@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibration.feeds import fixed_batches
+from calibration.modelinfo import graph_io
 from calibration.observers import emulate_integer_kernels, float_tensor_names, with_outputs
 from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
@@ -247,6 +249,7 @@ def compare_layers(
     gates = gates or Gates()
     ref_model = _load(reference)
     cand_model = _load(candidate)
+    feeds = fixed_batches(feeds, graph_io(ref_model)[0], graph_io(cand_model)[0])  # as compare's
     ensure_node_names(ref_model)
     mode = "onnx"
     if emulate:

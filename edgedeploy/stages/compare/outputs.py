@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.feeds import feed_rows
+from calibration.feeds import feed_rows, fixed_batches
 from calibration.modelinfo import model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
@@ -358,6 +358,8 @@ def compare(
             f"{reference.name} has no tensor output to compare (its outputs: {', '.join(others)}): "
             "compare compares numeric tensor outputs only"
         )
+    if candidate.suffix == ".onnx":  # a candidate fixed at one batch beside a dynamic reference
+        feeds = fixed_batches(feeds, model_io(reference)[0], model_io(candidate)[0])
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
     description = dict(data_description or {})
     if feeds:
