@@ -383,6 +383,44 @@ def test_int8_budget_rerun_reuses_the_search_and_a_changed_budget_searches_again
     assert searches == [1]  # another budget: another search
 
 
+def test_int8_budget_record_edited_since_written_or_without_its_digest_is_searched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search record edited since it was written (its kept layers emptied) was reused as it
+    stood: demo's digits_cnn at snr>=45 was built with every layer quantized and reported the
+    search's snr 45.42, which that artifact does not reach (38.69). Its content is now checked
+    against the digest stored in it; an edited record, or one written before the digest, is
+    searched again, and the record written then is reused."""
+    from edgedeploy.stages.precision import mixed
+
+    model = _two_gemms(tmp_path / "mlp.onnx", ("", "", ""))
+    request = BuildRequest(
+        "int8",
+        load_target("jetson-orin-nx"),
+        calibration=CalibrationRequest(data="random:0", samples=64, batch_size=16),
+        accuracy_budget="cosine>=0.99993",
+    )
+    first = make_precision(model, request, tmp_path / "out")
+    kept = first.info["accuracy_budget"]["kept"]
+    assert kept
+    sidecar = tmp_path / "out" / "mlp.int8.budget.json"
+    record = json.loads(sidecar.read_text())
+    budget = {**record["info"]["accuracy_budget"], "kept": []}
+    edited = {**record, "kept": [], "info": {**record["info"], "accuracy_budget": budget}}
+    older = {k: v for k, v in record.items() if k != "record_sha256"}
+    searches = []
+    real = mixed.int8_budget
+    monkeypatch.setattr(mixed, "int8_budget", lambda *a, **k: searches.append(1) or real(*a, **k))
+    for damaged in (edited, older):
+        sidecar.write_text(json.dumps(damaged))
+        again = make_precision(model, request, tmp_path / "out")
+        assert again.info["accuracy_budget"]["kept"] == kept
+        assert again.path.read_bytes() == first.path.read_bytes()
+    assert searches == [1, 1]
+    make_precision(model, request, tmp_path / "out")
+    assert searches == [1, 1]  # the record the search wrote again is reused
+
+
 def test_cli_build_that_misses_its_budget_exits_1_and_writes_its_json(tmp_path: Path) -> None:
     """A build whose budget no model met printed its figures and exited 1 without the --json
     that compare and bundle write on a failed gate."""

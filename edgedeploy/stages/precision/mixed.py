@@ -29,10 +29,10 @@ from calibration.qdq import WEIGHTED_OPS
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, naming_guessed_dims
-from edgedeploy.fileio import atomic_write_json, scratch_beside, sha256_json
+from edgedeploy.fileio import atomic_write_json, content_sha256, scratch_beside, sha256_json
 from edgedeploy.onnxio import load_onnx, refuse_unloadable
 from edgedeploy.options import BuildRequest, Fp16Options
-from edgedeploy.results import to_jsonable
+from edgedeploy.results import dumps, to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import (
     STABLE_FIRST,
@@ -452,7 +452,9 @@ def int8_within_budget(
             return artifact, kept
 
     quantized = report.quantized_nodes
-    found = _reusable_search(sidecar, key)
+    found, why = _reusable_search(sidecar, key)
+    if why:
+        ui.info(f"accuracy budget {budget}: {why}: searching again")
     if found is not None:  # the same search on the same calibration: its outcome, not a new search
         kept = list(found["accuracy_budget"]["kept"])
         if found["accuracy_budget"]["met"] and kept and not set(kept) >= set(quantized):
@@ -496,22 +498,34 @@ def int8_within_budget(
     if result.met and result.kept and not everything:
         artifact, quantized = rewrite(list(result.kept))
     info = _budget_info(result, sidecar)
-    atomic_write_json(sidecar, {**to_jsonable(result), "key": key, "info": info})
+    record = json.loads(dumps({**to_jsonable(result), "key": key, "info": info}))  # as read back
+    atomic_write_json(sidecar, {**record, DIGEST: content_sha256(record, DIGEST)})
     return _budget_outcome(artifact, info, sidecar, quantized, ui)
 
 
 BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
+DIGEST = "record_sha256"  # the key of that record's own digest, as a pipeline stage's (pipeline/cache.py)
 
 
-def _reusable_search(sidecar: Path, key: str) -> dict[str, Any] | None:
+def _reusable_search(sidecar: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
     """The outcome (``_budget_info``) of the search recorded in ``sidecar`` when it was made under
-    ``key``, else None."""
+    ``key`` and is as it was written (its content still its digest: a record edited since, say with
+    fewer layers kept, reported figures its artifact did not reach), else None; and why a record
+    made under ``key`` is not reused."""
     try:
         record = json.loads(sidecar.read_text())
     except (OSError, ValueError):
-        return None
-    info = record.get("info") if isinstance(record, dict) and record.get("key") == key else None
-    return info if isinstance(info, dict) and isinstance(info.get("accuracy_budget"), dict) else None
+        return None, None
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None, None
+    if DIGEST not in record:
+        return None, f"the search in {sidecar.name} is not one this version wrote"
+    if record[DIGEST] != content_sha256(record, DIGEST):
+        return None, f"the search in {sidecar.name} was edited since it was written"
+    info = record.get("info")
+    if isinstance(info, dict) and isinstance(info.get("accuracy_budget"), dict):
+        return info, None
+    return None, f"the search in {sidecar.name} is not one this version wrote"
 
 
 def _budget_outcome(
