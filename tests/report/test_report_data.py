@@ -374,12 +374,72 @@ def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(t
         (tmp_path / name).write_text(json.dumps(content))
     data = load_json_files([tmp_path / name for name in files])
     assert data.model == "m" and [r.precision for r in data.precisions] == ["fp32", "int8"]
-    (tmp_path / "e.json").write_text(json.dumps(profile("m_v2.onnx", "fp32", 2.0)))  # a name like a suffix
-    with pytest.raises(InputError, match=r"e\.json and .*a\.json both give fp32's profile figures"):
+    (tmp_path / "e.json").write_text(json.dumps(profile("m_v2.onnx", "fp32", 2.0)))  # not a tool's suffix
+    with pytest.raises(InputError, match=r"e\.json is about m_v2, .*a\.json about m:"):
         load_json_files([tmp_path / "a.json", tmp_path / "e.json"])
+    (tmp_path / "f.json").write_text(json.dumps(profile("out/m.onnx", "fp32", 2.0)))
+    with pytest.raises(InputError, match=r"f\.json and .*a\.json both give fp32's profile figures"):
+        load_json_files([tmp_path / "a.json", tmp_path / "f.json"])
     (tmp_path / "d.json").write_text(json.dumps(profile("mobile.onnx", "fp32", 1.0)))
     with pytest.raises(InputError, match=r"d\.json is about mobile, .*a\.json about m:"):
         load_json_files([tmp_path / "a.json", tmp_path / "d.json"])
+
+
+def test_one_model_is_told_by_artifact_names_reduced_to_the_model_and_by_content(tmp_path: Path) -> None:
+    """Names were compared pairwise, one a prefix of the other: ``m.quant`` and ``m_int8`` were refused
+    as two models though each is ``m``'s, and ``det`` and ``det-v2`` (two networks) were one, so
+    det-v2's cosine went into det's report. Each name is now reduced to its model by the precision
+    and tool suffixes the README gives, and two files of one name with other content are two models."""
+    import json
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.report.load import load_json_files, model_base
+
+    def profile(name: str, precision: str) -> dict[str, object]:
+        batch = {"batch_size": 1, "latency": {"median_ms": 1.0, "p99_ms": 1.0, "count": 5}}
+        return {"artifact": name, "backend": "onnxruntime", "settings": {}, "batches": [batch],
+                "precision": precision}  # fmt: skip
+
+    def compare(reference: str, candidate: str, precision: str) -> dict[str, object]:
+        return {"reference": reference, "candidate": candidate, "candidate_precision": precision,
+                "outputs": {}, "passed": True}  # fmt: skip
+
+    def written(**files: dict[str, object]) -> list[Path]:
+        for name, content in files.items():
+            (tmp_path / f"{name}.json").write_text(json.dumps(content))
+        return [tmp_path / f"{name}.json" for name in files]
+
+    names = ["m.onnx", "out/m.fp16.ort.onnx", "m.quant.onnx", "m_int8.onnx", "m-opt.onnx", "m.fp16.int8.plan"]
+    assert {model_base(n) for n in names} == {"m"}
+    assert [model_base(n) for n in ("det-v2.onnx", "m_v2.onnx", "ocr-cls.wheel.onnx")] == [
+        "det-v2", "m_v2", "ocr-cls.wheel"
+    ]  # fmt: skip
+    # the README's case: other tools' artifacts of m, all three together
+    three = written(
+        p1=profile("m.onnx", "fp32"), p2=profile("m_int8.onnx", "int8"), p3=profile("m.quant.onnx", "fp16")
+    )
+    data = load_json_files(three)
+    assert data.model == "m" and [r.precision for r in data.precisions] == ["fp32", "fp16", "int8"]
+    # two networks whose names share a beginning
+    two = written(d1=profile("det.onnx", "fp32"), d2=compare("det-v2.onnx", "det-v2.fp16.onnx", "fp16"))
+    with pytest.raises(InputError, match=r"d2\.json is about det-v2, .*d1\.json about det: a report"):
+        load_json_files(two)
+    # one name, two models: the compare files' references are other files of other content
+    for folder, weights in (("a", b"1234"), ("b", b"5678"), ("c", b"1234")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.onnx").write_bytes(weights)
+    a, b, c = (str(tmp_path / f / "m.onnx") for f in "abc")
+    refs = written(
+        r1=compare(a, "m.fp16.onnx", "fp16"),
+        r2=compare(b, "m.int8.onnx", "int8"),
+        r3=compare(c, "m_int8.onnx", "int8"),
+    )
+    with pytest.raises(InputError, match=r"r2\.json is about .*b/m\.onnx, .*r1\.json about .*a/m\.onnx: two"):
+        load_json_files(refs[:2])
+    assert [r.precision for r in load_json_files([refs[0], refs[2]]).precisions] == ["fp16", "int8"]  # a copy
+    (tmp_path / "b" / "m.onnx").write_bytes(b"123")  # another size: told without hashing
+    with pytest.raises(InputError, match=r"two files named m\.onnx with other content"):
+        load_json_files([refs[1], written(p=profile(a, "fp32"))[0]])
 
 
 def test_a_low_precision_slower_than_fp32_is_named_only_where_the_figures_are_the_targets() -> None:

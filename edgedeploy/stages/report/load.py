@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import CACHE_DIR, scratch_dir
+from edgedeploy.fileio import CACHE_DIR, scratch_dir, sha256_file
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
 RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
@@ -438,30 +438,68 @@ def _add_json(data: RunData, path: Path, content: Any) -> None:
             _add_sidecar(data, _resolve(name, path.parent) or Path(name))
 
 
-def _model_of(content: Any) -> str | None:
-    """The model a ``--json`` file is about, named as the artifacts name it (``ocr-cls`` for
-    ``ocr-cls.fp16.ort.onnx``); None when the file does not say (a run or a bundle names its own)."""
+# What an artifact's file name carries besides its model's name, stripped from its end: the extension
+# of what the report reads (ONNX, TensorRT plans as backends/__init__.py's ENGINE_SUFFIXES name them),
+# ONNX Runtime's saved form (``.ort``), the precision our stages write (``m.int8.onnx``) and the
+# suffixes other tools put in the name (``m.quant.onnx``, ``m_int8.onnx``, ``m-opt.onnx``, ``m_sim.onnx``)
+NAME_EXTENSIONS = (".onnx", ".engine", ".plan", ".trt")
+TOOL_SUFFIXES = ("ort", "quant", "quantized", "qdq", "opt", "optimized", "sim", "simplified")
+NAME_SUFFIXES = (*PRECISION_ORDER, *TOOL_SUFFIXES)
+_NAME_SUFFIX = re.compile(rf"(.+)[._-](?:{'|'.join(NAME_SUFFIXES)})", re.IGNORECASE)
+
+
+def model_base(path: str) -> str:
+    """The model an artifact is of, by its file name: ``m`` for ``m.onnx``, ``out/m.fp16.ort.onnx``,
+    ``m.quant.onnx``, ``m_int8.onnx`` and ``m.fp16.int8.engine``; ``det-v2`` is another model's name
+    than ``det`` (only the suffixes above are taken off, not any part after a separator)."""
+    name = Path(path).name
+    extension = next((e for e in NAME_EXTENSIONS if name.lower().endswith(e)), "")
+    name = name[: len(name) - len(extension)]
+    while found := _NAME_SUFFIX.fullmatch(name):
+        name = found.group(1)
+    return name
+
+
+def _recorded_models(content: Any) -> list[str]:
+    """The model files a ``--json`` file names, as the command recorded them (a run or a bundle names
+    its own): compare's reference and candidate, profile's artifact, the model analyze, calibrate or
+    build read or wrote."""
     kind = json_kind(content)
-    path = {
-        "compare": lambda c: c.get("reference"),
-        "compare-per-layer": lambda c: (c.get("compare") or {}).get("reference"),
-        "profile": lambda c: c.get("artifact"),
-        "analyze": lambda c: c.get("model"),
-        "calibrate": lambda c: (c.get("report") or {}).get("model"),
-        "build": lambda c: (c.get("precision") or {}).get("path"),
-    }.get(kind or "", lambda _c: None)(content)
-    if not path:
-        return None
-    name = Path(str(path)).name.removesuffix(".onnx").removesuffix(".ort")
-    precision = precision_from_name(name + ".")
-    return name.removesuffix(f".{precision}") if precision else name
+    if kind == "compare-per-layer":
+        content, kind = content.get("compare"), "compare"
+    if not isinstance(content, dict):
+        return []
+    named = {
+        "compare": lambda c: [c.get("reference"), c.get("candidate")],
+        "profile": lambda c: [c.get("artifact")],
+        "analyze": lambda c: [c.get("model")],
+        "calibrate": lambda c: [(c.get("report") or {}).get("model")],
+        "build": lambda c: [(c.get("precision") or {}).get("path")],
+    }.get(kind or "", lambda _c: [])(content)
+    return [str(name) for name in named if isinstance(name, str) and name]
 
 
-def _same_model(a: str, b: str) -> bool:
-    """Whether two names are of one model: the same, or one is the other with a suffix that another
-    tool put in the file name (``model`` and ``model.quant``, ``model_int8``, ``model-opt``)."""
-    short, long = sorted((a, b), key=len)
-    return long == short or any(long.startswith(short + sep) for sep in "._-")
+def _model_of(content: Any) -> str | None:
+    """The model a ``--json`` file is about, as :func:`model_base` names it (``ocr-cls`` for
+    ``ocr-cls.fp16.ort.onnx``); None when the file does not say (a run or a bundle names its own)."""
+    names = _recorded_models(content)
+    return model_base(names[0]) if names else None
+
+
+def _other_content(a: str, b: str) -> bool:
+    """Whether two recorded paths of one file name are files of different content: two models (or
+    two versions of one) whose figures a report would put side by side. Paths are as the commands
+    recorded them, relative to where they ran; a file not found here says nothing. Sizes first, so a
+    model is hashed only when another of its size is there."""
+    first, second = Path(a), Path(b)
+    try:
+        if a == b or not first.is_file() or not second.is_file() or first.samefile(second):
+            return False
+        if first.stat().st_size != second.stat().st_size:
+            return True
+        return sha256_file(first) != sha256_file(second)
+    except OSError:  # unreadable here: the names alone decide
+        return False
 
 
 # The --json kinds a report holds one of (RunData.calibration, RunData.ranges): a second would
@@ -475,17 +513,25 @@ SINGLE_KINDS = {
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
     about: dict[str, Path] = {}  # model -> the first file about it
+    files: dict[str, tuple[str, Path]] = {}  # a model file's name -> (its recorded path, the file naming it)
     figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
     single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
         content = _read_json(path)
         if (model := _model_of(content)) is not None:
-            about.setdefault(model, path)
             for other, where in about.items():
-                if not _same_model(model, other):
+                if other != model:  # one model's artifacts reduce to one name (model_base)
                     raise InputError(
                         f"{path} is about {model}, {where} about {other}: a report is of one model"
                     )
+            about.setdefault(model, path)
+        for recorded in _recorded_models(content):
+            named, where = files.setdefault(Path(recorded).name, (recorded, path))
+            if _other_content(recorded, named):
+                raise InputError(
+                    f"{path} is about {recorded}, {where} about {named}: two files named "
+                    f"{Path(recorded).name} with other content are two models; a report is of one model"
+                )
         if (kind := json_kind(content)) in ("profile", "compare"):
             precision = _candidate_precision(content, "artifact" if kind == "profile" else "candidate")
             if (earlier := figures.setdefault((kind, precision), path)) != path:
@@ -500,7 +546,7 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
             )
         _add_json(data, path, content)
     if data.model is None:
-        data.model = next(iter(_model_names(data)), None) or (min(about, key=len) if about else None)
+        data.model = next(iter(_model_names(data)), None) or next(iter(about), None)
     if data.target is None and data.measured_on is not None:  # no build, calibrate or bundle said it
         data.target, data.target_description = data.measured_on
     return data
