@@ -586,8 +586,9 @@ def run_matrix(
             )
             # a PyTorch source is exported every run (see run._export_stage): the cells after it
             # are keyed by the export's sha256, so an unchanged model redoes nothing else
+            said = f"{state.name}: export"
             hit = (
-                store.lookup(export_key, lambda why, n=state.name: ui.info(f"{n}: export: {why}: made again"))
+                store.lookup(export_key, lambda why: ui.info(f"{said}: {why}: made again"))  # noqa: B023 (called now)
                 if is_onnx_path(source)
                 else None
             )
@@ -901,8 +902,9 @@ def _bundle_one(
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}
 
-    def intact(record: dict[str, Any]) -> bool:
-        return verify_bundle(Path(record["directory"])).ok
+    def damaged(record: dict[str, Any]) -> str | None:
+        check = verify_bundle(Path(record["directory"]))
+        return None if check.ok else f"the bundle {record['directory']} fails its check"
 
-    record, _ = cache.run(f"bundle-{state.name}-{target.name}", key, QUIET, do_bundle, intact)
+    record, _ = cache.run(f"bundle-{state.name}-{target.name}", key, QUIET, do_bundle, damaged)
     return str(record["directory"])
