@@ -748,6 +748,24 @@ def test_bundles_are_not_written_into_a_runs_bundle(project: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "scripts"]
 
 
+def test_a_file_where_a_bundle_folder_goes_is_refused_before_any_work(project: Path) -> None:
+    """A model named like its source file with [bundle] output "." (<output>/<model> is that file)
+    built every cell and then failed with a raw 'File exists'; now refused first, in one line."""
+    path = project / "onfile.toml"
+    path.write_text(
+        'workdir = "onfile"\n[build]\nbackend = "onnxruntime"\n[bundle]\noutput = "."\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n'
+        '[[matrix.models]]\nname = "a.onnx"\nsource = "a.onnx"\n'
+    )
+    before = (project / "a.onnx").read_bytes()
+    with pytest.raises(InputError, match=r"a\.onnx/x86-64-cpu cannot be made: .*a\.onnx is a file"):
+        load_matrix_config(path)
+    result = run_cli("matrix", path, cwd=project)
+    assert_clean_input_error(result, "is a file: set another bundle.output")
+    assert not (project / "onfile").exists()  # no cell ran
+    assert (project / "a.onnx").read_bytes() == before
+
+
 def test_a_profile_times_alone_on_its_machine() -> None:
     """Cells profiled side by side read up to 2x their latency alone (captcha-rec on 2 cores:
     16.3 ms at --jobs 2 against 7.4 ms): a profile holds the machine's timing lock exclusively,

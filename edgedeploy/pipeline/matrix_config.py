@@ -227,6 +227,13 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
         for name in models:
             for target in targets:
                 out = config.bundle_dir(name, target.name)
+                # a file where a folder of the path goes (<output>/<model> named like the source
+                # model with output "."): the bundle stage's mkdir failed after every cell was built
+                blocker = next((p for p in (out.parent, *out.parents) if p.exists() and not p.is_dir()), None)
+                if blocker is not None:
+                    raise InputError(
+                        f"bundle folder {out} cannot be made: {blocker} is a file: set another bundle.output"
+                    )
                 if out.exists() and (
                     not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())
                 ):
