@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -449,3 +450,23 @@ def test_the_matrix_pages_carry_the_notes_the_command_warned() -> None:
     assert f"- note: {note}" in render_matrix_markdown([cell], notes=[note])
     page = render_matrix_html([cell], {}, Path("."), {"notes": [note]}, plots)
     assert "<dt>note</dt><dd>m/x86-64-cpu: int8 ran slower than fp32 here" in page
+
+
+@pytest.mark.parametrize("model", ["v2#1?x", "100%41", "a b&c'd"])
+def test_matrix_links_to_bundle_reports_are_urls(tmp_path: Path, model: str) -> None:
+    """matrix.html linked a model named "v2#1?x" to '../bundle/v2#1?x/...': the browser took
+    '#1?x/...' for a fragment and opened another page (a % broke it too); the path is percent-encoded."""
+    from urllib.parse import unquote, urlsplit
+
+    from edgedeploy.stages.report.matrix import render_matrix_html
+
+    bundle = tmp_path / "bundle" / model / "x86-64-cpu"
+    bundle.mkdir(parents=True)
+    (bundle / "report.html").write_text("<html></html>")
+    cell = {"model": model, "target": "x86-64-cpu", "precision": "fp32", "status": "ok", "latency_ms": 1.0}
+    page = render_matrix_html([cell], {f"{model}/x86-64-cpu": str(bundle)}, tmp_path / "farm", {}, None)
+    hrefs = re.findall(r"<a href='([^']*)'>report</a>", page)
+    assert len(hrefs) == 1
+    url = urlsplit(html.unescape(hrefs[0]))
+    assert (url.query, url.fragment) == ("", "")
+    assert (tmp_path / "farm" / unquote(url.path)).resolve() == (bundle / "report.html").resolve()

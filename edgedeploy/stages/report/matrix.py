@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edgedeploy.fileio import atomic_write_text
 from edgedeploy.stages.report import ReportFiles
@@ -79,7 +80,8 @@ def _link(bundles: Mapping[str, str], key: str, out_dir: Path) -> str:
     if not folder or not (Path(folder) / "report.html").is_file():
         return "–"
     href = Path(os.path.relpath(Path(folder) / "report.html", out_dir)).as_posix()
-    return f"<a href='{_e(href)}'>report</a>"
+    # a URL, not a path: a model named "v2#1?x" (or with a %) cut the link at its # or ?
+    return f"<a href='{_e(quote(href))}'>report</a>"
 
 
 def _model_section(
