@@ -6,6 +6,7 @@ import html
 import json
 import re
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -470,3 +471,55 @@ def test_matrix_links_to_bundle_reports_are_urls(tmp_path: Path, model: str) -> 
     url = urlsplit(html.unescape(hrefs[0]))
     assert (url.query, url.fragment) == ("", "")
     assert (tmp_path / "farm" / unquote(url.path)).resolve() == (bundle / "report.html").resolve()
+
+
+HOSTILE = "d <b>x&amp;y é|z <img src=x onerror=alert(1)> *a* _b_ `c` [l](u) \\ ~~s~~"
+
+
+# what our summaries' own Markdown draws: a name's text adds none
+MARKDOWN_TAGS = {"h2", "ul", "li", "p", "strong", "code", "table", "thead", "tbody", "tr", "th", "td"}
+
+
+class _Rendered(HTMLParser):
+    """The elements and the text of rendered Markdown."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.text = ""
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.tags.add(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def _render_markdown(text: str) -> _Rendered:
+    """As GitHub draws a step summary or a PR comment: CommonMark with tables and strikethrough."""
+    markdown_it = pytest.importorskip("markdown_it")
+    return _Rendered(markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text))
+
+
+def test_markdown_summaries_draw_names_as_their_text_not_as_html(workdir: Path, tmp_path: Path) -> None:
+    """report.md and matrix.md put a model's name in raw: a renderer drew its <b> and <img> as live
+    HTML (the HTML pages escaped it); now every name renders as itself, table cells unbroken."""
+    from edgedeploy.stages.report.matrix import render_matrix_markdown
+
+    run = load_run([workdir])
+    run.model, run.target = HOSTILE, f"t {HOSTILE}"
+    assert run.calibration is not None
+    run.calibration["tensors"][0]["name"] = "`relu` <i>out</i>"
+    summary = _render_markdown(write_report(run, tmp_path / "out").markdown.read_text())
+    cell = {"model": HOSTILE, "target": "x86-64-cpu", "precision": "fp32", "status": "failed"}
+    cell["reason"] = HOSTILE
+    matrix = _render_markdown(render_matrix_markdown([cell]))
+    for page in (summary, matrix):
+        assert page.tags <= MARKDOWN_TAGS
+        assert HOSTILE in page.text
+    assert f"edgedeploy: {HOSTILE} on t {HOSTILE}" in summary.text
+    assert "worst-clipped tensor `relu` <i>out</i> (" in summary.text  # a code span: literal
+    assert "code" in summary.tags
+    row = next(line for line in render_matrix_markdown([cell]).splitlines() if line.startswith("| d "))
+    assert len(re.findall(r"(?<!\\)\|", row)) == 11  # the | in the name does not split a cell

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -446,8 +447,25 @@ def page(title: str, header: str, body: str) -> str:
     )
 
 
+# Markdown's own characters that can change the text mid-line (emphasis, code, links, a table's
+# cell, strikethrough), escaped with a backslash; the HTML ones become entities, since a renderer
+# (GitHub's step summary, a PR comment) would otherwise draw a name's <b> or <img> as live HTML
+_MD_ESCAPES = {c: "\\" + c for c in "\\`*_[]|~"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_MD_TEXT = str.maketrans(_MD_ESCAPES | {"\n": " ", "\r": " "})  # one line of text, or a table's cell
+
+
 def _md(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """``value`` as Markdown text that renders as itself (inline, in a line or a table's cell)."""
+    return str(value).translate(_MD_TEXT)
+
+
+def _md_code(value: Any) -> str:
+    """``value`` as a Markdown code span: its text is literal there (no escapes or entities), so
+    only a backtick in it needs a longer run of backticks around it (CommonMark's rule)."""
+    text = str(value).replace("\n", " ").replace("\r", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
@@ -465,7 +483,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     verdict = (
         "all accuracy gates passed"
         if gates and not failed
-        else (f"**accuracy gate FAILED: {', '.join(failed)}**" if failed else "no accuracy comparison")
+        else (f"**accuracy gate FAILED: {_md(', '.join(failed))}**" if failed else "no accuracy comparison")
     )
     if run.not_built:  # a missed accuracy budget: that precision has no model, so no gate passed for it
         missed = f"**not built (accuracy budget missed): {_md(', '.join(run.not_built))}**"
@@ -497,20 +515,20 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     if run.ranges:
         s = run.ranges.get("summary") or {}
         kept = f", {len(d.fp32_nodes(run))} node(s) kept in fp32" if run.plan else ""
-        extra.append(f"FP16: {s.get('tensors_at_risk', 0)} tensor(s) at risk{kept}")
+        extra.append(f"FP16: {_md(s.get('tensors_at_risk', 0))} tensor(s) at risk{kept}")
     if run.calibration:
         worst = max(run.calibration.get("tensors") or [{}], key=lambda t: t.get("clipped") or 0.0)
         if worst.get("name"):
             extra.append(
-                f"INT8: worst-clipped tensor `{_md(worst['name'])}` ({(worst.get('clipped') or 0.0):.3%} clipped)"
+                f"INT8: worst-clipped tensor {_md_code(worst['name'])} ({(worst.get('clipped') or 0.0):.3%} clipped)"
             )
     for v in d.budget_views(run):
         extra.append(
-            f"accuracy budget {v.precision} `{_md(v.budget)}`: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
-            + (f" ({v.cost})" if v.cost else "")
+            f"accuracy budget {_md(v.precision)} {_md_code(v.budget)}: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
+            + (f" ({_md(v.cost)})" if v.cost else "")
         )
-    if extra:
-        lines += [""] + [f"- {_md(x)}" for x in extra]
+    if extra:  # each escaped where it was made: the code spans' text is literal
+        lines += [""] + [f"- {x}" for x in extra]
     if html_name:
         lines += ["", f"Charts (trade-off, latency, FP16 ranges, INT8 clipping) are in `{html_name}`."]
     return "\n".join(lines) + "\n"
