@@ -523,3 +523,135 @@ def test_markdown_summaries_draw_names_as_their_text_not_as_html(workdir: Path, 
     assert "code" in summary.tags
     row = next(line for line in render_matrix_markdown([cell]).splitlines() if line.startswith("| d "))
     assert len(re.findall(r"(?<!\\)\|", row)) == 11  # the | in the name does not split a cell
+
+
+def test_a_field_of_the_wrong_type_is_refused_by_file_and_field(workdir: Path, tmp_path: Path) -> None:
+    """A profile whose median was "fast", or a compare whose outputs were a list, ended report in
+    a traceback (stats.py's float(), .items()), exit 1 as if a gate had failed; one line, exit 2."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    batch = {"batch_size": 1, "latency": {"median_ms": "fast"}, "iterations": 10}
+    profile = {"artifact": "m.fp16.onnx", "backend": "onnxruntime", "settings": {}, "batches": [batch]}
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    compare = {"reference": "m.onnx", "candidate": "m.fp16.onnx", "outputs": [1], "passed": True}
+    (tmp_path / "c.json").write_text(json.dumps(compare))
+    said = "p.json: field batches[0].latency.median_ms is a string ('fast'), not a number"
+    assert_clean_input_error(run_cli("report", "p.json", "-o", "r", cwd=tmp_path), said)
+    said = "c.json: field outputs is a list, not an object"
+    assert_clean_input_error(run_cli("report", "c.json", "-o", "r", cwd=tmp_path), said)
+    record = json.loads((workdir / "run.json").read_text())
+    record["precisions"][1]["profile"]["batch_sizes"]["1"]["quantiles_ms"][3] = "x"
+    (workdir / "run.json").write_text(json.dumps(record))
+    said = r"run\.json: field precisions\[1\]\.profile\.batch_sizes\.1\.quantiles_ms\[3\] is a string"
+    with pytest.raises(InputError, match=said):
+        load_run([workdir])
+    assert not (tmp_path / "r").exists()
+
+
+def _paths(value: Any, where: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every field and list item of a JSON value (a list's first two items only)."""
+    found = [where] if where else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*where, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value[:2]):
+            found += _paths(item, (*where, i))
+    return found
+
+
+def _json_files(workdir: Path, tmp_path: Path) -> list[Path]:
+    """The --json files report reads, of every kind a run record's workdir does not hold."""
+    compare = {
+        "reference": "m.onnx",
+        "candidate": "m.fp16.onnx",
+        "mode": "fp16",
+        "passed": True,
+        "gates": {"min_cosine": 0.99},
+        "outputs": {"y": {"cosine": 0.999, "top1_agreement": 1.0, "nan_count": 0, "inf_count": 0}},
+    }
+    layers = {"precision": "int8", "gates": {"min_cosine": 0.99}, "layers": [
+        {"tensor": "a", "order": 0, "cosine": 0.9999, "exceeds": False},
+        {"tensor": "b", "order": 1, "cosine": 0.9, "exceeds": True},
+    ]}  # fmt: skip
+    energy = {
+        "measurable": True, "source": "tegrastats", "avg_power_w": 5.0, "energy_per_inference_mj": 4.4,
+        "rails": {"VDD_IN": 5.0}, "trace": {"t_s": [0.0, 0.5], "rails": {"VDD_IN": [4.9, 5.1]}},
+    }  # fmt: skip
+    profile = {
+        "artifact": "m.int8.onnx", "backend": "onnxruntime", "bytes": 250,
+        "settings": {"threads": 1, "host_target": "x86-64-cpu", "onnxruntime": "1.2.3"},
+        "batches": [
+            {"batch_size": b, "latency": {"median_ms": b, "p99_ms": 2.0 * b}, "throughput_ips": 10.0,
+             "quantiles_ms": [0.5 * b, b, 2.0 * b], "energy": energy}
+            for b in (1, 4)
+        ],
+    }  # fmt: skip
+    build = {
+        "precision": {"precision": "fp16", "path": "m.fp16.onnx", "bytes": 500, "files": [],
+                      "info": {"task_metric": {"name": "acc", "value": 0.9}}},
+        "build": {"backend": "onnxruntime", "info": {"target": "x86-64-cpu", "onnxruntime": "1.2.3"}},
+    }  # fmt: skip
+    budget = {
+        "precision": "int8", "budget": "cosine>=0.999", "met": False, "higher": "fp16", "measurements": 3,
+        "probe_measurements": 2, "ranking": "probe", "ranking_seconds": 1.5, "seconds": 9.0,
+        "steps": [{"kept": ["conv"], "measured": {"cosine": 0.99}, "met": False}],
+    }  # fmt: skip
+    (tmp_path / "m.int8.budget.json").write_text(json.dumps(budget))
+    precisions = json.loads((workdir / "run.json").read_text())["precisions"]
+    artifacts = [{**p, "precision_info": p["info"]} for p in precisions]
+    bundle = {"schema_version": 1, "files": {}, "model": {"name": "m"}, "target": {"name": "x86-64-cpu"},
+              "primary_precision": "fp16", "artifacts": artifacts}  # fmt: skip
+    files = []
+    for name, content in (
+        ("c.json", compare),
+        ("l.json", {"compare": {**compare, "candidate": "m.int8.onnx"}, "per_layer": layers}),
+        ("p.json", profile),
+        ("b.json", build),
+        ("m.bundle.json", bundle),
+    ):
+        (tmp_path / name).write_text(json.dumps(content))
+        files.append(tmp_path / name)
+    return files
+
+
+@pytest.mark.parametrize("bad", ["x", 5, True, None, [1], {"k": 1}])
+def test_every_field_given_another_type_is_drawn_or_refused_by_name(
+    workdir: Path, tmp_path: Path, bad: Any
+) -> None:
+    """Each field of each file the report reads, set to another JSON type: the page and the summary
+    are made, or the file is refused naming itself, never another exception (a traceback)."""
+    from edgedeploy.stages.report.render import build_sections, render_markdown
+
+    jsons = _json_files(workdir, tmp_path)
+    record = json.loads((workdir / "run.json").read_text())
+    record["precisions"][2]["files"].append(str(tmp_path / "m.int8.budget.json"))
+    record["not_built"] = {"fp8": {"reason": "budget missed", "steps": str(tmp_path / "m.int8.budget.json")}}
+    (workdir / "run.json").write_text(json.dumps(record))
+    sidecars = [workdir / name for name in ("m.calib.json", "m.fp16.ranges.json", "m.fp16.plan.json")]
+    cases = [(path, [workdir]) for path in (workdir / "run.json", *sidecars, tmp_path / "m.int8.budget.json")]
+    cases += [(path, [path]) for path in jsons]
+    cases += [(jsons[0], [jsons[0], jsons[2]])]  # a compare and a profile together: slower than fp32
+    tried = 0
+    for path, run_paths in cases:
+        original = path.read_text()
+        for where in _paths(json.loads(original)):
+            content = json.loads(original)
+            parent = content
+            for key in where[:-1]:
+                parent = parent[key]
+            if parent[where[-1]] == bad or type(parent[where[-1]]) is type(bad):
+                continue
+            parent[where[-1]] = bad
+            path.write_text(json.dumps(content))
+            tried += 1
+            try:
+                run = load_run(run_paths)
+                build_sections(run, None)
+                render_markdown(run)
+            except InputError as exc:
+                assert str(exc).startswith(f"{path}: "), (where, str(exc))
+            except Exception as exc:  # what the test is for: no other exception
+                pytest.fail(f"{path.name} {where} = {bad!r}: {type(exc).__name__}: {exc}")
+        path.write_text(original)
+    assert tried > 200

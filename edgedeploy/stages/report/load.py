@@ -18,6 +18,7 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, scratch_dir, sha256_file
+from edgedeploy.stages.report import fields
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
 RUN_RECORD = "run.json"  # what `edgedeploy run` leaves in its workdir for the report
@@ -89,13 +90,20 @@ def precision_from_name(path: str) -> str | None:
     return found[-1] if found else None
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, kind: str | None) -> Any:
+    """``path``'s content, with the fields the report uses checked against the spec of ``kind``
+    (fields.SCHEMAS; None: a --json file, whose kind its keys tell). An object of the wrong form
+    is refused here by file and field; other content is left to the caller to refuse."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable JSON file ({exc})") from None
+    spec = fields.SCHEMAS.get(kind or json_kind(content) or "")
+    if isinstance(content, dict) and spec is not None and (found := fields.problem(content, spec)):
+        raise InputError(f"{path}: field {found}")
+    return content
 
 
 def _sidecar_kind(name: str) -> str | None:
@@ -106,7 +114,7 @@ def _add_sidecar(data: RunData, path: Path) -> None:
     kind = _sidecar_kind(path.name)
     if kind is None or not path.is_file():
         return
-    content = _read_json(path)
+    content = _read_json(path, kind)
     if not isinstance(content, dict):
         return
     if kind == "ranges":
@@ -142,7 +150,7 @@ def _from_run_record(record: dict[str, Any], data: RunData, base: Path | None) -
     bundle = record.get("bundle") or {}
     manifest = Path(bundle["directory"]) / "manifest.json" if bundle.get("directory") else None
     if manifest is not None and manifest.is_file():
-        info = _read_json(manifest)
+        info = _read_json(manifest, "bundle")
         if isinstance(info, dict):
             data.primary = info.get("primary_precision")
             data.tools = data.tools or dict(info.get("tools") or {})
@@ -211,7 +219,7 @@ def load_workdir(workdir: Path) -> RunData:
             f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
             "rerun edgedeploy run)"
         )
-    record = _read_json(record_path)
+    record = _read_json(record_path, "run")
     if not isinstance(record, dict) or "precisions" not in record:
         raise InputError(f"{record_path}: not a run record")
     data = RunData(sources=[str(workdir)], kind="run", created=record.get("created"))
@@ -260,7 +268,7 @@ def _checked_bundle(root: Path, source: str, check_dir: Any) -> RunData:
     check = check_dir(root)
     if not check.ok:
         raise InputError(f"bundle {source} is damaged: {'; '.join(check.problems[:3])}")
-    manifest = _read_json(root / "manifest.json")
+    manifest = _read_json(root / "manifest.json", "bundle")
     return from_manifest(manifest, root, source)
 
 
@@ -517,7 +525,7 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
     figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
     single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
-        content = _read_json(path)
+        content = _read_json(path, None)
         if (model := _model_of(content)) is not None:
             for other, where in about.items():
                 if other != model:  # one model's artifacts reduce to one name (model_base)
