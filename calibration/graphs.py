@@ -13,7 +13,9 @@
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
 - :func:`ort_crashing_optimizers`: the ONNX Runtime graph optimizers that kill the process while
-  loading a given model (a segfault is no error a caller can catch), to be switched off for it.
+  loading a given model (a segfault is no error a caller can catch), to be switched off for it;
+  :func:`nchwc_crash_transposes`: the nodes that crash it when float16, which the fp16 conversion
+  keeps in float32 so that the artifact loads at ONNX Runtime's defaults.
 
 Hand-written: onnx has no stable topological sort and no IR upgrade; these are a few lines each.
 """
@@ -298,6 +300,32 @@ def _moves_axis_1_first(node: onnx.NodeProto) -> bool:
     return len(perm) == 3 and perm[0] == 1
 
 
+def nchwc_crash_transposes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The Transposes of ``model`` that ONNX Runtime's ``NchwcTransformer`` dies on when they compute
+    in float16 (see :func:`ort_crashing_optimizers`): 3-D, axis 1 brought to the front, feeding a
+    MatMul whose other input is a constant, either through Casts. Whatever their type here: the
+    fp16 conversion keeps them in float32 (edgedeploy/stages/precision/fp16.py, fp32_only_nodes).
+    """
+    nodes = all_nodes(model.graph)
+    constant = {t.name for t in model.graph.initializer} | {
+        o for n in nodes if n.op_type == "Constant" for o in n.output
+    }
+    origin = {o: n for n in nodes if n.op_type == "Transpose" and _moves_axis_1_first(n) for o in n.output}
+    for node in nodes:  # through Casts (ONNX Runtime's optimized graphs hold them explicitly)
+        if node.op_type == "Cast" and node.input and node.input[0] in constant:
+            constant.update(node.output)
+        elif node.op_type == "Cast" and node.input and node.input[0] in origin:
+            origin.update(dict.fromkeys(node.output, origin[node.input[0]]))
+    found: dict[int, onnx.NodeProto] = {}
+    for node in nodes:
+        if node.op_type == "MatMul" and len(node.input) == 2:
+            a, b = node.input
+            for x, other in ((a, b), (b, a)):
+                if x in origin and other in constant:
+                    found[id(origin[x])] = origin[x]
+    return list(found.values())
+
+
 def ort_crashing_optimizers(model: onnx.ModelProto) -> list[str]:
     """ONNX Runtime's graph optimizers to switch off when loading ``model`` on the CPU.
 
@@ -305,9 +333,11 @@ def ort_crashing_optimizers(model: onnx.ModelProto) -> list[str]:
     on a float16 model where a 3-D Transpose that brings axis 1 to the front (perm [1, 0, 2] or
     [1, 2, 0]: [B, T, C] to [T, B, C], a GRU's or CRNN's head) feeds a MatMul with constant weights;
     see docs/design.md, "ONNX Runtime crashes on some fp16 graphs", for the perms and ranks
-    measured. Matched on any float16 in the model and that Transpose and MatMul, either through
-    Casts. Switching it off costs the NCHWc layout of the model's float32 convolutions (1.2-1.4x
-    slower on PP-OCR's and ddddocr's fp16 models), so it is not switched off for every fp16 model.
+    measured. Matched on any float16 in the model and that Transpose (:func:`nchwc_crash_transposes`)
+    reading a tensor that is not float32: the same Transpose between Casts to float32 and back
+    (how the fp16 conversion keeps it) loads. Switching it off costs the NCHWc layout of the
+    model's float32 convolutions (1.2-1.4x slower on PP-OCR's and ddddocr's fp16 models), so it is
+    not switched off for every fp16 model.
     """
     nodes = all_nodes(model.graph)
     float16 = onnx.TensorProto.FLOAT16
@@ -323,18 +353,13 @@ def ort_crashing_optimizers(model: onnx.ModelProto) -> list[str]:
     has_half = has_half or any(v.type.tensor_type.elem_type == float16 for v in values)
     if not has_half:
         return []
-    constant = {t.name for t in model.graph.initializer} | {
-        o for n in nodes if n.op_type == "Constant" for o in n.output
-    }
-    transposed = {o for n in nodes if n.op_type == "Transpose" and _moves_axis_1_first(n) for o in n.output}
-    for node in nodes:  # through Casts (ONNX Runtime's optimized graphs hold them explicitly)
-        if node.op_type == "Cast" and node.input and node.input[0] in constant:
-            constant.update(node.output)
-        elif node.op_type == "Cast" and node.input and node.input[0] in transposed:
-            transposed.update(node.output)
-    for node in nodes:
-        if node.op_type == "MatMul" and len(node.input) == 2:
-            a, b = node.input
-            if (a in transposed and b in constant) or (b in transposed and a in constant):
-                return [NCHWC_TRANSFORMER]
+    types = {v.name: v.type.tensor_type.elem_type for v in values}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in nodes:  # a Cast says its output type, whatever a stale declaration says
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to is not None:
+            types.update(dict.fromkeys(node.output, to))
+    float32 = onnx.TensorProto.FLOAT
+    if any(t.input and types.get(t.input[0]) != float32 for t in nchwc_crash_transposes(model)):
+        return [NCHWC_TRANSFORMER]
     return []

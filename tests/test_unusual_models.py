@@ -3,6 +3,10 @@ bundle: weights also listed as graph inputs (IR <= 7), external data, outputs th
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -399,18 +403,31 @@ def test_an_int8_build_of_an_opset_11_model_says_its_q_dq_model_is_at_opset_13(t
     assert "not the input model" not in built.stderr
 
 
+def _loads_at_ort_defaults(model: Path, batch: int = 2) -> subprocess.CompletedProcess[str]:
+    """A plain ``onnxruntime.InferenceSession(model)`` (ONNX Runtime's default options, as any
+    user's application makes it) loading and running ``model`` on ones, in a process of its own:
+    a segfault fails the test instead of ending pytest."""
+    code = (
+        "import sys, numpy as np, onnxruntime as ort\n"
+        "s = ort.InferenceSession(sys.argv[1])\n"
+        "feed = {i.name: np.ones([d if isinstance(d, int) else int(sys.argv[2]) for d in i.shape],"
+        " np.float16 if 'float16' in i.type else np.float32) for i in s.get_inputs()}\n"
+        "s.run(None, feed)\n"
+    )
+    command = [sys.executable, "-c", code, str(model), str(batch)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
 def test_an_fp16_transpose_into_a_linear_layer_builds_compares_and_verifies_on_the_device(
     tmp_path: Path,
 ) -> None:
     """A linear layer after a 3-D transpose (a GRU's or CRNN's head, a [T, B, C] encoder): ONNX
     Runtime's NchwcTransformer died of SIGSEGV loading the fp16 model at ORT_ENABLE_ALL, so `build
     --precision fp16` ended in "Segmentation fault" with no message (exit 139), and so did the
-    bundle's verify.sh on the device. The optimizer is now switched off for such models."""
-    import os
-    import subprocess
-    import sys
-
-    from calibration.graphs import NCHWC_TRANSFORMER, ort_crashing_optimizers
+    bundle's verify.sh on the device. edgedeploy then switched the optimizer off in its own
+    sessions, but the artifact still killed any application that loaded it with ONNX Runtime's
+    defaults; the fp16 build now keeps that Transpose in fp32, which loads."""
+    from calibration.graphs import ort_crashing_optimizers
 
     model = _graph_model(
         tmp_path / "head.onnx",
@@ -426,17 +443,67 @@ def test_an_fp16_transpose_into_a_linear_layer_builds_compares_and_verifies_on_t
     built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out")
     assert built.code == 0, built.stderr
     fp16 = tmp_path / "out" / "head.fp16.onnx"
-    assert ort_crashing_optimizers(onnx.load(fp16)) == [NCHWC_TRANSFORMER]
-    assert ort_crashing_optimizers(onnx.load(tmp_path / "out" / "head.fp16.ort.onnx")) == [NCHWC_TRANSFORMER]
+    for artifact in (fp16, tmp_path / "out" / "head.fp16.ort.onnx"):
+        assert ort_crashing_optimizers(onnx.load(artifact)) == []
+        loaded = _loads_at_ort_defaults(artifact)
+        assert loaded.returncode == 0, (artifact.name, loaded.returncode, loaded.stderr[-500:])
+    plan = json.loads((tmp_path / "out" / "head.fp16.plan.json").read_text())
+    kept = [n for n in plan["nodes"] if n["precision"] == "fp32"]
+    assert [n["op"] for n in kept] == ["Transpose"] and "NchwcTransformer" in kept[0]["reason"]
     compared = run_cli("compare", model, fp16, "--min-cosine", "0.999")
     assert compared.code == 0, compared.stderr
     bundled = run_cli("bundle", model, fp16, "-o", tmp_path / "bundle")
     assert bundled.code == 0, bundled.stderr
-    assert "disabled_optimizers" in (tmp_path / "bundle" / "README.md").read_text()
+    assert "disabled_optimizers" not in (tmp_path / "bundle" / "README.md").read_text()
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
     script = tmp_path / "bundle" / "scripts" / "verify.sh"
     verified = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_fp16_lstm_and_gru_heads_load_at_onnx_runtime_defaults(tmp_path: Path) -> None:
+    """A batch-first LSTM (and a bidirectional GRU) with a linear head, as torch exports them:
+    Transpose [B, T, C] -> [T, B, C], the RNN, Transpose back, MatMul. The fp16 build wrote an
+    artifact that killed ONNX Runtime (SIGSEGV in NchwcTransformer) at its default options, and
+    build said "(built)"; it now loads and runs, with the fp16 model's outputs."""
+    import onnxruntime as ort
+
+    hidden, feats = 16, 8
+    x = np.random.default_rng(1).standard_normal((4, 10, feats)).astype(np.float32)
+    for rnn, gates, dirs in (("LSTM", 4, 1), ("GRU", 3, 2)):
+        path = tmp_path / f"{rnn.lower()}.onnx"
+        direction = "forward" if dirs == 1 else "bidirectional"
+        _graph_model(
+            path,
+            [
+                helper.make_node("Transpose", ["x"], ["tbc"], perm=[1, 0, 2]),
+                helper.make_node(
+                    rnn, ["tbc", "Wr", "Rr", "Br"], ["y4"], hidden_size=hidden, direction=direction
+                ),
+                helper.make_node("Transpose", ["y4"], ["tbdh"], perm=[0, 2, 1, 3]),
+                helper.make_node("Reshape", ["tbdh", "shape"], ["tbh"]),
+                helper.make_node("Transpose", ["tbh"], ["bth"], perm=[1, 0, 2]),
+                helper.make_node("MatMul", ["bth", "W"], ["y"]),
+            ],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10, feats])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10, 3])],
+            {
+                "Wr": _w(dirs, gates * hidden, feats, seed=1),
+                "Rr": _w(dirs, gates * hidden, hidden, seed=2),
+                "Br": _w(dirs, 2 * gates * hidden, seed=3),
+                "shape": np.array([10, -1, dirs * hidden], np.int64),
+                "W": _w(dirs * hidden, 3, seed=4),
+            },
+        )
+        built = run_cli("build", path, "--precision", "fp16", "-o", tmp_path / rnn)
+        assert built.code == 0, built.stderr
+        stem = path.name.removesuffix(".onnx")
+        for name in (f"{stem}.fp16.onnx", f"{stem}.fp16.ort.onnx"):
+            loaded = _loads_at_ort_defaults(tmp_path / rnn / name)
+            assert loaded.returncode == 0, (rnn, name, loaded.returncode, loaded.stderr[-500:])
+        fp32 = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+        fp16 = ort.InferenceSession(str(tmp_path / rnn / f"{stem}.fp16.onnx")).run(None, {"x": x})[0]
+        np.testing.assert_allclose(fp16, fp32, atol=0.02)
 
 
 def test_a_built_artifact_random_inputs_cannot_run_is_not_called_built_without_a_word(

@@ -25,6 +25,7 @@ from calibration.graphs import (
     captured_names,
     copy_fields,
     infer_shapes_light,
+    nchwc_crash_transposes,
     subgraphs,
     upgrade_ir,
 )
@@ -210,9 +211,16 @@ def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
 
     ScatterND / ScatterElements with a reduction have no fp16 kernel in ONNX Runtime (the
     artifact would load and then fail when run); LayerNormalization's Mean and InvStdDev outputs
-    keep the stash type (float), which the converter would declare fp16.
+    keep the stash type (float), which the converter would declare fp16. A 3-D Transpose of axis
+    1 into a MatMul (a GRU's, LSTM's or CRNN's head) in float16 kills ONNX Runtime (SIGSEGV) at its
+    default optimization level (docs/design.md, "ONNX Runtime crashes on some fp16 graphs"); in
+    float32, between the converter's Casts, it loads, and it moves the same values (a float16
+    value is exact in float32).
     """
-    found: dict[str, str] = {}
+    found: dict[str, str] = {
+        node.name: "Transpose of axis 1 into a MatMul: ONNX Runtime's NchwcTransformer crashes on it in fp16"
+        for node in nchwc_crash_transposes(model)
+    }
     for node in all_nodes(model.graph):
         attrs = {a.name: a for a in node.attribute}
         if node.op_type in ("ScatterND", "ScatterElements"):
