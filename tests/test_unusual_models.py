@@ -506,6 +506,54 @@ def test_fp16_lstm_and_gru_heads_load_at_onnx_runtime_defaults(tmp_path: Path) -
         np.testing.assert_allclose(fp16, fp32, atol=0.02)
 
 
+def test_a_model_float16_before_the_build_says_how_onnx_runtime_loads_it(tmp_path: Path) -> None:
+    """A model float16 before the build (the conversion leaves it as it is) with a Transpose of
+    axis 1 into a MatMul still kills ONNX Runtime at its default options. build said "(built)"
+    without a word and the sidecar said "ORT_ENABLE_ALL (run)", though its check had run with
+    NchwcTransformer off; build now warns once with the session option that loads it, and the
+    sidecar records that option. compare, profile and the bundle load it as edgedeploy does."""
+    from calibration.graphs import NCHWC_TRANSFORMER, ort_crashing_optimizers
+
+    model = _graph_model(
+        tmp_path / "half.onnx",
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            helper.make_node("MatMul", ["t", "W"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch", 20, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [20, "batch", 3])],
+        {"W": _w(16, 3).astype(np.float16)},
+    )
+    assert ort_crashing_optimizers(onnx.load(model)) == [NCHWC_TRANSFORMER]
+    built = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    warned = [line for line in built.stderr.splitlines() if "SIGSEGV" in line]
+    assert len(warned) == 1, built.stderr
+    assert "half.fp16.onnx and half.fp16.ort.onnx" in warned[0]
+    assert "disabled_optimizers=['NchwcTransformer']" in warned[0]
+    assert "ORT_ENABLE_EXTENDED" in warned[0]
+    sidecar = json.loads((tmp_path / "out" / "half.fp16.ort.json").read_text())
+    assert sidecar["disabled_optimizers"] == [NCHWC_TRANSFORMER]
+    assert "ORT_ENABLE_ALL without NchwcTransformer (run)" in sidecar["graph_optimization_level"]
+    again = run_cli("build", model, "--precision", "fp16", "-o", tmp_path / "out")  # up to date: said again
+    assert again.code == 0 and "(up to date, skipped)" in again.stdout + again.stderr
+    assert "disabled_optimizers=['NchwcTransformer']" in again.stderr
+    artifact = tmp_path / "out" / "half.fp16.ort.onnx"
+    compared = run_cli("compare", model, artifact)
+    assert compared.code == 0, compared.stderr
+    profiled = run_cli("profile", artifact, "--iterations", "3", "--input", "x:2x20x16")
+    assert profiled.code == 0, profiled.stderr
+    reference = onnx.load(model)  # the same model in float32, as the bundle's reference
+    for value in (reference.graph.input[0], reference.graph.output[0]):
+        value.type.tensor_type.elem_type = TensorProto.FLOAT
+    reference.graph.initializer[0].CopyFrom(numpy_helper.from_array(_w(16, 3), "W"))
+    onnx.save(reference, tmp_path / "fp32.onnx")
+    fp16 = tmp_path / "out" / "half.fp16.onnx"
+    bundled = run_cli("bundle", tmp_path / "fp32.onnx", fp16, "-o", tmp_path / "bundle")
+    assert bundled.code == 0, bundled.stderr
+    assert "disabled_optimizers" in (tmp_path / "bundle" / "README.md").read_text()
+
+
 def test_a_built_artifact_random_inputs_cannot_run_is_not_called_built_without_a_word(
     reflect_padded_onnx: Path, tmp_path: Path
 ) -> None:

@@ -156,12 +156,16 @@ class OnnxRuntimeBackend:
         stem = model.name.removesuffix(".onnx")
         artifact = out_dir / f"{stem}.ort.onnx"
         sidecar = out_dir / f"{stem}.ort.json"
+        # what its sessions must switch off (a model float16 before the build, which the fp16
+        # conversion leaves as it is): part of the key, so no sidecar written without it is reused
+        disabled = crashing_optimizers(model)
         key = sha256_json(
             {
                 "model": sha256_file(model),
                 "onnxruntime": ort.__version__,
                 "level": "extended",
                 "target": options.target.name,
+                **({"disabled_optimizers": disabled} if disabled else {}),
             }
         )
         if not options.force and artifact.is_file() and sidecar.is_file():
@@ -177,12 +181,17 @@ class OnnxRuntimeBackend:
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
         level, unrun = _save_optimized(model, artifact, options.threads, options.shapes)
+        disabled = sorted({*disabled, *crashing_optimizers(artifact)})
+        # the check ran at ORT_ENABLE_ALL with these off (calibration.artifacts.verify_artifact);
+        # said here, since a session at ONNX Runtime's defaults dies loading the artifact
+        run = f"ORT_ENABLE_ALL without {', '.join(disabled)}" if disabled else "ORT_ENABLE_ALL"
         info: dict[str, Any] = {
             "build_key": key,
             "backend": self.name,
             "onnxruntime": ort.__version__,
             "providers": PROVIDERS,
-            "graph_optimization_level": f"ORT_ENABLE_{level.upper()} (saved) + ORT_ENABLE_ALL (run)",
+            "graph_optimization_level": f"ORT_ENABLE_{level.upper()} (saved) + {run} (run)",
+            **({"disabled_optimizers": disabled} if disabled else {}),
             "source": model.name,
             "source_sha256": sha256_file(model),
             "target": options.target.name,

@@ -177,6 +177,24 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
     ui.warn_once(message)  # once per run, not once per precision
 
 
+def warn_crashing_optimizers(artifacts: list[Path], ui: Ui) -> None:
+    """One warning naming the artifacts that kill ONNX Runtime at its default options (the fp16
+    build keeps the pattern in fp32; a model float16 before the build keeps it, see docs/design.md,
+    "ONNX Runtime crashes on some fp16 graphs"), and how to load them: edgedeploy's sessions do."""
+    from edgedeploy.backends.onnxruntime import crashing_optimizers
+
+    found = {path.name: names for path in dict.fromkeys(artifacts) if (names := crashing_optimizers(path))}
+    if not found:
+        return
+    names = sorted({n for listed in found.values() for n in listed})
+    them = "them" if len(found) > 1 else "it"
+    ui.warn(
+        f"{' and '.join(found)}: ONNX Runtime dies (SIGSEGV) loading {them} at its default optimization "
+        f"level; load {them} with disabled_optimizers={names} in the session (Python: InferenceSession("
+        f"path, disabled_optimizers={names})) or at graph_optimization_level ORT_ENABLE_EXTENDED"
+    )
+
+
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
     """Check the target, make the precision artifact, and compile it with the chosen backend."""
     request.target.check_precision(request.precision)
@@ -202,4 +220,6 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:
         result = backend.build(precision.path, options, out_dir)
         advance(1.0)
+    if backend.name == "onnxruntime":
+        warn_crashing_optimizers([precision.path, result.artifact], ui)
     return BuildOutcome(precision=precision, build=result, backend_note=note)
