@@ -161,6 +161,29 @@ def l2norm_model(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def squared_l2norm_model(width: int = 512, seed: int = 0) -> onnx.ModelProto:
+    """x (N, width) -> Mul by 20 -> L2 normalise written out (Mul(h, h), ReduceSum, Sqrt, Div) -> MatMul:
+    the Mul reads h twice; at width 512 the sum of its squares overflows while each square fits fp16."""
+    rng = np.random.default_rng(seed)
+    k = numpy_helper.from_array(np.array(20.0, np.float32), "k")
+    w = numpy_helper.from_array((rng.standard_normal((width, 4))).astype(np.float32), "w")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["h"], name="scale"),
+        helper.make_node("Mul", ["h", "h"], ["sq"], name="square"),
+        helper.make_node("ReduceSum", ["sq", "axes"], ["sumsq"], name="sum_sq", keepdims=1),
+        helper.make_node("Sqrt", ["sumsq"], ["norm"], name="sqrt"),
+        helper.make_node("Div", ["h", "norm"], ["unit"], name="l2_div"),
+        helper.make_node("MatMul", ["unit", "w"], ["y"], name="head"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [k, w, axes],
+    )
+
+
 def big_weight_model() -> onnx.ModelProto:
     """A Mul by a weight holding 1e5 (Inf in FP16), a Constant node with tiny values, then a MatMul."""
     rng = np.random.default_rng(0)

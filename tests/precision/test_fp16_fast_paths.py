@@ -217,6 +217,10 @@ def test_switchable_emulation_gives_each_plans_own_emulation() -> None:
             models.decomposed_layernorm_model(),
             {"x": np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)},
         ),
+        (  # a node reading one tensor twice: Mul(h, h)
+            models.squared_l2norm_model(width=64),
+            {"x": np.random.default_rng(3).standard_normal((5, 64)).astype(np.float32)},
+        ),
     ]
     for model, feed in cases:
         names = [n.name for n in model.graph.node]

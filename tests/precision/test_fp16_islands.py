@@ -20,7 +20,7 @@ from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options
 from edgedeploy.stages.precision.analysis import analyze, load_for_analysis
 from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
 from edgedeploy.stages.precision.fp16 import ensure_node_names, make_fp16
-from edgedeploy.stages.precision.islands import choose_fp32_nodes, plan_islands
+from edgedeploy.stages.precision.islands import choose_fp32_nodes, plan_islands, release_measured
 from edgedeploy.stages.precision.mixed import make_fp16_checked
 from edgedeploy.targets import load_target
 from tests.precision import models
@@ -181,6 +181,19 @@ def test_l2_normalisation_sums_of_squares_stay_fp32(tmp_path: Path) -> None:
     )
     assert "l2" in keep and "sums squares" in keep["l2"]
     assert report.tensor("norm") is not None and report.tensor("norm").stats.absmax < 65504  # type: ignore[union-attr]
+
+
+def test_a_node_reading_one_tensor_twice_is_tried_back_in_fp16(tmp_path: Path) -> None:
+    """Mul(h, h) and h's producer flagged as normalisation statistics are switchable in the release's
+    emulation: the square reads h through one Where, not one per input (two nodes of one name, which
+    ONNX Runtime refused)."""
+    path = models.save(models.squared_l2norm_model(), tmp_path / "sq.onnx")
+    feeds = [{"x": np.random.default_rng(1).standard_normal((16, 512)).astype(np.float32)}]
+    keep, report = plan_islands(path, feeds)
+    assert {"scale", "square", "sum_sq"} <= set(keep)  # the chain back from the sum: h's producer too
+    kept, notes = release_measured(load_for_analysis(path), keep, report, feeds)
+    assert "sum_sq" in kept and "square" not in kept  # each square fits fp16, their sum does not
+    assert any(n.startswith("square: back to fp16") for n in notes)
 
 
 def test_if_subgraph_stays_fp32_and_runs_with_casts_for_its_captures(tmp_path: Path) -> None:

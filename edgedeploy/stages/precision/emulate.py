@@ -293,13 +293,15 @@ def _switchable_node(
     fp16 value again changes nothing); a Constant's rounded twin is a second Constant."""
     flag = switch_input(node.name)
     graph.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+    chosen: dict[str, str] = {}  # one Where per tensor: a node may read it twice (Mul(x, x))
     for i, name in enumerate(node.input):
         if name and name in floats:
-            twin = round_input(name)
-            if twin != name:
-                chosen = f"{name}__for_{node.name}"
-                switch(flag, twin, name, chosen)
-                node.input[i] = chosen
+            if name not in chosen:
+                twin = round_input(name)
+                chosen[name] = f"{name}__for_{node.name}" if twin != name else name
+                if twin != name:
+                    switch(flag, twin, name, chosen[name])
+            node.input[i] = chosen[name]
     rounded_constant = None
     if node.op_type == "Constant":
         for attr in node.attribute:
