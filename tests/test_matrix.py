@@ -711,6 +711,24 @@ def test_a_missed_accuracy_budget_fails_its_cell_and_keeps_the_search_steps(tmp_
     assert not json.loads(steps.read_text())["met"]
 
 
+def test_a_top1_budget_without_class_scores_is_refused_when_the_matrix_loads(tmp_path: Path) -> None:
+    """As run refuses it (its cells' configs are checked as run's): before any cell, where every
+    cell ran and the fp16 one failed after its conversion."""
+    from tests.precision import models
+
+    models.save_dense_map(tmp_path)
+    config = tmp_path / "m.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\naccuracy_budget = "top1>=0.99"\n'
+        '[compare]\ndata = "seg.npz"\nbatch_size = 8\n[profile]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nname = "seg"\nsource = "seg.onnx"\n'
+    )
+    with pytest.raises(InputError, match=r"accuracy_budget top1 needs an output shaped \(batch, classes\)"):
+        load_matrix_config(config)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_precision_slower_than_fp32_on_its_target_is_said_as_run_says_it() -> None:
     """PP-OCR's direction classifier on x86-64-vnni: int8 1.96 ms against fp32's 1.2 ms, which
     `run` said and `matrix` did not. Not for a GPU target measured on this CPU."""

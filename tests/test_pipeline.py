@@ -267,6 +267,41 @@ def test_config_accuracy_budget_applies_to_int8_as_builds_option_does(digits: Di
     assert_clean_input_error(refused, "config [build] accuracy_budget: cosine>=2 can never be met")
 
 
+def test_a_top1_budget_without_class_scores_is_refused_before_any_precision(tmp_path: Path) -> None:
+    """run refused it only in the int8 build, after the export, the fp32 build and the calibration
+    (their files left in the workdir): now at the config check for an ONNX source, and right after
+    the export for a PyTorch one."""
+    from tests.precision import models
+
+    models.save_dense_map(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        'workdir = "out"\n[model]\nsource = "seg.onnx"\n[build]\ntarget = "x86-64-cpu"\n'
+        'precisions = ["fp32", "int8"]\naccuracy_budget = "top1>=0.99"\n'
+        '[calibration]\ndata = "seg.npz"\nbatch_size = 8\n[compare]\ndata = "seg.npz"\nbatch_size = 8\n'
+        "[profile]\nenabled = false\n"
+    )
+    needle = "config [build] accuracy_budget top1 needs an output shaped (batch, classes)"
+    assert_clean_input_error(run_cli("run", config), needle, "y[N,4,16,16]")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "seg_module.py").write_text(
+        "import torch\n\n\ndef build():\n    return torch.nn.Conv2d(3, 4, 3, padding=1)\n\n\n"
+        "def example_inputs():\n    return (torch.randn(2, 3, 16, 16),)\n"
+    )
+    config.write_text(config.read_text().replace('"seg.onnx"', '"seg_module.py:build:example_inputs"'))
+    exported = run_cli("run", config)
+    assert exported.code == 2 and "Traceback" not in exported.stderr, exported.stderr
+    assert exported.stderr.strip().splitlines()[-1].startswith(f"error: {needle}")
+    assert list((tmp_path / "out").glob("*.fp32.onnx"))  # the export, and nothing built after it
+    assert not list((tmp_path / "out").glob("*.fp32.ort.*")) and not list((tmp_path / "out").glob("*calib*"))
+    config.write_text(
+        config.read_text()
+        .replace('"seg_module.py:build:example_inputs"', '"seg.onnx"')
+        .replace('["fp32", "int8"]', '["fp32"]')
+    )
+    assert run_cli("run", config).code == 0  # the budget applies to fp16 and int8 only
+
+
 def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_path: Path) -> None:
     """As a failed accuracy gate: the precision whose budget no model meets is not built, the
     others are compared, bundled and reported, and the run exits 1 naming it (before, it stopped

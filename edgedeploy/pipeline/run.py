@@ -192,6 +192,7 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     check_named_nodes(config, exported.fp32)
+    check_budget_outputs(config, exported.fp32)
     data = _compare_data(run, exported)
     if config.bundle.enabled and target.kind != "cpu" and config.build.profiles:
         # the profiles the device builds with: checked as a TensorRT build and `bundle create` check them
@@ -285,6 +286,20 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
         hint = f"; closest: {', '.join(close)}" if close else ""
         missing = ", ".join(unknown)
         raise InputError(f"{key}: no node named {missing} in the exported model {exported}{why}{hint}")
+
+
+def check_budget_outputs(config: PipelineConfig, model: Path) -> None:
+    """A ``[build] accuracy_budget`` that bounds top1 needs an output of (batch, classes) scores:
+    refused before any precision is built, at the config check for an ONNX source and right after
+    the export for a PyTorch one (the fp16 or int8 build refused it only after its calibration or
+    conversion, with the files those wrote left in the workdir)."""
+    from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
+
+    b = config.build
+    if b.accuracy_budget is None or not {"fp16", "int8"} & set(b.precisions):
+        return
+    said = "config [build] accuracy_budget"
+    refuse_top1_without_scores(AccuracyBudget.parse(b.accuracy_budget), model, said)
 
 
 def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:
@@ -919,6 +934,8 @@ def _check_files(config: PipelineConfig) -> None:
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     if where.suffix in (".onnx", ".py") and not where.is_file():
         raise InputError(f"config model.source: {where} not found")
+    if is_onnx_path(source):
+        check_budget_outputs(config, where)
     for key, spec in (("compare.data", config.compare.data), ("calibration.data", config.calibration.data)):
         if spec and not _is_random(spec) and not config.path(spec).exists():
             raise InputError(

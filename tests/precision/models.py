@@ -277,6 +277,30 @@ def save_beyond_fp32_fallback(folder: Path) -> tuple[Path, Path]:
     return path, data
 
 
+def save_dense_map(folder: Path) -> tuple[Path, Path]:
+    """``seg.onnx`` (x [N, 3, 16, 16] -> Conv, Relu, Conv -> y [N, 4, 16, 16]: a map per pixel,
+    no (batch, classes) scores to take a top-1 of) and its data ``seg.npz`` in ``folder``."""
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    model = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 16, 16])],
+        [weight("w1", 8, 3, 3, 3), weight("w2", 4, 8, 3, 3)],
+    )
+    data = folder / "seg.npz"
+    np.savez(data, x=rng.standard_normal((32, 3, 16, 16)).astype(np.float32))
+    return save(model, folder / "seg.onnx"), data
+
+
 def save(model: onnx.ModelProto, dest: Path, external: bool = False) -> Path:
     if external:
         onnx.save_model(

@@ -226,6 +226,19 @@ def test_cli_compare_per_layer_and_bad_budget(audio_model: AudioModel, tmp_path:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_top1_budget_on_a_model_without_class_scores_is_refused_before_any_work(
+    tmp_path: Path, precision: str
+) -> None:
+    """Found only after the first measurement, it left the calibration (seg.int8.onnx,
+    seg.calib.json) or the fp16 conversion (seg.fp16.onnx and its plan) in -o."""
+    path, data = models.save_dense_map(tmp_path)
+    budget = ["--accuracy-budget", "cosine>=0.99,top1>=0.99", "--calib-data", data]
+    result = run_cli("build", path, "--precision", precision, *budget, "-o", tmp_path / "o")
+    assert_clean_input_error(result, "top1 needs an output shaped (batch, classes)", "y[N,4,16,16]")
+    assert not (tmp_path / "o").exists()
+
+
 def _two_gemms(path: Path, names: tuple[str, str, str]) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 

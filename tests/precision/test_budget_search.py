@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from edgedeploy.stages.precision.budget import AccuracyBudget, search
+from calibration.modelinfo import TensorSpec
+from edgedeploy.stages.precision.budget import AccuracyBudget, may_hold_scores, search
 
 
 def _additive(damages: dict[str, float]):  # type: ignore[no-untyped-def]
@@ -110,3 +111,24 @@ def test_a_budget_is_recorded_and_shown_exactly_not_rounded_to_six_digits() -> N
     assert AccuracyBudget.parse(str(strict)) == strict
     assert measured_figure(0.99999969) == "0.99999969" and measured_figure(0.9912345678) == "0.991235"
     assert measured_figure(62.0612345) == "62.0612"
+
+
+def test_which_declared_outputs_may_hold_the_scores_a_top1_bound_measures() -> None:
+    """As compare measures top-1 (2 dims, at least 2 classes, not integers): a dim or rank the
+    model leaves open may turn out so, and only what cannot is refused before the build."""
+    may = [
+        TensorSpec("logits", ("N", 10), "float32"),
+        TensorSpec("logits", (1, "classes"), "float16"),
+        TensorSpec("logits", ("N", None), "float32"),
+        TensorSpec("anything", (), "float32", rank_known=False),
+    ]
+    cannot = [
+        TensorSpec("map", ("N", 4, 16, 16), "float32"),
+        TensorSpec("score", ("N", 1), "float32"),
+        TensorSpec("flat", ("N",), "float32"),
+        TensorSpec("labels", ("N", 10), "int64"),
+        TensorSpec("mask", ("N", 10), "bool"),
+        TensorSpec("boxes", (), "float32", kind="seq(tensor(float))"),
+    ]
+    assert all(may_hold_scores(s) for s in may)
+    assert not any(may_hold_scores(s) for s in cannot)

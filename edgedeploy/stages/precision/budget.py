@@ -44,6 +44,7 @@ import numpy as np
 import onnx
 
 from calibration.feeds import Feed, feed_rows
+from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare import Gates, output_metrics
@@ -177,6 +178,35 @@ class AccuracyBudget:
 
     def __str__(self) -> str:
         return ",".join(str(c) for c in self.criteria)
+
+
+def may_hold_scores(spec: TensorSpec) -> bool:
+    """Whether model output ``spec`` can give a top-1 agreement, by the shape and type the model
+    declares: a tensor of 2 dims whose second is not fixed below 2, not of integers or bools (what
+    edgedeploy/stages/compare/outputs.py measures top-1 on). A rank the model leaves open may."""
+    if spec.kind is not None:  # a sequence, map or optional
+        return False
+    if not spec.rank_known:
+        return True
+    if spec.np_dtype.kind in "biu":
+        return False
+    return len(spec.shape) == 2 and not (isinstance(spec.shape[1], int) and spec.shape[1] < 2)
+
+
+def refuse_top1_without_scores(budget: AccuracyBudget, model: Path, said: str = "--accuracy-budget") -> None:
+    """InputError when ``budget`` bounds top1 and no output of ``model`` can hold (batch, classes)
+    scores (:func:`may_hold_scores`): refused before any work, where the search found it only after
+    its first measurement, the calibration or fp16 conversion already written."""
+    if not any(c.metric == "top1" for c in budget.criteria):
+        return
+    outputs = model_io(model)[1]
+    if any(may_hold_scores(o) for o in outputs):
+        return
+    shown = ", ".join(o.describe() for o in outputs[:4]) + (", ..." if len(outputs) > 4 else "")
+    raise InputError(
+        f"{said} top1 needs an output shaped (batch, classes), and {model.name} gives {shown}; "
+        "bound cosine, snr or max_abs instead"
+    )
 
 
 class OutputEvaluator:
