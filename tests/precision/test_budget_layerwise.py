@@ -59,6 +59,25 @@ def test_budget_parses_the_four_metrics_and_refuses_bad_specs() -> None:
             AccuracyBudget.parse(bad)
 
 
+def test_a_bound_outside_its_metrics_range_is_refused_with_the_end_it_lies_at() -> None:
+    """max_abs<=0 and max_abs<=-1 were said to be "met by any model": a <= metric's best value is
+    its bottom, where a >= metric's is its top."""
+    for spec, words in (
+        ("cosine>=1.5", "can never be met; a cosine bound lies in (-1, 1]"),
+        ("cosine>=-1", "is met by any model; a cosine bound lies in (-1, 1]"),
+        ("top1>=2", "can never be met; a top1 bound lies in (0, 1]"),
+        ("top1>=0", "is met by any model; a top1 bound lies in (0, 1]"),
+        ("max_abs<=-1", "can never be met; a max_abs bound lies in (0, inf)"),
+        ("max_abs<=0", "asks for outputs identical to fp32's, which no fp16 or int8 model gives; "
+         "a max_abs bound lies in (0, inf)"),
+    ):  # fmt: skip
+        with pytest.raises(InputError) as refused:
+            AccuracyBudget.parse(spec)
+        assert str(refused.value) == f"--accuracy-budget: {spec} {words}"
+    for spec in ("cosine>=1", "top1>=1", "max_abs<=1e-30", "snr>=-20"):
+        assert str(AccuracyBudget.parse(spec)) == spec
+
+
 def test_per_layer_compare_points_at_the_first_overflowing_tensor_in_graph_order(
     audio_model: AudioModel, tmp_path: Path
 ) -> None:

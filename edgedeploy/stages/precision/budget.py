@@ -52,7 +52,8 @@ from edgedeploy.stages.precision.analysis import load_for_analysis
 from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, fp16_node_names
 
 METRICS = {"cosine": ">=", "top1": ">=", "max_abs": "<=", "snr": ">="}
-# Bounds a budget can meaningfully ask for: outside them no model, or every model, meets it.
+# The range of each metric; a bound lies strictly inside it or at its perfect end for >= metrics
+# (cosine>=1); outside, no model or every model meets it, and max_abs<=0 asks for identical outputs.
 BOUNDS = {"cosine": (-1.0, 1.0), "top1": (0.0, 1.0), "max_abs": (0.0, math.inf), "snr": (-math.inf, math.inf)}
 ALIASES = {"cos": "cosine", "top-1": "top1", "top1_agreement": "top1", "maxabs": "max_abs", "snr_db": "snr"}
 # Data movement: never worth keeping in higher precision on its own.
@@ -97,6 +98,22 @@ class Criterion:
         return f"{self.metric}{self.op}{figure(self.value)}"
 
 
+def _out_of_range(metric: str, value: float) -> str:
+    """Why a bound outside ``BOUNDS`` is refused, by the end of the range it lies at: a ``>=``
+    metric's top (cosine, top1: 1) is its best value, a ``<=`` metric's bottom (max_abs: 0) is."""
+    lo, hi = BOUNDS[metric]
+    if METRICS[metric] == ">=":
+        why = "can never be met" if value > hi else "is met by any model"
+        return f"{why}; a {metric} bound lies in ({lo:g}, {hi:g}]"
+    if value < lo:
+        why = "can never be met"
+    elif value == lo:
+        why = "asks for outputs identical to fp32's, which no fp16 or int8 model gives"
+    else:
+        why = "is met by any model"
+    return f"{why}; a {metric} bound lies in ({lo:g}, {hi:g})"
+
+
 @dataclass(frozen=True)
 class AccuracyBudget:
     criteria: tuple[Criterion, ...]
@@ -131,11 +148,7 @@ class AccuracyBudget:
             if not math.isfinite(value):
                 raise InputError(f"--accuracy-budget: '{m.group(3)}' is not a finite number")
             if not lo < value <= hi:
-                never = value > hi if METRICS[metric] == ">=" else value < lo
-                raise InputError(
-                    f"--accuracy-budget: {part} {'can never be met' if never else 'is met by any model'}; "
-                    f"a {metric} bound lies in ({lo:g}, {hi:g}]"
-                )
+                raise InputError(f"--accuracy-budget: {part} {_out_of_range(metric, value)}")
             criteria.append(Criterion(metric, m.group(2), value))
         if not criteria:
             raise InputError("--accuracy-budget is empty; use e.g. cosine>=0.999")
