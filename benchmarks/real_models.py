@@ -44,10 +44,9 @@ docs/real-models-history.md.
 Methods, each in a fresh subprocess (wall time of the conversion call, peak resident memory over
 the baseline after imports):
 
-- ``ours-fp16``: edgedeploy's build path (``make_fp16_checked``: range analysis, which stops
-  reading the calibration data once the ranges that decide an island settle, so it may use
-  fewer samples than AutoCast (its ranges.json says how many); fp32 islands, each released
-  again unless emulated fp16 measurably changes the outputs);
+- ``ours-fp16``: edgedeploy's build path (``make_fp16_checked``: range analysis on all the
+  calibration samples, as AutoCast's; fp32 islands, each released again unless emulated fp16
+  measurably changes the outputs);
 - ``ours-int8-gpu`` (target jetson-orin-nx), ``ours-int8-cpu`` (x86-64-cpu, no VNNI: 7-bit
   weights), ``ours-int8-vnni`` (x86-64-vnni): ``make_int8`` as ``edgedeploy build`` runs it
   (algorithm ``auto``); ``ours-int8-entropy``: the GPU placement with Model Optimizer's algorithm,

@@ -523,7 +523,7 @@ def collect(
     :data:`PREFETCH_BYTES`: ddddocr's detector and recognizer (64 batches of 1) were about a
     tenth faster; above that bound it was slower (PP-OCRv4's recognizer, 1.5 GB a run: page
     faults); see docs/design.md. Off by default: a source that decides what to yield from what
-    the observers have seen (the FP16 analysis' ``UntilStable``) needs them in step.
+    the observers have seen needs them in step.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 

@@ -205,6 +205,25 @@ def big_weight_model() -> onnx.ModelProto:
     )
 
 
+def late_overflow_model() -> onnx.ModelProto:
+    """x (N, 16) -> Mul by 100 -> Relu -> Mul by 0.01: inputs of magnitude ~1 stay in fp16's range,
+    inputs a few thousand times larger overflow it at the first Mul and the Relu."""
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["a"], name="up"),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("Mul", ["b", "kinv"], ["y"], name="down"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+        [
+            numpy_helper.from_array(np.array(100, np.float32), "k"),
+            numpy_helper.from_array(np.array(0.01, np.float32), "kinv"),
+        ],
+    )
+
+
 def if_model() -> onnx.ModelProto:
     """MatMul, then an If whose branches scale by 3e4 and divide back (overflow inside a subgraph)."""
     rng = np.random.default_rng(0)

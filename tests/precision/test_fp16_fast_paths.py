@@ -1,8 +1,10 @@
 """The fp16 path's fast paths give the slow paths' answers: range counts on magnitude bits, the
-converter's weight rounding, shape inference without the weights, and the analysis that stops
-reading data once the ranges that decide an island have settled (and only then)."""
+converter's weight rounding, shape inference without the weights; and the analysis reads all the
+data it is given."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -176,22 +178,20 @@ def _identity_scale() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_analysis_stops_reading_once_the_ranges_settle_and_says_so() -> None:
+def test_island_analysis_reads_every_sample_even_after_its_ranges_stop_moving(tmp_path: Path) -> None:
+    # 24 samples of magnitude ~1 (ranges that look settled), then 8 that overflow fp16: the
+    # analysis the build runs reads them all and keeps the node that overflows in fp32
+    from edgedeploy.stages.precision.islands import plan_islands
+
     rng = np.random.default_rng(0)
-    feeds = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(32)]
-    report = analyze(_identity_scale(), feeds, until_stable=True)
-    assert report.samples == 8  # compared at 4 and 8 samples: nothing moved
-    assert report.settled and any("settled after 8 samples" in n for n in report.notes)
-    assert analyze(_identity_scale(), feeds).samples == 32  # the default reads everything
-
-
-def test_analysis_keeps_reading_while_a_maximum_near_the_limit_grows() -> None:
-    # every sample raises the maximum by 30%, from 3000 (within 4x of the 16376 limit) to over 65504:
-    # stopping early would miss the overflow that the last samples show
-    feeds = [{"x": np.full((1, 8), 3000.0 * 1.3**i, np.float32)} for i in range(16)]
-    report = analyze(_identity_scale(), feeds, until_stable=True)
-    assert report.samples == 16 and not report.settled
-    assert report.tensor("y") is not None and report.tensor("y").stats.overflow > 0  # type: ignore[union-attr]
+    feeds = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(24)]
+    feeds += [{"x": np.full((1, 8), 7e4, np.float32)} for _ in range(8)]
+    path = tmp_path / "scale.onnx"
+    onnx.save(_identity_scale(), path)
+    keep, report = plan_islands(path, feeds)
+    assert report.samples == 32 and not any("settled" in n for n in report.notes)
+    assert report.tensor("y") is not None and report.tensor("y").stats.overflow == 64  # type: ignore[union-attr]
+    assert "scale" in keep
 
 
 def _outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -224,6 +224,28 @@ def test_the_analysis_line_counts_the_nodes_a_kept_if_keeps_in_its_branches(tmp_
     assert len(inside) == 4 and "2 node(s) kept in fp32 and the 4 inside their subgraphs" in line, line
 
 
+def test_an_overflow_only_late_in_the_calibration_data_is_kept_in_fp32(tmp_path: Path) -> None:
+    """The build's analysis reads every calibration sample, as ``analyze`` does: samples 40-47 of
+    64 overflow fp16 at ``up`` and ``relu`` (an analysis that stopped after the first 8 kept
+    nothing in fp32, and the artifact gave Inf on the user's own data)."""
+    from edgedeploy.ui import Ui
+
+    path = models.save(models.late_overflow_model(), tmp_path / "late.onnx")
+    x = np.random.default_rng(1).uniform(-1, 1, (64, 16)).astype(np.float32)
+    x[40:48] *= 2000
+    data = tmp_path / "late_data.npz"
+    np.savez(data, x=x)
+    ui = Ui(quiet=True)
+    art = make_fp16_checked(path, tmp_path / "late.fp16.onnx", _request(str(data)), ui)
+    line = next(m for m in ui.messages if m.startswith("fp16 range analysis"))
+    assert line.startswith("fp16 range analysis on 64 samples:"), line
+    nodes = json.loads((tmp_path / "late.fp16.plan.json").read_text())["nodes"]
+    plan = {e["node"]: e["precision"] for e in nodes}
+    assert plan["up"] == plan["relu"] == "fp32", plan
+    got = _run(_emulated(path, art.path), {"x": x})
+    assert np.all(np.isfinite(got)) and _cosine(_run(path, {"x": x}), got) >= 0.999
+
+
 def test_external_data_model_is_analysed_and_converted(tmp_path: Path) -> None:
     path = models.save(models.decomposed_layernorm_model(), tmp_path / "ext.onnx", external=True)
     assert (tmp_path / "ext.onnx.data").is_file()

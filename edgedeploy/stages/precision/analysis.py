@@ -225,7 +225,6 @@ class RangeReport:
     tensors: list[TensorRange]
     thresholds: RiskThresholds
     notes: list[str] = field(default_factory=list)
-    settled: bool = False  # the analysis stopped reading the data once the ranges settled (UntilStable)
 
     def tensor(self, name: str) -> TensorRange | None:
         return next((t for t in self.tensors if t.name == name), None)
@@ -245,7 +244,6 @@ class RangeReport:
             "tensors_at_risk": len(self.tensors_at_risk()),
             "weights_at_risk": len(self.weights_at_risk()),
             "overflowing_tensors": sum(1 for t in self.tensors if t.stats.overflow),
-            "settled": self.settled,
             "seconds": round(self.seconds, 3),
         }
 
@@ -349,73 +347,6 @@ def _weight(
     return WeightRange(name, where, consumers, stats, risks)
 
 
-STABLE_FIRST = 4  # samples seen before the ranges are first compared
-NEAR_LIMIT = 4.0  # a maximum within this factor of the risk limit must have stopped growing
-NEAR_GROWTH = 1.1  # ... by at most this much over the newest half of the samples
-
-
-class UntilStable:
-    """The feeds of ``source`` until the observed ranges settle, so a long --calib-data is not read
-    to the end when the decision no longer moves.
-
-    The ranges are compared at doubling sample counts (4, 8, 16...): they have settled when the
-    newest half of the samples changed none of the risks that decide an island for any tensor
-    (NaN/Inf, overflow, near overflow, mostly flushed; see islands.py) and grew no maximum that
-    is within ``NEAR_LIMIT`` of the near-overflow limit by more than ``NEAR_GROWTH``. The rest of
-    the data counts as unseen inputs, which the limit's 4x headroom below 65504 is there for.
-    Only the analysis' own observer is consulted: other observers (a calibration histogram that
-    needs every sample) must not ride along, except ones that need only the first samples.
-    """
-
-    def __init__(
-        self, source: Iterable[dict[str, np.ndarray]], observer: Fp16RangeObserver, thresholds: RiskThresholds
-    ) -> None:
-        self.source = source
-        self.observer = observer
-        self.thresholds = thresholds
-        self.note = ""
-
-    def _state(self) -> dict[str, tuple[tuple[bool, ...], float]]:
-        t = self.thresholds
-        return {
-            name: (
-                (
-                    s.nonfinite > 0,
-                    s.overflow > 0,
-                    s.absmax > t.max_abs,
-                    s.flushed_share >= t.flushed_share,
-                ),
-                s.absmax,
-            )
-            for name, s in self.observer.stats.items()
-        }
-
-    def _settled(self, before: dict[str, tuple[tuple[bool, ...], float]]) -> bool:
-        near = self.thresholds.max_abs / NEAR_LIMIT
-        for name, (risks, absmax) in self._state().items():
-            old = before.get(name)
-            if old is None or old[0] != risks:
-                return False
-            if absmax > near and absmax > old[1] * NEAR_GROWTH:
-                return False
-        return True
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        seen, checkpoint, previous, previous_seen = 0, STABLE_FIRST, None, 0
-        for feed in self.source:
-            if seen >= checkpoint:
-                if previous is not None and self._settled(previous):
-                    self.note = (
-                        f"ranges settled after {seen} samples: the last {seen - previous_seen} changed no "
-                        "tensor's risks and grew no maximum near the limit; the rest of the data was "
-                        "not analysed"
-                    )
-                    return
-                previous, previous_seen, checkpoint = self._state(), seen, 2 * seen
-            yield feed
-            seen += feed_rows(feed)
-
-
 class OutputRecorder:
     """Keeps the first ``limit`` samples of the data and the graph outputs the analysis pass
     computes on them, so a later check on those samples (the measured island release) needs no
@@ -516,18 +447,17 @@ def analyze(
     thresholds: RiskThresholds | None = None,
     observers: Sequence[Observer] = (),
     threads: int | None = None,
-    until_stable: bool = False,
     arrays: dict[str, np.ndarray] | None = None,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
     ``observers`` see the same tensors in the same pass (e.g. a calibration histogram), so one
     run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
-    only returns main-graph values); control-flow nodes are reported as such. With
-    ``until_stable`` the pass stops once the ranges have settled (see :class:`UntilStable`); the
-    report's notes say where. The weights read for their ranges reach ONNX Runtime as they are, in
-    memory (:func:`calibration.observers.weights_in_memory`): the model is neither serialized nor
-    parsed again. ``arrays``: filled with those weights' values by name, for the caller to reuse.
+    only returns main-graph values); control-flow nodes are reported as such. Every feed of
+    ``source`` is read: an overflow in the last sample is as real as one in the first. The weights
+    read for their ranges reach ONNX Runtime as they are, in memory
+    (:func:`calibration.observers.weights_in_memory`): the model is neither serialized nor parsed
+    again. ``arrays``: filled with those weights' values by name, for the caller to reuse.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
@@ -538,9 +468,8 @@ def analyze(
     weights = weight_ranges(model, thresholds, arrays)
     names = float_tensor_names(model)
     observer = Fp16RangeObserver()
-    feeds = UntilStable(source, observer, thresholds) if until_stable else source
     try:
-        samples = collect(model, feeds, names, [observer, *observers], threads=threads, arrays=arrays)
+        samples = collect(model, source, names, [observer, *observers], threads=threads, arrays=arrays)
     except InputError:
         raise
     except Exception as exc:
@@ -571,7 +500,7 @@ def analyze(
                 tensor, producer, op, order, consumers.get(tensor, []), stats, thresholds.risks(stats)
             )
         )
-    notes = [feeds.note] if isinstance(feeds, UntilStable) and feeds.note else []
+    notes: list[str] = []
     control = [
         n.name
         for n in model.graph.node
@@ -591,7 +520,6 @@ def analyze(
         tensors=tensors,
         thresholds=thresholds,
         notes=notes,
-        settled=isinstance(feeds, UntilStable) and bool(feeds.note),
     )
 
 

@@ -173,14 +173,13 @@ def plan_islands(
     *,
     data_description: dict[str, Any] | None = None,
     options: IslandOptions | None = None,
-    until_stable: bool = True,
     observers: Sequence[Observer] = (),
     arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, str], RangeReport]:
     """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
-    By default the analysis stops reading ``source`` once the ranges have settled
-    (:class:`~edgedeploy.stages.precision.analysis.UntilStable`). A ModelProto must come from
+    The analysis reads all of ``source``: an overflow in its last sample is as much the user's
+    data as one in its first. A ModelProto must come from
     :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it);
     ``arrays``: filled with the float weights' values the analysis read (see :func:`analyze`).
     """
@@ -190,7 +189,6 @@ def plan_islands(
         model,
         source,
         data_description=data_description,
-        until_stable=until_stable,
         observers=observers,
         arrays=arrays,
     )

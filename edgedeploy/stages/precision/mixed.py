@@ -35,7 +35,6 @@ from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import dumps, to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import (
-    STABLE_FIRST,
     OutputRecorder,
     RangeReport,
     free_first_dim,
@@ -55,6 +54,9 @@ EVAL_SAMPLES = 256  # at most this many samples to measure each budget step on
 # runs the emulated model on all of them (magika: half its fp16 build time at 16). 8 and 16 gave
 # byte-identical artifacts on the seven real models of benchmarks/real_models.py
 RELEASE_SAMPLES = 8
+# samples per run of the fp16 range analysis, which fetches every float tensor of the run: a large
+# --batch-size is read in pieces of this many (the release then runs on 2 of them, as it always has)
+ANALYSIS_ROWS = 4
 
 
 def analysis_source(
@@ -212,10 +214,10 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             with ui.progress("fp16 range analysis") as advance, naming_guessed_dims(source.fed_as_one):
                 analysed = load_for_analysis(model, _for_analysis(loaded))
                 # the release below runs on the first samples the analysis read, against the fp32
-                # outputs the analysis pass computed on them; batches are split so that the
-                # analysis can see its ranges settle after STABLE_FIRST, 2x, 4x... samples
+                # outputs the analysis pass computed on them. The analysis reads every sample it
+                # is given (up to --calib-samples): a later sample's overflow is the user's too
                 recorder = OutputRecorder([o.name for o in analysed.graph.output], RELEASE_SAMPLES)
-                data = split_batches(source, STABLE_FIRST) if free_first_dim(analysed) else source
+                data = split_batches(source, ANALYSIS_ROWS) if free_first_dim(analysed) else source
                 auto, report = plan_islands(
                     analysed,
                     recorder.wrap(data),
@@ -248,9 +250,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         inside = [n for n in subgraph_nodes_of(analysed.graph, set(auto), set()) if n not in auto]
         named = options.fp32_nodes or options.fp32_ops
         ui.info(
-            f"fp16 range analysis on {report.samples} samples"
-            + (" (ranges settled: the rest of the data was not read)" if report.settled else "")
-            + f": {len(at_risk)} tensor(s) and "
+            f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
             f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
             + (f" and the {len(inside)} inside their subgraphs" if inside else "")
             + (" by it, besides those --fp32-nodes/--fp32-ops name" if named else "")
