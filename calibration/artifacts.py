@@ -1,6 +1,6 @@
 """The one check every ONNX artifact passes before a stage calls it built.
 
-:func:`verify_artifact` runs onnx's full checker on the file (by path, so external data works),
+:func:`verify_artifact` runs onnx's full checker on the file (:func:`full_check`: external data works),
 loads it in ONNX Runtime at the default optimization level (the one a deployment runs, where
 its fusions can still reject a graph the checker accepts) and runs it once. When the run fails
 on a feed that the source model also fails on, the data is at fault, not the artifact: the load
@@ -121,6 +121,50 @@ def _remove(paths: Iterable[Path]) -> None:
         p.unlink(missing_ok=True)
 
 
+PROTOBUF_LIMIT = 2**31 - 1  # one protobuf message holds at most 2 GB
+
+
+def full_check(model: str | os.PathLike[str] | onnx.ModelProto | bytes) -> None:
+    """onnx's full checker, of a file, a model or its bytes.
+
+    A file whose tensors live in external data is checked with that data read into memory when
+    the whole fits in one protobuf: checked by path, onnx's shape inference cannot read an
+    external tensor its inference needs (a ReduceMean's axes, a Reshape's shape) and fails a valid
+    model ("Cannot parse data from external tensors"). Only a model over 2 GB is checked by path,
+    as protobuf requires. The structural check by path comes first all the same: it is the one
+    that vets the data files' locations."""
+    if isinstance(model, (onnx.ModelProto, bytes)):
+        onnx.checker.check_model(model, full_check=True)
+        return
+    path = os.fspath(model)
+    loaded = _with_external_data(path)
+    if loaded is None:
+        onnx.checker.check_model(path, full_check=True)
+        return
+    onnx.checker.check_model(path)
+    onnx.checker.check_model(loaded, full_check=True)
+
+
+def _with_external_data(path: str) -> onnx.ModelProto | None:
+    """The model at ``path`` with its external data read in; None when it has none, is over
+    protobuf's limit with it, or cannot be read (the checker by path then says why)."""
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model, uses_external_data
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+        external = [t for t in _get_all_tensors(model) if uses_external_data(t)]
+        if not external:
+            return None
+        base = Path(path).parent
+        files = {next((e.value for e in t.external_data if e.key == "location"), "") for t in external}
+        if model.ByteSize() + sum((base / f).stat().st_size for f in files) > PROTOBUF_LIMIT:
+            return None
+        load_external_data_for_model(model, os.fspath(base))
+    except Exception:
+        return None
+    return model
+
+
 def check_as_strict_as_source(model: Path | onnx.ModelProto | bytes, source: Any = None) -> None:
     """onnx's full checker (of a file, a model or its bytes); where the source model (a path or
     ModelProto) fails it too (onnx's function expansion rejects some valid models,
@@ -128,7 +172,7 @@ def check_as_strict_as_source(model: Path | onnx.ModelProto | bytes, source: Any
     source passes."""
     target = os.fspath(model) if isinstance(model, Path) else model
     try:
-        onnx.checker.check_model(target, full_check=True)
+        full_check(target)
     except Exception:
         if source is None or _passes_full_check(source):
             raise
@@ -137,9 +181,7 @@ def check_as_strict_as_source(model: Path | onnx.ModelProto | bytes, source: Any
 
 def _passes_full_check(model: Any) -> bool:
     try:
-        onnx.checker.check_model(
-            model if isinstance(model, onnx.ModelProto) else os.fspath(model), full_check=True
-        )
+        full_check(model)
     except Exception:
         return False
     return True

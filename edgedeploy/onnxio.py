@@ -61,14 +61,17 @@ def check_external_data(path: str | os.PathLike[str]) -> None:
 
 
 def check_model(path: str | os.PathLike[str], name: str | None = None) -> None:
-    """Run onnx's full checker by path (works for models with external data).
+    """Run onnx's full checker on the file (calibration.artifacts.full_check: external data works,
+    also where shape inference needs an external tensor).
 
     A graph input or output without a shape (not even a rank; ONNX Runtime runs such models) is
     named, since the checker's own words ("Field 'shape' of 'type' is required") do not say which.
     ``name``: how the messages name the model (default "ONNX model PATH"), for a scratch file."""
+    from calibration.artifacts import full_check
+
     what = name or f"ONNX model {path}"
     try:
-        onnx.checker.check_model(os.fspath(path), full_check=True)
+        full_check(path)
     except Exception as exc:
         first = first_line(exc)
         if "'shape'" in first:

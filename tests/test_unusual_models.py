@@ -573,3 +573,28 @@ def test_a_built_artifact_random_inputs_cannot_run_is_not_called_built_without_a
 
     sidecar = json.loads((tmp_path / "o2" / "reflect.fp16.ort.json").read_text())
     assert sidecar["checked"] == "loaded and run once"
+
+
+def test_a_model_whose_shape_constants_are_external_data_builds(tmp_path: Path) -> None:
+    """A ReduceMean whose axes (an initializer) were saved as external data, as onnx saves every
+    tensor with size_threshold=0: onnx's full check by path cannot read them for shape inference
+    ("Cannot parse data from external tensors"), so export and build refused a valid model."""
+    model = onnx.load(mlp(tmp_path / "m.onnx", opset=18))  # ReduceMean takes its axes as an input
+    model.graph.node[-1].output[0] = "z"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"))
+    model.graph.node.append(helper.make_node("ReduceMean", ["z", "axes"], ["y"], name="mean"))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1]))
+    (tmp_path / "ext").mkdir()
+    ext = tmp_path / "ext" / "m.onnx"
+    onnx.save(model, ext, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    exported = run_cli("export", ext, "-o", tmp_path / "c.onnx")
+    assert exported.code == 0, exported.stderr
+    for precision in ("fp32", "fp16", "int8"):
+        built = run_cli("build", ext, "--precision", precision, "-o", tmp_path / "out")
+        assert built.code == 0, built.stderr
+    artifacts = sorted((tmp_path / "out").glob("*.onnx"))
+    assert {a.name for a in artifacts} >= {f"m.{p}.onnx" for p in ("fp32", "fp16", "int8")}
+    assert {a.name for a in artifacts} >= {f"m.{p}.ort.onnx" for p in ("fp32", "fp16", "int8")}
+    for artifact in [tmp_path / "c.onnx", *artifacts]:
+        onnx.checker.check_model(str(artifact), full_check=True)
