@@ -310,16 +310,17 @@ def _default_scale(path: Path) -> float:
     return 1.0 if mode in WIDE_MODES else 1.0 / 255.0
 
 
-def assumed_preprocess(spec: str, pre: Preprocess) -> str:
+def assumed_preprocess(spec: str, pre: Preprocess, declare: str = "--preprocess FILE") -> str:
     """What an image folder read without a declared preprocessing fed the model: a model trained
     on other pixel values (mean/std, BGR, [-1, 1]) is calibrated and compared on inputs it never
-    sees, and nothing fails; so it is said."""
+    sees, and nothing fails; so it is said. ``declare``: how the command that read the folder
+    declares a preprocessing (build's --calib-preprocess, a config's [calibration] preprocess)."""
     size = f"resized to {pre.resize[0]}x{pre.resize[1]}" if pre.resize else "at their own size"
     scaled = {1.0: "as stored", SIXTEEN_BIT: "16-bit, scaled to [0, 1]"}.get(pre.scale, "scaled to [0, 1]")
     return (
         f"image folder {spec}: no preprocessing declared, so the images went in {pre.color.upper()}, "
         f"{scaled} without mean/std, {pre.layout.upper()}, {size}; if the model was trained "
-        "on other values, declare them ([calibration] preprocess in a config, --preprocess FILE)"
+        f"on other values, declare them ({declare})"
     )
 
 
@@ -331,9 +332,11 @@ def image_folder_source(
     samples: int | None,
     options: Preprocess | Mapping[str, Any] | None,
     root: Path | None = None,
+    declare: str = "--preprocess FILE",
 ) -> DataSource:
     """A source over image files in name order, for a model with one image input; ``root``: the
-    folder they are in, or under (each is named by its path from there)."""
+    folder they are in, or under (each is named by its path from there); ``declare``: how the
+    user declares a preprocessing, for the note when none was (:func:`assumed_preprocess`)."""
     if len(inputs) != 1:
         raise DataError(
             f"image folder {spec} feeds single-input models only; the model has "
@@ -344,7 +347,7 @@ def image_folder_source(
     note = None
     if options is None:
         pre = default_preprocess(inputs[0], files[0])
-        note = assumed_preprocess(spec, pre)
+        note = assumed_preprocess(spec, pre, declare)
     elif isinstance(options, Preprocess):
         pre = options
     else:

@@ -306,11 +306,14 @@ def open_source(
     seed: int = 0,
     shapes: dict[str, tuple[int, ...]] | None = None,
     image_options: Any = None,
+    declare_preprocess: str = "--preprocess FILE",
 ) -> DataSource:
     """Open a data spec (see the module docstring) for a model with ``inputs``.
 
     ``samples`` caps the number of samples (random data defaults to 8); ``shapes`` fixes
-    dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders.
+    dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders,
+    and ``declare_preprocess`` how the command opening the data declares one (the advice of an
+    image folder read without).
     A path object is taken as its text.
     """
     spec = os.fspath(spec)
@@ -358,7 +361,10 @@ def open_source(
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         if images:
-            return image_folder_source(spec, images, inputs, batch_size, samples, image_options, root=path)
+            return image_folder_source(
+                spec, images, inputs, batch_size, samples, image_options,
+                root=path, declare=declare_preprocess,
+            )  # fmt: skip
         raise DataError(f"data folder {spec} holds no .npz, .npy or image files (nor do its subfolders)")
     if path.suffix in (".npz", ".npy"):
         return _array_files_source(spec, [path], inputs, batch_size, samples)

@@ -202,18 +202,28 @@ class CalibrationRequest(CalibrationSettings):
     """The settings as a build uses them: data resolved to a spec, and shapes for dynamic dims."""
 
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # made of a config's [calibration] section (edgedeploy run, matrix), not of build's --calib-*
+    # options: what the messages name. Not in the repr, which the stages' cache keys hash.
+    from_config: bool = field(default=False, repr=False, compare=False)
+
+    def option(self, setting: str) -> str:
+        """The user's name of ``setting`` (``data``, ``preprocess``) where this request came from:
+        ``[calibration] data`` in a config, ``--calib-data`` on build's command line."""
+        return f"[calibration] {setting}" if self.from_config else f"--calib-{setting.replace('_', '-')}"
 
     def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
         """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""
+        declare = self.option("preprocess") + ("" if self.from_config else " FILE")
         return open_source(
             self.data or f"random:{self.seed}", inputs, samples=self.samples, batch_size=self.batch_size,
             seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
+            declare_preprocess=declare,
         )  # fmt: skip
 
     def notes(self, source: DataSource) -> list[str]:
         """:meth:`DataSource.notes` of ``source`` (opened by :meth:`open`), with the preprocessing
         this request declares."""
-        return source.notes("[calibration] preprocess (--calib-preprocess)" if self.preprocess else None)
+        return source.notes(self.option("preprocess") if self.preprocess else None)
 
 
 @dataclass

@@ -257,3 +257,37 @@ def test_mean_of_another_length_exits_2_in_one_line_in_analyze_and_calibrate(
     result = run_cli("calibrate", ref, "--data", folder, "--preprocess", prep, "-o", out)
     assert_clean_input_error(result, "preprocess.mean has 2 values")
     assert files_under(out) == set()
+
+
+def _said(stderr: str, what: str) -> list[str]:
+    return [line for line in stderr.splitlines() if what in line]
+
+
+def test_the_undeclared_preprocessing_is_declared_with_the_commands_own_option(
+    tmp_path: Path, digits: Digits
+) -> None:
+    """build's advice named --preprocess FILE, which build does not have (its option is
+    --calib-preprocess), and run's named command-line options a config cannot give."""
+    _images(tmp_path, digits, 8)
+    ref = digits.onnx_path
+    built = run_cli(
+        "build", ref, "--precision", "int8", "--calib-data", tmp_path / "imgs", "--calib-samples", "8",
+        "-o", tmp_path / "o",
+    )  # fmt: skip
+    assert built.code == 0, built.stderr
+    said = _said(built.stderr, "no preprocessing declared")
+    assert said and all(line.endswith("declare them (--calib-preprocess FILE)") for line in said), said
+    compared = run_cli("compare", ref, ref, "--data", tmp_path / "imgs")
+    said = _said(compared.stderr, "no preprocessing declared")
+    assert said and all(line.endswith("declare them (--preprocess FILE)") for line in said), said
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        f'workdir = "work"\n[model]\nsource = "{ref}"\n[build]\nprecisions = ["int8"]\n'
+        '[calibration]\ndata = "imgs"\nsamples = 8\n[compare]\ndata = "imgs"\nsamples = 8\n'
+        "[profile]\nenabled = false\n"
+    )
+    ran = run_cli("run", config)
+    assert ran.code == 0, ran.stderr
+    said = _said(ran.stderr, "no preprocessing declared")
+    assert len(said) >= 2, ran.stderr  # the calibration data's and the compare data's
+    assert all(line.endswith("declare them ([calibration] preprocess)") for line in said), said

@@ -284,6 +284,9 @@ def test_cells_say_their_warnings_also_from_the_cache_and_why_a_damaged_one_is_m
         assert cell.status == "ok" and cell.cached is cached
         assert any("calibrated on synthetic data" in w for w in cell.warnings), cell.warnings
         assert any(m.startswith("warning: m int8:") and "synthetic" in m for m in said), said
+        # said in the config's names: matrix has no --calib-data option
+        assert any(w.startswith("no [calibration] data given") for w in cell.warnings), cell.warnings
+        assert not any("--calib" in w for w in cell.warnings), cell.warnings
     Path(cell.artifact).write_bytes(b"damaged")
     result, said = run()
     assert not result.cells[0].cached

@@ -112,6 +112,17 @@ def test_build_options_the_target_refuses_are_refused_before_export_in_the_confi
         run_pipeline(load_config(path))
 
 
+def test_builds_without_calibration_data_say_so_in_the_configs_names(digits: Digits, tmp_path: Path) -> None:
+    """run's fp16 and int8 builds on seeded random data said "no --calib-data given", an option of
+    build that a config does not have: its key is [calibration] data."""
+    result = run_cli("run", _config(tmp_path, digits, precisions='["fp16", "int8"]'))
+    assert result.code == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "seeded random data" in line]
+    assert any("no [calibration] data given: the fp16 range analysis runs" in line for line in said), said
+    assert any("no [calibration] data given: calibrating on seeded" in line for line in said), said
+    assert "--calib" not in result.stderr
+
+
 def test_relative_calibration_data_named_random_something_is_found(digits: Digits, tmp_path: Path) -> None:
     np.savez(tmp_path / "random_calib.npz", input=digits.x_train[:64])
     calibration = '\n[calibration]\ndata = "random_calib.npz"\nsamples = 64\nbatch_size = 32\n'

@@ -564,7 +564,7 @@ def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dic
     spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
     return open_source(
         spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None,
-        image_options=config.calibration.preprocess or None,
+        image_options=config.calibration.preprocess or None, declare_preprocess="[calibration] preprocess",
     )  # fmt: skip
 
 
@@ -1064,7 +1064,7 @@ def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ..
     c = config.calibration
     data = c.data if not c.data or _is_random(c.data) else str(config.path(c.data))
     settings = {f.name: getattr(c, f.name) for f in fields(CalibrationSettings)}
-    return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes)
+    return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes, from_config=True)
 
 
 def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[str, Any] | None:

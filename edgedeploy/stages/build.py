@@ -134,7 +134,7 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
     inputs, _ = model_io(model)
     if not calib.data:
         ui.warn(
-            "no --calib-data given: calibrating on seeded random data; the result is synthetic "
+            f"no {calib.option('data')} given: calibrating on seeded random data; the result is synthetic "
             "and its accuracy says little about real inputs"
         )
     source = calib.open(inputs)

@@ -68,8 +68,8 @@ def analysis_source(
     calib = request.calibration
     if not calib.data:
         ui.warn(
-            f"no --calib-data given: the {purpose} runs on seeded random data; ranges and accuracy on "
-            "real inputs may differ"
+            f"no {calib.option('data')} given: the {purpose} runs on seeded random data; ranges and "
+            "accuracy on real inputs may differ"
         )
     try:
         inputs = inputs if inputs is not None else model_io(model)[0]
@@ -238,8 +238,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             if not source.synthetic:
                 raise
             ui.warn(
-                f"fp16 range analysis skipped: {exc}; give --calib-data with real inputs "
-                "to keep overflowing layers in fp32"
+                f"fp16 range analysis skipped: {exc}; give {request.calibration.option('data')} with "
+                "real inputs to keep overflowing layers in fp32"
             )
             return _convert(
                 model, dest, request, options, feed, files, info, ui, loaded=loaded, digest=digest
