@@ -314,6 +314,43 @@ def test_a_dim_0_the_exported_graph_fixes_inside_is_exported_fixed_and_warned(tm
     assert [d.dim_value for d in onnx.load(one).graph.input[0].type.tensor_type.shape.dim] == [1, 1, 8]
 
 
+GRU_STATE_MODULE = """
+import torch
+
+
+class WithState(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = torch.nn.GRU(8, 16, batch_first=True)
+
+    def forward(self, x, h0):  # x [B, T, C], h0 [layers, B, H]: h0's dim 0 is no batch
+        return self.gru(x, h0)
+
+
+def build():
+    return WithState().eval()
+
+
+def example():
+    return {"x": torch.randn(2, 10, 8), "h0": torch.randn(1, 2, 16)}
+"""
+
+
+def test_a_state_input_whose_dim_0_is_no_batch_is_exported_fixed_and_warned(tmp_path: Path) -> None:
+    """A GRU's state h0[layers, B, H] beside x[B, T, C]: the dynamo exporter failed (it ties every
+    input's dim 0 to one batch) and the TorchScript one declared x[batch, 10, 8], h0[batch, 2, 16]
+    without a word, though the model ran at batch 2 only. The fallback is now run at another batch
+    too, and exported fixed, and warned, when it does not run there."""
+    (tmp_path / "gru.py").write_text(GRU_STATE_MODULE)
+    out = tmp_path / "g.onnx"
+    result = export(f"{tmp_path / 'gru.py'}:build:example", out)
+    assert [(i.name, list(i.shape)) for i in result.inputs] == [("x", [2, 10, 8]), ("h0", [1, 2, 16])]
+    assert any("the batch of x (2)" in w and "came out fixed" in w for w in result.warnings), result.warnings
+    feed = {"x": np.ones((2, 10, 8), np.float32), "h0": np.ones((1, 2, 16), np.float32)}
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
 OUTPUTS_MODULE = """
 import torch
 

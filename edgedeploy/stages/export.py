@@ -419,7 +419,8 @@ def _torch_export(
     dynamic_axes = None
     if options.dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}
-    try:
+
+    def torchscript(axes: dict[str, dict[int, str]] | None) -> list[str]:
         with warnings.catch_warnings(record=True) as caught, _quiet_exporter():
             warnings.simplefilter("ignore")
             warnings.simplefilter("always", torch.jit.TracerWarning)
@@ -432,12 +433,22 @@ def _torch_export(
                 opset_version=min(options.opset, TORCHSCRIPT_MAX_OPSET),
                 input_names=input_names,
                 output_names=output_names,
-                dynamic_axes=dynamic_axes,
+                dynamic_axes=axes,
             )
+        return _traced_warnings(caught)
+
+    try:
+        traced = torchscript(dynamic_axes)
+        # the trace declares dim 0 dynamic as told, whatever forward does with it: a GRU's state
+        # h0[layers, B, H] came out as h0[batch, 2, 16], and the model ran at its example's batch
+        # only. As on the dynamo path, what does not run at another batch is exported fixed (and
+        # export warns).
+        if dynamic_axes is not None and not _runs_at_another_batch(dest, args, input_names):
+            traced = torchscript(None)
     except Exception as exc:
         why = f"{type(exc).__name__}: {first_line(exc)}"
         raise InputError(f"export failed with both exporters: {why}") from None
-    return "torchscript", _traced_warnings(caught)
+    return "torchscript", traced
 
 
 def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
