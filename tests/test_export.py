@@ -351,6 +351,44 @@ def test_a_state_input_whose_dim_0_is_no_batch_is_exported_fixed_and_warned(tmp_
     ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
 
 
+UNBATCHED_MODULE = """
+import torch
+
+
+class Scaled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+
+    def forward(self, x, scale):  # scale [8]: one for every row
+        return self.a(x * scale)
+
+
+def build():
+    return Scaled().eval()
+
+
+def example():
+    return {"x": torch.randn(3, 8), "scale": torch.rand(8)}
+"""
+
+
+def test_an_input_whose_dim_0_is_not_the_batch_keeps_it_fixed(tmp_path: Path) -> None:
+    """x[3, 8] with scale[8]: scale's dim 0 was declared the batch too, and the export was refused
+    ("ONNX Runtime cannot run the exported model (Got invalid dimensions for input: x ...)"). An
+    input whose dim 0 is not the first input's keeps it fixed; x's batch stays dynamic."""
+    (tmp_path / "scaled.py").write_text(UNBATCHED_MODULE)
+    out = tmp_path / "s.onnx"
+    result = export(f"{tmp_path / 'scaled.py'}:build:example", out)
+    shapes = {i.name: list(i.shape) for i in result.inputs}
+    assert isinstance(shapes["x"][0], str) and shapes["x"][1:] == [8] and shapes["scale"] == [8], shapes
+    assert not any("came out fixed" in w for w in result.warnings), result.warnings
+    feed = {"x": np.ones((5, 8), np.float32), "scale": np.ones(8, np.float32)}
+    (y,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert y.shape == (5, 4)
+
+
 OUTPUTS_MODULE = """
 import torch
 

@@ -349,10 +349,12 @@ def _torch_export(
     output_names: list[str],
     options: ExportOptions,
     notify: Notify,
+    batched: list[bool],
 ) -> tuple[str, list[str]]:
     """Export with the dynamo exporter; fall back to TorchScript with a notice. Returns the
     exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
-    :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal."""
+    :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal.
+    ``batched``: which of ``args`` have their dim 0 declared dynamic (:func:`_batched`)."""
     torch = _import_torch()
     import inspect
 
@@ -373,9 +375,9 @@ def _torch_export(
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
         dynamic_shapes = None
-        if options.dynamic_batch:
+        if any(batched):
             batch = torch.export.Dim("batch", min=1, max=4096)
-            dynamic_shapes = {p: {0: batch} for p in params[: len(args)]}
+            dynamic_shapes = {p: {0: batch} if b else None for p, b in zip(params, batched, strict=False)}
 
         def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
             with warnings.catch_warnings(), _quiet_exporter():
@@ -393,18 +395,21 @@ def _torch_export(
                     verbose=False,
                 )
 
-        doubled = _batch_of_two(args) if options.dynamic_batch else None
+        doubled = _batch_of_two(args, batched)
         if doubled is not None:
             try:
                 dynamo(doubled)
-                if not _fixed_batch(dest) and _runs_at_another_batch(dest, doubled, input_names):
+                batch_names = [n for n, b in zip(input_names, batched, strict=True) if b]
+                if not _fixed_batch(dest, batch_names) and _runs_at_another_batch(
+                    dest, doubled, input_names, batched
+                ):
                     return dynamo_done(), []
             except _OpsetNotConverted:
                 raise
             except Exception:  # forward may take batch 1 only: exported as given below
                 pass
         dynamo(args)
-        if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names):
+        if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
             dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
         return dynamo_done(), []
     except ImportError:
@@ -417,8 +422,9 @@ def _torch_export(
         f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter"
     )
     dynamic_axes = None
-    if options.dynamic_batch:
-        dynamic_axes = {n: {0: "batch"} for n in input_names + output_names}
+    if any(batched):
+        dynamic_axes = {n: {0: "batch"} for n, b in zip(input_names, batched, strict=True) if b}
+        dynamic_axes.update({n: {0: "batch"} for n in output_names})
 
     def torchscript(axes: dict[str, dict[int, str]] | None) -> list[str]:
         with warnings.catch_warnings(record=True) as caught, _quiet_exporter():
@@ -443,7 +449,7 @@ def _torch_export(
         # h0[layers, B, H] came out as h0[batch, 2, 16], and the model ran at its example's batch
         # only. As on the dynamo path, what does not run at another batch is exported fixed (and
         # export warns).
-        if dynamic_axes is not None and not _runs_at_another_batch(dest, args, input_names):
+        if dynamic_axes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
             traced = torchscript(None)
     except Exception as exc:
         why = f"{type(exc).__name__}: {first_line(exc)}"
@@ -478,32 +484,49 @@ class _OpsetNotConverted(Exception):
     """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
 
 
-def _batch_of_two(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """``args`` with every tensor of batch 1 repeated to batch 2, or None when none has batch 1 or
-    the tensors' batches differ. torch.export specializes a dim whose example size is 1 wherever
+def _batched(args: tuple[Any, ...]) -> list[bool]:
+    """Which of ``args`` have a batch on dim 0: the tensors whose dim 0 is the first tensor's.
+    Every input's dim 0 was declared the batch, and one that is none was refused or mislabelled:
+    ``scale[8]`` beside ``x[3, 8]`` (dynamo tied 3 to 8 and failed, and the TorchScript exporter's
+    model was refused by ONNX Runtime), a GRU's state ``h0[1, 2, 16]`` beside ``x[2, 10, 8]``. A
+    guess, not a proof: the export is run at another batch (:func:`_runs_at_another_batch`)."""
+    torch = _import_torch()
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
+    if not tensors:
+        return [False] * len(args)
+    batch = int(tensors[0].shape[0])
+    return [isinstance(a, torch.Tensor) and a.dim() > 0 and int(a.shape[0]) == batch for a in args]
+
+
+def _batch_of_two(args: tuple[Any, ...], batched: list[bool]) -> tuple[Any, ...] | None:
+    """``args`` with every ``batched`` tensor of batch 1 repeated to batch 2, or None when none has
+    batch 1. torch.export specializes a dim whose example size is 1 wherever
     the traced code could tell 1 from more (TransformerEncoder does): a model exported from a batch
     of 1 then takes batch 1 only, though its batch was declared dynamic (torch.export's docs, "0/1
     specialization", advise examples of size 2 or more)."""
     torch = _import_torch()
-    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
-    if not tensors or any(int(t.shape[0]) != 1 for t in tensors):
+    if not any(batched) or any(int(a.shape[0]) != 1 for a, b in zip(args, batched, strict=True) if b):
         return None
-    return tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.dim() > 0 else a for a in args)
+    return tuple(torch.cat([a, a]) if b else a for a, b in zip(args, batched, strict=True))
 
 
-def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str]) -> bool:
+def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str], batched: list[bool]) -> bool:
     """Whether the exported model at ``path`` runs in ONNX Runtime with one more row on dim 0 of
-    every input than the example ``args`` it was traced from have. The dynamo exporter can declare
-    a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major ([T, B, C], dim 0 the
-    time) came out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which every other
-    size fails. True when that cannot be tried (an input that is not one tensor per graph input)."""
+    every ``batched`` input than the example ``args`` it was traced from have. The dynamo exporter
+    can declare a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major ([T, B,
+    C], dim 0 the time) came out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which
+    every other size fails. True when that cannot be tried (an input that is not one tensor per
+    graph input)."""
     torch = _import_torch()
     import numpy as np
     import onnxruntime as ort
 
-    if len(names) != len(args) or not all(isinstance(a, torch.Tensor) and a.dim() > 0 for a in args):
+    if len(names) != len(args) or not all(isinstance(a, torch.Tensor) for a in args):
         return True
-    feed = {n: np.concatenate([a.numpy(), a[:1].numpy()]) for n, a in zip(names, args, strict=True)}
+    feed = {
+        n: np.concatenate([a.numpy(), a[:1].numpy()]) if b else a.numpy()
+        for n, a, b in zip(names, args, batched, strict=True)
+    }
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -516,13 +539,12 @@ def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str]) 
     return True
 
 
-def _fixed_batch(path: Path) -> bool:
-    """Whether an input of the exported model at ``path`` has a fixed dim 0."""
+def _fixed_batch(path: Path, names: list[str]) -> bool:
+    """Whether an input ``names`` of the exported model at ``path`` has a fixed dim 0."""
     graph = onnx.load(os.fspath(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
     for value in graph.input:
         dims = value.type.tensor_type.shape.dim
-        if value.name not in inits and dims and dims[0].HasField("dim_value"):
+        if value.name in names and dims and dims[0].HasField("dim_value"):
             return True
     return False
 
@@ -704,7 +726,7 @@ def export(
         load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
         with naming_output(dest), atomic_path(dest, suffix=".onnx") as tmp:
             model, before, after, simplified = finalize_onnx(src, tmp, options, note)
-        done = _Exported("onnx", model, before, after, simplified, [])
+        done = _Exported("onnx", model, before, after, simplified, [], [])
     else:
         torch_model, example = resolve_torch_model(spec)
         done = _export_module(torch_model, example, dest, options, note)
@@ -714,12 +736,17 @@ def export(
     result.warnings.extend(done.warnings)
     if result.opset != options.opset and not is_onnx_path(spec):
         result.warnings.append(_other_opset(options.opset, result))
-    fixed = [f"{i.name} ({i.shape[0]})" for i in result.inputs if i.shape and isinstance(i.shape[0], int)]
-    if fixed and options.dynamic_batch and not is_onnx_path(spec):
+    fixed = [
+        f"{i.name} ({i.shape[0]})"
+        for i in result.inputs
+        if i.name in done.batched and i.shape and isinstance(i.shape[0], int)
+    ]
+    if fixed:
         result.warnings.append(
             f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward or the exporter makes "
             "dim 0 a constant (int(x.shape[0]), a reshape to a fixed size, a recurrent layer fed time first "
-            "[T, B, C], ...), so the model takes that batch only"
+            "[T, B, C], another input holding the batch on another dim, as a GRU's state h0[layers, B, H], "
+            "...), so the model takes that batch only"
         )
     return result
 
@@ -785,7 +812,8 @@ def _export_module(
         raw = Path(scratch) / "raw.onnx"
         held_in = [f"{PLACEHOLDER}input_{i}" for i in range(len(input_names))]
         held_out = [f"{PLACEHOLDER}output_{i}" for i in range(len(output_names))]
-        exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say)
+        batched = _batched(args) if options.dynamic_batch else [False] * len(args)
+        exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say, batched)
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
         onnx.save(exported, os.fspath(raw))
@@ -797,7 +825,8 @@ def _export_module(
             if differs and options.verify:
                 raise InputError(f"{differs}; it was not kept (keep it with {KEEP_ANYWAY})")
     warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
-    return _Exported(exporter, model, before, after, simplified, warned)
+    batch_inputs = [name for name, b in zip(input_names, batched, strict=True) if b]
+    return _Exported(exporter, model, before, after, simplified, warned, batch_inputs)
 
 
 @dataclass
@@ -808,6 +837,7 @@ class _Exported:
     nodes_after: int
     simplified: bool
     warnings: list[str]
+    batched: list[str]  # the inputs whose dim 0 was declared the batch (see _batched)
 
 
 @dataclass
