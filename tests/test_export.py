@@ -440,6 +440,24 @@ def test_outputs_are_counted_and_named_as_the_exporter_flattens_them(tmp_path: P
     assert_clean_input_error(two, "--output-names gives 2 names for 1 outputs")
 
 
+def test_a_model_file_imports_the_modules_beside_it(tmp_path: Path) -> None:
+    """``path/file.py:callable`` whose file imports a module beside it ("No module named 'helper'"):
+    the file's folder is searched, as ``python path/file.py`` searches it, also when the factory
+    and forward import late; installed packages still come first (see module_search_path)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "beside_helper.py").write_text(
+        "import torch\n\n\nclass H(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.a = torch.nn.Linear(8, 4)\n\n    def forward(self, x):\n        import beside_late\n\n"
+        "        return self.a(x) * beside_late.SCALE\n"
+    )
+    (folder / "beside_late.py").write_text("SCALE = 2.0\n")
+    (folder / "top.py").write_text("import beside_helper\n\n\ndef make():\n    return beside_helper.H()\n")
+    result = run_cli("export", "m/top.py:make", "--input", "x:2x8", "-o", "a.onnx", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "a.onnx").is_file()
+
+
 def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_path: Path) -> None:
     """calibration:build found edgedeploy's own calibration package and said it had no build."""
     import subprocess

@@ -141,7 +141,7 @@ def _import_object(spec: str, attr: str) -> Any:
     """Resolve ``module`` or ``path/to/file.py`` and return its attribute ``attr``."""
     with deferred(), contextlib.suppress(ImportError):
         import torch  # noqa: F401  (which the user's module imports: here, where a Ctrl-C waits for it)
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+    if _is_file_spec(spec):
         path = Path(spec)
         if not path.is_file():
             raise InputError(f"model spec: file not found: {spec}")
@@ -197,6 +197,18 @@ def module_search_path(*folders: Path) -> Iterator[None]:
         for entry in added:
             if entry in sys.path:
                 sys.path.remove(entry)
+
+
+def _spec_folder(spec: str) -> list[Path]:
+    """The folder of a ``path/file.py:callable`` spec's file (none for ``module:callable``)."""
+    where = parse_model_spec(spec)[0]
+    if _is_file_spec(where) and Path(where).is_file():
+        return [Path(where).resolve().parent]
+    return []
+
+
+def _is_file_spec(where: str) -> bool:
+    return where.endswith(".py") or os.sep in where or "/" in where
 
 
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
@@ -728,8 +740,11 @@ def export(
             model, before, after, simplified = finalize_onnx(src, tmp, options, note)
         done = _Exported("onnx", model, before, after, simplified, [], [])
     else:
-        torch_model, example = resolve_torch_model(spec)
-        done = _export_module(torch_model, example, dest, options, note)
+        # as ``python path/file.py`` would, the file's folder is searched for the modules it imports
+        # (helper.py beside it was "No module named 'helper'"), while forward runs too
+        with module_search_path(*_spec_folder(spec)):
+            torch_model, example = resolve_torch_model(spec)
+            done = _export_module(torch_model, example, dest, options, note)
     result = _result(
         dest, spec, done.exporter, done.model, done.nodes_before, done.nodes_after, done.simplified, notices
     )
