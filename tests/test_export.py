@@ -183,6 +183,57 @@ def test_named_example_inputs_go_to_the_arguments_of_those_names(tmp_path: Path)
         assert not (tmp_path / f"{spec}.onnx").exists()
 
 
+KEYWORD_MODULE = """
+import torch
+
+
+class Keyword(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+
+    def forward(self, x, *, scale):
+        return self.a(x) * scale
+
+
+def build():
+    return Keyword().eval()
+
+
+def example():
+    return {"scale": torch.rand(2, 4), "x": torch.randn(2, 8)}
+"""
+
+
+def test_keyword_only_arguments_of_forward_are_passed_by_name(tmp_path: Path) -> None:
+    """forward(self, x, *, scale) with {"x": .., "scale": ..} (or --input x:.. --input scale:..) was
+    refused: the inputs were passed by position ("takes 2 positional arguments but 3 were given")."""
+    import torch
+
+    (tmp_path / "kw.py").write_text(KEYWORD_MODULE)
+    module = f"{tmp_path / 'kw.py'}:build"
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    scale = np.random.default_rng(1).random((3, 4)).astype(np.float32)
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("kw_module", tmp_path / "kw.py")
+    assert loaded is not None and loaded.loader is not None
+    kw = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(kw)
+    with torch.no_grad():
+        want = kw.build()(torch.from_numpy(x), scale=torch.from_numpy(scale)).numpy()
+    flags = ExportOptions(inputs=[InputShape("x", (2, 8)), InputShape("scale", (2, 4))])
+    for out, spec, options in (
+        (tmp_path / "kw.onnx", f"{module}:example", ExportOptions()),
+        (tmp_path / "flags.onnx", module, flags),
+    ):
+        result = export(spec, out, options)
+        assert [i.name for i in result.inputs] == ["x", "scale"]
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
+
+
 def test_an_input_or_output_name_given_twice_is_refused(tmp_path: Path) -> None:
     """The exporter renamed the second one (q.1) and went on."""
     (tmp_path / "ab.py").write_text(AB_MODULE)

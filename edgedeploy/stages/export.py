@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,8 +255,11 @@ def _import_torch() -> Any:
     return torch
 
 
-def _example_args(model: Any, example: Any, options: ExportOptions) -> tuple[tuple[Any, ...], list[str]]:
-    """Normalise example inputs into positional args and their names (see :func:`_bind`)."""
+def _example_args(
+    model: Any, example: Any, options: ExportOptions
+) -> tuple[tuple[Any, ...], list[str], list[str]]:
+    """Normalise example inputs into args, their names and the names of the last of them that go
+    to forward's keyword-only arguments (see :func:`_bind`)."""
     torch = _import_torch()
     if example is None:
         if not options.inputs:
@@ -266,12 +269,12 @@ def _example_args(model: Any, example: Any, options: ExportOptions) -> tuple[tup
             )
         _unique("input", [i.name for i in options.inputs])
         args = {i.name: torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs}
-        return _bind(args, _positional_parameters(model), "--input")
+        return _bind(args, _positional_parameters(model), "--input", _keyword_parameters(model))
     if isinstance(example, dict):
-        return _bind(example, _positional_parameters(model), "the example inputs")
+        return _bind(example, _positional_parameters(model), "the example inputs", _keyword_parameters(model))
     if isinstance(example, (list, tuple)):
-        return tuple(example), []
-    return (example,), []
+        return tuple(example), [], []
+    return (example,), [], []
 
 
 def _unique(kind: str, names: list[str]) -> None:
@@ -316,17 +319,38 @@ def _positional_parameters(model: Any) -> list[str] | None:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def _bind(named: dict[str, Any], params: list[str] | None, what: str) -> tuple[tuple[Any, ...], list[str]]:
-    """Named example inputs (a dict, or ``--input`` items) as positional args and graph input names.
+def _keyword_parameters(model: Any) -> list[str]:
+    """The names of ``model.forward``'s keyword-only arguments (after ``*``), in its order."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return []
+    return [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+
+
+def _bind(
+    named: dict[str, Any], params: list[str] | None, what: str, keywords: Sequence[str] = ()
+) -> tuple[tuple[Any, ...], list[str], list[str]]:
+    """Named example inputs (a dict, or ``--input`` items) as args, graph input names and the names
+    of the last args, which go to forward's keyword-only arguments (``keywords``).
 
     Their names are the graph's input names, passed to ``forward`` in their order; but when every
     name is one of ``forward``'s arguments (``params``) they go to the arguments of those names,
     in ``forward``'s order (``{"b": .., "a": ..}`` for ``forward(a, b)`` was exported with ``a``
     and ``b`` swapped, without a word). Names of which some are arguments, at other positions
-    than theirs, are refused: either reading would surprise someone.
+    than theirs, are refused: either reading would surprise someone. A keyword-only argument
+    (``forward(self, x, *, scale)``) was passed by position, and forward refused it ("takes 2
+    positional arguments but 3 were given"): those come last, in forward's order, passed by name
+    (:func:`_by_keyword`).
     """
     if params is None or not named:  # forward(*args) or (**kwargs): the order given is all there is
-        return tuple(named.values()), list(named)
+        return tuple(named.values()), list(named), []
+    given = [k for k in keywords if k in named]
+    if given and set(named) <= set(params) | set(given):
+        args, order, _ = _bind({n: v for n, v in named.items() if n not in given}, params, what)
+        return (*args, *(named[k] for k in given)), [*order, *given], given
     if not set(named) <= set(params):
         misplaced = [n for i, n in enumerate(named) if n in params and params.index(n) != i]
         if misplaced:
@@ -334,7 +358,7 @@ def _bind(named: dict[str, Any], params: list[str] | None, what: str) -> tuple[t
                 f"{what} name {', '.join(map(repr, misplaced))} as forward's arguments, but not in "
                 f"its order ({', '.join(params)}): name every input after its argument, or none"
             )
-        return tuple(named.values()), list(named)
+        return tuple(named.values()), list(named), []
     last = max(params.index(name) for name in named)
     if missing := [p for p in params[: last + 1] if p not in named]:
         raise InputError(
@@ -342,7 +366,25 @@ def _bind(named: dict[str, Any], params: list[str] | None, what: str) -> tuple[t
             f"{params[last]!r}: give it too (arguments are passed by position)"
         )
     order = params[: last + 1]
-    return tuple(named[p] for p in order), order
+    return tuple(named[p] for p in order), order, []
+
+
+def _by_keyword(model: Any, keywords: list[str]) -> Any:
+    """``model`` as a module whose forward takes every input by position and passes the last
+    ``len(keywords)`` to ``model.forward``'s keyword-only arguments of those names: the exporters,
+    the comparison with the module and the batch checks all pass the inputs by position."""
+    module: Any = _import_torch().nn.Module
+
+    class ByKeyword(module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> Any:
+            split = len(args) - len(keywords)
+            return self.model(*args[:split], **dict(zip(keywords, args[split:], strict=True)))
+
+    return ByKeyword().eval()
 
 
 def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str) -> list[str]:
@@ -370,7 +412,7 @@ def _torch_export(
     torch = _import_torch()
     import inspect
 
-    params = list(inspect.signature(model.forward).parameters)
+    parameters = list(inspect.signature(model.forward).parameters.values())
     dynamo_error: str | None = None
 
     def dynamo_done() -> str:
@@ -386,10 +428,14 @@ def _torch_export(
         with deferred():
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
-        dynamic_shapes = None
+        dynamic_shapes: Any = None
         if any(batched):
             batch = torch.export.Dim("batch", min=1, max=4096)
-            dynamic_shapes = {p: {0: batch} if b else None for p, b in zip(params, batched, strict=False)}
+            per_input = [{0: batch} if b else None for b in batched]
+            if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
+                dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
+            else:
+                dynamic_shapes = {p.name: s for p, s in zip(parameters, per_input, strict=False)}
 
         def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
             with warnings.catch_warnings(), _quiet_exporter():
@@ -805,7 +851,9 @@ def _result(
 def _export_module(
     torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
 ) -> _Exported:
-    args, example_names = _example_args(torch_model, example, options)
+    args, example_names, keywords = _example_args(torch_model, example, options)
+    if keywords:
+        torch_model = _by_keyword(torch_model, keywords)
     reference = _forward_leaves(torch_model, args)
     returned = [name for name, _ in reference]
     n_out = len(returned)
