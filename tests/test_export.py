@@ -509,6 +509,55 @@ def test_a_model_file_imports_the_modules_beside_it(tmp_path: Path) -> None:
     assert (tmp_path / "a.onnx").is_file()
 
 
+GRID_AND_DOUBLE_MODULE = """
+import torch
+
+
+class Sample(torch.nn.Module):
+    def forward(self, x, grid):
+        return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+
+
+class Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+def sample():
+    return Sample()
+
+
+def sample_in():
+    return {"x": torch.randn(2, 3, 8, 8), "grid": torch.rand(2, 4, 5, 2) * 2 - 1}
+
+
+def conv64():
+    return Conv().double()
+
+
+def conv64_in():
+    return torch.randn(2, 3, 8, 8, dtype=torch.float64)
+"""
+
+
+def test_a_failed_export_prints_one_error_line_and_no_exporter_dump(tmp_path: Path) -> None:
+    """grid_sample at opset 13 fails with both exporters, and the TorchScript one's C++ side printed
+    a 14-line "Torch IR graph at exception: graph(..." to stdout, past the redirect of sys.stdout."""
+    (tmp_path / "g.py").write_text(GRID_AND_DOUBLE_MODULE)
+    out = tmp_path / "g13.onnx"
+    result = run_cli("export", f"{tmp_path / 'g.py'}:sample:sample_in", "--opset", "13", "-o", out)
+    assert result.code == 2 and result.stdout == "", result.stdout
+    assert "Torch IR graph" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("notice: ")]
+    assert len(errors) == 1 and "grid_sampler" in errors[0], result.stderr
+    assert not out.exists()
+
+
 def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_path: Path) -> None:
     """calibration:build found edgedeploy's own calibration package and said it had no build."""
     import subprocess
