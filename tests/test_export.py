@@ -558,6 +558,17 @@ def test_a_failed_export_prints_one_error_line_and_no_exporter_dump(tmp_path: Pa
     assert not out.exists()
 
 
+def test_a_float64_model_ort_has_no_kernel_for_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A float64 Conv was refused as "ONNX Runtime cannot load raw.onnx itself (... Conv(11) ...)",
+    naming our scratch file; the error now names the model and says to export it in float32."""
+    (tmp_path / "g.py").write_text(GRID_AND_DOUBLE_MODULE)
+    out = tmp_path / "c64.onnx"
+    spec = f"{tmp_path / 'g.py'}:conv64:conv64_in"
+    result = run_cli("export", spec, "-o", out)
+    assert_clean_input_error(result, spec, "float64", "Conv", ".float()")
+    assert "raw.onnx" not in result.stderr and not out.exists()
+
+
 def test_a_module_named_like_an_installed_package_is_said_to_be_shadowed(tmp_path: Path) -> None:
     """calibration:build found edgedeploy's own calibration package and said it had no build."""
     import subprocess

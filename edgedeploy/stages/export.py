@@ -827,7 +827,7 @@ def export(
         # (helper.py beside it was "No module named 'helper'"), while forward runs too
         with module_search_path(*_spec_folder(spec)):
             torch_model, example = resolve_torch_model(spec)
-            done = _export_module(torch_model, example, dest, options, note)
+            done = _export_module(torch_model, example, dest, options, note, spec)
     result = _result(
         dest, spec, done.exporter, done.model, done.nodes_before, done.nodes_after, done.simplified, notices
     )
@@ -886,8 +886,9 @@ def _result(
 
 
 def _export_module(
-    torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify
+    torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify, source: str
 ) -> _Exported:
+    """Export ``torch_model`` (``source``: how errors name it, the model spec or its class)."""
     args, example_names, keywords = _example_args(torch_model, example, options)
     if keywords:
         torch_model = _by_keyword(torch_model, keywords)
@@ -919,7 +920,12 @@ def _export_module(
         onnx.save(exported, os.fspath(raw))
         with atomic_path(dest, suffix=".onnx") as tmp:
             name = f"the model exported for {dest}"
-            model, before, after, simplified = finalize_onnx(raw, tmp, options, say, name=name)
+            try:
+                model, before, after, simplified = finalize_onnx(raw, tmp, options, say, name=name)
+            except InputError as exc:
+                if (why := _float64_refusal(str(exc), source, torch_model, args)) is None:
+                    raise
+                raise InputError(why) from None
             exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
             differs = compare_with_module(tmp, model.graph, torch_model, args, exported_io, traced, say)
             if differs and options.verify:
@@ -927,6 +933,22 @@ def _export_module(
     warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
     batch_inputs = [name for name, b in zip(input_names, batched, strict=True) if b]
     return _Exported(exporter, model, before, after, simplified, warned, batch_inputs)
+
+
+def _float64_refusal(error: str, source: str, model: Any, args: tuple[Any, ...]) -> str | None:
+    """The error for a float64 model that ONNX Runtime has no kernel for, or None for another error.
+    ONNX Runtime's CPU kernels of Conv (and others) are float32 and float16 only, and such a model
+    was refused as "ONNX Runtime cannot load raw.onnx itself (... Conv(11) ...)", naming our
+    scratch file and not what to do."""
+    torch = _import_torch()
+    missing = re.search(r"Could not find an implementation for (\w+)\(\d+\)", error)
+    tensors = [*model.parameters(), *model.buffers(), *(a for a in args if isinstance(a, torch.Tensor))]
+    if missing is None or not any(t.dtype == torch.float64 for t in tensors):
+        return None
+    return (
+        f"{source}: the model is float64 and ONNX Runtime has no float64 kernel for "
+        f"{missing.group(1)}: export it in float32 (.float() on the model and its example inputs)"
+    )
 
 
 @dataclass
@@ -1193,7 +1215,7 @@ def export_module(
         notices.append(msg)
         notify(msg)
 
-    done = _export_module(torch_model.eval(), example, dest, options, note)
+    done = _export_module(torch_model.eval(), example, dest, options, note, type(torch_model).__name__)
     result = _result(
         dest,
         type(torch_model).__name__,
