@@ -46,6 +46,8 @@ from calibration.atomic import (
 from edgedeploy.results import dumps
 
 __all__ = [
+    "CACHE_DIR",
+    "RECORD_DIGEST",
     "atomic_dir",
     "atomic_path",
     "atomic_write_bytes",
@@ -55,9 +57,11 @@ __all__ = [
     "content_sha256",
     "forget_written",
     "guarded",
+    "intact_record",
     "nearest_existing",
     "scratch_beside",
     "scratch_dir",
+    "sealed",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",
@@ -88,6 +92,22 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_json(obj: Any) -> str:
     """Hash of a JSON-able object, independent of key order."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+RECORD_DIGEST = "record_sha256"  # where a record keeps the digest of its own content
+
+
+def sealed(record: Any) -> dict[str, Any]:
+    """``record`` as JSON reads it back, with the sha256 of that content under ``RECORD_DIGEST``
+    (calibration.atomic.content_sha256): run's stage records, matrix's cells and the int8 budget's
+    search keep it, and one edited since it was written no longer matches (:func:`intact_record`)."""
+    content = json.loads(dumps(record))
+    return {**content, RECORD_DIGEST: content_sha256(content, RECORD_DIGEST)}
+
+
+def intact_record(record: Any) -> bool:
+    """Whether ``record`` (as JSON read it) holds the digest of its own content (:func:`sealed`)."""
+    return isinstance(record, dict) and record.get(RECORD_DIGEST) == content_sha256(record, RECORD_DIGEST)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.fileio import CACHE_DIR, atomic_write_json, content_sha256, dumps, sha256_file
+from edgedeploy.fileio import CACHE_DIR, atomic_write_json, intact_record, sealed, sha256_file
 from edgedeploy.ui import Ui
 
-__all__ = ["CACHE_DIR", "DIGEST", "StageCache"]
-DIGEST = "record_sha256"  # the key of a record's own digest (calibration.atomic.content_sha256)
+__all__ = ["CACHE_DIR", "StageCache"]
 
 
 class StageCache:
@@ -49,7 +48,7 @@ class StageCache:
             return None, None
         if not isinstance(record, dict) or record.get("key") != key:
             return None, None
-        if record.get(DIGEST) != content_sha256(record, DIGEST):
+        if not intact_record(record):
             return None, f"its record {self._path(stage)} was edited since it was written"
         outputs = record.get("outputs")
         result = record.get("result")
@@ -65,8 +64,7 @@ class StageCache:
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
         hashes = {str(p): sha256_file(p) for p in outputs}
-        record = json.loads(dumps({"key": key, "outputs": hashes, "result": result}))  # as read back
-        atomic_write_json(self._path(stage), {**record, DIGEST: content_sha256(record, DIGEST)})
+        atomic_write_json(self._path(stage), sealed({"key": key, "outputs": hashes, "result": result}))
 
     def run(
         self,

@@ -37,14 +37,15 @@ from edgedeploy.errors import BudgetMissed, EdgeDeployError, GateFailed, first_l
 from edgedeploy.fileio import (
     atomic_dir,
     atomic_write_bytes,
-    content_sha256,
+    intact_record,
     scratch_dir,
+    sealed,
     sha256_bytes,
     sha256_file,
     sha256_json,
 )
 from edgedeploy.options import BuildRequest, parse_profiles
-from edgedeploy.pipeline.cache import CACHE_DIR, DIGEST, StageCache
+from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
     Failed,
@@ -125,7 +126,7 @@ class ArtifactStore:
             return None, None
         except (OSError, ValueError):
             return None, f"its record {directory / 'record.json'} cannot be read"
-        if not isinstance(record, dict) or record.get(DIGEST) != content_sha256(record, DIGEST):
+        if not intact_record(record):
             # edited by hand (a cosine, a gate), or written before records had digests
             return None, f"its record {directory / 'record.json'} was edited since it was written"
         files: dict[str, Path] = {}
@@ -153,9 +154,7 @@ class ArtifactStore:
                 "node": produced.node,
                 "seconds": round(produced.seconds, 3),
             }
-            record = json.loads(json.dumps(record))  # as lookup reads it back, for the digest
-            record[DIGEST] = content_sha256(record, DIGEST)
-            (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+            (tmp / "record.json").write_text(json.dumps(sealed(record), indent=2) + "\n")
         found = self.lookup(key)
         if found is None:  # pragma: no cover - we just wrote it
             raise OSError(f"cannot read back {final}")

@@ -29,10 +29,17 @@ from calibration.qdq import WEIGHTED_OPS
 from calibration.report import load_report
 from calibration.sources import DataSource, Feed
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, naming_guessed_dims
-from edgedeploy.fileio import atomic_write_json, content_sha256, scratch_beside, sha256_json
+from edgedeploy.fileio import (
+    RECORD_DIGEST,
+    atomic_write_json,
+    intact_record,
+    scratch_beside,
+    sealed,
+    sha256_json,
+)
 from edgedeploy.onnxio import load_onnx, refuse_unloadable
 from edgedeploy.options import BuildRequest, Fp16Options
-from edgedeploy.results import dumps, to_jsonable
+from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import (
     OutputRecorder,
@@ -498,13 +505,11 @@ def int8_within_budget(
     if result.met and result.kept and not everything:
         artifact, quantized = rewrite(list(result.kept))
     info = _budget_info(result, sidecar)
-    record = json.loads(dumps({**to_jsonable(result), "key": key, "info": info}))  # as read back
-    atomic_write_json(sidecar, {**record, DIGEST: content_sha256(record, DIGEST)})
+    atomic_write_json(sidecar, sealed({**to_jsonable(result), "key": key, "info": info}))
     return _budget_outcome(artifact, info, sidecar, quantized, ui)
 
 
 BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
-DIGEST = "record_sha256"  # the key of that record's own digest, as a pipeline stage's (pipeline/cache.py)
 
 
 def _reusable_search(sidecar: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -518,9 +523,9 @@ def _reusable_search(sidecar: Path, key: str) -> tuple[dict[str, Any] | None, st
         return None, None
     if not isinstance(record, dict) or record.get("key") != key:
         return None, None
-    if DIGEST not in record:
+    if RECORD_DIGEST not in record:
         return None, f"the search in {sidecar.name} is not one this version wrote"
-    if record[DIGEST] != content_sha256(record, DIGEST):
+    if not intact_record(record):
         return None, f"the search in {sidecar.name} was edited since it was written"
     info = record.get("info")
     if isinstance(info, dict) and isinstance(info.get("accuracy_budget"), dict):
