@@ -7,6 +7,7 @@ stdout carries JSON) and tests can collect them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -58,7 +59,7 @@ class Ui:
             yield lambda _fraction: None
             return
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=True) as bar:
+        with _own_descriptor(self.console), Progress(*columns, console=self.console, transient=True) as bar:
             task = bar.add_task(description, total=1.0)
 
             def advance(fraction: float) -> None:
@@ -66,6 +67,37 @@ class Ui:
 
             yield advance
             bar.update(task, completed=1.0)
+
+
+@contextlib.contextmanager
+def _own_descriptor(console: Console) -> Iterator[None]:
+    """``console`` writes to a duplicate of its file's descriptor, taken here, while a bar is shown.
+    The export points descriptors 1 and 2 at os.devnull, and sys.stderr at a buffer, while an
+    exporter runs, so that torch's C++ side cannot print its graph dumps (``_quiet_exporter`` in
+    edgedeploy/stages/export.py); the bar drew to them and nothing moved through the longest step.
+    A console without a descriptor (a test's buffer) is left as it is."""
+    original = console.file
+    try:
+        copy = os.dup(original.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        yield
+        return
+    try:
+        encoding = getattr(original, "encoding", None) or "utf-8"
+        stream = open(copy, "w", encoding=encoding, errors=getattr(original, "errors", None))  # noqa: SIM115
+    except BaseException:  # the copy is closed here if open fails, by closing the stream below if not
+        os.close(copy)
+        raise
+    pinned = console._file  # None for a console that follows sys.stderr, as cli/common.py's does
+    with contextlib.suppress(Exception):
+        original.flush()  # what was written before comes out before the bar
+    console.file = stream
+    try:
+        yield
+    finally:
+        console._file = pinned
+        with contextlib.suppress(OSError):  # a terminal gone away: the descriptor is closed all the same
+            stream.close()
 
 
 QUIET = Ui(quiet=True)

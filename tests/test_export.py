@@ -558,6 +558,104 @@ def test_a_failed_export_prints_one_error_line_and_no_exporter_dump(tmp_path: Pa
     assert not out.exists()
 
 
+QUIET_WINDOW_MODULE = """
+import os
+import time
+
+import torch
+
+
+class Slow(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if os.path.samestat(os.fstat(2), os.stat(os.devnull)):  # an exporter runs: descriptor 2 is quiet
+            with open(WINDOWS, "a") as log:
+                log.write(f"start {time.monotonic()}\\n")
+            os.write(2, b"C++ side noise\\n")  # as torch's C++ side writes, past sys.stderr
+            time.sleep(1.5)
+            with open(WINDOWS, "a") as log:
+                log.write(f"end {time.monotonic()}\\n")
+        return self.conv(x)
+
+
+def build():
+    return Slow().eval()
+
+
+def example():
+    return torch.randn(1, 3, 8, 8)
+"""
+
+
+def _export_in_a_terminal(tmp_path: Path, name: str, interrupt: bool = False) -> tuple[int, str, list[str]]:
+    """``edgedeploy export`` of QUIET_WINDOW_MODULE with its stderr a terminal (a pty), as a user
+    runs it: its exit code, what the terminal got, and what it got while an exporter ran (from 0.5 s
+    after a quiet window opened, so that a bar drawn just before and read late is not counted), both
+    without escape codes. ``interrupt``: Ctrl-C (SIGINT) as the first quiet window opens."""
+    import os
+    import pty
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    windows = tmp_path / f"{name}.windows"
+    (tmp_path / f"{name}.py").write_text(QUIET_WINDOW_MODULE.replace("WINDOWS", repr(str(windows))))
+    spec, dest = f"{tmp_path / name}.py:build:example", tmp_path / f"{name}.onnx"
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgedeploy", "export", spec, "-o", str(dest)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a user's terminal
+    )  # fmt: skip
+    os.close(terminal)
+    got: list[tuple[float, bytes]] = []
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if interrupt and windows.exists() and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                interrupt = False
+            if select.select([main], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # the child closed the terminal (Linux says EIO)
+                    break
+                if not chunk:
+                    break
+                got.append((time.monotonic(), chunk))
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(main)
+    times = [float(line.split()[1]) for line in windows.read_text().splitlines()] if windows.exists() else []
+    opened = list(zip(times[::2], times[1::2], strict=False))
+
+    def plain(chunk: bytes) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", chunk.decode(errors="replace"))
+
+    inside = [plain(chunk) for at, chunk in got if any(start + 0.5 < at < end for start, end in opened)]
+    return code, plain(b"".join(chunk for _, chunk in got)), inside
+
+
+def test_the_progress_bar_moves_while_an_exporter_runs(tmp_path: Path) -> None:
+    """Descriptors 1 and 2 point at os.devnull while an exporter runs (torch's C++ side writes to
+    them), and the bar, drawn to descriptor 2, was not seen to move through the longest step; it is
+    drawn to a copy of the terminal's descriptor now, while torch's output stays quiet, and Ctrl-C
+    there still stops the export."""
+    code, text, inside = _export_in_a_terminal(tmp_path, "slow")
+    assert code == 0 and (tmp_path / "slow.windows").exists(), text
+    assert "C++ side noise" not in text
+    assert any("export" in drawn and "%" in drawn for drawn in inside), text  # the bar, drawn meanwhile
+    code, text, _ = _export_in_a_terminal(tmp_path, "stopped", interrupt=True)
+    assert code == 130 and "interrupted" in text and "Traceback" not in text, text
+    assert "C++ side noise" not in text and not (tmp_path / "stopped.onnx").exists()
+
+
 def test_a_float64_model_ort_has_no_kernel_for_is_named_with_what_to_do(tmp_path: Path) -> None:
     """A float64 Conv was refused as "ONNX Runtime cannot load raw.onnx itself (... Conv(11) ...)",
     naming our scratch file; the error now names the model and says to export it in float32."""
