@@ -1,15 +1,19 @@
 """Terminal output for long work: messages and rich progress bars, or silence for --json and tests.
 
 Stages take a ``Ui`` instead of printing, so the CLI decides where words go (stderr when
-stdout carries JSON) and tests can collect them.
+stdout carries JSON) and tests can collect them. Sizes and names are written here as every
+table and page shows them: ``human_size``, and names made into Markdown that renders as
+itself (``md_text``, ``md_code``: report.md, matrix.md and the bundle's README).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -112,3 +116,29 @@ def human_size(n: int | None, none: str = "-") -> str:
         if n >= div:
             return f"{n / div:.3g} {unit}"
     return f"{n} B"
+
+
+# Markdown's own characters that can change the text mid-line (emphasis, code, links, a table's
+# cell, strikethrough), escaped with a backslash; the HTML ones become entities, since a renderer
+# (GitHub's step summary, a PR comment) would otherwise draw a name's <b> or <img> as live HTML.
+# Here, below the stages, because the report's pages and the bundle's README both show names.
+_MD_ESCAPES = {c: "\\" + c for c in "\\`*_[]|~"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_MD_TEXT = str.maketrans(_MD_ESCAPES | {"\n": " ", "\r": " "})  # one line of text, or a table's cell
+
+
+def md_text(value: Any) -> str:
+    """``value`` as Markdown text that renders as itself (inline, in a line or a table's cell)."""
+    return str(value).translate(_MD_TEXT)
+
+
+def md_code(value: Any, cell: bool = False) -> str:
+    """``value`` as a Markdown code span: its text is literal there (no escapes or entities), so
+    only a backtick in it needs a longer run of backticks around it (CommonMark's rule). In a
+    table's ``cell`` a | still ends the cell inside a code span (GitHub's table rule) unless
+    written \\|, which the span then shows as |."""
+    text = str(value).replace("\n", " ").replace("\r", " ")
+    if cell:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

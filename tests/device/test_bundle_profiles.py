@@ -423,3 +423,31 @@ def test_the_device_readme_lists_the_steps_of_its_targets_kind(tmp_path: Path) -
     assert cli("bundle", model, "--target", "jetson-orin-nano", "-o", tmp_path / "gpu")[0] == 0
     gpu = (tmp_path / "gpu" / "README.md").read_text()
     assert "bash scripts/build_engine.sh" in gpu and "The bundle holds no engine" in gpu
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "cell"),
+    [
+        (
+            "<img src=x onerror=alert(1)>",
+            "&lt;img src=x onerror=alert(1)&gt;",
+            "`models/<img src=x onerror=alert(1)>.onnx`",
+        ),
+        ("a|b", "a\\|b", "`models/a\\|b.onnx`"),
+        ("*x*", "\\*x\\*", "`models/*x*.onnx`"),
+    ],
+)
+def test_the_device_readme_escapes_the_names_it_shows(
+    tmp_path: Path, name: str, shown: str, cell: str
+) -> None:
+    """The bundle's README.md wrote the model's name raw into Markdown: a model named
+    '<img src=x onerror=...>' was live HTML on GitHub, 'a|b' split the artifact table's row. Names
+    are escaped as report.md escapes them; file names are code spans, with | escaped in a table."""
+    model = tmp_path / f"{name}.onnx"
+    _stateful(tmp_path, 16).rename(model)
+    code, _, err = cli("bundle", model, "-o", tmp_path / "b")
+    assert code == 0, err
+    readme = (tmp_path / "b" / "README.md").read_text()
+    assert readme.startswith(f"# {shown} for x86-64-cpu\n")
+    assert f"\n| fp32 | onnxruntime | {cell} | - |\n" in readme
+    assert "| input | `x` | [batch, 16] | float32 |" in readme

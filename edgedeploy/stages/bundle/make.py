@@ -27,6 +27,7 @@ from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic
 from edgedeploy.onnxio import external_data_files
 from edgedeploy.results import to_jsonable
 from edgedeploy.targets import Target
+from edgedeploy.ui import md_code, md_text
 
 SCHEMA_VERSION = 1
 # Writes the report into the bundle folder from the manifest (before its file table is made) and
@@ -130,7 +131,7 @@ def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
     }
     if not found:
         return ""
-    notes = "; ".join(f"`{model}`: {', '.join(names)}" for model, names in found.items())
+    notes = "; ".join(f"{md_code(model)}: {', '.join(names)}" for model, names in found.items())
     switched = sorted({name for names in found.values() for name in names})
     return (
         "\nONNX Runtime on x86-64 dies (SIGSEGV) loading some models at its default optimization level; "
@@ -151,21 +152,25 @@ def _io_rows(manifest: dict[str, Any]) -> str:
                 if (dtype := (a.get(f"{kind}_dtypes") or {}).get(spec["name"]))
             ]
             dtype = "; ".join([str(spec["dtype"]), *others])
-            shape = "[" + ", ".join("?" if d is None else str(d) for d in spec["shape"]) + "]"
-            rows.append(f"| {kind} | `{spec['name']}` | {shape} | {dtype} |")
+            shape = "[" + ", ".join("?" if d is None else md_text(d) for d in spec["shape"]) + "]"
+            rows.append(f"| {kind} | {md_code(spec['name'], cell=True)} | {shape} | {md_text(dtype)} |")
     return "\n".join(rows)
 
 
 def _device_readme(manifest: dict[str, Any], root: Path) -> str:
+    """The bundle's README.md. Names come from the user (the model's file, a target's description,
+    tensor names) and are escaped as report.md escapes them (edgedeploy/ui.py md_text, md_code): a model named
+    ``<img src=x onerror=...>`` or ``a|b`` drew live HTML or broke the tables on GitHub."""
     target = manifest["target"]
     rows = "\n".join(
-        f"| {a['precision']} | {a['backend']} | `{a['model']}` | {a.get('engine') or '-'} |"
+        f"| {md_text(a['precision'])} | {md_text(a['backend'])} | {md_code(a['model'], cell=True)} "
+        f"| {md_text(a.get('engine') or '-')} |"
         for a in manifest["artifacts"]
     )
-    return f"""# {manifest["model"]["name"]} for {target["name"]}
+    return f"""# {md_text(manifest["model"]["name"])} for {md_text(target["name"])}
 
 Made by edgedeploy {manifest["edgedeploy_version"]} on {manifest["created"]}.
-Target: {target.get("description", target["name"])}.
+Target: {md_text(target.get("description", target["name"]))}.
 
 | precision | backend | model | engine |
 |---|---|---|---|

@@ -23,7 +23,8 @@ from edgedeploy.fileio import atomic_write_text
 from edgedeploy.stages.report import ReportFiles
 from edgedeploy.stages.report.data import MatrixBar
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN, PRECISION_ORDER
-from edgedeploy.stages.report.render import _e, _md, _num, _size, _table, page
+from edgedeploy.stages.report.render import _e, _num, _size, _table, page
+from edgedeploy.ui import md_text
 
 HTML_NAME = MATRIX_HTML
 MARKDOWN_NAME = MATRIX_MARKDOWN
@@ -189,18 +190,18 @@ def render_matrix_markdown(
         "",
         f"- {head['ok']} ok ({head['cached']} from the cache), {head['failed']} failed, {head['skipped']} skipped",
         "- failed or gate missed: "
-        + (", ".join(f"**{_md(f)}**" for f in head["failed_cells"]) if head["failed_cells"] else "none"),
-        *(f"- note: {_md(note)}" for note in notes),
+        + (", ".join(f"**{md_text(f)}**" for f in head["failed_cells"]) if head["failed_cells"] else "none"),
+        *(f"- note: {md_text(note)}" for note in notes),
         "",
         "| model | target | precision | status | size | p50 ms | speed-up | min cosine | gate | reason |",
         "|---|---|---|---|--:|--:|--:|--:|---|---|",
     ]
     for c in cells:
         lines.append(
-            f"| {_md(c['model'])} | {_md(c['target'])} | {_md(c['precision'])} | {_md(_status(c))} "
+            f"| {md_text(c['model'])} | {md_text(c['target'])} | {md_text(c['precision'])} | {md_text(_status(c))} "
             f"| {_size(c.get('size_bytes'))} | {_num(c.get('latency_ms'), '.4g', '-')} "
             f"| {_num(ups.get((c['model'], c['target'], c['precision'])), '.2f', '-')} "
-            f"| {_num(c.get('min_cosine'), '.6f', '-')} | {_md(c.get('gate') or '-')} | {_md(c.get('reason') or '')} |"
+            f"| {_num(c.get('min_cosine'), '.6f', '-')} | {md_text(c.get('gate') or '-')} | {md_text(c.get('reason') or '')} |"
         )
     if html_name:
         lines += [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from calibration.report import recorded_type
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import RunData
-from edgedeploy.ui import human_size
+from edgedeploy.ui import human_size, md_code, md_text
 
 CSS = """
 :root { --ink: #1a1a1a; --muted: #555; --rule: #ccc; --pass: #006d2c; --fail: #a50f15; }
@@ -447,35 +446,14 @@ def page(title: str, header: str, body: str) -> str:
     )
 
 
-# Markdown's own characters that can change the text mid-line (emphasis, code, links, a table's
-# cell, strikethrough), escaped with a backslash; the HTML ones become entities, since a renderer
-# (GitHub's step summary, a PR comment) would otherwise draw a name's <b> or <img> as live HTML
-_MD_ESCAPES = {c: "\\" + c for c in "\\`*_[]|~"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_MD_TEXT = str.maketrans(_MD_ESCAPES | {"\n": " ", "\r": " "})  # one line of text, or a table's cell
-
-
-def _md(value: Any) -> str:
-    """``value`` as Markdown text that renders as itself (inline, in a line or a table's cell)."""
-    return str(value).translate(_MD_TEXT)
-
-
-def _md_code(value: Any) -> str:
-    """``value`` as a Markdown code span: its text is literal there (no escapes or entities), so
-    only a backtick in it needs a longer run of backticks around it (CommonMark's rule)."""
-    text = str(value).replace("\n", " ").replace("\r", " ")
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     """The summary for $GITHUB_STEP_SUMMARY or a PR comment: headline, gates, trade-off table."""
     rows = d.tradeoff_rows(run)
     best, why = d.recommended(run, rows)
     where = d.where_measured(run)
     lines = [
-        f"## edgedeploy: {_md(run.model or 'model')} on {_md(run.target or 'an unrecorded target')}"
-        + (f" ({_md(where)})" if where else ""),
+        f"## edgedeploy: {md_text(run.model or 'model')} on {md_text(run.target or 'an unrecorded target')}"
+        + (f" ({md_text(where)})" if where else ""),
         "",
     ]
     gates = [r for r in rows if r.passed is not None]
@@ -483,21 +461,23 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     verdict = (
         "all accuracy gates passed"
         if gates and not failed
-        else (f"**accuracy gate FAILED: {_md(', '.join(failed))}**" if failed else "no accuracy comparison")
+        else (
+            f"**accuracy gate FAILED: {md_text(', '.join(failed))}**" if failed else "no accuracy comparison"
+        )
     )
     if run.not_built:  # a missed accuracy budget: that precision has no model, so no gate passed for it
-        missed = f"**not built (accuracy budget missed): {_md(', '.join(run.not_built))}**"
+        missed = f"**not built (accuracy budget missed): {md_text(', '.join(run.not_built))}**"
         verdict = missed if not failed else f"{verdict}; {missed}"
-    lines.append(f"- {verdict} (gates: {_md(d.gate_text(run.gates))})")
-    lines.append(f"- recommended precision: **{_md(best or '-')}** ({_md(why)})")
+    lines.append(f"- {verdict} (gates: {md_text(d.gate_text(run.gates))})")
+    lines.append(f"- recommended precision: **{md_text(best or '-')}** ({md_text(why)})")
     for precision, figures in d.slower_precisions(run).items():
-        lines.append(f"- **{_md(precision)} ran slower than fp32** ({_md(figures)})")
+        lines.append(f"- **{md_text(precision)} ran slower than fp32** ({md_text(figures)})")
     backends = sorted({r.backend for r in rows})
     if backends:
-        lines.append(f"- backend: {_md(', '.join(backends))}")
+        lines.append(f"- backend: {md_text(', '.join(backends))}")
     tools = ", ".join(f"{k} {v}" for k, v in run.tools.items() if v)
     if tools:
-        lines.append(f"- tools: {_md(tools)}")
+        lines.append(f"- tools: {md_text(tools)}")
     if rows:
         lines += [
             "",
@@ -507,7 +487,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
         for r in rows:
             gate = "not compared" if r.passed is None else ("pass" if r.passed else "**FAIL**")
             lines.append(
-                f"| {_md(r.precision)} | {_size(r.size_bytes)} | {_num(r.p50_ms, '.4g', '-')} | {_num(r.p99_ms, '.4g', '-')} "
+                f"| {md_text(r.precision)} | {_size(r.size_bytes)} | {_num(r.p50_ms, '.4g', '-')} | {_num(r.p99_ms, '.4g', '-')} "
                 f"| {_num(r.throughput_ips, '.4g', '-')} | {_num(r.speedup, '.2f', '-')} | {_num(r.energy_mj, '.3g', '-')} "
                 f"| {_num(r.cosine, '.6f', '-')} | {_num(r.top1, '.4f', '-')} | {gate} |"
             )
@@ -515,17 +495,17 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     if run.ranges:
         s = run.ranges.get("summary") or {}
         kept = f", {len(d.fp32_nodes(run))} node(s) kept in fp32" if run.plan else ""
-        extra.append(f"FP16: {_md(s.get('tensors_at_risk', 0))} tensor(s) at risk{kept}")
+        extra.append(f"FP16: {md_text(s.get('tensors_at_risk', 0))} tensor(s) at risk{kept}")
     if run.calibration:
         worst = max(run.calibration.get("tensors") or [{}], key=lambda t: t.get("clipped") or 0.0)
         if worst.get("name"):
             extra.append(
-                f"INT8: worst-clipped tensor {_md_code(worst['name'])} ({(worst.get('clipped') or 0.0):.3%} clipped)"
+                f"INT8: worst-clipped tensor {md_code(worst['name'])} ({(worst.get('clipped') or 0.0):.3%} clipped)"
             )
     for v in d.budget_views(run):
         extra.append(
-            f"accuracy budget {_md(v.precision)} {_md_code(v.budget)}: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
-            + (f" ({_md(v.cost)})" if v.cost else "")
+            f"accuracy budget {md_text(v.precision)} {md_code(v.budget)}: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
+            + (f" ({md_text(v.cost)})" if v.cost else "")
         )
     if extra:  # each escaped where it was made: the code spans' text is literal
         lines += [""] + [f"- {x}" for x in extra]
