@@ -234,6 +234,58 @@ def test_keyword_only_arguments_of_forward_are_passed_by_name(tmp_path: Path) ->
         np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
 
 
+KEYWORD_AND_PLAIN_MODULE = """
+import torch
+
+
+class Keyword(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+        self.gain = torch.nn.Parameter(torch.linspace(1, 2, 4))
+        self.register_buffer("shift", torch.ones(4))
+        self.k = torch.arange(4.0)  # a tensor attribute: the dynamo exporter keeps it as an initializer
+
+    def forward(self, x, *, scale):
+        return (self.a(x) * scale * self.gain + self.shift) * self.k
+
+
+class Plain(Keyword):
+    def forward(self, x, scale):
+        return (self.a(x) * scale * self.gain + self.shift) * self.k
+
+
+def keyword():
+    return Keyword().eval()
+
+
+def plain():
+    return Plain().eval()
+
+
+def example():
+    return {"x": torch.randn(2, 8), "scale": torch.rand(2, 4)}
+"""
+
+
+def test_keyword_only_arguments_leave_the_weight_names_as_they_are(tmp_path: Path) -> None:
+    """forward(self, x, *, scale) was exported through a module holding the model as its child
+    ``model``: the weights came out as model.a.weight, model.gain (and the TorchScript exporter's
+    nodes as /model/a/Gemm) where the same model without ``*`` gave a.weight, gain."""
+    (tmp_path / "kp.py").write_text(KEYWORD_AND_PLAIN_MODULE)
+    for opset, exporter in ((18, "dynamo"), (13, "torchscript")):  # dynamo does not write 13: the fallback
+        graphs = []
+        for kind in ("keyword", "plain"):
+            out = tmp_path / f"{kind}{opset}.onnx"
+            result = export(f"{tmp_path / 'kp.py'}:{kind}:example", out, ExportOptions(opset=opset))
+            assert result.exporter == exporter and [i.name for i in result.inputs] == ["x", "scale"]
+            graphs.append(onnx.load(out).graph)
+        keyword, plain = ([init.name for init in graph.initializer] for graph in graphs)
+        assert keyword == plain and "a.weight" in plain, (keyword, plain)
+        assert [node.name for node in graphs[0].node] == [node.name for node in graphs[1].node]
+
+
 def test_an_input_or_output_name_given_twice_is_refused(tmp_path: Path) -> None:
     """The exporter renamed the second one (q.1) and went on."""
     (tmp_path / "ab.py").write_text(AB_MODULE)

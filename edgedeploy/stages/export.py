@@ -372,8 +372,39 @@ def _bind(
 def _by_keyword(model: Any, keywords: list[str]) -> Any:
     """``model`` as a module whose forward takes every input by position and passes the last
     ``len(keywords)`` to ``model.forward``'s keyword-only arguments of those names: the exporters,
-    the comparison with the module and the batch checks all pass the inputs by position."""
-    module: Any = _import_torch().nn.Module
+    the comparison with the module and the batch checks all pass the inputs by position.
+
+    It is the model itself seen through a subclass of its class that overrides forward only: the
+    same instance dict, so its parameters, buffers, tensor attributes and hooks are the model's and
+    the exporters name them as they name the model's. A module holding the model as a child named
+    them after that child: ``model.a.weight`` where the same model without ``*`` gave ``a.weight``.
+    That holder is still used when a subclass would not do: a scripted model, a forward set on the
+    instance (which would hide the subclass's), a class that refuses subclasses."""
+    torch = _import_torch()
+
+    def by_keyword(forward: Any, args: tuple[Any, ...]) -> Any:
+        split = len(args) - len(keywords)
+        return forward(*args[:split], **dict(zip(keywords, args[split:], strict=True)))
+
+    if not isinstance(model, torch.jit.ScriptModule) and "forward" not in vars(model):
+        base: Any = type(model)
+        try:
+
+            class Viewed(base):
+                def forward(self, *args: Any) -> Any:
+                    return by_keyword(super().forward, args)
+
+                def __del__(self) -> None:  # the model's __del__, if it has one, is the model's to run
+                    pass
+
+            view = object.__new__(Viewed)
+        except Exception:  # the class's __init_subclass__ or __new__ refused: the holder below
+            pass
+        else:
+            object.__setattr__(view, "__dict__", model.__dict__)
+            return view.eval()
+
+    module: Any = torch.nn.Module
 
     class ByKeyword(module):
         def __init__(self) -> None:
@@ -381,8 +412,7 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
             self.model = model
 
         def forward(self, *args: Any) -> Any:
-            split = len(args) - len(keywords)
-            return self.model(*args[:split], **dict(zip(keywords, args[split:], strict=True)))
+            return by_keyword(self.model, args)
 
     return ByKeyword().eval()
 
