@@ -416,3 +416,30 @@ def test_a_candidate_fixed_at_one_batch_drops_the_short_last_batch(tmp_path: Pat
     other = run_cli("bundle", reference, quantized, tmp_path / "f" / "m4.fp16.onnx", "-o", tmp_path / "b2")
     assert_clean_input_error(other, "fixed at different batches (m5.int8.onnx at 5, m4.fp16.onnx at 4)")
     assert not (tmp_path / "b2").exists()
+
+
+def test_the_json_records_the_sha256_of_both_files_compared(tmp_path: Path) -> None:
+    """compare --json named the models by path only, so report could tell two models of one file
+    name apart only by files it found where it ran; it now records each file's sha256."""
+    import hashlib
+
+    def model(path: Path, name: str) -> Path:
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+        return path
+
+    ref, cand = model(tmp_path / "m.onnx", "ref"), model(tmp_path / "m.fp16.onnx", "candidate")
+    result = run_cli("compare", ref, cand, "--json", tmp_path / "c.json")
+    assert result.code == 0, result.stderr
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["reference_sha256"] == hashlib.sha256(ref.read_bytes()).hexdigest()
+    assert data["candidate_sha256"] == hashlib.sha256(cand.read_bytes()).hexdigest()
+    assert data["reference_sha256"] != data["candidate_sha256"]
+    assert run_cli("compare", ref, cand, "--per-layer", "--json", tmp_path / "l.json").code == 0
+    per_layer = json.loads((tmp_path / "l.json").read_text())["compare"]
+    assert per_layer["candidate_sha256"] == data["candidate_sha256"]

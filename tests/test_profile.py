@@ -223,3 +223,25 @@ def test_batch_sizes_reach_every_axis_named_as_the_batch_and_scalars_stay_scalar
     feed = {"input": np.zeros((4, 512), np.float32), "state": np.zeros((2, 4, 128), np.float32),
             "sr": np.asarray(16000, np.int64)}  # fmt: skip
     assert check_feed(feed, inputs, "test")["sr"].shape == ()
+
+
+def test_the_json_records_the_sha256_of_the_file_timed(tmp_path: Path) -> None:
+    """profile --json named the model by path only, so report could tell two models of one file
+    name apart only by files it found where it ran; it now records the file's sha256."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    result = run_cli("profile", model, "--iterations", "3", "--json", tmp_path / "p.json")
+    assert result.code == 0, result.stderr
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()

@@ -30,6 +30,7 @@ from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.runtime.engine import EngineSession
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file
+from edgedeploy.fileio import sha256_file
 from edgedeploy.onnxio import external_data_files
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
@@ -115,6 +116,9 @@ class ProfileResult:
     # for an engine, whose name and sidecar say it
     precision: str | None = None
     bytes: int | None = None  # the artifact's size on disk (an ONNX with its external data files)
+    # the artifact's file by content: report tells two models of one file name apart by it
+    # (edgedeploy/stages/report/load.py), where a path alone names whatever is there now
+    sha256: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -384,10 +388,12 @@ def profile(
                 f"{', '.join(engine_only)}: for TensorRT engines; {artifact.name} is an ONNX model "
                 "timed on ONNX Runtime (build an engine first)"
             )
-        return profile_onnx(artifact, options, progress)
+        digest = sha256_file(artifact)  # of the file as it is measured
+        return replace(profile_onnx(artifact, options, progress), sha256=digest)
 
     backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
-    return profile_engine_batches(artifact, options, progress)
+    digest = sha256_file(artifact)
+    return replace(profile_engine_batches(artifact, options, progress), sha256=digest)
 
 
 def engine_batch_shapes(inputs: Sequence[Any], batch: int) -> dict[str, tuple[int, ...]]:

@@ -442,6 +442,62 @@ def test_one_model_is_told_by_artifact_names_reduced_to_the_model_and_by_content
         load_json_files([refs[1], written(p=profile(a, "fp32"))[0]])
 
 
+def test_one_model_is_told_by_the_sha256_compare_and_profile_recorded(tmp_path: Path) -> None:
+    """compare and profile JSON recorded no sha256, so report told two files of one name apart only
+    by the files it found where it ran: two models' figures passed where the files were elsewhere
+    (or were replaced since), one model's were refused where a file had changed after it was
+    measured, and a renamed copy was another model. The recorded sha256 now decides; JSON
+    without it reads as before."""
+    import json
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.report.load import load_json_files
+
+    one, two, three = "1" * 64, "2" * 64, "3" * 64
+
+    def written(name: str, content: dict[str, object]) -> Path:
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+        return tmp_path / f"{name}.json"
+
+    def compare(name: str, reference: str, candidate: str, digests: tuple[str, str] | None = None) -> Path:
+        content: dict[str, object] = {"reference": reference, "candidate": candidate}
+        if digests:
+            content.update(reference_sha256=digests[0], candidate_sha256=digests[1])
+        return written(name, {**content, "outputs": {}, "passed": True})
+
+    def profile(name: str, artifact: str, precision: str, digest: object = None) -> Path:
+        batch = {"batch_size": 1, "latency": {"median_ms": 1.0, "p99_ms": 1.0, "count": 5}}
+        content = {"artifact": artifact, "backend": "onnxruntime", "settings": {}, "batches": [batch]}
+        return written(name, {**content, "precision": precision, **({"sha256": digest} if digest else {})})
+
+    fp16 = compare("c1", "a/m.onnx", "a/m.fp16.onnx", (one, two))
+    # not found here: the names alone said nothing; the digests say two models
+    with pytest.raises(InputError, match=r"p1\.json is about b/m\.onnx, .*two files named m\.onnx"):
+        load_json_files([fp16, profile("p1", "b/m.onnx", "fp32", three)])
+    # found here with other content now (replaced since): the digests say one file
+    for folder, weights in (("a", b"1234"), ("b", b"5678")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.onnx").write_bytes(weights)
+    a, b = str(tmp_path / "a" / "m.onnx"), str(tmp_path / "b" / "m.onnx")
+    data = load_json_files([compare("c2", a, "m.fp16.onnx", (one, two)), profile("p2", b, "fp32", one)])
+    assert data.model == "m" and [r.precision for r in data.precisions] == ["fp32", "fp16"]
+    # a renamed copy of the fp16 model, profiled: the same file, so m's
+    data = load_json_files([fp16, profile("p3", "copy.onnx", "fp16", two)])
+    assert data.model == "m" and [r.precision for r in data.precisions] == ["fp16"]
+    # one digest recorded, the other file's (older JSON) found here: its content against it
+    hashed = "03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4"  # sha256 of b"1234"
+    old = compare("c3", a, "m.int8.onnx")
+    assert load_json_files([old, profile("p4", b, "fp32", hashed)]).model == "m"
+    with pytest.raises(InputError, match=r"two files named m\.onnx with other content"):
+        load_json_files([old, profile("p5", b, "fp32", one)])
+    # a digest of another type refuses the file by its field
+    with pytest.raises(InputError, match=r"p6\.json: field sha256 is a number"):
+        load_json_files([profile("p6", "m.onnx", "fp32", 5)])
+    bad = written("c4", {**json.loads(old.read_text()), "candidate_sha256": ["x"]})
+    with pytest.raises(InputError, match=r"c4\.json: field candidate_sha256 is a list"):
+        load_json_files([bad])
+
+
 def test_a_low_precision_slower_than_fp32_is_named_only_where_the_figures_are_the_targets() -> None:
     """int8 can run slower than fp32 (PP-OCR's classifier on ONNX Runtime: 15.6 ms against 10.6 ms);
     a GPU target's figures measured with ONNX Runtime on this CPU say nothing about the device."""

@@ -25,7 +25,7 @@ from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import scratch_dir
+from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
 from edgedeploy.stages.compare.layers import (
@@ -81,6 +81,10 @@ class CompareResult:
     candidate_precision: str | None = None
     # the reference's outputs not compared, as "'name' (type)": sequences, maps, optionals, strings
     not_compared: list[str] = field(default_factory=list)
+    # the files compared, by content: report tells two models of one file name apart by them
+    # (edgedeploy/stages/report/load.py), where a path alone names whatever is there now
+    reference_sha256: str | None = None
+    candidate_sha256: str | None = None
 
     def summary(self) -> dict[str, object]:
         """The short form kept in manifests: pass/fail and the headline figures per output."""
@@ -361,6 +365,7 @@ def compare(
     if candidate.suffix == ".onnx":  # a candidate fixed at one batch beside a dynamic reference
         feeds = fixed_batches(feeds, model_io(reference)[0], model_io(candidate)[0])
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
+    digests = sha256_file(reference), sha256_file(candidate)  # of the files as they are measured
     description = dict(data_description or {})
     if feeds:
         description["samples_compared"] = sum(feed_rows(f) for f in feeds)
@@ -385,6 +390,8 @@ def compare(
         outputs=outputs,
         passed=all(m.passed for m in outputs.values()),
         not_compared=others,
+        reference_sha256=digests[0],
+        candidate_sha256=digests[1],
     )
 
 

@@ -145,6 +145,8 @@ PER_LAYER = {
 COMPARE = {
     "reference": STR,
     "candidate": STR,
+    "reference_sha256": STR,  # absent in files written before compare recorded them
+    "candidate_sha256": STR,
     "candidate_precision": STR,
     "precision": STR,
     "mode": STR,
@@ -182,6 +184,7 @@ SCHEMAS: dict[str, Any] = {
         "candidate_precision": STR,
         "mode": STR,
         "bytes": INT,
+        "sha256": STR,  # absent in files written before profile recorded it
         "settings": SETTINGS,
         "batches": [{"batch_size": INT, "latency": LATENCY, **BATCH_FIGURES}],
     },

@@ -468,41 +468,50 @@ def model_base(path: str) -> str:
     return name
 
 
-def _recorded_models(content: Any) -> list[str]:
+def _recorded_models(content: Any) -> list[tuple[str, str | None]]:
     """The model files a ``--json`` file names, as the command recorded them (a run or a bundle names
     its own): compare's reference and candidate, profile's artifact, the model analyze, calibrate or
-    build read or wrote."""
+    build read or wrote; each with the sha256 compare and profile record of the files they measured
+    (None from the others, and in files written before they recorded it)."""
     kind = json_kind(content)
     if kind == "compare-per-layer":
         content, kind = content.get("compare"), "compare"
     if not isinstance(content, dict):
         return []
     named = {
-        "compare": lambda c: [c.get("reference"), c.get("candidate")],
-        "profile": lambda c: [c.get("artifact")],
-        "analyze": lambda c: [c.get("model")],
-        "calibrate": lambda c: [(c.get("report") or {}).get("model")],
-        "build": lambda c: [(c.get("precision") or {}).get("path")],
+        "compare": lambda c: [
+            (c.get("reference"), c.get("reference_sha256")),
+            (c.get("candidate"), c.get("candidate_sha256")),
+        ],
+        "profile": lambda c: [(c.get("artifact"), c.get("sha256"))],
+        "analyze": lambda c: [(c.get("model"), None)],
+        "calibrate": lambda c: [((c.get("report") or {}).get("model"), None)],
+        "build": lambda c: [((c.get("precision") or {}).get("path"), None)],
     }.get(kind or "", lambda _c: [])(content)
-    return [str(name) for name in named if isinstance(name, str) and name]
+    return [(str(name), digest or None) for name, digest in named if isinstance(name, str) and name]
 
 
 def _model_of(content: Any) -> str | None:
     """The model a ``--json`` file is about, as :func:`model_base` names it (``ocr-cls`` for
     ``ocr-cls.fp16.ort.onnx``); None when the file does not say (a run or a bundle names its own)."""
     names = _recorded_models(content)
-    return model_base(names[0]) if names else None
+    return model_base(names[0][0]) if names else None
 
 
-def _other_content(a: str, b: str) -> bool:
+def _other_content(a: str, b: str, a_sha256: str | None = None, b_sha256: str | None = None) -> bool:
     """Whether two recorded paths of one file name are files of different content: two models (or
-    two versions of one) whose figures a report would put side by side. Paths are as the commands
-    recorded them, relative to where they ran; a file not found here says nothing. Sizes first, so a
-    model is hashed only when another of its size is there."""
+    two versions of one) whose figures a report would put side by side. The sha256 a command
+    recorded is of the file it measured and decides when both have one; else paths are as the
+    commands recorded them, relative to where they ran, and a file not found here says nothing.
+    Sizes first, so a model is hashed only when another of its size is there."""
+    if a_sha256 and b_sha256:
+        return a_sha256 != b_sha256
     first, second = Path(a), Path(b)
     try:
         if a == b or not first.is_file() or not second.is_file() or first.samefile(second):
             return False
+        if known := a_sha256 or b_sha256:  # one recorded: the other file's content here against it
+            return sha256_file(second if a_sha256 else first) != known
         if first.stat().st_size != second.stat().st_size:
             return True
         return sha256_file(first) != sha256_file(second)
@@ -521,21 +530,27 @@ SINGLE_KINDS = {
 def load_json_files(paths: Sequence[Path]) -> RunData:
     data = RunData(sources=[str(p) for p in paths], kind="json")
     about: dict[str, Path] = {}  # model -> the first file about it
-    files: dict[str, tuple[str, Path]] = {}  # a model file's name -> (its recorded path, the file naming it)
+    # a model file's name -> (its recorded path, its recorded sha256, the file naming it)
+    files: dict[str, tuple[str, str | None, Path]] = {}
+    digests: dict[str, str] = {}  # a recorded sha256 -> the model of the first file that recorded it
     figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
     single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
         content = _read_json(path, None)
+        recorded_files = _recorded_models(content)
         if (model := _model_of(content)) is not None:
+            # a file another one recorded by content is of that one's model, whatever its name
+            model = next((digests[d] for _, d in recorded_files if d and d in digests), model)
             for other, where in about.items():
                 if other != model:  # one model's artifacts reduce to one name (model_base)
                     raise InputError(
                         f"{path} is about {model}, {where} about {other}: a report is of one model"
                     )
             about.setdefault(model, path)
-        for recorded in _recorded_models(content):
-            named, where = files.setdefault(Path(recorded).name, (recorded, path))
-            if _other_content(recorded, named):
+            digests.update((d, model) for _, d in recorded_files if d and d not in digests)
+        for recorded, digest in recorded_files:
+            named, named_digest, where = files.setdefault(Path(recorded).name, (recorded, digest, path))
+            if _other_content(recorded, named, digest, named_digest):
                 raise InputError(
                     f"{path} is about {recorded}, {where} about {named}: two files named "
                     f"{Path(recorded).name} with other content are two models; a report is of one model"
