@@ -302,6 +302,30 @@ def test_a_top1_budget_without_class_scores_is_refused_before_any_precision(tmp_
     assert run_cli("run", config).code == 0  # the budget applies to fp16 and int8 only
 
 
+def test_a_top1_budget_reads_the_models_outputs_once(
+    digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that a top1 bound has (batch, classes) scores to measure runs once per model: at
+    the config check for an ONNX source. It ran there, again on the exported copy and once more in
+    each budgeted build, reading the same outputs each time."""
+    from edgedeploy.stages.precision import budget
+
+    checked: list[str] = []
+    may_hold = budget.may_hold_scores
+
+    def counted(spec: Any) -> bool:
+        checked.append(spec.name)
+        return may_hold(spec)
+
+    monkeypatch.setattr(budget, "may_hold_scores", counted)
+    path = _config(tmp_path, digits, extra="enabled = false\n")
+    text = path.read_text().replace("[profile]\n", "[profile]\nenabled = false\n")
+    path.write_text(text.replace("[build]\n", '[build]\naccuracy_budget = "top1>=0.9"\n'))
+    result = run_pipeline(load_config(path))
+    assert [p.precision for p in result.precisions] == ["fp32", "fp16"]
+    assert len(checked) == 1, checked
+
+
 def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_path: Path) -> None:
     """As a failed accuracy gate: the precision whose budget no model meets is not built, the
     others are compared, bundled and reported, and the run exits 1 naming it (before, it stopped

@@ -161,7 +161,7 @@ def build_command(
         from edgedeploy.onnxio import check_model, load_onnx
         from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
         from edgedeploy.stages.build import artifact_name, build
-        from edgedeploy.stages.precision.budget import AccuracyBudget
+        from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
         from edgedeploy.targets import load_target
 
     ui = make_ui()
@@ -217,8 +217,8 @@ def build_command(
         fp16_analysis=fp16_analysis,
         accuracy_budget=accuracy_budget,
     )
-    if accuracy_budget:
-        AccuracyBudget.parse(accuracy_budget)  # refuse a bad budget before any work
+    if accuracy_budget:  # a bad budget, or a top1 bound on a model without class scores: before any work
+        refuse_top1_without_scores(AccuracyBudget.parse(accuracy_budget), model)
     try:
         result = build(model, request, output, ui)
     except BudgetMissed as exc:  # exit 1 as a failed gate, with its figures in the JSON as compare's

@@ -78,6 +78,7 @@ from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions,
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import ExportOptions, export, is_onnx_path, module_search_path
+from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
@@ -204,6 +205,11 @@ def precision_task(
     with scratch_dir("precision") as scratch, timing_lock(exclusive=False):
         _write_files(Path(scratch) / "in", fp32)
         out = Path(scratch) / "out"
+        # a top1 budget's scores, refused before the calibration or conversion: a PyTorch source's
+        # export is first seen here (an ONNX source was checked at load, by run.check_config)
+        if request.accuracy_budget:
+            budget = AccuracyBudget.parse(request.accuracy_budget)
+            refuse_top1_without_scores(budget, Path(scratch) / "in" / fp32_name)
         try:
             artifact = make_precision(Path(scratch) / "in" / fp32_name, request, out, ui)
         except BudgetMissed as exc:  # a missed accuracy budget: its steps go back, the scratch goes

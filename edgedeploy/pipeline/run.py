@@ -192,7 +192,8 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     check_named_nodes(config, exported.fp32)
-    check_budget_outputs(config, exported.fp32)
+    if not is_onnx_path(run.source):  # an ONNX source's outputs were checked at the config check
+        check_budget_outputs(config, exported.fp32, exported.outputs)
     data = _compare_data(run, exported)
     if config.bundle.enabled and target.kind != "cpu" and config.build.profiles:
         # the profiles the device builds with: checked as a TensorRT build and `bundle create` check them
@@ -288,18 +289,21 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
         raise InputError(f"{key}: no node named {missing} in the exported model {exported}{why}{hint}")
 
 
-def check_budget_outputs(config: PipelineConfig, model: Path) -> None:
+def check_budget_outputs(
+    config: PipelineConfig, model: Path, outputs: Sequence[TensorSpec] | None = None
+) -> None:
     """A ``[build] accuracy_budget`` that bounds top1 needs an output of (batch, classes) scores:
     refused before any precision is built, at the config check for an ONNX source and right after
     the export for a PyTorch one (the fp16 or int8 build refused it only after its calibration or
-    conversion, with the files those wrote left in the workdir)."""
+    conversion, with the files those wrote left in the workdir). Once per model: the builds do not
+    check it again. ``outputs``: the model's declared outputs, when already read."""
     from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
 
     b = config.build
     if b.accuracy_budget is None or not {"fp16", "int8"} & set(b.precisions):
         return
     said = "config [build] accuracy_budget"
-    refuse_top1_without_scores(AccuracyBudget.parse(b.accuracy_budget), model, said)
+    refuse_top1_without_scores(AccuracyBudget.parse(b.accuracy_budget), model, said, outputs)
 
 
 def _warn_slower(run: _Run, outcomes: list[PrecisionOutcome]) -> None:

@@ -18,7 +18,6 @@ from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
 from edgedeploy.stages.precision.emulate import is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import make_int8
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
@@ -97,9 +96,10 @@ def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArti
 
 
 def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
-    """Write the precision ONNX for ``request.precision`` into ``out_dir``."""
-    if request.accuracy_budget:  # refused before the calibration or conversion writes anything
-        refuse_top1_without_scores(AccuracyBudget.parse(request.accuracy_budget), model)
+    """Write the precision ONNX for ``request.precision`` into ``out_dir``.
+
+    A top1 accuracy budget on a model without class scores is refused by the caller, once per model
+    before any work (budget.refuse_top1_without_scores), not here for every precision and cell."""
     dest = out_dir / artifact_name(model, request.precision)
     existing = precision_of_model(model)
     if existing != "fp32":

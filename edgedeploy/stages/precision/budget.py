@@ -206,13 +206,20 @@ def may_hold_scores(spec: TensorSpec) -> bool:
     return len(spec.shape) == 2 and not (isinstance(spec.shape[1], int) and spec.shape[1] < 2)
 
 
-def refuse_top1_without_scores(budget: AccuracyBudget, model: Path, said: str = "--accuracy-budget") -> None:
+def refuse_top1_without_scores(
+    budget: AccuracyBudget,
+    model: Path,
+    said: str = "--accuracy-budget",
+    outputs: Sequence[TensorSpec] | None = None,
+) -> None:
     """InputError when ``budget`` bounds top1 and no output of ``model`` can hold (batch, classes)
     scores (:func:`may_hold_scores`): refused before any work, where the search found it only after
-    its first measurement, the calibration or fp16 conversion already written."""
+    its first measurement, the calibration or fp16 conversion already written. ``outputs``: the
+    model's declared outputs, when the caller has read them already. The callers check once per
+    model, before the build (edgedeploy/cli/build.py, edgedeploy/pipeline/run.py and matrix.py)."""
     if not any(c.metric == "top1" for c in budget.criteria):
         return
-    outputs = model_io(model)[1]
+    outputs = list(model_io(model)[1] if outputs is None else outputs)
     if any(may_hold_scores(o) for o in outputs):
         return
     shown = ", ".join(o.describe() for o in outputs[:4]) + (", ..." if len(outputs) > 4 else "")
