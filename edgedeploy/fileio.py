@@ -43,6 +43,7 @@ from calibration.atomic import (
     temp_prefix,
     written_here,
 )
+from edgedeploy.errors import InputError
 from edgedeploy.results import dumps
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "guarded",
     "intact_record",
     "nearest_existing",
+    "refuse_unwritable",
     "scratch_beside",
     "scratch_dir",
     "sealed",
@@ -77,6 +79,14 @@ def nearest_existing(path: str | os.PathLike[str]) -> Path:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     return ancestor
+
+
+def refuse_unwritable(folder: Path, said: str) -> None:
+    """InputError when files cannot be made in the existing ``folder`` (read-only mount, no
+    permission), said as ``said`` (``-o out``, ``config workdir: out``): before any work, for the
+    output options (edgedeploy/cli/guard.py) and run's folders (edgedeploy/pipeline/run.py)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{said}: cannot write in {folder} (read-only or no permission)")
 
 
 def _umask() -> int:

@@ -267,6 +267,33 @@ def test_run_refuses_a_bundle_output_it_cannot_write_before_any_stage(
         one_line_error(cli("run", config), 2, "bundle.output", "cannot write in", "read-only")
 
 
+def test_run_and_an_output_option_refuse_an_unwritable_folder_by_one_check(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run's workdir and bundle folder and the commands' -o are refused by the same test of
+    writability (fileio.refuse_unwritable), in the same words: run wrote its own os.access test."""
+    import os
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.fileio import refuse_unwritable
+
+    ro = tiny.root / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    refuse_unwritable(tiny.root, "-o out")  # a folder that can be written: nothing said
+    with pytest.raises(InputError, match=r"^-o out: cannot write in .*ro \(read-only or no permission\)$"):
+        refuse_unwritable(ro, "-o out")
+    tail = f"cannot write in {ro} (read-only or no permission)"
+    built = one_line_error(cli("build", "model.onnx", "-o", "ro/out", cwd=tiny.root), 2)
+    assert built.endswith(f"-o ro/out: {tail}"), built
+    config = write_config(tiny).read_text().replace('workdir = "work"', 'workdir = "ro/work"')
+    (tiny.root / "edgedeploy.toml").write_text(config)
+    with unchanged(tiny.root):
+        ran = one_line_error(cli("run", tiny.root / "edgedeploy.toml"), 2)
+    assert ran.endswith(f"config workdir: {ro / 'work'}: {tail}"), ran
+
+
 def test_run_writes_a_bundle_through_a_symlinked_output_as_bundle_create_does(tiny: Tiny) -> None:
     """A bundle output that is a link to a folder: the bundle goes into that folder and its archive
     beside it (as ``bundle create -o LINK``); the run used to fail after every stage, refusing the

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import CACHE_DIR, forget_written, guarded, nearest_existing
+from edgedeploy.fileio import CACHE_DIR, forget_written, guarded, nearest_existing, refuse_unwritable
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -72,8 +72,7 @@ def check_output(option: str, path: Path, kind: str) -> None:
     ancestor = nearest_existing(parent)
     if not ancestor.is_dir():
         raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: cannot write in {ancestor} (read-only or no permission)")
+    refuse_unwritable(ancestor, f"{option} {path}")
 
 
 def check_json_output(path: Path) -> None:

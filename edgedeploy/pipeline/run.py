@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,7 +25,14 @@ from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
-from edgedeploy.fileio import atomic_write_json, guarded, nearest_existing, sha256_file, sha256_json
+from edgedeploy.fileio import (
+    atomic_write_json,
+    guarded,
+    nearest_existing,
+    refuse_unwritable,
+    sha256_file,
+    sha256_json,
+)
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.options import (
     BACKEND_OPTIONS,
@@ -888,10 +894,7 @@ def check_config(config: PipelineConfig) -> Target:
             raise InputError(f"config {key}: {folder} {where}")
         # the bundle replaces its folder whole, from a temporary folder made beside it
         written = nearest_existing(folder.parent) if key == "bundle.output" else ancestor
-        if not os.access(written, os.W_OK | os.X_OK):
-            raise InputError(
-                f"config {key}: {folder}: cannot write in {written} (read-only or no permission)"
-            )
+        refuse_unwritable(written, f"config {key}: {folder}")
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
