@@ -319,6 +319,22 @@ def test_json_files_of_two_models_are_refused_and_calibrate_json_names_its_targe
     assert load_json_files(paths[2:]).target == "x86-64-vnni"
 
 
+def test_a_calibrate_or_analyze_json_names_the_model_as_the_other_files_do(tmp_path: Path) -> None:
+    """The report's title from a calibration report or range analysis was its model's file name less
+    .onnx and .fp32 only (``resnet_fp32``), where a compare of the same file names ``resnet``."""
+    import json
+
+    from edgedeploy.stages.report.load import _model_of, load_json_files
+
+    compare = {"reference": "resnet_fp32.onnx", "candidate": "resnet_int8.onnx", "outputs": {}}
+    compare["passed"] = True
+    calibrate = {"artifact": {}, "report": {"model": "resnet_fp32.onnx"}}
+    analyze = {"model": "out/resnet-fp32.onnx", "thresholds": {}, "tensors": [], "summary": {}}
+    for name, content in (("k.json", calibrate), ("a.json", analyze)):
+        (tmp_path / name).write_text(json.dumps(content))
+        assert load_json_files([tmp_path / name]).model == _model_of(compare) == "resnet"
+
+
 def test_artifacts_named_by_other_tools_get_their_precision_from_their_content(tmp_path: Path) -> None:
     """``profile model.onnx`` and ``profile model.quant.onnx`` (Model Optimizer's name) made a
     "candidate" row without a precision, so no speed-up over fp32, and the second file was refused

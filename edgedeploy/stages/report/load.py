@@ -576,10 +576,11 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
 
 
 def _model_names(data: RunData) -> Iterator[str]:
+    """The model the calibration report or range analysis is of, named as the other files' (model_base)."""
     if data.calibration and data.calibration.get("model"):
-        yield str(data.calibration["model"]).removesuffix(".onnx").removesuffix(".fp32")
+        yield model_base(str(data.calibration["model"]))
     if data.ranges and data.ranges.get("model"):
-        yield Path(str(data.ranges["model"])).name.removesuffix(".onnx").removesuffix(".fp32")
+        yield model_base(str(data.ranges["model"]))
 
 
 # ---------------------------------------------------------------- entry
