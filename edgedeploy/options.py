@@ -136,6 +136,17 @@ BACKEND_OPTIONS: tuple[BackendOption, ...] = (
     BackendOption("threads", "threads"),
 )
 BACKEND_OPTION_NAMES = frozenset(o.user for o in BACKEND_OPTIONS)
+# the sections whose settings build's flags name with a prefix: [calibration] data is --calib-data
+FLAG_PREFIXES = {"calibration": "calib-"}
+
+
+def option_name(section: str, key: str, from_config: bool) -> str:
+    """The user's name of setting ``key`` of ``section``: ``[build] dla_core`` or ``[calibration]
+    data`` in a config (run, matrix), ``--dla-core`` or ``--calib-data`` on build's command line.
+    What the messages of a build say, whichever of the two described it."""
+    if from_config:
+        return f"[{section}] {key}"
+    return f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
 
 
 def _unset(value: Any) -> bool:
@@ -209,7 +220,7 @@ class CalibrationRequest(CalibrationSettings):
     def option(self, setting: str) -> str:
         """The user's name of ``setting`` (``data``, ``preprocess``) where this request came from:
         ``[calibration] data`` in a config, ``--calib-data`` on build's command line."""
-        return f"[calibration] {setting}" if self.from_config else f"--calib-{setting.replace('_', '-')}"
+        return option_name("calibration", setting, self.from_config)
 
     def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
         """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""

@@ -57,3 +57,26 @@ def test_the_command_line_and_the_config_give_the_same_build_options(tmp_path: P
 def test_a_bad_memory_pool_is_refused_with_the_expected_form() -> None:
     with pytest.raises(InputError, match="expected NAME=MiB"):
         backend_options({"memory_pools_mb": ["workspace:64"]})
+
+
+def test_a_setting_is_named_one_way_as_builds_flag_and_as_a_config_key() -> None:
+    """options.option_name spells a setting for both: the calibration messages a build says
+    (CalibrationRequest.option) and the backends' flags run says as config keys (in_config_names);
+    every flag it names is one of ``edgedeploy build``'s."""
+    import typer.main
+
+    from edgedeploy.cli import app
+    from edgedeploy.options import CalibrationRequest, option_name
+    from edgedeploy.pipeline.run import in_config_names
+
+    build = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
+    flags = {flag for param in build.params for flag in (*param.opts, *param.secondary_opts)}
+    # CPU threads are a config key only; the repeated --memory-pool and --profile are in the singular
+    other = {"threads", "memory_pools_mb", "profiles"}
+    for option in BACKEND_OPTIONS:
+        flag = option_name("build", option.user, from_config=False)
+        assert flag in flags or option.user in other, flag
+        assert in_config_names(f"{flag} must be >= 0") == f"[build] {option.user} must be >= 0"
+    for setting in ("data", "preprocess", "samples", "batch_size", "algorithm"):
+        assert CalibrationRequest().option(setting) in flags, setting
+        assert CalibrationRequest(from_config=True).option(setting) == f"[calibration] {setting}"

@@ -41,6 +41,7 @@ from edgedeploy.options import (
     CalibrationSettings,
     Fp16Options,
     backend_options,
+    option_name,
     parse_profiles,
     user_names,
 )
@@ -1042,9 +1043,12 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
 
 def in_config_names(message: str) -> str:
     """``message`` with build's backend flags (``--dla-core``) named as the config's keys
-    (``[build] dla_core``): the same options, given in a config (options.BACKEND_OPTIONS)."""
+    (``[build] dla_core``): the same options, given in a config (options.BACKEND_OPTIONS). The
+    backends and targets say the flags whoever asked (a build's calibration messages are named
+    as asked, by CalibrationRequest.option); both spell the names by options.option_name."""
     for option in BACKEND_OPTIONS:
-        message = message.replace(f"--{option.user.replace('_', '-')}", f"[build] {option.user}")
+        flag, key = (option_name("build", option.user, from_config) for from_config in (False, True))
+        message = message.replace(flag, key)
     return message
 
 
