@@ -95,6 +95,10 @@ class Preprocess:
     # letterbox: resize into ``resize`` keeping the aspect ratio, centred, the rest padded with this
     # pixel value (Ultralytics' YOLO input: 114); None stretches to ``resize``
     letterbox: int | None = None
+    # the scale of the images of more than 8 bits (WIDE_MODES) when it is not ``scale``: an undeclared
+    # preprocessing of a folder that mixes 8- and 16-bit images scales each by its own depth (one
+    # scale from the first image fed 16-bit pixels of 40000 as 156.9); None: ``scale`` for all
+    wide_scale: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
@@ -191,8 +195,9 @@ class Preprocess:
 
     def describe(self) -> dict[str, Any]:
         found = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        if found["letterbox"] is None:  # as before letterboxing existed: the same cache keys
-            del found["letterbox"]
+        for key in ("letterbox", "wide_scale"):  # as before they existed when unused: the same cache keys
+            if found[key] is None:
+                del found[key]
         return found
 
     def apply(self, path: Path) -> np.ndarray:
@@ -203,7 +208,8 @@ class Preprocess:
             raise DataError("image folders need Pillow: pip install pillow") from None
         try:
             with Image.open(path) as opened:
-                if opened.mode in WIDE_MODES:  # converting to 8 bits would clip every value above 255
+                wide = opened.mode in WIDE_MODES
+                if wide:  # converting to 8 bits would clip every value above 255
                     if self.color != "gray":
                         raise DataError(
                             f"{path}: a {opened.mode} image (one channel, more than 8 bits) for a "
@@ -243,7 +249,8 @@ class Preprocess:
         if self.color == "bgr":
             arr = arr[:, :, ::-1]
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        arr = ((arr * np.float32(self.scale) - mean) / std).astype(np.float32)
+        scale = self.wide_scale if wide and self.wide_scale is not None else self.scale
+        arr = ((arr * np.float32(scale) - mean) / std).astype(np.float32)
         if self.layout == "nchw":
             arr = arr.transpose(2, 0, 1)
         if np.dtype(self.dtype).kind in "iu":  # rounded and clipped: a cast alone truncates and wraps
@@ -270,9 +277,12 @@ def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
     return canvas
 
 
-def default_preprocess(spec: TensorSpec, first: Path) -> Preprocess:
+def default_preprocess(
+    spec: TensorSpec, files: Sequence[Path], declare: str = "--preprocess FILE"
+) -> Preprocess:
     """Size, channels and layout from a 4-D image input's static shape; pixels scaled to [0, 1] by
-    the bit depth of ``first`` (the folder's first image), or as stored for a uint8 input."""
+    the bit depth of each of ``files`` (the images to be read), or as stored for a uint8 input.
+    ``declare``: how the command declares a preprocessing, for the advice of a refusal."""
     shape = spec.shape
     if len(shape) != 4:
         raise DataError(
@@ -292,22 +302,52 @@ def default_preprocess(spec: TensorSpec, first: Path) -> Preprocess:
     if spec.np_dtype == np.uint8:  # a model that takes the pixels themselves (many TFLite/TF exports)
         return Preprocess(resize=size, color=color, layout=layout, dtype="uint8", scale=1.0)
     dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
-    return Preprocess(resize=size, color=color, layout=layout, dtype=dtype, scale=_default_scale(first))
+    scales: dict[float, Path] = {}
+    for path, mode in _modes(files).items():
+        scales.setdefault(_default_scale(mode), path)
+    eight = scales.pop(1.0 / 255.0, None)
+    if len(scales) > 1:  # 16-bit and 32-bit images: no one scale for the wide ones
+        (scale_a, a), (scale_b, b) = list(scales.items())[:2]
+        raise DataError(
+            f"{a} is a {_depth_words(scale_a)} image and {b} a {_depth_words(scale_b)} one: no one "
+            f"scale takes both to [0, 1]; declare the preprocessing's scale ({declare})"
+        )
+    wide = next(iter(scales), None)
+    return Preprocess(
+        resize=size,
+        color=color,
+        layout=layout,
+        dtype=dtype,
+        scale=wide if wide is not None and eight is None else 1.0 / 255.0,
+        wide_scale=wide if wide is not None and eight is not None else None,
+    )
 
 
-def _default_scale(path: Path) -> float:
-    """An undeclared preprocessing's pixel scale, from the first image's mode: 8-bit and 16-bit
-    images to [0, 1], 32-bit integer or float ones as stored."""
-    try:
-        from PIL import Image
+def _modes(files: Sequence[Path]) -> dict[Path, str]:
+    """The Pillow mode of each of ``files``, from its header (no pixels are decoded); an unreadable
+    one is left out, for :meth:`Preprocess.apply` to name when it comes to it."""
+    found = {}
+    for path in files:
+        try:
+            from PIL import Image
 
-        with Image.open(path) as opened:
-            mode = opened.mode
-    except Exception:  # Preprocess.apply names an unreadable image
-        return 1.0 / 255.0
+            with Image.open(path) as opened:
+                found[path] = opened.mode
+        except Exception:
+            continue
+    return found
+
+
+def _default_scale(mode: str) -> float:
+    """An undeclared preprocessing's pixel scale for an image of ``mode``: 8-bit and 16-bit images
+    to [0, 1], 32-bit integer or float ones as stored."""
     if mode.startswith("I;16"):
         return SIXTEEN_BIT
     return 1.0 if mode in WIDE_MODES else 1.0 / 255.0
+
+
+def _depth_words(scale: float) -> str:
+    return "16-bit" if scale == SIXTEEN_BIT else "32-bit" if scale == 1.0 else "8-bit"
 
 
 def assumed_preprocess(spec: str, pre: Preprocess, declare: str = "--preprocess FILE") -> str:
@@ -317,6 +357,9 @@ def assumed_preprocess(spec: str, pre: Preprocess, declare: str = "--preprocess 
     declares a preprocessing (build's --calib-preprocess, a config's [calibration] preprocess)."""
     size = f"resized to {pre.resize[0]}x{pre.resize[1]}" if pre.resize else "at their own size"
     scaled = {1.0: "as stored", SIXTEEN_BIT: "16-bit, scaled to [0, 1]"}.get(pre.scale, "scaled to [0, 1]")
+    if pre.wide_scale is not None:
+        wide = "16-bit ones scaled to [0, 1]" if pre.wide_scale == SIXTEEN_BIT else "32-bit ones as stored"
+        scaled = f"8-bit ones scaled to [0, 1] and {wide}"
     return (
         f"image folder {spec}: no preprocessing declared, so the images went in {pre.color.upper()}, "
         f"{scaled} without mean/std, {pre.layout.upper()}, {size}; if the model was trained "
@@ -345,8 +388,9 @@ def image_folder_source(
     if not files:
         raise DataError(f"image folder {spec} is empty")
     note = None
+    chosen = list(files[:samples] if samples else files)
     if options is None:
-        pre = default_preprocess(inputs[0], files[0])
+        pre = default_preprocess(inputs[0], chosen, declare)
         note = assumed_preprocess(spec, pre, declare)
     elif isinstance(options, Preprocess):
         pre = options
@@ -354,7 +398,6 @@ def image_folder_source(
         pre = Preprocess.from_dict(options)
     pre.check_fits(inputs[0])
     name = inputs[0].name
-    chosen = list(files[:samples] if samples else files)
 
     def make() -> Iterator[Feed]:
         return rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)

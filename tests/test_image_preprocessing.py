@@ -177,6 +177,34 @@ def test_16_bit_images_are_read_at_full_range_not_clipped_to_8_bits(tmp_path: Pa
         list(open_source(str(folder), [rgb]))
 
 
+def test_a_folder_of_8_and_16_bit_images_scales_each_by_its_own_depth(tmp_path: Path) -> None:
+    """The scale came from the first image alone: a 16-bit pixel of 40000 after an 8-bit image went
+    in as 156.9, and an 8-bit one after a 16-bit image was divided by 65535."""
+    depth = np.full((8, 8), 40000, np.uint16)
+    pixels = np.full((8, 8), 200, np.uint8)
+    gray = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    for first, second in (("a", "b"), ("b", "a")):
+        folder = tmp_path / f"{first}{second}"
+        folder.mkdir()
+        Image.fromarray(depth).save(folder / f"{first}_16.png")
+        Image.fromarray(pixels).save(folder / f"{second}_8.png")
+        source = open_source(str(folder), [gray])
+        fed = {f["name"]: x["x"][0, 0] for f, x in zip(source.describe()["files"], source, strict=True)}
+        np.testing.assert_allclose(fed[f"{first}_16.png"], depth / 65535.0, rtol=1e-6)
+        np.testing.assert_allclose(fed[f"{second}_8.png"], pixels / 255.0, rtol=1e-6)
+        assert "8-bit ones scaled to [0, 1] and 16-bit ones scaled to [0, 1]" in (source.guessed() or "")
+        assert source.describe()["preprocess"]["wide_scale"] == pytest.approx(1 / 65535)
+    from edgedeploy.stages.bundle.make import _preprocess_text
+
+    said = _preprocess_text(source.describe()["preprocess"])  # the device README
+    assert "multiply by 0.00392157 (an image of more than 8 bits per pixel by 1.5259e-05)" in said
+    # a folder of one depth is described as before (the same cache keys)
+    assert "wide_scale" not in open_source(str(tmp_path / "ab"), [gray], samples=1).describe()["preprocess"]
+    Image.fromarray(np.full((8, 8), 7.5, np.float32)).save(tmp_path / "ab" / "c_32.tif")
+    with pytest.raises(DataError, match=r"a_16.png is a 16-bit image and .*c_32.tif a 32-bit one"):
+        open_source(str(tmp_path / "ab"), [gray])
+
+
 def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
     tmp_path: Path, digits: Digits
 ) -> None:

@@ -224,6 +224,12 @@ def _resize_text(pre: dict[str, Any]) -> str:
     return f"resize to {box}"
 
 
+def _wide_text(pre: dict[str, Any]) -> str:
+    """An undeclared preprocessing of a folder of 8- and 16-bit images scales each by its depth."""
+    wide = pre.get("wide_scale")
+    return f" (an image of more than 8 bits per pixel by {wide:.6g})" if wide is not None else ""
+
+
 def _preprocess_text(pre: dict[str, Any] | None) -> str:
     """The device README's words on the preprocessing of the reference images (io.preprocess)."""
     if not pre:
@@ -234,7 +240,8 @@ def _preprocess_text(pre: dict[str, Any] | None) -> str:
         *([resize] if (resize := _resize_text(pre)) else []),
         *([f"resize the shorter side to {pre['resize_shorter']}"] if pre.get("resize_shorter") else []),
         *([f"center-crop to {crop[0]}x{crop[1]} (height x width)"] if crop else []),
-        f"multiply by {pre['scale']:.6g}, subtract mean {pre['mean']}, divide by std {pre['std']}",
+        f"multiply by {pre['scale']:.6g}{_wide_text(pre)}, subtract mean {pre['mean']}, "
+        f"divide by std {pre['std']}",
         f"lay out as {str(pre['layout']).upper()} {pre['dtype']}",
     ]
     return f"\nThe reference inputs were images, made into inputs this way: {'; '.join(steps)}.\n"
