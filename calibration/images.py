@@ -22,6 +22,7 @@ records what was used. Into an integer dtype values are rounded and clipped, not
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,6 +132,18 @@ class Preprocess:
         std = _floats(data.get("std", 1.0), "std")
         if any(s == 0 for s in std):
             raise DataError("preprocess.std must not contain 0")
+        mean = _floats(data.get("mean", 0.0), "mean")
+        for field_name, values in (("mean", mean), ("std", std)):  # NaN or Inf makes every input NaN
+            if not all(math.isfinite(v) for v in values):
+                raise DataError(f"preprocess.{field_name} must be finite numbers, got {list(values)}")
+        # pixels into an integer input are stored values, not [0, 1]
+        given = data.get("scale", 1.0 / 255.0 if np.dtype(dtype).kind == "f" else 1.0)
+        try:
+            scale = float(given)
+        except (TypeError, ValueError):  # a list, a table, a word
+            raise DataError(f"preprocess.scale: expected a number, got {given!r}") from None
+        if not math.isfinite(scale) or scale == 0:  # 0 made every input 0, and calibration ran on it
+            raise DataError(f"preprocess.scale must be a finite number other than 0, got {given!r}")
         letterbox = data.get("letterbox", False)
         if letterbox is True:
             kwargs["letterbox"] = LETTERBOX_PAD
@@ -144,9 +157,8 @@ class Preprocess:
             color=color,
             layout=layout,
             dtype=dtype,
-            # pixels into an integer input are stored values, not [0, 1]
-            scale=float(data.get("scale", 1.0 / 255.0 if np.dtype(dtype).kind == "f" else 1.0)),
-            mean=_floats(data.get("mean", 0.0), "mean"),
+            scale=scale,
+            mean=mean,
             std=std,
             **kwargs,
         )

@@ -62,6 +62,19 @@ def test_bad_preprocessing_is_refused_with_the_option_named() -> None:
         Preprocess.from_dict({"mean_rgb": [0, 0, 0]})
     with pytest.raises(DataError, match=r"preprocess\.std must not contain 0"):
         Preprocess.from_dict({"std": [1, 0, 1]})
+    # each of these made every input 0 or NaN, and calibration ran on it (exit 0)
+    for options, said in (
+        ({"scale": 0}, r"preprocess\.scale must be a finite number other than 0, got 0"),
+        ({"scale": float("nan")}, r"preprocess\.scale must be a finite number other than 0, got nan"),
+        ({"scale": float("inf")}, r"preprocess\.scale must be a finite number"),
+        ({"scale": [1, 2]}, r"preprocess\.scale: expected a number"),
+        ({"scale": "x"}, r"preprocess\.scale: expected a number, got 'x'"),
+        ({"std": [1, float("inf"), 1]}, r"preprocess\.std must be finite numbers, got \[1\.0, inf, 1\.0\]"),
+        ({"mean": float("nan")}, r"preprocess\.mean must be finite numbers"),
+    ):
+        with pytest.raises(DataError, match=said):
+            Preprocess.from_dict(options)
+    assert Preprocess.from_dict({"scale": -1.0}).scale == -1.0  # a sign flip is a preprocessing
 
 
 def test_unreadable_image_is_a_data_error(tmp_path: Path) -> None:
