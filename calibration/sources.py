@@ -340,7 +340,8 @@ def open_source(
             f"data not found: {spec} (expected random, a .npz/.npy file, a folder or a .py loader)"
         )
     if path.is_dir():
-        entries = sorted(p for p in path.iterdir() if p.is_file())
+        # hidden files (macOS's ._name AppleDouble files and .DS_Store) are not data, here as in subfolders
+        entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         arrays = [p for p in entries if p.suffix in (".npz", ".npy")]
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if arrays:

@@ -229,6 +229,21 @@ def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
         open_source(str(empty), [spec])
 
 
+def test_hidden_files_are_skipped_at_the_top_level_as_in_subfolders(tmp_path: Path) -> None:
+    """macOS leaves ._a.png (AppleDouble) beside a.png on other file systems: skipped in class
+    subfolders, it was read at the top level and refused as an unreadable image."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    np.save(folder / "._b.npy", np.zeros(3))  # a hidden array file does not make it a folder of arrays
+    spec = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    source = open_source(str(folder), [spec])
+    assert source.kind == "images" and [f["name"] for f in source.describe()["files"]] == ["a.png"]
+    assert sum(1 for _ in source) == 1
+
+
 def test_letterbox_fits_the_image_keeping_its_aspect_ratio_and_pads_it_as_ultralytics(tmp_path: Path) -> None:
     """A YOLO model is fed letterboxed frames; a stretched calibration image is not one of them.
     40x60 into 32x32: scaled by 32/60 to 21x32, rows 5-25 hold it, the rest is 114."""
