@@ -215,21 +215,24 @@ class Preprocess:
     def apply(self, path: Path) -> np.ndarray:
         """One image -> an array of shape (1, C, H, W) or (1, H, W, C)."""
         try:
-            from PIL import Image
+            from PIL import Image, ImageOps
         except ImportError:
             raise DataError("image folders need Pillow: pip install pillow") from None
         try:
             with Image.open(path) as opened:
-                wide = opened.mode in WIDE_MODES
+                # upright as shown, by its EXIF Orientation: a phone stores a portrait photo
+                # landscape with Orientation 6, and Ultralytics' cv2.imread turns it too
+                upright = ImageOps.exif_transpose(opened)
+                wide = upright.mode in WIDE_MODES
                 if wide:  # converting to 8 bits would clip every value above 255
                     if self.color != "gray":
                         raise DataError(
-                            f"{path}: a {opened.mode} image (one channel, more than 8 bits) for a "
+                            f"{path}: a {upright.mode} image (one channel, more than 8 bits) for a "
                             f"{self.color.upper()} input: give the data as .npy/.npz, or color = \"gray\""
                         )
-                    img = opened.convert("F")
+                    img = upright.convert("F")
                 else:
-                    img = opened.convert("L" if self.color == "gray" else "RGB")
+                    img = upright.convert("L" if self.color == "gray" else "RGB")
                 if self.resize_shorter:
                     w, h = img.size
                     ratio = self.resize_shorter / min(w, h)

@@ -244,6 +244,28 @@ def test_hidden_files_are_skipped_at_the_top_level_as_in_subfolders(tmp_path: Pa
     assert sum(1 for _ in source) == 1
 
 
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path: Path) -> None:
+    """A phone stores a portrait photo landscape with EXIF Orientation 6 (turn 90 degrees clockwise
+    to show): it was fed sideways, where cv2.imread (Ultralytics) turns it upright."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)  # 6 wide, 4 high
+    stored = Image.fromarray(pixels)
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(folder / "p.png", exif=exif)
+    upright = np.rot90(pixels, k=-1)  # 4 wide, 6 high
+    spec = TensorSpec("x", ("n", 3, "h", "w"), "float32")
+    for options in (None, {"scale": 1.0}, {"resize": [6, 4], "scale": 1.0}, {"resize": 4, "scale": 1.0}):
+        x = next(iter(open_source(str(folder), [spec], image_options=options)))["x"][0].transpose(1, 2, 0)
+        np.testing.assert_allclose(x, upright / (255.0 if options is None else 1.0), rtol=1e-6)
+    # letterboxed into a box of its upright shape: nothing to pad
+    boxed = {"resize": [6, 4], "letterbox": True, "scale": 1.0}
+    box = TensorSpec("x", ("n", 3, 6, 4), "float32")
+    x = next(iter(open_source(str(folder), [box], image_options=boxed)))["x"][0]
+    np.testing.assert_array_equal(x.transpose(1, 2, 0), upright)
+
+
 def test_letterbox_fits_the_image_keeping_its_aspect_ratio_and_pads_it_as_ultralytics(tmp_path: Path) -> None:
     """A YOLO model is fed letterboxed frames; a stretched calibration image is not one of them.
     40x60 into 32x32: scaled by 32/60 to 21x32, rows 5-25 hold it, the rest is 114."""
