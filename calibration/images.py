@@ -234,9 +234,11 @@ class Preprocess:
                 else:
                     img = upright.convert("L" if self.color == "gray" else "RGB")
                 if self.resize_shorter:
+                    # torchvision's Resize(N), which ImageNet models are trained with: the shorter
+                    # side to N, the longer one N * long / short truncated (640x427 -> 383x256)
                     w, h = img.size
-                    ratio = self.resize_shorter / min(w, h)
-                    new = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+                    longer = int(self.resize_shorter * max(w, h) / min(w, h))
+                    new = (self.resize_shorter, longer) if w <= h else (longer, self.resize_shorter)
                     if max(new) > MAX_SIDE:
                         raise DataError(
                             f"{path}: resize = {self.resize_shorter} makes this {w}x{h} image "
@@ -252,7 +254,8 @@ class Preprocess:
                     w, h = img.size
                     if ch > h or cw > w:
                         raise DataError(f"{path}: image {w}x{h} is smaller than the center crop {cw}x{ch}")
-                    left, top = (w - cw) // 2, (h - ch) // 2
+                    # torchvision's CenterCrop: the offset is rounded, half to even (383 - 224 -> 80)
+                    left, top = round((w - cw) / 2.0), round((h - ch) / 2.0)
                     img = img.crop((left, top, left + cw, top + ch))
                 arr = np.asarray(img, dtype=np.float32)
         except DataError:

@@ -151,3 +151,30 @@ def test_a_resize_beyond_16384_pixels_a_side_is_refused(tmp_path: Path) -> None:
     source = open_source(str(_folder(tmp_path, 1)), [spec], image_options={"resize": 12000})
     with pytest.raises(DataError, match="makes this 60x40 image 18000x12000, more than 16384"):
         next(iter(source))
+
+
+def test_resize_of_the_shorter_side_and_center_crop_are_torchvisions(tmp_path: Path) -> None:
+    """resize = N with center_crop copies torchvision's Resize(N) + CenterCrop (README's ImageNet
+    example), which truncates the longer side (640x427 -> 383x256, not 384) and rounds the crop
+    offset ((383 - 224) / 2 -> 80, not 79)."""
+    folder = tmp_path / "photo"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (427, 640, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "p.png")
+    spec = TensorSpec("x", ("n", 3, 224, 224), "float32")
+    pre = {"resize": 256, "center_crop": 224, "scale": 1.0}
+    x = next(iter(open_source(str(folder), [spec], image_options=pre)))["x"][0].transpose(1, 2, 0)
+    resized = Image.fromarray(pixels).resize((383, 256), Image.Resampling.BILINEAR)
+    want = np.asarray(resized.crop((80, 16, 304, 240)), np.float32)
+    np.testing.assert_array_equal(x, want)
+    # portrait: the longer side is the height
+    portrait = Image.fromarray(pixels.transpose(1, 0, 2).copy())  # 427 wide, 640 high
+    portrait.save(folder / "p.png")
+    x = next(iter(open_source(str(folder), [spec], image_options=pre)))["x"][0].transpose(1, 2, 0)
+    resized = portrait.resize((256, 383), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(x, np.asarray(resized.crop((16, 80, 240, 304)), np.float32))
+    # without a resize: an offset of 7.5 rounds to 8
+    Image.fromarray(pixels[:20, :35]).save(folder / "p.png")
+    spec = TensorSpec("x", ("n", 3, 20, 20), "float32")
+    x = next(iter(open_source(str(folder), [spec], image_options={"center_crop": 20, "scale": 1.0})))["x"]
+    np.testing.assert_array_equal(x[0].transpose(1, 2, 0), pixels[:20, 8:28])
