@@ -16,8 +16,9 @@ manifests, and a change of mean/std recalibrates. Declared in the config as a ta
     letterbox = false     # true: fit into resize = [h, w] keeping the aspect ratio, padded with 114
 
 Without a declaration, the size, channels and layout come from the model's input shape and
-pixels are scaled to [0, 1] (16-bit ones too), or go in as stored for a uint8 input; the report
-records what was used. Into an integer dtype values are rounded and clipped, not wrapped.
+pixels are scaled to [0, 1] (16-bit ones too), or go in as stored for an integer input that can hold
+them (uint8, uint16; refused otherwise); the report records what was used. Into an integer dtype
+values are rounded and clipped, not wrapped.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ class Preprocess:
         cannot take: mean or std of another length than 1 or the input's channels (numpy's broadcast
         error came out of the first image), a channel count or an image size that its static dims
         refuse (every image was read before the batch's shape was: 54 s and 3 GB for resize =
-        [4000, 4000] on a 16x16 input)."""
+        [4000, 4000] on a 16x16 input), a dtype it does not take (refused at the first batch, as if
+        the data were wrong)."""
         shape = spec.shape if spec.rank_known and len(spec.shape) == 4 else None
         axes = (1, 2, 3) if self.layout == "nchw" else (3, 1, 2)  # channels, height, width
         dims = [shape[a] if shape is not None else None for a in axes]
@@ -185,6 +187,16 @@ class Preprocess:
         made = self.channels
         per_channel = {len(self.mean), len(self.std)} - {1}
         where = f"input '{spec.name}' {spec.describe()}"
+        made_dtype, want_dtype = np.dtype(self.dtype), spec.np_dtype
+        # the casts check_feed (calibration/feeds.py) makes, but from integers into integers only those
+        # that keep every value: the values were clipped to this dtype's range, a narrower one wraps
+        both_integers = made_dtype.kind in "iu" and want_dtype.kind in "iu"
+        if made_dtype != want_dtype and (
+            not np.can_cast(made_dtype, want_dtype, "safe" if both_integers else "same_kind")
+            or (made_dtype.kind == "f" and want_dtype.kind in "iub")
+        ):
+            fix = f'set dtype = "{want_dtype.name}"' if want_dtype.kind in "iuf" else "images cannot feed it"
+            raise DataError(f"preprocess.dtype is {self.dtype}, but {where} takes {want_dtype.name}: {fix}")
         if want_c is not None and want_c != made and not (made == 1 and per_channel == {want_c}):
             raise DataError(
                 f"the preprocessing makes {made}-channel ({self.color}) {self.layout.upper()} images, "
@@ -299,7 +311,8 @@ def default_preprocess(
     spec: TensorSpec, files: Sequence[Path], declare: str = "--preprocess FILE"
 ) -> Preprocess:
     """Size, channels and layout from a 4-D image input's static shape; pixels scaled to [0, 1] by
-    the bit depth of each of ``files`` (the images to be read), or as stored for a uint8 input.
+    the bit depth of each of ``files`` (the images to be read), or as stored for an integer input
+    that can hold them (refused otherwise).
     ``declare``: how the command declares a preprocessing, for the advice of a refusal."""
     shape = spec.shape
     if len(shape) != 4:
@@ -317,8 +330,9 @@ def default_preprocess(
         )
     size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     color = "gray" if c == 1 else "rgb"
-    if spec.np_dtype == np.uint8:  # a model that takes the pixels themselves (many TFLite/TF exports)
-        return Preprocess(resize=size, color=color, layout=layout, dtype="uint8", scale=1.0)
+    if spec.np_dtype.kind in "iu":  # a model that takes the pixels themselves (many TFLite/TF exports)
+        _check_stored(spec, files, declare)
+        return Preprocess(resize=size, color=color, layout=layout, dtype=spec.np_dtype.name, scale=1.0)
     dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
     scales: dict[float, Path] = {}
     for path, mode in _modes(files).items():
@@ -354,6 +368,30 @@ def _modes(files: Sequence[Path]) -> dict[Path, str]:
         except Exception:
             continue
     return found
+
+
+def _check_stored(spec: TensorSpec, files: Sequence[Path], declare: str) -> None:
+    """Refuse, before any pixel is read, images whose values an integer input cannot take as
+    stored (8-bit pixels for an int8 input, 16-bit ones for a uint8 input): they were clipped."""
+    info = np.iinfo(spec.np_dtype)
+    for path, mode in _modes(files).items():
+        stored = _stored_range(mode)
+        if stored is None or stored[0] < info.min or stored[1] > info.max:
+            values = "float values" if stored is None else f"values {stored[0]}..{stored[1]}"
+            raise DataError(
+                f"{path} holds {values}, which input '{spec.name}' {spec.describe()} cannot take as "
+                f"stored: declare the preprocessing's dtype, and the scale and mean that bring them "
+                f"into its range ({declare})"
+            )
+
+
+def _stored_range(mode: str) -> tuple[int, int] | None:
+    """The values an image of ``mode`` holds as read: 8 bits but for the WIDE_MODES, None for float."""
+    if mode == "F":
+        return None
+    if mode.startswith("I;16"):
+        return 0, 65535
+    return (-(2**31), 2**31 - 1) if mode == "I" else (0, 255)
 
 
 def _default_scale(mode: str) -> float:

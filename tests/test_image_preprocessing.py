@@ -307,6 +307,46 @@ def test_a_uint8_image_input_takes_the_pixels_as_stored(tmp_path: Path) -> None:
     np.testing.assert_array_equal(shifted, np.clip(pixels.astype(np.int16) - 128, 0, 255))  # not wrapped
 
 
+def test_a_dtype_the_input_cannot_take_is_refused_before_any_image_is_read(tmp_path: Path) -> None:
+    """A declared dtype the input does not take was refused at the first batch ("expects dtype
+    uint8, got float32", blaming the data); undeclared, a uint16 or int8 input was fed float32."""
+    unread = tmp_path / "unread"
+    unread.mkdir()
+    (unread / "a.png").write_bytes(b"not a png")
+    u8 = TensorSpec("x", ("n", 8, 8, 3), "uint8")
+    i8 = TensorSpec("x", ("n", 3, 8, 8), "int8")
+    float_for_u8 = r"preprocess\.dtype is float32, but input 'x' x\[n,8,8,3\]:uint8 takes uint8: set dtype"
+    for spec, options, said in (
+        (u8, {"layout": "nhwc"}, float_for_u8),
+        (i8, {"dtype": "uint8", "scale": 1.0}, "dtype is uint8, but .* takes int8"),  # 255 would wrap to -1
+        (TensorSpec("x", ("n", 3, 8, 8), "bool"), {}, "takes bool: images cannot feed it"),
+        (TensorSpec("x", ("n", 3, 8, 8), "float32"), {"dtype": "str"}, "dtype is str, but .* takes float32"),
+    ):
+        with pytest.raises(DataError, match=said):
+            open_source(str(unread), [spec], image_options=options)
+    # a float into a narrower float, an integer into a wider one: cast without loss, as before
+    open_source(str(unread), [TensorSpec("x", ("n", 3, 8, 8), "float16")], image_options={})
+    open_source(str(unread), [TensorSpec("x", ("n", 3, 8, 8), "int16")], image_options={"dtype": "uint8"})
+    # undeclared: the pixels as stored in the input's own dtype when they fit it, else refused
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    depth = np.full((8, 8), 40000, np.uint16)
+    Image.fromarray(pixels).save(folder / "a.png")
+    Image.fromarray(depth).save(folder / "b.png")
+    u16 = TensorSpec("x", ("n", 1, 8, 8), "uint16")
+    source = open_source(str(folder), [u16], batch_size=2)
+    x = next(iter(source))["x"]
+    assert x.dtype == np.uint16 and np.array_equal(x[0, 0], pixels) and np.array_equal(x[1, 0], depth)
+    assert "as stored" in (source.guessed() or "")
+    gray_i8 = TensorSpec("x", ("n", 1, 8, 8), "int8")
+    said = r"a\.png holds values 0\.\.255, which input 'x' .*int8 cannot take as stored: declare the"
+    with pytest.raises(DataError, match=rf"{said} preprocessing's dtype.*\(--preprocess FILE\)"):
+        open_source(str(folder), [gray_i8])
+    with pytest.raises(DataError, match=r"b\.png holds values 0\.\.65535, which input 'x' .*uint8 cannot"):
+        open_source(str(folder), [TensorSpec("x", ("n", 1, 8, 8), "uint8")])  # clipped to 255 before
+
+
 def test_mean_of_another_length_exits_2_in_one_line_in_analyze_and_calibrate(
     tmp_path: Path, digits: Digits
 ) -> None:
