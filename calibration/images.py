@@ -24,6 +24,8 @@ values are rounded and clipped, not wrapped.
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,7 +233,7 @@ class Preprocess:
         except ImportError:
             raise DataError("image folders need Pillow: pip install pillow") from None
         try:
-            with Image.open(path) as opened:
+            with _open(path) as opened:
                 # upright as shown, by its EXIF Orientation: a phone stores a portrait photo
                 # landscape with Orientation 6, and Ultralytics' cv2.imread turns it too
                 upright = ImageOps.exif_transpose(opened)
@@ -289,6 +291,26 @@ class Preprocess:
         return np.ascontiguousarray(arr[None]).astype(self.dtype)
 
 
+def _open(path: Path) -> Any:
+    """Pillow's ``Image.open`` of ``path``, without the DecompressionBombWarning it printed raw on
+    stderr for an image of more than 89 million pixels (a 12000x8000 photo is one, and is read), and
+    with the error of one over twice that as one line that names the image."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow says the size in its message only
+            pixels = f"{int(found.group(1)):,} pixels, " if found else ""
+            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            raise DataError(
+                f"image {path} is too large: {pixels}more than the {limit:,} pixels Pillow reads "
+                "(its guard against decompression bombs)"
+            ) from None
+
+
 def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
     """``img`` resized to fit ``size`` (h, w) with its aspect ratio, centred on a canvas of ``pad``:
     the geometry of Ultralytics' LetterBox (auto=False, center=True), its rounding included. The
@@ -298,7 +320,8 @@ def _letterboxed(img: Any, size: tuple[int, int], pad: int) -> Any:
 
     h, w = size
     ratio = min(h / img.height, w / img.width)
-    new_w, new_h = round(img.width * ratio), round(img.height * ratio)
+    # at least 1 pixel, as resize_shorter's: a 4000x1 image has a height of 0.008 in a 32x32 box
+    new_w, new_h = max(1, round(img.width * ratio)), max(1, round(img.height * ratio))
     resized = img.resize((new_w, new_h), Image.Resampling.BILINEAR) if (new_w, new_h) != img.size else img
     top, left = round((h - new_h) / 2 - 0.1), round((w - new_w) / 2 - 0.1)
     fill: Any = (pad,) * len(img.getbands()) if len(img.getbands()) > 1 else pad
@@ -323,10 +346,15 @@ def default_preprocess(
         layout, c, h, w = "nchw", shape[1], shape[2], shape[3]
     elif shape[3] in (1, 3):
         layout, h, w, c = "nhwc", shape[1], shape[2], shape[3]
+    elif isinstance(shape[1], int) and isinstance(shape[3], int):  # 4 channels (RGBA), say
+        raise DataError(
+            f"input '{spec.name}' {spec.describe()} takes {shape[1]} on axis 1 and {shape[3]} on axis 3, "
+            "where an image folder gives 1 (gray) or 3 (RGB) channels: give the data as .npz/.npy"
+        )
     else:
         raise DataError(
-            f"input '{spec.name}' {spec.describe()}: cannot tell the channel axis; declare "
-            "[calibration.preprocess] layout and size"
+            f"input '{spec.name}' {spec.describe()}: cannot tell the channel axis; declare the "
+            f"preprocessing's layout and size ({declare})"
         )
     size = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     color = "gray" if c == 1 else "rgb"
@@ -361,9 +389,7 @@ def _modes(files: Sequence[Path]) -> dict[Path, str]:
     found = {}
     for path in files:
         try:
-            from PIL import Image
-
-            with Image.open(path) as opened:
+            with _open(path) as opened:
                 found[path] = opened.mode
         except Exception:
             continue

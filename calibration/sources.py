@@ -353,25 +353,56 @@ def open_source(
                 )
                 source.note = f"{mixed}; {source.note}" if source.note else mixed
             return source
-        if not images:  # class subfolders (torchvision's ImageFolder layout: calib/cat/1.jpg)
-            images = _interleaved(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_SUFFIXES
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
+        if images:
+            source = image_folder_source(
+                spec, images, inputs, batch_size, samples, image_options,
+                root=path, declare=declare_preprocess,
+            )  # fmt: skip
+            beside = _subfolders_unread(spec, path, len(images))
+            if beside:  # class subfolders beside the images: which were read is not obvious
+                source.note = f"{beside}; {source.note}" if source.note else beside
+            return source
+        # class subfolders (torchvision's ImageFolder layout: calib/cat/1.jpg)
+        images = _interleaved(_images_under(path, path))
         if images:
             return image_folder_source(
                 spec, images, inputs, batch_size, samples, image_options,
                 root=path, declare=declare_preprocess,
             )  # fmt: skip
-        raise DataError(f"data folder {spec} holds no .npz, .npy or image files (nor do its subfolders)")
+        raise DataError(
+            f"data folder {spec} holds no .npz, .npy or image files ({', '.join(IMAGE_SUFFIXES)}), "
+            "nor do its subfolders"
+        )
     if path.suffix in (".npz", ".npy"):
         return _array_files_source(spec, [path], inputs, batch_size, samples)
     if path.suffix == ".py":
         return _script_source(spec, path, inputs, samples, "load_data")
     raise DataError(f"unsupported data file {spec}: use .npz, .npy, a folder of them, or a .py loader")
+
+
+def _subfolders_unread(spec: str, path: Path, count: int) -> str | None:
+    """The note for ``count`` images at the top of folder ``path`` beside subfolders of images,
+    which are not read (None when there are none)."""
+    below = [d.name for d in sorted(path.iterdir()) if d.is_dir() and next(_images_under(d, path), None)]
+    if not below:
+        return None
+    named = ", ".join(f"{name}/" for name in below[:3]) + (", ..." if len(below) > 3 else "")
+    return (
+        f"data folder {spec} holds {count} image file(s) beside subfolders of images ({named}): "
+        "the top-level images were read, the subfolders were not"
+    )
+
+
+def _images_under(folder: Path, root: Path) -> Iterator[Path]:
+    """The image files anywhere under ``folder``, but for the hidden ones and those in hidden
+    folders (names from ``root`` on starting with ".")."""
+    for p in folder.rglob("*"):
+        if (
+            p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ):
+            yield p
 
 
 def _interleaved(files: Iterable[Path]) -> list[Path]:

@@ -396,3 +396,74 @@ def test_the_undeclared_preprocessing_is_declared_with_the_commands_own_option(
     said = _said(ran.stderr, "no preprocessing declared")
     assert len(said) >= 2, ran.stderr  # the calibration data's and the compare data's
     assert all(line.endswith("declare them ([calibration] preprocess)") for line in said), said
+
+
+def test_a_huge_image_is_read_without_pillows_warning_and_a_bomb_is_refused_in_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's DecompressionBombWarning (over 89 million pixels) came out raw on stderr, and its
+    error (over twice that) as "cannot read image ... DecompressionBombError". Here the limit is
+    100 pixels, not 89 million."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(np.zeros((10, 15), np.uint8)).save(folder / "a.png")  # 150 pixels: warned by Pillow
+    spec = TensorSpec("x", ("n", 1, 10, 15), "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning fails the read
+        feeds = list(open_source(str(folder), [spec]))
+    assert len(feeds) == 1
+    Image.fromarray(np.zeros((10, 21), np.uint8)).save(folder / "a.png")  # 210 pixels: refused
+    with pytest.raises(DataError, match=r"image .*a\.png is too large: 210 pixels, more than the 200 pixels"):
+        list(open_source(str(folder), [TensorSpec("x", ("n", 1, 10, 21), "float32")]))
+
+
+def test_letterbox_of_an_image_one_pixel_high_keeps_one_row(tmp_path: Path) -> None:
+    """400x1 into 32x32 is 32x0.08: its height rounded to 0, and Pillow's "height and width must be
+    > 0" was said as an unreadable image."""
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    Image.fromarray(np.full((1, 400, 3), 200, np.uint8)).save(folder / "line.png")
+    spec = TensorSpec("x", ("n", 3, 32, 32), "float32")
+    x = next(iter(open_source(str(folder), [spec], image_options={"resize": [32, 32], "letterbox": True})))
+    assert np.count_nonzero(np.isclose(x["x"][0, 0], 200 / 255).all(axis=1)) == 1  # one row of the image
+
+
+def test_an_input_with_no_image_channel_axis_is_told_what_declaration_helps(tmp_path: Path) -> None:
+    """The advice named [calibration.preprocess], a config's table, in compare, whose option is
+    --preprocess; and it was given for 4 channels, which no preprocessing makes."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    dynamic = TensorSpec("x", ("n", "c", "h", "w"), "float32")
+    with pytest.raises(DataError, match=r"cannot tell the channel axis; .* \(--calib-preprocess FILE\)$"):
+        open_source(str(folder), [dynamic], declare_preprocess="--calib-preprocess FILE")
+    rgba = TensorSpec("x", (1, 4, 32, 48), "float32")
+    with pytest.raises(DataError, match=r"takes 4 on axis 1 and 48 on axis 3, .* as \.npz/\.npy$"):
+        open_source(str(folder), [rgba])
+
+
+def test_images_beside_class_subfolders_say_the_subfolders_were_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "calib"
+    (folder / "cat").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    for where in (folder / "top.png", folder / "cat" / "1.png", folder / ".cache" / "2.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(where)
+    spec = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    source = open_source(str(folder), [spec], image_options={"color": "gray"})
+    assert [f["name"] for f in source.describe()["files"]] == ["top.png"]
+    said = f"data folder {folder} holds 1 image file(s) beside subfolders of images (cat/): the top-level"
+    assert source.guessed() == f"{said} images were read, the subfolders were not"
+    (folder / "cat" / "1.png").unlink()  # an empty class folder, or a hidden one: nothing to say
+    assert open_source(str(folder), [spec], image_options={"color": "gray"}).guessed() is None
+
+
+def test_a_folder_of_no_image_this_reads_names_the_suffixes_it_reads(tmp_path: Path) -> None:
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.gif")
+    said = r"holds no \.npz, \.npy or image files \(\.png, \.jpg, .*\.tiff\), nor do its subfolders"
+    with pytest.raises(DataError, match=said):
+        open_source(str(folder), [TensorSpec("x", ("n", 1, 8, 8), "float32")])
