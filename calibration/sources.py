@@ -255,16 +255,26 @@ def _script_source(
 
 def _parse_random(spec: str, default_seed: int) -> int | None:
     if spec == "random":
-        return default_seed
-    if spec.startswith("random:"):
+        seed = default_seed
+    elif spec.startswith("random:"):
         value = spec.split(":", 1)[1]
         if value.startswith("seed="):
             value = value[5:]
         try:
-            return int(value)
+            seed = int(value)
         except ValueError:
             raise DataError(f"bad data spec '{spec}': expected random or random:SEED") from None
-    return None
+    else:
+        return None
+    if seed < 0:  # numpy's generator takes no negative seed, and failed at the first batch
+        raise DataError(f"bad data spec '{spec}': the seed must be >= 0, got {seed}")
+    return seed
+
+
+def check_spec(spec: str) -> None:
+    """Refuse what no model could be fed, before any work: a ``random:SEED`` whose seed is not an
+    integer >= 0 (files are checked when opened, against the model)."""
+    _parse_random(spec, 0)
 
 
 def seed_unused(spec: str, seed: int, names: tuple[str, str] = ("--data", "--seed")) -> str | None:

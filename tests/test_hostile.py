@@ -990,6 +990,12 @@ CASES: list[Case] = [
         "build.threads must be >= 1",
         build__threads="-3",
     ),
+    refused_run("config compare seed -1", "config compare.seed must be >= 0, got -1", compare__seed="-1"),
+    refused_run(
+        "config calibration data random:-2",
+        "config [calibration] data: bad data spec 'random:-2': the seed must be >= 0",
+        calibration__data='"random:-2"',
+    ),
     refused_run(
         "config compare data random:5 with seed 7",
         "config [compare] data random:5 and [compare] seed 7 name two seeds",
@@ -1154,6 +1160,28 @@ CASES: list[Case] = [
     ),
     line("compare random:5 --seed 7", "compare model.onnx model.onnx --data random:5 --seed 7", "two seeds"),
     line("analyze random:5 --seed 7", "analyze model.onnx --data random:5 --seed 7", "two seeds"),
+    # a negative seed: numpy's generator failed at the first batch with its traceback, after the work
+    line("compare --seed -1", "compare model.onnx model.onnx --seed -1", "invalid value for '--seed'"),
+    line("compare random:-5", "compare model.onnx model.onnx --data random:-5", "the seed must be >= 0"),
+    line("analyze random:seed=-3", "analyze model.onnx --data random:seed=-3", "the seed must be >= 0"),
+    line(
+        "calibrate --seed -1",
+        "calibrate model.onnx -o out --data random --seed -1",
+        "invalid value for '--seed'",
+        absent=("out",),
+    ),
+    line(
+        "build int8 --calib-data random:-1",
+        "build model.onnx -o out --precision int8 --calib-data random:-1",
+        "--calib-data: bad data spec 'random:-1': the seed must be >= 0",
+        absent=("out",),
+    ),
+    line(
+        "bundle --data random:-1",
+        "bundle model.onnx -o out --data random:-1",
+        "--data: bad data spec 'random:-1'",
+        absent=("out", "out.tar.gz"),
+    ),
     C(
         "targets --json before show",
         "targets",

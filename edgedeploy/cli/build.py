@@ -18,6 +18,7 @@ from edgedeploy.cli.common import (
     JsonOutput,
     TargetName,
     csv,
+    data_spec,
     json_not_an_output,
     load_preprocess,
     make_ui,
@@ -59,7 +60,10 @@ def build_command(
         str | None, typer.Option(help="fp16: node names kept in fp32.", rich_help_panel=FP16)
     ] = None,
     calib_data: Annotated[
-        str | None, typer.Option(help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8)
+        str | None,
+        typer.Option(
+            help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8, callback=data_spec
+        ),
     ] = None,
     calib_preprocess: Annotated[
         Path | None,

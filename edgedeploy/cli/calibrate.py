@@ -16,6 +16,7 @@ from edgedeploy.cli.common import (
     InputShapes,
     OptionalDataSpec,
     PreprocessFile,
+    Seed,
     TargetName,
     check_seed,
     err,
@@ -46,7 +47,7 @@ def calibrate_command(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Samples read at a time; the model runs on 8 at most.")
     ] = 8,
-    seed: Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel="Data")] = 0,
+    seed: Seed = 0,
     input: InputShapes = None,
     target: TargetName = "x86-64-cpu",
     exclude_nodes: Annotated[

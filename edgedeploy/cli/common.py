@@ -29,10 +29,29 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 DATA_PANEL = "Data"
 DATA_SPEC_HELP = "random[:SEED], FILE.npz/.npy, a folder of .npz/.npy or images, or a loader.py"
 
+
+def data_spec(param: typer.CallbackParam, value: str | None) -> str | None:
+    """The callback of every data option: a spec no model could be fed (``random:-5``) is refused as
+    the option is read, before the command does any work (opening the data comes after the export,
+    the models' loading or the other builds)."""
+    if value is not None:
+        with deferred():  # heavy imports are not interrupt-safe
+            from calibration.errors import CalibrationError
+            from calibration.sources import check_spec
+
+        try:
+            check_spec(value)
+        except CalibrationError as exc:
+            raise InputError(f"{param.opts[0]}: {exc}") from None
+    return value
+
+
 JsonOutput = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
-DataSpec = Annotated[str, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL)]
+DataSpec = Annotated[
+    str, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL, callback=data_spec)
+]
 OptionalDataSpec = Annotated[
-    str | None, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL)
+    str | None, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL, callback=data_spec)
 ]
 InputShapes = Annotated[
     list[str] | None,
@@ -42,7 +61,7 @@ InputShapes = Annotated[
         rich_help_panel=DATA_PANEL,
     ),
 ]
-Seed = Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel=DATA_PANEL)]
+Seed = Annotated[int, typer.Option(help="Seed for random data.", rich_help_panel=DATA_PANEL, min=0)]
 BatchSize = Annotated[
     int, typer.Option(help="Batch size for dynamic-batch models.", rich_help_panel=DATA_PANEL)
 ]

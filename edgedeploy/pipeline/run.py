@@ -1004,14 +1004,23 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
     ):
         if value < 1:
             raise InputError(f"config {where} must be >= 1, got {value}")
+    for section, settings in (("compare", cmp), ("calibration", cal)):  # numpy takes no negative seed
+        if settings.seed < 0:
+            raise InputError(f"config {section}.seed must be >= 0, got {settings.seed}")
     for where, threads in (("build.threads", config.build.threads), ("profile.threads", p.threads)):
         if threads is not None and threads < 1:
             raise InputError(f"config {where} must be >= 1, got {threads}")
     if "int8" in config.build.precisions:
         _check_calibration(cal)
     from calibration.errors import CalibrationError
+    from calibration.sources import check_spec
 
     try:
+        for section, settings in (("compare", cmp), ("calibration", cal)):
+            try:
+                check_spec(settings.data)
+            except CalibrationError as exc:
+                raise InputError(f"config [{section}] data: {exc}") from None
         _seeds(config)
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
