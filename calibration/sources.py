@@ -327,6 +327,8 @@ def open_source(
     A path object is taken as its text.
     """
     spec = os.fspath(spec)
+    if not spec.strip():  # Path('') is the current folder, not data the user named
+        raise DataError("the data spec is empty: name a file or folder (or random)")
     if not inputs:
         raise DataError(
             "the model has no inputs (its outputs are constants): there is no data to compare, "

@@ -36,6 +36,17 @@ def test_random_data_takes_its_batch_from_dim_0_of_a_given_shape() -> None:
         open_source("random", two, shapes={"a": (4, 2), "b": (2, 2)})
 
 
+def test_an_empty_spec_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path('') is '.': an unset $CALIB read whatever .npz the current folder held."""
+    np.savez(tmp_path / "here.npz", x=np.zeros((2, 3, 4, 4), np.float32))
+    monkeypatch.chdir(tmp_path)
+    for spec in ("", " "):
+        with pytest.raises(DataError, match="the data spec is empty"):
+            open_source(spec, DYNAMIC)
+
+
 def test_npz_samples_count_on_a_static_batch_model(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((100, 3, 4, 4), np.float32))
     assert _count(open_source(str(tmp_path / "d.npz"), STATIC, samples=64, batch_size=8)) == 64

@@ -33,7 +33,10 @@ DATA_SPEC_HELP = "random[:SEED], FILE.npz/.npy, a folder of .npz/.npy or images,
 def data_spec(param: typer.CallbackParam, value: str | None) -> str | None:
     """The callback of every data option: a spec no model could be fed (``random:-5``) is refused as
     the option is read, before the command does any work (opening the data comes after the export,
-    the models' loading or the other builds)."""
+    the models' loading or the other builds). An empty one (an unset ``$CALIB``) is refused as ``-o ''``
+    is (cli/guard.py check_argv): ``Path('')`` is the current folder, whose files were taken for data."""
+    if value is not None and not value.strip():
+        raise InputError(f"{param.opts[0]} is empty: name a file or folder (or random)")
     if value is not None:
         with deferred():  # heavy imports are not interrupt-safe
             from calibration.errors import CalibrationError

@@ -1017,6 +1017,9 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
 
     try:
         for section, settings in (("compare", cmp), ("calibration", cal)):
+            # config.path("") is the config's folder, not data the user named
+            if "data" in config.given.get(section, ()) and not settings.data.strip():
+                raise InputError(f"config [{section}] data is empty: name a file or folder (or random)")
             try:
                 check_spec(settings.data)
             except CalibrationError as exc:
