@@ -336,6 +336,18 @@ def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Ti
     assert tarfile.is_tarfile(tiny.root / "b.tar.gz")
 
 
+def test_json_never_replaces_a_file_bundle_create_reads_beside_an_artifact(tiny: Tiny) -> None:
+    """bundle create takes an artifact's plan and report data by name beside it (pipeline/pack.py),
+    which no argument names: ``--json model.fp16.plan.json`` replaced the plan it was to read."""
+    siblings = ["model.fp16.plan.json", "model.fp16.ranges.json", "model.fp16.budget.json"]
+    for name in siblings:
+        (tiny.root / name).write_text("{}")
+    with unchanged(tiny.root):
+        for name in siblings:
+            result = cli("bundle", tiny.model, tiny.fp16, "-o", tiny.root / "b", "--json", tiny.root / name)
+            one_line_error(result, 2, f"--json {tiny.root / name} is an input of this command")
+
+
 def test_a_garbage_archive_beside_an_intact_bundle_folder_is_made_again(tiny: Tiny) -> None:
     from edgedeploy.stages.bundle import verify_bundle
 

@@ -19,6 +19,7 @@ from edgedeploy.cli.common import (
     out,
     write_json,
 )
+from edgedeploy.cli.guard import reads_beside
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
@@ -41,6 +42,14 @@ bundle_app = typer.Typer(
 )
 
 
+def _read_beside(arguments: dict[str, Any]) -> list[Path]:
+    with deferred():  # heavy imports are not interrupt-safe
+        from edgedeploy.pipeline.pack import read_beside
+
+    return read_beside(arguments["reference"], list(arguments.get("artifacts") or []))
+
+
+@reads_beside(_read_beside)
 def create_command(
     reference: Annotated[Path, typer.Argument(help="The fp32 reference ONNX.")],
     artifacts: Annotated[

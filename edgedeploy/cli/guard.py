@@ -36,6 +36,21 @@ CONFIG_COMMANDS = frozenset({"run_command", "matrix_command"})
 # data specs (folder, .npz, loader.py, or random[:SEED]). Any other text (--executor ray, --precision
 # int8, a target name) is not a path, even when a folder of that name happens to exist here.
 PATH_SPECS = frozenset({"model", "data", "calib_data"})
+# command callback's name -> the files it reads that no argument names, from its arguments (bundle
+# create takes each artifact's plan, cache and report data beside it): inputs all the same
+READ_BESIDE: dict[str, Callable[[dict[str, Any]], list[Path]]] = {}
+
+
+def reads_beside(
+    files: Callable[[dict[str, Any]], list[Path]],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the files a command reads beside its arguments (see READ_BESIDE)."""
+
+    def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+        READ_BESIDE[fn.__name__] = files
+        return fn
+
+    return declare
 
 
 def _names_paths(hint: Any) -> bool:
@@ -110,6 +125,8 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                     outputs.append((option, Path(value), kind))
             elif name in readable:
                 inputs += _paths(value)
+        if fn.__name__ in READ_BESIDE:
+            inputs += READ_BESIDE[fn.__name__](kwargs)
         for option, path, kind in outputs:
             check_output(option, path, kind)
             if kind == "file" and any(_same(path, source) for source in inputs):

@@ -58,9 +58,9 @@ def bundle_artifacts(
                 check_int8_for_target(path, target)  # the device builds its engine from it
             entry = BundleArtifact(precision, "onnxruntime", model=path)
         else:  # an engine: its precision ONNX, when it lies beside it, is what the device rebuilds from
-            precision = next((p for p in ("int8", "fp16", "fp32") if f".{p}." in path.name), "fp32")
+            precision = _engine_precision(path)
             _check_precision(path, precision, target)
-            onnx_beside = path.with_name(path.name.split(f".{precision}.")[0] + f".{precision}.onnx")
+            onnx_beside = _onnx_beside(path, precision)
             entry = BundleArtifact(
                 precision, "tensorrt", model=onnx_beside if onnx_beside.is_file() else reference, engine=path
             )
@@ -70,15 +70,13 @@ def bundle_artifacts(
                 f"{path} and {same[0].engine or same[0].model} are both {precision} for {entry.backend}: "
                 "a bundle holds one artifact per precision and backend"
             )
-        base = entry.model.name.removesuffix(".onnx").removesuffix(f".{precision}")
-        plan = entry.model.with_name(f"{base}.{precision}.plan.json")
-        cache = entry.model.with_name(f"{base}.calib.cache")
+        beside = _companions(entry.model, precision)
+        plan, cache = beside["plan"], beside["cache"]
         entry.precision_plan = plan if plan.is_file() else None
         entry.calibration_cache = cache if cache.is_file() and precision == "int8" else None
         # the report's data: fp16 ranges, the budget search, the calibration report (named without precision)
-        names = [f"{base}.{precision}.ranges.json", f"{base}.{precision}.budget.json"]
-        names += [f"{base}.calib.json"] if precision == "int8" else []
-        entry.extra_files = [p for p in (entry.model.with_name(n) for n in names) if p.is_file()]
+        extra = [beside["ranges"], beside["budget"]] + ([beside["report"]] if precision == "int8" else [])
+        entry.extra_files = [p for p in extra if p.is_file()]
         entries.append(entry)
     for entry, path in zip(entries[1:], artifacts, strict=True):  # every artifact named and paired first
         entry.compare = compare(reference, path, feeds, gates, data_description).summary()
@@ -99,6 +97,45 @@ def bundle_artifacts(
         build=build,
         preprocess=data_description.get("preprocess"),
     )
+
+
+def _engine_precision(engine: Path) -> str:
+    return next((p for p in ("int8", "fp16", "fp32") if f".{p}." in engine.name), "fp32")
+
+
+def _onnx_beside(engine: Path, precision: str) -> Path:
+    """The precision ONNX an engine was built from, named as it lies beside it."""
+    return engine.with_name(engine.name.split(f".{precision}.")[0] + f".{precision}.onnx")
+
+
+def _companions(model: Path, precision: str) -> dict[str, Path]:
+    """The files a ``precision`` artifact of ONNX ``model`` brings along, found by name beside it: its
+    precision plan, calibration cache and the report's data (fp16 ranges, the budget search, the
+    calibration report, named without precision)."""
+    base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
+    names = {
+        "plan": f"{base}.{precision}.plan.json",
+        "cache": f"{base}.calib.cache",
+        "ranges": f"{base}.{precision}.ranges.json",
+        "budget": f"{base}.{precision}.budget.json",
+        "report": f"{base}.calib.json",
+    }
+    return {key: model.with_name(name) for key, name in names.items()}
+
+
+def read_beside(reference: Path, artifacts: list[Path]) -> list[Path]:
+    """The files :func:`bundle_artifacts` may read beside the models it is given, which no argument
+    names: inputs that ``--json`` may not replace (cli/guard.py). An ONNX artifact's precision is
+    known only once it is read, so the names of every precision are counted."""
+    models = [reference, *artifacts]
+    models += [_onnx_beside(p, _engine_precision(p)) for p in artifacts if p.suffix != ".onnx"]
+    return [
+        path
+        for model in models
+        for precision in ("fp32", "fp16", "int8")
+        for path in (*_companions(model, precision).values(), model)
+        if path.exists()
+    ]
 
 
 def _reference_batch(
