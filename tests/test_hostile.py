@@ -331,9 +331,20 @@ def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Ti
     built = cli("build", tiny.model, "--precision", "fp16", "-o", out, "--json", out / "model.fp16.onnx")
     one_line_error(built, 2, "are this command's outputs")
     assert not out.exists()
-    # a file this command writes anew: refused when the JSON is due, with that file left whole
-    assert cli("bundle", tiny.model, "-o", tiny.root / "b", "--json", tiny.root / "b.tar.gz").code == 2
-    assert tarfile.is_tarfile(tiny.root / "b.tar.gz")
+    # a file this command writes anew, or one in the folder it writes whole: refused before any work
+    # (it was refused when the JSON was due, the bundle and the report written)
+    b = tiny.root / "b"
+    for json_path in (tiny.root / "b.tar.gz", b / "manifest.json", b / "mine.json"):
+        bundled = cli("bundle", tiny.model, "-o", b, "--json", json_path)
+        one_line_error(bundled, 2, f"--json {json_path}", "this command writes: name another file")
+        assert not b.exists() and not (tiny.root / "b.tar.gz").exists()
+    compared = tiny.root / "cmp.json"
+    assert cli("compare", tiny.model, tiny.fp16, "--data", tiny.data, "--json", compared).code == 0
+    r = tiny.root / "r"
+    for name in ("report.html", "report.md"):
+        reported = cli("report", compared, "-o", r, "--json", r / name)
+        one_line_error(reported, 2, f"--json {r / name} is a file this command writes")
+        assert not r.exists()
 
 
 def test_json_never_replaces_a_file_bundle_create_reads_beside_an_artifact(tiny: Tiny) -> None:

@@ -14,6 +14,7 @@ from edgedeploy.cli.common import (
     JsonOutput,
     PreprocessFile,
     TargetName,
+    json_not_written,
     load_preprocess,
     make_ui,
     out,
@@ -96,6 +97,9 @@ def create_command(
             f"-o {output}: -o names the bundle's folder, and its archive is written beside it as "
             f"FOLDER.tar.gz: give -o {output.with_name(folder)}"
         )
+    # the archive lies beside the folder a symlinked -o points to (stages/bundle/make.py)
+    real = output.resolve()
+    json_not_written(json_path, files=[real.with_name(real.name + ".tar.gz")], folders=[output])
     tgt = load_target(target)
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:

@@ -122,6 +122,23 @@ def json_not_an_output(path: Path | None, out_dir: Path, stem: str) -> None:
         )
 
 
+def json_not_written(path: Path | None, files: Iterable[Path] = (), folders: Iterable[Path] = ()) -> None:
+    """``--json FILE`` may not be one of the ``files`` this command writes, nor lie in one of the
+    ``folders`` it writes whole (a bundle, replaced as one): refused before any work, not after it
+    (where write_json would refuse it, the outputs written)."""
+    if path is None:
+        return
+    target = path.resolve()
+    for file in files:
+        if target == file.resolve():
+            raise InputError(f"--json {path} is a file this command writes: name another file")
+    for folder in folders:
+        if target.is_relative_to(folder.resolve()):
+            raise InputError(
+                f"--json {path} lies in {folder}, a folder this command writes: name another file"
+            )
+
+
 def load_preprocess(path: Path | None) -> dict[str, Any] | None:
     """The image preprocessing table of ``--preprocess FILE`` (TOML or JSON: the table itself, or
     a ``preprocess`` or ``[calibration] preprocess`` table in it), or None without one."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgedeploy.cli.common import JsonOutput, out, write_json
+from edgedeploy.cli.common import JsonOutput, json_not_written, out, write_json
 from edgedeploy.interrupts import deferred
 
 DEFAULT_OUTPUT = Path("edgedeploy-report")
@@ -31,8 +31,9 @@ def report_command(
     Example: edgedeploy report runs/resnet -o out/ ; cat out/report.md >> "$GITHUB_STEP_SUMMARY"
     """
     with deferred():  # heavy imports are not interrupt-safe
-        from edgedeploy.stages.report import load_run, write_report
+        from edgedeploy.stages.report import HTML_NAME, MARKDOWN_NAME, load_run, write_report
 
+    json_not_written(json_path, files=[output / HTML_NAME, output / MARKDOWN_NAME])
     files = write_report(load_run(run), output)
     out.print(str(files.html.resolve()))
     write_json(
