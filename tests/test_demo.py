@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, run_cli, validate_manifest
+from tests.conftest import CliResult, assert_clean_input_error, run_cli, validate_manifest
 
 
 @pytest.mark.slow
@@ -32,3 +32,11 @@ def test_demo_prints_the_table_and_fp16_is_half_size_with_cosine_0_999(
     assert {"setup.sh", "build_engine.sh", "verify.sh", "benchmark.sh"} <= {
         p.name for p in (bundle / "scripts").iterdir()
     }
+
+
+@pytest.mark.parametrize("duration", ["-1", "0", "nan"])
+def test_a_bad_duration_is_refused_before_the_demo_trains_or_writes(tmp_path: Path, duration: str) -> None:
+    """profile refuses these at once; the demo trained its model and wrote four files first."""
+    result = run_cli("demo", "--out", "demo", "--duration", duration, cwd=tmp_path)
+    assert_clean_input_error(result, "--duration must be a number of seconds > 0")
+    assert list(tmp_path.iterdir()) == []

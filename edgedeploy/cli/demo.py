@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import JsonOutput, TargetName, fmt, make_ui, out, write_json
+from edgedeploy.errors import InputError
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
@@ -25,6 +27,9 @@ def demo_command(
 
     Example: edgedeploy demo --out /tmp/demo
     """
+    # as profile checks it, before any work: the demo trained its model and wrote its data first
+    if not (math.isfinite(duration) and duration > 0):
+        raise InputError(f"--duration must be a number of seconds > 0, got {duration:g}")
     with deferred():  # heavy imports are not interrupt-safe
         from edgedeploy.pipeline.demo import run_demo
 
