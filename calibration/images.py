@@ -139,6 +139,10 @@ class Preprocess:
         for field_name, values in (("mean", mean), ("std", std)):  # NaN or Inf makes every input NaN
             if not all(math.isfinite(v) for v in values):
                 raise DataError(f"preprocess.{field_name} must be finite numbers, got {list(values)}")
+        with np.errstate(over="ignore", divide="ignore"):  # to_array divides the pixels by std in float32
+            tiny = [s for s in std if not np.isfinite(np.float32(1) / np.float32(s))]
+        if tiny:  # numpy said "overflow encountered in divide" and every input was Inf
+            raise DataError(f"preprocess.std {tiny[0]!r} is too close to 0: 1/std overflows float32")
         # pixels into an integer input are stored values, not [0, 1]
         given = data.get("scale", 1.0 / 255.0 if np.dtype(dtype).kind == "f" else 1.0)
         try:

@@ -238,3 +238,25 @@ def test_names_with_colons_print_as_written_not_as_emoji(digits: Digits, tmp_pat
     assert "v:two:" in result.stdout and "2\ufe0f\u20e3" not in result.stdout + result.stderr
     missing = run_cli("build", folder / ":up:.onnx", "-o", tmp_path / "o")
     assert missing.code == 2 and ":up:.onnx" in missing.stderr, missing.stderr
+
+
+def test_a_bad_calibration_option_is_the_only_line_of_an_int8_build(digits: Digits, tmp_path: Path) -> None:
+    """Refused before any work, not after the warning that there is no --calib-data; a std whose
+    reciprocal overflows float32 was let through with numpy's three-line RuntimeWarning."""
+    from PIL import Image
+
+    (tmp_path / "p.toml").write_text('[preprocess]\ncolor = "gray"\nstd = [1e-40]\n')
+    (tmp_path / "imgs").mkdir()
+    Image.new("L", (8, 8), 200).save(tmp_path / "imgs" / "a.png")
+    for option, said in (
+        (["--calib-samples", "0"], "--calib-samples must be >= 1, got 0"),
+        (["--calib-batch-size", "0"], "--calib-batch-size must be >= 1, got 0"),
+        (["--calib-algorithm", "foo"], "--calib-algorithm 'foo' is unknown"),
+        (
+            ["--calib-data", str(tmp_path / "imgs"), "--calib-preprocess", str(tmp_path / "p.toml")],
+            "1/std overflows",
+        ),
+    ):
+        result = run_cli("build", digits.onnx_path, "--precision", "int8", *option, "-o", tmp_path / "o")
+        assert_clean_input_error(result, said)
+        assert files_under(tmp_path / "o") == set()

@@ -161,6 +161,7 @@ def build_command(
     """
     user_options: dict[str, Any] = dict(locals())  # the parameters, named as in [build]
     with deferred():  # heavy imports are not interrupt-safe
+        from calibration.algorithms import ALGORITHMS
         from calibration.sources import parse_shapes
         from edgedeploy.onnxio import check_model, load_onnx
         from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
@@ -200,6 +201,14 @@ def build_command(
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
         hint = hint if precision == "int8" and set(unused) & {flag for flag, _ in fp16_given} else ""
         raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
+    # refused here, before any work: calibration refused them only after the warning of random data
+    for flag, value in (("--calib-samples", calib_samples), ("--calib-batch-size", calib_batch_size)):
+        if value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    if calib_algorithm not in ALGORITHMS:
+        raise InputError(
+            f"--calib-algorithm '{calib_algorithm}' is unknown; choose one of {', '.join(ALGORITHMS)}"
+        )
     json_not_an_output(json_path, output, artifact_name(model, precision).removesuffix(f".{precision}.onnx"))
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and

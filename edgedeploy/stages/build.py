@@ -132,12 +132,12 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
 def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
     calib = request.calibration
     inputs, _ = model_io(model)
+    source = calib.open(inputs)  # first: data it refuses is the only line, not said after this warning
     if not calib.data:
         ui.warn(
             f"no {calib.option('data')} given: calibrating on seeded random data; the result is synthetic "
             "and its accuracy says little about real inputs"
         )
-    source = calib.open(inputs)
     for note in calib.notes(source):
         ui.warn(note)
     return make_int8(

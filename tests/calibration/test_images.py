@@ -71,6 +71,8 @@ def test_bad_preprocessing_is_refused_with_the_option_named() -> None:
         ({"scale": "x"}, r"preprocess\.scale: expected a number, got 'x'"),
         ({"std": [1, float("inf"), 1]}, r"preprocess\.std must be finite numbers, got \[1\.0, inf, 1\.0\]"),
         ({"mean": float("nan")}, r"preprocess\.mean must be finite numbers"),
+        ({"std": [1e-40, 1, 1]}, r"preprocess\.std 1e-40 is too close to 0: 1/std overflows float32"),
+        ({"std": [1, -1e-50]}, r"preprocess\.std -1e-50 is too close to 0"),  # 0 in float32
     ):
         with pytest.raises(DataError, match=said):
             Preprocess.from_dict(options)

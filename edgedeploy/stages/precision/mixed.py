@@ -73,16 +73,16 @@ def analysis_source(
     ``inputs``: the model's inputs when the caller has read them already."""
 
     calib = request.calibration
+    try:
+        inputs = inputs if inputs is not None else model_io(model)[0]
+        source = replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
+    except CalibrationError as exc:  # the only line: not said after the warning below
+        raise InputError(str(exc)) from None
     if not calib.data:
         ui.warn(
             f"no {calib.option('data')} given: the {purpose} runs on seeded random data; ranges and "
             "accuracy on real inputs may differ"
         )
-    try:
-        inputs = inputs if inputs is not None else model_io(model)[0]
-        source = replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
-    except CalibrationError as exc:
-        raise InputError(str(exc)) from None
     for note in calib.notes(source):
         ui.warn(note)
     return source
