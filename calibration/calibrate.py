@@ -29,7 +29,7 @@ from calibration.algorithms import AlgorithmOptions, clipped_share, compute_thre
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
-from calibration.feeds import RUN_ROWS, batched_on_dim0, feed_rows, split_runs
+from calibration.feeds import RUN_ROWS, dynamic_batch, feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
@@ -87,7 +87,7 @@ from calibration.sources import DataSource
 from calibration.threads import map_ordered, one_blas_thread, workers
 from calibration.trt_cache import encode_version, make_cache
 
-CALIBRATION_VERSION = "7"  # bump when statistics or algorithms change results (7: split_runs)
+CALIBRATION_VERSION = "8"  # bump when statistics or algorithms change results (7: split_runs; 8: batch axes)
 HOLDOUT_SAMPLES = 16  # auto: samples kept aside to judge thresholds on
 # the tensors only the TensorRT cache lists (not in the Q/DQ model): every 4th value histogrammed
 CACHE_ONLY_EVERY = 4
@@ -215,7 +215,7 @@ class _FirstFeed:
             self.flags.append(held)
             if held:
                 self.held.append({k: v.copy() for k, v in feed.items()})
-                self.held_samples += feed_rows(feed)
+                self.held_samples += feed_rows(feed, self.source.inputs)
             yield feed
 
     def held_out(self) -> list[dict[str, np.ndarray]]:
@@ -460,6 +460,7 @@ def calibrate(
             showing=feed_holder.show,
             prefetch_bytes=PREFETCH_BYTES,
             workers=count,
+            specs=source.inputs,
         )
         samples -= feed_holder.held_samples
         observer.share(copies)
@@ -825,7 +826,7 @@ def _extents(ranges: RangeObserver | None, copies: Mapping[str, str]) -> dict[st
 
 def _data_key(source: DataSource) -> dict[str, Any]:
     """What of the data shapes a calibration: the source's description, with a batch size that is a
-    multiple of ``RUN_ROWS`` taken as ``RUN_ROWS`` where every input is batched on a dynamic dim 0.
+    multiple of ``RUN_ROWS`` taken as ``RUN_ROWS`` where the batch is dynamic (:func:`dynamic_batch`).
 
     The statistics see the feeds cut into runs of ``RUN_ROWS`` (:func:`split_runs`), so files or
     images read 16 at a time calibrate to the same bytes as 8 at a time, and ``--batch-size 16``
@@ -833,7 +834,7 @@ def _data_key(source: DataSource) -> dict[str, Any]:
     data = source.describe()
     batch = data.get("batch_size")
     whole_runs = isinstance(batch, int) and batch % RUN_ROWS == 0
-    if not source.synthetic and batched_on_dim0(source.inputs) and whole_runs:
+    if not source.synthetic and dynamic_batch(source.inputs) and whole_runs:
         data = {**data, "batch_size": RUN_ROWS}
     return data
 
@@ -987,8 +988,7 @@ def _select(
         best = bias_corrected(base, best, shifts, scoring)
     for name in peaks & best.rules.keys():
         best.rules[name] = POOLED_PEAKS
-    first = [next(iter(f.values())) for f in held_out]
-    best.held_out_samples = sum(int(a.shape[0]) if a.ndim else 1 for a in first)
+    best.held_out_samples = sum(feed_rows(f, holder.source.inputs) for f in held_out)
     return best
 
 

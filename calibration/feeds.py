@@ -14,16 +14,73 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import DataError
-from calibration.modelinfo import TensorSpec, refuse_non_tensor_inputs
+from calibration.modelinfo import TensorSpec, batch_names, refuse_non_tensor_inputs
 from calibration.ortvalues import is_float_dtype
 
 Feed = dict[str, np.ndarray]
 
 
-def feed_rows(feed: Feed) -> int:
-    """The samples in one feed: first-axis rows of its first input (1 for a scalar or no input)."""
-    first = next(iter(feed.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
+def feed_rows(feed: Feed, inputs: Sequence[TensorSpec] = ()) -> int:
+    """The samples in one feed: the rows of its first input along that input's batch axis
+    (:func:`batch_axes` of the model's ``inputs``; dim 0 when they are not given or do not tell),
+    1 for a scalar or no input. A time-first GRU's ``x[12, N, 8]`` holds N samples, not 12."""
+    axes = _axes_or_dim0(inputs)
+    for name, arr in feed.items():
+        axis = axes.get(name, 0)
+        if axis is not None and np.ndim(arr) > axis:
+            return int(np.shape(arr)[axis])
+    return 1
+
+
+def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
+    """Each input's batch axis, the one its samples are counted, cut and stacked along: the axis
+    that carries the model's batch name (:func:`calibration.modelinfo.batch_names`, dim 0 as
+    export declares it, or axis 1 of a GRU's state ``h0[1, B, 16]``), else a dynamic dim 0, else
+    dim 0 of a model whose inputs are all fixed (its fixed batch). None for an input that holds
+    no batch: a scalar, or a fixed shape beside a dynamic batch (``scale[8]`` beside ``x[N, 8]``),
+    which every sample shares.
+
+    Raises DataError naming an input whose batch axis cannot be told (``h0[1, ?, 16]``, no name
+    shared with the other inputs): cutting it on dim 0 split its layers, not its samples."""
+    names = batch_names(inputs)
+    axes: dict[str, int | None] = {}
+    unclear: list[TensorSpec] = []
+    for spec in inputs:
+        named = [axis for axis, dim in enumerate(spec.shape) if dim in names]
+        if spec.kind is not None or (spec.rank_known and not spec.shape):
+            axes[spec.name] = None
+        elif not spec.rank_known:
+            axes[spec.name] = 0
+        elif named:
+            axes[spec.name] = named[0]
+        elif not isinstance(spec.shape[0], int):
+            axes[spec.name] = 0
+        elif all(isinstance(d, int) for d in spec.shape):
+            axes[spec.name] = -1  # settled below: a fixed batch, or none
+        else:
+            unclear.append(spec)
+    if unclear:
+        spec = unclear[0]
+        raise DataError(
+            f"input '{spec.name}' ({spec.describe()}): which of its axes holds the samples cannot be "
+            "told (the model names no batch dim it shares with the other inputs), so the data cannot "
+            "be counted or batched; name the batch dim alike on every input (export does), or feed "
+            "whole batches from a load_data() script"
+        )
+    by_name = {spec.name: spec for spec in inputs}
+    dynamic = any(
+        a is not None and a >= 0 and not (by_name[n].rank_known and isinstance(by_name[n].shape[a], int))
+        for n, a in axes.items()
+    )
+    return {n: (None if dynamic else 0) if a == -1 else a for n, a in axes.items()}
+
+
+def _axes_or_dim0(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
+    """:func:`batch_axes`, or none (dim 0 everywhere) where they cannot be told."""
+    try:
+        return batch_axes(inputs)
+    except DataError:
+        return {}
 
 
 def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
@@ -173,63 +230,107 @@ class DataSource:
 
 
 def static_batch(inputs: Sequence[TensorSpec]) -> int | None:
-    """The model's fixed batch size (dim 0 of its inputs), or None when the batch is dynamic: when
-    any input's dim 0 is, an input whose dim 0 is fixed beside it is not batched on that axis (a
-    recurrent state [layers, batch, hidden], as silero-vad's) and does not fix the batch."""
-    if any(s.shape and not isinstance(s.shape[0], int) for s in inputs):
+    """The model's fixed batch size (its inputs' batch axes, :func:`batch_axes`), or None when the
+    batch is dynamic: an input fixed beside a dynamic batch (a recurrent state [layers, batch,
+    hidden], as silero-vad's, on its batch axis 1) does not fix it."""
+    axes = _axes_or_dim0(inputs)
+    dims = [
+        s.shape[axis]
+        for s in inputs
+        if s.shape and (axis := axes.get(s.name, 0)) is not None and axis < len(s.shape)
+    ]
+    if any(not isinstance(d, int) for d in dims):
         return None
-    static = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    static = {d for d in dims if isinstance(d, int) and d > 0}
     return int(next(iter(static))) if static else None
 
 
 RUN_ROWS = 8  # calibration runs the model on at most this many samples at a time (see split_runs)
 
 
-def batched_on_dim0(inputs: Sequence[TensorSpec]) -> bool:
-    """Whether every input of the model is batched on a dynamic dim 0: the feeds :func:`split_runs`
-    cuts into runs."""
-    return bool(inputs) and all(s.shape and not isinstance(s.shape[0], int) for s in inputs)
+def dynamic_batch(inputs: Sequence[TensorSpec]) -> bool:
+    """Whether the model's batch is dynamic and every input's batch axis is known (or it has
+    none): the feeds :func:`split_runs` cuts into runs."""
+    try:
+        axes = batch_axes(inputs)
+    except DataError:
+        return False
+    return bool(inputs) and any(a is not None for a in axes.values()) and static_batch(inputs) is None
+
+
+def _rows(arr: np.ndarray, axis: int | None, start: int, stop: int) -> np.ndarray:
+    """Samples ``start:stop`` of ``arr`` along its batch ``axis`` (a view); all of it with no axis."""
+    if axis is None:
+        return arr
+    return arr[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def _length(arr: np.ndarray, axis: int | None) -> int | None:
+    """``arr``'s samples along ``axis``: None with no axis, 0 when it has too few dims."""
+    if axis is None:
+        return None
+    return int(np.shape(arr)[axis]) if np.ndim(arr) > axis else 0
 
 
 def split_runs(feeds: Iterable[Feed], inputs: Sequence[TensorSpec], rows: int = RUN_ROWS) -> Iterator[Feed]:
     """Each feed of more than ``rows`` samples as consecutive pieces of ``rows`` samples (the last
-    may be shorter; views, not copies), where every input of the model is batched on a dynamic dim
-    0 and the feed's arrays all have its number of rows; other feeds as they are.
+    may be shorter; views, not copies), where the model's batch is dynamic (:func:`dynamic_batch`)
+    and the feed's arrays all have its number of samples along their batch axes; other feeds as
+    they are.
 
     Calibration fetches every activation of a run at once: at ``--batch-size 64`` magika's runs
     were hundreds of MB each, and its calibration took 9.2 s against 1.6 s at 8 on the same 64
     samples; and a source of fewer than 4 batches leaves ``auto`` no held-out batch (it judged its
     candidates on the samples they came from). A source batched by a multiple of ``rows``
     calibrates exactly as one batched by ``rows``."""
-    batched = batched_on_dim0(inputs)
+    batched = dynamic_batch(inputs)
+    axes = _axes_or_dim0(inputs)
     for feed in feeds:
-        n = feed_rows(feed)
-        if not batched or n <= rows or any(np.ndim(v) == 0 or np.shape(v)[0] != n for v in feed.values()):
+        lengths = {n for k, v in feed.items() if (n := _length(v, axes.get(k, 0))) is not None}
+        if not batched or len(lengths) != 1 or (total := lengths.pop()) <= rows:
             yield feed
             continue
-        for start in range(0, n, rows):
-            yield {k: v[start : start + rows] for k, v in feed.items()}
+        for start in range(0, total, rows):
+            yield {k: _rows(v, axes.get(k, 0), start, start + rows) for k, v in feed.items()}
 
 
-def _stack(buffer: list[Feed]) -> Feed:
-    try:
-        return {k: np.concatenate([b[k] for b in buffer]) for k in buffer[0]}
-    except ValueError:
-        shapes = sorted({str(list(np.asarray(b[k]).shape[1:])) for b in buffer for k in b})
-        raise DataError(
-            f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
-            "give same-sized data (images: a preprocessing resize), or a batch size of 1"
-        ) from None
+def _stack(buffer: list[Feed], axes: dict[str, int | None]) -> Feed:
+    """The samples of ``buffer`` as one feed, each input's joined along its batch axis; an input
+    with none (a scalar every sample shares) as the samples give it, which must be one value."""
+    stacked: Feed = {}
+    for k in buffer[0]:
+        axis = axes.get(k, 0)
+        if axis is None:
+            if any(not np.array_equal(b[k], buffer[0][k]) for b in buffer[1:]):
+                raise DataError(
+                    f"input '{k}' holds no batch, and the samples give it different values: they "
+                    "cannot share a batch; give a batch size of 1"
+                )
+            stacked[k] = buffer[0][k]
+            continue
+        try:
+            stacked[k] = np.concatenate([b[k] for b in buffer], axis=axis)
+        except ValueError:
+            shapes = sorted({str(list(np.delete(np.shape(b[k]), axis))) for b in buffer})
+            raise DataError(
+                f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
+                "give same-sized data (images: a preprocessing resize), or a batch size of 1"
+            ) from None
+    return stacked
 
 
 def rebatch(
     samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec], max_samples: int | None = None
 ) -> Iterator[Feed]:
-    """Split stacked arrays into single samples and re-stack them ``batch_size`` at a time.
+    """Split stacked arrays into single samples and re-stack them ``batch_size`` at a time, each
+    input along its batch axis (:func:`batch_axes`: a GRU's ``h0[1, B, 16]`` along axis 1).
 
     A model with a static batch dim gets that batch size whatever was asked; at most
     ``max_samples`` samples are yielded (the last batch may be partial where the batch is dynamic).
+    Raises DataError, when read, for a model with an input whose batch axis cannot be told: its
+    samples can be neither counted nor cut.
     """
+    axes = batch_axes(inputs)
     static = static_batch(inputs)
     if static:
         batch_size = static
@@ -237,17 +338,17 @@ def rebatch(
     taken = 0
     yielded = 0
     for stacked in samples:
-        lengths = {np.asarray(v).shape[0] if np.ndim(v) else 0 for v in stacked.values()}
+        lengths = {n for k, v in stacked.items() if (n := _length(v, axes.get(k, 0))) is not None}
         if len(lengths) != 1 or 0 in lengths:
             yield stacked  # let check_feed report the mismatch
             continue
         for i in range(lengths.pop()):
             if max_samples is not None and taken >= max_samples:
                 break
-            buffer.append({k: np.asarray(v)[i : i + 1] for k, v in stacked.items()})
+            buffer.append({k: _rows(np.asarray(v), axes.get(k, 0), i, i + 1) for k, v in stacked.items()})
             taken += 1
             if len(buffer) == batch_size:
-                yield _stack(buffer)
+                yield _stack(buffer, axes)
                 yielded += 1
                 buffer = []
         if max_samples is not None and taken >= max_samples:
@@ -260,7 +361,7 @@ def rebatch(
                     f"sample(s); give at least {static}, or export the model with a dynamic batch"
                 )
             return  # a partial batch cannot feed a static-batch model
-        yield _stack(buffer)
+        yield _stack(buffer, axes)
 
 
 def fixed_batches(
@@ -270,8 +371,8 @@ def fixed_batches(
     copy's inputs) takes them: re-stacked at that batch and a short last batch dropped, as
     :func:`rebatch` drops it when the model read for is fixed itself (the data of 64 samples for
     a candidate fixed at 5 ended in a batch of 4 the candidate refused); ``feeds`` as they are
-    where the copy's batch is not fixed or an input of the model is not batched on a dynamic dim 0."""
+    where the copy's batch is not fixed or the model's batch is not dynamic (:func:`dynamic_batch`)."""
     batch = static_batch(fixed)
-    if batch is None or not batched_on_dim0(inputs):
+    if batch is None or not dynamic_batch(inputs):
         return feeds
     return rebatch(feeds, batch, fixed)

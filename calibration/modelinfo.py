@@ -87,8 +87,18 @@ def is_named(dim: Dim) -> TypeGuard[str]:
 
 def batch_names(inputs: Sequence[TensorSpec]) -> set[str]:
     """The names the model gives its inputs' dim 0 (silero-vad's ``batch``, which its
-    ``state[2, batch, 128]`` carries on axis 1): the batch, on whichever axis an input has it."""
-    return {s.shape[0] for s in inputs if s.shape and is_named(s.shape[0])}
+    ``state[2, batch, 128]`` carries on axis 1): the batch, on whichever axis an input has it.
+
+    Where no input names its dim 0 and their fixed dim 0s differ, so that dim 0 is no batch they
+    share (a time-first GRU's ``x[12, N, 8]`` and ``h0[1, N, 16]``), the one name every input
+    carries is the batch. Inputs that agree on a fixed dim 0 (``ids[1, seq]``, ``mask[1, seq]``)
+    are a fixed batch, and the name they share is not it."""
+    names = {s.shape[0] for s in inputs if s.shape and is_named(s.shape[0])}
+    ranked = [s for s in inputs if s.shape]
+    if names or len(ranked) < 2 or len({s.shape[0] for s in ranked}) < 2:
+        return names
+    shared = set.intersection(*({d for d in s.shape if is_named(d)} for s in ranked))
+    return shared if len(shared) == 1 else set()
 
 
 def batch_axes(shape: Sequence[Dim], names: set[str]) -> list[int]:

@@ -30,6 +30,7 @@ from calibration.graphs import (
     ort_crashing_optimizers,
     ort_error,
 )
+from calibration.modelinfo import TensorSpec
 from calibration.ortvalues import is_float_dtype, run_views
 from calibration.threads import map_ordered
 
@@ -496,11 +497,13 @@ def collect(
     workers: int = 1,
     showing: Callable[[int], None] | None = None,
     prefetch_bytes: int = 0,
+    specs: Sequence[TensorSpec] = (),
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
     Graph inputs among ``tensor_names`` are observed from the feed itself. Returns the number
-    of samples (first-axis rows of the first input) seen. ``arrays``: ``model``'s float weights
+    of samples (:func:`calibration.feeds.feed_rows`, along the batch axes of the model's input
+    ``specs`` when given) seen. ``arrays``: ``model``'s float weights
     by initializer name, when the caller has read them: the large ones reach ONNX Runtime in
     memory (:func:`weights_in_memory`), so that a large model is neither serialized again nor
     parsed by ONNX Runtime.
@@ -572,7 +575,7 @@ def collect(
                         obs.observe(name, feed[name])
             _show(list(zip(names, outputs, strict=True)), observers, workers)
             del outputs
-            samples += feed_rows(feed)
+            samples += feed_rows(feed, specs)
             current, index = (upcoming if read_ahead else following(feeds)), index + 1
             if current is not None:
                 outputs = early.result() if early is not None else run(current[1], current[0])

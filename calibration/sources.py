@@ -29,7 +29,7 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError, raised
-from calibration.feeds import DataSource, Feed, rebatch, static_batch
+from calibration.feeds import DataSource, Feed, batch_axes, rebatch, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec, is_named
 from calibration.modelinfo import batch_names as named_batches
@@ -176,6 +176,8 @@ def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
 def _array_files_source(
     spec: str, files: list[Path], inputs: Sequence[TensorSpec], batch_size: int, samples: int | None
 ) -> DataSource:
+    batch_axes(inputs)  # refuses, before any work, a model whose samples cannot be told apart
+
     def make() -> Iterator[Feed]:
         return rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs, samples)
 

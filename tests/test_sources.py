@@ -129,3 +129,48 @@ def test_integer_data_for_a_float_input_is_fed_as_is_and_warned(tmp_path: Path) 
     (tmp_path / "both" / "b.png").write_bytes(b"")
     (both,) = open_source(tmp_path / "both", DYNAMIC, batch_size=2).notes()
     assert "the images were not" in both and "gives uint8" in both
+
+
+# a batch-first GRU as torch exports it: the state h0[layers, B, hidden] holds the batch on axis 1
+GRU_BATCH_FIRST = [TensorSpec("x", ("B", 10, 8), "float32"), TensorSpec("h0", (1, "B", 16), "float32")]
+
+
+def test_a_state_batched_on_axis_1_is_counted_cut_and_stacked_there(tmp_path: Path) -> None:
+    """--samples 4 on x[B,10,8], h0[1,B,16] fed the whole file at once (dim 0 lengths differ: 32
+    and 1), uncounted; per-sample files h0[1,1,16] were stacked on dim 0 into h0[8,1,16]."""
+    x = np.arange(32 * 10 * 8, dtype=np.float32).reshape(32, 10, 8)
+    h0 = np.arange(32 * 16, dtype=np.float32).reshape(1, 32, 16)
+    np.savez(tmp_path / "d.npz", x=x, h0=h0)
+    feeds = list(open_source(tmp_path / "d.npz", GRU_BATCH_FIRST, samples=4, batch_size=8))
+    assert [(f["x"].shape, f["h0"].shape) for f in feeds] == [((4, 10, 8), (1, 4, 16))]
+    np.testing.assert_array_equal(feeds[0]["h0"], h0[:, :4])
+    folder = tmp_path / "per_sample"
+    folder.mkdir()
+    for i in range(8):
+        np.savez(folder / f"s{i}.npz", x=x[i : i + 1], h0=h0[:, i : i + 1])
+    (feed,) = list(open_source(folder, GRU_BATCH_FIRST, batch_size=8))
+    assert feed["x"].shape == (8, 10, 8) and feed["h0"].shape == (1, 8, 16)
+    np.testing.assert_array_equal(feed["h0"], h0[:, :8])
+
+
+def test_a_time_first_model_counts_its_samples_on_the_named_axis(tmp_path: Path) -> None:
+    """x[12,N,8], h0[1,N,16] (no dim 0 named, and 12 and 1 no shared batch): N is the batch,
+    and the file's 32 samples are 32, not 12 time steps."""
+    from calibration.feeds import feed_rows, static_batch
+
+    inputs = [TensorSpec("x", (12, "N", 8), "float32"), TensorSpec("h0", (1, "N", 16), "float32")]
+    assert static_batch(inputs) is None
+    np.savez(tmp_path / "d.npz", x=np.zeros((12, 32, 8), np.float32), h0=np.zeros((1, 32, 16), np.float32))
+    feeds = list(open_source(tmp_path / "d.npz", inputs, samples=20, batch_size=8))
+    assert [feed_rows(f, inputs) for f in feeds] == [8, 8, 4]
+    assert [f["x"].shape for f in feeds] == [(12, 8, 8), (12, 8, 8), (12, 4, 8)]
+    # inputs that agree on a fixed dim 0 are a fixed batch, whatever names they share beyond it
+    fixed = [TensorSpec("ids", (1, "seq"), "int64"), TensorSpec("mask", (1, "seq"), "int64")]
+    assert static_batch(fixed) == 1
+
+
+def test_an_input_whose_batch_axis_cannot_be_told_is_refused_before_reading(tmp_path: Path) -> None:
+    inputs = [TensorSpec("x", (None, 10, 8), "float32"), TensorSpec("h0", (1, None, 16), "float32")]
+    np.savez(tmp_path / "d.npz", x=np.zeros((32, 10, 8), np.float32), h0=np.zeros((1, 32, 16), np.float32))
+    with pytest.raises(DataError, match=r"input 'h0' \(h0\[1,\?,16\]:float32\): which of its axes holds"):
+        open_source(tmp_path / "d.npz", inputs, samples=4)

@@ -231,3 +231,38 @@ def test_a_batch_size_that_is_a_multiple_of_the_runs_reuses_the_calibration(
     assert not run(12).reused and run(12).skipped
     run(8, "random")
     assert not run(16, "random").reused
+
+
+def test_a_state_batched_on_axis_1_calibrates_on_the_samples_asked_for(tmp_path: Path) -> None:
+    """x[B,10,8] beside a GRU state h0[1,B,16]: --samples 4 was ignored (the file's dim 0 lengths
+    differ) and the whole file ran at once, so sample 20's spike of 40 set x's range."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+            helper.make_node("Transpose", ["h0"], ["ht"], perm=[1, 0, 2]),
+            helper.make_node("Add", ["y", "ht"], ["out"]),
+        ],
+        "gru_like",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 10, 8]),
+            helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, "B", 16]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", 10, 16])],
+        [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w")],
+    )
+    model = tmp_path / "gru_like.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    x = rng.standard_normal((32, 10, 8)).astype(np.float32)
+    x[20, 3, 0] = 40.0
+    np.savez(tmp_path / "spike.npz", x=x, h0=np.zeros((1, 32, 16), np.float32))
+    inputs, _ = model_io(model)
+    source = open_source(str(tmp_path / "spike.npz"), inputs, batch_size=8, samples=4)
+    options = CalibrationOptions(algorithm="max", placement="tensorrt", trt_version="8.6.1")
+    result = calibrate(model, source, options, tmp_path / "out")
+    assert result.samples == 4
+    report = json.loads(result.report.read_text())
+    amax = next(t["amax"] for t in report["tensors"] if t["name"] == "x")
+    assert amax == pytest.approx(float(np.abs(x[:4]).max()))

@@ -178,7 +178,7 @@ def test_a_source_batched_by_a_multiple_of_the_run_size_calibrates_as_one_batche
     assert made[SAMPLES][2] == RUN_ROWS  # the 4th of the 6 runs held out (every 4th run, up to 16 samples)
 
 
-def test_split_runs_cuts_large_feeds_into_views_and_leaves_unbatched_models_alone() -> None:
+def test_split_runs_cuts_large_feeds_into_views_along_each_inputs_batch_axis() -> None:
     from calibration.feeds import split_runs
     from calibration.modelinfo import TensorSpec
 
@@ -188,9 +188,15 @@ def test_split_runs_cuts_large_feeds_into_views_and_leaves_unbatched_models_alon
     assert [p["x"].shape[0] for p in pieces] == [8, 8, 4]
     assert all(np.shares_memory(p["x"], x) for p in pieces)  # views: no copy of the data
     np.testing.assert_array_equal(np.concatenate([p["x"] for p in pieces]), x)
-    # silero-vad: a state [2, batch, 128] beside the audio: dim 0 is not the batch of every input
+    # a GRU's state h[2, n, 4] beside the input: cut along its batch axis 1, the one named n
     state = [TensorSpec("x", ("n", 2), "tensor(float)"), TensorSpec("h", (2, "n", 4), "tensor(float)")]
-    feed = {"x": x, "h": np.zeros((2, 20, 4), np.float32)}
-    assert [p is feed for p in split_runs([feed], state, rows=8)] == [True]
+    h = np.arange(2 * 20 * 4, dtype=np.float32).reshape(2, 20, 4)
+    pieces = list(split_runs([{"x": x, "h": h}], state, rows=8))
+    assert [p["h"].shape for p in pieces] == [(2, 8, 4), (2, 8, 4), (2, 4, 4)]
+    np.testing.assert_array_equal(np.concatenate([p["h"] for p in pieces], axis=1), h)
+    # a state whose batch axis the model does not tell (unnamed) leaves the feed as it is
+    unnamed = [TensorSpec("x", (None, 2), "tensor(float)"), TensorSpec("h", (2, None, 4), "tensor(float)")]
+    feed = {"x": x, "h": h}
+    assert [p is feed for p in split_runs([feed], unnamed, rows=8)] == [True]
     static = [TensorSpec("x", (20, 2), "tensor(float)")]  # a fixed batch of 20 runs as it is
     assert len(list(split_runs([{"x": x}], static, rows=8))) == 1

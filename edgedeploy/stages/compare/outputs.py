@@ -368,7 +368,8 @@ def compare(
     digests = sha256_file(reference), sha256_file(candidate)  # of the files as they are measured
     description = dict(data_description or {})
     if feeds:
-        description["samples_compared"] = sum(feed_rows(f) for f in feeds)
+        specs = model_io(reference)[0]  # a time-first model's samples are on its batch axis, not dim 0
+        description["samples_compared"] = sum(feed_rows(f, specs) for f in feeds)
     with scratch_dir("compare") as scratch:
         run_candidate, mode, precision = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
         ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode in EMULATED)

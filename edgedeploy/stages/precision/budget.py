@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 
 from calibration.feeds import Feed, feed_rows
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, graph_io, model_io
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare import Gates, output_metrics
@@ -246,6 +246,7 @@ class OutputEvaluator:
         self.feeds = list(feeds)
         if not self.feeds:
             raise InputError("the accuracy budget needs data, and the data source gave none")
+        self.inputs = graph_io(reference)[0]  # whose batch axes count the samples (feed_rows)
         self.threads = threads
         # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
         self.reference = (
@@ -253,13 +254,13 @@ class OutputEvaluator:
         )
 
     def probe(self, samples: int = PROBE_SAMPLES) -> OutputEvaluator:
-        """This evaluator on its first feeds, up to ``samples`` samples (first-axis rows of the
-        first input), sharing the reference outputs already computed."""
+        """This evaluator on its first feeds, up to ``samples`` samples (:func:`feed_rows` along the
+        model's batch axes), sharing the reference outputs already computed."""
         count, seen = 0, 0
         for feed in self.feeds:
             if seen >= samples:
                 break
-            count, seen = count + 1, seen + feed_rows(feed)
+            count, seen = count + 1, seen + feed_rows(feed, self.inputs)
         if count == len(self.feeds):
             return self
         part = copy.copy(self)
@@ -267,7 +268,7 @@ class OutputEvaluator:
         return part
 
     def samples(self) -> int:
-        return sum(feed_rows(feed) for feed in self.feeds)
+        return sum(feed_rows(feed, self.inputs) for feed in self.feeds)
 
     def run(self, model: onnx.ModelProto) -> list[list[np.ndarray]]:
         """``model``'s outputs on every feed. With more than one feed and more than one thread

@@ -97,7 +97,7 @@ def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool 
     try:
         for feed in source:
             feeds.append(feed)
-            seen += feed_rows(feed)
+            seen += feed_rows(feed, source.inputs)
             if seen >= limit:
                 break
     except CalibrationError as exc:
