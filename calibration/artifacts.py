@@ -194,12 +194,14 @@ def verify_artifact(
     source: str | os.PathLike[str] | None = None,
     companions: Iterable[str | os.PathLike[str]] = (),
     what: str = "the artifact",
+    fed: str = "random inputs",
 ) -> str | None:
     """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
     ``companions`` and raise :class:`ArtifactError` when it fails.
 
-    ``feed`` is the input to run (default: one seeded random feed); ``source`` is the model the
-    artifact was made from: when the source fails on the feed as well, the load is the check.
+    ``feed`` is the input to run (default: one seeded random feed; ``fed`` says what it is);
+    ``source`` is the model the artifact was made from: when the source fails on the feed as well,
+    the load is the check.
     Returns None when the artifact ran, else why it was loaded only (for the caller to say so).
     """
 
@@ -231,6 +233,6 @@ def verify_artifact(
         return None
     if source is not None and _runs(os.fspath(source), feed) is not None:
         # the source model fails on this feed too: the data is at fault, the load is the check
-        return f"random inputs fail the model it was made from too ({_short(why)})"
+        return f"{fed} fail the model it was made from too ({_short(why)})"
     _remove(doomed)
     raise ArtifactError(f"ONNX Runtime cannot run {what} ({why}); it was not kept")

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import run_cli, shapeless_model
+from tests.conftest import reflect_padded_data, run_cli, shapeless_model
 
 
 def mlp(
@@ -572,6 +572,21 @@ def test_a_built_artifact_random_inputs_cannot_run_is_not_called_built_without_a
     import json
 
     sidecar = json.loads((tmp_path / "o2" / "reflect.fp16.ort.json").read_text())
+    assert sidecar["checked"] == "loaded and run once"
+
+
+def test_a_built_artifact_is_run_on_the_calibration_data_it_was_built_with(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """silero-vad built with --calib-data was "loaded, not run: random inputs fail the model" and told
+    to give --input, although the build had just run the model on that data: its first batch is
+    what the built artifact runs on now."""
+    data = reflect_padded_data(tmp_path)
+    built = run_cli(
+        "build", reflect_padded_onnx, "--precision", "fp16", "--calib-data", data, "-o", tmp_path / "o"
+    )
+    assert built.code == 0 and built.stdout.strip().endswith("(built)"), built.stdout
+    sidecar = json.loads((tmp_path / "o" / "reflect.fp16.ort.json").read_text())
     assert sidecar["checked"] == "loaded and run once"
 
 

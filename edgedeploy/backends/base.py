@@ -38,6 +38,9 @@ class BuildOptions:
     threads: int | None = None  # CPU backends
     # --input: the shapes the built artifact is run on once, as every artifact is before it is built
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # one batch of the user's calibration data, when given: what the built artifact is run on once,
+    # before ``shapes`` (random inputs can fail a model its real data runs, see stages/build.py)
+    feed: dict[str, Any] | None = None
     force: bool = False  # rebuild even when the build key matches
 
 

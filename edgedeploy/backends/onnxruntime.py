@@ -97,10 +97,16 @@ SAVE_LEVELS = ("extended", "basic")  # the portable levels, most optimized first
 
 
 def _save_optimized(
-    model: Path, artifact: Path, threads: int | None, shapes: dict[str, tuple[int, ...]]
+    model: Path,
+    artifact: Path,
+    threads: int | None,
+    shapes: dict[str, tuple[int, ...]],
+    data: dict[str, Any] | None = None,
 ) -> tuple[str, str | None]:
     """Save ``model`` as ONNX Runtime optimizes it, checked like every artifact; returns the level
-    and, when the check could only load it, why (calibration.artifacts.verify_artifact).
+    and, when the check could only load it, why (calibration.artifacts.verify_artifact). The check
+    runs it on ``data`` (a batch of the user's calibration data) when given, else on random inputs
+    of ``shapes``.
 
     Some extended fusions save a graph that does not load again (a function inlined into an
     invalid If, for one); the build then keeps the basic level's graph, or the model as given.
@@ -110,7 +116,9 @@ def _save_optimized(
     from calibration.artifacts import ArtifactError, default_feed, verify_artifact
     from calibration.graphs import ort_error
 
-    feed = default_feed(model, shapes) if shapes else None  # None: verify_artifact's own
+    # a batch of the user's data, else random inputs of the --input shapes (None: verify_artifact's own)
+    feed = data if data is not None else default_feed(model, shapes) if shapes else None
+    fed = "the calibration data" if data is not None else "random inputs"
     why = ""
     for level in SAVE_LEVELS:
         try:
@@ -123,14 +131,14 @@ def _save_optimized(
                     )
                 except Exception as exc:
                     raise ArtifactError(ort_error(exc)) from None
-                unrun = verify_artifact(tmp, feed, source=model, what=f"its {level}-optimized graph")
+                unrun = verify_artifact(tmp, feed, source=model, what=f"its {level}-optimized graph", fed=fed)
             return level, unrun
         except ArtifactError as exc:
             why = str(exc)
     try:  # the model itself (checked by the stage that wrote it) runs; ORT optimizes it when loading
         with atomic_path(artifact, suffix=".onnx") as tmp:
             shutil.copyfile(model, tmp)
-            unrun = verify_artifact(tmp, feed, source=model, what=model.name)
+            unrun = verify_artifact(tmp, feed, source=model, what=model.name, fed=fed)
     except ArtifactError as exc:
         raise InputError(f"ONNX Runtime cannot build {model.name}: {why}; {exc}") from None
     return "disable", unrun
@@ -180,7 +188,7 @@ class OnnxRuntimeBackend:
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
-        level, unrun = _save_optimized(model, artifact, options.threads, options.shapes)
+        level, unrun = _save_optimized(model, artifact, options.threads, options.shapes, options.feed)
         disabled = sorted({*disabled, *crashing_optimizers(artifact)})
         # the check ran at ORT_ENABLE_ALL with these off (calibration.artifacts.verify_artifact);
         # said here, since a session at ONNX Runtime's defaults dies loading the artifact

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from calibration.errors import CalibrationError
 from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
@@ -198,6 +200,20 @@ def warn_crashing_optimizers(artifacts: list[Path], ui: Ui) -> None:
     )
 
 
+def data_batch(model: Path, request: BuildRequest) -> dict[str, Any] | None:
+    """The first batch of the user's calibration data, which the built artifact is run on once:
+    random inputs can fail a model that its data runs (silero-vad's reflect Pad of a 1-sample
+    input), and the artifact was called "loaded, not run" although the calibration had just run
+    the model on that data. None without data, or when the data does not feed the model (a
+    precision that did not read it, whose build warned so): the ``--input`` shapes are used then."""
+    if not request.calibration.data:
+        return None
+    try:
+        return next(iter(request.calibration.open(model_io(model)[0])), None)
+    except CalibrationError:
+        return None
+
+
 def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
     """Check the target, make the precision artifact, and compile it with the chosen backend."""
     request.target.check_precision(request.precision)
@@ -218,7 +234,11 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
         elif path.name.endswith(".cache") and request.precision == "int8":
             extra.setdefault("calibration_cache", path)
     options = BuildOptions(
-        precision=request.precision, target=request.target, shapes=dict(request.calibration.shapes), **extra
+        precision=request.precision,
+        target=request.target,
+        shapes=dict(request.calibration.shapes),
+        feed=data_batch(model, request),
+        **extra,
     )
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:
         result = backend.build(precision.path, options, out_dir)
