@@ -1194,6 +1194,20 @@ def int8_activations(model: onnx.ModelProto) -> bool:
     return TensorProto.INT8 in kinds and TensorProto.UINT8 not in kinds
 
 
+def int8_weights_only(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` is quantized in its weights only: DequantizeLinear of integer
+    initializers feeding float layers, and no QuantizeLinear, so its activations stay float (a
+    weight-only export); calibration, which quantizes layers with float weights, finds none."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    integer = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4)
+    dequantized = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    return (
+        bool(dequantized)
+        and all(inits.get(n.input[0]) in integer for n in dequantized)
+        and not any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    )
+
+
 def saturates_without_vnni(model: onnx.ModelProto) -> bool:
     """Whether ``model`` pairs uint8 activations with full-range (8-bit) int8 weights: the Q/DQ
     groups ONNX Runtime runs as u8 x s8 integer kernels whose 16-bit pair sums saturate on a CPU

@@ -279,6 +279,44 @@ def test_already_dynamically_quantized_model_is_recognised(tmp_path: Path) -> No
     assert_built_and_valid(path, tmp_path / "i", "--precision", "int8")
 
 
+def test_a_weight_only_int8_model_is_called_int8_by_build_and_calibrate_alike(tmp_path: Path) -> None:
+    """DequantizeLinear(W int8) -> Conv, no activation Q/DQ: build --calib-data said "already an int8
+    model: built as it is" and left the data unused without a word; calibrate said "nothing to
+    quantize (no Conv ... with constant float32 weights)" of the same model."""
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.int8), "w")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    model = _model(
+        [
+            helper.make_node("DequantizeLinear", ["w", "s"], ["wf"]),
+            helper.make_node("Conv", ["x", "wf"], ["y"]),
+        ],
+        [_vi("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [_vi("y", TensorProto.FLOAT, ["N", 2, 4, 4])],
+        [w, scale],
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.ones((8, 3, 4, 4), np.float32))
+    data = str(tmp_path / "calib.npz")
+    code, err = build(path, tmp_path / "o", "--precision", "int8", "--calib-data", data)
+    assert code == 0, err
+    warned = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "--calib-data: not used" in warned[0], err
+    assert "its weights are int8" in warned[0] and "its activations float" in warned[0]
+    from edgedeploy.cli import main
+
+    err_io = io.StringIO()
+    out_io = io.StringIO()
+    with (
+        contextlib.redirect_stderr(err_io),
+        contextlib.redirect_stdout(out_io),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main(["calibrate", str(path), "--data", data, "-o", str(tmp_path / "c")])
+    assert_one_line_refusal(int(exited.value.code or 0), err_io.getvalue(), "already an int8 model")
+    assert "its weights are int8" in err_io.getvalue()
+    assert not (tmp_path / "c").exists()
+
+
 # ------------------------------------------------------------------ fp16: right outputs
 def test_reduceprod_kept_fp32_returns_its_value_not_inf(tmp_path: Path) -> None:
     """Was: inf, because the fp32->fp16->fp32 round trip before the graph output was not removed;

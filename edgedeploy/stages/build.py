@@ -21,7 +21,7 @@ from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import is_integer_op, onnx_precision
-from edgedeploy.stages.precision.int8 import make_int8
+from edgedeploy.stages.precision.int8 import int8_content, make_int8
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
@@ -73,8 +73,12 @@ def check_int8_for_target(model: Path, target: Target) -> None:
         )
 
 
-def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArtifact:
+def _use_as_is(
+    model: Path, precision: str, dest: Path, ui: Ui, data_option: str | None = None
+) -> PrecisionArtifact:
     """A model that already is the precision asked for (a bundle's fp16 or Q/DQ ONNX) is built unchanged.
+    ``data_option``: the option that gave calibration data (``--calib-data``), which is then not
+    used, and said so once (a weight-only int8 model's activations are not calibrated by it).
 
     Its companions beside it come along: precision plan, TensorRT calibration cache, and what a
     report draws (fp16 ranges, calibration report, budget search; a matrix's bundles lacked them).
@@ -94,6 +98,12 @@ def _use_as_is(model: Path, precision: str, dest: Path, ui: Ui) -> PrecisionArti
         if src.is_file():
             files.append(target)
     ui.info(f"{model.name} is already an {precision} model: built as it is")
+    if data_option:
+        content = int8_content(model) if precision == "int8" else None
+        said = f"{data_option}: not used: {model.name} is already an {precision} model"
+        if content:
+            said += f" ({content}); to calibrate on this data, build the fp32 model it was made from"
+        ui.warn(said)
     return PrecisionArtifact(precision, dest, files, info={"as_is": True})
 
 
@@ -113,7 +123,8 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
         if existing == "int8":
             check_int8_for_target(model, request.target)
         out_dir.mkdir(parents=True, exist_ok=True)
-        return _use_as_is(model, existing, dest, ui)
+        data = request.calibration.option("data") if request.calibration.data else None
+        return _use_as_is(model, existing, dest, ui, data)
     if request.precision == "fp32":
         out_dir.mkdir(parents=True, exist_ok=True)
         files = copy_model(model, dest)  # with its external data

@@ -100,6 +100,31 @@ def open_calibration_data(
         raise InputError(str(exc)) from None
 
 
+def int8_content(model: Path) -> str | None:
+    """What of ``model`` is int8 already: its weights only (:func:`calibration.qdq.int8_weights_only`),
+    or its layers (integer ops); None for a model without integer ops."""
+    from calibration.qdq import int8_weights_only
+    from edgedeploy.onnxio import load_onnx
+    from edgedeploy.stages.precision.emulate import onnx_precision
+
+    proto = load_onnx(model, load_external_data=False)
+    if int8_weights_only(proto):
+        return "its weights are int8, DequantizeLinear of int8 initializers, its activations float"
+    return "its layers are quantized" if onnx_precision(proto) == "int8" else None
+
+
+def already_int8(model: Path) -> str | None:
+    """The refusal of a calibration that found nothing to quantize in an int8 model, which says
+    so (it said "no Conv ... with constant float32 weights" of a model whose weights are int8)."""
+    content = int8_content(model)
+    if content is None:
+        return None
+    return (
+        f"{model.name} is already an int8 model ({content}): calibration finds no float32 weights to "
+        "quantize; calibrate the fp32 model it was made from, or build this one with --precision int8"
+    )
+
+
 def make_int8(
     model: Path,
     out_path: Path,
@@ -159,7 +184,7 @@ def make_int8(
         with naming_guessed_dims(source.fed_as_one):
             result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
     except NothingToQuantize as exc:
-        raise NothingQuantized(str(exc)) from None
+        raise NothingQuantized(already_int8(Path(model)) or str(exc)) from None
     except CalibrationError as exc:
         if isinstance(exc, ModelLoadError):  # said of the model, when ONNX Runtime refuses it itself
             refuse_unloadable(model)
