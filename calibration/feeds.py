@@ -7,6 +7,7 @@ and :mod:`calibration.images` (image folders) both build on these.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,22 +179,31 @@ class DataSource:
     # what the source assumed that the user may not have meant (an image folder's preprocessing
     # when none was declared), or an option it did not use: said by :meth:`guessed`
     note: str | None = None
+    # the details cannot vouch for the data (a loader script's feeds depend on what it reads, which
+    # its own sha256 does not cover): describe() adds the sha256 of the feeds themselves
+    hash_feeds: bool = False
+    _feeds_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Feed]:
         # when the data is read, not when the source is opened: an fp16 build, which needs no
         # data, skips its range analysis on seeded random data it cannot make (a sequence input)
         refuse_non_tensor_inputs(self.inputs)
+        digest = hashlib.sha256() if self.hash_feeds else None
         count = 0
         for index, feed in enumerate(self._make()):
             if self.limit is not None and count >= self.limit:
-                return
+                break
             checked = check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
             if _no_samples(checked, self.inputs):  # a gate over no values would pass
                 raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
+            if digest is not None:
+                _hash_feed(digest, checked)
             yield checked
             count += 1
         if count == 0:
             raise DataError(f"data source '{self.spec}' yielded no samples")
+        if digest is not None:  # read to its end: describe() need not read it again
+            self._feeds_sha256 = digest.hexdigest()
 
     def guessed(self) -> str | None:
         """A warning naming the dynamic dims this synthetic data fed as 1 (trtexec refuses dynamic
@@ -220,13 +230,28 @@ class DataSource:
 
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
-        return {
+        described = {
             "kind": self.kind,
             "spec": self.spec,
             "synthetic": self.synthetic,
             "limit": self.limit,
             **self.details,
         }
+        if self.hash_feeds:
+            if self._feeds_sha256 is None:
+                for _ in self:  # reads the feeds once, which sets their digest
+                    pass
+            described["feeds_sha256"] = self._feeds_sha256
+        return described
+
+
+def _hash_feed(digest: Any, feed: Feed) -> None:
+    """Add one feed to ``digest``: each input's name, dtype, shape and values."""
+    for name in sorted(feed):
+        arr = feed[name]
+        values = repr(arr.tolist()).encode() if arr.dtype.kind == "O" else arr.tobytes()
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|{len(values)}|".encode())
+        digest.update(values)
 
 
 def static_batch(inputs: Sequence[TensorSpec]) -> int | None:

@@ -252,6 +252,7 @@ def _script_source(
         make,
         {"script": path.name, "sha256": sha256_file(path), "function": function},
         limit=samples,
+        hash_feeds=True,  # the script's hash leaves out the files it reads
     )
 
 

@@ -374,6 +374,35 @@ def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp
     assert "build-int8" in rerun.stages_run and "build-fp32" in rerun.stages_skipped
 
 
+def test_a_loader_script_is_keyed_by_the_data_it_yields(digits: Digits, tmp_path: Path) -> None:
+    """A .py loader's own sha256 leaves out the arrays it reads: new arrays behind the same script
+    redo the calibration, the compares and the bundle's reference data (compare was "up to date"
+    and passed where `edgedeploy compare` on the same files failed)."""
+    import numpy as np
+
+    arrays = tmp_path / "arrays.npy"
+    np.save(arrays, digits.x_train[:64])
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        f"    a = np.load({str(arrays)!r})\n"
+        "    for i in range(0, len(a), 16):\n        yield {'input': a[i : i + 16]}\n"
+    )
+    path = _config(tmp_path, digits, extra=f'\n[calibration]\ndata = "{loader}"\nsamples = 64\n')
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32", "int8"]')
+    text = text.replace(f'data = "{digits.test_npz}"', f'data = "{loader}"')
+    text = text.replace("min_top1 = 0.99", "min_top1 = 0.5")
+    path.write_text(text.replace("iterations = 20", "enabled = false"))
+    run_pipeline(load_config(path))
+    assert run_pipeline(load_config(path)).stages_run == []  # the same arrays: nothing to do
+    np.save(arrays, digits.x_train[64:128])
+    rerun = run_pipeline(load_config(path))
+    assert {"build-int8", "compare-fp32", "compare-int8", "bundle"} <= set(rerun.stages_run)
+    assert "build-fp32" in rerun.stages_skipped
+    with np.load(tmp_path / "bundle" / "reference" / "inputs.npz") as reference:
+        assert np.array_equal(reference["input"], digits.x_train[64:80])
+
+
 def test_run_profiles_with_the_configured_input_shapes(reflect_padded_onnx: Path, tmp_path: Path) -> None:
     """[model] inputs shape the random data of profile as they do compare's (a model that needs
     more than one sample on a dynamic axis refuses the dims fed as 1)."""
