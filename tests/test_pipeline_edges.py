@@ -168,6 +168,39 @@ def test_a_model_with_external_data_travels_with_its_data(digits: Digits, tmp_pa
     ort.InferenceSession(str(tmp_path / "b" / "models" / "ext.onnx"), providers=["CPUExecutionProvider"])
 
 
+def test_new_weights_in_an_onnx_sources_external_data_are_exported_again(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """The weights of a model saved with external data are in its .data file: new ones there, the
+    .onnx unchanged, export again (the run was up to date), and the run reads that file, never writes it."""
+    from onnx import numpy_helper
+
+    from edgedeploy.pipeline.run import input_files
+
+    model = onnx.load(digits.onnx_path)
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=1024)  # fmt: skip
+    path = _config(tmp_path, digits, precisions='["fp32"]')
+    path.write_text(path.read_text().replace(str(digits.onnx_path), "ext.onnx"))
+    first = run_pipeline(load_config(path))
+    stored = onnx.load(tmp_path / "ext.onnx", load_external_data=False).graph.initializer
+    external = {t.name for t in stored if t.data_location == onnx.TensorProto.EXTERNAL}
+    halved = onnx.load(digits.onnx_path)
+    for tensor in halved.graph.initializer:
+        if tensor.name in external and tensor.data_type == onnx.TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 0.5, tensor.name))
+    (tmp_path / "other").mkdir()
+    onnx.save_model(halved, tmp_path / "other" / "ext.onnx", save_as_external_data=True,
+                    location="ext.onnx.data", size_threshold=1024)  # fmt: skip
+    # the same .onnx (offsets and all), other weights
+    assert (tmp_path / "other" / "ext.onnx").read_bytes() == (tmp_path / "ext.onnx").read_bytes()
+    shutil.copyfile(tmp_path / "other" / "ext.onnx.data", tmp_path / "ext.onnx.data")
+    rerun = run_pipeline(load_config(path))
+    assert {"export", "build-fp32", "compare-fp32"} <= set(rerun.stages_run)
+    assert rerun.fp32 == first.fp32
+    assert tmp_path / "ext.onnx.data" in input_files(load_config(path))
+
+
 def _conv_bn_relu(path: Path) -> Path:
     """Conv -> BatchNormalization -> Relu: onnxslim folds the BatchNormalization into the Conv."""
     from onnx import TensorProto, helper, numpy_helper

@@ -33,7 +33,7 @@ from edgedeploy.fileio import (
     sha256_file,
     sha256_json,
 )
-from edgedeploy.onnxio import load_onnx
+from edgedeploy.onnxio import external_data_files, load_onnx
 from edgedeploy.options import (
     BACKEND_OPTIONS,
     BuildRequest,
@@ -370,6 +370,7 @@ def input_files(config: PipelineConfig) -> list[Path]:
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     paths = [where] if where.suffix in (".onnx", ".py") else []
+    paths += external_data_files(where) if is_onnx_path(source) else []  # the weights of an ONNX source
     for spec in (config.compare.data, config.calibration.data):
         if spec and not _is_random(spec):
             paths.append(config.path(spec))
@@ -843,10 +844,16 @@ def _bundle_stage(
 
 
 def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
-    """What identifies the model's source: the file's hash, or the module's file hash."""
+    """What identifies the model's source: the file's hash and those of its external data files (the
+    weights of a model saved with external data are there, not in the .onnx), or the module's file hash."""
     if is_onnx_path(source):
         path = Path(source) if Path(source).is_absolute() else base / source
-        return {"onnx_sha256": sha256_file(path)} if path.is_file() else {"missing": str(path)}
+        if not path.is_file():
+            return {"missing": str(path)}
+        found: dict[str, Any] = {"onnx_sha256": sha256_file(path)}
+        if data := external_data_files(path):
+            found["external_data"] = {str(p.relative_to(path.parent)): sha256_file(p) for p in data}
+        return found
     where = parse_model_spec(source)[0]
     path = Path(where) if Path(where).is_absolute() else base / where
     if path.suffix == ".py" and path.is_file():
