@@ -256,3 +256,35 @@ def test_nodes_the_export_simplified_away_are_refused_before_any_build_and_said_
     refused("no node named rel", "closest: relu")
     config.write_text(body + "[export]\nsimplify = false\n")  # the node kept: the run goes on
     assert run_cli("run", config).code == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "precision", "key"),
+    [("build", "fp16", "fp32_ops"), ("calibration", "int8", "exclude_ops")],
+)
+def test_an_unknown_op_type_is_refused_before_any_build_in_the_configs_names(
+    tmp_path: Path, section: str, precision: str, key: str
+) -> None:
+    """fp16's or int8's build refused a misspelt op type as '--fp32-ops' or '--exclude-ops' after
+    fp32 was built and compared: an ONNX source is refused at the config check (no workdir made),
+    a PyTorch one right after its export (whose custom ops are known only then)."""
+    _conv_bn_relu(tmp_path / "m.onnx")
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n"
+    )
+    config = tmp_path / "edgedeploy.toml"
+    body = f'workdir = "w"\n[model]\nsource = "m.onnx"\n[build]\nprecisions = ["fp32", "{precision}"]\n'
+    body += f"[{section}]\n" if section != "build" else ""
+    body += f'{key} = ["Relu", "Sofmax"]\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+    said = f"config [{section}] {key}: no ONNX op type named Sofmax"
+    config.write_text(body)
+    assert_clean_input_error(run_cli("run", config), said)
+    assert not (tmp_path / "w").exists()
+    config.write_text(body.replace('source = "m.onnx"', 'source = "net.py:build"\ninputs = ["x:1x3x8x8"]'))
+    result = run_cli("run", config)
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert said in result.stderr.strip().splitlines()[-1]  # after the export's line
+    assert sorted(p.name for p in (tmp_path / "w").glob("*.onnx")) == ["net.fp32.onnx"]  # nothing built
+    config.write_text(body.replace(', "Sofmax"', ""))  # a real op type the model has: the run goes on
+    assert run_cli("run", config).code == 0

@@ -199,8 +199,9 @@ def _run_stages(
         ui.warn(warning)
     exported = _export_stage(run)
     check_named_nodes(config, exported.fp32)
-    if not is_onnx_path(run.source):  # an ONNX source's outputs were checked at the config check
+    if not is_onnx_path(run.source):  # an ONNX source's outputs and ops were checked at the config check
         check_budget_outputs(config, exported.fp32, exported.outputs)
+        check_op_types(config, exported.fp32)
     data = _compare_data(run, exported)
     if config.bundle.enabled and target.kind != "cpu" and config.build.profiles:
         # the profiles the device builds with: checked as a TensorRT build and `bundle create` check them
@@ -294,6 +295,26 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
         hint = f"; closest: {', '.join(close)}" if close else ""
         missing = ", ".join(unknown)
         raise InputError(f"{key}: no node named {missing} in the exported model {exported}{why}{hint}")
+
+
+def check_op_types(config: PipelineConfig, model: Path) -> None:
+    """``[build] fp32_ops`` and ``[calibration] exclude_ops`` name op types: one that neither ONNX
+    defines nor ``model`` uses (a custom op) is a typo, refused before any precision is built, at the
+    config check for an ONNX source and right after the export for a PyTorch one, whose custom ops
+    are known only then. Before, the fp16 or int8 build refused it as ``--fp32-ops`` after the other
+    precisions were built and compared."""
+    from calibration.qdq import unknown_op_types
+
+    b, cal = config.build, config.calibration
+    asked = [("build", "fp32_ops", b.fp32_ops)] if "fp16" in b.precisions else []
+    asked += [("calibration", "exclude_ops", cal.exclude_ops)] if "int8" in b.precisions else []
+    if not any(ops for _, _, ops in asked):
+        return
+    loaded = load_onnx(model, load_external_data=False)
+    for section, key, ops in asked:
+        if unknown := unknown_op_types(ops, loaded):
+            named = option_name(section, key, from_config=True)
+            raise InputError(f"config {named}: no ONNX op type named {', '.join(unknown)}")
 
 
 def check_budget_outputs(
@@ -951,6 +972,7 @@ def _check_files(config: PipelineConfig) -> None:
         raise InputError(f"config model.source: {where} not found")
     if is_onnx_path(source):
         check_budget_outputs(config, where)
+        check_op_types(config, where)
     for key, spec in (("compare.data", config.compare.data), ("calibration.data", config.calibration.data)):
         if spec and not _is_random(spec) and not config.path(spec).exists():
             raise InputError(
