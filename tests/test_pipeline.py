@@ -663,8 +663,42 @@ def test_build_profiles_of_the_wrong_rank_are_refused_not_bundled(digits: Digits
     path.write_text(text)
     result = run_cli("run", path)
     last = result.stderr.strip().splitlines()[-1]
-    assert result.code == 2 and "must all have rank 4" in last, result.stderr
-    assert not (tmp_path / "bundle").exists()
+    assert result.code == 2 and "config [build] profiles: profile 0 input 'input'" in last, result.stderr
+    assert "must all have rank 4" in last
+    assert not (tmp_path / "bundle").exists() and not (tmp_path / "work").exists()  # before any work
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (("x:1x3x8x8", "x:axb"), "config [model] inputs 'x:axb': dims must be integers"),
+        (("x:1x3x8x8", "x:1x3x8x8:bogus"), "config [model] inputs 'x:1x3x8x8:bogus': unknown dtype 'bogus'"),
+        (("[build]", "[export]\nopset = 5\n[build]"), "config [export] opset 5 is too old"),
+        (
+            ("[build]", '[export]\ninput_names = ["a", "b"]\n[build]'),
+            "config [export] input_names gives 2 names for 1 [model] inputs",
+        ),
+        (('data = "random"', 'data = "random:abc"'), "config [compare] data: bad data spec 'random:abc'"),
+        (
+            ("[build]", "[build]\nprofiles = [{ x = { min = [1], opt = [1], max = [1] } }]"),
+            "config [build] profiles: profile 0 input 'x': min/opt/max must all have rank 4",
+        ),
+    ],
+)
+def test_export_and_data_values_are_refused_before_the_workdir_in_the_configs_names(
+    tmp_path: Path, edit: tuple[str, str], said: str
+) -> None:
+    """They were refused as the export's flags (bad --input, --opset 5 is too old), after the
+    workdir was made, or after the export (random:abc, profiles of another rank)."""
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n"
+    )
+    config = tmp_path / "edgedeploy.toml"
+    body = 'workdir = "w"\n[model]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\n[build]\n'
+    body += 'precisions = ["fp32"]\n[compare]\ndata = "random"\n[profile]\nenabled = false\n'
+    config.write_text(body.replace(*edit) + "[bundle]\nenabled = false\n")
+    assert_clean_input_error(run_cli("run", config), said)
+    assert not (tmp_path / "w").exists()
 
 
 def test_config_keys_that_other_keys_make_moot_are_warned(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -63,6 +64,8 @@ from edgedeploy.stages.export import (
     ONNX_KEEPS,
     ExportOptions,
     InputShape,
+    check_names,
+    check_opset,
     export,
     is_onnx_path,
     module_search_path,
@@ -958,8 +961,54 @@ def check_config(config: PipelineConfig) -> Target:
     ):
         raise InputError(f"config bundle.output: {why}; choose another folder")
     _check_sections(config, target)
+    _check_export(config)
     _check_files(config)
     return target
+
+
+def _check_export(config: PipelineConfig) -> None:
+    """The [model] and [export] values and the random data specs the export or the data would refuse
+    after the workdir was made (and the export written), refused now in the config's names: a bad
+    ``[model] inputs`` item was ``bad --input ...`` with an empty workdir left behind."""
+    from calibration.sources import check_random_spec
+
+    flags = {"--input-names": ("export", "input_names"), "--output-names": ("export", "output_names"),
+             "--opset": ("export", "opset"), "--input": ("model", "inputs")}  # fmt: skip
+    try:
+        options = export_options(config)
+        if not is_onnx_path(config.model.source):  # an ONNX source keeps its opset and names
+            check_opset(options.opset)
+            check_names(options)
+    except InputError as exc:
+        said = str(exc).removeprefix("bad ")
+        for flag, (section, key) in flags.items():  # the longer flags first: --input-names before --input
+            said = re.sub(rf"{flag}(?![\w-])", option_name(section, key, from_config=True), said)
+        raise InputError(f"config {said}") from None
+    for section in ("compare", "calibration"):
+        spec = getattr(config, section).data
+        if spec and _is_random(spec):
+            try:
+                check_random_spec(spec)
+            except CalibrationError as exc:
+                raise InputError(f"config [{section}] data: {exc}") from None
+    if config.build.profiles and not is_onnx_path(config.model.source):  # an ONNX source's: at _check_files
+        _check_profile_ranks(config, options)
+
+
+def _check_profile_ranks(config: PipelineConfig, options: ExportOptions) -> None:
+    """``[build] profiles`` of another rank than the shape ``[model] inputs`` gives that input (renamed
+    by ``[export] input_names``) are refused before the export; the build refused them after it."""
+    given = {i.name: len(i.shape) for i in options.inputs}
+    if options.input_names and len(options.input_names) == len(options.inputs):
+        given = dict(zip(options.input_names, given.values(), strict=True))
+    for index, ranges in enumerate(parse_profiles(config.build.profiles)):  # read by _check_sections
+        for name, (lo, opt, hi) in ranges.shapes.items():
+            rank = given.get(name)
+            if rank is not None and not len(lo) == len(opt) == len(hi) == rank:
+                raise InputError(
+                    f"config [build] profiles: profile {index} input '{name}': min/opt/max must all have "
+                    f"rank {rank} like [model] inputs gives it ({list(lo)}, {list(opt)}, {list(hi)})"
+                )
 
 
 def _check_files(config: PipelineConfig) -> None:
@@ -973,6 +1022,13 @@ def _check_files(config: PipelineConfig) -> None:
     if is_onnx_path(source):
         check_budget_outputs(config, where)
         check_op_types(config, where)
+        if config.build.profiles:  # as a build checks them: names, ranks, fixed dims
+            from edgedeploy.backends.trt_plan import resolve_profiles
+
+            try:
+                resolve_profiles(where, parse_profiles(config.build.profiles))
+            except InputError as exc:
+                raise InputError(f"config [build] profiles: {exc}") from None
     for key, spec in (("compare.data", config.compare.data), ("calibration.data", config.calibration.data)):
         if spec and not _is_random(spec) and not config.path(spec).exists():
             raise InputError(
