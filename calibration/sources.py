@@ -293,12 +293,6 @@ def seed_unused(spec: str, seed: int, names: tuple[str, str] = ("--data", "--see
     return None
 
 
-def check_random_spec(spec: str) -> None:
-    """Refuse a ``random:...`` data spec whose seed is no number (``random:abc``) before any work,
-    as :func:`open_source` would once the model is known; other specs are left to it."""
-    _parse_random(spec, 0)
-
-
 def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int | None]) -> None:
     """Given input shapes (``--input``) name the model's inputs (``ranks``: input -> its number
     of dims, None when the model does not say), at their rank: a misspelt name would otherwise

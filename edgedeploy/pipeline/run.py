@@ -969,9 +969,8 @@ def check_config(config: PipelineConfig) -> Target:
 def _check_export(config: PipelineConfig) -> None:
     """The [model] and [export] values and the random data specs the export or the data would refuse
     after the workdir was made (and the export written), refused now in the config's names: a bad
-    ``[model] inputs`` item was ``bad --input ...`` with an empty workdir left behind."""
-    from calibration.sources import check_random_spec
-
+    ``[model] inputs`` item was ``bad --input ...`` with an empty workdir left behind. (The data
+    specs, ``random:abc`` too, are checked with the other [compare] and [calibration] values.)"""
     flags = {"--input-names": ("export", "input_names"), "--output-names": ("export", "output_names"),
              "--opset": ("export", "opset"), "--input": ("model", "inputs")}  # fmt: skip
     try:
@@ -984,13 +983,6 @@ def _check_export(config: PipelineConfig) -> None:
         for flag, (section, key) in flags.items():  # the longer flags first: --input-names before --input
             said = re.sub(rf"{flag}(?![\w-])", option_name(section, key, from_config=True), said)
         raise InputError(f"config {said}") from None
-    for section in ("compare", "calibration"):
-        spec = getattr(config, section).data
-        if spec and _is_random(spec):
-            try:
-                check_random_spec(spec)
-            except CalibrationError as exc:
-                raise InputError(f"config [{section}] data: {exc}") from None
     if config.build.profiles and not is_onnx_path(config.model.source):  # an ONNX source's: at _check_files
         _check_profile_ranks(config, options)
 
