@@ -41,8 +41,10 @@ def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
     no batch: a scalar, or a fixed shape beside a dynamic batch (``scale[8]`` beside ``x[N, 8]``),
     which every sample shares.
 
-    Raises DataError naming an input whose batch axis cannot be told (``h0[1, ?, 16]``, no name
-    shared with the other inputs): cutting it on dim 0 split its layers, not its samples."""
+    A fixed dim 0 beside dynamic dims (captcha-rec's ``input1[1, 1, 64, image_width]``) is a fixed
+    batch like an all-fixed shape, when no input has a dynamic batch. Beside one, it is not told
+    (``h0[1, ?, 16]`` beside ``x[B, 10, 8]``, no name shared): cutting it on dim 0 split its layers,
+    not its samples, and DataError names it."""
     names = batch_names(inputs)
     axes: dict[str, int | None] = {}
     unclear: list[TensorSpec] = []
@@ -59,8 +61,14 @@ def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
         elif all(isinstance(d, int) for d in spec.shape):
             axes[spec.name] = -1  # settled below: a fixed batch, or none
         else:
+            axes[spec.name] = -1  # a fixed batch unless another input has a dynamic one (below)
             unclear.append(spec)
-    if unclear:
+    by_name = {spec.name: spec for spec in inputs}
+    dynamic = any(
+        a is not None and a >= 0 and not (by_name[n].rank_known and isinstance(by_name[n].shape[a], int))
+        for n, a in axes.items()
+    )
+    if unclear and dynamic:
         spec = unclear[0]
         raise DataError(
             f"input '{spec.name}' ({spec.describe()}): which of its axes holds the samples cannot be "
@@ -68,11 +76,6 @@ def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
             "be counted or batched; name the batch dim alike on every input (export does), or feed "
             "whole batches from a load_data() script"
         )
-    by_name = {spec.name: spec for spec in inputs}
-    dynamic = any(
-        a is not None and a >= 0 and not (by_name[n].rank_known and isinstance(by_name[n].shape[a], int))
-        for n, a in axes.items()
-    )
     return {n: (None if dynamic else 0) if a == -1 else a for n, a in axes.items()}
 
 

@@ -174,3 +174,18 @@ def test_an_input_whose_batch_axis_cannot_be_told_is_refused_before_reading(tmp_
     np.savez(tmp_path / "d.npz", x=np.zeros((32, 10, 8), np.float32), h0=np.zeros((1, 32, 16), np.float32))
     with pytest.raises(DataError, match=r"input 'h0' \(h0\[1,\?,16\]:float32\): which of its axes holds"):
         open_source(tmp_path / "d.npz", inputs, samples=4)
+
+
+def test_a_fixed_batch_beside_dynamic_dims_is_counted_on_dim_0(tmp_path: Path) -> None:
+    """captcha-rec's input1[1, 1, 64, image_width] (no input with a dynamic batch) was refused as an
+    input whose batch axis cannot be told; it is a fixed batch of 1, as an all-fixed shape is, and so
+    are ids[1, seq] beside mask[1, seq]."""
+    from calibration.feeds import batch_axes
+
+    captcha = [TensorSpec("input1", (1, 1, 64, "image_width"), "float32")]
+    assert batch_axes(captcha) == {"input1": 0}
+    np.savez(tmp_path / "d.npz", input1=np.zeros((6, 1, 64, 96), np.float32))
+    feeds = list(open_source(tmp_path / "d.npz", captcha, samples=4, batch_size=8))
+    assert [f["input1"].shape for f in feeds] == [(1, 1, 64, 96)] * 4
+    pair = [TensorSpec("ids", (1, "seq"), "int64"), TensorSpec("mask", (1, "seq"), "int64")]
+    assert batch_axes(pair) == {"ids": 0, "mask": 0}
