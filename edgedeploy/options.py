@@ -9,6 +9,7 @@ is read. A new TensorRT option is one row here, one ``BuildOptions`` field, and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,13 +141,40 @@ BACKEND_OPTION_NAMES = frozenset(o.user for o in BACKEND_OPTIONS)
 FLAG_PREFIXES = {"calibration": "calib-"}
 
 
+# the settings a flag gives one item of, named in the singular: --input x:1x8 --input y:1x4
+SINGULAR_FLAGS = {
+    ("model", "inputs"): "--input",
+    ("build", "profiles"): "--profile",
+    ("build", "memory_pools_mb"): "--memory-pool",
+}
+# the export's settings given as export's flags on the command line and as config keys in a config
+EXPORT_SETTINGS = (
+    ("model", "inputs"),
+    ("export", "opset"),
+    ("export", "input_names"),
+    ("export", "output_names"),
+)
+
+
 def option_name(section: str, key: str, from_config: bool) -> str:
     """The user's name of setting ``key`` of ``section``: ``[build] dla_core`` or ``[calibration]
     data`` in a config (run, matrix), ``--dla-core`` or ``--calib-data`` on build's command line.
     What the messages of a build say, whichever of the two described it."""
     if from_config:
         return f"[{section}] {key}"
-    return f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
+    return SINGULAR_FLAGS.get((section, key)) or f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
+
+
+def in_config_names(message: str) -> str:
+    """``message`` with the flags of the export and of build's backend options (``--opset``,
+    ``--input``, ``--dla-core``) named as the config's keys (``[export] opset``, ``[model] inputs``,
+    ``[build] dla_core``): the same settings, given in a config. The stages and backends say the
+    flags whoever asked; run says their messages about its config in its names. A flag is renamed
+    as a whole word only: ``--input-names`` is not ``--input``."""
+    settings = [*EXPORT_SETTINGS, *(("build", option.user) for option in BACKEND_OPTIONS)]
+    keys = {option_name(*each, from_config=False): option_name(*each, from_config=True) for each in settings}
+    flags = "|".join(re.escape(flag) for flag in sorted(keys, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])(?:{flags})(?![\w-])", lambda found: keys[found.group()], message)
 
 
 def _unset(value: Any) -> bool:

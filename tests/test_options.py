@@ -62,21 +62,42 @@ def test_a_bad_memory_pool_is_refused_with_the_expected_form() -> None:
 def test_a_setting_is_named_one_way_as_builds_flag_and_as_a_config_key() -> None:
     """options.option_name spells a setting for both: the calibration messages a build says
     (CalibrationRequest.option) and the backends' flags run says as config keys (in_config_names);
-    every flag it names is one of ``edgedeploy build``'s."""
+    every flag it names is one of ``edgedeploy build``'s (the repeated ones in the singular)."""
     import typer.main
 
     from edgedeploy.cli import app
-    from edgedeploy.options import CalibrationRequest, option_name
-    from edgedeploy.pipeline.run import in_config_names
+    from edgedeploy.options import CalibrationRequest, in_config_names, option_name
 
     build = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
     flags = {flag for param in build.params for flag in (*param.opts, *param.secondary_opts)}
-    # CPU threads are a config key only; the repeated --memory-pool and --profile are in the singular
-    other = {"threads", "memory_pools_mb", "profiles"}
     for option in BACKEND_OPTIONS:
         flag = option_name("build", option.user, from_config=False)
-        assert flag in flags or option.user in other, flag
+        assert flag in flags or option.user == "threads", flag  # CPU threads are a config key only
         assert in_config_names(f"{flag} must be >= 0") == f"[build] {option.user} must be >= 0"
     for setting in ("data", "preprocess", "samples", "batch_size", "algorithm"):
         assert CalibrationRequest().option(setting) in flags, setting
         assert CalibrationRequest(from_config=True).option(setting) == f"[calibration] {setting}"
+
+
+def test_the_exports_and_the_backends_flags_are_named_as_config_keys_by_one_function() -> None:
+    """run's config check named the export's flags (--input, --opset, --input-names) as config keys
+    with a table and a regex of its own, beside in_config_names for the backends' flags; one
+    function names both, a flag as a whole word only (--input-names is not --input and -names)."""
+    import typer.main
+
+    from edgedeploy.cli import app
+    from edgedeploy.options import EXPORT_SETTINGS, in_config_names, option_name
+
+    export = typer.main.get_command(app).commands["export"]  # type: ignore[attr-defined]
+    flags = {flag for param in export.params for flag in (*param.opts, *param.secondary_opts)}
+    for section, key in EXPORT_SETTINGS:
+        assert option_name(section, key, from_config=False) in flags, (section, key)
+    said = "--input-names gives 2 names for 1 --input"
+    assert in_config_names(said) == "[export] input_names gives 2 names for 1 [model] inputs"
+    assert in_config_names("bad --input 'x:a': dims") == "bad [model] inputs 'x:a': dims"
+    assert in_config_names("--opset 5 is too old") == "[export] opset 5 is too old"
+    said = "names must differ (--input-names, --output-names)"
+    assert in_config_names(said) == "names must differ ([export] input_names, [export] output_names)"
+    said = "bad --profile 'x'; drop --dla-core"
+    assert in_config_names(said) == "bad [build] profiles 'x'; drop [build] dla_core"
+    assert in_config_names("--opset-x and x--opset stay") == "--opset-x and x--opset stay"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -36,12 +35,12 @@ from edgedeploy.fileio import (
 )
 from edgedeploy.onnxio import external_data_files, load_onnx
 from edgedeploy.options import (
-    BACKEND_OPTIONS,
     BuildRequest,
     CalibrationRequest,
     CalibrationSettings,
     Fp16Options,
     backend_options,
+    in_config_names,
     option_name,
     parse_profiles,
     user_names,
@@ -971,18 +970,13 @@ def _check_export(config: PipelineConfig) -> None:
     after the workdir was made (and the export written), refused now in the config's names: a bad
     ``[model] inputs`` item was ``bad --input ...`` with an empty workdir left behind. (The data
     specs, ``random:abc`` too, are checked with the other [compare] and [calibration] values.)"""
-    flags = {"--input-names": ("export", "input_names"), "--output-names": ("export", "output_names"),
-             "--opset": ("export", "opset"), "--input": ("model", "inputs")}  # fmt: skip
     try:
         options = export_options(config)
         if not is_onnx_path(config.model.source):  # an ONNX source keeps its opset and names
             check_opset(options.opset)
             check_names(options)
     except InputError as exc:
-        said = str(exc).removeprefix("bad ")
-        for flag, (section, key) in flags.items():  # the longer flags first: --input-names before --input
-            said = re.sub(rf"{flag}(?![\w-])", option_name(section, key, from_config=True), said)
-        raise InputError(f"config {said}") from None
+        raise InputError(f"config {in_config_names(str(exc).removeprefix('bad '))}") from None
     if config.build.profiles and not is_onnx_path(config.model.source):  # an ONNX source's: at _check_files
         _check_profile_ranks(config, options)
 
@@ -1128,17 +1122,6 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
         raise InputError(
             f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"
         )
-
-
-def in_config_names(message: str) -> str:
-    """``message`` with build's backend flags (``--dla-core``) named as the config's keys
-    (``[build] dla_core``): the same options, given in a config (options.BACKEND_OPTIONS). The
-    backends and targets say the flags whoever asked (a build's calibration messages are named
-    as asked, by CalibrationRequest.option); both spell the names by options.option_name."""
-    for option in BACKEND_OPTIONS:
-        flag, key = (option_name("build", option.user, from_config) for from_config in (False, True))
-        message = message.replace(flag, key)
-    return message
 
 
 def _check_calibration(cal: CalibrationSettings) -> None:
