@@ -600,6 +600,29 @@ def test_a_pytorch_source_is_exported_again_and_only_a_changed_model_rebuilds(tm
     assert [c.min_cosine for c in again.cells] != [None, None]
 
 
+def test_an_unknown_op_type_of_a_pytorch_source_fails_its_cells_in_the_configs_names(tmp_path: Path) -> None:
+    """As run says it right after the export: a PyTorch source's custom ops are known only then.
+    The fp16 and int8 cells failed as ``--fp32-ops`` and ``--exclude-ops``, build's flags, which
+    the matrix's config does not have."""
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())\n"
+    )
+    config = tmp_path / "m.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\nfp32_ops = ["Relu", "Sofmax"]\n'
+        '[calibration]\nexclude_ops = ["Sofmax"]\nsamples = 4\nbatch_size = 2\n'
+        '[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16", "int8"]\n'
+        '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\n'
+    )
+    fp32, fp16, int8 = _run_local(config).cells
+    assert fp32.status == "ok", fp32
+    assert fp16.status == "failed" and fp16.reason == "config [build] fp32_ops: no ONNX op type named Sofmax"
+    said = "config [calibration] exclude_ops: no ONNX op type named Sofmax"
+    assert int8.status == "failed" and int8.reason == said, int8
+
+
 def test_an_export_warning_reaches_the_matrix_output(tmp_path: Path) -> None:
     from edgedeploy.ui import Ui
 

@@ -63,6 +63,7 @@ from edgedeploy.pipeline.run import (
     build_key_request,
     build_request,
     bundle_report_writer,
+    check_op_types,
     compare_gates,
     compare_source,
     export_options,
@@ -516,11 +517,14 @@ def run_matrix(
         """Key the cell, take it from the store when it is there, else submit what it is missing."""
         assert state.fp32 is not None
         try:
+            if not is_onnx_path(state.config.model.source):  # an ONNX source's: at load (run.check_config)
+                # as run says them after its export: the precision task's build said --fp32-ops
+                check_op_types(plan.config, state.fp32.files[_fp32_name(state)])
             pending, precision_key, precision_request = _key_cell(
                 plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
                 feeds_cache,
             )  # fmt: skip
-        except Exception as exc:  # bad calibration or compare data: this cell only
+        except Exception as exc:  # bad calibration or compare data, an unknown op type: this cell only
             finish(plan.cell, "failed", first_line(exc))
             return
         hit = store.lookup(pending.key, lambda why: ui.info(f"{plan.cell.label()}: {why}: made again"))
