@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,17 +31,18 @@ class Ui:
         self.console = console or Console(stderr=True, highlight=False, emoji=False)  # see cli/common.py
         self.quiet = quiet
         self.messages: list[str] = []
+        self._shown: Console | None = None  # the console of the bar shown: what is said meanwhile goes there
 
     def info(self, message: str) -> None:
         raise_if_stopped()  # a stage starts: a Ctrl-C or SIGTERM swallowed in a __del__ stops it here
         self.messages.append(message)
         if not self.quiet:
-            self.console.print(message, markup=False)
+            (self._shown or self.console).print(message, markup=False)
 
     def warn(self, message: str) -> None:
         self.messages.append(f"warning: {message}")
         if not self.quiet:
-            self.console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+            (self._shown or self.console).print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     def info_once(self, message: str, again: str = "") -> None:
         """``message`` the first time it is said (a run says some lines per precision); after
@@ -63,28 +64,33 @@ class Ui:
             yield lambda _fraction: None
             return
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        with _own_descriptor(self.console), Progress(*columns, console=self.console, transient=True) as bar:
+        with _bar_console(self.console) as own, Progress(*columns, console=own, transient=True) as bar:
             task = bar.add_task(description, total=1.0)
 
             def advance(fraction: float) -> None:
                 bar.update(task, completed=max(0.0, min(1.0, fraction)))
 
-            yield advance
-            bar.update(task, completed=1.0)
+            shown, self._shown = self._shown, own
+            try:
+                yield advance
+                bar.update(task, completed=1.0)
+            finally:
+                self._shown = shown
 
 
 @contextlib.contextmanager
-def _own_descriptor(console: Console) -> Iterator[None]:
-    """``console`` writes to a duplicate of its file's descriptor, taken here, while a bar is shown.
+def _bar_console(console: Console) -> Iterator[Console]:
+    """A console like ``console`` on a duplicate of its file's descriptor, taken here, for a bar.
     The export points descriptors 1 and 2 at os.devnull, and sys.stderr at a buffer, while an
     exporter runs, so that torch's C++ side cannot print its graph dumps (``_quiet_exporter`` in
     edgedeploy/stages/export.py); the bar drew to them and nothing moved through the longest step.
-    A console without a descriptor (a test's buffer) is left as it is."""
+    A console of its own, made with rich's public API, leaves ``console`` as it was (the CLI's
+    follows sys.stderr). A console without a descriptor (a test's buffer) draws the bar itself."""
     original = console.file
     try:
         copy = os.dup(original.fileno())
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
-        yield
+        yield console
         return
     try:
         encoding = getattr(original, "encoding", None) or "utf-8"
@@ -92,14 +98,21 @@ def _own_descriptor(console: Console) -> Iterator[None]:
     except BaseException:  # the copy is closed here if open fails, by closing the stream below if not
         os.close(copy)
         raise
-    pinned = console._file  # None for a console that follows sys.stderr, as cli/common.py's does
     with contextlib.suppress(Exception):
         original.flush()  # what was written before comes out before the bar
-    console.file = stream
     try:
-        yield
+        yield Console(
+            file=stream,
+            force_terminal=console.is_terminal,  # as console decided it: env, and the same terminal
+            force_interactive=console.is_interactive,
+            color_system=cast(Any, console.color_system),  # a name rich takes back, or None: no colour
+            no_color=console.no_color,
+            legacy_windows=console.legacy_windows,
+            soft_wrap=console.soft_wrap,
+            highlight=False,  # as Ui's and the CLI's consoles print what is said
+            emoji=False,
+        )
     finally:
-        console._file = pinned
         with contextlib.suppress(OSError):  # a terminal gone away: the descriptor is closed all the same
             stream.close()
 

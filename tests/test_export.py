@@ -708,6 +708,50 @@ def test_the_progress_bar_moves_while_an_exporter_runs(tmp_path: Path) -> None:
     assert "C++ side noise" not in text and not (tmp_path / "stopped.onnx").exists()
 
 
+def test_a_progress_bar_uses_rich_public_api_only_and_leaves_the_console_following_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar set rich's private ``Console._file`` back when it ended: a rich that keeps the file
+    under another private name broke every bar (AttributeError). It is drawn on a console of its own
+    now; what is said meanwhile goes there too, and the Ui's console, which follows sys.stderr (as
+    the CLI's does), still follows it after the bar."""
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from edgedeploy.ui import Ui
+
+    class RenamedFile(Console):
+        """A rich release whose Console keeps its file as ``_stream``."""
+
+        def __init__(self, **options: object) -> None:
+            super().__init__(**options)  # type: ignore[arg-type]
+            self._stream = self.__dict__.pop("_file")
+
+        @property
+        def file(self) -> io.TextIOBase:  # type: ignore[override]
+            return self._stream or sys.stderr
+
+        @file.setter
+        def file(self, new_file: io.TextIOBase) -> None:
+            self._stream = new_file
+
+    with open(tmp_path / "terminal", "w", encoding="utf-8") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        console = RenamedFile(stderr=True, force_terminal=True, highlight=False, emoji=False)
+        ui = Ui(console)
+        with ui.progress("a step") as advance:
+            ui.info("said while the bar is shown")
+            advance(0.5)
+        later = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", later)
+        ui.info("said after it")
+    drawn = (tmp_path / "terminal").read_text()
+    assert "a step" in drawn and "said while the bar is shown" in drawn, drawn
+    assert "said after it" not in drawn and later.getvalue() == "said after it\n"
+
+
 def test_a_float64_model_ort_has_no_kernel_for_is_named_with_what_to_do(tmp_path: Path) -> None:
     """A float64 Conv was refused as "ONNX Runtime cannot load raw.onnx itself (... Conv(11) ...)",
     naming our scratch file; the error now names the model and says to export it in float32."""
