@@ -286,6 +286,68 @@ def test_keyword_only_arguments_leave_the_weight_names_as_they_are(tmp_path: Pat
         assert [node.name for node in graphs[0].node] == [node.name for node in graphs[1].node]
 
 
+HELD_MODULE = """
+import torch
+
+
+class Held(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+        self.gain = torch.nn.Parameter(torch.linspace(1, 2, 4))
+        self.register_buffer("shift", torch.ones(4))
+
+    def forward(self, x, *, scale):
+        return self.a(x) * scale * self.gain + self.shift
+
+    def infer(self, x, *, scale):
+        return self.a(x) * scale * self.gain - self.shift
+
+
+class Alone(Held):
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("no subclasses")
+
+
+def on_instance():
+    model = Held().eval()
+    model.forward = model.infer
+    return model
+
+
+def alone():
+    return Alone().eval()
+
+
+def example():
+    return {"x": torch.randn(2, 8), "scale": torch.rand(2, 4)}
+"""
+
+
+def test_keyword_only_arguments_of_a_held_model_leave_the_weight_names_as_they_are(tmp_path: Path) -> None:
+    """A model that a subclass cannot show (a forward set on the instance, a class that refuses
+    subclasses) is exported through a module that holds it: its weights came out as model.a.weight,
+    model.gain, model.shift. They are the state_dict's names now, with either exporter."""
+    import importlib.util
+
+    (tmp_path / "held.py").write_text(HELD_MODULE)
+    loaded = importlib.util.spec_from_file_location("held_module", tmp_path / "held.py")
+    assert loaded is not None and loaded.loader is not None
+    held = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(held)
+    for kind in ("on_instance", "alone"):
+        names = sorted(getattr(held, kind)().state_dict())
+        assert names == ["a.bias", "a.weight", "gain", "shift"]
+        for opset, exporter in ((18, "dynamo"), (13, "torchscript")):
+            out = tmp_path / f"{kind}{opset}.onnx"
+            result = export(f"{tmp_path / 'held.py'}:{kind}:example", out, ExportOptions(opset=opset))
+            assert result.exporter == exporter and [i.name for i in result.inputs] == ["x", "scale"]
+            graph = onnx.load(out).graph
+            assert sorted(init.name for init in graph.initializer) == names, (kind, exporter)
+            assert not any(node.name.startswith("/model/") for node in graph.node), (kind, exporter)
+
+
 def test_an_input_or_output_name_given_twice_is_refused(tmp_path: Path) -> None:
     """The exporter renamed the second one (q.1) and went on."""
     (tmp_path / "ab.py").write_text(AB_MODULE)

@@ -378,8 +378,10 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
     same instance dict, so its parameters, buffers, tensor attributes and hooks are the model's and
     the exporters name them as they name the model's. A module holding the model as a child named
     them after that child: ``model.a.weight`` where the same model without ``*`` gave ``a.weight``.
-    That holder is still used when a subclass would not do: a scripted model, a forward set on the
-    instance (which would hide the subclass's), a class that refuses subclasses."""
+    Where a subclass would not do (a forward set on the instance, which would hide the subclass's;
+    a class that refuses subclasses) a plain module is given the model's state the same way, all
+    but that forward, and calls the model's forward: the names are the model's there too. A
+    scripted model, whose state is not in its instance dict, is still held as the child ``model``."""
     torch = _import_torch()
 
     def by_keyword(forward: Any, args: tuple[Any, ...]) -> Any:
@@ -407,6 +409,16 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
     module: Any = torch.nn.Module
 
     class ByKeyword(module):
+        def forward(self, *args: Any) -> Any:
+            # the model's forward, not its __call__: the hooks, in the shared state, ran for this call
+            return by_keyword(model.forward, args)
+
+    if not isinstance(model, torch.jit.ScriptModule):
+        holder = object.__new__(ByKeyword)
+        object.__setattr__(holder, "__dict__", {k: v for k, v in vars(model).items() if k != "forward"})
+        return holder.eval()
+
+    class Holding(module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
@@ -414,7 +426,7 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
         def forward(self, *args: Any) -> Any:
             return by_keyword(self.model, args)
 
-    return ByKeyword().eval()
+    return Holding().eval()
 
 
 def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str) -> list[str]:
