@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -853,3 +854,47 @@ def test_two_models_of_one_source_each_keep_their_own_files(project: Path) -> No
         cells = json.loads((project / "twins.json").read_text())["cells"]
         done = {(c["model"], c["precision"]) for c in cells if c["status"] in ("ok", "cached")}
         assert done == {(m, p) for m in "ab" for p in ("fp32", "fp16")}
+
+
+_DRIVER = """
+import sys, time
+from edgedeploy.pipeline.executors import LocalExecutor
+executor = LocalExecutor(jobs=2)
+for _ in range(2):
+    executor.submit("t", time.sleep, (120,), None)
+processes = executor._pool._processes
+while len(processes) < 2:
+    time.sleep(0.05)
+print(" ".join(str(pid) for pid in processes), flush=True)
+time.sleep(120)
+"""
+
+
+def test_pool_workers_end_when_the_matrix_driver_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the driver (the OOM killer, a CI timeout) left its spawned workers alive for good,
+    blocked on the pool's pipe, ~300 MB each: a worker now ends when its parent is gone."""
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert driver.stdout is not None
+    workers = [int(pid) for pid in driver.stdout.readline().split()]
+    assert len(workers) == 2
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in workers if _alive(pid)]
+    for pid in alive:  # don't leave them behind when the test fails
+        os.kill(pid, 9)
+    assert not alive, f"workers {alive} outlived the killed driver"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -25,6 +25,7 @@ import pickle
 import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -214,6 +215,7 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+PARENT_POLL_SECONDS = 1.0  # how often a pool worker checks that the driver that started it lives
 STOP_SECONDS = 30  # LocalExecutor.cancel: how long it keeps killing workers while the pool winds down
 
 
@@ -242,8 +244,20 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         manager.join(timeout=0.5)
 
 
-def _ignore_sigint() -> None:
+def _start_worker(parent: int) -> None:
+    """A pool worker's start: Ctrl-C is the driver's to handle, and the worker ends when the driver
+    is gone. A driver killed by SIGKILL (the OOM killer, a CI timeout) cannot stop its pool, and a
+    spawned worker waits on the pool's pipe for good (its own copy keeps the pipe open), holding
+    hundreds of MB; so a daemon thread watches the parent pid. Polled rather than Linux's
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgedeploy-parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -281,7 +295,10 @@ class LocalExecutor:
         if self._pool is None:
             jobs = self.jobs or max(1, min(4, os.cpu_count() or 1))
             self._pool = ProcessPoolExecutor(
-                jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+                jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
             if not self._spill_dir:
                 self._spill_dir = str(self._stack.enter_context(scratch_dir("pool")))
