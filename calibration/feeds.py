@@ -186,6 +186,8 @@ class DataSource:
     # its own sha256 does not cover): describe() adds the sha256 of the feeds themselves
     hash_feeds: bool = False
     _feeds_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
+    # the first feed, as the first read of the source yielded it (a copy): see first_feed()
+    _first: Feed | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Feed]:
         # when the data is read, not when the source is opened: an fp16 build, which needs no
@@ -201,12 +203,22 @@ class DataSource:
                 raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
             if digest is not None:
                 _hash_feed(digest, checked)
+            if index == 0 and self._first is None:
+                self._first = {k: v.copy() for k, v in checked.items()}
             yield checked
             count += 1
         if count == 0:
             raise DataError(f"data source '{self.spec}' yielded no samples")
         if digest is not None:  # read to its end: describe() need not read it again
             self._feeds_sha256 = digest.hexdigest()
+
+    def first_feed(self) -> Feed:
+        """The source's first feed: kept from the read that yielded it (a build runs its artifact on
+        the batch its precision step read, without opening the data again), else read now."""
+        if self._first is None:
+            next(iter(self), None)
+        assert self._first is not None  # an empty source raised DataError
+        return self._first
 
     def guessed(self) -> str | None:
         """A warning naming the dynamic dims this synthetic data fed as 1 (trtexec refuses dynamic

@@ -15,11 +15,19 @@ from typing import Any
 
 import numpy as np
 
+# the metadata of a dataclass field to_jsonable leaves out (arrays a stage hands to the next one)
+NOT_JSON = {"json": False}
+
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, numpy scalars and arrays, enums -> plain JSON values (NaN/Inf -> None)."""
+    """Dataclasses (but their :data:`NOT_JSON` fields), paths, numpy scalars and arrays, enums -> plain
+    JSON values (NaN/Inf -> None)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.metadata.get("json", True)
+        }
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):

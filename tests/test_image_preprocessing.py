@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -98,6 +99,35 @@ def test_build_calibrates_images_with_calib_preprocess(tmp_path: Path, digits: D
     assert "no preprocessing declared" not in result.stderr
     report = json.loads(next(out.glob("*.calib.json")).read_text())
     assert report["data"]["preprocess"]["mean"] == [0.25] and report["data"]["preprocess"]["color"] == "gray"
+
+
+def test_an_int8_build_reads_each_calibration_image_once(
+    tmp_path: Path, digits: Digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build opened the image folder again after the calibration had read it, to run the built
+    artifact on its first batch: every image's header read and hashed again, the first batch's
+    decoded twice. The calibration hands its first batch on."""
+    from collections import Counter
+
+    from edgedeploy.options import BuildRequest, CalibrationRequest
+    from edgedeploy.stages.build import build
+    from edgedeploy.targets import load_target
+
+    folder = _images(tmp_path, digits)
+    opened: Counter[str] = Counter()
+    real_open = Image.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        opened[Path(path).name] += 1
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    calibration = CalibrationRequest(data=str(folder), algorithm="max", samples=16, batch_size=8)
+    request = BuildRequest(precision="int8", target=load_target("x86-64-cpu"), calibration=calibration)
+    outcome = build(digits.onnx_path, request, tmp_path / "o")
+    assert outcome.build.info["checked"] == "loaded and run once"
+    # the folder's default preprocessing reads each header once, the calibration each image once
+    assert opened == Counter({p.name: 2 for p in folder.iterdir()})
 
 
 def test_run_reads_compare_images_with_the_calibration_preprocessing(tmp_path: Path, digits: Digits) -> None:

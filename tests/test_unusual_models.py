@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import reflect_padded_data, run_cli, shapeless_model
+from tests.conftest import Digits, reflect_padded_data, run_cli, shapeless_model
 
 
 def mlp(
@@ -587,6 +588,30 @@ def test_a_built_artifact_is_run_on_the_calibration_data_it_was_built_with(
     )
     assert built.code == 0 and built.stdout.strip().endswith("(built)"), built.stdout
     sidecar = json.loads((tmp_path / "o" / "reflect.fp16.ort.json").read_text())
+    assert sidecar["checked"] == "loaded and run once"
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_a_build_imports_a_loader_script_once(digits: Digits, tmp_path: Path, precision: str) -> None:
+    """The build's check of the built artifact opened --calib-data again for its first batch, after
+    the fp16 analysis or the calibration had read it: a load_data() script was imported (run) a
+    second time. The precision step hands its first batch on; the artifact runs on it."""
+    arrays = tmp_path / "arrays.npy"
+    np.save(arrays, digits.x_train[:32])
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n"
+        f"with open({str(counter)!r}, 'a') as fh:\n    fh.write('import\\n')\n\n"
+        "def load_data():\n"
+        f"    a = np.load({str(arrays)!r})\n"
+        "    for i in range(0, len(a), 8):\n        yield {'input': a[i : i + 8]}\n"
+    )
+    out = tmp_path / "o"
+    built = run_cli("build", digits.onnx_path, "--precision", precision, "--calib-data", loader, "-o", out)
+    assert built.code == 0 and built.stdout.strip().endswith("(built)"), built.stdout + built.stderr
+    assert counter.read_text().splitlines() == ["import"]
+    sidecar = json.loads(next(out.glob(f"*.{precision}.ort.json")).read_text())
     assert sidecar["checked"] == "loaded and run once"
 
 

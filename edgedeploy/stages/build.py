@@ -7,6 +7,7 @@ what it is given. The target is checked before any work starts.
 from __future__ import annotations
 
 import shutil
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
     if request.precision == "int8":
         artifact = _make_int8(model, dest, request, ui)
         if request.accuracy_budget:
+            first = artifact.first_batch
             artifact = int8_within_budget(model, dest, artifact, request, ui)
+            artifact.first_batch = first
         return artifact
     raise InputError(
         f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
@@ -153,7 +156,7 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
         )
     for note in calib.notes(source):
         ui.warn(note)
-    return make_int8(
+    artifact = make_int8(
         model,
         dest,
         target=request.target,
@@ -166,6 +169,10 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
         force=bool(request.options.get("force")),  # --force redoes the calibration too
         ui=ui,
     )
+    if calib.data:  # the batch the calibration read (or its key's hash did); read now when it reused one
+        with suppress(CalibrationError):
+            artifact.first_batch = source.first_feed()
+    return artifact
 
 
 CPU_OPTIONS = frozenset({"threads", "force"})  # the options ONNX Runtime uses; the rest are TensorRT's
@@ -211,12 +218,16 @@ def warn_crashing_optimizers(artifacts: list[Path], ui: Ui) -> None:
     )
 
 
-def data_batch(model: Path, request: BuildRequest) -> dict[str, Any] | None:
+def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact) -> dict[str, Any] | None:
     """The first batch of the user's calibration data, which the built artifact is run on once:
     random inputs can fail a model that its data runs (silero-vad's reflect Pad of a 1-sample
     input), and the artifact was called "loaded, not run" although the calibration had just run
-    the model on that data. None without data, or when the data does not feed the model (a
+    the model on that data. The batch ``precision``'s step read, when it read the data (opened
+    again, an image folder's headers were read and a loader script run a second time); else the
+    data is opened here. None without data, or when the data does not feed the model (a
     precision that did not read it, whose build warned so): the ``--input`` shapes are used then."""
+    if precision.first_batch is not None:
+        return precision.first_batch
     if not request.calibration.data:
         return None
     try:
@@ -248,7 +259,7 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
         precision=request.precision,
         target=request.target,
         shapes=dict(request.calibration.shapes),
-        feed=data_batch(model, request),
+        feed=data_batch(model, request, precision),
         **extra,
     )
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgedeploy.results import NOT_JSON
+
 
 @dataclass
 class PrecisionArtifact:
@@ -18,3 +20,6 @@ class PrecisionArtifact:
     files: list[Path] = field(default_factory=list)  # everything written: plan JSON, cache, report
     skipped: bool = False  # key matched: nothing was recomputed
     info: dict[str, Any] = field(default_factory=dict)  # e.g. fp32 nodes kept, calibration summary
+    # the first batch of the user's calibration data, when this step read it: what the build runs the
+    # built artifact on once, instead of opening the data again (not in the JSON: see to_jsonable)
+    first_batch: dict[str, Any] | None = field(default=None, repr=False, compare=False, metadata=NOT_JSON)

@@ -211,6 +211,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     elif request.fp16_analysis or request.accuracy_budget:
         source = analysis_source(model, request, ui, "fp16 range analysis", inputs)
     feed = None
+    first: list[Feed] = []
     if source is not None:
         first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
         feed = _one_sample(first[0], inputs) if first else None
@@ -287,6 +288,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         raise
     if pending is not None:
         atomic_write_json(*pending)
+    if first and request.calibration.data:  # the build runs its artifact on it (not on random data)
+        artifact.first_batch = first[0]
     return artifact
 
 
