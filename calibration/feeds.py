@@ -8,8 +8,11 @@ and :mod:`calibration.images` (image folders) both build on these.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,34 +191,65 @@ class DataSource:
     _feeds_sha256: str | None = field(default=None, init=False, repr=False, compare=False)
     # the first feed, as the first read of the source yielded it (a copy): see first_feed()
     _first: Feed | None = field(default=None, init=False, repr=False, compare=False)
+    # a folder where a source whose feeds are hashed (a loader script) keeps the feeds of its first
+    # read to the end, which the reads after it replay instead of running the loader again: set by
+    # who opens it for several readers (a run's stages); the folder is theirs to remove
+    keep_in: Path | None = field(default=None, init=False, repr=False, compare=False)
+    _kept: list[Path] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Feed]:
+        if self._kept is not None:
+            yield from self._replay(self._kept)
+            return
         # when the data is read, not when the source is opened: an fp16 build, which needs no
         # data, skips its range analysis on seeded random data it cannot make (a sequence input)
         refuse_non_tensor_inputs(self.inputs)
         digest = hashlib.sha256() if self.hash_feeds else None
+        keeping = Path(tempfile.mkdtemp(prefix="feeds.", dir=self.keep_in)) if self._keeps() else None
+        kept: list[Path] | None = []
         count = 0
-        for index, feed in enumerate(self._make()):
-            if self.limit is not None and count >= self.limit:
-                break
-            checked = check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
-            if _no_samples(checked, self.inputs):  # a gate over no values would pass
-                raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
-            if digest is not None:
-                _hash_feed(digest, checked)
-            if index == 0 and self._first is None:
-                self._first = {k: v.copy() for k, v in checked.items()}
-            yield checked
-            count += 1
-        if count == 0:
-            raise DataError(f"data source '{self.spec}' yielded no samples")
-        if digest is not None:  # read to its end: describe() need not read it again
-            self._feeds_sha256 = digest.hexdigest()
+        try:
+            for index, feed in enumerate(self._make()):
+                if self.limit is not None and count >= self.limit:
+                    break
+                checked = check_feed(feed, self.inputs, f"{self.spec} (batch {index})")
+                if _no_samples(checked, self.inputs):  # a gate over no values would pass
+                    raise DataError(f"data source '{self.spec}' (batch {index}) holds 0 samples")
+                if digest is not None:
+                    _hash_feed(digest, checked)
+                if index == 0 and self._first is None:
+                    self._first = {k: v.copy() for k, v in checked.items()}
+                if keeping is not None and kept is not None:
+                    kept = _keep(checked, keeping / f"{index:06d}.npz", kept)
+                yield checked
+                count += 1
+            if count == 0:
+                raise DataError(f"data source '{self.spec}' yielded no samples")
+            if digest is not None:  # read to its end: describe() need not read it again
+                self._feeds_sha256 = digest.hexdigest()
+            if keeping is not None and kept is not None:  # read to its end: the next reads replay it
+                self._kept, keeping = kept, None
+        finally:
+            if keeping is not None:  # a read stopped before the end (or feeds numpy cannot save)
+                shutil.rmtree(keeping, ignore_errors=True)
+
+    def _keeps(self) -> bool:
+        return self.hash_feeds and self.keep_in is not None
+
+    def _replay(self, kept: list[Path]) -> Iterator[Feed]:
+        """The feeds :meth:`__iter__` kept, as it yielded them (checked, in its order)."""
+        names = [spec.name for spec in self.inputs]
+        for path in kept:
+            with np.load(path, allow_pickle=False) as data:
+                yield {name: data[f"arr_{i}"] for i, name in enumerate(names)}
 
     def first_feed(self) -> Feed:
         """The source's first feed: kept from the read that yielded it (a build runs its artifact on
         the batch its precision step read, without opening the data again), else read now."""
-        if self._first is None:
+        if self._first is None and self._keeps():  # one read to the end, kept for the next ones
+            for _ in self:
+                pass
+        elif self._first is None:
             next(iter(self), None)
         assert self._first is not None  # an empty source raised DataError
         return self._first
@@ -258,6 +292,18 @@ class DataSource:
                     pass
             described["feeds_sha256"] = self._feeds_sha256
         return described
+
+
+def _keep(feed: Feed, path: Path, kept: list[Path]) -> list[Path] | None:
+    """``kept`` with ``feed`` saved to ``path`` (its arrays in the order of the model's inputs), or
+    None for a feed that is not kept: strings, which numpy saves only as pickles, and ml_dtypes'
+    bfloat16 or float8, which it reads back as raw bytes."""
+    arrays = list(feed.values())
+    if any(arr.dtype.kind not in "biuf" for arr in arrays):
+        return None
+    with open(path, "wb") as fh:
+        np.savez(fh, *arrays)
+    return [*kept, path]
 
 
 def _hash_feed(digest: Any, feed: Feed) -> None:

@@ -237,6 +237,17 @@ class CalibrationSettings:
 
 
 @dataclass
+class OpenedSources:
+    """The calibration data one run opens once for all its stages (:meth:`CalibrationRequest.open`),
+    each source by its settings and the model's inputs. A loader script's feeds are kept in
+    ``folder`` by the first read to the end (:attr:`DataSource.keep_in`): the fp16 and int8 stages
+    are keyed by their sha256, and the loader ran once for each key and again for each stage's work."""
+
+    folder: Path
+    sources: dict[str, DataSource] = field(default_factory=dict)
+
+
+@dataclass
 class CalibrationRequest(CalibrationSettings):
     """The settings as a build uses them: data resolved to a spec, and shapes for dynamic dims."""
 
@@ -244,6 +255,8 @@ class CalibrationRequest(CalibrationSettings):
     # made of a config's [calibration] section (edgedeploy run, matrix), not of build's --calib-*
     # options: what the messages name. Not in the repr, which the stages' cache keys hash.
     from_config: bool = field(default=False, repr=False, compare=False)
+    # the sources the requests of one run share (run.py), or None: each open() opens the data anew
+    opened: OpenedSources | None = field(default=None, repr=False, compare=False)
 
     def option(self, setting: str) -> str:
         """The user's name of ``setting`` (``data``, ``preprocess``) where this request came from:
@@ -253,11 +266,19 @@ class CalibrationRequest(CalibrationSettings):
     def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
         """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""
         declare = self.option("preprocess") + ("" if self.from_config else " FILE")
-        return open_source(
+        settings = (self.data, self.samples, self.batch_size, self.seed, self.shapes, self.preprocess)
+        key = repr((settings, declare, list(inputs)))
+        if self.opened is not None and key in self.opened.sources:
+            return self.opened.sources[key]
+        source = open_source(
             self.data or f"random:{self.seed}", inputs, samples=self.samples, batch_size=self.batch_size,
             seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
             declare_preprocess=declare,
         )  # fmt: skip
+        if self.opened is not None:
+            source.keep_in = self.opened.folder
+            self.opened.sources[key] = source
+        return source
 
     def notes(self, source: DataSource) -> list[str]:
         """:meth:`DataSource.notes` of ``source`` (opened by :meth:`open`), with the preprocessing

@@ -403,6 +403,49 @@ def test_a_loader_script_is_keyed_by_the_data_it_yields(digits: Digits, tmp_path
         assert np.array_equal(reference["input"], digits.x_train[64:80])
 
 
+def test_a_loader_script_runs_once_per_run_for_its_keys_and_its_stages(
+    digits: Digits, tmp_path: Path
+) -> None:
+    """The fp16 and int8 stages were keyed by the sha256 of the feeds a .py loader yields, read once
+    for each key and again for each stage's work (and again by the calibration's own key and the
+    fp16 analysis' first batch): 7 runs of load_data() in one run. The run now keeps the feeds of
+    its one read for every later one, and the keys still see new arrays behind the same script."""
+    import numpy as np
+
+    arrays = tmp_path / "arrays.npy"
+    np.save(arrays, digits.x_train[:32])
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        f"    with open({str(counter)!r}, 'a') as fh:\n        fh.write('load\\n')\n"
+        f"    a = np.load({str(arrays)!r})\n"
+        "    for i in range(0, len(a), 8):\n        yield {'input': a[i : i + 8]}\n"
+    )
+    extra = f'\n[calibration]\ndata = "{loader}"\nsamples = 32\nalgorithm = "max"\n'
+    path = _config(tmp_path, digits, extra=extra)
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32", "fp16", "int8"]')
+    text = text.replace("min_top1 = 0.99", "min_top1 = 0.5").replace("min_cosine = 0.999", "min_cosine = 0.9")
+    text = text.replace("iterations = 20", "enabled = false")
+    path.write_text(text.replace('output = "bundle"', "enabled = false"))
+
+    def loads() -> int:
+        count = len(counter.read_text().splitlines())
+        counter.unlink()
+        return count
+
+    first = run_pipeline(load_config(path))
+    assert {"build-fp16", "build-int8"} <= set(first.stages_run)
+    assert loads() == 1
+    again = run_pipeline(load_config(path))
+    assert again.stages_run == [] and loads() == 1  # read for the keys' hash only
+    np.save(arrays, digits.x_train[32:64])
+    rerun = run_pipeline(load_config(path))
+    assert {"build-fp16", "build-int8"} <= set(rerun.stages_run) and "build-fp32" in rerun.stages_skipped
+    assert loads() == 1
+    assert not [p.name for p in (tmp_path / "work").iterdir() if "feeds" in p.name]  # not kept after the run
+
+
 def test_run_profiles_with_the_configured_input_shapes(reflect_padded_onnx: Path, tmp_path: Path) -> None:
     """[model] inputs shape the random data of profile as they do compare's (a model that needs
     more than one sample on a dynamic axis refuses the dims fed as 1)."""

@@ -189,3 +189,32 @@ def test_a_fixed_batch_beside_dynamic_dims_is_counted_on_dim_0(tmp_path: Path) -
     assert [f["input1"].shape for f in feeds] == [(1, 1, 64, 96)] * 4
     pair = [TensorSpec("ids", (1, "seq"), "int64"), TensorSpec("mask", (1, "seq"), "int64")]
     assert batch_axes(pair) == {"ids": 0, "mask": 0}
+
+
+def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_its_feeds_in(
+    tmp_path: Path,
+) -> None:
+    """A run's stages share one source (edgedeploy.options.OpenedSources): the loader runs once, on
+    the first read to the end; a read stopped early keeps nothing, and a string feed is not kept."""
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        f"    open({str(counter)!r}, 'a').write('load\\n')\n"
+        "    for i in range(3):\n        yield {'x': np.full((2, 4), i, np.float32)}\n"
+    )
+    source = open_source(str(loader), [TensorSpec("x", ("N", 4), "float32")])
+    source.keep_in = tmp_path / "kept"
+    source.keep_in.mkdir()
+    assert np.array_equal(source.first_feed()["x"], np.zeros((2, 4), np.float32))
+    digest = source.describe()["feeds_sha256"]
+    replayed = list(source)
+    assert [int(f["x"][0, 0]) for f in replayed] == [0, 1, 2] and replayed[0]["x"].dtype == np.float32
+    assert source.describe()["feeds_sha256"] == digest
+    assert counter.read_text().splitlines() == ["load"]  # first_feed read it all: kept for the rest
+    partial = open_source(str(loader), [TensorSpec("x", ("N", 4), "float32")])
+    partial.keep_in = source.keep_in
+    next(iter(partial))
+    assert len(list(source.keep_in.iterdir())) == 1  # the partial read's feeds were not kept
+    list(partial)
+    assert len(counter.read_text().splitlines()) == 3

@@ -30,6 +30,7 @@ from edgedeploy.fileio import (
     guarded,
     nearest_existing,
     refuse_unwritable,
+    scratch_beside,
     sha256_file,
     sha256_json,
 )
@@ -39,6 +40,7 @@ from edgedeploy.options import (
     CalibrationRequest,
     CalibrationSettings,
     Fp16Options,
+    OpenedSources,
     backend_options,
     in_config_names,
     option_name,
@@ -140,6 +142,7 @@ class _Run:
     extra_versions: dict[str, str] | None = None
     skipped: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    calibration_sources: OpenedSources | None = None  # shared by the stages' keys and builds
 
     def stage(
         self,
@@ -197,6 +200,14 @@ def _run_stages(
     config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None, report: bool
 ) -> PipelineResult:
     run = _start(config, target, ui, extra_versions)
+    # the calibration data, opened once for every stage; a loader script's feeds kept for the run
+    with scratch_beside(run.workdir / "calibration", "feeds") as kept:
+        run.calibration_sources = OpenedSources(kept)
+        return _stages(run, report)
+
+
+def _stages(run: _Run, report: bool) -> PipelineResult:
+    config, target, ui = run.config, run.target, run.ui
     for warning in config_warnings(config):
         ui.warn(warning)
     exported = _export_stage(run)
@@ -681,6 +692,7 @@ def build_request(
 
 def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOutcome:
     request = build_request(run.config, run.target, precision, exported.shapes)
+    request.calibration.opened = run.calibration_sources  # the key's read of the data is the build's
     keyed = build_key_request(request, resolve_backend(request.backend, request.target.is_gpu)[0].name)
     key = sha256_json(
         {"fp32": exported.sha256, "request": keyed, "versions": run.versions,

@@ -231,7 +231,7 @@ def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact)
     if not request.calibration.data:
         return None
     try:
-        return next(iter(request.calibration.open(model_io(model)[0])), None)
+        return request.calibration.open(model_io(model)[0]).first_feed()
     except CalibrationError:
         return None
 
