@@ -77,7 +77,13 @@ if [ "$SET_MODE" -eq 1 ]; then
     [ -n "$MODE_ID" ] || die "power mode '$POWER_MODE' is not in the target profile (modes: $(manifest_get target.power_modes))"
     command -v nvpmodel >/dev/null 2>&1 || die "nvpmodel not found (is this JetPack?)"
     if [ ! -f "$MODE_FILE" ]; then
-        nvpmodel -q 2>/dev/null | awk 'NR==2 && /^[0-9]+$/ {print}' > "$MODE_FILE.tmp" || true
+        # the id is the line after "NV Power Mode: NAME" (a fan line comes first on many boards),
+        # blank lines skipped, as edgedeploy/backends/runtime/clocks.py parse_nvpmodel reads it
+        nvpmodel -q 2>/dev/null | awk '
+            { gsub(/^[ \t]+|[ \t\r]+$/, "") }
+            $0 == "" { next }
+            after { if ($0 ~ /^[0-9]+$/) { print; exit } after = 0 }
+            /^NV Power Mode:/ { after = 1 }' > "$MODE_FILE.tmp" || true
         if [ -s "$MODE_FILE.tmp" ]; then mv "$MODE_FILE.tmp" "$MODE_FILE"; else rm -f "$MODE_FILE.tmp"; fi
     fi
     note "power mode $POWER_MODE (nvpmodel -m $MODE_ID)"

@@ -177,7 +177,7 @@ def device(tmp_path: Path) -> Device:
     env = {**os.environ, "PATH": path, "EDGEDEPLOY_ROOT": str(root), "FAKE_LOG": str(log)}
     fakes_env = ("FAKE_TRTEXEC_FAIL", "FAKE_TRTEXEC_NOISE", "FAKE_TRT_VERSION", "TRTEXEC")
     gpu_env = ("FAKE_GPU_NAME", "FAKE_GPU_CC", "FAKE_TRTEXEC_NO_DEVICE", "FAKE_NVIDIA_SMI_FAIL")
-    for key in (*fakes_env, *gpu_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES"):
+    for key in (*fakes_env, *gpu_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES", "FAKE_NVP_FAN"):
         env.pop(key, None)
     for key in ("FAKE_EDGEDEPLOY_TRT", "PYTHON"):
         env.pop(key, None)

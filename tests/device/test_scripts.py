@@ -86,6 +86,20 @@ def test_setup_restore_restores_a_power_mode_set_alone(bundle: Path, device: Dev
     assert device.calls("nvpmodel").count("nvpmodel -m 0") == 1
 
 
+@pytest.mark.parametrize("fan", ["", "quiet", "cool"], ids=["no-fan-line", "orin-nx-jp6", "xavier"])
+def test_setup_saves_and_restores_the_power_mode_after_a_fan_line(
+    bundle: Path, device: Device, fan: str
+) -> None:
+    """`nvpmodel -q` prints "NV Fan Mode:quiet" first on many boards: the id (line 3) was not saved,
+    and --restore said "nothing to restore", leaving the board in the benchmark's mode."""
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "7W", FAKE_NVP_FAN=fan, FAKE_NVP_ID="2")
+    assert res.returncode == 0, res.stderr
+    assert (bundle / "device" / "nvpmodel.previous").read_text().strip() == "2"
+    res = device.run(script(bundle, "setup.sh"), "--restore")
+    assert res.returncode == 0, res.stderr
+    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 1", "nvpmodel -m 2"]
+
+
 def test_setup_refuses_a_mismatched_board_and_touches_nothing(bundle: Path, device: Device) -> None:
     device.set_board(
         model="NVIDIA Jetson Nano Developer Kit",

@@ -64,6 +64,7 @@ def test_tensorrt_without_pycuda_or_gpu_is_not_available(fake_gpu, monkeypatch) 
     [
         ("NV Power Mode: MAXN\n0\n", {"power_mode": "MAXN", "power_mode_id": "0"}),
         ("NVPM WARN: patching\nNV Power Mode: 15W\n1\n", {"power_mode": "15W", "power_mode_id": "1"}),
+        ("NV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n", {"power_mode": "MAXN", "power_mode_id": "0"}),
         ("garbage", {}),
     ],
 )
