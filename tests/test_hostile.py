@@ -172,6 +172,34 @@ def test_bundle_over_a_bundle_the_user_added_files_to_is_refused(tiny: Tiny) -> 
     assert cli("bundle", tiny.model, "-o", out, "--data", tiny.data).code == 0  # ours again: replaced
 
 
+def test_bundle_over_a_bundle_whose_device_folder_holds_board_outputs_is_refused_before_any_work(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """device/ (engines built on the board, benchmark and verify results) was deleted without a word
+    when the bundle was made again over it; an empty device/ is remade as before."""
+    out = tiny.root / "b"
+    assert cli("bundle", tiny.model, "-o", out, "--data", tiny.data).code == 0
+    (out / "device" / "engines").mkdir(parents=True)
+    (out / "device" / "results").mkdir()
+    (out / "device" / "engines" / "model.fp16.engine").write_bytes(b"built on the board")
+    (out / "device" / "results" / "benchmark-fp16-b1.json").write_text('{"latency_ms": {}}')
+    assert cli("bundle", "verify", out).code == 0
+
+    def no_work(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("compared before refusing the output")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("edgedeploy.pipeline.pack.compare", no_work)
+        with unchanged(tiny.root):
+            result = cli("bundle", tiny.model, tiny.fp16, "-o", out, "--data", tiny.data)
+    line = one_line_error(result, 2, "2 files", "written on the board", f"{out}/device")
+    assert "move them" in line and "remove" in line, line
+    (out / "device" / "engines" / "model.fp16.engine").unlink()
+    (out / "device" / "results" / "benchmark-fp16-b1.json").unlink()
+    assert cli("bundle", tiny.model, "-o", out, "--data", tiny.data).code == 0  # empty device/: remade
+    assert not (out / "device").exists()
+
+
 def test_bundle_over_a_manifest_with_our_keys_but_foreign_files_is_refused(tiny: Tiny) -> None:
     (tiny.root / "manifest.json").write_text(
         json.dumps({"schema_version": 1, "edgedeploy_version": "0", "files": {}})

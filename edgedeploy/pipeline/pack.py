@@ -16,7 +16,7 @@ from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
 from edgedeploy.stages.build import check_int8_for_target, precision_of_model
-from edgedeploy.stages.bundle import BundleArtifact, BundleResult, make_bundle
+from edgedeploy.stages.bundle import BundleArtifact, BundleResult, check_bundle_output, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
@@ -40,6 +40,7 @@ def bundle_artifacts(
     the bundle carries its report. The manifest records the shape profiles the device builds
     with (see :func:`build_settings`).
     """
+    check_bundle_output(output.resolve())  # before the comparisons; make_bundle checks again as it writes
     if (kind := precision_of_model(reference)) != "fp32":
         raise InputError(
             f"{reference} is an {kind} model: the first model is the fp32 reference the device checks "

@@ -6,6 +6,7 @@ from edgedeploy.stages.bundle.make import BundleArtifact, BundleResult, make_bun
 from edgedeploy.stages.bundle.tools import (
     BundleCheck,
     archive_not_ours,
+    check_bundle_output,
     inspect_bundle,
     not_ours,
     safe_extract,
@@ -17,6 +18,7 @@ __all__ = [
     "BundleCheck",
     "BundleResult",
     "archive_not_ours",
+    "check_bundle_output",
     "inspect_bundle",
     "make_bundle",
     "not_ours",

@@ -270,7 +270,8 @@ def make_bundle(
     """Write the bundle folder ``out_dir`` and ``out_dir.tar.gz`` beside it.
 
     An existing bundle there is replaced whole; any other existing, non-empty folder is refused
-    (it may hold the user's models).
+    (it may hold the user's models), and so is a bundle whose ``device/`` holds files (the board's
+    engines and results).
 
     Args:
         out_dir: the bundle folder.
@@ -294,13 +295,12 @@ def make_bundle(
         preprocess: the image preprocessing the reference inputs were made with, when they were
             made from images (``io.preprocess``): what the device's application must do to a frame.
     """
-    from edgedeploy.stages.bundle.tools import archive_not_ours, bundle_totals, not_ours
+    from edgedeploy.stages.bundle.tools import bundle_totals, check_bundle_output
 
     out = Path(out_dir).resolve()
     if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
         raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
-    if why := not_ours(out) or archive_not_ours(out):
-        raise InputError(f"bundle output: {why}; choose another -o folder")
+    check_bundle_output(out)
     with atomic_dir(out) as root:
         entries = []
         for art in artifacts:

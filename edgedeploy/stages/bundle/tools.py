@@ -102,6 +102,31 @@ def not_ours(folder: Path) -> str | None:
     return None
 
 
+def device_outputs(folder: Path) -> list[str]:
+    """The files under ``folder/device`` (bundle-relative, sorted): what the device scripts wrote on the
+    board (engines, timing cache, benchmark and verify results), which no manifest lists."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in (folder / DEVICE_DIR).rglob("*")
+        if not p.is_dir() and "__pycache__" not in p.parts
+    )
+
+
+def check_bundle_output(folder: Path) -> None:
+    """Refuse ``folder`` as a new bundle's output (InputError, one line) when replacing it or its archive
+    would delete files that are not ours (:func:`not_ours`, :func:`archive_not_ours`) or the board's
+    outputs in an existing bundle's ``device/``; an empty ``device/`` goes with the old bundle."""
+    if why := not_ours(folder) or archive_not_ours(folder):
+        raise InputError(f"bundle output: {why}; choose another -o folder")
+    if folder.is_dir() and (written := device_outputs(folder)):
+        files = f"{len(written)} file{'s' if len(written) > 1 else ''}"
+        raise InputError(
+            f"bundle output: {folder / DEVICE_DIR} holds {files} written on the board ({written[0]}"
+            f"{', ...' if len(written) > 1 else ''}), which a new bundle would delete: move them out of "
+            f"the bundle or remove {folder / DEVICE_DIR} first, or choose another -o folder"
+        )
+
+
 def archive_not_ours(folder: Path) -> str | None:
     """Why ``folder.tar.gz`` may not be replaced by a new bundle's archive, or None when it may:
     absent, beside a bundle folder of ours (the pair is remade), or a tar whose first member is a
@@ -138,11 +163,7 @@ def check_dir(root: Path) -> BundleCheck:
     check.problems += bundle_helper.check_files(root, manifest)
     files = manifest["files"]
     check.files_checked = sum(1 for rel in files if not any(p.startswith(f"{rel}:") for p in check.problems))
-    check.device_outputs = sorted(
-        p.relative_to(root).as_posix()
-        for p in (root / DEVICE_DIR).rglob("*")
-        if not p.is_dir() and "__pycache__" not in p.parts
-    )
+    check.device_outputs = device_outputs(root)
     check.ok = not check.problems
     return check
 
