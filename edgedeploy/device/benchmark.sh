@@ -22,8 +22,8 @@ trtexec before TensorRT 8.4 takes whole seconds: a fractional --duration is roun
 JSON records the duration that ran).
 Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
 inputs) --duration 10 --warmup 500 --interval 100,
---out device/results/benchmark-<precision>-b<batch>.json; --out never replaces a file of the bundle
-nor an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine,
+--out device/results/benchmark-<precision>-b<batch>.json; --out lies under device/ or outside the
+bundle, and never replaces an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine,
 a missing tool (trtexec, or edgedeploy for --tool edgedeploy) or bad input.
 USAGE
 }
@@ -47,8 +47,9 @@ while [ $# -gt 0 ]; do
 done
 
 # --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
-# fail on it) nor any existing file that is not an earlier results JSON (of benchmark.sh, or of
-# edgedeploy profile for --tool edgedeploy)
+# fail on it), lie in the bundle outside device/ (an unlisted file fails verify.sh too), nor replace
+# any existing file that is not an earlier results JSON (of benchmark.sh, or of edgedeploy profile
+# for --tool edgedeploy)
 check_out() {
     "$PYTHON" - "$BUNDLE_DIR" "$1" <<'PY' || exit 2
 import json, os, sys
@@ -73,6 +74,10 @@ if real in listed:
            % (name, "" if name == "manifest.json" else " (listed in manifest.json)"))
 if os.path.isdir(real):
     refuse("is a folder: give the JSON file to write")
+rel = os.path.relpath(real, root).split(os.sep)
+if rel[0] != os.pardir and rel[0] != "device":  # verify.sh would find a file the manifest does not list
+    refuse("lies inside the bundle, outside device/ (which its manifest would then not list): "
+           "use device/results/ or a path outside the bundle")
 if os.path.lexists(out) and not os.path.isfile(real):
     refuse("exists and is not a regular file")
 if os.path.isfile(real) and os.path.getsize(real) > 0:

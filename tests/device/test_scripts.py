@@ -314,6 +314,31 @@ def test_benchmark_out_never_replaces_a_bundle_file_or_a_file_not_its_results(
     assert json.loads(empty.read_text())["latency_ms"]
 
 
+def test_benchmark_out_inside_the_bundle_outside_device_is_refused(bundle: Path, device: Device) -> None:
+    """--out results.json from the bundle root wrote a file its manifest does not list: the bundle then
+    failed its own verify.sh ("results.json: not listed in the manifest")."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    runs = len(device.calls("trtexec"))
+    inside = ("results.json", "reference/bench.json", "device/../bench.json", str(bundle / "scripts/b.json"))
+    for out in inside:
+        res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", out, cwd=bundle)
+        errors = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(errors) == 1, (out, res.stderr)
+        assert errors[0].startswith(f"error: --out {out} lies inside the bundle, outside device/"), errors[0]
+        assert "device/results/" in errors[0] and "outside the bundle" in errors[0], errors[0]
+    assert len(device.calls("trtexec")) == runs
+    assert not [p for p in bundle.rglob("*.json") if p.name in ("results.json", "bench.json", "b.json")]
+    assert device.run(script(bundle, "verify.sh"), "--files-only").returncode == 0
+    # under device/ it is written, and the bundle stays valid
+    res = device.run(
+        script(bundle, "benchmark.sh"), "--duration", "0.3", "--out", "device/mine.json", cwd=bundle
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads((bundle / "device" / "mine.json").read_text())["latency_ms"]
+    res = device.run(script(bundle, "verify.sh"), "--files-only")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_a_precision_the_bundle_lacks_is_one_line_from_verify_and_benchmark(
     bundle: Path, device: Device
 ) -> None:
