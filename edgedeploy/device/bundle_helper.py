@@ -139,11 +139,21 @@ def load_manifest(bundle: Path) -> Dict[str, Any]:
 
 
 def atomic_write(path: Path, text: str) -> None:
+    """``text`` to ``path`` under a temporary name, then renamed; with the mode a plain open() gives
+    (0666 less the umask), not mkstemp's 0600. tegrastats_power.py writes its JSON with it too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 # ---------------------------------------------------------------- files

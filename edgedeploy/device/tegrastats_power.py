@@ -17,13 +17,11 @@ annotations evaluated at run time; tests/device/test_device_python.py checks).
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -48,6 +46,15 @@ def rails_watts(line: str) -> Dict[str, float]:
         return {n: r.current_mw / 1000.0 for n, r in parse_line(line).rails.items()}
     except ValueError:
         return {}
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """bundle_helper's: beside this file in the bundle's scripts/, in the package on a workstation."""
+    try:
+        from bundle_helper import atomic_write as write
+    except ImportError:
+        from edgedeploy.device.bundle_helper import atomic_write as write
+    write(path, text)
 
 
 def total_rail(names: List[str]) -> Tuple[List[str], str]:
@@ -200,12 +207,7 @@ def summarize(args: argparse.Namespace) -> int:
         "energy_per_inference_mj": power.get("energy_per_inference_mj"),
         "power": power,
     }
-    text = json.dumps(result, indent=2) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{args.out.name}.", dir=args.out.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
     lat = trt["latency"]
     print(
         f"latency median {lat.get('median_ms')} ms, p99 {lat.get('p99_ms')} ms; "

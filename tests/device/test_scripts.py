@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -272,6 +274,32 @@ def test_benchmark_writes_latency_when_tegrastats_ends_before_the_run(
     reason = f"not measurable here: tegrastats stopped before the run ended (exit status {status})"
     assert result["power"]["reason"] == reason
     assert "No such process" not in res.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_device_json_files_get_the_umasks_mode_as_other_files(
+    bundle: Path, device: Device, tmp_path: Path, umask: int
+) -> None:
+    """Sidecars, device.json and benchmark JSON (default and --out) were 0600 (tempfile.mkstemp's
+    mode) beside 0644 logs and verify results: another user on the board could not read them."""
+    out = tmp_path / "bench.json"
+    before = os.umask(umask)
+    try:
+        assert device.run(script(bundle, "setup.sh")).returncode == 0
+        assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+        for args in ((), ("--out", str(out))):
+            res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.3", "--warmup", "0", *args)
+            assert res.returncode == 0, res.stderr
+    finally:
+        os.umask(before)
+    written = [
+        bundle / "device" / "device.json",
+        bundle / "device" / "engines" / "dense.fp16.engine.json",
+        bundle / "device" / "results" / "benchmark-fp16-b1.json",
+        out,
+    ]
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
+    assert modes == {p.name: oct(0o666 & ~umask) for p in written}
 
 
 def test_benchmark_out_never_replaces_a_bundle_file_or_a_file_not_its_results(
