@@ -84,37 +84,80 @@ def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndar
     return found
 
 
-def layer_rows(layer: Layer, x: np.ndarray, kernel: tuple[int, ...], limit: int) -> np.ndarray | None:
+# a Conv's im2col as one gather: per entry of its (groups, rows, columns) rows, the flat position in
+# the input it copies (0 where it is padding), and the flat positions in the rows that are padding
+Unfold = tuple[np.ndarray, np.ndarray]
+
+
+def layer_rows(
+    layer: Layer,
+    x: np.ndarray,
+    kernel: tuple[int, ...],
+    limit: int,
+    unfold: Unfold | None = None,
+) -> np.ndarray | None:
     """At most ``limit`` of the rows the layer multiplies its weight with, evenly spaced, per
     group: ``(groups, rows, columns)`` float32 (a Conv's input unfolded at the chosen output
     positions, im2col, with its zero padding; a Gemm's or MatMul's input flattened to rows).
-    None when ``x`` does not have the shape the layer expects."""
+    None when ``x`` does not have the shape the layer expects. ``unfold``: a Conv's
+    :func:`unfold_index` for ``x``'s shape, when the caller keeps it from batch to batch."""
     node = layer.node
     if node.op_type != "Conv":
         if x.shape[-1] != layer.columns:
             return None
         flat = x.reshape(-1, layer.columns)
         return np.ascontiguousarray(_spaced(flat, limit)[None], dtype=np.float32)
-    dims = len(kernel)
-    if x.ndim != dims + 2 or x.shape[1] % layer.groups:
+    if unfold is None:
+        unfold = unfold_index(layer, x.shape, kernel, limit)
+    if unfold is None:
         return None
-    sizes = x.shape[2:]
+    index, padding = unfold
+    rows = np.ravel(x).take(index)  # x's values at their rows' places, in the rows' order
+    if rows.dtype != np.float32:
+        rows = rows.astype(np.float32)
+    rows.reshape(-1)[padding] = 0.0  # outside the input: the zero padding
+    return rows
+
+
+def unfold_index(layer: Layer, shape: tuple[int, ...], kernel: tuple[int, ...], limit: int) -> Unfold | None:
+    """The gather that :func:`layer_rows` makes of a Conv's input of ``shape``: the rows of
+    ``limit`` output positions at most, evenly spaced (None when ``shape`` is not the layer's).
+    The same for every batch of that shape, so :class:`InputMoments` computes it once: made per
+    batch, one fancy index per kernel tap, it was most of the moments' time (ddddocr's detector:
+    1.1 s of 1.6 s)."""
+    node, dims = layer.node, len(kernel)
+    if len(shape) != dims + 2 or shape[1] % layer.groups:
+        return None
+    sizes = shape[2:]
     axes = conv_axes(node, kernel, sizes)
     if axes is None:
         return None
     strides, dilations, begins, outs = (list(v) for v in zip(*axes, strict=True))
-    n, c = x.shape[:2]
+    n, c = shape[:2]
     at = _spaced(np.arange(n * math.prod(outs)), limit)
     where = np.unravel_index(at, (n, *outs))  # sample, then output position per axis
-    cols = np.zeros((len(at), c, *kernel), np.float32)
-    for tap in np.ndindex(*kernel):
-        coords = [where[1 + d] * strides[d] + tap[d] * dilations[d] - begins[d] for d in range(dims)]
-        inside = np.logical_and.reduce([(coords[d] >= 0) & (coords[d] < sizes[d]) for d in range(dims)])
-        index = (where[0][inside], slice(None), *[coords[d][inside] for d in range(dims)])
-        cols[(inside, slice(None), *tap)] = x[index]  # outside the input: the zero padding
+    # per row and kernel tap (axes: row, tap of axis 0, tap of axis 1, ...): the input position
+    # along each spatial axis, whether it is inside the input, and the flat spatial offset
+    offset = np.zeros((len(at),) + (1,) * dims, np.int64)
+    inside = np.ones((len(at),) + (1,) * dims, bool)
+    for d in range(dims):
+        taps = np.arange(kernel[d]) * dilations[d]
+        coord = (where[1 + d] * strides[d])[:, None] + taps[None, :] - begins[d]  # (rows, k_d)
+        along = (len(at), *(kernel[d] if e == d else 1 for e in range(dims)))
+        inside = inside & ((coord >= 0) & (coord < sizes[d])).reshape(along)
+        offset = offset * sizes[d] + coord.reshape(along)
+    plane = math.prod(sizes)
+    channel = (where[0][:, None] * c + np.arange(c)[None, :]) * plane  # (rows, c)
+    index = channel.reshape(len(at), c, *([1] * dims)) + offset[:, None]  # (rows, c, *kernel)
+    outside = np.broadcast_to(~inside[:, None], index.shape)
+    index = np.where(outside, 0, index)
     per_group = c // layer.groups
-    rows = cols.reshape(len(at), layer.groups, per_group * math.prod(kernel))
-    return np.ascontiguousarray(rows.transpose(1, 0, 2))
+    grouped = (1, 0, 2)  # (rows, groups, columns) -> (groups, rows, columns)
+    index = np.ascontiguousarray(
+        index.reshape(len(at), layer.groups, per_group * math.prod(kernel)).transpose(grouped)
+    )
+    outside = outside.reshape(len(at), layer.groups, -1).transpose(grouped)
+    return index, np.flatnonzero(outside)
 
 
 def rows_per_sample(layer: Layer) -> int:
@@ -149,18 +192,33 @@ class InputMoments:
         self.moments: dict[str, np.ndarray] = {}
         self.rows: dict[str, int] = {}
         self.lock = threading.Lock()  # guards the dicts' inserts only
+        # per Conv layer, its unfold_index for the last input shape and row limit it was shown
+        self.unfolds: dict[str, tuple[tuple[tuple[int, ...], int], Unfold | None]] = {}
 
     @property
     def names(self) -> list[str]:
         """The tensors this observer needs to see (the layers' inputs)."""
         return list(self.by_input)
 
+    def _unfold(self, layer: Layer, array: np.ndarray, limit: int) -> Unfold | None:
+        """``layer``'s :func:`unfold_index` for ``array``'s shape, made once per shape and limit (a
+        layer's input is shown on one thread at a time; the last one is kept)."""
+        if layer.node.op_type != "Conv":
+            return None
+        key = (tuple(int(d) for d in array.shape), limit)
+        kept = self.unfolds.get(layer.weight)
+        if kept is None or kept[0] != key:
+            kept = (key, unfold_index(layer, key[0], self.kernels[layer.weight], limit))
+            self.unfolds[layer.weight] = kept
+        return kept[1]
+
     def observe(self, name: str, array: np.ndarray) -> None:
         if array.dtype.kind != "f":
             return
         for layer in self.by_input.get(name, ()):
             limit = rows_per_sample(layer) * max(1, int(array.shape[0]) if array.ndim > 1 else 1)
-            rows = layer_rows(layer, array, self.kernels[layer.weight], limit)
+            unfold = self._unfold(layer, array, limit)
+            rows = layer_rows(layer, array, self.kernels[layer.weight], limit, unfold)
             if rows is None or rows.shape[1] == 0 or not np.isfinite(rows).all():
                 continue
             h = np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)

@@ -72,6 +72,65 @@ def test_conv_rows_times_the_weight_are_the_conv_outputs(shape: tuple, attrs: di
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def _im2col(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], group: int) -> np.ndarray:
+    """Every output position's input patch, one Python loop per position and tap: (groups, rows, columns)."""
+    from calibration.qdq import conv_axes
+
+    axes = conv_axes(node, kernel, x.shape[2:])
+    assert axes is not None
+    strides, dilations, begins, outs = zip(*axes, strict=True)
+    rows = []
+    for sample in range(x.shape[0]):
+        for out in np.ndindex(*outs):
+            patch = np.zeros((x.shape[1], *kernel), np.float32)
+            for tap in np.ndindex(*kernel):
+                at = [out[d] * strides[d] + tap[d] * dilations[d] - begins[d] for d in range(len(kernel))]
+                if all(0 <= a < n for a, n in zip(at, x.shape[2:], strict=True)):
+                    patch[(slice(None), *tap)] = x[(sample, slice(None), *at)]
+            rows.append(patch.reshape(group, -1))
+    return np.ascontiguousarray(np.stack(rows).transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize(("shape", "attrs"), CONVS)
+def test_conv_rows_are_the_input_patches_bit_for_bit(shape: tuple, attrs: dict) -> None:
+    cin, cout, kernel, group = shape
+    model, w = _conv_model(cin, cout, kernel, group, **attrs)
+    x = np.random.default_rng(3).normal(0, 1, (2, cin, *([7] * len(kernel)))).astype(np.float32)
+    x[0, 0] = -0.0  # signed zeros are copied as they are; the padding is +0.0
+    layer = Layer("w", 0, model.graph.node[0], group, int(np.prod(w.shape[1:])))
+    rows = layer_rows(layer, x, kernel, 1 << 20)
+    assert rows is not None and rows.dtype == np.float32 and rows.flags.c_contiguous
+    expected = _im2col(x, model.graph.node[0], kernel, group)
+    assert rows.tobytes() == expected.tobytes()
+
+
+def test_moments_unfold_each_input_shape_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The im2col gather of a layer's input is worked out once per input shape, not per batch (it
+    was most of the moments' time on ddddocr's detector), with the same moments as batch by batch."""
+    import calibration.rounding as rounding
+
+    model = onnx.load(_two_layer_model(tmp_path / "m.onnx"))
+    plan = plan_quantization(model, QuantizeOptions("tensorrt"))
+    consts = constant_values(model)
+    calls: list[tuple[int, ...]] = []
+    real = rounding.conv_axes
+    monkeypatch.setattr(rounding, "conv_axes", lambda *a: calls.append(tuple(a[2])) or real(*a))
+    moments = InputMoments(model, plan, consts)
+    batches = [_inputs(2, seed) for seed in range(4)]
+    for x in batches:
+        moments.observe("x", x)
+    moments.observe("x", _inputs(3, 5))  # another batch size: another gather
+    conv = next(layer for layer in moments.layers if layer.weight == "w0")
+    assert calls.count((6, 6)) == 2
+    expected = None
+    for x in [*batches, _inputs(3, 5)]:
+        rows = layer_rows(conv, x, (3, 3), rounding.rows_per_sample(conv) * len(x))
+        assert rows is not None
+        h = np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
+        expected = h if expected is None else expected + h
+    np.testing.assert_array_equal(moments.moments["w0"], expected)
+
+
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
 def test_convolutions_with_auto_padding_are_rounded(auto_pad: str) -> None:
     model, _ = _conv_model(4, 6, (3, 3), auto_pad=auto_pad, strides=[2, 2])
