@@ -20,3 +20,24 @@ def test_absmin_is_none_in_the_figures_of_an_all_zero_tensor() -> None:
     stats = Fp16Stats()
     stats.add(np.zeros(4, dtype=np.float32))
     assert stats.figures()["absmin"] is None
+
+
+def test_range_counts_skip_the_passes_the_smallest_magnitude_rules_out(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A batch whose smallest non-zero magnitude is a normal fp16 number has no subnormal and no
+    flushed value: Fp16Stats counts neither with a pass over the values (one count_nonzero, for
+    the zeros); one above 2**-24 has no flushed value (two). The figures stay the slow path's."""
+    calls = []
+    count_nonzero = np.count_nonzero
+    monkeypatch.setattr(np, "count_nonzero", lambda *a, **k: calls.append(1) or count_nonzero(*a, **k))
+    cases = [
+        (np.array([0.0, 1.0, -2.5, 3e-4, 7.0], np.float32), 1),  # smallest 3e-4: normal in fp16
+        (np.array([0.0, 1.0, -3e-5, 7.0], np.float32), 2),  # a subnormal, none flushed
+        (np.array([0.0, 1.0, -3e-5, 1e-9], np.float32), 3),  # a flushed one
+    ]
+    for values, passes in cases:
+        calls.clear()
+        fast, slow = Fp16Stats(), Fp16Stats()
+        fast.add(values)
+        assert len(calls) == passes
+        slow._add_slow(values)
+        assert fast.figures() == slow.figures()

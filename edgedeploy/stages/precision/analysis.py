@@ -101,13 +101,15 @@ class Fp16Stats:
         if not nonzero:
             return
         np.subtract(mags, np.uint32(1), out=mags)  # zeros wrap to the largest pattern
-        self.absmin = min(self.absmin, float(np.uint32(int(mags.min()) + 1).view(np.float32)))
+        low = int(mags.min())  # the smallest non-zero magnitude's bits, minus 1
+        self.absmin = min(self.absmin, float(np.uint32(low + 1).view(np.float32)))
         if top > _FP16_MAX_BITS:
             self.overflow += int(np.count_nonzero(mags >= _FP16_MAX_BITS)) - zeros
-        subnormal = int(np.count_nonzero(mags < _MIN_NORMAL_BITS - 1))
-        if subnormal:
-            self.subnormal += subnormal
-            self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - 1))
+        # no pass for a count the smallest magnitude already rules out (most activations: none flush)
+        if low < _MIN_NORMAL_BITS - 1:
+            self.subnormal += int(np.count_nonzero(mags < _MIN_NORMAL_BITS - 1))
+            if low < _MIN_SUBNORMAL_BITS - 1:
+                self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - 1))
 
     def _add_slow(self, flat: np.ndarray) -> None:
         mags = np.abs(flat)
