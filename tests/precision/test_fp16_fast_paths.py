@@ -479,3 +479,48 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     return copy
+
+
+def test_analysis_fetches_a_reshaped_or_transposed_copy_once_and_gives_it_its_sources_figures(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A Reshape/Transpose/Squeeze... output holds its input's values: the analysis fetches only
+    the input from ONNX Runtime and counts it once, and the copy is reported with the same
+    figures; a copy that is a graph output is still fetched (the recorder needs its values)."""
+    import edgedeploy.stages.precision.analysis as analysis
+
+    k = numpy_helper.from_array(np.array(3000.0, np.float32), "k")
+    shape = numpy_helper.from_array(np.array([-1, 4, 2], np.int64), "shape")
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["h"], name="scale"),
+        helper.make_node("Transpose", ["h"], ["t"], name="swap", perm=[1, 0]),
+        helper.make_node("Reshape", ["t", "shape"], ["r"], name="fold"),
+        helper.make_node("Relu", ["r"], ["y"], name="act"),
+        helper.make_node("Reshape", ["y", "shape"], ["out"], name="last"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [k, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fetched: list[list[str]] = []
+    collect = analysis.collect
+
+    def spy(m: onnx.ModelProto, source: object, names: list[str], *a: object, **kw: object) -> int:
+        fetched.append(list(names))
+        return collect(m, source, names, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "collect", spy)
+    rng = np.random.default_rng(5)
+    feeds = [
+        {"x": (rng.standard_normal((4, 8)) * 10.0 ** rng.uniform(-9, 2)).astype(np.float32)} for _ in range(6)
+    ]
+    report = analyze(model, feeds)
+    assert fetched == [["x", "h", "y", "out"]]
+    assert [t.name for t in report.tensors] == ["x", "h", "t", "r", "y", "out"]
+    for copy, source in (("t", "h"), ("r", "h"), ("out", "y")):
+        assert report.tensor(copy).stats.figures() == report.tensor(source).stats.figures()  # type: ignore[union-attr]
+    assert report.tensor("r").stats is not report.tensor("h").stats  # type: ignore[union-attr]

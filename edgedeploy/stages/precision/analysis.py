@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
 from calibration.graphs import drop_initializer_inputs, upgrade_ir
-from calibration.observers import Observer, collect, float_tensor_names
+from calibration.observers import Observer, collect, float_tensor_names, same_values_sources
 from edgedeploy.errors import InputError, RefusedInput
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.precision.fp16 import ensure_node_names
@@ -441,6 +441,19 @@ def load_for_analysis(
     return model
 
 
+def _copies(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, str]:
+    """The tensors of ``names`` that a Reshape, Transpose, Squeeze... (a chain of them) makes from
+    another of ``names`` (:func:`calibration.observers.same_values_sources`), by that source: they
+    hold its values, so their figures are its own, and neither ONNX Runtime's copy of them nor
+    their counting is needed. Graph outputs are fetched all the same (an observer may record them)."""
+    wanted, outputs = set(names), {o.name for o in model.graph.output}
+    return {
+        name: root
+        for name, root in same_values_sources(model, names).items()
+        if root in wanted and name not in outputs
+    }
+
+
 def analyze(
     model: str | os.PathLike[str] | onnx.ModelProto,
     source: Iterable[dict[str, np.ndarray]],
@@ -454,7 +467,9 @@ def analyze(
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
     ``observers`` see the same tensors in the same pass (e.g. a calibration histogram), so one
-    run over the data serves both. Subgraph-internal tensors are not observable (ONNX Runtime
+    run over the data serves both; a tensor that only rearranges another's values (a Reshape's,
+    Transpose's... output, not a graph output) is neither fetched nor shown to them: its figures
+    are the other one's. Subgraph-internal tensors are not observable (ONNX Runtime
     only returns main-graph values); control-flow nodes are reported as such. Every feed of
     ``source`` is read: an overflow in the last sample is as real as one in the first. The weights
     read for their ranges reach ONNX Runtime as they are, in memory
@@ -469,9 +484,11 @@ def analyze(
     arrays = {} if arrays is None else arrays
     weights = weight_ranges(model, thresholds, arrays)
     names = float_tensor_names(model)
+    copies = _copies(model, names)
     observer = Fp16RangeObserver()
     try:
-        samples = collect(model, source, names, [observer, *observers], threads=threads, arrays=arrays)
+        fetched = [n for n in names if n not in copies]
+        samples = collect(model, source, fetched, [observer, *observers], threads=threads, arrays=arrays)
     except InputError:
         raise
     except Exception as exc:
@@ -484,6 +501,9 @@ def analyze(
 
             raise RefusedInput(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
         raise
+    for copy, root in copies.items():
+        if root in observer.stats:
+            observer.stats[copy] = replace(observer.stats[root])
     producers: dict[str, tuple[str, str, int]] = {}
     consumers: dict[str, list[str]] = {}
     for index, node in enumerate(model.graph.node):
