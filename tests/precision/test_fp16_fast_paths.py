@@ -524,3 +524,40 @@ def test_analysis_fetches_a_reshaped_or_transposed_copy_once_and_gives_it_its_so
     for copy, source in (("t", "h"), ("r", "h"), ("out", "y")):
         assert report.tensor(copy).stats.figures() == report.tensor(source).stats.figures()  # type: ignore[union-attr]
     assert report.tensor("r").stats is not report.tensor("h").stats  # type: ignore[union-attr]
+
+
+def test_fp16_analysis_runs_onnx_runtime_one_feed_ahead_of_its_statistics(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The range analysis' pass runs the next feed while this one's tensors are counted (collect's
+    prefetch, bounded by PREFETCH_BYTES a run); the figures and the recorded outputs are those of a
+    pass in step."""
+    import edgedeploy.stages.precision.analysis as analysis
+    from calibration.observers import PREFETCH_BYTES
+    from edgedeploy.stages.precision.analysis import OutputRecorder
+    from tests.precision import models
+
+    asked: list[object] = []
+    collect = analysis.collect
+
+    def spy(*a: object, **kw: object) -> int:
+        asked.append(kw.get("prefetch_bytes"))
+        return collect(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "collect", spy)
+    model = models.decomposed_layernorm_model()
+    rng = np.random.default_rng(6)
+    feeds = [
+        {"x": (rng.standard_normal((4, 8)) * 10.0 ** rng.uniform(-3, 3)).astype(np.float32)} for _ in range(7)
+    ]
+    found = {}
+    for ahead in (PREFETCH_BYTES, 0):
+        monkeypatch.setattr(analysis, "PREFETCH_BYTES", ahead)
+        recorder = OutputRecorder([o.name for o in model.graph.output], limit=8)
+        report = analyze(model, recorder.wrap(feeds), observers=[recorder])
+        kept, reference = recorder.batches()
+        found[ahead] = ([(t.name, t.stats.figures()) for t in report.tensors], len(kept), reference)
+    assert asked == [PREFETCH_BYTES, 0] and PREFETCH_BYTES > 0
+    ahead_figures, in_step = found[PREFETCH_BYTES], found[0]
+    assert ahead_figures[:2] == in_step[:2] and ahead_figures[1] == 2
+    for got, want in zip(ahead_figures[2] or [], in_step[2] or [], strict=True):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)

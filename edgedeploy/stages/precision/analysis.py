@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
 from calibration.graphs import drop_initializer_inputs, upgrade_ir
-from calibration.observers import Observer, collect, float_tensor_names, same_values_sources
+from calibration.observers import PREFETCH_BYTES, Observer, collect, float_tensor_names, same_values_sources
 from edgedeploy.errors import InputError, RefusedInput
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.precision.fp16 import ensure_node_names
@@ -488,7 +488,15 @@ def analyze(
     observer = Fp16RangeObserver()
     try:
         fetched = [n for n in names if n not in copies]
-        samples = collect(model, source, fetched, [observer, *observers], threads=threads, arrays=arrays)
+        samples = collect(
+            model,
+            source,
+            fetched,
+            [observer, *observers],
+            threads=threads,
+            arrays=arrays,
+            prefetch_bytes=PREFETCH_BYTES,
+        )
     except InputError:
         raise
     except Exception as exc:
