@@ -41,3 +41,27 @@ def test_range_counts_skip_the_passes_the_smallest_magnitude_rules_out(monkeypat
         assert len(calls) == passes
         slow._add_slow(values)
         assert fast.figures() == slow.figures()
+
+
+def test_a_tensor_without_zeros_is_counted_without_a_zero_count_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Most activations hold no exact zero (SiLU, GELU, softmax, convolutions): their smallest
+    magnitude is the smallest non-zero one, so Fp16Stats makes no count_nonzero pass for zeros;
+    once a tensor showed zeros, its later batches are counted as before. Figures as the slow path's,
+    batch after batch."""
+    calls = []
+    count_nonzero = np.count_nonzero
+    monkeypatch.setattr(np, "count_nonzero", lambda *a, **k: calls.append(1) or count_nonzero(*a, **k))
+    batches = [
+        (np.array([1.0, -2.5, 3e-4, 7.0], np.float32), 0),
+        (np.array([1.0, -3e-5, 7e4], np.float32), 2),  # a subnormal and an overflow: their counts
+        (np.array([0.0, 1.0, -2.0], np.float32), 1),  # the first zeros
+        (np.array([1.0, 2.0], np.float32), 1),  # after zeros, counted as before
+        (np.array([0.0, -0.0], np.float32), 1),
+    ]
+    fast, slow = Fp16Stats(), Fp16Stats()
+    for values, passes in batches:
+        calls.clear()
+        fast.add(values)
+        assert len(calls) == passes
+        slow._add_slow(values)
+        assert fast.figures() == slow.figures()

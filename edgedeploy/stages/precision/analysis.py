@@ -79,8 +79,10 @@ class Fp16Stats:
 
         Finite float32 values are counted on their magnitude bits (sign cleared): for non-negative
         floats the unsigned bit patterns sort as the values do, so every threshold is one integer
-        compare. Subtracting 1 in place turns exact zeros into the largest pattern, so the same
-        array gives the smallest non-zero magnitude and the subnormal counts without a mask.
+        compare. In a batch with exact zeros, subtracting 1 in place turns them into the largest
+        pattern, so the same array gives the smallest non-zero magnitude and the subnormal counts
+        without a mask; a batch without (most activations) needs neither that pass nor a count of
+        zeros, which a tensor's first batch finds out from its smallest magnitude.
         """
         values = np.asarray(array)
         if values.dtype.kind != "f" or values.size == 0:
@@ -93,23 +95,29 @@ class Fp16Stats:
             self._add_slow(flat)
             return
         size = int(flat.size)
-        nonzero = int(np.count_nonzero(mags))
-        zeros = size - nonzero
+        # the smallest magnitude first, unless this tensor had zeros before: with no zero it is the
+        # smallest non-zero one, and neither the zeros' count nor the shift past them is needed
+        low = None if self.nonzero < self.count else int(mags.min())
+        nonzero = size if low else int(np.count_nonzero(mags))
+        zeros, shift = size - nonzero, 0
         self.count += size
         self.nonzero += nonzero
         self.absmax = max(self.absmax, float(np.uint32(top).view(np.float32)))
         if not nonzero:
             return
-        np.subtract(mags, np.uint32(1), out=mags)  # zeros wrap to the largest pattern
-        low = int(mags.min())  # the smallest non-zero magnitude's bits, minus 1
-        self.absmin = min(self.absmin, float(np.uint32(low + 1).view(np.float32)))
+        if zeros:
+            np.subtract(mags, np.uint32(1), out=mags)  # zeros wrap to the largest pattern
+            low, shift = int(mags.min()) + 1, 1
+        elif low is None:
+            low = int(mags.min())
+        self.absmin = min(self.absmin, float(np.uint32(low).view(np.float32)))
         if top > _FP16_MAX_BITS:
-            self.overflow += int(np.count_nonzero(mags >= _FP16_MAX_BITS)) - zeros
+            self.overflow += int(np.count_nonzero(mags >= _FP16_MAX_BITS + 1 - shift)) - zeros
         # no pass for a count the smallest magnitude already rules out (most activations: none flush)
-        if low < _MIN_NORMAL_BITS - 1:
-            self.subnormal += int(np.count_nonzero(mags < _MIN_NORMAL_BITS - 1))
-            if low < _MIN_SUBNORMAL_BITS - 1:
-                self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - 1))
+        if low < _MIN_NORMAL_BITS:
+            self.subnormal += int(np.count_nonzero(mags < _MIN_NORMAL_BITS - shift))
+            if low < _MIN_SUBNORMAL_BITS:
+                self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - shift))
 
     def _add_slow(self, flat: np.ndarray) -> None:
         mags = np.abs(flat)
