@@ -195,9 +195,13 @@ def verify_artifact(
     companions: Iterable[str | os.PathLike[str]] = (),
     what: str = "the artifact",
     fed: str = "random inputs",
+    content: bytes | None = None,
 ) -> str | None:
     """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
     ``companions`` and raise :class:`ArtifactError` when it fails.
+
+    ``content``: the file's bytes, when the caller has just written them: the checker checks them
+    instead of reading the file back (a model with external data is checked by path all the same).
 
     ``feed`` is the input to run (default: one seeded random feed; ``fed`` says what it is);
     ``source`` is the model the artifact was made from: when the source fails on the feed as well,
@@ -211,7 +215,7 @@ def verify_artifact(
         own = Path(source).resolve()
         doomed = [d for d in doomed if d.resolve() != own and (d == path or d.resolve().parent != own.parent)]
     try:
-        check_as_strict_as_source(path, source)
+        check_as_strict_as_source(path if content is None else content, source)
     except Exception as exc:
         _remove(doomed)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -94,7 +94,7 @@ def check_model(path: str | os.PathLike[str], name: str | None = None) -> None:
 def save_onnx(
     model: onnx.ModelProto,
     dest: str | os.PathLike[str],
-    check: Callable[[Path], None] | None = None,
+    check: Callable[[Path, bytes | None], None] | None = None,
     *,
     external: bool = False,
 ) -> Path:
@@ -102,7 +102,8 @@ def save_onnx(
     ``<name>.data`` beside them.
 
     ``check`` runs on the temporary file before it takes its name (e.g. :func:`verify`): an
-    artifact that fails it never appears under ``dest``.
+    artifact that fails it never appears under ``dest``. It gets the file's bytes as written too
+    (None for a model saved with external data), to check them without reading the file back.
     """
     dest = Path(dest)
     data: bytes | None = None
@@ -127,9 +128,8 @@ def save_onnx(
         else:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            del data
         if check is not None:
-            check(tmp)
+            check(tmp, data)
     return dest
 
 
@@ -194,16 +194,18 @@ def verify(
     companions: Sequence[str | os.PathLike[str]] = (),
     what: str = "the artifact",
     hint: str = "",
+    content: bytes | None = None,
 ) -> None:
     """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError.
 
     Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
-    artifact is removed (with ``companions``) before the error is raised.
+    artifact is removed (with ``companions``) before the error is raised. ``content``: the file's
+    bytes, when the caller has just written them (see :func:`save_onnx`).
     """
     from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
     try:
-        verify_artifact(path, feed, source=source, companions=companions, what=what)
+        verify_artifact(path, feed, source=source, companions=companions, what=what, content=content)
     except SourceModelError as exc:  # the hint is about the artifact: not for a model ONNX Runtime refuses
         raise InputError(str(exc)) from None
     except ArtifactError as exc:

@@ -836,7 +836,11 @@ def finalize_onnx(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
     # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
-    save_onnx(model, dest, check=lambda tmp: verify(tmp, source=src, what="the exported model"))
+    save_onnx(
+        model,
+        dest,
+        check=lambda tmp, content: verify(tmp, source=src, what="the exported model", content=content),
+    )
     return model, before, len(model.graph.node), simplified
 
 

@@ -691,7 +691,9 @@ def make_fp16(
     save_onnx(
         converted,
         out,
-        check=lambda tmp: verify(tmp, feed, source=src, what=f"the fp16 model of {src.name}", hint=FP16_HINT),
+        check=lambda tmp, content: verify(
+            tmp, feed, source=src, what=f"the fp16 model of {src.name}", hint=FP16_HINT, content=content
+        ),
     )
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
     atomic_write_json(plan_path, plan)
