@@ -41,6 +41,30 @@ def test_nan_in_candidate_fails_the_gate() -> None:
     assert m.nan_count == 1 and not m.passed
 
 
+def test_a_reference_inf_the_candidate_does_not_reproduce_fails_as_a_mismatch() -> None:
+    """A reference Inf beside a finite candidate value was dropped with every non-finite pair: max
+    abs 0, a pass of --check-allclose --atol 0 --rtol 0 --min-cosine 1, while the reference
+    against itself failed for its Inf. It is a mismatch of infinite error (numpy's allclose(1, inf)
+    is False); the finite pairs keep their figures."""
+    ref = np.array([[np.inf, 0.1, 0.1, 0.1]], np.float32)
+    cand = np.array([[1.0, 0.1, 0.1, 0.1]], np.float32)
+    strict = Gates(atol=0.0, rtol=0.0, min_cosine=None, check_allclose=True)
+    m = output_metrics("y", [ref], [cand], strict)
+    assert m.nonfinite_mismatches == 1 and m.max_abs == np.inf and not m.allclose
+    assert m.mean_abs == 0.0 and m.snr_db == -np.inf and not m.passed
+    assert any("1 NaN/Inf value(s) unlike the reference's" in f for f in m.failures)
+
+
+def test_nan_and_inf_the_candidate_reproduces_are_equal_and_others_mismatch() -> None:
+    ref = np.array([np.inf, -np.inf, np.nan, 1.0, 2.0, 3.0], np.float32)
+    same = output_metrics("y", [ref], [ref.copy()], Gates(atol=0.0, rtol=0.0, check_allclose=True))
+    assert same.passed and same.allclose and same.nonfinite_mismatches == 0 and same.max_abs == 0.0
+    assert (same.nan_count, same.inf_count, same.reference_nan_inf) == (1, 2, 3)
+    cand = np.array([-np.inf, -np.inf, 5.0, np.nan, 2.0, 3.0], np.float32)  # +inf/-inf, NaN/5, 1/NaN
+    m = output_metrics("y", [ref], [cand], Gates(min_cosine=None))
+    assert m.nonfinite_mismatches == 3 and m.max_abs == np.inf and not m.passed
+
+
 def test_class_ids_and_masks_are_gated_on_equal_elements_not_cosine() -> None:
     """A class id 4 for 3 in one row of fifty kept a cosine above 0.999 (passing the gate), and a
     bool mask got an arg-max 'top-1'; both now read the share of equal elements."""

@@ -161,7 +161,8 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
             f"{m.p99_rel:.3g}",
             f"{m.cosine:.6f}",
             fmt(m.snr_db, ".1f"),
-            f"{m.nan_count}/{m.inf_count}",
+            f"{m.nan_count}/{m.inf_count}"
+            + (f" ({m.nonfinite_mismatches} unlike ref)" if m.nonfinite_mismatches else ""),
             fmt(m.top1_agreement, ".4f") if m.equal_share is None else f"{m.equal_share:.4f} equal",
             "pass" if m.passed else "FAIL",
         )

@@ -59,6 +59,9 @@ class OutputMetrics:
     # cosine gate reads instead of the cosine (a class id 3 for 4 is no "nearly the same answer")
     equal_share: float | None = None
     shape_mismatch: str | None = None  # data-dependent outputs (NMS) of another size in a batch
+    # elements where either side is NaN/Inf and the other is not the same (a finite value, the other
+    # infinity, a number for NaN): each an infinite error; a NaN or Inf the candidate reproduces is equal
+    nonfinite_mismatches: int = 0
 
     @property
     def score(self) -> float:
@@ -100,6 +103,7 @@ class CompareResult:
                     "top1_agreement": m.top1_agreement,
                     "equal_share": m.equal_share,
                     "nan_inf": m.nan_count + m.inf_count,
+                    "nonfinite_mismatches": m.nonfinite_mismatches,
                     "failures": m.failures,
                 }
                 for n, m in self.outputs.items()
@@ -132,31 +136,36 @@ def _output_metrics(
     cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
     nan = int(np.isnan(cand).sum())
     inf = int(np.isinf(cand).sum())
-    ref_bad = int((~np.isfinite(ref)).sum())
-    finite = np.isfinite(ref) & np.isfinite(cand)
-    r, c = ref[finite], cand[finite]
+    ref_ok, cand_ok = np.isfinite(ref), np.isfinite(cand)
+    ref_bad = int(ref.size - np.count_nonzero(ref_ok))
+    finite = ref_ok & cand_ok
+    # a NaN or Inf the candidate reproduces (the same infinity, NaN for NaN) is equal; any other pair
+    # with a NaN/Inf side differs by an infinite error, as numpy's allclose(1, inf) is False
+    reproduced = ~ref_ok & ((ref == cand) | (np.isnan(ref) & np.isnan(cand)))
+    mismatches = int(np.count_nonzero(~finite & ~reproduced))
+    r, c = ref[finite], cand[finite]  # the figures below are over the finite pairs
     abs_err = np.abs(r - c)
     rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
     if abs_err.size == 0:
         abs_err = rel_err = np.array([np.inf])
     denom = float(np.linalg.norm(r) * np.linalg.norm(c))
     cosine = float(np.dot(r, c) / denom) if denom > 0 else (1.0 if not np.any(r) and not np.any(c) else 0.0)
-    if nan or inf:
-        cosine = float("nan")
-    noise = float(np.sum((r - c) ** 2))
+    noise = float(np.sum((r - c) ** 2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
     snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
-    allclose = bool(nan == 0 and inf == 0 and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
+    allclose = bool(not mismatches and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
+    # the largest errors: a mismatch's (infinite), else the finite pairs'
+    max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
     top1 = None if discrete else _top1_agreement(ref_batches, cand_batches)
     equal = (float(np.mean(ref == cand)) if ref.size else 1.0) if discrete else None
     shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
         name=name,
         shape=shape,
-        max_abs=float(abs_err.max()),
+        max_abs=max_abs,
         mean_abs=float(abs_err.mean()),
         p99_abs=float(np.percentile(abs_err, 99)),
-        max_rel=float(rel_err.max()),
+        max_rel=max_rel,
         mean_rel=float(rel_err.mean()),
         p99_rel=float(np.percentile(rel_err, 99)),
         cosine=cosine,
@@ -167,6 +176,7 @@ def _output_metrics(
         allclose=allclose,
         top1_agreement=top1,
         equal_share=equal,
+        nonfinite_mismatches=mismatches,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
@@ -209,10 +219,13 @@ def _top1_agreement(ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np
 
 def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
     failures = []
-    if not math.isfinite(m.max_abs):  # no finite pair of values was compared: nothing was shown
+    if not math.isfinite(m.max_abs) and not m.nonfinite_mismatches:  # no pair of values was compared
         failures.append("no finite values to compare (0 samples, or every value NaN/Inf)")
-    if m.nan_count or m.inf_count:
-        failures.append(f"{m.nan_count} NaN and {m.inf_count} Inf values")
+    if m.nonfinite_mismatches:  # NaN/Inf where the reference holds another value, or the reverse
+        failures.append(
+            f"{m.nonfinite_mismatches} NaN/Inf value(s) unlike the reference's (the candidate holds "
+            f"{m.nan_count} NaN and {m.inf_count} Inf, the reference {m.reference_nan_inf} NaN/Inf)"
+        )
     if gates.min_cosine is not None and m.equal_share is not None and not m.equal_share >= gates.min_cosine:
         failures.append(f"equal elements {m.equal_share:.4f} < {gates.min_cosine} (a bool/integer output)")
     elif gates.min_cosine is not None and m.equal_share is None and not (m.cosine >= gates.min_cosine):

@@ -302,8 +302,9 @@ class OutputEvaluator:
             m = output_metrics(
                 f"output{i}", [r[i] for r in self.reference], [c[i] for c in cand], Gates(min_cosine=None)
             )
-            # NaN/Inf in the candidate fails every criterion (NaN would compare as neither side of a bound)
-            nonfinite = bool(m.nan_count or m.inf_count)
+            # NaN/Inf unlike the reference's fails every criterion (NaN would compare as neither side of a
+            # bound); a NaN/Inf the candidate reproduces is equal
+            nonfinite = bool(m.nonfinite_mismatches)
             measured["cosine"].append(-math.inf if nonfinite else m.score)  # bool/int: equal share
             measured["max_abs"].append(math.inf if nonfinite else m.max_abs)
             measured["snr"].append(-math.inf if nonfinite else math.inf if m.snr_db is None else m.snr_db)

@@ -78,7 +78,7 @@ COMPARE_SUMMARY = {
     "passed": BOOL,
     "mode": STR,
     "iterations": TEXT,
-    "outputs": Each({**OUTPUT_FIGURES, "nan_inf": NUM}),
+    "outputs": Each({**OUTPUT_FIGURES, "nan_inf": NUM, "nonfinite_mismatches": NUM}),
 }
 PRECISION = {
     "precision": STR,
@@ -153,7 +153,7 @@ COMPARE = {
     "passed": BOOL,
     "iterations": TEXT,
     "gates": GATES,
-    "outputs": Each({**OUTPUT_FIGURES, "nan_count": NUM, "inf_count": NUM}),
+    "outputs": Each({**OUTPUT_FIGURES, "nan_count": NUM, "inf_count": NUM, "nonfinite_mismatches": NUM}),
 }
 SCHEMAS: dict[str, Any] = {
     "run": {

@@ -327,6 +327,7 @@ def _compare_summary(content: dict[str, Any]) -> dict[str, Any]:
                 "top1_agreement": m.get("top1_agreement"),
                 "equal_share": m.get("equal_share"),
                 "nan_inf": (m.get("nan_count") or 0) + (m.get("inf_count") or 0),
+                "nonfinite_mismatches": m.get("nonfinite_mismatches"),
                 "failures": m.get("failures") or [],
             }
             for name, m in outputs.items()
