@@ -65,6 +65,19 @@ def test_nan_and_inf_the_candidate_reproduces_are_equal_and_others_mismatch() ->
     assert m.nonfinite_mismatches == 3 and m.max_abs == np.inf and not m.passed
 
 
+def test_empty_outputs_of_equal_shapes_are_identical() -> None:
+    """NonZero with no hits gave [2, 0] on both sides and failed "no finite values to compare" even
+    against itself (Polygraphy passes it); so did an output NaN everywhere on both sides."""
+    idx = np.zeros((2, 0), np.int64)
+    m = output_metrics("idx", [idx, idx], [idx.copy(), idx.copy()], Gates(check_allclose=True))
+    assert m.passed and m.failures == [] and m.equal_share == 1.0
+    assert (m.max_abs, m.mean_abs, m.p99_abs, m.max_rel, m.cosine, m.snr_db) == (0, 0, 0, 0, 1.0, None)
+    empty = np.zeros((0, 4), np.float32)
+    assert output_metrics("y", [empty], [empty.copy()], Gates(min_cosine=1.0)).passed
+    nan = np.full((2, 3), np.nan, np.float32)
+    assert output_metrics("y", [nan], [nan.copy()], Gates(min_cosine=1.0)).passed
+
+
 def test_class_ids_and_masks_are_gated_on_equal_elements_not_cosine() -> None:
     """A class id 4 for 3 in one row of fifty kept a cosine above 0.999 (passing the gate), and a
     bool mask got an arg-max 'top-1'; both now read the share of equal elements."""

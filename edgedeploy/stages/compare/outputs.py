@@ -122,6 +122,8 @@ def output_metrics(
 def _output_metrics(
     name: str, ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np.ndarray], gates: Gates
 ) -> OutputMetrics:
+    if not ref_batches:
+        raise InputError(f"output '{name}': no batches to compare")
     if len(ref_batches) != len(cand_batches):
         raise InputError(
             f"output '{name}': {len(ref_batches)} batches from the reference, {len(cand_batches)} from "
@@ -146,8 +148,8 @@ def _output_metrics(
     r, c = ref[finite], cand[finite]  # the figures below are over the finite pairs
     abs_err = np.abs(r - c)
     rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
-    if abs_err.size == 0:
-        abs_err = rel_err = np.array([np.inf])
+    if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
+        abs_err = rel_err = np.zeros(1)
     denom = float(np.linalg.norm(r) * np.linalg.norm(c))
     cosine = float(np.dot(r, c) / denom) if denom > 0 else (1.0 if not np.any(r) and not np.any(c) else 0.0)
     noise = float(np.sum((r - c) ** 2)) if not mismatches else math.inf
@@ -214,13 +216,11 @@ def _top1_agreement(ref_batches: Sequence[np.ndarray], cand_batches: Sequence[np
         return None
     ref = np.concatenate([np.asarray(r).argmax(axis=1) for r in ref_batches])
     cand = np.concatenate([np.asarray(c).argmax(axis=1) for c in cand_batches])
-    return float(np.mean(ref == cand))
+    return float(np.mean(ref == cand)) if ref.size else None  # no rows (an empty batch): nothing to agree on
 
 
 def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
     failures = []
-    if not math.isfinite(m.max_abs) and not m.nonfinite_mismatches:  # no pair of values was compared
-        failures.append("no finite values to compare (0 samples, or every value NaN/Inf)")
     if m.nonfinite_mismatches:  # NaN/Inf where the reference holds another value, or the reverse
         failures.append(
             f"{m.nonfinite_mismatches} NaN/Inf value(s) unlike the reference's (the candidate holds "
