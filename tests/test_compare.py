@@ -78,6 +78,24 @@ def test_empty_outputs_of_equal_shapes_are_identical() -> None:
     assert output_metrics("y", [nan], [nan.copy()], Gates(min_cosine=1.0)).passed
 
 
+def test_identical_outputs_have_a_cosine_of_exactly_1_and_no_cosine_exceeds_1() -> None:
+    """A bit-identical copy failed --min-cosine 1 at cosine 0.9999999999999999 (random:1), and
+    1.0000000000000002 was written for others: float64 rounding of dot / (norm * norm)."""
+    a = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    same = output_metrics("y", [a], [a.copy()], Gates(min_cosine=1.0))
+    assert same.cosine == 1.0 and same.passed
+    b = a.copy()
+    b[0, 0] = np.nextafter(b[0, 0], np.float32(10))  # one ulp off: a cosine that rounds above 1
+    near = output_metrics("y", [a], [b], Gates(min_cosine=None))
+    assert -1.0 <= near.cosine <= 1.0 and near.max_abs > 0
+    assert output_metrics("y", [a], [-a], Gates(min_cosine=None)).cosine >= -1.0
+    from edgedeploy.stages.compare.layers import _metrics, _Running  # --per-layer's figures
+
+    run = _Running()
+    run.add(a, a.copy())
+    assert _metrics("t", run, Gates(min_cosine=1.0)) == (1.0, None, [])
+
+
 def test_class_ids_and_masks_are_gated_on_equal_elements_not_cosine() -> None:
     """A class id 4 for 3 in one row of fifty kept a cosine above 0.999 (passing the gate), and a
     bool mask got an arg-max 'top-1'; both now read the share of equal elements."""

@@ -136,16 +136,15 @@ def _badness(e: LayerError) -> float:
 
 def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | None, list[str]]:
     denom = math.sqrt(run.sum_sq_ref * run.sum_sq_cand)
-    cosine = run.dot / denom if denom > 0 else (1.0 if run.sum_sq_ref == run.sum_sq_cand == 0 else 0.0)
+    # exactly 1 where every pair is equal, else within [-1, 1] (dot / norms rounds past them)
+    cosine = 1.0 if run.sum_sq_err == 0 else min(1.0, max(-1.0, run.dot / denom)) if denom > 0 else 0.0
     snr = (
         None
         if run.sum_sq_err == 0
         else (10 * math.log10(run.sum_sq_ref / run.sum_sq_err) if run.sum_sq_ref > 0 else float("-inf"))
     )
     if run.cand_nonfinite:
-        cosine = float("nan")  # as compare.output_metrics: a NaN/Inf output has no meaningful cosine
-    if run.cand_nonfinite:
-        cosine = float("nan")  # as compare.output_metrics: a NaN/Inf output has no meaningful cosine
+        cosine = float("nan")  # a NaN/Inf where fp32 is finite: listed first among the largest errors
     why = []
     if run.cand_nonfinite:
         why.append(f"{run.cand_nonfinite} NaN/Inf where fp32 is finite")

@@ -150,8 +150,7 @@ def _output_metrics(
     rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
     if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
         abs_err = rel_err = np.zeros(1)
-    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
-    cosine = float(np.dot(r, c) / denom) if denom > 0 else (1.0 if not np.any(r) and not np.any(c) else 0.0)
+    cosine = _cosine(r, c)
     noise = float(np.sum((r - c) ** 2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
     snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
@@ -183,6 +182,16 @@ def _output_metrics(
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
     return metrics
+
+
+def _cosine(r: np.ndarray, c: np.ndarray) -> float:
+    """The cosine of two equal-length float64 vectors: exactly 1 where they are equal (dot / norms
+    rounds to 0.9999999999999999 or 1.0000000000000002, failing ``--min-cosine 1`` on a copy),
+    else within [-1, 1]; 0 where one is all zeros and the other is not."""
+    if np.array_equal(r, c):
+        return 1.0
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    return min(1.0, max(-1.0, float(np.dot(r, c)) / denom)) if denom > 0 else 0.0
 
 
 def _mismatched(name: str, ref_batch: np.ndarray, why: str) -> OutputMetrics:
