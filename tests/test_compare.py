@@ -112,6 +112,23 @@ def test_class_ids_and_masks_are_gated_on_equal_elements_not_cosine() -> None:
     assert floats.equal_share is None and floats.passed  # float outputs keep the cosine gate
 
 
+def test_integer_outputs_are_compared_in_their_own_dtype() -> None:
+    """int64 ids + 2**60 against ids + 2**60 + 1 were cast to float64 first, where both round to
+    the same number: equal share 1.0 and max abs 0 for outputs that differ everywhere."""
+    ids = np.arange(8, dtype=np.int64).reshape(2, 4) + 2**60
+    m = output_metrics("y", [ids], [ids + 1], Gates())
+    assert m.equal_share == 0.0 and m.max_abs == 1.0 and m.mean_abs == 1.0 and not m.passed
+    assert m.snr_db is not None and m.snr_db > 0
+    same = output_metrics("y", [ids], [ids.copy()], Gates(min_cosine=1.0))
+    assert same.passed and same.max_abs == 0 and same.cosine == 1.0
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    wide = output_metrics("y", [np.array([lo, 0])], [np.array([hi, 0])], Gates(min_cosine=None))
+    assert wide.max_abs == float(2**64 - 1) and wide.equal_share == 0.5  # no int64 overflow
+    top = np.array([np.iinfo(np.uint64).max, 0], np.uint64)
+    mixed = output_metrics("y", [top], [np.array([-1, 0], np.int64)], Gates(min_cosine=None))
+    assert mixed.max_abs == float(2**64) and mixed.equal_share == 0.5
+
+
 def test_an_output_of_another_size_fails_the_gate_instead_of_refusing_the_input() -> None:
     """A data-dependent output (NonZero, NMS) that came out with fewer rows used to exit 2 as bad
     input ("has 12 values in the reference, 9 in the candidate"); it is an accuracy failure."""

@@ -133,9 +133,10 @@ def _output_metrics(
         if np.shape(rb) != np.shape(cb):  # a data-dependent size (NonZero, NMS) that came out otherwise
             why = f"batch {k}: shape {list(np.shape(cb))}, reference {list(np.shape(rb))}"
             return _mismatched(name, rb, why)
-    discrete = bool(ref_batches) and np.asarray(ref_batches[0]).dtype.kind in "biu"
-    ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1) for r in ref_batches])
-    cand = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1) for c in cand_batches])
+    ref_own = np.concatenate([np.asarray(r).reshape(-1) for r in ref_batches])
+    cand_own = np.concatenate([np.asarray(c).reshape(-1) for c in cand_batches])
+    discrete = ref_own.dtype.kind in "biu"
+    ref, cand = ref_own.astype(np.float64), cand_own.astype(np.float64)
     nan = int(np.isnan(cand).sum())
     inf = int(np.isinf(cand).sum())
     ref_ok, cand_ok = np.isfinite(ref), np.isfinite(cand)
@@ -146,19 +147,22 @@ def _output_metrics(
     reproduced = ~ref_ok & ((ref == cand) | (np.isnan(ref) & np.isnan(cand)))
     mismatches = int(np.count_nonzero(~finite & ~reproduced))
     r, c = ref[finite], cand[finite]  # the figures below are over the finite pairs
-    abs_err = np.abs(r - c)
+    if discrete and cand_own.dtype.kind in "biu":  # in float64 ids + 2**60 and ids + 2**60 + 1 are equal
+        abs_err = _integer_abs_error(ref_own, cand_own)
+    else:
+        abs_err = np.abs(r - c)
     rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
     if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
         abs_err = rel_err = np.zeros(1)
-    cosine = _cosine(r, c)
-    noise = float(np.sum((r - c) ** 2)) if not mismatches else math.inf
+    cosine = _cosine(r, c, equal=not np.any(abs_err))
+    noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
     snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
     allclose = bool(not mismatches and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
     # the largest errors: a mismatch's (infinite), else the finite pairs'
     max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
     top1 = None if discrete else _top1_agreement(ref_batches, cand_batches)
-    equal = (float(np.mean(ref == cand)) if ref.size else 1.0) if discrete else None
+    equal = (float(np.mean(abs_err == 0)) if ref.size else 1.0) if discrete else None
     shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
         name=name,
@@ -184,11 +188,26 @@ def _output_metrics(
     return metrics
 
 
-def _cosine(r: np.ndarray, c: np.ndarray) -> float:
-    """The cosine of two equal-length float64 vectors: exactly 1 where they are equal (dot / norms
-    rounds to 0.9999999999999999 or 1.0000000000000002, failing ``--min-cosine 1`` on a copy),
-    else within [-1, 1]; 0 where one is all zeros and the other is not."""
-    if np.array_equal(r, c):
+def _integer_abs_error(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """|ref - cand| of two integer (or bool) arrays, exact in their own dtype, then as float64
+    (a difference of 1 between values beyond 2**53 stays 1): unsigned, as int64 moved up by 2**63
+    into uint64 (order kept, no overflow), or, for int64 beside uint64, in Python ints."""
+    common = np.result_type(ref, cand)
+    if common.kind == "f":  # int64 and uint64: no integer dtype holds both
+        return np.abs(ref.astype(object) - cand.astype(object)).astype(np.float64)
+    if common.kind == "i":
+        shift = np.uint64(1 << 63)
+        a, b = ref.astype(np.int64).view(np.uint64) ^ shift, cand.astype(np.int64).view(np.uint64) ^ shift
+    else:
+        a, b = ref.astype(np.uint64), cand.astype(np.uint64)
+    return np.where(a >= b, a - b, b - a).astype(np.float64)
+
+
+def _cosine(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
+    """The cosine of two equal-length float64 vectors: exactly 1 where they are ``equal`` (dot /
+    norms rounds to 0.9999999999999999 or 1.0000000000000002, failing ``--min-cosine 1`` on a
+    copy), else within [-1, 1]; 0 where one is all zeros and the other is not."""
+    if equal:
         return 1.0
     denom = float(np.linalg.norm(r) * np.linalg.norm(c))
     return min(1.0, max(-1.0, float(np.dot(r, c)) / denom)) if denom > 0 else 0.0
