@@ -129,6 +129,26 @@ def test_integer_outputs_are_compared_in_their_own_dtype() -> None:
     assert mixed.max_abs == float(2**64) and mixed.equal_share == 0.5
 
 
+def test_the_json_tells_identical_outputs_from_non_finite_figures() -> None:
+    """An SNR of -inf (reference all zeros, candidate not) and a NaN cosine were written as null,
+    which the result defines as identical (infinite SNR); the JSON stays standard (no bare
+    Infinity) and says which."""
+    from edgedeploy.results import dumps, figure_from_json
+
+    def as_json(m: object) -> dict[str, object]:
+        return json.loads(dumps(m), parse_constant=lambda word: pytest.fail(f"bare {word} in the JSON"))
+
+    zeros = np.zeros((2, 4), np.float32)
+    worse = as_json(output_metrics("y", [zeros], [zeros + 1e-3], Gates()))
+    assert worse["snr_db"] == "-Infinity" and worse["identical"] is False
+    assert figure_from_json(worse["snr_db"]) == -np.inf
+    same = as_json(output_metrics("y", [zeros], [zeros.copy()], Gates()))
+    assert same["snr_db"] is None and same["identical"] is True
+    other = as_json(output_metrics("y", [zeros], [zeros[:1]], Gates()))  # another shape: no figures
+    assert (other["cosine"], other["max_abs"], other["identical"]) == ("NaN", "Infinity", False)
+    assert np.isnan(figure_from_json(other["cosine"])) and figure_from_json(None) is None
+
+
 def test_an_output_of_another_size_fails_the_gate_instead_of_refusing_the_input() -> None:
     """A data-dependent output (NonZero, NMS) that came out with fewer rows used to exit 2 as bad
     input ("has 12 values in the reference, 9 in the candidate"); it is an accuracy failure."""

@@ -655,3 +655,28 @@ def test_every_field_given_another_type_is_drawn_or_refused_by_name(
                 pytest.fail(f"{path.name} {where} = {bad!r}: {type(exc).__name__}: {exc}")
         path.write_text(original)
     assert tried > 200
+
+
+def test_report_reads_compare_json_with_non_finite_figures(tmp_path: Path) -> None:
+    """compare --json writes an SNR of -inf as "-Infinity" and a NaN cosine as "NaN" (null is an
+    identical output's SNR): the report takes them as those numbers, and the gate as failed."""
+    compare = {
+        "reference": "m.onnx",
+        "candidate": "m.fp16.onnx",
+        "mode": "fp16",
+        "passed": True,
+        "gates": {"min_cosine": 0.99},
+        "outputs": {
+            "y": {"cosine": "NaN", "snr_db": "-Infinity", "max_abs": "Infinity", "identical": False},
+            "z": {"cosine": 1.0, "snr_db": None, "max_abs": 0.0, "identical": True},
+        },
+    }
+    path = tmp_path / "cmp.json"
+    path.write_text(json.dumps(compare))
+    from edgedeploy.stages.report.data import tradeoff_rows
+
+    data = load_run([path])
+    outputs = data.row("fp16").compare["outputs"]
+    assert outputs["y"]["snr_db"] == -float("inf") and outputs["y"]["identical"] is False
+    assert outputs["z"]["snr_db"] is None and outputs["z"]["identical"] is True
+    assert [r.passed for r in tradeoff_rows(data) if r.precision == "fp16"] == [False]

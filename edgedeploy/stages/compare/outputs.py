@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +38,10 @@ from edgedeploy.stages.precision.emulate import is_fp16_model, onnx_precision
 
 @dataclass
 class OutputMetrics:
+    # NaN/Inf figures go to JSON as "NaN", "Infinity", "-Infinity" (edgedeploy.results): null is
+    # the SNR of identical outputs
+    JSON_NONFINITE_AS_TEXT: ClassVar[bool] = True
+
     name: str
     shape: list[int]
     max_abs: float
@@ -47,7 +51,7 @@ class OutputMetrics:
     mean_rel: float
     p99_rel: float
     cosine: float
-    snr_db: float | None  # None when the outputs are identical (infinite SNR)
+    snr_db: float | None  # None when the outputs are identical (infinite SNR; see ``identical``)
     nan_count: int
     inf_count: int
     reference_nan_inf: int
@@ -62,6 +66,9 @@ class OutputMetrics:
     # elements where either side is NaN/Inf and the other is not the same (a finite value, the other
     # infinity, a number for NaN): each an infinite error; a NaN or Inf the candidate reproduces is equal
     nonfinite_mismatches: int = 0
+    # every element equal (a NaN/Inf the candidate reproduces included), in the same shape: what
+    # a null snr_db means, said outright
+    identical: bool = False
 
     @property
     def score(self) -> float:
@@ -104,6 +111,7 @@ class CompareResult:
                     "equal_share": m.equal_share,
                     "nan_inf": m.nan_count + m.inf_count,
                     "nonfinite_mismatches": m.nonfinite_mismatches,
+                    "identical": m.identical,
                     "failures": m.failures,
                 }
                 for n, m in self.outputs.items()
@@ -155,9 +163,10 @@ def _output_metrics(
     if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
         abs_err = rel_err = np.zeros(1)
     cosine = _cosine(r, c, equal=not np.any(abs_err))
+    identical = not mismatches and not np.any(abs_err)
     noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
-    snr = None if noise == 0 else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
+    snr = None if identical else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
     allclose = bool(not mismatches and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
     # the largest errors: a mismatch's (infinite), else the finite pairs'
     max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
@@ -182,6 +191,7 @@ def _output_metrics(
         top1_agreement=top1,
         equal_share=equal,
         nonfinite_mismatches=mismatches,
+        identical=identical,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures

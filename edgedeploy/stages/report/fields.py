@@ -19,6 +19,7 @@ from typing import Any
 NULL = type(None)
 NUM = (int, float, NULL)  # a figure: null where nothing was measured
 NUMBER = (int, float)
+FIGURE = (int, float, str, NULL)  # compare's per-output figures: "NaN", "Infinity", "-Infinity" too
 INT = (int, NULL)
 STR = (str, NULL)
 BOOL = (bool, NULL)
@@ -78,7 +79,7 @@ COMPARE_SUMMARY = {
     "passed": BOOL,
     "mode": STR,
     "iterations": TEXT,
-    "outputs": Each({**OUTPUT_FIGURES, "nan_inf": NUM, "nonfinite_mismatches": NUM}),
+    "outputs": Each({**OUTPUT_FIGURES, "nan_inf": NUM, "nonfinite_mismatches": NUM, "identical": BOOL}),
 }
 PRECISION = {
     "precision": STR,
@@ -153,7 +154,15 @@ COMPARE = {
     "passed": BOOL,
     "iterations": TEXT,
     "gates": GATES,
-    "outputs": Each({**OUTPUT_FIGURES, "nan_count": NUM, "inf_count": NUM, "nonfinite_mismatches": NUM}),
+    "outputs": Each(
+        {
+            **dict.fromkeys(OUTPUT_FIGURES, FIGURE),
+            "nan_count": NUM,
+            "inf_count": NUM,
+            "nonfinite_mismatches": NUM,
+            "identical": BOOL,
+        }
+    ),
 }
 SCHEMAS: dict[str, Any] = {
     "run": {

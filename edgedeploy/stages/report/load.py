@@ -18,6 +18,7 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, scratch_dir, sha256_file
+from edgedeploy.results import figure_from_json
 from edgedeploy.stages.report import fields
 
 PRECISION_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2, "fp16": 3, "fp8": 4, "int8": 5, "fp4": 6}
@@ -321,11 +322,9 @@ def _compare_summary(content: dict[str, Any]) -> dict[str, Any]:
         "iterations": content.get("iterations"),
         "outputs": {
             name: {
-                "max_abs": m.get("max_abs"),
-                "cosine": m.get("cosine"),
-                "snr_db": m.get("snr_db"),
-                "top1_agreement": m.get("top1_agreement"),
-                "equal_share": m.get("equal_share"),
+                # compare --json writes NaN/Inf figures as text: "NaN", "-Infinity" (null: identical)
+                **{key: figure_from_json(m.get(key)) for key in fields.OUTPUT_FIGURES},
+                "identical": m.get("identical"),
                 "nan_inf": (m.get("nan_count") or 0) + (m.get("inf_count") or 0),
                 "nonfinite_mismatches": m.get("nonfinite_mismatches"),
                 "failures": m.get("failures") or [],
