@@ -261,6 +261,82 @@ def if_model() -> onnx.ModelProto:
     )
 
 
+def loop_model() -> onnx.ModelProto:
+    """x -> Mul -> a Loop of 3 steps whose body adds the captured ``h`` to its carried ``y``
+    (``body_add``) and emits max(step, 0) as an int64 scan output (``body_max``: an op the
+    converter blocks by default, on integers only)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+            helper.make_node("Add", ["y_in", "h"], ["y_out"], name="body_add"),
+            helper.make_node("Max", ["step", "zero_i"], ["step_out"], name="body_max"),
+        ],
+        "loop_body",
+        [
+            helper.make_tensor_value_info("step", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("y_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("y_out", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("step_out", TensorProto.INT64, []),
+        ],
+    )
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["h"], name="scale"),
+        helper.make_node("Loop", ["trips", "go", "y0"], ["y", "steps"], name="loop", body=body),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0.5, np.float32), "k"),
+        numpy_helper.from_array(np.array(3, np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "go"),
+        numpy_helper.from_array(np.zeros(4, np.float32), "y0"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero_i"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4]),
+            helper.make_tensor_value_info("steps", TensorProto.INT64, [3]),
+        ],
+        inits,
+    )
+
+
+def scan_model() -> onnx.ModelProto:
+    """A Scan summing the rows of ``x`` (``body_add``: carried sum + row), as ONNX's test_scan9_sum."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["sum_in", "row"], ["sum_out"], name="body_add"),
+            helper.make_node("Identity", ["sum_out"], ["scan_out"], name="body_copy"),
+        ],
+        "scan_body",
+        [
+            helper.make_tensor_value_info("sum_in", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("row", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("sum_out", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [4]),
+        ],
+    )
+    nodes = [helper.make_node("Scan", ["init", "x"], ["y", "z"], name="scan", body=body, num_scan_inputs=1)]
+    return _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("init", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [3, 4]),
+        ],
+        [],
+    )
+
+
 def residual_add_model(seed: int = 0) -> onnx.ModelProto:
     """x -> Conv -> Add(x, .) -> Conv -> GlobalAveragePool: ONNX Runtime's placement quantizes the
     Add (an integer Add between quantized layers), which alone, both Convs in float, quantizes

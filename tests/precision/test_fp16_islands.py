@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,68 @@ def test_the_analysis_line_counts_the_nodes_a_kept_if_keeps_in_its_branches(tmp_
     plan = json.loads((tmp_path / "if.fp16.plan.json").read_text())
     inside = [e for e in plan["nodes"] if "inside fp32 If" in e.get("reason", "")]
     assert len(inside) == 4 and "2 node(s) kept in fp32 and the 4 inside their subgraphs" in line, line
+
+
+_BODY_CASES = {
+    "loop": (
+        models.loop_model,
+        Fp16Options(fp32_ops=["Add"]),
+        "body_add",
+        {"x": np.ones((2, 4), np.float32)},
+    ),
+    "scan": (
+        models.scan_model,
+        Fp16Options(fp32_ops=["Add"]),
+        "body_add",
+        {"init": np.zeros(4, np.float32), "x": np.arange(12, dtype=np.float32).reshape(3, 4)},
+    ),
+    "branch": (
+        models.if_model,
+        Fp16Options(fp32_nodes=["then_mul"]),
+        "then_mul",
+        {"x": np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)},
+    ),
+}
+
+
+@pytest.mark.parametrize("owner", list(_BODY_CASES))
+def test_an_fp32_node_inside_a_loop_scan_or_if_body_keeps_the_whole_node_in_fp32(
+    owner: str, tmp_path: Path
+) -> None:
+    """--fp32-ops / --fp32-nodes reaching into a body: the converter put the body node's Casts in
+    the main graph, and the build was refused ("fails onnx.checker ... topologically sorted", with
+    the hint to do what the user did). The control-flow node stays fp32 with its bodies, and the
+    build and the plan say why."""
+    from edgedeploy.ui import Ui
+
+    build, options, inner, feed = _BODY_CASES[owner]
+    path = models.save(build(), tmp_path / f"{owner}.onnx")
+    request = replace(_request(), fp16=options, fp16_analysis=False)
+    ui = Ui(quiet=True)
+    art = make_fp16_checked(path, tmp_path / f"{owner}.fp16.onnx", request, ui)
+    for got, want in zip(_all_outputs(art.path, feed), _all_outputs(path, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+    plan = {e["node"]: e for e in json.loads((tmp_path / f"{owner}.fp16.plan.json").read_text())["nodes"]}
+    assert plan[owner]["precision"] == plan[inner]["precision"] == "fp32", plan
+    assert f"'{inner}'" in plan[owner]["reason"], plan[owner]
+    said = [m for m in ui.messages if f"'{owner}' kept in fp32" in m]
+    assert said and f"'{inner}'" in said[0], ui.messages
+
+
+def test_a_body_op_blocked_on_integers_only_leaves_its_loop_in_fp16(tmp_path: Path) -> None:
+    """The converter blocks Max by default; an int64 Max in a Loop body gets no Casts and does not
+    keep the Loop in fp32."""
+    path = models.save(models.loop_model(), tmp_path / "loop.onnx")
+    make_fp16(path, tmp_path / "loop.fp16.onnx")
+    plan = {e["node"]: e for e in json.loads((tmp_path / "loop.fp16.plan.json").read_text())["nodes"]}
+    assert plan["loop"]["precision"] == plan["body_add"]["precision"] == "fp16", plan
+
+
+def _all_outputs(model: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in session.run(None, feed)]
 
 
 def test_an_overflow_only_late_in_the_calibration_data_is_kept_in_fp32(tmp_path: Path) -> None:

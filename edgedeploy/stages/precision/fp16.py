@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from calibration.graphs import (
+    all_graphs,
     all_nodes,
     captured_names,
     copy_fields,
@@ -84,6 +85,48 @@ def subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: se
             for sub in subgraphs(node):
                 for inner in all_nodes(sub):
                     found.setdefault(inner.name, f"inside fp32 {node.op_type} '{node.name}'")
+    return found
+
+
+def _float32_names_in_all_graphs(typed: onnx.ModelProto) -> set[str]:
+    """Tensors declared float32 in any graph of ``typed`` (inputs, outputs, value_info, weights):
+    those the converter retypes, and wraps in Casts where a blocked node reads or writes them."""
+    names: set[str] = set()
+    for graph in all_graphs(typed.graph):
+        for vi in [*graph.input, *graph.output, *graph.value_info]:
+            if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+                names.add(vi.name)
+        names.update(w.name for w in graph.initializer if w.data_type == onnx.TensorProto.FLOAT)
+    return names
+
+
+def control_flow_holding_fp32(
+    graph: onnx.GraphProto,
+    fp32_reason: Callable[[onnx.NodeProto], str | None],
+    float32_names: set[str] | None,
+) -> dict[str, str]:
+    """Main-graph If/Loop/Scan nodes whose bodies hold a node kept in fp32 (node name -> reason).
+
+    The converter wraps a blocked body node in Casts that it puts in the main graph, where the
+    body's tensors do not exist: the graph fails the checker. Such a node keeps the whole
+    control-flow node in fp32, bodies included, as the range analysis' rule 5 keeps one.
+    ``fp32_reason``: why a node is kept in fp32, or None; ``float32_names``: the tensors typed
+    float32 (:func:`_float32_names_in_all_graphs`), as a body node that touches none gets no Casts
+    (an int64 Max), or None when the types are unknown (every kept body node counts).
+    """
+    found: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type not in CONTROL_FLOW_OPS or fp32_reason(node):
+            continue
+        for inner in (inner for sub in subgraphs(node) for inner in all_nodes(sub)):
+            why = fp32_reason(inner)
+            touches = float32_names is None or bool(float32_names & {*inner.input, *inner.output})
+            if why and touches:
+                found[node.name] = (
+                    f"its body holds {inner.op_type} '{inner.name}', kept in fp32 ({why}); a node inside "
+                    f"a body cannot be fp32 alone, so the whole {node.op_type} is"
+                )
+                break
     return found
 
 
@@ -517,23 +560,34 @@ def _fast_weight_rounding(
         float16.convert_tensor_float_to_float16 = original_tensor
 
 
+def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[onnx.NodeProto], str | None]:
+    """Why a node is kept in fp32 (the user's lists, analysis, converter defaults), or None."""
+    ops = set(options.fp32_ops)
+    user_nodes = set(options.fp32_nodes)
+    blocked = set(blocked_ops)
+
+    def reason(node: onnx.NodeProto) -> str | None:
+        if node.name in user_nodes:
+            return "--fp32-nodes"
+        if node.op_type in ops:
+            return f"--fp32-ops {node.op_type}"
+        if node.name in options.auto_fp32_nodes:
+            return options.auto_fp32_nodes[node.name]
+        if node.op_type in blocked:
+            return f"{node.op_type} has no fp16 kernel in ONNX Runtime"
+        return None
+
+    return reason
+
+
 def precision_plan(
     model: onnx.ModelProto, options: Fp16Options, blocked_ops: Sequence[str]
 ) -> dict[str, object]:
     """Which node runs in which precision, and why (the user's lists, analysis, converter defaults)."""
-    ops = set(options.fp32_ops)
-    user_nodes = set(options.fp32_nodes)
+    why = fp32_reasons(options, blocked_ops)
     entries = []
     for node in all_nodes(model.graph):
-        reason = None
-        if node.name in user_nodes:
-            reason = "--fp32-nodes"
-        elif node.op_type in ops:
-            reason = f"--fp32-ops {node.op_type}"
-        elif node.name in options.auto_fp32_nodes:
-            reason = options.auto_fp32_nodes[node.name]
-        elif node.op_type in blocked_ops:
-            reason = f"{node.op_type} has no fp16 kernel in ONNX Runtime"
+        reason = why(node)
         entries.append(
             {
                 "node": node.name,
@@ -643,15 +697,9 @@ def make_fp16(
     check_fp32_nodes(options.fp32_nodes, model, src)
     check_fp32_ops(options.fp32_ops, model)
     blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
-    inside = subgraph_nodes_of(
-        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes), set(blocked_ops)
-    )
     fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
-    options = replace(options, auto_fp32_nodes={**fixed, **inside, **options.auto_fp32_nodes})
-    node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
-    plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
     interface = onnx.ModelProto()  # the declared graph inputs and outputs, for _restore_non_tensor_io
     interface.graph.input.extend(model.graph.input)
     interface.graph.output.extend(model.graph.output)
@@ -661,6 +709,20 @@ def make_fp16(
         typed, inferred = _typed_in_place(model), True
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
+    holding: dict[str, str] = {}
+    if has_control_flow:
+        kept = fp32_reasons(
+            replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked_ops
+        )
+        holding = control_flow_holding_fp32(
+            typed.graph, kept, _float32_names_in_all_graphs(typed) if inferred else None
+        )
+    inside = subgraph_nodes_of(
+        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(blocked_ops)
+    )
+    options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
+    node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
+    plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
     _mark_float64(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
@@ -706,5 +768,6 @@ def make_fp16(
             "nodes_fp32": plan["nodes_fp32"],
             "nodes_float64": plan.get("nodes_float64", 0),
             "precision_plan": plan_path.name,
+            **({"control_flow_fp32": holding} if holding else {}),
         },
     )

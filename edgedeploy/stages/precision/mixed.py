@@ -319,6 +319,8 @@ def _convert(
         f"fp16 model: {artifact.info['nodes_fp32']} of {artifact.info['nodes_total']} node(s) kept in "
         f"fp32 (why, per node: {dest.name.removesuffix('.onnx')}.plan.json)"
     )
+    for name, why in dict(artifact.info.get("control_flow_fp32", {})).items():
+        ui.info(f"fp16 model: '{name}' kept in fp32 with its bodies: {why}")
     float64 = int(artifact.info.get("nodes_float64", 0))
     if float64 and float64 + int(artifact.info["nodes_fp32"]) >= int(artifact.info["nodes_total"]):
         ui.warn(
