@@ -175,14 +175,17 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     dest = Path(dest)
     if dest.is_dir():
         raise IsADirectoryError(21, "is a folder, not a file", str(dest))
+    made = _missing_folders(dest.parent)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _remove_empty(made)
         raise type(exc)(exc.errno, f"cannot make the folder for it ({exc.strerror})", str(dest)) from None
     remove_stale_temps(dest)
     try:
         fd, name = tempfile.mkstemp(prefix=temp_prefix(dest), suffix=suffix or dest.suffix, dir=dest.parent)
     except OSError as exc:  # name the file the user asked for, not our temporary name
+        _remove_empty(made)
         raise type(exc)(exc.errno, f"cannot write there ({exc.strerror})", str(dest)) from None
     os.close(fd)
     tmp = Path(name)
@@ -194,13 +197,34 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        _remove_empty(made)
         named = named_after(exc, tmp, dest)
         if named is exc:
             raise
         raise named from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_empty(made)
         raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, outermost first: what a write makes."""
+    missing: list[Path] = []
+    while not folder.exists() and folder != folder.parent:
+        missing.insert(0, folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders a failed write made (:func:`_missing_folders`), innermost first, as long
+    as they are empty: a refused artifact leaves no empty output folder behind."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another file went there meanwhile), or gone: leave the rest
+            return
 
 
 def named_after(exc: OSError, tmp: Path, dest: Path) -> OSError:

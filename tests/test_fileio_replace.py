@@ -55,3 +55,28 @@ def test_a_failed_rename_puts_the_old_folder_back(tmp_path: Path, monkeypatch: p
         _folder(root, "new")
     assert (dest / "f.txt").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_a_refused_artifact_leaves_no_empty_folder_behind(tmp_path: Path) -> None:
+    """A build refused at its artifact check (``-o out`` did not exist) left an empty ``out``: the
+    write made the folders for the file and kept them when the file was not kept. Folders that were
+    there before stay."""
+    import onnx
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.onnxio import save_onnx
+
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+
+    def refuse(_: Path) -> None:
+        raise InputError("fails onnx.checker")
+
+    for dest in (tmp_path / "out" / "deeper" / "m.fp16.onnx", tmp_path / "m.fp16.onnx"):
+        with pytest.raises(InputError):
+            save_onnx(model, dest, check=refuse)
+    assert sorted(tmp_path.iterdir()) == [] and tmp_path.is_dir()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(InputError):
+        save_onnx(model, kept / "new" / "m.onnx", check=refuse)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not any(kept.iterdir())
