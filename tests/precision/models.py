@@ -337,6 +337,26 @@ def scan_model() -> onnx.ModelProto:
     )
 
 
+def fp16_rounding_model() -> onnx.ModelProto:
+    """x * 1 -> Cast(to FLOAT16) -> Cast(to FLOAT) -> + 0: the model's own rounding through fp16
+    (autocast exports hold such pairs), so 1e5 becomes Inf in fp32 too."""
+    nodes = [
+        helper.make_node("Mul", ["x", "one"], ["a"], name="mul"),
+        helper.make_node("Cast", ["a"], ["a16"], to=TensorProto.FLOAT16, name="to16"),
+        helper.make_node("Cast", ["a16"], ["a32"], to=TensorProto.FLOAT, name="to32"),
+        helper.make_node("Add", ["a32", "zero"], ["y"], name="add"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [
+            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],
+    )
+
+
 def residual_add_model(seed: int = 0) -> onnx.ModelProto:
     """x -> Conv -> Add(x, .) -> Conv -> GlobalAveragePool: ONNX Runtime's placement quantizes the
     Add (an integer Add between quantized layers), which alone, both Convs in float, quantizes

@@ -329,6 +329,53 @@ def test_consecutive_fp32_nodes_do_not_round_trip_through_fp16(tmp_path: Path) -
     assert producer[pow_node.input[0]].name == "ln_sub"  # no Cast pair between two fp32 nodes
 
 
+@pytest.mark.parametrize("fp32_ops", [(), ("Mul", "Add", "Cast")])
+def test_the_models_own_cast_pair_through_fp16_is_kept_and_converts(
+    fp32_ops: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Mul -> Cast(to FLOAT16) -> Cast(to FLOAT) -> Add, every node kept in fp32 (by the analysis of
+    data reaching 1e5, or by --fp32-ops): the cleanup of the converter's Cast pairs took the model's
+    own pair for one, chained it with the converter's and left a dangling name ("fails onnx.checker
+    (... input 'a32_cast_to_fp16' ...)"). The model's pair stays, and the artifact rounds as the
+    model does (1e5 -> Inf)."""
+    path = models.save(models.fp16_rounding_model(), tmp_path / "rt.onnx")
+    x = np.array([[1e5, -1e5, 70000, 1.0001], [3.14159265, 1e-9, 2.0, 65519.0]], np.float32)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    request = replace(_request(str(data)), fp16=Fp16Options(fp32_ops=fp32_ops))
+    art = make_fp16_checked(path, tmp_path / "rt.fp16.onnx", request)
+    nodes = {n.name: n for n in onnx.load(art.path).graph.node}
+    assert {"to16", "to32"} <= set(nodes), list(nodes)
+    want = _run(path, {"x": x})
+    assert np.isinf(want[0, :3]).all()
+    np.testing.assert_array_equal(_run(art.path, {"x": x}), want)
+
+
+def test_chained_round_trips_of_the_converter_are_followed_to_their_source() -> None:
+    """Two converter Cast pairs in a row (a pair reading another pair's output): the consumer reads
+    the fp32 source, not the first pair's output, which is gone."""
+    from onnx import TensorProto, helper
+
+    from edgedeploy.stages.precision.fp16 import _remove_fp16_round_trips
+
+    casts = [("c1", "a", "a16", TensorProto.FLOAT16), ("c2", "a16", "a32", TensorProto.FLOAT),
+             ("c3", "a32", "b16", TensorProto.FLOAT16), ("c4", "b16", "b32", TensorProto.FLOAT)]  # fmt: skip
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="relu"),
+            *[helper.make_node("Cast", [i], [o], to=to, name=n) for n, i, o, to in casts],
+            helper.make_node("Neg", ["b32"], ["y"], name="neg"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _remove_fp16_round_trips(model, {"relu", "neg"})
+    assert [(n.name, list(n.input)) for n in model.graph.node] == [("relu", ["x"]), ("neg", ["a"])]
+    onnx.checker.check_model(model, full_check=True)
+
+
 def test_emulation_rounds_fp16_tensors_like_storage_and_leaves_fp32_nodes_alone(tmp_path: Path) -> None:
     path = models.save(models.decomposed_layernorm_model(scale=3.0), tmp_path / "e.onnx")
     model = load_for_analysis(path)

@@ -192,13 +192,15 @@ def _cast_to(node: onnx.NodeProto) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
-def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
+def _remove_fp16_round_trips(model: onnx.ModelProto, own: set[str]) -> None:
     """Drop Cast(fp32->fp16)->Cast(fp16->fp32) pairs between two fp32 nodes (or an fp32 node and
     a graph input or output, which keep_io_types leaves float32).
 
     The converter wraps every blocked node in its own Casts, so two fp32 nodes in a row still
     pass their tensor through fp16: a value above 65504 becomes Inf between them, which is what
     the fp32 island was for. The consumers of the round trip read the fp32 tensor directly.
+    ``own``: the names of the model's own nodes; a pair of its own Casts is a rounding it asked
+    for (autocast exports hold them) and stays, and so does each of its Casts.
     """
     graph = model.graph
     try:
@@ -219,7 +221,7 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
         if _cast_to(node) != onnx.TensorProto.FLOAT:
             continue
         first = producer.get(node.input[0])
-        if first is None or _cast_to(first) != onnx.TensorProto.FLOAT16:
+        if first is None or _cast_to(first) != onnx.TensorProto.FLOAT16 or {node.name, first.name} & own:
             continue
         if types.get(first.input[0]) != onnx.TensorProto.FLOAT:
             continue
@@ -233,13 +235,17 @@ def _remove_fp16_round_trips(model: onnx.ModelProto) -> None:
     if not replace_with and not identities:
         return
     for old_name, new_name in replace_with.items():  # subgraph captures too (a Cast feeding an If body)
+        while new_name in replace_with:  # a pair reading another pair's output: to the end of the chain
+            new_name = replace_with[new_name]
         _rename_uses(graph, old_name, new_name)
     used = {i for n in graph.node if id(n) not in dropped for i in n.input} | outputs
     for node in graph.node:
         for sub in subgraphs(node):
             used |= captured_names(sub)
     half = onnx.TensorProto.FLOAT16
-    unused = {id(n) for n in graph.node if _cast_to(n) == half and n.output[0] not in used}
+    unused = {
+        id(n) for n in graph.node if _cast_to(n) == half and n.output[0] not in used and n.name not in own
+    }
     keep = [n for n in graph.node if id(n) not in dropped and id(n) not in unused]
     del graph.node[:]
     graph.node.extend(keep)
@@ -723,6 +729,7 @@ def make_fp16(
     options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
+    own = {n.name for n in all_nodes(model.graph)}  # named: check_fp32_nodes ran ensure_node_names
     _mark_float64(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
@@ -747,7 +754,7 @@ def make_fp16(
     _restore_non_tensor_io(converted, interface)
     _reattach_outputs(converted, detached)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
-    _remove_fp16_round_trips(converted)
+    _remove_fp16_round_trips(converted, own)
     _repair(converted, src)
     plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
     save_onnx(
