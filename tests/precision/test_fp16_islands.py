@@ -287,6 +287,42 @@ def _all_outputs(model: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(o) for o in session.run(None, feed)]
 
 
+def test_integer_and_bool_nodes_are_marked_integer_in_the_plan_not_fp16(tmp_path: Path) -> None:
+    """An Add of uint8 and an Equal of int32 (bool out) hold no float tensor: the plan listed them as
+    'fp16' and the build said "0 of 2 node(s) kept in fp32" as if they ran in fp16. They are
+    'integer' now (as float64 nodes are 'float64'), counted apart, and the TensorRT path, which pins
+    the plan's fp32 nodes, still reads the plan."""
+    from onnx import TensorProto, helper
+
+    from edgedeploy.backends.trt_plan import read_fp32_layers
+    from edgedeploy.ui import Ui
+
+    u8, i32, f32, b = TensorProto.UINT8, TensorProto.INT32, TensorProto.FLOAT, TensorProto.BOOL
+    types = [u8, u8, i32, i32, f32]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["a", "b"], ["s"], name="add_u8"),
+            helper.make_node("Equal", ["i", "j"], ["eq"], name="equal_i32"),
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info(n, t, [3]) for n, t in zip("abijx", types, strict=True)],
+        [helper.make_tensor_value_info(n, t, [3]) for n, t in (("s", u8), ("eq", b), ("r", f32))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = models.save(model, tmp_path / "i.onnx")
+    ui = Ui(quiet=True)
+    art = make_fp16_checked(path, tmp_path / "i.fp16.onnx", replace(_request(), fp16_analysis=False), ui)
+    plan = json.loads((tmp_path / "i.fp16.plan.json").read_text())
+    assert {e["node"]: e["precision"] for e in plan["nodes"]} == {
+        "add_u8": "integer", "equal_i32": "integer", "relu": "fp16"
+    }, plan  # fmt: skip
+    assert plan["nodes_integer"] == art.info["nodes_integer"] == 2 and plan["nodes_fp32"] == 0
+    line = next(m for m in ui.messages if m.startswith("fp16 model:"))
+    assert "0 of 3 node(s) kept in fp32, 2 integer-only" in line, line
+    assert read_fp32_layers(tmp_path / "i.fp16.plan.json") == []
+
+
 def test_an_overflow_only_late_in_the_calibration_data_is_kept_in_fp32(tmp_path: Path) -> None:
     """The build's analysis reads every calibration sample, as ``analyze`` does: samples 40-47 of
     64 overflow fp16 at ``up`` and ``relu`` (an analysis that stopped after the first 8 kept

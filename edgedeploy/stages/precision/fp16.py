@@ -613,25 +613,38 @@ def precision_plan(
     }
 
 
-def _mark_float64(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
-    """The plan's nodes of the main graph that compute in float64 (no float32 tensor in or out):
-    the converter changes float32 only, so they stay float64 and the plan says so instead of
-    "fp16". Needs the types shape inference wrote into ``typed``; nodes it did not type keep
-    their entry."""
+_T = onnx.TensorProto
+INTEGER_TYPES = frozenset(
+    {
+        _T.BOOL, _T.INT4, _T.INT8, _T.INT16, _T.INT32, _T.INT64,
+        _T.UINT4, _T.UINT8, _T.UINT16, _T.UINT32, _T.UINT64,
+    }
+)  # fmt: skip
+
+
+def _mark_not_float32(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
+    """The plan's nodes of the main graph that compute in float64 (no float32 tensor in or out), or
+    on integers or bools only (every tensor in and out typed, none a float): the converter changes
+    float32 only, so they stay as they are and the plan says "float64" or "integer" instead of
+    "fp16" (TensorRT's pins and the report read its "fp32" nodes only). Needs the types shape
+    inference wrote into ``typed``; nodes it did not type keep their entry."""
     graph = typed.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
     types.update({w.name: w.data_type for w in graph.initializer})
-    float64_nodes = set()
+    marks: dict[str, tuple[str, str]] = {}
     for node in graph.node:
         kinds = {types.get(name) for name in [*node.input, *node.output] if name}
         if onnx.TensorProto.DOUBLE in kinds and onnx.TensorProto.FLOAT not in kinds:
-            float64_nodes.add(node.name)
+            marks[node.name] = ("float64", "float64 compute: the fp16 conversion changes float32 only")
+        elif kinds and kinds <= INTEGER_TYPES:
+            held = ", ".join(sorted(onnx.TensorProto.DataType.Name(k).lower() for k in kinds if k))
+            marks[node.name] = ("integer", f"{held} only, no float tensor: the fp16 conversion leaves it")
     entries = cast(list[dict[str, Any]], plan["nodes"])
     for entry in entries:
-        if entry["precision"] == "fp16" and entry["node"] in float64_nodes:
-            entry["precision"] = "float64"
-            entry["reason"] = "float64 compute: the fp16 conversion changes float32 only"
+        if entry["precision"] == "fp16" and entry["node"] in marks:
+            entry["precision"], entry["reason"] = marks[entry["node"]]
     plan["nodes_float64"] = sum(1 for e in entries if e["precision"] == "float64")
+    plan["nodes_integer"] = sum(1 for e in entries if e["precision"] == "integer")
 
 
 def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -730,7 +743,7 @@ def make_fp16(
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
     own = {n.name for n in all_nodes(model.graph)}  # named: check_fp32_nodes ran ensure_node_names
-    _mark_float64(plan, typed)
+    _mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
@@ -774,6 +787,7 @@ def make_fp16(
             "nodes_total": plan["nodes_total"],
             "nodes_fp32": plan["nodes_fp32"],
             "nodes_float64": plan.get("nodes_float64", 0),
+            "nodes_integer": plan.get("nodes_integer", 0),
             "precision_plan": plan_path.name,
             **({"control_flow_fp32": holding} if holding else {}),
         },

@@ -315,14 +315,16 @@ def _convert(
         advance(1.0)
     # the whole count, as the plan and the build's JSON give it: the analysis line above counts the
     # nodes kept for their ranges, and the converter keeps more by rule (ops fp16 cannot take)
+    integer = int(artifact.info.get("nodes_integer", 0))
     ui.info(
-        f"fp16 model: {artifact.info['nodes_fp32']} of {artifact.info['nodes_total']} node(s) kept in "
-        f"fp32 (why, per node: {dest.name.removesuffix('.onnx')}.plan.json)"
+        f"fp16 model: {artifact.info['nodes_fp32']} of {artifact.info['nodes_total']} node(s) kept in fp32"
+        + (f", {integer} integer-only (no float tensor to convert)" if integer else "")
+        + f" (why, per node: {dest.name.removesuffix('.onnx')}.plan.json)"
     )
     for name, why in dict(artifact.info.get("control_flow_fp32", {})).items():
         ui.info(f"fp16 model: '{name}' kept in fp32 with its bodies: {why}")
     float64 = int(artifact.info.get("nodes_float64", 0))
-    if float64 and float64 + int(artifact.info["nodes_fp32"]) >= int(artifact.info["nodes_total"]):
+    if float64 and float64 + integer + int(artifact.info["nodes_fp32"]) >= int(artifact.info["nodes_total"]):
         ui.warn(
             f"{model.name} computes in float64 ({float64} node(s)): the fp16 conversion changes float32 "
             "only, so nothing of it runs in fp16; export the model in float32 for an fp16 build"
