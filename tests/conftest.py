@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,29 @@ def validate_manifest(manifest: dict[str, object]) -> None:
 
     schema = json.loads((Path(edgedeploy.__file__).parent / "manifest.schema.json").read_text())
     jsonschema.validate(manifest, schema)
+
+
+class TenWatts:
+    """A power source that reads a constant 10 W (a fake for tegrastats, NVML and RAPL), so that the
+    energy of a window is 10 W times its length: ``ten_watts`` puts it behind every PowerMonitor."""
+
+    name = "fake-10W"
+
+    def start(self) -> float:
+        return time.monotonic()
+
+    def stop(self) -> float:
+        return time.monotonic()
+
+    def measure(self, t0: float, t1: float) -> tuple[float, dict[str, float], str, int]:
+        return 10.0, {"total": 10.0}, "all", int((t1 - t0) * 10)
+
+
+@pytest.fixture
+def ten_watts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgedeploy.power.monitor import PowerMonitor
+
+    monkeypatch.setattr(PowerMonitor, "_open", lambda self, kind: TenWatts())
 
 
 def files_under(path: Path) -> set[str]:

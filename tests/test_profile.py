@@ -245,3 +245,19 @@ def test_the_json_records_the_sha256_of_the_file_timed(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+@pytest.mark.usefixtures("ten_watts")
+def test_energy_per_inference_counts_the_timed_inferences_only_not_the_warm_up(digits: Digits) -> None:
+    """A constant 10 W: the energy of one inference is 10 W times its latency, however long the
+    warm-up. The warm-up's energy was divided among the timed inferences (magika: 686 mJ for 344
+    after a 1 s warm-up), and the wall time included it too."""
+    options = ProfileOptions(warmup_ms=600.0, duration_s=0.3, batch_sizes=(2,), threads=1)
+    batch = profile(digits.onnx_path, options).batches[0]
+    energy = batch.energy
+    assert energy is not None and energy["measurable"] and energy["inferences"] == 2 * batch.iterations
+    assert 0.3 <= batch.wall_s < 0.45  # the timed loop, not the 0.6 s warm-up before it
+    assert energy["duration_s"] == pytest.approx(batch.wall_s, abs=0.02)
+    per_batch_ms = 1000.0 * batch.wall_s / batch.iterations
+    assert energy["energy_per_inference_mj"] == pytest.approx(10.0 * per_batch_ms / 2, rel=0.1)
+    assert batch.latency.mean_ms <= per_batch_ms

@@ -1,14 +1,18 @@
 """Measure average power and energy per inference beside any piece of work.
 
 ``with PowerMonitor() as pm: run()`` picks the first power source this machine has:
-tegrastats on Jetson, NVML on a desktop NVIDIA GPU, RAPL counters on a Linux CPU. Where none
+tegrastats on Jetson, NVML on a desktop NVIDIA GPU, RAPL counters on a Linux CPU. Inside the
+block, ``with pm.window(): timed()`` narrows what is measured to the timed inferences: a
+warm-up before them runs with the source already sampling but is not counted. Where none
 is usable the result says "not measurable here: ..." with each source's reason, and every
 figure is None: a power or energy of zero is never reported for something not measured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +24,9 @@ SOURCES = ("auto", "tegrastats", "nvml", "rapl", "none")
 
 
 class PowerSource(Protocol):
+    """A source may also have ``mark() -> float``, called at the edges of a window, where it reads
+    counters (a reading there, so the window's energy is exact); time.monotonic() otherwise."""
+
     name: str
 
     def start(self) -> float: ...
@@ -70,6 +77,7 @@ class PowerMonitor:
         self._why: list[str] = []
         self._t0: float | None = None
         self._t1: float | None = None
+        self._window: tuple[float, float] | None = None  # set by window(): what result() measures
 
     def _candidates(self) -> list[str]:
         if self.requested == "auto":
@@ -103,6 +111,7 @@ class PowerMonitor:
     def __enter__(self) -> PowerMonitor:
         self._why = [] if self.requested != "none" else ["power measurement switched off"]
         self._source = None
+        self._window = None
         for kind in self._candidates():
             source = self._open(kind)
             if source is None:
@@ -126,11 +135,27 @@ class PowerMonitor:
         else:
             self._t1 = time.monotonic()
 
+    def _mark(self) -> float:
+        mark = getattr(self._source, "mark", None)
+        return float(mark()) if mark is not None else time.monotonic()
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        """Measure this block only (inside the monitor's with-block): the timed inferences, not the
+        warm-up before them nor the work after them."""
+        start = self._mark()
+        try:
+            yield
+        finally:
+            self._window = (start, self._mark())
+
     def result(self, inferences: int) -> PowerResult:
-        """Average power over the block and energy per inference (``inferences`` run inside it)."""
+        """Average power over the block, or its :meth:`window`, and energy per inference
+        (``inferences`` run inside it)."""
         if self._t0 is None or self._t1 is None:
             raise RuntimeError("PowerMonitor.result() called before the with-block finished")
-        duration = self._t1 - self._t0
+        t0, t1 = self._window or (self._t0, self._t1)
+        duration = t1 - t0
         res = PowerResult(
             source=None,
             measurable=False,
@@ -141,7 +166,7 @@ class PowerMonitor:
         if self._source is None:
             res.reason = "not measurable here: " + "; ".join(self._why)
             return res
-        watts, rails, covered, samples = self._source.measure(self._t0, self._t1)
+        watts, rails, covered, samples = self._source.measure(t0, t1)
         res.source, res.samples = self._source.name, samples
         if watts is None:
             res.reason = (
@@ -156,5 +181,5 @@ class PowerMonitor:
         res.rails, res.rails_covered = rails, covered
         trace = getattr(self._source, "trace", None)
         if trace is not None:
-            res.trace = trace(self._t0, self._t1)
+            res.trace = trace(t0, t1)
         return res

@@ -59,9 +59,12 @@ class NvmlSource(PollingSource):
             self.nvml.nvmlShutdown()
 
     def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
+        keep = self._in_window(t0, t1)
+        times, values = [self._times[i] for i in keep], [self._values[i] for i in keep]
         if self.counter:
-            joules = counter_delta(self._values, None) / 1000.0
-            watts: float | None = joules / (self._times[-1] - self._times[0])
+            joules = counter_delta(values, None) / 1000.0
+            span = times[-1] - times[0] if len(times) > 1 else 0.0
+            watts: float | None = joules / span if span > 0 else None
             how = "total-energy counter"
         else:
             avg_mw = window_average(self._times, self._values, t0, t1)
@@ -72,7 +75,7 @@ class NvmlSource(PollingSource):
             f"GPU board power of {self.label} (NVML {how}): "
             "not the CPU, host memory or the rest of the system"
         )
-        return watts, rails, covered, len(self._times)
+        return watts, rails, covered, len(times)
 
     def trace(self, t0: float, t1: float) -> dict[str, object] | None:
         """GPU board power per reading (from the energy counter's steps, or the sampled power)."""

@@ -70,15 +70,23 @@ class RaplSource(PollingSource):
         self._lock = threading.Lock()
 
     def _read(self) -> None:
+        now = time.monotonic()
+        values = [float(d.path.read_text()) for d in self.domains]  # all read, or none kept
         with self._lock:
-            self._times.append(time.monotonic())
-            for d in self.domains:
-                d.readings.append(float(d.path.read_text()))
+            self._times.append(now)
+            for d, value in zip(self.domains, values, strict=True):
+                d.readings.append(value)
 
     def measure(self, t0: float, t1: float) -> tuple[float | None, dict[str, float], str, int]:
-        """Average watts over the run (total of package domains), per-domain watts, coverage."""
-        duration = self._times[-1] - self._times[0]
-        rails = {d.name: counter_delta(d.readings, d.wrap_uj) / 1e6 / duration for d in self.domains}
+        """Average watts over the window (total of package domains), per-domain watts, coverage."""
+        with self._lock:
+            keep = self._in_window(t0, t1)
+            times = [self._times[i] for i in keep]
+            readings = {d.name: [d.readings[i] for i in keep] for d in self.domains}
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None, {}, "", len(times)
+        duration = times[-1] - times[0]
+        rails = {d.name: counter_delta(readings[d.name], d.wrap_uj) / 1e6 / duration for d in self.domains}
         packages = [d.name for d in self.domains if d.top_level and d.name != "psys"]
         if packages:
             total = sum(rails[n] for n in packages)
@@ -88,7 +96,7 @@ class RaplSource(PollingSource):
         else:
             total = sum(rails[d.name] for d in self.domains if d.top_level)
             covered = "RAPL platform domain (psys)"
-        return total, rails, covered, len(self._times)
+        return total, rails, covered, len(times)
 
     def trace(self, t0: float, t1: float) -> dict[str, object] | None:
         """Every domain's power between consecutive counter readings."""

@@ -8,12 +8,14 @@ batch, warm-up and duration, so figures from two runs can be compared honestly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -242,8 +244,15 @@ def batch_shapes(
     return shapes
 
 
-def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Progress | None) -> list[float]:
-    """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations)."""
+def _time_loop(
+    run: Callable[[], object],
+    options: ProfileOptions,
+    progress: Progress | None,
+    timed: AbstractContextManager[object] | None = None,
+) -> tuple[list[float], float]:
+    """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations): the
+    latencies in ms and the wall time of the timed loop in s. ``timed`` (the power monitor's
+    window) is entered after the warm-up and left after the last timed run."""
     if options.warmup_iterations is not None:
         for _ in range(options.warmup_iterations):
             run()
@@ -252,22 +261,24 @@ def _time_loop(run: Callable[[], object], options: ProfileOptions, progress: Pro
         while time.perf_counter() < end:
             run()
     samples: list[float] = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-        elapsed = time.perf_counter() - start
-        if options.iterations is not None:
-            done = len(samples) / options.iterations
-            finished = len(samples) >= options.iterations
-        else:
-            done = min(1.0, elapsed / options.duration_s)
-            finished = elapsed >= options.duration_s and len(samples) >= options.min_iterations
-        if progress:
-            progress(done)
-        if finished:
-            return samples
+    with timed if timed is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        while True:
+            t0 = time.perf_counter()
+            run()
+            samples.append((time.perf_counter() - t0) * 1000.0)
+            elapsed = time.perf_counter() - start
+            if options.iterations is not None:
+                done = len(samples) / options.iterations
+                finished = len(samples) >= options.iterations
+            else:
+                done = min(1.0, elapsed / options.duration_s)
+                finished = elapsed >= options.duration_s and len(samples) >= options.min_iterations
+            if progress:
+                progress(done)
+            if finished:
+                break
+    return samples, elapsed
 
 
 def profile_onnx(
@@ -306,13 +317,9 @@ def profile_onnx(
         monitor = PowerMonitor() if options.measure_power else None
         cb = (lambda f, b=batch: progress(b, f)) if progress else None
         run = functools.partial(session.run, None, feed)
-        wall0 = time.perf_counter()
-        if monitor is not None:
-            with monitor:
-                samples = _time_loop(run, options, cb)
-        else:
-            samples = _time_loop(run, options, cb)
-        wall = time.perf_counter() - wall0
+        # the monitor samples through the warm-up; its window (energy, duration) is the timed loop
+        with monitor if monitor is not None else contextlib.nullcontext():
+            samples, wall = _time_loop(run, options, cb, monitor.window() if monitor is not None else None)
         stats = LatencyStats.from_samples(samples)
         energy = None
         if monitor is not None:
@@ -439,7 +446,7 @@ def profile_engine_batches(
                 shapes[tensor.name] = (batch, *given[1:]) if tensor.shape and tensor.shape[0] == -1 else given
         monitor = PowerMonitor() if options.measure_power else None
 
-        def run(shapes: dict[str, tuple[int, ...]] = shapes) -> Any:
+        def run(shapes: dict[str, tuple[int, ...]] = shapes, monitor: PowerMonitor | None = monitor) -> Any:
             return profile_engine(
                 engine,
                 warmup_ms=options.warmup_ms,
@@ -449,12 +456,11 @@ def profile_engine_batches(
                 cuda_graph=options.cuda_graph,
                 no_data_transfers=options.no_data_transfers,
                 per_layer=options.per_layer,
+                timed=monitor.window() if monitor is not None else None,
             )
 
-        if monitor is not None:
-            with monitor:
-                result = run()
-        else:
+        # the monitor samples through loading and warm-up; its window is the timed loop
+        with monitor if monitor is not None else contextlib.nullcontext():
             result = run()
         if progress:
             progress(batch, 1.0)

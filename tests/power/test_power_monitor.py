@@ -168,3 +168,34 @@ def test_counter_power_is_the_energy_step_over_the_time_step_with_wraps() -> Non
     # microjoules (RAPL): 2 J in 1 s, then a wrap at 10 J with 3 J more in 0.5 s
     watts = counter_power([0.0, 1.0, 1.5], [6e6, 8e6, 1e6], 10e6, 1e-6)
     assert watts[0] is None and watts[1:] == pytest.approx([2.0, 6.0])
+
+
+def test_a_window_counts_only_the_energy_spent_inside_it_not_the_warm_up_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAPL's counter gains 2 J during the warm-up and 1 J in the window: the window's energy is 1 J
+    (a reading is taken at each edge), and its duration is the window's."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    pkg = _fake_powercap(tmp_path / "powercap")
+
+    def set_counter(text: str) -> None:  # whole, as sysfs gives it: the poller never reads it half-written
+        (pkg / "next").write_text(text)
+        (pkg / "next").replace(pkg / "energy_uj")
+
+    with PowerMonitor(interval_ms=20, powercap_root=tmp_path / "powercap") as pm:
+        set_counter("999500000\n")
+        time.sleep(0.05)
+        set_counter("1000000\n")  # +2 J, wrapped, before the window
+        time.sleep(0.05)
+        with pm.window():
+            time.sleep(0.05)
+            set_counter("2000000\n")  # +1 J inside it
+            time.sleep(0.05)
+        set_counter("9000000\n")  # +7 J after it
+        time.sleep(0.05)
+    r = pm.result(10)
+    assert r.source == "rapl" and r.measurable
+    assert r.energy_j == pytest.approx(1.0, rel=0.05)
+    assert r.energy_per_inference_mj == pytest.approx(100, rel=0.05)
+    assert r.duration_s is not None and 0.09 <= r.duration_s < 0.2

@@ -58,3 +58,20 @@ def test_engine_without_transfers_reports_gpu_compute(fake_gpu: Any, cnn_models:
     )
     batch = result.batches[0]
     assert batch.sections is not None and batch.latency == batch.sections["gpu_compute"]
+
+
+@pytest.mark.usefixtures("ten_watts")
+def test_engine_energy_counts_the_timed_inferences_only_not_the_warm_up(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """A constant 10 W: the energy window is the timed loop (as on the ONNX Runtime path), not the
+    engine's loading, its warm-up and its per-layer pass around it."""
+    engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
+    options = ProfileOptions(warmup_ms=500.0, duration_s=0.2, batch_sizes=(2,), per_layer=True)
+    batch = profile(engine, options).batches[0]
+    energy = batch.energy
+    assert energy is not None and energy["measurable"] and energy["inferences"] == 2 * batch.iterations
+    assert 0.2 <= batch.wall_s < 0.35
+    assert energy["duration_s"] == pytest.approx(batch.wall_s, abs=0.02)
+    expected_mj = 10.0 * 1000.0 * batch.wall_s / (2 * batch.iterations)
+    assert energy["energy_per_inference_mj"] == pytest.approx(expected_mj, rel=0.1)

@@ -11,7 +11,9 @@ the timed loop). Settings, clocks and power mode go into every result.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +93,13 @@ def profile_engine(
     cuda_graph: bool = False,
     no_data_transfers: bool = False,
     per_layer: bool = False,
+    timed: AbstractContextManager[object] | None = None,
 ) -> EngineProfile:
-    """Time ``engine`` for at least ``duration_s`` and ``iterations`` after ``warmup_ms`` of warm-up."""
+    """Time ``engine`` for at least ``duration_s`` and ``iterations`` after ``warmup_ms`` of warm-up.
+
+    ``timed`` (the power monitor's window) is entered after the warm-up and left after the last
+    timed iteration: loading, warm-up and the per-layer pass are outside it.
+    """
     import pycuda.driver as cuda
 
     notes: list[str] = []
@@ -144,12 +151,13 @@ def profile_engine(
         warm_end = time.perf_counter() + warmup_ms / 1e3
         while time.perf_counter() < warm_end:
             one(record=False)
-        started = time.perf_counter()
-        count = 0
-        while count < max(iterations, 1) or time.perf_counter() - started < duration_s:
-            one(record=True)
-            count += 1
-        wall = time.perf_counter() - started
+        with timed if timed is not None else contextlib.nullcontext():
+            started = time.perf_counter()
+            count = 0
+            while count < max(iterations, 1) or time.perf_counter() - started < duration_s:
+                one(record=True)
+                count += 1
+            wall = time.perf_counter() - started
         if graph is not None:
             graph.close()
 
