@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -48,8 +48,10 @@ def analyze_command(
         from calibration.errors import CalibrationError
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes
+        from edgedeploy.options import Fp16Options
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+        from edgedeploy.stages.precision.fp16 import plan_fp32_nodes
         from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
 
     ui = make_ui()
@@ -135,12 +137,16 @@ def analyze_command(
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
-    # measurably changes the outputs (which analyze does not measure)
-    hard = sorted(hard_fp32_nodes(loaded, islands, report))
-    flagged = [n for n in islands if n not in set(hard)]
+    # measurably changes the outputs (which analyze does not measure); counted by the build's own
+    # plan, which adds what it keeps besides them (the nodes inside an fp32 If/Loop, ops fp16 lacks)
+    hard = hard_fp32_nodes(loaded, islands, report)
+    _, _, plan, _ = plan_fp32_nodes(loaded, Fp16Options(auto_fp32_nodes={n: islands[n] for n in hard}))
+    entries = cast(list[dict[str, Any]], plan["nodes"])
+    kept = [str(e["node"]) for e in entries if e["precision"] == "fp32"]
+    flagged = [n for n in islands if n not in hard]
     out.print(
-        f"build --precision fp16 keeps {len(hard)} of {len(loaded.graph.node)} nodes in fp32 by rule"
-        + (": " + ", ".join(hard[:8]) + (" ..." if len(hard) > 8 else "") if hard else "")
+        f"build --precision fp16 keeps {len(kept)} of {plan['nodes_total']} nodes in fp32 by rule"
+        + (": " + ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else "") if kept else "")
         + (
             f"; {len(flagged)} more are flagged, each kept only where its fp16 measurably changes the "
             "outputs (build measures it)"
@@ -148,7 +154,7 @@ def analyze_command(
             else ""
         )
     )
-    write_json(json_path, {**report_json(report), "fp32_islands": islands, "fp32_by_rule": hard})
+    write_json(json_path, {**report_json(report), "fp32_islands": islands, "fp32_by_rule": kept})
 
 
 def _more(count: int, what: str, json_path: Path | None) -> None:

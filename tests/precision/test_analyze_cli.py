@@ -55,3 +55,66 @@ def test_analyze_says_how_many_more_tensors_at_risk_its_top_leaves_out(tmp_path:
     assert "... 2 more tensors at risk in the JSON (--json FILE)" in without.stderr
     every = run_cli("analyze", path, "--data", data, "--top", "5")
     assert "more tensors at risk" not in every.stderr
+
+
+def _if_model(tmp_path: Path) -> tuple[Path, Path]:
+    """4 top-level nodes and an If whose two branches hold 2 nodes each: the then branch adds 1e5
+    (x > 0 takes it, so the If's output overflows fp16), the else branch multiplies by 1e-9."""
+    big = numpy_helper.from_array(np.full(4, 1e5, np.float32), "bigc")
+    tiny = numpy_helper.from_array(np.full(4, 1e-9, np.float32), "tinyc")
+    out = helper.make_tensor_value_info
+    then_g = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["cb"], value=big),
+            helper.make_node("Add", ["x", "cb"], ["t_out"]),
+        ],
+        "then",
+        [],
+        [out("t_out", TensorProto.FLOAT, ["B", 4])],
+    )
+    else_g = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["ct"], value=tiny),
+            helper.make_node("Mul", ["x", "ct"], ["e_out"]),
+        ],
+        "else",
+        [],
+        [out("e_out", TensorProto.FLOAT, ["B", 4])],
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+        helper.make_node("Mul", ["y", "w"], ["z"]),
+    ]
+    weights = [
+        numpy_helper.from_array(np.array(0, np.float32), "zero"),
+        numpy_helper.from_array(np.full(4, 2e-6, np.float32), "w"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [out("x", TensorProto.FLOAT, ["B", 4])], [out("z", TensorProto.FLOAT, ["B", 4])], weights
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "ifm.onnx"
+    onnx.save(model, path)
+    data = tmp_path / "xpos.npz"
+    np.savez(data, x=np.random.default_rng(0).uniform(0.5, 1.5, (8, 4)).astype(np.float32))
+    return path, data
+
+
+def test_analyze_counts_the_nodes_kept_in_fp32_as_the_build_does_branches_of_an_fp32_if_included(
+    tmp_path: Path,
+) -> None:
+    """The If overflows, so the build keeps it in fp32 with both its branches: 6 of 8 nodes. analyze
+    said 4 of 4 (top-level nodes only, the else branch's nodes left out)."""
+    path, data = _if_model(tmp_path)
+    analysed = run_cli("analyze", path, "--data", data, "--json", tmp_path / "r.json")
+    assert analysed.code == 0, analysed.stderr
+    built = run_cli("build", path, "--precision", "fp16", "--calib-data", data, "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    assert "fp16 model: 6 of 8 node(s) kept in fp32" in built.stderr + built.stdout
+    assert "build --precision fp16 keeps 6 of 8 nodes in fp32 by rule" in analysed.stdout
+    plan = json.loads((tmp_path / "out" / "ifm.fp16.plan.json").read_text())
+    kept = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
+    assert json.loads((tmp_path / "r.json").read_text())["fp32_by_rule"] == kept

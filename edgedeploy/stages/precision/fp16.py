@@ -683,6 +683,36 @@ def check_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto, src: obj
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
 
 
+def plan_fp32_nodes(
+    model: onnx.ModelProto, options: Fp16Options, typed: onnx.ModelProto | None = None
+) -> tuple[Fp16Options, list[str], dict[str, object], dict[str, str]]:
+    """What the conversion keeps in fp32 besides ``options``' nodes: ``options`` with the nodes
+    kept by rule added (a main-graph If/Loop/Scan whose body holds a node kept in fp32, with every
+    node inside it; :func:`fp32_only_nodes`; nodes of non-tensor graph I/O), the op types blocked,
+    the :func:`precision_plan` (its counts are the build's), and the control-flow nodes held in fp32
+    by a body node (name -> reason). ``model`` must carry the converter's names
+    (:func:`ensure_node_names`); ``typed``: ``model`` with its shapes inferred, so that a body node
+    blocked on integers only does not hold its control-flow node (without it, any blocked body
+    node does). make_fp16 and analyze both plan with this one function."""
+    from onnxruntime.transformers import float16
+
+    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
+    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
+    holding: dict[str, str] = {}
+    if any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph)):
+        kept = fp32_reasons(
+            replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked_ops
+        )
+        holding = control_flow_holding_fp32(
+            (typed or model).graph, kept, _float32_names_in_all_graphs(typed) if typed is not None else None
+        )
+    inside = subgraph_nodes_of(
+        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(blocked_ops)
+    )
+    options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
+    return options, blocked_ops, precision_plan(model, options, blocked_ops), holding
+
+
 def make_fp16(
     model_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -715,8 +745,6 @@ def make_fp16(
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
     check_fp32_nodes(options.fp32_nodes, model, src)
     check_fp32_ops(options.fp32_ops, model)
-    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
-    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
     interface = onnx.ModelProto()  # the declared graph inputs and outputs, for _restore_non_tensor_io
@@ -728,20 +756,9 @@ def make_fp16(
         typed, inferred = _typed_in_place(model), True
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
-    holding: dict[str, str] = {}
-    if has_control_flow:
-        kept = fp32_reasons(
-            replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked_ops
-        )
-        holding = control_flow_holding_fp32(
-            typed.graph, kept, _float32_names_in_all_graphs(typed) if inferred else None
-        )
-    inside = subgraph_nodes_of(
-        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(blocked_ops)
-    )
-    options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
+    # before the converter adds its Casts to the model
+    options, blocked_ops, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
-    plan = precision_plan(model, options, blocked_ops)  # before the converter adds its Casts to it
     own = {n.name for n in all_nodes(model.graph)}  # named: check_fp32_nodes ran ensure_node_names
     _mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
