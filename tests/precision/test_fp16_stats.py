@@ -65,3 +65,28 @@ def test_a_tensor_without_zeros_is_counted_without_a_zero_count_pass(monkeypatch
         assert len(calls) == passes
         slow._add_slow(values)
         assert fast.figures() == slow.figures()
+
+
+def test_flushed_overflow_and_subnormal_counts_are_what_astype_float16_makes_of_the_values() -> None:
+    """Round to nearest: only |x| <= 2**-25 becomes 0 (4.5e-8 becomes 6e-8) and only |x| >= 65520
+    becomes Inf (65519 becomes 65504); 2**-24 and 2**-14 were taken for those limits."""
+    edges = [2.0**-25, 2.0**-24, 4.5e-8, 3e-8, 2.0**-14 - 2.0**-25, 2.0**-14 - 2.0**-24, 2.0**-14]
+    edges += [65504.0, 65510.0, 65519.0, 65520.0, 7e4, 1.0, 0.0]
+    rng = np.random.default_rng(0)
+    spread = rng.standard_normal(4000) * 10.0 ** rng.uniform(-9, 6, 4000)
+    values = np.concatenate([edges, np.negative(edges), np.nextafter(np.float32(edges), 0), spread])
+    values = values.astype(np.float32)
+    with np.errstate(over="ignore"):
+        half = values.astype(np.float16)
+    nonzero = values != 0
+    flushed = int(np.count_nonzero(nonzero & (half == 0)))
+    overflow = int(np.count_nonzero(np.isinf(half)))
+    subnormal = int(np.count_nonzero(nonzero & (np.abs(half) < 2.0**-14)))
+    for path in ("add", "_add_slow"):
+        stats = Fp16Stats()
+        getattr(stats, path)(values)
+        assert (stats.flushed, stats.overflow, stats.subnormal) == (flushed, overflow, subnormal), path
+    assert Fp16Stats().flushed == 0
+    one = Fp16Stats()
+    one.add(np.array([4.5e-8, 65519.0, 2.0**-25], np.float32))
+    assert (one.flushed, one.overflow) == (1, 0)

@@ -1,11 +1,13 @@
 """FP16 range analysis: which weights and activations do not fit in float16, and where they come from.
 
-float16 ends at 65504 (larger values become Inf) and its smallest normal number is 2**-14
-(about 6.1e-5); below that it keeps fewer bits (subnormal) down to 2**-24 (about 6e-8), and
-smaller values flush to zero. We check every float weight (initializers and Constant nodes,
+float16 ends at 65504 and its smallest normal number is 2**-14 (about 6.1e-5); below that it
+keeps fewer bits (subnormal) down to 2**-24 (about 6e-8). Rounding to nearest (as
+``x.astype(np.float16)`` and a GPU's conversion do), |x| >= 65520 becomes Inf (65519 becomes 65504),
+|x| <= 2**-25 (about 3e-8) becomes zero (4.5e-8 becomes 6e-8), and |x| < 2**-14 - 2**-25 a
+subnormal. We check every float weight (initializers and Constant nodes,
 subgraphs included) and run the fp32 model on the data through calibration/'s streaming
 collection pass (:func:`calibration.observers.collect`), whose observers see one batch at a
-time: our :class:`Fp16RangeObserver` counts, per tensor, values over 65504, subnormal and
+time: our :class:`Fp16RangeObserver` counts, per tensor, values that become Inf, subnormal and
 flushed values and NaN/Inf already present in fp32. Other observers (a calibration histogram)
 can ride along in the same pass. Hand-written: no library reports fp16 overflow per tensor
 (Model Optimizer's AutoCast only compares each tensor's max with a fixed threshold).
@@ -34,7 +36,11 @@ from edgedeploy.stages.precision.fp16 import ensure_node_names
 
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: below it fp16 is subnormal and loses precision
-FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-8: below it a value flushes to zero
+FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-8: the smallest non-zero float16
+# what rounding to nearest (x.astype(np.float16)) makes of a float32: the limits counted
+FP16_INF_FROM = 65520.0  # |x| >= it becomes Inf: 65504 + half a step (ties go to the even Inf)
+FP16_ZERO_UPTO = 2.0**-25  # |x| <= it becomes 0: half the smallest subnormal (the tie goes to 0)
+FP16_SUBNORMAL_BELOW = 2.0**-14 - 2.0**-25  # |x| < it becomes a subnormal (or 0); from it, 2**-14
 TWO_GB = 2**31 - 1
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
@@ -44,9 +50,9 @@ def _bits(value: float) -> int:
 
 
 _INF_BITS = _bits(math.inf)
-_FP16_MAX_BITS = _bits(FP16_MAX)
-_MIN_NORMAL_BITS = _bits(FP16_MIN_NORMAL)
-_MIN_SUBNORMAL_BITS = _bits(FP16_MIN_SUBNORMAL)
+_INF_FROM_BITS = _bits(FP16_INF_FROM)
+_SUBNORMAL_BELOW_BITS = _bits(FP16_SUBNORMAL_BELOW)
+_ZERO_UPTO_BITS = _bits(FP16_ZERO_UPTO)
 
 
 class Scratch:
@@ -69,9 +75,9 @@ class Fp16Stats:
     nonzero: int = 0
     absmax: float = 0.0
     absmin: float = math.inf  # smallest non-zero |x| (inf until one is seen)
-    overflow: int = 0  # |x| > 65504: Inf in fp16
-    subnormal: int = 0  # 0 < |x| < 6.1e-5: fewer significant bits
-    flushed: int = 0  # 0 < |x| < 6e-8: zero in fp16
+    overflow: int = 0  # |x| >= 65520: Inf in fp16
+    subnormal: int = 0  # 0 < |x| < 2**-14 - 2**-25 (about 6.1e-5): fewer significant bits
+    flushed: int = 0  # 0 < |x| <= 2**-25 (about 3e-8): zero in fp16
     nonfinite: int = 0  # NaN/Inf already in fp32
 
     def add(self, array: np.ndarray, scratch: Scratch | None = None) -> None:
@@ -111,13 +117,14 @@ class Fp16Stats:
         elif low is None:
             low = int(mags.min())
         self.absmin = min(self.absmin, float(np.uint32(low).view(np.float32)))
-        if top > _FP16_MAX_BITS:
-            self.overflow += int(np.count_nonzero(mags >= _FP16_MAX_BITS + 1 - shift)) - zeros
+        # each pattern is ``shift`` less now: m >= B is m - shift >= B - shift
+        if top >= _INF_FROM_BITS:
+            self.overflow += int(np.count_nonzero(mags >= _INF_FROM_BITS - shift)) - zeros
         # no pass for a count the smallest magnitude already rules out (most activations: none flush)
-        if low < _MIN_NORMAL_BITS:
-            self.subnormal += int(np.count_nonzero(mags < _MIN_NORMAL_BITS - shift))
-            if low < _MIN_SUBNORMAL_BITS:
-                self.flushed += int(np.count_nonzero(mags < _MIN_SUBNORMAL_BITS - shift))
+        if low < _SUBNORMAL_BELOW_BITS:
+            self.subnormal += int(np.count_nonzero(mags < _SUBNORMAL_BELOW_BITS - shift))
+            if low <= _ZERO_UPTO_BITS:  # 0 < m <= B
+                self.flushed += int(np.count_nonzero(mags < _ZERO_UPTO_BITS + 1 - shift))
 
     def _add_slow(self, flat: np.ndarray) -> None:
         mags = np.abs(flat)
@@ -133,12 +140,12 @@ class Fp16Stats:
         self.nonzero += int(mags.size) - zeros
         if zeros < mags.size:
             self.absmin = min(self.absmin, float(np.min(mags, where=mags > 0, initial=np.inf)))
-        if amax > FP16_MAX:
-            self.overflow += int(np.count_nonzero(mags > FP16_MAX))
-        subnormal = int(np.count_nonzero(mags < FP16_MIN_NORMAL)) - zeros
+        if amax >= FP16_INF_FROM:
+            self.overflow += int(np.count_nonzero(mags >= FP16_INF_FROM))
+        subnormal = int(np.count_nonzero(mags < FP16_SUBNORMAL_BELOW)) - zeros
         if subnormal:
             self.subnormal += subnormal
-            self.flushed += int(np.count_nonzero(mags < FP16_MIN_SUBNORMAL)) - zeros
+            self.flushed += int(np.count_nonzero(mags <= FP16_ZERO_UPTO)) - zeros
 
     @property
     def overflow_share(self) -> float:
@@ -192,7 +199,7 @@ class RiskThresholds:
             found.append(f"{stats.nonfinite} NaN/Inf already in fp32")
         if stats.overflow:
             found.append(
-                f"overflow: {stats.overflow_share:.2%} of values above 65504 (max {stats.absmax:.4g})"
+                f"overflow: {stats.overflow_share:.2%} of values become Inf in fp16 (max {stats.absmax:.4g})"
             )
         elif stats.absmax > self.max_abs:
             found.append(
@@ -349,9 +356,9 @@ def _weight(
     if stats.nonfinite:
         risks.append(f"{stats.nonfinite} NaN/Inf values")
     if stats.overflow:
-        risks.append(f"{stats.overflow} values above 65504 (max {stats.absmax:.4g}) would be clipped")
+        risks.append(f"{stats.overflow} values past fp16's range (max {stats.absmax:.4g}) would be clipped")
     if stats.flushed_share >= thresholds.flushed_share:
-        risks.append(f"{stats.flushed_share:.2%} of non-zero values are below fp16's smallest subnormal")
+        risks.append(f"{stats.flushed_share:.2%} of non-zero values round to zero in fp16")
     elif stats.subnormal_share >= thresholds.subnormal_share:
         risks.append(f"{stats.subnormal_share:.2%} of non-zero values are subnormal in fp16")
     return WeightRange(name, where, consumers, stats, risks)

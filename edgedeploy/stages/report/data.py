@@ -18,7 +18,7 @@ from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
 
 FP16_MAX = 65504.0  # the fp16 limits the range chart draws (see precision/analysis.py)
 FP16_MIN_NORMAL = 2.0**-14
-FP16_MIN_SUBNORMAL = 2.0**-24
+FP16_ZERO_UPTO = 2.0**-25  # at or below it a value rounds to 0 (half the smallest subnormal, 2**-24)
 EXACT_LOSS = 1e-12  # 1 - cosine at or below this is drawn on the floor of the log axis ("exact")
 
 

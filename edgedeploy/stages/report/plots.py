@@ -38,7 +38,7 @@ from edgedeploy.stages.report.data import (
     EXACT_LOSS,
     FP16_MAX,
     FP16_MIN_NORMAL,
-    FP16_MIN_SUBNORMAL,
+    FP16_ZERO_UPTO,
     BatchSeries,
     CdfSeries,
     ClipPanel,
@@ -342,10 +342,10 @@ def fp16_ranges(bars: list[RangeBar]) -> str:
         limits = (
             (FP16_MAX, "65504: overflow (Inf) above", "-"),
             (FP16_MIN_NORMAL, "6.1e-5: subnormal below", "--"),
-            (FP16_MIN_SUBNORMAL, "6e-8: zero below", ":"),
+            (FP16_ZERO_UPTO, "3e-8: zero at or below", ":"),
         )
         lows = [b.absmin or b.absmax for b in bars]
-        ax.set_xlim(min([*lows, FP16_MIN_SUBNORMAL]) / 10, max([b.absmax for b in bars] + [FP16_MAX]) * 10)
+        ax.set_xlim(min([*lows, FP16_ZERO_UPTO]) / 10, max([b.absmax for b in bars] + [FP16_MAX]) * 10)
         for value, label, line in limits:
             ax.axvline(value, color="black", linestyle=line, linewidth=1)
             ax.text(

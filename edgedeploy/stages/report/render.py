@@ -272,7 +272,7 @@ def _fp16(run: RunData, plots: Any) -> Section | None:
         more = f" ({shown} of {total} tensors: those at risk and nearest a limit)" if total > shown else ""
         body += _figure(
             plots.fp16_ranges(bars),
-            f"Each bar spans a tensor's smallest to largest non-zero magnitude{more}. Beyond 65504 fp16 overflows to Inf; below 6.1e-5 it loses precision; below 6e-8 it flushes to zero.",
+            f"Each bar spans a tensor's smallest to largest non-zero magnitude{more}. From 65520 fp16 overflows to Inf (65504 is its largest value); below 6.1e-5 it loses precision; at 3e-8 and below it rounds to zero.",
         )
     if run.plan:
         total = run.plan.get("nodes_total", "?")
