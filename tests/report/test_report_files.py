@@ -680,3 +680,47 @@ def test_report_reads_compare_json_with_non_finite_figures(tmp_path: Path) -> No
     assert outputs["y"]["snr_db"] == -float("inf") and outputs["y"]["identical"] is False
     assert outputs["z"]["snr_db"] is None and outputs["z"]["identical"] is True
     assert [r.passed for r in tradeoff_rows(data) if r.precision == "fp16"] == [False]
+
+
+def test_a_profile_of_another_artifact_beside_a_run_record_is_refused_in_either_order(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """A run record carries its precisions' figures and the sha256 of its artifacts: another model's
+    profile beside it swapped its latency into the run's int8 row (or not, by argument order); it is
+    refused in either order, and so is a profile of the run's own int8 artifact (a second source of
+    the same figures)."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    record = _run_record(workdir)
+    for item in record["precisions"]:
+        item["info"] = {"source_sha256": f"{item['precision']}-sha"}
+    (workdir / "run.json").write_text(json.dumps(record))
+
+    def profile(name: str, artifact: str, sha256: str) -> Path:
+        content = {
+            "artifact": artifact,
+            "backend": "onnxruntime",
+            "settings": {},
+            "batches": [{"batch_size": 1, "latency": {"median_ms": 9.0}, "quantiles_ms": [9.0]}],
+            "precision": "int8",
+            "sha256": sha256,
+        }
+        (tmp_path / name).write_text(json.dumps(content))
+        return tmp_path / name
+
+    other = profile("other.json", "/elsewhere/cnn.int8.onnx", "other-sha")
+    renamed = profile("renamed.json", "/elsewhere/m.int8.onnx", "other-sha")  # the run's name, not its file
+    same = profile("same.json", str(workdir / "m.int8.onnx"), "int8-sha")
+    run = workdir / "run.json"
+    for paths in ([run, other], [other, run]):
+        with pytest.raises(InputError, match="a report is of one model"):
+            load_run(paths)
+    for paths in ([run, renamed], [renamed, run]):
+        with pytest.raises(InputError, match="other content are two models"):
+            load_run(paths)
+    for paths in ([run, same], [same, run]):
+        with pytest.raises(InputError, match="both give int8's profile figures"):
+            load_run(paths)
+    result = run_cli("report", str(run), str(other), "-o", "r", cwd=tmp_path)
+    assert_clean_input_error(result, "a report is of one model")
+    assert not (tmp_path / "r").exists()

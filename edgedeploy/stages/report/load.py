@@ -468,11 +468,36 @@ def model_base(path: str) -> str:
     return name
 
 
+def _run_models(content: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The precision models and built artifacts a run record names, with the sha256 their build
+    recorded of each (info: source_sha256, artifact_sha256)."""
+    named: list[tuple[Any, Any]] = []
+    for item in content.get("precisions") or []:
+        if isinstance(item, dict):
+            info: dict[str, Any] = item["info"] if isinstance(item.get("info"), dict) else {}
+            named += [(item.get("model"), info.get("source_sha256"))]
+            named += [(item.get("artifact"), info.get("artifact_sha256"))]
+    return named
+
+
+def _bundle_models(content: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The models (and engines) a bundle manifest carries, with the sha256 their build recorded."""
+    named: list[tuple[Any, Any]] = []
+    for art in content.get("artifacts") or []:
+        if isinstance(art, dict):
+            recorded = art.get("precision_info")
+            info: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+            named += [(art.get("model"), info.get("source_sha256"))]
+            named += [(art.get("engine"), info.get("artifact_sha256"))]
+    return named
+
+
 def _recorded_models(content: Any) -> list[tuple[str, str | None]]:
-    """The model files a ``--json`` file names, as the command recorded them (a run or a bundle names
-    its own): compare's reference and candidate, profile's artifact, the model analyze, calibrate or
-    build read or wrote; each with the sha256 compare and profile record of the files they measured
-    (None from the others, and in files written before they recorded it)."""
+    """The model files a ``--json`` file names, as the command recorded them: compare's reference and
+    candidate, profile's artifact, the model analyze, calibrate or build read or wrote, the precision
+    models and artifacts of a run record or a bundle; each with the sha256 compare and profile record
+    of the files they measured and a run's or bundle's build of what it built (None from the others,
+    and in files written before they recorded it)."""
     kind = json_kind(content)
     if kind == "compare-per-layer":
         content, kind = content.get("compare"), "compare"
@@ -487,13 +512,15 @@ def _recorded_models(content: Any) -> list[tuple[str, str | None]]:
         "analyze": lambda c: [(c.get("model"), None)],
         "calibrate": lambda c: [((c.get("report") or {}).get("model"), None)],
         "build": lambda c: [((c.get("precision") or {}).get("path"), None)],
+        "run": _run_models,
+        "bundle": _bundle_models,
     }.get(kind or "", lambda _c: [])(content)
     return [(str(name), digest or None) for name, digest in named if isinstance(name, str) and name]
 
 
 def _model_of(content: Any) -> str | None:
     """The model a ``--json`` file is about, as :func:`model_base` names it (``ocr-cls`` for
-    ``ocr-cls.fp16.ort.onnx``); None when the file does not say (a run or a bundle names its own)."""
+    ``ocr-cls.fp16.ort.onnx``); None when the file does not say."""
     names = _recorded_models(content)
     return model_base(names[0][0]) if names else None
 
@@ -533,7 +560,8 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
     # a model file's name -> (its recorded path, its recorded sha256, the file naming it)
     files: dict[str, tuple[str, str | None, Path]] = {}
     digests: dict[str, str] = {}  # a recorded sha256 -> the model of the first file that recorded it
-    figures: dict[tuple[str, str], Path] = {}  # (kind, precision) -> the file that gave them
+    # (kind, precision) -> the file that gave them, and its kind
+    figures: dict[tuple[str, str], tuple[Path, str | None]] = {}
     single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
         content = _read_json(path, None)
@@ -555,12 +583,18 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
                     f"{path} is about {recorded}, {where} about {named}: two files named "
                     f"{Path(recorded).name} with other content are two models; a report is of one model"
                 )
-        if (kind := json_kind(content)) in ("profile", "compare"):
-            precision = _candidate_precision(content, "artifact" if kind == "profile" else "candidate")
-            if (earlier := figures.setdefault((kind, precision), path)) != path:
+        kind = json_kind(content)
+        for figure, precision in _figures_given(content):
+            earlier, earlier_kind = figures.setdefault((figure, precision), (path, kind))
+            if earlier != path:
+                why = (
+                    "a run record or bundle carries its precisions' figures; pass it alone"
+                    if {kind, earlier_kind} & {"run", "bundle"}
+                    else "are they of two models?"
+                )
                 raise InputError(
-                    f"{path} and {earlier} both give {precision}'s {kind} figures: a report shows one "
-                    "per precision (are they of two models?)"
+                    f"{path} and {earlier} both give {precision}'s {figure} figures: a report shows one "
+                    f"per precision ({why})"
                 )
         if kind in SINGLE_KINDS and (earlier := single.setdefault(kind, path)) != path:
             raise InputError(
@@ -573,6 +607,24 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
     if data.target is None and data.measured_on is not None:  # no build, calibrate or bundle said it
         data.target, data.target_description = data.measured_on
     return data
+
+
+def _figures_given(content: Any) -> list[tuple[str, str]]:
+    """(kind, precision) of the profile and compare figures a ``--json`` file gives: a profile's or a
+    compare's one, and every precision's of a run record or bundle that has them."""
+    kind = json_kind(content)
+    if not isinstance(content, dict):
+        return []
+    if kind in ("profile", "compare"):
+        return [(kind, _candidate_precision(content, "artifact" if kind == "profile" else "candidate"))]
+    entries = content.get({"run": "precisions", "bundle": "artifacts"}.get(kind or "", ""))
+    return [
+        (figure, str(entry.get("precision")))
+        for entry in entries or []
+        if isinstance(entry, dict)
+        for figure in ("profile", "compare")
+        if entry.get(figure)
+    ]
 
 
 def _model_names(data: RunData) -> Iterator[str]:
