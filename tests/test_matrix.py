@@ -898,3 +898,35 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_was_not_used(
+    tmp_path: Path,
+) -> None:
+    """Every fp16 and int8 cell of a matrix with [calibration] data warned "[calibration] data: not
+    used: m.fp16.onnx is already an fp16 model", though the data had made that model: the cell's
+    build of the precision ONNX its precision step made is not a build of a user's fp16 model."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 16)).astype(np.float32))
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[calibration]\ndata = "calib.npz"\nsamples = 32\n[compare]\ndata = "val.npz"\n'
+        'samples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n[matrix]\n'
+        'targets = ["x86-64-cpu"]\nprecisions = ["fp16", "int8"]\n[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+    ui = Ui(quiet=True)
+    cells = _run_local(config, ui).cells
+    assert [c.status for c in cells] == ["ok", "ok"], cells
+    for cell in cells:
+        assert not any("not used" in w for w in cell.warnings), cell.warnings
+    assert not any("not used" in m for m in ui.messages), ui.messages

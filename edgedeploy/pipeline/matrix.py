@@ -241,7 +241,8 @@ def cell_task(
         inp, out = Path(scratch) / "in", Path(scratch) / "out"
         with timing_lock(exclusive=False):
             _write_files(inp, {**fp32, **precision_files})
-            outcome = build(inp / model_name, request, out, ui)
+            # the precision step's file was made with the request's calibration data: not "unused"
+            outcome = build(inp / model_name, request, out, ui, made_with_data=model_name != fp32_name)
             artifact = outcome.build.artifact
             compared = compare(
                 inp / fp32_name, compared_file(outcome.precision.path, artifact), feeds, gates,

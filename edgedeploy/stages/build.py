@@ -108,8 +108,14 @@ def _use_as_is(
     return PrecisionArtifact(precision, dest, files, info={"as_is": True})
 
 
-def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> PrecisionArtifact:
+def make_precision(
+    model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET, made_with_data: bool = False
+) -> PrecisionArtifact:
     """Write the precision ONNX for ``request.precision`` into ``out_dir``.
+
+    ``made_with_data``: ``model`` is the precision ONNX this request already made from the fp32 model
+    (a matrix cell's build of its precision step's file), so its calibration data was used: not
+    warned as unused, as it is for a user's model that was already of that precision.
 
     A top1 accuracy budget on a model without class scores is refused by the caller, once per model
     before any work (budget.refuse_top1_without_scores), not here for every precision and cell."""
@@ -124,7 +130,7 @@ def make_precision(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = Q
         if existing == "int8":
             check_int8_for_target(model, request.target)
         out_dir.mkdir(parents=True, exist_ok=True)
-        data = request.calibration.option("data") if request.calibration.data else None
+        data = request.calibration.option("data") if request.calibration.data and not made_with_data else None
         return _use_as_is(model, existing, dest, ui, data)
     if request.precision == "fp32":
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,8 +242,11 @@ def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact)
         return None
 
 
-def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> BuildOutcome:
-    """Check the target, make the precision artifact, and compile it with the chosen backend."""
+def build(
+    model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET, made_with_data: bool = False
+) -> BuildOutcome:
+    """Check the target, make the precision artifact, and compile it with the chosen backend
+    (``made_with_data``: as :func:`make_precision` takes it)."""
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
     if request.accuracy_budget and request.precision not in ("fp16", "int8"):
@@ -247,7 +256,7 @@ def build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET) -> 
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
     check_backend_options(model, request, backend.name, ui)
     backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
-    precision = make_precision(model, request, out_dir, ui)
+    precision = make_precision(model, request, out_dir, ui, made_with_data)
     ui.info_once(note, again=note.split(" (")[0] + " (as above)" if " (" in note else "")
     extra = dict(request.options)
     for path in precision.files:
