@@ -43,6 +43,7 @@ def report_command(
             "markdown": files.markdown,
             "size_bytes": files.size_bytes,
             "sections": files.sections,
+            **files.figures,
         },
     )
 

@@ -724,3 +724,36 @@ def test_a_profile_of_another_artifact_beside_a_run_record_is_refused_in_either_
     result = run_cli("report", str(run), str(other), "-o", "r", cwd=tmp_path)
     assert_clean_input_error(result, "a report is of one model")
     assert not (tmp_path / "r").exists()
+
+
+def test_report_json_holds_the_tables_figures_recommendation_and_gates_the_page_shows(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """`report --json` held only the page's paths, size and sections: no figure. It now holds each
+    precision's row (the numbers report.md shows), the recommended precision and the gate results."""
+    from tests.conftest import run_cli
+
+    result = run_cli("report", workdir, "-o", "r", "--json", "r.json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    info = json.loads((tmp_path / "r.json").read_text())
+    record = json.loads((workdir / "run.json").read_text())
+    text = (tmp_path / "r" / "report.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| precision"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    page = {p: dict(zip(columns, row, strict=True)) for p, row in _markdown_rows(text).items()}
+    assert [r["precision"] for r in info["precisions"]] == [p["precision"] for p in record["precisions"]]
+    for row, p in zip(info["precisions"], record["precisions"], strict=True):
+        b1 = p["profile"]["batch_sizes"]["1"]
+        assert row["p50_ms"] == b1["median_ms"] and row["p99_ms"] == b1["p99_ms"]
+        assert row["throughput_ips"] == b1["throughput_ips"] and row["batch_size"] == 1
+        assert row["min_cosine"] == p["compare"]["outputs"]["logits"]["cosine"]
+        assert row["size_bytes"] == (workdir / f"m.{p['precision']}.onnx").stat().st_size
+        assert row["gate"] == ("pass" if p["compare"]["passed"] else "FAIL")
+        assert float(page[p["precision"]]["speed-up"]) == pytest.approx(row["speedup"], abs=0.006)
+    assert info["precisions"][1]["speedup"] == pytest.approx(2.0 / 1.25)
+    why = "the lowest precision whose accuracy gate passed"
+    assert info["recommended"] == {"precision": "fp16", "why": why}
+    assert info["gates"]["thresholds"] == {"min_cosine": 0.99, "min_top1": None}
+    assert info["gates"]["failed"] == ["int8"] and info["gates"]["passed"] is False
+    assert info["model"] == "m" and info["target"] == "jetson-orin-nano"
+    assert info["sections"] and info["html"].endswith("report.html")

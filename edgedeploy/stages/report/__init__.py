@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_text
@@ -40,6 +41,8 @@ class ReportFiles:
     markdown: Path
     size_bytes: int  # of report.html
     sections: list[str] = field(default_factory=list)
+    # the table's rows, recommended precision and gate results the page shows (data.report_figures)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | None = None) -> ReportFiles:
@@ -48,7 +51,7 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | Non
     Raises InputError (exit 2) naming the install line when matplotlib is missing, before any write.
     """
     from edgedeploy.stages.report import plots
-    from edgedeploy.stages.report.data import where_measured
+    from edgedeploy.stages.report.data import report_figures, where_measured
     from edgedeploy.stages.report.render import build_sections, render_html, render_markdown
 
     plots.require_matplotlib()
@@ -63,7 +66,7 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | Non
     out.mkdir(parents=True, exist_ok=True)
     html_path = atomic_write_text(out / HTML_NAME, page)
     md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
-    return ReportFiles(html_path, md_path, len(page.encode()), [s.key for s in sections])
+    return ReportFiles(html_path, md_path, len(page.encode()), [s.key for s in sections], report_figures(run))
 
 
 def write_bundle_report(root: Path, manifest: dict[str, object]) -> dict[str, str]:

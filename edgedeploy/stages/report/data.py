@@ -151,6 +151,52 @@ def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]
     return None, "no accuracy comparison in this run"
 
 
+def gate_results(rows: list[TradeoffRow]) -> dict[str, Any]:
+    """The accuracy gates' outcome over ``rows``: the precisions that failed, and whether all compared
+    ones passed (None: nothing was compared), as the summary's verdict line says it."""
+    compared = [r for r in rows if r.passed is not None]
+    failed = [r.precision for r in compared if not r.passed]
+    return {"passed": (not failed) if compared else None, "failed": failed}
+
+
+def report_figures(run: RunData) -> dict[str, Any]:
+    """What ``report --json`` holds beside the page's paths: the trade-off table's rows (the numbers
+    report.md and report.html show, from :func:`tradeoff_rows`), the recommended precision and the
+    gate results; JSON values only (None where the page shows '-')."""
+    rows = tradeoff_rows(run)
+    best, why = recommended(run, rows)
+    batches = {p.precision: _first_batch(p.profile)[0] for p in run.precisions}
+    return {
+        "model": run.model,
+        "target": run.target,
+        "measured": where_measured(run),  # set: the latencies are not the target's
+        "recommended": {"precision": best, "why": why},
+        "gates": {"thresholds": dict(run.gates), **gate_results(rows), "not_built": dict(run.not_built)},
+        "slower_than_fp32": slower_precisions(run),
+        "precisions": [
+            {
+                "precision": r.precision,
+                "backend": r.backend,
+                "size_bytes": r.size_bytes,
+                "size_ratio": r.size_ratio,
+                "batch_size": int(b) if (b := batches.get(r.precision)) and str(b).isdigit() else b,
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+                "throughput_ips": r.throughput_ips,
+                "speedup": r.speedup,
+                "energy_mj_per_inference": r.energy_mj,
+                "min_cosine": r.cosine,
+                "min_top1_agreement": r.top1,
+                "task_metric": (
+                    {"name": r.task_metric[0], "value": r.task_metric[1]} if r.task_metric else None
+                ),
+                "gate": None if r.passed is None else ("pass" if r.passed else "FAIL"),
+            }
+            for r in rows
+        ],
+    }
+
+
 @dataclass
 class MatrixBar:
     """One profiled cell of the matrix report's latency chart."""

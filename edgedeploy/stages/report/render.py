@@ -456,11 +456,11 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
         + (f" ({md_text(where)})" if where else ""),
         "",
     ]
-    gates = [r for r in rows if r.passed is not None]
-    failed = [r.precision for r in gates if not r.passed]
+    results = d.gate_results(rows)
+    failed = results["failed"]
     verdict = (
         "all accuracy gates passed"
-        if gates and not failed
+        if results["passed"]
         else (
             f"**accuracy gate FAILED: {md_text(', '.join(failed))}**" if failed else "no accuracy comparison"
         )
