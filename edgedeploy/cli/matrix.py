@@ -47,6 +47,7 @@ def matrix_command(
         from edgedeploy.pipeline.matrix import run_matrix
         from edgedeploy.pipeline.matrix_config import load_matrix_config
         from edgedeploy.pipeline.run import input_files
+        from edgedeploy.stages.report.matrix import off_target_note
 
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0 (0: as many as CPUs, at most 4), got {jobs}")
@@ -93,6 +94,8 @@ def matrix_command(
             c.reason,
         )
     out.print(table)
+    if off := off_target_note([{**c.row(), "latency_ms": c.latency_ms} for c in result.cells]):
+        out.print(off)
     for where, folder in result.bundles.items():
         out.print(f"bundle {where}: {folder}")
     if result.report:

@@ -757,3 +757,22 @@ def test_report_json_holds_the_tables_figures_recommendation_and_gates_the_page_
     assert info["gates"]["failed"] == ["int8"] and info["gates"]["passed"] is False
     assert info["model"] == "m" and info["target"] == "jetson-orin-nano"
     assert info["sections"] and info["html"].endswith("report.html")
+
+
+def test_the_matrix_pages_say_a_gpu_targets_latencies_were_measured_on_this_cpu() -> None:
+    """matrix.md and matrix.html showed a Jetson's p50 measured with ONNX Runtime on this CPU without
+    a word, where the bundle's report.md says "(measured with ONNX Runtime on this machine's CPU, not
+    on the device)"; they now say it, naming the targets, and not of a CPU target's own figures."""
+    from edgedeploy.stages.report import plots
+    from edgedeploy.stages.report.matrix import render_matrix_html, render_matrix_markdown
+    from edgedeploy.targets import MEASURED_OFF_TARGET
+
+    def cell(target: str, backend: str) -> dict[str, Any]:
+        return {"model": "m", "target": target, "precision": "fp32", "status": "ok", "latency_ms": 2.0,
+                "backend": backend}  # fmt: skip
+
+    jetson, cpu = cell("jetson-orin-nano", "onnxruntime"), cell("x86-64-cpu", "onnxruntime")
+    said = f"p50 and speed-up of jetson-orin-nano: {MEASURED_OFF_TARGET}"
+    assert said in render_matrix_markdown([jetson, cpu])
+    assert html.escape(said, quote=True) in render_matrix_html([jetson, cpu], {}, Path("."), {}, plots)
+    assert MEASURED_OFF_TARGET not in render_matrix_markdown([cpu, cell("jetson-orin-nano", "tensorrt")])

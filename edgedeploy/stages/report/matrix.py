@@ -24,6 +24,7 @@ from edgedeploy.stages.report import ReportFiles
 from edgedeploy.stages.report.data import MatrixBar
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN, PRECISION_ORDER
 from edgedeploy.stages.report.render import _e, _num, _size, _table, page
+from edgedeploy.targets import MEASURED_OFF_TARGET, measured_off_target
 from edgedeploy.ui import md_text
 
 HTML_NAME = MATRIX_HTML
@@ -74,6 +75,18 @@ def latency_bars(cells: Sequence[Mapping[str, Any]], model: str) -> list[MatrixB
             key=lambda c: PRECISION_ORDER.get(c["precision"], len(PRECISION_ORDER)),
         )
     ]
+
+
+def off_target_note(cells: Sequence[Mapping[str, Any]]) -> str | None:
+    """What the pages and the command's table say when GPU targets' cells were profiled with ONNX
+    Runtime on this machine's CPU (as a bundle's report says it): their p50 and speed-up are not the
+    device's. None when every profiled cell was measured on its target."""
+    targets = dict.fromkeys(
+        str(c["target"])
+        for c in cells
+        if c.get("latency_ms") is not None and measured_off_target(c["target"], [str(c.get("backend") or "")])
+    )
+    return f"p50 and speed-up of {', '.join(targets)}: {MEASURED_OFF_TARGET}" if targets else None
 
 
 def _link(bundles: Mapping[str, str], key: str, out_dir: Path) -> str:
@@ -159,6 +172,7 @@ def render_matrix_html(
         f"{_e(', '.join(failed)) if failed else 'none'}</dd>"
         f"<dt>executor</dt><dd>{_e(meta.get('executor', '–'))}, {_num(meta.get('wall_seconds'), '.1f')} s wall time, "
         f"{_e(meta.get('tasks_submitted', 0))} task(s) run</dd>"
+        + (f"<dt>latencies</dt><dd>{_e(off)}</dd>" if (off := off_target_note(cells)) else "")
         + "".join(f"<dt>note</dt><dd>{_e(note)}</dd>" for note in meta.get("notes") or [])
         + "</dl>"
     )
@@ -192,6 +206,7 @@ def render_matrix_markdown(
         "- failed or gate missed: "
         + (", ".join(f"**{md_text(f)}**" for f in head["failed_cells"]) if head["failed_cells"] else "none"),
         *(f"- note: {md_text(note)}" for note in notes),
+        *([f"- {md_text(off)}"] if (off := off_target_note(cells)) else []),
         "",
         "| model | target | precision | status | size | p50 ms | speed-up | min cosine | gate | reason |",
         "|---|---|---|---|--:|--:|--:|--:|---|---|",
