@@ -371,12 +371,15 @@ def test_ray_runs_each_cell_on_the_node_that_announces_its_board(
             assert cell.node == ray_cluster[cell.target], cell
 
 
-def test_ray_skips_the_cells_of_a_board_no_node_announces(ray_run: MatrixResult) -> None:
+def test_ray_skips_the_cells_of_a_board_no_node_announces(
+    ray_run: MatrixResult, ray_cluster: dict[str, str]
+) -> None:
     absent = [c for c in ray_run.cells if c.target == ABSENT]
     assert len(absent) == 6
     for cell in absent:
         assert cell.status == "skipped"
-        assert f"target:{ABSENT}" in cell.reason and "ray start" in cell.reason
+        assert f"target:{ABSENT}" in cell.reason
+        assert f"ray start --address {ray_cluster['address']} --resources" in cell.reason
 
 
 def test_ray_rerun_is_all_cache_hits(
@@ -930,3 +933,22 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
     for cell in cells:
         assert not any("not used" in w for w in cell.warnings), cell.warnings
     assert not any("not used" in m for m in ui.messages), ui.messages
+
+
+@pytest.mark.parametrize(
+    ("address", "gcs", "joins"),
+    [("10.0.0.5:6379", None, "10.0.0.5:6379"), ("auto", "10.0.0.7:6380", "10.0.0.7:6380"),
+     ("ray://10.0.0.5:10001", None, "HEAD:6379")],
+)  # fmt: skip
+def test_a_board_no_ray_node_announces_is_told_the_clusters_address_to_join(
+    address: str, gcs: str | None, joins: str
+) -> None:
+    """The skipped cell's hint said `ray start --address HEAD:6379` whatever --address the user gave:
+    it now names that HOST:PORT, else the head's address Ray reported (a ray:// client address is
+    not one a node joins; with neither, the placeholder stays)."""
+    from edgedeploy.targets import load_target
+
+    executor = object.__new__(RayExecutor)  # no cluster: only what skip_reason reads
+    executor.address, executor._resources, executor._gcs_address = address, {}, gcs
+    reason = executor.skip_reason(load_target("jetson-orin-nano"), "tensorrt") or ""
+    assert f"ray start --address {joins} --resources" in reason, reason

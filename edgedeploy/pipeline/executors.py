@@ -391,6 +391,7 @@ class RayExecutor:
     _driver_node: str = ""
     _driver_cpus: int = 1
     _remote: Any = None
+    _gcs_address: str | None = None  # the head's address as Ray reports it: what a board's node joins
 
     def __post_init__(self) -> None:
         ray = import_ray()
@@ -415,6 +416,10 @@ class RayExecutor:
         # a head started with --num-cpus 0 still runs the driver's file-reading tasks (without a CPU claim)
         self._driver_cpus = 1 if here.get("Resources", {}).get("CPU", 0) >= 1 else 0
         self._remote = ray.remote(run_task)
+        try:
+            self._gcs_address = str(ray.get_runtime_context().gcs_address) or None
+        except Exception:  # a client (ray://) connection or another Ray release: the hint keeps a placeholder
+            self._gcs_address = None
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
         resource = target_resource(target)
@@ -422,8 +427,17 @@ class RayExecutor:
             return None
         return (
             f"no node of the Ray cluster announces {resource} "
-            f"(on a {target.name}: ray start --address HEAD:6379 --resources '{{\"{resource}\": 1}}')"
+            f"(on a {target.name}: ray start --address {self._join_address()} "
+            f"--resources '{{\"{resource}\": 1}}')"
         )
+
+    def _join_address(self) -> str:
+        """What ``ray start --address`` takes on a board: the HOST:PORT the user gave, else the head's
+        address Ray reported (``auto``, ``local`` and ``ray://`` client addresses are not one)."""
+        given = self.address
+        if given not in ("auto", "local") and not given.startswith("ray://"):
+            return given
+        return self._gcs_address or "HEAD:6379"
 
     def submit(self, tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
         with deferred():
