@@ -27,6 +27,11 @@ except ImportError:  # exit 2 ("cannot check here"), never 1 ("accuracy failed")
         sys.exit(2)
     raise
 
+try:  # bundle_helper's (temp + rename), as tegrastats_power.py takes it: beside this file in scripts/
+    from bundle_helper import atomic_write
+except ImportError:  # in the package on a workstation
+    from edgedeploy.device.bundle_helper import atomic_write
+
 VALUES = re.compile(r'("values"\s*:\s*)\[([^\]]*)\]')
 
 
@@ -228,9 +233,12 @@ def _main(argv: Optional[List[str]]) -> int:
         verdict = "pass" if not m["failures"] else "FAIL: " + "; ".join(m["failures"])
         print(f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  top1 {top1}  {verdict}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         report = finite_or_none({"passed": passed, "gates": gates, "outputs": results})
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            atomic_write(args.json, json.dumps(report, indent=2) + "\n")
+        except OSError as exc:  # a full disk names no file: say which one was not written
+            print(f"error: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     print("accuracy: pass" if passed else "accuracy: FAIL (gates in manifest.json)")
     return 0 if passed else 1
 

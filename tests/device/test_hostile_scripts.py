@@ -379,3 +379,54 @@ def test_benchmark_tool_edgedeploy_missing_exits_2_with_one_line(
     errors = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(errors) == 1, res.stderr
     assert errors[0].startswith("error: edgedeploy not found on PATH"), errors[0]
+
+
+def test_verify_outputs_failed_write_keeps_the_previous_result(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify_outputs.py wrote device/results/verify-*.json with a plain write_text: a write that failed
+    (disk full) left half a JSON in place of the previous result. Now it writes a temporary file and
+    renames it: the previous result stays whole, no temporary file is left, exit 2 with one line."""
+    import errno
+    import io
+
+    from edgedeploy.device import verify_outputs
+
+    result = bundle / "device" / "results" / "verify-dense.json"
+    result.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.dumps({"passed": True, "gates": {}, "outputs": {}}, indent=2) + "\n"
+    result.write_text(previous)
+    real_open = io.open
+
+    class DiskFull:
+        """A text file that takes half of what is written, then fails as a full disk does."""
+
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def write(self, text: str) -> int:
+            self.fh.write(text[: len(text) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self) -> DiskFull:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fh, name)
+
+    def full_disk_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(file, mode, *args, **kwargs)
+        return DiskFull(fh) if "w" in mode else fh
+
+    monkeypatch.setattr(io, "open", full_disk_open)
+    model = str(bundle / "models" / "dense.onnx")
+    code = verify_outputs.main(["--bundle", str(bundle), "--onnxruntime", model, "--json", str(result)])
+    monkeypatch.undo()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and err == [f"error: cannot write {result}: No space left on device"], err
+    assert result.read_text() == previous
+    assert sorted(p.name for p in result.parent.iterdir()) == [result.name]
