@@ -776,3 +776,44 @@ def test_the_matrix_pages_say_a_gpu_targets_latencies_were_measured_on_this_cpu(
     assert said in render_matrix_markdown([jetson, cpu])
     assert html.escape(said, quote=True) in render_matrix_html([jetson, cpu], {}, Path("."), {}, plots)
     assert MEASURED_OFF_TARGET not in render_matrix_markdown([cpu, cell("jetson-orin-nano", "tensorrt")])
+
+
+@pytest.mark.parametrize(
+    ("latency", "said"),
+    [
+        ({"median_ms": -1.0, "p99_ms": 2.0}, "latency.median_ms is -1.0, not a finite number >= 0"),
+        ({"median_ms": float("nan")}, "latency.median_ms is nan, not a finite number >= 0"),
+        ({"median_ms": 1.0, "p99_ms": float("inf")}, "latency.p99_ms is inf, not a finite number >= 0"),
+        ({"median_ms": 5.0, "p90_ms": 6.0, "p99_ms": 2.0}, "latency.p90_ms (6.0) > p99_ms (2.0)"),
+        ({"median_ms": 5.0, "p99_ms": 2.0}, "latency.median_ms (5.0) > p99_ms (2.0)"),
+    ],
+)
+def test_a_profile_with_impossible_latencies_is_refused_by_file_and_field(
+    tmp_path: Path, latency: dict[str, float], said: str
+) -> None:
+    """A profile JSON edited to a p50 of -1 was drawn as -1, a NaN one as "-", exit 0; negative, NaN
+    or infinite latencies and percentiles out of order (p50 > p99) are a damaged file: one line, exit 2."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    batch = {"batch_size": 1, "latency": latency, "iterations": 10}
+    profile = {"artifact": "m.fp16.onnx", "backend": "onnxruntime", "settings": {}, "batches": [batch]}
+    (tmp_path / "p.json").write_text(json.dumps(profile))  # NaN and Infinity: as json.dumps writes them
+    res = run_cli("report", "p.json", "-o", "r", cwd=tmp_path)
+    assert_clean_input_error(res, f"p.json: field batches[0].{said}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_run_record_with_quantiles_out_of_order_is_refused(workdir: Path) -> None:
+    """The same figures in a run record's (and a manifest's) profile summary, and its latency CDF."""
+    record = json.loads((workdir / "run.json").read_text())
+    figures = record["precisions"][1]["profile"]["batch_sizes"]["1"]
+    figures["quantiles_ms"][3] = figures["quantiles_ms"][2] - 0.5
+    (workdir / "run.json").write_text(json.dumps(record))
+    said = r"run\.json: field precisions\[1\]\.profile\.batch_sizes\.1\.quantiles_ms\[3\] \(.*\) < \[2\] \("
+    with pytest.raises(InputError, match=said):
+        load_run([workdir])
+    figures["quantiles_ms"] = sorted(figures["quantiles_ms"])
+    figures["median_ms"] = -0.5
+    (workdir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"batch_sizes\.1\.median_ms is -0\.5, not a finite number >= 0"):
+        load_run([workdir])

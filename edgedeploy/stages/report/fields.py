@@ -9,10 +9,14 @@ A spec is a tuple of types (``None`` among them where null is a value the writer
 (an object and the spec of its fields), a list of one spec (a list of such items), :class:`Each`
 (an object of any keys, each value one spec) or :class:`Needed` (a field that must be there, not
 null). An object or list given as a field may be null: the readers take null for absent there.
+Latencies are :data:`MS` (a finite number >= 0) and :class:`Rising` (percentiles in order): a file
+edited to a p50 of -1, NaN or a p50 above its p99 is damaged, refused by name as a wrong type is.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,22 @@ class Needed:
     spec: Any
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A figure that cannot be negative: a finite number >= 0, or null where nothing was measured."""
+
+
+@dataclass(frozen=True)
+class Rising:
+    """``spec`` (an object or a list), whose ``keys`` (an object's, in order; a list's items) do not
+    fall: percentiles, a latency CDF's quantiles."""
+
+    spec: Any
+    keys: tuple[str, ...] = ()
+
+
+MS = Measured()
+
 # ---------------------------------------------------------------- the forms the files share
 
 TOOLS = Each(TEXT)
@@ -58,20 +78,22 @@ ENERGY = {
     "rails_covered": STR,
     "trace": {"t_s": [NUMBER], "rails": Each([NUM])},
 }
-LATENCY = {"median_ms": NUM, "p90_ms": NUM, "p99_ms": NUM, "mean_ms": NUM, "cv_percent": NUM}
+LATENCY_FIGURES = {"median_ms": MS, "p90_ms": MS, "p99_ms": MS, "mean_ms": MS, "cv_percent": MS}
+PERCENTILES = ("median_ms", "p90_ms", "p99_ms")
+LATENCY = Rising(LATENCY_FIGURES, PERCENTILES)
 BATCH_FIGURES = {
     "iterations": NUM,
     "throughput_ips": NUM,
     "throughput_qps": NUM,
     "peak_rss_mb": NUM,
     "energy": ENERGY,
-    "quantiles_ms": [NUMBER],
+    "quantiles_ms": Rising([Needed(MS)]),  # 0..100 %
 }
 # ProfileResult.summary(): what a run record and a manifest keep
 PROFILE_SUMMARY = {
     "backend": STR,
     "settings": SETTINGS,
-    "batch_sizes": Each({**LATENCY, **BATCH_FIGURES}),
+    "batch_sizes": Each(Rising({**LATENCY_FIGURES, **BATCH_FIGURES}, PERCENTILES)),
 }
 OUTPUT_FIGURES = {"max_abs": NUM, "cosine": NUM, "snr_db": NUM, "top1_agreement": NUM, "equal_share": NUM}
 # CompareResult.summary()
@@ -224,8 +246,10 @@ def _what(value: Any) -> str:
 
 
 def _wanted(spec: Any) -> str:
-    if isinstance(spec, Needed):
+    if isinstance(spec, (Needed, Rising)):
         return _wanted(spec.spec)
+    if isinstance(spec, Measured):
+        return "a number"
     if isinstance(spec, (dict, Each)):
         return "an object"
     if isinstance(spec, list):
@@ -240,6 +264,21 @@ def _fits(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
+def _falls(value: Any, spec: Rising, where: str) -> str | None:
+    """Where ``value`` (of ``spec.spec`` already) falls, in words, or None."""
+    if isinstance(value, list):
+        for i in range(1, len(value)):
+            if value[i] < value[i - 1]:
+                return f"{where}[{i}] ({value[i]!r}) < [{i - 1}] ({value[i - 1]!r}), not in order"
+    elif isinstance(value, dict):
+        named = [key for key in spec.keys if value.get(key) is not None]
+        for low, high in itertools.pairwise(named):
+            if value[high] < value[low]:
+                name = f"{where}.{low}" if where else low
+                return f"{name} ({value[low]!r}) > {high} ({value[high]!r}), not in order"
+    return None
+
+
 def problem(value: Any, spec: Any, where: str = "", field: bool = False) -> str | None:
     """Where ``value`` is not of ``spec``, in words (``batches[0].latency.median_ms is a string,
     not a number``), or None. ``field``: ``value`` is an object's field, where null means absent."""
@@ -247,6 +286,12 @@ def problem(value: Any, spec: Any, where: str = "", field: bool = False) -> str 
         if value is None:
             return f"{where} is missing or null"
         return problem(value, spec.spec, where)
+    if isinstance(spec, Rising):
+        return problem(value, spec.spec, where, field) or _falls(value, spec, where)
+    if isinstance(spec, Measured) and _fits(value, NUM):
+        if value is None or (math.isfinite(value) and value >= 0):
+            return None
+        return f"{where} is {value!r}, not a finite number >= 0"
     if isinstance(spec, tuple):
         if _fits(value, spec):
             return None
