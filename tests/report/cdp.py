@@ -47,6 +47,7 @@ class PageVisit:
     wall_ms: float = 0.0  # navigate command -> load event seen here
     screenshot: bytes = b""  # PNG
     size: tuple[int, int] = (0, 0)  # CSS px of the whole page
+    value: Any = None  # what visit's ``expression`` gave, evaluated in the loaded page
 
     @property
     def network_requests(self) -> list[str]:
@@ -106,9 +107,15 @@ class _Pipe:
 
 
 def visit(
-    page: Path, chromium: str, width: int = 1000, height: int = 900, timeout_s: float = 25.0
+    page: Path,
+    chromium: str,
+    width: int = 1000,
+    height: int = 900,
+    timeout_s: float = 25.0,
+    expression: str | None = None,
 ) -> PageVisit:
-    """Load ``page`` (a local file), wait for its load event, take a full-page screenshot."""
+    """Load ``page`` (a local file), wait for its load event, take a full-page screenshot; the
+    JavaScript ``expression``'s value (JSON-able), when given, goes into the result's ``value``."""
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
     with tempfile.TemporaryDirectory(prefix="edgedeploy-chromium-") as profile:
@@ -136,7 +143,7 @@ def visit(
         os.close(from_w)
         pipe = _Pipe(proc, to_w, from_r)
         try:
-            return _visit(pipe, page, width, height, timeout_s)
+            return _visit(pipe, page, width, height, timeout_s, expression)
         finally:
             with contextlib.suppress(Exception):
                 pipe.call("Browser.close", timeout_s=5)
@@ -149,7 +156,9 @@ def visit(
             os.close(from_r)
 
 
-def _visit(pipe: _Pipe, page: Path, width: int, height: int, timeout_s: float) -> PageVisit:
+def _visit(
+    pipe: _Pipe, page: Path, width: int, height: int, timeout_s: float, expression: str | None
+) -> PageVisit:
     target = pipe.call("Target.createTarget", {"url": "about:blank"}, timeout_s=timeout_s)["targetId"]
     session = pipe.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
@@ -176,6 +185,11 @@ def _visit(pipe: _Pipe, page: Path, width: int, height: int, timeout_s: float) -
     )
     value = (timing.get("result") or {}).get("value")
     result.load_ms = float(value) if isinstance(value, (int, float)) else None
+    if expression is not None:
+        asked = pipe.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session
+        )
+        result.value = (asked.get("result") or {}).get("value")
     metrics = pipe.call("Page.getLayoutMetrics", session=session)
     content = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
     full_w, full_h = int(content.get("width", width)), int(content.get("height", height))

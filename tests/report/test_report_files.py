@@ -817,3 +817,46 @@ def test_a_run_record_with_quantiles_out_of_order_is_refused(workdir: Path) -> N
     (workdir / "run.json").write_text(json.dumps(record))
     with pytest.raises(InputError, match=r"batch_sizes\.1\.median_ms is -0\.5, not a finite number >= 0"):
         load_run([workdir])
+
+
+def _matrix_cells_with_reasons() -> list[dict[str, Any]]:
+    """Three targets x three precisions of one model: seven ok, one failed, one skipped, with the
+    reasons matrix gives them."""
+    ok = {"status": "ok", "backend": "onnxruntime", "size_bytes": 155_000, "latency_ms": 0.01597,
+          "min_cosine": 0.999939, "top1": 1.0, "gate": "pass"}  # fmt: skip
+    cells = [
+        {"model": "cnn", "target": t, "precision": p, **ok}
+        for t in ("x86-64-cpu", "jetson-orin-nano", "jetson-nano")
+        for p in ("fp32", "fp16", "int8")
+    ]
+    failed = "build: /very/long/path/to/the/workdir/cache/cnn.jetson-nano.fp16.onnx could not be built"
+    cells[-2] = {**cells[-2], "status": "failed", "gate": None, "reason": failed}
+    skipped = "target 'jetson-nano' does not support int8 (maxwell sm_53 has no fast INT8); supported: fp32"
+    cells[-1] = {**cells[-1], "status": "skipped", "reason": skipped}
+    for key in ("backend", "size_bytes", "latency_ms", "min_cosine", "top1", "gate"):
+        del cells[-1][key]
+    return cells
+
+
+def test_matrix_page_table_with_reasons_fits_the_page_at_1200px(tmp_path: Path) -> None:
+    """matrix.html's reason column of a skipped or failed cell lay past the page's 60rem: at 1200 px
+    it read "t ( f", one letter a line, and the table needed scrolling. The page is wider, and a long
+    path in a reason breaks where it must."""
+    from edgedeploy.stages.report.matrix import render_matrix_html
+    from tests.report.cdp import find_chromium, visit
+
+    page = tmp_path / "matrix.html"
+    page.write_text(render_matrix_html(_matrix_cells_with_reasons(), {}, tmp_path, {}, None))
+    chromium = find_chromium()
+    if chromium is not None:
+        overflow = (
+            "(() => { const w = document.querySelector('.table-wrap').getBoundingClientRect();"
+            " const b = document.querySelector('.table-wrap'); const r = document.querySelector('td.wrap');"
+            " return [b.scrollWidth - b.clientWidth, r.getBoundingClientRect().right - w.right,"
+            " r.getBoundingClientRect().width]; })()"
+        )
+        seen = visit(page, chromium, width=1200, expression=overflow)
+        scrolled, past, reason_width = seen.value
+        assert scrolled <= 0 and past <= 0.5, seen.value  # no horizontal scrolling, the reason cell inside
+        assert reason_width >= 12 * 16 - 1, seen.value  # 12rem: words a line, not letters
+    assert "<body class='wide'>" in page.read_text()  # what it relies on (render.CSS's body.wide)

@@ -38,7 +38,7 @@ th, td { border: 1px solid var(--rule); padding: 0.2rem 0.4rem; text-align: righ
          white-space: nowrap; }
 th { background: #f3f3f3; }
 td.text, th.text { text-align: left; }
-td.wrap, th.wrap { text-align: left; white-space: normal; overflow-wrap: break-word; min-width: 12rem; }
+td.wrap, th.wrap { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 12rem; }
 .pass { color: var(--pass); font-weight: 600; }
 .fail { color: var(--fail); font-weight: 600; }
 .pass::before { content: "✔ "; }
@@ -46,6 +46,9 @@ td.wrap, th.wrap { text-align: left; white-space: normal; overflow-wrap: break-w
 figure { margin: 1rem 0; }
 figure svg { width: 100%; height: auto; max-width: 100%; display: block; }
 nav ol { columns: 2; padding-left: 1.2rem; }
+/* a page of wide tables (matrix.html: 12 columns and a reason that wraps): wider, its charts not */
+body.wide { max-width: 84rem; }
+body.wide figure { max-width: 58rem; }
 @media (max-width: 40rem) {
   body { font-size: 14px; padding: 0.5rem; }
   dl.headline { grid-template-columns: 1fr; }
@@ -435,13 +438,15 @@ def render_html(run: RunData, sections: list[Section], title: str) -> str:
     return page(title, header, f"{nav}{notes}<main>{body}</main>")
 
 
-def page(title: str, header: str, body: str) -> str:
-    """A whole self-contained page: styles inline, a policy that forbids loading anything."""
+def page(title: str, header: str, body: str, wide: bool = False) -> str:
+    """A whole self-contained page: styles inline, a policy that forbids loading anything. ``wide``:
+    84rem instead of 60rem, for tables that do not fit in 60rem (their charts stay as wide as before)."""
+    body_tag = "<body class='wide'>" if wide else "<body>"
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>{body_tag}"
         f"<header><p class='muted'>{header}</p><h1>{_e(title)}</h1></header>{body}</body></html>\n"
     )
 
