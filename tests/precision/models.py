@@ -161,6 +161,25 @@ def l2norm_model(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def lp_normalization_model(p: int = 2) -> onnx.ModelProto:
+    """x (N, 8) -> LpNormalization (axis -1) beside ReduceL2 of the same x: the norm's output is in
+    [-1, 1] and shows nothing of the sum of |x|**p it divides by."""
+    nodes = [
+        helper.make_node("ReduceL2", ["x"], ["l2"], name="l2", keepdims=0, axes=[1]),
+        helper.make_node("LpNormalization", ["x"], ["unit"], name="lpn", axis=-1, p=p),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [
+            helper.make_tensor_value_info("l2", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("unit", TensorProto.FLOAT, ["n", 8]),
+        ],
+        [],
+        opset=13,
+    )
+
+
 def squared_l2norm_model(width: int = 512, seed: int = 0) -> onnx.ModelProto:
     """x (N, width) -> Mul by 20 -> L2 normalise written out (Mul(h, h), ReduceSum, Sqrt, Div) -> MatMul:
     the Mul reads h twice; at width 512 the sum of its squares overflows while each square fits fp16."""

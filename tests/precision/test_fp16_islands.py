@@ -184,6 +184,28 @@ def test_l2_normalisation_sums_of_squares_stay_fp32(tmp_path: Path) -> None:
     assert report.tensor("norm") is not None and report.tensor("norm").stats.absmax < 65504  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("value, sums", [(100.0, "8e+04"), (300.0, "7.2e+05")])
+def test_lp_normalization_is_kept_on_the_sum_of_its_squares_as_reduce_l2_is(
+    tmp_path: Path, value: float, sums: str
+) -> None:
+    """Eight values of 100 per row: each square (1e4) fits fp16, their sum (8e4) does not. The norm's
+    sum was bounded by the largest single square, so LpNormalization stayed fp16 (numpy's fp16 sum
+    is inf) while ReduceL2 on the same x was kept, and the reason at 300 said 9e+04 for 7.2e+05."""
+    path = models.save(models.lp_normalization_model(), tmp_path / "lp.onnx")
+    keep, _ = plan_islands(path, [{"x": np.full((2, 8), value, np.float32)}])
+    assert "l2" in keep and "lpn" in keep, keep
+    assert f"sums squares up to {sums} " in keep["lpn"], keep["lpn"]
+    small, _ = plan_islands(path, [{"x": np.full((2, 8), 40.0, np.float32)}])  # 8 * 1600: fits
+    assert "lpn" not in small and "l2" not in small, small
+
+
+def test_lp_normalization_p1_is_kept_on_the_sum_of_its_magnitudes(tmp_path: Path) -> None:
+    path = models.save(models.lp_normalization_model(p=1), tmp_path / "lp1.onnx")
+    x = np.full((2, 8), 3000.0, np.float32)  # sum of |x| 24000 > 16384, each |x| far below
+    keep, _ = plan_islands(path, [{"x": x}])
+    assert "lpn" in keep and "2.4e+04" in keep["lpn"], keep
+
+
 def test_a_node_reading_one_tensor_twice_is_tried_back_in_fp16(tmp_path: Path) -> None:
     """Mul(h, h) and h's producer flagged as normalisation statistics are switchable in the release's
     emulation: the square reads h through one Where, not one per input (two nodes of one name, which

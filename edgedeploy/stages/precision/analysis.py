@@ -185,6 +185,36 @@ class Fp16RangeObserver:
             self.stats.setdefault(name, Fp16Stats()).add(array, self.scratch)
 
 
+class NormSumObserver:
+    """The largest sum of ``|x|**p`` along the axis of each LpNormalization, measured on its input.
+
+    Its output (``x / norm``, within [-1, 1]) shows nothing of that sum, which fp16 accumulates and
+    which overflows long before any one value does (eight values of 100: 8e4); a ReduceL2's or
+    ReduceSumSquare's own output is that sum (or its root) and needs no observer."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.norms: dict[str, list[tuple[str, int, int]]] = {}  # input -> (node, axis, p)
+        for node in model.graph.node:
+            if node.op_type == "LpNormalization" and node.input:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                entry = (node.name, int(attrs.get("axis", -1)), int(attrs.get("p", 2)))
+                self.norms.setdefault(node.input[0], []).append(entry)
+        self.sums: dict[str, float] = {}  # node -> largest sum seen
+
+    def observe(self, name: str, array: np.ndarray) -> None:
+        values = np.asarray(array)
+        if name not in self.norms or values.dtype.kind != "f" or values.ndim == 0 or values.size == 0:
+            return
+        mags = np.abs(values.astype(np.float64))
+        for node, axis, p in self.norms[name]:
+            if not -values.ndim <= axis < values.ndim:
+                continue
+            sums = np.sum(mags if p == 1 else mags**p, axis=axis)
+            finite = sums[np.isfinite(sums)]  # NaN/Inf already in fp32: rule 2's, not a sum to report
+            if finite.size:
+                self.sums[node] = max(self.sums.get(node, 0.0), float(finite.max()))
+
+
 @dataclass
 class RiskThresholds:
     """When a tensor counts as at risk (and, for islands, is kept in fp32)."""
@@ -242,6 +272,8 @@ class RangeReport:
     tensors: list[TensorRange]
     thresholds: RiskThresholds
     notes: list[str] = field(default_factory=list)
+    # LpNormalization node -> the largest sum of |x|**p along its axis (:class:`NormSumObserver`)
+    norm_sums: dict[str, float] = field(default_factory=dict)
 
     def tensor(self, name: str) -> TensorRange | None:
         return next((t for t in self.tensors if t.name == name), None)
@@ -501,13 +533,15 @@ def analyze(
     names = float_tensor_names(model)
     copies = _copies(model, names)
     observer = Fp16RangeObserver()
+    norms = NormSumObserver(model)
     try:
-        fetched = [n for n in names if n not in copies]
+        # an LpNormalization's input is fetched even where it is a copy: its sums are measured on it
+        fetched = [n for n in names if n not in copies or n in norms.norms]
         samples = collect(
             model,
             source,
             fetched,
-            [observer, *observers],
+            [observer, norms, *observers],
             threads=threads,
             arrays=arrays,
             prefetch_bytes=PREFETCH_BYTES,
@@ -565,6 +599,7 @@ def analyze(
         tensors=tensors,
         thresholds=thresholds,
         notes=notes,
+        norm_sums=norms.sums,
     )
 
 

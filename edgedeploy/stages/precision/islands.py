@@ -8,7 +8,9 @@ Rules, each recorded as the node's reason in the precision plan:
    every consumer of it: an fp16 consumer would get it through a Cast to fp16, which is where the
    Inf appears;
 3. squaring reductions whose sum of squares leaves the range though their output does not
-   (ReduceSumSquare, ReduceL2, LpNormalization: an L2 norm of values above 256 overflows inside);
+   (ReduceSumSquare, ReduceL2, LpNormalization: an L2 norm of 8 values of 100 overflows inside);
+   the sum is the reduction's output for the first two, and measured along its axis for
+   LpNormalization (:class:`~edgedeploy.stages.precision.analysis.NormSumObserver`);
 4. the reductions that feed a kept node (the ReduceMean / Pow / Sub chain of a hand-written
    LayerNorm or L2 norm, the ReduceMax / Exp / ReduceSum of a hand-written Softmax), so the
    statistics of a normalisation are computed in the precision of the values they normalise;
@@ -101,16 +103,10 @@ def choose_fp32_nodes(
             add(t.consumers, f"reads {why}")
 
     for node in model.graph.node:  # rule 3
-        if node.op_type not in SQUARING:
-            continue
-        source = report.tensor(node.input[0]) if node.input else None
-        out = report.tensor(node.output[0]) if node.output else None
-        squares = max(
-            source.stats.absmax**2 if source else 0.0,
-            out.stats.absmax**2 if out and node.op_type == "ReduceL2" else 0.0,
-        )
-        if squares > limit:
-            add([node.name], f"{node.op_type} sums squares up to {squares:.3g} internally (> {limit:.4g})")
+        if node.op_type in SQUARING:
+            total, what = _internal_sum(node, report)
+            if total > limit:
+                add([node.name], f"{node.op_type} sums {what} up to {total:.3g} internally (> {limit:.4g})")
 
     if options.control_flow_fp32:  # rule 5
         for node in model.graph.node:
@@ -136,6 +132,24 @@ def choose_fp32_nodes(
                             red, nodes, producer, keep, f"normalisation statistics feeding '{name}'"
                         )
     return {n: keep[n] for n in _in_graph_order(model, keep)}
+
+
+def _internal_sum(node: onnx.NodeProto, report: RangeReport) -> tuple[float, str]:
+    """The largest sum a squaring reduction accumulates, and what it sums: ReduceL2's output squared,
+    ReduceSumSquare's output, an LpNormalization's sum as the analysis measured it (its output, the
+    normalised values, tells nothing of it). The largest single square of the input is the floor
+    where nothing better was observed."""
+    source = report.tensor(node.input[0]) if node.input else None
+    out = report.tensor(node.output[0]) if node.output else None
+    power = 2
+    measured = 0.0
+    if node.op_type == "LpNormalization":
+        power = next((int(a.i) for a in node.attribute if a.name == "p"), 2)
+        measured = report.norm_sums.get(node.name, 0.0)
+    elif out is not None:
+        measured = out.stats.absmax ** (2 if node.op_type == "ReduceL2" else 1)
+    floor = source.stats.absmax**power if source else 0.0
+    return max(measured, floor), "squares" if power == 2 else "absolute values"
 
 
 def _keep_reduction_chain(
