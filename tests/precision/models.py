@@ -180,6 +180,18 @@ def lp_normalization_model(p: int = 2) -> onnx.ModelProto:
     )
 
 
+def softmax_model(op: str = "Softmax") -> onnx.ModelProto:
+    """x (N, 4) -> Softmax or LogSoftmax (axis -1), as ONNX's test_softmax_large_number."""
+    nodes = [helper.make_node(op, ["x"], ["y"], name="softmax", axis=-1)]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [],
+        opset=13,
+    )
+
+
 def squared_l2norm_model(width: int = 512, seed: int = 0) -> onnx.ModelProto:
     """x (N, width) -> Mul by 20 -> L2 normalise written out (Mul(h, h), ReduceSum, Sqrt, Div) -> MatMul:
     the Mul reads h twice; at width 512 the sum of its squares overflows while each square fits fp16."""

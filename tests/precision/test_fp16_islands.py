@@ -206,6 +206,34 @@ def test_lp_normalization_p1_is_kept_on_the_sum_of_its_magnitudes(tmp_path: Path
     assert "lpn" in keep and "2.4e+04" in keep["lpn"], keep
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_of_large_logits_is_kept_in_fp32_where_fp16_changes_it(tmp_path: Path, op: str) -> None:
+    """ONNX's test_softmax_large_number: fp16 stores 10000..10003 as 10000, 10000, 10000, 10000
+    (its step there is 8), so the second row's softmax came out uniform (cosine 0.872 on the build's
+    own data) while nothing was kept in fp32: 10003 is far below 65504."""
+    path = models.save(models.softmax_model(op), tmp_path / "sm.onnx")
+    x = np.array([[0, 1, 2, 3], [10000, 10001, 10002, 10003]], np.float32)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    art = make_fp16_checked(path, tmp_path / "sm.fp16.onnx", _request(str(data)))
+    nodes = {e["node"]: e for e in json.loads((tmp_path / "sm.fp16.plan.json").read_text())["nodes"]}
+    assert nodes["softmax"]["precision"] == "fp32" and "1e+04" in nodes["softmax"]["reason"], nodes
+    assert _cosine(_run(path, {"x": x}), _run(_emulated(path, art.path), {"x": x})) >= 0.9999
+
+
+def test_softmax_of_large_values_goes_back_to_fp16_when_fp16_does_not_change_it(tmp_path: Path) -> None:
+    """A masked logit of -10000 is large but its exp is 0 in either precision: the candidate is
+    measured and released, not kept by its magnitude alone."""
+    path = models.save(models.softmax_model(), tmp_path / "sm.onnx")
+    x = np.array([[0, 1, 2, -10000], [0.5, 0.25, -10000, -10000]], np.float32)
+    assert "softmax" in plan_islands(path, [{"x": x}])[0]  # proposed by its magnitude
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    make_fp16_checked(path, tmp_path / "sm.fp16.onnx", _request(str(data)))
+    nodes = {e["node"]: e for e in json.loads((tmp_path / "sm.fp16.plan.json").read_text())["nodes"]}
+    assert nodes["softmax"]["precision"] == "fp16", nodes
+
+
 def test_a_node_reading_one_tensor_twice_is_tried_back_in_fp16(tmp_path: Path) -> None:
     """Mul(h, h) and h's producer flagged as normalisation statistics are switchable in the release's
     emulation: the square reads h through one Where, not one per input (two nodes of one name, which

@@ -15,7 +15,10 @@ Rules, each recorded as the node's reason in the precision plan:
    LayerNorm or L2 norm, the ReduceMax / Exp / ReduceSum of a hand-written Softmax), so the
    statistics of a normalisation are computed in the precision of the values they normalise;
 5. control flow (If, Loop, Scan) whose subgraph values cannot be observed: the node and its
-   subgraphs stay fp32 with Casts at the boundary (make_fp16 adds them for implicit captures).
+   subgraphs stay fp32 with Casts at the boundary (make_fp16 adds them for implicit captures);
+6. a Softmax or LogSoftmax whose input reaches :data:`SHIFT_LIMIT` (512), and that input's producer:
+   far below overflow, but fp16's step there moves a logit enough to change its exp(x - max)
+   (ONNX's test_softmax_large_number: 10000..10003 are all 10000 in fp16, a uniform row).
 
 Everything else runs in fp16. Hand-written: this is the FP16 range analysis of the architecture.
 """
@@ -47,6 +50,12 @@ SQUARING = {"ReduceSumSquare", "ReduceL2", "LpNormalization"}
 # Element-wise steps of hand-written normalisations, walked through from a reduction to its input.
 NORM_CHAIN = {"Sub", "Pow", "Mul", "Sqrt", "Reciprocal", "Add", "Div", "Exp", "Abs", "Cast"}
 CONTROL_FLOW = {"If", "Loop", "Scan"}
+# Ops whose output depends on the differences of their inputs (exp(x - max)), not on their size.
+SHIFT_SENSITIVE = {"Softmax", "LogSoftmax"}
+# From 512 fp16 steps by 0.5 (Model Optimizer's AutoCast keeps values above it, data_max=512): a logit
+# moves by up to 0.25 and its exp by up to e**0.25, 28 %; each octave below halves that. A proposal
+# only: the measured release returns the node to fp16 unless the outputs change.
+SHIFT_LIMIT = 512.0
 MAX_CHAIN = 4  # how far to walk from a reduction to the start of its normalisation
 
 
@@ -107,6 +116,17 @@ def choose_fp32_nodes(
             total, what = _internal_sum(node, report)
             if total > limit:
                 add([node.name], f"{node.op_type} sums {what} up to {total:.3g} internally (> {limit:.4g})")
+
+    for node in model.graph.node:  # rule 6
+        source = report.tensor(node.input[0]) if node.op_type in SHIFT_SENSITIVE and node.input else None
+        if source is not None and source.stats.absmax >= SHIFT_LIMIT:
+            step = float(np.spacing(np.float16(min(source.stats.absmax, FP16_MAX))))
+            why = (
+                f"'{source.name}' reaches {source.stats.absmax:.4g}, where fp16 steps by {step:g}: "
+                f"{node.op_type}'s exp(x - max) changes with it"
+            )
+            add([source.producer], f"produces {why}")
+            add([node.name], f"reads {why}")
 
     if options.control_flow_fp32:  # rule 5
         for node in model.graph.node:
