@@ -405,6 +405,14 @@ def _stack(buffer: list[Feed], axes: dict[str, int | None]) -> Feed:
     return stacked
 
 
+def sample_limit(samples: int | None, inputs: Sequence[TensorSpec]) -> int | None:
+    """The samples a data file or folder is read for at most: ``samples``, or one whole batch where
+    the model's fixed batch is larger (ONNX's test_mish, X[10000], on the default 512 samples), as
+    random data gives a whole batch; the data must still hold it."""
+    static = static_batch(inputs)
+    return max(samples, static) if samples is not None and static else samples
+
+
 def rebatch(
     samples: Iterable[Feed], batch_size: int, inputs: Sequence[TensorSpec], max_samples: int | None = None
 ) -> Iterator[Feed]:
@@ -412,7 +420,8 @@ def rebatch(
     input along its batch axis (:func:`batch_axes`: a GRU's ``h0[1, B, 16]`` along axis 1).
 
     A model with a static batch dim gets that batch size whatever was asked; at most
-    ``max_samples`` samples are yielded (the last batch may be partial where the batch is dynamic).
+    ``max_samples`` samples are yielded (the last batch may be partial where the batch is dynamic),
+    but one whole fixed batch at least (:func:`sample_limit`).
     Raises DataError, when read, for a model with an input whose batch axis cannot be told: its
     samples can be neither counted nor cut.
     """
@@ -420,6 +429,7 @@ def rebatch(
     static = static_batch(inputs)
     if static:
         batch_size = static
+    max_samples = sample_limit(max_samples, inputs)
     buffer: list[Feed] = []
     taken = 0
     yielded = 0

@@ -35,7 +35,7 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
-from calibration.feeds import DataSource, Feed, rebatch
+from calibration.feeds import DataSource, Feed, rebatch, sample_limit
 from calibration.modelinfo import TensorSpec
 
 COLORS = ("rgb", "bgr", "gray")
@@ -474,7 +474,8 @@ def image_folder_source(
     if not files:
         raise DataError(f"image folder {spec} is empty")
     note = None
-    chosen = list(files[:samples] if samples else files)
+    limit = sample_limit(samples, inputs)
+    chosen = list(files[:limit] if limit else files)
     if options is None:
         pre = default_preprocess(inputs[0], chosen, declare)
         note = assumed_preprocess(spec, pre, declare)

@@ -23,3 +23,13 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0, result.output
     for module in cli.COMMANDS:
         assert f" {module.__name__.rpartition('.')[2]} " in result.stdout
+
+
+def test_build_help_says_the_calibration_data_and_samples_serve_the_fp16_analysis_too() -> None:
+    """--calib-samples was "int8: number of calibration samples", though it limits the samples the
+    fp16 range analysis reads as well (and --calib-data is that analysis' data)."""
+    result = CliRunner().invoke(cli.app, ["build", "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    rows = [ln.split() for ln in result.stdout.splitlines()]
+    lines = {r[1]: " ".join(r) for r in rows if len(r) > 1 and r[1].startswith("--calib")}
+    assert "fp16" in lines["--calib-samples"] and "fp16" in lines["--calib-data"], lines

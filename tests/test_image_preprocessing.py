@@ -42,6 +42,17 @@ def test_an_image_folder_without_a_declaration_says_what_it_assumed(tmp_path: Pa
     assert declared.guessed() is None
 
 
+def test_an_image_folder_reads_a_whole_fixed_batch_beyond_the_samples_asked_for(
+    tmp_path: Path, digits: Digits
+) -> None:
+    """A model fixed at a batch of 4 and 2 samples asked for: one batch of the first 4 images, not a
+    refusal that the folder of 6 has only 2."""
+    folder = _images(tmp_path, digits, 6)
+    spec = TensorSpec("x", (4, 1, 8, 8), "float32")
+    feeds = list(open_source(str(folder), [spec], samples=2, image_options={"color": "gray"}))
+    assert [f["x"].shape for f in feeds] == [(4, 1, 8, 8)]
+
+
 def test_compare_reads_images_with_the_declared_preprocessing(tmp_path: Path, digits: Digits) -> None:
     folder = _images(tmp_path, digits)
     prep = tmp_path / "prep.toml"

@@ -53,6 +53,21 @@ def test_npz_samples_count_on_a_static_batch_model(tmp_path: Path) -> None:
     assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, samples=10, batch_size=8)) == 10
 
 
+def test_a_fixed_batch_larger_than_the_samples_asked_for_is_read_whole(tmp_path: Path) -> None:
+    """ONNX's test_mish (X[10000], 10000 rows of data) was refused as "the model takes a fixed batch
+    of 10000 but the data has only 512 sample(s)": 512 was the sample limit (--calib-samples' default),
+    not the data. One whole batch is read, as random data gives one; data that is short is refused."""
+    fixed = [TensorSpec("x", (1000,), "float32")]
+    np.savez(tmp_path / "d.npz", x=np.arange(1000, dtype=np.float32))
+    feeds = list(open_source(str(tmp_path / "d.npz"), fixed, samples=512, batch_size=8))
+    assert [f["x"].shape for f in feeds] == [(1000,)]
+    np.testing.assert_array_equal(feeds[0]["x"], np.arange(1000, dtype=np.float32))
+    assert _count(open_source("random", fixed, samples=512)) == 1000  # as random data does
+    np.savez(tmp_path / "short.npz", x=np.zeros(600, np.float32))
+    with pytest.raises(DataError, match=r"fixed batch of 1000 but the data has only 600 sample\(s\)"):
+        list(open_source(str(tmp_path / "short.npz"), fixed, samples=512))
+
+
 def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.arange(96, dtype=np.float32).reshape(2, 3, 4, 4))
     folder = tmp_path / "batches"

@@ -62,7 +62,9 @@ def build_command(
     calib_data: Annotated[
         str | None,
         typer.Option(
-            help=f"int8: calibration data: {DATA_SPEC_HELP}.", rich_help_panel=INT8, callback=data_spec
+            help=f"int8 calibration and fp16 range analysis data: {DATA_SPEC_HELP}.",
+            rich_help_panel=INT8,
+            callback=data_spec,
         ),
     ] = None,
     calib_preprocess: Annotated[
@@ -76,7 +78,12 @@ def build_command(
         ),
     ] = "auto",
     calib_samples: Annotated[
-        int, typer.Option(help="int8: number of calibration samples.", rich_help_panel=INT8)
+        int,
+        typer.Option(
+            help="int8 calibration and fp16 range analysis: samples read at most (a fixed batch "
+            "larger than that is read whole).",
+            rich_help_panel=INT8,
+        ),
     ] = 512,
     calib_batch_size: Annotated[
         int, typer.Option(help="int8: calibration batch size.", rich_help_panel=INT8)
