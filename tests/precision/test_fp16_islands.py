@@ -199,6 +199,28 @@ def test_lp_normalization_is_kept_on_the_sum_of_its_squares_as_reduce_l2_is(
     assert "lpn" not in small and "l2" not in small, small
 
 
+def test_lp_normalization_of_a_transposed_input_is_kept_on_its_sums(tmp_path: Path) -> None:
+    """The analysis does not fetch a Transpose's output (a copy of its input's values, counted as
+    its input), but an LpNormalization's sums run along its own input's axis: that input is fetched
+    all the same, and the norm is kept as it is on a plain input."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], name="t", perm=[1, 0]),
+        helper.make_node("LpNormalization", ["xt"], ["unit"], name="lpn", axis=-1, p=2),
+    ]
+    model = models._model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, "n"])],
+        [helper.make_tensor_value_info("unit", TensorProto.FLOAT, ["n", 8])],
+        [],
+        opset=13,
+    )
+    path = models.save(model, tmp_path / "lpt.onnx")
+    keep, _ = plan_islands(path, [{"x": np.full((8, 2), 100.0, np.float32)}])
+    assert "lpn" in keep and "sums squares up to 8e+04 " in keep["lpn"], keep
+
+
 def test_lp_normalization_p1_is_kept_on_the_sum_of_its_magnitudes(tmp_path: Path) -> None:
     path = models.save(models.lp_normalization_model(p=1), tmp_path / "lp1.onnx")
     x = np.full((2, 8), 3000.0, np.float32)  # sum of |x| 24000 > 16384, each |x| far below
