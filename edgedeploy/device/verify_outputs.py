@@ -3,8 +3,10 @@
 
 Runs on the device with python3 and NumPy only. The candidate outputs come from trtexec's
 ``--exportOutput`` JSON (a list of {name, dimensions "AxB", values}) or, for ONNX Runtime
-bundles, from running the model here. Metrics and gates mirror edgedeploy.stages.compare: cosine,
-top-1 agreement, NaN/Inf, and atol/rtol only when the gates ask for it (check_allclose).
+bundles, from running the model here. Metrics and gates are edgedeploy.stages.compare's, figure for
+figure (tests/device/test_verify_outputs_metrics.py feeds both the same arrays): cosine, top-1
+agreement, equal share of bool/integer outputs, NaN/Inf unlike the reference's, and atol/rtol only
+when the gates ask for it (check_allclose).
 Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
 
 It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
@@ -124,8 +126,9 @@ def as_declared(arr: np.ndarray, ort_type: str) -> np.ndarray:
 
 
 def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
-    """As the host's compare (edgedeploy/stages/compare/outputs.py): bool and integer outputs are
-    gated on their share of equal elements, an output of another shape fails."""
+    """As the host's compare (edgedeploy/stages/compare/outputs.py, output_metrics and gate_failures),
+    figure for figure: bool and integer outputs are gated on their share of equal elements, an output
+    of another shape fails, and a NaN/Inf the candidate does not reproduce is an infinite error."""
     if np.size(ref) != np.size(cand):  # a data-dependent size (NonZero, NMS) that came out otherwise
         why = f"{np.size(cand)} values, reference {np.size(ref)}"
         return {
@@ -136,47 +139,91 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[st
             "equal_share": None,
             "allclose": False,
             "nan_inf": 0,
+            "nonfinite_mismatches": 0,
+            "identical": False,
             "failures": [f"another shape than the reference's ({why})"],
         }
-    discrete = np.asarray(ref).dtype.kind in "biu"
-    r = np.asarray(ref, dtype=np.float64).reshape(-1)
-    c = np.asarray(cand, dtype=np.float64).reshape(-1)
-    nan_inf = int((~np.isfinite(c)).sum())
-    finite = np.isfinite(r) & np.isfinite(c)
-    rf, cf = r[finite], c[finite]
-    abs_err = np.abs(rf - cf) if rf.size else np.array([np.inf])
-    denom = float(np.linalg.norm(rf) * np.linalg.norm(cf))
-    cosine = float(np.dot(rf, cf) / denom) if denom > 0 else (1.0 if not rf.any() and not cf.any() else 0.0)
-    if nan_inf:
-        cosine = float("nan")
-    top1 = None
-    equal = (float(np.mean(r == c)) if r.size else 1.0) if discrete else None
-    ref2 = np.asarray(ref)
-    if not discrete and ref2.ndim == 2 and ref2.shape[1] >= 2:
-        top1 = float(np.mean(ref2.argmax(axis=1) == np.asarray(cand).reshape(ref2.shape).argmax(axis=1)))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted, not warned
+        return _metrics(np.asarray(ref), np.asarray(cand), gates)
+
+
+def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
+    ref_own, cand_own = ref.reshape(-1), cand.reshape(-1)
+    discrete = ref_own.dtype.kind in "biu"
+    r_all, c_all = ref_own.astype(np.float64), cand_own.astype(np.float64)
+    nan, inf = int(np.isnan(c_all).sum()), int(np.isinf(c_all).sum())
+    ref_ok, cand_ok = np.isfinite(r_all), np.isfinite(c_all)
+    finite = ref_ok & cand_ok
+    # a NaN or Inf the candidate reproduces (the same infinity, NaN for NaN) is equal; any other pair
+    # with a NaN/Inf side differs by an infinite error
+    reproduced = ~ref_ok & ((r_all == c_all) | (np.isnan(r_all) & np.isnan(c_all)))
+    mismatches = int(np.count_nonzero(~finite & ~reproduced))
+    r, c = r_all[finite], c_all[finite]  # the figures below are over the finite pairs
+    if discrete and cand_own.dtype.kind in "biu":  # in float64 ids + 2**60 and ids + 2**60 + 1 are equal
+        abs_err = integer_abs_error(ref_own, cand_own)
+    else:
+        abs_err = np.abs(r - c)
+    if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
+        abs_err = np.zeros(1)
+    cosine = cosine_of(r, c, not np.any(abs_err))
     atol, rtol = float(gates.get("atol", 1e-3)), float(gates.get("rtol", 1e-3))
-    allclose = bool(nan_inf == 0 and np.all(abs_err <= atol + rtol * np.abs(rf)))
+    allclose = bool(not mismatches and np.all(abs_err <= atol + rtol * np.abs(r)))
+    max_abs = float("inf") if mismatches else float(abs_err.max())
+    top1 = None
+    if not discrete and ref.ndim == 2 and ref.shape[1] >= 2 and ref.shape[0]:  # no rows: no top-1
+        top1 = float(np.mean(ref.argmax(axis=1) == cand.reshape(ref.shape).argmax(axis=1)))
+    equal = (float(np.mean(abs_err == 0)) if r_all.size else 1.0) if discrete else None
     failures = []
-    if nan_inf:
-        failures.append(f"{nan_inf} NaN/Inf values")
+    if mismatches:  # NaN/Inf where the reference holds another value, or the reverse
+        failures.append(
+            f"{mismatches} NaN/Inf value(s) unlike the reference's (the candidate holds {nan} NaN and "
+            f"{inf} Inf, the reference {int(r_all.size - np.count_nonzero(ref_ok))} NaN/Inf)"
+        )
     if gates.get("min_cosine") is not None and equal is not None and not equal >= float(gates["min_cosine"]):
         failures.append(f"equal elements {equal:.4f} < {gates['min_cosine']} (a bool/integer output)")
     elif gates.get("min_cosine") is not None and equal is None and not cosine >= float(gates["min_cosine"]):
         failures.append(f"cosine {cosine:.6f} < {gates['min_cosine']}")
-    if gates.get("min_top1") is not None and top1 is not None and top1 < float(gates["min_top1"]):
+    if gates.get("min_top1") is not None and top1 is not None and not top1 >= float(gates["min_top1"]):
         failures.append(f"top-1 agreement {top1:.4f} < {gates['min_top1']}")
     if gates.get("check_allclose") and not allclose:
-        failures.append(f"max abs error {float(abs_err.max()):.3g} exceeds atol={atol} + rtol={rtol}*|ref|")
+        failures.append(f"max abs error {max_abs:.3g} exceeds atol={atol} + rtol={rtol}*|ref|")
     return {
-        "max_abs": float(abs_err.max()),
+        "max_abs": max_abs,
         "mean_abs": float(abs_err.mean()),
         "cosine": cosine,
         "top1_agreement": top1,
         "equal_share": equal,
         "allclose": allclose,
-        "nan_inf": nan_inf,
+        "nan_inf": nan + inf,
+        "nonfinite_mismatches": mismatches,
+        "identical": not mismatches and not np.any(abs_err),
         "failures": failures,
     }
+
+
+def integer_abs_error(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """|ref - cand| of two integer (or bool) arrays, exact in their own dtype, then as float64 (a
+    difference of 1 between values beyond 2**53 stays 1): unsigned, as int64 moved up by 2**63 into
+    uint64 (order kept, no overflow), or, for int64 beside uint64, in Python ints."""
+    common = np.result_type(ref, cand)
+    if common.kind == "f":  # int64 and uint64: no integer dtype holds both
+        return np.abs(ref.astype(object) - cand.astype(object)).astype(np.float64)
+    if common.kind == "i":
+        shift = np.uint64(1 << 63)
+        a, b = ref.astype(np.int64).view(np.uint64) ^ shift, cand.astype(np.int64).view(np.uint64) ^ shift
+    else:
+        a, b = ref.astype(np.uint64), cand.astype(np.uint64)
+    return np.where(a >= b, a - b, b - a).astype(np.float64)
+
+
+def cosine_of(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
+    """The cosine of two equal-length float64 vectors: exactly 1 where they are ``equal`` (dot / norms
+    rounds to 0.9999999999999999 or 1.0000000000000002), else within [-1, 1]; 0 where one is all
+    zeros and the other is not."""
+    if equal:
+        return 1.0
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    return min(1.0, max(-1.0, float(np.dot(r, c)) / denom)) if denom > 0 else 0.0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

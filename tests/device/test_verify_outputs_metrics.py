@@ -1,0 +1,97 @@
+"""The device's verify_outputs.metrics decides as the host's compare (output_metrics, gate_failures):
+the same arrays, the same gates, the same figures and failures. It is a copy (it ships alone in the
+bundle and runs on the board's python3 with NumPy), and it kept what compare had fixed: it dropped
+a reference NaN/Inf the candidate did not reproduce and failed on every candidate NaN/Inf, gave an
+empty output max abs inf, an unclamped cosine, cast integers to float64, and wrote non-finite
+figures as null."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.device import verify_outputs
+from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.compare.outputs import OutputMetrics, output_metrics
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def both(ref: np.ndarray, cand: np.ndarray, gates: Gates) -> tuple[OutputMetrics, dict[str, Any]]:
+    """The host's metrics of one batch and the device's, which must agree figure for figure."""
+    host = output_metrics("y", [ref], [cand], gates)
+    device = verify_outputs.metrics(ref, cand, gates.manifest())
+    ours = {
+        "max_abs": host.max_abs,
+        "mean_abs": host.mean_abs,
+        "cosine": host.cosine,
+        "top1_agreement": host.top1_agreement,
+        "equal_share": host.equal_share,
+        "allclose": host.allclose,
+        "nan_inf": host.nan_count + host.inf_count,
+        "failures": host.failures,
+    }
+    differ = {k: (v, device.get(k)) for k, v in ours.items() if not same(v, device.get(k))}
+    assert not differ, f"host vs device: {differ}"
+    return host, device
+
+
+def test_device_nonfinite_values_decide_as_on_the_host() -> None:
+    """A reference Inf beside a finite candidate value passed on the device (the pair was dropped);
+    the reference against itself failed there for carrying its NaN/Inf."""
+    strict = Gates(atol=0.0, rtol=0.0, min_cosine=1.0, check_allclose=True)
+    ref = np.array([[np.inf, 0.1, 0.1, 0.1]], np.float32)
+    host, device = both(ref, np.array([[1.0, 0.1, 0.1, 0.1]], np.float32), strict)
+    assert device["max_abs"] == math.inf and not device["allclose"] and device["failures"]
+    ref = np.array([np.inf, -np.inf, np.nan, 1.0, 2.0, 3.0], np.float32)
+    host, device = both(ref, ref.copy(), strict)
+    assert device["failures"] == [] and device["max_abs"] == 0.0 and device["cosine"] == 1.0
+    cand = np.array([-np.inf, -np.inf, 5.0, np.nan, 2.0, 3.0], np.float32)  # +inf/-inf, NaN/5, 1/NaN
+    host, device = both(ref, cand, Gates(min_cosine=None))
+    assert host.nonfinite_mismatches == 3 and device["max_abs"] == math.inf and device["failures"]
+    logits = np.array([[0.5, 0.2, 0.3], [0.1, 0.7, 0.2]], np.float32)  # trtexec's nan, -nan, inf
+    both(logits, np.array([[np.nan, -np.nan, np.inf], [0.1, 0.7, 0.2]]), Gates(min_top1=0.5))
+
+
+def test_device_empty_outputs_of_equal_shapes_pass_as_on_the_host() -> None:
+    idx = np.zeros((2, 0), np.int64)
+    _, device = both(idx, idx.copy(), Gates(check_allclose=True))
+    assert (device["max_abs"], device["cosine"], device["equal_share"], device["failures"]) == (0, 1, 1, [])
+    empty = np.zeros((0, 4), np.float32)
+    _, device = both(empty, empty.copy(), Gates(min_cosine=1.0, min_top1=0.9))
+    assert device["top1_agreement"] is None and device["failures"] == []
+    nan = np.full((2, 3), np.nan, np.float32)
+    assert both(nan, nan.copy(), Gates(min_cosine=1.0))[1]["failures"] == []
+
+
+def test_device_cosine_of_identical_outputs_is_exactly_1_and_every_cosine_within_1() -> None:
+    a = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    _, device = both(a, a.copy(), Gates(min_cosine=1.0))
+    assert device["cosine"] == 1.0 and device["failures"] == []
+    b = a.copy()
+    b[0, 0] = np.nextafter(b[0, 0], np.float32(10))
+    assert -1.0 <= both(a, b, Gates(min_cosine=None))[1]["cosine"] <= 1.0
+    assert both(a, -a, Gates(min_cosine=None))[1]["cosine"] >= -1.0
+    many = np.full(1000, 0.1, np.float32)  # dot / (norm * norm) rounds to 1.0000000000000002
+    assert both(many, many.copy(), Gates(min_cosine=1.0))[1]["cosine"] == 1.0
+
+
+def test_device_integer_outputs_are_compared_in_their_own_dtype_as_on_the_host() -> None:
+    ids = np.arange(8, dtype=np.int64).reshape(2, 4) + 2**60
+    _, device = both(ids, ids + 1, Gates())
+    assert device["equal_share"] == 0.0 and device["max_abs"] == 1.0 and device["failures"]
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    _, device = both(np.array([lo, 0]), np.array([hi, 0]), Gates(min_cosine=None))
+    assert device["max_abs"] == float(2**64 - 1) and device["equal_share"] == 0.5
+    top = np.array([np.iinfo(np.uint64).max, 0], np.uint64)
+    assert both(top, np.array([-1, 0], np.int64), Gates(min_cosine=None))[1]["max_abs"] == float(2**64)
+    mask = np.array([True, False, True, True])
+    assert both(mask, ~mask, Gates())[1]["equal_share"] == 0.0
+    both(ids, (ids + 1).astype(np.float64), Gates())  # trtexec gives every output as numbers
