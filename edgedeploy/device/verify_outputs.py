@@ -81,14 +81,16 @@ def load_trtexec_outputs(path: Path) -> Dict[str, np.ndarray]:
     return outputs
 
 
-def finite_or_none(value: Any) -> Any:
-    """NaN and infinity as null, so the results file stays JSON."""
+def nonfinite_as_text(value: Any) -> Any:
+    """NaN and infinities as the strings "NaN", "Infinity" and "-Infinity", as compare's JSON writes
+    them (edgedeploy/results.py): the results file stays standard JSON, float() reads them back,
+    and an infinite error is not the null of a figure there is none of."""
     if isinstance(value, float) and not np.isfinite(value):
-        return None
+        return "NaN" if np.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
+        return {k: nonfinite_as_text(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [finite_or_none(v) for v in value]
+        return [nonfinite_as_text(v) for v in value]
     return value
 
 
@@ -280,7 +282,7 @@ def _main(argv: Optional[List[str]]) -> int:
         verdict = "pass" if not m["failures"] else "FAIL: " + "; ".join(m["failures"])
         print(f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  top1 {top1}  {verdict}")
     if args.json:
-        report = finite_or_none({"passed": passed, "gates": gates, "outputs": results})
+        report = nonfinite_as_text({"passed": passed, "gates": gates, "outputs": results})
         try:
             atomic_write(args.json, json.dumps(report, indent=2) + "\n")
         except OSError as exc:  # a full disk names no file: say which one was not written

@@ -7,10 +7,13 @@ figures as null."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from edgedeploy.device import verify_outputs
 from edgedeploy.stages.compare.gates import Gates
@@ -95,3 +98,37 @@ def test_device_integer_outputs_are_compared_in_their_own_dtype_as_on_the_host()
     mask = np.array([True, False, True, True])
     assert both(mask, ~mask, Gates())[1]["equal_share"] == 0.0
     both(ids, (ids + 1).astype(np.float64), Gates())  # trtexec gives every output as numbers
+
+
+def _bundle(tmp_path: Path, ref: dict[str, np.ndarray], got: dict[str, list[float]]) -> list[str]:
+    """A bundle holding only what verify_outputs reads, and trtexec's export of ``got``."""
+    (tmp_path / "reference").mkdir()
+    np.savez(tmp_path / "reference" / "outputs.npz", **ref)
+    manifest = {"reference": {"outputs": "reference/outputs.npz"}, "gates": Gates().manifest()}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    exported = [{"name": n, "dimensions": str(len(v)), "values": v} for n, v in got.items()]
+    (tmp_path / "out.json").write_text(json.dumps(exported).replace("Infinity", "inf"))
+    return ["--bundle", str(tmp_path), "--trtexec-json", str(tmp_path / "out.json")]
+
+
+def test_device_json_tells_identical_outputs_from_non_finite_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An output of another shape (cosine NaN, max abs inf) was written with null figures, which
+    compare's JSON gives identical outputs only; each output now says whether it is identical, and
+    its NaN/Inf figures are "NaN", "Infinity", "-Infinity" as in compare's JSON."""
+    ref = {"same": np.zeros(4, np.float32), "short": np.ones(4, np.float32), "inf": np.ones(2, np.float32)}
+    args = _bundle(tmp_path, ref, {"same": [0.0] * 4, "short": [1.0] * 3, "inf": [1.0, math.inf]})
+    report = tmp_path / "verify.json"
+    assert verify_outputs.main([*args, "--json", str(report)]) == 1
+    text = report.read_text()
+    data = json.loads(text, parse_constant=lambda word: pytest.fail(f"bare {word} in the JSON"))
+    outputs = data["outputs"]
+    assert outputs["same"]["identical"] is True and outputs["same"]["max_abs"] == 0.0
+    assert (outputs["short"]["cosine"], outputs["short"]["max_abs"]) == ("NaN", "Infinity")
+    assert outputs["short"]["identical"] is False
+    assert outputs["inf"]["max_abs"] == "Infinity" and outputs["inf"]["nonfinite_mismatches"] == 1
+    assert outputs["inf"]["identical"] is False
+    host = output_metrics("inf", [ref["inf"]], [np.array([1.0, math.inf])], Gates())
+    assert (host.identical, host.nonfinite_mismatches) == (False, 1)
+    capsys.readouterr()
