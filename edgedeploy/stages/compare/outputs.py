@@ -24,6 +24,7 @@ from calibration.modelinfo import model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
+from edgedeploy.device.verify_outputs import cosine_of, integer_abs_error  # the device's copy decides alike
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
@@ -156,13 +157,13 @@ def _output_metrics(
     mismatches = int(np.count_nonzero(~finite & ~reproduced))
     r, c = ref[finite], cand[finite]  # the figures below are over the finite pairs
     if discrete and cand_own.dtype.kind in "biu":  # in float64 ids + 2**60 and ids + 2**60 + 1 are equal
-        abs_err = _integer_abs_error(ref_own, cand_own)
+        abs_err = integer_abs_error(ref_own, cand_own)
     else:
         abs_err = np.abs(r - c)
     rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
     if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
         abs_err = rel_err = np.zeros(1)
-    cosine = _cosine(r, c, equal=not np.any(abs_err))
+    cosine = cosine_of(r, c, equal=not np.any(abs_err))
     identical = not mismatches and not np.any(abs_err)
     noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
@@ -196,31 +197,6 @@ def _output_metrics(
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
     return metrics
-
-
-def _integer_abs_error(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """|ref - cand| of two integer (or bool) arrays, exact in their own dtype, then as float64
-    (a difference of 1 between values beyond 2**53 stays 1): unsigned, as int64 moved up by 2**63
-    into uint64 (order kept, no overflow), or, for int64 beside uint64, in Python ints."""
-    common = np.result_type(ref, cand)
-    if common.kind == "f":  # int64 and uint64: no integer dtype holds both
-        return np.abs(ref.astype(object) - cand.astype(object)).astype(np.float64)
-    if common.kind == "i":
-        shift = np.uint64(1 << 63)
-        a, b = ref.astype(np.int64).view(np.uint64) ^ shift, cand.astype(np.int64).view(np.uint64) ^ shift
-    else:
-        a, b = ref.astype(np.uint64), cand.astype(np.uint64)
-    return np.where(a >= b, a - b, b - a).astype(np.float64)
-
-
-def _cosine(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
-    """The cosine of two equal-length float64 vectors: exactly 1 where they are ``equal`` (dot /
-    norms rounds to 0.9999999999999999 or 1.0000000000000002, failing ``--min-cosine 1`` on a
-    copy), else within [-1, 1]; 0 where one is all zeros and the other is not."""
-    if equal:
-        return 1.0
-    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
-    return min(1.0, max(-1.0, float(np.dot(r, c)) / denom)) if denom > 0 else 0.0
 
 
 def _mismatched(name: str, ref_batch: np.ndarray, why: str) -> OutputMetrics:
