@@ -68,7 +68,7 @@ def test_a_refused_artifact_leaves_no_empty_folder_behind(tmp_path: Path) -> Non
 
     model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
 
-    def refuse(_: Path) -> None:
+    def refuse(_: Path, content: bytes | None) -> None:  # save_onnx's check: the file and its bytes
         raise InputError("fails onnx.checker")
 
     for dest in (tmp_path / "out" / "deeper" / "m.fp16.onnx", tmp_path / "m.fp16.onnx"):
