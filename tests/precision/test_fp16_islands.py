@@ -395,6 +395,84 @@ def test_integer_and_bool_nodes_are_marked_integer_in_the_plan_not_fp16(tmp_path
     assert read_fp32_layers(tmp_path / "i.fp16.plan.json") == []
 
 
+def _body_types_model() -> onnx.ModelProto:
+    """A Loop whose body holds a bool Identity, an int64 Add and a float64 Mul beside its float Add,
+    and an If on int64 only (both branches integer)."""
+    from onnx import TensorProto, helper
+
+    f32, f64, i64, b = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.BOOL
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+            helper.make_node("Add", ["y_in", "x"], ["y_out"], name="body_add"),
+            helper.make_node("Add", ["c_in", "step"], ["c_out"], name="body_count"),
+            helper.make_node("Mul", ["d", "d"], ["dd"], name="body_f64"),
+        ],
+        "loop_body",
+        [helper.make_tensor_value_info("step", i64, []), helper.make_tensor_value_info("cond_in", b, []),
+         helper.make_tensor_value_info("y_in", f32, None), helper.make_tensor_value_info("c_in", i64, [])],
+        [helper.make_tensor_value_info("cond_out", b, []), helper.make_tensor_value_info("y_out", f32, None),
+         helper.make_tensor_value_info("c_out", i64, []), helper.make_tensor_value_info("dd", f64, [2])],
+    )  # fmt: skip
+    then_g = helper.make_graph(
+        [helper.make_node("Add", ["k", "k"], ["then_out"], name="then_add")],
+        "then", [], [helper.make_tensor_value_info("then_out", i64, [2])],
+    )  # fmt: skip
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["k"], ["else_out"], name="else_neg")],
+        "else", [], [helper.make_tensor_value_info("else_out", i64, [2])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Loop", ["trips", "go", "y0", "c0"], ["y", "c", "ds"], name="loop", body=body),
+        helper.make_node("If", ["flag"], ["z"], name="pick", then_branch=then_g, else_branch=else_g),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(np.array(3, np.int64), "trips"),
+        onnx.numpy_helper.from_array(np.array(True), "go"),
+        onnx.numpy_helper.from_array(np.zeros(4, np.float32), "y0"),
+        onnx.numpy_helper.from_array(np.array(0, np.int64), "c0"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", f32, [4]), helper.make_tensor_value_info("d", f64, [2]),
+         helper.make_tensor_value_info("k", i64, [2]), helper.make_tensor_value_info("flag", b, [])],
+        [helper.make_tensor_value_info("y", f32, [4]), helper.make_tensor_value_info("c", i64, []),
+         helper.make_tensor_value_info("ds", f64, [3, 2]), helper.make_tensor_value_info("z", i64, [2])],
+        initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_integer_and_float64_nodes_inside_loop_and_if_bodies_are_marked_as_such(tmp_path: Path) -> None:
+    """The plan marked integer-only and float64 nodes of the main graph only: a Loop body's bool
+    Identity, int64 Add and float64 Mul, and an int64 If with its branches, were listed as 'fp16'
+    though the converter leaves them as they are (the artifact computes them exactly as fp32 does).
+    They are 'integer' / 'float64' now, and counted; the Loop itself and its float Add are fp16."""
+    from edgedeploy.ui import Ui
+
+    path = models.save(_body_types_model(), tmp_path / "body.onnx")
+    ui = Ui(quiet=True)
+    art = make_fp16_checked(path, tmp_path / "body.fp16.onnx", replace(_request(), fp16_analysis=False), ui)
+    plan = json.loads((tmp_path / "body.fp16.plan.json").read_text())
+    got = {e["node"]: e["precision"] for e in plan["nodes"]}
+    assert got == {
+        "loop": "fp16", "body_cond": "integer", "body_add": "fp16", "body_count": "integer",
+        "body_f64": "float64", "pick": "integer", "then_add": "integer", "else_neg": "integer",
+    }, plan  # fmt: skip
+    assert plan["nodes_integer"] == art.info["nodes_integer"] == 5 and plan["nodes_float64"] == 1
+    # ground truth: the artifact computes those nodes exactly as the fp32 model does, the float Add in fp16
+    feed = {"x": np.array([0.1, 1, 2, 3], np.float32), "d": np.array([1e-10, 3.0], np.float64),
+            "k": np.array([2**40 + 1, -7], np.int64), "flag": np.array(True)}  # fmt: skip
+    want, half = _all_outputs(path, feed), _all_outputs(art.path, feed)
+    for k in (1, 2, 3):
+        assert half[k].dtype == want[k].dtype and np.array_equal(half[k], want[k]), (k, half[k], want[k])
+    assert not np.array_equal(half[0], want[0])  # 0.3 in fp16 is not 0.3 in fp32
+    np.testing.assert_allclose(half[0], want[0], rtol=1e-3)
+
+
 def test_an_overflow_only_late_in_the_calibration_data_is_kept_in_fp32(tmp_path: Path) -> None:
     """The build's analysis reads every calibration sample, as ``analyze`` does: samples 40-47 of
     64 overflow fp16 at ``up`` and ``relu`` (an analysis that stopped after the first 8 kept

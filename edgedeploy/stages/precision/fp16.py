@@ -623,28 +623,45 @@ INTEGER_TYPES = frozenset(
 
 
 def _mark_not_float32(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
-    """The plan's nodes of the main graph that compute in float64 (no float32 tensor in or out), or
-    on integers or bools only (every tensor in and out typed, none a float): the converter changes
-    float32 only, so they stay as they are and the plan says "float64" or "integer" instead of
-    "fp16" (TensorRT's pins and the report read its "fp32" nodes only). Needs the types shape
-    inference wrote into ``typed``; nodes it did not type keep their entry."""
-    graph = typed.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
-    types.update({w.name: w.data_type for w in graph.initializer})
+    """The plan's nodes, in the main graph and inside If/Loop/Scan bodies, that compute in float64
+    (no float32 tensor in or out), or on integers or bools only (every tensor in and out typed, none
+    a float): the converter changes float32 only, so they stay as they are and the plan says
+    "float64" or "integer" instead of "fp16" (TensorRT's pins and the report read its "fp32" nodes
+    only). A control-flow node counts the tensors its bodies capture and those of every node inside
+    them as its own: an int64 If whose branch computes in float32 is converted. Needs the types
+    shape inference wrote into ``typed``; nodes it did not type keep their entry."""
     marks: dict[str, tuple[str, str]] = {}
-    for node in graph.node:
-        kinds = {types.get(name) for name in [*node.input, *node.output] if name}
-        if onnx.TensorProto.DOUBLE in kinds and onnx.TensorProto.FLOAT not in kinds:
-            marks[node.name] = ("float64", "float64 compute: the fp16 conversion changes float32 only")
-        elif kinds and kinds <= INTEGER_TYPES:
-            held = ", ".join(sorted(onnx.TensorProto.DataType.Name(k).lower() for k in kinds if k))
-            marks[node.name] = ("integer", f"{held} only, no float tensor: the fp16 conversion leaves it")
+    _not_float32_marks(typed.graph, {}, marks)
     entries = cast(list[dict[str, Any]], plan["nodes"])
     for entry in entries:
         if entry["precision"] == "fp16" and entry["node"] in marks:
             entry["precision"], entry["reason"] = marks[entry["node"]]
     plan["nodes_float64"] = sum(1 for e in entries if e["precision"] == "float64")
     plan["nodes_integer"] = sum(1 for e in entries if e["precision"] == "integer")
+
+
+def _not_float32_marks(
+    graph: onnx.GraphProto, outer: Mapping[str, int], marks: dict[str, tuple[str, str]]
+) -> set[int | None]:
+    """Fill ``marks`` (node name -> precision, reason) for the nodes of ``graph`` and of its bodies,
+    with ``outer``: the element types of the enclosing scopes' tensors, by name; returns the types
+    of every tensor ``graph``'s nodes touch (None for an untyped one), bodies included."""
+    types = dict(outer)
+    types.update({v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]})
+    types.update({w.name: w.data_type for w in graph.initializer})
+    touched: set[int | None] = set()
+    for node in graph.node:
+        kinds = {types.get(name) for name in [*node.input, *node.output] if name}
+        for sub in subgraphs(node):
+            kinds |= {types.get(name) for name in captured_names(sub)}
+            kinds |= _not_float32_marks(sub, types, marks)
+        if onnx.TensorProto.DOUBLE in kinds and onnx.TensorProto.FLOAT not in kinds:
+            marks[node.name] = ("float64", "float64 compute: the fp16 conversion changes float32 only")
+        elif kinds and kinds <= INTEGER_TYPES:
+            held = ", ".join(sorted(onnx.TensorProto.DataType.Name(k).lower() for k in kinds if k))
+            marks[node.name] = ("integer", f"{held} only, no float tensor: the fp16 conversion leaves it")
+        touched |= kinds
+    return touched
 
 
 def _typed_in_place(model: onnx.ModelProto) -> onnx.ModelProto:
