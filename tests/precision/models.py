@@ -192,6 +192,29 @@ def softmax_model(op: str = "Softmax") -> onnx.ModelProto:
     )
 
 
+def scaled_softmax_model(scale: float = 0.0625, seed: int = 0) -> onnx.ModelProto:
+    """x (N, 16) -> MatMul (qk) -> Mul by ``scale`` -> Add a mask (two columns at -10000) -> Softmax:
+    the logits of an attention score reach the Softmax through a chain. With x near 1900 and the
+    columns of w 0.5 give or take 0.0006, qk is near 15200 with columns a few units apart."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((0.5 + 0.0006 * rng.standard_normal((16, 8))).astype(np.float32), "w")
+    s = numpy_helper.from_array(np.array(scale, np.float32), "s")
+    mask = numpy_helper.from_array(np.array([0] * 6 + [-10000] * 2, np.float32), "mask")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["qk"], name="qk"),
+        helper.make_node("Mul", ["qk", "s"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["scaled", "mask"], ["masked"], name="mask"),
+        helper.make_node("Softmax", ["masked"], ["y"], name="softmax", axis=-1),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [w, s, mask],
+        opset=13,
+    )
+
+
 def squared_l2norm_model(width: int = 512, seed: int = 0) -> onnx.ModelProto:
     """x (N, width) -> Mul by 20 -> L2 normalise written out (Mul(h, h), ReduceSum, Sqrt, Div) -> MatMul:
     the Mul reads h twice; at width 512 the sum of its squares overflows while each square fits fp16."""

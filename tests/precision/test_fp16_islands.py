@@ -256,6 +256,45 @@ def test_softmax_of_large_values_goes_back_to_fp16_when_fp16_does_not_change_it(
     assert nodes["softmax"]["precision"] == "fp16", nodes
 
 
+def test_softmax_logits_reaching_it_through_a_scale_and_a_mask_keep_their_chain_in_fp32(
+    tmp_path: Path,
+) -> None:
+    """MatMul -> Mul(1/16) -> Add(mask) -> Softmax, logits near 950 a few tenths apart: rule 6
+    proposed the Softmax and the Add only, but the MatMul's and the Mul's fp16 outputs (steps of
+    8 and 0.5) had already rounded the logits; keeping those two proposed did nothing, the release
+    sent everything back to fp16 and the artifact failed compare on its own data (cosine 0.9933,
+    as numpy's float16 storage gives it; all four nodes fp32: 1.0). The chain is followed back to
+    the MatMul that computes the logits."""
+    from edgedeploy.stages.compare import Gates, compare
+
+    path = models.save(models.scaled_softmax_model(), tmp_path / "att.onnx")
+    x = (1900 + np.random.default_rng(1).standard_normal((64, 16))).astype(np.float32)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    art = make_fp16_checked(path, tmp_path / "att.fp16.onnx", _request(str(data)))
+    nodes = {e["node"]: e for e in json.loads((tmp_path / "att.fp16.plan.json").read_text())["nodes"]}
+    assert all(nodes[n]["precision"] == "fp32" for n in ("qk", "scale", "mask", "softmax")), nodes
+    assert "'softmax'" in nodes["qk"]["reason"], nodes["qk"]
+    feeds = [{"x": x[i : i + 8]} for i in range(0, 64, 8)]
+    result = compare(path, art.path, feeds, Gates(min_cosine=0.999))
+    assert result.passed and result.outputs["y"].cosine >= 0.9999, result.outputs["y"]
+    assert _cosine(_run(path, {"x": x}), _run(art.path, {"x": x})) >= 0.9999
+    # the rounding in numpy: float16 storage of every output, or of the MatMul's and the Mul's only
+    w, _, mask = (onnx.numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer)
+
+    def half(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float16).astype(np.float32)
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    want = softmax((x @ w) / 16 + mask)
+    scaled = half(half(half(x) @ half(w)) / 16)
+    assert _cosine(want, softmax(half(scaled + mask))) < 0.995  # all in fp16
+    assert _cosine(want, softmax(scaled + mask)) < 0.995  # the Add and the Softmax in fp32
+
+
 def test_a_node_reading_one_tensor_twice_is_tried_back_in_fp16(tmp_path: Path) -> None:
     """Mul(h, h) and h's producer flagged as normalisation statistics are switchable in the release's
     emulation: the square reads h through one Where, not one per input (two nodes of one name, which

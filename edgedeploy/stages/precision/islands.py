@@ -18,7 +18,10 @@ Rules, each recorded as the node's reason in the precision plan:
    subgraphs stay fp32 with Casts at the boundary (make_fp16 adds them for implicit captures);
 6. a Softmax or LogSoftmax whose input reaches :data:`SHIFT_LIMIT` (512), and that input's producer:
    far below overflow, but fp16's step there moves a logit enough to change its exp(x - max)
-   (ONNX's test_softmax_large_number: 10000..10003 are all 10000 in fp16, a uniform row).
+   (ONNX's test_softmax_large_number: 10000..10003 are all 10000 in fp16, a uniform row); and the
+   chain that computes those logits, back through scales, masks and reshapes to the op that makes
+   them (an attention score's MatMul -> Mul(1/sqrt(d)) -> Add(mask)): each fp16 output on the way
+   rounds them by as much, relative to their size, as the Softmax's input would.
 
 Everything else runs in fp16. Hand-written: this is the FP16 range analysis of the architecture.
 """
@@ -56,6 +59,14 @@ SHIFT_SENSITIVE = {"Softmax", "LogSoftmax"}
 # moves by up to 0.25 and its exp by up to e**0.25, 28 %; each octave below halves that. A proposal
 # only: the measured release returns the node to fp16 unless the outputs change.
 SHIFT_LIMIT = 512.0
+# Steps that carry logits to a Softmax with a constant's scale, a bias or mask added, or rearranged
+# (Mul by 1/sqrt(d), Add of a mask): each fp16 output on the way rounds them by fp16's relative step,
+# which the rest of the chain scales to the Softmax's input, so rule 6 follows them back.
+SHIFT_CHAIN = {
+    "Add", "Sub", "Mul", "Div", "Neg", "Where", "Cast", "Identity", "Reshape", "Transpose", "Squeeze",
+    "Unsqueeze", "Flatten", "Expand",
+}  # fmt: skip
+MAX_SHIFT_CHAIN = 6  # how far rule 6 walks back from a Softmax's input
 MAX_CHAIN = 4  # how far to walk from a reduction to the start of its normalisation
 
 
@@ -127,6 +138,8 @@ def choose_fp32_nodes(
             )
             add([source.producer], f"produces {why}")
             add([node.name], f"reads {why}")
+            for name in _logit_chain(source.producer, nodes, report):
+                add([name], f"computes the logits of {node.op_type} '{node.name}' ({why})")
 
     if options.control_flow_fp32:  # rule 5
         for node in model.graph.node:
@@ -170,6 +183,32 @@ def _internal_sum(node: onnx.NodeProto, report: RangeReport) -> tuple[float, str
         measured = out.stats.absmax ** (2 if node.op_type == "ReduceL2" else 1)
     floor = source.stats.absmax**power if source else 0.0
     return max(measured, floor), "squares" if power == 2 else "absolute values"
+
+
+def _logit_chain(start: str, nodes: dict[str, onnx.NodeProto], report: RangeReport) -> list[str]:
+    """The nodes before ``start`` that compute what it carries to a Softmax: back through
+    :data:`SHIFT_CHAIN` steps (a scale, a bias or mask, a reshape) from every activation input, up
+    to and including the first node of another op (the MatMul of an attention score), at most
+    :data:`MAX_SHIFT_CHAIN` steps deep. A scale carries fp16's relative step with the values: the
+    MatMul's fp16 output rounds the logits as much as the Softmax's own input would, whatever its
+    magnitude (MatMul near 15200, steps of 8, times 1/16: 0.5 at the Softmax)."""
+    found: list[str] = []
+    frontier = [start]
+    for _ in range(MAX_SHIFT_CHAIN):
+        step: list[str] = []
+        for name in frontier:
+            node = nodes.get(name)
+            if node is None or node.op_type not in SHIFT_CHAIN:
+                continue
+            for inp in node.input:
+                tensor = report.tensor(inp) if inp else None  # an activation (not a weight, not an int)
+                if tensor is not None and tensor.producer and tensor.producer not in found:
+                    found.append(tensor.producer)
+                    step.append(tensor.producer)
+        frontier = step
+        if not frontier:
+            break
+    return found
 
 
 def _keep_reduction_chain(
