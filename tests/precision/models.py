@@ -180,6 +180,20 @@ def lp_normalization_model(p: int = 2) -> onnx.ModelProto:
     )
 
 
+def lp_pool_model(op: str = "GlobalLpPool", p: int = 2) -> onnx.ModelProto:
+    """x (N, 2, 2, 4) -> GlobalLpPool, or LpPool over the whole 2x4 window: each output is the root
+    of a sum of 8 values of |x|**p, which fp16 accumulates."""
+    attrs: dict[str, Any] = {"p": p, **({"kernel_shape": [2, 4]} if op == "LpPool" else {})}
+    nodes = [helper.make_node(op, ["x"], ["y"], name="pool", **attrs)]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 1, 1])],
+        [],
+        opset=18,
+    )
+
+
 def softmax_model(op: str = "Softmax") -> onnx.ModelProto:
     """x (N, 4) -> Softmax or LogSoftmax (axis -1), as ONNX's test_softmax_large_number."""
     nodes = [helper.make_node(op, ["x"], ["y"], name="softmax", axis=-1)]

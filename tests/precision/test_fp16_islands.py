@@ -228,6 +228,37 @@ def test_lp_normalization_p1_is_kept_on_the_sum_of_its_magnitudes(tmp_path: Path
     assert "lpn" in keep and "2.4e+04" in keep["lpn"], keep
 
 
+@pytest.mark.parametrize("op, p, sums", [("GlobalLpPool", 2, "squares up to 8e+04"),
+                                         ("LpPool", 2, "squares up to 8e+04"),
+                                         ("GlobalLpPool", 3, "|x|**3 up to 2.16e+05")])  # fmt: skip
+def test_lp_pools_are_kept_on_the_sum_their_window_accumulates(
+    tmp_path: Path, op: str, p: int, sums: str
+) -> None:
+    """Eight values per window whose |x|**p each fit fp16 and whose sum does not (100**2 = 1e4, summed
+    8e4): float16 accumulates that sum to Inf where float32 gives 282.8, but LpPool and GlobalLpPool
+    were not among the squaring reductions (LpNormalization and ReduceL2 were) and stayed fp16. They
+    are kept on the sum, which is their output to the power p, and the artifact gives fp32's values
+    (ONNX Runtime's CPU kernel computes them in float32 either way: numpy shows the overflow)."""
+    from edgedeploy.ui import Ui
+
+    value = 100.0 if p == 2 else 30.0
+    x = np.full((2, 2, 2, 4), value, np.float32)
+    half = x.astype(np.float16)
+    with np.errstate(over="ignore"):  # fp16 overflows
+        assert np.isinf(np.sum(np.abs(half) ** p, axis=(2, 3), dtype=np.float16)).all()
+    path = models.save(models.lp_pool_model(op, p), tmp_path / "pool.onnx")
+    keep, _ = plan_islands(path, [{"x": x}])
+    assert "pool" in keep and f"{op} sums {sums} " in keep["pool"], keep
+    small, _ = plan_islands(path, [{"x": np.full((2, 2, 2, 4), 40.0 if p == 2 else 10.0, np.float32)}])
+    assert "pool" not in small, small  # 8 * 1600 and 8 * 1000 fit
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    art = make_fp16_checked(path, tmp_path / "pool.fp16.onnx", _request(str(data)), Ui(quiet=True))
+    nodes = {e["node"]: e for e in json.loads((tmp_path / "pool.fp16.plan.json").read_text())["nodes"]}
+    assert nodes["pool"]["precision"] == "fp32", nodes
+    np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-6)
+
+
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 def test_softmax_of_large_logits_is_kept_in_fp32_where_fp16_changes_it(tmp_path: Path, op: str) -> None:
     """ONNX's test_softmax_large_number: fp16 stores 10000..10003 as 10000, 10000, 10000, 10000

@@ -189,8 +189,9 @@ class NormSumObserver:
     """The largest sum of ``|x|**p`` along the axis of each LpNormalization, measured on its input.
 
     Its output (``x / norm``, within [-1, 1]) shows nothing of that sum, which fp16 accumulates and
-    which overflows long before any one value does (eight values of 100: 8e4); a ReduceL2's or
-    ReduceSumSquare's own output is that sum (or its root) and needs no observer."""
+    which overflows long before any one value does (eight values of 100: 8e4); a ReduceL2's,
+    ReduceSumSquare's, LpPool's or GlobalLpPool's own output is that sum (or its root, per window
+    for the pools) and needs no observer."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.norms: dict[str, list[tuple[str, int, int]]] = {}  # input -> (node, axis, p)

@@ -8,9 +8,10 @@ Rules, each recorded as the node's reason in the precision plan:
    every consumer of it: an fp16 consumer would get it through a Cast to fp16, which is where the
    Inf appears;
 3. squaring reductions whose sum of squares leaves the range though their output does not
-   (ReduceSumSquare, ReduceL2, LpNormalization: an L2 norm of 8 values of 100 overflows inside);
-   the sum is the reduction's output for the first two, and measured along its axis for
-   LpNormalization (:class:`~edgedeploy.stages.precision.analysis.NormSumObserver`);
+   (ReduceSumSquare, ReduceL2, LpNormalization, LpPool, GlobalLpPool: an L2 norm of 8 values of
+   100 overflows inside); the sum is the reduction's output for ReduceSumSquare, its output to the
+   power p for ReduceL2 and the pools, and measured along its axis for LpNormalization
+   (:class:`~edgedeploy.stages.precision.analysis.NormSumObserver`);
 4. the reductions that feed a kept node (the ReduceMean / Pow / Sub chain of a hand-written
    LayerNorm or L2 norm, the ReduceMax / Exp / ReduceSum of a hand-written Softmax), so the
    statistics of a normalisation are computed in the precision of the values they normalise;
@@ -49,7 +50,8 @@ REDUCTIONS = {
     "ReduceLogSumExp",
     "ReduceProd",
 }
-SQUARING = {"ReduceSumSquare", "ReduceL2", "LpNormalization"}
+SQUARING = {"ReduceSumSquare", "ReduceL2", "LpNormalization", "LpPool", "GlobalLpPool"}
+P_NORMS = {"LpNormalization", "LpPool", "GlobalLpPool"}  # sums of |x|**p, p an attribute (default 2)
 # Element-wise steps of hand-written normalisations, walked through from a reduction to its input.
 NORM_CHAIN = {"Sub", "Pow", "Mul", "Sqrt", "Reciprocal", "Add", "Div", "Exp", "Abs", "Cast"}
 CONTROL_FLOW = {"If", "Loop", "Scan"}
@@ -169,20 +171,23 @@ def choose_fp32_nodes(
 
 def _internal_sum(node: onnx.NodeProto, report: RangeReport) -> tuple[float, str]:
     """The largest sum a squaring reduction accumulates, and what it sums: ReduceL2's output squared,
-    ReduceSumSquare's output, an LpNormalization's sum as the analysis measured it (its output, the
-    normalised values, tells nothing of it). The largest single square of the input is the floor
+    ReduceSumSquare's output, an LpPool's or GlobalLpPool's output to the power p (the root of its
+    window's sum), an LpNormalization's sum as the analysis measured it (its output, the
+    normalised values, tells nothing of it). The largest single |x|**p of the input is the floor
     where nothing better was observed."""
     source = report.tensor(node.input[0]) if node.input else None
     out = report.tensor(node.output[0]) if node.output else None
     power = 2
+    if node.op_type in P_NORMS:
+        power = next((int(a.i) for a in node.attribute if a.name == "p"), 2)
     measured = 0.0
     if node.op_type == "LpNormalization":
-        power = next((int(a.i) for a in node.attribute if a.name == "p"), 2)
         measured = report.norm_sums.get(node.name, 0.0)
     elif out is not None:
-        measured = out.stats.absmax ** (2 if node.op_type == "ReduceL2" else 1)
+        measured = out.stats.absmax ** (1 if node.op_type == "ReduceSumSquare" else power)
     floor = source.stats.absmax**power if source else 0.0
-    return max(measured, floor), "squares" if power == 2 else "absolute values"
+    what = "squares" if power == 2 else "absolute values" if power == 1 else f"|x|**{power}"
+    return max(measured, floor), what
 
 
 def _logit_chain(start: str, nodes: dict[str, onnx.NodeProto], report: RangeReport) -> list[str]:
