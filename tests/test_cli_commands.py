@@ -33,3 +33,15 @@ def test_build_help_says_the_calibration_data_and_samples_serve_the_fp16_analysi
     rows = [ln.split() for ln in result.stdout.splitlines()]
     lines = {r[1]: " ".join(r) for r in rows if len(r) > 1 and r[1].startswith("--calib")}
     assert "fp16" in lines["--calib-samples"] and "fp16" in lines["--calib-data"], lines
+
+
+def test_build_help_says_the_calibration_batch_size_serves_the_fp16_analysis_too() -> None:
+    """--calib-batch-size was still "int8: calibration batch size" beside --calib-data and
+    --calib-samples, though the fp16 range analysis (and an accuracy budget) reads the data in
+    batches of that size too."""
+    result = CliRunner().invoke(cli.app, ["build", "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    rows = [ln.split() for ln in result.stdout.splitlines()]
+    lines = {r[1]: " ".join(r) for r in rows if len(r) > 1 and r[1].startswith("--calib")}
+    line = lines["--calib-batch-size"]
+    assert "int8:" not in line and "fp16" in line and "int8" in line, line

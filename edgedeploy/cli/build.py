@@ -86,7 +86,12 @@ def build_command(
         ),
     ] = 512,
     calib_batch_size: Annotated[
-        int, typer.Option(help="int8: calibration batch size.", rich_help_panel=INT8)
+        int,
+        typer.Option(
+            help="int8 calibration and fp16 range analysis: samples read from the data at a time (a "
+            "model with a fixed batch takes its own).",
+            rich_help_panel=INT8,
+        ),
     ] = 8,
     input: InputShapes = None,
     workspace_mb: Annotated[
