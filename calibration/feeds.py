@@ -406,11 +406,13 @@ def _stack(buffer: list[Feed], axes: dict[str, int | None]) -> Feed:
 
 
 def sample_limit(samples: int | None, inputs: Sequence[TensorSpec]) -> int | None:
-    """The samples a data file or folder is read for at most: ``samples``, or one whole batch where
-    the model's fixed batch is larger (ONNX's test_mish, X[10000], on the default 512 samples), as
-    random data gives a whole batch; the data must still hold it."""
+    """The samples a data file or folder is read for at most, and what its description records:
+    ``samples``, or where the model's batch is fixed, the whole batches they make, one at least
+    (ONNX's test_mish, X[10000], on the default 512 samples: 10000), as random data gives a whole
+    batch; a rest short of a batch cannot feed the model and is not read. The data must still hold
+    them."""
     static = static_batch(inputs)
-    return max(samples, static) if samples is not None and static else samples
+    return max(samples - samples % static, static) if samples is not None and static else samples
 
 
 def rebatch(

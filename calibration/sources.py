@@ -29,7 +29,7 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError, raised
-from calibration.feeds import DataSource, Feed, batch_axes, rebatch, static_batch
+from calibration.feeds import DataSource, Feed, batch_axes, rebatch, sample_limit, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec, is_named
 from calibration.modelinfo import batch_names as named_batches
@@ -108,7 +108,7 @@ def _random_source(
             "generator": "numpy.default_rng.standard_normal",
             "seed": seed,
             "batch_size": batch_size,
-            "samples": samples,
+            "samples": samples if dynamic else -(-samples // batch_size) * batch_size,  # whole batches
             "shapes": {s.name: list(s.concrete_shape(batch_size, shapes, named)) for s in inputs},
         },
         synthetic=True,
@@ -184,7 +184,7 @@ def _array_files_source(
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],
         "batch_size": static_batch(inputs) or batch_size,
-        "samples": samples,
+        "samples": sample_limit(samples, inputs),  # what is read: a fixed batch whole
     }
     return DataSource("arrays", spec, inputs, make, details, note=integers_for_floats(files[0], inputs))
 

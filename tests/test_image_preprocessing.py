@@ -53,6 +53,18 @@ def test_an_image_folder_reads_a_whole_fixed_batch_beyond_the_samples_asked_for(
     assert [f["x"].shape for f in feeds] == [(4, 1, 8, 8)]
 
 
+def test_an_image_folder_on_a_fixed_batch_describes_the_images_it_used(
+    tmp_path: Path, digits: Digits
+) -> None:
+    """A model fixed at a batch of 4 and 6 samples asked for: one batch of 4 is read (2 images cannot
+    feed it), and the description lists those 4 files, not the 6 that were chosen."""
+    folder = _images(tmp_path, digits, 8)
+    spec = TensorSpec("x", (4, 1, 8, 8), "float32")
+    source = open_source(str(folder), [spec], samples=6, image_options={"color": "gray"})
+    assert [f["x"].shape for f in source] == [(4, 1, 8, 8)]
+    assert [f["name"] for f in source.describe()["files"]] == ["000.png", "001.png", "002.png", "003.png"]
+
+
 def test_compare_reads_images_with_the_declared_preprocessing(tmp_path: Path, digits: Digits) -> None:
     folder = _images(tmp_path, digits)
     prep = tmp_path / "prep.toml"

@@ -68,6 +68,23 @@ def test_a_fixed_batch_larger_than_the_samples_asked_for_is_read_whole(tmp_path:
         list(open_source(str(tmp_path / "short.npz"), fixed, samples=512))
 
 
+def test_a_fixed_batch_read_whole_is_described_with_the_samples_it_used(tmp_path: Path) -> None:
+    """X[1000] with 512 samples asked for reads one whole batch of 1000, but the description (the
+    data of the fp16 ranges report, of the int8 calibration report, of the cache keys) said
+    "samples": 512; 1500 asked read one batch as well (the short rest cannot feed the model), and
+    random data made 1000 for 512. Each now says the samples its feeds hold."""
+    fixed = [TensorSpec("x", (1000,), "float32")]
+    np.savez(tmp_path / "d.npz", x=np.arange(3000, dtype=np.float32))
+    for asked, used in ((512, 1000), (1500, 1000), (2000, 2000)):
+        source = open_source(str(tmp_path / "d.npz"), fixed, samples=asked)
+        assert sum(f["x"].shape[0] for f in source) == used == source.describe()["samples"], asked
+    for asked, used in ((512, 1000), (1500, 2000)):
+        source = open_source("random", fixed, samples=asked)
+        assert sum(f["x"].shape[0] for f in source) == used == source.describe()["samples"], asked
+    source = open_source(str(tmp_path / "d.npz"), [TensorSpec("x", ("n",), "float32")], samples=10)
+    assert source.describe()["samples"] == 10  # a dynamic batch: what was asked, as before
+
+
 def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.arange(96, dtype=np.float32).reshape(2, 3, 4, 4))
     folder = tmp_path / "batches"

@@ -565,6 +565,27 @@ def test_an_overflow_only_late_in_the_calibration_data_is_kept_in_fp32(tmp_path:
     assert np.all(np.isfinite(got)) and _cosine(_run(path, {"x": x}), got) >= 0.999
 
 
+def test_the_ranges_report_records_the_samples_a_whole_fixed_batch_used(tmp_path: Path) -> None:
+    """ONNX's test_mish shape, X[10000] with --calib-samples' default 512: the analysis read the
+    whole batch of 10000 (its line and summary say so) while the ranges report's data said
+    "samples": 512."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["X", "X"], ["Y"], name="sq")],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [10000])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [10000])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = models.save(model, tmp_path / "m.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, X=np.linspace(-3, 3, 10000).astype(np.float32))
+    make_fp16_checked(path, tmp_path / "m.fp16.onnx", _request(str(data)))
+    ranges = json.loads((tmp_path / "m.fp16.ranges.json").read_text())
+    assert ranges["summary"]["samples"] == ranges["data"]["samples"] == 10000, ranges["data"]
+
+
 def test_external_data_model_is_analysed_and_converted(tmp_path: Path) -> None:
     path = models.save(models.decomposed_layernorm_model(), tmp_path / "ext.onnx", external=True)
     assert (tmp_path / "ext.onnx.data").is_file()
