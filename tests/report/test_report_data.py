@@ -537,3 +537,46 @@ def test_a_low_precision_slower_than_fp32_is_named_only_where_the_figures_are_th
     other = {**_profile(3.0, 4.0), "backend": "tensorrt"}
     assert slower_than_fp32({"fp32": _profile(2.0, 3.0), "int8": other}) == {}  # another backend
     assert slower_than_fp32({"int8": _profile(3.0, 4.0)}) == {}  # no fp32 to compare with
+
+
+def test_a_per_layer_compare_beside_a_plain_compare_of_its_precision_is_refused_unless_the_same(
+    tmp_path: Path,
+) -> None:
+    """``compare --per-layer --json`` holds the output table's compare (``compare``) beside the layers:
+    next to a plain compare JSON of the same precision it was no duplicate, and whichever came last
+    gave the page its figures (int8's cosine 0.95 or 0.999 by argument order). Other figures are now
+    refused in one line as two compares of one precision are; the same figures (one compare run,
+    written both ways) are one source, taken with the per-layer view; and two per-layer files of one
+    precision are refused too."""
+    import json
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.report.load import load_json_files
+
+    def compare(cosine: float) -> dict[str, object]:
+        return {"reference": "m.onnx", "candidate": "m.int8.onnx", "candidate_precision": "int8",
+                "mode": "onnx", "passed": True, "gates": {"min_cosine": 0.9},
+                "outputs": {"y": {"cosine": cosine, "max_abs": 0.1, "identical": False}}}  # fmt: skip
+
+    layers = {"precision": "int8", "gates": {"min_cosine": 0.9}, "layers": [
+        {"tensor": "a", "order": 0, "cosine": 0.99, "exceeds": False}]}  # fmt: skip
+    files = {
+        "plain": compare(0.999),
+        "layers": {"compare": compare(0.95), "per_layer": layers},
+        "same": {"compare": compare(0.999), "per_layer": layers},
+    }
+    for name, content in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+    plain, other, same = (tmp_path / f"{name}.json" for name in files)
+    for paths in ([plain, other], [other, plain]):
+        with pytest.raises(InputError, match=r"both give int8's compare figures"):
+            load_json_files(paths)
+    for paths in ([plain, same], [same, plain]):
+        data = load_json_files(paths)
+        assert data.row("int8").compare["outputs"]["y"]["cosine"] == 0.999
+        assert len(data.per_layer) == 1
+    with pytest.raises(InputError, match=r"both give int8's per-layer figures"):
+        load_json_files([other, same])
+    (tmp_path / "again.json").write_text(json.dumps(files["same"]))
+    with pytest.raises(InputError, match=r"both give int8's per-layer figures"):
+        load_json_files([same, tmp_path / "again.json"])

@@ -560,8 +560,8 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
     # a model file's name -> (its recorded path, its recorded sha256, the file naming it)
     files: dict[str, tuple[str, str | None, Path]] = {}
     digests: dict[str, str] = {}  # a recorded sha256 -> the model of the first file that recorded it
-    # (kind, precision) -> the file that gave them, and its kind
-    figures: dict[tuple[str, str], tuple[Path, str | None]] = {}
+    # (kind, precision) -> the file that gave them, its kind and what a compare of it holds
+    figures: dict[tuple[str, str], tuple[Path, str | None, str | None]] = {}
     single: dict[str, Path] = {}  # calibrate, analyze -> the file that gave the report's only one
     for path in paths:
         content = _read_json(path, None)
@@ -584,14 +584,19 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
                     f"{Path(recorded).name} with other content are two models; a report is of one model"
                 )
         kind = json_kind(content)
+        held = _compare_held(content)
         for figure, precision in _figures_given(content):
-            earlier, earlier_kind = figures.setdefault((figure, precision), (path, kind))
-            if earlier != path:
-                why = (
-                    "a run record or bundle carries its precisions' figures; pass it alone"
-                    if {kind, earlier_kind} & {"run", "bundle"}
-                    else "are they of two models?"
-                )
+            earlier, earlier_kind, earlier_held = figures.setdefault((figure, precision), (path, kind, held))
+            if earlier != path and not _one_compare(figure, {kind, earlier_kind}, held, earlier_held):
+                if {kind, earlier_kind} & {"run", "bundle"}:
+                    why = "a run record or bundle carries its precisions' figures; pass it alone"
+                elif {kind, earlier_kind} == {"compare", "compare-per-layer"}:
+                    why = (
+                        "a compare --per-layer file's output table is its compare; beside a plain "
+                        "compare it must hold the same figures: pass the two of one compare run, or one"
+                    )
+                else:
+                    why = "are they of two models?"
                 raise InputError(
                     f"{path} and {earlier} both give {precision}'s {figure} figures: a report shows one "
                     f"per precision ({why})"
@@ -610,13 +615,17 @@ def load_json_files(paths: Sequence[Path]) -> RunData:
 
 
 def _figures_given(content: Any) -> list[tuple[str, str]]:
-    """(kind, precision) of the profile and compare figures a ``--json`` file gives: a profile's or a
-    compare's one, and every precision's of a run record or bundle that has them."""
+    """(kind, precision) of the profile, compare and per-layer figures a ``--json`` file gives: a
+    profile's or a compare's one, a ``compare --per-layer`` file's compare (its output table) and
+    per-layer ones, and every precision's of a run record or bundle that has them."""
     kind = json_kind(content)
     if not isinstance(content, dict):
         return []
     if kind in ("profile", "compare"):
         return [(kind, _candidate_precision(content, "artifact" if kind == "profile" else "candidate"))]
+    if kind == "compare-per-layer":
+        precision = _candidate_precision(content["compare"], "candidate")
+        return [("per-layer", precision), ("compare", precision)]
     entries = content.get({"run": "precisions", "bundle": "artifacts"}.get(kind or "", ""))
     return [
         (figure, str(entry.get("precision")))
@@ -625,6 +634,31 @@ def _figures_given(content: Any) -> list[tuple[str, str]]:
         for figure in ("profile", "compare")
         if entry.get(figure)
     ]
+
+
+def _compare_held(content: Any) -> str | None:
+    """What a compare or ``compare --per-layer`` file gives the page, as canonical JSON: its output
+    table's summary (:func:`_compare_summary`, the figures as written), its gates and the sha256 of
+    the candidate it measured; None for other files."""
+    kind = json_kind(content)
+    if kind not in ("compare", "compare-per-layer"):
+        return None
+    full = content["compare"] if kind == "compare-per-layer" else content
+    outputs = full.get("outputs") or {}
+    held = {
+        "summary": {**_compare_summary(full), "outputs": outputs},  # figures as written ("NaN")
+        "gates": full.get("gates"),
+        "candidate_sha256": full.get("candidate_sha256"),
+    }
+    return json.dumps(held, sort_keys=True)
+
+
+def _one_compare(figure: str, kinds: set[str | None], held: str | None, earlier_held: str | None) -> bool:
+    """Whether a plain compare file and a ``compare --per-layer`` one of its precision are one source:
+    the per-layer file's output table (its ``compare``) holds exactly the plain file's figures, gates
+    and candidate, as when one compare run wrote both. The page then takes those figures and the
+    per-layer view; other figures would be two compares of one precision, one silently dropped."""
+    return figure == "compare" and kinds == {"compare", "compare-per-layer"} and held == earlier_held
 
 
 def _model_names(data: RunData) -> Iterator[str]:
