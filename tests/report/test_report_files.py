@@ -860,3 +860,72 @@ def test_matrix_page_table_with_reasons_fits_the_page_at_1200px(tmp_path: Path) 
         assert scrolled <= 0 and past <= 0.5, seen.value  # no horizontal scrolling, the reason cell inside
         assert reason_width >= 12 * 16 - 1, seen.value  # 12rem: words a line, not letters
     assert "<body class='wide'>" in page.read_text()  # what it relies on (render.CSS's body.wide)
+
+
+_NOT_MEASURED = "not a finite number >= 0"
+_IPS = ("batches", 0, "throughput_ips")
+_ENERGY = ("batches", 0, "energy")
+
+
+@pytest.mark.parametrize(
+    ("where", "bad", "said"),
+    [
+        (_IPS, -5.0, f"batches[0].throughput_ips is -5.0, {_NOT_MEASURED}"),
+        (_IPS, float("nan"), f"batches[0].throughput_ips is nan, {_NOT_MEASURED}"),
+        (_IPS, "fast", "batches[0].throughput_ips is a string ('fast'), not a number"),
+        (("batches", 0, "throughput_qps"), float("inf"), f"throughput_qps is inf, {_NOT_MEASURED}"),
+        (("batches", 0, "peak_rss_mb"), -1, f"batches[0].peak_rss_mb is -1, {_NOT_MEASURED}"),
+        ((*_ENERGY, "avg_power_w"), -2.0, f"energy.avg_power_w is -2.0, {_NOT_MEASURED}"),
+        ((*_ENERGY, "energy_per_inference_mj"), float("nan"), f"inference_mj is nan, {_NOT_MEASURED}"),
+        ((*_ENERGY, "rails", "VDD_IN"), -1.0, f"energy.rails.VDD_IN is -1.0, {_NOT_MEASURED}"),
+        ((*_ENERGY, "trace", "rails", "VDD_IN", 1), float("-inf"), f"VDD_IN[1] is -inf, {_NOT_MEASURED}"),
+        (("batches", 0, "iterations"), -3, f"batches[0].iterations is -3, {_NOT_MEASURED}"),
+        (("bytes",), -100, "field bytes is -100, not a whole number >= 0"),
+        (("bytes",), 2.5, "field bytes is 2.5, not a whole number >= 0"),
+    ],
+)
+def test_a_profile_with_impossible_throughput_memory_energy_or_size_is_refused_by_file_and_field(
+    tmp_path: Path, where: tuple[Any, ...], bad: Any, said: str
+) -> None:
+    """Latencies were range-checked, the other figures not: a throughput of -5 or NaN, a negative
+    peak memory, power, energy or size was drawn as given, exit 0. They are refused as latencies are:
+    the file and the field in one line."""
+    trace = {"t_s": [0.0, 0.5], "rails": {"VDD_IN": [4.9, 5.1]}}
+    energy = {"measurable": True, "source": "rapl", "avg_power_w": 5.0, "energy_per_inference_mj": 4.0,
+              "rails": {"VDD_IN": 5.0}, "trace": trace}  # fmt: skip
+    batch = {"batch_size": 1, "latency": {"median_ms": 1.0, "p99_ms": 2.0}, "iterations": 10,
+             "throughput_ips": 1000.0, "throughput_qps": 1000.0, "peak_rss_mb": 80.0,
+             "energy": energy}  # fmt: skip
+    profile = {"artifact": "m.fp16.onnx", "backend": "onnxruntime", "settings": {}, "bytes": 250,
+               "batches": [batch]}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    load_run([tmp_path / "p.json"])  # as measured: read
+    parent: Any = profile
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = bad
+    (tmp_path / "p.json").write_text(json.dumps(profile))  # NaN and Infinity: as json.dumps writes them
+    with pytest.raises(InputError) as refused:
+        load_run([tmp_path / "p.json"])
+    assert str(refused.value).startswith(f"{tmp_path / 'p.json'}: field "), str(refused.value)
+    assert said in str(refused.value)
+
+
+def test_a_run_record_or_build_with_an_impossible_figure_is_refused(workdir: Path, tmp_path: Path) -> None:
+    """The same figures in a run record's profile summary, and a build JSON's size; exit 2 from the CLI."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    record = json.loads((workdir / "run.json").read_text())
+    record["precisions"][1]["profile"]["batch_sizes"]["1"]["throughput_ips"] = -10.0
+    (workdir / "run.json").write_text(json.dumps(record))
+    said = r"run\.json: field precisions\[1\]\.profile\.batch_sizes\.1\.throughput_ips is -10\.0, not a"
+    with pytest.raises(InputError, match=said):
+        load_run([workdir])
+    build = {
+        "precision": {"precision": "fp16", "path": "m.fp16.onnx", "bytes": -500, "files": []},
+        "build": {"backend": "onnxruntime", "info": {"target": "x86-64-cpu"}},
+    }
+    (tmp_path / "b.json").write_text(json.dumps(build))
+    result = run_cli("report", "b.json", "-o", "r", cwd=tmp_path)
+    assert_clean_input_error(result, "b.json: field precision.bytes is -500, not a whole number >= 0")
+    assert not (tmp_path / "r").exists()

@@ -11,6 +11,8 @@ A spec is a tuple of types (``None`` among them where null is a value the writer
 null). An object or list given as a field may be null: the readers take null for absent there.
 Latencies are :data:`MS` (a finite number >= 0) and :class:`Rising` (percentiles in order): a file
 edited to a p50 of -1, NaN or a p50 above its p99 is damaged, refused by name as a wrong type is.
+So are the other measured figures (:data:`MEASURED`: throughput, iterations, peak memory, power and
+energy) and sizes (:data:`COUNT`, a whole number >= 0): a throughput of -5 or NaN, a negative size.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ class Needed:
 
 @dataclass(frozen=True)
 class Measured:
-    """A figure that cannot be negative: a finite number >= 0, or null where nothing was measured."""
+    """A figure that cannot be negative: a finite number >= 0 (``whole``: an integer >= 0, a count of
+    bytes), or null where nothing was measured."""
+
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ class Rising:
     keys: tuple[str, ...] = ()
 
 
-MS = Measured()
+MEASURED = Measured()  # throughput, iterations, memory, power, energy
+MS = MEASURED  # a latency
+COUNT = Measured(whole=True)  # a size in bytes
 
 # ---------------------------------------------------------------- the forms the files share
 
@@ -72,20 +79,20 @@ ENERGY = {
     "measurable": BOOL,
     "source": STR,
     "reason": STR,
-    "avg_power_w": NUM,
-    "energy_per_inference_mj": NUM,
-    "rails": Each(NUMBER),
+    "avg_power_w": MEASURED,
+    "energy_per_inference_mj": MEASURED,
+    "rails": Each(Needed(MEASURED)),  # watts
     "rails_covered": STR,
-    "trace": {"t_s": [NUMBER], "rails": Each([NUM])},
+    "trace": {"t_s": [NUMBER], "rails": Each([MEASURED])},
 }
 LATENCY_FIGURES = {"median_ms": MS, "p90_ms": MS, "p99_ms": MS, "mean_ms": MS, "cv_percent": MS}
 PERCENTILES = ("median_ms", "p90_ms", "p99_ms")
 LATENCY = Rising(LATENCY_FIGURES, PERCENTILES)
 BATCH_FIGURES = {
-    "iterations": NUM,
-    "throughput_ips": NUM,
-    "throughput_qps": NUM,
-    "peak_rss_mb": NUM,
+    "iterations": MEASURED,
+    "throughput_ips": MEASURED,
+    "throughput_qps": MEASURED,
+    "peak_rss_mb": MEASURED,
     "energy": ENERGY,
     "quantiles_ms": Rising([Needed(MS)]),  # 0..100 %
 }
@@ -214,7 +221,7 @@ SCHEMAS: dict[str, Any] = {
         "precision": STR,
         "candidate_precision": STR,
         "mode": STR,
-        "bytes": INT,
+        "bytes": COUNT,
         "sha256": STR,  # absent in files written before profile recorded it
         "settings": SETTINGS,
         "batches": [{"batch_size": INT, "latency": LATENCY, **BATCH_FIGURES}],
@@ -222,7 +229,7 @@ SCHEMAS: dict[str, Any] = {
     "analyze": RANGES,
     "calibrate": {"target": STR, "report": Needed(CALIBRATION)},
     "build": {
-        "precision": Needed({"precision": STR, "path": STR, "bytes": INT, "info": INFO, "files": [(str,)]}),
+        "precision": Needed({"precision": STR, "path": STR, "bytes": COUNT, "info": INFO, "files": [(str,)]}),
         "build": {"backend": STR, "info": {"target": STR, "onnxruntime": TEXT, "tensorrt": TEXT}},
     },
     "ranges": RANGES,  # the sidecars, by load.py's SIDECARS
@@ -249,7 +256,7 @@ def _wanted(spec: Any) -> str:
     if isinstance(spec, (Needed, Rising)):
         return _wanted(spec.spec)
     if isinstance(spec, Measured):
-        return "a number"
+        return "a whole number" if spec.whole else "a number"
     if isinstance(spec, (dict, Each)):
         return "an object"
     if isinstance(spec, list):
@@ -289,9 +296,11 @@ def problem(value: Any, spec: Any, where: str = "", field: bool = False) -> str 
     if isinstance(spec, Rising):
         return problem(value, spec.spec, where, field) or _falls(value, spec, where)
     if isinstance(spec, Measured) and _fits(value, NUM):
-        if value is None or (math.isfinite(value) and value >= 0):
+        if spec.whole and (value is None or (isinstance(value, int) and value >= 0)):
             return None
-        return f"{where} is {value!r}, not a finite number >= 0"
+        if not spec.whole and (value is None or (math.isfinite(value) and value >= 0)):
+            return None
+        return f"{where} is {value!r}, not {'a whole number' if spec.whole else 'a finite number'} >= 0"
     if isinstance(spec, tuple):
         if _fits(value, spec):
             return None
