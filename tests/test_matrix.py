@@ -952,3 +952,37 @@ def test_a_board_no_ray_node_announces_is_told_the_clusters_address_to_join(
     executor.address, executor._resources, executor._gcs_address = address, {}, gcs
     reason = executor.skip_reason(load_target("jetson-orin-nano"), "tensorrt") or ""
     assert f"ray start --address {joins} --resources" in reason, reason
+
+
+def test_a_bundle_folder_holding_board_files_is_refused_before_its_cells_unless_up_to_date(
+    project: Path,
+) -> None:
+    """matrix built every cell, then warned that a bundle folder's device/ held the board's files
+    (engines, results) and left that bundle unmade. A folder that is not the bundle this workdir made
+    is refused at the config check; this workdir's own bundle is refused before a cell it holds would
+    be built again; a rerun with nothing to redo leaves it, and the board's files, as they are."""
+    path = project / "board.toml"
+    text = (
+        'workdir = "board"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\n'
+        '[profile]\nenabled = false\n[bundle]\noutput = "board-bundles"\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "a.onnx"\n'
+    )
+    path.write_text(text)
+    assert list(_run_local(path).bundles) == ["a/x86-64-cpu"]
+    device = project / "board-bundles" / "a" / "x86-64-cpu" / "device"
+    (device / "results").mkdir(parents=True)
+    (device / "results" / "verify-fp16.json").write_text("{}")
+    again = _run_local(path)  # every cell cached: the bundle is not made again, nothing refused
+    assert list(again.bundles) == ["a/x86-64-cpu"] and all(c.cached for c in again.cells)
+    store = project / "board" / ".edgedeploy-cache" / "matrix"
+    entries = sorted(store.iterdir())
+    path.write_text(text.replace("samples = 8", "samples = 16"))  # every cell compares again
+    with pytest.raises(InputError, match=r"x86-64-cpu/device holds 1 file written on the board"):
+        _run_local(path)
+    assert sorted(store.iterdir()) == entries  # refused before a cell was built
+    other = project / "board-other.toml"
+    other.write_text(text.replace('workdir = "board"', 'workdir = "board-other"'))
+    with pytest.raises(InputError, match=r"x86-64-cpu/device holds 1 file written on the board"):
+        load_matrix_config(other)
+    assert (device / "results" / "verify-fp16.json").read_text() == "{}"

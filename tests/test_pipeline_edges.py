@@ -86,6 +86,38 @@ def test_changed_gates_remake_the_bundle_and_a_damaged_bundle_is_made_again(
     assert next((bundle / "models").glob("*.fp16.onnx")).is_file()
 
 
+def test_a_bundle_output_holding_board_files_is_refused_before_any_work_unless_the_run_is_up_to_date(
+    digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run` refused a bundle output whose device/ holds what the board wrote (engines, results) only
+    at the bundle stage, after every build, compare and profile. It is refused at the config check
+    when the folder is not the bundle this workdir's run made, and before the first stage that would
+    run again otherwise; a run with nothing to redo does not touch the bundle and still passes."""
+    path = _config(tmp_path, digits, extra='\n[bundle]\noutput = "out"\n')
+    assert run_pipeline(load_config(path)).bundle is not None
+    device = tmp_path / "out" / "device"
+    (device / "engines").mkdir(parents=True)
+    (device / "engines" / "digits.fp16.engine").write_bytes(b"built on the board")
+    (device / "results").mkdir()
+    (device / "results" / "verify-fp16.json").write_text("{}")
+    again = run_pipeline(load_config(path))  # up to date: nothing rewritten, nothing refused
+    assert again.stages_run == [] and (device / "engines" / "digits.fp16.engine").is_file()
+
+    def no_work(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("compared before refusing the bundle output")
+
+    monkeypatch.setattr("edgedeploy.pipeline.run.compare", no_work)
+    path.write_text(path.read_text().replace("samples = 50", "samples = 40"))  # compare runs again
+    with pytest.raises(InputError, match=r"out/device holds 2 files written on the board"):
+        run_pipeline(load_config(path))
+    # another workdir's run into that bundle folder: refused at the config check, nothing made
+    path.write_text(path.read_text().replace('workdir = "work"', 'workdir = "other"'))
+    with pytest.raises(InputError, match=r"out/device holds 2 files written on the board"):
+        run_pipeline(load_config(path))
+    assert not (tmp_path / "other").exists()
+    assert (device / "results" / "verify-fp16.json").read_text() == "{}"
+
+
 def test_a_primary_precision_that_is_not_built_is_refused_before_any_work(
     digits: Digits, tmp_path: Path
 ) -> None:

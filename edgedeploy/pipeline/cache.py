@@ -39,6 +39,15 @@ class StageCache:
         """
         return self._check(stage, key)[0]
 
+    def recorded(self, stage: str) -> dict[str, Any] | None:
+        """The stage's last recorded result, whatever its key, while it holds as :meth:`lookup`
+        checks it (the record as written, every output file with its recorded hash); else None."""
+        try:
+            key = json.loads(self._path(stage).read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return self.lookup(stage, key) if isinstance(key, str) else None
+
     def _check(self, stage: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
         """:meth:`lookup`'s result, and why a record of this key does not count (None when there is
         none, or its key differs: the inputs or options changed, which needs no saying)."""

@@ -55,7 +55,7 @@ from edgedeploy.pipeline.executors import (
     target_resource,
     timing_lock,
 )
-from edgedeploy.pipeline.matrix_config import Cell, CellPlan, MatrixConfig
+from edgedeploy.pipeline.matrix_config import Cell, CellPlan, MatrixConfig, matrix_bundle_stage
 from edgedeploy.pipeline.run import (
     _calibration_fingerprint,
     _resolve_source,
@@ -70,12 +70,19 @@ from edgedeploy.pipeline.run import (
     known_shapes,
     profile_options,
     profile_shapes,
+    refuse_board_files,
     refuse_profiles_missing,
     refuse_unranged_dims,
 )
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.build import build, make_precision
-from edgedeploy.stages.bundle import BundleArtifact, make_bundle, tool_versions, verify_bundle
+from edgedeploy.stages.bundle import (
+    BundleArtifact,
+    check_bundle_output,
+    make_bundle,
+    tool_versions,
+    verify_bundle,
+)
 from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import ExportOptions, export, is_onnx_path, module_search_path
@@ -479,6 +486,7 @@ def run_matrix(
     node_versions: dict[str, dict[str, Any]] = {}
     node_failed: dict[str, str] = {}  # target -> why its node could not be asked
     deferred: dict[str, list[tuple[_ModelState, CellPlan]]] = {}
+    held = _board_bundles(matrix)
 
     def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
         precision_bytes = precision[1] if precision is not None else {}
@@ -535,6 +543,9 @@ def run_matrix(
                 note(plan.cell, made, f"{state.name} {plan.cell.precision}")
             finish(plan.cell, "ok", record=hit, cached=True)
             return
+        if plan.cell.precision in held.get((plan.cell.model, plan.cell.target), ()):
+            # built again, the cell makes its bundle again, over what the board wrote there
+            check_bundle_output(matrix.bundle_dir(plan.cell.model, plan.cell.target))
         if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
             shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
         pending.feeds = shared_feeds[id(pending.feeds)]
@@ -672,6 +683,29 @@ def run_matrix(
     )
     result.report = _matrix_report(result, workdir, ui, notes)
     return result
+
+
+def _board_bundles(matrix: MatrixConfig) -> dict[tuple[str, str], set[str]]:
+    """(model, target) -> the precisions of its bundle, for the bundles whose ``device/`` holds files
+    the board wrote: made by this workdir (the config check refused any other) and left as they are
+    while their cells are cached. A cell of such a precision that would be built again is refused
+    before its work; one the bundle lacks (it failed, or is new) runs, and if it then changes the
+    bundle the bundle stage refuses that bundle alone, as for any output it may not replace."""
+    if not matrix.base.bundle.enabled:
+        return {}
+    cache = StageCache(matrix.workdir)
+    held: dict[tuple[str, str], set[str]] = {}
+    for name in matrix.models:
+        for target in matrix.targets:
+            out = matrix.bundle_dir(name, target.name)
+            if refuse_board_files(out, cache, matrix_bundle_stage(name, target.name)):
+                try:
+                    manifest = json.loads((out / "manifest.json").read_text())
+                    made = {str(a.get("precision")) for a in manifest.get("artifacts") or []}
+                except (OSError, ValueError, AttributeError, TypeError):
+                    made = set(matrix.precisions)
+                held[(name, target.name)] = made
+    return held
 
 
 def _warn_slower(matrix: MatrixConfig, results: dict[Cell, CellResult], ui: Ui) -> list[str]:
@@ -916,5 +950,5 @@ def _bundle_one(
         check = verify_bundle(Path(record["directory"]))
         return None if check.ok else f"the bundle {record['directory']} fails its check"
 
-    record, _ = cache.run(f"bundle-{state.name}-{target.name}", key, QUIET, do_bundle, damaged)
+    record, _ = cache.run(matrix_bundle_stage(state.name, target.name), key, QUIET, do_bundle, damaged)
     return str(record["directory"])

@@ -33,7 +33,8 @@ from typing import Any
 
 from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
-from edgedeploy.pipeline.run import check_config
+from edgedeploy.pipeline.cache import StageCache
+from edgedeploy.pipeline.run import check_config, refuse_board_files
 from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
 
 if sys.version_info >= (3, 11):
@@ -240,7 +241,15 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     raise InputError(
                         f"bundle folder {out} exists and is not a bundle: set another bundle.output"
                     )
+                # the board's files in its device/: refused now unless it is this workdir's bundle,
+                # which run_matrix refuses before a cell of it is built again (matrix_bundle_stage)
+                refuse_board_files(out, StageCache(config.workdir), matrix_bundle_stage(name, target.name))
     return config
+
+
+def matrix_bundle_stage(model: str, target: str) -> str:
+    """The stage record of the bundle of (model, target) in the matrix workdir's cache."""
+    return f"bundle-{model}-{target}"
 
 
 def load_matrix_config(path: str | Path) -> MatrixConfig:

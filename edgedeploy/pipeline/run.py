@@ -53,6 +53,8 @@ from edgedeploy.stages.build import CPU_OPTIONS, build
 from edgedeploy.stages.bundle import (
     BundleArtifact,
     archive_not_ours,
+    check_bundle_output,
+    device_outputs,
     make_bundle,
     not_ours,
     tool_versions,
@@ -143,6 +145,9 @@ class _Run:
     skipped: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     calibration_sources: OpenedSources | None = None  # shared by the stages' keys and builds
+    # the bundle folder, when its device/ holds files the board wrote: this run's last bundle (the
+    # config check refused any other), which only a run with nothing to redo leaves as it is
+    board_bundle: Path | None = None
 
     def stage(
         self,
@@ -150,11 +155,45 @@ class _Run:
         key: str,
         compute: Callable[[], tuple[list[Path], dict[str, Any]]],
         not_valid: Callable[[dict[str, Any]], str | None] | None = None,
+        *,
+        touches_bundle: bool = True,
     ) -> dict[str, Any]:
-        """The stage's recorded result when its key matches, else computed; noted as skipped or run."""
+        """The stage's recorded result when its key matches, else computed; noted as skipped or run.
+
+        ``touches_bundle``: computing it makes the bundle again (every stage up to the bundle's but
+        a PyTorch source's export, which runs every time; not the report after it). While the bundle
+        folder holds the board's files (:func:`refuse_board_files`) it is refused before its work."""
+        if touches_bundle and self.board_bundle is not None:
+            compute = _refusing_first(self.board_bundle, compute)
         result, was_skipped = self.cache.run(stage, key, self.ui, compute, not_valid)
         (self.skipped if was_skipped else self.ran).append(stage)
         return result
+
+
+def _refusing_first(
+    bundle: Path, compute: Callable[[], tuple[list[Path], dict[str, Any]]]
+) -> Callable[[], tuple[list[Path], dict[str, Any]]]:
+    """``compute``, refused (check_bundle_output's line) before it starts while ``bundle/device``
+    holds files the board wrote: a stage that runs again makes the bundle again, over them."""
+
+    def refused() -> tuple[list[Path], dict[str, Any]]:
+        check_bundle_output(bundle)
+        return compute()
+
+    return refused
+
+
+def refuse_board_files(folder: Path, cache: StageCache, stage: str) -> bool:
+    """Refuse (InputError, one line) a bundle output whose ``device/`` holds files the board wrote
+    (engines, results) unless it is the bundle the ``stage`` record in ``cache`` made and still
+    vouches for. True when it holds them (an up-to-date run leaves that bundle as it is; a stage
+    that would run again is refused before its work), False when it holds none."""
+    if not folder.is_dir() or not device_outputs(folder):
+        return False
+    made = cache.recorded(stage)
+    if made is None or Path(str(made.get("directory"))).resolve() != folder.resolve():
+        check_bundle_output(folder)  # not the bundle this workdir made as it made it: any bundle replaces it
+    return True
 
 
 @dataclass
@@ -396,7 +435,7 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
         written = write_report(load_workdir(run.workdir), run.workdir)
         return [written.html, written.markdown], {"html": str(written.html), "sections": written.sections}
 
-    run.stage("report", key, do_report)
+    run.stage("report", key, do_report, touches_bundle=False)
     return html if html.is_file() and md.is_file() else None
 
 
@@ -448,6 +487,8 @@ def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[
     workdir.mkdir(parents=True, exist_ok=True)
     source = _resolve_source(config)
     name = config.model.name or Path(source.split(":")[0]).stem.removesuffix(".fp32") or "model"
+    cache, bundle = StageCache(workdir), bundle_dir(config)
+    held = config.bundle.enabled and refuse_board_files(bundle, cache, "bundle")
     return _Run(
         config,
         ui,
@@ -456,8 +497,9 @@ def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[
         name,
         source,
         tool_versions(extra_versions),
-        StageCache(workdir),
+        cache,
         extra_versions,
+        board_bundle=bundle if held else None,
     )
 
 
@@ -650,7 +692,9 @@ def _export_stage(run: _Run) -> _Exported:
         return [fp32], {"sha256": result.sha256, "exporter": result.exporter}
 
     every_run = None if is_onnx_path(run.source) else lambda _: "a PyTorch source is exported on every run"
-    record = run.stage("export", key, do_export, every_run)
+    # a PyTorch source's export runs every time: the stages after it run again (and are refused
+    # while the bundle holds the board's files) only when it comes out changed
+    record = run.stage("export", key, do_export, every_run, touches_bundle=is_onnx_path(run.source))
     if before is not None and before.get("sha256") == record["sha256"]:  # nothing changed after all
         ui.info("export: the same model as the last run's")
         run.ran.remove("export")
@@ -971,6 +1015,8 @@ def check_config(config: PipelineConfig) -> Target:
         why := not_ours(bundle_dir(config).resolve()) or archive_not_ours(bundle_dir(config).resolve())
     ):
         raise InputError(f"config bundle.output: {why}; choose another folder")
+    if config.bundle.enabled:  # the board's files in it: refused now unless this run may be up to date
+        refuse_board_files(bundle_dir(config), StageCache(config.path(config.workdir)), "bundle")
     _check_sections(config, target)
     _check_export(config)
     _check_files(config)
