@@ -188,11 +188,14 @@ def test_is_fp16_model_decides_by_the_weights(tmp_path: Path) -> None:
             True,
         ),
     }  # fmt: skip
+    # fp16 storage to emulate, but its one heavy layer computes in fp32: labelled mixed, not fp16
+    labels = {"fp32 layer, fp16 Relu": "mixed"}
     for name, (path, fp16) in cases.items():
         proto = onnx.load(path)
         assert is_fp16_model(proto) is fp16, name
         # build (and bundle) read a model's precision as profile and compare record it
-        assert precision_of_model(path) == onnx_precision(proto) == ("fp16" if fp16 else "fp32"), name
+        label = labels.get(name, "fp16" if fp16 else "fp32")
+        assert precision_of_model(path) == onnx_precision(proto) == label, name
 
 
 def test_emulating_an_fp16_build_keeps_float16_inputs_and_outputs_float16(tmp_path: Path) -> None:
@@ -281,3 +284,52 @@ def test_a_model_without_outputs_is_refused_by_every_command(tmp_path: Path) -> 
     for args in commands:
         assert_clean_input_error(run_cli(*args), "the model has no outputs", str(model))
     assert not out.exists() or not files_under(out), files_under(out)
+
+
+def _mixed(path: Path) -> Path:
+    """A user's fp32 MLP with one of its three layers made fp16 by hand (Cast down, a float16 weight,
+    Cast back): most of its heavy layers compute in fp32."""
+    x32 = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y32 = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["a"], name="mm1"),
+        helper.make_node("Relu", ["a"], ["ar"], name="relu1"),
+        helper.make_node("Cast", ["ar"], ["ah"], to=TensorProto.FLOAT16, name="to16"),
+        helper.make_node("MatMul", ["ah", "W2"], ["bh"], name="mm2"),
+        helper.make_node("Cast", ["bh"], ["b"], to=TensorProto.FLOAT, name="to32"),
+        helper.make_node("MatMul", ["b", "W3"], ["y"], name="mm3"),
+    ]
+    weights = [_weight("W1", 8, 8), _weight("W2", 8, 8, dtype=np.float16, seed=1)]
+    weights.append(_weight("W3", 8, 8, seed=2))
+    return _save(path, nodes, [x32], [y32], weights)
+
+
+def test_an_fp32_model_with_some_fp16_layers_is_labelled_mixed_not_fp16(tmp_path: Path) -> None:
+    """One float16 weight made a user's fp32 model an "fp16" artifact: profile and compare recorded
+    fp16 (the report's fp16 row), build said it was "already an fp16 model" (and built it as such, or
+    refused --precision fp32 naming fp16), bundle filed it as the bundle's fp16. A model whose heavy
+    layers (Conv, Gemm, MatMul...) mostly compute in fp32 is now "mixed": recorded and reported so,
+    built as it is for fp16 only with that said, and refused by bundle unless its name gives its
+    precision (our fp16 builds, whose fp32 islands may hold most layers)."""
+    import json
+
+    from edgedeploy.stages.build import precision_of_model
+    from edgedeploy.stages.precision.emulate import onnx_precision
+
+    mixed = _mixed(tmp_path / "hand.onnx")
+    assert precision_of_model(mixed) == onnx_precision(onnx.load(mixed)) == "mixed"
+    result = run_cli("profile", mixed, "--iterations", "3", "--warmup-ms", "0", "--json", tmp_path / "p.json")
+    assert result.code == 0, result.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["precision"] == "mixed"
+    fp32 = run_cli("build", mixed, "--precision", "fp32", "-o", tmp_path / "b32")
+    assert_clean_input_error(fp32, "hand.onnx", "mixed")
+    assert "already an fp16" not in fp32.stderr
+    fp16 = run_cli("build", mixed, "--precision", "fp16", "-o", tmp_path / "b16")
+    assert fp16.code == 0, fp16.stderr
+    assert "mixed" in fp16.stderr and "already an fp16" not in fp16.stderr
+    x32 = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y32 = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])
+    mm = helper.make_node("MatMul", ["x", "W1"], ["y"], name="mm")
+    reference = _save(tmp_path / "ref.onnx", [mm], [x32], [y32], [_weight("W1", 8, 8)])
+    bundled = run_cli("bundle", reference, mixed, "-o", tmp_path / "bundle")
+    assert_clean_input_error(bundled, "hand.onnx", "mixed")

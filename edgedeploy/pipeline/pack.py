@@ -15,9 +15,11 @@ from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
-from edgedeploy.stages.build import check_int8_for_target, precision_of_model
+from edgedeploy.stages.build import MIXED_WORDS, check_int8_for_target, model_words, precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, check_bundle_output, make_bundle
 from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.precision.emulate import MIXED
+from edgedeploy.stages.report.load import precision_from_name
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
 
@@ -43,8 +45,9 @@ def bundle_artifacts(
     check_bundle_output(output.resolve())  # before the comparisons; make_bundle checks again as it writes
     if (kind := precision_of_model(reference)) != "fp32":
         raise InputError(
-            f"{reference} is an {kind} model: the first model is the fp32 reference the device checks "
-            "every precision against; give the fp32 model first"
+            f"{reference} is {model_words(reference, 'fp16') if kind == MIXED else f'an {kind} model'}: "
+            "the first model is the fp32 reference the device checks every precision against; give "
+            "the fp32 model first"
         )
     inputs, outputs = model_io(reference)
     reference_inputs = _reference_batch(inputs, artifacts, feeds)
@@ -54,6 +57,13 @@ def bundle_artifacts(
     for path in artifacts:
         if path.suffix == ".onnx":
             precision = precision_of_model(path)
+            if precision == MIXED:  # our fp16 build whose fp32 islands hold most layers says so by name
+                if precision_from_name(str(path)) != "fp16":
+                    raise InputError(
+                        f"{path} is {MIXED_WORDS}: a bundle names one precision per model; bundle its "
+                        "fp32 model, or an fp16 build of it (edgedeploy build --precision fp16)"
+                    )
+                precision = "fp16"
             _check_precision(path, precision, target)
             if precision == "int8":
                 check_int8_for_target(path, target)  # the device builds its engine from it

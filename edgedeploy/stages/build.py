@@ -21,7 +21,7 @@ from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
 from edgedeploy.options import BuildRequest, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.emulate import is_integer_op, onnx_precision
+from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import int8_content, make_int8
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
 from edgedeploy.targets import Target
@@ -43,11 +43,20 @@ def artifact_name(model: Path, precision: str) -> str:
 
 
 Q_DQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+MIXED_WORDS = "a mixed model (fp16 and fp32 layers, most of its heavy ones fp32), not an fp16 one"
+
+
+def model_words(model: Path, precision: str) -> str:
+    """``an fp16 model``, or the words for a mixed model taken as fp16 (its content says which)."""
+    if precision == "fp16" and model.suffix == ".onnx" and precision_of_model(model) == MIXED:
+        return MIXED_WORDS
+    return f"an {precision} model"
 
 
 def precision_of_model(model: Path) -> str:
-    """What a model already is: int8 (integer ops), fp16 (fp16 weights) or fp32, as profile and compare
-    record it (:func:`edgedeploy.stages.precision.emulate.onnx_precision`)."""
+    """What a model already is: int8 (integer ops), fp16 (fp16 weights), mixed (fp16 in it, most heavy
+    layers fp32) or fp32, as profile and compare record it
+    (:func:`edgedeploy.stages.precision.emulate.onnx_precision`)."""
 
     return onnx_precision(load_onnx(model, load_external_data=False))
 
@@ -98,10 +107,10 @@ def _use_as_is(
                 shutil.copyfile(src, tmp)
         if src.is_file():
             files.append(target)
-    ui.info(f"{model.name} is already an {precision} model: built as it is")
+    ui.info(f"{model.name} is already {model_words(model, precision)}: built as it is")
     if data_option:
         content = int8_content(model) if precision == "int8" else None
-        said = f"{data_option}: not used: {model.name} is already an {precision} model"
+        said = f"{data_option}: not used: {model.name} is already {model_words(model, precision)}"
         if content:
             said += f" ({content}); to calibrate on this data, build the fp32 model it was made from"
         ui.warn(said)
@@ -121,6 +130,12 @@ def make_precision(
     before any work (budget.refuse_top1_without_scores), not here for every precision and cell."""
     dest = out_dir / artifact_name(model, request.precision)
     existing = precision_of_model(model)
+    if existing == MIXED and request.precision != "fp16":
+        raise InputError(
+            f"{model.name} is {MIXED_WORDS}: build it with --precision fp16 to take it as it is, "
+            "or start from the fp32 model"
+        )
+    existing = "fp16" if existing == MIXED else existing  # as it is, said so (model_words)
     if existing != "fp32":
         if existing != request.precision:
             raise InputError(

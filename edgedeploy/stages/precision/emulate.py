@@ -386,20 +386,59 @@ def _weight_types_at_nodes(model: onnx.ModelProto) -> list[int]:
     producer = {out: node for node in nodes for out in node.output if out}
     found: list[int] = []
     for node in nodes:
-        if node.op_type in WEIGHT_PATH_OPS or node.op_type in SHAPE_OPS:
-            continue
-        for name in node.input:
-            cast_to: int | None = None
-            for _ in range(16):  # a chain of Casts, Transposes, Reshapes... back to the weight
-                step = producer.get(name)
-                if name in weights or step is None or step.op_type not in WEIGHT_PATH_OPS or not step.input:
-                    break
-                if step.op_type == "Cast" and cast_to is None:
-                    cast_to = next((a.i for a in step.attribute if a.name == "to"), None)
-                name = step.input[0]
-            if name in weights:
-                found.extend([weights[name]] if cast_to is None else [weights[name], cast_to])
+        if node.op_type not in WEIGHT_PATH_OPS and node.op_type not in SHAPE_OPS:
+            found += _weight_types_of(node, weights, producer)
     return found
+
+
+def _weight_types_of(
+    node: onnx.NodeProto, weights: dict[str, int], producer: dict[str, onnx.NodeProto]
+) -> list[int]:
+    """:func:`_weight_types_at_nodes` of one node."""
+    found: list[int] = []
+    for name in node.input:
+        cast_to: int | None = None
+        for _ in range(16):  # a chain of Casts, Transposes, Reshapes... back to the weight
+            step = producer.get(name)
+            if name in weights or step is None or step.op_type not in WEIGHT_PATH_OPS or not step.input:
+                break
+            if step.op_type == "Cast" and cast_to is None:
+                cast_to = next((a.i for a in step.attribute if a.name == "to"), None)
+            name = step.input[0]
+        if name in weights:
+            found.extend([weights[name]] if cast_to is None else [weights[name], cast_to])
+    return found
+
+
+# the layers a model spends its arithmetic in: which precision most of them compute in is the model's
+HEAVY_OPS = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention"}
+)
+MIXED = "mixed"  # an fp32 model with some fp16 layers: most heavy layers fp32 (onnx_precision)
+
+
+def _heavy_layers_in_fp16(model: onnx.ModelProto) -> tuple[int, int]:
+    """How many heavy layers (:data:`HEAVY_OPS`) compute in fp16 and how many in fp32: fp16 when
+    the layer gives a float16 tensor or reads a weight stored or cast as float16 (ONNX Runtime's
+    saved copy of an fp16 model casts its float16 weights to float32), fp32 when it gives float32."""
+    try:
+        typed = infer_shapes_light(model).graph
+    except Exception:  # what the file declares
+        typed = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*typed.value_info, *typed.output]}
+    weights = _float_weights(model)
+    nodes = all_nodes(model.graph)
+    producer = {out: node for node in nodes for out in node.output if out}
+    half = single = 0
+    for node in nodes:
+        if node.op_type not in HEAVY_OPS or not node.output:
+            continue
+        out = types.get(node.output[0])
+        if out == TensorProto.FLOAT16 or TensorProto.FLOAT16 in _weight_types_of(node, weights, producer):
+            half += 1
+        elif out == TensorProto.FLOAT:
+            single += 1
+    return half, single
 
 
 def _has_float16_source(model: onnx.ModelProto) -> bool:
@@ -471,10 +510,18 @@ def onnx_precision(model: onnx.ModelProto) -> str:
     """What a model computes in, read from its content, whatever its file is named: int8 (integer
     ops, :func:`is_integer_op`), fp16 (:func:`is_fp16_model`) or fp32. ``profile`` and ``compare``
     record it, so that ``report`` can tell ``model.onnx`` (fp32) from ``model.quant.onnx`` (int8);
-    ``build`` and ``bundle`` decide by it what a model given to them already is."""
+    ``build`` and ``bundle`` decide by it what a model given to them already is.
+
+    A model with fp16 in it whose heavy layers mostly compute in fp32 (:func:`_heavy_layers_in_fp16`;
+    a user's fp32 model with some layers made fp16 by hand) is :data:`MIXED`, not fp16: one float16
+    weight made it "fp16". Our fp16 builds whose fp32 islands hold most layers read mixed too; their
+    names (``m.fp16.onnx``) give their precision where one is needed (report, bundle)."""
     if any(is_integer_op(node.op_type) for node in model.graph.node):
         return "int8"
-    return "fp16" if is_fp16_model(model) else "fp32"
+    if not is_fp16_model(model):
+        return "fp32"
+    half, single = _heavy_layers_in_fp16(model)
+    return MIXED if single > half else "fp16"
 
 
 def has_fp16_io(model: onnx.ModelProto) -> bool:
