@@ -195,17 +195,21 @@ def verify(
     what: str = "the artifact",
     hint: str = "",
     content: bytes | None = None,
+    model: onnx.ModelProto | None = None,
 ) -> None:
     """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError.
 
     Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
     artifact is removed (with ``companions``) before the error is raised. ``content``: the file's
-    bytes, when the caller has just written them (see :func:`save_onnx`).
+    bytes, when the caller has just written them (see :func:`save_onnx`), and ``model`` the model
+    they serialize, when the caller holds it (not parsed again for the load's optimizer choice).
     """
     from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
     try:
-        verify_artifact(path, feed, source=source, companions=companions, what=what, content=content)
+        verify_artifact(
+            path, feed, source=source, companions=companions, what=what, content=content, model=model
+        )
     except SourceModelError as exc:  # the hint is about the artifact: not for a model ONNX Runtime refuses
         raise InputError(str(exc)) from None
     except ArtifactError as exc:

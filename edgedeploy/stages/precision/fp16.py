@@ -808,7 +808,13 @@ def make_fp16(
         converted,
         out,
         check=lambda tmp, content: verify(
-            tmp, feed, source=src, what=f"the fp16 model of {src.name}", hint=FP16_HINT, content=content
+            tmp,
+            feed,
+            source=src,
+            what=f"the fp16 model of {src.name}",
+            hint=FP16_HINT,
+            content=content,
+            model=converted,
         ),
     )
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
