@@ -375,6 +375,23 @@ def test_json_never_replaces_a_file_the_command_writes_or_a_bundle_file(tiny: Ti
         assert not r.exists()
 
 
+def test_run_json_naming_a_stage_output_or_report_of_the_workdir_is_refused_before_any_work(
+    tiny: Tiny,
+) -> None:
+    """``run --json work/tiny.fp16.plan.json`` replaced the cached precision plan (the next run
+    rebuilt), and on a fresh workdir did the whole run and only then refused the file."""
+    config = write_config(tiny)
+    work = tiny.root / "work"
+    fresh = one_line_error(cli("run", config, "--json", work / "tiny.fp16.plan.json"), 2, "outputs")
+    assert "tiny.*" in fresh
+    assert not work.exists() or not any(work.glob("tiny.*"))  # refused before any work
+    assert cli("run", config).code == 0
+    with unchanged(tiny.root):
+        for name in ("tiny.fp16.plan.json", "tiny.calib.json", "tiny.fp16.ranges.json", "report.md"):
+            one_line_error(cli("run", config, "--json", work / name), 2)
+    assert "up to date" in cli("run", config).text
+
+
 def test_json_never_replaces_a_file_bundle_create_reads_beside_an_artifact(tiny: Tiny) -> None:
     """bundle create takes an artifact's plan and report data by name beside it (pipeline/pack.py),
     which no argument names: ``--json model.fp16.plan.json`` replaced the plan it was to read."""

@@ -447,6 +447,18 @@ def test_a_precision_the_board_lacks_is_planned_skipped_with_the_reason(project:
     assert plans[("a", "fp16")].skip is None
 
 
+def test_matrix_json_naming_its_report_or_a_file_in_its_bundles_is_refused_before_any_work(
+    project: Path,
+) -> None:
+    """``matrix --json WORKDIR/matrix.md`` (or a file in its bundles' folder) did every cell and
+    only then refused the file, or replaced the report or a failure's budget file left there."""
+    path = _config(project, "jsonown")
+    for target in (project / "jsonown" / "matrix.md", project / "jsonown-bundles" / "a" / "x.json"):
+        result = run_cli("matrix", path, "--json", target, cwd=project)
+        assert_clean_input_error(result, "--json")
+        assert not (project / "jsonown" / ".edgedeploy-cache").exists()
+
+
 def test_run_refuses_a_matrix_config_and_names_the_command(project: Path) -> None:
     result = run_cli("run", _config(project, "refused"), cwd=project)
     assert_clean_input_error(result, "edgedeploy matrix")

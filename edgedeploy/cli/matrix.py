@@ -12,7 +12,15 @@ from typing import Annotated
 
 import typer
 
-from edgedeploy.cli.common import JsonOutput, fmt, json_not_an_input, make_ui, out, write_json
+from edgedeploy.cli.common import (
+    JsonOutput,
+    fmt,
+    json_not_an_input,
+    json_not_written,
+    make_ui,
+    out,
+    write_json,
+)
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
@@ -47,13 +55,18 @@ def matrix_command(
         from edgedeploy.pipeline.matrix import run_matrix
         from edgedeploy.pipeline.matrix_config import load_matrix_config
         from edgedeploy.pipeline.run import input_files
-        from edgedeploy.stages.report.matrix import off_target_note
+        from edgedeploy.stages.report.matrix import HTML_NAME, MARKDOWN_NAME, off_target_note
 
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0 (0: as many as CPUs, at most 4), got {jobs}")
     ui = make_ui()
     matrix = load_matrix_config(config)  # every cell checked before anything starts
     json_not_an_input(json_path, [p for cfg in matrix.models.values() for p in input_files(cfg)])
+    # its report, and the bundles' folder (bundles, a failure's budget files): refused before the cells
+    bundles = matrix.bundle_dir("m", "t").parent.parent
+    json_not_written(
+        json_path, files=[matrix.workdir / HTML_NAME, matrix.workdir / MARKDOWN_NAME], folders=[bundles]
+    )
     runner = make_executor(executor, address=address, jobs=jobs)
     try:
         result = run_matrix(matrix, runner, ui)

@@ -464,6 +464,12 @@ def json_not_owned(path: Path | None, config: PipelineConfig) -> None:
         raise InputError(f"--json {path}: that is {what}, which the run writes: name another file")
 
 
+def run_name(config: PipelineConfig) -> str:
+    """The stem of the files the run writes in its workdir (``NAME.fp16.onnx``, ``NAME.calib.json``...)."""
+    source = _resolve_source(config)
+    return config.model.name or Path(source.split(":")[0]).stem.removesuffix(".fp32") or "model"
+
+
 def _output_roots(config: PipelineConfig) -> list[Path]:
     bundle = bundle_dir(config)
     roots = [config.path(config.workdir), bundle, bundle.with_name(bundle.name + ".tar.gz")]
@@ -486,7 +492,7 @@ def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = _resolve_source(config)
-    name = config.model.name or Path(source.split(":")[0]).stem.removesuffix(".fp32") or "model"
+    name = run_name(config)
     cache, bundle = StageCache(workdir), bundle_dir(config)
     held = config.bundle.enabled and refuse_board_files(bundle, cache, "bundle")
     return _Run(
