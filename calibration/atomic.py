@@ -114,6 +114,31 @@ def forget_written() -> None:
     _WRITTEN.clear()
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def written_together(*files: Path) -> Iterator[None]:
+    """The files of one artifact (a model and its plan, an engine and its sidecar), written in the
+    block: when it fails after writing (or removing) any of them, all of them are removed, so a
+    failed command leaves the artifact whole or not at all (a full disk at the plan left the
+    model alone). A block that fails before touching them leaves an earlier artifact as it was."""
+    before = {f: _stamp(f) for f in files}
+    try:
+        yield
+    except BaseException:
+        if any(_stamp(f) != was for f, was in before.items()):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    f.unlink(missing_ok=True)
+        raise
+
+
 def written_here(dest: str | os.PathLike[str]) -> Path | None:
     """The file or folder this command wrote that ``dest`` is, or lies in; None if none."""
     real = _logical(_real(dest))

@@ -27,7 +27,7 @@ import onnx
 
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
 from calibration.artifacts import verify_artifact
-from calibration.atomic import atomic_path, atomic_write_text, sha256_file
+from calibration.atomic import atomic_path, atomic_write_text, sha256_file, written_together
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
 from calibration.feeds import RUN_ROWS, dynamic_batch, feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
@@ -624,31 +624,37 @@ def calibrate(
     rounding_written: Path | None = rounding_path if report.gptq_rounded() else None
     if rounding_written is not None:
         report.outputs["rounding"] = rounding_path.name
-    with atomic_path(qdq_path) as tmp:
-        tmp.write_bytes(data)
-        # loaded the way the artifact runs (all graph optimizations) and run once, before it takes its name
-        verify_artifact(tmp, first_feed, source=model_path, what=f"the Q/DQ model of {model_path.name}")
-    if options.trt_version is not None:
-        cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
-        atomic_write_text(cache_path, cache.dumps())
-        cache_written = cache_path
-        report.outputs["trt_cache"] = cache_path.name
-        report.trt_cache = {"version": cache.version, "header": cache.header, "tensors": len(cache.scales)}
-    if selection is not None and selection.rounded:  # after the artifact, before the report naming it
-        rounding = _write_rounding(rounding_path, selection.rounded, plan, weights)
-        report.selection = {**(report.selection or {})}
-        report.selection["weight_rounding"] = {**report.selection["weight_rounding"], **rounding}
-    elif selection is not None or not report.gptq_rounded():  # an earlier calibration's file goes
-        rounding_path.unlink(missing_ok=True)  # (auto's, beside a max or entropy model now)
-    if cache_written is None:  # a GPU target's cache beside a CPU target's model: build and bundle
-        cache_path.unlink(missing_ok=True)  # would take it for this model's (TensorRT 8.x calibrator)
-    elapsed = time.perf_counter() - start
-    if not reused:
-        report.seconds = round(elapsed, 3)
-    report.outputs_sha256 = {qdq_path.name: hashlib.sha256(data).hexdigest()}
-    if cache_written is not None:
-        report.outputs_sha256[cache_path.name] = sha256_file(cache_path)
-    report.write(report_path)
+    # the model, its TensorRT cache, rounding and report: all of them, or none when one fails
+    with written_together(qdq_path, cache_path, rounding_path, report_path):
+        with atomic_path(qdq_path) as tmp:
+            tmp.write_bytes(data)
+            # loaded the way the artifact runs (all graph optimizations) and run once, before it is named
+            verify_artifact(tmp, first_feed, source=model_path, what=f"the Q/DQ model of {model_path.name}")
+        if options.trt_version is not None:
+            cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
+            atomic_write_text(cache_path, cache.dumps())
+            cache_written = cache_path
+            report.outputs["trt_cache"] = cache_path.name
+            report.trt_cache = {
+                "version": cache.version,
+                "header": cache.header,
+                "tensors": len(cache.scales),
+            }
+        if selection is not None and selection.rounded:  # after the artifact, before the report naming it
+            rounding = _write_rounding(rounding_path, selection.rounded, plan, weights)
+            report.selection = {**(report.selection or {})}
+            report.selection["weight_rounding"] = {**report.selection["weight_rounding"], **rounding}
+        elif selection is not None or not report.gptq_rounded():  # an earlier calibration's file goes
+            rounding_path.unlink(missing_ok=True)  # (auto's, beside a max or entropy model now)
+        if cache_written is None:  # a GPU target's cache beside a CPU target's model: build and bundle
+            cache_path.unlink(missing_ok=True)  # would take it for this model's (TensorRT 8.x calibrator)
+        elapsed = time.perf_counter() - start
+        if not reused:
+            report.seconds = round(elapsed, 3)
+        report.outputs_sha256 = {qdq_path.name: hashlib.sha256(data).hexdigest()}
+        if cache_written is not None:
+            report.outputs_sha256[cache_path.name] = sha256_file(cache_path)
+        report.write(report_path)
     return CalibrationResult(
         qdq_path,
         report_path,

@@ -42,6 +42,7 @@ from calibration.atomic import (
     staging,
     temp_prefix,
     written_here,
+    written_together,
 )
 from edgedeploy.errors import InputError
 from edgedeploy.results import dumps
@@ -69,6 +70,7 @@ __all__ = [
     "sha256_json",
     "sweep_scratch",
     "written_here",
+    "written_together",
 ]
 
 

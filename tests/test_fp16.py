@@ -79,3 +79,21 @@ def test_fp16_artifact_is_fully_checked_on_the_bytes_written_not_read_back(
     art = make_fp16(digits.onnx_path, tmp_path / "b.fp16.onnx")
     assert [type(m) for m, full in checked if full] == [bytes]
     assert next(m for m, full in checked if full) == art.path.read_bytes()
+
+
+def test_fp16_whose_plan_cannot_be_written_leaves_no_model_without_its_plan(
+    digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk at the plan (``model.fp16.plan.json: No space left on device``) left
+    ``model.fp16.onnx`` alone, an artifact without its plan: both go, or neither is written."""
+    import errno
+
+    from edgedeploy.stages.precision import fp16
+
+    def full(dest: Path, obj: object) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+    monkeypatch.setattr(fp16, "atomic_write_json", full)
+    with pytest.raises(OSError, match="No space left"):
+        make_fp16(digits.onnx_path, tmp_path / "d.fp16.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

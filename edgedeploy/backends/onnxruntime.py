@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_file, sha256_json
+from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_file, sha256_json, written_together
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -188,27 +188,28 @@ class OnnxRuntimeBackend:
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
-        level, unrun = _save_optimized(model, artifact, options.threads, options.shapes, options.feed)
-        disabled = sorted({*disabled, *crashing_optimizers(artifact)})
-        # the check ran at ORT_ENABLE_ALL with these off (calibration.artifacts.verify_artifact);
-        # said here, since a session at ONNX Runtime's defaults dies loading the artifact
-        run = f"ORT_ENABLE_ALL without {', '.join(disabled)}" if disabled else "ORT_ENABLE_ALL"
-        info: dict[str, Any] = {
-            "build_key": key,
-            "backend": self.name,
-            "onnxruntime": ort.__version__,
-            "providers": PROVIDERS,
-            "graph_optimization_level": f"ORT_ENABLE_{level.upper()} (saved) + {run} (run)",
-            **({"disabled_optimizers": disabled} if disabled else {}),
-            "source": model.name,
-            "source_sha256": sha256_file(model),
-            "target": options.target.name,
-            "precision": options.precision,
-            "artifact_sha256": sha256_file(artifact),
-            # "run": what the check did; an artifact only loaded is not called built without a word
-            "checked": "loaded and run once" if unrun is None else f"loaded, not run: {unrun}",
-        }
-        atomic_write_json(sidecar, info)
+        with written_together(artifact, sidecar):  # never the artifact without its sidecar
+            level, unrun = _save_optimized(model, artifact, options.threads, options.shapes, options.feed)
+            disabled = sorted({*disabled, *crashing_optimizers(artifact)})
+            # the check ran at ORT_ENABLE_ALL with these off (calibration.artifacts.verify_artifact);
+            # said here, since a session at ONNX Runtime's defaults dies loading the artifact
+            run = f"ORT_ENABLE_ALL without {', '.join(disabled)}" if disabled else "ORT_ENABLE_ALL"
+            info: dict[str, Any] = {
+                "build_key": key,
+                "backend": self.name,
+                "onnxruntime": ort.__version__,
+                "providers": PROVIDERS,
+                "graph_optimization_level": f"ORT_ENABLE_{level.upper()} (saved) + {run} (run)",
+                **({"disabled_optimizers": disabled} if disabled else {}),
+                "source": model.name,
+                "source_sha256": sha256_file(model),
+                "target": options.target.name,
+                "precision": options.precision,
+                "artifact_sha256": sha256_file(artifact),
+                # "run": what the check did; an artifact only loaded is not called built without a word
+                "checked": "loaded and run once" if unrun is None else f"loaded, not run: {unrun}",
+            }
+            atomic_write_json(sidecar, info)
         return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)
 
     def runner(

@@ -27,6 +27,7 @@ from edgedeploy.fileio import (
     atomic_write_text,
     sha256_file,
     sha256_json,
+    written_together,
 )
 
 if TYPE_CHECKING:
@@ -157,28 +158,29 @@ class TensorRTBackend:
         for line in [*notes, *summary.warnings]:
             log.warning(line)
 
-        atomic_write_text(layers, built.layer_info_json if built.layer_info_json.strip() else "{}")
-        atomic_write_bytes(engine, built.plan_bytes)
-        record: dict[str, Any] = {
-            "format": trt_sidecar.SIDECAR_FORMAT,
-            "build_key": key,
-            "engine_sha256": sha256_file(engine),
-            "target": options.target.name,
-            "precision": plan.precision,
-            **{k: env.get(k) for k in ENV_KEY_FIELDS},
-            "plan": plan.key_fields(),
-            "tf32": plan.tf32,
-            "dla_core": plan.dla_core,
-            "version_compatible": plan.version_compatible,
-            "inputs": inputs,
-            "timing_cache": str(options.timing_cache) if options.timing_cache else None,
-            "build_seconds": round(built.seconds, 3),
-            "fp32_layers_pinned": built.fp32_layers_pinned,
-            "layer_summary": dataclasses.asdict(summary),
-            "notes": notes,
-            "warnings": summary.warnings,
-        }
-        atomic_write_json(sidecar, record)
+        with written_together(engine, layers, sidecar):  # the engine, its layer report and sidecar, or none
+            atomic_write_text(layers, built.layer_info_json if built.layer_info_json.strip() else "{}")
+            atomic_write_bytes(engine, built.plan_bytes)
+            record: dict[str, Any] = {
+                "format": trt_sidecar.SIDECAR_FORMAT,
+                "build_key": key,
+                "engine_sha256": sha256_file(engine),
+                "target": options.target.name,
+                "precision": plan.precision,
+                **{k: env.get(k) for k in ENV_KEY_FIELDS},
+                "plan": plan.key_fields(),
+                "tf32": plan.tf32,
+                "dla_core": plan.dla_core,
+                "version_compatible": plan.version_compatible,
+                "inputs": inputs,
+                "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+                "build_seconds": round(built.seconds, 3),
+                "fp32_layers_pinned": built.fp32_layers_pinned,
+                "layer_summary": dataclasses.asdict(summary),
+                "notes": notes,
+                "warnings": summary.warnings,
+            }
+            atomic_write_json(sidecar, record)
         return BuildResult(backend=self.name, artifact=engine, files=files, skipped=False, info=record)
 
     def runner(self, artifact: Path, *, threads: int | None = None) -> BaseRunner:

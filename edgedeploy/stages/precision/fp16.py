@@ -32,7 +32,7 @@ from calibration.graphs import (
 )
 from calibration.qdq import unknown_op_types
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import atomic_write_json, sha256_file
+from edgedeploy.fileio import atomic_write_json, sha256_file, written_together
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
 from edgedeploy.options import Fp16Options
 from edgedeploy.stages.precision import PrecisionArtifact
@@ -804,21 +804,22 @@ def make_fp16(
     _remove_fp16_round_trips(converted, own)
     _repair(converted, src)
     plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
-    save_onnx(
-        converted,
-        out,
-        check=lambda tmp, content: verify(
-            tmp,
-            feed,
-            source=src,
-            what=f"the fp16 model of {src.name}",
-            hint=FP16_HINT,
-            content=content,
-            model=converted,
-        ),
-    )
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
-    atomic_write_json(plan_path, plan)
+    with written_together(out, out.with_name(out.name + ".data"), plan_path):  # never the model alone
+        save_onnx(
+            converted,
+            out,
+            check=lambda tmp, content: verify(
+                tmp,
+                feed,
+                source=src,
+                what=f"the fp16 model of {src.name}",
+                hint=FP16_HINT,
+                content=content,
+                model=converted,
+            ),
+        )
+        atomic_write_json(plan_path, plan)
     return PrecisionArtifact(
         precision="fp16",
         path=out,
