@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
 
 
@@ -97,6 +99,50 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(digits: Digits) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
+
+
+# Stalls the first import of typer (the CLI's first heavy import) after saying so on stderr, so a
+# test can send Ctrl-C while the CLI is still loading, then runs the entry point given.
+_SLOW_IMPORT = """
+import importlib.abc, runpy, sys, time
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            sys.meta_path.remove(self)
+            sys.stderr.write("loading\\n"); sys.stderr.flush()
+            time.sleep(60)
+        return None
+sys.meta_path.insert(0, Slow())
+sys.argv = ["edgedeploy", "targets"]
+if sys.argv_entry == "module":
+    runpy.run_module("edgedeploy", run_name="__main__", alter_sys=True)
+else:
+    from edgedeploy.cli import main
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("entry", ["module", "console_script"])
+def test_ctrl_c_while_the_cli_still_loads_is_one_line_and_exit_130(entry: str) -> None:
+    """Ctrl-C in the first second (the imports, before the signal handling was installed) printed a
+    20-line KeyboardInterrupt traceback instead of the one line every later Ctrl-C gets."""
+    import signal
+    import subprocess
+    import sys
+
+    code = _SLOW_IMPORT.replace("sys.argv_entry", repr(entry))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "loading\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("stopped: interrupted (Ctrl-C)"), err
 
 
 def test_a_bad_memory_pool_exits_2(digits: Digits, tmp_path: Path) -> None:

@@ -19,38 +19,44 @@ import sys
 from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
-import typer
-from rich.markup import escape
+INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
 
-from calibration.errors import CalibrationError
-from edgedeploy import __version__
-from edgedeploy.cli import (
-    analyze,
-    build,
-    bundle,
-    calibrate,
-    compare,
-    demo,
-    doctor,
-    export,
-    matrix,
-    profile,
-    report,
-    run,
-    targets,
-)
-from edgedeploy.cli.common import err, out
-from edgedeploy.cli.guard import check_argv, guard_app
-from edgedeploy.errors import EdgeDeployError, user_failure
-from edgedeploy.fileio import sweep_scratch
-from edgedeploy.interrupts import (
-    EXIT_SIGTERM,
-    cut_short,
-    handle_signals,
-    release_signals,
-    stop_requested,
-    terminated,
-)
+try:  # a Ctrl-C while the CLI loads (a second or so, before main() handles signals) is one line too
+    import typer
+    from rich.markup import escape
+
+    from calibration.errors import CalibrationError
+    from edgedeploy import __version__
+    from edgedeploy.cli import (
+        analyze,
+        build,
+        bundle,
+        calibrate,
+        compare,
+        demo,
+        doctor,
+        export,
+        matrix,
+        profile,
+        report,
+        run,
+        targets,
+    )
+    from edgedeploy.cli.common import err, out
+    from edgedeploy.cli.guard import check_argv, guard_app
+    from edgedeploy.errors import EdgeDeployError, user_failure
+    from edgedeploy.fileio import sweep_scratch
+    from edgedeploy.interrupts import (
+        EXIT_SIGTERM,
+        cut_short,
+        handle_signals,
+        release_signals,
+        stop_requested,
+        terminated,
+    )
+except KeyboardInterrupt:
+    sys.stderr.write(f"stopped: {INTERRUPTED}\n")
+    raise SystemExit(130) from None
 
 app = typer.Typer(
     name="edgedeploy",
@@ -121,7 +127,6 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
 TERMINATED = "terminated (SIGTERM); temporary files removed, and a rerun resumes from the finished stages"
 
 
