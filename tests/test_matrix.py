@@ -851,6 +851,26 @@ def test_a_profile_times_alone_on_its_machine() -> None:
         pass
 
 
+def test_the_timing_lock_file_goes_with_its_last_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``matrix`` left ``edgedeploy-timing-UID.lock`` in TMPDIR for good: the last holder removes it,
+    and no holder while another (here a second open of the file, as another process) still holds it."""
+    import tempfile
+
+    from edgedeploy.pipeline.executors import timing_lock
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with timing_lock(exclusive=True):
+        assert len(list(tmp_path.iterdir())) == 1
+    assert list(tmp_path.iterdir()) == []
+    with timing_lock(exclusive=False):
+        with timing_lock(exclusive=False):
+            pass
+        assert len(list(tmp_path.iterdir())) == 1  # the outer holder still holds it
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_two_models_of_one_source_each_keep_their_own_files(project: Path) -> None:
     """Two [[matrix.models]] of one ONNX file (or byte-identical files) shared one export entry of
     the cache, stored under one model's name: 'model file not found: .../a.fp32.onnx', exit 2, and
