@@ -837,7 +837,7 @@ def _data_key(source: DataSource) -> dict[str, Any]:
     The statistics see the feeds cut into runs of ``RUN_ROWS`` (:func:`split_runs`), so files or
     images read 16 at a time calibrate to the same bytes as 8 at a time, and ``--batch-size 16``
     after 8 recalibrated for nothing. Random data is not: its values are drawn per batch."""
-    data = source.describe()
+    data = source.identity()
     batch = data.get("batch_size")
     whole_runs = isinstance(batch, int) and batch % RUN_ROWS == 0
     if not source.synthetic and dynamic_batch(source.inputs) and whole_runs:

@@ -277,6 +277,12 @@ class DataSource:
             )
         return notes
 
+    def identity(self) -> dict[str, Any]:
+        """:meth:`describe` without the spec, for cache keys: what the data is (files by name in
+        their folder and sha256, a script by its hash, random data by its seed), not how its path
+        was written (``in/calib``, ``/abs/in/calib`` and ``./in/../in/calib`` recalibrated)."""
+        return {k: v for k, v in self.describe().items() if k != "spec"}
+
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
         described = {

@@ -1222,7 +1222,7 @@ def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[s
     calib = request.calibration
     if request.precision not in ("fp16", "int8") or not calib.data:
         return None
-    return calib.open(inputs).describe()
+    return calib.open(inputs).identity()
 
 
 def _is_random(spec: str) -> bool:

@@ -266,3 +266,24 @@ def test_a_state_batched_on_axis_1_calibrates_on_the_samples_asked_for(tmp_path:
     report = json.loads(result.report.read_text())
     amax = next(t["amax"] for t in report["tensors"] if t["name"] == "x")
     assert amax == pytest.approx(float(np.abs(x[:4]).max()))
+
+
+def test_the_same_data_folder_spelled_otherwise_reuses_the_calibration(
+    digits_cnn: DigitsCNN, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--data in/calib``, ``/abs/in/calib`` and ``./in/../in/calib`` recalibrated ("the calibration
+    data's settings changed (spec ...)"): the key held the path as written, not the data."""
+    folder = tmp_path / "in" / "calib"
+    folder.mkdir(parents=True)
+    x = np.load(digits_cnn.calib)["input"]
+    for i in range(3):
+        np.save(folder / f"{i}.npy", x[i * 16 : (i + 1) * 16])
+    monkeypatch.chdir(tmp_path)
+    options = CalibrationOptions(algorithm="max")
+    first = calibrate(digits_cnn.model, _source(digits_cnn, "in/calib"), options, tmp_path / "o")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()}
+    for spec in (str(folder), "./in/../in/calib", "in/calib/"):
+        again = calibrate(digits_cnn.model, _source(digits_cnn, spec), options, tmp_path / "o")
+        assert again.skipped, (spec, again.reason)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == files
+    assert not first.reused

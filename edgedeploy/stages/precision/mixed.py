@@ -452,7 +452,7 @@ def int8_within_budget(
             "exclude_nodes": list(calib.exclude_nodes),
             "exclude_ops": list(calib.exclude_ops),
             "trt_version": calib.trt_version,
-            "measured_on": source.describe(),
+            "measured_on": source.identity(),  # the data, not how its path was written
         }
     )
 
