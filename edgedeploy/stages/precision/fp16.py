@@ -647,7 +647,8 @@ def _not_float32_marks(
     with ``outer``: the element types of the enclosing scopes' tensors, by name; returns the types
     of every tensor ``graph``'s nodes touch (None for an untyped one), bodies included."""
     types = dict(outer)
-    types.update({v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]})
+    typed = [*graph.input, *graph.output, *graph.value_info]
+    types.update({v.name: v.type.tensor_type.elem_type for v in typed})
     types.update({w.name: w.data_type for w in graph.initializer})
     touched: set[int | None] = set()
     for node in graph.node:
