@@ -234,6 +234,35 @@ def test_keyword_only_arguments_of_forward_are_passed_by_name(tmp_path: Path) ->
         np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
 
 
+
+def test_a_scripted_model_with_keyword_only_arguments_exports_and_computes_as_torch(tmp_path: Path) -> None:
+    """torch.jit.script of forward(self, x, *, scale) did not export at all: the dynamo exporter
+    cannot take a ScriptModule and the TorchScript one, tracing a module that held it, failed with
+    "Tried to trace <...Keyword object> but it is not part of the active trace"."""
+    import torch
+
+    (tmp_path / "kw.py").write_text(
+        KEYWORD_MODULE + "\n\ndef scripted():\n    return torch.jit.script(Keyword().eval())\n"
+    )
+    out = tmp_path / "scripted.onnx"
+    result = export(f"{tmp_path / 'kw.py'}:scripted:example", out)
+    assert result.exporter == "torchscript" and [i.name for i in result.inputs] == ["x", "scale"]
+    assert all(isinstance(i.shape[0], str) for i in result.inputs), result.inputs
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("kw_scripted", tmp_path / "kw.py")
+    assert loaded is not None and loaded.loader is not None
+    kw = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(kw)
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    scale = np.random.default_rng(1).random((3, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = kw.scripted()(torch.from_numpy(x), scale=torch.from_numpy(scale)).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
+
+
 KEYWORD_AND_PLAIN_MODULE = """
 import torch
 

@@ -369,8 +369,8 @@ def _bind(
     return tuple(named[p] for p in order), order, []
 
 
-def _by_keyword(model: Any, keywords: list[str]) -> Any:
-    """``model`` as a module whose forward takes every input by position and passes the last
+def _by_keyword(model: Any, keywords: list[str], count: int) -> Any:
+    """``model`` as a module whose forward takes its ``count`` inputs by position and passes the last
     ``len(keywords)`` to ``model.forward``'s keyword-only arguments of those names: the exporters,
     the comparison with the module and the batch checks all pass the inputs by position.
 
@@ -381,7 +381,8 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
     Where a subclass would not do (a forward set on the instance, which would hide the subclass's;
     a class that refuses subclasses) a plain module is given the model's state the same way, all
     but that forward, and calls the model's forward: the names are the model's there too. A
-    scripted model, whose state is not in its instance dict, is still held as the child ``model``."""
+    scripted model, whose state is not in its instance dict, is still held as the child ``model``
+    (:func:`_scripted_by_keyword`)."""
     torch = _import_torch()
 
     def by_keyword(forward: Any, args: tuple[Any, ...]) -> Any:
@@ -418,15 +419,33 @@ def _by_keyword(model: Any, keywords: list[str]) -> Any:
         object.__setattr__(holder, "__dict__", {k: v for k, v in vars(model).items() if k != "forward"})
         return holder.eval()
 
-    class Holding(module):
+    return _scripted_by_keyword(model, keywords, count)
+
+
+def _scripted_by_keyword(model: Any, keywords: list[str], count: int) -> Any:
+    """A scripted ``model`` (torch.jit.script) as a scripted module holding it as its child ``model``,
+    whose forward takes ``count`` inputs by position and passes the last ``len(keywords)`` by name.
+    A Python module holding it did not export: the dynamo exporter takes no ScriptModule, and the
+    TorchScript one, tracing the holder, failed with "Tried to trace <...> but it is not part of the
+    active trace" (a trace cannot enter a ScriptModule it does not own). A scripted holder is
+    exported from its graph, as a ScriptModule is, without a trace; its forward is compiled from
+    text (``define``) with the argument types of the model's own schema."""
+    torch = _import_torch()
+    arguments = {a.name: a for a in model.forward.schema.arguments[1:]}  # [0] is self
+    positional = [a.name for a in arguments.values() if not a.kwarg_only]
+    positional = positional[: count - len(keywords)]  # the arguments given: the first ones (_bind)
+    params = ", ".join(f"{name}: {arguments[name].type.annotation_str}" for name in [*positional, *keywords])
+    call = ", ".join([*positional, *(f"{name}={name}" for name in keywords)])
+    source = f"def forward(self, {params}):\n    return self.model({call})\n"
+    base: Any = torch.jit.ScriptModule
+
+    class ScriptedByKeyword(base):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.define(source)
 
-        def forward(self, *args: Any) -> Any:
-            return by_keyword(self.model, args)
-
-    return Holding().eval()
+    return ScriptedByKeyword().eval()
 
 
 def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str) -> list[str]:
@@ -454,7 +473,10 @@ def _torch_export(
     torch = _import_torch()
     import inspect
 
-    parameters = list(inspect.signature(model.forward).parameters.values())
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a ScriptModule's forward has none: the dynamo exporter fails on it
+        parameters = []
     dynamo_error: str | None = None
 
     def dynamo_done() -> str:
@@ -937,7 +959,7 @@ def _export_module(
     """Export ``torch_model`` (``source``: how errors name it, the model spec or its class)."""
     args, example_names, keywords = _example_args(torch_model, example, options)
     if keywords:
-        torch_model = _by_keyword(torch_model, keywords)
+        torch_model = _by_keyword(torch_model, keywords, len(args))
     reference = _forward_leaves(torch_model, args)
     returned = [name for name, _ in reference]
     n_out = len(returned)
