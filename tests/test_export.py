@@ -531,19 +531,33 @@ def example():
 """
 
 
-def test_a_state_input_whose_dim_0_is_no_batch_is_exported_fixed_and_warned(tmp_path: Path) -> None:
-    """A GRU's state h0[layers, B, H] beside x[B, T, C]: the dynamo exporter failed (it ties every
-    input's dim 0 to one batch) and the TorchScript one declared x[batch, 10, 8], h0[batch, 2, 16]
-    without a word, though the model ran at batch 2 only. The fallback is now run at another batch
-    too, and exported fixed, and warned, when it does not run there."""
+def test_a_gru_state_carries_the_batch_on_axis_1_and_it_is_exported_dynamic(tmp_path: Path) -> None:
+    """A GRU's state h0[layers, B, H] beside x[B, T, C] holds the batch on axis 1: the export
+    declared dim 0 the batch of x only and kept h0[1, 2, 16] (and so x[2, 10, 8]) fixed, with a
+    warning, and the model took batch 2 only. h0's axis 1 is now the batch, named as x's dim 0."""
+    import importlib.util
+
+    import torch
+
     (tmp_path / "gru.py").write_text(GRU_STATE_MODULE)
     out = tmp_path / "g.onnx"
     result = export(f"{tmp_path / 'gru.py'}:build:example", out)
-    assert [(i.name, list(i.shape)) for i in result.inputs] == [("x", [2, 10, 8]), ("h0", [1, 2, 16])]
-    assert any("the batch of x (2)" in w and "came out fixed" in w for w in result.warnings), result.warnings
-    feed = {"x": np.ones((2, 10, 8), np.float32), "h0": np.ones((1, 2, 16), np.float32)}
-    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
-
+    shapes = {i.name: list(i.shape) for i in result.inputs}
+    batch = shapes["x"][0]
+    assert isinstance(batch, str) and shapes == {"x": [batch, 10, 8], "h0": [1, batch, 16]}, shapes
+    assert not any("came out fixed" in w for w in result.warnings), result.warnings
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    loaded = importlib.util.spec_from_file_location("gru_state", tmp_path / "gru.py")
+    assert loaded is not None and loaded.loader is not None
+    gru = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(gru)
+    rng = np.random.default_rng(0)
+    x, h0 = rng.standard_normal((3, 10, 8), np.float32), rng.standard_normal((1, 3, 16), np.float32)
+    with torch.no_grad():
+        want = [t.numpy() for t in gru.build()(torch.from_numpy(x), torch.from_numpy(h0))]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x, "h0": h0})
+    for have, expected in zip(got, want, strict=True):
+        np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
 
 UNBATCHED_MODULE = """
 import torch

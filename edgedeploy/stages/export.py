@@ -464,12 +464,12 @@ def _torch_export(
     output_names: list[str],
     options: ExportOptions,
     notify: Notify,
-    batched: list[bool],
+    batched: list[int | None],
 ) -> tuple[str, list[str]]:
     """Export with the dynamo exporter; fall back to TorchScript with a notice. Returns the
     exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
     :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal.
-    ``batched``: which of ``args`` have their dim 0 declared dynamic (:func:`_batched`)."""
+    ``batched``: the axis of each of ``args`` declared the dynamic batch, or None (:func:`_batched`)."""
     torch = _import_torch()
     import inspect
 
@@ -493,9 +493,9 @@ def _torch_export(
             import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
         dynamic_shapes: Any = None
-        if any(batched):
+        if _any_batch(batched):
             batch = torch.export.Dim("batch", min=1, max=4096)
-            per_input = [{0: batch} if b else None for b in batched]
+            per_input = [None if b is None else {b: batch} for b in batched]
             if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
                 dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
             else:
@@ -521,8 +521,8 @@ def _torch_export(
         if doubled is not None:
             try:
                 dynamo(doubled)
-                batch_names = [n for n, b in zip(input_names, batched, strict=True) if b]
-                if not _fixed_batch(dest, batch_names) and _runs_at_another_batch(
+                batch_axes = {n: b for n, b in zip(input_names, batched, strict=True) if b is not None}
+                if not _fixed_batch(dest, batch_axes) and _runs_at_another_batch(
                     dest, doubled, input_names, batched
                 ):
                     return dynamo_done(), []
@@ -544,8 +544,8 @@ def _torch_export(
         f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter"
     )
     dynamic_axes = None
-    if any(batched):
-        dynamic_axes = {n: {0: "batch"} for n, b in zip(input_names, batched, strict=True) if b}
+    if _any_batch(batched):
+        dynamic_axes = {n: {b: "batch"} for n, b in zip(input_names, batched, strict=True) if b is not None}
         dynamic_axes.update({n: {0: "batch"} for n in output_names})
 
     def torchscript(axes: dict[str, dict[int, str]] | None) -> list[str]:
@@ -606,39 +606,58 @@ class _OpsetNotConverted(Exception):
     """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
 
 
-def _batched(args: tuple[Any, ...]) -> list[bool]:
-    """Which of ``args`` have a batch on dim 0: the tensors whose dim 0 is the first tensor's.
-    Every input's dim 0 was declared the batch, and one that is none was refused or mislabelled:
-    ``scale[8]`` beside ``x[3, 8]`` (dynamo tied 3 to 8 and failed, and the TorchScript exporter's
-    model was refused by ONNX Runtime), a GRU's state ``h0[1, 2, 16]`` beside ``x[2, 10, 8]``. A
-    guess, not a proof: the export is run at another batch (:func:`_runs_at_another_batch`)."""
+def _batched(args: tuple[Any, ...]) -> list[int | None]:
+    """The axis of each of ``args`` that holds the batch (None where none does): dim 0 of the
+    tensors whose dim 0 is the first tensor's; else the one axis of a tensor whose size is that
+    batch, as a recurrent layer's state ``h0[layers, B, H]`` holds it on axis 1 (torch's RNN, GRU
+    and LSTM take their states so, batch_first or not). Every input's dim 0 was declared the
+    batch, and one that is none was refused or mislabelled: ``scale[8]`` beside ``x[3, 8]`` (dynamo
+    tied 3 to 8 and failed, and the TorchScript exporter's model was refused by ONNX Runtime); a
+    GRU's state ``h0[1, 2, 16]`` beside ``x[2, 10, 8]`` then kept the model at batch 2. A guess, not
+    a proof: the export is run at another batch (:func:`_runs_at_another_batch`)."""
     torch = _import_torch()
     tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
     if not tensors:
-        return [False] * len(args)
+        return [None] * len(args)
     batch = int(tensors[0].shape[0])
-    return [isinstance(a, torch.Tensor) and a.dim() > 0 and int(a.shape[0]) == batch for a in args]
+
+    def axis(arg: Any) -> int | None:
+        if not isinstance(arg, torch.Tensor) or arg.dim() == 0:
+            return None
+        if int(arg.shape[0]) == batch:
+            return 0
+        holding = [k for k, size in enumerate(arg.shape) if int(size) == batch]
+        return holding[0] if len(holding) == 1 and batch > 1 else None
+
+    return [axis(a) for a in args]
 
 
-def _batch_of_two(args: tuple[Any, ...], batched: list[bool]) -> tuple[Any, ...] | None:
-    """``args`` with every ``batched`` tensor of batch 1 repeated to batch 2, or None when none has
-    batch 1. torch.export specializes a dim whose example size is 1 wherever
+def _any_batch(batched: list[int | None]) -> bool:
+    return any(b is not None for b in batched)
+
+
+def _batch_of_two(args: tuple[Any, ...], batched: list[int | None]) -> tuple[Any, ...] | None:
+    """``args`` with every ``batched`` tensor of batch 1 repeated to batch 2 (on its batch axis), or
+    None when none has batch 1. torch.export specializes a dim whose example size is 1 wherever
     the traced code could tell 1 from more (TransformerEncoder does): a model exported from a batch
     of 1 then takes batch 1 only, though its batch was declared dynamic (torch.export's docs, "0/1
     specialization", advise examples of size 2 or more)."""
     torch = _import_torch()
-    if not any(batched) or any(int(a.shape[0]) != 1 for a, b in zip(args, batched, strict=True) if b):
+    pairs = list(zip(args, batched, strict=True))
+    if not _any_batch(batched) or any(int(a.shape[b]) != 1 for a, b in pairs if b is not None):
         return None
-    return tuple(torch.cat([a, a]) if b else a for a, b in zip(args, batched, strict=True))
+    return tuple(a if b is None else torch.cat([a, a], dim=b) for a, b in pairs)
 
 
-def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str], batched: list[bool]) -> bool:
-    """Whether the exported model at ``path`` runs in ONNX Runtime with one more row on dim 0 of
-    every ``batched`` input than the example ``args`` it was traced from have. The dynamo exporter
-    can declare a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major ([T, B,
-    C], dim 0 the time) came out as x[batch, 1, 8] with a Reshape to its example's 20 steps, which
-    every other size fails. True when that cannot be tried (an input that is not one tensor per
-    graph input)."""
+def _runs_at_another_batch(
+    path: Path, args: tuple[Any, ...], names: list[str], batched: list[int | None]
+) -> bool:
+    """Whether the exported model at ``path`` runs in ONNX Runtime with one more row on the batch
+    axis of every ``batched`` input than the example ``args`` it was traced from have. The dynamo
+    exporter can declare a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major
+    ([T, B, C], dim 0 the time) came out as x[batch, 1, 8] with a Reshape to its example's 20
+    steps, which every other size fails. True when that cannot be tried (an input that is not one
+    tensor per graph input)."""
     torch = _import_torch()
     import numpy as np
     import onnxruntime as ort
@@ -646,7 +665,7 @@ def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str], 
     if len(names) != len(args) or not all(isinstance(a, torch.Tensor) for a in args):
         return True
     feed = {
-        n: np.concatenate([a.numpy(), a[:1].numpy()]) if b else a.numpy()
+        n: a.numpy() if b is None else np.concatenate([a.numpy(), a.narrow(b, 0, 1).numpy()], axis=b)
         for n, a, b in zip(names, args, batched, strict=True)
     }
     options = ort.SessionOptions()
@@ -661,12 +680,14 @@ def _runs_at_another_batch(path: Path, args: tuple[Any, ...], names: list[str], 
     return True
 
 
-def _fixed_batch(path: Path, names: list[str]) -> bool:
-    """Whether an input ``names`` of the exported model at ``path`` has a fixed dim 0."""
+def _fixed_batch(path: Path, axes: dict[str, int]) -> bool:
+    """Whether an input of the exported model at ``path`` has a fixed batch axis (``axes``: input
+    name -> its batch axis)."""
     graph = onnx.load(os.fspath(path), load_external_data=False).graph
     for value in graph.input:
         dims = value.type.tensor_type.shape.dim
-        if value.name in names and dims and dims[0].HasField("dim_value"):
+        axis = axes.get(value.name)
+        if axis is not None and len(dims) > axis and dims[axis].HasField("dim_value"):
             return True
     return False
 
@@ -889,7 +910,7 @@ def export(
         load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
         with naming_output(dest), atomic_path(dest, suffix=".onnx") as tmp:
             model, before, after, simplified = finalize_onnx(src, tmp, options, note)
-        done = _Exported("onnx", model, before, after, simplified, [], [])
+        done = _Exported("onnx", model, before, after, simplified, [], {})
     else:
         # as ``python path/file.py`` would, the file's folder is searched for the modules it imports
         # (helper.py beside it was "No module named 'helper'"), while forward runs too
@@ -903,9 +924,10 @@ def export(
     if result.opset != options.opset and not is_onnx_path(spec):
         result.warnings.append(_other_opset(options.opset, result))
     fixed = [
-        f"{i.name} ({i.shape[0]})"
+        f"{i.name} ({i.shape[done.batched[i.name]]})"
         for i in result.inputs
-        if i.name in done.batched and i.shape and isinstance(i.shape[0], int)
+        if i.name in done.batched and len(i.shape) > done.batched[i.name]
+        and isinstance(i.shape[done.batched[i.name]], int)
     ]
     if fixed:
         result.warnings.append(
@@ -981,7 +1003,7 @@ def _export_module(
         raw = Path(scratch) / "raw.onnx"
         held_in = [f"{PLACEHOLDER}input_{i}" for i in range(len(input_names))]
         held_out = [f"{PLACEHOLDER}output_{i}" for i in range(len(output_names))]
-        batched = _batched(args) if options.dynamic_batch else [False] * len(args)
+        batched: list[int | None] = _batched(args) if options.dynamic_batch else [None] * len(args)
         exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say, batched)
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
@@ -999,7 +1021,7 @@ def _export_module(
             if differs and options.verify:
                 raise InputError(f"{differs}; it was not kept (keep it with {KEEP_ANYWAY})")
     warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
-    batch_inputs = [name for name, b in zip(input_names, batched, strict=True) if b]
+    batch_inputs = {name: b for name, b in zip(input_names, batched, strict=True) if b is not None}
     return _Exported(exporter, model, before, after, simplified, warned, batch_inputs)
 
 
@@ -1027,7 +1049,7 @@ class _Exported:
     nodes_after: int
     simplified: bool
     warnings: list[str]
-    batched: list[str]  # the inputs whose dim 0 was declared the batch (see _batched)
+    batched: dict[str, int]  # the inputs declared to hold the batch -> its axis (see _batched)
 
 
 @dataclass
