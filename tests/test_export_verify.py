@@ -131,6 +131,59 @@ def test_the_python_api_refuses_too_and_keeps_on_request(tmp_path: Path) -> None
     assert onnx.load(tmp_path / "a.onnx").graph.output[0].name == "y"
 
 
+RANDOM = """
+import torch
+
+
+class Noisy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.l(x) + 0.1 * torch.rand(x.shape[0], 4)
+
+
+class Dropped(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.nn.functional.dropout(self.l(x), 0.5, training=True)
+
+
+def noisy():
+    return Noisy()
+
+
+def dropped():
+    return Dropped()
+"""
+
+
+@pytest.mark.parametrize("kind", ["noisy", "dropped"])
+def test_a_model_random_in_forward_is_refused_as_not_deterministic_with_what_to_do(
+    tmp_path: Path, kind: str
+) -> None:
+    """torch.rand in forward, or dropout applied whatever the mode (F.dropout(training=True)), failed
+    the verification as "the exported model computes other values than the PyTorch module", as if
+    the export were wrong, and the user had to find --no-verify alone. The message now says that
+    torch itself gives other outputs on two runs of the same input, and what to do."""
+    (tmp_path / "random_model.py").write_text(RANDOM)
+    out = tmp_path / "r.onnx"
+    result = run_cli("export", f"{tmp_path / 'random_model.py'}:{kind}", "--input", "x:2x8", "-o", out)
+    assert result.code == 2, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "not deterministic" in errors[0] and "two torch runs" in errors[0], errors[0]
+    assert "computes other values than the PyTorch module" not in errors[0], errors[0]
+    assert "dropout" in errors[0] and "torch.rand" in errors[0] and "--no-verify" in errors[0], errors[0]
+    assert not out.exists()
+
+
 def test_the_other_inputs_differ_from_the_example_and_keep_its_kind() -> None:
     zeros = torch.zeros(1, 8)
     ids = torch.arange(12, dtype=torch.int64).reshape(2, 6)

@@ -1132,10 +1132,35 @@ def compare_with_module(
             if want is None:
                 continue
             if differs := _difference(want, np.asarray(have)):
+                if random := _nondeterministic(model, inputs, expected, io_names.outputs, label):
+                    return random
                 return (
                     f"the exported model computes other values than the PyTorch module: output '{name}' "
                     f"{differs} on {label}{traced_at}"
                 )
+    return None
+
+
+def _nondeterministic(
+    model: Any, inputs: tuple[Any, ...], expected: list[np.ndarray | None], names: list[str], label: str
+) -> str | None:
+    """Why no export can match ``model`` when forward, run again on ``inputs``, gives other outputs
+    than ``expected`` (its first run's): randomness in forward (dropout applied in eval mode too,
+    ``torch.rand``). Such a model failed the comparison as "the exported model computes other
+    values than the PyTorch module", as if the export were wrong. None when forward repeats itself."""
+    try:
+        again = [value for _, value in _forward_leaves(model, inputs)]
+    except InputError:
+        return None
+    for name, first, second in zip(names, expected, again, strict=False):
+        if first is None or second is None or (differs := _difference(first, second)) is None:
+            continue
+        return (
+            f"the model is not deterministic: two torch runs on the same inputs differ (output '{name}' "
+            f"{differs.split(' (')[0]} on {label}), so the export cannot be checked: forward draws random "
+            "numbers (dropout kept on, as F.dropout(x, training=True); torch.rand, randn): tie them to "
+            "self.training"
+        )
     return None
 
 
