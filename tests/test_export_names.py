@@ -3,6 +3,7 @@ other values (edgedeploy.stages.export.rename_values)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,61 @@ def test_rename_values_moves_a_holder_of_the_new_name_aside_in_subgraphs_too() -
     for value, want in ((2.0, 3.0), (-2.0, -1.0)):
         (got,) = session.run(None, {"x": np.array([value], np.float32)})
         assert got.tolist() == [want]
+
+
+DATA_DEPENDENT = """
+import torch
+
+
+class Picks(torch.nn.Module):
+    def forward(self, x):
+        return torch.nonzero(x > 0), x.reshape(-1) * 2
+
+
+def build():
+    return Picks()
+"""
+
+ANONYMOUS = re.compile(r"unk__\d+|[su]\d+")  # onnx shape inference's and torch.export's symbols
+
+
+def _dims(path: Path) -> dict[str, list[int | str]]:
+    graph = onnx.load(path).graph
+    return {
+        v.name: [d.dim_param or (d.dim_value if d.HasField("dim_value") else "") for d in dims]
+        for v in [*graph.input, *graph.output]
+        for dims in [v.type.tensor_type.shape.dim]
+    }
+
+
+def test_dynamic_dims_of_inputs_and_outputs_get_names_a_user_can_give_shapes_for(tmp_path: Path) -> None:
+    """Dynamic dims came out named unk__0 (onnx's shape inference), u0 (torch.export's data-dependent
+    size) or not at all, which Polygraphy's and trtexec's --shapes and profiles cannot name. An
+    unnamed dim is now named after its input or output and axis (x_dim2, output_0_dim0); the
+    batch stays 'batch', and one symbol keeps one name everywhere."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3, None])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "anon.onnx")
+    for flag in ("--simplify", "--no-simplify"):
+        out = tmp_path / f"anon{flag}.onnx"
+        result = run_cli("export", tmp_path / "anon.onnx", "-o", out, flag)
+        assert result.code == 0, result.stderr
+        dims = _dims(out)
+        assert all(isinstance(d, int) or (d and not ANONYMOUS.fullmatch(d)) for v in dims.values() for d in v)
+        assert dims["y"] == dims["x"] == ["x_dim0", 3, "x_dim2"], dims  # a Relu's output: its input's dims
+        assert "unk__" not in result.stdout, result.stdout
+        onnx.checker.check_model(onnx.load(out), full_check=True)
+        feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 5)).astype(np.float32)}
+        (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
+        np.testing.assert_allclose(got, np.maximum(feed["x"], 0))
+
+    (tmp_path / "picks.py").write_text(DATA_DEPENDENT)
+    out = tmp_path / "picks.onnx"
+    result = run_cli("export", f"{tmp_path / 'picks.py'}:build", "--input", "x:2x8", "-o", out)
+    assert result.code == 0, result.stderr
+    dims = _dims(out)
+    assert dims["x"] == ["batch", 8], dims
+    assert dims["output_0"] == ["output_0_dim0", 2], dims
+    assert not any(isinstance(d, str) and ANONYMOUS.fullmatch(d) for v in dims.values() for d in v), dims
+    onnx.checker.check_model(onnx.load(out), full_check=True)

@@ -865,6 +865,7 @@ def finalize_onnx(
         # refused the result ("W in initializer but not in graph input"). onnx's table gives the
         # IR version an opset needs (onnx.helper.VERSION_TABLE).
         model.ir_version = max(model.ir_version, min_ir_version(model))
+    name_dynamic_dims(model, exported=name is not None, outputs=False)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:
@@ -878,6 +879,7 @@ def finalize_onnx(
             notify(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
+    name_dynamic_dims(model, exported=name is not None)
     # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
     save_onnx(
         model,
@@ -885,6 +887,51 @@ def finalize_onnx(
         check=lambda tmp, content: verify(tmp, source=src, what="the exported model", content=content),
     )
     return model, before, len(model.graph.node), simplified
+
+
+ANONYMOUS_DIM = re.compile(r"unk__\d+")  # onnx's shape inference names an unknown dim so
+EXPORTER_DIM = re.compile(r"[su]\d+")  # torch.export's symbols: s0 a size, u0 a data-dependent one
+
+
+def name_dynamic_dims(model: onnx.ModelProto, exported: bool = False, outputs: bool = True) -> None:
+    """Name, in place, the dynamic dims of the graph's inputs and outputs that have no name a user
+    can use: none at all, onnx's ``unk__N`` or (``exported`` from PyTorch) torch.export's ``s0`` and
+    ``u0``. Polygraphy's and trtexec's ``--shapes``, ``--profile`` and the build's profiles name
+    them, and these meant nothing (and unk__N changes with the graph). Each takes the name of its
+    input or output and axis (``x_dim2``, ``output_0_dim0``); a symbol met again keeps the name it
+    took first (inputs before outputs), also in the graph's value_info. Named dims (``batch``,
+    ``8*batch``) are kept. ``outputs=False``: the inputs only, named before shape inference, which
+    then carries their names to the outputs (a Relu's y[x_dim0, 3, x_dim2], not y_dim0)."""
+    graph = model.graph
+    pattern = re.compile(f"{ANONYMOUS_DIM.pattern}|{EXPORTER_DIM.pattern}") if exported else ANONYMOUS_DIM
+    inits = {i.name for i in graph.initializer}
+    values = [*(v for v in graph.input if v.name not in inits), *(graph.output if outputs else [])]
+    taken = {
+        d.dim_param
+        for g in all_graphs(graph)
+        for info in [*g.input, *g.output, *g.value_info]
+        for d in info.type.tensor_type.shape.dim
+        if d.dim_param
+    }
+    renamed: dict[str, str] = {}
+    for value in values:
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") or (dim.dim_param and not pattern.fullmatch(dim.dim_param)):
+                continue
+            if dim.dim_param in renamed:
+                dim.dim_param = renamed[dim.dim_param]
+                continue
+            new, suffix = f"{value.name}_dim{axis}", 1
+            while new in taken:
+                new, suffix = f"{value.name}_dim{axis}_{suffix}", suffix + 1
+            taken.add(new)
+            if dim.dim_param:
+                renamed[dim.dim_param] = new
+            dim.dim_param = new
+    for info in graph.value_info:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.dim_param in renamed:
+                dim.dim_param = renamed[dim.dim_param]
 
 
 def export(
