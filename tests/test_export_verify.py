@@ -184,6 +184,63 @@ def test_a_model_random_in_forward_is_refused_as_not_deterministic_with_what_to_
     assert not out.exists()
 
 
+PADDED = """
+import torch
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(100, 32)
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, 2)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.enc(self.emb(input_ids), src_key_padding_mask=attention_mask == 0)
+        return {"logits": self.head(h[:, 0]), "hidden": h}
+
+
+def build():
+    return Encoder().eval()
+
+
+def example():
+    torch.manual_seed(1)
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    mask[1, 5:] = 0
+    return {"input_ids": torch.randint(0, 100, (2, 7)), "attention_mask": mask}
+"""
+
+
+def test_a_transformer_encoder_with_a_padding_mask_is_kept_and_computes_as_torch(tmp_path: Path) -> None:
+    """A TransformerEncoder given src_key_padding_mask was refused ("output 'hidden' differs by up
+    to 3.17"): in eval mode torch runs its fast path, which writes 0 at the padded positions, while
+    the exporters trace the plain path, which computes them. The module is now compared on the
+    plain path (its fast path off during the export), and the unpadded values are torch's."""
+    import importlib.util
+
+    (tmp_path / "padded.py").write_text(PADDED)
+    out = tmp_path / "p.onnx"
+    result = run_cli("export", f"{tmp_path / 'padded.py'}:build:example", "-o", out)
+    assert result.code == 0, result.stderr
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    loaded = importlib.util.spec_from_file_location("padded_model", tmp_path / "padded.py")
+    assert loaded is not None and loaded.loader is not None
+    padded = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(padded)
+    example = padded.example()
+    with torch.no_grad():
+        want = padded.build()(**example)
+    feed = {k: v.numpy() for k, v in example.items()}
+    logits, hidden = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)
+    np.testing.assert_allclose(logits, want["logits"].numpy(), rtol=1e-4, atol=1e-5)
+    kept = feed["attention_mask"].astype(bool)
+    np.testing.assert_allclose(hidden[kept], want["hidden"].numpy()[kept], rtol=1e-4, atol=1e-5)
+    assert torch.backends.mha.get_fastpath_enabled()  # put back
+
+
 def test_the_other_inputs_differ_from_the_example_and_keep_its_kind() -> None:
     zeros = torch.zeros(1, 8)
     ids = torch.arange(12, dtype=torch.int64).reshape(2, 6)

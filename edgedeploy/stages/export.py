@@ -1026,6 +1026,33 @@ def _export_module(
     torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify, source: str
 ) -> _Exported:
     """Export ``torch_model`` (``source``: how errors name it, the model spec or its class)."""
+    with _plain_attention():
+        return _export_plain(torch_model, example, dest, options, note, source)
+
+
+@contextlib.contextmanager
+def _plain_attention() -> Iterator[None]:
+    """torch's fast path of nn.MultiheadAttention and TransformerEncoder(Layer) off, and put back
+    after: the module then runs as the exporters trace it. In eval mode with a padding mask the
+    fast path writes 0 at the padded positions where the traced path computes them, and a
+    TransformerEncoder given src_key_padding_mask was refused ("output 'hidden' differs by up to
+    3.17") though every unpadded value was torch's."""
+    torch = _import_torch()
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
+def _export_plain(
+    torch_model: Any, example: Any, dest: Path, options: ExportOptions, note: Notify, source: str
+) -> _Exported:
     args, example_names, keywords = _example_args(torch_model, example, options)
     if keywords:
         torch_model = _by_keyword(torch_model, keywords, len(args))
