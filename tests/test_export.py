@@ -234,7 +234,6 @@ def test_keyword_only_arguments_of_forward_are_passed_by_name(tmp_path: Path) ->
         np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
 
 
-
 def test_a_scripted_model_with_keyword_only_arguments_exports_and_computes_as_torch(tmp_path: Path) -> None:
     """torch.jit.script of forward(self, x, *, scale) did not export at all: the dynamo exporter
     cannot take a ScriptModule and the TorchScript one, tracing a module that held it, failed with
@@ -261,6 +260,59 @@ def test_a_scripted_model_with_keyword_only_arguments_exports_and_computes_as_to
         want = kw.scripted()(torch.from_numpy(x), scale=torch.from_numpy(scale)).numpy()
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
+
+
+KWARGS_MODULE = """
+import torch
+
+
+class Options(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+
+    def forward(self, x, **kwargs):
+        y = self.a(x)
+        if "bias" in kwargs:
+            y = y + kwargs["bias"]
+        return y * kwargs.get("scale", 1.0)
+
+
+def build():
+    return Options().eval()
+
+
+def example():
+    return {"x": torch.randn(2, 8), "bias": torch.randn(2, 4), "scale": torch.rand(2, 4)}
+"""
+
+
+def test_a_forward_taking_kwargs_gets_the_other_named_inputs_by_name(tmp_path: Path) -> None:
+    """forward(self, x, **kwargs) with {"x": .., "bias": .., "scale": ..} was refused: every input
+    was passed by position ("forward() takes 2 positional arguments but 4 were given"). The names
+    of forward's arguments go to them, the others to **kwargs by name, in the order given."""
+    import importlib.util
+
+    import torch
+
+    (tmp_path / "kwargs_model.py").write_text(KWARGS_MODULE)
+    out = tmp_path / "kwargs.onnx"
+    result = export(f"{tmp_path / 'kwargs_model.py'}:build:example", out)
+    assert [i.name for i in result.inputs] == ["x", "bias", "scale"], result.inputs
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    loaded = importlib.util.spec_from_file_location("kwargs_model", tmp_path / "kwargs_model.py")
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    shapes = {"x": (3, 8), "bias": (3, 4), "scale": (3, 4)}
+    feed = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in shapes.items()}
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+    with torch.no_grad():
+        want = module.build()(tensors["x"], bias=tensors["bias"], scale=tensors["scale"]).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, feed)[0], want, rtol=1e-5, atol=1e-6)
 
 
 KEYWORD_AND_PLAIN_MODULE = """

@@ -269,9 +269,10 @@ def _example_args(
             )
         _unique("input", [i.name for i in options.inputs])
         args = {i.name: torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs}
-        return _bind(args, _positional_parameters(model), "--input", _keyword_parameters(model))
+        return _bind(args, _positional_parameters(model), "--input", _keyword_parameters(model, list(args)))
     if isinstance(example, dict):
-        return _bind(example, _positional_parameters(model), "the example inputs", _keyword_parameters(model))
+        keywords = _keyword_parameters(model, list(example))
+        return _bind(example, _positional_parameters(model), "the example inputs", keywords)
     if isinstance(example, (list, tuple)):
         return tuple(example), [], []
     return (example,), [], []
@@ -307,27 +308,35 @@ def _distinct(inputs: list[str], outputs: list[str]) -> None:
 
 def _positional_parameters(model: Any) -> list[str] | None:
     """The names of ``model.forward``'s arguments that can be passed by position, or None when it
-    takes ``*args`` or ``**kwargs`` (or has no readable signature)."""
+    takes ``*args`` (or has no readable signature)."""
     import inspect
 
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError, AttributeError):
         return None
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
         return None
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def _keyword_parameters(model: Any) -> list[str]:
-    """The names of ``model.forward``'s keyword-only arguments (after ``*``), in its order."""
+def _keyword_parameters(model: Any, given: Sequence[str]) -> list[str]:
+    """The names of ``model.forward``'s keyword-only arguments (after ``*``), in its order, and
+    when it takes ``**kwargs``, the names ``given`` that are none of its arguments, in their order:
+    forward(self, x, **kwargs) given x, bias and scale was passed all three by position, and
+    refused them ("takes 2 positional arguments but 4 were given")."""
     import inspect
 
     try:
-        parameters = inspect.signature(model.forward).parameters.values()
+        parameters = list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError, AttributeError):
         return []
-    return [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    keywords = [p.name for p in parameters if p.kind == p.KEYWORD_ONLY]
+    if any(p.kind == p.VAR_KEYWORD for p in parameters) and not any(
+        p.kind == p.VAR_POSITIONAL for p in parameters
+    ):
+        keywords += [name for name in given if name not in {p.name for p in parameters}]
+    return keywords
 
 
 def _bind(
@@ -345,7 +354,7 @@ def _bind(
     positional arguments but 3 were given"): those come last, in forward's order, passed by name
     (:func:`_by_keyword`).
     """
-    if params is None or not named:  # forward(*args) or (**kwargs): the order given is all there is
+    if params is None or not named:  # forward(*args): the order given is all there is
         return tuple(named.values()), list(named), []
     given = [k for k in keywords if k in named]
     if given and set(named) <= set(params) | set(given):
