@@ -200,3 +200,40 @@ def test_split_runs_cuts_large_feeds_into_views_along_each_inputs_batch_axis() -
     assert [p is feed for p in split_runs([feed], unnamed, rows=8)] == [True]
     static = [TensorSpec("x", (20, 2), "tensor(float)")]  # a fixed batch of 20 runs as it is
     assert len(list(split_runs([{"x": x}], static, rows=8))) == 1
+
+
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_the_statistics_session_takes_the_weights_as_arrays_and_changes_no_model(
+    residual_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, placement: str
+) -> None:
+    """The statistics pass's session gets the model's float weights as the arrays calibrate already
+    read (its ModelFacts), not serialized with the model and parsed again by ONNX Runtime (54 MB
+    on ddddocr's recognizer); the Q/DQ model and the report's figures are the same."""
+    monkeypatch.setattr(observers_module, "IN_MEMORY_BYTES", 0)  # the test's weights are small
+    sessions: list[tuple[int, list[str]]] = []
+    real_session = observers_module._session
+
+    def session(model: object, threads: object, name: str = "", external: object = ([], [])) -> object:
+        assert isinstance(external, tuple)
+        size = len(model) if isinstance(model, bytes) else model.ByteSize()  # type: ignore[attr-defined]
+        sessions.append((size, list(external[0])))
+        return real_session(model, threads, name, external)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(observers_module, "_session", session)
+    in_memory, report = _calibrate(residual_model, tmp_path, "in-memory", placement=placement)
+    weights = {"wa", "wb", "wt", "wg", "wm", "ba", "bg"}
+    assert len(sessions) == 1 and set(sessions[0][1]) == weights
+    assert sessions[0][0] < 1000  # the graph without its weights' values
+
+    real_collect = observers_module.collect
+
+    def serialized(*args: object, **kwargs: object) -> int:
+        kwargs.pop("arrays", None)
+        return real_collect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(calibrate_module, "collect", serialized)
+    sessions.clear()
+    whole, again = _calibrate(residual_model, tmp_path, "serialized", placement=placement)
+    assert sessions[0][1] == []
+    assert in_memory == whole
+    assert report["selection"] == again["selection"] and report["tensors"] == again["tensors"]
