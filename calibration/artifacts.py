@@ -204,6 +204,7 @@ def verify_artifact(
     fed: str = "random inputs",
     content: bytes | None = None,
     model: onnx.ModelProto | None = None,
+    checked: bool = False,
 ) -> str | None:
     """Check ``path`` (full onnx checker, ONNX Runtime load and one run); remove it and its
     ``companions`` and raise :class:`ArtifactError` when it fails.
@@ -213,6 +214,8 @@ def verify_artifact(
     ``model``: the model those bytes serialize, when the caller holds it: the ONNX Runtime
     optimizers that crash on it are looked up on it, not on the file parsed again (27 MB for
     captcha-rec's fp16 artifact, 0.03 s of CPU).
+    ``checked``: the caller ran :func:`check_as_strict_as_source` on the bytes it wrote (calibrate's
+    ``check_qdq``): the checker is not run on them a second time, only the load and the run.
 
     ``feed`` is the input to run (default: one seeded random feed; ``fed`` says what it is);
     ``source`` is the model the artifact was made from: when the source fails on the feed as well,
@@ -226,7 +229,8 @@ def verify_artifact(
         own = Path(source).resolve()
         doomed = [d for d in doomed if d.resolve() != own and (d == path or d.resolve().parent != own.parent)]
     try:
-        check_as_strict_as_source(path if content is None else content, source)
+        if not checked:
+            check_as_strict_as_source(path if content is None else content, source)
     except Exception as exc:
         _remove(doomed)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -631,8 +631,10 @@ def calibrate(
     with written_together(qdq_path, cache_path, rounding_path, report_path):
         with atomic_path(qdq_path) as tmp:
             tmp.write_bytes(data)
-            # loaded the way the artifact runs (all graph optimizations) and run once, before it is named
-            verify_artifact(tmp, first_feed, source=model_path, what=f"the Q/DQ model of {model_path.name}")
+            # loaded the way the artifact runs (all graph optimizations) and run once, before it takes
+            # its name; onnx's checker passed these bytes in check_qdq
+            what = f"the Q/DQ model of {model_path.name}"
+            verify_artifact(tmp, first_feed, source=model_path, what=what, checked=True)
         if options.trt_version is not None:
             cache = make_cache(report.cache_thresholds or thresholds, options.trt_version, options.algorithm)
             atomic_write_text(cache_path, cache.dumps())

@@ -182,6 +182,35 @@ def test_check_qdq_checks_the_bytes_it_is_given() -> None:
         qdq_module.check_qdq(qdq, serialized=broken.SerializeToString())
 
 
+def test_the_artifact_goes_through_onnx_checker_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_qdq checks the Q/DQ model's bytes before they are written; the written file's
+    verification (ONNX Runtime's load and run) does not run onnx's full checker on it again."""
+    import calibration.artifacts as artifacts_module
+
+    model = tmp_path / "old.onnx"
+    _opset12(model)
+    checked: list[str] = []
+    real_check = artifacts_module.full_check
+
+    def full_check(target: object) -> None:
+        checked.append(type(target).__name__)
+        real_check(target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts_module, "full_check", full_check)
+    _calibrate(model, tmp_path, "once", "tensorrt")
+    assert checked == ["bytes"]  # check_qdq's, of the bytes written
+    # a model the checker refuses is still refused before it is written (check_qdq), none kept
+    def refused(target: object) -> None:
+        if isinstance(target, bytes):  # the Q/DQ model's (the source model passes)
+            raise ValueError("bad")
+        real_check(target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifacts_module, "full_check", refused)
+    with pytest.raises(CalibrationError, match=r"fails onnx\.checker"):
+        _calibrate(model, tmp_path, "refused", "tensorrt")
+    assert not list((tmp_path / "refused").glob("*.onnx"))
+
+
 def test_the_statistics_session_sees_the_same_values_without_copying_the_model() -> None:
     model = upgrade_opset(_opset12())
     x = np.random.default_rng(3).uniform(0, 1, (2, 1, 1, 8, 16)).astype(np.float32)
