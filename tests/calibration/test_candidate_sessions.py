@@ -86,3 +86,58 @@ def test_candidate_session_computes_what_the_serialized_q_dq_model_does(
         got = candidate.run(["y", "z", "r"], feed)
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("placement", [("tensorrt", 8), ("onnxruntime", 7)])
+def test_the_per_tensor_steps_node_sessions_take_their_weights_in_memory_with_the_same_outputs(
+    placement: tuple[str, int],
+) -> None:
+    """Each quantized consumer's one-node session (select._NodeRunner) gets its large dequantized
+    weight as an array, not serialized into the node's model and parsed again by ONNX Runtime
+    (most of the 0.3 s that ddddocr's recognizer's 22 node sessions took): the same outputs, bit
+    for bit, as a session of the node's model with the weight stored in it."""
+    from calibration.qdq import constant_values, dequantized_weight, quantized_weight
+    from calibration.select import WEIGHTED_OPS, _NodeRunner
+
+    model = _model()
+    plan = plan_quantization(model, QuantizeOptions(*placement))
+    consts = constant_values(model)
+    rng = np.random.default_rng(4)
+    feeds = {
+        "x": rng.normal(0, 1, (2, 16, 12, 12)).astype(np.float32),
+        "s": rng.normal(0, 1, (2, 8)).astype(np.float32),
+        "t": rng.normal(0, 1, (2, 4)).astype(np.float32),
+    }
+    checked = set()
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        runner = _NodeRunner(model, index, plan, consts, {})
+        weight = node.input[1]
+        wq = next((w for w in plan.weights.values() if (index, 1) in w.uses), None)
+        value = consts[weight]
+        if wq is not None:
+            q, scale = quantized_weight(model, weight, wq.axis, plan.options.weight_qmax, None, value)
+            value = dequantized_weight(q, scale, wq.axis)
+        single = helper.make_node(node.op_type, list(node.input), [node.output[0]], name=node.name)
+        single.attribute.extend(node.attribute)
+        graph = helper.make_graph(
+            [single],
+            "consumer",
+            [helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(value, weight)],
+        )
+        stored = helper.make_model(graph, opset_imports=list(model.opset_import))
+        stored.ir_version = model.ir_version
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        data = stored.SerializeToString()
+        serialized = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        feed = {node.input[0]: feeds[node.input[0]]}
+        got = runner.run_float32(feed)
+        assert np.array_equal(got, serialized.run(None, feed)[0])
+        if value.nbytes > IN_MEMORY_BYTES:
+            assert len(getattr(runner.session, "_in_memory_weights", ())) == 1, node.name
+            checked.add(node.name)
+    assert checked == {"conv", "wide"}  # the small Gemm's weight stays in the node's model
