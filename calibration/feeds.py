@@ -233,6 +233,12 @@ class DataSource:
             if keeping is not None:  # a read stopped before the end (or feeds numpy cannot save)
                 shutil.rmtree(keeping, ignore_errors=True)
 
+    def forget_kept(self) -> None:
+        """Stop keeping and replaying feeds (their folder is being removed): the next read reads
+        the source itself again. What the reads learnt (the first feed, the feeds' digest) stays."""
+        self.keep_in = None
+        self._kept = None
+
     def _keeps(self) -> bool:
         return self.hash_feeds and self.keep_in is not None
 

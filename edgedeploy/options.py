@@ -9,8 +9,9 @@ is read. A new TensorRT option is one row here, one ``BuildOptions`` field, and 
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from calibration.modelinfo import TensorSpec
 from calibration.sources import DataSource, open_source
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import nearest_existing, scratch_beside
 from edgedeploy.targets import Target
 
 Dims = tuple[int, ...]
@@ -245,6 +247,16 @@ class OpenedSources:
 
     folder: Path
     sources: dict[str, DataSource] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def sources_opened_beside(out_dir: Path) -> Iterator[OpenedSources]:
+    """:class:`OpenedSources` for one command writing into ``out_dir`` (``build``, ``calibrate``),
+    whose folder lies beside ``out_dir`` (in its nearest existing ancestor: nothing is made that
+    a failed command would leave behind) and is removed on the way out, or by the next command
+    writing there when this one was killed (:func:`edgedeploy.fileio.scratch_beside`)."""
+    with scratch_beside(nearest_existing(out_dir.parent) / out_dir.name, "feeds") as kept:
+        yield OpenedSources(kept)
 
 
 @dataclass

@@ -446,6 +446,49 @@ def test_a_loader_script_runs_once_per_run_for_its_keys_and_its_stages(
     assert not [p.name for p in (tmp_path / "work").iterdir() if "feeds" in p.name]  # not kept after the run
 
 
+def _counting_loader(tmp_path: Path, arrays: Path) -> tuple[Path, Path]:
+    """A .py loader that notes each run of load_data() in a file: (the loader, that file)."""
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        f"    with open({str(counter)!r}, 'a') as fh:\n        fh.write('load\\n')\n"
+        f"    a = np.load({str(arrays)!r})\n"
+        "    for i in range(0, len(a), 8):\n        yield {'input': a[i : i + 8]}\n"
+    )
+    return loader, counter
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["calibrate", "--data", "LOADER", "--algorithm", "max", "--samples", "32"],
+        ["calibrate", "--data", "LOADER", "--samples", "32"],
+        ["build", "--precision", "int8", "--calib-data", "LOADER", "--calib-algorithm", "max"],
+        ["build", "--precision", "int8", "--calib-data", "LOADER", "--accuracy-budget", "cosine>=0.9"],
+        ["build", "--precision", "fp16", "--calib-data", "LOADER"],
+    ],
+    ids=["calibrate", "calibrate-auto", "build-int8", "build-int8-budget", "build-fp16"],
+)
+def test_build_and_calibrate_run_a_loader_script_once(
+    digits: Digits, tmp_path: Path, command: list[str]
+) -> None:
+    """`build` and `calibrate` on their own ran a .py loader twice (int8: once for the cache key's
+    hash of its feeds, again to calibrate; an accuracy budget or an fp16 build's analysis more):
+    a slow loader paid twice, and a random one was calibrated on other data than its key says.
+    The feeds of the one read are kept in a scratch folder for the command's later reads."""
+    import numpy as np
+
+    arrays = tmp_path / "arrays.npy"
+    np.save(arrays, digits.x_train[:32])
+    loader, counter = _counting_loader(tmp_path, arrays)
+    args = [str(loader) if a == "LOADER" else a for a in command]
+    made = run_cli(args[0], digits.onnx_path, *args[1:], "-o", tmp_path / "out")
+    assert made.code == 0, made.stderr
+    assert counter.read_text().splitlines() == ["load"]
+    assert not [p.name for p in tmp_path.iterdir() if "feeds" in p.name]
+
+
 def test_run_profiles_with_the_configured_input_shapes(reflect_padded_onnx: Path, tmp_path: Path) -> None:
     """[model] inputs shape the random data of profile as they do compare's (a model that needs
     more than one sample on a dynamic axis refuses the dims fed as 1)."""

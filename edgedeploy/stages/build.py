@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
-from edgedeploy.options import BuildRequest, user_names
+from edgedeploy.options import BuildRequest, sources_opened_beside, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import int8_content, make_int8
@@ -261,7 +261,19 @@ def build(
     model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET, made_with_data: bool = False
 ) -> BuildOutcome:
     """Check the target, make the precision artifact, and compile it with the chosen backend
-    (``made_with_data``: as :func:`make_precision` takes it)."""
+    (``made_with_data``: as :func:`make_precision` takes it).
+
+    The calibration data is opened once for the build's every read (the int8 key's hash of a
+    loader script's feeds, the calibration, a budget, the fp16 analysis), unless the caller
+    shares one opening among several builds (``request.calibration.opened``)."""
+    if request.calibration.data and request.calibration.opened is None:
+        with sources_opened_beside(out_dir) as opened:
+            shared = replace(request, calibration=replace(request.calibration, opened=opened))
+            return _build(model, shared, out_dir, ui, made_with_data)
+    return _build(model, request, out_dir, ui, made_with_data)
+
+
+def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_data: bool) -> BuildOutcome:
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
     if request.accuracy_budget and request.precision not in ("fp16", "int8"):

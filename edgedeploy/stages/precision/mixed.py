@@ -76,6 +76,8 @@ def analysis_source(
     try:
         inputs = inputs if inputs is not None else model_io(model)[0]
         source = replace(calib, samples=calib.samples if calib.data else SYNTHETIC_SAMPLES).open(inputs)
+        if source.keep_in is not None:  # a loader script read once to its end, not first in part
+            source.first_feed()  # (the analysis reads some samples, its key all of them)
     except CalibrationError as exc:  # the only line: not said after the warning below
         raise InputError(str(exc)) from None
     if not calib.data:
