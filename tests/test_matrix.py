@@ -967,6 +967,52 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
     assert not any("not used" in m for m in ui.messages), ui.messages
 
 
+def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_path: Path) -> None:
+    """The driver keyed every fp16/int8 cell by the sha256 of a .py loader's feeds and ran the
+    loader again for each cell (a rerun with every cell cached ran it once per cell); the feeds of
+    its one read are kept for the run's keys, so every cell is keyed on the same bytes."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    np.save(tmp_path / "calib.npy", rng.standard_normal((32, 16)).astype(np.float32))
+    counter = tmp_path / "runs.txt"
+    (tmp_path / "load.py").write_text(
+        "import traceback\nimport numpy as np\n\ndef load_data():\n"
+        "    keying = any(f.name == '_key_cell' for f in traceback.extract_stack())\n"
+        f"    with open({str(counter)!r}, 'a') as fh:\n        fh.write('key\\n' if keying else 'task\\n')\n"
+        f"    a = np.load({str(tmp_path / 'calib.npy')!r})\n"
+        "    for i in range(0, len(a), 8):\n        yield {'x': a[i : i + 8]}\n"
+    )
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[calibration]\ndata = "load.py"\nsamples = 32\nalgorithm = "max"\n'
+        '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu", "x86-64-vnni"]\nprecisions = ["fp16", "int8"]\n'
+        '[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+
+    def runs() -> list[str]:
+        said = counter.read_text().splitlines()
+        counter.unlink()
+        return said
+
+    cells = _run_local(config).cells
+    assert [c.status for c in cells] == ["ok"] * 4, cells
+    assert runs().count("key") == 1
+    again = _run_local(config).cells
+    assert all(c.cached for c in again), again
+    assert runs() == ["key"]
+    assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
+
+
 @pytest.mark.parametrize(
     ("address", "gcs", "joins"),
     [("10.0.0.5:6379", None, "10.0.0.5:6379"), ("auto", "10.0.0.7:6380", "10.0.0.7:6380"),

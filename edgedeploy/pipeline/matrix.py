@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,14 @@ from edgedeploy.fileio import (
     atomic_dir,
     atomic_write_bytes,
     intact_record,
+    scratch_beside,
     scratch_dir,
     sealed,
     sha256_bytes,
     sha256_file,
     sha256_json,
 )
-from edgedeploy.options import BuildRequest, parse_profiles
+from edgedeploy.options import BuildRequest, OpenedSources, parse_profiles
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
@@ -428,9 +429,23 @@ def run_matrix(
     extra_versions: dict[str, str] | None = None,
 ) -> MatrixResult:
     """Run every cell that is not already in the store; a failing cell never stops the others."""
+    matrix.workdir.mkdir(parents=True, exist_ok=True)
+    # the calibration data the cells' keys hash, opened once for all of them (a loader script's
+    # feeds kept for the run); the tasks open it themselves: their requests go to other processes
+    with scratch_beside(matrix.workdir / "calibration", "feeds") as kept:
+        return _run_matrix(matrix, executor, ui, on_cell, extra_versions, OpenedSources(kept))
+
+
+def _run_matrix(
+    matrix: MatrixConfig,
+    executor: Executor,
+    ui: Ui,
+    on_cell: Progress | None,
+    extra_versions: dict[str, str] | None,
+    opened: OpenedSources,
+) -> MatrixResult:
     start = time.perf_counter()
     workdir = matrix.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(workdir)
     versions = tool_versions(extra_versions)
     results = {
@@ -531,7 +546,7 @@ def run_matrix(
                 check_op_types(plan.config, state.fp32.files[_fp32_name(state)])
             pending, precision_key, precision_request = _key_cell(
                 plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
-                feeds_cache,
+                feeds_cache, opened,
             )  # fmt: skip
         except Exception as exc:  # bad calibration or compare data, an unknown op type: this cell only
             finish(plan.cell, "failed", first_line(exc))
@@ -751,6 +766,7 @@ def _key_cell(
     versions: dict[str, Any],
     node_versions: dict[str, Any],
     feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]],
+    opened: OpenedSources,
 ) -> tuple[_Pending, str | None, BuildRequest]:
     """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key.
 
@@ -760,7 +776,8 @@ def _key_cell(
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
-    calibration_data = _calibration_fingerprint(request, inputs)
+    keyed_data = replace(request, calibration=replace(request.calibration, opened=opened))
+    calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
     build_key = sha256_json(
         {"model": plan.cell.model, "fp32": fp32_sha, "request": keyed, "versions": versions,
          "calibration_data": calibration_data, "node": node_versions}
