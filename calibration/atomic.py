@@ -167,8 +167,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), None where unknown.
+
+    With the pid it names one process: a pid reused by a later process has a later start."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[19])  # field 22; the name before ")" may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _started_after(pid: int, entry: Path) -> bool:
+    """Whether process ``pid`` started after ``entry`` was last written (by seconds; False where
+    start times are unknown): then the pid was reused and the entry is not that process's."""
+    ticks = process_start_ticks(pid)
+    try:
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        written = entry.lstat().st_mtime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return ticks is not None and boot + ticks / os.sysconf("SC_CLK_TCK") > written + 2
+
+
 def remove_stale_temps(dest: Path) -> list[Path]:
-    """Delete the temporary files and folders that killed writers (dead PIDs) left beside ``dest``."""
+    """Delete the temporary files and folders that killed writers left beside ``dest``: their pid
+    is gone, or held by a process that started after they were last written (a container's rerun
+    often gets the killed run's pid)."""
     prefix = f".{dest.name}."
     try:
         entries = [e for e in dest.parent.iterdir() if e.name.startswith(prefix)]
@@ -177,7 +203,7 @@ def remove_stale_temps(dest: Path) -> list[Path]:
     removed = []
     for entry in entries:
         pid = entry.name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or (_alive(int(pid)) and not _started_after(int(pid), entry)):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():

@@ -37,6 +37,7 @@ from calibration.atomic import (
     forget_written,
     guarded,
     named_after,
+    process_start_ticks,
     remove_stale_temps,
     sha256_file,
     staging,
@@ -200,17 +201,6 @@ SCRATCH_PREFIX = "edgedeploy-"
 OWNER_FILE = ".edgedeploy-owner.json"
 
 
-def _start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``), None where unknown.
-
-    With the pid it names one process: a pid reused by a later process has a later start."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rpartition(")")[2].split()[19])  # field 22; the name before ")" may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _owner_alive(pid: int, started: int | None) -> bool:
     """Whether the process that made a scratch folder still runs (a reused pid does not count)."""
     try:
@@ -219,7 +209,7 @@ def _owner_alive(pid: int, started: int | None) -> bool:
         return False
     except (PermissionError, OverflowError):  # someone's process: alive
         return True
-    now = _start_time(pid)
+    now = process_start_ticks(pid)
     return started is None or now is None or now == started
 
 
@@ -245,7 +235,8 @@ def scratch_dir(kind: str) -> Iterator[Path]:
     remove it (:func:`sweep_scratch`) if this process is killed before it can."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-{os.getpid()}-"))
     try:
-        owner = {"pid": os.getpid(), "started": _start_time(os.getpid()), "host": socket.gethostname()}
+        pid = os.getpid()
+        owner = {"pid": pid, "started": process_start_ticks(pid), "host": socket.gethostname()}
         (tmp / OWNER_FILE).write_text(json.dumps(owner))
         yield tmp
     finally:

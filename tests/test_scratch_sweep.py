@@ -186,3 +186,30 @@ def test_scratch_beside_an_output_is_removed_after_a_kill_by_the_next_write_ther
         (scratch / "v.int8.onnx").write_bytes(b"x")
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+def test_a_killed_runs_feeds_are_removed_though_its_pid_was_reused(tmp_path: Path) -> None:
+    """`run` keeps a loader script's feeds (the data's size) beside its workdir's calibration; a run
+    SIGKILLed left them for the next run to remove by their dead pid. In a container the rerun
+    often gets the same pid (its own pid was skipped) or another process holds it, and the feeds
+    stayed for good, one copy per kill: a pid whose process started after the folder was last
+    written is not its writer."""
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("process start times are read from Linux /proc")
+    from edgedeploy.fileio import scratch_beside
+
+    dest = tmp_path / "calibration"
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        old = time.time() - 3600
+        mine = _folder(tmp_path, f".{dest.name}.{os.getpid()}.feeds.abc123", None)
+        reused = _folder(tmp_path, f".{dest.name}.{other.pid}.feeds.def456", None)
+        live = _folder(tmp_path, f".{dest.name}.1.feeds.ghi789", None)  # pid 1 started before it
+        for folder in (mine, reused):
+            os.utime(folder, (old, old))
+        with scratch_beside(dest, "feeds") as scratch:
+            assert not mine.exists() and not reused.exists() and live.exists()
+        assert not scratch.exists()
+    finally:
+        other.kill()
+        other.wait()
