@@ -8,6 +8,7 @@ and :mod:`calibration.images` (image folders) both build on these.
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -195,7 +196,8 @@ class DataSource:
     # read to the end, which the reads after it replay instead of running the loader again: set by
     # who opens it for several readers (a run's stages); the folder is theirs to remove
     keep_in: Path | None = field(default=None, init=False, repr=False, compare=False)
-    _kept: list[Path] | None = field(default=None, init=False, repr=False, compare=False)
+    # the kept feeds: npz files, or their bytes (:meth:`replay`, a read of another process)
+    _kept: list[Path] | list[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Feed]:
         if self._kept is not None:
@@ -233,6 +235,22 @@ class DataSource:
             if keeping is not None:  # a read stopped before the end (or feeds numpy cannot save)
                 shutil.rmtree(keeping, ignore_errors=True)
 
+    def kept_files(self) -> tuple[list[bytes], str] | None:
+        """The feeds a read to the end kept, as their npz files' bytes, and their sha256: what
+        :meth:`replay` takes in another process; None when nothing was kept."""
+        if self._kept is None or self._feeds_sha256 is None:
+            return None
+        files = [p if isinstance(p, bytes) else p.read_bytes() for p in self._kept]
+        self._kept = files  # read once: the next callers (a matrix's every cell) share these bytes
+        return files, self._feeds_sha256
+
+    def replay(self, files: list[bytes], feeds_sha256: str) -> None:
+        """Read the feeds of another process's read of this source (:meth:`kept_files`) instead
+        of the source itself: its loader script is not run again, and the digest is of them."""
+        self._kept, self._feeds_sha256 = list(files), feeds_sha256
+        first = next(self._replay(self._kept))
+        self._first = {k: v.copy() for k, v in first.items()}
+
     def forget_kept(self) -> None:
         """Stop keeping and replaying feeds (their folder is being removed): the next read reads
         the source itself again. What the reads learnt (the first feed, the feeds' digest) stays."""
@@ -242,11 +260,11 @@ class DataSource:
     def _keeps(self) -> bool:
         return self.hash_feeds and self.keep_in is not None
 
-    def _replay(self, kept: list[Path]) -> Iterator[Feed]:
+    def _replay(self, kept: list[Path] | list[bytes]) -> Iterator[Feed]:
         """The feeds :meth:`__iter__` kept, as it yielded them (checked, in its order)."""
         names = [spec.name for spec in self.inputs]
         for path in kept:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(path) if isinstance(path, bytes) else path, allow_pickle=False) as data:
                 yield {name: data[f"arr_{i}"] for i, name in enumerate(names)}
 
     def first_feed(self) -> Feed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -269,17 +269,27 @@ class CalibrationRequest(CalibrationSettings):
     from_config: bool = field(default=False, repr=False, compare=False)
     # the sources the requests of one run share (run.py), or None: each open() opens the data anew
     opened: OpenedSources | None = field(default=None, repr=False, compare=False)
+    # a loader script's feeds as another process read them (matrix: the driver, for its keys), by
+    # the source they are of (open()'s key): (key, npz files' bytes, their sha256)
+    feeds: tuple[str, list[bytes], str] | None = field(
+        default=None, repr=False, compare=False, metadata={"json": False}
+    )
 
     def option(self, setting: str) -> str:
         """The user's name of ``setting`` (``data``, ``preprocess``) where this request came from:
         ``[calibration] data`` in a config, ``--calib-data`` on build's command line."""
         return option_name("calibration", setting, self.from_config)
 
+    def _key(self, inputs: Sequence[TensorSpec]) -> str:
+        """What the source :meth:`open` opens for ``inputs`` depends on."""
+        declare = self.option("preprocess") + ("" if self.from_config else " FILE")
+        settings = (self.data, self.samples, self.batch_size, self.seed, self.shapes, self.preprocess)
+        return repr((settings, declare, list(inputs)))
+
     def open(self, inputs: Sequence[TensorSpec]) -> DataSource:
         """The calibration data for a model with ``inputs`` (seeded random data when none is given)."""
         declare = self.option("preprocess") + ("" if self.from_config else " FILE")
-        settings = (self.data, self.samples, self.batch_size, self.seed, self.shapes, self.preprocess)
-        key = repr((settings, declare, list(inputs)))
+        key = self._key(inputs)
         if self.opened is not None and key in self.opened.sources:
             return self.opened.sources[key]
         source = open_source(
@@ -287,10 +297,20 @@ class CalibrationRequest(CalibrationSettings):
             seed=self.seed, shapes=self.shapes or None, image_options=self.preprocess or None,
             declare_preprocess=declare,
         )  # fmt: skip
+        if self.feeds is not None and self.feeds[0] == key:
+            source.replay(self.feeds[1], self.feeds[2])
         if self.opened is not None:
             source.keep_in = self.opened.folder
             self.opened.sources[key] = source
         return source
+
+    def with_feeds_of(self, source: DataSource, inputs: Sequence[TensorSpec]) -> CalibrationRequest:
+        """This request carrying the feeds ``source`` (its :meth:`open` of ``inputs``) kept, for
+        the same source opened in another process; as it is when nothing was kept."""
+        kept = source.kept_files()
+        if kept is None:
+            return self
+        return replace(self, opened=None, feeds=(self._key(inputs), *kept))
 
     def notes(self, source: DataSource) -> list[str]:
         """:meth:`DataSource.notes` of ``source`` (opened by :meth:`open`), with the preprocessing

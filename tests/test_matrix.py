@@ -969,8 +969,9 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
 
 def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_path: Path) -> None:
     """The driver keyed every fp16/int8 cell by the sha256 of a .py loader's feeds and ran the
-    loader again for each cell (a rerun with every cell cached ran it once per cell); the feeds of
-    its one read are kept for the run's keys, so every cell is keyed on the same bytes."""
+    loader again for each cell (a rerun with every cell cached ran it once per cell), and each
+    precision and cell task ran it again; the feeds of the driver's one read are kept for every
+    key and sent to the tasks, which calibrate on the bytes their keys hashed."""
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
@@ -1006,7 +1007,7 @@ def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_pat
 
     cells = _run_local(config).cells
     assert [c.status for c in cells] == ["ok"] * 4, cells
-    assert runs().count("key") == 1
+    assert runs() == ["key"]  # the precision and cell tasks calibrate on the keyed feeds, sent to them
     again = _run_local(config).cells
     assert all(c.cached for c in again), again
     assert runs() == ["key"]

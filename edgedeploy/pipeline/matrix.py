@@ -778,6 +778,9 @@ def _key_cell(
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     keyed_data = replace(request, calibration=replace(request.calibration, opened=opened))
     calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
+    if calibration_data is not None:  # the tasks calibrate on the bytes the key hashed, sent to them
+        shared = keyed_data.calibration.open(inputs)  # the source the fingerprint read
+        request = replace(request, calibration=request.calibration.with_feeds_of(shared, inputs))
     build_key = sha256_json(
         {"model": plan.cell.model, "fp32": fp32_sha, "request": keyed, "versions": versions,
          "calibration_data": calibration_data, "node": node_versions}
