@@ -19,7 +19,7 @@ from typing import Any
 from calibration.modelinfo import TensorSpec
 from calibration.sources import DataSource, open_source
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import nearest_existing, scratch_beside
+from edgedeploy.fileio import scratch_dir
 from edgedeploy.targets import Target
 
 Dims = tuple[int, ...]
@@ -250,12 +250,14 @@ class OpenedSources:
 
 
 @contextlib.contextmanager
-def sources_opened_beside(out_dir: Path) -> Iterator[OpenedSources]:
-    """:class:`OpenedSources` for one command writing into ``out_dir`` (``build``, ``calibrate``),
-    whose folder lies beside ``out_dir`` (in its nearest existing ancestor: nothing is made that
-    a failed command would leave behind) and is removed on the way out, or by the next command
-    writing there when this one was killed (:func:`edgedeploy.fileio.scratch_beside`)."""
-    with scratch_beside(nearest_existing(out_dir.parent) / out_dir.name, "feeds") as kept:
+def sources_opened_for_command() -> Iterator[OpenedSources]:
+    """:class:`OpenedSources` for one command on its own (``build``, ``calibrate``), whose folder
+    is a scratch folder in the system temp folder, as every stage's scratch work is
+    (:func:`edgedeploy.fileio.scratch_dir`): nothing is written outside the output folder the user
+    named, and nothing is made there that a failed command would leave behind. It is removed on
+    the way out, or by a later command (``sweep_scratch``) when this one was killed. ``run`` keeps
+    its feeds in its workdir instead (the user's folder for the run's work)."""
+    with scratch_dir("feeds") as kept:
         yield OpenedSources(kept)
 
 

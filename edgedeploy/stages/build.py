@@ -19,7 +19,7 @@ from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, load_onnx, verify
-from edgedeploy.options import BuildRequest, sources_opened_beside, user_names
+from edgedeploy.options import BuildRequest, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import int8_content, make_int8
@@ -267,7 +267,7 @@ def build(
     loader script's feeds, the calibration, a budget, the fp16 analysis), unless the caller
     shares one opening among several builds (``request.calibration.opened``)."""
     if request.calibration.data and request.calibration.opened is None:
-        with sources_opened_beside(out_dir) as opened:
+        with sources_opened_for_command() as opened:
             shared = replace(request, calibration=replace(request.calibration, opened=opened))
             return _build(model, shared, out_dir, ui, made_with_data)
     return _build(model, request, out_dir, ui, made_with_data)

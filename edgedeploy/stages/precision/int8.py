@@ -22,7 +22,7 @@ from calibration.sources import DataSource, open_source
 from calibration.trt_cache import parse_version
 from edgedeploy.errors import InputError, NothingQuantized, naming_guessed_dims
 from edgedeploy.onnxio import refuse_unloadable
-from edgedeploy.options import sources_opened_beside
+from edgedeploy.options import sources_opened_for_command
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
@@ -183,7 +183,7 @@ def make_int8(
             "with their integer arithmetic emulated in float (ONNX Runtime's kernels here saturate)"
         )
     try:
-        with naming_guessed_dims(source.fed_as_one), _kept_for_the_call(source, Path(out_path).parent):
+        with naming_guessed_dims(source.fed_as_one), _kept_for_the_call(source):
             result = calibrate(model, source, options, Path(out_path).parent, stem=stem, qdq_name=name)
     except NothingToQuantize as exc:
         raise NothingQuantized(already_int8(Path(model)) or str(exc)) from None
@@ -201,15 +201,15 @@ def make_int8(
 
 
 @contextlib.contextmanager
-def _kept_for_the_call(source: DataSource, out_dir: Path) -> Iterator[None]:
-    """A loader script's feeds kept beside ``out_dir`` while the calibration reads them, when no
+def _kept_for_the_call(source: DataSource) -> Iterator[None]:
+    """A loader script's feeds kept in a scratch folder while the calibration reads them, when no
     caller keeps them (``edgedeploy calibrate``): its key hashes them, then the pass reads them,
     and the script ran for each (a slow loader paid twice, a random one gave other data)."""
     if not source.hash_feeds or source.keep_in is not None:
         yield
         return
     try:
-        with sources_opened_beside(out_dir) as opened:
+        with sources_opened_for_command() as opened:
             source.keep_in = opened.folder
             yield
     finally:
