@@ -554,16 +554,30 @@ def _feed_for(
 def output_cosine(
     reference: Sequence[Sequence[np.ndarray]], candidate: Sequence[Sequence[np.ndarray]]
 ) -> float:
-    """Min over outputs of the cosine between flattened outputs; -1 for NaN/Inf."""
+    """Min over outputs of the cosine between flattened outputs (:func:`cosine_of`); -1 for NaN/Inf."""
     worst = 1.0
     for k in range(len(reference[0])):
         r = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in reference])
         c = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in candidate])
         if not np.all(np.isfinite(c)):
             return -1.0
-        denom = float(np.linalg.norm(r) * np.linalg.norm(c))
-        worst = min(worst, float(r @ c) / denom if denom else float(np.allclose(r, c)))
+        worst = min(worst, cosine_of(r, c, equal=bool(np.array_equal(r, c))))
     return worst
+
+
+def cosine_of(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
+    """The cosine of two equal-length float64 vectors: exactly 1 where they are ``equal`` (dot / norms
+    rounds to 0.9999999999999999 or 1.0000000000000002), else within [-1, 1]; 0 where one is all
+    zeros and the other is not.
+
+    A copy of compare's (edgedeploy/device/verify_outputs.py ``cosine_of``), kept because neither
+    side can import the other: calibration is the bottom layer and imports no edgedeploy, and
+    verify_outputs.py runs alone on the device with NumPy only.
+    tests/calibration/test_model_vote.py holds the two to the same figures."""
+    if equal:
+        return 1.0
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    return min(1.0, max(-1.0, float(r @ c) / denom)) if denom > 0 else 0.0
 
 
 def _sample_sums(

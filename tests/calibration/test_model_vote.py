@@ -109,3 +109,19 @@ def test_vote_takes_a_lead_one_sample_makes_when_the_rule_is_closer_on_most_samp
     assert drop_one_margins(per_sample)["mse"] < -1e-5  # without sample 0 the per-tensor choice leads
     winner, _ = _vote(reference, {"per-tensor": per_tensor, "mse": rule})
     assert winner == "mse"
+
+
+def test_output_cosine_reads_exactly_1_for_identical_outputs_and_stays_within_1() -> None:
+    """auto's cosine (calibration's copy of compare's, see select.cosine_of) read 0.9999999999999999 or
+    1.0000000000000002 for a bit-identical copy, where compare reads 1.0."""
+    from edgedeploy.device.verify_outputs import cosine_of
+
+    many = np.full(1000, 0.1, np.float32)  # dot / (norm * norm) rounds to 1.0000000000000002
+    assert output_cosine([[many]], [[many.copy()]]) == 1.0
+    rows = np.random.default_rng(0).standard_normal(1000).astype(np.float32)  # rounds to 0.9999999999999999
+    assert output_cosine([[rows]], [[rows.copy()]]) == 1.0
+    assert output_cosine([[many]], [[many * np.float32(3)]]) <= 1.0
+    assert output_cosine([[rows]], [[-rows]]) >= -1.0
+    for a, b in ((rows, rows * np.float32(1.5) + 0.1), (many, many * 3), (np.zeros(4), np.full(4, 1e-9))):
+        r, c = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert output_cosine([[a]], [[b]]) == cosine_of(r, c, equal=bool(np.array_equal(r, c)))

@@ -746,3 +746,15 @@ def test_compare_emulates_an_fp16_build_of_a_model_with_unnamed_nodes_as_built(t
     assert "MatMul" in [e["op"] for e in plan["nodes"] if e["precision"] == "fp32"]
     result = compare(path, art.path, [{"x": x}], Gates(min_cosine=0.999))
     assert result.mode.startswith("fp16") and result.passed, result
+
+
+def test_island_release_cosine_reads_exactly_1_for_identical_outputs_and_stays_within_1() -> None:
+    """The release's cosine (islands._min_cosine) read 0.9999999999999999 or 1.0000000000000002 for a
+    bit-identical copy, where compare reads 1.0 (and 1 - cosine, its error, went negative)."""
+    from edgedeploy.stages.precision.islands import _min_cosine
+
+    many = np.full(1000, 0.1, np.float32)  # dot / (norm * norm) rounds to 1.0000000000000002
+    rows = np.random.default_rng(0).standard_normal(1000).astype(np.float32)  # rounds to 0.9999999999999999
+    assert _min_cosine([[many, rows]], [[many.copy(), rows.copy()]]) == 1.0
+    assert _min_cosine([[many]], [[many * np.float32(3)]]) <= 1.0
+    assert _min_cosine([[rows]], [[-rows]]) >= -1.0

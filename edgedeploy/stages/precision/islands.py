@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 
 from calibration.observers import Observer
+from edgedeploy.device.verify_outputs import cosine_of  # compare's cosine, the budget's
 from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
 
 REDUCTIONS = {
@@ -306,9 +307,7 @@ def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarr
         finite = np.isfinite(ref)
         if not finite.all():
             ref, cand = ref[finite], cand[finite]
-        denom = float(np.linalg.norm(ref) * np.linalg.norm(cand))
-        cos = float(np.dot(ref, cand) / denom) if denom > 0 else float(not np.any(ref) and not np.any(cand))
-        worst = min(worst, cos)
+        worst = min(worst, cosine_of(ref, cand, equal=bool(np.array_equal(ref, cand))))
     return worst
 
 
