@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 try:
     import numpy as np
@@ -149,37 +149,70 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[st
         return _metrics(np.asarray(ref), np.asarray(cand), gates)
 
 
-def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
-    ref_own, cand_own = ref.reshape(-1), cand.reshape(-1)
-    discrete = ref_own.dtype.kind in "biu"
-    r_all, c_all = ref_own.astype(np.float64), cand_own.astype(np.float64)
+class Pairs(NamedTuple):
+    """The figures both sides' metrics are made of (:func:`finite_pairs`)."""
+
+    ref: np.ndarray  # float64, the pairs where both sides are finite
+    cand: np.ndarray
+    abs_err: np.ndarray  # |ref - cand| over those pairs (integers in their own dtype); [0.0] if none
+    nan: int  # NaN in the candidate
+    inf: int  # Inf in the candidate
+    reference_nan_inf: int
+    mismatches: int  # pairs with a NaN/Inf side unlike the other: each an infinite error
+    discrete: bool  # a bool/integer reference, gated on its equal share
+    cosine: float  # over the finite pairs
+    equal_share: Optional[float]  # bool/integer outputs: the share of elements equal
+    identical: bool  # every element equal, a reproduced NaN/Inf included
+
+
+def finite_pairs(ref: np.ndarray, cand: np.ndarray) -> Pairs:
+    """The finite/non-finite split of two flat arrays of one size, for this file's :func:`metrics`
+    and the host's compare (edgedeploy/stages/compare/outputs.py) alike: in float64, a NaN or Inf
+    the candidate reproduces (the same infinity, NaN for NaN) is equal, and any other pair with a
+    NaN/Inf side differs by an infinite error, as numpy's allclose(1, inf) is False; the figures
+    are over the finite pairs, integers compared in their own dtype (in float64 ids + 2**60 and
+    ids + 2**60 + 1 are equal). Call it with NumPy's warnings off (Inf/NaN are counted)."""
+    discrete = ref.dtype.kind in "biu"
+    r_all, c_all = ref.astype(np.float64), cand.astype(np.float64)
     nan, inf = int(np.isnan(c_all).sum()), int(np.isinf(c_all).sum())
     ref_ok, cand_ok = np.isfinite(r_all), np.isfinite(c_all)
     finite = ref_ok & cand_ok
-    # a NaN or Inf the candidate reproduces (the same infinity, NaN for NaN) is equal; any other pair
-    # with a NaN/Inf side differs by an infinite error
     reproduced = ~ref_ok & ((r_all == c_all) | (np.isnan(r_all) & np.isnan(c_all)))
     mismatches = int(np.count_nonzero(~finite & ~reproduced))
-    r, c = r_all[finite], c_all[finite]  # the figures below are over the finite pairs
-    if discrete and cand_own.dtype.kind in "biu":  # in float64 ids + 2**60 and ids + 2**60 + 1 are equal
-        abs_err = integer_abs_error(ref_own, cand_own)
-    else:
-        abs_err = np.abs(r - c)
+    r, c = r_all[finite], c_all[finite]
+    abs_err = integer_abs_error(ref, cand) if discrete and cand.dtype.kind in "biu" else np.abs(r - c)
     if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
         abs_err = np.zeros(1)
-    cosine = cosine_of(r, c, not np.any(abs_err))
+    return Pairs(
+        ref=r,
+        cand=c,
+        abs_err=abs_err,
+        nan=nan,
+        inf=inf,
+        reference_nan_inf=int(r_all.size - np.count_nonzero(ref_ok)),
+        mismatches=mismatches,
+        discrete=discrete,
+        cosine=cosine_of(r, c, not np.any(abs_err)),
+        equal_share=(float(np.mean(abs_err == 0)) if r_all.size else 1.0) if discrete else None,
+        identical=not mismatches and not np.any(abs_err),
+    )
+
+
+def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
+    pairs = finite_pairs(ref.reshape(-1), cand.reshape(-1))
+    r, abs_err, mismatches, cosine = pairs.ref, pairs.abs_err, pairs.mismatches, pairs.cosine
+    discrete, equal, nan, inf = pairs.discrete, pairs.equal_share, pairs.nan, pairs.inf
     atol, rtol = float(gates.get("atol", 1e-3)), float(gates.get("rtol", 1e-3))
     allclose = bool(not mismatches and np.all(abs_err <= atol + rtol * np.abs(r)))
     max_abs = float("inf") if mismatches else float(abs_err.max())
     top1 = None
     if not discrete and ref.ndim == 2 and ref.shape[1] >= 2 and ref.shape[0]:  # no rows: no top-1
         top1 = float(np.mean(ref.argmax(axis=1) == cand.reshape(ref.shape).argmax(axis=1)))
-    equal = (float(np.mean(abs_err == 0)) if r_all.size else 1.0) if discrete else None
     failures = []
     if mismatches:  # NaN/Inf where the reference holds another value, or the reverse
         failures.append(
             f"{mismatches} NaN/Inf value(s) unlike the reference's (the candidate holds {nan} NaN and "
-            f"{inf} Inf, the reference {int(r_all.size - np.count_nonzero(ref_ok))} NaN/Inf)"
+            f"{inf} Inf, the reference {pairs.reference_nan_inf} NaN/Inf)"
         )
     if gates.get("min_cosine") is not None and equal is not None and not equal >= float(gates["min_cosine"]):
         failures.append(f"equal elements {equal:.4f} < {gates['min_cosine']} (a bool/integer output)")
@@ -198,7 +231,7 @@ def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[s
         "allclose": allclose,
         "nan_inf": nan + inf,
         "nonfinite_mismatches": mismatches,
-        "identical": not mismatches and not np.any(abs_err),
+        "identical": pairs.identical,
         "failures": failures,
     }
 

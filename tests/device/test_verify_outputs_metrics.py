@@ -132,3 +132,23 @@ def test_device_json_tells_identical_outputs_from_non_finite_figures(
     host = output_metrics("inf", [ref["inf"]], [np.array([1.0, math.inf])], Gates())
     assert (host.identical, host.nonfinite_mismatches) == (False, 1)
     capsys.readouterr()
+
+
+def test_host_splits_finite_pairs_with_the_devices_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finite/non-finite split (float64 casts, finite mask, reproduced NaN/Inf, mismatch count,
+    integer or float error) was written twice, the host's a line-for-line copy of the device's:
+    a fix to one side had to be made again on the other. The host now calls the device's."""
+    from edgedeploy.stages.compare import outputs
+
+    calls = []
+    split = verify_outputs.finite_pairs
+
+    def spy(ref: np.ndarray, cand: np.ndarray) -> Any:
+        calls.append((ref.dtype, cand.dtype))
+        return split(ref, cand)
+
+    monkeypatch.setattr(outputs, "finite_pairs", spy)
+    monkeypatch.setattr(verify_outputs, "finite_pairs", spy)
+    ref = np.array([[np.inf, 0.1, 0.2, 0.3]], np.float32)
+    both(ref, np.array([[1.0, 0.1, 0.2, 0.4]], np.float32), Gates())
+    assert calls == [(np.float32, np.float32)] * 2

@@ -24,7 +24,7 @@ from calibration.modelinfo import model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
-from edgedeploy.device.verify_outputs import cosine_of, integer_abs_error  # the device's copy decides alike
+from edgedeploy.device.verify_outputs import finite_pairs  # the device's figures: both decide alike
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
@@ -144,35 +144,18 @@ def _output_metrics(
             return _mismatched(name, rb, why)
     ref_own = np.concatenate([np.asarray(r).reshape(-1) for r in ref_batches])
     cand_own = np.concatenate([np.asarray(c).reshape(-1) for c in cand_batches])
-    discrete = ref_own.dtype.kind in "biu"
-    ref, cand = ref_own.astype(np.float64), cand_own.astype(np.float64)
-    nan = int(np.isnan(cand).sum())
-    inf = int(np.isinf(cand).sum())
-    ref_ok, cand_ok = np.isfinite(ref), np.isfinite(cand)
-    ref_bad = int(ref.size - np.count_nonzero(ref_ok))
-    finite = ref_ok & cand_ok
-    # a NaN or Inf the candidate reproduces (the same infinity, NaN for NaN) is equal; any other pair
-    # with a NaN/Inf side differs by an infinite error, as numpy's allclose(1, inf) is False
-    reproduced = ~ref_ok & ((ref == cand) | (np.isnan(ref) & np.isnan(cand)))
-    mismatches = int(np.count_nonzero(~finite & ~reproduced))
-    r, c = ref[finite], cand[finite]  # the figures below are over the finite pairs
-    if discrete and cand_own.dtype.kind in "biu":  # in float64 ids + 2**60 and ids + 2**60 + 1 are equal
-        abs_err = integer_abs_error(ref_own, cand_own)
-    else:
-        abs_err = np.abs(r - c)
-    rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny)
-    if abs_err.size == 0:  # no finite pair (an empty output, NonZero with no hits): no error among them
-        abs_err = rel_err = np.zeros(1)
-    cosine = cosine_of(r, c, equal=not np.any(abs_err))
-    identical = not mismatches and not np.any(abs_err)
+    pairs = finite_pairs(ref_own, cand_own)  # the device's split (verify_outputs.py), one copy
+    r, abs_err, mismatches = pairs.ref, pairs.abs_err, pairs.mismatches  # over the finite pairs
+    rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny) if r.size else np.zeros(1)
     noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
-    snr = None if identical else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
+    snr = (
+        None if pairs.identical else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
+    )
     allclose = bool(not mismatches and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
     # the largest errors: a mismatch's (infinite), else the finite pairs'
     max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
-    top1 = None if discrete else _top1_agreement(ref_batches, cand_batches)
-    equal = (float(np.mean(abs_err == 0)) if ref.size else 1.0) if discrete else None
+    top1 = None if pairs.discrete else _top1_agreement(ref_batches, cand_batches)
     shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
         name=name,
@@ -183,16 +166,16 @@ def _output_metrics(
         max_rel=max_rel,
         mean_rel=float(rel_err.mean()),
         p99_rel=float(np.percentile(rel_err, 99)),
-        cosine=cosine,
+        cosine=pairs.cosine,
         snr_db=snr,
-        nan_count=nan,
-        inf_count=inf,
-        reference_nan_inf=ref_bad,
+        nan_count=pairs.nan,
+        inf_count=pairs.inf,
+        reference_nan_inf=pairs.reference_nan_inf,
         allclose=allclose,
         top1_agreement=top1,
-        equal_share=equal,
+        equal_share=pairs.equal_share,
         nonfinite_mismatches=mismatches,
-        identical=identical,
+        identical=pairs.identical,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
