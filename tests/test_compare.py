@@ -535,3 +535,39 @@ def test_the_json_records_the_sha256_of_both_files_compared(tmp_path: Path) -> N
     assert run_cli("compare", ref, cand, "--per-layer", "--json", tmp_path / "l.json").code == 0
     per_layer = json.loads((tmp_path / "l.json").read_text())["compare"]
     assert per_layer["candidate_sha256"] == data["candidate_sha256"]
+
+
+def _scaled_model(weights: list[float]) -> onnx.ModelProto:
+    """y = Relu(x * w): the reference and candidate of a per-layer comparison, by their weights."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+    w = numpy_helper.from_array(np.array(weights, np.float32), "w")
+    nodes = [
+        helper.make_node("Mul", ["x", "w"], ["h"], name="mul"),
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_per_layer_counts_nan_inf_unlike_the_reference_and_writes_them_as_plain_compare_does() -> None:
+    """--per-layer counted only a candidate NaN/Inf where fp32 is finite: a reference Inf beside a
+    finite candidate value was no mismatch (plain compare fails it), and a tensor's NaN cosine was
+    written as null in the JSON, which plain compare's JSON keeps for identical outputs."""
+    from edgedeploy.results import to_jsonable
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5]], np.float32)
+    reference, candidate = _scaled_model([np.inf, 1.0, 1.0, 1.0]), _scaled_model([1.0, 1.0, 1.0, 1.0])
+    result = compare_layers(reference, candidate, [{"x": x}], Gates(), emulate=False)
+    plain = output_metrics("y", [x * np.array([np.inf, 1, 1, 1], np.float32)], [x.copy()], Gates())
+    layer = {e.tensor: e for e in result.layers}["y"]
+    assert plain.nonfinite_mismatches == 2 and not plain.passed
+    assert layer.nonfinite_mismatches == plain.nonfinite_mismatches and layer.exceeds
+    assert layer.max_abs == plain.max_abs == np.inf and layer.nan_inf == plain.nan_count + plain.inf_count
+    written = json.loads(json.dumps(to_jsonable(result)))
+    row = next(r for r in written["layers"] if r["tensor"] == "y")
+    assert (row["cosine"], row["max_abs"], row["identical"]) == ("NaN", "Infinity", False)
+    again = _scaled_model([np.inf, 1.0, 1.0, 1.0])
+    same = compare_layers(reference, again, [{"x": x}], Gates(), emulate=False)
+    assert all(e.identical and not e.exceeds and e.nonfinite_mismatches == 0 for e in same.layers)

@@ -195,7 +195,7 @@ def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
                 "-" if e.snr_db is None else f"{e.snr_db:.1f}",
                 f"{e.max_abs:.3g}",
                 f"{e.rel_max:.3g}",
-                str(e.nan_inf),
+                f"{e.nan_inf}" + (f" ({e.nonfinite_mismatches} unlike ref)" * bool(e.nonfinite_mismatches)),
                 "; ".join(e.why),
             )
         return t

@@ -238,8 +238,9 @@ def test_cli_compare_per_layer_and_bad_budget(audio_model: AudioModel, tmp_path:
     # and hide it): the gate fails, and the per-layer view shows where a GPU would overflow.
     assert result.code == 1, result.stderr
     assert "NaN" in result.stderr and "Traceback" not in result.stderr
-    assert "first tensors over tolerance" in result.stdout and "NaN/Inf where fp32 is finite" in result.stdout
-    assert json.loads((tmp_path / "c.json").read_text())["per_layer"]["layers"]
+    assert "first tensors over tolerance" in result.stdout
+    layers = json.loads((tmp_path / "c.json").read_text())["per_layer"]["layers"]
+    assert any(layer["nonfinite_mismatches"] and layer["cosine"] == "NaN" for layer in layers)
     bad = run_cli("build", audio_model.onnx_path, "-o", tmp_path / "o", "--accuracy-budget", "cosine=1")
     assert_clean_input_error(bad, "--accuracy-budget")
     assert not (tmp_path / "o").exists()

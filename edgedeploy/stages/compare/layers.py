@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -27,6 +27,7 @@ from calibration.modelinfo import graph_io
 from calibration.observers import emulate_integer_kernels, float_tensor_names, with_outputs
 from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
+from edgedeploy.device.verify_outputs import finite_pairs  # compare's split of NaN/Inf, one copy
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare.gates import Gates
@@ -69,19 +70,17 @@ class _Running:
     sum_abs_err: float = 0.0
     max_abs_err: float = 0.0
     ref_absmax: float = 0.0
-    cand_nonfinite: int = 0
-    ref_nonfinite: int = 0
+    cand_nonfinite: int = 0  # NaN/Inf in the candidate
+    mismatches: int = 0  # NaN/Inf unlike the reference's, either side (outputs.py's, one rule)
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        r = np.asarray(ref, dtype=np.float64).ravel()
-        c = np.asarray(cand, dtype=np.float64).ravel()
-        if r.size != c.size:
+        if np.size(ref) != np.size(cand):
             return
-        ok_r, ok_c = np.isfinite(r), np.isfinite(c)
-        self.ref_nonfinite += int(r.size - np.count_nonzero(ok_r))
-        self.cand_nonfinite += int(np.count_nonzero(ok_r & ~ok_c))
-        both = ok_r & ok_c
-        r, c = r[both], c[both]
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted
+            pairs = finite_pairs(np.asarray(ref).ravel(), np.asarray(cand).ravel())
+        self.cand_nonfinite += pairs.nan + pairs.inf
+        self.mismatches += pairs.mismatches
+        r, c = pairs.ref, pairs.cand  # the sums below are over the finite pairs
         err = r - c
         self.count += int(r.size)
         self.sum_sq_ref += float(r @ r)
@@ -96,18 +95,26 @@ class _Running:
 
 @dataclass
 class LayerError:
+    # NaN/Inf figures go to JSON as "NaN", "Infinity", "-Infinity", as compare's per-output ones
+    # (edgedeploy.results): null is the SNR of identical tensors
+    JSON_NONFINITE_AS_TEXT: ClassVar[bool] = True
+
     tensor: str
     producer: str
     op: str
     order: int
-    cosine: float
-    snr_db: float | None
-    max_abs: float
+    cosine: float  # NaN where a NaN/Inf is unlike the reference's (listed first among the largest)
+    snr_db: float | None  # None when the tensors are identical (see ``identical``)
+    max_abs: float  # infinite where a NaN/Inf is unlike the reference's, as in compare's outputs
     mean_abs: float
     rel_max: float  # max abs error / reference absmax
-    nan_inf: int  # non-finite values in the candidate where the reference is finite
+    nan_inf: int  # NaN/Inf values in the candidate
     exceeds: bool
     why: list[str] = field(default_factory=list)
+    # elements where either side is NaN/Inf and the other not the same (compare's rule, see
+    # verify_outputs.finite_pairs): a reference Inf beside a finite candidate value counts
+    nonfinite_mismatches: int = 0
+    identical: bool = False  # every element equal, a NaN/Inf the candidate reproduces included
 
 
 @dataclass
@@ -126,7 +133,9 @@ class LayerwiseResult:
 
     def largest(self, limit: int = 5) -> list[LayerError]:
         """The tensors with the largest error (1 - cosine, NaN/Inf first), shown in graph order."""
-        worst = sorted(self.layers, key=lambda e: (e.nan_inf > 0, _badness(e)), reverse=True)[:limit]
+        worst = sorted(
+            self.layers, key=lambda e: (e.nonfinite_mismatches > 0, _badness(e)), reverse=True
+        )[:limit]
         return sorted(worst, key=lambda e: e.order)
 
 
@@ -138,16 +147,17 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     denom = math.sqrt(run.sum_sq_ref * run.sum_sq_cand)
     # exactly 1 where every pair is equal, else within [-1, 1] (dot / norms rounds past them)
     cosine = 1.0 if run.sum_sq_err == 0 else min(1.0, max(-1.0, run.dot / denom)) if denom > 0 else 0.0
-    snr = (
-        None
-        if run.sum_sq_err == 0
-        else (10 * math.log10(run.sum_sq_ref / run.sum_sq_err) if run.sum_sq_ref > 0 else float("-inf"))
-    )
-    if run.cand_nonfinite:
-        cosine = float("nan")  # a NaN/Inf where fp32 is finite: listed first among the largest errors
+    if run.mismatches:  # an infinite error, as compare's outputs read it
+        snr: float | None = float("-inf")
+    elif run.sum_sq_err == 0:
+        snr = None
+    else:
+        snr = 10 * math.log10(run.sum_sq_ref / run.sum_sq_err) if run.sum_sq_ref > 0 else float("-inf")
+    if run.mismatches:
+        cosine = float("nan")  # a NaN/Inf unlike the reference's: listed first among the largest errors
     why = []
-    if run.cand_nonfinite:
-        why.append(f"{run.cand_nonfinite} NaN/Inf where fp32 is finite")
+    if run.mismatches:
+        why.append(f"{run.mismatches} NaN/Inf value(s) unlike the reference's")
     if gates.min_cosine is not None and cosine < gates.min_cosine:
         why.append(f"cosine {cosine:.6f} < {gates.min_cosine}")
     if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
@@ -286,20 +296,23 @@ def compare_layers(
         run = running[name]
         producer, op, order = producers.get(name, ("", "input", -1))
         cosine, snr, why = _metrics(name, run, gates)
+        max_abs = math.inf if run.mismatches else run.max_abs_err
         layers.append(
             LayerError(
-                name,
-                producer,
-                op,
-                order,
-                cosine,
-                snr,
-                run.max_abs_err,
-                run.sum_abs_err / run.count if run.count else 0.0,
-                run.max_abs_err / run.ref_absmax if run.ref_absmax else 0.0,
-                run.cand_nonfinite,
-                bool(why),
-                why,
+                tensor=name,
+                producer=producer,
+                op=op,
+                order=order,
+                cosine=cosine,
+                snr_db=snr,
+                max_abs=max_abs,
+                mean_abs=run.sum_abs_err / run.count if run.count else 0.0,
+                rel_max=math.inf if run.mismatches else max_abs / run.ref_absmax if run.ref_absmax else 0.0,
+                nan_inf=run.cand_nonfinite,
+                exceeds=bool(why),
+                why=why,
+                nonfinite_mismatches=run.mismatches,
+                identical=not run.mismatches and run.sum_sq_err == 0,
             )
         )
     layers.sort(key=lambda e: e.order)

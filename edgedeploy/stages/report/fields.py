@@ -167,7 +167,7 @@ PER_LAYER = {
     "precision": TEXT,
     "mode": TEXT,
     "gates": GATES,
-    "layers": [{"order": (int,), "tensor": TEXT, "cosine": NUM, "exceeds": TEXT}],
+    "layers": [{"order": (int,), "tensor": TEXT, "cosine": FIGURE, "exceeds": TEXT}],
 }
 
 # ---------------------------------------------------------------- each kind of file, by load.py's name
