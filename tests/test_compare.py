@@ -571,3 +571,32 @@ def test_per_layer_counts_nan_inf_unlike_the_reference_and_writes_them_as_plain_
     again = _scaled_model([np.inf, 1.0, 1.0, 1.0])
     same = compare_layers(reference, again, [{"x": x}], Gates(), emulate=False)
     assert all(e.identical and not e.exceeds and e.nonfinite_mismatches == 0 for e in same.layers)
+
+
+def test_cosine_gate_fails_an_output_off_in_scale() -> None:
+    """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
+    cosine gate now holds the norm ratio to the bound it holds the direction to,
+    |norm(c)/norm(r) - 1| <= sqrt(1 - min_cosine**2), and the figure is in the result and its JSON."""
+    from edgedeploy.results import to_jsonable
+
+    ref = np.random.default_rng(0).standard_normal((8, 10)).astype(np.float32)
+    for factor in (100.0, 0.5, 1.05):
+        m = output_metrics("y", [ref], [ref * np.float32(factor)], Gates())
+        assert m.cosine > 0.999999 and not m.passed, factor
+        assert m.norm_ratio == pytest.approx(factor) and any("norm ratio" in f for f in m.failures)
+        assert m.score < 0.999  # what the accuracy budgets read
+    bound = np.sqrt(1 - 0.999**2)  # 0.0447
+    near = output_metrics("y", [ref], [ref * np.float32(1 + 0.9 * bound)], Gates())
+    assert near.passed and near.score >= 0.999
+    assert output_metrics("y", [ref], [ref * np.float32(1 - 1.1 * bound)], Gates(min_cosine=0.999)).failures
+    assert output_metrics("y", [ref], [ref * np.float32(100)], Gates(min_cosine=None)).passed
+    same = output_metrics("y", [ref], [ref.copy()], Gates(min_cosine=1.0))
+    assert same.norm_ratio == 1.0 and same.passed
+    ids = np.arange(8, dtype=np.int64)
+    assert output_metrics("ids", [ids], [ids * 100], Gates()).norm_ratio is None  # the equal share gates
+    written = json.loads(json.dumps(to_jsonable(m)))
+    assert written["norm_ratio"] == pytest.approx(1.05)
+    from edgedeploy.stages.compare import CompareResult
+
+    result = CompareResult("r", "c", {}, 1, Gates(), {"y": m}, False)
+    assert result.summary()["outputs"]["y"]["norm_ratio"] == pytest.approx(1.05)  # bundles, report

@@ -154,7 +154,8 @@ def build_command(
         str | None,
         typer.Option(
             help="fp16/int8: keep the most sensitive layers in higher precision until met, e.g. "
-            "'cosine>=0.999,top1>=0.99' (also max_abs<=X, snr>=DB); exit 1 if the fp32 fallback misses it."
+            "'cosine>=0.999,top1>=0.99' (also max_abs<=X, snr>=DB); exit 1 if the fp32 fallback misses it. "
+            "A cosine bound holds scale too, as compare's gate: |norm ratio - 1| <= sqrt(1 - bound**2)."
         ),
     ] = None,
     fp16_analysis: Annotated[

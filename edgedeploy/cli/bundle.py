@@ -64,7 +64,13 @@ def create_command(
     preprocess: PreprocessFile = None,
     input: InputShapes = None,
     samples: Annotated[int, typer.Option(help="Samples to compare on.")] = 32,
-    min_cosine: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = 0.999,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(
+            help="Gate recorded for verify.sh (as compare's, scale too: |norm ratio - 1| <= "
+            "sqrt(1 - min_cosine**2))."
+        ),
+    ] = 0.999,
     min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
     profiles: Annotated[
         list[str] | None,

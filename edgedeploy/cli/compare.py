@@ -47,7 +47,12 @@ def compare_command(
         bool, typer.Option(help="Fail when any element exceeds atol + rtol*|ref|.")
     ] = False,
     min_cosine: Annotated[
-        float | None, typer.Option(help="Gate: lowest cosine similarity per output.")
+        float | None,
+        typer.Option(
+            help="Gate: lowest cosine similarity per output; it fails a float output off in scale too, "
+            "|norm ratio - 1| > sqrt(1 - min_cosine**2) (the norm ratio is norm(candidate) / "
+            "norm(reference): 100x the reference has cosine 1)."
+        ),
     ] = 0.999,
     min_top1: Annotated[
         float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")
@@ -145,6 +150,7 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
         "max rel",
         "p99 rel",
         "cosine",
+        "norm ratio",
         "SNR dB",
         "NaN/Inf",
         "top-1",
@@ -160,6 +166,7 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
             f"{m.max_rel:.3g}",
             f"{m.p99_rel:.3g}",
             f"{m.cosine:.6f}",
+            fmt(m.norm_ratio, ".6f"),
             fmt(m.snr_db, ".1f"),
             f"{m.nan_count}/{m.inf_count}"
             + (f" ({m.nonfinite_mismatches} unlike ref)" if m.nonfinite_mismatches else ""),

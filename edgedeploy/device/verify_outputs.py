@@ -4,9 +4,10 @@
 Runs on the device with python3 and NumPy only. The candidate outputs come from trtexec's
 ``--exportOutput`` JSON (a list of {name, dimensions "AxB", values}) or, for ONNX Runtime
 bundles, from running the model here. Metrics and gates are edgedeploy.stages.compare's, figure for
-figure (tests/device/test_verify_outputs_metrics.py feeds both the same arrays): cosine, top-1
-agreement, equal share of bool/integer outputs, NaN/Inf unlike the reference's, and atol/rtol only
-when the gates ask for it (check_allclose).
+figure (tests/device/test_verify_outputs_metrics.py feeds both the same arrays): cosine and norm
+ratio (the cosine gate fails a float output off in scale too, see scale_cosine), top-1 agreement,
+equal share of bool/integer outputs, NaN/Inf unlike the reference's, and atol/rtol only when the
+gates ask for it (check_allclose).
 Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
 
 It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
@@ -137,6 +138,7 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[st
             "max_abs": float("inf"),
             "mean_abs": float("inf"),
             "cosine": float("nan"),
+            "norm_ratio": None,
             "top1_agreement": None,
             "equal_share": None,
             "allclose": False,
@@ -161,6 +163,7 @@ class Pairs(NamedTuple):
     mismatches: int  # pairs with a NaN/Inf side unlike the other: each an infinite error
     discrete: bool  # a bool/integer reference, gated on its equal share
     cosine: float  # over the finite pairs
+    norm_ratio: Optional[float]  # norm(candidate) / norm(reference) over them; None for bool/integer
     equal_share: Optional[float]  # bool/integer outputs: the share of elements equal
     identical: bool  # every element equal, a reproduced NaN/Inf included
 
@@ -193,6 +196,7 @@ def finite_pairs(ref: np.ndarray, cand: np.ndarray) -> Pairs:
         mismatches=mismatches,
         discrete=discrete,
         cosine=cosine_of(r, c, not np.any(abs_err)),
+        norm_ratio=None if discrete else norm_ratio_of(r, c, not np.any(abs_err)),
         equal_share=(float(np.mean(abs_err == 0)) if r_all.size else 1.0) if discrete else None,
         identical=not mismatches and not np.any(abs_err),
     )
@@ -218,6 +222,9 @@ def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[s
         failures.append(f"equal elements {equal:.4f} < {gates['min_cosine']} (a bool/integer output)")
     elif gates.get("min_cosine") is not None and equal is None and not cosine >= float(gates["min_cosine"]):
         failures.append(f"cosine {cosine:.6f} < {gates['min_cosine']}")
+    scale = None if equal is not None else scale_failure(pairs.norm_ratio, gates.get("min_cosine"))
+    if scale is not None:
+        failures.append(scale)
     if gates.get("min_top1") is not None and top1 is not None and not top1 >= float(gates["min_top1"]):
         failures.append(f"top-1 agreement {top1:.4f} < {gates['min_top1']}")
     if gates.get("check_allclose") and not allclose:
@@ -226,6 +233,7 @@ def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[s
         "max_abs": max_abs,
         "mean_abs": float(abs_err.mean()),
         "cosine": cosine,
+        "norm_ratio": pairs.norm_ratio,
         "top1_agreement": top1,
         "equal_share": equal,
         "allclose": allclose,
@@ -249,6 +257,37 @@ def integer_abs_error(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     else:
         a, b = ref.astype(np.uint64), cand.astype(np.uint64)
     return np.where(a >= b, a - b, b - a).astype(np.float64)
+
+
+def norm_ratio_of(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
+    """norm(c) / norm(r): the scale a cosine cannot see (100 * r has cosine 1). Exactly 1 where
+    they are ``equal`` (both all zeros included), infinite where only ``r`` is all zeros."""
+    if equal:
+        return 1.0
+    ref_norm, cand_norm = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    return cand_norm / ref_norm if ref_norm > 0 else (float("inf") if cand_norm > 0 else 1.0)
+
+
+def scale_cosine(norm_ratio: float) -> float:
+    """The cosine gate's reading of a scale: an output off by a factor ``norm_ratio`` is held to the
+    bound its direction is held to, |norm_ratio - 1| <= sqrt(1 - min_cosine**2) (the sine of the
+    largest angle the gate lets through; 1 for min_cosine <= 0). As a cosine: sqrt(1 - d**2) for
+    d = |norm_ratio - 1| up to 1, -1 beyond (fails every gate); so the gate passes when
+    min(cosine, scale_cosine) >= min_cosine. docs/design.md "The cosine gate checks scale"."""
+    d = abs(norm_ratio - 1.0)
+    return float(np.sqrt(1.0 - d * d)) if d <= 1.0 else -1.0
+
+
+def scale_failure(norm_ratio: Optional[float], min_cosine: Optional[float]) -> Optional[str]:
+    """The cosine gate's failure for a float output off in scale (:func:`scale_cosine`), or None;
+    one message for the host and the device."""
+    if norm_ratio is None or min_cosine is None or scale_cosine(norm_ratio) >= float(min_cosine):
+        return None
+    bound = float(np.sqrt(1.0 - float(min_cosine) ** 2)) if float(min_cosine) > 0 else 1.0
+    return (
+        f"norm ratio {norm_ratio:.6f} (candidate / reference): off 1 by more than {bound:.6f}, "
+        f"the cosine gate's bound sqrt(1 - {min_cosine}**2)"
+    )
 
 
 def cosine_of(r: np.ndarray, c: np.ndarray, equal: bool) -> float:
@@ -313,7 +352,11 @@ def _main(argv: Optional[List[str]]) -> int:
     for name, m in results.items():
         top1 = "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.4f}"
         verdict = "pass" if not m["failures"] else "FAIL: " + "; ".join(m["failures"])
-        print(f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  top1 {top1}  {verdict}")
+        ratio = "-" if m["norm_ratio"] is None else f"{m['norm_ratio']:.6f}"
+        print(
+            f"  {name}: max_abs {m['max_abs']:.3g}  cosine {m['cosine']:.6f}  norm ratio {ratio}  "
+            f"top1 {top1}  {verdict}"
+        )
     if args.json:
         report = nonfinite_as_text({"passed": passed, "gates": gates, "outputs": results})
         try:

@@ -35,6 +35,7 @@ def both(ref: np.ndarray, cand: np.ndarray, gates: Gates) -> tuple[OutputMetrics
         "max_abs": host.max_abs,
         "mean_abs": host.mean_abs,
         "cosine": host.cosine,
+        "norm_ratio": host.norm_ratio,
         "top1_agreement": host.top1_agreement,
         "equal_share": host.equal_share,
         "allclose": host.allclose,
@@ -152,3 +153,17 @@ def test_host_splits_finite_pairs_with_the_devices_function(monkeypatch: pytest.
     ref = np.array([[np.inf, 0.1, 0.2, 0.3]], np.float32)
     both(ref, np.array([[1.0, 0.1, 0.2, 0.4]], np.float32), Gates())
     assert calls == [(np.float32, np.float32)] * 2
+
+
+def test_device_fails_an_output_off_in_scale_as_the_host() -> None:
+    """verify.sh passed an output 100x (or 0.5x) the reference at cosine 1.0, as the host did; both
+    now fail it on its norm ratio, with the same figure and message."""
+    ref = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    for factor in (100.0, 0.5):
+        host, device = both(ref, ref * np.float32(factor), Gates())
+        assert device["cosine"] > 0.999999 and device["failures"] and not host.passed
+        assert device["norm_ratio"] == pytest.approx(factor)
+    _, device = both(ref, ref * np.float32(1.01), Gates())
+    assert device["failures"] == []
+    assert both(ref, np.zeros_like(ref), Gates(min_cosine=None))[1]["norm_ratio"] == 0.0
+    assert both(np.zeros_like(ref), ref, Gates(min_cosine=-0.5))[1]["norm_ratio"] == math.inf

@@ -580,3 +580,19 @@ def test_a_per_layer_compare_beside_a_plain_compare_of_its_precision_is_refused_
     (tmp_path / "again.json").write_text(json.dumps(files["same"]))
     with pytest.raises(InputError, match=r"both give int8's per-layer figures"):
         load_json_files([same, tmp_path / "again.json"])
+
+
+def test_tradeoff_rows_show_the_norm_ratio_farthest_from_1() -> None:
+    """compare's cosine gate checks scale (an output 100x the reference has cosine 1): the report
+    shows the norm ratio it gated, the output's farthest from 1, in its table and report.md."""
+    from edgedeploy.stages.report.render import render_markdown
+
+    run = _run()
+    run.precisions[2].compare = {
+        "passed": False,
+        "outputs": {"a": {"cosine": 1.0, "norm_ratio": 0.98}, "b": {"cosine": 1.0, "norm_ratio": 100.0}},
+    }
+    rows = d.tradeoff_rows(run)
+    assert rows[2].norm_ratio == 100.0 and rows[1].norm_ratio is None and rows[2].passed is False
+    text = render_markdown(run, None)
+    assert "| norm ratio |" in text and "| 100.000000 |" in text

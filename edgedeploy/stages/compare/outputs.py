@@ -24,7 +24,11 @@ from calibration.modelinfo import model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
-from edgedeploy.device.verify_outputs import finite_pairs  # the device's figures: both decide alike
+from edgedeploy.device.verify_outputs import (  # the device's figures: both decide alike
+    finite_pairs,
+    scale_cosine,
+    scale_failure,
+)
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
@@ -70,11 +74,20 @@ class OutputMetrics:
     # every element equal (a NaN/Inf the candidate reproduces included), in the same shape: what
     # a null snr_db means, said outright
     identical: bool = False
+    # norm(candidate) / norm(reference) over the finite pairs, float outputs only: the scale the
+    # cosine cannot see, which the cosine gate checks too (verify_outputs.scale_cosine)
+    norm_ratio: float | None = None
 
     @property
     def score(self) -> float:
-        """What the cosine gate compares: the cosine, or for a discrete output its equal share."""
-        return self.cosine if self.equal_share is None else self.equal_share
+        """What the cosine gate compares: the cosine, or for a discrete output its equal share; for
+        a float output off in scale, the scale's reading as a cosine where that is lower
+        (:func:`~edgedeploy.device.verify_outputs.scale_cosine`): the gate is score >= min_cosine."""
+        if self.equal_share is not None:
+            return self.equal_share
+        if self.norm_ratio is None or math.isnan(self.cosine):
+            return self.cosine
+        return min(self.cosine, scale_cosine(self.norm_ratio))
 
 
 @dataclass
@@ -107,6 +120,7 @@ class CompareResult:
                 n: {
                     "max_abs": m.max_abs,
                     "cosine": m.cosine,
+                    "norm_ratio": m.norm_ratio,
                     "snr_db": m.snr_db,
                     "top1_agreement": m.top1_agreement,
                     "equal_share": m.equal_share,
@@ -176,6 +190,7 @@ def _output_metrics(
         equal_share=pairs.equal_share,
         nonfinite_mismatches=mismatches,
         identical=pairs.identical,
+        norm_ratio=pairs.norm_ratio,
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
@@ -227,6 +242,9 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
         failures.append(f"equal elements {m.equal_share:.4f} < {gates.min_cosine} (a bool/integer output)")
     elif gates.min_cosine is not None and m.equal_share is None and not (m.cosine >= gates.min_cosine):
         failures.append(f"cosine {m.cosine:.6f} < {gates.min_cosine}")
+    scale = None if m.equal_share is not None else scale_failure(m.norm_ratio, gates.min_cosine)
+    if scale is not None:
+        failures.append(scale)
     if gates.min_top1 is not None and m.top1_agreement is not None and not m.top1_agreement >= gates.min_top1:
         failures.append(f"top-1 agreement {m.top1_agreement:.4f} < {gates.min_top1}")
     if gates.check_allclose and not m.allclose:

@@ -296,7 +296,7 @@ def _session(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray] | None = N
 
 
 def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
-    """The budget's cosine (edgedeploy.stages.compare.outputs), min over outputs, and only it: -1.0
+    """Compare's cosine (cosine_of), min over outputs, and only it (not the budget's scale check): -1.0
     when the candidate has NaN/Inf (the other metrics cost more than the runs on large outputs)."""
     worst = 1.0
     for k in range(len(reference[0])):

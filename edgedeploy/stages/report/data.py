@@ -37,6 +37,9 @@ class TradeoffRow:
     passed: bool | None
     speedup: float | None = None  # fp32 p50 / this p50
     size_ratio: float | None = None  # this size / fp32 size
+    # norm(candidate) / norm(reference) of the float output farthest from 1: the scale the cosine
+    # gate checks too (compare's norm_ratio); None where no output has one (files written before)
+    norm_ratio: float | None = None
 
     @property
     def accuracy_loss(self) -> float | None:
@@ -91,6 +94,7 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
         gated = [o.get("cosine") if o.get("equal_share") is None else o.get("equal_share") for o in outputs]
         cosines = [c for c in map(_finite, gated) if c is not None]
         top1s = [t for t in (_finite(o.get("top1_agreement")) for o in outputs) if t is not None]
+        ratios = [r for r in (_finite(o.get("norm_ratio")) for o in outputs) if r is not None]
         energy = batch.get("energy") or {}
         task = p.info.get("task_metric")
         rows.append(
@@ -110,6 +114,7 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
                 if isinstance(task, dict) and _finite(task.get("value")) is not None
                 else None,
                 passed=_passed(p.compare, outputs),
+                norm_ratio=max(ratios, key=lambda r: abs(r - 1.0)) if ratios else None,
             )
         )
     base = next((r for r in rows if r.precision == "fp32"), None)

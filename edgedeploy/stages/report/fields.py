@@ -102,7 +102,14 @@ PROFILE_SUMMARY = {
     "settings": SETTINGS,
     "batch_sizes": Each(Rising({**LATENCY_FIGURES, **BATCH_FIGURES}, PERCENTILES)),
 }
-OUTPUT_FIGURES = {"max_abs": NUM, "cosine": NUM, "snr_db": NUM, "top1_agreement": NUM, "equal_share": NUM}
+OUTPUT_FIGURES = {
+    "max_abs": NUM,
+    "cosine": NUM,
+    "norm_ratio": NUM,
+    "snr_db": NUM,
+    "top1_agreement": NUM,
+    "equal_share": NUM,
+}
 # CompareResult.summary()
 COMPARE_SUMMARY = {
     "passed": BOOL,

@@ -193,6 +193,7 @@ def _tradeoff(
         ("speed-up", lambda r: _num(r.speedup, ".2f") + ("×" if r.speedup else ""), True),
         ("mJ/inf", lambda r: _num(r.energy_mj, ".3g"), any(r.energy_mj is not None for r in rows)),
         ("min cosine", lambda r: _num(r.cosine, ".6f"), True),
+        ("norm ratio", lambda r: _num(r.norm_ratio, ".6f"), any(r.norm_ratio is not None for r in rows)),
         ("top-1 agr.", lambda r: _num(r.top1, ".4f"), any(r.top1 is not None for r in rows)),
         (
             next(iter(task_names)) if len(task_names) == 1 else "task metric",
@@ -486,15 +487,17 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
     if rows:
         lines += [
             "",
-            "| precision | size | p50 ms | p99 ms | inf/s | speed-up | energy mJ/inf | min cosine | top-1 agr. | gate |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            "| precision | size | p50 ms | p99 ms | inf/s | speed-up | energy mJ/inf | min cosine | norm ratio "
+            "| top-1 agr. | gate |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         for r in rows:
             gate = "not compared" if r.passed is None else ("pass" if r.passed else "**FAIL**")
             lines.append(
                 f"| {md_text(r.precision)} | {_size(r.size_bytes)} | {_num(r.p50_ms, '.4g', '-')} | {_num(r.p99_ms, '.4g', '-')} "
                 f"| {_num(r.throughput_ips, '.4g', '-')} | {_num(r.speedup, '.2f', '-')} | {_num(r.energy_mj, '.3g', '-')} "
-                f"| {_num(r.cosine, '.6f', '-')} | {_num(r.top1, '.4f', '-')} | {gate} |"
+                f"| {_num(r.cosine, '.6f', '-')} | {_num(r.norm_ratio, '.6f', '-')} | {_num(r.top1, '.4f', '-')} "
+                f"| {gate} |"
             )
     extra = []
     if run.ranges:
