@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -610,6 +611,70 @@ def test_a_gru_state_carries_the_batch_on_axis_1_and_it_is_exported_dynamic(tmp_
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x, "h0": h0})
     for have, expected in zip(got, want, strict=True):
         np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
+
+
+LSTM_STATE_MODULE = """
+import torch
+
+
+class WithState(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+
+    def forward(self, x, state):  # state = (h0, c0), each [layers, B, H]
+        out, (h, c) = self.lstm(x, state)
+        return out, h, c
+
+
+def build():
+    return WithState().eval()
+
+
+def example():
+    return (torch.randn(3, 10, 8), (torch.randn(1, 3, 16), torch.randn(1, 3, 16)))
+"""
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_an_lstm_state_given_as_a_nested_tuple_is_named_batched_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporter: str
+) -> None:
+    """forward(x, (h0, c0)): the states came out fixed at the example's batch 3 and named
+    onnx::LSTM_2, and both the check against torch and the one at another batch were skipped
+    (an input not a plain tensor), so a model running at batch 3 only was kept without a word.
+    The nested inputs are now flattened: state_0/state_1[1, batch, 16], checked against torch."""
+    import importlib.util
+
+    import torch
+
+    if exporter == "torchscript":  # the dynamo exporter's fallback, as when onnxscript is missing
+        monkeypatch.setitem(sys.modules, "onnxscript", None)
+    (tmp_path / "lstm.py").write_text(LSTM_STATE_MODULE)
+    out = tmp_path / "l.onnx"
+    notices: list[str] = []
+    result = export(f"{tmp_path / 'lstm.py'}:build:example", out, notify=notices.append)
+    assert result.exporter == exporter, notices
+    assert not any("not compared" in n for n in notices), notices
+    shapes = {i.name: list(i.shape) for i in result.inputs}
+    batch = shapes["x"][0]
+    assert isinstance(batch, str), shapes
+    assert shapes == {"x": [batch, 10, 8], "state_0": [1, batch, 16], "state_1": [1, batch, 16]}, shapes
+    assert not any("came out fixed" in w for w in result.warnings), result.warnings
+    loaded = importlib.util.spec_from_file_location("lstm_state", tmp_path / "lstm.py")
+    assert loaded is not None and loaded.loader is not None
+    lstm = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(lstm)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 10, 8), np.float32)
+    h0, c0 = (rng.standard_normal((1, 5, 16), np.float32) for _ in range(2))
+    with torch.no_grad():
+        want = lstm.build()(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x, "state_0": h0, "state_1": c0})
+    for have, expected in zip(got, want, strict=True):
+        np.testing.assert_allclose(have, expected.numpy(), rtol=1e-4, atol=1e-5)
 
 UNBATCHED_MODULE = """
 import torch

@@ -478,7 +478,8 @@ def _torch_export(
     """Export with the dynamo exporter; fall back to TorchScript with a notice. Returns the
     exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
     :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal.
-    ``batched``: the axis of each of ``args`` declared the dynamic batch, or None (:func:`_batched`)."""
+    ``batched``: the axis of each leaf of ``args`` (:func:`_flatten`: ``input_names`` name them)
+    declared the dynamic batch, or None (:func:`_batched`)."""
     torch = _import_torch()
     import inspect
 
@@ -504,7 +505,7 @@ def _torch_export(
         dynamic_shapes: Any = None
         if _any_batch(batched):
             batch = torch.export.Dim("batch", min=1, max=4096)
-            per_input = [None if b is None else {b: batch} for b in batched]
+            per_input = _rebuild(args, [None if b is None else {b: batch} for b in batched])
             if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
                 dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
             else:
@@ -615,7 +616,7 @@ class _OpsetNotConverted(Exception):
     """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
 
 
-def _batched(args: tuple[Any, ...]) -> list[int | None]:
+def _batched(args: Sequence[Any]) -> list[int | None]:
     """The axis of each of ``args`` that holds the batch (None where none does): dim 0 of the
     tensors whose dim 0 is the first tensor's; else the one axis of a tensor whose size is that
     batch, as a recurrent layer's state ``h0[layers, B, H]`` holds it on axis 1 (torch's RNN, GRU
@@ -645,6 +646,41 @@ def _any_batch(batched: list[int | None]) -> bool:
     return any(b is not None for b in batched)
 
 
+def _flatten(args: Sequence[Any]) -> list[Any]:
+    """The leaves of ``args`` in order, nested tuples and lists flattened as the exporters flatten
+    them into graph inputs: an LSTM's ``forward(x, (h0, c0))`` has the three inputs x, h0, c0.
+    Taken whole, the state was no tensor, and its batch, its names and the checks of the export
+    against torch were all lost on it."""
+    return [leaf for arg in args for leaf in (_flatten(arg) if isinstance(arg, (list, tuple)) else [arg])]
+
+
+def _rebuild(args: tuple[Any, ...], leaves: Sequence[Any]) -> tuple[Any, ...]:
+    """``args`` with its leaves (:func:`_flatten`) replaced by ``leaves``, in order."""
+    given = iter(leaves)
+
+    def rebuilt(arg: Any) -> Any:
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(rebuilt(item) for item in arg)
+        return next(given)
+
+    return tuple(rebuilt(arg) for arg in args)
+
+
+def _flat_names(args: tuple[Any, ...], names: list[str]) -> list[str]:
+    """The names of the leaves of ``args`` (:func:`_flatten`) from ``names``, one per arg: a nested
+    arg's leaves are named after it and their index (``state_0``, ``state_1`` for forward's
+    ``state`` given ``(h0, c0)``); ``[]`` when ``names`` does not name every arg."""
+    if len(names) != len(args):
+        return []
+
+    def named(arg: Any, name: str) -> list[str]:
+        if isinstance(arg, (list, tuple)):
+            return [leaf for i, item in enumerate(arg) for leaf in named(item, f"{name}_{i}")]
+        return [name]
+
+    return [leaf for arg, name in zip(args, names, strict=True) for leaf in named(arg, name)]
+
+
 def _batch_of_two(args: tuple[Any, ...], batched: list[int | None]) -> tuple[Any, ...] | None:
     """``args`` with every ``batched`` tensor of batch 1 repeated to batch 2 (on its batch axis), or
     None when none has batch 1. torch.export specializes a dim whose example size is 1 wherever
@@ -652,10 +688,10 @@ def _batch_of_two(args: tuple[Any, ...], batched: list[int | None]) -> tuple[Any
     of 1 then takes batch 1 only, though its batch was declared dynamic (torch.export's docs, "0/1
     specialization", advise examples of size 2 or more)."""
     torch = _import_torch()
-    pairs = list(zip(args, batched, strict=True))
+    pairs = list(zip(_flatten(args), batched, strict=True))
     if not _any_batch(batched) or any(int(a.shape[b]) != 1 for a, b in pairs if b is not None):
         return None
-    return tuple(a if b is None else torch.cat([a, a], dim=b) for a, b in pairs)
+    return _rebuild(args, [a if b is None else torch.cat([a, a], dim=b) for a, b in pairs])
 
 
 def _runs_at_another_batch(
@@ -666,16 +702,18 @@ def _runs_at_another_batch(
     exporter can declare a dim 0 dynamic and still fix it inside the graph: an LSTM fed time-major
     ([T, B, C], dim 0 the time) came out as x[batch, 1, 8] with a Reshape to its example's 20
     steps, which every other size fails. True when that cannot be tried (an input that is not one
-    tensor per graph input)."""
+    tensor per graph input). ``args`` may nest (:func:`_flatten`); ``names`` and ``batched`` are
+    of its leaves."""
     torch = _import_torch()
     import numpy as np
     import onnxruntime as ort
 
-    if len(names) != len(args) or not all(isinstance(a, torch.Tensor) for a in args):
+    leaves = _flatten(args)
+    if len(names) != len(leaves) or not all(isinstance(a, torch.Tensor) for a in leaves):
         return True
     feed = {
         n: a.numpy() if b is None else np.concatenate([a.numpy(), a.narrow(b, 0, 1).numpy()], axis=b)
-        for n, a, b in zip(names, args, batched, strict=True)
+        for n, a, b in zip(names, leaves, batched, strict=True)
     }
     options = ort.SessionOptions()
     options.log_severity_level = 4
@@ -1068,10 +1106,13 @@ def _export_plain(
     reference = _forward_leaves(torch_model, args)
     returned = [name for name, _ in reference]
     n_out = len(returned)
-    input_names = _names(options.input_names, example_names, len(args), "input")
+    leaves = _flatten(args)
+    if len(leaves) != len(args) and not example_names:  # a nested input is named after forward's argument
+        example_names = _positional_parameters(torch_model) or []
+    input_names = _names(options.input_names, _flat_names(args, example_names), len(leaves), "input")
     output_names = _names(options.output_names, returned, n_out, "output")
-    if len(input_names) != len(args):
-        raise InputError(f"--input-names gives {len(input_names)} names for {len(args)} inputs")
+    if len(input_names) != len(leaves):
+        raise InputError(f"--input-names gives {len(input_names)} names for {len(leaves)} inputs")
     if len(output_names) != n_out:
         raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
     _unique("input", input_names)
@@ -1086,7 +1127,7 @@ def _export_plain(
         raw = Path(scratch) / "raw.onnx"
         held_in = [f"{PLACEHOLDER}input_{i}" for i in range(len(input_names))]
         held_out = [f"{PLACEHOLDER}output_{i}" for i in range(len(output_names))]
-        batched: list[int | None] = _batched(args) if options.dynamic_batch else [None] * len(args)
+        batched: list[int | None] = _batched(leaves) if options.dynamic_batch else [None] * len(leaves)
         exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say, batched)
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
@@ -1115,7 +1156,8 @@ def _float64_refusal(error: str, source: str, model: Any, args: tuple[Any, ...])
     scratch file and not what to do."""
     torch = _import_torch()
     missing = re.search(r"Could not find an implementation for (\w+)\(\d+\)", error)
-    tensors = [*model.parameters(), *model.buffers(), *(a for a in args if isinstance(a, torch.Tensor))]
+    leaves = _flatten(args)
+    tensors = [*model.parameters(), *model.buffers(), *(a for a in leaves if isinstance(a, torch.Tensor))]
     if missing is None or not any(t.dtype == torch.float64 for t in tensors):
         return None
     return (
@@ -1175,7 +1217,7 @@ def compare_with_module(
 
     inits = {i.name for i in graph.initializer}
     why = None
-    if not all(isinstance(a, torch.Tensor) and _numpy_dtype(a) for a in args):
+    if not all(isinstance(a, torch.Tensor) and _numpy_dtype(a) for a in _flatten(args)):
         why = "an example input is not a tensor numpy can hold"
     elif [i.name for i in graph.input if i.name not in inits] != io_names.inputs:
         why = "its inputs are not the example's tensors"
@@ -1206,7 +1248,7 @@ def compare_with_module(
             batches.append((label, other, expected))
     traced_at = f"; the TorchScript trace warned at {', '.join(_cited(traced))}" if traced else ""
     for label, inputs, expected in batches:
-        feed = {n: a.detach().cpu().numpy() for n, a in zip(io_names.inputs, inputs, strict=True)}
+        feed = {n: a.detach().cpu().numpy() for n, a in zip(io_names.inputs, _flatten(inputs), strict=True)}
         try:
             got = session.run(io_names.outputs, feed)
         except Exception as exc:
@@ -1296,7 +1338,8 @@ def _other_inputs(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     torch = _import_torch()
     rng = np.random.default_rng(0)
     sets: tuple[list[Any], list[Any]] = ([], [])
-    for arg in args:
+    leaves = _flatten(args)
+    for arg in leaves:
         if not isinstance(arg, torch.Tensor) or arg.numel() == 0 or arg.is_complex():
             for made in sets:
                 made.append(arg)
@@ -1314,9 +1357,9 @@ def _other_inputs(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
             made.append(torch.from_numpy(np.ascontiguousarray(values)).to(dtype=arg.dtype, device=arg.device))
 
     def same(made: list[Any]) -> bool:
-        return all(a is b or torch.equal(a, b) for a, b in zip(made, args, strict=True))
+        return all(a is b or torch.equal(a, b) for a, b in zip(made, leaves, strict=True))
 
-    return [tuple(made) for made in sets if not same(made)]
+    return [_rebuild(args, made) for made in sets if not same(made)]
 
 
 PLACEHOLDER = "edgedeploy_placeholder_"  # the graph's input and output names during an export
