@@ -249,8 +249,11 @@ def _stale(entry: Path) -> bool:
         return False
     try:
         info = entry.stat()
-        if info.st_uid != os.getuid():
-            return False
+    except OSError:  # its owner removed it since the listing (another command on this machine)
+        return False
+    if info.st_uid != os.getuid():
+        return False
+    try:
         owner = json.loads((entry / OWNER_FILE).read_text())
         pid, started, host = int(owner["pid"]), owner.get("started"), str(owner["host"])
     except FileNotFoundError:  # killed between making the folder and writing its owner file

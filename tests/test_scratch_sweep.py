@@ -118,6 +118,26 @@ def test_a_reused_pid_does_not_keep_a_dead_runs_folder(tmp_path: Path) -> None:
         other.wait()
 
 
+def test_a_folder_its_owner_removes_while_the_sweep_looks_at_it_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands on one machine (two CI jobs): the sweep of one lists the other's scratch
+    folder, which its owner removes on the way out before the sweep stats it. The sweep crashed
+    the command with UnboundLocalError in fileio._stale; the folder is gone, nothing to do."""
+    folder = _folder(tmp_path, "edgedeploy-feeds-1-abc", {"pid": 1, "host": socket.gethostname()})
+    real_stat = Path.stat
+
+    def vanishing(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        if self == folder:  # its owner removed it after the listing
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)
+    monkeypatch.setattr(Path, "is_symlink", lambda self: False)
+    monkeypatch.setattr(Path, "stat", vanishing)
+    assert sweep_scratch(tmp_path) == []
+
+
 def test_a_folder_killed_before_its_owner_file_is_swept_by_the_pid_in_its_name(tmp_path: Path) -> None:
     """A run killed between making its scratch folder and writing the owner file left a folder
     with no owner file: it goes once the pid in its name is gone and it is a minute old."""
