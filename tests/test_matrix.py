@@ -1065,3 +1065,40 @@ def test_a_bundle_folder_holding_board_files_is_refused_before_its_cells_unless_
     with pytest.raises(InputError, match=r"x86-64-cpu/device holds 1 file written on the board"):
         load_matrix_config(other)
     assert (device / "results" / "verify-fp16.json").read_text() == "{}"
+
+
+def test_a_cell_its_board_held_bundle_lacks_is_refused_before_any_cell_is_submitted(project: Path) -> None:
+    """A bundle whose device/ holds the board's files was refused only before a cell of a precision
+    it held: a cell it lacked (a precision added to the matrix, or one that failed before) was built,
+    then the bundle was left unmade with a warning. Any cell that would make such a bundle again is
+    now refused before anything is submitted, whatever its precision, the other targets' cells too."""
+    path = project / "boardnew.toml"
+    text = (
+        'workdir = "boardnew"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\n'
+        '[profile]\nenabled = false\n[bundle]\noutput = "boardnew-bundles"\n'
+        '[matrix]\ntargets = ["x86-64-cpu", "jetson-orin-nano"]\nprecisions = ["fp32"]\n'
+        '[[matrix.models]]\nsource = "a.onnx"\n'
+    )
+    path.write_text(text)
+    assert sorted(_run_local(path).bundles) == ["a/jetson-orin-nano", "a/x86-64-cpu"]
+    device = project / "boardnew-bundles" / "a" / "jetson-orin-nano" / "device"
+    (device / "results").mkdir(parents=True)
+    (device / "results" / "verify-fp32.json").write_text("{}")
+    store = project / "boardnew" / ".edgedeploy-cache" / "matrix"
+    entries = sorted(store.iterdir())
+    path.write_text(text.replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
+    submitted: list[str] = []
+
+    class Recording(LocalExecutor):
+        def submit(self, tag: Any, *args: Any, **kwargs: Any) -> None:
+            submitted.append(tag[0])
+            super().submit(tag, *args, **kwargs)
+
+    executor = Recording(jobs=1)
+    try:
+        with pytest.raises(InputError, match=r"jetson-orin-nano/device holds 1 file written on the board"):
+            run_matrix(load_matrix_config(path), executor, ui=Ui(quiet=True))
+    finally:
+        executor.close()
+    assert submitted == [] and sorted(store.iterdir()) == entries  # nothing built, nor started
+    assert (device / "results" / "verify-fp32.json").read_text() == "{}"

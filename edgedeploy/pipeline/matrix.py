@@ -502,12 +502,31 @@ def _run_matrix(
     node_failed: dict[str, str] = {}  # target -> why its node could not be asked
     deferred: dict[str, list[tuple[_ModelState, CellPlan]]] = {}
     held = _board_bundles(matrix)
+    # While a bundle holds the board's files, builds wait until every cell is keyed (the exports and
+    # the boards' versions are back): a cell that would make that bundle again is refused before
+    # any build, not after the cells planned before it started theirs.
+    holding: list[tuple[Any, Callable[..., Any], tuple[Any, ...], Placement]] | None = [] if held else None
+    preparing = 0  # exports and version probes submitted and not back yet
+
+    def submit(tag: Any, fn: Callable[..., Any], args: tuple[Any, ...], placement: Placement) -> None:
+        """A precision or cell task, submitted now or, while ``holding``, once every cell is keyed."""
+        if holding is not None:
+            holding.append((tag, fn, args, placement))
+        else:
+            executor.submit(tag, fn, args, placement)
+
+    def release() -> None:
+        nonlocal holding
+        if holding is not None and preparing == 0:
+            queued, holding = holding, None
+            for job in queued:
+                executor.submit(*job)
 
     def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
         precision_bytes = precision[1] if precision is not None else {}
         fp32_name = _fp32_name(state)
         model_name = precision[0].result["model"] if precision is not None else fp32_name
-        executor.submit(
+        submit(
             ("cell", pending),
             cell_task,
             (
@@ -558,8 +577,9 @@ def _run_matrix(
                 note(plan.cell, made, f"{state.name} {plan.cell.precision}")
             finish(plan.cell, "ok", record=hit, cached=True)
             return
-        if plan.cell.precision in held.get((plan.cell.model, plan.cell.target), ()):
-            # built again, the cell makes its bundle again, over what the board wrote there
+        if (plan.cell.model, plan.cell.target) in held:
+            # built, whatever its precision (one the bundle lacks, or that failed before), the cell
+            # makes its bundle again over what the board wrote there: refused before any work
             check_bundle_output(matrix.bundle_dir(plan.cell.model, plan.cell.target))
         if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
             shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
@@ -583,7 +603,7 @@ def _run_matrix(
         if hit is not None:
             precision_done(state, precision_key, hit)
             return
-        executor.submit(
+        submit(
             ("precision", state.name, precision_key),
             precision_task,
             (state.shared_fp32, _fp32_name(state), precision_request),
@@ -605,6 +625,7 @@ def _run_matrix(
             else:
                 probe = (NODE_PACKAGES, extra_versions)
                 executor.submit(("versions", target.name), node_versions_task, probe, Placement(resource))
+                preparing += 1
         for state in models.values():
             if not by_model[state.name]:
                 continue
@@ -632,15 +653,23 @@ def _run_matrix(
                 state.fp32 = hit
                 plan_model(state)
                 continue
+            if is_onnx_path(source):  # exported again: its cells are built again (as run refuses it)
+                for model, target_name in held:
+                    if model == state.name:
+                        check_bundle_output(matrix.bundle_dir(model, target_name))
             executor.submit(
                 ("export", state.name, export_key),
                 export_task,
                 (source, str(state.config.base_dir), _fp32_name(state), options),
                 Placement(on_driver=True),
             )
+            preparing += 1
         while finished < total:
+            release()  # every cell keyed once the exports and versions asked for are back
             tag, outcome = executor.next_done()
             kind = tag[0]
+            if kind in ("versions", "export"):
+                preparing -= 1
             if kind == "versions":
                 target_name = tag[1]
                 waiters = deferred.pop(target_name, [])
@@ -700,27 +729,22 @@ def _run_matrix(
     return result
 
 
-def _board_bundles(matrix: MatrixConfig) -> dict[tuple[str, str], set[str]]:
-    """(model, target) -> the precisions of its bundle, for the bundles whose ``device/`` holds files
-    the board wrote: made by this workdir (the config check refused any other) and left as they are
-    while their cells are cached. A cell of such a precision that would be built again is refused
-    before its work; one the bundle lacks (it failed, or is new) runs, and if it then changes the
-    bundle the bundle stage refuses that bundle alone, as for any output it may not replace."""
+def _board_bundles(matrix: MatrixConfig) -> set[tuple[str, str]]:
+    """The (model, target) pairs whose bundle's ``device/`` holds files the board wrote: made by this
+    workdir (the config check refused any other) and left as they are while their cells are cached.
+    Any of its cells that would be built (again, or for the first time: a precision the bundle
+    lacks, one that failed before) makes that bundle again, so it is refused before any work."""
     if not matrix.base.bundle.enabled:
-        return {}
+        return set()
     cache = StageCache(matrix.workdir)
-    held: dict[tuple[str, str], set[str]] = {}
-    for name in matrix.models:
-        for target in matrix.targets:
-            out = matrix.bundle_dir(name, target.name)
-            if refuse_board_files(out, cache, matrix_bundle_stage(name, target.name)):
-                try:
-                    manifest = json.loads((out / "manifest.json").read_text())
-                    made = {str(a.get("precision")) for a in manifest.get("artifacts") or []}
-                except (OSError, ValueError, AttributeError, TypeError):
-                    made = set(matrix.precisions)
-                held[(name, target.name)] = made
-    return held
+    return {
+        (name, target.name)
+        for name in matrix.models
+        for target in matrix.targets
+        if refuse_board_files(
+            matrix.bundle_dir(name, target.name), cache, matrix_bundle_stage(name, target.name)
+        )
+    }
 
 
 def _warn_slower(matrix: MatrixConfig, results: dict[Cell, CellResult], ui: Ui) -> list[str]:
