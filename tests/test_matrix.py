@@ -453,10 +453,33 @@ def test_matrix_json_naming_its_report_or_a_file_in_its_bundles_is_refused_befor
     """``matrix --json WORKDIR/matrix.md`` (or a file in its bundles' folder) did every cell and
     only then refused the file, or replaced the report or a failure's budget file left there."""
     path = _config(project, "jsonown")
-    for target in (project / "jsonown" / "matrix.md", project / "jsonown-bundles" / "a" / "x.json"):
+    bundles = project / "jsonown-bundles"
+    for target in (
+        project / "jsonown" / "matrix.md",
+        bundles / "a" / "rtx4090" / "x.json",  # in a bundle, replaced whole
+        bundles / "a" / "rtx4090.tar.gz",  # its archive
+        bundles / "b" / "rtx4090.b.int8.budget.json",  # where a missed budget's steps are kept
+    ):
         result = run_cli("matrix", path, "--json", target, cwd=project)
         assert_clean_input_error(result, "--json")
         assert not (project / "jsonown" / ".edgedeploy-cache").exists()
+
+
+def test_matrix_json_beside_its_bundles_is_written(project: Path) -> None:
+    """``matrix --json out/matrix.json`` with the bundles in ``out/`` was refused as lying in a folder
+    the command writes, though matrix writes only its bundles, their archives and a failed cell's
+    kept files there: a file of another name beside them is the user's, and is written."""
+    path = project / "jsonbeside.toml"
+    path.write_text(
+        'workdir = "jsonbeside"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\n'
+        '[profile]\nenabled = false\n[bundle]\noutput = "jsonbeside-out"\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n[[matrix.models]]\nsource = "a.onnx"\n'
+    )
+    for target in ("jsonbeside-out/matrix.json", "jsonbeside-out/a/notes.json"):
+        result = run_cli("matrix", path, "--json", target, cwd=project)
+        assert result.code == 0, result.stderr
+        assert json.loads((project / target).read_text())["cells"][0]["status"] == "ok"
+    assert (project / "jsonbeside-out" / "a" / "x86-64-cpu" / "manifest.json").is_file()
 
 
 def test_run_refuses_a_matrix_config_and_names_the_command(project: Path) -> None:

@@ -62,11 +62,12 @@ def matrix_command(
     ui = make_ui()
     matrix = load_matrix_config(config)  # every cell checked before anything starts
     json_not_an_input(json_path, [p for cfg in matrix.models.values() for p in input_files(cfg)])
-    # its report, and the bundles' folder (bundles, a failure's budget files): refused before the cells
-    bundles = matrix.bundle_dir("m", "t").parent.parent
-    json_not_written(
-        json_path, files=[matrix.workdir / HTML_NAME, matrix.workdir / MARKDOWN_NAME], folders=[bundles]
-    )
+    # its report, and what it writes in the bundles' folder (the bundles, their archives, a failed
+    # cell's kept files; not the folder: out/matrix.json beside the bundles is the user's): refused
+    # before the cells
+    json_not_written(json_path, files=[matrix.workdir / HTML_NAME, matrix.workdir / MARKDOWN_NAME])
+    if json_path is not None and (written := matrix.writes_in_bundles(json_path)) is not None:
+        raise InputError(f"--json {json_path} {written}: name another file")
     runner = make_executor(executor, address=address, jobs=jobs)
     try:
         result = run_matrix(matrix, runner, ui)

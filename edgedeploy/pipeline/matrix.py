@@ -406,13 +406,12 @@ def _keep_failure_files(
     reason = failed.reason
     if not failed.files or not pendings:
         return reason
-    folder = matrix.bundle_dir(model, pendings[0].plan.target.name).parent
     for name, data in failed.files.items():
         if os.path.basename(name) != name or not name.endswith(".json"):
             continue  # not a file a precision task leaves
-        path = folder / f"{pendings[0].plan.target.name}.{name}"
+        path = matrix.kept_file(model, pendings[0].plan.target.name, name)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, data)
         except OSError as exc:
             ui.warn(f"{model}: cannot write {path}: {first_line(exc)}")

@@ -83,9 +83,38 @@ class MatrixConfig:
     def workdir(self) -> Path:
         return self.base.path(self.base.workdir)
 
+    @property
+    def bundles_root(self) -> Path:
+        """``<bundle.output>``: the folder the bundles go in, no bundle itself."""
+        return self.base.path(self.base.bundle.output or "bundles")
+
     def bundle_dir(self, model: str, target: str) -> Path:
         """One bundle per (model, target): ``<bundle.output>/<model>/<target>``."""
-        return self.base.path(self.base.bundle.output or "bundles") / model / target
+        return self.bundles_root / model / target
+
+    def kept_file(self, model: str, target: str, name: str) -> Path:
+        """Where a failed cell's file ``name`` (``*.json``: a missed budget's steps) is kept, beside
+        the bundles of its model: ``<bundle.output>/<model>/<target>.<name>``."""
+        return self.bundle_dir(model, target).parent / f"{target}.{name}"
+
+    def writes_in_bundles(self, path: Path) -> str | None:
+        """What ``path`` is, or lies in, of the files the matrix writes in its bundles' folder (said
+        for a refusal): a bundle, replaced whole, its archive, or a failed cell's kept file
+        (:meth:`kept_file`, also without bundles); None for any other path (``out/matrix.json``
+        beside the bundles)."""
+        real = path.resolve()
+        for model in self.models:
+            for target in self.targets:
+                bundle = self.bundle_dir(model, target.name).resolve()
+                archive = bundle.with_name(bundle.name + ".tar.gz")
+                if self.base.bundle.enabled and real.is_relative_to(bundle):
+                    return f"lies in {bundle}, a bundle this command writes"
+                if self.base.bundle.enabled and real == archive:
+                    return f"is {archive}, a bundle archive this command writes"
+                kept = real.name.startswith(f"{target.name}.") and real.name.endswith(".json")
+                if kept and real.parent == bundle.parent:
+                    return f"is where this command keeps a failed {model}/{target.name} cell's files"
+        return None
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -218,7 +247,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     check_config(cell_config)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))
     if base.bundle.enabled:
-        root = config.bundle_dir("m", "t").parent.parent  # the bundles' root: no bundle itself, nor in one
+        root = config.bundles_root  # no bundle itself, nor in one
         inside = next((f for f in (root, *root.parents) if (f / "manifest.json").is_file()), None)
         if inside is not None and (inside / "scripts").is_dir():  # a run's bundle (both default to
             # bundle/ beside the config): the matrix's bundles inside it broke it for verify and run
