@@ -2,8 +2,44 @@
 
 __version__ = "0.1.0"
 
+import contextlib as _contextlib
 import os as _os
 import sys as _sys
+
+# What every Ctrl-C of the command says (edgedeploy.cli), from the first moment (below).
+INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``edgedeploy`` command, importing this package on its way to
+    ``main()``: ``python -m edgedeploy`` (runpy imports the package while ``sys.argv[0]`` is still
+    ``-m``, and ``sys.orig_argv`` names the module) or the console script (the ``__main__`` module
+    is the file ``edgedeploy``). Not a program that imports edgedeploy (tests, a user's script)."""
+    if _sys.argv[:1] == ["-m"]:
+        given = getattr(_sys, "orig_argv", [])
+        module = given[-len(_sys.argv)] if len(given) >= len(_sys.argv) else ""
+        return module.removeprefix("-m") in ("edgedeploy", "edgedeploy.cli")
+    main = _sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    script = isinstance(path, str) and _os.path.basename(path) == "edgedeploy"
+    return script and getattr(main, "__spec__", None) is None
+
+
+def _stopped_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C before main() installs its handlers: the command's one line and exit 130, not a
+    traceback, wherever the process is (an import, the console script's own lines): nothing has
+    been written yet. Straight to the file descriptor: the signal may have cut a write to
+    sys.stderr short, which a second write would find reentrant."""
+    with _contextlib.suppress(OSError):  # no stderr to say it on
+        _os.write(2, f"stopped: {INTERRUPTED}\n".encode())
+    raise SystemExit(130)
+
+
+if _started_as_the_command():  # replaced by main()'s handlers (edgedeploy.interrupts.handle_signals)
+    import signal as _signal
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:  # ignored stays ignored
+        _signal.signal(_signal.SIGINT, _stopped_while_starting)
 
 # `python -m edgedeploy` puts the current folder first on sys.path, where a user's calibration.py
 # (a model module, say) would replace the package of that name and fail the command with a
@@ -13,4 +49,4 @@ import sys as _sys
 if _sys.argv[:1] == ["-m"] and _sys.path and _sys.path[0] in ("", _os.getcwd()):
     _sys.path.pop(0)
 
-import calibration as _calibration  # noqa: F401  (turns ONNX Runtime's telemetry off first)
+import calibration as _calibration  # noqa: E402, F401  (turns ONNX Runtime's telemetry off first)

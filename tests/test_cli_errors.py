@@ -145,6 +145,81 @@ def test_ctrl_c_while_the_cli_still_loads_is_one_line_and_exit_130(entry: str) -
     assert len(lines) == 1 and lines[0].startswith("stopped: interrupted (Ctrl-C)"), err
 
 
+# Put on PYTHONPATH as sitecustomize (run by site, before the entry point): stalls at STALL after
+# saying so on stderr, so a test can send Ctrl-C there. "calibration": the package's first import
+# (edgedeploy/__init__.py, before the CLI's imports); "handle_signals": main() about to install its
+# handlers, every import done (for the console script: after `from edgedeploy.cli import main`).
+_STALL = """
+import importlib.machinery, sys, time
+def stall():
+    sys.stderr.write("stalled\\n"); sys.stderr.flush()
+    time.sleep(60)
+class Stall:
+    def find_spec(self, name, path=None, target=None):
+        if name == "calibration" == STALL:
+            sys.meta_path.remove(self)
+            stall()
+        if name == "edgedeploy.interrupts" and STALL == "handle_signals":
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            run = spec.loader.exec_module
+            def exec_module(module):
+                run(module)
+                real = module.handle_signals
+                def handle_signals():
+                    stall()
+                    real()
+                module.handle_signals = handle_signals
+            spec.loader.exec_module = exec_module
+            return spec
+        return None
+sys.meta_path.insert(0, Stall())
+"""
+# the console script as pip writes it (bin/edgedeploy)
+_CONSOLE_SCRIPT = """import re
+import sys
+from edgedeploy.cli import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("stall", ["calibration", "handle_signals"])
+@pytest.mark.parametrize("entry", ["module", "console_script"])
+def test_ctrl_c_from_the_start_to_the_signal_handlers_is_one_line_and_exit_130(
+    entry: str, stall: str, tmp_path: Path
+) -> None:
+    """Ctrl-C after the CLI's imports (in guard_app, the console script's last lines, main() before
+    handle_signals) or before them (edgedeploy/__init__.py's own import) printed a KeyboardInterrupt
+    traceback; only the CLI's imports gave the one line every later Ctrl-C gets."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_STALL.replace("STALL", repr(stall)))
+    script = tmp_path / "bin" / "edgedeploy"
+    script.parent.mkdir()
+    script.write_text(_CONSOLE_SCRIPT)
+    command = [sys.executable, "-m", "edgedeploy"] if entry == "module" else [sys.executable, str(script)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path[1:]])}
+    proc = subprocess.Popen(
+        [*command, "targets"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "stalled\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("stopped: interrupted (Ctrl-C)"), err
+
+
 def test_a_bad_memory_pool_exits_2(digits: Digits, tmp_path: Path) -> None:
     result = run_cli("build", digits.onnx_path, "--memory-pool", "workspace", "-o", tmp_path / "o")
     assert_clean_input_error(result, "--memory-pool", "NAME=MiB")

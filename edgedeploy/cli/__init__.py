@@ -19,9 +19,12 @@ import sys
 from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
-INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+from edgedeploy import INTERRUPTED
 
-try:  # a Ctrl-C while the CLI loads (a second or so, before main() handles signals) is one line too
+# A Ctrl-C while the CLI loads (a second or so, before main() handles signals) is one line too: the
+# command's own start has a handler for it from the package's first line (edgedeploy/__init__.py);
+# a program that imports this module and calls main() has this.
+try:
     import typer
     from rich.markup import escape
 
