@@ -70,6 +70,23 @@ def _mlp(path: Path, seed: int, din: int, hidden: int, dout: int) -> None:
     onnx.save(model, path)
 
 
+def _matmul_relu(folder: Path) -> np.random.Generator:
+    """``folder``/m.onnx, x[N,16] -> MatMul W[16,8] -> Relu -> z[N,8], and its compare data
+    ``folder``/val.npz (8 samples); returns the generator that drew them, for more data."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "m.onnx")
+    np.savez(folder / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    return rng
+
+
 CONFIG = """
 workdir = "{workdir}"
 
@@ -253,17 +270,7 @@ def test_cells_say_their_warnings_also_from_the_cache_and_why_a_damaged_one_is_m
     """matrix said only its export's warnings: an int8 cell calibrated on random data (no data
     given) was shipped without a word, though build and run say so; and a damaged cached artifact
     was made again without saying why."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    _matmul_relu(tmp_path)
     config = tmp_path / "matrix.toml"
     config.write_text(
         'workdir = "farm"\n[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n'
@@ -964,17 +971,7 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
     """Every fp16 and int8 cell of a matrix with [calibration] data warned "[calibration] data: not
     used: m.fp16.onnx is already an fp16 model", though the data had made that model: the cell's
     build of the precision ONNX its precision step made is not a build of a user's fp16 model."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    rng = _matmul_relu(tmp_path)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((32, 16)).astype(np.float32))
     config = tmp_path / "matrix.toml"
     config.write_text(
@@ -995,17 +992,7 @@ def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_pat
     loader again for each cell (a rerun with every cell cached ran it once per cell), and each
     precision and cell task ran it again; the feeds of the driver's one read are kept for every
     key and sent to the tasks, which calibrate on the bytes their keys hashed."""
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"), helper.make_node("Relu", ["y"], ["z"])],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 8])],
-        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W")],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, 16)).astype(np.float32))
+    rng = _matmul_relu(tmp_path)
     np.save(tmp_path / "calib.npy", rng.standard_normal((32, 16)).astype(np.float32))
     counter = tmp_path / "runs.txt"
     (tmp_path / "load.py").write_text(
