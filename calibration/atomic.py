@@ -12,6 +12,7 @@ same destination removes what a killed run (a dead PID) left behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -178,17 +179,25 @@ def process_start_ticks(pid: int) -> int | None:
         return None
 
 
-def _started_after(pid: int, entry: Path) -> bool:
-    """Whether process ``pid`` started after ``entry`` was last written (by seconds; False where
-    start times are unknown): then the pid was reused and the entry is not that process's."""
-    ticks = process_start_ticks(pid)
+def _boot_seconds() -> int | None:
+    """When this machine booted (seconds since the epoch, Linux ``/proc/stat``), None where unknown."""
     try:
         with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
-        written = entry.lstat().st_mtime
+            return next(int(line.split()[1]) for line in fh if line.startswith("btime "))
     except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _started_after(pid: int, entry: Path, boot: int | None) -> bool:
+    """Whether process ``pid`` started after ``entry`` was last written (by seconds; False where
+    start times are unknown): then the pid was reused and the entry is not that process's.
+    ``boot``: :func:`_boot_seconds`."""
+    ticks = process_start_ticks(pid)
+    try:
+        written = entry.lstat().st_mtime
+    except OSError:
         return False
-    return ticks is not None and boot + ticks / os.sysconf("SC_CLK_TCK") > written + 2
+    return boot is not None and ticks is not None and boot + ticks / os.sysconf("SC_CLK_TCK") > written + 2
 
 
 def remove_stale_temps(dest: Path) -> list[Path]:
@@ -200,10 +209,11 @@ def remove_stale_temps(dest: Path) -> list[Path]:
         entries = [e for e in dest.parent.iterdir() if e.name.startswith(prefix)]
     except OSError:
         return []
+    boot = functools.cache(_boot_seconds)  # read once per sweep, by the first entry of a live pid
     removed = []
     for entry in entries:
         pid = entry.name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or (_alive(int(pid)) and not _started_after(int(pid), entry)):
+        if not pid.isdigit() or (_alive(int(pid)) and not _started_after(int(pid), entry, boot())):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():

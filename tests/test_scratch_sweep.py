@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -233,3 +234,29 @@ def test_a_killed_runs_feeds_are_removed_though_its_pid_was_reused(tmp_path: Pat
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_sweep_reads_the_boot_time_once_whatever_the_number_of_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remove_stale_temps read /proc/stat (a line per CPU and per interrupt source) again for every
+    temporary entry of a live pid it looked at, to tell a reused pid; the boot time is the same for
+    the whole sweep and is read once."""
+    if not Path("/proc/stat").exists():
+        pytest.skip("process start times are read from Linux /proc")
+    from calibration import atomic
+
+    dest = tmp_path / "calibration"
+    live = [_folder(tmp_path, f".{dest.name}.1.feeds.{i}", None) for i in range(5)]  # pid 1 started before
+    reads: list[str] = []
+    real_open = open
+
+    def counting(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file) == "/proc/stat":
+            reads.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "open", counting, raising=False)
+    assert atomic.remove_stale_temps(dest) == []
+    assert all(folder.is_dir() for folder in live)
+    assert len(reads) == 1
