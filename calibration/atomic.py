@@ -6,7 +6,8 @@ Every write goes through :func:`check_dest`, the one output-path guard: inside a
 :func:`guarded` block no write may replace a file the command reads, replace a folder that
 holds one, or land outside the folders the command was told to write to.
 Temporary names carry the writer's process id (``.NAME.PID.random``), so a later write to the
-same destination removes what a killed run (a dead PID) left behind.
+same destination removes what a killed run (a dead PID) left behind; what this process made and
+still holds (:func:`held`) is never removed, whatever its time says.
 """
 
 from __future__ import annotations
@@ -158,6 +159,27 @@ def temp_prefix(dest: Path) -> str:
     return f".{dest.name}.{os.getpid()}."
 
 
+# the temporaries this process made and still uses, as (its pid, real path): after a fork the
+# child's pid is another, and its parent's entries are no longer its own
+_HELD: set[tuple[int, str]] = set()
+
+
+def _held_key(folder: str, name: str) -> tuple[int, str]:
+    return os.getpid(), os.path.join(folder, name)
+
+
+@contextlib.contextmanager
+def held(tmp: Path) -> Iterator[Path]:
+    """Mark ``tmp``, a temporary this process just made with :func:`temp_prefix`, as its own for the
+    block: no sweep (:func:`remove_stale_temps`) removes it meanwhile, whatever its time says."""
+    key = _held_key(os.path.realpath(tmp.parent), tmp.name)
+    _HELD.add(key)
+    try:
+        yield tmp
+    finally:
+        _HELD.discard(key)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -203,17 +225,21 @@ def _started_after(pid: int, entry: Path, boot: int | None) -> bool:
 def remove_stale_temps(dest: Path) -> list[Path]:
     """Delete the temporary files and folders that killed writers left beside ``dest``: their pid
     is gone, or held by a process that started after they were last written (a container's rerun
-    often gets the killed run's pid)."""
+    often gets the killed run's pid, this one's included). This process's own (:func:`held`) are
+    never removed: their times can read older than its start (a wall clock stepped forward)."""
     prefix = f".{dest.name}."
     try:
         entries = [e for e in dest.parent.iterdir() if e.name.startswith(prefix)]
     except OSError:
         return []
+    folder = os.path.realpath(dest.parent)
     boot = functools.cache(_boot_seconds)  # read once per sweep, by the first entry of a live pid
     removed = []
     for entry in entries:
         pid = entry.name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or (_alive(int(pid)) and not _started_after(int(pid), entry, boot())):
+        if not pid.isdigit() or _held_key(folder, entry.name) in _HELD:
+            continue
+        if _alive(int(pid)) and not _started_after(int(pid), entry, boot()):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -251,11 +277,12 @@ def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, dest)
+        with held(tmp):
+            yield tmp
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
+            os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _remove_empty(made)

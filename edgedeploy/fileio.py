@@ -36,6 +36,7 @@ from calibration.atomic import (
     content_sha256,
     forget_written,
     guarded,
+    held,
     named_after,
     process_start_ticks,
     remove_stale_temps,
@@ -148,9 +149,10 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(dest), dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        with staging(tmp, dest):
-            yield tmp
-        _replace_dir(tmp, dest)
+        with held(tmp):
+            with staging(tmp, dest):
+                yield tmp
+            _replace_dir(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         named = named_after(exc, tmp, dest)  # a full disk names the file in dest, not in our tmp
@@ -171,6 +173,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     removed (a large bundle) lost both, the new one with the failed write.
     """
     aside: list[Path] = []
+    holding = contextlib.ExitStack()  # the folders moved aside are ours until removed
     try:
         for _ in range(100):
             try:
@@ -180,7 +183,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                     raise
             old = Path(tempfile.mkdtemp(prefix=temp_prefix(dest) + "old.", dir=dest.parent))
-            aside.append(old)
+            aside.append(holding.enter_context(held(old)))
             with contextlib.suppress(FileNotFoundError):  # another writer moved it aside first
                 os.rename(dest, old / dest.name)
         raise OSError(errno.EBUSY, f"{dest} kept changing while it was being replaced")
@@ -192,6 +195,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     finally:
         for old in aside:
             shutil.rmtree(old, ignore_errors=True)
+        holding.close()
 
 
 # the folder in a workdir where run and matrix keep their stage records and finished cells (read by
@@ -223,8 +227,9 @@ def scratch_beside(dest: str | os.PathLike[str], kind: str) -> Iterator[Path]:
     process was killed before it could (``remove_stale_temps``: the pid is gone)."""
     dest = Path(dest)
     remove_stale_temps(dest)
-    with tempfile.TemporaryDirectory(prefix=f"{temp_prefix(dest)}{kind}.", dir=dest.parent) as tmp:
-        yield Path(tmp)
+    prefix = f"{temp_prefix(dest)}{kind}."
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=dest.parent) as tmp, held(Path(tmp)) as folder:
+        yield folder
 
 
 @contextlib.contextmanager

@@ -236,6 +236,44 @@ def test_a_killed_runs_feeds_are_removed_though_its_pid_was_reused(tmp_path: Pat
         other.wait()
 
 
+def test_a_temporary_of_the_running_process_is_never_removed_whatever_its_age(tmp_path: Path) -> None:
+    """A temporary named with the running process's pid was kept only because it was written after
+    the process started (the rule that tells a reused pid): one whose time reads older (a wall clock
+    stepped forward since it was written, a time kept from a copy) was removed under its writer by
+    the next write beside the same output. What this process made and still holds is kept, whatever
+    its age; an entry of its pid it did not make (a killed run that had the same pid) still goes."""
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("process start times are read from Linux /proc")
+    from calibration.atomic import atomic_path, remove_stale_temps
+    from edgedeploy.fileio import atomic_dir, scratch_beside
+
+    dest = tmp_path / "calibration"
+    old = time.time() - 3600
+    predecessor = _folder(tmp_path, f".{dest.name}.{os.getpid()}.feeds.killed", None)
+    os.utime(predecessor, (old, old))
+    with scratch_beside(dest, "feeds") as feeds:
+        assert not predecessor.exists()
+        (feeds / "x.npz").write_bytes(b"x")
+        os.utime(feeds, (old, old))
+        with atomic_path(dest) as tmp:  # sweeps beside dest first
+            tmp.write_bytes(b"model")
+            os.utime(tmp, (old, old))
+            assert feeds.is_dir() and (feeds / "x.npz").is_file()
+            assert remove_stale_temps(dest) == []
+            assert tmp.is_file()
+        assert dest.read_bytes() == b"model"
+        with atomic_dir(tmp_path / "bundle") as folder:
+            (folder / "f").write_text("f")
+            os.utime(folder, (old, old))
+            assert remove_stale_temps(tmp_path / "bundle") == []
+        assert (tmp_path / "bundle" / "f").is_file()
+        assert feeds.is_dir()
+    # released on the way out: a leftover of that name now reads as a killed run's
+    leftover = _folder(tmp_path, feeds.name, None)
+    os.utime(leftover, (old, old))
+    assert remove_stale_temps(dest) == [leftover]
+
+
 def test_a_sweep_reads_the_boot_time_once_whatever_the_number_of_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
