@@ -36,6 +36,7 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.modelopt_venv import modelopt_python  # noqa: E402
+from benchmarks.real_models import cosine  # noqa: E402  (compare's, min over outputs)
 
 HEAVY_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
 
@@ -192,7 +193,7 @@ def measure(
 
     want, got_emu = run(ref), run(emu)
     try:
-        real: float | None = _cosine(want, run(converted))
+        real: float | None = cosine(want, run(converted))
     except Exception as exc:  # the converter produced a graph ONNX Runtime refuses
         real = None
         note = (note + "; " if note else "") + f"ORT refuses the model: {str(exc).splitlines()[0][-90:]}"
@@ -201,7 +202,7 @@ def measure(
         name,
         converter,
         seconds,
-        _cosine(want, got_emu),
+        cosine(want, got_emu),
         nan_inf,
         real,
         sum(1 for n in compute if n.name not in fp32) / max(1, len(compute)),
@@ -209,18 +210,6 @@ def measure(
         sum(1 for n in compute if n.name in fp32),
         note,
     )
-
-
-def _cosine(ref: list[list[np.ndarray]], cand: list[list[np.ndarray]]) -> float:
-    worst = 1.0
-    for i in range(len(ref[0])):
-        r = np.concatenate([np.asarray(b[i], np.float64).ravel() for b in ref])
-        c = np.concatenate([np.asarray(b[i], np.float64).ravel() for b in cand])
-        if not np.all(np.isfinite(c)):
-            return float("nan")
-        denom = np.linalg.norm(r) * np.linalg.norm(c)
-        worst = min(worst, float(r @ c / denom) if denom else 0.0)
-    return worst
 
 
 def run_edgedeploy(path: Path, data_dir: Path, work: Path) -> tuple[onnx.ModelProto, float]:

@@ -98,6 +98,7 @@ from benchmarks.render import line_tensor as _line_tensor  # noqa: E402
 from benchmarks.render import page as _page  # noqa: E402
 from benchmarks.render import phrase as _phrase  # noqa: E402
 from benchmarks.render import text_line as _text_line  # noqa: E402
+from edgedeploy.device.verify_outputs import cosine_of  # noqa: E402  (compare's cosine)
 
 WHEELS = CACHE / "wheels"
 MODELS = CACHE / "real-models"
@@ -935,15 +936,15 @@ def run_all(model: Any, feeds: Feeds, emulate: bool = False) -> Outputs:
 
 
 def cosine(ref: Outputs, got: Outputs) -> float:
-    """Min over outputs of the cosine of the flattened outputs (NaN when the candidate has NaN/Inf)."""
+    """Min over outputs of the cosine of the flattened outputs, compare's (exactly 1 for identical
+    outputs, within [-1, 1], 0 for zeros beside non-zeros); NaN when the candidate has NaN/Inf."""
     worst = 1.0
     for k in range(len(ref[0])):
         r = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in ref])
         c = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in got])
         if not np.all(np.isfinite(c)):
             return float("nan")
-        denom = np.linalg.norm(r) * np.linalg.norm(c)
-        worst = min(worst, float(r @ c / denom) if denom else float(np.allclose(r, c)))
+        worst = min(worst, cosine_of(r, c, equal=bool(np.array_equal(r, c))))
     return worst
 
 

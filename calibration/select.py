@@ -611,11 +611,14 @@ def _batch_axis(shape: tuple[int, ...], n: int) -> int | None:
 
 
 def _cosines(sums: np.ndarray) -> np.ndarray:
-    """Min over outputs of the pooled cosine, from sums of shape (..., outputs, 3)."""
+    """Min over outputs of the pooled cosine, from sums of shape (..., outputs, 3), read as
+    :func:`cosine_of` reads it: within [-1, 1] (r.c / sqrt(r.r * c.c) rounds to 1.0000000000000002
+    for an output 3x the reference), exactly 1 for identical outputs (their three sums are equal,
+    and sqrt(s * s) is s), 0 where one is all zeros and the other is not."""
     denom = np.sqrt(sums[..., 1] * sums[..., 2])
     safe = np.where(denom > 0, denom, 1.0)
     cos = np.where(denom > 0, sums[..., 0] / safe, (sums[..., 1] == sums[..., 2]).astype(np.float64))
-    return np.asarray(cos.min(-1))
+    return np.asarray(np.clip(cos, -1.0, 1.0).min(-1))
 
 
 def drop_one_margins(

@@ -298,3 +298,24 @@ def test_draws_score_each_artifact_on_each_draw_beside_the_tables_figures(
     assert rows[1]["cosine"] == 0.98
     out = capsys.readouterr().out
     assert "ours-int8-gpu   3 draws: median 0.99000" in out and "modelopt-int8   draws failed" in out
+
+
+def test_the_benchmarks_cosine_is_compares_exactly_1_for_identical_outputs_and_within_1() -> None:
+    """real_models.py's cosine (its tables' "cos", the jitter and draw figures) and fp16.py's copy
+    of it read 0.9999999999999999 or 1.0000000000000002 for a bit-identical output and were not
+    held within [-1, 1], where compare reads 1.0: fp16.py takes real_models.py's, which is
+    compare's own (verify_outputs.cosine_of) per output."""
+    from benchmarks import fp16
+    from benchmarks.real_models import cosine
+    from edgedeploy.device.verify_outputs import cosine_of
+
+    assert fp16.cosine is cosine
+    many = np.full(1000, 0.1, np.float32)  # dot / (norm * norm) rounds to 1.0000000000000002
+    rows = np.random.default_rng(0).standard_normal(1000).astype(np.float32)  # rounds to 0.9999999999999999
+    assert cosine([[many, rows]], [[many.copy(), rows.copy()]]) == 1.0
+    assert cosine([[many]], [[many * np.float32(3)]]) <= 1.0
+    assert cosine([[rows]], [[-rows]]) >= -1.0
+    for a, b in ((rows, rows * np.float32(1.5) + 0.1), (many, many * 3), (np.zeros(4), np.full(4, 1e-9))):
+        r, c = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert cosine([[a]], [[b]]) == cosine_of(r, c, equal=bool(np.array_equal(r, c)))
+    assert np.isnan(cosine([[rows]], [[rows * np.nan]]))  # a candidate's NaN/Inf: no figure

@@ -125,3 +125,19 @@ def test_output_cosine_reads_exactly_1_for_identical_outputs_and_stays_within_1(
     for a, b in ((rows, rows * np.float32(1.5) + 0.1), (many, many * 3), (np.zeros(4), np.full(4, 1e-9))):
         r, c = np.asarray(a, np.float64), np.asarray(b, np.float64)
         assert output_cosine([[a]], [[b]]) == cosine_of(r, c, equal=bool(np.array_equal(r, c)))
+
+
+def test_per_sample_cosines_of_the_vote_stay_within_1_and_read_exactly_1_for_identical_outputs() -> None:
+    """The vote's per-sample and pooled cosines (select._cosines, from the sums r.c, r.r, c.c) read
+    1.0000000000000002 for an output 3x the reference and -1.0000000000000002 for -3x, beyond
+    compare's and output_cosine's [-1, 1]; they are clamped as select.cosine_of is, and a
+    bit-identical output reads exactly 1."""
+    rows = np.random.default_rng(111).standard_normal((2, 8)).astype(np.float32)
+    for k in (3, -3):
+        sums = _sample_sums([[rows]], [[rows * np.float32(k)]], [2])
+        assert sums is not None
+        for cos in (_cosines(sums), _cosines(sums.sum(0)), _cosines(sums.sum(0) - sums)):
+            assert np.all(np.abs(cos) <= 1.0), cos
+    same = _sample_sums([[rows]], [[rows.copy()]], [2])
+    assert same is not None
+    assert np.all(_cosines(same) == 1.0) and np.all(_cosines(same.sum(0) - same) == 1.0)
