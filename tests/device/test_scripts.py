@@ -38,6 +38,21 @@ def test_script_help_works_from_any_directory(
     assert res.stdout.startswith("Usage:")
 
 
+def test_verify_help_names_every_accuracy_gate_verify_outputs_applies(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """verify.sh --help listed the gates as cosine, top-1 agreement, NaN/Inf and atol/rtol, without
+    the scale check the cosine gate holds since 80a3077 (a float output's norm ratio), the equal
+    share bool/integer outputs are gated on, and the failure of an output of another shape, all of
+    which verify_outputs.py applies (its _metrics and metrics)."""
+    res = device.run(script(bundle, "verify.sh"), "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    usage = " ".join(res.stdout.split())
+    gates = ("cosine", "norm ratio", "top-1 agreement", "equal share", "NaN/Inf", "another shape", "atol")
+    for gate in gates:
+        assert gate in usage, (gate, usage)
+
+
 def test_scripts_are_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
