@@ -600,3 +600,22 @@ def test_cosine_gate_fails_an_output_off_in_scale() -> None:
 
     result = CompareResult("r", "c", {}, 1, Gates(), {"y": m}, False)
     assert result.summary()["outputs"]["y"]["norm_ratio"] == pytest.approx(1.05)  # bundles, report
+
+
+def test_the_argmax_agreement_of_any_2d_output_is_labelled_as_what_it_is_not_top1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare measures, for every 2-D float output, the share of rows whose arg-max agrees: a
+    classifier's top-1 agreement, but a shape cannot tell class scores from an embedding (MiniLM's
+    [B, 384] sentence vector), where "top-1" means nothing. compare's table and the report's
+    (a headline figure beside the cosine) called it "top-1"; they now say what it is, "argmax agr."."""
+    monkeypatch.setenv("COLUMNS", "250")  # rich's table at full width: one line per header
+    embedding = _matmul("batch", tmp_path / "embed.onnx")  # x[batch, 16] @ W -> y[batch, 10]
+    result = run_cli("compare", embedding, embedding, "--json", tmp_path / "c.json")
+    assert result.code == 0, result.stderr
+    assert "argmax agr." in result.stdout and "top-1" not in result.stdout, result.stdout
+    report = run_cli("report", tmp_path / "c.json", "-o", tmp_path / "report")
+    assert report.code == 0, report.stderr
+    for page in ("report.md", "report.html"):
+        text = (tmp_path / "report" / page).read_text()
+        assert "argmax agr." in text and "top-1" not in text, page

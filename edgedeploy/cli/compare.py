@@ -55,7 +55,8 @@ def compare_command(
         ),
     ] = 0.999,
     min_top1: Annotated[
-        float | None, typer.Option(help="Gate: lowest top-1 agreement (batch, classes) outputs.")
+        float | None,
+        typer.Option(help="Gate: lowest argmax agreement of 2-D outputs (top-1 of (batch, classes) scores)."),
     ] = None,
     threads: Threads = None,
     per_layer: Annotated[
@@ -137,7 +138,7 @@ def compare_command(
 
 
 def print_outputs(result: CompareResult, reference: Path, candidate: Path, data: str) -> None:
-    """One row per output: errors, cosine, SNR, NaN/Inf, top-1 agreement and the gate."""
+    """One row per output: errors, cosine, SNR, NaN/Inf, argmax agreement and the gate."""
     table = Table(
         title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data}; "
         f"run as: {result.mode})"
@@ -153,7 +154,7 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
         "norm ratio",
         "SNR dB",
         "NaN/Inf",
-        "top-1",
+        "argmax agr.",
         "gate",
     ):
         table.add_column(col, justify="right" if col != "output" else "left")

@@ -86,11 +86,12 @@ def matrix_command(
         "size",
         "p50 ms",
         "min cosine",
-        "top-1",
+        "argmax agr.",
         "gate",
         "reason",
     ):
-        table.add_column(col, justify="right" if col in ("size", "p50 ms", "min cosine", "top-1") else "left")
+        right = col in ("size", "p50 ms", "min cosine", "argmax agr.")
+        table.add_column(col, justify="right" if right else "left")
     for c in result.cells:
         status = "cached" if c.cached else c.status
         table.add_row(

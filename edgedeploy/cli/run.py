@@ -47,8 +47,9 @@ def run_command(
     json_not_written(json_path, files=[workdir / HTML_NAME, workdir / MARKDOWN_NAME])
     result = run_pipeline(cfg, ui)
     table = Table(title=f"{result.model_name} on {result.target}{_where_measured(result)}")
-    for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "top-1", "gate"):
+    for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "argmax agr."):
         table.add_column(col, justify="left" if col in ("precision", "backend") else "right")
+    table.add_column("gate", justify="right")
     for p in result.precisions:
         b1: dict[str, Any] = next(iter(((p.profile or {}).get("batch_sizes") or {}).values()), {})
         outs = list(((p.compare or {}).get("outputs") or {}).values())

@@ -5,7 +5,7 @@ Runs on the device with python3 and NumPy only. The candidate outputs come from 
 ``--exportOutput`` JSON (a list of {name, dimensions "AxB", values}) or, for ONNX Runtime
 bundles, from running the model here. Metrics and gates are edgedeploy.stages.compare's, figure for
 figure (tests/device/test_verify_outputs_metrics.py feeds both the same arrays): cosine and norm
-ratio (the cosine gate fails a float output off in scale too, see scale_cosine), top-1 agreement,
+ratio (the cosine gate fails a float output off in scale too, see scale_cosine), argmax agreement,
 equal share of bool/integer outputs, NaN/Inf unlike the reference's, and atol/rtol only when the
 gates ask for it (check_allclose).
 Exit 0 pass, 1 accuracy fail, 2 missing or mismatched outputs.
@@ -226,7 +226,7 @@ def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[s
     if scale is not None:
         failures.append(scale)
     if gates.get("min_top1") is not None and top1 is not None and not top1 >= float(gates["min_top1"]):
-        failures.append(f"top-1 agreement {top1:.4f} < {gates['min_top1']}")
+        failures.append(f"argmax agreement {top1:.4f} < {gates['min_top1']}")
     if gates.get("check_allclose") and not allclose:
         failures.append(f"max abs error {max_abs:.3g} exceeds atol={atol} + rtol={rtol}*|ref|")
     return {

@@ -48,8 +48,8 @@ def test_verify_help_names_every_accuracy_gate_verify_outputs_applies(
     res = device.run(script(bundle, "verify.sh"), "--help", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     usage = " ".join(res.stdout.split())
-    gates = ("cosine", "norm ratio", "top-1 agreement", "equal share", "NaN/Inf", "another shape", "atol")
-    for gate in gates:
+    gates = ["cosine", "norm ratio", "argmax (top-1) agreement", "equal share", "NaN/Inf", "another shape"]
+    for gate in [*gates, "atol/rtol"]:
         assert gate in usage, (gate, usage)
 
 

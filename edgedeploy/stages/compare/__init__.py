@@ -1,6 +1,6 @@
 """The compare stage: a candidate (fp16/int8 ONNX, engine) against the fp32 reference.
 
-- :mod:`.gates`: the accuracy gates (cosine and scale, top-1, allclose) a candidate must pass;
+- :mod:`.gates`: the accuracy gates (cosine and scale, argmax agreement, allclose) a candidate must pass;
 - :mod:`.outputs`: per-output metrics through Polygraphy's runners and Comparator;
 - :mod:`.layers`: per-layer errors on every intermediate tensor both graphs share.
 """

@@ -555,7 +555,7 @@ def gate_text(gates: dict[str, Any]) -> str:
     if gates.get("min_cosine") is not None:
         parts.append(f"cosine ≥ {gates['min_cosine']}")
     if gates.get("min_top1") is not None:
-        parts.append(f"top-1 agreement ≥ {gates['min_top1']}")
+        parts.append(f"argmax agreement ≥ {gates['min_top1']}")
     if gates.get("check_allclose"):
         parts.append(f"allclose atol {gates.get('atol')} rtol {gates.get('rtol')}")
     return ", ".join(parts) or "none recorded"

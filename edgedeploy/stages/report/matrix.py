@@ -137,7 +137,7 @@ def _model_section(
             "p50 ms",
             "speed-up",
             "min cosine",
-            "top-1 agr.",
+            "argmax agr.",
             "gate",
             "bundle",
             "reason",

@@ -194,7 +194,7 @@ def _tradeoff(
         ("mJ/inf", lambda r: _num(r.energy_mj, ".3g"), any(r.energy_mj is not None for r in rows)),
         ("min cosine", lambda r: _num(r.cosine, ".6f"), True),
         ("norm ratio", lambda r: _num(r.norm_ratio, ".6f"), any(r.norm_ratio is not None for r in rows)),
-        ("top-1 agr.", lambda r: _num(r.top1, ".4f"), any(r.top1 is not None for r in rows)),
+        ("argmax agr.", lambda r: _num(r.top1, ".4f"), any(r.top1 is not None for r in rows)),
         (
             next(iter(task_names)) if len(task_names) == 1 else "task metric",
             lambda r: (
@@ -488,7 +488,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
         lines += [
             "",
             "| precision | size | p50 ms | p99 ms | inf/s | speed-up | energy mJ/inf | min cosine | norm ratio "
-            "| top-1 agr. | gate |",
+            "| argmax agr. | gate |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         for r in rows:
