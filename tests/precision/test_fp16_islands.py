@@ -758,3 +758,50 @@ def test_island_release_cosine_reads_exactly_1_for_identical_outputs_and_stays_w
     assert _min_cosine([[many, rows]], [[many.copy(), rows.copy()]]) == 1.0
     assert _min_cosine([[many]], [[many * np.float32(3)]]) <= 1.0
     assert _min_cosine([[rows]], [[-rows]]) >= -1.0
+
+
+def _if_model_with_names_of_main_graph_nodes() -> onnx.ModelProto:
+    """if_model whose branch nodes are named like main-graph nodes ('mm', 'relu'): node names are
+    unique per graph only (ONNX's IR), and ONNX Runtime, Polygraphy and onnx's checker take it."""
+    from calibration.graphs import subgraphs
+
+    model = models.if_model()
+    names = {"then_mul": "mm", "then_sq": "relu", "then_div": "then_div", "else_neg": "mm"}
+    for node in model.graph.node:
+        for sub in subgraphs(node):
+            for inner in sub.node:
+                inner.name = names[inner.name]
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_body_nodes_named_like_main_graph_nodes_leave_those_in_fp16(tmp_path: Path) -> None:
+    """An fp32 If whose branches hold nodes named 'mm' and 'relu', as the main graph's MatMul and
+    Relu are: those two were kept in fp32 too, listed "inside fp32 If 'branch'" (the plan matched
+    nodes by name), and the plan named four nodes 'mm'/'relu'. A body node whose name an earlier
+    node holds is called NAME#2, NAME#3 in our copy, the artifact and the plan; main-graph nodes
+    keep theirs, and the artifact passes the full checker."""
+    from edgedeploy.ui import Ui
+
+    path = models.save(_if_model_with_names_of_main_graph_nodes(), tmp_path / "if.onnx")
+    data = tmp_path / "x.npz"
+    x = np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)
+    np.savez(data, x=x)
+    art = make_fp16_checked(path, tmp_path / "if.fp16.onnx", _request(str(data)), Ui(quiet=True))
+    plan = json.loads((tmp_path / "if.fp16.plan.json").read_text())
+    got = [(e["node"], e["op"], e["precision"]) for e in plan["nodes"]]
+    assert got[:2] == [("mm", "MatMul", "fp16"), ("sum", "ReduceSum", "fp16")], got
+    assert ("relu", "Relu", "fp16") in got, got
+    inner = [(e["node"], e["op"]) for e in plan["nodes"] if "inside fp32 If 'branch'" in e.get("reason", "")]
+    assert inner == [("mm#2", "Neg"), ("mm#3", "Mul"), ("relu#2", "Mul"), ("then_div", "Div")], got
+    written = onnx.load(art.path)
+    onnx.checker.check_model(written, full_check=True)
+    from calibration.graphs import all_nodes
+
+    names = [n.name for n in all_nodes(written.graph)]
+    assert len(names) == len(set(names)) and {"mm#2", "mm#3", "relu#2"} <= set(names), names
+    main_mm = next(n for n in written.graph.node if n.name == "mm")
+    weight = next(w for w in written.graph.initializer if w.name == main_mm.input[1])
+    assert weight.data_type == onnx.TensorProto.FLOAT16  # the main MatMul runs in fp16
+    np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-2, atol=1e-2)
+
