@@ -46,12 +46,13 @@ def analyze_command(
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.errors import CalibrationError
+        from calibration.graphs import infer_shapes_light
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes
         from edgedeploy.options import Fp16Options
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
-        from edgedeploy.stages.precision.fp16 import plan_fp32_nodes
+        from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes
         from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
 
     ui = make_ui()
@@ -141,6 +142,10 @@ def analyze_command(
     # plan, which adds what it keeps besides them (the nodes inside an fp32 If/Loop, ops fp16 lacks)
     hard = hard_fp32_nodes(loaded, islands, report)
     _, _, plan, _ = plan_fp32_nodes(loaded, Fp16Options(auto_fp32_nodes={n: islands[n] for n in hard}))
+    try:  # integer-only nodes are no fp32 node of the build's plan, blocked op or not
+        mark_not_float32(plan, infer_shapes_light(loaded))
+    except Exception:  # a model shape inference cannot type: make_fp16 marks what the file declares
+        mark_not_float32(plan, loaded)
     entries = cast(list[dict[str, Any]], plan["nodes"])
     kept = [str(e["node"]) for e in entries if e["precision"] == "fp32"]
     flagged = [n for n in islands if n not in hard]

@@ -805,3 +805,47 @@ def test_body_nodes_named_like_main_graph_nodes_leave_those_in_fp16(tmp_path: Pa
     assert weight.data_type == onnx.TensorProto.FLOAT16  # the main MatMul runs in fp16
     np.testing.assert_allclose(_run(art.path, {"x": x}), _run(path, {"x": x}), rtol=1e-2, atol=1e-2)
 
+
+def test_a_blocked_op_on_integers_only_is_marked_integer_in_the_plan_not_fp32(tmp_path: Path) -> None:
+    """An int64 Max (an op the converter blocks by default) in the main graph and in a Loop body was
+    listed 'fp32' ("Max has no fp16 kernel in ONNX Runtime") and counted among the nodes kept in
+    fp32, though it holds no float tensor and the artifact computes it as the fp32 model does: it
+    is 'integer' now, as the other integer-only nodes are, TensorRT pins no fp32 layer for it, and
+    analyze counts it as the build does."""
+    from onnx import TensorProto, helper
+
+    from edgedeploy.backends.trt_plan import read_fp32_layers
+    from edgedeploy.ui import Ui
+    from tests.conftest import run_cli
+
+    i64, f32 = TensorProto.INT64, TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("Max", ["a", "b"], ["m"], name="int_max"),
+            helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info(n, t, [3]) for n, t in (("a", i64), ("b", i64), ("x", f32))],
+        [helper.make_tensor_value_info(n, t, [3]) for n, t in (("m", i64), ("r", f32))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = models.save(model, tmp_path / "m.onnx")
+    ui = Ui(quiet=True)
+    art = make_fp16_checked(path, tmp_path / "m.fp16.onnx", replace(_request(), fp16_analysis=False), ui)
+    plan = json.loads((tmp_path / "m.fp16.plan.json").read_text())
+    assert {e["node"]: e["precision"] for e in plan["nodes"]} == {"int_max": "integer", "relu": "fp16"}, plan
+    assert plan["nodes_fp32"] == art.info["nodes_fp32"] == 0 and plan["nodes_integer"] == 1, plan
+    line = next(m for m in ui.messages if m.startswith("fp16 model:"))
+    assert "0 of 2 node(s) kept in fp32, 1 integer-only" in line, line
+    assert read_fp32_layers(tmp_path / "m.fp16.plan.json") == []
+    feed = {"a": np.array([2**40 + 1, -7, 3], np.int64), "b": np.array([5, -9, 3], np.int64),
+            "x": np.array([-1, 0.5, 2], np.float32)}  # fmt: skip
+    assert np.array_equal(_all_outputs(art.path, feed)[0], _all_outputs(path, feed)[0])
+
+    analysed = run_cli("analyze", path, "--data", "random")
+    assert analysed.code == 0 and "keeps 0 of 2 nodes in fp32 by rule" in analysed.stdout, analysed.stdout
+
+    loop = models.save(models.loop_model(), tmp_path / "loop.onnx")
+    make_fp16(loop, tmp_path / "loop.fp16.onnx")
+    body = {e["node"]: e for e in json.loads((tmp_path / "loop.fp16.plan.json").read_text())["nodes"]}
+    assert body["body_max"]["precision"] == "integer" and body["loop"]["precision"] == "fp16", body

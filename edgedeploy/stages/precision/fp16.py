@@ -597,10 +597,14 @@ def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[
         if node.name in options.auto_fp32_nodes:
             return options.auto_fp32_nodes[node.name]
         if node.op_type in blocked:
-            return f"{node.op_type} has no fp16 kernel in ONNX Runtime"
+            return _blocked_reason(node.op_type)
         return None
 
     return reason
+
+
+def _blocked_reason(op_type: str) -> str:
+    return f"{op_type} has no fp16 kernel in ONNX Runtime"
 
 
 def precision_plan(
@@ -639,20 +643,24 @@ INTEGER_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _mark_not_float32(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
+def mark_not_float32(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
     """The plan's nodes, in the main graph and inside If/Loop/Scan bodies, that compute in float64
     (no float32 tensor in or out), or on integers or bools only (every tensor in and out typed, none
     a float): the converter changes float32 only, so they stay as they are and the plan says
     "float64" or "integer" instead of "fp16" (TensorRT's pins and the report read its "fp32" nodes
-    only). A control-flow node counts the tensors its bodies capture and those of every node inside
-    them as its own: an int64 If whose branch computes in float32 is converted. Needs the types
-    shape inference wrote into ``typed``; nodes it did not type keep their entry."""
+    only). So does a node of an op the converter blocks (an int64 Max), listed "fp32" for that
+    alone: blocked, it gets no Casts where it holds no float32 tensor. A control-flow node counts
+    the tensors its bodies capture and those of every node inside them as its own: an int64 If
+    whose branch computes in float32 is converted. Needs the types shape inference wrote into
+    ``typed``; nodes it did not type keep their entry. Recounts the plan's fp32 nodes."""
     marks: dict[str, tuple[str, str]] = {}
     _not_float32_marks(typed.graph, {}, marks)
     entries = cast(list[dict[str, Any]], plan["nodes"])
     for entry in entries:
-        if entry["precision"] == "fp16" and entry["node"] in marks:
+        converted = entry["precision"] == "fp16" or entry.get("reason") == _blocked_reason(entry["op"])
+        if converted and entry["node"] in marks:
             entry["precision"], entry["reason"] = marks[entry["node"]]
+    plan["nodes_fp32"] = sum(1 for e in entries if e["precision"] == "fp32")
     plan["nodes_float64"] = sum(1 for e in entries if e["precision"] == "float64")
     plan["nodes_integer"] = sum(1 for e in entries if e["precision"] == "integer")
 
@@ -795,7 +803,7 @@ def make_fp16(
     options, blocked_ops, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     own = {n.name for n in all_nodes(model.graph)}  # named: check_fp32_nodes ran ensure_node_names
-    _mark_not_float32(plan, typed)
+    mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
