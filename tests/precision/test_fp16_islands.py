@@ -849,3 +849,22 @@ def test_a_blocked_op_on_integers_only_is_marked_integer_in_the_plan_not_fp32(tm
     make_fp16(loop, tmp_path / "loop.fp16.onnx")
     body = {e["node"]: e for e in json.loads((tmp_path / "loop.fp16.plan.json").read_text())["nodes"]}
     assert body["body_max"]["precision"] == "integer" and body["loop"]["precision"] == "fp16", body
+
+
+def test_softmax_rule_quotes_the_logits_magnitude_not_the_masked_input(tmp_path: Path) -> None:
+    """MatMul -> Mul(1/16) -> Add(mask of -10000) -> Softmax, logits near 950: rule 6's reason
+    quoted the Softmax's input, "'masked' reaches 9050, where fp16 steps by 8", the masked columns
+    (whose exp is 0 in any precision), not the logits whose fp16 step of 0.5 moves exp(x - max). It
+    quotes the logits now, found back through the mask, and names the input's figure beside it."""
+    import re
+
+    path = models.save(models.scaled_softmax_model(), tmp_path / "att.onnx")
+    x = (1900 + np.random.default_rng(1).standard_normal((64, 16))).astype(np.float32)
+    keep, report = plan_islands(path, [{"x": x[i : i + 8]} for i in range(0, 64, 8)])
+    assert {"qk", "scale", "mask", "softmax"} <= set(keep), keep
+    masked = report.tensor("masked")
+    assert masked is not None and masked.stats.absmax > 9000  # what was quoted
+    for name in ("qk", "scale", "mask", "softmax"):
+        found = re.search(r"the logits 'scaled' reach (\S+), where fp16 steps by 0\.5: ", keep[name])
+        assert found and 900 < float(found.group(1)) < 1000, keep[name]
+        assert "Softmax's input 'masked' reaches 9" in keep[name], keep[name]

@@ -39,7 +39,13 @@ import onnx
 
 from calibration.observers import Observer
 from edgedeploy.device.verify_outputs import cosine_of  # compare's cosine, the budget's
-from edgedeploy.stages.precision.analysis import FP16_MAX, RangeReport, analyze, load_for_analysis
+from edgedeploy.stages.precision.analysis import (
+    FP16_MAX,
+    RangeReport,
+    TensorRange,
+    analyze,
+    load_for_analysis,
+)
 
 REDUCTIONS = {
     "ReduceMean",
@@ -70,6 +76,10 @@ SHIFT_CHAIN = {
     "Unsqueeze", "Flatten", "Expand",
 }  # fmt: skip
 MAX_SHIFT_CHAIN = 6  # how far rule 6 walks back from a Softmax's input
+# The steps of SHIFT_CHAIN that mask logits or move them without arithmetic: rule 6 quotes the logits
+# from before them (a masked -9050 beside logits of 950 is no step of 8 where the Softmax reads).
+MASKING = {"Add", "Sub", "Where", "Cast", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+           "Flatten", "Expand"}  # fmt: skip
 MAX_CHAIN = 4  # how far to walk from a reduction to the start of its normalisation
 
 
@@ -134,11 +144,19 @@ def choose_fp32_nodes(
     for node in model.graph.node:  # rule 6
         source = report.tensor(node.input[0]) if node.op_type in SHIFT_SENSITIVE and node.input else None
         if source is not None and source.stats.absmax >= SHIFT_LIMIT:
-            step = float(np.spacing(np.float16(min(source.stats.absmax, FP16_MAX))))
-            why = (
-                f"'{source.name}' reaches {source.stats.absmax:.4g}, where fp16 steps by {step:g}: "
-                f"{node.op_type}'s exp(x - max) changes with it"
-            )
+            logits = _logits(source, nodes, report)
+            step = float(np.spacing(np.float16(min(logits.stats.absmax, FP16_MAX))))
+            if logits.stats.absmax == source.stats.absmax:
+                why = (
+                    f"'{source.name}' reaches {source.stats.absmax:.4g}, where fp16 steps by {step:g}: "
+                    f"{node.op_type}'s exp(x - max) changes with it"
+                )
+            else:  # a mask added: its columns' exp is 0 in any precision, the logits' step moves the rest
+                why = (
+                    f"the logits '{logits.name}' reach {logits.stats.absmax:.4g}, where fp16 steps by "
+                    f"{step:g}: {node.op_type}'s exp(x - max) changes with it ({node.op_type}'s input "
+                    f"'{source.name}' reaches {source.stats.absmax:.4g})"
+                )
             add([source.producer], f"produces {why}")
             add([node.name], f"reads {why}")
             for name in _logit_chain(source.producer, nodes, report):
@@ -189,6 +207,25 @@ def _internal_sum(node: onnx.NodeProto, report: RangeReport) -> tuple[float, str
     floor = source.stats.absmax**power if source else 0.0
     what = "squares" if power == 2 else "absolute values" if power == 1 else f"|x|**{power}"
     return max(measured, floor), what
+
+
+def _logits(source: TensorRange, nodes: dict[str, onnx.NodeProto], report: RangeReport) -> TensorRange:
+    """The logits a Softmax's input ``source`` carries: back through the masks added to them (an Add,
+    Sub or Where, following its float operand of the smallest magnitude: a mask outweighs the
+    logits it hides, -10000 beside 950) and rearrangements (:data:`MASKING`), at most
+    :data:`MAX_SHIFT_CHAIN` steps, to the first other op's output (an attention score's scale, or
+    its MatMul). ``source`` itself when no such step makes it."""
+    logits = source
+    for _ in range(MAX_SHIFT_CHAIN):
+        node = nodes.get(logits.producer)
+        if node is None or node.op_type not in MASKING:
+            break
+        operands = node.input[1:] if node.op_type == "Where" else node.input
+        floats = [t for t in (report.tensor(i) for i in operands if i) if t is not None]
+        if not floats:
+            break
+        logits = min(floats, key=lambda t: t.stats.absmax)
+    return logits
 
 
 def _logit_chain(start: str, nodes: dict[str, onnx.NodeProto], report: RangeReport) -> list[str]:
