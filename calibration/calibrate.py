@@ -30,7 +30,7 @@ from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file, written_together
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
 from calibration.feeds import RUN_ROWS, dynamic_batch, feed_rows, split_runs
-from calibration.graphs import all_nodes, opset_of, subgraphs, upgrade_ir
+from calibration.graphs import all_nodes, opset_of, subgraphs, unique_node_names, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     PREFETCH_BYTES,
@@ -287,6 +287,7 @@ def calibrate(
     unknown = unknown_op_types(qopts.exclude_ops, model)
     if unknown:
         raise CalibrationError(f"--exclude-ops: no ONNX op type named {', '.join(unknown)}")
+    unique_node_names(model)  # two nodes of one name: ONNX Runtime would refuse every session of it
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     before = opset_of(model)
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices

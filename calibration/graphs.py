@@ -71,6 +71,30 @@ def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return nodes
 
 
+def unique_node_names(model: onnx.ModelProto) -> set[str]:
+    """Rename the nodes (subgraphs too) whose name an earlier node bears, and return every name.
+
+    ONNX makes node names unique per graph only (a body may reuse a main-graph name), and a model
+    naming two nodes of one graph alike passes its checker though ONNX Runtime refuses it; the
+    conversions match nodes by name. Deterministic, and a no-op on a model whose names are all
+    unique: main-graph nodes come first, then each one's body nodes in graph order; a node whose
+    name an earlier one bears becomes ``NAME#2``, ``NAME#3``... (the first number no node bears).
+    Unnamed nodes stay unnamed."""
+    names = {n.name for n in all_nodes(model.graph) if n.name}
+    seen: set[str] = set()
+    bodies = (inner for node in model.graph.node for sub in subgraphs(node) for inner in all_nodes(sub))
+    for node in [*model.graph.node, *bodies]:
+        if node.name in seen:
+            number = 2
+            while f"{node.name}#{number}" in names:
+                number += 1
+            node.name = f"{node.name}#{number}"
+            names.add(node.name)
+        if node.name:
+            seen.add(node.name)
+    return names
+
+
 def constant_derived(graph: onnx.GraphProto) -> set[str]:
     """Names ``graph``'s nodes compute from constants only (initializers, Constant nodes and what
     is computed from them alone, in node order): weights reshaped or transposed in the graph, not

@@ -638,3 +638,32 @@ def test_a_model_whose_shape_constants_are_external_data_builds(tmp_path: Path) 
     assert {a.name for a in artifacts} >= {f"m.{p}.ort.onnx" for p in ("fp32", "fp16", "int8")}
     for artifact in [tmp_path / "c.onnx", *artifacts]:
         onnx.checker.check_model(str(artifact), full_check=True)
+
+
+def test_nodes_named_alike_in_one_graph_build_fp16_and_int8_with_unique_names(tmp_path: Path) -> None:
+    """Two MatMuls named 'layer' and two unnamed nodes (onnx's checker takes it; ONNX Runtime refuses
+    two nodes of one name in one graph): build --precision int8 refused it ("ONNX Runtime cannot load
+    m.onnx itself (... two nodes with same node name (layer))"). Both builds now work on a copy
+    whose later 'layer' is 'layer#2' (the unnamed nodes stay unnamed in int8, OpType_N in fp16), and
+    the artifacts load in ONNX Runtime and pass the full checker; compare of the source itself is
+    refused, with ONNX Runtime's reason, as ONNX Runtime and Polygraphy refuse it."""
+    path = mlp(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    for node, name in zip(model.graph.node, ["layer", "", "", "layer"], strict=True):
+        node.name = name
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    for precision in ("fp16", "int8"):
+        out = tmp_path / precision
+        built = run_cli("build", path, "--precision", precision, "--calib-data", data, "-o", out)
+        assert built.code == 0, built.stderr
+        artifact = onnx.load(out / f"m.{precision}.onnx")
+        onnx.checker.check_model(artifact, full_check=True)
+        names = [n.name for n in artifact.graph.node if n.op_type == "MatMul"]
+        assert names == ["layer", "layer#2"], names
+    plan = json.loads((tmp_path / "fp16" / "m.fp16.plan.json").read_text())
+    assert [e["node"] for e in plan["nodes"]] == ["layer", "Add_2", "Relu_3", "layer#2"], plan
+    compared = run_cli("compare", path, tmp_path / "fp16" / "m.fp16.onnx", "--data", data)
+    assert compared.code == 2 and "two nodes with same node name (layer)" in compared.stderr, compared.stderr

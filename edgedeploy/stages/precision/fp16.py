@@ -28,6 +28,7 @@ from calibration.graphs import (
     infer_shapes_light,
     nchwc_crash_transposes,
     subgraphs,
+    unique_node_names,
     upgrade_ir,
 )
 from calibration.qdq import unknown_op_types
@@ -64,26 +65,13 @@ def ensure_node_names(model: onnx.ModelProto) -> set[str]:
     """Give every node (subgraphs too) a unique name, as the converter matches nodes by name (its
     node_block_list reaches into If/Loop/Scan bodies) and the precision plan names them by it.
 
-    ONNX makes names unique per graph only, and optional: a body node may bear a main-graph node's
-    name. Deterministic, and a no-op on a model whose names are all unique: main-graph nodes come
-    first, then each one's body nodes in graph order; a node whose name an earlier one bears becomes
-    ``NAME#2``, ``NAME#3``... (the first number no node bears), an unnamed one ``OpType_N``. The
-    artifact and the plan carry these names. The range analysis calls this on its own copy, so it
-    picks the same names as make_fp16.
+    A node whose name an earlier one bears becomes ``NAME#2``, ``NAME#3``...
+    (:func:`calibration.graphs.unique_node_names`, as calibration names them), an unnamed one
+    ``OpType_N``. The artifact and the plan carry these names. The range analysis calls this on its
+    own copy, so it picks the same names as make_fp16.
     """
     nodes = all_nodes(model.graph)
-    names = {n.name for n in nodes if n.name}
-    seen: set[str] = set()
-    bodies = (inner for node in model.graph.node for sub in subgraphs(node) for inner in all_nodes(sub))
-    for node in [*model.graph.node, *bodies]:
-        if node.name in seen:
-            number = 2
-            while f"{node.name}#{number}" in names:
-                number += 1
-            node.name = f"{node.name}#{number}"
-            names.add(node.name)
-        if node.name:
-            seen.add(node.name)
+    names = unique_node_names(model)
     for node in nodes:
         if not node.name:
             index = len(names)
