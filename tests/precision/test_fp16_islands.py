@@ -868,3 +868,53 @@ def test_softmax_rule_quotes_the_logits_magnitude_not_the_masked_input(tmp_path:
         found = re.search(r"the logits 'scaled' reach (\S+), where fp16 steps by 0\.5: ", keep[name])
         assert found and 900 < float(found.group(1)) < 1000, keep[name]
         assert "Softmax's input 'masked' reaches 9" in keep[name], keep[name]
+
+
+def _unit_softmax_model() -> onnx.ModelProto:
+    """x (N, 16) -> x * Reciprocal(ReduceL2(x)) -> Mul by 900 -> Softmax: logits of unit vectors
+    times a large scale (a cosine-similarity head), whose Softmax input reaches rule 6's limit."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceL2", ["x"], ["n"], name="norm", axes=[-1], keepdims=1),
+        helper.make_node("Reciprocal", ["n"], ["r"], name="inv"),
+        helper.make_node("Mul", ["x", "r"], ["u"], name="unit"),
+        helper.make_node("Mul", ["u", "s"], ["z"], name="scale"),
+        helper.make_node("Softmax", ["z"], ["y"], name="softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16])],
+        [onnx.numpy_helper.from_array(np.array(900.0, np.float32), "s")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_reduce_l2_kept_as_statistics_of_a_softmax_chain_is_measured(tmp_path: Path) -> None:
+    """Rule 6 keeps the Mul reading x * (1 / ReduceL2(x)), and rule 4 the ReduceL2 behind it as
+    "normalisation statistics": it stayed fp32 unmeasured, as every kept squaring reduction was
+    taken for one whose sum of squares overflows inside the kernel (rule 3). Its sum here is some
+    hundreds: the release measures it like the rest and returns it to fp16. One whose sum passes
+    the limit (x times 100) still stays fp32 outright."""
+    from edgedeploy.stages.precision.islands import hard_fp32_nodes
+    from edgedeploy.ui import Ui
+
+    path = models.save(_unit_softmax_model(), tmp_path / "unit.onnx")
+    x = 3 * np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    feeds = [{"x": x[i : i + 8]} for i in range(0, 64, 8)]
+    keep, report = plan_islands(path, feeds)
+    assert keep["norm"] == "normalisation statistics feeding 'unit'" and "scale" in keep, keep
+    assert "norm" not in hard_fp32_nodes(load_for_analysis(path), keep, report)
+    kept, notes = release_measured(load_for_analysis(path), keep, report, feeds)
+    assert "norm" not in kept and any(n.startswith("norm: back to fp16, measured") for n in notes), notes
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    make_fp16_checked(path, tmp_path / "unit.fp16.onnx", _request(str(data)), Ui(quiet=True))
+    plan = {e["node"]: e for e in json.loads((tmp_path / "unit.fp16.plan.json").read_text())["nodes"]}
+    assert plan["norm"]["precision"] == "fp16", plan
+
+    loud = [{"x": 100 * f["x"]} for f in feeds]  # sums of squares near 2e5: beyond fp16 inside ReduceL2
+    keep, report = plan_islands(path, loud)
+    assert "norm" in hard_fp32_nodes(load_for_analysis(path), keep, report), keep

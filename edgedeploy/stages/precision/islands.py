@@ -350,9 +350,10 @@ def _min_cosine(reference: list[list[np.ndarray]], candidate: list[list[np.ndarr
 
 def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeReport) -> set[str]:
     """Kept nodes whose reason no emulation can clear: values beyond 65504 or NaN/Inf already seen,
-    sums of squares beyond the limit inside a kernel (emulation models storage, not accumulation),
-    and control flow whose subgraphs were not observed. The rest (underflow, near-overflow below
-    65504, the normalisation chains that follow them) is decided by measurement."""
+    sums of squares beyond the limit inside a kernel (rule 3: emulation models storage, not
+    accumulation), and control flow whose subgraphs were not observed. The rest (underflow,
+    near-overflow below 65504, the normalisation chains that follow them, a squaring reduction
+    whose measured sum fits fp16, kept by rule 4 or 6 only) is decided by measurement."""
     nodes = {n.name: n for n in model.graph.node}
     hard: set[str] = set()
     for weight in report.weights:
@@ -363,7 +364,11 @@ def hard_fp32_nodes(model: onnx.ModelProto, keep: dict[str, str], report: RangeR
             hard.update(n for n in [t.producer, *t.consumers] if n in keep)
     for name in keep:
         node = nodes.get(name)
-        if node is not None and (node.op_type in CONTROL_FLOW or node.op_type in SQUARING):
+        if node is None:
+            continue
+        if node.op_type in CONTROL_FLOW or (
+            node.op_type in SQUARING and _internal_sum(node, report)[0] > report.thresholds.max_abs
+        ):
             hard.add(name)
     return hard
 
