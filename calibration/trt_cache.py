@@ -1,8 +1,10 @@
 """TensorRT implicit-INT8 calibration caches: write them, read them (ours or TensorRT's own).
 
 Format (TensorRT 8.x and 10.x; TensorRT 11 removed implicit calibration): a header line
-``TRT-<version>-<EntropyCalibration2|MinMaxCalibration>``, then one line per tensor
-``name: 3c010a14`` holding the float32 scale (amax / 127) as big-endian IEEE-754 bits.
+``TRT-<version>-<algorithm>`` (we write EntropyCalibration2 or MinMaxCalibration; TensorRT also
+EntropyCalibration and LegacyCalibration), then one line per tensor ``name: 3c010a14`` holding
+the float32 scale (amax / 127) as big-endian IEEE-754 bits, always 8 hex digits, a positive
+normal float32. A cache that is not so (cut short, edited, a tensor twice) is refused, not read.
 TensorRT 8 encodes the version as major*1000 + minor*100 + patch (8.6.1 -> 8601), TensorRT 10
 as major*10000 + minor*100 + patch (10.3.0 -> 100300); TensorRT ignores a cache whose header
 does not match the running version and algorithm, so the header is written for the target's
@@ -27,8 +29,16 @@ if TYPE_CHECKING:
     import onnx
 
 ALGORITHM_NAMES = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration"}
+# every header algorithm TensorRT writes (NvInfer.h CalibrationAlgoType) -> the calibrator that reads it
+CALIBRATORS = {
+    "EntropyCalibration2": "IInt8EntropyCalibrator2",
+    "EntropyCalibration": "IInt8EntropyCalibrator",
+    "MinMaxCalibration": "IInt8MinMaxCalibrator",
+    "LegacyCalibration": "IInt8LegacyCalibrator",
+}
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
-_HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+_HEX = re.compile(r"^[0-9a-fA-F]{8}$")  # TensorRT writes all 8 digits: fewer is a cut or edited line
+FLOAT32_MIN_NORMAL = 2.0**-126  # a smaller scale (0, a denormal) is none TensorRT computed
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -77,7 +87,7 @@ def scale_to_hex(scale: float) -> str:
 
 
 def hex_to_scale(text: str) -> float:
-    return float(struct.unpack(">f", bytes.fromhex(text.rjust(8, "0")))[0])
+    return float(struct.unpack(">f", bytes.fromhex(text))[0])
 
 
 @dataclass
@@ -124,31 +134,50 @@ def make_cache(thresholds: Mapping[str, float], version: str, algorithm: str) ->
 
 
 def loads(text: str, origin: str = "calibration cache") -> CalibrationCache:
-    lines = [ln.rstrip("\r") for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln.strip()]
-    if not lines:
+    """A cache's text, refused (naming the line) unless every line is as TensorRT writes it."""
+    numbered = [(n, ln.rstrip("\r")) for n, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+    if not numbered:
         raise CalibrationError(f"{origin} is empty")
-    match = _HEADER.match(lines[0].strip())
+    header_number, header = numbered[0]
+    match = _HEADER.match(header.strip())
     if not match:
         raise CalibrationError(
-            f"{origin}: first line '{lines[0][:60]}' is not a TensorRT cache header "
+            f"{origin}: first line '{header[:60]}' is not a TensorRT cache header "
             "(expected TRT-<version>-<algorithm>)"
         )
+    if match.group(2) not in CALIBRATORS:
+        raise CalibrationError(
+            f"{origin} line {header_number}: unknown calibration algorithm '{match.group(2)}' "
+            f"(TensorRT writes {', '.join(CALIBRATORS)})"
+        )
     scales: dict[str, float] = {}
-    for number, line in enumerate(lines[1:], start=2):
+    seen: dict[str, int] = {}
+    for number, line in numbered[1:]:
         name, sep, value = line.rpartition(":")
-        value = value.strip()
-        if not sep or not name or not _HEX.match(value):
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
             raise CalibrationError(
                 f"{origin} line {number}: expected 'tensor: 8 hex digits', got '{line[:80]}'"
             )
-        scale = hex_to_scale(value)
-        if not math.isfinite(scale) or scale < 0:  # NaN, Inf or a sign: no scale TensorRT wrote
+        if not _HEX.match(value):
             raise CalibrationError(
-                f"{origin} line {number}: tensor '{name.strip()}' has scale {scale} ({value}): a scale "
-                "is a finite number >= 0"
+                f"{origin} line {number}: tensor '{name[:80]}' has '{value[:20]}', not 8 hex digits as "
+                "TensorRT writes a scale: the file was cut short or edited"
             )
-        scales[name.strip()] = scale
+        scale = hex_to_scale(value)
+        # NaN, Inf, a sign, 0 or a denormal: no scale TensorRT computed
+        if not (math.isfinite(scale) and scale >= FLOAT32_MIN_NORMAL):
+            raise CalibrationError(
+                f"{origin} line {number}: tensor '{name[:80]}' has scale {scale} ({value}): a scale is a "
+                "finite, positive normal float32 (>= 1.18e-38)"
+            )
+        if name in seen:
+            raise CalibrationError(
+                f"{origin} line {number}: tensor '{name[:80]}' is listed again (line {seen[name]} "
+                "gave it already): TensorRT writes each tensor once"
+            )
+        seen[name] = number
+        scales[name] = scale
     return CalibrationCache(decode_version(int(match.group(1))), match.group(2), scales)
 
 

@@ -27,13 +27,6 @@ from edgedeploy.fileio import atomic_write_bytes, scratch_dir
 if TYPE_CHECKING:
     import tensorrt as trt
 
-CACHE_CALIBRATORS = {
-    "EntropyCalibration2": "IInt8EntropyCalibrator2",
-    "EntropyCalibration": "IInt8EntropyCalibrator",
-    "MinMaxCalibration": "IInt8MinMaxCalibrator",
-    "LegacyCalibration": "IInt8LegacyCalibrator",
-}
-
 
 @dataclass
 class BuildLog:
@@ -191,8 +184,10 @@ def _calibrator(cache: Path, workdir: Path) -> Any:
     import tensorrt as trt_mod
     from polygraphy.backend.trt import Calibrator
 
+    from calibration.trt_cache import CALIBRATORS
+
     algorithm = cache.read_text(errors="replace").splitlines()[0].split("-")[-1].strip()
-    base = getattr(trt_mod, CACHE_CALIBRATORS.get(algorithm, "IInt8EntropyCalibrator2"))
+    base = getattr(trt_mod, CALIBRATORS.get(algorithm, "IInt8EntropyCalibrator2"))
     copy = workdir / cache.name
     shutil.copyfile(cache, copy)
     return Calibrator(data_loader=iter(()), cache=str(copy), BaseClass=base)

@@ -22,6 +22,7 @@ from calibration.trt_cache import (
     read_cache,
     scale_to_hex,
 )
+from tests.conftest import assert_clean_input_error, files_under, run_cli
 
 REAL_CACHE = Path(__file__).parent / "data" / "trt-8600-entropy2-yolov5.cache"
 
@@ -85,7 +86,66 @@ def test_malformed_cache_names_the_line() -> None:
         loads("hello\n")
 
 
-def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
+REAL_LINES = REAL_CACHE.read_text().splitlines()
+
+
+def _edited(line: int, text: str | None, insert: str | None = None) -> str:
+    """The real cache with its 1-based ``line`` replaced by ``text`` (dropped if None), ``insert``
+    put after it, and everything after the edited line kept (no final newline when cut there)."""
+    lines = list(REAL_LINES)
+    lines[line - 1 : line] = [t for t in (text, insert) if t is not None]
+    return "\n".join(lines) + "\n"
+
+
+IMAGES = r"line 2: tensor 'images' has scale"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # cut mid-value as a truncated copy leaves it: 3e87 was read as 0x00003e87 = 2.2e-41
+        ("\n".join(REAL_LINES[:3]) + "\n" + REAL_LINES[3][:-4], r"line 4: .*'3e87'.* 8 hex digits"),
+        (_edited(2, "images: 0"), r"line 2: .*'0'.* 8 hex digits"),
+        (_edited(2, "", "images: 3c00f9"), r"line 3: .*'3c00f9'"),  # a blank line is counted
+        (_edited(2, "images: 3c00f9f4a"), r"line 2: .* 8 hex digits"),
+        (_edited(2, "images: 00000000"), IMAGES + r" 0\.0 \(00000000\).* positive normal"),
+        (_edited(2, "images: 80000000"), IMAGES + r" -0\.0"),
+        (_edited(2, "images: 00000001"), IMAGES + r" 1\.4\d*e-45 .* positive normal"),
+        (_edited(2, "images: 007fffff"), IMAGES + r" 1\.17\d*e-38"),
+        (_edited(2, "images: 3c00f9f4", "images: 3f800000"), r"line 3: tensor 'images' is listed again"),
+        (_edited(1, "TRT-8600-EntropyCalibration9"), r"line 1: unknown calibration algorithm 'EntropyCal"),
+    ],
+    ids=["cut", "short", "blank", "long", "zero", "-zero", "denormal", "denormal2", "twice", "algorithm"],
+)
+def test_a_cut_or_edited_cache_is_refused_naming_the_line(text: str, message: str) -> None:
+    """--from-cache read a value cut short (3e87 as 2.2e-41, floored to 1e-12: output cosine
+    -0.097), a tensor listed twice (the last won), a scale of 0 or a denormal (floored to 1e-12) and
+    an algorithm TensorRT has not got, and wrote a broken INT8 model, exit 0."""
+    with pytest.raises(CalibrationError, match=message):
+        loads(text, "c.cache")
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["EntropyCalibration", "EntropyCalibration2", "MinMaxCalibration", "LegacyCalibration"]
+)
+def test_every_algorithm_tensorrt_writes_is_read(algorithm: str) -> None:
+    """NvInfer.h's CalibrationAlgoType: kLEGACY, kENTROPY, kENTROPY_2, kMINMAX (TensorRT 8.x, 10.x)."""
+    assert loads(_edited(1, f"TRT-8600-{algorithm}")).algorithm == algorithm
+    assert loads("TRT-8601-MinMaxCalibration\nx: 00800000\n").scales["x"] == pytest.approx(1.1754944e-38)
+
+
+def test_calibrate_from_a_truncated_cache_exits_2_in_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "trunc.cache"
+    cache.write_text("\n".join(REAL_LINES[:3]) + "\n" + REAL_LINES[3][:-4])
+    out = tmp_path / "out"
+    args = ["--from-cache", cache, "--target", "jetson-orin-nx", "-o", out]
+    result = run_cli("calibrate", _yolo_head(tmp_path), *args)
+    assert_clean_input_error(result, "trunc.cache line 4", "'3e87'")
+    assert files_under(out) == set()
+
+
+def _yolo_head(tmp_path: Path) -> Path:
+    """Two Convs with the real cache's first tensor names (its output 'out' is not in the cache)."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
     w2 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2")
@@ -104,7 +164,12 @@ def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
     )
     model_path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
-    qdq, uncovered = cache_to_qdq(model_path, REAL_CACHE)
+    return model_path
+
+
+def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path), REAL_CACHE)
     assert uncovered == []
     onnx.checker.check_model(qdq)
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
