@@ -192,6 +192,11 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
+def node_pattern(node: onnx.NodeProto, index: int) -> str:
+    """The ``exclude_nodes`` pattern that matches this node alone (named or not, see _excluded)."""
+    return re.escape(_node_label(node, index))
+
+
 def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers and Constant-node values by tensor name."""
     return _constants(model)

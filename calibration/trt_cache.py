@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING
 
 from calibration.errors import CalibrationError
 from calibration.graphs import upgrade_ir
-from calibration.qdq import QuantizeOptions, activation_scale, plan_quantization, upgrade_opset, write_qdq
+from calibration.qdq import (
+    QuantizeOptions,
+    activation_scale,
+    node_pattern,
+    plan_quantization,
+    tensor_readers,
+    upgrade_opset,
+    write_qdq,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -200,7 +208,9 @@ def cache_to_qdq(
 ) -> tuple[onnx.ModelProto, list[str]]:
     """A Q/DQ model from a TensorRT cache (weights from the model); returns it and uncovered tensors.
 
-    Nodes whose activation tensors the cache does not cover are left in float.
+    Nodes whose activation tensors the cache does not cover are left in float: the nodes that read
+    such a tensor and, where the placement quantizes outputs too (ONNX Runtime's QLinear kernels:
+    a Conv's output, a graph output read by no node), the node that writes it.
     """
     import onnx
 
@@ -209,20 +219,33 @@ def cache_to_qdq(
     upgrade_ir(model)
     model = upgrade_opset(model)  # plan on the graph that is written (conversion moves indices)
     amax = cache.amax()
-    options = QuantizeOptions(placement=placement, weight_bits=weight_bits)
-    plan = plan_quantization(model, options)
-    uncovered = [t for t in plan.calibrated_tensors() if t not in amax]
-    if uncovered:
-        excluded_nodes = tuple(
-            re.escape(n.name) for n in model.graph.node if n.name and any(i in uncovered for i in n.input)
+    nodes = model.graph.node
+    readers = {name: {i for i, _ in reads} for name, reads in tensor_readers(nodes).items()}
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output}
+    uncovered: list[str] = []
+    excluded: set[int] = set()
+    while True:
+        options = QuantizeOptions(
+            placement=placement,
+            weight_bits=weight_bits,
+            exclude_nodes=tuple(node_pattern(nodes[i], i) for i in sorted(excluded)),
         )
-        if len(excluded_nodes) < sum(1 for n in model.graph.node if any(i in uncovered for i in n.input)):
-            raise CalibrationError(
-                f"calibration cache {cache_path} lacks tensor(s) "
-                f"{', '.join(uncovered[:5])} read by unnamed nodes"
-            )
-        options = QuantizeOptions(placement=placement, weight_bits=weight_bits, exclude_nodes=excluded_nodes)
         plan = plan_quantization(model, options)
+        missing = [t for t in plan.calibrated_tensors() if t not in amax]
+        if not missing:
+            break
+        uncovered += [t for t in missing if t not in uncovered]
+        # the nodes that read it in float; where they already are (or none does) and the tensor is
+        # still quantized, its producer quantizes its output (the CPU placement): that one too
+        more: set[int] = set()
+        for tensor in missing:
+            more |= (readers.get(tensor, set()) - excluded) or ({producer.get(tensor, -1)} - excluded - {-1})
+        if not more:
+            raise CalibrationError(
+                f"calibration cache {cache_path} lacks tensor(s) {', '.join(missing[:5])}, "
+                "which cannot be left in float"
+            )
+        excluded |= more
     if not plan.calibrated_tensors():
         raise CalibrationError(
             f"calibration cache {cache_path} covers none of the model's quantizable tensors"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -144,8 +145,9 @@ def test_calibrate_from_a_truncated_cache_exits_2_in_one_line_and_writes_nothing
     assert files_under(out) == set()
 
 
-def _yolo_head(tmp_path: Path) -> Path:
-    """Two Convs with the real cache's first tensor names (its output 'out' is not in the cache)."""
+def _yolo_head(tmp_path: Path, named: bool = True) -> Path:
+    """Two Convs with the real cache's first tensor names (its output 'out' is not in the cache);
+    ``named=False``: the nodes have no names."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
     w2 = numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w2")
@@ -162,6 +164,9 @@ def _yolo_head(tmp_path: Path) -> Path:
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 12, 12])],
         [w, w2],
     )
+    if not named:
+        for node in graph.node:
+            node.name = ""
     model_path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model_path)
     return model_path
@@ -179,3 +184,57 @@ def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
     assert float(scale) == pytest.approx(read_cache(REAL_CACHE).scales["images"], rel=1e-6)
     session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
     session.run(None, {"images": rng.random((1, 3, 16, 16), dtype=np.float32)})
+
+
+def _float_and_int8_convs(qdq: onnx.ModelProto) -> tuple[list[str], list[str]]:
+    """The Convs of ``qdq`` whose weight is a float initializer, and those reading a dequantized one."""
+    dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in qdq.graph.node if n.op_type == "Conv"]
+    return [n.output[0] for n in convs if n.input[1] not in dequantized], [
+        n.output[0] for n in convs if n.input[1] in dequantized
+    ]
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_a_cpu_target_leaves_a_conv_in_float_when_the_cache_lacks_its_output(
+    tmp_path: Path, named: bool
+) -> None:
+    """--from-cache --target x86-64-cpu: the CPU placement quantizes a Conv's output too, and the
+    graph output 'out' (read by no node) is in no TensorRT cache: "no calibration threshold for
+    tensor(s) out", exit 2, where tensors the cache does not cover are left in float."""
+    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path, named), REAL_CACHE, placement="onnxruntime")
+    assert uncovered == ["out"]
+    onnx.checker.check_model(qdq)
+    assert _float_and_int8_convs(qdq) == (["out"], ["/model.0/conv/Conv_output_0"])
+    assert "out" not in {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    (result,) = session.run(None, {"images": rng.random((1, 3, 16, 16), dtype=np.float32)})
+    assert result.shape == (1, 8, 12, 12) and np.isfinite(result).all()
+
+
+def test_a_cpu_target_leaves_both_sides_of_an_uncovered_tensor_in_float(tmp_path: Path) -> None:
+    """A tensor between two quantized Convs that the cache lacks: its reader and (as the CPU
+    placement quantizes outputs) its producer stay in float, the rest of the model is int8."""
+    scales = read_cache(REAL_CACHE).scales
+    kept = ["images", "/model.0/conv/Conv_output_0"]
+    cache = tmp_path / "part.cache"
+    lines = [f"{t}: {scale_to_hex(scales[t])}" for t in kept]
+    cache.write_text("\n".join(["TRT-8600-EntropyCalibration2", *lines, ""]))
+    tmp_path.joinpath("model").mkdir()
+    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path / "model"), cache, placement="onnxruntime")
+    assert set(uncovered) == {"/model.0/act/Mul_output_0", "out"}
+    assert _float_and_int8_convs(qdq) == (["out"], ["/model.0/conv/Conv_output_0"])
+    quantized = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    assert quantized == {"images", "/model.0/conv/Conv_output_0"}
+    ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_calibrate_from_cache_for_a_cpu_target_reports_what_it_left_in_float(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--from-cache", REAL_CACHE, "--target", "x86-64-cpu", "-o", out, "--json", tmp_path / "m.json"]
+    result = run_cli("calibrate", _yolo_head(tmp_path), *args)
+    assert result.code == 0, result.stderr
+    assert "1 tensor(s) not in the cache were left in float: out" in result.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["artifact"]["left_in_float"] == ["out"]
+    onnx.checker.check_model(onnx.load(out / "m.int8.onnx"))
