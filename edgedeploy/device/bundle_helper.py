@@ -1469,6 +1469,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"error: python3 module {exc.name or exc} is needed here (apt install python3-numpy)",
             file=sys.stderr,
         )
+    except UnicodeEncodeError as exc:  # Python 3.6 in the C/POSIX locale: ASCII file names only
+        print(
+            f"error: python3 {sys.version_info[0]}.{sys.version_info[1]} encodes file names and output "
+            f"as {sys.getfilesystemencoding()} in this locale and this bundle's names are not ASCII: "
+            f"run with a UTF-8 locale (e.g. LC_ALL=C.UTF-8) ({exc})",
+            file=sys.stderr,
+        )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         print(
             f"error: manifest.json does not follow the bundle schema ({type(exc).__name__}: {exc})",

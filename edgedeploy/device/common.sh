@@ -6,6 +6,17 @@ BUNDLE_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 # shellcheck disable=SC2034  # used by the scripts that source this file
 DEVICE_DIR="$BUNDLE_DIR/device"      # what the scripts write on the device (not in the manifest)
 PYTHON="${PYTHON:-python3}"
+# Python 3.6 (JetPack 4.6's python3) takes file names and its output as ASCII in the C/POSIX
+# locale (env -i, ssh without locale forwarding, cron, systemd, docker): a bundle file named
+# 'op13 é.onnx' failed every helper. 3.7 and later switch to UTF-8 there by themselves (PEP 538);
+# for 3.6, the scripts take C.UTF-8 where the locale is C or POSIX and C.UTF-8 is installed.
+case "${LC_ALL:-${LC_CTYPE:-${LANG:-C}}}" in
+    C|POSIX)
+        if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then
+            if [ -n "${LC_ALL:-}" ]; then export LC_ALL=C.UTF-8; else export LC_CTYPE=C.UTF-8; fi
+        fi
+        ;;
+esac
 
 die() { echo "error: $*" >&2; exit "${EXIT_CODE:-2}"; }
 note() { echo "==> $*"; }

@@ -70,21 +70,24 @@ def make_dense_bundle(
     build: dict[str, Any] | None = None,
     target: str = "jetson-orin-nano",
     engine_tensorrt: str | None = None,
+    stem: str = "dense",
 ) -> Path:
     """A ``target`` bundle of the dense model (fp32 and fp16), reference batch ``batch``; with
-    ``engine_tensorrt``, the fp16 artifact carries a (fake trtexec) engine built with that TensorRT."""
-    fp32, fp16 = work / "dense.onnx", work / "dense.fp16.onnx"
+    ``engine_tensorrt``, the fp16 artifact carries a (fake trtexec) engine built with that TensorRT;
+    ``stem``: the model files' name (models/<stem>.onnx, models/<stem>.fp16.onnx, ...)."""
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, fp16 = work / f"{stem}.onnx", work / f"{stem}.fp16.onnx"
     onnx.save(dense_model(False), fp32)
     onnx.save(dense_model(True), fp16)
     plan = None
     if precision_plan is not None:
-        plan = work / "dense.fp16.plan.json"
+        plan = work / f"{stem}.fp16.plan.json"
         plan.write_text(json.dumps(precision_plan))
     x = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
     (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     engine = None
     if engine_tensorrt:
-        engine = work / "dense.fp16.engine"
+        engine = work / f"{stem}.fp16.engine"
         engine.write_text(json.dumps({"fake_plan": True, "onnx": str(fp16.resolve())}))
     out = work / "out" / "dense-orin-nano"
     make_bundle(

@@ -419,3 +419,60 @@ def test_bundle_helper_runs_on_the_old_python(
         pytest.skip(f"{old_python} has no numpy: verify.sh and ref-inputs ran up to their numpy check")
     res = device.run(scripts / "verify.sh")
     assert res.returncode == 0 and "accuracy: pass" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.fixture(scope="module")
+def non_ascii_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle in a folder named 'dir é ü' whose model files are 'op13 é.onnx' and 'op13 é.fp16.onnx'."""
+    return make_dense_bundle(tmp_path_factory.mktemp("non-ascii") / "dir é ü", stem="op13 é")
+
+
+def _no_locale(device: Device, python: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of ``env -i``, ssh without locale forwarding, cron or docker: no LANG, no LC_*."""
+    keep = ("PATH", "EDGEDEPLOY_ROOT", "FAKE_LOG")
+    return {**{k: device.env[k] for k in keep}, "HOME": str(home), "PYTHON": python, **extra}
+
+
+@pytest.mark.parametrize("locale", ["unset", "LC_ALL=C", "LANG=POSIX"])
+def test_a_bundle_with_non_ascii_names_verifies_on_the_old_python_without_a_utf8_locale(
+    old_python: str, non_ascii_bundle: Path, device: Device, tmp_path: Path, locale: str
+) -> None:
+    """verify.sh on Python 3.6 (JetPack 4.6) in the C locale: "manifest.json does not follow the
+    bundle schema (UnicodeEncodeError: 'ascii' codec ...)", exit 2, for a valid bundle whose files
+    are named 'op13 é.onnx': 3.6 keeps ASCII file names there (3.7 switches to UTF-8 itself)."""
+    bundle = tmp_path / "b é ü"
+    shutil.copytree(non_ascii_bundle, bundle)
+    extra = dict([locale.split("=")]) if "=" in locale else {}
+    env = _no_locale(device, old_python, tmp_path, **extra)
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["bash", str(bundle / "scripts" / script), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+
+    res = run("verify.sh", "--files-only")
+    assert res.returncode == 0 and "match their sha256" in res.stdout, res.stdout + res.stderr
+    if _run(old_python, "-c", "import numpy", env=env).returncode != 0:
+        pytest.skip(f"{old_python} has no numpy: verify.sh ran its file check only")
+    res = run("build_engine.sh")
+    assert res.returncode == 0 and "op13 é.fp16.engine" in res.stdout, res.stdout + res.stderr
+    res = run("verify.sh")
+    assert res.returncode == 0 and "accuracy: pass" in res.stdout, res.stdout + res.stderr
+
+
+def test_the_helper_says_in_one_line_that_non_ascii_names_need_a_utf8_locale(
+    non_ascii_bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """Run without the scripts (which switch to C.UTF-8 where it exists), Python 3.6 in the C locale
+    cannot name the files: it says so, not that the manifest breaks the bundle schema."""
+    python = find_python("3.6")
+    if python is None:
+        pytest.skip("no Python 3.6 here (python3.6 on PATH, pyenv, or EDGEDEPLOY_TEST_PYTHON36)")
+    helper = [str(non_ascii_bundle / "scripts" / "bundle_helper.py"), "--bundle", str(non_ascii_bundle)]
+    res = _run(python, *helper, "check-files", env=_no_locale(device, python, tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "UTF-8 locale" in lines[0] and "LC_ALL=C.UTF-8" in lines[0], lines[0]
+    assert "bundle schema" not in lines[0]
+    res = _run(python, *helper, "check-files", env=_no_locale(device, python, tmp_path, LC_ALL="C.UTF-8"))
+    assert res.returncode == 0 and "match their sha256" in res.stdout, res.stdout + res.stderr
