@@ -24,6 +24,7 @@ Hand-written: neither ONNX Runtime's nor Model Optimizer's calibrators choose pe
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -363,10 +364,6 @@ def _measured_errors(
     errors = np.zeros(len(params))
     tq = runners.plan.activations.get(name)
     kind = tq.saturates if tq is not None else ""
-
-    def activation(v: np.ndarray) -> np.ndarray:
-        return saturating_activation(kind, v) if kind else v.astype(np.float64)
-
     for k, x in enumerate(samples[name]):
         measured = False
         for i, j in consumers:
@@ -384,10 +381,45 @@ def _measured_errors(
                 errors += consumer
                 measured = True
         if not measured:  # judged by the tensor itself, after the activation that reads it
-            xd = activation(x)
-            energy = _energy(xd)
-            errors += [_relative(activation(q), xd, energy) for q in fake_quant_all(x, params)]
+            errors += own_errors(x, params, kind)
     return errors
+
+
+def own_errors(x: np.ndarray, params: Sequence[QParams], kind: str = "") -> list[float]:
+    """Per candidate of ``params``, the relative error its quantization of ``x`` causes after the
+    activation ``kind`` that reads ``x`` (:func:`~calibration.qdq.saturating_activation`; none:
+    ``x`` itself), in float64.
+
+    A candidate's quantized values are its at most 256 levels, so the activation is computed once
+    per level and gathered, not once per value: the same float64 values (one elementwise function
+    of the same float32 level), and the same errors bit for bit. ddddocr's detector's SiLU inputs
+    in ONNX Runtime's placement took most of its per-tensor step's own-error time there (the
+    float64 SiLU of every candidate's every value). ``x`` with NaN/Inf (or squares past float64)
+    goes the long way: its errors are NaN or Inf either way."""
+    xd = saturating_activation(kind, x) if kind else x.astype(np.float64)
+    energy = _energy(xd)
+    if not kind or x.dtype != np.float32 or not math.isfinite(energy):
+        if kind:
+            return [_relative(saturating_activation(kind, q), xd, energy) for q in fake_quant_all(x, params)]
+        return [_squared_error(q, xd) / energy for q in fake_quant_all(x, params)]
+    found = []
+    for scale, zero, lo, hi in params:  # the steps as fake_quant_all takes them, in float32
+        s, low, high = np.float32(scale), np.float32(lo - zero), np.float32(hi - zero)
+        steps = np.divide(x, s)
+        np.round(steps, out=steps)
+        np.clip(steps, low, high, out=steps)
+        np.subtract(steps, low, out=steps)  # small integers: exact
+        table = saturating_activation(kind, np.arange(lo - zero, hi - zero + 1, dtype=np.float32) * s)
+        found.append(_squared_error(table[steps.astype(np.intp)], xd) / energy)
+    return found
+
+
+def _squared_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """``((got - ref) ** 2).sum()`` with ``ref`` float64, without the float64 copy of a float32
+    ``got`` (the subtraction casts it) or a second temporary: the same sum bit for bit."""
+    diff = np.subtract(got, ref, dtype=np.float64)
+    np.square(diff, out=diff)
+    return float(diff.sum())
 
 
 def _weight_uses(plan: QuantPlan, consumers: Sequence[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
@@ -439,14 +471,16 @@ def consumer_errors(
 
     def run(x: np.ndarray) -> np.ndarray:
         with slots if slots is not None else contextlib.nullcontext():
-            return runner.run({**feed, inp: x})
+            return runner.run_float32({**feed, inp: x})
 
     try:
-        ref = run(value)
+        ref = np.asarray(run(value), np.float64)
         energy = _energy(ref)
         return np.array(
             map_ordered(
-                lambda q: _relative(run(q), ref, energy),
+                # the float32 output against the float64 reference: _relative's figure, without
+                # the float64 copy of each output (see _squared_error)
+                lambda q: _squared_error(run(q), ref) / energy,
                 list(fake_quant_all(value, params)),
                 workers,
             )

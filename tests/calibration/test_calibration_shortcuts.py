@@ -418,3 +418,47 @@ def test_the_per_tensor_step_runs_a_consumer_on_the_q_dq_models_own_weights(
     sess = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
     deployed = sess.run([dq.output[0]], {"x": np.zeros((1, 3, 6, 6), np.float32)})[0]
     assert session_weight.dtype == np.float32 and np.array_equal(session_weight, deployed)
+
+
+@pytest.mark.parametrize("kind", ["silu", "hardswish", ""])
+def test_a_tensor_judged_by_its_own_error_gets_the_same_errors_from_its_levels(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor no quantized consumer runs on is judged by its own error after the activation that
+    reads it: that activation is taken once per quantization level of each candidate, not once per
+    value, and the errors are the long way's bit for bit (symmetric and asymmetric candidates,
+    values clipped at both ends); NaN/Inf values go the long way."""
+    import calibration.select as select_module
+    from calibration.qdq import saturating_activation
+
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((2, 16, 40, 40)) * 4.0).astype(np.float32)
+    x[0, 0, 0, :4] = [-60.0, 60.0, 0.0, -0.0]
+    params: list[QParams] = [
+        *_symmetric([3.0, 9.5, 60.0], unsigned=False),
+        (float(np.float32(12.0 / 255)), 170, 0, 255),  # asymmetric uint8, as ONNX Runtime's placement
+        (float(np.float32(70.0 / 255)), 30, 0, 255),
+    ]
+
+    def activation(v: np.ndarray) -> np.ndarray:
+        return saturating_activation(kind, v) if kind else v.astype(np.float64)
+
+    def long_way(values: np.ndarray) -> list[float]:
+        xd = activation(values)
+        energy = max(float((xd**2).sum()), 1e-30)
+        return [_relative(activation(q), xd, energy) for q in fake_quant_all(values, params)]
+
+    seen: list[int] = []
+
+    def counted(which: str, v: np.ndarray) -> np.ndarray:
+        seen.append(v.size)
+        return saturating_activation(which, v)
+
+    monkeypatch.setattr(select_module, "saturating_activation", counted)
+    got = select_module.own_errors(x, params, kind)
+    assert got == long_way(x)  # exact: the same float64 values, summed the same way
+    if kind:
+        assert sum(seen) <= x.size + 256 * len(params)
+    bad = x.copy()
+    bad[1, 2, 3, 4] = np.nan
+    assert np.array_equal(select_module.own_errors(bad, params, kind), long_way(bad), equal_nan=True)
