@@ -59,6 +59,7 @@ __all__ = [
     "atomic_write_text",
     "check_dest",
     "content_sha256",
+    "file_lock",
     "forget_written",
     "guarded",
     "intact_record",
@@ -91,6 +92,43 @@ def refuse_unwritable(folder: Path, said: str) -> None:
     output options (edgedeploy/cli/guard.py) and run's folders (edgedeploy/pipeline/run.py)."""
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{said}: cannot write in {folder} (read-only or no permission)")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True) -> Iterator[None]:
+    """Hold an flock on the file ``path`` (made if missing) for the block: exclusively, or shared
+    with other shared holders. Every process and every open of the file takes its turn.
+
+    The last holder removes the file, so none is left behind (Polygraphy's util.LockFile left its
+    ``.lock`` for good): on the way out a holder that gets the lock exclusively without waiting
+    holds it alone and unlinks the file before letting go; a process that was waiting then holds
+    a file no longer at the path, sees so, and takes the lock again on a new file. A file of that
+    name with content is not a lock of ours: it is locked as it is and left in place."""
+    import fcntl
+
+    while True:
+        fh = open(path, "a")  # noqa: SIM115 (held open across the yield, closed below)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
+                break  # the file at the path: ours until the last holder removes it
+        except FileNotFoundError:  # removed by its last holder while we waited: take a new one
+            pass
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+    try:
+        yield
+    finally:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other holder, none to wait
+            if not os.fstat(fh.fileno()).st_size:
+                os.unlink(path)
+        except OSError:  # another holds it (or waits): the file stays for them
+            pass
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 def _umask() -> int:

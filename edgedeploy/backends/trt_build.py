@@ -5,8 +5,10 @@ DLA, calibrator), ``EngineBytesFromNetwork`` (the build) and ``Calibrator`` (ser
 calibration cache). Three things are ours, because Polygraphy's loaders hide what we must report:
 the builder and network are created with our own logger (to recognise out-of-memory messages), the
 ONNX parser's errors are read one by one (to name the failing node and op), and the timing cache is
-saved atomically. The network creation flag for strong typing is computed from the enum: its value
-changed in TensorRT 11. The layer report deserializes the plan only after the builder, network and
+loaded and saved by us (Polygraphy's util.LockFile leaves its ``.lock`` beside the cache for good):
+saved atomically with what another build saved meanwhile combined in (:func:`save_timing_cache`).
+The network creation flag for strong typing is computed from the enum: its value changed in
+TensorRT 11. The layer report deserializes the plan only after the builder, network and
 parser are freed (a 4 GB Jetson holds them and an engine at once otherwise), with the runtime set
 up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible plans, DLA core set.
 """
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from edgedeploy.backends import trt_errors
 from edgedeploy.backends.trt_env import free_memory_mb
 from edgedeploy.backends.trt_plan import EnginePlan, TrtVersion
-from edgedeploy.fileio import atomic_write_bytes, scratch_dir
+from edgedeploy.fileio import atomic_write_bytes, file_lock, scratch_dir
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -216,6 +218,7 @@ def build(
         profiles.append(profile)
     workspace_mb = plan.memory_pools["WORKSPACE"] >> 20
 
+    loaded = _read_cache(timing_cache)
     with scratch_dir("trt") as tmp:
         calibrator = _calibrator(Path(plan.calibration_cache), Path(tmp)) if plan.calibration_cache else None
         create = CreateConfig(
@@ -225,7 +228,6 @@ def build(
             calibrator=calibrator,
             profiles=profiles or None,
             memory_pool_limits={getattr(trt_mod.MemoryPoolType, k): v for k, v in plan.memory_pools.items()},
-            load_timing_cache=str(timing_cache) if timing_cache else None,
             builder_optimization_level=plan.optimization_level,
             hardware_compatibility_level=(
                 getattr(trt_mod.HardwareCompatibilityLevel, plan.hardware_compatibility)
@@ -238,7 +240,9 @@ def build(
         )
         started = time.perf_counter()
         try:
-            config = create(builder, network)
+            config = create(builder, network)  # with an empty timing cache
+            if loaded:  # ours, not CreateConfig(load_timing_cache=): its LockFile leaves PATH.lock
+                config.set_timing_cache(config.create_timing_cache(loaded), ignore_mismatch=False)
             if plan.dla_core is not None:
                 place_on_dla(config, plan.dla_core, plan.gpu_fallback)
             plan_bytes = EngineBytesFromNetwork((builder, network, parser), config=config)()
@@ -252,13 +256,39 @@ def build(
             ) from None
         seconds = time.perf_counter() - started
         if timing_cache is not None:
-            cache = config.get_timing_cache()
-            if cache is not None:
-                atomic_write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
+            save_timing_cache(config, timing_cache, loaded)
     data = bytes(memoryview(plan_bytes))
     del plan_bytes, config, create, calibrator, parser, network, builder  # freed before the engine loads
     info, problem = layer_information(logger, data, plan, log)
     return BuiltEngine(data, info, seconds, pinned, unmatched, problem)
+
+
+def _read_cache(path: Path | None) -> bytes:
+    """A timing cache's bytes, b"" when there is none yet (whole: every save renames a complete file)."""
+    try:
+        return path.read_bytes() if path is not None else b""
+    except FileNotFoundError:
+        return b""
+
+
+def save_timing_cache(config: trt.IBuilderConfig, path: Path, loaded: bytes) -> None:
+    """Save the build's timing cache to ``path``, with what another build saved there since this
+    one read ``loaded`` combined in: two builds sharing a cache each keep their entries.
+
+    Read, combined and written under ``PATH.lock`` (as Polygraphy's and trtexec's locks are named),
+    which its last holder removes. ``combine`` is in every release we ship (8.5 to 11.1); a cache
+    it refuses (another GPU or TensorRT wrote it) is replaced, with a warning."""
+    from polygraphy.logger import G_LOGGER
+
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    with file_lock(path.with_name(path.name + ".lock")):
+        current = _read_cache(path)
+        merged = config.create_timing_cache(current) if current and current != loaded else None
+        if merged is not None and not cache.combine(merged, ignore_mismatch=False):
+            G_LOGGER.warning(f"timing cache {path}: another build's entries could not be combined, replaced")
+        atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
 
 
 def prepare_runtime(runtime: trt.Runtime, *, version_compatible: bool, dla_core: int | None) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import scratch_dir
+from edgedeploy.fileio import file_lock, scratch_dir
 from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
@@ -82,38 +82,12 @@ def timing_lock(exclusive: bool) -> Iterator[None]:
     profile times. Cells profiled side by side on 2 cores read up to 2x their latency alone
     (captcha-rec, 4 cells at --jobs 2: 16.2-16.4 ms in three, 7.4 ms in the fourth; 7.2-7.6 ms
     with this lock or at --jobs 1), and fp16 "2x faster" than fp32 on a CPU without fp16 math.
-    An flock on a file in this machine's temp folder: every worker process of every executor on
-    the machine takes it, Ray's included.
-
-    The last holder removes the file (a fresh TMPDIR stays empty): on the way out a holder that
-    gets the lock exclusively without waiting holds it alone and unlinks the file before letting
-    go; a process that was waiting then holds a file no longer at the path, sees so, and takes
-    the lock again on a new file."""
-    import fcntl
-
+    An flock on a file in this machine's temp folder (:func:`edgedeploy.fileio.file_lock`, which
+    its last holder removes): every worker process of every executor on the machine takes it,
+    Ray's included."""
     path = os.path.join(tempfile.gettempdir(), f"edgedeploy-timing-{os.getuid()}.lock")
-    while True:
-        fh = open(path, "a")  # noqa: SIM115 (held open across the yield, closed below)
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            if os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
-                break  # the file at the path: ours until the last holder removes it
-        except FileNotFoundError:  # removed by its last holder while we waited: take a new one
-            pass
-        except BaseException:
-            fh.close()
-            raise
-        fh.close()
-    try:
+    with file_lock(path, exclusive=exclusive):
         yield
-    finally:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other holder, none to wait
-            os.unlink(path)
-        except OSError:  # another holds it (or waits): the file stays for them
-            pass
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
 
 
 def target_resource(target: Target) -> str | None:

@@ -241,6 +241,47 @@ def test_timing_cache_is_loaded_and_saved_across_builds(fake_gpu, cnn_models, tm
     assert cache.read_bytes() == b"tactic;tactic;"
 
 
+@trt_versions("10.13.0")
+def test_timing_cache_leaves_no_lock_file_beside_it(fake_gpu, cnn_models, tmp_path: Path) -> None:
+    """Polygraphy's CreateConfig(load_timing_cache=) read the cache under util.LockFile, which never
+    removes its ``.lock``: every build left ``shared.timing.lock`` (0 bytes) beside the cache, and
+    beside the model or engine when --timing-cache named them. Only the named cache is left; a
+    non-empty file of that name (not a lock of ours) is left as it was."""
+    folder = tmp_path / "caches"
+    folder.mkdir()
+    cache = folder / "shared.timing"
+    backend = TensorRTBackend()
+    backend.build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    assert sorted(p.name for p in folder.iterdir()) == ["shared.timing"]
+    backend.build(cnn_models.fp16, options("fp16", timing_cache=cache), tmp_path / "b")
+    assert sorted(p.name for p in folder.iterdir()) == ["shared.timing"]
+    notes = folder / "shared.timing.lock"
+    notes.write_text("the user's own file")
+    backend.build(cnn_models.fp32, options(timing_cache=cache, force=True), tmp_path / "a")
+    assert notes.read_text() == "the user's own file"
+
+
+def test_timing_cache_keeps_the_entries_a_concurrent_build_saved(
+    fake_gpu, cnn_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds sharing one cache: each saved its own cache over the file, so the one that
+    finished last dropped the other's entries. A cache saved by another build since this one
+    read it is combined into this one's (ITimingCache.combine, in every release we ship)."""
+    cache = tmp_path / "shared.timing"
+    cache.write_bytes(b"first;")
+    builder = fake_gpu.trt.Builder
+    build_network = builder.build_serialized_network
+
+    def another_build_saves_meanwhile(self, network, config):  # type: ignore[no-untyped-def]
+        cache.write_bytes(b"first;other;")
+        return build_network(self, network, config)
+
+    monkeypatch.setattr(builder, "build_serialized_network", another_build_saves_meanwhile)
+    TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    saved = cache.read_bytes()
+    assert b"other;" in saved and b"tactic;" in saved and saved.startswith(b"first;")
+
+
 def test_out_of_memory_build_names_workspace_free_memory_and_flags(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
