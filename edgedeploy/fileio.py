@@ -58,6 +58,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_dest",
+    "check_output",
+    "check_read_and_written",
     "content_sha256",
     "file_lock",
     "forget_written",
@@ -129,6 +131,31 @@ def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True) -> Iterat
             pass
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def check_output(option: str, path: Path, kind: str) -> None:
+    """Refuse, before any work, an output that is empty, of the wrong kind, or not writable: the
+    commands' output options (edgedeploy/cli/guard.py) and the files they read and update."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise InputError(f"{option} is empty: name a {kind}")
+    if kind == "file" and (path.is_dir() or text.endswith(os.sep)):
+        raise InputError(f"{option} {path} is a folder: name a file")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} exists and is not a folder")
+    parent = path.parent if kind == "file" or not path.exists() else path
+    ancestor = nearest_existing(parent)
+    if not ancestor.is_dir():
+        raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
+    refuse_unwritable(ancestor, f"{option} {path}")
+
+
+def check_read_and_written(option: str, path: Path) -> None:
+    """Refuse, before any work, a file the command reads and then replaces (a timing cache) that it
+    could not replace (its folder read-only) or could not read (no permission)."""
+    check_output(option, path, "file")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise InputError(f"{option} {path}: cannot read it (no permission)")
 
 
 def _umask() -> int:

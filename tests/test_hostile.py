@@ -2165,3 +2165,28 @@ def test_a_new_bundle_primary_redoes_the_runs_report_too(tiny: Tiny) -> None:
     assert again.code == 0, again.text
     assert "report: up to date" not in again.text
     assert "recommended precision: **fp32**" in (tiny.root / "work" / "report.md").read_text()
+
+
+def test_a_timing_cache_in_a_read_only_folder_is_refused_before_any_work(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timing cache in a read-only folder failed the build late ("rotc/t.cache.lock: Permission
+    denied", exit 2), after the fp16 conversion and range analysis had written -o: the cache is
+    rewritten beside itself, so its folder is checked as -o's is, before any work."""
+    import os
+
+    real_access = os.access
+    ro = tiny.root / "rotc"
+    ro.mkdir()
+    (ro / "t.cache").write_bytes(b"tactics")
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    result = cli("build", "model.onnx", "--timing-cache", "rotc/t.cache", "-o", "out", cwd=tiny.root)
+    line = one_line_error(result, 2, "cannot write in", "read-only")
+    tail = f"cannot write in {ro} (read-only or no permission)"
+    assert line.endswith(f"--timing-cache rotc/t.cache: {tail}"), line
+    assert not (tiny.root / "out").exists() and sorted(p.name for p in ro.iterdir()) == ["t.cache"]
+    config = write_config(tiny).read_text().replace("[build]", '[build]\ntiming_cache = "rotc/t.cache"')
+    (tiny.root / "edgedeploy.toml").write_text(config)
+    with unchanged(tiny.root):
+        ran = one_line_error(cli("run", tiny.root / "edgedeploy.toml"), 2)
+    assert ran.endswith(f"config build.timing_cache: {ro / 't.cache'}: {tail}"), ran

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import CACHE_DIR, forget_written, guarded, nearest_existing, refuse_unwritable
+from edgedeploy.fileio import CACHE_DIR, check_output, check_read_and_written, forget_written, guarded
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -28,7 +28,9 @@ OUTPUTS: dict[str, tuple[str, str]] = {
     "json_path": ("--json", "file"),
 }
 FILE_OUTPUT_COMMANDS = frozenset({"export", "export_command"})  # where -o names a file, not a folder
-READ_AND_WRITTEN = frozenset({"timing_cache"})  # a cache the command reads and updates
+# parameter name -> option: a file the command reads and updates (a timing cache), checked before any
+# work as an output file is and for reading; neither an input nor an output of the guard's checks
+READ_AND_WRITTEN: dict[str, str] = {"timing_cache": "--timing-cache"}
 # commands whose inputs their config names: they check --json against those first (common.json_not_an_input),
 # then as every command does here (check_json_output), for the more telling line
 CONFIG_COMMANDS = frozenset({"run_command", "matrix_command"})
@@ -74,22 +76,6 @@ def _paths(value: Any) -> Iterator[Path]:
                 continue
 
 
-def check_output(option: str, path: Path, kind: str) -> None:
-    """Refuse, before any work, an output that is empty, of the wrong kind, or not writable."""
-    text = os.fspath(path)
-    if not text.strip():
-        raise InputError(f"{option} is empty: name a {kind}")
-    if kind == "file" and (path.is_dir() or text.endswith(os.sep)):
-        raise InputError(f"{option} {path} is a folder: name a file")
-    if kind == "folder" and path.exists() and not path.is_dir():
-        raise InputError(f"{option} {path} exists and is not a folder")
-    parent = path.parent if kind == "file" or not path.exists() else path
-    ancestor = nearest_existing(parent)
-    if not ancestor.is_dir():
-        raise InputError(f"{option} {path}: {ancestor} is a file, not a folder")
-    refuse_unwritable(ancestor, f"{option} {path}")
-
-
 def check_json_output(path: Path) -> None:
     """``--json FILE`` may replace a JSON file, not a model, data or any other file (``run --json
     out/model.fp32.onnx`` replaced the exported model), and may not land in a bundle, whose files
@@ -110,14 +96,16 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap one command callback with the input/output checks."""
 
     hints = typing.get_type_hints(fn)
-    readable = {n for n, h in hints.items() if _names_paths(h) or n in PATH_SPECS} - READ_AND_WRITTEN
+    readable = {n for n, h in hints.items() if _names_paths(h) or n in PATH_SPECS} - READ_AND_WRITTEN.keys()
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         inputs: list[Path] = []
         outputs: list[tuple[str, Path, str]] = []
         for name, value in kwargs.items():
-            if name in OUTPUTS:
+            if name in READ_AND_WRITTEN and value is not None:
+                check_read_and_written(READ_AND_WRITTEN[name], Path(value))
+            elif name in OUTPUTS:
                 if value is not None:
                     option, kind = OUTPUTS[name]
                     if name == "output" and fn.__name__ in FILE_OUTPUT_COMMANDS:

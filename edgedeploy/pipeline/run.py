@@ -27,6 +27,7 @@ from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
 from edgedeploy.fileio import (
     atomic_write_json,
+    check_read_and_written,
     guarded,
     nearest_existing,
     refuse_unwritable,
@@ -988,6 +989,8 @@ def check_config(config: PipelineConfig) -> Target:
         # the bundle replaces its folder whole, from a temporary folder made beside it
         written = nearest_existing(folder.parent) if key == "bundle.output" else ancestor
         refuse_unwritable(written, f"config {key}: {folder}")
+    if b.timing_cache:  # read, then replaced beside itself: refused before any work as a folder above
+        check_read_and_written("config build.timing_cache:", config.path(b.timing_cache))
     if not b.precisions:
         raise InputError('config [build] precisions is empty; e.g. precisions = ["fp32", "fp16"]')
     repeated = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
