@@ -2190,3 +2190,29 @@ def test_a_timing_cache_in_a_read_only_folder_is_refused_before_any_work(
     with unchanged(tiny.root):
         ran = one_line_error(cli("run", tiny.root / "edgedeploy.toml"), 2)
     assert ran.endswith(f"config build.timing_cache: {ro / 't.cache'}: {tail}"), ran
+
+
+def test_a_timing_cache_naming_the_build_s_own_input_or_output_is_refused_before_any_work(
+    tiny: Tiny,
+) -> None:
+    """``--timing-cache out/m.fp16.engine -o out`` exited 0 with the engine replacing the cache (the
+    next build loaded an engine as its timing cache), and ``--timing-cache model.onnx`` was refused
+    only after the whole build: both are refused before any work, as --json is."""
+    model = tiny.root / "model.onnx"
+    before = model.read_bytes()
+    (tiny.root / "calib").mkdir()
+    for cache, said in (
+        ("out/model.fp16.engine", "model.* in out are this command's outputs"),
+        ("out/model.fp16.ort.onnx", "model.* in out are this command's outputs"),
+        ("model.onnx", "is an input of this command"),
+        ("calib/t.cache", "a folder this command reads"),
+    ):
+        args = ["build", "model.onnx", "--timing-cache", cache, "-o", "out"]
+        args += ["--calib-data", "calib"] if cache.startswith("calib/") else []
+        line = one_line_error(cli(*args, cwd=tiny.root), 2, said)
+        assert line.startswith(f"error: --timing-cache {cache}"), line
+        assert not (tiny.root / "out").exists() and model.read_bytes() == before
+    one_line_error(cli("build", "model.onnx", "--timing-cache", "t.cache", "--json", "t.cache", "-o", "out",
+                       cwd=tiny.root), 2, "--timing-cache t.cache is also given as --json")  # fmt: skip
+    one_line_error(cli("build", "model.onnx", "--timing-cache", "out", "-o", "out", cwd=tiny.root), 2,
+                   "--timing-cache out is also given as -o")  # fmt: skip

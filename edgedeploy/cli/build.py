@@ -222,7 +222,9 @@ def build_command(
         raise InputError(
             f"--calib-algorithm '{calib_algorithm}' is unknown; choose one of {', '.join(ALGORITHMS)}"
         )
-    json_not_an_output(json_path, output, artifact_name(model, precision).removesuffix(f".{precision}.onnx"))
+    stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
+    json_not_an_output(json_path, output, stem)
+    json_not_an_output(timing_cache, output, stem, option="--timing-cache")
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
     # matrix check their model at export)

@@ -109,16 +109,17 @@ def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
     check_json_output(path)
 
 
-def json_not_an_output(path: Path | None, out_dir: Path, stem: str) -> None:
-    """``--json FILE`` may not take a name this command's outputs take (``STEM.*`` in ``-o``: the
-    int8 model, cache, calibration report, plans, sidecars): refused before any work, not after it
-    (where cli/guard.py and write_json would refuse it, the outputs written)."""
+def json_not_an_output(path: Path | None, out_dir: Path, stem: str, option: str = "--json") -> None:
+    """``--json FILE`` (or another file ``option``, build's ``--timing-cache``) may not take a name this
+    command's outputs take (``STEM.*`` in ``-o``: the int8 model, cache, calibration report, plans,
+    engine, sidecars): refused before any work, not after it (where cli/guard.py and write_json would
+    refuse --json, the outputs written; an engine replaced a timing cache of its name)."""
     if path is None:
         return
     target, folder = path.absolute(), out_dir.absolute()
     if target.parent == folder and target.name.startswith(f"{stem}."):
         raise InputError(
-            f"--json {path}: {stem}.* in {out_dir} are this command's outputs: name another file"
+            f"{option} {path}: {stem}.* in {out_dir} are this command's outputs: name another file"
         )
 
 

@@ -29,7 +29,7 @@ OUTPUTS: dict[str, tuple[str, str]] = {
 }
 FILE_OUTPUT_COMMANDS = frozenset({"export", "export_command"})  # where -o names a file, not a folder
 # parameter name -> option: a file the command reads and updates (a timing cache), checked before any
-# work as an output file is and for reading; neither an input nor an output of the guard's checks
+# work as an output file is (not an input, nor --json) and for reading; not an input itself
 READ_AND_WRITTEN: dict[str, str] = {"timing_cache": "--timing-cache"}
 # commands whose inputs their config names: they check --json against those first (common.json_not_an_input),
 # then as every command does here (check_json_output), for the more telling line
@@ -103,8 +103,9 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         inputs: list[Path] = []
         outputs: list[tuple[str, Path, str]] = []
         for name, value in kwargs.items():
-            if name in READ_AND_WRITTEN and value is not None:
-                check_read_and_written(READ_AND_WRITTEN[name], Path(value))
+            if name in READ_AND_WRITTEN:
+                if value is not None:  # an output as -o and --json are (not an input), readable too
+                    outputs.append((READ_AND_WRITTEN[name], Path(value), "file"))
             elif name in OUTPUTS:
                 if value is not None:
                     option, kind = OUTPUTS[name]
@@ -116,7 +117,10 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         if fn.__name__ in READ_BESIDE:
             inputs += READ_BESIDE[fn.__name__](kwargs)
         for option, path, kind in outputs:
-            check_output(option, path, kind)
+            if option in READ_AND_WRITTEN.values():
+                check_read_and_written(option, path)
+            else:
+                check_output(option, path, kind)
             if kind == "file" and any(_same(path, source) for source in inputs):
                 raise InputError(f"{option} {path} is an input of this command: name another file")
             inside = next((s for s in inputs if s.is_dir() and _within(path, s)), None)
@@ -124,8 +128,10 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise InputError(
                     f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
                 )
-            if option == "--json" and fn.__name__ not in CONFIG_COMMANDS:
+            json = option == "--json" and fn.__name__ not in CONFIG_COMMANDS
+            if json:
                 check_json_output(path)
+            if json or option in READ_AND_WRITTEN.values():
                 for other, where, _ in outputs:  # export -o m.onnx --json m.onnx; build -o out --json out
                     if other != option and _same(path, where):
                         raise InputError(f"{option} {path} is also given as {other}: name another file")
