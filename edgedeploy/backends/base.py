@@ -60,8 +60,9 @@ class Backend(Protocol):
         """Whether this backend can run here, and if not, one line on how to get it."""
         ...
 
-    def check_options(self, options: BuildOptions) -> None:
-        """Refuse, before any work (the precision stage included), options this backend cannot serve."""
+    def check_options(self, options: BuildOptions, model: Path | None = None) -> None:
+        """Refuse, before any work (the precision stage included), options this backend cannot serve,
+        and those ``model`` (the fp32 model the precision artifact is made of) cannot take."""
         ...
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:

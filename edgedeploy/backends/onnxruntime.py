@@ -147,7 +147,7 @@ def _save_optimized(
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def check_options(self, options: BuildOptions) -> None:
+    def check_options(self, options: BuildOptions, model: Path | None = None) -> None:
         """ONNX Runtime ignores the TensorRT options; nothing depends on its version."""
 
     def available(self) -> tuple[bool, str]:

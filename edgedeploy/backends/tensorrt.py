@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.backends.runtime.runner import PycudaEngineRunner
-from edgedeploy.backends.trt_plan import TrtVersion, check_release, plan_build, read_model_facts
+from edgedeploy.backends.trt_plan import (
+    TrtVersion,
+    check_release,
+    plan_build,
+    read_model_facts,
+    resolve_profiles,
+)
 from edgedeploy.errors import BackendUnavailable, InputError, not_a_file
 from edgedeploy.fileio import (
     atomic_write_bytes,
@@ -83,10 +89,13 @@ class TensorRTBackend:
         if not ok:
             raise BackendUnavailable(why)
 
-    def check_options(self, options: BuildOptions) -> None:
-        """Options this TensorRT release lacks are refused before the precision stage runs."""
+    def check_options(self, options: BuildOptions, model: Path | None = None) -> None:
+        """Options this TensorRT release lacks, and a dynamic input of ``model`` no profile ranges,
+        are refused before the precision stage runs (its artifact keeps the model's input shapes)."""
         self._require()
         check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
+        if model is not None:
+            resolve_profiles(model, options.profiles)
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         model = Path(model)

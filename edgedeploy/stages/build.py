@@ -282,7 +282,9 @@ def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_
         )
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
     check_backend_options(model, request, backend.name, ui)
-    backend.check_options(BuildOptions(precision=request.precision, target=request.target, **request.options))
+    backend.check_options(
+        BuildOptions(precision=request.precision, target=request.target, **request.options), model
+    )
     precision = make_precision(model, request, out_dir, ui, made_with_data)
     ui.info_once(note, again=note.split(" (")[0] + " (as above)" if " (" in note else "")
     extra = dict(request.options)

@@ -140,3 +140,19 @@ def test_the_build_stage_refuses_before_making_the_precision_artifact(
     with pytest.raises(InputError, match=r"tactic_shared_memory needs TensorRT 10\.0 or newer"):
         build(cnn_models.fp32, request, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_a_dynamic_input_without_a_profile_is_refused_before_the_precision_artifact(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """A dynamic input with no --profile on the TensorRT backend was refused only after the fp16
+    artifact, its plan and range analysis had been written to -o: it needs the model's input
+    shapes only, and is refused before any work as the options a build cannot use are."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.build import build
+
+    request = BuildRequest(precision="fp16", target=load_target("rtx4090"), backend="tensorrt")
+    with pytest.raises(InputError, match=r"input 'input' has dynamic dims .* --profile input:1x1x8x8,"):
+        build(cnn_models.fp32, request, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
