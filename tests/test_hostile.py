@@ -2190,6 +2190,13 @@ def test_a_timing_cache_in_a_read_only_folder_is_refused_before_any_work(
     with unchanged(tiny.root):
         ran = one_line_error(cli("run", tiny.root / "edgedeploy.toml"), 2)
     assert ran.endswith(f"config build.timing_cache: {ro / 't.cache'}: {tail}"), ran
+    unreadable = tiny.root / "u.cache"  # build's option is refused by the CLI's own check of a path
+    unreadable.write_bytes(b"tactics")
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.R_OK if Path(p) == unreadable else True)
+    (tiny.root / "edgedeploy.toml").write_text(config.replace("rotc/t.cache", "u.cache"))
+    with unchanged(tiny.root):
+        ran = one_line_error(cli("run", tiny.root / "edgedeploy.toml"), 2)
+    assert ran.endswith(f"config build.timing_cache: {unreadable}: cannot read it (no permission)"), ran
 
 
 def test_a_timing_cache_naming_the_build_s_own_input_or_output_is_refused_before_any_work(
