@@ -349,12 +349,34 @@ def test_a_missed_accuracy_budget_fails_its_precision_and_the_run_goes_on(tmp_pa
     record = json.loads((tmp_path / "run.json").read_text())
     assert [p["precision"] for p in record["precisions"]] == ["fp32"] and "fp16" in record["not_built"]
     assert (tmp_path / "out" / "report.html").is_file() and steps.is_file()
+    assert not (tmp_path / "out" / "m.fp16.onnx").exists()  # nothing a bundle or build takes as built
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "accuracy budget fp16 `snr>=200`: NOT met" in markdown
     assert "- **not built (accuracy budget missed): fp16**" in markdown  # not "all accuracy gates passed"
     assert 'fp16 <span class="fail">not built</span>' in (tmp_path / "out" / "report.html").read_text()
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
+
+
+def test_a_missed_accuracy_budget_leaves_no_model_under_the_artifacts_name(tmp_path: Path) -> None:
+    """build exits 1 on a budget no model meets; its fp16 model stayed as out/m.fp16.onnx, which
+    bundle then shipped as a built fp16 (exit 0), and a run's workdir kept it too. A missed gate
+    leaves no model under the artifact's name now; the search's steps and the plan stay."""
+    from tests.precision import models
+
+    model, data = models.save_beyond_fp32_fallback(tmp_path)
+    out = tmp_path / "out"
+    common = ["--precision", "fp16", "--no-keep-io-types", "--calib-data", data, "-o", out,
+              "--target", "x86-64-cpu"]  # fmt: skip
+    assert run_cli("build", model, *common).code == 0  # an earlier build without the budget
+    assert (out / "m.fp16.onnx").is_file()
+    missed = run_cli("build", model, *common, "--accuracy-budget", "snr>=200")
+    assert missed.code == 1 and "Traceback" not in missed.stderr, missed.stderr
+    assert not (out / "m.fp16.onnx").exists(), sorted(p.name for p in out.iterdir())
+    assert (out / "m.fp16.budget.json").is_file()
+    assert "no m.fp16.onnx is left" in " ".join(missed.stderr.split()), missed.stderr
+    bundled = run_cli("bundle", model, out / "m.fp16.onnx", "--data", data, "-o", tmp_path / "b")
+    assert bundled.code == 2 and not (tmp_path / "b").exists(), bundled.stderr
 
 
 def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:

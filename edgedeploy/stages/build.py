@@ -16,9 +16,9 @@ from calibration.errors import CalibrationError
 from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
-from edgedeploy.errors import InputError
+from edgedeploy.errors import BudgetMissed, InputError
 from edgedeploy.fileio import atomic_path
-from edgedeploy.onnxio import copy_model, load_onnx, verify
+from edgedeploy.onnxio import copy_model, external_data_files, load_onnx, verify
 from edgedeploy.options import BuildRequest, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
@@ -152,18 +152,33 @@ def make_precision(
         files = copy_model(model, dest)  # with its external data
         verify(dest, source=model, companions=files[1:], what=f"the fp32 copy of {model.name}")
         return PrecisionArtifact("fp32", dest, files)
-    if request.precision == "fp16":
-        return make_fp16_checked(model, dest, request, ui)
-    if request.precision == "int8":
-        artifact = _make_int8(model, dest, request, ui)
-        if request.accuracy_budget:
-            first = artifact.first_batch
-            artifact = int8_within_budget(model, dest, artifact, request, ui)
-            artifact.first_batch = first
-        return artifact
+    try:
+        if request.precision == "fp16":
+            return make_fp16_checked(model, dest, request, ui)
+        if request.precision == "int8":
+            artifact = _make_int8(model, dest, request, ui)
+            if request.accuracy_budget:
+                first = artifact.first_batch
+                artifact = int8_within_budget(model, dest, artifact, request, ui)
+                artifact.first_batch = first
+            return artifact
+    except BudgetMissed as exc:
+        raise _not_left(exc, dest) from None
     raise InputError(
         f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
     )
+
+
+def _not_left(exc: BudgetMissed, dest: Path) -> BudgetMissed:
+    """``exc`` once the model that missed its budget is gone from ``dest`` (with its external data):
+    left under the artifact's name, a later ``bundle`` shipped it as built and a run's workdir kept
+    it, as trtexec and Polygraphy leave no output for a failed check. The search's steps, the plan
+    and the calibration's records stay beside it, to read why."""
+    removed = [dest, *external_data_files(dest)] if dest.is_file() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    said = f"no {dest.name} is left in {dest.parent}: a model that misses its budget is not built"
+    return BudgetMissed(f"{exc}; {said}", exc.steps)
 
 
 def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
