@@ -77,7 +77,9 @@ class CompareSection:
     rtol: float = 1e-3
     check_allclose: bool = False  # fail when any element exceeds atol + rtol*|ref| (as --check-allclose)
     min_cosine: float | None = 0.999
-    min_top1: float | None = None
+    # argmax (top-1) agreement: a number for every 2-D float output, or a table { output = value }
+    # for the outputs named only (as compare's --min-top1 VALUE or NAME:VALUE)
+    min_top1: float | dict[str, float] | None = None
 
 
 @dataclass
@@ -148,6 +150,11 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
             raise InputError(f"config key '{where}' must be {annotation}, got None")
         return
     expect: tuple[type, ...]
+    if annotation.startswith("float | dict"):  # a number, or a table of numbers (min_top1)
+        if not isinstance(value, dict):
+            _check_type(where, value, default, "float")
+            return
+        annotation = annotation.removeprefix("float | ")
     if "list" in annotation:
         expect = (list,)
     elif "dict" in annotation:

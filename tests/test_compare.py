@@ -619,3 +619,53 @@ def test_the_argmax_agreement_of_any_2d_output_is_labelled_as_what_it_is_not_top
     for page in ("report.md", "report.html"):
         text = (tmp_path / "report" / page).read_text()
         assert "argmax agr." in text and "top-1" not in text, page
+
+
+def _logits_and_embedding(folder: Path) -> tuple[Path, Path]:
+    """``ref.onnx`` and ``cand.onnx``: x[batch, 16] -> logits[batch, 10] and embedding[batch, 128];
+    the candidate's embedding weights moved by 2 %: cosine 0.9998, its argmax (meaningless) changed
+    on many rows, the logits identical."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 10)).astype(np.float32)
+    w2 = rng.standard_normal((16, 128)).astype(np.float32)
+    moved = (w2 + 0.02 * rng.standard_normal(w2.shape)).astype(np.float32)
+    paths = []
+    for name, emb in (("ref", w2), ("cand", moved)):
+        graph = helper.make_graph(
+            [
+                helper.make_node("MatMul", ["x", "w1"], ["logits"]),
+                helper.make_node("MatMul", ["x", "w2"], ["embedding"]),
+            ],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+            [
+                helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+                helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 128]),
+            ],
+            [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(emb, "w2")],
+        )
+        paths.append(folder / f"{name}.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), paths[-1])
+    return paths[0], paths[1]
+
+
+def test_min_top1_name_value_gates_the_named_outputs_only(tmp_path: Path) -> None:
+    """--min-top1 gated every 2-D float output's argmax: an embedding's meaningless argmax failed
+    a model whose logits agree everywhere. As Polygraphy's per-output --atol out0:1e-3, a bare value
+    still gates every such output, NAME:VALUE the outputs named only; the JSON says which."""
+    ref, cand = _logits_and_embedding(tmp_path)
+    common = ["--data", "random:0", "--samples", "64", "--json"]
+    every = run_cli("compare", ref, cand, "--min-top1", "0.99", *common, tmp_path / "every.json")
+    assert every.code == 1 and "argmax agreement" in every.stderr + every.stdout, every.stderr
+    named = run_cli("compare", ref, cand, "--min-top1", "logits:0.99", *common, tmp_path / "named.json")
+    assert named.code == 0, named.stderr
+    record = json.loads((tmp_path / "named.json").read_text())
+    assert record["gates"]["min_top1"] == {"logits": 0.99}
+    outputs = record["outputs"]
+    assert outputs["logits"]["top1_gated"] == 0.99 and outputs["logits"]["top1_agreement"] == 1.0
+    assert outputs["embedding"]["top1_gated"] is None and outputs["embedding"]["top1_agreement"] < 0.99
+    assert json.loads((tmp_path / "every.json").read_text())["outputs"]["embedding"]["top1_gated"] == 0.99
+    unknown = run_cli("compare", ref, cand, "--min-top1", "logit:0.99")
+    assert_clean_input_error(unknown, "--min-top1", "no output named 'logit'", "logits, embedding")
+    both = run_cli("compare", ref, cand, "--min-top1", "0.9", "--min-top1", "logits:0.99")
+    assert_clean_input_error(both, "--min-top1", "not both")

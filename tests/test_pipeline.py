@@ -950,3 +950,33 @@ def test_a_build_stage_is_keyed_by_what_shapes_that_build_only() -> None:
     assert key("fp16", "tensorrt") != key("fp16", "tensorrt", **profiles)  # TensorRT builds with them
     other_data = {"calibration": CalibrationRequest("e.npz")}
     assert key("fp16") != key("fp16", **other_data) and key("fp32") == key("fp32", **other_data)
+
+
+def test_config_min_top1_table_gates_the_named_outputs_and_the_bundle_records_them(tmp_path: Path) -> None:
+    """[compare] min_top1 took one number, gating every 2-D float output's argmax (an embedding's
+    too); a table { output = value } gates the outputs named only, as compare's --min-top1
+    NAME:VALUE, in the run's compare and the bundle's manifest (verify.sh's gates); a name the model
+    lacks is refused at the config check."""
+    from tests.test_compare import _logits_and_embedding
+
+    _logits_and_embedding(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    body = (
+        'workdir = "out"\n[model]\nsource = "ref.onnx"\n[build]\ntarget = "x86-64-cpu"\n'
+        'precisions = ["fp32", "fp16"]\n[compare]\ndata = "random:0"\nsamples = 64\n'
+        "min_top1 = {TABLE}\n[profile]\nenabled = false\n"
+    )
+    config.write_text(body.replace("{TABLE}", "{ logit = 0.99 }"))
+    refused = run_cli("run", config)
+    assert_clean_input_error(refused, "config [compare] min_top1", "no output named 'logit'")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.onnx"))
+    config.write_text(body.replace("{TABLE}", "{ logits = 0.99 }"))
+    ran = run_cli("run", config, "--json", tmp_path / "run.json")
+    assert ran.code == 0, ran.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    validate_manifest(manifest)
+    assert manifest["gates"]["min_top1"] == {"logits": 0.99}
+    fp16 = next(a for a in manifest["artifacts"] if a["precision"] == "fp16")
+    gated = {name: o["top1_gated"] for name, o in fp16["compare"]["outputs"].items()}
+    assert gated == {"logits": 0.99, "embedding": None}
+    assert "top-1 agreement of logits ≥ 0.99" in (tmp_path / "out" / "report.md").read_text()

@@ -71,7 +71,13 @@ def create_command(
             "sqrt(1 - min_cosine**2))."
         ),
     ] = 0.999,
-    min_top1: Annotated[float | None, typer.Option(help="Gate recorded for verify.sh.")] = None,
+    min_top1: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Gate recorded for verify.sh, as compare's: VALUE for every 2-D float output, or "
+            "NAME:VALUE for the named outputs only."
+        ),
+    ] = None,
     profiles: Annotated[
         list[str] | None,
         typer.Option(
@@ -94,6 +100,7 @@ def create_command(
         from edgedeploy.options import parse_profiles
         from edgedeploy.pipeline.pack import bundle_artifacts
         from edgedeploy.stages.compare import Gates
+        from edgedeploy.stages.compare.gates import parse_min_top1
         from edgedeploy.targets import load_target
 
     ui = make_ui()
@@ -112,7 +119,9 @@ def create_command(
         if not path.is_file():
             raise not_a_file("artifact", path)
     shape_profiles = parse_profiles(profiles) if profiles else []
-    inputs, _ = model_io(reference)
+    gates = Gates(min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []))
+    inputs, outputs = model_io(reference)
+    gates.check_top1_outputs([o.name for o in outputs], reference.name)
     prep = load_preprocess(preprocess)
     source = open_source(
         data, inputs, samples=samples, batch_size=8, image_options=prep, shapes=parse_shapes(input) or None
@@ -122,7 +131,7 @@ def create_command(
     with naming_guessed_dims(source.fed_as_one):
         result_bundle = bundle_artifacts(
             reference, list(artifacts or []), output, tgt, list(source), source.describe(),
-            Gates(min_cosine=min_cosine, min_top1=min_top1), ui=ui, profiles=shape_profiles,
+            gates, ui=ui, profiles=shape_profiles,
         )  # fmt: skip
     ui.info(f"bundle: {result_bundle.directory} and {result_bundle.archive}")
     out.print(

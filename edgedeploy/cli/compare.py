@@ -55,8 +55,12 @@ def compare_command(
         ),
     ] = 0.999,
     min_top1: Annotated[
-        float | None,
-        typer.Option(help="Gate: lowest argmax agreement of 2-D outputs (top-1 of (batch, classes) scores)."),
+        list[str] | None,
+        typer.Option(
+            help="Gate: lowest argmax agreement of 2-D float outputs (top-1 of (batch, classes) scores): "
+            "VALUE for every such output, or NAME:VALUE for the named outputs only (repeat, or several "
+            "in one value; as Polygraphy's --atol)."
+        ),
     ] = None,
     threads: Threads = None,
     per_layer: Annotated[
@@ -78,6 +82,7 @@ def compare_command(
         from calibration.sources import open_source, parse_shapes
         from edgedeploy.onnxio import load_onnx
         from edgedeploy.stages.compare import Gates, compare, compare_layers
+        from edgedeploy.stages.compare.gates import parse_min_top1
         from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
@@ -104,8 +109,10 @@ def compare_command(
         image_options=load_preprocess(preprocess),
     )  # fmt: skip
     gates = Gates(
-        atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, check_allclose=check_allclose
-    )
+        atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []),
+        check_allclose=check_allclose,
+    )  # fmt: skip
+    gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name)
     with ui.progress("compare") as advance:
         with naming_guessed_dims(source.fed_as_one):
             result = compare(reference, candidate, source, gates, source.describe(), threads)

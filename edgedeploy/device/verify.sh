@@ -14,7 +14,8 @@ Usage: verify.sh [--precision P] [--files-only]
    bundles) on reference/inputs.npz and compares with the stored fp32 reference/outputs.npz
    using the manifest's gates, as edgedeploy compare does: cosine, and the norm ratio of a
    float output (off 1 by more than sqrt(1 - min_cosine**2) fails the cosine gate too), or
-   the equal share of a bool/integer output; argmax (top-1) agreement; NaN/Inf unlike the
+   the equal share of a bool/integer output; argmax (top-1) agreement of every 2-D float
+   output or of those the manifest names; NaN/Inf unlike the
    reference's; an output of another shape; atol/rtol when the gates ask for it.
 Exit: 0 pass, 1 accuracy fail, 2 damaged or mismatched bundle (or no engine: build_engine.sh).
 USAGE

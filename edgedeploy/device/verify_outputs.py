@@ -128,6 +128,17 @@ def as_declared(arr: np.ndarray, ort_type: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
+def top1_limit(min_top1: Any, name: str) -> Optional[float]:
+    """The argmax (top-1) agreement output ``name`` must reach under a ``min_top1`` gate: a number
+    gates every output that has one (2-D float), a {output: value} mapping the outputs it names
+    only (as Polygraphy's per-output ``--atol out0:1e-3``); None: not gated. The host's gate reads
+    it here too (edgedeploy/stages/compare/gates.py)."""
+    if isinstance(min_top1, dict):
+        value = min_top1.get(name)
+        return None if value is None else float(value)
+    return None if min_top1 is None else float(min_top1)
+
+
 def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[str, Any]:
     """As the host's compare (edgedeploy/stages/compare/outputs.py, output_metrics and gate_failures),
     figure for figure: bool and integer outputs are gated on their share of equal elements, an output
@@ -140,6 +151,7 @@ def metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[st
             "cosine": float("nan"),
             "norm_ratio": None,
             "top1_agreement": None,
+            "top1_gated": None,
             "equal_share": None,
             "allclose": False,
             "nan_inf": 0,
@@ -235,6 +247,7 @@ def _metrics(ref: np.ndarray, cand: np.ndarray, gates: Dict[str, Any]) -> Dict[s
         "cosine": cosine,
         "norm_ratio": pairs.norm_ratio,
         "top1_agreement": top1,
+        "top1_gated": None if top1 is None or gates.get("min_top1") is None else float(gates["min_top1"]),
         "equal_share": equal,
         "allclose": allclose,
         "nan_inf": nan + inf,
@@ -347,7 +360,9 @@ def _main(argv: Optional[List[str]]) -> int:
                 file=sys.stderr,
             )
             return 2
-        results[name] = metrics(ref_arr, got[name], gates)
+        # a per-output min_top1 ({output: value}) is this output's value or none
+        own = dict(gates, min_top1=top1_limit(gates.get("min_top1"), name))
+        results[name] = metrics(ref_arr, got[name], own)
     passed = not any(m["failures"] for m in results.values())
     for name, m in results.items():
         top1 = "-" if m["top1_agreement"] is None else f"{m['top1_agreement']:.4f}"

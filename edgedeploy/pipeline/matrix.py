@@ -562,6 +562,11 @@ def _run_matrix(
             if not is_onnx_path(state.config.model.source):  # an ONNX source's: at load (run.check_config)
                 # as run says them after its export: the precision task's build said --fp32-ops
                 check_op_types(plan.config, state.fp32.files[_fp32_name(state)])
+                if isinstance(plan.config.compare.min_top1, dict):  # names of outputs it must have
+                    fp32 = state.fp32.files[_fp32_name(state)]
+                    names = [o.name for o in model_io(fp32)[1]]
+                    said = "config [compare] min_top1"
+                    compare_gates(plan.config).check_top1_outputs(names, fp32.name, said)
             pending, precision_key, precision_request = _key_cell(
                 plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
                 feeds_cache, opened,
@@ -883,7 +888,7 @@ def _bundles(
             plans = [p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name]
             bundled = {c.precision for c in cells}
             gates = {compare_gates(p.config) for p in plans if p.cell.precision in bundled}
-            strict = max(gates, key=lambda g: (g.min_cosine or 0.0, g.min_top1 or 0.0))
+            strict = max(gates, key=lambda g: (g.min_cosine or 0.0, g.strictest_top1() or 0.0))
             if len(gates) > 1:  # one manifest, one set of gates for the device's verify.sh
                 ui.warn(
                     f"bundle {name}/{target.name}: its cells' gates differ; the manifest records the "

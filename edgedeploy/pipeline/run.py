@@ -377,9 +377,13 @@ def check_budget_outputs(
     refused before any precision is built, at the config check for an ONNX source and right after
     the export for a PyTorch one (the fp16 or int8 build refused it only after its calibration or
     conversion, with the files those wrote left in the workdir). Once per model: the builds do not
-    check it again. ``outputs``: the model's declared outputs, when already read."""
+    check it again. ``outputs``: the model's declared outputs, when already read. A ``[compare]
+    min_top1`` table naming an output the model lacks is refused then too."""
     from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
 
+    if isinstance(config.compare.min_top1, dict):
+        names = [o.name for o in (model_io(model)[1] if outputs is None else outputs)]
+        compare_gates(config).check_top1_outputs(names, model.name, "config [compare] min_top1")
     b = config.build
     if b.accuracy_budget is None or not {"fp16", "int8"} & set(b.precisions):
         return

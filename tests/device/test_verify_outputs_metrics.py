@@ -167,3 +167,31 @@ def test_device_fails_an_output_off_in_scale_as_the_host() -> None:
     assert device["failures"] == []
     assert both(ref, np.zeros_like(ref), Gates(min_cosine=None))[1]["norm_ratio"] == 0.0
     assert both(np.zeros_like(ref), ref, Gates(min_cosine=-0.5))[1]["norm_ratio"] == math.inf
+
+
+def test_device_min_top1_name_value_gates_the_named_outputs_only(tmp_path: Path) -> None:
+    """verify.sh gated every 2-D float output's argmax on the manifest's min_top1, an embedding's too;
+    a manifest's {output: value} (compare's --min-top1 NAME:VALUE) gates the outputs named only,
+    as the host does, and verify-PRECISION.json says which outputs were gated."""
+    rng = np.random.default_rng(0)
+    logits, embedding = rng.standard_normal((8, 10)), rng.standard_normal((8, 128))
+    moved = embedding.copy()
+    moved[:, 0] = embedding.max(axis=1) + 1.0  # every row's argmax moves; the cosine stays high
+    ref = {"logits": logits.astype(np.float32), "embedding": embedding.astype(np.float32)}
+    got = {"logits": logits, "embedding": moved}
+    (tmp_path / "reference").mkdir()
+    np.savez(tmp_path / "reference" / "outputs.npz", **ref)
+    exported = [{"name": n, "dimensions": "x".join(map(str, v.shape)), "values": v.ravel().tolist()}
+                for n, v in got.items()]  # fmt: skip
+    (tmp_path / "out.json").write_text(json.dumps(exported))
+    args = ["--bundle", str(tmp_path), "--trtexec-json", str(tmp_path / "out.json"), "--json"]
+    for min_top1, code in ((0.99, 1), ({"logits": 0.99}, 0)):
+        gates = Gates(min_cosine=0.9, min_top1=min_top1)
+        manifest = {"reference": {"outputs": "reference/outputs.npz"}, "gates": gates.manifest()}
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        assert verify_outputs.main([*args, str(tmp_path / "v.json")]) == code, min_top1
+        outputs = json.loads((tmp_path / "v.json").read_text())["outputs"]
+        host = output_metrics("embedding", [ref["embedding"]], [moved], gates)
+        assert outputs["embedding"]["failures"] == host.failures
+        assert outputs["embedding"]["top1_gated"] == host.top1_gated
+        assert outputs["logits"]["top1_gated"] == 0.99

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,29 @@ def test_which_declared_outputs_may_hold_the_scores_a_top1_bound_measures() -> N
     ]
     assert all(may_hold_scores(s) for s in may)
     assert not any(may_hold_scores(s) for s in cannot)
+
+
+def test_a_top1_bound_may_name_one_output_as_compares_min_top1(tmp_path: Path) -> None:
+    """A budget's top1 bounded the worst argmax agreement over every 2-D float output, an
+    embedding's meaningless one too; ``top1>=logits:0.99`` bounds the output named only, as
+    compare's --min-top1 logits:0.99 does (the search's reuse key keeps the name)."""
+    import numpy as np
+    import onnx
+
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.precision.budget import OutputEvaluator, refuse_top1_without_scores
+    from tests.test_compare import _logits_and_embedding
+
+    budget = AccuracyBudget.parse("cosine>=0.99,top1>=logits:0.99")
+    assert str(budget) == "cosine>=0.99,top1>=logits:0.99"
+    assert str(AccuracyBudget.parse("top1 >= onnx::Gemm:0.9")) == "top1>=onnx::Gemm:0.9"
+    with pytest.raises(InputError, match="only top1 is bounded per output"):
+        AccuracyBudget.parse("cosine>=logits:0.99")
+    ref, cand = _logits_and_embedding(tmp_path)
+    refuse_top1_without_scores(budget, ref)
+    with pytest.raises(InputError, match="has no output named 'logit' \\(its outputs: logits, embedding\\)"):
+        refuse_top1_without_scores(AccuracyBudget.parse("top1>=logit:0.99"), ref)
+    feeds = [{"x": np.random.default_rng(1).standard_normal((256, 16)).astype(np.float32)}]
+    measured = OutputEvaluator(onnx.load(ref), feeds).measure(onnx.load(cand))
+    assert measured["top1:logits"] == 1.0 and measured["top1"] < 0.99  # the embedding's argmax
+    assert budget.met(measured) and not AccuracyBudget.parse("cosine>=0.99,top1>=0.99").met(measured)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from edgedeploy.device.verify_outputs import top1_limit
 from edgedeploy.errors import InputError
 
 
@@ -12,12 +16,46 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def parse_min_top1(values: Iterable[str], said: str = "--min-top1") -> float | dict[str, float] | None:
+    """``--min-top1`` as Polygraphy's per-output tolerances read: a bare value gates every 2-D float
+    output (``0.99``), ``NAME:VALUE`` pairs the named outputs only (``logits:0.99 aux:0.9``; one
+    value may hold several, split by spaces or commas; a name may hold colons: the last one splits).
+    A bare value beside pairs is refused: which outputs it gates would be ambiguous."""
+    items = [item for value in values for item in re.split(r"[\s,]+", value.strip()) if item]
+    if not items:
+        return None
+    bare = [item for item in items if ":" not in item]
+    pairs = [item.rpartition(":")[::2] for item in items if ":" in item]
+    if bare and pairs:
+        raise InputError(
+            f"{said}: give one value for every 2-D float output ({bare[0]}) or NAME:VALUE pairs for "
+            f"the outputs to gate ({':'.join(pairs[0])}), not both"
+        )
+    if len(bare) > 1:
+        raise InputError(
+            f"{said}: one value gates every output, got {', '.join(bare)}; name outputs as NAME:VALUE"
+        )
+    named: dict[str, float] = {}
+    for name, text in ([("", bare[0])] if bare else pairs):
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(f"{said}: '{text}' is not a number (use VALUE or NAME:VALUE)") from None
+        if pairs and not name:
+            raise InputError(f"{said}: ':{text}' names no output (use NAME:VALUE)")
+        if name in named:
+            raise InputError(f"{said}: output '{name}' is given twice")
+        named[name] = value
+    return named[""] if bare else named
+
+
 @dataclass(frozen=True)
 class Gates:
     atol: float = 1e-3
     rtol: float = 1e-3
     min_cosine: float | None = 0.999
-    min_top1: float | None = None
+    # argmax (top-1) agreement: a number for every 2-D float output, or {output: value} for those named
+    min_top1: float | dict[str, float] | None = None
     check_allclose: bool = False  # fail on atol/rtol too (off: low precision rarely meets 1e-3 everywhere)
 
     def __post_init__(self) -> None:
@@ -27,10 +65,40 @@ class Gates:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.min_cosine is not None and not (_number(self.min_cosine) and -1 < self.min_cosine <= 1):
             raise InputError(f"min_cosine must lie in (-1, 1], got {self.min_cosine!r}")
-        if self.min_top1 is not None and not (_number(self.min_top1) and 0 < self.min_top1 <= 1):
-            raise InputError(f"min_top1 must lie in (0, 1], got {self.min_top1!r}")
+        named: dict[str, float | None] = (
+            dict(self.min_top1) if isinstance(self.min_top1, dict) else {"": self.min_top1}
+        )
+        if not named:
+            raise InputError("min_top1 names no output; give a value, or NAME:VALUE pairs")
+        for output, top1 in named.items():
+            if top1 is not None and not (_number(top1) and 0 < top1 <= 1):
+                where = f" (output '{output}')" if output else ""
+                raise InputError(f"min_top1 must lie in (0, 1]{where}, got {top1!r}")
 
-    def manifest(self) -> dict[str, float | bool | None]:
+    def __hash__(self) -> int:  # frozen, with a dict field: hashed by its gates' text
+        return hash(repr(self))
+
+    def top1_for(self, output: str) -> float | None:
+        """The argmax agreement ``output`` must reach (None: not gated on it)."""
+        return top1_limit(self.min_top1, output)
+
+    def strictest_top1(self) -> float | None:
+        """The highest argmax agreement any output must reach."""
+        if isinstance(self.min_top1, dict):
+            return max(self.min_top1.values())
+        return self.min_top1
+
+    def check_top1_outputs(self, outputs: Sequence[str], model: str, said: str = "--min-top1") -> None:
+        """InputError naming an output the per-output ``min_top1`` names that ``model`` lacks."""
+        if not isinstance(self.min_top1, dict):
+            return
+        unknown = [name for name in self.min_top1 if name not in outputs]
+        if unknown:
+            raise InputError(
+                f"{said}: {model} has no output named '{unknown[0]}' (its outputs: {', '.join(outputs)})"
+            )
+
+    def manifest(self) -> dict[str, Any]:
         """The gates a bundle records for the device's verify.sh (atol/rtol apply with check_allclose)."""
         return {
             "atol": self.atol,

@@ -84,6 +84,9 @@ class OutputMetrics:
     # norm(candidate) / norm(reference) over the finite pairs, float outputs only: the scale the
     # cosine cannot see, which the cosine gate checks too (verify_outputs.scale_cosine)
     norm_ratio: float | None = None
+    # the argmax agreement this output was gated on (--min-top1: a bare value, or this output's
+    # NAME:VALUE); None when not gated on it (not named, or no argmax agreement to gate)
+    top1_gated: float | None = None
 
     @property
     def score(self) -> float:
@@ -130,6 +133,7 @@ class CompareResult:
                     "norm_ratio": m.norm_ratio,
                     "snr_db": m.snr_db,
                     "top1_agreement": m.top1_agreement,
+                    "top1_gated": m.top1_gated,
                     "equal_share": m.equal_share,
                     "nan_inf": m.nan_count + m.inf_count,
                     "nonfinite_mismatches": m.nonfinite_mismatches,
@@ -198,6 +202,7 @@ def _output_metrics(
         nonfinite_mismatches=mismatches,
         identical=pairs.identical,
         norm_ratio=pairs.norm_ratio,
+        top1_gated=None if top1 is None else gates.top1_for(name),
     )
     metrics.failures = gate_failures(metrics, gates)
     metrics.passed = not metrics.failures
@@ -252,8 +257,9 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
     scale = None if m.equal_share is not None else scale_failure(m.norm_ratio, gates.min_cosine)
     if scale is not None:
         failures.append(scale)
-    if gates.min_top1 is not None and m.top1_agreement is not None and not m.top1_agreement >= gates.min_top1:
-        failures.append(f"argmax agreement {m.top1_agreement:.4f} < {gates.min_top1}")
+    top1 = gates.top1_for(m.name)  # a bare --min-top1, or this output's NAME:VALUE
+    if top1 is not None and m.top1_agreement is not None and not m.top1_agreement >= top1:
+        failures.append(f"argmax agreement {m.top1_agreement:.4f} < {top1}")
     if gates.check_allclose and not m.allclose:
         failures.append(f"max abs error {m.max_abs:.3g} exceeds atol={gates.atol} + rtol={gates.rtol}*|ref|")
     return failures
@@ -391,6 +397,8 @@ def compare(
     """
     gates = gates or Gates()
     check_same_inputs(reference, candidate)
+    # a --min-top1 NAME:VALUE the reference lacks (the commands refuse it first, before any work)
+    gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name, "min_top1")
     tensors, others = not_comparable(reference)
     if others and not tensors:
         raise InputError(
@@ -454,7 +462,15 @@ def unapplied(result: CompareResult) -> list[str]:
     """What was asked of a comparison that it could not do: a top-1 gate with no output of
     (batch, classes) scores, an fp16 candidate that could not be run as its emulation."""
     found = []
-    if result.gates.min_top1 is not None and all(m.top1_agreement is None for m in result.outputs.values()):
+    named = result.gates.min_top1
+    if isinstance(named, dict):  # NAME:VALUE pairs: each named output must have an argmax to gate
+        missed = [n for n in named if n in result.outputs and result.outputs[n].top1_agreement is None]
+        if missed:
+            found.append(
+                f"min top-1: output(s) {', '.join(missed)} hold no (batch, classes) scores, so the top-1 "
+                "gate was not applied to them"
+            )
+    elif named is not None and all(m.top1_agreement is None for m in result.outputs.values()):
         found.append("min top-1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
     if result.not_compared:
         found.append(

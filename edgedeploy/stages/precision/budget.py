@@ -88,6 +88,14 @@ class Criterion:
     metric: str
     op: str
     value: float
+    # top1 of one output (``top1>=logits:0.99``, as compare's --min-top1 NAME:VALUE); "": the worst
+    # output's, over every 2-D float output
+    output: str = ""
+
+    @property
+    def key(self) -> str:
+        """Its figure's key in a measurement: the metric, or ``top1:NAME`` for one output's."""
+        return f"{self.metric}:{self.output}" if self.output else self.metric
 
     def ok(self, measured: float | None) -> bool:
         if measured is None or math.isnan(measured):
@@ -95,7 +103,8 @@ class Criterion:
         return measured >= self.value if self.op == ">=" else measured <= self.value
 
     def __str__(self) -> str:  # exact: it keys the reuse of a search (cosine>=0.99999999 was "cosine>=1")
-        return f"{self.metric}{self.op}{figure(self.value)}"
+        named = f"{self.output}:" if self.output else ""
+        return f"{self.metric}{self.op}{named}{figure(self.value)}"
 
 
 def _out_of_range(metric: str, value: float) -> str:
@@ -120,12 +129,13 @@ class AccuracyBudget:
 
     @classmethod
     def parse(cls, text: str) -> AccuracyBudget:
-        """``"cosine>=0.999"``, several joined by commas: ``"cosine>=0.999,top1>=0.99"``."""
+        """``"cosine>=0.999"``, several joined by commas: ``"cosine>=0.999,top1>=0.99"``; a top1
+        bound of one output names it as compare's --min-top1 does: ``"top1>=logits:0.99"``."""
         criteria = []
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
-            m = re.fullmatch(r"([A-Za-z_0-9-]+)\s*(>=|<=)\s*([-+0-9.eE]+)", part)
+            m = re.fullmatch(r"([A-Za-z_0-9-]+)\s*(>=|<=)\s*(?:(.+):)?\s*([-+0-9.eE]+)", part)
             if not m:
                 raise InputError(
                     f"--accuracy-budget: cannot read '{part}'; use e.g. cosine>=0.999, top1>=0.99, "
@@ -140,28 +150,34 @@ class AccuracyBudget:
                 raise InputError(
                     f"--accuracy-budget: {metric} is bounded with {METRICS[metric]}, not {m.group(2)}"
                 )
+            output = m.group(3) or ""
+            if output and metric != "top1":
+                raise InputError(
+                    f"--accuracy-budget: {part}: only top1 is bounded per output (top1>=NAME:VALUE); "
+                    f"{metric} holds for every output"
+                )
             try:
-                value = float(m.group(3))
+                value = float(m.group(4))
             except ValueError:
-                raise InputError(f"--accuracy-budget: '{m.group(3)}' is not a number") from None
+                raise InputError(f"--accuracy-budget: '{m.group(4)}' is not a number") from None
             lo, hi = BOUNDS[metric]
             if not math.isfinite(value):
-                raise InputError(f"--accuracy-budget: '{m.group(3)}' is not a finite number")
+                raise InputError(f"--accuracy-budget: '{m.group(4)}' is not a finite number")
             if not lo < value <= hi:
                 raise InputError(f"--accuracy-budget: {part} {_out_of_range(metric, value)}")
-            criteria.append(Criterion(metric, m.group(2), value))
+            criteria.append(Criterion(metric, m.group(2), value, output))
         if not criteria:
             raise InputError("--accuracy-budget is empty; use e.g. cosine>=0.999")
         return cls(tuple(criteria))
 
     def met(self, measured: dict[str, float | None]) -> bool:
-        return all(c.ok(measured.get(c.metric)) for c in self.criteria)
+        return all(c.ok(measured.get(c.key)) for c in self.criteria)
 
     def shortfall(self, measured: dict[str, float | None]) -> float:
         """How far from the budget (0 when met), summed over criteria in comparable units."""
         total = 0.0
         for c in self.criteria:
-            v = measured.get(c.metric)
+            v = measured.get(c.key)
             if v is None or math.isnan(v):
                 return math.inf
             if c.metric in ("cosine", "top1"):
@@ -176,7 +192,7 @@ class AccuracyBudget:
         """How much more damage (see :meth:`damage`) the first criterion can take from ``measured``
         before it is missed; None where damages do not add up (max_abs, snr in dB)."""
         c = self.criteria[0]
-        v = measured.get(c.metric)
+        v = measured.get(c.key)
         if c.metric not in ("cosine", "top1") or v is None or math.isnan(v):
             return None
         return v - c.value
@@ -184,7 +200,7 @@ class AccuracyBudget:
     def damage(self, measured: dict[str, float | None]) -> float:
         """Distance from perfect on the first criterion (bigger = worse), to rank sensitivities."""
         c = self.criteria[0]
-        v = measured.get(c.metric)
+        v = measured.get(c.key)
         if v is None or math.isnan(v):
             return math.inf
         return {"cosine": 1.0 - v, "top1": 1.0 - v, "snr": -v}.get(c.metric, v)
@@ -220,6 +236,18 @@ def refuse_top1_without_scores(
     if not any(c.metric == "top1" for c in budget.criteria):
         return
     outputs = list(model_io(model)[1] if outputs is None else outputs)
+    by_name = {o.name: o for o in outputs}
+    for c in budget.criteria:
+        if c.output and c.output not in by_name:
+            raise InputError(
+                f"{said} {c}: {model.name} has no output named '{c.output}' (its outputs: "
+                f"{', '.join(by_name)})"
+            )
+        if c.output and not may_hold_scores(by_name[c.output]):
+            raise InputError(
+                f"{said} {c} needs (batch, classes) scores, and {model.name} gives "
+                f"{by_name[c.output].describe()}; bound cosine, snr or max_abs instead"
+            )
     if any(may_hold_scores(o) for o in outputs):
         return
     shown = ", ".join(o.describe() for o in outputs[:4]) + (", ..." if len(outputs) > 4 else "")
@@ -246,7 +274,8 @@ class OutputEvaluator:
         self.feeds = list(feeds)
         if not self.feeds:
             raise InputError("the accuracy budget needs data, and the data source gave none")
-        self.inputs = graph_io(reference)[0]  # whose batch axes count the samples (feed_rows)
+        self.inputs, outputs_declared = graph_io(reference)  # whose batch axes count the samples (feed_rows)
+        self.output_names = [o.name for o in outputs_declared]  # a top1 bound may name one
         self.threads = threads
         # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
         self.reference = (
@@ -298,6 +327,7 @@ class OutputEvaluator:
         """A candidate's outputs (per feed, per output) against the reference: the metrics of
         :data:`METRICS` (the worst output's), and under ``OUTPUTS`` each output's cosine."""
         measured: dict[str, list[float]] = {"cosine": [], "top1": [], "max_abs": [], "snr": []}
+        named: dict[str, float] = {}  # each output's top1, under top1:NAME (a bound may name one)
         for i in range(len(self.reference[0])):
             m = output_metrics(
                 f"output{i}", [r[i] for r in self.reference], [c[i] for c in cand], Gates(min_cosine=None)
@@ -310,7 +340,10 @@ class OutputEvaluator:
             measured["snr"].append(-math.inf if nonfinite else math.inf if m.snr_db is None else m.snr_db)
             if m.top1_agreement is not None:
                 measured["top1"].append(m.top1_agreement)
+                if i < len(self.output_names):
+                    named[f"top1:{self.output_names[i]}"] = m.top1_agreement
         return {
+            **named,
             "cosine": min(measured["cosine"]),
             "top1": min(measured["top1"]) if measured["top1"] else None,
             "max_abs": max(measured["max_abs"]),
@@ -350,9 +383,15 @@ class BudgetResult:
 Measure = Callable[[Sequence[str]], dict[str, Any]]
 
 
-def _split(measured: dict[str, Any]) -> tuple[dict[str, float | None], list[float] | None]:
+def _split(
+    measured: dict[str, Any], budget: AccuracyBudget
+) -> tuple[dict[str, float | None], list[float] | None]:
+    """The figures of a measurement (each output's top1 only where ``budget`` bounds it), and
+    each output's cosine."""
     per = measured.get(OUTPUTS)
-    return {k: v for k, v in measured.items() if k != OUTPUTS}, None if per is None else list(per)
+    used = {c.key for c in budget.criteria}
+    kept = {k: v for k, v in measured.items() if k != OUTPUTS and (":" not in k or k in used)}
+    return kept, None if per is None else list(per)
 
 
 def search(
@@ -378,12 +417,12 @@ def search(
 
     def measure_counted(kept: Sequence[str]) -> BudgetStep:
         count_measure[0] += 1
-        measured, per = _split(measure(kept))
+        measured, per = _split(measure(kept), budget)
         return BudgetStep(list(kept), measured, budget.met(measured), per)
 
     steps = [measure_counted([])]
     first = steps[0].measured
-    if any(c.metric == "top1" for c in budget.criteria) and first.get("top1") is None:
+    if any(c.metric == "top1" and first.get(c.key) is None for c in budget.criteria):
         raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
     on = f"{probe_samples} sample(s)" if probe is not None and probe_samples else "all the samples"
     ranking = f"one at a time on {on}"
@@ -406,7 +445,7 @@ def search(
     every = max(1, len(candidates) // 10)
     for k, name in enumerate(candidates, 1):
         count_measure[1 if probe is not None else 0] += 1
-        alone, per_output[name] = _split(rank([c for c in candidates if c != name]))
+        alone, per_output[name] = _split(rank([c for c in candidates if c != name]), budget)
         damage[name] = budget.damage(alone)
         sensitivity.append({"layer": name, "damage": damage[name], **alone, OUTPUTS: per_output[name]})
         if k % every == 0 or k == len(candidates):

@@ -93,7 +93,9 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
         # what compare gates: the cosine, or a bool/integer output's share of equal elements
         gated = [o.get("cosine") if o.get("equal_share") is None else o.get("equal_share") for o in outputs]
         cosines = [c for c in map(_finite, gated) if c is not None]
-        top1s = [t for t in (_finite(o.get("top1_agreement")) for o in outputs) if t is not None]
+        # per-output --min-top1 NAME:VALUE: the outputs it gated (an embedding's argmax means nothing)
+        named = [o for o in outputs if o.get("top1_gated") is not None]
+        top1s = [t for t in (_finite(o.get("top1_agreement")) for o in named or outputs) if t is not None]
         ratios = [r for r in (_finite(o.get("norm_ratio")) for o in outputs) if r is not None]
         energy = batch.get("energy") or {}
         task = p.info.get("task_metric")
@@ -554,8 +556,11 @@ def gate_text(gates: dict[str, Any]) -> str:
     parts = []
     if gates.get("min_cosine") is not None:
         parts.append(f"cosine ≥ {gates['min_cosine']}")
-    if gates.get("min_top1") is not None:
-        parts.append(f"argmax agreement ≥ {gates['min_top1']}")
+    top1 = gates.get("min_top1")
+    if isinstance(top1, dict):  # per output (--min-top1 NAME:VALUE): the outputs gated, by name
+        parts.extend(f"argmax agreement of {name} ≥ {value}" for name, value in top1.items())
+    elif top1 is not None:
+        parts.append(f"argmax agreement ≥ {top1}")
     if gates.get("check_allclose"):
         parts.append(f"allclose atol {gates.get('atol')} rtol {gates.get('rtol')}")
     return ", ".join(parts) or "none recorded"

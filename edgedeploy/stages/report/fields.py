@@ -72,7 +72,9 @@ COUNT = Measured(whole=True)  # a size in bytes
 # ---------------------------------------------------------------- the forms the files share
 
 TOOLS = Each(TEXT)
-GATES = {"min_cosine": NUM, "min_top1": NUM, "check_allclose": TEXT, "atol": NUM, "rtol": NUM}
+# min_top1: one value for every 2-D float output, or {output: value} for the outputs named only
+TOP1_GATE = (int, float, dict, NULL)
+GATES = {"min_cosine": NUM, "min_top1": TOP1_GATE, "check_allclose": TEXT, "atol": NUM, "rtol": NUM}
 INFO = {"task_metric": {"name": Needed(TEXT), "value": NUM}}  # a precision's build info
 SETTINGS = {"host_target": STR, "cpu": STR, "onnxruntime": STR, "tensorrt": STR}
 ENERGY = {
@@ -108,6 +110,7 @@ OUTPUT_FIGURES = {
     "norm_ratio": NUM,
     "snr_db": NUM,
     "top1_agreement": NUM,
+    "top1_gated": NUM,
     "equal_share": NUM,
 }
 # CompareResult.summary()
