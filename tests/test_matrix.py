@@ -1024,6 +1024,30 @@ def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_pat
     assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
 
 
+def test_the_same_compare_data_spelled_otherwise_takes_every_cell_from_the_cache(tmp_path: Path) -> None:
+    """`[compare] data` as ``in/val``, ``/abs/in/val`` or ``./in/../in/val`` built, compared and
+    profiled every cell again: the cell's key held the data's description with its path as written."""
+    _mlp(tmp_path / "m.onnx", 0, 16, 32, 10)
+    folder = tmp_path / "in" / "val"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(folder / f"{i}.npy", rng.standard_normal((4, 16)).astype(np.float32))
+    config = tmp_path / "matrix.toml"
+    text = (
+        'workdir = "farm"\n[compare]\ndata = "DATA"\nsamples = 8\n[profile]\nenabled = false\n'
+        '[bundle]\nenabled = false\n[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+    config.write_text(text.replace("DATA", "in/val"))
+    cells = _run_local(config).cells
+    assert [c.status for c in cells] == ["ok", "ok"] and not any(c.cached for c in cells), cells
+    for spelled in (str(folder), "./in/../in/val", "in/val/"):
+        config.write_text(text.replace("DATA", spelled))
+        again = _run_local(config).cells
+        assert all(c.cached for c in again), (spelled, again)
+
+
 @pytest.mark.parametrize(
     ("address", "gcs", "joins"),
     [("10.0.0.5:6379", None, "10.0.0.5:6379"), ("auto", "10.0.0.7:6380", "10.0.0.7:6380"),

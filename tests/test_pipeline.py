@@ -396,6 +396,26 @@ def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp
     assert "build-int8" in rerun.stages_run and "build-fp32" in rerun.stages_skipped
 
 
+def test_the_same_compare_data_spelled_otherwise_is_up_to_date(digits: Digits, tmp_path: Path) -> None:
+    """`[compare] data` as ``in/data``, ``/abs/in/data`` or ``./in/../in/data`` reran every compare
+    (and what follows it): the compare stage's key held the path as written, not the data."""
+    import numpy as np
+
+    folder = tmp_path / "in" / "data"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        np.save(folder / f"{i}.npy", digits.x_test[i * 25 : (i + 1) * 25])
+    path = _config(tmp_path, digits)
+    text = path.read_text().replace("iterations = 20", "enabled = false")
+    path.write_text(text.replace(f'data = "{digits.test_npz}"', 'data = "in/data"'))
+    first = run_pipeline(load_config(path))
+    assert {"compare-fp32", "compare-fp16"} <= set(first.stages_run)
+    for spelled in (str(folder), "./in/../in/data", "in/data/"):
+        path.write_text(text.replace(f'data = "{digits.test_npz}"', f'data = "{spelled}"'))
+        again = run_pipeline(load_config(path))
+        assert again.stages_run == [], (spelled, again.stages_run)
+
+
 def test_a_loader_script_is_keyed_by_the_data_it_yields(digits: Digits, tmp_path: Path) -> None:
     """A .py loader's own sha256 leaves out the arrays it reads: new arrays behind the same script
     redo the calibration, the compares and the bundle's reference data (compare was "up to date"

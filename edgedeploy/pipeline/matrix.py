@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from calibration.feeds import DataSource
 from calibration.modelinfo import model_io
 from edgedeploy import __version__
 from edgedeploy.config import PipelineConfig
@@ -493,7 +494,7 @@ def _run_matrix(
 
     waiting: dict[str, list[_Pending]] = {}  # precision key -> cells that need it
     precision_records: dict[str, tuple[Record, Any]] = {}  # key -> record, shared handle to its files
-    feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    feeds_cache: dict[str, tuple[list[dict[str, Any]], DataSource]] = {}
     shared_feeds: dict[int, Any] = {}
     # A cell's key holds the tool versions of the node that builds it: the driver's here, a board's
     # (its TensorRT, say) on a cluster, asked once per target before its cells are keyed.
@@ -793,7 +794,7 @@ def _key_cell(
     inputs: list[Any],
     versions: dict[str, Any],
     node_versions: dict[str, Any],
-    feeds_cache: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]],
+    feeds_cache: dict[str, tuple[list[dict[str, Any]], DataSource]],
     opened: OpenedSources,
 ) -> tuple[_Pending, str | None, BuildRequest]:
     """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key.
@@ -815,10 +816,11 @@ def _key_cell(
     )  # fmt: skip
     cmp = config.compare
     shapes = _shapes(config)
-    feeds_key = sha256_json(
+    feeds_key = sha256_json(  # feeds read once per run for the cells that name the same data
         {
             "fp32": fp32_sha,
-            "data": cmp.data if cmp.data.startswith("random") else str(config.path(cmp.data)),
+            # the file it is, whichever way its path is written (in/val, ./in/../in/val)
+            "data": cmp.data if cmp.data.startswith("random") else os.path.realpath(config.path(cmp.data)),
             "samples": cmp.samples,
             "batch": cmp.batch_size,
             "seed": cmp.seed,
@@ -827,8 +829,9 @@ def _key_cell(
     )
     if feeds_key not in feeds_cache:
         source = compare_source(config, inputs, shapes)
-        feeds_cache[feeds_key] = (list(source), source.describe())
-    feeds, description = feeds_cache[feeds_key]
+        feeds_cache[feeds_key] = (list(source), source)
+    feeds, source = feeds_cache[feeds_key]
+    description = source.describe()
     gates = compare_gates(config)
     # dynamic dims [model] inputs leave open are timed as the compare data has them (see run.py)
     timed = profile_shapes(shapes, inputs, feeds, bool(description.get("synthetic")))[0]
@@ -836,7 +839,7 @@ def _key_cell(
     key = sha256_json(
         {
             "build": build_key,
-            "compare": {"data": description, "gates": gates},
+            "compare": {"data": source.identity(), "gates": gates},  # the data, not its path as written
             "profile": popts,
             "versions": node_versions,
         }

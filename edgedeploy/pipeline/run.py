@@ -812,7 +812,7 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
             "ref": exported.sha256,
             # what is compared is the artifact; what is bundled is the precision ONNX too
             "cand": sha256_json({str(f): sha256_file(f) for f in {outcome.model, outcome.artifact}}),
-            "data": data.source.describe(),
+            "data": data.source.identity(),  # the data, not how its path was written
             "gates": data.gates,
             "versions": run.versions,
         }
