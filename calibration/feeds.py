@@ -20,7 +20,7 @@ import numpy as np
 
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec, batch_names, refuse_non_tensor_inputs
-from calibration.ortvalues import is_float_dtype
+from calibration.ortvalues import is_float_dtype, is_numpy_native
 
 Feed = dict[str, np.ndarray]
 
@@ -232,7 +232,7 @@ class DataSource:
             if keeping is not None and kept is not None:  # read to its end: the next reads replay it
                 self._kept, keeping = kept, None
         finally:
-            if keeping is not None:  # a read stopped before the end (or feeds numpy cannot save)
+            if keeping is not None:  # a read stopped before the end (or a feed _savable refused)
                 shutil.rmtree(keeping, ignore_errors=True)
 
     def kept_files(self) -> tuple[list[bytes], str] | None:
@@ -262,10 +262,12 @@ class DataSource:
 
     def _replay(self, kept: list[Path] | list[bytes]) -> Iterator[Feed]:
         """The feeds :meth:`__iter__` kept, as it yielded them (checked, in its order)."""
-        names = [spec.name for spec in self.inputs]
+        dtypes = {spec.name: spec.np_dtype for spec in self.inputs}  # what check_feed made them
         for path in kept:
             with np.load(io.BytesIO(path) if isinstance(path, bytes) else path, allow_pickle=False) as data:
-                yield {name: data[f"arr_{i}"] for i, name in enumerate(names)}
+                yield {
+                    name: _restored(data[f"arr_{i}"], dtype) for i, (name, dtype) in enumerate(dtypes.items())
+                }
 
     def first_feed(self) -> Feed:
         """The source's first feed: kept from the read that yielded it (a build runs its artifact on
@@ -325,15 +327,40 @@ class DataSource:
 
 
 def _keep(feed: Feed, path: Path, kept: list[Path]) -> list[Path] | None:
-    """``kept`` with ``feed`` saved to ``path`` (its arrays in the order of the model's inputs), or
-    None for a feed that is not kept: strings, which numpy saves only as pickles, and ml_dtypes'
-    bfloat16 or float8, which it reads back as raw bytes."""
-    arrays = list(feed.values())
-    if any(arr.dtype.kind not in "biuf" for arr in arrays):
+    """``kept`` with ``feed`` saved to ``path`` (its arrays in the order of the model's inputs, as
+    :func:`_savable` makes them), or None for a feed that cannot be kept exactly (an object array of
+    other than text, say)."""
+    arrays = [saved for arr in feed.values() if (saved := _savable(arr)) is not None]
+    if len(arrays) < len(feed):
         return None
     with open(path, "wb") as fh:
         np.savez(fh, *arrays)
     return [*kept, path]
+
+
+def _savable(arr: np.ndarray) -> np.ndarray | None:
+    """``arr`` in a form numpy saves without pickles and :func:`_restored` makes ``arr`` again, or
+    None. ml_dtypes' bfloat16, float8 and int4, which numpy reads back as raw bytes, are kept as
+    unsigned integers of their size; text (an object array of str or of bytes, as a string input
+    takes it) as numpy's fixed-width str or bytes, where that holds the same values (it drops
+    trailing NULs)."""
+    if not is_numpy_native(arr.dtype):
+        return arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
+    if arr.dtype.kind != "O":
+        return arr if arr.dtype.kind in "biufcSU" else None
+    items = arr.ravel().tolist()
+    for kind, fixed in ((str, "U"), (bytes, "S")):
+        if all(isinstance(v, kind) for v in items):
+            text = arr.astype(fixed)
+            return text if text.ravel().tolist() == items else None
+    return None
+
+
+def _restored(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A kept array (:func:`_savable`) as the feed held it, of the input's ``dtype``."""
+    if arr.dtype == dtype:
+        return arr
+    return arr.astype(object) if dtype.kind == "O" else arr.view(dtype)
 
 
 def _hash_feed(digest: Any, feed: Feed) -> None:

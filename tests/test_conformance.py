@@ -101,6 +101,31 @@ def test_fp16_build_of_a_bfloat16_input_model_feeds_it_through_onnx_types(tmp_pa
     np.testing.assert_allclose(run(artifact, {"x": x})[0], [[1, 0, 3], [4, 0, 6]])
 
 
+def test_fp16_build_of_a_bfloat16_input_model_runs_its_loader_script_once(tmp_path: Path) -> None:
+    """`build --calib-data load.py` of a bfloat16-input model ran load_data() 3 times (the feeds'
+    sha256, the range analysis, the artifact's check): its bfloat16 feeds were not kept for the
+    later reads, as float32 ones are."""
+    model = _model(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Relu", ["xf"], ["y"]),
+        ],
+        [_vi("x", TensorProto.BFLOAT16, ["N", 3])],
+        [_vi("y", TensorProto.FLOAT, ["N", 3])],
+    )
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "load.py"
+    loader.write_text(
+        "import ml_dtypes\nimport numpy as np\n\ndef load_data():\n"
+        f"    open({str(counter)!r}, 'a').write('load\\n')\n"
+        "    for i in range(3):\n"
+        "        yield {'x': (np.arange(6, dtype=np.float32).reshape(2, 3) - i).astype(ml_dtypes.bfloat16)}\n"
+    )
+    path = _save(model, tmp_path / "m.onnx")
+    assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16", "--calib-data", str(loader))
+    assert counter.read_text().splitlines() == ["load"]
+
+
 @pytest.mark.parametrize("elem", [TensorProto.FLOAT8E4M3FN, TensorProto.INT4])
 def test_fp16_build_of_float8_and_int4_input_models(tmp_path: Path, elem: int) -> None:
     model = _model(

@@ -227,7 +227,7 @@ def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_it
     tmp_path: Path,
 ) -> None:
     """A run's stages share one source (edgedeploy.options.OpenedSources): the loader runs once, on
-    the first read to the end; a read stopped early keeps nothing, and a string feed is not kept."""
+    the first read to the end; a read stopped early keeps nothing."""
     counter = tmp_path / "runs.txt"
     loader = tmp_path / "loader.py"
     loader.write_text(
@@ -250,3 +250,50 @@ def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_it
     assert len(list(source.keep_in.iterdir())) == 1  # the partial read's feeds were not kept
     list(partial)
     assert len(counter.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [
+        ("bfloat16", "(np.arange(8.0).reshape(2, 4) - i).astype(ml_dtypes.bfloat16)"),
+        ("float8_e4m3fn", "(np.arange(8.0).reshape(2, 4) - i).astype(ml_dtypes.float8_e4m3fn)"),
+        ("object", "np.array([['a', 'bé', '', str(i)]] * 2, dtype=object)"),
+        ("object", "np.array([[b'a', b'\\xff', b'', bytes([65 + i])]] * 2, dtype=object)"),
+    ],
+    ids=["bfloat16", "float8", "strings", "bytes"],
+)
+def test_feeds_numpy_saves_only_as_raw_bytes_or_pickles_are_kept_and_replayed_too(
+    tmp_path: Path, dtype: str, values: str
+) -> None:
+    """A loader script yielding bfloat16 or float8 (ml_dtypes) or string feeds was run again for
+    every read of a run or build (the kept-feeds folder refused what numpy saves only as raw bytes
+    or pickles); they are kept as the others are and replayed with their dtype and values."""
+    import ml_dtypes
+
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import ml_dtypes\nimport numpy as np\n\ndef load_data():\n"
+        f"    open({str(counter)!r}, 'a').write('load\\n')\n"
+        f"    for i in range(3):\n        yield {{'x': {values}}}\n"
+    )
+    spec = TensorSpec("x", ("N", 4), dtype)
+    assert spec.np_dtype == (np.dtype(object) if dtype == "object" else np.dtype(getattr(ml_dtypes, dtype)))
+    source = open_source(str(loader), [spec])
+    source.keep_in = tmp_path / "kept"
+    source.keep_in.mkdir()
+    read = list(source)
+    digest = source.describe()["feeds_sha256"]
+    replayed = list(source)
+    assert counter.read_text().splitlines() == ["load"]
+    assert len(replayed) == len(read) == 3
+    for got, want in zip(replayed, read, strict=True):
+        assert got["x"].dtype == want["x"].dtype == spec.np_dtype
+        assert got["x"].tolist() == want["x"].tolist()
+        assert [type(v) for v in got["x"].flat] == [type(v) for v in want["x"].flat]
+    kept = source.kept_files()
+    assert kept is not None and kept[1] == digest
+    other = open_source(str(loader), [spec])  # another process's open of it (a matrix task)
+    other.replay(*kept)
+    assert [f["x"].tolist() for f in other] == [f["x"].tolist() for f in read]
+    assert counter.read_text().splitlines() == ["load"]
