@@ -272,8 +272,8 @@ class CalibrationRequest(CalibrationSettings):
     # the sources the requests of one run share (run.py), or None: each open() opens the data anew
     opened: OpenedSources | None = field(default=None, repr=False, compare=False)
     # a loader script's feeds as another process read them (matrix: the driver, for its keys), by
-    # the source they are of (open()'s key): (key, npz files' bytes, their sha256)
-    feeds: tuple[str, list[bytes], str] | None = field(
+    # the source they are of (open()'s key): (key, the npz files' paths or bytes, their sha256)
+    feeds: tuple[str, list[bytes] | list[Path], str] | None = field(
         default=None, repr=False, compare=False, metadata={"json": False}
     )
 
@@ -306,10 +306,14 @@ class CalibrationRequest(CalibrationSettings):
             self.opened.sources[key] = source
         return source
 
-    def with_feeds_of(self, source: DataSource, inputs: Sequence[TensorSpec]) -> CalibrationRequest:
+    def with_feeds_of(
+        self, source: DataSource, inputs: Sequence[TensorSpec], as_paths: bool = False
+    ) -> CalibrationRequest:
         """This request carrying the feeds ``source`` (its :meth:`open` of ``inputs``) kept, for
-        the same source opened in another process; as it is when nothing was kept."""
-        kept = source.kept_files()
+        the same source opened in another process; as it is when nothing was kept. ``as_paths``:
+        the kept files' paths, for a process on this machine while they last; else their bytes
+        (:meth:`DataSource.kept_files`)."""
+        kept = source.kept_files(as_paths)
         if kept is None:
             return self
         return replace(self, opened=None, feeds=(self._key(inputs), *kept))

@@ -570,7 +570,7 @@ def _run_matrix(
                     compare_gates(plan.config).check_top1_outputs(names, fp32.name, said)
             pending, precision_key, precision_request = _key_cell(
                 plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
-                feeds_cache, opened,
+                feeds_cache, opened, executor.same_machine,
             )  # fmt: skip
         except Exception as exc:  # bad calibration or compare data, an unknown op type: this cell only
             finish(plan.cell, "failed", first_line(exc))
@@ -796,11 +796,14 @@ def _key_cell(
     node_versions: dict[str, Any],
     feeds_cache: dict[str, tuple[list[dict[str, Any]], DataSource]],
     opened: OpenedSources,
+    same_machine: bool,
 ) -> tuple[_Pending, str | None, BuildRequest]:
     """The cell's key (build, compare and profile keys' ingredients) and its precision artifact's key.
 
     ``versions`` are the driver's tools (export and precision run there), ``node_versions`` the
-    tools of the node that builds, compares and profiles the cell.
+    tools of the node that builds, compares and profiles the cell. ``same_machine``: every task
+    runs on this machine, and reads a loader script's kept feeds from where the driver kept them
+    (else each task is sent their bytes).
     """
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
@@ -809,7 +812,8 @@ def _key_cell(
     calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
     if calibration_data is not None:  # the tasks calibrate on the bytes the key hashed, sent to them
         shared = keyed_data.calibration.open(inputs)  # the source the fingerprint read
-        request = replace(request, calibration=request.calibration.with_feeds_of(shared, inputs))
+        sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)
+        request = replace(request, calibration=sent)
     build_key = sha256_json(
         {"model": plan.cell.model, "fp32": fp32_sha, "request": keyed, "versions": versions,
          "calibration_data": calibration_data, "node": node_versions}
