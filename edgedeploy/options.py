@@ -306,6 +306,12 @@ class CalibrationRequest(CalibrationSettings):
             self.opened.sources[key] = source
         return source
 
+    def keyed(self) -> CalibrationRequest:
+        """This request as a cache key holds it beside the data's identity
+        (:meth:`DataSource.identity`, which says what the data is): without the data's path as
+        written, so ``in/calib``, ``/abs/in/calib`` and ``./in/../in/calib`` make one key."""
+        return replace(self, data="")
+
     def with_feeds_of(
         self, source: DataSource, inputs: Sequence[TensorSpec], as_paths: bool = False
     ) -> CalibrationRequest:

@@ -1092,9 +1092,13 @@ def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_thei
     assert made[True] == made[False]  # calibrated on the same bytes
 
 
-def test_the_same_compare_data_spelled_otherwise_takes_every_cell_from_the_cache(tmp_path: Path) -> None:
+@pytest.mark.parametrize("section", ["compare", "calibration"])
+def test_the_same_data_spelled_otherwise_takes_every_cell_from_the_cache(
+    tmp_path: Path, section: str
+) -> None:
     """`[compare] data` as ``in/val``, ``/abs/in/val`` or ``./in/../in/val`` built, compared and
-    profiled every cell again: the cell's key held the data's description with its path as written."""
+    profiled every cell again: the cell's key held the data's description with its path as written.
+    `[calibration] data` so made the fp16 and int8 artifacts again: their keys held the request."""
     _mlp(tmp_path / "m.onnx", 0, 16, 32, 10)
     folder = tmp_path / "in" / "val"
     folder.mkdir(parents=True)
@@ -1103,13 +1107,13 @@ def test_the_same_compare_data_spelled_otherwise_takes_every_cell_from_the_cache
         np.save(folder / f"{i}.npy", rng.standard_normal((4, 16)).astype(np.float32))
     config = tmp_path / "matrix.toml"
     text = (
-        'workdir = "farm"\n[compare]\ndata = "DATA"\nsamples = 8\n[profile]\nenabled = false\n'
-        '[bundle]\nenabled = false\n[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
-        '[[matrix.models]]\nsource = "m.onnx"\n'
+        f'workdir = "farm"\n[{section}]\ndata = "DATA"\nsamples = 8\n[profile]\nenabled = false\n'
+        '[bundle]\nenabled = false\n[matrix]\ntargets = ["x86-64-cpu"]\n'
+        'precisions = ["fp32", "fp16", "int8"]\n[[matrix.models]]\nsource = "m.onnx"\n'
     )
     config.write_text(text.replace("DATA", "in/val"))
     cells = _run_local(config).cells
-    assert [c.status for c in cells] == ["ok", "ok"] and not any(c.cached for c in cells), cells
+    assert [c.status for c in cells] == ["ok"] * 3 and not any(c.cached for c in cells), cells
     for spelled in (str(folder), "./in/../in/val", "in/val/"):
         config.write_text(text.replace("DATA", spelled))
         again = _run_local(config).cells

@@ -857,7 +857,7 @@ def _key_cell(
                 "precision": plan.cell.precision,
                 "family": precision_family(plan.target, request),
                 "fp16": request.fp16,
-                "calibration": request.calibration,
+                "calibration": request.calibration.keyed(),  # the data as calibration_data says it
                 "calibration_data": calibration_data,
                 "fp16_analysis": request.fp16_analysis,
                 "budget": request.accuracy_budget,

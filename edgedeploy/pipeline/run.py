@@ -783,7 +783,8 @@ def build_key_request(request: BuildRequest, backend: str) -> BuildRequest:
     """``request`` as it shapes its precision's build on ``backend`` (the one that builds it), for
     the stage's key: the settings only another precision or another backend uses are left out. The
     int8 algorithm redid the fp16 build, [build] fp32_ops the fp32 and int8 ones, and TensorRT's
-    profiles every build that fell back to ONNX Runtime; each rebuilt the same bytes."""
+    profiles every build that fell back to ONNX Runtime; each rebuilt the same bytes. The data's
+    path is left out too (its identity is in the key: :func:`_calibration_fingerprint`)."""
     calibration, fp16 = request.calibration, request.fp16
     if request.precision == "fp32":
         calibration, fp16 = CalibrationRequest(), Fp16Options()
@@ -793,6 +794,7 @@ def build_key_request(request: BuildRequest, backend: str) -> BuildRequest:
         )
     else:
         fp16 = Fp16Options()
+    calibration = calibration.keyed()  # the data is in the key as its identity (_calibration_fingerprint)
     options = request.options
     if backend == "onnxruntime":
         options = {k: v for k, v in options.items() if k in CPU_OPTIONS}
