@@ -263,6 +263,23 @@ def test_a_scripted_model_with_keyword_only_arguments_exports_and_computes_as_to
     np.testing.assert_allclose(session.run(None, {"x": x, "scale": scale})[0], want, rtol=1e-5, atol=1e-6)
 
 
+def test_a_scripted_model_goes_to_the_torchscript_exporter_without_a_dynamo_notice(tmp_path: Path) -> None:
+    """A scripted model (torch.jit.script) always printed "notice: the dynamo exporter failed (...);
+    falling back to the TorchScript exporter": the dynamo exporter cannot take a ScriptModule. It now
+    goes to the TorchScript exporter at once, without the notice, and still computes as torch."""
+    (tmp_path / "plain.py").write_text(
+        "import torch\n\n\ndef scripted():\n    torch.manual_seed(0)\n"
+        "    return torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval())\n"
+    )
+    out = tmp_path / "scripted.onnx"
+    notices: list[str] = []
+    options = ExportOptions(inputs=[InputShape("x", (3, 8))])
+    result = export(f"{tmp_path / 'plain.py'}:scripted", out, options, notify=notices.append)
+    assert result.exporter == "torchscript" and not any("dynamo" in n for n in notices), notices
+    assert [i.name for i in result.inputs] == ["x"] and isinstance(result.inputs[0].shape[0], str)
+    assert not result.warnings, result.warnings
+
+
 KWARGS_MODULE = """
 import torch
 

@@ -479,80 +479,23 @@ def _torch_export(
     exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
     :func:`_traced_warnings`); the exporters' own printing and logging are kept off the terminal.
     ``batched``: the axis of each leaf of ``args`` (:func:`_flatten`: ``input_names`` name them)
-    declared the dynamic batch, or None (:func:`_batched`)."""
+    declared the dynamic batch, or None (:func:`_batched`). A scripted model (torch.jit.script)
+    goes to the TorchScript exporter at once: the dynamo exporter cannot take a ScriptModule, and
+    every scripted model printed its failure as a notice."""
     torch = _import_torch()
-    import inspect
-
-    try:
-        parameters = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):  # a ScriptModule's forward has none: the dynamo exporter fails on it
-        parameters = []
-    dynamo_error: str | None = None
-
-    def dynamo_done() -> str:
-        """The exporter's name when the exported file has the opset asked. The dynamo exporter writes 18
-        and converts; a conversion it cannot make (ReduceMean's axes back to an attribute, below
-        18) is logged and the model left at 18: the TorchScript exporter writes the old opsets."""
-        got = opset_of(onnx.load(os.fspath(dest), load_external_data=False))
-        if got != options.opset and options.opset <= TORCHSCRIPT_MAX_OPSET:
-            raise _OpsetNotConverted(f"it could not convert the model from opset {got} to {options.opset}")
-        return "dynamo"
-
-    try:
-        with deferred():
-            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-
-        dynamic_shapes: Any = None
-        if _any_batch(batched):
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            per_input = _rebuild(args, [None if b is None else {b: batch} for b in batched])
-            if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
-                dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
-            else:
-                dynamic_shapes = {p.name: s for p, s in zip(parameters, per_input, strict=False)}
-
-        def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
-            with warnings.catch_warnings(), _quiet_exporter():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    example,
-                    os.fspath(dest),
-                    dynamo=True,
-                    opset_version=options.opset,
-                    input_names=input_names,
-                    output_names=output_names,
-                    dynamic_shapes=shapes,
-                    external_data=False,
-                    verbose=False,
-                )
-
-        doubled = _batch_of_two(args, batched)
-        if doubled is not None:
-            try:
-                dynamo(doubled)
-                batch_axes = {n: b for n, b in zip(input_names, batched, strict=True) if b is not None}
-                if not _fixed_batch(dest, batch_axes) and _runs_at_another_batch(
-                    dest, doubled, input_names, batched
-                ):
-                    return dynamo_done(), []
-            except _OpsetNotConverted:
-                raise
-            except Exception:  # forward may take batch 1 only: exported as given below
-                pass
-        dynamo(args)
-        if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
-            dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
-        return dynamo_done(), []
-    except ImportError:
-        dynamo_error = "onnxscript is not installed"
-    except _OpsetNotConverted as exc:
-        dynamo_error = str(exc)
-    except Exception as exc:
-        dynamo_error = f"{type(exc).__name__}: {first_line(exc)}"
-    notify(
-        f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript exporter"
-    )
+    if not isinstance(model, torch.jit.ScriptModule):
+        try:
+            return _dynamo_export(model, args, dest, input_names, output_names, options, batched), []
+        except ImportError:
+            dynamo_error = "onnxscript is not installed"
+        except _OpsetNotConverted as exc:
+            dynamo_error = str(exc)
+        except Exception as exc:
+            dynamo_error = f"{type(exc).__name__}: {first_line(exc)}"
+        notify(
+            f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript "
+            "exporter"
+        )
     dynamic_axes = None
     if _any_batch(batched):
         dynamic_axes = {n: {b: "batch"} for n, b in zip(input_names, batched, strict=True) if b is not None}
@@ -587,6 +530,80 @@ def _torch_export(
         why = f"{type(exc).__name__}: {first_line(exc)}"
         raise InputError(f"export failed with both exporters: {why}") from None
     return "torchscript", traced
+
+
+def _dynamo_export(
+    model: Any,
+    args: tuple[Any, ...],
+    dest: Path,
+    input_names: list[str],
+    output_names: list[str],
+    options: ExportOptions,
+    batched: list[int | None],
+) -> str:
+    """Export with the dynamo exporter (see :func:`_torch_export`): its name, or an exception."""
+    torch = _import_torch()
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read
+        parameters = []
+
+    def dynamo_done() -> str:
+        """The exporter's name when the exported file has the opset asked. The dynamo exporter writes 18
+        and converts; a conversion it cannot make (ReduceMean's axes back to an attribute, below
+        18) is logged and the model left at 18: the TorchScript exporter writes the old opsets."""
+        got = opset_of(onnx.load(os.fspath(dest), load_external_data=False))
+        if got != options.opset and options.opset <= TORCHSCRIPT_MAX_OPSET:
+            raise _OpsetNotConverted(f"it could not convert the model from opset {got} to {options.opset}")
+        return "dynamo"
+
+    with deferred():
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+
+    dynamic_shapes: Any = None
+    if _any_batch(batched):
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        per_input = _rebuild(args, [None if b is None else {b: batch} for b in batched])
+        if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
+            dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
+        else:
+            dynamic_shapes = {p.name: s for p, s in zip(parameters, per_input, strict=False)}
+
+    def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
+        with warnings.catch_warnings(), _quiet_exporter():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                os.fspath(dest),
+                dynamo=True,
+                opset_version=options.opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=shapes,
+                external_data=False,
+                verbose=False,
+            )
+
+    doubled = _batch_of_two(args, batched)
+    if doubled is not None:
+        try:
+            dynamo(doubled)
+            batch_axes = {n: b for n, b in zip(input_names, batched, strict=True) if b is not None}
+            if not _fixed_batch(dest, batch_axes) and _runs_at_another_batch(
+                dest, doubled, input_names, batched
+            ):
+                return dynamo_done()
+        except _OpsetNotConverted:
+            raise
+        except Exception:  # forward may take batch 1 only: exported as given below
+            pass
+    dynamo(args)
+    if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
+        dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
+    return dynamo_done()
 
 
 def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
