@@ -693,6 +693,24 @@ def test_an_lstm_state_given_as_a_nested_tuple_is_named_batched_and_verified(
     for have, expected in zip(got, want, strict=True):
         np.testing.assert_allclose(have, expected.numpy(), rtol=1e-4, atol=1e-5)
 
+
+def test_input_names_may_name_forward_s_arguments_and_a_nested_one_s_tensors_after_it(tmp_path: Path) -> None:
+    """--input-names took one name per graph input only: forward(x, state) given (x, (h0, c0)) with
+    --input-names x,state was refused ("--input-names gives 2 names for 3 inputs"). One name per
+    argument of forward now names a nested one's tensors after it (x, state_0, state_1, as torch.onnx
+    names them); one per graph input is kept as given, as torch.onnx's input_names are; another count
+    is refused in one line that says both."""
+    (tmp_path / "lstm.py").write_text(LSTM_STATE_MODULE)
+    spec = f"{tmp_path / 'lstm.py'}:build:example"
+    for given, want in ((["x", "state"], ["x", "state_0", "state_1"]), (["x", "h", "c"], ["x", "h", "c"])):
+        result = export(spec, tmp_path / "l.onnx", ExportOptions(input_names=given))
+        assert [i.name for i in result.inputs] == want
+        assert all(isinstance(i.shape[0 if i.name == "x" else 1], str) for i in result.inputs), result.inputs
+    refused = run_cli("export", spec, "--input-names", "a", "-o", tmp_path / "one.onnx")
+    assert_clean_input_error(refused, "--input-names gives 1 name", "3 graph inputs", "2 arguments")
+    assert not (tmp_path / "one.onnx").exists()
+
+
 UNBATCHED_MODULE = """
 import torch
 

@@ -24,7 +24,13 @@ def export_command(
     input: Annotated[
         list[str] | None, typer.Option("--input", help="Example input NAME:SHAPE[:DTYPE], repeatable.")
     ] = None,
-    input_names: Annotated[str | None, typer.Option(help="Comma-separated graph input names.")] = None,
+    input_names: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated graph input names: one per graph input, or one per argument of forward "
+            "(a nested one's tensors are then NAME_0, NAME_1, ...)."
+        ),
+    ] = None,
     output_names: Annotated[str | None, typer.Option(help="Comma-separated graph output names.")] = None,
     verify: Annotated[
         bool,

@@ -465,6 +465,28 @@ def _names(given: list[str] | None, fallback: list[str], count: int, prefix: str
     return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
 
 
+def _input_names(given: list[str] | None, args: tuple[Any, ...], fallback: list[str]) -> list[str]:
+    """The graph's input names, one per leaf of ``args`` (:func:`_flatten`): ``--input-names`` as
+    given when it names every leaf, as torch.onnx's ``input_names`` do; or, when it names every
+    argument of forward, a nested one's leaves named after it (``--input-names x,state`` for
+    ``(x, (h0, c0))``: x, state_0, state_1, as torch.onnx names them unasked). Without
+    ``given``, from ``fallback`` (forward's arguments or the example's names), else ``input_N``."""
+    leaves = _flatten(args)
+    if not given:
+        return _names(None, _flat_names(args, fallback), len(leaves), "input")
+    if len(given) == len(leaves):
+        return given
+    if len(given) == len(args):
+        return _flat_names(args, given)
+    names = "name" if len(given) == 1 else "names"
+    if len(args) == len(leaves):
+        raise InputError(f"--input-names gives {len(given)} {names} for {len(leaves)} inputs")
+    raise InputError(
+        f"--input-names gives {len(given)} {names}: give one per argument of forward ({len(args)} arguments) "
+        f"or one per graph input ({len(leaves)} graph inputs, a nested argument's tensors each)"
+    )
+
+
 def _torch_export(
     model: Any,
     args: tuple[Any, ...],
@@ -1126,10 +1148,8 @@ def _export_plain(
     leaves = _flatten(args)
     if len(leaves) != len(args) and not example_names:  # a nested input is named after forward's argument
         example_names = _positional_parameters(torch_model) or []
-    input_names = _names(options.input_names, _flat_names(args, example_names), len(leaves), "input")
+    input_names = _input_names(options.input_names, args, example_names)
     output_names = _names(options.output_names, returned, n_out, "output")
-    if len(input_names) != len(leaves):
-        raise InputError(f"--input-names gives {len(input_names)} names for {len(leaves)} inputs")
     if len(output_names) != n_out:
         raise InputError(f"--output-names gives {len(output_names)} names for {n_out} outputs")
     _unique("input", input_names)
