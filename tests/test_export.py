@@ -694,6 +694,61 @@ def test_an_lstm_state_given_as_a_nested_tuple_is_named_batched_and_verified(
         np.testing.assert_allclose(have, expected.numpy(), rtol=1e-4, atol=1e-5)
 
 
+DICT_MODULE = """
+import torch
+
+
+class Batch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 4)
+
+    def forward(self, batch: dict):
+        return self.a(batch["x"]) * batch["scale"]
+
+
+def build():
+    return Batch().eval()
+
+
+def example():
+    return ({"x": torch.randn(3, 8), "scale": torch.rand(3, 4)},)
+"""
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_dict_as_forward_s_only_argument_exports_with_its_tensors_named_after_its_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporter: str
+) -> None:
+    """forward(self, batch: dict) given ({"x": .., "scale": ..},) failed with both exporters
+    ("export failed with both exporters: TypeError: Batch.forward() missing 1 required positional
+    argument: 'batch'"): torch.onnx takes a dict at the end of args as forward's keyword arguments.
+    It is now exported with torch's workaround (a trailing {} in the args), one graph input per
+    tensor named as torch.onnx names them (batch_x, batch_scale), batched and checked against torch."""
+    import torch
+
+    if exporter == "torchscript":  # the dynamo exporter's fallback, as when onnxscript is missing
+        monkeypatch.setitem(sys.modules, "onnxscript", None)
+    (tmp_path / "batch.py").write_text(DICT_MODULE)
+    out = tmp_path / "b.onnx"
+    notices: list[str] = []
+    result = export(f"{tmp_path / 'batch.py'}:build:example", out, notify=notices.append)
+    assert result.exporter == exporter and not any("not compared" in n for n in notices), notices
+    shapes = {i.name: list(i.shape) for i in result.inputs}
+    batch = shapes["batch_x"][0]
+    assert isinstance(batch, str) and shapes == {"batch_x": [batch, 8], "batch_scale": [batch, 4]}, shapes
+    rng = np.random.default_rng(0)
+    x, scale = rng.standard_normal((5, 8), np.float32), rng.random((5, 4), np.float32)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(8, 4).eval()
+    with torch.no_grad():
+        want = (linear(torch.from_numpy(x)) * torch.from_numpy(scale)).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"batch_x": x, "batch_scale": scale})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_input_names_may_name_forward_s_arguments_and_a_nested_one_s_tensors_after_it(tmp_path: Path) -> None:
     """--input-names took one name per graph input only: forward(x, state) given (x, (h0, c0)) with
     --input-names x,state was refused ("--input-names gives 2 names for 3 inputs"). One name per

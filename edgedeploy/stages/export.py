@@ -530,7 +530,7 @@ def _torch_export(
             torch.jit.TracerWarning.ignore_lib_warnings()  # torch's own (nn's shape checks), as torch does
             torch.onnx.export(
                 model,
-                args,
+                _exporter_args(args),
                 os.fspath(dest),
                 dynamo=False,
                 opset_version=min(options.opset, TORCHSCRIPT_MAX_OPSET),
@@ -598,7 +598,7 @@ def _dynamo_export(
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
-                example,
+                _exporter_args(example),
                 os.fspath(dest),
                 dynamo=True,
                 opset_version=options.opset,
@@ -686,11 +686,27 @@ def _any_batch(batched: list[int | None]) -> bool:
 
 
 def _flatten(args: Sequence[Any]) -> list[Any]:
-    """The leaves of ``args`` in order, nested tuples and lists flattened as the exporters flatten
-    them into graph inputs: an LSTM's ``forward(x, (h0, c0))`` has the three inputs x, h0, c0.
-    Taken whole, the state was no tensor, and its batch, its names and the checks of the export
-    against torch were all lost on it."""
-    return [leaf for arg in args for leaf in (_flatten(arg) if isinstance(arg, (list, tuple)) else [arg])]
+    """The leaves of ``args`` in order, nested tuples, lists and dicts (their values, in their order)
+    flattened as the exporters flatten them into graph inputs: an LSTM's ``forward(x, (h0, c0))``
+    has the three inputs x, h0, c0. Taken whole, the state was no tensor, and its batch, its names
+    and the checks of the export against torch were all lost on it."""
+    return [leaf for arg in args for leaf in (_flatten(_children(arg)) if _nested(arg) else [arg])]
+
+
+def _nested(arg: Any) -> bool:
+    return isinstance(arg, (list, tuple, dict))
+
+
+def _children(arg: Any) -> list[Any]:
+    return list(arg.values()) if isinstance(arg, dict) else list(arg)
+
+
+def _exporter_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` as torch.onnx.export takes them: both exporters take a dict at the end of ``args``
+    as forward's keyword arguments, and forward(self, batch: dict) failed with both ("missing 1
+    required positional argument: 'batch'"); torch's workaround, a trailing ``{}`` (no keyword
+    arguments), passes such a dict by position."""
+    return (*args, {}) if args and isinstance(args[-1], dict) else args
 
 
 def _rebuild(args: tuple[Any, ...], leaves: Sequence[Any]) -> tuple[Any, ...]:
@@ -698,6 +714,8 @@ def _rebuild(args: tuple[Any, ...], leaves: Sequence[Any]) -> tuple[Any, ...]:
     given = iter(leaves)
 
     def rebuilt(arg: Any) -> Any:
+        if isinstance(arg, dict):
+            return type(arg)((key, rebuilt(item)) for key, item in arg.items())
         if isinstance(arg, (list, tuple)):
             return type(arg)(rebuilt(item) for item in arg)
         return next(given)
@@ -707,12 +725,15 @@ def _rebuild(args: tuple[Any, ...], leaves: Sequence[Any]) -> tuple[Any, ...]:
 
 def _flat_names(args: tuple[Any, ...], names: list[str]) -> list[str]:
     """The names of the leaves of ``args`` (:func:`_flatten`) from ``names``, one per arg: a nested
-    arg's leaves are named after it and their index (``state_0``, ``state_1`` for forward's
-    ``state`` given ``(h0, c0)``); ``[]`` when ``names`` does not name every arg."""
+    arg's leaves are named after it and their index or key (``state_0``, ``state_1`` for forward's
+    ``state`` given ``(h0, c0)``; ``batch_x`` for ``batch`` given ``{"x": ..}``), as torch.onnx
+    names them; ``[]`` when ``names`` does not name every arg."""
     if len(names) != len(args):
         return []
 
     def named(arg: Any, name: str) -> list[str]:
+        if isinstance(arg, dict):
+            return [leaf for key, item in arg.items() for leaf in named(item, f"{name}_{key}")]
         if isinstance(arg, (list, tuple)):
             return [leaf for i, item in enumerate(arg) for leaf in named(item, f"{name}_{i}")]
         return [name]
@@ -1146,7 +1167,7 @@ def _export_plain(
     returned = [name for name, _ in reference]
     n_out = len(returned)
     leaves = _flatten(args)
-    if len(leaves) != len(args) and not example_names:  # a nested input is named after forward's argument
+    if any(map(_nested, args)) and not example_names:  # a nested input is named after forward's argument
         example_names = _positional_parameters(torch_model) or []
     input_names = _input_names(options.input_names, args, example_names)
     output_names = _names(options.output_names, returned, n_out, "output")
