@@ -655,30 +655,61 @@ class _OpsetNotConverted(Exception):
     """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
 
 
-def _batched(args: Sequence[Any]) -> list[int | None]:
-    """The axis of each of ``args`` that holds the batch (None where none does): dim 0 of the
-    tensors whose dim 0 is the first tensor's; else the one axis of a tensor whose size is that
-    batch, as a recurrent layer's state ``h0[layers, B, H]`` holds it on axis 1 (torch's RNN, GRU
+BATCH_GUESSES = 8  # the most choices of batch axes forward is run on (:func:`_batched`)
+
+
+def _batched(model: Any, args: tuple[Any, ...]) -> list[int | None]:
+    """The axis of each leaf of ``args`` (:func:`_flatten`) that holds the batch (None where none
+    does): dim 0 of the first tensor; for another tensor, an axis whose size is that batch, dim 0
+    first, as a recurrent layer's state ``h0[layers, B, H]`` holds it on axis 1 (torch's RNN, GRU
     and LSTM take their states so, batch_first or not). Every input's dim 0 was declared the
     batch, and one that is none was refused or mislabelled: ``scale[8]`` beside ``x[3, 8]`` (dynamo
     tied 3 to 8 and failed, and the TorchScript exporter's model was refused by ONNX Runtime); a
-    GRU's state ``h0[1, 2, 16]`` beside ``x[2, 10, 8]`` then kept the model at batch 2. A guess, not
-    a proof: the export is run at another batch (:func:`_runs_at_another_batch`)."""
+    GRU's state ``h0[1, 2, 16]`` beside ``x[2, 10, 8]`` then kept the model at batch 2.
+
+    Where a tensor has the batch's size on several axes (a 2-layer GRU's ``h0[2, 2, 16]`` at batch
+    2: its layers were taken for the batch and the model exported fixed), ``model`` is run with
+    one more row on each choice in turn and the first it takes is kept (:func:`_grown`). A guess,
+    not a proof: the export is run at another batch (:func:`_runs_at_another_batch`)."""
+    import itertools
+
+    choices = list(itertools.islice(itertools.product(*_batch_axes(_flatten(args))), BATCH_GUESSES))
+    if len(choices) > 1:
+        for choice in choices:
+            try:
+                _forward_leaves(model, _rebuild(args, _grown(_flatten(args), list(choice))))
+            except InputError:  # forward refuses that batch axis
+                continue
+            return list(choice)
+    return list(choices[0])
+
+
+def _batch_axes(leaves: list[Any]) -> list[list[int | None]]:
+    """The axes of each of ``leaves`` that may hold the batch, likeliest first (see :func:`_batched`)."""
     torch = _import_torch()
-    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.dim() > 0]
+    tensors = [a for a in leaves if isinstance(a, torch.Tensor) and a.dim() > 0]
     if not tensors:
-        return [None] * len(args)
+        return [[None] for _ in leaves]
     batch = int(tensors[0].shape[0])
 
-    def axis(arg: Any) -> int | None:
+    def axes(arg: Any) -> list[int | None]:
+        if arg is tensors[0]:
+            return [0]
         if not isinstance(arg, torch.Tensor) or arg.dim() == 0:
-            return None
-        if int(arg.shape[0]) == batch:
-            return 0
-        holding = [k for k, size in enumerate(arg.shape) if int(size) == batch]
-        return holding[0] if len(holding) == 1 and batch > 1 else None
+            return [None]
+        holding: list[int | None] = [k for k, size in enumerate(arg.shape) if int(size) == batch]
+        if batch == 1 and holding[:1] != [0]:  # a size of 1 elsewhere is too common to mean the batch
+            return [None]
+        return holding or [None]
 
-    return [axis(a) for a in args]
+    return [axes(a) for a in leaves]
+
+
+def _grown(leaves: list[Any], batched: list[int | None]) -> list[Any]:
+    """``leaves`` with one more row (a copy of the first) on the ``batched`` axis of each."""
+    torch = _import_torch()
+    pairs = zip(leaves, batched, strict=True)
+    return [a if b is None else torch.cat([a, a.narrow(b, 0, 1)], dim=b) for a, b in pairs]
 
 
 def _any_batch(batched: list[int | None]) -> bool:
@@ -765,16 +796,12 @@ def _runs_at_another_batch(
     tensor per graph input). ``args`` may nest (:func:`_flatten`); ``names`` and ``batched`` are
     of its leaves."""
     torch = _import_torch()
-    import numpy as np
     import onnxruntime as ort
 
     leaves = _flatten(args)
     if len(names) != len(leaves) or not all(isinstance(a, torch.Tensor) for a in leaves):
         return True
-    feed = {
-        n: a.numpy() if b is None else np.concatenate([a.numpy(), a.narrow(b, 0, 1).numpy()], axis=b)
-        for n, a, b in zip(names, leaves, batched, strict=True)
-    }
+    feed = {n: a.numpy() for n, a in zip(names, _grown(leaves, batched), strict=True)}
     options = ort.SessionOptions()
     options.log_severity_level = 4
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -1185,7 +1212,9 @@ def _export_plain(
         raw = Path(scratch) / "raw.onnx"
         held_in = [f"{PLACEHOLDER}input_{i}" for i in range(len(input_names))]
         held_out = [f"{PLACEHOLDER}output_{i}" for i in range(len(output_names))]
-        batched: list[int | None] = _batched(leaves) if options.dynamic_batch else [None] * len(leaves)
+        batched: list[int | None] = [None] * len(leaves)
+        if options.dynamic_batch:
+            batched = _batched(torch_model, args)
         exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say, batched)
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
