@@ -22,6 +22,7 @@ from typing import Any
 
 from calibration.errors import CalibrationError
 from calibration.modelinfo import graph_io, is_named, load_model_header
+from calibration.trt_cache import read_cache
 from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.trt_versions import TrtVersion
@@ -325,6 +326,10 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
                 )
             calibration_cache = str(options.calibration_cache)
             check_cache_header(Path(options.calibration_cache), version)
+            try:  # every line as TensorRT writes it, as calibrate --from-cache checks it
+                read_cache(options.calibration_cache)
+            except CalibrationError as exc:
+                raise InputError(str(exc)) from None
         fp32_layers = read_fp32_layers(options.precision_plan) if precision != "fp32" else []
 
     workspace_mb = options.workspace_mb or target.default_workspace_mb

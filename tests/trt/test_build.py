@@ -106,6 +106,32 @@ def test_tensorrt_8_refuses_a_calibration_cache_for_another_version(
     assert fake_gpu.state.builds == 0
 
 
+@trt_versions(max="10.0")
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("input: 3e87\n", "not 8 hex digits"),
+        ("input: 3c010a14\ninput: 3f800000\n", "listed again"),
+        ("input: 00000000\n", "positive normal float32"),
+    ],
+)
+def test_tensorrt_8_refuses_a_calibration_cache_cut_short_or_edited_before_building(
+    fake_gpu, cnn_models, tmp_path: Path, body: str, problem: str
+) -> None:
+    """A cache cut short or edited (a scale of 4 hex digits, a tensor twice, a zero scale) reached
+    TensorRT from `build`, which checked its header only, while `calibrate --from-cache` refuses
+    the same file naming the line (calibration/trt_cache.loads): TensorRT would calibrate with
+    scales nobody computed. Refused the same way here, before any build."""
+    code = TrtVersion.parse(fake_gpu.state.version).cache_code
+    cache = tmp_path / "c.cache"
+    cache.write_text(f"TRT-{code}-EntropyCalibration2\n{body}")
+    with pytest.raises(InputError, match=rf"c\.cache line \d+: .*{problem}"):
+        TensorRTBackend().build(
+            cnn_models.fp32, options("int8", "jetson-agx-orin", calibration_cache=cache), tmp_path / "out"
+        )
+    assert fake_gpu.state.builds == 0
+
+
 @trt_versions(min="10.0")
 def test_tensorrt_10_refuses_fp32_graph_for_int8_and_fp16(fake_gpu, cnn_models, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no Q/DQ nodes"):
