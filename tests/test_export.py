@@ -601,14 +601,31 @@ def example():
 """
 
 
-def test_a_gru_state_carries_the_batch_on_axis_1_and_it_is_exported_dynamic(tmp_path: Path) -> None:
-    """A GRU's state h0[layers, B, H] beside x[B, T, C] holds the batch on axis 1: the export
-    declared dim 0 the batch of x only and kept h0[1, 2, 16] (and so x[2, 10, 8]) fixed, with a
-    warning, and the model took batch 2 only. h0's axis 1 is now the batch, named as x's dim 0."""
+def _gru_matches_torch(module: Path, onnx_path: Path, layers: int) -> None:
+    """The exported GRU-with-state model computes what the module's torch model does at batch 3
+    (another batch than the example's), in ONNX Runtime."""
     import importlib.util
 
     import torch
 
+    loaded = importlib.util.spec_from_file_location(f"gru_{module.stem}", module)
+    assert loaded is not None and loaded.loader is not None
+    gru = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(gru)
+    rng = np.random.default_rng(0)
+    x, h0 = rng.standard_normal((3, 10, 8), np.float32), rng.standard_normal((layers, 3, 16), np.float32)
+    with torch.no_grad():
+        want = [t.numpy() for t in gru.build()(torch.from_numpy(x), torch.from_numpy(h0))]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x, "h0": h0})
+    for have, expected in zip(got, want, strict=True):
+        np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_gru_state_carries_the_batch_on_axis_1_and_it_is_exported_dynamic(tmp_path: Path) -> None:
+    """A GRU's state h0[layers, B, H] beside x[B, T, C] holds the batch on axis 1: the export
+    declared dim 0 the batch of x only and kept h0[1, 2, 16] (and so x[2, 10, 8]) fixed, with a
+    warning, and the model took batch 2 only. h0's axis 1 is now the batch, named as x's dim 0."""
     (tmp_path / "gru.py").write_text(GRU_STATE_MODULE)
     out = tmp_path / "g.onnx"
     result = export(f"{tmp_path / 'gru.py'}:build:example", out)
@@ -617,17 +634,7 @@ def test_a_gru_state_carries_the_batch_on_axis_1_and_it_is_exported_dynamic(tmp_
     assert isinstance(batch, str) and shapes == {"x": [batch, 10, 8], "h0": [1, batch, 16]}, shapes
     assert not any("came out fixed" in w for w in result.warnings), result.warnings
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    loaded = importlib.util.spec_from_file_location("gru_state", tmp_path / "gru.py")
-    assert loaded is not None and loaded.loader is not None
-    gru = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(gru)
-    rng = np.random.default_rng(0)
-    x, h0 = rng.standard_normal((3, 10, 8), np.float32), rng.standard_normal((1, 3, 16), np.float32)
-    with torch.no_grad():
-        want = [t.numpy() for t in gru.build()(torch.from_numpy(x), torch.from_numpy(h0))]
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x, "h0": h0})
-    for have, expected in zip(got, want, strict=True):
-        np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
+    _gru_matches_torch(tmp_path / "gru.py", out, layers=1)
 
 
 def test_a_state_whose_layers_equal_the_batch_keeps_its_batch_on_axis_1(tmp_path: Path) -> None:
@@ -636,10 +643,6 @@ def test_a_state_whose_layers_equal_the_batch_keeps_its_batch_on_axis_1(tmp_path
     warning (so did a 1-layer state h0[1, 1, 16] at batch 1). Where an input holds the batch's size
     on several axes, forward is run with one more row on each guess and the one it takes is the
     batch: h0[2, batch, 16], h0[1, batch, 16]."""
-    import importlib.util
-
-    import torch
-
     module = GRU_STATE_MODULE.replace("GRU(8, 16,", "GRU(8, 16, num_layers=2,")
     (tmp_path / "gru2.py").write_text(module.replace("torch.randn(1, 2, 16)", "torch.randn(2, 2, 16)"))
     out = tmp_path / "g2.onnx"
@@ -648,17 +651,7 @@ def test_a_state_whose_layers_equal_the_batch_keeps_its_batch_on_axis_1(tmp_path
     batch = shapes["x"][0]
     assert isinstance(batch, str) and shapes == {"x": [batch, 10, 8], "h0": [2, batch, 16]}, shapes
     assert not any("came out fixed" in w for w in result.warnings), result.warnings
-    loaded = importlib.util.spec_from_file_location("gru_layers", tmp_path / "gru2.py")
-    assert loaded is not None and loaded.loader is not None
-    gru = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(gru)
-    rng = np.random.default_rng(0)
-    x, h0 = rng.standard_normal((3, 10, 8), np.float32), rng.standard_normal((2, 3, 16), np.float32)
-    with torch.no_grad():
-        want = [t.numpy() for t in gru.build()(torch.from_numpy(x), torch.from_numpy(h0))]
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x, "h0": h0})
-    for have, expected in zip(got, want, strict=True):
-        np.testing.assert_allclose(have, expected, rtol=1e-4, atol=1e-5)
+    _gru_matches_torch(tmp_path / "gru2.py", out, layers=2)
     # the same at batch 1 with one layer: h0[1, 1, 16] came out fixed at batch 1
     one = GRU_STATE_MODULE.replace("(2, 10, 8)", "(1, 10, 8)").replace("(1, 2, 16)", "(1, 1, 16)")
     (tmp_path / "gru1.py").write_text(one)
