@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     import onnx
 
 ALGORITHM_NAMES = {"entropy": "EntropyCalibration2", "max": "MinMaxCalibration"}
-# every header algorithm TensorRT writes (NvInfer.h CalibrationAlgoType) -> the calibrator that reads it
+# every header algorithm TensorRT writes -> the calibrator that reads it
+# (docs/tensorrt-facts.md, "The TensorRT calibration cache")
 CALIBRATORS = {
     "EntropyCalibration2": "IInt8EntropyCalibrator2",
     "EntropyCalibration": "IInt8EntropyCalibrator",

@@ -130,7 +130,8 @@ def test_a_cut_or_edited_cache_is_refused_naming_the_line(text: str, message: st
     "algorithm", ["EntropyCalibration", "EntropyCalibration2", "MinMaxCalibration", "LegacyCalibration"]
 )
 def test_every_algorithm_tensorrt_writes_is_read(algorithm: str) -> None:
-    """NvInfer.h's CalibrationAlgoType: kLEGACY, kENTROPY, kENTROPY_2, kMINMAX (TensorRT 8.x, 10.x)."""
+    """TensorRT's four calibration algorithms, legacy, entropy, entropy 2 and min-max, on TensorRT
+    8.x and 10.x (docs/tensorrt-facts.md, "The TensorRT calibration cache")."""
     assert loads(_edited(1, f"TRT-8600-{algorithm}")).algorithm == algorithm
     assert loads("TRT-8601-MinMaxCalibration\nx: 00800000\n").scales["x"] == pytest.approx(1.1754944e-38)
 
