@@ -988,21 +988,28 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
     assert not any("not used" in m for m in ui.messages), ui.messages
 
 
+def _counting_loader(folder: Path, counter: Path, rng: np.random.Generator) -> None:
+    """``folder``/load.py, a loader of 32 samples of x[N,16] in batches of 8 that notes each call of
+    load_data() as a line of ``counter``, with where it ran: ``key`` (the driver keying a cell) or
+    ``task`` (anywhere else)."""
+    np.save(folder / "calib.npy", rng.standard_normal((32, 16)).astype(np.float32))
+    (folder / "load.py").write_text(
+        "import traceback\nimport numpy as np\n\ndef load_data():\n"
+        "    keying = any(f.name == '_key_cell' for f in traceback.extract_stack())\n"
+        f"    with open({str(counter)!r}, 'a') as fh:\n        fh.write('key\\n' if keying else 'task\\n')\n"
+        f"    a = np.load({str(folder / 'calib.npy')!r})\n"
+        "    for i in range(0, len(a), 8):\n        yield {'x': a[i : i + 8]}\n"
+    )
+
+
 def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_path: Path) -> None:
     """The driver keyed every fp16/int8 cell by the sha256 of a .py loader's feeds and ran the
     loader again for each cell (a rerun with every cell cached ran it once per cell), and each
     precision and cell task ran it again; the feeds of the driver's one read are kept for every
     key and sent to the tasks, which calibrate on the bytes their keys hashed."""
     rng = _matmul_relu(tmp_path)
-    np.save(tmp_path / "calib.npy", rng.standard_normal((32, 16)).astype(np.float32))
     counter = tmp_path / "runs.txt"
-    (tmp_path / "load.py").write_text(
-        "import traceback\nimport numpy as np\n\ndef load_data():\n"
-        "    keying = any(f.name == '_key_cell' for f in traceback.extract_stack())\n"
-        f"    with open({str(counter)!r}, 'a') as fh:\n        fh.write('key\\n' if keying else 'task\\n')\n"
-        f"    a = np.load({str(tmp_path / 'calib.npy')!r})\n"
-        "    for i in range(0, len(a), 8):\n        yield {'x': a[i : i + 8]}\n"
-    )
+    _counting_loader(tmp_path, counter, rng)
     config = tmp_path / "matrix.toml"
     config.write_text(
         'workdir = "farm"\n[calibration]\ndata = "load.py"\nsamples = 32\nalgorithm = "max"\n'
@@ -1022,6 +1029,32 @@ def test_a_matrix_hashes_a_loader_scripts_feeds_once_for_every_cells_key(tmp_pat
     again = _run_local(config).cells
     assert all(c.cached for c in again), again
     assert runs() == ["key"]
+    assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
+
+
+@pytest.mark.parametrize(
+    "precisions", [["fp32", "fp16", "int8"], ["fp32"]], ids=["fp32-fp16-int8", "fp32-only"]
+)
+def test_fp32_cells_run_their_build_check_on_the_kept_feeds_not_the_loader(
+    tmp_path: Path, precisions: list[str]
+) -> None:
+    """An fp32 cell's build runs its artifact once on the first batch of the [calibration] data
+    (build.data_batch), and its task opened a loader script itself: a matrix of fp32, fp16 and int8
+    ran the loader twice, and one of fp32 alone once per cell. Every cell's task now takes that
+    batch from the feeds the driver kept, so the loader runs once per matrix."""
+    rng = _matmul_relu(tmp_path)
+    counter = tmp_path / "runs.txt"
+    _counting_loader(tmp_path, counter, rng)
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[calibration]\ndata = "load.py"\nsamples = 32\nalgorithm = "max"\n'
+        '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        f'[matrix]\ntargets = ["x86-64-cpu", "x86-64-vnni"]\nprecisions = {json.dumps(precisions)}\n'
+        '[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+    cells = _run_local(config).cells
+    assert [c.status for c in cells] == ["ok"] * 2 * len(precisions), cells
+    assert counter.read_text().splitlines() == ["key"]
     assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
 
 

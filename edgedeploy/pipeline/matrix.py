@@ -26,10 +26,12 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from calibration.errors import CalibrationError
 from calibration.feeds import DataSource
 from calibration.modelinfo import model_io
 from edgedeploy import __version__
@@ -810,8 +812,14 @@ def _key_cell(
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     keyed_data = replace(request, calibration=replace(request.calibration, opened=opened))
     calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
-    if calibration_data is not None:  # the tasks calibrate on the bytes the key hashed, sent to them
+    if request.calibration.data:  # the tasks read the data as the key hashed it, sent to them
         shared = keyed_data.calibration.open(inputs)  # the source the fingerprint read
+        if calibration_data is None and shared.hash_feeds:
+            # fp32: no key holds the data, but its build runs the artifact on the data's first batch
+            # (build.data_batch); a loader read here is kept for every cell, not run in each task.
+            # Data that fails is the build's to pass over (random inputs then), as in any build.
+            with suppress(CalibrationError):
+                shared.first_feed()
         sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)
         request = replace(request, calibration=sent)
     build_key = sha256_json(
