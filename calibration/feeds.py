@@ -198,9 +198,14 @@ class DataSource:
     keep_in: Path | None = field(default=None, init=False, repr=False, compare=False)
     # the kept feeds: npz files, or their bytes (:meth:`replay`, a read of another process)
     _kept: list[Path] | list[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+    # replaying the first of the kept feeds only (:meth:`replay`): what a reader of
+    # :meth:`first_feed` alone was sent; a read of them all is refused, never cut short
+    _first_only: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __iter__(self) -> Iterator[Feed]:
         if self._kept is not None:
+            if self._first_only:
+                raise RuntimeError(f"only the first feed of {self.spec} was replayed here, not all of them")
             yield from self._replay(self._kept)
             return
         # when the data is read, not when the source is opened: an fp16 build, which needs no
@@ -235,26 +240,34 @@ class DataSource:
             if keeping is not None:  # a read stopped before the end (or a feed _savable refused)
                 shutil.rmtree(keeping, ignore_errors=True)
 
-    def kept_files(self, as_paths: bool = False) -> tuple[list[bytes] | list[Path], str] | None:
+    def kept_files(
+        self, as_paths: bool = False, first_only: bool = False
+    ) -> tuple[list[bytes] | list[Path], str] | None:
         """The feeds a read to the end kept and their sha256: what :meth:`replay` takes in another
         process; None when nothing was kept. ``as_paths``: the npz files themselves, for a process
         on this machine, which reads them while their folder lasts (in :attr:`keep_in`, which its
         opener removes when done); else their bytes, for one that may run on another machine (a
         copy of the data per task: 100 MB of feeds sent to 7 local tasks of a 4-cell matrix took
-        ~300 MB of TMPDIR and ~200 MB more memory at its peak than the paths)."""
+        ~300 MB of TMPDIR and ~200 MB more memory at its peak than the paths). ``first_only``: the
+        first feed's file alone, for a reader of :meth:`first_feed` only (a matrix cell's build),
+        with the sha256 of them all: the data the reader is keyed by is the same."""
         if self._kept is None or self._feeds_sha256 is None:
             return None
-        paths = [p for p in self._kept if isinstance(p, Path)]
-        if as_paths and len(paths) == len(self._kept):
+        kept = self._kept[:1] if first_only else self._kept
+        paths = [p for p in kept if isinstance(p, Path)]
+        if as_paths and len(paths) == len(kept):
             return paths, self._feeds_sha256
-        files = [p if isinstance(p, bytes) else p.read_bytes() for p in self._kept]
-        self._kept = files  # read once: the next callers (a matrix's every cell) share these bytes
+        files = [p if isinstance(p, bytes) else p.read_bytes() for p in kept]
+        if not first_only:
+            self._kept = files  # read once: the next callers (a matrix's every cell) share these bytes
         return files, self._feeds_sha256
 
-    def replay(self, files: list[bytes] | list[Path], feeds_sha256: str) -> None:
+    def replay(self, files: list[bytes] | list[Path], feeds_sha256: str, first_only: bool = False) -> None:
         """Read the feeds of another process's read of this source (:meth:`kept_files`) instead
-        of the source itself: its loader script is not run again, and the digest is of them."""
-        self._kept, self._feeds_sha256 = files[:], feeds_sha256
+        of the source itself: its loader script is not run again, and the digest is of them.
+        ``first_only``: ``files`` is the first feed's alone, for :meth:`first_feed`; a read of
+        the source is then refused (it would end after that feed)."""
+        self._kept, self._feeds_sha256, self._first_only = files[:], feeds_sha256, first_only
         first = next(self._replay(self._kept))
         self._first = {k: v.copy() for k, v in first.items()}
 
@@ -262,7 +275,7 @@ class DataSource:
         """Stop keeping and replaying feeds (their folder is being removed): the next read reads
         the source itself again. What the reads learnt (the first feed, the feeds' digest) stays."""
         self.keep_in = None
-        self._kept = None
+        self._kept, self._first_only = None, False
 
     def _keeps(self) -> bool:
         return self.hash_feeds and self.keep_in is not None

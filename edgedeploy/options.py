@@ -272,8 +272,9 @@ class CalibrationRequest(CalibrationSettings):
     # the sources the requests of one run share (run.py), or None: each open() opens the data anew
     opened: OpenedSources | None = field(default=None, repr=False, compare=False)
     # a loader script's feeds as another process read them (matrix: the driver, for its keys), by
-    # the source they are of (open()'s key): (key, the npz files' paths or bytes, their sha256)
-    feeds: tuple[str, list[bytes] | list[Path], str] | None = field(
+    # the source they are of (open()'s key): (key, the npz files' paths or bytes, the sha256 of
+    # them all, whether they are the first feed's alone: DataSource.replay)
+    feeds: tuple[str, list[bytes] | list[Path], str, bool] | None = field(
         default=None, repr=False, compare=False, metadata={"json": False}
     )
 
@@ -300,7 +301,7 @@ class CalibrationRequest(CalibrationSettings):
             declare_preprocess=declare,
         )  # fmt: skip
         if self.feeds is not None and self.feeds[0] == key:
-            source.replay(self.feeds[1], self.feeds[2])
+            source.replay(self.feeds[1], self.feeds[2], first_only=self.feeds[3])
         if self.opened is not None:
             source.keep_in = self.opened.folder
             self.opened.sources[key] = source
@@ -313,16 +314,21 @@ class CalibrationRequest(CalibrationSettings):
         return replace(self, data="")
 
     def with_feeds_of(
-        self, source: DataSource, inputs: Sequence[TensorSpec], as_paths: bool = False
+        self,
+        source: DataSource,
+        inputs: Sequence[TensorSpec],
+        as_paths: bool = False,
+        first_only: bool = False,
     ) -> CalibrationRequest:
         """This request carrying the feeds ``source`` (its :meth:`open` of ``inputs``) kept, for
         the same source opened in another process; as it is when nothing was kept. ``as_paths``:
         the kept files' paths, for a process on this machine while they last; else their bytes
-        (:meth:`DataSource.kept_files`)."""
-        kept = source.kept_files(as_paths)
+        (:meth:`DataSource.kept_files`). ``first_only``: the first feed alone, for a process that
+        reads no more (a build of a precision ONNX made already reads it in ``build.data_batch``)."""
+        kept = source.kept_files(as_paths, first_only)
         if kept is None:
             return self
-        return replace(self, opened=None, feeds=(self._key(inputs), *kept))
+        return replace(self, opened=None, feeds=(self._key(inputs), *kept, first_only))
 
     def notes(self, source: DataSource) -> list[str]:
         """:meth:`DataSource.notes` of ``source`` (opened by :meth:`open`), with the preprocessing

@@ -26,6 +26,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
+from edgedeploy.options import BuildRequest
 from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster, refuse_unreachable
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
@@ -1068,14 +1069,10 @@ class _Recording(LocalExecutor):
         super().submit(tag, fn, args, placement)
 
 
-def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_their_bytes(
-    tmp_path: Path,
-) -> None:
-    """Each precision and cell task was sent its own pickled copy of the loader's kept feeds: the
-    data's size per task, in the pool's spill folder in TMPDIR and in each worker (a 4-cell matrix on
-    100 MB: about 300 MB more in TMPDIR and 200 MB more peak memory than on a .npy file of the same
-    arrays). Workers on this machine now get the kept files' paths; an executor whose tasks may run
-    elsewhere (Ray) still sends the bytes. Both calibrate on the same bytes as the keys hashed."""
+def _wide_loader(folder: Path, counter: Path) -> int:
+    """``folder``/m.onnx (x[N,1024] -> MatMul -> Relu), its compare data val.npz and load.py, a
+    loader of 16 batches of 64 samples (4 MB of feeds) that notes each call as a line of
+    ``counter``; returns the size of the feeds in bytes (one batch is a 16th)."""
     rng = np.random.default_rng(0)
     width = 1024
     graph = helper.make_graph(
@@ -1086,16 +1083,27 @@ def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_thei
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((8, width)).astype(np.float32))
-    counter = tmp_path / "runs.txt"
-    (tmp_path / "load.py").write_text(
+    onnx.save(model, folder / "m.onnx")
+    np.savez(folder / "val.npz", x=rng.standard_normal((8, width)).astype(np.float32))
+    (folder / "load.py").write_text(
         "import numpy as np\n\ndef load_data():\n"
         f"    open({str(counter)!r}, 'a').write('load\\n')\n"
         "    rng = np.random.default_rng(1)\n    for _ in range(16):\n"
         f"        yield {{'x': rng.standard_normal((64, {width})).astype(np.float32)}}\n"
-    )  # 4 MB of feeds
-    data_bytes = 16 * 64 * width * 4
+    )
+    return 16 * 64 * width * 4
+
+
+def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_their_bytes(
+    tmp_path: Path,
+) -> None:
+    """Each precision and cell task was sent its own pickled copy of the loader's kept feeds: the
+    data's size per task, in the pool's spill folder in TMPDIR and in each worker (a 4-cell matrix on
+    100 MB: about 300 MB more in TMPDIR and 200 MB more peak memory than on a .npy file of the same
+    arrays). Workers on this machine now get the kept files' paths; an executor whose tasks may run
+    elsewhere (Ray) still sends the bytes. Both calibrate on the same bytes as the keys hashed."""
+    counter = tmp_path / "runs.txt"
+    data_bytes = _wide_loader(tmp_path, counter)
     text = (
         'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 16\nalgorithm = "max"\n'
         '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
@@ -1119,10 +1127,59 @@ def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_thei
         assert len(tasks) == 7  # fp16 once, int8 once per target's placement, and the 4 cells
         if same_machine:
             assert max(tasks) < data_bytes / 8, executor.sizes
-        else:
-            assert min(tasks) > data_bytes, executor.sizes
+        else:  # a cell task is sent the one feed its build reads (the Ray test below)
+            assert min(size for kind, size in executor.sizes if kind == "precision") > data_bytes
+            assert max(size for kind, size in executor.sizes if kind == "cell") < data_bytes / 8
         made[same_machine] = {(c.target, c.precision): Path(c.artifact).read_bytes() for c in cells}
     assert made[True] == made[False]  # calibrated on the same bytes
+
+
+class _RecordingRay(RayExecutor):
+    """A Ray executor that notes the size of each task's pickled build request, by task kind."""
+
+    sizes: list[tuple[str, int]]
+
+    def submit(self, tag: Any, fn: Any, args: tuple[Any, ...], placement: Any) -> None:
+        request = next((a for a in args if isinstance(a, BuildRequest)), None)
+        if request is not None:
+            self.sizes.append((str(tag[0]), len(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))))
+        super().submit(tag, fn, args, placement)
+
+
+def test_ray_cell_tasks_are_sent_only_the_first_batch_of_the_kept_feeds(
+    tmp_path: Path, ray_cluster: dict[str, str]
+) -> None:
+    """Every Ray cell task was sent the bytes of all of a loader script's kept feeds (the data's size
+    per cell), though a cell reads only their first batch: its build runs the artifact on it once
+    (build.data_batch); the calibration is the precision task's. A cell task is now sent that
+    batch alone, a precision task still all of them, and the keys and artifacts are those of a
+    local run on the same data."""
+    counter = tmp_path / "runs.txt"
+    data_bytes = _wide_loader(tmp_path, counter)
+    text = (
+        'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 16\nalgorithm = "max"\n'
+        '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16", "int8"]\n'
+        '[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+    (tmp_path / "local.toml").write_text(text.replace("WORK", "farm-local"))
+    local = _run_local(tmp_path / "local.toml").cells
+    (tmp_path / "ray.toml").write_text(text.replace("WORK", "farm-ray"))
+    executor = _RecordingRay(address=ray_cluster["address"])
+    executor.sizes = []
+    try:
+        cells = run_matrix(load_matrix_config(tmp_path / "ray.toml"), executor, ui=Ui(quiet=True)).cells
+    finally:
+        executor.close()
+    assert [c.status for c in cells] == ["ok"] * 3, cells
+    assert counter.read_text().splitlines() == ["load"] * 2  # the local driver's read, then Ray's driver's
+    sent = {kind: [size for k, size in executor.sizes if k == kind] for kind in ("precision", "cell")}
+    assert len(sent["precision"]) == 2 and min(sent["precision"]) > data_bytes, executor.sizes
+    assert len(sent["cell"]) == 3 and max(sent["cell"]) < data_bytes / 8, executor.sizes
+    keys = {name: {p.name for p in (tmp_path / name / ".edgedeploy-cache" / "matrix").iterdir()}
+            for name in ("farm-local", "farm-ray")}  # fmt: skip
+    assert keys["farm-local"] == keys["farm-ray"]
+    assert [Path(c.artifact).read_bytes() for c in cells] == [Path(c.artifact).read_bytes() for c in local]
 
 
 @pytest.mark.parametrize("section", ["compare", "calibration"])

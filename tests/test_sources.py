@@ -297,3 +297,35 @@ def test_feeds_numpy_saves_only_as_raw_bytes_or_pickles_are_kept_and_replayed_to
     other.replay(*kept)
     assert [f["x"].tolist() for f in other] == [f["x"].tolist() for f in read]
     assert counter.read_text().splitlines() == ["load"]
+
+
+def test_a_replay_of_the_first_kept_feed_alone_gives_that_feed_and_refuses_a_whole_read(
+    tmp_path: Path,
+) -> None:
+    """A matrix cell's task reads the first feed of a loader's kept feeds only, and is sent that
+    one (calibration.feeds.DataSource.kept_files(first_only=True)), with the digest of them all; a
+    read of the whole source there would end after one feed, so it is refused, not cut short."""
+    counter = tmp_path / "runs.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        f"    open({str(counter)!r}, 'a').write('load\\n')\n"
+        "    for i in range(3):\n        yield {'x': np.full((2, 4), i, np.float32)}\n"
+    )
+    inputs = [TensorSpec("x", ("N", 4), "float32")]
+    source = open_source(str(loader), inputs)
+    source.keep_in = tmp_path / "kept"
+    source.keep_in.mkdir()
+    digest = source.describe()["feeds_sha256"]
+    for as_paths in (True, False):
+        kept = source.kept_files(as_paths, first_only=True)
+        assert kept is not None and len(kept[0]) == 1 and kept[1] == digest
+        other = open_source(str(loader), inputs)  # another process's open of it
+        other.replay(*kept, first_only=True)
+        assert np.array_equal(other.first_feed()["x"], np.zeros((2, 4), np.float32))
+        assert other.describe()["feeds_sha256"] == digest
+        with pytest.raises(RuntimeError, match="only the first feed"):
+            list(other)
+    assert counter.read_text().splitlines() == ["load"]
+    whole = source.kept_files()  # the bytes of them all still, after the first's alone
+    assert whole is not None and len(whole[0]) == 3

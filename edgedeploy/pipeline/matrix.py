@@ -805,13 +805,14 @@ def _key_cell(
     ``versions`` are the driver's tools (export and precision run there), ``node_versions`` the
     tools of the node that builds, compares and profiles the cell. ``same_machine``: every task
     runs on this machine, and reads a loader script's kept feeds from where the driver kept them
-    (else each task is sent their bytes).
+    (else each task is sent their bytes: a precision task all of them, a cell task the first).
     """
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     keyed_data = replace(request, calibration=replace(request.calibration, opened=opened))
     calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
+    precision_request = cell_request = request
     if request.calibration.data:  # the tasks read the data as the key hashed it, sent to them
         shared = keyed_data.calibration.open(inputs)  # the source the fingerprint read
         if calibration_data is None and shared.hash_feeds:
@@ -820,8 +821,13 @@ def _key_cell(
             # Data that fails is the build's to pass over (random inputs then), as in any build.
             with suppress(CalibrationError):
                 shared.first_feed()
-        sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)
-        request = replace(request, calibration=sent)
+        if calibration_data is not None:  # the precision task calibrates on every feed
+            sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)
+            precision_request = replace(request, calibration=sent)
+        # a cell's task builds the precision ONNX made already, and its build reads the first feed
+        # alone (build.data_batch): that one is sent, not the data's size per cell
+        sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine, first_only=True)
+        cell_request = replace(request, calibration=sent)
     build_key = sha256_json(
         {"model": plan.cell.model, "fp32": fp32_sha, "request": keyed, "versions": versions,
          "calibration_data": calibration_data, "node": node_versions}
@@ -872,8 +878,8 @@ def _key_cell(
                 "versions": versions,
             }
         )
-    pending = _Pending(plan, key, request, feeds, description, gates, popts)
-    return pending, precision_key, request
+    pending = _Pending(plan, key, cell_request, feeds, description, gates, popts)
+    return pending, precision_key, precision_request
 
 
 def _bundles(
