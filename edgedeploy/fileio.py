@@ -26,7 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ __all__ = [
     "guarded",
     "intact_record",
     "nearest_existing",
+    "not_an_input",
+    "not_an_output",
+    "not_written",
     "refuse_unwritable",
     "scratch_beside",
     "scratch_dir",
@@ -156,6 +159,50 @@ def check_read_and_written(option: str, path: Path) -> None:
     check_output(option, path, "file")
     if path.exists() and not os.access(path, os.R_OK):
         raise InputError(f"{option} {path}: cannot read it (no permission)")
+
+
+def not_an_input(path: Path, inputs: Iterable[Path], option: str) -> None:
+    """A file ``option`` names (a config-driven command's ``--json``, a config's timing cache) may not
+    be, or lie in, a file or data folder the config reads: refused before any work."""
+    target = path.resolve()
+    for given in inputs:
+        where = given.resolve()
+        if target == where or (given.is_dir() and target.is_relative_to(where)):
+            raise InputError(f"{option} {path}: {given} is an input of this run (its config reads it)")
+
+
+def not_an_output(path: Path | None, out_dir: Path, stem: str, option: str = "--json") -> None:
+    """``--json FILE`` (or another file ``option``: a timing cache) may not take a name this command's
+    outputs take (``STEM.*`` in ``-o`` or run's workdir: the int8 model, cache, calibration report,
+    plans, engine, sidecars): refused before any work, not after it (where cli/guard.py and write_json
+    would refuse --json, the outputs written; an engine replaced a timing cache of its name)."""
+    if path is None:
+        return
+    target, folder = path.absolute(), out_dir.absolute()
+    if target.parent == folder and target.name.startswith(f"{stem}."):
+        raise InputError(
+            f"{option} {path}: {stem}.* in {out_dir} are this command's outputs: name another file"
+        )
+
+
+def not_written(
+    path: Path | None, files: Iterable[Path] = (), folders: Iterable[Path] = (), option: str = "--json"
+) -> None:
+    """``--json FILE`` (or another file ``option``: a timing cache) may not be one of the ``files`` this
+    command writes, nor lie in one of the ``folders`` it writes (a bundle, replaced as one; a stage
+    cache): refused before any work, not after it (where write_json would refuse it, the outputs
+    written)."""
+    if path is None:
+        return
+    target = path.resolve()
+    for file in files:
+        if target == file.resolve():
+            raise InputError(f"{option} {path} is a file this command writes: name another file")
+    for folder in folders:
+        if target.is_relative_to(folder.resolve()):
+            raise InputError(
+                f"{option} {path} lies in {folder}, a folder this command writes: name another file"
+            )
 
 
 def _umask() -> int:

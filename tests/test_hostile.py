@@ -2223,3 +2223,38 @@ def test_a_timing_cache_naming_the_build_s_own_input_or_output_is_refused_before
                        cwd=tiny.root), 2, "--timing-cache t.cache is also given as --json")  # fmt: skip
     one_line_error(cli("build", "model.onnx", "--timing-cache", "out", "-o", "out", cwd=tiny.root), 2,
                    "--timing-cache out is also given as -o")  # fmt: skip
+
+
+def test_a_timing_cache_naming_a_file_the_run_reads_or_writes_is_refused_before_any_work(tiny: Tiny) -> None:
+    """``[build] timing_cache = "work/tiny.fp16.engine"`` (or the run's report, record, stage cache or
+    bundle, or its model) was taken as build's --timing-cache no longer is: a TensorRT build saved its
+    cache over the run's file, or the run replaced the cache with its own. Each is refused before
+    any work with the run's own check, one line, exit 2."""
+    base = write_config(tiny).read_text()
+    config = tiny.root / "edgedeploy.toml"
+    work, bundle = tiny.root / "work", tiny.root / "bundle"
+    cases = (
+        ("work/tiny.fp16.engine", "tiny.* in"),
+        ("work/tiny.fp32.ort.onnx", "tiny.* in"),
+        ("work/report.md", "is a file this command writes"),
+        ("work/run.json", "the run's record"),
+        ("work/.edgedeploy-cache/t.cache", "a folder this command writes"),
+        ("bundle/t.cache", "the run's bundle"),
+        ("bundle.tar.gz", "the run's bundle"),
+        ("model.onnx", "is an input of this run"),
+        ("data.npz", "is an input of this run"),
+    )
+    for cache, said in cases:
+        config.write_text(base.replace("[build]", f'[build]\ntiming_cache = "{cache}"'))
+        line = one_line_error(cli("run", config), 2, said)
+        assert line.startswith("error: config build.timing_cache:"), line
+        assert not work.exists() and not bundle.exists()
+    config.write_text(base)
+    assert cli("run", config).code == 0
+    with unchanged(tiny.root):
+        for cache, said in cases[:5]:
+            config.write_text(base.replace("[build]", f'[build]\ntiming_cache = "{cache}"'))
+            one_line_error(cli("run", config), 2, said)
+        config.write_text(base)
+    config.write_text(base.replace("[build]", '[build]\ntiming_cache = "work/shared.timing"'))
+    assert cli("run", config).code == 0  # another name in the workdir is the user's

@@ -474,6 +474,38 @@ def test_matrix_json_naming_its_report_or_a_file_in_its_bundles_is_refused_befor
         assert not (project / "jsonown" / ".edgedeploy-cache").exists()
 
 
+def test_a_timing_cache_naming_a_file_the_matrix_reads_or_writes_is_refused_before_any_work(
+    project: Path,
+) -> None:
+    """``[build] timing_cache`` (or a cell's) naming the matrix's report, a file in its cache or its
+    bundles, or a model was taken: a TensorRT cell saved its cache over the matrix's file, or the
+    matrix replaced the cache. Refused when the matrix loads, as build's --timing-cache is."""
+    bundles = project / "tcown-bundles"
+    for cache, said in (
+        ("tcown/matrix.md", "is a file this command writes"),
+        ("tcown/.edgedeploy-cache/t.cache", "a folder this command writes"),
+        ("tcown-bundles/a/rtx4090/t.cache", "a bundle this command writes"),
+        ("tcown-bundles/a/rtx4090.tar.gz", "a bundle archive this command writes"),
+        ("b.onnx", "is an input of this run"),
+    ):
+        # the cells of backend auto (TensorRT on a board), with the cache in a cell's or in [build]
+        ort, auto = '[build]\nbackend = "onnxruntime"', '[build]\nbackend = "auto"'
+        in_cell = f'\n[[matrix.cells]]\nmodel = "b"\nbuild = {{timing_cache = "{cache}"}}\n'
+        for text in (
+            (CONFIG.format(workdir="tcown") + in_cell).replace(ort, auto),
+            CONFIG.format(workdir="tcown").replace(ort, f'{auto}\ntiming_cache = "{cache}"'),
+        ):
+            path = project / "tcown.toml"
+            path.write_text(text)
+            with pytest.raises(InputError) as info:
+                load_matrix_config(path)
+            assert str(info.value).startswith("config build.timing_cache:") and said in str(info.value)
+        assert not (project / "tcown").exists() and not bundles.exists()
+    path = _config(project, "tcown", '\n[[matrix.cells]]\nbuild = {timing_cache = "tcown/t.cache"}\n')
+    path.write_text(path.read_text().replace('backend = "onnxruntime"', 'backend = "auto"'))
+    assert load_matrix_config(path).cells  # another name in the workdir is the user's
+
+
 def test_matrix_json_beside_its_bundles_is_written(project: Path) -> None:
     """``matrix --json out/matrix.json`` with the bundles in ``out/`` was refused as lying in a folder
     the command writes, though matrix writes only its bundles, their archives and a failed cell's

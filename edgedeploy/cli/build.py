@@ -19,7 +19,6 @@ from edgedeploy.cli.common import (
     TargetName,
     csv,
     data_spec,
-    json_not_an_output,
     load_preprocess,
     make_ui,
     out,
@@ -27,6 +26,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import BudgetMissed, InputError
+from edgedeploy.fileio import not_an_output
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
@@ -223,8 +223,8 @@ def build_command(
             f"--calib-algorithm '{calib_algorithm}' is unknown; choose one of {', '.join(ALGORITHMS)}"
         )
     stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
-    json_not_an_output(json_path, output, stem)
-    json_not_an_output(timing_cache, output, stem, option="--timing-cache")
+    not_an_output(json_path, output, stem)
+    not_an_output(timing_cache, output, stem, option="--timing-cache")
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
     # matrix check their model at export)

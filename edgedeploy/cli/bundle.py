@@ -14,7 +14,6 @@ from edgedeploy.cli.common import (
     JsonOutput,
     PreprocessFile,
     TargetName,
-    json_not_written,
     load_preprocess,
     make_ui,
     out,
@@ -22,6 +21,7 @@ from edgedeploy.cli.common import (
 )
 from edgedeploy.cli.guard import reads_beside
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
+from edgedeploy.fileio import not_written
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
@@ -112,7 +112,7 @@ def create_command(
         )
     # the archive lies beside the folder a symlinked -o points to (stages/bundle/make.py)
     real = output.resolve()
-    json_not_written(json_path, files=[real.with_name(real.name + ".tar.gz")], folders=[output])
+    not_written(json_path, files=[real.with_name(real.name + ".tar.gz")], folders=[output])
     tgt = load_target(target)
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:

@@ -20,7 +20,6 @@ from edgedeploy.cli.common import (
     TargetName,
     check_seed,
     err,
-    json_not_an_output,
     load_preprocess,
     make_ui,
     out,
@@ -28,6 +27,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import InputError, not_a_file
+from edgedeploy.fileio import not_an_output
 from edgedeploy.interrupts import deferred
 
 
@@ -101,7 +101,7 @@ def calibrate_command(
     load_onnx(model, load_external_data=False)  # a corrupt file is named as such, then the checker
     check_model(model)
     stem = model.stem.removesuffix(".fp32")
-    json_not_an_output(json_path, out_dir, stem)
+    not_an_output(json_path, out_dir, stem)
     if from_cache is not None:
         flags = {"data": "--data", "algorithm": "--algorithm", "percentile": "--percentile"}
         flags |= {"samples": "--samples", "batch_size": "--batch-size", "seed": "--seed", "input": "--input"}

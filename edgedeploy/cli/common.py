@@ -17,7 +17,7 @@ from rich.console import Console
 
 from edgedeploy.cli.guard import check_json_output
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import atomic_write_json, written_here
+from edgedeploy.fileio import atomic_write_json, not_an_input, written_here
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import Ui
 
@@ -98,46 +98,12 @@ def write_json(path: Path | None, obj: Any) -> None:
 
 def json_not_an_input(path: Path | None, inputs: Iterable[Path]) -> None:
     """``--json FILE`` of a config-driven command may not be (or land in) a file or data folder the
-    config reads: checked before any work, since the JSON is written after it."""
+    config reads (fileio.not_an_input), nor a file that is not JSON: checked before any work, since
+    the JSON is written after it."""
     if path is None:
         return
-    target = path.resolve()
-    for given in inputs:
-        where = given.resolve()
-        if target == where or (given.is_dir() and target.is_relative_to(where)):
-            raise InputError(f"--json {path}: {given} is an input of this run (its config reads it)")
+    not_an_input(path, inputs, "--json")
     check_json_output(path)
-
-
-def json_not_an_output(path: Path | None, out_dir: Path, stem: str, option: str = "--json") -> None:
-    """``--json FILE`` (or another file ``option``, build's ``--timing-cache``) may not take a name this
-    command's outputs take (``STEM.*`` in ``-o``: the int8 model, cache, calibration report, plans,
-    engine, sidecars): refused before any work, not after it (where cli/guard.py and write_json would
-    refuse --json, the outputs written; an engine replaced a timing cache of its name)."""
-    if path is None:
-        return
-    target, folder = path.absolute(), out_dir.absolute()
-    if target.parent == folder and target.name.startswith(f"{stem}."):
-        raise InputError(
-            f"{option} {path}: {stem}.* in {out_dir} are this command's outputs: name another file"
-        )
-
-
-def json_not_written(path: Path | None, files: Iterable[Path] = (), folders: Iterable[Path] = ()) -> None:
-    """``--json FILE`` may not be one of the ``files`` this command writes, nor lie in one of the
-    ``folders`` it writes whole (a bundle, replaced as one): refused before any work, not after it
-    (where write_json would refuse it, the outputs written)."""
-    if path is None:
-        return
-    target = path.resolve()
-    for file in files:
-        if target == file.resolve():
-            raise InputError(f"--json {path} is a file this command writes: name another file")
-    for folder in folders:
-        if target.is_relative_to(folder.resolve()):
-            raise InputError(
-                f"--json {path} lies in {folder}, a folder this command writes: name another file"
-            )
 
 
 def load_preprocess(path: Path | None) -> dict[str, Any] | None:

@@ -16,12 +16,12 @@ from edgedeploy.cli.common import (
     JsonOutput,
     fmt,
     json_not_an_input,
-    json_not_written,
     make_ui,
     out,
     write_json,
 )
 from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.fileio import not_written
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
@@ -65,7 +65,7 @@ def matrix_command(
     # its report, and what it writes in the bundles' folder (the bundles, their archives, a failed
     # cell's kept files; not the folder: out/matrix.json beside the bundles is the user's): refused
     # before the cells
-    json_not_written(json_path, files=[matrix.workdir / HTML_NAME, matrix.workdir / MARKDOWN_NAME])
+    not_written(json_path, files=[matrix.workdir / HTML_NAME, matrix.workdir / MARKDOWN_NAME])
     if json_path is not None and (written := matrix.writes_in_bundles(json_path)) is not None:
         raise InputError(f"--json {json_path} {written}: name another file")
     runner = make_executor(executor, address=address, jobs=jobs)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from edgedeploy.cli.common import JsonOutput, json_not_written, out, write_json
+from edgedeploy.cli.common import JsonOutput, out, write_json
+from edgedeploy.fileio import not_written
 from edgedeploy.interrupts import deferred
 
 DEFAULT_OUTPUT = Path("edgedeploy-report")
@@ -33,7 +34,7 @@ def report_command(
     with deferred():  # heavy imports are not interrupt-safe
         from edgedeploy.stages.report import HTML_NAME, MARKDOWN_NAME, load_run, write_report
 
-    json_not_written(json_path, files=[output / HTML_NAME, output / MARKDOWN_NAME])
+    not_written(json_path, files=[output / HTML_NAME, output / MARKDOWN_NAME])
     files = write_report(load_run(run), output)
     out.print(str(files.html.resolve()))
     write_json(

@@ -12,8 +12,6 @@ from edgedeploy.cli.common import (
     JsonOutput,
     fmt,
     json_not_an_input,
-    json_not_an_output,
-    json_not_written,
     make_ui,
     out,
     write_json,
@@ -34,17 +32,13 @@ def run_command(
     with deferred():  # heavy imports are not interrupt-safe
         from edgedeploy.config import load_config
         from edgedeploy.pipeline import run_pipeline
-        from edgedeploy.pipeline.run import input_files, json_not_owned, run_name
-        from edgedeploy.stages.report import HTML_NAME, MARKDOWN_NAME
+        from edgedeploy.pipeline.run import input_files, not_the_runs
 
     ui = make_ui()
     cfg = load_config(config)
-    json_not_an_input(json_path, input_files(cfg))
-    json_not_owned(json_path, cfg)
-    # the stage outputs (NAME.*) and the report in the workdir, rewritten or not (cached)
-    workdir = cfg.path(cfg.workdir)
-    json_not_an_output(json_path, workdir, run_name(cfg))
-    json_not_written(json_path, files=[workdir / HTML_NAME, workdir / MARKDOWN_NAME])
+    json_not_an_input(json_path, input_files(cfg))  # and a file that is not JSON
+    # the run's record, bundle, stage outputs (NAME.*) and report, rewritten or not (cached)
+    not_the_runs(json_path, cfg, "--json")
     result = run_pipeline(cfg, ui)
     table = Table(title=f"{result.model_name} on {result.target}{_where_measured(result)}")
     for col in ("precision", "backend", "size", "p50 ms", "p99 ms", "inf/s", "min cosine", "argmax agr."):

@@ -33,8 +33,10 @@ from typing import Any
 
 from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written
 from edgedeploy.pipeline.cache import StageCache
-from edgedeploy.pipeline.run import check_config, refuse_board_files
+from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files
+from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN
 from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
 
 if sys.version_info >= (3, 11):
@@ -246,6 +248,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 if skip is None:
                     check_config(cell_config)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))
+    _refuse_own_timing_caches(config)
     if base.bundle.enabled:
         root = config.bundles_root  # no bundle itself, nor in one
         inside = next((f for f in (root, *root.parents) if (f / "manifest.json").is_file()), None)
@@ -274,6 +277,23 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 # which run_matrix refuses before a cell of it is built again (matrix_bundle_stage)
                 refuse_board_files(out, StageCache(config.workdir), matrix_bundle_stage(name, target.name))
     return config
+
+
+def _refuse_own_timing_caches(matrix: MatrixConfig) -> None:
+    """A ``[build] timing_cache`` (the matrix's or a cell's) may not be a file the matrix reads (models,
+    data) or writes (its report, stage cache, bundles, their archives, a failed cell's kept files):
+    refused before any work, as build's ``--timing-cache`` and run's are."""
+    option = "config build.timing_cache:"
+    workdir = matrix.workdir
+    inputs = [path for plan in matrix.cells for path in input_files(plan.config)]
+    caches = {plan.config.path(named) for plan in matrix.cells if (named := plan.config.build.timing_cache)}
+    for cache in sorted(caches):
+        if cache.absolute() == workdir.absolute():
+            raise InputError(f"{option} {cache} is the matrix's workdir: name a file")
+        not_an_input(cache, inputs, option)
+        not_written(cache, [workdir / MATRIX_HTML, workdir / MATRIX_MARKDOWN], [workdir / CACHE_DIR], option)
+        if (written := matrix.writes_in_bundles(cache)) is not None:
+            raise InputError(f"{option} {cache} {written}: name another file")
 
 
 def matrix_bundle_stage(model: str, target: str) -> str:

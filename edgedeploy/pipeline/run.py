@@ -26,10 +26,14 @@ from edgedeploy.backends.trt_plan import check_option_values
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
 from edgedeploy.fileio import (
+    CACHE_DIR,
     atomic_write_json,
     check_read_and_written,
     guarded,
     nearest_existing,
+    not_an_input,
+    not_an_output,
+    not_written,
     refuse_unwritable,
     scratch_beside,
     sha256_file,
@@ -77,7 +81,7 @@ from edgedeploy.stages.export import (
     pytorch_only,
 )
 from edgedeploy.stages.profile import ProfileOptions, profile
-from edgedeploy.stages.report import plotting_missing
+from edgedeploy.stages.report import HTML_NAME, MARKDOWN_NAME, plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS, RUN_RECORD
 from edgedeploy.stats import slower_on_target
 from edgedeploy.targets import Target, load_target
@@ -230,6 +234,8 @@ def run_pipeline(
             own either way); the run record ``run.json`` they are made from is always written.
     """
     target = check_config(config)
+    if config.build.timing_cache:  # read and replaced: refused as build's --timing-cache is
+        not_the_runs(config.path(config.build.timing_cache), config, "config build.timing_cache:")
     # Every write stays in the workdir, the bundle folder and its archive (and a timing cache
     # the config names), and none replaces a file the run reads (model, data, calibration set).
     with guarded(inputs=input_files(config), roots=_output_roots(config)):
@@ -455,9 +461,10 @@ def input_files(config: PipelineConfig) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
-def json_not_owned(path: Path | None, config: PipelineConfig) -> None:
-    """``--json FILE`` of ``run`` may not be the run's record or a file of its bundle or archive,
-    which the run writes itself (refused before any work, even when they are up to date)."""
+def not_owned(path: Path | None, config: PipelineConfig, option: str = "--json") -> None:
+    """``--json FILE`` of ``run`` (or another file ``option``: a timing cache) may not be the run's
+    record or a file of its bundle or archive, which the run writes itself (refused before any work,
+    even when they are up to date)."""
     if path is None:
         return
     bundle = bundle_dir(config)
@@ -466,7 +473,23 @@ def json_not_owned(path: Path | None, config: PipelineConfig) -> None:
     archive = bundle.with_name(bundle.name + ".tar.gz").resolve()
     if target in (record, archive) or target.is_relative_to(bundle.resolve()):
         what = "the run's record" if target == record else "the run's bundle"
-        raise InputError(f"--json {path}: that is {what}, which the run writes: name another file")
+        raise InputError(f"{option} {path}: that is {what}, which the run writes: name another file")
+
+
+def not_the_runs(path: Path | None, config: PipelineConfig, option: str) -> None:
+    """A file ``option`` names (run's ``--json``, ``[build] timing_cache``) may not be one the run
+    reads (model, data) or writes (its record, bundle and archive, the stage outputs ``NAME.*``
+    and the report in the workdir, its stage cache, the workdir itself), up to date or not:
+    refused before any work. A file of another name in the workdir is the user's."""
+    if path is None:
+        return
+    workdir = config.path(config.workdir)
+    if path.absolute() == workdir.absolute():
+        raise InputError(f"{option} {path} is the run's workdir: name a file")
+    not_an_input(path, input_files(config), option)
+    not_owned(path, config, option)
+    not_an_output(path, workdir, run_name(config), option)
+    not_written(path, [workdir / HTML_NAME, workdir / MARKDOWN_NAME], [workdir / CACHE_DIR], option)
 
 
 def run_name(config: PipelineConfig) -> str:
