@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from calibration.atomic import (
     atomic_path,
@@ -100,7 +100,7 @@ def refuse_unwritable(folder: Path, said: str) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True) -> Iterator[None]:
+def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True, peers: bool = False) -> Iterator[None]:
     """Hold an flock on the file ``path`` (made if missing) for the block: exclusively, or shared
     with other shared holders. Every process and every open of the file takes its turn.
 
@@ -108,11 +108,17 @@ def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True) -> Iterat
     ``.lock`` for good): on the way out a holder that gets the lock exclusively without waiting
     holds it alone and unlinks the file before letting go; a process that was waiting then holds
     a file no longer at the path, sees so, and takes the lock again on a new file. A file of that
-    name with content is not a lock of ours: it is locked as it is and left in place."""
+    name with content is not a lock of ours: it is locked as it is and left in place.
+
+    With ``peers`` (a TensorRT timing cache's ``FILE.lock``), an fcntl lock on the whole file is held
+    too, after the flock: Polygraphy's util.LockFile and trtexec's FileLock lock that file with
+    lockf, which on Linux an flock does not exclude (docs/tensorrt-facts.md, "The timing cache").
+    They never look at the path again, so the file stays while another process holds or waits for
+    an fcntl lock on it (:func:`_fcntl_locked`)."""
     import fcntl
 
     while True:
-        fh = open(path, "a")  # noqa: SIM115 (held open across the yield, closed below)
+        fh = open(path, "a+")  # noqa: SIM115 (held open across the yield, closed below); readable: F_RDLCK
         try:
             fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             if os.path.samestat(os.fstat(fh.fileno()), os.stat(path)):
@@ -124,16 +130,62 @@ def file_lock(path: str | os.PathLike[str], *, exclusive: bool = True) -> Iterat
             raise
         fh.close()
     try:
+        if peers:
+            _record_lock(fh, exclusive)
         yield
     finally:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other holder, none to wait
-            if not os.fstat(fh.fileno()).st_size:
+            if not os.fstat(fh.fileno()).st_size and not (peers and _fcntl_locked(fh)):
                 os.unlink(path)
         except OSError:  # another holds it (or waits): the file stays for them
             pass
         fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        fh.close()  # and with it the fcntl lock
+
+
+def _record_lock(fh: IO[str], exclusive: bool) -> None:
+    """Wait for an fcntl write (or read) lock on the whole of ``fh``'s file. An open file
+    description lock (Linux 3.15+) where there is one: it conflicts with lockf's process-owned locks
+    and, like flock, belongs to this open of the file, so that closing another descriptor of the
+    file in this process (another thread's turn) does not let it go; lockf elsewhere."""
+    import fcntl
+    import struct
+
+    command = getattr(fcntl, "F_OFD_SETLKW", None)
+    if command is None:
+        fcntl.lockf(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        return
+    kind = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+    # struct flock {short l_type, l_whence; off_t l_start, l_len; pid_t l_pid}: the whole file, pid 0
+    fcntl.fcntl(fh, command, struct.pack("hhqqi4x", kind, os.SEEK_SET, 0, 0, 0))
+
+
+def _fcntl_locked(fh: IO[str]) -> bool:
+    """Whether a process holds or waits for an fcntl lock on ``fh``'s file besides our own open file
+    description lock, as ``/proc/locks`` (Linux) lists them; True where that cannot be told (no
+    ``/proc/locks``, or our own lock not found in it). A process that opened the file and has not
+    asked for the lock yet cannot be seen."""
+    info = os.fstat(fh.fileno())
+    ident = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return True
+    ours = False
+    for line in lines:
+        fields = line.split()
+        if ident not in fields:
+            continue
+        waiting = len(fields) > 2 and fields[1] == "->"
+        kind = fields[2] if waiting else fields[1] if len(fields) > 1 else ""
+        if kind == "FLOCK":  # ours and our other processes' (which look at the path again)
+            continue
+        if kind == "OFDLCK" and not waiting and not ours:
+            ours = True
+            continue
+        return True
+    return not ours
 
 
 def check_output(option: str, path: Path, kind: str) -> None:

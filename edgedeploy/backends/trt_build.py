@@ -15,6 +15,7 @@ up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -218,7 +219,10 @@ def build(
         profiles.append(profile)
     workspace_mb = plan.memory_pools["WORKSPACE"] >> 20
 
-    loaded = _read_cache(timing_cache)
+    loaded = b""
+    if timing_cache is not None:
+        with _cache_lock(timing_cache):  # trtexec writes the cache in place under its lock
+            loaded = _read_cache(timing_cache)
     with scratch_dir("trt") as tmp:
         calibrator = _calibrator(Path(plan.calibration_cache), Path(tmp)) if plan.calibration_cache else None
         create = CreateConfig(
@@ -263,8 +267,14 @@ def build(
     return BuiltEngine(data, info, seconds, pinned, unmatched, problem)
 
 
+def _cache_lock(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock on the timing cache ``path``: ``PATH.lock``, as Polygraphy's util.LockFile and trtexec's
+    FileLock name it, with their kind of lock too (lockf: docs/tensorrt-facts.md, "The timing cache")."""
+    return file_lock(path.with_name(path.name + ".lock"), peers=True)
+
+
 def _read_cache(path: Path | None) -> bytes:
-    """A timing cache's bytes, b"" when there is none yet (whole: every save renames a complete file)."""
+    """A timing cache's bytes, b"" when there is none yet (read under :func:`_cache_lock`)."""
     try:
         return path.read_bytes() if path is not None else b""
     except FileNotFoundError:
@@ -275,15 +285,16 @@ def save_timing_cache(config: trt.IBuilderConfig, path: Path, loaded: bytes) -> 
     """Save the build's timing cache to ``path``, with what another build saved there since this
     one read ``loaded`` combined in: two builds sharing a cache each keep their entries.
 
-    Read, combined and written under ``PATH.lock`` (as Polygraphy's and trtexec's locks are named),
-    which its last holder removes. ``combine`` is in every release we ship (8.5 to 11.1); a cache
-    it refuses (another GPU or TensorRT wrote it) is replaced, with a warning."""
+    Read, combined and written under ``PATH.lock`` (:func:`_cache_lock`, which excludes Polygraphy's
+    and trtexec's lock and they ours), which its last holder removes. ``combine`` is in every
+    release we ship (8.5 to 11.1); a cache it refuses (another GPU or TensorRT wrote it) is
+    replaced, with a warning."""
     from polygraphy.logger import G_LOGGER
 
     cache = config.get_timing_cache()
     if cache is None:
         return
-    with file_lock(path.with_name(path.name + ".lock")):
+    with _cache_lock(path):
         current = _read_cache(path)
         merged = config.create_timing_cache(current) if current and current != loaded else None
         if merged is not None and not cache.combine(merged, ignore_mismatch=False):

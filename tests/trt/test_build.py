@@ -4,6 +4,10 @@ files, skip, errors. Tests about one path are narrowed with ``trt_versions``; th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.backends.trt_versions import TrtVersion
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import file_lock
 from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
 from tests.fakes.fake_tensorrt import PARSER_INPUT_TYPE_ERROR, PLAN_MAGIC
@@ -306,6 +311,74 @@ def test_timing_cache_keeps_the_entries_a_concurrent_build_saved(
     TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
     saved = cache.read_bytes()
     assert b"other;" in saved and b"tactic;" in saved and saved.startswith(b"first;")
+
+
+# A peer of ours on the cache's lock file: Polygraphy's util.LockFile and TensorRT's FileLock
+# (shared/utils/fileLock.cpp, trtexec's) open FILE.lock "wb+" and take lockf(F_LOCK) on it whole,
+# and never remove it; trtexec reads the cache, combines and writes it in place.
+PEER = """
+import fcntl, os, sys, time
+cache, seconds = sys.argv[1], float(sys.argv[2])
+with open(cache + ".lock", "wb+") as lock:
+    fcntl.lockf(lock.fileno(), fcntl.LOCK_EX)
+    here = os.path.samestat(os.fstat(lock.fileno()), os.stat(cache + ".lock"))
+    print("held" if here else "held a removed file", flush=True)
+    with open(cache, "rb") as fh:
+        read = fh.read()
+    time.sleep(seconds)
+    with open(cache, "wb") as fh:
+        fh.write(read + b"peer;")
+    fcntl.lockf(lock.fileno(), fcntl.LOCK_UN)
+"""
+
+
+def _peer(cache: Path, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PEER, str(cache), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+
+
+@trt_versions("10.13.0")
+def test_timing_cache_save_waits_for_a_peer_holding_its_lock_with_lockf(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """Polygraphy and trtexec lock ``FILE.lock`` with lockf, an fcntl lock, which on Linux does not
+    exclude our flock: a build saved the cache while trtexec held its lock and wrote it, and
+    trtexec's write dropped the build's entries. The build's read and save now wait for the peer."""
+    cache = tmp_path / "shared.timing"
+    cache.write_bytes(b"first;")
+    peer = _peer(cache, 1.5)
+    try:
+        assert peer.stdout is not None and peer.stdout.readline().strip() == "held"
+        TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    finally:
+        assert peer.wait(timeout=60) == 0
+    saved = cache.read_bytes()
+    assert saved.startswith(b"first;") and b"peer;" in saved and b"tactic;" in saved, saved
+
+
+def _waits_on(pid: int) -> bool:
+    """Whether /proc/locks shows process ``pid`` waiting for a lock."""
+    return any(
+        "->" in line and str(pid) in line.split() for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_the_cache_lock_file_stays_for_a_peer_waiting_on_it(tmp_path: Path) -> None:
+    """Our lock file goes with its last holder, but a peer that waits on it with lockf (Polygraphy,
+    trtexec) never looks again: removed under it, the peer held a file no longer at the path while
+    the next build locked a new one. A lock file a peer waits on is left for the peer."""
+    cache = tmp_path / "shared.timing"
+    cache.write_bytes(b"first;")
+    with file_lock(tmp_path / "shared.timing.lock", peers=True):
+        peer = _peer(cache, 0)
+        deadline = time.monotonic() + 60
+        while not _waits_on(peer.pid):
+            assert time.monotonic() < deadline and peer.poll() is None, "the peer did not wait"
+            time.sleep(0.05)
+    assert peer.stdout is not None and peer.stdout.readline().strip() == "held"
+    assert peer.wait(timeout=60) == 0
+    assert os.path.exists(tmp_path / "shared.timing.lock")
 
 
 def test_out_of_memory_build_names_workspace_free_memory_and_flags(
