@@ -16,6 +16,7 @@ up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from edgedeploy.fileio import atomic_write_bytes, file_lock, scratch_dir
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+_log = logging.getLogger(__name__)  # build()'s ``log`` is the builder's messages
 
 
 @dataclass
@@ -245,8 +248,11 @@ def build(
         started = time.perf_counter()
         try:
             config = create(builder, network)  # with an empty timing cache
-            if loaded:  # ours, not CreateConfig(load_timing_cache=): its LockFile leaves PATH.lock
-                config.set_timing_cache(config.create_timing_cache(loaded), ignore_mismatch=False)
+            # ours, not CreateConfig(load_timing_cache=): its LockFile leaves PATH.lock. Set strictly, as
+            # CreateConfig sets it: another GPU's cache is refused here and combined in at the save
+            # (docs/tensorrt-facts.md, "The timing cache")
+            loaded_cache = config.create_timing_cache(loaded) if loaded else None
+            used = loaded_cache is not None and config.set_timing_cache(loaded_cache, ignore_mismatch=False)
             if plan.dla_core is not None:
                 place_on_dla(config, plan.dla_core, plan.gpu_fallback)
             plan_bytes = EngineBytesFromNetwork((builder, network, parser), config=config)()
@@ -260,7 +266,7 @@ def build(
             ) from None
         seconds = time.perf_counter() - started
         if timing_cache is not None:
-            save_timing_cache(config, timing_cache, loaded)
+            save_timing_cache(config, timing_cache, loaded if used else b"")
     data = bytes(memoryview(plan_bytes))
     del plan_bytes, config, create, calibrator, parser, network, builder  # freed before the engine loads
     info, problem = layer_information(logger, data, plan, log)
@@ -282,23 +288,25 @@ def _read_cache(path: Path | None) -> bytes:
 
 
 def save_timing_cache(config: trt.IBuilderConfig, path: Path, loaded: bytes) -> None:
-    """Save the build's timing cache to ``path``, with what another build saved there since this
-    one read ``loaded`` combined in: two builds sharing a cache each keep their entries.
+    """Save the build's timing cache to ``path``, with what the file holds besides ``loaded`` (what
+    the build started from) combined in: two builds sharing a cache each keep their entries.
 
     Read, combined and written under ``PATH.lock`` (:func:`_cache_lock`, which excludes Polygraphy's
     and trtexec's lock and they ours), which its last holder removes. ``combine`` is in every
-    release we ship (8.5 to 11.1); a cache it refuses (another GPU or TensorRT wrote it) is
-    replaced, with a warning."""
-    from polygraphy.logger import G_LOGGER
-
+    release we ship (8.5 to 11.1). As Polygraphy's EngineBytesFromNetwork: another GPU's entries
+    are combined in (``ignore_mismatch=True``) and kept, and a cache ``combine`` refuses (another
+    TensorRT release's) is replaced, with a warning (docs/tensorrt-facts.md, "The timing cache")."""
     cache = config.get_timing_cache()
     if cache is None:
         return
     with _cache_lock(path):
         current = _read_cache(path)
         merged = config.create_timing_cache(current) if current and current != loaded else None
-        if merged is not None and not cache.combine(merged, ignore_mismatch=False):
-            G_LOGGER.warning(f"timing cache {path}: another build's entries could not be combined, replaced")
+        if merged is not None and not cache.combine(merged, ignore_mismatch=True):
+            _log.warning(
+                f"timing cache {path}: its entries could not be combined with this build's (another "
+                "TensorRT release's cache, or a damaged one): replaced"
+            )
         atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
 
 

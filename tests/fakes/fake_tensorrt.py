@@ -518,13 +518,26 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             return True
 
     class ITimingCache(_Api):
+        """Entries as bytes. A cache whose bytes start with ``gpu=`` was made on another device, with
+        ``trt=`` by another TensorRT release (NvInfer.h: ``setTimingCache`` fails on another device's
+        cache unless ignoreMismatch; ``combine`` skips another release's, returning false, and
+        another device's unless ignoreMismatch)."""
+
         def __init__(self, data: bytes) -> None:
             self._entries = data or b""
+
+        def _usable(self, ignore_mismatch: bool) -> bool:
+            return not self._entries.startswith(b"trt=") and (
+                ignore_mismatch or not self._entries.startswith(b"gpu=")
+            )
 
         def serialize(self) -> IHostMemory:
             return IHostMemory(self._entries)
 
         def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            rec("ITimingCache.combine", bytes(input_cache._entries), ignore_mismatch)
+            if not input_cache._usable(ignore_mismatch):
+                return False
             self._entries += input_cache._entries
             return True
 
@@ -615,6 +628,9 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             return ITimingCache(bytes(serialized_timing_cache))
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
+            rec("IBuilderConfig.set_timing_cache", bytes(cache._entries), ignore_mismatch)
+            if not cache._usable(ignore_mismatch):
+                return False
             self._timing_cache = cache
             return True
 

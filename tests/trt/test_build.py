@@ -313,6 +313,39 @@ def test_timing_cache_keeps_the_entries_a_concurrent_build_saved(
     assert b"other;" in saved and b"tactic;" in saved and saved.startswith(b"first;")
 
 
+@trt_versions("10.13.0")
+def test_a_timing_cache_of_another_gpu_keeps_its_entries_beside_the_build_s(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """A cache another GPU wrote (same TensorRT) was replaced by this build's: Polygraphy's
+    EngineBytesFromNetwork combines it in (``combine(prev, ignore_mismatch=True)``) and trtexec
+    writes it back combined (shared/utils/cacheUtils.cpp), both keeping its entries. Its entries
+    are now kept beside this build's; the build itself does not use them (set with
+    ignore_mismatch=False, as Polygraphy's CreateConfig sets it)."""
+    cache = tmp_path / "shared.timing"
+    cache.write_bytes(b"gpu=other;old;")
+    TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    assert cache.read_bytes() == b"tactic;gpu=other;old;"  # the build's, then the other GPU's
+    calls = fake_gpu.state.calls
+    assert ("IBuilderConfig.set_timing_cache", (b"gpu=other;old;", False)) in calls
+
+
+@trt_versions("10.13.0")
+def test_a_timing_cache_of_another_tensorrt_release_is_replaced_with_a_warning(
+    fake_gpu, cnn_models, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache another TensorRT release wrote (which ``combine`` skips, returning false) was replaced
+    without a word when no other build had saved meanwhile; Polygraphy warns ("Could not combine
+    old timing cache into current timing cache") and replaces it. So do we now, always."""
+    cache = tmp_path / "shared.timing"
+    cache.write_bytes(b"trt=9.9;old;")
+    with caplog.at_level("WARNING"):
+        TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
+    assert cache.read_bytes() == b"tactic;"
+    said = [r.getMessage() for r in caplog.records if "timing cache" in r.getMessage()]
+    assert len(said) == 1 and str(cache) in said[0] and "another TensorRT release" in said[0], said
+
+
 # A peer of ours on the cache's lock file: Polygraphy's util.LockFile and TensorRT's FileLock
 # (shared/utils/fileLock.cpp, trtexec's) open FILE.lock "wb+" and take lockf(F_LOCK) on it whole,
 # and never remove it; trtexec reads the cache, combines and writes it in place.
