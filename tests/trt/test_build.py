@@ -111,6 +111,35 @@ def test_tensorrt_8_refuses_a_calibration_cache_for_another_version(
     assert fake_gpu.state.builds == 0
 
 
+REAL_CACHE = Path(__file__).parents[1] / "data" / "trt-8600-entropy2-yolov5.cache"
+
+
+@trt_versions(max="10.0")
+def test_tensorrt_8_refuses_a_real_cache_of_another_release_and_serves_it_once_rewritten(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """TensorRT 8.x skips a cache whose header names another release and calibrates instead (NVIDIA
+    maintainers, docs/tensorrt-facts.md), which here has no data: the build must not hand it over.
+    A real TensorRT 8.6.0 cache (TRT-8600) on 8.5.3 and 8.6.1 is refused in one line naming both
+    codes, before any build; the same lines under this release's header are served as they are."""
+    code = TrtVersion.parse(fake_gpu.state.version).cache_code
+    text = REAL_CACHE.read_text()
+    cache = tmp_path / "yolo.calib.cache"
+    cache.write_text(text)
+    with pytest.raises(InputError, match=rf"code 8600, this is TensorRT [\d.]+ \(code {code}\)") as err:
+        TensorRTBackend().build(
+            cnn_models.fp32, options("int8", "jetson-agx-orin", calibration_cache=cache), tmp_path / "a"
+        )
+    assert "\n" not in str(err.value) and "yolo.calib.cache" in str(err.value)
+    assert fake_gpu.state.builds == 0 and fake_gpu.state.calibration_cache_read is None
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.engine"))
+    cache.write_text(text.replace("TRT-8600-", f"TRT-{code}-", 1))
+    TensorRTBackend().build(
+        cnn_models.fp32, options("int8", "jetson-agx-orin", calibration_cache=cache), tmp_path / "b"
+    )
+    assert fake_gpu.state.calibration_cache_read == cache.read_bytes()
+
+
 @trt_versions(max="10.0")
 @pytest.mark.parametrize(
     ("body", "problem"),
