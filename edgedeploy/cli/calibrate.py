@@ -8,7 +8,7 @@ InputError (exit 2).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,9 @@ from edgedeploy.cli.common import (
 from edgedeploy.errors import InputError, not_a_file
 from edgedeploy.fileio import not_an_output
 from edgedeploy.interrupts import deferred
+
+if TYPE_CHECKING:
+    from edgedeploy.targets import Target
 
 
 def calibrate_command(
@@ -83,12 +86,7 @@ def calibrate_command(
         from calibration.report import load_report, print_table
         from calibration.sources import parse_shapes
         from edgedeploy.onnxio import check_model, load_onnx
-        from edgedeploy.stages.precision.int8 import (
-            make_int8,
-            open_calibration_data,
-            placement_for,
-            weight_bits_for,
-        )
+        from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
         from edgedeploy.targets import load_target
 
     out_dir = output or out_dir
@@ -113,13 +111,7 @@ def calibrate_command(
             raise InputError(
                 f"--from-cache takes its thresholds from the cache: {', '.join(unused)} would not be used"
             )
-        made = _from_cache(
-            model,
-            from_cache,
-            out_dir / f"{stem}.int8.onnx",
-            placement_for(tgt),
-            weight_bits_for(tgt),
-        )
+        made = _from_cache(model, from_cache, out_dir / f"{stem}.int8.onnx", tgt)
         write_json(json_path, {"artifact": {**made, "target": tgt.name}})
         return
     if data is None:
@@ -159,24 +151,13 @@ def calibrate_command(
     write_json(json_path, {"artifact": artifact, "report": report, "target": tgt.name})
 
 
-def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bits: int) -> dict[str, object]:
+def _from_cache(model: Path, cache: Path, dest: Path, target: Target) -> dict[str, object]:
     """The Q/DQ model of ``model`` with the scales of a TensorRT calibration ``cache``, at ``dest``;
     returns what was made (for ``--json``)."""
     with deferred():  # heavy imports are not interrupt-safe
-        import onnx
+        from edgedeploy.stages.precision.int8 import placement_for, qdq_from_cache, weight_bits_for
 
-        from calibration.atomic import atomic_path
-        from calibration.errors import CalibrationError
-        from calibration.trt_cache import cache_to_qdq
-        from edgedeploy.onnxio import verify
-
-    try:
-        qdq, uncovered = cache_to_qdq(model, cache, placement=placement, weight_bits=weight_bits)
-    except CalibrationError as exc:
-        raise InputError(str(exc)) from None
-    with atomic_path(dest) as tmp:
-        onnx.save(qdq, tmp)  # type: ignore[arg-type]
-        verify(tmp, source=model, what=f"the Q/DQ model from {cache.name}")
+    uncovered = qdq_from_cache(model, cache, dest, target)
     if uncovered:
         err.print(
             f"{len(uncovered)} tensor(s) not in the cache were left in float: {', '.join(uncovered[:5])}",
@@ -188,8 +169,8 @@ def _from_cache(model: Path, cache: Path, dest: Path, placement: str, weight_bit
         "path": str(dest),
         "bytes": dest.stat().st_size,
         "from_cache": str(cache),
-        "placement": placement,
-        "weight_bits": weight_bits,
+        "placement": placement_for(target),
+        "weight_bits": weight_bits_for(target),
         "left_in_float": list(uncovered),
     }
 

@@ -22,7 +22,14 @@ from edgedeploy.onnxio import copy_model, external_data_files, load_onnx, verify
 from edgedeploy.options import BuildRequest, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
-from edgedeploy.stages.precision.int8 import int8_content, make_int8
+from edgedeploy.stages.precision.int8 import (
+    imported_cache,
+    int8_content,
+    make_int8,
+    placement_for,
+    qdq_from_cache,
+    weight_bits_for,
+)
 from edgedeploy.stages.precision.mixed import int8_within_budget, make_fp16_checked
 from edgedeploy.targets import Target
 from edgedeploy.ui import QUIET, Ui
@@ -183,6 +190,14 @@ def _not_left(exc: BudgetMissed, dest: Path) -> BudgetMissed:
 
 def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> PrecisionArtifact:
     calib = request.calibration
+    imported = imported_cache(dest)
+    if imported is not None and not calib.data:
+        return _int8_from_imported(model, dest, imported, request, ui)
+    if imported is not None:
+        ui.warn(
+            f"{imported}: the TensorRT cache calibrate --from-cache imported is not used (this "
+            f"calibration replaces it): calibrating on {calib.option('data')} {calib.data}"
+        )
     inputs, _ = model_io(model)
     source = calib.open(inputs)  # first: data it refuses is the only line, not said after this warning
     if not calib.data:
@@ -209,6 +224,30 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
         with suppress(CalibrationError):
             artifact.first_batch = source.first_feed()
     return artifact
+
+
+def _int8_from_imported(
+    model: Path, dest: Path, cache: Path, request: BuildRequest, ui: Ui
+) -> PrecisionArtifact:
+    """The int8 model from the TensorRT cache ``calibrate --from-cache`` imported beside ``dest``,
+    placed for this build's target, where no calibration data is given: calibrating on random data
+    replaced the scales the user had just imported (and removed or overwrote the cache)."""
+    if request.accuracy_budget:
+        raise InputError(
+            f"{cache} (imported by calibrate --from-cache) has no calibration report for the accuracy "
+            f"budget to search: give {request.calibration.option('data')} to calibrate instead"
+        )
+    uncovered = qdq_from_cache(model, cache, dest, request.target)
+    ui.info(
+        f"int8: scales from {cache} (imported by calibrate --from-cache), not calibrated again; give "
+        f"{request.calibration.option('data')} to calibrate instead"
+    )
+    if uncovered:
+        left = ", ".join(uncovered[:5])
+        ui.warn(f"int8: {len(uncovered)} tensor(s) not in the cache were left in float: {left}")
+    info: dict[str, Any] = {"from_cache": str(cache), "left_in_float": uncovered}
+    info |= {"placement": placement_for(request.target), "weight_bits": weight_bits_for(request.target)}
+    return PrecisionArtifact("int8", dest, files=[dest, cache], info=info)
 
 
 CPU_OPTIONS = frozenset({"threads", "force"})  # the options ONNX Runtime uses; the rest are TensorRT's

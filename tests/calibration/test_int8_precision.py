@@ -138,3 +138,43 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
     )
     assert "--percentile, --batch-size, --seed would not be used" in str(typed.exception)
     assert not (tmp_path / "m").exists()
+
+
+def test_build_into_a_folder_of_an_imported_cache_makes_the_int8_model_from_that_cache(
+    residual_model: Path, tmp_path: Path
+) -> None:
+    """`calibrate --from-cache C -o int8/` then `build --precision int8 -o int8/` recalibrated on
+    seeded random data, with only the synthetic-data warning: the imported cache was overwritten
+    (GPU target) or removed (CPU target) and the Q/DQ model replaced. Without --calib-data the
+    build now makes the Q/DQ model from that cache, for its own target, and says so naming it;
+    with --calib-data it calibrates and says the imported cache is not used."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    cal = tmp_path / "cal"
+    args = ["--data", "random:2", "--samples", "16", "--target", "jetson-orin-nx", "-o", cal]
+    assert run_cli("calibrate", residual_model, *args).code == 0
+    imported = tmp_path / "imported.cache"
+    imported.write_bytes((cal / "residual.calib.cache").read_bytes())
+    for target in ("jetson-orin-nx", "x86-64-cpu"):
+        out, ref = tmp_path / f"int8-{target}", tmp_path / f"ref-{target}"
+        for folder in (out, ref):
+            args = ["--from-cache", imported, "--target", target, "-o", folder]
+            made = run_cli("calibrate", residual_model, *args)
+            assert made.code == 0, made.stderr
+        built = run_cli("build", residual_model, "--precision", "int8", "--target", target, "-o", out)
+        assert built.code == 0, built.stderr
+        assert "random data" not in built.stderr and "synthetic" not in built.stderr, built.stderr
+        assert f"{out / 'residual.calib.cache'}" in built.stderr, built.stderr
+        assert (out / "residual.calib.cache").read_bytes() == imported.read_bytes()
+        assert (out / "residual.int8.onnx").read_bytes() == (ref / "residual.int8.onnx").read_bytes()
+        assert not (out / "residual.calib.json").exists()
+    out = tmp_path / "int8-jetson-orin-nx"
+    data = ["--calib-data", "random:3", "--calib-samples", "8", "-o", out]
+    again = run_cli("build", residual_model, "--precision", "int8", "--target", "jetson-orin-nx", *data)
+    assert again.code == 0, again.stderr
+    assert f"{out / 'residual.calib.cache'}" in again.stderr and "is not used" in again.stderr, again.stderr
+    assert (out / "residual.calib.json").is_file()
+    cpu = tmp_path / "int8-x86-64-cpu"
+    args = ["--precision", "int8", "--accuracy-budget", "cosine>=0.99", "-o", cpu]
+    budget = run_cli("build", residual_model, *args)
+    assert_clean_input_error(budget, f"{cpu / 'residual.calib.cache'}", "--calib-data")

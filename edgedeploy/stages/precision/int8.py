@@ -200,6 +200,40 @@ def make_int8(
     )
 
 
+def imported_cache(out_path: Path) -> Path | None:
+    """The TensorRT cache ``calibrate --from-cache`` left beside the Q/DQ model ``out_path``: its
+    ``<stem>.calib.cache`` with no ``<stem>.calib.json`` (a calibration writes both; the import
+    writes the cache and removes an earlier calibration's report). None when there is none."""
+    name = out_path.name
+    stem = name[: -len(".int8.onnx")] if name.endswith(".int8.onnx") else Path(name).stem
+    cache = out_path.with_name(f"{stem}.calib.cache")
+    if cache.is_file() and not out_path.with_name(f"{stem}.calib.json").exists():
+        return cache
+    return None
+
+
+def qdq_from_cache(model: Path, cache: Path, out_path: Path, target: Target) -> list[str]:
+    """Write the Q/DQ model of ``model`` with the scales of the TensorRT calibration ``cache`` to
+    ``out_path`` (placed and weight bits as ``target`` takes them, checked, written whole); returns
+    the tensors the cache does not cover, left in float."""
+    import onnx
+
+    from calibration.atomic import atomic_path
+    from calibration.trt_cache import cache_to_qdq
+    from edgedeploy.onnxio import verify
+
+    try:
+        qdq, uncovered = cache_to_qdq(
+            model, cache, placement=placement_for(target), weight_bits=weight_bits_for(target)
+        )
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    with atomic_path(out_path) as tmp:
+        onnx.save(qdq, tmp)
+        verify(tmp, source=model, what=f"the Q/DQ model from {cache.name}")
+    return uncovered
+
+
 @contextlib.contextmanager
 def _kept_for_the_call(source: DataSource) -> Iterator[None]:
     """A loader script's feeds kept in a scratch folder while the calibration reads them, when no
