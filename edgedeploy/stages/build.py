@@ -193,11 +193,6 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
     imported = imported_cache(dest)
     if imported is not None and not calib.data:
         return _int8_from_imported(model, dest, imported, request, ui)
-    if imported is not None:
-        ui.warn(
-            f"{imported}: the TensorRT cache calibrate --from-cache imported is not used (this "
-            f"calibration replaces it): calibrating on {calib.option('data')} {calib.data}"
-        )
     inputs, _ = model_io(model)
     source = calib.open(inputs)  # first: data it refuses is the only line, not said after this warning
     if not calib.data:
@@ -220,6 +215,11 @@ def _make_int8(model: Path, dest: Path, request: BuildRequest, ui: Ui) -> Precis
         force=bool(request.options.get("force")),  # --force redoes the calibration too
         ui=ui,
     )
+    if imported is not None:  # said once the data is read: data it refuses is the only line
+        ui.warn(
+            f"{imported}: the TensorRT cache calibrate --from-cache imported was not used: calibrated on "
+            f"{calib.option('data')} {calib.data} instead, which replaced it"
+        )
     if calib.data:  # the batch the calibration read (or its key's hash did); read now when it reused one
         with suppress(CalibrationError):
             artifact.first_batch = source.first_feed()

@@ -147,7 +147,8 @@ def test_build_into_a_folder_of_an_imported_cache_makes_the_int8_model_from_that
     seeded random data, with only the synthetic-data warning: the imported cache was overwritten
     (GPU target) or removed (CPU target) and the Q/DQ model replaced. Without --calib-data the
     build now makes the Q/DQ model from that cache, for its own target, and says so naming it;
-    with --calib-data it calibrates and says the imported cache is not used."""
+    with --calib-data it calibrates and says the imported cache was not used (data it refuses is
+    the only line)."""
     from tests.conftest import assert_clean_input_error, run_cli
 
     cal = tmp_path / "cal"
@@ -172,9 +173,13 @@ def test_build_into_a_folder_of_an_imported_cache_makes_the_int8_model_from_that
     data = ["--calib-data", "random:3", "--calib-samples", "8", "-o", out]
     again = run_cli("build", residual_model, "--precision", "int8", "--target", "jetson-orin-nx", *data)
     assert again.code == 0, again.stderr
-    assert f"{out / 'residual.calib.cache'}" in again.stderr and "is not used" in again.stderr, again.stderr
+    assert f"{out / 'residual.calib.cache'}" in again.stderr and "was not used" in again.stderr, again.stderr
     assert (out / "residual.calib.json").is_file()
     cpu = tmp_path / "int8-x86-64-cpu"
+    np.savez(tmp_path / "wrong.npz", not_an_input=np.zeros((2, 3), np.float32))  # refused: the only line
+    args = ["--precision", "int8", "--calib-data", tmp_path / "wrong.npz", "-o", cpu]
+    wrong = run_cli("build", residual_model, *args)
+    assert_clean_input_error(wrong)
     args = ["--precision", "int8", "--accuracy-budget", "cosine>=0.99", "-o", cpu]
     budget = run_cli("build", residual_model, *args)
     assert_clean_input_error(budget, f"{cpu / 'residual.calib.cache'}", "--calib-data")
