@@ -255,3 +255,18 @@ def test_sizes_print_in_one_scheme() -> None:
         if raw.search(line)
     ]
     assert offenders == []
+
+
+def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
+    """Comments cited NvInfer.h and NvInferRuntime.h, files outside the repository; they cite
+    docs/tensorrt-facts.md, where those facts are written with their source. NvInferVersion.h is
+    a file the device scripts read on the board, not a citation."""
+    header = re.compile(r"\bNvInfer(?!Version)\w*\.h\b")
+    files = [path for folder in (*PACKAGES, "tests/fakes") for path in sorted((ROOT / folder).rglob("*.py"))]
+    citing = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if header.search(line)
+    ]
+    assert citing == []

@@ -148,7 +148,7 @@ def pin_fp32_layers(network: trt.INetworkDefinition, names: list[str]) -> tuple[
     A layer matches a node by its exact name (the ONNX parser names a node's layer after the node; a
     prefix would also catch ``conv_1`` for ``conv``). Only floating-point outputs get an output type:
     TopK's indices and shape operations' outputs are Int32 and TensorRT refuses any other type for
-    them (NvInfer.h, ILayer::setOutputType); a layer with no float output is left alone.
+    them (docs/tensorrt-facts.md, "Output types"); a layer with no float output is left alone.
     """
     import tensorrt as trt_mod
 

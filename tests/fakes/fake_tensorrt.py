@@ -341,9 +341,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             rec("ILayer.set_output_type", self._name, index, dtype)
             out = self._outputs[index]
             if out._dtype not in (DataType.FLOAT, DataType.HALF) and dtype != out._dtype:
-                # NvInfer.h (v8.6.1) ILayer::setOutputType: TopK's second output is always Int32 and shape
-                # operations' outputs kINT32; "all attempts to set the output type to some other data
-                # type will be ignored except for issuing an error message".
+                # TopK's second output is always Int32 and shape operations' outputs Int32; another
+                # output type is ignored with an error logged (docs/tensorrt-facts.md, "Output types").
                 state.logged.append(
                     (int(Severity.ERROR), f"{self._name}: cannot set output type of {out._name}")
                 )
@@ -547,7 +546,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
 
     class IBuilderConfig(_Api):
         def __init__(self) -> None:
-            # TF32 is on by default (NvInfer.h BuilderFlag::kTF32: "Enabled by default")
+            # TF32 is on by default (docs/tensorrt-facts.md, "TF32")
             self._flags: set[str] = {"TF32"}
             self._pools: dict[str, int] = {}
             self._profiles: list[IOptimizationProfile] = []
@@ -852,8 +851,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             lo, _opt, hi = self._engine.get_tensor_profile_shape(name, self._profile)
             shape = tuple(shape)
             if len(shape) != len(lo) or not all(a <= d <= b for d, a, b in zip(shape, lo, hi, strict=False)):
-                # NvInferRuntime.h (v10.13.0) IExecutionContext::setInputShape: "\return True on success,
-                # false if ... some other error occurred"; a shape outside the profile is such an error.
+                # set_input_shape returns False on error, and a shape outside the profile is one
+                # (docs/tensorrt-facts.md, "`set_input_shape`").
                 state.logged.append((int(Severity.ERROR), f"setInputShape: {name} {shape} outside profile"))
                 return False
             self._shapes[name] = shape

@@ -10,7 +10,7 @@ quoted when it refuses a plan. ``close`` frees every device object while the con
 
 Engines built with several shape profiles (``--profile`` given more than once): each input
 shape set picks the first profile whose min..max covers every input, selected with
-``set_optimization_profile_async`` before ``set_input_shape``, as NvInferRuntime.h requires
+``set_optimization_profile_async`` before ``set_input_shape``, as TensorRT requires
 (docs/tensorrt-facts.md, "Optimization profiles at run time"). ``profile=`` pins one instead,
 like trtexec's ``--useProfile``.
 """
