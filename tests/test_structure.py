@@ -258,10 +258,11 @@ def test_sizes_print_in_one_scheme() -> None:
 
 
 def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
-    """Comments cited NvInfer.h and NvInferRuntime.h, files outside the repository; they cite
-    docs/tensorrt-facts.md, where those facts are written with their source. NvInferVersion.h is
-    a file the device scripts read on the board, not a citation."""
-    header = re.compile(r"\bNvInfer(?!Version)\w*\.h\b")
+    """Comments cited NvInfer.h and NvInferRuntime.h, and trtexec's, onnx-tensorrt's and pycuda's
+    sources (sampleEngines.cpp, ModelImporter.cpp, cuda.hpp), files outside the repository; they
+    cite docs/tensorrt-facts.md, where those facts are written with their source. NvInferVersion.h
+    is a file the device scripts read on the board, not a citation."""
+    header = re.compile(r"\b(?!NvInferVersion\.h)[\w-]+\.(?:h|hpp|cpp)\b")
     files = [path for folder in (*PACKAGES, "tests/fakes") for path in sorted((ROOT / folder).rglob("*.py"))]
     citing = [
         f"{path.relative_to(ROOT)}:{number}"

@@ -10,7 +10,8 @@ saved atomically with what another build saved meanwhile combined in (:func:`sav
 The network creation flag for strong typing is computed from the enum: its value changed in
 TensorRT 11. The layer report deserializes the plan only after the builder, network and
 parser are freed (a 4 GB Jetson holds them and an engine at once otherwise), with the runtime set
-up as trtexec's sampleEngines.cpp does: host code allowed for version-compatible plans, DLA core set.
+up as trtexec does: host code allowed for version-compatible plans, DLA core set (docs/tensorrt-facts.md,
+"Behaviour the JSON cannot express").
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ def save_timing_cache(config: trt.IBuilderConfig, path: Path, loaded: bytes) -> 
 
 
 def prepare_runtime(runtime: trt.Runtime, *, version_compatible: bool, dla_core: int | None) -> None:
-    """Set up a runtime for a plan as trtexec's sampleEngines.cpp does, before deserializing it.
+    """Set up a runtime for a plan as trtexec does, before deserializing it (docs/tensorrt-facts.md).
 
     A version-compatible plan embeds the lean runtime and deserializes to None unless host code is
     allowed (``engine_host_code_allowed``, 8.6+); a DLA plan runs on the core the runtime names.

@@ -382,8 +382,8 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
     parser_flags = []
     if (hardware or options.version_compatible) and version.major < 10:
         # 8.6's parser imports InstanceNormalization as a plugin unless NATIVE_INSTANCENORM is set, and
-        # compatible engines need the native layer (trtexec sets it: sampleEngines.cpp at v8.6.1);
-        # from 10.0 the flag is on by default.
+        # compatible engines need the native layer, as trtexec sets it; from 10.0 the flag is on by
+        # default (docs/tensorrt-facts.md, "NATIVE_INSTANCENORM").
         parser_flags.append("NATIVE_INSTANCENORM")
 
     verbosity_key = (options.profiling_verbosity or "detailed").lower()

@@ -735,7 +735,8 @@ def engine_profiles(
     return input_profiles(manifest, _max_batch(bundle, manifest, None))
 
 
-TRTEXEC_PROFILES = (9, 0)  # --profile=N and --useProfile=N: sampleOptions.cpp from v9.1.0 on, not in v8.6.1
+# --profile=N and --useProfile=N: from v9.1.0, not in v8.6.1 (docs/tensorrt-facts.md, "trtexec")
+TRTEXEC_PROFILES = (9, 0)
 
 
 def batch_run(
@@ -1262,7 +1263,7 @@ def run_flags(trt: str, *, cuda_graph: bool, data_transfers: bool, spin_wait: bo
 
     trtexec 11 turned data transfers off, CUDA graphs on and spin wait on by default, and made
     --noDataTransfers/--useCudaGraph/--useSpinWait no-ops; before 11 the defaults are the opposite
-    (sampleOptions.cpp at v11.0/v11.1 and at v10.x/v8.6.1).
+    (docs/tensorrt-facts.md, "trtexec").
     """
     if trt_major(trt) >= 11:
         flags = [] if data_transfers is False else ["--includeDataTransfers"]

@@ -45,8 +45,8 @@ class OutputsProblem(Exception):
 def load_trtexec_outputs(path: Path) -> Dict[str, np.ndarray]:
     """trtexec's ``--exportOutput`` file: a JSON list of {name, dimensions "AxB", values}.
 
-    It is not always JSON: exportJSONOutput() (trtexec's sampleReporting.cpp) prints each value
-    with C++ ``os << float``, so NaN and infinity appear as the bare words nan, -nan, inf and -inf.
+    It is not always JSON: trtexec prints each value with C++ ``os << float``, so NaN and infinity
+    appear as the bare words nan, -nan, inf and -inf (docs/tensorrt-facts.md, "trtexec").
     The value lists are therefore read number by number (Python's float() takes those words) and
     only the rest is parsed as JSON.
     """

@@ -116,8 +116,9 @@ def make_pycuda(gpu: FakeGpu) -> tuple[types.ModuleType, types.ModuleType]:
 
     def _cleanup(what: str) -> None:
         # pycuda frees device objects in their destructors; once the context is gone it prints
-        # "PyCUDA WARNING: a clean-up operation failed (dead context maybe?)" (pycuda src/cpp/cuda.hpp,
-        # CUDAPP_CALL_GUARDED_CLEANUP) and the resource leaks: recorded here so tests can refuse it.
+        # "PyCUDA WARNING: a clean-up operation failed (dead context maybe?)" and the resource leaks
+        # (docs/tensorrt-facts.md, "pycuda clean-up after the context died"): recorded here so tests
+        # can refuse it.
         if not gpu.context_alive:
             gpu.dead_context_cleanups.append(what)
 

@@ -420,8 +420,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             self._logger = logger
             self._errors: list[ParserError] = []
             # NATIVE_INSTANCENORM is off by default on 8.6 (InstanceNormalization becomes a plugin) and
-            # on by default from 10.0: trtexec's sampleEngines.cpp sets it for compatible builds on 8.6
-            # and only clears it for --pluginInstanceNorm on 10.x.
+            # on by default from 10.0 (docs/tensorrt-facts.md, "NATIVE_INSTANCENORM").
             self._flags = 1 if major >= 10 else 0
             alive("parser", 1)
 
@@ -484,7 +483,7 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
             for index, node in enumerate(proto.graph.node):
                 name = node.name or f"node_{index}"
                 if node.op_type in state.unsupported_ops:
-                    # onnx-tensorrt ModelImporter.cpp: MAKE_ERROR("No importer registered for op: " + op)
+                    # the ONNX parser's error for an op it has no importer for (docs/tensorrt-facts.md)
                     self._errors.append(
                         ParserError(
                             index, name, node.op_type, f"No importer registered for op: {node.op_type}"
@@ -689,8 +688,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                 config._props["hardware_compatibility_level"] not in (None, 0)
             )
             if compatible and network._has_instancenorm:
-                # trtexec's sampleEngines.cpp (v8.6.1): "For version or hardware compatible engines, we
-                # must use TensorRT's native InstanceNorm implementation for compatibility."
+                # version- and hardware-compatible engines need the native InstanceNorm layer
+                # (docs/tensorrt-facts.md, "NATIVE_INSTANCENORM")
                 errors.append(
                     "InstanceNormalization_TRT plugin cannot be used in a version or hardware compatible "
                     "engine: set OnnxParserFlag.NATIVE_INSTANCENORM"
@@ -944,8 +943,8 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                     f"library version {state.version} got {plan['version']}, please rebuild."
                 )
                 return None
-            # trtexec sampleEngines.cpp (v8.6.1+): "Application needs to opt into allowing
-            # deserialization of engines with embedded lean runtime." -> setEngineHostCodeAllowed(true)
+            # a version-compatible plan deserializes only with host code allowed (docs/tensorrt-facts.md,
+            # "Version-compatible plans need host code allowed")
             lean = plan.get("version_compatible") and not plan.get("exclude_lean_runtime")
             if lean and not self._props["engine_host_code_allowed"]:
                 self._refuse(
