@@ -392,6 +392,23 @@ def test_run_json_naming_a_stage_output_or_report_of_the_workdir_is_refused_befo
     assert "up to date" in cli("run", config).text
 
 
+def test_json_may_go_to_a_bundles_device_folder_where_the_board_writes_its_results(tmp_path: Path) -> None:
+    """benchmark.sh --tool edgedeploy runs `edgedeploy profile ENGINE --json device/results/...json`,
+    the folder where the device scripts write and no manifest lists (bundle/tools.device_outputs):
+    profile refused it ("lies in the bundle"), exit 2, so the script never timed anything. A
+    --json under the bundle's device/ is taken; anywhere else in the bundle is refused as before."""
+    from edgedeploy.cli.guard import check_json_output
+    from edgedeploy.errors import InputError
+
+    bundle = tmp_path / "bundle"
+    (bundle / "scripts").mkdir(parents=True)
+    (bundle / "manifest.json").write_text("{}")
+    check_json_output(bundle / "device" / "results" / "benchmark-fp16-b1.json")
+    for outside in (bundle / "p.json", bundle / "models" / "p.json", bundle / "device" / ".." / "p.json"):
+        with pytest.raises(InputError, match="lies in the bundle"):
+            check_json_output(outside)
+
+
 def test_json_never_replaces_a_file_bundle_create_reads_beside_an_artifact(tiny: Tiny) -> None:
     """bundle create takes an artifact's plan and report data by name beside it (pipeline/pack.py),
     which no argument names: ``--json model.fp16.plan.json`` replaced the plan it was to read."""

@@ -79,15 +79,24 @@ def _paths(value: Any) -> Iterator[Path]:
 def check_json_output(path: Path) -> None:
     """``--json FILE`` may replace a JSON file, not a model, data or any other file (``run --json
     out/model.fp32.onnx`` replaced the exported model), and may not land in a bundle, whose files
-    its manifest lists (``run --json bundle/manifest.json`` left a bundle that no run would take)."""
+    its manifest lists (``run --json bundle/manifest.json`` left a bundle that no run would take),
+    but in its ``device/`` folder, where the board's scripts write (benchmark.sh's results)."""
     if path.is_file() and path.stat().st_size:
         with open(path, "rb") as fh:
             head = fh.read(256).lstrip()
         if head and head[:1] not in (b"{", b"["):
             raise InputError(f"--json {path} exists and is not a JSON file: name another file")
-    for folder in path.absolute().parents:
+    from edgedeploy.stages.bundle.tools import DEVICE_DIR  # here: the bundle stage is slow to import
+
+    absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
+    for folder in absolute.parents:
         if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
-            raise InputError(f"--json {path} lies in the bundle {folder}: write it outside the bundle")
+            if absolute.relative_to(folder).parts[0] == DEVICE_DIR:
+                continue  # where the board's scripts write their results, which no manifest lists
+            raise InputError(
+                f"--json {path} lies in the bundle {folder}: write it outside the bundle, or under its "
+                f"{DEVICE_DIR}/ folder"
+            )
         if folder.name == CACHE_DIR:  # run's stage records, matrix's finished cells
             raise InputError(f"--json {path} lies in the cache {folder}: write it outside the cache")
 
