@@ -16,6 +16,8 @@ from TensorRT 11, whose trtexec changed its defaults) while tegrastats samples p
 --interval ms, then writes JSON with latency percentiles, throughput, average power per
 rail, what the total covers, and energy per inference in mJ (average power / throughput
 over the measured window). Without tegrastats the power section says "not measurable here".
+A bundle for a CPU target has no engine: its model is timed on ONNX Runtime with edgedeploy
+profile (needs edgedeploy on PATH; --tool trtexec is refused there).
 --batch must lie in one of the engine's shape profiles (a batch outside them exits 2 before
 anything runs); past the first profile, trtexec is told --useProfile (TensorRT 9 and later).
 trtexec before TensorRT 8.4 takes whole seconds: a fractional --duration is rounded up there (the
@@ -100,8 +102,21 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
     SHAPES="$(helper profile-inputs ${BATCH:+--batch "$BATCH"})" || exit 2
     SHAPE_ARGS=()
     [ -z "$SHAPES" ] || mapfile -t SHAPE_ARGS <<<"$SHAPES"
-    die "this bundle is for a CPU target: its model runs on ONNX Runtime, there is no engine to benchmark;" \
-        "measure it with: $(quoted edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}")"
+    CPU_TARGET="$(manifest_get target.name)"
+    [ "$TOOL" != trtexec ] ||
+        die "--tool trtexec: trtexec times TensorRT engines, and this bundle for the CPU target $CPU_TARGET" \
+            "has none (its model runs on ONNX Runtime): use --tool auto or edgedeploy"
+    # no engine here: the model is timed on ONNX Runtime by edgedeploy profile, when it is installed
+    if ! command -v edgedeploy >/dev/null 2>&1; then
+        [ "$TOOL" != edgedeploy ] || die "edgedeploy not found on PATH (--tool edgedeploy)"
+        die "this bundle is for the CPU target $CPU_TARGET: its model runs on ONNX Runtime, which" \
+            "edgedeploy profile times, and edgedeploy is not installed here (pip install edgedeploy);" \
+            "measure it with: $(quoted edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}")"
+    fi
+    [ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b${BATCH:-1}.json"
+    mkdir -p "$DEVICE_DIR/results" "$(dirname "$OUT")"
+    note "model $MODEL on ONNX Runtime (CPU target $CPU_TARGET): profiling with edgedeploy profile"
+    exec edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}" --duration "$DURATION" --warmup-ms "$WARMUP" --json "$OUT"
 fi
 helper model --precision "$PRECISION" >/dev/null || exit 2  # a precision the bundle lacks: said once
 if ! ENGINE="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then

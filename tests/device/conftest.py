@@ -158,6 +158,20 @@ class Device:
             return []
         return [ln.rstrip() for ln in self.log.read_text().splitlines() if ln.split(" ", 1)[0] == tool]
 
+    def path_without_edgedeploy(self) -> str:
+        """A PATH with this test's python3 and the device's fake tools but no edgedeploy (neither the
+        fake nor the venv's): a board where edgedeploy is not installed."""
+        folder = self.root.parent / "bin-without-edgedeploy"
+        if not folder.is_dir():
+            folder.mkdir()
+            python = folder / "python3"
+            python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+            python.chmod(0o755)
+            for fake in FAKES.iterdir():
+                if fake.name != "edgedeploy" and os.access(fake, os.X_OK) and fake.is_file():
+                    (folder / fake.name).symlink_to(fake)
+        return os.pathsep.join([str(folder), "/usr/bin", "/bin"])
+
     def run(
         self, script: Path, *args: str, cwd: Path | None = None, **env: str
     ) -> subprocess.CompletedProcess[str]:

@@ -323,7 +323,7 @@ def test_a_cpu_bundle_names_a_profile_command_whose_shapes_agree_on_a_batch_name
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
     code, _, err = cli("bundle", model, "-o", tmp_path / "b", "--input", "x:8x16")
     assert code == 0, err
-    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh")
+    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     suggested = res.stderr.strip().split("measure it with: ")[-1].split()
     assert suggested[:3] == ["edgedeploy", "profile", str(tmp_path / "b" / "models" / "vad.onnx")]
@@ -338,7 +338,8 @@ def test_a_cpu_bundle_names_a_profile_command_at_the_asked_batch(tmp_path: Path,
     model = _stateful(tmp_path, "sequence")
     code, _, err = cli("bundle", model, "-o", tmp_path / "b", "--input", "x:8x16")
     assert code == 0, err
-    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh", "--batch", "4")
+    no_edgedeploy = device.path_without_edgedeploy()  # a board without it: the command to run
+    res = device.run(tmp_path / "b" / "scripts" / "benchmark.sh", "--batch", "4", PATH=no_edgedeploy)
     assert res.returncode == 2, res.stderr
     suggested = res.stderr.strip().split("measure it with: ")[-1].split()
     assert suggested[3:] == ["--input=x:4x16"], res.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,10 +245,43 @@ def test_benchmark_on_a_cpu_bundle_says_how_to_measure_it(tmp_path: Path, device
     model.graph.name = "dense"
     shapes = (("batch", 1, 8, 8), ("batch", 10))
     out = _cpu_bundle(tmp_path, model, shapes, np.zeros((2, 1, 8, 8), np.float32))
-    res = device.run(script(out, "benchmark.sh"))
+    res = device.run(script(out, "benchmark.sh"), PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     assert "edgedeploy profile" in res.stderr and "build_engine.sh" not in res.stderr
     assert res.stderr.strip().endswith("dense.onnx"), res.stderr  # no dims to give: none given
+
+
+def test_benchmark_on_a_cpu_bundle_times_its_model_on_onnx_runtime_with_edgedeploy(
+    tmp_path: Path, device: Device
+) -> None:
+    """benchmark.sh of a CPU bundle exited 2 ("error: ... there is no engine to benchmark") even
+    where edgedeploy is installed, with --duration, --warmup and --out unused. It now times the
+    model on ONNX Runtime with `edgedeploy profile` (as --tool edgedeploy times an engine), its JSON
+    under device/results/; --tool trtexec, which times engines only, is refused in one line; and
+    without edgedeploy it says in one line that it is needed, with the command to run."""
+    import numpy as np
+    from conftest import dense_model
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    out = _cpu_bundle(tmp_path, model, (("batch", 1, 8, 8), ("batch", 10)), x)
+    res = device.run(script(out, "benchmark.sh"), "--duration", "2", "--warmup", "100", "--batch", "4")
+    assert res.returncode == 0, res.stderr
+    result = out / "device" / "results" / "benchmark-fp32-b4.json"
+    model_path = out / "models" / "dense.onnx"
+    assert device.calls("edgedeploy")[-1] == (
+        f"edgedeploy profile {model_path} --batch-sizes=4 --duration 2 --warmup-ms 100 --json {result}"
+    )
+    assert "latency_ms" in json.loads(result.read_text())
+    res = device.run(script(out, "benchmark.sh"), "--tool", "trtexec")
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert "trtexec times TensorRT engines" in errors[0] and "x86-64-cpu" in errors[0], errors[0]
+    res = device.run(script(out, "benchmark.sh"), PATH=device.path_without_edgedeploy())
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr
+    assert "edgedeploy is not installed here" in errors[0] and errors[0].endswith("dense.onnx"), errors[0]
 
 
 def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
@@ -261,7 +293,7 @@ def test_benchmark_on_a_cpu_bundle_gives_the_reference_shapes_of_dynamic_dims(
 
     image, model = _image_relu()
     out = _cpu_bundle(tmp_path, model, (image, image), np.zeros((2, 3, 48, 192), np.float32))
-    res = device.run(script(out, "benchmark.sh"))
+    res = device.run(script(out, "benchmark.sh"), PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("relu.onnx --input=x:1x3x48x192"), res.stderr
 
@@ -292,12 +324,12 @@ def test_benchmark_on_a_cpu_bundle_suggests_the_asked_batch(tmp_path: Path, devi
     (tmp_path / "b").mkdir()
     x = np.zeros((2, 1, 8, 8), np.float32)
     out = _cpu_bundle(tmp_path / "a", model, (("batch", 1, 8, 8), ("batch", 10)), x)
-    res = device.run(script(out, "benchmark.sh"), "--batch", "4")
+    res = device.run(script(out, "benchmark.sh"), "--batch", "4", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("dense.onnx --batch-sizes=4"), res.stderr
     image, relu = _image_relu()
     out = _cpu_bundle(tmp_path / "b", relu, (image, image), np.zeros((2, 3, 48, 192), np.float32))
-    res = device.run(script(out, "benchmark.sh"), "--batch", "3")
+    res = device.run(script(out, "benchmark.sh"), "--batch", "3", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().endswith("relu.onnx --input=x:3x3x48x192"), res.stderr
 
@@ -314,7 +346,8 @@ def test_benchmark_on_a_cpu_bundle_refuses_a_batch_the_model_fixes(tmp_path: Pat
     res = device.run(script(out, "benchmark.sh"), "--batch", "4")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip() == "error: --batch 4: the model's inputs have a fixed batch of 2", res.stderr
-    res = device.run(script(out, "benchmark.sh"), "--batch", "2")  # its own batch: the suggestion as ever
+    # its own batch: the suggestion, where edgedeploy is not installed
+    res = device.run(script(out, "benchmark.sh"), "--batch", "2", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2 and res.stderr.strip().endswith("dense.onnx"), res.stderr
 
 
@@ -334,7 +367,7 @@ def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
     (tmp_path / "my board").mkdir()
     x = np.zeros((2, 1, 8, 8), np.float32)
     out = _cpu_bundle(tmp_path / "my board", model, (("batch", 1, 8, 8), ("batch", 10)), x)
-    res = device.run(script(out, "benchmark.sh"), "--batch", "4")
+    res = device.run(script(out, "benchmark.sh"), "--batch", "4", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2, res.stderr
     suggested = shlex.split(res.stderr.strip().split("measure it with: ")[-1])
     assert suggested == ["edgedeploy", "profile", str(out / "models" / "dense.onnx"), "--batch-sizes=4"]
@@ -362,19 +395,10 @@ def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
     assert args[args.index("-o") + 1].startswith(f"{moved}/device/engines/") and "--timing-cache" in args
 
 
-def test_benchmark_tool_edgedeploy_missing_exits_2_with_one_line(
-    bundle: Path, device: Device, tmp_path: Path
-) -> None:
+def test_benchmark_tool_edgedeploy_missing_exits_2_with_one_line(bundle: Path, device: Device) -> None:
     """`--tool edgedeploy` without edgedeploy on PATH ended on `exec: edgedeploy: not found`, 127."""
     assert device.run(script(bundle, "build_engine.sh")).returncode == 0
-    python = tmp_path / "bin" / "python3"  # the test's python3, on a PATH without edgedeploy
-    python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    python.chmod(0o755)
-    for fake in (Path(__file__).parent / "fakes").iterdir():  # the device's tools, not the fake edgedeploy
-        if fake.name != "edgedeploy" and os.access(fake, os.X_OK) and fake.is_file():
-            (python.parent / fake.name).symlink_to(fake)
-    path = os.pathsep.join([str(python.parent), "/usr/bin", "/bin"])
+    path = device.path_without_edgedeploy()
     res = device.run(script(bundle, "benchmark.sh"), "--tool", "edgedeploy", "--duration", "0.1", PATH=path)
     errors = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(errors) == 1, res.stderr

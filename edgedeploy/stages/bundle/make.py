@@ -198,10 +198,11 @@ def _device_steps(manifest: dict[str, Any]) -> str:
         steps = """```bash
 bash scripts/setup.sh          # what this machine has beside what the bundle expects
 bash scripts/verify.sh         # checksums, then ONNX Runtime's outputs against the stored fp32 reference
-bash scripts/benchmark.sh      # no engine to time: prints the edgedeploy profile command that times it
+bash scripts/benchmark.sh      # no engine: times the model on ONNX Runtime with edgedeploy profile (JSON)
 ```
 
-`verify.sh` needs `python3` with numpy and onnxruntime."""
+`verify.sh` needs `python3` with numpy and onnxruntime; `benchmark.sh` needs edgedeploy
+(`pip install edgedeploy`), and without it prints the `edgedeploy profile` command to run."""
     else:
         steps = """```bash
 bash scripts/setup.sh          # check board, JetPack, CUDA, TensorRT; optional power mode and clocks
