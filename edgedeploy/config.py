@@ -78,7 +78,8 @@ class CompareSection:
     check_allclose: bool = False  # fail when any element exceeds atol + rtol*|ref| (as --check-allclose)
     min_cosine: float | None = 0.999
     # argmax (top-1) agreement: a number for every 2-D float output, or a table { output = value }
-    # for the outputs named only (as compare's --min-top1 VALUE or NAME:VALUE)
+    # for the outputs named only, with "" = value for every other one (as compare's --min-top1 VALUE
+    # or NAME:VALUE, or both)
     min_top1: float | dict[str, float] | None = None
 
 

@@ -667,5 +667,30 @@ def test_min_top1_name_value_gates_the_named_outputs_only(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "every.json").read_text())["outputs"]["embedding"]["top1_gated"] == 0.99
     unknown = run_cli("compare", ref, cand, "--min-top1", "logit:0.99")
     assert_clean_input_error(unknown, "--min-top1", "no output named 'logit'", "logits, embedding")
-    both = run_cli("compare", ref, cand, "--min-top1", "0.9", "--min-top1", "logits:0.99")
-    assert_clean_input_error(both, "--min-top1", "not both")
+
+
+def test_a_bare_min_top1_beside_pairs_gates_every_output_the_pairs_do_not_name(tmp_path: Path) -> None:
+    """A bare --min-top1 value beside NAME:VALUE pairs was refused ("not both"), where Polygraphy
+    reads ``--atol 1e-5 out0:1e-4`` as a default for every output and a value for out0
+    (args_util.parse_arglist_to_dict; ``:VALUE`` is the default too). It is read so now, in the
+    JSON as ``{"": default, NAME: value}``, and the device's gate reads that as the host's."""
+    from edgedeploy.device.verify_outputs import top1_limit
+
+    ref, cand = _logits_and_embedding(tmp_path)
+    common = ["--data", "random:0", "--samples", "64", "--json"]
+    low = run_cli("compare", ref, cand, "--min-top1", "0.99 embedding:0.01", *common, tmp_path / "low.json")
+    assert low.code == 0, low.stderr
+    record = json.loads((tmp_path / "low.json").read_text())
+    assert record["gates"]["min_top1"] == {"": 0.99, "embedding": 0.01}
+    assert record["outputs"]["logits"]["top1_gated"] == 0.99
+    assert record["outputs"]["embedding"]["top1_gated"] == 0.01
+    # the default gates the embedding, which the pair lowers for the logits only: it fails
+    high = run_cli("compare", ref, cand, "--min-top1", "logits:0.5", "--min-top1", ":0.99", *common,
+                   tmp_path / "high.json")  # fmt: skip
+    assert high.code == 1, high.stderr
+    outputs = json.loads((tmp_path / "high.json").read_text())["outputs"]
+    assert outputs["logits"]["top1_gated"] == 0.5 and outputs["embedding"]["top1_gated"] == 0.99
+    assert top1_limit({"": 0.99, "embedding": 0.01}, "logits") == 0.99
+    assert top1_limit({"": 0.99, "embedding": 0.01}, "embedding") == 0.01
+    twice = run_cli("compare", ref, cand, "--min-top1", "0.9", "--min-top1", "0.99")
+    assert_clean_input_error(twice, "--min-top1", "given twice")

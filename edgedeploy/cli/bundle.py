@@ -74,8 +74,8 @@ def create_command(
     min_top1: Annotated[
         list[str] | None,
         typer.Option(
-            help="Gate recorded for verify.sh, as compare's: VALUE for every 2-D float output, or "
-            "NAME:VALUE for the named outputs only."
+            help="Gate recorded for verify.sh, as compare's: VALUE for every 2-D float output, "
+            "NAME:VALUE for the named outputs only, or both (VALUE for the outputs not named)."
         ),
     ] = None,
     profiles: Annotated[

@@ -58,8 +58,9 @@ def compare_command(
         list[str] | None,
         typer.Option(
             help="Gate: lowest argmax agreement of 2-D float outputs (top-1 of (batch, classes) scores): "
-            "VALUE for every such output, or NAME:VALUE for the named outputs only (repeat, or several "
-            "in one value; as Polygraphy's --atol)."
+            "VALUE for every such output, NAME:VALUE for the named outputs only (repeat, or several "
+            "in one value), or both: '0.9 logits:0.99' holds logits to 0.99 and every other such output "
+            "to 0.9 (as Polygraphy's --atol)."
         ),
     ] = None,
     threads: Threads = None,

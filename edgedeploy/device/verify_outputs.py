@@ -131,10 +131,11 @@ def as_declared(arr: np.ndarray, ort_type: str) -> np.ndarray:
 def top1_limit(min_top1: Any, name: str) -> Optional[float]:
     """The argmax (top-1) agreement output ``name`` must reach under a ``min_top1`` gate: a number
     gates every output that has one (2-D float), a {output: value} mapping the outputs it names
-    only (as Polygraphy's per-output ``--atol out0:1e-3``); None: not gated. The host's gate reads
-    it here too (edgedeploy/stages/compare/gates.py)."""
+    only, and every other one at its "" key's value where it has one (as Polygraphy's per-output
+    ``--atol 1e-5 out0:1e-3``); None: not gated. The host's gate reads it here too
+    (edgedeploy/stages/compare/gates.py)."""
     if isinstance(min_top1, dict):
-        value = min_top1.get(name)
+        value = min_top1.get(name, min_top1.get(""))
         return None if value is None else float(value)
     return None if min_top1 is None else float(min_top1)
 

@@ -17,36 +17,31 @@ def _number(value: object) -> bool:
 
 
 def parse_min_top1(values: Iterable[str], said: str = "--min-top1") -> float | dict[str, float] | None:
-    """``--min-top1`` as Polygraphy's per-output tolerances read: a bare value gates every 2-D float
-    output (``0.99``), ``NAME:VALUE`` pairs the named outputs only (``logits:0.99 aux:0.9``; one
-    value may hold several, split by spaces or commas; a name may hold colons: the last one splits).
-    A bare value beside pairs is refused: which outputs it gates would be ambiguous."""
+    """``--min-top1`` as Polygraphy's per-output tolerances read (``args_util.parse_arglist_to_dict``,
+    ``--atol 1e-5 out0:1e-4``): a bare value (or ``:VALUE``) gates every 2-D float output
+    (``0.99``), ``NAME:VALUE`` pairs the named outputs (``logits:0.99 aux:0.9``), and both together
+    the named outputs at their own value and every other one at the bare value, ``{"": 0.9, NAME:
+    value}`` (Polygraphy's ``value_or_from_dict``). One value may hold several, split by spaces or
+    commas; a name may hold colons: the last one splits. A name, or the bare value, given twice is
+    refused (Polygraphy keeps the last: which was meant cannot be told)."""
     items = [item for value in values for item in re.split(r"[\s,]+", value.strip()) if item]
     if not items:
         return None
-    bare = [item for item in items if ":" not in item]
-    pairs = [item.rpartition(":")[::2] for item in items if ":" in item]
-    if bare and pairs:
-        raise InputError(
-            f"{said}: give one value for every 2-D float output ({bare[0]}) or NAME:VALUE pairs for "
-            f"the outputs to gate ({':'.join(pairs[0])}), not both"
-        )
-    if len(bare) > 1:
-        raise InputError(
-            f"{said}: one value gates every output, got {', '.join(bare)}; name outputs as NAME:VALUE"
-        )
     named: dict[str, float] = {}
-    for name, text in ([("", bare[0])] if bare else pairs):
+    for name, _, text in (item.rpartition(":") for item in items):
         try:
             value = float(text)
         except ValueError:
             raise InputError(f"{said}: '{text}' is not a number (use VALUE or NAME:VALUE)") from None
-        if pairs and not name:
-            raise InputError(f"{said}: ':{text}' names no output (use NAME:VALUE)")
         if name in named:
-            raise InputError(f"{said}: output '{name}' is given twice")
+            if name:
+                raise InputError(f"{said}: output '{name}' is given twice")
+            raise InputError(
+                f"{said}: the value for every output is given twice ({named[name]:g}, {value:g}); "
+                "name outputs as NAME:VALUE"
+            )
         named[name] = value
-    return named[""] if bare else named
+    return named[""] if list(named) == [""] else named
 
 
 @dataclass(frozen=True)
@@ -55,6 +50,7 @@ class Gates:
     rtol: float = 1e-3
     min_cosine: float | None = 0.999
     # argmax (top-1) agreement: a number for every 2-D float output, or {output: value} for those named
+    # (and, under "", for every output not named: Polygraphy's default beside per-output values)
     min_top1: float | dict[str, float] | None = None
     check_allclose: bool = False  # fail on atol/rtol too (off: low precision rarely meets 1e-3 everywhere)
 
@@ -92,7 +88,7 @@ class Gates:
         """InputError naming an output the per-output ``min_top1`` names that ``model`` lacks."""
         if not isinstance(self.min_top1, dict):
             return
-        unknown = [name for name in self.min_top1 if name not in outputs]
+        unknown = [name for name in self.min_top1 if name and name not in outputs]
         if unknown:
             raise InputError(
                 f"{said}: {model} has no output named '{unknown[0]}' (its outputs: {', '.join(outputs)})"

@@ -470,6 +470,12 @@ def unapplied(result: CompareResult) -> list[str]:
                 f"min top-1: output(s) {', '.join(missed)} hold no (batch, classes) scores, so the top-1 "
                 "gate was not applied to them"
             )
+        others = [m for n, m in result.outputs.items() if n not in named]
+        if "" in named and all(m.top1_agreement is None for m in others):  # the bare value beside pairs
+            found.append(
+                "min top-1: no output but those named holds (batch, classes) scores, so the value for "
+                "every other output was not applied"
+            )
     elif named is not None and all(m.top1_agreement is None for m in result.outputs.values()):
         found.append("min top-1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
     if result.not_compared:

@@ -558,7 +558,10 @@ def gate_text(gates: dict[str, Any]) -> str:
         parts.append(f"cosine ≥ {gates['min_cosine']}")
     top1 = gates.get("min_top1")
     if isinstance(top1, dict):  # per output (--min-top1 NAME:VALUE): the outputs gated, by name
-        parts.extend(f"argmax agreement of {name} ≥ {value}" for name, value in top1.items())
+        parts.extend(
+            f"argmax agreement of {name or 'every other output'} ≥ {value}"
+            for name, value in sorted(top1.items(), key=lambda item: item[0] == "")
+        )
     elif top1 is not None:
         parts.append(f"argmax agreement ≥ {top1}")
     if gates.get("check_allclose"):
