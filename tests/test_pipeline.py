@@ -379,6 +379,27 @@ def test_a_missed_accuracy_budget_leaves_no_model_under_the_artifacts_name(tmp_p
     assert bundled.code == 2 and not (tmp_path / "b").exists(), bundled.stderr
 
 
+def test_a_missed_int8_accuracy_budget_leaves_no_model_under_the_artifacts_name(tmp_path: Path) -> None:
+    """The int8 side of the test above (make_precision's int8 branch, which calibrates, then searches):
+    an int8 model that misses its budget stayed as out/m.int8.onnx, which bundle shipped as built.
+    It is removed now, an earlier build's too; the steps and the calibration records stay."""
+    from tests.precision import models
+
+    model, data = models.save_beyond_fp32_fallback(tmp_path)
+    out = tmp_path / "out"
+    common = ["--precision", "int8", "--calib-data", data, "-o", out, "--target", "x86-64-cpu"]
+    assert run_cli("build", model, *common).code == 0  # an earlier build without the budget
+    assert (out / "m.int8.onnx").is_file()
+    missed = run_cli("build", model, *common, "--accuracy-budget", "snr>=200")
+    assert missed.code == 1 and "Traceback" not in missed.stderr, missed.stderr
+    assert "every layer left in fp32" in missed.stderr, missed.stderr
+    assert not (out / "m.int8.onnx").exists(), sorted(p.name for p in out.iterdir())
+    assert (out / "m.int8.budget.json").is_file() and (out / "m.calib.json").is_file()
+    assert "no m.int8.onnx is left" in " ".join(missed.stderr.split()), missed.stderr
+    bundled = run_cli("bundle", model, out / "m.int8.onnx", "--data", data, "-o", tmp_path / "b")
+    assert bundled.code == 2 and not (tmp_path / "b").exists(), bundled.stderr
+
+
 def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:
     import numpy as np
 
