@@ -400,6 +400,45 @@ def test_a_missed_int8_accuracy_budget_leaves_no_model_under_the_artifacts_name(
     assert bundled.code == 2 and not (tmp_path / "b").exists(), bundled.stderr
 
 
+def test_an_int8_build_after_a_missed_budget_reuses_its_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missed int8 budget removes the int8 model but keeps its calibration record: the next int8
+    build (the same budget, whose search record is reused, or none) rewrites the Q/DQ model from the
+    recorded thresholds, its key unchanged, and runs no calibration pass over the data again."""
+    import calibration.calibrate as calibrate_module
+    from edgedeploy.errors import BudgetMissed
+    from edgedeploy.options import BuildRequest, CalibrationRequest
+    from edgedeploy.stages.build import make_precision
+    from edgedeploy.targets import load_target
+    from tests.precision import models
+
+    model, data = models.save_beyond_fp32_fallback(tmp_path)
+    passes: list[int] = []
+    real = calibrate_module.HistogramObserver
+
+    def counted(*args: Any, **kwargs: Any) -> Any:  # one per calibration pass over the data
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "HistogramObserver", counted)
+    calib = CalibrationRequest(data=str(data), batch_size=8)
+    target = load_target("x86-64-cpu")
+    said: list[str] = []
+    ui = Ui(quiet=True)
+    monkeypatch.setattr(ui, "info", said.append)
+    for budget in ("snr>=200", "snr>=200"):
+        with pytest.raises(BudgetMissed):
+            make_precision(model, BuildRequest("int8", target, calibration=calib, accuracy_budget=budget),
+                           tmp_path / "out", ui)  # fmt: skip
+        assert not (tmp_path / "out" / "m.int8.onnx").exists()
+    built = make_precision(model, BuildRequest("int8", target, calibration=calib), tmp_path / "out", ui)
+    assert built.path.is_file()
+    assert passes == [1], said  # the first build's only
+    reasons = [line for line in said if line.startswith("int8: ")]
+    assert len(reasons) == 3 and all("reusing calibration" in line for line in reasons[1:]), reasons
+
+
 def test_new_calibration_data_at_the_same_path_rebuilds_int8(digits: Digits, tmp_path: Path) -> None:
     import numpy as np
 
