@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -56,13 +57,13 @@ from calibration.qdq import (
     bias_corrections,
     check_qdq,
     constant_values,
+    exclusion_matches,
     model_facts,
     narrow_convs,
     nonfinite_weights,
     plan_quantization,
     stored_activations,
     unknown_op_types,
-    unmatched_patterns,
     upgrade_opset,
     weight_scale,
     write_qdq,
@@ -287,7 +288,8 @@ def calibrate(
     unknown = unknown_op_types(qopts.exclude_ops, model)
     if unknown:
         raise CalibrationError(f"--exclude-ops: no ONNX op type named {', '.join(unknown)}")
-    unique_node_names(model)  # two nodes of one name: ONNX Runtime would refuse every session of it
+    renamed: dict[str, str] = {}  # two nodes of one name: ONNX Runtime would refuse every session of it
+    unique_node_names(model, renamed)
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     before = opset_of(model)
     model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
@@ -298,8 +300,12 @@ def calibrate(
         if before and after != before
         else None
     )
-    if unmatched := unmatched_patterns(qopts.exclude_nodes, model):
+    # a name the model gives several nodes selects them all, those renamed NAME#2... included
+    excluded_by = exclusion_matches(qopts.exclude_nodes, model, renamed)
+    if unmatched := [p for p, found in excluded_by.items() if not found]:
         raise CalibrationError(f"--exclude-nodes: no node matches {', '.join(unmatched)}")
+    if also := [re.escape(label) for found in excluded_by.values() for label in found if label in renamed]:
+        qopts = replace(qopts, exclude_nodes=tuple(dict.fromkeys([*qopts.exclude_nodes, *also])))
     facts = model_facts(model)  # shape inference and constants once for every plan below
     weights: WeightCache = {}  # each weight quantized once for auto's candidates and the artifact
     plan = plan_quantization(model, qopts, facts)
@@ -623,6 +629,7 @@ def calibrate(
         for w in plan.weights.values()
     ]
     report.quantized_nodes, report.excluded_nodes = plan.quantized_nodes, plan.excluded
+    report.exclude_nodes_matched = excluded_by
     report.outputs = {"model": qdq_path.name, "report": report_path.name}
     cache_written: Path | None = None
     rounding_written: Path | None = rounding_path if report.gptq_rounded() else None

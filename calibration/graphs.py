@@ -23,7 +23,7 @@ Hand-written: onnx has no stable topological sort and no IR upgrade; these are a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import onnx
 
@@ -71,15 +71,17 @@ def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     return nodes
 
 
-def unique_node_names(model: onnx.ModelProto) -> set[str]:
-    """Rename the nodes (subgraphs too) whose name an earlier node bears, and return every name.
+def unique_node_names(model: onnx.ModelProto, renamed: dict[str, str] | None = None) -> set[str]:
+    """Rename the nodes (subgraphs too) whose name an earlier node bears, and return every name;
+    ``renamed`` (when given) gets each new name -> the name the model gave that node.
 
     ONNX makes node names unique per graph only (a body may reuse a main-graph name), and a model
     naming two nodes of one graph alike passes its checker though ONNX Runtime refuses it; the
     conversions match nodes by name. Deterministic, and a no-op on a model whose names are all
     unique: main-graph nodes come first, then each one's body nodes in graph order; a node whose
     name an earlier one bears becomes ``NAME#2``, ``NAME#3``... (the first number no node bears).
-    Unnamed nodes stay unnamed."""
+    Unnamed nodes stay unnamed. A name a user gives (``--exclude-nodes``, ``--fp32-nodes``) is one
+    the model bears: it selects every node that bore it (:func:`named_in_model`)."""
     names = {n.name for n in all_nodes(model.graph) if n.name}
     seen: set[str] = set()
     bodies = (inner for node in model.graph.node for sub in subgraphs(node) for inner in all_nodes(sub))
@@ -88,11 +90,22 @@ def unique_node_names(model: onnx.ModelProto) -> set[str]:
             number = 2
             while f"{node.name}#{number}" in names:
                 number += 1
+            if renamed is not None:
+                renamed[f"{node.name}#{number}"] = node.name
             node.name = f"{node.name}#{number}"
             names.add(node.name)
         if node.name:
             seen.add(node.name)
     return names
+
+
+def named_in_model(
+    labels: Iterable[str], renamed: Mapping[str, str], matches: Callable[[str], object]
+) -> list[str]:
+    """The ``labels`` (node names in our copy, in order) a user's name or pattern selects: those
+    ``matches`` takes, and those :func:`unique_node_names` renamed from a name it takes (the user
+    wrote the name the model gives them all: ``layer`` selects ``layer`` and ``layer#2``)."""
+    return [label for label in labels if matches(label) or (label in renamed and matches(renamed[label]))]
 
 
 def constant_derived(graph: onnx.GraphProto) -> set[str]:

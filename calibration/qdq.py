@@ -47,9 +47,11 @@ from calibration.graphs import (
     constant_derived,
     copy_without_initializers,
     infer_shapes_light,
+    named_in_model,
     opset_of,
     subgraphs,
     toposort,
+    unique_node_names,
     without_weight_bytes,
 )
 
@@ -78,12 +80,25 @@ def unknown_op_types(op_types: Sequence[str], model: onnx.ModelProto) -> list[st
     return [op for op in op_types if op not in _onnx_op_types() and op not in used]
 
 
-def unmatched_patterns(patterns: Sequence[str], model: onnx.ModelProto) -> list[str]:
-    """The ``--exclude-nodes`` patterns that match no node of ``model`` (by the label
-    :func:`_excluded` matches: the name, or ``OpType#index`` for an unnamed node): a misspelt name
-    would otherwise leave nothing in float without a word."""
+def exclusion_matches(
+    patterns: Sequence[str], model: onnx.ModelProto, renamed: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Per ``--exclude-nodes`` pattern, the labels of the nodes of ``model`` it selects (the label
+    :func:`_excluded` matches: the name, or ``OpType#index`` for an unnamed node), in graph order: a
+    node whose name :func:`~calibration.graphs.unique_node_names` changed is selected by its name in
+    the model too (``layer`` selects ``layer`` and ``layer#2``). ``renamed``: that function's record,
+    when the caller has renamed ``model`` already; without it ``model`` is renamed here, in place."""
+    if renamed is None:
+        renamed = {}
+        unique_node_names(model, renamed)
     labels = [_node_label(node, index) for index, node in enumerate(model.graph.node)]
-    return [p for p in patterns if not any(re.fullmatch(p, label) for label in labels)]
+    return {p: named_in_model(labels, renamed, re.compile(p).fullmatch) for p in patterns}
+
+
+def unmatched_patterns(patterns: Sequence[str], model: onnx.ModelProto) -> list[str]:
+    """The ``--exclude-nodes`` patterns that select no node of ``model`` (:func:`exclusion_matches`,
+    renaming ``model`` in place): a misspelt name would otherwise leave nothing in float without a word."""
+    return [p for p, found in exclusion_matches(patterns, model).items() if not found]
 
 
 @functools.lru_cache(maxsize=1)

@@ -83,6 +83,8 @@ class CalibrationReport:
     weights: list[WeightReport] = field(default_factory=list)
     quantized_nodes: list[str] = field(default_factory=list)
     excluded_nodes: list[str] = field(default_factory=list)
+    # each --exclude-nodes pattern -> the nodes it selected (a name the model repeats: NAME, NAME#2...)
+    exclude_nodes_matched: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> file name
     # file name -> sha256 of the Q/DQ model and the TensorRT cache as written: a rerun reuses them
     # only when their contents are these (calibration/calibrate.py)

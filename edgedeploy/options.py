@@ -218,6 +218,9 @@ class Fp16Options:
     keep_io_types: bool = True
     fp32_ops: Sequence[str] = ()
     fp32_nodes: Sequence[str] = ()
+    # each name of the user's fp32_nodes -> the nodes it selects (a name the model gives several
+    # nodes: NAME, NAME#2...), once fp16.match_fp32_nodes has set fp32_nodes to them all
+    fp32_nodes_matched: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # Nodes kept in fp32 by an analysis (node name -> reason); the user's lists add to this.
     auto_fp32_nodes: Mapping[str, str] = field(default_factory=dict)
 

@@ -667,3 +667,55 @@ def test_nodes_named_alike_in_one_graph_build_fp16_and_int8_with_unique_names(tm
     assert [e["node"] for e in plan["nodes"]] == ["layer", "Add_2", "Relu_3", "layer#2"], plan
     compared = run_cli("compare", path, tmp_path / "fp16" / "m.fp16.onnx", "--data", data)
     assert compared.code == 2 and "two nodes with same node name (layer)" in compared.stderr, compared.stderr
+
+
+def _three_matmuls_two_named_layer(path: Path) -> Path:
+    """x[N,16] -> MatMul 'layer', Relu 'act', MatMul 'mid', Relu 'act', MatMul 'layer' -> y[N,10]:
+    names repeated in one graph, which our copy calls layer, act, mid, act#2, layer#2."""
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+        for name, shape in (("W1", (16, 16)), ("W2", (16, 16)), ("W3", (16, 10)))
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["a"], name="layer"),
+        helper.make_node("Relu", ["a"], ["b"], name="act"),
+        helper.make_node("MatMul", ["b", "W2"], ["c"], name="mid"),
+        helper.make_node("Relu", ["c"], ["d"], name="act"),
+        helper.make_node("MatMul", ["d", "W3"], ["y"], name="layer"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], weights,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_node_name_the_model_repeats_selects_every_node_that_bears_it(tmp_path: Path) -> None:
+    """Our copy renames the later of two nodes named 'layer' 'layer#2'; --exclude-nodes layer (int8)
+    and --fp32-nodes layer (fp16) then matched the first one only, though the user wrote the name the
+    model gives both. A name (or pattern) now selects every node that bore it in the model, and the
+    calibration report and the precision plan say which nodes it matched; 'act#2' still selects
+    that node alone."""
+    path = _three_matmuls_two_named_layer(tmp_path / "m.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32))
+    calibrated = run_cli("calibrate", path, "--data", data, "--exclude-nodes", "layer",
+                         "--target", "x86-64-cpu", "-o", tmp_path / "i8")  # fmt: skip
+    assert calibrated.code == 0, calibrated.stderr
+    report = json.loads((tmp_path / "i8" / "m.calib.json").read_text())
+    assert report["excluded_nodes"] == ["layer", "layer#2"], report["excluded_nodes"]
+    assert report["exclude_nodes_matched"] == {"layer": ["layer", "layer#2"]}
+    artifact = onnx.load(tmp_path / "i8" / "m.int8.onnx")
+    producers = {o: n.op_type for n in artifact.graph.node for o in n.output}
+    dequantized = {n.name: producers.get(n.input[0]) == "DequantizeLinear"
+                   for n in artifact.graph.node if n.op_type == "MatMul"}  # fmt: skip
+    assert dequantized == {"layer": False, "mid": True, "layer#2": False}, dequantized
+    built = run_cli("build", path, "--precision", "fp16", "--fp32-nodes", "layer,act#2",
+                    "-o", tmp_path / "f16", "--calib-data", data, "--target", "x86-64-cpu")  # fmt: skip
+    assert built.code == 0, built.stderr
+    plan = json.loads((tmp_path / "f16" / "m.fp16.plan.json").read_text())
+    kept = {e["node"]: e.get("reason") for e in plan["nodes"] if e["precision"] == "fp32"}
+    assert kept == {"layer": "--fp32-nodes", "layer#2": "--fp32-nodes layer", "act#2": "--fp32-nodes"}, kept
+    assert plan["fp32_nodes_matched"] == {"layer": ["layer", "layer#2"], "act#2": ["act#2"]}

@@ -26,6 +26,7 @@ from calibration.graphs import (
     captured_names,
     copy_fields,
     infer_shapes_light,
+    named_in_model,
     nchwc_crash_transposes,
     subgraphs,
     unique_node_names,
@@ -61,17 +62,17 @@ FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
 
 
-def ensure_node_names(model: onnx.ModelProto) -> set[str]:
+def ensure_node_names(model: onnx.ModelProto, renamed: dict[str, str] | None = None) -> set[str]:
     """Give every node (subgraphs too) a unique name, as the converter matches nodes by name (its
     node_block_list reaches into If/Loop/Scan bodies) and the precision plan names them by it.
 
     A node whose name an earlier one bears becomes ``NAME#2``, ``NAME#3``...
     (:func:`calibration.graphs.unique_node_names`, as calibration names them), an unnamed one
     ``OpType_N``. The artifact and the plan carry these names. The range analysis calls this on its
-    own copy, so it picks the same names as make_fp16.
+    own copy, so it picks the same names as make_fp16. ``renamed``: as unique_node_names fills it.
     """
     nodes = all_nodes(model.graph)
-    names = unique_node_names(model)
+    names = unique_node_names(model, renamed)
     for node in nodes:
         if not node.name:
             index = len(names)
@@ -575,11 +576,13 @@ def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[
     """Why a node is kept in fp32 (the user's lists, analysis, converter defaults), or None."""
     ops = set(options.fp32_ops)
     user_nodes = set(options.fp32_nodes)
+    # a node selected by the name the model gave it, not its own (NAME#2 by NAME): says which
+    given = {n: name for name, found in options.fp32_nodes_matched.items() for n in found if n != name}
     blocked = set(blocked_ops)
 
     def reason(node: onnx.NodeProto) -> str | None:
         if node.name in user_nodes:
-            return "--fp32-nodes"
+            return f"--fp32-nodes {given[node.name]}" if node.name in given else "--fp32-nodes"
         if node.op_type in ops:
             return f"--fp32-ops {node.op_type}"
         if node.name in options.auto_fp32_nodes:
@@ -618,6 +621,8 @@ def precision_plan(
         "keep_io_types": options.keep_io_types,
         "nodes_total": len(entries),
         "nodes_fp32": fp32,
+        # each --fp32-nodes name -> the nodes it kept (every node the model gave that name)
+        **({"fp32_nodes_matched": dict(options.fp32_nodes_matched)} if options.fp32_nodes_matched else {}),
         "nodes": entries,
     }
 
@@ -707,11 +712,27 @@ def unknown_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto) -> lis
     return [n for n in fp32_nodes if n not in names]
 
 
-def check_fp32_nodes(fp32_nodes: Sequence[str], model: onnx.ModelProto, src: object) -> None:
-    """``--fp32-nodes`` names nodes of ``model`` (of ``src``): refused before any work otherwise."""
-    unknown = unknown_fp32_nodes(fp32_nodes, model)
+def match_fp32_nodes(options: Fp16Options, model: onnx.ModelProto, src: object) -> Fp16Options:
+    """``options`` whose ``--fp32-nodes`` select every node that bore each name in ``model`` (of
+    ``src``; named here, :func:`ensure_node_names`): the user wrote a name the model gives them all,
+    and our copy calls the later ones ``NAME#2``... ``fp32_nodes_matched`` records the selection,
+    for the plan. A name that is no node's is refused before any work. Options matched already
+    (the selection made on the model as read) are only checked against ``model``."""
+    renamed: dict[str, str] = {}
+    names = ensure_node_names(model, renamed)
+    if options.fp32_nodes_matched:
+        unknown = unknown_fp32_nodes(options.fp32_nodes, model)
+        matched = dict(options.fp32_nodes_matched)
+    else:
+        labels = [node.name for node in all_nodes(model.graph)]
+        matched = {n: named_in_model(labels, renamed, n.__eq__) for n in options.fp32_nodes}
+        unknown = [n for n, found in matched.items() if not found and n not in names]
     if unknown:
         raise InputError(f"--fp32-nodes: no node named {', '.join(unknown)} in {src}")
+    if not matched:
+        return options
+    selected = list(dict.fromkeys(name for found in matched.values() for name in found))
+    return replace(options, fp32_nodes=selected, fp32_nodes_matched=matched)
 
 
 def plan_fp32_nodes(
@@ -774,7 +795,7 @@ def make_fp16(
     out = Path(out_path)
     model = loaded if loaded is not None else load_onnx(src)
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
-    check_fp32_nodes(options.fp32_nodes, model, src)
+    options = match_fp32_nodes(options, model, src)
     check_fp32_ops(options.fp32_ops, model)
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph))
     float_names = _float_tensor_names(model) if has_control_flow else set()
@@ -790,7 +811,7 @@ def make_fp16(
     # before the converter adds its Casts to the model
     options, blocked_ops, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
-    own = {n.name for n in all_nodes(model.graph)}  # named: check_fp32_nodes ran ensure_node_names
+    own = {n.name for n in all_nodes(model.graph)}  # named: match_fp32_nodes ran ensure_node_names
     mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:

@@ -50,7 +50,7 @@ from edgedeploy.stages.precision.analysis import (
     split_batches,
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
-from edgedeploy.stages.precision.fp16 import check_fp32_nodes, check_fp32_ops, make_fp16, subgraph_nodes_of
+from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16, match_fp32_nodes, subgraph_nodes_of
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
@@ -205,7 +205,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     # a typo in --fp32-ops or --fp32-nodes is refused before the analysis writes anything
     early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
     check_fp32_ops(options.fp32_ops, early)
-    check_fp32_nodes(options.fp32_nodes, early, model)
+    options = match_fp32_nodes(options, early, model)  # a name the model repeats: all its nodes
     del early
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
