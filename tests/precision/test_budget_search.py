@@ -159,3 +159,30 @@ def test_a_top1_bound_may_name_one_output_as_compares_min_top1(tmp_path: Path) -
     measured = OutputEvaluator(onnx.load(ref), feeds).measure(onnx.load(cand))
     assert measured["top1:logits"] == 1.0 and measured["top1"] < 0.99  # the embedding's argmax
     assert budget.met(measured) and not AccuracyBudget.parse("cosine>=0.99,top1>=0.99").met(measured)
+
+
+def test_a_bare_top1_bound_beside_named_ones_bounds_the_outputs_they_do_not_name(tmp_path: Path) -> None:
+    """As compare's --min-top1 0.9 aux:0.5 (Polygraphy's default beside per-output values), a budget
+    "top1>=0.9,top1>=aux:0.5" holds aux to 0.5 and every other output to 0.9; the bare bound was the
+    worst over every output, aux included, so aux's 0.6 missed a budget that names aux at 0.5."""
+    figures = {"cosine": 0.999, "top1": 0.6, "top1:logits": 0.95, "top1:aux": 0.6, "top1:other": 0.92}
+    result = search(
+        AccuracyBudget.parse("top1>=0.9,top1>=aux:0.5"), ["a"], lambda kept: dict(figures),
+        precision="int8", higher="fp32",
+    )  # fmt: skip
+    assert result.met and result.kept == [], result.steps
+    assert result.steps[0].measured["top1"] == 0.92  # the worst output the bare bound holds
+    missed = search(
+        AccuracyBudget.parse("top1>=0.93,top1>=aux:0.5"), ["a"], lambda kept: dict(figures),
+        precision="int8", higher="fp32",
+    )  # fmt: skip
+    assert not missed.steps[0].met  # "other" (0.92) is held to the bare 0.93
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.precision.budget import refuse_top1_without_scores
+    from tests.test_compare import _logits_and_embedding
+
+    ref, _ = _logits_and_embedding(tmp_path)
+    refuse_top1_without_scores(AccuracyBudget.parse("top1>=0.9,top1>=logits:0.99"), ref)
+    every = AccuracyBudget.parse("top1>=0.9,top1>=logits:0.99,top1>=embedding:0.5")
+    with pytest.raises(InputError, match=r"top1>=0\.9 bounds the outputs no top1 bound names"):
+        refuse_top1_without_scores(every, ref)  # it would bound nothing

@@ -248,6 +248,13 @@ def refuse_top1_without_scores(
                 f"{said} {c} needs (batch, classes) scores, and {model.name} gives "
                 f"{by_name[c.output].describe()}; bound cosine, snr or max_abs instead"
             )
+    named = {c.output for c in budget.criteria if c.metric == "top1" and c.output}
+    bare = next((c for c in budget.criteria if c.metric == "top1" and not c.output), None)
+    if bare is not None and named and not any(may_hold_scores(o) for o in outputs if o.name not in named):
+        raise InputError(
+            f"{said} {bare} bounds the outputs no top1 bound names, and {model.name} has no other "
+            f"output of (batch, classes) scores than {', '.join(sorted(named))}; drop it or name outputs"
+        )
     if any(may_hold_scores(o) for o in outputs):
         return
     shown = ", ".join(o.describe() for o in outputs[:4]) + (", ..." if len(outputs) > 4 else "")
@@ -387,10 +394,16 @@ def _split(
     measured: dict[str, Any], budget: AccuracyBudget
 ) -> tuple[dict[str, float | None], list[float] | None]:
     """The figures of a measurement (each output's top1 only where ``budget`` bounds it), and
-    each output's cosine."""
+    each output's cosine. A bare top1 bound beside bounds of named outputs (``top1>=0.9,
+    top1>=aux:0.5``) holds the outputs they do not name, as compare's ``--min-top1 0.9 aux:0.5``
+    and Polygraphy's per-output defaults do: its ``top1`` is the worst of those outputs."""
     per = measured.get(OUTPUTS)
     used = {c.key for c in budget.criteria}
     kept = {k: v for k, v in measured.items() if k != OUTPUTS and (":" not in k or k in used)}
+    named = {c.key for c in budget.criteria if c.metric == "top1" and c.output}
+    if named and "top1" in used:
+        others = [v for k, v in measured.items() if k.startswith("top1:") and k not in named]
+        kept["top1"] = min((v for v in others if v is not None), default=None)
     return kept, None if per is None else list(per)
 
 

@@ -455,6 +455,9 @@ def int8_within_budget(
             "exclude_ops": list(calib.exclude_ops),
             "trt_version": calib.trt_version,
             "measured_on": source.identity(),  # the data, not how its path was written
+            # a bare top1 beside named ones bounded every output before, the others only now: a
+            # search recorded then is not this budget's (other budgets keep their keys)
+            **({"bare_top1": "outputs not named"} if _bare_beside_named_top1(budget) else {}),
         }
     )
 
@@ -516,6 +519,11 @@ def int8_within_budget(
     info = _budget_info(result, sidecar)
     atomic_write_json(sidecar, sealed({**to_jsonable(result), "key": key, "info": info}))
     return _budget_outcome(artifact, info, sidecar, quantized, ui)
+
+
+def _bare_beside_named_top1(budget: AccuracyBudget) -> bool:
+    top1 = [c.output for c in budget.criteria if c.metric == "top1"]
+    return "" in top1 and any(top1)
 
 
 BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
