@@ -719,3 +719,17 @@ def test_a_node_name_the_model_repeats_selects_every_node_that_bears_it(tmp_path
     kept = {e["node"]: e.get("reason") for e in plan["nodes"] if e["precision"] == "fp32"}
     assert kept == {"layer": "--fp32-nodes", "layer#2": "--fp32-nodes layer", "act#2": "--fp32-nodes"}, kept
     assert plan["fp32_nodes_matched"] == {"layer": ["layer", "layer#2"], "act#2": ["act#2"]}
+
+
+def test_fp32_nodes_and_fp32_ops_given_twice_keep_what_each_names(tmp_path: Path) -> None:
+    """build --fp32-nodes layer --fp32-nodes mid kept 'mid' only: the option took one value and the
+    last one given replaced the others without a word (calibrate's --exclude-nodes repeats). Both
+    options now repeat, each value a comma-separated list as before."""
+    path = _three_matmuls_two_named_layer(tmp_path / "m.onnx")
+    built = run_cli("build", path, "--precision", "fp16", "--fp32-nodes", "layer", "--fp32-nodes", "mid",
+                    "--fp32-ops", "Relu", "--fp32-ops", "Add,Mul", "-o", tmp_path / "f16")  # fmt: skip
+    assert built.code == 0, built.stderr
+    plan = json.loads((tmp_path / "f16" / "m.fp16.plan.json").read_text())
+    kept = {e["node"]: e.get("reason") for e in plan["nodes"] if e["precision"] == "fp32"}
+    assert kept == {"layer": "--fp32-nodes", "act": "--fp32-ops Relu", "mid": "--fp32-nodes",
+                    "act#2": "--fp32-ops Relu", "layer#2": "--fp32-nodes layer"}, kept  # fmt: skip

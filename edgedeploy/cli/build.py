@@ -51,13 +51,19 @@ def build_command(
         ),
     ] = True,
     fp32_ops: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="fp16: op types kept in fp32, e.g. Softmax,LayerNormalization", rich_help_panel=FP16
+            help="fp16: op types kept in fp32, e.g. Softmax,LayerNormalization (repeatable).",
+            rich_help_panel=FP16,
         ),
     ] = None,
     fp32_nodes: Annotated[
-        str | None, typer.Option(help="fp16: node names kept in fp32.", rich_help_panel=FP16)
+        list[str] | None,
+        typer.Option(
+            help="fp16: node names kept in fp32, comma-separated (repeatable); a name the model gives "
+            "several nodes keeps them all.",
+            rich_help_panel=FP16,
+        ),
     ] = None,
     calib_data: Annotated[
         str | None,
@@ -232,7 +238,11 @@ def build_command(
         precision=precision,
         target=tgt,
         backend=backend,
-        fp16=Fp16Options(keep_io_types=keep_io_types, fp32_ops=csv(fp32_ops), fp32_nodes=csv(fp32_nodes)),
+        fp16=Fp16Options(
+            keep_io_types=keep_io_types,
+            fp32_ops=csv(",".join(fp32_ops or [])),
+            fp32_nodes=csv(",".join(fp32_nodes or [])),
+        ),
         calibration=CalibrationRequest(
             data=calib_data or "",
             algorithm=calib_algorithm,
