@@ -517,9 +517,9 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
 
     class ITimingCache(_Api):
         """Entries as bytes. A cache whose bytes start with ``gpu=`` was made on another device, with
-        ``trt=`` by another TensorRT release (NvInfer.h: ``setTimingCache`` fails on another device's
-        cache unless ignoreMismatch; ``combine`` skips another release's, returning false, and
-        another device's unless ignoreMismatch)."""
+        ``trt=`` by another TensorRT release (docs/tensorrt-facts.md, "The timing cache": ``setTimingCache``
+        fails on another device's cache unless ignoreMismatch; ``combine`` skips another release's,
+        returning false, and another device's unless ignoreMismatch)."""
 
         def __init__(self, data: bytes) -> None:
             self._entries = data or b""
