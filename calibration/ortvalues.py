@@ -23,6 +23,11 @@ def is_numpy_native(dtype: np.dtype) -> bool:
     return dtype.num < 256 and dtype.kind != "V"
 
 
+def is_text(value: Any) -> bool:
+    """True for a numpy array of text (str, bytes or objects: a string input's feed)."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in "OSU"
+
+
 def is_float_dtype(dtype: np.dtype) -> bool:
     """float16/32/64 and the ml_dtypes floats (bfloat16, float8 ...)."""
     if dtype.kind == "f":
@@ -68,10 +73,15 @@ def run_views(session: Any, names: Sequence[str], feed: Mapping[str, Any]) -> li
 
     ``run`` copies every output into a new numpy array; with every activation of PP-OCRv4's
     recognizer fetched (1.5 GB per batch of 8, calibration's statistics pass) that copy took
-    two thirds of the run. Outputs numpy cannot view (a non-tensor output) come from ``run``.
+    two thirds of the run. Outputs numpy cannot view (a non-tensor output) come from ``run``, and
+    so do all outputs of a feed holding text (a string input): ONNX Runtime makes no OrtValue of
+    a str, bytes or object array ("Creation of OrtValues is currently only supported from
+    non-string numpy arrays").
     """
     import onnxruntime as ort
 
+    if any(is_text(value) for value in feed.values()):
+        return [np.asarray(out) for out in session.run(list(names), ort_feed(feed))]
     values = {}
     for name, value in ort_feed(feed).items():  # OrtValues already for the types numpy lacks
         as_ort = isinstance(value, ort.OrtValue)

@@ -51,3 +51,29 @@ def test_an_output_numpy_cannot_view_comes_from_run() -> None:
     x = np.ones((2, 3), np.float32)
     (got,) = run_views(_session(model), ["s"], {"x": x})
     assert len(got) == 2 and np.array_equal(got[0], x)
+
+
+def test_string_feeds_run_as_run_takes_them() -> None:
+    """A string input (text as a str or object array) failed with ONNX Runtime's "Creation of
+    OrtValues is currently only supported from non-string numpy arrays": no OrtValue holds text,
+    so such a feed goes through ``run``, with the same outputs."""
+    from calibration.ortvalues import run_views
+
+    encode = helper.make_node(
+        "LabelEncoder", ["s"], ["y"], domain="ai.onnx.ml",
+        keys_strings=["a", "b"], values_floats=[1.0, 2.0], default_float=0.5,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [encode, helper.make_node("Relu", ["y"], ["r"])], "m",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n"]) for n in ("y", "r")],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    session = _session(model)
+    for text in (np.array(["a", "b", "zz"]), np.array(["b", "", "a"], dtype=object)):
+        got = run_views(session, ["y", "r"], {"s": text})
+        want = {"a": 1.0, "b": 2.0}
+        np.testing.assert_array_equal(got[0], np.array([want.get(t, 0.5) for t in text], np.float32))
+        np.testing.assert_array_equal(got[1], got[0])
