@@ -286,7 +286,8 @@ class DataSource:
         for path in kept:
             with np.load(io.BytesIO(path) if isinstance(path, bytes) else path, allow_pickle=False) as data:
                 yield {
-                    name: _restored(data[f"arr_{i}"], dtype) for i, (name, dtype) in enumerate(dtypes.items())
+                    name: _restored(data[f"arr_{i}"], dtype, data.get(f"len_{i}"))
+                    for i, (name, dtype) in enumerate(dtypes.items())
                 }
 
     def first_feed(self) -> Feed:
@@ -348,39 +349,57 @@ class DataSource:
 
 def _keep(feed: Feed, path: Path, kept: list[Path]) -> list[Path] | None:
     """``kept`` with ``feed`` saved to ``path`` (its arrays in the order of the model's inputs, as
-    :func:`_savable` makes them), or None for a feed that cannot be kept exactly (an object array of
-    other than text, say)."""
-    arrays = [saved for arr in feed.values() if (saved := _savable(arr)) is not None]
-    if len(arrays) < len(feed):
-        return None
+    :func:`_savable` makes them: ``arr_I``, and ``len_I`` beside text that needs its lengths), or
+    None for a feed that cannot be kept exactly (an object array of other than text, say)."""
+    arrays: dict[str, Any] = {}  # Any: savez takes allow_pickle by keyword too
+    for index, arr in enumerate(feed.values()):
+        saved = _savable(arr)
+        if saved is None:
+            return None
+        arrays[f"arr_{index}"], lengths = saved
+        if lengths is not None:
+            arrays[f"len_{index}"] = lengths
     with open(path, "wb") as fh:
-        np.savez(fh, *arrays)
+        np.savez(fh, **arrays)
     return [*kept, path]
 
 
-def _savable(arr: np.ndarray) -> np.ndarray | None:
-    """``arr`` in a form numpy saves without pickles and :func:`_restored` makes ``arr`` again, or
-    None. ml_dtypes' bfloat16, float8 and int4, which numpy reads back as raw bytes, are kept as
-    unsigned integers of their size; text (an object array of str or of bytes, as a string input
-    takes it) as numpy's fixed-width str or bytes, where that holds the same values (it drops
-    trailing NULs)."""
+def _savable(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``arr`` in a form numpy saves without pickles, with the lengths of its text where that form
+    drops some of it, from which :func:`_restored` makes ``arr`` again; or None. ml_dtypes'
+    bfloat16, float8 and int4, which numpy reads back as raw bytes, are kept as unsigned integers
+    of their size; text (an object array of str or of bytes, as a string input takes it) as numpy's
+    fixed-width str or bytes, which drop trailing NULs: where an item ends in NUL, each item's
+    length goes beside it (int64, of ``arr``'s shape)."""
     if not is_numpy_native(arr.dtype):
-        return arr.view(np.dtype(f"u{arr.dtype.itemsize}"))
+        return arr.view(np.dtype(f"u{arr.dtype.itemsize}")), None
     if arr.dtype.kind != "O":
-        return arr if arr.dtype.kind in "biufcSU" else None
+        return (arr, None) if arr.dtype.kind in "biufcSU" else None
     items = arr.ravel().tolist()
     for kind, fixed in ((str, "U"), (bytes, "S")):
         if all(isinstance(v, kind) for v in items):
             text = arr.astype(fixed)
-            return text if text.ravel().tolist() == items else None
+            if text.ravel().tolist() == items:
+                return text, None
+            lengths = np.array([len(v) for v in items], np.int64).reshape(arr.shape)
+            return (text, lengths) if _restored(text, arr.dtype, lengths).ravel().tolist() == items else None
     return None
 
 
-def _restored(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A kept array (:func:`_savable`) as the feed held it, of the input's ``dtype``."""
+def _restored(arr: np.ndarray, dtype: np.dtype, lengths: np.ndarray | None = None) -> np.ndarray:
+    """A kept array (:func:`_savable`) as the feed held it, of the input's ``dtype``; ``lengths``:
+    the items' lengths, when kept, to which their trailing NULs are put back."""
     if arr.dtype == dtype:
         return arr
-    return arr.astype(object) if dtype.kind == "O" else arr.view(dtype)
+    if dtype.kind != "O":
+        return arr.view(dtype)
+    restored = arr.astype(object)
+    if lengths is not None:
+        nul = "\0" if arr.dtype.kind == "U" else b"\0"
+        flat = restored.reshape(-1)
+        for i, (item, length) in enumerate(zip(flat.tolist(), lengths.ravel().tolist(), strict=True)):
+            flat[i] = item + nul * (length - len(item))
+    return restored
 
 
 def _hash_feed(digest: Any, feed: Feed) -> None:

@@ -259,15 +259,19 @@ def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_it
         ("float8_e4m3fn", "(np.arange(8.0).reshape(2, 4) - i).astype(ml_dtypes.float8_e4m3fn)"),
         ("object", "np.array([['a', 'bé', '', str(i)]] * 2, dtype=object)"),
         ("object", "np.array([[b'a', b'\\xff', b'', bytes([65 + i])]] * 2, dtype=object)"),
+        ("object", "np.array([['a\\0', 'b\\0c', '\\0', str(i) + '\\0\\0']] * 2, dtype=object)"),
+        ("object", "np.array([[b'a\\0', b'\\0\\xff', b'\\0', bytes([65 + i, 0])]] * 2, dtype=object)"),
     ],
-    ids=["bfloat16", "float8", "strings", "bytes"],
+    ids=["bfloat16", "float8", "strings", "bytes", "strings ending in NUL", "bytes ending in NUL"],
 )
 def test_feeds_numpy_saves_only_as_raw_bytes_or_pickles_are_kept_and_replayed_too(
     tmp_path: Path, dtype: str, values: str
 ) -> None:
     """A loader script yielding bfloat16 or float8 (ml_dtypes) or string feeds was run again for
     every read of a run or build (the kept-feeds folder refused what numpy saves only as raw bytes
-    or pickles); they are kept as the others are and replayed with their dtype and values."""
+    or pickles); they are kept as the others are and replayed with their dtype and values. Text
+    ending in NUL characters, which numpy's fixed-width strings drop, was still read again: it is
+    kept with its lengths beside it, and replayed with its NULs."""
     import ml_dtypes
 
     counter = tmp_path / "runs.txt"
