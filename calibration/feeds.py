@@ -369,12 +369,19 @@ def _savable(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
     drops some of it, from which :func:`_restored` makes ``arr`` again; or None. ml_dtypes'
     bfloat16, float8 and int4, which numpy reads back as raw bytes, are kept as unsigned integers
     of their size; text (an object array of str or of bytes, as a string input takes it) as numpy's
-    fixed-width str or bytes, which drop trailing NULs: where an item ends in NUL, each item's
-    length goes beside it (int64, of ``arr``'s shape)."""
+    fixed-width str or bytes with, where an item ends in NUL, the lengths (:func:`fixed_width_text`)."""
     if not is_numpy_native(arr.dtype):
         return arr.view(np.dtype(f"u{arr.dtype.itemsize}")), None
     if arr.dtype.kind != "O":
         return (arr, None) if arr.dtype.kind in "biufcSU" else None
+    return fixed_width_text(arr)
+
+
+def fixed_width_text(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """An object array of str (or of bytes), as a string input's feed holds it, as numpy's
+    fixed-width str (bytes), which np.load reads without pickles, and, where an item ends in NUL
+    (which those drop), each item's length (int64, of ``arr``'s shape; else None), from which
+    :func:`_restored` makes ``arr`` again. None for an array of other objects."""
     items = arr.ravel().tolist()
     for kind, fixed in ((str, "U"), (bytes, "S")):
         if all(isinstance(v, kind) for v in items):

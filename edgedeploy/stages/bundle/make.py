@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from calibration.feeds import fixed_width_text
 from calibration.modelinfo import TensorSpec, load_model_header, model_io
 from edgedeploy import __version__
 from edgedeploy.device import device_files
@@ -99,6 +100,25 @@ def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec])
         if differ:
             found[key] = differ
     return found
+
+
+def _without_pickles(name: str, arr: np.ndarray) -> np.ndarray:
+    """A reference input as the device's np.load reads it (no pickles): text, which a feed holds as
+    an object array, as NumPy's fixed-width strings; refused where those would change it (an item
+    ending in NUL characters, which they drop)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "O":
+        return arr
+    text = fixed_width_text(arr)
+    if text is None:
+        raise InputError(f"reference input '{name}' holds objects that are not all str or all bytes")
+    if text[1] is not None:
+        raise InputError(
+            f"reference input '{name}' holds text ending in NUL characters, which the bundle's "
+            "reference/inputs.npz (NumPy's fixed-width strings, read without pickles) cannot keep; "
+            "compare on data without them"
+        )
+    return text[0]
 
 
 def _has_qdq(model: Path) -> bool:
@@ -301,6 +321,8 @@ def make_bundle(
     out = Path(out_dir).resolve()
     if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
         raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
+    if reference_inputs is not None:
+        reference_inputs = {name: _without_pickles(name, arr) for name, arr in reference_inputs.items()}
     check_bundle_output(out)
     with atomic_dir(out) as root:
         entries = []
