@@ -120,6 +120,8 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
             if isinstance(want, int) and want > 0 and want != got:
                 raise DataError(f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)}")
         want_dtype = spec.np_dtype
+        if want_dtype.kind == "O" and (not_text := _not_text(arr)):
+            raise DataError(f"{origin}: input '{name}' takes text (tensor(string)): got {not_text}")
         if arr.dtype != want_dtype:
             if not np.can_cast(arr.dtype, want_dtype, casting="same_kind") or (
                 arr.dtype.kind == "f" and want_dtype.kind in "iub"
@@ -134,6 +136,20 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _not_text(arr: np.ndarray) -> str | None:
+    """What ``arr`` holds where a string input takes text (str or bytes, in an object or fixed-width
+    array), else None. ONNX Runtime reads any object as its str(): numbers given for text (token
+    ids, a wrong file) would run as "17" and "1.0", words no vocabulary knows."""
+    if arr.dtype.kind in "SU":
+        return None
+    if arr.dtype.kind != "O":
+        return arr.dtype.name
+    for item in arr.ravel().tolist():
+        if not isinstance(item, (str, bytes)):
+            return f"an object array holding {type(item).__name__}"
+    return None
 
 
 def _check_named_dims(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> None:

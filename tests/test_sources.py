@@ -333,3 +333,26 @@ def test_a_replay_of_the_first_kept_feed_alone_gives_that_feed_and_refuses_a_who
     assert counter.read_text().splitlines() == ["load"]
     whole = source.kept_files()  # the bytes of them all still, after the first's alone
     assert whole is not None and len(whole[0]) == 3
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("np.arange(8).reshape(2, 4)", "got int64"),
+        ("np.ones((2, 4))", "got float64"),
+        ("np.ones((2, 4), bool)", "got bool"),
+        ("np.array([['a', 1, 'b', None]] * 2, dtype=object)", "got an object array holding int"),
+    ],
+    ids=["int64", "float64", "bool", "objects"],
+)
+def test_data_that_is_not_text_for_a_string_input_is_refused(tmp_path: Path, given: str, said: str) -> None:
+    """Numbers (token ids, a wrong file) given for a string input were taken: check_feed cast them
+    to objects, and ONNX Runtime read each as its str() ("17", "1.0", "None"), which the model's
+    vocabulary maps to nothing, so build, calibrate and compare ran on meaningless text without a
+    word. Such data is refused in one line naming the input."""
+    loader = tmp_path / "loader.py"
+    loader.write_text(f"import numpy as np\n\ndef load_data():\n    yield {{'s': {given}}}\n")
+    source = open_source(str(loader), [TensorSpec("s", ("N", 4), "object")])
+    with pytest.raises(DataError, match=rf"input 's' takes text \(tensor\(string\)\): {said}") as err:
+        list(source)
+    assert "\n" not in str(err.value)
