@@ -122,6 +122,8 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         want_dtype = spec.np_dtype
         if want_dtype.kind == "O" and (not_text := _not_text(arr)):
             raise DataError(f"{origin}: input '{name}' takes text (tensor(string)): got {not_text}")
+        if want_dtype.kind == "O" and arr.dtype.kind in "OS":
+            arr = _decoded(arr, f"{origin}: input '{name}' takes text")
         if arr.dtype != want_dtype:
             if not np.can_cast(arr.dtype, want_dtype, casting="same_kind") or (
                 arr.dtype.kind == "f" and want_dtype.kind in "iub"
@@ -150,6 +152,24 @@ def _not_text(arr: np.ndarray) -> str | None:
         if not isinstance(item, (str, bytes)):
             return f"an object array holding {type(item).__name__}"
     return None
+
+
+def _decoded(arr: np.ndarray, where: str) -> np.ndarray:
+    """Text holding bytes as an object array of str, the bytes read as UTF-8 (``arr`` itself when it
+    holds none). ONNX Runtime's Python API feeds str only: a bytes item ran as its repr ("b'a'"),
+    and a fixed-width bytes array as text read past its items."""
+    items = arr.ravel().tolist()
+    if not any(isinstance(v, bytes) for v in items):
+        return arr
+    text = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        try:
+            text[i] = item.decode() if isinstance(item, bytes) else item
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{where}: {item[:40]!r} is not UTF-8, and ONNX Runtime's Python API feeds text as str only"
+            ) from None
+    return text.reshape(arr.shape)
 
 
 def _check_named_dims(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> None:

@@ -258,9 +258,9 @@ def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_it
         ("bfloat16", "(np.arange(8.0).reshape(2, 4) - i).astype(ml_dtypes.bfloat16)"),
         ("float8_e4m3fn", "(np.arange(8.0).reshape(2, 4) - i).astype(ml_dtypes.float8_e4m3fn)"),
         ("object", "np.array([['a', 'bé', '', str(i)]] * 2, dtype=object)"),
-        ("object", "np.array([[b'a', b'\\xff', b'', bytes([65 + i])]] * 2, dtype=object)"),
+        ("object", "np.array([[b'a', b'\\xc3\\xa9', b'', bytes([65 + i])]] * 2, dtype=object)"),
         ("object", "np.array([['a\\0', 'b\\0c', '\\0', str(i) + '\\0\\0']] * 2, dtype=object)"),
-        ("object", "np.array([[b'a\\0', b'\\0\\xff', b'\\0', bytes([65 + i, 0])]] * 2, dtype=object)"),
+        ("object", "np.array([[b'a\\0', b'\\0\\xc3\\xa9', b'\\0', bytes([65 + i, 0])]] * 2, dtype=object)"),
     ],
     ids=["bfloat16", "float8", "strings", "bytes", "strings ending in NUL", "bytes ending in NUL"],
 )
@@ -271,7 +271,8 @@ def test_feeds_numpy_saves_only_as_raw_bytes_or_pickles_are_kept_and_replayed_to
     every read of a run or build (the kept-feeds folder refused what numpy saves only as raw bytes
     or pickles); they are kept as the others are and replayed with their dtype and values. Text
     ending in NUL characters, which numpy's fixed-width strings drop, was still read again: it is
-    kept with its lengths beside it, and replayed with its NULs."""
+    kept with its lengths beside it, and replayed with its NULs. (Bytes are read as the UTF-8 text
+    they hold before they are kept: test_bytes_for_a_string_input_are_fed_as_their_utf8_text.)"""
     import ml_dtypes
 
     counter = tmp_path / "runs.txt"
@@ -355,4 +356,27 @@ def test_data_that_is_not_text_for_a_string_input_is_refused(tmp_path: Path, giv
     source = open_source(str(loader), [TensorSpec("s", ("N", 4), "object")])
     with pytest.raises(DataError, match=rf"input 's' takes text \(tensor\(string\)\): {said}") as err:
         list(source)
+    assert "\n" not in str(err.value)
+
+
+def test_bytes_for_a_string_input_are_fed_as_their_utf8_text(tmp_path: Path) -> None:
+    """Bytes given for a string input reached ONNX Runtime as bytes, which its Python API reads as
+    their repr (b"a" ran as the word "b'a'"; a fixed-width bytes array ran as text read past its
+    items), so a tokenizer saw none of its words; they are now fed as the UTF-8 text they hold, and
+    bytes that are not UTF-8, which ONNX Runtime's Python API cannot feed, are refused in one line."""
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        "    yield {'s': np.array([[b'a', 'b', '\\u00e9'.encode(), b'x\\0']], dtype=object)}\n"
+        "    yield {'s': np.array([[b'hello', b'a', b'', b'xy']])}\n"
+    )
+    spec = TensorSpec("s", ("N", 4), "object")
+    feeds = list(open_source(str(loader), [spec]))
+    assert [f["s"].tolist() for f in feeds] == [[["a", "b", "\u00e9", "x\0"]], [["hello", "a", "", "xy"]]]
+    assert all(f["s"].dtype == object for f in feeds)
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n    yield {'s': np.array([[b'a', b'\\xff']])}\n"
+    )
+    with pytest.raises(DataError, match=r"input 's' takes text: b'\\xff' is not UTF-8") as err:
+        list(open_source(str(loader), [TensorSpec("s", ("N", 2), "object")]))
     assert "\n" not in str(err.value)
