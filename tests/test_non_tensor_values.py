@@ -119,6 +119,47 @@ def test_compare_refuses_a_model_without_a_tensor_output(tmp_path: Path) -> None
     )
 
 
+def _labelled(path: Path, with_tensor: bool = True) -> Path:
+    """y (x @ W, [N,4]) with its labels: z = ZipMap(y) and names[N,1], a string tensor, the name of
+    each row's argmax ("zero".."three"); without y among the outputs when not ``with_tensor``."""
+    nodes = [
+        helper.make_node("ZipMap", ["y"], ["z"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2, 3]),
+        helper.make_node("ArgMax", ["y"], ["best"], axis=1, keepdims=1),
+        helper.make_node(
+            "LabelEncoder", ["best"], ["names"], domain="ai.onnx.ml", keys_int64s=[0, 1, 2, 3],
+            values_strings=["zero", "one", "two", "three"], default_string="?",
+        ),
+    ]  # fmt: skip
+    outputs = [helper.make_tensor_value_info("names", TensorProto.STRING, ["N", 1])]
+    if with_tensor:
+        outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]))
+        outputs.append(helper.make_value_info("z", PROBS))
+    return _save(nodes, outputs, path)
+
+
+def test_an_accuracy_budget_measures_the_tensor_outputs_of_a_model_with_string_and_map_outputs(
+    tmp_path: Path,
+) -> None:
+    """build --accuracy-budget ended in a traceback on a model with a string output (the class
+    names: "ValueError: could not convert string to float: 'zero'") or a ZipMap output ("TypeError:
+    float() argument must be ... not 'dict'"): the budget measured every output as numbers. It now
+    measures the numeric tensor outputs, as compare does, and a model without one is refused in one
+    line before any work."""
+    model = _labelled(tmp_path / "clf.onnx")
+    for precision in ("fp16", "int8"):
+        out = tmp_path / precision
+        budget = ("--accuracy-budget", "cosine>=0.9")
+        built = run_cli("build", model, "--precision", precision, *budget, "-o", out)
+        assert built.code == 0, built.stderr
+        assert (out / f"clf.{precision}.onnx").is_file()
+    names_only = _labelled(tmp_path / "names.onnx", with_tensor=False)
+    refused = run_cli(
+        "build", names_only, "--precision", "fp16", "--accuracy-budget", "cosine>=0.9", "-o", tmp_path / "n"
+    )
+    assert_clean_input_error(refused, "no tensor output", "'names' (tensor(string))")
+    assert not (tmp_path / "n").exists() or not any((tmp_path / "n").iterdir())
+
+
 def _optional_input(path: Path) -> Path:
     """x[2,8] and opt: optional(tensor(float)[2,8]); y = x @ W where opt is absent, else opt."""
     w = numpy_helper.from_array(np.eye(8, dtype=np.float32), "W")

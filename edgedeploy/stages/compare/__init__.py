@@ -12,8 +12,10 @@ from edgedeploy.stages.compare.layers import LayerError, LayerwiseResult, compar
 from edgedeploy.stages.compare.outputs import (
     CompareResult,
     OutputMetrics,
+    comparable,
     compare,
     gate_failures,
+    is_compared,
     output_metrics,
     run_pair,
 )
@@ -24,9 +26,11 @@ __all__ = [
     "LayerError",
     "LayerwiseResult",
     "OutputMetrics",
+    "comparable",
     "compare",
     "compare_layers",
     "gate_failures",
+    "is_compared",
     "output_metrics",
     "run_pair",
 ]

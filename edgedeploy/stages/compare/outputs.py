@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from calibration.feeds import feed_rows, fixed_batches
-from calibration.modelinfo import model_io
+from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -311,16 +311,26 @@ def _tensors(outputs: Any) -> Any:
 
 
 def not_comparable(reference: Path) -> tuple[list[str], list[str]]:
-    """The ONNX model ``reference``'s outputs that compare compares (the numeric tensors), and the
-    others as "'name' (type)": sequences, maps, optionals (see calibration.modelinfo.type_text),
-    string tensors."""
+    """The ONNX model ``reference``'s outputs that compare compares (:func:`comparable`)."""
+    return comparable(model_io(reference)[1])
+
+
+def comparable(outputs: Sequence[TensorSpec]) -> tuple[list[str], list[str]]:
+    """The names of the ``outputs`` compare compares (:func:`is_compared`), and the others as
+    "'name' (type)": sequences, maps, optionals (see calibration.modelinfo.type_text), string
+    tensors."""
     kept, left = [], []
-    for spec in model_io(reference)[1]:
-        if spec.kind is not None or spec.dtype == "object":
-            left.append(f"'{spec.name}' ({spec.kind or 'tensor(string)'})")
-        else:
+    for spec in outputs:
+        if is_compared(spec):
             kept.append(spec.name)
+        else:
+            left.append(f"'{spec.name}' ({spec.kind or 'tensor(string)'})")
     return kept, left
+
+
+def is_compared(spec: TensorSpec) -> bool:
+    """Whether output ``spec`` is a numeric tensor, which compare and accuracy budgets measure."""
+    return spec.kind is None and spec.dtype != "object"
 
 
 def _inputs_polygraphy_refuses(path: Path) -> bool:

@@ -47,7 +47,7 @@ from calibration.feeds import Feed, feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.onnxio import load_onnx
-from edgedeploy.stages.compare import Gates, output_metrics
+from edgedeploy.stages.compare import Gates, comparable, is_compared, output_metrics
 from edgedeploy.stages.precision.analysis import load_for_analysis
 from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, fp16_node_names
 
@@ -229,13 +229,21 @@ def refuse_top1_without_scores(
     outputs: Sequence[TensorSpec] | None = None,
 ) -> None:
     """InputError when ``budget`` bounds top1 and no output of ``model`` can hold (batch, classes)
-    scores (:func:`may_hold_scores`): refused before any work, where the search found it only after
-    its first measurement, the calibration or fp16 conversion already written. ``outputs``: the
-    model's declared outputs, when the caller has read them already. The callers check once per
-    model, before the build (edgedeploy/cli/build.py, edgedeploy/pipeline/run.py and matrix.py)."""
+    scores (:func:`may_hold_scores`), or when ``model`` has no output the budget measures (a numeric
+    tensor, :func:`edgedeploy.stages.compare.is_compared`): refused before any work, where the
+    search found it only after its first measurement, the calibration or fp16 conversion already
+    written. ``outputs``: the model's declared outputs, when the caller has read them already. The
+    callers check once per model, before the build (edgedeploy/cli/build.py,
+    edgedeploy/pipeline/run.py and matrix.py)."""
+    outputs = list(model_io(model)[1] if outputs is None else outputs)
+    measured, others = comparable(outputs)
+    if not measured:
+        raise InputError(
+            f"{said}: {model.name} has no tensor output to measure (its outputs: {', '.join(others)}): "
+            "an accuracy budget measures numeric tensor outputs only, as compare does"
+        )
     if not any(c.metric == "top1" for c in budget.criteria):
         return
-    outputs = list(model_io(model)[1] if outputs is None else outputs)
     by_name = {o.name: o for o in outputs}
     for c in budget.criteria:
         if c.output and c.output not in by_name:
@@ -283,6 +291,8 @@ class OutputEvaluator:
             raise InputError("the accuracy budget needs data, and the data source gave none")
         self.inputs, outputs_declared = graph_io(reference)  # whose batch axes count the samples (feed_rows)
         self.output_names = [o.name for o in outputs_declared]  # a top1 bound may name one
+        # the outputs measured: numeric tensors, as compare's (not a string tensor or ZipMap's dicts)
+        self.measured = [i for i, o in enumerate(outputs_declared) if is_compared(o)]
         self.threads = threads
         # ``outputs``: the reference's outputs on ``feeds`` when the caller has them already
         self.reference = (
@@ -335,7 +345,7 @@ class OutputEvaluator:
         :data:`METRICS` (the worst output's), and under ``OUTPUTS`` each output's cosine."""
         measured: dict[str, list[float]] = {"cosine": [], "top1": [], "max_abs": [], "snr": []}
         named: dict[str, float] = {}  # each output's top1, under top1:NAME (a bound may name one)
-        for i in range(len(self.reference[0])):
+        for i in self.measured:
             m = output_metrics(
                 f"output{i}", [r[i] for r in self.reference], [c[i] for c in cand], Gates(min_cosine=None)
             )
