@@ -163,6 +163,15 @@ def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
                     return {n: data[n] for n in names}
                 return {k: data[k] for k in data.files}
         arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "Object arrays cannot be loaded" not in str(exc):
+            raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        # text as a string input's feed holds it: numpy saved it as a pickle, which can run code
+        raise DataError(
+            f"cannot read {path}: it holds an object array, which NumPy saves as a pickle and edgedeploy "
+            "does not load (a pickle can run code); save text as NumPy strings (arr.astype(str)), or "
+            "yield it from a load_data() script"
+        ) from None
     except Exception as exc:
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if len(inputs) != 1:

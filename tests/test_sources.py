@@ -380,3 +380,23 @@ def test_bytes_for_a_string_input_are_fed_as_their_utf8_text(tmp_path: Path) -> 
     with pytest.raises(DataError, match=r"input 's' takes text: b'\\xff' is not UTF-8") as err:
         list(open_source(str(loader), [TensorSpec("s", ("N", 2), "object")]))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_text_saved_as_an_object_array_is_refused_saying_how_to_save_it(tmp_path: Path, suffix: str) -> None:
+    """np.save of text as a string input's feed holds it (an object array) writes a pickle, which the
+    data files are read without (a pickle can run code); the refusal was numpy's "Object arrays
+    cannot be loaded when allow_pickle=False", which names an option edgedeploy does not have. It
+    now says what to do instead."""
+    text = np.array([["a", "b"]], dtype=object)
+    path = tmp_path / f"text{suffix}"
+    if suffix == ".npz":
+        np.savez(path, s=text)
+    else:
+        np.save(path, text)
+    with pytest.raises(DataError) as err:
+        list(open_source(str(path), [TensorSpec("s", ("N", 2), "object")]))
+    said = str(err.value)
+    assert "allow_pickle" not in said and "\n" not in said, said
+    assert said.startswith(f"cannot read {path}: it holds an object array, which NumPy saves as a pickle")
+    assert "arr.astype(str)" in said and "load_data()" in said, said
