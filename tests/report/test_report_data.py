@@ -12,6 +12,7 @@ import pytest
 from calibration.report import compact_histogram
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import PrecisionData, RunData, json_kind, precision_from_name
+from edgedeploy.stages.report.render import build_sections, render_markdown
 from tests.conftest import run_cli
 
 
@@ -596,3 +597,77 @@ def test_tradeoff_rows_show_the_norm_ratio_farthest_from_1() -> None:
     assert rows[2].norm_ratio == 100.0 and rows[1].norm_ratio is None and rows[2].passed is False
     text = render_markdown(run, None)
     assert "| norm ratio |" in text and "| 100.000000 |" in text
+
+
+def _batch(median: float, quantiles: list[float] | None = None) -> dict[str, Any]:
+    return {"median_ms": median, "p99_ms": median, "throughput_ips": 1.0, "quantiles_ms": quantiles}
+
+
+def test_speedup_compares_fp32_and_each_precision_at_a_batch_size_both_profiled() -> None:
+    """fp32 profiled at batch 64 only, int8 at 1 and 64: the speed-up is fp32's batch-64 p50 over
+    int8's batch-64 p50 (not over its batch-1 p50, 3.6x where the common batch gives 1.66x), and the
+    table, its note, the Markdown and the CDF say batch 64."""
+    fp32 = {"backend": "onnxruntime", "batch_sizes": {"64": _batch(0.0307, [0.02, 0.03, 0.2])}}
+    int8 = {
+        "backend": "onnxruntime",
+        "batch_sizes": {
+            "1": _batch(0.0085, [0.008, 0.0085, 0.02]),
+            "64": _batch(0.0185, [0.01, 0.0185, 0.03]),
+        },
+    }
+    run = RunData(
+        sources=["x"], kind="json", model="m", target="x86-64",
+        precisions=[PrecisionData("fp32", profile=fp32), PrecisionData("int8", profile=int8)],
+    )  # fmt: skip
+    rows = {r.precision: r for r in d.tradeoff_rows(run)}
+    assert rows["int8"].speedup == pytest.approx(0.0307 / 0.0185)
+    assert rows["int8"].batch == "64" and rows["int8"].p50_ms == 0.0185
+    figures = {p["precision"]: p for p in d.report_figures(run)["precisions"]}
+    assert figures["int8"]["batch_size"] == 64
+    assert figures["int8"]["speedup"] == pytest.approx(1.659, abs=1e-3)
+    assert [c.batch for c in d.latency_cdfs(run)] == ["64", "64"]
+    page = "".join(s.body for s in build_sections(run, None))
+    assert "batch 1 " not in page and "for batch 64." in page
+    assert "Latency figures are for batch 64." in render_markdown(run)
+
+
+def test_no_speedup_without_a_batch_size_in_common_with_fp32_and_the_page_says_why() -> None:
+    fp32 = {"backend": "onnxruntime", "batch_sizes": {"64": _batch(2.0, [1.0, 2.0, 3.0])}}
+    int8 = {"backend": "onnxruntime", "batch_sizes": {"1": _batch(0.5, [0.4, 0.5, 0.6])}}
+    run = RunData(
+        sources=["x"], kind="json", model="m", target="x86-64",
+        precisions=[
+            PrecisionData("fp32", compare=_compare(1.0), profile=fp32),
+            PrecisionData("int8", compare=_compare(0.99), profile=int8),
+        ],
+    )  # fmt: skip
+    rows = {r.precision: r for r in d.tradeoff_rows(run)}
+    assert rows["fp32"].speedup == 1.0 and rows["int8"].speedup is None
+    assert rows["int8"].batch == "1" and rows["int8"].p50_ms == 0.5
+    assert [p.precision for p in d.scatter_points(list(rows.values()))] == ["fp32"]
+    note = "int8: no speed-up: no batch size was profiled for both it and fp32 (int8: 1; fp32: 64)."
+    page = "".join(s.body for s in build_sections(run, None))
+    assert "fp32 at batch 64, int8 at batch 1" in page and note in page
+    assert note in render_markdown(run)
+    cdfs = d.latency_cdfs(run)  # drawn each at its own batch, and the legend and caption say so
+    assert [(c.precision, c.batch) for c in cdfs] == [("fp32", "64"), ("int8", "1")]
+
+
+def test_the_power_section_is_at_the_batch_the_trade_off_table_shows() -> None:
+    """With fp32 at batch 64 only, int8's row is at 64: its power row and trace are too, not batch 1's."""
+
+    def energy(watts: float) -> dict[str, Any]:
+        trace = {"t_s": [0.0, 1.0], "rails": {"VDD_IN": [watts, watts]}}
+        return {"measurable": True, "source": "tegrastats", "avg_power_w": watts,
+                "energy_per_inference_mj": watts, "rails": {"VDD_IN": watts}, "trace": trace}  # fmt: skip
+
+    fp32 = {"backend": "tensorrt", "batch_sizes": {"64": {**_batch(2.0), "energy": energy(9.0)}}}
+    one, many = {**_batch(0.5), "energy": energy(3.0)}, {**_batch(1.0), "energy": energy(7.0)}
+    int8 = {"backend": "tensorrt", "batch_sizes": {"1": one, "64": many}}
+    run = RunData(
+        sources=["x"], kind="json", model="m", target="jetson-orin-nano",
+        precisions=[PrecisionData("fp32", profile=fp32), PrecisionData("int8", profile=int8)],
+    )  # fmt: skip
+    assert [t.rails["VDD_IN"][0] for t in d.power_traces(run)] == [9.0, 7.0]
+    power = next(s for s in build_sections(run, None) if s.key == "power").body
+    assert "VDD_IN 7.00 W" in power and "VDD_IN 3.00 W" not in power

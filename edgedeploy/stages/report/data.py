@@ -35,24 +35,47 @@ class TradeoffRow:
     top1: float | None  # the lowest over the outputs that have one
     task_metric: tuple[str, float] | None  # a named task metric, where the run recorded one
     passed: bool | None
-    speedup: float | None = None  # fp32 p50 / this p50
+    speedup: float | None = None  # fp32 p50 / this p50, both at ``batch``
     size_ratio: float | None = None  # this size / fp32 size
     # norm(candidate) / norm(reference) of the float output farthest from 1: the scale the cosine
     # gate checks too (compare's norm_ratio); None where no output has one (files written before)
     norm_ratio: float | None = None
+    batch: str | None = None  # the batch size the latency figures (and the speed-up) are at
+    no_speedup: str | None = None  # why there is none where fp32 was profiled: no batch size in common
 
     @property
     def accuracy_loss(self) -> float | None:
         return None if self.cosine is None else max(0.0, 1.0 - self.cosine)
 
 
-def _first_batch(profile: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+def _batch_keys(profile: dict[str, Any] | None) -> list[str]:
+    """The batch sizes ``profile`` holds figures for, smallest first (a key that is no number last)."""
     batches = (profile or {}).get("batch_sizes") or {}
-    if not batches:
-        return None, {}
-    key = "1" if "1" in batches else min(batches, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
-    value = batches[key]
-    return key, value if isinstance(value, dict) else {}
+    return sorted(batches, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
+
+
+def at_batch(profile: dict[str, Any] | None, key: str | None) -> dict[str, Any]:
+    """``profile``'s figures at batch size ``key`` (empty where it has none)."""
+    value = ((profile or {}).get("batch_sizes") or {}).get(key) if key is not None else None
+    return value if isinstance(value, dict) else {}
+
+
+def row_batches(run: RunData) -> dict[int, str | None]:
+    """The batch size each precision's figures are shown at (index into ``run.precisions`` -> batch):
+    the smallest one every profiled precision has, so the table, the speed-ups and the CDF are of one
+    batch; without one, fp32's smallest and each other precision's smallest it shares with fp32 (its
+    speed-up's), else its own smallest (it gets no speed-up). Batch 1 where all have it."""
+    keyed = {i: _batch_keys(p.profile) for i, p in enumerate(run.precisions)}
+    profiled = [keys for keys in keyed.values() if keys]
+    shared = [k for k in profiled[0] if all(k in keys for keys in profiled[1:])] if profiled else []
+    if shared:
+        return {i: shared[0] if keys else None for i, keys in keyed.items()}
+    base = next((keyed[i] for i, p in enumerate(run.precisions) if p.precision == "fp32"), [])
+    chosen: dict[int, str | None] = {}
+    for i, keys in keyed.items():
+        common = [k for k in keys if k in base] if run.precisions[i].precision != "fp32" else []
+        chosen[i] = (common or keys)[0] if common or keys else None
+    return chosen
 
 
 def _outputs(compare: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -87,8 +110,9 @@ def _passed(compare: dict[str, Any] | None, outputs: list[dict[str, Any]]) -> bo
 def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
     """One row per precision (fp32 first), with speed-up and size relative to fp32 where it ran."""
     rows = []
-    for p in run.precisions:
-        _, batch = _first_batch(p.profile)
+    keys = row_batches(run)
+    for i, p in enumerate(run.precisions):
+        batch = at_batch(p.profile, keys[i])
         outputs = _outputs(p.compare)
         # what compare gates: the cosine, or a bool/integer output's share of equal elements
         gated = [o.get("cosine") if o.get("equal_share") is None else o.get("equal_share") for o in outputs]
@@ -117,12 +141,23 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
                 else None,
                 passed=_passed(p.compare, outputs),
                 norm_ratio=max(ratios, key=lambda r: abs(r - 1.0)) if ratios else None,
+                batch=keys[i],
             )
         )
-    base = next((r for r in rows if r.precision == "fp32"), None)
-    for r in rows:
-        if base and base.p50_ms and r.p50_ms:
-            r.speedup = base.p50_ms / r.p50_ms
+    at = next((i for i, p in enumerate(run.precisions) if p.precision == "fp32"), None)
+    base = rows[at] if at is not None else None
+    base_profile = run.precisions[at].profile if at is not None else None
+    for p, r in zip(run.precisions, rows, strict=True):
+        if base and r.p50_ms and base.batch is not None:
+            # fp32 at this row's batch: a speed-up across batch sizes would be one of batch sizes
+            base_p50 = _finite(at_batch(base_profile, r.batch).get("median_ms"))
+            if base_p50:
+                r.speedup = base_p50 / r.p50_ms
+            elif r.batch not in _batch_keys(base_profile):
+                ours, theirs = (", ".join(_batch_keys(x)) for x in (p.profile, base_profile))
+                r.no_speedup = (
+                    f"no batch size was profiled for both it and fp32 ({r.precision}: {ours}; fp32: {theirs})"
+                )
         if base and base.size_bytes and r.size_bytes:
             r.size_ratio = r.size_bytes / base.size_bytes
     return rows
@@ -158,6 +193,25 @@ def recommended(run: RunData, rows: list[TradeoffRow]) -> tuple[str | None, str]
     return None, "no accuracy comparison in this run"
 
 
+def batch_notes(rows: list[TradeoffRow]) -> list[str]:
+    """What the page and report.md say of the batch sizes the latency figures are at: one batch for
+    all, else each precision's (its speed-up compares with fp32 at that batch), and why a precision
+    has no speed-up where it shares no batch size with fp32."""
+    profiled = [r for r in rows if r.batch is not None]
+    if not profiled:
+        return []
+    batches = {r.batch for r in profiled}
+    if len(batches) == 1:
+        notes = [f"Latency figures are for batch {profiled[0].batch}."]
+    else:
+        each = ", ".join(f"{r.precision} at batch {r.batch}" for r in profiled)
+        notes = [
+            f"Latency figures are not all for one batch size: {each}; "
+            "a speed-up compares with fp32 at the same batch."
+        ]
+    return notes + [f"{r.precision}: no speed-up: {r.no_speedup}." for r in rows if r.no_speedup]
+
+
 def gate_results(rows: list[TradeoffRow]) -> dict[str, Any]:
     """The accuracy gates' outcome over ``rows``: the precisions that failed, and whether all compared
     ones passed (None: nothing was compared), as the summary's verdict line says it."""
@@ -172,7 +226,6 @@ def report_figures(run: RunData) -> dict[str, Any]:
     gate results; JSON values only (None where the page shows '-')."""
     rows = tradeoff_rows(run)
     best, why = recommended(run, rows)
-    batches = {p.precision: _first_batch(p.profile)[0] for p in run.precisions}
     return {
         "model": run.model,
         "target": run.target,
@@ -186,7 +239,7 @@ def report_figures(run: RunData) -> dict[str, Any]:
                 "backend": r.backend,
                 "size_bytes": r.size_bytes,
                 "size_ratio": r.size_ratio,
-                "batch_size": int(b) if (b := batches.get(r.precision)) and str(b).isdigit() else b,
+                "batch_size": int(b) if (b := r.batch) and str(b).isdigit() else b,
                 "p50_ms": r.p50_ms,
                 "p99_ms": r.p99_ms,
                 "throughput_ips": r.throughput_ips,
@@ -221,6 +274,7 @@ class ScatterPoint:
     loss: float  # 1 - cosine, floored at EXACT_LOSS for the log axis
     exact: bool  # the loss was at or below the floor (identical outputs)
     size_bytes: int | None
+    batch: str | None = None  # the batch size the speed-up is at
 
 
 def scatter_points(rows: list[TradeoffRow]) -> list[ScatterPoint]:
@@ -231,7 +285,9 @@ def scatter_points(rows: list[TradeoffRow]) -> list[ScatterPoint]:
         if r.speedup is None or loss is None:
             continue
         points.append(
-            ScatterPoint(r.precision, r.speedup, max(loss, EXACT_LOSS), loss <= EXACT_LOSS, r.size_bytes)
+            ScatterPoint(
+                r.precision, r.speedup, max(loss, EXACT_LOSS), loss <= EXACT_LOSS, r.size_bytes, r.batch
+            )
         )
     return points
 
@@ -245,10 +301,12 @@ class CdfSeries:
 
 
 def latency_cdfs(run: RunData) -> list[CdfSeries]:
-    """Per precision, the latency distribution of its first batch size (from the stored quantiles)."""
+    """Per precision, the latency distribution (from the stored quantiles) at the batch size its
+    trade-off row is at (:func:`row_batches`): one batch for all where every precision has it."""
     series = []
-    for p in run.precisions:
-        batch, figures = _first_batch(p.profile)
+    keys = row_batches(run)
+    for i, p in enumerate(run.precisions):
+        batch, figures = keys[i], at_batch(p.profile, keys[i])
         quantiles = figures.get("quantiles_ms")
         if batch is None or not isinstance(quantiles, list) or len(quantiles) < 2:
             continue
@@ -531,10 +589,12 @@ class PowerTrace:
 
 
 def power_traces(run: RunData) -> list[PowerTrace]:
-    """Power over the benchmark run, per rail, where a power source recorded a trace."""
+    """Power over the benchmark run, per rail, where a power source recorded a trace (at the batch
+    size the precision's trade-off row is at)."""
     traces = []
-    for p in run.precisions:
-        _, batch = _first_batch(p.profile)
+    keys = row_batches(run)
+    for i, p in enumerate(run.precisions):
+        batch = at_batch(p.profile, keys[i])
         energy = batch.get("energy") or {}
         trace = energy.get("trace") or {}
         times = trace.get("t_s") or []

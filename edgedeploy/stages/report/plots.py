@@ -168,7 +168,9 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
         ax.set_yscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.text(1.0, 1.0, " fp32 speed", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
-        ax.set_xlabel("speed-up over fp32 (p50 latency, batch 1): right is faster")
+        batches = sorted({str(p.batch) for p in points})
+        at = f"batch {batches[0]}" if len(batches) == 1 else "each at a batch both profiled, see the table"
+        ax.set_xlabel(f"speed-up over fp32 (p50 latency, {at}): right is faster")
         ax.set_ylabel("accuracy loss, 1 − cosine (log)\nlower is better")
         lows = [p.loss for p in points]
         ax.set_ylim(min(lows) / 10, max(max(lows) * 30, 1e-6))

@@ -211,7 +211,7 @@ def _tradeoff(
         ("gate", lambda r: f'<span class="{_gate(r.passed)[0]}">{_gate(r.passed)[1]}</span>', True),
     ]
     shown = [(name, cell) for name, cell, on in columns if on]
-    notes = ["Latency figures are for batch 1 (or the smallest batch profiled)."]
+    notes = d.batch_notes(rows)
     if where:  # a GPU target's figures measured on this CPU: not the device's latency or speed-up
         notes.append(f"Latency and speed-up: {where}.")
     if len({r.backend for r in rows}) == 1:
@@ -242,9 +242,15 @@ def _latency(run: RunData, plots: Any) -> Section | None:
     where = d.where_measured(run)
     body = f"<p class='note'>Latencies {_e(where)}.</p>" if where else ""
     if cdfs and plots is not None:
+        batches = sorted({c.batch for c in cdfs})
+        at = (
+            f"at batch {batches[0]}"
+            if len(batches) == 1
+            else "each precision at the batch its legend names (no batch size was profiled for all)"
+        )
         body += _figure(
             plots.latency_cdf(cdfs),
-            "Share of timed runs finishing within a latency; the steeper and further left, the better. Dotted lines: p50 and p99.",
+            f"Share of timed runs finishing within a latency, {at}; the steeper and further left, the better. Dotted lines: p50 and p99.",
         )
     elif not cdfs:
         body += "<p class='note'>No latency distribution was recorded (profiles from before quantiles were kept).</p>"
@@ -379,9 +385,9 @@ def _budgets(run: RunData) -> Section | None:
 def _power(run: RunData, plots: Any) -> Section | None:
     traces = d.power_traces(run)
     rows = []
-    for p in run.precisions:
-        _, batch = d._first_batch(p.profile)
-        energy = batch.get("energy") or {}
+    keys = d.row_batches(run)  # the batch each precision's trade-off row shows
+    for i, p in enumerate(run.precisions):
+        energy = d.at_batch(p.profile, keys[i]).get("energy") or {}
         if energy:
             rails = ", ".join(f"{k} {v:.2f} W" for k, v in (energy.get("rails") or {}).items())
             rows.append(
@@ -400,6 +406,7 @@ def _power(run: RunData, plots: Any) -> Section | None:
         rows,
         text_cols=2,
         wrap=(4,),
+        caption="Each precision at the batch size its trade-off row shows.",
     )
     if traces and plots is not None:
         body += _figure(plots.power(traces), "Power per rail during the benchmark.")
@@ -499,6 +506,8 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
                 f"| {_num(r.cosine, '.6f', '-')} | {_num(r.norm_ratio, '.6f', '-')} | {_num(r.top1, '.4f', '-')} "
                 f"| {gate} |"
             )
+        if notes := d.batch_notes(rows):
+            lines += ["", md_text(" ".join(notes))]
     extra = []
     if run.ranges:
         s = run.ranges.get("summary") or {}
