@@ -929,3 +929,16 @@ def test_a_run_record_or_build_with_an_impossible_figure_is_refused(workdir: Pat
     result = run_cli("report", "b.json", "-o", "r", cwd=tmp_path)
     assert_clean_input_error(result, "b.json: field precision.bytes is -500, not a whole number >= 0")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_latency_cdf_axis_says_the_latency_is_per_batch_and_names_the_batch() -> None:
+    """The CDF's axis said "latency per inference (ms)" while it drew each batch's time (batch 4:
+    the time of 4 inferences); it says per batch now, as the batch-size chart does, with the batch."""
+    from edgedeploy.stages.report import plots
+    from edgedeploy.stages.report.data import CdfSeries
+
+    one = CdfSeries("fp32", "4", [4.0, 5.0, 8.0], [0.0, 50.0, 100.0])
+    svg = plots.latency_cdf([one, CdfSeries("int8", "4", [2.0, 2.5, 3.0], [0.0, 50.0, 100.0])])
+    assert "per inference" not in svg and "latency per batch of 4 (ms)" in svg
+    mixed = plots.latency_cdf([one, CdfSeries("int8", "1", [1.0, 1.2, 2.0], [0.0, 50.0, 100.0])])
+    assert "latency per batch (ms), batch size in the legend" in mixed and "int8 (batch 1)" in mixed

@@ -296,7 +296,7 @@ def scatter_points(rows: list[TradeoffRow]) -> list[ScatterPoint]:
 class CdfSeries:
     precision: str
     batch: str
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # a run's time: the whole batch's, not one inference's
     percent: list[float]  # 0..100, same length
 
 

@@ -199,7 +199,8 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
 
 
 def latency_cdf(series: list[CdfSeries]) -> str:
-    """Cumulative distribution of latency per precision; p50 and p99 marked.
+    """Cumulative distribution of latency per precision (a batch's time: ``CdfSeries.batch``); p50
+    and p99 marked.
 
     The axis ends a little past the largest p99: the slowest few runs (scheduler hiccups) would
     otherwise squeeze the distribution into a sliver; how far they went is written on the chart.
@@ -236,7 +237,13 @@ def latency_cdf(series: list[CdfSeries]) -> str:
         for q in (50, 99):
             ax.axhline(q, color="black", linewidth=0.5, linestyle=":")
             ax.text(ax.get_xlim()[0], q, f" p{q}", fontsize=7, ha="left", va="bottom")
-        ax.set_xlabel("latency per inference (ms)")
+        # each run's time is the whole batch's (as in batch_curves), not one inference's
+        batches = sorted({s.batch for s in series})
+        ax.set_xlabel(
+            f"latency per batch of {batches[0]} (ms)"
+            if len(batches) == 1
+            else "latency per batch (ms), batch size in the legend"
+        )
         ax.set_ylabel("share of runs at or below (%)")
         ax.set_ylim(0, 101)
         ax.legend(loc="center right", fontsize=8)

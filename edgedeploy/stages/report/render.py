@@ -250,7 +250,7 @@ def _latency(run: RunData, plots: Any) -> Section | None:
         )
         body += _figure(
             plots.latency_cdf(cdfs),
-            f"Share of timed runs finishing within a latency, {at}; the steeper and further left, the better. Dotted lines: p50 and p99.",
+            f"Share of timed runs (each a whole batch) finishing within a latency, {at}; the steeper and further left, the better. Dotted lines: p50 and p99.",
         )
     elif not cdfs:
         body += "<p class='note'>No latency distribution was recorded (profiles from before quantiles were kept).</p>"
