@@ -122,13 +122,17 @@ QUIET = Ui(quiet=True)
 
 def human_size(n: int | None, none: str = "-") -> str:
     """A file size in decimal units, as every table and report prints it: ``1.23 MB``, ``456 kB``,
-    ``12 B``."""
+    ``12 B``. The unit is the one whose 3-digit figure stays below 1000 once rounded (999,500 bytes
+    is ``1 MB``, not ``1e+03 kB``); in TB, the largest, whole terabytes with separators."""
     if n is None:
         return none
-    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= div:
-            return f"{n / div:.3g} {unit}"
-    return f"{n} B"
+    if n < 1000:
+        return f"{n} B"
+    for unit, div in (("kB", 1e3), ("MB", 1e6), ("GB", 1e9)):
+        shown = f"{n / div:.3g}"
+        if float(shown) < 1000:
+            return f"{shown} {unit}"
+    return f"{n / 1e12:.3g} TB" if n < 999.5e12 else f"{n / 1e12:,.0f} TB"
 
 
 # Markdown's own characters that can change the text mid-line (emphasis, code, links, a table's
