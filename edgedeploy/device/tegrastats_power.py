@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 BOARD_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
+# never power rails, though a line cut short makes them look like JetPack 4's unitless ones
+# ("RAM 4722/30536"): edgedeploy.power.tegrastats.NOT_RAILS, which this file cannot import on a board
+NOT_RAILS = frozenset({"RAM", "SWAP", "IRAM", "EMC_FREQ", "GR3D_FREQ"})
 _RAIL = re.compile(
     r"(?:^|\s)([A-Z][A-Z0-9_]*) (\d+(?:\.\d+)?)(mW|W)?/(\d+(?:\.\d+)?)(?:mW|W)?"
     r"(?:/\d+(?:\.\d+)?(?:mW|W)?)?(?=\s|$)"
@@ -34,13 +37,15 @@ _RAIL = re.compile(
 
 
 def rails_watts(line: str) -> Dict[str, float]:
-    """Current watts per rail of one tegrastats line (empty when the line has none)."""
+    """Current watts per rail of one tegrastats line (empty when the line has none, or is cut
+    short before any whole rail: such a line is skipped)."""
     try:
         from edgedeploy.power.tegrastats import parse_line
     except ImportError:
         return {
             m.group(1): float(m.group(2)) * (1.0 if m.group(3) == "W" else 0.001)
             for m in _RAIL.finditer(line)
+            if m.group(1) not in NOT_RAILS
         }
     try:
         return {n: r.current_mw / 1000.0 for n, r in parse_line(line).rails.items()}

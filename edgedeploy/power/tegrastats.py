@@ -7,6 +7,13 @@ CPU cores can read ``off``; Thor prints ``CPU [0%,5%,off]@2601`` and ``GR3D_FREQ
 without a utilisation; temperatures may carry two values; a timestamp may lead the line.
 No maintained Python library parses all of these without pulling in a daemon (jetson-stats),
 so this is a small hand-written tokenizer. Unknown tokens are kept in ``other``, never fatal.
+
+A line cut short (tegrastats killed mid-write, a full disk: ``RAM 4722/30536``) keeps the fields it
+holds whole. A rail is a name with ``current/average[/maximum]``, unitless on JetPack 4, so a memory
+field cut before its unit looks like one: the fields of :data:`NOT_RAILS` are never rails, and one
+whose value is unreadable is dropped (``other``). A line with no whole field left raises ValueError,
+and the bundle's helper (device/tegrastats_power.py, whose fallback parser has the same list) skips
+it. A rail's value cut after its current (``VDD_IN 5704mW/57``) still gives the right current.
 """
 
 from __future__ import annotations
@@ -14,7 +21,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["CpuCore", "Rail", "TegrastatsSample", "parse_line"]
+__all__ = ["NOT_RAILS", "CpuCore", "Rail", "TegrastatsSample", "parse_line"]
+
+# fields whose value can read "number/number" with its unit cut off: memory (RAM, SWAP, IRAM: used/total)
+# and the clocks; never a power rail, whatever follows them (device/tegrastats_power.py has the same)
+NOT_RAILS = frozenset({"RAM", "SWAP", "IRAM", "EMC_FREQ", "GR3D_FREQ"})
 
 _TIMESTAMP = re.compile(r"^(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s+")
 _MEM = re.compile(r"^(\d+)/(\d+)([kKMG]B)$")
@@ -126,6 +137,10 @@ def parse_line(line: str) -> TegrastatsSample:
                 i += 1
             continue
         mem = _MEM.match(nxt)
+        if tok in ("RAM", "SWAP") and not mem:  # cut short ("RAM 4722/30536"): dropped, not a rail
+            sample.other.extend(tokens[i : i + 2])
+            i += 2
+            continue
         if tok in ("RAM", "SWAP") and mem:
             used, total, unit = mem.groups()
             if tok == "RAM":
@@ -164,7 +179,7 @@ def parse_line(line: str) -> TegrastatsSample:
             i += 1
             continue
         rv = _RAIL_VALUE.match(nxt)
-        if _NAME.match(tok) and rv:
+        if _NAME.match(tok) and rv and tok not in NOT_RAILS:
             cur, cu, avg, au, mx, mu = rv.groups()
             unitless = cu is None and au is None
             sample.rails[tok] = Rail(

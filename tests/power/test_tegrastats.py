@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,8 +93,8 @@ def test_a_line_without_tegrastats_fields_is_refused() -> None:
         parse_line("tegrastats: command not found")
 
 
-def test_bundled_fallback_parser_agrees_with_the_package_parser(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+def _bundled_helper() -> Any:
+    """edgedeploy/device/tegrastats_power.py, loaded as the bundle's scripts/ run it."""
     import importlib.util
 
     path = Path(__file__).parents[2] / "edgedeploy" / "device" / "tegrastats_power.py"
@@ -97,6 +102,14 @@ def test_bundled_fallback_parser_agrees_with_the_package_parser(monkeypatch: pyt
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@contextmanager
+def _without_edgedeploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The helper as on a board without edgedeploy: its standard-library fallback parser."""
+    import builtins
+
     real_import = builtins.__import__
 
     def no_edgedeploy(name: str, *args: object, **kwargs: object) -> object:
@@ -104,9 +117,75 @@ def test_bundled_fallback_parser_agrees_with_the_package_parser(monkeypatch: pyt
             raise ImportError(name)
         return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(builtins, "__import__", no_edgedeploy)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(builtins, "__import__", real_import)
+
+
+def test_bundled_fallback_parser_agrees_with_the_package_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _bundled_helper()
     for line in [*REAL, AGX_ORIN, THOR]:
         full = mod.rails_watts(line)
-        monkeypatch.setattr(builtins, "__import__", no_edgedeploy)
-        fallback = mod.rails_watts(line)
-        monkeypatch.setattr(builtins, "__import__", real_import)
+        with _without_edgedeploy(monkeypatch):
+            fallback = mod.rails_watts(line)
         assert fallback == pytest.approx(full) and full
+
+
+def test_a_line_cut_short_reads_no_memory_field_as_a_rail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line cut short ("RAM 4722/30536", before the unit) was read as a JetPack 4 unitless rail, 4.7 W,
+    by both parsers, and so were SWAP and IRAM; every prefix of a real line now gives only rails of
+    the whole line, at the whole line's current value, or none (the helper then skips the line)."""
+    mod = _bundled_helper()
+    assert mod.rails_watts("RAM 4722/30536") == {}
+    for line in [*REAL, AGX_ORIN, THOR]:
+        whole = mod.rails_watts(line)
+        for end in range(1, len(line)):
+            prefix = line[:end]
+            for rails in (mod.rails_watts(prefix), _fallback_rails(mod, prefix, monkeypatch)):
+                assert set(rails) <= set(whole), prefix
+                assert rails == pytest.approx({n: whole[n] for n in rails}), prefix
+    with pytest.raises(ValueError, match="not a tegrastats line"):
+        parse_line("RAM 4722/30536")
+    s = parse_line("RAM 1923/3964MB (lfb 2x2MB) SWAP 191/1982 CPU [5%@1224] IRAM 0/252")
+    assert s.rails == {} and s.swap_used_mb is None and s.cpus
+
+
+def test_the_bundled_helper_knows_the_same_non_rail_fields() -> None:
+    from edgedeploy.power.tegrastats import NOT_RAILS
+
+    assert _bundled_helper().NOT_RAILS == NOT_RAILS
+
+
+def _fallback_rails(mod: Any, line: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    with _without_edgedeploy(monkeypatch):
+        return dict(mod.rails_watts(line))
+
+
+def test_a_truncated_line_adds_no_memory_figure_to_an_agx_orin_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AGX Orin has no input rail, so its total is the sum of its rails: a line cut short
+    ("RAM 4722/30536") inside the measured window made that sum 14.23 W where the rails give 9.51 W."""
+    mod = _bundled_helper()
+    monkeypatch.syspath_prepend(str(Path(mod.__file__).parent))  # bundle_helper beside it, as in scripts/
+    log = tmp_path / "tegrastats.log"
+    lines = [f"{1000 + i / 10:.6f} {AGX_ORIN}" for i in range(41)]
+    lines.insert(21, "1002.050000 RAM 4722/30536")
+    log.write_text("\n".join(lines) + "\n")
+    trt = tmp_path / "trt.log"
+    trt.write_text(
+        "1000.050000 [I] Starting inference\n1003.250000 [I] === Performance summary ===\n"
+        "1003.250000 [I] Throughput: 500.0 qps\n"
+        "1003.250000 [I] Latency: min = 1.9 ms, max = 2.5 ms, mean = 2.0 ms, median = 2.0 ms\n"
+    )
+    args = ["summarize", "--trtexec-log", str(trt), "--tegrastats-log", str(log), "--warmup-ms", "200"]
+    expected = 5.139 + 1.186 + 4.161
+    for fallback in (False, True):
+        out = tmp_path / f"power-{fallback}.json"
+        with _without_edgedeploy(monkeypatch) if fallback else contextlib.nullcontext():
+            assert mod.main([*args, "--out", str(out)]) == 0
+        power = json.loads(out.read_text())["power"]
+        assert power["avg_power_w"] == pytest.approx(expected), fallback
+        assert set(power["rails"]) == {"VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"}
