@@ -1330,3 +1330,46 @@ def test_a_cell_its_board_held_bundle_lacks_is_refused_before_any_cell_is_submit
         executor.close()
     assert submitted == [] and sorted(store.iterdir()) == entries  # nothing built, nor started
     assert (device / "results" / "verify-fp32.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("trigger", ["primary", "version"])
+def test_a_board_held_bundle_its_cached_cells_would_make_again_is_refused(
+    project: Path, trigger: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every cell cached, a bundle whose device/ holds the board's files and whose own inputs
+    changed (``[bundle] primary``, or the edgedeploy version its key holds: a release changes the
+    cells' keys too, refused before) was left unmade with a warning, exit 0, where ``run`` refuses
+    it in one line, exit 2. It is refused as run refuses it, before anything is submitted, and the
+    bundle and the board's files stay as they are."""
+    path = project / f"keep-{trigger}.toml"
+    text = (
+        f'workdir = "keep-{trigger}"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\n'
+        f'[profile]\nenabled = false\n[bundle]\noutput = "keep-{trigger}-bundles"\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "a.onnx"\n'
+    )
+    path.write_text(text)
+    assert list(_run_local(path).bundles) == ["a/x86-64-cpu"]
+    bundle = project / f"keep-{trigger}-bundles" / "a" / "x86-64-cpu"
+    (bundle / "device" / "results").mkdir(parents=True)
+    (bundle / "device" / "results" / "verify-fp16.json").write_text("{}")
+    manifest = (bundle / "manifest.json").read_bytes()
+    if trigger == "primary":
+        path.write_text(text.replace("[bundle]\n", '[bundle]\nprimary = "fp32"\n'))
+    else:  # what the bundle is keyed on; the cells' keys take the release from tool_versions
+        monkeypatch.setattr("edgedeploy.pipeline.matrix.__version__", "99.0.0")
+    submitted: list[str] = []
+
+    class Recording(LocalExecutor):
+        def submit(self, tag: Any, *args: Any, **kwargs: Any) -> None:
+            submitted.append(tag[0])
+            super().submit(tag, *args, **kwargs)
+
+    executor = Recording(jobs=1)
+    try:
+        with pytest.raises(InputError, match=r"x86-64-cpu/device holds 1 file written on the board"):
+            run_matrix(load_matrix_config(path), executor, ui=Ui(quiet=True))
+    finally:
+        executor.close()
+    assert submitted == [] and (bundle / "manifest.json").read_bytes() == manifest
+    assert (bundle / "device" / "results" / "verify-fp16.json").read_text() == "{}"

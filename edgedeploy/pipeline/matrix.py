@@ -520,6 +520,9 @@ def _run_matrix(
     def release() -> None:
         nonlocal holding
         if holding is not None and preparing == 0:
+            # every cell keyed: a held bundle's cells are all cached (any other was refused), and
+            # one that is made again all the same is refused now, as run refuses its bundle stage
+            _refuse_remade_board_bundles(matrix, models, results, held)
             queued, holding = holding, None
             for job in queued:
                 executor.submit(*job)
@@ -719,6 +722,7 @@ def _run_matrix(
                 finish(
                     pending.plan.cell, "ok", record=store.put(pending.key, outcome), seconds=outcome.seconds
                 )
+        release()  # every cell came from the store: not released in the loop
     except BaseException:
         executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
         raise
@@ -895,53 +899,63 @@ def _bundles(
     cache = StageCache(matrix.workdir)
     made: dict[str, str] = {}
     for name, state in models.items():
-        if state.fp32 is None:
-            continue
-        fp32 = state.fp32.files[_fp32_name(state)]
         for target in matrix.targets:
-            cells = [
-                results[p.cell]
-                for p in matrix.cells
-                if p.cell.model == name and p.cell.target == target.name and results[p.cell].status == "ok"
-            ]
-            if not cells:
+            job = _bundle_job(matrix, state, target, results)
+            if job is None:
                 continue
-            plans = [p for p in matrix.cells if p.cell.model == name and p.cell.target == target.name]
-            bundled = {c.precision for c in cells}
-            gates = {compare_gates(p.config) for p in plans if p.cell.precision in bundled}
-            strict = max(gates, key=lambda g: (g.min_cosine or 0.0, g.strictest_top1() or 0.0))
-            if len(gates) > 1:  # one manifest, one set of gates for the device's verify.sh
-                ui.warn(
-                    f"bundle {name}/{target.name}: its cells' gates differ; the manifest records the "
-                    f"strictest (min cosine {strict.min_cosine}, min top-1 {strict.min_top1})"
-                )
-            primary = matrix.base.bundle.primary or None
-            if primary is not None and primary not in bundled:
-                ui.warn(f"bundle {name}/{target.name}: bundle.primary {primary} was not built here")
-                primary = None
-            out = matrix.bundle_dir(name, target.name)
+            for note in job.notes:
+                ui.warn(f"bundle {name}/{target.name}: {note}")
             try:
-                made[f"{name}/{target.name}"] = _bundle_one(
-                    cache, plans[0].config, state, fp32, target, cells, out, ui,
-                    gates=strict, primary=primary,
-                )  # fmt: skip
+                made[f"{name}/{target.name}"] = _bundle_one(cache, job, state, target, ui)
             except EdgeDeployError as exc:
                 ui.warn(f"bundle {name}/{target.name}: {first_line(exc)}")
     return made
 
 
-def _bundle_one(
-    cache: StageCache,
-    config: PipelineConfig,
-    state: _ModelState,
-    fp32: Path,
-    target: Target,
-    cells: list[CellResult],
-    out: Path,
-    ui: Ui,
-    gates: Gates,
-    primary: str | None,
-) -> str:
+@dataclass
+class _BundleJob:
+    """One (model, target) bundle as its cells that ran make it, and its stage record's key."""
+
+    stage: str
+    key: str
+    config: PipelineConfig
+    fp32: Path
+    out: Path
+    artifacts: list[BundleArtifact]
+    gates: Gates
+    primary: str | None
+    build: dict[str, Any]
+    notes: list[str]  # what the bundle takes otherwise than the config says
+
+
+def _bundle_job(
+    matrix: MatrixConfig, state: _ModelState, target: Target, results: dict[Cell, CellResult]
+) -> _BundleJob | None:
+    """The bundle of ``state``'s model on ``target`` from its cells that ran (None: none did)."""
+    if state.fp32 is None:
+        return None
+    cells = [
+        results[p.cell]
+        for p in matrix.cells
+        if p.cell.model == state.name and p.cell.target == target.name and results[p.cell].status == "ok"
+    ]
+    if not cells:
+        return None
+    plans = [p for p in matrix.cells if p.cell.model == state.name and p.cell.target == target.name]
+    bundled = {c.precision for c in cells}
+    notes = []
+    gates = {compare_gates(p.config) for p in plans if p.cell.precision in bundled}
+    strict = max(gates, key=lambda g: (g.min_cosine or 0.0, g.strictest_top1() or 0.0))
+    if len(gates) > 1:  # one manifest, one set of gates for the device's verify.sh
+        notes.append(
+            f"its cells' gates differ; the manifest records the strictest (min cosine "
+            f"{strict.min_cosine}, min top-1 {strict.min_top1})"
+        )
+    primary = matrix.base.bundle.primary or None
+    if primary is not None and primary not in bundled:
+        notes.append(f"bundle.primary {primary} was not built here")
+        primary = None
+    config = plans[0].config
     build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
     artifacts = []
     for c in cells:
@@ -963,18 +977,52 @@ def _bundle_one(
                 info=json.loads((folder / "record.json").read_text()).get("result", {}).get("info"),
             )
         )
+    out = matrix.bundle_dir(state.name, target.name)
     key = sha256_json(
         {
-            "fp32": state.fp32.result["sha256"] if state.fp32 else "",
+            "fp32": state.fp32.result["sha256"],
             "cells": [c.row() for c in cells],
             "files": {str(a.model): sha256_file(a.model) for a in artifacts},
-            "gates": gates,
+            "gates": strict,
             "primary": primary,
             "build": build,
             "version": __version__,
             "dir": str(out),
         }
     )
+    fp32 = state.fp32.files[_fp32_name(state)]
+    stage = matrix_bundle_stage(state.name, target.name)
+    return _BundleJob(stage, key, config, fp32, out, artifacts, strict, primary, build, notes)
+
+
+def _bundle_damaged(record: dict[str, Any]) -> str | None:
+    """Why a recorded bundle is made again although its key matches: it fails its check."""
+    check = verify_bundle(Path(record["directory"]))
+    return None if check.ok else f"the bundle {record['directory']} fails its check"
+
+
+def _refuse_remade_board_bundles(
+    matrix: MatrixConfig,
+    models: dict[str, _ModelState],
+    results: dict[Cell, CellResult],
+    held: set[tuple[str, str]],
+) -> None:
+    """Refuse (check_bundle_output's line) a bundle whose ``device/`` holds the board's files and
+    that would be made again although every cell of it is cached: its own inputs changed
+    (``[bundle] primary``, the edgedeploy release), as ``run`` refuses its bundle stage."""
+    cache = StageCache(matrix.workdir)
+    targets = {t.name: t for t in matrix.targets}
+    for name, target_name in sorted(held):
+        job = _bundle_job(matrix, models[name], targets[target_name], results)
+        if job is None:  # no cell of it ran: no bundle is made, the board's stays
+            continue
+        record = cache.lookup(job.stage, job.key)
+        if record is None or _bundle_damaged(record) is not None:
+            check_bundle_output(job.out)
+
+
+def _bundle_one(cache: StageCache, job: _BundleJob, state: _ModelState, target: Target, ui: Ui) -> str:
+    config, fp32, out = job.config, job.fp32, job.out
 
     def do_bundle() -> tuple[list[Path], dict[str, Any]]:
         inputs, outputs = model_io(fp32)
@@ -1003,21 +1051,17 @@ def _bundle_one(
             target=target,
             inputs=inputs,
             outputs=outputs,
-            artifacts=artifacts,
-            gates=gates.manifest(),
+            artifacts=job.artifacts,
+            gates=job.gates.manifest(),
             reference_inputs=ref_in,
             reference_outputs=ref_out[0],
             report=bundle_report_writer(ui),
-            primary=primary,
-            build=build,
+            primary=job.primary,
+            build=job.build,
             preprocess=reference.describe().get("preprocess"),
         )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")
         return [result.directory / "manifest.json", result.archive], {"directory": str(result.directory)}
 
-    def damaged(record: dict[str, Any]) -> str | None:
-        check = verify_bundle(Path(record["directory"]))
-        return None if check.ok else f"the bundle {record['directory']} fails its check"
-
-    record, _ = cache.run(matrix_bundle_stage(state.name, target.name), key, QUIET, do_bundle, damaged)
+    record, _ = cache.run(job.stage, job.key, QUIET, do_bundle, _bundle_damaged)
     return str(record["directory"])
