@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 import contextlib as _contextlib
 import os as _os
 import sys as _sys
+from collections.abc import Callable as _Callable
 
 # What every Ctrl-C of the command says (edgedeploy.cli), from the first moment (below).
 INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
@@ -35,11 +36,31 @@ def _stopped_while_starting(signum: int, frame: object) -> None:
     raise SystemExit(130)
 
 
-if _started_as_the_command():  # replaced by main()'s handlers (edgedeploy.interrupts.handle_signals)
-    import signal as _signal
+def stopped_while_starting() -> "_Callable[[], None]":
+    """Ctrl-C says the command's one line and exits 130 (:func:`_stopped_while_starting`) until
+    the function returned is called, which puts Python's default handler back: the CLI's import
+    in a program that calls ``main()`` itself (the command has it from the package's first lines,
+    below). Only where SIGINT has Python's default handler (ignored stays ignored, a program's own
+    handler stays), in the main thread."""
+    import signal
+    import threading
 
-    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:  # ignored stays ignored
-        _signal.signal(_signal.SIGINT, _stopped_while_starting)
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        return lambda: None
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore
+
+
+if _started_as_the_command():  # replaced by main()'s handlers (edgedeploy.interrupts.handle_signals)
+    stopped_while_starting()
 
 # `python -m edgedeploy` puts the current folder first on sys.path, where a user's calibration.py
 # (a model module, say) would replace the package of that name and fail the command with a

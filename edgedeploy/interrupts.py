@@ -76,19 +76,35 @@ def handle_signals() -> None:
     """
     _received.clear()
     if threading.current_thread() is threading.main_thread():
-        for sig, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
-            if signal.getsignal(sig) is signal.SIG_IGN:
-                continue
-            before = signal.signal(sig, handler)
-            _previous.setdefault(sig, before)
+        with _blocked():
+            for sig, handler in ((signal.SIGTERM, _on_sigterm), (signal.SIGINT, _on_sigint)):
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
+                before = signal.signal(sig, handler)
+                _previous.setdefault(sig, before)
 
 
 def release_signals() -> None:
-    """The handlers :func:`handle_signals` replaced are back (main thread only)."""
+    """The handlers :func:`handle_signals` replaced are back (main thread only). A signal that
+    comes meanwhile goes to the handler put back (Ctrl-C in a program: KeyboardInterrupt)."""
     if threading.current_thread() is threading.main_thread():
-        while _previous:
-            sig, handler = _previous.popitem()
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        with _blocked():
+            while _previous:
+                sig, handler = _previous.popitem()
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held by the kernel while the handlers are swapped, so that none of their
+    handlers raises half way (some replaced, the others not, or one replaced and not recorded);
+    one that came meanwhile is handled after, by the handler then in place."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextlib.contextmanager

@@ -220,6 +220,83 @@ def test_ctrl_c_from_the_start_to_the_signal_handlers_is_one_line_and_exit_130(
     assert len(lines) == 1 and lines[0].startswith("stopped: interrupted (Ctrl-C)"), err
 
 
+# Stalls at POINT after saying so on stderr, so a test can send Ctrl-C there: guard_app (the CLI's
+# import, after its third-party imports), handle_signals (main() about to install its handlers),
+# sweep_scratch (main()'s first work) and release_signals (main() putting the handlers it replaced
+# back, the command done). Run first in a program that calls main() itself, or as sitecustomize.
+_STALL_AT = """
+import importlib.machinery, sys, time
+MODULES = {"guard_app": "edgedeploy.cli.guard", "handle_signals": "edgedeploy.interrupts",
+           "sweep_scratch": "edgedeploy.fileio", "release_signals": "edgedeploy.interrupts"}
+calls = []
+class Stall:
+    def find_spec(self, name, path=None, target=None):
+        if name != MODULES[POINT]:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            real = getattr(module, POINT)
+            def stalled(*args, **kwargs):
+                if not calls:  # the first call only
+                    calls.append(POINT)
+                    sys.stderr.write("stalled\\n"); sys.stderr.flush()
+                    time.sleep(60)
+                return real(*args, **kwargs)
+            setattr(module, POINT, stalled)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Stall())
+"""
+# programs that call main() themselves, and the command
+_ENTRIES = {
+    "main": 'from edgedeploy.cli import main\nmain(["targets"])\n',
+    "runpy": 'import runpy\nsys.argv = ["edgedeploy", "targets"]\n'
+    'runpy.run_module("edgedeploy", run_name="__main__", alter_sys=True)\n',
+    "module": "",
+}
+
+
+@pytest.mark.parametrize("point", ["guard_app", "handle_signals", "sweep_scratch", "release_signals"])
+@pytest.mark.parametrize("entry", list(_ENTRIES))
+def test_ctrl_c_in_a_program_that_calls_main_is_one_line_and_exit_130(
+    entry: str, point: str, tmp_path: Path
+) -> None:
+    """A program calling main() itself (python -c, runpy) had only the one line of the CLI's
+    third-party imports: a Ctrl-C in the rest of its import (guard_app) or in main() before its
+    handlers printed a KeyboardInterrupt traceback, and so did one in main()'s first work
+    (sweep_scratch) or while it put the handlers back, the command's (python -m) too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    stall = f"POINT = {point!r}\n{_STALL_AT}"
+    env = dict(os.environ)
+    if entry == "module":
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(stall)
+        env["PYTHONPATH"] = os.pathsep.join([str(site), *sys.path[1:]])
+        command = [sys.executable, "-m", "edgedeploy", "targets"]
+    else:
+        command = [sys.executable, "-c", stall + _ENTRIES[entry]]
+    proc = subprocess.Popen(
+        command, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "stalled\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("stopped: interrupted (Ctrl-C)"), err
+
+
 def test_a_bad_memory_pool_exits_2(digits: Digits, tmp_path: Path) -> None:
     result = run_cli("build", digits.onnx_path, "--memory-pool", "workspace", "-o", tmp_path / "o")
     assert_clean_input_error(result, "--memory-pool", "NAME=MiB")

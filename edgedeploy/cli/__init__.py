@@ -19,11 +19,13 @@ import sys
 from types import ModuleType
 from typing import Annotated, Any, NoReturn
 
-from edgedeploy import INTERRUPTED
+from edgedeploy import INTERRUPTED, stopped_while_starting
 
 # A Ctrl-C while the CLI loads (a second or so, before main() handles signals) is one line too: the
 # command's own start has a handler for it from the package's first line (edgedeploy/__init__.py);
-# a program that imports this module and calls main() has this.
+# a program that imports this module and calls main() has the same handler until this module is
+# loaded (every statement to the end: the imports, the commands' registration, guard_app).
+_loaded = stopped_while_starting()
 try:
     import typer
     from rich.markup import escape
@@ -51,15 +53,16 @@ try:
     from edgedeploy.fileio import sweep_scratch
     from edgedeploy.interrupts import (
         EXIT_SIGTERM,
+        Terminated,
         cut_short,
         handle_signals,
         release_signals,
         stop_requested,
         terminated,
     )
-except KeyboardInterrupt:
-    sys.stderr.write(f"stopped: {INTERRUPTED}\n")
-    raise SystemExit(130) from None
+except BaseException:  # a missing package: the program's own SIGINT handling is back
+    _loaded()
+    raise
 
 app = typer.Typer(
     name="edgedeploy",
@@ -209,17 +212,23 @@ def main(argv: list[str] | None = None) -> None:
     anything else is a bug and keeps its traceback. Scratch folders that killed runs left in the
     system temp folder are removed first.
     """
-    handle_signals()
     try:
-        _dispatch(sys.argv[1:] if argv is None else argv)
-    except SystemExit as exc:
-        # A Ctrl-C or SIGTERM whose exception was raised in a __del__ or weakref callback, where
-        # CPython prints "Exception ignored in" and drops it: the run is stopped all the same.
-        if stop_requested() and exc.code not in (130, EXIT_SIGTERM):
-            _fail(*_stopped())
-        raise
-    finally:
+        try:
+            handle_signals()
+            _dispatch(sys.argv[1:] if argv is None else argv)
+        except SystemExit as exc:
+            # A Ctrl-C or SIGTERM whose exception was raised in a __del__ or weakref callback, where
+            # CPython prints "Exception ignored in" and drops it: the run is stopped all the same.
+            if stop_requested() and exc.code not in (130, EXIT_SIGTERM):
+                _fail(*_stopped())
+            raise
+        finally:
+            release_signals()
+    except KeyboardInterrupt as exc:
+        # before the handlers were installed (a program calling main() has Python's default one),
+        # in main()'s first work, or while they were put back: as any other Ctrl-C or SIGTERM
         release_signals()
+        _fail(*((TERMINATED, EXIT_SIGTERM) if isinstance(exc, Terminated) else (INTERRUPTED, 130)))
 
 
 def _dispatch(args: list[str]) -> NoReturn:
@@ -248,6 +257,8 @@ def _dispatch(args: list[str]) -> NoReturn:
         _fail(line, 2)
     raise SystemExit(0)
 
+
+_loaded()  # main() handles signals from its first line
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
