@@ -757,14 +757,20 @@ def test_a_dict_as_forward_s_only_argument_exports_with_its_tensors_named_after_
     argument: 'batch'"): torch.onnx takes a dict at the end of args as forward's keyword arguments.
     It is now exported with torch's workaround (a trailing {} in the args), one graph input per
     tensor named as torch.onnx names them (batch_x, batch_scale), batched and checked against torch."""
-    import torch
-
     if exporter == "torchscript":  # the dynamo exporter's fallback, as when onnxscript is missing
         monkeypatch.setitem(sys.modules, "onnxscript", None)
     (tmp_path / "batch.py").write_text(DICT_MODULE)
-    out = tmp_path / "b.onnx"
+    _dict_batch_matches_torch(tmp_path / "batch.py", tmp_path / "b.onnx", exporter)
+
+
+def _dict_batch_matches_torch(module: Path, out: Path, exporter: str) -> None:
+    """DICT_MODULE (as written to ``module``) exports with ``exporter`` to ``out`` with one batched
+    input per tensor of the dict (batch_x, batch_scale), whose outputs in ONNX Runtime at another
+    batch are torch's."""
+    import torch
+
     notices: list[str] = []
-    result = export(f"{tmp_path / 'batch.py'}:build:example", out, notify=notices.append)
+    result = export(f"{module}:build:example", out, notify=notices.append)
     assert result.exporter == exporter and not any("not compared" in n for n in notices), notices
     shapes = {i.name: list(i.shape) for i in result.inputs}
     batch = shapes["batch_x"][0]
@@ -778,6 +784,27 @@ def test_a_dict_as_forward_s_only_argument_exports_with_its_tensors_named_after_
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"batch_x": x, "batch_scale": scale})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("example", "exporter"), [("bare", "dynamo"), ("bare", "torchscript"), ("by_argument", "dynamo")]
+)
+def test_a_bare_dict_for_a_forward_whose_only_argument_is_a_dict_is_that_argument(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example: str, exporter: str
+) -> None:
+    """forward(self, batch: dict) given the dict bare, {"x": .., "scale": ..}, was refused ("takes 2
+    positional arguments but 3 were given": its keys were taken for graph inputs, passed by
+    position), where ({..},) and {"batch": {..}} exported. A bare dict none of whose keys names an
+    argument of a forward whose only argument is a dict is now that argument, exported as
+    ({..},) is; one whose keys are forward's argument names still gives those arguments."""
+    if exporter == "torchscript":  # the dynamo exporter's fallback, as when onnxscript is missing
+        monkeypatch.setitem(sys.modules, "onnxscript", None)
+    given = '{"x": torch.randn(3, 8), "scale": torch.rand(3, 4)}'
+    wrapped = {"bare": given, "by_argument": f'{{"batch": {given}}}'}[example]
+    source = DICT_MODULE.replace(f"return ({given},)", f"return {wrapped}")
+    assert source != DICT_MODULE
+    (tmp_path / "batch.py").write_text(source)
+    _dict_batch_matches_torch(tmp_path / "batch.py", tmp_path / "b.onnx", exporter)
 
 
 def test_input_names_may_name_forward_s_arguments_and_a_nested_one_s_tensors_after_it(tmp_path: Path) -> None:

@@ -270,12 +270,44 @@ def _example_args(
         _unique("input", [i.name for i in options.inputs])
         args = {i.name: torch.from_numpy(np.zeros(i.shape, dtype=i.dtype)) for i in options.inputs}
         return _bind(args, _positional_parameters(model), "--input", _keyword_parameters(model, list(args)))
+    if isinstance(example, dict) and _takes_one_dict(model, list(example)):
+        return (example,), [], []  # as ({..},): torch.onnx's args for a dict argument
     if isinstance(example, dict):
         keywords = _keyword_parameters(model, list(example))
         return _bind(example, _positional_parameters(model), "the example inputs", keywords)
     if isinstance(example, (list, tuple)):
         return tuple(example), [], []
     return (example,), [], []
+
+
+def _takes_one_dict(model: Any, keys: list[str]) -> bool:
+    """Whether ``model.forward`` takes one argument, annotated as a dict (``batch: dict``,
+    ``Dict[str, Tensor]``, a Mapping), and none of ``keys`` names it: an example dict given bare is
+    then that argument, as torch.onnx's ``args=({..},)`` is. Keys naming forward's arguments still
+    give those arguments (``{"batch": {..}}``), and any other dict is read by :func:`_bind`."""
+    import collections.abc
+    import inspect
+    import typing
+
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        return False
+    if len(parameters) != 1 or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return False
+    if parameters[0].name in keys:
+        return False
+    try:  # the annotation as written, resolved where it is a string (from __future__ import annotations)
+        annotation = typing.get_type_hints(model.forward).get(parameters[0].name)
+    except Exception:  # a name the module cannot resolve: the annotation as written
+        annotation = parameters[0].annotation
+    origin = typing.get_origin(annotation) or annotation
+    if isinstance(origin, str):  # unresolved: read by its name
+        return origin.split("[", 1)[0].rpartition(".")[2] in ("dict", "Dict", "Mapping", "MutableMapping")
+    return isinstance(origin, type) and issubclass(origin, collections.abc.Mapping)
 
 
 def _unique(kind: str, names: list[str]) -> None:
