@@ -1,6 +1,6 @@
-"""Latency statistics as trtexec reports them: min, max, mean, median, p90/p95/p99, std, CV; and the
-latency distribution as a fixed set of quantiles (what the report draws as a CDF); which low
-precisions ran slower than fp32."""
+"""Latency statistics as trtexec reports them: min, max, mean, median, p90/p95/p99, std, CV; the
+latency distribution as a fixed set of quantiles by trtexec's percentile rule (what the report draws
+as a CDF); which low precisions ran slower than fp32."""
 
 from __future__ import annotations
 
@@ -15,18 +15,47 @@ from edgedeploy.targets import measured_off_target
 QUANTILE_POINTS = 101  # 0%, 1%, ..., 100%: a CDF to 1% resolution in about 1 kB of JSON
 
 
+def trtexec_percentile_index(percent: float, count: int) -> int:
+    """The index trtexec reads percentile ``percent`` at in ``count`` ascending timings: the run
+    below which ``int((1 - percent / 100) * count)`` runs are left out, no interpolation
+    (TensorRT samples/common/sampleReporting.cpp, findPercentile). trtexec works it out in float32,
+    and so is it here: in float64 p90 of 10 runs would leave none out (0.99999...), trtexec's one."""
+    if not 0.0 <= percent <= 100.0:
+        raise ValueError(f"percentile {percent} is not in [0, 100]")
+    one, p, n = np.float32(1.0), np.float32(percent), np.float32(count)
+    exclude = int(np.float32(np.float32(one - p / np.float32(100.0)) * n))
+    return max(count - 1 - exclude, 0)
+
+
+def trtexec_median(ordered: np.ndarray) -> float:
+    """trtexec's median of ascending timings: the middle run, or the mean of the two middle ones
+    for an even count (sampleReporting.cpp, findMedian)."""
+    m = ordered.size // 2
+    return float(ordered[m]) if ordered.size % 2 else float((ordered[m - 1] + ordered[m]) / 2.0)
+
+
 def latency_quantiles(samples_ms: Sequence[float] | np.ndarray, points: int = QUANTILE_POINTS) -> list[float]:
     """The latency at ``points`` evenly spaced quantiles from 0 (min) to 1 (max), in ms.
 
-    Kept instead of the raw samples: a 3 s run of a 0.1 ms model has 30,000 samples, and the
-    quantiles draw the same CDF at a fixed, small size.
+    Each is a timed run picked by trtexec's percentile rule (:func:`trtexec_percentile_index`), the
+    one at 50 % trtexec's median: the CDF the report draws passes through the p50, p90, p95 and
+    p99 of the profile's table. Kept instead of the raw samples: a 3 s run of a 0.1 ms model has
+    30,000 samples, and the quantiles draw the same CDF at a fixed, small size.
     """
-    arr = np.asarray(samples_ms, dtype=np.float64)
-    if arr.size == 0:
+    ordered = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    if ordered.size == 0:
         raise ValueError("no timing samples")
     if points < 2:
         raise ValueError("at least two quantile points (min and max)")
-    return [round(float(v), 6) for v in np.quantile(arr, np.linspace(0.0, 1.0, points))]
+    values = []
+    for i in range(points):
+        percent = 100.0 * i / (points - 1)
+        if percent == 50.0:
+            value = trtexec_median(ordered)
+        else:
+            value = float(ordered[trtexec_percentile_index(percent, ordered.size)])
+        values.append(round(value, 6))
+    return values
 
 
 @dataclass(frozen=True)
@@ -46,18 +75,21 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
-        arr = np.asarray(samples_ms, dtype=np.float64)
+        """The figures as trtexec computes them: percentiles are timed runs picked by its rule and
+        the median the mean of the two middle runs for an even count (docs/design.md, "Latency
+        percentiles as trtexec reads them"); std is the population's, as trtexec's CV uses."""
+        arr = np.sort(np.asarray(samples_ms, dtype=np.float64))
         if arr.size == 0:
             raise ValueError("no timing samples")
         mean = float(arr.mean())
         std = float(arr.std())
-        p90, p95, p99 = (float(v) for v in np.percentile(arr, [90, 95, 99]))
+        p90, p95, p99 = (float(arr[trtexec_percentile_index(p, arr.size)]) for p in (90, 95, 99))
         return cls(
             count=int(arr.size),
-            min_ms=float(arr.min()),
-            max_ms=float(arr.max()),
+            min_ms=float(arr[0]),
+            max_ms=float(arr[-1]),
             mean_ms=mean,
-            median_ms=float(np.median(arr)),
+            median_ms=trtexec_median(arr),
             p90_ms=p90,
             p95_ms=p95,
             p99_ms=p99,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgedeploy.errors import InputError
@@ -308,3 +309,29 @@ def test_throughput_is_the_timed_runs_over_the_wall_time_of_the_timed_loop(tmp_p
         assert energy["energy_per_inference_mj"] == pytest.approx(
             energy["avg_power_w"] / b.throughput_ips * 1000.0, rel=0.01
         )
+
+
+def test_percentiles_are_trtexecs_runs_not_interpolated_between_them() -> None:
+    """trtexec's percentile p is the sorted timings' [max(n - 1 - int((1 - p/100) * n), 0)], worked
+    out in float32 (samples/common/sampleReporting.cpp, findPercentile), its median the mean of the
+    two middle runs for an even count (findMedian). numpy's interpolation read p90 of 1..100 ms as
+    90.1 ms, and of 1..10 ms as 9.1 ms, where trtexec reads 90 and 9. The CDF's quantiles follow
+    the same rule, so its 90/95/99 % points are the table's p90/p95/p99 and its 50 % the median."""
+    from edgedeploy.stats import LatencyStats, latency_quantiles
+
+    rng = np.random.default_rng(0)
+    hundred = rng.permutation(np.arange(1.0, 101.0))
+    s = LatencyStats.from_samples(hundred)
+    # (1 - 0.99f) * 100 is 0.99999905 in float32: no run left out, p99 is the slowest of 100
+    assert (s.median_ms, s.p90_ms, s.p95_ms, s.p99_ms) == (50.5, 90.0, 95.0, 100.0)
+    s = LatencyStats.from_samples(rng.permutation(np.arange(1.0, 11.0)))
+    assert (s.median_ms, s.p90_ms, s.p95_ms, s.p99_ms) == (5.5, 9.0, 10.0, 10.0)
+    s = LatencyStats.from_samples([3.0, 1.0, 2.0])
+    assert (s.min_ms, s.median_ms, s.p90_ms, s.max_ms) == (1.0, 2.0, 3.0, 3.0)
+    assert LatencyStats.from_samples([4.0]).p90_ms == 4.0
+
+    q = latency_quantiles(hundred)
+    assert len(q) == 101 and q[0] == 1.0 and q[100] == 100.0
+    assert (q[50], q[90], q[95], q[99]) == (50.5, 90.0, 95.0, 100.0)
+    assert q == sorted(q)
+    assert set(q) <= set(hundred) | {50.5}  # runs that were timed, the median aside
