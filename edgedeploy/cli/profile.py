@@ -45,7 +45,7 @@ def profile_command(
     ] = False,
     json_path: JsonOutput = None,
 ) -> None:
-    """Latency distribution, throughput and peak memory per batch size (like trtexec's summary).
+    """Latency distribution, throughput and the model's peak memory per batch size (like trtexec's summary).
 
     Example: edgedeploy profile model.fp16.onnx --batch-sizes 1,8 --duration 5 --json lat.json
     """
@@ -102,7 +102,7 @@ def print_profile(result: ProfileResult) -> None:
         "std",
         "CV %",
         "inf/s",
-        "peak RSS MB",
+        "model MB",
         "energy mJ/inf",
     )
     for col in columns:
@@ -127,11 +127,13 @@ def print_profile(result: ProfileResult) -> None:
                 f"{s.std_ms:.3f}",
                 f"{s.cv_percent:.1f}",
                 f"{b.throughput_ips:.1f}" if first else "",
-                fmt(b.peak_rss_mb, ".1f") if first else "",
+                fmt(b.model_peak_rss_mb, ".1f") if first else "",
                 (fmt(energy, ".3f") if energy is not None else "n/a") if first else "",
             )
     out.print(table)
     out.print("  times in ms; inf/s = inferences (samples) per second")
+    if any(b.model_peak_rss_mb is not None for b in result.batches):
+        out.print("  model MB = peak memory the model's session added to the process (model_peak_rss_mb)")
     reasons = {
         (b.energy or {}).get("reason") for b in result.batches if not (b.energy or {}).get("measurable")
     }

@@ -1,4 +1,4 @@
-"""The profile stage: latency distribution, throughput and peak memory, per batch size.
+"""The profile stage: latency distribution, throughput and the model's peak memory, per batch size.
 
 ONNX artifacts are timed here on ONNX Runtime with host wall-clock timing around each
 ``run``; TensorRT engines are handed to ``edgedeploy.backends.runtime`` (CUDA events, trtexec's
@@ -9,7 +9,10 @@ batch, warm-up and duration, so figures from two runs can be compared honestly.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
+import gc
 import math
 import os
 import platform
@@ -41,6 +44,12 @@ from edgedeploy.targets import cpu_model, has_vnni, host_target_name
 
 Progress = Callable[[float], None]  # fraction done, 0..1
 BULK_SPREAD_WARN = 0.25  # (p90 - median) / median above which a CPU profile is called unsteady
+# what ``model_peak_rss_mb`` is, in the settings of every ONNX Runtime profile
+MODEL_MEMORY = (
+    "peak resident memory (RSS) the model's ONNX Runtime session added to the process, from its "
+    "creation through each batch size's first and warm-up runs (the timed runs repeat them), over "
+    "the RSS just before it was made: not the process's total, nor ONNX Runtime's code paged in"
+)
 
 
 @dataclass
@@ -97,7 +106,9 @@ class BatchProfile:
     throughput_qps: float  # batches (queries) per second
     iterations: int
     wall_s: float
-    peak_rss_mb: float | None  # process peak resident memory during the timed run
+    # the peak resident memory the model's session added to the process, from its creation through
+    # this batch's warm-up (:data:`MODEL_MEMORY`); None for engines and where Linux's counters are not
+    model_peak_rss_mb: float | None
     energy: dict[str, Any] | None = None  # PowerResult as a dict, where measurable
     # TensorRT engines: trtexec's sections (latency, enqueue, h2d, gpu_compute, d2h) and layer times
     sections: dict[str, LatencyStats] | None = None
@@ -135,7 +146,7 @@ class ProfileResult:
                     "iterations": b.iterations,
                     "throughput_ips": b.throughput_ips,
                     "throughput_qps": b.throughput_qps,
-                    "peak_rss_mb": b.peak_rss_mb,
+                    "model_peak_rss_mb": b.model_peak_rss_mb,
                     "energy": b.energy,
                     "quantiles_ms": b.quantiles_ms,
                 }
@@ -145,7 +156,7 @@ class ProfileResult:
 
 
 def _reset_peak_rss() -> bool:
-    """Linux lets a process reset its own VmHWM (peak RSS) by writing 5 to clear_refs."""
+    """Linux lets a process reset its own VmHWM (peak RSS) to its RSS by writing 5 to clear_refs."""
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -154,20 +165,57 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float | None:
+def _status_mb(key: str) -> float | None:
+    """A figure of /proc/self/status in MB (``VmRSS``, ``VmHWM``); None off Linux."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024.0
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    try:
-        import resource
+    return None
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except Exception:
+
+def _trim_heap() -> None:
+    """Hand the heap's free pages back to the OS (glibc's malloc_trim), so that what the session
+    allocates next is memory it adds, not pages earlier work freed and the process still holds."""
+    with contextlib.suppress(Exception):
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
+def rss_baseline_mb() -> tuple[float, float] | None:
+    """The process's RSS and its file-backed part, in MB, with the peak reset to the RSS: what a
+    session made next adds is measured from here (:func:`model_peak_rss_mb`). Garbage is collected
+    and free heap returned first. None where Linux cannot reset the peak: the process's lifetime
+    peak would then count everything that ran before."""
+    gc.collect()
+    _trim_heap()
+    if not _reset_peak_rss():
         return None
+    rss, files = _status_mb("VmRSS"), _status_mb("RssFile")
+    return None if rss is None or files is None else (rss, files)
+
+
+def model_peak_rss_mb(baseline: tuple[float, float] | None) -> float | None:
+    """The peak resident memory added since :func:`rss_baseline_mb`, in MB, less the file-backed
+    pages paged in meanwhile: ONNX Runtime's own code, which the first session of a process pages
+    in (14 MB of the library for a 66 kB model here) and later ones find there. The peak of the
+    rest cannot be read apart, so it is the peak's growth less the file pages' growth, and at
+    least the anonymous memory grown by now."""
+    if baseline is None:
+        return None
+    peak, rss, files = _status_mb("VmHWM"), _status_mb("VmRSS"), _status_mb("RssFile")
+    if peak is None or rss is None or files is None:
+        return None
+    base_rss, base_files = baseline
+    file_growth = files - base_files
+    anon_growth = (rss - files) - (base_rss - base_files)
+    return max(0.0, peak - base_rss - file_growth, anon_growth)
 
 
 def unsteady_warning(stats: LatencyStats) -> str | None:
@@ -248,10 +296,11 @@ def _time_loop(
     options: ProfileOptions,
     progress: Progress | None,
     timed: AbstractContextManager[object] | None = None,
+    warm: Callable[[], object] | None = None,
 ) -> tuple[list[float], float]:
     """Warm up, then time ``run`` for N iterations or a duration (at least min_iterations): the
-    latencies in ms and the wall time of the timed loop in s. ``timed`` (the power monitor's
-    window) is entered after the warm-up and left after the last timed run."""
+    latencies in ms and the wall time of the timed loop in s. ``warm`` is called after the warm-up;
+    ``timed`` (the power monitor's window) is entered then and left after the last timed run."""
     if options.warmup_iterations is not None:
         for _ in range(options.warmup_iterations):
             run()
@@ -259,6 +308,8 @@ def _time_loop(
         end = time.perf_counter() + options.warmup_ms / 1000.0
         while time.perf_counter() < end:
             run()
+    if warm is not None:
+        warm()
     samples: list[float] = []
     with timed if timed is not None else contextlib.nullcontext():
         start = time.perf_counter()
@@ -292,6 +343,9 @@ def profile_onnx(
     sizes = resolved_batch_sizes(options, dynamic, static_batch(inputs))
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
     check_batch_sizes(inputs, options.batch_sizes)
+    # the model's memory: the peak from here (the session's creation) through each batch's warm
+    # runs, so that one model reads alike in profile, run or after anything else in the process
+    baseline = rss_baseline_mb()
     session = create_session(model, options.threads)
     batches: list[BatchProfile] = []
     warnings: list[str] = []
@@ -310,15 +364,22 @@ def profile_onnx(
             warnings.append(guessed)
         feed = next(iter(source))
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
-        with naming_guessed_dims(source.fed_as_one):  # the first run allocates: not in the peak window
+        with naming_guessed_dims(source.fed_as_one):  # the first run allocates: counted in the peak
             session.run(None, feed)
-        _reset_peak_rss()
         monitor = PowerMonitor() if options.measure_power else None
         cb = (lambda f, b=batch: progress(b, f)) if progress else None
         run = functools.partial(session.run, None, feed)
+        # the model's memory is read once it has run warm: the timed runs repeat those runs, and what
+        # grows while they do is the list of their times (6 MB for 200,000 runs), not the model's
+        memory: dict[str, float | None] = {}
+
+        def warm(memory: dict[str, float | None] = memory) -> None:
+            memory["mb"] = model_peak_rss_mb(baseline)
+
         # the monitor samples through the warm-up; its window (energy, duration) is the timed loop
         with monitor if monitor is not None else contextlib.nullcontext():
-            samples, wall = _time_loop(run, options, cb, monitor.window() if monitor is not None else None)
+            window = monitor.window() if monitor is not None else None
+            samples, wall = _time_loop(run, options, cb, window, warm)
         stats = LatencyStats.from_samples(samples)
         energy = None
         if monitor is not None:
@@ -334,7 +395,7 @@ def profile_onnx(
                 throughput_qps=qps,
                 iterations=len(samples),
                 wall_s=wall,
-                peak_rss_mb=_peak_rss_mb(),
+                model_peak_rss_mb=memory.get("mb"),
                 energy=energy,
                 quantiles_ms=latency_quantiles(samples),
             )
@@ -357,6 +418,7 @@ def profile_onnx(
             else f"{options.duration_s:g} s (at least {options.min_iterations} iterations)"
         ),
         "timing": "host wall clock around session.run (data already in host memory)",
+        "model_peak_rss_mb": MODEL_MEMORY,
         "cpu": f"{cpu_model()} ({platform.machine()}, VNNI: {'yes' if has_vnni() else 'no'})",
         "host_target": host_target_name(),  # the CPU target these figures were measured on
         "input_shapes": shapes_used,
@@ -475,7 +537,7 @@ def profile_engine_batches(
                 throughput_qps=result.throughput_qps,
                 iterations=result.iterations,
                 wall_s=result.total_wall_s,
-                peak_rss_mb=None,
+                model_peak_rss_mb=None,
                 energy=energy,
                 sections=result.sections,
                 per_layer=result.per_layer,

@@ -349,7 +349,7 @@ def _profile_summary(content: dict[str, Any]) -> dict[str, Any]:
             "iterations": b.get("iterations"),
             "throughput_ips": b.get("throughput_ips"),
             "throughput_qps": b.get("throughput_qps"),
-            "peak_rss_mb": b.get("peak_rss_mb"),
+            "model_peak_rss_mb": b.get("model_peak_rss_mb"),
             "energy": b.get("energy"),
             "quantiles_ms": b.get("quantiles_ms"),
         }
