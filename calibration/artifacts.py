@@ -85,6 +85,27 @@ def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> s
     return None
 
 
+def model_outputs(model: onnx.ModelProto, feed: Mapping[str, Any], *, reference: bool = False) -> list[Any]:
+    """``model``'s outputs on ``feed`` (graph order) from the check's ONNX Runtime session or, with
+    ``reference`` and where ONNX Runtime cannot load or run it (an opset-6 PRelu, an IR 3 file), from
+    onnx's reference evaluator. Raises ONNX Runtime's error (the evaluator's where it failed too)."""
+    from calibration.ortvalues import ort_feed
+
+    try:
+        session = _session(model.SerializeToString(), model)
+        wanted = {i.name: i.type for i in session.get_inputs()}
+        fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
+        return list(session.run(None, ort_feed(fitted)))
+    except Exception:
+        if not reference:
+            raise
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {i.name for i in model.graph.initializer}
+    names = {i.name for i in model.graph.input if i.name not in inits}
+    return list(ReferenceEvaluator(model).run(None, {k: v for k, v in feed.items() if k in names}))
+
+
 _FLOAT_INPUTS = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 

@@ -44,6 +44,7 @@ from calibration.algorithms import per_channel_absmax
 from calibration.errors import CalibrationError
 from calibration.graphs import (
     CycleError,
+    all_graphs,
     constant_derived,
     copy_without_initializers,
     infer_shapes_light,
@@ -607,13 +608,67 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         upgraded.opset_import.append(helper.make_opsetid("", MIN_OPSET))
         return upgraded
     try:
-        return _convert_light(model, MIN_OPSET)
+        return _convert_light(keep_meaning(model), MIN_OPSET)
     except Exception as exc:
         raise CalibrationError(
             f"the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
             f"Q/DQ) and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
             "convert it with onnx.version_converter or re-export it at opset 13 or later"
         ) from None
+
+
+def keep_meaning(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (below opset 13), or a copy with the ops whose meaning onnx.version_converter
+    changes on the way to 13 rewritten into ones it keeps: Hardmax below 13 flattens its input to
+    2-D at ``axis`` (one 1 per row of [N, rest]), Hardmax-13 works along ``axis`` alone, and the
+    converter passes the attribute on unchanged (Hardmax-11 axis=1 on [2, 3, 4] came out with one 1
+    per column: wrong outputs, no word). It wraps Softmax and LogSoftmax so (Shape, Flatten, the op
+    on axis 1, Reshape back); a Hardmax is wrapped here the same way before the conversion. An
+    ``axis`` of -1 means the same in both and is left as it is; models below opset 5 (Reshape's
+    shape an attribute) are left to the caller's check of the converted outputs."""
+    opset = opset_of(model)
+    wanted = opset >= 5 and any(
+        _flattening_hardmax(node) for graph in all_graphs(model.graph) for node in graph.node
+    )
+    if not wanted:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graphs = all_graphs(copy.graph)
+    taken = {name for graph in graphs for node in graph.node for name in (*node.output, node.name)}
+    taken |= {v.name for graph in graphs for v in (*graph.input, *graph.initializer)}
+    for graph in reversed(graphs):  # a body before the node holding it: that node is copied below
+        if not any(_flattening_hardmax(node) for node in graph.node):
+            continue
+        nodes: list[onnx.NodeProto] = []
+        for node in graph.node:
+            if not _flattening_hardmax(node):
+                nodes.append(onnx.NodeProto())
+                nodes[-1].CopyFrom(node)
+                continue
+            axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 1)
+            base = node.name or node.output[0]
+            shape, flat, hard = (_unique(f"{base}_{part}", taken) for part in ("shape", "flat", "2d"))
+            nodes += [
+                helper.make_node("Shape", [node.input[0]], [shape], name=_unique(f"{base}/Shape", taken)),
+                helper.make_node(
+                    "Flatten", [node.input[0]], [flat], axis=axis, name=_unique(f"{base}/Flatten", taken)
+                ),
+                helper.make_node("Hardmax", [flat], [hard], axis=1, name=node.name),
+                helper.make_node(
+                    "Reshape", [hard, shape], [node.output[0]], name=_unique(f"{base}/Reshape", taken)
+                ),
+            ]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return copy
+
+
+def _flattening_hardmax(node: onnx.NodeProto) -> bool:
+    """A default-domain Hardmax whose ``axis`` (default 1) is not -1."""
+    if node.op_type != "Hardmax" or node.domain not in ("", "ai.onnx"):
+        return False
+    return next((int(a.i) for a in node.attribute if a.name == "axis"), 1) != -1
 
 
 def _convert_light(model: onnx.ModelProto, version: int) -> onnx.ModelProto:

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgedeploy.errors import InputError
 from edgedeploy.stages.export import export
 from tests.conftest import run_cli
 
@@ -99,3 +101,58 @@ def test_an_unused_input_is_kept_with_every_input_and_output_in_order(tmp_path: 
     y, x_out = session.run(None, feed)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     np.testing.assert_array_equal(x_out, x)
+
+
+def _hardmax11_model(path: Path) -> Path:
+    """An opset-11 ``Hardmax axis=1`` on x[2,3,4]: one 1 per sample of the input flattened to
+    [2, 12] (Hardmax-13 with the same attribute puts one 1 in each of the 8 columns of axis 1)."""
+    graph = helper.make_graph(
+        [helper.make_node("Hardmax", ["x"], ["y"], axis=1, name="hmax")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def _hardmax11(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(x.shape[0], -1)
+    out = np.zeros_like(flat)
+    out[np.arange(flat.shape[0]), flat.argmax(1)] = 1
+    return out.reshape(x.shape)
+
+
+def test_an_opset_11_hardmax_over_a_middle_axis_keeps_its_meaning_at_opset_13(tmp_path: Path) -> None:
+    """onnx.version_converter passed Hardmax-11 axis=1 to opset 13 unchanged, which means one 1 per
+    column there: wrong outputs on 18 of 21 inputs, exit 0. It is wrapped in Flatten/Reshape now,
+    as the converter does for Softmax and LogSoftmax."""
+    src = _hardmax11_model(tmp_path / "hardmax11.onnx")
+    result = run_cli("export", src, "-o", tmp_path / "new.onnx")
+    assert result.code == 0, result.stderr
+    assert "converted the model from opset 11 to 13" in result.stderr
+    session = ort.InferenceSession(str(tmp_path / "new.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for _ in range(21):
+        x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], _hardmax11(x))
+
+
+def test_a_conversion_that_changes_the_outputs_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every opset conversion is compared with its source on the same inputs: one that computes
+    something else (here the Hardmax rewrite switched off) is refused, naming the output and the
+    op types converted, and nothing is written."""
+    import calibration.qdq
+
+    monkeypatch.setattr(calibration.qdq, "keep_meaning", lambda model: model)
+    src = _hardmax11_model(tmp_path / "hardmax11.onnx")
+    with pytest.raises(InputError) as err:
+        export(str(src), tmp_path / "new.onnx")
+    message = str(err.value)
+    assert "'y'" in message and "Hardmax" in message and "opset 11 to 13" in message, message
+    assert "\n" not in message
+    assert not (tmp_path / "new.onnx").exists()

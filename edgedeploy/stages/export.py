@@ -1020,17 +1020,19 @@ def finalize_onnx(
         from calibration.errors import CalibrationError
         from calibration.qdq import upgrade_opset
 
-        old = opset_of(model)
+        old, source = opset_of(model), model
         try:
             model = upgrade_opset(model)
         except CalibrationError as exc:
             raise InputError(f"{what}: {exc}") from None
-        notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
         # the converter leaves the IR version as it was: IR 3 (of opsets 7 and 8) required every
         # weight to be a graph input too, and onnxslim took them out of the inputs, so the checker
         # refused the result ("W in initializer but not in graph input"). onnx's table gives the
         # IR version an opset needs (onnx.helper.VERSION_TABLE).
         model.ir_version = max(model.ir_version, min_ir_version(model))
+        if changed := conversion_change(src, source, model):
+            raise InputError(f"{what}: {changed}; not exported")
+        notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
     name_dynamic_dims(model, exported=name is not None, outputs=False)
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
@@ -1053,6 +1055,60 @@ def finalize_onnx(
         check=lambda tmp, content: verify(tmp, source=src, what="the exported model", content=content),
     )
     return model, before, len(model.graph.node), simplified
+
+
+RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"}
+RANDOM_OPS |= {"Bernoulli"}
+
+
+def conversion_change(src: Path, source: onnx.ModelProto, converted: onnx.ModelProto) -> str | None:
+    """How ``converted`` (``source``, read from ``src``, taken to another opset) computes other
+    values than ``source`` on one seeded random feed, or None when it does not beyond float32's
+    rounding (:func:`_difference`) or cannot be compared. onnx.version_converter keeps an op's
+    attributes where the op's meaning changed (Hardmax below 13 flattened its input, at 13 it works
+    along one axis): wrong outputs, exit 0. ``source`` runs in ONNX Runtime, or in onnx's reference
+    evaluator where ONNX Runtime cannot run it (opset 6, IR 3), ``converted`` in ONNX Runtime."""
+    from calibration.artifacts import default_feed, model_outputs
+
+    drawn = {n.op_type for g in all_graphs(source.graph) for n in g.node} & RANDOM_OPS
+    feed = None if drawn else default_feed(src)
+    if feed is None:  # no comparison without inputs, nor of values drawn at random each run
+        return None
+    try:
+        want = model_outputs(source, feed, reference=True)
+        have = model_outputs(converted, feed)
+    except Exception:  # the source fails on random inputs, or the artifact check will say why
+        return None
+    for output, expected, got in zip(converted.graph.output, want, have, strict=False):
+        if not isinstance(expected, np.ndarray) or not isinstance(got, np.ndarray):
+            continue
+        if differs := _difference(expected, got, "the source gives"):
+            ops = ", ".join(converted_op_types(source, converted))
+            return (
+                f"converting it from opset {opset_of(source)} to {opset_of(converted)} "
+                f"(onnx.version_converter) changed what it computes: output '{output.name}' {differs} "
+                f"on random inputs (op types converted: {ops})"
+            )
+    return None
+
+
+def converted_op_types(source: onnx.ModelProto, converted: onnx.ModelProto) -> list[str]:
+    """The default-domain op types of ``source`` whose definition differs between its opset and
+    ``converted``'s (those the version converter had to adapt), in graph order."""
+    old, new = opset_of(source), opset_of(converted)
+    found: dict[str, None] = {}
+    for graph in all_graphs(source.graph):
+        for node in graph.node:
+            if node.domain not in ("", "ai.onnx") or node.op_type in found:
+                continue
+            try:
+                before = onnx.defs.get_schema(node.op_type, old).since_version
+                after = onnx.defs.get_schema(node.op_type, new).since_version
+            except Exception:  # not an op onnx defines at one of them
+                before, after = -1, -2
+            if before != after:
+                found[node.op_type] = None
+    return list(found) or ["none"]
 
 
 ANONYMOUS_DIM = re.compile(r"unk__\d+")  # onnx's shape inference names an unknown dim so
@@ -1422,11 +1478,12 @@ def _numpy_dtype(tensor: Any) -> bool:
     return True
 
 
-def _difference(want: np.ndarray, have: np.ndarray) -> str | None:
-    """How ``have`` (ONNX Runtime's output) differs from ``want`` (torch's), or None when it does
-    not beyond float32's rounding; NaN agrees with NaN, and integers and booleans must be equal."""
+def _difference(want: np.ndarray, have: np.ndarray, wanted_by: str = "torch gives") -> str | None:
+    """How ``have`` (ONNX Runtime's output) differs from ``want`` (torch's, or what ``wanted_by``
+    names), or None when it does not beyond float32's rounding; NaN agrees with NaN, and integers
+    and booleans must be equal."""
     if want.shape != have.shape:
-        return f"has shape {list(have.shape)} where torch gives {list(want.shape)}"
+        return f"has shape {list(have.shape)} where {wanted_by} {list(want.shape)}"
     if want.size == 0:
         return None
     if want.dtype.kind in "fc" or have.dtype.kind in "fc":

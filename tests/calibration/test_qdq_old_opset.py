@@ -46,3 +46,26 @@ def test_opset12_model_with_biases_calibrates_and_runs(tmp_path: Path, placement
     got = ort.InferenceSession(str(result.model)).run(None, {"x": x[:1]})[0]
     cos = float(ref.ravel() @ got.ravel() / np.linalg.norm(ref) / np.linalg.norm(got))
     assert cos > 0.99
+
+
+def test_the_opset_upgrade_keeps_a_hardmax_over_a_middle_axis() -> None:
+    """Hardmax below 13 flattens its input to 2-D at ``axis``; onnx.version_converter kept the
+    attribute, so an int8 build of an opset-11 model computed Hardmax-13's column-wise maximum."""
+    from onnx import TensorProto, helper
+
+    from calibration.qdq import upgrade_opset
+
+    for axis in (0, 1, 2, -1):
+        graph = helper.make_graph(
+            [helper.make_node("Hardmax", ["x"], ["y"], axis=axis)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+        upgraded = upgrade_opset(model)
+        assert upgraded.opset_import[0].version == 13
+        x = np.random.default_rng(axis + 5).standard_normal((2, 3, 4)).astype(np.float32)
+        (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+        (got,) = ort.InferenceSession(upgraded.SerializeToString()).run(None, {"x": x})
+        np.testing.assert_array_equal(got, want, err_msg=f"axis={axis}")
