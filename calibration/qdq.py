@@ -625,8 +625,10 @@ def keep_meaning(model: onnx.ModelProto) -> onnx.ModelProto:
     per column: wrong outputs, no word). It wraps Softmax and LogSoftmax so (Shape, Flatten, the op
     on axis 1, Reshape back); a Hardmax is wrapped here the same way before the conversion. An
     ``axis`` of -1 means the same in both and is left as it is; models below opset 5 (Reshape's
-    shape an attribute) are left to the caller's check of the converted outputs."""
+    shape an attribute) are left to the caller's check of the converted outputs. A PRelu below 7
+    takes a per-channel slope [C] along axis 1: see :func:`_per_channel_slopes`."""
     opset = opset_of(model)
+    model = _per_channel_slopes(model)
     wanted = opset >= 5 and any(
         _flattening_hardmax(node) for graph in all_graphs(model.graph) for node in graph.node
     )
@@ -661,6 +663,75 @@ def keep_meaning(model: onnx.ModelProto) -> onnx.ModelProto:
             ]
         del graph.node[:]
         graph.node.extend(nodes)
+    return copy
+
+
+def _per_channel_slopes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy whose PRelu slopes of one dimension [C] (C > 1) on an input of rank
+    r >= 3 are [C, 1, ...] (r - 1 dims): below opset 7 such a slope applies along axis 1 (the
+    channels), from 7 on it broadcasts as numpy does, against the last axis, and the converter
+    leaves it as it is (onnx's test_PReLU_1d_multiparam came out unable to run: "3 by 4"). Only a
+    slope that is an initializer of the main graph on an input of known rank is reshaped; another
+    is left to the caller's check of the converted model."""
+    if not 0 < opset_of(model) < 7:
+        return model
+    inits = {init.name: init for init in model.graph.initializer}
+    prelus = [
+        n
+        for n in model.graph.node
+        if n.op_type == "PRelu"
+        and n.domain in ("", "ai.onnx")
+        and len(n.input) == 2
+        and n.input[1] in inits
+        and len(inits[n.input[1]].dims) == 1
+        and inits[n.input[1]].dims[0] > 1
+    ]
+    if not prelus:
+        return model
+    try:
+        inferred = infer_shapes_light(model)
+    except Exception:
+        return model
+    graph = inferred.graph
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in (*graph.input, *graph.value_info, *graph.output)
+        if v.type.tensor_type.HasField("shape")
+    }
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    readers: dict[str, int] = {}
+    for g in all_graphs(copy.graph):
+        for n in g.node:
+            for name in n.input:
+                readers[name] = readers.get(name, 0) + 1
+    taken = {name for g in all_graphs(copy.graph) for n in g.node for name in n.output}
+    taken |= {v.name for v in (*copy.graph.input, *copy.graph.initializer)}
+    wanted = {n.output[0] for n in prelus}
+    for node in copy.graph.node:
+        if node.op_type != "PRelu" or not node.output or node.output[0] not in wanted:
+            continue
+        rank = ranks.get(node.input[0], 0)
+        if rank < 3:  # [N, C] against [C]: numpy broadcasting means the same
+            continue
+        slope = numpy_helper.to_array(inits[node.input[1]])
+        shaped = slope.reshape(slope.shape[0], *([1] * (rank - 2)))
+        listed = [v for v in copy.graph.input if v.name == node.input[1]]  # IR 3 listed every weight
+        if readers.get(node.input[1], 0) > 1:
+            name = _unique(f"{node.input[1]}_per_channel", taken)
+            copy.graph.initializer.append(numpy_helper.from_array(shaped, name))
+            if listed:
+                copy.graph.input.append(
+                    helper.make_tensor_value_info(name, listed[0].type.tensor_type.elem_type, shaped.shape)
+                )
+            node.input[1] = name
+            continue
+        init = next(i for i in copy.graph.initializer if i.name == node.input[1])
+        init.CopyFrom(numpy_helper.from_array(shaped, init.name))
+        for value in listed:
+            value.CopyFrom(
+                helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, shaped.shape)
+            )
     return copy
 
 

@@ -94,7 +94,7 @@ def check_model(path: str | os.PathLike[str], name: str | None = None) -> None:
 def save_onnx(
     model: onnx.ModelProto,
     dest: str | os.PathLike[str],
-    check: Callable[[Path, bytes | None], None] | None = None,
+    check: Callable[[Path, bytes | None], object] | None = None,
     *,
     external: bool = False,
 ) -> Path:
@@ -104,6 +104,7 @@ def save_onnx(
     ``check`` runs on the temporary file before it takes its name (e.g. :func:`verify`): an
     artifact that fails it never appears under ``dest``. It gets the file's bytes as written too
     (None for a model saved with external data), to check them without reading the file back.
+    What it returns is not used (verify's "loaded only" reason: the caller's check keeps it).
     """
     dest = Path(dest)
     data: bytes | None = None
@@ -196,8 +197,9 @@ def verify(
     hint: str = "",
     content: bytes | None = None,
     model: onnx.ModelProto | None = None,
-) -> None:
-    """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError.
+) -> str | None:
+    """The shared artifact check (calibration.artifacts.verify_artifact) as a one-line InputError;
+    returns None when the artifact ran, else why it was loaded only (for the caller to say so).
 
     Full onnx checker, ONNX Runtime load at the default optimization level and one run; a failing
     artifact is removed (with ``companions``) before the error is raised. ``content``: the file's
@@ -207,7 +209,7 @@ def verify(
     from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
     try:
-        verify_artifact(
+        return verify_artifact(
             path, feed, source=source, companions=companions, what=what, content=content, model=model
         )
     except SourceModelError as exc:  # the hint is about the artifact: not for a model ONNX Runtime refuses

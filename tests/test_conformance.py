@@ -451,6 +451,32 @@ def test_failing_artifact_is_removed_and_named_without_temp_names(tmp_path: Path
     assert "tmp123" not in str(info.value) and "the fp16 model of m.onnx" in str(info.value)
 
 
+def test_an_artifact_failing_where_its_unloadable_source_runs_by_the_reference_evaluator_is_refused(
+    tmp_path: Path,
+) -> None:
+    """When the artifact failed its run and so did the source, the data was taken to be at fault
+    and the artifact kept (loaded only); the source had failed because ONNX Runtime cannot load
+    it (onnx's opset-6 test_PReLU_1d_multiparam), while onnx's reference evaluator runs it: the
+    artifact (its slope [3] left as it was at opset 13, "3 by 4") is refused now."""
+    from calibration.artifacts import ArtifactError, verify_artifact
+
+    data = Path(onnx.__file__).parent / "backend/test/data/pytorch-converted/test_PReLU_1d_multiparam"
+    source = tmp_path / "model.onnx"
+    source.write_bytes((data / "model.onnx").read_bytes())
+    slope = numpy_helper.from_array(np.array([0.25, 0.5, 0.75], np.float32), "1")
+    bad = _model(
+        [helper.make_node("PRelu", ["0", "1"], ["2"])],
+        [_vi("0", TensorProto.FLOAT, [2, 3, 4])],
+        [_vi("2", TensorProto.FLOAT, [2, 3, 4])],
+        [slope],
+    )
+    path = _save(bad, tmp_path / "out.onnx")
+    with pytest.raises(ArtifactError) as info:
+        verify_artifact(path, source=source, what="the exported model")
+    assert "cannot run the exported model" in str(info.value)
+    assert not path.exists() and source.exists()
+
+
 def test_random_integer_scalars_are_never_zero(tmp_path: Path) -> None:
     """Was: the worker died of SIGFPE: STFT on a random frame_step of 0 (ONNX Runtime divides by it)."""
     model = _model(

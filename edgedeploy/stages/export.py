@@ -26,7 +26,7 @@ import onnx
 
 from calibration.atomic import temp_prefix
 from calibration.errors import raised
-from calibration.graphs import all_graphs, min_ir_version, opset_of
+from calibration.graphs import all_graphs, min_ir_version, opset_of, ort_error
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
@@ -1049,11 +1049,15 @@ def finalize_onnx(
             )
     name_dynamic_dims(model, exported=name is not None)
     # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
-    save_onnx(
-        model,
-        dest,
-        check=lambda tmp, content: verify(tmp, source=src, what="the exported model", content=content),
-    )
+    unrun: list[str] = []
+
+    def check(tmp: Path, content: bytes | None) -> None:
+        if (why := verify(tmp, source=src, what="the exported model", content=content)) is not None:
+            unrun.append(why)
+
+    save_onnx(model, dest, check=check)
+    for why in unrun:
+        notify(f"notice: the exported model was loaded by ONNX Runtime, not run: {why}")
     return model, before, len(model.graph.node), simplified
 
 
@@ -1076,19 +1080,24 @@ def conversion_change(src: Path, source: onnx.ModelProto, converted: onnx.ModelP
         return None
     try:
         want = model_outputs(source, feed, reference=True)
-        have = model_outputs(converted, feed)
-    except Exception:  # the source fails on random inputs, or the artifact check will say why
+    except Exception:  # the source fails on random inputs: nothing to compare
         return None
+    converting = f"converting it from opset {opset_of(source)} to {opset_of(converted)}"
+    converting += " (onnx.version_converter)"
+    ops = f"op types converted: {', '.join(converted_op_types(source, converted))}"
+    try:
+        have = model_outputs(converted, feed)
+    except Exception as exc:
+        return (
+            f"{converting} made a model ONNX Runtime cannot run ({ort_error(exc)[:160]}) on random inputs "
+            f"the source runs on ({ops})"
+        )
     for output, expected, got in zip(converted.graph.output, want, have, strict=False):
         if not isinstance(expected, np.ndarray) or not isinstance(got, np.ndarray):
             continue
         if differs := _difference(expected, got, "the source gives"):
-            ops = ", ".join(converted_op_types(source, converted))
-            return (
-                f"converting it from opset {opset_of(source)} to {opset_of(converted)} "
-                f"(onnx.version_converter) changed what it computes: output '{output.name}' {differs} "
-                f"on random inputs (op types converted: {ops})"
-            )
+            differs += " on random inputs"
+            return f"{converting} changed what it computes: output '{output.name}' {differs} ({ops})"
     return None
 
 
