@@ -18,7 +18,7 @@ QUANTILE_POINTS = 101  # 0%, 1%, ..., 100%: a CDF to 1% resolution in about 1 kB
 def trtexec_percentile_index(percent: float, count: int) -> int:
     """The index trtexec reads percentile ``percent`` at in ``count`` ascending timings: the run
     below which ``int((1 - percent / 100) * count)`` runs are left out, no interpolation
-    (TensorRT samples/common/sampleReporting.cpp, findPercentile). trtexec works it out in float32,
+    (docs/design.md, "Latency percentiles as trtexec reads them"). trtexec works it out in float32,
     and so is it here: in float64 p90 of 10 runs would leave none out (0.99999...), trtexec's one."""
     if not 0.0 <= percent <= 100.0:
         raise ValueError(f"percentile {percent} is not in [0, 100]")
@@ -29,7 +29,7 @@ def trtexec_percentile_index(percent: float, count: int) -> int:
 
 def trtexec_median(ordered: np.ndarray) -> float:
     """trtexec's median of ascending timings: the middle run, or the mean of the two middle ones
-    for an even count (sampleReporting.cpp, findMedian)."""
+    for an even count (docs/design.md, "Latency percentiles as trtexec reads them")."""
     m = ordered.size // 2
     return float(ordered[m]) if ordered.size % 2 else float((ordered[m - 1] + ordered[m]) / 2.0)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, check_output, check_read_and_written, forget_written, guarded
+from edgedeploy.interrupts import deferred
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -86,7 +87,8 @@ def check_json_output(path: Path) -> None:
             head = fh.read(256).lstrip()
         if head and head[:1] not in (b"{", b"["):
             raise InputError(f"--json {path} exists and is not a JSON file: name another file")
-    from edgedeploy.stages.bundle.tools import DEVICE_DIR  # here: the bundle stage is slow to import
+    with deferred():  # here: the bundle stage is slow to import, and heavy imports are not interrupt-safe
+        from edgedeploy.stages.bundle.tools import DEVICE_DIR
 
     absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
     for folder in absolute.parents:
