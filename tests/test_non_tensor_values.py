@@ -39,10 +39,17 @@ def _save(nodes: list[onnx.NodeProto], outputs: list[onnx.ValueInfoProto], path:
     return path
 
 
-def _zipmap(path: Path, with_tensor: bool = True) -> Path:
-    """A classifier as scikit-learn exports it: probabilities y and z = ZipMap(y), a seq(map)."""
-    zipmap = helper.make_node("ZipMap", ["y"], ["z"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2, 3])
-    outputs = [helper.make_value_info("z", PROBS)]
+def _zipmap(path: Path, with_tensor: bool = True, string_labels: bool = False) -> Path:
+    """A classifier as scikit-learn exports it: probabilities y and z = ZipMap(y), a seq(map) keyed by
+    the class labels (int64, or strings with ``string_labels``)."""
+    if string_labels:
+        labels = {"classlabels_strings": ["a", "b", "c", "d"]}
+        scores = helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+        probs = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.STRING, scores))
+    else:
+        labels, probs = {"classlabels_int64s": [0, 1, 2, 3]}, PROBS
+    zipmap = helper.make_node("ZipMap", ["y"], ["z"], domain="ai.onnx.ml", **labels)  # type: ignore[arg-type]
+    outputs = [helper.make_value_info("z", probs)]
     if with_tensor:
         outputs.insert(0, helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]))
     return _save([zipmap], outputs, path)
@@ -97,6 +104,42 @@ def test_auto_scores_what_the_non_tensor_outputs_are_made_of_when_no_output_is_a
         "'s' (seq(tensor(int64)))",
     )
     assert not (tmp_path / "ints").exists() or not any((tmp_path / "ints").iterdir())
+
+
+@pytest.mark.parametrize("string_labels", [False, True], ids=["int64-labels", "string-labels"])
+def test_an_onnx_source_with_a_zipmap_output_is_exported_with_its_type_and_values(
+    tmp_path: Path, string_labels: bool
+) -> None:
+    """export of a scikit-learn classifier (ZipMap's seq(map(int64,tensor(float))) output), and run's
+    export step of one as [model] source, failed: "the exported model fails onnx.checker ((op_type:ZipMap):
+    [TypeInferenceError] type case mismatch. existing=tensor_type inferred=map_type)", for a model
+    that passes the full check: onnxslim wrote the output back as seq(tensor(undefined)). The export
+    now keeps every output's type, and ONNX Runtime gives the same outputs for it as for the source."""
+    import onnxruntime as ort
+
+    from calibration.modelinfo import type_text
+
+    model = _zipmap(tmp_path / "clf.onnx", string_labels=string_labels)
+    out = tmp_path / "clean.onnx"
+    result = run_cli("export", model, "-o", out)
+    assert result.code == 0, result.stderr
+    assert "onnxslim could not simplify" not in result.stderr  # simplified, not kept as it was
+    exported = onnx.load(out)
+    onnx.checker.check_model(exported, full_check=True)
+    types = [type_text(o.type) for o in exported.graph.output]
+    assert types == [type_text(o.type) for o in onnx.load(model).graph.output]
+    x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})
+    got = ort.InferenceSession(str(out)).run(None, {"x": x})
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1] and len(got[1]) == 5
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'workdir = "w"\n[model]\nsource = "{model}"\n[build]\nprecisions = ["fp32"]\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+    )
+    ran = run_cli("run", config, cwd=tmp_path)
+    assert ran.code == 0, ran.stderr
 
 
 def test_compare_compares_the_tensor_outputs_and_names_the_others(tmp_path: Path) -> None:

@@ -969,12 +969,18 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     order. onnxslim drops an input no node reads, unasked and with no option to keep it (its graph
     cleanups pass ``remove_unused_graph_inputs=True``): x[2,8] with an unused[2,3] came out with x
     alone, and an application that feeds every input the model declared failed. What it drops is
-    put back; an output it dropped that cannot be (its value gone) fails the simplification."""
+    put back; an output it dropped that cannot be (its value gone) fails the simplification.
+
+    A value that is not a tensor keeps the type it had: onnxslim writes a sequence back as a
+    sequence of tensors, so scikit-learn's ZipMap output, seq(map(int64,tensor(float))), came out
+    seq(tensor(undefined)), which the checker refused ("type case mismatch")."""
     import onnxslim
 
     inits = {i.name for i in model.graph.initializer}
     inputs = [_copied(v) for v in model.graph.input if v.name not in inits]
     outputs = [_copied(v) for v in model.graph.output]
+    g = model.graph
+    not_tensors = {v.name: _copied(v).type for v in [*g.input, *g.output, *g.value_info] if _not_tensor(v)}
     with contextlib.redirect_stdout(io.StringIO()):
         slimmed = onnxslim.slim(model)
     if not isinstance(slimmed, onnx.ModelProto):
@@ -994,6 +1000,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
         produced = {v.name: _copied(v) for v in graph.output}
         del graph.output[:]
         graph.output.extend(produced.get(v.name, v) for v in outputs)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.name in not_tensors:
+            value.type.CopyFrom(not_tensors[value.name])
     return slimmed
 
 
@@ -1001,6 +1010,11 @@ def _copied(value: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
     copy = onnx.ValueInfoProto()
     copy.CopyFrom(value)
     return copy
+
+
+def _not_tensor(value: onnx.ValueInfoProto) -> bool:
+    """Whether ``value`` is typed as something other than a tensor (a sequence, map or optional)."""
+    return value.type.WhichOneof("value") not in (None, "tensor_type")
 
 
 def finalize_onnx(
