@@ -383,3 +383,44 @@ def test_builds_of_a_string_input_model_run_on_the_data_given(tmp_path: Path) ->
     ran = run_cli("run", config, cwd=tmp_path)
     assert ran.code == 0, ran.stderr
     assert "fp16 range analysis on 16 samples" in ran.stderr, ran.stderr
+
+
+def test_run_matrix_and_bundle_refuse_a_text_model_for_a_gpu_target_before_any_work(tmp_path: Path) -> None:
+    """TensorRT has no string tensors (docs/tensorrt-facts.md, "No string tensors"). run for a GPU
+    target, where TensorRT is absent here, fell back to ONNX Runtime and made a bundle whose device
+    could build no engine (on a GPU machine the build failed after the export and the fp16
+    conversion, in TensorRT's parser words naming no input); matrix with a GPU cell did the same for
+    its cells and bundles. Each is now refused in one line naming the input, before any work, where
+    TensorRT would build the model (backend auto or tensorrt) or a bundle's device would; backend
+    onnxruntime without a bundle still runs it."""
+    model = _text_classifier(tmp_path / "t.onnx")
+    wanted = ("input 's' is text (tensor(string))", "TensorRT has no string tensors", "rtx4090")
+
+    def config(name: str, body: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        text = f'workdir = "{name}"\n[model]\nsource = "{model}"\n{body}[profile]\nenabled = false\n'
+        path.write_text(text)
+        return path
+
+    gpu = '[build]\ntarget = "rtx4090"\nprecisions = ["fp32"]\n'
+    for name, body, said in (
+        ("auto", gpu, '[build] backend = "onnxruntime" and [bundle] enabled = false'),
+        ("ort-bundle", gpu + 'backend = "onnxruntime"\n', "set [bundle] enabled = false"),
+        ("auto-no-bundle", gpu + "[bundle]\nenabled = false\n", 'set [build] backend = "onnxruntime" to'),
+    ):
+        assert_clean_input_error(run_cli("run", config(name, body), cwd=tmp_path), *wanted, said)
+        assert not (tmp_path / name).exists()
+    matrix = (
+        '[build]\nbackend = "onnxruntime"\n[matrix]\ntargets = ["x86-64-cpu", "rtx4090"]\n'
+        f'precisions = ["fp32"]\n[[matrix.models]]\nsource = "{model}"\n'
+    )
+    path = tmp_path / "matrix.toml"
+    path.write_text('workdir = "mx"\n[profile]\nenabled = false\n' + matrix)
+    assert_clean_input_error(run_cli("matrix", path, cwd=tmp_path), *wanted, "[bundle] enabled = false")
+    assert not (tmp_path / "mx").exists()
+    bundled = run_cli("bundle", model, "--target", "rtx4090", "-o", tmp_path / "b")
+    assert_clean_input_error(bundled, *wanted)
+    assert not (tmp_path / "b").exists()
+    ort = config("ort", gpu + 'backend = "onnxruntime"\n[bundle]\nenabled = false\n')
+    ran = run_cli("run", ort, cwd=tmp_path)
+    assert ran.code == 0, ran.stderr

@@ -24,6 +24,7 @@ from edgedeploy.backends.trt_plan import (
     check_release,
     plan_build,
     read_model_facts,
+    refuse_values_tensorrt_lacks,
     resolve_profiles,
 )
 from edgedeploy.errors import BackendUnavailable, InputError, not_a_file
@@ -101,6 +102,7 @@ class TensorRTBackend:
         model = Path(model)
         if not model.is_file():
             raise not_a_file("model", model)
+        refuse_values_tensorrt_lacks(model, options.target.name, "build it for ONNX Runtime instead")
         self._require()
         env = trt_env.environment()
         version = TrtVersion.parse(env["tensorrt"] or "0.0")

@@ -113,6 +113,32 @@ def read_model_facts(model: Path) -> ModelFacts:
     )
 
 
+def refuse_values_tensorrt_lacks(model: Path, target: str, instead: str) -> None:
+    """InputError, before any work, for a model with an input or output TensorRT cannot hold: a string
+    tensor (text a tokenizer in the graph reads, class names from a LabelEncoder), or a value that
+    is not a tensor (scikit-learn's ZipMap of class probabilities, a sequence, an optional).
+    TensorRT's DataType has no string type and its engines take and give tensors only; its ONNX
+    parser refuses such an input, and such an output once its nodes are imported
+    (docs/tensorrt-facts.md, "No string tensors"). ``target``: the target whose engine it would be;
+    ``instead``: what the user can do, as the command words it."""
+    try:
+        inputs, outputs = graph_io(load_model_header(model))
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    for role, specs in (("input", inputs), ("output", outputs)):
+        for spec in specs:
+            if spec.kind is not None:
+                why = f"is {spec.kind}, not a tensor, and TensorRT takes and gives tensors only"
+            elif spec.dtype == "object":
+                why = "is text (tensor(string)), and TensorRT has no string tensors"
+            else:
+                continue
+            raise InputError(
+                f"{model.name}: {role} '{spec.name}' {why} (its ONNX parser refuses it): no {target} "
+                f"engine can be built from this model; {instead}"
+            )
+
+
 def read_fp32_layers(precision_plan: Path | None) -> list[str]:
     """Node names the precision stage kept in FP32, from its plan JSON.
 

@@ -35,7 +35,7 @@ from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written
 from edgedeploy.pipeline.cache import StageCache
-from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files
+from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files, refuse_for_tensorrt
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN
 from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
 
@@ -247,6 +247,8 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     skip = str(exc)
                 if skip is None:
                     check_config(cell_config)
+                    if base.bundle.enabled:  # a cell's config makes none: the matrix bundles each target
+                        refuse_for_tensorrt(cell_config, target, bundled=True)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))
     _refuse_own_timing_caches(config)
     if base.bundle.enabled:

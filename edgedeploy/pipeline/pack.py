@@ -49,6 +49,10 @@ def bundle_artifacts(
             "the first model is the fp32 reference the device checks every precision against; give "
             "the fp32 model first"
         )
+    if target.is_gpu:  # the device builds its engines with TensorRT
+        from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
+
+        refuse_values_tensorrt_lacks(reference, target.name, "bundle it for a CPU target")
     inputs, outputs = model_io(reference)
     reference_inputs = _reference_batch(inputs, artifacts, feeds)
     engines = [p for p in artifacts if p.suffix != ".onnx"]

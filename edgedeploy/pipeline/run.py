@@ -22,7 +22,7 @@ from calibration.modelinfo import TensorSpec, batch_names, model_io
 from calibration.sources import DataSource, Feed, check_shapes, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
-from edgedeploy.backends.trt_plan import check_option_values
+from edgedeploy.backends.trt_plan import check_option_values, refuse_values_tensorrt_lacks
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
 from edgedeploy.fileio import (
@@ -1058,7 +1058,25 @@ def check_config(config: PipelineConfig) -> Target:
     _check_sections(config, target)
     _check_export(config)
     _check_files(config)
+    refuse_for_tensorrt(config, target, bundled=config.bundle.enabled)
     return target
+
+
+def refuse_for_tensorrt(config: PipelineConfig, target: Target, bundled: bool) -> None:
+    """An ONNX source TensorRT cannot build (a string input or output, a ZipMap's sequence of maps:
+    trt_plan.refuse_values_tensorrt_lacks) for a GPU target, refused before any work where TensorRT
+    would build it: backend auto (TensorRT wherever it is present) or tensorrt, or a bundle
+    (``bundled``), whose device builds its engine with TensorRT. Before, the build failed after the
+    export and the fp16 conversion (TensorRT's parser error, naming no input), or the run made a
+    bundle that no board could build."""
+    source = _resolve_source(config)
+    on_tensorrt = config.build.backend != "onnxruntime"
+    if not target.is_gpu or not is_onnx_path(source) or not (on_tensorrt or bundled):
+        return
+    needs = ['[build] backend = "onnxruntime"'] if on_tensorrt else []
+    needs += ["[bundle] enabled = false (the bundle's device builds a TensorRT engine)"] if bundled else []
+    instead = f"in the config, set {' and '.join(needs)} to run it on ONNX Runtime, or choose a CPU target"
+    refuse_values_tensorrt_lacks(Path(source), target.name, instead)
 
 
 def _check_export(config: PipelineConfig) -> None:

@@ -16,6 +16,7 @@ from calibration.errors import CalibrationError
 from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
+from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
 from edgedeploy.errors import BudgetMissed, InputError
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, external_data_files, load_onnx, verify
@@ -334,6 +335,10 @@ def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_
         raise InputError(
             f"--accuracy-budget applies to fp16 and int8 builds; {request.precision} is the reference itself"
         )
+    if request.backend == "tensorrt" or (request.backend == "auto" and request.target.is_gpu):
+        # auto builds with TensorRT wherever it is present: refused alike on every machine
+        instead = "build it with --backend onnxruntime to run it on ONNX Runtime, or for a CPU target"
+        refuse_values_tensorrt_lacks(model, request.target.name, instead)
     backend, note = resolve_backend(request.backend, request.target.is_gpu)
     check_backend_options(model, request, backend.name, ui)
     backend.check_options(

@@ -182,10 +182,18 @@ PARSER_INPUT_TYPE_ERROR = (
 )
 
 
+# ... and when it has none for an output's (a string tensor, or a sequence or map, whose tensor type
+# reads as UNDEFINED), as it marks the outputs (docs/tensorrt-facts.md, "No string tensors")
+PARSER_OUTPUT_TYPE_ERROR = (
+    "Assertion failed: convertDtype(output.type().tensor_type().elem_type(), &output_trt_dtype) && "
+    '"Failed to convert ONNX date type to TensorRT data type."'
+)
+
+
 def _parser_input_types(major: int) -> set[int]:
-    """ONNX input types the parser maps to a TensorRT type: on 8.5 and 8.6 DOUBLE, FLOAT, INT8, UINT8,
-    FLOAT16, BOOL, INT32, INT64; on 10.0 and 10.1 also BFLOAT16, FLOAT8E4M3FN, INT4
-    (docs/tensorrt-facts.md, "Integer I/O")."""
+    """ONNX types of inputs and outputs the parser maps to a TensorRT type: on 8.5 and 8.6 DOUBLE,
+    FLOAT, INT8, UINT8, FLOAT16, BOOL, INT32, INT64; on 10.0 and 10.1 also BFLOAT16, FLOAT8E4M3FN,
+    INT4 (docs/tensorrt-facts.md, "Integer I/O"); no STRING on any."""
     import onnx
 
     t = onnx.TensorProto
@@ -459,16 +467,18 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                 inferred = onnx.shape_inference.infer_shapes(proto)
             except Exception:
                 inferred = proto
-            types_of = {
+            types_of = {  # of tensors only: a ZipMap's sequence of maps has no TensorRT type
                 vi.name: vi.type.tensor_type.elem_type
                 for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+                if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
             }
             inits = {i.name for i in proto.graph.initializer}
             net = self._network
+            types = _parser_input_types(major)
             for vi in proto.graph.input:
                 if vi.name in inits:
                     continue
-                if vi.type.tensor_type.elem_type not in _parser_input_types(major):
+                if vi.type.tensor_type.elem_type not in types:
                     # an error of the model, not of a node: node -1, node name and operator ""
                     # (docs/tensorrt-facts.md, "Parser errors of no node"); the parse fails
                     self._errors.append(ParserError(-1, "", "", PARSER_INPUT_TYPE_ERROR))
@@ -494,6 +504,12 @@ def make_tensorrt(state: FakeTrtState) -> types.ModuleType:
                 net._layers.append(ILayer(name, node.op_type, outputs))
                 if node.op_type == "InstanceNormalization" and not (self._flags & 1):
                     net._has_instancenorm = True  # imported as the InstanceNormalization_TRT plugin
+            for vi in proto.graph.output:
+                if not vi.type.HasField("tensor_type") or vi.type.tensor_type.elem_type not in types:
+                    # marking the outputs, once the nodes are imported: the same conversion as an
+                    # input's, of no node (docs/tensorrt-facts.md, "No string tensors")
+                    self._errors.append(ParserError(-1, "", "", PARSER_OUTPUT_TYPE_ERROR))
+                    return False
             net._model_path = str(Path(model).resolve())
             net._output_names = [o.name for o in proto.graph.output]
             net._output_types = {

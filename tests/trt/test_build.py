@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from edgedeploy.errors import InputError
 from edgedeploy.fileio import file_lock
 from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
-from tests.fakes.fake_tensorrt import PARSER_INPUT_TYPE_ERROR, PLAN_MAGIC
+from tests.fakes.fake_tensorrt import PARSER_INPUT_TYPE_ERROR, PARSER_OUTPUT_TYPE_ERROR, PLAN_MAGIC
 
 trt_versions = pytest.mark.trt_versions
 
@@ -533,3 +534,54 @@ def test_a_parser_error_of_the_model_names_no_node(fake_gpu, tmp_path: Path) -> 
     with pytest.raises(InputError) as err:
         TensorRTBackend().build(path, options(), tmp_path / "out")
     assert str(err.value) == f"TensorRT cannot parse u16.onnx: {PARSER_INPUT_TYPE_ERROR}"
+
+
+@pytest.mark.parametrize("kind", ["string-input", "string-and-map-outputs"])
+def test_a_model_with_text_or_a_zipmap_output_is_refused_before_any_work(
+    fake_gpu, tmp_path: Path, kind: str
+) -> None:
+    """TensorRT has no string tensors and takes and gives tensors only (docs/tensorrt-facts.md, "No
+    string tensors"). A string input was refused by the parser after the fp16 conversion, in words
+    naming no input ("TensorRT cannot parse t.fp16.onnx: Assertion failed: convertDtype(...)"); a
+    string output was built by the fake alone, and a ZipMap output crashed it. Now build (backend
+    tensorrt, and auto for a GPU target) refuses either in one line naming the value, before the
+    precision stage writes anything, and so does the backend's own build (the device's)."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.build import build
+    from tests.test_non_tensor_values import _labelled, _text_classifier
+
+    if kind == "string-input":
+        model, wanted = _text_classifier(tmp_path / "t.onnx"), "input 's' is text (tensor(string))"
+        profile = ShapeProfile({"s": ((1, 4), (4, 4), (8, 4))})
+    else:
+        model, wanted = _labelled(tmp_path / "clf.onnx"), "output 'names' is text (tensor(string))"
+        profile = ShapeProfile({"x": ((1, 8), (4, 8), (8, 8))})
+    gpu = load_target("rtx4090")
+    for precision in ("fp32", "fp16"):
+        for backend in ("tensorrt", "auto"):
+            out = tmp_path / f"{precision}-{backend}"
+            request = BuildRequest(precision, gpu, backend, options={"profiles": [profile]})
+            with pytest.raises(InputError) as err:
+                build(model, request, out)
+            said = str(err.value)
+            assert "\n" not in said and wanted in said and "TensorRT has no string tensors" in said, said
+            assert "--backend onnxruntime" in said
+            assert not out.exists() or not any(out.iterdir())
+    assert "OnnxParser.parse_from_file" not in fake_gpu.state.names() and fake_gpu.state.builds == 0
+    if kind != "string-input":  # the ZipMap output alone (the names output removed)
+        import onnx
+
+        proto = onnx.load(model)
+        del proto.graph.output[0]
+        onnx.save(proto, tmp_path / "zipmap.onnx")
+        model, wanted = tmp_path / "zipmap.onnx", "output 'z' is seq(map(int64,tensor(float))), not a tensor"
+    with pytest.raises(InputError, match=re.escape(wanted)):
+        TensorRTBackend().build(model, options(profiles=[profile]), tmp_path / "direct")
+    assert fake_gpu.state.builds == 0 and not (tmp_path / "direct").exists()
+    # the fake parser refuses such a value as the real one does, with no node (it was a fake-only success)
+    from edgedeploy.backends.trt_build import parse_onnx
+
+    with pytest.raises(InputError) as err:
+        parse_onnx(fake_gpu.trt.Logger(), model, 0)
+    said = PARSER_INPUT_TYPE_ERROR if kind == "string-input" else PARSER_OUTPUT_TYPE_ERROR
+    assert str(err.value) == f"TensorRT cannot parse {model.name}: {said}"
