@@ -7,11 +7,11 @@ short and every parsing or comparison decision lives here, where it is tested. W
 edgedeploy's own (the calibration cache header check of edgedeploy/backends/trt_plan.py), this
 helper keeps a small copy, tested against the original.
 
-Subcommands: get, check-files, check-device, engine, build-args, edgedeploy-args, write-sidecar,
-ref-inputs, shapes, run-flags, edgedeploy-usable.
+Subcommands: get, check-files, check-device, power-mode-id, engine, build-args, edgedeploy-args,
+write-sidecar, ref-inputs, shapes, run-flags, edgedeploy-usable.
 Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
 ``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
-/usr/local/cuda), so tests can run against a fake device tree.
+/etc/nvpmodel.conf, /usr/local/cuda), so tests can run against a fake device tree.
 
 It runs on the board's own python3: 3.6 on JetPack 4.6 (Nano, TX2), 3.8 on JetPack 5. So no
 syntax or library call newer than 3.6 (no walrus, no zip(strict=), no PEP 585/604 annotations
@@ -295,6 +295,19 @@ def _output(argv: List[str], timeout: float = 60) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return str(res.stdout)
+
+
+NVPMODEL_CONF = "etc/nvpmodel.conf"  # what nvpmodel reads unless given -f
+
+
+def parse_power_models(text: str) -> Dict[str, str]:
+    """nvpmodel.conf's ``< POWER_MODEL ID=3 NAME=7W >`` lines -> {"7W": "3"}, in the file's order."""
+    modes: Dict[str, str] = {}
+    for block in re.finditer(r"<\s*POWER_MODEL\b([^>]*)>", text):
+        fields = dict(re.findall(r"(\w+)\s*=\s*([^\s>]+)", block.group(1)))
+        if fields.get("ID", "").isdigit() and fields.get("NAME"):
+            modes.setdefault(fields["NAME"], fields["ID"])
+    return modes
 
 
 def _trt_from_trtexec(trtexec: Optional[str]) -> Optional[str]:
@@ -936,6 +949,26 @@ def cmd_check_device(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_power_mode_id(bundle: Path, args: argparse.Namespace) -> int:
+    """Prints "ID board" or "ID profile": nvpmodel's id for power mode NAME. IDs differ per JetPack
+    release and board (an Orin Nano's 7W is 1 on JetPack 6.0/6.1 and 3 on a 6.2 Super board, whose 1 is
+    25W) while NVIDIA keeps the names, so the board's nvpmodel.conf decides; the target profile's id
+    is used only where that file cannot be read (docs/tensorrt-facts.md, "tegrastats, nvpmodel")."""
+    name = args.name
+    conf = _read(_root() / NVPMODEL_CONF)
+    board = parse_power_models(conf) if conf else {}
+    if board:
+        if name not in board:
+            die(f"power mode '{name}' is not one of this board's (/{NVPMODEL_CONF}: {', '.join(board)})")
+        print(f"{board[name]} board")
+        return EXIT_OK
+    profile = load_manifest(bundle)["target"].get("power_modes") or {}
+    if name not in profile:
+        die(f"power mode '{name}' is not in the target profile (modes: {', '.join(profile) or 'none'})")
+    print(f"{int(profile[name])} profile")
+    return EXIT_OK
+
+
 def cmd_engine(bundle: Path, args: argparse.Namespace) -> int:
     manifest = load_manifest(bundle)
     art = artifact(manifest, args.precision)
@@ -1413,6 +1446,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("check-device")
     p.add_argument("--strict", action="store_true")
     p.add_argument("--json")
+    p = sub.add_parser("power-mode-id")
+    p.add_argument("name")
     for name in ("engine", "build-args", "edgedeploy-args", "engine-path", "write-sidecar", "model"):
         p = sub.add_parser(name)
         p.add_argument("--precision")
@@ -1448,6 +1483,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "get": cmd_get,
         "check-files": cmd_check_files,
         "check-device": cmd_check_device,
+        "power-mode-id": cmd_power_mode_id,
         "engine": cmd_engine,
         "model": cmd_model,
         "build-args": cmd_build_args,

@@ -13,8 +13,8 @@ Checks the board (/proc/device-tree/model or /etc/nv_tegra_release), JetPack/L4T
 TensorRT against the bundle's target and says what differs; for a desktop target, the GPU's
 compute capability (nvidia-smi) too.
 
-  --power-mode [NAME]  set the nvpmodel mode NAME from the target profile (default: the
-                       target's default_power_mode)
+  --power-mode [NAME]  set the nvpmodel mode NAME, by the id this board's /etc/nvpmodel.conf
+                       gives it (default: the target's default_power_mode)
   --pin-clocks         pin clocks with jetson_clocks (stores the current ones first)
   --restore            restore what --pin-clocks and --power-mode saved (clocks, power mode or both)
   --strict             exit 2 when JetPack, CUDA or TensorRT differ, not only the board, and when
@@ -73,9 +73,13 @@ fi
 
 if [ "$SET_MODE" -eq 1 ]; then
     [ -n "$POWER_MODE" ] || POWER_MODE="$(manifest_get target.default_power_mode)"
-    MODE_ID="$(manifest_get "target.power_modes.$POWER_MODE")"
-    [ -n "$MODE_ID" ] || die "power mode '$POWER_MODE' is not in the target profile (modes: $(manifest_get target.power_modes))"
     command -v nvpmodel >/dev/null 2>&1 || die "nvpmodel not found (is this JetPack?)"
+    # the board's id for the name (ids differ per JetPack release); the profile's only without its conf
+    MODE_LINE="$(helper power-mode-id "$POWER_MODE")"
+    MODE_ID="${MODE_LINE%% *}"
+    if [ "${MODE_LINE#* }" = profile ]; then
+        note "/etc/nvpmodel.conf not readable: the target profile's id $MODE_ID for $POWER_MODE (ids differ per JetPack release)"
+    fi
     if [ ! -f "$MODE_FILE" ]; then
         # the id is the line after "NV Power Mode: NAME" (a fan line comes first on many boards),
         # blank lines skipped, as edgedeploy/backends/runtime/clocks.py parse_nvpmodel reads it

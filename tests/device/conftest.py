@@ -135,6 +135,11 @@ def make_root(
     (root / "proc/device-tree/model").write_bytes(model.encode() + b"\x00")
     (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc/nv_tegra_release").write_text(release + "\n")
+    # a JetPack 6.2 Orin Nano (Super firmware)'s power modes
+    (root / "etc/nvpmodel.conf").write_text(
+        "< POWER_MODEL ID=0 NAME=15W >\n< POWER_MODEL ID=1 NAME=25W >\n"
+        "< POWER_MODEL ID=2 NAME=MAXN_SUPER >\n< POWER_MODEL ID=3 NAME=7W >\n"
+    )
     (root / "usr/local/cuda").mkdir(parents=True, exist_ok=True)
     (root / "usr/local/cuda/version.json").write_text(
         f'{{"cuda": {{"name": "CUDA SDK", "version": "{cuda}"}}}}'

@@ -77,12 +77,65 @@ def test_setup_on_matching_board_sets_power_mode_and_pins_clocks(bundle: Path, d
     assert device.calls("nvpmodel")[-1] == "nvpmodel -m 0"
 
 
-def test_setup_named_power_mode_uses_the_target_profile_id(bundle: Path, device: Device) -> None:
+def test_setup_named_power_mode_uses_the_board_id_of_the_name(bundle: Path, device: Device) -> None:
     assert device.run(script(bundle, "setup.sh"), "--power-mode", "7W").returncode == 0
-    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 1"
+    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 3"
     res = device.run(script(bundle, "setup.sh"), "--power-mode", "99W")
     assert res.returncode == 2
-    assert "power mode '99W' is not in the target profile" in res.stderr
+    assert "power mode '99W' is not one of this board's" in res.stderr
+    (device.root / "etc/nvpmodel.conf").unlink()
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "99W")
+    assert res.returncode == 2
+    assert "power mode '99W' is not in the target profile (modes: 15W, 25W, MAXN_SUPER, 7W)" in res.stderr
+
+
+JP62_SUPER_CONF = (
+    "< POWER_MODEL ID=0 NAME=15W >\n< POWER_MODEL ID=1 NAME=25W >\n"
+    "< POWER_MODEL ID=2 NAME=MAXN_SUPER >\n< POWER_MODEL ID=3 NAME=7W >\n< PM_CONFIG DEFAULT=2 >\n"
+)
+JP6_CONF = "< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n< POWER_MODEL ID=1 NAME=7W >\n"
+
+
+@pytest.mark.parametrize(
+    "conf, mode, expected",
+    [
+        (JP62_SUPER_CONF, "7W", "3"),
+        (JP62_SUPER_CONF, "25W", "1"),
+        (JP6_CONF, "7W", "1"),
+        (JP6_CONF, "15W", "0"),
+    ],
+    ids=["jp62-7W", "jp62-25W", "jp6-7W", "jp6-15W"],
+)
+def test_setup_power_mode_takes_the_id_the_board_gives_the_name(
+    bundle: Path, device: Device, conf: str, mode: str, expected: str
+) -> None:
+    """Power-mode ids differ per JetPack release (an Orin Nano's 7W is 1 on JetPack 6.0/6.1, 3 on a 6.2
+    Super board, whose 1 is 25W): `--power-mode 7W` set the target profile's id, 25W on a 6.2 board.
+    The name is looked up in the board's /etc/nvpmodel.conf, what nvpmodel itself reads."""
+    (device.root / "etc/nvpmodel.conf").write_text(conf)
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", mode)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert device.calls("nvpmodel")[-1] == f"nvpmodel -m {expected}"
+
+
+def test_setup_power_mode_names_the_board_modes_for_a_name_it_lacks(bundle: Path, device: Device) -> None:
+    (device.root / "etc/nvpmodel.conf").write_text(JP6_CONF)
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "MAXN_SUPER")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: power mode 'MAXN_SUPER' is not one of this board's (/etc/nvpmodel.conf: 15W, 7W)"
+    )
+    assert "nvpmodel -m" not in " ".join(device.calls("nvpmodel"))
+
+
+def test_setup_power_mode_without_the_board_conf_uses_the_profile_id_and_says_so(
+    bundle: Path, device: Device
+) -> None:
+    (device.root / "etc/nvpmodel.conf").unlink()
+    res = device.run(script(bundle, "setup.sh"), "--power-mode", "MAXN_SUPER")
+    assert res.returncode == 0, res.stderr
+    assert device.calls("nvpmodel")[-1] == "nvpmodel -m 2"
+    assert "/etc/nvpmodel.conf not readable: the target profile's id 2 for MAXN_SUPER" in res.stdout
 
 
 def test_setup_restore_restores_a_power_mode_set_alone(bundle: Path, device: Device) -> None:
@@ -90,7 +143,7 @@ def test_setup_restore_restores_a_power_mode_set_alone(bundle: Path, device: Dev
     res = device.run(script(bundle, "setup.sh"), "--restore")
     assert res.returncode == 2 and "nothing to restore" in res.stderr, res.stderr
     assert device.run(script(bundle, "setup.sh"), "--power-mode", "7W", FAKE_NVP_ID="0").returncode == 0
-    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 1"]
+    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 3"]
     res = device.run(script(bundle, "setup.sh"), "--restore")
     assert res.returncode == 0, res.stderr
     assert device.calls("nvpmodel")[-1] == "nvpmodel -m 0" and device.calls("jetson_clocks") == []
@@ -114,7 +167,7 @@ def test_setup_saves_and_restores_the_power_mode_after_a_fan_line(
     assert (bundle / "device" / "nvpmodel.previous").read_text().strip() == "2"
     res = device.run(script(bundle, "setup.sh"), "--restore")
     assert res.returncode == 0, res.stderr
-    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 1", "nvpmodel -m 2"]
+    assert device.calls("nvpmodel") == ["nvpmodel -q", "nvpmodel -m 3", "nvpmodel -m 2"]
 
 
 def test_setup_refuses_a_mismatched_board_and_touches_nothing(bundle: Path, device: Device) -> None:
