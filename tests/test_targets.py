@@ -61,6 +61,42 @@ def test_compute_capabilities_follow_the_facts() -> None:
     assert load_target("jetson-agx-orin").dla_cores == 2
 
 
+# nvpmodel's mode names and ids, as the boards' /etc/nvpmodel.conf or `nvpmodel -p --verbose` list them
+# (docs/tensorrt-facts.md, "tegrastats, nvpmodel, jetson_clocks"): every mode a target names must be
+# one of these, under NVIDIA's name (setup.sh looks the name up on the board) and with its id.
+NVPMODEL_MODES = {
+    "jetson-nano": {"MAXN": 0, "5W": 1},
+    "jetson-tx2": {"MAXN": 0, "MAXQ": 1, "MAXP_CORE_ALL": 2},
+    "jetson-xavier-nx": {
+        "MODE_15W_2CORE": 0,
+        "MODE_15W_4CORE": 1,
+        "MODE_15W_6CORE": 2,
+        "MODE_10W_2CORE": 3,
+        "MODE_10W_4CORE": 4,
+        "MODE_10W_DESKTOP": 5,
+        "MODE_20W_2CORE": 6,
+        "MODE_20W_4CORE": 7,
+        "MODE_20W_6CORE": 8,
+    },
+    "jetson-agx-xavier": {"MAXN": 0, "MODE_10W": 1, "MODE_15W": 2, "MODE_30W_ALL": 3},
+    "jetson-orin-nano": {"15W": 0, "25W": 1, "MAXN_SUPER": 2, "7W": 3},  # JetPack 6.2 Super
+    "jetson-orin-nx": {"MAXN": 0, "10W": 1, "15W": 2, "25W": 3},
+    "jetson-agx-orin": {"MAXN": 0, "MODE_15W": 1, "MODE_30W": 2, "MODE_50W": 3},
+    "jetson-thor": {"MAXN": 0, "120W": 1, "90W": 2, "70W": 3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(NVPMODEL_MODES))
+def test_jetson_power_modes_are_nvpmodels_names_and_ids(name: str) -> None:
+    """jetson-xavier-nx gave MODE_10W_DESKTOP id 3 (MODE_10W_2CORE: `setup.sh --power-mode
+    MODE_10W_DESKTOP` set 2 cores instead of the desktop mode), and jetson-agx-orin named its modes
+    15W/30W/50W where nvpmodel says MODE_15W/MODE_30W/MODE_50W."""
+    target = load_target(name)
+    known = NVPMODEL_MODES[name]
+    assert target.power_modes and {mode: known.get(mode) for mode in target.power_modes} == target.power_modes
+    assert target.default_power_mode in target.power_modes
+
+
 def test_int8_on_jetson_nano_is_refused_with_the_reason() -> None:
     with pytest.raises(InputError, match="no fast INT8"):
         load_target("jetson-nano").check_precision("int8")
