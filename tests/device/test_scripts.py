@@ -10,9 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Device
+from conftest import Device, make_dense_bundle
 
 from edgedeploy.device import SCRIPTS, device_files
+from edgedeploy.stages.precision.int8 import cache_version_for
+from edgedeploy.targets import load_target
 
 SCRIPT_NAMES = ("setup.sh", "build_engine.sh", "verify.sh", "benchmark.sh")
 
@@ -197,6 +199,22 @@ def test_setup_reports_version_differences_and_fails_them_only_with_strict(
     assert "differs  JetPack: 5.1.2 (L4T 35.4.1), expected 6.0, 6.1, 6.2" in res.stdout
     assert "differs  TensorRT: 8.5.2, expected 8.6.2, 10.3.0" in res.stdout
     assert device.run(script(bundle, "setup.sh"), "--strict", **env).returncode == 2
+
+
+def test_setup_on_a_jetpack_7_thor_finds_its_tensorrt(tmp_path: Path, device: Device) -> None:
+    """JetPack 7.0 (L4T 38.2) ships TensorRT 10.13.3 (docs/tensorrt-facts.md): the jetson-thor target
+    said 10.13.0, so a Thor read "differs  TensorRT: 10.13.3, expected 10.13.0" (a MISMATCH with
+    --strict, and engines to rebuild) and its INT8 caches carried the header TRT-101300."""
+    bundle = make_dense_bundle(tmp_path / "thor", target="jetson-thor")
+    device.set_board(
+        model="NVIDIA Jetson AGX Thor Developer Kit",
+        release="# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64",
+        cuda="13.0.48",
+    )
+    res = device.run(script(bundle, "setup.sh"), "--strict", FAKE_TRT_VERSION="101303")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok       TensorRT: 10.13.3" in res.stdout
+    assert cache_version_for(load_target("jetson-thor")) == "10.13.3"
 
 
 def test_verify_reports_a_damaged_file_with_exit_2(bundle: Path, device: Device) -> None:
