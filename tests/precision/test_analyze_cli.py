@@ -118,3 +118,35 @@ def test_analyze_counts_the_nodes_kept_in_fp32_as_the_build_does_branches_of_an_
     plan = json.loads((tmp_path / "out" / "ifm.fp16.plan.json").read_text())
     kept = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
     assert json.loads((tmp_path / "r.json").read_text())["fp32_by_rule"] == kept
+
+
+def test_analyze_lists_a_softmax_input_past_512_among_the_tensors_at_risk(tmp_path: Path) -> None:
+    """Logits reaching 891 (x @ W, W ~ 100) into a Softmax: build's rule 6 flags them (fp16 steps by 0.5
+    there, which moves exp(x - max)), but analyze gave 'lg' no risk, so the table and tensors_at_risk
+    left it out while the summary line said "2 more are flagged" without naming it."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((8, 10)) * 100).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["lg"], name="mm"),
+        helper.make_node("Softmax", ["lg"], ["p"], name="soft", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    path, data = tmp_path / "m3.onnx", tmp_path / "d3.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    np.savez(data, x=rng.standard_normal((16, 8)).astype(np.float32))
+    result = run_cli("analyze", path, "--data", data, "--json", tmp_path / "a.json")
+    assert result.code == 0, result.stderr
+    report = json.loads((tmp_path / "a.json").read_text())
+    lg = next(t for t in report["tensors_at_risk"] if t["tensor"] == "lg")
+    assert lg["risks"] == [
+        f"softmax shift: max {lg['absmax']:.4g} >= 512 into Softmax 'soft', where fp16 steps by 0.5: "
+        "its exp(x - max) changes"
+    ]
+    assert report["summary"]["tensors_at_risk"] == 2
+    assert "lg " in result.stdout and "softmax shift" in result.stdout

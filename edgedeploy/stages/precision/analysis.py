@@ -37,12 +37,25 @@ from edgedeploy.stages.precision.fp16 import ensure_node_names
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: below it fp16 is subnormal and loses precision
 FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-8: the smallest non-zero float16
+# Ops whose output depends on the differences of their inputs (exp(x - max)), not on their size.
+SHIFT_SENSITIVE = {"Softmax", "LogSoftmax"}
+# From 512 fp16 steps by 0.5 (Model Optimizer's AutoCast keeps values above it, data_max=512): a logit
+# moves by up to 0.25 and its exp by up to e**0.25, 28 %; each octave below halves that. A tensor at
+# risk here, and for the islands (rule 6) a proposal only: the measured release returns the node to
+# fp16 unless the outputs change.
+SHIFT_LIMIT = 512.0
+
 # what rounding to nearest (x.astype(np.float16)) makes of a float32: the limits counted
 FP16_INF_FROM = 65520.0  # |x| >= it becomes Inf: 65504 + half a step (ties go to the even Inf)
 FP16_ZERO_UPTO = 2.0**-25  # |x| <= it becomes 0: half the smallest subnormal (the tie goes to 0)
 FP16_SUBNORMAL_BELOW = 2.0**-14 - 2.0**-25  # |x| < it becomes a subnormal (or 0); from it, 2**-14
 TWO_GB = 2**31 - 1
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+def fp16_step(value: float) -> float:
+    """The distance from |value| to the next float16 (0.5 at 512..1024), at most fp16's last step."""
+    return float(np.spacing(np.float16(min(abs(value), FP16_MAX))))
 
 
 def _bits(value: float) -> int:
@@ -241,6 +254,18 @@ class RiskThresholds:
         elif stats.subnormal_share >= self.subnormal_share:
             found.append(f"precision loss: {stats.subnormal_share:.2%} of non-zero values are subnormal")
         return found
+
+    def shift_risks(self, stats: Fp16Stats, readers: Sequence[tuple[str, str]]) -> list[str]:
+        """The risk of a tensor that ``readers`` ((op, node) of the Softmax/LogSoftmax reading it)
+        take as input, where it reaches :data:`SHIFT_LIMIT`: islands' rule 6 flags it too."""
+        if stats.nonfinite or stats.absmax < SHIFT_LIMIT:
+            return []
+        step = fp16_step(stats.absmax)
+        return [
+            f"softmax shift: max {stats.absmax:.4g} >= {SHIFT_LIMIT:g} into {op} '{node}', where fp16 "
+            f"steps by {step:g}: its exp(x - max) changes"
+            for op, node in readers
+        ]
 
 
 @dataclass
@@ -564,22 +589,22 @@ def analyze(
             observer.stats[copy] = replace(observer.stats[root])
     producers: dict[str, tuple[str, str, int]] = {}
     consumers: dict[str, list[str]] = {}
+    shift_readers: dict[str, list[tuple[str, str]]] = {}  # tensor -> the Softmaxes taking it
     for index, node in enumerate(model.graph.node):
         for out in node.output:
             producers[out] = (node.name, node.op_type, index)
         for inp in node.input:
             consumers.setdefault(inp, []).append(node.name)
+        if node.op_type in SHIFT_SENSITIVE and node.input:
+            shift_readers.setdefault(node.input[0], []).append((node.op_type, node.name))
     tensors = []
     for tensor in names:
         if tensor not in observer.stats:
             continue
         producer, op, order = producers.get(tensor, ("", "input", -1))
         stats = observer.stats[tensor]
-        tensors.append(
-            TensorRange(
-                tensor, producer, op, order, consumers.get(tensor, []), stats, thresholds.risks(stats)
-            )
-        )
+        risks = thresholds.risks(stats) + thresholds.shift_risks(stats, shift_readers.get(tensor, []))
+        tensors.append(TensorRange(tensor, producer, op, order, consumers.get(tensor, []), stats, risks))
     notes: list[str] = []
     control = [
         n.name

@@ -41,9 +41,12 @@ from calibration.observers import Observer
 from edgedeploy.device.verify_outputs import cosine_of  # compare's cosine, the budget's
 from edgedeploy.stages.precision.analysis import (
     FP16_MAX,
+    SHIFT_LIMIT,
+    SHIFT_SENSITIVE,
     RangeReport,
     TensorRange,
     analyze,
+    fp16_step,
     load_for_analysis,
 )
 
@@ -62,12 +65,7 @@ P_NORMS = {"LpNormalization", "LpPool", "GlobalLpPool"}  # sums of |x|**p, p an 
 # Element-wise steps of hand-written normalisations, walked through from a reduction to its input.
 NORM_CHAIN = {"Sub", "Pow", "Mul", "Sqrt", "Reciprocal", "Add", "Div", "Exp", "Abs", "Cast"}
 CONTROL_FLOW = {"If", "Loop", "Scan"}
-# Ops whose output depends on the differences of their inputs (exp(x - max)), not on their size.
-SHIFT_SENSITIVE = {"Softmax", "LogSoftmax"}
-# From 512 fp16 steps by 0.5 (Model Optimizer's AutoCast keeps values above it, data_max=512): a logit
-# moves by up to 0.25 and its exp by up to e**0.25, 28 %; each octave below halves that. A proposal
-# only: the measured release returns the node to fp16 unless the outputs change.
-SHIFT_LIMIT = 512.0
+# SHIFT_SENSITIVE and SHIFT_LIMIT (rule 6) live in analysis, which lists such inputs as at risk.
 # Steps that carry logits to a Softmax with a constant's scale, a bias or mask added, or rearranged
 # (Mul by 1/sqrt(d), Add of a mask): each fp16 output on the way rounds them by fp16's relative step,
 # which the rest of the chain scales to the Softmax's input, so rule 6 follows them back.
@@ -145,7 +143,7 @@ def choose_fp32_nodes(
         source = report.tensor(node.input[0]) if node.op_type in SHIFT_SENSITIVE and node.input else None
         if source is not None and source.stats.absmax >= SHIFT_LIMIT:
             logits = _logits(source, nodes, report)
-            step = float(np.spacing(np.float16(min(logits.stats.absmax, FP16_MAX))))
+            step = fp16_step(logits.stats.absmax)
             if logits.stats.absmax == source.stats.absmax:
                 why = (
                     f"'{source.name}' reaches {source.stats.absmax:.4g}, where fp16 steps by {step:g}: "
