@@ -37,9 +37,9 @@ class Target:
     gpu_arch: str
     compute_capability: str
     dla_cores: int
-    memory_gb: float
     precisions: tuple[str, ...]
     default_workspace_mb: int
+    memory_gb: float | None = None  # a board's or GPU's; a CPU target names no machine (None)
     jetpack: tuple[str, ...] = ()
     tensorrt: tuple[str, ...] = ()
     max_workspace_mb: int | None = None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -154,3 +155,19 @@ def test_the_targets_table_shows_no_gpu_figures_for_a_cpu_target() -> None:
     row = next(line for line in result.stdout.splitlines() if "x86-64-cpu" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     assert cells[3] == "-" and cells[5] == "-", cells
+
+
+def test_the_targets_table_and_its_json_give_every_target_the_same_memory(tmp_path: Path) -> None:
+    """The table showed memory "-" for a CPU target (which names no machine) while --json gave
+    memory_gb 8: a CPU target now has no memory figure (null) in either, a board or GPU its GB in both."""
+    from tests.conftest import run_cli
+
+    result = run_cli("targets", "--json", tmp_path / "t.json")
+    assert result.code == 0, result.stderr
+    listed = {t["name"]: t["memory_gb"] for t in json.loads((tmp_path / "t.json").read_text())}
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in result.stdout.splitlines()]
+    table = {cells[0]: cells[5] for cells in rows if len(cells) > 5 and cells[0] in listed}
+    assert set(table) == set(listed)
+    for name, memory in listed.items():
+        assert table[name] == ("-" if memory is None else f"{memory:g}"), name
+        assert (memory is None) == (load_target(name).kind == "cpu"), name

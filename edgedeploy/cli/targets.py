@@ -41,7 +41,7 @@ def list_command(
             t.gpu_arch,
             t.compute_capability if t.is_gpu else "-",  # a CPU target has none (its profile says 0.0)
             str(t.dla_cores),
-            f"{t.memory_gb:g}" if t.is_gpu else "-",  # a GPU's or a board's; a CPU target names no machine
+            "-" if t.memory_gb is None else f"{t.memory_gb:g}",  # a CPU target names no machine
             ",".join(t.precisions),
             ",".join(t.tensorrt) or "-",
         )
