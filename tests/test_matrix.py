@@ -1091,6 +1091,35 @@ def test_fp32_cells_run_their_build_check_on_the_kept_feeds_not_the_loader(
     assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
 
 
+def test_an_fp16_cell_of_float16_inputs_checks_its_build_on_the_kept_feeds_not_the_loader(
+    tmp_path: Path,
+) -> None:
+    """With keep_io_types = false the fp16 model takes float16 inputs, and its cell's build looked
+    up the driver's kept feeds by those inputs, which they were not kept for (the fp32 model's
+    float32 ones): each fp16 cell's task ran the loader script again. The batch is now opened for
+    the fp32 model's inputs, as ``run`` opens it, and cast to float16 when the artifact runs."""
+    rng = _matmul_relu(tmp_path)
+    counter = tmp_path / "runs.txt"
+    _counting_loader(tmp_path, counter, rng)
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[build]\nkeep_io_types = false\n'
+        '[calibration]\ndata = "load.py"\nsamples = 32\nalgorithm = "max"\n'
+        '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        '[matrix]\ntargets = ["x86-64-cpu", "x86-64-vnni"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "m.onnx"\n'
+    )
+    cells = _run_local(config).cells
+    assert [c.status for c in cells] == ["ok"] * 4, cells
+    assert counter.read_text().splitlines() == ["key"]
+    for cell in (c for c in cells if c.precision == "fp16"):
+        folder = Path(cell.artifact).parent
+        fp16_model = onnx.load(folder / "m.fp16.onnx", load_external_data=False)
+        assert fp16_model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT16
+        info = json.loads((folder / "record.json").read_text())["result"]["info"]
+        assert info["checked"] == "loaded and run once", info
+
+
 class _Recording(LocalExecutor):
     """A local pool that notes the size of each task's pickled arguments, by task kind."""
 

@@ -252,8 +252,10 @@ def cell_task(
         inp, out = Path(scratch) / "in", Path(scratch) / "out"
         with timing_lock(exclusive=False):
             _write_files(inp, {**fp32, **precision_files})
-            # the precision step's file was made with the request's calibration data: not "unused"
-            outcome = build(inp / model_name, request, out, ui, made_with_data=model_name != fp32_name)
+            # the precision step's file was made from fp32 with the request's calibration data: not
+            # "unused", and its first batch is read for the fp32 inputs the driver kept the feeds for
+            made_from = inp / fp32_name if model_name != fp32_name else None
+            outcome = build(inp / model_name, request, out, ui, made_from=made_from)
             artifact = outcome.build.artifact
             compared = compare(
                 inp / fp32_name, compared_file(outcome.precision.path, artifact), feeds, gates,

@@ -300,8 +300,10 @@ def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact)
     input), and the artifact was called "loaded, not run" although the calibration had just run
     the model on that data. The batch ``precision``'s step read, when it read the data (opened
     again, an image folder's headers were read and a loader script run a second time); else the
-    data is opened here. None without data, or when the data does not feed the model (a
-    precision that did not read it, whose build warned so): the ``--input`` shapes are used then."""
+    data is opened here for ``model``'s inputs (the fp32 model's, as the precision step opened it:
+    an fp16 model without keep_io_types takes float16, which the check casts to). None without
+    data, or when the data does not feed the model (a precision that did not read it, whose build
+    warned so): the ``--input`` shapes are used then."""
     if precision.first_batch is not None:
         return precision.first_batch
     if not request.calibration.data:
@@ -313,10 +315,15 @@ def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact)
 
 
 def build(
-    model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET, made_with_data: bool = False
+    model: Path, request: BuildRequest, out_dir: Path, ui: Ui = QUIET, made_from: Path | None = None
 ) -> BuildOutcome:
-    """Check the target, make the precision artifact, and compile it with the chosen backend
-    (``made_with_data``: as :func:`make_precision` takes it).
+    """Check the target, make the precision artifact, and compile it with the chosen backend.
+
+    ``made_from``: the fp32 model that ``model``, a precision ONNX, was made from with this
+    request's data (a matrix cell's build of its precision task's file): the data is not said
+    unused (:func:`make_precision`'s ``made_with_data``), and its first batch is opened for the
+    fp32 model's inputs, as the precision step opened it (and its feeds were kept for), not for
+    the float16 ones of an fp16 model made without keep_io_types.
 
     The calibration data is opened once for the build's every read (the int8 key's hash of a
     loader script's feeds, the calibration, a budget, the fp16 analysis), unless the caller
@@ -324,11 +331,11 @@ def build(
     if request.calibration.data and request.calibration.opened is None:
         with sources_opened_for_command() as opened:
             shared = replace(request, calibration=replace(request.calibration, opened=opened))
-            return _build(model, shared, out_dir, ui, made_with_data)
-    return _build(model, request, out_dir, ui, made_with_data)
+            return _build(model, shared, out_dir, ui, made_from)
+    return _build(model, request, out_dir, ui, made_from)
 
 
-def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_data: bool) -> BuildOutcome:
+def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_from: Path | None) -> BuildOutcome:
     request.target.check_precision(request.precision)
     request.target.check_dla(request.options.get("dla_core"))
     if request.accuracy_budget and request.precision not in ("fp16", "int8"):
@@ -344,7 +351,7 @@ def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_
     backend.check_options(
         BuildOptions(precision=request.precision, target=request.target, **request.options), model
     )
-    precision = make_precision(model, request, out_dir, ui, made_with_data)
+    precision = make_precision(model, request, out_dir, ui, made_with_data=made_from is not None)
     ui.info_once(note, again=note.split(" (")[0] + " (as above)" if " (" in note else "")
     extra = dict(request.options)
     for path in precision.files:
@@ -356,7 +363,7 @@ def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_
         precision=request.precision,
         target=request.target,
         shapes=dict(request.calibration.shapes),
-        feed=data_batch(model, request, precision),
+        feed=data_batch(made_from or model, request, precision),
         **extra,
     )
     with ui.progress(f"{backend.name} build ({request.precision})") as advance:
