@@ -445,6 +445,14 @@ def _restored(arr: np.ndarray, dtype: np.dtype, lengths: np.ndarray | None = Non
     return restored
 
 
+def feed_sha256(feed: Feed) -> str:
+    """The sha256 of one feed (its inputs' names, dtypes, shapes and values), as the feeds of a
+    source whose feeds are hashed are (:attr:`DataSource.hash_feeds`)."""
+    digest = hashlib.sha256()
+    _hash_feed(digest, feed)
+    return digest.hexdigest()
+
+
 def _hash_feed(digest: Any, feed: Feed) -> None:
     """Add one feed to ``digest``: each input's name, dtype, shape and values."""
     for name in sorted(feed):

@@ -1091,6 +1091,29 @@ def test_fp32_cells_run_their_build_check_on_the_kept_feeds_not_the_loader(
     assert not [p.name for p in (tmp_path / "farm").iterdir() if "feeds" in p.name]
 
 
+def test_an_fp32_cell_is_built_again_on_new_calibration_data_its_artifact_check_runs_on(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """An fp32 cell's build runs its artifact once on the first batch of the [calibration] data and
+    records what that found (``checked``), but the cell's key left the data out: data this model
+    refuses (a reflect pad of 2 on 2 samples) after data it runs took the cell from the store,
+    "loaded and run once". The key now holds the data's identity, as ``run``'s fp32 build key does."""
+    no_profile = "enabled = false\n[bundle]\nenabled = false"
+    path = _padded_matrix(tmp_path, reflect_padded_onnx, "x86-64-cpu", no_profile)
+    path.write_text(path.read_text() + '[calibration]\ndata = "calib.npz"\nsamples = 4\nbatch_size = 2\n')
+    said = []
+    for seed, length in enumerate((16, 2, 16)):  # runs, fails the model, runs (on other values)
+        x = np.random.default_rng(seed).normal(size=(4, length)).astype(np.float32)
+        np.savez(tmp_path / "calib.npz", x=x)
+        (cell,) = _run_local(path).cells
+        assert cell.status == "ok" and not cell.cached, cell
+        record = json.loads((Path(cell.artifact).parent / "record.json").read_text())
+        said.append(record["result"]["info"]["checked"])
+    assert said[0] == said[2] == "loaded and run once", said
+    assert said[1].startswith("loaded, not run: the calibration data fail the model it was made from"), said
+    assert _run_local(path).cells[0].cached  # the same data: from the store
+
+
 def test_an_fp16_cell_of_float16_inputs_checks_its_build_on_the_kept_feeds_not_the_loader(
     tmp_path: Path,
 ) -> None:

@@ -161,6 +161,8 @@ class OnnxRuntimeBackend:
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         import onnxruntime as ort
 
+        from calibration.feeds import feed_sha256
+
         stem = model.name.removesuffix(".onnx")
         artifact = out_dir / f"{stem}.ort.onnx"
         sidecar = out_dir / f"{stem}.ort.json"
@@ -174,6 +176,9 @@ class OnnxRuntimeBackend:
                 "level": "extended",
                 "target": options.target.name,
                 **({"disabled_optimizers": disabled} if disabled else {}),
+                # the batch the artifact is checked on: what the check found (and the level saved,
+                # when a graph fails it where the model runs) is the sidecar's
+                **({"feed": feed_sha256(options.feed)} if options.feed is not None else {}),
             }
         )
         if not options.force and artifact.is_file() and sidecar.is_file():

@@ -817,17 +817,19 @@ def _key_cell(
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
     keyed = build_key_request(request, request.backend)  # "auto" resolves on the node: its options count
     keyed_data = replace(request, calibration=replace(request.calibration, opened=opened))
-    calibration_data = _calibration_fingerprint(keyed_data, inputs)  # read once for every cell
+    # read once for every cell; an fp32 cell's too, whose build runs its artifact on the first batch
+    calibration_data = _calibration_fingerprint(keyed_data, inputs, request.backend)
     precision_request = cell_request = request
     if request.calibration.data:  # the tasks read the data as the key hashed it, sent to them
         shared = keyed_data.calibration.open(inputs)  # the source the fingerprint read
         if calibration_data is None and shared.hash_feeds:
-            # fp32: no key holds the data, but its build runs the artifact on the data's first batch
+            # fp32 on TensorRT: no key holds the data, but build() reads its first batch all the same
             # (build.data_batch); a loader read here is kept for every cell, not run in each task.
             # Data that fails is the build's to pass over (random inputs then), as in any build.
             with suppress(CalibrationError):
                 shared.first_feed()
-        if calibration_data is not None:  # the precision task calibrates on every feed
+        if calibration_data is not None and plan.cell.precision != "fp32":
+            # the precision task calibrates on every feed
             sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)
             precision_request = replace(request, calibration=sent)
         # a cell's task builds the precision ONNX made already, and its build reads the first feed

@@ -771,10 +771,11 @@ def build_request(
 def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOutcome:
     request = build_request(run.config, run.target, precision, exported.shapes)
     request.calibration.opened = run.calibration_sources  # the key's read of the data is the build's
-    keyed = build_key_request(request, resolve_backend(request.backend, request.target.is_gpu)[0].name)
+    backend = resolve_backend(request.backend, request.target.is_gpu)[0].name
+    keyed = build_key_request(request, backend)
     key = sha256_json(
         {"fp32": exported.sha256, "request": keyed, "versions": run.versions,
-         "calibration_data": _calibration_fingerprint(request, exported.inputs)}
+         "calibration_data": _calibration_fingerprint(request, exported.inputs, backend)}
     )  # fmt: skip
 
     def do_build() -> tuple[list[Path], dict[str, Any]]:
@@ -1264,15 +1265,30 @@ def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ..
     return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes, from_config=True)
 
 
-def _calibration_fingerprint(request: BuildRequest, inputs: list[Any]) -> dict[str, Any] | None:
-    """The calibration data's content (file hashes, or generator and seed) for int8 and fp16 builds.
+def _calibration_fingerprint(
+    request: BuildRequest, inputs: list[Any], backend: str = "auto"
+) -> dict[str, Any] | None:
+    """The calibration data's content (file hashes, or generator and seed) for the builds it shapes.
 
-    Paths alone would let an edited calibration set reuse a stale artifact.
+    Paths alone would let an edited calibration set reuse a stale artifact. int8 and fp16 builds
+    calibrate or analyse on the data; an fp32 build on ONNX Runtime runs its artifact once on the
+    data's first batch (build.data_batch) and records what that found ("loaded and run once", or
+    "loaded, not run" on data that fails the model; a graph that fails it where the model runs is
+    saved at a lower optimization level). ``backend``: the one that builds ("auto" where it resolves
+    on another node); TensorRT runs nothing in its build. Data an fp32 build cannot feed the model
+    is passed over by its build (random inputs then): keyed as none.
     """
     calib = request.calibration
-    if request.precision not in ("fp16", "int8") or not calib.data:
+    if not calib.data:
         return None
-    return calib.open(inputs).identity()
+    if request.precision in ("fp16", "int8"):
+        return calib.open(inputs).identity()
+    if backend == "tensorrt":
+        return None
+    try:
+        return calib.open(inputs).identity()
+    except CalibrationError:
+        return None
 
 
 def _is_random(spec: str) -> bool:
