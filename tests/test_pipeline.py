@@ -501,6 +501,41 @@ enabled = false
     assert run_pipeline(load_config(config)).stages_run == []  # the same data: up to date
 
 
+def test_new_model_input_shapes_rebuild_fp32_whose_artifact_check_ran_on_random_inputs_of_them(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """Without [calibration] data the fp32 build checks its artifact on random inputs of the
+    [model] inputs shapes, but its key (and ONNX Runtime's own reuse key) left the shapes out: an
+    ONNX source exports the same model whatever they are, so shapes this model refuses (a reflect
+    pad of 2 on 2 samples) after shapes it runs kept "loaded and run once"."""
+    config = tmp_path / "edgedeploy.toml"
+    reflect_padded_data(tmp_path)
+    said = []
+    for shape in ("2x16", "2x2"):
+        config.write_text(f"""
+workdir = "out"
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+inputs = ["x:{shape}"]
+[build]
+backend = "onnxruntime"
+precisions = ["fp32"]
+[compare]
+data = "val.npz"
+batch_size = 2
+[profile]
+enabled = false
+[bundle]
+enabled = false
+""")
+        rerun = run_pipeline(load_config(config))
+        assert "build-fp32" in rerun.stages_run, (shape, rerun.stages_skipped)
+        said.append(rerun.precisions[0].info["checked"])
+    assert said[0] == "loaded and run once", said
+    assert said[1].startswith("loaded, not run: random inputs fail the model it was made from"), said
+
+
 def test_the_same_compare_data_spelled_otherwise_is_up_to_date(digits: Digits, tmp_path: Path) -> None:
     """`[compare] data` as ``in/data``, ``/abs/in/data`` or ``./in/../in/data`` reran every compare
     (and what follows it): the compare stage's key held the path as written, not the data."""

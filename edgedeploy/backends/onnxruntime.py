@@ -176,9 +176,11 @@ class OnnxRuntimeBackend:
                 "level": "extended",
                 "target": options.target.name,
                 **({"disabled_optimizers": disabled} if disabled else {}),
-                # the batch the artifact is checked on: what the check found (and the level saved,
-                # when a graph fails it where the model runs) is the sidecar's
+                # the batch the artifact is checked on (without one, the shapes of its random inputs):
+                # what the check found (and the level saved, when a graph fails it where the model
+                # runs) is the sidecar's
                 **({"feed": feed_sha256(options.feed)} if options.feed is not None else {}),
+                **({"shapes": options.shapes} if options.feed is None and options.shapes else {}),
             }
         )
         if not options.force and artifact.is_file() and sidecar.is_file():

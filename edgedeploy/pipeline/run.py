@@ -810,8 +810,8 @@ def build_key_request(request: BuildRequest, backend: str) -> BuildRequest:
     profiles every build that fell back to ONNX Runtime; each rebuilt the same bytes. The data's
     path is left out too (its identity is in the key: :func:`_calibration_fingerprint`)."""
     calibration, fp16 = request.calibration, request.fp16
-    if request.precision == "fp32":
-        calibration, fp16 = CalibrationRequest(), Fp16Options()
+    if request.precision == "fp32":  # without data its artifact is checked on random inputs of these shapes
+        calibration, fp16 = CalibrationRequest(shapes=calibration.shapes), Fp16Options()
     elif request.precision == "fp16":  # its range analysis and budget read the data, not the int8 rules
         calibration = replace(
             calibration, algorithm="", percentile=0.0, exclude_nodes=[], exclude_ops=[], trt_version=None
