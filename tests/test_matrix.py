@@ -576,8 +576,17 @@ def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("## Many models, many boards", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
-    for name in ("detector.onnx", "classifier.py", "val.npz"):  # the files it names must be there
+    import onnx
+    from onnx import TensorProto, helper
+
+    for name in ("classifier.py", "val.npz"):  # the files it names must be there
         (tmp_path / name).touch()
+    # an ONNX source is read for what TensorRT can hold (run.refuse_for_tensorrt): a real one
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "detector", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "detector.onnx")
     (tmp_path / "calib" / "orin-camera").mkdir(parents=True)
     matrix = matrix_from_dict(tomllib.loads(block), tmp_path)
     assert len(matrix.cells) == 2 * 3 * 3
