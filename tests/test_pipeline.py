@@ -797,7 +797,9 @@ enabled = false
     suggested = "profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
     assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
     *progress, line = refused.stderr.strip().splitlines()  # after the export's line, one error line
-    assert [p.split(":")[0] for p in progress] == ["export"], refused.stderr
+    # the export says its check only loaded the model: random inputs fail this one (1bdfc7e)
+    assert [p.split(":")[0] for p in progress] == ["notice", "export"], refused.stderr
+    assert "loaded by ONNX Runtime, not run" in progress[0]
     assert line.startswith("error: ") and f"give the device's shape range with [build] {suggested}" in line
     assert not (tmp_path / "out" / "padded.fp32.ort.onnx").exists()  # refused before any build
     # the onnxruntime backend takes no TensorRT options: the message says to build with auto
