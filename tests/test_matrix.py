@@ -1376,6 +1376,15 @@ def test_a_cell_its_board_held_bundle_lacks_is_refused_before_any_cell_is_submit
     store = project / "boardnew" / ".edgedeploy-cache" / "matrix"
     entries = sorted(store.iterdir())
     path.write_text(text.replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
+    refused = r"jetson-orin-nano/device holds 1 file written on the board"
+    assert _submitted_before_refusal(path, refused) == []  # nothing built, nor started
+    assert sorted(store.iterdir()) == entries
+    assert (device / "results" / "verify-fp32.json").read_text() == "{}"
+
+
+def _submitted_before_refusal(path: Path, match: str) -> list[str]:
+    """The tasks a local matrix of the config ``path`` submitted before it was refused with an
+    InputError matching ``match`` (a refusal before any work submits none)."""
     submitted: list[str] = []
 
     class Recording(LocalExecutor):
@@ -1385,12 +1394,11 @@ def test_a_cell_its_board_held_bundle_lacks_is_refused_before_any_cell_is_submit
 
     executor = Recording(jobs=1)
     try:
-        with pytest.raises(InputError, match=r"jetson-orin-nano/device holds 1 file written on the board"):
+        with pytest.raises(InputError, match=match):
             run_matrix(load_matrix_config(path), executor, ui=Ui(quiet=True))
     finally:
         executor.close()
-    assert submitted == [] and sorted(store.iterdir()) == entries  # nothing built, nor started
-    assert (device / "results" / "verify-fp32.json").read_text() == "{}"
+    return submitted
 
 
 @pytest.mark.parametrize("trigger", ["primary", "version"])
@@ -1419,18 +1427,6 @@ def test_a_board_held_bundle_its_cached_cells_would_make_again_is_refused(
         path.write_text(text.replace("[bundle]\n", '[bundle]\nprimary = "fp32"\n'))
     else:  # what the bundle is keyed on; the cells' keys take the release from tool_versions
         monkeypatch.setattr("edgedeploy.pipeline.matrix.__version__", "99.0.0")
-    submitted: list[str] = []
-
-    class Recording(LocalExecutor):
-        def submit(self, tag: Any, *args: Any, **kwargs: Any) -> None:
-            submitted.append(tag[0])
-            super().submit(tag, *args, **kwargs)
-
-    executor = Recording(jobs=1)
-    try:
-        with pytest.raises(InputError, match=r"x86-64-cpu/device holds 1 file written on the board"):
-            run_matrix(load_matrix_config(path), executor, ui=Ui(quiet=True))
-    finally:
-        executor.close()
-    assert submitted == [] and (bundle / "manifest.json").read_bytes() == manifest
+    assert _submitted_before_refusal(path, r"x86-64-cpu/device holds 1 file written on the board") == []
+    assert (bundle / "manifest.json").read_bytes() == manifest
     assert (bundle / "device" / "results" / "verify-fp16.json").read_text() == "{}"
