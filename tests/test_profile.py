@@ -294,10 +294,10 @@ def _tiny_onnx(path: Path) -> Path:
 @pytest.mark.usefixtures("ten_watts")
 def test_throughput_is_the_timed_runs_over_the_wall_time_of_the_timed_loop(tmp_path: Path) -> None:
     """trtexec's throughput is the number of queries over the host wall time from the first timed
-    query to the last (sampleReporting.cpp, printEpilog). ONNX Runtime's was 1 / mean latency, the
-    sum of the runs' own times, which leaves out the time between runs: 28,008 qps for 26,219 runs
-    in 1.0 s on a tiny model. Energy per inference is the window's energy over its inferences, so
-    it is the average power over the throughput."""
+    query to the last (docs/design.md, "Latency percentiles as trtexec reads them"). ONNX Runtime's
+    was 1 / mean latency, the sum of the runs' own times, which leaves out the time between runs:
+    28,008 qps for 26,219 runs in 1.0 s on a tiny model. Energy per inference is the window's
+    energy over its inferences, so it is the average power over the throughput."""
     model = _tiny_onnx(tmp_path / "tiny.onnx")
     options = ProfileOptions(warmup_iterations=20, iterations=400, batch_sizes=(1, 4), threads=1)
     for b in profile(model, options).batches:
@@ -313,8 +313,8 @@ def test_throughput_is_the_timed_runs_over_the_wall_time_of_the_timed_loop(tmp_p
 
 def test_percentiles_are_trtexecs_runs_not_interpolated_between_them() -> None:
     """trtexec's percentile p is the sorted timings' [max(n - 1 - int((1 - p/100) * n), 0)], worked
-    out in float32 (samples/common/sampleReporting.cpp, findPercentile), its median the mean of the
-    two middle runs for an even count (findMedian). numpy's interpolation read p90 of 1..100 ms as
+    out in float32, its median the mean of the two middle runs for an even count (docs/design.md,
+    "Latency percentiles as trtexec reads them"). numpy's interpolation read p90 of 1..100 ms as
     90.1 ms, and of 1..10 ms as 9.1 ms, where trtexec reads 90 and 9. The CDF's quantiles follow
     the same rule, so its 90/95/99 % points are the table's p90/p95/p99 and its 50 % the median."""
     from edgedeploy.stats import LatencyStats, latency_quantiles

@@ -349,9 +349,9 @@ def test_a_timing_cache_of_another_gpu_keeps_its_entries_beside_the_build_s(
 ) -> None:
     """A cache another GPU wrote (same TensorRT) was replaced by this build's: Polygraphy's
     EngineBytesFromNetwork combines it in (``combine(prev, ignore_mismatch=True)``) and trtexec
-    writes it back combined (shared/utils/cacheUtils.cpp), both keeping its entries. Its entries
-    are now kept beside this build's; the build itself does not use them (set with
-    ignore_mismatch=False, as Polygraphy's CreateConfig sets it)."""
+    writes it back combined (docs/tensorrt-facts.md, "The timing cache"), both keeping its
+    entries. Its entries are now kept beside this build's; the build itself does not use them
+    (set with ignore_mismatch=False, as Polygraphy's CreateConfig sets it)."""
     cache = tmp_path / "shared.timing"
     cache.write_bytes(b"gpu=other;old;")
     TensorRTBackend().build(cnn_models.fp32, options(timing_cache=cache), tmp_path / "a")
@@ -377,8 +377,9 @@ def test_a_timing_cache_of_another_tensorrt_release_is_replaced_with_a_warning(
 
 
 # A peer of ours on the cache's lock file: Polygraphy's util.LockFile and TensorRT's FileLock
-# (shared/utils/fileLock.cpp, trtexec's) open FILE.lock "wb+" and take lockf(F_LOCK) on it whole,
-# and never remove it; trtexec reads the cache, combines and writes it in place.
+# (trtexec's; docs/tensorrt-facts.md, "The timing cache") open FILE.lock "wb+" and take
+# lockf(F_LOCK) on it whole, and never remove it; trtexec reads the cache, combines and writes it
+# in place.
 PEER = """
 import fcntl, os, sys, time
 cache, seconds = sys.argv[1], float(sys.argv[2])
