@@ -257,13 +257,40 @@ def test_sizes_print_in_one_scheme() -> None:
     assert offenders == []
 
 
+# Where comments are checked for what they cite: the packages' Python (as before), and the device
+# scripts' shell, the tests' and the benchmarks' files of code: Python, shell and the fakes (scripts
+# without a suffix, run by their first line). Data files under them (tests/data) are not comments.
+CITING_FOLDERS = (*PACKAGES, "tests", "benchmarks")
+
+
+def code_files(root: Path, folders: Iterable[str]) -> list[Path]:
+    """Every file of code under ``root/folder``: .py, .sh and scripts with a ``#!`` line."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*")):
+            if not path.is_file() or "__pycache__" in path.parts:
+                continue
+            if path.suffix in (".py", ".sh"):
+                found.append(path)
+            elif not path.suffix:
+                with path.open("rb") as handle:
+                    if handle.read(2) == b"#!":
+                        found.append(path)
+    return found
+
+
 def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
-    """Comments cited NvInfer.h and NvInferRuntime.h, and trtexec's, onnx-tensorrt's and pycuda's
-    sources (sampleEngines.cpp, ModelImporter.cpp, cuda.hpp), files outside the repository; they
-    cite docs/tensorrt-facts.md, where those facts are written with their source. NvInferVersion.h
-    is a file the device scripts read on the board, not a citation."""
+    """Comments cited TensorRT's C++ headers and trtexec's, onnx-tensorrt's and pycuda's C++ sources,
+    files outside the repository; they cite docs/tensorrt-facts.md, where those facts are written
+    with their source. NvInferVersion.h is a file the device scripts read on the board, not a
+    citation. The tests, the fakes, the benchmarks and the device scripts' shell are held to it
+    too: the fake trtexec and the device tests cited trtexec's sources (docs/tensorrt-facts.md,
+    "trtexec")."""
     header = re.compile(r"\b(?!NvInferVersion\.h)[\w-]+\.(?:h|hpp|cpp)\b")
-    files = [path for folder in (*PACKAGES, "tests/fakes") for path in sorted((ROOT / folder).rglob("*.py"))]
+    files = code_files(ROOT, CITING_FOLDERS)
+    assert {"edgedeploy/device/verify.sh", "tests/device/fakes/trtexec", "benchmarks/fp16.py"} <= {
+        str(path.relative_to(ROOT)) for path in files
+    }
     citing = [
         f"{path.relative_to(ROOT)}:{number}"
         for path in files

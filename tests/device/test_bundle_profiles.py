@@ -4,7 +4,8 @@
 build_engine.sh passes every profile to trtexec (``--profile=N`` groups from TensorRT 9, refused in
 one line on trtexec 8.x, which builds one) and to ``edgedeploy build``; benchmark.sh refuses a
 --batch no profile takes, in one line, before anything runs. The fake trtexec parses shape flags
-per release as sampleOptions.cpp does and refuses run shapes outside the profile it runs.
+per release as trtexec does (docs/tensorrt-facts.md, "trtexec", shape profiles) and refuses run
+shapes outside the profile it runs.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def test_fake_trtexec_8_refuses_repeated_shape_flags_as_the_real_one_does(
     two_profiles: Path, device: Device
 ) -> None:
     """The ground truth behind the refusal: 8.6.1's getShapesBuild takes one --minShapes, and
-    trtexec.cpp reports what is left as an unknown option."""
+    trtexec reports what is left as an unknown option (docs/tensorrt-facts.md, "trtexec")."""
     flags = ["--onnx=" + str(two_profiles / "models" / "dense.fp16.onnx"), "--minShapes=input:1x1x8x8",
              "--minShapes=input:8x1x8x8", "--saveEngine=" + str(device.root / "x.engine")]  # fmt: skip
     fake = Path(__file__).parent / "fakes" / "trtexec"

@@ -187,9 +187,8 @@ def test_verify_reports_nan_and_inf_from_trtexec_as_a_failure_not_a_traceback(
     assert report["passed"] is False and report["outputs"]["logits"]["nan_inf"] == 3
 
 
-# exportJSONOutput() in samples/common/sampleReporting.cpp (v10.3.0) writes '[', then per output
-# '{ "name" : "' NAME '"', '  , "dimensions" : "' DIMS '"', '  , "values" : [ ' V ', ' V ... ' ]', '  }';
-# values go through `os << float`, so NaN/Inf print as nan, -nan, inf (glibc).
+# trtexec's --exportOutput file, line by line, with its values through `os << float`, so NaN/Inf print
+# as nan, -nan, inf (docs/tensorrt-facts.md, "trtexec", --exportOutput).
 TRTEXEC_EXPORT = """[
   { "name" : "logits"
   , "dimensions" : "1x4"
