@@ -10,7 +10,9 @@ under a second.
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -279,6 +281,135 @@ def code_files(root: Path, folders: Iterable[str]) -> list[Path]:
     return found
 
 
+# The tests read their data from the repository (tests/data, tests/calibration/data), never from the
+# shared folder beside a developer's checkout, which a clone or CI does not have.
+SHARED_FOLDER = re.compile(r"(?:\.\./|/work/)shared\b")
+# What a test reads that is installed, not kept in the repository (git-ignored), and how it comes;
+# the tests that read it skip where it is missing.
+INSTALLED = {".stubs/tensorrt": "tensorrt-stubs from PyPI, by tools/trt_stubs/install.sh"}
+
+
+def tracked_files(root: Path) -> set[str] | None:
+    """The files git tracks under ``root`` (relative, with /), or None where ``root`` is not the top
+    of a git checkout (an unpacked source archive)."""
+
+    def git(*args: str) -> bytes:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True, timeout=60)
+        return done.stdout
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel").decode().strip()).resolve() != root.resolve():
+            return None
+        listed = git("ls-files", "-z")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(filter(None, listed.decode("utf-8", "surrogateescape").split("\0")))
+
+
+def _path_of(node: ast.AST, here: Path, names: dict[str, Path]) -> Path | None:
+    """The path ``node`` builds from its file's location, if it builds one: ``Path(__file__)``,
+    ``.resolve()``, ``.parent``, ``.parents[N]``, ``/ "name"``, and names assigned such a path."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+        return here if node.id == "__file__" else names.get(node.id)
+    if isinstance(node, ast.Call) and not node.keywords:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "Path" and len(node.args) == 1:
+            return _path_of(node.args[0], here, names)
+        if isinstance(func, ast.Attribute) and func.attr in ("resolve", "absolute") and not node.args:
+            return _path_of(func.value, here, names)
+        return None
+    if isinstance(node, ast.Attribute) and node.attr == "parent":
+        base = _path_of(node.value, here, names)
+        return None if base is None else base.parent
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
+        base = _path_of(node.value.value, here, names) if node.value.attr == "parents" else None
+        index = node.slice.value if isinstance(node.slice, ast.Constant) else None
+        return base.parents[index] if base is not None and isinstance(index, int) else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        base = _path_of(node.left, here, names)
+        right = node.right.value if isinstance(node.right, ast.Constant) else None
+        return base / right if base is not None and isinstance(right, str) else None
+    return None
+
+
+def paths_built(path: Path) -> list[tuple[int, Path]]:
+    """(line, path) of every path ``path``'s code builds from its own location, the whole expression
+    (``DATA / "x.json"``, not ``DATA`` in it); a name assigned anything else too counts as none."""
+    text = path.read_text(encoding="utf-8")
+    if "__file__" not in text:
+        return []
+    tree = ast.parse(text, filename=str(path))
+    here = path.resolve()
+    assigned = [
+        (target.id, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    ]
+    names: dict[str, Path] = {}
+    for _ in range(3):  # a name assigned from another name assigned further down
+        found: dict[str, Path | None] = {}
+        for name, value in assigned:
+            built = _path_of(value, here, names)
+            found[name] = built if found.get(name, built) == built else None
+        names = {name: value for name, value in found.items() if value is not None}
+    built_at: list[tuple[int, Path]] = []
+
+    def visit(node: ast.AST) -> None:
+        built = _path_of(node, here, names) if isinstance(node, ast.expr) else None
+        if built is not None:
+            built_at.append((getattr(node, "lineno", 0), built))
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return built_at
+
+
+def _is_python(path: Path) -> bool:
+    if path.suffix:
+        return path.suffix == ".py"
+    with path.open("rb") as handle:
+        return b"python" in handle.readline()
+
+
+def data_problems(root: Path, folders: Iterable[str], tracked: set[str] | None) -> list[str]:
+    """Each path the code under ``root/folder`` builds from its own file that is not a file or folder
+    of the repository: outside it, missing, or (``tracked`` given) not tracked by git."""
+    root = root.resolve()
+    problems = []
+    for path in code_files(root, folders):
+        if not _is_python(path):
+            continue
+        for line, built in sorted(set(paths_built(path))):
+            where = f"{path.relative_to(root)}:{line} reads"
+            target = os.path.normpath(built)
+            relative = Path(os.path.relpath(target, root)).as_posix()
+            if relative == ".." or relative.startswith("../"):
+                problems.append(f"{where} {relative}, outside the repository")
+            elif any(relative == i or relative.startswith(i + "/") for i in INSTALLED):
+                continue
+            elif not os.path.exists(target):
+                problems.append(f"{where} {relative}, which is not in the repository")
+            elif tracked is not None and not (
+                relative == "." or relative in tracked or any(f.startswith(relative + "/") for f in tracked)
+            ):
+                problems.append(f"{where} {relative}, which git does not track")
+    return problems
+
+
+def shared_folder_lines(root: Path, folders: Iterable[str]) -> list[str]:
+    """``file:line`` of every line of code under ``root/folder`` that names the shared folder."""
+    return [
+        f"{path.relative_to(root)}:{number}"
+        for path in code_files(root, folders)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if SHARED_FOLDER.search(line)
+    ]
+
+
 def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
     """Comments cited TensorRT's C++ headers and trtexec's, onnx-tensorrt's and pycuda's C++ sources,
     files outside the repository; they cite docs/tensorrt-facts.md, where those facts are written
@@ -298,3 +429,43 @@ def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
         if header.search(line)
     ]
     assert citing == []
+
+
+def test_the_tests_read_their_data_from_the_repository_only() -> None:
+    """The tests read the TensorRT API data, the calibration cache and the tegrastats lines from
+    tests/data, copies kept in the repository: a path a test builds from its own file must be a
+    file git tracks, and no code names the shared folder beside the checkout, which a clone or CI
+    does not have."""
+    assert data_problems(ROOT, ("tests",), tracked_files(ROOT)) == []
+    assert shared_folder_lines(ROOT, CITING_FOLDERS) == []
+
+
+def test_the_data_checker_finds_reads_outside_the_repository(tmp_path: Path) -> None:
+    shared = "/".join(("..", "shared", "data", "cache.bin"))  # spelled apart: this file is checked too
+    _write(
+        tmp_path,
+        {
+            "tests/test_a.py": (
+                "from pathlib import Path\n"
+                "ROOT = Path(__file__).resolve().parents[1]\n"
+                "DATA = Path(__file__).parent / 'data'\n"
+                "def test():\n"
+                "    (DATA / 'kept.json').read_text()\n"
+                "    (DATA / 'missing.json').read_text()\n"
+                "    (ROOT.parent / 'shared' / 'data' / 'cache.bin').read_bytes()\n"
+                "    (DATA / 'untracked.txt').read_text()\n"
+                "    (ROOT / '.stubs' / 'tensorrt' / 'x.pyi').read_text()\n"
+                f"    open('{shared}')\n"
+            ),
+            "tests/data/kept.json": "{}",
+            "tests/data/untracked.txt": "",
+            "tests/fakes/tool": f"#!/usr/bin/env bash\ncat {shared}\n",
+        },
+    )
+    tracked = {"tests/test_a.py", "tests/data/kept.json", "tests/fakes/tool"}
+    assert data_problems(tmp_path, ("tests",), tracked) == [
+        "tests/test_a.py:6 reads tests/data/missing.json, which is not in the repository",
+        f"tests/test_a.py:7 reads {shared}, outside the repository",
+        "tests/test_a.py:8 reads tests/data/untracked.txt, which git does not track",
+    ]
+    assert shared_folder_lines(tmp_path, ("tests",)) == ["tests/fakes/tool:2", "tests/test_a.py:10"]
