@@ -1430,3 +1430,46 @@ def test_a_board_held_bundle_its_cached_cells_would_make_again_is_refused(
     assert _submitted_before_refusal(path, r"x86-64-cpu/device holds 1 file written on the board") == []
     assert (bundle / "manifest.json").read_bytes() == manifest
     assert (bundle / "device" / "results" / "verify-fp16.json").read_text() == "{}"
+
+
+def test_matrix_speedups_compare_each_cell_with_fp32_at_a_batch_size_both_profiled(tmp_path: Path) -> None:
+    """A cell profiled at batch 8 only ([[matrix.cells]] profile = { batch_sizes = [8] }) beside
+    fp32 at 1 and 8: matrix.md gave int8 fp32's batch-1 p50 over int8's batch-8 p50 (0.25x, a
+    speed-up across batch sizes) and the JSON no speed-up at all. The p50 and speed-up are now at
+    the smallest batch size both profiled (as report's), and where they share none the cell has no
+    speed-up, with the reason, in matrix.md and in the JSON."""
+    from edgedeploy.pipeline.matrix import CellResult, MatrixResult, _matrix_report
+    from edgedeploy.results import to_jsonable
+
+    def cell(target: str, precision: str, medians: dict[str, float]) -> CellResult:
+        result = CellResult("m", target, precision, "ok", "", "onnxruntime")
+        result.profile = {"backend": "onnxruntime",
+                          "batch_sizes": {b: {"median_ms": ms} for b, ms in medians.items()}}  # fmt: skip
+        result.latency_ms = next(iter(medians.values()))  # as _summarise gives it: the first batch's
+        return result
+
+    cells = [
+        cell("x86-64-cpu", "fp32", {"1": 1.0, "8": 4.0}),
+        cell("x86-64-cpu", "int8", {"8": 2.0}),
+        cell("x86-64-vnni", "fp32", {"1": 1.0}),
+        cell("x86-64-vnni", "int8", {"8": 2.0}),
+    ]
+    result = MatrixResult("local", cells, {}, 1.0, 4)
+    path = _matrix_report(result, tmp_path, Ui(quiet=True), [])
+    if path is None:
+        pytest.skip("matplotlib is not installed")
+    rows = {
+        tuple(c.strip() for c in line.split("|")[2:4]): [c.strip() for c in line.split("|")]
+        for line in (tmp_path / "matrix.md").read_text().splitlines()
+        if line.startswith("| m |")
+    }
+    assert rows[("x86-64-cpu", "int8")][6:8] == ["2", "2.00"]  # fp32's 4 ms at batch 8 over 2 ms
+    assert rows[("x86-64-cpu", "fp32")][6:8] == ["4", "1.00"]
+    assert rows[("x86-64-vnni", "int8")][7] == "-"
+    why = "no batch size was profiled for both it and fp32 (int8: 8; fp32: 1)"
+    assert f"m/x86-64-vnni/int8: no speed-up: {why}" in (tmp_path / "matrix.md").read_text()
+    written = {(c["target"], c["precision"]): c for c in to_jsonable(result)["cells"]}
+    assert written[("x86-64-cpu", "int8")]["speedup"] == 2.0
+    assert written[("x86-64-cpu", "int8")]["batch_size"] == 8
+    assert written[("x86-64-vnni", "int8")]["speedup"] is None
+    assert written[("x86-64-vnni", "int8")]["no_speedup"] == why

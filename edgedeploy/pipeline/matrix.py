@@ -94,6 +94,7 @@ from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_witho
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
+from edgedeploy.stages.report.data import at_batch, shown_batches, speedup_over_fp32
 from edgedeploy.stages.report.load import REPORT_SIDECARS
 from edgedeploy.stages.report.matrix import write_matrix_report
 from edgedeploy.stats import slower_on_target
@@ -295,7 +296,12 @@ class CellResult:
     node: str = ""  # where the cell ran (Ray node id, or local:<host>)
     cached: bool = False  # found in the store: no work was done
     size_bytes: int | None = None
-    latency_ms: float | None = None  # median at the first profiled batch size
+    # median at batch_size: the smallest batch size every profiled cell of its (model, target) has,
+    # else the smallest it shares with that fp32 cell, else its own smallest (report's rule)
+    latency_ms: float | None = None
+    batch_size: int | None = None
+    speedup: float | None = None  # the same target's fp32 p50 over latency_ms, both at batch_size
+    no_speedup: str | None = None  # why speedup is None where latency_ms is not
     min_cosine: float | None = None
     top1: float | None = None
     gate: str = ""  # pass | FAIL | "" (no comparison)
@@ -334,6 +340,23 @@ class MatrixResult:
     wall_seconds: float
     tasks_submitted: int
     report: str | None = None  # matrix.html in the workdir, when matplotlib is installed
+
+    def __post_init__(self) -> None:
+        """Each profiled cell's p50 and speed-up over fp32, at a batch size both were profiled at:
+        cells of one (model, target) may be profiled at other batch sizes ([[matrix.cells]])."""
+        groups: dict[tuple[str, str], list[CellResult]] = {}
+        for cell in self.cells:
+            if cell.status == "ok":
+                groups.setdefault((cell.model, cell.target), []).append(cell)
+        for cells in groups.values():
+            base = next((c.profile for c in cells if c.precision == "fp32"), None)
+            batches = shown_batches([(c.precision, c.profile) for c in cells])
+            for cell, batch in zip(cells, batches, strict=True):
+                if batch is None:
+                    continue
+                cell.latency_ms = at_batch(cell.profile, batch).get("median_ms")
+                cell.batch_size = int(batch) if batch.isdigit() else None
+                cell.speedup, cell.no_speedup = speedup_over_fp32(cell.precision, cell.profile, batch, base)
 
     @property
     def ok(self) -> bool:
@@ -395,8 +418,9 @@ def _summarise(result: CellResult, record: Record) -> None:
     result.min_cosine = round(min(cosines), 6) if cosines else None
     result.top1 = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
     result.gate = "" if result.compare is None else ("pass" if result.compare.get("passed") else "FAIL")
-    first: dict[str, Any] = next(iter(((result.profile or {}).get("batch_sizes") or {}).values()), {})
-    result.latency_ms = first.get("median_ms")
+    # its smallest batch size until the MatrixResult places it beside the other cells of its target
+    (own,) = shown_batches([(result.precision, result.profile)])
+    result.latency_ms = at_batch(result.profile, own).get("median_ms")
     result.node = record.node
 
 

@@ -671,3 +671,36 @@ def test_the_power_section_is_at_the_batch_the_trade_off_table_shows() -> None:
     assert [t.rails["VDD_IN"][0] for t in d.power_traces(run)] == [9.0, 7.0]
     power = next(s for s in build_sections(run, None) if s.key == "power").body
     assert "VDD_IN 7.00 W" in power and "VDD_IN 3.00 W" not in power
+
+
+@pytest.mark.parametrize(
+    ("fp32", "why"),
+    [
+        (
+            {"backend": "onnxruntime", "batch_sizes": {"64": _batch(2.0, [1.0, 2.0, 3.0])}},
+            "no batch size was profiled for both it and fp32 (int8: 1; fp32: 64)",
+        ),
+        (None, "fp32 was not profiled"),
+    ],
+    ids=["no-batch-in-common", "fp32-not-profiled"],
+)
+def test_report_json_says_why_a_profiled_precision_has_no_speedup(
+    fp32: dict[str, Any] | None, why: str
+) -> None:
+    """report.md and report.html said why int8 had no speed-up where it shared no batch size with fp32,
+    but report --json held "speedup": null and no reason; and where fp32 was not profiled at all
+    neither the page nor the JSON said why. Both now say it, the JSON as "no_speedup"."""
+    int8 = {"backend": "onnxruntime", "batch_sizes": {"1": _batch(0.5, [0.4, 0.5, 0.6])}}
+    run = RunData(
+        sources=["x"], kind="json", model="m", target="x86-64",
+        precisions=[
+            PrecisionData("fp32", compare=_compare(1.0), profile=fp32),
+            PrecisionData("int8", compare=_compare(0.99), profile=int8),
+        ],
+    )  # fmt: skip
+    figures = {p["precision"]: p for p in d.report_figures(run)["precisions"]}
+    assert figures["int8"]["speedup"] is None and figures["int8"]["no_speedup"] == why
+    assert figures["fp32"]["no_speedup"] is None
+    note = f"int8: no speed-up: {why}."
+    assert note in "".join(s.body for s in build_sections(run, None))
+    assert note in render_markdown(run)

@@ -8,6 +8,7 @@ without a plotting library.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,41 +42,72 @@ class TradeoffRow:
     # gate checks too (compare's norm_ratio); None where no output has one (files written before)
     norm_ratio: float | None = None
     batch: str | None = None  # the batch size the latency figures (and the speed-up) are at
-    no_speedup: str | None = None  # why there is none where fp32 was profiled: no batch size in common
+    # why there is none where this precision was profiled: fp32 was not, or not at ``batch``
+    no_speedup: str | None = None
 
     @property
     def accuracy_loss(self) -> float | None:
         return None if self.cosine is None else max(0.0, 1.0 - self.cosine)
 
 
-def _batch_keys(profile: dict[str, Any] | None) -> list[str]:
+def _batch_keys(profile: Mapping[str, Any] | None) -> list[str]:
     """The batch sizes ``profile`` holds figures for, smallest first (a key that is no number last)."""
     batches = (profile or {}).get("batch_sizes") or {}
     return sorted(batches, key=lambda k: int(k) if str(k).isdigit() else 1 << 30)
 
 
-def at_batch(profile: dict[str, Any] | None, key: str | None) -> dict[str, Any]:
+def at_batch(profile: Mapping[str, Any] | None, key: str | None) -> dict[str, Any]:
     """``profile``'s figures at batch size ``key`` (empty where it has none)."""
     value = ((profile or {}).get("batch_sizes") or {}).get(key) if key is not None else None
     return value if isinstance(value, dict) else {}
 
 
-def row_batches(run: RunData) -> dict[int, str | None]:
-    """The batch size each precision's figures are shown at (index into ``run.precisions`` -> batch):
-    the smallest one every profiled precision has, so the table, the speed-ups and the CDF are of one
-    batch; without one, fp32's smallest and each other precision's smallest it shares with fp32 (its
+def shown_batches(profiles: Sequence[tuple[str, Mapping[str, Any] | None]]) -> list[str | None]:
+    """The batch size each (precision, profile) of one model on one target is shown at: the smallest
+    one every profiled precision has, so the table, the speed-ups and the CDF are of one batch;
+    without one, fp32's smallest and each other precision's smallest it shares with fp32 (its
     speed-up's), else its own smallest (it gets no speed-up). Batch 1 where all have it."""
-    keyed = {i: _batch_keys(p.profile) for i, p in enumerate(run.precisions)}
-    profiled = [keys for keys in keyed.values() if keys]
+    keyed = [_batch_keys(profile) for _, profile in profiles]
+    profiled = [keys for keys in keyed if keys]
     shared = [k for k in profiled[0] if all(k in keys for keys in profiled[1:])] if profiled else []
     if shared:
-        return {i: shared[0] if keys else None for i, keys in keyed.items()}
-    base = next((keyed[i] for i, p in enumerate(run.precisions) if p.precision == "fp32"), [])
-    chosen: dict[int, str | None] = {}
-    for i, keys in keyed.items():
-        common = [k for k in keys if k in base] if run.precisions[i].precision != "fp32" else []
-        chosen[i] = (common or keys)[0] if common or keys else None
+        return [shared[0] if keys else None for keys in keyed]
+    base = next(
+        (keys for (precision, _), keys in zip(profiles, keyed, strict=True) if precision == "fp32"), []
+    )
+    chosen: list[str | None] = []
+    for (precision, _), keys in zip(profiles, keyed, strict=True):
+        common = [k for k in keys if k in base] if precision != "fp32" else []
+        chosen.append((common or keys)[0] if common or keys else None)
     return chosen
+
+
+def row_batches(run: RunData) -> dict[int, str | None]:
+    """The batch size each precision's figures are shown at (index into ``run.precisions`` -> batch),
+    by :func:`shown_batches`."""
+    return dict(enumerate(shown_batches([(p.precision, p.profile) for p in run.precisions])))
+
+
+def speedup_over_fp32(
+    precision: str, profile: Mapping[str, Any] | None, batch: str | None, base: Mapping[str, Any] | None
+) -> tuple[float | None, str | None]:
+    """fp32's p50 over ``precision``'s, both at ``batch`` (a speed-up across batch sizes would be
+    one of batch sizes), or None and why where ``precision`` was profiled there and fp32 gives no
+    figure to compare with (no reason where ``precision`` has no p50 itself). ``base``: fp32's
+    profile (None where fp32 was not profiled)."""
+    p50 = _finite(at_batch(profile, batch).get("median_ms"))
+    if not p50:
+        return None, None
+    base_keys = _batch_keys(base)
+    if not base_keys:
+        return None, "fp32 was not profiled"
+    if batch not in base_keys:
+        ours, theirs = (", ".join(_batch_keys(x)) for x in (profile, base))
+        return None, f"no batch size was profiled for both it and fp32 ({precision}: {ours}; fp32: {theirs})"
+    base_p50 = _finite(at_batch(base, batch).get("median_ms"))
+    if not base_p50:
+        return None, f"fp32 has no p50 at batch {batch}"
+    return base_p50 / p50, None
 
 
 def _outputs(compare: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -148,16 +180,7 @@ def tradeoff_rows(run: RunData) -> list[TradeoffRow]:
     base = rows[at] if at is not None else None
     base_profile = run.precisions[at].profile if at is not None else None
     for p, r in zip(run.precisions, rows, strict=True):
-        if base and r.p50_ms and base.batch is not None:
-            # fp32 at this row's batch: a speed-up across batch sizes would be one of batch sizes
-            base_p50 = _finite(at_batch(base_profile, r.batch).get("median_ms"))
-            if base_p50:
-                r.speedup = base_p50 / r.p50_ms
-            elif r.batch not in _batch_keys(base_profile):
-                ours, theirs = (", ".join(_batch_keys(x)) for x in (p.profile, base_profile))
-                r.no_speedup = (
-                    f"no batch size was profiled for both it and fp32 ({r.precision}: {ours}; fp32: {theirs})"
-                )
+        r.speedup, r.no_speedup = speedup_over_fp32(p.precision, p.profile, r.batch, base_profile)
         if base and base.size_bytes and r.size_bytes:
             r.size_ratio = r.size_bytes / base.size_bytes
     return rows
@@ -244,6 +267,7 @@ def report_figures(run: RunData) -> dict[str, Any]:
                 "p99_ms": r.p99_ms,
                 "throughput_ips": r.throughput_ips,
                 "speedup": r.speedup,
+                "no_speedup": r.no_speedup,  # why speedup is null where p50_ms is not
                 "energy_mj_per_inference": r.energy_mj,
                 "min_cosine": r.cosine,
                 "min_top1_agreement": r.top1,

@@ -32,17 +32,35 @@ MARKDOWN_NAME = MATRIX_MARKDOWN
 
 
 def speedups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], float]:
-    """fp32's p50 over each cell's p50, for cells whose (model, target) has a profiled fp32 cell."""
-    base = {
-        (c["model"], c["target"]): c["latency_ms"]
-        for c in cells
-        if c["precision"] == "fp32" and c.get("latency_ms")
-    }
+    """Each cell's speed-up over the fp32 cell of its (model, target), as the matrix placed it
+    (``MatrixResult``: both at one batch size, ``batch_size``)."""
     return {
-        (c["model"], c["target"], c["precision"]): base[(c["model"], c["target"])] / c["latency_ms"]
+        (c["model"], c["target"], c["precision"]): float(c["speedup"])
         for c in cells
-        if c.get("latency_ms") and (c["model"], c["target"]) in base
+        if c.get("speedup") is not None
     }
+
+
+def batch_notes(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the pages say of the batch sizes the p50 and speed-ups of ``cells`` (one model's, or
+    all) are at: one batch for all, else each profiled cell's; and why a profiled cell has no
+    speed-up."""
+    profiled = [c for c in cells if c.get("latency_ms") is not None and c.get("batch_size") is not None]
+    notes = []
+    if len({c["batch_size"] for c in profiled}) == 1:
+        notes.append(f"p50 at batch {profiled[0]['batch_size']}.")
+    elif profiled:
+        each = ", ".join(
+            f"{c['model']}/{c['target']}/{c['precision']} at batch {c['batch_size']}" for c in profiled
+        )
+        notes.append(
+            f"p50 not all at one batch size: {each}; a speed-up compares with fp32 at the same batch."
+        )
+    return notes + [
+        f"{c['model']}/{c['target']}/{c['precision']}: no speed-up: {c['no_speedup']}."
+        for c in cells
+        if c.get("no_speedup")
+    ]
 
 
 def _status(cell: Mapping[str, Any]) -> str:
@@ -144,7 +162,13 @@ def _model_section(
         ],
         rows,
         text_cols=4,
-        caption="speed-up: the same target's fp32 p50 over this p50 (first profiled batch size)",
+        caption=" ".join(
+            [
+                "speed-up: the same target's fp32 p50 over this p50, at the smallest batch size both were "
+                "profiled at.",
+                *batch_notes(cells),
+            ]
+        ),
         wrap=(11,),
     )
     bars = latency_bars(cells, model)
@@ -219,6 +243,8 @@ def render_matrix_markdown(
             f"| {_num(ups.get((c['model'], c['target'], c['precision'])), '.2f', '-')} "
             f"| {_num(c.get('min_cosine'), '.6f', '-')} | {md_text(c.get('gate') or '-')} | {md_text(c.get('reason') or '')} |"
         )
+    if notes_below := batch_notes(cells):
+        lines += ["", md_text(" ".join(notes_below))]
     if html_name:
         lines += [
             "",
