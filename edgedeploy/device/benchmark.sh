@@ -97,11 +97,13 @@ PY
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
 if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2
-    # the reference inputs' shapes for dims beyond the batch the model leaves dynamic, at the asked
+    # the batch profile runs (the asked one, else 1, or the batch the model fixes) on the first line,
+    # then the reference inputs' shapes for dims beyond the batch the model leaves dynamic, at that
     # batch (a batch the model fixes otherwise is refused here)
     SHAPES="$(helper profile-inputs ${BATCH:+--batch "$BATCH"})" || exit 2
-    SHAPE_ARGS=()
-    [ -z "$SHAPES" ] || mapfile -t SHAPE_ARGS <<<"$SHAPES"
+    mapfile -t SHAPE_ARGS <<<"$SHAPES"
+    BATCH="${SHAPE_ARGS[0]}"
+    SHAPE_ARGS=("${SHAPE_ARGS[@]:1}")
     CPU_TARGET="$(manifest_get target.name)"
     [ "$TOOL" != trtexec ] ||
         die "--tool trtexec: trtexec times TensorRT engines, and this bundle for the CPU target $CPU_TARGET" \
@@ -113,7 +115,7 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
             "edgedeploy profile times, and edgedeploy is not installed here (pip install edgedeploy);" \
             "measure it with: $(quoted edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}")"
     fi
-    [ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b${BATCH:-1}.json"
+    [ -n "$OUT" ] || OUT="$DEVICE_DIR/results/benchmark-$PRECISION-b$BATCH.json"
     mkdir -p "$DEVICE_DIR/results" "$(dirname "$OUT")"
     note "model $MODEL on ONNX Runtime (CPU target $CPU_TARGET): profiling with edgedeploy profile"
     exec edgedeploy profile "$MODEL" "${SHAPE_ARGS[@]}" --duration "$DURATION" --warmup-ms "$WARMUP" --json "$OUT"

@@ -1352,11 +1352,13 @@ def _reference_shapes(path: Path) -> Dict[str, List[int]]:
 
 
 def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
-    """``edgedeploy profile``'s ``--input`` arguments, one per line, for the inputs whose dims
+    """The batch ``edgedeploy profile`` runs (first line: ``--batch``, else 1 where the model's batch
+    is dynamic, else the batch the model fixes, which profile times a static model at), then its
+    ``--input`` arguments, one per line, for the inputs whose dims
     beyond the batch are dynamic: their shapes in the reference inputs, at batch ``--batch`` (1 when
     not given) where the batch is dynamic (random data would feed such dims as 1: a 1x1 image).
     When no input needs one, ``--batch-sizes=N`` for an asked batch the model leaves dynamic.
-    Nothing when every other dim is fixed and no batch was asked, or the bundle has no reference
+    No argument when every other dim is fixed and no batch was asked, or the bundle has no reference
     inputs (or NumPy is missing: the suggestion goes without shapes). A batch the model fixes
     otherwise is refused (exit 2)."""
     manifest = load_manifest(bundle)
@@ -1387,8 +1389,8 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
             lines.append(f"--input={shape_spec({name: shape})}")
     if not lines and args.batch is not None and dynamic_batch:
         lines.append(f"--batch-sizes={size}")  # profile's batch is 1 unless told
-    if lines:
-        print("\n".join(lines))
+    ran = size if args.batch is not None or dynamic_batch or not fixed else min(fixed)
+    print("\n".join([str(ran), *lines]))
     return EXIT_OK
 
 

@@ -351,6 +351,77 @@ def test_benchmark_on_a_cpu_bundle_refuses_a_batch_the_model_fixes(tmp_path: Pat
     assert res.returncode == 2 and res.stderr.strip().endswith("dense.onnx"), res.stderr
 
 
+def test_benchmark_on_a_cpu_bundle_names_its_result_after_the_batch_it_ran(
+    tmp_path: Path, device: Device
+) -> None:
+    """A model fixed at batch 4 (input [4, 1, 8, 8]): benchmark.sh without --batch ran `edgedeploy
+    profile`, which times such a model at its own batch, 4, and wrote its result to
+    benchmark-fp32-b1.json. The file now says the batch that ran, as the JSON edgedeploy profile
+    writes in it does."""
+    import os
+    import sys
+
+    import numpy as np
+    from conftest import dense_model
+
+    model = dense_model(False)
+    model.graph.name = "dense"
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 4
+    out = _cpu_bundle(tmp_path, model, ((4, 1, 8, 8), (4, 10)), np.zeros((4, 1, 8, 8), np.float32))
+    results = out / "device" / "results"
+    res = device.run(script(out, "benchmark.sh"), "--duration", "0.2", "--warmup", "0")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in results.glob("*.json")) == ["benchmark-fp32-b4.json"]
+    # the real edgedeploy profile (this venv's): its JSON, under that name, says batch 4
+    (results / "benchmark-fp32-b4.json").unlink()
+    real = os.pathsep.join([str(Path(sys.executable).parent), device.path_without_edgedeploy()])
+    res = device.run(script(out, "benchmark.sh"), "--duration", "0.2", "--warmup", "0", PATH=real)
+    assert res.returncode == 0, res.stderr
+    written = json.loads((results / "benchmark-fp32-b4.json").read_text())
+    assert [b["batch_size"] for b in written["batches"]] == [4]
+    assert not (results / "benchmark-fp32-b1.json").exists()
+
+
+def test_benchmark_on_a_gpu_bundle_names_its_result_after_the_batch_it_ran(
+    tmp_path: Path, device: Device
+) -> None:
+    """The GPU path of the test above (which it passed before too): an engine fixed at batch 4 is
+    timed at 4 (run-shapes), and its result is benchmark-fp32-b4.json, whose settings say batch 4."""
+    import numpy as np
+    from conftest import dense_model
+
+    from calibration.modelinfo import TensorSpec
+    from edgedeploy.stages.bundle import BundleArtifact, make_bundle
+    from edgedeploy.targets import load_target
+
+    model = dense_model(False)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx_path = tmp_path / "dense.onnx"
+    onnx_path.write_bytes(model.SerializeToString())
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    out = make_bundle(
+        tmp_path / "gpu-bundle",
+        model_name="dense",
+        model_source=str(onnx_path),
+        model_sha256="0" * 64,
+        target=load_target("jetson-orin-nano"),
+        inputs=[TensorSpec("input", (4, 1, 8, 8), "float32")],
+        outputs=[TensorSpec("logits", (4, 10), "float32")],
+        artifacts=[BundleArtifact("fp32", "tensorrt", onnx_path)],
+        gates={},
+        reference_inputs={"input": x},
+        reference_outputs={"logits": _ort_run(onnx_path, {"input": x})},
+    ).directory
+    assert device.run(script(out, "build_engine.sh")).returncode == 0
+    res = device.run(script(out, "benchmark.sh"), "--duration", "0.2", "--warmup", "0")
+    assert res.returncode == 0, res.stderr
+    results = out / "device" / "results"
+    assert sorted(p.name for p in results.glob("*.json")) == ["benchmark-fp32-b4.json"]
+    assert json.loads((results / "benchmark-fp32-b4.json").read_text())["settings"]["batch"] == 4
+
+
 def test_commands_the_scripts_print_paste_back_with_blanks_in_the_path(
     tmp_path: Path, device: Device, bundle: Path
 ) -> None:
