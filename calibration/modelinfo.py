@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeGuard
 
 import numpy as np
@@ -16,6 +16,12 @@ from calibration.errors import CalibrationError, DataError
 Dim = int | str | None
 
 
+def type_name(dtype: str) -> str:
+    """An element type as listings and JSON give it: NumPy's name (``float32``, ``int64``), but
+    ``string`` for text, which NumPy holds as ``object`` (ONNX's and ONNX Runtime's tensor(string))."""
+    return "string" if dtype == "object" else dtype
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One graph input or output: name, shape (int, or str/None for a dynamic dim) and dtype.
@@ -25,7 +31,8 @@ class TensorSpec:
 
     name: str
     shape: tuple[Dim, ...]
-    dtype: str
+    # NumPy's name, "object" for text; written to JSON as :func:`type_name` (edgedeploy's to_jsonable)
+    dtype: str = field(metadata={"json_value": type_name})
     rank_known: bool = True
     # for a value that is not a tensor (a sequence, map or optional), its type, e.g.
     # "optional(tensor(float))" (see :func:`type_text`); None for a tensor
@@ -76,7 +83,7 @@ class TensorSpec:
 
     def describe(self) -> str:
         dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
-        return f"{self.name}[{dims if self.rank_known else '...'}]:{self.dtype}"
+        return f"{self.name}[{dims if self.rank_known else '...'}]:{type_name(self.dtype)}"
 
 
 def is_named(dim: Dim) -> TypeGuard[str]:

@@ -276,6 +276,23 @@ def test_compare_runs_a_model_with_a_string_input(tmp_path: Path) -> None:
     assert said["outputs"]["y"]["cosine"] == pytest.approx(1.0)
 
 
+def test_export_lists_a_string_tensor_as_string_as_onnx_says_it(tmp_path: Path) -> None:
+    """export printed a string input as "s[N]:object" and wrote "dtype": "object" in its --json
+    (NumPy's name for the array that holds text), where ONNX, compare and ONNX Runtime say string."""
+    import json
+
+    for model, listed in (
+        (_label_encoder(tmp_path / "s.onnx"), "  input  s[N]:string"),
+        (_labelled(tmp_path / "names.onnx"), "  output names[N,1]:string"),
+    ):
+        result = run_cli("export", model, "-o", tmp_path / f"out-{model.name}", "--json", tmp_path / "e.json")
+        assert result.code == 0, result.stderr
+        assert listed in result.stdout.splitlines() and "object" not in result.stdout, result.stdout
+        said = json.loads((tmp_path / "e.json").read_text())
+        dtypes = {s["name"]: s["dtype"] for s in said["inputs"] + said["outputs"]}
+        assert "string" in dtypes.values() and "object" not in dtypes.values(), dtypes
+
+
 WORDS = ["a", "b", "c", "d", "e", "hello", "world"]
 
 

@@ -88,3 +88,14 @@ def test_reference_text_ending_in_nul_is_refused_in_one_line(tmp_path: Path) -> 
     with pytest.raises(InputError, match=r"^reference input 's' holds text ending in NUL characters"):
         text_bundle(tmp_path, texts)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_manifest_and_readme_give_a_string_input_onnx_type_name(tmp_path: Path) -> None:
+    """manifest.json's io and the bundle README's table gave the text input's dtype as "object"
+    (NumPy's, for the array that holds it), where ONNX and every other listing say string."""
+    bundle = text_bundle(tmp_path, np.array([["a", "hello", "zz"]], dtype=object))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [(s["name"], s["dtype"]) for s in manifest["io"]["inputs"]] == [("s", "string")]
+    assert [(s["name"], s["dtype"]) for s in manifest["io"]["outputs"]] == [("y", "float32")]
+    readme = (bundle / "README.md").read_text()
+    assert "| input | `s` | [batch, 3] | string |" in readme and "object" not in readme

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from calibration.feeds import fixed_width_text
-from calibration.modelinfo import TensorSpec, load_model_header, model_io
+from calibration.modelinfo import TensorSpec, load_model_header, model_io, type_name
 from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
@@ -85,7 +85,7 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
 
 
 def _spec_json(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype}
+    return {"name": spec.name, "shape": list(spec.shape), "dtype": type_name(spec.dtype)}
 
 
 def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Any]:
