@@ -150,3 +150,37 @@ def test_analyze_lists_a_softmax_input_past_512_among_the_tensors_at_risk(tmp_pa
     ]
     assert report["summary"]["tensors_at_risk"] == 2
     assert "lg " in result.stdout and "softmax shift" in result.stdout
+
+
+def test_analyze_names_fp16s_last_step_or_inf_for_a_softmax_input_near_65504(tmp_path: Path) -> None:
+    """Logits reaching 65510 or 80000 into a Softmax: the risk said "where fp16 steps by inf", with
+    numpy's "overflow encountered in spacing" warning on stderr (np.spacing of float16 65504). fp16's
+    step there is 32 (65504 - 65472), and from 65520 on the value becomes Inf in fp16."""
+    expected = {
+        65510.0: "where fp16 steps by 32: ",
+        80000.0: "which fp16 cannot hold (it becomes Inf): ",
+    }
+    for scale, words in expected.items():
+        nodes = [
+            helper.make_node("Mul", ["x", "k"], ["lg"], name="scale"),
+            helper.make_node("Softmax", ["lg"], ["p"], name="soft", axis=-1),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])],
+            [numpy_helper.from_array(np.array(scale, np.float32), "k")],
+        )
+        path, data = tmp_path / f"m{scale:g}.onnx", tmp_path / f"d{scale:g}.npz"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        np.savez(data, x=np.tile(np.array([[0.0, 0.25, 0.5, 1.0]], np.float32), (8, 1)))
+        result = run_cli("analyze", path, "--data", data, "--json", tmp_path / "a.json")
+        assert result.code == 0, result.stderr
+        assert "Warning" not in result.stderr and "by inf" not in result.stdout, result.stderr + result.stdout
+        at_risk = json.loads((tmp_path / "a.json").read_text())["tensors_at_risk"]
+        lg = next(t for t in at_risk if t["tensor"] == "lg")
+        shift = [r for r in lg["risks"] if r.startswith("softmax shift")]
+        assert shift == [
+            f"softmax shift: max {scale:.4g} >= 512 into Softmax 'soft', {words}its exp(x - max) changes"
+        ], lg["risks"]

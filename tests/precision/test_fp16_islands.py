@@ -274,6 +274,40 @@ def test_softmax_of_large_logits_is_kept_in_fp32_where_fp16_changes_it(tmp_path:
     assert _cosine(_run(path, {"x": x}), _run(_emulated(path, art.path), {"x": x})) >= 0.9999
 
 
+def test_softmax_rule_names_fp16s_last_step_or_inf_for_logits_near_65504() -> None:
+    """x -> MatMul (qk) -> Mul (scale) -> Softmax, logits reaching 65510 or 80000: rule 6's reason for
+    the MatMul computing them said "where fp16 steps by inf", with numpy's overflow warning (np.spacing
+    of float16 65504). fp16's step there is 32 (65504 - 65472), and from 65520 on the value becomes Inf
+    in fp16. (Rule 2 gives the scale and the Softmax its own reason first: they carry the overflow.)"""
+    from onnx import TensorProto, helper
+
+    expected = {65510.0: "where fp16 steps by 32: ", 80000.0: "which fp16 cannot hold (it becomes Inf): "}
+    for top, words in expected.items():
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["qk"], name="qk"),
+            helper.make_node("Mul", ["qk", "s"], ["z"], name="scale"),
+            helper.make_node("Softmax", ["z"], ["y"], name="softmax", axis=-1),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+            [
+                onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "w"),
+                onnx.numpy_helper.from_array(np.array(top / 4, np.float32), "s"),
+            ],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            keep, _ = plan_islands(model, [{"x": np.array([[0, 1, 2, 4]], np.float32)}])
+        assert keep["qk"] == (
+            f"computes the logits of Softmax 'softmax' ('z' reaches {top:.4g}, {words}"
+            "Softmax's exp(x - max) changes with it)"
+        ), keep
+
+
 def test_softmax_of_large_values_goes_back_to_fp16_when_fp16_does_not_change_it(tmp_path: Path) -> None:
     """A masked logit of -10000 is large but its exp is 0 in either precision: the candidate is
     measured and released, not kept by its magnitude alone."""

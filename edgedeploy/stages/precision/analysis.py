@@ -37,6 +37,7 @@ from edgedeploy.stages.precision.fp16 import ensure_node_names
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14  # 6.1e-5: below it fp16 is subnormal and loses precision
 FP16_MIN_SUBNORMAL = 2.0**-24  # 5.96e-8: the smallest non-zero float16
+FP16_LAST_STEP = 32.0  # 65504 - 65472: the step between fp16's two largest finite values
 # Ops whose output depends on the differences of their inputs (exp(x - max)), not on their size.
 SHIFT_SENSITIVE = {"Softmax", "LogSoftmax"}
 # From 512 fp16 steps by 0.5 (Model Optimizer's AutoCast keeps values above it, data_max=512): a logit
@@ -54,8 +55,20 @@ FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto
 
 
 def fp16_step(value: float) -> float:
-    """The distance from |value| to the next float16 (0.5 at 512..1024), at most fp16's last step."""
-    return float(np.spacing(np.float16(min(abs(value), FP16_MAX))))
+    """The distance from |value| to the next float16 (0.5 at 512..1024); from where |value| rounds to
+    65504 on, fp16's last step, 32 (65504 - 65472: np.spacing of 65504 is Inf, with a warning)."""
+    magnitude = np.float16(min(abs(value), FP16_MAX))
+    if magnitude >= FP16_MAX:
+        return FP16_LAST_STEP
+    return float(np.spacing(magnitude))
+
+
+def fp16_step_words(value: float) -> str:
+    """What fp16 makes of |value|, for a reason or a risk: "where fp16 steps by 0.5", or from
+    :data:`FP16_INF_FROM` on (it rounds to Inf) that fp16 cannot hold it."""
+    if abs(value) >= FP16_INF_FROM:
+        return "which fp16 cannot hold (it becomes Inf)"
+    return f"where fp16 steps by {fp16_step(value):g}"
 
 
 def _bits(value: float) -> int:
@@ -260,10 +273,10 @@ class RiskThresholds:
         take as input, where it reaches :data:`SHIFT_LIMIT`: islands' rule 6 flags it too."""
         if stats.nonfinite or stats.absmax < SHIFT_LIMIT:
             return []
-        step = fp16_step(stats.absmax)
+        words = fp16_step_words(stats.absmax)
         return [
-            f"softmax shift: max {stats.absmax:.4g} >= {SHIFT_LIMIT:g} into {op} '{node}', where fp16 "
-            f"steps by {step:g}: its exp(x - max) changes"
+            f"softmax shift: max {stats.absmax:.4g} >= {SHIFT_LIMIT:g} into {op} '{node}', {words}: "
+            "its exp(x - max) changes"
             for op, node in readers
         ]
 

@@ -46,7 +46,7 @@ from edgedeploy.stages.precision.analysis import (
     RangeReport,
     TensorRange,
     analyze,
-    fp16_step,
+    fp16_step_words,
     load_for_analysis,
 )
 
@@ -143,16 +143,16 @@ def choose_fp32_nodes(
         source = report.tensor(node.input[0]) if node.op_type in SHIFT_SENSITIVE and node.input else None
         if source is not None and source.stats.absmax >= SHIFT_LIMIT:
             logits = _logits(source, nodes, report)
-            step = fp16_step(logits.stats.absmax)
+            words = fp16_step_words(logits.stats.absmax)
             if logits.stats.absmax == source.stats.absmax:
                 why = (
-                    f"'{source.name}' reaches {source.stats.absmax:.4g}, where fp16 steps by {step:g}: "
+                    f"'{source.name}' reaches {source.stats.absmax:.4g}, {words}: "
                     f"{node.op_type}'s exp(x - max) changes with it"
                 )
             else:  # a mask added: its columns' exp is 0 in any precision, the logits' step moves the rest
                 why = (
-                    f"the logits '{logits.name}' reach {logits.stats.absmax:.4g}, where fp16 steps by "
-                    f"{step:g}: {node.op_type}'s exp(x - max) changes with it ({node.op_type}'s input "
+                    f"the logits '{logits.name}' reach {logits.stats.absmax:.4g}, {words}: "
+                    f"{node.op_type}'s exp(x - max) changes with it ({node.op_type}'s input "
                     f"'{source.name}' reaches {source.stats.absmax:.4g})"
                 )
             add([source.producer], f"produces {why}")
