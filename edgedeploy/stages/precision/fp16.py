@@ -42,13 +42,17 @@ from edgedeploy.stages.precision import PrecisionArtifact
 PLAN_SCHEMA = 1
 CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when a model imports none
 # Ops whose float outputs have a type fixed by an attribute or by their definition (window
-# functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype), or whose float
+# functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype, an Optional's type
+# and the optional OptionalGetElement reads: the converter retypes no optional), or whose float
 # inputs must stay float32 (DynamicQuantizeLinear, BitCast reinterprets bits): the converter would
-# retype their tensors to fp16 and make the graph invalid, so they stay fp32 behind Casts.
+# retype their tensors to fp16 and make the graph invalid, so they stay fp32 behind Casts. The
+# other default-domain ops with such an attribute, and why they need not be here:
+# tests/test_conformance.py FIXED_TYPE_HANDLED.
 FIXED_TYPE_OPS = frozenset(
     {
         "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "TfIdfVectorizer",
-        "RandomNormal", "RandomUniform", "RandomNormalLike", "Bernoulli", "Multinomial", "EyeLike",
+        "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+        "Multinomial", "EyeLike", "Optional", "OptionalGetElement",
         "DynamicQuantizeLinear", "BitCast", "STFT", "DFT",
         # no fp16 kernel in ONNX Runtime: it inlines the function body into a graph it cannot save
         "AffineGrid", "MeanVarianceNormalization",
@@ -266,9 +270,10 @@ def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
 
     ScatterND / ScatterElements with a reduction have no fp16 kernel in ONNX Runtime (the
     artifact would load and then fail when run); LayerNormalization's Mean and InvStdDev outputs
-    keep the stash type (float), which the converter would declare fp16. A 3-D Transpose of axis
-    1 into a MatMul (a GRU's, LSTM's or CRNN's head) in float16 kills ONNX Runtime (SIGSEGV) at its
-    default optimization level (docs/design.md, "ONNX Runtime crashes on some fp16 graphs"); in
+    keep the stash type (float), which the converter would declare fp16, and a Constant's
+    sparse_value keeps its type too (the converter retypes dense values only). A 3-D Transpose of
+    axis 1 into a MatMul (a GRU's, LSTM's or CRNN's head) in float16 kills ONNX Runtime (SIGSEGV) at
+    its default optimization level (docs/design.md, "ONNX Runtime crashes on some fp16 graphs"); in
     float32, between the converter's Casts, it loads, and it moves the same values (a float16
     value is exact in float32).
     """
@@ -284,6 +289,8 @@ def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
                 found[node.name] = f"{node.op_type} reduction={reduction}: no fp16 kernel in ONNX Runtime"
         elif node.op_type == "LayerNormalization" and sum(1 for o in node.output if o) > 1:
             found[node.name] = "LayerNormalization's Mean/InvStdDev outputs are float (stash_type)"
+        elif node.op_type == "Constant" and "sparse_value" in attrs:
+            found[node.name] = "Constant's sparse_value keeps its type (the converter retypes dense ones)"
     return found
 
 
