@@ -35,10 +35,10 @@ class Target:
     description: str
     kind: str  # "jetson", "desktop" or "cpu"
     gpu_arch: str
-    compute_capability: str
     dla_cores: int
     precisions: tuple[str, ...]
     default_workspace_mb: int
+    compute_capability: str | None = None  # "8.7": a board's or GPU's; a CPU target has none (None)
     memory_gb: float | None = None  # a board's or GPU's; a CPU target names no machine (None)
     jetpack: tuple[str, ...] = ()
     tensorrt: tuple[str, ...] = ()
@@ -55,7 +55,8 @@ class Target:
 
     @property
     def cc_tuple(self) -> tuple[int, int]:
-        major, _, minor = self.compute_capability.partition(".")
+        """(major, minor); (0, 0), below every GPU's, for a target without one (a CPU target)."""
+        major, _, minor = (self.compute_capability or "0.0").partition(".")
         return int(major), int(minor or 0)
 
     def check_precision(self, precision: str) -> None:
@@ -72,7 +73,7 @@ class Target:
         if precision not in self.precisions:
             why = ""
             if precision == "int8" and self.kind == "jetson":
-                why = f" ({self.gpu_arch} sm_{self.compute_capability.replace('.', '')} has no fast INT8)"
+                why = f" ({self.gpu_arch} sm_{''.join(map(str, self.cc_tuple))} has no fast INT8)"
             raise InputError(
                 f"target '{self.name}' does not support {precision}{why}; "
                 f"supported: {', '.join(self.precisions)}"
@@ -108,7 +109,8 @@ def _from_dict(data: dict[str, Any]) -> Target:
     unknown = set(kwargs) - known
     if unknown:
         raise InputError(f"target '{data.get('name')}' has unknown fields: {', '.join(sorted(unknown))}")
-    kwargs["compute_capability"] = str(kwargs.get("compute_capability", "0.0"))
+    if kwargs.get("compute_capability") is not None:  # TOML may give 8.7 as a number
+        kwargs["compute_capability"] = str(kwargs["compute_capability"])
     return Target(**kwargs)  # type: ignore[arg-type]
 
 

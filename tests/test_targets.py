@@ -171,3 +171,22 @@ def test_the_targets_table_and_its_json_give_every_target_the_same_memory(tmp_pa
     for name, memory in listed.items():
         assert table[name] == ("-" if memory is None else f"{memory:g}"), name
         assert (memory is None) == (load_target(name).kind == "cpu"), name
+
+
+def test_the_targets_table_and_its_json_give_every_target_the_same_compute_capability(tmp_path: Path) -> None:
+    """The table showed compute capability "-" for a CPU target while --json (and a bundle's manifest)
+    gave compute_capability "0.0", a figure of no GPU: a CPU target now has none (null) in either, a
+    board or GPU its major.minor in both, as memory (780dfb6)."""
+    from tests.conftest import run_cli
+
+    result = run_cli("targets", "--json", tmp_path / "t.json")
+    assert result.code == 0, result.stderr
+    listed = {t["name"]: t["compute_capability"] for t in json.loads((tmp_path / "t.json").read_text())}
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in result.stdout.splitlines()]
+    table = {cells[0]: cells[3] for cells in rows if len(cells) > 3 and cells[0] in listed}
+    assert set(table) == set(listed)
+    for name, cc in listed.items():
+        assert table[name] == ("-" if cc is None else cc), name
+        assert (cc is None) == (load_target(name).kind == "cpu"), name
+    shown = run_cli("targets", "show", "x86-64-cpu", "--json", tmp_path / "s.json")
+    assert shown.code == 0 and json.loads((tmp_path / "s.json").read_text())["compute_capability"] is None

@@ -39,7 +39,7 @@ def list_command(
             t.name,
             t.kind,
             t.gpu_arch,
-            t.compute_capability if t.is_gpu else "-",  # a CPU target has none (its profile says 0.0)
+            t.compute_capability or "-",  # a CPU target has none
             str(t.dla_cores),
             "-" if t.memory_gb is None else f"{t.memory_gb:g}",  # a CPU target names no machine
             ",".join(t.precisions),
