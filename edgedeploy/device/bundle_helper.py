@@ -35,7 +35,9 @@ EXIT_OK, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 2, 3
 DEVICE_DIR = "device"  # everything the scripts write on the device goes here, outside the manifest
 Profile = Dict[str, List[List[int]]]  # a shape profile: input name -> [min, opt, max] dims
 
-# L4T release -> (JetPack, CUDA), from NVIDIA's JetPack archive.
+# L4T release -> (JetPack, CUDA), from NVIDIA's JetPack and Jetson Linux archives; sources, and what
+# is not NVIDIA's word: docs/tensorrt-facts.md, "Jetson Linux (L4T), JetPack and CUDA". A patch release
+# not listed reads as the nearest listed one of its major.minor (jetpack_for_l4t).
 L4T_TABLE: Dict[str, Tuple[str, str]] = {
     "32.6.1": ("4.6", "10.2"),
     "32.7.1": ("4.6.1", "10.2"),
@@ -57,6 +59,9 @@ L4T_TABLE: Dict[str, Tuple[str, str]] = {
     "36.4.3": ("6.2", "12.6"),
     "36.4.4": ("6.2.1", "12.6"),
     "38.2.0": ("7.0", "13.0"),
+    "38.2.1": ("7.0", "13.0"),
+    "38.4.0": ("7.1", "13.0"),
+    "39.2.0": ("7.2", "13.2"),
 }
 
 
@@ -259,6 +264,36 @@ def parse_l4t(text: str) -> Optional[str]:
     return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
 
 
+def jetpack_for_l4t(l4t: Optional[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """(JetPack, CUDA, the listed L4T they are read from) for L4T ``36.4.7``: its own row of
+    :data:`L4T_TABLE`, else that of the nearest listed patch release of its major.minor (36.4.4; the
+    lower of two as near), else (None, None, None): another major.minor may ship another CUDA."""
+    if not l4t:
+        return None, None, None
+    if l4t in L4T_TABLE:
+        jetpack, cuda = L4T_TABLE[l4t]
+        return jetpack, cuda, l4t
+    parts = l4t.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None, None, None
+    same = [k for k in L4T_TABLE if k.split(".")[:2] == parts[:2]]
+    if not same:
+        return None, None, None
+    patch = int(parts[2])
+    nearest = min(same, key=lambda k: (abs(int(k.split(".")[2]) - patch), int(k.split(".")[2])))
+    jetpack, cuda = L4T_TABLE[nearest]
+    return jetpack, cuda, nearest
+
+
+def l4t_words(dev: Dict[str, Any]) -> str:
+    """``L4T 36.4.3``, or for a release read as another listed one ``L4T 36.4.7, not listed: read as
+    36.4.4``."""
+    l4t, listed = dev["l4t"], dev.get("l4t_listed")
+    if listed and listed != l4t:
+        return f"L4T {l4t}, not listed: read as {listed}"
+    return f"L4T {l4t}"
+
+
 def decode_trt_number(n: int) -> str:
     """trtexec's ``[TensorRT v8602]`` / ``v100300`` -> ``8.6.2`` / ``10.3.0``."""
     if n >= 100000:
@@ -419,7 +454,7 @@ def detect_device(trtexec: Optional[str], gpu: bool = False) -> Dict[str, Any]:
     model = _read(root / "proc/device-tree/model") or _read(root / "sys/firmware/devicetree/base/model")
     release = _read(root / "etc/nv_tegra_release")
     l4t = parse_l4t(release) if release else None
-    jetpack, cuda_expected = L4T_TABLE.get(l4t or "", (None, None))
+    jetpack, cuda_expected, listed = jetpack_for_l4t(l4t)
     trt = (
         _trt_from_header(root)
         or (_trt_from_system() if root == Path("/") else None)
@@ -428,6 +463,7 @@ def detect_device(trtexec: Optional[str], gpu: bool = False) -> Dict[str, Any]:
     dev = {
         "board": model,
         "l4t": l4t,
+        "l4t_listed": listed,
         "jetpack": jetpack,
         "cuda": _cuda(root),
         "cuda_for_jetpack": cuda_expected,
@@ -486,9 +522,9 @@ def device_report(
                 f"JetPack: unknown (L4T {dev['l4t'] or 'not found'}); expected {', '.join(jetpacks)}"
             )
         elif any(version_matches(j, dev["jetpack"].split()[0]) for j in jetpacks):
-            ok.append(f"JetPack: {dev['jetpack']} (L4T {dev['l4t']})")
+            ok.append(f"JetPack: {dev['jetpack']} ({l4t_words(dev)})")
         else:
-            differs.append(f"JetPack: {dev['jetpack']} (L4T {dev['l4t']}), expected {', '.join(jetpacks)}")
+            differs.append(f"JetPack: {dev['jetpack']} ({l4t_words(dev)}), expected {', '.join(jetpacks)}")
         if dev["cuda"] and dev["cuda_for_jetpack"]:
             if version_matches(dev["cuda_for_jetpack"], ".".join(dev["cuda"].split(".")[:2])):
                 ok.append(f"CUDA: {dev['cuda']}")

@@ -217,6 +217,37 @@ def test_setup_on_a_jetpack_7_thor_finds_its_tensorrt(tmp_path: Path, device: De
     assert cache_version_for(load_target("jetson-thor")) == "10.13.3"
 
 
+def test_setup_reads_the_jetpack_of_every_listed_l4t_and_of_a_patch_release_not_listed(
+    tmp_path: Path, device: Device
+) -> None:
+    """bundle_helper's L4T table stopped at 38.2.0: a Thor on L4T 38.2.1 (JetPack 7.0, NVIDIA's Jetson
+    Linux archive) or a later 38.2.x read "differs  JetPack: unknown (L4T 38.2.1)", and so did a
+    38.4 (JetPack 7.1). A listed release reads its JetPack; a patch release not listed reads the
+    nearest listed one of its major.minor, and says so; another major.minor stays unknown."""
+    bundle = make_dense_bundle(tmp_path / "thor", target="jetson-thor")
+    thor = "NVIDIA Jetson AGX Thor Developer Kit"
+    expected = {
+        "2.1": "ok       JetPack: 7.0 (L4T 38.2.1)",
+        "2.2": "ok       JetPack: 7.0 (L4T 38.2.2, not listed: read as 38.2.1)",
+        "4.0": "differs  JetPack: 7.1 (L4T 38.4.0), expected 7.0",
+        "9.0": "differs  JetPack: unknown (L4T 38.9.0); expected 7.0",
+    }
+    for revision, line in expected.items():
+        release = f"# R38 (release), REVISION: {revision}, GCID: 41844464, BOARD: generic, EABI: aarch64"
+        device.set_board(model=thor, release=release, cuda="13.0.48")
+        res = device.run(script(bundle, "setup.sh"), FAKE_TRT_VERSION="101303")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert line in res.stdout, res.stdout
+        if revision != "9.0":
+            assert "ok       CUDA: 13.0.48" in res.stdout, res.stdout
+    from edgedeploy.device.bundle_helper import jetpack_for_l4t
+
+    assert jetpack_for_l4t("36.4.7") == ("6.2.1", "12.6", "36.4.4")
+    assert jetpack_for_l4t("35.6.2") == ("5.1.5", "11.4", "35.6.1")
+    assert jetpack_for_l4t("36.4.3") == ("6.2", "12.6", "36.4.3")
+    assert jetpack_for_l4t("37.1.0") == (None, None, None) and jetpack_for_l4t(None) == (None, None, None)
+
+
 def test_verify_reports_a_damaged_file_with_exit_2(bundle: Path, device: Device) -> None:
     model = bundle / "models" / "dense.fp16.onnx"
     data = bytearray(model.read_bytes())
