@@ -9,6 +9,12 @@ class DataError(CalibrationError):
     """Data that does not fit the model: wrong name, shape, dtype, NaN, empty source."""
 
 
+class LoaderFailed(DataError):
+    """A user's data loader script failed itself (it did not import, or its ``load_data()`` raised
+    or exited while yielding): refused wherever it is read, never passed over as data that does not
+    feed the model (an fp32 build's artifact check takes random inputs for those)."""
+
+
 class DataRefused(DataError):
     """ONNX Runtime refused to run the model on the data (a kernel's shape or type error): data
     that passed the checks of the inputs' declared shapes and types but not the graph's own."""

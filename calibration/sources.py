@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from calibration.atomic import sha256_file
-from calibration.errors import DataError, raised
+from calibration.errors import DataError, LoaderFailed, raised
 from calibration.feeds import DataSource, Feed, batch_axes, rebatch, sample_limit, static_batch
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec, is_named
@@ -234,10 +234,10 @@ def load_script_function(path: Path, function: str = "load_data") -> Callable[..
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # a loader's sys.exit() must not end the run as a success
-        raise DataError(f"data loader script {path} failed to import: {raised(exc)}") from None
+        raise LoaderFailed(f"data loader script {path} failed to import: {raised(exc)}") from None
     fn = getattr(module, function, None)
     if not callable(fn):
-        raise DataError(f"data loader script {path} defines no {function}() function")
+        raise LoaderFailed(f"data loader script {path} defines no {function}() function")
     return fn  # type: ignore[no-any-return]
 
 
@@ -247,12 +247,16 @@ def _script_source(
     fn = load_script_function(path, function)
 
     def make() -> Iterator[Feed]:
+        batch = 0  # the one the script is making: named as check_feed names a batch (0 the first)
         try:
-            yield from fn()
+            for feed in fn():
+                yield feed
+                batch += 1
         except DataError:
             raise
         except (Exception, SystemExit) as exc:
-            raise DataError(f"data loader script {path}: load_data() {raised(exc)}") from None
+            said = f"data loader script {path} (batch {batch}): {function}() {raised(exc)}"
+            raise LoaderFailed(said) from None
 
     return DataSource(
         "script",

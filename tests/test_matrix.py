@@ -1152,6 +1152,62 @@ def test_an_fp16_cell_of_float16_inputs_checks_its_build_on_the_kept_feeds_not_t
         assert info["checked"] == "loaded and run once", info
 
 
+FAILING_LOADER = """
+import numpy as np
+
+
+def load_data():
+    yield {"x": np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)}
+    raise RuntimeError("disk gone")
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "matrix"])
+@pytest.mark.parametrize("precisions", [["fp32"], ["fp32", "fp16", "int8"]], ids=["fp32", "all"])
+def test_a_loader_script_failing_after_its_first_batch_is_refused_alike_by_run_and_matrix(
+    tmp_path: Path, command: str, precisions: list[str]
+) -> None:
+    """A [calibration] loader that yields a batch, then raises: ``run`` failed at the fp16 key in one
+    line naming no batch (after building fp32 on random inputs, the loader's failure passed over as
+    data the model cannot take; fp32 alone ran and exited 0), and ``matrix`` failed its fp16 and int8
+    cells (exit 1) and bundled the fp32 ones. Both now refuse it in one line naming the loader and
+    the batch it failed at, exit 2, before any build: no cell in the store, no bundle."""
+    _matmul_relu(tmp_path)
+    (tmp_path / "load.py").write_text(FAILING_LOADER)
+    common = (
+        '[calibration]\ndata = "load.py"\nsamples = 32\nalgorithm = "max"\n[compare]\ndata = "val.npz"\n'
+        '[profile]\nenabled = false\n[bundle]\noutput = "bundles"\n'
+    )
+    config = tmp_path / f"{command}.toml"
+    if command == "run":
+        config.write_text(
+            f'workdir = "work"\n[model]\nsource = "m.onnx"\n[build]\nprecisions = {json.dumps(precisions)}\n'
+            + common
+        )
+    else:
+        config.write_text(
+            f'workdir = "work"\n{common}[matrix]\ntargets = ["x86-64-cpu", "x86-64-vnni"]\n'
+            f'precisions = {json.dumps(precisions)}\n[[matrix.models]]\nsource = "m.onnx"\n'
+        )
+    result = run_cli(command, config, cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr, (result.code, result.stderr)
+    said = result.stderr.strip().splitlines()  # the export's line may come first, then the one error
+    assert [line for line in said if line.startswith("error")] == said[-1:], said
+    for needle in (f"data loader script {tmp_path / 'load.py'}", "(batch 1)", "disk gone"):
+        assert needle in said[-1], said[-1]
+    work = tmp_path / "work"
+    assert not [p.name for p in work.iterdir() if p.name.endswith((".ort.onnx", ".ort.json"))], list(
+        work.iterdir()
+    )
+    store = work / ".edgedeploy-cache"
+    recorded = {p.name for p in store.rglob("*") if p.is_file()} if store.exists() else set()
+    entries = [p for p in (store / "matrix").iterdir()] if (store / "matrix").is_dir() else []
+    assert len(entries) <= 1, entries  # the export's, no cell's
+    assert not recorded & {"build-fp32.json", "bundle.json"}, recorded
+    assert not (tmp_path / "bundles").exists() and not (tmp_path / "bundles.tar.gz").exists()
+    assert not [p.name for p in work.rglob("*") if "feeds" in p.name]
+
+
 class _Recording(LocalExecutor):
     """A local pool that notes the size of each task's pickled arguments, by task kind."""
 

@@ -26,12 +26,11 @@ import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, LoaderFailed
 from calibration.feeds import DataSource
 from calibration.modelinfo import model_io
 from edgedeploy import __version__
@@ -603,6 +602,8 @@ def _run_matrix(
                 plan, state.fp32.result["sha256"], state.inputs, versions, node_versions[plan.target.name],
                 feeds_cache, opened, executor.same_machine,
             )  # fmt: skip
+        except LoaderFailed:  # a loader script that fails: the matrix is refused, as run is (exit 2)
+            raise
         except Exception as exc:  # bad calibration or compare data, an unknown op type: this cell only
             finish(plan.cell, "failed", first_line(exc))
             return
@@ -849,9 +850,14 @@ def _key_cell(
         if calibration_data is None and shared.hash_feeds:
             # fp32 on TensorRT: no key holds the data, but build() reads its first batch all the same
             # (build.data_batch); a loader read here is kept for every cell, not run in each task.
-            # Data that fails is the build's to pass over (random inputs then), as in any build.
-            with suppress(CalibrationError):
+            # Data that fails is the build's to pass over (random inputs then), as in any build; a
+            # loader script that fails is refused (LoaderFailed), as the keys of other cells refuse it.
+            try:
                 shared.first_feed()
+            except LoaderFailed:
+                raise
+            except CalibrationError:
+                pass
         if calibration_data is not None and plan.cell.precision != "fp32":
             # the precision task calibrates on every feed
             sent = request.calibration.with_feeds_of(shared, inputs, as_paths=same_machine)

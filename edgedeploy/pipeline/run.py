@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.algorithms import ALGORITHMS
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, LoaderFailed
 from calibration.modelinfo import TensorSpec, batch_names, model_io
 from calibration.sources import DataSource, Feed, check_shapes, open_source
 from edgedeploy import __version__
@@ -1276,7 +1276,8 @@ def _calibration_fingerprint(
     "loaded, not run" on data that fails the model; a graph that fails it where the model runs is
     saved at a lower optimization level). ``backend``: the one that builds ("auto" where it resolves
     on another node); TensorRT runs nothing in its build. Data an fp32 build cannot feed the model
-    is passed over by its build (random inputs then): keyed as none.
+    is passed over by its build (random inputs then): keyed as none; a loader script that fails
+    (:class:`~calibration.errors.LoaderFailed`) is refused here, by the first stage that reads it.
     """
     calib = request.calibration
     if not calib.data:
@@ -1287,6 +1288,8 @@ def _calibration_fingerprint(
         return None
     try:
         return calib.open(inputs).identity()
+    except LoaderFailed:  # the user's script failed, before any build: refused, not passed over
+        raise
     except CalibrationError:
         return None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from calibration.errors import CalibrationError
+from calibration.errors import CalibrationError, LoaderFailed
 from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
@@ -303,13 +303,16 @@ def data_batch(model: Path, request: BuildRequest, precision: PrecisionArtifact)
     data is opened here for ``model``'s inputs (the fp32 model's, as the precision step opened it:
     an fp16 model without keep_io_types takes float16, which the check casts to). None without
     data, or when the data does not feed the model (a precision that did not read it, whose build
-    warned so): the ``--input`` shapes are used then."""
+    warned so): the ``--input`` shapes are used then. A loader script that fails is refused
+    (:class:`~calibration.errors.LoaderFailed`), not passed over."""
     if precision.first_batch is not None:
         return precision.first_batch
     if not request.calibration.data:
         return None
     try:
         return request.calibration.open(model_io(model)[0]).first_feed()
+    except LoaderFailed:  # the user's script failed: not data that does not fit, passed over
+        raise
     except CalibrationError:
         return None
 
