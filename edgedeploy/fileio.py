@@ -277,8 +277,9 @@ RECORD_DIGEST = "record_sha256"  # where a record keeps the digest of its own co
 
 def sealed(record: Any) -> dict[str, Any]:
     """``record`` as JSON reads it back, with the sha256 of that content under ``RECORD_DIGEST``
-    (calibration.atomic.content_sha256): run's stage records, matrix's cells and the int8 budget's
-    search keep it, and one edited since it was written no longer matches (:func:`intact_record`)."""
+    (calibration.atomic.content_sha256): run's stage records, matrix's cells, the int8 budget's
+    search and ONNX Runtime's build sidecars keep it, and one edited since it was written no longer
+    matches (:func:`intact_record`)."""
     content = json.loads(dumps(record))
     return {**content, RECORD_DIGEST: content_sha256(content, RECORD_DIGEST)}
 

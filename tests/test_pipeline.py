@@ -536,6 +536,49 @@ enabled = false
     assert said[1].startswith("loaded, not run: random inputs fail the model it was made from"), said
 
 
+def test_a_redone_fp32_stage_reusing_its_onnxruntime_artifact_records_what_a_fresh_build_does(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """A stage redone whose ONNX Runtime artifact the backend reused (same model, data and release:
+    its own key matched) recorded only that key: no ``checked`` (nor level, versions, hashes), where
+    a fresh build recorded "loaded, not run: random inputs fail...". A reused artifact now carries
+    the record of the build that made it, and a sidecar edited since then is not trusted: the
+    artifact is built and checked again."""
+    reflect_padded_data(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    text = f"""
+workdir = "out"
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+[build]
+backend = "onnxruntime"
+precisions = ["fp32"]
+THREADS
+[compare]
+data = "val.npz"
+batch_size = 2
+[profile]
+enabled = false
+[bundle]
+enabled = false
+"""
+    config.write_text(text.replace("THREADS", ""))
+    fresh = run_pipeline(load_config(config)).precisions[0].info
+    assert fresh["checked"].startswith("loaded, not run: random inputs fail the model"), fresh
+    sidecar = tmp_path / "out" / "padded.fp32.ort.json"
+    written = sidecar.stat().st_mtime_ns
+    config.write_text(text.replace("THREADS", "threads = 1"))  # in the stage's key, not the backend's
+    rerun = run_pipeline(load_config(config))
+    assert "build-fp32" in rerun.stages_run and sidecar.stat().st_mtime_ns == written  # reused
+    assert rerun.precisions[0].info == fresh
+    recorded = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**recorded, "checked": "loaded and run once"}))  # edited by hand
+    config.write_text(text.replace("THREADS", "threads = 2"))
+    again = run_pipeline(load_config(config)).precisions[0].info
+    assert again == fresh, again  # checked again, not taken from the edited sidecar
+
+
 def test_the_same_compare_data_spelled_otherwise_is_up_to_date(digits: Digits, tmp_path: Path) -> None:
     """`[compare] data` as ``in/data``, ``/abs/in/data`` or ``./in/../in/data`` reran every compare
     (and what follows it): the compare stage's key held the path as written, not the data."""

@@ -2,8 +2,9 @@
 
 "Building" for ONNX Runtime means letting it apply its portable graph optimizations
 (ORT_ENABLE_EXTENDED: fusions that do not depend on this CPU's instruction set) and saving the
-result, with a sidecar JSON that records the ONNX Runtime version, session options and input
-hash. A build whose key matches the sidecar is skipped.
+result, with a sidecar JSON that records the ONNX Runtime version, session options, input
+hash and what the artifact's check found, sealed with the digest of its content. A build whose
+key matches an intact sidecar is skipped, and gives the sidecar's record as a fresh build does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import atomic_path, atomic_write_json, sha256_file, sha256_json, written_together
+from edgedeploy.fileio import (
+    RECORD_DIGEST,
+    atomic_path,
+    atomic_write_json,
+    intact_record,
+    sealed,
+    sha256_file,
+    sha256_json,
+    written_together,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -186,12 +196,13 @@ class OnnxRuntimeBackend:
         if not options.force and artifact.is_file() and sidecar.is_file():
             try:
                 recorded = json.loads(sidecar.read_text())
-                # reused only as written: a replaced, truncated or edited artifact is built again
-                same = recorded.get("artifact_sha256") == sha256_file(artifact)
+                # reused only as written: a replaced, truncated or edited artifact is built again, and
+                # so is one whose sidecar was edited (what its check found is the record's to vouch for)
+                same = intact_record(recorded) and recorded.get("artifact_sha256") == sha256_file(artifact)
                 if recorded.get("build_key") == key and same:
-                    return BuildResult(
-                        self.name, artifact, [artifact, sidecar], skipped=True, info={"build_key": key}
-                    )
+                    # the record of the build that made it, as a fresh build gives it ("checked" too)
+                    made = {k: v for k, v in recorded.items() if k != RECORD_DIGEST}
+                    return BuildResult(self.name, artifact, [artifact, sidecar], skipped=True, info=made)
             except (OSError, ValueError):
                 pass
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +227,7 @@ class OnnxRuntimeBackend:
                 # "run": what the check did; an artifact only loaded is not called built without a word
                 "checked": "loaded and run once" if unrun is None else f"loaded, not run: {unrun}",
             }
-            atomic_write_json(sidecar, info)
+            atomic_write_json(sidecar, sealed(info))  # with the digest of its content: see the reuse above
         return BuildResult(self.name, artifact, [artifact, sidecar], skipped=False, info=info)
 
     def runner(
