@@ -264,6 +264,12 @@ def sources_opened_for_command() -> Iterator[OpenedSources]:
         yield OpenedSources(kept)
 
 
+# a loader script's feeds as one process kept them, for another: the key of the source they are of
+# (CalibrationRequest.open's), the npz files' paths or bytes, the sha256 of them all, and whether
+# they are the first feed's alone (DataSource.replay)
+KeptFeeds = tuple[str, list[bytes] | list[Path], str, bool]
+
+
 @dataclass
 class CalibrationRequest(CalibrationSettings):
     """The settings as a build uses them: data resolved to a spec, and shapes for dynamic dims."""
@@ -275,11 +281,8 @@ class CalibrationRequest(CalibrationSettings):
     # the sources the requests of one run share (run.py), or None: each open() opens the data anew
     opened: OpenedSources | None = field(default=None, repr=False, compare=False)
     # a loader script's feeds as another process read them (matrix: the driver, for its keys), by
-    # the source they are of (open()'s key): (key, the npz files' paths or bytes, the sha256 of
-    # them all, whether they are the first feed's alone: DataSource.replay)
-    feeds: tuple[str, list[bytes] | list[Path], str, bool] | None = field(
-        default=None, repr=False, compare=False, metadata={"json": False}
-    )
+    # the source they are of (open()'s key): see KeptFeeds
+    feeds: KeptFeeds | None = field(default=None, repr=False, compare=False, metadata={"json": False})
 
     def option(self, setting: str) -> str:
         """The user's name of ``setting`` (``data``, ``preprocess``) where this request came from:

@@ -26,7 +26,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.options import BuildRequest
 from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster, refuse_unreachable
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
@@ -1284,25 +1283,31 @@ def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_thei
 
 
 class _RecordingRay(RayExecutor):
-    """A Ray executor that notes the size of each task's pickled build request, by task kind."""
+    """A Ray executor that notes, for each task by kind, the size of what its arguments send by value
+    (pickled, ObjectRefs left out) and the ObjectRefs among them (what it reads from the object store)."""
 
-    sizes: list[tuple[str, int]]
+    sent: list[tuple[str, int, tuple[str, ...]]]
 
     def submit(self, tag: Any, fn: Any, args: tuple[Any, ...], placement: Any) -> None:
-        request = next((a for a in args if isinstance(a, BuildRequest)), None)
-        if request is not None:
-            self.sizes.append((str(tag[0]), len(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))))
+        import ray
+
+        by_value = [a for a in args if not isinstance(a, ray.ObjectRef)]
+        refs = tuple(a.hex() for a in args if isinstance(a, ray.ObjectRef))
+        size = len(pickle.dumps(by_value, protocol=pickle.HIGHEST_PROTOCOL))
+        self.sent.append((str(tag[0]), size, refs))
         super().submit(tag, fn, args, placement)
 
 
-def test_ray_cell_tasks_are_sent_only_the_first_batch_of_the_kept_feeds(
+def test_ray_precision_tasks_share_one_put_of_the_kept_feeds_and_cell_tasks_get_the_first_batch(
     tmp_path: Path, ray_cluster: dict[str, str]
 ) -> None:
     """Every Ray cell task was sent the bytes of all of a loader script's kept feeds (the data's size
     per cell), though a cell reads only their first batch: its build runs the artifact on it once
-    (build.data_batch); the calibration is the precision task's. A cell task is now sent that
-    batch alone, a precision task still all of them, and the keys and artifacts are those of a
-    local run on the same data."""
+    (build.data_batch); a cell task is now sent that batch alone. Each precision task (fp16, and
+    int8 per target family) was sent all of them by value, a copy per task in the object store,
+    though all run on the driver's node: they are now put there once (ray.put, as Ray's docs
+    advise for a large argument passed to several tasks) and each task is passed that reference.
+    The keys and artifacts are those of a local run on the same data."""
     counter = tmp_path / "runs.txt"
     data_bytes = _wide_loader(tmp_path, counter)
     text = (
@@ -1315,16 +1320,19 @@ def test_ray_cell_tasks_are_sent_only_the_first_batch_of_the_kept_feeds(
     local = _run_local(tmp_path / "local.toml").cells
     (tmp_path / "ray.toml").write_text(text.replace("WORK", "farm-ray"))
     executor = _RecordingRay(address=ray_cluster["address"])
-    executor.sizes = []
+    executor.sent = []
     try:
         cells = run_matrix(load_matrix_config(tmp_path / "ray.toml"), executor, ui=Ui(quiet=True)).cells
     finally:
         executor.close()
     assert [c.status for c in cells] == ["ok"] * 3, cells
     assert counter.read_text().splitlines() == ["load"] * 2  # the local driver's read, then Ray's driver's
-    sent = {kind: [size for k, size in executor.sizes if k == kind] for kind in ("precision", "cell")}
-    assert len(sent["precision"]) == 2 and min(sent["precision"]) > data_bytes, executor.sizes
-    assert len(sent["cell"]) == 3 and max(sent["cell"]) < data_bytes / 8, executor.sizes
+    precision = [(size, refs) for kind, size, refs in executor.sent if kind == "precision"]
+    assert len(precision) == 2 and max(size for size, _ in precision) < data_bytes / 8, executor.sent
+    # the fp32 model's bytes and the feeds, each put once: every precision task reads the same two
+    assert len({refs for _, refs in precision}) == 1 and len(precision[0][1]) == 2, executor.sent
+    cell = [size for kind, size, _ in executor.sent if kind == "cell"]
+    assert len(cell) == 3 and max(cell) < data_bytes / 8, executor.sent
     keys = {name: {p.name for p in (tmp_path / name / ".edgedeploy-cache" / "matrix").iterdir()}
             for name in ("farm-local", "farm-ray")}  # fmt: skip
     assert keys["farm-local"] == keys["farm-ray"]

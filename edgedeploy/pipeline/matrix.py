@@ -47,7 +47,7 @@ from edgedeploy.fileio import (
     sha256_file,
     sha256_json,
 )
-from edgedeploy.options import BuildRequest, OpenedSources, parse_profiles
+from edgedeploy.options import BuildRequest, KeptFeeds, OpenedSources, parse_profiles
 from edgedeploy.pipeline.cache import CACHE_DIR, StageCache
 from edgedeploy.pipeline.executors import (
     Executor,
@@ -210,9 +210,15 @@ class _StepsKept(GateFailed):
 
 
 def precision_task(
-    fp32: dict[str, bytes], fp32_name: str, request: BuildRequest
+    fp32: dict[str, bytes], fp32_name: str, request: BuildRequest, feeds: KeptFeeds | None = None
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """fp16 / int8 ONNX from the fp32 model (calibration included), for one precision family."""
+    """fp16 / int8 ONNX from the fp32 model (calibration included), for one precision family.
+
+    ``feeds``: the driver's kept feeds of the request's data (:attr:`CalibrationRequest.feeds`),
+    passed beside the request so that the executor shares one copy among the precision tasks
+    (:func:`_feeds_apart`)."""
+    if feeds is not None:
+        request = replace(request, calibration=replace(request.calibration, feeds=feeds))
     ui = Ui(quiet=True)
     with scratch_dir("precision") as scratch, timing_lock(exclusive=False):
         _write_files(Path(scratch) / "in", fp32)
@@ -523,6 +529,7 @@ def _run_matrix(
     precision_records: dict[str, tuple[Record, Any]] = {}  # key -> record, shared handle to its files
     feeds_cache: dict[str, tuple[list[dict[str, Any]], DataSource]] = {}
     shared_feeds: dict[int, Any] = {}
+    shared_calibration: dict[tuple[str, str, bool], Any] = {}  # kept feeds -> the executor's handle
     # A cell's key holds the tool versions of the node that builds it: the driver's here, a board's
     # (its TensorRT, say) on a cluster, asked once per target before its cells are keyed.
     node_versions: dict[str, dict[str, Any]] = {}
@@ -640,10 +647,17 @@ def _run_matrix(
         if hit is not None:
             precision_done(state, precision_key, hit)
             return
+        precision_request, feeds = _feeds_apart(precision_request)
+        shared = None
+        if feeds is not None:  # by the source they are of and their sha256 (not their bytes)
+            which = (feeds[0], feeds[2], feeds[3])
+            if which not in shared_calibration:
+                shared_calibration[which] = executor.share(feeds)  # Ray: put once, not sent per task
+            shared = shared_calibration[which]
         submit(
             ("precision", state.name, precision_key),
             precision_task,
-            (state.shared_fp32, _fp32_name(state), precision_request),
+            (state.shared_fp32, _fp32_name(state), precision_request, shared),
             Placement(on_driver=True),
         )
 
@@ -821,6 +835,20 @@ def _fp32_name(state: _ModelState) -> str:
     return f"{state.name}.fp32.onnx"
 
 
+def _feeds_apart(request: BuildRequest) -> tuple[BuildRequest, KeptFeeds | None]:
+    """``request`` without the kept feeds it carries (:attr:`CalibrationRequest.feeds`), and those
+    feeds: what :func:`precision_task` takes as an argument of its own. Carried inside the request,
+    they travelled by value with each precision task (fp16, and int8 per target family), a copy in
+    Ray's object store per task though every one runs on the driver's node; as their own argument
+    they are shared once (``Executor.share``: ``ray.put``, which Ray's docs advise for a large
+    argument passed to several tasks, "Anti-pattern: Passing the same large argument by value
+    repeatedly harms performance"), and each task is passed the reference."""
+    feeds = request.calibration.feeds
+    if feeds is None:
+        return request, None
+    return replace(request, calibration=replace(request.calibration, feeds=None)), feeds
+
+
 def _key_cell(
     plan: CellPlan,
     fp32_sha: str,
@@ -836,7 +864,8 @@ def _key_cell(
     ``versions`` are the driver's tools (export and precision run there), ``node_versions`` the
     tools of the node that builds, compares and profiles the cell. ``same_machine``: every task
     runs on this machine, and reads a loader script's kept feeds from where the driver kept them
-    (else each task is sent their bytes: a precision task all of them, a cell task the first).
+    (else each task is sent their bytes: a precision task all of them, shared by every precision
+    task once they are apart from the request, :func:`_feeds_apart`; a cell task the first).
     """
     config = plan.config
     request = build_request(config, plan.target, plan.cell.precision, _shapes(config))
