@@ -82,6 +82,10 @@ class TensorSpec:
         return tuple(dims)
 
     def describe(self) -> str:
+        """``name[dims]:dtype`` for a tensor; ``name:type`` in ONNX's words for a sequence, map or
+        optional (ZipMap's ``z:seq(map(int64,tensor(float)))``), whose shape and dtype say nothing."""
+        if self.kind is not None:
+            return f"{self.name}:{self.kind}"
         dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
         return f"{self.name}[{dims if self.rank_known else '...'}]:{type_name(self.dtype)}"
 

@@ -293,6 +293,23 @@ def test_export_lists_a_string_tensor_as_string_as_onnx_says_it(tmp_path: Path) 
         assert "string" in dtypes.values() and "object" not in dtypes.values(), dtypes
 
 
+
+
+def test_export_lists_a_sequence_or_map_output_with_its_onnx_type(tmp_path: Path) -> None:
+    """export printed ZipMap's seq(map(int64,tensor(float))) output as "z[]:float32", a 0-d float
+    tensor, and a seq(tensor(float)) as "s[]:float32", though its --json's kind named the type."""
+    import json
+
+    for model, name, kind in (
+        (_zipmap(tmp_path / "clf.onnx"), "z", "seq(map(int64,tensor(float)))"),
+        (_sequence_only(tmp_path / "seq.onnx"), "s", "seq(tensor(float))"),
+    ):
+        result = run_cli("export", model, "-o", tmp_path / f"out-{model.name}", "--json", tmp_path / "e.json")
+        assert result.code == 0, result.stderr
+        assert f"  output {name}:{kind}" in result.stdout.splitlines(), result.stdout
+        assert "[]:float32" not in result.stdout, result.stdout
+        said = json.loads((tmp_path / "e.json").read_text())
+        assert said["outputs"][-1]["kind"] == kind
 WORDS = ["a", "b", "c", "d", "e", "hello", "world"]
 
 
