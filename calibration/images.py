@@ -36,7 +36,7 @@ import numpy as np
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
 from calibration.feeds import DataSource, Feed, rebatch, sample_limit
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, type_name
 
 COLORS = ("rgb", "bgr", "gray")
 LETTERBOX_PAD = 114  # letterbox = true: Ultralytics' grey
@@ -185,7 +185,7 @@ class Preprocess:
         error came out of the first image), a channel count or an image size that its static dims
         refuse (every image was read before the batch's shape was: 54 s and 3 GB for resize =
         [4000, 4000] on a 16x16 input), a dtype it does not take (refused at the first batch, as if
-        the data were wrong)."""
+        the data were wrong), a string input among them."""
         shape = spec.shape if spec.rank_known and len(spec.shape) == 4 else None
         axes = (1, 2, 3) if self.layout == "nchw" else (3, 1, 2)  # channels, height, width
         dims = [shape[a] if shape is not None else None for a in axes]
@@ -200,9 +200,11 @@ class Preprocess:
         if made_dtype != want_dtype and (
             not np.can_cast(made_dtype, want_dtype, "safe" if both_integers else "same_kind")
             or (made_dtype.kind == "f" and want_dtype.kind in "iub")
+            or want_dtype.kind == "O"  # text, which NumPy holds as object: it casts anything to object
         ):
             fix = f'set dtype = "{want_dtype.name}"' if want_dtype.kind in "iuf" else "images cannot feed it"
-            raise DataError(f"preprocess.dtype is {self.dtype}, but {where} takes {want_dtype.name}: {fix}")
+            takes = type_name(want_dtype.name)
+            raise DataError(f"preprocess.dtype is {self.dtype}, but {where} takes {takes}: {fix}")
         if want_c is not None and want_c != made and not (made == 1 and per_channel == {want_c}):
             raise DataError(
                 f"the preprocessing makes {made}-channel ({self.color}) {self.layout.upper()} images, "

@@ -400,6 +400,20 @@ def test_a_dtype_the_input_cannot_take_is_refused_before_any_image_is_read(tmp_p
         open_source(str(folder), [TensorSpec("x", ("n", 1, 8, 8), "uint8")])  # clipped to 255 before
 
 
+def test_a_4d_string_input_is_refused_as_string_before_any_image_is_read(tmp_path: Path) -> None:
+    """An image folder for a 4-D string input passed the check before reading (NumPy casts anything
+    to object), and was refused only at the first batch, after its images were read; the check's
+    refusal, reached, said "takes object", NumPy's name, where every other listing says string."""
+    unread = tmp_path / "unread"
+    unread.mkdir()
+    (unread / "a.png").write_bytes(b"not a png")
+    text = TensorSpec("s", ("n", 3, 8, 8), "object")
+    said = r"input 's' s\[n,3,8,8\]:string takes string: images cannot feed it"
+    for options in (None, {}, {"dtype": "uint8", "scale": 1.0}):
+        with pytest.raises(DataError, match=said) as got:
+            open_source(str(unread), [text], image_options=options)
+        assert "object" not in str(got.value)
+
 def test_mean_of_another_length_exits_2_in_one_line_in_analyze_and_calibrate(
     tmp_path: Path, digits: Digits
 ) -> None:
