@@ -1537,3 +1537,34 @@ def test_matrix_speedups_compare_each_cell_with_fp32_at_a_batch_size_both_profil
     assert written[("x86-64-cpu", "int8")]["batch_size"] == 8
     assert written[("x86-64-vnni", "int8")]["speedup"] is None
     assert written[("x86-64-vnni", "int8")]["no_speedup"] == why
+
+
+def test_the_matrix_table_says_the_batch_size_its_p50_is_at(tmp_path: Path) -> None:
+    """The terminal table's "p50 ms" is each cell's p50 at the batch size its (model, target)'s
+    cells share (as matrix.md and --json say), but nothing on the terminal said which batch: an
+    fp16 cell profiled at batch 8 only beside fp32 at 1 and 8 showed both at 8, read as batch 1."""
+    from edgedeploy.stages.report.matrix import batch_notes
+
+    _mlp(tmp_path / "a.onnx", 0, 16, 32, 10)
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'workdir = "w"\n[build]\nbackend = "onnxruntime"\n[compare]\nsamples = 8\nbatch_size = 8\n'
+        "[profile]\niterations = 3\nwarmup = 1\nbatch_sizes = [1, 8]\n[bundle]\nenabled = false\n"
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n'
+        '[[matrix.models]]\nsource = "a.onnx"\n'
+        '[[matrix.cells]]\nprecision = "fp16"\nprofile = { batch_sizes = [8] }\n'
+    )
+    result = run_cli("matrix", path, "--jobs", "1", "--json", tmp_path / "m.json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    cells = json.loads((tmp_path / "m.json").read_text())["cells"]
+    assert {c["batch_size"] for c in cells} == {8}
+    assert "p50 at batch 8." in result.stdout.splitlines(), result.stdout
+    # cells at other batch sizes each: the line names each one's (no speed-up column to explain here)
+    mixed = [
+        {"model": "a", "target": "x86-64-cpu", "precision": "fp32", "latency_ms": 1.0, "batch_size": 1},
+        {"model": "a", "target": "x86-64-vnni", "precision": "fp16", "latency_ms": 2.0, "batch_size": 8,
+         "no_speedup": "fp32 was not profiled"},
+    ]  # fmt: skip
+    assert batch_notes(mixed, speedups=False) == [
+        "p50 not all at one batch size: a/x86-64-cpu/fp32 at batch 1, a/x86-64-vnni/fp16 at batch 8."
+    ]

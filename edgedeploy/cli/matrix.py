@@ -55,7 +55,7 @@ def matrix_command(
         from edgedeploy.pipeline.matrix import run_matrix
         from edgedeploy.pipeline.matrix_config import load_matrix_config
         from edgedeploy.pipeline.run import input_files
-        from edgedeploy.stages.report.matrix import HTML_NAME, MARKDOWN_NAME, off_target_note
+        from edgedeploy.stages.report.matrix import HTML_NAME, MARKDOWN_NAME, batch_notes, off_target_note
 
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0 (0: as many as CPUs, at most 4), got {jobs}")
@@ -109,7 +109,10 @@ def matrix_command(
             c.reason,
         )
     out.print(table)
-    if off := off_target_note([{**c.row(), "latency_ms": c.latency_ms} for c in result.cells]):
+    rows = [{**c.row(), "latency_ms": c.latency_ms, "batch_size": c.batch_size} for c in result.cells]
+    for note in batch_notes(rows, speedups=False):  # the batch size "p50 ms" is at, as matrix.md says
+        out.print(note)
+    if off := off_target_note(rows):
         out.print(off)
     for where, folder in result.bundles.items():
         out.print(f"bundle {where}: {folder}")

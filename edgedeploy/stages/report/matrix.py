@@ -41,10 +41,11 @@ def speedups(cells: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], f
     }
 
 
-def batch_notes(cells: Sequence[Mapping[str, Any]]) -> list[str]:
+def batch_notes(cells: Sequence[Mapping[str, Any]], speedups: bool = True) -> list[str]:
     """What the pages say of the batch sizes the p50 and speed-ups of ``cells`` (one model's, or
     all) are at: one batch for all, else each profiled cell's; and why a profiled cell has no
-    speed-up."""
+    speed-up. ``speedups=False``: the p50's batch sizes only, for the command's table, which shows
+    no speed-up."""
     profiled = [c for c in cells if c.get("latency_ms") is not None and c.get("batch_size") is not None]
     notes = []
     if len({c["batch_size"] for c in profiled}) == 1:
@@ -53,9 +54,10 @@ def batch_notes(cells: Sequence[Mapping[str, Any]]) -> list[str]:
         each = ", ".join(
             f"{c['model']}/{c['target']}/{c['precision']} at batch {c['batch_size']}" for c in profiled
         )
-        notes.append(
-            f"p50 not all at one batch size: {each}; a speed-up compares with fp32 at the same batch."
-        )
+        same = "; a speed-up compares with fp32 at the same batch" if speedups else ""
+        notes.append(f"p50 not all at one batch size: {each}{same}.")
+    if not speedups:
+        return notes
     return notes + [
         f"{c['model']}/{c['target']}/{c['precision']}: no speed-up: {c['no_speedup']}."
         for c in cells
