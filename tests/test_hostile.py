@@ -1949,7 +1949,7 @@ def test_ctrl_c_inside_polygraphys_bare_excepts_still_stops_the_comparison(
                     sent.append(1)
                     os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands inside Polygraphy's try
                 return True
-            except:  # noqa: E722  (Polygraphy's own clause, as in polygraphy/mod/importer.py)
+            except:  # noqa: E722  (Polygraphy's own clause: docs/design.md, "Principles" 7, Signals)
                 return False
 
     monkeypatch.setattr(array, "np", Numpy())

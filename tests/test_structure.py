@@ -431,6 +431,97 @@ def test_comments_cite_no_tensorrt_header_outside_the_repository() -> None:
     assert citing == []
 
 
+# Projects whose source files comments cited as if a reader could open them here (Polygraphy's
+# importer module, the engine explorer's activations module): a path with one of these as a folder,
+# compared whole and in any case, names a file outside the repository. A wheel's member
+# (rapidocr_onnxruntime/models/...) is not theirs, and an import (dotted, polygraphy.backend.trt) no path.
+OUTSIDE_PROJECTS = frozenset(
+    {
+        "polygraphy",
+        "tensorrt",
+        "trex",
+        "trt-engine-explorer",
+        "onnx-tensorrt",
+        "onnxruntime",
+        "onnx",
+        "onnxslim",
+        "torch",
+        "pytorch",
+        "pycuda",
+        "modelopt",
+    }
+)
+# words joined by "/", not the tail of a longer word, a dotted name or an escaped regex (a\.onnx/cpu)
+PATH_TEXT = re.compile(r"(?<![\w.\\-])[\w.~+-]*(?:/[\w.~+-]+)+/?")
+# where our own paths start: a path under one of them is ours, whatever its folders are called
+OWN_TOPS = (*PACKAGES, "tests", "benchmarks", "docs", "targets", *INSTALLED)
+
+
+def outside_paths(root: Path, folders: Iterable[str]) -> list[str]:
+    """Every path of an outside project (:data:`OUTSIDE_PROJECTS`) that the files of code under
+    ``folders`` name, as ``file:line path``; not our own paths (under :data:`OWN_TOPS`, or a file or
+    folder of ``root``) nor absolute ones, which are places on a machine (the board's
+    /usr/src/tensorrt/bin/trtexec), not files cited."""
+    found = []
+    for path in code_files(root, folders):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for match in PATH_TEXT.finditer(line):
+                text = match.group()
+                parts = [part for part in text.split("/") if part]
+                if text.startswith(("/", "~")) or not OUTSIDE_PROJECTS.intersection(p.lower() for p in parts):
+                    continue
+                named = "/".join(parts)
+                if any(named == top or named.startswith(f"{top}/") for top in OWN_TOPS):
+                    continue
+                if (root / named).exists():
+                    continue
+                found.append(f"{path.relative_to(root)}:{number} {text}")
+    return found
+
+
+def test_comments_cite_no_file_of_an_outside_project() -> None:
+    """Comments cited the engine explorer's activations.py (trex, in NVIDIA's TensorRT repository),
+    Polygraphy's importer.py, TensorRT's wheel's __init__.py and its Polygraphy folder, files outside
+    the repository that the header pattern (.h, .cpp) does not see; they cite docs/tensorrt-facts.md
+    and docs/design.md, where those facts are written in our words."""
+    assert outside_paths(ROOT, CITING_FOLDERS) == []
+
+
+def test_the_citation_checker_finds_outside_paths_and_not_imports_or_our_own(tmp_path: Path) -> None:
+    def spelled(*parts: str) -> str:  # spelled apart: this file is checked too
+        return "/".join(parts)
+
+    importer = spelled("polygraphy", "mod", "importer.py")
+    explorer = spelled("tools", "experimental", "trt-engine-explorer", "trex", "activations.py")
+    gemm = spelled("onnxruntime", "core", "providers", "cpu", "math", "gemm.cc")
+    wheel = spelled("NVIDIA", "TensorRT", "python", "packaging")
+    kept = spelled("tools", "own", "onnx", "kept.py")
+    _write(
+        tmp_path,
+        {
+            "tests/test_a.py": (
+                "from polygraphy.backend.trt import EngineFromBytes  # an import: no path\n"
+                "import onnxruntime as ort\n"
+                f"# as in {importer}\n"
+                f"# listed by {explorer} at v10.13.0\n"
+                f"x = 1  # {gemm}, and {wheel}/\n"
+                "# ours: edgedeploy/backends/tensorrt.py, tests/data/trex/fp16.json, .stubs/tensorrt/x.pyi\n"
+                "MEMBER = 'rapidocr_onnxruntime/models/det.onnx'  # a wheel's member\n"
+                "MATCH = r'a\\.onnx/x86-64-cpu cannot be made'\n"
+                f"# {kept} is a file of ours\n"
+            ),
+            kept: "",
+            "edgedeploy/device/common.sh": "[ -x /usr/src/tensorrt/bin/trtexec ] && echo found\n",
+        },
+    )
+    assert outside_paths(tmp_path, ("tests", "edgedeploy")) == [
+        f"tests/test_a.py:3 {importer}",
+        f"tests/test_a.py:4 {explorer}",
+        f"tests/test_a.py:5 {gemm}",
+        f"tests/test_a.py:5 {wheel}/",
+    ]
+
+
 def test_the_tests_read_their_data_from_the_repository_only() -> None:
     """The tests read the TensorRT API data, the calibration cache and the tegrastats lines from
     tests/data, copies kept in the repository: a path a test builds from its own file must be a

@@ -3,10 +3,10 @@
 Users cannot tell from a built engine whether INT8 kernels were chosen or the DLA really ran
 (docs/design.md, problems 3 and 9); the inspector says so per layer, but as free-form strings. The rules
 here read what TensorRT writes with DETAILED verbosity: "Outputs"/"Inputs" entries with a
-"Format/Datatype" from the list NVIDIA's engine explorer knows (trex/activations.py at v10.13.0:
-"Row major linear FP32", "Thirty-two wide channel vectorized row major Int8 format", "Row major
-linear BFloat16 format", "Row major linear FP8 format", "Row major linear FP4 format", and the
-kgen names "Half", "Float", "BFloat16", "FP4E2M1"; docs/tensorrt-facts.md). DLA-placed layers
+"Format/Datatype" from the list NVIDIA's engine explorer knows (docs/tensorrt-facts.md, "Engine
+inspector": "Row major linear FP32", "Thirty-two wide channel vectorized row major Int8 format",
+"Row major linear BFloat16 format", "Row major linear FP8 format", "Row major linear FP4 format",
+and the kgen names "Half", "Float", "BFloat16", "FP4E2M1"). DLA-placed layers
 carry "DLA" in their type, name or tactic: that wording is unconfirmed on hardware; the counts
 stay correct for GPU-only engines either way.
 """

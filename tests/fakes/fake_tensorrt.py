@@ -50,8 +50,8 @@ ONNX_LAYER_TYPES = {
 }
 INSPECTOR_TYPES = {"CONVOLUTION": "CaskConvolution", "MATRIX_MULTIPLY": "CaskGemmMatrixMultiply"}
 
-# The engine inspector's "Format/Datatype" strings for a layer's outputs, as trex (TensorRT's engine
-# explorer, tools/experimental/trt-engine-explorer/trex/activations.py at v10.13.0) lists them.
+# The engine inspector's "Format/Datatype" strings for a layer's outputs, as TensorRT's engine
+# explorer (trex) lists them: docs/tensorrt-facts.md, "Engine inspector".
 INSPECTOR_FORMATS = {
     "FP32": "Row major linear FP32",
     "FP16": "Row major linear FP16 format",

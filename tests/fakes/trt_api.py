@@ -16,9 +16,9 @@ from typing import Any
 
 API_PATH = Path(__file__).resolve().parents[1] / "data" / "trt-python-api.json"
 
-# Names the fake module has beyond the pybind11 bindings: TensorRT's python/packaging
-# bindings_wheel/tensorrt/__init__.py adds __version__, nptype and volume in pure Python
-# (the JSON leaves Python-level additions out, see its "source").
+# Names the fake module has beyond the pybind11 bindings: the TensorRT wheel's own __init__.py adds
+# __version__, nptype and volume in pure Python (the JSON leaves Python-level additions out, see its
+# "source"; docs/tensorrt-facts.md, "The API of each release").
 PYTHON_LEVEL_NAMES = frozenset({"__version__", "nptype", "volume"})
 
 

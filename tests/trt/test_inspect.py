@@ -50,8 +50,8 @@ def test_names_only_layer_info_is_summarised_with_a_hint() -> None:
     assert summarise("", "fp32").layers == 0
 
 
-# "Format/Datatype" strings as NVIDIA's engine explorer lists them: TensorRT repository,
-# tools/experimental/trt-engine-explorer/trex/activations.py at tag v10.13.0 (_regionFormatDict).
+# "Format/Datatype" strings as NVIDIA's engine explorer lists them: docs/tensorrt-facts.md,
+# "Engine inspector".
 TREX_FORMATS = [
     ("Row major linear FP32", "FP32"),
     ("Row major linear FP16 format", "FP16"),
@@ -81,8 +81,8 @@ TREX_EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "trex"
 
 
 def test_real_engine_inspector_output_of_a_qat_resnet_counts_int8_compute_layers() -> None:
-    """trtexec --exportLayerInfo of a Q/DQ ResNet on an A100, from the TensorRT repository
-    (tools/experimental/trt-engine-explorer/examples/pytorch/resnet/A100/qat-residual-qgap/, v10.13.0)."""
+    """trtexec --exportLayerInfo of a Q/DQ ResNet on an A100, from the engine explorer's examples
+    (docs/tensorrt-facts.md, "Engine inspector")."""
     info = (TREX_EXAMPLES / "qat-residual-qgap_resnet-qat-residual-qgap.graph.json").read_text()
     summary = summarise(info, "int8")
     assert summary.layers == 24 and summary.per_precision == {"INT8": 23, "FP32": 1}
@@ -90,7 +90,7 @@ def test_real_engine_inspector_output_of_a_qat_resnet_counts_int8_compute_layers
 
 
 def test_real_fp16_engine_output_warns_when_int8_was_asked() -> None:
-    """The same ResNet built fp16 (examples/pytorch/resnet/A100/fp16/, v10.13.0)."""
+    """The same ResNet built fp16 (docs/tensorrt-facts.md, "Engine inspector")."""
     summary = summarise((TREX_EXAMPLES / "fp16_resnet.graph.json").read_text(), "int8")
     assert summary.per_precision == {"FP16": 35, "FP32": 1} and "unknown" not in summary.per_precision
     assert any("only 0 of 22 compute layers run in INT8" in w for w in summary.warnings)

@@ -168,6 +168,6 @@ def test_profiling_frees_cuda_events_and_buffers_before_the_context_is_released(
 
 def test_polygraphy_floor_is_the_first_release_that_runs_on_tensorrt_11() -> None:
     """Polygraphy 0.49.20 reads config.int8_calibrator unguarded (AttributeError on 11); 0.49.22 guards it
-    (TensorRT repository, commit 9255eb39 "TensorRT 10.11 release updates", tools/Polygraphy)."""
+    (docs/tensorrt-facts.md, "Polygraphy", with its source)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "polygraphy>=0.49.22" in project["dependencies"]
