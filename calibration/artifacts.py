@@ -127,21 +127,55 @@ def _fit(value: Any, ort_type: str) -> Any:
 
 
 def default_feed(
-    model_path: str | os.PathLike[str], shapes: dict[str, tuple[int, ...]] | None = None
+    model_path: str | os.PathLike[str] | onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
 ) -> dict[str, Any] | None:
-    """One seeded random feed shaped from the model's inputs and the ``shapes`` given for them
-    (``--input``), else their dynamic dims as 1 (None when such inputs cannot be made)."""
-    from calibration.modelinfo import model_io
+    """One seeded random feed shaped from the inputs of the model (a file, or one in memory) and the
+    ``shapes`` given for them (``--input``), else their dynamic dims as 1 (None when such inputs
+    cannot be made)."""
+    from calibration.modelinfo import graph_io, model_io
     from calibration.sources import open_source
 
     try:
-        inputs, _ = model_io(model_path)
+        inputs, _ = graph_io(model_path) if isinstance(model_path, onnx.ModelProto) else model_io(model_path)
         batch = next((s[0] for s in (shapes or {}).values() if s), 1)
         return next(
             iter(open_source("random:0", inputs, samples=batch, batch_size=batch, shapes=shapes)), None
         )
     except Exception:  # inputs we cannot synthesize (sequences, odd types): load-only check
         return None
+
+
+FLOAT32_RTOL = 1e-3  # of the largest magnitude of the output, for float32's rounding in another order
+FLOAT32_ATOL = 1e-5
+
+
+def output_difference(want: Any, have: Any, wanted_by: str = "the source gives") -> str | None:
+    """How the array ``have`` differs from ``want`` (what ``wanted_by`` names), or None when it does
+    not beyond float32's rounding (``FLOAT32_ATOL + FLOAT32_RTOL * max|want|``, over its finite
+    values); NaN agrees with NaN, and integers and booleans must be equal. The export's comparison
+    with the PyTorch module and the check of an opset conversion both judge by it."""
+    import numpy as np
+
+    if want.shape != have.shape:
+        return f"has shape {list(have.shape)} where {wanted_by} {list(want.shape)}"
+    if want.size == 0:
+        return None
+    if want.dtype.kind in "fc" or have.dtype.kind in "fc":
+        kind = np.complex128 if "c" in (want.dtype.kind, have.dtype.kind) else np.float64
+        w, h = want.astype(kind), have.astype(kind)
+        with np.errstate(invalid="ignore", over="ignore"):
+            same = (w == h) | (np.isnan(w) & np.isnan(h))
+            error = np.where(same, 0.0, np.abs(w - h))
+        worst = float(np.nan_to_num(error, nan=np.inf).max())
+        finite = np.abs(w[np.isfinite(w)])
+        tolerance = FLOAT32_ATOL + FLOAT32_RTOL * (float(finite.max()) if finite.size else 0.0)
+        if worst > tolerance:
+            return f"differs by up to {worst:.3g} (float32 tolerance {tolerance:.2g})"
+        return None
+    if not np.array_equal(want, have):
+        wrong = int(np.count_nonzero(want != have)) if want.dtype == have.dtype else want.size
+        return f"differs in {wrong} of {want.size} values"
+    return None
 
 
 def _short(text: str, limit: int = 120) -> str:

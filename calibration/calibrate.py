@@ -292,7 +292,8 @@ def calibrate(
     unique_node_names(model, renamed)
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     before = opset_of(model)
-    model = upgrade_opset(model)  # before planning: the conversion adds nodes and moves indices
+    # before planning: the conversion adds nodes and moves indices; one that changes the outputs is refused
+    model = upgrade_opset(model, name=model_path.name)
     after = opset_of(model)
     upgraded = (
         f"the Q/DQ model is at opset {after}, not the input model's {before}: per-channel Q/DQ needs it "

@@ -25,6 +25,11 @@ class ModelLoadError(CalibrationError):
     caller can tell whether the model itself is at fault (:func:`calibration.artifacts.unloadable`)."""
 
 
+class ConversionError(CalibrationError):
+    """A model's opset conversion computes other values than the model, or cannot run where it runs
+    (:func:`calibration.conversion.conversion_change`): no model is made from it."""
+
+
 class NothingToQuantize(CalibrationError):
     """No layer of the model can be quantized with the exclusions given (an accuracy budget's
     variant that keeps every weighted layer in float quantizes nothing: it is the float model)."""

@@ -41,13 +41,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.algorithms import per_channel_absmax
-from calibration.errors import CalibrationError
+from calibration.conversion import conversion_change
+from calibration.errors import CalibrationError, ConversionError
 from calibration.graphs import (
     CycleError,
     all_graphs,
     constant_derived,
     copy_without_initializers,
     infer_shapes_light,
+    min_ir_version,
     named_in_model,
     opset_of,
     subgraphs,
@@ -594,8 +596,12 @@ def activation_scale(threshold: float, qmax: int) -> float:
     return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
 
 
-def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy.
+def upgrade_opset(model: onnx.ModelProto, name: str | None = None) -> onnx.ModelProto:
+    """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy, checked:
+    every conversion of export, calibration and a TensorRT cache's import is made here, and one
+    that computes other values than ``model`` on a seeded random feed, or cannot run where it
+    runs, raises :class:`ConversionError` (:func:`calibration.conversion.conversion_change`).
+    ``name``: how errors name the model (they start "NAME: ").
 
     Plan on the model this returns: conversion inserts nodes, which moves node indices.
     """
@@ -607,14 +613,23 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         upgraded.CopyFrom(model)
         upgraded.opset_import.append(helper.make_opsetid("", MIN_OPSET))
         return upgraded
+    named = f"{name}: " if name else ""
     try:
-        return _convert_light(keep_meaning(model), MIN_OPSET)
+        upgraded = _convert_light(keep_meaning(model), MIN_OPSET)
     except Exception as exc:
         raise CalibrationError(
-            f"the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
+            f"{named}the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
             f"Q/DQ) and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
             "convert it with onnx.version_converter or re-export it at opset 13 or later"
         ) from None
+    # the converter leaves the IR version as it was: IR 3 (of opsets 7 and 8) required every weight
+    # to be a graph input too, and a model without them there was refused by the checker ("W in
+    # initializer but not in graph input"). onnx's table gives the IR version an opset needs
+    # (onnx.helper.VERSION_TABLE).
+    upgraded.ir_version = max(upgraded.ir_version, min_ir_version(upgraded))
+    if (changed := conversion_change(model, upgraded)) is not None:
+        raise ConversionError(f"{named}{changed}")
+    return upgraded
 
 
 def keep_meaning(model: onnx.ModelProto) -> onnx.ModelProto:

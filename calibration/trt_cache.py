@@ -218,7 +218,8 @@ def cache_to_qdq(
     cache = read_cache(cache_path)
     model = onnx.load(os.fspath(model_path))
     upgrade_ir(model)
-    model = upgrade_opset(model)  # plan on the graph that is written (conversion moves indices)
+    # plan on the graph that is written (conversion moves indices); one that changes the outputs is refused
+    model = upgrade_opset(model, name=os.path.basename(model_path))
     amax = cache.amax()
     nodes = model.graph.node
     readers = {name: {i for i, _ in reads} for name, reads in tensor_readers(nodes).items()}

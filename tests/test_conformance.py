@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -529,6 +530,139 @@ def test_int8_cpu_model_runs_at_the_default_optimization_level(tmp_path: Path) -
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     got, want = session.run(None, {"x": x})[0], run(path, {"x": x})[0]
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+# ------------------------------------------------------------------ opset conversions
+def _old_hardmax(opset: int) -> onnx.ModelProto:
+    """x[2,3,4] -> MatMul -> y, and Hardmax(z, axis=1) -> hm, which below opset 13 is one 1 per
+    sample of z flattened to [2, 12] (at 13, one per column of axis 1). Below opset 5 (Reshape's
+    shape an attribute) the conversion does not rewrite the Hardmax: the converted model is wrong."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")
+    ir = 3 if opset < 9 else 6
+    x, z = _vi("x", TensorProto.FLOAT, [2, 3, 4]), _vi("z", TensorProto.FLOAT, [2, 3, 4])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        helper.make_node("Hardmax", ["z"], ["hm"], axis=1, name="hard"),
+    ]
+    outputs = [_vi("y", TensorProto.FLOAT, [2, 3, 4]), _vi("hm", TensorProto.FLOAT, [2, 3, 4])]
+    inputs = [x, z, _vi("w", TensorProto.FLOAT, [4, 4])] if ir == 3 else [x, z]
+    return _model(nodes, inputs, outputs, [w], opsets={"": opset}, ir=ir)
+
+
+def _onnx_node_test(module: str, cls: str, export: str, monkeypatch: pytest.MonkeyPatch) -> onnx.ModelProto:
+    """The model of one of onnx's node tests (onnx.backend.test.case.node), made by its own export
+    function alone (onnx's loader makes all 1600 of them, 30 s; importing the op's module makes its
+    own, into the lists replaced here)."""
+    import importlib
+
+    import onnx.backend.test.case.node as node_cases
+
+    tests = importlib.import_module(f"onnx.backend.test.case.node.{module}")
+    made: list[Any] = []
+    monkeypatch.setattr(node_cases, "_NodeTestCases", made)
+    monkeypatch.setattr(node_cases, "_existing_names", {})
+    monkeypatch.setattr(node_cases, "_TargetOpType", None)
+    getattr(getattr(tests, cls), export)()
+    return made[0].model
+
+
+def _scan8_with_matmul(monkeypatch: pytest.MonkeyPatch) -> onnx.ModelProto:
+    """onnx's test_scan_sum (opset 8, IR 3: Scan-8 takes a batch axis, Scan-9 none, and the converter
+    leaves the body as it is) beside a MatMul of its input, for int8 to have a layer to quantize."""
+    model = _onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch)
+    assert model.opset_import[0].version == 8
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 2)).astype(np.float32), "w")
+    model.graph.initializer.append(w)
+    model.graph.input.append(_vi("w", TensorProto.FLOAT, [2, 2]))
+    model.graph.node.append(helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm"))
+    model.graph.output.append(_vi("mm", TensorProto.FLOAT, [1, 3, 2]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _reference(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    return list(ReferenceEvaluator(model).run(None, feed))
+
+
+def calibrate(model: Path, out: Path, *args: str) -> tuple[int, str]:
+    """``edgedeploy calibrate`` in this process: (exit code, stderr)."""
+    from edgedeploy.cli import main
+
+    err = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["calibrate", str(model), "-o", str(out), *args])
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), err.getvalue()
+
+
+@pytest.mark.parametrize("case", ["hardmax-opset4", "onnx-scan-sum-opset8"])
+def test_int8_build_refuses_an_opset_conversion_that_changes_what_the_model_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """export compared every opset conversion with its source (d602ab1), but an int8 build of the
+    ONNX file itself converts it inside the calibration, unchecked: the opset-4 Hardmax came out
+    computing Hardmax-13 (output 'hm' off by 1 on every input), exit 0, and onnx's test_scan_sum
+    (Scan-8) came out unable to run its own input, which calibration blamed on the data. Both are
+    refused now in one line naming the conversion and the output, and nothing is written."""
+    if case == "hardmax-opset4":
+        model, opset, needles = _old_hardmax(4), 4, ("'hm'", "Hardmax", "changed what it computes")
+    else:
+        model, opset, needles = _scan8_with_matmul(monkeypatch), 8, ("Scan", "cannot run")
+    path = _save(model, tmp_path / "m.onnx")
+    for target in ("x86-64-cpu", "jetson-orin-nx"):
+        out = tmp_path / target
+        code, err = build(path, out, "--precision", "int8", "--target", target, "--calib-samples", "8")
+        assert_one_line_refusal(code, err, "m.onnx", f"opset {opset} to 13", *needles)
+        assert not list(out.glob("*.onnx"))
+
+
+def test_calibrate_refuses_an_opset_conversion_that_changes_what_the_model_computes(tmp_path: Path) -> None:
+    """``calibrate`` (from data, and from a TensorRT cache) converted the opset-4 Hardmax unchecked
+    too: both now refuse it as build does."""
+    from calibration.trt_cache import make_cache
+
+    path = _save(_old_hardmax(4), tmp_path / "m.onnx")
+    data = ["--data", "random:0", "--samples", "8"]
+    code, err = calibrate(path, tmp_path / "a", *data, "--target", "x86-64-cpu")
+    assert_one_line_refusal(code, err, "m.onnx", "opset 4 to 13", "'hm'")
+    cache = tmp_path / "trt.cache"
+    cache.write_text(make_cache({"x": 3.0}, "10.3.0", "max").dumps())
+    code, err = calibrate(path, tmp_path / "b", "--from-cache", str(cache), "--target", "jetson-orin-nx")
+    assert_one_line_refusal(code, err, "m.onnx", "opset 4 to 13", "'hm'")
+    assert not list(tmp_path.glob("*/*.onnx"))
+
+
+def test_old_opset_builds_compute_what_their_source_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a conversion keeps the meaning, the artifact's float part does what its source does: an
+    int8 build of the opset-11 Hardmax (converted, its Hardmax rewritten; TensorRT's placement
+    leaves it in float) gives output 'hm' exactly as the source does. fp16 converts no opset (the
+    artifact keeps the source's): the opset-11 Hardmax (kept in fp32) and onnx's test_scan_sum
+    come out at their own opset, computing what their source does."""
+    rng = np.random.default_rng(3)
+    path = _save(_old_hardmax(11), tmp_path / "hard.onnx")
+    int8 = ["--precision", "int8", "--target", "jetson-orin-nx", "--calib-samples", "8"]
+    artifact = assert_built_and_valid(path, tmp_path / "i8", *int8)  # TensorRT's placement: z not quantized
+    fp16 = assert_built_and_valid(path, tmp_path / "f16", "--precision", "fp16", "--fp32-nodes", "hard")
+    assert onnx.load(fp16).opset_import[0].version == 11
+    for _ in range(8):
+        feed = {name: rng.standard_normal((2, 3, 4)).astype(np.float32) for name in ("x", "z")}
+        want = run(path, feed)[1]
+        np.testing.assert_array_equal(run(artifact, feed)[1], want)
+        np.testing.assert_array_equal(run(fp16, feed)[1], want)
+    scan = _save(_onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch), tmp_path / "scan.onnx")
+    fp16 = assert_built_and_valid(scan, tmp_path / "s16", "--precision", "fp16")
+    assert onnx.load(fp16).opset_import[0].version == 8
+    feed = {"initial": rng.standard_normal((1, 2)).astype(np.float32)}
+    feed["x"] = rng.standard_normal((1, 3, 2)).astype(np.float32)
+    for got, want in zip(run(fp16, feed), run(scan, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
 
 
 # ------------------------------------------------------------------ messages

@@ -15,8 +15,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from calibration.artifacts import output_difference
 from edgedeploy.errors import InputError
-from edgedeploy.stages.export import ExportOptions, _difference, _other_inputs, export_module
+from edgedeploy.stages.export import ExportOptions, _other_inputs, export_module
 from tests.conftest import run_cli
 
 BRANCHY = """
@@ -258,12 +259,13 @@ def test_the_other_inputs_differ_from_the_example_and_keep_its_kind() -> None:
 
 def test_the_difference_is_relative_to_the_output_and_nan_agrees_with_nan() -> None:
     big = np.array([1000.0, -2.0, np.nan], dtype=np.float32)
-    assert _difference(big, big + np.array([0.5, 0.5, 0], dtype=np.float32)) is None  # 1e-3 of 1000
+    assert output_difference(big, big + np.array([0.5, 0.5, 0], dtype=np.float32)) is None  # 1e-3 of 1000
     assert "differs by up to 1.5 (float32 tolerance 1)" in str(
-        _difference(big, big + np.array([0, 1.5, 0], dtype=np.float32))
+        output_difference(big, big + np.array([0, 1.5, 0], dtype=np.float32))
     )
     small = np.array([0.01, -0.02], dtype=np.float32)
-    assert "differs by up to 0.001" in str(_difference(small, small + np.float32(1e-3)))
-    assert "differs by up to inf" in str(_difference(big, np.array([1000.0, -2.0, 1.0], dtype=np.float32)))
-    assert "shape [3, 1]" in str(_difference(big, big.reshape(3, 1)))
-    assert "1 of 3 values" in str(_difference(np.array([1, 2, 3]), np.array([1, 2, 4])))
+    assert "differs by up to 0.001" in str(output_difference(small, small + np.float32(1e-3)))
+    infinite = output_difference(big, np.array([1000.0, -2.0, 1.0], dtype=np.float32))
+    assert "differs by up to inf" in str(infinite)
+    assert "shape [3, 1]" in str(output_difference(big, big.reshape(3, 1)))
+    assert "1 of 3 values" in str(output_difference(np.array([1, 2, 3]), np.array([1, 2, 4])))

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibration.artifacts import output_difference
 from calibration.atomic import temp_prefix
 from calibration.errors import raised
-from calibration.graphs import all_graphs, min_ir_version, opset_of, ort_error
+from calibration.graphs import all_graphs, opset_of
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
@@ -1031,21 +1032,16 @@ def finalize_onnx(
     model = load_onnx(src)
     before = len(model.graph.node)  # the file's own count, before any conversion
     if opset_of(model) < MIN_OPSET:  # per-channel Q/DQ and the fp16 converter's ops need 13
-        from calibration.errors import CalibrationError
+        from calibration.errors import CalibrationError, ConversionError
         from calibration.qdq import upgrade_opset
 
-        old, source = opset_of(model), model
-        try:
-            model = upgrade_opset(model)
+        old = opset_of(model)
+        try:  # checked against the file on a seeded random feed, its IR version raised as opset 13 needs
+            model = upgrade_opset(model, name=what)
+        except ConversionError as exc:
+            raise InputError(f"{exc}; not exported") from None
         except CalibrationError as exc:
-            raise InputError(f"{what}: {exc}") from None
-        # the converter leaves the IR version as it was: IR 3 (of opsets 7 and 8) required every
-        # weight to be a graph input too, and onnxslim took them out of the inputs, so the checker
-        # refused the result ("W in initializer but not in graph input"). onnx's table gives the
-        # IR version an opset needs (onnx.helper.VERSION_TABLE).
-        model.ir_version = max(model.ir_version, min_ir_version(model))
-        if changed := conversion_change(src, source, model):
-            raise InputError(f"{what}: {changed}; not exported")
+            raise InputError(str(exc)) from None
         notify(f"notice: converted the model from opset {old} to {opset_of(model)} (onnx.version_converter)")
     name_dynamic_dims(model, exported=name is not None, outputs=False)
     try:
@@ -1073,67 +1069,6 @@ def finalize_onnx(
     for why in unrun:
         notify(f"notice: the exported model was loaded by ONNX Runtime, not run: {why}")
     return model, before, len(model.graph.node), simplified
-
-
-# ops that draw new values on every run: their model's outputs cannot be compared run against run
-RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
-)
-
-
-def conversion_change(src: Path, source: onnx.ModelProto, converted: onnx.ModelProto) -> str | None:
-    """How ``converted`` (``source``, read from ``src``, taken to another opset) computes other
-    values than ``source`` on one seeded random feed, or None when it does not beyond float32's
-    rounding (:func:`_difference`) or cannot be compared. onnx.version_converter keeps an op's
-    attributes where the op's meaning changed (Hardmax below 13 flattened its input, at 13 it works
-    along one axis): wrong outputs, exit 0. ``source`` runs in ONNX Runtime, or in onnx's reference
-    evaluator where ONNX Runtime cannot run it (opset 6, IR 3), ``converted`` in ONNX Runtime."""
-    from calibration.artifacts import default_feed, model_outputs
-
-    drawn = {n.op_type for g in all_graphs(source.graph) for n in g.node} & RANDOM_OPS
-    feed = None if drawn else default_feed(src)
-    if feed is None:  # no comparison without inputs, nor of values drawn at random each run
-        return None
-    try:
-        want = model_outputs(source, feed, reference=True)
-    except Exception:  # the source fails on random inputs: nothing to compare
-        return None
-    converting = f"converting it from opset {opset_of(source)} to {opset_of(converted)}"
-    converting += " (onnx.version_converter)"
-    ops = f"op types converted: {', '.join(converted_op_types(source, converted))}"
-    try:
-        have = model_outputs(converted, feed)
-    except Exception as exc:
-        return (
-            f"{converting} made a model ONNX Runtime cannot run ({ort_error(exc)[:160]}) on random inputs "
-            f"the source runs on ({ops})"
-        )
-    for output, expected, got in zip(converted.graph.output, want, have, strict=False):
-        if not isinstance(expected, np.ndarray) or not isinstance(got, np.ndarray):
-            continue
-        if differs := _difference(expected, got, "the source gives"):
-            differs += " on random inputs"
-            return f"{converting} changed what it computes: output '{output.name}' {differs} ({ops})"
-    return None
-
-
-def converted_op_types(source: onnx.ModelProto, converted: onnx.ModelProto) -> list[str]:
-    """The default-domain op types of ``source`` whose definition differs between its opset and
-    ``converted``'s (those the version converter had to adapt), in graph order."""
-    old, new = opset_of(source), opset_of(converted)
-    found: dict[str, None] = {}
-    for graph in all_graphs(source.graph):
-        for node in graph.node:
-            if node.domain not in ("", "ai.onnx") or node.op_type in found:
-                continue
-            try:
-                before = onnx.defs.get_schema(node.op_type, old).since_version
-                after = onnx.defs.get_schema(node.op_type, new).since_version
-            except Exception:  # not an op onnx defines at one of them
-                before, after = -1, -2
-            if before != after:
-                found[node.op_type] = None
-    return list(found) or ["none"]
 
 
 ANONYMOUS_DIM = re.compile(r"unk__\d+")  # onnx's shape inference names an unknown dim so
@@ -1388,8 +1323,6 @@ class _ExportedIO:
 
 
 KEEP_ANYWAY = "export --no-verify, or verify = false in a config's [export]"
-VERIFY_RTOL = 1e-3  # of the largest magnitude of the output, for float32's rounding in another order
-VERIFY_ATOL = 1e-5
 
 
 def compare_with_module(
@@ -1405,7 +1338,8 @@ def compare_with_module(
     the example inputs ``args`` and on two more sets of other values of their shapes
     (:func:`_other_inputs`), compare its outputs with the module's, and say the first that differs
     beyond float32's rounding: by more than
-    ``VERIFY_ATOL + VERIFY_RTOL * max|torch|`` (None when all agree).
+    ``FLOAT32_ATOL + FLOAT32_RTOL * max|torch|`` (None when all agree;
+    :func:`~calibration.artifacts.output_difference`).
 
     A trace (the TorchScript exporter, the dynamo one's fallback) runs forward once and keeps
     what it reads from a tensor as a constant: ``x.sum() > 0 and l(x) or -l(x)`` came out as one
@@ -1456,7 +1390,7 @@ def compare_with_module(
         for name, want, have in zip(io_names.outputs, expected, got, strict=True):
             if want is None:
                 continue
-            if differs := _difference(want, np.asarray(have)):
+            if differs := output_difference(want, np.asarray(have), "torch gives"):
                 if random := _nondeterministic(model, inputs, expected, io_names.outputs, label):
                     return random
                 return (
@@ -1478,7 +1412,9 @@ def _nondeterministic(
     except InputError:
         return None
     for name, first, second in zip(names, expected, again, strict=False):
-        if first is None or second is None or (differs := _difference(first, second)) is None:
+        if first is None or second is None:
+            continue
+        if (differs := output_difference(first, second, "torch gives")) is None:
             continue
         return (
             f"the model is not deterministic: two torch runs on the same inputs differ (output '{name}' "
@@ -1501,32 +1437,6 @@ def _numpy_dtype(tensor: Any) -> bool:
     except (TypeError, RuntimeError):  # bfloat16, a quantized tensor
         return False
     return True
-
-
-def _difference(want: np.ndarray, have: np.ndarray, wanted_by: str = "torch gives") -> str | None:
-    """How ``have`` (ONNX Runtime's output) differs from ``want`` (torch's, or what ``wanted_by``
-    names), or None when it does not beyond float32's rounding; NaN agrees with NaN, and integers
-    and booleans must be equal."""
-    if want.shape != have.shape:
-        return f"has shape {list(have.shape)} where {wanted_by} {list(want.shape)}"
-    if want.size == 0:
-        return None
-    if want.dtype.kind in "fc" or have.dtype.kind in "fc":
-        kind = np.complex128 if "c" in (want.dtype.kind, have.dtype.kind) else np.float64
-        w, h = want.astype(kind), have.astype(kind)
-        with np.errstate(invalid="ignore", over="ignore"):
-            same = (w == h) | (np.isnan(w) & np.isnan(h))
-            error = np.where(same, 0.0, np.abs(w - h))
-        worst = float(np.nan_to_num(error, nan=np.inf).max())
-        finite = np.abs(w[np.isfinite(w)])
-        tolerance = VERIFY_ATOL + VERIFY_RTOL * (float(finite.max()) if finite.size else 0.0)
-        if worst > tolerance:
-            return f"differs by up to {worst:.3g} (float32 tolerance {tolerance:.2g})"
-        return None
-    if not np.array_equal(want, have):
-        wrong = int(np.count_nonzero(want != have)) if want.dtype == have.dtype else want.size
-        return f"differs in {wrong} of {want.size} values"
-    return None
 
 
 def _other_inputs(args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
