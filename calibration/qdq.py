@@ -685,69 +685,83 @@ def _per_channel_slopes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model``, or a copy whose PRelu slopes of one dimension [C] (C > 1) on an input of rank
     r >= 3 are [C, 1, ...] (r - 1 dims): below opset 7 such a slope applies along axis 1 (the
     channels), from 7 on it broadcasts as numpy does, against the last axis, and the converter
-    leaves it as it is (onnx's test_PReLU_1d_multiparam came out unable to run: "3 by 4"). Only a
-    slope that is an initializer of the main graph on an input of known rank is reshaped; another
-    is left to the caller's check of the converted model."""
-    if not 0 < opset_of(model) < 7:
-        return model
-    inits = {init.name: init for init in model.graph.initializer}
-    prelus = [
-        n
-        for n in model.graph.node
-        if n.op_type == "PRelu"
-        and n.domain in ("", "ai.onnx")
-        and len(n.input) == 2
-        and n.input[1] in inits
-        and len(inits[n.input[1]].dims) == 1
-        and inits[n.input[1]].dims[0] > 1
-    ]
-    if not prelus:
+    leaves it as it is (onnx's test_PReLU_1d_multiparam came out unable to run: "3 by 4"). A PRelu
+    in a subgraph (an If branch, a Loop body; Scan came at opset 8) is reshaped as one in the main graph, its
+    slope an initializer of its own graph or of one around it (read from the outer scope; a new
+    slope goes where the one it replaces is). A slope that is no initializer, or on an input of
+    unknown rank, is left to the caller's check of the converted model."""
+    if not 0 < opset_of(model) < 7 or not _slope_prelus(model.graph):
         return model
     try:
         inferred = infer_shapes_light(model)
     except Exception:
         return model
-    graph = inferred.graph
     ranks = {
         v.name: len(v.type.tensor_type.shape.dim)
+        for graph in all_graphs(inferred.graph)
         for v in (*graph.input, *graph.value_info, *graph.output)
         if v.type.tensor_type.HasField("shape")
     }
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
+    graphs = all_graphs(copy.graph)
     readers: dict[str, int] = {}
-    for g in all_graphs(copy.graph):
+    for g in graphs:
         for n in g.node:
             for name in n.input:
                 readers[name] = readers.get(name, 0) + 1
-    taken = {name for g in all_graphs(copy.graph) for n in g.node for name in n.output}
-    taken |= {v.name for v in (*copy.graph.input, *copy.graph.initializer)}
-    wanted = {n.output[0] for n in prelus}
-    for node in copy.graph.node:
-        if node.op_type != "PRelu" or not node.output or node.output[0] not in wanted:
-            continue
+    taken = {name for g in graphs for n in g.node for name in n.output}
+    taken |= {v.name for g in graphs for v in (*g.input, *g.initializer)}
+    for node, owner, init in _slope_prelus(copy.graph):
         rank = ranks.get(node.input[0], 0)
         if rank < 3:  # [N, C] against [C]: numpy broadcasting means the same
             continue
-        slope = numpy_helper.to_array(inits[node.input[1]])
+        slope = numpy_helper.to_array(init)
         shaped = slope.reshape(slope.shape[0], *([1] * (rank - 2)))
-        listed = [v for v in copy.graph.input if v.name == node.input[1]]  # IR 3 listed every weight
-        if readers.get(node.input[1], 0) > 1:
-            name = _unique(f"{node.input[1]}_per_channel", taken)
-            copy.graph.initializer.append(numpy_helper.from_array(shaped, name))
-            if listed:
-                copy.graph.input.append(
+        listed = [v for v in owner.input if v.name == init.name]  # IR 3 listed every weight
+        if readers.get(init.name, 0) > 1:
+            name = _unique(f"{init.name}_per_channel", taken)
+            owner.initializer.append(numpy_helper.from_array(shaped, name))
+            if listed and owner is copy.graph:  # a body's inputs are its op's: never added to
+                owner.input.append(
                     helper.make_tensor_value_info(name, listed[0].type.tensor_type.elem_type, shaped.shape)
                 )
             node.input[1] = name
             continue
-        init = next(i for i in copy.graph.initializer if i.name == node.input[1])
         init.CopyFrom(numpy_helper.from_array(shaped, init.name))
         for value in listed:
             value.CopyFrom(
                 helper.make_tensor_value_info(value.name, value.type.tensor_type.elem_type, shaped.shape)
             )
     return copy
+
+
+def _slope_prelus(
+    graph: onnx.GraphProto, outer: Mapping[str, tuple[onnx.GraphProto, TensorProto]] | None = None
+) -> list[tuple[onnx.NodeProto, onnx.GraphProto, TensorProto]]:
+    """The default-domain PRelus of ``graph`` and its subgraphs whose slope is an initializer of
+    one dimension [C] (C > 1) of their graph or of one around it (``outer``: name -> the graph
+    holding it and the initializer), each with that graph and initializer, in graph order."""
+    scope = dict(outer or {})
+    own = {init.name for init in graph.initializer}
+    for name in {v.name for v in graph.input} | {o for n in graph.node for o in n.output}:
+        if name not in own:  # a value of this graph hides an outer initializer of its name
+            scope.pop(name, None)
+    scope.update({init.name: (graph, init) for init in graph.initializer})
+    found: list[tuple[onnx.NodeProto, onnx.GraphProto, TensorProto]] = []
+    for node in graph.node:
+        if (
+            node.op_type == "PRelu"
+            and node.domain in ("", "ai.onnx")
+            and len(node.input) == 2
+            and node.input[1] in scope
+        ):
+            owner, init = scope[node.input[1]]
+            if len(init.dims) == 1 and init.dims[0] > 1:
+                found.append((node, owner, init))
+        for sub in subgraphs(node):
+            found.extend(_slope_prelus(sub, scope))
+    return found
 
 
 def _flattening_hardmax(node: onnx.NodeProto) -> bool:

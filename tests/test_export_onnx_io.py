@@ -188,6 +188,72 @@ def test_an_opset_6_per_channel_prelu_exports_to_a_model_that_computes_its_test_
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
 
 
+def _prelu_in_a_body(path: Path, body: str) -> Path:
+    """An opset-6 model whose PRelu runs inside a subgraph with a per-channel slope [3] on
+    x[2, 3, 4]: the then-branch of an If (IR 3; its slope an initializer of the main graph, read
+    from the outer scope), or the body of a Loop run once (IR 4, where a body's initializer need
+    not be its input: its slope the body's own)."""
+    slope = numpy_helper.from_array(np.array([0.25, 0.5, 0.75], np.float32), "slope")
+    flag = numpy_helper.from_array(np.array(True), "flag")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])
+    inits = [flag]
+    if body == "if":
+        prelu = helper.make_node("PRelu", ["x", "slope"], ["p"], name="prelu")
+        p, n = (helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("p", "n"))
+        then = helper.make_graph([prelu], "then", [], [p])
+        other = helper.make_graph([helper.make_node("Neg", ["x"], ["n"], name="neg")], "else", [], [n])
+        nodes = [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other, name="if")]
+        inits.append(slope)
+    else:
+        step = [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 3, 4]),
+        ]
+        loop_body = helper.make_graph(
+            [
+                helper.make_node("Identity", ["c"], ["c_out"], name="keep"),
+                helper.make_node("PRelu", ["v", "slope"], ["v_out"], name="prelu"),
+            ],
+            "body",
+            step,
+            [
+                helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2, 3, 4]),
+            ],
+            [slope],
+        )
+        nodes = [helper.make_node("Loop", ["once", "flag", "x"], ["y"], body=loop_body, name="loop")]
+        inits.append(numpy_helper.from_array(np.array(1, np.int64), "once"))
+    inputs = [x] + [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits]
+    graph = helper.make_graph(nodes, "g", inputs if body == "if" else [x], [y], inits)
+    ir = 3 if body == "if" else 4
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)], ir_version=ir)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("body", ["if", "loop"])
+def test_an_opset_6_per_channel_prelu_inside_a_subgraph_exports_to_a_model_that_computes_it(
+    tmp_path: Path, body: str
+) -> None:
+    """1bdfc7e reshaped an opset-6 PRelu's per-channel slope [C] to [C, 1, ...] in the main graph
+    only: inside an If branch or a Loop body it was left [3] against x[2, 3, 4], which from opset 7
+    on broadcasts against the last axis, and the converted model could not run ("3 by 4"): the
+    export was refused. Its slope is reshaped there too now, and the model computes the PRelu
+    along the channels."""
+    src = _prelu_in_a_body(tmp_path / "model.onnx", body)
+    result = run_cli("export", src, "-o", tmp_path / "out.onnx")
+    assert result.code == 0, result.stderr
+    assert "converted the model from opset 6 to 13" in result.stderr
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    want = np.where(x >= 0, x, x * np.array([0.25, 0.5, 0.75], np.float32).reshape(3, 1))
+    session = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], want, rtol=1e-6)
+
+
 def test_a_conversion_that_cannot_run_while_its_source_can_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
