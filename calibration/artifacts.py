@@ -41,11 +41,21 @@ def unloadable(model: str | os.PathLike[str]) -> str | None:
     line naming it and ONNX Runtime's reason. For the failure paths of what is made from a model: a
     model ONNX Runtime refuses (two nodes of one name, an opset it does not know) is said to be at
     fault itself, not what was made of it."""
+    if (why := load_error(model)) is None:
+        return None
+    return f"ONNX Runtime cannot load {Path(model).name} itself ({why}); nothing made from it is kept"
+
+
+def load_error(model: str | os.PathLike[str] | onnx.ModelProto) -> str | None:
+    """ONNX Runtime's one-line reason it cannot load ``model`` (a file, or one in memory) as the
+    check loads it, or None when it loads."""
     try:
-        _session(os.fspath(model))
+        if isinstance(model, onnx.ModelProto):
+            _session(model.SerializeToString(), model)
+        else:
+            _session(os.fspath(model))
     except Exception as exc:
-        why = ort_error(exc)
-        return f"ONNX Runtime cannot load {Path(model).name} itself ({why}); nothing made from it is kept"
+        return ort_error(exc)
     return None
 
 
@@ -87,19 +97,21 @@ def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> s
 
 def model_outputs(model: onnx.ModelProto, feed: Mapping[str, Any], *, reference: bool = False) -> list[Any]:
     """``model``'s outputs on ``feed`` (graph order) from the check's ONNX Runtime session or, with
-    ``reference`` and where ONNX Runtime cannot load or run it (an opset-6 PRelu, an IR 3 file), from
-    onnx's reference evaluator. Raises ONNX Runtime's error (the evaluator's where it failed too)."""
+    ``reference`` and where ONNX Runtime cannot load it (an opset-6 PRelu, an IR 3 file), from
+    onnx's reference evaluator. Raises ONNX Runtime's error (the evaluator's where it ran instead).
+    Not where ONNX Runtime loads the model and refuses ``feed`` (an iou_threshold of NonMaxSuppression
+    outside [0, 1]): the evaluator checks no such thing, and its outputs are no reference then."""
     from calibration.ortvalues import ort_feed
 
     try:
         session = _session(model.SerializeToString(), model)
-        wanted = {i.name: i.type for i in session.get_inputs()}
-        fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
-        return list(session.run(None, ort_feed(fitted)))
     except Exception:
         if not reference:
             raise
-    return reference_outputs(model, feed)
+        return reference_outputs(model, feed)
+    wanted = {i.name: i.type for i in session.get_inputs()}
+    fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
+    return list(session.run(None, ort_feed(fitted)))
 
 
 def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, Any]) -> list[Any]:

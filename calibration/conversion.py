@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibration.artifacts import default_feed, model_outputs, output_difference
+from calibration.artifacts import default_feed, load_error, model_outputs, output_difference
 from calibration.graphs import all_graphs, opset_of, ort_error
 
 # ops that draw new values on every run: their model's outputs cannot be compared run against run
@@ -34,8 +34,9 @@ def conversion_change(
     ``source`` runs; None when it does not differ beyond float32's rounding
     (:func:`~calibration.artifacts.output_difference`) or cannot be compared (no feed can be made,
     the source fails on it, or it draws random values). ``source`` runs in ONNX Runtime, or in
-    onnx's reference evaluator where ONNX Runtime cannot run it (opset 6, IR 3), ``converted`` in
-    ONNX Runtime. The words start "converting it from opset N to M": the caller names the model."""
+    onnx's reference evaluator where ONNX Runtime cannot load it (opset 6, IR 3), ``converted`` in
+    ONNX Runtime; one that fails as ONNX Runtime fails to load the source is not the conversion's
+    doing. The words start "converting it from opset N to M": the caller names the model."""
     drawn = {n.op_type for g in all_graphs(source.graph) for n in g.node} & RANDOM_OPS
     if drawn:  # values drawn at random on each run: nothing to compare
         return None
@@ -52,9 +53,12 @@ def conversion_change(
     try:
         have = model_outputs(converted, feed)
     except Exception as exc:
+        why = ort_error(exc)
+        if why == load_error(source):  # ONNX Runtime refuses the source alike (a locale it lacks)
+            return None
         return (
-            f"{converting} made a model ONNX Runtime cannot run ({ort_error(exc)[:160]}) on random inputs "
-            f"the source runs on ({ops})"
+            f"{converting} made a model ONNX Runtime cannot run ({why[:160]}) on random inputs the "
+            f"source runs on ({ops})"
         )
     for output, expected, got in zip(converted.graph.output, want, have, strict=False):
         if not isinstance(expected, np.ndarray) or not isinstance(got, np.ndarray):

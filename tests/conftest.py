@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -17,6 +19,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import calibration  # noqa: F401  (ONNX Runtime's telemetry off before a test imports onnxruntime)
+
+if TYPE_CHECKING:
+    from onnx.backend.test.case.test_case import TestCase
 
 # A test run started in the background of a non-interactive shell (`cmd &`, nohup) inherits Ctrl-C
 # ignored, and Python then keeps SIG_IGN instead of its own handler. The interrupt tests check that
@@ -261,3 +266,18 @@ def shapeless_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def onnx_node_test(module: str, cls: str, export: str, monkeypatch: pytest.MonkeyPatch) -> TestCase:
+    """One of onnx's node tests (onnx.backend.test.case.node: its model and data), made by its own
+    export function alone (onnx's loader makes all 1600 of them, 30 s; importing the op's module
+    makes its own, into the lists replaced here)."""
+    import onnx.backend.test.case.node as node_cases
+
+    tests = importlib.import_module(f"onnx.backend.test.case.node.{module}")
+    made: list[Any] = []
+    monkeypatch.setattr(node_cases, "_NodeTestCases", made)
+    monkeypatch.setattr(node_cases, "_existing_names", {})
+    monkeypatch.setattr(node_cases, "_TargetOpType", None)
+    getattr(getattr(tests, cls), export)()
+    return made[0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -19,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.ortvalues import ort_feed
+from tests.conftest import onnx_node_test
 
 
 def _model(
@@ -549,27 +549,10 @@ def _old_hardmax(opset: int) -> onnx.ModelProto:
     return _model(nodes, inputs, outputs, [w], opsets={"": opset}, ir=ir)
 
 
-def _onnx_node_test(module: str, cls: str, export: str, monkeypatch: pytest.MonkeyPatch) -> onnx.ModelProto:
-    """The model of one of onnx's node tests (onnx.backend.test.case.node), made by its own export
-    function alone (onnx's loader makes all 1600 of them, 30 s; importing the op's module makes its
-    own, into the lists replaced here)."""
-    import importlib
-
-    import onnx.backend.test.case.node as node_cases
-
-    tests = importlib.import_module(f"onnx.backend.test.case.node.{module}")
-    made: list[Any] = []
-    monkeypatch.setattr(node_cases, "_NodeTestCases", made)
-    monkeypatch.setattr(node_cases, "_existing_names", {})
-    monkeypatch.setattr(node_cases, "_TargetOpType", None)
-    getattr(getattr(tests, cls), export)()
-    return made[0].model
-
-
 def _scan8_with_matmul(monkeypatch: pytest.MonkeyPatch) -> onnx.ModelProto:
     """onnx's test_scan_sum (opset 8, IR 3: Scan-8 takes a batch axis, Scan-9 none, and the converter
     leaves the body as it is) beside a MatMul of its input, for int8 to have a layer to quantize."""
-    model = _onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch)
+    model = onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch).model
     assert model.opset_import[0].version == 8
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 2)).astype(np.float32), "w")
     model.graph.initializer.append(w)
@@ -656,7 +639,7 @@ def test_old_opset_builds_compute_what_their_source_computes(
         want = run(path, feed)[1]
         np.testing.assert_array_equal(run(artifact, feed)[1], want)
         np.testing.assert_array_equal(run(fp16, feed)[1], want)
-    scan = _save(_onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch), tmp_path / "scan.onnx")
+    scan = _save(onnx_node_test("scan", "Scan", "export_scan_8", monkeypatch).model, tmp_path / "scan.onnx")
     fp16 = assert_built_and_valid(scan, tmp_path / "s16", "--precision", "fp16")
     assert onnx.load(fp16).opset_import[0].version == 8
     feed = {"initial": rng.standard_normal((1, 2)).astype(np.float32)}
