@@ -279,7 +279,7 @@ def test_draws_score_each_artifact_on_each_draw_beside_the_tables_figures(
     def metric(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
         return 1.0 if cosine(ref, got) > 0.9 else 0.0
 
-    spec = SimpleNamespace(data=data, batch=1, metric=metric)
+    spec = SimpleNamespace(data=data, batch=1, metric=metric, stream=None)
     rows: list[dict[str, object]] = [
         {"model": "m", "method": "ours-int8-gpu", "cosine": 0.99, "task": 1.0},
         {"model": "m", "method": "modelopt-int8", "cosine": 0.98, "task": 1.0},
@@ -319,3 +319,79 @@ def test_the_benchmarks_cosine_is_compares_exactly_1_for_identical_outputs_and_w
         r, c = np.asarray(a, np.float64), np.asarray(b, np.float64)
         assert cosine([[a]], [[b]]) == cosine_of(r, c, equal=bool(np.array_equal(r, c)))
     assert np.isnan(cosine([[rows]], [[rows * np.nan]]))  # a candidate's NaN/Inf: no figure
+
+
+def _leaky_state_model(path: Path, keep: float) -> Path:
+    """A tiny stateful model as a VAD is: ``s_out = keep * s + x`` (state [n, 1, 2], batch first),
+    ``p = Sigmoid(sum(s_out))`` ([n, 1]); the state output comes back transposed, [1, n, 2], as
+    silero's ``stateN`` does."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Mul", ["s", "keep"], ["kept"]),
+        helper.make_node("Add", ["kept", "x"], ["s_new"]),
+        helper.make_node("Transpose", ["s_new"], ["s_out"], perm=[1, 0, 2]),
+        helper.make_node("ReduceSum", ["s_new", "axes"], ["total"], keepdims=0),
+        helper.make_node("Sigmoid", ["total"], ["p"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 2]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, ["n", 1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 1]),
+            helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [1, "n", 2]),
+        ],
+        [
+            numpy_helper.from_array(np.array(keep, np.float32), "keep"),
+            numpy_helper.from_array(np.array([2], np.int64), "axes"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_a_stateful_model_is_scored_streaming_on_its_own_fed_back_state(tmp_path: Path) -> None:
+    """A VAD's figures fed every candidate the FP32 model's state before each chunk (one step), not
+    what a user's stream gives, where each model feeds back its own state and errors compound:
+    run_stream runs the chunks in order, each step on the model's own previous state, zeros where a
+    stream starts, and scores the outputs but the state."""
+    from types import SimpleNamespace
+
+    from benchmarks.real_models import Stream, batches, cosine, run_all, run_stream, score_run
+
+    ref_model = _leaky_state_model(tmp_path / "ref.onnx", 0.5)
+    drift = _leaky_state_model(tmp_path / "drift.onnx", 0.6)  # a state path slightly off
+    x = np.random.default_rng(0).uniform(-1, 1, (12, 1, 2)).astype(np.float32)
+
+    def by_hand(keep: float, starts: tuple[int, ...]) -> np.ndarray:
+        state, probs = np.zeros((1, 2), np.float32), []
+        for i in range(len(x)):
+            state = (np.zeros((1, 2), np.float32) if i in starts else state) * np.float32(keep) + x[i]
+            probs.append(1.0 / (1.0 + np.exp(-float(state.sum()))))
+        return np.array(probs)
+
+    fed = np.zeros_like(x)  # the reference's own state before each chunk, as the one-step data holds
+    for i in range(1, len(x)):
+        fed[i] = 0.5 * fed[i - 1] + x[i - 1]
+    feeds = batches({"x": x, "s": fed}, 4)
+    stream = Stream("s", "s_out")
+    got = run_stream(drift, feeds, stream)
+    assert len(got) == 3 and all(len(b) == 1 and b[0].shape == (4, 1) for b in got)  # p only, per batch
+    assert np.allclose(np.concatenate(got).ravel(), by_hand(0.6, (0,)), atol=1e-6)
+    restarted = run_stream(drift, feeds, stream, starts=(0, 6))  # a second stream from chunk 6
+    assert np.allclose(np.concatenate(restarted).ravel(), by_hand(0.6, (0, 6)), atol=1e-6)
+    ref = run_stream(ref_model, feeds, stream)
+    assert np.allclose(np.concatenate(ref).ravel(), by_hand(0.5, (0,)), atol=1e-6)
+    # the reference fed its own states gives the one-step outputs; the drifting model fed them does
+    # not see its own error compound, so one step reads closer than the stream does
+    one_ref, one_drift = run_all(ref_model, feeds), run_all(drift, feeds)
+    assert np.allclose(np.concatenate([b[0] for b in one_ref]), np.concatenate(ref).reshape(-1, 1), atol=1e-6)
+    assert cosine(ref, got) < cosine([[b[0]] for b in one_ref], [[b[0]] for b in one_drift]) < 1.0
+    # score_run streams a spec with a Stream and runs a stateless one as before
+    assert cosine(ref, score_run(SimpleNamespace(stream=stream), drift, feeds)) == cosine(ref, got)
+    plain = score_run(SimpleNamespace(stream=None), drift, feeds)
+    assert all(len(b) == 2 for b in plain) and cosine(plain, one_drift) == 1.0
