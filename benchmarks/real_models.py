@@ -715,7 +715,7 @@ SPECS = [
     ),
     Spec(
         "silero-vad",
-        "VAD conv+LSTM (audio)",
+        "VAD conv+LSTM (audio), streaming",
         "silero-vad==6.2.3",
         "silero_vad/data/silero_vad_16k_op15.onnx",
         "decision agree",
@@ -728,7 +728,7 @@ SPECS = [
     ),
     Spec(
         "akiki-vad",
-        "VAD conv+GRU (audio)",
+        "VAD conv+GRU (audio), streaming",
         "akiki==0.0.6",
         "akiki/models/akiki-vad.onnx",
         "decision agree",
