@@ -1464,8 +1464,12 @@ def targets(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]
         checks[m] = c
 
     def cell(c: dict[str, Any], keys: Sequence[str], fmt: str) -> str:
-        got = [c[k] for k in keys if k in c]
-        return " / ".join(format(v, fmt) + ("!" if ok is False else "") for v, ok in got) or "-"
+        """The figures of ``keys`` (one per placement, in the header's order), "-" for one not run:
+        the others keep their columns; "-" alone when none ran."""
+        if not any(k in c for k in keys):
+            return "-"
+        shown = (format(c[k][0], fmt) + ("!" if c[k][1] is False else "") if k in c else "-" for k in keys)
+        return " / ".join(shown)
 
     out = [
         "Targets, against the peer of the same run (! missed; gpu / cpu / vnni placements)",

@@ -395,3 +395,20 @@ def test_a_stateful_model_is_scored_streaming_on_its_own_fed_back_state(tmp_path
     assert cosine(ref, score_run(SimpleNamespace(stream=stream), drift, feeds)) == cosine(ref, got)
     plain = score_run(SimpleNamespace(stream=None), drift, feeds)
     assert all(len(b) == 2 for b in plain) and cosine(plain, one_drift) == 1.0
+
+
+def test_targets_print_a_dash_for_a_placement_not_run_instead_of_shifting_the_others() -> None:
+    """A run of the GPU and VNNI placements only printed their two figures as "gpu / cpu" under the
+    header's "gpu / cpu / vnni"; each placement keeps its column, "-" where it did not run."""
+    from benchmarks.real_models import targets
+
+    rows = _rows(
+        "a",
+        ours_int8_gpu=(0.99789, 6.0),  # behind by 0.00011, too slow
+        ours_int8_vnni=(0.99801, 4.0),
+        modelopt_int8=(0.99800, 10.0),
+    )
+    text, _ = targets(rows)
+    assert "| a | -0.00011! / - / +0.00001 | 0.60! / - / 0.40 | - | - | - |" in text
+    only_cpu, _ = targets(_rows("b", ours_int8_cpu=(0.999, 1.0), modelopt_int8=(0.998, 10.0)))
+    assert "| b | - / +0.00100 / - | - / 0.10 / - | - | - | - |" in only_cpu
