@@ -29,7 +29,9 @@ paragraphs, tables, figures with captions, equations; one or two columns) render
 DejaVu fonts, captcha-like images, synthetic scenes of glyphs and shapes, speech from ``espeak-ng`` mixed with
 silence and noise (calibrated on the state a sequential FP32 run carries over), the bytes of real files on
 this machine, and English sentences. Calibration and evaluation sets are disjoint (seed 1 and
-``--eval-seed``, 2 by default). The two VAD models read each 512-sample chunk with the previous
+``--eval-seed``, 2 by default; magika's files are split into 16 shares, one per seed, by
+:func:`disjoint_draw`, so that no file content is in two draws). The two VAD models read each
+512-sample chunk with the previous
 chunk's last 64 samples in front (576 in all), as their own wrappers feed them, and are evaluated on
 at least 256 consecutive chunks (8 s of speech and pauses): 32 chunks are one second, where the
 cosine turns on two or three chunks. Their calibration chunks are taken evenly spaced across one
@@ -75,6 +77,7 @@ samples the one evaluation draw holds.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import hashlib
 import itertools
@@ -348,18 +351,35 @@ silero_inputs = vad_inputs("input", "state_bf", (1, 2, 128))
 akiki_inputs = vad_inputs("audio_with_context", "h", (1, 1, 128))
 
 
-def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
-    """First and last 1024 bytes of real files on this machine (padding token 256), as Magika reads them.
+# magika's inputs are files of this machine, a pool of ~1400 distinct contents: each seed takes its
+# draw from its own share of them, so that the calibration draw and every evaluation draw (seeds 0
+# to DISJOINT_DRAWS - 1: --calib-seed, --eval-seed and --eval-draws' seeds) share no file content
+DISJOINT_DRAWS = 16
 
-    The files come from places that do not change when packages go into a venv: Python's own
-    standard library (``sys.base_prefix``, the same for every venv made from that Python; its
-    ``__pycache__`` folders left out, they fill as modules are first imported), ``/usr/share``,
-    ``/etc`` and ``/usr/lib``, the first 3 files of each folder. Per root the 500 files whose path
-    hashes lowest are kept, and the ``n`` samples are the kept files whose path hashes lowest with
-    ``seed``: a file that a Debian package adds or removes moves only its own pick, where choosing
-    by position in the walk shifted almost every pick (29 of 32 calibration files changed after
-    CI's ``apt-get install`` of chromium). (Walking the running venv, in directory order, made the
-    inputs change with every installed package, and with them magika's figures.)"""
+
+def disjoint_draw(samples: Sequence[bytes], n: int, seed: int, slots: int = DISJOINT_DRAWS) -> list[int]:
+    """Indices into ``samples`` of draw ``seed``: its distinct contents are split into ``slots``
+    shares by their sha256, and draw ``seed`` is the ``n`` of share ``seed`` whose digests are
+    lowest. Two seeds share no content, and a content given twice is one sample; a sample added
+    to ``samples`` moves at most one pick of its own share (ranking one pool per seed made seeds
+    1 and 2 hold 3 of 64 files alike). Raises ValueError for a seed outside ``0..slots-1`` or a
+    share holding fewer than ``n`` contents."""
+    if not 0 <= seed < slots:
+        raise ValueError(f"seed {seed}: the samples are {slots} disjoint draws, seeds 0-{slots - 1}")
+    first: dict[bytes, int] = {}
+    for i, sample in enumerate(samples):
+        first.setdefault(hashlib.sha256(sample).digest(), i)
+    share = sorted(d for d in first if int.from_bytes(d[:8], "big") % slots == seed)
+    if len(share) < n:
+        raise ValueError(
+            f"seed {seed}: {len(share)} distinct samples in its share of {len(first)}, {n} asked for"
+        )
+    return [first[d] for d in share[:n]]
+
+
+@functools.lru_cache(maxsize=1)
+def _magika_pool() -> np.ndarray:
+    """The rows of the files :func:`magika_inputs` draws from (read once per process)."""
     stdlib = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
     roots = [stdlib, Path("/usr/share"), Path("/etc"), Path("/usr/lib")]
     skip = {"site-packages", "dist-packages", "__pycache__"}
@@ -379,15 +399,32 @@ def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
             )
             per_root += itertools.islice(usable, 3)  # the first 3: the rest are never looked at
         files += sorted(per_root, key=lambda p: rank(p, "magika"))[:500]
-    picks = sorted(files, key=lambda p: rank(p, str(seed)))[:n]
-    out = np.full((n, 2048), 256, np.int32)
-    for row, path in enumerate(picks):
+    out = np.full((len(files), 2048), 256, np.int32)
+    for row, path in enumerate(files):
         data = path.read_bytes()
         data = data.strip()
         beg, end = data[:1024], data[-1024:]
         out[row, : len(beg)] = np.frombuffer(beg, np.uint8)
         out[row, 2048 - len(end) :] = np.frombuffer(end, np.uint8)
-    return {"bytes": out}
+    return out
+
+
+def magika_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """First and last 1024 bytes of real files on this machine (padding token 256), as Magika reads them.
+
+    The files come from places that do not change when packages go into a venv: Python's own
+    standard library (``sys.base_prefix``, the same for every venv made from that Python; its
+    ``__pycache__`` folders left out, they fill as modules are first imported), ``/usr/share``,
+    ``/etc`` and ``/usr/lib``, the first 3 files of each folder. Per root the 500 files whose path
+    hashes lowest are kept (a file that a Debian package adds or removes moves only its own pick,
+    where choosing by position in the walk shifted almost every pick: 29 of 32 calibration files
+    changed after CI's ``apt-get install`` of chromium), and the ``n`` samples are seed's
+    :func:`disjoint_draw` of their distinct contents: calibration and evaluation draws share no
+    file, nor two files of one content. (Walking the running venv, in directory order, made the
+    inputs change with every installed package, and with them magika's figures.)"""
+    pool = _magika_pool()
+    picks = disjoint_draw([row.tobytes() for row in pool], n, seed)
+    return {"bytes": pool[picks]}
 
 
 def minilm_inputs(folder: Path) -> Callable[[int, int], dict[str, np.ndarray]]:
@@ -1656,6 +1693,17 @@ def main() -> int:
     if unknown:
         print(f"unknown model or method: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if "magika" in args.models.split(","):  # its draws are shares of one pool of files
+        later = draw_seeds(args.eval_seed, args.calib_seed, args.eval_draws)
+        seeds = [args.calib_seed, args.eval_seed, *later]
+        beyond = [s for s in seeds if not 0 <= s < DISJOINT_DRAWS]
+        if beyond:
+            print(
+                f"magika: seed {beyond[0]}: its files are {DISJOINT_DRAWS} disjoint draws, seeds 0-"
+                f"{DISJOINT_DRAWS - 1} (--calib-seed, --eval-seed and the --eval-draws after it)",
+                file=sys.stderr,
+            )
+            return 2
     mo = None
     if any(m.startswith("modelopt") for m in methods) and not args.no_modelopt:
         mo, why = modelopt_python(not args.no_install, "modelopt.onnx.quantization")

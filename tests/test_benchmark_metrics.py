@@ -169,6 +169,9 @@ def test_tables_refuses_a_file_that_is_not_a_run_with_one_line_and_exit_2(
         (["--jitter", "-1"], "--jitter -1 --jitter-amplitude 0.03: give a count of 0 or more"),
         (["--jitter", "5", "--jitter-amplitude", "1.5"], "--jitter 5 --jitter-amplitude 1.5: give a count"),
         (["--eval-draws", "-2"], "--eval-draws -2: give a count of 0 or more"),
+        # magika's files are 16 disjoint draws: a seed beyond them has none of its own
+        (["--models", "magika", "--eval-draws", "14"], "magika: seed 16: its files are 16 disjoint draws"),
+        (["--models", "magika", "--calib-seed", "20"], "magika: seed 20: its files are 16 disjoint draws"),
     ],
 )
 def test_bad_seeds_timeouts_jitters_and_draws_are_refused_with_one_line_and_exit_2(
@@ -412,3 +415,39 @@ def test_targets_print_a_dash_for_a_placement_not_run_instead_of_shifting_the_ot
     assert "| a | -0.00011! / - / +0.00001 | 0.60! / - / 0.40 | - | - | - |" in text
     only_cpu, _ = targets(_rows("b", ours_int8_cpu=(0.999, 1.0), modelopt_int8=(0.998, 10.0)))
     assert "| b | - / +0.00100 / - | - / 0.10 / - | - | - | - |" in only_cpu
+
+
+def test_magika_calibration_and_every_evaluation_draw_share_no_file_contents() -> None:
+    """magika's draws were the files ranked lowest by sha256(seed:path) in one pool: seeds 1 and 2
+    held 3 of 64 files alike, and two files of one content counted as two. The calibration draw,
+    the tables' and every --eval-draws one now share no content (the files of this machine, 32 a
+    draw, no model needed)."""
+    from benchmarks.real_models import CALIB_SEED, EVAL_SEED, draw_seeds, magika_inputs
+
+    seen: dict[bytes, int] = {}
+    for seed in [CALIB_SEED, EVAL_SEED, *draw_seeds(EVAL_SEED, CALIB_SEED, 10)]:
+        rows = magika_inputs(32, seed)["bytes"]
+        assert rows.shape == (32, 2048)
+        for row in rows:
+            key = row.tobytes()
+            assert key not in seen, f"seed {seed} repeats a sample of seed {seen[key]}"
+            seen[key] = seed
+
+
+def test_disjoint_draws_split_distinct_contents_and_refuse_a_seed_or_size_they_cannot_serve() -> None:
+    from benchmarks.real_models import disjoint_draw
+
+    samples = [bytes([i % 97]) * 8 for i in range(400)]  # 97 contents, most of them 4 or 5 times
+    drawn = {seed: disjoint_draw(samples, 3, seed, slots=8) for seed in range(8)}
+    contents = [samples[i] for picks in drawn.values() for i in picks]
+    assert all(len(picks) == 3 for picks in drawn.values())
+    assert len(set(contents)) == len(contents) == 24  # no content twice, within a draw or across
+    assert disjoint_draw(samples, 3, 5, slots=8) == drawn[5]  # the same draw every time
+    assert disjoint_draw(samples[::-1], 3, 5, slots=8) != drawn[5]  # indices into the list given...
+    assert {samples[::-1][i] for i in disjoint_draw(samples[::-1], 3, 5, slots=8)} == {
+        samples[i] for i in drawn[5]
+    }  # ...of the same contents, whatever the order
+    with pytest.raises(ValueError, match="seeds 0-7"):
+        disjoint_draw(samples, 3, 8, slots=8)
+    with pytest.raises(ValueError, match="distinct"):
+        disjoint_draw(samples, 40, 0, slots=8)
