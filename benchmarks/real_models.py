@@ -187,7 +187,8 @@ def page_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def captcha_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Captcha-like images: 4-6 jittered characters and noise lines, grey 64x160, as ddddocr feeds them."""
+    """Captcha-like images: 4-6 jittered characters and noise lines, grey 64x160, as ddddocr 1.6.1's
+    OCREngine._preprocess_image feeds its recognizer (grey pixels / 255, in [0, 1])."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
@@ -206,7 +207,7 @@ def captcha_inputs(n: int, seed: int) -> dict[str, np.ndarray]:
             draw.line(pts, fill=int(rng.integers(0, 150)), width=int(rng.integers(1, 3)))
         arr = np.asarray(img, np.float32)
         arr = arr + rng.normal(0, 6, arr.shape).astype(np.float32)
-        out.append(((np.clip(arr, 0, 255) / 255 - 0.5) / 0.5)[None])
+        out.append((np.clip(arr, 0, 255) / 255)[None])
     return {"input1": np.stack(out)}
 
 
@@ -504,8 +505,16 @@ def mask_iou(ref: Outputs, got: Outputs) -> float:
     return float(np.logical_and(r, g).sum() / max(1, np.logical_or(r, g).sum()))
 
 
-def yolox_boxes(pred: np.ndarray, size: int = 416, conf: float = 0.25) -> np.ndarray:
-    """YOLOX head output [A, 5+C] -> boxes [K, 4] (x1, y1, x2, y2) after decoding and NMS."""
+# ddddocr 1.6.1's DetectionEngine.get_bbox, whose model captcha-det is: class-agnostic NMS at 0.45 over
+# the boxes scoring above 0.1 (objectness times the best class score)
+DDDD_SCORE_THR, DDDD_NMS_THR = 0.1, 0.45
+
+
+def yolox_boxes(pred: np.ndarray, size: int = 416) -> np.ndarray:
+    """YOLOX head output [A, 5+C] -> boxes [K, 4] (x1, y1, x2, y2) as ddddocr 1.6.1's
+    DetectionEngine.get_bbox reports them: demo_postprocess's decoding, scores above
+    DDDD_SCORE_THR, its NMS (areas and overlaps with +1 pixel, a box overlapping a kept one by
+    more than DDDD_NMS_THR dropped), clipped to the image and truncated to whole pixels."""
     grids, strides = [], []
     for s in (8, 16, 32):
         h = w = size // s
@@ -513,17 +522,23 @@ def yolox_boxes(pred: np.ndarray, size: int = 416, conf: float = 0.25) -> np.nda
         grids.append(np.stack((xv, yv), 2).reshape(-1, 2))
         strides.append(np.full((h * w, 1), s))
     grid, stride = np.concatenate(grids), np.concatenate(strides)
-    xy = (pred[:, :2] + grid) * stride
+    xy = (pred[:, :2] + grid) * stride  # in ddddocr's types: the model's float32, then float64
     wh = np.exp(np.clip(pred[:, 2:4], -10, 10)) * stride
-    score = pred[:, 4] * pred[:, 5:].max(1)
-    keep = score > conf
-    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep]
-    order = np.argsort(-score[keep])
-    chosen: list[np.ndarray] = []
-    for i in order:
-        if all(_iou(boxes[i], c) < 0.45 for c in chosen):
-            chosen.append(boxes[i])
-    return np.array(chosen).reshape(-1, 4)
+    score = (pred[:, 4:5] * pred[:, 5:]).max(1)
+    keep = score > DDDD_SCORE_THR
+    boxes, kept_scores = np.concatenate([xy - wh / 2, xy + wh / 2], 1)[keep], score[keep]
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order, chosen = kept_scores.argsort()[::-1], []
+    while order.size:
+        i, rest = order[0], order[1:]
+        chosen.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        overlap = w * h / (areas[i] + areas[rest] - w * h)
+        order = rest[overlap <= DDDD_NMS_THR]
+    found = np.clip(boxes[chosen], 0, size).astype(np.int64).astype(np.float64)  # int(): towards 0
+    return found.reshape(-1, 4)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -493,3 +493,41 @@ def test_ort_quantize_static_peer_converts_a_model_below_opset_13_first(
     row = {"model": "m", "kind": "k", "metric": "t", "method": "ort-int8", "cosine": 0.99, "task": 1.0}
     text = table([{**row, "seconds": 1.0, "peak_mb": 1.0, "opset_converted": figures["opset_converted"]}])
     assert "ort-int8 on m (opset 12): converted to opset 13 first" in text
+
+
+def _yolox_head(found: list[tuple[int, float, float]], size: int = 416, classes: int = 3) -> np.ndarray:
+    """A YOLOX head output [A, 5 + C] with anchors ``(index, objectness, class score)`` set, each a
+    box of 4.1x4.1 strides centred on its cell's corner (offsets 0), the rest zero."""
+    anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+    pred = np.zeros((anchors, 5 + classes), np.float32)
+    for index, obj, cls in found:
+        pred[index, 2:4] = np.log(4.1)
+        pred[index, 4], pred[index, 5] = obj, cls
+    return pred
+
+
+def test_captcha_det_boxes_decode_as_ddddocr_1_6_1_get_bbox() -> None:
+    """captcha-det's box IoU kept boxes scoring above 0.25; ddddocr 1.6.1's DetectionEngine.get_bbox,
+    whose model it is, keeps those above 0.1 (class-agnostic NMS at 0.45 with its +1 pixel areas,
+    boxes clipped to the image and truncated to whole pixels): a box scoring 0.2 is one it reports."""
+    from benchmarks.real_models import yolox_boxes
+
+    row = 416 // 8
+    faint = yolox_boxes(_yolox_head([(10 * row + 10, 0.5, 0.4)]))  # score 0.2: ddddocr reports it
+    assert faint.tolist() == [[63.0, 63.0, 96.0, 96.0]]  # centre (80, 80), 32.8 wide, truncated
+    assert yolox_boxes(_yolox_head([(10 * row + 10, 0.5, 0.19)])).shape == (0, 4)  # 0.095: not
+    # a neighbour one cell (8 px) over: IoU with +1 pixel 25.8 * 33.8 / (2 * 33.8**2 - 25.8 * 33.8), 0.62
+    pair = yolox_boxes(_yolox_head([(10 * row + 10, 0.9, 0.9), (10 * row + 11, 0.8, 0.8)]))
+    assert pair.tolist() == [[63.0, 63.0, 96.0, 96.0]]
+    corner = yolox_boxes(_yolox_head([(0, 0.9, 0.9)]))  # centre (0, 0): clipped to the image
+    assert corner.tolist() == [[0.0, 0.0, 16.0, 16.0]]
+
+
+def test_captcha_inputs_are_fed_as_ddddocr_1_6_1_feeds_its_recognizer() -> None:
+    """ddddocr 1.6.1's OCREngine._preprocess_image feeds common.onnx grey pixels / 255, in [0, 1];
+    the benchmark fed (x / 255 - 0.5) / 0.5, in [-1, 1], which the model never sees."""
+    from benchmarks.real_models import captcha_inputs
+
+    x = captcha_inputs(4, 0)["input1"]
+    assert x.shape == (4, 1, 64, 160) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.6  # a light background
