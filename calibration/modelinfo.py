@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TypeGuard
+from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
@@ -31,8 +31,7 @@ class TensorSpec:
 
     name: str
     shape: tuple[Dim, ...]
-    # NumPy's name, "object" for text; written to JSON as :func:`type_name` (edgedeploy's to_jsonable)
-    dtype: str = field(metadata={"json_value": type_name})
+    dtype: str  # NumPy's name, "object" for text (JSON and listings say :func:`type_name`)
     rank_known: bool = True
     # for a value that is not a tensor (a sequence, map or optional), its type, e.g.
     # "optional(tensor(float))" (see :func:`type_text`); None for a tensor
@@ -80,6 +79,20 @@ class TensorSpec:
             else:
                 dims.append(batch if i == 0 else 1)
         return tuple(dims)
+
+    def as_json(self) -> dict[str, Any]:
+        """This value as JSON lists it (export's --json, a bundle's manifest: edgedeploy's
+        to_jsonable writes a spec so): a tensor's shape, dtype (:func:`type_name`) and rank_known,
+        kind null; a sequence, map or optional has no tensor shape or dtype: they are null (they read
+        ``[]`` and ``float32``, a 0-d float tensor), rank_known too, and kind gives its ONNX type."""
+        tensor = self.kind is None
+        return {
+            "name": self.name,
+            "shape": list(self.shape) if tensor else None,
+            "dtype": type_name(self.dtype) if tensor else None,
+            "rank_known": self.rank_known if tensor else None,
+            "kind": self.kind,
+        }
 
     def describe(self) -> str:
         """``name[dims]:dtype`` for a tensor; ``name:type`` in ONNX's words for a sequence, map or

@@ -23,19 +23,17 @@ NOT_JSON = {"json": False}
 NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 def to_jsonable(obj: Any, nonfinite_as_text: bool = False) -> Any:
-    """Dataclasses (but their :data:`NOT_JSON` fields; a field whose metadata holds ``json_value``
-    as what that function makes of it: a TensorSpec's dtype "object" as "string"), paths, numpy
-    scalars and arrays, enums -> plain JSON values (NaN/Inf -> None, or their text inside a dataclass
-    that sets ``JSON_NONFINITE_AS_TEXT``: see the module's doc)."""
+    """Dataclasses (but their :data:`NOT_JSON` fields; one with an ``as_json()`` method as what that
+    returns: a TensorSpec's dtype "object" as "string", a ZipMap output's type and no tensor shape),
+    paths, numpy scalars and arrays, enums -> plain JSON values (NaN/Inf -> None, or their text inside
+    a dataclass that sets ``JSON_NONFINITE_AS_TEXT``: see the module's doc)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         text = nonfinite_as_text or bool(getattr(obj, "JSON_NONFINITE_AS_TEXT", False))
+        if callable(view := getattr(type(obj), "as_json", None)):
+            return to_jsonable(view(obj), text)
         return {
-            f.name: to_jsonable(f.metadata.get("json_value", _same)(getattr(obj, f.name)), text)
+            f.name: to_jsonable(getattr(obj, f.name), text)
             for f in dataclasses.fields(obj)
             if f.metadata.get("json", True)
         }

@@ -293,8 +293,6 @@ def test_export_lists_a_string_tensor_as_string_as_onnx_says_it(tmp_path: Path) 
         assert "string" in dtypes.values() and "object" not in dtypes.values(), dtypes
 
 
-
-
 def test_export_lists_a_sequence_or_map_output_with_its_onnx_type(tmp_path: Path) -> None:
     """export printed ZipMap's seq(map(int64,tensor(float))) output as "z[]:float32", a 0-d float
     tensor, and a seq(tensor(float)) as "s[]:float32", though its --json's kind named the type."""
@@ -310,6 +308,27 @@ def test_export_lists_a_sequence_or_map_output_with_its_onnx_type(tmp_path: Path
         assert "[]:float32" not in result.stdout, result.stdout
         said = json.loads((tmp_path / "e.json").read_text())
         assert said["outputs"][-1]["kind"] == kind
+
+
+def test_export_json_gives_a_sequence_or_map_its_type_and_no_tensor_shape(tmp_path: Path) -> None:
+    """export --json gave ZipMap's seq(map(int64,tensor(float))) output (and a seq(tensor(float)))
+    "shape": [] and "dtype": "float32", a 0-d float tensor, with only its kind naming the real type.
+    A value that is not a tensor now has its ONNX type as kind and null shape, dtype and rank_known;
+    the tensors are listed as before."""
+    import json
+
+    tensor = {"name": "y", "shape": ["N", 4], "dtype": "float32", "rank_known": True, "kind": None}
+    for model, name, kind, tensors in (
+        (_zipmap(tmp_path / "clf.onnx"), "z", "seq(map(int64,tensor(float)))", [tensor]),
+        (_sequence_only(tmp_path / "seq.onnx"), "s", "seq(tensor(float))", []),
+    ):
+        said = tmp_path / f"{model.stem}.json"
+        result = run_cli("export", model, "-o", tmp_path / f"out-{model.name}", "--json", said)
+        assert result.code == 0, result.stderr
+        value = {"name": name, "shape": None, "dtype": None, "rank_known": None, "kind": kind}
+        assert json.loads(said.read_text())["outputs"] == [*tensors, value]
+
+
 WORDS = ["a", "b", "c", "d", "e", "hello", "world"]
 
 
