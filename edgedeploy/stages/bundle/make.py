@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from calibration.feeds import fixed_width_text
-from calibration.modelinfo import TensorSpec, load_model_header, model_io, type_name
+from calibration.modelinfo import TensorSpec, load_model_header, model_io
 from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
@@ -84,10 +84,6 @@ def tool_versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
     return versions
 
 
-def _spec_json(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "shape": list(spec.shape), "dtype": type_name(spec.dtype)}
-
-
 def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Any]:
     """The artifact's ``input_dtypes`` / ``output_dtypes``: the tensors its model declares in another
     dtype than the bundle's io (an fp16 model built without kept io types takes and gives float16);
@@ -95,7 +91,7 @@ def _io_dtypes(model: Path, inputs: list[TensorSpec], outputs: list[TensorSpec])
     declared = model_io(model)
     found: dict[str, Any] = {}
     for key, specs, own in (("input_dtypes", inputs, declared[0]), ("output_dtypes", outputs, declared[1])):
-        io = {s.name: s.dtype for s in specs}
+        io = {s.name: s.dtype for s in specs if s.kind is None}  # a sequence or map has no dtype
         differ = {s.name: s.dtype for s in own if s.name in io and s.dtype != io[s.name]}
         if differ:
             found[key] = differ
@@ -162,10 +158,14 @@ def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
 
 def _io_rows(manifest: dict[str, Any]) -> str:
     """The device README's rows of the model's inputs and outputs, with the dtypes of the precisions
-    whose model declares another (``input_dtypes`` / ``output_dtypes`` of an artifact)."""
+    whose model declares another (``input_dtypes`` / ``output_dtypes`` of an artifact); a value that
+    is not a tensor (a ZipMap's seq(map(int64,tensor(float)))) with its type and no shape."""
     rows = []
     for kind in ("input", "output"):
         for spec in manifest["io"][f"{kind}s"]:
+            if spec.get("kind"):
+                rows.append(f"| {kind} | {md_code(spec['name'], cell=True)} | - | {md_text(spec['kind'])} |")
+                continue
             others = [
                 f"{a['precision']}: {dtype}"
                 for a in manifest["artifacts"]
@@ -365,8 +365,9 @@ def make_bundle(
             "target": target_dict(target),
             "tools": tool_versions(tools),
             "io": {
-                "inputs": [_spec_json(s) for s in inputs],
-                "outputs": [_spec_json(s) for s in outputs],
+                # as export's --json lists them: a ZipMap's seq(map(...)) has its type, no shape
+                "inputs": to_jsonable(inputs),
+                "outputs": to_jsonable(outputs),
                 **({"preprocess": preprocess} if preprocess else {}),
             },
             "primary_precision": primary or default_primary(artifacts),

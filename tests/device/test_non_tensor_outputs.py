@@ -1,0 +1,90 @@
+"""A CPU bundle of a scikit-learn classifier as skl2onnx exports it: a label tensor and the class
+probabilities as a ZipMap, a seq(map(int64,tensor(float))) that is no tensor. Its manifest.json io
+and README listed that output as a 0-d float32 tensor ({"shape": [], "dtype": "float32"},
+``| output | z | [] | float32 |``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from conftest import Device
+from onnx import TensorProto, helper
+
+from tests.conftest import run_cli, validate_manifest
+
+PROBABILITIES = "seq(map(int64,tensor(float)))"
+
+
+def skl2onnx_classifier(path: Path) -> Path:
+    """float_input[N,4] -> LinearClassifier (3 classes, softmax) -> output_label[N] (int64) and
+    probabilities -> ZipMap -> output_probability, as skl2onnx writes a LogisticRegression."""
+    rng = np.random.default_rng(0)
+    classify = helper.make_node(
+        "LinearClassifier", ["float_input"], ["label", "probability_tensor"], domain="ai.onnx.ml",
+        coefficients=rng.standard_normal(12).round(3).tolist(), intercepts=[0.1, -0.2, 0.05],
+        classlabels_ints=[0, 1, 2], multi_class=1, post_transform="SOFTMAX",
+    )  # fmt: skip
+    nodes = [
+        classify,
+        helper.make_node("Identity", ["label"], ["output_label"]),
+        helper.make_node(
+            "ZipMap", ["probability_tensor"], ["output_probability"], domain="ai.onnx.ml",
+            classlabels_int64s=[0, 1, 2],
+        ),
+    ]  # fmt: skip
+    probabilities = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    )
+    graph = helper.make_graph(
+        nodes, "LogisticRegression",
+        [helper.make_tensor_value_info("float_input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("output_label", TensorProto.INT64, ["N"]),
+         helper.make_value_info("output_probability", probabilities)],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_a_zipmap_output_is_listed_with_its_onnx_type_and_the_scripts_run_its_bundle(
+    tmp_path: Path, device: Device
+) -> None:
+    """The manifest gives the ZipMap output its ONNX type as kind and null shape and dtype (the
+    schema takes that for an output), the README its type; the bundle verifies on the host, and
+    setup.sh, verify.sh (the label checked against the reference) and benchmark.sh run it."""
+    model = skl2onnx_classifier(tmp_path / "clf.onnx")
+    bundled = run_cli("bundle", model, "--target", "x86-64-cpu", "-o", tmp_path / "b")
+    assert bundled.code == 0, bundled.stderr
+    bundle = tmp_path / "b"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    validate_manifest(manifest)
+    label, probabilities = manifest["io"]["outputs"]
+    nothing = {"shape": None, "dtype": None, "rank_known": None}
+    assert probabilities == {"name": "output_probability", **nothing, "kind": PROBABILITIES}
+    tensor = {"shape": ["N"], "dtype": "int64", "rank_known": True, "kind": None}
+    assert label == {"name": "output_label", **tensor}
+    readme = (bundle / "README.md").read_text()
+    assert f"| output | `output_probability` | - | {PROBABILITIES} |" in readme, readme
+    assert "| output | `output_label` | [N] | int64 |" in readme and "| [] |" not in readme, readme
+    checked = run_cli("bundle", "verify", bundle)
+    assert checked.code == 0, checked.stdout + checked.stderr
+
+    for name, args in (("setup.sh", ()), ("verify.sh", ()), ("benchmark.sh", ("--duration", "1"))):
+        res = device.run(bundle / "scripts" / name, *args)
+        assert "Traceback" not in res.stdout + res.stderr, (name, res.stderr)
+        assert res.returncode == 0, (name, res.stdout, res.stderr)
+    said = json.loads((bundle / "device" / "results" / "verify-fp32.json").read_text())
+    assert said["passed"] is True and list(said["outputs"]) == ["output_label"], said
+    assert said["outputs"]["output_label"]["equal_share"] == 1.0
+    result = bundle / "device" / "results" / "benchmark-fp32-b1.json"
+    assert device.calls("edgedeploy")[-1].endswith(f"--json {result}"), device.calls("edgedeploy")
+    # without edgedeploy, benchmark.sh says the command to run (bundle_helper reads the io for it)
+    res = device.run(bundle / "scripts" / "benchmark.sh", PATH=device.path_without_edgedeploy())
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().endswith("clf.onnx"), res.stderr
