@@ -596,12 +596,15 @@ def activation_scale(threshold: float, qmax: int) -> float:
     return float(np.float32(max(threshold, SCALE_FLOOR * qmax) / qmax))
 
 
-def upgrade_opset(model: onnx.ModelProto, name: str | None = None) -> onnx.ModelProto:
+def upgrade_opset(
+    model: onnx.ModelProto, name: str | None = None, needed_for: str = "per-channel Q/DQ"
+) -> onnx.ModelProto:
     """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy, checked:
     every conversion of export, calibration and a TensorRT cache's import is made here, and one
     that computes other values than ``model`` on a seeded random feed, or cannot run where it
     runs, raises :class:`ConversionError` (:func:`calibration.conversion.conversion_change`).
-    ``name``: how errors name the model (they start "NAME: ").
+    ``name``: how errors name the model (they start "NAME: "); ``needed_for``: what needs the
+    conversion, for the error when it cannot be made (fp16 converts for its Casts).
 
     Plan on the model this returns: conversion inserts nodes, which moves node indices.
     """
@@ -618,8 +621,8 @@ def upgrade_opset(model: onnx.ModelProto, name: str | None = None) -> onnx.Model
         upgraded = _convert_light(keep_meaning(model), MIN_OPSET)
     except Exception as exc:
         raise CalibrationError(
-            f"{named}the model's opset {current} is below {MIN_OPSET} (needed for per-channel "
-            f"Q/DQ) and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
+            f"{named}the model's opset {current} is below {MIN_OPSET} (needed for {needed_for}) "
+            f"and could not be converted ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
             "convert it with onnx.version_converter or re-export it at opset 13 or later"
         ) from None
     # the converter leaves the IR version as it was: IR 3 (of opsets 7 and 8) required every weight

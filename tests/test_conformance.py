@@ -648,6 +648,99 @@ def test_old_opset_builds_compute_what_their_source_computes(
         np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
 
 
+def _below_opset6(kind: str, opset: int) -> onnx.ModelProto:
+    """A float model at ``opset`` (< 6, IR 3, its weights among its inputs), where Cast's ``to`` is a
+    string. "cnn": Conv -> Relu -> Reshape -> Softmax, which ONNX Runtime cannot load at that opset
+    (no Relu-1 kernel); "matmul": MatMul -> Transpose, which it runs."""
+    rng = np.random.default_rng(5)
+    if kind == "matmul":
+        w = numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")
+        nodes = [
+            helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+            helper.make_node("Transpose", ["m"], ["y"], perm=[0, 2, 1], name="tr"),
+        ]
+        inputs = [_vi("x", TensorProto.FLOAT, [2, 3, 4]), _vi("w", TensorProto.FLOAT, [4, 4])]
+        outputs = [_vi("y", TensorProto.FLOAT, [2, 4, 3])]
+        return _model(nodes, inputs, outputs, [w], opsets={"": opset}, ir=3)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((4,)).astype(np.float32), "B"),
+    ]
+    shape = [1, 4 * 8 * 8]
+    if opset >= 5:  # Reshape's shape an input from opset 5
+        weights.append(numpy_helper.from_array(np.array(shape, np.int64), "shape"))
+        reshape = helper.make_node("Reshape", ["r", "shape"], ["f"], name="flat")
+    else:
+        reshape = helper.make_node("Reshape", ["r"], ["f"], shape=shape, name="flat")
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        reshape,
+        helper.make_node("Softmax", ["f"], ["y"], name="sm"),
+    ]
+    inputs = [_vi("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    inputs += [_vi(w.name, w.data_type, list(w.dims)) for w in weights]
+    return _model(nodes, inputs, [_vi("y", TensorProto.FLOAT, shape)], weights, opsets={"": opset}, ir=3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "opset", "args"),
+    [
+        ("matmul", 4, ()),
+        ("matmul", 5, ("--fp32-nodes", "tr")),
+        ("cnn", 1, ()),
+        ("cnn", 4, ("--fp32-nodes", "sm")),
+        ("cnn", 5, ()),
+    ],
+)
+def test_fp16_build_below_opset_6_converts_the_model_and_computes_what_its_source_computes(
+    tmp_path: Path, kind: str, opset: int, args: tuple[str, ...]
+) -> None:
+    """Below opset 6 Cast's ``to`` is a string and the fp16 converter writes an int: the build was
+    refused with "fails onnx.checker (Mismatched attribute type in 'graph_input_cast0 : to')", which
+    named no cause, or (Relu-1) said ONNX Runtime cannot load the file. Such a file is now converted
+    to opset 13 through the checked conversion int8 and export use, and the build says so in one
+    line and in the precision plan; the artifact computes what the source computes (onnx's
+    reference evaluator runs the source) within fp16's rounding. A file at 6 or later keeps its
+    opset (test_old_opset_builds_compute_what_their_source_computes)."""
+    import json
+
+    model = _below_opset6(kind, opset)
+    onnx.checker.check_model(model, full_check=True)
+    path = _save(model, tmp_path / "old.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16", *args)
+    _code, err = build(path, tmp_path / "again", "--precision", "fp16", *args)
+    notes = [line for line in err.splitlines() if f"opset {opset} to 13" in line]
+    assert len(notes) == 1 and "Cast" in notes[0], err
+    assert "Traceback" not in err and "error:" not in err, err
+    assert onnx.load(artifact).opset_import[0].version == 13
+    assert not [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]  # no scratch left
+    plan = json.loads((tmp_path / "o" / "old.fp16.plan.json").read_text())
+    assert plan["opset_conversion"]["from"] == opset and plan["opset_conversion"]["to"] == 13
+    if args:
+        assert {e["node"]: e["precision"] for e in plan["nodes"]}[args[1]] == "fp32"
+    rng = np.random.default_rng(7)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    reference = _below_opset6(kind, max(opset, 5))  # the same weights: no evaluator runs Reshape-1
+    for _ in range(4):
+        feed = {"x": rng.standard_normal(shape).astype(np.float32)}
+        want = _reference(reference, feed)
+        for got, expected in zip(run(artifact, feed), want, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-2, atol=1e-3)
+
+
+def test_fp16_build_below_opset_6_refuses_a_conversion_that_changes_what_the_model_computes(
+    tmp_path: Path,
+) -> None:
+    """The conversion an fp16 build below opset 6 makes is checked as int8's is: the opset-4 Hardmax
+    (which the conversion makes compute Hardmax-13) is refused in one line naming the conversion and
+    the output, where it was refused for the Casts' attribute type; nothing is written."""
+    path = _save(_old_hardmax(4), tmp_path / "m.onnx")
+    code, err = build(path, tmp_path / "o", "--precision", "fp16")
+    assert_one_line_refusal(code, err, "m.onnx", "opset 4 to 13", "'hm'", "changed what it computes")
+    assert not list(tmp_path.glob("o/*")) and not list(tmp_path.glob("o/.*"))
+
+
 # ------------------------------------------------------------------ messages
 def test_static_batch_larger_than_the_data_says_so(tmp_path: Path) -> None:
     """Was: 'yielded no samples' when the model's static first dim exceeds the samples given."""

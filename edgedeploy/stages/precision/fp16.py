@@ -28,6 +28,7 @@ from calibration.graphs import (
     infer_shapes_light,
     named_in_model,
     nchwc_crash_transposes,
+    opset_of,
     subgraphs,
     unique_node_names,
     upgrade_ir,
@@ -41,6 +42,9 @@ from edgedeploy.stages.precision import PrecisionArtifact
 
 PLAN_SCHEMA = 1
 CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when a model imports none
+# Cast's 'to' is an int from opset 6 on, a string below it: the converter writes an int
+CAST_INT_OPSET = 6
+CAST_STRING = "below opset 6 Cast's 'to' is a string, and the fp16 converter's Casts write an int"
 # Ops whose float outputs have a type fixed by an attribute or by their definition (window
 # functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype, an Optional's type
 # and the optional OptionalGetElement reads: the converter retypes no optional), or whose float
@@ -409,6 +413,31 @@ def _import_default_opset(model: onnx.ModelProto) -> None:
         n.domain in ("", "ai.onnx") for n in all_nodes(model.graph)
     ):
         model.opset_import.append(onnx.helper.make_opsetid("", CAST_OPSET))
+
+
+def casts_writable(model: onnx.ModelProto) -> bool:
+    """Whether the converter's Casts can be written into ``model`` at its own opset, which an fp16
+    artifact then keeps: not at a default-domain opset of 1 to 5 (:data:`CAST_STRING`; they failed
+    onnx.checker, "Mismatched attribute type in 'graph_input_cast0 : to'")."""
+    return not 0 < opset_of(model) < CAST_INT_OPSET
+
+
+def convert_for_casts(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """``model``, whose Casts cannot be written (:func:`casts_writable`), converted to opset 13, and
+    what the precision plan records of it. The conversion is the one export and int8 make
+    (:func:`calibration.qdq.upgrade_opset`, checked against ``model``); one it cannot make, or
+    that changes the outputs, is refused: InputError naming ``name``."""
+    from calibration.errors import CalibrationError, ConversionError
+    from calibration.qdq import upgrade_opset
+
+    old = opset_of(model)
+    try:
+        converted = upgrade_opset(model, name=name, needed_for=f"fp16: {CAST_STRING}")
+    except ConversionError as exc:
+        raise InputError(f"{exc}; not built") from None
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
+    return converted, {"from": old, "to": opset_of(converted), "reason": CAST_STRING}
 
 
 def _repair(model: onnx.ModelProto, src: Path) -> None:
@@ -781,6 +810,7 @@ def make_fp16(
     source_sha256: Callable[[], str] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
     halves: dict[str, np.ndarray] | None = None,
+    opset_conversion: Mapping[str, Any] | None = None,
 ) -> PrecisionArtifact:
     """Write the fp16 ONNX at ``out_path`` and its precision plan at ``<out>.plan.json``.
 
@@ -793,7 +823,8 @@ def make_fp16(
     round instead of reading them out of the message again; ``halves``: those of them already
     rounded (by the island release's emulation, with the same rounding), by name. Both are
     handed over like ``loaded``: emptied once the weights are converted, before the artifact is
-    saved and checked (their memory is not held through the check).
+    saved and checked (their memory is not held through the check). ``opset_conversion``: how
+    ``model_path`` was converted from the user's file (:func:`convert_for_casts`), for the plan.
     """
     from onnxruntime.transformers import float16
 
@@ -845,6 +876,8 @@ def make_fp16(
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted, own)
     _repair(converted, src)
+    if opset_conversion:
+        plan["opset_conversion"] = dict(opset_conversion)
     plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
     with written_together(out, out.with_name(out.name + ".data"), plan_path):  # never the model alone
@@ -873,5 +906,6 @@ def make_fp16(
             "nodes_integer": plan.get("nodes_integer", 0),
             "precision_plan": plan_path.name,
             **({"control_flow_fp32": holding} if holding else {}),
+            **({"opset_conversion": dict(opset_conversion)} if opset_conversion else {}),
         },
     )

@@ -35,9 +35,10 @@ from edgedeploy.fileio import (
     intact_record,
     scratch_beside,
     sealed,
+    sha256_file,
     sha256_json,
 )
-from edgedeploy.onnxio import load_onnx, refuse_unloadable
+from edgedeploy.onnxio import load_onnx, refuse_unloadable, save_onnx
 from edgedeploy.options import BuildRequest, Fp16Options
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
@@ -50,7 +51,15 @@ from edgedeploy.stages.precision.analysis import (
     split_batches,
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
-from edgedeploy.stages.precision.fp16 import check_fp32_ops, make_fp16, match_fp32_nodes, subgraph_nodes_of
+from edgedeploy.stages.precision.fp16 import (
+    CAST_STRING,
+    casts_writable,
+    check_fp32_ops,
+    convert_for_casts,
+    make_fp16,
+    match_fp32_nodes,
+    subgraph_nodes_of,
+)
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
@@ -188,25 +197,69 @@ def nonfinite_layer_weights(model: onnx.ModelProto, report: RangeReport) -> str 
 
 
 def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
-    """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked)."""
+    """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked).
+
+    A model below opset 6, where the converter's Casts cannot be written, is built from its checked
+    conversion to opset 13 (:func:`convert_for_casts`), said so: saved under its own name in a
+    scratch folder beside ``dest``, which every step reads in place of ``model``."""
 
     options = request.fp16
-    files: list[Path] = []
-    info: dict[str, Any] = {}
-    source: DataSource | None = None
     loaded, raw = _read_once(model)
     digest = _sha256_aside(raw)
     del raw
+    # a typo in --fp32-ops or --fp32-nodes is refused before the analysis writes anything
+    early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
+    check_fp32_ops(options.fp32_ops, early)
+    options = match_fp32_nodes(options, early, model)  # a name the model repeats: all its nodes
+    if casts_writable(early):
+        del early
+        return _fp16_checked(model, dest, request, options, ui, loaded, digest)
+    del early
+    whole = loaded if loaded is not None else load_onnx(model)  # with its external data
+    converted, conversion_info = convert_for_casts(whole, model.name)
+    del whole
+    ui.info(
+        f"notice: converted {model.name} from opset {conversion_info['from']} to {conversion_info['to']} "
+        f"for fp16 (onnx.version_converter, checked against it): {CAST_STRING}"
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with scratch_beside(dest, "opset") as folder:
+        scratch = save_onnx(converted, folder / model.name)
+        return _fp16_checked(
+            scratch,
+            dest,
+            request,
+            options,
+            ui,
+            converted if loaded is not None else None,
+            digest or (lambda: sha256_file(model)),
+            conversion_info,
+            model,
+        )
+
+
+def _fp16_checked(
+    model: Path,
+    dest: Path,
+    request: BuildRequest,
+    options: Fp16Options,
+    ui: Ui,
+    loaded: onnx.ModelProto | None,
+    digest: Callable[[], str] | None,
+    conversion: dict[str, Any] | None = None,
+    user_file: Path | None = None,
+) -> PrecisionArtifact:
+    """:func:`make_fp16_checked` on ``model`` (its ``options`` matched to it; ``loaded``, ``digest``:
+    see :func:`_read_once` and :func:`_sha256_aside`), or on its conversion (``conversion``: how,
+    ``user_file``: the user's file, which the range report names)."""
+    files: list[Path] = []
+    info: dict[str, Any] = {}
+    source: DataSource | None = None
     arrays: dict[str, np.ndarray] = {}  # the weights as the analysis reads them, for the converter
     halves: dict[str, np.ndarray] = {}  # and as the release's emulation rounds them to float16
     # the range analysis' report: written beside the fp16 model once that is, never without it
     pending: tuple[Path, Any] | None = None
     inputs = graph_io(loaded)[0] if loaded is not None else model_io(model)[0]
-    # a typo in --fp32-ops or --fp32-nodes is refused before the analysis writes anything
-    early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
-    check_fp32_ops(options.fp32_ops, early)
-    options = match_fp32_nodes(options, early, model)  # a name the model repeats: all its nodes
-    del early
     if not inputs and not request.accuracy_budget:
         # its outputs are constants: nothing to run an analysis on, and the artifact check runs it as is
         ui.info("the model has no inputs: fp16 range analysis skipped (its outputs are constants)")
@@ -235,7 +288,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                     observers=[recorder],
                     arrays=arrays,
                 )
-                report.model = str(model)
+                report.model = str(user_file or model)
                 advance(0.5)
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
                 feeds, reference = recorder.batches()
@@ -252,7 +305,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
                 "real inputs to keep overflowing layers in fp32"
             )
             return _convert(
-                model, dest, request, options, feed, files, info, ui, loaded=loaded, digest=digest
+                model, dest, request, options, feed, files, info, ui, loaded=loaded, digest=digest,
+                conversion=conversion,
             )
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
         at_risk = report.tensors_at_risk()
@@ -282,7 +336,8 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         )
     try:
         artifact = _convert(
-            model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves
+            model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves,
+            conversion=conversion,
         )
     except GateFailed:  # the fp16 model was written: its ranges go beside it
         if pending is not None:
@@ -309,10 +364,19 @@ def _convert(
     digest: Callable[[], str] | None = None,
     arrays: dict[str, np.ndarray] | None = None,
     halves: dict[str, np.ndarray] | None = None,
+    conversion: dict[str, Any] | None = None,
 ) -> PrecisionArtifact:
     with ui.progress("fp16 conversion") as advance:
         artifact = make_fp16(
-            model, dest, options, feed=feed, loaded=loaded, source_sha256=digest, arrays=arrays, halves=halves
+            model,
+            dest,
+            options,
+            feed=feed,
+            loaded=loaded,
+            source_sha256=digest,
+            arrays=arrays,
+            halves=halves,
+            opset_conversion=conversion,
         )
         advance(1.0)
     # the whole count, as the plan and the build's JSON give it: the analysis line above counts the
@@ -332,7 +396,9 @@ def _convert(
             "only, so nothing of it runs in fp16; export the model in float32 for an fp16 build"
         )
     if request.accuracy_budget and source is not None:
-        artifact, budget_file, budget_info = _fp16_budget(model, dest, artifact, options, request, source, ui)
+        artifact, budget_file, budget_info = _fp16_budget(
+            model, dest, artifact, options, request, source, ui, digest, conversion
+        )
         files.append(budget_file)
         info.update(budget_info)
     artifact.files.extend(files)
@@ -350,6 +416,8 @@ def _fp16_budget(
     request: BuildRequest,
     source: DataSource,
     ui: Ui,
+    digest: Callable[[], str] | None = None,
+    conversion: dict[str, Any] | None = None,
 ) -> tuple[PrecisionArtifact, Path, dict[str, Any]]:
     import json
 
@@ -365,7 +433,7 @@ def _fp16_budget(
     if result.met and result.kept and not result.everything:
         extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
         options = replace(options, auto_fp32_nodes={**options.auto_fp32_nodes, **extra})
-        artifact = make_fp16(model, dest, options)
+        artifact = make_fp16(model, dest, options, source_sha256=digest, opset_conversion=conversion)
     path = atomic_write_json(_sidecar(dest, ".budget.json"), to_jsonable(result))
     info = _budget_info(result, path)
     if result.everything:  # met only with every node in fp32: no fp16 model meets it
