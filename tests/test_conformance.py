@@ -741,6 +741,43 @@ def test_fp16_build_below_opset_6_refuses_a_conversion_that_changes_what_the_mod
     assert not list(tmp_path.glob("o/*")) and not list(tmp_path.glob("o/.*"))
 
 
+def test_compare_of_a_below_opset_6_reference_emulates_its_fp16_build(tmp_path: Path) -> None:
+    """``compare`` runs an fp16 candidate as the CPU emulation of its reference, writing Casts into
+    it: with a reference below opset 6 that was "ONNX Runtime cannot load
+    /tmp/edgedeploy-compare-.../old.fp16.emulated.onnx ... Mismatched attribute type in
+    'x__fp16_to16 : to'", exit 2, naming a scratch file. The emulation is now made from the
+    reference converted as the fp16 build converted it, and compares (per layer too)."""
+    import json
+
+    from edgedeploy.cli import main
+
+    path = _save(_below_opset6("matmul", 4), tmp_path / "old.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16", "--fp32-nodes", "tr")
+    report = tmp_path / "compare.json"
+    err = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["compare", str(path), str(artifact), "--per-layer", "--json", str(report)])
+        except SystemExit as exc:
+            code = exc.code
+    assert not code and "error:" not in err.getvalue(), err.getvalue()
+    result = json.loads(report.read_text())
+    measured = [(k, v) for k, v in _items(result) if k.endswith(".cosine")]
+    assert {k for k, _ in measured} == {".compare.outputs.y.cosine", ".per_layer.layers.cosine"}, result
+    assert all(isinstance(v, float) and v > 0.9999 for _, v in measured), measured
+    assert result["compare"]["mode"] == "fp16 (CPU emulation of fp16 storage)"
+
+
+def _items(value: object, key: str = "") -> list[tuple[str, object]]:
+    """Every (key, value) leaf of a JSON value, nested keys joined by '.'."""
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _items(v, f"{key}.{k}")]
+    if isinstance(value, list):
+        return [item for v in value for item in _items(v, key)]
+    return [(key, value)]
+
+
 # ------------------------------------------------------------------ messages
 def test_static_batch_larger_than_the_data_says_so(tmp_path: Path) -> None:
     """Was: 'yielded no samples' when the model's static first dim exceeds the samples given."""

@@ -37,7 +37,7 @@ from edgedeploy.stages.precision.emulate import (
     has_fp16_io,
     is_fp16_model,
 )
-from edgedeploy.stages.precision.fp16 import ensure_node_names
+from edgedeploy.stages.precision.fp16 import casts_writable, convert_for_casts, ensure_node_names
 from edgedeploy.targets import has_vnni
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
@@ -221,9 +221,14 @@ def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> t
 
     The reference's unnamed nodes are named first, as the converter named them (``reference`` is
     changed in place): the nodes kept in fp32 are found by name, and an unnamed one would
-    otherwise be emulated in fp16 (PP-OCRv4's detector: a weight of 9.8e7 became Inf)."""
+    otherwise be emulated in fp16 (PP-OCRv4's detector: a weight of 9.8e7 became Inf). A reference
+    whose Casts cannot be written (below opset 6) is emulated from its conversion to opset 13, as
+    its fp16 build made it (:func:`convert_for_casts`: the same conversion, the same node names)."""
     ensure_node_names(reference)
     if is_fp16_model(candidate):
+        if not casts_writable(reference):
+            reference = convert_for_casts(reference, "the reference")[0]
+            ensure_node_names(reference)
         emulated = emulate_fp16(
             reference,
             fp32_nodes_of_converted(reference, candidate),
