@@ -129,6 +129,42 @@ def test_integer_outputs_are_compared_in_their_own_dtype() -> None:
     assert mixed.max_abs == float(2**64) and mixed.equal_share == 0.5
 
 
+def _polygraphy_relative_errors(ref: np.ndarray, cand: np.ndarray) -> list[float]:
+    """max, mean and (not bool: Polygraphy's quantile of a bool error raises) p99 relative error of
+    Polygraphy's own Comparator (CompareFunc.simple) on the same arrays, as compare's README says."""
+    from polygraphy.comparator import IterationResult, SimpleCompareFunc
+
+    quantile = ref.dtype != bool
+    func = SimpleCompareFunc(check_error_stat="quantile" if quantile else "max", error_quantile=0.99)
+    ours, theirs = IterationResult({"y": cand}, runner_name="c"), IterationResult({"y": ref}, runner_name="r")
+    res = func(ours, theirs)["y"]
+    figures = [float(res.max_reldiff), float(res.mean_reldiff)]
+    return [*figures, float(res.quantile_reldiff)] if quantile else figures
+
+
+def test_relative_errors_are_polygraphys_where_the_reference_is_zero_or_discrete() -> None:
+    """Where the reference was 0, compare divided by float32's tiny (max rel 1.69e35 for an error
+    of 0.002), where Polygraphy's Comparator adds its epsilon 2.22e-16 (8.97e12); and integer and
+    bool outputs read finite relative errors where Polygraphy's are NaN (0 / 0). The figures are
+    now Polygraphy's own, on the same arrays."""
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.1, 2.0, (8, 6)).astype(np.float32)
+    ref[:, 5] = 0.0
+    cand = ref * np.float32(1.01)
+    cand[:, 5] = np.float32(0.001) * rng.uniform(0.1, 2.0, 8).astype(np.float32)
+    ids = np.floor(ref * 3).astype(np.int64)
+    other_ids = ids.copy()
+    other_ids[:, 2] += 1
+    mask = ref > 0.5
+    for r, c in ((ref, cand), (ids, other_ids), (mask, ~mask), (ref * 0, cand)):
+        m = output_metrics("y", [r], [c], Gates())
+        theirs = _polygraphy_relative_errors(r, c)
+        ours = [m.max_rel, m.mean_rel, m.p99_rel][: len(theirs)]
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, equal_nan=True)
+    zero = output_metrics("y", [ref * 0], [cand], Gates())
+    assert zero.max_rel == pytest.approx(zero.max_abs / 2.220446049250313e-16)  # not / 1.18e-38
+
+
 def test_the_json_tells_identical_outputs_from_non_finite_figures() -> None:
     """An SNR of -inf (reference all zeros, candidate not) and a NaN cosine were written as null,
     which the result defines as identical (infinite SNR); the JSON stays standard (no bare

@@ -8,8 +8,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgedeploy.device.verify_outputs import top1_limit
 from edgedeploy.errors import InputError
+
+# Polygraphy's Comparator (CompareFunc.simple) raises a float reference's zeros by this before it
+# divides: an error e where the reference is 0 reads e / 2.22e-16 (polygraphy/comparator/compare.py)
+POLYGRAPHY_EPSILON = 2.220446049250313e-16
+
+
+def relative_error(abs_err: np.ndarray, ref: np.ndarray, discrete: bool) -> np.ndarray:
+    """|error| / |reference| element by element, as Polygraphy's Comparator computes it, so compare's
+    relative figures are its figures: a float reference's zeros are raised by
+    :data:`POLYGRAPHY_EPSILON`; a bool or integer one is divided as it is (x / 0 is inf, 0 / 0 NaN,
+    which makes the figure NaN, as Polygraphy's is: a relative error means nothing there).
+    Call it with NumPy's warnings off."""
+    magnitude = np.abs(np.asarray(ref, np.float64))
+    if not discrete:
+        magnitude = np.where(magnitude == 0, POLYGRAPHY_EPSILON, magnitude)
+    return np.asarray(abs_err, np.float64) / magnitude
 
 
 def _number(value: object) -> bool:

@@ -39,7 +39,7 @@ from edgedeploy.device.verify_outputs import (  # the device's figures: both dec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
-from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.compare.gates import Gates, relative_error
 from edgedeploy.stages.compare.layers import (
     EMULATED,
     candidate_graph,
@@ -171,7 +171,7 @@ def _output_metrics(
     cand_own = np.concatenate([np.asarray(c).reshape(-1) for c in cand_batches])
     pairs = finite_pairs(ref_own, cand_own)  # the device's split (verify_outputs.py), one copy
     r, abs_err, mismatches = pairs.ref, pairs.abs_err, pairs.mismatches  # over the finite pairs
-    rel_err = abs_err / np.maximum(np.abs(r), np.finfo(np.float32).tiny) if r.size else np.zeros(1)
+    rel_err = relative_error(abs_err, r, pairs.discrete) if r.size else np.zeros(1)  # Polygraphy's
     noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
     signal = float(np.sum(r**2))
     snr = (
