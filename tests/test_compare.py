@@ -609,6 +609,22 @@ def test_per_layer_counts_nan_inf_unlike_the_reference_and_writes_them_as_plain_
     assert all(e.identical and not e.exceeds and e.nonfinite_mismatches == 0 for e in same.layers)
 
 
+def test_per_layer_relative_error_of_an_all_zero_reference_is_the_output_tables_not_0() -> None:
+    """A reference tensor of zeros beside a candidate that is not read rel_max 0 in --per-layer
+    (`... if run.ref_absmax else 0.0`), where the output table's max rel read the error as huge.
+    It now follows the table's rule (Polygraphy's: a zero reference raised by 2.22e-16)."""
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5]], np.float32)
+    reference, candidate = _scaled_model([0.0] * 4), _scaled_model([1e-3] * 4)
+    result = compare_layers(reference, candidate, [{"x": x}], Gates(), emulate=False)
+    layer = {e.tensor: e for e in result.layers}["y"]
+    table = output_metrics("y", [x * 0], [x * np.float32(1e-3)], Gates())
+    assert layer.rel_max > 0 and layer.rel_max == pytest.approx(table.max_rel)
+    same = compare_layers(reference, _scaled_model([0.0] * 4), [{"x": x}], Gates(), emulate=False)
+    assert all(e.rel_max == 0 for e in same.layers)
+
+
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:
     """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
     cosine gate now holds the norm ratio to the bound it holds the direction to,

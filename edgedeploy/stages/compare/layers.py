@@ -30,7 +30,7 @@ from calibration.sources import Feed
 from edgedeploy.device.verify_outputs import finite_pairs  # compare's split of NaN/Inf, one copy
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
-from edgedeploy.stages.compare.gates import Gates
+from edgedeploy.stages.compare.gates import Gates, relative_error
 from edgedeploy.stages.precision.emulate import (
     emulate_fp16,
     fp32_nodes_of_converted,
@@ -107,7 +107,7 @@ class LayerError:
     snr_db: float | None  # None when the tensors are identical (see ``identical``)
     max_abs: float  # infinite where a NaN/Inf is unlike the reference's, as in compare's outputs
     mean_abs: float
-    rel_max: float  # max abs error / reference absmax
+    rel_max: float  # max abs error / reference absmax, by compare's rule (gates.relative_error)
     nan_inf: int  # NaN/Inf values in the candidate
     exceeds: bool
     why: list[str] = field(default_factory=list)
@@ -163,6 +163,12 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
         why.append(f"max abs error {run.max_abs_err:.3g} > atol + rtol*max|ref|")
     return cosine, snr, why
+
+
+def _relative(run: _Running) -> float:
+    """max abs error / max|reference| by the output table's rule (:func:`relative_error`, Polygraphy's):
+    an all-zero reference is raised by its epsilon, so an error there reads huge, not 0."""
+    return float(relative_error(np.array([run.max_abs_err]), np.array([run.ref_absmax]), False)[0])
 
 
 def _session(model: onnx.ModelProto, threads: int | None, emulate_integer: bool = False) -> Any:
@@ -312,7 +318,7 @@ def compare_layers(
                 snr_db=snr,
                 max_abs=max_abs,
                 mean_abs=run.sum_abs_err / run.count if run.count else 0.0,
-                rel_max=math.inf if run.mismatches else max_abs / run.ref_absmax if run.ref_absmax else 0.0,
+                rel_max=math.inf if run.mismatches else _relative(run),
                 nan_inf=run.cand_nonfinite,
                 exceeds=bool(why),
                 why=why,
