@@ -51,7 +51,7 @@ def test_a_reference_inf_the_candidate_does_not_reproduce_fails_as_a_mismatch() 
     strict = Gates(atol=0.0, rtol=0.0, min_cosine=None, check_allclose=True)
     m = output_metrics("y", [ref], [cand], strict)
     assert m.nonfinite_mismatches == 1 and m.max_abs == np.inf and not m.allclose
-    assert m.mean_abs == 0.0 and m.snr_db == -np.inf and not m.passed
+    assert m.mean_abs == 0.0 and m.snr_db == np.inf and not m.passed  # no error among the finite pairs
     assert any("1 NaN/Inf value(s) unlike the reference's" in f for f in m.failures)
 
 
@@ -603,7 +603,7 @@ def test_per_layer_counts_nan_inf_unlike_the_reference_and_writes_them_as_plain_
     assert layer.max_abs == plain.max_abs == np.inf and layer.nan_inf == plain.nan_count + plain.inf_count
     written = json.loads(json.dumps(to_jsonable(result)))
     row = next(r for r in written["layers"] if r["tensor"] == "y")
-    assert (row["cosine"], row["max_abs"], row["identical"]) == ("NaN", "Infinity", False)
+    assert (row["snr_db"], row["max_abs"], row["identical"]) == ("Infinity", "Infinity", False)
     again = _scaled_model([np.inf, 1.0, 1.0, 1.0])
     same = compare_layers(reference, again, [{"x": x}], Gates(), emulate=False)
     assert all(e.identical and not e.exceeds and e.nonfinite_mismatches == 0 for e in same.layers)
@@ -623,6 +623,34 @@ def test_per_layer_relative_error_of_an_all_zero_reference_is_the_output_tables_
     assert layer.rel_max > 0 and layer.rel_max == pytest.approx(table.max_rel)
     same = compare_layers(reference, _scaled_model([0.0] * 4), [{"x": x}], Gates(), emulate=False)
     assert all(e.rel_max == 0 for e in same.layers)
+
+
+def test_snr_and_cosine_beside_a_nan_inf_mismatch_are_over_the_pairs_both_finite() -> None:
+    """With a NaN/Inf unlike the reference's, the output table's SNR read -inf and the per-layer
+    cosine NaN, though the README says the other figures are over the pairs both finite (the
+    mismatch count and the failed gate say a NaN/Inf differs). Both are now over the finite pairs,
+    in the table and per layer alike; per-layer lists the mismatched tensor first all the same."""
+    from edgedeploy.stages.compare import compare_layers
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.1, 2.0, (2, 4)).astype(np.float32)
+    weights = [1.0, np.nan, np.inf, 1.01]
+    ref, cand = x * np.float32(1.0), x * np.array(weights, np.float32)
+    m = output_metrics("y", [ref], [cand], Gates())
+    both = np.isfinite(cand)
+    r, c = ref[both].astype(np.float64), cand[both].astype(np.float64)
+    snr = 10 * np.log10((r**2).sum() / ((r - c) ** 2).sum())
+    cosine = r @ c / np.linalg.norm(r) / np.linalg.norm(c)
+    assert m.nonfinite_mismatches == 4 and not m.passed and m.max_abs == np.inf
+    assert m.snr_db == pytest.approx(snr) and m.cosine == pytest.approx(cosine)
+    reference, candidate = _scaled_model([1.0] * 4), _scaled_model(weights)
+    result = compare_layers(reference, candidate, [{"x": x}], Gates(), emulate=False)
+    layer = {e.tensor: e for e in result.layers}["y"]
+    assert layer.exceeds and layer.nonfinite_mismatches == 4 and layer.max_abs == np.inf
+    assert layer.cosine == pytest.approx(cosine) and layer.snr_db == pytest.approx(snr)
+    assert [e.tensor for e in result.largest(1)] == ["h"]  # mismatched first (graph order of those)
+    exact = output_metrics("y", [ref], [np.where(both, ref, cand)], Gates())
+    assert exact.snr_db == np.inf and exact.cosine == 1.0 and not exact.identical  # no finite error
 
 
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:

@@ -30,6 +30,15 @@ def relative_error(abs_err: np.ndarray, ref: np.ndarray, discrete: bool) -> np.n
     return np.asarray(abs_err, np.float64) / magnitude
 
 
+def snr_db(signal: float, noise: float) -> float:
+    """The SNR in dB of sums of squares over the pairs both finite (a NaN/Inf unlike the reference's
+    is counted and gated apart, not folded in as an infinite noise): +inf where those pairs are
+    equal (not identical: a NaN/Inf differs), -inf for a reference of zeros beside a candidate not."""
+    if noise == 0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

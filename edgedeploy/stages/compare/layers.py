@@ -30,7 +30,7 @@ from calibration.sources import Feed
 from edgedeploy.device.verify_outputs import finite_pairs  # compare's split of NaN/Inf, one copy
 from edgedeploy.errors import InputError
 from edgedeploy.onnxio import load_onnx
-from edgedeploy.stages.compare.gates import Gates, relative_error
+from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.precision.emulate import (
     emulate_fp16,
     fp32_nodes_of_converted,
@@ -103,7 +103,7 @@ class LayerError:
     producer: str
     op: str
     order: int
-    cosine: float  # NaN where a NaN/Inf is unlike the reference's (listed first among the largest)
+    cosine: float  # over the pairs both finite, as snr_db, mean_abs (a NaN/Inf mismatch: see below)
     snr_db: float | None  # None when the tensors are identical (see ``identical``)
     max_abs: float  # infinite where a NaN/Inf is unlike the reference's, as in compare's outputs
     mean_abs: float
@@ -132,7 +132,8 @@ class LayerwiseResult:
         return [layer for layer in self.layers if layer.exceeds][:limit]
 
     def largest(self, limit: int = 5) -> list[LayerError]:
-        """The tensors with the largest error (1 - cosine, NaN/Inf first), shown in graph order."""
+        """The tensors with the largest error (those with a NaN/Inf unlike the reference's first, then
+        by 1 - cosine), shown in graph order."""
         worst = sorted(
             self.layers, key=lambda e: (e.nonfinite_mismatches > 0, _badness(e)), reverse=True
         )[:limit]
@@ -140,21 +141,17 @@ class LayerwiseResult:
 
 
 def _badness(e: LayerError) -> float:
-    return 2.0 if math.isnan(e.cosine) else 1.0 - e.cosine
+    return 1.0 - e.cosine
 
 
 def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | None, list[str]]:
     denom = math.sqrt(run.sum_sq_ref * run.sum_sq_cand)
     # exactly 1 where every pair is equal, else within [-1, 1] (dot / norms rounds past them)
     cosine = 1.0 if run.sum_sq_err == 0 else min(1.0, max(-1.0, run.dot / denom)) if denom > 0 else 0.0
-    if run.mismatches:  # an infinite error, as compare's outputs read it
-        snr: float | None = float("-inf")
-    elif run.sum_sq_err == 0:
-        snr = None
-    else:
-        snr = 10 * math.log10(run.sum_sq_ref / run.sum_sq_err) if run.sum_sq_ref > 0 else float("-inf")
-    if run.mismatches:
-        cosine = float("nan")  # a NaN/Inf unlike the reference's: listed first among the largest errors
+    # over the pairs both finite, as the output table's (a NaN/Inf unlike the reference's is counted
+    # and fails apart, and :meth:`LayerwiseResult.largest` lists it first)
+    identical = run.sum_sq_err == 0 and not run.mismatches
+    snr = None if identical else snr_db(run.sum_sq_ref, run.sum_sq_err)
     why = []
     if run.mismatches:
         why.append(f"{run.mismatches} NaN/Inf value(s) unlike the reference's")

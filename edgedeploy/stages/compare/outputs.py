@@ -39,7 +39,7 @@ from edgedeploy.device.verify_outputs import (  # the device's figures: both dec
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
 from edgedeploy.onnxio import load_onnx
-from edgedeploy.stages.compare.gates import Gates, relative_error
+from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.compare.layers import (
     EMULATED,
     candidate_graph,
@@ -172,11 +172,7 @@ def _output_metrics(
     pairs = finite_pairs(ref_own, cand_own)  # the device's split (verify_outputs.py), one copy
     r, abs_err, mismatches = pairs.ref, pairs.abs_err, pairs.mismatches  # over the finite pairs
     rel_err = relative_error(abs_err, r, pairs.discrete) if r.size else np.zeros(1)  # Polygraphy's
-    noise = float(np.sum(abs_err**2)) if not mismatches else math.inf
-    signal = float(np.sum(r**2))
-    snr = (
-        None if pairs.identical else (10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf"))
-    )
+    snr = None if pairs.identical else snr_db(float(np.sum(r**2)), float(np.sum(abs_err**2)))
     allclose = bool(not mismatches and np.all(abs_err <= gates.atol + gates.rtol * np.abs(r)))
     # the largest errors: a mismatch's (infinite), else the finite pairs'
     max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
