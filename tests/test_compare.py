@@ -653,6 +653,43 @@ def test_snr_and_cosine_beside_a_nan_inf_mismatch_are_over_the_pairs_both_finite
     assert exact.snr_db == np.inf and exact.cosine == 1.0 and not exact.identical  # no finite error
 
 
+def _mixed_model(ki: float = 3.0, kb: float = 1.0) -> onnx.ModelProto:
+    """yf float, yi = int64(floor(x * ki)), yb = x * kb > 0.5: a float, an integer and a bool output
+    (the tester's e_ref.onnx, smaller)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    outs = [
+        helper.make_tensor_value_info("yf", TensorProto.FLOAT, ["N", 4]),
+        helper.make_tensor_value_info("yi", TensorProto.INT64, ["N", 4]),
+        helper.make_tensor_value_info("yb", TensorProto.BOOL, ["N", 4]),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["yf"], name="mul"),
+        helper.make_node("Mul", ["x", "ki"], ["t1"], name="mul_i"),
+        helper.make_node("Floor", ["t1"], ["t1f"], name="floor"),
+        helper.make_node("Cast", ["t1f"], ["yi"], name="cast", to=TensorProto.INT64),
+        helper.make_node("Mul", ["x", "kb"], ["t2"], name="mul_b"),
+        helper.make_node("Greater", ["t2", "half"], ["yb"], name="greater"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.ones(4, np.float32), "k"),
+        numpy_helper.from_array(np.array([3.0, 3.0, 3.0, ki], np.float32), "ki"),
+        numpy_helper.from_array(np.array([1.0, 1.0, 1.0, kb], np.float32), "kb"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_per_layer_of_a_model_against_itself_has_no_tensor_only_in_the_candidate() -> None:
+    """A model compared with itself read only_in_candidate 2, its int64 and bool outputs: the
+    candidate's names held every graph output, the reference's float tensors only."""
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.random.default_rng(0).uniform(0.1, 2.0, (8, 4)).astype(np.float32)
+    result = compare_layers(_mixed_model(), _mixed_model(), [{"x": x}], Gates(), emulate=False)
+    assert (result.only_in_reference, result.only_in_candidate) == (0, 0)
+
+
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:
     """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
     cosine gate now holds the norm ratio to the bound it holds the direction to,
