@@ -298,24 +298,23 @@ def float_tensor_names(model: onnx.ModelProto) -> list[str]:
     Types come from ONNX shape inference; a tensor whose type is unknown is kept (ONNX Runtime
     reports it, and non-float arrays are ignored by the observers).
     """
+    return [name for name, elem in activation_types(model).items() if elem is None or elem in FLOAT_ELEMS]
+
+
+def activation_types(model: onnx.ModelProto) -> dict[str, int | None]:
+    """Every activation (graph inputs and node outputs, not weights), in graph order, with its
+    inferred element type (``onnx.TensorProto`` enum; 0 for a value that is no tensor, a sequence
+    or a map), None where shape inference does not tell."""
     inferred = infer_shapes_light(model)
     types: dict[str, int] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         types[vi.name] = vi.type.tensor_type.elem_type
     inits = {i.name for i in model.graph.initializer}
-    names: list[str] = []
-    seen: set[str] = set()
     candidates = [i.name for i in model.graph.input if i.name not in inits]
     constant = constant_derived(model.graph)  # weights, not activations
     for node in model.graph.node:
         candidates.extend(o for o in node.output if o and o not in constant)
-    for name in candidates:
-        if name in seen:
-            continue
-        seen.add(name)
-        if types.get(name, onnx.TensorProto.FLOAT) in FLOAT_ELEMS or name not in types:
-            names.append(name)
-    return names
+    return {name: types.get(name) for name in dict.fromkeys(candidates)}
 
 
 def no_spinning(options: Any) -> None:

@@ -690,6 +690,26 @@ def test_per_layer_of_a_model_against_itself_has_no_tensor_only_in_the_candidate
     assert (result.only_in_reference, result.only_in_candidate) == (0, 0)
 
 
+def test_per_layer_compares_integer_and_bool_tensors_by_equal_share_as_the_output_table() -> None:
+    """--per-layer left integer and bool tensors out without a word: the output gate failed yi and
+    yb, and the per-layer list did not name them. They are compared by their share of equal
+    elements, as the output table gates them, and a tensor no figure fits is listed as not compared."""
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.random.default_rng(0).uniform(0.1, 2.0, (8, 4)).astype(np.float32)
+    reference, candidate = _mixed_model(), _mixed_model(ki=3.5, kb=0.3)
+    result = compare_layers(reference, candidate, [{"x": x}], Gates(), emulate=False)
+    layers = {e.tensor: e for e in result.layers}
+    assert {"yi", "yb"} <= set(layers) and result.not_compared == []
+    ref_out = {"yi": np.floor(x * 3).astype(np.int64), "yb": x > 0.5}
+    cand_out = {"yi": np.floor(x * [3, 3, 3, 3.5]).astype(np.int64), "yb": x * [1, 1, 1, 0.3] > 0.5}
+    for name in ("yi", "yb"):
+        table = output_metrics(name, [ref_out[name]], [cand_out[name]], Gates())
+        assert layers[name].equal_share == table.equal_share < 0.999 and layers[name].exceeds
+        assert any("equal elements" in why for why in layers[name].why)
+    assert layers["yf"].equal_share is None and not layers["yf"].exceeds
+
+
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:
     """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
     cosine gate now holds the norm ratio to the bound it holds the direction to,

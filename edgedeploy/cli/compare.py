@@ -17,6 +17,7 @@ from edgedeploy.cli.common import (
     Seed,
     Threads,
     check_seed,
+    err,
     fmt,
     load_preprocess,
     make_ui,
@@ -67,7 +68,9 @@ def compare_command(
     per_layer: Annotated[
         bool,
         typer.Option(
-            "--per-layer", help="Also compare every intermediate tensor both graphs share (ONNX, on the CPU)."
+            "--per-layer",
+            help="Also compare every intermediate tensor both graphs share (ONNX, on the CPU): float "
+            "ones by cosine, bool and integer ones by their share of equal elements.",
         ),
     ] = False,
     layers_shown: Annotated[int, typer.Option(help="--per-layer: how many tensors to list.", min=1)] = 10,
@@ -207,7 +210,7 @@ def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
                 str(e.order),
                 e.tensor,
                 f"{e.op} ({e.producer})",
-                f"{e.cosine:.6f}",
+                f"{e.cosine:.6f}" if e.equal_share is None else f"{e.equal_share:.4f} equal",
                 "-" if e.snr_db is None else f"{e.snr_db:.1f}",
                 f"{e.max_abs:.3g}",
                 f"{e.rel_max:.3g}",
@@ -220,6 +223,8 @@ def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
         f"per-layer: {len(result.layers)} shared tensors, {result.iterations} batches, "
         f"candidate run as {result.mode}"
     )
+    if result.not_compared:
+        err.print(f"per-layer: not compared (no figure fits them): {', '.join(result.not_compared)}")
     first = result.first_exceeding(limit)
     if first:
         out.print(table("first tensors over tolerance (graph order)", first))

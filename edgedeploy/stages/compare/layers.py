@@ -23,8 +23,9 @@ import numpy as np
 import onnx
 
 from calibration.feeds import fixed_batches
+from calibration.graphs import FLOAT_ELEMS
 from calibration.modelinfo import graph_io
-from calibration.observers import emulate_integer_kernels, float_tensor_names, with_outputs
+from calibration.observers import activation_types, emulate_integer_kernels, with_outputs
 from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.device.verify_outputs import finite_pairs  # compare's split of NaN/Inf, one copy
@@ -72,6 +73,8 @@ class _Running:
     ref_absmax: float = 0.0
     cand_nonfinite: int = 0  # NaN/Inf in the candidate
     mismatches: int = 0  # NaN/Inf unlike the reference's, either side (outputs.py's, one rule)
+    discrete: bool = False  # a bool/integer tensor, gated on its share of equal elements
+    equal: int = 0  # elements equal (bool/integer tensors)
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
         if np.size(ref) != np.size(cand):
@@ -79,6 +82,9 @@ class _Running:
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted
             pairs = finite_pairs(np.asarray(ref).ravel(), np.asarray(cand).ravel())
         self.cand_nonfinite += pairs.nan + pairs.inf
+        self.discrete = pairs.discrete
+        if pairs.discrete and pairs.ref.size:
+            self.equal += int(np.count_nonzero(pairs.abs_err == 0))
         self.mismatches += pairs.mismatches
         r, c = pairs.ref, pairs.cand  # the sums below are over the finite pairs
         err = r - c
@@ -115,6 +121,9 @@ class LayerError:
     # verify_outputs.finite_pairs): a reference Inf beside a finite candidate value counts
     nonfinite_mismatches: int = 0
     identical: bool = False  # every element equal, a NaN/Inf the candidate reproduces included
+    # bool and integer tensors: the share of elements equal, which the cosine gate reads instead of
+    # the cosine, as for compare's outputs (OutputMetrics.equal_share); None for float tensors
+    equal_share: float | None = None
 
 
 @dataclass
@@ -127,6 +136,8 @@ class LayerwiseResult:
     layers: list[LayerError]  # in graph order
     only_in_reference: int
     only_in_candidate: int
+    # shared tensors no figure fits, as "'name' (type)": strings, sequences, maps, 4-bit and fp8
+    not_compared: list[str] = field(default_factory=list)
 
     def first_exceeding(self, limit: int = 5) -> list[LayerError]:
         return [layer for layer in self.layers if layer.exceeds][:limit]
@@ -141,7 +152,7 @@ class LayerwiseResult:
 
 
 def _badness(e: LayerError) -> float:
-    return 1.0 - e.cosine
+    return 1.0 - (e.cosine if e.equal_share is None else e.equal_share)
 
 
 def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | None, list[str]]:
@@ -155,17 +166,28 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     why = []
     if run.mismatches:
         why.append(f"{run.mismatches} NaN/Inf value(s) unlike the reference's")
-    if gates.min_cosine is not None and cosine < gates.min_cosine:
+    share = _equal_share(run)
+    if gates.min_cosine is not None and share is not None and share < gates.min_cosine:
+        why.append(f"equal elements {share:.4f} < {gates.min_cosine} (a bool/integer tensor)")
+    elif gates.min_cosine is not None and share is None and cosine < gates.min_cosine:
         why.append(f"cosine {cosine:.6f} < {gates.min_cosine}")
     if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
         why.append(f"max abs error {run.max_abs_err:.3g} > atol + rtol*max|ref|")
     return cosine, snr, why
 
 
+def _equal_share(run: _Running) -> float | None:
+    """A bool/integer tensor's share of equal elements (1 where it has none), else None."""
+    if not run.discrete:
+        return None
+    return run.equal / run.count if run.count else 1.0
+
+
 def _relative(run: _Running) -> float:
     """max abs error / max|reference| by the output table's rule (:func:`relative_error`, Polygraphy's):
     an all-zero reference is raised by its epsilon, so an error there reads huge, not 0."""
-    return float(relative_error(np.array([run.max_abs_err]), np.array([run.ref_absmax]), False)[0])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a bool/integer 0 / 0 is NaN, as the table's
+        return float(relative_error(np.array([run.max_abs_err]), np.array([run.ref_absmax]), run.discrete)[0])
 
 
 def _session(model: onnx.ModelProto, threads: int | None, emulate_integer: bool = False) -> Any:
@@ -271,9 +293,11 @@ def compare_layers(
     mode = "onnx"
     if emulate:
         cand_model, mode = candidate_graph(ref_model, cand_model)
-    ref_names = float_tensor_names(ref_model)
-    cand_all = set(float_tensor_names(cand_model))  # counted like the reference's (only_in_*)
+    ref_types, cand_types = activation_types(ref_model), activation_types(cand_model)
+    ref_names, cand_all = list(ref_types), set(cand_types)  # counted alike (only_in_*)
     shared = [n for n in ref_names if n in cand_all]
+    not_compared = [f"'{n}' ({_type_text(ref_types[n])})" for n in shared if not _comparable(ref_types[n])]
+    shared = [n for n in shared if _comparable(ref_types[n])]
     if not shared:
         raise InputError(
             "the reference and the candidate share no tensor names: per-layer comparison needs "
@@ -321,6 +345,7 @@ def compare_layers(
                 why=why,
                 nonfinite_mismatches=run.mismatches,
                 identical=not run.mismatches and run.sum_sq_err == 0,
+                equal_share=_equal_share(run),
             )
         )
     layers.sort(key=lambda e: e.order)
@@ -333,7 +358,30 @@ def compare_layers(
         layers=layers,
         only_in_reference=len(set(ref_names) - cand_all),
         only_in_candidate=len(cand_all - set(ref_names)),
+        not_compared=not_compared,
     )
+
+
+# bool and integer tensors, compared by their share of equal elements (as compare's outputs)
+DISCRETE_ELEMS = frozenset(
+    {
+        onnx.TensorProto.BOOL,
+        *(onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64),
+        *(onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64),
+    }
+)
+
+
+def _comparable(elem: int | None) -> bool:
+    """Whether a tensor of element type ``elem`` is compared: float, bool and integer ones, and those
+    of a type shape inference does not tell (ONNX Runtime gives them as they are)."""
+    return elem is None or elem in FLOAT_ELEMS or elem in DISCRETE_ELEMS
+
+
+def _type_text(elem: int | None) -> str:
+    if not elem:
+        return "not a tensor"
+    return f"tensor({onnx.helper.tensor_dtype_to_string(elem).removeprefix('TensorProto.').lower()})"
 
 
 def _load(model: Path | onnx.ModelProto) -> onnx.ModelProto:
