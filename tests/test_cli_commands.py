@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pkgutil
+from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 import edgedeploy.cli as cli
+from tests.conftest import assert_clean_input_error, run_cli
 
 NOT_COMMANDS = {"common", "guard"}  # shared option types and consoles; the input/output guard
 
@@ -45,3 +50,42 @@ def test_build_help_says_the_calibration_batch_size_serves_the_fp16_analysis_too
     lines = {r[1]: " ".join(r) for r in rows if len(r) > 1 and r[1].startswith("--calib")}
     line = lines["--calib-batch-size"]
     assert "int8:" not in line and "fp16" in line and "int8" in line, line
+
+
+def _matmul_model(folder: Path) -> tuple[Path, Path]:
+    """y = x @ w, x[N, 8], and 32 samples of x: a model an int8 build calibrates in a second."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, folder / "m.onnx")
+    np.savez(folder / "data.npz", x=rng.standard_normal((32, 8)).astype(np.float32))
+    return folder / "m.onnx", folder / "data.npz"
+
+
+def test_build_int8_sets_the_percentile_as_calibrate_does(tmp_path: Path) -> None:
+    """build --precision int8 --calib-algorithm percentile always kept 99.99 (no option set it), while
+    calibrate --percentile and [calibration] percentile could: build takes --calib-percentile, one
+    declaration with calibrate's --percentile, refused alike (exit 2, one line) before any work."""
+    from calibration.algorithms import DEFAULT_PERCENTILE
+    from edgedeploy.cli.common import DEFAULT_PERCENTILE as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_PERCENTILE
+    model, data = _matmul_model(tmp_path)
+    out = tmp_path / "o"
+    common = ["build", model, "--precision", "int8", "--calib-data", data, "--calib-algorithm", "percentile"]
+    built = run_cli(*common, "--calib-percentile", "99.5", "-o", out, "--json", tmp_path / "b.json")
+    assert built.code == 0, built.stderr
+    assert '"percentile": 99.5' in "".join(p.read_text() for p in out.glob("*.json"))
+    for flag, args in (
+        ("--calib-percentile", [*common, "--calib-percentile", "150", "-o", tmp_path / "o2"]),
+        ("--percentile", ["calibrate", model, "--data", data, "--percentile", "150", "-o", tmp_path / "o2"]),
+    ):
+        refused = run_cli(*args)
+        assert_clean_input_error(refused, flag, "[50, 100]")
+        assert not (tmp_path / "o2").exists()
+    moot = run_cli("build", model, "--precision", "fp16", "--calib-percentile", "99", "-o", tmp_path / "o3")
+    assert_clean_input_error(moot, "--calib-percentile")

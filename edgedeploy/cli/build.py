@@ -13,9 +13,11 @@ import typer
 
 from edgedeploy.cli.common import (
     DATA_SPEC_HELP,
+    DEFAULT_PERCENTILE,
     PREPROCESS_HELP,
     InputShapes,
     JsonOutput,
+    Percentile,
     TargetName,
     csv,
     data_spec,
@@ -83,6 +85,7 @@ def build_command(
             help="int8: auto (measured per tensor), entropy, max, percentile or mse.", rich_help_panel=INT8
         ),
     ] = "auto",
+    calib_percentile: Percentile = DEFAULT_PERCENTILE,
     calib_samples: Annotated[
         int,
         typer.Option(
@@ -191,7 +194,7 @@ def build_command(
     ui = make_ui()
     tgt = load_target(target)
     tgt.check_precision(precision)
-    given = typed(ctx, "calib_samples", "calib_batch_size", "calib_algorithm")
+    given = typed(ctx, "calib_samples", "calib_batch_size", "calib_algorithm", "calib_percentile")
     fp16_given = [
         ("--fp32-ops", bool(fp32_ops)),
         ("--fp32-nodes", bool(fp32_nodes)),
@@ -206,11 +209,12 @@ def build_command(
         ("--input", bool(input)),
         ("--accuracy-budget", bool(accuracy_budget)),
     ]
+    int8_given = [(f"--calib-{n}", f"calib_{n}" in given) for n in ("algorithm", "percentile")]
     no_data = ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data)
     moot = {
-        "fp32": [*fp16_given, *data_given, ("--calib-algorithm", "calib_algorithm" in given)],
+        "fp32": [*fp16_given, *data_given, *int8_given],
         "fp16": [
-            ("--calib-algorithm", "calib_algorithm" in given),
+            *int8_given,
             ("--calib-samples without --calib-data", "calib_samples" in given and not calib_data),
             no_data,
         ],
@@ -228,6 +232,9 @@ def build_command(
         raise InputError(
             f"--calib-algorithm '{calib_algorithm}' is unknown; choose one of {', '.join(ALGORITHMS)}"
         )
+    if "calib_percentile" in given and calib_algorithm not in ("percentile", "auto"):  # as calibrate's
+        used = "used by --calib-algorithm percentile and auto"
+        ui.warn(f"--calib-percentile {calib_percentile}: {used}, not {calib_algorithm}")
     stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
     not_an_output(json_path, output, stem)
     not_an_output(timing_cache, output, stem, option="--timing-cache")
@@ -246,6 +253,7 @@ def build_command(
         calibration=CalibrationRequest(
             data=calib_data or "",
             algorithm=calib_algorithm,
+            percentile=calib_percentile,
             samples=calib_samples,
             batch_size=calib_batch_size,
             shapes=parse_shapes(input),

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edgedeploy.cli.common import (
+    DEFAULT_PERCENTILE,
     InputShapes,
     OptionalDataSpec,
+    Percentile,
     PreprocessFile,
     Seed,
     TargetName,
@@ -42,7 +44,7 @@ def calibrate_command(
     ] = None,
     data: OptionalDataSpec = None,
     algorithm: Annotated[str, typer.Option(help="auto | entropy | max | percentile | mse")] = "auto",
-    percentile: Annotated[float, typer.Option(help="Percentile for --algorithm percentile.")] = 99.99,
+    percentile: Percentile = DEFAULT_PERCENTILE,
     samples: Annotated[
         int | None,
         typer.Option(help="Number of calibration samples."),

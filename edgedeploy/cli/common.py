@@ -49,7 +49,33 @@ def data_spec(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
+def percentile_option(param: typer.CallbackParam, value: float) -> float:
+    """The callback of the calibration percentile (calibrate's --percentile, build's
+    --calib-percentile): refused by calibration's own rule (``AlgorithmOptions``) as the option is
+    read, before any work, in one line naming the option."""
+    with deferred():  # heavy imports are not interrupt-safe
+        from calibration.algorithms import AlgorithmOptions
+        from calibration.errors import CalibrationError
+
+    try:
+        AlgorithmOptions(percentile=value)
+    except CalibrationError as exc:
+        raise InputError(f"{param.opts[0]}: {exc}") from None
+    return value
+
+
 JsonOutput = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
+# calibration.algorithms.DEFAULT_PERCENTILE, not imported here (numpy) so that --help stays fast
+DEFAULT_PERCENTILE = 99.99
+# int8 calibration's percentile: one declaration, named after the parameter of each command that
+# takes it (calibrate --percentile, build --calib-percentile), as [calibration] percentile
+Percentile = Annotated[
+    float,
+    typer.Option(
+        help="int8: the percentile the percentile algorithm keeps (and auto tries), within [50, 100].",
+        callback=percentile_option,
+    ),
+]
 DataSpec = Annotated[
     str, typer.Option("--data", help=DATA_SPEC_HELP, rich_help_panel=DATA_PANEL, callback=data_spec)
 ]
