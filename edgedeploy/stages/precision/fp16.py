@@ -45,6 +45,9 @@ CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when
 # Cast's 'to' is an int from opset 6 on, a string below it: the converter writes an int
 CAST_INT_OPSET = 6
 CAST_STRING = "below opset 6 Cast's 'to' is a string, and the fp16 converter's Casts write an int"
+# ONNX Runtime guarantees no model stamped below opset 7: at 6 it has no AveragePool(1), Gemm(6),
+# Add(6), Mul(6), PRelu(6), Pow(1) kernel, where the same model converted to opset 13 loads
+ORT_MIN_OPSET = 7
 # Ops whose float outputs have a type fixed by an attribute or by their definition (window
 # functions, MelWeightMatrix, TfIdfVectorizer, RandomNormal..., EyeLike's dtype, an Optional's type
 # and the optional OptionalGetElement reads: the converter retypes no optional), or whose float
@@ -422,22 +425,49 @@ def casts_writable(model: onnx.ModelProto) -> bool:
     return not 0 < opset_of(model) < CAST_INT_OPSET
 
 
-def convert_for_casts(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+def convert_for_casts(
+    model: onnx.ModelProto, name: str, reason: str = CAST_STRING
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """``model``, whose Casts cannot be written (:func:`casts_writable`), converted to opset 13, and
-    what the precision plan records of it. The conversion is the one export and int8 make
-    (:func:`calibration.qdq.upgrade_opset`, checked against ``model``); one it cannot make, or
-    that changes the outputs, is refused: InputError naming ``name``."""
+    what the precision plan records of it (``reason``: why it is converted). The conversion is the
+    one export and int8 make (:func:`calibration.qdq.upgrade_opset`, checked against ``model``); one
+    it cannot make, or that changes the outputs, is refused: InputError naming ``name``."""
     from calibration.errors import CalibrationError, ConversionError
     from calibration.qdq import upgrade_opset
 
     old = opset_of(model)
     try:
-        converted = upgrade_opset(model, name=name, needed_for=f"fp16: {CAST_STRING}")
+        converted = upgrade_opset(model, name=name, needed_for=f"fp16: {reason}")
     except ConversionError as exc:
         raise InputError(f"{exc}; not built") from None
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
-    return converted, {"from": old, "to": opset_of(converted), "reason": CAST_STRING}
+    return converted, {"from": old, "to": opset_of(converted), "reason": reason}
+
+
+def may_convert(model: onnx.ModelProto) -> bool:
+    """Whether an fp16 build may convert ``model`` (:func:`opset_conversion`): a default-domain opset
+    below :data:`ORT_MIN_OPSET`. Cheap, without its weights; false keeps the opset unasked."""
+    return 0 < opset_of(model) < ORT_MIN_OPSET
+
+
+def opset_conversion(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict[str, Any]] | None:
+    """How an fp16 build converts ``model`` (with its weights) before anything else, or None where it
+    keeps its opset: below opset 6 for its Casts (:func:`casts_writable`), and below 7 where ONNX
+    Runtime cannot load it at its own opset (an opset-6 Gemm or Add: no Gemm(6) kernel) but can
+    load its conversion. Both by :func:`convert_for_casts`, its refusals included."""
+    if not casts_writable(model):
+        return convert_for_casts(model, name)
+    if not may_convert(model):
+        return None
+    from calibration.artifacts import load_error
+
+    why = load_error(model)
+    if why is None:
+        return None
+    reason = f"ONNX Runtime cannot load it at opset {opset_of(model)} ({why})"
+    converted, info = convert_for_casts(model, name, reason)
+    return (converted, info) if load_error(converted) is None else None
 
 
 def _repair(model: onnx.ModelProto, src: Path) -> None:

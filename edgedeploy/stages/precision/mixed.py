@@ -52,12 +52,11 @@ from edgedeploy.stages.precision.analysis import (
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
 from edgedeploy.stages.precision.fp16 import (
-    CAST_STRING,
-    casts_writable,
     check_fp32_ops,
-    convert_for_casts,
     make_fp16,
     match_fp32_nodes,
+    may_convert,
+    opset_conversion,
     subgraph_nodes_of,
 )
 from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
@@ -199,8 +198,9 @@ def nonfinite_layer_weights(model: onnx.ModelProto, report: RangeReport) -> str 
 def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = QUIET) -> PrecisionArtifact:
     """fp16 artifact with automatic fp32 islands (and the accuracy budget, when asked).
 
-    A model below opset 6, where the converter's Casts cannot be written, is built from its checked
-    conversion to opset 13 (:func:`convert_for_casts`), said so: saved under its own name in a
+    A model below opset 6, where the converter's Casts cannot be written, or below 7 where ONNX
+    Runtime cannot load it (an opset-6 Gemm), is built from its checked conversion to opset 13
+    (:func:`opset_conversion`), said so: saved under its own name in a
     scratch folder beside ``dest``, which every step reads in place of ``model``."""
 
     options = request.fp16
@@ -211,16 +211,19 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
     check_fp32_ops(options.fp32_ops, early)
     options = match_fp32_nodes(options, early, model)  # a name the model repeats: all its nodes
-    if casts_writable(early):
+    if not may_convert(early):
         del early
         return _fp16_checked(model, dest, request, options, ui, loaded, digest)
     del early
     whole = loaded if loaded is not None else load_onnx(model)  # with its external data
-    converted, conversion_info = convert_for_casts(whole, model.name)
+    conversion = opset_conversion(whole, model.name)
     del whole
+    if conversion is None:
+        return _fp16_checked(model, dest, request, options, ui, loaded, digest)
+    converted, conversion_info = conversion
     ui.info(
         f"notice: converted {model.name} from opset {conversion_info['from']} to {conversion_info['to']} "
-        f"for fp16 (onnx.version_converter, checked against it): {CAST_STRING}"
+        f"for fp16 (onnx.version_converter, checked against it): {conversion_info['reason']}"
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with scratch_beside(dest, "opset") as folder:
