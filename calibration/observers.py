@@ -497,6 +497,7 @@ def collect(
     showing: Callable[[int], None] | None = None,
     prefetch_bytes: int = 0,
     specs: Sequence[TensorSpec] = (),
+    name: str = "",
 ) -> int:
     """Run the model on every feed of ``source`` and show ``tensor_names`` to each observer.
 
@@ -525,7 +526,8 @@ def collect(
     :data:`PREFETCH_BYTES`: ddddocr's detector and recognizer (64 batches of 1) were about a
     tenth faster; above that bound it was slower (PP-OCRv4's recognizer, 1.5 GB a run: page
     faults); see docs/design.md. Off by default: a source that decides what to yield from what
-    the observers have seen needs them in step.
+    the observers have seen needs them in step. ``name``: how errors name the model (its file; by
+    default its graph's name).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -535,14 +537,14 @@ def collect(
     wanted = [n for n in tensor_names if n not in inputs]
     rare = set(occasional) & set(wanted) if wants_occasional is not None else set()
     lighter = [n for n in wanted if n not in rare]
-    session = _collect_session(model, wanted, threads, arrays)
+    called = name or model.graph.name or "the model"
+    session = _collect_session(model, wanted, threads, arrays, called)
 
     def run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return run_views(session, names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
-            name = model.graph.name or "the model"
-            raise DataRefused(f"ONNX Runtime cannot run {name} on the data: {ort_error(exc)}") from None
+            raise DataRefused(f"ONNX Runtime cannot run {called} on the data: {ort_error(exc)}") from None
 
     def following(feeds: Iterator[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[str]] | None:
         feed = next(feeds, None)
@@ -609,11 +611,16 @@ def _show(found: list[tuple[str, np.ndarray]], observers: Sequence[Observer], wo
 
 
 def _collect_session(
-    model: onnx.ModelProto, names: Sequence[str], threads: int | None, arrays: Mapping[str, np.ndarray] | None
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    threads: int | None,
+    arrays: Mapping[str, np.ndarray] | None,
+    name: str,
 ) -> object:
-    """A session of ``model`` with ``names`` as outputs too (see :func:`collect`'s ``arrays``)."""
+    """A session of ``model`` with ``names`` as outputs too (see :func:`collect`'s ``arrays``);
+    ``name``: how its errors name ``model``."""
     if arrays is not None:
         light, found, values = weights_in_memory(model, arrays)
-        return _session(with_outputs(light, names), threads, model.graph.name, (found, values))
+        return _session(with_outputs(light, names), threads, name, (found, values))
     # the outputs appended to the model's bytes: the model is not copied
-    return _session(outputs_appended(model.SerializeToString(), model, names), threads, model.graph.name)
+    return _session(outputs_appended(model.SerializeToString(), model, names), threads, name)

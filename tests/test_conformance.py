@@ -769,6 +769,46 @@ def test_compare_of_a_below_opset_6_reference_emulates_its_fp16_build(tmp_path: 
     assert result["compare"]["mode"] == "fp16 (CPU emulation of fp16 storage)"
 
 
+def test_analyze_below_opset_6_reads_the_model_the_fp16_build_analyses(tmp_path: Path) -> None:
+    """``analyze`` of an opset-4 file with a Relu-1 (which ONNX Runtime has no kernel for) said
+    "error: ONNX Runtime cannot load g: ...", naming the graph, not the file, where its fp16 build
+    converts the file to opset 13 and analyses that. analyze now reads the same converted model,
+    said in the build's notice line: its node count and fp32 nodes are the build plan's."""
+    import json
+
+    from edgedeploy.cli import main
+
+    path = _save(_below_opset6("cnn", 4), tmp_path / "old.onnx")
+    report = tmp_path / "ranges.json"
+    err, out = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            main(["analyze", str(path), "--data", "random:0", "--json", str(report)])
+        except SystemExit as exc:
+            code = exc.code
+    assert not code and "error:" not in err.getvalue(), err.getvalue()
+    notes = [line for line in err.getvalue().splitlines() if "opset 4 to 13" in line]
+    assert len(notes) == 1 and "old.onnx" in notes[0], err.getvalue()
+    assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
+    plan = json.loads((tmp_path / "o" / "old.fp16.plan.json").read_text())
+    assert f"keeps 0 of {plan['nodes_total']} nodes" in " ".join(out.getvalue().split()), out.getvalue()
+    ranges = json.loads(report.read_text())
+    assert ranges["model"] == str(path)
+    analysed = {t["producer"] for t in ranges["tensors"] if t["producer"]}
+    assert analysed and analysed <= {e["node"] for e in plan["nodes"]}, (analysed, plan["nodes"])
+    # ONNX Runtime's refusals name the file, not the graph ("g"): a float Mod without fmod=1
+    nodes = [helper.make_node("Mod", ["x", "x"], ["y"], name="mod", fmod=0)]
+    io_ = [_vi("x", TensorProto.FLOAT, [2, 3])], [_vi("y", TensorProto.FLOAT, [2, 3])]
+    mod = _save(_model(nodes, *io_, [], opsets={"": 13}), tmp_path / "mod.onnx")
+    with contextlib.redirect_stderr(err := io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["analyze", str(mod), "--data", "random:0"])
+        except SystemExit as exc:
+            code = exc.code
+    assert_one_line_refusal(int(code or 0), err.getvalue(), "ONNX Runtime cannot run mod.onnx")
+
+
 def _items(value: object, key: str = "") -> list[tuple[str, object]]:
     """Every (key, value) leaf of a JSON value, nested keys joined by '.'."""
     if isinstance(value, dict):

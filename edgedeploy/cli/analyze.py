@@ -51,12 +51,13 @@ def analyze_command(
         from calibration.sources import open_source, parse_shapes
         from edgedeploy.options import Fp16Options
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
-        from edgedeploy.stages.precision.analysis import load_for_analysis, report_json
+        from edgedeploy.stages.precision.analysis import report_json
         from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes
         from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
+        from edgedeploy.stages.precision.mixed import fp16_analysis_model
 
     ui = make_ui()
-    loaded = load_for_analysis(model)
+    loaded = fp16_analysis_model(model, ui)  # converted where the fp16 build converts it
     try:
         check_seed(ctx, data, seed, ui)
         inputs, _ = model_io(model)
@@ -73,7 +74,7 @@ def analyze_command(
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
     with ui.progress(f"range analysis of {model.name}") as advance, naming_guessed_dims(source.fed_as_one):
-        report = run_analysis(loaded, source, data_description=source.describe())
+        report = run_analysis(loaded, source, data_description=source.describe(), name=model.name)
         advance(1.0)
     report.model = str(model)
     islands = choose_fp32_nodes(loaded, report)

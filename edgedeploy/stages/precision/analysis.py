@@ -549,6 +549,7 @@ def analyze(
     observers: Sequence[Observer] = (),
     threads: int | None = None,
     arrays: dict[str, np.ndarray] | None = None,
+    name: str | None = None,
 ) -> RangeReport:
     """Check weights, then run the fp32 model on ``source`` and measure every float tensor.
 
@@ -561,10 +562,12 @@ def analyze(
     read for their ranges reach ONNX Runtime as they are, in memory
     (:func:`calibration.observers.weights_in_memory`): the model is neither serialized nor parsed
     again. ``arrays``: filled with those weights' values by name, for the caller to reuse.
+    ``name``: how errors and the report name the model (its file), by default its path or its
+    graph's name.
     """
     start = time.perf_counter()
     thresholds = thresholds or RiskThresholds()
-    name = str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model")
+    name = name or (str(model) if not isinstance(model, onnx.ModelProto) else (model.graph.name or "model"))
     if not isinstance(model, onnx.ModelProto):
         model = load_for_analysis(model)
     arrays = {} if arrays is None else arrays
@@ -584,6 +587,7 @@ def analyze(
             threads=threads,
             arrays=arrays,
             prefetch_bytes=PREFETCH_BYTES,
+            name=name,
         )
     except InputError:
         raise

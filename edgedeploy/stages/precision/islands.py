@@ -289,13 +289,15 @@ def plan_islands(
     options: IslandOptions | None = None,
     observers: Sequence[Observer] = (),
     arrays: dict[str, np.ndarray] | None = None,
+    name: str | None = None,
 ) -> tuple[dict[str, str], RangeReport]:
     """Run the range analysis of ``model_path`` on ``source`` and choose its fp32 islands.
 
     The analysis reads all of ``source``: an overflow in its last sample is as much the user's
     data as one in its first. A ModelProto must come from
     :func:`~edgedeploy.stages.precision.analysis.load_for_analysis` (the caller reuses it);
-    ``arrays``: filled with the float weights' values the analysis read (see :func:`analyze`).
+    ``arrays``: filled with the float weights' values the analysis read (see :func:`analyze`);
+    ``name``: how errors name the model (see :func:`analyze`).
     """
 
     model = model_path if isinstance(model_path, onnx.ModelProto) else load_for_analysis(model_path)
@@ -305,6 +307,7 @@ def plan_islands(
         data_description=data_description,
         observers=observers,
         arrays=arrays,
+        name=name,
     )
     if not isinstance(model_path, onnx.ModelProto):
         report.model = str(model_path)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -221,10 +221,7 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     if conversion is None:
         return _fp16_checked(model, dest, request, options, ui, loaded, digest)
     converted, conversion_info = conversion
-    ui.info(
-        f"notice: converted {model.name} from opset {conversion_info['from']} to {conversion_info['to']} "
-        f"for fp16 (onnx.version_converter, checked against it): {conversion_info['reason']}"
-    )
+    ui.info(_conversion_notice(model, conversion_info))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with scratch_beside(dest, "opset") as folder:
         scratch = save_onnx(converted, folder / model.name)
@@ -239,6 +236,32 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
             conversion_info,
             model,
         )
+
+
+def _conversion_notice(model: Path, conversion: Mapping[str, Any]) -> str:
+    """The one line saying ``model`` is converted before fp16 (:func:`opset_conversion`)."""
+    return (
+        f"notice: converted {model.name} from opset {conversion['from']} to {conversion['to']} "
+        f"for fp16 (onnx.version_converter, checked against it): {conversion['reason']}"
+    )
+
+
+def fp16_analysis_model(model: Path, ui: Ui = QUIET) -> onnx.ModelProto:
+    """The model an fp16 build of ``model`` analyses, prepared as its analysis prepares it
+    (:func:`load_for_analysis`): the file itself, or where the build converts it first
+    (:func:`opset_conversion`), that conversion, said in the build's notice line. ``analyze`` reads
+    it, so that its node names and counts are the build plan's."""
+    early = load_onnx(model, load_external_data=False)
+    if not may_convert(early):
+        return load_for_analysis(model, early)
+    del early
+    whole = load_onnx(model)  # with its external data
+    conversion = opset_conversion(whole, model.name)
+    if conversion is None:
+        return load_for_analysis(model, whole)
+    del whole
+    ui.info(_conversion_notice(model, conversion[1]))
+    return load_for_analysis(model, conversion[0])
 
 
 def _fp16_checked(
@@ -290,6 +313,7 @@ def _fp16_checked(
                     data_description=source.describe(),
                     observers=[recorder],
                     arrays=arrays,
+                    name=(user_file or model).name,
                 )
                 report.model = str(user_file or model)
                 advance(0.5)
