@@ -1,4 +1,5 @@
-"""Accuracy budgets: keep the fewest, most sensitive layers in higher precision until the budget is met.
+"""Accuracy budgets: keep the most sensitive layers in higher precision until the budget is met,
+and none that can be dropped.
 
 ``--accuracy-budget "cosine>=0.999,top1>=0.99"`` (also ``max_abs<=X`` and ``snr>=DB``) is
 checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
@@ -12,15 +13,12 @@ checked on the model outputs against fp32. The search, for fp16 and INT8 alike:
    under 1 s); every decision below is measured on all the samples;
 3. keep layers in higher precision, most sensitive first (one more per step, then doubling),
    measuring after each step, until the budget is met; then bisect between the last two
-   counts for the shortest prefix that meets it, and drop every kept layer whose removal still
-   meets it (least sensitive first). A kept layer whose damage alone (its ranking measurement)
-   exceeds the room the budget has left is not tried: errors of different layers add up (in
-   1 - cosine, to first order), so its removal would miss the budget; each one not tried saves a
-   measurement on all the samples. For a cosine bound the room and the damage are read per output
-   (a layer of one detection head can cost its own output more than the worst output's room and
-   leave that output untouched). A layer the ranking's few samples overrate is thus kept: the
-   result is the fewest layers the measurements allow where the damages add up (docs/design.md,
-   "Accuracy budgets on large models").
+   counts for the shortest prefix that meets it, and try dropping each kept layer (least
+   sensitive first), each trial measured on all the samples as the acceptance is, in passes
+   until one drops none: no layer of the result can be dropped (without it the budget is
+   missed). A ranking on few samples can overrate a layer; skipping its trial on that ranking's
+   figure kept 2 layers where 1 met the budget. This is minimal against dropping any one layer,
+   not the fewest layers of any set (that takes a search over the sets).
    The last step keeps every candidate, the full-precision fallback. If even that misses the
    budget, :class:`GateFailed` (exit 1). The result counts the measurements it took (its cost).
 
@@ -187,15 +185,6 @@ class AccuracyBudget:
             else:
                 total += max(0.0, v - c.value) / max(abs(c.value), 1e-12)
         return total
-
-    def room(self, measured: dict[str, float | None]) -> float | None:
-        """How much more damage (see :meth:`damage`) the first criterion can take from ``measured``
-        before it is missed; None where damages do not add up (max_abs, snr in dB)."""
-        c = self.criteria[0]
-        v = measured.get(c.key)
-        if c.metric not in ("cosine", "top1") or v is None or math.isnan(v):
-            return None
-        return v - c.value
 
     def damage(self, measured: dict[str, float | None]) -> float:
         """Distance from perfect on the first criterion (bigger = worse), to rank sensitivities."""
@@ -483,16 +472,6 @@ def search(
         progress(f"keeping {len(kept)} layer(s) in {higher}: {_fmt(steps[-1].measured)}")
         return steps[-1].met
 
-    def past_room(name: str, now: BudgetStep) -> bool:
-        """Whether dropping ``name`` from ``now``'s kept set misses the budget, the damages adding
-        up: per output for a cosine bound (a layer can hurt an output with room to spare and
-        leave the one at the bound untouched), else on the first criterion's worst output."""
-        c, alone, outputs = budget.criteria[0], per_output.get(name), now.outputs
-        if c.metric == "cosine" and alone is not None and outputs is not None and len(alone) == len(outputs):
-            return any(1.0 - a > n - c.value for a, n in zip(alone, outputs, strict=True))
-        room = budget.room(now.measured)
-        return room is not None and damage[name] > room
-
     count, below = 1, 0
     found: list[str] | None = None
     while count <= len(order):
@@ -513,21 +492,26 @@ def search(
             else:
                 low = mid
         kept = list(order[:high])
-        untried = 0
-        for name in reversed(order[: high - 1]):  # least sensitive first; the last one added is needed
-            if past_room(name, now):
-                untried += 1  # alone it takes more than the room left (see the module docstring)
-                continue
-            trial = [k for k in kept if k != name]
-            if trial and step(trial):
-                kept, now = trial, steps[-1]
-        if untried:
-            notes.append(
-                f"{untried} of the {high - 1} kept layers not tried for dropping: each alone costs more "
-                "than the room the budget had left"
-            )
-        if steps[-1].kept != kept:  # the result last: measured already as a step of the bisection
-            steps.append(next(s for s in reversed(steps) if s.kept == kept and s.met))
+        # every kept set measured so far (on all the samples): a drop trial is never measured twice
+        known = {frozenset(s.kept): s for s in steps}
+        trials, dropped = 0, True
+        while dropped:  # until no kept layer can be dropped: a drop changes what the others' trials read
+            dropped = False
+            for name in reversed(list(kept)):  # least sensitive first
+                trial = [k for k in kept if k != name]
+                tried = known.get(frozenset(trial))
+                if tried is None:
+                    trials += 1
+                    step(trial)
+                    tried = known[frozenset(trial)] = steps[-1]
+                if tried.met:
+                    kept, now, dropped = trial, tried, True
+        notes.append(
+            f"no kept layer can be dropped: each one's removal misses the budget on all the samples "
+            f"({trials} drop trial(s) measured)"
+        )
+        if steps[-1] is not now:  # the result last: measured already as an earlier step
+            steps.append(now)
         return finish(True, kept, sensitivity)
     if fallback is not None and set(fallback) - set(order):  # the full-precision fallback: every node
         steps.append(measure_counted(list(fallback)))

@@ -621,7 +621,8 @@ def _bare_beside_named_top1(budget: AccuracyBudget) -> bool:
     return "" in top1 and any(top1)
 
 
-BUDGET_RECORD_VERSION = 1  # the int8 budget search's record (<stem>.budget.json): its key's version
+BUDGET_RECORD_VERSION = 2  # the int8 budget search's record (<stem>.budget.json): its key's version (2: every
+# kept layer tried for dropping; a search of 1 skipped some and may keep one it need not)
 
 
 def _reusable_search(sidecar: Path, key: str) -> tuple[dict[str, Any] | None, str | None]:
