@@ -1093,6 +1093,29 @@ def test_a_stage_record_edited_since_it_was_written_is_redone_not_believed(
     assert redone["cosine"] == pytest.approx(real)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "empty"])
+def test_a_stage_record_that_cannot_be_read_is_redone_and_said_so(tmp_path: Path, damage: str) -> None:
+    """A record cut short (a disk full, a copy interrupted) was redone without a word, where an
+    edited one says so: a stage redone because a file changed names it, whatever the damage."""
+    from edgedeploy.pipeline.cache import StageCache
+
+    out = tmp_path / "out.txt"
+    out.write_text("made")
+    cache = StageCache(tmp_path)
+    cache.store("compare-fp32", "k", [out], {"cosine": 1.0})
+    record = cache.root / "compare-fp32.json"
+    text = record.read_text()
+    record.write_text({"truncated": text[: len(text) // 2], "not an object": "[1, 2]", "empty": ""}[damage])
+    ui = Ui(quiet=True)
+    result, skipped = cache.run("compare-fp32", "k", ui, lambda: ([out], {"cosine": 0.5}))
+    assert not skipped and result == {"cosine": 0.5}
+    assert ui.messages == [f"compare-fp32: its record {record} cannot be read: running it again"]
+    ui = Ui(quiet=True)  # rewritten whole: the next run finds it up to date, and a missing one is not said
+    assert cache.run("compare-fp32", "k", ui, lambda: ([out], {}))[1]
+    assert StageCache(tmp_path / "elsewhere").run("report", "k", ui, lambda: ([out], {}))[1] is False
+    assert ui.messages == ["compare-fp32: up to date (inputs and options unchanged), nothing to do"]
+
+
 def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp_path: Path) -> None:
     """The factory reads a checkpoint no key can see: every run exports, and only a changed model
     redoes the stages after it."""

@@ -49,13 +49,19 @@ class StageCache:
         return self.lookup(stage, key) if isinstance(key, str) else None
 
     def _check(self, stage: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
-        """:meth:`lookup`'s result, and why a record of this key does not count (None when there is
-        none, or its key differs: the inputs or options changed, which needs no saying)."""
+        """:meth:`lookup`'s result, and why a record of this key, or one that cannot be read, does not
+        count (None when there is none, or its key differs: the inputs or options changed, which
+        needs no saying)."""
+        path = self._path(stage)
         try:
-            record = json.loads(self._path(stage).read_text())
-        except (OSError, ValueError):
-            return None, None
-        if not isinstance(record, dict) or record.get("key") != key:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None, None  # never run: nothing to say
+        except (OSError, ValueError):  # cut short (a full disk, a copy interrupted) or not a file
+            return None, f"its record {path} cannot be read"
+        if not isinstance(record, dict):
+            return None, f"its record {path} cannot be read"
+        if record.get("key") != key:
             return None, None
         if not intact_record(record):
             return None, f"its record {self._path(stage)} was edited since it was written"
