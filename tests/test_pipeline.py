@@ -1116,6 +1116,63 @@ def test_a_stage_record_that_cannot_be_read_is_redone_and_said_so(tmp_path: Path
     assert ui.messages == ["compare-fp32: up to date (inputs and options unchanged), nothing to do"]
 
 
+def test_a_stage_that_says_running_it_again_reuses_nothing(digits: Digits, tmp_path: Path) -> None:
+    """build-fp32 said "its record ... was edited since it was written: running it again", and then
+    the backend found its artifact and sidecar intact under the same key and kept them: nothing was
+    built or checked again. A stage run again for a reason it says is forced, as build --force."""
+    path = _config(tmp_path, digits, "")
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    path.write_text(text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
+        'output = "bundle"', 'enabled = false'))
+    assert run_cli("run", path).code == 0
+    cache = tmp_path / "work" / ".edgedeploy-cache"
+    artifact = tmp_path / "work" / "digits.fp32.ort.onnx"
+    made = artifact.stat().st_ino
+    build = json.loads((cache / "build-fp32.json").read_text())
+    build["result"]["info"]["checked"] = "loaded, not run: edited"
+    (cache / "build-fp32.json").write_text(json.dumps(build))
+    again = run_cli("run", path)
+    assert again.code == 0, again.stderr
+    assert f"build-fp32: its record {cache / 'build-fp32.json'} was edited" in again.stderr
+    assert artifact.stat().st_ino != made  # built again (written under a new name and renamed)
+    assert json.loads((cache / "build-fp32.json").read_text())["result"]["info"]["checked"] == (
+        "loaded and run once"
+    )
+
+
+def test_an_edited_onnxruntime_sidecar_is_built_again_not_kept(digits: Digits, tmp_path: Path) -> None:
+    """A tester edited ``<stem>.ort.json`` ("checked" and "target"): run said "changed since this
+    stage wrote it: running it again" and kept the edited sidecar (its hash stored, believed from
+    then on), and build printed "(up to date, skipped)" over it. Fixed on integ by the sidecar's seal
+    (3618ebb); kept here for fp16 in run and int8 in build."""
+    path = _config(tmp_path, digits, "")
+    text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp16"]')
+    path.write_text(text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
+        'output = "bundle"', 'enabled = false'))
+    assert run_cli("run", path).code == 0
+    sidecar = tmp_path / "work" / "digits.fp16.ort.json"
+    written = sidecar.read_text()
+
+    def edit(file: Path) -> None:
+        file.write_text(file.read_text().replace('"loaded and run once"', '"loaded, not run: EDITED"')
+                        .replace('"x86-64-cpu"', '"jetson-orin-nano"'))  # fmt: skip
+        assert "EDITED" in file.read_text()
+
+    edit(sidecar)
+    again = run_cli("run", path)
+    assert again.code == 0 and f"build-fp16: {sidecar} changed since this stage wrote it" in again.stderr
+    assert sidecar.read_text() == written
+    assert "build-fp16: up to date" in run_cli("run", path).stderr
+    out = tmp_path / "b"
+    build = ("build", digits.onnx_path, "--precision", "int8", "--target", "x86-64-cpu", "-o", out)
+    assert run_cli(*build).code == 0
+    made = (out / "digits.int8.ort.json").read_text()
+    edit(out / "digits.int8.ort.json")
+    rebuilt = run_cli(*build)
+    assert rebuilt.code == 0 and "digits.int8.ort.onnx (built)" in rebuilt.stdout, rebuilt.stdout
+    assert (out / "digits.int8.ort.json").read_text() == made
+
+
 def test_a_pytorch_source_is_exported_again_when_the_weights_it_loads_change(tmp_path: Path) -> None:
     """The factory reads a checkpoint no key can see: every run exports, and only a changed model
     redoes the stages after it."""

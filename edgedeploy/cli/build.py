@@ -157,7 +157,10 @@ def build_command(
         ),
     ] = True,
     force: Annotated[
-        bool, typer.Option(help="Rebuild even when an up-to-date output exists (int8: recalibrate too).")
+        bool,
+        typer.Option(
+            help="Rebuild even when an up-to-date output exists (int8: recalibrate, budget searched again)."
+        ),
     ] = False,
     accuracy_budget: Annotated[
         str | None,

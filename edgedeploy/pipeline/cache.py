@@ -88,9 +88,12 @@ class StageCache:
         ui: Ui,
         compute: Callable[[], tuple[list[Path], dict[str, Any]]],
         not_valid: Callable[[dict[str, Any]], str | None] | None = None,
+        redo: Callable[[], tuple[list[Path], dict[str, Any]]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The recorded result when the key matches (and ``not_valid`` finds no reason to redo it:
-        it returns that reason, said to the user), else compute it."""
+        it returns that reason, said to the user), else compute it. ``redo``, where given, runs
+        instead of ``compute`` when the stage runs again for a reason it says ("running it again"):
+        the same work reusing nothing of the last (a build forced, as build --force)."""
         cached, why = self._check(stage, key)
         if cached is not None and not_valid is not None:
             why = not_valid(cached)
@@ -100,6 +103,6 @@ class StageCache:
             return cached, True
         if why:
             ui.info(f"{stage}: {why}: running it again")
-        outputs, result = compute()
+        outputs, result = (redo if why and redo is not None else compute)()
         self.store(stage, key, outputs, result)
         return result, False

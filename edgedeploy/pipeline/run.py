@@ -162,15 +162,18 @@ class _Run:
         not_valid: Callable[[dict[str, Any]], str | None] | None = None,
         *,
         touches_bundle: bool = True,
+        redo: Callable[[], tuple[list[Path], dict[str, Any]]] | None = None,
     ) -> dict[str, Any]:
-        """The stage's recorded result when its key matches, else computed; noted as skipped or run.
+        """The stage's recorded result when its key matches, else computed (``redo`` instead, where
+        given, when it runs again for a reason said: see StageCache.run); noted as skipped or run.
 
         ``touches_bundle``: computing it makes the bundle again (every stage up to the bundle's but
         a PyTorch source's export, which runs every time; not the report after it). While the bundle
         folder holds the board's files (:func:`refuse_board_files`) it is refused before its work."""
         if touches_bundle and self.board_bundle is not None:
             compute = _refusing_first(self.board_bundle, compute)
-        result, was_skipped = self.cache.run(stage, key, self.ui, compute, not_valid)
+            redo = None if redo is None else _refusing_first(self.board_bundle, redo)
+        result, was_skipped = self.cache.run(stage, key, self.ui, compute, not_valid, redo)
         (self.skipped if was_skipped else self.ran).append(stage)
         return result
 
@@ -778,8 +781,9 @@ def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOut
          "calibration_data": _calibration_fingerprint(request, exported.inputs, backend)}
     )  # fmt: skip
 
-    def do_build() -> tuple[list[Path], dict[str, Any]]:
-        outcome = build(exported.fp32, request, run.workdir, run.ui)
+    def do_build(force: bool = False) -> tuple[list[Path], dict[str, Any]]:
+        forced = replace(request, options={**request.options, "force": True}) if force else request
+        outcome = build(exported.fp32, forced, run.workdir, run.ui)
         files = [*outcome.precision.files, *outcome.build.files]
         run.ui.info(
             f"build {request.precision}: {outcome.precision.path.name} -> {outcome.build.artifact.name}"
@@ -792,7 +796,9 @@ def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOut
             "info": {**outcome.precision.info, **to_jsonable(outcome.build.info)},
         }
 
-    built = run.stage(f"build-{precision}", key, do_build)
+    # run again for a reason it says (a file it wrote changed, its record edited): nothing reused, as
+    # build --force (the backend's artifact, the calibration, the budget's search)
+    built = run.stage(f"build-{precision}", key, do_build, redo=lambda: do_build(force=True))
     return PrecisionOutcome(
         precision=precision,
         backend=built["backend"],

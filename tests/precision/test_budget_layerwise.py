@@ -414,6 +414,11 @@ def test_int8_budget_rerun_reuses_the_search_and_a_changed_budget_searches_again
     assert again.info["accuracy_budget"]["kept"] == first.info["accuracy_budget"]["kept"]
     make_precision(model, request("cosine>=0.9999"), tmp_path / "out")
     assert searches == [1]  # another budget: another search
+    forced = BuildRequest(
+        "int8", target, calibration=calib, accuracy_budget="cosine>=0.9999", options={"force": True}
+    )
+    make_precision(model, forced, tmp_path / "out")
+    assert searches == [1, 1]  # --force (a run's stage run again) reuses no search, as no calibration
 
 
 def test_int8_budget_record_edited_since_written_or_without_its_digest_is_searched_again(

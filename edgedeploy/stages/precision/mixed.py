@@ -566,7 +566,9 @@ def int8_within_budget(
             return artifact, kept
 
     quantized = report.quantized_nodes
-    found, why = _reusable_search(sidecar, key)
+    # --force (or a run's stage run again) searches again: a recorded search is reused no more than
+    # the calibration is
+    found, why = (None, None) if request.options.get("force") else _reusable_search(sidecar, key)
     if why:
         ui.info(f"accuracy budget {budget}: {why}: searching again")
     if found is not None:  # the same search on the same calibration: its outcome, not a new search
