@@ -14,7 +14,7 @@ from edgedeploy.device.verify_outputs import top1_limit
 from edgedeploy.errors import InputError
 
 # Polygraphy's Comparator (CompareFunc.simple) raises a float reference's zeros by this before it
-# divides: an error e where the reference is 0 reads e / 2.22e-16 (polygraphy/comparator/compare.py)
+# divides: an error e where the reference is 0 reads e / 2.22e-16 (docs/tensorrt-facts.md, "Polygraphy")
 POLYGRAPHY_EPSILON = 2.220446049250313e-16
 
 
