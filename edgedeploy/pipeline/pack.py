@@ -17,7 +17,8 @@ from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
 from edgedeploy.stages.build import MIXED_WORDS, check_int8_for_target, model_words, precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, check_bundle_output, make_bundle
-from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.bundle.make import BUNDLE_COMPARES
+from edgedeploy.stages.compare import Gates, compare, refuse_without_tensor_outputs, run_pair
 from edgedeploy.stages.precision.emulate import MIXED
 from edgedeploy.stages.report.load import precision_from_name
 from edgedeploy.targets import Target
@@ -54,6 +55,7 @@ def bundle_artifacts(
 
         refuse_values_tensorrt_lacks(reference, target.name, "bundle it for a CPU target")
     inputs, outputs = model_io(reference)
+    refuse_without_tensor_outputs(reference.name, outputs, BUNDLE_COMPARES)  # before the comparisons
     reference_inputs = _reference_batch(inputs, artifacts, feeds)
     engines = [p for p in artifacts if p.suffix != ".onnx"]
     build = build_settings(reference, inputs, engines, target, reference_inputs, profiles or [])

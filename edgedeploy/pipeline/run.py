@@ -66,7 +66,7 @@ from edgedeploy.stages.bundle import (
     verify_bundle,
 )
 from edgedeploy.stages.bundle.make import ReportWriter, default_primary
-from edgedeploy.stages.compare import Gates, compare, run_pair
+from edgedeploy.stages.compare import Gates, compare, refuse_without_tensor_outputs, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import (
     ONNX_KEEPS,
@@ -262,6 +262,7 @@ def _stages(run: _Run, report: bool) -> PipelineResult:
     exported = _export_stage(run)
     check_named_nodes(config, exported.fp32)
     if not is_onnx_path(run.source):  # an ONNX source's outputs and ops were checked at the config check
+        check_compared_outputs(exported.fp32, exported.outputs)
         check_budget_outputs(config, exported.fp32, exported.outputs)
         check_op_types(config, exported.fp32)
     data = _compare_data(run, exported)
@@ -377,6 +378,17 @@ def check_op_types(config: PipelineConfig, model: Path) -> None:
         if unknown := unknown_op_types(ops, loaded):
             named = option_name(section, key, from_config=True)
             raise InputError(f"config {named}: no ONNX op type named {', '.join(unknown)}")
+
+
+def check_compared_outputs(model: Path, outputs: Sequence[TensorSpec]) -> None:
+    """A model with no numeric tensor output, which compare refuses (every precision is compared with
+    fp32) and whose bundle's verify.sh would pass having compared nothing: refused at the config
+    check for an ONNX source and right after the export for a PyTorch one, where the compare stage
+    refused it only after the export and the builds were written."""
+    refuse_without_tensor_outputs(
+        f"config model.source: {model.name}", outputs,
+        "run compares every precision with fp32 on numeric tensor outputs only, as compare does",
+    )  # fmt: skip
 
 
 def check_budget_outputs(
@@ -1127,6 +1139,7 @@ def _check_files(config: PipelineConfig) -> None:
     if where.suffix in (".onnx", ".py") and not where.is_file():
         raise InputError(f"config model.source: {where} not found")
     if is_onnx_path(source):
+        check_compared_outputs(where, model_io(where)[1])
         check_budget_outputs(config, where)
         check_op_types(config, where)
         if config.build.profiles:  # as a build checks them: names, ranks, fixed dims

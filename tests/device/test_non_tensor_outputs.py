@@ -5,6 +5,7 @@ and README listed that output as a 0-d float32 tensor ({"shape": [], "dtype": "f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import onnx
 from conftest import Device
 from onnx import TensorProto, helper
 
-from tests.conftest import run_cli, validate_manifest
+from tests.conftest import assert_clean_input_error, run_cli, validate_manifest
 
 PROBABILITIES = "seq(map(int64,tensor(float)))"
 
@@ -88,3 +89,68 @@ def test_a_zipmap_output_is_listed_with_its_onnx_type_and_the_scripts_run_its_bu
     res = device.run(bundle / "scripts" / "benchmark.sh", PATH=device.path_without_edgedeploy())
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().endswith("clf.onnx"), res.stderr
+
+
+def sequence_model(path: Path) -> Path:
+    """x[N,4] -> Relu -> SequenceConstruct -> s, a seq(tensor(float)): the model's only output is no
+    tensor."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("SequenceConstruct", ["r"], ["s"])]
+    floats = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "seq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_value_info("s", floats)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def test_a_model_with_no_tensor_output_is_refused_by_bundle_and_run_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """A model whose only output is a seq(tensor(float)) was bundled for a CPU target: its
+    reference/outputs.npz was empty and the device's verify.sh printed "accuracy: pass" having
+    compared nothing. compare refuses it (no tensor output to compare); bundle and run now refuse it
+    too, in one line, exit 2, with no bundle, archive or workdir written."""
+    model = sequence_model(tmp_path / "seq.onnx")
+    compared = run_cli("compare", model, model)
+    assert_clean_input_error(compared, "no tensor output to compare", "'s' (seq(tensor(float)))")
+    bundled = run_cli("bundle", model, "--target", "x86-64-cpu", "-o", tmp_path / "b")
+    assert_clean_input_error(bundled, "seq.onnx", "no tensor output to compare", "'s' (seq(tensor(float)))")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.tar.gz").exists()
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        f'workdir = "out"\n[model]\nsource = "{model}"\n[build]\nbackend = "onnxruntime"\n'
+        'precisions = ["fp32"]\n[profile]\nenabled = false\n'
+    )
+    ran = run_cli("run", config)
+    assert_clean_input_error(ran, "seq.onnx", "no tensor output to compare", "'s' (seq(tensor(float)))")
+    assert not (tmp_path / "out").exists(), sorted(p.name for p in (tmp_path / "out").iterdir())
+
+
+def test_verify_of_a_bundle_whose_reference_holds_no_output_says_nothing_was_compared(
+    tmp_path: Path, device: Device
+) -> None:
+    """A bundle made before bundle refused such a model (its reference/outputs.npz empty, the
+    manifest vouching for it): verify.sh said "accuracy: pass" after comparing nothing, a check that
+    cannot fail; it now says nothing was compared and exits 2, as Polygraphy stops on "no common
+    outputs found"."""
+    model = skl2onnx_classifier(tmp_path / "clf.onnx")
+    assert run_cli("bundle", model, "--target", "x86-64-cpu", "-o", tmp_path / "b").code == 0
+    bundle = tmp_path / "b"
+    outputs = bundle / "reference" / "outputs.npz"
+    np.savez(outputs)  # as the bundle of a model with no tensor output held it
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["reference/outputs.npz"] = {
+        "sha256": hashlib.sha256(outputs.read_bytes()).hexdigest(),
+        "size": outputs.stat().st_size,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    res = device.run(bundle / "scripts" / "verify.sh")
+    said = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in said and "pass" not in said, said
+    assert "no output to compare" in res.stderr, res.stderr
+    assert not (bundle / "device" / "results" / "verify-fp32.json").exists()

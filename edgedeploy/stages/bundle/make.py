@@ -31,6 +31,11 @@ from edgedeploy.targets import Target
 from edgedeploy.ui import md_code, md_text
 
 SCHEMA_VERSION = 1
+# why a model with no numeric tensor output is not bundled (compare refuses it too)
+BUNDLE_COMPARES = (
+    "a bundle's verify.sh checks numeric tensor outputs only, as compare does, and would pass having "
+    "compared nothing"
+)
 # Writes the report into the bundle folder from the manifest (before its file table is made) and
 # returns the paths it wrote, relative to the folder: {"html": ..., "markdown": ...}. Passed in by
 # the pipeline, so the bundle stage does not depend on the report stage (which reads bundles).
@@ -317,10 +322,13 @@ def make_bundle(
             made from images (``io.preprocess``): what the device's application must do to a frame.
     """
     from edgedeploy.stages.bundle.tools import bundle_totals, check_bundle_output
+    from edgedeploy.stages.compare import refuse_without_tensor_outputs
 
     out = Path(out_dir).resolve()
     if not inputs:  # the manifest schema (and verify.sh) need inputs to run the reference on
         raise InputError(f"{model_name} has no inputs: its outputs are constants, there is nothing to deploy")
+    # an empty reference/outputs.npz, which verify.sh passed having compared nothing
+    refuse_without_tensor_outputs(model_name, outputs, BUNDLE_COMPARES)
     if reference_inputs is not None:
         reference_inputs = {name: _without_pickles(name, arr) for name, arr in reference_inputs.items()}
     check_bundle_output(out)

@@ -17,6 +17,7 @@ from edgedeploy.stages.compare.outputs import (
     gate_failures,
     is_compared,
     output_metrics,
+    refuse_without_tensor_outputs,
     run_pair,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "gate_failures",
     "is_compared",
     "output_metrics",
+    "refuse_without_tensor_outputs",
     "run_pair",
 ]

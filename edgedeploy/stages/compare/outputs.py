@@ -324,6 +324,18 @@ def comparable(outputs: Sequence[TensorSpec]) -> tuple[list[str], list[str]]:
     return kept, left
 
 
+def refuse_without_tensor_outputs(
+    model: str, outputs: Sequence[TensorSpec], why: str = "compare compares numeric tensor outputs only"
+) -> None:
+    """InputError (one line naming ``model``'s outputs and ``why``) when none of ``outputs`` is a
+    numeric tensor (:func:`is_compared`): there is nothing to compare, and a check of nothing cannot
+    fail (as Polygraphy's Comparator stops on "no common outputs found"). compare, bundle and run
+    refuse such a model alike."""
+    kept, left = comparable(outputs)
+    if left and not kept:
+        raise InputError(f"{model} has no tensor output to compare (its outputs: {', '.join(left)}): {why}")
+
+
 def is_compared(spec: TensorSpec) -> bool:
     """Whether output ``spec`` is a numeric tensor, which compare and accuracy budgets measure."""
     return spec.kind is None and spec.dtype != "object"
@@ -405,12 +417,8 @@ def compare(
     check_same_inputs(reference, candidate)
     # a --min-top1 NAME:VALUE the reference lacks (the commands refuse it first, before any work)
     gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name, "min_top1")
-    tensors, others = not_comparable(reference)
-    if others and not tensors:
-        raise InputError(
-            f"{reference.name} has no tensor output to compare (its outputs: {', '.join(others)}): "
-            "compare compares numeric tensor outputs only"
-        )
+    refuse_without_tensor_outputs(reference.name, model_io(reference)[1])
+    others = not_comparable(reference)[1]
     if candidate.suffix == ".onnx":  # a candidate fixed at one batch beside a dynamic reference
         feeds = fixed_batches(feeds, model_io(reference)[0], model_io(candidate)[0])
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
