@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -99,8 +99,18 @@ class TensorSpec:
         optional (ZipMap's ``z:seq(map(int64,tensor(float)))``), whose shape and dtype say nothing."""
         if self.kind is not None:
             return f"{self.name}:{self.kind}"
-        dims = ",".join(str(d) if isinstance(d, int) else (d or "?") for d in self.shape)
-        return f"{self.name}[{dims if self.rank_known else '...'}]:{type_name(self.dtype)}"
+        return f"{self.name}{shape_text(self.shape, self.rank_known)}:{type_name(self.dtype)}"
+
+
+def shape_text(
+    shape: Sequence[Dim], rank_known: bool = True, sep: str = ",", name: Callable[[str], str] = str
+) -> str:
+    """A tensor's shape as listings show it: ``[batch,3,?]`` (a dim with neither size nor name is
+    ``?``, a named one passed through ``name``: an escape), and ``[...]`` for a tensor of unknown
+    rank (ONNX gives it no shape), which is no 0-d ``[]``. ``sep`` goes between the dims."""
+    if not rank_known:
+        return "[...]"
+    return "[" + sep.join(str(d) if isinstance(d, int) else name(d or "?") for d in shape) + "]"
 
 
 def is_named(dim: Dim) -> TypeGuard[str]:

@@ -453,3 +453,31 @@ def test_the_device_readme_escapes_the_names_it_shows(
     assert readme.startswith(f"# {shown} for x86-64-cpu\n")
     assert f"\n| fp32 | onnxruntime | {cell} | - |\n" in readme
     assert "| input | `x` | [batch, 16] | float32 |" in readme
+
+
+def test_the_device_readme_shows_a_tensor_of_unknown_rank_as_describe_does(tmp_path: Path) -> None:
+    """An output the model declares with no shape (not even a rank) was a README row ``| [] |``, a
+    made-up 0-d shape, though the manifest says rank_known: false and TensorSpec.describe() prints
+    ``y[...]:float32``; the row now reads ``[...]``, and a dim with neither size nor name ``?``."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Shape", ["x"], ["n"])],
+        "unranked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", ""])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("n", TensorProto.INT64, [2])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "unranked.onnx"
+    onnx.save(model, path)
+    code, _, err = cli("bundle", path, "--input", "x:2x4", "-o", tmp_path / "b")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    y = next(o for o in manifest["io"]["outputs"] if o["name"] == "y")
+    assert y["rank_known"] is False, y
+    spec = TensorSpec("y", tuple(y["shape"]), "float32", rank_known=False)
+    assert spec.describe() == "y[...]:float32"
+    readme = (tmp_path / "b" / "README.md").read_text()
+    assert "| output | `y` | [...] | float32 |" in readme, readme
+    assert "| input | `x` | [batch, ?] | float32 |" in readme, readme
+    assert "| output | `n` | [2] | int64 |" in readme and "| [] |" not in readme, readme

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from calibration.feeds import fixed_width_text
-from calibration.modelinfo import TensorSpec, load_model_header, model_io
+from calibration.modelinfo import TensorSpec, load_model_header, model_io, shape_text
 from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
@@ -164,7 +164,8 @@ def _unsafe_optimizers_text(manifest: dict[str, Any], root: Path) -> str:
 def _io_rows(manifest: dict[str, Any]) -> str:
     """The device README's rows of the model's inputs and outputs, with the dtypes of the precisions
     whose model declares another (``input_dtypes`` / ``output_dtypes`` of an artifact); a value that
-    is not a tensor (a ZipMap's seq(map(int64,tensor(float)))) with its type and no shape."""
+    is not a tensor (a ZipMap's seq(map(int64,tensor(float)))) with its type and no shape; shapes as
+    TensorSpec.describe() shows them (calibration.modelinfo.shape_text: ``[...]`` for an unknown rank)."""
     rows = []
     for kind in ("input", "output"):
         for spec in manifest["io"][f"{kind}s"]:
@@ -177,7 +178,8 @@ def _io_rows(manifest: dict[str, Any]) -> str:
                 if (dtype := (a.get(f"{kind}_dtypes") or {}).get(spec["name"]))
             ]
             dtype = "; ".join([str(spec["dtype"]), *others])
-            shape = "[" + ", ".join("?" if d is None else md_text(d) for d in spec["shape"]) + "]"
+            # as TensorSpec.describe() shows it: [...] where the rank is unknown (rank_known false)
+            shape = shape_text(spec["shape"], spec.get("rank_known") is not False, ", ", md_text)
             rows.append(f"| {kind} | {md_code(spec['name'], cell=True)} | {shape} | {md_text(dtype)} |")
     return "\n".join(rows)
 
