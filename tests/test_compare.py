@@ -710,6 +710,36 @@ def test_per_layer_compares_integer_and_bool_tensors_by_equal_share_as_the_outpu
     assert layers["yf"].equal_share is None and not layers["yf"].exceeds
 
 
+def _nonzero_model(shift: float) -> onnx.ModelProto:
+    """nz = NonZero(x - shift): a tensor whose size depends on the data."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    nz = helper.make_tensor_value_info("nz", TensorProto.INT64, [1, None])
+    nodes = [
+        helper.make_node("Sub", ["x", "shift"], ["t"], name="sub"),
+        helper.make_node("NonZero", ["t"], ["nz"], name="nonzero"),
+    ]
+    inits = [numpy_helper.from_array(np.array(shift, np.float32), "shift")]
+    graph = helper.make_graph(nodes, "g", [x], [nz], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_per_layer_fails_a_tensor_of_another_shape_in_a_batch_as_the_output_table() -> None:
+    """--per-layer skipped a batch whose two tensors differed in size (a data-dependent NonZero), and
+    the row read identical and passing from the other batches, where the output table fails that
+    output ("another shape than the reference's"). The row now fails with the table's reason."""
+    from edgedeploy.stages.compare import compare_layers
+
+    feeds = [{"x": np.array([5.0, 5.0, 5.0, 5.0], np.float32)}, {"x": np.array([0, 0, 0, 5], np.float32)}]
+    reference, candidate = _nonzero_model(0.0), _nonzero_model(1.0)
+    result = compare_layers(reference, candidate, feeds, Gates(), emulate=False)
+    layer = {e.tensor: e for e in result.layers}["nz"]
+    ref_out, cand_out = [np.array([[0, 1, 2, 3]]), np.array([[3]])], [np.array([[0, 1, 2, 3]])] * 2
+    table = output_metrics("nz", ref_out, cand_out, Gates())
+    assert not table.passed and table.shape_mismatch == "batch 1: shape [1, 4], reference [1, 1]"
+    assert layer.exceeds and not layer.identical
+    assert layer.why == [f"another shape than the reference's ({table.shape_mismatch})"]
+
+
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:
     """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
     cosine gate now holds the norm ratio to the bound it holds the direction to,

@@ -75,9 +75,17 @@ class _Running:
     mismatches: int = 0  # NaN/Inf unlike the reference's, either side (outputs.py's, one rule)
     discrete: bool = False  # a bool/integer tensor, gated on its share of equal elements
     equal: int = 0  # elements equal (bool/integer tensors)
+    batches: int = 0
+    # the first batch whose tensors differ in shape (a data-dependent size: NonZero, NMS), worded as
+    # the output table's (outputs.py): the tensor fails, not read from the batches that matched
+    shape_mismatch: str | None = None
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        if np.size(ref) != np.size(cand):
+        k, self.batches = self.batches, self.batches + 1
+        if np.shape(ref) != np.shape(cand):
+            if self.shape_mismatch is None:
+                shapes = f"shape {list(np.shape(cand))}, reference {list(np.shape(ref))}"
+                self.shape_mismatch = f"batch {k}: {shapes}"
             return
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # Inf/NaN are counted
             pairs = finite_pairs(np.asarray(ref).ravel(), np.asarray(cand).ravel())
@@ -161,9 +169,11 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     cosine = 1.0 if run.sum_sq_err == 0 else min(1.0, max(-1.0, run.dot / denom)) if denom > 0 else 0.0
     # over the pairs both finite, as the output table's (a NaN/Inf unlike the reference's is counted
     # and fails apart, and :meth:`LayerwiseResult.largest` lists it first)
-    identical = run.sum_sq_err == 0 and not run.mismatches
+    identical = run.sum_sq_err == 0 and not run.mismatches and run.shape_mismatch is None
     snr = None if identical else snr_db(run.sum_sq_ref, run.sum_sq_err)
     why = []
+    if run.shape_mismatch is not None:
+        why.append(f"another shape than the reference's ({run.shape_mismatch})")
     if run.mismatches:
         why.append(f"{run.mismatches} NaN/Inf value(s) unlike the reference's")
     share = _equal_share(run)
@@ -344,7 +354,7 @@ def compare_layers(
                 exceeds=bool(why),
                 why=why,
                 nonfinite_mismatches=run.mismatches,
-                identical=not run.mismatches and run.sum_sq_err == 0,
+                identical=not run.mismatches and run.sum_sq_err == 0 and run.shape_mismatch is None,
                 equal_share=_equal_share(run),
             )
         )
