@@ -97,3 +97,26 @@ def test_fp16_whose_plan_cannot_be_written_leaves_no_model_without_its_plan(
     with pytest.raises(OSError, match="No space left"):
         make_fp16(digits.onnx_path, tmp_path / "d.fp16.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_fp16_plan_gives_each_fixed_type_op_its_own_reason_for_staying_fp32() -> None:
+    """Every op of FIXED_TYPE_OPS read "X has no fp16 kernel in ONNX Runtime" in the plan, which is
+    wrong for Optional, EyeLike, the Random* ops (their output type is fixed by definition or
+    attribute) and DynamicQuantizeLinear, BitCast (float32 inputs); only AffineGrid and
+    MeanVarianceNormalization lack the kernel. Each group now reads its own reason."""
+    from onnx import helper
+
+    from edgedeploy.stages.precision.fp16 import FIXED_TYPE_OPS, fp32_reasons
+
+    why = fp32_reasons(Fp16Options(), sorted(FIXED_TYPE_OPS | {"TopK"}))
+
+    def reason(op: str) -> str | None:
+        return why(helper.make_node(op, ["x"], ["y"], name=op.lower()))
+
+    fixed = "'s output type is fixed by its definition or attributes (the converter would retype it)"
+    for op in ("Optional", "OptionalGetElement", "RandomNormalLike", "RandomUniform", "EyeLike", "Bernoulli"):
+        assert reason(op) == op + fixed
+    for op in ("DynamicQuantizeLinear", "BitCast"):
+        assert reason(op) == f"{op}'s float inputs must stay float32 (the converter would retype them)"
+    for op in ("AffineGrid", "MeanVarianceNormalization", "TopK"):  # TopK: the converter's own block list
+        assert reason(op) == f"{op} has no fp16 kernel in ONNX Runtime"

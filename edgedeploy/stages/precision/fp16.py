@@ -55,16 +55,26 @@ ORT_MIN_OPSET = 7
 # retype their tensors to fp16 and make the graph invalid, so they stay fp32 behind Casts. The
 # other default-domain ops with such an attribute, and why they need not be here:
 # tests/test_conformance.py FIXED_TYPE_HANDLED.
-FIXED_TYPE_OPS = frozenset(
-    {
-        "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "TfIdfVectorizer",
-        "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-        "Multinomial", "EyeLike", "Optional", "OptionalGetElement",
-        "DynamicQuantizeLinear", "BitCast", "STFT", "DFT",
-        # no fp16 kernel in ONNX Runtime: it inlines the function body into a graph it cannot save
-        "AffineGrid", "MeanVarianceNormalization",
-    }
-)  # fmt: skip
+_FIXED_OUTPUT_TYPE = "'s output type is fixed by its definition or attributes (the converter would retype it)"
+_FLOAT32_INPUTS = "'s float inputs must stay float32 (the converter would retype them)"
+_NO_FP16_KERNEL = " has no fp16 kernel in ONNX Runtime"
+# why each op of FIXED_TYPE_OPS stays fp32, as the plan says it (after the op's name)
+FIXED_TYPE_REASONS = {
+    **dict.fromkeys(
+        [
+            "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix", "TfIdfVectorizer",
+            "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
+            "Multinomial", "EyeLike", "Optional", "OptionalGetElement",
+        ],
+        _FIXED_OUTPUT_TYPE,
+    ),
+    **dict.fromkeys(["DynamicQuantizeLinear", "BitCast"], _FLOAT32_INPUTS),
+    # listed without a recorded reason (ONNX Runtime 1.32 loads and runs both in float16)
+    **dict.fromkeys(["STFT", "DFT"], " is kept in fp32 (edgedeploy's list of fixed-type ops)"),
+    # no fp16 kernel in ONNX Runtime: it inlines the function body into a graph it cannot save
+    **dict.fromkeys(["AffineGrid", "MeanVarianceNormalization"], _NO_FP16_KERNEL),
+}  # fmt: skip
+FIXED_TYPE_OPS = frozenset(FIXED_TYPE_REASONS)
 FP16_MIN_POSITIVE = 2.0**-24  # smallest float16 subnormal; the converter's 5.96e-08 rounds to it
 FP16_MAX_FINITE = 65504.0
 FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
@@ -661,7 +671,8 @@ def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[
 
 
 def _blocked_reason(op_type: str) -> str:
-    return f"{op_type} has no fp16 kernel in ONNX Runtime"
+    """Why an op the conversion blocks stays fp32 (the converter's own block list: no fp16 kernel)."""
+    return op_type + FIXED_TYPE_REASONS.get(op_type, _NO_FP16_KERNEL)
 
 
 def precision_plan(
