@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.errors import CalibrationError
 from calibration.observers import AbsHistogram
 
 ALGORITHMS = ("entropy", "max", "percentile", "mse", "auto")  # auto: calibration/select.py
-DEFAULT_PERCENTILE = 99.99
 # below this many non-zero observations per quantization level, a KL divergence over the
 # histogram measures sampling noise (e.g. a squeeze-excitation vector: one value per channel
 # and sample), so entropy falls back to the absolute max for that tensor

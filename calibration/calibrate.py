@@ -29,6 +29,7 @@ import onnx
 from calibration.algorithms import AlgorithmOptions, clipped_share, compute_threshold
 from calibration.artifacts import verify_artifact
 from calibration.atomic import atomic_path, atomic_write_text, sha256_file, written_together
+from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
 from calibration.feeds import RUN_ROWS, dynamic_batch, feed_rows, split_runs
 from calibration.graphs import all_nodes, opset_of, subgraphs, unique_node_names, upgrade_ir
@@ -97,7 +98,7 @@ CACHE_ONLY_EVERY = 4
 @dataclass(frozen=True)
 class CalibrationOptions:
     algorithm: str = "entropy"
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     max_clipped: float = 0.01  # entropy: clip at most this share of values (1 = TensorRT's pure KL)
     placement: str = "tensorrt"  # tensorrt (GPU targets) | onnxruntime (CPU targets)
     weight_bits: int = 8  # 7 for CPU targets without VNNI

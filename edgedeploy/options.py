@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.modelinfo import TensorSpec
 from calibration.sources import DataSource, open_source
 from edgedeploy.errors import InputError
@@ -234,7 +235,7 @@ class CalibrationSettings:
     samples: int = 512
     batch_size: int = 8
     seed: int = 0
-    percentile: float = 99.99
+    percentile: float = DEFAULT_PERCENTILE
     exclude_nodes: list[str] = field(default_factory=list)
     exclude_ops: list[str] = field(default_factory=list)
     trt_version: str | None = None

@@ -66,14 +66,26 @@ def _matmul_model(folder: Path) -> tuple[Path, Path]:
     return folder / "m.onnx", folder / "data.npz"
 
 
+def test_the_default_percentile_is_written_once_in_calibration() -> None:
+    """99.99 was written in five places (the CLI's options, [calibration], make_int8, calibration's
+    algorithms and CalibrationOptions), kept equal by hand. It is declared once, in calibration (a
+    module without numpy, so that --help imports no more for it), and every default reads it."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("edgedeploy", "calibration")
+        for path in sorted((root / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"[=:]\s*99\.99\b", line)
+    ]
+    assert found == ["calibration/defaults.py:3"], found
+
 def test_build_int8_sets_the_percentile_as_calibrate_does(tmp_path: Path) -> None:
     """build --precision int8 --calib-algorithm percentile always kept 99.99 (no option set it), while
     calibrate --percentile and [calibration] percentile could: build takes --calib-percentile, one
     declaration with calibrate's --percentile, refused alike (exit 2, one line) before any work."""
-    from calibration.algorithms import DEFAULT_PERCENTILE
-    from edgedeploy.cli.common import DEFAULT_PERCENTILE as CLI_DEFAULT
-
-    assert CLI_DEFAULT == DEFAULT_PERCENTILE
     model, data = _matmul_model(tmp_path)
     out = tmp_path / "o"
     common = ["build", model, "--precision", "int8", "--calib-data", data, "--calib-algorithm", "percentile"]

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
+from calibration.defaults import DEFAULT_PERCENTILE
 from edgedeploy.cli.common import (
     DATA_SPEC_HELP,
-    DEFAULT_PERCENTILE,
     PREPROCESS_HELP,
     InputShapes,
     JsonOutput,

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from calibration.defaults import DEFAULT_PERCENTILE
 from edgedeploy.cli.common import (
-    DEFAULT_PERCENTILE,
     InputShapes,
     OptionalDataSpec,
     Percentile,

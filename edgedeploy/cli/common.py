@@ -65,8 +65,6 @@ def percentile_option(param: typer.CallbackParam, value: float) -> float:
 
 
 JsonOutput = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
-# calibration.algorithms.DEFAULT_PERCENTILE, not imported here (numpy) so that --help stays fast
-DEFAULT_PERCENTILE = 99.99
 # int8 calibration's percentile: one declaration, named after the parameter of each command that
 # takes it (calibrate --percentile, build --calib-percentile), as [calibration] percentile
 Percentile = Annotated[

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calibration.calibrate import CalibrationOptions, CalibrationResult, calibrate
+from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.errors import CalibrationError, ModelLoadError, NothingToQuantize
 from calibration.modelinfo import model_io
 from calibration.sources import DataSource, open_source
@@ -134,7 +135,7 @@ def make_int8(
     target: Target,
     source: DataSource,
     algorithm: str = "auto",
-    percentile: float = 99.99,
+    percentile: float = DEFAULT_PERCENTILE,
     exclude_nodes: Sequence[str] = (),
     exclude_ops: Sequence[str] = (),
     trt_version: str | None = None,
