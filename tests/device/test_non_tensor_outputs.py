@@ -130,6 +130,23 @@ def test_a_model_with_no_tensor_output_is_refused_by_bundle_and_run_before_anyth
     assert not (tmp_path / "out").exists(), sorted(p.name for p in (tmp_path / "out").iterdir())
 
 
+
+def test_matrix_refuses_a_model_with_no_tensor_output_as_run_does_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """matrix checks each model as run does: a model whose only output is a seq(tensor(float)) is
+    refused in one line, exit 2, with no workdir, cell record or bundle written."""
+    model = sequence_model(tmp_path / "seq.onnx")
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        f'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[profile]\nenabled = false\n'
+        f'[bundle]\noutput = "bundles"\n[matrix]\ntargets = ["x86-64-cpu"]\n'
+        f'precisions = ["fp32", "fp16"]\n[[matrix.models]]\nsource = "{model}"\n'
+    )
+    ran = run_cli("matrix", config)
+    assert_clean_input_error(ran, "seq.onnx", "no tensor output to compare", "'s' (seq(tensor(float)))")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.toml", "seq.onnx"]
+
 def test_verify_of_a_bundle_whose_reference_holds_no_output_says_nothing_was_compared(
     tmp_path: Path, device: Device
 ) -> None:
