@@ -18,7 +18,7 @@ from typing import Any
 
 from calibration.algorithms import ALGORITHMS
 from calibration.errors import CalibrationError, LoaderFailed
-from calibration.modelinfo import TensorSpec, batch_names, model_io
+from calibration.modelinfo import TensorSpec, batch_names, model_io, shape_text
 from calibration.sources import DataSource, Feed, check_shapes, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
@@ -665,7 +665,7 @@ def refuse_unranged_dims(
         value = f"[{{ {spec.name} = {{ min = [{lo}], opt = [{opt}], max = [{hi}] }} }}]"
         example = entry.replace("{profiles}", value) if entry else f"{key} = {value}"
     raise InputError(
-        f"input '{spec.name}' has dynamic dims {list(spec.shape)} besides the batch: give "
+        f"input '{spec.name}' has dynamic dims {shape_text(spec.shape, sep=', ')} besides the batch: give "
         f"the device's shape range with {example}{why}" + (f" and {rest}" if rest else "")
     )
 

@@ -413,6 +413,17 @@ def test_a_gpu_bundle_ranges_an_input_whose_only_dynamic_dim_is_the_batch_named_
         refuse_unranged_dims(state_and_x[::-1], {}, "--profile")
 
 
+
+def test_a_refused_input_shows_its_dims_as_listings_do() -> None:
+    """The refusal of an input with dynamic dims besides the batch listed them as a Python list,
+    ``['batch', 3, '']``: quoted names, and nothing for a dim with neither size nor name. It now
+    shows them as TensorSpec.describe() and the bundle README do (calibration.modelinfo.shape_text)."""
+    from edgedeploy.pipeline.run import refuse_unranged_dims
+
+    with pytest.raises(InputError) as err:
+        refuse_unranged_dims([TensorSpec("x", ("batch", 3, ""), "float32")], {}, "--profile")
+    assert "input 'x' has dynamic dims [batch, 3, ?] besides the batch" in str(err.value), err.value
+
 def test_the_device_readme_lists_the_steps_of_its_targets_kind(tmp_path: Path) -> None:
     """A CPU target's bundle README listed the Jetson steps (JetPack checks, an engine build,
     trtexec timing), which its scripts do not do there; and neither said which precision the
