@@ -251,8 +251,15 @@ def cell_task(
     gates: Gates,
     profile_options: ProfileOptions | None,
     threads: int | None,
+    kept: KeptFeeds | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """One cell on its board: backend build of the precision ONNX, compare with fp32, profile."""
+    """One cell on its board: backend build of the precision ONNX, compare with fp32, profile.
+
+    ``kept``: the first batch of the request's kept feeds (:attr:`CalibrationRequest.feeds`, which
+    its build reads), passed beside the request so that the executor shares one copy among the
+    cells of one data set (:func:`_feeds_apart`), as :func:`precision_task` is passed its feeds."""
+    if kept is not None:
+        request = replace(request, calibration=replace(request.calibration, feeds=kept))
     ui = Ui(quiet=True)
     with scratch_dir("cell") as scratch:
         inp, out = Path(scratch) / "in", Path(scratch) / "out"
@@ -559,10 +566,22 @@ def _run_matrix(
             for job in queued:
                 executor.submit(*job)
 
+    def share_kept(feeds: KeptFeeds | None) -> Any:
+        """The executor's handle to kept feeds (all of them, or the first batch), one per data set:
+        by the source they are of, their sha256 and whether they are the first batch (not their
+        bytes). Ray: put once, not sent by value with each task that reads them."""
+        if feeds is None:
+            return None
+        which = (feeds[0], feeds[2], feeds[3])
+        if which not in shared_calibration:
+            shared_calibration[which] = executor.share(feeds)
+        return shared_calibration[which]
+
     def submit_cell(state: _ModelState, pending: _Pending, precision: tuple[Record, Any] | None) -> None:
         precision_bytes = precision[1] if precision is not None else {}
         fp32_name = _fp32_name(state)
         model_name = precision[0].result["model"] if precision is not None else fp32_name
+        request, first = _feeds_apart(pending.request)  # the first batch, shared among the cells
         submit(
             ("cell", pending),
             cell_task,
@@ -571,12 +590,13 @@ def _run_matrix(
                 fp32_name,
                 precision_bytes,
                 model_name,
-                pending.request,
+                request,
                 pending.feeds,
                 pending.description,
                 pending.gates,
                 pending.profile_options,
                 pending.plan.config.build.threads,
+                share_kept(first),
             ),
             Placement(resource=target_resource(pending.plan.target)),
         )
@@ -648,16 +668,10 @@ def _run_matrix(
             precision_done(state, precision_key, hit)
             return
         precision_request, feeds = _feeds_apart(precision_request)
-        shared = None
-        if feeds is not None:  # by the source they are of and their sha256 (not their bytes)
-            which = (feeds[0], feeds[2], feeds[3])
-            if which not in shared_calibration:
-                shared_calibration[which] = executor.share(feeds)  # Ray: put once, not sent per task
-            shared = shared_calibration[which]
         submit(
             ("precision", state.name, precision_key),
             precision_task,
-            (state.shared_fp32, _fp32_name(state), precision_request, shared),
+            (state.shared_fp32, _fp32_name(state), precision_request, share_kept(feeds)),
             Placement(on_driver=True),
         )
 
@@ -842,7 +856,8 @@ def _feeds_apart(request: BuildRequest) -> tuple[BuildRequest, KeptFeeds | None]
     Ray's object store per task though every one runs on the driver's node; as their own argument
     they are shared once (``Executor.share``: ``ray.put``, which Ray's docs advise for a large
     argument passed to several tasks, "Anti-pattern: Passing the same large argument by value
-    repeatedly harms performance"), and each task is passed the reference."""
+    repeatedly harms performance"), and each task is passed the reference. A cell's request carries
+    the first batch alone (its build reads no more), shared so among the cells of one data set."""
     feeds = request.calibration.feeds
     if feeds is None:
         return request, None
