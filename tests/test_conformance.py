@@ -866,6 +866,47 @@ def test_fp16_build_of_an_opset_6_model_onnx_runtime_cannot_load_converts_it(
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * max(1.0, float(np.abs(want).max())))
 
 
+@pytest.mark.parametrize("case", ["pytorch-converted/test_Linear", "opset-4 Relu-1"])
+def test_compare_runs_a_reference_onnx_runtime_cannot_load_from_its_fp16_build_conversion(
+    tmp_path: Path, case: str
+) -> None:
+    """``compare model.onnx model.fp16.onnx`` of a file its fp16 build converts because ONNX Runtime
+    cannot load it (onnx's test_Linear: Gemm(6); an opset-4 Relu-1) stopped with "error: ONNX
+    Runtime cannot load .../model.onnx: ... Gemm(6)", per layer too: the reference ran as it is.
+    It now runs from the same checked conversion to opset 13, said in one notice line, and both
+    comparisons pass."""
+    import json
+
+    from edgedeploy.cli import main
+
+    if case.startswith("pytorch"):
+        source, opset = onnx.load(ONNX_BACKEND_DATA / case / "model.onnx"), 6
+    else:
+        source, opset = _below_opset6("cnn", 4), 4
+    path = _save(source, tmp_path / "model.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
+    for extra in ((), ("--per-layer",)):
+        report = tmp_path / f"compare{len(extra)}.json"
+        err = io.StringIO()
+        code: int | str | None = 0
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(["compare", str(path), str(artifact), *extra, "--json", str(report)])
+            except SystemExit as exc:
+                code = exc.code
+        assert not code and "error:" not in err.getvalue(), err.getvalue()
+        notes = [line for line in err.getvalue().splitlines() if f"opset {opset} to 13" in line]
+        assert len(notes) == 1 and "model.onnx" in notes[0], err.getvalue()
+        assert "ONNX Runtime cannot load" in notes[0], notes
+        result = json.loads(report.read_text())
+        outputs = (result["compare"] if extra else result)["outputs"]
+        assert outputs and all(m["cosine"] > 0.999 for m in outputs.values()), outputs
+        if extra:
+            assert result["per_layer"]["layers"], result["per_layer"]
+            assert result["per_layer"]["mode"] == "fp16 (CPU emulation of fp16 storage)"
+            assert all(e["cosine"] > 0.999 for e in result["per_layer"]["layers"]), result["per_layer"]
+
+
 # ------------------------------------------------------------------ messages
 def test_static_batch_larger_than_the_data_says_so(tmp_path: Path) -> None:
     """Was: 'yielded no samples' when the model's static first dim exceeds the samples given."""

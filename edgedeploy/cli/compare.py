@@ -87,6 +87,7 @@ def compare_command(
         from edgedeploy.onnxio import load_onnx
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
+        from edgedeploy.stages.compare.layers import conversion_notice
         from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
@@ -121,6 +122,8 @@ def compare_command(
         with naming_guessed_dims(source.fed_as_one):
             result = compare(reference, candidate, source, gates, source.describe(), threads)
         advance(1.0)
+    if result.reference_conversion:  # ONNX Runtime cannot load the file: ran its fp16 build's conversion
+        ui.info(conversion_notice(reference, result.reference_conversion))
     print_outputs(result, reference, candidate, data)
     for warning in unapplied(result):
         ui.warn(warning)
@@ -137,6 +140,8 @@ def compare_command(
         with ui.progress("per-layer compare") as advance:
             layers = compare_layers(reference, candidate, source, gates, threads=threads)
             advance(1.0)
+        if layers.reference_conversion and not result.reference_conversion:  # said once
+            ui.info(conversion_notice(reference, layers.reference_conversion))
         print_layers(layers, layers_shown)
         write_json(json_path, {"compare": result, "per_layer": layers})
     else:

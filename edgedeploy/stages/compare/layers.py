@@ -38,7 +38,7 @@ from edgedeploy.stages.precision.emulate import (
     has_fp16_io,
     is_fp16_model,
 )
-from edgedeploy.stages.precision.fp16 import casts_writable, convert_for_casts, ensure_node_names
+from edgedeploy.stages.precision.fp16 import ensure_node_names, loadable_conversion, opset_conversion
 from edgedeploy.targets import has_vnni
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
@@ -146,6 +146,8 @@ class LayerwiseResult:
     only_in_candidate: int
     # shared tensors no figure fits, as "'name' (type)": strings, sequences, maps, 4-bit and fp8
     not_compared: list[str] = field(default_factory=list)
+    # how the reference was converted to run (:func:`reference_to_run`): {from, to, reason}, or None
+    reference_conversion: dict[str, Any] | None = None
 
     def first_exceeding(self, limit: int = 5) -> list[LayerError]:
         return [layer for layer in self.layers if layer.exceeds][:limit]
@@ -251,18 +253,38 @@ def _take_weights(emulated: onnx.ModelProto, candidate: onnx.ModelProto) -> None
             target.CopyFrom(numpy_helper.from_array(values.astype(dtype), target.name))
 
 
+def reference_to_run(reference: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict[str, Any] | None]:
+    """The reference compare runs: ``reference`` itself, or where ONNX Runtime cannot load it (an
+    opset-6 Gemm: no Gemm(6) kernel) the checked conversion to opset 13 its fp16 build makes
+    (:func:`loadable_conversion`), with what is recorded of it ({from, to, reason}; else None).
+    A conversion that changes the outputs is refused: InputError naming ``name``."""
+    conversion = loadable_conversion(reference, name, needed_for="compare", refused="not compared")
+    return (reference, None) if conversion is None else conversion
+
+
+def conversion_notice(reference: Path, conversion: dict[str, Any]) -> str:
+    """The one line saying the reference ran from its conversion (:func:`reference_to_run`)."""
+    return (
+        f"notice: ran the reference {reference.name} converted from opset {conversion['from']} to "
+        f"{conversion['to']}, as its fp16 build converts it (onnx.version_converter, checked against "
+        f"it): {conversion['reason']}"
+    )
+
+
 def candidate_graph(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     """What to run for the candidate: its fp16 emulation (fp16 models) or the model itself (Q/DQ).
 
     The reference's unnamed nodes are named first, as the converter named them (``reference`` is
     changed in place): the nodes kept in fp32 are found by name, and an unnamed one would
     otherwise be emulated in fp16 (PP-OCRv4's detector: a weight of 9.8e7 became Inf). A reference
-    whose Casts cannot be written (below opset 6) is emulated from its conversion to opset 13, as
-    its fp16 build made it (:func:`convert_for_casts`: the same conversion, the same node names)."""
+    its fp16 build converts first (below opset 6, where its Casts cannot be written, or an opset-6
+    file ONNX Runtime cannot load) is emulated from that conversion to opset 13
+    (:func:`opset_conversion`: the same conversion, the same node names)."""
     ensure_node_names(reference)
     if is_fp16_model(candidate):
-        if not casts_writable(reference):
-            reference = convert_for_casts(reference, "the reference")[0]
+        conversion = opset_conversion(reference, "the reference")
+        if conversion is not None:
+            reference = conversion[0]
             ensure_node_names(reference)
         emulated = emulate_fp16(
             reference,
@@ -286,6 +308,9 @@ def compare_layers(
 ) -> LayerwiseResult:
     """Compare every float tensor both graphs compute, on ``feeds``, in the reference's graph order.
 
+    A reference ONNX Runtime cannot load at its opset runs from its fp16 build's conversion
+    (:func:`reference_to_run`), recorded in the result.
+
     Args:
         reference: the fp32 reference (file or loaded model).
         candidate: an fp16 or int8 Q/DQ ONNX made from it.
@@ -296,7 +321,7 @@ def compare_layers(
             with its integer arithmetic emulated where the main comparison does (:func:`integer_mode`).
     """
     gates = gates or Gates()
-    ref_model = _load(reference)
+    ref_model, conversion = reference_to_run(_load(reference), _name(reference))
     cand_model = _load(candidate)
     feeds = fixed_batches(feeds, graph_io(ref_model)[0], graph_io(cand_model)[0])  # as compare's
     ensure_node_names(ref_model)
@@ -369,6 +394,7 @@ def compare_layers(
         only_in_reference=len(set(ref_names) - cand_all),
         only_in_candidate=len(cand_all - set(ref_names)),
         not_compared=not_compared,
+        reference_conversion=conversion,
     )
 
 
@@ -406,6 +432,11 @@ def _load(model: Path | onnx.ModelProto) -> onnx.ModelProto:
             "(compare the engine's ONNX source instead)"
         )
     return load_onnx(model)
+
+
+def _name(model: Path | onnx.ModelProto) -> str:
+    """How errors name ``model``: its file's name, or its graph's."""
+    return Path(model).name if not isinstance(model, onnx.ModelProto) else _label(model)
 
 
 def _label(model: Path | onnx.ModelProto) -> str:

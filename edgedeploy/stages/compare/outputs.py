@@ -38,12 +38,13 @@ from edgedeploy.device.verify_outputs import (  # the device's figures: both dec
 )
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
-from edgedeploy.onnxio import load_onnx
+from edgedeploy.onnxio import load_onnx, save_onnx
 from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.compare.layers import (
     EMULATED,
     candidate_graph,
     integer_mode,
+    reference_to_run,
 )
 from edgedeploy.stages.precision.emulate import is_fp16_model, onnx_precision
 
@@ -119,6 +120,9 @@ class CompareResult:
     # (edgedeploy/stages/report/load.py), where a path alone names whatever is there now
     reference_sha256: str | None = None
     candidate_sha256: str | None = None
+    # how the reference was converted to run, where ONNX Runtime cannot load it (an opset-6 Gemm):
+    # {from, to, reason} (layers.reference_to_run), or None where it ran as it is
+    reference_conversion: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, object]:
         """The short form kept in manifests: pass/fail and the headline figures per output."""
@@ -402,7 +406,9 @@ def compare(
     CPU with VNNI (uint8 activations, 8-bit weights) runs with its integer arithmetic emulated in
     float where this CPU lacks VNNI: ONNX Runtime's kernels here saturate on it, the target's do not.
     An int8 candidate with int8 activations (TensorRT's placement) always runs emulated: that is
-    what TensorRT computes, and what ``auto`` and the accuracy budgets measure it by.
+    what TensorRT computes, and what ``auto`` and the accuracy budgets measure it by. A reference
+    ONNX Runtime cannot load at its opset (an opset-6 Gemm) runs from the checked conversion its fp16
+    build makes (:func:`~edgedeploy.stages.compare.layers.reference_to_run`), recorded in the result.
 
     Args:
         reference: the fp32 reference ONNX.
@@ -427,9 +433,11 @@ def compare(
     if feeds:
         specs = model_io(reference)[0]  # a time-first model's samples are on its batch axis, not dim 0
         description["samples_compared"] = sum(feed_rows(f, specs) for f in feeds)
-    with scratch_dir("compare") as scratch:
-        run_candidate, mode, precision = _candidate_to_run(reference, candidate, Path(scratch), emulate_fp16)
-        ref_out, cand_out = run_pair(reference, run_candidate, feeds, threads, mode in EMULATED)
+    with scratch_dir("compare") as folder:
+        scratch = Path(folder)
+        run_reference, conversion = _reference_to_run(reference, scratch)
+        run_candidate, mode, precision = _candidate_to_run(run_reference, candidate, scratch, emulate_fp16)
+        ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -450,6 +458,7 @@ def compare(
         not_compared=others,
         reference_sha256=digests[0],
         candidate_sha256=digests[1],
+        reference_conversion=conversion,
     )
 
 
@@ -519,6 +528,20 @@ def compared_file(model: Path, artifact: Path) -> Path:
         if is_fp16_model(proto) or integer_mode(proto) is not None:
             return model
     return artifact
+
+
+def _reference_to_run(reference: Path, scratch: Path) -> tuple[Path, dict[str, Any] | None]:
+    """``reference`` itself, or its conversion saved in ``scratch`` where ONNX Runtime cannot load it
+    (:func:`~edgedeploy.stages.compare.layers.reference_to_run`), and what is recorded of that."""
+    from edgedeploy.stages.precision.fp16 import may_convert
+
+    if not may_convert(load_onnx(reference, load_external_data=False)):  # cheap: most models
+        return reference, None
+    converted, conversion = reference_to_run(load_onnx(reference), reference.name)
+    if conversion is None:
+        return reference, None
+    (scratch / "reference").mkdir()  # under its own name, apart from the candidate's emulation
+    return save_onnx(converted, scratch / "reference" / reference.name), conversion
 
 
 def _candidate_to_run(

@@ -436,20 +436,26 @@ def casts_writable(model: onnx.ModelProto) -> bool:
 
 
 def convert_for_casts(
-    model: onnx.ModelProto, name: str, reason: str = CAST_STRING
+    model: onnx.ModelProto,
+    name: str,
+    reason: str = CAST_STRING,
+    *,
+    needed_for: str = "fp16",
+    refused: str = "not built",
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """``model``, whose Casts cannot be written (:func:`casts_writable`), converted to opset 13, and
     what the precision plan records of it (``reason``: why it is converted). The conversion is the
     one export and int8 make (:func:`calibration.qdq.upgrade_opset`, checked against ``model``); one
-    it cannot make, or that changes the outputs, is refused: InputError naming ``name``."""
+    it cannot make, or that changes the outputs, is refused: InputError naming ``name`` (what needs
+    the conversion: ``needed_for``; the refusal ends in ``refused``)."""
     from calibration.errors import CalibrationError, ConversionError
     from calibration.qdq import upgrade_opset
 
     old = opset_of(model)
     try:
-        converted = upgrade_opset(model, name=name, needed_for=f"fp16: {reason}")
+        converted = upgrade_opset(model, name=name, needed_for=f"{needed_for}: {reason}")
     except ConversionError as exc:
-        raise InputError(f"{exc}; not built") from None
+        raise InputError(f"{exc}; {refused}") from None
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
     return converted, {"from": old, "to": opset_of(converted), "reason": reason}
@@ -464,10 +470,21 @@ def may_convert(model: onnx.ModelProto) -> bool:
 def opset_conversion(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, dict[str, Any]] | None:
     """How an fp16 build converts ``model`` (with its weights) before anything else, or None where it
     keeps its opset: below opset 6 for its Casts (:func:`casts_writable`), and below 7 where ONNX
-    Runtime cannot load it at its own opset (an opset-6 Gemm or Add: no Gemm(6) kernel) but can
-    load its conversion. Both by :func:`convert_for_casts`, its refusals included."""
+    Runtime cannot load it at its own opset (:func:`loadable_conversion`). Both by
+    :func:`convert_for_casts`, its refusals included."""
     if not casts_writable(model):
         return convert_for_casts(model, name)
+    return loadable_conversion(model, name)
+
+
+def loadable_conversion(
+    model: onnx.ModelProto, name: str, *, needed_for: str = "fp16", refused: str = "not built"
+) -> tuple[onnx.ModelProto, dict[str, Any]] | None:
+    """``model`` (with its weights) converted to opset 13 where ONNX Runtime cannot load it at its own
+    opset, below :data:`ORT_MIN_OPSET` (an opset-6 Gemm or Add: no Gemm(6) kernel), but can load its
+    conversion, by :func:`convert_for_casts` (``needed_for``, ``refused``: its refusals' words); else
+    None. An fp16 build converts such a file so (:func:`opset_conversion`), and compare runs such a
+    reference from it."""
     if not may_convert(model):
         return None
     from calibration.artifacts import load_error
@@ -476,7 +493,7 @@ def opset_conversion(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto
     if why is None:
         return None
     reason = f"ONNX Runtime cannot load it at opset {opset_of(model)} ({why})"
-    converted, info = convert_for_casts(model, name, reason)
+    converted, info = convert_for_casts(model, name, reason, needed_for=needed_for, refused=refused)
     return (converted, info) if load_error(converted) is None else None
 
 
