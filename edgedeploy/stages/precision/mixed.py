@@ -211,17 +211,11 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     early = loaded if loaded is not None else load_onnx(model, load_external_data=False)
     check_fp32_ops(options.fp32_ops, early)
     options = match_fp32_nodes(options, early, model)  # a name the model repeats: all its nodes
-    if not may_convert(early):
-        del early
-        return _fp16_checked(model, dest, request, options, ui, loaded, digest)
+    conversion = _fp16_conversion(model, early, loaded, ui)
     del early
-    whole = loaded if loaded is not None else load_onnx(model)  # with its external data
-    conversion = opset_conversion(whole, model.name)
-    del whole
     if conversion is None:
         return _fp16_checked(model, dest, request, options, ui, loaded, digest)
     converted, conversion_info = conversion
-    ui.info(_conversion_notice(model, conversion_info))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with scratch_beside(dest, "opset") as folder:
         scratch = save_onnx(converted, folder / model.name)
@@ -238,6 +232,21 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
         )
 
 
+def _fp16_conversion(
+    model: Path, early: onnx.ModelProto, loaded: onnx.ModelProto | None, ui: Ui
+) -> tuple[onnx.ModelProto, dict[str, Any]] | None:
+    """How an fp16 build converts ``model`` before anything else (:func:`opset_conversion`, on the
+    model with its weights: ``loaded`` where the caller holds it), said in one notice line; None
+    where it keeps its opset, decided on ``early`` (read without its weights) for most models."""
+    if not may_convert(early):
+        return None
+    whole = loaded if loaded is not None else load_onnx(model)  # with its external data
+    conversion = opset_conversion(whole, model.name)
+    if conversion is not None:
+        ui.info(_conversion_notice(model, conversion[1]))
+    return conversion
+
+
 def _conversion_notice(model: Path, conversion: Mapping[str, Any]) -> str:
     """The one line saying ``model`` is converted before fp16 (:func:`opset_conversion`)."""
     return (
@@ -252,16 +261,8 @@ def fp16_analysis_model(model: Path, ui: Ui = QUIET) -> onnx.ModelProto:
     (:func:`opset_conversion`), that conversion, said in the build's notice line. ``analyze`` reads
     it, so that its node names and counts are the build plan's."""
     early = load_onnx(model, load_external_data=False)
-    if not may_convert(early):
-        return load_for_analysis(model, early)
-    del early
-    whole = load_onnx(model)  # with its external data
-    conversion = opset_conversion(whole, model.name)
-    if conversion is None:
-        return load_for_analysis(model, whole)
-    del whole
-    ui.info(_conversion_notice(model, conversion[1]))
-    return load_for_analysis(model, conversion[0])
+    conversion = _fp16_conversion(model, early, None, ui)
+    return load_for_analysis(model, early if conversion is None else conversion[0])
 
 
 def _fp16_checked(
