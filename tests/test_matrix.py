@@ -421,7 +421,7 @@ def test_local_and_ray_give_the_same_table(ray_run: MatrixResult, local_run: Mat
         ("\n[[matrix.cells]]\ncompare = {min_cosin = 0.9}\n", "compare.min_cosin"),
         ('\n[[matrix.cells]]\nbuild = {target = "t4"}\n', "select cells with target/precision"),
         # files and input names: each failed every cell with the same reason (exit 1), after work
-        ('\n[[matrix.models]]\nname = "c"\nsource = "nope.onnx"\n', "config model.source: "),
+        ('\n[[matrix.models]]\nname = "c"\nsource = "nope.onnx"\n', "config matrix.models[2].source: "),
         ('\n[[matrix.cells]]\nmodel = "b"\ncompare = {data = "nope.npz"}\n', "nope.npz not found"),
         ('\n[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninputs = ["y:1x16"]\n', "no input 'y'"),
     ],

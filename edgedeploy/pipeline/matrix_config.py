@@ -227,7 +227,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
             f"config bundle.primary '{base.bundle.primary}' is not among matrix.precisions "
             f"({', '.join(precisions)})"
         )
-    for name, entry in models.items():
+    for index, (name, entry) in enumerate(models.items()):
         for target in targets:
             for precision in precisions:
                 cell = Cell(name, target.name, precision)
@@ -246,7 +246,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 except InputError as exc:
                     skip = str(exc)
                 if skip is None:
-                    check_config(cell_config)
+                    check_config(cell_config, f"matrix.models[{index}].source", "matrix")
                     if base.bundle.enabled:  # a cell's config makes none: the matrix bundles each target
                         refuse_for_tensorrt(cell_config, target, bundled=True)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))

@@ -380,14 +380,17 @@ def check_op_types(config: PipelineConfig, model: Path) -> None:
             raise InputError(f"config {named}: no ONNX op type named {', '.join(unknown)}")
 
 
-def check_compared_outputs(model: Path, outputs: Sequence[TensorSpec]) -> None:
+def check_compared_outputs(
+    model: Path, outputs: Sequence[TensorSpec], source_key: str = "model.source", command: str = "run"
+) -> None:
     """A model with no numeric tensor output, which compare refuses (every precision is compared with
     fp32) and whose bundle's verify.sh would pass having compared nothing: refused at the config
     check for an ONNX source and right after the export for a PyTorch one, where the compare stage
-    refused it only after the export and the builds were written."""
+    refused it only after the export and the builds were written. ``source_key`` and ``command``:
+    the config key that names the model and the command refusing it (matrix's, see check_config)."""
     refuse_without_tensor_outputs(
-        f"config model.source: {model.name}", outputs,
-        "run compares every precision with fp32 on numeric tensor outputs only, as compare does",
+        f"config {source_key}: {model.name}", outputs,
+        f"{command} compares every precision with fp32 on numeric tensor outputs only, as compare does",
     )  # fmt: skip
 
 
@@ -1011,8 +1014,10 @@ def _resolve_source(config: PipelineConfig) -> str:
     return source
 
 
-def check_config(config: PipelineConfig) -> Target:
-    """Refuse, before any work, what the config asks for and cannot be served; returns the target."""
+def check_config(config: PipelineConfig, source_key: str = "model.source", command: str = "run") -> Target:
+    """Refuse, before any work, what the config asks for and cannot be served; returns the target.
+    ``source_key`` and ``command``: how the lines about the model's file name the key that gives it
+    and the command (matrix checks each cell's config here: ``matrix.models[1].source``, matrix)."""
 
     b = config.build
     target = load_target(b.target)
@@ -1076,7 +1081,7 @@ def check_config(config: PipelineConfig) -> Target:
         refuse_board_files(bundle_dir(config), StageCache(config.path(config.workdir)), "bundle")
     _check_sections(config, target)
     _check_export(config)
-    _check_files(config)
+    _check_files(config, source_key, command)
     refuse_for_tensorrt(config, target, bundled=config.bundle.enabled)
     return target
 
@@ -1130,16 +1135,17 @@ def _check_profile_ranks(config: PipelineConfig, options: ExportOptions) -> None
                 )
 
 
-def _check_files(config: PipelineConfig) -> None:
+def _check_files(config: PipelineConfig, source_key: str, command: str) -> None:
     """The files the config names exist, and an ONNX source has the inputs ``[model] inputs``
     names, at their rank: refused before any work (``matrix`` ran every cell and failed each one
-    with the same reason, exit 1, where ``run`` refused with exit 2 after its export)."""
+    with the same reason, exit 1, where ``run`` refused with exit 2 after its export). ``source_key``
+    and ``command``: as check_config's."""
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     if where.suffix in (".onnx", ".py") and not where.is_file():
-        raise InputError(f"config model.source: {where} not found")
+        raise InputError(f"config {source_key}: {where} not found")
     if is_onnx_path(source):
-        check_compared_outputs(where, model_io(where)[1])
+        check_compared_outputs(where, model_io(where)[1], source_key, command)
         check_budget_outputs(config, where)
         check_op_types(config, where)
         if config.build.profiles:  # as a build checks them: names, ranks, fixed dims

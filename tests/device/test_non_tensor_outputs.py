@@ -126,26 +126,44 @@ def test_a_model_with_no_tensor_output_is_refused_by_bundle_and_run_before_anyth
         'precisions = ["fp32"]\n[profile]\nenabled = false\n'
     )
     ran = run_cli("run", config)
-    assert_clean_input_error(ran, "seq.onnx", "no tensor output to compare", "'s' (seq(tensor(float)))")
+    assert_clean_input_error(ran)
+    assert ran.stderr.strip() == (
+        "error: config model.source: seq.onnx has no tensor output to compare (its outputs: "
+        "'s' (seq(tensor(float)))): run compares every precision with fp32 on numeric tensor outputs only, "
+        "as compare does"
+    )
     assert not (tmp_path / "out").exists(), sorted(p.name for p in (tmp_path / "out").iterdir())
 
 
-
-def test_matrix_refuses_a_model_with_no_tensor_output_as_run_does_before_anything_is_written(
-    tmp_path: Path,
+def test_matrix_refuses_a_model_with_no_tensor_output_in_its_own_words_before_anything_is_written(
+    tmp_path: Path, static_onnx: Path
 ) -> None:
     """matrix checks each model as run does: a model whose only output is a seq(tensor(float)) is
-    refused in one line, exit 2, with no workdir, cell record or bundle written."""
+    refused in one line, exit 2, with no workdir, cell record or bundle written. The line named
+    run's key (config model.source) and said "run compares ..."; it names the matrix's entry of that
+    model (here its second) and says what matrix compares. A source that does not exist, likewise."""
     model = sequence_model(tmp_path / "seq.onnx")
     config = tmp_path / "matrix.toml"
-    config.write_text(
-        f'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[profile]\nenabled = false\n'
-        f'[bundle]\noutput = "bundles"\n[matrix]\ntargets = ["x86-64-cpu"]\n'
-        f'precisions = ["fp32", "fp16"]\n[[matrix.models]]\nsource = "{model}"\n'
+    head = (
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[profile]\nenabled = false\n'
+        '[bundle]\noutput = "bundles"\n[matrix]\ntargets = ["x86-64-cpu"]\n'
+        f'precisions = ["fp32", "fp16"]\n[[matrix.models]]\nsource = "{static_onnx}"\n'
     )
+    config.write_text(f'{head}[[matrix.models]]\nsource = "{model}"\n')
     ran = run_cli("matrix", config)
-    assert_clean_input_error(ran, "seq.onnx", "no tensor output to compare", "'s' (seq(tensor(float)))")
+    assert_clean_input_error(ran)
+    assert ran.stderr.strip() == (
+        "error: config matrix.models[1].source: seq.onnx has no tensor output to compare (its outputs: "
+        "'s' (seq(tensor(float)))): matrix compares every precision with fp32 on numeric tensor outputs "
+        "only, as compare does"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.toml", "seq.onnx"]
+    missing = tmp_path / "missing.onnx"
+    config.write_text(f'{head}[[matrix.models]]\nsource = "{missing}"\n')
+    ran = run_cli("matrix", config)
+    assert_clean_input_error(ran)
+    assert ran.stderr.strip() == f"error: config matrix.models[1].source: {missing} not found"
+
 
 def test_verify_of_a_bundle_whose_reference_holds_no_output_says_nothing_was_compared(
     tmp_path: Path, device: Device
