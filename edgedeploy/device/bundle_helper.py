@@ -691,6 +691,15 @@ def manifest_path_placeholder(rel: str) -> str:
     return "{bundle}/" + rel
 
 
+def shape_text(shape: List[Any], rank_known: bool = True) -> str:
+    """A shape as edgedeploy's lines and the bundle README show it, ``[N, 3, H, ?]`` (a dim with
+    neither size nor name is ``?``; ``[...]``: no rank known): calibration.modelinfo.shape_text with
+    ", " between the dims, which the board cannot import."""
+    if not rank_known:
+        return "[...]"
+    return "[" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) + "]"
+
+
 def _dynamic_axes(spec: Dict[str, Any]) -> List[int]:
     return [i for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)]
 
@@ -732,8 +741,9 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
     for spec in inputs:
         axes = _dynamic_axes(spec)
         if any(axis != 0 for axis in axes):
+            dims = shape_text(spec["shape"], spec.get("rank_known") is not False)
             raise BundleProblem(
-                f"input '{spec['name']}' has dynamic dims {spec['shape']} besides the batch and the bundle "
+                f"input '{spec['name']}' has dynamic dims {dims} besides the batch and the bundle "
                 "records no shape profile for them: rebuild the bundle with --profile NAME:MIN,OPT,MAX"
             )
         size = batch or 1

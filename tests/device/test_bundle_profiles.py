@@ -23,7 +23,7 @@ import pytest
 from conftest import Device, dense_model, make_dense_bundle
 from onnx import TensorProto, helper
 
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, shape_text
 from edgedeploy.device import bundle_helper
 from edgedeploy.errors import InputError
 from edgedeploy.options import parse_profiles
@@ -423,6 +423,23 @@ def test_a_refused_input_shows_its_dims_as_listings_do() -> None:
     with pytest.raises(InputError) as err:
         refuse_unranged_dims([TensorSpec("x", ("batch", 3, ""), "float32")], {}, "--profile")
     assert "input 'x' has dynamic dims [batch, 3, ?] besides the batch" in str(err.value), err.value
+
+
+def test_the_device_helper_shows_a_refused_inputs_dims_as_the_main_package_does() -> None:
+    """The device helper (build_engine.sh, benchmark.sh of a bundle with no recorded profile)
+    refused an input with dynamic dims besides the batch listing them as a Python list,
+    ``['N', 3, 'H', '']``, where edgedeploy's own refusal and the bundle README show
+    ``[N, 3, H, ?]`` (calibration.modelinfo.shape_text): it now shows them so too."""
+    shape = ["N", 3, "H", ""]
+    with pytest.raises(bundle_helper.BundleProblem) as err:
+        bundle_helper.input_profiles(manifest(shape), None)
+    main_package = shape_text(shape, sep=", ")
+    assert main_package == "[N, 3, H, ?]"
+    said = f"input 'input' has dynamic dims {main_package} besides the batch and the bundle records no"
+    assert str(err.value).startswith(said), err.value
+    for dims, rank_known in ((["batch", 0, 7, "seq"], True), ([], True), ([], False)):
+        assert bundle_helper.shape_text(dims, rank_known) == shape_text(dims, rank_known, ", ")
+
 
 def test_the_device_readme_lists_the_steps_of_its_targets_kind(tmp_path: Path) -> None:
     """A CPU target's bundle README listed the Jetson steps (JetPack checks, an engine build,
