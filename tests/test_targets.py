@@ -98,6 +98,22 @@ def test_jetson_power_modes_are_nvpmodels_names_and_ids(name: str) -> None:
     assert target.default_power_mode in target.power_modes
 
 
+def test_every_jetpack_a_jetson_target_lists_is_one_a_board_can_report() -> None:
+    """The board's JetPack is read from its L4T release (bundle_helper.L4T_TABLE): a JetPack a target
+    lists that no L4T row gives could never read "ok". Thor runs JetPack 7.0, 7.1 and 7.2 and the
+    Orins 6.x and 7.2 (docs/tensorrt-facts.md, "Jetson modules and GPUs")."""
+    from edgedeploy.device.bundle_helper import L4T_TABLE, version_matches
+
+    known = {jetpack for jetpack, _ in L4T_TABLE.values()}
+    for name in target_names():
+        target = load_target(name)
+        for jetpack in target.jetpack:
+            assert any(version_matches(jetpack, k) for k in known), (name, jetpack)
+    assert load_target("jetson-thor").jetpack == ("7.0", "7.1", "7.2")
+    for orin in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"):
+        assert load_target(orin).jetpack[-1] == "7.2" and load_target(orin).tensorrt[-1] == "10.16.2"
+
+
 def test_int8_on_jetson_nano_is_refused_with_the_reason() -> None:
     with pytest.raises(InputError, match="no fast INT8"):
         load_target("jetson-nano").check_precision("int8")

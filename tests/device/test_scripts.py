@@ -183,7 +183,7 @@ def test_setup_refuses_a_mismatched_board_and_touches_nothing(bundle: Path, devi
         "MISMATCH board: this is 'NVIDIA Jetson Nano Developer Kit', the bundle is for jetson-orin-nano"
         in res.stdout
     )
-    assert "differs  JetPack: 4.6.1 (L4T 32.7.1), expected 6.0, 6.1, 6.2" in res.stdout
+    assert "differs  JetPack: 4.6.1 (L4T 32.7.1), expected 6.0, 6.1, 6.2, 7.2" in res.stdout
     assert device.calls("nvpmodel") == [] and device.calls("jetson_clocks") == []
 
 
@@ -196,8 +196,8 @@ def test_setup_reports_version_differences_and_fails_them_only_with_strict(
     env = {"FAKE_TRT_VERSION": "8502"}
     res = device.run(script(bundle, "setup.sh"), **env)
     assert res.returncode == 0, res.stderr
-    assert "differs  JetPack: 5.1.2 (L4T 35.4.1), expected 6.0, 6.1, 6.2" in res.stdout
-    assert "differs  TensorRT: 8.5.2, expected 8.6.2, 10.3.0" in res.stdout
+    assert "differs  JetPack: 5.1.2 (L4T 35.4.1), expected 6.0, 6.1, 6.2, 7.2" in res.stdout
+    assert "differs  TensorRT: 8.5.2, expected 8.6.2, 10.3.0, 10.16.2" in res.stdout
     assert device.run(script(bundle, "setup.sh"), "--strict", **env).returncode == 2
 
 
@@ -229,8 +229,8 @@ def test_setup_reads_the_jetpack_of_every_listed_l4t_and_of_a_patch_release_not_
     expected = {
         "2.1": "ok       JetPack: 7.0 (L4T 38.2.1)",
         "2.2": "ok       JetPack: 7.0 (L4T 38.2.2, not listed: read as 38.2.1)",
-        "4.0": "differs  JetPack: 7.1 (L4T 38.4.0), expected 7.0",
-        "9.0": "differs  JetPack: unknown (L4T 38.9.0); expected 7.0",
+        "4.0": "ok       JetPack: 7.1 (L4T 38.4.0)",
+        "9.0": "differs  JetPack: unknown (L4T 38.9.0); expected 7.0, 7.1, 7.2",
     }
     for revision, line in expected.items():
         release = f"# R38 (release), REVISION: {revision}, GCID: 41844464, BOARD: generic, EABI: aarch64"
@@ -246,6 +246,39 @@ def test_setup_reads_the_jetpack_of_every_listed_l4t_and_of_a_patch_release_not_
     assert jetpack_for_l4t("35.6.2") == ("5.1.5", "11.4", "35.6.1")
     assert jetpack_for_l4t("36.4.3") == ("6.2", "12.6", "36.4.3")
     assert jetpack_for_l4t("37.1.0") == (None, None, None) and jetpack_for_l4t(None) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("target", "model", "revision", "cuda", "trt", "jetpack"),
+    [
+        ("jetson-thor", "NVIDIA Jetson AGX Thor Developer Kit", "R38 (release), REVISION: 4.0", "13.0.48",
+         ("101303", "10.13.3"), "7.1 (L4T 38.4.0)"),
+        ("jetson-thor", "NVIDIA Jetson AGX Thor Developer Kit", "R39 (release), REVISION: 2.0", "13.2.78",
+         ("101602", "10.16.2"), "7.2 (L4T 39.2.0)"),
+        ("jetson-agx-orin", "Jetson AGX Orin", "R39 (release), REVISION: 2.0", "13.2.78",
+         ("101602", "10.16.2"), "7.2 (L4T 39.2.0)"),
+        ("jetson-orin-nano", "NVIDIA Jetson Orin Nano Developer Kit", "R39 (release), REVISION: 2.0",
+         "13.2.78", ("101602", "10.16.2"), "7.2 (L4T 39.2.0)"),
+        ("jetson-orin-nx", "NVIDIA Jetson Orin NX Engineering Reference Developer Kit",
+         "R39 (release), REVISION: 2.0", "13.2.78", ("101602", "10.16.2"), "7.2 (L4T 39.2.0)"),
+    ],
+)  # fmt: skip
+def test_setup_passes_a_board_on_every_jetpack_its_target_runs_on(
+    tmp_path: Path, device: Device, target: str, model: str, revision: str, cuda: str,
+    trt: tuple[str, str], jetpack: str,
+) -> None:  # fmt: skip
+    """jetson-thor listed JetPack 7.0 only (TensorRT 10.13.3), the Orin targets 6.x only: a Thor on
+    JetPack 7.1 (L4T 38.4) or 7.2 (L4T 39.2, TensorRT 10.16.2), or an Orin on JetPack 7.2, which NVIDIA
+    supports them on (docs/tensorrt-facts.md, "Jetson modules and GPUs"), was told "differs  JetPack:
+    7.1 (L4T 38.4.0), expected 7.0" (and its TensorRT differed), and setup.sh --strict failed it."""
+    bundle = make_dense_bundle(tmp_path / target, target=target)
+    release = f"# {revision}, GCID: 41844464, BOARD: generic, EABI: aarch64"
+    device.set_board(model=model, release=release, cuda=cuda)
+    res = device.run(script(bundle, "setup.sh"), "--strict", FAKE_TRT_VERSION=trt[0])
+    assert res.returncode == 0, res.stdout + res.stderr
+    for line in (f"ok       JetPack: {jetpack}", f"ok       CUDA: {cuda}", f"ok       TensorRT: {trt[1]}"):
+        assert line in res.stdout, res.stdout
+    assert "differs" not in res.stdout, res.stdout
 
 
 def test_verify_reports_a_damaged_file_with_exit_2(bundle: Path, device: Device) -> None:
