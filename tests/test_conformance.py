@@ -907,6 +907,51 @@ def test_compare_runs_a_reference_onnx_runtime_cannot_load_from_its_fp16_build_c
             assert all(e["cosine"] > 0.999 for e in result["per_layer"]["layers"]), result["per_layer"]
 
 
+def test_compare_per_layer_converts_an_unloadable_reference_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compare --per-layer`` of a reference ONNX Runtime cannot load at its opset (onnx's
+    test_Linear: Gemm(6)) converted it and checked the conversion twice, once for the output table
+    (outputs._reference_to_run) and once in layers.compare_layers. It is now converted and checked
+    once, and both comparisons run from that one conversion."""
+    import json
+
+    import calibration.qdq
+    from edgedeploy.cli import main
+
+    source = onnx.load(ONNX_BACKEND_DATA / "pytorch-converted/test_Linear" / "model.onnx")
+    path = _save(source, tmp_path / "model.onnx")
+    artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
+    calls: dict[str, int] = {"upgrade_opset": 0, "conversion_change": 0}
+    upgrade, check = calibration.qdq.upgrade_opset, calibration.qdq.conversion_change
+
+    def counted_upgrade(*args: object, **kwargs: object) -> onnx.ModelProto:
+        calls["upgrade_opset"] += 1
+        return upgrade(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_check(*args: object, **kwargs: object) -> str | None:
+        calls["conversion_change"] += 1
+        return check(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(calibration.qdq, "upgrade_opset", counted_upgrade)
+    monkeypatch.setattr(calibration.qdq, "conversion_change", counted_check)
+    report = tmp_path / "compare.json"
+    err = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(["compare", str(path), str(artifact), "--per-layer", "--json", str(report)])
+        except SystemExit as exc:
+            code = exc.code
+    assert not code and "error:" not in err.getvalue(), err.getvalue()
+    assert calls == {"upgrade_opset": 1, "conversion_change": 1}, calls
+    result = json.loads(report.read_text())
+    assert result["compare"]["reference_conversion"] == result["per_layer"]["reference_conversion"]
+    assert result["compare"]["reference_conversion"]["from"] == 6
+    assert result["per_layer"]["layers"] and result["compare"]["outputs"]
+    assert len([line for line in err.getvalue().splitlines() if "opset 6 to 13" in line]) == 1
+
+
 # ------------------------------------------------------------------ messages
 def test_static_batch_larger_than_the_data_says_so(tmp_path: Path) -> None:
     """Was: 'yielded no samples' when the model's static first dim exceeds the samples given."""

@@ -87,7 +87,7 @@ def compare_command(
         from edgedeploy.onnxio import load_onnx
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
-        from edgedeploy.stages.compare.layers import conversion_notice
+        from edgedeploy.stages.compare.layers import ReferenceRun, conversion_notice
         from edgedeploy.stages.compare.outputs import unapplied
 
     ui = make_ui()
@@ -119,8 +119,11 @@ def compare_command(
     )  # fmt: skip
     gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name)
     with ui.progress("compare") as advance:
+        prepared = ReferenceRun(reference)  # as both comparisons run it: a conversion made once
         with naming_guessed_dims(source.fed_as_one):
-            result = compare(reference, candidate, source, gates, source.describe(), threads)
+            result = compare(
+                reference, candidate, source, gates, source.describe(), threads, prepared=prepared
+            )
         advance(1.0)
     if result.reference_conversion:  # ONNX Runtime cannot load the file: ran its fp16 build's conversion
         ui.info(conversion_notice(reference, result.reference_conversion))
@@ -138,10 +141,8 @@ def compare_command(
         ui.warn("--layers-shown lists the tensors of --per-layer: not used without it")
     if per_layer:
         with ui.progress("per-layer compare") as advance:
-            layers = compare_layers(reference, candidate, source, gates, threads=threads)
+            layers = compare_layers(reference, candidate, source, gates, threads=threads, prepared=prepared)
             advance(1.0)
-        if layers.reference_conversion and not result.reference_conversion:  # said once
-            ui.info(conversion_notice(reference, layers.reference_conversion))
         print_layers(layers, layers_shown)
         write_json(json_path, {"compare": result, "per_layer": layers})
     else:

@@ -13,6 +13,7 @@ than Polygraphy's ``mark all`` + Comparator, which keeps every batch's activatio
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,7 +39,12 @@ from edgedeploy.stages.precision.emulate import (
     has_fp16_io,
     is_fp16_model,
 )
-from edgedeploy.stages.precision.fp16 import ensure_node_names, loadable_conversion, opset_conversion
+from edgedeploy.stages.precision.fp16 import (
+    ensure_node_names,
+    loadable_conversion,
+    may_convert,
+    opset_conversion,
+)
 from edgedeploy.targets import has_vnni
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
@@ -262,6 +268,30 @@ def reference_to_run(reference: onnx.ModelProto, name: str) -> tuple[onnx.ModelP
     return (reference, None) if conversion is None else conversion
 
 
+@dataclass
+class ReferenceRun:
+    """The reference file ``path`` as a comparison runs it: the file as it is, or where ONNX Runtime
+    cannot load it the checked conversion its fp16 build makes (:func:`reference_to_run`, refusals
+    included), made on first use and kept. One is given to the output table (``compare``) and
+    ``--per-layer`` (:func:`compare_layers`) alike, so the conversion is made and checked once."""
+
+    path: Path
+
+    @functools.cached_property
+    def conversion(self) -> tuple[onnx.ModelProto, dict[str, Any]] | None:
+        """The converted model and what is recorded of it ({from, to, reason}), or None to run the file
+        as it is: most models are told apart cheaply, read without their weights (:func:`may_convert`)."""
+        if not may_convert(load_onnx(self.path, load_external_data=False)):
+            return None
+        converted, conversion = reference_to_run(load_onnx(self.path), self.path.name)
+        return None if conversion is None else (converted, conversion)
+
+    def check_made_from(self, reference: Path | onnx.ModelProto) -> None:
+        """ValueError unless this is the file ``reference``."""
+        if isinstance(reference, onnx.ModelProto) or Path(reference) != self.path:
+            raise ValueError(f"prepared from the reference {self.path}, not {_label(reference)}")
+
+
 def conversion_notice(reference: Path, conversion: dict[str, Any]) -> str:
     """The one line saying the reference ran from its conversion (:func:`reference_to_run`)."""
     return (
@@ -305,11 +335,13 @@ def compare_layers(
     *,
     threads: int | None = None,
     emulate: bool = True,
+    prepared: ReferenceRun | None = None,
 ) -> LayerwiseResult:
     """Compare every float tensor both graphs compute, on ``feeds``, in the reference's graph order.
 
     A reference ONNX Runtime cannot load at its opset runs from its fp16 build's conversion
-    (:func:`reference_to_run`), recorded in the result.
+    (:func:`reference_to_run`), recorded in the result; from ``prepared``'s where given (the one
+    ``compare`` ran too: :class:`ReferenceRun`).
 
     Args:
         reference: the fp32 reference (file or loaded model).
@@ -319,9 +351,15 @@ def compare_layers(
         threads: ONNX Runtime intra-op threads.
         emulate: run an fp16 candidate as its CPU emulation, so fp16 errors show, and an int8 one
             with its integer arithmetic emulated where the main comparison does (:func:`integer_mode`).
+        prepared: the reference file as run (:class:`ReferenceRun`), for a ``reference`` given as a path.
     """
     gates = gates or Gates()
-    ref_model, conversion = reference_to_run(_load(reference), _name(reference))
+    if prepared is not None:
+        prepared.check_made_from(reference)
+        made = prepared.conversion
+        ref_model, conversion = (_load(reference), None) if made is None else (_load(made[0]), made[1])
+    else:
+        ref_model, conversion = reference_to_run(_load(reference), _name(reference))
     cand_model = _load(candidate)
     feeds = fixed_batches(feeds, graph_io(ref_model)[0], graph_io(cand_model)[0])  # as compare's
     ensure_node_names(ref_model)

@@ -42,9 +42,9 @@ from edgedeploy.onnxio import load_onnx, save_onnx
 from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.compare.layers import (
     EMULATED,
+    ReferenceRun,
     candidate_graph,
     integer_mode,
-    reference_to_run,
 )
 from edgedeploy.stages.precision.emulate import is_fp16_model, onnx_precision
 
@@ -396,6 +396,7 @@ def compare(
     data_description: dict[str, object] | None = None,
     threads: int | None = None,
     emulate_fp16: bool = True,
+    prepared: ReferenceRun | None = None,
 ) -> CompareResult:
     """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result.
 
@@ -418,8 +419,12 @@ def compare(
         data_description: what the data is (``DataSource.describe()``), recorded in the result.
         threads: ONNX Runtime intra-op threads.
         emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
+        prepared: ``reference`` as run (:class:`~edgedeploy.stages.compare.layers.ReferenceRun`),
+            which the caller may run again (``compare --per-layer`` gives both comparisons one).
     """
     gates = gates or Gates()
+    if prepared is not None:
+        prepared.check_made_from(reference)
     check_same_inputs(reference, candidate)
     # a --min-top1 NAME:VALUE the reference lacks (the commands refuse it first, before any work)
     gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name, "min_top1")
@@ -435,7 +440,7 @@ def compare(
         description["samples_compared"] = sum(feed_rows(f, specs) for f in feeds)
     with scratch_dir("compare") as folder:
         scratch = Path(folder)
-        run_reference, conversion = _reference_to_run(reference, scratch)
+        run_reference, conversion = _reference_to_run(prepared or ReferenceRun(reference), scratch)
         run_candidate, mode, precision = _candidate_to_run(run_reference, candidate, scratch, emulate_fp16)
         ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED)
     if not ref_out:
@@ -530,18 +535,14 @@ def compared_file(model: Path, artifact: Path) -> Path:
     return artifact
 
 
-def _reference_to_run(reference: Path, scratch: Path) -> tuple[Path, dict[str, Any] | None]:
-    """``reference`` itself, or its conversion saved in ``scratch`` where ONNX Runtime cannot load it
-    (:func:`~edgedeploy.stages.compare.layers.reference_to_run`), and what is recorded of that."""
-    from edgedeploy.stages.precision.fp16 import may_convert
-
-    if not may_convert(load_onnx(reference, load_external_data=False)):  # cheap: most models
-        return reference, None
-    converted, conversion = reference_to_run(load_onnx(reference), reference.name)
-    if conversion is None:
-        return reference, None
+def _reference_to_run(prepared: ReferenceRun, scratch: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The reference file itself, or its conversion (``prepared``) saved in ``scratch``, and what is
+    recorded of that."""
+    made = prepared.conversion
+    if made is None:
+        return prepared.path, None
     (scratch / "reference").mkdir()  # under its own name, apart from the candidate's emulation
-    return save_onnx(converted, scratch / "reference" / reference.name), conversion
+    return save_onnx(made[0], scratch / "reference" / prepared.path.name), made[1]
 
 
 def _candidate_to_run(
