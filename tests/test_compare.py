@@ -740,6 +740,71 @@ def test_per_layer_fails_a_tensor_of_another_shape_in_a_batch_as_the_output_tabl
     assert layer.why == [f"another shape than the reference's ({table.shape_mismatch})"]
 
 
+def _chain_and_nonzero_model(k: list[float], shift: float) -> onnx.ModelProto:
+    """a1 = x * k, a2 = a1 * k, a3 = a2 * k, t = x - shift (float tensors), then nz = NonZero(t) (its
+    size depends on the data), in that graph order."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    outs = [
+        helper.make_tensor_value_info("a3", TensorProto.FLOAT, ["N", 4]),
+        helper.make_tensor_value_info("nz", TensorProto.INT64, [2, None]),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["a1"], name="mul1"),
+        helper.make_node("Mul", ["a1", "k"], ["a2"], name="mul2"),
+        helper.make_node("Mul", ["a2", "k"], ["a3"], name="mul3"),
+        helper.make_node("Sub", ["x", "shift"], ["t"], name="sub"),
+        helper.make_node("NonZero", ["t"], ["nz"], name="nonzero"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(k, np.float32), "k"),
+        numpy_helper.from_array(np.array(shift, np.float32), "shift"),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], outs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_per_layer_lists_a_tensor_of_another_shape_among_the_failures(tmp_path: Path) -> None:
+    """A tensor that failed because its two sides differed in shape read cosine 1.0 (or its matched
+    batches' figures), max abs 0, so "largest errors" ranked it last and never showed it: with more
+    failures earlier in the graph than --layers-shown, no table named it, and its JSON row read as
+    a perfect match. It now reads as the output table reads such an output (no figures: cosine
+    NaN, max abs inf), ranks with the NaN/Inf mismatches among the largest, in graph order."""
+    from edgedeploy.results import to_jsonable
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.array([[5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 5.0]], np.float32)
+    feeds = [{"x": x[:1]}, {"x": x[1:]}]
+    reference = _chain_and_nonzero_model([1.0, 1.0, 1.0, 1.0], 0.0)
+    candidate = _chain_and_nonzero_model([1.0, 1.3, 1.0, 1.0], 1.0)
+    result = compare_layers(reference, candidate, feeds, Gates(), emulate=False)
+    assert [e.tensor for e in result.layers] == ["a1", "a2", "a3", "t", "nz"]  # graph order
+    assert all(e.exceeds for e in result.layers)
+    nz = result.layers[-1]
+    table = output_metrics("nz", [np.zeros((2, 4)), np.zeros((2, 1))], [np.zeros((2, 4))] * 2, Gates())
+    assert nz.shape_mismatch == table.shape_mismatch == "batch 1: shape [2, 4], reference [2, 1]"
+    assert np.isnan(nz.cosine) and nz.max_abs == nz.rel_max == np.inf and nz.equal_share is None
+    assert [e.tensor for e in result.largest(2)] == ["a3", "nz"]  # the worst two, in graph order
+    assert [e.tensor for e in result.first_exceeding(2)] == ["a1", "a2"]
+    row = json.loads(json.dumps(to_jsonable(result)))["layers"][-1]
+    assert (row["tensor"], row["exceeds"], row["cosine"], row["max_abs"]) == ("nz", True, "NaN", "Infinity")
+    assert row["shape_mismatch"] == table.shape_mismatch
+
+    ref_path, cand_path, data = tmp_path / "ref.onnx", tmp_path / "cand.onnx", tmp_path / "x.npz"
+    onnx.save(reference, ref_path)
+    onnx.save(candidate, cand_path)
+    np.savez(data, x=x)
+    report = tmp_path / "c.json"
+    cli = run_cli("compare", ref_path, cand_path, "--data", data, "--batch-size", "1", "--per-layer",
+                  "--layers-shown", "2", "--json", report)  # fmt: skip
+    assert cli.code == 1 and "Traceback" not in cli.stderr, cli.stderr
+    largest = cli.stdout[cli.stdout.index("largest errors") :]
+    cells = [line.split("│") for line in largest.splitlines() if line.count("│") > 3]
+    assert [row[2].strip() for row in cells if row[2].strip()] == ["a3", "nz"]  # wrapped lines: no name
+    assert "another" in largest and "shape" in largest
+    written = json.loads(report.read_text())["per_layer"]["layers"]
+    assert [r["tensor"] for r in written if r["exceeds"]] == ["a1", "a2", "a3", "t", "nz"]
+
+
 def test_cosine_gate_fails_an_output_off_in_scale() -> None:
     """An output 100x the reference (or 0.5x) has cosine 1.0 and passed the default gate; the
     cosine gate now holds the norm ratio to the bound it holds the direction to,

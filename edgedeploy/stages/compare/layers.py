@@ -138,6 +138,9 @@ class LayerError:
     # bool and integer tensors: the share of elements equal, which the cosine gate reads instead of
     # the cosine, as for compare's outputs (OutputMetrics.equal_share); None for float tensors
     equal_share: float | None = None
+    # the first batch whose two tensors differ in shape, as the output table's (OutputMetrics.
+    # shape_mismatch): the tensor fails with no figures (cosine NaN, errors inf), as such an output
+    shape_mismatch: str | None = None
 
 
 @dataclass
@@ -159,29 +162,34 @@ class LayerwiseResult:
         return [layer for layer in self.layers if layer.exceeds][:limit]
 
     def largest(self, limit: int = 5) -> list[LayerError]:
-        """The tensors with the largest error (those with a NaN/Inf unlike the reference's first, then
-        by 1 - cosine), shown in graph order."""
-        worst = sorted(
-            self.layers, key=lambda e: (e.nonfinite_mismatches > 0, _badness(e)), reverse=True
-        )[:limit]
+        """The tensors with the largest error (those of another shape than the reference's or with a
+        NaN/Inf unlike it first, then by 1 - cosine), shown in graph order."""
+        worst = sorted(self.layers, key=lambda e: (_mismatched(e), _badness(e)), reverse=True)[:limit]
         return sorted(worst, key=lambda e: e.order)
 
 
+def _mismatched(e: LayerError) -> bool:
+    """Whether ``e`` failed on what no figure measures: another shape, a NaN/Inf unlike the reference's."""
+    return e.shape_mismatch is not None or e.nonfinite_mismatches > 0
+
+
 def _badness(e: LayerError) -> float:
+    if e.shape_mismatch is not None:  # no figures (a NaN cosine): the worst
+        return math.inf
     return 1.0 - (e.cosine if e.equal_share is None else e.equal_share)
 
 
 def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | None, list[str]]:
+    if run.shape_mismatch is not None:  # failed, no figures: as the output table's (outputs._mismatched)
+        return math.nan, -math.inf, [f"another shape than the reference's ({run.shape_mismatch})"]
     denom = math.sqrt(run.sum_sq_ref * run.sum_sq_cand)
     # exactly 1 where every pair is equal, else within [-1, 1] (dot / norms rounds past them)
     cosine = 1.0 if run.sum_sq_err == 0 else min(1.0, max(-1.0, run.dot / denom)) if denom > 0 else 0.0
     # over the pairs both finite, as the output table's (a NaN/Inf unlike the reference's is counted
     # and fails apart, and :meth:`LayerwiseResult.largest` lists it first)
-    identical = run.sum_sq_err == 0 and not run.mismatches and run.shape_mismatch is None
+    identical = run.sum_sq_err == 0 and not run.mismatches
     snr = None if identical else snr_db(run.sum_sq_ref, run.sum_sq_err)
     why = []
-    if run.shape_mismatch is not None:
-        why.append(f"another shape than the reference's ({run.shape_mismatch})")
     if run.mismatches:
         why.append(f"{run.mismatches} NaN/Inf value(s) unlike the reference's")
     share = _equal_share(run)
@@ -192,6 +200,13 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
         why.append(f"max abs error {run.max_abs_err:.3g} > atol + rtol*max|ref|")
     return cosine, snr, why
+
+
+def _mean_abs(run: _Running) -> float:
+    """The mean abs error over the finite pairs; inf for a tensor of another shape (no figures)."""
+    if run.shape_mismatch is not None:
+        return math.inf
+    return run.sum_abs_err / run.count if run.count else 0.0
 
 
 def _equal_share(run: _Running) -> float | None:
@@ -401,7 +416,7 @@ def compare_layers(
         run = running[name]
         producer, op, order = producers.get(name, ("", "input", -1))
         cosine, snr, why = _metrics(name, run, gates)
-        max_abs = math.inf if run.mismatches else run.max_abs_err
+        unmeasured = bool(run.mismatches) or run.shape_mismatch is not None  # errors read inf
         layers.append(
             LayerError(
                 tensor=name,
@@ -410,15 +425,16 @@ def compare_layers(
                 order=order,
                 cosine=cosine,
                 snr_db=snr,
-                max_abs=max_abs,
-                mean_abs=run.sum_abs_err / run.count if run.count else 0.0,
-                rel_max=math.inf if run.mismatches else _relative(run),
+                max_abs=math.inf if unmeasured else run.max_abs_err,
+                mean_abs=_mean_abs(run),
+                rel_max=math.inf if unmeasured else _relative(run),
                 nan_inf=run.cand_nonfinite,
                 exceeds=bool(why),
                 why=why,
                 nonfinite_mismatches=run.mismatches,
                 identical=not run.mismatches and run.sum_sq_err == 0 and run.shape_mismatch is None,
-                equal_share=_equal_share(run),
+                equal_share=None if run.shape_mismatch is not None else _equal_share(run),
+                shape_mismatch=run.shape_mismatch,
             )
         )
     layers.sort(key=lambda e: e.order)
