@@ -58,6 +58,7 @@ from calibration.qdq import (
     bias_corrections,
     check_qdq,
     constant_values,
+    convert_opset,
     exclusion_matches,
     model_facts,
     narrow_convs,
@@ -294,11 +295,12 @@ def calibrate(
     upgrade_ir(model)  # IR 3 would need every new initializer (quantized weights, scales) as an input
     before = opset_of(model)
     # before planning: the conversion adds nodes and moves indices; one that changes the outputs is refused
-    model = upgrade_opset(model, name=model_path.name)
+    model, unchecked = convert_opset(model, name=model_path.name)
     after = opset_of(model)
     upgraded = (
         f"the Q/DQ model is at opset {after}, not the input model's {before}: per-channel Q/DQ needs it "
-        "(converted with onnx.version_converter)"
+        "(converted with onnx.version_converter"
+        + (f"; {model_path.name}'s conversion was not checked against it: {unchecked})" if unchecked else ")")
         if before and after != before
         else None
     )

@@ -27,7 +27,7 @@ class ModelLoadError(CalibrationError):
 
 class ConversionError(CalibrationError):
     """A model's opset conversion computes other values than the model, or cannot run where it runs
-    (:func:`calibration.conversion.conversion_change`): no model is made from it."""
+    (:func:`calibration.conversion.check_conversion`): no model is made from it."""
 
 
 class NothingToQuantize(CalibrationError):

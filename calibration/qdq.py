@@ -41,7 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.algorithms import per_channel_absmax
-from calibration.conversion import conversion_change
+from calibration.conversion import check_conversion
 from calibration.errors import CalibrationError, ConversionError
 from calibration.graphs import (
     CycleError,
@@ -599,23 +599,34 @@ def activation_scale(threshold: float, qmax: int) -> float:
 def upgrade_opset(
     model: onnx.ModelProto, name: str | None = None, needed_for: str = "per-channel Q/DQ"
 ) -> onnx.ModelProto:
+    """:func:`convert_opset`'s model, for callers that plan on a model converted (and said) before:
+    why a conversion's check could not run is dropped here."""
+    return convert_opset(model, name, needed_for)[0]
+
+
+def convert_opset(
+    model: onnx.ModelProto, name: str | None = None, needed_for: str = "per-channel Q/DQ"
+) -> tuple[onnx.ModelProto, str | None]:
     """``model`` itself when its opset is >= 13 (per-channel Q/DQ), else a converted copy, checked:
     every conversion of export, calibration and a TensorRT cache's import is made here, and one
     that computes other values than ``model`` on a seeded random feed, or cannot run where it
-    runs, raises :class:`ConversionError` (:func:`calibration.conversion.conversion_change`).
-    ``name``: how errors name the model (they start "NAME: "); ``needed_for``: what needs the
-    conversion, for the error when it cannot be made (fp16 converts for its Casts).
+    runs, raises :class:`ConversionError` (:func:`calibration.conversion.check_conversion`).
+    Returned with why that check could not run (neither ONNX Runtime nor onnx's reference evaluator
+    runs ``model``; it draws random values...), which the caller says and records; None where it
+    ran, or nothing was converted. ``name``: how errors name the model (they start "NAME: ");
+    ``needed_for``: what needs the conversion, for the error when it cannot be made (fp16 converts
+    for its Casts).
 
     Plan on the model this returns: conversion inserts nodes, which moves node indices.
     """
     current = opset_of(model)
     if current >= MIN_OPSET:
-        return model
+        return model, None
     if not current:  # no default-domain op to convert (an ai.onnx.ml graph): import the opset Q/DQ needs
         upgraded = onnx.ModelProto()
         upgraded.CopyFrom(model)
         upgraded.opset_import.append(helper.make_opsetid("", MIN_OPSET))
-        return upgraded
+        return upgraded, None
     named = f"{name}: " if name else ""
     try:
         upgraded = _convert_light(keep_meaning(model), MIN_OPSET)
@@ -630,9 +641,10 @@ def upgrade_opset(
     # initializer but not in graph input"). onnx's table gives the IR version an opset needs
     # (onnx.helper.VERSION_TABLE).
     upgraded.ir_version = max(upgraded.ir_version, min_ir_version(upgraded))
-    if (changed := conversion_change(model, upgraded)) is not None:
+    changed, unchecked = check_conversion(model, upgraded)
+    if changed is not None:
         raise ConversionError(f"{named}{changed}")
-    return upgraded
+    return upgraded, unchecked
 
 
 def keep_meaning(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -922,19 +922,19 @@ def test_compare_per_layer_converts_an_unloadable_reference_once(
     source = onnx.load(ONNX_BACKEND_DATA / "pytorch-converted/test_Linear" / "model.onnx")
     path = _save(source, tmp_path / "model.onnx")
     artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
-    calls: dict[str, int] = {"upgrade_opset": 0, "conversion_change": 0}
-    upgrade, check = calibration.qdq.upgrade_opset, calibration.qdq.conversion_change
+    calls: dict[str, int] = {"convert_opset": 0, "check_conversion": 0}
+    convert, check = calibration.qdq.convert_opset, calibration.qdq.check_conversion
 
-    def counted_upgrade(*args: object, **kwargs: object) -> onnx.ModelProto:
-        calls["upgrade_opset"] += 1
-        return upgrade(*args, **kwargs)  # type: ignore[arg-type]
+    def counted_convert(*args: object, **kwargs: object) -> tuple[onnx.ModelProto, str | None]:
+        calls["convert_opset"] += 1
+        return convert(*args, **kwargs)  # type: ignore[arg-type]
 
-    def counted_check(*args: object, **kwargs: object) -> str | None:
-        calls["conversion_change"] += 1
+    def counted_check(*args: object, **kwargs: object) -> tuple[str | None, str | None]:
+        calls["check_conversion"] += 1
         return check(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(calibration.qdq, "upgrade_opset", counted_upgrade)
-    monkeypatch.setattr(calibration.qdq, "conversion_change", counted_check)
+    monkeypatch.setattr(calibration.qdq, "convert_opset", counted_convert)
+    monkeypatch.setattr(calibration.qdq, "check_conversion", counted_check)
     report = tmp_path / "compare.json"
     err = io.StringIO()
     code: int | str | None = 0
@@ -944,12 +944,92 @@ def test_compare_per_layer_converts_an_unloadable_reference_once(
         except SystemExit as exc:
             code = exc.code
     assert not code and "error:" not in err.getvalue(), err.getvalue()
-    assert calls == {"upgrade_opset": 1, "conversion_change": 1}, calls
+    assert calls == {"convert_opset": 1, "check_conversion": 1}, calls
     result = json.loads(report.read_text())
     assert result["compare"]["reference_conversion"] == result["per_layer"]["reference_conversion"]
     assert result["compare"]["reference_conversion"]["from"] == 6
     assert result["per_layer"]["layers"] and result["compare"]["outputs"]
     assert len([line for line in err.getvalue().splitlines() if "opset 6 to 13" in line]) == 1
+
+
+def _gemm6_gelu() -> onnx.ModelProto:
+    """y = com.microsoft Gelu(Gemm(x)) at opset 6: ONNX Runtime cannot load it at its opset (no
+    Gemm(6) kernel) and onnx's reference evaluator cannot run it (no com.microsoft ops); converted
+    to opset 13 ONNX Runtime loads it."""
+    rng = np.random.default_rng(0)
+    return _model(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="gemm", transB=1, broadcast=1),
+            helper.make_node("Gelu", ["h"], ["y"], domain="com.microsoft", name="gelu"),
+        ],
+        [_vi("x", TensorProto.FLOAT, [2, 8])],
+        [_vi("y", TensorProto.FLOAT, [2, 4])],
+        inits=[
+            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+        ],
+        opsets={"": 6, "com.microsoft": 1},
+        ir=4,
+    )
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """``edgedeploy ARGS`` in this process: (exit code, stderr)."""
+    from edgedeploy.cli import main
+
+    err = io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    return int(code or 0), err.getvalue()
+
+
+def test_an_opset_conversion_neither_runtime_can_check_is_said_and_recorded_unchecked(tmp_path: Path) -> None:
+    """An opset-6 file that neither ONNX Runtime (no Gemm(6)) nor onnx's reference evaluator (a
+    com.microsoft Gelu) can run was converted to opset 13 with no check of the conversion, and the
+    fp16 build said "(onnx.version_converter, checked against it)"; compare and export alike, in
+    silence. Each now says in one notice line that the conversion was not checked and why, and the
+    plan's opset_conversion (compare's reference_conversion) records checked: false and why."""
+    import json
+
+    path = _save(_gemm6_gelu(), tmp_path / "gelu6.onnx")
+    code, err = build(path, tmp_path / "o", "--precision", "fp16")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "opset 6 to 13" in line]
+    assert len(notes) == 1 and "gelu6.onnx" in notes[0], err
+    assert ", checked against it" not in notes[0] and "not checked against it" in notes[0], notes
+    assert "reference evaluator" in notes[0] and "Gemm(6)" in notes[0], notes
+    plan = json.loads((tmp_path / "o" / "gelu6.fp16.plan.json").read_text())["opset_conversion"]
+    assert plan["checked"] is False and "reference evaluator" in plan["not_checked"], plan
+
+    report = tmp_path / "c.json"
+    code, err = _cli("compare", str(path), str(tmp_path / "o" / "gelu6.fp16.onnx"), "--json", str(report))
+    assert code in (0, 1) and "error:" not in err, err
+    notes = [line for line in err.splitlines() if "opset 6 to 13" in line]
+    assert len(notes) == 1 and "not checked against it" in notes[0], notes
+    assert ", checked against it" not in notes[0], notes
+    recorded = json.loads(report.read_text())["reference_conversion"]
+    assert recorded["checked"] is False and "reference evaluator" in recorded["not_checked"], recorded
+
+    code, err = _cli("export", str(path), "-o", str(tmp_path / "clean.onnx"))
+    notes = [line for line in err.splitlines() if "opset 6 to 13" in line]
+    assert len(notes) == 1 and "gelu6.onnx" in notes[0] and "not checked" in notes[0], err
+
+
+def test_checked_opset_conversions_are_recorded_checked(tmp_path: Path) -> None:
+    """The plan's opset_conversion of a conversion that was checked says so (checked: true)."""
+    import json
+
+    source = onnx.load(ONNX_BACKEND_DATA / "pytorch-converted/test_Linear" / "model.onnx")
+    path = _save(source, tmp_path / "model.onnx")
+    code, err = build(path, tmp_path / "o", "--precision", "fp16")
+    assert code == 0, err
+    plan = json.loads((tmp_path / "o" / "model.fp16.plan.json").read_text())["opset_conversion"]
+    assert plan["checked"] is True and "not_checked" not in plan, plan
+    assert [line for line in err.splitlines() if ", checked against it)" in line], err
 
 
 # ------------------------------------------------------------------ messages

@@ -69,3 +69,39 @@ def test_the_opset_upgrade_keeps_a_hardmax_over_a_middle_axis() -> None:
         (want,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
         (got,) = ort.InferenceSession(upgraded.SerializeToString()).run(None, {"x": x})
         np.testing.assert_array_equal(got, want, err_msg=f"axis={axis}")
+
+
+def test_a_conversion_whose_source_nothing_runs_says_why_it_was_not_checked() -> None:
+    """Where neither ONNX Runtime (no Gemm(6) kernel) nor onnx's reference evaluator (no
+    com.microsoft ops) runs the source, upgrade_opset's check could not run and it returned the
+    conversion without a word; convert_opset returns why with it, for its callers to say and record.
+    A checked conversion returns None."""
+    from onnx import TensorProto, helper
+
+    from calibration.qdq import convert_opset
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="gemm", transB=1, broadcast=1),
+            helper.make_node("Gelu", ["h"], ["y"], domain="com.microsoft", name="gelu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 6), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=4)
+    converted, unchecked = convert_opset(model, name="gelu6.onnx")
+    assert converted.opset_import[0].version == 13
+    assert unchecked is not None and unchecked.startswith("neither ONNX Runtime (")
+    assert "Gemm(6)" in unchecked and "reference evaluator" in unchecked and "Gelu" in unchecked
+    del model.graph.node[1]
+    model.graph.output[0].name = "h"
+    del opsets[1]
+    plain = helper.make_model(model.graph, opset_imports=opsets[:1], ir_version=4)
+    assert convert_opset(plain)[1] is None  # the evaluator runs it: checked

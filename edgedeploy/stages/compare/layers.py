@@ -40,6 +40,7 @@ from edgedeploy.stages.precision.emulate import (
     is_fp16_model,
 )
 from edgedeploy.stages.precision.fp16 import (
+    conversion_checked_words,
     ensure_node_names,
     loadable_conversion,
     may_convert,
@@ -311,8 +312,8 @@ def conversion_notice(reference: Path, conversion: dict[str, Any]) -> str:
     """The one line saying the reference ran from its conversion (:func:`reference_to_run`)."""
     return (
         f"notice: ran the reference {reference.name} converted from opset {conversion['from']} to "
-        f"{conversion['to']}, as its fp16 build converts it (onnx.version_converter, checked against "
-        f"it): {conversion['reason']}"
+        f"{conversion['to']}, as its fp16 build converts it (onnx.version_converter, "
+        f"{conversion_checked_words(conversion)}): {conversion['reason']}"
     )
 
 

@@ -449,16 +449,28 @@ def convert_for_casts(
     it cannot make, or that changes the outputs, is refused: InputError naming ``name`` (what needs
     the conversion: ``needed_for``; the refusal ends in ``refused``)."""
     from calibration.errors import CalibrationError, ConversionError
-    from calibration.qdq import upgrade_opset
+    from calibration.qdq import convert_opset
 
     old = opset_of(model)
     try:
-        converted = upgrade_opset(model, name=name, needed_for=f"{needed_for}: {reason}")
+        converted, unchecked = convert_opset(model, name=name, needed_for=f"{needed_for}: {reason}")
     except ConversionError as exc:
         raise InputError(f"{exc}; {refused}") from None
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
-    return converted, {"from": old, "to": opset_of(converted), "reason": reason}
+    info: dict[str, Any] = {"from": old, "to": opset_of(converted), "reason": reason}
+    info["checked"] = not unchecked
+    if unchecked:  # neither ONNX Runtime nor onnx's reference evaluator runs the source...: never claimed
+        info["not_checked"] = unchecked
+    return converted, info
+
+
+def conversion_checked_words(conversion: Mapping[str, Any]) -> str:
+    """How a notice line says whether an opset conversion (:func:`convert_for_casts`'s record) was
+    checked: "checked against it", or why it was not."""
+    if conversion.get("checked", True):
+        return "checked against it"
+    return f"not checked against it: {conversion.get('not_checked') or 'its check could not run'}"
 
 
 def may_convert(model: onnx.ModelProto) -> bool:

@@ -53,6 +53,7 @@ from edgedeploy.stages.precision.analysis import (
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
 from edgedeploy.stages.precision.fp16 import (
     check_fp32_ops,
+    conversion_checked_words,
     make_fp16,
     match_fp32_nodes,
     may_convert,
@@ -251,7 +252,7 @@ def _conversion_notice(model: Path, conversion: Mapping[str, Any]) -> str:
     """The one line saying ``model`` is converted before fp16 (:func:`opset_conversion`)."""
     return (
         f"notice: converted {model.name} from opset {conversion['from']} to {conversion['to']} "
-        f"for fp16 (onnx.version_converter, checked against it): {conversion['reason']}"
+        f"for fp16 (onnx.version_converter, {conversion_checked_words(conversion)}): {conversion['reason']}"
     )
 
 
