@@ -26,10 +26,10 @@ from calibration.graphs import upgrade_ir
 from calibration.qdq import (
     QuantizeOptions,
     activation_scale,
+    convert_opset,
     node_pattern,
     plan_quantization,
     tensor_readers,
-    upgrade_opset,
     write_qdq,
 )
 
@@ -206,8 +206,10 @@ def cache_to_qdq(
     cache_path: str | os.PathLike[str],
     placement: str = "tensorrt",
     weight_bits: int = 8,
-) -> tuple[onnx.ModelProto, list[str]]:
-    """A Q/DQ model from a TensorRT cache (weights from the model); returns it and uncovered tensors.
+) -> tuple[onnx.ModelProto, list[str], str | None]:
+    """A Q/DQ model from a TensorRT cache (weights from the model); returns it, the uncovered tensors,
+    and why the model's opset conversion could not be checked (:func:`calibration.qdq.convert_opset`;
+    None where it was, or the model needed none).
 
     Nodes whose activation tensors the cache does not cover are left in float: the nodes that read
     such a tensor and, where the placement quantizes outputs too (ONNX Runtime's QLinear kernels:
@@ -219,7 +221,7 @@ def cache_to_qdq(
     model = onnx.load(os.fspath(model_path))
     upgrade_ir(model)
     # plan on the graph that is written (conversion moves indices); one that changes the outputs is refused
-    model = upgrade_opset(model, name=os.path.basename(model_path))
+    model, unchecked = convert_opset(model, name=os.path.basename(model_path))
     amax = cache.amax()
     nodes = model.graph.node
     readers = {name: {i for i, _ in reads} for name, reads in tensor_readers(nodes).items()}
@@ -252,4 +254,4 @@ def cache_to_qdq(
         raise CalibrationError(
             f"calibration cache {cache_path} covers none of the model's quantizable tensors"
         )
-    return write_qdq(model, plan, amax), uncovered
+    return write_qdq(model, plan, amax), uncovered, unchecked

@@ -1019,6 +1019,33 @@ def test_an_opset_conversion_neither_runtime_can_check_is_said_and_recorded_unch
     assert len(notes) == 1 and "gelu6.onnx" in notes[0] and "not checked" in notes[0], err
 
 
+def test_an_unchecked_opset_conversion_from_a_tensorrt_cache_is_said_and_recorded(tmp_path: Path) -> None:
+    """``calibrate --from-cache`` and the int8 build that takes the imported cache converted such a
+    file (neither runtime runs it: no check) in silence: both now say so in one notice line, and
+    record opset_conversion (checked: false, why) in calibrate's --json and the build's info."""
+    import json
+
+    from calibration.trt_cache import make_cache
+
+    path = _save(_gemm6_gelu(), tmp_path / "gelu6.onnx")
+    cache = tmp_path / "trt.cache"
+    cache.write_text(make_cache({"x": 3.0, "h": 4.0}, "10.3.0", "max").dumps())
+    report = tmp_path / "cal.json"
+    out = tmp_path / "b"
+    code, err = calibrate(
+        path, out, "--from-cache", str(cache), "--target", "jetson-orin-nx", "--json", str(report)
+    )
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "opset 6 to 13" in line]
+    assert len(notes) == 1 and "gelu6.onnx" in notes[0] and "not checked against it" in notes[0], err
+    recorded = json.loads(report.read_text())["artifact"]["opset_conversion"]
+    assert recorded["checked"] is False and "reference evaluator" in recorded["not_checked"], recorded
+    code, err = build(path, out, "--precision", "int8", "--target", "jetson-orin-nx")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "opset 6 to 13" in line]
+    assert len(notes) == 1 and "not checked against it" in notes[0], err
+
+
 def test_checked_opset_conversions_are_recorded_checked(tmp_path: Path) -> None:
     """The plan's opset_conversion of a conversion that was checked says so (checked: true)."""
     import json

@@ -157,9 +157,16 @@ def _from_cache(model: Path, cache: Path, dest: Path, target: Target) -> dict[st
     """The Q/DQ model of ``model`` with the scales of a TensorRT calibration ``cache``, at ``dest``;
     returns what was made (for ``--json``)."""
     with deferred():  # heavy imports are not interrupt-safe
-        from edgedeploy.stages.precision.int8 import placement_for, qdq_from_cache, weight_bits_for
+        from edgedeploy.stages.precision.int8 import (
+            placement_for,
+            qdq_conversion_notice,
+            qdq_from_cache,
+            weight_bits_for,
+        )
 
-    uncovered = qdq_from_cache(model, cache, dest, target)
+    uncovered, conversion = qdq_from_cache(model, cache, dest, target)
+    if conversion is not None:
+        err.print(qdq_conversion_notice(model, conversion), markup=False)
     if uncovered:
         err.print(
             f"{len(uncovered)} tensor(s) not in the cache were left in float: {', '.join(uncovered[:5])}",
@@ -174,6 +181,7 @@ def _from_cache(model: Path, cache: Path, dest: Path, target: Target) -> dict[st
         "placement": placement_for(target),
         "weight_bits": weight_bits_for(target),
         "left_in_float": list(uncovered),
+        **({"opset_conversion": conversion} if conversion is not None else {}),
     }
 
 

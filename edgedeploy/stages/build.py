@@ -28,6 +28,7 @@ from edgedeploy.stages.precision.int8 import (
     int8_content,
     make_int8,
     placement_for,
+    qdq_conversion_notice,
     qdq_from_cache,
     weight_bits_for,
 )
@@ -238,7 +239,9 @@ def _int8_from_imported(
             f"{cache} (imported by calibrate --from-cache) has no calibration report for the accuracy "
             f"budget to search: give {request.calibration.option('data')} to calibrate instead"
         )
-    uncovered = qdq_from_cache(model, cache, dest, request.target)
+    uncovered, conversion = qdq_from_cache(model, cache, dest, request.target)
+    if conversion is not None:
+        ui.info(qdq_conversion_notice(model, conversion))
     ui.info(
         f"int8: scales from {cache} (imported by calibrate --from-cache), not calibrated again; give "
         f"{request.calibration.option('data')} to calibrate instead"
@@ -247,6 +250,8 @@ def _int8_from_imported(
         left = ", ".join(uncovered[:5])
         ui.warn(f"int8: {len(uncovered)} tensor(s) not in the cache were left in float: {left}")
     info: dict[str, Any] = {"from_cache": str(cache), "left_in_float": uncovered}
+    if conversion is not None:
+        info["opset_conversion"] = conversion
     info |= {"placement": placement_for(request.target), "weight_bits": weight_bits_for(request.target)}
     return PrecisionArtifact("int8", dest, files=[dest, cache], info=info)
 

@@ -187,6 +187,6 @@ def test_a_bias_reshaped_in_the_graph_is_a_weight_not_an_activation(tmp_path: Pa
     def quantized(m: onnx.ModelProto) -> set[str]:
         return {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
 
-    from_cache, _ = cache_to_qdq(path, result.cache)
+    from_cache, _, _ = cache_to_qdq(path, result.cache)
     activations = quantized(onnx.load(result.model)) - {"w1", "w2"}
     assert activations == quantized(from_cache) - {"w1", "w2"} == {"x", "r1"}

@@ -175,7 +175,7 @@ def _yolo_head(tmp_path: Path, named: bool = True) -> Path:
 
 def test_a_cache_becomes_a_qdq_model(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path), REAL_CACHE)
+    qdq, uncovered, _ = cache_to_qdq(_yolo_head(tmp_path), REAL_CACHE)
     assert uncovered == []
     onnx.checker.check_model(qdq)
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
@@ -203,7 +203,7 @@ def test_a_cpu_target_leaves_a_conv_in_float_when_the_cache_lacks_its_output(
     """--from-cache --target x86-64-cpu: the CPU placement quantizes a Conv's output too, and the
     graph output 'out' (read by no node) is in no TensorRT cache: "no calibration threshold for
     tensor(s) out", exit 2, where tensors the cache does not cover are left in float."""
-    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path, named), REAL_CACHE, placement="onnxruntime")
+    qdq, uncovered, _ = cache_to_qdq(_yolo_head(tmp_path, named), REAL_CACHE, placement="onnxruntime")
     assert uncovered == ["out"]
     onnx.checker.check_model(qdq)
     assert _float_and_int8_convs(qdq) == (["out"], ["/model.0/conv/Conv_output_0"])
@@ -223,7 +223,7 @@ def test_a_cpu_target_leaves_both_sides_of_an_uncovered_tensor_in_float(tmp_path
     lines = [f"{t}: {scale_to_hex(scales[t])}" for t in kept]
     cache.write_text("\n".join(["TRT-8600-EntropyCalibration2", *lines, ""]))
     tmp_path.joinpath("model").mkdir()
-    qdq, uncovered = cache_to_qdq(_yolo_head(tmp_path / "model"), cache, placement="onnxruntime")
+    qdq, uncovered, _ = cache_to_qdq(_yolo_head(tmp_path / "model"), cache, placement="onnxruntime")
     assert set(uncovered) == {"/model.0/act/Mul_output_0", "out"}
     assert _float_and_int8_convs(qdq) == (["out"], ["/model.0/conv/Conv_output_0"])
     quantized = {n.input[0] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}

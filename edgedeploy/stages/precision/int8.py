@@ -25,6 +25,7 @@ from edgedeploy.errors import InputError, NothingQuantized, naming_guessed_dims
 from edgedeploy.onnxio import refuse_unloadable
 from edgedeploy.options import sources_opened_for_command
 from edgedeploy.stages.precision import PrecisionArtifact
+from edgedeploy.stages.precision.fp16 import conversion_checked_words
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
 if TYPE_CHECKING:
@@ -213,18 +214,23 @@ def imported_cache(out_path: Path) -> Path | None:
     return None
 
 
-def qdq_from_cache(model: Path, cache: Path, out_path: Path, target: Target) -> list[str]:
+def qdq_from_cache(
+    model: Path, cache: Path, out_path: Path, target: Target
+) -> tuple[list[str], dict[str, Any] | None]:
     """Write the Q/DQ model of ``model`` with the scales of the TensorRT calibration ``cache`` to
     ``out_path`` (placed and weight bits as ``target`` takes them, checked, written whole); returns
-    the tensors the cache does not cover, left in float."""
+    the tensors the cache does not cover, left in float, and the record of the opset conversion
+    per-channel Q/DQ needed ({from, to, reason, checked, not_checked: why it could not be checked},
+    as an fp16 plan's ``opset_conversion``), or None where the model kept its opset."""
     import onnx
 
     from calibration.atomic import atomic_path
+    from calibration.graphs import opset_of
     from calibration.trt_cache import cache_to_qdq
-    from edgedeploy.onnxio import verify
+    from edgedeploy.onnxio import load_onnx, verify
 
     try:
-        qdq, uncovered = cache_to_qdq(
+        qdq, uncovered, unchecked = cache_to_qdq(
             model, cache, placement=placement_for(target), weight_bits=weight_bits_for(target)
         )
     except CalibrationError as exc:
@@ -232,7 +238,22 @@ def qdq_from_cache(model: Path, cache: Path, out_path: Path, target: Target) -> 
     with atomic_path(out_path) as tmp:
         onnx.save(qdq, tmp)
         verify(tmp, source=model, what=f"the Q/DQ model from {cache.name}")
-    return uncovered
+    before, after = opset_of(load_onnx(model, load_external_data=False)), opset_of(qdq)
+    if not before or before == after:
+        return uncovered, None
+    conversion: dict[str, Any] = {"from": before, "to": after, "reason": "per-channel Q/DQ needs it"}
+    conversion["checked"] = not unchecked
+    if unchecked:
+        conversion["not_checked"] = unchecked
+    return uncovered, conversion
+
+
+def qdq_conversion_notice(model: Path, conversion: Mapping[str, Any]) -> str:
+    """The one line saying ``model`` was converted for its Q/DQ model (:func:`qdq_from_cache`)."""
+    return (
+        f"notice: converted {model.name} from opset {conversion['from']} to {conversion['to']} for "
+        f"int8 (onnx.version_converter, {conversion_checked_words(conversion)}): {conversion['reason']}"
+    )
 
 
 @contextlib.contextmanager
