@@ -20,7 +20,7 @@ import numpy as np
 
 from calibration.errors import DataError
 from calibration.modelinfo import TensorSpec, batch_names, refuse_non_tensor_inputs
-from calibration.ortvalues import is_float_dtype, is_numpy_native
+from calibration.ortvalues import integer_bounds, is_float_dtype, is_numpy_native
 
 Feed = dict[str, np.ndarray]
 
@@ -95,7 +95,8 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     """Check one feed against the model's inputs; return it with arrays made contiguous.
 
     Refuses missing or unknown names, wrong rank, static dims that differ, dtypes that do not
-    convert safely, and NaN/Inf, each with a message naming the input and both shapes.
+    convert safely or values their cast would change (:func:`_cast_exactly`), and NaN/Inf, each with a
+    message naming the input and both shapes or dtypes.
     """
     if not isinstance(feed, dict):
         raise DataError(f"{origin}: expected a dict of input name -> array, got {type(feed).__name__}")
@@ -125,19 +126,51 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         if want_dtype.kind == "O" and arr.dtype.kind in "OS":
             arr = _decoded(arr, f"{origin}: input '{name}' takes text")
         if arr.dtype != want_dtype:
-            if not np.can_cast(arr.dtype, want_dtype, casting="same_kind") or (
-                arr.dtype.kind == "f" and want_dtype.kind in "iub"
+            both_integers = integer_bounds(arr.dtype) is not None and integer_bounds(want_dtype) is not None
+            if not both_integers and (
+                not np.can_cast(arr.dtype, want_dtype, casting="same_kind")
+                or (arr.dtype.kind == "f" and want_dtype.kind in "iub")
             ):
                 raise DataError(
                     f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
                 )
-            arr = arr.astype(want_dtype)
+            arr = _cast_exactly(arr, want_dtype, f"{origin}: input '{name}'")
         if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
         # not np.ascontiguousarray alone: it makes a scalar (silero-vad's sr, shape []) 1-D, [1]
         checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _cast_exactly(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """``arr`` cast to an input's ``dtype``, refused (DataError, naming the first value) where the cast
+    would change a value beyond rounding: an integer the input's integer type cannot hold, which a cast
+    wraps (int64 4294967297 became int32 1, uint16 300 uint8 44), or a finite value that overflows a
+    float type (float64 70000 is float16 inf). Polygraphy refuses any dtype but the input's."""
+    bounds = integer_bounds(dtype)
+    if bounds is not None and integer_bounds(arr.dtype) is not None and not np.can_cast(arr.dtype, dtype):
+        changed = (arr < bounds[0]) | (arr > bounds[1])
+        if np.any(changed):
+            raise DataError(
+                f"{where} expects dtype {dtype.name}, got {arr.dtype.name} holding {_first(arr, changed)}, "
+                f"which {dtype.name} cannot hold ({bounds[0]}..{bounds[1]}): not wrapped into it"
+            )
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, by its value
+        cast = arr.astype(dtype)
+    if is_float_dtype(dtype) and (arr.dtype.kind in "iu" or is_float_dtype(arr.dtype)):
+        changed = np.isfinite(_as_float(arr)) & ~np.isfinite(_as_float(cast))
+        if np.any(changed):
+            raise DataError(
+                f"{where} expects dtype {dtype.name}, got {arr.dtype.name} holding {_first(arr, changed)}, "
+                f"which overflows {dtype.name}"
+            )
+    return cast
+
+
+def _first(arr: np.ndarray, where: np.ndarray) -> Any:
+    """The first value of ``arr`` (in C order) where the mask ``where`` holds, as Python prints it."""
+    return arr.ravel()[int(np.argmax(where.ravel()))].item()
 
 
 def _not_text(arr: np.ndarray) -> str | None:

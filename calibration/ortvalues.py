@@ -37,6 +37,20 @@ def is_float_dtype(dtype: np.dtype) -> bool:
     return "float" in dtype.name
 
 
+def integer_bounds(dtype: np.dtype) -> tuple[int, int] | None:
+    """The least and the greatest value of an integer dtype (numpy's, or ml_dtypes' int4, uint4...);
+    None for any other (bool, floats, text)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return int(info.min), int(info.max)
+    if is_numpy_native(dtype) or "int" not in dtype.name:
+        return None
+    import ml_dtypes
+
+    ml_info = ml_dtypes.iinfo(dtype)
+    return int(ml_info.min), int(ml_info.max)
+
+
 def onnx_element_type(dtype: np.dtype) -> int:
     """The ONNX TensorProto element type of a numpy (or ml_dtypes) dtype."""
     from onnx import helper

@@ -163,6 +163,40 @@ def test_integer_data_for_a_float_input_is_fed_as_is_and_warned(tmp_path: Path) 
     assert "the images were not" in both and "gives uint8" in both
 
 
+def test_integers_a_narrower_input_type_cannot_hold_are_refused_not_wrapped(tmp_path: Path) -> None:
+    """int64 4294967297 given for an int32 input ran as 1, uint16 300 for a uint8 input as 44 (compare
+    passed, the bundle's reference held the wrapped values): a narrower integer type is taken only when
+    every value fits, and then cast exactly. Polygraphy refuses any other dtype than the input's."""
+    from calibration.feeds import check_feed
+
+    ids = [TensorSpec("ids", ("batch", 3), "int32")]
+    np.savez(tmp_path / "big.npz", ids=np.full((4, 3), 2**32 + 1, np.int64))
+    with pytest.raises(DataError, match=r"input 'ids' expects dtype int32, got int64 holding 4294967297, wh"):
+        list(open_source(tmp_path / "big.npz", ids, batch_size=4))
+    fits = check_feed({"ids": np.array([[0, -(2**31), 2**31 - 1]], np.int64)}, ids, "d")["ids"]
+    assert fits.dtype == np.int32 and fits.tolist() == [[0, -(2**31), 2**31 - 1]]
+    pixels = [TensorSpec("x", ("n", 4), "uint8")]
+    given = np.array([[0, 255, 300, 65535]], np.uint16)
+    with pytest.raises(DataError, match=r"'x' expects dtype uint8, got uint16 holding 300, which uint8 can"):
+        check_feed({"x": given}, pixels, "d")
+    with pytest.raises(DataError, match=r"got int8 holding -1, which uint8 cannot hold"):
+        check_feed({"x": np.array([[1, 2, -1, 3]], np.int8)}, pixels, "d")
+    two = [TensorSpec("x", ("n", 2), "uint8")]
+    assert check_feed({"x": given[:, :2]}, two, "d")["x"].tolist() == [[0, 255]]  # fits: cast exactly
+
+
+def test_a_float_that_overflows_a_narrower_float_input_is_refused_as_an_overflow() -> None:
+    """float64 70000 for a float16 input was refused as "contains NaN or Inf", a file holding none."""
+    from calibration.feeds import check_feed
+
+    half = [TensorSpec("x", ("n", 3), "float16")]
+    with pytest.raises(DataError, match=r"'x' expects dtype float16, got float64 holding 70000\.0, which ov"):
+        check_feed({"x": np.array([[1.0, 70000.0, -1e6]])}, half, "d")
+    with pytest.raises(DataError, match="contains NaN or Inf"):  # a file that holds one says so still
+        check_feed({"x": np.array([[1.0, np.inf, 2.0]])}, half, "d")
+    assert check_feed({"x": np.array([[1.0, 65504.0, -2.5]])}, half, "d")["x"].dtype == np.float16
+
+
 # a batch-first GRU as torch exports it: the state h0[layers, B, hidden] holds the batch on axis 1
 GRU_BATCH_FIRST = [TensorSpec("x", ("B", 10, 8), "float32"), TensorSpec("h0", (1, "B", 16), "float32")]
 
