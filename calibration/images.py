@@ -37,6 +37,7 @@ from calibration.atomic import sha256_file
 from calibration.errors import DataError
 from calibration.feeds import DataSource, Feed, rebatch, sample_limit
 from calibration.modelinfo import TensorSpec, type_name
+from calibration.ortvalues import is_float_dtype
 
 COLORS = ("rgb", "bgr", "gray")
 LETTERBOX_PAD = 114  # letterbox = true: Ultralytics' grey
@@ -185,7 +186,8 @@ class Preprocess:
         error came out of the first image), a channel count or an image size that its static dims
         refuse (every image was read before the batch's shape was: 54 s and 3 GB for resize =
         [4000, 4000] on a 16x16 input), a dtype it does not take (refused at the first batch, as if
-        the data were wrong), a string input among them."""
+        the data were wrong; an integer dtype for a float input, which clipped the pixels), a string input
+        among them."""
         shape = spec.shape if spec.rank_known and len(spec.shape) == 4 else None
         axes = (1, 2, 3) if self.layout == "nchw" else (3, 1, 2)  # channels, height, width
         dims = [shape[a] if shape is not None else None for a in axes]
@@ -195,11 +197,14 @@ class Preprocess:
         where = f"input '{spec.name}' {spec.describe()}"
         made_dtype, want_dtype = np.dtype(self.dtype), spec.np_dtype
         # the casts check_feed (calibration/feeds.py) makes, but from integers into integers only those
-        # that keep every value: the values were clipped to this dtype's range, a narrower one wraps
+        # that keep every value (the values were clipped to this dtype's range: a narrower one would refuse
+        # them at the first batch), and into a float input floats only: an integer dtype clips the pixels
+        # to its range (int8 at 127) and rounds them, which no float input asks for
         both_integers = made_dtype.kind in "iu" and want_dtype.kind in "iu"
         if made_dtype != want_dtype and (
             not np.can_cast(made_dtype, want_dtype, "safe" if both_integers else "same_kind")
             or (made_dtype.kind == "f" and want_dtype.kind in "iub")
+            or (is_float_dtype(want_dtype) and made_dtype.kind != "f")
             or want_dtype.kind == "O"  # text, which NumPy holds as object: it casts anything to object
         ):
             fix = f'set dtype = "{want_dtype.name}"' if want_dtype.kind in "iuf" else "images cannot feed it"

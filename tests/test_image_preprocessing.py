@@ -400,6 +400,26 @@ def test_a_dtype_the_input_cannot_take_is_refused_before_any_image_is_read(tmp_p
         open_source(str(folder), [TensorSpec("x", ("n", 1, 8, 8), "uint8")])  # clipped to 255 before
 
 
+
+def test_an_integer_dtype_declared_for_a_float_input_is_refused_before_any_image_is_read(
+    tmp_path: Path,
+) -> None:
+    """dtype = "int8" for a float32 input was taken: the pixels were clipped at 127 (55 % of a photo's
+    values were exactly 127) and fed as floats. A float input takes a float dtype; the declared integer
+    dtypes an integer input takes, and floats for a float16 input, still pass."""
+    unread = tmp_path / "unread"
+    unread.mkdir()
+    (unread / "a.png").write_bytes(b"not a png")
+    f32 = TensorSpec("x", ("n", 3, 8, 8), "float32")
+    for dtype in ("int8", "uint8", "int32"):
+        said = rf"preprocess\.dtype is {dtype}, but input 'x' x\[n,3,8,8\]:float32 takes float32: set dtype"
+        with pytest.raises(DataError, match=said):
+            open_source(str(unread), [f32], image_options={"resize": [8, 8], "dtype": dtype})
+    for spec, dtype in ((f32, "float64"), (TensorSpec("x", ("n", 3, 8, 8), "float16"), "float32")):
+        open_source(str(unread), [spec], image_options={"dtype": dtype})
+    for wanted in ("int8", "int16"):
+        open_source(str(unread), [TensorSpec("x", ("n", 3, 8, 8), wanted)], image_options={"dtype": "int8"})
+
 def test_a_4d_string_input_is_refused_as_string_before_any_image_is_read(tmp_path: Path) -> None:
     """An image folder for a 4-D string input passed the check before reading (NumPy casts anything
     to object), and was refused only at the first batch, after its images were read; the check's
