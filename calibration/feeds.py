@@ -112,14 +112,7 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     checked: Feed = {}
     for name, spec in by_name.items():
         arr = np.asarray(feed[name])
-        expected = spec.describe()
-        if spec.rank_known and arr.ndim != len(spec.shape):  # else the model says nothing of its shape
-            raise DataError(
-                f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
-            )
-        for want, got in zip(spec.shape, arr.shape, strict=spec.rank_known):
-            if isinstance(want, int) and want > 0 and want != got:
-                raise DataError(f"{origin}: input '{name}' expects shape {expected}, got {list(arr.shape)}")
+        _check_shape(arr, spec, origin)
         want_dtype = spec.np_dtype
         if want_dtype.kind == "O" and (not_text := _not_text(arr)):
             raise DataError(f"{origin}: input '{name}' takes text (tensor(string)): got {not_text}")
@@ -141,6 +134,34 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _check_shape(arr: np.ndarray, spec: TensorSpec, origin: str, batch_axis: int | None = None) -> None:
+    """Refuse ``arr`` for input ``spec`` at another rank or with another size on a dim the model fixes,
+    naming both shapes; ``batch_axis``: a dim not compared (the samples of a data file, any number)."""
+    if spec.rank_known and arr.ndim != len(spec.shape):  # else the model says nothing of its shape
+        raise DataError(
+            f"{origin}: input '{spec.name}' expects shape {spec.describe()}, got {list(arr.shape)} "
+            f"(rank {arr.ndim})"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape, strict=spec.rank_known)):
+        if axis != batch_axis and isinstance(want, int) and want > 0 and want != got:
+            raise DataError(
+                f"{origin}: input '{spec.name}' expects shape {spec.describe()}, got {list(arr.shape)}"
+            )
+
+
+def check_file_shapes(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
+    """``feed``, the arrays of one data file (``origin``), with those the model's inputs refuse for
+    their rank or a fixed dim refused before :func:`rebatch` cuts them into samples: named as the file
+    holds them (``[3, 8, 8]``), not as the batch made of its rows (``[8, 8, 8]``). The batch axis
+    (:func:`batch_axes`) is not compared: a file holds any number of samples. Names, dtypes and values
+    are :func:`check_feed`'s, batch by batch."""
+    axes = _axes_or_dim0(inputs)
+    for spec in inputs:
+        if spec.name in feed and spec.kind is None:
+            _check_shape(np.asarray(feed[spec.name]), spec, origin, axes.get(spec.name, 0))
+    return feed
 
 
 def _cast_exactly(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:

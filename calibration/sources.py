@@ -29,7 +29,15 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError, LoaderFailed, raised
-from calibration.feeds import DataSource, Feed, batch_axes, rebatch, sample_limit, static_batch
+from calibration.feeds import (
+    DataSource,
+    Feed,
+    batch_axes,
+    check_file_shapes,
+    rebatch,
+    sample_limit,
+    static_batch,
+)
 from calibration.images import image_folder_source
 from calibration.modelinfo import TensorSpec, is_named
 from calibration.modelinfo import batch_names as named_batches
@@ -188,7 +196,8 @@ def _array_files_source(
     batch_axes(inputs)  # refuses, before any work, a model whose samples cannot be told apart
 
     def make() -> Iterator[Feed]:
-        return rebatch((_load_array_file(p, inputs) for p in files), batch_size, inputs, samples)
+        feeds = (check_file_shapes(_load_array_file(p, inputs), inputs, str(p)) for p in files)
+        return rebatch(feeds, batch_size, inputs, samples)
 
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],

@@ -113,6 +113,29 @@ def test_samples_of_different_sizes_in_one_batch_are_a_clear_error(tmp_path: Pat
     assert _count(open_source(str(folder), spec, batch_size=1)) == 2
 
 
+
+def test_a_shape_refused_is_named_as_the_file_holds_it_not_as_the_batch_made_of_it(tmp_path: Path) -> None:
+    """Per-sample .npy files of (3, 8, 8) for x[N,3,8,8] were refused as "got [8, 8, 8] (rank 3)", an
+    npz's ids of (20, 6, 1) for ids[N,T] as "got [8, 6, 1]": the shapes of the batch cut from them."""
+    folder = tmp_path / "npyd"
+    folder.mkdir()
+    for i in range(10):
+        np.save(folder / f"s{i:02d}.npy", np.zeros((3, 8, 8), np.float32))
+    image = [TensorSpec("x", ("N", 3, 8, 8), "float32")]
+    said = r"s00\.npy: input 'x' expects shape x\[N,3,8,8\]:float32, got \[3, 8, 8\] \(rank 3\)"
+    with pytest.raises(DataError, match=said):
+        list(open_source(folder, image, batch_size=8))
+    np.savez(tmp_path / "rank.npz", ids=np.zeros((20, 6, 1), np.int64))
+    said = r"rank\.npz: input 'ids' expects shape ids\[N,T\]:int64, got \[20, 6, 1\]"
+    with pytest.raises(DataError, match=said):
+        list(open_source(tmp_path / "rank.npz", [TensorSpec("ids", ("N", "T"), "int64")], batch_size=8))
+    np.savez(tmp_path / "wide.npz", x=np.zeros((20, 4, 8, 8), np.float32))
+    said = r"wide\.npz: input 'x' expects shape x\[N,3,8,8\]:float32, got \[20, 4, 8, 8\]$"
+    with pytest.raises(DataError, match=said):
+        list(open_source(tmp_path / "wide.npz", image, batch_size=8))
+    np.savez(tmp_path / "ok.npz", x=np.zeros((20, 3, 8, 8), np.float32))  # any number of samples
+    assert _count(open_source(tmp_path / "ok.npz", [TensorSpec("x", (4, 3, 8, 8), "float32")])) == 20
+
 def test_given_shapes_must_name_the_models_inputs_at_their_rank() -> None:
     from calibration.errors import DataError
     from calibration.modelinfo import TensorSpec

@@ -148,7 +148,7 @@ def test_bad_calibration_data_is_refused_without_partial_files(
     data_dir.mkdir()
     x = np.load(digits_cnn.calib)["input"][:40]
     expected = {
-        "shape": r"input 'input' expects shape input\[batch,1,8,8\]:float32, got \[32, 1, 7, 7\]",
+        "shape": r"input 'input' expects shape input\[batch,1,8,8\]:float32, got \[40, 1, 7, 7\]",
         "dtype": "expects dtype float32, got complex64",
         "nan": "'input' contains NaN",
         "empty": "holds no .npz, .npy or image files",
