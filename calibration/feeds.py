@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from calibration.errors import DataError
-from calibration.modelinfo import TensorSpec, batch_names, refuse_non_tensor_inputs
+from calibration.modelinfo import TensorSpec, batch_names, refuse_non_tensor_inputs, shape_text
 from calibration.ortvalues import integer_bounds, is_float_dtype, is_numpy_native
 
 Feed = dict[str, np.ndarray]
@@ -598,9 +598,9 @@ def _stack(buffer: list[Feed], axes: dict[str, int | None]) -> Feed:
         try:
             stacked[k] = np.concatenate([b[k] for b in buffer], axis=axis)
         except ValueError:
-            shapes = sorted({str(list(np.delete(np.shape(b[k]), axis))) for b in buffer})
+            shapes = sorted({tuple(int(d) for d in np.delete(np.shape(b[k]), axis)) for b in buffer})
             raise DataError(
-                f"samples of different shapes cannot share a batch ({', '.join(shapes)}): "
+                f"samples of different shapes cannot share a batch ({', '.join(map(shape_text, shapes))}): "
                 "give same-sized data (images: a preprocessing resize), or a batch size of 1"
             ) from None
     return stacked

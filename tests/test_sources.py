@@ -114,6 +114,18 @@ def test_samples_of_different_sizes_in_one_batch_are_a_clear_error(tmp_path: Pat
 
 
 
+
+def test_samples_of_different_shapes_are_named_in_plain_shapes(tmp_path: Path) -> None:
+    """The refusal listed NumPy's reprs: "([np.int64(3), np.int64(7), np.int64(13)], ...)"."""
+    spec = [TensorSpec("x", ("batch", 3, "h", "w"), "float32")]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((1, 3, 7, 13), np.float32))
+    np.save(folder / "b.npy", np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(DataError, match=r"cannot share a batch \(\[3,7,13\], \[3,8,8\]\): give") as got:
+        list(open_source(folder, spec, batch_size=2))
+    assert "np." not in str(got.value)
+
 def test_a_shape_refused_is_named_as_the_file_holds_it_not_as_the_batch_made_of_it(tmp_path: Path) -> None:
     """Per-sample .npy files of (3, 8, 8) for x[N,3,8,8] were refused as "got [8, 8, 8] (rank 3)", an
     npz's ids of (20, 6, 1) for ids[N,T] as "got [8, 6, 1]": the shapes of the batch cut from them."""
