@@ -43,6 +43,7 @@ from calibration.modelinfo import TensorSpec, is_named
 from calibration.modelinfo import batch_names as named_batches
 from calibration.ortvalues import is_float_dtype
 
+ARRAY_SUFFIXES = (".npz", ".npy")  # compared lower-cased, as IMAGE_SUFFIXES are
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 
 
@@ -164,7 +165,7 @@ def _load_array_file(path: Path, inputs: Sequence[TensorSpec]) -> Feed:
         # (numpy takes anything else for a pickle and says "allow_pickle=False", not the problem)
         raise DataError(f"{path} is not a NumPy file: neither a .npz archive nor a .npy array")
     try:
-        if path.suffix == ".npz":
+        if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 names = [s.name for s in inputs]
                 if all(n in data.files for n in names):  # extra arrays (labels, ids) are ignored
@@ -379,7 +380,7 @@ def open_source(
     if path.is_dir():
         # hidden files (macOS's ._name AppleDouble files and .DS_Store) are not data, here as in subfolders
         entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        arrays = [p for p in entries if p.suffix in (".npz", ".npy")]
+        arrays = [p for p in entries if p.suffix.lower() in ARRAY_SUFFIXES]  # X.NPZ as X.PNG
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if arrays:
             source = _array_files_source(spec, arrays, inputs, batch_size, samples)
@@ -410,7 +411,7 @@ def open_source(
             f"data folder {spec} holds no .npz, .npy or image files ({', '.join(IMAGE_SUFFIXES)}), "
             "nor do its subfolders"
         )
-    if path.suffix in (".npz", ".npy"):
+    if path.suffix.lower() in ARRAY_SUFFIXES:
         return _array_files_source(spec, [path], inputs, batch_size, samples)
     if path.suffix == ".py":
         return _script_source(spec, path, inputs, samples, "load_data")

@@ -97,6 +97,22 @@ def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
         np.testing.assert_array_equal(by_path[0], by_text[0])
 
 
+
+def test_upper_case_npz_and_npy_files_are_read_as_png_files_are(tmp_path: Path) -> None:
+    """X20.NPZ was refused as "unsupported data file", a folder of A.NPY as holding "no .npz, .npy or
+    image files", where a .PNG is read."""
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    with open(tmp_path / "X20.NPZ", "wb") as fh:  # a file name: numpy adds ".npz" to this one
+        np.savez(fh, x=x)
+    (feed,) = list(open_source(tmp_path / "X20.NPZ", DYNAMIC, batch_size=2))
+    np.testing.assert_array_equal(feed["x"], x)
+    folder = tmp_path / "upper"
+    folder.mkdir()
+    with open(folder / "A.NPY", "wb") as fh, open(folder / "B.Npz", "wb") as other:
+        np.save(fh, x)
+        np.savez(other, x=x)
+    assert _count(open_source(folder, DYNAMIC, batch_size=2)) == 4
+
 def test_extra_arrays_in_an_npz_such_as_labels_are_ignored(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 4, 4), np.float32), labels=np.arange(4))
     assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, batch_size=4)) == 4
