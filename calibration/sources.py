@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,9 +204,65 @@ def _array_files_source(
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],
         "batch_size": static_batch(inputs) or batch_size,
-        "samples": sample_limit(samples, inputs),  # what is read: a fixed batch whole
+        "samples": _samples_read(files, inputs, samples),  # what is read: a fixed batch whole
     }
     return DataSource("arrays", spec, inputs, make, details, note=integers_for_floats(files[0], inputs))
+
+
+def _samples_read(files: Sequence[Path], inputs: Sequence[TensorSpec], samples: int | None) -> int | None:
+    """The samples :func:`rebatch` reads from ``files`` capped at ``samples``: the cap (a fixed batch's
+    whole batches, :func:`sample_limit`), or what the files hold when that is fewer (20 of the 50 asked
+    for), counted from their arrays' headers without reading the data; the cap where a file's count
+    cannot be told so (its arrays disagree, or it is not read as these are: the read refuses it)."""
+    limit = sample_limit(samples, inputs)
+    axes = batch_axes(inputs)
+    held = 0
+    for path in files:
+        shapes = _array_shapes(path)
+        if shapes is None:
+            return limit
+        if not all(s.name in shapes for s in inputs):  # a .npy, or keys that name no input
+            shapes = {inputs[0].name: next(iter(shapes.values()))} if len(shapes) == 1 else {}
+        lengths = {
+            shape[axis]
+            for s in inputs
+            if (shape := shapes.get(s.name)) is not None
+            and (axis := axes.get(s.name, 0)) is not None
+            and len(shape) > axis
+        }
+        if len(lengths) != 1:
+            return limit
+        held += lengths.pop()
+    static = static_batch(inputs)
+    if static:
+        held -= held % static  # a short rest cannot feed the model and is not read
+    return held if limit is None else min(limit, held)
+
+
+def _array_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of the arrays of a .npz (by key) or .npy file, read from their headers only; None
+    where they cannot be read so."""
+    try:
+        if path.suffix.lower() != ".npz":
+            with open(path, "rb") as fh:
+                return {"": _npy_shape(fh)}
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for member in archive.namelist():
+                if member.endswith(".npy"):
+                    with archive.open(member) as fh:
+                        shapes[member.removesuffix(".npy")] = _npy_shape(fh)
+            return shapes
+    except Exception:  # not a NumPy file, or one numpy cannot read: the read says why
+        return None
+
+
+def _npy_shape(fh: Any) -> tuple[int, ...]:
+    """The shape in the header of the .npy array ``fh`` is at the start of."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, _ = read(fh)
+    return tuple(int(d) for d in shape)
 
 
 def integers_for_floats(path: Path, inputs: Sequence[TensorSpec]) -> str | None:

@@ -85,6 +85,25 @@ def test_a_fixed_batch_read_whole_is_described_with_the_samples_it_used(tmp_path
     assert source.describe()["samples"] == 10  # a dynamic batch: what was asked, as before
 
 
+
+def test_the_description_records_the_samples_the_files_hold_when_fewer_than_asked_for(tmp_path: Path) -> None:
+    """calibrate --samples 50 of a file of 20 recorded "data": {"samples": 50} beside "samples": 20:
+    the cap asked for, though the description says what is read. A fixed batch reads whole batches
+    only, and a folder's files add up; no cap reads them all."""
+    np.savez(tmp_path / "x20.npz", x=np.zeros((20, 3, 4, 4), np.float32))
+    for inputs, asked, read in ((DYNAMIC, 50, 20), (DYNAMIC, 8, 8), (DYNAMIC, None, 20), (STATIC, 50, 20)):
+        source = open_source(tmp_path / "x20.npz", inputs, samples=asked, batch_size=8)
+        assert source.describe()["samples"] == read == _count(source), (inputs, asked)
+    eight = [TensorSpec("x", (8, 3, 4, 4), "float32")]
+    source = open_source(tmp_path / "x20.npz", eight, samples=50)
+    assert source.describe()["samples"] == 16 == _count(source)  # the short rest is not read
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i, rows in enumerate((3, 4)):
+        np.save(folder / f"{i}.npy", np.zeros((rows, 3, 4, 4), np.float32))
+    source = open_source(folder, DYNAMIC, samples=512, batch_size=2)
+    assert source.describe()["samples"] == 7 == _count(source)
+
 def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.arange(96, dtype=np.float32).reshape(2, 3, 4, 4))
     folder = tmp_path / "batches"
