@@ -10,6 +10,9 @@
 - :func:`infer_shapes_light`: ONNX shape inference without the bulk of the weights, whose values
   it never reads (it serializes the whole model twice, which dominates on a 50-100 MB model);
   :func:`without_weight_bytes` makes such a copy for other whole-model passes (the opset converter).
+- :func:`unshadow_subgraph_names`: a name an If/Loop/Scan body defines may hide an outer one, but
+  onnxslim, onnx's type inference and ONNX Runtime's fp16 converter take names as model-wide; the
+  body's own are renamed apart.
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
 - :func:`ort_crashing_optimizers`: the ONNX Runtime graph optimizers that kill the process while
@@ -132,6 +135,79 @@ def captured_names(graph: onnx.GraphProto) -> set[str]:
         defined.update(o for o in node.output if o)
     used.update(o.name for o in graph.output)
     return used - defined
+
+
+def _defined_in(graph: onnx.GraphProto) -> list[str]:
+    """The value names ``graph`` itself defines: its inputs, weights and node outputs (not its bodies')."""
+    names = [i.name for i in graph.input] + [i.name for i in graph.initializer]
+    names += [s.values.name for s in graph.sparse_initializer]
+    names += [o for node in graph.node for o in node.output if o]
+    return names
+
+
+def _named_anywhere(graph: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for g in all_graphs(graph):
+        names.update(_defined_in(g))
+        names.update(v.name for v in [*g.output, *g.value_info])
+        names.update(i for node in g.node for i in node.input)
+    return names
+
+
+def _rename_in_scope(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    """Rename ``graph``'s names by ``mapping`` where it defines or uses them, and in its bodies where
+    they read them from ``graph`` (a body that defines such a name again keeps its own)."""
+    if not mapping:
+        return
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = mapping.get(value.name, value.name)
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for sparse in graph.sparse_initializer:
+        sparse.values.name = mapping.get(sparse.values.name, sparse.values.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(name, name) for name in node.input]
+        node.output[:] = [mapping.get(name, name) for name in node.output]
+        for sub in subgraphs(node):
+            own = set(_defined_in(sub))
+            _rename_in_scope(sub, {old: new for old, new in mapping.items() if old not in own})
+
+
+def unshadow_subgraph_names(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """Rename every value an If/Loop/Scan body defines (an input, a weight, a node output) under a
+    name the main graph, an enclosing body or an earlier body defines too; returns (old, new) pairs.
+
+    A name a body defines hides the outer one inside it, but tools take names as model-wide:
+    onnxslim gives a body's folded constants the main graph's names (openwakeword's
+    hey_jarvis: ``onnx::Pow_25`` in both), then ONNX Runtime's fp16 converter keys weights by name
+    (an AssertionError) or makes the outer one float16 and leaves the body's float32, which onnx's
+    type inference takes for one tensor ("Inferred elem type differs"). The body's definition and
+    its uses (nested bodies' too) take ``NAME__2``, ``NAME__3``... (the first no name in the model
+    bears); main-graph names, the model's interface, never change. A no-op on a model whose names
+    are unique."""
+    taken = _named_anywhere(model.graph)
+    defined = set(_defined_in(model.graph))
+    renamed: list[tuple[str, str]] = []
+
+    def fresh(name: str) -> str:
+        number = 2
+        while f"{name}__{number}" in taken:
+            number += 1
+        taken.add(f"{name}__{number}")
+        return f"{name}__{number}"
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            for sub in subgraphs(node):
+                clashes = [name for name in dict.fromkeys(_defined_in(sub)) if name in defined]
+                mapping = {name: fresh(name) for name in clashes}
+                _rename_in_scope(sub, mapping)
+                renamed.extend(mapping.items())
+                defined.update(_defined_in(sub))
+                visit(sub)
+
+    visit(model.graph)
+    return renamed
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:

@@ -120,3 +120,51 @@ def test_fp16_plan_gives_each_fixed_type_op_its_own_reason_for_staying_fp32() ->
         assert reason(op) == f"{op}'s float inputs must stay float32 (the converter would retype them)"
     for op in ("AffineGrid", "MeanVarianceNormalization", "TopK"):  # TopK: the converter's own block list
         assert reason(op) == f"{op} has no fp16 kernel in ONNX Runtime"
+
+
+def _run_ort(model: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("if_in_fp32", [False, True], ids=["if-fp16", "if-fp32"])
+def test_fp16_of_a_body_whose_weights_bear_main_graph_names(tmp_path: Path, if_in_fp32: bool) -> None:
+    """openwakeword's hey_jarvis after onnxslim: an If's then-branch holds weights named as the main
+    graph's (``two``, ``eps``). The If converted (--no-fp16-analysis) failed with ONNX Runtime's
+    converter's bare "AssertionError:"; the If kept in fp32 (what the analysis chose) failed
+    onnx.checker, "Inferred elem type differs from existing elem type: (1) vs (10)" (the main
+    graph's made float16, the branch's of the same names float32). Both build, pass the full
+    checker and give the fp32 model's outputs on both branches."""
+    from tests.precision import models
+
+    path = models.save(models.shadowing_if_model(), tmp_path / "m.onnx")
+    options = Fp16Options(fp32_nodes=["branch"]) if if_in_fp32 else Fp16Options()
+    art = make_fp16(path, tmp_path / "m.fp16.onnx", options)
+    written = onnx.load(art.path)
+    onnx.checker.check_model(written, full_check=True)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    x[:, 0] += 4  # sum(x) > 0: the then-branch; -x the else-branch
+    for feed in (x, -x):
+        np.testing.assert_allclose(_run_ort(art.path, feed), _run_ort(path, feed), rtol=2e-3, atol=2e-3)
+
+
+def test_unshadowing_renames_a_body_name_where_the_body_defines_and_reads_it_and_nowhere_else() -> None:
+    """calibration.graphs.unshadow_subgraph_names: the then-branch's ``two`` and ``eps`` become
+    ``two__2`` and ``eps__2`` in its weights and the nodes reading them; the main graph keeps its
+    names, and the else-branch, which reads the main graph's ``p``, still does."""
+    from calibration.graphs import all_nodes, unshadow_subgraph_names
+    from tests.precision import models
+
+    model = models.shadowing_if_model()
+    assert unshadow_subgraph_names(model) == [("two", "two__2"), ("eps", "eps__2")]
+    branches = {a.name: a.g for a in model.graph.node[-1].attribute}
+    then_g, else_g = branches["then_branch"], branches["else_branch"]
+    assert {w.name for w in then_g.initializer} == {"v1", "v2", "two__2", "eps__2"}
+    reads = {i for n in all_nodes(then_g) for i in n.input}
+    assert {"two__2", "eps__2", "x"} <= reads and not {"two", "eps"} & reads
+    assert {w.name for w in model.graph.initializer} >= {"two", "eps"}
+    assert else_g.node[0].input[:] == ["p"]
+    onnx.checker.check_model(model, full_check=True)
+    assert unshadow_subgraph_names(model) == []

@@ -329,6 +329,83 @@ def if_model() -> onnx.ModelProto:
     )
 
 
+def _layernorm(x: str, out: str, two: str, eps: str, tag: str) -> list[onnx.NodeProto]:
+    """LayerNorm over the last axis as torch.onnx writes it for opset 13: ReduceMean, Sub, Pow(2),
+    ReduceMean, Add(eps), Sqrt, Div."""
+    return [
+        helper.make_node("ReduceMean", [x], [f"{tag}_m"], name=f"{tag}_mean", axes=[-1]),
+        helper.make_node("Sub", [x, f"{tag}_m"], [f"{tag}_d"], name=f"{tag}_sub"),
+        helper.make_node("Pow", [f"{tag}_d", two], [f"{tag}_d2"], name=f"{tag}_pow"),
+        helper.make_node("ReduceMean", [f"{tag}_d2"], [f"{tag}_v"], name=f"{tag}_var", axes=[-1]),
+        helper.make_node("Add", [f"{tag}_v", eps], [f"{tag}_ve"], name=f"{tag}_eps"),
+        helper.make_node("Sqrt", [f"{tag}_ve"], [f"{tag}_sd"], name=f"{tag}_sqrt"),
+        helper.make_node("Div", [f"{tag}_d", f"{tag}_sd"], [out], name=f"{tag}_div"),
+    ]
+
+
+def shadowing_if_model(*, constants: bool = False) -> onnx.ModelProto:
+    """openwakeword's hey_jarvis as onnxslim leaves it, small: x[n, 8] -> MatMul, a decomposed
+    LayerNorm, MatMul, Sigmoid -> p; an If on sum(x) > 0 whose then-branch runs a second such
+    network on x and whose else-branch returns p. The then-branch's weights ``two`` and ``eps``
+    (the Pow exponent and the LayerNorm epsilon) bear the names of the main graph's, with the same
+    values: onnxslim folds both graphs' Constants into initializers of one name. ``constants``:
+    the file before onnxslim, those four as Constant nodes of names of their own (``two``, ``eps``;
+    ``two_then``, ``eps_then``), as torch.onnx writes them."""
+    rng = np.random.default_rng(3)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+
+    def fixed(name: str, value: float, as_constant: bool) -> onnx.TensorProto | onnx.NodeProto:
+        tensor = numpy_helper.from_array(np.array(value, np.float32), name)
+        if not as_constant:
+            return tensor
+        return helper.make_node("Constant", [], [name], name=f"const_{name}", value=tensor)
+
+    then_two, then_eps = ("two_then", "eps_then") if constants else ("two", "eps")
+    then_fixed = [fixed(then_two, 2.0, constants), fixed(then_eps, 1e-5, constants)]
+    then_g = helper.make_graph(
+        [
+            *(n for n in then_fixed if isinstance(n, onnx.NodeProto)),
+            helper.make_node("MatMul", ["x", "v1"], ["g"], name="then_mm1"),
+            *_layernorm("g", "gl", then_two, then_eps, "then_ln"),
+            helper.make_node("MatMul", ["gl", "v2"], ["q"], name="then_mm2"),
+            helper.make_node("Sigmoid", ["q"], ["then_out"], name="then_sigmoid"),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, None)],
+        initializer=[weight("v1", 8, 8), weight("v2", 8, 1)]
+        + [t for t in then_fixed if isinstance(t, onnx.TensorProto)],
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Identity", ["p"], ["else_out"], name="else_id")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, None)],
+    )
+    main_fixed = [fixed("two", 2.0, constants), fixed("eps", 1e-5, constants)]
+    nodes = [
+        *(n for n in main_fixed if isinstance(n, onnx.NodeProto)),
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        *_layernorm("h", "hl", "two", "eps", "ln"),
+        helper.make_node("MatMul", ["hl", "w2"], ["s"], name="mm2"),
+        helper.make_node("Sigmoid", ["s"], ["p"], name="sigmoid"),
+        helper.make_node("ReduceSum", ["x"], ["total"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["cond"], name="gt"),
+        helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g),
+    ]
+    inits = [weight("w1", 8, 8), weight("w2", 8, 1), numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    inits += [t for t in main_fixed if isinstance(t, onnx.TensorProto)]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])],
+        inits,
+        opset=13,
+    )
+
+
 def loop_model() -> onnx.ModelProto:
     """x -> Mul -> a Loop of 3 steps whose body adds the captured ``h`` to its carried ``y``
     (``body_add``) and emits max(step, 0) as an int64 scan output (``body_max``: an op the

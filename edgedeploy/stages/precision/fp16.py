@@ -31,6 +31,7 @@ from calibration.graphs import (
     opset_of,
     subgraphs,
     unique_node_names,
+    unshadow_subgraph_names,
     upgrade_ir,
 )
 from calibration.qdq import unknown_op_types
@@ -903,6 +904,7 @@ def make_fp16(
     out = Path(out_path)
     model = loaded if loaded is not None else load_onnx(src)
     upgrade_ir(model)  # IR 3 ties initializers to graph inputs, which the converter retypes
+    unshadow_subgraph_names(model)  # the converter and our Casts take a tensor's name as model-wide
     options = match_fp32_nodes(options, model, src)
     check_fp32_ops(options.fp32_ops, model)
     has_control_flow = any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph))
