@@ -349,3 +349,41 @@ def test_an_export_checked_by_its_load_only_says_so(tmp_path: Path) -> None:
     notice = "loaded by ONNX Runtime, not run: random inputs fail the model it was made from too"
     assert notice in result.stderr
     assert (tmp_path / "out.onnx").exists()
+
+
+def _shadowed(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> list[str]:
+    """The names a body of ``graph`` (nested ones too) defines that an enclosing graph defines."""
+    from calibration.graphs import subgraphs
+
+    found: list[str] = []
+    own = {*(i.name for i in graph.input), *(i.name for i in graph.initializer)}
+    own |= {o for n in graph.node for o in n.output if o}
+    if outer:
+        found += sorted(own & outer)
+    for node in graph.node:
+        for sub in subgraphs(node):
+            found += _shadowed(sub, outer | own)
+    return found
+
+
+def test_an_export_leaves_no_body_name_shadowing_an_outer_one(tmp_path: Path) -> None:
+    """openwakeword 0.4.0's hey_jarvis: onnxslim folded the Constants of the main graph and of an
+    If's then-branch (equal values, names of their own) into initializers of one name in both
+    graphs (onnx::Pow_25, onnx::Add_28), a file every later tool read as one tensor: its fp16 build
+    failed. The exported file's bodies define no name an enclosing graph does, and it computes
+    what the source does on both branches."""
+    from tests.precision import models
+
+    src = models.save(models.shadowing_if_model(constants=True), tmp_path / "jarvis.onnx")
+    result = export(str(src), tmp_path / "out.onnx")
+    assert result.simplified
+    model = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert _shadowed(model.graph) == []
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    x[:, 0] += 4
+    exported = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    source = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    for feed in (x, -x):
+        got, want = exported.run(None, {"x": feed})[0], source.run(None, {"x": feed})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6)

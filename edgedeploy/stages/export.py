@@ -27,7 +27,7 @@ import onnx
 from calibration.artifacts import output_difference
 from calibration.atomic import temp_prefix
 from calibration.errors import raised
-from calibration.graphs import all_graphs, opset_of
+from calibration.graphs import all_graphs, opset_of, unshadow_subgraph_names
 from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
@@ -1064,6 +1064,9 @@ def finalize_onnx(
             notify(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
+    # onnxslim gives a body's folded constants the names of the main graph's equal ones, a file
+    # that onnx's type inference and the fp16 converter read as one tensor: the body's are renamed
+    unshadow_subgraph_names(model)
     name_dynamic_dims(model, exported=name is not None)
     # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
     unrun: list[str] = []
