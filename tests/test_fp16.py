@@ -168,3 +168,25 @@ def test_unshadowing_renames_a_body_name_where_the_body_defines_and_reads_it_and
     assert else_g.node[0].input[:] == ["p"]
     onnx.checker.check_model(model, full_check=True)
     assert unshadow_subgraph_names(model) == []
+
+
+def test_a_failure_inside_the_fp16_converter_names_what_it_failed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime's converter asserts that no two graphs hold a float weight of one name (its
+    `assert n.name not in fp32_initializers`, which hey_jarvis after onnxslim hit): the build said
+    "fp16 conversion of m.onnx failed: AssertionError:" and nothing else. Now the one line names the
+    weight, the node reading it and what the converter checked. Here the renaming that keeps such
+    models from it is switched off, to make the converter fail as it did."""
+    import edgedeploy.stages.precision.fp16 as fp16
+    from tests.precision import models
+
+    monkeypatch.setattr(fp16, "unshadow_subgraph_names", lambda model: [])
+    path = models.save(models.shadowing_if_model(), tmp_path / "m.onnx")
+    with pytest.raises(InputError) as raised:
+        make_fp16(path, tmp_path / "m.fp16.onnx")
+    message = str(raised.value)
+    assert "\n" not in message and not message.rstrip().endswith("AssertionError:"), message
+    assert "weight 'two'" in message and "Pow 'then_ln_pow'" in message, message
+    assert "fp32_initializers" in message and "another graph" in message, message
+    assert not (tmp_path / "m.fp16.onnx").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -212,6 +213,46 @@ def _cast_captures_of_fp32_control_flow(
                 graph.node.insert(position, cast)
                 position += 1
         position += 1
+
+
+# what an assert of ONNX Runtime's converter checked, by the source line it fails on
+_CONVERTER_ASSERTS = {
+    "fp32_initializers": "another graph of the model holds a float weight of that name too (the converter "
+    "keys weights by name)",
+}
+
+
+def _converter_failure(exc: BaseException, model: onnx.ModelProto) -> str:
+    """Where and why ONNX Runtime's fp16 converter failed, for one line after "failed": the node, or
+    the weight and a node reading it, that its innermost frame was working on (its loops hold the
+    current one as ``node``, ``value`` or ``n``), and its message, or for a bare assert the line it
+    failed on (its assert on weights of one name said "AssertionError:" and nothing else)."""
+    from onnxruntime.transformers import float16
+
+    tb, frame, line = exc.__traceback__, None, ""
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == float16.__name__:
+            frame = tb.tb_frame
+            line = (traceback.extract_tb(tb, limit=1)[0].line or "").strip()
+        tb = tb.tb_next
+    at = ""
+    held = frame.f_locals if frame is not None else {}
+    current = next((held[k] for k in ("node", "value", "n") if k in held), None)
+    current = getattr(current, "initializer", current)  # the converter's InitializerTracker
+    if isinstance(current, onnx.NodeProto):
+        at = f" at {current.op_type} '{current.name}'"
+    elif isinstance(current, onnx.TensorProto):
+        scope = held.get("q")  # the graph the converter's loop is in
+        graph = scope if isinstance(scope, onnx.GraphProto) else model.graph
+        reader = next((n for n in all_nodes(graph) if current.name in n.input), None)
+        read = f" (read by {reader.op_type} '{reader.name}')" if reader else ""
+        at = f" at weight '{current.name}'{read}"
+    why = " ".join(str(exc).split())
+    if not why and line:
+        known = next((text for key, text in _CONVERTER_ASSERTS.items() if key in line), None)
+        why = f"its check `{line}` failed" + (f": {known}" if known else "")
+    said = f": {why}" if why else ""
+    return f"{at}: {type(exc).__name__} in ONNX Runtime's fp16 converter{said}; build fp32"
 
 
 def _cast_to(node: onnx.NodeProto) -> int | None:
@@ -937,7 +978,7 @@ def make_fp16(
                 disable_shape_infer=inferred,
             )
     except Exception as exc:
-        raise InputError(f"fp16 conversion of {src} failed: {type(exc).__name__}: {exc}") from None
+        raise InputError(f"fp16 conversion of {src} failed{_converter_failure(exc, typed)}") from None
     for held in (arrays, halves):  # the weights' float32 and float16 copies: converted now
         if held is not None:
             held.clear()
