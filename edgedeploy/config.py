@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError, not_a_file
-from edgedeploy.options import CalibrationSettings
+from edgedeploy.options import RUN_MODEL, CalibrationSettings, ModelKeys
 from edgedeploy.targets import DEFAULT_TARGET
 
 if sys.version_info >= (3, 11):
@@ -186,7 +186,11 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
                 raise InputError(f"config key '{where}' must hold {inner} items, got {item!r} in {value!r}")
 
 
-def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = True) -> PipelineConfig:
+def from_dict(
+    data: dict[str, Any], base_dir: Path, *, require_model: bool = True, model: ModelKeys = RUN_MODEL
+) -> PipelineConfig:
+    """The config ``data`` holds, its keys and their types checked. ``model``: how the lines name the
+    keys of its [model] section (a matrix's ``matrix.models[1].inputs``, which has no [model])."""
     valid_top = list(_SECTION_CLASSES) + list(_TOP_LEVEL_KEYS)
     config = PipelineConfig(base_dir=base_dir)
     for key, value in data.items():
@@ -203,11 +207,10 @@ def from_dict(data: dict[str, Any], base_dir: Path, *, require_model: bool = Tru
         cls = _SECTION_CLASSES[key]
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
+            where = model.key(sub) if key == "model" else f"{key}.{sub}"
             if sub not in section_fields:
-                raise InputError(
-                    f"unknown config key {_quoted(f'{key}.{sub}')}{suggest(sub, list(section_fields))}"
-                )
-            _check_type(f"{key}.{sub}", subvalue, None, str(section_fields[sub].type))
+                raise InputError(f"unknown config key {_quoted(where)}{suggest(sub, list(section_fields))}")
+            _check_type(where, subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
         config.given[key] = tuple(value)
     if require_model and not config.model.source:

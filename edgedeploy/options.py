@@ -168,14 +168,48 @@ def option_name(section: str, key: str, from_config: bool) -> str:
     return SINGULAR_FLAGS.get((section, key)) or f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
 
 
-def in_config_names(message: str) -> str:
+@dataclass(frozen=True)
+class ModelKeys:
+    """How the lines of a config check name the keys of the model they check, and the command:
+    run's ``[model]`` section (``model.inputs``, ``[model] inputs``; run), or the entry of a
+    matrix's ``[[matrix.models]]`` that gives the model (``matrix.models[1].inputs``; matrix), whose
+    config has no [model] section."""
+
+    table: str = "model"
+    command: str = "run"
+
+    @classmethod
+    def matrix(cls, index: int) -> ModelKeys:
+        """The keys of the matrix's model entry ``index`` (0 for the first ``[[matrix.models]]``)."""
+        return cls(f"matrix.models[{index}]", "matrix")
+
+    def key(self, name: str) -> str:
+        """``model.inputs``; ``matrix.models[1].inputs``."""
+        return f"{self.table}.{name}"
+
+    def setting(self, name: str) -> str:
+        """The key as :func:`option_name` says a config's settings: ``[model] inputs`` (run's words,
+        kept); ``matrix.models[1].inputs``."""
+        return option_name("model", name, from_config=True) if self.table == "model" else self.key(name)
+
+
+RUN_MODEL = ModelKeys()
+
+
+def in_config_names(message: str, model: ModelKeys = RUN_MODEL) -> str:
     """``message`` with the flags of the export and of build's backend options (``--opset``,
     ``--input``, ``--dla-core``) named as the config's keys (``[export] opset``, ``[model] inputs``,
     ``[build] dla_core``): the same settings, given in a config. The stages and backends say the
     flags whoever asked; run says their messages about its config in its names. A flag is renamed
-    as a whole word only: ``--input-names`` is not ``--input``."""
+    as a whole word only: ``--input-names`` is not ``--input``. ``model``: how the model's keys are
+    named (a matrix's ``matrix.models[1].inputs``)."""
     settings = [*EXPORT_SETTINGS, *(("build", option.user) for option in BACKEND_OPTIONS)]
-    keys = {option_name(*each, from_config=False): option_name(*each, from_config=True) for each in settings}
+    keys = {
+        option_name(section, key, from_config=False): (
+            model.setting(key) if section == "model" else option_name(section, key, from_config=True)
+        )
+        for section, key in settings
+    }
     flags = "|".join(re.escape(flag) for flag in sorted(keys, key=len, reverse=True))
     return re.sub(rf"(?<![\w-])(?:{flags})(?![\w-])", lambda found: keys[found.group()], message)
 

@@ -433,6 +433,68 @@ def test_a_bad_cell_override_is_refused_before_any_work(project: Path, extra: st
     assert not (project / "refused").exists()
 
 
+# The second model (matrix.models[1]) holds what run's config check refuses: each line named run's
+# [model] key ("config model.inputs: ...", "[model] inputs"), though a matrix config has no [model].
+MODEL_KEY_CASES = {
+    "name": (
+        '[[matrix.models]]\nname = "a\\\\b"\nsource = "a.onnx"\n',
+        "config matrix.models[1].name 'a\\b' must be a plain file name (no folders, no leading dot): "
+        "it names the files written in the workdir",
+    ),
+    "inputs item": (
+        '[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninputs = ["x:axb"]\n',
+        "config matrix.models[1].inputs 'x:axb': dims must be integers, e.g. 1x3x224x224",
+    ),
+    "inputs of an onnx source": (
+        '[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninputs = ["y:1x16"]\n',
+        "config matrix.models[1].inputs: y:1x16: the model has no input 'y' (its inputs: x)",
+    ),
+    "input_names for the inputs": (
+        '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\n'
+        '[export]\ninput_names = ["p", "q"]\n',
+        "config [export] input_names gives 2 names for 1 matrix.models[1].inputs",
+    ),
+    "profiles of another rank": (
+        '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\n'
+        '[[matrix.cells]]\nmodel = "net"\n'
+        "build = {profiles = [{ x = { min = [1], opt = [1], max = [1] } }]}\n",
+        "config [build] profiles: profile 0 input 'x': min/opt/max must all have rank 4 like "
+        "matrix.models[1].inputs gives it ([1], [1], [1])",
+    ),
+    "unknown key": (
+        '[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninput = ["x:1x16"]\n',
+        "unknown config key 'matrix.models[1].input'; did you mean 'inputs'?",
+    ),
+    "type": (
+        '[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninputs = "x:1x16"\n',
+        "config key 'matrix.models[1].inputs' must be list[str], got 'x:1x16'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_KEY_CASES))
+def test_matrix_names_its_own_model_keys_where_run_names_model(tmp_path: Path, case: str) -> None:
+    """The lines matrix takes from run's config check named run's keys (``config model.name``,
+    ``config model.inputs``, ``[model] inputs``, ``unknown config key 'model.input'``), which a matrix
+    config does not have: they name the entry of that model, ``matrix.models[1].inputs``. Exit 2,
+    one line, nothing written."""
+    _mlp(tmp_path / "a.onnx", 0, 16, 32, 10)
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n"
+    )
+    model, said = MODEL_KEY_CASES[case]
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "out"\n[build]\n[profile]\nenabled = false\n[bundle]\noutput = "bundles"\n'
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n[[matrix.models]]\nsource = "a.onnx"\n'
+        + model
+    )
+    ran = run_cli("matrix", config)
+    assert_clean_input_error(ran)
+    assert ran.stderr.strip() == f"error: {said}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "matrix.toml", "net.py"]
+
+
 def test_unknown_targets_and_precisions_are_refused(project: Path) -> None:
     path = _config(project, "refused")
     path.write_text(path.read_text().replace('"rtx4090", "jetson-agx-orin"]', '"rtx4099"]'))

@@ -34,6 +34,7 @@ from typing import Any
 from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written
+from edgedeploy.options import ModelKeys
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files, refuse_for_tensorrt
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN
@@ -194,7 +195,12 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
         models[name] = {**entry, "name": name}
 
     base = from_dict(data, base_dir, require_model=False)
-    model_configs = {name: from_dict({**data, "model": entry}, base_dir) for name, entry in models.items()}
+    # a model's keys named as its entry's (matrix.models[1].inputs): a matrix config has no [model]
+    keys = {name: ModelKeys.matrix(index) for index, name in enumerate(models)}
+    model_configs = {
+        name: from_dict({**data, "model": entry}, base_dir, model=keys[name])
+        for name, entry in models.items()
+    }
 
     overrides = []
     for i, entry in enumerate(matrix.get("cells", [])):
@@ -227,7 +233,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
             f"config bundle.primary '{base.bundle.primary}' is not among matrix.precisions "
             f"({', '.join(precisions)})"
         )
-    for index, (name, entry) in enumerate(models.items()):
+    for name, entry in models.items():
         for target in targets:
             for precision in precisions:
                 cell = Cell(name, target.name, precision)
@@ -239,14 +245,14 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 cell_data.setdefault("bundle", {})
                 # bundles are per model and target (pipeline/matrix.py): a cell builds one precision
                 cell_data["bundle"] = {**cell_data["bundle"], "enabled": False, "primary": ""}
-                cell_config = from_dict(cell_data, base_dir)
+                cell_config = from_dict(cell_data, base_dir, model=keys[name])
                 skip = None
                 try:
                     target.check_precision(precision)
                 except InputError as exc:
                     skip = str(exc)
                 if skip is None:
-                    check_config(cell_config, f"matrix.models[{index}].source", "matrix")
+                    check_config(cell_config, keys[name])
                     if base.bundle.enabled:  # a cell's config makes none: the matrix bundles each target
                         refuse_for_tensorrt(cell_config, target, bundled=True)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))

@@ -41,10 +41,12 @@ from edgedeploy.fileio import (
 )
 from edgedeploy.onnxio import external_data_files, load_onnx
 from edgedeploy.options import (
+    RUN_MODEL,
     BuildRequest,
     CalibrationRequest,
     CalibrationSettings,
     Fp16Options,
+    ModelKeys,
     OpenedSources,
     backend_options,
     in_config_names,
@@ -380,17 +382,15 @@ def check_op_types(config: PipelineConfig, model: Path) -> None:
             raise InputError(f"config {named}: no ONNX op type named {', '.join(unknown)}")
 
 
-def check_compared_outputs(
-    model: Path, outputs: Sequence[TensorSpec], source_key: str = "model.source", command: str = "run"
-) -> None:
+def check_compared_outputs(model: Path, outputs: Sequence[TensorSpec], keys: ModelKeys = RUN_MODEL) -> None:
     """A model with no numeric tensor output, which compare refuses (every precision is compared with
     fp32) and whose bundle's verify.sh would pass having compared nothing: refused at the config
     check for an ONNX source and right after the export for a PyTorch one, where the compare stage
-    refused it only after the export and the builds were written. ``source_key`` and ``command``:
-    the config key that names the model and the command refusing it (matrix's, see check_config)."""
+    refused it only after the export and the builds were written. ``keys``: how the line names the
+    config key that gives the model and the command refusing it (matrix's, see check_config)."""
     refuse_without_tensor_outputs(
-        f"config {source_key}: {model.name}", outputs,
-        f"{command} compares every precision with fp32 on numeric tensor outputs only, as compare does",
+        f"config {keys.key('source')}: {model.name}", outputs,
+        f"{keys.command} compares every precision with fp32 on numeric tensor outputs only, as compare does",
     )  # fmt: skip
 
 
@@ -1014,10 +1014,10 @@ def _resolve_source(config: PipelineConfig) -> str:
     return source
 
 
-def check_config(config: PipelineConfig, source_key: str = "model.source", command: str = "run") -> Target:
+def check_config(config: PipelineConfig, keys: ModelKeys = RUN_MODEL) -> Target:
     """Refuse, before any work, what the config asks for and cannot be served; returns the target.
-    ``source_key`` and ``command``: how the lines about the model's file name the key that gives it
-    and the command (matrix checks each cell's config here: ``matrix.models[1].source``, matrix)."""
+    ``keys``: how the lines about the model name its keys and the command (matrix checks each
+    cell's config here: ``matrix.models[1].inputs``, matrix)."""
 
     b = config.build
     target = load_target(b.target)
@@ -1026,7 +1026,7 @@ def check_config(config: PipelineConfig, source_key: str = "model.source", comma
         name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or Path(name).is_absolute()
     ):
         raise InputError(
-            f"config model.name '{name}' must be a plain file name (no folders, no leading dot): "
+            f"config {keys.key('name')} '{name}' must be a plain file name (no folders, no leading dot): "
             "it names the files written in the workdir"
         )
     if not config.workdir or not str(config.workdir).strip():
@@ -1080,8 +1080,8 @@ def check_config(config: PipelineConfig, source_key: str = "model.source", comma
     if config.bundle.enabled:  # the board's files in it: refused now unless this run may be up to date
         refuse_board_files(bundle_dir(config), StageCache(config.path(config.workdir)), "bundle")
     _check_sections(config, target)
-    _check_export(config)
-    _check_files(config, source_key, command)
+    _check_export(config, keys)
+    _check_files(config, keys)
     refuse_for_tensorrt(config, target, bundled=config.bundle.enabled)
     return target
 
@@ -1103,25 +1103,27 @@ def refuse_for_tensorrt(config: PipelineConfig, target: Target, bundled: bool) -
     refuse_values_tensorrt_lacks(Path(source), target.name, instead)
 
 
-def _check_export(config: PipelineConfig) -> None:
+def _check_export(config: PipelineConfig, keys: ModelKeys) -> None:
     """The [model] and [export] values and the random data specs the export or the data would refuse
     after the workdir was made (and the export written), refused now in the config's names: a bad
     ``[model] inputs`` item was ``bad --input ...`` with an empty workdir left behind. (The data
-    specs, ``random:abc`` too, are checked with the other [compare] and [calibration] values.)"""
+    specs, ``random:abc`` too, are checked with the other [compare] and [calibration] values.)
+    ``keys``: as check_config's."""
     try:
         options = export_options(config)
         if not is_onnx_path(config.model.source):  # an ONNX source keeps its opset and names
             check_opset(options.opset)
             check_names(options)
     except InputError as exc:
-        raise InputError(f"config {in_config_names(str(exc).removeprefix('bad '))}") from None
+        raise InputError(f"config {in_config_names(str(exc).removeprefix('bad '), keys)}") from None
     if config.build.profiles and not is_onnx_path(config.model.source):  # an ONNX source's: at _check_files
-        _check_profile_ranks(config, options)
+        _check_profile_ranks(config, options, keys)
 
 
-def _check_profile_ranks(config: PipelineConfig, options: ExportOptions) -> None:
+def _check_profile_ranks(config: PipelineConfig, options: ExportOptions, keys: ModelKeys) -> None:
     """``[build] profiles`` of another rank than the shape ``[model] inputs`` gives that input (renamed
-    by ``[export] input_names``) are refused before the export; the build refused them after it."""
+    by ``[export] input_names``) are refused before the export; the build refused them after it.
+    ``keys``: as check_config's."""
     given = {i.name: len(i.shape) for i in options.inputs}
     if options.input_names and len(options.input_names) == len(options.inputs):
         given = dict(zip(options.input_names, given.values(), strict=True))
@@ -1131,21 +1133,22 @@ def _check_profile_ranks(config: PipelineConfig, options: ExportOptions) -> None
             if rank is not None and not len(lo) == len(opt) == len(hi) == rank:
                 raise InputError(
                     f"config [build] profiles: profile {index} input '{name}': min/opt/max must all have "
-                    f"rank {rank} like [model] inputs gives it ({list(lo)}, {list(opt)}, {list(hi)})"
+                    f"rank {rank} like {keys.setting('inputs')} gives it "
+                    f"({list(lo)}, {list(opt)}, {list(hi)})"
                 )
 
 
-def _check_files(config: PipelineConfig, source_key: str, command: str) -> None:
+def _check_files(config: PipelineConfig, keys: ModelKeys) -> None:
     """The files the config names exist, and an ONNX source has the inputs ``[model] inputs``
     names, at their rank: refused before any work (``matrix`` ran every cell and failed each one
-    with the same reason, exit 1, where ``run`` refused with exit 2 after its export). ``source_key``
-    and ``command``: as check_config's."""
+    with the same reason, exit 1, where ``run`` refused with exit 2 after its export). ``keys``: as
+    check_config's."""
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     if where.suffix in (".onnx", ".py") and not where.is_file():
-        raise InputError(f"config {source_key}: {where} not found")
+        raise InputError(f"config {keys.key('source')}: {where} not found")
     if is_onnx_path(source):
-        check_compared_outputs(where, model_io(where)[1], source_key, command)
+        check_compared_outputs(where, model_io(where)[1], keys)
         check_budget_outputs(config, where)
         check_op_types(config, where)
         if config.build.profiles:  # as a build checks them: names, ranks, fixed dims
@@ -1166,7 +1169,7 @@ def _check_files(config: PipelineConfig, source_key: str, command: str) -> None:
         try:
             check_shapes({s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}, ranks)
         except CalibrationError as exc:
-            raise InputError(f"config model.inputs: {str(exc).removeprefix('--input ')}") from None
+            raise InputError(f"config {keys.key('inputs')}: {str(exc).removeprefix('--input ')}") from None
 
 
 def config_warnings(config: PipelineConfig) -> list[str]:
