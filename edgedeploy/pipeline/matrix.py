@@ -66,6 +66,7 @@ from edgedeploy.pipeline.run import (
     build_key_request,
     build_request,
     bundle_report_writer,
+    check_compared_outputs,
     check_op_types,
     compare_gates,
     compare_source,
@@ -602,9 +603,15 @@ def _run_matrix(
         )
 
     def plan_model(state: _ModelState) -> None:
-        """After export: plan every cell whose node's tool versions are known; the others wait for them."""
+        """After export: plan every cell whose node's tool versions are known; the others wait for them.
+        A PyTorch model whose export has no tensor output is refused here, once, as run refuses it
+        after its export (an ONNX source's: at load, run.check_config): every cell failed on it."""
         assert state.fp32 is not None
-        state.inputs = list(model_io(state.fp32.files[_fp32_name(state)])[0])
+        fp32 = state.fp32.files[_fp32_name(state)]
+        inputs, outputs = model_io(fp32)
+        if not is_onnx_path(state.config.model.source):
+            check_compared_outputs(fp32, outputs, matrix.model_keys(state.name))
+        state.inputs = list(inputs)
         for plan in by_model[state.name]:
             if plan.target.name in node_failed:
                 finish(plan.cell, "failed", node_failed[plan.target.name])

@@ -91,6 +91,10 @@ class MatrixConfig:
         """``<bundle.output>``: the folder the bundles go in, no bundle itself."""
         return self.base.path(self.base.bundle.output or "bundles")
 
+    def model_keys(self, model: str) -> ModelKeys:
+        """How lines name the keys of ``model``: by its ``[[matrix.models]]`` entry (``matrix.models[1]``)."""
+        return ModelKeys.matrix(list(self.models).index(model))
+
     def bundle_dir(self, model: str, target: str) -> Path:
         """One bundle per (model, target): ``<bundle.output>/<model>/<target>``."""
         return self.bundles_root / model / target

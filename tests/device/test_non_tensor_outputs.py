@@ -165,6 +165,67 @@ def test_matrix_refuses_a_model_with_no_tensor_output_in_its_own_words_before_an
     assert ran.stderr.strip() == f"error: config matrix.models[1].source: {missing} not found"
 
 
+# forward returns a list whose length the scripted loop decides: the TorchScript exporter writes it
+# as one seq(tensor(float)) output (export's check, which compares it as a tensor, is turned off)
+SEQUENCE_MODULE = """
+from typing import List
+
+import torch
+
+
+class Chunks(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        out: List[torch.Tensor] = []
+        for i in range(x.shape[1]):
+            out.append(x[:, i] * 2.0)
+        return out
+
+
+def build():
+    return torch.jit.script(Chunks().eval())
+"""
+
+
+def test_a_pytorch_model_exported_with_no_tensor_output_is_refused_once_by_matrix_as_by_run(
+    tmp_path: Path,
+) -> None:
+    """run refuses a PyTorch model whose export has no tensor output right after the export; matrix
+    did not check it there, and every cell failed instead (fp32 in compare's words, fp16 in the
+    fp16 checker's), exit 1. It is refused once, by the same check, in one line naming its matrix
+    entry, exit 2, and no cell is built."""
+    (tmp_path / "chunks.py").write_text(SEQUENCE_MODULE)
+    model = '"chunks.py:build"\ninputs = ["x:2x1"]\n'
+    shared = '[export]\nverify = false\n[profile]\nenabled = false\n[bundle]\noutput = "bundles"\n'
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'workdir = "out"\n[model]\nsource = {model}{shared}'
+        '[build]\nbackend = "onnxruntime"\ntarget = "x86-64-cpu"\nprecisions = ["fp32", "fp16"]\n'
+    )
+    ran = run_cli("run", config)
+    assert ran.code == 2 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stderr.strip().splitlines()[-1] == (
+        "error: config model.source: chunks.fp32.onnx has no tensor output to compare (its outputs: "
+        "'output' (seq(tensor(float)))): run compares every precision with fp32 on numeric tensor outputs "
+        "only, as compare does"
+    )
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        f'workdir = "mout"\n{shared}[build]\nbackend = "onnxruntime"\n[matrix]\ntargets = ["x86-64-cpu"]\n'
+        f'precisions = ["fp32", "fp16"]\n[[matrix.models]]\nsource = {model}'
+    )
+    ran = run_cli("matrix", config)
+    assert ran.code == 2 and "Traceback" not in ran.stderr, ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "error: config matrix.models[0].source: chunks.fp32.onnx has no tensor output to compare (its "
+        "outputs: 'output' (seq(tensor(float)))): matrix compares every precision with fp32 on numeric "
+        "tensor outputs only, as compare does"
+    )
+    assert all(line.startswith("warning: chunks: export: ") for line in lines[:-1]), lines  # no cell ran
+    assert not ran.stdout and not (tmp_path / "bundles").exists()
+    assert not (tmp_path / "mout" / "matrix.html").exists()
+
+
 def test_verify_of_a_bundle_whose_reference_holds_no_output_says_nothing_was_compared(
     tmp_path: Path, device: Device
 ) -> None:
