@@ -155,9 +155,10 @@ def host_target_name(flags: set[str] | None = None, machine: str | None = None) 
     return DEFAULT_TARGET
 
 
-def load_target(name: str) -> Target:
+def load_target(name: str, *, list_known: bool = False) -> Target:
     """The target profile ``name`` (case and surrounding blanks ignored: JETSON-ORIN-NANO works);
-    ``host`` resolves to :func:`host_target_name`."""
+    ``host`` resolves to :func:`host_target_name`. An unknown name's line points to ``edgedeploy
+    targets``, or with ``list_known`` (what that command says) lists the known names itself."""
     profiles = _profiles()
     name = name.strip().lower() if isinstance(name, str) else str(name)
     if name == HOST:
@@ -165,7 +166,12 @@ def load_target(name: str) -> Target:
     if name not in profiles:
         close = difflib.get_close_matches(name, profiles, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise InputError(f"unknown target '{name}'{hint} (see 'edgedeploy targets')")
+        if list_known:
+            known = ", ".join(sorted(profiles))
+            hint += f"{'' if close else ';'} known targets: {known}, and {HOST} (this CPU)"
+        else:
+            hint += " (see 'edgedeploy targets')"
+        raise InputError(f"unknown target '{name}'{hint}")
     data = tomllib.loads(profiles[name].read_text())
     return _from_dict(data)
 

@@ -50,7 +50,7 @@ USAGE_ERRORS = [
     ),
     (["compare", "a.onnx", "b.onnx", "--atoll", "1"], ["edgedeploy compare: no such option '--atoll'"]),
     (["bogus"], ["edgedeploy: no such command 'bogus'", "see 'edgedeploy --help'"]),
-    (["targets", "sho"], ["edgedeploy targets: no such command 'sho'"]),
+    (["targets", "sho", "jetson-thor"], ["edgedeploy targets: no such command 'sho'", "mean 'show'?"]),
     (["build"], ["edgedeploy build: missing argument", "model", "see 'edgedeploy build --help'"]),
     (["bundle", "verify"], ["edgedeploy bundle verify: missing argument", "bundle"]),
     (["targets", "show"], ["edgedeploy targets show: missing argument"]),

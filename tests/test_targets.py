@@ -206,3 +206,28 @@ def test_the_targets_table_and_its_json_give_every_target_the_same_compute_capab
         assert (cc is None) == (load_target(name).kind == "cpu"), name
     shown = run_cli("targets", "show", "x86-64-cpu", "--json", tmp_path / "s.json")
     assert shown.code == 0 and json.loads((tmp_path / "s.json").read_text())["compute_capability"] is None
+
+
+def test_targets_name_shows_that_target_as_targets_show_does(tmp_path: Path) -> None:
+    """``edgedeploy targets jetson-thor``, the form a reader of ``edgedeploy targets`` types, said "no
+    such command 'jetson-thor'" (exit 2): only ``targets show jetson-thor`` worked. Both now print the
+    profile and write the same --json; an unknown name, in either form, is one line listing the
+    known targets, exit 2; a misspelt command before a name is still no such command."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    named = run_cli("targets", "jetson-thor", "--json", tmp_path / "named.json")
+    shown = run_cli("targets", "show", "jetson-thor", "--json", tmp_path / "shown.json")
+    assert named.code == shown.code == 0, (named.stderr, shown.stderr)
+    assert named.stdout == shown.stdout and json.loads(named.stdout)["name"] == "jetson-thor"
+    assert (tmp_path / "named.json").read_text() == (tmp_path / "shown.json").read_text()
+    known = f"known targets: {', '.join(target_names())}, and host (this CPU)"
+    for words in (("targets", "jetson-thro"), ("targets", "show", "jetson-thro")):
+        refused = run_cli(*words)
+        assert_clean_input_error(refused)
+        said = refused.stderr.strip()
+        assert said == f"error: unknown target 'jetson-thro'; did you mean 'jetson-thor'? {known}"
+    assert run_cli("targets", "nope").stderr.strip() == f"error: unknown target 'nope'; {known}"
+    typo = run_cli("targets", "sho", "jetson-thor")
+    assert_clean_input_error(typo, "edgedeploy targets: no such command 'sho'")
+    helped = run_cli("targets", "--help")
+    assert helped.code == 0 and "edgedeploy targets NAME" in " ".join(helped.stdout.split()), helped.stdout
