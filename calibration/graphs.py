@@ -10,9 +10,9 @@
 - :func:`infer_shapes_light`: ONNX shape inference without the bulk of the weights, whose values
   it never reads (it serializes the whole model twice, which dominates on a 50-100 MB model);
   :func:`without_weight_bytes` makes such a copy for other whole-model passes (the opset converter).
-- :func:`unshadow_subgraph_names`: a name an If/Loop/Scan body defines may hide an outer one, but
-  onnxslim, onnx's type inference and ONNX Runtime's fp16 converter take names as model-wide; the
-  body's own are renamed apart.
+- :func:`unshadow_subgraph_names`: a name an If/Loop/Scan body defines may repeat an outer one, but
+  onnxslim, onnx's type inference and ONNX Runtime's fp16 converter take names as model-wide; a
+  body weight the outer name hides (runtimes read the outer value) is dropped, the rest renamed.
 - :func:`ort_error`: ONNX Runtime's messages carry its source paths and status prefixes; a
   one-line refusal keeps the node and the reason.
 - :func:`ort_crashing_optimizers`: the ONNX Runtime graph optimizers that kill the process while
@@ -25,8 +25,10 @@ Hand-written: onnx has no stable topological sort and no IR upgrade; these are a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import onnx
 
@@ -173,21 +175,39 @@ def _rename_in_scope(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None
             _rename_in_scope(sub, {old: new for old, new in mapping.items() if old not in own})
 
 
-def unshadow_subgraph_names(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """Rename every value an If/Loop/Scan body defines (an input, a weight, a node output) under a
-    name the main graph, an enclosing body or an earlier body defines too; returns (old, new) pairs.
+@dataclass
+class Unshadowed:
+    """What :func:`unshadow_subgraph_names` did: body names renamed (old, new), and body weights
+    dropped because an enclosing graph defines their name (body graph, weight name, whether the
+    enclosing definition is a weight of the same values)."""
 
-    A name a body defines hides the outer one inside it, but tools take names as model-wide:
-    onnxslim gives a body's folded constants the main graph's names (openwakeword's
-    hey_jarvis: ``onnx::Pow_25`` in both), then ONNX Runtime's fp16 converter keys weights by name
-    (an AssertionError) or makes the outer one float16 and leaves the body's float32, which onnx's
-    type inference takes for one tensor ("Inferred elem type differs"). The body's definition and
-    its uses (nested bodies' too) take ``NAME__2``, ``NAME__3``... (the first no name in the model
-    bears); main-graph names, the model's interface, never change. A no-op on a model whose names
-    are unique."""
+    renamed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    dropped: list[tuple[str, str, bool]] = dataclasses.field(default_factory=list)
+
+
+def unshadow_subgraph_names(model: onnx.ModelProto) -> Unshadowed:
+    """Make every name an If/Loop/Scan body defines unique in the model, keeping what it computes.
+
+    A name a body defines may repeat one the main graph, an enclosing body or an earlier body
+    defines, but tools take names as model-wide: onnxslim gives a body's folded constants the main
+    graph's names (openwakeword's hey_jarvis: ``onnx::Pow_25`` in both), then ONNX Runtime's fp16
+    converter keys weights by name (an AssertionError) or makes the outer one float16 and leaves the
+    body's float32, which onnx's type inference takes for one tensor ("Inferred elem type differs").
+
+    - A body's weight under a name an enclosing graph defines is never read: ONNX Runtime 1.32 and
+      onnx's reference evaluator both give the body the enclosing value, whether that is a weight, a
+      graph input or a node output, and whatever the body's own values (docs/design.md, "Body
+      names that repeat an outer one"). It is dropped, so the body reads the outer value as it did.
+    - Any other repeated name (a body's input, a node output, a weight repeating a sibling body's)
+      is renamed in the body and the nested bodies reading it, ``NAME__2``, ``NAME__3``... (the first
+      no name in the model bears).
+
+    Main-graph names, the model's interface, never change. A no-op on a model whose names are
+    unique."""
     taken = _named_anywhere(model.graph)
     defined = set(_defined_in(model.graph))
-    renamed: list[tuple[str, str]] = []
+    outer_weights = {w.name: w for w in model.graph.initializer}
+    done = Unshadowed()
 
     def fresh(name: str) -> str:
         number = 2
@@ -196,18 +216,30 @@ def unshadow_subgraph_names(model: onnx.ModelProto) -> list[tuple[str, str]]:
         taken.add(f"{name}__{number}")
         return f"{name}__{number}"
 
-    def visit(graph: onnx.GraphProto) -> None:
+    def drop_hidden(graph: onnx.GraphProto, visible: set[str], weights: dict[str, onnx.TensorProto]) -> None:
+        for node in graph.node:
+            for sub in subgraphs(node):
+                for weight in [w for w in sub.initializer if w.name in visible]:
+                    outer = weights.get(weight.name)
+                    same = outer is not None and outer.SerializeToString() == weight.SerializeToString()
+                    done.dropped.append((sub.name, weight.name, same))
+                    sub.initializer.remove(weight)
+                inner = {**weights, **{w.name: w for w in sub.initializer}}
+                drop_hidden(sub, visible | set(_defined_in(sub)), inner)
+
+    def rename(graph: onnx.GraphProto) -> None:
         for node in graph.node:
             for sub in subgraphs(node):
                 clashes = [name for name in dict.fromkeys(_defined_in(sub)) if name in defined]
                 mapping = {name: fresh(name) for name in clashes}
                 _rename_in_scope(sub, mapping)
-                renamed.extend(mapping.items())
+                done.renamed.extend(mapping.items())
                 defined.update(_defined_in(sub))
-                visit(sub)
+                rename(sub)
 
-    visit(model.graph)
-    return renamed
+    drop_hidden(model.graph, set(defined), outer_weights)  # first, on the names as the file has them
+    rename(model.graph)
+    return done
 
 
 def node_reads(node: onnx.NodeProto) -> list[str]:

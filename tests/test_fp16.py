@@ -150,24 +150,89 @@ def test_fp16_of_a_body_whose_weights_bear_main_graph_names(tmp_path: Path, if_i
         np.testing.assert_allclose(_run_ort(art.path, feed), _run_ort(path, feed), rtol=2e-3, atol=2e-3)
 
 
-def test_unshadowing_renames_a_body_name_where_the_body_defines_and_reads_it_and_nowhere_else() -> None:
-    """calibration.graphs.unshadow_subgraph_names: the then-branch's ``two`` and ``eps`` become
-    ``two__2`` and ``eps__2`` in its weights and the nodes reading them; the main graph keeps its
-    names, and the else-branch, which reads the main graph's ``p``, still does."""
+def test_unshadowing_drops_a_body_weight_an_outer_name_hides_and_keeps_what_the_model_computes() -> None:
+    """calibration.graphs.unshadow_subgraph_names: the then-branch's ``two`` and ``eps`` repeat the
+    main graph's names, so the runtimes read the main graph's (ONNX Runtime 1.32 and onnx's reference
+    evaluator, whatever the body's own values): they are dropped and the body reads the outer ones;
+    the main graph keeps its names, and the else-branch still reads the main graph's ``p``."""
     from calibration.graphs import all_nodes, unshadow_subgraph_names
     from tests.precision import models
 
     model = models.shadowing_if_model()
-    assert unshadow_subgraph_names(model) == [("two", "two__2"), ("eps", "eps__2")]
+    done = unshadow_subgraph_names(model)
+    assert done.dropped == [("then", "two", True), ("then", "eps", True)] and done.renamed == []
     branches = {a.name: a.g for a in model.graph.node[-1].attribute}
     then_g, else_g = branches["then_branch"], branches["else_branch"]
-    assert {w.name for w in then_g.initializer} == {"v1", "v2", "two__2", "eps__2"}
+    assert {w.name for w in then_g.initializer} == {"v1", "v2"}
     reads = {i for n in all_nodes(then_g) for i in n.input}
-    assert {"two__2", "eps__2", "x"} <= reads and not {"two", "eps"} & reads
+    assert {"two", "eps", "x"} <= reads
     assert {w.name for w in model.graph.initializer} >= {"two", "eps"}
     assert else_g.node[0].input[:] == ["p"]
     onnx.checker.check_model(model, full_check=True)
-    assert unshadow_subgraph_names(model) == []
+    again = unshadow_subgraph_names(model)
+    assert again.dropped == [] and again.renamed == []
+
+
+def _shadowed_weight_model(outer: str) -> onnx.ModelProto:
+    """x -> h = x * x; If(sum(x) > 0): then h * w (the body's own weight ``w`` = [3, -2, 1.5, .25]),
+    else h - w; the main graph's ``w`` = [1, 2, 3, 4] is a weight, a graph input or a node output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inner = numpy_helper.from_array(np.array([3, -2, 1.5, 0.25], np.float32), "w")
+    out = helper.make_tensor_value_info
+    then_g = helper.make_graph(
+        [helper.make_node("Mul", ["h", "w"], ["t"])], "then", [], [out("t", 1, None)], [inner]
+    )
+    else_g = helper.make_graph([helper.make_node("Sub", ["h", "w"], ["e"])], "else", [], [out("e", 1, None)])
+    values = numpy_helper.from_array(np.array([1, 2, 3, 4], np.float32), "w0" if outer == "node" else "w")
+    inits = [numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    inputs = [out("x", TensorProto.FLOAT, ["n", 4])]
+    nodes = []
+    if outer == "weight":
+        inits.append(values)
+    elif outer == "node":
+        inits.append(values)
+        nodes.append(helper.make_node("Identity", ["w0"], ["w"]))
+    else:
+        inputs.append(out("w", TensorProto.FLOAT, [4]))
+    nodes += [
+        helper.make_node("Mul", ["x", "x"], ["h"]),
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["c"]),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+    ]
+    graph = helper.make_graph(nodes, "g", inputs, [out("y", TensorProto.FLOAT, ["n", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("outer", ["weight", "input", "node"])
+def test_unshadowing_keeps_what_the_runtimes_compute_when_the_hidden_weight_differs(outer: str) -> None:
+    """A body weight whose name an enclosing graph defines, with OTHER values: ONNX Runtime and onnx's
+    reference evaluator read the enclosing value (checked here on the file as it is), so renaming
+    the body's apart (what the first version did) changed the outputs; it is dropped instead."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from calibration.graphs import unshadow_subgraph_names
+
+    model = _shadowed_weight_model(outer)
+    feed = {"x": np.ones((2, 4), np.float32)}
+    if outer == "input":
+        feed["w"] = np.array([1, 2, 3, 4], np.float32)
+
+    def ort_run(m: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, feed)[0])
+
+    before = ort_run(model)
+    np.testing.assert_array_equal(before, np.ones((2, 4), np.float32) * [1, 2, 3, 4])  # the outer w
+    np.testing.assert_array_equal(np.asarray(ReferenceEvaluator(model).run(None, feed)[0]), before)
+    done = unshadow_subgraph_names(model)
+    assert done.dropped == [("then", "w", False)] and done.renamed == []
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_array_equal(ort_run(model), before)
 
 
 def test_a_failure_inside_the_fp16_converter_names_what_it_failed_on(
@@ -181,7 +246,7 @@ def test_a_failure_inside_the_fp16_converter_names_what_it_failed_on(
     import edgedeploy.stages.precision.fp16 as fp16
     from tests.precision import models
 
-    monkeypatch.setattr(fp16, "unshadow_subgraph_names", lambda model: [])
+    monkeypatch.setattr(fp16, "unshadow_subgraph_names", lambda model: None)
     path = models.save(models.shadowing_if_model(), tmp_path / "m.onnx")
     with pytest.raises(InputError) as raised:
         make_fp16(path, tmp_path / "m.fp16.onnx")

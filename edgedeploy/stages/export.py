@@ -1065,8 +1065,15 @@ def finalize_onnx(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
     # onnxslim gives a body's folded constants the names of the main graph's equal ones, a file
-    # that onnx's type inference and the fp16 converter read as one tensor: the body's are renamed
-    unshadow_subgraph_names(model)
+    # that onnx's type inference and the fp16 converter read as one tensor: such body weights go
+    # (the runtimes read the outer one), other repeated body names are renamed
+    for body, weight, same in unshadow_subgraph_names(model).dropped:
+        if not same:
+            notify(
+                f"notice: body '{body}' holds a weight '{weight}' that an enclosing graph's '{weight}' "
+                "hides (ONNX Runtime and onnx's reference evaluator read the enclosing one, of other "
+                "values): dropped, the model computes what it did"
+            )
     name_dynamic_dims(model, exported=name is not None)
     # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
     unrun: list[str] = []
