@@ -26,7 +26,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.pipeline.executors import LocalExecutor, RayExecutor, loopback_cluster, refuse_unreachable
+from edgedeploy.pipeline.executors import (
+    LocalExecutor,
+    Placement,
+    RayExecutor,
+    loopback_cluster,
+    refuse_unreachable,
+)
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
 from edgedeploy.ui import Ui
@@ -628,6 +634,106 @@ def test_ray_ctrl_c_cancels_the_cluster_tasks_and_a_rerun_finishes(
     rerun = _ray_run(project, ray_cluster, "ray-interrupted")
     assert sum(c.cached for c in rerun.cells) == len(ok_before) == 1
     _check_outcome(rerun)
+
+
+def _sleeper(path: str) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """A task that writes its process id to ``path`` and sleeps: a cell still running at Ctrl-C."""
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(120)
+    return {}, {}
+
+
+def _wait_for(check: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_ray_ctrl_c_ends_the_running_tasks_without_ray_cancel(
+    ray_cluster: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while cells ran on Ray sometimes ended in Ray's core aborting the driver ("Check failed:
+    it != submissible_tasks_.end() Tried to complete task that was not pending", a 20-line C++ stack,
+    exit 1, a local Ray's agent processes left running): ray.cancel of a task whose reply is on its
+    way races that reply (ray-project/ray#54798). The driver now disconnects instead, and Ray ends
+    the tasks of its job."""
+    executor = RayExecutor(address=ray_cluster["address"])
+    ray = executor._ray
+    try:
+        pid_file = tmp_path / "task.pid"
+        executor.submit("task", _sleeper, (str(pid_file),), Placement())
+        _wait_for(lambda: pid_file.exists() and pid_file.read_text(), 60, "the task never started")
+        pid = int(pid_file.read_text())
+
+        def cancel(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("ray.cancel races the reply of a task that just finished")
+
+        monkeypatch.setattr(ray, "cancel", cancel)
+        executor.cancel()
+        assert executor._refs == {} and not ray.is_initialized()
+        _wait_for(lambda: _gone(pid), 30, "the task still runs after the driver let go")
+    finally:
+        executor.close()
+
+
+def test_ray_a_second_ctrl_c_while_the_driver_disconnects_waits_for_it(
+    ray_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Ctrl-C while Ray shut down (the cancel of the first, seconds on a busy machine) cut
+    ray.shutdown short: Ray's atexit hook shut down again after main(), where the next Ctrl-C printed
+    a traceback ("Exception ignored in atexit callback ... SystemExit: 130"), and a local Ray's
+    processes were left running. The shutdown now finishes, and the Ctrl-C is raised after it."""
+    import signal
+
+    executor = RayExecutor(address=ray_cluster["address"])
+    ray = executor._ray
+    shutdown = ray.shutdown
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands as ray.shutdown starts
+        time.sleep(0.5)
+        shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "shutdown", interrupted)
+    monkeypatch.setattr("edgedeploy.interrupts._received", [])  # the stop it records: this test's only
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executor.close()
+        assert not ray.is_initialized()
+    finally:
+        shutdown()
+
+
+def test_ray_ctrl_c_at_the_end_of_ray_init_disconnects(
+    ray_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C while ray.init connected (or started a local Ray) left the driver connected: the
+    executor was never made, nothing closed it, and Ray's atexit hook disconnected after main(),
+    where the next Ctrl-C printed a traceback. The executor now shuts Ray down on its way out."""
+    import ray
+
+    init = ray.init
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        init(*args, **kwargs)
+        raise KeyboardInterrupt  # the Ctrl-C lands as ray.init returns
+
+    monkeypatch.setattr(ray, "init", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            RayExecutor(address=ray_cluster["address"])
+        assert not ray.is_initialized()
+    finally:
+        ray.shutdown()
 
 
 def test_the_readme_matrix_example_is_a_valid_matrix(tmp_path: Path) -> None:

@@ -389,8 +389,15 @@ class RayExecutor:
     _gcs_address: str | None = None  # the head's address as Ray reports it: what a board's node joins
 
     def __post_init__(self) -> None:
-        ray = import_ray()
-        self._ray = ray
+        self._ray = import_ray()
+        try:
+            self._connect()
+        except BaseException:  # a Ctrl-C in ray.init: not left connected (or a local Ray left running)
+            self.close()
+            raise
+
+    def _connect(self) -> None:
+        ray = self._ray
         try:
             if not ray.is_initialized():
                 refuse_unreachable(self.address)
@@ -466,12 +473,20 @@ class RayExecutor:
         return tag, outcome
 
     def cancel(self) -> None:
-        for ref in list(self._refs):
-            self._ray.cancel(ref, recursive=True)
+        """The driver disconnects (this executor is done), and Ray ends its job's tasks, queued or
+        running. Not ``ray.cancel`` on each: one that races the reply of a task just finished
+        aborts the driver inside Ray's core ("Check failed: it != submissible_tasks_.end() Tried to
+        complete task that was not pending", ray-project/ray#54798), a C++ stack and exit 1 where
+        Ctrl-C says one line."""
         self._refs.clear()
+        self.close()
 
     def close(self) -> None:
-        self._ray.shutdown()  # disconnects this driver; the cluster keeps running
+        """Disconnect this driver (a Ray that ray.init started here stops; a cluster keeps running),
+        with Ctrl-C held until it is done: cut short, Ray's atexit hook would do it again after
+        main(), where a Ctrl-C prints a traceback, and a local Ray's processes could be left."""
+        with deferred():
+            self._ray.shutdown()
 
 
 LOOPBACK = "127.0.0.1"
