@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from calibration.errors import CalibrationError
-from calibration.modelinfo import graph_io, is_named, load_model_header
+from calibration.modelinfo import graph_io, is_named, load_model_header, shape_text
 from calibration.trt_cache import read_cache
 from edgedeploy.backends import trt_versions
 from edgedeploy.backends.base import BuildOptions
@@ -201,8 +201,9 @@ def _resolve_profiles(given: list[ShapeProfile], facts: ModelFacts) -> list[dict
         missing = [i for i, p in enumerate(profiles) if name not in p]
         if not profiles or missing:
             raise InputError(
-                f"input '{name}' has dynamic dims {list(facts.inputs[name])}: give its shape range with "
-                f"--profile {profile_example(name, facts.inputs[name])} (NAME:MIN,OPT,MAX) in every profile"
+                f"input '{name}' has dynamic dims {shape_text(facts.inputs[name], sep=', ')}: give its shape "
+                f"range with --profile {profile_example(name, facts.inputs[name])} (NAME:MIN,OPT,MAX) "
+                "in every profile"
             )
     return profiles
 

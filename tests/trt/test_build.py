@@ -261,6 +261,18 @@ def test_dynamic_input_without_profile_is_refused_with_the_flag_to_use(
     assert ShapeProfile.parse([hint]).shapes["input"] == ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))
 
 
+@trt_versions("10.13.0")
+def test_a_dynamic_input_without_a_profile_shows_its_dims_as_listings_do(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """Was: "input 'input' has dynamic dims ['batch', 1, 8, 8]", a Python list with quoted names;
+    now as TensorSpec.describe() and the other refusals show a shape (calibration.modelinfo.shape_text)."""
+    with pytest.raises(InputError) as err:
+        TensorRTBackend().build(cnn_models.fp32, options(profiles=[]), tmp_path)
+    said = str(err.value)
+    assert "input 'input' has dynamic dims [batch, 1, 8, 8]: give its shape range" in said, said
+
+
 def test_profile_must_be_ordered_and_match_model_rank(fake_gpu, cnn_models, tmp_path: Path) -> None:
     bad = ShapeProfile({"input": ((4, 1, 8, 8), (2, 1, 8, 8), (8, 1, 8, 8))})
     with pytest.raises(InputError, match="axis 0 needs 1 <= min <= opt <= max, got 4/2/8"):
