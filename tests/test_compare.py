@@ -443,6 +443,32 @@ def test_int8_and_fp16_builds_on_random_data_a_model_refuses_name_the_guessed_di
     assert "range analysis skipped" in fp16.stderr and "dynamic dims fed as 1: x " in fp16.stderr
 
 
+def test_an_fp16_build_refuses_input_shapes_its_random_data_cannot_take_as_int8_does(tmp_path: Path) -> None:
+    """build --precision fp16 --input x:1x4x16x16 of x[N,3,H,W] exited 0 without a word: its range
+    analysis was skipped (no ranges.json, no line saying so), while int8 and compare refuse the same
+    --input in one line. Now the fp16 build refuses it in that line, exit 2, nothing written."""
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [weight],
+    )
+    model = tmp_path / "hw.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    before = sorted(tmp_path.rglob("*"))
+    said = []
+    for precision in ("fp16", "int8"):
+        out = tmp_path / precision
+        result = run_cli("build", model, "--precision", precision, "--input", "x:1x4x16x16", "-o", out)
+        assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+        said.append(result.stderr.strip().splitlines()[-1])  # after the warning on random data
+        assert sorted(tmp_path.rglob("*")) == before, precision  # no artifact, plan or folder left behind
+    assert "input 'x' expects shape x[N,3,H,W]:float32, got [1, 4, 16, 16]" in said[0], said
+    assert said[0] == said[1]
+
+
 def test_a_pipeline_compares_tensorrts_q_dq_model_not_onnx_runtimes_fused_copy(tmp_path: Path) -> None:
     """run and matrix compared an int8 build for a GPU target that fell back to ONNX Runtime on
     its saved .ort.onnx, whose fused integer ops compute as this CPU does (ocr-cls for

@@ -99,9 +99,12 @@ def analysis_source(
     return source
 
 
-def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool = False) -> list[Feed]:
-    """Up to ``limit`` samples of ``source``; with ``synthetic_ok``, random data the model's inputs
-    cannot be made from gives no feeds (the caller skips the analysis) instead of an error."""
+def _feeds(
+    source: DataSource, limit: int = EVAL_SAMPLES, *, unmade: Callable[[str], None] | None = None
+) -> list[Feed]:
+    """Up to ``limit`` samples of ``source``. With ``unmade``, random data the model's inputs cannot
+    be made from (a sequence input, an input of no rank) gives no feeds, the reason told to
+    ``unmade`` (the caller skips the analysis), instead of an error."""
 
     feeds: list[Feed] = []
     seen = 0
@@ -112,7 +115,8 @@ def _feeds(source: DataSource, limit: int = EVAL_SAMPLES, *, synthetic_ok: bool 
             if seen >= limit:
                 break
     except CalibrationError as exc:
-        if synthetic_ok and source.synthetic:
+        if unmade is not None and source.synthetic:
+            unmade(str(exc))
             return []
         raise InputError(str(exc)) from None
     return feeds
@@ -296,10 +300,18 @@ def _fp16_checked(
     feed = None
     first: list[Feed] = []
     if source is not None:
-        first = _feeds(source, 1, synthetic_ok=not request.calibration.data)
+        calib = request.calibration
+
+        def skipped(why: str) -> None:
+            ui.warn(f"fp16 range analysis skipped: {why}")
+
+        # random data the model's inputs cannot be made from skips the analysis, which the build does
+        # not need; input shapes the user gave (--input) that the model refuses are refused, as the
+        # int8 build and compare refuse them
+        first = _feeds(source, 1, unmade=None if calib.data or calib.shapes else skipped)
         feed = _one_sample(first[0], inputs) if first else None
         if feed is None:
-            source = None  # seeded random data the model cannot run on (said by _feeds): no analysis
+            source = None  # seeded random data the model cannot be fed (said by skipped): no analysis
     if request.fp16_analysis and source is not None:
         try:
             with ui.progress("fp16 range analysis") as advance, naming_guessed_dims(source.fed_as_one):
