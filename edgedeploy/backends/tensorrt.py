@@ -21,7 +21,7 @@ from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.backends.runtime.runner import PycudaEngineRunner
 from edgedeploy.backends.trt_plan import (
     TrtVersion,
-    check_release,
+    check_settings,
     plan_build,
     read_model_facts,
     refuse_values_tensorrt_lacks,
@@ -91,12 +91,17 @@ class TensorRTBackend:
             raise BackendUnavailable(why)
 
     def check_options(self, options: BuildOptions, model: Path | None = None) -> None:
-        """Options this TensorRT release lacks, and a dynamic input of ``model`` no profile ranges,
-        are refused before the precision stage runs (its artifact keeps the model's input shapes)."""
+        """Options this TensorRT release or the target cannot serve (DLA with dynamic shapes,
+        hardware compatibility on Jetson...), and a dynamic input of ``model`` no profile ranges, are
+        refused before the precision stage runs (its artifact keeps the model's input shapes): every
+        check of the build's plan that needs no artifact (trt_plan.check_settings)."""
         self._require()
-        check_release(options, TrtVersion.parse(trt_env.tensorrt_version() or "0.0"))
+        version = TrtVersion.parse(trt_env.tensorrt_version() or "0.0")
         if model is not None:
-            resolve_profiles(model, options.profiles)
+            profiles = resolve_profiles(model, options.profiles)
+        else:  # the ranges as given: an input that follows another's range takes a range given
+            profiles = [{n: [list(r) for r in rng] for n, rng in p.shapes.items()} for p in options.profiles]
+        check_settings(options, version, profiles)
 
     def build(self, model: Path, options: BuildOptions, out_dir: Path) -> BuildResult:
         model = Path(model)

@@ -300,11 +300,15 @@ def _is_dynamic(profiles: list[dict[str, list[list[int]]]]) -> bool:
     return any(rng[0] != rng[2] for p in profiles for rng in p.values())
 
 
-def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: ModelFacts) -> EnginePlan:
-    """Decide every TensorRT setting for ``model`` or refuse with the reason."""
+def check_settings(
+    options: BuildOptions, version: TrtVersion, profiles: list[dict[str, list[list[int]]]]
+) -> None:
+    """Refuse what the options ask of this TensorRT ``version`` and the target, given the resolved
+    shape ``profiles``: every rule that needs no precision artifact. The build runs it on the
+    artifact's plan, and the backend's check_options before the precision stage writes anything
+    (DLA with dynamic shapes was refused only after the fp16 artifact, plan and ranges were written)."""
     target = options.target
     precision = options.precision
-    notes: list[str] = []
     if not target.is_gpu:
         raise InputError(
             f"target '{target.name}' is not a GPU; TensorRT builds for Jetson and desktop GPU targets"
@@ -316,6 +320,32 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
             f"fp8 needs compute capability >= 8.9 and TensorRT >= 10 ({target.name}: "
             f"{target.compute_capability}, TensorRT {version})"
         )
+    check_option_values(None, options)
+    if options.dla_core is not None:
+        target.check_dla(options.dla_core)
+        if precision not in ("fp16", "int8"):
+            raise InputError(f"DLA runs FP16 and INT8 only; build {precision} on the GPU (drop --dla-core)")
+        if _is_dynamic(profiles):
+            raise InputError(
+                "DLA needs static shapes: give profiles with min = opt = max, or drop --dla-core"
+            )
+    compat = (options.hardware_compatibility or "none").lower()
+    if compat != "none":
+        if target.kind == "jetson" or options.dla_core is not None:
+            raise InputError("hardware-compatible engines are for desktop GPUs only (not Jetson, not DLA)")
+        if compat == "ampere_plus" and target.cc_tuple < (8, 0):
+            raise InputError(
+                f"ampere_plus needs compute capability >= 8.0; {target.name} has {target.compute_capability}"
+            )
+
+
+def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: ModelFacts) -> EnginePlan:
+    """Decide every TensorRT setting for ``model`` or refuse with the reason."""
+    target = options.target
+    precision = options.precision
+    notes: list[str] = []
+    profiles = _resolve_profiles(options.profiles, facts)
+    check_settings(options, version, profiles)
 
     strongly_typed = version.major >= 10
     fp16_flag = int8_flag = fp8_flag = False
@@ -361,14 +391,7 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
 
     workspace_mb = options.workspace_mb or target.default_workspace_mb
     pools_mb = {name.lower(): mb for name, mb in options.memory_pools_mb.items()}
-    unknown = set(pools_mb) - set(MEMORY_POOLS)
-    if unknown:
-        raise InputError(
-            f"unknown memory pool(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEMORY_POOLS)}"
-        )
-    workspace_mb = pools_mb.pop("workspace", workspace_mb)
-    if workspace_mb <= 0 or any(mb <= 0 for mb in pools_mb.values()):
-        raise InputError("memory pool limits must be positive MB values")
+    workspace_mb = pools_mb.pop("workspace", workspace_mb)  # names and values: check_settings
     if target.max_workspace_mb and workspace_mb > target.max_workspace_mb:
         notes.append(
             f"workspace capped at {target.max_workspace_mb} MB for {target.name} "
@@ -378,34 +401,10 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
     pools = {"WORKSPACE": workspace_mb << 20}
     pools.update({name.upper(): mb << 20 for name, mb in pools_mb.items()})
 
-    profiles = _resolve_profiles(options.profiles, facts)
-
-    if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
-        raise InputError(f"--opt-level must be 0..5, got {options.optimization_level}")
-
-    gpu_fallback = False
-    if options.dla_core is not None:
-        target.check_dla(options.dla_core)
-        if precision not in ("fp16", "int8"):
-            raise InputError(f"DLA runs FP16 and INT8 only; build {precision} on the GPU (drop --dla-core)")
-        if _is_dynamic(profiles):
-            raise InputError(
-                "DLA needs static shapes: give profiles with min = opt = max, or drop --dla-core"
-            )
-        gpu_fallback = True
-
+    gpu_fallback = options.dla_core is not None  # layers the DLA cannot run fall back to the GPU
     hardware = None
     if options.hardware_compatibility and options.hardware_compatibility.lower() != "none":
-        key = options.hardware_compatibility.lower()
-        if key not in HARDWARE_COMPAT:
-            raise InputError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}, got '{key}'")
-        if target.kind == "jetson" or options.dla_core is not None:
-            raise InputError("hardware-compatible engines are for desktop GPUs only (not Jetson, not DLA)")
-        if key == "ampere_plus" and target.cc_tuple < (8, 0):
-            raise InputError(
-                f"ampere_plus needs compute capability >= 8.0; {target.name} has {target.compute_capability}"
-            )
-        hardware = HARDWARE_COMPAT[key]
+        hardware = HARDWARE_COMPAT[options.hardware_compatibility.lower()]
     parser_flags = []
     if (hardware or options.version_compatible) and version.major < 10:
         # 8.6's parser imports InstanceNormalization as a plugin unless NATIVE_INSTANCENORM is set, and
@@ -414,8 +413,6 @@ def plan_build(model: Path, options: BuildOptions, version: TrtVersion, facts: M
         parser_flags.append("NATIVE_INSTANCENORM")
 
     verbosity_key = (options.profiling_verbosity or "detailed").lower()
-    if verbosity_key not in PROFILING_VERBOSITY:
-        raise InputError(f"--profiling-verbosity must be one of {', '.join(PROFILING_VERBOSITY)}")
     if verbosity_key != "detailed":
         notes.append("profiling verbosity below 'detailed': the layer report shows names only")
 

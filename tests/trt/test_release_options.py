@@ -156,3 +156,36 @@ def test_a_dynamic_input_without_a_profile_is_refused_before_the_precision_artif
     with pytest.raises(InputError, match=r"input 'input' has dynamic dims .* --profile input:1x1x8x8,"):
         build(cnn_models.fp32, request, tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+REFUSED_BEFORE_WORK = [
+    ("jetson-agx-orin", "fp16", {"dla_core": 0, "profiles": [BATCH]}, "DLA needs static shapes"),
+    ("jetson-agx-orin", "fp32", {"dla_core": 0, "profiles": [STATIC]}, "DLA runs FP16 and INT8 only"),
+    ("jetson-orin-nano", "fp16", {"hardware_compatibility": "ampere_plus"}, "for desktop GPUs only"),
+    ("t4", "fp16", {"hardware_compatibility": "ampere_plus"}, "ampere_plus needs compute capability >= 8.0"),
+]
+
+
+@pytest.mark.trt_versions("10.3.0")
+@pytest.mark.parametrize(
+    ("target", "precision", "kw", "message"), REFUSED_BEFORE_WORK, ids=[c[3] for c in REFUSED_BEFORE_WORK]
+)
+def test_a_tensorrt_option_the_target_or_the_shapes_cannot_take_is_refused_before_the_precision_artifact(
+    fake_gpu, cnn_models, tmp_path: Path, target: str, precision: str, kw: dict[str, Any], message: str
+) -> None:
+    """`build --precision fp16 --target jetson-agx-orin --backend tensorrt --dla-core 0` with a dynamic
+    --profile converted the model, wrote hw.fp16.onnx, its plan and ranges, and only then said "DLA
+    needs static shapes"; --hardware-compat on a Jetson the same. Every check of the TensorRT plan
+    that needs no artifact now runs before any work (README: options are checked before any work)."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.build import build
+
+    kw.setdefault("profiles", [BATCH])
+    request = BuildRequest(precision=precision, target=load_target(target), backend="tensorrt", options=kw)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.txt").write_text("the user's")
+    with pytest.raises(InputError, match=message) as err:
+        build(cnn_models.fp32, request, out)
+    assert "\n" not in str(err.value)
+    assert [p.name for p in out.iterdir()] == ["kept.txt"] and fake_gpu.state.builds == 0
