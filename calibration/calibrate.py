@@ -32,7 +32,7 @@ from calibration.atomic import atomic_path, atomic_write_text, sha256_file, writ
 from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.errors import CalibrationError, DataError, NothingToQuantize
 from calibration.feeds import RUN_ROWS, dynamic_batch, feed_rows, split_runs
-from calibration.graphs import all_nodes, opset_of, subgraphs, unique_node_names, upgrade_ir
+from calibration.graphs import all_nodes, data_independent, opset_of, subgraphs, unique_node_names, upgrade_ir
 from calibration.observers import (
     DEFAULT_BINS,
     PREFETCH_BYTES,
@@ -569,9 +569,12 @@ def calibrate(
                 cache_thresholds[name] = ruled[id(hist), 128]
         # a tensor all zeros in the data gets the floor scale: any later non-zero value quantizes to
         # about 0 (an LSTM state is zero on its first step only); the cache's too (TensorRT 8.x)
-        # (not one that held NaN/Inf only: its count is said above)
+        # (not one that held NaN/Inf only: its count is said above). Not one zero whatever the data
+        # (torch.onnx's zero initial LSTM state, ConstantOfShape): no data makes it vary
+        fixed = data_independent(model.graph)
         zeros = [n for n in dict.fromkeys([*thresholds, *cache_thresholds])
-                 if observer.histograms[n].absmax == 0 and observer.histograms[n].total]  # fmt: skip
+                 if observer.histograms[n].absmax == 0 and observer.histograms[n].total
+                 and n not in fixed]  # fmt: skip
         if zeros:
             warnings.append(
                 f"{len(zeros)} tensor(s) were all zeros in the calibration data, so their scale is the floor "

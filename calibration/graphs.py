@@ -126,6 +126,23 @@ def constant_derived(graph: onnx.GraphProto) -> set[str]:
     return constant
 
 
+# ops whose output values follow from their inputs' shapes (or their attributes) alone
+SHAPE_VALUED_OPS = frozenset({"Shape", "Size", "ConstantOfShape", "EyeLike"})
+
+
+def data_independent(graph: onnx.GraphProto) -> set[str]:
+    """Names whose values no data changes: :func:`constant_derived`'s, what Shape, Size,
+    ConstantOfShape and EyeLike compute (from shapes, not values), and what is computed from those
+    and constants alone, in node order. torch.onnx's zero initial state of an LSTM,
+    ``ConstantOfShape(Concat(1, Shape(x)[0], hidden))``, is one: zero whatever the data, and
+    constant-folded by TensorRT."""
+    fixed = constant_derived(graph)
+    for node in graph.node:
+        if node.op_type in SHAPE_VALUED_OPS or (node.input and all(not i or i in fixed for i in node.input)):
+            fixed.update(o for o in node.output if o)
+    return fixed
+
+
 def captured_names(graph: onnx.GraphProto) -> set[str]:
     """Names a (sub)graph reads from enclosing scopes: used but not defined inside it."""
     defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}

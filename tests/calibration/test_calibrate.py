@@ -211,6 +211,62 @@ def test_a_tensor_all_zeros_in_the_data_is_named_in_a_warning(digits_cnn: Digits
     assert said and inputs[0].name in said[0], result.warnings
 
 
+def _lstm_with_a_zero_state(path: Path) -> Path:
+    """x[N,T,8] -> LSTM(16) -> its last state -> MatMul -> y[N,4]: the initial cell state is
+    ConstantOfShape(Shape(x)...) as torch.onnx exports an LSTM called without one (zero whatever the
+    data), the initial hidden state is an input ``h`` (silero-vad's, zero on its first step)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    consts = {
+        "w": rng.standard_normal((1, 64, 8)),
+        "r": rng.standard_normal((1, 64, 16)) * 0.3,
+        "head": rng.standard_normal((16, 4)),
+    }
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in consts.items()]
+    inits += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (("one", [1]), ("hidden", [16]))]
+    zero = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["n"], start=0, end=1),
+        helper.make_node("Concat", ["one", "n", "hidden"], ["state_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["state_shape"], ["zero_state"], value=zero),
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["xt", "w", "r", "", "", "h", "zero_state"], ["", "last"], hidden_size=16),
+        helper.make_node("Squeeze", ["last", "zero"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "head"], ["y"]),
+    ]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+    graph = helper.make_graph(
+        nodes,
+        "lstm",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 8]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, [1, "N", 16]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_tensor_zero_whatever_the_data_is_not_named_among_the_all_zero_ones(tmp_path: Path) -> None:
+    """An int8 build of an LSTM (torch.onnx's zero initial state, ConstantOfShape) warned that
+    ``/l/ConstantOfShape_output_0`` was all zeros and advised "calibrate on data where they vary":
+    no data makes a constant vary, and TensorRT folds it. The TensorRT cache's list of tensors was
+    searched too. A state the data feeds as zeros (an input) is still named."""
+    model = _lstm_with_a_zero_state(tmp_path / "lstm.onnx")
+    inputs, _ = model_io(model)
+    rng = np.random.default_rng(1)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.standard_normal((16, 5, 8)).astype(np.float32), h=np.zeros((1, 16, 16), np.float32))
+    options = CalibrationOptions(algorithm="max", trt_version="8.6.1")
+    result = calibrate(model, open_source(str(data), inputs, batch_size=8), options, tmp_path / "out")
+    said = [w for w in result.warnings if "all zeros in the calibration data" in w]
+    assert said and "zero_state" not in said[0], result.warnings
+    assert said[0].startswith("1 tensor(s) were all zeros") and ": h;" in said[0], said
+
+
 def test_a_batch_size_that_is_a_multiple_of_the_runs_reuses_the_calibration(
     digits_cnn: DigitsCNN, tmp_path: Path
 ) -> None:
