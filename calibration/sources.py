@@ -55,16 +55,22 @@ def _random_source(
     batch_size: int,
     samples: int,
     shapes: dict[str, tuple[int, ...]] | None,
+    batch_from_shapes: bool = True,
 ) -> DataSource:
     batch_size = static_batch(inputs) or batch_size
     dynamic = static_batch(inputs) is None
-    # an input shape given for a dynamic batch: its dim 0 is the batch, as trtexec's --shapes
+    # an input shape given for a dynamic batch: its dim 0 is the batch, as trtexec's --shapes,
+    # unless the batch size was given too (not batch_from_shapes), which replaces it there as
+    # profile's --batch-sizes does
     over = shapes or {}
     given = {
         s.name: over[s.name][0]
         for s in inputs
         if s.shape and not isinstance(s.shape[0], int) and over.get(s.name)
     }
+    if dynamic and given and not batch_from_shapes:
+        over = {**over, **{name: (batch_size, *over[name][1:]) for name in given}}
+        shapes, given = over, dict.fromkeys(given, batch_size)
     if dynamic and given:
         if len(set(given.values())) > 1:
             raise DataError(
@@ -78,7 +84,7 @@ def _random_source(
     # input names it too (silero-vad's state[2, batch, 128]); a shape given for that input fixes it
     batch_names = named_batches(inputs) if dynamic else set()
     fixed = [named[n] for n in batch_names if n in named]
-    if fixed and not given:
+    if fixed and not given and batch_from_shapes:
         batch_size = fixed[0]
     named = {**named, **dict.fromkeys(batch_names, batch_size)}
 
@@ -400,11 +406,14 @@ def open_source(
     shapes: dict[str, tuple[int, ...]] | None = None,
     image_options: Any = None,
     declare_preprocess: str = "--preprocess FILE",
+    batch_from_shapes: bool = True,
 ) -> DataSource:
     """Open a data spec (see the module docstring) for a model with ``inputs``.
 
     ``samples`` caps the number of samples (random data defaults to 8); ``shapes`` fixes
-    dynamic dims for synthetic data; ``image_options`` is a preprocessing spec for image folders,
+    dynamic dims for synthetic data, dim 0 of a dynamic batch the batch size unless
+    ``batch_from_shapes`` is False (the user gave ``batch_size``: it replaces dim 0, as profile's
+    --batch-sizes does); ``image_options`` is a preprocessing spec for image folders,
     and ``declare_preprocess`` how the command opening the data declares one (the advice of an
     image folder read without).
     A path object is taken as its text.
@@ -428,7 +437,7 @@ def open_source(
     check_shapes(shapes or {}, {s.name: s.rank for s in inputs})
     rnd_seed = _parse_random(spec, seed)
     if rnd_seed is not None:
-        return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes)
+        return _random_source(spec, inputs, rnd_seed, batch_size, samples or 8, shapes, batch_from_shapes)
     path = Path(spec)
     if not path.exists():
         raise DataError(

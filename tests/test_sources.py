@@ -36,6 +36,57 @@ def test_random_data_takes_its_batch_from_dim_0_of_a_given_shape() -> None:
         open_source("random", two, shapes={"a": (4, 2), "b": (2, 2)})
 
 
+def test_a_batch_size_given_replaces_dim_0_of_a_given_shape_as_profiles_batch_sizes() -> None:
+    """compare --input x:2x3x24x24 --batch-size 4 ran batches of 2 without a word. A batch size the
+    user gave (``batch_from_shapes=False``) replaces dim 0 of --input where the batch is dynamic, as
+    profile's --batch-sizes does; then two inputs' dim 0 need not agree either."""
+    source = open_source(
+        "random", DYNAMIC, samples=10, batch_size=8, shapes={"x": (4, 3, 4, 4)}, batch_from_shapes=False
+    )
+    assert [f["x"].shape for f in source] == [(8, 3, 4, 4), (2, 3, 4, 4)]
+    assert source.describe()["batch_size"] == 8 and source.describe()["shapes"] == {"x": [8, 3, 4, 4]}
+    two = [TensorSpec("a", ("batch", 2), "float32"), TensorSpec("b", ("batch", 2), "float32")]
+    given = {"a": (4, 2), "b": (2, 2)}
+    fed = open_source("random", two, samples=3, batch_size=3, shapes=given, batch_from_shapes=False)
+    assert [(f["a"].shape, f["b"].shape) for f in fed] == [((3, 2), (3, 2))]
+
+
+def test_compare_analyze_and_calibrate_on_random_data_take_the_batch_size_given_over_input(
+    tmp_path: Path,
+) -> None:
+    """README: as trtexec's --shapes, dim 0 of --input is the batch unless a batch option is given,
+    which replaces it; random data for compare, analyze and calibrate the same way."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.conftest import run_cli
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [weight],
+    )
+    model = tmp_path / "hw.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    shapes = ("--input", "x:2x3x8x8", "--batch-size", "4", "--samples", "8")
+    runs = {
+        "compare": ("compare", model, model, *shapes),
+        "analyze": ("analyze", model, "--data", "random", *shapes),
+        "calibrate": ("calibrate", model, "--data", "random", "-o", tmp_path / "c", *shapes),
+    }
+    for name, args in runs.items():
+        result = run_cli(*args, "--json", tmp_path / f"{name}.json")
+        assert result.code == 0, result.stderr
+        record = json.loads((tmp_path / f"{name}.json").read_text())
+        data = record["report"]["data"] if name == "calibrate" else record["data"]
+        assert data["batch_size"] == 4 and data["shapes"] == {"x": [4, 3, 8, 8]}, (name, data)
+
+
 def test_an_empty_spec_is_refused_not_read_as_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

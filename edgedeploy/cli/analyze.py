@@ -20,6 +20,7 @@ from edgedeploy.cli.common import (
     load_preprocess,
     make_ui,
     out,
+    typed,
     write_json,
 )
 from edgedeploy.errors import InputError, naming_guessed_dims
@@ -70,6 +71,7 @@ def analyze_command(
             seed=seed,
             shapes=parse_shapes(input) or None,
             image_options=load_preprocess(preprocess),
+            batch_from_shapes="batch_size" not in typed(ctx, "batch_size"),  # as profile's --batch-sizes
         )
     except CalibrationError as exc:
         raise InputError(str(exc)) from None

@@ -127,6 +127,7 @@ def calibrate_command(
         seed=seed,
         preprocess=load_preprocess(preprocess),
         shapes=parse_shapes(input) or None,
+        batch_from_shapes="batch_size" not in typed(ctx, "batch_size"),  # as profile's --batch-sizes
     )
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)

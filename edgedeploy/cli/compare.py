@@ -98,20 +98,21 @@ def compare_command(
     if per_layer and candidate.suffix != ".onnx":
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
+    batch_given = "batch_size" in typed(ctx, "batch_size")  # replaces dim 0 of --input for random data
     if candidate.suffix == ".onnx" and static_batch(inputs) is None:  # a candidate fixed at one batch
         # (exported --static) refused the default batches of 8 in Polygraphy's words only
         fixed = static_batch(model_io(candidate)[0])
         if fixed is not None and fixed != batch_size:
-            if "batch_size" in typed(ctx, "batch_size"):
+            if batch_given:
                 raise InputError(
                     f"{candidate.name} takes a batch of {fixed} only (its batch dim is fixed): "
                     f"give --batch-size {fixed}"
                 )
             ui.info(f"{candidate.name} takes a batch of {fixed} only: comparing in batches of {fixed}")
-            batch_size = fixed
+            batch_size, batch_given = fixed, True
     source = open_source(
         data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None,
-        image_options=load_preprocess(preprocess),
+        image_options=load_preprocess(preprocess), batch_from_shapes=not batch_given,
     )  # fmt: skip
     gates = Gates(
         atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []),

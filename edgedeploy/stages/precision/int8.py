@@ -86,8 +86,10 @@ def open_calibration_data(
     seed: int = 0,
     preprocess: Mapping[str, Any] | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    batch_from_shapes: bool = True,
 ) -> DataSource:
-    """Open a calibration data spec for ``model`` (user errors -> InputError)."""
+    """Open a calibration data spec for ``model`` (user errors -> InputError); ``batch_from_shapes``:
+    see :func:`calibration.sources.open_source`."""
 
     try:
         inputs, _ = model_io(model)
@@ -99,6 +101,7 @@ def open_calibration_data(
             seed=seed,
             shapes=shapes,
             image_options=dict(preprocess) if preprocess else None,
+            batch_from_shapes=batch_from_shapes,
         )
     except CalibrationError as exc:
         raise InputError(str(exc)) from None
