@@ -379,6 +379,22 @@ def seed_unused(spec: str, seed: int, names: tuple[str, str] = ("--data", "--see
     return None
 
 
+def shapes_unused(
+    spec: str, shapes: Mapping[str, Sequence[int]], names: tuple[str, str] = ("--data", "--input")
+) -> None:
+    """Refuse input shapes the user gave (``--input``) beside data that is not random: files, an
+    image folder or a loader script feed the shapes they hold, and shapes that differ from them
+    were dropped without a word (a trtexec user expects the shapes given to be the shapes run).
+    ``names``: what the user calls the data and the shapes."""
+    if not shapes or _parse_random(spec, 0) is not None:
+        return
+    given = " ".join(f"{name}:{'x'.join(map(str, dims))}" for name, dims in shapes.items())
+    raise DataError(
+        f"{names[1]} {given}: shapes for random data only; {names[0]} {spec} is fed in the shapes it "
+        f"holds: drop {names[1]}"
+    )
+
+
 def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int | None]) -> None:
     """Given input shapes (``--input``) name the model's inputs (``ranks``: input -> its number
     of dims, None when the model does not say), at their rank: a misspelt name would otherwise

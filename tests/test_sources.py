@@ -36,6 +36,23 @@ def test_random_data_takes_its_batch_from_dim_0_of_a_given_shape() -> None:
         open_source("random", two, shapes={"a": (4, 2), "b": (2, 2)})
 
 
+def _conv_hw(path: Path) -> Path:
+    """x[N,3,H,W] -> 1x1 Conv -> y[N,2,H,W]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
 def test_a_batch_size_given_replaces_dim_0_of_a_given_shape_as_profiles_batch_sizes() -> None:
     """compare --input x:2x3x24x24 --batch-size 4 ran batches of 2 without a word. A batch size the
     user gave (``batch_from_shapes=False``) replaces dim 0 of --input where the batch is dynamic, as
@@ -58,21 +75,9 @@ def test_compare_analyze_and_calibrate_on_random_data_take_the_batch_size_given_
     which replaces it; random data for compare, analyze and calibrate the same way."""
     import json
 
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from tests.conftest import run_cli
 
-    weight = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"])],
-        "hw",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, "H", "W"])],
-        [weight],
-    )
-    model = tmp_path / "hw.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    model = _conv_hw(tmp_path / "hw.onnx")
     shapes = ("--input", "x:2x3x8x8", "--batch-size", "4", "--samples", "8")
     runs = {
         "compare": ("compare", model, model, *shapes),
@@ -85,6 +90,54 @@ def test_compare_analyze_and_calibrate_on_random_data_take_the_batch_size_given_
         record = json.loads((tmp_path / f"{name}.json").read_text())
         data = record["report"]["data"] if name == "calibrate" else record["data"]
         assert data["batch_size"] == 4 and data["shapes"] == {"x": [4, 3, 8, 8]}, (name, data)
+
+
+@pytest.mark.parametrize("data", ["file", "folder", "loader"])
+def test_input_shapes_beside_data_files_are_refused_by_every_command_before_any_work(
+    tmp_path: Path, data: str
+) -> None:
+    """--input x:2x3x40x40 beside data of x[*,3,16,16] was dropped without a word by compare,
+    analyze, calibrate, bundle and build --calib-data (they ran on the files' 16x16), while an fp32
+    build refuses an unused --input. One rule for all: --input gives the shapes of random data, and
+    beside data that is not random it is refused in one line, exit 2, nothing written."""
+    from tests.test_cli_usage_errors import run_main
+
+    model = _conv_hw(tmp_path / "hw.onnx")
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    if data == "loader":
+        spec = tmp_path / "load.py"
+        spec.write_text(
+            "import numpy as np\n\ndef load_data():\n    yield {'x': np.ones((2, 3, 16, 16), 'f4')}\n"
+        )
+    elif data == "folder":
+        spec = tmp_path / "d"
+        spec.mkdir()
+        np.savez(spec / "a.npz", x=x)
+    else:
+        spec = tmp_path / "d.npz"
+        np.savez(spec, x=x)
+    out = tmp_path / "out"
+    shape = ("--input", "x:2x3x40x40")
+    runs = [
+        ("compare", str(model), str(model), "--data", str(spec), *shape, "--json", str(out / "c.json")),
+        ("analyze", str(model), "--data", str(spec), *shape, "--json", str(out / "a.json")),
+        ("calibrate", str(model), "--data", str(spec), *shape, "-o", str(out)),
+        ("bundle", str(model), "--data", str(spec), *shape, "-o", str(out)),
+        ("build", str(model), "--precision", "int8", "--calib-data", str(spec), *shape, "-o", str(out)),
+        ("build", str(model), "--precision", "fp16", "--calib-data", str(spec), *shape, "-o", str(out)),
+    ]
+    for args in runs:
+        code, _, stderr = run_main(*args)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (args, stderr)
+        option = "--calib-data" if args[0] == "build" else "--data"
+        assert lines[0] == (
+            f"error: --input x:2x3x40x40: shapes for random data only; {option} {spec} is fed in the shapes "
+            "it holds: drop --input"
+        ), lines[0]
+        assert not out.exists(), args
+    random = run_main("compare", str(model), str(model), "--data", "random:1", *shape, "--samples", "2")
+    assert random[0] == 0, random[2]
 
 
 def test_an_empty_spec_is_refused_not_read_as_the_current_folder(

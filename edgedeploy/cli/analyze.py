@@ -49,7 +49,7 @@ def analyze_command(
         from calibration.errors import CalibrationError
         from calibration.graphs import infer_shapes_light
         from calibration.modelinfo import model_io
-        from calibration.sources import open_source, parse_shapes
+        from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.options import Fp16Options
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import report_json
@@ -58,6 +58,8 @@ def analyze_command(
         from edgedeploy.stages.precision.mixed import fp16_analysis_model
 
     ui = make_ui()
+    shapes = parse_shapes(input)
+    shapes_unused(data, shapes)
     loaded = fp16_analysis_model(model, ui)  # converted where the fp16 build converts it
     try:
         check_seed(ctx, data, seed, ui)
@@ -69,7 +71,7 @@ def analyze_command(
             samples=samples if samples is not None else (32 if data.startswith("random") else None),
             batch_size=batch_size,
             seed=seed,
-            shapes=parse_shapes(input) or None,
+            shapes=shapes or None,
             image_options=load_preprocess(preprocess),
             batch_from_shapes="batch_size" not in typed(ctx, "batch_size"),  # as profile's --batch-sizes
         )

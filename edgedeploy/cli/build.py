@@ -187,7 +187,7 @@ def build_command(
     user_options: dict[str, Any] = dict(locals())  # the parameters, named as in [build]
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.algorithms import ALGORITHMS
-        from calibration.sources import parse_shapes
+        from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import check_model, load_onnx
         from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
         from edgedeploy.stages.build import artifact_name, build
@@ -227,6 +227,8 @@ def build_command(
         hint = " (int8: calibrate --exclude-ops/--exclude-nodes keep layers in float)"
         hint = hint if precision == "int8" and set(unused) & {flag for flag, _ in fp16_given} else ""
         raise InputError(f"{', '.join(unused)}: not used by an {precision} build{hint}")
+    if calib_data:  # files, images or a loader script: fed in their own shapes, never --input's
+        shapes_unused(calib_data, parse_shapes(input), ("--calib-data", "--input"))
     # refused here, before any work: calibration refused them only after the warning of random data
     for flag, value in (("--calib-samples", calib_samples), ("--calib-batch-size", calib_batch_size)):
         if value < 1:

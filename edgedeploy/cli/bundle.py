@@ -95,7 +95,7 @@ def create_command(
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.modelinfo import model_io
-        from calibration.sources import open_source, parse_shapes
+        from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.onnxio import load_onnx
         from edgedeploy.options import parse_profiles
         from edgedeploy.pipeline.pack import bundle_artifacts
@@ -114,6 +114,8 @@ def create_command(
     real = output.resolve()
     not_written(json_path, files=[real.with_name(real.name + ".tar.gz")], folders=[output])
     tgt = load_target(target)
+    shapes = parse_shapes(input)
+    shapes_unused(data, shapes)
     load_onnx(reference, load_external_data=False)
     for path in artifacts or []:
         if not path.is_file():
@@ -124,7 +126,7 @@ def create_command(
     gates.check_top1_outputs([o.name for o in outputs], reference.name)
     prep = load_preprocess(preprocess)
     source = open_source(
-        data, inputs, samples=samples, batch_size=8, image_options=prep, shapes=parse_shapes(input) or None
+        data, inputs, samples=samples, batch_size=8, image_options=prep, shapes=shapes or None
     )
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)

@@ -86,7 +86,7 @@ def calibrate_command(
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.report import load_report, print_table
-        from calibration.sources import parse_shapes
+        from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import check_model, load_onnx
         from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
         from edgedeploy.targets import load_target
@@ -119,6 +119,8 @@ def calibrate_command(
     if data is None:
         raise InputError("give --data SPEC (or --from-cache CACHE)")
     check_seed(ctx, data, seed, ui)
+    shapes = parse_shapes(input)
+    shapes_unused(data, shapes)
     source = open_calibration_data(
         model,
         data,
@@ -126,7 +128,7 @@ def calibrate_command(
         batch_size=batch_size,
         seed=seed,
         preprocess=load_preprocess(preprocess),
-        shapes=parse_shapes(input) or None,
+        shapes=shapes or None,
         batch_from_shapes="batch_size" not in typed(ctx, "batch_size"),  # as profile's --batch-sizes
     )
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):

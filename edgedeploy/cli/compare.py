@@ -83,7 +83,7 @@ def compare_command(
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.feeds import static_batch
         from calibration.modelinfo import model_io
-        from calibration.sources import open_source, parse_shapes
+        from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.onnxio import load_onnx
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
@@ -92,6 +92,8 @@ def compare_command(
 
     ui = make_ui()
     check_seed(ctx, data, seed, ui)
+    shapes = parse_shapes(input)
+    shapes_unused(data, shapes)
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
         raise not_a_file("candidate", candidate)
@@ -111,7 +113,7 @@ def compare_command(
             ui.info(f"{candidate.name} takes a batch of {fixed} only: comparing in batches of {fixed}")
             batch_size, batch_given = fixed, True
     source = open_source(
-        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=parse_shapes(input) or None,
+        data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=shapes or None,
         image_options=load_preprocess(preprocess), batch_from_shapes=not batch_given,
     )  # fmt: skip
     gates = Gates(
