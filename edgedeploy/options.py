@@ -258,6 +258,9 @@ class Fp16Options:
     fp32_nodes_matched: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # Nodes kept in fp32 by an analysis (node name -> reason); the user's lists add to this.
     auto_fp32_nodes: Mapping[str, str] = field(default_factory=dict)
+    # the runtime the artifact is for, which decides which ops of ONNX Runtime's converter's block list
+    # stay fp32 (fp16.blocked_ops): "onnxruntime" (CPU targets) or "tensorrt" (GPU targets)
+    runtime: str = "onnxruntime"
 
 
 @dataclass

@@ -106,9 +106,12 @@ def test_fp16_plan_gives_each_fixed_type_op_its_own_reason_for_staying_fp32() ->
     MeanVarianceNormalization lack the kernel. Each group now reads its own reason."""
     from onnx import helper
 
-    from edgedeploy.stages.precision.fp16 import FIXED_TYPE_OPS, fp32_reasons
+    from edgedeploy.stages.precision.fp16 import blocked_ops, fp32_reasons
 
-    why = fp32_reasons(Fp16Options(), sorted(FIXED_TYPE_OPS | {"TopK"}))
+    opset17 = helper.make_model(
+        helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    why = fp32_reasons(Fp16Options(), blocked_ops(opset17))
 
     def reason(op: str) -> str | None:
         return why(helper.make_node(op, ["x"], ["y"], name=op.lower()))
@@ -118,8 +121,109 @@ def test_fp16_plan_gives_each_fixed_type_op_its_own_reason_for_staying_fp32() ->
         assert reason(op) == op + fixed
     for op in ("DynamicQuantizeLinear", "BitCast"):
         assert reason(op) == f"{op}'s float inputs must stay float32 (the converter would retype them)"
-    for op in ("AffineGrid", "MeanVarianceNormalization", "TopK"):  # TopK: the converter's own block list
+    for op in ("AffineGrid", "MeanVarianceNormalization"):
         assert reason(op) == f"{op} has no fp16 kernel in ONNX Runtime"
+    # TopK: the converter's own block list, for a CPU target (blocked_ops)
+    assert reason("TopK") == (
+        "ONNX Runtime's CPU provider has no float16 TopK kernel (it would run it in float32 between Casts)"
+    )
+
+
+def _block_list_model(opset: int) -> onnx.ModelProto:
+    """x, y [2, 8] float: Max, Min, TopK (k 3), CumSum and a float Range, ops of the converter's
+    default block list."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f32 = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Max", ["x", "y"], ["mx"], name="max"),
+        helper.make_node("Min", ["x", "y"], ["mn"], name="min"),
+        helper.make_node("Add", ["mx", "mn"], ["s"], name="add"),
+        helper.make_node("TopK", ["s", "k"], ["v", "i"], name="topk"),
+        helper.make_node("CumSum", ["s", "axis"], ["c"], name="cumsum"),
+        helper.make_node("Range", ["start", "limit", "delta"], ["r"], name="range"),
+    ]
+    weights = [
+        numpy_helper.from_array(np.array([3], np.int64), "k"),
+        numpy_helper.from_array(np.array(1, np.int64), "axis"),
+        *(
+            numpy_helper.from_array(np.array(v, np.float32), n)
+            for n, v in (("start", 0), ("limit", 5), ("delta", 1))
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, f32, [2, 8]) for n in ("x", "y")],
+        [
+            helper.make_tensor_value_info("v", f32, [2, 3]),
+            helper.make_tensor_value_info("c", f32, [2, 8]),
+            helper.make_tensor_value_info("r", f32, [5]),
+        ],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _plan_of(tmp_path: Path, model: onnx.ModelProto, target: str) -> dict[str, dict[str, str]]:
+    from dataclasses import replace
+
+    import onnxruntime as ort
+
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.precision.mixed import make_fp16_checked
+    from edgedeploy.targets import load_target
+
+    src = tmp_path / f"m{target}.onnx"
+    onnx.save(model, src)
+    request = replace(BuildRequest(precision="fp16", target=load_target(target)), fp16_analysis=False)
+    art = make_fp16_checked(src, tmp_path / f"m{target}.fp16.onnx", request)
+    rng = np.random.default_rng(0)
+    feed = {n: rng.standard_normal((2, 8)).astype(np.float32) for n in ("x", "y")}
+    got = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(None, feed)
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feed)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)
+    plan = json.loads(art.path.with_name(art.path.name.removesuffix(".onnx") + ".plan.json").read_text())
+    return {e["node"]: e for e in plan["nodes"]}
+
+
+def test_fp16_converts_max_and_min_the_target_runs_in_fp16_and_keeps_what_it_cannot_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """Every op of ONNX Runtime's float16.DEFAULT_OP_BLOCK_LIST stayed fp32 ("Max has no fp16 kernel
+    in ONNX Runtime"), for GPU targets too: a TF-converted CNN's 19 Max kept 19 of 68 nodes in fp32
+    behind 40 Casts. ONNX Runtime's CPU provider runs Max and Min in float16 from opset 12 and
+    TensorRT's parser takes TopK and CumSum in FP16; a float Range takes no float16 in ONNX's
+    definition (opset 17). Each op is now fp32 only where the target's runtime cannot run it, with
+    that reason."""
+    gpu = _plan_of(tmp_path, _block_list_model(17), "jetson-orin-nano")
+    assert {n: gpu[n]["precision"] for n in ("max", "min", "add", "topk", "cumsum")} == dict.fromkeys(
+        ("max", "min", "add", "topk", "cumsum"), "fp16"
+    ), gpu
+    assert gpu["range"]["precision"] == "fp32"
+    assert gpu["range"]["reason"] == "Range takes no float16 in ONNX's definition at opset 17", gpu["range"]
+
+    cpu = _plan_of(tmp_path, _block_list_model(17), "x86-64-cpu")
+    assert [cpu[n]["precision"] for n in ("max", "min", "add")] == ["fp16"] * 3, cpu
+    for op in ("TopK", "CumSum"):
+        entry = cpu[op.lower()]
+        assert entry["precision"] == "fp32"
+        assert entry["reason"] == (
+            f"ONNX Runtime's CPU provider has no float16 {op} kernel (it would run it in float32 "
+            "between Casts)"
+        ), entry
+    assert cpu["range"]["reason"] == gpu["range"]["reason"]
+
+    old = _plan_of(tmp_path, _block_list_model(11), "x86-64-cpu")  # Max-8 and Min-8 kernels: float, double
+    assert old["max"]["reason"] == (
+        "ONNX Runtime's CPU provider has no float16 Max kernel below opset 12 (it would run it in "
+        "float32 between Casts)"
+    ), old["max"]
+    cumsum = old["cumsum"]
+    assert cumsum["reason"] == "CumSum takes no float16 in ONNX's definition at opset 11", cumsum
 
 
 def _run_ort(model: Path, x: np.ndarray) -> np.ndarray:

@@ -1767,3 +1767,18 @@ def test_the_matrix_table_says_the_batch_size_its_p50_is_at(tmp_path: Path) -> N
     assert batch_notes(mixed, speedups=False) == [
         "p50 not all at one batch size: a/x86-64-cpu/fp32 at batch 1, a/x86-64-vnni/fp16 at batch 8."
     ]
+
+
+def test_fp16_artifacts_are_shared_only_by_targets_whose_runtime_keeps_the_same_ops_in_fp32() -> None:
+    """An fp16 build keeps in fp32 what the target's runtime cannot run in fp16 (TensorRT for a GPU
+    target, ONNX Runtime's CPU provider otherwise: a TopK is fp16 for one, fp32 for the other), so a
+    matrix of a GPU and a CPU target makes two fp16 artifacts; it made one for both."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.pipeline.matrix import precision_family
+    from edgedeploy.targets import load_target
+
+    cpu, vnni, orin = (load_target(t) for t in ("x86-64-cpu", "x86-64-vnni", "jetson-orin-nano"))
+    request = BuildRequest("fp16", cpu)
+    assert precision_family(orin, request) != precision_family(cpu, request)
+    assert precision_family(vnni, request) == precision_family(cpu, request)
+    assert precision_family(load_target("t4"), request) == precision_family(orin, request)

@@ -385,7 +385,10 @@ def _shapes(config: PipelineConfig) -> dict[str, tuple[int, ...]]:
 
 
 def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
-    """What of the target shapes the precision ONNX: nothing for fp16, Q/DQ placement for int8."""
+    """What of the target shapes the precision ONNX: the runtime for fp16 (the ops it keeps in fp32,
+    fp16.blocked_ops), Q/DQ placement for int8."""
+    if request.precision == "fp16":
+        return {"runtime": placement_for(target)}
     if request.precision != "int8":
         return {}
     return {

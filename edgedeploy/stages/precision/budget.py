@@ -559,11 +559,13 @@ def fp16_budget(
     blocked_ops: Sequence[str] | None = None,
     keep_io_types: bool = True,
     progress: Callable[[str], None] = lambda _m: None,
+    runtime: str = "onnxruntime",
 ) -> BudgetResult:
-    """Which extra nodes to keep in fp32 (on top of ``base_fp32``) to meet ``budget`` in fp16."""
+    """Which extra nodes to keep in fp32 (on top of ``base_fp32``) to meet ``budget`` in fp16;
+    ``runtime``: the one the build is for, whose ops it keeps in fp32 (unless ``blocked_ops``)."""
 
     model = load_for_analysis(model_path)
-    blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
+    blocked = converter_blocked_ops(model, runtime) if blocked_ops is None else set(blocked_ops)
     evaluator = OutputEvaluator(model, feeds)
     base = set(base_fp32)
     candidates = [

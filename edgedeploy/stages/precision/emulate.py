@@ -23,6 +23,7 @@ from calibration.graphs import all_graphs, all_nodes, copy_without_initializers,
 from calibration.observers import in_memory_stub
 from edgedeploy.stages.precision.fp16 import (
     HALF_INF_BITS,
+    blocked_ops,
     ensure_node_names,
     half_magnitude_bits,
     round_to_float16,
@@ -34,11 +35,10 @@ FP16_MIN_POSITIVE = 2.0**-24  # smallest subnormal, about 5.96e-8
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
 
 
-def converter_blocked_ops() -> set[str]:
-    """Op types the fp16 converter always leaves in fp32 (they have no fp16 definition)."""
-    from onnxruntime.transformers import float16
-
-    return set(float16.DEFAULT_OP_BLOCK_LIST)
+def converter_blocked_ops(model: onnx.ModelProto, runtime: str = "onnxruntime") -> set[str]:
+    """Op types an fp16 build of ``model`` for ``runtime`` leaves in fp32 whatever their ranges
+    (:func:`edgedeploy.stages.precision.fp16.blocked_ops`)."""
+    return set(blocked_ops(model, runtime))
 
 
 def round_weight(
@@ -117,7 +117,7 @@ def emulate_fp16(
     """
     emu = _copy(model, arrays)
     ensure_node_names(emu)
-    blocked = converter_blocked_ops() if blocked_ops is None else set(blocked_ops)
+    blocked = converter_blocked_ops(emu) if blocked_ops is None else set(blocked_ops)
     fp16 = set(fp16_node_names(emu, fp32_nodes, blocked))
     floats = float_names(emu)
     casts = set(cast_weights)

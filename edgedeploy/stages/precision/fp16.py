@@ -77,6 +77,13 @@ FIXED_TYPE_REASONS = {
     **dict.fromkeys(["AffineGrid", "MeanVarianceNormalization"], _NO_FP16_KERNEL),
 }  # fmt: skip
 FIXED_TYPE_OPS = frozenset(FIXED_TYPE_REASONS)
+# ONNX Runtime's converter blocks the ops of float16.DEFAULT_OP_BLOCK_LIST unless told otherwise
+# (kernels its CUDA provider lacked). Of them an fp16 artifact keeps in fp32 only what ONNX's
+# definition or the runtime it is for cannot take in float16 (blocked_ops; docs/design.md, "The
+# converter's block list, per runtime"). ONNX Runtime 1.32's CPU provider has a float16 kernel for
+# these of them, from this opset on (Max-8/Min-8 take float and double only), for none of the others:
+ORT_CPU_FLOAT16_FROM = {"Max": 12, "Min": 12}
+FP16_RUNTIMES = ("onnxruntime", "tensorrt")
 FP16_MIN_POSITIVE = 2.0**-24  # smallest float16 subnormal; the converter's 5.96e-08 rounds to it
 FP16_MAX_FINITE = 65504.0
 FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
@@ -719,13 +726,13 @@ def _fast_weight_rounding(
         float16.convert_tensor_float_to_float16 = original_tensor
 
 
-def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[onnx.NodeProto], str | None]:
-    """Why a node is kept in fp32 (the user's lists, analysis, converter defaults), or None."""
+def fp32_reasons(options: Fp16Options, blocked: Mapping[str, str]) -> Callable[[onnx.NodeProto], str | None]:
+    """Why a node is kept in fp32 (the user's lists, analysis, the op types ``blocked``: op type ->
+    reason, :func:`blocked_ops`), or None."""
     ops = set(options.fp32_ops)
     user_nodes = set(options.fp32_nodes)
     # a node selected by the name the model gave it, not its own (NAME#2 by NAME): says which
     given = {n: name for name, found in options.fp32_nodes_matched.items() for n in found if n != name}
-    blocked = set(blocked_ops)
 
     def reason(node: onnx.NodeProto) -> str | None:
         if node.name in user_nodes:
@@ -734,23 +741,69 @@ def fp32_reasons(options: Fp16Options, blocked_ops: Sequence[str]) -> Callable[[
             return f"--fp32-ops {node.op_type}"
         if node.name in options.auto_fp32_nodes:
             return options.auto_fp32_nodes[node.name]
-        if node.op_type in blocked:
-            return _blocked_reason(node.op_type)
-        return None
+        return blocked.get(node.op_type)
 
     return reason
 
 
-def _blocked_reason(op_type: str) -> str:
-    """Why an op the conversion blocks stays fp32 (the converter's own block list: no fp16 kernel)."""
-    return op_type + FIXED_TYPE_REASONS.get(op_type, _NO_FP16_KERNEL)
+def _onnx_refuses_float16(op_type: str, domain: str, opset: int) -> str | None:
+    """Why ONNX's definition of ``op_type`` at ``opset`` takes no float16 where it takes float32
+    (a type constraint without it, or an input or output typed float only), or None."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, domain)
+    except onnx.defs.SchemaError:  # no such op at that opset: the model cannot hold it
+        return None
+    refused = f"{op_type} takes no float16 in ONNX's definition at opset {opset}"
+    for kind, formals in (("input", schema.inputs), ("output", schema.outputs)):
+        for formal in formals:
+            if formal.type_str == "tensor(float)":
+                return f"{refused} (its {kind} '{formal.name}' is float only)"
+    for constraint in schema.type_constraints:
+        allowed = set(constraint.allowed_type_strs)
+        if "tensor(float)" in allowed and "tensor(float16)" not in allowed:
+            return refused
+    return None
+
+
+def blocked_ops(model: onnx.ModelProto, runtime: str = "onnxruntime") -> dict[str, str]:
+    """The op types an fp16 build of ``model`` for ``runtime`` (:data:`FP16_RUNTIMES`) keeps in fp32,
+    with why (op type -> reason): FIXED_TYPE_OPS, and of the converter's default block list those
+    ONNX's definition at the model's opset types float only (a float Range below opset 27, CumSum
+    below 14, NonMaxSuppression, Upsample's scales, the ai.onnx.ml ops) or ``runtime`` cannot run in
+    float16: ONNX Runtime's CPU provider has no float16 kernel for them (it runs them in float32
+    between Casts it inserts: :data:`ORT_CPU_FLOAT16_FROM`), TensorRT's ONNX parser takes no
+    ai.onnx.ml op (it takes the others in FP16). The rest of the list is converted as any op."""
+    from onnxruntime.transformers import float16
+
+    opsets = {(o.domain or "ai.onnx"): o.version for o in model.opset_import}
+    found = {op: op + reason for op, reason in FIXED_TYPE_REASONS.items()}
+    for op in float16.DEFAULT_OP_BLOCK_LIST:
+        if op in found:
+            continue
+        domain = "" if onnx.defs.has(op) else "ai.onnx.ml"
+        opset = opsets.get(domain or "ai.onnx", 0)
+        why = _onnx_refuses_float16(op, domain, opset)
+        if why is None and runtime == "tensorrt" and domain:
+            why = f"{op} is no op TensorRT's ONNX parser takes ({domain})"
+        elif why is None and runtime != "tensorrt":
+            since = ORT_CPU_FLOAT16_FROM.get(op) if not domain else None
+            if since is None or opset < since:
+                below = f" below opset {since}" if since is not None else ""
+                why = (
+                    f"ONNX Runtime's CPU provider has no float16 {op} kernel{below} (it would run it in "
+                    "float32 between Casts)"
+                )
+        if why is not None:
+            found[op] = why
+    return found
 
 
 def precision_plan(
-    model: onnx.ModelProto, options: Fp16Options, blocked_ops: Sequence[str]
+    model: onnx.ModelProto, options: Fp16Options, blocked: Mapping[str, str]
 ) -> dict[str, object]:
-    """Which node runs in which precision, and why (the user's lists, analysis, converter defaults)."""
-    why = fp32_reasons(options, blocked_ops)
+    """Which node runs in which precision, and why (the user's lists, analysis, the op types
+    ``blocked`` for the runtime: :func:`blocked_ops`)."""
+    why = fp32_reasons(options, blocked)
     entries = []
     for node in all_nodes(model.graph):
         reason = why(node)
@@ -767,6 +820,7 @@ def precision_plan(
         "schema_version": PLAN_SCHEMA,
         "precision": "fp16",
         "keep_io_types": options.keep_io_types,
+        "runtime": options.runtime,  # which ops of the converter's block list stay fp32 (blocked_ops)
         "nodes_total": len(entries),
         "nodes_fp32": fp32,
         # each --fp32-nodes name -> the nodes it kept (every node the model gave that name)
@@ -789,16 +843,18 @@ def mark_not_float32(plan: dict[str, Any], typed: onnx.ModelProto) -> None:
     (no float32 tensor in or out), or on integers or bools only (every tensor in and out typed, none
     a float): the converter changes float32 only, so they stay as they are and the plan says
     "float64" or "integer" instead of "fp16" (TensorRT's pins and the report read its "fp32" nodes
-    only). So does a node of an op the converter blocks (an int64 Max), listed "fp32" for that
-    alone: blocked, it gets no Casts where it holds no float32 tensor. A control-flow node counts
+    only). So does a node of an op the converter blocks (an int64 TopK), listed "fp32" for that
+    alone (:func:`blocked_ops`, for the plan's runtime): blocked, it gets no Casts where it holds no
+    float32 tensor. A control-flow node counts
     the tensors its bodies capture and those of every node inside them as its own: an int64 If
     whose branch computes in float32 is converted. Needs the types shape inference wrote into
     ``typed``; nodes it did not type keep their entry. Recounts the plan's fp32 nodes."""
     marks: dict[str, tuple[str, str]] = {}
     _not_float32_marks(typed.graph, {}, marks)
     entries = cast(list[dict[str, Any]], plan["nodes"])
+    blocked = blocked_ops(typed, str(plan.get("runtime", "onnxruntime")))
     for entry in entries:
-        converted = entry["precision"] == "fp16" or entry.get("reason") == _blocked_reason(entry["op"])
+        converted = entry["precision"] == "fp16" or entry.get("reason") == blocked.get(entry["op"])
         if converted and entry["node"] in marks:
             entry["precision"], entry["reason"] = marks[entry["node"]]
     plan["nodes_fp32"] = sum(1 for e in entries if e["precision"] == "fp32")
@@ -894,23 +950,20 @@ def plan_fp32_nodes(
     (:func:`ensure_node_names`); ``typed``: ``model`` with its shapes inferred, so that a body node
     blocked on integers only does not hold its control-flow node (without it, any blocked body
     node does). make_fp16 and analyze both plan with this one function."""
-    from onnxruntime.transformers import float16
-
-    blocked_ops = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | FIXED_TYPE_OPS | set(options.fp32_ops))
+    blocked = blocked_ops(model, options.runtime)
+    ops = sorted(set(blocked) | set(options.fp32_ops))
     fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
     holding: dict[str, str] = {}
     if any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph)):
-        kept = fp32_reasons(
-            replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked_ops
-        )
+        kept = fp32_reasons(replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked)
         holding = control_flow_holding_fp32(
             (typed or model).graph, kept, _float32_names_in_all_graphs(typed) if typed is not None else None
         )
     inside = subgraph_nodes_of(
-        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(blocked_ops)
+        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(ops)
     )
     options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
-    return options, blocked_ops, precision_plan(model, options, blocked_ops), holding
+    return options, ops, precision_plan(model, options, blocked), holding
 
 
 def make_fp16(
@@ -960,7 +1013,7 @@ def make_fp16(
     except Exception:  # the converter runs (and reports) it
         typed, inferred = model, False
     # before the converter adds its Casts to the model
-    options, blocked_ops, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
+    options, block_list, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     own = {n.name for n in all_nodes(model.graph)}  # named: match_fp32_nodes ran ensure_node_names
     mark_not_float32(plan, typed)
@@ -973,7 +1026,7 @@ def make_fp16(
             converted = float16.convert_float_to_float16(
                 typed,
                 keep_io_types=options.keep_io_types,
-                op_block_list=blocked_ops,
+                op_block_list=block_list,
                 node_block_list=node_block,
                 disable_shape_infer=inferred,
             )
@@ -983,7 +1036,7 @@ def make_fp16(
         if held is not None:
             held.clear()
     if has_control_flow:
-        _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(blocked_ops), float_names)
+        _cast_captures_of_fp32_control_flow(converted.graph, set(node_block), set(block_list), float_names)
     _restore_non_tensor_io(converted, interface)
     _reattach_outputs(converted, detached)
     _import_default_opset(converted)  # before the round trips: shape inference needs it

@@ -30,7 +30,7 @@ Everything else runs in fp16. Hand-written: this is the FP16 range analysis of t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -384,6 +384,7 @@ def release_measured(
     reference: list[list[np.ndarray]] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
     halves: dict[str, np.ndarray] | None = None,
+    blocked_ops: Collection[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     """Return to fp16 every kept node whose fp32 island the outputs do not measurably need.
 
@@ -396,7 +397,8 @@ def release_measured(
     can go, else 2 + the number of soft nodes. ``reference``: the fp32 outputs on ``feeds``
     (per feed, per output), when the caller already has them (OutputRecorder in the analysis);
     ``arrays``: the float weights' values by name, when the caller has read them (the analysis);
-    ``halves``: gets the converter's float16 of the weights the emulation rounds (see emulate_fp16).
+    ``halves``: gets the converter's float16 of the weights the emulation rounds (see emulate_fp16);
+    ``blocked_ops``: the op types the build keeps in fp32 (fp16.blocked_ops; by default for the CPU).
     """
     from edgedeploy.stages.precision.budget import OutputEvaluator
     from edgedeploy.stages.precision.emulate import converter_blocked_ops, emulate_fp16, switch_input
@@ -416,7 +418,7 @@ def release_measured(
     emulated = emulate_fp16(
         model,
         fixed,
-        converter_blocked_ops(),
+        converter_blocked_ops(model) if blocked_ops is None else blocked_ops,
         switchable=soft,
         cast_weights=plain,
         arrays=weights,

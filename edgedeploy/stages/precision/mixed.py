@@ -52,6 +52,7 @@ from edgedeploy.stages.precision.analysis import (
 )
 from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
 from edgedeploy.stages.precision.fp16 import (
+    blocked_ops,
     check_fp32_ops,
     conversion_checked_words,
     make_fp16,
@@ -60,7 +61,7 @@ from edgedeploy.stages.precision.fp16 import (
     opset_conversion,
     subgraph_nodes_of,
 )
-from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
+from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8, placement_for
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
 
@@ -206,9 +207,11 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     A model below opset 6, where the converter's Casts cannot be written, or below 7 where ONNX
     Runtime cannot load it (an opset-6 Gemm), is built from its checked conversion to opset 13
     (:func:`opset_conversion`), said so: saved under its own name in a
-    scratch folder beside ``dest``, which every step reads in place of ``model``."""
+    scratch folder beside ``dest``, which every step reads in place of ``model``. The ops kept in
+    fp32 whatever their ranges are those the target's runtime cannot run in fp16 (TensorRT for a
+    GPU target, ONNX Runtime's CPU provider otherwise: :func:`blocked_ops`)."""
 
-    options = request.fp16
+    options = replace(request.fp16, runtime=placement_for(request.target))
     loaded, raw = _read_once(model)
     digest = _sha256_aside(raw)
     del raw
@@ -334,8 +337,9 @@ def _fp16_checked(
                 # a rule's island stays only where emulated fp16 measurably changes the outputs
                 feeds, reference = recorder.batches()
                 auto, released = release_measured(
-                    analysed, auto, report, feeds, reference=reference, arrays=arrays, halves=halves
-                )
+                    analysed, auto, report, feeds, reference=reference, arrays=arrays, halves=halves,
+                    blocked_ops=set(blocked_ops(analysed, options.runtime)),
+                )  # fmt: skip
                 advance(1.0)
         except InputError as exc:
             refuse_unloadable(model)  # a model ONNX Runtime refuses itself: said of it, with no analysis
@@ -468,8 +472,9 @@ def _fp16_budget(
     base = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
     with ui.progress(f"accuracy budget {budget}") as advance:
         result = fp16_budget(
-            model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info
-        )
+            model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info,
+            runtime=options.runtime,
+        )  # fmt: skip
         advance(1.0)
     if result.met and result.kept and not result.everything:
         extra = {n: f"accuracy budget {budget}: sensitive layer" for n in result.kept}
