@@ -109,6 +109,24 @@ def test_bad_preprocessing_files_exit_2_naming_the_file(tmp_path: Path, digits: 
     assert files_under(out) == set()
 
 
+def test_preprocessing_file_whose_calibration_is_not_a_table_exits_2(tmp_path: Path, digits: Digits) -> None:
+    """{"calibration": [1]} and calibration = "x" are one line and exit 2, not an AttributeError."""
+    folder = _images(tmp_path, digits, 2)
+    ref = digits.onnx_path
+    listed = tmp_path / "listed.json"
+    listed.write_text('{"calibration": [1]}')
+    result = run_cli("compare", ref, ref, "--data", folder, "--preprocess", listed)
+    assert_clean_input_error(result, "listed.json", "calibration")
+    text = tmp_path / "text.toml"
+    text.write_text('calibration = "x"\n')
+    out = tmp_path / "o"
+    result = run_cli(
+        "build", ref, "--precision", "fp16", "--calib-data", folder, "--calib-preprocess", text, "-o", out
+    )
+    assert_clean_input_error(result, "text.toml", "calibration")
+    assert files_under(out) == set()
+
+
 def test_build_calibrates_images_with_calib_preprocess(tmp_path: Path, digits: Digits) -> None:
     folder = _images(tmp_path, digits)
     prep = tmp_path / "prep.toml"

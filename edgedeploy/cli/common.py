@@ -150,8 +150,16 @@ def load_preprocess(path: Path | None) -> dict[str, Any] | None:
             data = tomllib.loads(text)
     except ValueError as exc:
         raise InputError(f"bad preprocessing file {path}: {exc}") from None
-    if isinstance(data, dict):
-        data = data.get("preprocess", data.get("calibration", {}).get("preprocess", data))
+    if isinstance(data, dict) and "preprocess" not in data and "calibration" in data:
+        calibration = data["calibration"]
+        if not isinstance(calibration, dict):
+            raise InputError(
+                f"{path}: 'calibration' is a {type(calibration).__name__}, expected a table"
+                " with a 'preprocess' table of preprocessing options in it"
+            )
+        data = calibration.get("preprocess", data)
+    elif isinstance(data, dict):
+        data = data.get("preprocess", data)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a table of preprocessing options")
     with deferred():  # heavy imports are not interrupt-safe
