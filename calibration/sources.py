@@ -33,8 +33,11 @@ from calibration.errors import DataError, LoaderFailed, raised
 from calibration.feeds import (
     DataSource,
     Feed,
+    _axes_or_dim0,
+    _rows,
     batch_axes,
     check_file_shapes,
+    feed_rows,
     rebatch,
     sample_limit,
     static_batch,
@@ -318,11 +321,12 @@ def _script_source(
     spec: str, path: Path, inputs: Sequence[TensorSpec], samples: int | None, function: str
 ) -> DataSource:
     fn = load_script_function(path, function)
+    limit = sample_limit(samples, inputs)
 
     def make() -> Iterator[Feed]:
         batch = 0  # the one the script is making: named as check_feed names a batch (0 the first)
         try:
-            for feed in fn():
+            for feed in _first_samples(fn(), inputs, limit):
                 yield feed
                 batch += 1
         except DataError:
@@ -336,10 +340,31 @@ def _script_source(
         spec,
         inputs,
         make,
-        {"script": path.name, "sha256": sha256_file(path), "function": function},
-        limit=samples,
+        {"script": path.name, "sha256": sha256_file(path), "function": function, "samples": limit},
+        limit=samples,  # feeds: each holds one sample at least
         hash_feeds=True,  # the script's hash leaves out the files it reads
     )
+
+
+def _first_samples(feeds: Iterable[Any], inputs: Sequence[TensorSpec], limit: int | None) -> Iterator[Any]:
+    """The first ``limit`` samples of a loader script's ``feeds`` (:func:`sample_limit`: whole
+    batches where the model's batch is fixed), the feed that passes it cut along the batch axes
+    as an .npz file is, and the script not run past it; all of them without a limit. A feed that
+    is not a dict is passed on for check_feed to refuse."""
+    taken = 0
+    axes = _axes_or_dim0(inputs)
+    for feed in feeds:
+        if limit is not None and isinstance(feed, dict):
+            keep = limit - taken
+            if feed_rows(feed, inputs) > keep:
+                feed = {
+                    k: _rows(v, axes.get(k, 0), 0, keep) if isinstance(v, np.ndarray) else v
+                    for k, v in feed.items()
+                }
+            taken += feed_rows(feed, inputs)
+        yield feed
+        if limit is not None and taken >= limit:
+            return
 
 
 def _parse_random(spec: str, default_seed: int) -> int | None:

@@ -431,6 +431,32 @@ def test_a_fixed_batch_beside_dynamic_dims_is_counted_on_dim_0(tmp_path: Path) -
     assert batch_axes(pair) == {"ids": 0, "mask": 0}
 
 
+def test_a_loader_scripts_samples_limit_counts_samples_not_batches(tmp_path: Path) -> None:
+    """--samples 10 with a loader of 5 batches of 8 read 40 samples (the limit counted feeds): now
+    10, the last batch cut as an .npz file's is, the loader not run past it, and the description
+    says what was read. A fixed batch is read whole (2 of x[2,...] for --samples 5: 4 samples)."""
+    counter = tmp_path / "made.txt"
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        "    for i in range(5):\n"
+        f"        open({str(counter)!r}, 'a').write('batch\\n')\n"
+        "        yield {'x': np.full((8, 3, 4, 4), i, np.float32)}\n"
+    )
+    source = open_source(str(loader), DYNAMIC, samples=10)
+    assert [f["x"].shape[0] for f in source] == [8, 2]
+    assert len(counter.read_text().splitlines()) == 2
+    assert source.describe()["samples"] == 10
+    assert _count(open_source(str(loader), DYNAMIC)) == 40  # no limit: all of it
+    pairs = tmp_path / "pairs.py"
+    pairs.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        "    for i in range(5):\n        yield {'x': np.full((2, 3, 4, 4), i, np.float32)}\n"
+    )
+    fixed = open_source(str(pairs), STATIC, samples=5)
+    assert _count(fixed) == 4 and fixed.describe()["samples"] == 4
+
+
 def test_a_loader_script_read_to_its_end_is_replayed_from_the_folder_it_keeps_its_feeds_in(
     tmp_path: Path,
 ) -> None:
@@ -608,3 +634,4 @@ def test_text_saved_as_an_object_array_is_refused_saying_how_to_save_it(tmp_path
     assert "allow_pickle" not in said and "\n" not in said, said
     assert said.startswith(f"cannot read {path}: it holds an object array, which NumPy saves as a pickle")
     assert "arr.astype(str)" in said and "load_data()" in said, said
+
