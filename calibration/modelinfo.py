@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -12,6 +12,7 @@ import onnx
 from onnx import helper
 
 from calibration.errors import CalibrationError, DataError
+from calibration.graphs import all_graphs, all_nodes
 
 Dim = int | str | None
 
@@ -36,6 +37,9 @@ class TensorSpec:
     # for a value that is not a tensor (a sequence, map or optional), its type, e.g.
     # "optional(tensor(float))" (see :func:`type_text`); None for a tensor
     kind: str | None = None
+    # for an integer input used as the indices of Gather: the length of the smallest table it
+    # indexes on the gathered axis (:func:`gather_index_bounds`), below which random data stays
+    index_bound: int | None = field(default=None, compare=False)
 
     @property
     def rank(self) -> int | None:
@@ -217,10 +221,76 @@ def load_model_header(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+# ops whose output holds the values of their first input (an index passes them unchanged)
+VALUE_KEEPING_OPS = frozenset(
+    {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Transpose"}
+)
+# ops whose output has the shape of their first input (a Gather table's length passes them)
+SHAPE_KEEPING_OPS = frozenset({"Cast", "Identity", "DequantizeLinear", "QuantizeLinear"})
+
+
+def gather_index_bounds(graph: onnx.GraphProto) -> dict[str, int]:
+    """For each graph input used as the indices of a Gather (directly or through
+    :data:`VALUE_KEEPING_OPS`: a Cast to int32, an Unsqueeze), the length on the gathered axis of
+    the smallest table it indexes, where that length is known (an initializer's or Constant's
+    dims, a declared shape, through :data:`SHAPE_KEEPING_OPS`). Random data draws such an input
+    below it: BERT's token_type_ids index a 2-row table, and 0-9 failed the model."""
+    dims: dict[str, list[int]] = {}
+    for sub in all_graphs(graph):
+        for vi in [*sub.input, *sub.output, *sub.value_info]:
+            shape = vi.type.tensor_type.shape.dim
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in shape]
+        for init in sub.initializer:
+            dims[init.name] = list(init.dims)
+    nodes = all_nodes(graph)
+    producers = {out: node for node in nodes for out in node.output}
+    for node in nodes:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            dims[node.output[0]] = list(node.attribute[0].t.dims)
+
+    def table_dims(name: str) -> list[int] | None:
+        for _ in range(len(nodes) + 1):  # a chain of shape-keeping ops back to a known shape
+            if name in dims:
+                return dims[name]
+            node = producers.get(name)
+            if node is None or node.op_type not in SHAPE_KEEPING_OPS or not node.input:
+                return None
+            name = node.input[0]
+        return None
+
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for index, name in enumerate(node.input):
+            if index == 0 or node.op_type == "Gather":
+                readers.setdefault(name, []).append(node)
+    bounds: dict[str, int] = {}
+    for start in (i.name for i in graph.input):
+        seen, names = {start}, [start]
+        while names:
+            name = names.pop()
+            for node in readers.get(name, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
+                    table = table_dims(node.input[0])
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    axis = axis + len(table) if table is not None and axis < 0 else axis
+                    if table is not None and 0 <= axis < len(table) and table[axis] > 0:
+                        bounds[start] = min(bounds.get(start, table[axis]), table[axis])
+                elif node.op_type in VALUE_KEEPING_OPS and node.input[0] == name:
+                    names.extend(out for out in node.output[:1] if out not in seen)
+                    seen.update(node.output[:1])
+    return bounds
+
+
 def graph_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The graph's real inputs (initializers excluded) and outputs."""
+    """The graph's real inputs (initializers excluded) and outputs; an integer input used as
+    Gather indices carries the length of what it indexes (:func:`gather_index_bounds`)."""
     inits = {i.name for i in model.graph.initializer}
+    bounds = gather_index_bounds(model.graph)
     inputs = [_value_info_spec(v) for v in model.graph.input if v.name not in inits]
+    inputs = [
+        replace(s, index_bound=bounds[s.name]) if s.name in bounds and s.np_dtype.kind in "iu" else s
+        for s in inputs
+    ]
     outputs = [_value_info_spec(v) for v in model.graph.output]
     return inputs, outputs
 

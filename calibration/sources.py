@@ -90,6 +90,11 @@ def _random_source(
     if fixed and not given and batch_from_shapes:
         batch_size = fixed[0]
     named = {**named, **dict.fromkeys(batch_names, batch_size)}
+    bounded: dict[str, tuple[int, int]] = {}  # Gather indices, within the input's dtype too
+    for spec_ in inputs:
+        if spec_.index_bound is not None and spec_.kind is None and spec_.np_dtype.kind in "iu":
+            top = integer_range(spec_.np_dtype)[1] if spec_.np_dtype.itemsize <= 2 else spec_.index_bound
+            bounded[spec_.name] = (0, min(spec_.index_bound, top))
 
     def make() -> Iterator[Feed]:
         rng = np.random.default_rng(seed)
@@ -110,6 +115,8 @@ def _random_source(
                     feed[s.name] = rng.integers(0, 2, shape).astype(dt)
                 elif dt.kind == "O":  # a string tensor: numbers as text ("0".."9"), numpy's str_
                     feed[s.name] = rng.integers(0, 10, shape).astype(np.str_)
+                elif s.name in bounded:  # Gather indices: within the table they index
+                    feed[s.name] = np.asarray(rng.integers(*bounded[s.name], shape)).astype(dt)
                 elif not shape:  # an integer scalar is a size, step or count: never 0 (ONNX Runtime
                     # divides by some, STFT's frame_step for one, and dies of SIGFPE on zero)
                     feed[s.name] = np.asarray(rng.integers(1, 10)).astype(dt)
@@ -129,6 +136,8 @@ def _random_source(
             "batch_size": batch_size,
             "samples": samples if dynamic else -(-samples // batch_size) * batch_size,  # whole batches
             "shapes": {s.name: list(s.concrete_shape(batch_size, shapes, named)) for s in inputs},
+            # the integers drawn for Gather indices (high exclusive); the others: integer_range
+            **({"integer_ranges": {n: list(r) for n, r in bounded.items()}} if bounded else {}),
         },
         synthetic=True,
         fed_as_one=tuple(
@@ -155,7 +164,8 @@ def integer_range(dtype: np.dtype) -> tuple[int, int]:
     """The values random data draws for an integer input (high exclusive). 8- and 16-bit inputs
     are data (pixels, PCM samples): their whole range, or a uint8 image calibrates on 0-9, 4 % of
     it, and the default compare of that broken int8 model passes on the same narrow data. Wider
-    ones are ids, indices and counts, which a small range keeps valid: 0-9."""
+    ones are ids, indices and counts, which a small range keeps valid: 0-9. An input used as the
+    indices of a Gather (:attr:`TensorSpec.index_bound`) takes 0 to the table's length instead."""
     if dtype.itemsize <= 2:
         try:
             info = np.iinfo(dtype)

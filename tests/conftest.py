@@ -268,6 +268,45 @@ def shapeless_model(path: Path) -> Path:
     return path
 
 
+def bertlike_model(path: Path) -> Path:
+    """A BERT-like embedding: int64 input_ids[batch, seq] index a 100-row table, token_type_ids a
+    2-row one through Cast(int32) and Unsqueeze/Squeeze, attention_mask (int64) multiplies the sum
+    as floats; out[batch, 8]. Random token types of 0-9 fail it ("idx=8 must be within the
+    inclusive range [-2,1]")."""
+    rng = np.random.default_rng(0)
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((100, 8)).astype(np.float32), "wemb"),
+        onnx.numpy_helper.from_array(rng.standard_normal((2, 8)).astype(np.float32), "temb"),
+        onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(np.array([-1], np.int64), "ax"),
+        onnx.numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["wemb", "input_ids"], ["a"]),
+        helper.make_node("Cast", ["token_type_ids"], ["t32"], to=TensorProto.INT32),
+        helper.make_node("Unsqueeze", ["t32", "ax"], ["t3"]),
+        helper.make_node("Squeeze", ["t3", "ax"], ["t2"]),
+        helper.make_node("Gather", ["temb", "t2"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["c"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "ax"], ["m3"]),
+        helper.make_node("Mul", ["c", "m3"], ["d"]),
+        helper.make_node("MatMul", ["d", "W"], ["e"]),
+        helper.make_node("ReduceSum", ["e", "ax1"], ["out"], keepdims=0),
+    ]
+    ids = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+        for n in ("input_ids", "token_type_ids", "attention_mask")
+    ]
+    out = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8])]
+    model = helper.make_model(
+        helper.make_graph(nodes, "bertlike", ids, out, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def onnx_node_test(module: str, cls: str, export: str, monkeypatch: pytest.MonkeyPatch) -> TestCase:
     """One of onnx's node tests (onnx.backend.test.case.node: its model and data), made by its own
     export function alone (onnx's loader makes all 1600 of them, 30 s; importing the op's module

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from calibration.errors import DataError
-from calibration.modelinfo import TensorSpec
+from calibration.modelinfo import TensorSpec, model_io
 from calibration.sources import open_source
+from tests.conftest import bertlike_model
 
 DYNAMIC = [TensorSpec("x", ("batch", 3, 4, 4), "float32")]
 STATIC = [TensorSpec("x", (2, 3, 4, 4), "float32")]
@@ -635,3 +636,20 @@ def test_text_saved_as_an_object_array_is_refused_saying_how_to_save_it(tmp_path
     assert said.startswith(f"cannot read {path}: it holds an object array, which NumPy saves as a pickle")
     assert "arr.astype(str)" in said and "load_data()" in said, said
 
+
+def test_random_integers_that_index_a_gather_table_stay_within_it(tmp_path: Path) -> None:
+    """Random ids were drawn from 0-9 whatever they index: a BERT-like model's token_type_ids, which
+    index a 2-row table (through Cast, Unsqueeze and Squeeze), failed ONNX Runtime ("idx=8 must be
+    within the inclusive range [-2,1]"). An integer input used as Gather indices now takes values
+    below the table's length on that axis; one used otherwise keeps 0-9."""
+    import onnxruntime as ort
+
+    model = bertlike_model(tmp_path / "bert.onnx")
+    inputs = model_io(model)[0]
+    source = open_source("random", inputs, samples=64, batch_size=64, shapes={"input_ids": (64, 16)})
+    feed = next(iter(source))
+    assert feed["token_type_ids"].min() == 0 and feed["token_type_ids"].max() == 1
+    assert feed["input_ids"].max() >= 10 and feed["input_ids"].max() < 100  # the vocabulary's 100 rows
+    assert feed["attention_mask"].min() == 0 and feed["attention_mask"].max() == 9  # the documented 0-9
+    ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feed)
+    assert source.describe()["integer_ranges"] == {"input_ids": [0, 100], "token_type_ids": [0, 2]}
