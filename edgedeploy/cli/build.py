@@ -276,9 +276,7 @@ def build_command(
         if json_path is not None:
             write_json(json_path, _missed_budget_record(model, precision, exc))
         raise
-    state = "up to date, skipped" if result.build.skipped else "built"
-    if str(result.build.info.get("checked", "")).startswith("loaded, not run"):
-        state += f"; {result.build.info['checked']}; give its input shapes with --input NAME:SHAPE"
+    state = _built_state(result.build.skipped, str(result.build.info.get("checked", "")), bool(input))
     out.print(
         f"{precision} artifact: {result.precision.path} ({human_size(result.precision.path.stat().st_size)})"
     )
@@ -292,6 +290,21 @@ def build_command(
         built = Path(result.build.artifact)
         record["build"]["bytes"] = built.stat().st_size if built.is_file() else None
         write_json(json_path, record)
+
+
+def _built_state(skipped: bool, checked: str, shapes_given: bool) -> str:
+    """What the output line says of the backend's artifact: "built" once it ran (every artifact is
+    run once before it is called built); one only loaded says that instead, with what failed it and,
+    where random inputs did, where better ones come from (its shapes only when none were given).
+    The exit stays 0: the artifact was made and loads; the data is at fault."""
+    if not checked.startswith("loaded, not run"):
+        return "up to date, skipped" if skipped else "built"
+    state = f"up to date, skipped; {checked}" if skipped else checked
+    if "random inputs fail" not in checked:
+        return state
+    if shapes_given:
+        return f"{state}; give real inputs with --calib-data"
+    return f"{state}; give its input shapes with --input NAME:SHAPE, or real inputs with --calib-data"
 
 
 def _missed_budget_record(model: Path, precision: str, exc: BudgetMissed) -> dict[str, Any]:
