@@ -395,6 +395,11 @@ def _parse_random(spec: str, default_seed: int) -> int | None:
     return seed
 
 
+def is_random_spec(spec: str) -> bool:
+    """Whether the data spec names seeded random data (``random`` or ``random:SEED``)."""
+    return spec == "random" or spec.startswith("random:")
+
+
 def check_spec(spec: str) -> None:
     """Refuse what no model could be fed, before any work: a ``random:SEED`` whose seed is not an
     integer >= 0 (files are checked when opened, against the model)."""

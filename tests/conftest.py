@@ -268,22 +268,28 @@ def shapeless_model(path: Path) -> Path:
     return path
 
 
-def bertlike_model(path: Path) -> Path:
+def bertlike_model(path: Path, through_add: bool = False) -> Path:
     """A BERT-like embedding: int64 input_ids[batch, seq] index a 100-row table, token_type_ids a
     2-row one through Cast(int32) and Unsqueeze/Squeeze, attention_mask (int64) multiplies the sum
     as floats; out[batch, 8]. Random token types of 0-9 fail it ("idx=8 must be within the
-    inclusive range [-2,1]")."""
+    inclusive range [-2,1]"). ``through_add``: the token types (0-1) reach a 3-row table as
+    token_type_ids + 1, which no random range follows (nor the export's optimizer folds): random
+    inputs fail it still."""
     rng = np.random.default_rng(0)
     inits = [
         onnx.numpy_helper.from_array(rng.standard_normal((100, 8)).astype(np.float32), "wemb"),
-        onnx.numpy_helper.from_array(rng.standard_normal((2, 8)).astype(np.float32), "temb"),
+        onnx.numpy_helper.from_array(rng.standard_normal((2 + through_add, 8)).astype(np.float32), "temb"),
         onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
         onnx.numpy_helper.from_array(np.array([-1], np.int64), "ax"),
         onnx.numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+        onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
     ]
     nodes = [
         helper.make_node("Gather", ["wemb", "input_ids"], ["a"]),
-        helper.make_node("Cast", ["token_type_ids"], ["t32"], to=TensorProto.INT32),
+        helper.make_node("Add", ["token_type_ids", "one"], ["t64"])
+        if through_add
+        else helper.make_node("Identity", ["token_type_ids"], ["t64"]),
+        helper.make_node("Cast", ["t64"], ["t32"], to=TensorProto.INT32),
         helper.make_node("Unsqueeze", ["t32", "ax"], ["t3"]),
         helper.make_node("Squeeze", ["t3", "ax"], ["t2"]),
         helper.make_node("Gather", ["temb", "t2"], ["b"]),

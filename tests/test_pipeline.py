@@ -1289,3 +1289,33 @@ def test_config_min_top1_table_gates_the_named_outputs_and_the_bundle_records_th
     gated = {name: o["top1_gated"] for name, o in fp16["compare"]["outputs"].items()}
     assert gated == {"logits": 0.99, "embedding": None}
     assert "argmax agreement of logits ≥ 0.99" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_run_profiles_on_its_compare_data_not_on_random_inputs(tmp_path: Path) -> None:
+    """run's profile stage timed every artifact on random inputs although the config gave [compare]
+    and [calibration] data: a model those fail (token types of 0-9 reaching a 3-row table through an
+    Add of 1) stopped the run at profile-fp32 with ONNX Runtime's error, naming neither the stage nor the
+    random data. The profile now times on the run's data ([compare] data, else [calibration] data)
+    and its record says which."""
+    import numpy as np
+
+    from tests.conftest import bertlike_model
+
+    bertlike_model(tmp_path / "bert.onnx", through_add=True)
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "val.npz",
+        input_ids=rng.integers(0, 100, (8, 16)),
+        token_type_ids=rng.integers(0, 2, (8, 16)),
+        attention_mask=np.ones((8, 16), np.int64),
+    )
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        'workdir = "out"\n[model]\nsource = "bert.onnx"\n[build]\nbackend = "onnxruntime"\n'
+        'precisions = ["fp32"]\n[compare]\ndata = "val.npz"\nbatch_size = 4\n'
+        "[profile]\nbatch_sizes = [1, 4]\niterations = 3\nwarmup = 1\n[bundle]\nenabled = false\n"
+    )
+    result = run_pipeline(load_config(config))
+    profiled = result.precisions[0].profile
+    assert profiled is not None and profiled["settings"]["data"]["spec"] == str(tmp_path / "val.npz")
+    assert profiled["settings"]["input_shapes"]["4"]["token_type_ids"] == [4, 16]

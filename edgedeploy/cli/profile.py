@@ -8,7 +8,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgedeploy.cli.common import JsonOutput, Threads, fmt, ints, make_ui, out, typed, write_json
+from edgedeploy.cli.common import (
+    DataSpec,
+    JsonOutput,
+    PreprocessFile,
+    Threads,
+    fmt,
+    ints,
+    load_preprocess,
+    make_ui,
+    out,
+    typed,
+    write_json,
+)
 from edgedeploy.errors import InputError
 from edgedeploy.interrupts import deferred
 
@@ -36,6 +48,8 @@ def profile_command(
             "--batch-sizes is given, which then replaces it where the batch is dynamic.",
         ),
     ] = None,
+    data: DataSpec = "random",
+    preprocess: PreprocessFile = None,
     cuda_graph: Annotated[bool, typer.Option(help="Engines: launch through a captured CUDA graph.")] = False,
     no_data_transfers: Annotated[
         bool, typer.Option(help="Engines: time GPU compute only (no host-device copies).")
@@ -48,6 +62,8 @@ def profile_command(
     """Latency distribution, throughput and the model's peak memory per batch size (like trtexec's summary).
 
     Example: edgedeploy profile model.fp16.onnx --batch-sizes 1,8 --duration 5 --json lat.json
+
+    With --data (as trtexec's --loadInputs) each batch size is timed on the data's first samples.
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.sources import parse_shapes
@@ -74,6 +90,8 @@ def profile_command(
         cuda_graph=cuda_graph,
         no_data_transfers=no_data_transfers,
         per_layer=per_layer,
+        data=data,
+        preprocess=load_preprocess(preprocess),
     )
     with ui.progress(f"profile {artifact.name}") as advance:
         result = profile(artifact, options, progress=lambda _b, f: advance(f))

@@ -19,7 +19,7 @@ from typing import Any
 from calibration.algorithms import ALGORITHMS
 from calibration.errors import CalibrationError, LoaderFailed
 from calibration.modelinfo import TensorSpec, batch_names, model_io, shape_text
-from calibration.sources import DataSource, Feed, check_shapes, open_source
+from calibration.sources import DataSource, Feed, check_shapes, is_random_spec, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values, refuse_values_tensorrt_lacks
@@ -296,7 +296,7 @@ def _stages(run: _Run, report: bool) -> PipelineResult:
             continue
         _compare_stage(run, exported, data, outcome)
         if config.profile.enabled:
-            _profile_stage(run, outcome, timed)
+            _profile_stage(run, outcome, timed, _profile_data(run, exported, data))
         outcomes.append(outcome)
     _warn_slower(run, outcomes)
     bundle = _bundle_stage(run, exported, data, outcomes) if config.bundle.enabled and outcomes else None
@@ -474,7 +474,7 @@ def input_files(config: PipelineConfig) -> list[Path]:
     paths = [where] if where.suffix in (".onnx", ".py") else []
     paths += external_data_files(where) if is_onnx_path(source) else []  # the weights of an ONNX source
     for spec in (config.compare.data, config.calibration.data):
-        if spec and not _is_random(spec):
+        if spec and not is_random_spec(spec):
             paths.append(config.path(spec))
     return [p for p in paths if p.exists()]
 
@@ -701,7 +701,7 @@ def compare_source(config: PipelineConfig, inputs: list[TensorSpec], shapes: dic
     folder is read with ``[calibration] preprocess``, as the calibration images are (the model's
     inputs are the same whatever the data is for)."""
     cmp = config.compare
-    spec = cmp.data if _is_random(cmp.data) else str(config.path(cmp.data))
+    spec = cmp.data if is_random_spec(cmp.data) else str(config.path(cmp.data))
     return open_source(
         spec, inputs, samples=cmp.samples, batch_size=cmp.batch_size, seed=cmp.seed, shapes=shapes or None,
         image_options=config.calibration.preprocess or None, declare_preprocess="[calibration] preprocess",
@@ -885,15 +885,31 @@ def _compare_stage(run: _Run, exported: _Exported, data: _CompareData, outcome: 
         run.ui.warn(f"{outcome.precision}: accuracy gate failed: {_failure_text(outcome.compare)}")
 
 
-def _profile_stage(run: _Run, outcome: PrecisionOutcome, shapes: dict[str, tuple[int, ...]]) -> None:
+def _profile_data(run: _Run, exported: _Exported, data: _CompareData) -> DataSource | None:
+    """What the profile times on: the run's own data, as a user who gave data expects (random ids
+    can fail a model its data runs): the [compare] data's feeds (read once already), else the
+    [calibration] data (the build's opened source); None for random inputs when both are random."""
+    if not data.source.synthetic:
+        return replace(data.source, _make=lambda: data.feeds)
+    if not run.config.calibration.data or is_random_spec(run.config.calibration.data):
+        return None
+    request = _calibration_request(run.config, exported.shapes)
+    request.opened = run.calibration_sources
+    return request.open(exported.inputs)
+
+
+def _profile_stage(
+    run: _Run, outcome: PrecisionOutcome, shapes: dict[str, tuple[int, ...]], data: DataSource | None = None
+) -> None:
     options = profile_options(run.config, shapes)
     key = sha256_json(
-        {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions}
-    )
+        {"artifact": sha256_file(outcome.artifact), "options": options, "versions": run.versions,
+         **({"data": data.identity()} if data is not None else {})}
+    )  # fmt: skip
 
     def do_profile() -> tuple[list[Path], dict[str, Any]]:
         with run.ui.progress(f"profile {outcome.precision}") as advance:
-            result = profile(outcome.artifact, options, progress=lambda _batch, frac: advance(frac))
+            result = profile(outcome.artifact, options, lambda _batch, frac: advance(frac), data)
         for warning in result.warnings:
             run.ui.warn(f"{outcome.precision}: {warning}")
         return [], to_jsonable(result.summary())
@@ -1159,7 +1175,7 @@ def _check_files(config: PipelineConfig, keys: ModelKeys) -> None:
             except InputError as exc:
                 raise InputError(f"config [build] profiles: {exc}") from None
     for key, spec in (("compare.data", config.compare.data), ("calibration.data", config.calibration.data)):
-        if spec and not _is_random(spec) and not config.path(spec).exists():
+        if spec and not is_random_spec(spec) and not config.path(spec).exists():
             raise InputError(
                 f"config {key}: {config.path(spec)} not found (expected random, a .npz/.npy file, "
                 "a folder or a .py loader)"
@@ -1288,7 +1304,7 @@ def _check_calibration(cal: CalibrationSettings) -> None:
 
 def _calibration_request(config: PipelineConfig, shapes: dict[str, tuple[int, ...]]) -> CalibrationRequest:
     c = config.calibration
-    data = c.data if not c.data or _is_random(c.data) else str(config.path(c.data))
+    data = c.data if not c.data or is_random_spec(c.data) else str(config.path(c.data))
     settings = {f.name: getattr(c, f.name) for f in fields(CalibrationSettings)}
     return CalibrationRequest(**{**copy.deepcopy(settings), "data": data}, shapes=shapes, from_config=True)
 
@@ -1320,10 +1336,6 @@ def _calibration_fingerprint(
         raise
     except CalibrationError:
         return None
-
-
-def _is_random(spec: str) -> bool:
-    return spec == "random" or spec.startswith("random:")
 
 
 def _find(files: list[Path], suffix: str) -> Path | None:

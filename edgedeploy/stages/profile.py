@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,15 +25,15 @@ from typing import Any
 
 import onnx
 
-from calibration.feeds import static_batch
+from calibration.feeds import DataSource, Feed, feed_rows, rebatch, static_batch
 from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
-from calibration.sources import check_shapes, open_source
+from calibration.sources import check_shapes, is_random_spec, open_source
 from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
 from edgedeploy.backends.runtime.engine import EngineSession
-from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file
+from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file, user_failure
 from edgedeploy.fileio import sha256_file
 from edgedeploy.onnxio import external_data_files
 from edgedeploy.power import PowerMonitor
@@ -66,6 +66,11 @@ class ProfileOptions:
     threads: int | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     measure_power: bool = True
+    # what ONNX artifacts are timed on (a data spec, as compare's --data): random inputs of
+    # ``shapes``, or each batch size's first samples of the data (image folders read with
+    # ``preprocess``), as trtexec's --loadInputs; engines are timed on random inputs
+    data: str = "random"
+    preprocess: dict[str, Any] | None = None
     # TensorRT engines only
     cuda_graph: bool = False
     no_data_transfers: bool = False
@@ -331,10 +336,31 @@ def _time_loop(
     return samples, elapsed
 
 
+def _data_feed(data: DataSource, inputs: Sequence[TensorSpec], batch: int) -> tuple[Feed, str | None]:
+    """The first ``batch`` samples of ``data`` as one feed, and a warning when the data holds fewer:
+    its samples are then repeated to fill the batch (a batch size is timed at that size)."""
+    taken: list[Feed] = []
+    rows = 0
+    for feed in data:
+        taken.append(feed)
+        rows += feed_rows(feed, inputs)
+        if rows >= batch:
+            break
+    repeats = -(-batch // max(rows, 1))
+    feed = next(iter(rebatch(taken * repeats, batch, inputs, batch)))
+    if repeats == 1:
+        return feed, None
+    return feed, f"batch {batch}: the data holds {rows} sample(s), repeated to fill the batch"
+
+
 def profile_onnx(
-    model: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+    model: Path,
+    options: ProfileOptions,
+    progress: Callable[[int, float], None] | None = None,
+    data: DataSource | None = None,
 ) -> ProfileResult:
-    """Time an ONNX artifact on ONNX Runtime's CPU provider for each batch size."""
+    """Time an ONNX artifact on ONNX Runtime's CPU provider for each batch size, on ``data`` (opened
+    by the caller, a run's compare data) or ``options.data``."""
     import onnxruntime as ort
 
     inputs, _ = model_io(model)
@@ -356,16 +382,27 @@ def profile_onnx(
             "threads take turns, so the latency measures the oversubscription as much as the model"
         )
     shapes_used: dict[str, dict[str, list[int]]] = {}
+    if data is None and not is_random_spec(options.data):
+        most = max(options.batch_sizes)
+        data = open_source(
+            options.data, inputs, samples=most, batch_size=most, image_options=options.preprocess
+        )
+    if data is not None and (note := data.guessed()):
+        warnings.append(note)
     for batch in options.batch_sizes:
-        shapes = batch_shapes(inputs, options.shapes, batch)
-        source = open_source("random", inputs, samples=batch, batch_size=batch, shapes=shapes)
-        # said for the first batch size only: the others differ in dim 0, not in the dims guessed
-        if batch == options.batch_sizes[0] and (guessed := source.guessed()):
-            warnings.append(guessed)
-        feed = next(iter(source))
+        if data is not None:
+            source, (feed, repeated) = data, _data_feed(data, inputs, batch)
+            warnings.extend([repeated] if repeated else [])
+        else:
+            shapes = batch_shapes(inputs, options.shapes, batch)
+            source = open_source(options.data, inputs, samples=batch, batch_size=batch, shapes=shapes)
+            # said for the first batch size only: the others differ in dim 0, not in the dims guessed
+            if batch == options.batch_sizes[0] and (guessed := source.guessed()):
+                warnings.append(guessed)
+            feed = next(iter(source))
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
-        with naming_guessed_dims(source.fed_as_one):  # the first run allocates: counted in the peak
-            session.run(None, feed)
+        with random_data_failing(source), naming_guessed_dims(source.fed_as_one):  # the first run
+            session.run(None, feed)  # allocates: counted in the peak
         monitor = PowerMonitor() if options.measure_power else None
         cb = (lambda f, b=batch: progress(b, f)) if progress else None
         run = functools.partial(session.run, None, feed)
@@ -422,6 +459,9 @@ def profile_onnx(
         "cpu": f"{cpu_model()} ({platform.machine()}, VNNI: {'yes' if has_vnni() else 'no'})",
         "host_target": host_target_name(),  # the CPU target these figures were measured on
         "input_shapes": shapes_used,
+        # what was timed: the data's kind and spec (random: generator and seed), each batch size on
+        # its first samples
+        "data": {k: v for k, v in (data or source).describe().items() if k in DATA_FIELDS},
     }
     precision = onnx_precision(onnx.load(os.fspath(model), load_external_data=False))
     size = model.stat().st_size + sum(p.stat().st_size for p in external_data_files(model))
@@ -431,6 +471,27 @@ def profile_onnx(
     )  # fmt: skip
 
 
+# what the JSON's settings say of the data timed on (DataSource.describe())
+DATA_FIELDS = (
+    "kind", "spec", "synthetic", "seed", "integer_ranges", "files", "script", "sha256", "feeds_sha256"
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def random_data_failing(source: DataSource) -> Iterator[None]:
+    """ONNX Runtime refusing random inputs (ids beyond the table they index, through ops no range
+    can follow): one line that says the inputs were random and names the data option."""
+    try:
+        yield
+    except Exception as exc:
+        if not source.synthetic or (type(exc).__module__ or "").split(".")[0] != "onnxruntime":
+            raise
+        raise InputError(
+            f"random inputs fail the model ({user_failure(exc)}): time it on real inputs with --data "
+            "(run: [compare] or [calibration] data)"
+        ) from None
+
+
 def _power_dict(result: Any) -> dict[str, Any] | None:
 
     data = to_jsonable(result)
@@ -438,9 +499,13 @@ def _power_dict(result: Any) -> dict[str, Any] | None:
 
 
 def profile(
-    artifact: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+    artifact: Path,
+    options: ProfileOptions,
+    progress: Callable[[int, float], None] | None = None,
+    data: DataSource | None = None,
 ) -> ProfileResult:
-    """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.backends.runtime)."""
+    """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.backends.runtime);
+    ``data``: what an ONNX model is timed on instead of ``options.data`` (:func:`profile_onnx`)."""
     if not artifact.is_file():
         raise not_a_file("artifact", artifact)
     if artifact.suffix == ".onnx":
@@ -459,11 +524,14 @@ def profile(
                 "timed on ONNX Runtime (build an engine first)"
             )
         digest = sha256_file(artifact)  # of the file as it is measured
-        return replace(profile_onnx(artifact, options, progress), sha256=digest)
+        return replace(profile_onnx(artifact, options, progress, data), sha256=digest)
 
     backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
     digest = sha256_file(artifact)
-    return replace(profile_engine_batches(artifact, options, progress), sha256=digest)
+    result = profile_engine_batches(artifact, options, progress)
+    if data is not None or not is_random_spec(options.data):
+        result.warnings.append(f"{artifact.name}: engines are timed on random inputs, not on the data")
+    return replace(result, sha256=digest)
 
 
 def engine_batch_shapes(inputs: Sequence[Any], batch: int) -> dict[str, tuple[int, ...]]:
