@@ -10,9 +10,12 @@ what differs and how to rebuild (docs/design.md, problem 1).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from calibration.errors import CalibrationError
+from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.backends.trt_plan import TrtVersion
 from edgedeploy.errors import InputError
 
@@ -38,6 +41,61 @@ def read_sidecar(engine: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise InputError(f"{path} is not an edgedeploy engine sidecar; rebuild the engine")
     return data
+
+
+def _model_candidates(engine: Path) -> Iterator[Path]:
+    """Where the ONNX model an engine was built from may be: the sidecar's record (as written,
+    relative to the folder the build ran in, then its name beside the engine), then the model of
+    the engine's stem beside it (``build`` writes ``model.fp16.engine`` beside ``model.fp16.onnx``)."""
+    try:
+        recorded = ((read_sidecar(engine) or {}).get("inputs") or {}).get("model") or {}
+    except InputError:
+        recorded = {}
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if isinstance(path, str) and path:
+        yield Path(path)
+        yield engine.parent / Path(path).name
+    yield engine.with_suffix(".onnx")
+
+
+def _manifest_inputs(engine: Path) -> Iterator[list[TensorSpec]]:
+    """The inputs a bundle's manifest lists, for an engine in it (``engines/``, ``device/engines/``)."""
+    for folder in list(engine.resolve().parents)[:3]:
+        try:
+            listed = json.loads((folder / "manifest.json").read_text())["io"]["inputs"]
+            yield [
+                TensorSpec(str(i["name"]), tuple(i["shape"]), str(i.get("dtype") or "float32"))
+                for i in listed
+                if isinstance(i.get("shape"), list)
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+
+
+def engine_model_inputs(engine: Path, ranks: Mapping[str, int]) -> list[TensorSpec] | None:
+    """The inputs, with their dim names, of the ONNX model ``engine`` was built from. TensorRT keeps
+    no names (a dynamic dim reads -1), and only they say which axis of silero-vad's
+    ``state[2, batch, 128]`` is the batch, or that ``a[N, T, 8]`` and ``b[N, T, 8]`` share T. Looked
+    for in the model the sidecar records, the model beside the engine, then the manifest of a
+    bundle holding it; taken where it has every input of the engine (``ranks``: name -> rank) at
+    that rank, else None."""
+
+    def fits(specs: list[TensorSpec]) -> bool:
+        found = {s.name: len(s.shape) for s in specs if s.kind is None and s.rank_known}
+        return all(found.get(name) == rank for name, rank in ranks.items())
+
+    seen: set[Path] = set()
+    for path in _model_candidates(engine):
+        if path in seen or path.suffix != ".onnx" or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            specs = model_io(path)[0]
+        except (CalibrationError, OSError):
+            continue
+        if fits(specs):
+            return specs
+    return next((specs for specs in _manifest_inputs(engine) if fits(specs)), None)
 
 
 # NVIDIA's "Version Compatibility" (TensorRT developer guide): a version-compatible plan (8.6 on) runs

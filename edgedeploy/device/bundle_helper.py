@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional, Set, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 EXIT_OK, EXIT_BAD_BUNDLE, EXIT_NO_ENGINE = 0, 2, 3
 DEVICE_DIR = "device"  # everything the scripts write on the device goes here, outside the manifest
@@ -704,6 +704,32 @@ def _dynamic_axes(spec: Dict[str, Any]) -> List[int]:
     return [i for i, d in enumerate(spec["shape"]) if not (isinstance(d, int) and d > 0)]
 
 
+def _is_named(dim: Any) -> bool:
+    return isinstance(dim, str) and dim not in ("", "?")
+
+
+def batch_axes(inputs: List[Dict[str, Any]]) -> Dict[str, List[int]]:
+    """Per input, the axes that carry the batch: a dynamic dim 0, and every axis named as the batch
+    (silero-vad's ``state[2, batch, 128]`` beside ``input[batch, sequence]``: axis 1). A copy of
+    edgedeploy's rule (calibration.modelinfo.batch_names and batch_axes), tested against it: the
+    names of the inputs' dim 0; where none is named and their fixed dim 0s differ (a time-first
+    GRU's ``x[12, N, 8]`` and ``h0[1, N, 16]``), the one name every input carries."""
+    shapes = [list(spec["shape"]) for spec in inputs]
+    names = {shape[0] for shape in shapes if shape and _is_named(shape[0])}
+    ranked = [shape for shape in shapes if shape]
+    if not names and len(ranked) >= 2 and len({repr(shape[0]) for shape in ranked}) >= 2:
+        shared = set.intersection(*({d for d in shape if _is_named(d)} for shape in ranked))
+        names = shared if len(shared) == 1 else set()
+    return {
+        spec["name"]: [
+            axis
+            for axis, dim in enumerate(spec["shape"])
+            if (axis == 0 and not isinstance(dim, int)) or (_is_named(dim) and dim in names)
+        ]
+        for spec in inputs
+    }
+
+
 def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[List[Profile]]:
     """min/opt/max per input, per shape profile, for trtexec; None when every input is static.
 
@@ -715,6 +741,7 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
     inputs = manifest["io"]["inputs"]
     if not any(_dynamic_axes(spec) for spec in inputs):
         return None
+    batched = batch_axes(inputs)
     recorded = build_settings(manifest).get("profiles") or []
     if recorded:
         profiles = []
@@ -731,25 +758,27 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
                     continue
                 profile[spec["name"]] = [list(entry[k]) for k in ("min", "opt", "max")]
             profiles.append(profile)
-        if batch:  # only an explicit --max-batch beyond the profiles widens one
-            widest = max(profiles, key=lambda p: max(r[2][0] for r in p.values()))
-            for spec in inputs:
-                if 0 in _dynamic_axes(spec):
-                    widest[spec["name"]][2][0] = max(widest[spec["name"]][2][0], batch)
+        if batch:  # only an explicit --max-batch beyond the profiles widens one, on every batch axis
+            widest = max(
+                profiles,
+                key=lambda p: max([p[n][2][a] for n, axes in batched.items() for a in axes] or [0]),
+            )
+            for name, axes in batched.items():
+                for axis in axes:
+                    widest[name][2][axis] = max(widest[name][2][axis], batch)
         return profiles
     profile = {}
     for spec in inputs:
-        axes = _dynamic_axes(spec)
-        if any(axis != 0 for axis in axes):
+        axes = batched[spec["name"]]
+        if set(_dynamic_axes(spec)) - set(axes):
             dims = shape_text(spec["shape"], spec.get("rank_known") is not False)
             raise BundleProblem(
                 f"input '{spec['name']}' has dynamic dims {dims} besides the batch and the bundle "
                 "records no shape profile for them: rebuild the bundle with --profile NAME:MIN,OPT,MAX"
             )
-        size = batch or 1
         lo, hi = list(spec["shape"]), list(spec["shape"])
-        if axes:
-            lo[0], hi[0] = 1, size
+        for axis in axes:
+            lo[axis], hi[axis] = 1, batch or 1
         profile[spec["name"]] = [lo, hi, hi]
     return [profile]
 
@@ -769,11 +798,13 @@ def _io_shapes(manifest: Dict[str, Any], batch: int) -> Optional[Dict[str, List[
 
 
 def _shapes_in(manifest: Dict[str, Any], profile: Profile, batch: int) -> Dict[str, List[int]]:
+    """Each input's OPT shape in ``profile`` with ``batch`` on every batch axis (:func:`batch_axes`)."""
+    batched = batch_axes(manifest["io"]["inputs"])
     shapes = {}
     for spec in manifest["io"]["inputs"]:
         opt = list(profile[spec["name"]][1])
-        if 0 in _dynamic_axes(spec):
-            opt[0] = batch
+        for axis in batched[spec["name"]]:
+            opt[axis] = batch
         shapes[spec["name"]] = opt
     return shapes
 
@@ -811,7 +842,7 @@ def batch_run(
     ``trt``: the trtexec release that runs it ("" when unknown), or None for ``edgedeploy
     profile``, whose runtime sets the first profile only."""
     inputs = manifest["io"]["inputs"]
-    batched = [s for s in inputs if 0 in _dynamic_axes(s)]
+    batched = {name: axes for name, axes in batch_axes(inputs).items() if axes}
     if profiles is None or not batched:
         fixed = {int(s["shape"][0]) for s in inputs if s["shape"] and isinstance(s["shape"][0], int)}
         if batch is not None and fixed and fixed != {batch}:
@@ -822,15 +853,18 @@ def batch_run(
         return (batch or (min(fixed) if fixed else 1)), []
 
     def takes(profile: Profile, size: int) -> bool:
-        return all(profile[s["name"]][0][0] <= size <= profile[s["name"]][2][0] for s in batched)
+        return all(
+            profile[name][0][axis] <= size <= profile[name][2][axis]
+            for name, axes in batched.items()
+            for axis in axes
+        )
 
+    first, axes = next(iter(batched.items()))  # the batch's range, as an input's batch axis reads it
     if batch is None:
-        batch = 1 if any(takes(p, 1) for p in profiles) else profiles[0][batched[0]["name"]][1][0]
+        batch = 1 if any(takes(p, 1) for p in profiles) else profiles[0][first][1][axes[0]]
     index = next((i for i, p in enumerate(profiles) if takes(p, batch)), None)
     if index is None:
-        ranges = " or ".join(
-            f"{p[batched[0]['name']][0][0]}..{p[batched[0]['name']][2][0]}" for p in profiles
-        )
+        ranges = " or ".join(f"{p[first][0][axes[0]]}..{p[first][2][axes[0]]}" for p in profiles)
         raise BundleProblem(
             f"--batch {batch} is outside the engine's shape profile (batch {ranges}): choose a batch in "
             f"range, or rebuild with scripts/build_engine.sh --max-batch {batch} --force"
@@ -1414,23 +1448,19 @@ def cmd_profile_inputs(bundle: Path, args: argparse.Namespace) -> int:
         raise BundleProblem(f"--batch {size}: a batch is 1 or more")
     # the batch's name (``batch`` of input[batch, T]) where another input names it too: silero-vad's
     # state[2, batch, 128] takes the batch there, which profile gives it from the other input's
-    batch = {s["shape"][0] for s in inputs if s["shape"] and 0 in _dynamic_axes(s)} - {None, ""}
-
-    def batch_axes(spec: Dict[str, Any]) -> Set[int]:
-        return {a for a in _dynamic_axes(spec) if a == 0 or spec["shape"][a] in batch}
-
-    dynamic_batch = any(batch_axes(s) for s in inputs)
+    batched = batch_axes(inputs)
+    dynamic_batch = any(batched.values())
     fixed = {s["shape"][0] for s in inputs if s["shape"] and isinstance(s["shape"][0], int)}
     if args.batch is not None and not dynamic_batch and fixed and fixed != {size}:
         raise BundleProblem(
             f"--batch {size}: the model's inputs have a fixed batch of {', '.join(map(str, sorted(fixed)))}"
         )
-    wanted = {s["name"]: s for s in inputs if set(_dynamic_axes(s)) - batch_axes(s)}
+    wanted = {s["name"]: s for s in inputs if set(_dynamic_axes(s)) - set(batched[s["name"]])}
     path = reference_path(bundle, manifest, "inputs")
     lines = []
     for name, shape in (_reference_shapes(path) if wanted and path is not None else {}).items():
         if name in wanted:
-            for axis in batch_axes(wanted[name]):
+            for axis in batched[name]:
                 shape[axis] = size
             lines.append(f"--input={shape_spec({name: shape})}")
     if not lines and args.batch is not None and dynamic_batch:

@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,8 @@ from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
-from edgedeploy.backends.runtime.engine import EngineSession
+from edgedeploy.backends.runtime.engine import EngineSession, TensorInfo, batch_range, engine_batch_axes
+from edgedeploy.backends.trt_sidecar import engine_model_inputs
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file, user_failure
 from edgedeploy.fileio import sha256_file
 from edgedeploy.onnxio import external_data_files
@@ -534,22 +535,54 @@ def profile(
     return replace(result, sha256=digest)
 
 
-def engine_batch_shapes(inputs: Sequence[Any], batch: int) -> dict[str, tuple[int, ...]]:
-    """Input shapes for one batch size: dim 0 set on dynamic inputs; static ones must match."""
+def engine_batch_shapes(
+    inputs: Sequence[TensorInfo],
+    batch: int,
+    axes: Mapping[str, list[int]],
+    overrides: Mapping[str, tuple[int, ...]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Input shapes for one batch size: ``--input`` shapes (``overrides``), else the OPT shape of the
+    first profile that takes ``batch``, with ``batch`` on every batch axis (``axes``,
+    :func:`engine_batch_axes`: silero-vad's ``state[2, batch, 128]`` on axis 1, as on the ONNX path).
+    An engine with no batch axis runs its fixed dim 0 only."""
+    overrides = overrides or {}
+    batched = [t for t in inputs if axes.get(t.name)]
+    if not batched:
+        for tensor in inputs:
+            if tensor.shape and tensor.shape[0] != batch:
+                raise InputError(
+                    f"input '{tensor.name}' has a static batch of {tensor.shape[0]}; "
+                    f"cannot profile batch {batch}"
+                )
+    count = max((len(t.profiles) for t in inputs), default=0)
+    ranges = [batch_range(inputs, axes, p) for p in range(count)]
+    taking = [p for p, r in enumerate(ranges) if r is not None and r[0] <= batch <= r[1]]
+    if batched and count and not taking:
+        tensor = batched[0]
+        low, high = tensor.min_shape or (), tensor.max_shape or ()
+        axis = axes[tensor.name][0]
+        if high and batch > high[axis]:
+            raise InputError(
+                f"input '{tensor.name}': batch {batch} exceeds the engine's profile maximum "
+                f"{high[axis]}; rebuild with a larger --profile"
+            )
+        if low and batch < low[axis]:
+            raise InputError(
+                f"input '{tensor.name}': batch {batch} is below the engine's profile minimum "
+                f"{low[axis]}; rebuild with a wider --profile"
+            )
+    index = taking[0] if taking else 0
     shapes: dict[str, tuple[int, ...]] = {}
     for tensor in inputs:
-        if tensor.shape and tensor.shape[0] == -1:
-            base = tensor.opt_shape or tuple(max(d, 1) for d in tensor.shape)
-            if tensor.max_shape and batch > tensor.max_shape[0]:
-                raise InputError(
-                    f"input '{tensor.name}': batch {batch} exceeds the engine's profile maximum "
-                    f"{tensor.max_shape[0]}; rebuild with a larger --profile"
-                )
-            shapes[tensor.name] = (batch, *base[1:])
-        elif tensor.shape and tensor.shape[0] != batch:
-            raise InputError(
-                f"input '{tensor.name}' has a static batch of {tensor.shape[0]}; cannot profile batch {batch}"
-            )
+        if tensor.name in overrides:
+            shape = list(overrides[tensor.name])
+        elif -1 in tensor.shape:
+            shape = list(tensor.profiles[index][1] if tensor.profiles else (max(d, 1) for d in tensor.shape))
+        else:
+            continue
+        for axis in axes.get(tensor.name, []):
+            shape[axis] = batch
+        shapes[tensor.name] = tuple(shape)
     return shapes
 
 
@@ -560,8 +593,11 @@ def profile_engine_batches(
 
     with EngineSession(engine) as session:
         inputs = [t for t in session.tensors if t.is_input]
-    check_shapes(options.shapes, {t.name: len(t.shape) for t in inputs})
-    dynamic = [t.name for t in inputs if t.shape and t.shape[0] == -1]
+    ranks = {t.name: len(t.shape) for t in inputs}
+    check_shapes(options.shapes, ranks)
+    # which axes carry the batch: the engine keeps no dim names, the model it came from has them
+    axes = engine_batch_axes(inputs, engine_model_inputs(engine, ranks) or [])
+    dynamic = [t.name for t in inputs if 0 in axes[t.name]]
     fixed = {int(t.shape[0]) for t in inputs if t.shape and t.shape[0] > 0}
     static = next(iter(fixed)) if len(fixed) == 1 else None
     sizes = resolved_batch_sizes(options, dynamic, static)
@@ -570,11 +606,8 @@ def profile_engine_batches(
     warnings: list[str] = []
     settings: dict[str, Any] = {}
     for batch in options.batch_sizes:
-        shapes = engine_batch_shapes(inputs, batch)
-        for tensor in inputs:  # --input fixes the other dims; the batch still follows --batch-sizes
-            if tensor.name in options.shapes:
-                given = tuple(options.shapes[tensor.name])
-                shapes[tensor.name] = (batch, *given[1:]) if tensor.shape and tensor.shape[0] == -1 else given
+        # --input fixes the other dims; the batch still follows --batch-sizes
+        shapes = engine_batch_shapes(inputs, batch, axes, options.shapes)
         monitor = PowerMonitor() if options.measure_power else None
 
         def run(shapes: dict[str, tuple[int, ...]] = shapes, monitor: PowerMonitor | None = monitor) -> Any:

@@ -302,6 +302,71 @@ def test_batch_run_rules_for_static_inputs_old_trtexec_and_edgedeploy_profile() 
         bundle_helper.batch_run(static, None, 2, "10.3.0")
 
 
+VAD_INPUTS = [
+    {"name": "input", "shape": ["batch", 512]},
+    {"name": "state", "shape": [2, "batch", 128]},
+    {"name": "sr", "shape": []},
+]
+
+
+def test_run_shapes_set_the_batch_on_every_axis_the_model_names_as_the_batch() -> None:
+    """silero-vad's input[batch, 512] beside state[2, batch, 128] and a scalar sr: ``run-shapes
+    --runner trtexec --batch 1`` gave ``--shapes=input:1x512,state:2x4x128,sr:``, the state at the
+    profile's opt batch beside input's 1. ``sr:`` is right: trtexec's --help (TensorRT 10 and 11)
+    reads "For scalars (0-D shapes), use input0:scalar or simply input0: with nothing after the
+    colon", and 8.x splits the empty value into no dims."""
+    vad = {"io": {"inputs": VAD_INPUTS}}
+    profiles = [
+        {
+            "input": [[1, 512], [4, 512], [8, 512]],
+            "state": [[2, 1, 128], [2, 4, 128], [2, 8, 128]],
+            "sr": [[]] * 3,
+        }
+    ]
+    run = bundle_helper.batch_run(vad, profiles, 1, "10.3.0")
+    assert run == (1, ["--shapes=input:1x512,state:2x1x128,sr:"])
+    assert bundle_helper.batch_run(vad, profiles, 8, "")[1] == ["--shapes=input:8x512,state:2x8x128,sr:"]
+    assert bundle_helper._io_shapes(vad, 2) == {"input": [2, 512], "state": [2, 2, 128], "sr": []}
+    # no recorded profile: the state's batch is ranged as the input's (it was refused as a dim
+    # "besides the batch"); a recorded one is widened on both by --max-batch (sr's [] failed it)
+    assert bundle_helper.input_profiles(vad, 16) == [
+        {
+            "input": [[1, 512], [16, 512], [16, 512]],
+            "state": [[2, 1, 128], [2, 16, 128], [2, 16, 128]],
+            "sr": [[]] * 3,
+        }
+    ]
+    recorded = {
+        "input": {"min": [1, 512], "opt": [4, 512], "max": [8, 512]},
+        "state": {"min": [2, 1, 128], "opt": [2, 4, 128], "max": [2, 8, 128]},
+    }
+    widened = bundle_helper.input_profiles({**vad, "build": {"profiles": [recorded]}}, 16)
+    assert widened is not None
+    assert widened[0]["input"][2] == [16, 512] and widened[0]["state"][2] == [2, 16, 128]
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        [["batch", 512], [2, "batch", 128], []],  # silero-vad
+        [["N", "T", 8], ["N", "T", 8]],
+        [[12, "N", 8], [1, "N", 16]],  # a time-first GRU: no dim 0 named, the one shared name
+        [[1, "seq"], [1, "seq"]],  # a fixed batch of 1: seq is no batch
+        [[None, 3], [None, 5], [8]],
+        [["?", 3, "?", "?"], [2, "?"]],
+        [[2, 8]],
+    ],
+)
+def test_the_helpers_batch_axes_are_edgedeploys(shapes: list[list[int | str | None]]) -> None:
+    """The device helper's copy of the rule that says which axes carry the batch."""
+    from calibration.modelinfo import batch_axes, batch_names
+
+    specs = [TensorSpec(f"i{n}", tuple(shape), "float32") for n, shape in enumerate(shapes)]
+    names = batch_names(specs)
+    inputs = [{"name": s.name, "shape": list(s.shape)} for s in specs]
+    assert bundle_helper.batch_axes(inputs) == {s.name: batch_axes(s.shape, names) for s in specs}
+
+
 def test_a_cpu_bundle_names_a_profile_command_whose_shapes_agree_on_a_batch_named_twice(
     tmp_path: Path, device: Device
 ) -> None:

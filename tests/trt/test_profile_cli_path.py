@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
@@ -20,6 +25,98 @@ PROFILE = ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})
 def _engine(model: Path, out: Path, profiles: list[ShapeProfile]) -> Path:
     opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
     return TensorRTBackend().build(model, opts, out).artifact
+
+
+def _save(path: Path, nodes: list[Any], inputs: list[Any], outputs: list[Any], inits: list[Any]) -> Path:
+    model = helper.make_model(
+        helper.make_graph(nodes, path.stem, inputs, outputs, inits),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def _state_model(folder: Path) -> Path:
+    """silero-vad's layout: x[batch, 16] beside state[2, batch, 8], the batch on axis 1 there."""
+    rng = np.random.default_rng(0)
+    value = helper.make_tensor_value_info
+    return _save(
+        folder / "state.onnx",
+        [
+            helper.make_node("Transpose", ["state"], ["st"], perm=[1, 0, 2]),
+            helper.make_node("Reshape", ["st", "shp"], ["sr"]),
+            helper.make_node("Add", ["x", "sr"], ["s"]),
+            helper.make_node("MatMul", ["s", "w"], ["y"]),
+        ],
+        [value("x", TensorProto.FLOAT, ["batch", 16]), value("state", TensorProto.FLOAT, [2, "batch", 8])],
+        [value("y", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.array([-1, 16], np.int64), "shp"),
+        ],
+    )
+
+
+def _set_shapes(fake_gpu: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """The shapes the engine's inputs were set to, in order."""
+    return [args for name, args in fake_gpu.state.calls if name == "IExecutionContext.set_input_shape"]
+
+
+STATE_PROFILE = ShapeProfile({"x": ((1, 16), (4, 16), (8, 16))})  # state[2, batch, 8] follows x
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_engine_profile_sets_the_batch_on_every_axis_the_model_names_as_the_batch(
+    fake_gpu: Any, tmp_path: Path
+) -> None:
+    """The engine keeps no dim names (state reads [2, -1, 8]): bare ``profile ENGINE`` refused with
+    "input 'state' has a static batch of 2; cannot profile batch 1", and ``--batch-sizes 2`` set x
+    (2, 16) beside state (2, 4, 8), the opt batch. The names come from the model it was built from."""
+    engine = _engine(_state_model(tmp_path), tmp_path / "out", [STATE_PROFILE])
+    result = profile(engine, ProfileOptions(warmup_ms=0.0, iterations=2, measure_power=False))
+    assert [b.batch_size for b in result.batches] == [1]
+    assert {("x", (1, 16)), ("state", (2, 1, 8))} <= set(_set_shapes(fake_gpu))
+    fake_gpu.state.calls.clear()
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_sizes=(2, 8), measure_power=False)
+    result = profile(engine, options)
+    assert [b.batch_size for b in result.batches] == [2, 8]
+    shapes = set(_set_shapes(fake_gpu))
+    assert {("x", (2, 16)), ("state", (2, 2, 8)), ("x", (8, 16)), ("state", (2, 8, 8))} <= shapes
+    assert ("state", (2, 4, 8)) not in shapes
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_engine_profile_finds_the_dim_names_where_the_engine_travels_without_its_model(
+    fake_gpu: Any, tmp_path: Path
+) -> None:
+    """Copied apart from the ONNX beside it: the model the sidecar records; in a bundle whose
+    sidecar records a path of the build machine, the manifest's inputs."""
+    engine = _engine(_state_model(tmp_path), tmp_path / "out", [STATE_PROFILE])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for path in (engine, engine.with_name(engine.name + ".json")):
+        shutil.copy(path, elsewhere / path.name)
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_sizes=(2,), measure_power=False)
+    profile(elsewhere / engine.name, options)
+    assert ("state", (2, 2, 8)) in _set_shapes(fake_gpu)
+
+    bundle = tmp_path / "bundle"
+    (bundle / "engines").mkdir(parents=True)
+    shutil.copy(engine, bundle / "engines" / engine.name)
+    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+    sidecar["inputs"]["model"]["path"] = "out/state.fp32.onnx"  # as a build from another folder wrote it
+    (bundle / "engines" / f"{engine.name}.json").write_text(json.dumps(sidecar))
+    inputs = [
+        {"name": "x", "shape": ["batch", 16], "dtype": "float32", "rank_known": True, "kind": None},
+        {"name": "state", "shape": [2, "batch", 8], "dtype": "float32", "rank_known": True, "kind": None},
+    ]
+    (bundle / "manifest.json").write_text(json.dumps({"schema_version": 1, "io": {"inputs": inputs}}))
+    fake_gpu.state.calls.clear()
+    profile(bundle / "engines" / engine.name, options)
+    assert ("state", (2, 2, 8)) in _set_shapes(fake_gpu)
 
 
 def test_engine_profile_runs_each_batch_size_with_trtexec_sections(

@@ -18,13 +18,14 @@ like trtexec's ``--useProfile``.
 from __future__ import annotations
 
 import gc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from calibration.modelinfo import TensorSpec, batch_axes, batch_names
 from edgedeploy.errors import InputError
 
 if TYPE_CHECKING:
@@ -59,6 +60,39 @@ class TensorInfo:
         return "; ".join(
             f"profile {i}: {list(lo)}..{list(hi)}" for i, (lo, _opt, hi) in enumerate(self.profiles)
         )
+
+
+def engine_batch_axes(inputs: Sequence[TensorInfo], specs: Sequence[TensorSpec]) -> dict[str, list[int]]:
+    """The axes of each engine input that carry the batch: its dynamic axes the model the engine
+    was built from (``specs``, :func:`~edgedeploy.backends.trt_sidecar.engine_model_inputs`) names
+    as the batch, as the ONNX path reads them (silero-vad's ``state[2, batch, 128]``: axis 1), and
+    a dynamic dim 0 where the model is not known."""
+    by_name = {s.name: s for s in specs}
+    names = batch_names(specs)
+    axes: dict[str, list[int]] = {}
+    for t in inputs:
+        spec = by_name.get(t.name)
+        if spec is not None and len(spec.shape) == len(t.shape):
+            axes[t.name] = [a for a in batch_axes(spec.shape, names) if t.shape[a] == -1]
+        else:
+            axes[t.name] = [0] if t.shape and t.shape[0] == -1 else []
+    return axes
+
+
+def batch_range(
+    inputs: Sequence[TensorInfo], axes: Mapping[str, list[int]], profile: int
+) -> tuple[int, int] | None:
+    """The batch sizes ``profile`` takes on every batch axis (``axes``, :func:`engine_batch_axes`),
+    lowest and highest (low above high where none); None where no input has a batch axis."""
+    ranges = [
+        (t.profiles[profile][0][a], t.profiles[profile][2][a])
+        for t in inputs
+        if t.profiles
+        for a in axes.get(t.name, [])
+    ]
+    if not ranges:
+        return None
+    return max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
 
 
 @dataclass
