@@ -27,7 +27,7 @@ import onnx
 
 from calibration.feeds import DataSource, Feed, feed_rows, rebatch, static_batch
 from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
-from calibration.sources import check_shapes, is_random_spec, open_source
+from calibration.sources import check_shapes, is_random_spec, named_dims, open_source
 from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
@@ -540,12 +540,17 @@ def engine_batch_shapes(
     batch: int,
     axes: Mapping[str, list[int]],
     overrides: Mapping[str, tuple[int, ...]] | None = None,
+    specs: Sequence[TensorSpec] = (),
 ) -> dict[str, tuple[int, ...]]:
     """Input shapes for one batch size: ``--input`` shapes (``overrides``), else the OPT shape of the
-    first profile that takes ``batch``, with ``batch`` on every batch axis (``axes``,
-    :func:`engine_batch_axes`: silero-vad's ``state[2, batch, 128]`` on axis 1, as on the ONNX path).
-    An engine with no batch axis runs its fixed dim 0 only."""
+    first profile that takes ``batch`` with the length ``--input`` gives a dim the model names on
+    several inputs (``specs``, the model the engine was built from: T of ``a[N, T, 8]`` given as
+    2x5x8 is b's T too), and ``batch`` on every batch axis (``axes``, :func:`engine_batch_axes`:
+    silero-vad's ``state[2, batch, 128]`` on axis 1), as on the ONNX path. An engine with no batch
+    axis runs its fixed dim 0 only."""
     overrides = overrides or {}
+    by_name = {s.name: s for s in specs}
+    named = named_dims(specs, overrides)
     batched = [t for t in inputs if axes.get(t.name)]
     if not batched:
         for tensor in inputs:
@@ -578,6 +583,10 @@ def engine_batch_shapes(
             shape = list(overrides[tensor.name])
         elif -1 in tensor.shape:
             shape = list(tensor.profiles[index][1] if tensor.profiles else (max(d, 1) for d in tensor.shape))
+            dims = by_name[tensor.name].shape if tensor.name in by_name else ()
+            for axis, dim in enumerate(dims if len(dims) == len(shape) else ()):
+                if axis > 0 and tensor.shape[axis] == -1 and isinstance(dim, str) and dim in named:
+                    shape[axis] = named[dim]
         else:
             continue
         for axis in axes.get(tensor.name, []):
@@ -595,8 +604,10 @@ def profile_engine_batches(
         inputs = [t for t in session.tensors if t.is_input]
     ranks = {t.name: len(t.shape) for t in inputs}
     check_shapes(options.shapes, ranks)
-    # which axes carry the batch: the engine keeps no dim names, the model it came from has them
-    axes = engine_batch_axes(inputs, engine_model_inputs(engine, ranks) or [])
+    # which axes carry the batch, and which dims are one: the engine keeps no dim names, the model
+    # it came from has them
+    specs = engine_model_inputs(engine, ranks) or []
+    axes = engine_batch_axes(inputs, specs)
     dynamic = [t.name for t in inputs if 0 in axes[t.name]]
     fixed = {int(t.shape[0]) for t in inputs if t.shape and t.shape[0] > 0}
     static = next(iter(fixed)) if len(fixed) == 1 else None
@@ -607,7 +618,7 @@ def profile_engine_batches(
     settings: dict[str, Any] = {}
     for batch in options.batch_sizes:
         # --input fixes the other dims; the batch still follows --batch-sizes
-        shapes = engine_batch_shapes(inputs, batch, axes, options.shapes)
+        shapes = engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
         monitor = PowerMonitor() if options.measure_power else None
 
         def run(shapes: dict[str, tuple[int, ...]] = shapes, monitor: PowerMonitor | None = monitor) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,33 @@ def test_engine_energy_counts_the_timed_inferences_only_not_the_warm_up(
     assert energy["duration_s"] == pytest.approx(batch.wall_s, abs=0.02)
     expected_mj = 10.0 * 1000.0 * batch.wall_s / (2 * batch.iterations)
     assert energy["energy_per_inference_mj"] == pytest.approx(expected_mj, rel=0.1)
+
+
+def _shared_model(folder: Path) -> Path:
+    """a[N, T, 8] + b[N, T, 8]: T one length on both, as the name says."""
+    value = helper.make_tensor_value_info
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    return _save(
+        folder / "shared.onnx",
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["y"])],
+        [value("a", TensorProto.FLOAT, ["N", "T", 8]), value("b", TensorProto.FLOAT, ["N", "T", 8])],
+        [value("y", TensorProto.FLOAT, ["N", "T", 4])],
+        [w],
+    )
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_engine_profile_gives_a_dim_named_on_several_inputs_the_length_input_gives_it(
+    fake_gpu: Any, tmp_path: Path
+) -> None:
+    """``profile ENGINE --input a:2x5x8`` fed b at the opt shape (2, 16, 8), and the engine failed on
+    the broadcast; the ONNX path gives b T = 5 as the model's names say."""
+    profiles = [ShapeProfile({"a": ((1, 1, 8), (4, 16, 8), (8, 32, 8))})]  # b follows a
+    engine = _engine(_shared_model(tmp_path), tmp_path / "out", profiles)
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_from_shapes=True, measure_power=False)
+    result = profile(engine, replace(options, shapes={"a": (2, 5, 8)}))
+    assert [b.batch_size for b in result.batches] == [2]
+    assert ("b", (2, 5, 8)) in _set_shapes(fake_gpu)
+    fake_gpu.state.calls.clear()
+    profile(engine, replace(options, shapes={"b": (2, 7, 8)}, batch_sizes=(3,), batch_from_shapes=False))
+    assert {("a", (3, 7, 8)), ("b", (3, 7, 8))} <= set(_set_shapes(fake_gpu))
