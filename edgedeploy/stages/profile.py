@@ -616,6 +616,7 @@ def profile_engine_batches(
     batches: list[BatchProfile] = []
     warnings: list[str] = []
     settings: dict[str, Any] = {}
+    shapes_used: dict[str, dict[str, list[int]]] = {}  # per batch, as the ONNX Runtime JSON has them
     for batch in options.batch_sizes:
         # --input fixes the other dims; the batch still follows --batch-sizes
         shapes = engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
@@ -659,7 +660,9 @@ def profile_engine_batches(
         if result.cv_warning:
             warnings.append(f"batch {batch}: {result.cv_warning}")
         warnings.extend(f"batch {batch}: {note}" for note in result.notes)
-        settings = {**result.settings, "clocks": result.clocks}
+        shapes_used[str(batch)] = result.settings.get("shapes") or {}
+        settings = {k: v for k, v in result.settings.items() if k != "shapes"}
+        settings.update(clocks=result.clocks, input_shapes=shapes_used)
     if options.warmup_iterations is not None:
         warnings.append("engines warm up by time (--warmup-ms); --warmup iterations were ignored")
     return ProfileResult(

@@ -203,3 +203,16 @@ def test_engine_profile_gives_a_dim_named_on_several_inputs_the_length_input_giv
     fake_gpu.state.calls.clear()
     profile(engine, replace(options, shapes={"b": (2, 7, 8)}, batch_sizes=(3,), batch_from_shapes=False))
     assert {("a", (3, 7, 8)), ("b", (3, 7, 8))} <= set(_set_shapes(fake_gpu))
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_engine_profile_records_the_input_shapes_of_every_batch_as_onnx_runtime_does(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """Profiled at batches 1 and 4, an engine's JSON kept one ``settings.shapes``, the last batch's;
+    the ONNX Runtime JSON has ``settings.input_shapes`` per batch, and so has the engine's now."""
+    engine = _engine(cnn_models.fp32, tmp_path, [PROFILE])
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_sizes=(1, 4), measure_power=False)
+    settings = profile(engine, options).settings
+    assert settings["input_shapes"] == {"1": {"input": [1, 1, 8, 8]}, "4": {"input": [4, 1, 8, 8]}}
+    assert "shapes" not in settings
