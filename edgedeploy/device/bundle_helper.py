@@ -840,7 +840,8 @@ def batch_run(
     refused in one line before anything runs.
 
     ``trt``: the trtexec release that runs it ("" when unknown), or None for ``edgedeploy
-    profile``, whose runtime sets the first profile only."""
+    profile``, which runs each batch in the first profile that takes it (its runtime selects it:
+    edgedeploy/backends/runtime/engine.py), so it needs no --useProfile and no release."""
     inputs = manifest["io"]["inputs"]
     batched = {name: axes for name, axes in batch_axes(inputs).items() if axes}
     if profiles is None or not batched:
@@ -870,12 +871,7 @@ def batch_run(
             f"range, or rebuild with scripts/build_engine.sh --max-batch {batch} --force"
         )
     flags = [f"--shapes={shape_spec(_shapes_in(manifest, profiles[index], batch))}"]
-    if index > 0:
-        if trt is None:
-            raise BundleProblem(
-                f"--batch {batch} lies in the engine's profile {index}, and edgedeploy profile runs "
-                "profile 0 only: run it with --tool trtexec"
-            )
+    if index > 0 and trt is not None:
         if trt and trt_minor(trt) < TRTEXEC_PROFILES:  # "": release unknown, trtexec itself decides
             raise BundleProblem(
                 f"--batch {batch} lies in the engine's profile {index}, and trtexec {trt} runs profile 0 "

@@ -278,6 +278,23 @@ def test_benchmark_refuses_a_batch_outside_the_profiles_and_picks_the_profile_of
     assert (two_profiles / "device" / "results" / "benchmark-fp16-b1.json").is_file()
 
 
+def test_benchmark_with_edgedeploy_times_a_batch_of_the_second_profile(
+    two_profiles: Path, device: Device
+) -> None:
+    """``benchmark.sh --tool edgedeploy --batch 16`` refused "edgedeploy profile runs profile 0 only",
+    though ``edgedeploy profile ENGINE --batch-sizes 16`` runs it in the profile that takes it."""
+    assert device.run(script(two_profiles, "build_engine.sh")).returncode == 0
+    args = ["--tool", "edgedeploy", "--batch", "16", "--duration", "0.1", "--warmup", "0"]
+    res = device.run(script(two_profiles, "benchmark.sh"), *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    profiled = [c.split() for c in device.calls("edgedeploy") if c.startswith("edgedeploy profile")]
+    assert len(profiled) == 1 and profiled[0][profiled[0].index("--batch-sizes") + 1] == "16"
+    assert (two_profiles / "device" / "results" / "benchmark-fp16-b16.json").is_file()
+    res = device.run(script(two_profiles, "benchmark.sh"), *args[:2], "--batch", "6", *args[4:])
+    assert res.returncode == 2
+    assert "outside the engine's shape profile (batch 1..4 or 8..32)" in one_line(res.stderr)
+
+
 def manifest(shape: list[object]) -> dict:
     return {"io": {"inputs": [{"name": "input", "shape": shape}]}}
 
@@ -292,8 +309,8 @@ def test_batch_run_rules_for_static_inputs_old_trtexec_and_edgedeploy_profile() 
     assert bundle_helper.batch_run(dynamic, profiles, None, "10.3.0") == (1, ["--shapes=input:1x1"])
     with pytest.raises(bundle_helper.BundleProblem, match=r"trtexec 8\.6\.1 runs profile 0 only"):
         bundle_helper.batch_run(dynamic, profiles, 16, "8.6.1")
-    with pytest.raises(bundle_helper.BundleProblem, match="edgedeploy profile runs profile 0 only"):
-        bundle_helper.batch_run(dynamic, profiles, 16, None)
+    # edgedeploy profile picks the profile that takes the batch itself (runtime/engine.py)
+    assert bundle_helper.batch_run(dynamic, profiles, 16, None) == (16, ["--shapes=input:16x1"])
     # a profile that starts above 1: the default batch is its opt
     assert bundle_helper.batch_run(dynamic, profiles[1:], None, "10.3.0")[0] == 16
     static = manifest([4, 1])
