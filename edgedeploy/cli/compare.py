@@ -88,7 +88,7 @@ def compare_command(
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
         from edgedeploy.stages.compare.layers import ReferenceRun, conversion_notice
-        from edgedeploy.stages.compare.outputs import unapplied
+        from edgedeploy.stages.compare.outputs import candidate_batches, unapplied
 
     ui = make_ui()
     check_seed(ctx, data, seed, ui)
@@ -112,6 +112,16 @@ def compare_command(
                 )
             ui.info(f"{candidate.name} takes a batch of {fixed} only: comparing in batches of {fixed}")
             batch_size, batch_given = fixed, True
+    ranges = candidate_batches(reference, candidate)  # an engine: the batches its profiles take
+    if ranges and not any(lo <= batch_size <= hi for lo, hi in ranges):
+        below = [hi for lo, hi in ranges if lo <= batch_size]  # the largest it takes below, else the least
+        near = max(below) if below else min(lo for lo, _hi in ranges)
+        spans = " or ".join(f"{lo}..{hi}" for lo, hi in ranges)
+        takes = f"{candidate.name} takes batches of {spans} (its shape profile{'s' * (len(ranges) > 1)})"
+        if batch_given:
+            raise InputError(f"{takes}: give --batch-size {near}")
+        ui.info(f"{takes}: comparing in batches of {near}")
+        batch_size, batch_given = near, True
     source = open_source(
         data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=shapes or None,
         image_options=load_preprocess(preprocess), batch_from_shapes=not batch_given,

@@ -32,7 +32,13 @@ from calibration.threads import usable_cores
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import PROVIDERS, create_session
 from edgedeploy.backends.runtime import profile_engine
-from edgedeploy.backends.runtime.engine import EngineSession, TensorInfo, batch_range, engine_batch_axes
+from edgedeploy.backends.runtime.engine import (
+    EngineSession,
+    TensorInfo,
+    batch_range,
+    batch_ranges,
+    engine_batch_axes,
+)
 from edgedeploy.backends.trt_sidecar import engine_model_inputs
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file, user_failure
 from edgedeploy.fileio import sha256_file
@@ -612,9 +618,21 @@ def profile_engine_batches(
     fixed = {int(t.shape[0]) for t in inputs if t.shape and t.shape[0] > 0}
     static = next(iter(fixed)) if len(fixed) == 1 else None
     sizes = resolved_batch_sizes(options, dynamic, static)
+    warnings: list[str] = []
+    # no batch asked (neither --batch-sizes nor dim 0 of --input): 1, or where no profile takes 1
+    # the first profile's opt batch, as the bundle's benchmark.sh picks it
+    asked = not options.batch_from_shapes or any(dims and n in dynamic for n, dims in options.shapes.items())
+    ranges = batch_ranges(inputs, axes)
+    if not asked and sizes == (1,) and ranges and not any(lo <= 1 <= hi for lo, hi in ranges):
+        first = next(t for t in inputs if axes[t.name])
+        sizes = (first.profiles[0][1][axes[first.name][0]],)
+        spans = " or ".join(f"{lo}..{hi}" for lo, hi in ranges)
+        warnings.append(
+            f"batch 1 is outside the engine's profile{'s' if len(ranges) > 1 else ''} (batch {spans}): "
+            f"profiled its opt batch {sizes[0]} (give others with --batch-sizes)"
+        )
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
     batches: list[BatchProfile] = []
-    warnings: list[str] = []
     settings: dict[str, Any] = {}
     shapes_used: dict[str, dict[str, list[int]]] = {}  # per batch, as the ONNX Runtime JSON has them
     for batch in options.batch_sizes:

@@ -216,3 +216,23 @@ def test_engine_profile_records_the_input_shapes_of_every_batch_as_onnx_runtime_
     settings = profile(engine, options).settings
     assert settings["input_shapes"] == {"1": {"input": [1, 1, 8, 8]}, "4": {"input": [4, 1, 8, 8]}}
     assert "shapes" not in settings
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_engine_profile_defaults_to_the_opt_batch_where_batch_1_is_outside_the_profile(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """An engine whose profile starts at batch 2: a bare ``profile ENGINE`` failed ("outside the
+    engine's profile; rebuild with a wider --profile"), where the bundle's benchmark.sh takes the
+    profile's opt batch. So does profile now, and says so; a batch asked for is not replaced."""
+    profiles = [ShapeProfile({"input": ((2, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})]
+    engine = _engine(cnn_models.fp32, tmp_path, profiles)
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_from_shapes=True, measure_power=False)
+    result = profile(engine, options)
+    assert [b.batch_size for b in result.batches] == [4]
+    assert any(
+        "batch 1 is outside the engine's profile (batch 2..8): profiled its opt batch 4" in w
+        for w in result.warnings
+    ), result.warnings
+    with pytest.raises(InputError, match="batch 1 is below the engine's profile minimum 2"):
+        profile(engine, replace(options, batch_sizes=(1,), batch_from_shapes=False))

@@ -95,6 +95,22 @@ def batch_range(
     return max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
 
 
+def batch_ranges(inputs: Sequence[TensorInfo], axes: Mapping[str, list[int]]) -> list[tuple[int, int]]:
+    """The batch range of each profile that takes one (:func:`batch_range`), in the engine's order;
+    empty where no input has a batch axis."""
+    count = max((len(t.profiles) for t in inputs), default=0)
+    found = (batch_range(inputs, axes, p) for p in range(count))
+    return [r for r in found if r is not None and r[0] <= r[1]]
+
+
+def engine_batch_ranges(engine: Path, specs: Sequence[TensorSpec]) -> list[tuple[int, int]]:
+    """:func:`batch_ranges` of ``engine``, its batch axes named as ``specs`` name them (the model it
+    runs for: :func:`engine_batch_axes`)."""
+    with EngineSession(engine) as session:
+        inputs = session.inputs
+    return batch_ranges(inputs, engine_batch_axes(inputs, specs))
+
+
 @dataclass
 class _Buffer:
     host: np.ndarray

@@ -467,6 +467,21 @@ def compare(
     )
 
 
+def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]:
+    """The batch sizes an engine candidate takes, per shape profile (lowest, highest), its batch
+    axes named as the reference's inputs name them; empty for an ONNX candidate and an engine with
+    no dynamic batch. An engine this machine cannot run is refused in one line first, as the
+    compare would refuse it."""
+    if candidate.suffix == ".onnx":
+        return []
+    from edgedeploy.backends import trt_env, trt_sidecar
+    from edgedeploy.backends.runtime.engine import engine_batch_ranges
+
+    backend_for_artifact(str(candidate))  # where TensorRT is missing
+    trt_sidecar.check_loadable(candidate, trt_sidecar.read_sidecar(candidate), trt_env.environment())
+    return engine_batch_ranges(candidate, model_io(reference)[0])
+
+
 def check_same_inputs(reference: Path, candidate: Path) -> None:
     """The same feeds go to both models: an ONNX candidate must take the reference's inputs (one
     made from another model fails otherwise as ONNX Runtime's broadcast or kernel error)."""

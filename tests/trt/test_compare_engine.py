@@ -1,0 +1,51 @@
+"""compare of an engine (fake GPU) at the default batch size its profile does not take."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgedeploy.backends.base import BuildOptions
+from edgedeploy.backends.tensorrt import TensorRTBackend
+from edgedeploy.options import ShapeProfile
+from edgedeploy.targets import load_target
+
+
+def cli(*args: str | Path) -> tuple[int, str, str]:
+    from edgedeploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_compare_at_the_default_batch_size_takes_the_largest_batch_the_engine_takes(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """compare's default --batch-size 8 against an engine whose profile ends at batch 4 said
+    "outside the engine's profile ...; rebuild with a wider --profile". Not asked for, the batch is
+    now the largest the engine takes, said in one line; asked for, it is refused naming the batch."""
+    profiles = [ShapeProfile({"input": ((1, 1, 8, 8), (2, 1, 8, 8), (4, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    json_path = tmp_path / "c.json"
+    code, _out, err = cli("compare", cnn_models.fp32, engine, "--samples", "10", "--json", json_path)
+    assert code == 0, err
+    assert "cnn.fp32.engine takes batches of 1..4 (its shape profile): comparing in batches of 4" in err
+    calls = [args for name, args in fake_gpu.state.calls if name == "IExecutionContext.set_input_shape"]
+    assert ("input", (4, 1, 8, 8)) in calls and ("input", (2, 1, 8, 8)) in calls  # 4, 4, then 2
+    code, _out, err = cli("compare", cnn_models.fp32, engine, "--batch-size", "8")
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "takes batches of 1..4 (its shape profile): give --batch-size 4" in lines[0]
