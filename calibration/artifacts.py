@@ -95,20 +95,26 @@ def _runs(model: str | bytes, feed: Mapping[str, Any], session: Any = None) -> s
     return None
 
 
-def model_outputs(model: onnx.ModelProto, feed: Mapping[str, Any], *, reference: bool = False) -> list[Any]:
-    """``model``'s outputs on ``feed`` (graph order) from the check's ONNX Runtime session or, with
-    ``reference`` and where ONNX Runtime cannot load it (an opset-6 PRelu, an IR 3 file), from
-    onnx's reference evaluator. Raises ONNX Runtime's error (the evaluator's where it ran instead).
-    Not where ONNX Runtime loads the model and refuses ``feed`` (an iou_threshold of NonMaxSuppression
-    outside [0, 1]): the evaluator checks no such thing, and its outputs are no reference then."""
+def model_outputs(
+    model: onnx.ModelProto | str | os.PathLike[str], feed: Mapping[str, Any], *, reference: bool = False
+) -> list[Any]:
+    """``model``'s outputs (one in memory, or a file: read by ONNX Runtime itself) on ``feed``
+    (graph order) from the check's ONNX Runtime session or, with ``reference`` and where ONNX
+    Runtime cannot load it (an opset-6 PRelu, an IR 3 file), from onnx's reference evaluator.
+    Raises ONNX Runtime's error (the evaluator's where it ran instead). Not where ONNX Runtime loads
+    the model and refuses ``feed`` (an iou_threshold of NonMaxSuppression outside [0, 1]): the
+    evaluator checks no such thing, and its outputs are no reference then."""
     from calibration.ortvalues import ort_feed
 
     try:
-        session = _session(model.SerializeToString(), model)
+        if isinstance(model, onnx.ModelProto):
+            session = _session(model.SerializeToString(), model)
+        else:
+            session = _session(os.fspath(model))
     except Exception:
         if not reference:
             raise
-        return reference_outputs(model, feed)
+        return reference_outputs(model if isinstance(model, onnx.ModelProto) else onnx.load(model), feed)
     wanted = {i.name: i.type for i in session.get_inputs()}
     fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
     return list(session.run(None, ort_feed(fitted)))

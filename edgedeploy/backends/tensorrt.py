@@ -3,8 +3,9 @@
 ``build`` plans the settings (trt_plan), builds through Polygraphy (trt_build), summarises the
 engine inspector's layer information (trt_inspect) and writes three files atomically:
 ``<stem>.engine`` (the plan, byte for byte as TensorRT made it, so trtexec reads it),
-``<stem>.layers.json`` and the sidecar ``<stem>.engine.json`` (trt_sidecar), written last. A
-build whose key matches the sidecar of an intact engine is skipped. ``runner`` refuses an engine
+``<stem>.layers.json`` and the sidecar ``<stem>.engine.json`` (trt_sidecar), written last, once
+the engine has run once (trt_check: refused when it fails; "built, not run" where no GPU runtime
+answers). A build whose key matches the sidecar of an intact engine is skipped. ``runner`` refuses an engine
 built for another TensorRT or GPU before TensorRT gives its cryptic deserialization error.
 tensorrt and pycuda are imported only when a method needs them.
 """
@@ -16,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgedeploy.backends import trt_build, trt_env, trt_inspect, trt_sidecar
+from edgedeploy.backends import trt_build, trt_check, trt_env, trt_inspect, trt_sidecar
 from edgedeploy.backends.base import BuildOptions, BuildResult
 from edgedeploy.backends.runtime.runner import PycudaEngineRunner
 from edgedeploy.backends.trt_plan import (
@@ -141,6 +142,7 @@ class TensorRTBackend:
             if (
                 existing is not None
                 and existing.get("build_key") == key
+                and "checked" in existing  # one built before engines were run once is built (and run) again
                 and engine.is_file()
                 and layers.is_file()
                 and sha256_file(engine) == existing.get("engine_sha256")
@@ -163,6 +165,18 @@ class TensorRTBackend:
                 f"TensorRT {version} has no {exc.name or exc}: this build needs a newer TensorRT "
                 "(see docs/tensorrt-facts.md)"
             ) from None
+        check = trt_check.run_once(
+            built.plan_bytes,
+            engine,
+            model,
+            version_compatible=plan.version_compatible,
+            dla_core=plan.dla_core,
+            feed=options.feed,
+            shapes=options.shapes,
+        )
+        if not check.ran:
+            said = "run it on the GPU it is for (compare, or the bundle's verify.sh)"
+            log.warning("%s: %s; %s", engine.name, check.checked, said)
         summary = trt_inspect.summarise(built.layer_info_json, plan.precision)
         notes = list(plan.notes)
         if built.layer_info_problem:
@@ -195,6 +209,7 @@ class TensorRTBackend:
                 "layer_summary": dataclasses.asdict(summary),
                 "notes": notes,
                 "warnings": summary.warnings,
+                **check.record(),  # "checked": as the ONNX Runtime backend's sidecar says it
             }
             atomic_write_json(sidecar, record)
         return BuildResult(backend=self.name, artifact=engine, files=files, skipped=False, info=record)

@@ -1319,9 +1319,11 @@ def _calibration_fingerprint(
     data's first batch (build.data_batch) and records what that found ("loaded and run once", or
     "loaded, not run" on data that fails the model; a graph that fails it where the model runs is
     saved at a lower optimization level). ``backend``: the one that builds ("auto" where it resolves
-    on another node); TensorRT runs nothing in its build. Data an fp32 build cannot feed the model
-    is passed over by its build (random inputs then): keyed as none; a loader script that fails
-    (:class:`~calibration.errors.LoaderFailed`) is refused here, by the first stage that reads it.
+    on another node); TensorRT runs its engine once on that batch too, but the engine does not
+    depend on it and its build key holds none (a rebuild costs minutes). Data an fp32 build cannot
+    feed the model is passed over by its build (random inputs then): keyed as none; a loader script
+    that fails (:class:`~calibration.errors.LoaderFailed`) is refused here, by the first stage that
+    reads it.
     """
     calib = request.calibration
     if not calib.data:

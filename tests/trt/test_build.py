@@ -598,3 +598,168 @@ def test_a_model_with_text_or_a_zipmap_output_is_refused_before_any_work(
         parse_onnx(fake_gpu.trt.Logger(), model, 0)
     said = PARSER_INPUT_TYPE_ERROR if kind == "string-input" else PARSER_OUTPUT_TYPE_ERROR
     assert str(err.value) == f"TensorRT cannot parse {model.name}: {said}"
+
+
+# -- the run every engine gets before it is called built ------------------------------------------
+
+
+def _runs(fake_gpu) -> list[tuple[str, tuple]]:
+    wanted = (
+        "ICudaEngine.create_execution_context",
+        "IExecutionContext.set_input_shape",
+        "IExecutionContext.execute_async_v3",
+    )
+    return [(n, a) for n, a in fake_gpu.state.calls if n in wanted]
+
+
+def test_build_runs_the_engine_once_at_its_profile_s_opt_shape_and_records_it(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """An engine was called built without ever being run (no execution context, no set_input_shape,
+    no execute_async_v3 in the fake's calls; no `checked` in the sidecar), where the ONNX Runtime
+    artifact says "loaded and run once"."""
+    result = TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    calls = _runs(fake_gpu)
+    names = [n for n, _ in calls]
+    assert names == [
+        "ICudaEngine.create_execution_context",
+        "IExecutionContext.set_input_shape",
+        "IExecutionContext.execute_async_v3",
+    ]
+    assert calls[1][1] == ("input", (4, 1, 8, 8))  # without data or --input: the opt shape
+    sidecar = json.loads((tmp_path / "cnn.fp32.engine.json").read_text())
+    assert sidecar["checked"] == "loaded and run once" == result.info["checked"]
+    assert sidecar["checked_on"] == "random inputs"
+    assert sidecar["checked_shapes"] == {"input": [4, 1, 8, 8]}
+    assert not fake_gpu.gpu.dead_context_cleanups
+    assert fake_gpu.gpu.context_depth == 0  # the check's CUDA context released
+
+
+def test_build_runs_the_engine_on_the_calibration_batch_else_the_input_shapes(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    batch = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    TensorRTBackend().build(cnn_models.fp16, options("fp16", feed={"input": batch}), tmp_path / "data")
+    assert ("IExecutionContext.set_input_shape", ("input", (2, 1, 8, 8))) in _runs(fake_gpu)
+    sidecar = json.loads((tmp_path / "data" / "cnn.fp16.engine.json").read_text())
+    assert sidecar["checked"] == "loaded and run once" and sidecar["checked_on"] == "the calibration data"
+
+    fake_gpu.state.calls.clear()
+    TensorRTBackend().build(cnn_models.fp32, options(shapes={"input": (3, 1, 8, 8)}), tmp_path / "shapes")
+    assert ("IExecutionContext.set_input_shape", ("input", (3, 1, 8, 8))) in _runs(fake_gpu)
+    sidecar = json.loads((tmp_path / "shapes" / "cnn.fp32.engine.json").read_text())
+    assert sidecar["checked_on"] == "random inputs" and sidecar["checked_shapes"] == {"input": [3, 1, 8, 8]}
+
+
+def test_a_calibration_batch_outside_the_profile_runs_the_opt_shape_and_says_why(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    batch = np.zeros((16, 1, 8, 8), np.float32)  # the profile's max is 8
+    result = TensorRTBackend().build(cnn_models.fp32, options(feed={"input": batch}), tmp_path)
+    assert ("IExecutionContext.set_input_shape", ("input", (4, 1, 8, 8))) in _runs(fake_gpu)
+    assert result.info["checked"] == "loaded and run once"
+    assert result.info["checked_on"].startswith(
+        "random inputs (the calibration data: input 'input' shape [16, 1, 8, 8] is outside the "
+        "engine's profile"
+    )
+
+
+def _spoil_outputs(fake_gpu, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """The fake engine's outputs NaN (``how`` = "nan"), or its output shape twice the batch ("shape")."""
+    import numpy as np
+
+    context = fake_gpu.trt._fake_classes["IExecutionContext"]
+    if how == "nan":
+        run = context.execute_async_v3
+
+        def execute(self, stream_handle: int) -> bool:
+            ok = run(self, stream_handle)
+            memory = fake_gpu.gpu.memory[self._addresses["logits"]]
+            memory[: memory.size // 4 * 4] = np.full(memory.size // 4, np.nan, np.float32).view(np.uint8)
+            return ok
+
+        monkeypatch.setattr(context, "execute_async_v3", execute)
+    else:
+        shape_of = context.get_tensor_shape
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            shape = shape_of(self, name)
+            return (shape[0] * 2, *shape[1:]) if name == "logits" else shape
+
+        monkeypatch.setattr(context, "get_tensor_shape", get_tensor_shape)
+
+
+@pytest.mark.parametrize("how", ["nan", "shape"])
+def test_an_engine_whose_outputs_are_not_finite_or_misshaped_is_refused_and_not_written(
+    fake_gpu, cnn_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    _spoil_outputs(fake_gpu, monkeypatch, how)
+    with pytest.raises(InputError) as err:
+        TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    said = str(err.value)
+    assert "\n" not in said and "cnn.fp32.engine" in said and "not kept" in said
+    if how == "nan":
+        assert "output 'logits' holds 40 NaN or inf values where the ONNX model's are finite" in said
+    else:
+        assert "output 'logits' has shape [8, 10] where the ONNX model gives [4, 10]" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no engine, sidecar, layers or scratch
+
+
+def test_an_engine_built_where_no_gpu_runtime_answers_is_said_built_not_run(
+    fake_gpu, cnn_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cross-building (TensorRT builds, no CUDA device answers here): never claimed run."""
+    monkeypatch.setattr(TensorRTBackend, "available", lambda self: (True, "TensorRT, no GPU here"))
+    fake_gpu.gpu.present = False
+    with caplog.at_level("WARNING"):
+        result = TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    assert not _runs(fake_gpu)
+    checked = json.loads((tmp_path / "cnn.fp32.engine.json").read_text())["checked"]
+    assert checked == result.info["checked"]
+    assert checked.startswith("built, not run: ") and "no CUDA GPU answers" in checked
+    said = [r.getMessage() for r in caplog.records if "not run" in r.getMessage()]
+    advice = "run it on the GPU it is for (compare, or the bundle's verify.sh)"
+    assert said == [f"cnn.fp32.engine: {checked}; {advice}"]
+
+
+def test_an_engine_with_no_check_on_record_is_built_and_run_again_not_skipped(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """A sidecar written before engines were run once says nothing of a run: never "up to date"."""
+    backend = TensorRTBackend()
+    backend.build(cnn_models.fp32, options(), tmp_path)
+    sidecar = tmp_path / "cnn.fp32.engine.json"
+    old = json.loads(sidecar.read_text())
+    for key in ("checked", "checked_on", "checked_shapes"):
+        old.pop(key)
+    sidecar.write_text(json.dumps(old))
+    fake_gpu.state.calls.clear()
+    again = backend.build(cnn_models.fp32, options(), tmp_path)
+    assert not again.skipped and fake_gpu.state.builds == 2
+    assert [n for n, _ in _runs(fake_gpu)][-1] == "IExecutionContext.execute_async_v3"
+    assert json.loads(sidecar.read_text())["checked"] == "loaded and run once"
+    fake_gpu.state.calls.clear()
+    skipped = backend.build(cnn_models.fp32, options(), tmp_path)
+    assert skipped.skipped and skipped.info["checked"] == "loaded and run once" and not _runs(fake_gpu)
+
+
+def test_an_engine_the_runtime_cannot_run_is_built_not_run_not_refused(
+    fake_gpu, cnn_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output whose shape depends on the data (NMS's boxes), which edgedeploy's runtime does not
+    run: the engine is no less built for TensorRT and trtexec, and is said not run."""
+    context = fake_gpu.trt._fake_classes["IExecutionContext"]
+    shape_of = context.get_tensor_shape
+    monkeypatch.setattr(
+        context, "get_tensor_shape", lambda self, name: (-1, 10) if name == "logits" else shape_of(self, name)
+    )
+    result = TensorRTBackend().build(cnn_models.fp32, options(), tmp_path)
+    assert "IExecutionContext.execute_async_v3" not in fake_gpu.state.names()
+    checked = json.loads((tmp_path / "cnn.fp32.engine.json").read_text())["checked"]
+    assert checked == result.info["checked"]
+    said = "built, not run: edgedeploy's runtime cannot run it (output 'logits' has a data-dependent"
+    assert checked.startswith(said)

@@ -39,6 +39,8 @@ def test_runner_infers_like_onnxruntime_through_the_tensorrt_10_call_sequence(
     fake_gpu, cnn_models, tmp_path: Path
 ) -> None:
     engine = build(cnn_models.fp32, tmp_path)
+    fake_gpu.state.calls.clear()  # the build ran the engine once: the calls counted are the runner's
+    fake_gpu.gpu.calls.clear()
     x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
     with TensorRTBackend().runner(engine) as runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
