@@ -134,6 +134,40 @@ def test_dynamic_spatial_dims_need_a_profile_on_a_gpu_target_only(models: Path, 
     assert recorded == [{"input": {"min": [1, 1, 4, 4], "opt": [2, 1, 6, 6], "max": [4, 1, 16, 16]}}]
 
 
+def test_the_device_readme_gives_a_dynamic_model_s_profile_reference_and_timed_shapes(
+    models: Path, tmp_path: Path
+) -> None:
+    """A GPU bundle's README showed only `[batch, 1, h, w]` for a dynamic model: not the profile the
+    engine is built with (the manifest's build.profiles), nor the reference inputs' shape, nor the
+    shape benchmark.sh times at (the profile's opt shape on a GPU, the reference shape on a CPU)."""
+    args = ["bundle", models / "spatial.onnx", "--data", models / "spatial.npz"]
+    profile = "input:1x1x4x4,2x1x8x8,4x1x16x16"
+    code, _, err = cli(*args, "--target", "jetson-orin-nano", "--profile", profile, "-o", tmp_path / "gpu")
+    assert code == 0, err
+    gpu = (tmp_path / "gpu" / "README.md").read_text()
+    assert "| `input` | [1, 1, 4, 4] | [2, 1, 8, 8] | [4, 1, 16, 16] |" in gpu, gpu
+    assert "`verify.sh` runs the reference inputs: `input` [2, 1, 6, 6]." in gpu, gpu
+    assert (
+        "`benchmark.sh` times batch 1 at `input:1x1x8x8` (the profile's opt shape at that batch; "
+        "`--batch N` for another batch the profile takes)." in gpu
+    ), gpu
+    two = ["--profile", profile, "--profile", "input:1x1x4x4,8x1x32x32,16x1x64x64"]
+    code, _, err = cli(*args, "--target", "jetson-orin-nano", *two, "-o", tmp_path / "two")
+    assert code == 0, err
+    both = (tmp_path / "two" / "README.md").read_text()
+    assert "| 1 | `input` | [1, 1, 4, 4] | [8, 1, 32, 32] | [16, 1, 64, 64] |" in both, both
+
+    code, _, err = cli(*args, "--target", "x86-64-cpu", "-o", tmp_path / "cpu")
+    assert code == 0, err
+    cpu = (tmp_path / "cpu" / "README.md").read_text()
+    assert "| min | opt | max |" not in cpu, cpu  # no engine is built there
+    assert "`verify.sh` runs the reference inputs: `input` [2, 1, 6, 6]." in cpu, cpu
+    assert (
+        "`benchmark.sh` times batch 1 at `input:1x1x6x6` (the reference inputs' shape at that batch; "
+        "`--batch N` for another)." in cpu
+    ), cpu
+
+
 def _engine(root: Path, name: str, profiles: list[dict[str, list[list[int]]]], tf32: bool = True) -> Path:
     engine = root / name
     engine.write_bytes(b"plan")

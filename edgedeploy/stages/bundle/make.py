@@ -184,6 +184,87 @@ def _io_rows(manifest: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _dynamic(spec: dict[str, Any]) -> bool:
+    return spec.get("rank_known") is False or any(not isinstance(d, int) or d < 1 for d in spec["shape"])
+
+
+def _shapes_text(manifest: dict[str, Any], root: Path) -> str:
+    """The device README's words on a dynamic model's shapes ("" when every input is static): the
+    shape profiles a GPU target's engine is built with (``build.profiles``), the reference inputs'
+    shapes ``verify.sh`` runs, and the shapes ``benchmark.sh`` times by default, as its helper picks
+    them (the profile's opt shape at its default batch on a GPU; the reference inputs' shape at batch 1
+    on a CPU, where ``edgedeploy profile`` times the model)."""
+    tensors = [spec for spec in manifest["io"]["inputs"] if not spec.get("kind")]
+    if not any(_dynamic(spec) for spec in tensors):
+        return ""
+    reference: dict[str, list[int]] = {}
+    if manifest.get("reference"):
+        with np.load(root / manifest["reference"]["inputs"]) as data:
+            reference = {name: list(data[name].shape) for name in data.files}
+    gpu = manifest["target"].get("kind") != "cpu"
+    table, timed = _profile_blocks(manifest) if gpu else ("", _cpu_timed_line(tensors, reference))
+    ran = ", ".join(f"{md_code(n)} {shape_text(shape, True, ', ')}" for n, shape in reference.items())
+    verified = f"`verify.sh` runs the reference inputs: {ran}." if reference else ""
+    return "".join(f"\n{block}\n" for block in (table, verified, timed) if block)
+
+
+def _profile_blocks(manifest: dict[str, Any]) -> tuple[str, str]:
+    """A GPU bundle's profile table, and the line on the shapes benchmark.sh times (picked by
+    bundle_helper, as the script picks them)."""
+    from edgedeploy.device import bundle_helper as helper
+
+    try:
+        profiles = helper.input_profiles(manifest, None) or []
+        batch, flags = helper.batch_run(manifest, profiles, None, "")
+    except helper.BundleProblem as exc:
+        return f"`build_engine.sh` cannot build its engine: {md_text(str(exc))}.", ""
+    several = len(profiles) > 1
+    head = "| profile | input | min | opt | max |" if several else "| input | min | opt | max |"
+    rows = [head, "|---" * head.count(" | ") + "|---|"]
+    for index, profile in enumerate(profiles):
+        for name, ranges in profile.items():
+            cells = [md_code(name, cell=True), *(shape_text(r, True, ", ") for r in ranges)]
+            rows.append("| " + " | ".join([str(index), *cells] if several else cells) + " |")
+    which = "these shape profiles" if several else "this shape profile"
+    table = "\n".join([f"The engine is built with {which} (`build.profiles` in manifest.json):", "", *rows])
+    if flags and flags[0].startswith("--shapes="):
+        spec = flags[0].removeprefix("--shapes=")
+        whose = "the opt shape of the first profile that takes" if several else "the profile's opt shape at"
+        other = "a profile takes" if several else "the profile takes"
+        return table, (
+            f"`benchmark.sh` times batch {batch} at {md_code(spec)} ({whose} that batch; "
+            f"`--batch N` for another batch {other})."
+        )
+    # no dynamic batch: no --shapes, and trtexec sets each dynamic dim to its profile's opt size
+    spec = helper.shape_spec({name: ranges[1] for name, ranges in profiles[0].items()})
+    return table, f"`benchmark.sh` times batch {batch} at the profile's opt shape, {md_code(spec)}."
+
+
+def _cpu_timed_line(tensors: list[dict[str, Any]], reference: dict[str, list[int]]) -> str:
+    """The shapes a CPU bundle's benchmark.sh times by default: the reference inputs' shapes at batch
+    1 where the batch is dynamic (bundle_helper's profile-inputs; without reference inputs, random
+    data's: each other dynamic dim 1)."""
+    from calibration.modelinfo import batch_axes, batch_names
+    from edgedeploy.device.bundle_helper import shape_spec
+
+    specs = [TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in tensors]
+    names = batch_names(specs)
+    dynamic_batch = any(batch_axes(spec.shape, names) for spec in specs)
+    fixed = [d for spec in specs if spec.shape and isinstance(d := spec.shape[0], int)]
+    batch = 1 if dynamic_batch or not fixed else min(fixed)
+    shapes = {}
+    for spec in specs:
+        shape = list(reference.get(spec.name) or [d if isinstance(d, int) else 1 for d in spec.shape])
+        for axis in batch_axes(spec.shape, names):
+            shape[axis] = batch
+        shapes[spec.name] = shape
+    whose = "the reference inputs' shape" if reference else "random data's shape, each dynamic dim 1"
+    return (
+        f"`benchmark.sh` times batch {batch} at {md_code(shape_spec(shapes))} ({whose} at that batch; "
+        "`--batch N` for another)."
+    )
+
+
 def _device_readme(manifest: dict[str, Any], root: Path) -> str:
     """The bundle's README.md. Names come from the user (the model's file, a target's description,
     tensor names) and are escaped as report.md escapes them (edgedeploy/ui.py md_text, md_code): a model named
@@ -206,7 +287,7 @@ Target: {md_text(target.get("description", target["name"]))}.
 | | tensor | shape | dtype |
 |---|---|---|---|
 {_io_rows(manifest)}
-
+{_shapes_text(manifest, root)}
 ## On the device
 
 {_device_steps(manifest)}
