@@ -845,8 +845,8 @@ enabled = false
     assert "loaded by ONNX Runtime, not run" in progress[0]
     assert line.startswith("error: ") and f"give the device's shape range with [build] {suggested}" in line
     assert not (tmp_path / "out" / "padded.fp32.ort.onnx").exists()  # refused before any build
-    # the onnxruntime backend takes no TensorRT options: the message says to build with auto
-    assert line.endswith('widen it to the device\'s) and backend = "auto"'), line
+    # the onnxruntime backend takes the profiles for the bundle: no backend to change
+    assert line.endswith("(the reference data's shape; widen it to the device's)"), line
     text = text.replace('backend = "onnxruntime"\n', "")  # auto: ONNX Runtime here, TensorRT on a GPU
     config.write_text(text.replace('precisions = ["fp32"]', f'precisions = ["fp32"]\n{suggested}'))
     narrow = text.replace('precisions = ["fp32"]', f'precisions = ["fp32"]\n{suggested.replace("16", "8")}')
@@ -880,6 +880,65 @@ enabled = false
     refused = run_cli("run", tmp_path / "random.toml")
     assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "x = { min = [1, 400], opt = [2, 400], max = [2, 400] }" in refused.stderr, refused.stderr
+
+
+def test_run_for_a_gpu_bundle_takes_profiles_on_the_onnxruntime_backend(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """[build] profiles with backend = "onnxruntime" for a GPU target were refused as "TensorRT
+    options, unused by the onnxruntime backend", and without them the run asked for them: a dead end
+    (nudenet's YOLOv8, dynamic H/W, for jetson-orin-nano). The bundle keeps them (and tf32) for the
+    device's engine build, so with a bundle they are taken; options nothing uses are still refused."""
+    reflect_padded_data(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    profiles = "profiles = [{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
+    text = f"""
+workdir = "out"
+
+[model]
+source = "{reflect_padded_onnx}"
+name = "padded"
+
+[build]
+target = "jetson-orin-nx"
+backend = "onnxruntime"
+precisions = ["fp32"]
+{profiles}
+tf32 = false
+
+[compare]
+data = "val.npz"
+batch_size = 2
+
+[profile]
+enabled = false
+"""
+    config.write_text(text)
+    taken = run_cli("run", config)
+    assert taken.code == 0, taken.stderr
+    assert "TensorRT options" not in taken.stderr, taken.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["build"] == {
+        "profiles": [{"x": {"min": [1, 16], "opt": [2, 16], "max": [2, 16]}}],
+        "tf32": False,
+    }
+    # no bundle, or a CPU target's (no engine built on its device): nothing uses them
+    for name, edit in (
+        ("nobundle", text + "\n[bundle]\nenabled = false\n"),
+        ("cpu", text.replace("jetson-orin-nx", "x86-64-cpu")),
+    ):
+        (tmp_path / f"{name}.toml").write_text(edit.replace('workdir = "out"', f'workdir = "{name}"'))
+        refused = run_cli("run", tmp_path / f"{name}.toml")
+        assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+        line = "error: config [build] profiles, tf32: TensorRT options, unused by the onnxruntime backend"
+        assert refused.stderr.strip().splitlines() == [line], refused.stderr
+        assert not (tmp_path / name).exists()
+    # with a bundle, a TensorRT option the bundle does not keep is still refused, and only it
+    (tmp_path / "ws.toml").write_text(text.replace("tf32 = false", "workspace_mb = 64"))
+    refused = run_cli("run", tmp_path / "ws.toml")
+    assert refused.code == 2 and "Traceback" not in refused.stderr, refused.stderr
+    line = "error: config [build] workspace_mb: TensorRT options, unused by the onnxruntime backend"
+    assert refused.stderr.strip().splitlines() == [line], refused.stderr
 
 
 def test_the_profile_suggested_for_unranged_dims_holds_the_reference_data() -> None:

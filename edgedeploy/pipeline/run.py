@@ -56,7 +56,7 @@ from edgedeploy.options import (
 )
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.results import to_jsonable
-from edgedeploy.stages.build import CPU_OPTIONS, build
+from edgedeploy.stages.build import BUNDLED_OPTIONS, CPU_OPTIONS, build
 from edgedeploy.stages.bundle import (
     BundleArtifact,
     archive_not_ours,
@@ -276,10 +276,7 @@ def _stages(run: _Run, report: bool) -> PipelineResult:
         refuse_profiles_missing(data.feeds[0], given, "[build] profiles")
     if config.bundle.enabled and target.kind != "cpu" and not config.build.profiles:
         # the bundle's device builds an engine for a shape range: refused now, not after every build
-        where = "[build] profiles" + (
-            ' and backend = "auto"' if config.build.backend == "onnxruntime" else ""
-        )
-        refuse_unranged_dims(exported.inputs, known_shapes(data.source, data.feeds[0]), where)
+        refuse_unranged_dims(exported.inputs, known_shapes(data.source, data.feeds[0]), "[build] profiles")
     timed = exported.shapes
     if config.profile.enabled:
         timed, taken = profile_shapes(exported.shapes, exported.inputs, data.feeds, data.source.synthetic)
@@ -774,13 +771,16 @@ def build_request(
     """The build the config's [build] and [calibration] sections describe for one precision."""
     b = config.build
     section = {f.name: getattr(b, f.name) for f in fields(b)}
+    options = backend_options(section, path=config.path)
+    if b.backend == "onnxruntime":  # the bundle's, for its device's engine (check_config took them for it)
+        options = {k: v for k, v in options.items() if k not in BUNDLED_OPTIONS}
     return BuildRequest(
         precision=precision,
         target=target,
         backend=b.backend,
         fp16=Fp16Options(keep_io_types=b.keep_io_types, fp32_ops=b.fp32_ops, fp32_nodes=b.fp32_nodes),
         calibration=_calibration_request(config, shapes),
-        options=backend_options(section, path=config.path),
+        options=options,
         # fp32 has no lower precision to take layers from
         accuracy_budget=b.accuracy_budget if precision in ("fp16", "int8") else None,
     )
@@ -1276,7 +1276,10 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
         check_option_values(None, BuildOptions(precision="fp32", target=target, **options))
     except InputError as exc:
         raise InputError(in_config_names(str(exc))) from None
-    tensorrt_only = user_names([k for k in options if k not in CPU_OPTIONS])
+    # a GPU target's bundle keeps the profiles and tf32 for the device's engine build, which is
+    # TensorRT's whatever backend builds here (before, "unused" here and asked for by the bundle)
+    kept = BUNDLED_OPTIONS if config.bundle.enabled and target.is_gpu else frozenset()
+    tensorrt_only = user_names([k for k in options if k not in CPU_OPTIONS | kept])
     if b.backend == "onnxruntime" and tensorrt_only:
         raise InputError(
             f"config [build] {', '.join(tensorrt_only)}: TensorRT options, unused by the onnxruntime backend"

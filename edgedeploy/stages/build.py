@@ -257,6 +257,9 @@ def _int8_from_imported(
 
 
 CPU_OPTIONS = frozenset({"threads", "force"})  # the options ONNX Runtime uses; the rest are TensorRT's
+# the TensorRT options a bundle records for its device's engine build (manifest "build"): used by a
+# GPU target's bundle whichever backend builds here
+BUNDLED_OPTIONS = frozenset({"profiles", "tf32"})
 
 
 def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: Ui) -> None:
