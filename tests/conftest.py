@@ -313,6 +313,38 @@ def bertlike_model(path: Path, through_add: bool = False) -> Path:
     return path
 
 
+def conv_integer_model(path: Path) -> Path:
+    """A dynamically quantized model, as ONNX Runtime's quantize_dynamic writes one (ddddocr's
+    common_old.onnx): DynamicQuantizeLinear(x) -> ConvInteger with uint8 weights -> Cast -> Mul by
+    the scales, a float input and output, no Q/DQ pair. ONNX Runtime runs it on the CPU."""
+    from onnx import numpy_helper
+
+    w = np.random.default_rng(0).integers(100, 156, (4, 3, 3, 3)).astype(np.uint8)
+    weights = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array(128, np.uint8), "w_zero"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "w_scale"),
+    ]
+    nodes = [
+        helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="quant_x"),
+        helper.make_node("ConvInteger", ["xq", "w", "xz", "w_zero"], ["acc"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Cast", ["acc"], ["accf"], name="to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "w_scale"], ["scale"], name="scales"),
+        helper.make_node("Mul", ["accf", "scale"], ["y"], name="rescale"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dynamic_quantized",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
 def onnx_node_test(module: str, cls: str, export: str, monkeypatch: pytest.MonkeyPatch) -> TestCase:
     """One of onnx's node tests (onnx.backend.test.case.node: its model and data), made by its own
     export function alone (onnx's loader makes all 1600 of them, 30 s; importing the op's module

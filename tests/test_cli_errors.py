@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Digits, assert_clean_input_error, files_under, run_cli
+from tests.conftest import Digits, assert_clean_input_error, conv_integer_model, files_under, run_cli
 
 
 def test_unknown_target_exits_2(digits: Digits, tmp_path: Path) -> None:
@@ -379,6 +379,29 @@ def test_an_int8_model_calibrated_for_a_cpu_is_refused_for_a_gpu_target(
     assert (
         run_cli("bundle", digits.onnx_path, fused, "--data", digits.test_npz, "-o", tmp_path / "c").code == 0
     )
+
+
+def test_a_model_quantized_by_another_tool_is_refused_for_a_gpu_target_in_its_own_words(
+    tmp_path: Path,
+) -> None:
+    """A dynamically quantized model (ConvInteger, ONNX Runtime's quantize_dynamic; ddddocr's
+    common_old.onnx) for a GPU target was called "ONNX Runtime's saved copy", with "give its Q/DQ
+    model (NAME.int8.onnx)", a file no such model has. It is now refused as quantized by another
+    tool, with what TensorRT takes and what to do; a saved .ort.onnx keeps its own line."""
+    path = conv_integer_model(tmp_path / "dyn.onnx")
+    args = ["--precision", "int8", "--target", "jetson-orin-nano", "-o", tmp_path / "g"]
+    result = run_cli("build", path, *args)
+    assert_clean_input_error(
+        result,
+        "dyn.onnx was quantized by another tool with integer ops (ConvInteger, DynamicQuantizeLinear), "
+        "which TensorRT does not build: it takes Q/DQ models only (QuantizeLinear/DequantizeLinear); "
+        "quantize the fp32 original with edgedeploy (edgedeploy build FP32.onnx --precision int8 "
+        "--target jetson-orin-nano), or give a Q/DQ model",
+    )
+    assert "saved copy" not in result.stderr and "NAME.int8.onnx" not in result.stderr
+    assert files_under(tmp_path / "g") == set()
+    # for a CPU target it is what the device runs: built as it is
+    assert run_cli("build", path, "--precision", "int8", "-o", tmp_path / "c").code == 0
 
 
 def test_a_calibration_leaves_no_companion_of_an_earlier_one_beside_its_model(

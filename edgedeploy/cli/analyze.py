@@ -51,6 +51,7 @@ def analyze_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.options import Fp16Options
+        from edgedeploy.stages.build import precision_of_model, refused_other_precision
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import report_json
         from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes
@@ -142,6 +143,12 @@ def analyze_command(
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
+    if precision_of_model(model) == "int8":  # nothing kept by rule: the fp16 build refuses it
+        refused = refused_other_precision(model, "int8")
+        out.print(f"build --precision fp16 refuses it: {refused}", markup=False, highlight=False)
+        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": []}
+        write_json(json_path, {**json_data, "fp16_build_refused": refused})
+        return
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
     # measurably changes the outputs (which analyze does not measure); counted by the build's own
     # plan, which adds what it keeps besides them (the nodes inside an fp32 If/Loop, ops fp16 lacks)

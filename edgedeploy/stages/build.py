@@ -70,19 +70,41 @@ def precision_of_model(model: Path) -> str:
     return onnx_precision(load_onnx(model, load_external_data=False))
 
 
+# the integer ops of a dynamically quantized model (ONNX Runtime's quantize_dynamic), which no build
+# of edgedeploy writes: such a model has no Q/DQ model beside it
+DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"})
+
+
+def refused_other_precision(model: Path, existing: str) -> str:
+    """Why a build of another precision than ``existing`` (what ``model`` already is) refuses it."""
+    return (
+        f"{model.name} is already an {existing} model: build it with --precision {existing}, "
+        "or start from the fp32 model"
+    )
+
+
 def check_int8_for_target(model: Path, target: Target) -> None:
     """InputError for an int8 model a GPU target's TensorRT cannot build as intended. TensorRT
     builds from Q/DQ pairs with int8 values and zero point 0 (docs/tensorrt-facts.md, "Q/DQ ONNX
-    that TensorRT accepts"): not from ONNX Runtime's fused integer ops (a saved .ort.onnx), nor
-    from uint8 activations (the placement calibrated for a CPU target)."""
+    that TensorRT accepts"): not from ONNX Runtime's fused integer ops (a saved .ort.onnx, whose
+    Q/DQ model the build wrote beside it), nor from another tool's integer ops (ConvInteger of a
+    dynamically quantized model, which has no Q/DQ model), nor from uint8 activations (the
+    placement calibrated for a CPU target)."""
     if not target.is_gpu:
         return
     proto = load_onnx(model, load_external_data=False)
     fused = sorted({n.op_type for n in proto.graph.node if is_integer_op(n.op_type)} - Q_DQ)
-    if fused:
+    if fused and model.name.endswith(".ort.onnx") and not DYNAMIC_QUANT_OPS & set(fused):
         raise InputError(
             f"{model.name} holds ONNX Runtime's integer ops ({', '.join(fused)}), which TensorRT does not "
             f"build: give its Q/DQ model (NAME.int8.onnx), not ONNX Runtime's saved copy"
+        )
+    if fused:
+        raise InputError(
+            f"{model.name} was quantized by another tool with integer ops ({', '.join(fused)}), which "
+            "TensorRT does not build: it takes Q/DQ models only (QuantizeLinear/DequantizeLinear); quantize "
+            f"the fp32 original with edgedeploy (edgedeploy build FP32.onnx --precision int8 --target "
+            f"{target.name}), or give a Q/DQ model"
         )
     if not int8_activations(proto):
         raise InputError(
@@ -147,10 +169,7 @@ def make_precision(
     existing = "fp16" if existing == MIXED else existing  # as it is, said so (model_words)
     if existing != "fp32":
         if existing != request.precision:
-            raise InputError(
-                f"{model.name} is already an {existing} model: build it with --precision {existing}, "
-                "or start from the fp32 model"
-            )
+            raise InputError(refused_other_precision(model, existing))
         if existing == "int8":
             check_int8_for_target(model, request.target)
         out_dir.mkdir(parents=True, exist_ok=True)

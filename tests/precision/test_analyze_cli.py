@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import assert_clean_input_error, run_cli
+from tests.conftest import assert_clean_input_error, conv_integer_model, run_cli
 
 
 def _overflowing_chain(tmp_path: Path) -> tuple[Path, Path]:
@@ -118,6 +118,25 @@ def test_analyze_counts_the_nodes_kept_in_fp32_as_the_build_does_branches_of_an_
     plan = json.loads((tmp_path / "out" / "ifm.fp16.plan.json").read_text())
     kept = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
     assert json.loads((tmp_path / "r.json").read_text())["fp32_by_rule"] == kept
+
+
+def test_analyze_of_an_int8_model_says_the_fp16_build_refuses_it(tmp_path: Path) -> None:
+    """A model quantized by another tool (ConvInteger, as ddddocr's common_old.onnx): analyze said
+    "build --precision fp16 keeps 1 of 5 nodes in fp32 by rule" where build --precision fp16
+    refuses it as already an int8 model. It now says that, in the build's words, on one line."""
+    path = conv_integer_model(tmp_path / "dyn.onnx")
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32))
+    analysed = run_cli("analyze", path, "--data", data, "--json", tmp_path / "r.json")
+    assert analysed.code == 0, analysed.stderr
+    built = run_cli("build", path, "--precision", "fp16", "-o", tmp_path / "out")
+    assert_clean_input_error(built, "dyn.onnx is already an int8 model")
+    refusal = built.stderr.strip().removeprefix("error: ")
+    assert "by rule" not in analysed.stdout, analysed.stdout
+    said = [line for line in analysed.stdout.splitlines() if "build --precision fp16" in line]
+    assert said == [f"build --precision fp16 refuses it: {refusal}"], analysed.stdout
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["fp32_by_rule"] == [] and written["fp16_build_refused"] == refusal
 
 
 def test_analyze_lists_a_softmax_input_past_512_among_the_tensors_at_risk(tmp_path: Path) -> None:
