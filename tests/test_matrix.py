@@ -949,17 +949,26 @@ def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(
     assert cell.status == "ok", cell
     assert result.bundles == {}
     # a [[matrix.cells]] entry for this model and target: "[build] profiles = ..." reached every
-    # model's cells, and the onnxruntime backend refuses TensorRT options
+    # model's cells; the onnxruntime backend takes them for the bundle (it refused them, and the
+    # entry said backend = "auto" too)
     profiles = "[{ x = { min = [1, 16], opt = [2, 16], max = [2, 16] } }]"
     suggested = (
         f'a [[matrix.cells]] entry of model = "padded", target = "jetson-orin-nx" and '
-        f'build = {{ backend = "auto", profiles = {profiles} }}'
+        f"build = {{ profiles = {profiles} }}"
     )
     assert [w for w in warned if w.startswith("bundle padded/jetson-orin-nx: ")], warned
-    assert any(suggested in w for w in warned), warned
+    assert any(w.endswith(suggested) or f"{suggested} (" in w for w in warned), warned
     cells = '[[matrix.cells]]\nmodel = "padded"\ntarget = "jetson-orin-nx"\n'
-    path.write_text(path.read_text() + cells + f'build = {{ backend = "auto", profiles = {profiles} }}\n')
-    assert list(_run_local(path).bundles) == ["padded/jetson-orin-nx"]
+    path.write_text(path.read_text() + cells + f"build = {{ profiles = {profiles} }}\n")
+    made = _run_local(path)
+    assert list(made.bundles) == ["padded/jetson-orin-nx"]
+    manifest = json.loads((Path(made.bundles["padded/jetson-orin-nx"]) / "manifest.json").read_text())
+    assert manifest["build"]["profiles"] == [{"x": {"min": [1, 16], "opt": [2, 16], "max": [2, 16]}}]
+    # without bundles nothing uses them: refused as before
+    ort = 'backend = "onnxruntime"'
+    path.write_text(path.read_text().replace(ort, f"{ort}\n[bundle]\nenabled = false"))
+    with pytest.raises(InputError, match=r"\[build\] profiles: TensorRT options, unused by the onnxruntime"):
+        load_matrix_config(path)
     path = _padded_matrix(tmp_path, reflect_padded_onnx, "jetson-orin-nx", "enabled = false")
     # a profile that does not take the reference inputs: verify.sh could not run them on the device
     narrow = "profiles = [{ x = { min = [1, 8], opt = [2, 8], max = [2, 8] } }]"

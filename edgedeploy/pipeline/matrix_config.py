@@ -256,7 +256,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 except InputError as exc:
                     skip = str(exc)
                 if skip is None:
-                    check_config(cell_config, keys[name])
+                    check_config(cell_config, keys[name], bundled=base.bundle.enabled)
                     if base.bundle.enabled:  # a cell's config makes none: the matrix bundles each target
                         refuse_for_tensorrt(cell_config, target, bundled=True)
                 config.cells.append(CellPlan(cell, cell_config, target, skip))

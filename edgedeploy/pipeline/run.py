@@ -1030,10 +1030,12 @@ def _resolve_source(config: PipelineConfig) -> str:
     return source
 
 
-def check_config(config: PipelineConfig, keys: ModelKeys = RUN_MODEL) -> Target:
+def check_config(config: PipelineConfig, keys: ModelKeys = RUN_MODEL, bundled: bool | None = None) -> Target:
     """Refuse, before any work, what the config asks for and cannot be served; returns the target.
     ``keys``: how the lines about the model name its keys and the command (matrix checks each
-    cell's config here: ``matrix.models[1].inputs``, matrix)."""
+    cell's config here: ``matrix.models[1].inputs``, matrix). ``bundled``: a bundle is made of
+    what the config builds (default: the config's ``[bundle] enabled``; a matrix cell's config
+    makes none, the matrix bundles it)."""
 
     b = config.build
     target = load_target(b.target)
@@ -1095,7 +1097,7 @@ def check_config(config: PipelineConfig, keys: ModelKeys = RUN_MODEL) -> Target:
         raise InputError(f"config bundle.output: {why}; choose another folder")
     if config.bundle.enabled:  # the board's files in it: refused now unless this run may be up to date
         refuse_board_files(bundle_dir(config), StageCache(config.path(config.workdir)), "bundle")
-    _check_sections(config, target)
+    _check_sections(config, target, config.bundle.enabled if bundled is None else bundled)
     _check_export(config, keys)
     _check_files(config, keys)
     refuse_for_tensorrt(config, target, bundled=config.bundle.enabled)
@@ -1223,7 +1225,7 @@ def _seeds(config: PipelineConfig) -> list[str]:
     return notes
 
 
-def _check_sections(config: PipelineConfig, target: Target) -> None:
+def _check_sections(config: PipelineConfig, target: Target, bundled: bool) -> None:
     """Every value a later stage would refuse, refused now: before export, build and profile ran."""
     cmp, cal, p = config.compare, config.calibration, config.profile
     for where, value in (
@@ -1278,7 +1280,7 @@ def _check_sections(config: PipelineConfig, target: Target) -> None:
         raise InputError(in_config_names(str(exc))) from None
     # a GPU target's bundle keeps the profiles and tf32 for the device's engine build, which is
     # TensorRT's whatever backend builds here (before, "unused" here and asked for by the bundle)
-    kept = BUNDLED_OPTIONS if config.bundle.enabled and target.is_gpu else frozenset()
+    kept = BUNDLED_OPTIONS if bundled and target.is_gpu else frozenset()
     tensorrt_only = user_names([k for k in options if k not in CPU_OPTIONS | kept])
     if b.backend == "onnxruntime" and tensorrt_only:
         raise InputError(
