@@ -8,7 +8,13 @@ import pytest
 
 from edgedeploy.errors import InputError
 from edgedeploy.stages.profile import ProfileOptions, profile
-from tests.conftest import Digits, assert_clean_input_error, bertlike_model, run_cli
+from tests.conftest import (
+    Digits,
+    assert_clean_input_error,
+    bertlike_model,
+    reflect_padded_data,
+    run_cli,
+)
 
 
 def test_profile_reports_the_trtexec_statistics_per_batch_size(digits: Digits) -> None:
@@ -387,3 +393,26 @@ def test_profile_times_on_the_data_given_with_data_and_says_which(tmp_path: Path
     few = run_cli("profile", model, "--data", data, "--batch-sizes", "16", *args, "--json", out)
     assert few.code == 0 and "batch 16: the data holds 8 sample(s), repeated to fill the batch" in few.stderr
     assert json.loads(out.read_text())["settings"]["input_shapes"]["16"]["token_type_ids"] == [16, 16]
+
+
+def test_profile_refuses_input_shapes_beside_data_and_warns_of_preprocessing_it_does_not_use(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """profile --data x.npz --input x:2x8 timed the file's shapes and dropped --input without a word,
+    where compare, analyze, calibrate, bundle and build refuse it; --preprocess for data that is not
+    an image folder was not warned about, where compare warns. Both now follow compare's rules:
+    one line, exit 2, before any work; a warning naming the file. Random data keeps --input."""
+    data = reflect_padded_data(tmp_path)
+    args = ("--warmup", "1", "--iterations", "3")
+    shaped = run_cli("profile", reflect_padded_onnx, "--data", data, "--input", "x:2x8", *args)
+    assert_clean_input_error(shaped, "--input x:2x8: shapes for random data only", f"--data {data}")
+    assert shaped.stdout == ""  # refused before any work
+    pre = tmp_path / "pre.json"
+    pre.write_text(json.dumps({"resize": [8, 8]}))
+    warned = run_cli("profile", reflect_padded_onnx, "--data", data, "--preprocess", pre, *args)
+    assert warned.code == 0, warned.stderr
+    said = " ".join(warned.stderr.split())
+    assert f"--preprocess {pre}: preprocessing applies to image folders" in said, said
+    random = run_cli("profile", reflect_padded_onnx, "--input", "x:2x8", "--preprocess", pre, *args)
+    assert random.code == 0, random.stderr
+    assert f"--preprocess {pre}: preprocessing applies to image folders" in " ".join(random.stderr.split())

@@ -66,7 +66,7 @@ def profile_command(
     With --data (as trtexec's --loadInputs) each batch size is timed on the data's first samples.
     """
     with deferred():  # heavy imports are not interrupt-safe
-        from calibration.sources import parse_shapes
+        from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.stages.profile import ProfileOptions, profile
 
     ui = make_ui()
@@ -78,6 +78,8 @@ def profile_command(
     if warmup is not None and "warmup_ms" in given:
         ui.warn(f"--warmup {warmup} is used instead of --warmup-ms")
     shapes = parse_shapes(input)
+    if artifact.suffix == ".onnx":  # engines are timed on random inputs, of these shapes whatever the data
+        shapes_unused(data, shapes)
     options = ProfileOptions(
         warmup_iterations=warmup,
         warmup_ms=warmup_ms,
@@ -92,6 +94,7 @@ def profile_command(
         per_layer=per_layer,
         data=data,
         preprocess=load_preprocess(preprocess),
+        preprocess_option=f"--preprocess {preprocess}" if preprocess else None,
     )
     with ui.progress(f"profile {artifact.name}") as advance:
         result = profile(artifact, options, progress=lambda _b, f: advance(f))

@@ -78,6 +78,9 @@ class ProfileOptions:
     # ``preprocess``), as trtexec's --loadInputs; engines are timed on random inputs
     data: str = "random"
     preprocess: dict[str, Any] | None = None
+    # the option that gave ``preprocess`` (``--preprocess FILE``), named in a warning where the data is
+    # not an image folder (DataSource.notes, as compare says it)
+    preprocess_option: str | None = None
     # TensorRT engines only
     cuda_graph: bool = False
     no_data_transfers: bool = False
@@ -394,8 +397,8 @@ def profile_onnx(
         data = open_source(
             options.data, inputs, samples=most, batch_size=most, image_options=options.preprocess
         )
-    if data is not None and (note := data.guessed()):
-        warnings.append(note)
+    if data is not None:
+        warnings.extend(data.notes(options.preprocess_option))
     for batch in options.batch_sizes:
         if data is not None:
             source, (feed, repeated) = data, _data_feed(data, inputs, batch)
@@ -404,8 +407,8 @@ def profile_onnx(
             shapes = batch_shapes(inputs, options.shapes, batch)
             source = open_source(options.data, inputs, samples=batch, batch_size=batch, shapes=shapes)
             # said for the first batch size only: the others differ in dim 0, not in the dims guessed
-            if batch == options.batch_sizes[0] and (guessed := source.guessed()):
-                warnings.append(guessed)
+            if batch == options.batch_sizes[0]:
+                warnings.extend(source.notes(options.preprocess_option))
             feed = next(iter(source))
         shapes_used[str(batch)] = {name: list(arr.shape) for name, arr in feed.items()}
         with random_data_failing(source), naming_guessed_dims(source.fed_as_one):  # the first run
