@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.conftest import Digits, reflect_padded_data, run_cli, shapeless_model
+from tests.conftest import Digits, assert_clean_input_error, reflect_padded_data, run_cli, shapeless_model
 
 
 def mlp(
@@ -594,6 +594,40 @@ def test_a_build_whose_random_inputs_fail_at_the_given_shapes_names_the_data_opt
     assert "(loaded, not run: random inputs fail the model it was made from too" in line, line
     assert "(built" not in line and "--input" not in line, line
     assert line.endswith("; give real inputs with --calib-data)"), line
+
+
+def test_an_fp32_build_takes_input_shapes_for_its_run_once_check_and_advises_only_what_it_takes(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """An fp32 build random inputs of 1 could not run said "loaded, not run ...; give its input shapes
+    with --input NAME:SHAPE, or real inputs with --calib-data", and then refused both ("--input: not
+    used by an fp32 build"). --input now gives the shapes its artifact is run on, as for fp16 and
+    int8 (every artifact is run once before it is called built); the advice names --input only,
+    which is what an fp32 build takes, and none where the shapes given fail the model too."""
+    bare = run_cli("build", reflect_padded_onnx, "--precision", "fp32", "-o", tmp_path / "o1")
+    assert bare.code == 0, bare.stderr
+    line = " ".join(bare.stdout.split()).split(" output: ", 1)[1]  # the backend's line, unwrapped
+    assert "(loaded, not run: random inputs fail the model" in line, line
+    assert line.endswith("; give its input shapes with --input NAME:SHAPE)"), line
+    shaped = run_cli(
+        "build", reflect_padded_onnx, "--precision", "fp32", "--input", "x:2x16", "-o", tmp_path / "o2"
+    )
+    assert shaped.code == 0 and shaped.stdout.strip().endswith("(built)"), (shaped.stdout, shaped.stderr)
+    sidecar = json.loads((tmp_path / "o2" / "reflect.fp32.ort.json").read_text())
+    assert sidecar["checked"] == "loaded and run once"
+    short = run_cli(
+        "build", reflect_padded_onnx, "--precision", "fp32", "--input", "x:2x2", "-o", tmp_path / "o3"
+    )
+    assert short.code == 0, short.stderr
+    line = " ".join(short.stdout.split()).split(" output: ", 1)[1]
+    assert "(loaded, not run: random inputs fail the model" in line and line.endswith(")"), line
+    assert "--input" not in line and "--calib-data" not in line, line
+    # shapes the model refuses are refused, as fp16's and int8's random data refuses them: not dropped
+    misspelt = run_cli(
+        "build", reflect_padded_onnx, "--precision", "fp32", "--input", "y:2x16", "-o", tmp_path / "o4"
+    )
+    assert_clean_input_error(misspelt, "--input y:2x16: the model has no input 'y'")
+    assert not (tmp_path / "o4").exists()
 
 
 def test_a_built_artifact_is_run_on_the_calibration_data_it_was_built_with(

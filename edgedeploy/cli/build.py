@@ -209,9 +209,8 @@ def build_command(
         ("--calib-preprocess", calib_preprocess is not None),
         ("--calib-samples", "calib_samples" in given),
         ("--calib-batch-size", "calib_batch_size" in given),
-        ("--input", bool(input)),
         ("--accuracy-budget", bool(accuracy_budget)),
-    ]
+    ]  # not --input: every build runs its artifact once, on random inputs of those shapes without data
     int8_given = [(f"--calib-{n}", f"calib_{n}" in given) for n in ("algorithm", "percentile")]
     no_data = ("--calib-preprocess without --calib-data", calib_preprocess is not None and not calib_data)
     moot = {
@@ -276,7 +275,8 @@ def build_command(
         if json_path is not None:
             write_json(json_path, _missed_budget_record(model, precision, exc))
         raise
-    state = _built_state(result.build.skipped, str(result.build.info.get("checked", "")), bool(input))
+    checked = str(result.build.info.get("checked", ""))
+    state = _built_state(result.build.skipped, checked, bool(input), takes_data=precision != "fp32")
     out.print(
         f"{precision} artifact: {result.precision.path} ({human_size(result.precision.path.stat().st_size)})"
     )
@@ -292,10 +292,11 @@ def build_command(
         write_json(json_path, record)
 
 
-def _built_state(skipped: bool, checked: str, shapes_given: bool) -> str:
+def _built_state(skipped: bool, checked: str, shapes_given: bool, takes_data: bool) -> str:
     """What the output line says of the backend's artifact: "built" once it ran (every artifact is
     run once before it is called built); one only loaded says that instead, with what failed it and,
-    where random inputs did, where better ones come from (its shapes only when none were given).
+    where random inputs did, where better ones come from (its shapes only when none were given; real
+    inputs only where the build ``takes_data``: fp32 reads no --calib-data, and refuses it).
     The exit stays 0: the artifact was made and loads; the data is at fault."""
     if not checked.startswith("loaded, not run"):
         return "up to date, skipped" if skipped else "built"
@@ -303,8 +304,9 @@ def _built_state(skipped: bool, checked: str, shapes_given: bool) -> str:
     if "random inputs fail" not in checked:
         return state
     if shapes_given:
-        return f"{state}; give real inputs with --calib-data"
-    return f"{state}; give its input shapes with --input NAME:SHAPE, or real inputs with --calib-data"
+        return f"{state}; give real inputs with --calib-data" if takes_data else state
+    shapes = "give its input shapes with --input NAME:SHAPE"
+    return f"{state}; {shapes}, or real inputs with --calib-data" if takes_data else f"{state}; {shapes}"
 
 
 def _missed_budget_record(model: Path, precision: str, exc: BudgetMissed) -> dict[str, Any]:

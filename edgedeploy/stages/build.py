@@ -176,6 +176,7 @@ def make_precision(
         data = request.calibration.option("data") if request.calibration.data and not made_with_data else None
         return _use_as_is(model, existing, dest, ui, data)
     if request.precision == "fp32":
+        _check_run_shapes(model, request)
         out_dir.mkdir(parents=True, exist_ok=True)
         files = copy_model(model, dest)  # with its external data
         verify(dest, source=model, companions=files[1:], what=f"the fp32 copy of {model.name}")
@@ -195,6 +196,20 @@ def make_precision(
     raise InputError(
         f"precision '{request.precision}' is not built by edgedeploy yet; use fp32, fp16 or int8"
     )
+
+
+def _check_run_shapes(model: Path, request: BuildRequest) -> None:
+    """Refuse input shapes (``--input``) the fp32 artifact's run-once check cannot make random data
+    of (a name the model lacks, another rank, a static dim they differ in), before anything is
+    written, as the fp16 and int8 builds' random data refuses them: the check would drop them and
+    run the artifact on dynamic dims of 1, which is what the shapes were given to avoid."""
+    calib = request.calibration
+    if not calib.shapes or calib.data:
+        return
+    try:
+        calib.open(model_io(model)[0]).first_feed()
+    except CalibrationError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _not_left(exc: BudgetMissed, dest: Path) -> BudgetMissed:
