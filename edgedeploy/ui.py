@@ -79,6 +79,40 @@ class Ui:
 
 
 @contextlib.contextmanager
+def quiet_descriptors() -> Iterator[None]:
+    """File descriptors 1 and 2 pointed at os.devnull, and put back after: C++ code writes to them
+    directly, past ``sys.stdout``. A TorchScript export that failed (grid_sample at opset 13)
+    printed torch's 14-line "Torch IR graph at exception: graph(..." to stdout, and Ray's GCS client
+    prints a warning line of its own before it raises. C's buffers
+    are flushed before the descriptors go back, so that nothing written inside comes out after."""
+    import ctypes
+
+    try:
+        libc: Any = ctypes.CDLL(None)
+    except (OSError, TypeError):  # no C library to open by name (Windows): its buffers stay as they were
+        libc = None
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no descriptors 1 and 2 (a daemon's): nothing of theirs to keep quiet
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        if libc is not None:
+            libc.fflush(None)
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+@contextlib.contextmanager
 def _bar_console(console: Console) -> Iterator[Console]:
     """A console like ``console`` on a duplicate of its file's descriptor, taken here, for a bar.
     The export points descriptors 1 and 2 at os.devnull, and sys.stderr at a buffer, while an

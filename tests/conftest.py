@@ -134,14 +134,17 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 300) -> CliResult:
-    """Run ``python -m edgedeploy`` as a user would, in a fresh process."""
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> CliResult:
+    """Run ``python -m edgedeploy`` as a user would, in a fresh process (``env``: its whole environment)."""
     proc = subprocess.run(
         [sys.executable, "-m", "edgedeploy", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=timeout,
+        env=env,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -355,6 +355,122 @@ def test_ray_at_an_address_nothing_answers_is_one_line_not_a_hang() -> None:
     refuse_unreachable("auto")
 
 
+RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_TMPDIR")
+
+
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A head started as a user starts one, ``ray start --head --port P``, where ``~/.ray/auth_token``
+    exists (any local ``ray.init()`` writes it): Ray 2.59+ then turns its token authentication on.
+    Its own HOME, port and temp folder; stopped through its own process (``--block`` ends the head's
+    processes on SIGTERM), never ``ray stop``, which stops every Ray on the machine."""
+    import contextlib
+    import secrets
+    import shutil
+    import signal
+    import socket
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    if not hasattr(ray.exceptions, "AuthenticationError"):
+        pytest.skip("Ray before 2.52 has no token authentication")
+    home = tmp_path_factory.mktemp("token-home")
+    (home / ".ray").mkdir()
+    token = secrets.token_hex(32)
+    (home / ".ray" / "auth_token").write_text(token)
+    temp = Path(tempfile.mkdtemp(prefix="edr-"))  # Ray's socket paths must stay short (107 bytes)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port)]
+    command += ["--num-cpus", "1", "--include-dashboard=false", "--disable-usage-stats"]
+    command += ["--temp-dir", str(temp / "ray"), "--node-ip-address", "127.0.0.1"]
+    log = temp / "head.log"
+    with open(log, "w") as out:
+        env["HOME"] = str(home)
+        head = subprocess.Popen(command, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        assert "Token authentication is enabled" in log.read_text(), log.read_text()
+        yield {"address": f"127.0.0.1:{port}", "home": str(home), "token": token, "tmpdir": str(temp)}
+    finally:
+        head.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # the head's own process group: whatever it left
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _driver_env(token_head: dict[str, str], **extra: str) -> dict[str, str]:
+    """The driver's environment: the head's machine and user (its HOME, the token file's), and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    return {**env, "HOME": token_head["home"], "COLUMNS": "400", **extra}
+
+
+def test_ray_cluster_that_wants_a_token_is_one_line_at_once_saying_how_to_give_it(
+    project: Path, token_head: dict[str, str]
+) -> None:
+    """A plain ``ray start --head`` turned token authentication on, and the driver, which sends the
+    token to an address it is given only with RAY_AUTH_MODE=token, printed "InvalidAuthToken" warnings
+    every second for 20 s before "cannot reach a Ray cluster ... (start one with 'ray start --head')"."""
+    config = _config(project, "token-none")
+    address = token_head["address"]
+    env = _driver_env(token_head)
+    result = run_cli("matrix", config, "--executor", "ray", "--address", address, cwd=project, env=env)
+    assert_clean_input_error(
+        result, f"'{address}'", "wants a token", "RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN", "~/.ray/auth_token"
+    )
+    assert "InvalidAuthToken" not in result.stderr and "ray start --head" not in result.stderr
+    assert not (project / "token-none").exists()
+
+
+def test_ray_cluster_that_refuses_the_drivers_token_is_one_line_naming_where_it_came_from(
+    project: Path, token_head: dict[str, str]
+) -> None:
+    config = _config(project, "token-wrong")
+    env = _driver_env(token_head, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-heads-token")
+    address = token_head["address"]
+    result = run_cli("matrix", config, "--executor", "ray", "--address", address, cwd=project, env=env)
+    assert_clean_input_error(result, "refused the token in RAY_AUTH_TOKEN", "ray get-auth-token")
+    assert "InvalidAuthToken" not in result.stderr
+
+
+@pytest.mark.parametrize("given", ["auth-mode-and-token-file", "auto-and-token-variable"])
+def test_ray_cluster_that_wants_a_token_runs_tasks_with_the_token_given_as_ray_documents(
+    token_head: dict[str, str], tmp_path: Path, given: str
+) -> None:
+    """RAY_AUTH_MODE=token with the head's ~/.ray/auth_token; or ``--address auto`` (the head found in
+    its temp folder, as README's head is) with RAY_AUTH_TOKEN and no RAY_AUTH_MODE, where Ray turns
+    token mode on by itself (it does for ``auto`` only, not for an address given or in RAY_ADDRESS)."""
+    if given == "auth-mode-and-token-file":
+        address, env = token_head["address"], _driver_env(token_head, RAY_AUTH_MODE="token")
+    else:
+        address = "auto"
+        env = _driver_env(token_head, RAY_TMPDIR=token_head["tmpdir"], RAY_AUTH_TOKEN=token_head["token"])
+        env["HOME"] = str(tmp_path)  # no token file: the variable's
+    code = (
+        "import json\n"
+        "from edgedeploy.pipeline.executors import Placement, RayExecutor, node_versions_task\n"
+        f"executor = RayExecutor(address={address!r})\n"
+        "executor.submit('v', node_versions_task, (('numpy',),), Placement())\n"
+        "tag, outcome = executor.next_done()\n"
+        "executor.close()\n"
+        "print(json.dumps(outcome.result))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["numpy"] == np.__version__
+    assert "InvalidAuthToken" not in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
     """A head and two worker nodes on this machine; returns the address and each target's node id."""

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import file_lock, scratch_dir
 from edgedeploy.interrupts import deferred
+from edgedeploy.ui import quiet_descriptors
 
 if TYPE_CHECKING:
     from edgedeploy.targets import Target
@@ -363,6 +364,69 @@ def refuse_unreachable(address: str) -> None:
         raise ConnectionError(f"nothing answers at {target} ({exc.strerror or exc})") from None
 
 
+HEAD_TOKEN = "the head's token (what 'ray get-auth-token' prints on the head)"
+
+
+def _token_source() -> str:
+    """Where Ray reads the driver's token from: the first of its three places that is set."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"{os.environ['RAY_AUTH_TOKEN_PATH']} (RAY_AUTH_TOKEN_PATH)"
+    return "~/.ray/auth_token"
+
+
+def refuse_without_token(ray: Any, address: str) -> None:
+    """A cluster with Ray's token authentication on is refused in one line when this driver would
+    send it no token, or another one. Ray 2.59+ turns it on for a plain ``ray start --head`` where
+    ``~/.ray/auth_token`` exists (every local ``ray.init()`` writes one), but sends the token to an
+    address only with ``RAY_AUTH_MODE=token`` (``auto`` finds it by itself), and ``ray.init`` then
+    retried for 20 s, an "InvalidAuthToken" warning a second, before failing. One try of Ray's own
+    GCS client (its token, its TLS) tells at once. A Ray without token authentication, a ``ray://``
+    client address, or any other failure: left to ``ray.init``."""
+    refused = getattr(ray.exceptions, "AuthenticationError", None)  # Ray 2.52+
+    if refused is None or address.startswith("ray://") or address == "local":
+        return
+    try:
+        with deferred():
+            from ray._private.authentication.authentication_utils import is_token_auth_enabled
+            from ray._private.services import canonicalize_bootstrap_address
+            from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in _raylet.pyi
+    except ImportError:
+        return
+    try:
+        gcs = canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError):  # no cluster found, a bad address: ray.init says so
+        return
+    if gcs is None:
+        return
+    # what ray.init does next for ``auto`` (Ray 2.59+; RAY_ADDRESS counts as an address given):
+    # token mode where a token is found
+    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+        try:
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+        except ImportError:
+            pass
+        else:
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        with quiet_descriptors():  # its C++ side prints a warning of its own before it raises
+            GcsClient(address=gcs, cluster_id=None)
+    except refused:
+        if is_token_auth_enabled():
+            why = f"it refused the token in {_token_source()}: put {HEAD_TOKEN} there"
+        else:
+            why = (
+                f"it wants a token (Ray's token authentication): set RAY_AUTH_MODE=token, with {HEAD_TOKEN} "
+                "in RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token"
+            )
+        raise InputError(f"cannot reach a Ray cluster at '{address}': {why}") from None
+    except Exception:  # anything else is ray.init's to report
+        return
+
+
 def import_ray() -> Any:
     try:
         with deferred():  # a signal inside an extension's initialization can crash the process
@@ -401,12 +465,15 @@ class RayExecutor:
         try:
             if not ray.is_initialized():
                 refuse_unreachable(self.address)
+                refuse_without_token(ray, self.address)
                 ray.init(
                     address=self.address,
                     logging_level="WARNING",
                     log_to_driver=False,
                     include_dashboard=False,
                 )
+        except InputError:  # said in full already
+            raise
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise InputError(
                 f"cannot reach a Ray cluster at '{self.address}': {first_line(exc)} "

@@ -33,6 +33,7 @@ from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
 from edgedeploy.interrupts import deferred
 from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verify
+from edgedeploy.ui import quiet_descriptors
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # calibration.qdq.MIN_OPSET: what ONNX files are converted to
@@ -877,7 +878,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(logging.CRITICAL)
     try:
         with (
-            _quiet_descriptors(),
+            quiet_descriptors(),
             contextlib.redirect_stdout(io.StringIO()),
             contextlib.redirect_stderr(io.StringIO()),
         ):
@@ -885,39 +886,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _quiet_descriptors() -> Iterator[None]:
-    """File descriptors 1 and 2 pointed at os.devnull, and put back after: torch's C++ side writes
-    to them directly, past ``sys.stdout``, and a TorchScript export that failed (grid_sample at
-    opset 13) printed its 14-line "Torch IR graph at exception: graph(..." to stdout. C's buffers
-    are flushed before the descriptors go back, so that nothing written inside comes out after."""
-    import ctypes
-
-    try:
-        libc: Any = ctypes.CDLL(None)
-    except (OSError, TypeError):  # no C library to open by name (Windows): its buffers stay as they were
-        libc = None
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    try:
-        saved = [os.dup(1), os.dup(2)]
-    except OSError:  # no descriptors 1 and 2 (a daemon's): nothing of theirs to keep quiet
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        if libc is not None:
-            libc.fflush(None)
-        for fd, copy in zip((1, 2), saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
 
 
 def _forward_leaves(model: Any, args: tuple[Any, ...]) -> list[tuple[str, Any]]:
