@@ -441,6 +441,18 @@ def test_ray_cluster_that_refuses_the_drivers_token_is_one_line_naming_where_it_
     assert "InvalidAuthToken" not in result.stderr
 
 
+def test_ray_auth_mode_token_without_a_token_is_one_line_not_a_crash(
+    project: Path, token_head: dict[str, str], tmp_path: Path
+) -> None:
+    """RAY_AUTH_MODE=token with no token anywhere: ray.init's AuthenticationError came out as a
+    traceback, and Ray's C++ GCS client, where it runs first, aborts the process."""
+    config = _config(project, "token-unset")
+    env = {**_driver_env(token_head, RAY_AUTH_MODE="token"), "HOME": str(tmp_path)}
+    address = token_head["address"]
+    result = run_cli("matrix", config, "--executor", "ray", "--address", address, cwd=project, env=env)
+    assert_clean_input_error(result, "RAY_AUTH_MODE=token is set and no token is found", "~/.ray/auth_token")
+
+
 @pytest.mark.parametrize("given", ["auth-mode-and-token-file", "auto-and-token-variable"])
 def test_ray_cluster_that_wants_a_token_runs_tasks_with_the_token_given_as_ray_documents(
     token_head: dict[str, str], tmp_path: Path, given: str

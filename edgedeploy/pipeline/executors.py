@@ -389,6 +389,7 @@ def refuse_without_token(ray: Any, address: str) -> None:
         return
     try:
         with deferred():
+            from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
             from ray._private.authentication.authentication_utils import is_token_auth_enabled
             from ray._private.services import canonicalize_bootstrap_address
             from ray._raylet import GcsClient  # type: ignore[attr-defined]  # not in _raylet.pyi
@@ -411,6 +412,15 @@ def refuse_without_token(ray: Any, address: str) -> None:
             pass
         else:
             maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    sources = "in RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token"
+    if is_token_auth_enabled():
+        try:  # ray.init's own check: Ray's C++ GCS client aborts the process where no token is
+            ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+        except refused:
+            raise InputError(
+                f"cannot reach a Ray cluster at '{address}': RAY_AUTH_MODE=token is set and no token "
+                f"is found: put {HEAD_TOKEN} {sources}"
+            ) from None
     try:
         with quiet_descriptors():  # its C++ side prints a warning of its own before it raises
             GcsClient(address=gcs, cluster_id=None)
@@ -418,10 +428,8 @@ def refuse_without_token(ray: Any, address: str) -> None:
         if is_token_auth_enabled():
             why = f"it refused the token in {_token_source()}: put {HEAD_TOKEN} there"
         else:
-            why = (
-                f"it wants a token (Ray's token authentication): set RAY_AUTH_MODE=token, with {HEAD_TOKEN} "
-                "in RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token"
-            )
+            why = f"it wants a token (Ray's token authentication): set RAY_AUTH_MODE=token, with {HEAD_TOKEN}"
+            why += f" {sources}"
         raise InputError(f"cannot reach a Ray cluster at '{address}': {why}") from None
     except Exception:  # anything else is ray.init's to report
         return
