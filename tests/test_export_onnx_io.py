@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -11,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.stages.export import export
+from edgedeploy.stages.export import ExportOptions, export
 from tests.conftest import onnx_node_test, run_cli
 
 
@@ -387,3 +388,54 @@ def test_an_export_leaves_no_body_name_shadowing_an_outer_one(tmp_path: Path) ->
     for feed in (x, -x):
         got, want = exported.run(None, {"x": feed})[0], source.run(None, {"x": feed})[0]
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _broken_by_slim(kind: str) -> Any:
+    """A stand-in for onnxslim whose output is invalid as ddddocr 1.6.1's common_old.onnx came out
+    of it (a tensor of data type 0), or loads in no ONNX Runtime (an op of no known domain)."""
+    import edgedeploy.stages.export as export_stage
+
+    real = export_stage.simplify
+
+    def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+        slimmed = real(model)
+        if kind == "checker":
+            slimmed.graph.initializer[0].data_type = 0
+        else:
+            slimmed.graph.node[0].domain = "com.nowhere"
+            slimmed.opset_import.append(helper.make_opsetid("com.nowhere", 1))
+        return slimmed
+
+    return simplify
+
+
+@pytest.mark.parametrize(
+    ("kind", "failed"),
+    [
+        ("checker", "fails onnx.checker (setting data_type field (tensor name: W)"),
+        ("load", "ONNX Runtime cannot load"),
+    ],
+)
+def test_an_invalid_onnxslim_output_keeps_the_model_unsimplified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, failed: str
+) -> None:
+    """ddddocr 1.6.1's common_old.onnx (valid, full_check included) was refused: "error: the
+    exported model fails onnx.checker (Invalid tensor data type 0.); it was not kept", exit 2,
+    where onnxslim's output was at fault and --no-simplify exported it. The simplification is best
+    effort: its invalid output is dropped with one notice naming onnxslim and what failed, and the
+    model is kept unsimplified, the same bytes as --no-simplify gives."""
+    import edgedeploy.stages.export as export_stage
+
+    src = _unused_input_model(tmp_path / "m.onnx")
+    plain = export(str(src), tmp_path / "plain.onnx", ExportOptions(simplify=False))
+    monkeypatch.setattr(export_stage, "simplify", _broken_by_slim(kind))
+    notices: list[str] = []
+    result = export(str(src), tmp_path / "out.onnx", notify=notices.append)
+    assert not result.simplified
+    assert len(notices) == 1, notices
+    assert "onnxslim's output" in notices[0] and failed in notices[0], notices
+    assert "kept the model unsimplified" in notices[0] and "exported model" not in notices[0]
+    assert not plain.simplified and result.sha256 == plain.sha256
+    onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "plain.onnx"]
+

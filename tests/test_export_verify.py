@@ -269,3 +269,37 @@ def test_the_difference_is_relative_to_the_output_and_nan_agrees_with_nan() -> N
     assert "differs by up to inf" in str(infinite)
     assert "shape [3, 1]" in str(output_difference(big, big.reshape(3, 1)))
     assert "1 of 3 values" in str(output_difference(np.array([1, 2, 3]), np.array([1, 2, 4])))
+
+
+def test_an_onnxslim_output_that_differs_from_the_module_is_dropped_for_the_unsimplified_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxslim is best effort: where its output computes other values than the module while the
+    exporter's own model does not, the export was refused as "the exported model computes other
+    values than the PyTorch module", blaming the export. The unsimplified model is kept now, with
+    one notice naming onnxslim and what differed."""
+    import edgedeploy.stages.export as export_stage
+
+    real = export_stage.simplify
+
+    def wrong(model: onnx.ModelProto) -> onnx.ModelProto:  # onnxslim folding a weight wrong
+        slimmed = real(model)
+        weight = max(slimmed.graph.initializer, key=lambda t: len(t.dims))
+        array = onnx.numpy_helper.to_array(weight) * 2
+        weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+        return slimmed
+
+    monkeypatch.setattr(export_stage, "simplify", wrong)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 8)
+    notices: list[str] = []
+    result = export_module(model, (x,), tmp_path / "m.onnx", notify=notices.append)
+    assert not result.simplified
+    slim = [n for n in notices if "onnxslim" in n]
+    assert len(slim) == 1 and slim[0].startswith("notice: onnxslim's output computes other values"), notices
+    assert "kept the model unsimplified" in slim[0] and "exported model" not in slim[0]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert output_difference(model(x).detach().numpy(), got) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]

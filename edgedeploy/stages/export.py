@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1023,15 +1023,48 @@ def finalize_onnx(
         model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise InputError(f"{what}: shape inference failed: {first_line(exc)}") from None
-    simplified = False
+    exported = name is not None
     if options.simplify:
+        unsimplified = onnx.ModelProto()
+        unsimplified.CopyFrom(model)  # onnxslim may change its input in place
         try:
-            model = simplify(model)
-            simplified = True
+            slimmed = simplify(model)
         except Exception as exc:  # onnxslim is best-effort: keep the checked model
             notify(
                 f"notice: onnxslim could not simplify the model ({type(exc).__name__}); kept it as exported"
             )
+            model = unsimplified
+        else:
+            from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
+
+            try:  # its output checked as the export is: the checker, ONNX Runtime's load and one run
+                unrun = _saved(slimmed, src, dest, exported, "onnxslim's output", verify_artifact, notify)
+            except SourceModelError:  # ONNX Runtime cannot load the file itself: said of the file below
+                model = unsimplified
+            except ArtifactError as exc:  # best effort too: its invalid output is not the model's fault
+                why = str(exc).removesuffix("; it was not kept")
+                notify(f"notice: {why}; kept the model unsimplified")
+                model = unsimplified
+            else:
+                _say_unrun(unrun, notify)
+                return slimmed, before, len(slimmed.graph.node), True
+    _say_unrun(_saved(model, src, dest, exported, "the exported model", notify=notify), notify)
+    return model, before, len(model.graph.node), False
+
+
+def _saved(
+    model: onnx.ModelProto,
+    src: Path,
+    dest: Path,
+    exported: bool,
+    what: str,
+    checker: Callable[..., str | None] = verify,
+    notify: Notify = lambda _msg: None,
+) -> list[str]:
+    """Save ``model`` (finalize_onnx's, simplified or not) as ``dest``, checked (full onnx checker)
+    and run once by ONNX Runtime before it takes its name; returns why it was loaded only, if it
+    was. ``checker``: :func:`edgedeploy.onnxio.verify` (a failed check is an InputError) or
+    calibration's verify_artifact (an ArtifactError, for the caller to word)."""
     # onnxslim gives a body's folded constants the names of the main graph's equal ones, a file
     # that onnx's type inference and the fp16 converter read as one tensor: such body weights go
     # (the runtimes read the outer one), other repeated body names are renamed
@@ -1042,18 +1075,20 @@ def finalize_onnx(
                 "hides (ONNX Runtime and onnx's reference evaluator read the enclosing one, of other "
                 "values): dropped, the model computes what it did"
             )
-    name_dynamic_dims(model, exported=name is not None)
-    # checked (full onnx checker) and run once by ONNX Runtime before it takes its name
+    name_dynamic_dims(model, exported=exported)
     unrun: list[str] = []
 
     def check(tmp: Path, content: bytes | None) -> None:
-        if (why := verify(tmp, source=src, what="the exported model", content=content)) is not None:
+        if (why := checker(tmp, source=src, what=what, content=content)) is not None:
             unrun.append(why)
 
     save_onnx(model, dest, check=check)
+    return unrun
+
+
+def _say_unrun(unrun: list[str], notify: Notify) -> None:
     for why in unrun:
         notify(f"notice: the exported model was loaded by ONNX Runtime, not run: {why}")
-    return model, before, len(model.graph.node), simplified
 
 
 ANONYMOUS_DIM = re.compile(r"unk__\d+")  # onnx's shape inference names an unknown dim so
@@ -1262,11 +1297,24 @@ def _export_plain(
                 raise InputError(why) from None
             exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
             differs = compare_with_module(tmp, model.graph, torch_model, args, exported_io, traced, say)
+            if differs and simplified:  # onnxslim's doing or the exporter's: the unsimplified model tells
+                plain = finalize_onnx(raw, tmp, replace(options, simplify=False), _quiet, name=name)
+                again = compare_with_module(tmp, plain[0].graph, torch_model, args, exported_io, [], _quiet)
+                if again is None:
+                    slim = differs.removeprefix("the exported model ")
+                    say(f"notice: onnxslim's output {slim}; kept the model unsimplified")
+                    (model, before, after, simplified), differs = plain, None
+                elif not options.verify:  # the exporter's: kept simplified, as asked
+                    model, before, after, simplified = finalize_onnx(raw, tmp, options, _quiet, name=name)
             if differs and options.verify:
                 raise InputError(f"{differs}; it was not kept (keep it with {KEEP_ANYWAY})")
     warned = [*traced, *([f"{differs}; kept anyway ({KEEP_ANYWAY})"] if differs else [])]
     batch_inputs = {name: b for name, b in zip(input_names, batched, strict=True) if b is not None}
     return _Exported(exporter, model, before, after, simplified, warned, batch_inputs)
+
+
+def _quiet(_msg: str) -> None:
+    """A Notify that says nothing: for a pass whose notices were given already."""
 
 
 def _float64_refusal(error: str, source: str, model: Any, args: tuple[Any, ...]) -> str | None:
