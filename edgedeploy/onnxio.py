@@ -195,6 +195,7 @@ def verify(
     companions: Sequence[str | os.PathLike[str]] = (),
     what: str = "the artifact",
     hint: str = "",
+    fed: str = "random inputs",
     content: bytes | None = None,
     model: onnx.ModelProto | None = None,
 ) -> str | None:
@@ -205,12 +206,13 @@ def verify(
     artifact is removed (with ``companions``) before the error is raised. ``content``: the file's
     bytes, when the caller has just written them (see :func:`save_onnx`), and ``model`` the model
     they serialize, when the caller holds it (not parsed again for the load's optimizer choice).
+    ``fed``: what ``feed`` is, in the reason it returns.
     """
     from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
     try:
         return verify_artifact(
-            path, feed, source=source, companions=companions, what=what, content=content, model=model
+            path, feed, source=source, companions=companions, what=what, fed=fed, content=content, model=model
         )
     except SourceModelError as exc:  # the hint is about the artifact: not for a model ONNX Runtime refuses
         raise InputError(str(exc)) from None

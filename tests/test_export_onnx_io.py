@@ -12,8 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
-from edgedeploy.stages.export import ExportOptions, export
-from tests.conftest import onnx_node_test, run_cli
+from edgedeploy.stages.export import ExportOptions, InputShape, export
+from tests.conftest import assert_clean_input_error, onnx_node_test, run_cli
 
 
 def _ir3_opset7_model(path: Path) -> Path:
@@ -439,3 +439,46 @@ def test_an_invalid_onnxslim_output_keeps_the_model_unsimplified(
     onnx.checker.check_model(onnx.load(tmp_path / "out.onnx"), full_check=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "plain.onnx"]
 
+
+def _dynamic_hw_model(path: Path) -> Path:
+    """x[batch, 1, height, width] -> a 3x3 Conv without padding: random inputs of 1x1 (each dynamic
+    dim as 1) fail it, as random 1x1 images failed nudenet's YOLOv8 320n.onnx (its Concat)."""
+    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, "oh", "ow"])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_an_onnx_export_runs_on_the_input_shapes_given(tmp_path: Path) -> None:
+    """nudenet's 320n.onnx (dynamic batch, height and width): its export was never run, "warning:
+    --input: for PyTorch export only" and "notice: the exported model was loaded by ONNX Runtime,
+    not run: random inputs fail the model ...", exit 0. --input gives the shapes of its run-once
+    check now, as it gives profile's and compare's, and without it the notice says to give them."""
+    src = _dynamic_hw_model(tmp_path / "m.onnx")
+    given = run_cli("export", src, "--input", "x:1x1x8x8", "-o", tmp_path / "out.onnx")
+    assert given.code == 0, given.stderr
+    assert "--input" not in given.stderr and "not run" not in given.stderr, given.stderr
+    unshaped = run_cli("export", src, "-o", tmp_path / "out2.onnx")
+    assert unshaped.code == 0, unshaped.stderr
+    lines = [line for line in unshaped.stderr.splitlines() if "not run" in line]
+    assert len(lines) == 1 and "with --input NAME:SHAPE" in lines[0], unshaped.stderr
+    assert lines[0].endswith(": x[batch,1,height,width]:float32"), lines[0]
+    notices: list[str] = []
+    options = ExportOptions(inputs=[InputShape.parse("x:2x1x5x7")])
+    export(str(src), tmp_path / "out3.onnx", options, notices.append)
+    assert notices == []
+
+
+def test_an_onnx_exports_input_shapes_name_its_inputs_at_their_rank(tmp_path: Path) -> None:
+    """A shape for an input the file lacks, or at another rank, is refused before any work."""
+    src = _dynamic_hw_model(tmp_path / "m.onnx")
+    for given, needle in (("images:1x1x8x8", "has no input 'images'"), ("x:1x8x8", "has 4 dims, not 3")):
+        result = run_cli("export", src, "--input", given, "-o", tmp_path / "out.onnx")
+        assert_clean_input_error(result, needle)
+        assert not (tmp_path / "out.onnx").exists()

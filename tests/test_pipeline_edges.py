@@ -320,3 +320,19 @@ def test_an_unknown_op_type_is_refused_before_any_build_in_the_configs_names(
     assert sorted(p.name for p in (tmp_path / "w").glob("*.onnx")) == ["net.fp32.onnx"]  # nothing built
     config.write_text(body.replace(', "Sofmax"', ""))  # a real op type the model has: the run goes on
     assert run_cli("run", config).code == 0
+
+
+def test_an_onnx_sources_export_runs_on_the_model_inputs_shapes(tmp_path: Path) -> None:
+    """`run` of nudenet's 320n.onnx with [model] inputs = ["images:1x3x320x320"] said "the exported
+    model was loaded by ONNX Runtime, not run: random inputs fail the model", as export did: the
+    shapes the config gives compare's and profile's random data are the export's check's too."""
+    from tests.test_export_onnx_io import _dynamic_hw_model
+
+    _dynamic_hw_model(tmp_path / "m.onnx")
+    config = tmp_path / "edgedeploy.toml"
+    body = 'workdir = "w"\n[model]\nsource = "m.onnx"\ninputs = ["x:2x1x8x8"]\n'
+    body += '[build]\nprecisions = ["fp32"]\n'
+    config.write_text(body + "[profile]\nenabled = false\n[bundle]\nenabled = false\n")
+    result = run_cli("run", config)
+    assert result.code == 0, result.stderr
+    assert "not run" not in result.stderr and "PyTorch" not in result.stderr, result.stderr

@@ -22,7 +22,12 @@ def export_command(
     ] = True,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
     input: Annotated[
-        list[str] | None, typer.Option("--input", help="Example input NAME:SHAPE[:DTYPE], repeatable.")
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="Example input NAME:SHAPE[:DTYPE], repeatable; for an ONNX file, the shape its check runs "
+            "it on (dynamic dims; the file's dtype stands).",
+        ),
     ] = None,
     input_names: Annotated[
         str | None,
@@ -68,7 +73,7 @@ def export_command(
         verify=verify,
     )
     if is_onnx_path(model) and (ignored := pytorch_only(options)):  # an ONNX file is checked as it is
-        flags = {"dynamic_batch": "--static", "inputs": "--input", "input_names": "--input-names"}
+        flags = {"dynamic_batch": "--static", "input_names": "--input-names"}
         flags |= {"output_names": "--output-names", "opset": "--opset", "verify": "--no-verify"}
         ui.warn(f"{', '.join(flags[name] for name in ignored)}: {ONNX_KEEPS}")
     with ui.progress("export") as advance:

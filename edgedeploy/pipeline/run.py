@@ -718,8 +718,8 @@ def _export_stage(run: _Run) -> _Exported:
         }
     )
 
-    # [model] inputs also shape the random data of compare and profile: not warned here
-    ignored = [f"[export] {name}" for name in pytorch_only(options) if name != "inputs"]
+    # [model] inputs shape an ONNX source's export check too, and compare's and profile's random data
+    ignored = [f"[export] {name}" for name in pytorch_only(options)]
     if ignored and is_onnx_path(run.source):
         ui.warn(f"{', '.join(ignored)}: {ONNX_KEEPS}")
 

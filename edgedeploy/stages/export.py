@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,13 +81,13 @@ class ExportOptions:
 
 def pytorch_only(options: ExportOptions) -> list[str]:
     """The fields of ``options`` set away from their defaults that only shape a PyTorch export:
-    an ONNX file keeps its inputs, batch and opset (below 13 it is converted to 13)."""
+    an ONNX file keeps its inputs, batch and opset (below 13 it is converted to 13). Not ``inputs``:
+    their shapes are those an ONNX file's export is run on (:func:`onnx_input_shapes`)."""
     return [
         name
         for name, given in (
             ("dynamic_batch", not options.dynamic_batch),
             ("opset", options.opset != DEFAULT_OPSET),
-            ("inputs", bool(options.inputs)),
             ("input_names", bool(options.input_names)),
             ("output_names", bool(options.output_names)),
             ("verify", not options.verify),
@@ -992,9 +992,12 @@ def finalize_onnx(
     options: ExportOptions,
     notify: Notify = lambda _msg: None,
     name: str | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[onnx.ModelProto, int, int, bool]:
     """Check, infer shapes, simplify and save ``src`` as ``dest``; returns node counts. ``name``:
-    how errors name ``src`` (default its path; a PyTorch export's scratch file is named otherwise)."""
+    how errors name ``src`` (default its path; a PyTorch export's scratch file is named otherwise).
+    ``shapes``: for an ONNX file, the input shapes its run-once check feeds (``--input``, ``[model]
+    inputs``; each dynamic dim left as 1 without one), checked by :func:`onnx_input_shapes`."""
     what = name or str(src)
     check_model(src, name=name)
     model = load_onnx(src)
@@ -1024,6 +1027,14 @@ def finalize_onnx(
     except Exception as exc:
         raise InputError(f"{what}: shape inference failed: {first_line(exc)}") from None
     exported = name is not None
+    feed, fed = None, "random inputs"
+    if shapes:  # random values of the shapes given, as profile's and compare's --input
+        from calibration.artifacts import default_feed
+
+        feed = default_feed(model, shapes)
+        fed = "random inputs of the shapes given (" + ", ".join(_dims(n, d) for n, d in shapes.items()) + ")"
+    # without them, random inputs that fail a model of dynamic dims say where to give them
+    hint = _shapes_hint(model, shapes) if shapes is not None else ""
     if options.simplify:
         unsimplified = onnx.ModelProto()
         unsimplified.CopyFrom(model)  # onnxslim may change its input in place
@@ -1038,7 +1049,9 @@ def finalize_onnx(
             from calibration.artifacts import ArtifactError, SourceModelError, verify_artifact
 
             try:  # its output checked as the export is: the checker, ONNX Runtime's load and one run
-                unrun = _saved(slimmed, src, dest, exported, "onnxslim's output", verify_artifact, notify)
+                unrun = _saved(
+                    slimmed, src, dest, exported, "onnxslim's output", feed, fed, verify_artifact, notify
+                )
             except SourceModelError:  # ONNX Runtime cannot load the file itself: said of the file below
                 model = unsimplified
             except ArtifactError as exc:  # best effort too: its invalid output is not the model's fault
@@ -1046,9 +1059,10 @@ def finalize_onnx(
                 notify(f"notice: {why}; kept the model unsimplified")
                 model = unsimplified
             else:
-                _say_unrun(unrun, notify)
+                _say_unrun(unrun, hint, notify)
                 return slimmed, before, len(slimmed.graph.node), True
-    _say_unrun(_saved(model, src, dest, exported, "the exported model", notify=notify), notify)
+    unrun = _saved(model, src, dest, exported, "the exported model", feed, fed, notify=notify)
+    _say_unrun(unrun, hint, notify)
     return model, before, len(model.graph.node), False
 
 
@@ -1058,13 +1072,16 @@ def _saved(
     dest: Path,
     exported: bool,
     what: str,
+    feed: dict[str, Any] | None,
+    fed: str,
     checker: Callable[..., str | None] = verify,
     notify: Notify = lambda _msg: None,
 ) -> list[str]:
     """Save ``model`` (finalize_onnx's, simplified or not) as ``dest``, checked (full onnx checker)
-    and run once by ONNX Runtime before it takes its name; returns why it was loaded only, if it
-    was. ``checker``: :func:`edgedeploy.onnxio.verify` (a failed check is an InputError) or
-    calibration's verify_artifact (an ArtifactError, for the caller to word)."""
+    and run once by ONNX Runtime on ``feed`` (None: random inputs, dynamic dims 1), which ``fed``
+    names, before it takes its name; returns why it was loaded only, if it was. ``checker``:
+    :func:`edgedeploy.onnxio.verify` (a failed check is an InputError) or calibration's
+    verify_artifact (an ArtifactError, for the caller to word)."""
     # onnxslim gives a body's folded constants the names of the main graph's equal ones, a file
     # that onnx's type inference and the fp16 converter read as one tensor: such body weights go
     # (the runtimes read the outer one), other repeated body names are renamed
@@ -1079,16 +1096,54 @@ def _saved(
     unrun: list[str] = []
 
     def check(tmp: Path, content: bytes | None) -> None:
-        if (why := checker(tmp, source=src, what=what, content=content)) is not None:
+        if (why := checker(tmp, feed, source=src, what=what, fed=fed, content=content)) is not None:
             unrun.append(why)
 
     save_onnx(model, dest, check=check)
     return unrun
 
 
-def _say_unrun(unrun: list[str], notify: Notify) -> None:
+def _say_unrun(unrun: list[str], hint: str, notify: Notify) -> None:
     for why in unrun:
-        notify(f"notice: the exported model was loaded by ONNX Runtime, not run: {why}")
+        notify(f"notice: the exported model was loaded by ONNX Runtime, not run: {why}{hint}")
+
+
+def _dims(name: str, shape: Sequence[int]) -> str:
+    return f"{name} {'x'.join(map(str, shape))}"
+
+
+def _shapes_hint(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> str:
+    """Where an ONNX file's check ran on random inputs whose dynamic dims were 1: the inputs of
+    dynamic dims no shape was given for, and how to give them ("" when there are none)."""
+    from calibration.modelinfo import graph_io
+
+    inputs, _ = graph_io(model)
+    dynamic = [s for s in inputs if any(not isinstance(d, int) for d in s.shape)]
+    if not (open_ := [s.describe() for s in dynamic if s.name not in shapes]):
+        return ""
+    return (
+        f"; give the shapes to run it on with --input NAME:SHAPE ([model] inputs in a config): "
+        f"{', '.join(open_)}"
+    )
+
+
+def onnx_input_shapes(src: Path, options: ExportOptions) -> dict[str, tuple[int, ...]]:
+    """The shapes ``--input`` (``[model] inputs``) gives the inputs of the ONNX file ``src``, for
+    its export's run-once check: each names an input of the file, once, at its rank (refused
+    before any work otherwise). The file's dtypes stand."""
+    from calibration.modelinfo import graph_io
+    from calibration.sources import check_shapes
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for given in options.inputs:
+        if given.name in shapes:
+            twice = f"'{given.name}' is given a shape twice"
+            raise InputError(f"--input {_dims(given.name, given.shape)}: {twice}")
+        shapes[given.name] = given.shape
+    if shapes:
+        inputs, _ = graph_io(load_onnx(src, load_external_data=False))
+        check_shapes(shapes, {s.name: s.rank for s in inputs})
+    return shapes
 
 
 ANONYMOUS_DIM = re.compile(r"unk__\d+")  # onnx's shape inference names an unknown dim so
@@ -1157,8 +1212,9 @@ def export(
     if is_onnx_path(spec):
         src = Path(spec)
         load_onnx(src, load_external_data=False)  # clear error for missing/corrupt files
+        shapes = onnx_input_shapes(src, options)
         with naming_output(dest), atomic_path(dest, suffix=".onnx") as tmp:
-            model, before, after, simplified = finalize_onnx(src, tmp, options, note)
+            model, before, after, simplified = finalize_onnx(src, tmp, options, note, shapes=shapes)
         done = _Exported("onnx", model, before, after, simplified, [], {})
     else:
         # as ``python path/file.py`` would, the file's folder is searched for the modules it imports
