@@ -28,6 +28,7 @@ class ModelSection:
     source: str = ""  # module:callable, file.py:callable[:inputs], or a .onnx file
     name: str = ""
     inputs: list[str] = field(default_factory=list)  # NAME:SHAPE[:DTYPE] example inputs / shapes
+    dynamic_axes: list[str] = field(default_factory=list)  # INPUT:AXIS=NAME, as export's --dynamic
 
 
 @dataclass

@@ -147,12 +147,14 @@ FLAG_PREFIXES = {"calibration": "calib-"}
 # the settings a flag gives one item of, named in the singular: --input x:1x8 --input y:1x4
 SINGULAR_FLAGS = {
     ("model", "inputs"): "--input",
+    ("model", "dynamic_axes"): "--dynamic",
     ("build", "profiles"): "--profile",
     ("build", "memory_pools_mb"): "--memory-pool",
 }
 # the export's settings given as export's flags on the command line and as config keys in a config
 EXPORT_SETTINGS = (
     ("model", "inputs"),
+    ("model", "dynamic_axes"),
     ("export", "opset"),
     ("export", "input_names"),
     ("export", "output_names"),

@@ -595,6 +595,10 @@ MODEL_KEY_CASES = {
         "config [build] profiles: profile 0 input 'x': min/opt/max must all have rank 4 like "
         "matrix.models[1].inputs gives it ([1], [1], [1])",
     ),
+    "dynamic_axes of an input it lacks": (
+        '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\ndynamic_axes = ["y:2=h"]\n',
+        "config matrix.models[1].dynamic_axes y:2=h: the model has no input 'y' (its inputs: x)",
+    ),
     "unknown key": (
         '[[matrix.models]]\nname = "c"\nsource = "a.onnx"\ninput = ["x:1x16"]\n',
         "unknown config key 'matrix.models[1].input'; did you mean 'inputs'?",

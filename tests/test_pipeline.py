@@ -1070,6 +1070,14 @@ def test_build_profiles_of_the_wrong_rank_are_refused_not_bundled(digits: Digits
         (("x:1x3x8x8", "x:1x3x8x8:bogus"), "config [model] inputs 'x:1x3x8x8:bogus': unknown dtype 'bogus'"),
         (("[build]", "[export]\nopset = 5\n[build]"), "config [export] opset 5 is too old"),
         (
+            ('inputs = ["x:1x3x8x8"]', 'inputs = ["x:1x3x8x8"]\ndynamic_axes = ["x2=h"]'),
+            "config [model] dynamic_axes 'x2=h': expected INPUT:AXIS=NAME, e.g. x:1=seq",
+        ),
+        (
+            ('inputs = ["x:1x3x8x8"]', 'inputs = ["x:1x3x8x8"]\ndynamic_axes = ["x:4=w"]'),
+            "config [model] dynamic_axes x:4=w: x has 4 dims (axes 0 to 3), no axis 4",
+        ),
+        (
             ("[build]", '[export]\ninput_names = ["a", "b"]\n[build]'),
             "config [export] input_names gives 2 names for 1 [model] inputs",
         ),

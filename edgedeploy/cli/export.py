@@ -20,6 +20,15 @@ def export_command(
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch/--static", help="Make dim 0 dynamic.")
     ] = True,
+    dynamic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dynamic",
+            help="Another axis of an input to leave dynamic, besides the batch: INPUT:AXIS=NAME, repeatable "
+            "(x:1=seq; x:2=height --dynamic x:3=width). Axes given one name are one size. The export is "
+            "checked at the example's sizes and at other ones (twice them, or half, or one more).",
+        ),
+    ] = None,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxslim.")] = True,
     input: Annotated[
         list[str] | None,
@@ -55,6 +64,7 @@ def export_command(
     with deferred():  # heavy imports are not interrupt-safe
         from edgedeploy.stages.export import (
             ONNX_KEEPS,
+            DynamicAxis,
             ExportOptions,
             InputShape,
             export,
@@ -66,6 +76,7 @@ def export_command(
     options = ExportOptions(
         opset=opset,
         dynamic_batch=dynamic_batch,
+        dynamic_axes=[DynamicAxis.parse(item) for item in dynamic or []],
         simplify=simplify,
         inputs=[InputShape.parse(i) for i in input or []],
         input_names=csv(input_names) or None,
@@ -73,7 +84,7 @@ def export_command(
         verify=verify,
     )
     if is_onnx_path(model) and (ignored := pytorch_only(options)):  # an ONNX file is checked as it is
-        flags = {"dynamic_batch": "--static", "input_names": "--input-names"}
+        flags = {"dynamic_batch": "--static", "dynamic_axes": "--dynamic", "input_names": "--input-names"}
         flags |= {"output_names": "--output-names", "opset": "--opset", "verify": "--no-verify"}
         ui.warn(f"{', '.join(flags[name] for name in ignored)}: {ONNX_KEEPS}")
     with ui.progress("export") as advance:

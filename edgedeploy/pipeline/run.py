@@ -72,6 +72,7 @@ from edgedeploy.stages.compare import Gates, compare, refuse_without_tensor_outp
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import (
     ONNX_KEEPS,
+    DynamicAxis,
     ExportOptions,
     InputShape,
     check_names,
@@ -560,6 +561,7 @@ def export_options(config: PipelineConfig) -> ExportOptions:
         dynamic_batch=ex.dynamic_batch,
         simplify=ex.simplify,
         inputs=[InputShape.parse(i) for i in config.model.inputs],
+        dynamic_axes=[DynamicAxis.parse(item) for item in config.model.dynamic_axes],
         input_names=ex.input_names or None,
         output_names=ex.output_names or None,
         verify=ex.verify,
@@ -719,7 +721,9 @@ def _export_stage(run: _Run) -> _Exported:
     )
 
     # [model] inputs shape an ONNX source's export check too, and compare's and profile's random data
-    ignored = [f"[export] {name}" for name in pytorch_only(options)]
+    ignored = [
+        f"[{'model' if name == 'dynamic_axes' else 'export'}] {name}" for name in pytorch_only(options)
+    ]
     if ignored and is_onnx_path(run.source):
         ui.warn(f"{', '.join(ignored)}: {ONNX_KEEPS}")
 

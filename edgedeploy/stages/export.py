@@ -68,10 +68,44 @@ class InputShape:
         return cls(parts[0], dims, dtype)
 
 
+DIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # torch.export.Dim takes identifiers only
+
+
+@dataclass(frozen=True)
+class DynamicAxis:
+    """``--dynamic INPUT:AXIS=NAME``: an axis of a graph input, besides the batch, that a PyTorch
+    export leaves dynamic under the dim name NAME (a sequence length, an image's height). Axes
+    given one name are one size (``x:1=seq``, ``mask:1=seq``)."""
+
+    input: str
+    axis: int
+    dim: str
+
+    @classmethod
+    def parse(cls, text: str) -> DynamicAxis:
+        where, eq, dim = text.rpartition("=")
+        name, colon, axis = where.rpartition(":")
+        if not eq or not colon or not name or not dim:
+            raise InputError(f"bad --dynamic '{text}': expected INPUT:AXIS=NAME, e.g. x:1=seq")
+        if not axis.isdigit():
+            raise InputError(f"bad --dynamic '{text}': the axis must be a whole number >= 0, e.g. x:1=seq")
+        if not DIM_NAME.fullmatch(dim) or ANONYMOUS_DIM.fullmatch(dim) or EXPORTER_DIM.fullmatch(dim):
+            raise InputError(
+                f"bad --dynamic '{text}': the dim name must be letters, digits and _ (not first), and not "
+                "one the exporters make up (s0, u0, unk__0), e.g. seq"
+            )
+        return cls(name, int(axis), dim)
+
+    def __str__(self) -> str:
+        return f"{self.input}:{self.axis}={self.dim}"
+
+
 @dataclass
 class ExportOptions:
     opset: int = DEFAULT_OPSET
     dynamic_batch: bool = True
+    # axes besides the batch a PyTorch export leaves dynamic, named (--dynamic x:1=seq)
+    dynamic_axes: list[DynamicAxis] = field(default_factory=list)
     simplify: bool = True
     inputs: list[InputShape] = field(default_factory=list)
     input_names: list[str] | None = None
@@ -87,6 +121,7 @@ def pytorch_only(options: ExportOptions) -> list[str]:
         name
         for name, given in (
             ("dynamic_batch", not options.dynamic_batch),
+            ("dynamic_axes", bool(options.dynamic_axes)),
             ("opset", options.opset != DEFAULT_OPSET),
             ("input_names", bool(options.input_names)),
             ("output_names", bool(options.output_names)),
@@ -330,6 +365,64 @@ def check_names(options: ExportOptions) -> None:
         raise InputError(
             f"--input-names gives {len(options.input_names)} names for {len(options.inputs)} --input"
         )
+    if options.inputs:  # the graph's inputs are known: --dynamic is checked against them now
+        names = options.input_names or [i.name for i in options.inputs]
+        shapes = {name: i.shape for name, i in zip(names, options.inputs, strict=True)}
+        batch = {names[0]: 0} if options.dynamic_batch else {}
+        check_dynamic_axes(options.dynamic_axes, shapes, batch)
+    else:
+        check_dynamic_axes(options.dynamic_axes, None, {})
+
+
+def check_dynamic_axes(
+    axes: Sequence[DynamicAxis], shapes: dict[str, tuple[int, ...]] | None, batch: dict[str, int]
+) -> None:
+    """Refuse ``--dynamic`` items that cannot be served, in one line: an axis given twice, one name
+    for axes of other sizes, the batch's name or axis, and (with ``shapes``: the graph's input names
+    -> the example's shapes) an unknown input, an axis out of range, an example size of 1 (which
+    torch.export fixes). ``batch``: input -> the axis holding the dynamic batch (empty: --static)."""
+    seen: dict[tuple[str, int], DynamicAxis] = {}
+    for item in axes:
+        if (item.input, item.axis) in seen:
+            raise InputError(
+                f"--dynamic {item.input}:{item.axis} is given twice ({seen[item.input, item.axis]}, {item})"
+            )
+        seen[item.input, item.axis] = item
+        if batch.get(item.input) == item.axis:
+            raise InputError(
+                f"--dynamic {item}: axis {item.axis} of {item.input} is the batch, already dynamic (named "
+                "'batch') with --dynamic-batch: name the other axes, or give --static to name it yourself"
+            )
+        if batch and item.dim == "batch":
+            raise InputError(
+                f"--dynamic {item}: 'batch' names the dynamic batch (--dynamic-batch): choose another name"
+            )
+        if shapes is None:
+            continue
+        if item.input not in shapes:
+            raise InputError(
+                f"--dynamic {item}: the model has no input '{item.input}' (its inputs: {', '.join(shapes)})"
+            )
+        rank = len(shapes[item.input])
+        if item.axis >= rank:
+            raise InputError(
+                f"--dynamic {item}: {item.input} has {rank} dims (axes 0 to {rank - 1}), no axis {item.axis}"
+            )
+        if shapes[item.input][item.axis] == 1:
+            raise InputError(
+                f"--dynamic {item}: the example's {item.input} is 1 on axis {item.axis}: give an example of "
+                "2 or more there (torch.export fixes a dim it sees at 1)"
+            )
+    if shapes is not None:
+        sizes: dict[str, tuple[DynamicAxis, int]] = {}
+        for item in axes:
+            size = shapes[item.input][item.axis]
+            first = sizes.setdefault(item.dim, (item, size))
+            if first[1] != size:
+                raise InputError(
+                    f"--dynamic {first[0]} and {item}: one name is one size, and the example has "
+                    f"{first[1]} and {size} there: name them apart"
+                )
 
 
 def _distinct(inputs: list[str], outputs: list[str]) -> None:
@@ -530,6 +623,7 @@ def _torch_export(
     options: ExportOptions,
     notify: Notify,
     batched: list[int | None],
+    extra: list[dict[int, str]] | None = None,
 ) -> tuple[str, list[str]]:
     """Export with the dynamo exporter; fall back to TorchScript with a notice. Returns the
     exporter's name and the TracerWarnings of the TorchScript trace, one line each (see
@@ -539,9 +633,10 @@ def _torch_export(
     goes to the TorchScript exporter at once: the dynamo exporter cannot take a ScriptModule, and
     every scripted model printed its failure as a notice."""
     torch = _import_torch()
+    extra = extra or [{} for _ in batched]
     if not isinstance(model, torch.jit.ScriptModule):
         try:
-            return _dynamo_export(model, args, dest, input_names, output_names, options, batched), []
+            return _dynamo_export(model, args, dest, input_names, output_names, options, batched, extra), []
         except ImportError:
             dynamo_error = "onnxscript is not installed"
         except _OpsetNotConverted as exc:
@@ -552,10 +647,18 @@ def _torch_export(
             f"notice: the dynamo exporter failed ({dynamo_error[:200]}); falling back to the TorchScript "
             "exporter"
         )
-    dynamic_axes = None
-    if _any_batch(batched):
-        dynamic_axes = {n: {b: "batch"} for n, b in zip(input_names, batched, strict=True) if b is not None}
-        dynamic_axes.update({n: {0: "batch"} for n in output_names})
+
+    def axes_of(with_batch: bool) -> dict[str, dict[int, str]] | None:
+        axes: dict[str, dict[int, str]] = {}
+        for name, b, more in zip(input_names, batched, extra, strict=True):
+            named = {**({b: "batch"} if with_batch and b is not None else {}), **more}
+            if named:
+                axes[name] = named
+        if with_batch and _any_batch(batched):
+            axes.update({n: {0: "batch"} for n in output_names})
+        return axes or None
+
+    dynamic_axes = axes_of(True)
 
     def torchscript(axes: dict[str, dict[int, str]] | None) -> list[str]:
         with warnings.catch_warnings(record=True) as caught, _quiet_exporter():
@@ -580,8 +683,8 @@ def _torch_export(
         # h0[layers, B, H] came out as h0[batch, 2, 16], and the model ran at its example's batch
         # only. As on the dynamo path, what does not run at another batch is exported fixed (and
         # export warns).
-        if dynamic_axes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
-            traced = torchscript(None)
+        if _any_batch(batched) and not _runs_at_another_batch(dest, args, input_names, batched):
+            traced = torchscript(axes_of(False))  # --dynamic's axes stay dynamic
     except Exception as exc:
         why = f"{type(exc).__name__}: {first_line(exc)}"
         raise InputError(f"export failed with both exporters: {why}") from None
@@ -596,8 +699,11 @@ def _dynamo_export(
     output_names: list[str],
     options: ExportOptions,
     batched: list[int | None],
+    extra: list[dict[int, str]],
 ) -> str:
-    """Export with the dynamo exporter (see :func:`_torch_export`): its name, or an exception."""
+    """Export with the dynamo exporter (see :func:`_torch_export`): its name, or an exception (also
+    when its model does not run at other sizes of ``extra``'s dims, --dynamic's: the TorchScript
+    exporter is tried then)."""
     torch = _import_torch()
     import inspect
 
@@ -618,14 +724,27 @@ def _dynamo_export(
     with deferred():
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
 
-    dynamic_shapes: Any = None
-    if _any_batch(batched):
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        per_input = _rebuild(args, [None if b is None else {b: batch} for b in batched])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    named = {dim: torch.export.Dim(dim, min=1) for more in extra for dim in more.values()}
+
+    def shapes_of(with_batch: bool) -> Any:
+        leaves = [
+            {**({b: batch} if with_batch and b is not None else {}), **{a: named[d] for a, d in more.items()}}
+            for b, more in zip(batched, extra, strict=True)
+        ]
+        if not any(leaves):
+            return None
+        per_input = _rebuild(args, [leaf or None for leaf in leaves])
         if parameters and parameters[0].kind == parameters[0].VAR_POSITIONAL:  # forward(*args)
-            dynamic_shapes = (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
-        else:
-            dynamic_shapes = {p.name: s for p, s in zip(parameters, per_input, strict=False)}
+            return (tuple(per_input),)  # torch.export's form for *args (_by_keyword's)
+        return {p.name: s for p, s in zip(parameters, per_input, strict=False)}
+
+    dynamic_shapes = shapes_of(True)
+
+    def checked() -> str:
+        if any(extra) and not _runs_with(dest, _resized(args, extra, LENGTH_RULES[0])[0], input_names):
+            raise ValueError("its model does not run at other sizes of the --dynamic dims")
+        return dynamo_done()
 
     def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
         with warnings.catch_warnings(), _quiet_exporter():
@@ -651,15 +770,15 @@ def _dynamo_export(
             if not _fixed_batch(dest, batch_axes) and _runs_at_another_batch(
                 dest, doubled, input_names, batched
             ):
-                return dynamo_done()
+                return checked()
         except _OpsetNotConverted:
             raise
         except Exception:  # forward may take batch 1 only: exported as given below
             pass
     dynamo(args)
-    if dynamic_shapes is not None and not _runs_at_another_batch(dest, args, input_names, batched):
-        dynamo(args, None)  # a dim 0 the graph fixes inside: exported fixed, which export says
-    return dynamo_done()
+    if _any_batch(batched) and not _runs_at_another_batch(dest, args, input_names, batched):
+        dynamo(args, shapes_of(False))  # a dim 0 the graph fixes inside: exported fixed, which export says
+    return checked()
 
 
 def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -817,6 +936,129 @@ def _batch_of_two(args: tuple[Any, ...], batched: list[int | None]) -> tuple[Any
     if not _any_batch(batched) or any(int(a.shape[b]) != 1 for a, b in pairs if b is not None):
         return None
     return _rebuild(args, [a if b is None else torch.cat([a, a], dim=b) for a, b in pairs])
+
+
+def _extra_axes(
+    axes: Sequence[DynamicAxis], leaves: list[Any], names: list[str], batched: list[int | None]
+) -> list[dict[int, str]]:
+    """``--dynamic``'s axes of each of ``leaves`` (the graph inputs ``names``: axis -> dim name),
+    checked against the example (:func:`check_dynamic_axes`) now that its inputs are known."""
+    torch = _import_torch()
+    shapes = {
+        n: tuple(int(d) for d in a.shape)
+        for n, a in zip(names, leaves, strict=True)
+        if isinstance(a, torch.Tensor)
+    }
+    batch = {n: b for n, b in zip(names, batched, strict=True) if b is not None}
+    check_dynamic_axes(axes, shapes, batch)
+    return [{item.axis: item.dim for item in axes if item.input == name} for name in names]
+
+
+# the other sizes a --dynamic dim is checked at, in turn until forward takes one: twice the
+# example's size (a multiple of whatever it is a multiple of: a stride-32 CNN's 640 -> 1280), half
+# of it, one more
+LENGTH_RULES: tuple[Callable[[int], int], ...] = (lambda n: 2 * n, lambda n: max(n // 2, 2), lambda n: n + 1)
+
+
+def _resized(
+    args: tuple[Any, ...], extra: list[dict[int, str]], rule: Callable[[int], int]
+) -> tuple[tuple[Any, ...], dict[str, int]]:
+    """``args`` with each ``extra`` axis (--dynamic's) at ``rule`` of its example size, one size per
+    dim name, and those sizes. New values, seeded: a float tensor's drawn around its mean and std
+    (tiled copies of the example would hide a slice the export fixed), an integer or boolean one's
+    drawn from its values (token ids stay in the vocabulary)."""
+    torch = _import_torch()
+    rng = np.random.default_rng(1)
+    sizes: dict[str, int] = {}
+    made = []
+    for leaf, axes in zip(_flatten(args), extra, strict=True):
+        if not axes or not isinstance(leaf, torch.Tensor):
+            made.append(leaf)
+            continue
+        shape = [int(d) for d in leaf.shape]
+        for axis, dim in axes.items():
+            shape[axis] = sizes.setdefault(dim, rule(shape[axis]))
+        example = leaf.detach().cpu()
+        if example.is_floating_point():
+            values = example.double().numpy()
+            finite = values[np.isfinite(values)]
+            mean, std = (float(finite.mean()), float(finite.std())) if finite.size else (0.0, 1.0)
+            drawn = mean + (std if std > 0 else 1.0) * rng.standard_normal(shape)
+        else:
+            drawn = rng.choice(example.numpy().reshape(-1), size=shape)
+        made.append(torch.from_numpy(np.ascontiguousarray(drawn)).to(dtype=leaf.dtype, device=leaf.device))
+    return _rebuild(args, made), sizes
+
+
+def _other_lengths(
+    model: Any, args: tuple[Any, ...], extra: list[dict[int, str]]
+) -> tuple[tuple[Any, ...], list[np.ndarray | None], str] | None:
+    """Inputs at the first of :data:`LENGTH_RULES` forward takes, what it returns for them and how
+    to name them; None when it takes none."""
+    for rule in LENGTH_RULES:
+        other, sizes = _resized(args, extra, rule)
+        try:
+            expected = [value for _, value in _forward_leaves(model, other)]
+        except InputError:
+            continue
+        said = ", ".join(f"{dim}={size}" for dim, size in sizes.items())
+        return other, expected, f"inputs at other sizes of the --dynamic dims ({said})"
+    return None
+
+
+def _runs_with(path: Path, args: tuple[Any, ...], names: list[str]) -> dict[str, np.ndarray] | None:
+    """The outputs of the model at ``path`` in ONNX Runtime on ``args`` (one tensor per graph input
+    ``names``), or None when it fails on them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        feed = {
+            n: a.detach().cpu().numpy() for n, a in zip(names, _flatten(args), strict=True) if n in wanted
+        }
+        got = session.run(None, feed)
+    except Exception:
+        return None
+    return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), got, strict=True)}
+
+
+def _loosen_outputs(model: onnx.ModelProto, path: Path, args: tuple[Any, ...], names: list[str]) -> None:
+    """Clear, in ``model`` (saved at ``path``), the fixed output dims that the model, run at other
+    sizes of --dynamic's dims, does not keep, and then the exporter's shapes of the values inside,
+    which fixed them the same way: the dynamo exporter declared a batch-first LSTM's output
+    [batch, 10, 4] (and its MatMul's) at its example's 10 steps though it gives [batch, seq, 4].
+    Shape inference then names them (seq), or :func:`name_dynamic_dims` does (output_dim1)."""
+    onnx.save(model, os.fspath(path))
+    got = _runs_with(path, args, names)
+    if got is None:  # said by the comparison with the module
+        return
+    cleared = False
+    for value in model.graph.output:
+        shape = got[value.name].shape if value.name in got else ()
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if axis < len(shape) and dim.HasField("dim_value") and dim.dim_value != shape[axis]:
+                dim.Clear()
+                cleared = True
+    if cleared:
+        del model.graph.value_info[:]
+
+
+def _check_named(model: onnx.ModelProto, axes: Sequence[DynamicAxis]) -> None:
+    """Each --dynamic axis is dynamic in the exported ``model``: one the exporters fixed is refused
+    (forward makes it a constant), before the model takes its name."""
+    inputs = {value.name: value for value in model.graph.input}
+    for item in axes:
+        dim = inputs[item.input].type.tensor_type.shape.dim[item.axis]
+        if dim.HasField("dim_value"):
+            raise InputError(
+                f"--dynamic {item}: the export came out with {item.input} fixed at {dim.dim_value} on axis "
+                f"{item.axis}: forward makes it a constant (int(x.shape[{item.axis}]), a reshape to a fixed "
+                "size, ...)"
+            )
 
 
 def _runs_at_another_batch(
@@ -1339,9 +1581,14 @@ def _export_plain(
         batched: list[int | None] = [None] * len(leaves)
         if options.dynamic_batch:
             batched = _batched(torch_model, args)
-        exporter, traced = _torch_export(torch_model, args, raw, held_in, held_out, options, say, batched)
+        extra = _extra_axes(options.dynamic_axes, leaves, input_names, batched)
+        exporter, traced = _torch_export(
+            torch_model, args, raw, held_in, held_out, options, say, batched, extra
+        )
         exported = onnx.load(os.fspath(raw))
         rename_values(exported, dict(zip(held_in + held_out, input_names + output_names, strict=True)))
+        if any(extra):
+            _loosen_outputs(exported, raw, _resized(args, extra, LENGTH_RULES[0])[0], input_names)
         onnx.save(exported, os.fspath(raw))
         with atomic_path(dest, suffix=".onnx") as tmp:
             name = f"the model exported for {dest}"
@@ -1351,7 +1598,8 @@ def _export_plain(
                 if (why := _float64_refusal(str(exc), source, torch_model, args)) is None:
                     raise
                 raise InputError(why) from None
-            exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference])
+            exported_io = _ExportedIO(input_names, output_names, [value for _, value in reference], extra)
+            _check_named(model, options.dynamic_axes)
             differs = compare_with_module(tmp, model.graph, torch_model, args, exported_io, traced, say)
             if differs and simplified:  # onnxslim's doing or the exporter's: the unsimplified model tells
                 plain = finalize_onnx(raw, tmp, replace(options, simplify=False), _quiet, name=name)
@@ -1409,6 +1657,7 @@ class _ExportedIO:
     inputs: list[str]
     outputs: list[str]
     reference: list[np.ndarray | None]
+    extra: list[dict[int, str]] = field(default_factory=list)  # --dynamic's axes per input (_extra_axes)
 
 
 KEEP_ANYWAY = "export --no-verify, or verify = false in a config's [export]"
@@ -1469,6 +1718,17 @@ def compare_with_module(
         if len(expected) == len(io_names.outputs):
             label = f"a {('second', 'third')[i]} set of inputs of the example's shapes"
             batches.append((label, other, expected))
+    if any(io_names.extra):
+        lengths = _other_lengths(model, args, io_names.extra)
+        if lengths is None:
+            notify(
+                "notice: the exported model was not compared with the PyTorch module at other sizes of its "
+                "--dynamic dims: forward refuses twice, half and one more than the example's sizes"
+            )
+        else:
+            other, expected, label = lengths
+            if len(expected) == len(io_names.outputs):
+                batches.append((label, other, expected))
     traced_at = f"; the TorchScript trace warned at {', '.join(_cited(traced))}" if traced else ""
     for label, inputs, expected in batches:
         feed = {n: a.detach().cpu().numpy() for n, a in zip(io_names.inputs, _flatten(inputs), strict=True)}
