@@ -24,6 +24,7 @@ test: $(STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check edgedeploy calibration tests benchmarks
+	$(VENV)/bin/ruff format --check edgedeploy calibration tests benchmarks
 	$(VENV)/bin/mypy
 	@if [ -f tools/trt_stubs/check.sh ]; then PATH="$(abspath $(VENV))/bin:$$PATH" bash tools/trt_stubs/check.sh; fi
 	@if command -v shellcheck >/dev/null; then cd edgedeploy/device && shellcheck -x *.sh; else echo "shellcheck not installed: skipped"; fi

@@ -253,7 +253,7 @@ class Preprocess:
                     if self.color != "gray":
                         raise DataError(
                             f"{path}: a {upright.mode} image (one channel, more than 8 bits) for a "
-                            f"{self.color.upper()} input: give the data as .npy/.npz, or color = \"gray\""
+                            f'{self.color.upper()} input: give the data as .npy/.npz, or color = "gray"'
                         )
                     img = upright.convert("F")
                 else:

@@ -82,6 +82,7 @@ def test_the_default_percentile_is_written_once_in_calibration() -> None:
     ]
     assert found == ["calibration/defaults.py:3"], found
 
+
 def test_build_int8_sets_the_percentile_as_calibrate_does(tmp_path: Path) -> None:
     """build --precision int8 --calib-algorithm percentile always kept 99.99 (no option set it), while
     calibrate --percentile and [calibration] percentile could: build takes --calib-percentile, one

@@ -335,7 +335,6 @@ def test_random_data_a_model_refuses_names_the_guessed_dims(reflect_padded_onnx:
     assert run_cli("compare", model, model, "--input", "x:2x16").code == 0
 
 
-
 def test_a_top1_gate_no_output_can_take_is_said_not_applied(tmp_path: Path) -> None:
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],

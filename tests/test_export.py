@@ -174,8 +174,16 @@ def test_named_example_inputs_go_to_the_arguments_of_those_names(tmp_path: Path)
     session = ort.InferenceSession(str(tmp_path / "ab.onnx"), providers=["CPUExecutionProvider"])
     a, b = np.ones((3, 4), np.float32), np.zeros((3, 1), np.float32)
     np.testing.assert_array_equal(session.run(None, {"a": a, "b": b})[0], a)  # a - 10 b
-    flags = run_cli("export", f"{tmp_path / 'ab.py'}:build", "--input", "b:1x1", "--input", "a:1x4",
-                    "-o", tmp_path / "flags.onnx")
+    flags = run_cli(
+        "export",
+        f"{tmp_path / 'ab.py'}:build",
+        "--input",
+        "b:1x1",
+        "--input",
+        "a:1x4",
+        "-o",
+        tmp_path / "flags.onnx",
+    )
     assert flags.code == 0, flags.stderr
     assert [i.name for i in onnx.load(tmp_path / "flags.onnx").graph.input] == ["a", "b"]
     for spec, phrase in (("mixed", "'a' as forward's arguments, but not in"), ("only_b", "leave out 'a'")):

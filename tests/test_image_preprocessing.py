@@ -418,7 +418,6 @@ def test_a_dtype_the_input_cannot_take_is_refused_before_any_image_is_read(tmp_p
         open_source(str(folder), [TensorSpec("x", ("n", 1, 8, 8), "uint8")])  # clipped to 255 before
 
 
-
 def test_an_integer_dtype_declared_for_a_float_input_is_refused_before_any_image_is_read(
     tmp_path: Path,
 ) -> None:
@@ -438,6 +437,7 @@ def test_an_integer_dtype_declared_for_a_float_input_is_refused_before_any_image
     for wanted in ("int8", "int16"):
         open_source(str(unread), [TensorSpec("x", ("n", 3, 8, 8), wanted)], image_options={"dtype": "int8"})
 
+
 def test_a_4d_string_input_is_refused_as_string_before_any_image_is_read(tmp_path: Path) -> None:
     """An image folder for a 4-D string input passed the check before reading (NumPy casts anything
     to object), and was refused only at the first batch, after its images were read; the check's
@@ -451,6 +451,7 @@ def test_a_4d_string_input_is_refused_as_string_before_any_image_is_read(tmp_pat
         with pytest.raises(DataError, match=said) as got:
             open_source(str(unread), [text], image_options=options)
         assert "object" not in str(got.value)
+
 
 def test_mean_of_another_length_exits_2_in_one_line_in_analyze_and_calibrate(
     tmp_path: Path, digits: Digits

@@ -1000,7 +1000,7 @@ def test_an_unknown_op_type_of_a_pytorch_source_fails_its_cells_in_the_configs_n
     config.write_text(
         'workdir = "out"\n[build]\nbackend = "onnxruntime"\nfp32_ops = ["Relu", "Sofmax"]\n'
         '[calibration]\nexclude_ops = ["Sofmax"]\nsamples = 4\nbatch_size = 2\n'
-        '[profile]\nenabled = false\n[bundle]\nenabled = false\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
         '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16", "int8"]\n'
         '[[matrix.models]]\nsource = "net.py:build"\ninputs = ["x:1x3x8x8"]\n'
     )
@@ -1327,7 +1327,7 @@ def test_a_cell_built_from_its_calibrated_precision_onnx_does_not_say_its_data_w
     config = tmp_path / "matrix.toml"
     config.write_text(
         'workdir = "farm"\n[calibration]\ndata = "calib.npz"\nsamples = 32\n[compare]\ndata = "val.npz"\n'
-        'samples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n[matrix]\n'
+        "samples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n[matrix]\n"
         'targets = ["x86-64-cpu"]\nprecisions = ["fp16", "int8"]\n[[matrix.models]]\nsource = "m.onnx"\n'
     )
     ui = Ui(quiet=True)
@@ -1648,7 +1648,6 @@ def test_ray_precision_tasks_share_one_put_of_the_kept_feeds_and_cell_tasks_get_
     assert [Path(c.artifact).read_bytes() for c in cells] == [Path(c.artifact).read_bytes() for c in local]
 
 
-
 def test_ray_cell_tasks_share_one_put_of_the_first_batch_of_the_kept_feeds(
     tmp_path: Path, ray_cluster: dict[str, str]
 ) -> None:
@@ -1678,6 +1677,7 @@ def test_ray_cell_tasks_share_one_put_of_the_first_batch_of_the_kept_feeds(
     # the fp32 model's bytes, the compare feeds and the first batch: each put once, read by every cell
     common = set.intersection(*(refs for _, refs in cell))
     assert len(common) == 3, executor.sent
+
 
 @pytest.mark.parametrize("section", ["compare", "calibration"])
 def test_the_same_data_spelled_otherwise_takes_every_cell_from_the_cache(

@@ -1189,8 +1189,11 @@ def test_a_stage_that_says_running_it_again_reuses_nothing(digits: Digits, tmp_p
     built or checked again. A stage run again for a reason it says is forced, as build --force."""
     path = _config(tmp_path, digits, "")
     text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
-    path.write_text(text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
-        'output = "bundle"', 'enabled = false'))
+    path.write_text(
+        text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
+            'output = "bundle"', "enabled = false"
+        )
+    )
     assert run_cli("run", path).code == 0
     cache = tmp_path / "work" / ".edgedeploy-cache"
     artifact = tmp_path / "work" / "digits.fp32.ort.onnx"
@@ -1214,8 +1217,11 @@ def test_an_edited_onnxruntime_sidecar_is_built_again_not_kept(digits: Digits, t
     (3618ebb); kept here for fp16 in run and int8 in build."""
     path = _config(tmp_path, digits, "")
     text = path.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp16"]')
-    path.write_text(text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
-        'output = "bundle"', 'enabled = false'))
+    path.write_text(
+        text.replace("[profile]\n", "[profile]\nenabled = false\n").replace(
+            'output = "bundle"', "enabled = false"
+        )
+    )
     assert run_cli("run", path).code == 0
     sidecar = tmp_path / "work" / "digits.fp16.ort.json"
     written = sidecar.read_text()

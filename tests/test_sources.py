@@ -190,7 +190,6 @@ def test_a_fixed_batch_read_whole_is_described_with_the_samples_it_used(tmp_path
     assert source.describe()["samples"] == 10  # a dynamic batch: what was asked, as before
 
 
-
 def test_the_description_records_the_samples_the_files_hold_when_fewer_than_asked_for(tmp_path: Path) -> None:
     """calibrate --samples 50 of a file of 20 recorded "data": {"samples": 50} beside "samples": 20:
     the cap asked for, though the description says what is read. A fixed batch reads whole batches
@@ -209,6 +208,7 @@ def test_the_description_records_the_samples_the_files_hold_when_fewer_than_aske
     source = open_source(folder, DYNAMIC, samples=512, batch_size=2)
     assert source.describe()["samples"] == 7 == _count(source)
 
+
 def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.arange(96, dtype=np.float32).reshape(2, 3, 4, 4))
     folder = tmp_path / "batches"
@@ -219,7 +219,6 @@ def test_a_path_object_is_the_same_spec_as_its_text(tmp_path: Path) -> None:
         by_text = [f["x"] for f in open_source(str(path), DYNAMIC, batch_size=2)]
         assert len(by_path) == len(by_text) == 1
         np.testing.assert_array_equal(by_path[0], by_text[0])
-
 
 
 def test_upper_case_npz_and_npy_files_are_read_as_png_files_are(tmp_path: Path) -> None:
@@ -237,6 +236,7 @@ def test_upper_case_npz_and_npy_files_are_read_as_png_files_are(tmp_path: Path) 
         np.savez(other, x=x)
     assert _count(open_source(folder, DYNAMIC, batch_size=2)) == 4
 
+
 def test_extra_arrays_in_an_npz_such_as_labels_are_ignored(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 4, 4), np.float32), labels=np.arange(4))
     assert _count(open_source(str(tmp_path / "d.npz"), DYNAMIC, batch_size=4)) == 4
@@ -253,8 +253,6 @@ def test_samples_of_different_sizes_in_one_batch_are_a_clear_error(tmp_path: Pat
     assert _count(open_source(str(folder), spec, batch_size=1)) == 2
 
 
-
-
 def test_samples_of_different_shapes_are_named_in_plain_shapes(tmp_path: Path) -> None:
     """The refusal listed NumPy's reprs: "([np.int64(3), np.int64(7), np.int64(13)], ...)"."""
     spec = [TensorSpec("x", ("batch", 3, "h", "w"), "float32")]
@@ -265,6 +263,7 @@ def test_samples_of_different_shapes_are_named_in_plain_shapes(tmp_path: Path) -
     with pytest.raises(DataError, match=r"cannot share a batch \(\[3,7,13\], \[3,8,8\]\): give") as got:
         list(open_source(folder, spec, batch_size=2))
     assert "np." not in str(got.value)
+
 
 def test_a_shape_refused_is_named_as_the_file_holds_it_not_as_the_batch_made_of_it(tmp_path: Path) -> None:
     """Per-sample .npy files of (3, 8, 8) for x[N,3,8,8] were refused as "got [8, 8, 8] (rank 3)", an
@@ -287,6 +286,7 @@ def test_a_shape_refused_is_named_as_the_file_holds_it_not_as_the_batch_made_of_
         list(open_source(tmp_path / "wide.npz", image, batch_size=8))
     np.savez(tmp_path / "ok.npz", x=np.zeros((20, 3, 8, 8), np.float32))  # any number of samples
     assert _count(open_source(tmp_path / "ok.npz", [TensorSpec("x", (4, 3, 8, 8), "float32")])) == 20
+
 
 def test_given_shapes_must_name_the_models_inputs_at_their_rank() -> None:
     from calibration.errors import DataError

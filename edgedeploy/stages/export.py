@@ -1473,7 +1473,8 @@ def export(
     fixed = [
         f"{i.name} ({i.shape[done.batched[i.name]]})"
         for i in result.inputs
-        if i.name in done.batched and len(i.shape) > done.batched[i.name]
+        if i.name in done.batched
+        and len(i.shape) > done.batched[i.name]
         and isinstance(i.shape[done.batched[i.name]], int)
     ]
     if fixed:

@@ -199,6 +199,7 @@ def test_the_artifact_goes_through_onnx_checker_once(tmp_path: Path, monkeypatch
     monkeypatch.setattr(artifacts_module, "full_check", full_check)
     _calibrate(model, tmp_path, "once", "tensorrt")
     assert checked == ["bytes"]  # check_qdq's, of the bytes written
+
     # a model the checker refuses is still refused before it is written (check_qdq), none kept
     def refused(target: object) -> None:
         if isinstance(target, bytes):  # the Q/DQ model's (the source model passes)

@@ -126,15 +126,35 @@ def test_calibrate_command_writes_model_cache_and_report(residual_model: Path, t
     # options the cache makes moot are refused, not ignored
     moot = CliRunner().invoke(
         app,
-        [str(residual_model), "--from-cache", str(out / "residual.calib.cache"), "-o", str(tmp_path / "m"),
-         "--algorithm", "max", "--exclude-ops", "Conv"],
+        [
+            str(residual_model),
+            "--from-cache",
+            str(out / "residual.calib.cache"),
+            "-o",
+            str(tmp_path / "m"),
+            "--algorithm",
+            "max",
+            "--exclude-ops",
+            "Conv",
+        ],
     )
     assert "--algorithm, --exclude-ops would not be used" in str(moot.exception)  # exit 2 from the CLI entry
     assert not (tmp_path / "m").exists()
     typed = CliRunner().invoke(  # typed at their defaults: as moot
         app,
-        [str(residual_model), "--from-cache", str(out / "residual.calib.cache"), "-o", str(tmp_path / "m"),
-         "--percentile", "99.99", "--batch-size", "8", "--seed", "0"],
+        [
+            str(residual_model),
+            "--from-cache",
+            str(out / "residual.calib.cache"),
+            "-o",
+            str(tmp_path / "m"),
+            "--percentile",
+            "99.99",
+            "--batch-size",
+            "8",
+            "--seed",
+            "0",
+        ],
     )
     assert "--percentile, --batch-size, --seed would not be used" in str(typed.exception)
     assert not (tmp_path / "m").exists()

@@ -529,7 +529,6 @@ def test_a_gpu_bundle_ranges_an_input_whose_only_dynamic_dim_is_the_batch_named_
         refuse_unranged_dims(state_and_x[::-1], {}, "--profile")
 
 
-
 def test_a_refused_input_shows_its_dims_as_listings_do() -> None:
     """The refusal of an input with dynamic dims besides the batch listed them as a Python list,
     ``['batch', 3, '']``: quoted names, and nothing for a dim with neither size nor name. It now

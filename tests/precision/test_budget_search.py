@@ -74,7 +74,7 @@ def test_the_budget_met_as_built_measures_nothing_else() -> None:
 
 
 def test_a_layer_that_hurts_only_an_output_with_room_is_dropped() -> None:
-    """"side" costs its own output 0.009 and leaves the output at the bound untouched: it is dropped
+    """ "side" costs its own output 0.009 and leaves the output at the bound untouched: it is dropped
     though 0.009 is more than the worst output's room."""
     hurts = {"a": (0.03, 0.0), "b": (0.008, 0.0), "c": (0.006, 0.0), "side": (0.0, 0.009)}
 

@@ -81,7 +81,7 @@ def test_large_weights_cast_in_onnx_runtime_round_as_the_converter_does() -> Non
     finite = np.where(np.isfinite(bits), bits, np.float32(1.0))
     for scale in (1e-9, 1e-6, 0.05, 3e4, 1e6):
         values = (rng.standard_normal(size) * scale).astype(np.float32)
-        values[:: 97] = -0.0
+        values[::97] = -0.0
         values[: len(EDGES)] = EDGES
         for case in (values, finite, np.concatenate([values, [np.inf, -np.inf]]).astype(np.float32)):
             with_nan = case.copy()

@@ -273,11 +273,7 @@ class EngineSession:
     def _profile_for(self, wanted: Mapping[str, tuple[int, ...]]) -> int:
         """The pinned profile, else the first whose ranges cover every dynamic input of ``wanted``."""
         dynamic = [t for t in self.inputs if -1 in t.shape and t.profiles]
-        candidates = (
-            [self.pinned_profile]
-            if self.pinned_profile is not None
-            else range(self.profile_count)
-        )
+        candidates = [self.pinned_profile] if self.pinned_profile is not None else range(self.profile_count)
         for index in candidates:
             if all(t.covers(wanted[t.name], index) for t in dynamic):
                 return index

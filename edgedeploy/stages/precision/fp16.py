@@ -1019,8 +1019,10 @@ def make_fp16(
     mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_weight_rounding(
-            typed, arrays, halves
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            _fast_weight_rounding(typed, arrays, halves),
         ):
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(

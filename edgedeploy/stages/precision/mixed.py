@@ -350,7 +350,16 @@ def _fp16_checked(
                 "real inputs to keep overflowing layers in fp32"
             )
             return _convert(
-                model, dest, request, options, feed, files, info, ui, loaded=loaded, digest=digest,
+                model,
+                dest,
+                request,
+                options,
+                feed,
+                files,
+                info,
+                ui,
+                loaded=loaded,
+                digest=digest,
                 conversion=conversion,
             )
         options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
@@ -381,7 +390,19 @@ def _fp16_checked(
         )
     try:
         artifact = _convert(
-            model, dest, request, options, feed, files, info, ui, source, loaded, digest, arrays, halves,
+            model,
+            dest,
+            request,
+            options,
+            feed,
+            files,
+            info,
+            ui,
+            source,
+            loaded,
+            digest,
+            arrays,
+            halves,
             conversion=conversion,
         )
     except GateFailed:  # the fp16 model was written: its ranges go beside it

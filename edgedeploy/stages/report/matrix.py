@@ -216,7 +216,9 @@ def render_matrix_html(
     made = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     title = f"matrix: {len(models)} model(s) × {len({c['target'] for c in cells})} target(s)"
     # 12 columns with a reason that wraps: at 60rem the reason lay past the page, one letter a line
-    return page(title, f"edgedeploy matrix report · {made}", f"{summary}{nav}<main>{sections}</main>", wide=True)
+    return page(
+        title, f"edgedeploy matrix report · {made}", f"{summary}{nav}<main>{sections}</main>", wide=True
+    )
 
 
 def render_matrix_markdown(
