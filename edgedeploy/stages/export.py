@@ -1072,22 +1072,10 @@ def _runs_at_another_batch(
     tensor per graph input). ``args`` may nest (:func:`_flatten`); ``names`` and ``batched`` are
     of its leaves."""
     torch = _import_torch()
-    import onnxruntime as ort
-
     leaves = _flatten(args)
     if len(names) != len(leaves) or not all(isinstance(a, torch.Tensor) for a in leaves):
         return True
-    feed = {n: a.numpy() for n, a in zip(names, _grown(leaves, batched), strict=True)}
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    try:
-        session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        wanted = {i.name for i in session.get_inputs()}
-        session.run(None, {k: v for k, v in feed.items() if k in wanted})
-    except Exception:
-        return False
-    return True
+    return _runs_with(path, tuple(_grown(leaves, batched)), names) is not None
 
 
 def _fixed_batch(path: Path, axes: dict[str, int]) -> bool:
