@@ -405,9 +405,10 @@ def refuse_without_token(ray: Any, address: str) -> None:
     # token mode where a token is found
     if address == "auto" and not os.environ.get("RAY_ADDRESS"):
         try:
-            from ray._private.authentication.authentication_token_setup import (
-                maybe_enable_token_auth_if_token_available,
-            )
+            with deferred():
+                from ray._private.authentication.authentication_token_setup import (
+                    maybe_enable_token_auth_if_token_available,
+                )
         except ImportError:
             pass
         else:
