@@ -1562,7 +1562,7 @@ def test_local_workers_are_sent_the_kept_feeds_path_and_only_other_machines_thei
     counter = tmp_path / "runs.txt"
     data_bytes = _wide_loader(tmp_path, counter)
     text = (
-        'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 16\nalgorithm = "max"\n'
+        'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 1024\nalgorithm = "max"\n'
         '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
         '[matrix]\ntargets = ["x86-64-cpu", "x86-64-vnni"]\nprecisions = ["fp16", "int8"]\n'
         '[[matrix.models]]\nsource = "m.onnx"\n'
@@ -1620,7 +1620,7 @@ def test_ray_precision_tasks_share_one_put_of_the_kept_feeds_and_cell_tasks_get_
     counter = tmp_path / "runs.txt"
     data_bytes = _wide_loader(tmp_path, counter)
     text = (
-        'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 16\nalgorithm = "max"\n'
+        'workdir = "WORK"\n[calibration]\ndata = "load.py"\nsamples = 1024\nalgorithm = "max"\n'
         '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
         '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16", "int8"]\n'
         '[[matrix.models]]\nsource = "m.onnx"\n'
@@ -1658,7 +1658,7 @@ def test_ray_cell_tasks_share_one_put_of_the_first_batch_of_the_kept_feeds(
     counter = tmp_path / "runs.txt"
     data_bytes = _wide_loader(tmp_path, counter)
     (tmp_path / "ray.toml").write_text(
-        'workdir = "farm"\n[calibration]\ndata = "load.py"\nsamples = 16\nalgorithm = "max"\n'
+        'workdir = "farm"\n[calibration]\ndata = "load.py"\nsamples = 1024\nalgorithm = "max"\n'
         '[compare]\ndata = "val.npz"\nsamples = 8\n[profile]\nenabled = false\n[bundle]\nenabled = false\n'
         '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16", "int8"]\n'
         '[[matrix.models]]\nsource = "m.onnx"\n'
