@@ -8,6 +8,7 @@ import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from calibration.modelinfo import model_io
 from calibration.sources import open_source
 from edgedeploy.errors import InputError
 from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options
+from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import analyze, load_for_analysis
 from edgedeploy.stages.precision.emulate import emulate_fp16, fp32_nodes_of_converted
 from edgedeploy.stages.precision.fp16 import ensure_node_names, make_fp16
@@ -116,6 +118,37 @@ def test_a_failed_conversion_leaves_no_ranges_beside_no_model(
     art = make_fp16_checked(audio_model.onnx_path, dest, request)
     assert art.path.is_file() and (tmp_path / "audio.fp16.ranges.json").is_file()
     assert tmp_path / "audio.fp16.ranges.json" in art.files
+
+
+@pytest.mark.parametrize("data", ["", "random:3"])
+def test_a_skipped_analysis_converts_once_to_the_model_a_build_without_analysis_makes(
+    reflect_padded_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str
+) -> None:
+    """Random data the model refuses (reflect padding of a dim fed as 1) skips the range analysis:
+    the build then converts once, as a build with the analysis off does, to the same model and
+    plan, with no ranges report and no first batch of that data kept for the artifact check."""
+    import edgedeploy.stages.precision.mixed as mixed
+    from edgedeploy.ui import Ui
+
+    conversions: list[Path] = []
+
+    def counted(model: Path, dest: Path, *args: Any, **kwargs: Any) -> PrecisionArtifact:
+        conversions.append(Path(dest))
+        return make_fp16(model, dest, *args, **kwargs)
+
+    monkeypatch.setattr(mixed, "make_fp16", counted)
+    ui = Ui(quiet=True)
+    skipped = make_fp16_checked(reflect_padded_onnx, tmp_path / "skip" / "r.fp16.onnx", _request(data), ui)
+    assert any(m.startswith("warning: fp16 range analysis skipped: ") for m in ui.messages), ui.messages
+    assert conversions == [skipped.path]
+    assert sorted(p.name for p in skipped.path.parent.iterdir()) == ["r.fp16.onnx", "r.fp16.plan.json"]
+    assert skipped.first_batch is None
+    off = replace(_request(data), fp16_analysis=False)
+    plain = make_fp16_checked(reflect_padded_onnx, tmp_path / "off" / "r.fp16.onnx", off, Ui(quiet=True))
+    assert len(conversions) == 2
+    assert skipped.path.read_bytes() == plain.path.read_bytes()
+    assert skipped.files[1].read_bytes() == plain.files[1].read_bytes()  # the precision plan
+    assert skipped.info == plain.info
 
 
 def test_analysis_reports_overflow_worst_first_with_the_producing_op(audio_model: AudioModel) -> None:

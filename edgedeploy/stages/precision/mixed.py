@@ -349,45 +349,38 @@ def _fp16_checked(
                 f"fp16 range analysis skipped: {exc}; give {request.calibration.option('data')} with "
                 "real inputs to keep overflowing layers in fp32"
             )
-            return _convert(
-                model,
-                dest,
-                request,
-                options,
-                feed,
-                files,
-                info,
-                ui,
-                loaded=loaded,
-                digest=digest,
-                conversion=conversion,
+            # built as without an analysis, by the one conversion below: no islands, none of the
+            # weights it read, no budget or first batch on data the model cannot run
+            source, first = None, []
+            arrays.clear()
+            halves.clear()
+        else:
+            options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
+            at_risk = report.tensors_at_risk()
+            # an If or Loop kept in fp32 keeps its branches too: the precision plan lists those nodes
+            inside = [n for n in subgraph_nodes_of(analysed.graph, set(auto), set()) if n not in auto]
+            named = options.fp32_nodes or options.fp32_ops
+            ui.info(
+                f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
+                f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
+                + (f" and the {len(inside)} inside their subgraphs" if inside else "")
+                + (" by it, besides those --fp32-nodes/--fp32-ops name" if named else "")
+                + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
             )
-        options = replace(options, auto_fp32_nodes={**auto, **options.auto_fp32_nodes})
-        at_risk = report.tensors_at_risk()
-        # an If or Loop kept in fp32 keeps its branches too: the precision plan lists those nodes
-        inside = [n for n in subgraph_nodes_of(analysed.graph, set(auto), set()) if n not in auto]
-        named = options.fp32_nodes or options.fp32_ops
-        ui.info(
-            f"fp16 range analysis on {report.samples} samples: {len(at_risk)} tensor(s) and "
-            f"{len(report.weights_at_risk())} weight(s) at risk; {len(auto)} node(s) kept in fp32"
-            + (f" and the {len(inside)} inside their subgraphs" if inside else "")
-            + (" by it, besides those --fp32-nodes/--fp32-ops name" if named else "")
-            + (f" ({len(released)} more flagged, released: no measurable effect)" if released else "")
-        )
-        if broken := nonfinite_layer_weights(analysed, report):
-            ui.warn(broken)
-        report.notes.extend(released)
-        ranges = _sidecar(dest, ".ranges.json")  # written once the fp16 model is (below)
-        pending = (ranges, to_jsonable(report_json(report)))
-        files.append(ranges)
-        info.update(
-            {
-                "range_analysis": report.summary(),
-                "auto_fp32_nodes": len(auto),
-                "released_fp32_nodes": len(released),
-                "ranges": ranges.name,
-            }
-        )
+            if broken := nonfinite_layer_weights(analysed, report):
+                ui.warn(broken)
+            report.notes.extend(released)
+            ranges = _sidecar(dest, ".ranges.json")  # written once the fp16 model is (below)
+            pending = (ranges, to_jsonable(report_json(report)))
+            files.append(ranges)
+            info.update(
+                {
+                    "range_analysis": report.summary(),
+                    "auto_fp32_nodes": len(auto),
+                    "released_fp32_nodes": len(released),
+                    "ranges": ranges.name,
+                }
+            )
     try:
         artifact = _convert(
             model,
