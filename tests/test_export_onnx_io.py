@@ -390,6 +390,47 @@ def test_an_export_leaves_no_body_name_shadowing_an_outer_one(tmp_path: Path) ->
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("outer", ["weight", "input"])
+@pytest.mark.parametrize("slim", ["kept", "refused", "refused, as given", "off"])
+def test_a_hidden_body_weight_of_other_values_is_said_once_whichever_model_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outer: str, slim: str
+) -> None:
+    """A then-branch weight ``w`` that the main graph's ``w`` (other values) hides is dropped, in a
+    notice, before onnxslim: the export said it once per model it saved, so twice where onnxslim's
+    output kept the weight and was refused (the simplified model, then the unsimplified one), and
+    not at all where onnxslim's output was kept (onnxslim drops such a weight itself). Now once,
+    whichever is kept, and the file computes what the source computes."""
+    import edgedeploy.stages.export as export_stage
+    from tests.precision import models
+
+    def as_given_but_invalid(model: onnx.ModelProto) -> onnx.ModelProto:
+        slimmed = onnx.ModelProto()
+        slimmed.CopyFrom(model)
+        slimmed.graph.initializer[0].data_type = 0  # as _broken_by_slim("checker")
+        return slimmed
+
+    src = models.save(models.shadowed_weight_model(outer), tmp_path / "m.onnx")
+    if slim == "refused":
+        monkeypatch.setattr(export_stage, "simplify", _broken_by_slim("checker"))
+    elif slim == "refused, as given":
+        monkeypatch.setattr(export_stage, "simplify", as_given_but_invalid)
+    notices: list[str] = []
+    options = ExportOptions(simplify=slim != "off")
+    result = export(str(src), tmp_path / "out.onnx", options, notify=notices.append)
+    assert result.simplified == (slim == "kept")
+    hidden = [n for n in notices if "holds a weight 'w' that an enclosing graph's 'w' hides" in n]
+    assert len(hidden) == 1 and hidden[0].startswith("notice: body 'then' "), notices
+    model = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert _shadowed(model.graph) == []
+    feed = {"x": np.ones((2, 4), np.float32)} | ({"w": np.float32([1, 2, 3, 4])} if outer == "input" else {})
+    exported = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    source = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    for sign in (1, -1):
+        fed = {**feed, "x": sign * feed["x"]}
+        np.testing.assert_array_equal(exported.run(None, fed)[0], source.run(None, fed)[0])
+
+
 def _broken_by_slim(kind: str) -> Any:
     """A stand-in for onnxslim whose output is invalid as ddddocr 1.6.1's common_old.onnx came out
     of it (a tensor of data type 0), or loads in no ONNX Runtime (an op of no known domain)."""

@@ -277,40 +277,6 @@ def test_unshadowing_drops_a_body_weight_an_outer_name_hides_and_keeps_what_the_
     assert again.dropped == [] and again.renamed == []
 
 
-def _shadowed_weight_model(outer: str) -> onnx.ModelProto:
-    """x -> h = x * x; If(sum(x) > 0): then h * w (the body's own weight ``w`` = [3, -2, 1.5, .25]),
-    else h - w; the main graph's ``w`` = [1, 2, 3, 4] is a weight, a graph input or a node output."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    inner = numpy_helper.from_array(np.array([3, -2, 1.5, 0.25], np.float32), "w")
-    out = helper.make_tensor_value_info
-    then_g = helper.make_graph(
-        [helper.make_node("Mul", ["h", "w"], ["t"])], "then", [], [out("t", 1, None)], [inner]
-    )
-    else_g = helper.make_graph([helper.make_node("Sub", ["h", "w"], ["e"])], "else", [], [out("e", 1, None)])
-    values = numpy_helper.from_array(np.array([1, 2, 3, 4], np.float32), "w0" if outer == "node" else "w")
-    inits = [numpy_helper.from_array(np.array(0, np.float32), "zero")]
-    inputs = [out("x", TensorProto.FLOAT, ["n", 4])]
-    nodes = []
-    if outer == "weight":
-        inits.append(values)
-    elif outer == "node":
-        inits.append(values)
-        nodes.append(helper.make_node("Identity", ["w0"], ["w"]))
-    else:
-        inputs.append(out("w", TensorProto.FLOAT, [4]))
-    nodes += [
-        helper.make_node("Mul", ["x", "x"], ["h"]),
-        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-        helper.make_node("Greater", ["s", "zero"], ["c"]),
-        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
-    ]
-    graph = helper.make_graph(nodes, "g", inputs, [out("y", TensorProto.FLOAT, ["n", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.mark.parametrize("outer", ["weight", "input", "node"])
 def test_unshadowing_keeps_what_the_runtimes_compute_when_the_hidden_weight_differs(outer: str) -> None:
     """A body weight whose name an enclosing graph defines, with OTHER values: ONNX Runtime and onnx's
@@ -320,8 +286,9 @@ def test_unshadowing_keeps_what_the_runtimes_compute_when_the_hidden_weight_diff
     from onnx.reference import ReferenceEvaluator
 
     from calibration.graphs import unshadow_subgraph_names
+    from tests.precision import models
 
-    model = _shadowed_weight_model(outer)
+    model = models.shadowed_weight_model(outer)
     feed = {"x": np.ones((2, 4), np.float32)}
     if outer == "input":
         feed["w"] = np.array([1, 2, 3, 4], np.float32)

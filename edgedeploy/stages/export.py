@@ -1202,6 +1202,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     for value in [*graph.input, *graph.output, *graph.value_info]:
         if value.name in not_tensors:
             value.type.CopyFrom(not_tensors[value.name])
+    # onnxslim gives a body's folded Constants the names of the main graph's equal ones, in a model
+    # handed to it unshadowed too (hey_jarvis: tests/test_export_onnx_io.py): its own, so unsaid
+    unshadow_subgraph_names(slimmed)
     return slimmed
 
 
@@ -1265,6 +1268,7 @@ def finalize_onnx(
         fed = "random inputs of the shapes given (" + ", ".join(_dims(n, d) for n, d in shapes.items()) + ")"
     # without them, random inputs that fail a model of dynamic dims say where to give them
     hint = _shapes_hint(model, shapes) if shapes is not None else ""
+    _unshadow(model, notify)  # once, before onnxslim: both candidates below come from it
     if options.simplify:
         unsimplified = onnx.ModelProto()
         unsimplified.CopyFrom(model)  # onnxslim may change its input in place
@@ -1296,6 +1300,20 @@ def finalize_onnx(
     return model, before, len(model.graph.node), False
 
 
+def _unshadow(model: onnx.ModelProto, notify: Notify) -> None:
+    """Leave no name a body defines repeating an outer one (:func:`unshadow_subgraph_names`), a file
+    that onnxslim, onnx's type inference and the fp16 converter read as one tensor: a body's weight
+    an enclosing name hides goes (the runtimes read the outer one), other repeated body names are
+    renamed. A dropped weight of other values than the outer one is said, in one notice each."""
+    for body, weight, same in unshadow_subgraph_names(model).dropped:
+        if not same:
+            notify(
+                f"notice: body '{body}' holds a weight '{weight}' that an enclosing graph's '{weight}' "
+                "hides (ONNX Runtime and onnx's reference evaluator read the enclosing one, of other "
+                "values): dropped, the model computes what it did"
+            )
+
+
 def _saved(
     model: onnx.ModelProto,
     src: Path,
@@ -1312,16 +1330,6 @@ def _saved(
     names, before it takes its name; returns why it was loaded only, if it was. ``checker``:
     :func:`edgedeploy.onnxio.verify` (a failed check is an InputError) or calibration's
     verify_artifact (an ArtifactError, for the caller to word)."""
-    # onnxslim gives a body's folded constants the names of the main graph's equal ones, a file
-    # that onnx's type inference and the fp16 converter read as one tensor: such body weights go
-    # (the runtimes read the outer one), other repeated body names are renamed
-    for body, weight, same in unshadow_subgraph_names(model).dropped:
-        if not same:
-            notify(
-                f"notice: body '{body}' holds a weight '{weight}' that an enclosing graph's '{weight}' "
-                "hides (ONNX Runtime and onnx's reference evaluator read the enclosing one, of other "
-                "values): dropped, the model computes what it did"
-            )
     name_dynamic_dims(model, exported=exported)
     unrun: list[str] = []
 
