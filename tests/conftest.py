@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import signal
 import subprocess
@@ -147,6 +149,22 @@ def run_cli(
         env=env,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_in_process(*args: str | Path) -> tuple[int, str, str]:
+    """``edgedeploy ARGS`` in this process, so that what a test patched in (fakes, counters) stays
+    in force: (exit code, stdout, stderr), the code as Python's exit gives it for the SystemExit
+    main() raises (none: 0)."""
+    from edgedeploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return (0 if code is None else code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -8,27 +8,13 @@ the installed entry point in a subprocess, as a user does.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edgedeploy.cli import main
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``edgedeploy ARGS`` in this process: exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
+from tests.conftest import run_in_process
 
 
 def assert_one_usage_line(code: int, stdout: str, stderr: str, *needles: str) -> str:
@@ -74,11 +60,11 @@ USAGE_ERRORS = [
 def test_click_usage_error_is_one_line_naming_the_command_and_exit_2(
     argv: list[str], needles: list[str]
 ) -> None:
-    assert_one_usage_line(*run_main(*argv), *needles)
+    assert_one_usage_line(*run_in_process(*argv), *needles)
 
 
 def test_a_usage_error_writes_nothing(tmp_path: Path) -> None:
-    code, stdout, stderr = run_main(
+    code, stdout, stderr = run_in_process(
         "build", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out"), "--precison"
     )
     assert_one_usage_line(code, stdout, stderr, "no such option '--precison'")
@@ -89,7 +75,7 @@ def test_a_usage_error_writes_nothing(tmp_path: Path) -> None:
     "argv", [["--help"], ["build", "--help"], ["targets", "--help"], ["bundle", "verify", "--help"]]
 )
 def test_help_still_prints_the_help_and_exits_0(argv: list[str]) -> None:
-    code, stdout, stderr = run_main(*argv)
+    code, stdout, stderr = run_in_process(*argv)
     assert code == 0, stderr
     assert "Usage:" in stdout and "--help" in stdout
     assert stderr == ""
@@ -97,7 +83,7 @@ def test_help_still_prints_the_help_and_exits_0(argv: list[str]) -> None:
 
 def test_a_group_without_its_command_prints_its_help() -> None:
     """``edgedeploy`` alone (no_args_is_help): the help on stdout, click's exit code 2, no error line."""
-    code, stdout, stderr = run_main()
+    code, stdout, stderr = run_in_process()
     assert code == 2
     assert "Usage:" in stdout and " build " in stdout
     assert "error" not in stderr

@@ -7,8 +7,6 @@ About 40 s on 2 cores.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.ortvalues import ort_feed
-from tests.conftest import onnx_node_test
+from tests.conftest import onnx_node_test, run_in_process
 
 
 def _model(
@@ -45,18 +43,15 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
+def _cli(*args: str) -> tuple[int, str]:
+    """``edgedeploy ARGS`` in this process: (exit code, stderr)."""
+    code, _out, err = run_in_process(*args)
+    return code, err
+
+
 def build(model: Path, out: Path, *args: str) -> tuple[int, str]:
     """``edgedeploy build`` in this process: (exit code, stderr)."""
-    from edgedeploy.cli import main
-
-    err = io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(["build", str(model), "-o", str(out), *args])
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), err.getvalue()
+    return _cli("build", str(model), "-o", str(out), *args)
 
 
 def run(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -439,18 +434,9 @@ def test_a_weight_only_int8_model_is_called_int8_by_build_and_calibrate_alike(tm
     warned = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and "--calib-data: not used" in warned[0], err
     assert "its weights are int8" in warned[0] and "its activations float" in warned[0]
-    from edgedeploy.cli import main
-
-    err_io = io.StringIO()
-    out_io = io.StringIO()
-    with (
-        contextlib.redirect_stderr(err_io),
-        contextlib.redirect_stdout(out_io),
-        pytest.raises(SystemExit) as exited,
-    ):
-        main(["calibrate", str(path), "--data", data, "-o", str(tmp_path / "c")])
-    assert_one_line_refusal(int(exited.value.code or 0), err_io.getvalue(), "already an int8 model")
-    assert "its weights are int8" in err_io.getvalue()
+    code, err = _cli("calibrate", str(path), "--data", data, "-o", str(tmp_path / "c"))
+    assert_one_line_refusal(code, err, "already an int8 model")
+    assert "its weights are int8" in err
     assert not (tmp_path / "c").exists()
 
 
@@ -571,16 +557,7 @@ def _reference(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.n
 
 def calibrate(model: Path, out: Path, *args: str) -> tuple[int, str]:
     """``edgedeploy calibrate`` in this process: (exit code, stderr)."""
-    from edgedeploy.cli import main
-
-    err = io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(["calibrate", str(model), "-o", str(out), *args])
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), err.getvalue()
+    return _cli("calibrate", str(model), "-o", str(out), *args)
 
 
 @pytest.mark.parametrize("case", ["hardmax-opset4", "onnx-scan-sum-opset8"])
@@ -749,19 +726,11 @@ def test_compare_of_a_below_opset_6_reference_emulates_its_fp16_build(tmp_path: 
     reference converted as the fp16 build converted it, and compares (per layer too)."""
     import json
 
-    from edgedeploy.cli import main
-
     path = _save(_below_opset6("matmul", 4), tmp_path / "old.onnx")
     artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16", "--fp32-nodes", "tr")
     report = tmp_path / "compare.json"
-    err = io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(["compare", str(path), str(artifact), "--per-layer", "--json", str(report)])
-        except SystemExit as exc:
-            code = exc.code
-    assert not code and "error:" not in err.getvalue(), err.getvalue()
+    code, err = _cli("compare", str(path), str(artifact), "--per-layer", "--json", str(report))
+    assert not code and "error:" not in err, err
     result = json.loads(report.read_text())
     measured = [(k, v) for k, v in _items(result) if k.endswith(".cosine")]
     assert {k for k, _ in measured} == {".compare.outputs.y.cosine", ".per_layer.layers.cosine"}, result
@@ -776,23 +745,15 @@ def test_analyze_below_opset_6_reads_the_model_the_fp16_build_analyses(tmp_path:
     said in the build's notice line: its node count and fp32 nodes are the build plan's."""
     import json
 
-    from edgedeploy.cli import main
-
     path = _save(_below_opset6("cnn", 4), tmp_path / "old.onnx")
     report = tmp_path / "ranges.json"
-    err, out = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            main(["analyze", str(path), "--data", "random:0", "--json", str(report)])
-        except SystemExit as exc:
-            code = exc.code
-    assert not code and "error:" not in err.getvalue(), err.getvalue()
-    notes = [line for line in err.getvalue().splitlines() if "opset 4 to 13" in line]
-    assert len(notes) == 1 and "old.onnx" in notes[0], err.getvalue()
+    code, out, err = run_in_process("analyze", path, "--data", "random:0", "--json", report)
+    assert not code and "error:" not in err, err
+    notes = [line for line in err.splitlines() if "opset 4 to 13" in line]
+    assert len(notes) == 1 and "old.onnx" in notes[0], err
     assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
     plan = json.loads((tmp_path / "o" / "old.fp16.plan.json").read_text())
-    assert f"keeps 0 of {plan['nodes_total']} nodes" in " ".join(out.getvalue().split()), out.getvalue()
+    assert f"keeps 0 of {plan['nodes_total']} nodes" in " ".join(out.split()), out
     ranges = json.loads(report.read_text())
     assert ranges["model"] == str(path)
     analysed = {t["producer"] for t in ranges["tensors"] if t["producer"]}
@@ -801,12 +762,9 @@ def test_analyze_below_opset_6_reads_the_model_the_fp16_build_analyses(tmp_path:
     nodes = [helper.make_node("Mod", ["x", "x"], ["y"], name="mod", fmod=0)]
     io_ = [_vi("x", TensorProto.FLOAT, [2, 3])], [_vi("y", TensorProto.FLOAT, [2, 3])]
     mod = _save(_model(nodes, *io_, [], opsets={"": 13}), tmp_path / "mod.onnx")
-    with contextlib.redirect_stderr(err := io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(["analyze", str(mod), "--data", "random:0"])
-        except SystemExit as exc:
-            code = exc.code
-    assert_one_line_refusal(int(code or 0), err.getvalue(), "ONNX Runtime cannot run mod.onnx")
+    assert_one_line_refusal(
+        *_cli("analyze", str(mod), "--data", "random:0"), "ONNX Runtime cannot run mod.onnx"
+    )
 
 
 def _items(value: object, key: str = "") -> list[tuple[str, object]]:
@@ -877,8 +835,6 @@ def test_compare_runs_a_reference_onnx_runtime_cannot_load_from_its_fp16_build_c
     comparisons pass."""
     import json
 
-    from edgedeploy.cli import main
-
     if case.startswith("pytorch"):
         source, opset = onnx.load(ONNX_BACKEND_DATA / case / "model.onnx"), 6
     else:
@@ -887,16 +843,10 @@ def test_compare_runs_a_reference_onnx_runtime_cannot_load_from_its_fp16_build_c
     artifact = assert_built_and_valid(path, tmp_path / "o", "--precision", "fp16")
     for extra in ((), ("--per-layer",)):
         report = tmp_path / f"compare{len(extra)}.json"
-        err = io.StringIO()
-        code: int | str | None = 0
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                main(["compare", str(path), str(artifact), *extra, "--json", str(report)])
-            except SystemExit as exc:
-                code = exc.code
-        assert not code and "error:" not in err.getvalue(), err.getvalue()
-        notes = [line for line in err.getvalue().splitlines() if f"opset {opset} to 13" in line]
-        assert len(notes) == 1 and "model.onnx" in notes[0], err.getvalue()
+        code, err = _cli("compare", str(path), str(artifact), *extra, "--json", str(report))
+        assert not code and "error:" not in err, err
+        notes = [line for line in err.splitlines() if f"opset {opset} to 13" in line]
+        assert len(notes) == 1 and "model.onnx" in notes[0], err
         assert "ONNX Runtime cannot load" in notes[0], notes
         result = json.loads(report.read_text())
         outputs = (result["compare"] if extra else result)["outputs"]
@@ -917,7 +867,6 @@ def test_compare_per_layer_converts_an_unloadable_reference_once(
     import json
 
     import calibration.qdq
-    from edgedeploy.cli import main
 
     source = onnx.load(ONNX_BACKEND_DATA / "pytorch-converted/test_Linear" / "model.onnx")
     path = _save(source, tmp_path / "model.onnx")
@@ -936,20 +885,14 @@ def test_compare_per_layer_converts_an_unloadable_reference_once(
     monkeypatch.setattr(calibration.qdq, "convert_opset", counted_convert)
     monkeypatch.setattr(calibration.qdq, "check_conversion", counted_check)
     report = tmp_path / "compare.json"
-    err = io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(["compare", str(path), str(artifact), "--per-layer", "--json", str(report)])
-        except SystemExit as exc:
-            code = exc.code
-    assert not code and "error:" not in err.getvalue(), err.getvalue()
+    code, err = _cli("compare", str(path), str(artifact), "--per-layer", "--json", str(report))
+    assert not code and "error:" not in err, err
     assert calls == {"convert_opset": 1, "check_conversion": 1}, calls
     result = json.loads(report.read_text())
     assert result["compare"]["reference_conversion"] == result["per_layer"]["reference_conversion"]
     assert result["compare"]["reference_conversion"]["from"] == 6
     assert result["per_layer"]["layers"] and result["compare"]["outputs"]
-    assert len([line for line in err.getvalue().splitlines() if "opset 6 to 13" in line]) == 1
+    assert len([line for line in err.splitlines() if "opset 6 to 13" in line]) == 1
 
 
 def _gemm6_gelu() -> onnx.ModelProto:
@@ -971,20 +914,6 @@ def _gemm6_gelu() -> onnx.ModelProto:
         opsets={"": 6, "com.microsoft": 1},
         ir=4,
     )
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    """``edgedeploy ARGS`` in this process: (exit code, stderr)."""
-    from edgedeploy.cli import main
-
-    err = io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), err.getvalue()
 
 
 def test_an_opset_conversion_neither_runtime_can_check_is_said_and_recorded_unchecked(tmp_path: Path) -> None:

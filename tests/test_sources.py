@@ -101,7 +101,7 @@ def test_input_shapes_beside_data_files_are_refused_by_every_command_before_any_
     analyze, calibrate, bundle and build --calib-data (they ran on the files' 16x16), while an fp32
     build refuses an unused --input. One rule for all: --input gives the shapes of random data, and
     beside data that is not random it is refused in one line, exit 2, nothing written."""
-    from tests.test_cli_usage_errors import run_main
+    from tests.conftest import run_in_process
 
     model = _conv_hw(tmp_path / "hw.onnx")
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
@@ -128,7 +128,7 @@ def test_input_shapes_beside_data_files_are_refused_by_every_command_before_any_
         ("build", str(model), "--precision", "fp16", "--calib-data", str(spec), *shape, "-o", str(out)),
     ]
     for args in runs:
-        code, _, stderr = run_main(*args)
+        code, _, stderr = run_in_process(*args)
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, (args, stderr)
         option = "--calib-data" if args[0] == "build" else "--data"
@@ -137,7 +137,7 @@ def test_input_shapes_beside_data_files_are_refused_by_every_command_before_any_
             "it holds: drop --input"
         ), lines[0]
         assert not out.exists(), args
-    random = run_main("compare", str(model), str(model), "--data", "random:1", *shape, "--samples", "2")
+    random = run_in_process("compare", str(model), str(model), "--data", "random:1", *shape, "--samples", "2")
     assert random[0] == 0, random[2]
 
 

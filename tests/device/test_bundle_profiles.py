@@ -10,8 +10,6 @@ shapes outside the profile it runs.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -29,24 +27,12 @@ from edgedeploy.errors import InputError
 from edgedeploy.options import parse_profiles
 from edgedeploy.pipeline.pack import build_settings
 from edgedeploy.targets import load_target
+from tests.conftest import run_in_process as cli
 from tests.conftest import validate_manifest
 
 R35 = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref"
 SMALL = {"input": {"min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [4, 1, 8, 8]}}
 LARGE = {"input": {"min": [8, 1, 8, 8], "opt": [16, 1, 8, 8], "max": [32, 1, 8, 8]}}
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    from edgedeploy.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
 
 
 def one_line(stderr: str) -> str:
