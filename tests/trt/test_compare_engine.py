@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +11,7 @@ from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.options import ShapeProfile
 from edgedeploy.targets import load_target
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    from edgedeploy.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
+from tests.conftest import run_in_process as cli
 
 
 @pytest.mark.trt_versions("10.13.0")
