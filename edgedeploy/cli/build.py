@@ -297,8 +297,10 @@ def _built_state(skipped: bool, checked: str, shapes_given: bool, takes_data: bo
     run once before it is called built); one only loaded says that instead, with what failed it and,
     where random inputs did, where better ones come from (its shapes only when none were given; real
     inputs only where the build ``takes_data``: fp32 reads no --calib-data, and refuses it).
-    The exit stays 0: the artifact was made and loads; the data is at fault."""
-    if not checked.startswith("loaded, not run"):
+    The exit stays 0: the artifact was made and loads; the data is at fault. A TensorRT engine no
+    GPU runtime here could run ("built, not run", edgedeploy/backends/trt_check.py's NOT_RUN) says
+    so too: it was never run."""
+    if not checked.startswith(("loaded, not run", "built, not run")):
         return "up to date, skipped" if skipped else "built"
     state = f"up to date, skipped; {checked}" if skipped else checked
     if "random inputs fail" not in checked:
