@@ -50,13 +50,15 @@ gpu_tests_can_run = trt_env.gpu_tests_can_run
 ENV_KEY_FIELDS = ("tensorrt", "gpu_name", "compute_capability", "cuda_driver", "jetson_model", "l4t_release")
 
 
-def _input_record(path: Path | None) -> dict[str, str] | None:
-
+def _input_record(path: Path | None, sidecar: Path) -> dict[str, str] | None:
+    """A file the engine was built from, by content, and by path from the ``sidecar``'s folder, so
+    it resolves wherever the build ran and the folder holding both is moved
+    (trt_sidecar.recorded_path)."""
     if path is None:
         return None
     if not Path(path).is_file():
         raise not_a_file("file", path)
-    return {"path": str(path), "sha256": sha256_file(path)}
+    return {**trt_sidecar.relative_record(path, sidecar), "sha256": sha256_file(path)}
 
 
 class TensorRTBackend:
@@ -113,12 +115,15 @@ class TensorRTBackend:
         env = trt_env.environment()
         version = TrtVersion.parse(env["tensorrt"] or "0.0")
         plan = plan_build(model, options, version, read_model_facts(model))
+        out_dir = Path(out_dir)
+        engine = out_dir / f"{model.stem}.engine"
+        sidecar = trt_sidecar.sidecar_path(engine)
         inputs = {
-            "model": _input_record(model),
-            "calibration_cache": _input_record(Path(plan.calibration_cache))
+            "model": _input_record(model, sidecar),
+            "calibration_cache": _input_record(Path(plan.calibration_cache), sidecar)
             if plan.calibration_cache
             else None,
-            "precision_plan": _input_record(options.precision_plan) if plan.fp32_layers else None,
+            "precision_plan": _input_record(options.precision_plan, sidecar) if plan.fp32_layers else None,
         }
         key = sha256_json(
             {
@@ -128,9 +133,6 @@ class TensorRTBackend:
                 "target": options.target.name,
             }
         )
-        out_dir = Path(out_dir)
-        engine = out_dir / f"{model.stem}.engine"
-        sidecar = trt_sidecar.sidecar_path(engine)
         layers = trt_sidecar.layers_path(engine)
         files = [engine, sidecar, layers]
 

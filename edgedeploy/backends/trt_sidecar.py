@@ -10,6 +10,7 @@ what differs and how to rebuild (docs/design.md, problem 1).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,18 +44,44 @@ def read_sidecar(engine: Path) -> dict[str, Any] | None:
     return data
 
 
+# what "relative_to" says of an input record's path: from the sidecar's own folder. A record without
+# it (a sidecar written before) holds the path as the build was given it: from the folder it ran in.
+RELATIVE_TO_SIDECAR = "sidecar"
+
+
+def relative_record(path: Path, sidecar: Path) -> dict[str, str]:
+    """The ``path`` and ``relative_to`` of an input record: ``path`` as seen from ``sidecar``'s
+    folder (both resolved first, so a symlinked folder on the way does not mislead ``..``)."""
+    where = os.path.relpath(os.path.realpath(path), os.path.realpath(sidecar.parent))
+    return {"path": Path(where).as_posix(), "relative_to": RELATIVE_TO_SIDECAR}
+
+
+def recorded_path(engine: Path, record: object) -> Path | None:
+    """The file an input record of ``engine``'s sidecar names: from the sidecar's folder where the
+    record says so (:func:`relative_record`), else as written (an older sidecar: from the working
+    directory, as it was read before); None where the record names none."""
+    if not isinstance(record, dict):
+        return None
+    path = record.get("path")
+    if not isinstance(path, str) or not path:
+        return None
+    if record.get("relative_to") == RELATIVE_TO_SIDECAR:
+        return sidecar_path(engine).parent / path
+    return Path(path)
+
+
 def _model_candidates(engine: Path) -> Iterator[Path]:
-    """Where the ONNX model an engine was built from may be: the sidecar's record (as written,
-    relative to the folder the build ran in, then its name beside the engine), then the model of
-    the engine's stem beside it (``build`` writes ``model.fp16.engine`` beside ``model.fp16.onnx``)."""
+    """Where the ONNX model an engine was built from may be: the sidecar's record
+    (:func:`recorded_path`, then its name beside the engine), then the model of the engine's stem
+    beside it (``build`` writes ``model.fp16.engine`` beside ``model.fp16.onnx``)."""
     try:
         recorded = ((read_sidecar(engine) or {}).get("inputs") or {}).get("model") or {}
     except InputError:
         recorded = {}
-    path = recorded.get("path") if isinstance(recorded, dict) else None
-    if isinstance(path, str) and path:
-        yield Path(path)
-        yield engine.parent / Path(path).name
+    path = recorded_path(engine, recorded)
+    if path is not None:
+        yield path
+        yield engine.parent / path.name
     yield engine.with_suffix(".onnx")
 
 
@@ -160,7 +187,8 @@ def check_loadable(engine: Path, built: dict[str, Any] | None, here: dict[str, s
         return []
     diffs = differences(built, here)
     if diffs:
-        source = built.get("inputs", {}).get("model", {}).get("path", "the ONNX model")
+        recorded = recorded_path(engine, (built.get("inputs") or {}).get("model"))
+        source = os.path.normpath(recorded) if recorded is not None else "the ONNX model"
         target = built.get("target", "TARGET")
         raise InputError(
             f"{engine.name} was built for {', '.join(diffs)}: rebuild it on this machine with "
