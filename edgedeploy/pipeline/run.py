@@ -591,6 +591,10 @@ def profile_options(
         iterations=p.iterations,
         duration_s=p.duration_s,
         batch_sizes=tuple(p.batch_sizes),
+        # an engine whose profile does not take them is timed at its opt batch (said in a warning):
+        # the batch sizes are every artifact's, and the engine's profile is known once it is built
+        opt_batch_outside_profile=True,
+        batch_sizes_option="[profile] batch_sizes",
         threads=p.threads or config.build.threads,
         # [model] inputs: the shapes of the random data, as profile's --input
         shapes=(

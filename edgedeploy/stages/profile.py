@@ -82,6 +82,11 @@ class ProfileOptions:
     # not an image folder (DataSource.notes, as compare says it)
     preprocess_option: str | None = None
     # TensorRT engines only
+    # batch sizes an engine's profile does not take are timed at its opt batch, said in a warning
+    # (run and matrix: the config's batch sizes serve every artifact, built before the engine's
+    # profile is known); else one asked for is refused before any batch is timed
+    opt_batch_outside_profile: bool = False
+    batch_sizes_option: str = "--batch-sizes"  # where other batch sizes are given, for that warning
     cuda_graph: bool = False
     no_data_transfers: bool = False
     per_layer: bool = False
@@ -623,18 +628,26 @@ def profile_engine_batches(
     sizes = resolved_batch_sizes(options, dynamic, static)
     warnings: list[str] = []
     # no batch asked (neither --batch-sizes nor dim 0 of --input): 1, or where no profile takes 1
-    # the first profile's opt batch, as the bundle's benchmark.sh picks it
+    # the first profile's opt batch, as the bundle's benchmark.sh picks it; run's and matrix's batch
+    # sizes (opt_batch_outside_profile) take it in place of those the profile does not take
     asked = not options.batch_from_shapes or any(dims and n in dynamic for n, dims in options.shapes.items())
     ranges = batch_ranges(inputs, axes)
-    if not asked and sizes == (1,) and ranges and not any(lo <= 1 <= hi for lo, hi in ranges):
+    outside = [b for b in sizes if ranges and not any(lo <= b <= hi for lo, hi in ranges)]
+    if outside and (not asked or options.opt_batch_outside_profile):
         first = next(t for t in inputs if axes[t.name])
-        sizes = (first.profiles[0][1][axes[first.name][0]],)
+        opt = first.profiles[0][1][axes[first.name][0]]
+        sizes = tuple(dict.fromkeys(opt if b in outside else b for b in sizes))
         spans = " or ".join(f"{lo}..{hi}" for lo, hi in ranges)
+        were = (
+            f"batch {outside[0]} is" if len(outside) == 1 else f"batches {', '.join(map(str, outside))} are"
+        )
         warnings.append(
-            f"batch 1 is outside the engine's profile{'s' if len(ranges) > 1 else ''} (batch {spans}): "
-            f"profiled its opt batch {sizes[0]} (give others with --batch-sizes)"
+            f"{were} outside the engine's profile{'s' if len(ranges) > 1 else ''} (batch {spans}): "
+            f"profiled its opt batch {opt} (give others with {options.batch_sizes_option})"
         )
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
+    for batch in options.batch_sizes:  # a batch the engine cannot take: refused before any is timed
+        engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
     batches: list[BatchProfile] = []
     settings: dict[str, Any] = {}
     shapes_used: dict[str, dict[str, list[int]]] = {}  # per batch, as the ONNX Runtime JSON has them

@@ -10,13 +10,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgedeploy.backends.base import BuildOptions
 from edgedeploy.backends.tensorrt import TensorRTBackend
 from edgedeploy.backends.trt_sidecar import engine_model_inputs
+from edgedeploy.config import load_config
+from edgedeploy.errors import InputError
+from edgedeploy.options import ShapeProfile
+from edgedeploy.pipeline import run_pipeline
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.targets import load_target
+from edgedeploy.ui import Ui
 from tests.trt.test_profile_cli_path import STATE_PROFILE, _state_model
 
 
@@ -95,3 +101,78 @@ def test_an_old_sidecar_s_model_path_is_read_from_the_working_directory_as_befor
     sidecar.write_text(json.dumps(old))
     specs = engine_model_inputs(engine, {"x": 2, "state": 3})
     assert specs is not None and [s.shape for s in specs] == [("batch", 16), (2, "batch", 8)]
+
+
+def _data(path: Path, samples: int, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    np.savez(path, input=rng.standard_normal((samples, 1, 8, 8)).astype(np.float32))
+    return path
+
+
+def _run_config(tmp_path: Path, model: Path, data: str, extra: str = "", compare_data: str = "") -> Path:
+    path = tmp_path / "edgedeploy.toml"
+    path.write_text(f"""
+workdir = "work"
+
+[model]
+source = "{model}"
+name = "cnn"
+
+[build]
+target = "rtx4090"
+backend = "tensorrt"
+precisions = ["fp32"]
+profiles = [{{input = {{min = [2, 1, 8, 8], opt = [4, 1, 8, 8], max = [8, 1, 8, 8]}}}}]
+
+[calibration]
+data = "{data}"
+
+[compare]
+data = "{compare_data or data}"
+samples = 8
+batch_size = 4
+min_cosine = 0.99
+
+[profile]
+iterations = 2
+warmup_ms = 0
+{extra}
+
+[bundle]
+enabled = false
+""")
+    return path
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_run_profiles_an_engine_whose_profile_starts_above_batch_1_at_its_opt_batch(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """[build] profiles from batch 2 and [profile] batch_sizes left at its default [1]: the profile
+    stage failed ("batch 1 is below the engine's profile minimum 2"). The default batch now takes
+    the engine's opt batch, as a bare `profile ENGINE` does, and says so."""
+    config = _run_config(tmp_path, cnn_models.fp32, str(_data(tmp_path / "d.npz", 8)))
+    ui = Ui(quiet=True)
+    result = run_pipeline(load_config(config), ui)
+    (fp32,) = result.precisions
+    assert list(fp32.profile["batch_sizes"]) == ["4"]
+    said = [m for m in ui.messages if "outside" in m]
+    assert any(
+        "batch 1 is outside the engine's profile (batch 2..8): profiled its opt batch 4" in m for m in said
+    )
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_a_batch_size_the_engine_does_not_take_is_refused_before_any_batch_is_timed(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """`profile ENGINE --batch-sizes 4,1` on a profile from batch 2 timed batch 4 for its duration,
+    then refused batch 1: now refused first, naming the batch and the profile's minimum."""
+    profiles = [ShapeProfile({"input": ((2, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    fake_gpu.state.calls.clear()
+    options = ProfileOptions(warmup_ms=0.0, iterations=2, batch_sizes=(4, 1), measure_power=False)
+    with pytest.raises(InputError, match="batch 1 is below the engine's profile minimum 2"):
+        profile(engine, options)
+    assert "IExecutionContext.execute_async_v3" not in fake_gpu.state.names()
