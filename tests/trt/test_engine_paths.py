@@ -176,3 +176,27 @@ def test_a_batch_size_the_engine_does_not_take_is_refused_before_any_batch_is_ti
     with pytest.raises(InputError, match="batch 1 is below the engine's profile minimum 2"):
         profile(engine, options)
     assert "IExecutionContext.execute_async_v3" not in fake_gpu.state.names()
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_compare_pads_a_short_last_batch_to_the_engines_profile_minimum_and_drops_the_padding(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path
+) -> None:
+    """10 samples in batches of 4 against an engine whose profile starts at 4: the last batch of 2
+    failed ("outside the engine's profile"). It is padded to 4 with its last sample repeated, the
+    padded rows are left out of the figures, and a warning says so."""
+    profiles = [ShapeProfile({"input": ((4, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    data = _data(tmp_path / "d.npz", 10)
+    json_path = tmp_path / "c.json"
+    code, _out, err = cli(
+        "compare", cnn_models.fp32, engine, "--data", data, "--batch-size", "4", "--json", json_path
+    )
+    assert code == 0, err
+    calls = [args for name, args in fake_gpu.state.calls if name == "IExecutionContext.set_input_shape"]
+    assert ("input", (2, 1, 8, 8)) not in calls
+    assert "the last batch of 2 sample(s) was padded to 4" in err, err
+    result = json.loads(json_path.read_text())
+    assert result["data"]["samples_compared"] == 10 and result["iterations"] == 3
+    assert result["data"]["padded"] == [{"batch": 3, "samples": 2, "padded_to": 4}]

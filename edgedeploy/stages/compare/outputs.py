@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from calibration.feeds import batch_axes as feed_batch_axes
 from calibration.feeds import feed_rows, fixed_batches
-from calibration.modelinfo import TensorSpec, model_io
+from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from calibration.sources import Feed
 from edgedeploy.backends import backend_for_artifact
 from edgedeploy.backends.onnxruntime import OnnxRuntimeBackend
@@ -438,11 +439,16 @@ def compare(
     if feeds:
         specs = model_io(reference)[0]  # a time-first model's samples are on its batch axis, not dim 0
         description["samples_compared"] = sum(feed_rows(f, specs) for f in feeds)
+    feeds, padded = _pad_short_batches(reference, candidate, feeds)
+    if padded:
+        description["padded"] = padded
     with scratch_dir("compare") as folder:
         scratch = Path(folder)
         run_reference, conversion = _reference_to_run(prepared or ReferenceRun(reference), scratch)
         run_candidate, mode, precision = _candidate_to_run(run_reference, candidate, scratch, emulate_fp16)
         ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED)
+    if padded:  # the padded rows are left out of every figure
+        ref_out, cand_out = _unpadded(reference, ref_out, padded), _unpadded(reference, cand_out, padded)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -465,6 +471,84 @@ def compare(
         candidate_sha256=digests[1],
         reference_conversion=conversion,
     )
+
+
+def _pad_short_batches(
+    reference: Path, candidate: Path, feeds: list[Feed]
+) -> tuple[list[Feed], list[dict[str, int]]]:
+    """``feeds`` with each batch an engine ``candidate``'s shape profiles do not take because it
+    holds too few samples (the data's short last batch) padded to the least batch a profile takes,
+    its last sample repeated on every input's batch axis; and per padded batch its number (from 1),
+    its own samples and the batch it was padded to, for :func:`_unpadded` and the record. An ONNX
+    candidate, or one whose outputs do not all carry the batch (the padding could not be dropped
+    from them), is left as it is (``compare`` then says which batch the engine refuses)."""
+    ranges = candidate_batches(reference, candidate) if feeds else []
+    if not ranges:
+        return feeds, []
+    specs = model_io(reference)[0]
+    if any(axis is None for axis in _output_batch_axes(reference).values()):
+        return feeds, []
+    axes = feed_batch_axes(specs)
+    out: list[Feed] = []
+    padded: list[dict[str, int]] = []
+    for number, feed in enumerate(feeds, 1):
+        rows = feed_rows(feed, specs)
+        larger = [lo for lo, hi in ranges if lo > rows]
+        if rows < 1 or any(lo <= rows <= hi for lo, hi in ranges) or not larger:
+            out.append(feed)
+            continue
+        size = min(larger)
+        index = np.concatenate([np.arange(rows), np.full(size - rows, rows - 1)])
+        grown: Feed = {}
+        for name, array in feed.items():
+            axis = axes.get(name)
+            usable = axis is not None and np.ndim(array) > axis and np.shape(array)[axis] == rows
+            grown[name] = np.take(array, index, axis=axis) if usable else array
+        out.append(grown)
+        padded.append({"batch": number, "samples": rows, "padded_to": size})
+    return out, padded
+
+
+def _output_batch_axes(reference: Path) -> dict[str, int | None]:
+    """Each output's batch axis, as the model names it (the axis named as its inputs' batch, else a
+    dynamic dim 0); None where it has none."""
+    inputs, outputs = model_io(reference)
+    names = batch_names(inputs)
+    return {o.name: next(iter(batch_axes(o.shape, names)), None) for o in outputs if o.kind is None}
+
+
+def _unpadded(
+    reference: Path, outputs: list[dict[str, np.ndarray]], padded: list[dict[str, int]]
+) -> list[dict[str, np.ndarray]]:
+    """``outputs`` (per batch) with the rows :func:`_pad_short_batches` added cut off again."""
+    axes = _output_batch_axes(reference)
+    kept = list(outputs)
+    for pad in padded:
+        i, rows = pad["batch"] - 1, pad["samples"]
+        if i < len(kept):
+            kept[i] = {
+                name: np.take(array, np.arange(rows), axis=axes[name])
+                if axes.get(name) is not None and np.ndim(array) > (axes[name] or 0)
+                else array
+                for name, array in kept[i].items()
+            }
+    return kept
+
+
+def padding_note(result: CompareResult) -> list[str]:
+    """What was padded to run on an engine (:func:`_pad_short_batches`), one line per batch."""
+    padded = result.data.get("padded")
+    if not isinstance(padded, list):
+        return []
+    said = []
+    for pad in padded:
+        which = "the last batch" if pad["batch"] == result.iterations else f"batch {pad['batch']}"
+        said.append(
+            f"{which} of {pad['samples']} sample(s) was padded to {pad['padded_to']} (the least batch "
+            f"{Path(result.candidate).name}'s shape profile takes) with its last sample repeated; the "
+            "padded rows were not compared"
+        )
+    return said
 
 
 def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]:
@@ -521,6 +605,7 @@ def unapplied(result: CompareResult) -> list[str]:
             )
     elif named is not None and all(m.top1_agreement is None for m in result.outputs.values()):
         found.append("min top-1: no output holds (batch, classes) scores, so the top-1 gate was not applied")
+    found += padding_note(result)
     if result.not_compared:
         found.append(
             f"not compared: output(s) {', '.join(result.not_compared)}, not numeric tensors (compare "
