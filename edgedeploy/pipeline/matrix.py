@@ -33,6 +33,7 @@ from typing import Any
 from calibration.errors import CalibrationError, LoaderFailed
 from calibration.feeds import DataSource
 from calibration.modelinfo import model_io
+from calibration.sources import is_random_spec
 from edgedeploy import __version__
 from edgedeploy.config import PipelineConfig
 from edgedeploy.errors import BudgetMissed, EdgeDeployError, GateFailed, first_line
@@ -279,8 +280,11 @@ def cell_task(
             ui.warn(warning)
         profiled = None
         if profile_options is not None:
+            timed_on = _profile_data(inp / fp32_name, request, feeds, data_description)
             with timing_lock(exclusive=True):  # alone on this machine
-                profiled = profile(artifact, profile_options)
+                profiled = profile(artifact, profile_options, data=timed_on)
+            for warning in profiled.warnings:
+                ui.warn(warning)
         result = {
             "backend": outcome.build.backend,
             "backend_note": outcome.backend_note,
@@ -293,6 +297,33 @@ def cell_task(
             "warnings": [m for m in ui.messages if m.startswith("warning")],
         }
         return _read_dir(out), result
+
+
+def _profile_data(
+    fp32: Path, request: BuildRequest, feeds: list[dict[str, Any]], description: dict[str, Any]
+) -> DataSource | None:
+    """What a cell is timed on, as run's profile stage takes it (run._profile_data): the [compare]
+    data's feeds, else the first batch of the [calibration] data (the one its build read, sent with
+    the request); None, random inputs, when both are random or the calibration data does not feed
+    the model (its build passed over it too)."""
+    inputs = model_io(fp32)[0]
+    if feeds and not description.get("synthetic"):
+        details = {k: v for k, v in description.items() if k not in ("kind", "spec", "synthetic", "limit")}
+        return DataSource(
+            str(description.get("kind")), str(description.get("spec")), inputs, lambda: feeds, details,
+            limit=description.get("limit"),
+        )  # fmt: skip
+    calibration = request.calibration
+    if not calibration.data or is_random_spec(calibration.data):
+        return None
+    try:
+        source = calibration.open(inputs)
+        first = source.first_feed()
+    except LoaderFailed:
+        raise
+    except CalibrationError:
+        return None
+    return replace(source, _make=lambda: [first])
 
 
 # ---------------------------------------------------------------- results

@@ -73,9 +73,9 @@ class ProfileOptions:
     threads: int | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     measure_power: bool = True
-    # what ONNX artifacts are timed on (a data spec, as compare's --data): random inputs of
-    # ``shapes``, or each batch size's first samples of the data (image folders read with
-    # ``preprocess``), as trtexec's --loadInputs; engines are timed on random inputs
+    # what artifacts are timed on (a data spec, as compare's --data): random inputs of ``shapes``,
+    # or each batch size's first samples of the data (image folders read with ``preprocess``), as
+    # trtexec's --loadInputs; ONNX models and engines alike
     data: str = "random"
     preprocess: dict[str, Any] | None = None
     # the option that gave ``preprocess`` (``--preprocess FILE``), named in a warning where the data is
@@ -520,7 +520,8 @@ def profile(
     data: DataSource | None = None,
 ) -> ProfileResult:
     """Profile an ONNX model (ONNX Runtime) or a TensorRT engine (edgedeploy.backends.runtime);
-    ``data``: what an ONNX model is timed on instead of ``options.data`` (:func:`profile_onnx`)."""
+    ``data``: what either is timed on instead of ``options.data`` (:func:`profile_onnx`,
+    :func:`profile_engine_batches`)."""
     if not artifact.is_file():
         raise not_a_file("artifact", artifact)
     if artifact.suffix == ".onnx":
@@ -543,10 +544,7 @@ def profile(
 
     backend_for_artifact(str(artifact))  # raises a clear line where TensorRT is missing
     digest = sha256_file(artifact)
-    result = profile_engine_batches(artifact, options, progress)
-    if data is not None or not is_random_spec(options.data):
-        result.warnings.append(f"{artifact.name}: engines are timed on random inputs, not on the data")
-    return replace(result, sha256=digest)
+    return replace(profile_engine_batches(artifact, options, progress, data), sha256=digest)
 
 
 def engine_batch_shapes(
@@ -609,10 +607,35 @@ def engine_batch_shapes(
     return shapes
 
 
+def _engine_specs(inputs: Sequence[TensorInfo], specs: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """The engine's inputs as the model it was built from declares them (``specs``), else as the
+    engine does, a dynamic dim named by its input and axis (dim 0 the batch), to open data for."""
+    if specs:
+        return list(specs)
+    return [
+        TensorSpec(
+            t.name,
+            tuple(
+                ("batch" if axis == 0 else f"{t.name}_{axis}") if d < 0 else d
+                for axis, d in enumerate(t.shape)
+            ),
+            t.dtype.name,
+        )
+        for t in inputs
+    ]
+
+
 def profile_engine_batches(
-    engine: Path, options: ProfileOptions, progress: Callable[[int, float], None] | None = None
+    engine: Path,
+    options: ProfileOptions,
+    progress: Callable[[int, float], None] | None = None,
+    data: DataSource | None = None,
 ) -> ProfileResult:
-    """Time a TensorRT engine per batch size with CUDA events (trtexec's sections)."""
+    """Time a TensorRT engine per batch size with CUDA events (trtexec's sections): on ``data``
+    (opened by the caller, a run's data) or ``options.data``, each batch size on the data's first
+    samples as :func:`profile_onnx` takes them, at the data's own shapes; else on seeded random
+    inputs of the ``--input`` shapes or the profile's opt shapes. ``settings.data`` says which."""
+    from edgedeploy.backends.runtime.timing import RANDOM_FEED
 
     with EngineSession(engine) as session:
         inputs = [t for t in session.tensors if t.is_input]
@@ -648,15 +671,33 @@ def profile_engine_batches(
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
     for batch in options.batch_sizes:  # a batch the engine cannot take: refused before any is timed
         engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
+    if data is None and not is_random_spec(options.data):
+        most = max(options.batch_sizes)
+        data = open_source(
+            options.data, _engine_specs(inputs, specs), samples=most, batch_size=most,
+            image_options=options.preprocess,
+        )  # fmt: skip
+    if data is not None:
+        warnings.extend(data.notes(options.preprocess_option))
+    names = {t.name for t in inputs}
     batches: list[BatchProfile] = []
     settings: dict[str, Any] = {}
     shapes_used: dict[str, dict[str, list[int]]] = {}  # per batch, as the ONNX Runtime JSON has them
     for batch in options.batch_sizes:
         # --input fixes the other dims; the batch still follows --batch-sizes
         shapes = engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
+        feed: Feed | None = None
+        if data is not None:  # the data's first samples, at its own shapes
+            feed, repeated = _data_feed(data, data.inputs, batch)
+            feed = {name: array for name, array in feed.items() if name in names}
+            warnings.extend([repeated] if repeated else [])
         monitor = PowerMonitor() if options.measure_power else None
 
-        def run(shapes: dict[str, tuple[int, ...]] = shapes, monitor: PowerMonitor | None = monitor) -> Any:
+        def run(
+            shapes: dict[str, tuple[int, ...]] = shapes,
+            monitor: PowerMonitor | None = monitor,
+            feed: Feed | None = feed,
+        ) -> Any:
             return profile_engine(
                 engine,
                 warmup_ms=options.warmup_ms,
@@ -667,6 +708,7 @@ def profile_engine_batches(
                 no_data_transfers=options.no_data_transfers,
                 per_layer=options.per_layer,
                 timed=monitor.window() if monitor is not None else None,
+                feed=feed,
             )
 
         # the monitor samples through loading and warm-up; its window is the timed loop
@@ -697,6 +739,9 @@ def profile_engine_batches(
         shapes_used[str(batch)] = result.settings.get("shapes") or {}
         settings = {k: v for k, v in result.settings.items() if k != "shapes"}
         settings.update(clocks=result.clocks, input_shapes=shapes_used)
+        # what was timed: the data (as profile_onnx says it), else the seeded random inputs
+        described = data.describe() if data is not None else RANDOM_FEED
+        settings["data"] = {k: v for k, v in described.items() if k in (*DATA_FIELDS, "generator")}
     if options.warmup_iterations is not None:
         warnings.append("engines warm up by time (--warmup-ms); --warmup iterations were ignored")
     return ProfileResult(

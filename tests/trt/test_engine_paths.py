@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from edgedeploy.config import load_config
 from edgedeploy.errors import InputError
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline import run_pipeline
+from edgedeploy.pipeline.executors import LocalExecutor
+from edgedeploy.pipeline.matrix import run_matrix
+from edgedeploy.pipeline.matrix_config import load_matrix_config
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.targets import load_target
 from edgedeploy.ui import Ui
@@ -156,6 +160,7 @@ def test_run_profiles_an_engine_whose_profile_starts_above_batch_1_at_its_opt_ba
     result = run_pipeline(load_config(config), ui)
     (fp32,) = result.precisions
     assert list(fp32.profile["batch_sizes"]) == ["4"]
+    assert fp32.profile["settings"]["data"]["synthetic"] is False  # the [compare] data, not random
     said = [m for m in ui.messages if "outside" in m]
     assert any(
         "batch 1 is outside the engine's profile (batch 2..8): profiled its opt batch 4" in m for m in said
@@ -200,3 +205,77 @@ def test_compare_pads_a_short_last_batch_to_the_engines_profile_minimum_and_drop
     result = json.loads(json_path.read_text())
     assert result["data"]["samples_compared"] == 10 and result["iterations"] == 3
     assert result["data"]["padded"] == [{"batch": 3, "samples": 2, "padded_to": 4}]
+
+
+def _uploads(fake_gpu: Any, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """Every host array copied to the fake GPU, from now on."""
+    copied: list[np.ndarray] = []
+    upload = fake_gpu.cuda.memcpy_htod_async
+
+    def recording(dest: Any, src: Any, stream: Any = None) -> None:
+        copied.append(np.array(src, copy=True))
+        upload(dest, src, stream)
+
+    monkeypatch.setattr(fake_gpu.cuda, "memcpy_htod_async", recording)
+    return copied
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_profile_times_an_engine_on_the_data_given_and_says_which(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`profile ENGINE --data d.npz` timed random inputs ("engines are timed on random inputs, not
+    on the data"). Each batch size is now timed on the data's first samples, and settings.data says
+    which data was timed, as for an ONNX model; without data, random and its seed."""
+    profiles = [ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    data = _data(tmp_path / "d.npz", 5)
+    copied = _uploads(fake_gpu, monkeypatch)
+    options = ProfileOptions(
+        warmup_ms=0.0, iterations=2, batch_sizes=(2,), measure_power=False, data=str(data)
+    )
+    result = profile(engine, options)
+    first = np.load(data)["input"][:2]
+    assert copied and all(np.array_equal(a, first) for a in copied)
+    assert result.settings["data"]["spec"] == str(data) and result.settings["data"]["synthetic"] is False
+    assert not any("random" in w for w in result.warnings), result.warnings
+    copied.clear()
+    random = profile(
+        engine, ProfileOptions(warmup_ms=0.0, iterations=2, batch_sizes=(2,), measure_power=False)
+    )
+    assert random.settings["data"]["kind"] == "random" and random.settings["data"]["synthetic"] is True
+    assert copied and not any(np.array_equal(a, first) for a in copied)
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_matrix_times_an_engine_cell_on_the_compare_data_at_a_batch_its_profile_takes(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A matrix cell was profiled on random inputs beside real [compare] data, and at [profile]
+    batch_sizes' default 1 that an engine whose profile starts at 2 refuses: the cell failed. It is
+    now timed on the data's first samples at the profile's opt batch, and its profile says so."""
+    shutil.copy(cnn_models.fp32, tmp_path / "cnn.onnx")
+    data = _data(tmp_path / "val.npz", 8)
+    config = tmp_path / "matrix.toml"
+    config.write_text(
+        'workdir = "farm"\n[build]\nbackend = "tensorrt"\n'
+        "profiles = [{input = {min = [2, 1, 8, 8], opt = [4, 1, 8, 8], max = [8, 1, 8, 8]}}]\n"
+        '[compare]\ndata = "val.npz"\nsamples = 8\nbatch_size = 4\nmin_cosine = 0.99\n'
+        "[profile]\niterations = 2\nwarmup_ms = 0\n[bundle]\nenabled = false\n"
+        '[matrix]\ntargets = ["rtx4090"]\nprecisions = ["fp32"]\n[[matrix.models]]\n'
+        'source = "cnn.onnx"\nname = "cnn"\n'
+    )
+    copied = _uploads(fake_gpu, monkeypatch)
+    executor = LocalExecutor(jobs=1)
+    try:
+        result = run_matrix(load_matrix_config(config), executor, ui=Ui(quiet=True))
+    finally:
+        executor.close()
+    (cell,) = result.cells
+    assert cell.status == "ok", cell.reason
+    assert list(cell.profile["batch_sizes"]) == ["4"]
+    settings = cell.profile["settings"]
+    assert settings["data"]["synthetic"] is False and settings["data"]["spec"].endswith("val.npz")
+    assert any(np.array_equal(a, np.load(data)["input"][:4]) for a in copied)
+    assert any("profiled its opt batch 4" in w for w in cell.warnings), cell.warnings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,12 @@ from edgedeploy.backends.trt_env import tensorrt_version
 from edgedeploy.stats import LatencyStats, latency_quantiles
 
 CV_WARN_PERCENT = 2.5
+# what an engine is timed on without data (EngineSession.random_feed), as a profile's settings.data
+# says it: floats standard normal, booleans 0/1, integers 0..7
+RANDOM_FEED: dict[str, Any] = {
+    "kind": "random", "spec": "random", "synthetic": True, "seed": 0,
+    "generator": "floats standard normal, integers 0..7",
+}  # fmt: skip
 SECTIONS = ("latency", "enqueue", "h2d", "gpu_compute", "d2h")
 PER_LAYER_RUNS = 20
 
@@ -94,18 +101,24 @@ def profile_engine(
     no_data_transfers: bool = False,
     per_layer: bool = False,
     timed: AbstractContextManager[object] | None = None,
+    feed: Mapping[str, np.ndarray] | None = None,
 ) -> EngineProfile:
     """Time ``engine`` for at least ``duration_s`` and ``iterations`` after ``warmup_ms`` of warm-up.
 
     ``timed`` (the power monitor's window) is entered after the warm-up and left after the last
-    timed iteration: loading, warm-up and the per-layer pass are outside it.
+    timed iteration: loading, warm-up and the per-layer pass are outside it. ``feed``: the inputs
+    timed (the user's data, at its own shapes), else seeded random inputs (:data:`RANDOM_FEED`) of
+    ``shapes``.
     """
     import pycuda.driver as cuda
 
     notes: list[str] = []
     with EngineSession(Path(engine)) as session:
-        session.set_input_shapes(shapes or {})
-        session.load(session.random_feed(seed=0))
+        if feed is not None:
+            session.load(feed)
+        else:
+            session.set_input_shapes(shapes or {})
+            session.load(session.random_feed(seed=RANDOM_FEED["seed"]))
         session.copy_inputs()  # device inputs hold data even when timed runs skip the copies
         session.synchronize()
         used_shapes = {spec.name: list(session.host(spec.name).shape) for spec in session.inputs}
