@@ -1923,3 +1923,18 @@ def test_fp16_artifacts_are_shared_only_by_targets_whose_runtime_keeps_the_same_
     assert precision_family(orin, request) != precision_family(cpu, request)
     assert precision_family(vnni, request) == precision_family(cpu, request)
     assert precision_family(load_target("t4"), request) == precision_family(orin, request)
+
+
+def test_fp16_artifacts_on_the_onnxruntime_backend_keep_onnxruntimes_ops_in_fp32_on_a_gpu_target() -> None:
+    """A matrix with backend = "onnxruntime" runs a GPU target's cells on ONNX Runtime (on a node of
+    that board), yet its fp16 artifact kept TensorRT's ops in fp32, keyed as TensorRT's: the block
+    list followed the target, not the runtime that runs the artifact. It is ONNX Runtime's now."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.pipeline.matrix import precision_family
+    from edgedeploy.targets import load_target
+
+    cpu, orin = load_target("x86-64-cpu"), load_target("jetson-orin-nano")
+    on_ort = BuildRequest("fp16", orin, backend="onnxruntime")
+    assert precision_family(orin, on_ort) == precision_family(cpu, on_ort) == {"runtime": "onnxruntime"}
+    for backend in ("auto", "tensorrt"):  # auto: TensorRT on the board, wherever this machine builds
+        assert precision_family(orin, BuildRequest("fp16", orin, backend=backend)) == {"runtime": "tensorrt"}

@@ -9,12 +9,14 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import (
+    BackendName,
     BatchSize,
     DataSpec,
     InputShapes,
     JsonOutput,
     PreprocessFile,
     Seed,
+    TargetName,
     check_seed,
     err,
     load_preprocess,
@@ -39,11 +41,16 @@ def analyze_command(
     seed: Seed = 0,
     input: InputShapes = None,
     top: Annotated[int, typer.Option(help="How many tensors and weights at risk to list.", min=1)] = 20,
+    target: TargetName = "x86-64-cpu",
+    backend: BackendName = "auto",
     json_path: JsonOutput = None,
 ) -> None:
     """Find what overflows or underflows in FP16 (weights, activations) and what fp16 build keeps in fp32.
 
-    Example: edgedeploy analyze model.onnx --data val.npz --json ranges.json
+    The nodes kept in fp32 are counted for build --precision fp16 with the same --target and
+    --backend: the ops a runtime cannot run in fp16 differ between ONNX Runtime and TensorRT.
+
+    Example: edgedeploy analyze model.onnx --data val.npz --target jetson-orin-nano --json ranges.json
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.errors import CalibrationError
@@ -51,14 +58,18 @@ def analyze_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.options import Fp16Options
-        from edgedeploy.stages.build import precision_of_model, refused_other_precision
+        from edgedeploy.stages.build import MIXED, model_words, precision_of_model, refused_other_precision
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import report_json
-        from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes
+        from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes, runtime_for
         from edgedeploy.stages.precision.islands import choose_fp32_nodes, hard_fp32_nodes
         from edgedeploy.stages.precision.mixed import fp16_analysis_model
+        from edgedeploy.targets import load_target
 
     ui = make_ui()
+    tgt = load_target(target)
+    tgt.check_precision("fp16")  # as the build refuses it, before any work
+    runtime = runtime_for(tgt, backend)  # whose ops of the converter's block list stay fp32
     shapes = parse_shapes(input)
     shapes_unused(data, shapes)
     loaded = fp16_analysis_model(model, ui)  # converted where the fp16 build converts it
@@ -143,17 +154,32 @@ def analyze_command(
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
-    if precision_of_model(model) == "int8":  # nothing kept by rule: the fp16 build refuses it
+    existing = precision_of_model(model)
+    if existing == "int8":  # nothing kept by rule: the fp16 build refuses it
         refused = refused_other_precision(model, "int8")
         out.print(f"build --precision fp16 refuses it: {refused}", markup=False, highlight=False)
         json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": []}
         write_json(json_path, {**json_data, "fp16_build_refused": refused})
         return
+    if existing in ("fp16", MIXED):  # nothing converted: the fp16 build takes it as it is
+        refused = refused_other_precision(model, existing)
+        out.print(
+            f"build --precision fp16 takes it as it is ({model.name} is already "
+            f"{model_words(model, 'fp16')}: nothing is converted or kept in fp32); "
+            f"build --precision int8 refuses it: {refused}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # one line, however wide
+        )
+        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": []}
+        write_json(json_path, {**json_data, "fp16_build_as_is": True, "int8_build_refused": refused})
+        return
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
     # measurably changes the outputs (which analyze does not measure); counted by the build's own
     # plan, which adds what it keeps besides them (the nodes inside an fp32 If/Loop, ops fp16 lacks)
     hard = hard_fp32_nodes(loaded, islands, report)
-    _, _, plan, _ = plan_fp32_nodes(loaded, Fp16Options(auto_fp32_nodes={n: islands[n] for n in hard}))
+    kept_by_analysis = {n: islands[n] for n in hard}
+    _, _, plan, _ = plan_fp32_nodes(loaded, Fp16Options(auto_fp32_nodes=kept_by_analysis, runtime=runtime))
     try:  # integer-only nodes are no fp32 node of the build's plan, blocked op or not
         mark_not_float32(plan, infer_shapes_light(loaded))
     except Exception:  # a model shape inference cannot type: make_fp16 marks what the file declares
@@ -171,7 +197,8 @@ def analyze_command(
             else ""
         )
     )
-    write_json(json_path, {**report_json(report), "fp32_islands": islands, "fp32_by_rule": kept})
+    json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": kept}
+    write_json(json_path, {**json_data, "target": tgt.name, "runtime": runtime})
 
 
 def _more(count: int, what: str, json_path: Path | None) -> None:

@@ -15,6 +15,7 @@ from calibration.defaults import DEFAULT_PERCENTILE
 from edgedeploy.cli.common import (
     DATA_SPEC_HELP,
     PREPROCESS_HELP,
+    BackendName,
     InputShapes,
     JsonOutput,
     Percentile,
@@ -43,7 +44,7 @@ def build_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp16",
     target: TargetName = "x86-64-cpu",
-    backend: Annotated[str, typer.Option(help="auto, onnxruntime or tensorrt.")] = "auto",
+    backend: BackendName = "auto",
     keep_io_types: Annotated[
         bool,
         typer.Option(

@@ -99,6 +99,7 @@ TargetName = Annotated[
         help="Target name (see 'edgedeploy targets'); host = this CPU (x86-64-vnni or x86-64-cpu).",
     ),
 ]
+BackendName = Annotated[str, typer.Option("--backend", help="auto, onnxruntime or tensorrt.")]
 Threads = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads.", min=1)]
 PREPROCESS_HELP = "TOML/JSON file with the preprocessing of image folders (resize, color, mean, std...)."
 PreprocessFile = Annotated[Path | None, typer.Option(help=PREPROCESS_HELP, rich_help_panel=DATA_PANEL)]

@@ -92,6 +92,7 @@ from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import ExportOptions, export, is_onnx_path, module_search_path
 from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
+from edgedeploy.stages.precision.fp16 import runtime_for
 from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
@@ -416,10 +417,10 @@ def _shapes(config: PipelineConfig) -> dict[str, tuple[int, ...]]:
 
 
 def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
-    """What of the target shapes the precision ONNX: the runtime for fp16 (the ops it keeps in fp32,
-    fp16.blocked_ops), Q/DQ placement for int8."""
+    """What of the target (and the backend asked for) shapes the precision ONNX: the runtime for
+    fp16 (the ops it keeps in fp32, fp16.runtime_for), Q/DQ placement for int8."""
     if request.precision == "fp16":
-        return {"runtime": placement_for(target)}
+        return {"runtime": runtime_for(target, request.backend)}
     if request.precision != "int8":
         return {}
     return {

@@ -76,7 +76,13 @@ DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "ConvInteger", "MatMulIn
 
 
 def refused_other_precision(model: Path, existing: str) -> str:
-    """Why a build of another precision than ``existing`` (what ``model`` already is) refuses it."""
+    """Why a build of another precision than ``existing`` (what ``model`` already is,
+    :func:`precision_of_model`: a mixed model is taken as fp16 only) refuses it."""
+    if existing == MIXED:
+        return (
+            f"{model.name} is {MIXED_WORDS}: build it with --precision fp16 to take it as it is, "
+            "or start from the fp32 model"
+        )
     return (
         f"{model.name} is already an {existing} model: build it with --precision {existing}, "
         "or start from the fp32 model"
@@ -162,10 +168,7 @@ def make_precision(
     dest = out_dir / artifact_name(model, request.precision)
     existing = precision_of_model(model)
     if existing == MIXED and request.precision != "fp16":
-        raise InputError(
-            f"{model.name} is {MIXED_WORDS}: build it with --precision fp16 to take it as it is, "
-            "or start from the fp32 model"
-        )
+        raise InputError(refused_other_precision(model, existing))
     existing = "fp16" if existing == MIXED else existing  # as it is, said so (model_words)
     if existing != "fp32":
         if existing != request.precision:

@@ -203,3 +203,96 @@ def test_analyze_names_fp16s_last_step_or_inf_for_a_softmax_input_near_65504(tmp
         assert shift == [
             f"softmax shift: max {scale:.4g} >= 512 into Softmax 'soft', {words}its exp(x - max) changes"
         ], lg["risks"]
+
+
+def _blocked_ops_model(tmp_path: Path) -> tuple[Path, Path]:
+    """x * w -> TopK (k = 3) -> Max with c, at opset 11: ONNX Runtime's CPU provider has no float16
+    TopK, nor Max below opset 12, so a CPU target's fp16 build keeps both in fp32; TensorRT's parser
+    takes both in FP16, so a GPU target's keeps neither (docs/design.md, "The converter's block
+    list, per runtime")."""
+    nodes = [
+        helper.make_node("Mul", ["x", "w"], ["a"], name="scale"),
+        helper.make_node("TopK", ["a", "k"], ["v", "i"], name="topk", axis=-1),
+        helper.make_node("Max", ["v", "c"], ["y"], name="floor"),
+    ]
+    weights = [
+        numpy_helper.from_array(np.full(8, 0.5, np.float32), "w"),
+        numpy_helper.from_array(np.array([3], np.int64), "k"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "c"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        weights,
+    )
+    path, data = tmp_path / "topk.onnx", tmp_path / "topk.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    np.savez(data, x=np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32))
+    return path, data
+
+
+def _fp32_in_plan(plan_path: Path) -> list[str]:
+    plan = json.loads(plan_path.read_text())
+    return [str(e["node"]) for e in plan["nodes"] if e["precision"] == "fp32"]
+
+
+def test_analyze_counts_the_fp32_nodes_of_the_build_for_the_target_given(tmp_path: Path) -> None:
+    """analyze took no --target and counted the block list of a CPU target's runtime, so for a GPU
+    target it said "keeps 2 of 3 nodes in fp32" (TopK and Max) where the build keeps none. Its
+    --target (and --backend) now pick the build's runtime: its count and list are the build's."""
+    path, data = _blocked_ops_model(tmp_path)
+    cases = {
+        "x86-64-cpu": [],
+        "jetson-orin-nano": [],
+        "jetson-orin-nano+onnxruntime": ["--backend", "onnxruntime"],
+    }
+    kept: dict[str, list[str]] = {}
+    for case, backend in cases.items():
+        target = case.split("+")[0]
+        out = tmp_path / case
+        json_path = tmp_path / f"{case}.json"
+        args = ["--target", target, *backend]
+        analysed = run_cli("analyze", path, "--data", data, *args, "--json", json_path)
+        assert analysed.code == 0, analysed.stderr
+        built = run_cli("build", path, "--precision", "fp16", "--calib-data", data, *args, "-o", out)
+        assert built.code == 0, built.stderr
+        kept[case] = _fp32_in_plan(out / "topk.fp16.plan.json")
+        assert json.loads(json_path.read_text())["fp32_by_rule"] == kept[case], (case, analysed.stdout)
+        assert f"build --precision fp16 keeps {len(kept[case])} of 3 nodes in fp32" in analysed.stdout
+    assert kept["x86-64-cpu"] == ["topk", "floor"] and kept["jetson-orin-nano"] == []
+    # ONNX Runtime runs what --backend onnxruntime builds, on a GPU target too: its block list
+    assert kept["jetson-orin-nano+onnxruntime"] == kept["x86-64-cpu"]
+
+
+def test_analyze_refuses_an_unknown_target_before_any_work(tmp_path: Path) -> None:
+    path, data = _blocked_ops_model(tmp_path)
+    result = run_cli("analyze", path, "--data", data, "--target", "jetson-orin-nanoo")
+    assert_clean_input_error(result, "jetson-orin-nanoo")
+
+
+def test_analyze_of_an_fp16_model_says_the_build_takes_it_as_it_is(tmp_path: Path) -> None:
+    """An fp16 model (a bundle's artifact): analyze said "build --precision fp16 keeps N of M nodes
+    in fp32 by rule" as if it would convert it, where the fp16 build takes it as it is and the
+    int8 build refuses it. It now says so, in the build's words."""
+    path, data = _blocked_ops_model(tmp_path)
+    built = run_cli("build", path, "--precision", "fp16", "--calib-data", data, "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    fp16 = tmp_path / "out" / "topk.fp16.onnx"
+    analysed = run_cli("analyze", fp16, "--data", data, "--json", tmp_path / "r.json")
+    assert analysed.code == 0, analysed.stderr
+    again = run_cli("build", fp16, "--precision", "fp16", "-o", tmp_path / "again")
+    assert "topk.fp16.onnx is already an fp16 model: built as it is" in again.stderr
+    int8 = run_cli("build", fp16, "--precision", "int8", "--calib-data", data, "-o", tmp_path / "int8")
+    assert_clean_input_error(int8, "topk.fp16.onnx is already an fp16 model")
+    refusal = int8.stderr.strip().removeprefix("error: ")
+    assert "by rule" not in analysed.stdout, analysed.stdout
+    said = [line for line in analysed.stdout.splitlines() if "build --precision" in line]
+    assert said == [
+        "build --precision fp16 takes it as it is (topk.fp16.onnx is already an fp16 model: nothing is "
+        f"converted or kept in fp32); build --precision int8 refuses it: {refusal}"
+    ], analysed.stdout
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["fp32_by_rule"] == [] and written["fp16_build_as_is"] is True
+    assert written["int8_build_refused"] == refusal

@@ -36,11 +36,13 @@ from calibration.graphs import (
     upgrade_ir,
 )
 from calibration.qdq import unknown_op_types
+from edgedeploy.backends import BACKEND_NAMES
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file, written_together
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
 from edgedeploy.options import Fp16Options
 from edgedeploy.stages.precision import PrecisionArtifact
+from edgedeploy.targets import Target
 
 PLAN_SCHEMA = 1
 CAST_OPSET = 13  # the default-domain opset added for the converter's Casts when a model imports none
@@ -796,6 +798,18 @@ def blocked_ops(model: onnx.ModelProto, runtime: str = "onnxruntime") -> dict[st
         if why is not None:
             found[op] = why
     return found
+
+
+def runtime_for(target: Target, backend: str = "auto") -> str:
+    """The runtime (:data:`FP16_RUNTIMES`) that runs an fp16 artifact built for ``target`` by
+    ``backend``, whose ops of the converter's block list it keeps in fp32 (:func:`blocked_ops`):
+    TensorRT for a GPU target, unless the build asked for ONNX Runtime (``backend = "onnxruntime"``),
+    which then runs it here and on the board; ONNX Runtime's CPU provider for a CPU target. ``auto``
+    means TensorRT on the board, wherever this machine builds it (docs/design.md, "The converter's
+    block list, per runtime")."""
+    if backend not in BACKEND_NAMES:
+        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKEND_NAMES)}")
+    return "tensorrt" if target.is_gpu and backend != "onnxruntime" else "onnxruntime"
 
 
 def precision_plan(

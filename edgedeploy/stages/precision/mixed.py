@@ -59,9 +59,10 @@ from edgedeploy.stages.precision.fp16 import (
     match_fp32_nodes,
     may_convert,
     opset_conversion,
+    runtime_for,
     subgraph_nodes_of,
 )
-from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8, placement_for
+from edgedeploy.stages.precision.int8 import emulate_integer_for, make_int8
 from edgedeploy.stages.precision.islands import plan_islands, release_measured
 from edgedeploy.ui import QUIET, Ui
 
@@ -208,10 +209,11 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     Runtime cannot load it (an opset-6 Gemm), is built from its checked conversion to opset 13
     (:func:`opset_conversion`), said so: saved under its own name in a
     scratch folder beside ``dest``, which every step reads in place of ``model``. The ops kept in
-    fp32 whatever their ranges are those the target's runtime cannot run in fp16 (TensorRT for a
-    GPU target, ONNX Runtime's CPU provider otherwise: :func:`blocked_ops`)."""
+    fp32 whatever their ranges are those the runtime that runs the artifact cannot run in fp16
+    (TensorRT for a GPU target, ONNX Runtime's CPU provider otherwise or on --backend onnxruntime:
+    :func:`runtime_for`, :func:`blocked_ops`)."""
 
-    options = replace(request.fp16, runtime=placement_for(request.target))
+    options = replace(request.fp16, runtime=runtime_for(request.target, request.backend))
     loaded, raw = _read_once(model)
     digest = _sha256_aside(raw)
     del raw
