@@ -113,27 +113,32 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     for name, spec in by_name.items():
         arr = np.asarray(feed[name])
         _check_shape(arr, spec, origin)
-        want_dtype = spec.np_dtype
-        if want_dtype.kind == "O" and (not_text := _not_text(arr)):
-            raise DataError(f"{origin}: input '{name}' takes text (tensor(string)): got {not_text}")
-        if want_dtype.kind == "O" and arr.dtype.kind in "OS":
-            arr = _decoded(arr, f"{origin}: input '{name}' takes text")
-        if arr.dtype != want_dtype:
-            both_integers = integer_bounds(arr.dtype) is not None and integer_bounds(want_dtype) is not None
-            if not both_integers and (
-                not np.can_cast(arr.dtype, want_dtype, casting="same_kind")
-                or (arr.dtype.kind == "f" and want_dtype.kind in "iub")
-            ):
-                raise DataError(
-                    f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}"
-                )
-            arr = _cast_exactly(arr, want_dtype, f"{origin}: input '{name}'")
+        arr = _as_input_dtype(arr, spec, origin)
         if is_float_dtype(arr.dtype) and not np.all(np.isfinite(_as_float(arr))):
             raise DataError(f"{origin}: input '{name}' contains NaN or Inf")
         # not np.ascontiguousarray alone: it makes a scalar (silero-vad's sr, shape []) 1-D, [1]
         checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _as_input_dtype(arr: np.ndarray, spec: TensorSpec, origin: str) -> np.ndarray:
+    """``arr`` in the dtype of input ``spec``: text decoded for a string input, a dtype that converts
+    safely cast exactly (:func:`_cast_exactly`); any other refused, naming ``origin`` and the input."""
+    name, want_dtype = spec.name, spec.np_dtype
+    if want_dtype.kind == "O" and (not_text := _not_text(arr)):
+        raise DataError(f"{origin}: input '{name}' takes text (tensor(string)): got {not_text}")
+    if want_dtype.kind == "O" and arr.dtype.kind in "OS":
+        arr = _decoded(arr, f"{origin}: input '{name}' takes text")
+    if arr.dtype != want_dtype:
+        both_integers = integer_bounds(arr.dtype) is not None and integer_bounds(want_dtype) is not None
+        if not both_integers and (
+            not np.can_cast(arr.dtype, want_dtype, casting="same_kind")
+            or (arr.dtype.kind == "f" and want_dtype.kind in "iub")
+        ):
+            raise DataError(f"{origin}: input '{name}' expects dtype {want_dtype.name}, got {arr.dtype.name}")
+        arr = _cast_exactly(arr, want_dtype, f"{origin}: input '{name}'")
+    return arr
 
 
 def _check_shape(arr: np.ndarray, spec: TensorSpec, origin: str, batch_axis: int | None = None) -> None:
@@ -155,13 +160,18 @@ def check_file_shapes(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> 
     """``feed``, the arrays of one data file (``origin``), with those the model's inputs refuse for
     their rank or a fixed dim refused before :func:`rebatch` cuts them into samples: named as the file
     holds them (``[3, 8, 8]``), not as the batch made of its rows (``[8, 8, 8]``). The batch axis
-    (:func:`batch_axes`) is not compared: a file holds any number of samples. Names, dtypes and values
-    are :func:`check_feed`'s, batch by batch."""
+    (:func:`batch_axes`) is not compared: a file holds any number of samples. Dtypes too, each array
+    cast to its input's as :func:`check_feed` casts it, so a file of a dtype the input refuses is named
+    (rebatch joined it with the next file's rows, and the batch was named). Names and NaN/Inf are
+    :func:`check_feed`'s, batch by batch."""
     axes = _axes_or_dim0(inputs)
+    checked = dict(feed)
     for spec in inputs:
         if spec.name in feed and spec.kind is None:
-            _check_shape(np.asarray(feed[spec.name]), spec, origin, axes.get(spec.name, 0))
-    return feed
+            arr = np.asarray(feed[spec.name])
+            _check_shape(arr, spec, origin, axes.get(spec.name, 0))
+            checked[spec.name] = _as_input_dtype(arr, spec, origin)
+    return checked
 
 
 def _cast_exactly(arr: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -653,3 +654,29 @@ def test_random_integers_that_index_a_gather_table_stay_within_it(tmp_path: Path
     assert feed["attention_mask"].min() == 0 and feed["attention_mask"].max() == 9  # the documented 0-9
     ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feed)
     assert source.describe()["integer_ranges"] == {"input_ids": [0, 100], "token_type_ids": [0, 2]}
+
+
+def test_a_folder_file_of_a_dtype_the_input_refuses_is_named_not_the_folder(tmp_path: Path) -> None:
+    """A folder of .npz files, one of which holds complex64 (or text, or integers the input's type
+    cannot hold) for a float32 input: refused as "calib (batch 0): input 'x' expects dtype float32,
+    got complex64", naming the folder and a batch that two files made, not the file to fix. The file
+    is checked as it is read, and named."""
+    x = [TensorSpec("x", ("n", 4), "float32")]
+    ids = [TensorSpec("x", ("n", 4), "int32")]
+    bad = {
+        "complex64": (x, np.zeros((2, 4), np.complex64), r"input 'x' expects dtype float32, got complex64"),
+        "text": (x, np.full((2, 4), "a"), r"input 'x' expects dtype float32, got str"),
+        "wrapped": (ids, np.full((2, 4), 2**32 + 1, np.int64), r"expects dtype int32, got int64 holding"),
+    }
+    for case, (inputs, values, said) in bad.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        good = np.zeros((2, 4), inputs[0].np_dtype)
+        np.savez(folder / "a.npz", x=good)
+        np.savez(folder / "b.npz", x=values)
+        np.savez(folder / "c.npz", x=good)
+        with pytest.raises(DataError) as caught:
+            list(open_source(folder, inputs, batch_size=8))
+        message = str(caught.value)
+        assert message.startswith(f"{folder / 'b.npz'}: "), message
+        assert re.search(said, message), message
