@@ -18,6 +18,7 @@ Spec strings accepted by :func:`open_source`:
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -312,7 +313,9 @@ def integers_for_floats(path: Path, inputs: Sequence[TensorSpec]) -> str | None:
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:
     """Import a user's data loader script and return its ``load_data`` (or another) function."""
     module_name = f"_edgedeploy_user_loader_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    # the loader named: spec_from_file_location picks one by the suffix as written, none for LOADER.PY
+    loader = importlib.machinery.SourceFileLoader(module_name, str(path))
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise DataError(f"cannot import data loader script {path}")
     module = importlib.util.module_from_spec(spec)
@@ -535,7 +538,7 @@ def open_source(
         )
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return _array_files_source(spec, [path], inputs, batch_size, samples)
-    if path.suffix == ".py":
+    if path.suffix.lower() == ".py":  # LOADER.PY too, as X.NPZ is an array file
         return _script_source(spec, path, inputs, samples, "load_data")
     raise DataError(f"unsupported data file {spec}: use .npz, .npy, a folder of them, or a .py loader")
 

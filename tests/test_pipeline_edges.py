@@ -336,3 +336,33 @@ def test_an_onnx_sources_export_runs_on_the_model_inputs_shapes(tmp_path: Path) 
     result = run_cli("run", config)
     assert result.code == 0, result.stderr
     assert "not run" not in result.stderr and "PyTorch" not in result.stderr, result.stderr
+
+
+def test_a_model_file_with_an_upper_case_suffix_is_a_file_as_with_a_lower_case_one(tmp_path: Path) -> None:
+    """``[model] source = "nets/Model.PY:make"`` (or ``Model.ONNX``): run's checks and inputs took the
+    suffix as written, so the file was not resolved beside the config, not refused when missing, not
+    hashed for the stage key nor guarded as an input; matrix named the model "PY"; export took
+    ``Model.PY`` for a module name. A suffix is compared whatever its case, everywhere."""
+    from edgedeploy.config import from_dict
+    from edgedeploy.options import RUN_MODEL
+    from edgedeploy.pipeline.matrix_config import _model_name
+    from edgedeploy.pipeline.run import _check_files, _resolve_source, _source_fingerprint, input_files
+    from edgedeploy.stages.export import _import_object
+
+    nets = tmp_path / "nets"
+    nets.mkdir()
+    for suffix in (".py", ".PY", ".Py"):
+        (nets / f"Model{suffix}").write_text("def make():\n    return 42\n")
+        source = f"nets/Model{suffix}:make"
+        config = from_dict({"model": {"source": source}}, tmp_path)
+        assert _resolve_source(config) == f"{nets / f'Model{suffix}'}:make"
+        assert input_files(config) == [nets / f"Model{suffix}"]
+        assert "file_sha256" in _source_fingerprint(source, tmp_path)
+        assert _model_name({"source": source}) == "Model"
+        assert _import_object(str(nets / f"Model{suffix}"), "make")() == 42
+        missing = from_dict({"model": {"source": f"nets/Gone{suffix}:make"}}, tmp_path)
+        with pytest.raises(InputError, match="Gone"):
+            _check_files(missing, RUN_MODEL)
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), tmp_path / "M.ONNX")
+    assert input_files(from_dict({"model": {"source": "M.ONNX"}}, tmp_path)) == [tmp_path / "M.ONNX"]
+    assert _model_name({"source": "M.ONNX"}) == "M"

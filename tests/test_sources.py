@@ -680,3 +680,19 @@ def test_a_folder_file_of_a_dtype_the_input_refuses_is_named_not_the_folder(tmp_
         message = str(caught.value)
         assert message.startswith(f"{folder / 'b.npz'}: "), message
         assert re.search(said, message), message
+
+
+def test_a_loader_script_with_an_upper_case_suffix_is_a_loader(tmp_path: Path) -> None:
+    """``loader.PY`` was "unsupported data file loader.PY: use .npz, .npy, a folder of them, or a .py
+    loader" (its suffix compared as written), and importing it found no loader for the suffix. A
+    suffix is compared whatever its case, as .NPZ and .PNG are."""
+    body = "import numpy as np\n\ndef load_data():\n    yield {'x': np.full((2, 4), 3.0, 'f4')}\n"
+    feeds = {}
+    for name in ("loader.py", "LOADER.PY", "loader.Py"):
+        (tmp_path / name).write_text(body)
+        feeds[name] = list(open_source(str(tmp_path / name), DYNAMIC_2D))
+    assert [len(f) for f in feeds.values()] == [1, 1, 1]
+    assert all(np.array_equal(f[0]["x"], np.full((2, 4), 3.0, np.float32)) for f in feeds.values())
+
+
+DYNAMIC_2D = [TensorSpec("x", ("n", 4), "float32")]

@@ -37,6 +37,7 @@ from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written
 from edgedeploy.options import ModelKeys
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files, refuse_for_tensorrt
+from edgedeploy.stages.export import is_onnx_path, is_python_path
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN
 from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
 
@@ -151,8 +152,8 @@ def _model_name(entry: dict[str, Any]) -> str:
     if entry.get("name"):
         return str(entry["name"])
     source = str(entry.get("source", ""))
-    where = source if source.endswith(".onnx") else source.split(":")[0]
-    if where.endswith((".onnx", ".py")):
+    where = source if is_onnx_path(source) else source.split(":")[0]
+    if is_onnx_path(where) or is_python_path(where):
         return Path(where).stem.removesuffix(".fp32") or "model"
     return where.rpartition(".")[2] or "model"  # package.module:callable -> module
 

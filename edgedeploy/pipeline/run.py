@@ -79,6 +79,7 @@ from edgedeploy.stages.export import (
     check_opset,
     export,
     is_onnx_path,
+    is_python_path,
     module_search_path,
     parse_model_spec,
     pytorch_only,
@@ -342,7 +343,7 @@ def check_named_nodes(config: PipelineConfig, exported: Path) -> None:
         if not unknown:
             continue
         first = unknown[0]
-        source = config.path(config.model.source) if config.model.source.endswith(".onnx") else None
+        source = config.path(config.model.source) if is_onnx_path(config.model.source) else None
         why = ""
         # a node of the source ONNX that the export's onnxslim took away (read only now: rare)
         if (
@@ -469,7 +470,7 @@ def _report_stage(run: _Run, record: dict[str, Any]) -> Path | None:
 def input_files(config: PipelineConfig) -> list[Path]:
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
-    paths = [where] if where.suffix in (".onnx", ".py") else []
+    paths = [where] if is_onnx_path(where) or is_python_path(where) else []
     paths += external_data_files(where) if is_onnx_path(source) else []  # the weights of an ONNX source
     for spec in (config.compare.data, config.calibration.data):
         if spec and not is_random_spec(spec):
@@ -1017,7 +1018,7 @@ def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
         return found
     where = parse_model_spec(source)[0]
     path = Path(where) if Path(where).is_absolute() else base / where
-    if path.suffix == ".py" and path.is_file():
+    if is_python_path(path) and path.is_file():
         return {"spec": source, "file_sha256": sha256_file(path)}
     try:
         with module_search_path(base, Path.cwd()):
@@ -1032,7 +1033,7 @@ def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:
 def _resolve_source(config: PipelineConfig) -> str:
     source = config.model.source
     where = source if is_onnx_path(source) else source.split(":")[0]
-    if where.endswith((".py", ".onnx")) and not Path(where).is_absolute():
+    if (is_python_path(where) or is_onnx_path(where)) and not Path(where).is_absolute():
         resolved = str(config.path(where))
         return resolved + source[len(where) :]
     return source
@@ -1171,7 +1172,7 @@ def _check_files(config: PipelineConfig, keys: ModelKeys) -> None:
     check_config's."""
     source = _resolve_source(config)
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
-    if where.suffix in (".onnx", ".py") and not where.is_file():
+    if (is_onnx_path(where) or is_python_path(where)) and not where.is_file():
         raise InputError(f"config {keys.key('source')}: {where} not found")
     if is_onnx_path(source):
         check_compared_outputs(where, model_io(where)[1], keys)

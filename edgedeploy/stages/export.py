@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import logging
@@ -170,8 +171,15 @@ def check_opset(opset: int) -> None:
         )
 
 
-def is_onnx_path(spec: str) -> bool:
-    return spec.lower().endswith(".onnx")
+def is_onnx_path(spec: str | Path) -> bool:
+    """Whether a model source names an ONNX file: its suffix .onnx whatever its case (M.ONNX)."""
+    return str(spec).lower().endswith(".onnx")
+
+
+def is_python_path(where: str | Path) -> bool:
+    """Whether the part of a model spec before its ``:callable`` (or a file) names a Python file:
+    its suffix .py whatever its case (``nets/Model.PY``), as a data loader script's is."""
+    return str(where).lower().endswith(".py")
 
 
 def _import_object(spec: str, attr: str) -> Any:
@@ -183,7 +191,9 @@ def _import_object(spec: str, attr: str) -> Any:
         if not path.is_file():
             raise InputError(f"model spec: file not found: {spec}")
         name = f"_edgedeploy_model_{abs(hash(str(path.resolve())))}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
+        # the loader named: spec_from_file_location picks one by the suffix as written, none for .PY
+        loader = importlib.machinery.SourceFileLoader(name, str(path))
+        mod_spec = importlib.util.spec_from_file_location(name, path, loader=loader)
         if mod_spec is None or mod_spec.loader is None:
             raise InputError(f"model spec: cannot import {spec}")
         module = importlib.util.module_from_spec(mod_spec)
@@ -245,7 +255,7 @@ def _spec_folder(spec: str) -> list[Path]:
 
 
 def _is_file_spec(where: str) -> bool:
-    return where.endswith(".py") or os.sep in where or "/" in where
+    return is_python_path(where) or os.sep in where or "/" in where
 
 
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
