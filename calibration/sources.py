@@ -455,6 +455,23 @@ def check_shapes(shapes: Mapping[str, Sequence[int]], ranks: Mapping[str, int | 
             )
 
 
+def check_fixed_dims(shapes: Mapping[str, Sequence[int]], inputs: Sequence[TensorSpec]) -> None:
+    """Given input shapes (``--input``, checked by :func:`check_shapes`) agree with every dim the
+    model fixes: a shape that asks another size there is refused, naming the input, the axis, the
+    fixed size and the one asked for (an ONNX file's export ran its check on it and went on)."""
+    by_name = {s.name: s for s in inputs}
+    for name, dims in shapes.items():
+        spec = by_name.get(name)
+        if spec is None or spec.rank != len(dims):
+            continue
+        for axis, (fixed, asked) in enumerate(zip(spec.shape, dims, strict=True)):
+            if isinstance(fixed, int) and fixed != asked:
+                raise DataError(
+                    f"--input {name}:{'x'.join(map(str, dims))}: the model's input '{name}' fixes axis "
+                    f"{axis} at {fixed}, not {asked}"
+                )
+
+
 def open_source(
     spec: str | os.PathLike[str],
     inputs: Sequence[TensorSpec],

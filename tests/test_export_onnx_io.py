@@ -523,3 +523,35 @@ def test_an_onnx_exports_input_shapes_name_its_inputs_at_their_rank(tmp_path: Pa
         result = run_cli("export", src, "--input", given, "-o", tmp_path / "out.onnx")
         assert_clean_input_error(result, needle)
         assert not (tmp_path / "out.onnx").exists()
+
+
+def test_an_onnx_exports_input_shape_that_differs_from_a_fixed_dim_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    """x[batch, 1, 64, width] with --input x:1x1x32x32: the shape given for its run-once check
+    differed from a dim the file fixes, and the export went on (exit 0) and wrote the file. It is
+    refused before any work, naming the input, the axis, the fixed size and the one asked for; in
+    run's config ([model] inputs) too, at the config check."""
+    from edgedeploy.config import from_dict
+    from edgedeploy.options import RUN_MODEL
+    from edgedeploy.pipeline.run import _check_files
+
+    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 64, "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, 62, "ow"])],
+        [w],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    said = "x:1x1x32x32: the model's input 'x' fixes axis 2 at 64, not 32"
+    result = run_cli("export", src, "--input", "x:1x1x32x32", "-o", tmp_path / "out" / "out.onnx")
+    assert_clean_input_error(result, f"--input {said}")
+    assert not (tmp_path / "out").exists()
+    config = from_dict({"model": {"source": "m.onnx", "inputs": ["x:1x1x32x32"]}}, tmp_path)
+    with pytest.raises(InputError, match=f"config model.inputs: {said}"):
+        _check_files(config, RUN_MODEL)
+    fits = run_cli("export", src, "--input", "x:2x1x64x20", "-o", tmp_path / "ok.onnx")
+    assert fits.code == 0, fits.stderr

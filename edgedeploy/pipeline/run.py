@@ -19,7 +19,7 @@ from typing import Any
 from calibration.algorithms import ALGORITHMS
 from calibration.errors import CalibrationError, LoaderFailed
 from calibration.modelinfo import TensorSpec, batch_names, model_io, shape_text
-from calibration.sources import DataSource, Feed, check_shapes, is_random_spec, open_source
+from calibration.sources import DataSource, Feed, check_fixed_dims, check_shapes, is_random_spec, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values, refuse_values_tensorrt_lacks
@@ -1192,9 +1192,11 @@ def _check_files(config: PipelineConfig, keys: ModelKeys) -> None:
                 "a folder or a .py loader)"
             )
     if is_onnx_path(source) and config.model.inputs and not config.export.input_names:
-        ranks = {s.name: s.rank for s in model_io(where)[0]}
+        inputs = model_io(where)[0]
+        shapes = {s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}
         try:
-            check_shapes({s.name: s.shape for s in (InputShape.parse(i) for i in config.model.inputs)}, ranks)
+            check_shapes(shapes, {s.name: s.rank for s in inputs})
+            check_fixed_dims(shapes, inputs)  # as the export refuses them
         except CalibrationError as exc:
             raise InputError(f"config {keys.key('inputs')}: {str(exc).removeprefix('--input ')}") from None
 

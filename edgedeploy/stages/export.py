@@ -1377,10 +1377,10 @@ def _shapes_hint(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) ->
 
 def onnx_input_shapes(src: Path, options: ExportOptions) -> dict[str, tuple[int, ...]]:
     """The shapes ``--input`` (``[model] inputs``) gives the inputs of the ONNX file ``src``, for
-    its export's run-once check: each names an input of the file, once, at its rank (refused
-    before any work otherwise). The file's dtypes stand."""
+    its export's run-once check: each names an input of the file, once, at its rank and at the
+    sizes of the dims the file fixes (refused before any work otherwise). The file's dtypes stand."""
     from calibration.modelinfo import graph_io
-    from calibration.sources import check_shapes
+    from calibration.sources import check_fixed_dims, check_shapes
 
     shapes: dict[str, tuple[int, ...]] = {}
     for given in options.inputs:
@@ -1391,6 +1391,7 @@ def onnx_input_shapes(src: Path, options: ExportOptions) -> dict[str, tuple[int,
     if shapes:
         inputs, _ = graph_io(load_onnx(src, load_external_data=False))
         check_shapes(shapes, {s.name: s.rank for s in inputs})
+        check_fixed_dims(shapes, inputs)
     return shapes
 
 
