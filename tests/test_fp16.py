@@ -326,3 +326,69 @@ def test_a_failure_inside_the_fp16_converter_names_what_it_failed_on(
     assert "weight 'two'" in message and "Pow 'then_ln_pow'" in message, message
     assert "fp32_initializers" in message and "another graph" in message, message
     assert not (tmp_path / "m.fp16.onnx").exists()
+
+
+@pytest.mark.parametrize("scales_from", ["initializer", "constant"])
+def test_fp16_converts_an_upsample_for_tensorrt_keeping_its_scales_float(
+    tmp_path: Path, scales_from: str
+) -> None:
+    """Upsample (opset 9) stayed fp32 on GPU targets, "Upsample takes no float16 in ONNX's definition
+    at opset 9 (its input 'scales' is float only)", although its data X and Y take float16 in that
+    definition and TensorRT's parser takes Upsample in FP16 (docs/tensorrt-facts.md): only its
+    scales must stay float, which the converter now keeps as it keeps Resize's. A CPU target keeps
+    it fp32 still: ONNX Runtime's CPU provider has no float16 Upsample kernel."""
+    from dataclasses import replace
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.precision.mixed import make_fp16_checked
+    from edgedeploy.targets import load_target
+
+    scales = np.array([1, 1, 2, 2], np.float32)
+    nodes = [helper.make_node("Mul", ["x", "w"], ["a"], name="scale")]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "w")]
+    if scales_from == "constant":
+        nodes.append(helper.make_node("Constant", [], ["s"], name="s", value=numpy_helper.from_array(scales)))
+    else:
+        inits.append(numpy_helper.from_array(scales, "s"))
+    nodes += [
+        helper.make_node("Upsample", ["a", "s"], ["u"], name="up", mode="nearest"),
+        helper.make_node("Relu", ["u"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+        inits,
+    )
+    src = tmp_path / "up.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), src)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    reference = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    plans = {}
+    for target in ("jetson-orin-nano", "x86-64-cpu"):
+        request = replace(BuildRequest(precision="fp16", target=load_target(target)), fp16_analysis=False)
+        art = make_fp16_checked(src, tmp_path / target / "up.fp16.onnx", request)
+        written = onnx.load(art.path)
+        onnx.checker.check_model(written, full_check=True)
+        got = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-3)
+        plan = json.loads(art.path.with_name("up.fp16.plan.json").read_text())
+        plans[target] = {e["node"]: e for e in plan["nodes"]}
+        if target == "jetson-orin-nano":
+            up = next(n for n in written.graph.node if n.op_type == "Upsample")
+            types = {v.name: v.type.tensor_type.elem_type for v in written.graph.value_info}
+            types |= {i.name: i.data_type for i in written.graph.initializer}
+            assert types.get(up.input[0]) == TensorProto.FLOAT16, up
+            assert types.get(up.input[1]) == TensorProto.FLOAT, up  # scales: float only
+    assert plans["jetson-orin-nano"]["up"]["precision"] == "fp16", plans["jetson-orin-nano"]["up"]
+    assert plans["x86-64-cpu"]["up"] == {
+        "node": "up",
+        "op": "Upsample",
+        "precision": "fp32",
+        "reason": "ONNX Runtime's CPU provider has no float16 Upsample kernel (it would run it in float32 "
+        "between Casts)",
+    }

@@ -85,6 +85,11 @@ FIXED_TYPE_OPS = frozenset(FIXED_TYPE_REASONS)
 # converter's block list, per runtime"). ONNX Runtime 1.32's CPU provider has a float16 kernel for
 # these of them, from this opset on (Max-8/Min-8 take float and double only), for none of the others:
 ORT_CPU_FLOAT16_FROM = {"Max": 12, "Min": 12}
+# inputs of ops of that list that ONNX types float only while their data takes float16: parameters,
+# which the converter keeps float as it keeps Resize's scales (its ALWAYS_FLOAT_INPUTS, to which
+# _float_parameters adds these), so the op itself is converted (Upsample-9 and -10: X and Y take
+# float16, `scales` is float; TensorRT's parser takes Upsample in FP16, docs/tensorrt-facts.md)
+FLOAT_PARAMETERS = {"Upsample": [1]}
 FP16_RUNTIMES = ("onnxruntime", "tensorrt")
 FP16_MIN_POSITIVE = 2.0**-24  # smallest float16 subnormal; the converter's 5.96e-08 rounds to it
 FP16_MAX_FINITE = 65504.0
@@ -677,6 +682,20 @@ def _round_general(arr: np.ndarray, min_positive_val: float, max_finite_val: flo
 
 
 @contextlib.contextmanager
+def _float_parameters() -> Iterator[None]:
+    """The converter keeps the inputs of :data:`FLOAT_PARAMETERS` float (a float initializer stays
+    float32, a converted tensor gets a Cast back to float), as it keeps Resize's scales."""
+    from onnxruntime.transformers import float16
+
+    original = float16.ALWAYS_FLOAT_INPUTS
+    float16.ALWAYS_FLOAT_INPUTS = {**original, **FLOAT_PARAMETERS}
+    try:
+        yield
+    finally:
+        float16.ALWAYS_FLOAT_INPUTS = original
+
+
+@contextlib.contextmanager
 def _fast_weight_rounding(
     model: onnx.ModelProto | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
@@ -756,9 +775,10 @@ def _onnx_refuses_float16(op_type: str, domain: str, opset: int) -> str | None:
     except onnx.defs.SchemaError:  # no such op at that opset: the model cannot hold it
         return None
     refused = f"{op_type} takes no float16 in ONNX's definition at opset {opset}"
+    kept_float = FLOAT_PARAMETERS.get(op_type, []) if not domain else []  # the converter keeps them
     for kind, formals in (("input", schema.inputs), ("output", schema.outputs)):
-        for formal in formals:
-            if formal.type_str == "tensor(float)":
+        for index, formal in enumerate(formals):
+            if formal.type_str == "tensor(float)" and not (kind == "input" and index in kept_float):
                 return f"{refused} (its {kind} '{formal.name}' is float only)"
     for constraint in schema.type_constraints:
         allowed = set(constraint.allowed_type_strs)
@@ -1037,6 +1057,7 @@ def make_fp16(
             warnings.catch_warnings(),
             contextlib.redirect_stdout(io.StringIO()),
             _fast_weight_rounding(typed, arrays, halves),
+            _float_parameters(),
         ):
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(
