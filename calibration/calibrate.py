@@ -36,6 +36,7 @@ from calibration.graphs import all_nodes, data_independent, opset_of, subgraphs,
 from calibration.observers import (
     DEFAULT_BINS,
     PREFETCH_BYTES,
+    STACK_ROWS,
     AbsHistogram,
     ChannelMeanObserver,
     HistogramObserver,
@@ -473,6 +474,9 @@ def calibrate(
             wants_occasional=feed_holder.statistics_feed,
             showing=feed_holder.show,
             prefetch_bytes=PREFETCH_BYTES,
+            # a batch-1 model's samples 4 at a time on a copy with a free batch (docs/design.md,
+            # "Stacked runs of a batch-1 model"); each feed's tensors shown as before
+            stack=STACK_ROWS,
             workers=count,
             specs=source.inputs,
         )

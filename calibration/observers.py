@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -496,6 +497,7 @@ def collect(
     workers: int = 1,
     showing: Callable[[int], None] | None = None,
     prefetch_bytes: int = 0,
+    stack: int = 0,
     specs: Sequence[TensorSpec] = (),
     name: str = "",
 ) -> int:
@@ -528,6 +530,18 @@ def collect(
     faults); see docs/design.md. Off by default: a source that decides what to yield from what
     the observers have seen needs them in step. ``name``: how errors name the model (its file; by
     default its graph's name).
+
+    ``stack``: for a model that fixes its batch at 1 (every input's first dimension is 1), up to
+    this many consecutive feeds of one sample each (of equal shapes) run at once on a copy of the
+    model whose first input dimension is free (:func:`stacked_copy`), and each feed's tensors are
+    then shown as its own slice of the run's, one feed after another as before, so the
+    observers see the same sequence of arrays. Used only after the first stacked run gave the
+    first and last sample's tensors as their runs alone do (:func:`_start_stacking`), and while
+    ``stack`` samples fetch at most :data:`STACK_BYTES` (else one sample a run, on the copy); a
+    copy that fails that test, a feed of other shapes and a stacked run whose shapes are not the
+    first one's run one sample at a time on the model's own session, as without ``stack``. It
+    reads the source up to ``stack`` feeds ahead (as ``prefetch_bytes`` does one). See
+    docs/design.md, "Stacked runs of a batch-1 model".
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -538,11 +552,22 @@ def collect(
     rare = set(occasional) & set(wanted) if wants_occasional is not None else set()
     lighter = [n for n in wanted if n not in rare]
     called = name or model.graph.name or "the model"
-    session = _collect_session(model, wanted, threads, arrays, called)
+    stacked = _stacked_session(model, wanted, threads, arrays, called) if stack > 1 else None
+    sessions: dict[str, Any] = {}  # the model's own session; with a stacked one, made when a feed needs it
+    lock = threading.Lock()
+
+    def session() -> Any:
+        with lock:
+            if "one" not in sessions:
+                sessions["one"] = _collect_session(model, wanted, threads, arrays, called)
+            return sessions["one"]
+
+    if stacked is None:
+        session()  # before the source is read, as its errors come first
 
     def run(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return run_views(session, names, feed) if names else []
+            return run_views(session(), names, feed) if names else []
         except Exception as exc:  # ORT's own error types: the model cannot run on this data
             raise DataRefused(f"ONNX Runtime cannot run {called} on the data: {ort_error(exc)}") from None
 
@@ -554,35 +579,345 @@ def collect(
 
     samples, largest = 0, 0
     feeds = iter(source)
-    current = following(feeds)
+    pending: list[tuple[dict[str, np.ndarray], list[str]]] = []  # a feed read that no stacked run took
+    stacker: _Stacker | None = None
+
+    def next_unit() -> list[tuple[dict[str, np.ndarray], list[str]]]:
+        """The next feeds to run together: one, or up to the stacker's rows of equal shapes."""
+        first = pending.pop() if pending else following(feeds)
+        if first is None:
+            return []
+        unit = [first]
+        while stacker is not None and stacker.fits(first[0]) and len(unit) < stacker.rows:
+            more = following(feeds)
+            if more is None:
+                break
+            if not stacker.fits(more[0]):
+                pending.append(more)
+                break
+            unit.append(more)
+        return unit
+
+    def compute(unit: list[tuple[dict[str, np.ndarray], list[str]]]) -> list[list[np.ndarray]]:
+        if stacker is not None and stacker.fits(unit[0][0]):
+            found = stacker.run(unit, wanted, lighter)
+            if found is not None:
+                return found
+        return [run(names, feed) for feed, names in unit]
+
     ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgedeploy-collect")
     try:
-        outputs = run(current[1], current[0]) if current is not None else []
+        if stacked is not None:
+            stacker, unit, outputs = _start_stacking(
+                stacked, lambda: following(feeds), pending, wanted, stack
+            )
+            stacked = None  # the stacker holds it, or it goes (with its memory arena)
+        else:
+            unit, outputs = next_unit(), []
+        if unit and not outputs:
+            outputs = compute(unit)
         index = 0
-        while current is not None:
-            feed, names = current
-            largest = max(largest, sum(a.nbytes for a in outputs))
-            early: Future[list[np.ndarray]] | None = None
+        while unit:
+            largest = max(largest, sum(a.nbytes for found in outputs for a in found))
+            early: Future[list[list[np.ndarray]]] | None = None
+            upcoming: list[tuple[dict[str, np.ndarray], list[str]]] = []
             read_ahead = prefetch_bytes > 0 and largest <= prefetch_bytes
             if read_ahead:
-                upcoming = following(feeds)
-                if upcoming is not None:
-                    early = ahead.submit(run, upcoming[1], upcoming[0])
-            if showing is not None:
-                showing(index)
-            for name in tensor_names:
-                if name in feed:
-                    for obs in observers:
-                        obs.observe(name, feed[name])
-            _show(list(zip(names, outputs, strict=True)), observers, workers)
+                upcoming = next_unit()
+                if upcoming:
+                    early = ahead.submit(compute, upcoming)
+            for (feed, names), found in zip(unit, outputs, strict=True):
+                if showing is not None:
+                    showing(index)
+                for name in tensor_names:
+                    if name in feed:
+                        for obs in observers:
+                            obs.observe(name, feed[name])
+                _show(list(zip(names, found, strict=True)), observers, workers)
+                samples += feed_rows(feed, specs)
+                index += 1
             del outputs
-            samples += feed_rows(feed, specs)
-            current, index = (upcoming if read_ahead else following(feeds)), index + 1
-            if current is not None:
-                outputs = early.result() if early is not None else run(current[1], current[0])
+            unit = upcoming if read_ahead else next_unit()
+            if unit:
+                outputs = early.result() if early is not None else compute(unit)
     finally:
         ahead.shutdown(wait=True, cancel_futures=True)
     return samples
+
+
+STACK_ROWS = 4  # calibration's and the fp16 analysis' collect(stack=...): samples of a batch-1 model per run
+STACK_BYTES = 128 << 20  # collect(stack=...): a stacked run fetches at most this many bytes
+STACK_DIM = "edgedeploy_stacked"  # the name given to a batch-1 model's first input dimension
+# ops whose output shapes follow the values, or which may mix or draw samples: no stacked runs
+UNSTACKED_OPS = {
+    "NonZero",
+    "NonMaxSuppression",
+    "Unique",
+    "Compress",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
+STACK_RTOL = 1e-5  # a stacked run's slice matches a one-sample run within this share of its largest |x|
+
+
+def stacked_copy(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``model`` (best without its weights: see :func:`weights_in_memory`) whose inputs'
+    first dimension, fixed at 1 in ``model``, is :data:`STACK_DIM`, with the graph outputs' shapes
+    and every value_info dropped (ONNX Runtime infers them again), so that it runs several samples
+    stacked along axis 0. None when an input does not fix its first dimension at 1 (a free batch
+    is batched already), or the graph holds control flow or an op of :data:`UNSTACKED_OPS`. Whether
+    the copy computes each sample as ``model`` does (a Reshape to a constant shape with a 1 in it
+    does not) is for its first run to show (:func:`_stack_layouts`)."""
+    graph = model.graph
+    for node in graph.node:
+        if node.op_type in UNSTACKED_OPS or any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+        ):
+            return None
+    inits = {i.name for i in graph.initializer}
+    inputs = [vi for vi in graph.input if vi.name not in inits]
+    if not inputs:
+        return None
+    for vi in inputs:
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            return None
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value != 1:
+            return None
+    stacked = onnx.ModelProto()
+    stacked.CopyFrom(model)
+    for vi in stacked.graph.input:
+        if vi.name not in inits:
+            vi.type.tensor_type.shape.dim[0].dim_param = STACK_DIM  # replaces the fixed 1
+    for vi in stacked.graph.output:
+        if vi.type.HasField("tensor_type"):
+            vi.type.tensor_type.ClearField("shape")
+    del stacked.graph.value_info[:]
+    return stacked
+
+
+def _one_sample(feed: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...], np.dtype], ...] | None:
+    """The inputs' names, shapes and types of a feed of one sample along axis 0 (None otherwise,
+    or for a feed holding text)."""
+    found = []
+    for key, value in feed.items():
+        if (
+            not isinstance(value, np.ndarray)
+            or value.ndim == 0
+            or value.shape[0] != 1
+            or value.dtype.kind in "OSU"
+        ):
+            return None
+        found.append((key, value.shape, value.dtype))
+    return tuple(found)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    """``got`` holds ``want``'s values: the same shape and type, NaN and Inf where it has them, the
+    finite values within :data:`STACK_RTOL` of ``want``'s largest finite magnitude."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return False
+    if got.dtype.kind != "f":
+        return bool(np.array_equal(got, want))
+    if np.array_equal(got, want):
+        return True
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(got)) or not np.array_equal(
+        got[~finite], want[~finite], equal_nan=True
+    ):
+        return False
+    values = want[finite].astype(np.float64)
+    if values.size == 0:
+        return True
+    scale = float(np.abs(values).max()) or 1.0
+    return float(np.abs(got[finite].astype(np.float64) - values).max()) <= STACK_RTOL * scale
+
+
+Layout = tuple[int, int, bool]  # the sample axis, one sample's length along it, whether samples interleave
+
+
+def _piece(array: np.ndarray, layout: Layout, rows: int, i: int) -> np.ndarray:
+    """Sample ``i``'s slice (a view) of a stacked run's ``array`` of ``rows`` samples."""
+    axis, length, interleaved = layout
+    # interleaved: position t * rows + i, a time-major tensor flattened with the samples inside
+    part = slice(i, length * rows, rows) if interleaved else slice(i * length, (i + 1) * length)
+    return array[(slice(None),) * axis + (part,)]
+
+
+def _stack_layouts(
+    names: Sequence[str],
+    stacked: Sequence[np.ndarray],
+    rows: int,
+    references: Mapping[int, Sequence[np.ndarray]],
+) -> dict[str, Layout] | None:
+    """Where each tensor of a stacked run of ``rows`` samples keeps each sample: the one axis that
+    grows ``rows``-fold, as blocks or interleaved (the reading that gives the one-sample runs'
+    tensors of ``references``, sample index -> that run's tensors, within :func:`_close`). None when
+    a tensor does not grow that way (a value that mixes samples, a Reshape to a fixed batch of 1)
+    or no reading matches."""
+    layouts: dict[str, Layout] = {}
+    for j, (name, array) in enumerate(zip(names, stacked, strict=True)):
+        one = next(iter(references.values()))[j]
+        if array.ndim != one.ndim:
+            return None
+        axes = [a for a in range(one.ndim) if array.shape[a] != one.shape[a]]
+        if len(axes) != 1 or array.shape[axes[0]] != rows * one.shape[axes[0]]:
+            return None
+        axis, length = axes[0], one.shape[axes[0]]
+        readings = [(axis, length, False)] + ([(axis, length, True)] if length > 1 else [])
+        fitting = [
+            layout
+            for layout in readings
+            if all(_close(_piece(array, layout, rows, i), found[j]) for i, found in references.items())
+        ]
+        if not fitting:
+            return None
+        if len(fitting) > 1 and any(
+            not np.array_equal(
+                _piece(array, fitting[0], rows, i), _piece(array, fitting[1], rows, i), equal_nan=True
+            )
+            for i in range(rows)
+        ):
+            return None  # both readings fit the samples compared and tell the others apart: no telling
+        layouts[name] = fitting[0]
+    return layouts
+
+
+class _Stacker:
+    """Runs feeds of one sample each stacked on a :func:`stacked_copy` session and cuts each
+    feed's tensors out of the run's (:func:`_piece`)."""
+
+    def __init__(
+        self, session: Any, rows: int, shapes: tuple[Any, ...], layouts: dict[str, Layout] | None
+    ) -> None:
+        """``layouts``: None for one sample a run (``rows`` 1), whose tensors are the run's own."""
+        self.session, self.rows, self.shapes, self.layouts = session, rows, shapes, layouts
+
+    def fits(self, feed: Mapping[str, np.ndarray]) -> bool:
+        return _one_sample(feed) == self.shapes
+
+    def run(
+        self,
+        unit: Sequence[tuple[dict[str, np.ndarray], list[str]]],
+        wanted: list[str],
+        lighter: list[str],
+    ) -> list[list[np.ndarray]] | None:
+        """Each feed's tensors (its own names), or None when the stacked run fails or its shapes are
+        not the first one's (the caller runs the feeds one at a time)."""
+        names = wanted if any(own is wanted for _, own in unit) else lighter
+        if self.layouts is None:
+            names = unit[0][1]
+        feed = {key: np.concatenate([f[key] for f, _ in unit], axis=0) for key in unit[0][0]}
+        try:
+            stacked = run_views(self.session, names, feed)
+        except Exception:  # ORT's own errors: the one-sample runs say what is wrong, if anything
+            return None
+        return self.cut(unit, names, stacked)
+
+    def cut(
+        self,
+        unit: Sequence[tuple[dict[str, np.ndarray], list[str]]],
+        names: list[str],
+        stacked: Sequence[np.ndarray],
+    ) -> list[list[np.ndarray]] | None:
+        """Each feed's tensors (its own names) out of a stacked run of ``unit`` that fetched
+        ``names``, or None when its shapes are not the first stacked run's."""
+        rows = len(unit)
+        if self.layouts is None:
+            return [list(stacked)] if rows == 1 else None
+        found: list[list[np.ndarray]] = [[] for _ in unit]
+        for name, array in zip(names, stacked, strict=True):
+            layout = self.layouts.get(name)
+            if layout is None or array.ndim <= layout[0] or array.shape[layout[0]] != rows * layout[1]:
+                return None
+            for i in range(rows):
+                found[i].append(_piece(array, layout, rows, i))
+        result = []
+        for (_, own), pieces in zip(unit, found, strict=True):
+            by_name = dict(zip(names, pieces, strict=True))
+            result.append(pieces if own is names else [by_name[n] for n in own])
+        return result
+
+
+def _stacked_session(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    threads: int | None,
+    arrays: Mapping[str, np.ndarray] | None,
+    name: str,
+) -> Any:
+    """A session of :func:`stacked_copy` of ``model`` with ``names`` as outputs too (weights in
+    memory, as :func:`_collect_session`), or None when the model has no such copy or ONNX Runtime
+    cannot load it."""
+    light, found, values = weights_in_memory(model, arrays)
+    stacked = stacked_copy(light)
+    if stacked is None:
+        return None
+    try:
+        return _session(with_outputs(stacked, names), threads, name, (found, values))
+    except ModelLoadError:
+        return None
+
+
+def _start_stacking(
+    session: Any,
+    following: Callable[[], tuple[dict[str, np.ndarray], list[str]] | None],
+    pending: list[tuple[dict[str, np.ndarray], list[str]]],
+    wanted: list[str],
+    stack: int,
+) -> tuple[_Stacker | None, list[tuple[dict[str, np.ndarray], list[str]]], list[list[np.ndarray]]]:
+    """collect's ``stack``: a :class:`_Stacker` on ``session`` (a :func:`stacked_copy`'s), or None
+    when the first feed, the size of one sample's run or the first stacked run rules it out; the
+    first feeds to show (the first, with those read to test the stacked run; the one read that
+    did not fit goes to ``pending``) and, with a stacker, their tensors (else none: the caller
+    runs them on the model's own session). The test: the first feeds run stacked, and the first and the
+    last of them alone on the same session; each tensor's slices must hold those runs' values
+    (:func:`_stack_layouts`). A run of one sample on the stacked copy computes what the model
+    computes (the same graph and kernels on the same shapes; only its input's first dimension is
+    named instead of fixed), so the stacked runs then give the statistics of one-sample runs.
+    ``following``: the next feed with the names to fetch for it (``wanted``, or fewer for a
+    held-out feed)."""
+    first = following()
+    if first is None:
+        return None, [], []
+    shapes = _one_sample(first[0])
+    if shapes is None or first[1] is not wanted:
+        return None, [first], []
+    try:
+        alone = run_views(session, wanted, first[0])
+    except Exception:  # ORT's own errors: the model's own session says what is wrong
+        return None, [first], []
+    rows = min(stack, STACK_BYTES // max(sum(a.nbytes for a in alone), 1))
+    if rows < 2:  # too large to stack: one sample a run, on this session as on the model's own
+        return _Stacker(session, 1, shapes, None), [first], [alone]
+    unit = [first]
+    while len(unit) < rows:
+        more = following()
+        if more is None:
+            break
+        if _one_sample(more[0]) != shapes:
+            pending.append(more)
+            break
+        unit.append(more)
+    if len(unit) < 2:
+        return None, unit, []
+    last = len(unit) - 1
+    feed = {key: np.concatenate([f[key] for f, _ in unit], axis=0) for key in first[0]}
+    try:
+        stacked = run_views(session, wanted, feed)
+        ending = run_views(session, wanted, unit[last][0])
+    except Exception:  # ORT's own errors: a Reshape or Expand that bakes in batch 1, say
+        return None, unit, []
+    layouts = _stack_layouts(wanted, stacked, len(unit), {0: alone, last: ending})
+    if layouts is None:
+        return None, unit, []
+    stacker = _Stacker(session, rows, shapes, layouts)
+    pieces = stacker.cut(unit, wanted, stacked)
+    return (stacker, unit, pieces) if pieces is not None else (None, unit, [])
 
 
 PARALLEL_VALUES = 1 << 16  # collect(workers=...): one run's outputs below this many values in a loop

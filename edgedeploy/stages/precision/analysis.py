@@ -29,7 +29,14 @@ from onnx import numpy_helper
 from calibration.errors import CalibrationError, DataRefused
 from calibration.feeds import feed_rows
 from calibration.graphs import drop_initializer_inputs, upgrade_ir
-from calibration.observers import PREFETCH_BYTES, Observer, collect, float_tensor_names, same_values_sources
+from calibration.observers import (
+    PREFETCH_BYTES,
+    STACK_ROWS,
+    Observer,
+    collect,
+    float_tensor_names,
+    same_values_sources,
+)
 from edgedeploy.errors import InputError, RefusedInput
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.precision.fp16 import ensure_node_names
@@ -587,6 +594,7 @@ def analyze(
             threads=threads,
             arrays=arrays,
             prefetch_bytes=PREFETCH_BYTES,
+            stack=STACK_ROWS,  # a batch-1 model's samples 4 at a time, each shown as its own feed
             name=name,
         )
     except InputError:
