@@ -903,8 +903,8 @@ def _start_stacking(
             pending.append(more)
             break
         unit.append(more)
-    if len(unit) < 2:
-        return None, unit, []
+    if len(unit) < 2:  # nothing to stack with: one sample a run on the copy, as above
+        return _Stacker(session, 1, shapes, None), unit, [alone]
     last = len(unit) - 1
     feed = {key: np.concatenate([f[key] for f, _ in unit], axis=0) for key in first[0]}
     try:

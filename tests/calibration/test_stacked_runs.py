@@ -210,3 +210,13 @@ def test_fp16_analysis_of_a_batch_1_model_stacks_its_runs_and_gives_the_same_fig
     assert max(rows) == 4
     monkeypatch.setattr(analysis_module, "STACK_ROWS", 0)
     assert figures() == stacked
+
+
+def test_a_single_sample_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _model(), _samples(1)
+    alone, _ = _collect(model, x, 0)
+    rows = _runs(monkeypatch)
+    stacked, count = _collect(model, x, 4)
+    assert count == 1
+    _same(stacked, alone)
+    assert rows == [1]  # the copy's run of it, no second session's
