@@ -1050,9 +1050,12 @@ def _record_stored_types(tensors: Sequence[TensorReport], qdq: onnx.ModelProto) 
         t.dtype, t.zero_point = stored.get(t.name, ("float", 0))
 
 
-def _weight_channels(constants: Mapping[str, np.ndarray], name: str, axis: int) -> int:
+def _weight_channels(constants: Mapping[str, np.ndarray], name: str, axis: int | None) -> int:
     """The channels of a per-channel weight (as many as its scale has in the Q/DQ model): its
-    length along ``axis``, an initializer's or a Constant node's (ocr-cls's weights are those)."""
+    length along ``axis``, an initializer's or a Constant node's (ocr-cls's weights are those);
+    1 for a weight of one scale (``axis`` None, a batched MatMul's)."""
+    if axis is None:
+        return 1
     value = constants.get(name)
     return int(value.shape[axis]) if value is not None and value.ndim > axis else 0
 

@@ -3,7 +3,8 @@
 Symmetric quantization (zero point 0) for weights and TensorRT's activations; ONNX Runtime's
 placement quantizes activations to uint8 over their calibrated range (any zero point, see
 :func:`activation_qparams`): per-tensor activations, per-channel weights (Conv axis 0, ConvTranspose axis 1,
-Gemm axis 0 with transB else 1, MatMul the last axis) stored as INT8 initializers followed by
+Gemm axis 0 with transB else 1, a 2-D MatMul weight the last axis; a 1-D or batched MatMul weight
+one scale, see :func:`per_tensor_weight`) stored as INT8 initializers followed by
 DequantizeLinear, opset >= 13.
 
 Two placements, because the two consumers fuse different patterns:
@@ -162,7 +163,7 @@ class TensorQuant:
 @dataclass
 class WeightQuant:
     name: str  # initializer name
-    axis: int
+    axis: int | None  # None: one scale for the whole weight (per_tensor_weight)
     uses: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -178,7 +179,7 @@ class BiasQuant:
 class QuantPlan:
     options: QuantizeOptions
     activations: dict[str, TensorQuant] = field(default_factory=dict)
-    weights: dict[tuple[str, int], WeightQuant] = field(default_factory=dict)
+    weights: dict[tuple[str, int | None], WeightQuant] = field(default_factory=dict)
     biases: list[BiasQuant] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # node names (or op#index) left in float
     quantized_nodes: list[str] = field(default_factory=list)
@@ -245,11 +246,26 @@ def weight_axis(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> i
         return 1
     if node.op_type == "Gemm" and input_index == 1 and weight.ndim == 2:
         return 0 if _attr(node, "transB", 0) else 1
-    # MatMul: 2-D weights only; per-channel scales on a batched (3-D+) weight are refused by
-    # ONNX Runtime's fused MatMulIntegerToFloat, so such a node is left in float
+    # MatMul: per channel on 2-D weights only; a 1-D or batched weight gets one scale (per_tensor_weight)
     if node.op_type == "MatMul" and input_index == 1 and weight.ndim == 2:
         return weight.ndim - 1
     return None
+
+
+def per_tensor_weight(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> bool:
+    """Whether ``weight`` is a MatMul's constant second input that is quantized with one scale:
+    a 1-D (vector) or batched (3-D and up) weight. TensorRT takes per-channel MatMul weights only
+    where both inputs are 2-D matrices, and per-tensor scales on any (docs/tensorrt-facts.md, "Q/DQ
+    ONNX that TensorRT accepts"); ONNX Runtime fuses a per-tensor one into QLinearMatMul, and leaves
+    a per-channel batched one unfused, a float MatMul behind DequantizeLinear (docs/design.md,
+    "Batched and 1-D MatMul weights")."""
+    return node.op_type == "MatMul" and input_index == 1 and weight.ndim != 2 and weight.ndim >= 1
+
+
+def _quantized_input(node: onnx.NodeProto, input_index: int, weight: np.ndarray) -> bool:
+    """Whether ``weight`` (a float constant) is a weight :func:`write_qdq` quantizes: per channel
+    (:func:`weight_axis`) or with one scale (:func:`per_tensor_weight`)."""
+    return weight_axis(node, input_index, weight) is not None or per_tensor_weight(node, input_index, weight)
 
 
 @dataclass(frozen=True)
@@ -335,9 +351,9 @@ class _Planner:
         value = self.constants.get(name)
         if value is None or value.dtype.kind != "f":
             return False
-        axis = weight_axis(node, input_index, value)
-        if axis is None:
+        if not _quantized_input(node, input_index, value):
             return False
+        axis = weight_axis(node, input_index, value)
         wq = self.plan.weights.setdefault((name, axis), WeightQuant(name, axis))
         wq.uses.append((index, input_index))
         return True
@@ -367,7 +383,7 @@ class _Planner:
         has_weight = (
             weight_value is not None
             and weight_value.dtype.kind == "f"
-            and (weight_axis(node, 1, weight_value) is not None)
+            and _quantized_input(node, 1, weight_value)
         )
         if node.op_type in ("Conv", "ConvTranspose") and not has_weight:
             return  # a dynamic convolution weight: leave the node alone
@@ -811,18 +827,22 @@ def _convert_light(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     return converted
 
 
-WeightCache = dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]]
+WeightCache = dict[tuple[str, int | None, int], tuple[np.ndarray, np.ndarray]]
 
 
-def weight_scale(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
-    """The per-channel float32 scales of weight ``w`` along ``axis`` (its absolute max over ``qmax``)."""
+def weight_scale(w: np.ndarray, axis: int | None, qmax: int) -> np.ndarray:
+    """The per-channel float32 scales of weight ``w`` along ``axis`` (its absolute max over ``qmax``);
+    ``axis`` None: its one scale, a 0-D array (:func:`per_tensor_weight`)."""
+    if axis is None:
+        top = float(np.abs(w.astype(np.float32)).max()) if w.size else 0.0
+        return np.asarray(max(top, SCALE_FLOOR) / qmax, np.float32)
     return (np.maximum(per_channel_absmax(w, axis), SCALE_FLOOR) / qmax).astype(np.float32)
 
 
 def quantized_weight(
     model: onnx.ModelProto,
     name: str,
-    axis: int,
+    axis: int | None,
     qmax: int,
     cache: WeightCache | None = None,
     values: np.ndarray | None = None,
@@ -840,7 +860,8 @@ def quantized_weight(
     w = _constant_array(model, name) if values is None else values
     scale = weight_scale(w, axis, qmax)
     shape = [1] * w.ndim
-    shape[axis] = -1
+    if axis is not None:
+        shape[axis] = -1
     q = np.clip(np.round(w / scale.reshape(shape)), -qmax, qmax).astype(np.int8)
     if cache is not None:
         cache[key] = (q, scale)
@@ -914,7 +935,7 @@ def bias_corrections(
     shifts: dict[int, np.ndarray] = {}
     for (name, axis), wq in plan.weights.items():
         uses = [i for i, j in wq.uses if j == 1 and i in inputs and inputs[i] in means]
-        if not uses:
+        if not uses or axis is None:
             continue
         q, scale = quantized_weight(model, name, axis, plan.options.weight_qmax, weight_cache)
         w = consts[name] if name in consts else _constant_array(model, name)
@@ -1049,7 +1070,8 @@ def write_qdq(
     qmax_w = plan.options.weight_qmax
     for (name, axis), wq in plan.weights.items():
         q, channel_scale = quantized_weight(model, name, axis, qmax_w, weight_cache)
-        base = f"{name}_axis{axis}" if sum(1 for k in plan.weights if k[0] == name) > 1 else name
+        way = "per_tensor" if axis is None else f"axis{axis}"
+        base = f"{name}_{way}" if sum(1 for k in plan.weights if k[0] == name) > 1 else name
         qname, sname, zname, dq_out = (
             _unique(f"{base}_quantized", taken),
             _unique(f"{base}_scale", taken),
@@ -1062,18 +1084,15 @@ def write_qdq(
             numpy_helper.from_array(np.zeros(channel_scale.shape, np.int8), zname),
         ]
         first_use = min(i for i, _ in wq.uses)
-        new_nodes.append(
-            (
-                first_use,
-                helper.make_node(
-                    "DequantizeLinear",
-                    [qname, sname, zname],
-                    [dq_out],
-                    name=_unique(f"{base}_DequantizeLinear", taken),
-                    axis=axis,
-                ),
-            )
+        dequantize = helper.make_node(
+            "DequantizeLinear",
+            [qname, sname, zname],
+            [dq_out],
+            name=_unique(f"{base}_DequantizeLinear", taken),
         )
+        if axis is not None:  # without it, the scale is one (per_tensor_weight)
+            dequantize.attribute.append(helper.make_attribute("axis", axis))
+        new_nodes.append((first_use, dequantize))
         for i, j in wq.uses:
             nodes[i].input[j] = dq_out
         weight_scales[name] = channel_scale
@@ -1338,11 +1357,12 @@ def tensor_readers(
     return readers
 
 
-def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+def dequantized_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
     """What DequantizeLinear makes of a weight from :func:`quantized_weight` (float32 ``q * scale``
-    per channel along ``axis``, zero point 0)."""
+    per channel along ``axis``, or with its one scale where ``axis`` is None; zero point 0)."""
     shape = [1] * q.ndim
-    shape[axis] = -1
+    if axis is not None:
+        shape[axis] = -1
     return q.astype(np.float32) * scale.reshape(shape)  # type: ignore[no-any-return]
 
 

@@ -59,7 +59,7 @@ class TensorReport:
 @dataclass
 class WeightReport:
     name: str
-    axis: int
+    axis: int | None  # None: one scale for the whole weight (a 1-D or batched MatMul weight)
     channels: int
     bits: int
 

@@ -64,8 +64,8 @@ def layers(model: onnx.ModelProto, plan: QuantPlan, consts: Mapping[str, np.ndar
     nodes = model.graph.node
     for (name, axis), wq in sorted(plan.weights.items(), key=lambda kv: min(kv[1].uses, default=(0, 0))):
         w = consts.get(name)
-        if w is None or len(wq.uses) != 1 or wq.uses[0][1] != 1 or w.dtype.kind != "f":
-            continue
+        if w is None or axis is None or len(wq.uses) != 1 or wq.uses[0][1] != 1 or w.dtype.kind != "f":
+            continue  # axis None: a weight of one scale (a batched MatMul's), rounded to nearest
         node = nodes[wq.uses[0][0]]
         if node.op_type == "Conv" and w.ndim in (3, 4) and axis == 0:
             groups = int(attribute(node, "group", 1))

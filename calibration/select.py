@@ -422,8 +422,10 @@ def _squared_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(diff.sum())
 
 
-def _weight_uses(plan: QuantPlan, consumers: Sequence[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
-    """The quantized weights the given consumer nodes read: (node, input, axis)."""
+def _weight_uses(
+    plan: QuantPlan, consumers: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int, int | None], ...]:
+    """The quantized weights the given consumer nodes read: (node, input, axis; None for one scale)."""
     nodes = {i for i, _ in consumers}
     return tuple(sorted((i, j, w.axis) for w in plan.weights.values() for i, j in w.uses if i in nodes))
 

@@ -1,4 +1,4 @@
-"""Models at the edges of Q/DQ placement: batched MatMul weights, weights computed from constants."""
+"""Models at the edges of Q/DQ placement: batched and 1-D MatMul weights, weights computed from constants."""
 
 from __future__ import annotations
 
@@ -58,7 +58,48 @@ def _run(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(session.run(None, feed)[0])
 
 
-def test_a_batched_matmul_weight_is_left_in_float_and_the_model_runs(tmp_path: Path) -> None:
+def _matmul_only(
+    path: Path, weight_shape: tuple[int, ...], x_shape: list[int | str], y_shape: list[int | str]
+) -> Path:
+    """A model whose one node is a MatMul of x and a constant weight of ``weight_shape``: batched
+    (3-D, 4-D) or a vector (1-D), as onnx's test_matmul_3d / _4d / _bcast / _1d_3d have them."""
+    rng = np.random.default_rng(2)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        [numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), "w")],
+    )  # fmt: skip
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _weight_dequantizers(model: onnx.ModelProto) -> dict[str, tuple[list[int], tuple[int, ...]]]:
+    """float weight name -> (the axis attribute, the scale's shape) of its DequantizeLinear."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {
+        n.input[0].removesuffix("_quantized"): (
+            [int(a.i) for a in n.attribute if a.name == "axis"],
+            inits[n.input[1]].shape,
+        )
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and inits.get(n.input[0]) is not None
+        and inits[n.input[0]].dtype == np.int8
+    }
+
+
+def _optimized_ops(path: Path, tmp_path: Path) -> set[str]:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
+
+
+def test_a_batched_matmul_weight_is_quantized_with_one_scale_on_both_placements(tmp_path: Path) -> None:
+    """A batched MatMul weight was left in float without a word (TensorRT's placement too): it now
+    gets one scale (DequantizeLinear without axis), as TensorRT takes per-channel MatMul weights
+    only on 2-D matrices; ONNX Runtime fuses its placement's into integer kernels, no float MatMul left."""
     model = _matmul3d(tmp_path / "mm3d.onnx")
     inputs, _ = model_io(model)
     source = open_source("random:3", inputs, samples=16, batch_size=4)
@@ -67,9 +108,39 @@ def test_a_batched_matmul_weight_is_left_in_float_and_the_model_runs(tmp_path: P
         options = CalibrationOptions(algorithm="max", placement=placement, trt_version="10.3.0")
         result = calibrate(model, source, options, tmp_path / placement)
         report = result.report_data
-        assert report is not None and report.quantized_nodes == ["mm2d"]  # the batched weight stays float
+        assert report is not None and report.quantized_nodes == ["mm3d", "mm2d"]
+        assert {(w.name, w.axis, w.channels) for w in report.weights} == {("w", None, 1), ("w2", 1, 3)}
+        qdq = onnx.load(result.model)
+        onnx.checker.check_model(qdq, full_check=True)
+        assert _weight_dequantizers(qdq) == {"w": ([], ()), "w2": ([1], (3,))}
+        if placement == "onnxruntime":  # its placement is for ONNX Runtime's kernels
+            assert "MatMul" not in _optimized_ops(result.model, tmp_path)
         ref, got = _run(model, feed), _run(result.model, feed)
         assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
+
+
+def test_a_model_of_only_batched_or_vector_matmul_weights_is_calibrated(tmp_path: Path) -> None:
+    """A model whose only MatMuls have a batched (test_matmul_bcast's [1, 2, 4, 2]) or 1-D weight
+    was refused 'nothing to quantize (no ... MatMul with constant float32 weights ...)', which was
+    false: each is quantized now, with one scale, on both placements."""
+    cases = {
+        "bcast": ((1, 2, 4, 2), ["N", 2, 5, 4], ["N", 2, 5, 2], (3, 2, 5, 4)),
+        "vector": ((4,), ["N", 5, 4], ["N", 5], (3, 5, 4)),
+    }
+    for name, (w_shape, x_shape, y_shape, feed_shape) in cases.items():
+        model = _matmul_only(tmp_path / f"{name}.onnx", w_shape, x_shape, y_shape)
+        inputs, _ = model_io(model)
+        source = open_source("random:1", inputs, samples=16, batch_size=4)
+        feed = {"x": np.random.default_rng(6).standard_normal(feed_shape).astype(np.float32)}
+        for placement in ("tensorrt", "onnxruntime"):
+            options = CalibrationOptions(algorithm="max", placement=placement)
+            result = calibrate(model, source, options, tmp_path / f"{name}-{placement}")
+            assert result.report_data is not None and result.report_data.quantized_nodes == ["mm"]
+            qdq = onnx.load(result.model)
+            onnx.checker.check_model(qdq, full_check=True)
+            assert _weight_dequantizers(qdq) == {"w": ([], ())}
+            ref, got = _run(model, feed), _run(result.model, feed)
+            assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
 
 
 def test_the_trt_cache_has_activations_only_and_no_zero_scale(tmp_path: Path) -> None:
