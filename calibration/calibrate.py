@@ -322,6 +322,13 @@ def calibrate(
     cache_tensors = float_tensor_names(model) if options.trt_version else []
     lean = _lean_plan(model, qopts, facts, plan) if algo.algorithm == "auto" else None
     wanted = list(dict.fromkeys([*levels, *cache_tensors, *(lean.levels() if lean else ())]))
+    if not plan.levels() and plan.left_in_float:
+        label, why = next(iter(plan.left_in_float.items()))
+        others = f" (and {len(plan.left_in_float) - 1} more node(s))" if len(plan.left_in_float) > 1 else ""
+        raise NothingToQuantize(
+            f"{model_path.name}: nothing to quantize: {_op_of(model, label)} '{label}' is left in float, "
+            f"{why}{others}"
+        )
     if not plan.levels():
         raise NothingToQuantize(
             f"{model_path.name}: nothing to quantize (no Conv, ConvTranspose, Gemm or MatMul "
@@ -528,6 +535,8 @@ def calibrate(
                 f"auto held no samples out (the data makes fewer than 4 runs of {RUN_ROWS}): its choices "
                 f"were judged on calibration samples; give at least {4 * RUN_ROWS} for held-out ones"
             )
+        for label, why in plan.left_in_float.items():
+            warnings.append(f"{_op_of(model, label)} '{label}' is left in float: {why}")
         inside = [n for node in model.graph.node for g in subgraphs(node) for n in all_nodes(g)]
         if layers := sum(n.op_type in WEIGHTED_OPS for n in inside):
             warnings.append(
@@ -1048,6 +1057,13 @@ def _record_stored_types(tensors: Sequence[TensorReport], qdq: onnx.ModelProto) 
     stored = stored_activations(qdq)
     for t in tensors:
         t.dtype, t.zero_point = stored.get(t.name, ("float", 0))
+
+
+def _op_of(model: onnx.ModelProto, label: str) -> str:
+    """The op type of the node of the main graph a plan labels ``label`` (its name, or OP#index)."""
+    nodes = model.graph.node
+    found = next((n.op_type for n in nodes if n.name == label), None)
+    return found or label.partition("#")[0]
 
 
 def _weight_channels(constants: Mapping[str, np.ndarray], name: str, axis: int | None) -> int:

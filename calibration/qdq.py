@@ -182,6 +182,8 @@ class QuantPlan:
     weights: dict[tuple[str, int | None], WeightQuant] = field(default_factory=dict)
     biases: list[BiasQuant] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # node names (or op#index) left in float
+    # weighted nodes with a constant float operand left in float though not excluded: label -> why
+    left_in_float: dict[str, str] = field(default_factory=dict)
     quantized_nodes: list[str] = field(default_factory=list)
 
     def calibrated_tensors(self) -> list[str]:
@@ -389,7 +391,18 @@ class _Planner:
             return  # a dynamic convolution weight: leave the node alone
         activations = [0] if has_weight else [0, 1]
         if not all(self.is_float_activation(node.input[j]) for j in activations):
-            return  # e.g. a constant first input: leave the node alone
+            # e.g. a constant first input: leave the node alone, and say so
+            if not has_weight and node.input[0] in self.constants and node.op_type in ("Gemm", "MatMul"):
+                why = "its constant is its first input; only a constant second input is quantized as a weight"
+                self.plan.left_in_float[_node_label(node, i)] = why
+            elif has_weight and not self.is_float_activation(node.input[0]):
+                what = (
+                    "a constant"
+                    if node.input[0] in self.constants or node.input[0] in self.derived
+                    else "not float32"
+                )
+                self.plan.left_in_float[_node_label(node, i)] = f"its input '{node.input[0]}' is {what}"
+            return
         if has_weight:
             self.weight(i, 1)
         for j in activations:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from calibration.calibrate import CalibrationOptions, calibrate
+from calibration.errors import NothingToQuantize
 from calibration.modelinfo import model_io
 from calibration.sources import open_source
 from calibration.trt_cache import read_cache
@@ -141,6 +143,47 @@ def test_a_model_of_only_batched_or_vector_matmul_weights_is_calibrated(tmp_path
             assert _weight_dequantizers(qdq) == {"w": ([], ())}
             ref, got = _run(model, feed), _run(result.model, feed)
             assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
+
+
+def _constant_first(path: Path, with_weighted: bool) -> Path:
+    """MatMul(a constant [5, 4], x[N, 4, 3]): the constant is the first input, not a weight;
+    ``with_weighted``: then MatMul with a 2-D weight [3, 2], which is quantized."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("MatMul", ["a", "x"], ["y"], name="left")]
+    inits = [numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "a")]
+    out = ["N", 5, 3]
+    if with_weighted:
+        nodes.append(helper.make_node("MatMul", ["y", "w"], ["z"], name="right"))
+        inits.append(numpy_helper.from_array(rng.standard_normal((3, 2)).astype(np.float32), "w"))
+        out = ["N", 5, 2]
+    graph = helper.make_graph(
+        nodes, "first", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out)], inits,
+    )  # fmt: skip
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_matmul_whose_constant_is_its_first_input_is_named_as_left_in_float(tmp_path: Path) -> None:
+    """A MatMul whose constant operand is its first input is not quantized (only a second input is a
+    weight): that was silent, and a model of only such was refused as having no MatMul with
+    constant float32 weights. The refusal and a warning now name the node and why."""
+    alone = _constant_first(tmp_path / "alone.onnx", with_weighted=False)
+    inputs, _ = model_io(alone)
+    source = open_source("random:1", inputs, samples=8, batch_size=4)
+    with pytest.raises(NothingToQuantize) as refused:
+        calibrate(alone, source, CalibrationOptions(algorithm="max"), tmp_path / "alone")
+    assert str(refused.value).startswith(
+        "alone.onnx: nothing to quantize: MatMul 'left' is left in float, its "
+    )
+    assert "first input" in str(refused.value)
+    assert not (tmp_path / "alone").exists() or not any((tmp_path / "alone").iterdir())
+    both = _constant_first(tmp_path / "both.onnx", with_weighted=True)
+    result = calibrate(both, source, CalibrationOptions(algorithm="max"), tmp_path / "both")
+    assert result.report_data is not None and result.report_data.quantized_nodes == ["right"]
+    assert any(
+        w.startswith("MatMul 'left' is left in float: its constant is its first input")
+        for w in result.warnings
+    )
 
 
 def test_the_trt_cache_has_activations_only_and_no_zero_scale(tmp_path: Path) -> None:
