@@ -129,7 +129,18 @@ def _attr(text: str) -> str:
 
 
 def _short(name: str, width: int = 34) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
+    """``name`` cut to ``width`` from its start, as :func:`_plain` text."""
+    return _plain(name if len(name) <= width else "…" + name[-(width - 1) :])
+
+
+def _plain(text: object) -> str:
+    """``text`` as matplotlib draws it literally. A string with two ``$`` is mathtext to matplotlib:
+    a tensor named ``a$\\frac$b`` raised its ParseSyntaxException (the report died) and ``$x^2$`` was
+    drawn as an italic x². ONNX allows any string as a name, so every name, precision and label from
+    the files read is passed through here: each ``$`` becomes ``\\$``, which matplotlib draws as ``$``
+    (a name holding ``\\$`` keeps its backslash: matplotlib's ``is_math_text`` counts ``\\$`` apart).
+    Not ``text.parse_math = False`` for the whole figure: the log axes' tick labels are mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def tradeoff_scatter(points: list[ScatterPoint]) -> str:
@@ -153,11 +164,11 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
                 linewidth=0.8,
                 alpha=0.85,
                 zorder=3,
-                label=f"{p.precision}" + (f" ({human_size(p.size_bytes)})" if p.size_bytes else ""),
+                label=_plain(p.precision) + (f" ({human_size(p.size_bytes)})" if p.size_bytes else ""),
             )
             radius_pt = math.sqrt(area / math.pi)
             ax.annotate(
-                p.precision,
+                _plain(p.precision),
                 (p.speedup, p.loss),
                 textcoords="offset points",
                 xytext=(radius_pt + 3, radius_pt * 0.6),
@@ -169,7 +180,11 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
         ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.text(1.0, 1.0, " fp32 speed", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
         batches = sorted({str(p.batch) for p in points})
-        at = f"batch {batches[0]}" if len(batches) == 1 else "each at a batch both profiled, see the table"
+        at = (
+            f"batch {_plain(batches[0])}"
+            if len(batches) == 1
+            else "each at a batch both profiled, see the table"
+        )
         ax.set_xlabel(f"speed-up over fp32 (p50 latency, {at}): right is faster")
         ax.set_ylabel("accuracy loss, 1 − cosine (log)\nlower is better")
         lows = [p.loss for p in points]
@@ -217,7 +232,7 @@ def latency_cdf(series: list[CdfSeries]) -> str:
                 marker=marker,
                 markevery=max(1, len(s.percent) // 10),
                 markersize=5,
-                label=f"{s.precision} (batch {s.batch})",
+                label=_plain(f"{s.precision} (batch {s.batch})"),
             )
         p99s = [_at_percent(s, 99.0) for s in series]
         lowest = min(s.latencies_ms[0] for s in series)
@@ -240,7 +255,7 @@ def latency_cdf(series: list[CdfSeries]) -> str:
         # each run's time is the whole batch's (as in batch_curves), not one inference's
         batches = sorted({s.batch for s in series})
         ax.set_xlabel(
-            f"latency per batch of {batches[0]} (ms)"
+            f"latency per batch of {_plain(batches[0])} (ms)"
             if len(batches) == 1
             else "latency per batch (ms), batch size in the legend"
         )
@@ -264,7 +279,7 @@ def batch_curves(series: list[BatchSeries]) -> str:
     with _figure(3.0, ncols=2) as (fig, (left, right)):
         for s in series:
             colour, marker, line = style(s.precision)
-            kw = {"color": colour, "marker": marker, "linestyle": line, "label": s.precision}
+            kw = {"color": colour, "marker": marker, "linestyle": line, "label": _plain(s.precision)}
             left.plot(s.batches, [v if v is not None else math.nan for v in s.throughput_ips], **kw)
             right.plot(s.batches, [v if v is not None else math.nan for v in s.p50_ms], **kw)
             right.plot(
@@ -311,7 +326,7 @@ def matrix_latency(model: str, bars: list[MatrixBar]) -> str:
                 hatch=hatch,
                 edgecolor="black",
                 linewidth=0.5,
-                label=precision,
+                label=_plain(precision),
             )
             for y, b in zip(ys, mine, strict=True):
                 label = f" {b.p50_ms:.3g} ms" + (f", cos {b.cosine:.4f}" if b.cosine is not None else "")
@@ -399,7 +414,7 @@ def clipping(panels: list[ClipPanel]) -> str:
             ax.axvline(p.threshold, color="black", linestyle="--", linewidth=1.2)
             ax.axvline(p.amax, color="black", linestyle=":", linewidth=1)
             ax.text(p.threshold, 1.0, " threshold", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
-            ax.set_title(f"{_short(p.tensor, 40)}: {p.clipped:.3%} clipped ({p.dtype})", fontsize=8)
+            ax.set_title(f"{_short(p.tensor, 40)}: {p.clipped:.3%} clipped ({_plain(p.dtype)})", fontsize=8)
             ax.set_xlim(0, max(p.amax, p.threshold) * 1.08)
             ax.tick_params(labelsize=7)
         for ax in flat[len(panels) :]:
@@ -447,7 +462,7 @@ def per_layer(series: LayerSeries) -> str:
             ax.set_xticks(x, [_short(t, 24) for t in series.tensors], rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("tensor, in graph order")
         ax.set_ylabel("1 − cosine vs fp32 (log)")
-        ax.set_title(f"Per-layer error, {series.precision} ({series.mode})")
+        ax.set_title(_plain(f"Per-layer error, {series.precision} ({series.mode})"))
         if over:
             ax.legend(fontsize=8, loc="upper left")
         return _svg(fig, f"Per-layer error of {series.precision} against fp32 in graph order")
@@ -460,10 +475,15 @@ def power(traces: list[PowerTrace]) -> str:
         for ax, t in zip([row[0] for row in axes], traces, strict=True):
             for (rail, watts), ls in zip(t.rails.items(), itertools.cycle(line_styles)):
                 ax.plot(
-                    t.times_s, [w if w is not None else math.nan for w in watts], linestyle=ls, label=rail
+                    t.times_s,
+                    [w if w is not None else math.nan for w in watts],
+                    linestyle=ls,
+                    label=_plain(rail),
                 )
             ax.set_ylabel("W")
-            ax.set_title(f"{t.precision}: {t.source}" + (f" ({t.covered})" if t.covered else ""), fontsize=8)
+            ax.set_title(
+                _plain(f"{t.precision}: {t.source}" + (f" ({t.covered})" if t.covered else "")), fontsize=8
+            )
             ax.set_ylim(bottom=0)  # watts from zero: the share of each rail reads true
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, not over
         axes[-1][0].set_xlabel("time since the benchmark started (s)")
