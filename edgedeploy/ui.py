@@ -169,6 +169,24 @@ def human_size(n: int | None, none: str = "-") -> str:
     return f"{n / 1e12:.3g} TB" if n < 999.5e12 else f"{n / 1e12:,.0f} TB"
 
 
+def cosine_figure(value: float | None, gate: float | None = None, none: str = "-") -> str:
+    """A cosine as every table prints it: 6 decimals, and as many more as it takes to tell it from
+    what it is not. A strict gate printed a failed fp16's 0.99999997 as "cosine 1.000000 <
+    0.99999999", false as printed, and a budget search's steps all read "cosine 1": a cosine below
+    1 never prints as 1, and one below ``gate`` (the min cosine it is checked against) never prints
+    as a figure at or above it, nor one at or above it as below (up to 15 decimals)."""
+    if value is None:
+        return none
+    text = f"{value:.6f}"
+    for places in range(6, 16):
+        text = f"{value:.{places}f}"
+        shown = float(text)
+        below_1 = shown < 1.0 or not value < 1.0  # (NaN: as it is)
+        if below_1 and (gate is None or (shown < gate) == (value < gate)):
+            return text
+    return text
+
+
 # Markdown's own characters that can change the text mid-line (emphasis, code, links, a table's
 # cell, strikethrough), escaped with a backslash; the HTML ones become entities, since a renderer
 # (GitHub's step summary, a PR comment) would otherwise draw a name's <b> or <img> as live HTML.

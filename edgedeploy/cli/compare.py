@@ -27,6 +27,7 @@ from edgedeploy.cli.common import (
 )
 from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
 from edgedeploy.interrupts import deferred
+from edgedeploy.ui import cosine_figure
 
 if TYPE_CHECKING:
     from edgedeploy.stages.compare import CompareResult, LayerError, LayerwiseResult
@@ -196,7 +197,7 @@ def print_outputs(result: CompareResult, reference: Path, candidate: Path, data:
             f"{m.p99_abs:.3g}",
             f"{m.max_rel:.3g}",
             f"{m.p99_rel:.3g}",
-            f"{m.cosine:.6f}",
+            cosine_figure(m.cosine, result.gates.min_cosine),
             fmt(m.norm_ratio, ".6f"),
             fmt(m.snr_db, ".1f"),
             f"{m.nan_count}/{m.inf_count}"
@@ -229,7 +230,9 @@ def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
                 str(e.order),
                 e.tensor,
                 f"{e.op} ({e.producer})",
-                f"{e.cosine:.6f}" if e.equal_share is None else f"{e.equal_share:.4f} equal",
+                cosine_figure(e.cosine, result.gates.min_cosine)
+                if e.equal_share is None
+                else f"{e.equal_share:.4f} equal",
                 "-" if e.snr_db is None else f"{e.snr_db:.1f}",
                 f"{e.max_abs:.3g}",
                 f"{e.rel_max:.3g}",

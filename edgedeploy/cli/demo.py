@@ -12,7 +12,7 @@ from rich.table import Table
 from edgedeploy.cli.common import JsonOutput, TargetName, fmt, make_ui, out, write_json
 from edgedeploy.errors import InputError
 from edgedeploy.interrupts import deferred
-from edgedeploy.ui import human_size
+from edgedeploy.ui import cosine_figure, human_size
 
 
 def demo_command(
@@ -64,7 +64,7 @@ def demo_command(
             fmt(r.p50_ms),
             fmt(r.p99_ms),
             fmt(r.throughput_ips, ".0f"),
-            fmt(r.cosine, ".6f"),
+            cosine_figure(r.cosine),
             fmt(r.top1_agreement, ".4f"),
             f"{r.task_accuracy:.4f}",
             fmt(r.energy_mj, ".3f") if r.energy_mj is not None else "n/a",

@@ -23,7 +23,7 @@ from edgedeploy.cli.common import (
 from edgedeploy.errors import GateFailed, InputError
 from edgedeploy.fileio import not_written
 from edgedeploy.interrupts import deferred
-from edgedeploy.ui import human_size
+from edgedeploy.ui import cosine_figure, human_size
 
 
 def matrix_command(
@@ -103,7 +103,7 @@ def matrix_command(
             c.node[:12],
             human_size(c.size_bytes),
             fmt(c.latency_ms),
-            fmt(c.min_cosine, ".6f"),
+            cosine_figure(c.min_cosine),
             fmt(c.top1, ".4f"),
             c.gate or "-",
             c.reason,

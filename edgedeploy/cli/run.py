@@ -18,7 +18,7 @@ from edgedeploy.cli.common import (
 )
 from edgedeploy.errors import GateFailed
 from edgedeploy.interrupts import deferred
-from edgedeploy.ui import human_size
+from edgedeploy.ui import cosine_figure, human_size
 
 
 def run_command(
@@ -56,7 +56,7 @@ def run_command(
             fmt(b1.get("median_ms")),
             fmt(b1.get("p99_ms")),
             fmt(b1.get("throughput_ips"), ".1f"),
-            fmt(cos, ".6f"),
+            cosine_figure(cos, result.gates.get("min_cosine")),
             fmt(top1, ".4f"),
             "pass" if (p.compare or {}).get("passed") else "FAIL",
         )

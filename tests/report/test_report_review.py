@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report import plots
+from edgedeploy.stages.report.load import PrecisionData, RunData
 
 # legal ONNX tensor names that matplotlib would read as mathtext: one it cannot parse, one it would
 # draw as an italic x² (the name the model has is the text, dollars and all)
@@ -34,3 +39,81 @@ def test_names_with_dollars_are_drawn_as_their_text_in_every_chart() -> None:
     assert italic in svgs[3] and bad in svgs[3] and escaped in svgs[3]
     assert bad in svgs[4] and italic in svgs[5] and bad in svgs[6]
     assert bad in svgs[7] and italic in svgs[7] and escaped in svgs[7]
+
+
+@pytest.mark.parametrize(
+    ("value", "gate", "shown"),
+    [
+        (0.99999997, 0.99999999, "0.99999997"),  # failed: printed "1.000000 < 0.99999999"
+        (0.99999965, 0.99999999, "0.9999997"),  # 7 decimals: below 1, below the gate
+        (0.9899996, 0.99, "0.9899996"),  # .6f: 0.990000, at the gate it failed
+        (0.99000004, 0.99, "0.990000"),  # at or above it: as it passed
+        (0.9999996157, None, "0.9999996"),  # a budget's step: not "1"
+        (1.0, 0.99999999, "1.000000"),
+        (0.987654321, 0.9, "0.987654"),  # the usual figure is untouched
+        (None, 0.99, "-"),
+    ],
+)
+def test_a_cosine_prints_with_the_digits_that_tell_it_from_its_gate_and_from_1(
+    value: float | None, gate: float | None, shown: str
+) -> None:
+    from edgedeploy.ui import cosine_figure
+
+    assert cosine_figure(value, gate) == shown
+
+
+def test_a_failed_strict_gate_shows_a_cosine_below_it_in_the_warning_and_both_reports(tmp_path: Path) -> None:
+    """A gate of 0.99999999 failed by a cosine of 0.99999997 read "cosine 1.000000 < 0.99999999" in
+    the warning, and "1.000000 ... FAIL" in report.md and report.html: false as printed."""
+    from edgedeploy.stages.compare.gates import Gates
+    from edgedeploy.stages.compare.outputs import OutputMetrics, gate_failures
+    from edgedeploy.stages.report import write_report
+    from edgedeploy.stages.report.load import PrecisionData, RunData
+
+    run = RunData(sources=["x"], kind="json", model="m", gates={"min_cosine": 0.99999999})
+    for precision, cosine in (("fp32", 1.0), ("fp16", 0.99999997)):
+        compare = {"passed": cosine == 1.0, "outputs": {"y": {"cosine": cosine}}}
+        run.precisions.append(PrecisionData(precision, compare=compare))
+    files = write_report(run, tmp_path / "r")
+    md, page = files.markdown.read_text(), files.html.read_text()
+    assert "| 0.99999997 |" in md and "1.000000 |" in md  # fp16's, fp32's
+    assert '<td class="">0.99999997</td>' in page
+    metrics = OutputMetrics("y", [1, 5], 1e-4, 1e-5, 1e-4, 1e-3, 1e-4, 1e-3, 0.99999997, 60.0, 0, 0, 0, True)
+    said = gate_failures(metrics, Gates(min_cosine=0.99999999))
+    assert "cosine 0.99999997 < 0.99999999" in said, said
+
+
+def _missed_budget_run() -> RunData:
+    """An int8 budget of cosine >= 0.99999999 that only all layers in fp32 met: run did not build int8."""
+    steps = [
+        {"kept": [], "measured": {"cosine": 0.9999996156917808, "top1": 1.0, "snr": 61.13}, "met": False},
+        {"kept": ["linear"], "measured": {"cosine": 0.9999999141354413, "top1": 1.0}, "met": False},
+        {"kept": ["linear", "conv"], "measured": {"cosine": 0.9999999690628234, "top1": 1.0}, "met": False},
+        {"kept": ["linear", "conv", "conv_1"], "measured": {"cosine": 1.0, "top1": 1.0}, "met": True},
+    ]
+    run = RunData(sources=["x"], kind="run", model="m", gates={"min_cosine": 0.999})
+    run.precisions.append(PrecisionData("fp32", compare={"passed": True, "outputs": {"y": {"cosine": 1.0}}}))
+    run.budgets["int8"] = {"budget": "cosine>=0.99999999", "met": True, "higher": "fp32 (not quantized)",
+                           "steps": steps}  # fmt: skip
+    run.not_built["int8"] = (
+        "accuracy budget cosine>=0.99999999 is met only with every layer left in fp32, so no int8 model "
+        "meets it; build fp16 or fp32, or loosen the budget"
+    )
+    return run
+
+
+def test_a_budget_met_only_with_every_layer_in_fp32_is_said_missed_as_the_run_said_it() -> None:
+    """The summary said int8 "not built (accuracy budget missed)", the budget section "budget ...
+    met" and report.md "met in 7 step(s)"; and every step's cosine read "cosine 1", met or not."""
+    from edgedeploy.stages.report.render import build_sections, render_markdown
+
+    run = _missed_budget_run()
+    (budget,) = [s for s in build_sections(run, None) if s.key == "budget"]
+    assert "<span class='pass'>met</span>" not in budget.body
+    assert "not met" in budget.body and "not built" in budget.body
+    assert "met only with every layer left in fp32" in budget.body
+    md = render_markdown(run)
+    assert ": met in" not in md and "NOT met" in md and "not built" in md
+    for cosine in ("0.9999996", "0.9999999", "0.99999997"):  # each below the budget, as printed
+        assert f"cosine {cosine}," in budget.body, budget.body
+    assert "cosine 1.000000," in budget.body  # the step with every layer in fp32: exactly 1

@@ -47,6 +47,7 @@ from edgedeploy.stages.precision.fp16 import (
     opset_conversion,
 )
 from edgedeploy.targets import has_vnni
+from edgedeploy.ui import cosine_figure
 
 INTEGER_EMULATED = "onnx, integer arithmetic emulated in float (this CPU has no VNNI)"
 # int8 activations: TensorRT's placement, run as TensorRT computes it (exact integer sums, rescaled
@@ -197,7 +198,7 @@ def _metrics(name: str, run: _Running, gates: Gates) -> tuple[float, float | Non
     if gates.min_cosine is not None and share is not None and share < gates.min_cosine:
         why.append(f"equal elements {share:.4f} < {gates.min_cosine} (a bool/integer tensor)")
     elif gates.min_cosine is not None and share is None and cosine < gates.min_cosine:
-        why.append(f"cosine {cosine:.6f} < {gates.min_cosine}")
+        why.append(f"cosine {cosine_figure(cosine, gates.min_cosine)} < {gates.min_cosine}")
     if gates.check_allclose and run.max_abs_err > gates.atol + gates.rtol * run.ref_absmax:
         why.append(f"max abs error {run.max_abs_err:.3g} > atol + rtol*max|ref|")
     return cosine, snr, why

@@ -48,6 +48,7 @@ from edgedeploy.stages.compare.layers import (
     integer_mode,
 )
 from edgedeploy.stages.precision.emulate import is_fp16_model, onnx_precision
+from edgedeploy.ui import cosine_figure
 
 
 @dataclass
@@ -254,7 +255,7 @@ def gate_failures(m: OutputMetrics, gates: Gates) -> list[str]:
     if gates.min_cosine is not None and m.equal_share is not None and not m.equal_share >= gates.min_cosine:
         failures.append(f"equal elements {m.equal_share:.4f} < {gates.min_cosine} (a bool/integer output)")
     elif gates.min_cosine is not None and m.equal_share is None and not (m.cosine >= gates.min_cosine):
-        failures.append(f"cosine {m.cosine:.6f} < {gates.min_cosine}")
+        failures.append(f"cosine {cosine_figure(m.cosine, gates.min_cosine)} < {gates.min_cosine}")
     scale = None if m.equal_share is not None else scale_failure(m.norm_ratio, gates.min_cosine)
     if scale is not None:
         failures.append(scale)

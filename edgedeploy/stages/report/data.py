@@ -8,6 +8,7 @@ without a plotting library.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -567,6 +568,15 @@ class BudgetView:
     higher: str
     steps: list[tuple[int, list[str], dict[str, float | None], bool]] = field(default_factory=list)
     cost: str = ""  # what the search measured and how long it took, when the result says
+    # why the run built no model of this precision (RunData.not_built): a budget the search "met"
+    # only with every layer left in higher precision is one no model of it meets
+    not_built: str | None = None
+    min_cosine: float | None = None  # the budget's cosine bound, which the steps' cosines print against
+
+    @property
+    def outcome_met(self) -> bool:
+        """Whether a model of this precision meets the budget, as the run decided it."""
+        return self.met and self.not_built is None
 
 
 def _budget_cost(result: dict[str, Any]) -> str:
@@ -598,9 +608,20 @@ def budget_views(run: RunData) -> list[BudgetView]:
                 str(result.get("higher") or "fp32"),
                 steps,
                 _budget_cost(result),
+                run.not_built.get(precision),
+                _cosine_bound(str(result.get("budget"))),
             )
         )
     return views
+
+
+def _cosine_bound(budget: str) -> float | None:
+    """The cosine a budget asks for (``cosine>=0.99999999,top1>=0.99`` -> 0.99999999), or None."""
+    found = re.search(r"cosine\s*>=?\s*([0-9][0-9.eE+-]*)", budget)
+    try:
+        return float(found.group(1)) if found else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -634,6 +655,11 @@ def power_traces(run: RunData) -> list[PowerTrace]:
                 )
             )
     return traces
+
+
+def min_cosine(gates: Mapping[str, Any]) -> float | None:
+    """The min cosine ``gates`` checked, None where none (or not a number)."""
+    return _finite(gates.get("min_cosine"))
 
 
 def gate_text(gates: dict[str, Any]) -> str:

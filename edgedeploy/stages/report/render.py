@@ -18,7 +18,7 @@ from typing import Any
 from calibration.report import recorded_type
 from edgedeploy.stages.report import data as d
 from edgedeploy.stages.report.load import RunData
-from edgedeploy.ui import human_size, md_code, md_text
+from edgedeploy.ui import cosine_figure, human_size, md_code, md_text
 
 CSS = """
 :root { --ink: #1a1a1a; --muted: #555; --rule: #ccc; --pass: #006d2c; --fail: #a50f15; }
@@ -174,8 +174,13 @@ def _headline(run: RunData, rows: list[d.TradeoffRow]) -> Section:
 
 
 def _tradeoff(
-    rows: list[d.TradeoffRow], plot: Callable[..., str] | None, where: str | None = None
+    rows: list[d.TradeoffRow],
+    plot: Callable[..., str] | None,
+    where: str | None = None,
+    gate: float | None = None,
 ) -> Section | None:
+    """``gate``: the min cosine the rows were checked against (their cosines print with the digits
+    that tell them from it)."""
     if not rows:
         return None
     task_names = {r.task_metric[0] for r in rows if r.task_metric}
@@ -192,7 +197,7 @@ def _tradeoff(
         ("inf/s", lambda r: _num(r.throughput_ips, ".4g"), True),
         ("speed-up", lambda r: _num(r.speedup, ".2f") + ("×" if r.speedup else ""), True),
         ("mJ/inf", lambda r: _num(r.energy_mj, ".3g"), any(r.energy_mj is not None for r in rows)),
-        ("min cosine", lambda r: _num(r.cosine, ".6f"), True),
+        ("min cosine", lambda r: cosine_figure(r.cosine, gate, "–"), True),
         ("norm ratio", lambda r: _num(r.norm_ratio, ".6f"), any(r.norm_ratio is not None for r in rows)),
         ("argmax agr.", lambda r: _num(r.top1, ".4f"), any(r.top1 is not None for r in rows)),
         (
@@ -358,13 +363,16 @@ def _budgets(run: RunData) -> Section | None:
         return None
     body = ""
     for v in views:
-        cls, word = ("pass", "met") if v.met else ("fail", "not met")
-        body += f"<h3>{_e(v.precision)}: budget {_e(v.budget)} <span class='{cls}'>{word}</span></h3>"
+        cls, word = ("pass", "met") if v.outcome_met else ("fail", "not met")
+        built = f", {_e(v.precision)} not built" if v.not_built else ""
+        body += f"<h3>{_e(v.precision)}: budget {_e(v.budget)} <span class='{cls}'>{word}</span>{built}</h3>"
+        if v.not_built:  # the run's verdict, as its summary says it
+            body += f"<p>Not built: {_e(v.not_built)}.</p>"
         if v.cost:
             body += f"<p>Search cost: {_e(v.cost)}.</p>"
         rows = []
         for i, kept, measured, met in v.steps:
-            reached = ", ".join(f"{k} {_num(val, '.6g')}" for k, val in measured.items())
+            reached = ", ".join(f"{k} {_step_figure(k, val, v.min_cosine)}" for k, val in measured.items())
             rows.append(
                 [
                     str(i),
@@ -380,6 +388,12 @@ def _budgets(run: RunData) -> Section | None:
             ["step", f"layers kept in {v.higher}", "reached", "met"], rows, text_cols=3, wrap=(1, 2)
         )
     return Section("budget", "Accuracy-budget search", body)
+
+
+def _step_figure(name: str, value: float | None, bound: float | None) -> str:
+    """A budget step's figure: a cosine with the digits that tell it from the budget's bound and
+    from 1 (6 significant digits read 0.99999962 as "1", met or not), the others to 6 digits."""
+    return cosine_figure(value, bound, "–") if name == "cosine" else _num(value, ".6g")
 
 
 def _power(run: RunData, plots: Any) -> Section | None:
@@ -420,7 +434,12 @@ def build_sections(run: RunData, plots: Any) -> list[Section]:
     rows = d.tradeoff_rows(run)
     found = [
         _headline(run, rows),
-        _tradeoff(rows, plots.tradeoff_scatter if plots is not None else None, d.where_measured(run)),
+        _tradeoff(
+            rows,
+            plots.tradeoff_scatter if plots is not None else None,
+            d.where_measured(run),
+            d.min_cosine(run.gates),
+        ),
         _latency(run, plots),
         _fp16(run, plots),
         _int8(run, plots),
@@ -503,7 +522,7 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
             lines.append(
                 f"| {md_text(r.precision)} | {_size(r.size_bytes)} | {_num(r.p50_ms, '.4g', '-')} | {_num(r.p99_ms, '.4g', '-')} "
                 f"| {_num(r.throughput_ips, '.4g', '-')} | {_num(r.speedup, '.2f', '-')} | {_num(r.energy_mj, '.3g', '-')} "
-                f"| {_num(r.cosine, '.6f', '-')} | {_num(r.norm_ratio, '.6f', '-')} | {_num(r.top1, '.4f', '-')} "
+                f"| {cosine_figure(r.cosine, d.min_cosine(run.gates))} | {_num(r.norm_ratio, '.6f', '-')} | {_num(r.top1, '.4f', '-')} "
                 f"| {gate} |"
             )
         if notes := d.batch_notes(rows):
@@ -521,7 +540,14 @@ def render_markdown(run: RunData, html_name: str | None = "report.html") -> str:
             )
     for v in d.budget_views(run):
         extra.append(
-            f"accuracy budget {md_text(v.precision)} {md_code(v.budget)}: {'met' if v.met else 'NOT met'} in {len(v.steps)} step(s)"
+            f"accuracy budget {md_text(v.precision)} {md_code(v.budget)}: {'met' if v.outcome_met else 'NOT met'}"
+            # the reason's first clause: the rest (what to do, the steps file) is in report.html
+            + (
+                f" ({md_text(v.precision)} not built: {md_text(v.not_built.split('; ')[0])})"
+                if v.not_built
+                else ""
+            )
+            + f", {len(v.steps)} step(s)"
             + (f" ({md_text(v.cost)})" if v.cost else "")
         )
     if extra:  # each escaped where it was made: the code spans' text is literal
