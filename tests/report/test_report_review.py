@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,55 @@ def test_a_budget_met_only_with_every_layer_in_fp32_is_said_missed_as_the_run_sa
     for cosine in ("0.9999996", "0.9999999", "0.99999997"):  # each below the budget, as printed
         assert f"cosine {cosine}," in budget.body, budget.body
     assert "cosine 1.000000," in budget.body  # the step with every layer in fp32: exactly 1
+
+
+@pytest.mark.parametrize(
+    ("batch", "said"),
+    [
+        (0, "batches[0].batch_size is 0, not a whole number >= 1"),
+        (-2, "batches[0].batch_size is -2, not a whole number >= 1"),
+        (1.5, "batches[0].batch_size is 1.5, not a whole number >= 1"),  # was "a number ..., not a number"
+    ],
+)
+def test_a_profile_of_an_impossible_batch_size_is_refused_by_file_and_field(
+    tmp_path: Path, batch: float, said: str
+) -> None:
+    """Batch 0 and -2 were read and printed as the batch the latency is "for", exit 0."""
+    from tests.conftest import assert_clean_input_error, run_cli
+
+    figures = {"batch_size": batch, "latency": {"median_ms": 1.0, "p99_ms": 2.0}, "iterations": 10}
+    profile = {"artifact": "m.fp16.onnx", "backend": "onnxruntime", "settings": {}, "batches": [figures]}
+    (tmp_path / "p.json").write_text(json.dumps(profile))
+    res = run_cli("report", "p.json", "-o", "r", cwd=tmp_path)
+    assert_clean_input_error(res, f"p.json: field {said}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_workdir_beside_other_inputs_is_not_said_missing(tmp_path: Path) -> None:
+    """`report WORKDIR OTHER` said "not found or not a file: WORKDIR" of a workdir that is there."""
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.report import load_run
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "run.json").write_text("{}")
+    (tmp_path / "p.json").write_text("{}")
+    with pytest.raises(InputError) as refused:
+        load_run([tmp_path / "p.json", tmp_path / "w"])
+    said = str(refused.value)
+    assert "not found" not in said and "is a folder" in said and "alone" in said, said
+    with pytest.raises(InputError, match=r"not found or not a file: .*nothing\.json"):
+        load_run([tmp_path / "p.json", tmp_path / "nothing.json"])
+
+
+def test_an_interrupted_runs_workdir_is_said_so(tmp_path: Path) -> None:
+    """A workdir whose run stopped before writing run.json was "not an `edgedeploy run` workdir"."""
+    from edgedeploy.errors import InputError
+    from edgedeploy.fileio import CACHE_DIR
+    from edgedeploy.stages.report import load_run
+
+    (tmp_path / "w" / CACHE_DIR).mkdir(parents=True)
+    with pytest.raises(InputError) as refused:
+        load_run([tmp_path / "w"])
+    said = str(refused.value)
+    assert "not an `edgedeploy run` workdir" not in said and "stopped before" in said, said
+    assert "rerun `edgedeploy run CONFIG`" in said

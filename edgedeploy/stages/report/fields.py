@@ -54,6 +54,7 @@ class Measured:
     bytes), or null where nothing was measured."""
 
     whole: bool = False
+    least: int = 0  # the smallest figure that can be: a batch has at least one sample
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Rising:
 MEASURED = Measured()  # throughput, iterations, memory, power, energy
 MS = MEASURED  # a latency
 COUNT = Measured(whole=True)  # a size in bytes
+BATCH = Measured(whole=True, least=1)  # a batch size: 0 and -2 were printed as the batch "for" a latency
 
 # ---------------------------------------------------------------- the forms the files share
 
@@ -235,7 +237,7 @@ SCHEMAS: dict[str, Any] = {
         "bytes": COUNT,
         "sha256": STR,  # absent in files written before profile recorded it
         "settings": SETTINGS,
-        "batches": [{"batch_size": INT, "latency": LATENCY, **BATCH_FIGURES}],
+        "batches": [{"batch_size": BATCH, "latency": LATENCY, **BATCH_FIGURES}],
     },
     "analyze": RANGES,
     "calibrate": {"target": STR, "report": Needed(CALIBRATION)},
@@ -272,7 +274,9 @@ def _wanted(spec: Any) -> str:
         return "an object"
     if isinstance(spec, list):
         return "a list"
-    words = {int: "a number", float: "a number", str: "a string", bool: "true/false", NULL: "null"}
+    # an int that is not a float: a whole number (1.5 was "a number (1.5), not a number or null")
+    whole = "a number" if float in spec else "a whole number"
+    words = {int: whole, float: "a number", str: "a string", bool: "true/false", NULL: "null"}
     return " or ".join(dict.fromkeys(words[t] for t in spec if t in words)) or "a value"
 
 
@@ -307,11 +311,12 @@ def problem(value: Any, spec: Any, where: str = "", field: bool = False) -> str 
     if isinstance(spec, Rising):
         return problem(value, spec.spec, where, field) or _falls(value, spec, where)
     if isinstance(spec, Measured) and _fits(value, NUM):
-        if spec.whole and (value is None or (isinstance(value, int) and value >= 0)):
+        if spec.whole and (value is None or (isinstance(value, int) and value >= spec.least)):
             return None
-        if not spec.whole and (value is None or (math.isfinite(value) and value >= 0)):
+        if not spec.whole and (value is None or (math.isfinite(value) and value >= spec.least)):
             return None
-        return f"{where} is {value!r}, not {'a whole number' if spec.whole else 'a finite number'} >= 0"
+        wanted = "a whole number" if spec.whole else "a finite number"
+        return f"{where} is {value!r}, not {wanted} >= {spec.least}"
     if isinstance(spec, tuple):
         if _fits(value, spec):
             return None

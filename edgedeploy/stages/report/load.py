@@ -215,6 +215,12 @@ def load_workdir(workdir: Path) -> RunData:
         page = workdir / MATRIX_HTML
         advice = _matrix_advice(str(page) if page.is_file() else None, _matrix_bundles(workdir))
         raise InputError(f"{workdir} is an `edgedeploy matrix` workdir, not one run's: {advice}")
+    if not record_path.is_file() and (workdir / CACHE_DIR).is_dir():  # stages' records, no run's
+        raise InputError(
+            f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before its end "
+            "(interrupted, or an error); rerun `edgedeploy run CONFIG` to finish it "
+            "(the finished stages are reused)"
+        )
     if not record_path.is_file():
         raise InputError(
             f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
@@ -684,6 +690,12 @@ def load_run(paths: Sequence[Path]) -> RunData:
             return load_workdir(path)
         if path.name.endswith((".tar.gz", ".tgz")):
             return load_bundle(path)
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:  # there, but a workdir or bundle is read alone
+        raise InputError(
+            f"{', '.join(folders)}: {'is a folder' if len(folders) == 1 else 'are folders'} among "
+            f"{len(paths)} inputs: RUN is one workdir or one bundle alone, or JSON files written with --json"
+        )
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise InputError(f"not found or not a file: {', '.join(missing)}")
