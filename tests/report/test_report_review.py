@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,73 @@ def test_an_interrupted_runs_workdir_is_said_so(tmp_path: Path) -> None:
     said = str(refused.value)
     assert "not an `edgedeploy run` workdir" not in said and "stopped before" in said, said
     assert "rerun `edgedeploy run CONFIG`" in said
+
+
+def _figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The matplotlib figures the plots draw, drawn, as they were when written to SVG."""
+    drawn: list[Any] = []
+    write = plots._svg
+
+    def keep(fig: Any, title: str) -> str:
+        fig.canvas.draw()
+        drawn.append(fig)
+        return write(fig, title)
+
+    monkeypatch.setattr(plots, "_svg", keep)
+    return drawn
+
+
+def test_every_marker_of_the_trade_off_scatter_is_whole_inside_the_axes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """int8 at a speed-up of 0.06x sat on the axis' left end: half its marker was cut off."""
+    drawn = _figures(monkeypatch)
+    points = [
+        d.ScatterPoint("fp32", 1.0, 1e-12, True, 1_000_000),
+        d.ScatterPoint("fp16", 1.1, 1e-5, False, 500_000),
+        d.ScatterPoint("int8", 0.06, 1e-3, False, 260_000),
+    ]
+    plots.tradeoff_scatter(points)
+    (fig,) = drawn
+    ax = fig.axes[0]
+    box = ax.get_window_extent()
+    for marks in ax.collections:
+        (x, y), (area,) = ax.transData.transform(marks.get_offsets())[0], marks.get_sizes()
+        radius = (area**0.5) / 2 * fig.dpi / 72  # a marker's size is its box's area in points²
+        assert box.x0 <= x - radius and x + radius <= box.x1, (marks.get_label(), x, radius, box)
+        assert box.y0 <= y - radius and y + radius <= box.y1, (marks.get_label(), y, radius, box)
+
+
+def test_the_latency_cdf_reads_the_medians_when_a_tail_is_far_above_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Medians of 0.027-0.064 ms and a p99 of 29 ms: a linear axis to 37 ms drew every curve as one
+    vertical line at 0. The axis is logarithmic where the p99s are far above the medians."""
+    drawn = _figures(monkeypatch)
+
+    def series(precision: str, p50: float, p99: float) -> d.CdfSeries:
+        quantiles = [p50 * (0.8 + 0.4 * i / 99) for i in range(99)] + [p99, p99 * 1.3]
+        return d.CdfSeries(precision, "1", quantiles, [float(i) for i in range(101)])
+
+    plots.latency_cdf([series("fp32", 0.027, 0.16), series("fp16", 0.029, 8.2), series("int8", 0.064, 29.4)])
+    plots.latency_cdf([series("fp32", 2.0, 2.6), series("int8", 1.2, 1.9)])
+    wide, narrow = (fig.axes[0] for fig in drawn)
+    assert wide.get_xscale() == "log" and narrow.get_xscale() == "linear"
+    left, right = wide.get_xlim()
+    assert left <= 0.027 * 0.8 and right >= 29.4  # every median and p99 inside
+
+    # the medians apart: fp32's and int8's p50 at least a tenth of the axis apart
+    def to_axes(ms: float) -> float:
+        return float(wide.transAxes.inverted().transform(wide.transData.transform((ms, 50.0)))[0])
+
+    assert to_axes(0.064) - to_axes(0.027) > 0.1
+
+
+def test_batch_sizes_are_labelled_as_numbers_not_powers_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = _figures(monkeypatch)
+    plots.batch_curves([d.BatchSeries("fp32", [1, 2, 4, 8], [10.0, 15.0, 18.0, 20.0], [1.0, 1.3, 2.2, 4.0],
+                                      [1.5, 2.5, 3.0, 5.0])])  # fmt: skip
+    (fig,) = drawn
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels == ["1", "2", "4", "8"], labels
