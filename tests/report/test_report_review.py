@@ -241,3 +241,41 @@ def test_batch_sizes_are_labelled_as_numbers_not_powers_of_two(monkeypatch: pyte
     for ax in fig.axes:
         labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert labels == ["1", "2", "4", "8"], labels
+
+
+def test_the_trade_off_table_with_a_task_metric_and_energy_shows_its_gate_column(tmp_path: Path) -> None:
+    """The demo's table (11 columns with its "digits accuracy") overflowed the page's 60rem: its
+    last column, the gate, was cut at its first pixel behind a scrollbar at 1400 and 1920 px."""
+    from edgedeploy.stages.report import write_report
+    from tests.report.cdp import find_chromium, visit
+
+    run = RunData(
+        sources=["x"], kind="run", model="digits_cnn", target="x86-64-cpu", gates={"min_cosine": 0.99}
+    )
+    for precision, p50, cosine in (
+        ("fp32", 0.0312, 1.0),
+        ("fp16", 0.0296, 0.99999961),
+        ("int8", 0.0541, 0.99981),
+    ):
+        figures = {"median_ms": p50, "p99_ms": p50 * 3.1, "throughput_ips": 1000 / p50,
+                   "energy": {"measurable": True, "energy_per_inference_mj": 0.0123, "source": "rapl"},
+                   "quantiles_ms": [p50 * (0.9 + 0.002 * i) for i in range(101)]}  # fmt: skip
+        compare = {"passed": True, "outputs": {"logits": {"cosine": cosine, "norm_ratio": 1.000123,
+                                                          "top1_agreement": 0.9987}}}  # fmt: skip
+        run.precisions.append(
+            PrecisionData(precision, size_bytes=123_456, compare=compare,
+                          profile={"backend": "onnxruntime", "batch_sizes": {"1": figures}},
+                          info={"task_metric": {"name": "digits accuracy", "value": 0.9933}})
+        )  # fmt: skip
+    files = write_report(run, tmp_path / "r")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium to lay the page out")
+    overflow = (
+        "(() => { const b = document.querySelector('#tradeoff .table-wrap');"
+        " return [b.scrollWidth - b.clientWidth, document.querySelectorAll('#tradeoff th').length]; })()"
+    )
+    for width in (1400, 1920):
+        seen = visit(files.html, chromium, width=width, expression=overflow)
+        scrolled, columns = seen.value
+        assert columns == 12 and scrolled <= 0, (width, seen.value)

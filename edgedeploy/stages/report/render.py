@@ -75,6 +75,7 @@ class Section:
     key: str
     title: str
     body: str  # HTML
+    wide: bool = False  # a table that needs the wide page (render.page's ``wide``)
 
 
 @dataclass
@@ -235,7 +236,9 @@ def _tradeoff(
             plot(points),
             "Each precision's accuracy loss against its speed-up over fp32; the marker's area is the model's size. Down and right is better.",
         )
-    return Section("tradeoff", "Precision trade-off", body)
+    # 10 columns and more (a task metric, energy, 8-decimal cosines) overflowed 60rem: the last
+    # one, the gate, was cut off behind a scrollbar at 1920 px
+    return Section("tradeoff", "Precision trade-off", body, wide=len(shown) >= 10)
 
 
 def _latency(run: RunData, plots: Any) -> Section | None:
@@ -462,7 +465,7 @@ def render_html(run: RunData, sections: list[Section], title: str) -> str:
     )
     made = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     header = f"edgedeploy report · {made}{' · run made ' + _e(run.created) if run.created else ''}"
-    return page(title, header, f"{nav}{notes}<main>{body}</main>")
+    return page(title, header, f"{nav}{notes}<main>{body}</main>", wide=any(s.wide for s in sections))
 
 
 def page(title: str, header: str, body: str, wide: bool = False) -> str:
