@@ -115,6 +115,10 @@ class PrecisionOutcome:
     profile: dict[str, Any] | None = None
 
 
+# a precision's task figure from its built model: (name, value), or None (pipeline.run_pipeline)
+TaskMetric = Callable[[PrecisionOutcome], "tuple[str, float] | None"]
+
+
 @dataclass
 class PipelineResult:
     model_name: str
@@ -230,6 +234,7 @@ def run_pipeline(
     extra_versions: dict[str, str] | None = None,
     *,
     report: bool = True,
+    task_metric: TaskMetric | None = None,
 ) -> PipelineResult:
     """Run every stage the config asks for and return what each produced.
 
@@ -239,6 +244,9 @@ def run_pipeline(
         extra_versions: more tool versions to key the stages on and record in the manifest.
         report: write ``report.html`` and ``report.md`` into the workdir (the bundle carries its
             own either way); the run record ``run.json`` they are made from is always written.
+        task_metric: a precision's task figure (name, value), or None, measured on its built model
+            (the demo's accuracy on held-out digits); recorded in its info as ``task_metric``, so
+            run.json, the bundle's manifest and every report made from them show it.
     """
     target = check_config(config)
     if config.build.timing_cache:  # read and replaced: refused as build's --timing-cache is
@@ -246,20 +254,25 @@ def run_pipeline(
     # Every write stays in the workdir, the bundle folder and its archive (and a timing cache
     # the config names), and none replaces a file the run reads (model, data, calibration set).
     with guarded(inputs=input_files(config), roots=_output_roots(config)):
-        return _run_stages(config, target, ui, extra_versions, report)
+        return _run_stages(config, target, ui, extra_versions, report, task_metric)
 
 
 def _run_stages(
-    config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None, report: bool
+    config: PipelineConfig,
+    target: Target,
+    ui: Ui,
+    extra_versions: dict[str, str] | None,
+    report: bool,
+    task_metric: TaskMetric | None = None,
 ) -> PipelineResult:
     run = _start(config, target, ui, extra_versions)
     # the calibration data, opened once for every stage; a loader script's feeds kept for the run
     with scratch_beside(run.workdir / "calibration", "feeds") as kept:
         run.calibration_sources = OpenedSources(kept)
-        return _stages(run, report)
+        return _stages(run, report, task_metric)
 
 
-def _stages(run: _Run, report: bool) -> PipelineResult:
+def _stages(run: _Run, report: bool, task_metric: TaskMetric | None = None) -> PipelineResult:
     config, target, ui = run.config, run.target, run.ui
     for warning in config_warnings(config):
         ui.warn(warning)
@@ -294,6 +307,8 @@ def _stages(run: _Run, report: bool) -> PipelineResult:
             ui.warn(f"{precision}: not built: {first_line(exc)}")
             continue
         _compare_stage(run, exported, data, outcome)
+        if task_metric is not None and (measured := task_metric(outcome)) is not None:
+            outcome.info = {**outcome.info, "task_metric": {"name": measured[0], "value": measured[1]}}
         if config.profile.enabled:
             _profile_stage(run, outcome, timed, _profile_data(run, exported, data))
         outcomes.append(outcome)

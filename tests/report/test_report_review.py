@@ -279,3 +279,30 @@ def test_the_trade_off_table_with_a_task_metric_and_energy_shows_its_gate_column
         seen = visit(files.html, chromium, width=width, expression=overflow)
         scrolled, columns = seen.value
         assert columns == 12 and scrolled <= 0, (width, seen.value)
+
+
+def test_a_task_metric_given_to_the_run_is_in_its_record_its_bundle_and_every_report(
+    digits: Any, tmp_path: Path
+) -> None:
+    """The demo's per-precision accuracy was added to its own report.html only: the bundle's report,
+    `report WORKDIR` and `report bundle.tar.gz` had no such column, and --json said task_metric null.
+    run_pipeline takes the task metric per precision and records it in run.json and the manifest."""
+    from edgedeploy.config import load_config
+    from edgedeploy.pipeline import run_pipeline
+    from edgedeploy.stages.report import load_run
+    from edgedeploy.stages.report.data import report_figures
+    from tests.test_pipeline import _config
+
+    config = load_config(_config(tmp_path, digits, ""))
+    config.profile.enabled = False
+    metric = {"fp32": 0.9933, "fp16": 0.9931}
+    result = run_pipeline(
+        config, report=False, task_metric=lambda o: ("digits accuracy", metric[o.precision])
+    )
+    assert result.bundle is not None
+    for source in (tmp_path / "work", Path(result.bundle["directory"]), Path(result.bundle["archive"])):
+        rows = report_figures(load_run([source]))["precisions"]
+        got = {r["precision"]: r["task_metric"] for r in rows}
+        assert got == {p: {"name": "digits accuracy", "value": v} for p, v in metric.items()}, source
+    page = (Path(result.bundle["directory"]) / "report.html").read_text()
+    assert "digits accuracy" in page and "0.9931" in page
