@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -64,6 +65,18 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 
 _previous: dict[signal.Signals, Any] = {}  # the handlers handle_signals replaced
+_previous_hook: list[Any] = []  # the sys.unraisablehook handle_signals replaced
+
+
+def _quiet_stop(unraisable: Any) -> None:
+    """``sys.unraisablehook`` while our handlers are in place. A Ctrl-C or SIGTERM whose handler
+    raised inside a ``__del__`` or a weakref callback (Polygraphy's ``BaseRunner.__del__`` during
+    run, 1 Ctrl-C in 5) was printed by CPython as "Exception ignored in: ..." and a traceback above
+    the one "stopped:" line; it is recorded in ``_received`` and stops the run all the same (see
+    there), so it is not printed. Anything else goes to the hook that was there."""
+    if _received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    (_previous_hook[-1] if _previous_hook else sys.__unraisablehook__)(unraisable)
 
 
 def handle_signals() -> None:
@@ -82,6 +95,9 @@ def handle_signals() -> None:
                     continue
                 before = signal.signal(sig, handler)
                 _previous.setdefault(sig, before)
+            if sys.unraisablehook is not _quiet_stop:
+                _previous_hook.append(sys.unraisablehook)
+                sys.unraisablehook = _quiet_stop
 
 
 def release_signals() -> None:
@@ -92,6 +108,8 @@ def release_signals() -> None:
             while _previous:
                 sig, handler = _previous.popitem()
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            if sys.unraisablehook is _quiet_stop and _previous_hook:
+                sys.unraisablehook = _previous_hook.pop()
 
 
 @contextlib.contextmanager
