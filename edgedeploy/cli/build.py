@@ -168,6 +168,7 @@ def build_command(
         typer.Option(
             help="fp16/int8: keep the most sensitive layers in higher precision until met, e.g. "
             "'cosine>=0.999,top1>=0.99' (also max_abs<=X, snr>=DB); exit 1 if the fp32 fallback misses it. "
+            "Measured on --calib-data (else random data): refused if the model does not run on it. "
             "A cosine bound holds scale too, as compare's gate: |norm ratio - 1| <= sqrt(1 - bound**2)."
         ),
     ] = None,

@@ -151,6 +151,100 @@ def test_a_skipped_analysis_converts_once_to_the_model_a_build_without_analysis_
     assert skipped.info == plain.info
 
 
+@pytest.mark.parametrize("analysis", ["--fp16-analysis", "--no-fp16-analysis"])
+@pytest.mark.parametrize("data", [[], ["--calib-data", "random:3"]])
+def test_a_budget_on_random_data_the_model_cannot_run_is_refused_before_any_file(
+    reflect_padded_onnx: Path, tmp_path: Path, data: list[str], analysis: str
+) -> None:
+    """--accuracy-budget on random data the model refuses (reflect padding of a dim fed as 1): the
+    budget cannot be measured, so the build says so in one line naming --calib-data and exits 2
+    with nothing written, instead of skipping the analysis and with it the budget, unsaid (or,
+    without the analysis, failing in the budget's run after the fp16 model and plan were written)."""
+    from tests.conftest import run_in_process
+
+    out = tmp_path / "out"
+    code, stdout, stderr = run_in_process(
+        "build", reflect_padded_onnx, "--precision", "fp16", "--target", "x86-64-cpu",
+        "--accuracy-budget", "cosine>=0.99", analysis, *data, "-o", out,
+    )  # fmt: skip
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2, (stdout, stderr)
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert "--accuracy-budget cosine>=0.99" in errors[0] and "--calib-data" in errors[0], errors
+    assert "Pad" in errors[0], errors  # what the model refused
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+def test_a_budget_where_no_random_input_can_be_made_is_refused_before_any_file(tmp_path: Path) -> None:
+    """A sequence input, which random data cannot be made for: the analysis is skipped with a
+    warning, as before; with --accuracy-budget the build is refused (it built without the budget)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.conftest import run_in_process
+
+    graph = helper.make_graph(
+        [helper.make_node("SequenceAt", ["x", "i"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
+        "seq",
+        [helper.make_tensor_sequence_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(1, np.int64), "i")],
+    )
+    model = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    out = tmp_path / "out"
+    code, stdout, stderr = run_in_process(
+        "build", model, "--precision", "fp16", "--target", "x86-64-cpu", "--accuracy-budget", "cosine>=0.99",
+        "-o", out,
+    )  # fmt: skip
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, (stdout, stderr)
+    assert "--accuracy-budget cosine>=0.99" in errors[0] and "not a tensor" in errors[0], errors
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+def test_a_run_config_budget_on_random_data_the_model_cannot_run_is_refused_naming_its_keys(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """``edgedeploy run`` with ``[build] accuracy_budget`` and no [calibration] data the model runs
+    on: refused at the fp16 build in one line naming the config's keys, no fp16 model in the
+    workdir (the fp16 build skipped the analysis and the budget, and the run failed later at compare
+    with ONNX Runtime's error)."""
+    from tests.conftest import run_in_process
+
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        f'workdir = "out"\n[model]\nsource = "{reflect_padded_onnx}"\nname = "padded"\n'
+        '[build]\nbackend = "onnxruntime"\nprecisions = ["fp16"]\naccuracy_budget = "cosine>=0.99"\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+    )
+    code, stdout, stderr = run_in_process("run", config)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2, (stdout, stderr)
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert "[build] accuracy_budget cosine>=0.99" in errors[0] and "[calibration] data" in errors[0], errors
+    assert not list((tmp_path / "out").glob("padded.fp16*")), sorted(
+        p.name for p in (tmp_path / "out").iterdir()
+    )
+
+
+def test_a_budget_on_data_the_model_runs_on_is_applied(reflect_padded_onnx: Path, tmp_path: Path) -> None:
+    """The same build with data the model runs on (16 samples a row) searches the budget and
+    writes its steps: the refusal above is of the data, not of the model or the budget."""
+    from tests.conftest import reflect_padded_data, run_in_process
+
+    data = reflect_padded_data(tmp_path)
+    out = tmp_path / "out"
+    for analysis in ("--fp16-analysis", "--no-fp16-analysis"):
+        code, stdout, stderr = run_in_process(
+            "build", reflect_padded_onnx, "--precision", "fp16", "--target", "x86-64-cpu",
+            "--accuracy-budget", "cosine>=0.99", analysis, "--calib-data", data, "--calib-batch-size", "2",
+            "--force", "-o", out,
+        )  # fmt: skip
+        assert code == 0, (stdout, stderr)
+        steps = json.loads((out / "reflect.fp16.budget.json").read_text())
+        assert steps["met"] is True, steps
+
+
 def test_analysis_reports_overflow_worst_first_with_the_producing_op(audio_model: AudioModel) -> None:
     inputs, _ = model_io(audio_model.onnx_path)
     report = analyze(audio_model.onnx_path, open_source(str(audio_model.data), inputs, batch_size=8))

@@ -43,7 +43,7 @@ import onnx
 
 from calibration.feeds import Feed, feed_rows
 from calibration.modelinfo import TensorSpec, graph_io, model_io
-from edgedeploy.errors import GateFailed, InputError
+from edgedeploy.errors import GateFailed, InputError, RefusedInput
 from edgedeploy.onnxio import load_onnx
 from edgedeploy.stages.compare import Gates, comparable, is_compared, output_metrics
 from edgedeploy.stages.precision.analysis import load_for_analysis
@@ -550,6 +550,24 @@ def _fmt(measured: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {measured_figure(v)}" for k, v in measured.items() if v is not None)
 
 
+def fp16_reference(model_path: Path, feeds: Sequence[Feed]) -> list[list[np.ndarray]]:
+    """The fp32 model's outputs on ``feeds`` as :func:`fp16_budget` measures against them (its
+    model, prepared as it prepares it); :class:`~edgedeploy.errors.RefusedInput` when ONNX Runtime
+    cannot run the model on them."""
+    try:
+        return OutputEvaluator(load_for_analysis(model_path), feeds).reference
+    except InputError:
+        raise
+    except Exception as exc:  # as the range analysis says it (analysis.analyze)
+        if isinstance(exc, ValueError) or type(exc).__module__.startswith("onnxruntime"):
+            from calibration.graphs import ort_error
+
+            raise RefusedInput(
+                f"ONNX Runtime cannot run {model_path.name} on the data: {ort_error(exc)}"
+            ) from None
+        raise
+
+
 def fp16_budget(
     model_path: Path,
     base_fp32: Sequence[str],
@@ -560,13 +578,16 @@ def fp16_budget(
     keep_io_types: bool = True,
     progress: Callable[[str], None] = lambda _m: None,
     runtime: str = "onnxruntime",
+    outputs: list[list[np.ndarray]] | None = None,
 ) -> BudgetResult:
     """Which extra nodes to keep in fp32 (on top of ``base_fp32``) to meet ``budget`` in fp16;
-    ``runtime``: the one the build is for, whose ops it keeps in fp32 (unless ``blocked_ops``)."""
+    ``runtime``: the one the build is for, whose ops it keeps in fp32 (unless ``blocked_ops``);
+    ``outputs``: the fp32 model's outputs on ``feeds`` when the caller ran it already
+    (:func:`fp16_reference`)."""
 
     model = load_for_analysis(model_path)
     blocked = converter_blocked_ops(model, runtime) if blocked_ops is None else set(blocked_ops)
-    evaluator = OutputEvaluator(model, feeds)
+    evaluator = OutputEvaluator(model, feeds, outputs=outputs)
     base = set(base_fp32)
     candidates = [
         n.name

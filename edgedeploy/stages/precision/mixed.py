@@ -39,7 +39,7 @@ from edgedeploy.fileio import (
     sha256_json,
 )
 from edgedeploy.onnxio import load_onnx, refuse_unloadable, save_onnx
-from edgedeploy.options import BuildRequest, Fp16Options
+from edgedeploy.options import BuildRequest, Fp16Options, option_name
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.analysis import (
@@ -50,7 +50,13 @@ from edgedeploy.stages.precision.analysis import (
     report_json,
     split_batches,
 )
-from edgedeploy.stages.precision.budget import AccuracyBudget, fp16_budget, int8_budget, measured_figure
+from edgedeploy.stages.precision.budget import (
+    AccuracyBudget,
+    fp16_budget,
+    fp16_reference,
+    int8_budget,
+    measured_figure,
+)
 from edgedeploy.stages.precision.fp16 import (
     blocked_ops,
     check_fp32_ops,
@@ -308,6 +314,8 @@ def _fp16_checked(
         calib = request.calibration
 
         def skipped(why: str) -> None:
+            if request.accuracy_budget:  # the budget is measured on the same data: refused, not skipped
+                raise InputError(_unmeasured_budget(request, why))
             ui.warn(f"fp16 range analysis skipped: {why}")
 
         # random data the model's inputs cannot be made from skips the analysis, which the build does
@@ -347,12 +355,14 @@ def _fp16_checked(
             refuse_unloadable(model)  # a model ONNX Runtime refuses itself: said of it, with no analysis
             if not source.synthetic:
                 raise
+            if request.accuracy_budget:  # the budget would run the model on the same data
+                raise InputError(_unmeasured_budget(request, str(exc))) from None
             ui.warn(
                 f"fp16 range analysis skipped: {exc}; give {request.calibration.option('data')} with "
                 "real inputs to keep overflowing layers in fp32"
             )
             # built as without an analysis, by the one conversion below: no islands, none of the
-            # weights it read, no budget or first batch on data the model cannot run
+            # weights it read, no first batch on data the model cannot run (and no budget: refused above)
             source, first = None, []
             arrays.clear()
             halves.clear()
@@ -383,6 +393,11 @@ def _fp16_checked(
                     "ranges": ranges.name,
                 }
             )
+    budget_data = None
+    if request.accuracy_budget and source is not None and not request.fp16_analysis:
+        # the analysis, which runs the model on every sample the budget reads, did not: the budget's
+        # reference run is made now, so that data the model refuses is refused before any file is written
+        budget_data = _budget_reference(model, source, request)
     try:
         artifact = _convert(
             model,
@@ -399,6 +414,7 @@ def _fp16_checked(
             arrays,
             halves,
             conversion=conversion,
+            budget_data=budget_data,
         )
     except GateFailed:  # the fp16 model was written: its ranges go beside it
         if pending is not None:
@@ -426,7 +442,10 @@ def _convert(
     arrays: dict[str, np.ndarray] | None = None,
     halves: dict[str, np.ndarray] | None = None,
     conversion: dict[str, Any] | None = None,
+    budget_data: tuple[list[Feed], list[list[np.ndarray]]] | None = None,
 ) -> PrecisionArtifact:
+    """The fp16 model (and the budget's search on ``source``, when asked; ``budget_data``: its
+    samples and the fp32 outputs on them, when :func:`_budget_reference` ran them already)."""
     with ui.progress("fp16 conversion") as advance:
         artifact = make_fp16(
             model,
@@ -458,7 +477,7 @@ def _convert(
         )
     if request.accuracy_budget and source is not None:
         artifact, budget_file, budget_info = _fp16_budget(
-            model, dest, artifact, options, request, source, ui, digest, conversion
+            model, dest, artifact, options, request, source, ui, digest, conversion, budget_data
         )
         files.append(budget_file)
         info.update(budget_info)
@@ -479,6 +498,7 @@ def _fp16_budget(
     ui: Ui,
     digest: Callable[[], str] | None = None,
     conversion: dict[str, Any] | None = None,
+    budget_data: tuple[list[Feed], list[list[np.ndarray]]] | None = None,
 ) -> tuple[PrecisionArtifact, Path, dict[str, Any]]:
     import json
 
@@ -486,10 +506,11 @@ def _fp16_budget(
     budget = AccuracyBudget.parse(request.accuracy_budget)
     plan = json.loads(artifact.files[1].read_text())
     base = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
+    feeds, outputs = budget_data if budget_data is not None else (_feeds(source), None)
     with ui.progress(f"accuracy budget {budget}") as advance:
         result = fp16_budget(
-            model, base, budget, _feeds(source), keep_io_types=options.keep_io_types, progress=ui.info,
-            runtime=options.runtime,
+            model, base, budget, feeds, keep_io_types=options.keep_io_types, progress=ui.info,
+            runtime=options.runtime, outputs=outputs,
         )  # fmt: skip
         advance(1.0)
     if result.met and result.kept and not result.everything:
@@ -501,6 +522,34 @@ def _fp16_budget(
     if result.everything:  # met only with every node in fp32: no fp16 model meets it
         info["accuracy_budget"]["everything_fp32"] = True
     return artifact, path, info
+
+
+def _unmeasured_budget(request: BuildRequest, why: str) -> str:
+    """The one line refusing an accuracy budget that cannot be measured: the model does not run on
+    the data it would be measured on (``why``). Built without it, the artifact would be said to
+    be built with no word that the budget the user asked for was never applied."""
+    calib = request.calibration
+    named = option_name("build", "accuracy_budget", calib.from_config)
+    data = "seeded random data" if not calib.data else f"{calib.option('data')} {calib.data}"
+    return (  # the remedy before ONNX Runtime's reason, which the one-line limit may cut
+        f"{named} {request.accuracy_budget} cannot be measured on {data}, which the model does not run "
+        f"on: give {calib.option('data')} with inputs it runs on, or build without the budget ({why})"
+    )
+
+
+def _budget_reference(
+    model: Path, source: DataSource, request: BuildRequest
+) -> tuple[list[Feed], list[list[np.ndarray]]]:
+    """The fp16 budget's samples of ``source`` and the fp32 model's outputs on them, or the one line
+    of :func:`_unmeasured_budget` when the model does not run on them (or ONNX Runtime cannot load
+    it: said of the model)."""
+    feeds = _feeds(source)
+    try:
+        with naming_guessed_dims(source.fed_as_one):
+            return feeds, fp16_reference(model, feeds)
+    except InputError as exc:
+        refuse_unloadable(model)
+        raise InputError(_unmeasured_budget(request, str(exc))) from None
 
 
 def _budget_info(result: Any, path: Path) -> dict[str, Any]:
