@@ -63,7 +63,7 @@ fi
 mkdir -p "$(dirname "$ENGINE")"
 TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
 LOG="$DEVICE_DIR/build-$PRECISION.log"
-cleanup() { rm -f "$TMP"; [ -z "$OUT_DIR" ] || rm -rf "$OUT_DIR"; }
+cleanup() { rm -f "$TMP" "$TMP.json"; [ -z "$OUT_DIR" ] || rm -rf "$OUT_DIR"; }
 trap cleanup EXIT
 
 # edgedeploy build takes the bundled precision ONNX as it is (fp16 with its fp32 islands, Q/DQ int8,
@@ -100,8 +100,12 @@ else
     fi
 fi
 
+# the sidecar records the GPU the build log names (trtexec prints it), not the target's. It is written
+# beside the temporary engine first: when it cannot be, the previous engine and sidecar stay as they were
+if ! helper write-sidecar --precision "$PRECISION" --engine "$TMP" --tool "$USED" --log "$LOG" "${FROM[@]}" -- \
+        "${FLAGS[@]}"; then
+    die "could not write the engine's sidecar (above); the previous engine, if any, is unchanged"
+fi
+mv -f "$TMP.json" "$ENGINE.json"
 mv -f "$TMP" "$ENGINE"
-# the sidecar records the GPU the build log names (trtexec prints it), not the target's
-helper write-sidecar --precision "$PRECISION" --engine "$ENGINE" --tool "$USED" --log "$LOG" "${FROM[@]}" -- \
-    "${FLAGS[@]}"
 note "engine: $ENGINE"

@@ -731,7 +731,8 @@ def batch_axes(inputs: List[Dict[str, Any]]) -> Dict[str, List[int]]:
 
 
 def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[List[Profile]]:
-    """min/opt/max per input, per shape profile, for trtexec; None when every input is static.
+    """min/opt/max per dynamic input (a static one has none), per shape profile, for trtexec; None when
+    every input is static.
 
     The bundle's recorded profiles (``build.profiles``) win, as edgedeploy built them; a ``batch``
     beyond their max widens the batch axis of the profile reaching furthest. Without a recorded
@@ -754,8 +755,7 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
                         raise BundleProblem(
                             f"the bundle's profile {index} has no shape range for input '{spec['name']}'"
                         )
-                    profile[spec["name"]] = [list(spec["shape"])] * 3
-                    continue
+                    continue  # a static input has no range (a scalar's would be an empty dims list)
                 profile[spec["name"]] = [list(entry[k]) for k in ("min", "opt", "max")]
             profiles.append(profile)
         if batch:  # only an explicit --max-batch beyond the profiles widens one, on every batch axis
@@ -769,6 +769,8 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
         return profiles
     profile = {}
     for spec in inputs:
+        if not _dynamic_axes(spec):
+            continue
         axes = batched[spec["name"]]
         if set(_dynamic_axes(spec)) - set(axes):
             dims = shape_text(spec["shape"], spec.get("rank_known") is not False)
@@ -798,10 +800,15 @@ def _io_shapes(manifest: Dict[str, Any], batch: int) -> Optional[Dict[str, List[
 
 
 def _shapes_in(manifest: Dict[str, Any], profile: Profile, batch: int) -> Dict[str, List[int]]:
-    """Each input's OPT shape in ``profile`` with ``batch`` on every batch axis (:func:`batch_axes`)."""
+    """Each input's OPT shape in ``profile`` with ``batch`` on every batch axis (:func:`batch_axes`); a
+    static input, which has no range in a profile, its own shape (a scalar's ``[]`` is trtexec's
+    ``sr:``)."""
     batched = batch_axes(manifest["io"]["inputs"])
     shapes = {}
     for spec in manifest["io"]["inputs"]:
+        if spec["name"] not in profile:
+            shapes[spec["name"]] = list(spec["shape"])
+            continue
         opt = list(profile[spec["name"]][1])
         for axis in batched[spec["name"]]:
             opt[axis] = batch
@@ -1252,7 +1259,7 @@ def _profiles_from_flags(flags: List[str]) -> List[Profile]:
             continue
         for item in filter(None, value.split(",")):
             name, _, dims = item.rpartition(":")
-            groups[-1].setdefault(name, {})[key[2:5]] = [int(d) for d in dims.split("x")]
+            groups[-1].setdefault(name, {})[key[2:5]] = [int(d) for d in dims.split("x") if d]
     return [
         {name: [p["min"], p["opt"], p["max"]] for name, p in parts.items() if len(p) == 3}
         for parts in groups
@@ -1316,7 +1323,7 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
     specs, shapes = [], {}
     with np.load(inputs) as data:
         for name in data.files:
-            arr = np.ascontiguousarray(data[name])
+            arr = data[name]  # not np.ascontiguousarray: it makes a scalar a [1] array (NumPy before 2.0)
             if name in dtypes:
                 try:
                     arr = arr.astype(np.dtype(dtypes[name]))
@@ -1508,6 +1515,27 @@ def cmd_run_shapes(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def unexpected(bundle: Path, cmd: str, exc: BaseException) -> str:
+    """The line for an error no check foresaw: a manifest that lacks what the scripts read (beyond
+    :func:`_structure_problems`' checks) is one cause, a fault of this helper or of a file it read
+    (reference data, a build log, the board's NumPy) another; it names the manifest only when the
+    manifest fails those checks, else the subcommand and the error as they are."""
+    try:
+        load_manifest(bundle)
+    except BundleProblem as problem:
+        return f"manifest.json does not follow the bundle schema ({problem})"
+    return (
+        f"bundle_helper.py {cmd} failed: {type(exc).__name__}: {exc} (manifest.json has the structure "
+        f"the scripts read; python3 {sys.version_info[0]}.{sys.version_info[1]}"
+        f"{numpy_version()}): please report it with this line"
+    )
+
+
+def numpy_version() -> str:
+    numpy = sys.modules.get("numpy")
+    return f", NumPy {getattr(numpy, '__version__', '?')}" if numpy is not None else ""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path(__file__).resolve().parent.parent)
@@ -1588,10 +1616,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             file=sys.stderr,
         )
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        print(
-            f"error: manifest.json does not follow the bundle schema ({type(exc).__name__}: {exc})",
-            file=sys.stderr,
-        )
+        print(f"error: {unexpected(args.bundle.resolve(), args.cmd, exc)}", file=sys.stderr)
     except OSError as exc:
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
     return EXIT_BAD_BUNDLE

@@ -1,0 +1,155 @@
+"""Defects of the bundle's device scripts found on a simulated board (tester report of bundles, D1-D8):
+a scalar (0-d) input, a sidecar step that fails after the build, NumPy 1.13's ``tofile``, ONNX
+Runtime's telemetry, the exit code of a missing tool, advice for a batch below the profile, the
+trtexec log of ``--out`` elsewhere, ``-o`` inside a bundle and Ctrl-C in the device Python."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from conftest import Device
+from onnx import TensorProto, helper
+
+from calibration.modelinfo import TensorSpec
+from edgedeploy.stages.bundle import BundleArtifact, make_bundle
+from edgedeploy.targets import load_target
+
+
+def script(bundle: Path, name: str) -> Path:
+    return bundle / "scripts" / name
+
+
+def scalar_model() -> onnx.ModelProto:
+    """input [batch, 8] float, sr [] int64 (silero-vad's sample rate) -> y = input * sr."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["input", "srf"], ["y"]),
+        ],
+        "scaled",
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def scalar_bundle(work: Path) -> Path:
+    """A jetson-orin-nano bundle of :func:`scalar_model` (fp32 on ONNX Runtime, fp16 on TensorRT)."""
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, fp16 = work / "scaled.onnx", work / "scaled.fp16.onnx"
+    onnx.save(scalar_model(), fp32)
+    onnx.save(scalar_model(), fp16)
+    x = {
+        "input": np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32),
+        "sr": np.array(3, dtype=np.int64),
+    }
+    (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, x)
+    out = work / "out" / "scaled-orin-nano"
+    make_bundle(
+        out,
+        model_name="scaled",
+        model_source=str(fp32),
+        model_sha256="0" * 64,
+        target=load_target("jetson-orin-nano"),
+        inputs=[TensorSpec("input", ("batch", 8), "float32"), TensorSpec("sr", (), "int64")],
+        outputs=[TensorSpec("y", ("batch", 8), "float32")],
+        artifacts=[
+            BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
+            BundleArtifact("fp16", "tensorrt", fp16, compare={"passed": True}),
+        ],
+        gates={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.999, "min_top1": 0.99},
+        reference_inputs=x,
+        reference_outputs={"y": y},
+        primary="fp16",
+    )
+    return out
+
+
+def test_a_scalar_input_builds_an_engine_with_its_sidecar_and_verifies(
+    tmp_path: Path, device: Device
+) -> None:
+    """D1: the trtexec shape flags gave the static scalar input 'sr' a range ('sr:' with no dims), and
+    write-sidecar's int('') of it failed after the build ("manifest.json does not follow the bundle
+    schema"), leaving an engine without sidecar that verify.sh never found."""
+    bundle = scalar_bundle(tmp_path / "src")
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (build,) = [c for c in device.calls("trtexec") if "--onnx=" in c]
+    shape_flags = [
+        f for f in build.split() if f.split("=")[0] in ("--minShapes", "--optShapes", "--maxShapes")
+    ]
+    assert shape_flags == ["--minShapes=input:1x8", "--optShapes=input:4x8", "--maxShapes=input:4x8"]
+    engine = bundle / "device" / "engines" / "scaled.fp16.engine"
+    sidecar = json.loads(engine.with_name(engine.name + ".json").read_text())
+    assert sidecar["plan"]["profiles"] == [{"input": [[1, 8], [4, 8], [4, 8]]}]
+    res = device.run(script(bundle, "verify.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "pass" in res.stdout
+    # the scalar's reference shape is [] ('sr:', trtexec's scalar), not the [1] np.ascontiguousarray made
+    (run,) = [c for c in device.calls("trtexec") if "--loadEngine=" in c]
+    assert "--shapes=input:4x8,sr: " in run
+
+
+def test_the_readme_profile_table_lists_no_row_for_a_static_input(tmp_path: Path) -> None:
+    """D1 addendum: the device README's profile table gave the scalar 'sr' a [] / [] / [] row, though
+    manifest.json's build.profiles (and the engine) have no range for it."""
+    bundle = scalar_bundle(tmp_path / "src")
+    readme = (bundle / "README.md").read_text()
+    assert not [line for line in readme.splitlines() if line.endswith("| [] | [] | [] |")]
+    assert any(line.startswith("| `input` | [1, 8] |") for line in readme.splitlines())
+
+
+def failing_python(folder: Path, subcommand: str) -> str:
+    """A python3 that runs the helper as usual except ``subcommand``, which fails (exit 2)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "python3"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = {subcommand} ] && {{ echo "error: injected" >&2; exit 2; }}; done\n'
+        f'exec "{os.environ.get("EDGEDEPLOY_TEST_DEVICE_PYTHON") or __import__("sys").executable}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def test_a_failed_sidecar_step_never_replaces_the_good_engine(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """D1: build_engine.sh moved the new engine into place before writing its sidecar, so a failed
+    sidecar step left the new engine beside the old sidecar (or none), against its --help: "a failed
+    build never replaces a good one"."""
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0, res.stderr
+    engines = bundle / "device" / "engines"
+    before = {p.name: p.read_bytes() for p in engines.iterdir()}
+    assert len(before) == 2
+    python = failing_python(tmp_path / "bin", "write-sidecar")
+    res = device.run(script(bundle, "build_engine.sh"), "--max-batch", "32", PYTHON=python)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert {p.name: p.read_bytes() for p in engines.iterdir()} == before  # no temporary file left either
+    assert "previous engine, if any, is unchanged" in res.stderr
+    res = device.run(script(bundle, "verify.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_helper_error_not_about_the_manifest_does_not_blame_it(bundle: Path) -> None:
+    """D1/D3: every KeyError/TypeError/ValueError/AttributeError/IndexError of the helper was reported
+    as "manifest.json does not follow the bundle schema", for a manifest that does."""
+    import edgedeploy.device.bundle_helper as bh
+
+    line = bh.unexpected(bundle, "write-sidecar", ValueError("invalid literal for int() with base 10: ''"))
+    assert "manifest.json does not follow" not in line
+    assert "write-sidecar" in line and "invalid literal" in line
+    (bundle / "manifest.json").write_text(json.dumps({"files": {}}))
+    assert "does not follow the bundle schema" in bh.unexpected(bundle, "get", KeyError("x"))
