@@ -1341,7 +1341,7 @@ def cmd_ref_inputs(bundle: Path, args: argparse.Namespace) -> int:
                     )
             arr = arr.astype(np.dtype(want), copy=False)
             path = out / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.bin"
-            arr.tofile(path)
+            arr.tofile(str(path))  # a Path only from NumPy 1.17; JetPack 4.6's python3-numpy is 1.13
             specs.append(f"{name}:{path}")
             shapes[name] = list(arr.shape)
     print(",".join(specs))

@@ -153,3 +153,32 @@ def test_a_helper_error_not_about_the_manifest_does_not_blame_it(bundle: Path) -
     assert "write-sidecar" in line and "invalid literal" in line
     (bundle / "manifest.json").write_text(json.dumps({"files": {}}))
     assert "does not follow the bundle schema" in bh.unexpected(bundle, "get", KeyError("x"))
+
+
+NUMPY_FILE_CALLS = ("tofile", "fromfile")  # take a pathlib.Path only from NumPy 1.17
+
+
+def test_the_device_python_gives_numpy_file_calls_a_str_not_a_path() -> None:
+    """D3: ref-inputs wrote ``arr.tofile(path)`` with a pathlib.Path, which NumPy takes from 1.17
+    only; JetPack 4.6's python3-numpy (Ubuntu 18.04) is 1.13.3, where it raises AttributeError
+    ('PosixPath' object has no attribute 'flush'): every GPU verify.sh on a Nano or TX2 failed.
+    (Run tests/device with EDGEDEPLOY_TEST_DEVICE_PYTHON set to a 3.6 with NumPy 1.13 to see it.)"""
+    import ast
+
+    from edgedeploy.device import device_files
+
+    found = []
+    for path in (f for f in device_files() if f.suffix == ".py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in NUMPY_FILE_CALLS or not node.args:
+                continue
+            first = node.args[0]
+            as_text = isinstance(first, ast.Constant) and isinstance(first.value, str)
+            as_str = (
+                isinstance(first, ast.Call) and isinstance(first.func, ast.Name) and first.func.id == "str"
+            )
+            if not (as_text or as_str):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
