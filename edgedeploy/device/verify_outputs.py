@@ -17,6 +17,7 @@ evaluated at run time; tests/device/test_device_python.py checks).
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -96,6 +97,11 @@ def nonfinite_as_text(value: Any) -> Any:
 
 
 def run_onnxruntime(model: Path, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    # ONNX Runtime's Linux wheels from 1.32 send usage telemetry and, on import, write a device id
+    # and an event database under ~/.cache/Microsoft and a .ses file into TMPDIR: off, as edgedeploy
+    # turns it off (calibration/__init__.py; docs/design.md, "Offline"), unless the user set them
+    for name in ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED"):
+        os.environ.setdefault(name, "1")
     import onnxruntime as ort
 
     # NchwcTransformer kills the process on some float16 graphs (a Transpose feeding a MatMul with
