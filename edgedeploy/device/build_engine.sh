@@ -27,7 +27,8 @@ The engine is built under a temporary name and renamed: a failed build never rep
   --workspace-mb N   workspace limit (default: the target's default, capped at its maximum)
   --max-batch N      largest batch for dynamic inputs (default: the reference batch)
   --force            rebuild even when a matching engine exists
-Exit: 0 built or up to date, 1 build failed, 2 damaged bundle or no TensorRT.
+Exit: 0 built or up to date, 1 build failed, 2 damaged bundle, no TensorRT, or no edgedeploy for
+--tool edgedeploy (the reason on the terminal).
 USAGE
 }
 
@@ -69,6 +70,9 @@ trap cleanup EXIT
 # edgedeploy build takes the bundled precision ONNX as it is (fp16 with its fp32 islands, Q/DQ int8,
 # with the calibration cache beside it for TensorRT 8.x) and the bundle's shape profile and TF32
 # setting, the same ones the trtexec path below passes: both paths build the same engine.
+if [ "$TOOL" = edgedeploy ] && ! command -v edgedeploy >/dev/null 2>&1; then
+    die "edgedeploy not found on PATH (--tool edgedeploy; or use --tool trtexec)"
+fi
 if use_edgedeploy "$TOOL"; then
     OUT_DIR="$(dirname "$TMP")/.build.$$"
     ED_TEXT="$(helper edgedeploy-args --precision "$PRECISION" "${MAXBATCH[@]}")" || exit 2
@@ -78,9 +82,14 @@ if use_edgedeploy "$TOOL"; then
     BUILD=(edgedeploy build "$MODEL" --backend tensorrt "${WORKSPACE[@]}" --target "$(manifest_get target.name)"
         --precision "$PRECISION" -o "$OUT_DIR" "${ED_ARGS[@]}" --timing-cache "$DEVICE_DIR/timing.cache")
     note "building with $(quoted "${BUILD[@]}") (log: $LOG)"
-    if ! "${BUILD[@]}" >"$LOG" 2>&1; then
+    CODE=0
+    "${BUILD[@]}" >"$LOG" 2>&1 || CODE=$?
+    if [ "$CODE" -ne 0 ]; then
         rm -rf "$OUT_DIR"
-        EXIT_CODE=1 die "edgedeploy build failed (see $LOG); the previous engine, if any, is unchanged"
+        tail -n 5 "$LOG" >&2 || true
+        # edgedeploy's exit 2 is its "cannot build here" (no TensorRT, bad input): this script's 2 too
+        [ "$CODE" -eq 2 ] || CODE=1
+        EXIT_CODE=$CODE die "edgedeploy build failed (see $LOG); the previous engine, if any, is unchanged"
     fi
     BUILT="$(find "$OUT_DIR" -name '*.engine' | head -n 1)"
     mv "$BUILT" "$TMP"

@@ -210,3 +210,31 @@ def test_a_cpu_bundles_verify_leaves_no_onnxruntime_telemetry_files(tmp_path: Pa
     assert res.returncode == 0, res.stdout + res.stderr
     assert "accuracy: pass" in res.stdout
     assert [p.relative_to(tmp_path) for p in (home, tmpdir) for p in p.rglob("*")] == []
+
+
+def test_build_with_tool_edgedeploy_missing_exits_2_with_one_line(bundle: Path, device: Device) -> None:
+    """D2: ``build_engine.sh --tool edgedeploy`` without edgedeploy on PATH said "edgedeploy build
+    failed (see LOG)" and exited 1 ("build failed"); the log held "edgedeploy: command not found"."""
+    res = device.run(
+        script(bundle, "build_engine.sh"), "--tool", "edgedeploy", PATH=device.path_without_edgedeploy()
+    )
+    errors = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(errors) == 1, res.stdout + res.stderr
+    assert errors[0].startswith("error: edgedeploy not found on PATH"), errors[0]
+    assert not (bundle / "device" / "engines").exists() or not any((bundle / "device" / "engines").iterdir())
+
+
+def test_build_with_tool_edgedeploy_without_tensorrt_exits_2_and_says_why(
+    bundle: Path, device: Device
+) -> None:
+    """D2: ``edgedeploy build --backend tensorrt`` exits 2 without TensorRT, with the reason; the
+    script made that exit 1 ("build failed") and left the reason in its log only."""
+    res = device.run(
+        script(bundle, "build_engine.sh"), "--tool", "edgedeploy", FAKE_EDGEDEPLOY_BUILD_EXIT="2"
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "TensorRT is not usable here" in res.stderr
+    res = device.run(
+        script(bundle, "build_engine.sh"), "--tool", "edgedeploy", FAKE_EDGEDEPLOY_BUILD_EXIT="1"
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
