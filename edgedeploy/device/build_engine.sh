@@ -25,7 +25,9 @@ The engine is built under a temporary name and renamed: a failed build never rep
 
   --precision P      artifact to build (default: the manifest's primary_precision)
   --workspace-mb N   workspace limit (default: the target's default, capped at its maximum)
-  --max-batch N      largest batch for dynamic inputs (default: the reference batch)
+  --max-batch N      largest batch for dynamic inputs (default: the reference batch); with a shape
+                     profile in the bundle it widens the profile and cannot narrow it (a smaller N is
+                     refused), and no option lowers the profile's smallest batch
   --force            rebuild even when a matching engine exists
 Exit: 0 built or up to date, 1 build failed, 2 damaged bundle, no TensorRT, or no edgedeploy for
 --tool edgedeploy (the reason on the terminal).

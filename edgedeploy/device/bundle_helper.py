@@ -759,10 +759,14 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
                 profile[spec["name"]] = [list(entry[k]) for k in ("min", "opt", "max")]
             profiles.append(profile)
         if batch:  # only an explicit --max-batch beyond the profiles widens one, on every batch axis
-            widest = max(
-                profiles,
-                key=lambda p: max([p[n][2][a] for n, axes in batched.items() for a in axes] or [0]),
-            )
+            reach = [max([p[n][2][a] for n, axes in batched.items() for a in axes] or [0]) for p in profiles]
+            if 0 < batch < max(reach):  # it would be dropped without a word: the profiles stay as recorded
+                raise BundleProblem(
+                    f"--max-batch {batch}: the bundle's shape profile takes batch "
+                    f"{batch_ranges(manifest, profiles)}, and --max-batch only widens it past its largest "
+                    f"batch: leave --max-batch out, or make the bundle with another --profile"
+                )
+            widest = profiles[reach.index(max(reach))]
             for name, axes in batched.items():
                 for axis in axes:
                     widest[name][2][axis] = max(widest[name][2][axis], batch)
@@ -872,10 +876,19 @@ def batch_run(
         batch = 1 if any(takes(p, 1) for p in profiles) else profiles[0][first][1][axes[0]]
     index = next((i for i, p in enumerate(profiles) if takes(p, batch)), None)
     if index is None:
-        ranges = " or ".join(f"{p[first][0][axes[0]]}..{p[first][2][axes[0]]}" for p in profiles)
+        lowest = min(p[first][0][axes[0]] for p in profiles)
+        if batch > max(p[first][2][axes[0]] for p in profiles):  # --max-batch widens the furthest one
+            advice = f", or rebuild with scripts/build_engine.sh --max-batch {batch} --force"
+        elif batch < lowest:  # build_engine.sh has no option that lowers a profile's min
+            advice = (
+                f"; the bundle's profile starts at batch {lowest}, which the engine cannot go below: a "
+                "smaller batch needs a bundle made with another --profile"
+            )
+        else:  # between two profiles: --max-batch widens the one reaching furthest, not this gap
+            advice = "; a bundle made with another --profile can take it"
         raise BundleProblem(
-            f"--batch {batch} is outside the engine's shape profile (batch {ranges}): choose a batch in "
-            f"range, or rebuild with scripts/build_engine.sh --max-batch {batch} --force"
+            f"--batch {batch} is outside the engine's shape profile (batch "
+            f"{batch_ranges(manifest, profiles)}): choose a batch in range{advice}"
         )
     flags = [f"--shapes={shape_spec(_shapes_in(manifest, profiles[index], batch))}"]
     if index > 0 and trt is not None:
@@ -886,6 +899,17 @@ def batch_run(
             )
         flags.append(f"--useProfile={index}")
     return batch, flags
+
+
+def batch_ranges(manifest: Dict[str, Any], profiles: List[Profile]) -> str:
+    """The batch range of each profile, ``1..4 or 8..16``, as the first batched input's axis reads it."""
+    batched = [
+        (n, axes) for n, axes in batch_axes(manifest["io"]["inputs"]).items() if axes and n in profiles[0]
+    ]
+    if not batched:
+        return "fixed"
+    name, axes = batched[0]
+    return " or ".join(f"{p[name][0][axes[0]]}..{p[name][2][axes[0]]}" for p in profiles)
 
 
 def shape_spec(shapes: Dict[str, List[int]]) -> str:

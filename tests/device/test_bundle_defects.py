@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import Device
+import pytest
+from conftest import Device, make_dense_bundle
 from onnx import TensorProto, helper
 
 from calibration.modelinfo import TensorSpec
@@ -238,3 +239,39 @@ def test_build_with_tool_edgedeploy_without_tensorrt_exits_2_and_says_why(
         script(bundle, "build_engine.sh"), "--tool", "edgedeploy", FAKE_EDGEDEPLOY_BUILD_EXIT="1"
     )
     assert res.returncode == 1, res.stdout + res.stderr
+
+
+FROM_2 = {"input": {"min": [2, 1, 8, 8], "opt": [4, 1, 8, 8], "max": [8, 1, 8, 8]}}  # batch 2..8
+
+
+def test_a_batch_below_the_profile_is_not_advised_a_max_batch_rebuild() -> None:
+    """D6: ``benchmark.sh --batch 1`` on a profile of batch 2..8 advised ``build_engine.sh --max-batch
+    1 --force``, which cannot lower the profile's min: the advice looped. A batch above every
+    profile keeps the advice that works (--max-batch N widens the profile reaching furthest)."""
+    import edgedeploy.device.bundle_helper as bh
+
+    manifest = {
+        "io": {"inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}]},
+        "build": {"profiles": [FROM_2]},
+    }
+    profiles = bh.input_profiles(manifest, None)
+    with pytest.raises(bh.BundleProblem) as below:
+        bh.batch_run(manifest, profiles, 1, "10.3.0")
+    assert "--max-batch" not in str(below.value)
+    assert "starts at batch 2" in str(below.value) and "--profile" in str(below.value)
+    with pytest.raises(bh.BundleProblem, match=r"--max-batch 9 --force"):
+        bh.batch_run(manifest, profiles, 9, "10.3.0")
+
+
+def test_max_batch_below_the_recorded_profile_is_refused_not_ignored(tmp_path: Path, device: Device) -> None:
+    """D6: ``build_engine.sh --max-batch 1 --force`` on a bundle whose profile is batch 2..8 built the
+    2..8 engine again and exited 0, --max-batch 1 dropped without a word."""
+    bundle = make_dense_bundle(tmp_path / "src", batch=4, build={"profiles": [FROM_2]})
+    for asked in ("1", "4"):
+        res = device.run(script(bundle, "build_engine.sh"), "--max-batch", asked, "--force")
+        errors = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode == 2 and len(errors) == 1, res.stdout + res.stderr
+        assert f"--max-batch {asked}" in errors[0] and "batch 2..8" in errors[0], errors[0]
+    assert not [c for c in device.calls("trtexec") if "--onnx=" in c]
+    res = device.run(script(bundle, "build_engine.sh"), "--max-batch", "8", "--force")  # the max: as recorded
+    assert res.returncode == 0, res.stdout + res.stderr
