@@ -25,7 +25,8 @@ JSON records the duration that ran).
 Defaults: --batch 1 (or the profile's opt batch when 1 is outside it; a fixed batch for static
 inputs) --duration 10 --warmup 500 --interval 100,
 --out device/results/benchmark-<precision>-b<batch>.json; --out lies under device/ or outside the
-bundle, and never replaces an existing file other than an earlier results JSON. Exit: 0 done, 1 run failed, 2 no engine,
+bundle, and never replaces an existing file other than an earlier results JSON; trtexec's log goes
+beside it (<name>.trtexec.log for <name>.json). Exit: 0 done, 1 run failed, 2 no engine,
 a missing tool (trtexec, or edgedeploy for --tool edgedeploy) or bad input.
 USAGE
 }
@@ -48,14 +49,17 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# the run's trtexec log: beside the results JSON, <name>.trtexec.log for <name>.json
+trtexec_log() { local dir name; dir="$(dirname "$1")"; name="$(basename "$1" .json)"; echo "$dir/$name.trtexec.log"; }
+
 # --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
 # fail on it), lie in the bundle outside device/ (an unlisted file fails verify.sh too), nor replace
 # any existing file that is not an earlier results JSON (of benchmark.sh, or of edgedeploy profile
 # for --tool edgedeploy)
 check_out() {
-    "$PYTHON" - "$BUNDLE_DIR" "$1" <<'PY' || exit 2
+    "$PYTHON" - "$BUNDLE_DIR" "$1" "$(trtexec_log "$1")" <<'PY' || exit 2
 import json, os, sys
-bundle, out = sys.argv[1], sys.argv[2]
+bundle, out, log = sys.argv[1], sys.argv[2], sys.argv[3]
 root, real = os.path.realpath(bundle), os.path.realpath(out)
 
 
@@ -90,6 +94,10 @@ if os.path.isfile(real) and os.path.getsize(real) > 0:
         data = None
     if not (isinstance(data, dict) and ("latency_ms" in data or "batches" in data)):
         refuse("exists and is not a benchmark results JSON: give another file, or remove it first")
+# the trtexec log goes beside --out: it replaces only the log of the results JSON --out replaces
+if os.path.lexists(log) and not (os.path.isfile(real) and os.path.isfile(log) and os.path.realpath(log) not in listed):
+    refuse("would put the trtexec log on %s, which exists and is not the log of an earlier results "
+           "JSON there: give another file, or remove it first" % log)
 PY
 }
 
@@ -199,7 +207,6 @@ if [ -n "$POWER_PID" ]; then
     fi
     POWER_PID=""
 fi
-cp "$WORK/trtexec.log" "$DEVICE_DIR/results/$(basename "$OUT" .json).trtexec.log"
 
 SETTINGS="$("$PYTHON" - "$ENGINE" "$PRECISION" "$BATCH" "$WARMUP" "$DURATION" "$GRAPH" "$TRANSFERS" "$INTERVAL" "$POWER_MODE" "$TRT" "${FLAGS[@]}" <<'PY'
 import json, sys
@@ -213,4 +220,7 @@ PY
 "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" summarize --trtexec-log "$WORK/trtexec.log" \
     --tegrastats-log "$WORK/tegrastats.log" "${NO_POWER[@]}" \
     --warmup-ms "$WARMUP" --settings "$SETTINGS" --out "$OUT"
-note "wrote $OUT"
+# beside the JSON it belongs to, after it (a failed summary leaves the earlier pair as it was)
+LOG="$(trtexec_log "$OUT")"
+cp "$WORK/trtexec.log" "$LOG.$$.tmp" && mv -f "$LOG.$$.tmp" "$LOG"
+note "wrote $OUT (trtexec log: $LOG)"
