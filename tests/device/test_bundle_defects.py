@@ -275,3 +275,69 @@ def test_max_batch_below_the_recorded_profile_is_refused_not_ignored(tmp_path: P
     assert not [c for c in device.calls("trtexec") if "--onnx=" in c]
     res = device.run(script(bundle, "build_engine.sh"), "--max-batch", "8", "--force")  # the max: as recorded
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_benchmark_out_elsewhere_writes_the_trtexec_log_beside_it(
+    bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """D7: benchmark.sh --out FILE wrote the trtexec log to device/results/<FILE's name>.trtexec.log in
+    the bundle whatever FILE's folder, replacing the log of the default run of the same name (the
+    results JSON beside it then read batch 1 beside a batch-8 log)."""
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    args = ("--duration", "0.1", "--warmup", "0")
+    res = device.run(script(bundle, "benchmark.sh"), *args, "--batch", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = bundle / "device" / "results"
+    kept = {p.name: p.read_bytes() for p in results.iterdir()}
+    assert "--shapes=input:1x1x8x8" in (results / "benchmark-fp16-b1.trtexec.log").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = elsewhere / "benchmark-fp16-b1.json"
+    res = device.run(script(bundle, "benchmark.sh"), *args, "--batch", "8", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == kept
+    assert sorted(p.name for p in elsewhere.iterdir()) == [
+        "benchmark-fp16-b1.json",
+        "benchmark-fp16-b1.trtexec.log",
+    ]
+    assert "--shapes=input:8x1x8x8" in (elsewhere / "benchmark-fp16-b1.trtexec.log").read_text()
+    # a file of that name that is not the log of an earlier results JSON there is not replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.trtexec.log").write_text("my notes\n")
+    res = device.run(script(bundle, "benchmark.sh"), *args, "--out", str(other / "run.json"))
+    assert res.returncode == 2 and "run.trtexec.log" in res.stderr, res.stdout + res.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["run.trtexec.log"]
+
+
+def test_a_bundle_inside_another_bundle_is_refused_before_anything_is_written(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """D8: ``bundle create -o host/models/sub`` wrote a bundle (and sub.tar.gz) into the bundle
+    ``host``, whose files its manifest lists: ``bundle verify host`` and its verify.sh then failed on
+    16 unlisted files. ``--json`` and benchmark.sh's ``--out`` refuse the same slip."""
+    from edgedeploy.errors import InputError
+    from edgedeploy.stages.bundle import check_bundle_output
+
+    before = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*"))
+    for inside in (bundle / "models" / "sub", bundle / "sub", bundle / "device" / "sub" / "deeper"):
+        with pytest.raises(InputError, match=f"lies in the bundle {bundle}"):
+            check_bundle_output(inside)
+    with pytest.raises(InputError, match="lies in the bundle"):
+        scalar_bundle_at = bundle / "models" / "sub"
+        src = tmp_path / "src"
+        src.mkdir()
+        onnx.save(scalar_model(), src / "m.onnx")
+        make_bundle(
+            scalar_bundle_at,
+            model_name="m",
+            model_source=str(src / "m.onnx"),
+            model_sha256="0" * 64,
+            target=load_target("x86-64-cpu"),
+            inputs=[TensorSpec("input", ("batch", 8), "float32"), TensorSpec("sr", (), "int64")],
+            outputs=[TensorSpec("y", ("batch", 8), "float32")],
+            artifacts=[BundleArtifact("fp32", "onnxruntime", src / "m.onnx")],
+            gates={},
+        )
+    assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")) == before
+    check_bundle_output(tmp_path / "beside")  # outside any bundle: fine

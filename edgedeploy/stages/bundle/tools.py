@@ -115,7 +115,16 @@ def device_outputs(folder: Path) -> list[str]:
 def check_bundle_output(folder: Path) -> None:
     """Refuse ``folder`` as a new bundle's output (InputError, one line) when replacing it or its archive
     would delete files that are not ours (:func:`not_ours`, :func:`archive_not_ours`) or the board's
-    outputs in an existing bundle's ``device/``; an empty ``device/`` goes with the old bundle."""
+    outputs in an existing bundle's ``device/``; an empty ``device/`` goes with the old bundle. A folder
+    inside another bundle is refused too: its manifest does not list the new files, so that bundle's
+    ``verify.sh`` and ``bundle verify`` would fail on them (as ``--json`` is refused there, cli/guard.py)."""
+    absolute = Path(os.path.abspath(folder))  # "bundle/models/../sub" lies in the bundle too
+    for parent in absolute.parents:
+        if (parent / "manifest.json").is_file() and (parent / "scripts").is_dir():
+            raise InputError(
+                f"bundle output: {folder} lies in the bundle {parent}, whose manifest would not list it: "
+                "choose an -o folder outside that bundle"
+            )
     if why := not_ours(folder) or archive_not_ours(folder):
         raise InputError(f"bundle output: {why}; choose another -o folder")
     if folder.is_dir() and (written := device_outputs(folder)):
