@@ -760,12 +760,6 @@ def input_profiles(manifest: Dict[str, Any], batch: Optional[int]) -> Optional[L
             profiles.append(profile)
         if batch:  # only an explicit --max-batch beyond the profiles widens one, on every batch axis
             reach = [max([p[n][2][a] for n, axes in batched.items() for a in axes] or [0]) for p in profiles]
-            if 0 < batch < max(reach):  # it would be dropped without a word: the profiles stay as recorded
-                raise BundleProblem(
-                    f"--max-batch {batch}: the bundle's shape profile takes batch "
-                    f"{batch_ranges(manifest, profiles)}, and --max-batch only widens it past its largest "
-                    f"batch: leave --max-batch out, or make the bundle with another --profile"
-                )
             widest = profiles[reach.index(max(reach))]
             for name, axes in batched.items():
                 for axis in axes:
@@ -1175,8 +1169,22 @@ def shape_flags(profiles: Optional[List[Profile]], trt: str) -> List[str]:
 
 
 def _max_batch(bundle: Path, manifest: Dict[str, Any], asked: Optional[int]) -> Optional[int]:
-    """--max-batch, else the reference batch when no profile was recorded (the profile rules otherwise)."""
-    if asked or build_settings(manifest).get("profiles"):
+    """--max-batch, else the reference batch when no profile was recorded (the profile rules otherwise).
+
+    A recorded profile is only widened (:func:`input_profiles`): a --max-batch below its largest batch
+    would be dropped without a word, so it is refused."""
+    if build_settings(manifest).get("profiles"):
+        profiles = input_profiles(manifest, None) or []
+        batched = {n: axes for n, axes in batch_axes(manifest["io"]["inputs"]).items() if axes}
+        largest = max([p[n][2][a] for p in profiles for n, axes in batched.items() for a in axes] or [0])
+        if asked and asked < largest:
+            raise BundleProblem(
+                f"--max-batch {asked}: the bundle's shape profile takes batch "
+                f"{batch_ranges(manifest, profiles)}, and --max-batch only widens it past its largest "
+                "batch: leave --max-batch out, or make the bundle with another --profile"
+            )
+        return asked
+    if asked:
         return asked
     return reference_batch(bundle, manifest)
 
