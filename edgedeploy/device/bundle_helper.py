@@ -1655,4 +1655,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: one line and exit 130, as edgedeploy (temporary files are gone)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -403,4 +403,8 @@ def _main(argv: Optional[List[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: one line and exit 130, as edgedeploy (temporary files are gone)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

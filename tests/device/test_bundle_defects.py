@@ -341,3 +341,73 @@ def test_a_bundle_inside_another_bundle_is_refused_before_anything_is_written(
         )
     assert sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*")) == before
     check_bundle_output(tmp_path / "beside")  # outside any bundle: fine
+
+
+def _writer_when_read(fifo: Path, timeout: float = 30.0) -> int:
+    """Open ``fifo`` for writing once a reader has it open (the process has reached that read)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("which", ["bundle_helper", "verify_outputs", "tegrastats_power"])
+def test_ctrl_c_in_the_device_python_is_one_line_and_exit_130(
+    which: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """D4: a Ctrl-C (SIGINT to the script's process group, as a terminal sends it) while a helper of
+    the bundle ran printed Python's KeyboardInterrupt traceback; edgedeploy prints one line and
+    exits 130. Each helper is stopped while it waits on a read (a FIFO), past its imports."""
+    import signal
+    import subprocess
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    python = device.env.get("PYTHON") or __import__("sys").executable
+    scripts = bundle / "scripts"
+    argv = {
+        "bundle_helper": [
+            str(scripts / "bundle_helper.py"),
+            *("--bundle", str(bundle), "write-sidecar", "--precision", "fp16"),
+            *("--engine", str(tmp_path / "x.engine"), "--log", str(fifo)),
+        ],
+        "verify_outputs": [
+            str(scripts / "verify_outputs.py"),
+            *("--bundle", str(bundle), "--trtexec-json", str(fifo), "--json", str(tmp_path / "v.json")),
+        ],
+        "tegrastats_power": [str(scripts / "tegrastats_power.py"), "stamp"],
+    }[which]
+    env = {k: v for k, v in device.env.items() if k != "PYTHONPATH"}
+    stdin = subprocess.PIPE if which == "tegrastats_power" else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [python, *argv],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        if which == "tegrastats_power":  # its first stamped line: it is in its read loop
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b"line\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().endswith(b" line\n")
+            held = None
+        else:
+            held = _writer_when_read(fifo)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if held is not None:
+        os.close(held)
+    assert (proc.returncode, err.decode()) == (130, "interrupted\n")
