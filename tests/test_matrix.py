@@ -355,6 +355,42 @@ def test_ray_at_an_address_nothing_answers_is_one_line_not_a_hang() -> None:
     refuse_unreachable("auto")
 
 
+@pytest.mark.parametrize("given", ["loopback-address", "auto"])
+def test_ray_head_on_loopback_only_is_one_line_not_a_hang(project: Path, given: str) -> None:
+    """Ray dials this machine's network address for 127.0.0.1 (and for ``auto``, resolved to a
+    loopback head): the probe tried the address as typed (and skipped ``auto``), which answered, and
+    ray.init then waited for ever on an address where nothing listens. Something listening on
+    127.0.0.1 only is such a head as far as the probe and Ray's dial go; the command runs in a process
+    of its own, without this module's RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, under a hard timeout."""
+    import socket
+
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    ask = "from ray._private.services import get_node_ip_address; print(get_node_ip_address())"
+    node_ip = subprocess.run(
+        [sys.executable, "-c", ask], capture_output=True, text=True, env=env, timeout=120
+    ).stdout.strip()
+    if not node_ip or node_ip.startswith("127."):
+        pytest.skip("this machine has no network address: Ray dials loopback itself")
+    with socket.socket() as head:
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        port = head.getsockname()[1]
+        address = f"127.0.0.1:{port}"
+        if given == "auto":
+            env["RAY_ADDRESS"], address = address, "auto"
+        config = _config(project, f"loopback-{given}")
+        try:
+            result = run_cli(
+                "matrix", config, "--executor", "ray", "--address", address, cwd=project, env=env, timeout=120
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"--address {address} with a head on 127.0.0.1 only hung (ray.init waits for ever)")
+    assert_clean_input_error(result, f"'{address}'", f"nothing answers at {node_ip}:{port}", "127.0.0.1")
+    assert not (project / f"loopback-{given}").exists()
+
+
 RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_TMPDIR")
 
 

@@ -347,21 +347,60 @@ class LocalExecutor:
 
 
 PROBE_SECONDS = 5.0
+LOOPBACK = "127.0.0.1"
 
 
 def refuse_unreachable(address: str) -> None:
-    """A ``HOST:PORT`` (or ``ray://HOST:PORT``) that nothing answers at is refused in one line: Ray's
-    ``init`` retries such a head's GCS forever, printing "Failed to connect to GCS" lines, and never
-    raises. ``auto`` and ``local`` are Ray's own to resolve."""
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
+    """A head that nothing answers at is refused in one line: Ray's ``init`` retries such a head's GCS
+    forever, printing "Failed to connect to GCS" lines, and never raises.
+
+    Probed where Ray will dial, not as typed: ``ray.init`` passes the address (and ``auto``, which it
+    resolves from RAY_ADDRESS, its temp folder's last cluster or a running GCS process) through
+    ``canonicalize_bootstrap_address``, which replaces a loopback host (127.0.0.1, localhost) by this
+    machine's network address. A head started with ``--node-ip-address 127.0.0.1`` answers the typed
+    address and not that one, and ``ray.init`` waited on it forever. ``auto`` that finds no cluster
+    and ``local`` are ``ray.init``'s to report; a ``ray://`` client address is probed as typed."""
+    if address == "local":
+        return
+    typed = address.removeprefix("ray://")
+    dialled = typed
+    if not address.startswith("ray://"):
+        try:
+            with deferred():
+                from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:
+            pass
+        else:
+            try:
+                dialled = canonicalize_bootstrap_address(address) or typed
+            except (ConnectionError, ValueError):  # no cluster found, a bad address: ray.init says so
+                return
+            except Exception:  # a name Ray cannot resolve: probed as typed, which says why
+                dialled = typed
+    host, _, port = dialled.rpartition(":")
     if not host or not port.isdigit():
         return
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
             pass
     except OSError as exc:
-        raise ConnectionError(f"nothing answers at {target} ({exc.strerror or exc})") from None
+        why = f"nothing answers at {dialled} ({exc.strerror or exc})"
+        if dialled != typed:
+            why = f"nothing answers at {dialled}, where Ray dials for it ({exc.strerror or exc})"
+            if _answers(LOOPBACK, int(port)):
+                why += (
+                    f"; something listens at {LOOPBACK}:{port} only, and Ray dials this machine's "
+                    "address for a loopback one: start the head without --node-ip-address 127.0.0.1"
+                )
+        raise ConnectionError(why) from None
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            return True
+    except OSError:
+        return False
 
 
 HEAD_TOKEN = "the head's token (what 'ray get-auth-token' prints on the head)"
@@ -563,9 +602,6 @@ class RayExecutor:
         main(), where a Ctrl-C prints a traceback, and a local Ray's processes could be left."""
         with deferred():
             self._ray.shutdown()
-
-
-LOOPBACK = "127.0.0.1"
 
 
 @contextmanager
