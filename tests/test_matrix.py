@@ -394,6 +394,124 @@ def test_ray_head_on_loopback_only_is_one_line_not_a_hang(project: Path, given: 
 RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_TMPDIR")
 
 
+LOCAL_RAY_DRIVER = (
+    "import sys\n"
+    "from edgedeploy.pipeline.executors import Placement, RayExecutor, node_versions_task\n"
+    "executor = RayExecutor(address='local')\n"
+    "executor.submit('v', node_versions_task, (('numpy',),), Placement(on_driver=True))\n"
+    "tag, outcome = executor.next_done()\n"
+    "executor.close()\n"
+    "print(outcome.result['numpy'])\n"
+)
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """The processes below ``pid`` (children, theirs, ...) and their command lines."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parents[int(entry)] = int(fh.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                names[int(entry)] = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+    found: dict[int, str] = {}
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier and p not in found}
+        found.update({p: names.get(p, "") for p in frontier})
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ray_local_writes_nothing_outside_and_leaves_no_ray_session(tmp_path: Path) -> None:
+    """``--address local`` wrote ~/.ray/auth_token (which turns token authentication on for every
+    later ``ray start --head`` of the user) and a session folder in Ray's temp folder, /tmp/ray."""
+    import tempfile
+
+    pytest.importorskip("ray")
+    home = tmp_path / "home"
+    home.mkdir()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="edr-"))  # Ray's default temp root; short, as its sockets need
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+        env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmp))
+        scratch = set(Path(tempfile.gettempdir()).glob("edgedeploy-ray-*"))
+        proc = subprocess.run(
+            [sys.executable, "-c", LOCAL_RAY_DRIVER], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == np.__version__
+        assert not list(home.iterdir()), list(home.rglob("*"))
+        assert not list(ray_tmp.iterdir()), list(ray_tmp.rglob("*"))[:5]
+        assert not set(Path(tempfile.gettempdir()).glob("edgedeploy-ray-*")) - scratch
+    finally:
+        import shutil
+
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_ray_local_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path: Path) -> None:
+    """Ctrl-C in ray.init of ``--address local`` while the raylet was starting its agents: the
+    raylet and GCS stopped, and ray::DashboardAgent and ray::RuntimeEnvAgent (170 MB) stayed for good,
+    waiting on a GCS that was gone. SIGINT is sent the moment the first agent is there."""
+    import signal
+    import tempfile
+
+    pytest.importorskip("ray")
+    home = tmp_path / "home"
+    home.mkdir()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="edr-"))
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    env.update(HOME=str(home), RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
+    driver = subprocess.Popen(
+        [sys.executable, "-c", LOCAL_RAY_DRIVER],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while driver.poll() is None and time.monotonic() < deadline:
+            below = _descendants(driver.pid)
+            seen.update(below)
+            if any("Agent" in name for name in below.values()):
+                driver.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the local Ray started no agent")
+        driver.wait(120)
+        deadline = time.monotonic() + 20  # what a normal shutdown's processes take to end
+        while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+            seen.update({p: n for p, n in _descendants(1).items() if p in seen})
+            time.sleep(0.5)
+        left = {p: seen[p] for p in seen if _alive(p)}
+        assert not left, left
+    finally:
+        import shutil
+
+        for pid in seen:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if driver.poll() is None:
+            driver.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def token_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A head started as a user starts one, ``ray start --head --port P``, where ``~/.ray/auth_token``

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -499,6 +499,9 @@ class RayExecutor:
     _driver_cpus: int = 1
     _remote: Any = None
     _gcs_address: str | None = None  # the head's address as Ray reports it: what a board's node joins
+    _local_dir: str = ""  # ``local``: the in-process Ray's temp folder (a scratch folder of ours)
+    _saved_env: dict[str, str | None] = field(default_factory=dict)  # ``local``: variables set for it
+    _stack: ExitStack = field(default_factory=ExitStack)
 
     def __post_init__(self) -> None:
         self._ray = import_ray()
@@ -514,11 +517,13 @@ class RayExecutor:
             if not ray.is_initialized():
                 refuse_unreachable(self.address)
                 refuse_without_token(ray, self.address)
+                local = {"_temp_dir": self._start_local()} if self.address == "local" else {}
                 ray.init(
                     address=self.address,
                     logging_level="WARNING",
                     log_to_driver=False,
                     include_dashboard=False,
+                    **local,
                 )
         except InputError:  # said in full already
             raise
@@ -537,6 +542,22 @@ class RayExecutor:
             self._gcs_address = str(ray.get_runtime_context().gcs_address) or None
         except Exception:  # a client (ray://) connection or another Ray release: the hint keeps a placeholder
             self._gcs_address = None
+
+    def _start_local(self) -> str:
+        """What the in-process Ray of ``--address local`` gets so that it writes nothing outside: its
+        temp folder (Ray's default, /tmp/ray, kept a session folder per run) is a scratch folder of
+        ours, removed by :meth:`close`; and its token authentication (on by default for a local
+        ``ray.init`` since Ray 2.59, which wrote a new ``~/.ray/auth_token``, and that file turns token
+        authentication on for every later ``ray start --head`` of the user) gets a throw-away token
+        in this process's environment, which Ray reads first and its processes inherit."""
+        import secrets
+
+        self._local_dir = str(self._stack.enter_context(scratch_dir("ray")))
+        for name, value in (("RAY_AUTH_MODE", "token"), ("RAY_AUTH_TOKEN", secrets.token_hex(32))):
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        _reread_ray_auth()
+        return self._local_dir
 
     def skip_reason(self, target: Target, backend: str) -> str | None:
         resource = target_resource(target)
@@ -602,6 +623,68 @@ class RayExecutor:
         main(), where a Ctrl-C prints a traceback, and a local Ray's processes could be left."""
         with deferred():
             self._ray.shutdown()
+            if self._saved_env:
+                for name, value in self._saved_env.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+                self._saved_env.clear()
+                _reread_ray_auth()
+            if self._local_dir:  # the in-process Ray's processes that its shutdown left
+                stop_processes_holding(self._local_dir)
+                self._local_dir = ""
+            self._stack.close()
+
+
+def _reread_ray_auth() -> None:
+    """Ray's driver reads RAY_AUTH_MODE and its token once, and caches them: after they were set here,
+    it reads them again as Ray does after it sets them itself (authentication_token_setup)."""
+    try:
+        with deferred():
+            from ray._private.authentication.authentication_token_setup import AuthenticationTokenLoader
+            from ray._raylet import Config  # type: ignore[attr-defined]  # not in _raylet.pyi
+    except ImportError:
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def stop_processes_holding(folder: str, seconds: float = 10.0) -> list[int]:
+    """Kill the processes (not this one) with a file open in ``folder``, and wait (``seconds`` at
+    most) until they are gone; returns their pids. Linux only (``/proc``); elsewhere nothing.
+
+    For a local Ray stopped by ``ray.shutdown`` while its raylet was starting its agents (a Ctrl-C
+    in ``ray.init``): the raylet and GCS end, and ray::DashboardAgent and ray::RuntimeEnvAgent,
+    still starting, wait for the gone GCS for good (~170 MB). Their process titles name no folder,
+    but every process of that Ray holds its log files, in the session folder of its temp folder."""
+    prefix = os.path.realpath(folder) + os.sep
+    found: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}").startswith(prefix):
+                    found.append(int(entry))
+                    break
+            except OSError:
+                continue
+    for pid in found:
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}/fd/0") for pid in found):
+        time.sleep(0.05)
+    return found
 
 
 @contextmanager
