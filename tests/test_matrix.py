@@ -667,6 +667,35 @@ def test_ray_runs_each_cell_on_the_node_that_announces_its_board(
             assert cell.node == ray_cluster[cell.target], cell
 
 
+def test_tensorrt_cells_are_classified_alike_on_ray_and_locally(
+    project: Path, ray_cluster: dict[str, str]
+) -> None:
+    """``backend = "tensorrt"`` where no TensorRT is: locally a GPU target's cells are skipped
+    (this machine cannot build them, exit 0); on Ray the node announcing the board, without
+    TensorRT, got them and they failed (exit 1). Both now skip them, saying why."""
+    from edgedeploy.backends import get_backend
+
+    if get_backend("tensorrt").available()[0]:
+        pytest.skip("TensorRT is usable here: the nodes of this machine have it")
+    text = _config(project, "trt-gpu").read_text().replace('backend = "onnxruntime"', 'backend = "tensorrt"')
+    text = text.replace('["jetson-orin-nano", "rtx4090", "jetson-agx-orin"]', '["rtx4090"]')
+    text = text.replace('["fp32", "fp16", "int8"]', '["fp32", "int8"]')
+    config = project / "trt-gpu.toml"
+    config.write_text(text)
+    runs: dict[str, MatrixResult] = {}
+    for name, executor in (
+        ("local", LocalExecutor(jobs=1)),
+        ("ray", RayExecutor(address=ray_cluster["address"])),
+    ):
+        try:
+            runs[name] = run_matrix(load_matrix_config(config), executor)
+        finally:
+            executor.close()
+    for name, result in runs.items():
+        assert [c.status for c in result.cells] == ["skipped"] * 4, (name, result.cells)
+        assert all("TensorRT" in c.reason for c in result.cells), (name, result.cells)
+
+
 def test_ray_skips_the_cells_of_a_board_no_node_announces(
     ray_run: MatrixResult, ray_cluster: dict[str, str]
 ) -> None:
@@ -879,6 +908,25 @@ def test_matrix_json_beside_its_bundles_is_written(project: Path) -> None:
 def test_run_refuses_a_matrix_config_and_names_the_command(project: Path) -> None:
     result = run_cli("run", _config(project, "refused"), cwd=project)
     assert_clean_input_error(result, "edgedeploy matrix")
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_tensorrt_backend_for_a_cpu_target_is_refused_at_the_config_check(
+    project: Path, executor: str
+) -> None:
+    """``backend = "tensorrt"`` with x86-64-cpu among the targets: locally every such cell was a
+    skip (exit 0, nothing built), on Ray it was sent to a node and failed with advice to install
+    TensorRT (exit 1). TensorRT builds for no CPU target: refused before any work, on both."""
+    text = _config(project, f"trt-cpu-{executor}").read_text()
+    text = text.replace('backend = "onnxruntime"', 'backend = "tensorrt"')
+    text = text.replace('["jetson-orin-nano", "rtx4090", "jetson-agx-orin"]', '["rtx4090", "x86-64-cpu"]')
+    config = project / f"trt-cpu-{executor}.toml"
+    config.write_text(text)
+    with pytest.raises(InputError, match=r"backend.*tensorrt.*x86-64-cpu"):
+        load_matrix_config(config)
+    result = run_cli("matrix", config, "--executor", executor, cwd=project, timeout=120)
+    assert_clean_input_error(result, "tensorrt", "x86-64-cpu", "onnxruntime")
+    assert not (project / f"trt-cpu-{executor}").exists()
 
 
 def test_executor_ray_without_ray_installed_exits_2_with_the_install_line(project: Path) -> None:

@@ -658,6 +658,14 @@ def _run_matrix(
     def plan_cell(state: _ModelState, plan: CellPlan) -> None:
         """Key the cell, take it from the store when it is there, else submit what it is missing."""
         assert state.fp32 is not None
+        if (
+            plan.config.build.backend == "tensorrt"
+            and node_versions[plan.target.name].get("tensorrt") is None
+        ):
+            # as the local executor's skip_reason: the machine that builds it has no TensorRT
+            reason = f"the node that announces target:{plan.target.name} has no TensorRT (backend tensorrt)"
+            finish(plan.cell, "skipped", f"{reason}: install it there")
+            return
         try:
             if not is_onnx_path(state.config.model.source):  # an ONNX source's: at load (run.check_config)
                 # as run says them after its export: the precision task's build said --fp32-ops

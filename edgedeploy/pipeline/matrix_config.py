@@ -251,6 +251,14 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 # bundles are per model and target (pipeline/matrix.py): a cell builds one precision
                 cell_data["bundle"] = {**cell_data["bundle"], "enabled": False, "primary": ""}
                 cell_config = from_dict(cell_data, base_dir, model=keys[name])
+                if cell_config.build.backend == "tensorrt" and not target.is_gpu:
+                    # no node of any executor builds it: locally a skip (exit 0, nothing built),
+                    # on Ray a task sent to a node that failed asking to install TensorRT
+                    raise InputError(
+                        f'config [build] backend = "tensorrt" for {cell.label()}: {target.name} is a CPU '
+                        'target, which TensorRT builds for on no machine; set backend = "onnxruntime" '
+                        '(or "auto") for it, or leave it out of matrix.targets'
+                    )
                 skip = None
                 try:
                     target.check_precision(precision)
