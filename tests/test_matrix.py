@@ -462,6 +462,30 @@ def test_ray_local_writes_nothing_outside_and_leaves_no_ray_session(tmp_path: Pa
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def test_ray_local_skip_reason_names_no_address_that_is_gone(tmp_path: Path) -> None:
+    """``--address local``: a board's cells were skipped with "ray start --address IP:PORT", the
+    random port of the in-process Ray, which is gone when the command ends."""
+    pytest.importorskip("ray")
+    code = (
+        "from edgedeploy.pipeline.executors import RayExecutor\n"
+        "from edgedeploy.targets import load_target\n"
+        "executor = RayExecutor(address='local')\n"
+        "print('gcs', executor._ray.get_runtime_context().gcs_address)\n"
+        "print('reason', executor.skip_reason(load_target('rtx4090'), 'onnxruntime'))\n"
+        "executor.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in RAY_AUTH_VARS}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    said = dict(
+        line.split(" ", 1) for line in proc.stdout.splitlines() if line.startswith(("gcs ", "reason "))
+    )
+    assert said["gcs"] not in said["reason"], said
+    assert "target:rtx4090" in said["reason"] and "has no board" in said["reason"], said
+    assert "ray start --head" in said["reason"] and "--address" in said["reason"], said
+
+
 def test_ray_local_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path: Path) -> None:
     """Ctrl-C in ray.init of ``--address local`` while the raylet was starting its agents: the
     raylet and GCS stopped, and ray::DashboardAgent and ray::RuntimeEnvAgent (170 MB) stayed for good,

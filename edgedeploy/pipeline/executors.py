@@ -563,6 +563,13 @@ class RayExecutor:
         resource = target_resource(target)
         if resource is None or self._resources.get(resource, 0) >= 1:
             return None
+        if self.address == "local":  # its address is gone when the command ends: no board can join it
+            return (
+                f"no node of the Ray cluster announces {resource}: the in-process Ray of --address "
+                "local has no board nodes (start a head with 'ray start --head', on the board "
+                f"ray start --address HEAD:6379 --resources '{{\"{resource}\": 1}}', and pass "
+                "--address HEAD:6379)"
+            )
         return (
             f"no node of the Ray cluster announces {resource} "
             f"(on a {target.name}: ray start --address {self._join_address()} "
@@ -571,7 +578,8 @@ class RayExecutor:
 
     def _join_address(self) -> str:
         """What ``ray start --address`` takes on a board: the HOST:PORT the user gave, else the head's
-        address Ray reported (``auto``, ``local`` and ``ray://`` client addresses are not one)."""
+        address Ray reported (``auto`` and ``ray://`` client addresses are not one; ``local``'s
+        in-process Ray has none to give: skip_reason says so)."""
         given = self.address
         if given not in ("auto", "local") and not given.startswith("ray://"):
             return given
