@@ -34,7 +34,11 @@ def matrix_command(
         str, typer.Option("--executor", help="local (a process pool here) or ray (a cluster).")
     ] = "local",
     address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster: HOST:PORT of the head, or auto.")
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster: HOST:PORT of the head, auto, or local (a Ray inside this command: no boards).",
+        ),
     ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", help="local: worker processes (default: CPUs, at most 4).")
