@@ -659,10 +659,12 @@ def _run_matrix(
         """Key the cell, take it from the store when it is there, else submit what it is missing."""
         assert state.fp32 is not None
         if (
-            plan.config.build.backend == "tensorrt"
+            not executor.same_machine
+            and plan.config.build.backend == "tensorrt"
             and node_versions[plan.target.name].get("tensorrt") is None
         ):
-            # as the local executor's skip_reason: the machine that builds it has no TensorRT
+            # as the local executor's skip_reason, which asks TensorRT itself where every task runs
+            # here (package metadata can miss a TensorRT that imports): the node has no TensorRT
             reason = f"the node that announces target:{plan.target.name} has no TensorRT (backend tensorrt)"
             finish(plan.cell, "skipped", f"{reason}: install it there")
             return

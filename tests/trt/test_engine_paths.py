@@ -4,8 +4,6 @@ data engines are timed on."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -27,20 +25,8 @@ from edgedeploy.pipeline.matrix_config import load_matrix_config
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.targets import load_target
 from edgedeploy.ui import Ui
+from tests.conftest import run_in_process as cli
 from tests.trt.test_profile_cli_path import STATE_PROFILE, _state_model
-
-
-def cli(*args: str | Path) -> tuple[int, str, str]:
-    from edgedeploy.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
 
 
 @pytest.mark.trt_versions("10.13.0")
