@@ -245,6 +245,30 @@ def test_a_budget_on_data_the_model_runs_on_is_applied(reflect_padded_onnx: Path
         assert steps["met"] is True, steps
 
 
+def test_a_budget_without_the_analysis_loads_and_runs_the_fp32_model_once(
+    reflect_padded_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-fp16-analysis with --accuracy-budget: the budget's fp32 reference run is made before the
+    conversion (so data the model refuses is refused before any file); the search then measures
+    against that run's model and outputs, and does not load and prepare the model again."""
+    import edgedeploy.stages.precision.budget as budget
+    from edgedeploy.ui import Ui
+    from tests.conftest import reflect_padded_data
+
+    loads: list[Path] = []
+
+    def counted(model_path: Path, *args: Any, **kwargs: Any) -> onnx.ModelProto:
+        loads.append(Path(model_path))
+        return load_for_analysis(model_path, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "load_for_analysis", counted)
+    calib = CalibrationRequest(data=str(reflect_padded_data(tmp_path)), batch_size=2)
+    request = replace(_request(""), calibration=calib, fp16_analysis=False, accuracy_budget="cosine>=0.99")
+    built = make_fp16_checked(reflect_padded_onnx, tmp_path / "out" / "r.fp16.onnx", request, Ui(quiet=True))
+    assert loads == [reflect_padded_onnx]
+    assert json.loads(built.path.with_name("r.fp16.budget.json").read_text())["met"] is True
+
+
 def test_analysis_reports_overflow_worst_first_with_the_producing_op(audio_model: AudioModel) -> None:
     inputs, _ = model_io(audio_model.onnx_path)
     report = analyze(audio_model.onnx_path, open_source(str(audio_model.data), inputs, batch_size=8))

@@ -550,12 +550,22 @@ def _fmt(measured: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {measured_figure(v)}" for k, v in measured.items() if v is not None)
 
 
-def fp16_reference(model_path: Path, feeds: Sequence[Feed]) -> list[list[np.ndarray]]:
-    """The fp32 model's outputs on ``feeds`` as :func:`fp16_budget` measures against them (its
-    model, prepared as it prepares it); :class:`~edgedeploy.errors.RefusedInput` when ONNX Runtime
-    cannot run the model on them."""
+@dataclass
+class Fp16Reference:
+    """The fp32 model as :func:`fp16_budget` measures against it (read and prepared by
+    :func:`load_for_analysis`), the samples it ran on and its outputs on them."""
+
+    model: onnx.ModelProto
+    feeds: list[Feed]
+    outputs: list[list[np.ndarray]]
+
+
+def fp16_reference(model_path: Path, feeds: Sequence[Feed]) -> Fp16Reference:
+    """The fp32 model's run on ``feeds`` that :func:`fp16_budget` measures against, made ahead of
+    it; :class:`~edgedeploy.errors.RefusedInput` when ONNX Runtime cannot run the model on them."""
     try:
-        return OutputEvaluator(load_for_analysis(model_path), feeds).reference
+        model = load_for_analysis(model_path)
+        return Fp16Reference(model, list(feeds), OutputEvaluator(model, feeds).reference)
     except InputError:
         raise
     except Exception as exc:  # as the range analysis says it (analysis.analyze)
@@ -578,16 +588,16 @@ def fp16_budget(
     keep_io_types: bool = True,
     progress: Callable[[str], None] = lambda _m: None,
     runtime: str = "onnxruntime",
-    outputs: list[list[np.ndarray]] | None = None,
+    reference: Fp16Reference | None = None,
 ) -> BudgetResult:
     """Which extra nodes to keep in fp32 (on top of ``base_fp32``) to meet ``budget`` in fp16;
     ``runtime``: the one the build is for, whose ops it keeps in fp32 (unless ``blocked_ops``);
-    ``outputs``: the fp32 model's outputs on ``feeds`` when the caller ran it already
-    (:func:`fp16_reference`)."""
+    ``reference``: the fp32 model and its outputs on ``feeds`` when the caller ran it already
+    (:func:`fp16_reference`), neither read nor run again."""
 
-    model = load_for_analysis(model_path)
+    model = reference.model if reference is not None else load_for_analysis(model_path)
     blocked = converter_blocked_ops(model, runtime) if blocked_ops is None else set(blocked_ops)
-    evaluator = OutputEvaluator(model, feeds, outputs=outputs)
+    evaluator = OutputEvaluator(model, feeds, outputs=reference.outputs if reference is not None else None)
     base = set(base_fp32)
     candidates = [
         n.name

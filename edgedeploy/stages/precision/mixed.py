@@ -52,6 +52,7 @@ from edgedeploy.stages.precision.analysis import (
 )
 from edgedeploy.stages.precision.budget import (
     AccuracyBudget,
+    Fp16Reference,
     fp16_budget,
     fp16_reference,
     int8_budget,
@@ -442,10 +443,10 @@ def _convert(
     arrays: dict[str, np.ndarray] | None = None,
     halves: dict[str, np.ndarray] | None = None,
     conversion: dict[str, Any] | None = None,
-    budget_data: tuple[list[Feed], list[list[np.ndarray]]] | None = None,
+    budget_data: Fp16Reference | None = None,
 ) -> PrecisionArtifact:
     """The fp16 model (and the budget's search on ``source``, when asked; ``budget_data``: its
-    samples and the fp32 outputs on them, when :func:`_budget_reference` ran them already)."""
+    samples, the fp32 model and its outputs on them, when :func:`_budget_reference` ran them already)."""
     with ui.progress("fp16 conversion") as advance:
         artifact = make_fp16(
             model,
@@ -498,7 +499,7 @@ def _fp16_budget(
     ui: Ui,
     digest: Callable[[], str] | None = None,
     conversion: dict[str, Any] | None = None,
-    budget_data: tuple[list[Feed], list[list[np.ndarray]]] | None = None,
+    budget_data: Fp16Reference | None = None,
 ) -> tuple[PrecisionArtifact, Path, dict[str, Any]]:
     import json
 
@@ -506,11 +507,11 @@ def _fp16_budget(
     budget = AccuracyBudget.parse(request.accuracy_budget)
     plan = json.loads(artifact.files[1].read_text())
     base = [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"]
-    feeds, outputs = budget_data if budget_data is not None else (_feeds(source), None)
+    feeds = budget_data.feeds if budget_data is not None else _feeds(source)
     with ui.progress(f"accuracy budget {budget}") as advance:
         result = fp16_budget(
             model, base, budget, feeds, keep_io_types=options.keep_io_types, progress=ui.info,
-            runtime=options.runtime, outputs=outputs,
+            runtime=options.runtime, reference=budget_data,
         )  # fmt: skip
         advance(1.0)
     if result.met and result.kept and not result.everything:
@@ -537,16 +538,14 @@ def _unmeasured_budget(request: BuildRequest, why: str) -> str:
     )
 
 
-def _budget_reference(
-    model: Path, source: DataSource, request: BuildRequest
-) -> tuple[list[Feed], list[list[np.ndarray]]]:
-    """The fp16 budget's samples of ``source`` and the fp32 model's outputs on them, or the one line
-    of :func:`_unmeasured_budget` when the model does not run on them (or ONNX Runtime cannot load
-    it: said of the model)."""
+def _budget_reference(model: Path, source: DataSource, request: BuildRequest) -> Fp16Reference:
+    """The fp16 budget's samples of ``source``, the fp32 model and its outputs on them, or the one
+    line of :func:`_unmeasured_budget` when the model does not run on them (or ONNX Runtime cannot
+    load it: said of the model)."""
     feeds = _feeds(source)
     try:
         with naming_guessed_dims(source.fed_as_one):
-            return feeds, fp16_reference(model, feeds)
+            return fp16_reference(model, feeds)
     except InputError as exc:
         refuse_unloadable(model)
         raise InputError(_unmeasured_budget(request, str(exc))) from None
