@@ -310,12 +310,19 @@ def integers_for_floats(path: Path, inputs: Sequence[TensorSpec]) -> str | None:
     )
 
 
+def python_file_spec(path: Path, module_name: str) -> importlib.machinery.ModuleSpec | None:
+    """The import spec of the Python file ``path`` as ``module_name``, whatever the case of its .py
+    (a data loader script here, a model source in stages/export.py): its source loader named, as
+    ``spec_from_file_location`` picks a loader by the suffix as written and finds none for
+    LOADER.PY."""
+    loader = importlib.machinery.SourceFileLoader(module_name, str(path))
+    return importlib.util.spec_from_file_location(module_name, path, loader=loader)
+
+
 def load_script_function(path: Path, function: str = "load_data") -> Callable[..., Any]:
     """Import a user's data loader script and return its ``load_data`` (or another) function."""
     module_name = f"_edgedeploy_user_loader_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]}"
-    # the loader named: spec_from_file_location picks one by the suffix as written, none for LOADER.PY
-    loader = importlib.machinery.SourceFileLoader(module_name, str(path))
-    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
+    spec = python_file_spec(path, module_name)
     if spec is None or spec.loader is None:
         raise DataError(f"cannot import data loader script {path}")
     module = importlib.util.module_from_spec(spec)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.machinery
 import importlib.util
 import io
 import logging
@@ -187,13 +186,13 @@ def _import_object(spec: str, attr: str) -> Any:
     with deferred(), contextlib.suppress(ImportError):
         import torch  # noqa: F401  (which the user's module imports: here, where a Ctrl-C waits for it)
     if _is_file_spec(spec):
+        from calibration.sources import python_file_spec
+
         path = Path(spec)
         if not path.is_file():
             raise InputError(f"model spec: file not found: {spec}")
         name = f"_edgedeploy_model_{abs(hash(str(path.resolve())))}"
-        # the loader named: spec_from_file_location picks one by the suffix as written, none for .PY
-        loader = importlib.machinery.SourceFileLoader(name, str(path))
-        mod_spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+        mod_spec = python_file_spec(path, name)  # Model.PY too
         if mod_spec is None or mod_spec.loader is None:
             raise InputError(f"model spec: cannot import {spec}")
         module = importlib.util.module_from_spec(mod_spec)
