@@ -669,8 +669,11 @@ def profile_engine_batches(
             f"profiled its opt batch {opt} (give others with {options.batch_sizes_option})"
         )
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
-    for batch in options.batch_sizes:  # a batch the engine cannot take: refused before any is timed
-        engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
+    # each batch's shapes (--input fixes the other dims; the batch follows --batch-sizes), all made
+    # before any batch is timed: a batch the engine cannot take is refused first
+    shapes_of = [
+        (b, engine_batch_shapes(inputs, b, axes, options.shapes, specs)) for b in options.batch_sizes
+    ]
     if data is None and not is_random_spec(options.data):
         most = max(options.batch_sizes)
         data = open_source(
@@ -683,9 +686,7 @@ def profile_engine_batches(
     batches: list[BatchProfile] = []
     settings: dict[str, Any] = {}
     shapes_used: dict[str, dict[str, list[int]]] = {}  # per batch, as the ONNX Runtime JSON has them
-    for batch in options.batch_sizes:
-        # --input fixes the other dims; the batch still follows --batch-sizes
-        shapes = engine_batch_shapes(inputs, batch, axes, options.shapes, specs)
+    for batch, shapes in shapes_of:
         feed: Feed | None = None
         if data is not None:  # the data's first samples, at its own shapes
             feed, repeated = _data_feed(data, data.inputs, batch)
