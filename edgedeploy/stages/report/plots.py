@@ -151,9 +151,9 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
     with _figure(3.6) as (fig, ax):
         sizes = [p.size_bytes for p in points if p.size_bytes]
         biggest = max(sizes) if sizes else 1
-        for p in points:
+        areas = [60 + 540 * (p.size_bytes / biggest) if p.size_bytes else 80 for p in points]
+        for p, area in zip(points, areas, strict=True):
             colour, marker, _ = style(p.precision)
-            area = 60 + 540 * (p.size_bytes / biggest) if p.size_bytes else 80
             ax.scatter(
                 [p.speedup],
                 [p.loss],
@@ -192,7 +192,7 @@ def tradeoff_scatter(points: list[ScatterPoint]) -> str:
         # room for the largest marker whole at either end, and its label on the right: a speed-up of
         # 0.06x sat on the left end of a 0.85x margin, its marker cut in half by the spine
         width_pt = fig.get_size_inches()[0] * 72 * ax.get_position().width
-        reach = max(math.sqrt(60 + 540 * (p.size_bytes / biggest) if p.size_bytes else 80) for p in points)
+        reach = math.sqrt(max(areas))  # the largest marker's width, in points
         left, right = (reach / 2 + 4) / width_pt, (reach / 2 + 50) / width_pt  # shares of the width
         xs = [p.speedup for p in points]
         lo, hi = min([*xs, 1.0]), max([*xs, 1.0])
