@@ -129,6 +129,21 @@ def static_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def write_run_config(folder: Path, source: str | Path, name: str, sections: str) -> Path:
+    """``folder/edgedeploy.toml``, an ``edgedeploy run`` config: workdir "work", [model] ``source``
+    named ``name``, then ``sections`` (the TOML from [build] on); its path."""
+    path = folder / "edgedeploy.toml"
+    path.write_text(f'''
+workdir = "work"
+
+[model]
+source = "{source}"
+name = "{name}"
+
+{sections}''')
+    return path
+
+
 @dataclass
 class CliResult:
     code: int

@@ -20,19 +20,16 @@ from tests.conftest import (
     reflect_padded_data,
     run_cli,
     validate_manifest,
+    write_run_config,
 )
 
 
 def _config(tmp_path: Path, digits: Digits, extra: str = "") -> Path:
-    path = tmp_path / "edgedeploy.toml"
-    path.write_text(f"""
-workdir = "work"
-
-[model]
-source = "{digits.onnx_path}"
-name = "digits"
-
-[build]
+    return write_run_config(
+        tmp_path,
+        digits.onnx_path,
+        "digits",
+        f"""[build]
 target = "x86-64-cpu"
 precisions = ["fp32", "fp16"]
 
@@ -51,8 +48,8 @@ warmup = 2
 [bundle]
 output = "bundle"
 {extra}
-""")
-    return path
+""",
+    )
 
 
 def test_run_twice_does_no_work_the_second_time(digits: Digits, tmp_path: Path) -> None:

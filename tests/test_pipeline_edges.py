@@ -17,19 +17,15 @@ from edgedeploy.errors import InputError
 from edgedeploy.pipeline import run_pipeline
 from edgedeploy.targets import load_target
 from edgedeploy.ui import Ui
-from tests.conftest import Digits, assert_clean_input_error, run_cli
+from tests.conftest import Digits, assert_clean_input_error, run_cli, write_run_config
 
 
 def _config(tmp_path: Path, digits: Digits, extra: str = "", precisions: str = '["fp32", "fp16"]') -> Path:
-    path = tmp_path / "edgedeploy.toml"
-    path.write_text(f"""
-workdir = "work"
-
-[model]
-source = "{digits.onnx_path}"
-name = "digits"
-
-[build]
+    return write_run_config(
+        tmp_path,
+        digits.onnx_path,
+        "digits",
+        f"""[build]
 precisions = {precisions}
 
 [compare]
@@ -40,8 +36,8 @@ batch_size = 25
 [profile]
 enabled = false
 {extra}
-""")
-    return path
+""",
+    )
 
 
 def test_bundle_refuses_to_replace_a_folder_that_is_not_a_bundle(digits: Digits, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.targets import load_target
 from edgedeploy.ui import Ui
 from tests.conftest import run_in_process as cli
+from tests.conftest import write_run_config
 from tests.trt.test_profile_cli_path import STATE_PROFILE, _state_model
 
 
@@ -100,15 +101,11 @@ def _data(path: Path, samples: int, seed: int = 1) -> Path:
 
 
 def _run_config(tmp_path: Path, model: Path, data: str, extra: str = "", compare_data: str = "") -> Path:
-    path = tmp_path / "edgedeploy.toml"
-    path.write_text(f"""
-workdir = "work"
-
-[model]
-source = "{model}"
-name = "cnn"
-
-[build]
+    return write_run_config(
+        tmp_path,
+        model,
+        "cnn",
+        f"""[build]
 target = "rtx4090"
 backend = "tensorrt"
 precisions = ["fp32"]
@@ -130,8 +127,8 @@ warmup_ms = 0
 
 [bundle]
 enabled = false
-""")
-    return path
+""",
+    )
 
 
 @pytest.mark.trt_versions("10.13.0")
