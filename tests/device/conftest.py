@@ -84,32 +84,59 @@ def make_dense_bundle(
         plan = work / f"{stem}.fp16.plan.json"
         plan.write_text(json.dumps(precision_plan))
     x = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
-    (y,) = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     engine = None
     if engine_tensorrt:
         engine = work / f"{stem}.fp16.engine"
         engine.write_text(json.dumps({"fake_plan": True, "onnx": str(fp16.resolve())}))
-    out = work / "out" / "dense-orin-nano"
+    return write_bundle(
+        work / "out" / "dense-orin-nano",
+        "dense",
+        fp32,
+        BundleArtifact(
+            "fp16", "tensorrt", fp16, engine=engine, precision_plan=plan, compare={"passed": True}
+        ),
+        [TensorSpec("input", ("batch", 1, 8, 8), "float32")],
+        [TensorSpec("logits", ("batch", 10), "float32")],
+        {"input": x},
+        target,
+        build=build,
+        tools={"tensorrt": engine_tensorrt} if engine_tensorrt else None,
+    )
+
+
+def write_bundle(
+    out: Path,
+    name: str,
+    fp32: Path,
+    fp16: BundleArtifact | None,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    reference_inputs: dict[str, np.ndarray],
+    target: str,
+    **more: Any,
+) -> Path:
+    """``out``, a ``target`` bundle of the model ``name``: ``fp32`` on ONNX Runtime (the source,
+    of a dummy hash) and the ``fp16`` artifact, primary where there is one; its reference outputs
+    are ONNX Runtime's on ``reference_inputs``, its gates the tests' usual ones. ``more``: the rest
+    of make_bundle's arguments."""
+    ran = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, reference_inputs)
     make_bundle(
         out,
-        model_name="dense",
+        model_name=name,
         model_source=str(fp32),
         model_sha256="0" * 64,
         target=load_target(target),
-        inputs=[TensorSpec("input", ("batch", 1, 8, 8), "float32")],
-        outputs=[TensorSpec("logits", ("batch", 10), "float32")],
+        inputs=inputs,
+        outputs=outputs,
         artifacts=[
             BundleArtifact("fp32", "onnxruntime", fp32, compare={"passed": True}),
-            BundleArtifact(
-                "fp16", "tensorrt", fp16, engine=engine, precision_plan=plan, compare={"passed": True}
-            ),
+            *([fp16] if fp16 is not None else []),
         ],
         gates={"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.999, "min_top1": 0.99},
-        reference_inputs={"input": x},
-        reference_outputs={"logits": y},
-        primary="fp16",
-        build=build,
-        tools={"tensorrt": engine_tensorrt} if engine_tensorrt else None,
+        reference_inputs=reference_inputs,
+        reference_outputs=dict(zip((o.name for o in outputs), ran, strict=True)),
+        primary="fp16" if fp16 is not None else "fp32",
+        **more,
     )
     return out
 
