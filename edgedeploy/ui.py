@@ -177,7 +177,6 @@ def cosine_figure(value: float | None, gate: float | None = None, none: str = "-
     as a figure at or above it, nor one at or above it as below (up to 15 decimals)."""
     if value is None:
         return none
-    text = f"{value:.6f}"
     for places in range(6, 16):
         text = f"{value:.{places}f}"
         shown = float(text)
