@@ -52,56 +52,11 @@ done
 # the run's trtexec log: beside the results JSON, <name>.trtexec.log for <name>.json
 trtexec_log() { local dir name; dir="$(dirname "$1")"; name="$(basename "$1" .json)"; echo "$dir/$name.trtexec.log"; }
 
-# --out must not replace a file of the bundle (the manifest, or a file it lists: verify.sh would then
-# fail on it), lie in the bundle outside device/ (an unlisted file fails verify.sh too), nor replace
-# any existing file that is not an earlier results JSON (of benchmark.sh, or of edgedeploy profile
-# for --tool edgedeploy)
-check_out() {
-    "$PYTHON" - "$BUNDLE_DIR" "$1" "$(trtexec_log "$1")" <<'PY' || exit 2
-import json, os, sys
-bundle, out, log = sys.argv[1], sys.argv[2], sys.argv[3]
-root, real = os.path.realpath(bundle), os.path.realpath(out)
+# --out must not replace a file of the bundle, lie in the bundle outside device/, nor replace any
+# existing file that is not an earlier results JSON (bundle_helper.py check-out says why)
+check_out() { helper check-out --out="$1" --log="$(trtexec_log "$1")"; }
 
-
-def refuse(why):
-    sys.stderr.write("error: --out %s %s\n" % (out, why))
-    sys.exit(2)
-
-
-try:
-    with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
-        files = json.load(fh).get("files") or {}
-except (OSError, ValueError, AttributeError):
-    files = {}
-listed = {os.path.realpath(os.path.join(root, name)) for name in ["manifest.json", *files]}
-if real in listed:
-    name = os.path.relpath(real, root)
-    refuse("is the bundle's %s%s: give a file elsewhere, e.g. under device/results/"
-           % (name, "" if name == "manifest.json" else " (listed in manifest.json)"))
-if os.path.isdir(real):
-    refuse("is a folder: give the JSON file to write")
-rel = os.path.relpath(real, root).split(os.sep)
-if rel[0] != os.pardir and rel[0] != "device":  # verify.sh would find a file the manifest does not list
-    refuse("lies inside the bundle, outside device/ (which its manifest would then not list): "
-           "use device/results/ or a path outside the bundle")
-if os.path.lexists(out) and not os.path.isfile(real):
-    refuse("exists and is not a regular file")
-if os.path.isfile(real) and os.path.getsize(real) > 0:
-    try:
-        with open(real, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        data = None
-    if not (isinstance(data, dict) and ("latency_ms" in data or "batches" in data)):
-        refuse("exists and is not a benchmark results JSON: give another file, or remove it first")
-# the trtexec log goes beside --out: it replaces only the log of the results JSON --out replaces
-if os.path.lexists(log) and not (os.path.isfile(real) and os.path.isfile(log) and os.path.realpath(log) not in listed):
-    refuse("would put the trtexec log on %s, which exists and is not the log of an earlier results "
-           "JSON there: give another file, or remove it first" % log)
-PY
-}
-
-[ -z "$OUT" ] || check_out "$OUT"
+[ -z "$OUT" ] || check_out "$OUT" || exit  # 2 refused, 130 interrupted
 [ -n "$PRECISION" ] || PRECISION="$(manifest_get primary_precision)"
 if [ "$(manifest_get target.kind)" = "cpu" ]; then
     MODEL="$(helper model --precision "$PRECISION")" || exit 2
@@ -208,15 +163,9 @@ if [ -n "$POWER_PID" ]; then
     POWER_PID=""
 fi
 
-SETTINGS="$("$PYTHON" - "$ENGINE" "$PRECISION" "$BATCH" "$WARMUP" "$DURATION" "$GRAPH" "$TRANSFERS" "$INTERVAL" "$POWER_MODE" "$TRT" "${FLAGS[@]}" <<'PY'
-import json, sys
-engine, precision, batch, warmup, duration, graph, transfers, interval, mode, trt, *flags = sys.argv[1:]
-print(json.dumps({"engine": engine, "precision": precision, "batch": int(batch), "warmup_ms": float(warmup),
-                  "duration_s": float(duration), "cuda_graph": graph == "1", "data_transfers": transfers == "1",
-                  "spin_wait": True, "power_interval_ms": int(interval), "power_mode": mode or None,
-                  "command": [trt, *flags]}))
-PY
-)"
+SETTINGS="$(helper settings --engine="$ENGINE" --precision="$PRECISION" --batch="$BATCH" --warmup-ms="$WARMUP" \
+    --duration="$DURATION" --cuda-graph="$GRAPH" --data-transfers="$TRANSFERS" --interval="$INTERVAL" \
+    --power-mode="$POWER_MODE" -- "$TRT" "${FLAGS[@]}")"
 "$PYTHON" "$SCRIPT_DIR/tegrastats_power.py" summarize --trtexec-log "$WORK/trtexec.log" \
     --tegrastats-log "$WORK/tegrastats.log" "${NO_POWER[@]}" \
     --warmup-ms "$WARMUP" --settings "$SETTINGS" --out "$OUT"

@@ -7,8 +7,11 @@ short and every parsing or comparison decision lives here, where it is tested. W
 edgedeploy's own (the calibration cache header check of edgedeploy/backends/trt_plan.py), this
 helper keeps a small copy, tested against the original.
 
-Subcommands: get, check-files, check-device, power-mode-id, engine, build-args, edgedeploy-args,
-write-sidecar, ref-inputs, shapes, run-flags, edgedeploy-usable.
+Subcommands: get, check-files, check-device, power-mode-id, engine, engine-path, model, build-args,
+edgedeploy-args, write-sidecar, ref-inputs, shapes, profile-inputs, run-shapes, run-flags,
+edgedeploy-usable, check-out, settings. The bash scripts run no Python of their own: each Python
+step is a subcommand here or one of the scripts beside it (verify_outputs.py, tegrastats_power.py),
+which all turn a Ctrl-C into the line "interrupted" and exit 130.
 Exit codes: 0 ok, 2 damaged or mismatched bundle, 3 "no engine for this device".
 ``EDGEDEPLOY_ROOT`` prefixes every system path read (/proc/device-tree/model, /etc/nv_tegra_release,
 /etc/nvpmodel.conf, /usr/local/cuda), so tests can run against a fake device tree.
@@ -1456,6 +1459,76 @@ def cmd_run_flags(bundle: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check_out(bundle: Path, args: argparse.Namespace) -> int:
+    """benchmark.sh's ``--out``: refused when it would replace a file of the bundle (the manifest, or a
+    file it lists: verify.sh would then fail on it), lie in the bundle outside device/ (an unlisted
+    file fails verify.sh too), or replace an existing file that is not an earlier results JSON (of
+    benchmark.sh, or of edgedeploy profile for --tool edgedeploy); ``--log``, trtexec's log beside
+    it, replaces only the log of the results JSON ``--out`` replaces. A manifest that cannot be read
+    lists no files here (the scripts' later steps name what is wrong with it)."""
+    out, log = args.out, args.log
+    root, real = os.path.realpath(str(bundle)), os.path.realpath(out)
+
+    def refuse(why: str) -> NoReturn:
+        die(f"--out {out} {why}")
+
+    try:
+        with open(os.path.join(root, "manifest.json"), encoding="utf-8") as fh:
+            files = json.loads(fh.read()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        files = {}
+    listed = {os.path.realpath(os.path.join(root, name)) for name in ["manifest.json", *files]}
+    if real in listed:
+        name = os.path.relpath(real, root)
+        listed_in = "" if name == "manifest.json" else " (listed in manifest.json)"
+        refuse(f"is the bundle's {name}{listed_in}: give a file elsewhere, e.g. under device/results/")
+    if os.path.isdir(real):
+        refuse("is a folder: give the JSON file to write")
+    rel = os.path.relpath(real, root).split(os.sep)
+    if rel[0] != os.pardir and rel[0] != DEVICE_DIR:  # verify.sh would find a file the manifest does not list
+        refuse(
+            "lies inside the bundle, outside device/ (which its manifest would then not list): "
+            "use device/results/ or a path outside the bundle"
+        )
+    if os.path.lexists(out) and not os.path.isfile(real):
+        refuse("exists and is not a regular file")
+    if os.path.isfile(real) and os.path.getsize(real) > 0:
+        try:
+            with open(real, encoding="utf-8") as fh:
+                data = json.loads(fh.read())
+        except (OSError, ValueError):
+            data = None
+        if not (isinstance(data, dict) and ("latency_ms" in data or "batches" in data)):
+            refuse("exists and is not a benchmark results JSON: give another file, or remove it first")
+    earlier = os.path.isfile(real) and os.path.isfile(log) and os.path.realpath(log) not in listed
+    if os.path.lexists(log) and not earlier:
+        refuse(
+            f"would put the trtexec log on {log}, which exists and is not the log of an earlier results "
+            "JSON there: give another file, or remove it first"
+        )
+    return EXIT_OK
+
+
+def cmd_settings(bundle: Path, args: argparse.Namespace) -> int:
+    """The ``settings`` of benchmark.sh's results JSON (what ran, and how), as one JSON line."""
+    trt, *flags = args.command
+    settings = {
+        "engine": args.engine,
+        "precision": args.precision,
+        "batch": args.batch,
+        "warmup_ms": args.warmup_ms,
+        "duration_s": args.duration,
+        "cuda_graph": args.cuda_graph == 1,
+        "data_transfers": args.data_transfers == 1,
+        "spin_wait": True,
+        "power_interval_ms": args.interval,
+        "power_mode": args.power_mode or None,
+        "command": [trt, *flags],
+    }
+    print(json.dumps(settings))
+    return EXIT_OK
+
+
 def _reference_shapes(path: Path) -> Dict[str, List[int]]:
     """The reference inputs' shapes, by name; {} without NumPy."""
     try:
@@ -1612,6 +1685,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cuda-graph", type=int, choices=(0, 1), default=1)
     p.add_argument("--data-transfers", type=int, choices=(0, 1), default=1)
     p.add_argument("--duration", help="seconds to run (printed as the --duration this trtexec takes)")
+    p = sub.add_parser("check-out")
+    p.add_argument("--out", required=True, help="benchmark.sh's --out")
+    p.add_argument("--log", required=True, help="the trtexec log benchmark.sh writes beside it")
+    p = sub.add_parser("settings")
+    p.add_argument("--engine", required=True)
+    p.add_argument("--precision", required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--warmup-ms", type=float, required=True)
+    p.add_argument("--duration", type=float, required=True, help="the seconds trtexec ran")
+    p.add_argument("--cuda-graph", type=int, choices=(0, 1), required=True)
+    p.add_argument("--data-transfers", type=int, choices=(0, 1), required=True)
+    p.add_argument("--interval", type=int, required=True, help="tegrastats' interval, ms")
+    p.add_argument("--power-mode", default="", help="nvpmodel's mode name (empty: unknown)")
+    p.add_argument("command", nargs="+", help="the trtexec command that ran (after --)")
     args = parser.parse_args(argv)
     commands = {
         "get": cmd_get,
@@ -1630,6 +1717,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "run-shapes": cmd_run_shapes,
         "run-flags": cmd_run_flags,
         "edgedeploy-usable": cmd_edgedeploy_usable,
+        "check-out": cmd_check_out,
+        "settings": cmd_settings,
     }
     try:
         return commands[args.cmd](args.bundle.resolve(), args)
