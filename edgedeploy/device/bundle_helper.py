@@ -1219,6 +1219,41 @@ def cmd_engine_path(bundle: Path, args: argparse.Namespace) -> int:
 
 
 SIDECAR_FORMAT = "edgedeploy.engine/1"  # edgedeploy/backends/trt_sidecar.py reads this format
+# an input record's "relative_to": its path is from the sidecar's own folder (trt_sidecar.RELATIVE_TO_SIDECAR)
+RELATIVE_TO_SIDECAR = "sidecar"
+
+
+def relative_record(path: Path, folder: Path) -> Dict[str, str]:
+    """The ``path`` and ``relative_to`` of a sidecar's input record, for a sidecar in ``folder``: the
+    path from there (both resolved first), so the record names the bundle's own file wherever the
+    bundle folder is moved or copied. edgedeploy's trt_sidecar.relative_record, copied: the device
+    has no edgedeploy to import (trt_sidecar.recorded_path reads what this writes)."""
+    where = os.path.relpath(os.path.realpath(str(path)), os.path.realpath(str(folder)))
+    return {"path": Path(where).as_posix(), "relative_to": RELATIVE_TO_SIDECAR}
+
+
+def rebased_inputs(inputs: Any, written_in: Path, folder: Path) -> Any:
+    """The input records of a sidecar written in ``written_in`` (``edgedeploy build``'s output folder),
+    rewritten from ``folder``, where the sidecar goes: a path from the sidecar's folder named another
+    file once moved (edgedeploy build writes one level below the engine's folder)."""
+    if not isinstance(inputs, dict):
+        return inputs
+    rebased: Dict[str, Any] = {}
+    for key, record in inputs.items():
+        if isinstance(record, dict) and isinstance(record.get("path"), str) and record["path"]:
+            relative = record.get("relative_to") == RELATIVE_TO_SIDECAR
+            # a record without relative_to holds the path as the build was given it: from the working
+            # directory, which build_engine.sh shares with edgedeploy build
+            source = written_in / record["path"] if relative else Path(record["path"])
+            record = {**record, **relative_record(source, folder)}
+        rebased[key] = record
+    return rebased
+
+
+def bundle_placeholder(bundle: Path, text: str) -> str:
+    """``text`` with the bundle's folder written ``{bundle}`` (build_flags' placeholder): flags and paths a
+    sidecar records stay true when the bundle folder is moved or copied."""
+    return text.replace(str(bundle) + os.sep, "{bundle}/")
 
 
 def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
@@ -1243,6 +1278,11 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
             meta = json.loads(Path(args.from_sidecar).read_text())
         except (OSError, ValueError):
             meta = {}
+    if isinstance(meta, dict) and meta.get("format") == SIDECAR_FORMAT:
+        # the sidecar goes beside the engine, not in edgedeploy build's folder: its paths are from there
+        meta["inputs"] = rebased_inputs(meta.get("inputs"), Path(args.from_sidecar).parent, engine.parent)
+        if isinstance(meta.get("timing_cache"), str):
+            meta["timing_cache"] = bundle_placeholder(bundle, meta["timing_cache"])
     if meta.get("format") != SIDECAR_FORMAT:
         tf32 = "--noTF32" not in flags
         layers = fp32_layers(bundle, art) if art["precision"] != "fp32" else []
@@ -1272,12 +1312,15 @@ def cmd_write_sidecar(bundle: Path, args: argparse.Namespace) -> int:
             "dla_core": None,
             "version_compatible": False,
             "inputs": {
-                "model": {"path": str(bundle / art["model"]), "sha256": sha256_file(bundle / art["model"])}
+                "model": {
+                    **relative_record(bundle / art["model"], engine.parent),
+                    "sha256": sha256_file(bundle / art["model"]),
+                }
             },
         }
     if not meta.get("compute_capability"):  # edgedeploy's sidecar records the GPU it built on
         meta.update(gpu_name=meta.get("gpu_name") or gpu_name, compute_capability=compute_capability)
-    meta.update(engine_key(bundle, art, dev, flags))
+    meta.update(engine_key(bundle, art, dev, [bundle_placeholder(bundle, f) for f in flags]))
     meta.update(engine_sha256=sha256_file(engine), tool=args.tool, target=target["name"])
     atomic_write(engine.with_name(engine.name + ".json"), json.dumps(meta, indent=2) + "\n")
     return EXIT_OK

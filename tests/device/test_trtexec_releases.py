@@ -100,7 +100,7 @@ def test_tensorrt_10_trtexec_build_writes_a_sidecar_edgedeploy_compare_reads(
 
 
 FAKE_EDGEDEPLOY = """#!/usr/bin/env python3
-import json, os, sys
+import hashlib, json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as log:
@@ -110,8 +110,13 @@ out.mkdir(parents=True, exist_ok=True)
 model = Path(args[1])
 engine = out / (model.name.removesuffix(".onnx") + ".engine")
 engine.write_text(json.dumps({"fake_plan": True, "onnx": str(model.resolve())}))
+# as edgedeploy build records the model: by path from the sidecar's folder (trt_sidecar.relative_record)
+record = {"path": os.path.relpath(os.path.realpath(str(model)), os.path.realpath(str(out))),
+          "relative_to": "sidecar", "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
 sidecar = {"format": "edgedeploy.engine/1", "tensorrt": "10.3.0", "compute_capability": "8.7",
-           "plan": {"version_compatible": False}, "tf32": "--no-tf32" not in args}
+           "plan": {"version_compatible": False}, "tf32": "--no-tf32" not in args,
+           "inputs": {"model": record},
+           "timing_cache": args[args.index("--timing-cache") + 1] if "--timing-cache" in args else None}
 (out / (engine.name + ".json")).write_text(json.dumps(sidecar))
 """
 
@@ -699,3 +704,54 @@ def test_the_devices_cache_header_rule_is_edgedeploy_builds(tmp_path: Path) -> N
             except bundle_helper.BundleProblem:
                 device = False
             assert host is device, (version, header)
+
+
+@pytest.mark.parametrize("tool", ["trtexec", "edgedeploy"])
+def test_the_sidecar_of_a_moved_bundle_s_engine_names_that_bundle_s_model(
+    tool: str, plan_bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """build_engine.sh's sidecar recorded the model by its absolute path in the bundle as it lay at
+    the build (trtexec path; the --onnx flag too), or by edgedeploy build's path from the folder it
+    built in, one level below the engine's (edgedeploy path): once the bundle folder was moved or
+    copied on the board, the sidecar named a file gone, or another bundle's. Each record is now the
+    path from the sidecar's own folder (docs/design.md, "Engines, their shape profile and the data
+    they run on"), and the flags name the bundle's folder as {bundle}."""
+    import hashlib
+    import shutil
+
+    from edgedeploy.backends.trt_sidecar import recorded_path
+
+    env = {"PATH": path_with_fake_edgedeploy(device, tmp_path)} if tool == "edgedeploy" else {}
+    res = device.run(script(plan_bundle, "build_engine.sh"), "--tool", tool, **env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    moved = tmp_path / "elsewhere" / "copy"
+    moved.parent.mkdir()
+    shutil.move(str(plan_bundle), str(moved))
+    engine = moved / "device" / "engines" / "dense.fp16.engine"
+    text = (engine.parent / (engine.name + ".json")).read_text()
+    assert str(plan_bundle) not in text and str(plan_bundle.resolve()) not in text, text
+    built = read_sidecar(engine)
+    assert built is not None
+    model = recorded_path(engine, built["inputs"]["model"])
+    assert model is not None and model.resolve() == (moved / "models" / "dense.fp16.onnx").resolve()
+    assert built["inputs"]["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # and the board still takes the engine as its own there
+    res = device.run(script(moved, "build_engine.sh"), "--tool", tool, **env)
+    assert res.returncode == 0 and "up to date" in res.stdout, res.stdout + res.stderr
+
+
+def test_the_device_s_input_records_are_edgedeploy_s(tmp_path: Path) -> None:
+    """bundle_helper.relative_record is a copy of trt_sidecar.relative_record (the board has no
+    edgedeploy to import): the two write the same record, through a symlinked folder too."""
+    from edgedeploy.backends import trt_sidecar
+
+    (tmp_path / "b" / "device" / "engines").mkdir(parents=True)
+    (tmp_path / "b" / "models").mkdir()
+    model = tmp_path / "b" / "models" / "m.onnx"
+    model.write_bytes(b"onnx")
+    (tmp_path / "link").symlink_to(tmp_path / "b")
+    for root in (tmp_path / "b", tmp_path / "link"):
+        folder = root / "device" / "engines"
+        ours = bundle_helper.relative_record(root / "models" / "m.onnx", folder)
+        assert ours == trt_sidecar.relative_record(model, folder / "m.engine.json")
+        assert trt_sidecar.recorded_path(folder / "m.engine", ours) == folder / "../../models/m.onnx"
