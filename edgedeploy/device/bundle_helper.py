@@ -925,11 +925,14 @@ def reference_path(bundle: Path, manifest: Dict[str, Any], key: str) -> Optional
 
 def reference_batch(bundle: Path, manifest: Dict[str, Any]) -> int:
     path = reference_path(bundle, manifest, "inputs")
-    if path is None:
-        return 1
+    return 1 if path is None else npz_batch(path)
+
+
+def npz_batch(path: Path) -> int:
+    """The batch of reference inputs: dim 0 of the file's first array (1 for a scalar)."""
     import numpy as np
 
-    with np.load(path) as data:
+    with np.load(str(path)) as data:
         first = data[data.files[0]]
         return int(first.shape[0]) if first.ndim else 1
 
@@ -1187,9 +1190,16 @@ def _max_batch(bundle: Path, manifest: Dict[str, Any], asked: Optional[int]) -> 
                 "batch: leave --max-batch out, or make the bundle with another --profile"
             )
         return asked
-    if asked:
-        return asked
-    return reference_batch(bundle, manifest)
+    return asked or default_max_batch(manifest, reference_path(bundle, manifest, "inputs"))
+
+
+def default_max_batch(manifest: Dict[str, Any], reference: Optional[Path]) -> Optional[int]:
+    """The batch build_engine.sh widens the profile to without --max-batch: none where the bundle records
+    its profiles (built as recorded), else the batch of the ``reference`` inputs (1 without them), as
+    the profile of batch 1 to it (:func:`input_profiles`). The bundle's README shows that profile."""
+    if build_settings(manifest).get("profiles"):
+        return None
+    return 1 if reference is None else npz_batch(reference)
 
 
 def cmd_edgedeploy_args(bundle: Path, args: argparse.Namespace) -> int:

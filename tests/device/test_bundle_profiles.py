@@ -609,3 +609,35 @@ def test_the_device_readme_shows_a_tensor_of_unknown_rank_as_describe_does(tmp_p
     assert "| output | `y` | [...] | float32 |" in readme, readme
     assert "| input | `x` | [batch, ?] | float32 |" in readme, readme
     assert "| output | `n` | [2] | int64 |" in readme and "| [] |" not in readme, readme
+
+
+def _dims(flag: str) -> list[int]:
+    """``--minShapes=input:1x1x8x8`` -> [1, 1, 8, 8]."""
+    return [int(d) for d in flag.split("=", 1)[1].rpartition(":")[2].split("x")]
+
+
+@pytest.mark.parametrize("build", [None, {"profiles": [], "tf32": True}], ids=["no-build", "no-profiles"])
+def test_the_readme_shows_the_profile_build_engine_sh_builds_where_the_bundle_records_none(
+    build: dict[str, object] | None, device: Device, tmp_path: Path
+) -> None:
+    """A GPU bundle whose manifest records no ``build.profiles`` (``run`` and ``matrix`` without
+    [build] profiles write an empty list) had a README table of batch 1..1 "(`build.profiles` in
+    manifest.json)", while build_engine.sh builds batch 1 to the reference batch, opt at it (and
+    the same README said verify.sh runs that batch). The README's table is the profile trtexec is
+    given, says where it comes from, and its benchmark.sh line the shapes benchmark.sh runs."""
+    bundle = make_dense_bundle(tmp_path / "src", batch=8, build=build)
+    readme = (bundle / "README.md").read_text()
+    res = device.run(script(bundle, "build_engine.sh"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    argv = next(c for c in device.calls("trtexec") if "--onnx=" in c).split()
+    ranges = [_dims(next(f for f in argv if f.startswith(f"--{k}Shapes="))) for k in ("min", "opt", "max")]
+    assert ranges == [[1, 1, 8, 8], [8, 1, 8, 8], [8, 1, 8, 8]]  # batch 1 to the reference batch
+    row = "| `input` | " + " | ".join(shape_text(r, True, ", ") for r in ranges) + " |"
+    assert row in readme, readme
+    assert "`build.profiles` in manifest.json" not in readme, readme
+    assert "batch 1 to the reference batch" in readme, readme
+    res = device.run(script(bundle, "benchmark.sh"), "--duration", "0.1", "--warmup", "0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = next(c for c in device.calls("trtexec") if "--loadEngine=" in c).split()
+    spec = next(f for f in run if f.startswith("--shapes=")).removeprefix("--shapes=")
+    assert f"`benchmark.sh` times batch 1 at `{spec}`" in readme, readme

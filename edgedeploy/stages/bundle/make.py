@@ -202,19 +202,23 @@ def _shapes_text(manifest: dict[str, Any], root: Path) -> str:
         with np.load(root / manifest["reference"]["inputs"]) as data:
             reference = {name: list(data[name].shape) for name in data.files}
     gpu = manifest["target"].get("kind") != "cpu"
-    table, timed = _profile_blocks(manifest) if gpu else ("", _cpu_timed_line(tensors, reference))
+    table, timed = _profile_blocks(manifest, root) if gpu else ("", _cpu_timed_line(tensors, reference))
     ran = ", ".join(f"{md_code(n)} {shape_text(shape, True, ', ')}" for n, shape in reference.items())
     verified = f"`verify.sh` runs the reference inputs: {ran}." if reference else ""
     return "".join(f"\n{block}\n" for block in (table, verified, timed) if block)
 
 
-def _profile_blocks(manifest: dict[str, Any]) -> tuple[str, str]:
-    """A GPU bundle's profile table, and the line on the shapes benchmark.sh times (picked by
-    bundle_helper, as the script picks them)."""
+def _profile_blocks(manifest: dict[str, Any], root: Path) -> tuple[str, str]:
+    """A GPU bundle's profile table, and the line on the shapes benchmark.sh times, both as
+    build_engine.sh and benchmark.sh pick them (bundle_helper): the recorded ``build.profiles``, else
+    batch 1 to the reference inputs' batch (a manifest of ``run`` without [build] profiles records
+    none; the table showed batch 1..1 there)."""
     from edgedeploy.device import bundle_helper as helper
 
+    reference = (manifest.get("reference") or {}).get("inputs")
     try:
-        profiles = helper.input_profiles(manifest, None) or []
+        widened = helper.default_max_batch(manifest, root / reference if reference else None)
+        profiles = helper.input_profiles(manifest, widened) or []
         batch, flags = helper.batch_run(manifest, profiles, None, "")
     except helper.BundleProblem as exc:
         return f"`build_engine.sh` cannot build its engine: {md_text(str(exc))}.", ""
@@ -226,7 +230,14 @@ def _profile_blocks(manifest: dict[str, Any]) -> tuple[str, str]:
             cells = [md_code(name, cell=True), *(shape_text(r, True, ", ") for r in ranges)]
             rows.append("| " + " | ".join([str(index), *cells] if several else cells) + " |")
     which = "these shape profiles" if several else "this shape profile"
-    table = "\n".join([f"The engine is built with {which} (`build.profiles` in manifest.json):", "", *rows])
+    if widened is None:
+        source = "`build.profiles` in manifest.json"
+    else:
+        reach = f"batch 1 to the reference batch, {widened}" if reference else "no reference inputs: batch 1"
+        source = (
+            f"the manifest records no `build.profiles`, {reach}; `build_engine.sh --max-batch N` widens it"
+        )
+    table = "\n".join([f"The engine is built with {which} ({source}):", "", *rows])
     if flags and flags[0].startswith("--shapes="):
         spec = flags[0].removeprefix("--shapes=")
         whose = "the opt shape of the first profile that takes" if several else "the profile's opt shape at"
