@@ -2164,3 +2164,54 @@ def test_fp16_artifacts_on_the_onnxruntime_backend_keep_onnxruntimes_ops_in_fp32
     assert precision_family(orin, on_ort) == precision_family(cpu, on_ort) == {"runtime": "onnxruntime"}
     for backend in ("auto", "tensorrt"):  # auto: TensorRT on the board, wherever this machine builds
         assert precision_family(orin, BuildRequest("fp16", orin, backend=backend)) == {"runtime": "tensorrt"}
+
+
+def test_a_cells_cosine_is_printed_against_its_own_gate_with_the_digits_that_tell_them_apart(
+    tmp_path: Path,
+) -> None:
+    """A cell recorded no gate, and its min cosine was rounded to 6 decimals, so a strict gate
+    failed by 0.9999999x read "1.000000 ... FAIL" in the command's table, matrix.json and matrix.md
+    (ui.cosine_figure had nothing to tell it from). The cell records its gate (min_cosine_gate) and
+    the cosine as compare measured it, and every table prints it as run's report does."""
+    from edgedeploy.ui import cosine_figure
+
+    _matmul_relu(tmp_path)
+    text = """
+workdir = "w"
+[build]
+backend = "onnxruntime"
+[compare]
+data = "val.npz"
+samples = 8
+batch_size = 8
+min_cosine = {gate}
+[profile]
+enabled = false
+[bundle]
+enabled = false
+[matrix]
+targets = ["x86-64-cpu"]
+precisions = ["fp16"]
+[[matrix.models]]
+source = "m.onnx"
+"""
+    config = tmp_path / "m.toml"
+    config.write_text(text.format(gate=0.99))
+    first = run_cli("matrix", config, "--json", tmp_path / "first.json", cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    (cell,) = json.loads((tmp_path / "first.json").read_text())["cells"]
+    (output,) = cell["compare"]["outputs"].values()
+    cosine = output["cosine"]
+    assert 0.9999995 < cosine < 1.0, cosine  # fp16 of one MatMul: 6 decimals print it as 1
+    gate = round(cosine + (1.0 - cosine) / 2, 15)  # within 1e-6 above it: the cell fails its gate
+    config.write_text(text.format(gate=gate))
+    second = run_cli("matrix", config, "--json", tmp_path / "second.json", cwd=tmp_path)
+    assert second.code == 1, second.stderr
+    (cell,) = json.loads((tmp_path / "second.json").read_text())["cells"]
+    assert cell["gate"] == "FAIL" and cell["min_cosine_gate"] == gate and cell["min_cosine"] == cosine
+    figure = cosine_figure(cosine, gate)
+    assert float(figure) < gate and figure != "1.000000", figure
+    row = next(line for line in second.stdout.splitlines() if "FAIL" in line)
+    assert figure in row and "1.000000" not in row, row
+    summary = (tmp_path / "w" / "matrix.md").read_text()
+    assert f"| {figure} | FAIL |" in summary and "1.000000" not in summary, summary

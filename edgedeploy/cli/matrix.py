@@ -107,7 +107,7 @@ def matrix_command(
             c.node[:12],
             human_size(c.size_bytes),
             fmt(c.latency_ms),
-            cosine_figure(c.min_cosine),
+            cosine_figure(c.min_cosine, c.min_cosine_gate),
             fmt(c.top1, ".4f"),
             c.gate or "-",
             c.reason,

@@ -348,6 +348,8 @@ class CellResult:
     speedup: float | None = None  # the same target's fp32 p50 over latency_ms, both at batch_size
     no_speedup: str | None = None  # why speedup is None where latency_ms is not
     min_cosine: float | None = None
+    # the cell's [compare] min_cosine, which its min cosine is printed against (ui.cosine_figure)
+    min_cosine_gate: float | None = None
     top1: float | None = None
     gate: str = ""  # pass | FAIL | "" (no comparison)
     seconds: float | None = None  # how long the task ran (when it ran now)
@@ -371,6 +373,7 @@ class CellResult:
                 "backend",
                 "size_bytes",
                 "min_cosine",
+                "min_cosine_gate",
                 "top1",
                 "gate",
             )
@@ -463,7 +466,8 @@ def _summarise(result: CellResult, record: Record) -> None:
     result.compare, result.profile = r.get("compare"), r.get("profile")
     outs = list(((result.compare or {}).get("outputs") or {}).values())
     cosines = [o["cosine"] for o in outs if o.get("cosine") is not None]
-    result.min_cosine = round(min(cosines), 6) if cosines else None
+    # as compare measured it: printed against the cell's gate with the digits that tell them apart
+    result.min_cosine = min(cosines) if cosines else None
     result.top1 = next((o["top1_agreement"] for o in outs if o.get("top1_agreement") is not None), None)
     result.gate = "" if result.compare is None else ("pass" if result.compare.get("passed") else "FAIL")
     # its smallest batch size until the MatrixResult places it beside the other cells of its target
@@ -525,7 +529,14 @@ def _run_matrix(
     store = ArtifactStore(workdir)
     versions = tool_versions(extra_versions)
     results = {
-        p.cell: CellResult(p.cell.model, p.cell.target, p.cell.precision, "planned") for p in matrix.cells
+        p.cell: CellResult(
+            p.cell.model,
+            p.cell.target,
+            p.cell.precision,
+            "planned",
+            min_cosine_gate=compare_gates(p.config).min_cosine,
+        )
+        for p in matrix.cells
     }
     total = len(results)
     finished = 0

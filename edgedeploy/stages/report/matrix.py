@@ -140,7 +140,7 @@ def _model_section(
                 _size(c.get("size_bytes")),
                 _num(c.get("latency_ms"), ".4g"),
                 _num(ups.get((model, c["target"], c["precision"])), ".2f"),
-                cosine_figure(c.get("min_cosine"), none="–"),
+                cosine_figure(c.get("min_cosine"), c.get("min_cosine_gate"), "–"),
                 _num(c.get("top1"), ".4f"),
                 f"<span class='{gate_css}'>{_e(gate)}</span>" if gate_css else "–",
                 _link(bundles, f"{model}/{c['target']}", out_dir) if c["status"] == "ok" else "–",
@@ -245,7 +245,7 @@ def render_matrix_markdown(
             f"| {md_text(c['model'])} | {md_text(c['target'])} | {md_text(c['precision'])} | {md_text(_status(c))} "
             f"| {_size(c.get('size_bytes'))} | {_num(c.get('latency_ms'), '.4g', '-')} "
             f"| {_num(ups.get((c['model'], c['target'], c['precision'])), '.2f', '-')} "
-            f"| {cosine_figure(c.get('min_cosine'))} | {md_text(c.get('gate') or '-')} | {md_text(c.get('reason') or '')} |"
+            f"| {cosine_figure(c.get('min_cosine'), c.get('min_cosine_gate'))} | {md_text(c.get('gate') or '-')} | {md_text(c.get('reason') or '')} |"
         )
     if notes_below := batch_notes(cells):
         lines += ["", md_text(" ".join(notes_below))]
