@@ -2215,3 +2215,66 @@ source = "m.onnx"
     assert figure in row and "1.000000" not in row, row
     summary = (tmp_path / "w" / "matrix.md").read_text()
     assert f"| {figure} | FAIL |" in summary and "1.000000" not in summary, summary
+
+
+def test_a_changed_profile_option_profiles_again_and_builds_nothing_again(tmp_path: Path) -> None:
+    """A cell's key held its profile options, and one task built, compared and profiled it: a
+    change of [profile] iterations (any ProfileOptions field) built every cell's artifact again (a
+    TensorRT engine on its board) and compared it again, though neither reads them. The profile is
+    keyed and stored on its own now: the rerun profiles each cell's stored artifact, and every
+    record of the conversion, calibration, build and compare is the same file, unchanged."""
+    _matmul_relu(tmp_path)
+    text = """
+workdir = "w"
+[build]
+backend = "onnxruntime"
+[calibration]
+data = "val.npz"
+[compare]
+data = "val.npz"
+samples = 8
+batch_size = 8
+min_cosine = 0.99
+[profile]
+iterations = {iterations}
+warmup = 1
+batch_sizes = [1]
+[bundle]
+output = "bundles"
+[matrix]
+targets = ["x86-64-cpu"]
+precisions = ["fp32", "int8"]
+[[matrix.models]]
+source = "m.onnx"
+"""
+    config = tmp_path / "m.toml"
+    config.write_text(text.format(iterations=5))
+    store = tmp_path / "w" / ".edgedeploy-cache" / "matrix"
+
+    def run() -> MatrixResult:
+        executor = LocalExecutor(jobs=1)
+        try:
+            return run_matrix(load_matrix_config(config), executor)
+        finally:
+            executor.close()
+
+    first = run()
+    assert all(c.status == "ok" and c.profile for c in first.cells), first.cells
+    records = {p.parent.name: p.read_bytes() for p in store.glob("*/record.json")}
+    config.write_text(text.format(iterations=7))
+    second = run()
+    assert all(c.status == "ok" and c.profile for c in second.cells), second.cells
+    assert all(
+        c.profile["settings"] != f.profile["settings"] for c, f in zip(second.cells, first.cells, strict=True)
+    )  # type: ignore[index]
+    assert [c.compare for c in second.cells] == [c.compare for c in first.cells]
+    assert [c.artifact for c in second.cells] == [c.artifact for c in first.cells]
+    # every record the first run wrote is there as it was written (the cache checks them by content)
+    assert {k: (store / k / "record.json").read_bytes() for k in records} == records
+    new = {p.parent for p in store.glob("*/record.json")} - {store / k for k in records}
+    # what the rerun made: one profile per cell, no file besides its record (no artifact built)
+    assert len(new) == len(second.cells) == second.tasks_submitted
+    assert all([f.name for f in d.iterdir()] == ["record.json"] for d in new)
+    # the bundle carries the new figures
+    manifest = json.loads((tmp_path / "bundles" / "m" / "x86-64-cpu" / "manifest.json").read_text())
+    assert [a["profile"] for a in manifest["artifacts"]] == [c.profile for c in second.cells]

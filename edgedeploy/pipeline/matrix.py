@@ -257,6 +257,8 @@ def cell_task(
     kept: KeptFeeds | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """One cell on its board: backend build of the precision ONNX, compare with fp32, profile.
+    The profile comes back apart (``profile``, ``profile_warnings``): the driver stores it under a
+    key of its own (:func:`profile_task` makes it again from the stored artifact).
 
     ``kept``: the first batch of the request's kept feeds (:attr:`CalibrationRequest.feeds`, which
     its build reads), passed beside the request so that the executor shares one copy among the
@@ -281,11 +283,9 @@ def cell_task(
             ui.warn(warning)
         profiled = None
         if profile_options is not None:
-            timed_on = _profile_data(inp / fp32_name, request, feeds, data_description)
-            with timing_lock(exclusive=True):  # alone on this machine
-                profiled = profile(artifact, profile_options, data=timed_on)
-            for warning in profiled.warnings:
-                ui.warn(warning)
+            profiled = _profile_cell(
+                inp / fp32_name, artifact, request, feeds, data_description, profile_options
+            )
         result = {
             "backend": outcome.build.backend,
             "backend_note": outcome.backend_note,
@@ -294,10 +294,54 @@ def cell_task(
             "size_bytes": outcome.precision.path.stat().st_size,  # the precision ONNX, as run's table
             "info": to_jsonable({**outcome.precision.info, **outcome.build.info}),
             "compare": to_jsonable(compared.summary()),
-            "profile": to_jsonable(profiled.summary()) if profiled is not None else None,
             "warnings": [m for m in ui.messages if m.startswith("warning")],
+            **(profiled or {"profile": None, "profile_warnings": []}),
         }
         return _read_dir(out), result
+
+
+def profile_task(
+    fp32: dict[str, bytes],
+    fp32_name: str,
+    cell_files: dict[str, bytes],
+    artifact_name: str,
+    request: BuildRequest,
+    feeds: list[dict[str, Any]],
+    data_description: dict[str, Any],
+    profile_options: ProfileOptions,
+    kept: KeptFeeds | None = None,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The profile of a cell whose build and compare are stored (its key matched) but whose
+    profile options changed: the stored artifact (``cell_files``, an engine with its sidecar) timed
+    on its board, as :func:`cell_task` times it, with nothing built or compared again."""
+    if kept is not None:
+        request = replace(request, calibration=replace(request.calibration, feeds=kept))
+    with scratch_dir("profile") as scratch:
+        inp = Path(scratch) / "in"
+        with timing_lock(exclusive=False):
+            _write_files(inp, {**fp32, **cell_files})
+        profiled = _profile_cell(
+            inp / fp32_name, inp / artifact_name, request, feeds, data_description, profile_options
+        )
+        return {}, profiled
+
+
+def _profile_cell(
+    fp32: Path,
+    artifact: Path,
+    request: BuildRequest,
+    feeds: list[dict[str, Any]],
+    data_description: dict[str, Any],
+    options: ProfileOptions,
+) -> dict[str, Any]:
+    """A cell's profile (``profile``) and the warnings it gave (``profile_warnings``)."""
+    timed_on = _profile_data(fp32, request, feeds, data_description)
+    with timing_lock(exclusive=True):  # alone on this machine
+        profiled = profile(artifact, options, data=timed_on)
+    return {
+        "profile": to_jsonable(profiled.summary()),
+        "profile_warnings": [f"warning: {w}" for w in profiled.warnings],
+    }
 
 
 def _profile_data(
@@ -453,6 +497,28 @@ class _Pending:
     description: dict[str, Any]
     gates: Gates
     profile_options: ProfileOptions | None
+    # the key of its profile, stored apart from its build and compare (``key``): a change of the
+    # profile options times the stored artifact again and builds nothing (None: no profile)
+    profile_key: str | None = None
+
+
+def _split(produced: Produced) -> tuple[Produced, Produced]:
+    """A cell task's outcome as the two records the store keeps: its build and compare (with the
+    files), and its profile."""
+    result = dict(produced.result)
+    profiled = {"profile": result.pop("profile", None), "warnings": result.pop("profile_warnings", [])}
+    return replace(produced, result=result), Produced({}, profiled, produced.node, produced.seconds)
+
+
+def _with_profile(cell: Record, profiled: Record | None) -> Record:
+    """The cell's record as the tables read it: its build and compare, and its profile (and what
+    timing it said), where it was profiled."""
+    if profiled is None:
+        return replace(cell, result={**cell.result, "profile": None})
+    warnings = [*cell.result.get("warnings", []), *profiled.result.get("warnings", [])]
+    return replace(
+        cell, result={**cell.result, "profile": profiled.result.get("profile"), "warnings": warnings}
+    )
 
 
 Progress = Callable[[CellResult, int, int], None]
@@ -648,6 +714,30 @@ def _run_matrix(
             Placement(resource=target_resource(pending.plan.target)),
         )
 
+    def submit_profile(state: _ModelState, pending: _Pending, cell: Record) -> None:
+        assert pending.profile_options is not None and state.fp32 is not None
+        if state.shared_fp32 is None:
+            state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
+        if id(pending.feeds) not in shared_feeds:
+            shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
+        request, first = _feeds_apart(pending.request)
+        submit(
+            ("profile", pending, cell),
+            profile_task,
+            (
+                state.shared_fp32,
+                _fp32_name(state),
+                executor.share({n: p.read_bytes() for n, p in cell.files.items()}),
+                cell.result["artifact"],
+                request,
+                shared_feeds[id(pending.feeds)],
+                pending.description,
+                pending.profile_options,
+                share_kept(first),
+            ),
+            Placement(resource=target_resource(pending.plan.target)),
+        )
+
     def plan_model(state: _ModelState) -> None:
         """After export: plan every cell whose node's tool versions are known; the others wait for them.
         A PyTorch model whose export has no tensor output is refused here, once, as run refuses it
@@ -698,16 +788,26 @@ def _run_matrix(
             finish(plan.cell, "failed", first_line(exc))
             return
         hit = store.lookup(pending.key, lambda why: ui.info(f"{plan.cell.label()}: {why}: made again"))
+        profiled = None
+        if hit is not None and pending.profile_key is not None:
+            said = plan.cell.label()
+            profiled = store.lookup(
+                pending.profile_key, lambda why: ui.info(f"{said}: profile: {why}: made again")
+            )
         if hit is not None:
             made = store.lookup(precision_key) if precision_key is not None else None
             if made is not None:  # what making its artifact said, said again for the cached cell
                 note(plan.cell, made, f"{state.name} {plan.cell.precision}")
-            finish(plan.cell, "ok", record=hit, cached=True)
-            return
+            if profiled is not None or pending.profile_key is None:
+                finish(plan.cell, "ok", record=_with_profile(hit, profiled), cached=True)
+                return
         if (plan.cell.model, plan.cell.target) in held:
-            # built, whatever its precision (one the bundle lacks, or that failed before), the cell
-            # makes its bundle again over what the board wrote there: refused before any work
+            # built or profiled, whatever its precision (one the bundle lacks, or that failed before),
+            # the cell makes its bundle again over what the board wrote there: refused before any work
             check_bundle_output(matrix.bundle_dir(plan.cell.model, plan.cell.target))
+        if hit is not None:  # built and compared: its profile options changed, the stored artifact is timed
+            submit_profile(state, pending, hit)
+            return
         if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
             shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
         pending.feeds = shared_feeds[id(pending.feeds)]
@@ -831,15 +931,25 @@ def _run_matrix(
                         finish(pending.plan.cell, "failed", f"{pending.plan.cell.precision}: {reason}")
                     continue
                 precision_done(models[name], key, store.put(key, outcome))
+            elif kind == "profile":
+                _, pending, cell = tag
+                if isinstance(outcome, Failed):
+                    results[pending.plan.cell].node = outcome.node
+                    finish(pending.plan.cell, "failed", f"profile: {outcome.reason}")
+                    continue
+                assert pending.profile_key is not None
+                profiled = store.put(pending.profile_key, outcome)
+                finish(pending.plan.cell, "ok", record=_with_profile(cell, profiled), seconds=outcome.seconds)
             else:
                 pending = tag[1]
                 if isinstance(outcome, Failed):
                     results[pending.plan.cell].node = outcome.node
                     finish(pending.plan.cell, "failed", outcome.reason)
                     continue
-                finish(
-                    pending.plan.cell, "ok", record=store.put(pending.key, outcome), seconds=outcome.seconds
-                )
+                built, timed = _split(outcome)
+                cell = store.put(pending.key, built)
+                stored = store.put(pending.profile_key, timed) if pending.profile_key is not None else None
+                finish(pending.plan.cell, "ok", record=_with_profile(cell, stored), seconds=outcome.seconds)
         release()  # every cell came from the store: not released in the loop
     except BaseException:
         executor.cancel()  # Ctrl-C: stop the cluster's tasks; finished cells are already in the store
@@ -1003,10 +1113,11 @@ def _key_cell(
         {
             "build": build_key,
             "compare": {"data": source.identity(), "gates": gates},  # the data, not its path as written
-            "profile": popts,
             "versions": node_versions,
         }
     )
+    # what the profile reads: the cell's artifact (its key) and the profile options, nothing more
+    profile_key = sha256_json({"cell": key, "profile": popts}) if popts is not None else None
     precision_key = None
     if plan.cell.precision != "fp32":
         precision_key = sha256_json(
@@ -1023,7 +1134,7 @@ def _key_cell(
                 "versions": versions,
             }
         )
-    pending = _Pending(plan, key, cell_request, feeds, description, gates, popts)
+    pending = _Pending(plan, key, cell_request, feeds, description, gates, popts, profile_key)
     return pending, precision_key, precision_request
 
 
@@ -1123,6 +1234,7 @@ def _bundle_job(
         {
             "fp32": state.fp32.result["sha256"],
             "cells": [c.row() for c in cells],
+            "profiles": [c.profile for c in cells],  # the manifest's figures: a re-profiled cell remakes it
             "files": {str(a.model): sha256_file(a.model) for a in artifacts},
             "gates": strict,
             "primary": primary,
