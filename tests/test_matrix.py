@@ -2151,19 +2151,29 @@ def test_fp16_artifacts_are_shared_only_by_targets_whose_runtime_keeps_the_same_
     assert precision_family(load_target("t4"), request) == precision_family(orin, request)
 
 
-def test_fp16_artifacts_on_the_onnxruntime_backend_keep_onnxruntimes_ops_in_fp32_on_a_gpu_target() -> None:
-    """A matrix with backend = "onnxruntime" runs a GPU target's cells on ONNX Runtime (on a node of
-    that board), yet its fp16 artifact kept TensorRT's ops in fp32, keyed as TensorRT's: the block
-    list followed the target, not the runtime that runs the artifact. It is ONNX Runtime's now."""
+def test_a_gpu_targets_artifacts_on_the_onnxruntime_backend_are_tensorrts_as_its_bundle_builds_them() -> None:
+    """A matrix with backend = "onnxruntime" checks a GPU target's cells on ONNX Runtime (on a node of
+    that board), but its bundle's device builds a TensorRT engine from their artifacts: the fp16 ones
+    keep TensorRT's ops of the converter's block list in fp32 and the int8 ones take TensorRT's
+    placement, whatever the backend, and are keyed so (8fc9ae9 gave fp16 ONNX Runtime's list there,
+    which the device's engine then ran in fp32 behind Casts). A CPU target's are ONNX Runtime's."""
     from edgedeploy.options import BuildRequest
     from edgedeploy.pipeline.matrix import precision_family
     from edgedeploy.targets import load_target
 
     cpu, orin = load_target("x86-64-cpu"), load_target("jetson-orin-nano")
-    on_ort = BuildRequest("fp16", orin, backend="onnxruntime")
-    assert precision_family(orin, on_ort) == precision_family(cpu, on_ort) == {"runtime": "onnxruntime"}
-    for backend in ("auto", "tensorrt"):  # auto: TensorRT on the board, wherever this machine builds
+    for backend in (
+        "onnxruntime",
+        "auto",
+        "tensorrt",
+    ):  # auto: TensorRT on the board, wherever this machine builds
         assert precision_family(orin, BuildRequest("fp16", orin, backend=backend)) == {"runtime": "tensorrt"}
+        assert precision_family(orin, BuildRequest("int8", orin, backend=backend))["placement"] == "tensorrt"
+    on_ort = BuildRequest("fp16", cpu, backend="onnxruntime")
+    assert precision_family(cpu, on_ort) == {"runtime": "onnxruntime"}
+    assert (
+        precision_family(cpu, BuildRequest("int8", cpu, backend="onnxruntime"))["placement"] == "onnxruntime"
+    )
 
 
 def test_a_cells_cosine_is_printed_against_its_own_gate_with_the_digits_that_tell_them_apart(

@@ -1389,3 +1389,81 @@ def test_run_profiles_on_its_compare_data_not_on_random_inputs(tmp_path: Path) -
     profiled = result.precisions[0].profile
     assert profiled is not None and profiled["settings"]["data"]["spec"] == str(tmp_path / "val.npz")
     assert profiled["settings"]["input_shapes"]["4"]["token_type_ids"] == [4, 16]
+
+
+def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_devices_engine(
+    tmp_path: Path,
+) -> None:
+    """A GPU target's bundle is built into a TensorRT engine on its device (build_engine.sh), and
+    backend = "onnxruntime" only checks its artifacts here. Its int8 model was TensorRT's placement
+    (int8 Q/DQ, which the device's build takes: ONNX Runtime's uint8 placement it refuses), but its
+    fp16 model kept ONNX Runtime's ops of the converter's block list in fp32 (TopK, and Max below
+    opset 12), which the device's engine then ran in fp32 behind Casts though TensorRT takes them in
+    FP16. Both follow the runtime the bundle's device builds now: TensorRT's."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgedeploy.stages.build import check_int8_for_target
+    from edgedeploy.targets import load_target
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
+        helper.make_node("TopK", ["a", "k"], ["v", "i"], name="topk", axis=-1),
+        helper.make_node("Max", ["v", "c"], ["y"], name="floor"),
+    ]
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([3], np.int64), "k"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "c"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "topk.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text("""
+workdir = "out"
+[model]
+source = "topk.onnx"
+[build]
+target = "jetson-orin-nano"
+backend = "onnxruntime"
+precisions = ["fp16", "int8"]
+[calibration]
+data = "val.npz"
+[compare]
+data = "val.npz"
+batch_size = 4
+min_cosine = 0.9
+[profile]
+enabled = false
+""")
+    result = run_pipeline(load_config(config))
+    bundle = Path(result.bundle["directory"]) if result.bundle else None
+    assert bundle is not None
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    arts = {a["precision"]: a for a in manifest["artifacts"]}
+    plan = json.loads((bundle / arts["fp16"]["precision_plan"]).read_text())
+    assert plan["runtime"] == "tensorrt", plan["runtime"]
+    assert [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"] == []
+    assert arts["int8"]["precision_info"]["placement"] == "tensorrt"
+    check_int8_for_target(
+        bundle / arts["int8"]["model"], load_target("jetson-orin-nano")
+    )  # the device's check
+    # what a CPU target's bundle keeps: ONNX Runtime's list and placement
+    config.write_text(config.read_text().replace("jetson-orin-nano", "x86-64-cpu").replace('"out"', '"cpu"'))
+    cpu = run_pipeline(load_config(config))
+    assert cpu.bundle is not None
+    arts = {
+        a["precision"]: a
+        for a in json.loads((Path(cpu.bundle["directory"]) / "manifest.json").read_text())["artifacts"]
+    }
+    plan = json.loads((Path(cpu.bundle["directory"]) / arts["fp16"]["precision_plan"]).read_text())
+    assert plan["runtime"] == "onnxruntime" and arts["int8"]["precision_info"]["placement"] == "onnxruntime"

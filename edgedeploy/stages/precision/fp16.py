@@ -821,15 +821,16 @@ def blocked_ops(model: onnx.ModelProto, runtime: str = "onnxruntime") -> dict[st
 
 
 def runtime_for(target: Target, backend: str = "auto") -> str:
-    """The runtime (:data:`FP16_RUNTIMES`) that runs an fp16 artifact built for ``target`` by
-    ``backend``, whose ops of the converter's block list it keeps in fp32 (:func:`blocked_ops`):
-    TensorRT for a GPU target, unless the build asked for ONNX Runtime (``backend = "onnxruntime"``),
-    which then runs it here and on the board; ONNX Runtime's CPU provider for a CPU target. ``auto``
-    means TensorRT on the board, wherever this machine builds it (docs/design.md, "The converter's
-    block list, per runtime")."""
+    """The runtime (:data:`FP16_RUNTIMES`) a precision artifact built for ``target`` is made for:
+    which ops of the converter's block list an fp16 one keeps in fp32 (:func:`blocked_ops`), and
+    whose Q/DQ placement an int8 one takes (``int8.placement_for``). TensorRT for a GPU target,
+    whichever ``backend`` builds it here: its bundle's device builds a TensorRT engine from it
+    (device/build_engine.sh), and ONNX Runtime here (``backend = "onnxruntime"``, or ``auto`` where
+    no TensorRT is) only checks it; ONNX Runtime's CPU provider for a CPU target (docs/design.md,
+    "The converter's block list, per runtime")."""
     if backend not in BACKEND_NAMES:
         raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKEND_NAMES)}")
-    return "tensorrt" if target.is_gpu and backend != "onnxruntime" else "onnxruntime"
+    return "tensorrt" if target.is_gpu else "onnxruntime"
 
 
 def precision_plan(

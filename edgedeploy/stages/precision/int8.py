@@ -25,7 +25,7 @@ from edgedeploy.errors import InputError, NothingQuantized, naming_guessed_dims
 from edgedeploy.onnxio import refuse_unloadable
 from edgedeploy.options import sources_opened_for_command
 from edgedeploy.stages.precision import PrecisionArtifact
-from edgedeploy.stages.precision.fp16 import conversion_checked_words
+from edgedeploy.stages.precision.fp16 import conversion_checked_words, runtime_for
 from edgedeploy.targets import VNNI_FLAGS, Target, cpu_flags, has_vnni
 
 if TYPE_CHECKING:
@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
 
 def placement_for(target: Target) -> str:
-    return "tensorrt" if target.is_gpu else "onnxruntime"
+    """Whose Q/DQ placement an int8 artifact for ``target`` takes: the runtime it is made for,
+    by the rule an fp16 one's block list follows (:func:`fp16.runtime_for`, whatever the backend:
+    TensorRT takes int8 Q/DQ only, and a GPU target's bundle builds a TensorRT engine from it)."""
+    return runtime_for(target)
 
 
 def weight_bits_for(target: Target) -> int:
