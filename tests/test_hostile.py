@@ -1896,6 +1896,48 @@ def test_sigterm_during_run_unwinds_exits_143_and_leaves_no_temp_files(tiny: Tin
     assert "compare-fp32: up to date" in again.stderr
 
 
+def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C before any stage finished left an empty workdir, which `report`
+    called "not an `edgedeploy run` workdir"; it now says the run stopped before any stage finished
+    and to rerun it with the same workdir, and that rerun runs to its end."""
+    import signal
+
+    (tiny.root / "net.py").write_text(
+        "import pathlib\nimport time\n\nimport torch\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
+        "def build():\n"
+        "    (HERE / 'started').touch()\n"
+        "    while (HERE / 'hold').exists():  # the export stage waits here for the Ctrl-C\n"
+        "        time.sleep(0.05)\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n\n"
+        "def example_inputs():\n"
+        "    return (torch.zeros(1, 1, 8, 8),)\n"
+    )
+    config = write_config(tiny)
+    config.write_text(
+        config.read_text()
+        .replace('source = "model.onnx"', 'source = "net.py:build:example_inputs"')
+        .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    )
+    (tiny.root / "hold").touch()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _start(["run", str(config)], tiny.root, tmpdir)
+    try:
+        _wait_for(lambda: (tiny.root / "started").exists() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    work = tiny.root / "work"
+    line = one_line_error(cli("report", work, "-o", tmp_path / "r"), 2, "stopped before any stage finished")
+    assert "not an `edgedeploy run` workdir" not in line and "rerun `edgedeploy run CONFIG`" in line, line
+    assert not (tmp_path / "r").exists()
+    (tiny.root / "hold").unlink()
+    assert cli("run", config).code == 0  # the rerun the line advises, with the same workdir
+    assert cli("report", work, "-o", tmp_path / "r").code == 0
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
 def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, delay: float) -> None:
     """Polygraphy imports torch lazily mid-compare; torch's import cut by Ctrl-C crashed or was ignored."""

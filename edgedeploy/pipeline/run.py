@@ -551,6 +551,9 @@ def bundle_dir(config: PipelineConfig) -> Path:
 def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[str, str] | None) -> _Run:
     workdir = config.path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    # the stage records' folder, made now: a run stopped before any stage finished leaves it empty,
+    # which `edgedeploy report` tells from a folder no run made (stages/report/load.py)
+    (workdir / CACHE_DIR).mkdir(exist_ok=True)
     source = _resolve_source(config)
     name = run_name(config)
     cache, bundle = StageCache(workdir), bundle_dir(config)

@@ -166,11 +166,14 @@ def test_an_interrupted_runs_workdir_is_said_so(tmp_path: Path) -> None:
     from edgedeploy.stages.report import load_run
 
     (tmp_path / "w" / CACHE_DIR).mkdir(parents=True)
+    # a stage finished (a run stopped in its first: tests/test_hostile.py's
+    # test_a_run_interrupted_in_its_first_stage_is_reported_as_such)
+    (tmp_path / "w" / CACHE_DIR / "export.json").write_text("{}")
     with pytest.raises(InputError) as refused:
         load_run([tmp_path / "w"])
     said = str(refused.value)
     assert "not an `edgedeploy run` workdir" not in said and "stopped before" in said, said
-    assert "rerun `edgedeploy run CONFIG`" in said
+    assert "rerun `edgedeploy run CONFIG`" in said and "the finished stages are reused" in said
 
 
 def _figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

@@ -209,12 +209,33 @@ def is_matrix_workdir(path: Path) -> bool:
     return (path / MATRIX_CACHE / MATRIX_STORE).is_dir() or (path / MATRIX_MARKDOWN).is_file()
 
 
+def _no_stage_finished(cache: Path) -> bool:
+    """Whether a run's cache folder holds no record of a finished stage (``<stage>.json``,
+    pipeline/cache.py; a temporary ``.<name>.<pid>.*`` a writer stopped midway left is none).
+    A folder that cannot be listed is not said to be empty."""
+    try:
+        return not any(p.suffix == ".json" and not p.name.startswith(".") for p in cache.iterdir())
+    except OSError:
+        return False
+
+
 def load_workdir(workdir: Path) -> RunData:
     record_path = workdir / RUN_RECORD
     if not record_path.is_file() and is_matrix_workdir(workdir):
         page = workdir / MATRIX_HTML
         advice = _matrix_advice(str(page) if page.is_file() else None, _matrix_bundles(workdir))
         raise InputError(f"{workdir} is an `edgedeploy matrix` workdir, not one run's: {advice}")
+    if (
+        not record_path.is_file()
+        and (workdir / CACHE_DIR).is_dir()
+        and _no_stage_finished(workdir / CACHE_DIR)
+    ):
+        # the folder a run makes at its start (pipeline/run.py's _start), and no stage finished in it
+        raise InputError(
+            f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before any stage "
+            "finished (interrupted, or an error), so there is nothing to report yet; rerun "
+            "`edgedeploy run CONFIG` with this workdir to run its stages from the first"
+        )
     if not record_path.is_file() and (workdir / CACHE_DIR).is_dir():  # stages' records, no run's
         raise InputError(
             f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before its end "
