@@ -18,6 +18,19 @@ from edgedeploy.errors import InputError, first_line, not_a_file
 from edgedeploy.fileio import atomic_path
 
 TWO_GB = 2**31 - 1
+ONNX_SUFFIX = ".onnx"
+
+
+def is_onnx_path(path: str | os.PathLike[str]) -> bool:
+    """Whether a path (a model source, an artifact, a file name) names an ONNX file: its suffix .onnx
+    whatever its case (``M.ONNX``), as model sources and data files are told apart (stages/export.py,
+    calibration/sources.py). Anything else a command is given to run is an engine plan."""
+    return os.fspath(path).lower().endswith(ONNX_SUFFIX)
+
+
+def onnx_stem(name: str) -> str:
+    """A file name without its .onnx suffix, whatever its case (``m.fp16.ONNX`` -> ``m.fp16``)."""
+    return name[: -len(ONNX_SUFFIX)] if is_onnx_path(name) else name
 
 
 def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
@@ -141,7 +154,7 @@ def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]
 def external_data_files(path: str | os.PathLike[str]) -> list[Path]:
     """The files a model's external data lives in (they must travel with the .onnx)."""
     p = Path(path)
-    if p.suffix != ".onnx" or not p.is_file():
+    if not is_onnx_path(p) or not p.is_file():
         return []
     try:
         model = onnx.load(os.fspath(p), load_external_data=False)

@@ -1896,6 +1896,52 @@ def test_sigterm_during_run_unwinds_exits_143_and_leaves_no_temp_files(tiny: Tin
     assert "compare-fp32: up to date" in again.stderr
 
 
+def test_an_upper_case_onnx_suffix_is_an_onnx_model_to_build_compare_profile_and_bundle(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    """A model source took M.ONNX (9abc9b2), but compare, profile and bundle told an ONNX artifact
+    from an engine by its suffix as written: m.fp16.ONNX was an engine (pycuda's import error as a
+    traceback where TensorRT is missing), --per-layer refused it, and build named its artifacts
+    m.ONNX.fp16.onnx, beside which bundle found no calibration cache. Each now reads it as ONNX."""
+    up = tmp_path / "up"
+    up.mkdir()
+    shutil.copy(tiny.model, up / "m.ONNX")
+    shutil.copy(tiny.fp16, up / "m.fp16.ONNX")
+    for precision in ("fp16", "int8"):
+        built = cli(
+            "build", up / "m.ONNX", "--precision", precision, "--target", "jetson-orin-nano",
+            "--calib-data", tiny.data, "-o", tmp_path / "built",
+        )  # fmt: skip
+        assert built.code == 0, built.text
+    assert {"m.fp16.onnx", "m.int8.onnx", "m.calib.cache"} <= {p.name for p in (tmp_path / "built").iterdir()}
+    shutil.copy(tmp_path / "built" / "m.int8.onnx", up / "m.int8.ONNX")
+    shutil.copy(tmp_path / "built" / "m.calib.cache", up / "m.calib.cache")
+
+    compared = cli(
+        "compare", up / "m.ONNX", up / "m.fp16.ONNX", "--data", tiny.data, "--json", tmp_path / "c.json"
+    )
+    assert compared.code == 0, compared.text
+    mode = json.loads((tmp_path / "c.json").read_text())["mode"]
+    assert mode.startswith("fp16 (CPU emulation"), mode  # an fp16 ONNX, emulated as compare does
+    per_layer = cli("compare", up / "m.ONNX", up / "m.fp16.ONNX", "--data", tiny.data, "--per-layer")
+    assert per_layer.code == 0, per_layer.text
+
+    profiled = cli("profile", up / "m.ONNX", "--iterations", "3", "--json", tmp_path / "p.json")
+    assert profiled.code == 0, profiled.text
+    assert json.loads((tmp_path / "p.json").read_text())["backend"] == "onnxruntime"
+
+    bundled = cli(
+        "bundle", up / "m.ONNX", up / "m.fp16.ONNX", up / "m.int8.ONNX", "--target", "jetson-orin-nano",
+        "--data", tiny.data, "-o", tmp_path / "b",
+    )  # fmt: skip
+    assert bundled.code in (0, 1), bundled.text  # (1: a gate failed on the tiny model's random data)
+    artifacts = json.loads((tmp_path / "b" / "manifest.json").read_text())["artifacts"]
+    assert [(a["precision"], a["backend"]) for a in artifacts] == [
+        ("fp32", "onnxruntime"), ("fp16", "onnxruntime"), ("int8", "onnxruntime"),
+    ]  # fmt: skip
+    assert artifacts[2]["calibration_cache"] == "models/m.calib.cache" and artifacts[2]["qdq"] is True
+
+
 def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tmp_path: Path) -> None:
     """A run stopped by Ctrl-C before any stage finished left an empty workdir, which `report`
     called "not an `edgedeploy run` workdir"; it now says the run stopped before any stage finished

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgedeploy.backends.base import Backend, BuildOptions, BuildResult
 from edgedeploy.errors import BackendUnavailable, InputError
+from edgedeploy.onnxio import is_onnx_path
 
 BACKEND_NAMES = ("auto", "onnxruntime", "tensorrt")
 
@@ -54,6 +55,6 @@ def backend_for_artifact(path: str) -> Backend:
         if not ok:
             raise BackendUnavailable(why)
         return backend
-    if lower.endswith(".onnx"):
+    if is_onnx_path(path):
         return get_backend("onnxruntime")
     raise InputError(f"cannot tell how to run {path}: expected a .onnx model or a .engine plan")

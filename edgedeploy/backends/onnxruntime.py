@@ -27,6 +27,7 @@ from edgedeploy.fileio import (
     sha256_json,
     written_together,
 )
+from edgedeploy.onnxio import onnx_stem
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -173,7 +174,7 @@ class OnnxRuntimeBackend:
 
         from calibration.feeds import feed_sha256
 
-        stem = model.name.removesuffix(".onnx")
+        stem = onnx_stem(model.name)
         artifact = out_dir / f"{stem}.ort.onnx"
         sidecar = out_dir / f"{stem}.ort.json"
         # what its sessions must switch off (a model float16 before the build, which the fp16

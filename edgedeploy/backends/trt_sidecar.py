@@ -19,6 +19,7 @@ from calibration.errors import CalibrationError
 from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.backends.trt_plan import TrtVersion
 from edgedeploy.errors import InputError
+from edgedeploy.onnxio import is_onnx_path
 
 SIDECAR_FORMAT = "edgedeploy.engine/1"
 
@@ -113,7 +114,7 @@ def engine_model_inputs(engine: Path, ranks: Mapping[str, int]) -> list[TensorSp
 
     seen: set[Path] = set()
     for path in _model_candidates(engine):
-        if path in seen or path.suffix != ".onnx" or not path.is_file():
+        if path in seen or not is_onnx_path(path) or not path.is_file():
             continue
         seen.add(path)
         try:

@@ -85,7 +85,7 @@ def compare_command(
         from calibration.feeds import static_batch
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
-        from edgedeploy.onnxio import load_onnx
+        from edgedeploy.onnxio import is_onnx_path, load_onnx
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
         from edgedeploy.stages.compare.layers import ReferenceRun, conversion_notice
@@ -98,11 +98,11 @@ def compare_command(
     load_onnx(reference, load_external_data=False)
     if not candidate.is_file():
         raise not_a_file("candidate", candidate)
-    if per_layer and candidate.suffix != ".onnx":
+    if per_layer and not is_onnx_path(candidate):
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
     inputs, _ = model_io(reference)
     batch_given = "batch_size" in typed(ctx, "batch_size")  # replaces dim 0 of --input for random data
-    if candidate.suffix == ".onnx" and static_batch(inputs) is None:  # a candidate fixed at one batch
+    if is_onnx_path(candidate) and static_batch(inputs) is None:  # a candidate fixed at one batch
         # (exported --static) refused the default batches of 8 in Polygraphy's words only
         fixed = static_batch(model_io(candidate)[0])
         if fixed is not None and fixed != batch_size:

@@ -67,6 +67,7 @@ def profile_command(
     """
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.sources import parse_shapes, shapes_unused
+        from edgedeploy.onnxio import is_onnx_path
         from edgedeploy.stages.profile import ProfileOptions, profile
 
     ui = make_ui()
@@ -78,7 +79,7 @@ def profile_command(
     if warmup is not None and "warmup_ms" in given:
         ui.warn(f"--warmup {warmup} is used instead of --warmup-ms")
     shapes = parse_shapes(input)
-    if artifact.suffix == ".onnx":  # engines are timed on random inputs, of these shapes whatever the data
+    if is_onnx_path(artifact):  # engines are timed on random inputs, of these shapes whatever the data
         shapes_unused(data, shapes)
     options = ProfileOptions(
         warmup_iterations=warmup,

@@ -13,6 +13,7 @@ from calibration.feeds import fixed_batches, static_batch
 from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
+from edgedeploy.onnxio import is_onnx_path, onnx_stem
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
 from edgedeploy.stages.build import MIXED_WORDS, check_int8_for_target, model_words, precision_of_model
@@ -57,11 +58,11 @@ def bundle_artifacts(
     inputs, outputs = model_io(reference)
     refuse_without_tensor_outputs(reference.name, outputs, BUNDLE_COMPARES)  # before the comparisons
     reference_inputs = _reference_batch(inputs, artifacts, feeds)
-    engines = [p for p in artifacts if p.suffix != ".onnx"]
+    engines = [p for p in artifacts if not is_onnx_path(p)]
     build = build_settings(reference, inputs, engines, target, reference_inputs, profiles or [])
     entries = [BundleArtifact("fp32", "onnxruntime", reference)]
     for path in artifacts:
-        if path.suffix == ".onnx":
+        if is_onnx_path(path):
             precision = precision_of_model(path)
             if precision == MIXED:  # our fp16 build whose fp32 islands hold most layers says so by name
                 if precision_from_name(str(path)) != "fp16":
@@ -100,7 +101,7 @@ def bundle_artifacts(
     ref_out, _ = run_pair(reference, reference, [reference_inputs])
     return make_bundle(
         output,
-        model_name=reference.name.removesuffix(".onnx").removesuffix(".fp32"),
+        model_name=onnx_stem(reference.name).removesuffix(".fp32"),
         model_source=str(reference),
         model_sha256=sha256_file(reference),
         target=target,
@@ -129,7 +130,7 @@ def _companions(model: Path, precision: str) -> dict[str, Path]:
     """The files a ``precision`` artifact of ONNX ``model`` brings along, found by name beside it: its
     precision plan, calibration cache and the report's data (fp16 ranges, the budget search, the
     calibration report, named without precision)."""
-    base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
+    base = onnx_stem(model.name).removesuffix(f".{precision}")
     names = {
         "plan": f"{base}.{precision}.plan.json",
         "cache": f"{base}.calib.cache",
@@ -145,7 +146,7 @@ def read_beside(reference: Path, artifacts: list[Path]) -> list[Path]:
     names: inputs that ``--json`` may not replace (cli/guard.py). An ONNX artifact's precision is
     known only once it is read, so the names of every precision are counted."""
     models = [reference, *artifacts]
-    models += [_onnx_beside(p, _engine_precision(p)) for p in artifacts if p.suffix != ".onnx"]
+    models += [_onnx_beside(p, _engine_precision(p)) for p in artifacts if not is_onnx_path(p)]
     return [
         path
         for model in models
@@ -164,7 +165,7 @@ def _reference_batch(
     batch in common: refused."""
     fixed: dict[int, tuple[Path, list[TensorSpec]]] = {}
     for path in artifacts if static_batch(inputs) is None else []:
-        if path.suffix == ".onnx" and (batch := static_batch(spec := model_io(path)[0])) is not None:
+        if is_onnx_path(path) and (batch := static_batch(spec := model_io(path)[0])) is not None:
             fixed.setdefault(batch, (path, spec))
     if len(fixed) > 1:
         named = ", ".join(f"{path.name} at {batch}" for batch, (path, _) in fixed.items())

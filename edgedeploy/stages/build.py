@@ -19,7 +19,7 @@ from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
 from edgedeploy.errors import BudgetMissed, InputError
 from edgedeploy.fileio import atomic_path
-from edgedeploy.onnxio import copy_model, external_data_files, load_onnx, verify
+from edgedeploy.onnxio import copy_model, external_data_files, is_onnx_path, load_onnx, onnx_stem, verify
 from edgedeploy.options import BuildRequest, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
@@ -45,7 +45,7 @@ class BuildOutcome:
 
 
 def artifact_name(model: Path, precision: str) -> str:
-    stem = model.name.removesuffix(".onnx")
+    stem = onnx_stem(model.name)
     for suffix in (".fp32", ".fp16", ".int8"):
         stem = stem.removesuffix(suffix)
     return f"{stem}.{precision}.onnx"
@@ -57,7 +57,7 @@ MIXED_WORDS = "a mixed model (fp16 and fp32 layers, most of its heavy ones fp32)
 
 def model_words(model: Path, precision: str) -> str:
     """``an fp16 model``, or the words for a mixed model taken as fp16 (its content says which)."""
-    if precision == "fp16" and model.suffix == ".onnx" and precision_of_model(model) == MIXED:
+    if precision == "fp16" and is_onnx_path(model) and precision_of_model(model) == MIXED:
         return MIXED_WORDS
     return f"an {precision} model"
 
@@ -100,7 +100,7 @@ def check_int8_for_target(model: Path, target: Target) -> None:
         return
     proto = load_onnx(model, load_external_data=False)
     fused = sorted({n.op_type for n in proto.graph.node if is_integer_op(n.op_type)} - Q_DQ)
-    if fused and model.name.endswith(".ort.onnx") and not DYNAMIC_QUANT_OPS & set(fused):
+    if fused and onnx_stem(model.name).endswith(".ort") and not DYNAMIC_QUANT_OPS & set(fused):
         raise InputError(
             f"{model.name} holds ONNX Runtime's integer ops ({', '.join(fused)}), which TensorRT does not "
             f"build: give its Q/DQ model (NAME.int8.onnx), not ONNX Runtime's saved copy"
@@ -131,7 +131,7 @@ def _use_as_is(
     report draws (fp16 ranges, calibration report, budget search; a matrix's bundles lacked them).
     """
 
-    base = model.name.removesuffix(".onnx").removesuffix(f".{precision}")
+    base = onnx_stem(model.name).removesuffix(f".{precision}")
     names = [f"{base}.{precision}.plan.json", f"{base}.calib.cache", f"{base}.{precision}.ranges.json"]
     names += [f"{base}.calib.json", f"{base}.{precision}.budget.json"]
     companions = [model.with_name(name) for name in names]

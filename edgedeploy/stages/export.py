@@ -32,7 +32,7 @@ from calibration.modelinfo import TensorSpec
 from edgedeploy.errors import EdgeDeployError, InputError, first_line
 from edgedeploy.fileio import atomic_path, scratch_beside, sha256_file
 from edgedeploy.interrupts import deferred
-from edgedeploy.onnxio import check_model, io_specs, load_onnx, save_onnx, verify
+from edgedeploy.onnxio import check_model, io_specs, is_onnx_path, load_onnx, save_onnx, verify
 from edgedeploy.ui import quiet_descriptors
 
 DEFAULT_OPSET = 18
@@ -168,11 +168,6 @@ def check_opset(opset: int) -> None:
             f"--opset {opset} is {which}: use {MIN_OPSET} to {newest} (onnx {onnx.__version__}); "
             f"default {DEFAULT_OPSET}"
         )
-
-
-def is_onnx_path(spec: str | Path) -> bool:
-    """Whether a model source names an ONNX file: its suffix .onnx whatever its case (M.ONNX)."""
-    return str(spec).lower().endswith(".onnx")
 
 
 def is_python_path(where: str | Path) -> bool:

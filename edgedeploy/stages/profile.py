@@ -42,7 +42,7 @@ from edgedeploy.backends.runtime.engine import (
 from edgedeploy.backends.trt_sidecar import engine_model_inputs
 from edgedeploy.errors import InputError, naming_guessed_dims, not_a_file, user_failure
 from edgedeploy.fileio import sha256_file
-from edgedeploy.onnxio import external_data_files
+from edgedeploy.onnxio import external_data_files, is_onnx_path
 from edgedeploy.power import PowerMonitor
 from edgedeploy.results import to_jsonable
 from edgedeploy.stages.precision.emulate import onnx_precision
@@ -524,7 +524,7 @@ def profile(
     :func:`profile_engine_batches`)."""
     if not artifact.is_file():
         raise not_a_file("artifact", artifact)
-    if artifact.suffix == ".onnx":
+    if is_onnx_path(artifact):
         engine_only = [
             flag
             for flag, on in (

@@ -25,7 +25,7 @@ from edgedeploy import __version__
 from edgedeploy.device import device_files
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from edgedeploy.onnxio import external_data_files
+from edgedeploy.onnxio import external_data_files, is_onnx_path
 from edgedeploy.results import to_jsonable
 from edgedeploy.targets import Target
 from edgedeploy.ui import md_code, md_text
@@ -443,7 +443,7 @@ def make_bundle(
                 "precision_info": art.info,
             }
             entry.update(_io_dtypes(root / entry["model"], inputs, outputs))
-            if art.precision == "int8" and entry["calibration_cache"] and entry["model"].endswith(".onnx"):
+            if art.precision == "int8" and entry["calibration_cache"] and is_onnx_path(entry["model"]):
                 entry["qdq"] = _has_qdq(root / entry["model"])
             for extra in art.extra_files:
                 _copy(extra, root, "models")

@@ -31,7 +31,7 @@ from calibration.qdq import int8_activations, saturates_without_vnni
 from calibration.sources import Feed
 from edgedeploy.device.verify_outputs import finite_pairs  # compare's split of NaN/Inf, one copy
 from edgedeploy.errors import InputError
-from edgedeploy.onnxio import load_onnx
+from edgedeploy.onnxio import is_onnx_path, load_onnx
 from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.precision.emulate import (
     emulate_fp16,
@@ -482,7 +482,7 @@ def _load(model: Path | onnx.ModelProto) -> onnx.ModelProto:
         copy.CopyFrom(model)
         return copy
 
-    if Path(model).suffix != ".onnx":
+    if not is_onnx_path(model):
         raise InputError(
             f"--per-layer compares ONNX models on the CPU; {model} is not one "
             "(compare the engine's ONNX source instead)"

@@ -39,7 +39,7 @@ from edgedeploy.device.verify_outputs import (  # the device's figures: both dec
 )
 from edgedeploy.errors import InputError, first_line
 from edgedeploy.fileio import scratch_dir, sha256_file
-from edgedeploy.onnxio import load_onnx, save_onnx
+from edgedeploy.onnxio import is_onnx_path, load_onnx, save_onnx
 from edgedeploy.stages.compare.gates import Gates, relative_error, snr_db
 from edgedeploy.stages.compare.layers import (
     EMULATED,
@@ -353,7 +353,7 @@ def _inputs_polygraphy_refuses(path: Path) -> bool:
     (Polygraphy maps only numpy's zero-length ``<U0`` to its STRING, so an object or ``<U5``
     array is an "unexpected dtype"). The feeds were checked against the model's own declarations
     before (``calibration.feeds``), and ONNX Runtime takes both."""
-    if path.suffix != ".onnx":
+    if not is_onnx_path(path):
         return False
     from calibration.modelinfo import model_io
 
@@ -432,7 +432,7 @@ def compare(
     gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name, "min_top1")
     refuse_without_tensor_outputs(reference.name, model_io(reference)[1])
     others = not_comparable(reference)[1]
-    if candidate.suffix == ".onnx":  # a candidate fixed at one batch beside a dynamic reference
+    if is_onnx_path(candidate):  # a candidate fixed at one batch beside a dynamic reference
         feeds = fixed_batches(feeds, model_io(reference)[0], model_io(candidate)[0])
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
     digests = sha256_file(reference), sha256_file(candidate)  # of the files as they are measured
@@ -557,7 +557,7 @@ def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]
     axes named as the reference's inputs name them; empty for an ONNX candidate and an engine with
     no dynamic batch. An engine this machine cannot run is refused in one line first, as the
     compare would refuse it."""
-    if candidate.suffix == ".onnx":
+    if is_onnx_path(candidate):
         return []
     from edgedeploy.backends import trt_env, trt_sidecar
     from edgedeploy.backends.runtime.engine import engine_batch_ranges
@@ -570,7 +570,7 @@ def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]
 def check_same_inputs(reference: Path, candidate: Path) -> None:
     """The same feeds go to both models: an ONNX candidate must take the reference's inputs (one
     made from another model fails otherwise as ONNX Runtime's broadcast or kernel error)."""
-    if candidate.suffix != ".onnx":
+    if not is_onnx_path(candidate):
         return
     ours, theirs = (sorted(i.name for i in model_io(m)[0]) for m in (reference, candidate))
     if ours != theirs:
@@ -627,7 +627,7 @@ def compared_file(model: Path, artifact: Path) -> Path:
     (TensorRT's placement, built here with ONNX Runtime for want of TensorRT: the saved copy's
     fused integer ops read what this CPU computes, not what the device's TensorRT does; and a VNNI
     placement on a CPU without VNNI); else the artifact (an int8 model for this CPU, an engine)."""
-    if artifact.suffix == ".onnx" and model != artifact and model.suffix == ".onnx":
+    if is_onnx_path(artifact) and model != artifact and is_onnx_path(model):
         import onnx
 
         proto = onnx.load(model, load_external_data=False)
@@ -652,7 +652,7 @@ def _candidate_to_run(
     """The candidate itself, or (fp16 ONNX) its emulation saved in ``scratch``; the mode says
     which (:data:`EMULATED`: the candidate itself, run with its integer kernels emulated); and what
     an ONNX candidate computes in (:func:`onnx_precision`, from the one load of it), else None."""
-    if candidate.suffix != ".onnx":
+    if not is_onnx_path(candidate):
         return candidate, "onnx", None
     if not emulate_fp16:
         return candidate, "onnx", onnx_precision(load_onnx(candidate, load_external_data=False))
