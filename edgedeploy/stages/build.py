@@ -20,7 +20,7 @@ from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
 from edgedeploy.errors import BudgetMissed, InputError
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, external_data_files, is_onnx_path, load_onnx, onnx_stem, verify
-from edgedeploy.options import BuildRequest, sources_opened_for_command, user_names
+from edgedeploy.options import BuildRequest, option_name, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
 from edgedeploy.stages.precision.int8 import (
@@ -272,9 +272,11 @@ def _int8_from_imported(
     placed for this build's target, where no calibration data is given: calibrating on random data
     replaced the scales the user had just imported (and removed or overwrote the cache)."""
     if request.accuracy_budget:
+        named = option_name("build", "accuracy_budget", request.calibration.from_config)
         raise InputError(
-            f"{cache} (imported by calibrate --from-cache) has no calibration report for the accuracy "
-            f"budget to search: give {request.calibration.option('data')} to calibrate instead"
+            f"{named} {request.accuracy_budget} cannot be searched on {cache} (imported by calibrate "
+            f"--from-cache), which has no calibration report: give {request.calibration.option('data')} "
+            "to calibrate instead, or build without the budget"
         )
     uncovered, conversion = qdq_from_cache(model, cache, dest, request.target)
     if conversion is not None:

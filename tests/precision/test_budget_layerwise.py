@@ -469,3 +469,81 @@ def test_cli_build_that_misses_its_budget_exits_1_and_writes_its_json(tmp_path: 
     record = json.loads((tmp_path / "b.json").read_text())
     assert not record["passed"] and "not met even with all" in record["error"]
     assert record["accuracy_budget"]["budget"] == "snr>=200" and not record["accuracy_budget"]["met"]
+
+
+def _one_class_scores(folder: Path) -> tuple[Path, Path]:
+    """A model whose output y is declared (batch, k), so a top1 budget passes the check before any
+    work, and comes out (batch, 1) on the data: a top1 bound cannot be measured on it. Its data."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).normal(size=(1, 1, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Reshape", ["c", "flat"], ["y"])],
+        "one_class",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "k"])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([0, -1], np.int64), "flat")],
+    )
+    path, data = folder / "one.onnx", folder / "one.npz"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    np.savez(data, x=np.random.default_rng(1).normal(size=(16, 1, 16)).astype(np.float32))
+    return path, data
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_budget_its_search_cannot_measure_is_refused_naming_the_budget_as_given(
+    tmp_path: Path, precision: str
+) -> None:
+    """A top1 bound on an output declared (batch, k) that comes out (batch, 1): the search's refusal
+    was "--accuracy-budget top1 needs an output shaped (batch, classes)", the flag's name in a run
+    config too and not the budget; it now names the budget as the user gave it, with its value."""
+    from tests.conftest import run_in_process
+
+    model, data = _one_class_scores(tmp_path)
+    code, stdout, stderr = run_in_process(
+        "build", model, "--precision", precision, "--target", "x86-64-cpu", "--accuracy-budget",
+        "cosine>=0.9,top1>=0.9", "--calib-data", data, "-o", tmp_path / "o",
+    )  # fmt: skip
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in stderr, (stdout, stderr)
+    assert "--accuracy-budget cosine>=0.9,top1>=0.9 cannot be measured" in errors[0], errors
+    assert "none of its outputs came out so" in errors[0], errors
+
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        f'workdir = "w"\n[model]\nsource = "{model}"\nname = "one"\n'
+        f'[build]\ntarget = "x86-64-cpu"\nprecisions = ["{precision}"]\naccuracy_budget = "top1>=y:0.9"\n'
+        f'[calibration]\ndata = "{data}"\n[compare]\ndata = "{data}"\n'
+        "[profile]\nenabled = false\n[bundle]\nenabled = false\n"
+    )
+    code, stdout, stderr = run_in_process("run", config)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in stderr, (stdout, stderr)
+    assert "[build] accuracy_budget top1>=y:0.9 cannot be measured" in errors[0], errors
+    assert "its output 'y' did not come out so" in errors[0] and "--accuracy-budget" not in errors[0], errors
+
+
+def test_an_int8_budget_on_an_imported_cache_is_refused_naming_the_budget(tmp_path: Path) -> None:
+    """An int8 build into a folder where calibrate --from-cache imported a TensorRT cache has no
+    calibration report to search: refused in one line that did not name the budget that caused it."""
+    from tests.conftest import run_in_process
+
+    model, data = _one_class_scores(tmp_path)
+    first = tmp_path / "first"
+    orin = ["--target", "jetson-orin-nano"]
+    code, _, stderr = run_in_process(
+        "build", model, "--precision", "int8", *orin, "--calib-data", data, "-o", first
+    )
+    assert code == 0, stderr
+    out = tmp_path / "o"
+    code, _, stderr = run_in_process(
+        "calibrate", model, "--from-cache", first / "one.calib.cache", *orin, "-o", out
+    )
+    assert code == 0, stderr
+    code, stdout, stderr = run_in_process(
+        "build", model, "--precision", "int8", *orin, "--accuracy-budget", "cosine>=0.9", "-o", out
+    )
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, (stdout, stderr)
+    assert "--accuracy-budget cosine>=0.9 cannot be searched on" in errors[0], errors
+    assert "give --calib-data to calibrate instead, or build without the budget" in errors[0], errors

@@ -417,11 +417,13 @@ def search(
     probe_samples: int | None = None,
     fallback: Sequence[str] | None = None,
     progress: Callable[[str], None] = lambda _m: None,
+    said: str = "--accuracy-budget",
 ) -> BudgetResult:
     """The search of the module docstring over ``candidates``: ``measure(kept)`` returns the output
     metrics with ``kept`` in higher precision, ``probe(kept)`` the same on the ranking's samples
     (``probe_samples`` of them; ``measure`` when None). ``met`` is False when the full fallback
-    misses the budget too (see check_met)."""
+    misses the budget too (see check_met). ``said``: the budget's name where the user gave it
+    (``--accuracy-budget``, or ``[build] accuracy_budget`` in a run or matrix config)."""
     start = time.perf_counter()
     notes: list[str] = []
     count_measure = [0, 0]  # on all the samples, on the probe
@@ -434,8 +436,17 @@ def search(
 
     steps = [measure_counted([])]
     first = steps[0].measured
-    if any(c.metric == "top1" and first.get(c.key) is None for c in budget.criteria):
-        raise InputError("--accuracy-budget top1 needs an output shaped (batch, classes)")
+    unmeasured = next((c for c in budget.criteria if c.metric == "top1" and first.get(c.key) is None), None)
+    if unmeasured is not None:  # declared (batch, classes) or of open rank, and not so on the data
+        came = (
+            f"its output '{unmeasured.output}' did not come out so"
+            if unmeasured.output
+            else "none of its outputs came out so"
+        )
+        raise InputError(
+            f"{said} {budget} cannot be measured: top1 needs an output shaped (batch, classes), and "
+            f"{came} on the data (2-D, 2 or more classes); bound cosine, snr or max_abs instead"
+        )
     on = f"{probe_samples} sample(s)" if probe is not None and probe_samples else "all the samples"
     ranking = f"one at a time on {on}"
 
@@ -589,6 +600,7 @@ def fp16_budget(
     progress: Callable[[str], None] = lambda _m: None,
     runtime: str = "onnxruntime",
     reference: Fp16Reference | None = None,
+    said: str = "--accuracy-budget",
 ) -> BudgetResult:
     """Which extra nodes to keep in fp32 (on top of ``base_fp32``) to meet ``budget`` in fp16;
     ``runtime``: the one the build is for, whose ops it keeps in fp32 (unless ``blocked_ops``);
@@ -620,6 +632,7 @@ def fp16_budget(
         probe_samples=few.samples(),
         fallback=[n.name for n in model.graph.node],
         progress=progress,
+        said=said,
     )
     # nothing left in fp16: the kept nodes and the plan's fp32 ones are all of them
     nodes = {n.name for n in model.graph.node}
@@ -636,6 +649,7 @@ def int8_budget(
     *,
     progress: Callable[[str], None] = lambda _m: None,
     emulate_integer: bool = False,
+    said: str = "--accuracy-budget",
 ) -> BudgetResult:
     """Which quantized layers to leave unquantized to meet ``budget``; ``make(excluded)`` writes a
     Q/DQ model with those layers excluded and returns its path (``make_int8`` with exclude_nodes;
@@ -654,4 +668,5 @@ def int8_budget(
         probe=lambda kept: few.measure(load_onnx(make(list(kept)))),
         probe_samples=few.samples(),
         progress=progress,
+        said=said,
     )

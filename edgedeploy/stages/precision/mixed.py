@@ -512,6 +512,7 @@ def _fp16_budget(
         result = fp16_budget(
             model, base, budget, feeds, keep_io_types=options.keep_io_types, progress=ui.info,
             runtime=options.runtime, reference=budget_data,
+            said=option_name("build", "accuracy_budget", request.calibration.from_config),
         )  # fmt: skip
         advance(1.0)
     if result.met and result.kept and not result.everything:
@@ -600,7 +601,8 @@ def int8_within_budget(
     report_path = next((p for p in artifact.files if p.name.endswith(".calib.json")), None)
     report = load_report(report_path) if report_path else None
     if report is None or report_path is None:
-        raise InputError("the accuracy budget needs the calibration report beside the int8 model")
+        named = option_name("build", "accuracy_budget", calib.from_config)
+        raise InputError(f"{named} {budget} needs the calibration report beside the int8 model")
     source = (
         analysis_source(model, request, ui, "INT8 accuracy budget")
         if calib.data
@@ -691,6 +693,7 @@ def int8_within_budget(
                 _feeds(source),
                 progress=ui.info,
                 emulate_integer=emulate_integer_for(request.target),
+                said=option_name("build", "accuracy_budget", calib.from_config),
             )
             advance(1.0)
     everything = bool(result.kept) and set(result.kept) >= set(quantized)
