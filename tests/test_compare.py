@@ -650,6 +650,27 @@ def test_per_layer_relative_error_of_an_all_zero_reference_is_the_output_tables_
     assert all(e.rel_max == 0 for e in same.layers)
 
 
+def test_per_layer_check_allclose_holds_each_element_to_atol_plus_rtol_times_its_reference() -> None:
+    """--per-layer --check-allclose held a tensor to atol + rtol * max|ref| (its largest value), where
+    the output table holds each element to atol + rtol * |ref| (Polygraphy's rule): PP-OCR's direction
+    classifier, fp16, --atol 1e-5, failed its softmax output in the table and read within tolerance in
+    the per-layer list. Both views now apply the table's rule, element by element."""
+    from edgedeploy.stages.compare import compare_layers
+
+    x = np.array([[0.01, 1.0, 2.0, 1000.0], [0.02, 1.5, 2.5, 900.0]], np.float32)
+    reference, candidate = _scaled_model([1.0] * 4), _scaled_model([1.5, 1.0, 1.0, 1.0])
+    gates = Gates(atol=1e-3, rtol=1e-3, min_cosine=None, check_allclose=True)
+    table = output_metrics("y", [x], [x * np.array([1.5, 1, 1, 1], np.float32)], gates)
+    assert not table.allclose and not table.passed  # 0.01 off by 0.005 > 1e-3 + 1e-3 * 0.01
+    result = compare_layers(reference, candidate, [{"x": x}], gates, emulate=False)
+    layers = {e.tensor: e for e in result.layers}
+    assert layers["y"].exceeds and layers["h"].exceeds
+    assert layers["y"].why == [f"max abs error {table.max_abs:.3g} exceeds atol=0.001 + rtol=0.001*|ref|"]
+    within = _scaled_model([1.0 + 1e-4, 1.0, 1.0, 1.0])  # 1e-6 off at 0.01: within the element's bound
+    same = compare_layers(reference, within, [{"x": x}], gates, emulate=False)
+    assert not any(e.exceeds for e in same.layers)
+
+
 def test_snr_and_cosine_beside_a_nan_inf_mismatch_are_over_the_pairs_both_finite() -> None:
     """With a NaN/Inf unlike the reference's, the output table's SNR read -inf and the per-layer
     cosine NaN, though the README says the other figures are over the pairs both finite (the
