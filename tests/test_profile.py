@@ -39,6 +39,20 @@ def test_static_batch_model_refuses_other_batch_sizes(static_onnx: Path) -> None
         profile(static_onnx, ProfileOptions(iterations=2, batch_sizes=(1, 2)))
 
 
+def test_static_batch_refusal_advises_what_works_for_an_onnx_file(static_onnx: Path, tmp_path: Path) -> None:
+    """akiki-vad's audio_with_context[1, 576] at --batch-sizes 1,4 was refused with "(export with
+    --dynamic-batch)", but export keeps an ONNX file's fixed dim 0 fixed, so following the advice
+    changed nothing. The refusal now says the model fixes its batch and names the one it takes."""
+    with pytest.raises(InputError) as info:
+        profile(static_onnx, ProfileOptions(iterations=2, batch_sizes=(1, 4)))
+    text = str(info.value)
+    assert "export with --dynamic-batch" not in text and "--batch-sizes 1" in text
+    again = tmp_path / "again.onnx"
+    result = run_cli("export", static_onnx, "--dynamic-batch", "-o", again)  # the old advice, followed
+    assert result.code == 0 and "x[1,6]" in result.stdout  # still fixed: it could not help
+    assert profile(static_onnx, ProfileOptions(iterations=2, batch_sizes=(1,))).batches  # the new one works
+
+
 def test_cli_profile_writes_json(digits: Digits, tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     result = run_cli(

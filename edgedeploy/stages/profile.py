@@ -253,7 +253,11 @@ def unsteady_warning(stats: LatencyStats) -> str | None:
     )
 
 
-def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) -> None:
+def check_batch_sizes(
+    inputs: Sequence[TensorSpec], batch_sizes: Sequence[int], option: str = "--batch-sizes"
+) -> None:
+    """InputError for batch sizes that are not positive, or that a model fixing its batch cannot take
+    (``option``: where the user gives them)."""
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise InputError("--batch-sizes must be positive integers, e.g. 1,2,4,8")
     if any(spec.shape and not isinstance(spec.shape[0], int) for spec in inputs):
@@ -264,9 +268,14 @@ def check_batch_sizes(inputs: Sequence[TensorSpec], batch_sizes: Sequence[int]) 
         if isinstance(first, int):
             wrong = list(dict.fromkeys(b for b in batch_sizes if b != first))
             if wrong:
+                # not "export with --dynamic-batch": export keeps an ONNX file's fixed dims as they
+                # are (akiki-vad's [1, 576]), so that advice changed nothing for a downloaded model
+                given = f"{option} {first}" if option.startswith("--") else f"{option} = [{first}]"
                 raise InputError(
                     f"input '{spec.name}' has a static batch of {first}; cannot profile batch size(s) "
-                    f"{', '.join(map(str, wrong))} (export with --dynamic-batch)"
+                    f"{', '.join(map(str, wrong))}: the model fixes its batch, profile it with {given} "
+                    "(a PyTorch model exported with --static takes other batches once exported with "
+                    "--dynamic-batch, the default)"
                 )
 
 
@@ -383,7 +392,7 @@ def profile_onnx(
     dynamic = [s.name for s in inputs if s.shape and not isinstance(s.shape[0], int)]
     sizes = resolved_batch_sizes(options, dynamic, static_batch(inputs))
     options = replace(options, batch_sizes=sizes, batch_from_shapes=False)
-    check_batch_sizes(inputs, options.batch_sizes)
+    check_batch_sizes(inputs, options.batch_sizes, options.batch_sizes_option)
     # the model's memory: the peak from here (the session's creation) through each batch's warm
     # runs, so that one model reads alike in profile, run or after anything else in the process
     baseline = rss_baseline_mb()
