@@ -280,6 +280,31 @@ def test_a_corrupted_precision_model_is_rebuilt_and_compared_again_not_up_to_dat
     assert bundled.read_bytes() == fp16.read_bytes()
 
 
+def test_a_copied_project_reuses_none_of_the_files_of_the_project_it_was_copied_from(tiny: Tiny) -> None:
+    """The stage records name their outputs by absolute path: in a copy of a finished project the
+    copy's run hashed, reused and bundled the first project's files, said every stage was up to
+    date, and left its own damaged fp16 model as it was (its run.json named the other project)."""
+    config = write_config(tiny)
+    assert cli("run", config).code == 0
+    copy = tiny.root.parent / "copy"
+    shutil.copytree(tiny.root, copy, symlinks=True)
+    shutil.rmtree(copy / "bundle")
+    (copy / "bundle.tar.gz").unlink()
+    fp16 = copy / "work" / "tiny.fp16.onnx"
+    damaged = bytearray(fp16.read_bytes())
+    damaged[len(damaged) // 2] ^= 1
+    fp16.write_bytes(bytes(damaged))
+    with unchanged(tiny.root):
+        again = cli("run", copy / "edgedeploy.toml")
+    assert again.code == 0, again.text
+    assert "build-fp16: up to date" not in again.text
+    assert f"written for the workdir {tiny.root / 'work'}" in again.text
+    assert fp16.read_bytes() == (tiny.root / "work" / "tiny.fp16.onnx").read_bytes()
+    assert (copy / "bundle" / "models" / "tiny.fp16.onnx").read_bytes() == fp16.read_bytes()
+    assert str(tiny.root) not in (copy / "work" / "run.json").read_text()
+    assert "nothing changed" in cli("run", copy / "edgedeploy.toml").text
+
+
 def test_run_refuses_a_bundle_output_it_cannot_write_before_any_stage(
     tiny: Tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,10 @@ output file it names still has the sha256 recorded with it (and, where a stage s
 output is still intact), and while the record itself is what was written: it carries the sha256
 of its own content, so a figure or a path edited in it since (a cosine raised over its gate, a
 model path pointed elsewhere) makes the stage run again instead of being believed or crashing a
-later stage. A cache hit is verified by content, not existence.
+later stage. A cache hit is verified by content, not existence. A record names its outputs by
+absolute path, and counts only in the workdir it was written for: in a copy of a project (a CI
+cache restored elsewhere, a colleague's copy) the copied records named the first project's files,
+which were hashed, reused and bundled in place of the copy's own.
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ class StageCache:
     """Records of finished stages, keyed by a hash of their inputs, options and tool versions."""
 
     def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.root = workdir / CACHE_DIR
+
+    def _where(self) -> str:
+        """The workdir a record is written for: resolved, so a link to it or a relative path is the
+        same workdir."""
+        return str(self.workdir.resolve())
 
     def _path(self, stage: str) -> Path:
         return self.root / f"{stage}.json"
@@ -65,6 +74,10 @@ class StageCache:
             return None, None
         if not intact_record(record):
             return None, f"its record {self._path(stage)} was edited since it was written"
+        if record.get("workdir") != self._where():  # copied or moved: its paths name another folder's files
+            written = record.get("workdir")
+            where = f"the workdir {written}" if isinstance(written, str) else "another workdir"
+            return None, f"its record {self._path(stage)} was written for {where}"
         outputs = record.get("outputs")
         result = record.get("result")
         if not isinstance(outputs, dict) or not isinstance(result, dict):
@@ -79,7 +92,8 @@ class StageCache:
 
     def store(self, stage: str, key: str, outputs: list[Path], result: dict[str, Any]) -> None:
         hashes = {str(p): sha256_file(p) for p in outputs}
-        atomic_write_json(self._path(stage), sealed({"key": key, "outputs": hashes, "result": result}))
+        record = {"key": key, "workdir": self._where(), "outputs": hashes, "result": result}
+        atomic_write_json(self._path(stage), sealed(record))
 
     def run(
         self,
