@@ -434,6 +434,30 @@ def test_json_may_go_to_a_bundles_device_folder_where_the_board_writes_its_resul
             check_json_output(outside)
 
 
+def test_an_output_folder_in_a_bundle_is_refused_before_any_work_as_json_is(made_bundle: Path) -> None:
+    """``report b.tar.gz -o b`` (the bundle named by its archive) wrote report.html and report.md over
+    the bundle's own, ``build -o b/models`` added files its manifest does not list: exit 0, and then
+    ``bundle verify`` (and the board's verify.sh) found the bundle damaged. --json was refused there;
+    -o and --out are now too, but under device/, where the board's scripts write."""
+    root = made_bundle.parent
+    archive = made_bundle.with_name(made_bundle.name + ".tar.gz")
+    model = root / "model.onnx"
+    refused = {
+        ("report", archive, "-o", made_bundle): f"-o {made_bundle} is the bundle {made_bundle}",
+        ("report", archive, "-o", made_bundle / "sub"): f"lies in the bundle {made_bundle}",
+        ("build", model, "-o", made_bundle / "models"): f"-o {made_bundle / 'models'} lies in the bundle",
+        ("calibrate", model, "--data", "random", "-o", made_bundle / "int8"): "lies in the bundle",
+        ("export", model, "-o", made_bundle / "models" / "clean.onnx"): "lies in the bundle",
+        ("demo", "--out", made_bundle): "is the bundle",
+    }
+    with unchanged(root):
+        for args, said in refused.items():
+            one_line_error(cli(*args), 2, said, "write it outside the bundle")
+    assert cli("bundle", "verify", made_bundle).code == 0
+    assert cli("build", model, "-o", made_bundle / "device" / "out").code == 0  # the board's folder
+    assert cli("bundle", "verify", made_bundle).code == 0
+
+
 def test_json_never_replaces_a_file_bundle_create_reads_beside_an_artifact(tiny: Tiny) -> None:
     """bundle create takes an artifact's plan and report data by name beside it (pipeline/pack.py),
     which no argument names: ``--json model.fp16.plan.json`` replaced the plan it was to read."""

@@ -35,6 +35,9 @@ READ_AND_WRITTEN: dict[str, str] = {"timing_cache": "--timing-cache"}
 # commands whose inputs their config names: they check --json against those first (common.json_not_an_input),
 # then as every command does here (check_json_output), for the more telling line
 CONFIG_COMMANDS = frozenset({"run_command", "matrix_command"})
+# commands whose -o is a bundle they make, which may replace a bundle of theirs (bundle create checks
+# its folder itself: stages/bundle/tools.check_bundle_output); every other -o/--out in a bundle is refused
+OWN_BUNDLE_OUTPUT = frozenset({"create_command"})
 # text parameters that name files: a model source (module:callable, file.py:callable, model.onnx) and
 # data specs (folder, .npz, loader.py, or random[:SEED]). Any other text (--executor ray, --precision
 # int8, a target name) is not a path, even when a folder of that name happens to exist here.
@@ -87,20 +90,46 @@ def check_json_output(path: Path) -> None:
             head = fh.read(256).lstrip()
         if head and head[:1] not in (b"{", b"["):
             raise InputError(f"--json {path} exists and is not a JSON file: name another file")
-    with deferred():  # here: the bundle stage is slow to import, and heavy imports are not interrupt-safe
-        from edgedeploy.stages.bundle.tools import DEVICE_DIR
-
-    absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
-    for folder in absolute.parents:
-        if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
-            if absolute.relative_to(folder).parts[0] == DEVICE_DIR:
-                continue  # where the board's scripts write their results, which no manifest lists
-            raise InputError(
-                f"--json {path} lies in the bundle {folder}: write it outside the bundle, or under its "
-                f"{DEVICE_DIR}/ folder"
-            )
+    if bundle := bundle_holding(path):
+        raise InputError(
+            f"--json {path} lies in the bundle {bundle}: write it outside the bundle, or under its "
+            f"{_device_dir()}/ folder"
+        )
+    for folder in Path(os.path.abspath(path)).parents:
         if folder.name == CACHE_DIR:  # run's stage records, matrix's finished cells
             raise InputError(f"--json {path} lies in the cache {folder}: write it outside the cache")
+
+
+def _refuse_in_bundle(option: str, path: Path, kind: str) -> None:
+    """-o/--out naming a bundle folder or a place in one (:func:`bundle_holding`): refused, as --json is."""
+    bundle = bundle_holding(path, itself=kind == "folder")
+    if bundle is not None:
+        is_or_in = "is the bundle" if bundle == Path(os.path.abspath(path)) else "lies in the bundle"
+        raise InputError(
+            f"{option} {path} {is_or_in} {bundle}, whose manifest would not list what this command writes "
+            "(bundle verify would find it damaged): write it outside the bundle"
+        )
+
+
+def _device_dir() -> str:
+    with deferred():  # here: the bundle stage is slow to import, and heavy imports are not interrupt-safe
+        from edgedeploy.stages.bundle.tools import DEVICE_DIR
+    return DEVICE_DIR
+
+
+def bundle_holding(path: Path, *, itself: bool = False) -> Path | None:
+    """The bundle folder (``manifest.json`` beside ``scripts/``, as stages/bundle/tools.check_bundle_output
+    tells one) that ``path`` lies in, or is where ``itself``; None elsewhere and under the bundle's
+    ``device/``, where the board's scripts write (build_engine.sh's build folder, benchmark.sh's results),
+    which no manifest lists. A file written anywhere else in a bundle is one its manifest does not list,
+    or a listed one replaced: ``bundle verify`` and the board's verify.sh then find it damaged."""
+    absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
+    for folder in [absolute, *absolute.parents] if itself else absolute.parents:
+        if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
+            if folder != absolute and absolute.relative_to(folder).parts[0] == _device_dir():
+                return None
+            return folder
+    return None
 
 
 def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,6 +168,8 @@ def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise InputError(
                     f"{option} {path} lies in {inside}, a folder this command reads: write elsewhere"
                 )
+            if option != "--json" and fn.__name__ not in OWN_BUNDLE_OUTPUT:
+                _refuse_in_bundle(option, path, kind)
             json = option == "--json" and fn.__name__ not in CONFIG_COMMANDS
             if json:
                 check_json_output(path)
