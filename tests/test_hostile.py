@@ -2186,6 +2186,35 @@ def test_a_disk_that_fills_while_writing_names_the_output(
     assert not (tiny.root / "bundle").exists()
 
 
+@pytest.mark.parametrize("fails", ["report.html", "report.md"])
+def test_a_report_the_disk_could_not_hold_leaves_no_output_folder(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """``report ... -o r`` on a full disk said so in one line but left the folder r it had made
+    (empty, or holding report.html alone when report.md was the one that did not fit), where build,
+    calibrate and bundle leave nothing."""
+    import errno
+
+    compared = tiny.root / "c.json"
+    assert cli("compare", tiny.model, tiny.fp16, "--data", tiny.data, "--json", compared).code == 0
+    write = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name.startswith(f".{fails}."):  # the temporary beside it (calibration/atomic.temp_prefix)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with unchanged(tiny.root):
+        result = cli("report", compared, "-o", tiny.root / "r" / "deeper")
+    one_line_error(result, 2, f"{fails}: No space left on device")
+    kept = tiny.root / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("mine")
+    one_line_error(cli("report", compared, "-o", kept), 2, "No space left on device")
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]
+
+
 def test_a_read_only_output_folder_is_refused_before_any_work(
     tiny: Tiny, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import atomic_write_text
+from edgedeploy.fileio import atomic_write_text, written_together
 from edgedeploy.stages.report.load import RunData, from_manifest, load_run, load_workdir
 
 HTML_NAME = "report.html"
@@ -63,9 +63,18 @@ def write_report(run: RunData, out_dir: str | os.PathLike[str], title: str | Non
     page = render_html(run, sections, title)
     summary = render_markdown(run, HTML_NAME)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    html_path = atomic_write_text(out / HTML_NAME, page)
-    md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
+    made = [f for f in (out, *out.parents) if not f.exists()]  # the folders the writes make, innermost first
+    try:  # a full disk at either file leaves neither, nor a folder made for them (build's artifacts do so)
+        with written_together(out / HTML_NAME, out / MARKDOWN_NAME):
+            html_path = atomic_write_text(out / HTML_NAME, page)
+            md_path = atomic_write_text(out / MARKDOWN_NAME, summary)
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another file went there meanwhile), or gone: leave the rest
+                break
+        raise
     return ReportFiles(html_path, md_path, len(page.encode()), [s.key for s in sections], report_figures(run))
 
 
