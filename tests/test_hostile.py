@@ -1149,6 +1149,12 @@ CASES: list[Case] = [
         bundle__enabled="true",
         bundle__output='"work"',
     ),
+    refused_run(  # was refused by the bundle stage, after every build, compare and profile
+        "config bundle output in the stage cache",
+        "lies in the stage cache",
+        bundle__enabled="true",
+        bundle__output='"work/.edgedeploy-cache/b"',
+    ),
     refused_run(
         "config TensorRT options named by their keys",
         "[build] opt_level: TensorRT options",

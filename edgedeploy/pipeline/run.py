@@ -1291,6 +1291,11 @@ def _check_sections(config: PipelineConfig, target: Target, bundled: bool) -> No
     workdir, bundle = config.path(config.workdir).resolve(), bundle_dir(config).resolve()
     if config.bundle.enabled and (bundle == workdir or workdir.is_relative_to(bundle)):
         raise InputError(f"config bundle.output {bundle} holds the workdir: the bundle replaces that folder")
+    if config.bundle.enabled and bundle.is_relative_to(workdir / CACHE_DIR):  # the records' own folder
+        raise InputError(
+            f"config bundle.output {bundle} lies in the stage cache {workdir / CACHE_DIR}: "
+            "set a folder outside it"
+        )
     compare_gates(config)
     ProfileOptions(
         warmup_iterations=p.warmup,
