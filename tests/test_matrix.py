@@ -1415,6 +1415,21 @@ def test_bundles_are_not_written_into_a_runs_bundle(project: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "scripts"]
 
 
+def test_bundles_are_not_written_into_the_workdirs_stage_cache(project: Path) -> None:
+    """[bundle] output = "farm/.edgedeploy-cache/bb" put every (model, target) bundle among the
+    stage records and finished cells (a model named "matrix" among the cells' store itself); now
+    refused at the config check, as run refuses it."""
+    path = _config(project, "incache")
+    path.write_text(
+        path.read_text().replace('output = "incache-bundles"', 'output = "incache/.edgedeploy-cache/bb"')
+    )
+    with pytest.raises(
+        InputError, match=r"bundle.output .*bb lies in the stage cache .*incache/.edgedeploy-cache"
+    ):
+        load_matrix_config(path)
+    assert not (project / "incache").exists()
+
+
 def test_a_file_where_a_bundle_folder_goes_is_refused_before_any_work(project: Path) -> None:
     """A model named like its source file with [bundle] output "." (<output>/<model> is that file)
     built every cell and then failed with a raw 'File exists'; now refused first, in one line."""

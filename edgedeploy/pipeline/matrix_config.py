@@ -271,7 +271,10 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                 config.cells.append(CellPlan(cell, cell_config, target, skip))
     _refuse_own_timing_caches(config)
     if base.bundle.enabled:
-        root = config.bundles_root  # no bundle itself, nor in one
+        root = config.bundles_root  # no bundle itself, nor in one, nor among the stage records
+        cache = config.workdir.resolve() / CACHE_DIR
+        if root.resolve().is_relative_to(cache):
+            raise InputError(f"bundle.output {root} lies in the stage cache {cache}: set a folder outside it")
         inside = next((f for f in (root, *root.parents) if (f / "manifest.json").is_file()), None)
         if inside is not None and (inside / "scripts").is_dir():  # a run's bundle (both default to
             # bundle/ beside the config): the matrix's bundles inside it broke it for verify and run
