@@ -66,6 +66,7 @@ __all__ = [
     "guarded",
     "intact_record",
     "nearest_existing",
+    "no_folder_at_outputs",
     "not_an_input",
     "not_an_output",
     "not_written",
@@ -235,6 +236,28 @@ def not_an_output(path: Path | None, out_dir: Path, stem: str, option: str = "--
         raise InputError(
             f"{option} {path}: {stem}.* in {out_dir} are this command's outputs: name another file"
         )
+
+
+# what the names of a command's output files end with (models, plans, reports, caches, engines, sidecars)
+_OUTPUT_ENDINGS = (".onnx", ".json", ".cache", ".npz", ".engine")
+
+
+def no_folder_at_outputs(out_dir: Path, stem: str, parts: Iterable[str], option: str = "-o") -> None:
+    """Refuse (one line, before any work) a folder in ``out_dir`` named as one of this command's output
+    files are, ``STEM.PART.*`` for each of ``parts`` (``m.fp16.ort.onnx/``, ``m.calib.json/``): the write
+    there failed "is a folder, not a file" only after the conversion, the artifact's first files
+    written. A folder of another name (``m.notes/``) is the user's."""
+    try:
+        entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    except OSError:  # unreadable: the write says so
+        return
+    names = tuple(f"{stem}.{part}." for part in parts)
+    for entry in entries:
+        if entry.name.startswith(names) and entry.name.endswith(_OUTPUT_ENDINGS) and entry.is_dir():
+            raise InputError(
+                f"{option} {out_dir}: {out_dir / entry.name} is a folder where this command writes one of "
+                f"its {stem}.* files: move it, or choose another {option}"
+            )
 
 
 def not_written(

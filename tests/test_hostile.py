@@ -2447,3 +2447,26 @@ def test_a_timing_cache_naming_a_file_the_run_reads_or_writes_is_refused_before_
         config.write_text(base)
     config.write_text(base.replace("[build]", '[build]\ntiming_cache = "work/shared.timing"'))
     assert cli("run", config).code == 0  # another name in the workdir is the user's
+
+
+def test_a_folder_where_an_output_file_goes_is_refused_before_any_work(tiny: Tiny) -> None:
+    """``build -o out`` with a folder out/model.fp16.ort.onnx converted the model, wrote the fp16
+    artifact, its plan and ranges, and only then failed "is a folder, not a file", exit 2, the
+    build half made; calibrate alike at out/model.calib.json. Refused now before any work."""
+    for folder, args in (
+        ("model.fp16.ort.onnx", ("build", "model.onnx", "--precision", "fp16", "-o", "out")),
+        ("model.fp16.onnx", ("build", "model.onnx", "--precision", "fp16", "-o", "out")),
+        ("model.calib.json", ("calibrate", "model.onnx", "--data", "data.npz", "-o", "out")),
+        (
+            "model.int8.onnx",
+            ("build", "model.onnx", "--precision", "int8", "--calib-data", "data.npz", "-o", "out"),
+        ),
+    ):
+        out = tiny.root / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        (out / folder).mkdir(parents=True)
+        with unchanged(tiny.root):
+            one_line_error(cli(*args, cwd=tiny.root), 2, f"out/{folder} is a folder where", "model.*")
+    (tiny.root / "out" / "model.notes").mkdir()  # a folder of another name is the user's
+    (tiny.root / "out" / "model.int8.onnx").rmdir()
+    assert cli("build", "model.onnx", "--precision", "fp16", "-o", "out", cwd=tiny.root).code == 0

@@ -29,7 +29,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import BudgetMissed, InputError
-from edgedeploy.fileio import not_an_output
+from edgedeploy.fileio import no_folder_at_outputs, not_an_output
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
 
@@ -244,6 +244,7 @@ def build_command(
     stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
     not_an_output(json_path, output, stem)
     not_an_output(timing_cache, output, stem, option="--timing-cache")
+    no_folder_at_outputs(output, stem, (precision, "calib") if precision == "int8" else (precision,))
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
     # matrix check their model at export)

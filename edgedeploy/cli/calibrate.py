@@ -29,7 +29,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.errors import InputError, not_a_file
-from edgedeploy.fileio import not_an_output
+from edgedeploy.fileio import no_folder_at_outputs, not_an_output
 from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ def calibrate_command(
     check_model(model)
     stem = model.stem.removesuffix(".fp32")
     not_an_output(json_path, out_dir, stem)
+    no_folder_at_outputs(out_dir, stem, ("int8", "calib"))
     if from_cache is not None:
         flags = {"data": "--data", "algorithm": "--algorithm", "percentile": "--percentile"}
         flags |= {"samples": "--samples", "batch_size": "--batch-size", "seed": "--seed", "input": "--input"}
