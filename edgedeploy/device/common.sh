@@ -52,8 +52,26 @@ find_trtexec() {
     echo ""
 }
 
+# A Ctrl-C in a helper (or in edgedeploy) is its line "interrupted" and exit 130, and bash goes on after
+# a command that exited rather than died of the SIGINT: `helper ... || exit 2` took it for the helper's
+# refusal (exit 2, or "error: the bundle is damaged"). After an exit 130, `interrupted` stops the script as
+# a Ctrl-C does: it sends SIGINT to the script's shell ($$, from a $(...) too), which runs the
+# EXIT trap and dies of it (a shell reports 130, and a script that ran this one stops too); exit 130
+# where SIGINT was ignored when the script started (bash cannot take it back then). SCRATCH: a
+# temporary folder of this file's own, which no script's EXIT trap knows, removed on the way.
+SCRATCH=""
+interrupted() {
+    [ -z "$SCRATCH" ] || rm -rf "$SCRATCH"
+    trap - INT
+    kill -INT "$$"
+    exit 130
+}
+
 helper() {
-    "$PYTHON" "$SCRIPT_DIR/bundle_helper.py" --bundle "$BUNDLE_DIR" --trtexec "$(find_trtexec)" "$@"
+    local code=0
+    "$PYTHON" "$SCRIPT_DIR/bundle_helper.py" --bundle "$BUNDLE_DIR" --trtexec "$(find_trtexec)" "$@" || code=$?
+    [ "$code" -ne 130 ] || interrupted
+    return "$code"
 }
 
 manifest_get() { helper get "$1"; }
@@ -71,11 +89,12 @@ use_edgedeploy() {
         trtexec) return 1 ;;
     esac
     command -v edgedeploy >/dev/null 2>&1 || return 1
-    local report verdict
-    report="$(mktemp -d)"
-    edgedeploy doctor --json "$report/doctor.json" >/dev/null 2>&1 || true
-    verdict="$(helper edgedeploy-usable "$report/doctor.json" 2>/dev/null || true)"
-    rm -rf "$report"
+    local verdict
+    SCRATCH="$(mktemp -d)"
+    edgedeploy doctor --json "$SCRATCH/doctor.json" >/dev/null 2>&1 || [ "$?" -ne 130 ] || interrupted
+    verdict="$(helper edgedeploy-usable "$SCRATCH/doctor.json" 2>/dev/null || true)"
+    rm -rf "$SCRATCH"
+    SCRATCH=""
     [ "$verdict" = yes ] && return 0
     note "edgedeploy cannot use TensorRT here (${verdict#no: }): using trtexec"
     return 1

@@ -228,7 +228,7 @@ def device(tmp_path: Path) -> Device:
     gpu_env = ("FAKE_GPU_NAME", "FAKE_GPU_CC", "FAKE_TRTEXEC_NO_DEVICE", "FAKE_NVIDIA_SMI_FAIL")
     for key in (*fakes_env, *gpu_env, "FAKE_TEGRASTATS_FAIL", "FAKE_TEGRASTATS_LINES", "FAKE_NVP_FAN"):
         env.pop(key, None)
-    for key in ("FAKE_EDGEDEPLOY_TRT", "FAKE_EDGEDEPLOY_BUILD_EXIT", "PYTHON"):
+    for key in ("FAKE_EDGEDEPLOY_TRT", "FAKE_EDGEDEPLOY_BUILD_EXIT", "FAKE_EDGEDEPLOY_INTERRUPT", "PYTHON"):
         env.pop(key, None)
     if os.environ.get("EDGEDEPLOY_TEST_DEVICE_PYTHON"):  # the scripts' $PYTHON: e.g. a 3.6 with NumPy
         env["PYTHON"] = os.environ["EDGEDEPLOY_TEST_DEVICE_PYTHON"]

@@ -479,3 +479,95 @@ def test_ctrl_c_in_benchmark_sh_s_own_python_is_one_line_and_exit_130(
     status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     assert (status, err.decode()) == (130, "interrupted\n")
     assert not out.exists()
+
+
+def run_interrupted(
+    bundle: Path, device: Device, tmp_path: Path, name: str, args: list[str], at: str, argv: str
+) -> tuple[int, str]:
+    """Runs the bundle's script ``name`` with SIGINT_HOOK sending a Ctrl-C to its process group in the
+    helper whose argument ``argv`` is, at its first call of json's ``at``; the status a shell reports
+    (128 + N for a script stopped by signal N) and its stderr."""
+    import signal
+    import subprocess
+
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SIGINT_HOOK)
+    flag = tmp_path / "sent"
+    flag.unlink(missing_ok=True)
+    paths = [str(hook), *([device.env["PYTHONPATH"]] if device.env.get("PYTHONPATH") else [])]
+    env = {
+        **device.env,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "EDGEDEPLOY_TEST_SIGINT_AT": at,
+        "EDGEDEPLOY_TEST_SIGINT_ARGV": argv,
+        "EDGEDEPLOY_TEST_SIGINT_FLAG": str(flag),
+    }
+    proc = subprocess.Popen(
+        ["bash", str(script(bundle, name)), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+        # a CI job started in the background inherits an ignored SIGINT; a user's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert flag.exists(), err.decode()  # the Ctrl-C came, in that helper
+    return (proc.returncode if proc.returncode >= 0 else 128 - proc.returncode), err.decode()
+
+
+# (script, its arguments, the helper stopped: its subcommand, which reads the manifest with json.loads)
+HELPER_LINES = {
+    "build_engine-check-files": ("build_engine.sh", ["--force"], "check-files"),  # || die "...damaged"
+    "build_engine-write-sidecar": ("build_engine.sh", ["--force"], "write-sidecar"),  # if ! ...; then die
+    "verify-model": ("verify.sh", [], "model"),  # helper model ... >/dev/null || exit 2
+    "benchmark-model": ("benchmark.sh", ["--duration", "0.1"], "model"),  # the same line
+}
+
+
+@pytest.mark.parametrize("case", list(HELPER_LINES))
+def test_ctrl_c_in_a_helper_whose_failure_the_script_reports_ends_it_with_130(
+    case: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """A Ctrl-C in a helper the script runs as `helper ... || exit 2` (or `|| die`, `if ! helper`):
+    the helper said "interrupted" and exited 130, and the script took that for the helper's refusal
+    and exited 2 (with "error: the bundle is damaged" after build_engine.sh's check-files). It ends
+    the script with 130 and the one line, and build_engine.sh leaves the engines folder as it was."""
+    name, args, subcommand = HELPER_LINES[case]
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    engines = bundle / "device" / "engines"
+    before = {p.name: p.read_bytes() for p in engines.iterdir()}
+    status, err = run_interrupted(bundle, device, tmp_path, name, args, "loads", subcommand)
+    assert (status, err) == (130, "interrupted\n")
+    assert {p.name: p.read_bytes() for p in engines.iterdir()} == before  # no temporary file left
+
+
+@pytest.mark.parametrize("command", ["doctor", "build"])
+def test_ctrl_c_in_edgedeploy_ends_build_engine_sh_with_130(
+    command: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """edgedeploy's Ctrl-C is its line "interrupted" and exit 130, as the helpers': build_engine.sh
+    took an interrupted `edgedeploy build` for a failed build (exit 1, "edgedeploy build failed"), and
+    an interrupted `edgedeploy doctor` for an edgedeploy without TensorRT, and went on to build with
+    trtexec. Both end the script with 130, nothing built and no temporary file left (the doctor's
+    report folder either)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    res = device.run(
+        script(bundle, "build_engine.sh"),
+        FAKE_EDGEDEPLOY_TRT="1",
+        FAKE_EDGEDEPLOY_INTERRUPT=command,
+        TMPDIR=str(scratch),
+    )
+    assert res.returncode in (130, -2), res.stdout + res.stderr
+    assert "error" not in res.stderr and "using trtexec" not in res.stdout
+    assert not [call for call in device.calls("trtexec") if "--saveEngine" in call]
+    assert sorted(p.name for p in (bundle / "device" / "engines").iterdir()) == []
+    assert list(scratch.iterdir()) == []
