@@ -57,6 +57,13 @@ if [ "$(manifest_get target.kind)" = "cpu" ]; then
 fi
 
 ENGINE="$(helper engine-path --precision "$PRECISION")"
+TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
+# what a build killed before its EXIT trap ran (SIGKILL, power cut) left: its temporary engine and
+# sidecar, its edgedeploy build folder; those of a build still running (its PID alive) stay
+for LEFT in "${TMP%.*}".* "$(dirname "$ENGINE")"/.build.*; do
+    [[ "$LEFT" =~ [.]build(ing)?[.]([0-9]+)([.]json)?$ ]] || continue
+    [ -d "/proc/${BASH_REMATCH[2]}" ] || kill -0 "${BASH_REMATCH[2]}" 2>/dev/null || rm -rf -- "$LEFT"
+done
 if [ "$FORCE" -eq 0 ] && [ ${#MAXBATCH[@]} -eq 0 ] && [ ${#WORKSPACE[@]} -eq 0 ] &&
         FOUND="$(helper engine --precision "$PRECISION" 2>/dev/null)"; then
     note "up to date: $FOUND matches this device (use --force to rebuild)"
@@ -64,7 +71,6 @@ if [ "$FORCE" -eq 0 ] && [ ${#MAXBATCH[@]} -eq 0 ] && [ ${#WORKSPACE[@]} -eq 0 ]
 fi
 
 mkdir -p "$(dirname "$ENGINE")"
-TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
 LOG="$DEVICE_DIR/build-$PRECISION.log"
 cleanup() { rm -f "$TMP" "$TMP.json"; [ -z "$OUT_DIR" ] || rm -rf "$OUT_DIR"; }
 trap cleanup EXIT
@@ -118,6 +124,10 @@ if ! helper write-sidecar --precision "$PRECISION" --engine "$TMP" --tool "$USED
         "${FLAGS[@]}"; then
     die "could not write the engine's sidecar (above); the previous engine, if any, is unchanged"
 fi
-mv -f "$TMP.json" "$ENGINE.json"
+# The old sidecar goes first, the new one comes last: a kill at any point leaves the old pair, an
+# engine without a sidecar (no engine to the up-to-date check and the scripts: rebuilt) or the new
+# pair, never an engine beside another build's sidecar (which edgedeploy compare and profile read)
+rm -f "$ENGINE.json"
 mv -f "$TMP" "$ENGINE"
+mv -f "$TMP.json" "$ENGINE.json"
 note "engine: $ENGINE"

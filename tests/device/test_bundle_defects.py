@@ -571,3 +571,65 @@ def test_ctrl_c_in_edgedeploy_ends_build_engine_sh_with_130(
     assert not [call for call in device.calls("trtexec") if "--saveEngine" in call]
     assert sorted(p.name for p in (bundle / "device" / "engines").iterdir()) == []
     assert list(scratch.iterdir()) == []
+
+
+def killing_file_tools(folder: Path) -> Path:
+    """A folder with an ``mv`` and an ``rm`` that run the real ones, then SIGKILL the script that ran
+    them (their parent) after the KILL_AFTER-th call, counted in the file COUNT, that names a file of
+    an engines folder: a kill (power cut, OOM killer) at that point of build_engine.sh, where no EXIT
+    trap runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = folder / "killing-tool"
+    tool.write_text(
+        "#!/bin/bash\n"
+        'command -p "$(basename "$0")" "$@" || exit\n'
+        'case "$*" in */engines/*) ;; *) exit 0 ;; esac\n'
+        'n=$(( $(cat "$COUNT" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$COUNT"\n'
+        '[ "$n" -ne "$KILL_AFTER" ] || kill -KILL "$PPID"\n'
+    )
+    tool.chmod(0o755)
+    for name in ("mv", "rm"):
+        (folder / name).symlink_to(tool)
+    return folder
+
+
+def engine_files(bundle: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() if p.is_file() else b"" for p in (bundle / "device" / "engines").iterdir()}
+
+
+def assert_a_matching_pair_or_none(files: dict[str, bytes]) -> None:
+    """The engine and its sidecar are one build's (the sidecar's engine_sha256 is the engine's), or the
+    engine has no sidecar (which no script takes for a usable engine)."""
+    import hashlib
+
+    engine, sidecar = files.get("dense.fp16.engine"), files.get("dense.fp16.engine.json")
+    if engine is not None and sidecar is not None:
+        assert json.loads(sidecar)["engine_sha256"] == hashlib.sha256(engine).hexdigest()
+    else:
+        assert sidecar is None
+
+
+@pytest.mark.parametrize("tool", ["trtexec", "edgedeploy"])
+@pytest.mark.parametrize("after", [1, 2, 3, 4])
+def test_a_kill_while_build_engine_sh_replaces_the_engine_never_leaves_a_mismatched_pair(
+    after: int, tool: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """build_engine.sh moved the new sidecar, then the new engine into place: a kill between the two
+    left the new sidecar beside the old engine (which edgedeploy compare and profile would read), and
+    a kill before its EXIT trap left the build's temporary files for good. Killed after any of its
+    file operations in the engines folder, it leaves a matching pair or an engine without a sidecar;
+    the next run rebuilds where needed and removes what the killed build left."""
+    more = {"FAKE_EDGEDEPLOY_TRT": "1"} if tool == "edgedeploy" else {}
+    assert device.run(script(bundle, "build_engine.sh"), "--tool", tool, **more).returncode == 0
+    tools = killing_file_tools(tmp_path / "bin")
+    env = {"PATH": f"{tools}{os.pathsep}{device.env['PATH']}", "COUNT": str(tmp_path / "count")}
+    args = ["--tool", tool, "--max-batch", "32"]
+    res = device.run(script(bundle, "build_engine.sh"), *args, KILL_AFTER=str(after), **env, **more)
+    assert res.returncode in (0, -9), res.stdout + res.stderr
+    assert res.returncode == -9 or after > 2  # killed at least at each of the first two points
+    assert_a_matching_pair_or_none(engine_files(bundle))
+    res = device.run(script(bundle, "build_engine.sh"), "--tool", tool, **more)
+    assert res.returncode == 0, res.stdout + res.stderr
+    files = engine_files(bundle)
+    assert sorted(files) == ["dense.fp16.engine", "dense.fp16.engine.json"]  # no temporary file left
+    assert_a_matching_pair_or_none(files)
