@@ -8,7 +8,10 @@ import sys as _sys
 from collections.abc import Callable as _Callable
 
 # What every Ctrl-C of the command says (edgedeploy.cli), from the first moment (below).
-INTERRUPTED = "interrupted (Ctrl-C); no file was half-written, and a rerun resumes from the finished stages"
+INTERRUPTED = (
+    "interrupted (Ctrl-C); no file was half-written; "
+    "rerun the command (run and matrix reuse the stages that finished)"
+)
 
 
 def _started_as_the_command() -> bool:

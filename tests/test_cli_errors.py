@@ -482,3 +482,14 @@ def test_a_bad_calibration_option_is_the_only_line_of_an_int8_build(digits: Digi
         result = run_cli("build", digits.onnx_path, "--precision", "int8", *option, "-o", tmp_path / "o")
         assert_clean_input_error(result, said)
         assert files_under(tmp_path / "o") == set()
+
+
+def test_the_stop_lines_promise_reuse_only_of_the_commands_that_have_stages() -> None:
+    """Ctrl-C or SIGTERM of export, build or calibrate said "a rerun resumes from the finished
+    stages": those commands have no stages to resume; only run and matrix reuse finished ones."""
+    from edgedeploy import INTERRUPTED
+    from edgedeploy.cli import TERMINATED
+
+    for line in (INTERRUPTED, TERMINATED):
+        assert "resumes from the finished stages" not in line, line
+        assert "rerun the command (run and matrix reuse the stages that finished)" in line, line

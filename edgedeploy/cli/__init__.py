@@ -133,7 +133,10 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-TERMINATED = "terminated (SIGTERM); temporary files removed, and a rerun resumes from the finished stages"
+TERMINATED = (
+    "terminated (SIGTERM); temporary files removed; "
+    "rerun the command (run and matrix reuse the stages that finished)"
+)
 
 
 def _stopped() -> tuple[str, int]:
