@@ -1732,6 +1732,10 @@ def compare_with_module(
             if len(expected) == len(io_names.outputs):
                 batches.append((label, other, expected))
     traced_at = f"; the TorchScript trace warned at {', '.join(_cited(traced))}" if traced else ""
+    # On a constant example (--input's zeros) the values a TopK or sort ranks all tie, and torch and
+    # ONNX Runtime order ties each its own way (ONNX: lower index first): its integer outputs are
+    # judged on the other sets, whose values do not tie, where there are any
+    ties = len(batches) > 1 and _constant(_flatten(args))
     for label, inputs, expected in batches:
         feed = {n: a.detach().cpu().numpy() for n, a in zip(io_names.inputs, _flatten(inputs), strict=True)}
         try:
@@ -1739,7 +1743,7 @@ def compare_with_module(
         except Exception as exc:
             return f"the exported model fails in ONNX Runtime on {label}: {first_line(exc)[:200]}{traced_at}"
         for name, want, have in zip(io_names.outputs, expected, got, strict=True):
-            if want is None:
+            if want is None or (ties and inputs is args and want.dtype.kind in "iu"):
                 continue
             if differs := output_difference(want, np.asarray(have), "torch gives"):
                 if random := _nondeterministic(model, inputs, expected, io_names.outputs, label):
@@ -1749,6 +1753,14 @@ def compare_with_module(
                     f"{differs} on {label}{traced_at}"
                 )
     return None
+
+
+def _constant(leaves: list[Any]) -> bool:
+    """Whether every one of ``leaves`` (tensors) holds one value throughout, as ``--input``'s zeros do."""
+    torch = _import_torch()
+    return all(
+        isinstance(a, torch.Tensor) and a.numel() > 0 and bool((a == a.reshape(-1)[0]).all()) for a in leaves
+    )
 
 
 def _nondeterministic(
