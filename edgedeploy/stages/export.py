@@ -641,6 +641,8 @@ def _torch_export(
     if not isinstance(model, torch.jit.ScriptModule):
         try:
             return _dynamo_export(model, args, dest, input_names, output_names, options, batched, extra), []
+        except _GuardedDim:  # the TorchScript exporter would freeze the same branch, unguarded
+            raise
         except ImportError:
             dynamo_error = "onnxscript is not installed"
         except _OpsetNotConverted as exc:
@@ -687,7 +689,10 @@ def _torch_export(
         # h0[layers, B, H] came out as h0[batch, 2, 16], and the model ran at its example's batch
         # only. As on the dynamo path, what does not run at another batch is exported fixed (and
         # export warns).
-        if _any_batch(batched) and not _runs_at_another_batch(dest, args, input_names, batched):
+        if _any_batch(batched) and (
+            not _runs_at_another_batch(dest, args, input_names, batched)
+            or _wrong_at_another_batch(model, dest, args, input_names, batched)
+        ):  # a trace keeps what forward did at the example's batch (if x.shape[0] > 1:) as well
             traced = torchscript(axes_of(False))  # --dynamic's axes stay dynamic
     except Exception as exc:
         why = f"{type(exc).__name__}: {first_line(exc)}"
@@ -744,26 +749,64 @@ def _dynamo_export(
         return {p.name: s for p, s in zip(parameters, per_input, strict=False)}
 
     dynamic_shapes = shapes_of(True)
+    programs: list[Any] = []  # what each dynamo() returned: its ExportedProgram holds the guards
 
-    def checked() -> str:
+    def checked(example: tuple[Any, ...]) -> str:
         if any(extra) and not _runs_with(dest, _resized(args, extra, LENGTH_RULES[0])[0], input_names):
             raise ValueError("its model does not run at other sizes of the --dynamic dims")
+        lowest = guarded(example, batch=False)
+        for item in options.dynamic_axes:
+            if item.dim in lowest:
+                raise _GuardedDim(
+                    f"--dynamic {item}: the exported graph holds for {item.dim} >= {lowest[item.dim]} "
+                    f"only: forward computes otherwise below that (a branch on the size, such as "
+                    f"`if x.shape[{item.axis}] > {lowest[item.dim] - 1}:`), which the graph left out; export "
+                    f"at the example's size (without --dynamic {item}) or make forward take every size alike"
+                )
         return dynamo_done()
+
+    def guarded(example: tuple[Any, ...], batch: bool) -> dict[str, int]:
+        """The dims (the batch, --dynamic's) the last export's graph is wrong for below some size,
+        as the model run there shows: dim -> the lowest size it holds for. It is run just below
+        the start of the dim's range in the export (:func:`_range_starts`), or at 1 where that
+        range starts at 1: torch.export takes every dynamic dim for 2 or more without a guard
+        (its 0/1 specialization), so a branch on ``x.shape[0] > 1`` left batch 1 out unsaid."""
+        axes = [
+            ({b: "batch"} if b is not None else {}) if batch else more
+            for b, more in zip(batched, extra, strict=True)
+        ]
+        starts = _range_starts(programs[-1] if programs else None, _flatten(example), axes)
+        below = {dim: max(start - 1, 1) for dim, start in starts.items()}
+        wrong = {
+            dim: size + 1
+            for dim, size in below.items()
+            if _wrong_below(model, dest, example, input_names, axes, dim, size)
+        }
+        if (
+            batch
+            and "batch" not in starts
+            and _wrong_at_another_batch(model, dest, example, input_names, batched)
+        ):
+            wrong["batch"] = 0  # a batch the graph fixes inside, though declared dynamic: one more row tells
+        return wrong
 
     def dynamo(example: tuple[Any, ...], shapes: Any = dynamic_shapes) -> None:
         with warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                _exporter_args(example),
-                os.fspath(dest),
-                dynamo=True,
-                opset_version=options.opset,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_shapes=shapes,
-                external_data=False,
-                verbose=False,
+            programs[:] = []
+            programs.append(
+                torch.onnx.export(
+                    model,
+                    _exporter_args(example),
+                    os.fspath(dest),
+                    dynamo=True,
+                    opset_version=options.opset,
+                    input_names=input_names,
+                    output_names=output_names,
+                    dynamic_shapes=shapes,
+                    external_data=False,
+                    verbose=False,
+                )
             )
 
     doubled = _batch_of_two(args, batched)
@@ -771,18 +814,24 @@ def _dynamo_export(
         try:
             dynamo(doubled)
             batch_axes = {n: b for n, b in zip(input_names, batched, strict=True) if b is not None}
-            if not _fixed_batch(dest, batch_axes) and _runs_at_another_batch(
-                dest, doubled, input_names, batched
+            if (
+                not _fixed_batch(dest, batch_axes)
+                and _runs_at_another_batch(dest, doubled, input_names, batched)
+                and "batch"
+                not in guarded(doubled, batch=True)  # a graph of 2 rows and more: not the example's
             ):
-                return checked()
-        except _OpsetNotConverted:
+                return checked(doubled)
+        except (_OpsetNotConverted, _GuardedDim):
             raise
         except Exception:  # forward may take batch 1 only: exported as given below
             pass
     dynamo(args)
-    if _any_batch(batched) and not _runs_at_another_batch(dest, args, input_names, batched):
-        dynamo(args, shapes_of(False))  # a dim 0 the graph fixes inside: exported fixed, which export says
-    return checked()
+    if _any_batch(batched) and (
+        not _runs_at_another_batch(dest, args, input_names, batched) or "batch" in guarded(args, batch=True)
+    ):  # a dim 0 the graph fixes inside, or holds from more rows than forward takes: exported fixed,
+        # which export says
+        dynamo(args, shapes_of(False))
+    return checked(args)
 
 
 def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -810,6 +859,90 @@ def _traced_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 class _OpsetNotConverted(Exception):
     """The dynamo exporter wrote another opset than the one asked (see ``dynamo_done``)."""
+
+
+class _GuardedDim(InputError):
+    """A --dynamic dim the dynamo exporter's graph holds for from some size up only, while forward
+    computes otherwise below it (see :func:`_range_starts`): refused, not handed to the TorchScript
+    exporter, whose trace would freeze the same branch without a guard."""
+
+
+def _range_starts(program: Any, leaves: list[Any], axes: list[dict[int, str]]) -> dict[str, int]:
+    """The dims of ``axes`` (per leaf of the example: axis -> dim name) that the ExportedProgram of
+    the dynamo exporter's ``program`` keeps dynamic, with the start of their range there (1 where it
+    gives none): torch.export guards the graph it captures where forward branches on a size (``if
+    x.shape[1] > 5:`` at an example of 10 gives seq >= 6), and torch.onnx.export's fallback
+    strategies keep such a graph where torch.export alone refuses it, its range in
+    ``range_constraints``. {} where the program cannot tell (no ExportedProgram, inputs that do not
+    line up with ``leaves``)."""
+    ep: Any = getattr(program, "exported_program", None)
+    if ep is None:
+        return {}
+    try:
+        user = set(ep.graph_signature.user_inputs)
+        nodes = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user]
+        ranges = ep.range_constraints
+    except Exception:
+        return {}
+    if len(nodes) != len(leaves):
+        return {}
+    starts: dict[str, int] = {}
+    for node, named in zip(nodes, axes, strict=True):
+        shape = getattr(node.meta.get("val"), "shape", None)
+        for axis, dim in named.items():
+            if shape is None or axis >= len(shape):
+                continue
+            expr = getattr(getattr(shape[axis], "node", None), "expr", None)
+            if expr is None or getattr(expr, "is_number", True):  # a size the export fixed
+                continue
+            try:
+                start = int(ranges[expr].lower)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                start = 1
+            starts[dim] = max(starts.get(dim, 1), start)
+    return starts
+
+
+def _wrong_at_another_batch(
+    model: Any, path: Path, args: tuple[Any, ...], names: list[str], batched: list[int | None]
+) -> bool:
+    """Whether the exported model at ``path`` computes otherwise than ``model`` at one more row
+    than the example ``args`` on the batch axes ``batched`` (:func:`_wrong_below`)."""
+    rows = next(
+        (int(a.shape[b]) for a, b in zip(_flatten(args), batched, strict=True) if b is not None), None
+    )
+    if rows is None:
+        return False
+    axes = [{} if b is None else {b: "batch"} for b in batched]
+    return _wrong_below(model, path, args, names, axes, "batch", rows + 1)
+
+
+def _wrong_below(
+    model: Any,
+    path: Path,
+    args: tuple[Any, ...],
+    names: list[str],
+    axes: list[dict[int, str]],
+    dim: str,
+    size: int,
+) -> bool:
+    """Whether the exported model at ``path`` fails or computes otherwise than ``model`` with the
+    axes of ``axes`` named ``dim`` at ``size`` (new seeded values, :func:`_resized`); False where
+    forward refuses that size itself (then the graph's range is forward's)."""
+    probe, _ = _resized(
+        args, [{a: d for a, d in named.items() if d == dim} for named in axes], lambda _n: size
+    )
+    try:
+        expected = [value for _, value in _forward_leaves(model, probe)]
+    except InputError:
+        return False
+    got = _runs_with(path, probe, names)
+    if got is None:
+        return True
+    return len(got) != len(expected) or any(
+        want is not None and output_difference(want, have, "torch gives") is not None
+        for want, have in zip(expected, got.values(), strict=False)
+    )
 
 
 BATCH_GUESSES = 8  # the most choices of batch axes forward is run on (:func:`_batched`)
