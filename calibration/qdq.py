@@ -387,6 +387,29 @@ class _Planner:
             and weight_value.dtype.kind == "f"
             and _quantized_input(node, 1, weight_value)
         )
+        if (
+            weight_value is None
+            and node.input[1] in self.derived
+            and self.is_float_activation(node.input[0])
+            and not self.dequantized(node.input[1])
+        ):
+            # a weight the graph computes from constants (torch.onnx wrote nn.Linear(bias=False) as
+            # MatMul(x, Transpose(W)): onnx's backend test pytorch-converted/test_Linear_no_bias) is
+            # constant, but only a stored one is quantized; it was refused as "no ... MatMul with
+            # constant float32 weights", or left in float without a word beside other layers
+            made = self.producer.get(node.input[1])
+            maker = self.model.graph.node[made] if made is not None else None
+            by = (
+                f" by {maker.op_type} '{_node_label(maker, made)}'"
+                if maker is not None and made is not None
+                else ""
+            )
+            self.plan.left_in_float[_node_label(node, i)] = (
+                f"its weight '{node.input[1]}' is computed in the graph from constants{by}, not stored; "
+                "only a stored weight is quantized: fold it into one first (edgedeploy export of the model "
+                "folds constants)"
+            )
+            return
         if node.op_type in ("Conv", "ConvTranspose") and not has_weight:
             return  # a dynamic convolution weight: leave the node alone
         activations = [0] if has_weight else [0, 1]
@@ -435,6 +458,20 @@ class _Planner:
                 relu_done.add(k)
                 return
         self.mark(out, None, all_consumers=True, saturates=self.saturating_consumer(out))
+
+    def dequantized(self, name: str) -> bool:
+        """Whether a DequantizeLinear computes ``name`` or what it is computed from: an int8
+        weight (a weight-only quantized layer), which folding into a float one would undo."""
+        nodes, seen, todo = self.model.graph.node, set(), [name]
+        while todo:
+            made = self.producer.get(todo.pop())
+            if made is None or made in seen:
+                continue
+            seen.add(made)
+            if nodes[made].op_type == "DequantizeLinear":
+                return True
+            todo.extend(i for i in nodes[made].input if i)
+        return False
 
     def saturating_consumer(self, name: str) -> str:
         """The activation that all of ``name``'s consumers apply to it, when its output stops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,70 @@ def test_a_matmul_whose_constant_is_its_first_input_is_named_as_left_in_float(tm
         w.startswith("MatMul 'left' is left in float: its constant is its first input")
         for w in result.warnings
     )
+
+
+def _computed_weight(path: Path, with_weighted: bool) -> Path:
+    """MatMul(x[N, 10], Transpose(w[8, 10])), as torch.onnx wrote nn.Linear(bias=False) (onnx's
+    backend test pytorch-converted/test_Linear_no_bias): the weight is computed from a constant in
+    the graph, not stored as one; ``with_weighted``: then a Gemm with a stored weight, which is quantized."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0], name="t"),
+        helper.make_node("MatMul", ["x", "wt"], ["y"], name="fc"),
+    ]
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 10)).astype(np.float32), "w")]
+    out = ["N", 8]
+    if with_weighted:
+        nodes.append(helper.make_node("Gemm", ["y", "w2"], ["z"], name="head", transB=1))
+        inits.append(numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "w2"))
+        out = ["N", 3]
+    graph = helper.make_graph(
+        nodes, "computed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, out)], inits,
+    )  # fmt: skip
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_matmul_whose_weight_is_computed_from_a_constant_is_named_as_left_in_float(tmp_path: Path) -> None:
+    """A MatMul whose weight a Transpose computes from an initializer was refused as having "no ...
+    MatMul with constant float32 weights" (false: the weight is constant), and beside a quantized
+    layer it was left in float without a word. The refusal and a warning now name the node, the
+    weight and the op computing it, with what folds it (edgedeploy export)."""
+    alone = _computed_weight(tmp_path / "alone.onnx", with_weighted=False)
+    inputs, _ = model_io(alone)
+    for placement in ("tensorrt", "onnxruntime"):
+        source = open_source("random:1", inputs, samples=8, batch_size=4)
+        with pytest.raises(NothingToQuantize) as refused:
+            calibrate(
+                alone, source, CalibrationOptions(algorithm="max", placement=placement), tmp_path / "alone"
+            )
+        text = str(refused.value)
+        assert text.startswith(
+            "alone.onnx: nothing to quantize: MatMul 'fc' is left in float, its weight 'wt' "
+        ), text
+        assert "Transpose 't'" in text and "edgedeploy export" in text and "\n" not in text
+        assert not (tmp_path / "alone").exists() or not any((tmp_path / "alone").iterdir())
+    both = _computed_weight(tmp_path / "both.onnx", with_weighted=True)
+    source = open_source("random:1", model_io(both)[0], samples=8, batch_size=4)
+    result = calibrate(both, source, CalibrationOptions(algorithm="max"), tmp_path / "both")
+    assert result.report_data is not None and result.report_data.quantized_nodes == ["head"]
+    assert any(w.startswith("MatMul 'fc' is left in float: its weight 'wt' ") for w in result.warnings)
+    # an int8 weight (DequantizeLinear of an int8 initializer) is not one to fold into float
+    model = onnx.load(both)
+    wq = numpy_helper.from_array(_int8_weight(model.graph.initializer[0].dims), "w")
+    scale = numpy_helper.from_array(np.array(0.05, np.float32), "s")
+    del model.graph.initializer[0]
+    model.graph.initializer.extend([wq, scale])
+    model.graph.node[0].CopyFrom(helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], name="dq"))
+    model.graph.node.insert(1, helper.make_node("Transpose", ["wf"], ["wt"], perm=[1, 0], name="t"))
+    weight_only = _save(model, tmp_path / "weight_only.onnx")
+    result = calibrate(weight_only, source, CalibrationOptions(algorithm="max"), tmp_path / "wo")
+    assert result.report_data is not None and result.report_data.quantized_nodes == ["head"]
+    assert not any("'fc'" in w for w in result.warnings), result.warnings
+
+
+def _int8_weight(dims: Sequence[int]) -> np.ndarray:
+    return np.random.default_rng(6).integers(-127, 128, size=tuple(dims)).astype(np.int8)
 
 
 def test_the_trt_cache_has_activations_only_and_no_zero_scale(tmp_path: Path) -> None:
