@@ -425,6 +425,21 @@ class _Planner:
                     else "not float32"
                 )
                 self.plan.left_in_float[_node_label(node, i)] = f"its input '{node.input[0]}' is {what}"
+            elif not has_weight and node.op_type in ("Gemm", "MatMul"):
+                # two activations of another type (float64, float16): was silent, and alone refused
+                # as "no ... MatMul with constant float32 weights"
+                other = {
+                    name: self.types[name]
+                    for name in node.input[:2]
+                    if name not in self.constants
+                    and name not in self.derived
+                    and self.types.get(name, TensorProto.FLOAT) != TensorProto.FLOAT
+                }
+                if other:
+                    kinds = sorted({helper.tensor_dtype_to_np_dtype(t).name for t in other.values()})
+                    names = ", ".join(f"'{name}'" for name in other)
+                    these = f"its inputs {names} are" if len(other) > 1 else f"its input {names} is"
+                    self.plan.left_in_float[_node_label(node, i)] = f"{these} {'/'.join(kinds)}, not float32"
             return
         if has_weight:
             self.weight(i, 1)

@@ -251,6 +251,29 @@ def _int8_weight(dims: Sequence[int]) -> np.ndarray:
     return np.random.default_rng(6).integers(-127, 128, size=tuple(dims)).astype(np.int8)
 
 
+def test_a_matmul_of_two_float64_activations_is_named_as_left_in_float(tmp_path: Path) -> None:
+    """A MatMul of two activations is quantized (both inputs get Q/DQ) when they are float32; of two
+    float64 ones (onnx's backend test node/test_flexattention_double_expanded_ver26) it stays float,
+    and the refusal said "no ... MatMul with constant float32 weights" instead of why. It now names
+    the node and the inputs' type, as for a weighted node whose activation is not float32."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")], "double",
+        [helper.make_tensor_value_info("a", TensorProto.DOUBLE, ["N", 4, 3]),
+         helper.make_tensor_value_info("b", TensorProto.DOUBLE, ["N", 3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 4, 2])],
+    )  # fmt: skip
+    path = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "d.onnx")
+    for placement in ("tensorrt", "onnxruntime"):
+        source = open_source("random:1", model_io(path)[0], samples=8, batch_size=4)
+        with pytest.raises(NothingToQuantize) as refused:
+            calibrate(path, source, CalibrationOptions(algorithm="max", placement=placement), tmp_path / "o")
+        assert str(refused.value) == (
+            "d.onnx: nothing to quantize: MatMul 'mm' is left in float, "
+            "its inputs 'a', 'b' are float64, not float32"
+        )
+        assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 def test_the_trt_cache_has_activations_only_and_no_zero_scale(tmp_path: Path) -> None:
     model = _gemm_with_copied_bias(tmp_path / "gemm.onnx")
     inputs, _ = model_io(model)
