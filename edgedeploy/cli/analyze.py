@@ -58,7 +58,7 @@ def analyze_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.options import Fp16Options
-        from edgedeploy.stages.build import MIXED, model_words, precision_of_model, refused_other_precision
+        from edgedeploy.stages.build import MIXED, MIXED_WORDS, precision_of_model, refused_other_precision
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
         from edgedeploy.stages.precision.analysis import report_json
         from edgedeploy.stages.precision.fp16 import mark_not_float32, plan_fp32_nodes, runtime_for
@@ -154,24 +154,26 @@ def analyze_command(
         ui.warn("analysed on synthetic random data: real inputs may reach other ranges; pass --data")
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
-    existing = precision_of_model(model)
+    existing = precision_of_model(model)  # read once: the words below are taken from it too
+    where = {"target": tgt.name, "runtime": runtime}  # whose build every branch's JSON speaks of
     if existing == "int8":  # nothing kept by rule: the fp16 build refuses it
         refused = refused_other_precision(model, "int8")
         out.print(f"build --precision fp16 refuses it: {refused}", markup=False, highlight=False)
-        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": []}
+        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": [], **where}
         write_json(json_path, {**json_data, "fp16_build_refused": refused})
         return
     if existing in ("fp16", MIXED):  # nothing converted: the fp16 build takes it as it is
         refused = refused_other_precision(model, existing)
         out.print(
             f"build --precision fp16 takes it as it is ({model.name} is already "
-            f"{model_words(model, 'fp16')}: nothing is converted or kept in fp32); "
+            f"{MIXED_WORDS if existing == MIXED else 'an fp16 model'}: nothing is converted or kept in "
+            "fp32); "
             f"build --precision int8 refuses it: {refused}",
             markup=False,
             highlight=False,
             soft_wrap=True,  # one line, however wide
         )
-        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": []}
+        json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": [], **where}
         write_json(json_path, {**json_data, "fp16_build_as_is": True, "int8_build_refused": refused})
         return
     # build keeps the rule's islands outright, and the flagged rest only where emulated fp16
@@ -198,7 +200,7 @@ def analyze_command(
         )
     )
     json_data = {**report_json(report), "fp32_islands": islands, "fp32_by_rule": kept}
-    write_json(json_path, {**json_data, "target": tgt.name, "runtime": runtime})
+    write_json(json_path, {**json_data, **where})
 
 
 def _more(count: int, what: str, json_path: Path | None) -> None:

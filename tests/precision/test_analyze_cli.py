@@ -298,3 +298,26 @@ def test_analyze_of_an_fp16_model_says_the_build_takes_it_as_it_is(tmp_path: Pat
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["fp32_by_rule"] == [] and written["fp16_build_as_is"] is True
     assert written["int8_build_refused"] == refusal
+
+
+def test_analyze_json_names_target_and_runtime_for_an_int8_or_fp16_model_too(tmp_path: Path) -> None:
+    """The JSON of an fp32 model names the target and runtime its count is for; that of an int8
+    model (the fp16 build refuses it) and of an fp16 one (taken as it is) left both out."""
+    int8 = conv_integer_model(tmp_path / "dyn.onnx")
+    int8_data = tmp_path / "x.npz"
+    np.savez(int8_data, x=np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32))
+    path, data = _blocked_ops_model(tmp_path)
+    built = run_cli("build", path, "--precision", "fp16", "--calib-data", data, "-o", tmp_path / "out")
+    assert built.code == 0, built.stderr
+    cases = {
+        "fp32": (path, data),
+        "int8": (int8, int8_data),
+        "fp16": (tmp_path / "out" / "topk.fp16.onnx", data),
+    }
+    for case, (model, case_data) in cases.items():
+        json_path = tmp_path / f"{case}.json"
+        args = ("--target", "jetson-orin-nano", "--json", json_path)
+        analysed = run_cli("analyze", model, "--data", case_data, *args)
+        assert analysed.code == 0, (case, analysed.stderr)
+        written = json.loads(json_path.read_text())
+        assert (written.get("target"), written.get("runtime")) == ("jetson-orin-nano", "tensorrt"), case
