@@ -139,6 +139,27 @@ def test_pytorch_only_options_on_an_onnx_file_are_said_to_be_ignored(digits: Dig
     assert plain.code == 0 and "PyTorch export only" not in plain.stderr
 
 
+def test_dynamic_batch_given_for_an_onnx_file_is_said_to_leave_its_batch(tmp_path: Path) -> None:
+    """`export X.onnx --dynamic-batch` of a file whose batch is fixed exited 0 without a word and
+    left the batch fixed (--dynamic-batch is the default, which the check of PyTorch-only options
+    took for not given); typed, it is now said to be for PyTorch only, as --static is."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 576])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 576])],
+    )
+    src = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), src)
+    result = run_cli("export", src, "--dynamic-batch", "-o", tmp_path / "m.onnx")
+    assert result.code == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "--dynamic-batch" in line]
+    assert len(said) == 1 and "for PyTorch export only" in said[0] and "batch" in said[0], result.stderr
+    assert "x[1,576]" in result.stdout.replace(" ", "")  # as the file has it, and as the line says
+
+
 AB_MODULE = """
 import torch
 

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from edgedeploy.cli.common import JsonOutput, csv, make_ui, out, write_json
+from edgedeploy.cli.common import JsonOutput, csv, make_ui, out, typed, write_json
 from edgedeploy.interrupts import deferred
 
 
 def export_command(
+    ctx: typer.Context,
     model: Annotated[
         str, typer.Argument(help="module:callable, path/file.py:callable[:inputs_callable], or model.onnx")
     ],
@@ -83,8 +84,12 @@ def export_command(
         output_names=csv(output_names) or None,
         verify=verify,
     )
-    if is_onnx_path(model) and (ignored := pytorch_only(options)):  # an ONNX file is checked as it is
-        flags = {"dynamic_batch": "--static", "dynamic_axes": "--dynamic", "input_names": "--input-names"}
+    ignored = pytorch_only(options) if is_onnx_path(model) else []  # an ONNX file is checked as it is
+    if is_onnx_path(model) and dynamic_batch and typed(ctx, "dynamic_batch"):  # the default, typed: a
+        ignored.insert(0, "dynamic_batch")  # fixed batch in the file stays fixed, unsaid before
+    if ignored:
+        flags = {"dynamic_batch": "--dynamic-batch" if dynamic_batch else "--static"}
+        flags |= {"dynamic_axes": "--dynamic", "input_names": "--input-names"}
         flags |= {"output_names": "--output-names", "opset": "--opset", "verify": "--no-verify"}
         ui.warn(f"{', '.join(flags[name] for name in ignored)}: {ONNX_KEEPS}")
     with ui.progress("export") as advance:
