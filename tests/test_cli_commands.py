@@ -102,3 +102,39 @@ def test_build_int8_sets_the_percentile_as_calibrate_does(tmp_path: Path) -> Non
         assert not (tmp_path / "o2").exists()
     moot = run_cli("build", model, "--precision", "fp16", "--calib-percentile", "99", "-o", tmp_path / "o3")
     assert_clean_input_error(moot, "--calib-percentile")
+
+
+def test_a_build_of_an_int8_model_as_it_is_names_the_files_it_brings_from_beside_it(tmp_path: Path) -> None:
+    """build --precision int8 of a Q/DQ model an earlier build wrote (out/m.int8.onnx) also wrote
+    m.calib.json (and m.calib.cache for a GPU target) into -o, copied from beside the model, which
+    no line said: the output listed the artifact and the backend's output only. The line that says
+    the model is built as it is now names the files that came with it; none where none lies beside."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32))
+    first = run_cli("build", tmp_path / "m.onnx", "--precision", "int8", "--calib-data", tmp_path / "d.npz",
+                    "-o", tmp_path / "out")  # fmt: skip
+    assert first.code == 0, first.stderr
+    again = run_cli(
+        "build", tmp_path / "out" / "m.int8.onnx", "--precision", "int8", "-o", tmp_path / "again"
+    )
+    assert again.code == 0, again.stderr
+    brought = sorted(p.name for p in (tmp_path / "again").iterdir() if not p.name.startswith("m.int8."))
+    assert brought == ["m.calib.json"], brought
+    said = [line for line in again.stderr.splitlines() if "built as it is" in line]
+    assert said == [
+        "m.int8.onnx is already an int8 model: built as it is, with m.calib.json from beside it"
+    ], again.stderr
+    (tmp_path / "lone").mkdir()
+    (tmp_path / "lone" / "m.int8.onnx").write_bytes((tmp_path / "out" / "m.int8.onnx").read_bytes())
+    lone = run_cli("build", tmp_path / "lone" / "m.int8.onnx", "--precision", "int8", "-o", tmp_path / "l")
+    assert lone.code == 0, lone.stderr
+    assert "m.int8.onnx is already an int8 model: built as it is\n" in lone.stderr
+    assert sorted(p.name for p in (tmp_path / "l").iterdir() if not p.name.startswith("m.int8.")) == []

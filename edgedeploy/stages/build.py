@@ -129,6 +129,8 @@ def _use_as_is(
 
     Its companions beside it come along: precision plan, TensorRT calibration cache, and what a
     report draws (fp16 ranges, calibration report, budget search; a matrix's bundles lacked them).
+    The line that says it is built as it is names them: they are written into the output folder
+    beside the artifact, which the command's output lines do not list.
     """
 
     base = onnx_stem(model.name).removesuffix(f".{precision}")
@@ -137,6 +139,7 @@ def _use_as_is(
     companions = [model.with_name(name) for name in names]
     files = copy_model(model, dest)  # with its external data
     verify(dest, source=model, companions=files[1:], what=model.name)
+    brought = []
     for src in companions:
         target = dest.with_name(src.name)
         if src.is_file() and src.resolve() != target.resolve():
@@ -144,7 +147,9 @@ def _use_as_is(
                 shutil.copyfile(src, tmp)
         if src.is_file():
             files.append(target)
-    ui.info(f"{model.name} is already {model_words(model, precision)}: built as it is")
+            brought.append(src.name)
+    with_them = f", with {', '.join(brought)} from beside it" if brought else ""
+    ui.info(f"{model.name} is already {model_words(model, precision)}: built as it is{with_them}")
     if data_option:
         content = int8_content(model) if precision == "int8" else None
         said = f"{data_option}: not used: {model.name} is already {model_words(model, precision)}"
