@@ -23,6 +23,7 @@ else:  # pragma: no cover
 
 DEFAULT_TARGET = "x86-64-cpu"
 HOST = "host"  # --target host: the CPU target that fits this machine (see host_target_name)
+X86_64_MACHINES = frozenset({"x86_64", "amd64"})  # platform.machine() of an x86-64 CPU
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "asimddp"})
 KNOWN_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8", "fp4")
 # Precisions the pipeline can produce today (the others are known to targets only).
@@ -146,13 +147,15 @@ def has_vnni(flags: set[str] | None = None) -> bool:
     return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
 
 
-def host_target_name(flags: set[str] | None = None, machine: str | None = None) -> str:
+def host_target_name(flags: set[str] | None = None, machine: str | None = None) -> str | None:
     """The CPU target for this machine: x86-64-vnni where an x86-64 CPU has VNNI, else x86-64-cpu
-    (which runs everywhere: its 7-bit INT8 weights are safe on any CPU)."""
+    (its 7-bit INT8 weights are safe on any x86 CPU). None on another CPU (aarch64: a Jetson, a
+    Graviton): the CPU targets are x86-64, and naming one there would measure and report an ARM
+    CPU as x86 (an ARM dot-product CPU has no x86 target with its arithmetic)."""
     machine = (machine or platform.machine()).lower()
-    if machine in ("x86_64", "amd64") and has_vnni(flags):
-        return "x86-64-vnni"
-    return DEFAULT_TARGET
+    if machine not in X86_64_MACHINES:
+        return None
+    return "x86-64-vnni" if has_vnni(flags) else DEFAULT_TARGET
 
 
 def load_target(name: str, *, list_known: bool = False) -> Target:
@@ -162,7 +165,14 @@ def load_target(name: str, *, list_known: bool = False) -> Target:
     profiles = _profiles()
     name = name.strip().lower() if isinstance(name, str) else str(name)
     if name == HOST:
-        name = host_target_name()
+        host = host_target_name()
+        if host is None:
+            raise InputError(
+                f"--target host: no target fits this {platform.machine() or 'unknown'} CPU (the CPU targets"
+                f" are x86-64); name the target to build for ({DEFAULT_TARGET}'s 7-bit INT8 weights run"
+                " on any CPU, or a Jetson's name; see 'edgedeploy targets')"
+            )
+        name = host
     if name not in profiles:
         close = difflib.get_close_matches(name, profiles, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

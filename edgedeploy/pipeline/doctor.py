@@ -79,11 +79,12 @@ def diagnose() -> list[Check]:
         ", ".join(sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "asimddp", "fphp"}))
         or "unknown"
     )
+    host = host_target_name(flags) or f"refused (no CPU target for {platform.machine()})"
     checks.append(
         Check(
             "cpu int8 (VNNI/dot-product)",
             vnni,
-            f"{cpu_model()} ({platform.machine()}): {isa}; --target host is {host_target_name(flags)}",
+            f"{cpu_model()} ({platform.machine()}): {isa}; --target host is {host}",
             "without VNNI, CPU int8 artifacts use 7-bit weights (ONNX Runtime reduce-range)",
             optional=True,
         )
