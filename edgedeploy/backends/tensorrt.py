@@ -138,7 +138,8 @@ class TensorRTBackend:
 
         if not options.force:
             try:
-                existing = trt_sidecar.read_sidecar(engine)
+                # its own engine_sha256 check below rebuilds without a warning
+                existing = trt_sidecar.read_sidecar(engine, check_engine=False)
             except InputError:
                 existing = None
             if (
@@ -228,7 +229,7 @@ class TensorRTBackend:
             )
         self._require()
         built = trt_sidecar.read_sidecar(artifact)
-        if built is None:
+        if built is None and not trt_sidecar.sidecar_path(artifact).is_file():  # else: warned
             log.warning(
                 "%s has no sidecar: cannot check it was built for this TensorRT and GPU", artifact.name
             )

@@ -10,6 +10,7 @@ what differs and how to rebuild (docs/design.md, problem 1).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,9 +20,11 @@ from calibration.errors import CalibrationError
 from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.backends.trt_plan import TrtVersion
 from edgedeploy.errors import InputError
+from edgedeploy.fileio import sha256_file
 from edgedeploy.onnxio import is_onnx_path
 
 SIDECAR_FORMAT = "edgedeploy.engine/1"
+log = logging.getLogger(__name__)
 
 
 def sidecar_path(engine: Path) -> Path:
@@ -32,7 +35,12 @@ def layers_path(engine: Path) -> Path:
     return engine.with_name(engine.name.removesuffix(".engine") + ".layers.json")
 
 
-def read_sidecar(engine: Path) -> dict[str, Any] | None:
+def read_sidecar(engine: Path, *, check_engine: bool = True) -> dict[str, Any] | None:
+    """``engine``'s sidecar, None where it has none. With ``check_engine``, a sidecar whose
+    ``engine_sha256`` is not the engine's is another engine's (a device build killed between its
+    two moves, an engine copied over another): it is ignored with a warning, as the device's
+    up-to-date check ignores it (edgedeploy/device/bundle_helper.py rebuilds such an engine). A
+    sidecar without ``engine_sha256`` (written before it was recorded) is believed."""
     path = sidecar_path(engine)
     if not path.is_file():
         return None
@@ -42,7 +50,34 @@ def read_sidecar(engine: Path) -> dict[str, Any] | None:
         raise InputError(f"engine sidecar {path} is not JSON ({exc}); rebuild the engine") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise InputError(f"{path} is not an edgedeploy engine sidecar; rebuild the engine")
+    recorded = data.get("engine_sha256")
+    if check_engine and isinstance(recorded, str) and engine.is_file() and recorded != _engine_sha256(engine):
+        key = (os.path.realpath(engine), recorded)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning(
+                "%s is not %s's (its engine_sha256 is another engine's: a build killed before it "
+                "finished, or an engine copied over): ignored, so nothing checks the engine was built "
+                "for this TensorRT and GPU; rebuild the engine",
+                path.name,
+                engine.name,
+            )
+        return None
     return data
+
+
+# an engine's sha256 by its real path, size and mtime: compare and profile read the sidecar a few
+# times a run, and an engine can be hundreds of MB
+_SHA256: dict[tuple[str, int, int], str] = {}
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _engine_sha256(engine: Path) -> str:
+    st = engine.stat()
+    key = (os.path.realpath(engine), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_file(engine)
+    return _SHA256[key]
 
 
 # what "relative_to" says of an input record's path: from the sidecar's own folder. A record without

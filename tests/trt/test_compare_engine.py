@@ -35,3 +35,33 @@ def test_compare_at_the_default_batch_size_takes_the_largest_batch_the_engine_ta
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "takes batches of 1..4 (its shape profile): give --batch-size 4" in lines[0]
+
+
+@pytest.mark.trt_versions("10.13.0")
+def test_a_sidecar_of_another_engine_is_ignored_with_a_warning(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sidecar whose engine_sha256 is not the engine's (a device build killed between the two
+    moves, an engine copied over another) was believed: here one of an engine built for compute
+    capability 7.2 refused an engine this GPU runs. It is now ignored, with a warning, as the
+    device's up-to-date check ignores it (edgedeploy/device/build_engine.sh rebuilds)."""
+    import json
+
+    profiles = [ShapeProfile({"input": ((1, 1, 8, 8), (4, 1, 8, 8), (4, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    sidecar = engine.with_name(engine.name + ".json")
+    data = json.loads(sidecar.read_text())
+    data["compute_capability"] = "7.2"
+    sidecar.write_text(json.dumps(data))  # its own engine's sidecar, built elsewhere: still refused
+    code, _out, err = cli("compare", cnn_models.fp32, engine, "--samples", "4", "--batch-size", "4")
+    assert code == 2 and "was built for compute capability 7.2" in err, err
+    data["engine_sha256"] = "0" * 64  # another engine's
+    sidecar.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        code, _out, err = cli("compare", cnn_models.fp32, engine, "--samples", "4", "--batch-size", "4")
+    assert code == 0, err
+    said = [
+        r.getMessage() for r in caplog.records if f"{sidecar.name} is not {engine.name}'s" in r.getMessage()
+    ]
+    assert len(said) == 1 and "ignored" in said[0], caplog.text  # once a run
