@@ -585,8 +585,11 @@ def artifact(manifest: Dict[str, Any], precision: Optional[str]) -> Dict[str, An
 
 
 def device_engine_path(bundle: Path, art: Dict[str, Any]) -> Path:
+    """Where the device builds the engine of an artifact's model: its name without .onnx in any
+    case (M.ONNX -> M.engine), a copy of edgedeploy/onnxio.py's onnx_stem (the device cannot
+    import edgedeploy; tests/device/test_bundle_defects.py checks the two agree)."""
     name = Path(art["model"]).name
-    stem = name[: -len(".onnx")] if name.endswith(".onnx") else name
+    stem = name[: -len(".onnx")] if name.lower().endswith(".onnx") else name
     return bundle / DEVICE_DIR / "engines" / f"{stem}.engine"
 
 

@@ -633,3 +633,15 @@ def test_a_kill_while_build_engine_sh_replaces_the_engine_never_leaves_a_mismatc
     files = engine_files(bundle)
     assert sorted(files) == ["dense.fp16.engine", "dense.fp16.engine.json"]  # no temporary file left
     assert_a_matching_pair_or_none(files)
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "M.ONNX", "m.fp16.Onnx", "m.int8.oNNx", "model", "m.onnx.v2"])
+def test_the_device_engine_path_drops_onnx_in_any_case_as_the_host_does(tmp_path: Path, name: str) -> None:
+    """device_engine_path stripped a lower-case .onnx only: a bundle model M.ONNX (accepted on the
+    host since 575e772) got the engine M.ONNX.engine. Its copy of the rule must agree with
+    edgedeploy/onnxio.py's onnx_stem, which the host names engines by."""
+    import edgedeploy.device.bundle_helper as bh
+    from edgedeploy.onnxio import onnx_stem
+
+    path = bh.device_engine_path(tmp_path, {"model": f"models/{name}"})
+    assert path == tmp_path / bh.DEVICE_DIR / "engines" / f"{onnx_stem(name)}.engine"
