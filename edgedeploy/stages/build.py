@@ -6,8 +6,10 @@ what it is given. The target is checked before any work starts.
 
 from __future__ import annotations
 
+import os
 import shutil
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
 from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
-from edgedeploy.errors import BudgetMissed, InputError
+from edgedeploy.errors import BudgetMissed, GateFailed, InputError, user_failure
 from edgedeploy.fileio import atomic_path
 from edgedeploy.onnxio import copy_model, external_data_files, is_onnx_path, load_onnx, onnx_stem, verify
 from edgedeploy.options import BuildRequest, option_name, sources_opened_for_command, user_names
@@ -169,7 +171,53 @@ def make_precision(
     warned as unused, as it is for a user's model that was already of that precision.
 
     A top1 accuracy budget on a model without class scores is refused by the caller, once per model
-    before any work (budget.refuse_top1_without_scores), not here for every precision and cell."""
+    before any work (budget.refuse_top1_without_scores), not here for every precision and cell.
+    A refusal that comes once files are written (the budget's search finds at its first measurement
+    that a top1 bound cannot be measured on the data) leaves none of them (:func:`_nothing_left`)."""
+    parts = (request.precision, "calib") if request.precision == "int8" else (request.precision,)
+    stem = artifact_name(model, request.precision).removesuffix(f".{request.precision}.onnx")
+    with _nothing_left(out_dir, stem, parts):
+        return _make_precision(model, request, out_dir, ui, made_with_data)
+
+
+def _outputs_in(out_dir: Path, names: tuple[str, ...]) -> dict[Path, tuple[int, int]]:
+    """The files of ``out_dir`` whose names start with one of ``names``, with their inode and mtime."""
+    found: dict[Path, tuple[int, int]] = {}
+    with suppress(OSError):
+        for entry in os.scandir(out_dir):
+            if entry.name.startswith(names) and entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                found[Path(entry.path)] = (st.st_ino, st.st_mtime_ns)
+    return found
+
+
+@contextmanager
+def _nothing_left(out_dir: Path, stem: str, parts: tuple[str, ...]) -> Iterator[None]:
+    """On bad input (exit 2) raised in the block, remove the ``STEM.PART.*`` files of ``out_dir`` the
+    block wrote (new, or written over: another inode or mtime), and the folders it made for them
+    when they are left empty: bad input leaves no output, as a missed budget leaves no model
+    (:func:`_not_left`). The files an earlier build wrote and this one reused stay as they were."""
+    names = tuple(f"{stem}.{part}." for part in parts)
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    before = _outputs_in(out_dir, names)
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, GateFailed) or user_failure(exc) is None:
+            raise  # a missed budget (exit 1) keeps what _not_left keeps; a bug keeps its traceback
+        for path, stamp in _outputs_in(out_dir, names).items():
+            if before.get(path) != stamp:
+                with suppress(OSError):
+                    path.unlink()
+        for folder in made:  # the deepest first; one the user's files fill stays
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _make_precision(
+    model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_with_data: bool
+) -> PrecisionArtifact:
     dest = out_dir / artifact_name(model, request.precision)
     existing = precision_of_model(model)
     if existing == MIXED and request.precision != "fp16":

@@ -547,3 +547,30 @@ def test_an_int8_budget_on_an_imported_cache_is_refused_naming_the_budget(tmp_pa
     assert code == 2 and len(errors) == 1, (stdout, stderr)
     assert "--accuracy-budget cosine>=0.9 cannot be searched on" in errors[0], errors
     assert "give --calib-data to calibrate instead, or build without the budget" in errors[0], errors
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_a_budget_its_search_refuses_leaves_nothing_in_the_output_folder(
+    tmp_path: Path, precision: str
+) -> None:
+    """The search's refusal (a top1 bound on an output that does not come out (batch, classes)) came
+    after the model, its plan or its calibration were written: exit 2 left the complete, unchecked
+    one.int8.onnx (one.calib.json) or one.fp16.onnx (one.fp16.plan.json) in -o. Bad input leaves no
+    output: a folder the build made is gone, one that was there holds what it held."""
+    from tests.conftest import run_in_process
+
+    model, data = _one_class_scores(tmp_path)
+    made, kept = tmp_path / "made" / "o", tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's\n")
+    for out in (made, kept):
+        before = sorted(p.name for p in kept.iterdir())
+        code, stdout, stderr = run_in_process(
+            "build", model, "--precision", precision, "--target", "x86-64-cpu", "--accuracy-budget",
+            "top1>=0.9", "--calib-data", data, "-o", out,
+        )  # fmt: skip
+        assert code == 2 and "cannot be measured" in stderr and "Traceback" not in stderr, (stdout, stderr)
+        if out == made:
+            assert not (tmp_path / "made").exists(), sorted(p.name for p in made.rglob("*"))
+        else:
+            assert sorted(p.name for p in kept.iterdir()) == before == ["notes.txt"]
