@@ -2303,3 +2303,39 @@ source = "m.onnx"
     # the bundle carries the new figures
     manifest = json.loads((tmp_path / "bundles" / "m" / "x86-64-cpu" / "manifest.json").read_text())
     assert [a["profile"] for a in manifest["artifacts"]] == [c.profile for c in second.cells]
+
+
+def test_a_copied_project_reports_its_own_data_for_its_cached_cells(tmp_path: Path) -> None:
+    """matrix rerun in a copy of a finished project (cp -a) took its cells from the copied cache, as
+    it should (they are content-addressed), but each cell's profile said it was timed on the first
+    project's data ("spec": "/old/project/val.npz"), in the JSON, the tables and the bundle: the spec
+    the stored profile record holds. A cell says this project's data, wherever its record was made."""
+    import shutil
+
+    first = tmp_path / "first"
+    first.mkdir()
+    _matmul_relu(first)
+    (first / "matrix.toml").write_text(
+        'workdir = "farm"\n[compare]\ndata = "val.npz"\nsamples = 8\n'
+        "[profile]\niterations = 2\nwarmup = 1\nbatch_sizes = [1]\n[bundle]\nenabled = false\n"
+        '[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32", "fp16"]\n[[matrix.models]]\n'
+        'source = "m.onnx"\nname = "m"\n'
+    )
+
+    def run(project: Path) -> MatrixResult:
+        executor = LocalExecutor(jobs=1)
+        try:
+            return run_matrix(load_matrix_config(project / "matrix.toml"), executor, ui=Ui(quiet=True))
+        finally:
+            executor.close()
+
+    def specs(result: MatrixResult) -> list[str]:
+        return [cell.profile["settings"]["data"]["spec"] for cell in result.cells if cell.profile]
+
+    made = run(first)
+    assert [c.cached for c in made.cells] == [False, False] and specs(made) == [str(first / "val.npz")] * 2
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy, symlinks=True)
+    again = run(copy)
+    assert [c.cached for c in again.cells] == [True, True], [c.reason for c in again.cells]
+    assert specs(again) == [str(copy / "val.npz")] * 2

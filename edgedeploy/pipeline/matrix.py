@@ -510,15 +510,32 @@ def _split(produced: Produced) -> tuple[Produced, Produced]:
     return replace(produced, result=result), Produced({}, profiled, produced.node, produced.seconds)
 
 
-def _with_profile(cell: Record, profiled: Record | None) -> Record:
+def _with_profile(cell: Record, profiled: Record | None, spec: str | None = None) -> Record:
     """The cell's record as the tables read it: its build and compare, and its profile (and what
-    timing it said), where it was profiled."""
+    timing it said), where it was profiled. ``spec``: the data this matrix times the cell on, as its
+    config names it (:func:`_timed_spec`), said in place of the one the stored profile holds: the
+    record is keyed by the data's content, and one made in another project (a copy of this one, a
+    CI cache restored elsewhere) named that project's file."""
     if profiled is None:
         return replace(cell, result={**cell.result, "profile": None})
     warnings = [*cell.result.get("warnings", []), *profiled.result.get("warnings", [])]
-    return replace(
-        cell, result={**cell.result, "profile": profiled.result.get("profile"), "warnings": warnings}
-    )
+    profile = profiled.result.get("profile")
+    if spec is not None and isinstance(profile, dict) and isinstance(profile.get("settings"), dict):
+        settings = profile["settings"]
+        data = settings.get("data")
+        if isinstance(data, dict) and not data.get("synthetic") and "spec" in data:
+            profile = {**profile, "settings": {**settings, "data": {**data, "spec": spec}}}
+    return replace(cell, result={**cell.result, "profile": profile, "warnings": warnings})
+
+
+def _timed_spec(pending: _Pending) -> str | None:
+    """The spec of the data :func:`_profile_data` times ``pending``'s cell on, read from this matrix's
+    config: its [compare] data, else its [calibration] data; None for random inputs."""
+    if pending.feeds and not pending.description.get("synthetic"):
+        spec = pending.description.get("spec")
+        return None if spec is None else str(spec)
+    data = pending.request.calibration.data
+    return data if data and not is_random_spec(data) else None
 
 
 Progress = Callable[[CellResult, int, int], None]
@@ -799,7 +816,9 @@ def _run_matrix(
             if made is not None:  # what making its artifact said, said again for the cached cell
                 note(plan.cell, made, f"{state.name} {plan.cell.precision}")
             if profiled is not None or pending.profile_key is None:
-                finish(plan.cell, "ok", record=_with_profile(hit, profiled), cached=True)
+                finish(
+                    plan.cell, "ok", record=_with_profile(hit, profiled, _timed_spec(pending)), cached=True
+                )
                 return
         if (plan.cell.model, plan.cell.target) in held:
             # built or profiled, whatever its precision (one the bundle lacks, or that failed before),
