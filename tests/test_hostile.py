@@ -2039,6 +2039,53 @@ def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tm
     assert cli("report", work, "-o", tmp_path / "r").code == 0
 
 
+def test_a_matrix_interrupted_before_any_of_its_work_finished_is_reported_as_such(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    """A matrix stopped by Ctrl-C in its first export left an empty workdir, which `report` called
+    "no run.json (not an `edgedeploy run` workdir, ...; rerun edgedeploy run)": no word of matrix.
+    It now says it is a matrix workdir whose matrix stopped before any of its work finished, and to
+    rerun `edgedeploy matrix CONFIG` with it; once rerun, report gives the matrix's usual line."""
+    import signal
+
+    (tiny.root / "net.py").write_text(
+        "import pathlib\nimport time\n\nimport torch\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
+        "def build():\n"
+        "    (HERE / 'started').touch()\n"
+        "    while (HERE / 'hold').exists():  # the export waits here for the Ctrl-C\n"
+        "        time.sleep(0.05)\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n\n"
+        "def example_inputs():\n"
+        "    return (torch.zeros(1, 1, 8, 8),)\n"
+    )
+    config = tiny.root / "farm.toml"
+    config.write_text(
+        'workdir = "farm"\n[profile]\nenabled = false\n[bundle]\nenabled = false\n[matrix]\n'
+        'targets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n[[matrix.models]]\n'
+        'source = "net.py:build:example_inputs"\nname = "net"\n'
+    )
+    (tiny.root / "hold").touch()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = _start(["matrix", str(config), "--jobs", "1"], tiny.root, tmpdir)
+    try:
+        _wait_for(lambda: (tiny.root / "started").exists() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    farm = tiny.root / "farm"
+    line = one_line_error(cli("report", farm, "-o", tmp_path / "r"), 2, "is an `edgedeploy matrix` workdir")
+    assert "stopped before any of its work finished" in line, line
+    assert "rerun `edgedeploy matrix CONFIG`" in line and "edgedeploy run" not in line, line
+    assert not (tmp_path / "r").exists()
+    (tiny.root / "hold").unlink()
+    assert cli("matrix", config, "--jobs", "1").code == 0  # the rerun the line advises, same workdir
+    line = one_line_error(cli("report", farm, "-o", tmp_path / "r"), 2, "is an `edgedeploy matrix` workdir")
+    assert "stopped before" not in line and "report one (model, target)" in line, line
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.3, 1.5])
 def test_ctrl_c_during_compare_exits_130_cleanly(tiny: Tiny, tmp_path: Path, delay: float) -> None:
     """Polygraphy imports torch lazily mid-compare; torch's import cut by Ctrl-C crashed or was ignored."""

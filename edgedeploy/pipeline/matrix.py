@@ -593,6 +593,9 @@ def run_matrix(
 ) -> MatrixResult:
     """Run every cell that is not already in the store; a failing cell never stops the others."""
     matrix.workdir.mkdir(parents=True, exist_ok=True)
+    # the store's folder, made now: a matrix stopped before any of its work finished leaves it empty,
+    # which `edgedeploy report` tells from a folder no matrix made (stages/report/load.py)
+    ArtifactStore(matrix.workdir).root.mkdir(parents=True, exist_ok=True)
     # the calibration data the cells' keys hash, opened once for all of them (a loader script's
     # feeds kept for the run); the tasks open it themselves: their requests go to other processes
     with scratch_beside(matrix.workdir / "calibration", "feeds") as kept:

@@ -219,8 +219,29 @@ def _no_stage_finished(cache: Path) -> bool:
         return False
 
 
+def _no_matrix_record(workdir: Path) -> bool:
+    """Whether a matrix workdir holds neither its page nor a finished record in its store
+    (``<key>/record.json``, pipeline/matrix.py's ArtifactStore: an export, a precision, a cell).
+    A store that cannot be listed is not said to be empty."""
+    if (workdir / MATRIX_MARKDOWN).is_file() or (workdir / MATRIX_HTML).is_file():
+        return False
+    try:
+        entries = list((workdir / MATRIX_CACHE / MATRIX_STORE).iterdir())
+    except OSError:
+        return False
+    return not any(not e.name.startswith(".") and (e / "record.json").is_file() for e in entries)
+
+
 def load_workdir(workdir: Path) -> RunData:
     record_path = workdir / RUN_RECORD
+    if not record_path.is_file() and is_matrix_workdir(workdir) and _no_matrix_record(workdir):
+        # the store a matrix makes at its start (pipeline/matrix.py's run_matrix), and nothing in it
+        raise InputError(
+            f"{workdir} is an `edgedeploy matrix` workdir whose matrix stopped before any of its work "
+            "finished (interrupted, or an error), so there is nothing to report yet; rerun `edgedeploy "
+            "matrix CONFIG` with this workdir, then report one (model, target) with its bundle folder, "
+            "or read its matrix.html"
+        )
     if not record_path.is_file() and is_matrix_workdir(workdir):
         page = workdir / MATRIX_HTML
         advice = _matrix_advice(str(page) if page.is_file() else None, _matrix_bundles(workdir))
