@@ -438,46 +438,14 @@ def test_ctrl_c_in_benchmark_sh_s_own_python_is_one_line_and_exit_130(
     JSON of the run) printed Python's KeyboardInterrupt traceback, and the --out check's exit was
     then taken for a refusal (exit 2); it is one line, "interrupted", and exit 130, as the helpers'
     (test_ctrl_c_in_the_device_python_is_one_line_and_exit_130)."""
-    import signal
-    import subprocess
-
     assert device.run(script(bundle, "build_engine.sh")).returncode == 0
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SIGINT_HOOK)
     out = tmp_path / "results" / "run.json"
     # the --out check reads the manifest (json.loads); the settings are written with json.dumps
     at, argv = {"out-check": ("loads", str(out)), "settings": ("dumps", "321")}[step]
-    paths = [str(hook), *([device.env["PYTHONPATH"]] if device.env.get("PYTHONPATH") else [])]
-    env = {
-        **device.env,
-        "PYTHONPATH": os.pathsep.join(paths),
-        "EDGEDEPLOY_TEST_SIGINT_AT": at,
-        "EDGEDEPLOY_TEST_SIGINT_ARGV": argv,
-        "EDGEDEPLOY_TEST_SIGINT_FLAG": str(tmp_path / "sent"),
-    }
     args = ["--duration", "0.1", "--warmup", "321", "--out", str(out)]
-    proc = subprocess.Popen(
-        ["bash", str(script(bundle, "benchmark.sh")), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-        start_new_session=True,
-        # a CI job started in the background inherits an ignored SIGINT; a user's terminal does not
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert (tmp_path / "sent").exists()  # the Ctrl-C came, in that step
-    # the status a shell reports: 130 for an exit 130, and for bash stopped by the SIGINT itself (-2
-    # here), as bash stops when a command substitution's command it waited for was interrupted
-    status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    assert (status, err.decode()) == (130, "interrupted\n")
+    # the status a shell reports: 130 for an exit 130, and for bash stopped by the SIGINT itself, as
+    # bash stops when a command substitution's command it waited for was interrupted
+    assert run_interrupted(bundle, device, tmp_path, "benchmark.sh", args, at, argv) == (130, "interrupted\n")
     assert not out.exists()
 
 
