@@ -1912,6 +1912,40 @@ def _wait_for(predicate: object, timeout: float = 60) -> None:
     raise AssertionError("the run never reached the point to interrupt")
 
 
+def _write_held_net(root: Path) -> None:
+    """net.py in ``root``: a PyTorch source whose build() says it started, then waits while ``hold``
+    exists, so that a test can interrupt an export stage there."""
+    (root / "net.py").write_text(
+        "import pathlib\nimport time\n\nimport torch\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
+        "def build():\n"
+        "    (HERE / 'started').touch()\n"
+        "    while (HERE / 'hold').exists():  # the export waits here for the Ctrl-C\n"
+        "        time.sleep(0.05)\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n\n"
+        "def example_inputs():\n"
+        "    return (torch.zeros(1, 1, 8, 8),)\n"
+    )
+
+
+def _interrupted_in_export(args: list[str], root: Path, tmp_path: Path) -> None:
+    """Runs the command ``args`` in ``root`` (with :func:`_write_held_net`'s net.py as its source),
+    sends it a Ctrl-C while its export waits, checks it ended 130, and lets the next export go on."""
+    import signal
+
+    (root / "hold").touch()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    proc = _start(args, root, tmpdir)
+    try:
+        _wait_for(lambda: (root / "started").exists() or proc.poll() is not None)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    (root / "hold").unlink()
+
+
 def _temp_leftovers(project: Path, tmpdir: Path) -> list[str]:
     """Hidden temporary files/folders (``.NAME.PID.xxx``) in the project, edgedeploy's in TMPDIR."""
     hidden = [
@@ -2001,40 +2035,18 @@ def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tm
     """A run stopped by Ctrl-C before any stage finished left an empty workdir, which `report`
     called "not an `edgedeploy run` workdir"; it now says the run stopped before any stage finished
     and to rerun it with the same workdir, and that rerun runs to its end."""
-    import signal
-
-    (tiny.root / "net.py").write_text(
-        "import pathlib\nimport time\n\nimport torch\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
-        "def build():\n"
-        "    (HERE / 'started').touch()\n"
-        "    while (HERE / 'hold').exists():  # the export stage waits here for the Ctrl-C\n"
-        "        time.sleep(0.05)\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n\n"
-        "def example_inputs():\n"
-        "    return (torch.zeros(1, 1, 8, 8),)\n"
-    )
+    _write_held_net(tiny.root)
     config = write_config(tiny)
     config.write_text(
         config.read_text()
         .replace('source = "model.onnx"', 'source = "net.py:build:example_inputs"')
         .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
     )
-    (tiny.root / "hold").touch()
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    proc = _start(["run", str(config)], tiny.root, tmpdir)
-    try:
-        _wait_for(lambda: (tiny.root / "started").exists() or proc.poll() is not None)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    _interrupted_in_export(["run", str(config)], tiny.root, tmp_path)
     work = tiny.root / "work"
     line = one_line_error(cli("report", work, "-o", tmp_path / "r"), 2, "stopped before any stage finished")
     assert "not an `edgedeploy run` workdir" not in line and "rerun `edgedeploy run CONFIG`" in line, line
     assert not (tmp_path / "r").exists()
-    (tiny.root / "hold").unlink()
     assert cli("run", config).code == 0  # the rerun the line advises, with the same workdir
     assert cli("report", work, "-o", tmp_path / "r").code == 0
 
@@ -2046,41 +2058,19 @@ def test_a_matrix_interrupted_before_any_of_its_work_finished_is_reported_as_suc
     "no run.json (not an `edgedeploy run` workdir, ...; rerun edgedeploy run)": no word of matrix.
     It now says it is a matrix workdir whose matrix stopped before any of its work finished, and to
     rerun `edgedeploy matrix CONFIG` with it; once rerun, report gives the matrix's usual line."""
-    import signal
-
-    (tiny.root / "net.py").write_text(
-        "import pathlib\nimport time\n\nimport torch\n\nHERE = pathlib.Path(__file__).parent\n\n\n"
-        "def build():\n"
-        "    (HERE / 'started').touch()\n"
-        "    while (HERE / 'hold').exists():  # the export waits here for the Ctrl-C\n"
-        "        time.sleep(0.05)\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n\n"
-        "def example_inputs():\n"
-        "    return (torch.zeros(1, 1, 8, 8),)\n"
-    )
+    _write_held_net(tiny.root)
     config = tiny.root / "farm.toml"
     config.write_text(
         'workdir = "farm"\n[profile]\nenabled = false\n[bundle]\nenabled = false\n[matrix]\n'
         'targets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n[[matrix.models]]\n'
         'source = "net.py:build:example_inputs"\nname = "net"\n'
     )
-    (tiny.root / "hold").touch()
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    proc = _start(["matrix", str(config), "--jobs", "1"], tiny.root, tmpdir)
-    try:
-        _wait_for(lambda: (tiny.root / "started").exists() or proc.poll() is not None)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, err
+    _interrupted_in_export(["matrix", str(config), "--jobs", "1"], tiny.root, tmp_path)
     farm = tiny.root / "farm"
     line = one_line_error(cli("report", farm, "-o", tmp_path / "r"), 2, "is an `edgedeploy matrix` workdir")
     assert "stopped before any of its work finished" in line, line
     assert "rerun `edgedeploy matrix CONFIG`" in line and "edgedeploy run" not in line, line
     assert not (tmp_path / "r").exists()
-    (tiny.root / "hold").unlink()
     assert cli("matrix", config, "--jobs", "1").code == 0  # the rerun the line advises, same workdir
     line = one_line_error(cli("report", farm, "-o", tmp_path / "r"), 2, "is an `edgedeploy matrix` workdir")
     assert "stopped before" not in line and "report one (model, target)" in line, line
