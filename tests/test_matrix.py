@@ -2277,11 +2277,7 @@ source = "m.onnx"
     store = tmp_path / "w" / ".edgedeploy-cache" / "matrix"
 
     def run() -> MatrixResult:
-        executor = LocalExecutor(jobs=1)
-        try:
-            return run_matrix(load_matrix_config(config), executor)
-        finally:
-            executor.close()
+        return _run_local(config)
 
     first = run()
     assert all(c.status == "ok" and c.profile for c in first.cells), first.cells
@@ -2323,11 +2319,7 @@ def test_a_copied_project_reports_its_own_data_for_its_cached_cells(tmp_path: Pa
     )
 
     def run(project: Path) -> MatrixResult:
-        executor = LocalExecutor(jobs=1)
-        try:
-            return run_matrix(load_matrix_config(project / "matrix.toml"), executor, ui=Ui(quiet=True))
-        finally:
-            executor.close()
+        return _run_local(project / "matrix.toml")
 
     def specs(result: MatrixResult) -> list[str]:
         return [cell.profile["settings"]["data"]["spec"] for cell in result.cells if cell.profile]
