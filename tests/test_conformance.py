@@ -1161,3 +1161,171 @@ def test_ort_cpu_float16_kernels_of_the_converters_block_list_are_as_blocked_ops
         assert (inserted > 0) == (why is not None), (op, opset, inserted, why)
         if why is not None:
             assert why.startswith(f"ONNX Runtime's CPU provider has no float16 {op} kernel"), why
+
+
+# ------------------------------------------------------------------ fp16: sequences
+def _sequence_map_expanded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[onnx.ModelProto, list[object], list[object]]:
+    """onnx's backend test node/test_sequence_map_add_1_sequence_1_tensor_expanded (SequenceMap as
+    a Loop over a sequence, a sequence input and output): model, inputs, expected outputs."""
+    import importlib
+
+    import onnx.backend.test.case.node as node_cases
+
+    tests = importlib.import_module("onnx.backend.test.case.node.sequence_map")
+    made: list[object] = []
+    monkeypatch.setattr(node_cases, "_NodeTestCases", made)
+    monkeypatch.setattr(node_cases, "_existing_names", {})
+    monkeypatch.setattr(node_cases, "_TargetOpType", None)
+    tests.SequenceMap.export_sequence_map_add_1_sequence_1_tensor()
+    case = next(c for c in made if c.name.endswith("_expanded"))  # type: ignore[attr-defined]
+    inputs, outputs = case.data_sets[0]  # type: ignore[attr-defined]
+    return case.model, list(inputs), list(outputs)  # type: ignore[attr-defined]
+
+
+def _fp16_close(got: object, want: object) -> None:
+    got_list = got if isinstance(got, list) else [got]
+    want_list = want if isinstance(want, list) else [want]
+    assert len(got_list) == len(want_list)
+    for g, w in zip(got_list, want_list, strict=True):
+        w = np.asarray(w, np.float32)
+        np.testing.assert_allclose(
+            np.asarray(g, np.float32), w, rtol=1e-2, atol=1e-2 * float(np.abs(w).max())
+        )
+
+
+def _plan_nodes(out: Path) -> dict[str, dict[str, str]]:
+    import json
+
+    plan = json.loads(next(out.glob("*.plan.json")).read_text())
+    return {n["node"]: n for n in plan["nodes"]}
+
+
+@pytest.mark.parametrize(
+    ("target", "extra"), [("x86-64-cpu", ()), ("jetson-orin-nano", ("--backend", "onnxruntime"))]
+)
+def test_fp16_of_a_loop_over_a_sequence_keeps_the_sequence_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, extra: tuple[str, ...]
+) -> None:
+    """Was refused "fails onnx.checker ((op_type:Cast ...)...; keep that node in fp32 (--fp32-nodes
+    or --fp32-ops)": the converter made the Loop's sequence state float16 and put a Cast, which
+    takes no sequence, between it and the fp32 Loop; no --fp32-nodes/--fp32-ops removed it. The
+    nodes reading or writing a float sequence now stay fp32 (with the Loop, by rule)."""
+    model, inputs, outputs = _sequence_map_expanded(monkeypatch)
+    source = _save(model, tmp_path / "m.onnx")
+    artifact = assert_built_and_valid(
+        source, tmp_path / "o", "--precision", "fp16", "--target", target, *extra
+    )
+    feed = {vi.name: value for vi, value in zip(model.graph.input, inputs, strict=True)}
+    got = run(artifact, feed)
+    for g, w in zip(got, outputs, strict=True):
+        _fp16_close(g, w)
+    nodes = _plan_nodes(tmp_path / "o")
+    loop = next(n for n in nodes.values() if n["op"] == "Loop")
+    assert loop["precision"] == "fp32" and "float sequence" in loop["reason"], loop
+    assert all(n["precision"] != "fp16" for n in nodes.values()), nodes  # every one is inside the fp32 Loop
+
+
+def _split_loop_concat() -> onnx.ModelProto:
+    """x [3,4] -> SplitToSequence -> Loop: each element + y (a capture) inserted into a new
+    sequence -> ConcatFromSequence -> MatMul w: the sequence is neither input nor output."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="b_cond"),
+            helper.make_node("SequenceAt", ["parts", "i"], ["elem"], name="b_at"),
+            helper.make_node("Add", ["elem", "y"], ["summed"], name="b_add"),
+            helper.make_node("SequenceInsert", ["acc_in", "summed"], ["acc_out"], name="b_insert"),
+        ],
+        "body",
+        [
+            _vi("i", TensorProto.INT64, []),
+            _vi("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_sequence_value_info("acc_in", TensorProto.FLOAT, None),
+        ],
+        [
+            _vi("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_sequence_value_info("acc_out", TensorProto.FLOAT, None),
+        ],
+    )
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["x2"], name="scale"),
+        helper.make_node("SplitToSequence", ["x2"], ["parts"], axis=0, keepdims=0, name="split"),
+        helper.make_node("SequenceLength", ["parts"], ["n"], name="length"),
+        helper.make_node("SequenceEmpty", [], ["empty"], dtype=TensorProto.FLOAT, name="empty"),
+        helper.make_node("Loop", ["n", "", "empty"], ["acc"], body=body, name="loop"),
+        helper.make_node("ConcatFromSequence", ["acc"], ["stacked"], axis=0, new_axis=1, name="concat"),
+        helper.make_node("MatMul", ["stacked", "w"], ["z"], name="mm"),
+    ]
+    rng = np.random.default_rng(0)
+    return _model(
+        nodes,
+        [_vi("x", TensorProto.FLOAT, [3, 4]), _vi("y", TensorProto.FLOAT, [4])],
+        [_vi("z", TensorProto.FLOAT, [3, 2])],
+        [
+            numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+            numpy_helper.from_array(rng.standard_normal((4, 2)).astype(np.float32), "w"),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [(), ("--fp32-nodes", "loop"), ("--fp32-ops", "SequenceInsert"), ("--fp32-nodes", "b_add")]
+)
+def test_fp16_puts_no_cast_on_a_sequence_inside_the_graph(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A sequence made and read inside the graph (SplitToSequence, a Loop over it, ConcatFromSequence):
+    with the Loop, or a node of its body, kept fp32 (by the user's lists too) the converter made the
+    sequence float16 and put a Cast on it, which the checker refuses, whatever --fp32-* said. The
+    artifact now passes the checker, puts no Cast on a sequence and computes what fp32 does; the
+    tensor nodes outside (Mul, MatMul) are still fp16."""
+    model = _split_loop_concat()
+    artifact = assert_built_and_valid(
+        _save(model, tmp_path / "m.onnx"), tmp_path / "o", "--precision", "fp16", *args
+    )
+    built = onnx.shape_inference.infer_shapes(onnx.load(artifact))
+    sequences = {
+        vi.name for vi in [*built.graph.value_info, *built.graph.input] if vi.type.HasField("sequence_type")
+    }
+    casts = [n for n in built.graph.node if n.op_type == "Cast" and {*n.input, *n.output} & sequences]
+    assert not casts, casts
+    rng = np.random.default_rng(1)
+    feed = {
+        "x": rng.standard_normal((3, 4)).astype(np.float32),
+        "y": rng.standard_normal(4).astype(np.float32),
+    }
+    want = run(_save(model, tmp_path / "ref.onnx"), feed)[0]
+    _fp16_close(run(artifact, feed)[0], want)
+    nodes = _plan_nodes(tmp_path / "o")
+    assert nodes["mm"]["precision"] == "fp16" and nodes["scale"]["precision"] == "fp16", nodes
+    assert nodes["loop"]["precision"] == "fp32", nodes["loop"]
+    for name in ("split", "empty", "concat"):
+        assert "float sequence" in nodes[name]["reason"], nodes[name]
+
+
+def test_a_checker_refusal_advises_fp32_nodes_only_for_a_node_it_can_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal of an artifact failing the checker advised "keep that node in fp32 (--fp32-nodes
+    or --fp32-ops)" also for a Cast the converter added, which no list can name (the sequence
+    Loop's), and for a node kept in fp32 already (SequenceEmpty, with every op in --fp32-ops): it
+    now says to build fp32 there. The failure on a node kept fp32 is made here by letting the
+    converter see the sequence typed, as it did."""
+    from edgedeploy.stages.precision import fp16
+
+    model, _inputs, _outputs = _sequence_map_expanded(monkeypatch)
+    source = _save(model, tmp_path / "m.onnx")
+    monkeypatch.setattr(fp16, "_untype_float_sequences", lambda model: None)
+    code, err = build(source, tmp_path / "o", "--precision", "fp16")
+    assert_one_line_refusal(code, err, "fails onnx.checker", "kept in fp32 already", "--precision fp32")
+    assert "--fp32-nodes or --fp32-ops" not in err, err
+    assert not list(tmp_path.glob("o/*.onnx"))
+    own, hint = {"Loop_3", "a_rather_long_node_name", "kept"}, fp16.FP16_HINT
+    for name, advice in [
+        ("Loop_3", hint),
+        ("a_rather_long…", hint),
+        ("Loop_3_cast_to_fp32_node", fp16.CONVERTER_NODE_HINT),
+        ("SequenceMap_out_seque…", fp16.CONVERTER_NODE_HINT),
+        ("kept", fp16.FP32_NODE_HINT),
+    ]:
+        refusal = f"fails onnx.checker ((op_type:Cast, node name: {name}): bad); it was not kept; {hint}"
+        assert fp16._refusal_with_working_advice(refusal, own, {"kept"}).endswith(advice), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -94,6 +95,15 @@ FP16_RUNTIMES = ("onnxruntime", "tensorrt")
 FP16_MIN_POSITIVE = 2.0**-24  # smallest float16 subnormal; the converter's 5.96e-08 rounds to it
 FP16_MAX_FINITE = 65504.0
 FP16_HINT = "keep that node in fp32 (--fp32-nodes or --fp32-ops) or build fp32"
+# the checker's failure names a node the converter added (a Cast), which no --fp32-* list names
+CONVERTER_NODE_HINT = (
+    "that node was added by the fp16 converter, it is no node of the model (--fp32-nodes cannot "
+    "name it): build fp32 (--precision fp32)"
+)
+# ... names a node the conversion kept in fp32 already: the Casts around it fail
+FP32_NODE_HINT = (
+    "that node is kept in fp32 already (the conversion around it fails): build fp32 (--precision fp32)"
+)
 
 
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")
@@ -132,15 +142,65 @@ def subgraph_nodes_of(graph: onnx.GraphProto, blocked: set[str], blocked_ops: se
 
 
 def _float32_names_in_all_graphs(typed: onnx.ModelProto) -> set[str]:
-    """Tensors declared float32 in any graph of ``typed`` (inputs, outputs, value_info, weights):
-    those the converter retypes, and wraps in Casts where a blocked node reads or writes them."""
-    names: set[str] = set()
+    """Tensors (and sequences of tensors) declared float32 in any graph of ``typed`` (inputs,
+    outputs, value_info, weights): those the converter retypes, and wraps in Casts where a blocked
+    node reads or writes them."""
+    names: set[str] = _float_sequence_names(typed)
     for graph in all_graphs(typed.graph):
         for vi in [*graph.input, *graph.output, *graph.value_info]:
             if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
                 names.add(vi.name)
         names.update(w.name for w in graph.initializer if w.data_type == onnx.TensorProto.FLOAT)
     return names
+
+
+def _is_float_sequence(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.sequence_type.elem_type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def _float_sequence_names(model: onnx.ModelProto) -> set[str]:
+    """Values typed seq(tensor(float)) in any graph of ``model`` (inputs, outputs, value_info), as
+    its types are known (shape inference's, else the file's)."""
+    return {
+        vi.name
+        for graph in all_graphs(model.graph)
+        for vi in [*graph.input, *graph.output, *graph.value_info]
+        if _is_float_sequence(vi)
+    }
+
+
+SEQUENCE_REASON = (
+    "reads or writes the float sequence '{}': the converter retypes a sequence to float16 and "
+    "puts a Cast, which takes tensors only, between it and an fp32 node, so sequences stay float32"
+)
+
+
+def _float_sequence_nodes(model: onnx.ModelProto) -> dict[str, str]:
+    """Nodes, in every graph, that read or write a float sequence (node name -> reason): they stay
+    fp32, so no sequence changes type and the converter puts no Cast on one (ONNX Runtime's
+    converter retypes seq(tensor(float)) values as it does tensors and, where a blocked node reads
+    or writes one, wraps it in a Cast, which the checker refuses: onnx's backend test
+    node/test_sequence_map_add_1_sequence_1_tensor_expanded). A control-flow node whose body holds
+    one is kept whole (:func:`control_flow_holding_fp32`)."""
+    names = _float_sequence_names(model)
+    found: dict[str, str] = {}
+    for node in all_nodes(model.graph):
+        held = [name for name in [*node.input, *node.output] if name in names]
+        if held:
+            found[node.name] = SEQUENCE_REASON.format(held[0])
+    return found
+
+
+def _untype_float_sequences(model: onnx.ModelProto) -> None:
+    """Drop the value_info of float sequences from every graph of ``model`` (shape inference
+    types them again): the converter retypes, and wraps in Casts, only the values a graph
+    declares, and a Cast cannot take a sequence. Graph inputs and outputs stay declared (the main
+    graph's are restored by :func:`_restore_non_tensor_io`; a body's belongs to an fp32 node)."""
+    for graph in all_graphs(model.graph):
+        kept = [vi for vi in graph.value_info if not _is_float_sequence(vi)]
+        if len(kept) != len(graph.value_info):
+            del graph.value_info[:]
+            graph.value_info.extend(kept)
 
 
 def control_flow_holding_fp32(
@@ -987,7 +1047,7 @@ def plan_fp32_nodes(
     node does). make_fp16 and analyze both plan with this one function."""
     blocked = blocked_ops(model, options.runtime)
     ops = sorted(set(blocked) | set(options.fp32_ops))
-    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model)}
+    fixed = {**fp32_only_nodes(model), **_non_tensor_io_nodes(model), **_float_sequence_nodes(typed or model)}
     holding: dict[str, str] = {}
     if any(n.op_type in CONTROL_FLOW_OPS for n in all_nodes(model.graph)):
         kept = fp32_reasons(replace(options, auto_fp32_nodes={**fixed, **options.auto_fp32_nodes}), blocked)
@@ -995,10 +1055,29 @@ def plan_fp32_nodes(
             (typed or model).graph, kept, _float32_names_in_all_graphs(typed) if typed is not None else None
         )
     inside = subgraph_nodes_of(
-        model.graph, set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(holding), set(ops)
+        model.graph,
+        set(options.fp32_nodes) | set(options.auto_fp32_nodes) | set(fixed) | set(holding),
+        set(ops),
     )
     options = replace(options, auto_fp32_nodes={**fixed, **holding, **inside, **options.auto_fp32_nodes})
     return options, ops, precision_plan(model, options, blocked), holding
+
+
+def _refusal_with_working_advice(refusal: str, own: set[str], fp32: set[str]) -> str:
+    """``refusal`` (an artifact check's, ending in :data:`FP16_HINT`) with advice that works: the
+    node the checker names (perhaps cut short with "…") is none of ``own``, the model's nodes (the
+    converter added it: no --fp32-nodes names it), or is kept in fp32 already (``fp32``): then
+    keeping it in fp32 is no way out, and the advice is to build fp32."""
+    named = re.search(r"node name: ([^)]*)\)", refusal)
+    if not refusal.endswith(FP16_HINT) or named is None:
+        return refusal
+    name = named.group(1)
+    matches = [n for n in own if (n.startswith(name.removesuffix("…")) if name.endswith("…") else n == name)]
+    if not matches:
+        return refusal.removesuffix(FP16_HINT) + CONVERTER_NODE_HINT
+    if all(n in fp32 for n in matches):
+        return refusal.removesuffix(FP16_HINT) + FP32_NODE_HINT
+    return refusal
 
 
 def make_fp16(
@@ -1051,8 +1130,12 @@ def make_fp16(
     options, block_list, plan, holding = plan_fp32_nodes(model, options, typed if inferred else None)
     node_block = sorted(set(options.fp32_nodes) | set(options.auto_fp32_nodes))
     own = {n.name for n in all_nodes(model.graph)}  # named: match_fp32_nodes ran ensure_node_names
+    kept_fp32 = {
+        str(e["node"]) for e in cast(list[dict[str, Any]], plan["nodes"]) if e["precision"] == "fp32"
+    }
     mark_not_float32(plan, typed)
     detached = _detach_unproduced_outputs(typed)
+    _untype_float_sequences(typed)
     try:
         with (
             warnings.catch_warnings(),
@@ -1085,19 +1168,22 @@ def make_fp16(
     plan["source_sha256"] = source_sha256() if source_sha256 is not None else sha256_file(src)
     plan_path = out.with_name(out.name.removesuffix(".onnx") + ".plan.json")
     with written_together(out, out.with_name(out.name + ".data"), plan_path):  # never the model alone
-        save_onnx(
-            converted,
-            out,
-            check=lambda tmp, content: verify(
-                tmp,
-                feed,
-                source=src,
-                what=f"the fp16 model of {src.name}",
-                hint=FP16_HINT,
-                content=content,
-                model=converted,
-            ),
-        )
+
+        def check(tmp: Path, content: bytes | None) -> None:
+            try:
+                verify(
+                    tmp,
+                    feed,
+                    source=src,
+                    what=f"the fp16 model of {src.name}",
+                    hint=FP16_HINT,
+                    content=content,
+                    model=converted,
+                )
+            except InputError as exc:
+                raise InputError(_refusal_with_working_advice(str(exc), own, kept_fp32)) from None
+
+        save_onnx(converted, out, check=check)
         atomic_write_json(plan_path, plan)
     return PrecisionArtifact(
         precision="fp16",
