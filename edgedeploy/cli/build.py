@@ -192,7 +192,7 @@ def build_command(
         from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import check_model, load_onnx
         from edgedeploy.options import BuildRequest, CalibrationRequest, Fp16Options, backend_options
-        from edgedeploy.stages.build import artifact_name, build
+        from edgedeploy.stages.build import build, output_names
         from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
         from edgedeploy.targets import load_target
 
@@ -241,10 +241,10 @@ def build_command(
     if "calib_percentile" in given and calib_algorithm not in ("percentile", "auto"):  # as calibrate's
         used = "used by --calib-algorithm percentile and auto"
         ui.warn(f"--calib-percentile {calib_percentile}: {used}, not {calib_algorithm}")
-    stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
+    stem, parts = output_names(model, precision)
     not_an_output(json_path, output, stem)
     not_an_output(timing_cache, output, stem, option="--timing-cache")
-    no_folder_at_outputs(output, stem, (precision, "calib") if precision == "int8" else (precision,))
+    no_folder_at_outputs(output, stem, parts)
     load_onnx(model, load_external_data=False)
     check_model(model)  # what fails the checker here would fail it in every artifact made of it (run and
     # matrix check their model at export)

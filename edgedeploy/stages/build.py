@@ -57,6 +57,13 @@ Q_DQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 MIXED_WORDS = "a mixed model (fp16 and fp32 layers, most of its heavy ones fp32), not an fp16 one"
 
 
+def output_names(model: Path, precision: str) -> tuple[str, tuple[str, ...]]:
+    """The names of a build's output files, ``STEM.PART.*``: their STEM, and their PARTs (the
+    precision's, and an int8 build's calibration files, ``STEM.calib.*``)."""
+    stem = artifact_name(model, precision).removesuffix(f".{precision}.onnx")
+    return stem, ((precision, "calib") if precision == "int8" else (precision,))
+
+
 def model_words(model: Path, precision: str) -> str:
     """``an fp16 model``, or the words for a mixed model taken as fp16 (its content says which)."""
     if precision == "fp16" and is_onnx_path(model) and precision_of_model(model) == MIXED:
@@ -174,9 +181,7 @@ def make_precision(
     before any work (budget.refuse_top1_without_scores), not here for every precision and cell.
     A refusal that comes once files are written (the budget's search finds at its first measurement
     that a top1 bound cannot be measured on the data) leaves none of them (:func:`_nothing_left`)."""
-    parts = (request.precision, "calib") if request.precision == "int8" else (request.precision,)
-    stem = artifact_name(model, request.precision).removesuffix(f".{request.precision}.onnx")
-    with _nothing_left(out_dir, stem, parts):
+    with _nothing_left(out_dir, *output_names(model, request.precision)):
         return _make_precision(model, request, out_dir, ui, made_with_data)
 
 
