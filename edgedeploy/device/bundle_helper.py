@@ -926,11 +926,6 @@ def reference_path(bundle: Path, manifest: Dict[str, Any], key: str) -> Optional
     return bundle / rel
 
 
-def reference_batch(bundle: Path, manifest: Dict[str, Any]) -> int:
-    path = reference_path(bundle, manifest, "inputs")
-    return 1 if path is None else npz_batch(path)
-
-
 def npz_batch(path: Path) -> int:
     """The batch of reference inputs: dim 0 of the file's first array (1 for a scalar)."""
     import numpy as np
