@@ -1562,7 +1562,6 @@ def cmd_check_out(bundle: Path, args: argparse.Namespace) -> int:
 
 def cmd_settings(bundle: Path, args: argparse.Namespace) -> int:
     """The ``settings`` of benchmark.sh's results JSON (what ran, and how), as one JSON line."""
-    trt, *flags = args.command
     settings = {
         "engine": args.engine,
         "precision": args.precision,
@@ -1574,7 +1573,7 @@ def cmd_settings(bundle: Path, args: argparse.Namespace) -> int:
         "spin_wait": True,
         "power_interval_ms": args.interval,
         "power_mode": args.power_mode or None,
-        "command": [trt, *flags],
+        "command": list(args.command),
     }
     print(json.dumps(settings))
     return EXIT_OK
