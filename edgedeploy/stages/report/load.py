@@ -232,42 +232,44 @@ def _no_matrix_record(workdir: Path) -> bool:
     return not any(not e.name.startswith(".") and (e / "record.json").is_file() for e in entries)
 
 
-def load_workdir(workdir: Path) -> RunData:
-    record_path = workdir / RUN_RECORD
-    if not record_path.is_file() and is_matrix_workdir(workdir) and _no_matrix_record(workdir):
-        # the store a matrix makes at its start (pipeline/matrix.py's run_matrix), and nothing in it
-        raise InputError(
-            f"{workdir} is an `edgedeploy matrix` workdir whose matrix stopped before any of its work "
-            "finished (interrupted, or an error), so there is nothing to report yet; rerun `edgedeploy "
-            "matrix CONFIG` with this workdir, then report one (model, target) with its bundle folder, "
-            "or read its matrix.html"
-        )
-    if not record_path.is_file() and is_matrix_workdir(workdir):
+def _why_no_run_record(workdir: Path) -> str:
+    """What a workdir without run.json is, and what to do: a matrix's (stopped before any of its work
+    finished, or finished), a run's stopped before any stage finished or before its end, or none."""
+    if is_matrix_workdir(workdir):
+        if _no_matrix_record(workdir):
+            # the store a matrix makes at its start (pipeline/matrix.py's run_matrix), and nothing in it
+            return (
+                f"{workdir} is an `edgedeploy matrix` workdir whose matrix stopped before any of its work "
+                "finished (interrupted, or an error), so there is nothing to report yet; rerun `edgedeploy "
+                "matrix CONFIG` with this workdir, then report one (model, target) with its bundle folder, "
+                "or read its matrix.html"
+            )
         page = workdir / MATRIX_HTML
         advice = _matrix_advice(str(page) if page.is_file() else None, _matrix_bundles(workdir))
-        raise InputError(f"{workdir} is an `edgedeploy matrix` workdir, not one run's: {advice}")
-    if (
-        not record_path.is_file()
-        and (workdir / CACHE_DIR).is_dir()
-        and _no_stage_finished(workdir / CACHE_DIR)
-    ):
-        # the folder a run makes at its start (pipeline/run.py's _start), and no stage finished in it
-        raise InputError(
-            f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before any stage "
-            "finished (interrupted, or an error), so there is nothing to report yet; rerun "
-            "`edgedeploy run CONFIG` with this workdir to run its stages from the first"
-        )
-    if not record_path.is_file() and (workdir / CACHE_DIR).is_dir():  # stages' records, no run's
-        raise InputError(
+        return f"{workdir} is an `edgedeploy matrix` workdir, not one run's: {advice}"
+    if (workdir / CACHE_DIR).is_dir():  # stages' records, no run's
+        if _no_stage_finished(workdir / CACHE_DIR):
+            # the folder a run makes at its start (pipeline/run.py's _start), and no stage finished in it
+            return (
+                f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before any stage "
+                "finished (interrupted, or an error), so there is nothing to report yet; rerun "
+                "`edgedeploy run CONFIG` with this workdir to run its stages from the first"
+            )
+        return (
             f"{workdir}: no {RUN_RECORD}: the `edgedeploy run` that made it stopped before its end "
             "(interrupted, or an error); rerun `edgedeploy run CONFIG` to finish it "
             "(the finished stages are reused)"
         )
+    return (
+        f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
+        "rerun edgedeploy run)"
+    )
+
+
+def load_workdir(workdir: Path) -> RunData:
+    record_path = workdir / RUN_RECORD
     if not record_path.is_file():
-        raise InputError(
-            f"{workdir}: no {RUN_RECORD} (not an `edgedeploy run` workdir, or made before reports existed; "
-            "rerun edgedeploy run)"
-        )
+        raise InputError(_why_no_run_record(workdir))
     record = _read_json(record_path, "run")
     if not isinstance(record, dict) or "precisions" not in record:
         raise InputError(f"{record_path}: not a run record")
