@@ -70,6 +70,7 @@ __all__ = [
     "not_an_input",
     "not_an_output",
     "not_written",
+    "outside_cache",
     "refuse_unwritable",
     "scratch_beside",
     "scratch_dir",
@@ -258,6 +259,14 @@ def no_folder_at_outputs(out_dir: Path, stem: str, parts: Iterable[str], option:
                 f"{option} {out_dir}: {out_dir / entry.name} is a folder where this command writes one of "
                 f"its {stem}.* files: move it, or choose another {option}"
             )
+
+
+def outside_cache(folder: Path, workdir: Path, option: str) -> None:
+    """Refuse ``folder`` (an output folder a config names, ``option``) where it lies in ``workdir``'s
+    stage cache (CACHE_DIR): the stage records and finished cells live there, not the user's files."""
+    cache = workdir.resolve() / CACHE_DIR
+    if folder.resolve().is_relative_to(cache):
+        raise InputError(f"{option} {folder} lies in the stage cache {cache}: set a folder outside it")
 
 
 def not_written(

@@ -33,7 +33,7 @@ from typing import Any
 
 from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written
+from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written, outside_cache
 from edgedeploy.options import ModelKeys
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files, refuse_for_tensorrt
@@ -272,9 +272,7 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
     _refuse_own_timing_caches(config)
     if base.bundle.enabled:
         root = config.bundles_root  # no bundle itself, nor in one, nor among the stage records
-        cache = config.workdir.resolve() / CACHE_DIR
-        if root.resolve().is_relative_to(cache):
-            raise InputError(f"bundle.output {root} lies in the stage cache {cache}: set a folder outside it")
+        outside_cache(root, config.workdir, "bundle.output")
         inside = next((f for f in (root, *root.parents) if (f / "manifest.json").is_file()), None)
         if inside is not None and (inside / "scripts").is_dir():  # a run's bundle (both default to
             # bundle/ beside the config): the matrix's bundles inside it broke it for verify and run

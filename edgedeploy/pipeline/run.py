@@ -34,6 +34,7 @@ from edgedeploy.fileio import (
     not_an_input,
     not_an_output,
     not_written,
+    outside_cache,
     refuse_unwritable,
     scratch_beside,
     sha256_file,
@@ -1291,11 +1292,8 @@ def _check_sections(config: PipelineConfig, target: Target, bundled: bool) -> No
     workdir, bundle = config.path(config.workdir).resolve(), bundle_dir(config).resolve()
     if config.bundle.enabled and (bundle == workdir or workdir.is_relative_to(bundle)):
         raise InputError(f"config bundle.output {bundle} holds the workdir: the bundle replaces that folder")
-    if config.bundle.enabled and bundle.is_relative_to(workdir / CACHE_DIR):  # the records' own folder
-        raise InputError(
-            f"config bundle.output {bundle} lies in the stage cache {workdir / CACHE_DIR}: "
-            "set a folder outside it"
-        )
+    if config.bundle.enabled:
+        outside_cache(bundle, workdir, "config bundle.output")
     compare_gates(config)
     ProfileOptions(
         warmup_iterations=p.warmup,
