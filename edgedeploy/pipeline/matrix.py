@@ -735,11 +735,8 @@ def _run_matrix(
         )
 
     def submit_profile(state: _ModelState, pending: _Pending, cell: Record) -> None:
-        assert pending.profile_options is not None and state.fp32 is not None
-        if state.shared_fp32 is None:
-            state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
-        if id(pending.feeds) not in shared_feeds:
-            shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
+        """Time the stored artifact of ``cell`` (``pending.feeds`` and the fp32 files are shared)."""
+        assert pending.profile_options is not None
         request, first = _feeds_apart(pending.request)
         submit(
             ("profile", pending, cell),
@@ -750,7 +747,7 @@ def _run_matrix(
                 executor.share({n: p.read_bytes() for n, p in cell.files.items()}),
                 cell.result["artifact"],
                 request,
-                shared_feeds[id(pending.feeds)],
+                pending.feeds,
                 pending.description,
                 pending.profile_options,
                 share_kept(first),
@@ -827,14 +824,14 @@ def _run_matrix(
             # built or profiled, whatever its precision (one the bundle lacks, or that failed before),
             # the cell makes its bundle again over what the board wrote there: refused before any work
             check_bundle_output(matrix.bundle_dir(plan.cell.model, plan.cell.target))
-        if hit is not None:  # built and compared: its profile options changed, the stored artifact is timed
-            submit_profile(state, pending, hit)
-            return
         if id(pending.feeds) not in shared_feeds:  # one copy per compare data set, not one per cell
             shared_feeds[id(pending.feeds)] = executor.share(pending.feeds)
         pending.feeds = shared_feeds[id(pending.feeds)]
         if state.shared_fp32 is None:
             state.shared_fp32 = executor.share({n: p.read_bytes() for n, p in state.fp32.files.items()})
+        if hit is not None:  # built and compared: its profile options changed, the stored artifact is timed
+            submit_profile(state, pending, hit)
+            return
         if precision_key is None:  # fp32: the exported model is the precision artifact
             submit_cell(state, pending, None)
             return
