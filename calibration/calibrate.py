@@ -61,6 +61,7 @@ from calibration.qdq import (
     constant_values,
     convert_opset,
     exclusion_matches,
+    fold_computed_weights,
     model_facts,
     narrow_convs,
     nonfinite_weights,
@@ -311,6 +312,8 @@ def calibrate(
         raise CalibrationError(f"--exclude-nodes: no node matches {', '.join(unmatched)}")
     if also := [re.escape(label) for found in excluded_by.values() for label in found if label in renamed]:
         qopts = replace(qopts, exclude_nodes=tuple(dict.fromkeys([*qopts.exclude_nodes, *also])))
+    # a weight the graph computes from constants (MatMul(x, Transpose(W))) stored, to be quantized
+    fold_computed_weights(model)
     facts = model_facts(model)  # shape inference and constants once for every plan below
     weights: WeightCache = {}  # each weight quantized once for auto's candidates and the artifact
     plan = plan_quantization(model, qopts, facts)

@@ -293,6 +293,137 @@ def model_facts(model: onnx.ModelProto) -> ModelFacts:
     )
 
 
+# ops whose outputs are not a function of their inputs: a weight computed with one is not folded
+_UNFOLDABLE_OPS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+
+
+def fold_computed_weights(model: onnx.ModelProto) -> list[str]:
+    """Store the weights of the main graph's Conv, ConvTranspose, Gemm and MatMul nodes that the
+    graph computes from constants, so that they are quantized like any stored weight; returns their
+    names. ``model`` is changed in place (the caller's copy: the user's file is not written).
+
+    Old torch.onnx wrote ``nn.Linear(bias=False)`` as ``MatMul(x, Transpose(W))`` (onnx's backend
+    test pytorch-converted/test_Linear_no_bias); the planner quantizes stored weights only (an
+    initializer or a Constant node), so such a layer stayed in float. Each weight is computed with
+    onnx's reference evaluator from the nodes that make it and stored as an initializer under its
+    own name; the nodes that computed it are removed where nothing else reads their outputs, and so
+    are the initializers only they read. Unnamed nodes of the main graph are first named by their
+    label (``OpType#index``), so that reports and ``--exclude-nodes`` name them as in the input
+    model. Left as computed (the planner then names the node as left in float): a weight computed
+    from a DequantizeLinear (an int8 weight-only layer, which folding would undo), with an op of
+    another domain, a random op or one holding a body, one the evaluator cannot compute or that is
+    not a float tensor, a graph output, and one whose computing node writes another output still read.
+    """
+    graph = model.graph
+    nodes = list(graph.node)
+    derived = constant_derived(graph)
+    stored = {init.name for init in graph.initializer} | {
+        o for node in nodes if node.op_type == "Constant" for o in node.output
+    }
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+    outputs = {o.name for o in graph.output}
+
+    def makers(name: str) -> list[int] | None:
+        """The indices of the nodes that compute ``name`` (in node order), None when one may not be folded."""
+        found: set[int] = set()
+        todo = [name]
+        while todo:
+            made = producer.get(todo.pop())
+            if made is None or made in found:
+                continue
+            node = nodes[made]
+            if (
+                node.op_type == "DequantizeLinear"
+                or node.op_type in _UNFOLDABLE_OPS
+                or node.domain not in ("", "ai.onnx")
+                or subgraphs(node)
+            ):
+                return None
+            found.add(made)
+            todo.extend(i for i in node.input if i)
+        return sorted(found)
+
+    wanted: dict[str, list[int]] = {}
+    for node in nodes:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or not node.input[0]:
+            continue
+        weight = node.input[1]
+        if not weight or weight in stored or weight not in derived or weight in outputs:
+            continue
+        if node.input[0] in derived:  # a constant node: nothing to quantize
+            continue
+        chain = makers(weight)
+        if chain is not None:
+            wanted[weight] = chain
+    if not wanted:
+        return []
+    # a weight whose node writes another output that is read stays computed: the node stays too
+    read = _names_read(graph) | outputs
+    wanted = {
+        name: chain
+        for name, chain in wanted.items()
+        if all(o in wanted or o not in read for o in nodes[producer[name]].output if o)
+    }
+    values: dict[str, np.ndarray] = {}
+    for name, chain in wanted.items():
+        value = _evaluated(model, [nodes[i] for i in chain], name)
+        if value is not None and value.dtype.kind == "f":
+            values[name] = value
+    if not values:
+        return []
+    taken = {node.name for node in nodes}
+    for i, node in enumerate(nodes):  # labels as the input model's (see the docstring)
+        if not node.name and _node_label(node, i) not in taken:
+            node.name = _node_label(node, i)
+            taken.add(node.name)
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in values.items())
+    # the nodes that computed them, last first, while no remaining node, body or output reads them
+    candidates = sorted({i for name in values for i in wanted[name]}, reverse=True)
+    removed: set[int] = set()
+    for i in candidates:
+        others = [n for k, n in enumerate(nodes) if k != i and k not in removed]
+        still_read = _names_read(_graph_of(others)) | outputs
+        if all(o in values or o not in still_read for o in nodes[i].output if o):
+            removed.add(i)
+    kept = [n for k, n in enumerate(nodes) if k not in removed]
+    del graph.node[:]
+    graph.node.extend(kept)
+    unread = {n for k in removed for n in nodes[k].input} - _names_read(graph) - outputs
+    inputs = {i.name for i in graph.input}
+    dropped = [init for init in graph.initializer if init.name in unread and init.name not in inputs]
+    for init in dropped:
+        graph.initializer.remove(init)
+    gone = {o for k in removed for o in nodes[k].output} - set(values)
+    for vi in [vi for vi in graph.value_info if vi.name in gone]:
+        graph.value_info.remove(vi)
+    return list(values)
+
+
+def _graph_of(nodes: Sequence[onnx.NodeProto]) -> onnx.GraphProto:
+    graph = onnx.GraphProto()
+    graph.node.extend(nodes)
+    return graph
+
+
+def _evaluated(model: onnx.ModelProto, chain: Sequence[onnx.NodeProto], name: str) -> np.ndarray | None:
+    """``name``'s value, computed by onnx's reference evaluator from the nodes ``chain`` and the
+    model's initializers they read; None when it cannot be computed."""
+    from onnx.reference import ReferenceEvaluator
+
+    reads = {i for node in chain for i in node.input if i}
+    inits = [init for init in model.graph.initializer if init.name in reads]
+    graph = helper.make_graph(list(chain), "fold", [], [helper.make_empty_tensor_value_info(name)], inits)
+    small = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    try:
+        found: Any = ReferenceEvaluator(small).run(None, {})
+        value = found[0]
+    except Exception:  # the evaluator lacks the op, or the op refuses its inputs: left as computed
+        return None
+    return value if isinstance(value, np.ndarray) else None
+
+
 class _Planner:
     def __init__(
         self, model: onnx.ModelProto, options: QuantizeOptions, facts: ModelFacts | None = None
@@ -395,8 +526,8 @@ class _Planner:
         ):
             # a weight the graph computes from constants (torch.onnx wrote nn.Linear(bias=False) as
             # MatMul(x, Transpose(W)): onnx's backend test pytorch-converted/test_Linear_no_bias) is
-            # constant, but only a stored one is quantized; it was refused as "no ... MatMul with
-            # constant float32 weights", or left in float without a word beside other layers
+            # constant, but only a stored one is quantized; calibrate stores such a weight first
+            # (fold_computed_weights), so one still computed here is one folding could not compute
             made = self.producer.get(node.input[1])
             maker = self.model.graph.node[made] if made is not None else None
             by = (
@@ -405,9 +536,9 @@ class _Planner:
                 else ""
             )
             self.plan.left_in_float[_node_label(node, i)] = (
-                f"its weight '{node.input[1]}' is computed in the graph from constants{by}, not stored; "
-                "only a stored weight is quantized: fold it into one first (edgedeploy export of the model "
-                "folds constants)"
+                f"its weight '{node.input[1]}' is computed in the graph from constants{by}, which could "
+                "not be folded into a stored weight (an op of another domain, a random op or a body, or "
+                "one onnx's reference evaluator cannot run); only a stored weight is quantized"
             )
             return
         if node.op_type in ("Conv", "ConvTranspose") and not has_weight:

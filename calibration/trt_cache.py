@@ -27,6 +27,7 @@ from calibration.qdq import (
     QuantizeOptions,
     activation_scale,
     convert_opset,
+    fold_computed_weights,
     node_pattern,
     plan_quantization,
     tensor_readers,
@@ -222,6 +223,7 @@ def cache_to_qdq(
     upgrade_ir(model)
     # plan on the graph that is written (conversion moves indices); one that changes the outputs is refused
     model, unchecked = convert_opset(model, name=os.path.basename(model_path))
+    fold_computed_weights(model)  # as calibrate does: such a weight is quantized like a stored one
     amax = cache.amax()
     nodes = model.graph.node
     readers = {name: {i for i, _ in reads} for name, reads in tensor_readers(nodes).items()}

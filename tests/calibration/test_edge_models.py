@@ -14,8 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from calibration.calibrate import CalibrationOptions, calibrate
 from calibration.errors import NothingToQuantize
 from calibration.modelinfo import model_io
+from calibration.qdq import QuantizeOptions, QuantPlan, fold_computed_weights, plan_quantization
 from calibration.sources import open_source
-from calibration.trt_cache import read_cache
+from calibration.trt_cache import cache_to_qdq, read_cache
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -209,31 +210,80 @@ def _computed_weight(path: Path, with_weighted: bool) -> Path:
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
-def test_a_matmul_whose_weight_is_computed_from_a_constant_is_named_as_left_in_float(tmp_path: Path) -> None:
-    """A MatMul whose weight a Transpose computes from an initializer was refused as having "no ...
-    MatMul with constant float32 weights" (false: the weight is constant), and beside a quantized
-    layer it was left in float without a word. The refusal and a warning now name the node, the
-    weight and the op computing it, with what folds it (edgedeploy export)."""
-    alone = _computed_weight(tmp_path / "alone.onnx", with_weighted=False)
-    inputs, _ = model_io(alone)
-    for placement in ("tensorrt", "onnxruntime"):
-        source = open_source("random:1", inputs, samples=8, batch_size=4)
-        with pytest.raises(NothingToQuantize) as refused:
-            calibrate(
-                alone, source, CalibrationOptions(algorithm="max", placement=placement), tmp_path / "alone"
+def test_a_weight_computed_from_a_constant_is_folded_and_quantized(tmp_path: Path) -> None:
+    """A MatMul whose weight a Transpose computes from an initializer was left in float (named as
+    such, with "edgedeploy export folds constants"; alone, refused). calibrate folds the weight into
+    a stored one and quantizes it like any other, whatever the placement; the input file is unchanged."""
+    for with_weighted, quantized in ((False, ["fc"]), (True, ["fc", "head"])):
+        source_path = _computed_weight(tmp_path / f"m{with_weighted}.onnx", with_weighted=with_weighted)
+        before = source_path.read_bytes()
+        inputs, _ = model_io(source_path)
+        for placement in ("tensorrt", "onnxruntime"):
+            source = open_source("random:1", inputs, samples=8, batch_size=4)
+            out = tmp_path / f"{placement}{with_weighted}"
+            result = calibrate(
+                source_path, source, CalibrationOptions(algorithm="max", placement=placement), out
             )
-        text = str(refused.value)
-        assert text.startswith(
-            "alone.onnx: nothing to quantize: MatMul 'fc' is left in float, its weight 'wt' "
-        ), text
-        assert "Transpose 't'" in text and "edgedeploy export" in text and "\n" not in text
-        assert not (tmp_path / "alone").exists() or not any((tmp_path / "alone").iterdir())
+            assert result.report_data is not None and result.report_data.quantized_nodes == quantized
+            assert not any("'fc'" in w for w in result.warnings), result.warnings
+            qdq = onnx.load(result.model)
+            onnx.checker.check_model(qdq, full_check=True)
+            assert _reads_int8_weight(qdq, "fc")
+            assert not [n for n in qdq.graph.node if n.op_type == "Transpose"]  # folded, not kept beside
+        assert source_path.read_bytes() == before
+
+
+def test_a_weight_folding_cannot_compute_is_named_as_left_in_float(tmp_path: Path) -> None:
+    """A weight computed from constants by an op no evaluator here knows (a custom domain) cannot be
+    folded: it stays float, named in the refusal (alone) or a warning (beside a quantized layer)."""
+    for with_weighted in (False, True):
+        model = onnx.load(_computed_weight(tmp_path / "plain.onnx", with_weighted=with_weighted))
+        model.graph.node[0].CopyFrom(helper.make_node("Flip", ["w"], ["wt"], name="t", domain="custom"))
+        model.opset_import.append(helper.make_opsetid("custom", 1))
+        path = tmp_path / f"custom{with_weighted}.onnx"
+        onnx.save(model, path)
+        source = open_source("random:1", model_io(path)[0], samples=8, batch_size=4)
+        if not with_weighted:
+            with pytest.raises(NothingToQuantize) as refused:
+                calibrate(path, source, CalibrationOptions(algorithm="max"), tmp_path / "alone")
+            text = str(refused.value)
+            assert text.startswith(
+                f"{path.name}: nothing to quantize: MatMul 'fc' is left in float, its weight 'wt' "
+            ), text
+            assert "Flip 't'" in text and "not be folded" in text and "\n" not in text
+            assert not (tmp_path / "alone").exists() or not any((tmp_path / "alone").iterdir())
+            continue
+        found = _planned(model)
+        assert found.quantized_nodes == ["head"]
+        assert found.left_in_float["fc"].startswith("its weight 'wt' is computed in the graph from constants")
+
+
+def _planned(model: onnx.ModelProto) -> QuantPlan:
+    """The plan of ``model`` after the folding calibrate makes (on a copy)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    fold_computed_weights(copy)
+    return plan_quantization(copy, QuantizeOptions())
+
+
+def _reads_int8_weight(model: onnx.ModelProto, node_name: str) -> bool:
+    """Whether node ``node_name`` reads, as its second input, a DequantizeLinear of an int8 initializer."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    dq = next((n for n in model.graph.node if node.input[1] in n.output), None)
+    inits = {i.name: i for i in model.graph.initializer}
+    return (
+        dq is not None
+        and dq.op_type == "DequantizeLinear"
+        and dq.input[0] in inits
+        and inits[dq.input[0]].data_type == TensorProto.INT8
+    )
+
+
+def test_an_int8_weight_behind_a_transpose_is_not_folded(tmp_path: Path) -> None:
+    """An int8 weight (DequantizeLinear of an int8 initializer) is not one to fold into float: the
+    layer stays as it is, with no word about it, and the other layer is quantized."""
     both = _computed_weight(tmp_path / "both.onnx", with_weighted=True)
     source = open_source("random:1", model_io(both)[0], samples=8, batch_size=4)
-    result = calibrate(both, source, CalibrationOptions(algorithm="max"), tmp_path / "both")
-    assert result.report_data is not None and result.report_data.quantized_nodes == ["head"]
-    assert any(w.startswith("MatMul 'fc' is left in float: its weight 'wt' ") for w in result.warnings)
-    # an int8 weight (DequantizeLinear of an int8 initializer) is not one to fold into float
     model = onnx.load(both)
     wq = numpy_helper.from_array(_int8_weight(model.graph.initializer[0].dims), "w")
     scale = numpy_helper.from_array(np.array(0.05, np.float32), "s")
@@ -245,6 +295,42 @@ def test_a_matmul_whose_weight_is_computed_from_a_constant_is_named_as_left_in_f
     result = calibrate(weight_only, source, CalibrationOptions(algorithm="max"), tmp_path / "wo")
     assert result.report_data is not None and result.report_data.quantized_nodes == ["head"]
     assert not any("'fc'" in w for w in result.warnings), result.warnings
+    assert [n.op_type for n in onnx.load(result.model).graph.node].count("Transpose") == 1
+
+
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_onnx_backend_linear_no_bias_quantizes_its_computed_weight(tmp_path: Path, placement: str) -> None:
+    """onnx's backend test pytorch-converted/test_Linear_no_bias (old torch.onnx's nn.Linear(bias=False):
+    MatMul(x, Transpose(W)), IR 3, opset 6) was refused as having nothing to quantize. Its weight is
+    now folded and quantized to int8; the artifact passes the full checker and matches the test's
+    own expected output (cosine >= 0.99) on the test's own input; the input file is unchanged."""
+    from onnx.backend.test.loader import load_model_tests
+
+    case = next(c for c in load_model_tests(kind="pytorch-converted") if c.name == "test_Linear_no_bias")
+    model_dir = Path(case.model_dir)
+    source_path = tmp_path / "linear_no_bias.onnx"
+    source_path.write_bytes((model_dir / "model.onnx").read_bytes())
+    before = source_path.read_bytes()
+    feed_in = numpy_helper.to_array(onnx.load_tensor(str(model_dir / "test_data_set_0" / "input_0.pb")))
+    want = numpy_helper.to_array(onnx.load_tensor(str(model_dir / "test_data_set_0" / "output_0.pb")))
+    inputs, _ = model_io(source_path)
+    source = open_source("random:1", inputs, samples=16, batch_size=4)
+    trt = "10.3" if placement == "tensorrt" else None
+    options = CalibrationOptions(algorithm="max", placement=placement, trt_version=trt)
+    result = calibrate(source_path, source, options, tmp_path / "out")
+    assert source_path.read_bytes() == before
+    assert result.report_data is not None and result.report_data.quantized_nodes == ["MatMul#1"]
+    qdq = onnx.load(result.model)
+    onnx.checker.check_model(qdq, full_check=True)
+    assert _reads_int8_weight(qdq, "MatMul#1")
+    session = ort.InferenceSession(str(result.model), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: feed_in})[0]
+    cosine = float(np.dot(got.ravel(), want.ravel()) / (np.linalg.norm(got) * np.linalg.norm(want)))
+    assert cosine >= 0.99, cosine
+    if result.cache is not None:  # the Q/DQ model made from the TensorRT cache folds it too
+        from_cache, uncovered, _ = cache_to_qdq(source_path, result.cache)
+        onnx.checker.check_model(from_cache, full_check=True)
+        assert _reads_int8_weight(from_cache, "MatMul#1") and uncovered == []
 
 
 def _int8_weight(dims: Sequence[int]) -> np.ndarray:
