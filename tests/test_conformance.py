@@ -1227,6 +1227,41 @@ def test_fp16_of_a_loop_over_a_sequence_keeps_the_sequence_float32(
     assert all(n["precision"] != "fp16" for n in nodes.values()), nodes  # every one is inside the fp32 Loop
 
 
+def _unread_casts(model: onnx.ModelProto) -> list[str]:
+    """The Casts of every graph (bodies too) whose output no node of any graph and no graph output reads."""
+    graphs = [model.graph]
+    casts: list[onnx.NodeProto] = []
+    read: set[str] = set()
+    while graphs:
+        graph = graphs.pop()
+        read.update(o.name for o in graph.output)
+        for node in graph.node:
+            read.update(node.input)
+            casts.extend([node] if node.op_type == "Cast" else [])
+            graphs.extend(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+            graphs.extend(g for a in node.attribute for g in a.graphs)
+    return [c.name or c.output[0] for c in casts if c.output[0] not in read]
+
+
+@pytest.mark.parametrize("target", ["x86-64-cpu", "jetson-orin-nano"])
+def test_fp16_of_a_loop_over_a_sequence_keeps_no_cast_nobody_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """The fp16 artifact of onnx's backend test node/test_sequence_map_add_1_sequence_1_tensor_expanded
+    (every node fp32, 2f989a4) kept one Cast of an input that no node read: ONNX Runtime's converter
+    adds it, to float16, for a graph input whose readers all stay fp32. No Cast is left unread."""
+    model, inputs, outputs = _sequence_map_expanded(monkeypatch)
+    source = _save(model, tmp_path / "m.onnx")
+    extra = ("--backend", "onnxruntime") if target.startswith("jetson") else ()
+    artifact = assert_built_and_valid(
+        source, tmp_path / "o", "--precision", "fp16", "--target", target, *extra
+    )
+    assert _unread_casts(onnx.load(artifact)) == []
+    feed = {vi.name: value for vi, value in zip(model.graph.input, inputs, strict=True)}
+    for got, want in zip(run(artifact, feed), outputs, strict=True):
+        _fp16_close(got, want)
+
+
 def _split_loop_concat() -> onnx.ModelProto:
     """x [3,4] -> SplitToSequence -> Loop: each element + y (a capture) inserted into a new
     sequence -> ConcatFromSequence -> MatMul w: the sequence is neither input nor output."""

@@ -398,6 +398,38 @@ def _remove_fp16_round_trips(model: onnx.ModelProto, own: set[str]) -> None:
         graph.value_info.remove(vi)
 
 
+def _drop_unread_casts(model: onnx.ModelProto, own: set[str]) -> None:
+    """Remove the converter's Casts whose output nothing reads, in every graph (If/Loop/Scan bodies
+    too): no node of any graph (a body reads an outer name as its own) and no graph output.
+
+    ONNX Runtime's converter casts each float graph input to float16 for its readers
+    (``keep_io_types``); where the only reader is the body of a Loop kept fp32, which captures the
+    input through a Cast of its own (:func:`_cast_captures_of_fp32_control_flow`), that float16
+    Cast is read by nothing: onnx's backend test
+    node/test_sequence_map_add_1_sequence_1_tensor_expanded kept one (``graph_input_cast1``). A
+    Cast that only fed removed ones goes too. ``own``: the names of the model's own
+    nodes, whose Casts stay (the artifact keeps what the input model holds).
+    """
+    graphs = all_graphs(model.graph)
+    while True:
+        read = {name for graph in graphs for node in graph.node for name in node.input if name}
+        read |= {o.name for graph in graphs for o in graph.output}
+        removed = False
+        for graph in graphs:
+            unread = [
+                node
+                for node in graph.node
+                if node.op_type == "Cast" and node.name not in own and node.output[0] not in read
+            ]
+            for node in unread:
+                graph.node.remove(node)
+                for vi in [vi for vi in graph.value_info if vi.name == node.output[0]]:
+                    graph.value_info.remove(vi)
+            removed = removed or bool(unread)
+        if not removed:
+            return
+
+
 def fp32_only_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """Nodes that must stay fp32 for what their attributes say (node name -> reason).
 
@@ -1162,6 +1194,7 @@ def make_fp16(
     _reattach_outputs(converted, detached)
     _import_default_opset(converted)  # before the round trips: shape inference needs it
     _remove_fp16_round_trips(converted, own)
+    _drop_unread_casts(converted, own)
     _repair(converted, src)
     if opset_conversion:
         plan["opset_conversion"] = dict(opset_conversion)
