@@ -315,6 +315,9 @@ def fold_computed_weights(model: onnx.ModelProto) -> list[str]:
     from a DequantizeLinear (an int8 weight-only layer, which folding would undo), with an op of
     another domain, a random op or one holding a body, one the evaluator cannot compute or that is
     not a float tensor, a graph output, and one whose computing node writes another output still read.
+    Written here rather than taken from onnxslim's or ONNX Runtime's constant folding: both fold every
+    constant subgraph of the model and fuse besides, which would change every other artifact; only
+    the weights the planner needs are folded here.
     """
     graph = model.graph
     nodes = list(graph.node)
