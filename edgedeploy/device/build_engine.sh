@@ -92,7 +92,7 @@ if use_edgedeploy "$TOOL"; then
     note "building with $(quoted "${BUILD[@]}") (log: $LOG)"
     CODE=0
     "${BUILD[@]}" >"$LOG" 2>&1 || CODE=$?
-    [ "$CODE" -ne 130 ] || interrupted  # its Ctrl-C (the line "interrupted" is in the log)
+    [ "$CODE" -ne 130 ] || interrupted hidden  # its Ctrl-C (its line "interrupted" is in the log)
     if [ "$CODE" -ne 0 ]; then
         rm -rf "$OUT_DIR"
         tail -n 5 "$LOG" >&2 || true

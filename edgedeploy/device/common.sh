@@ -59,8 +59,16 @@ find_trtexec() {
 # EXIT trap and dies of it (a shell reports 130, and a script that ran this one stops too); exit 130
 # where SIGINT was ignored when the script started (bash cannot take it back then). SCRATCH: a
 # temporary folder of this file's own, which no script's EXIT trap knows, removed on the way.
+# The interrupted command said "interrupted" on its stderr; where that was not the script's (a helper
+# called with 2>/dev/null, or `interrupted hidden` after an edgedeploy whose output went to /dev/null or
+# a log), a Ctrl-C ended the script without a word: `interrupted` says the line there, on SCRIPT_STDERR
+# (the script's stderr, kept when this file is sourced), once.
 SCRATCH=""
+exec {SCRIPT_STDERR}>&2
 interrupted() {
+    if [ "${1:-}" = hidden ] || ! [ /dev/fd/2 -ef "/dev/fd/$SCRIPT_STDERR" ]; then
+        { echo interrupted >&"$SCRIPT_STDERR"; } 2>/dev/null || true
+    fi
     [ -z "$SCRATCH" ] || rm -rf "$SCRATCH"
     trap - INT
     kill -INT "$$"
@@ -91,7 +99,7 @@ use_edgedeploy() {
     command -v edgedeploy >/dev/null 2>&1 || return 1
     local verdict
     SCRATCH="$(mktemp -d)"
-    edgedeploy doctor --json "$SCRATCH/doctor.json" >/dev/null 2>&1 || [ "$?" -ne 130 ] || interrupted
+    edgedeploy doctor --json "$SCRATCH/doctor.json" >/dev/null 2>&1 || [ "$?" -ne 130 ] || interrupted hidden
     verdict="$(helper edgedeploy-usable "$SCRATCH/doctor.json" 2>/dev/null || true)"
     rm -rf "$SCRATCH"
     SCRATCH=""

@@ -517,6 +517,28 @@ def test_ctrl_c_in_a_helper_whose_failure_the_script_reports_ends_it_with_130(
     assert {p.name: p.read_bytes() for p in engines.iterdir()} == before  # no temporary file left
 
 
+# (script, its arguments, the helper stopped: its subcommand) where the script sends the helper's stderr
+# to /dev/null (its error line is not the script's), and so the helper's line "interrupted" too
+HIDDEN_HELPER_LINES = {
+    "build_engine-engine": ("build_engine.sh", [], "engine"),  # FOUND="$(helper engine ... 2>/dev/null)"
+    "benchmark-engine": ("benchmark.sh", ["--duration", "0.1"], "engine"),  # if ! ENGINE="$(... 2>/dev/null)"
+    "build_engine-edgedeploy-usable": ("build_engine.sh", ["--force"], "edgedeploy-usable"),  # common.sh
+}
+
+
+@pytest.mark.parametrize("case", list(HIDDEN_HELPER_LINES))
+def test_ctrl_c_in_a_helper_whose_stderr_the_script_hides_still_says_interrupted(
+    case: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """A Ctrl-C in a helper the script runs with its stderr sent to /dev/null ended the script with
+    130 and no line at all (the helper's "interrupted" went to /dev/null); every other Ctrl-C in a
+    helper is the one line. The script says it there, once."""
+    name, args, subcommand = HIDDEN_HELPER_LINES[case]
+    assert device.run(script(bundle, "build_engine.sh")).returncode == 0
+    status, err = run_interrupted(bundle, device, tmp_path, name, args, "loads", subcommand)
+    assert (status, err) == (130, "interrupted\n")
+
+
 @pytest.mark.parametrize("command", ["doctor", "build"])
 def test_ctrl_c_in_edgedeploy_ends_build_engine_sh_with_130(
     command: str, bundle: Path, device: Device, tmp_path: Path
@@ -535,10 +557,25 @@ def test_ctrl_c_in_edgedeploy_ends_build_engine_sh_with_130(
         TMPDIR=str(scratch),
     )
     assert res.returncode in (130, -2), res.stdout + res.stderr
-    assert "error" not in res.stderr and "using trtexec" not in res.stdout
+    assert res.stderr == "interrupted\n" and "using trtexec" not in res.stdout  # its line, said by the script
     assert not [call for call in device.calls("trtexec") if "--saveEngine" in call]
     assert sorted(p.name for p in (bundle / "device" / "engines").iterdir()) == []
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["doctor", "build"])
+def test_a_real_ctrl_c_in_edgedeploy_whose_output_build_engine_sh_hides_says_interrupted(
+    command: str, bundle: Path, device: Device, tmp_path: Path
+) -> None:
+    """build_engine.sh sends `edgedeploy doctor`'s output to /dev/null and `edgedeploy build`'s to the
+    build log: a Ctrl-C in either ended the script with 130 and no line on the terminal (edgedeploy's
+    "interrupted" went there). The script says it, once; nothing is built."""
+    args = ["--force"] if command == "doctor" else ["--tool", "edgedeploy", "--force"]
+    # the fake edgedeploy writes its doctor report and its build's sidecar with json.dumps
+    status, err = run_interrupted(bundle, device, tmp_path, "build_engine.sh", args, "dumps", command)
+    assert (status, err) == (130, "interrupted\n")
+    assert not [call for call in device.calls("trtexec") if "--saveEngine" in call]
+    assert sorted(p.name for p in (bundle / "device" / "engines").iterdir()) == []
 
 
 def killing_file_tools(folder: Path) -> Path:
