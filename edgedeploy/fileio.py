@@ -57,6 +57,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "bundle_holding",
     "check_dest",
     "check_output",
     "check_read_and_written",
@@ -267,6 +268,26 @@ def outside_cache(folder: Path, workdir: Path, option: str) -> None:
     cache = workdir.resolve() / CACHE_DIR
     if folder.resolve().is_relative_to(cache):
         raise InputError(f"{option} {folder} lies in the stage cache {cache}: set a folder outside it")
+
+
+# a bundle's folder where the board's scripts write (engines, timing cache, results), which no manifest lists
+DEVICE_DIR = "device"
+
+
+def bundle_holding(path: Path, *, itself: bool = False, device_too: bool = False) -> Path | None:
+    """The bundle folder (``manifest.json`` beside ``scripts/``) that ``path`` lies in, or is where
+    ``itself``; None elsewhere, and under the bundle's DEVICE_DIR, where the board's scripts write
+    (build_engine.sh's build folder, benchmark.sh's results), unless ``device_too`` (a file may go
+    there, a new bundle may not: stages/bundle/tools.check_bundle_output). A file written anywhere
+    else in a bundle is one its manifest does not list, or a listed one replaced: ``bundle verify``
+    and the board's verify.sh then find it damaged."""
+    absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
+    for folder in [absolute, *absolute.parents] if itself else absolute.parents:
+        if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
+            if not device_too and folder != absolute and absolute.relative_to(folder).parts[0] == DEVICE_DIR:
+                return None
+            return folder
+    return None
 
 
 def not_written(

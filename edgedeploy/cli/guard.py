@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from edgedeploy.errors import InputError
-from edgedeploy.fileio import CACHE_DIR, check_output, check_read_and_written, forget_written, guarded
-from edgedeploy.interrupts import deferred
+from edgedeploy.fileio import (
+    CACHE_DIR,
+    DEVICE_DIR,
+    bundle_holding,
+    check_output,
+    check_read_and_written,
+    forget_written,
+    guarded,
+)
 
 # parameter name -> (option as the user typed it, what it names)
 OUTPUTS: dict[str, tuple[str, str]] = {
@@ -93,7 +100,7 @@ def check_json_output(path: Path) -> None:
     if bundle := bundle_holding(path):
         raise InputError(
             f"--json {path} lies in the bundle {bundle}: write it outside the bundle, or under its "
-            f"{_device_dir()}/ folder"
+            f"{DEVICE_DIR}/ folder"
         )
     for folder in Path(os.path.abspath(path)).parents:
         if folder.name == CACHE_DIR:  # run's stage records, matrix's finished cells
@@ -109,27 +116,6 @@ def _refuse_in_bundle(option: str, path: Path, kind: str) -> None:
             f"{option} {path} {is_or_in} {bundle}, whose manifest would not list what this command writes "
             "(bundle verify would find it damaged): write it outside the bundle"
         )
-
-
-def _device_dir() -> str:
-    with deferred():  # here: the bundle stage is slow to import, and heavy imports are not interrupt-safe
-        from edgedeploy.stages.bundle.tools import DEVICE_DIR
-    return DEVICE_DIR
-
-
-def bundle_holding(path: Path, *, itself: bool = False) -> Path | None:
-    """The bundle folder (``manifest.json`` beside ``scripts/``, as stages/bundle/tools.check_bundle_output
-    tells one) that ``path`` lies in, or is where ``itself``; None elsewhere and under the bundle's
-    ``device/``, where the board's scripts write (build_engine.sh's build folder, benchmark.sh's results),
-    which no manifest lists. A file written anywhere else in a bundle is one its manifest does not list,
-    or a listed one replaced: ``bundle verify`` and the board's verify.sh then find it damaged."""
-    absolute = Path(os.path.abspath(path))  # "bundle/device/../x.json" lies in the bundle
-    for folder in [absolute, *absolute.parents] if itself else absolute.parents:
-        if (folder / "manifest.json").is_file() and (folder / "scripts").is_dir():
-            if folder != absolute and absolute.relative_to(folder).parts[0] == _device_dir():
-                return None
-            return folder
-    return None
 
 
 def guard_command(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,9 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgedeploy.errors import InputError, first_line
-from edgedeploy.fileio import scratch_dir
-
-DEVICE_DIR = "device"
+from edgedeploy.fileio import DEVICE_DIR, bundle_holding, scratch_dir
 
 
 @dataclass
@@ -118,13 +116,11 @@ def check_bundle_output(folder: Path) -> None:
     outputs in an existing bundle's ``device/``; an empty ``device/`` goes with the old bundle. A folder
     inside another bundle is refused too: its manifest does not list the new files, so that bundle's
     ``verify.sh`` and ``bundle verify`` would fail on them (as ``--json`` is refused there, cli/guard.py)."""
-    absolute = Path(os.path.abspath(folder))  # "bundle/models/../sub" lies in the bundle too
-    for parent in absolute.parents:
-        if (parent / "manifest.json").is_file() and (parent / "scripts").is_dir():
-            raise InputError(
-                f"bundle output: {folder} lies in the bundle {parent}, whose manifest would not list it: "
-                "choose an -o folder outside that bundle"
-            )
+    if parent := bundle_holding(folder, device_too=True):  # "bundle/models/../sub" lies in the bundle too
+        raise InputError(
+            f"bundle output: {folder} lies in the bundle {parent}, whose manifest would not list it: "
+            "choose an -o folder outside that bundle"
+        )
     if why := not_ours(folder) or archive_not_ours(folder):
         raise InputError(f"bundle output: {why}; choose another -o folder")
     if folder.is_dir() and (written := device_outputs(folder)):
