@@ -16,7 +16,8 @@ doctor` says so), else with trtexec and the equivalent flags
 (same shape profiles, fp32 layers, FP16 beside INT8 and TF32 setting on both paths; trtexec
 before TensorRT 8.4 cannot keep fp32 layers and says so). A calibration cache written for another
 TensorRT version is refused (TensorRT would ignore it). The
-engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read.
+engine's sidecar (<engine>.json) is the one `edgedeploy compare` and `profile` read; `edgedeploy
+build`'s per-layer report (<model>.layers.json) is kept beside the engine (trtexec writes none).
 Skips the build when an engine for this TensorRT version, board, GPU compute capability and model
 already exists (a bundled engine only when it is for this GPU's compute capability), unless
 --max-batch or --workspace-mb asks for another build (the existing engine may have been built with
@@ -58,6 +59,9 @@ fi
 
 ENGINE="$(helper engine-path --precision "$PRECISION")"
 TMP="$(dirname "$ENGINE")/.$(basename "$ENGINE").building.$$"
+# edgedeploy build's per-layer report of the engine (edgedeploy/backends/trt_sidecar.py layers_path); a
+# trtexec build writes none, and removes the one of the engine it replaces
+LAYERS="${ENGINE%.engine}.layers.json" NEW_LAYERS=""
 # what a build killed before its EXIT trap ran (SIGKILL, power cut) left: its temporary engine and
 # sidecar, its edgedeploy build folder; those of a build still running (its PID alive) stay
 for LEFT in "${TMP%.*}".* "$(dirname "$ENGINE")"/.build.*; do
@@ -103,6 +107,8 @@ if use_edgedeploy "$TOOL"; then
     BUILT="$(find "$OUT_DIR" -name '*.engine' | head -n 1)"
     mv "$BUILT" "$TMP"
     FROM=(--from "$OUT_DIR/$(basename "$BUILT").json")
+    # it stays in the build folder (removed on exit) until it is moved beside the engine, below
+    [ ! -f "${BUILT%.engine}.layers.json" ] || NEW_LAYERS="${BUILT%.engine}.layers.json"
     FLAGS=(edgedeploy build "${ED_ARGS[@]}") USED=edgedeploy
 else
     TRT="$(find_trtexec)"
@@ -124,10 +130,12 @@ if ! helper write-sidecar --precision "$PRECISION" --engine "$TMP" --tool "$USED
         "${FLAGS[@]}"; then
     die "could not write the engine's sidecar (above); the previous engine, if any, is unchanged"
 fi
-# The old sidecar goes first, the new one comes last: a kill at any point leaves the old pair, an
-# engine without a sidecar (no engine to the up-to-date check and the scripts: rebuilt) or the new
-# pair, never an engine beside another build's sidecar (which edgedeploy compare and profile read)
-rm -f "$ENGINE.json"
+# The old sidecar and layer report go first, the new sidecar comes last: a kill at any point leaves the
+# old files, an engine without a sidecar (no engine to the up-to-date check and the scripts: rebuilt),
+# with or without its own layer report, or the new ones, never an engine beside another build's sidecar
+# (which edgedeploy compare and profile read) or layer report
+rm -f "$ENGINE.json" "$LAYERS"
 mv -f "$TMP" "$ENGINE"
+[ -z "$NEW_LAYERS" ] || mv -f "$NEW_LAYERS" "$LAYERS"
 mv -f "$TMP.json" "$ENGINE.json"
 note "engine: $ENGINE"

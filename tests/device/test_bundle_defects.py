@@ -604,7 +604,8 @@ def engine_files(bundle: Path) -> dict[str, bytes]:
 
 def assert_a_matching_pair_or_none(files: dict[str, bytes]) -> None:
     """The engine and its sidecar are one build's (the sidecar's engine_sha256 is the engine's), or the
-    engine has no sidecar (which no script takes for a usable engine)."""
+    engine has no sidecar (which no script takes for a usable engine); a layer report (the fake
+    edgedeploy's, naming its engine) is the engine's."""
     import hashlib
 
     engine, sidecar = files.get("dense.fp16.engine"), files.get("dense.fp16.engine.json")
@@ -612,10 +613,14 @@ def assert_a_matching_pair_or_none(files: dict[str, bytes]) -> None:
         assert json.loads(sidecar)["engine_sha256"] == hashlib.sha256(engine).hexdigest()
     else:
         assert sidecar is None
+    layers = files.get("dense.fp16.layers.json")
+    if layers is not None:
+        assert engine is not None
+        assert json.loads(layers)["fake_engine_sha256"] == hashlib.sha256(engine).hexdigest()
 
 
 @pytest.mark.parametrize("tool", ["trtexec", "edgedeploy"])
-@pytest.mark.parametrize("after", [1, 2, 3, 4])
+@pytest.mark.parametrize("after", [1, 2, 3, 4, 5])
 def test_a_kill_while_build_engine_sh_replaces_the_engine_never_leaves_a_mismatched_pair(
     after: int, tool: str, bundle: Path, device: Device, tmp_path: Path
 ) -> None:
@@ -636,8 +641,27 @@ def test_a_kill_while_build_engine_sh_replaces_the_engine_never_leaves_a_mismatc
     res = device.run(script(bundle, "build_engine.sh"), "--tool", tool, **more)
     assert res.returncode == 0, res.stdout + res.stderr
     files = engine_files(bundle)
-    assert sorted(files) == ["dense.fp16.engine", "dense.fp16.engine.json"]  # no temporary file left
+    kept = ["dense.fp16.engine", "dense.fp16.engine.json"]
+    kept += ["dense.fp16.layers.json"] if tool == "edgedeploy" else []
+    assert sorted(files) == kept  # no temporary file left
     assert_a_matching_pair_or_none(files)
+
+
+def test_build_engine_sh_keeps_edgedeploy_build_s_layer_report_beside_the_engine(
+    bundle: Path, device: Device
+) -> None:
+    """`edgedeploy build` writes <stem>.layers.json (the engine's per-layer precisions) beside the
+    engine, as a host build keeps it; build_engine.sh --tool edgedeploy took the engine and sidecar
+    from its build folder and dropped the report with the folder. It lands beside the engine, the
+    engine's; a trtexec build (which writes none) removes the one of the engine it replaces."""
+    res = device.run(script(bundle, "build_engine.sh"), "--tool", "edgedeploy", FAKE_EDGEDEPLOY_TRT="1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    files = engine_files(bundle)
+    assert sorted(files) == ["dense.fp16.engine", "dense.fp16.engine.json", "dense.fp16.layers.json"]
+    assert_a_matching_pair_or_none(files)
+    res = device.run(script(bundle, "build_engine.sh"), "--tool", "trtexec", "--force")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(engine_files(bundle)) == ["dense.fp16.engine", "dense.fp16.engine.json"]
 
 
 @pytest.mark.parametrize("name", ["m.onnx", "M.ONNX", "m.fp16.Onnx", "m.int8.oNNx", "model", "m.onnx.v2"])
