@@ -33,6 +33,22 @@ def onnx_stem(name: str) -> str:
     return name[: -len(ONNX_SUFFIX)] if is_onnx_path(name) else name
 
 
+# the precisions a build writes, each put in its artifact's name before .onnx (``m.fp16.onnx``)
+PRECISION_MARKERS = (".fp32", ".fp16", ".int8")
+
+
+def model_stem(name: str) -> str:
+    """The STEM a build or a calibration names its output files after (``STEM.int8.onnx``,
+    ``STEM.calib.json``): the file name without its .onnx suffix and the precision markers before it,
+    whatever their case (``m.onnx``, ``m.fp32.onnx``, ``M.FP16.ONNX`` -> ``m``, ``m``, ``M``), so a
+    model already of a precision is not named twice (``M.FP16.fp16.onnx``)."""
+    stem = onnx_stem(name)
+    for marker in PRECISION_MARKERS:
+        if stem.lower().endswith(marker):
+            stem = stem[: -len(marker)]
+    return stem
+
+
 def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
     """Load an ONNX model; a missing, empty or corrupt file, or a model without outputs, is an
     InputError naming it."""

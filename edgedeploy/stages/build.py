@@ -21,7 +21,15 @@ from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
 from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, user_failure
 from edgedeploy.fileio import atomic_path
-from edgedeploy.onnxio import copy_model, external_data_files, is_onnx_path, load_onnx, onnx_stem, verify
+from edgedeploy.onnxio import (
+    copy_model,
+    external_data_files,
+    is_onnx_path,
+    load_onnx,
+    model_stem,
+    onnx_stem,
+    verify,
+)
 from edgedeploy.options import BuildRequest, option_name, sources_opened_for_command, user_names
 from edgedeploy.stages.precision import PrecisionArtifact
 from edgedeploy.stages.precision.emulate import MIXED, is_integer_op, onnx_precision
@@ -47,10 +55,8 @@ class BuildOutcome:
 
 
 def artifact_name(model: Path, precision: str) -> str:
-    stem = onnx_stem(model.name)
-    for suffix in (".fp32", ".fp16", ".int8"):
-        stem = stem.removesuffix(suffix)
-    return f"{stem}.{precision}.onnx"
+    """``STEM.PRECISION.onnx``, STEM as :func:`edgedeploy.onnxio.model_stem` names it."""
+    return f"{model_stem(model.name)}.{precision}.onnx"
 
 
 Q_DQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -142,7 +148,7 @@ def _use_as_is(
     beside the artifact, which the command's output lines do not list.
     """
 
-    base = onnx_stem(model.name).removesuffix(f".{precision}")
+    base = model_stem(model.name)
     names = [f"{base}.{precision}.plan.json", f"{base}.calib.cache", f"{base}.{precision}.ranges.json"]
     names += [f"{base}.calib.json", f"{base}.{precision}.budget.json"]
     companions = [model.with_name(name) for name in names]

@@ -1,0 +1,72 @@
+"""The names build gives its outputs: ``STEM.PRECISION.onnx`` (and ``STEM.calib.*``),
+STEM the model's file name without .onnx and the precision marker before it, whatever their case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgedeploy.onnxio import model_stem
+from tests.conftest import run_in_process as cli
+
+
+def _gemm_model(fp16: bool = False) -> onnx.ModelProto:
+    """x [N,4] -> y [N,8], one Gemm (its weights float16 for ``fp16``, with casts around it)."""
+    rng = np.random.default_rng(0)
+    kind = np.float16 if fp16 else np.float32
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 4)).astype(kind), "W"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(kind), "B"),
+    ]
+    if fp16:
+        nodes = [
+            helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16, name="in"),
+            helper.make_node("Gemm", ["x16", "W", "B"], ["y16"], transB=1, name="gemm"),
+            helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT, name="out"),
+        ]
+    else:
+        nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1, name="gemm")]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("m.onnx", "m"),
+        ("m.fp32.onnx", "m"),
+        ("m.fp16.onnx", "m"),
+        ("m.int8.onnx", "m"),
+        ("M.FP16.ONNX", "M"),
+        ("M.Fp32.onnx", "M"),
+        ("m.INT8.onnx", "m"),
+        ("m.int8.fp16.onnx", "m"),
+        ("m.ort.onnx", "m.ort"),
+        ("det-v2.onnx", "det-v2"),
+        ("fp16.onnx", "fp16"),
+        ("m.fp16x.onnx", "m.fp16x"),
+    ],
+)
+def test_the_stem_of_a_model_name_drops_its_precision_marker_whatever_its_case(name: str, stem: str) -> None:
+    assert model_stem(name) == stem
+
+
+def test_a_build_of_an_upper_case_precision_name_names_its_artifact_once(tmp_path: Path) -> None:
+    """``build M.FP16.ONNX --precision fp16`` wrote M.FP16.fp16.onnx, where m.fp16.onnx gave
+    m.fp16.onnx: the marker was matched as written. It now gives M.fp16.onnx."""
+    onnx.save(_gemm_model(fp16=True), tmp_path / "M.FP16.ONNX")
+    code, _, err = cli("build", tmp_path / "M.FP16.ONNX", "--precision", "fp16", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.onnx")) == ["M.fp16.onnx", "M.fp16.ort.onnx"]
