@@ -1,4 +1,4 @@
-"""The names build gives its outputs: ``STEM.PRECISION.onnx`` (and ``STEM.calib.*``),
+"""The names build and calibrate give their outputs: ``STEM.PRECISION.onnx`` and ``STEM.calib.*``,
 STEM the model's file name without .onnx and the precision marker before it, whatever their case."""
 
 from __future__ import annotations
@@ -70,3 +70,42 @@ def test_a_build_of_an_upper_case_precision_name_names_its_artifact_once(tmp_pat
     code, _, err = cli("build", tmp_path / "M.FP16.ONNX", "--precision", "fp16", "-o", tmp_path / "out")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").glob("*.onnx")) == ["M.fp16.onnx", "M.fp16.ort.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("m.onnx", "m"), ("m.fp32.onnx", "m"), ("M.FP32.ONNX", "M"), ("m.int8.onnx", "m"), ("M.INT8.onnx", "M")],
+)
+def test_build_and_calibrate_name_the_int8_model_of_one_input_alike(
+    tmp_path: Path, name: str, stem: str
+) -> None:
+    """``calibrate m.int8.onnx`` (an fp32 model so named) wrote m.int8.int8.onnx and
+    m.int8.calib.json, where ``build --precision int8`` wrote m.int8.onnx and m.calib.json: calibrate
+    took ``model.stem`` without ``.fp32`` only. Both now name STEM as build's output_names does."""
+    onnx.save(_gemm_model(), tmp_path / name)
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(1).standard_normal((16, 4)).astype(np.float32))
+    data = tmp_path / "data.npz"
+    built = cli("build", tmp_path / name, "--precision", "int8", "--calib-data", data, "-o", tmp_path / "b")
+    assert built[0] == 0, built[2]
+    calibrated = cli("calibrate", tmp_path / name, "--data", data, "-o", tmp_path / "c")
+    assert calibrated[0] == 0, calibrated[2]
+    ours = {f"{stem}.int8.onnx", f"{stem}.calib.json"}
+    assert ours <= {p.name for p in (tmp_path / "b").iterdir()}
+    written = {p.name for p in (tmp_path / "c").iterdir()}
+    assert ours <= written and all(n.startswith((f"{stem}.int8.", f"{stem}.calib.")) for n in written), (
+        written
+    )
+
+
+def test_calibrate_refuses_a_folder_where_builds_int8_model_goes(tmp_path: Path) -> None:
+    """The folder check of calibrate's outputs looks at the names it writes: a folder
+    ``m.int8.onnx/`` in -o is refused for ``m.INT8.onnx`` (an fp32 model so named), not passed over
+    to fail when the model is written."""
+    onnx.save(_gemm_model(), tmp_path / "m.INT8.onnx")
+    np.savez(tmp_path / "data.npz", x=np.zeros((4, 4), np.float32))
+    (tmp_path / "c" / "m.int8.onnx").mkdir(parents=True)
+    code, _, err = cli(
+        "calibrate", tmp_path / "m.INT8.onnx", "--data", tmp_path / "data.npz", "-o", tmp_path / "c"
+    )
+    assert code == 2, err
+    assert "Traceback" not in err and "m.int8.onnx" in err, err

@@ -88,6 +88,7 @@ def calibrate_command(
         from calibration.report import load_report, print_table
         from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import check_model, load_onnx
+        from edgedeploy.stages.build import output_names
         from edgedeploy.stages.precision.int8 import make_int8, open_calibration_data
         from edgedeploy.targets import load_target
 
@@ -100,9 +101,9 @@ def calibrate_command(
         raise not_a_file("model file", model)
     load_onnx(model, load_external_data=False)  # a corrupt file is named as such, then the checker
     check_model(model)
-    stem = model.stem.removesuffix(".fp32")
+    stem, parts = output_names(model, "int8")  # the names build --precision int8 gives its outputs
     not_an_output(json_path, out_dir, stem)
-    no_folder_at_outputs(out_dir, stem, ("int8", "calib"))
+    no_folder_at_outputs(out_dir, stem, parts)
     if from_cache is not None:
         flags = {"data": "--data", "algorithm": "--algorithm", "percentile": "--percentile"}
         flags |= {"samples": "--samples", "batch_size": "--batch-size", "seed": "--seed", "input": "--input"}
