@@ -505,6 +505,33 @@ def test_a_dynamic_batch_export_that_comes_out_fixed_is_warned(tmp_path: Path) -
     assert static.code == 0 and "came out fixed" not in static.stderr
 
 
+def test_the_python_api_export_module_returns_the_fixed_batch_warning_too(tmp_path: Path) -> None:
+    """The CLI's export warns when the batch comes out fixed at the example's size (it reads the
+    result's warnings); export_module, the API for an in-memory module, did not make that check, so
+    its caller got a fixed batch silently. Its result's warnings now say it, as export's do."""
+    import torch
+
+    from edgedeploy.stages.export import export_module
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(int(x.shape[0]), -1) * 2
+
+    result = export_module(
+        Fixed(), (torch.randn(2, 4),), tmp_path / "f.onnx", ExportOptions(input_names=["x"])
+    )
+    assert any(w.startswith("--dynamic-batch: the batch of x (2) came out fixed") for w in result.warnings), (
+        result
+    )
+    static = export_module(
+        Fixed(),
+        (torch.randn(2, 4),),
+        tmp_path / "s.onnx",
+        ExportOptions(dynamic_batch=False, input_names=["x"]),
+    )
+    assert not any("came out fixed" in w for w in static.warnings), static.warnings
+
+
 ENCODER_MODULE = """
 import torch
 

@@ -1604,6 +1604,13 @@ def export(
     result.warnings.extend(done.warnings)
     if result.opset != options.opset and not is_onnx_path(spec):
         result.warnings.append(_other_opset(options.opset, result))
+    result.warnings.extend(_fixed_batch_warning(result, done))
+    return result
+
+
+def _fixed_batch_warning(result: ExportResult, done: _Exported) -> list[str]:
+    """The warning for the inputs whose batch axis (``done.batched``: none for a static export) came
+    out a constant, given to the caller of :func:`export` and :func:`export_module` alike."""
     fixed = [
         f"{i.name} ({i.shape[done.batched[i.name]]})"
         for i in result.inputs
@@ -1611,14 +1618,14 @@ def export(
         and len(i.shape) > done.batched[i.name]
         and isinstance(i.shape[done.batched[i.name]], int)
     ]
-    if fixed:
-        result.warnings.append(
-            f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward or the exporter makes "
-            "dim 0 a constant (int(x.shape[0]), a reshape to a fixed size, a recurrent layer fed time first "
-            "[T, B, C], another input holding the batch on another dim, as a GRU's state h0[layers, B, H], "
-            "...), so the model takes that batch only"
-        )
-    return result
+    if not fixed:
+        return []
+    return [
+        f"--dynamic-batch: the batch of {', '.join(fixed)} came out fixed: forward or the exporter makes "
+        "dim 0 a constant (int(x.shape[0]), a reshape to a fixed size, a recurrent layer fed time first "
+        "[T, B, C], another input holding the batch on another dim, as a GRU's state h0[layers, B, H], "
+        "...), so the model takes that batch only"
+    ]
 
 
 def _other_opset(asked: int, result: ExportResult) -> str:
@@ -2052,7 +2059,8 @@ def export_module(
     options: ExportOptions | None = None,
     notify: Notify = lambda _msg: None,
 ) -> ExportResult:
-    """Export an in-memory torch.nn.Module (used by the demo and by Python callers)."""
+    """Export an in-memory torch.nn.Module (used by the demo and by Python callers). The result's
+    warnings say what came out other than asked, as :func:`export`'s do (the opset, a batch fixed)."""
     options = options or ExportOptions()
     check_opset(options.opset)
     check_names(options)
@@ -2077,4 +2085,5 @@ def export_module(
     result.warnings.extend(done.warnings)
     if result.opset != options.opset:
         result.warnings.append(_other_opset(options.opset, result))
+    result.warnings.extend(_fixed_batch_warning(result, done))
     return result
