@@ -47,7 +47,7 @@ try:
         run,
         targets,
     )
-    from edgedeploy.cli.common import err, out
+    from edgedeploy.cli.common import err, logged_warnings_said, out
     from edgedeploy.cli.guard import check_argv, guard_app
     from edgedeploy.errors import EdgeDeployError, user_failure
     from edgedeploy.fileio import sweep_scratch
@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         try:
             handle_signals()
-            _dispatch(sys.argv[1:] if argv is None else argv)
+            with logged_warnings_said():
+                _dispatch(sys.argv[1:] if argv is None else argv)
         except SystemExit as exc:
             # A Ctrl-C or SIGTERM whose exception was raised in a __del__ or weakref callback, where
             # CPython prints "Exception ignored in" and drops it: the run is stopped all the same.

@@ -7,8 +7,10 @@ Words go to stderr (:data:`err`, :func:`make_ui`); tables and JSON to stdout (:d
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -108,6 +110,32 @@ PreprocessFile = Annotated[Path | None, typer.Option(help=PREPROCESS_HELP, rich_
 def make_ui() -> Ui:
     """Messages and progress bars for a command, on stderr."""
     return Ui(err)
+
+
+class _WarningLines(logging.Handler):
+    """What edgedeploy's own modules log (the TensorRT backend's warnings: an engine sidecar of
+    another engine, an engine without one) said as every other warning of the CLI is, by
+    :meth:`edgedeploy.ui.Ui.warn`: ``warning: MESSAGE`` on stderr, not the bare message that
+    logging's last-resort handler prints."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            make_ui().warn(record.getMessage())
+        except Exception:  # as logging's handlers do: a record that cannot be said is not a failure
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logged_warnings_said() -> Iterator[None]:
+    """While a command runs, the ``edgedeploy`` loggers' warnings go through :class:`_WarningLines`
+    (they still reach the handlers of a program that calls main(), or a test's caplog)."""
+    logger = logging.getLogger("edgedeploy")
+    handler = _WarningLines(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def write_json(path: Path | None, obj: Any) -> None:

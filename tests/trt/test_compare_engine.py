@@ -65,3 +65,10 @@ def test_a_sidecar_of_another_engine_is_ignored_with_a_warning(
         r.getMessage() for r in caplog.records if f"{sidecar.name} is not {engine.name}'s" in r.getMessage()
     ]
     assert len(said) == 1 and "ignored" in said[0], caplog.text  # once a run
+    # on the terminal as every other warning of the CLI (ui.Ui.warn), not the bare logging record
+    warned = [ln for ln in err.splitlines() if f"{sidecar.name} is not {engine.name}'s" in ln]
+    assert warned == [
+        f"warning: {sidecar.name} is not {engine.name}'s (its engine_sha256 is another engine's: a build "
+        "killed before it finished, or an engine copied over): ignored, so nothing checks the engine was "
+        "built for this TensorRT and GPU; rebuild the engine"
+    ], err
