@@ -571,6 +571,31 @@ def test_a_candidate_fixed_at_one_batch_drops_the_short_last_batch(tmp_path: Pat
     assert not (tmp_path / "b2").exists()
 
 
+def test_compare_reads_each_models_inputs_and_outputs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare parsed the reference (a whole model, weights included) for each of its checks: seven
+    reads of its inputs and outputs per compare of an ONNX candidate, three of the candidate's. It
+    reads each once and passes them down."""
+    import calibration.modelinfo as modelinfo
+    from calibration.sources import open_source
+    from edgedeploy.stages.compare import compare
+
+    reference, fixed = _matmul("N", tmp_path / "m.onnx"), _matmul(5, tmp_path / "m5.onnx")
+    source = open_source("random", modelinfo.model_io(reference)[0], samples=12, batch_size=4)
+    reads: list[Path] = []
+    header = modelinfo.load_model_header
+
+    def counted(path: str | Path) -> onnx.ModelProto:
+        reads.append(Path(path))
+        return header(path)
+
+    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    result = compare(reference, fixed, source, Gates(), source.describe())
+    assert (result.iterations, result.data["samples_compared"]) == (2, 10)  # re-stacked at 5
+    assert (reads.count(reference), reads.count(fixed)) == (1, 1), reads
+
+
 def test_the_json_records_the_sha256_of_both_files_compared(tmp_path: Path) -> None:
     """compare --json named the models by path only, so report could tell two models of one file
     name apart only by files it found where it ran; it now records each file's sha256."""

@@ -190,6 +190,37 @@ def test_compare_pads_a_short_last_batch_to_the_engines_profile_minimum_and_drop
     assert result["data"]["padded"] == [{"batch": 3, "samples": 2, "padded_to": 4}]
 
 
+@pytest.mark.trt_versions("10.13.0")
+def test_compare_reads_the_references_inputs_and_outputs_once_where_it_pads_a_batch(
+    fake_gpu: Any, cnn_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compare read the reference's inputs and outputs (a parse of the whole model) once per check,
+    and its padding path five times more (the engine's batches, the inputs, the outputs' batch axes,
+    then those again for each side's unpadding): 10 reads. compare reads them once and
+    passes them down."""
+    import calibration.modelinfo as modelinfo
+    from calibration.sources import open_source
+    from edgedeploy.stages.compare import Gates, compare
+
+    profiles = [ShapeProfile({"input": ((4, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))})]
+    opts = BuildOptions(precision="fp32", target=load_target("rtx4090"), profiles=profiles)
+    engine = TensorRTBackend().build(cnn_models.fp32, opts, tmp_path).artifact
+    source = open_source(
+        str(_data(tmp_path / "d.npz", 10)), modelinfo.model_io(cnn_models.fp32)[0], samples=10, batch_size=4
+    )
+    reads: list[Path] = []
+    header = modelinfo.load_model_header
+
+    def counted(path: Any) -> Any:
+        reads.append(Path(path))
+        return header(path)
+
+    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    result = compare(cnn_models.fp32, engine, source, Gates(), source.describe())
+    assert result.data["padded"] == [{"batch": 3, "samples": 2, "padded_to": 4}]
+    assert reads.count(cnn_models.fp32) == 1, reads
+
+
 def _uploads(fake_gpu: Any, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     """Every host array copied to the fake GPU, from now on."""
     copied: list[np.ndarray] = []

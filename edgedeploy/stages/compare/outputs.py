@@ -19,7 +19,7 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -305,16 +305,11 @@ def _tensors(outputs: Any) -> Any:
     """A runner's outputs without those that are not numeric arrays: ONNX Runtime gives a sequence
     output as a list (of dicts for a map, ZipMap's), on which Polygraphy's Comparator stopped with
     "dtype is unsupported for objects of type: list"; a string tensor is an object array.
-    :func:`compare` names what was left out (:func:`not_comparable`)."""
+    :func:`compare` names what was left out (:func:`comparable`)."""
     dropped = [k for k, v in outputs.items() if not isinstance(v, np.ndarray) or v.dtype == object]
     for name in dropped:
         del outputs[name]
     return outputs
-
-
-def not_comparable(reference: Path) -> tuple[list[str], list[str]]:
-    """The ONNX model ``reference``'s outputs that compare compares (:func:`comparable`)."""
-    return comparable(model_io(reference)[1])
 
 
 def comparable(outputs: Sequence[TensorSpec]) -> tuple[list[str], list[str]]:
@@ -347,17 +342,17 @@ def is_compared(spec: TensorSpec) -> bool:
     return spec.kind is None and spec.dtype != "object"
 
 
-def _inputs_polygraphy_refuses(path: Path) -> bool:
+def _inputs_polygraphy_refuses(path: Path, inputs: Sequence[TensorSpec] | None = None) -> bool:
     """Whether an ONNX model declares an input Polygraphy's input check refuses every feed of: one
     without a shape (not even a rank), which ONNX Runtime reports as a scalar, or a string tensor
     (Polygraphy maps only numpy's zero-length ``<U0`` to its STRING, so an object or ``<U5``
     array is an "unexpected dtype"). The feeds were checked against the model's own declarations
-    before (``calibration.feeds``), and ONNX Runtime takes both."""
+    before (``calibration.feeds``), and ONNX Runtime takes both. ``inputs``: the model's, where the
+    caller has read them."""
     if not is_onnx_path(path):
         return False
-    from calibration.modelinfo import model_io
-
-    return any(not spec.rank_known or spec.dtype == "object" for spec in model_io(path)[0])
+    specs = model_io(path)[0] if inputs is None else inputs
+    return any(not spec.rank_known or spec.dtype == "object" for spec in specs)
 
 
 def run_pair(
@@ -366,9 +361,11 @@ def run_pair(
     feeds: Iterable[Feed],
     threads: int | None = None,
     emulate_integer: bool = False,
+    known_inputs: Mapping[Path, Sequence[TensorSpec]] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Run both models on the same feeds with Polygraphy's Comparator; return their outputs per batch
-    (``emulate_integer``: the candidate, an ONNX model, with its integer kernels emulated in float)."""
+    (``emulate_integer``: the candidate, an ONNX model, with its integer kernels emulated in float;
+    ``known_inputs``: the inputs of the model files the caller has read, not read again)."""
     from polygraphy.comparator import Comparator
 
     from edgedeploy.interrupts import deferred
@@ -383,7 +380,7 @@ def run_pair(
     # hold it, and stop before the next batch instead
     with deferred() as stop_if_interrupted, _quiet_polygraphy():
         for runner, path in ((ref_runner, reference), (cand_runner, candidate)):
-            inputs_checked = not _inputs_polygraphy_refuses(Path(path))
+            inputs_checked = not _inputs_polygraphy_refuses(Path(path), (known_inputs or {}).get(Path(path)))
             runner.infer = _after(stop_if_interrupted, runner.infer, inputs_checked)  # type: ignore[method-assign]
         results = Comparator.run([ref_runner, cand_runner], data_loader=feed_list)
     (_, ref_out), (_, cand_out) = results
@@ -427,29 +424,34 @@ def compare(
     gates = gates or Gates()
     if prepared is not None:
         prepared.check_made_from(reference)
-    check_same_inputs(reference, candidate)
+    # the models' inputs and outputs, read once (each read parses the whole model) and passed down
+    ref_inputs, ref_outputs = model_io(reference)
+    cand_inputs = model_io(candidate)[0] if is_onnx_path(candidate) else None
+    check_same_inputs(reference, candidate, ref_inputs, cand_inputs)
     # a --min-top1 NAME:VALUE the reference lacks (the commands refuse it first, before any work)
-    gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name, "min_top1")
-    refuse_without_tensor_outputs(reference.name, model_io(reference)[1])
-    others = not_comparable(reference)[1]
-    if is_onnx_path(candidate):  # a candidate fixed at one batch beside a dynamic reference
-        feeds = fixed_batches(feeds, model_io(reference)[0], model_io(candidate)[0])
+    gates.check_top1_outputs([o.name for o in ref_outputs], reference.name, "min_top1")
+    refuse_without_tensor_outputs(reference.name, ref_outputs)
+    others = comparable(ref_outputs)[1]
+    if cand_inputs is not None:  # a candidate fixed at one batch beside a dynamic reference
+        feeds = fixed_batches(feeds, ref_inputs, cand_inputs)
     feeds = list(feeds)  # (run_pair holds them all too) counted: the data may hold fewer than asked
     digests = sha256_file(reference), sha256_file(candidate)  # of the files as they are measured
     description = dict(data_description or {})
-    if feeds:
-        specs = model_io(reference)[0]  # a time-first model's samples are on its batch axis, not dim 0
-        description["samples_compared"] = sum(feed_rows(f, specs) for f in feeds)
-    feeds, padded = _pad_short_batches(reference, candidate, feeds)
+    if feeds:  # a time-first model's samples are on its batch axis, not dim 0
+        description["samples_compared"] = sum(feed_rows(f, ref_inputs) for f in feeds)
+    axes = _output_batch_axes(ref_inputs, ref_outputs)
+    ranges = candidate_batches(reference, candidate, ref_inputs) if feeds else []
+    feeds, padded = _pad_short_batches(ranges, ref_inputs, axes, feeds)
     if padded:
         description["padded"] = padded
+    known = {reference: ref_inputs, **({candidate: cand_inputs} if cand_inputs is not None else {})}
     with scratch_dir("compare") as folder:
         scratch = Path(folder)
         run_reference, conversion = _reference_to_run(prepared or ReferenceRun(reference), scratch)
         run_candidate, mode, precision = _candidate_to_run(run_reference, candidate, scratch, emulate_fp16)
-        ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED)
+        ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED, known)
     if padded:  # the padded rows are left out of every figure
-        ref_out, cand_out = _unpadded(reference, ref_out, padded), _unpadded(reference, cand_out, padded)
+        ref_out, cand_out = _unpadded(axes, ref_out, padded), _unpadded(axes, cand_out, padded)
     if not ref_out:
         raise InputError("no data to compare on")
     outputs: dict[str, OutputMetrics] = {}
@@ -475,19 +477,20 @@ def compare(
 
 
 def _pad_short_batches(
-    reference: Path, candidate: Path, feeds: list[Feed]
+    ranges: Sequence[tuple[int, int]],
+    specs: Sequence[TensorSpec],
+    output_axes: Mapping[str, int | None],
+    feeds: list[Feed],
 ) -> tuple[list[Feed], list[dict[str, int]]]:
-    """``feeds`` with each batch an engine ``candidate``'s shape profiles do not take because it
-    holds too few samples (the data's short last batch) padded to the least batch a profile takes,
-    its last sample repeated on every input's batch axis; and per padded batch its number (from 1),
-    its own samples and the batch it was padded to, for :func:`_unpadded` and the record. An ONNX
-    candidate, or one whose outputs do not all carry the batch (the padding could not be dropped
-    from them), is left as it is (``compare`` then says which batch the engine refuses)."""
-    ranges = candidate_batches(reference, candidate) if feeds else []
-    if not ranges:
-        return feeds, []
-    specs = model_io(reference)[0]
-    if any(axis is None for axis in _output_batch_axes(reference).values()):
+    """``feeds`` with each batch an engine candidate's shape profiles (``ranges``, its
+    :func:`candidate_batches`) do not take because it holds too few samples (the data's short last
+    batch) padded to the least batch a profile takes, its last sample repeated on every input's
+    batch axis (the reference's inputs ``specs`` name them); and per padded batch its number (from
+    1), its own samples and the batch it was padded to, for :func:`_unpadded` and the record. An
+    ONNX candidate (no ``ranges``), or one whose outputs do not all carry the batch
+    (``output_axes``, :func:`_output_batch_axes`: the padding could not be dropped from them), is
+    left as it is (``compare`` then says which batch the engine refuses)."""
+    if not ranges or any(axis is None for axis in output_axes.values()):
         return feeds, []
     axes = feed_batch_axes(specs)
     out: list[Feed] = []
@@ -510,19 +513,18 @@ def _pad_short_batches(
     return out, padded
 
 
-def _output_batch_axes(reference: Path) -> dict[str, int | None]:
-    """Each output's batch axis, as the model names it (the axis named as its inputs' batch, else a
-    dynamic dim 0); None where it has none."""
-    inputs, outputs = model_io(reference)
+def _output_batch_axes(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> dict[str, int | None]:
+    """Each output's batch axis, as the model (its ``inputs`` and ``outputs``) names it (the axis
+    named as its inputs' batch, else a dynamic dim 0); None where it has none."""
     names = batch_names(inputs)
     return {o.name: next(iter(batch_axes(o.shape, names)), None) for o in outputs if o.kind is None}
 
 
 def _unpadded(
-    reference: Path, outputs: list[dict[str, np.ndarray]], padded: list[dict[str, int]]
+    axes: Mapping[str, int | None], outputs: list[dict[str, np.ndarray]], padded: list[dict[str, int]]
 ) -> list[dict[str, np.ndarray]]:
-    """``outputs`` (per batch) with the rows :func:`_pad_short_batches` added cut off again."""
-    axes = _output_batch_axes(reference)
+    """``outputs`` (per batch) with the rows :func:`_pad_short_batches` added cut off again, on each
+    output's batch axis (``axes``, :func:`_output_batch_axes`)."""
     kept = list(outputs)
     for pad in padded:
         i, rows = pad["batch"] - 1, pad["samples"]
@@ -552,11 +554,13 @@ def padding_note(result: CompareResult) -> list[str]:
     return said
 
 
-def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]:
+def candidate_batches(
+    reference: Path, candidate: Path, inputs: Sequence[TensorSpec] | None = None
+) -> list[tuple[int, int]]:
     """The batch sizes an engine candidate takes, per shape profile (lowest, highest), its batch
-    axes named as the reference's inputs name them; empty for an ONNX candidate and an engine with
-    no dynamic batch. An engine this machine cannot run is refused in one line first, as the
-    compare would refuse it."""
+    axes named as the reference's inputs (``inputs``, where the caller has read them) name them;
+    empty for an ONNX candidate and an engine with no dynamic batch. An engine this machine cannot
+    run is refused in one line first, as the compare would refuse it."""
     if is_onnx_path(candidate):
         return []
     from edgedeploy.backends import trt_env, trt_sidecar
@@ -564,15 +568,24 @@ def candidate_batches(reference: Path, candidate: Path) -> list[tuple[int, int]]
 
     backend_for_artifact(str(candidate))  # where TensorRT is missing
     trt_sidecar.check_loadable(candidate, trt_sidecar.read_sidecar(candidate), trt_env.environment())
-    return engine_batch_ranges(candidate, model_io(reference)[0])
+    return engine_batch_ranges(candidate, model_io(reference)[0] if inputs is None else inputs)
 
 
-def check_same_inputs(reference: Path, candidate: Path) -> None:
+def check_same_inputs(
+    reference: Path,
+    candidate: Path,
+    ref_inputs: Sequence[TensorSpec] | None = None,
+    cand_inputs: Sequence[TensorSpec] | None = None,
+) -> None:
     """The same feeds go to both models: an ONNX candidate must take the reference's inputs (one
-    made from another model fails otherwise as ONNX Runtime's broadcast or kernel error)."""
+    made from another model fails otherwise as ONNX Runtime's broadcast or kernel error).
+    ``ref_inputs``, ``cand_inputs``: the models' inputs, where the caller has read them."""
     if not is_onnx_path(candidate):
         return
-    ours, theirs = (sorted(i.name for i in model_io(m)[0]) for m in (reference, candidate))
+    ours, theirs = (
+        sorted(i.name for i in (model_io(m)[0] if known is None else known))
+        for m, known in ((reference, ref_inputs), (candidate, cand_inputs))
+    )
     if ours != theirs:
         raise InputError(
             f"{candidate.name} takes inputs {', '.join(theirs) or 'none'}, but the reference "
