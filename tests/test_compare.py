@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgedeploy.results import dumps
 from edgedeploy.stages.compare import Gates, output_metrics
 from tests.conftest import Digits, assert_clean_input_error, run_cli
 
@@ -594,6 +595,29 @@ def test_compare_reads_each_models_inputs_and_outputs_once(
     result = compare(reference, fixed, source, Gates(), source.describe())
     assert (result.iterations, result.data["samples_compared"]) == (2, 10)  # re-stacked at 5
     assert (reads.count(reference), reads.count(fixed)) == (1, 1), reads
+
+
+def test_the_shape_recorded_is_the_outputs_over_every_batch_not_the_first_batchs() -> None:
+    """compare's JSON `outputs.*.shape` was the first batch's, though its figures are over every
+    batch: [8, 10] beside a short last batch of 4, [15, 1, 8210] for a text recognizer whose
+    sequence ran 15, 20 and 25 long. A dim the batches differ in is now null, and `shapes` lists
+    each shape the output came out in, in the order first seen."""
+    rng = np.random.default_rng(0)
+    ref = [rng.standard_normal(shape).astype(np.float32) for shape in ((15, 1, 6), (20, 1, 6), (15, 1, 6))]
+    m = output_metrics("y", ref, [r.copy() for r in ref], Gates())
+    assert (m.shape, m.shapes) == ([None, 1, 6], [[15, 1, 6], [20, 1, 6]])
+    short = [rng.standard_normal(shape).astype(np.float32) for shape in ((8, 10), (8, 10), (4, 10))]
+    last = output_metrics("y", short, [s.copy() for s in short], Gates())
+    assert (last.shape, last.shapes) == ([None, 10], [[8, 10], [4, 10]])
+    same = output_metrics("y", short[:2], [s.copy() for s in short[:2]], Gates())
+    assert (same.shape, same.shapes) == ([8, 10], [[8, 10]])
+    other = output_metrics("y", short, [short[0], short[1], short[2][:3]], Gates())  # a 3rd batch of 3
+    assert other.shape_mismatch is not None and (other.shape, other.shapes) == (
+        [None, 10],
+        [[8, 10], [4, 10]],
+    )
+    record = json.loads(dumps(m))
+    assert (record["shape"], record["shapes"]) == ([None, 1, 6], [[15, 1, 6], [20, 1, 6]])
 
 
 def test_the_json_records_the_sha256_of_both_files_compared(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ class OutputMetrics:
     JSON_NONFINITE_AS_TEXT: ClassVar[bool] = True
 
     name: str
-    shape: list[int]
+    # the reference's output over every batch compared, as the figures are: a dim the batches
+    # differ in (a short last batch, a dynamic width or sequence) is None; ``shapes`` lists them
+    shape: list[int | None]
     max_abs: float
     mean_abs: float
     p99_abs: float
@@ -90,6 +92,8 @@ class OutputMetrics:
     # the argmax agreement this output was gated on (--min-top1: a bare value, or this output's
     # NAME:VALUE); None when not gated on it (not named, or no argmax agreement to gate)
     top1_gated: float | None = None
+    # each shape the reference's output came out in, in the order first seen (:func:`seen_shapes`)
+    shapes: list[list[int]] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -169,10 +173,11 @@ def _output_metrics(
             f"output '{name}': {len(ref_batches)} batches from the reference, {len(cand_batches)} from "
             "the candidate"
         )
+    shapes = seen_shapes(ref_batches)
     for k, (rb, cb) in enumerate(zip(ref_batches, cand_batches, strict=True)):
         if np.shape(rb) != np.shape(cb):  # a data-dependent size (NonZero, NMS) that came out otherwise
             why = f"batch {k}: shape {list(np.shape(cb))}, reference {list(np.shape(rb))}"
-            return _mismatched(name, rb, why)
+            return _mismatched(name, shapes, why)
     ref_own = np.concatenate([np.asarray(r).reshape(-1) for r in ref_batches])
     cand_own = np.concatenate([np.asarray(c).reshape(-1) for c in cand_batches])
     pairs = finite_pairs(ref_own, cand_own)  # the device's split (verify_outputs.py), one copy
@@ -183,10 +188,10 @@ def _output_metrics(
     # the largest errors: a mismatch's (infinite), else the finite pairs'
     max_abs, max_rel = (math.inf, math.inf) if mismatches else (float(abs_err.max()), float(rel_err.max()))
     top1 = None if pairs.discrete else _top1_agreement(ref_batches, cand_batches)
-    shape = list(np.asarray(ref_batches[0]).shape) if ref_batches else []
     metrics = OutputMetrics(
         name=name,
-        shape=shape,
+        shape=common_shape(shapes),
+        shapes=shapes,
         max_abs=max_abs,
         mean_abs=float(abs_err.mean()),
         p99_abs=float(np.percentile(abs_err, 99)),
@@ -211,12 +216,31 @@ def _output_metrics(
     return metrics
 
 
-def _mismatched(name: str, ref_batch: np.ndarray, why: str) -> OutputMetrics:
-    """The metrics of an output whose candidate came out in another shape: failed, no figures."""
+def seen_shapes(batches: Sequence[np.ndarray]) -> list[list[int]]:
+    """Each shape of ``batches``, once, in the order first seen."""
+    shapes: list[list[int]] = []
+    for batch in batches:
+        if (shape := [int(d) for d in np.shape(batch)]) not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def common_shape(shapes: Sequence[Sequence[int]]) -> list[int | None]:
+    """The dims ``shapes`` agree on, None where they differ; [] for none (or ranks that differ,
+    where no dim lines up)."""
+    if not shapes or len({len(s) for s in shapes}) > 1:
+        return []
+    return [dims[0] if len(set(dims)) == 1 else None for dims in zip(*shapes, strict=True)]
+
+
+def _mismatched(name: str, shapes: list[list[int]], why: str) -> OutputMetrics:
+    """The metrics of an output whose candidate came out in another shape: failed, no figures;
+    ``shapes``: the reference's (:func:`seen_shapes`)."""
     nan, inf = float("nan"), float("inf")
     return OutputMetrics(
         name=name,
-        shape=list(np.shape(ref_batch)),
+        shape=common_shape(shapes),
+        shapes=shapes,
         max_abs=inf,
         mean_abs=inf,
         p99_abs=inf,
