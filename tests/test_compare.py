@@ -620,6 +620,17 @@ def test_the_shape_recorded_is_the_outputs_over_every_batch_not_the_first_batchs
     assert (record["shape"], record["shapes"]) == ([None, 1, 6], [[15, 1, 6], [20, 1, 6]])
 
 
+def test_one_batch_is_said_one_batch(tmp_path: Path) -> None:
+    """compare of 4 samples in batches of 8 titled its table "(1 batches, ..." and --per-layer said
+    "1 batches"; one batch is now "1 batch", more "N batches"."""
+    model = _matmul("N", tmp_path / "m.onnx")
+    one = run_cli("compare", model, model, "--samples", "4", "--per-layer")
+    assert one.code == 0, one.stderr
+    assert "1 batches" not in one.stdout and "(1 batch, data" in one.stdout and "1 batch, " in one.stdout
+    two = run_cli("compare", model, model, "--samples", "16", "--per-layer")
+    assert two.code == 0 and "(2 batches, data" in two.stdout and "tensors, 2 batches" in two.stdout
+
+
 def test_the_json_records_the_sha256_of_both_files_compared(tmp_path: Path) -> None:
     """compare --json named the models by path only, so report could tell two models of one file
     name apart only by files it found where it ran; it now records each file's sha256."""

@@ -168,10 +168,15 @@ def compare_command(
         raise GateFailed(f"accuracy gate failed: {failures}")
 
 
+def batches(count: int) -> str:
+    """``count`` batches in words: "1 batch", "3 batches"."""
+    return f"{count} batch{'es' * (count != 1)}"
+
+
 def print_outputs(result: CompareResult, reference: Path, candidate: Path, data: str) -> None:
     """One row per output: errors, cosine, SNR, NaN/Inf, argmax agreement and the gate."""
     table = Table(
-        title=f"{candidate.name} vs {reference.name} ({result.iterations} batches, data: {data}; "
+        title=f"{candidate.name} vs {reference.name} ({batches(result.iterations)}, data: {data}; "
         f"run as: {result.mode})"
     )
     for col in (
@@ -242,7 +247,7 @@ def print_layers(result: LayerwiseResult, limit: int = 10) -> None:
         return t
 
     out.print(
-        f"per-layer: {len(result.layers)} shared tensors, {result.iterations} batches, "
+        f"per-layer: {len(result.layers)} shared tensors, {batches(result.iterations)}, "
         f"candidate run as {result.mode}"
     )
     if result.not_compared:
