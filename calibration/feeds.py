@@ -101,14 +101,7 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
     if not isinstance(feed, dict):
         raise DataError(f"{origin}: expected a dict of input name -> array, got {type(feed).__name__}")
     by_name = {spec.name: spec for spec in inputs}
-    unknown = sorted(set(feed) - set(by_name))
-    if unknown:
-        raise DataError(
-            f"{origin}: unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(by_name)}"
-        )
-    missing = [n for n in by_name if n not in feed]
-    if missing:
-        raise DataError(f"{origin}: missing input(s) {', '.join(missing)}")
+    _check_names(feed, inputs, origin)
     checked: Feed = {}
     for name, spec in by_name.items():
         arr = np.asarray(feed[name])
@@ -120,6 +113,19 @@ def check_feed(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> Feed:
         checked[name] = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     _check_named_dims(checked, inputs, origin)
     return checked
+
+
+def _check_names(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> None:
+    """Refuse a feed that names an array no input of the model has, or lacks one of its inputs."""
+    names = [spec.name for spec in inputs]
+    unknown = sorted(set(feed) - set(names))
+    if unknown:
+        raise DataError(
+            f"{origin}: unknown input(s) {', '.join(unknown)}; the model's inputs are {', '.join(names)}"
+        )
+    missing = [n for n in names if n not in feed]
+    if missing:
+        raise DataError(f"{origin}: missing input(s) {', '.join(missing)}")
 
 
 def _as_input_dtype(arr: np.ndarray, spec: TensorSpec, origin: str) -> np.ndarray:
@@ -162,8 +168,10 @@ def check_file_shapes(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> 
     holds them (``[3, 8, 8]``), not as the batch made of its rows (``[8, 8, 8]``). The batch axis
     (:func:`batch_axes`) is not compared: a file holds any number of samples. Dtypes too, each array
     cast to its input's as :func:`check_feed` casts it, so a file of a dtype the input refuses is named
-    (rebatch joined it with the next file's rows, and the batch was named). Names and NaN/Inf are
-    :func:`check_feed`'s, batch by batch."""
+    (rebatch joined it with the next file's rows, and the batch was named). Names too: rebatch stacks
+    the rows of several files by the first one's names, and a file without one of them died of a
+    KeyError. NaN/Inf are :func:`check_feed`'s, batch by batch."""
+    _check_names(feed, inputs, origin)
     axes = _axes_or_dim0(inputs)
     checked = dict(feed)
     for spec in inputs:

@@ -696,3 +696,24 @@ def test_a_loader_script_with_an_upper_case_suffix_is_a_loader(tmp_path: Path) -
 
 
 DYNAMIC_2D = [TensorSpec("x", ("n", 4), "float32")]
+
+
+def test_a_folder_file_that_lacks_an_input_or_names_another_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A folder of .npz files for a model of two inputs, one file saved without ``ids``: the rows of
+    two files were stacked into one batch before any name was checked, and ``calibrate``, ``build``
+    and ``compare`` died of a KeyError traceback (exit 1). Each file's names are checked as it is
+    read, and the file is named, as its shapes and dtypes are."""
+    inputs = [TensorSpec("x", ("n", 4), "float32"), TensorSpec("ids", ("n",), "int64")]
+    for case, arrays, said in (
+        ("missing", {"x": np.zeros((2, 4), np.float32)}, "missing input(s) ids"),
+        ("unknown", {"images": np.zeros((2, 4), np.float32)}, "unknown input(s) images"),
+    ):
+        folder = tmp_path / case
+        folder.mkdir()
+        whole = {"x": np.zeros((2, 4), np.float32), "ids": np.zeros(2, np.int64)}
+        np.savez(folder / "a.npz", **whole)
+        np.savez(folder / "b.npz", **arrays)
+        np.savez(folder / "c.npz", **whole)
+        with pytest.raises(DataError) as caught:
+            list(open_source(folder, inputs, batch_size=8))
+        assert str(caught.value).startswith(f"{folder / 'b.npz'}: {said}"), str(caught.value)
