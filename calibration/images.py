@@ -27,7 +27,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,16 @@ def default_preprocess(
         _check_stored(spec, files, declare)
         return Preprocess(resize=size, color=color, layout=layout, dtype=spec.np_dtype.name, scale=1.0)
     dtype = spec.dtype if spec.np_dtype.kind == "f" else "float32"
+    scale, wide_scale = _depth_scales(files, declare)
+    return Preprocess(
+        resize=size, color=color, layout=layout, dtype=dtype, scale=scale, wide_scale=wide_scale
+    )
+
+
+def _depth_scales(files: Sequence[Path], declare: str) -> tuple[float, float | None]:
+    """The ``scale`` and ``wide_scale`` that take each of ``files`` by its own bit depth (8 and 16
+    bits to [0, 1], 32 bits as stored), for a preprocessing into a float input that declares no
+    scale: 1/255 and None for a folder of 8-bit images; refused for 16- and 32-bit images together."""
     scales: dict[float, Path] = {}
     for path, mode in _modes(files).items():
         scales.setdefault(_default_scale(mode), path)
@@ -384,14 +394,9 @@ def default_preprocess(
             f"scale takes both to [0, 1]; declare the preprocessing's scale ({declare})"
         )
     wide = next(iter(scales), None)
-    return Preprocess(
-        resize=size,
-        color=color,
-        layout=layout,
-        dtype=dtype,
-        scale=wide if wide is not None and eight is None else 1.0 / 255.0,
-        wide_scale=wide if wide is not None and eight is not None else None,
-    )
+    if wide is None:
+        return 1.0 / 255.0, None
+    return (wide, None) if eight is None else (1.0 / 255.0, wide)
 
 
 def _modes(files: Sequence[Path]) -> dict[Path, str]:
@@ -490,6 +495,11 @@ def image_folder_source(
         pre = options
     else:
         pre = Preprocess.from_dict(options)
+        if "scale" not in options and np.dtype(pre.dtype).kind == "f":
+            # the default scale, 1/255, is 8-bit's: a depth model declared with its mean and std
+            # only took its 16-bit PNGs at up to 257; each image by its own depth, as undeclared
+            scale, wide_scale = _depth_scales(chosen, declare)
+            pre = replace(pre, scale=scale, wide_scale=wide_scale)
     pre.check_fits(inputs[0])
     name = inputs[0].name
 

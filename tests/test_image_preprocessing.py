@@ -276,6 +276,38 @@ def test_a_folder_of_8_and_16_bit_images_scales_each_by_its_own_depth(tmp_path: 
         open_source(str(tmp_path / "ab"), [gray])
 
 
+def test_a_declared_preprocessing_without_a_scale_takes_16_bit_images_by_their_depth(tmp_path: Path) -> None:
+    """A depth model declared with its mean and std only (``color = "gray"``, ``mean``, ``std``): its
+    16-bit PNGs were divided by 8-bit's 255, the default scale, and went in at up to 257 (1025 after
+    mean and std) without a word, where the undeclared preprocessing divides them by 65535. A
+    preprocessing that declares no ``scale`` scales each image by its own depth, as the undeclared
+    one does; a declared ``scale`` applies to all, and a folder of 8-bit images is read as before."""
+    depth = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    pixels = np.full((8, 8), 200, np.uint8)
+    gray = TensorSpec("x", ("n", 1, 8, 8), "float32")
+    declared = {"color": "gray", "mean": [0.5], "std": [0.25]}
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    Image.fromarray(depth).save(folder / "d.png")
+    fed = next(iter(open_source(folder, [gray], image_options=declared)))["x"]
+    np.testing.assert_allclose(fed[0, 0], (depth / 65535.0 - 0.5) / 0.25, rtol=1e-5, atol=1e-6)
+    Image.fromarray(pixels).save(folder / "e.png")  # 8- and 16-bit: each by its own depth
+    source = open_source(folder, [gray], image_options=declared)
+    fed = {f["name"]: x["x"][0, 0] for f, x in zip(source.describe()["files"], source, strict=True)}
+    np.testing.assert_allclose(fed["d.png"], (depth / 65535.0 - 0.5) / 0.25, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fed["e.png"], (pixels / 255.0 - 0.5) / 0.25, rtol=1e-5, atol=1e-6)
+    scaled = next(iter(open_source(folder, [gray], image_options={**declared, "scale": 0.001})))["x"]
+    np.testing.assert_allclose(scaled[0, 0], (depth * 0.001 - 0.5) / 0.25, rtol=1e-5, atol=1e-6)
+    eight = tmp_path / "eight"
+    eight.mkdir()
+    Image.fromarray(pixels).save(eight / "e.png")
+    source = open_source(eight, [gray], image_options=declared)  # described as before: the same keys
+    assert (
+        source.describe()["preprocess"]["scale"] == pytest.approx(1 / 255)
+        and "wide_scale" not in (source.describe()["preprocess"])
+    )
+
+
 def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
     tmp_path: Path, digits: Digits
 ) -> None:
