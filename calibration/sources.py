@@ -556,6 +556,19 @@ def open_source(
                 spec, images, inputs, batch_size, samples, image_options,
                 root=path, declare=declare_preprocess,
             )  # fmt: skip
+        # .npz/.npy files in subfolders, which are read for images only: "nor do its subfolders" was untrue
+        holding = [
+            f"{d.name}/"
+            for d in sorted(path.iterdir())
+            if d.is_dir() and not d.name.startswith(".") and any(_arrays_under(d))
+        ]
+        if holding:
+            named = ", ".join(holding[:3]) + (", ..." if len(holding) > 3 else "")
+            raise DataError(
+                f"data folder {spec} holds no .npz, .npy or image files; its subfolders {named} hold "
+                ".npz/.npy files, which are read at the top level only: give one subfolder as the data, "
+                "or move the files up"
+            )
         raise DataError(
             f"data folder {spec} holds no .npz, .npy or image files ({', '.join(IMAGE_SUFFIXES)}), "
             "nor do its subfolders"
@@ -588,6 +601,17 @@ def _images_under(folder: Path, root: Path) -> Iterator[Path]:
             p.suffix.lower() in IMAGE_SUFFIXES
             and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ):
+            yield p
+
+
+def _arrays_under(folder: Path) -> Iterator[Path]:
+    """The .npz/.npy files anywhere under ``folder``, but for hidden ones and those in hidden folders."""
+    for p in folder.rglob("*"):
+        if (
+            p.suffix.lower() in ARRAY_SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         ):
             yield p
 

@@ -717,3 +717,22 @@ def test_a_folder_file_that_lacks_an_input_or_names_another_is_named_not_a_trace
         with pytest.raises(DataError) as caught:
             list(open_source(folder, inputs, batch_size=8))
         assert str(caught.value).startswith(f"{folder / 'b.npz'}: {said}"), str(caught.value)
+
+
+def test_a_folder_whose_arrays_are_in_subfolders_says_they_are_not_read_there(tmp_path: Path) -> None:
+    """A folder of .npz files in subfolders (calib/day/0.npz, calib/night/1.npz) was refused as
+    "holds no .npz, .npy or image files ..., nor do its subfolders": its subfolders hold them.
+    Subfolders are read for images only (class folders); the refusal names those holding arrays."""
+    folder = tmp_path / "calib"
+    for sub, i in (("day", 0), ("night", 1)):
+        (folder / sub).mkdir(parents=True)
+        np.savez(folder / sub / f"{i}.npz", x=np.zeros((2, 3, 4, 4), np.float32))
+    said = (
+        f"data folder {folder} holds no .npz, .npy or image files; its subfolders day/, night/ hold "
+        ".npz/.npy files, which are read at the top level only: give one subfolder as the data, or "
+        "move the files up"
+    )
+    with pytest.raises(DataError) as caught:
+        open_source(folder, DYNAMIC, batch_size=2)
+    assert str(caught.value) == said
+    assert _count(open_source(folder / "day", DYNAMIC, batch_size=2)) == 2
