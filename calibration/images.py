@@ -35,7 +35,7 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
-from calibration.feeds import DataSource, Feed, rebatch, sample_limit
+from calibration.feeds import DataSource, Feed, _check_shape, rebatch, sample_limit
 from calibration.modelinfo import TensorSpec, type_name
 from calibration.ortvalues import is_float_dtype
 
@@ -465,6 +465,16 @@ def assumed_preprocess(spec: str, pre: Preprocess, declare: str = "--preprocess 
     )
 
 
+def _size_advice(pre: Preprocess, spec: TensorSpec) -> str:
+    """What makes images of ``pre``, which keeps their own size, the size input ``spec`` fixes."""
+    axes = (2, 3) if pre.layout == "nchw" else (1, 2)
+    dims = [spec.shape[a] if len(spec.shape) == 4 else None for a in axes]
+    box = f"[{dims[0]}, {dims[1]}]" if all(isinstance(d, int) for d in dims) else "[height, width]"
+    if pre.resize_shorter:
+        return f"resize = {pre.resize_shorter} sets the shorter side only; declare center_crop = {box} too"
+    return f"the preprocessing declares no resize, so images keep their own size; declare resize = {box}"
+
+
 def image_folder_source(
     spec: str,
     files: Sequence[Path],
@@ -503,8 +513,19 @@ def image_folder_source(
     pre.check_fits(inputs[0])
     name = inputs[0].name
 
+    def made(path: Path) -> np.ndarray:
+        arr = pre.apply(path)
+        if pre.size() is None:  # images of their own size, which an input fixing its size refuses:
+            # refused by the batch they made ("samples of different shapes cannot share a batch ...
+            # or a batch size of 1", which then refused the first image), not named with its cure
+            try:
+                _check_shape(arr, inputs[0], str(path), batch_axis=0)
+            except DataError as exc:
+                raise DataError(f"{exc}: {_size_advice(pre, inputs[0])}") from None
+        return arr
+
     def make() -> Iterator[Feed]:
-        return rebatch(({name: pre.apply(p)} for p in chosen), batch_size, inputs, samples)
+        return rebatch(({name: made(p)} for p in chosen), batch_size, inputs, samples)
 
     details = {
         "files": [

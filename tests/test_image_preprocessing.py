@@ -308,6 +308,35 @@ def test_a_declared_preprocessing_without_a_scale_takes_16_bit_images_by_their_d
     )
 
 
+def test_images_a_declared_preprocessing_leaves_at_another_size_than_the_input_fixes_are_named(
+    tmp_path: Path,
+) -> None:
+    """A preprocessing declaring mean and std but no resize, for an input of fixed 8x8, on images of
+    10x12 and 9x9: "samples of different shapes cannot share a batch ([3,9,9], [3,10,12]): give
+    same-sized data (images: a preprocessing resize), or a batch size of 1", and at a batch size of 1,
+    as advised, "input 'x' expects shape x[n,3,8,8]:float32, got [1, 3, 10, 12]". Each image is
+    checked against the input's fixed dims as it is made, named, and the resize it needs said."""
+    folder = tmp_path / "sizes"
+    folder.mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(folder / "a.png")
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(folder / "b.png")
+    spec = TensorSpec("x", ("n", 3, 8, 8), "float32")
+    said = (
+        f"{folder / 'a.png'}: input 'x' expects shape x[n,3,8,8]:float32, got [1, 3, 10, 12]: the "
+        "preprocessing declares no resize, so images keep their own size; declare resize = [8, 8]"
+    )
+    for batch_size in (2, 1):
+        with pytest.raises(DataError) as caught:
+            list(
+                open_source(
+                    folder, [spec], batch_size=batch_size, image_options={"mean": [0.5], "std": [0.5]}
+                )
+            )
+        assert str(caught.value) == said
+    fed = list(open_source(folder, [spec], batch_size=2, image_options={"resize": [8, 8], "mean": [0.5]}))
+    assert fed[0]["x"].shape == (2, 3, 8, 8)
+
+
 def test_class_subfolders_are_read_in_turn_so_a_sample_cap_takes_every_class(
     tmp_path: Path, digits: Digits
 ) -> None:
