@@ -253,7 +253,11 @@ class Preprocess:
                     if self.color != "gray":
                         raise DataError(
                             f"{path}: a {upright.mode} image (one channel, more than 8 bits) for a "
-                            f'{self.color.upper()} input: give the data as .npy/.npz, or color = "gray"'
+                            f"{self.color.upper()} input: give the data as .npy/.npz, or declare "
+                            # color = "gray" alone makes 1-channel images, which check_fits refuses
+                            # for a 3-channel input; a mean of 3 values puts the gray on each channel
+                            'color = "gray" with mean = [0, 0, 0] (the gray image on every channel; '
+                            "any mean of 3 values)"
                         )
                     img = upright.convert("F")
                 else:

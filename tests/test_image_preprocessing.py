@@ -248,6 +248,27 @@ def test_16_bit_images_are_read_at_full_range_not_clipped_to_8_bits(tmp_path: Pa
         list(open_source(str(folder), [rgb]))
 
 
+def test_the_advice_for_16_bit_images_into_an_rgb_input_works_when_followed(tmp_path: Path) -> None:
+    """16-bit gray PNGs for a 3-channel input were refused with 'give the data as .npy/.npz, or
+    color = "gray"', and color = "gray" was then refused as making 1-channel images for an input of 3.
+    The advice names what takes them: a gray preprocessing with a mean of 3 values, the gray image on
+    every channel."""
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    depth = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(depth).save(folder / "d.png")
+    rgb = TensorSpec("x", ("n", 3, 8, 8), "float32")
+    with pytest.raises(DataError) as caught:
+        list(open_source(folder, [rgb]))
+    assert str(caught.value).endswith(
+        'give the data as .npy/.npz, or declare color = "gray" with mean = [0, 0, 0] (the gray image on '
+        "every channel; any mean of 3 values)"
+    ), str(caught.value)
+    fed = next(iter(open_source(folder, [rgb], image_options={"color": "gray", "mean": [0, 0, 0]})))["x"]
+    for channel in range(3):
+        np.testing.assert_allclose(fed[0, channel], depth / 65535.0, rtol=1e-6)
+
+
 def test_a_folder_of_8_and_16_bit_images_scales_each_by_its_own_depth(tmp_path: Path) -> None:
     """The scale came from the first image alone: a 16-bit pixel of 40000 after an 8-bit image went
     in as 156.9, and an 8-bit one after a 16-bit image was divided by 65535."""
