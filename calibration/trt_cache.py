@@ -149,6 +149,14 @@ def loads(text: str, origin: str = "calibration cache") -> CalibrationCache:
     if not numbered:
         raise CalibrationError(f"{origin} is empty")
     header_number, header = numbered[0]
+    # a byte-order mark, quoted in the refusal below, is invisible: the header read as TensorRT's
+    # (a header TensorRT does not match is ignored: docs/tensorrt-facts.md)
+    if header.startswith("\ufeff"):
+        raise CalibrationError(
+            f"{origin}: line {header_number} starts with a UTF-8 byte-order mark, which an editor "
+            "added: TensorRT writes none, and ignores a cache whose header it does not match; save the "
+            "file without it"
+        )
     match = _HEADER.match(header.strip())
     if not match:
         raise CalibrationError(

@@ -115,13 +115,29 @@ IMAGES = r"line 2: tensor 'images' has scale"
         (_edited(2, "images: 007fffff"), IMAGES + r" 1\.17\d*e-38"),
         (_edited(2, "images: 3c00f9f4", "images: 3f800000"), r"line 3: tensor 'images' is listed again"),
         (_edited(1, "TRT-8600-EntropyCalibration9"), r"line 1: unknown calibration algorithm 'EntropyCal"),
+        # saved by an editor that adds a byte-order mark: refused as "first line 'TRT-8600-Entropy...'
+        # is not a TensorRT cache header", the mark invisible in the line it quoted
+        ("\ufeff" + "\n".join(REAL_LINES) + "\n", r"^c\.cache: line 1 starts with a UTF-8 byte-order mark"),
     ],
-    ids=["cut", "short", "blank", "long", "zero", "-zero", "denormal", "denormal2", "twice", "algorithm"],
+    ids=[
+        "cut",
+        "short",
+        "blank",
+        "long",
+        "zero",
+        "-zero",
+        "denormal",
+        "denormal2",
+        "twice",
+        "algorithm",
+        "bom",
+    ],
 )
 def test_a_cut_or_edited_cache_is_refused_naming_the_line(text: str, message: str) -> None:
     """--from-cache read a value cut short (3e87 as 2.2e-41, floored to 1e-12: output cosine
     -0.097), a tensor listed twice (the last won), a scale of 0 or a denormal (floored to 1e-12) and
-    an algorithm TensorRT has not got, and wrote a broken INT8 model, exit 0."""
+    an algorithm TensorRT has not got, and wrote a broken INT8 model, exit 0. A byte-order mark is
+    named, not quoted invisibly in a header that reads as TensorRT's."""
     with pytest.raises(CalibrationError, match=message):
         loads(text, "c.cache")
 
