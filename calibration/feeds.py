@@ -170,7 +170,8 @@ def check_file_shapes(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> 
     cast to its input's as :func:`check_feed` casts it, so a file of a dtype the input refuses is named
     (rebatch joined it with the next file's rows, and the batch was named). Names too: rebatch stacks
     the rows of several files by the first one's names, and a file without one of them died of a
-    KeyError. NaN/Inf are :func:`check_feed`'s, batch by batch."""
+    KeyError. And a file of 0 samples: rebatch passed it on ahead of the rows before it, and the
+    folder was named with a batch. NaN/Inf are :func:`check_feed`'s, batch by batch."""
     _check_names(feed, inputs, origin)
     axes = _axes_or_dim0(inputs)
     checked = dict(feed)
@@ -179,6 +180,8 @@ def check_file_shapes(feed: Feed, inputs: Sequence[TensorSpec], origin: str) -> 
             arr = np.asarray(feed[spec.name])
             _check_shape(arr, spec, origin, axes.get(spec.name, 0))
             checked[spec.name] = _as_input_dtype(arr, spec, origin)
+    if _no_samples({k: np.asarray(v) for k, v in checked.items()}, inputs):
+        raise DataError(f"{origin} holds 0 samples")
     return checked
 
 

@@ -736,3 +736,17 @@ def test_a_folder_whose_arrays_are_in_subfolders_says_they_are_not_read_there(tm
         open_source(folder, DYNAMIC, batch_size=2)
     assert str(caught.value) == said
     assert _count(open_source(folder / "day", DYNAMIC, batch_size=2)) == 2
+
+
+def test_a_folder_file_of_0_samples_is_named_not_the_folder(tmp_path: Path) -> None:
+    """A folder of .npz files, one of them saved empty (0 rows): refused as "data source 'calib'
+    (batch 0) holds 0 samples", naming the folder and a batch, not the file, which rebatch passed on
+    ahead of the rows of the file before it. The file is named as it is read."""
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.savez(folder / "a.npz", x=np.zeros((2, 3, 4, 4), np.float32))
+    np.savez(folder / "b.npz", x=np.zeros((0, 3, 4, 4), np.float32))
+    np.savez(folder / "c.npz", x=np.zeros((2, 3, 4, 4), np.float32))
+    with pytest.raises(DataError) as caught:
+        list(open_source(folder, DYNAMIC, batch_size=8))
+    assert str(caught.value) == f"{folder / 'b.npz'} holds 0 samples"
