@@ -59,9 +59,8 @@ def load_error(model: str | os.PathLike[str] | onnx.ModelProto) -> str | None:
     return None
 
 
-def _session(model: str | bytes, proto: onnx.ModelProto | None = None) -> Any:
-    """The check's session of ``model`` at ONNX Runtime's default level; ``proto``: the model it
-    holds, when the caller has it in memory (else it is parsed here, for ort_crashing_optimizers)."""
+def _options() -> Any:
+    """The check's session options: ONNX Runtime's default level, one line per error."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -70,6 +69,15 @@ def _session(model: str | bytes, proto: onnx.ModelProto | None = None) -> Any:
     # the pool's idle thread sleeps: spinning cost captcha-rec's check (load and one run of one
     # sample) 0.06 s of its 0.15 s CPU; neither what loads nor what runs depends on it
     no_spinning(options)
+    return options
+
+
+def _session(model: str | bytes, proto: onnx.ModelProto | None = None) -> Any:
+    """The check's session of ``model`` at ONNX Runtime's default level; ``proto``: the model it
+    holds, when the caller has it in memory (else it is parsed here, for ort_crashing_optimizers)."""
+    import onnxruntime as ort
+
+    options = _options()
     if proto is None:
         proto = (
             onnx.load_from_string(model)
@@ -107,10 +115,7 @@ def model_outputs(
     from calibration.ortvalues import ort_feed
 
     try:
-        if isinstance(model, onnx.ModelProto):
-            session = _session(model.SerializeToString(), model)
-        else:
-            session = _session(os.fspath(model))
+        session = _in_memory(model) if isinstance(model, onnx.ModelProto) else _session(os.fspath(model))
     except Exception:
         if not reference:
             raise
@@ -118,6 +123,23 @@ def model_outputs(
     wanted = {i.name: i.type for i in session.get_inputs()}
     fitted = {k: _fit(v, wanted[k]) for k, v in feed.items() if k in wanted}
     return list(session.run(None, ort_feed(fitted)))
+
+
+def _in_memory(model: onnx.ModelProto) -> Any:
+    """The check's session of ``model``, its large weights handed to ONNX Runtime as arrays
+    (:func:`~calibration.observers.in_memory_session`) instead of serialized with it and parsed
+    again: the same graph, optimized alike, so the same outputs bit for bit (a test pins it). An
+    opset conversion's check (:mod:`calibration.conversion`) builds two such sessions, of the
+    source and of the converted model, before any calibration work; on captcha-rec (54 MB of
+    weights) that was most of its 0.5 s of CPU, see docs/design.md. Where that session cannot be
+    made, the serialized model's is, so that a model ONNX Runtime refuses is refused with the
+    words of :func:`load_error`."""
+    from calibration.observers import in_memory_session
+
+    try:
+        return in_memory_session(model, _options())
+    except Exception:  # ONNX Runtime's own reason, as the serialized model's session gives it
+        return _session(model.SerializeToString(), model)
 
 
 def reference_outputs(model: onnx.ModelProto, feed: Mapping[str, Any]) -> list[Any]:

@@ -141,3 +141,47 @@ def test_the_per_tensor_steps_node_sessions_take_their_weights_in_memory_with_th
             assert len(getattr(runner.session, "_in_memory_weights", ())) == 1, node.name
             checked.add(node.name)
     assert checked == {"conv", "wide"}  # the small Gemm's weight stays in the node's model
+
+
+def test_the_conversion_checks_sessions_take_their_weights_in_memory_with_the_same_outputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """calibration.artifacts.model_outputs of a model in memory (an opset conversion's check runs
+    the source and the converted model so, before any calibration work) hands its large weights to
+    ONNX Runtime as arrays instead of serializing them with the model for ONNX Runtime to parse
+    again: the same outputs, bit for bit, as the serialized model's session at the check's level."""
+    import calibration.observers as observers
+    from calibration.artifacts import _session as check_session
+    from calibration.artifacts import model_outputs
+
+    made: list[int] = []
+    real = observers.in_memory_session
+
+    def spy(*args: object, **kwargs: object) -> object:
+        session = real(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(len(session._in_memory_weights))
+        return session
+
+    monkeypatch.setattr(observers, "in_memory_session", spy)
+    model = _model()
+    feed = {"x": np.random.default_rng(5).normal(0, 1, (2, 16, 12, 12)).astype(np.float32)}
+    got = model_outputs(model, feed)
+    assert made == [3]  # conv, wide and offset in memory; the small Gemm weight serialized
+    want = check_session(model.SerializeToString(), model).run(None, feed)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_onnx_runtime_refuses_is_refused_in_the_words_of_its_serialized_session() -> None:
+    """Where the in-memory session cannot be made, model_outputs says ONNX Runtime's reason as the
+    serialized model's session gives it (load_error's words, which check_conversion compares)."""
+    from calibration.artifacts import load_error, model_outputs
+    from calibration.graphs import ort_error
+
+    model = _model()
+    model.graph.node[1].name = model.graph.node[0].name  # two nodes of one name: ORT refuses it
+    why = load_error(model)
+    assert why is not None
+    with pytest.raises(Exception) as caught:
+        model_outputs(model, {"x": np.zeros((1, 16, 12, 12), np.float32)})
+    assert ort_error(caught.value) == why
