@@ -3,7 +3,10 @@ that does not hinge on one sample."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from calibration.select import (
     _cosines,
@@ -141,3 +144,58 @@ def test_per_sample_cosines_of_the_vote_stay_within_1_and_read_exactly_1_for_ide
     same = _sample_sums([[rows]], [[rows.copy()]], [2])
     assert same is not None
     assert np.all(_cosines(same) == 1.0) and np.all(_cosines(same.sum(0) - same) == 1.0)
+
+
+def _cosine_the_long_way(reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]]) -> float:
+    """output_cosine as it was before the reference's side was kept: both sides made per call."""
+    from calibration.select import cosine_of
+
+    worst = 1.0
+    for k in range(len(reference[0])):
+        r = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in reference])
+        c = np.concatenate([np.asarray(b[k], np.float64).ravel() for b in candidate])
+        if not np.all(np.isfinite(c)):
+            return -1.0
+        worst = min(worst, cosine_of(r, c, equal=bool(np.array_equal(r, c))))
+    return worst
+
+
+def test_the_reference_side_of_the_held_out_cosine_is_made_once_per_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every candidate, screening round and variant of a calibration is compared with the same FP32
+    held-out outputs: their float64 vector and norm are made once per reference (and once per
+    slice of it, the screen's first half), not once per comparison, with the same figures to the
+    bit as both sides made per call, for different, equal, all-zero and non-finite candidates."""
+    rng = np.random.default_rng(7)
+    reference = [
+        [rng.standard_normal((20, 1, 50)).astype(np.float32), rng.standard_normal((1, 6)).astype(np.float32)]
+        for _ in range(6)
+    ]
+    candidates = [
+        [[(a + rng.normal(0, s, a.shape)).astype(np.float32) for a in feed] for feed in reference]
+        for s in (0.01, 0.1, 1.0)
+    ]
+    candidates.append([[a.copy() for a in feed] for feed in reference])  # equal: exactly 1
+    candidates.append([[np.zeros_like(a) for a in feed] for feed in reference])  # all zeros: 0
+    broken = [[a.copy() for a in feed] for feed in reference]
+    broken[2][1][0, 3] = np.nan
+    candidates.append(broken)  # -1
+    norms: list[int] = []
+    real = np.linalg.norm
+
+    def counted(x: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        norms.append(x.size)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "norm", counted)
+    want = [_cosine_the_long_way(reference, c) for c in candidates]
+    want += [_cosine_the_long_way(reference[:3], c[:3]) for c in candidates]
+    the_long_way = len(norms)
+    got = [output_cosine(reference, c) for c in candidates]
+    got += [output_cosine(reference[:3], c[:3]) for c in candidates]
+    assert got == want  # to the bit
+    assert want[3] == 1.0 and want[4] == 0.0 and want[5] == -1.0
+    # one norm per comparison (the candidate's) instead of two, and the reference's four vectors
+    # (two outputs, of the whole reference and of its first half) once each
+    assert len(norms) - the_long_way == the_long_way // 2 + 4
