@@ -1467,3 +1467,87 @@ enabled = false
     }
     plan = json.loads((Path(cpu.bundle["directory"]) / arts["fp16"]["precision_plan"]).read_text())
     assert plan["runtime"] == "onnxruntime" and arts["int8"]["precision_info"]["placement"] == "onnxruntime"
+
+
+def _topk_model(tmp_path: Path) -> None:
+    """topk.onnx (opset 11: a TopK, then a Max, both of ONNX Runtime's converter block list and not of
+    TensorRT's) and val.npz in ``tmp_path``."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
+        helper.make_node("TopK", ["a", "k"], ["v", "i"], name="topk", axis=-1),
+        helper.make_node("Max", ["v", "c"], ["y"], name="floor"),
+    ]
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([3], np.int64), "k"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "c"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+        weights,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "topk.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+
+
+def test_a_build_made_under_another_runtimes_rules_is_built_again_not_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime a precision artifact is made for (fp16.runtime_for: the ops of the converter's block
+    list its fp16 keeps in fp32, its int8's Q/DQ placement) was not in the build stage's key: a
+    workdir built under other rules (before b24050c, a GPU target on backend = "onnxruntime" got ONNX
+    Runtime's) said "build-fp16: up to date" and kept the old artifact, whose plan names the other
+    runtime, until the tool version changed. The key holds it now: the stage is built again."""
+    import sys
+
+    from edgedeploy.stages.precision import fp16
+
+    _topk_model(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text("""
+workdir = "out"
+[model]
+source = "topk.onnx"
+[build]
+target = "jetson-orin-nano"
+backend = "onnxruntime"
+precisions = ["fp16"]
+[compare]
+data = "val.npz"
+batch_size = 4
+min_cosine = 0.9
+[profile]
+enabled = false
+[bundle]
+enabled = false
+""")
+    rules = fp16.runtime_for
+
+    def other_rules(*args: Any, **kwargs: Any) -> str:
+        return "onnxruntime"  # the rules of another version: ONNX Runtime's for this GPU target
+
+    with monkeypatch.context() as patched:  # wherever the rule is looked up
+        for module in list(sys.modules.values()):
+            if getattr(module, "runtime_for", None) is rules:
+                patched.setattr(module, "runtime_for", other_rules)
+        old = run_pipeline(load_config(config))
+    plan = json.loads(next(f for f in old.precisions[0].files if f.name.endswith(".plan.json")).read_text())
+    assert plan["runtime"] == "onnxruntime" and "topk" in [
+        e["node"] for e in plan["nodes"] if e["precision"] == "fp32"
+    ]
+    ui = Ui(quiet=True)
+    new = run_pipeline(load_config(config), ui)
+    assert "build-fp16" in new.stages_run and "build-fp16: up to date" not in " ".join(ui.messages)
+    plan = json.loads(next(f for f in new.precisions[0].files if f.name.endswith(".plan.json")).read_text())
+    assert plan["runtime"] == "tensorrt", plan["runtime"]
+    assert [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"] == []
+    again = run_pipeline(load_config(config))  # the same rules: up to date
+    assert "build-fp16" in again.stages_skipped, again.stages_run

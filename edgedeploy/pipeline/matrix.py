@@ -73,6 +73,7 @@ from edgedeploy.pipeline.run import (
     compare_source,
     export_options,
     known_shapes,
+    precision_family,
     profile_options,
     profile_shapes,
     refuse_board_files,
@@ -92,8 +93,6 @@ from edgedeploy.stages.compare import Gates, compare, run_pair
 from edgedeploy.stages.compare.outputs import compared_file, unapplied
 from edgedeploy.stages.export import ExportOptions, export, is_onnx_path, module_search_path
 from edgedeploy.stages.precision.budget import AccuracyBudget, refuse_top1_without_scores
-from edgedeploy.stages.precision.fp16 import runtime_for
-from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import plotting_missing
 from edgedeploy.stages.report.data import at_batch, shown_batches, speedup_over_fp32
@@ -461,20 +460,6 @@ class MatrixResult:
 
 def _shapes(config: PipelineConfig) -> dict[str, tuple[int, ...]]:
     return {i.name: i.shape for i in export_options(config).inputs}
-
-
-def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
-    """What of the target (and the backend asked for) shapes the precision ONNX: the runtime for
-    fp16 (the ops it keeps in fp32, fp16.runtime_for), Q/DQ placement for int8."""
-    if request.precision == "fp16":
-        return {"runtime": runtime_for(target, request.backend)}
-    if request.precision != "int8":
-        return {}
-    return {
-        "placement": placement_for(target),
-        "weight_bits": weight_bits_for(target),
-        "trt_cache": cache_version_for(target, request.calibration.trt_version),
-    }
 
 
 @dataclass

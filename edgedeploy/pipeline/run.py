@@ -85,6 +85,8 @@ from edgedeploy.stages.export import (
     parse_model_spec,
     pytorch_only,
 )
+from edgedeploy.stages.precision.fp16 import runtime_for
+from edgedeploy.stages.precision.int8 import cache_version_for, placement_for, weight_bits_for
 from edgedeploy.stages.profile import ProfileOptions, profile
 from edgedeploy.stages.report import HTML_NAME, MARKDOWN_NAME, plotting_missing
 from edgedeploy.stages.report.load import REPORT_SIDECARS, RUN_RECORD
@@ -814,14 +816,32 @@ def build_request(
     )
 
 
+def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
+    """What of the target (and the backend asked for) shapes the precision ONNX: the runtime for
+    fp16 (the ops it keeps in fp32, fp16.runtime_for), Q/DQ placement for int8. In the keys of run's
+    build stages and of matrix's precision artifacts: an artifact made under other rules (another
+    version's, as b24050c changed them) is made again, not reused."""
+    if request.precision == "fp16":
+        return {"runtime": runtime_for(target, request.backend)}
+    if request.precision != "int8":
+        return {}
+    return {
+        "placement": placement_for(target),
+        "weight_bits": weight_bits_for(target),
+        "trt_cache": cache_version_for(target, request.calibration.trt_version),
+    }
+
+
 def _build_stage(run: _Run, exported: _Exported, precision: str) -> PrecisionOutcome:
     request = build_request(run.config, run.target, precision, exported.shapes)
     request.calibration.opened = run.calibration_sources  # the key's read of the data is the build's
     backend = resolve_backend(request.backend, request.target.is_gpu)[0].name
     keyed = build_key_request(request, backend)
+    family = precision_family(run.target, request)  # the rules it is made by (fp32's: none)
     key = sha256_json(
         {"fp32": exported.sha256, "request": keyed, "versions": run.versions,
-         "calibration_data": _calibration_fingerprint(request, exported.inputs, backend)}
+         "calibration_data": _calibration_fingerprint(request, exported.inputs, backend),
+         **({"family": family} if family else {})}
     )  # fmt: skip
 
     def do_build(force: bool = False) -> tuple[list[Path], dict[str, Any]]:
