@@ -2507,3 +2507,29 @@ def test_a_folder_where_an_output_file_goes_is_refused_before_any_work(tiny: Tin
     (tiny.root / "out" / "model.notes").mkdir()  # a folder of another name is the user's
     (tiny.root / "out" / "model.int8.onnx").rmdir()
     assert cli("build", "model.onnx", "--precision", "fp16", "-o", "out", cwd=tiny.root).code == 0
+
+
+def test_a_run_interrupted_after_an_earlier_run_is_not_reported_as_that_earlier_run(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    """An earlier run's run.json outlived a later run stopped by Ctrl-C in its export, and `report`
+    showed that earlier run as the workdir's latest, as if nothing had been tried since. A run now
+    removes the earlier record at its start: report says the last run stopped before its end, and
+    the rerun it advises records and reports the run again."""
+    _write_held_net(tiny.root)
+    config = write_config(tiny)
+    config.write_text(
+        config.read_text()
+        .replace('source = "model.onnx"', 'source = "net.py:build:example_inputs"')
+        .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    )
+    work = tiny.root / "work"
+    assert cli("run", config).code == 0
+    assert cli("report", work, "-o", tmp_path / "first").code == 0  # the earlier run, reported
+    (tiny.root / "started").unlink()  # its export's: the next one says so again
+    _interrupted_in_export(["run", str(config)], tiny.root, tmp_path)
+    line = one_line_error(cli("report", work, "-o", tmp_path / "r"), 2, "stopped before its end")
+    assert "rerun `edgedeploy run CONFIG`" in line, line
+    assert not (tmp_path / "r").exists()
+    assert cli("run", config).code == 0
+    assert cli("report", work, "-o", tmp_path / "r").code == 0

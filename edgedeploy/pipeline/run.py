@@ -561,6 +561,11 @@ def _start(config: PipelineConfig, target: Target, ui: Ui, extra_versions: dict[
     name = run_name(config)
     cache, bundle = StageCache(workdir), bundle_dir(config)
     held = config.bundle.enabled and refuse_board_files(bundle, cache, "bundle")
+    # the last run's record goes: until this run writes its own at its end, `edgedeploy report`
+    # says the workdir's run stopped before its end, not that the last one is this one's
+    record = workdir / RUN_RECORD
+    if record.is_file() or record.is_symlink():
+        record.unlink()
     return _Run(
         config,
         ui,
