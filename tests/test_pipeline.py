@@ -1551,3 +1551,54 @@ enabled = false
     assert [e["node"] for e in plan["nodes"] if e["precision"] == "fp32"] == []
     again = run_pipeline(load_config(config))  # the same rules: up to date
     assert "build-fp16" in again.stages_skipped, again.stages_run
+
+
+def test_runs_bundle_records_the_shape_profile_bundle_create_records_for_the_same_model(
+    tmp_path: Path,
+) -> None:
+    """Without [build] profiles, run's bundle for a GPU target recorded "profiles": [] where
+    `edgedeploy bundle create` of the same model and artifacts records the profile its device
+    builds (batch 1 to the reference batch), and the device scripts fell back to their own
+    default (bundle_helper.default_max_batch). Run records pack's profile now."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text("""
+workdir = "out"
+[model]
+source = "m.onnx"
+[build]
+target = "jetson-orin-nano"
+backend = "onnxruntime"
+precisions = ["fp32", "fp16"]
+[compare]
+data = "val.npz"
+batch_size = 8
+min_cosine = 0.9
+[profile]
+enabled = false
+""")
+    ran = run_cli("run", config)
+    assert ran.code == 0, ran.stderr
+    from_run = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    packed = run_cli(
+        "bundle", "create", tmp_path / "m.onnx", tmp_path / "out" / "m.fp16.onnx", "--target",
+        "jetson-orin-nano", "--data", tmp_path / "val.npz", "-o", tmp_path / "packed",
+    )  # fmt: skip
+    assert packed.code == 0, packed.stderr
+    from_pack = json.loads((tmp_path / "packed" / "manifest.json").read_text())
+    assert from_pack["build"]["profiles"] == [{"x": {"min": [1, 8], "opt": [8, 8], "max": [8, 8]}}]
+    assert from_run["build"]["profiles"] == from_pack["build"]["profiles"], from_run["build"]
+    validate_manifest(from_run)

@@ -66,6 +66,7 @@ from edgedeploy.pipeline.run import (
     _source_fingerprint,
     build_key_request,
     build_request,
+    bundle_build,
     bundle_report_writer,
     check_compared_outputs,
     check_op_types,
@@ -1243,6 +1244,9 @@ def _bundle_job(
             "gates": strict,
             "primary": primary,
             "build": build,
+            # without [build] profiles the manifest records bundle_build's (made with the reference
+            # inputs, in do_bundle): bundles made before it recorded none, and are made again
+            "unranged": "bundle_build" if not build["profiles"] else None,
             "version": __version__,
             "dir": str(out),
         }
@@ -1299,6 +1303,8 @@ def _bundle_one(cache: StageCache, job: _BundleJob, state: _ModelState, target: 
             given = resolve_profiles(fp32, parse_profiles(config.build.profiles))
             refuse_profiles_missing(ref_in, given, "[build] profiles")
         ref_out, _ = run_pair(fp32, fp32, [ref_in])
+        engines = [a.engine for a in job.artifacts if a.engine is not None]
+        device_build = bundle_build(config, fp32, list(inputs), target, ref_in, engines)  # as bundle create's
         result = make_bundle(
             out,
             model_name=state.name,
@@ -1313,7 +1319,7 @@ def _bundle_one(cache: StageCache, job: _BundleJob, state: _ModelState, target: 
             reference_outputs=ref_out[0],
             report=bundle_report_writer(ui),
             primary=job.primary,
-            build=job.build,
+            build=device_build,
             preprocess=reference.describe().get("preprocess"),
         )
         ui.info(f"bundle {state.name}/{target.name}: {result.directory}")

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from calibration.feeds import fixed_batches, static_batch
-from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
+from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
 from edgedeploy.onnxio import is_onnx_path, onnx_stem
 from edgedeploy.options import ShapeProfile
-from edgedeploy.pipeline.run import bundle_report_writer, refuse_profiles_missing, refuse_unranged_dims
+from edgedeploy.pipeline.run import build_settings, bundle_report_writer
 from edgedeploy.stages.build import MIXED_WORDS, check_int8_for_target, model_words, precision_of_model
 from edgedeploy.stages.bundle import BundleArtifact, BundleResult, check_bundle_output, make_bundle
 from edgedeploy.stages.bundle.make import BUNDLE_COMPARES
@@ -186,53 +186,3 @@ def _check_precision(path: Path, precision: str, target: Target) -> None:
         target.check_precision(precision)
     except InputError as exc:
         raise InputError(f"{path} is {precision}: {exc}") from None
-
-
-def build_settings(
-    reference: Path,
-    inputs: list[TensorSpec],
-    engines: list[Path],
-    target: Target,
-    reference_inputs: dict[str, Any],
-    profiles: list[ShapeProfile],
-) -> dict[str, Any]:
-    """How the device builds its engines (the manifest's ``build``): shape profiles and TF32.
-
-    The profiles are, in this order: the ones given (``--profile``), checked against the model as a
-    build checks them; the ones the bundled engines were built with (their sidecars); else, for a
-    model whose only dynamic dim is the batch, batch 1 to the reference batch (the batch verify.sh
-    runs). Other dynamic dims (height, width, sequence) have no size to guess: a GPU target is
-    refused without --profile. Every profile must take the reference inputs, or verify.sh could not
-    run them on the device.
-    """
-    from edgedeploy.backends.trt_plan import resolve_profiles
-    from edgedeploy.backends.trt_sidecar import read_sidecar
-
-    sidecars = [s for s in (read_sidecar(e) for e in engines) if s is not None]
-    tf32 = all(s.get("tf32", True) is not False for s in sidecars)
-    dynamic = [s for s in inputs if any(not (isinstance(d, int) and d > 0) for d in s.shape)]
-    if profiles:
-        resolved = resolve_profiles(reference, profiles)
-    elif not dynamic or target.kind == "cpu":
-        return {"profiles": [], "tf32": tf32}  # nothing to range, or ONNX Runtime (no profiles)
-    else:
-        built = [s["plan"]["profiles"] for s in sidecars if (s.get("plan") or {}).get("profiles")]
-        if any(b != built[0] for b in built):
-            raise InputError(
-                "the engines were built with different shape profiles: give the ones the device "
-                "builds with --profile NAME:MIN,OPT,MAX"
-            )
-        resolved = built[0] if built else []
-    if not resolved:
-        refuse_unranged_dims(dynamic, reference_inputs, "--profile")
-        batch = int(next(iter(reference_inputs.values())).shape[0])
-        resolved = [{}]
-        names = batch_names(inputs)
-        for spec in dynamic:  # the batch on dim 0 and on every axis named as the batch
-            shapes = [[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape] for _ in range(3)]
-            for axis in batch_axes(spec.shape, names):
-                shapes[1][axis] = shapes[2][axis] = batch
-            resolved[0][spec.name] = shapes
-    refuse_profiles_missing(reference_inputs, resolved, "a --profile")
-    tables = [{n: dict(zip(("min", "opt", "max"), r, strict=True)) for n, r in p.items()} for p in resolved]
-    return {"profiles": tables, "tf32": tf32}

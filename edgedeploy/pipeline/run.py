@@ -18,7 +18,7 @@ from typing import Any
 
 from calibration.algorithms import ALGORITHMS
 from calibration.errors import CalibrationError, LoaderFailed
-from calibration.modelinfo import TensorSpec, batch_names, model_io, shape_text
+from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io, shape_text
 from calibration.sources import DataSource, Feed, check_fixed_dims, check_shapes, is_random_spec, open_source
 from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
@@ -49,6 +49,7 @@ from edgedeploy.options import (
     Fp16Options,
     ModelKeys,
     OpenedSources,
+    ShapeProfile,
     backend_options,
     in_config_names,
     option_name,
@@ -979,7 +980,8 @@ def _bundle_stage(
     if primary is not None and primary not in {o.precision for o in outcomes}:
         run.ui.warn(f"bundle: bundle.primary {primary} was not built; the bundle picks its primary itself")
         primary = None
-    build = {"profiles": list(config.build.profiles), "tf32": config.build.tf32}  # the device builds the same
+    engines = [o.artifact for o in outcomes if o.artifact.suffix == ".engine"]
+    build = bundle_build(config, exported.fp32, exported.inputs, run.target, data.feeds[0], engines)
     preprocess = data.source.describe().get("preprocess")  # describe() hashes every data file: once
     key = sha256_json(
         {
@@ -1047,6 +1049,74 @@ def _bundle_stage(
         return f"the bundle {record['directory']} fails its check ({(check.problems or ['damaged'])[0]})"
 
     return run.stage("bundle", key, do_bundle, bundle_damaged)
+
+
+def build_settings(
+    reference: Path,
+    inputs: list[TensorSpec],
+    engines: list[Path],
+    target: Target,
+    reference_inputs: dict[str, Any],
+    profiles: list[ShapeProfile],
+) -> dict[str, Any]:
+    """How the device builds its engines (the manifest's ``build``): shape profiles and TF32.
+
+    The profiles are, in this order: the ones given (``--profile``), checked against the model as a
+    build checks them; the ones the bundled engines were built with (their sidecars); else, for a
+    model whose only dynamic dim is the batch, batch 1 to the reference batch (the batch verify.sh
+    runs). Other dynamic dims (height, width, sequence) have no size to guess: a GPU target is
+    refused without --profile. Every profile must take the reference inputs, or verify.sh could not
+    run them on the device.
+    """
+    from edgedeploy.backends.trt_plan import resolve_profiles
+    from edgedeploy.backends.trt_sidecar import read_sidecar
+
+    sidecars = [s for s in (read_sidecar(e) for e in engines) if s is not None]
+    tf32 = all(s.get("tf32", True) is not False for s in sidecars)
+    dynamic = [s for s in inputs if any(not (isinstance(d, int) and d > 0) for d in s.shape)]
+    if profiles:
+        resolved = resolve_profiles(reference, profiles)
+    elif not dynamic or target.kind == "cpu":
+        return {"profiles": [], "tf32": tf32}  # nothing to range, or ONNX Runtime (no profiles)
+    else:
+        built = [s["plan"]["profiles"] for s in sidecars if (s.get("plan") or {}).get("profiles")]
+        if any(b != built[0] for b in built):
+            raise InputError(
+                "the engines were built with different shape profiles: give the ones the device "
+                "builds with --profile NAME:MIN,OPT,MAX"
+            )
+        resolved = built[0] if built else []
+    if not resolved:
+        refuse_unranged_dims(dynamic, reference_inputs, "--profile")
+        batch = int(next(iter(reference_inputs.values())).shape[0])
+        resolved = [{}]
+        names = batch_names(inputs)
+        for spec in dynamic:  # the batch on dim 0 and on every axis named as the batch
+            shapes = [[d if isinstance(d, int) and d > 0 else 1 for d in spec.shape] for _ in range(3)]
+            for axis in batch_axes(spec.shape, names):
+                shapes[1][axis] = shapes[2][axis] = batch
+            resolved[0][spec.name] = shapes
+    refuse_profiles_missing(reference_inputs, resolved, "a --profile")
+    tables = [{n: dict(zip(("min", "opt", "max"), r, strict=True)) for n, r in p.items()} for p in resolved]
+    return {"profiles": tables, "tf32": tf32}
+
+
+def bundle_build(
+    config: PipelineConfig,
+    fp32: Path,
+    inputs: list[TensorSpec],
+    target: Target,
+    reference_inputs: dict[str, Any],
+    engines: list[Path],
+) -> dict[str, Any]:
+    """How the device builds the engines of run's and matrix's bundles (the manifest's ``build``):
+    the config's [build] profiles and tf32, or without profiles the ones `bundle create` records for
+    the same model and engines (:func:`build_settings`: the engines' own, else batch 1 to the
+    reference batch), which build_engine.sh then builds as recorded."""
+    if config.build.profiles:
+        return {"profiles": list(config.build.profiles), "tf32": config.build.tf32}
+    settings = build_settings(fp32, inputs, engines, target, reference_inputs, [])
+    return {"profiles": settings["profiles"], "tf32": config.build.tf32}
 
 
 def _source_fingerprint(source: str, base: Path) -> dict[str, Any]:

@@ -211,8 +211,8 @@ def _shapes_text(manifest: dict[str, Any], root: Path) -> str:
 def _profile_blocks(manifest: dict[str, Any], root: Path) -> tuple[str, str]:
     """A GPU bundle's profile table, and the line on the shapes benchmark.sh times, both as
     build_engine.sh and benchmark.sh pick them (bundle_helper): the recorded ``build.profiles``, else
-    batch 1 to the reference inputs' batch (a manifest of ``run`` without [build] profiles records
-    none; the table showed batch 1..1 there)."""
+    batch 1 to the reference inputs' batch (a manifest of ``run`` without [build] profiles recorded
+    none before pipeline/run.bundle_build; the table showed batch 1..1 there)."""
     from edgedeploy.device import bundle_helper as helper
 
     reference = (manifest.get("reference") or {}).get("inputs")
