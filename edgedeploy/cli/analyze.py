@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from edgedeploy.cli.common import (
-    BackendName,
     BatchSize,
     DataSpec,
     InputShapes,
@@ -28,6 +27,17 @@ from edgedeploy.cli.common import (
 from edgedeploy.errors import InputError, naming_guessed_dims
 from edgedeploy.interrupts import deferred
 
+# taken as build takes it, so build's command line analyzes as it is; it no longer changes the count
+# (b24050c: a GPU target's artifact is TensorRT's on any backend, stages/precision/fp16.runtime_for)
+AnalyzeBackend = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="auto, onnxruntime or tensorrt, as build takes it; changes nothing: the nodes kept in fp32 "
+        "follow --target (a GPU target's are TensorRT's on any backend).",
+    ),
+]
+
 
 def analyze_command(
     ctx: typer.Context,
@@ -42,13 +52,13 @@ def analyze_command(
     input: InputShapes = None,
     top: Annotated[int, typer.Option(help="How many tensors and weights at risk to list.", min=1)] = 20,
     target: TargetName = "x86-64-cpu",
-    backend: BackendName = "auto",
+    backend: AnalyzeBackend = "auto",
     json_path: JsonOutput = None,
 ) -> None:
     """Find what overflows or underflows in FP16 (weights, activations) and what fp16 build keeps in fp32.
 
-    The nodes kept in fp32 are counted for build --precision fp16 with the same --target and
-    --backend: the ops a runtime cannot run in fp16 differ between ONNX Runtime and TensorRT.
+    The nodes kept in fp32 are counted for build --precision fp16 with the same --target: the ops
+    a runtime cannot run in fp16 differ between ONNX Runtime (a CPU target) and TensorRT (a GPU one).
 
     Example: edgedeploy analyze model.onnx --data val.npz --target jetson-orin-nano --json ranges.json
     """
@@ -57,6 +67,7 @@ def analyze_command(
         from calibration.graphs import infer_shapes_light
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
+        from edgedeploy.backends import BACKEND_NAMES
         from edgedeploy.options import Fp16Options
         from edgedeploy.stages.build import MIXED, MIXED_WORDS, precision_of_model, refused_other_precision
         from edgedeploy.stages.precision.analysis import analyze as run_analysis
@@ -69,7 +80,9 @@ def analyze_command(
     ui = make_ui()
     tgt = load_target(target)
     tgt.check_precision("fp16")  # as the build refuses it, before any work
-    runtime = runtime_for(tgt, backend)  # whose ops of the converter's block list stay fp32
+    if backend not in BACKEND_NAMES:  # checked as build checks it, though it changes nothing here
+        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKEND_NAMES)}")
+    runtime = runtime_for(tgt)  # whose ops of the converter's block list stay fp32
     shapes = parse_shapes(input)
     shapes_unused(data, shapes)
     loaded = fp16_analysis_model(model, ui)  # converted where the fp16 build converts it

@@ -823,12 +823,12 @@ def build_request(
 
 
 def precision_family(target: Target, request: BuildRequest) -> dict[str, Any]:
-    """What of the target (and the backend asked for) shapes the precision ONNX: the runtime for
+    """What of the target shapes the precision ONNX (on any backend): the runtime for
     fp16 (the ops it keeps in fp32, fp16.runtime_for), Q/DQ placement for int8. In the keys of run's
     build stages and of matrix's precision artifacts: an artifact made under other rules (another
     version's, as b24050c changed them) is made again, not reused."""
     if request.precision == "fp16":
-        return {"runtime": runtime_for(target, request.backend)}
+        return {"runtime": runtime_for(target)}
     if request.precision != "int8":
         return {}
     return {

@@ -321,3 +321,30 @@ def test_analyze_json_names_target_and_runtime_for_an_int8_or_fp16_model_too(tmp
         assert analysed.code == 0, (case, analysed.stderr)
         written = json.loads(json_path.read_text())
         assert (written.get("target"), written.get("runtime")) == ("jetson-orin-nano", "tensorrt"), case
+
+
+def test_analyze_help_says_its_backend_changes_nothing_and_an_unknown_one_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """Since b24050c the runtime whose ops stay fp32 follows --target alone (a GPU target's artifact
+    is TensorRT's on any backend), but analyze's --help still said its count followed --target and
+    --backend, and runtime_for kept a backend parameter it only checked. The parameter is gone; the
+    help says --backend is taken as build takes it and changes nothing of the count, and an unknown
+    backend is still refused in one line."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    import edgedeploy.cli as cli
+    from edgedeploy.stages.precision.fp16 import runtime_for
+
+    assert list(inspect.signature(runtime_for).parameters) == ["target"]
+    shown = CliRunner().invoke(cli.app, ["analyze", "--help"], env={"COLUMNS": "300", "NO_COLOR": "1"})
+    assert shown.exit_code == 0, shown.output
+    rows = [" ".join(ln.replace("│", " ").split()) for ln in shown.stdout.splitlines()]
+    backend = next(r for r in rows if r.startswith("--backend"))
+    assert "changes nothing" in backend and "--target" in backend, backend
+    assert "same --target and --backend" not in " ".join(rows)
+    path, data = _overflowing_chain(tmp_path)
+    refused = run_cli("analyze", path, "--data", data, "--backend", "foo")
+    assert_clean_input_error(refused, "unknown backend 'foo'")

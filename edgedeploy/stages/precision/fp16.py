@@ -37,7 +37,6 @@ from calibration.graphs import (
     upgrade_ir,
 )
 from calibration.qdq import unknown_op_types
-from edgedeploy.backends import BACKEND_NAMES
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import atomic_write_json, sha256_file, written_together
 from edgedeploy.onnxio import load_onnx, save_onnx, verify
@@ -912,16 +911,14 @@ def blocked_ops(model: onnx.ModelProto, runtime: str = "onnxruntime") -> dict[st
     return found
 
 
-def runtime_for(target: Target, backend: str = "auto") -> str:
+def runtime_for(target: Target) -> str:
     """The runtime (:data:`FP16_RUNTIMES`) a precision artifact built for ``target`` is made for:
     which ops of the converter's block list an fp16 one keeps in fp32 (:func:`blocked_ops`), and
     whose Q/DQ placement an int8 one takes (``int8.placement_for``). TensorRT for a GPU target,
-    whichever ``backend`` builds it here: its bundle's device builds a TensorRT engine from it
+    whichever backend builds it here: its bundle's device builds a TensorRT engine from it
     (device/build_engine.sh), and ONNX Runtime here (``backend = "onnxruntime"``, or ``auto`` where
     no TensorRT is) only checks it; ONNX Runtime's CPU provider for a CPU target (docs/design.md,
     "The converter's block list, per runtime")."""
-    if backend not in BACKEND_NAMES:
-        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKEND_NAMES)}")
     return "tensorrt" if target.is_gpu else "onnxruntime"
 
 

@@ -217,10 +217,10 @@ def make_fp16_checked(model: Path, dest: Path, request: BuildRequest, ui: Ui = Q
     (:func:`opset_conversion`), said so: saved under its own name in a
     scratch folder beside ``dest``, which every step reads in place of ``model``. The ops kept in
     fp32 whatever their ranges are those the runtime that runs the artifact cannot run in fp16
-    (TensorRT for a GPU target, ONNX Runtime's CPU provider otherwise or on --backend onnxruntime:
+    (TensorRT for a GPU target on any backend, ONNX Runtime's CPU provider for a CPU target:
     :func:`runtime_for`, :func:`blocked_ops`)."""
 
-    options = replace(request.fp16, runtime=runtime_for(request.target, request.backend))
+    options = replace(request.fp16, runtime=runtime_for(request.target))
     loaded, raw = _read_once(model)
     digest = _sha256_aside(raw)
     del raw
