@@ -17,7 +17,7 @@ from typing import Any
 from calibration.errors import CalibrationError, LoaderFailed
 from calibration.modelinfo import model_io
 from calibration.qdq import int8_activations
-from edgedeploy.backends import BuildOptions, BuildResult, resolve_backend
+from edgedeploy.backends import Backend, BuildOptions, BuildResult, resolve_backend
 from edgedeploy.backends.trt_plan import refuse_values_tensorrt_lacks
 from edgedeploy.errors import BudgetMissed, GateFailed, InputError, user_failure
 from edgedeploy.fileio import atomic_path
@@ -465,6 +465,21 @@ def _build(model: Path, request: BuildRequest, out_dir: Path, ui: Ui, made_from:
     backend.check_options(
         BuildOptions(precision=request.precision, target=request.target, **request.options), model
     )
+    # bad input in the backend's build (a parser refusing an op, ONNX Runtime unable to load the
+    # artifact) leaves none of the files this build wrote, as the precision step's own refusals
+    with _nothing_left(out_dir, *output_names(model, request.precision)):
+        return _precision_and_backend(model, request, out_dir, ui, made_from, backend, note)
+
+
+def _precision_and_backend(
+    model: Path,
+    request: BuildRequest,
+    out_dir: Path,
+    ui: Ui,
+    made_from: Path | None,
+    backend: Backend,
+    note: str,
+) -> BuildOutcome:
     precision = make_precision(model, request, out_dir, ui, made_with_data=made_from is not None)
     ui.info_once(note, again=note.split(" (")[0] + " (as above)" if " (" in note else "")
     extra = dict(request.options)

@@ -763,3 +763,25 @@ def test_an_engine_the_runtime_cannot_run_is_built_not_run_not_refused(
     assert checked == result.info["checked"]
     said = "built, not run: edgedeploy's runtime cannot run it (output 'logits' has a data-dependent"
     assert checked.startswith(said)
+
+
+@trt_versions("10.13.0")
+def test_a_backend_build_refused_after_the_precision_model_leaves_none_of_the_builds_files(
+    fake_gpu, cnn_models, tmp_path: Path
+) -> None:
+    """A backend build that fails with exit 2 (here TensorRT's parser refusing an op) came after the
+    precision step had written cnn.static.fp16.onnx and its plan into -o, and they stayed: half a result of
+    a build that failed on bad input, which `bundle` or a later command could take as built. Bad input
+    now leaves none of the files the build wrote, as the precision step's own refusals leave none
+    (stages/build._nothing_left); an earlier build's files of other names stay."""
+    from edgedeploy.options import BuildRequest
+    from edgedeploy.stages.build import build
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cnn.static.fp32.engine").write_bytes(b"an earlier build's")
+    fake_gpu.state.unsupported_ops = {"Flatten"}
+    request = BuildRequest("fp16", load_target("rtx4090"), backend="tensorrt")
+    with pytest.raises(InputError, match="Flatten"):
+        build(cnn_models.static, request, out)
+    assert sorted(p.name for p in out.iterdir()) == ["cnn.static.fp32.engine"]
