@@ -2331,3 +2331,43 @@ def test_a_copied_project_reports_its_own_data_for_its_cached_cells(tmp_path: Pa
     again = run(copy)
     assert [c.cached for c in again.cells] == [True, True], [c.reason for c in again.cells]
     assert specs(again) == [str(copy / "val.npz")] * 2
+
+
+def test_a_gpu_bundle_records_the_shape_profile_bundle_create_records_for_the_same_model(
+    tmp_path: Path,
+) -> None:
+    """As run's: without [build] profiles, matrix's bundle for a GPU target recorded "profiles": []
+    where `edgedeploy bundle create` of the same model records the profile its device builds (batch
+    1 to the reference batch). It records bundle create's now."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[compare]\ndata = "val.npz"\nbatch_size = 8\n'
+        "min_cosine = 0.9\n[profile]\nenabled = false\n"
+        '[matrix]\ntargets = ["jetson-orin-nano"]\nprecisions = ["fp32"]\n'
+        '[[matrix.models]]\nname = "m"\nsource = "m.onnx"\n'
+    )
+    made = _run_local(path)
+    assert list(made.bundles) == ["m/jetson-orin-nano"], made
+    from_matrix = json.loads((Path(made.bundles["m/jetson-orin-nano"]) / "manifest.json").read_text())
+    packed = run_cli(
+        "bundle", "create", tmp_path / "m.onnx", "--target", "jetson-orin-nano", "--data",
+        tmp_path / "val.npz", "-o", tmp_path / "packed",
+    )  # fmt: skip
+    assert packed.code == 0, packed.stderr
+    from_pack = json.loads((tmp_path / "packed" / "manifest.json").read_text())
+    assert from_pack["build"]["profiles"] == [{"x": {"min": [1, 8], "opt": [8, 8], "max": [8, 8]}}]
+    assert from_matrix["build"]["profiles"] == from_pack["build"]["profiles"], from_matrix["build"]
