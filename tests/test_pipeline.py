@@ -1602,3 +1602,18 @@ enabled = false
     assert from_pack["build"]["profiles"] == [{"x": {"min": [1, 8], "opt": [8, 8], "max": [8, 8]}}]
     assert from_run["build"]["profiles"] == from_pack["build"]["profiles"], from_run["build"]
     validate_manifest(from_run)
+
+
+def test_an_fp16_model_with_float16_io_is_profiled_on_the_runs_data(digits: Digits, tmp_path: Path) -> None:
+    """[build] keep_io_types = false makes the fp16 model's inputs float16; the run's profile fed it
+    the float32 arrays read for the compare, which ONNX Runtime refused ("Unexpected input data type"),
+    exit 2 with no run.json. The data is cast to each artifact's input dtypes, as compare does."""
+    path = _config(tmp_path, digits)
+    text = path.read_text().replace("[build]\n", "[build]\nkeep_io_types = false\n")
+    path.write_text(text.replace("[bundle]\n", "[bundle]\nenabled = false\n"))
+    result = run_cli("run", path, "--json", tmp_path / "run.json")
+    assert result.code == 0, result.stderr
+    record = json.loads((tmp_path / "run.json").read_text())
+    fp16 = next(p for p in record["precisions"] if p["precision"] == "fp16")
+    assert set(fp16["profile"]["batch_sizes"]) == {"1", "4"}
+    assert not fp16["profile"]["settings"]["data"]["synthetic"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import onnx
 
-from calibration.feeds import DataSource, Feed, feed_rows, rebatch, static_batch
+from calibration.feeds import DataSource, Feed, check_feed, feed_rows, rebatch, static_batch
 from calibration.modelinfo import TensorSpec, batch_axes, batch_names, model_io
 from calibration.sources import check_shapes, is_random_spec, named_dims, open_source
 from calibration.threads import usable_cores
@@ -371,10 +371,22 @@ def _data_feed(data: DataSource, inputs: Sequence[TensorSpec], batch: int) -> tu
         if rows >= batch:
             break
     repeats = -(-batch // max(rows, 1))
-    feed = next(iter(rebatch(taken * repeats, batch, inputs, batch)))
+    feed = _in_input_dtypes(next(iter(rebatch(taken * repeats, batch, inputs, batch))), inputs, data)
     if repeats == 1:
         return feed, None
     return feed, f"batch {batch}: the data holds {rows} sample(s), repeated to fill the batch"
+
+
+def _in_input_dtypes(feed: Feed, inputs: Sequence[TensorSpec], data: DataSource) -> Feed:
+    """``feed`` cast to the dtypes of the artifact's ``inputs``: a run reads its data once, for the
+    fp32 model, and times every precision on it, where an fp16 model built with keep_io_types off
+    takes float16 (ONNX Runtime refused the float32 arrays). Cast as a data source casts its feeds
+    to the model it was opened for (calibration/feeds.py check_feed: exactly, an overflow refused);
+    a feed already in them is returned as it is."""
+    dtypes = {spec.name: spec.np_dtype for spec in inputs if spec.kind is None}
+    if all(name not in dtypes or arr.dtype == dtypes[name] for name, arr in feed.items()):
+        return feed
+    return check_feed(feed, inputs, data.spec)
 
 
 def profile_onnx(
