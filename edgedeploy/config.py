@@ -2,12 +2,13 @@
 
 Unknown keys are errors that name the key and suggest the closest valid one, because a
 misspelt option silently ignored is the classic way a deployment ends up in the wrong precision.
-Relative paths are taken relative to the config file.
+Relative paths are taken relative to the config file; a leading ``~`` is the home folder.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -214,11 +215,43 @@ def from_dict(
             _check_type(where, subvalue, None, str(section_fields[sub].type))
         setattr(config, key, cls(**value))
         config.given[key] = tuple(value)
+    _expand_home(config, model)
     if require_model and not config.model.source:
         raise InputError(
             'config needs [model] source = "module:callable", "file.py:callable" or "model.onnx"'
         )
     return config
+
+
+def _home(value: str, where: str) -> str:
+    """``value`` with a leading ``~`` or ``~user`` made the home folder, as a shell does with a path it
+    is given: a config has no shell, and workdir = "~/out" made a folder named ``~`` beside it (which
+    ``rm -rf ~`` then cleans up with the home folder). ``$VAR`` stays a name: TOML has no variables."""
+    if not value.startswith("~"):
+        return value
+    try:
+        expanded = os.path.expanduser(value)
+    except ValueError:  # a NUL in the user's name
+        expanded = value
+    if expanded.startswith("~"):  # no such user (or no home): it would be a folder named ~user
+        user = value[1:].split("/", 1)[0]
+        raise InputError(f"config {where} {_quoted(value)}: no user {_quoted(user)} has a home folder here")
+    return expanded
+
+
+def _expand_home(config: PipelineConfig, model: ModelKeys) -> None:
+    """The path keys of ``config`` with their leading ``~`` expanded (:func:`_home`), in place;
+    ``model`` names the [model] keys (from_dict's)."""
+    config.workdir = _home(config.workdir, "workdir")
+    source = config.model.source
+    if source.startswith("~"):  # a file: model.onnx, or file.py before its :callable
+        path, colon, rest = source.partition(":")
+        config.model.source = _home(path, model.key("source")) + colon + rest
+    config.calibration.data = _home(config.calibration.data, "calibration.data")
+    config.compare.data = _home(config.compare.data, "compare.data")
+    config.bundle.output = _home(config.bundle.output, "bundle.output")
+    if config.build.timing_cache is not None:
+        config.build.timing_cache = _home(config.build.timing_cache, "build.timing_cache")
 
 
 def load_config(path: str | Path) -> PipelineConfig:

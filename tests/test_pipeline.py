@@ -1617,3 +1617,58 @@ def test_an_fp16_model_with_float16_io_is_profiled_on_the_runs_data(digits: Digi
     fp16 = next(p for p in record["precisions"] if p["precision"] == "fp16")
     assert set(fp16["profile"]["batch_sizes"]) == {"1", "4"}
     assert not fp16["profile"]["settings"]["data"]["synthetic"]
+
+
+def test_a_leading_tilde_in_a_config_path_is_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config has no shell to expand ``~``: workdir = "~/out" made a folder named ``~`` beside the
+    config (which ``rm -rf ~`` then cleans up with the home folder). A leading ``~`` is the home
+    folder in every path key, a matrix's too; a ``~user`` no user has is refused in one line; ``$VAR``
+    is a name like any other."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.matrix_config import matrix_from_dict
+    from edgedeploy.pipeline.run import bundle_dir, input_files
+
+    home, project = tmp_path / "home", tmp_path / "project"
+    (home / "data").mkdir(parents=True)
+    project.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    np.savez(home / "data" / "val.npz", x=np.zeros((2, 3), np.float32))
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), home / "m.onnx")
+    data: dict[str, Any] = {
+        "workdir": "~/out",
+        "model": {"source": "~/m.onnx"},
+        "build": {"timing_cache": "~/timing.cache"},
+        "calibration": {"data": "~/data/val.npz"},
+        "compare": {"data": "~/data"},
+        "bundle": {"output": "~/bundle"},
+    }
+    config = from_dict(data, project)
+    assert config.path(config.workdir) == home / "out"
+    assert config.path(config.build.timing_cache or "") == home / "timing.cache"
+    assert bundle_dir(config) == (home / "bundle").resolve()
+    assert set(input_files(config)) == {home / "m.onnx", home / "data", home / "data" / "val.npz"}
+    assert from_dict({**data, "model": {"source": "~/models.py:build"}}, project).model.source == (
+        f"{home}/models.py:build"
+    )
+    assert from_dict({"workdir": "$HOME/out"}, project, require_model=False).workdir == "$HOME/out"
+    refused = r"config workdir '~no-such-user-here/out': no user 'no-such-user-here'"
+    with pytest.raises(InputError, match=refused):
+        from_dict({"workdir": "~no-such-user-here/out"}, project, require_model=False)
+    matrix = matrix_from_dict(
+        {
+            "workdir": "~/farm",
+            "bundle": {"output": "~/bundles"},
+            "matrix": {"targets": ["x86-64-cpu"], "precisions": ["fp32"], "models": [{"source": "~/m.onnx"}]},
+        },
+        project,
+    )
+    assert matrix.workdir == home / "farm" and matrix.bundles_root == home / "bundles"
+    assert matrix.models["m"].model.source == f"{home}/m.onnx"
