@@ -189,10 +189,16 @@ def _check_type(where: str, value: Any, default: Any, annotation: str) -> None:
 
 
 def from_dict(
-    data: dict[str, Any], base_dir: Path, *, require_model: bool = True, model: ModelKeys = RUN_MODEL
+    data: dict[str, Any],
+    base_dir: Path,
+    *,
+    require_model: bool = True,
+    model: ModelKeys = RUN_MODEL,
+    within: str = "",
 ) -> PipelineConfig:
     """The config ``data`` holds, its keys and their types checked. ``model``: how the lines name the
-    keys of its [model] section (a matrix's ``matrix.models[1].inputs``, which has no [model])."""
+    keys of its [model] section (a matrix's ``matrix.models[1].inputs``, which has no [model]);
+    ``within``: what the lines put before a section's keys (a matrix cell's ``matrix.cells[0].``)."""
     valid_top = list(_SECTION_CLASSES) + list(_TOP_LEVEL_KEYS)
     config = PipelineConfig(base_dir=base_dir)
     for key, value in data.items():
@@ -209,7 +215,7 @@ def from_dict(
         cls = _SECTION_CLASSES[key]
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
-            where = model.key(sub) if key == "model" else f"{key}.{sub}"
+            where = model.key(sub) if key == "model" else f"{within}{key}.{sub}"
             if sub not in section_fields:
                 raise InputError(f"unknown config key {_quoted(where)}{suggest(sub, list(section_fields))}")
             _check_type(where, subvalue, None, str(section_fields[sub].type))

@@ -759,7 +759,13 @@ def test_local_and_ray_give_the_same_table(ray_run: MatrixResult, local_run: Mat
     [
         ('\n[[matrix.cells]]\nmodel = "c"\n', "matrix.cells[1].model = 'c' is not in the matrix"),
         ('\n[[matrix.cells]]\ntarget = "rtx4090"\ncalibraton = {data = "x"}\n', "did you mean 'calibration'"),
-        ("\n[[matrix.cells]]\ncompare = {min_cosin = 0.9}\n", "compare.min_cosin"),
+        # named as the cell's key: the config's [compare] has no min_cosin
+        ("\n[[matrix.cells]]\ncompare = {min_cosin = 0.9}\n", "key 'matrix.cells[1].compare.min_cosin'"),
+        (
+            '\n[[matrix.cells]]\nprofile = {iterations = "5"}\n',
+            "'matrix.cells[1].profile.iterations' must be int",
+        ),
+        ('\n[[matrix.models]]\nname = 5\nsource = "a.onnx"\n', "'matrix.models[2].name' must be str, got 5"),
         ('\n[[matrix.cells]]\nbuild = {target = "t4"}\n', "select cells with target/precision"),
         # files and input names: each failed every cell with the same reason (exit 1), after work
         ('\n[[matrix.models]]\nname = "c"\nsource = "nope.onnx"\n', "config matrix.models[2].source: "),
@@ -838,6 +844,27 @@ def test_matrix_names_its_own_model_keys_where_run_names_model(tmp_path: Path, c
     assert_clean_input_error(ran)
     assert ran.stderr.strip() == f"error: {said}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "matrix.toml", "net.py"]
+
+
+def test_matrix_targets_and_cell_selectors_take_a_target_as_load_target_does(project: Path) -> None:
+    """matrix.targets takes any case of a target's name (and host); one target named twice so made
+    two of each of its cells (two rows, one task), and a cell's target selector refused the names
+    matrix.targets takes. [matrix.cells] (a table, not [[matrix.cells]]) was said as "matrix.cells[0]
+    must be a table"."""
+    path = _config(project, "refused")
+    path.write_text(path.read_text().replace('"jetson-agx-orin"]', '"JETSON-ORIN-NANO"]'))
+    with pytest.raises(InputError, match=r"matrix.targets names jetson-orin-nano twice"):
+        load_matrix_config(path)
+    path.write_text(CONFIG.format(workdir="refused").replace('target = "rtx4090"', 'target = "RTX4090"'))
+    plans = load_matrix_config(path).cells
+    overridden = {(p.cell.model, p.cell.target, p.cell.precision) for p in plans if p.config.calibration.data}
+    assert overridden == {("b", "rtx4090", "int8")}
+    path.write_text(CONFIG.format(workdir="refused").replace("[[matrix.cells]]", "[matrix.cells]"))
+    with pytest.raises(
+        InputError, match=r"config matrix.cells must be a list of tables \(\[\[matrix.cells\]\]"
+    ):
+        load_matrix_config(path)
+    assert not (project / "refused").exists()
 
 
 def test_unknown_targets_and_precisions_are_refused(project: Path) -> None:

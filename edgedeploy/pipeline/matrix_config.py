@@ -25,6 +25,7 @@ cell is planned as skipped, with the target's reason.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 from dataclasses import dataclass, field
@@ -174,7 +175,12 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
         if isinstance(build, dict) and key in build:
             raise InputError(f"a matrix config sets {where} in [matrix], not build.{key}")
 
-    targets = [load_target(name) for name in _strings(matrix.get("targets"), "targets")]
+    written = _strings(matrix.get("targets"), "targets")
+    targets = [load_target(name) for name in written]
+    named = [t.name for t in targets]  # JETSON-ORIN-NANO, host: names load_target resolves
+    if twice := next((name for name in named if named.count(name) > 1), None):
+        said = ", ".join(repr(w) for w, n in zip(written, named, strict=True) if n == twice)
+        raise InputError(f"config matrix.targets names {twice} twice ({said})")
     precisions = _strings(matrix.get("precisions"), "precisions")
     for p in precisions:
         if p not in BUILDABLE_PRECISIONS:
@@ -190,6 +196,8 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
     models: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(model_entries):
         entry = _table(entry, f"matrix.models[{i}]")
+        if "name" in entry and not isinstance(entry["name"], str):  # as [model] name is checked
+            raise InputError(f"config key 'matrix.models[{i}].name' must be str, got {entry['name']!r}")
         if not entry.get("source"):
             raise InputError(f'config matrix.models[{i}] needs source = "model.onnx" or "module:callable"')
         name = _model_name(entry)
@@ -208,9 +216,18 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
     }
 
     overrides = []
-    for i, entry in enumerate(matrix.get("cells", [])):
+    cells = matrix.get("cells", [])
+    if not isinstance(cells, list):  # [matrix.cells], one table: its keys were read as cells
+        raise InputError(
+            "config matrix.cells must be a list of tables ([[matrix.cells]] entries), each selecting "
+            "cells with model/target/precision"
+        )
+    for i, entry in enumerate(cells):
         entry = dict(_table(entry, f"matrix.cells[{i}]"))
         select = {k: entry.pop(k) for k in SELECTORS if k in entry}
+        if isinstance(select.get("target"), str):  # named as matrix.targets may name it
+            with contextlib.suppress(InputError):
+                select["target"] = load_target(select["target"]).name
         known = {"model": list(models), "target": [t.name for t in targets], "precision": precisions}
         for key, value in select.items():
             if value not in known[key]:
@@ -230,6 +247,8 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
                     f"config matrix.cells[{i}].build: select cells with target/precision instead"
                 )
             _table(entry[section], f"matrix.cells[{i}].{section}")
+            # its keys and types, named as the cell's (the merged config names them as [section]'s)
+            from_dict({section: entry[section]}, base_dir, require_model=False, within=f"matrix.cells[{i}].")
         overrides.append((select, entry))
 
     config = MatrixConfig(base=base, models=model_configs, targets=targets, precisions=precisions)
