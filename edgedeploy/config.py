@@ -265,7 +265,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not p.is_file():
         raise not_a_file("config file", p)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8, whatever the locale
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {p} is not valid TOML: {exc}") from None
     return from_dict(data, p.resolve().parent)

@@ -1672,3 +1672,26 @@ def test_a_leading_tilde_in_a_config_path_is_the_home_folder(
     )
     assert matrix.workdir == home / "farm" and matrix.bundles_root == home / "bundles"
     assert matrix.models["m"].model.source == f"{home}/m.onnx"
+
+
+def test_a_config_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """TOML is UTF-8; the loaders read the file in the locale's encoding, and where that was ASCII
+    (LC_ALL=C without Python's UTF-8 coercion) a config naming ``dé/m.onnx`` was "not valid TOML:
+    'ascii' codec can't decode byte 0xc3". run and matrix read it, and say what is wrong with it."""
+    import os
+    import sys
+
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    run = tmp_path / "run.toml"
+    run.write_text('workdir = "out"\n[model]\nsource = "dé/m.onnx"\n', encoding="utf-8")
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(
+        'workdir = "farm"\n[matrix]\ntargets = ["x86-64-cpu"]\nprecisions = ["fp32"]\n'
+        '[[matrix.models]]\nsource = "dé/m.onnx"\n',
+        encoding="utf-8",
+    )
+    for command, config in (("run", run), ("matrix", matrix)):
+        result = run_cli(command, config, env=env)
+        assert_clean_input_error(result)
+        assert "not valid TOML" not in result.stderr and "m.onnx" in result.stderr, result.stderr

@@ -347,7 +347,7 @@ def load_matrix_config(path: str | Path) -> MatrixConfig:
     if not p.is_file():
         raise InputError(f"config file not found: {p}")
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8, whatever the locale
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {p} is not valid TOML: {exc}") from None
     return matrix_from_dict(data, p.resolve().parent)
