@@ -216,6 +216,11 @@ def from_dict(
         section_fields = {f.name: f for f in fields(cls)}
         for sub, subvalue in value.items():
             where = model.key(sub) if key == "model" else f"{within}{key}.{sub}"
+            if sub not in section_fields and sub in _TOP_LEVEL_KEYS:  # written below a [section]
+                raise InputError(
+                    f"unknown config key {_quoted(where)}: {sub} is a top-level key: write it above the "
+                    "first [section]"
+                )
             if sub not in section_fields:
                 raise InputError(f"unknown config key {_quoted(where)}{suggest(sub, list(section_fields))}")
             _check_type(where, subvalue, None, str(section_fields[sub].type))

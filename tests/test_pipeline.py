@@ -1695,3 +1695,27 @@ def test_a_config_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
         result = run_cli(command, config, env=env)
         assert_clean_input_error(result)
         assert "not valid TOML" not in result.stderr and "m.onnx" in result.stderr, result.stderr
+
+
+def test_a_top_level_key_written_under_a_table_is_said_so(tmp_path: Path) -> None:
+    """TOML puts a key written after a [section] header in that section: workdir added at the end of
+    a config was "unknown config key 'bundle.workdir'; valid keys: enabled, output, primary", which
+    sends the reader to the bundle keys. The line says where workdir goes."""
+    from edgedeploy.config import from_dict
+
+    with pytest.raises(InputError) as refused:
+        from_dict({"model": {"source": "m.onnx"}, "bundle": {"workdir": "w"}}, tmp_path)
+    assert str(refused.value) == (
+        "unknown config key 'bundle.workdir': workdir is a top-level key: write it above the first [section]"
+    )
+    from edgedeploy.pipeline.matrix_config import matrix_from_dict
+
+    matrix = {"targets": ["x86-64-cpu"], "precisions": ["fp32"], "models": [{"source": "m.onnx"}]}
+    for where, data in (
+        ("matrix", {"matrix": {**matrix, "workdir": "w"}}),
+        ("matrix.models[0]", {"matrix": {**matrix, "models": [{"source": "m.onnx", "workdir": "w"}]}}),
+    ):
+        with pytest.raises(InputError) as refused:
+            matrix_from_dict(data, tmp_path)
+        said = f"unknown config key '{where}.workdir': workdir is a top-level key"
+        assert str(refused.value).startswith(said)

@@ -166,6 +166,11 @@ def matrix_from_dict(data: dict[str, Any], base_dir: Path) -> MatrixConfig:
         raise InputError("config has no [matrix] section; e.g. [matrix] targets = [...], precisions = [...]")
     matrix = _table(data.pop("matrix"), "[matrix]")
     for key in matrix:
+        if key == "workdir":  # written below [matrix]
+            raise InputError(
+                "unknown config key 'matrix.workdir': workdir is a top-level key: write it above the "
+                "first [section]"
+            )
         if key not in MATRIX_KEYS:
             raise InputError(f"unknown config key 'matrix.{key}'{suggest(key, list(MATRIX_KEYS))}")
     if "model" in data:
