@@ -287,6 +287,21 @@ def checkpoint_module(folder: Path) -> Callable[[int], None]:
     return weights
 
 
+def dynamic_matmul_model(folder: Path) -> None:
+    """m.onnx (x [n, 8] @ W, opset 17) and val.npz (16 samples) in ``folder``
+    (tests/test_pipeline.py, tests/test_matrix.py)."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "m.onnx")
+    np.savez(folder / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+
+
 def shapeless_model(path: Path) -> Path:
     """x @ W with x declared without a shape (not even a rank), as some converters write it:
     ONNX Runtime runs it; onnx's checker refuses it (tests/test_hostile.py, tests/test_unusual_models.py)."""

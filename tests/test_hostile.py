@@ -2031,10 +2031,8 @@ def test_an_upper_case_onnx_suffix_is_an_onnx_model_to_build_compare_profile_and
     assert artifacts[2]["calibration_cache"] == "models/m.calib.cache" and artifacts[2]["qdq"] is True
 
 
-def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tmp_path: Path) -> None:
-    """A run stopped by Ctrl-C before any stage finished left an empty workdir, which `report`
-    called "not an `edgedeploy run` workdir"; it now says the run stopped before any stage finished
-    and to rerun it with the same workdir, and that rerun runs to its end."""
+def _held_net_config(tiny: Tiny) -> Path:
+    """The tiny project's run config on the held net (its fp32 only), whose export a test interrupts."""
     _write_held_net(tiny.root)
     config = write_config(tiny)
     config.write_text(
@@ -2042,6 +2040,14 @@ def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tm
         .replace('source = "model.onnx"', 'source = "net.py:build:example_inputs"')
         .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
     )
+    return config
+
+
+def test_a_run_interrupted_in_its_first_stage_is_reported_as_such(tiny: Tiny, tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C before any stage finished left an empty workdir, which `report`
+    called "not an `edgedeploy run` workdir"; it now says the run stopped before any stage finished
+    and to rerun it with the same workdir, and that rerun runs to its end."""
+    config = _held_net_config(tiny)
     _interrupted_in_export(["run", str(config)], tiny.root, tmp_path)
     work = tiny.root / "work"
     line = one_line_error(cli("report", work, "-o", tmp_path / "r"), 2, "stopped before any stage finished")
@@ -2516,13 +2522,7 @@ def test_a_run_interrupted_after_an_earlier_run_is_not_reported_as_that_earlier_
     showed that earlier run as the workdir's latest, as if nothing had been tried since. A run now
     removes the earlier record at its start: report says the last run stopped before its end, and
     the rerun it advises records and reports the run again."""
-    _write_held_net(tiny.root)
-    config = write_config(tiny)
-    config.write_text(
-        config.read_text()
-        .replace('source = "model.onnx"', 'source = "net.py:build:example_inputs"')
-        .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
-    )
+    config = _held_net_config(tiny)
     work = tiny.root / "work"
     assert cli("run", config).code == 0
     assert cli("report", work, "-o", tmp_path / "first").code == 0  # the earlier run, reported

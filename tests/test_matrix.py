@@ -39,6 +39,7 @@ from edgedeploy.ui import Ui
 from tests.conftest import (
     assert_clean_input_error,
     checkpoint_module,
+    dynamic_matmul_model,
     reflect_padded_data,
     run_cli,
     validate_manifest,
@@ -2366,20 +2367,7 @@ def test_a_gpu_bundle_records_the_shape_profile_bundle_create_records_for_the_sa
     """As run's: without [build] profiles, matrix's bundle for a GPU target recorded "profiles": []
     where `edgedeploy bundle create` of the same model records the profile its device builds (batch
     1 to the reference batch). It records bundle create's now."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
-        [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    dynamic_matmul_model(tmp_path)
     path = tmp_path / "m.toml"
     path.write_text(
         'workdir = "out"\n[build]\nbackend = "onnxruntime"\n[compare]\ndata = "val.npz"\nbatch_size = 8\n'

@@ -16,6 +16,7 @@ from tests.conftest import (
     Digits,
     assert_clean_input_error,
     checkpoint_module,
+    dynamic_matmul_model,
     files_under,
     reflect_padded_data,
     run_cli,
@@ -1391,21 +1392,12 @@ def test_run_profiles_on_its_compare_data_not_on_random_inputs(tmp_path: Path) -
     assert profiled["settings"]["input_shapes"]["4"]["token_type_ids"] == [4, 16]
 
 
-def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_devices_engine(
-    tmp_path: Path,
-) -> None:
-    """A GPU target's bundle is built into a TensorRT engine on its device (build_engine.sh), and
-    backend = "onnxruntime" only checks its artifacts here. Its int8 model was TensorRT's placement
-    (int8 Q/DQ, which the device's build takes: ONNX Runtime's uint8 placement it refuses), but its
-    fp16 model kept ONNX Runtime's ops of the converter's block list in fp32 (TopK, and Max below
-    opset 12), which the device's engine then ran in fp32 behind Casts though TensorRT takes them in
-    FP16. Both follow the runtime the bundle's device builds now: TensorRT's."""
+def _topk_model(tmp_path: Path) -> None:
+    """topk.onnx (opset 11: a TopK, then a Max, both of ONNX Runtime's converter block list and not of
+    TensorRT's) and val.npz in ``tmp_path``."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from edgedeploy.stages.build import check_int8_for_target
-    from edgedeploy.targets import load_target
 
     rng = np.random.default_rng(0)
     nodes = [
@@ -1427,6 +1419,21 @@ def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_dev
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "topk.onnx")
     np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+
+
+def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_devices_engine(
+    tmp_path: Path,
+) -> None:
+    """A GPU target's bundle is built into a TensorRT engine on its device (build_engine.sh), and
+    backend = "onnxruntime" only checks its artifacts here. Its int8 model was TensorRT's placement
+    (int8 Q/DQ, which the device's build takes: ONNX Runtime's uint8 placement it refuses), but its
+    fp16 model kept ONNX Runtime's ops of the converter's block list in fp32 (TopK, and Max below
+    opset 12), which the device's engine then ran in fp32 behind Casts though TensorRT takes them in
+    FP16. Both follow the runtime the bundle's device builds now: TensorRT's."""
+    from edgedeploy.stages.build import check_int8_for_target
+    from edgedeploy.targets import load_target
+
+    _topk_model(tmp_path)
     config = tmp_path / "edgedeploy.toml"
     config.write_text("""
 workdir = "out"
@@ -1467,35 +1474,6 @@ enabled = false
     }
     plan = json.loads((Path(cpu.bundle["directory"]) / arts["fp16"]["precision_plan"]).read_text())
     assert plan["runtime"] == "onnxruntime" and arts["int8"]["precision_info"]["placement"] == "onnxruntime"
-
-
-def _topk_model(tmp_path: Path) -> None:
-    """topk.onnx (opset 11: a TopK, then a Max, both of ONNX Runtime's converter block list and not of
-    TensorRT's) and val.npz in ``tmp_path``."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("MatMul", ["x", "W"], ["a"], name="mm"),
-        helper.make_node("TopK", ["a", "k"], ["v", "i"], name="topk", axis=-1),
-        helper.make_node("Max", ["v", "c"], ["y"], name="floor"),
-    ]
-    weights = [
-        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W"),
-        numpy_helper.from_array(np.array([3], np.int64), "k"),
-        numpy_helper.from_array(np.array(0.1, np.float32), "c"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
-        weights,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), tmp_path / "topk.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
 
 
 def test_a_build_made_under_another_runtimes_rules_is_built_again_not_up_to_date(
@@ -1560,20 +1538,7 @@ def test_runs_bundle_records_the_shape_profile_bundle_create_records_for_the_sam
     `edgedeploy bundle create` of the same model and artifacts records the profile its device
     builds (batch 1 to the reference batch), and the device scripts fell back to their own
     default (bundle_helper.default_max_batch). Run records pack's profile now."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
-        [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
+    dynamic_matmul_model(tmp_path)
     config = tmp_path / "edgedeploy.toml"
     config.write_text("""
 workdir = "out"
