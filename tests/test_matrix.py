@@ -27,11 +27,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgedeploy.errors import InputError
 from edgedeploy.pipeline.executors import (
+    Failed,
     LocalExecutor,
     Placement,
     RayExecutor,
     loopback_cluster,
     refuse_unreachable,
+    run_task,
 )
 from edgedeploy.pipeline.matrix import ArtifactStore, MatrixResult, run_matrix
 from edgedeploy.pipeline.matrix_config import load_matrix_config
@@ -1317,6 +1319,29 @@ def test_a_cell_profiles_dynamic_dims_as_the_compare_data_has_them(
     path = _padded_matrix(tmp_path, reflect_padded_onnx, "x86-64-cpu", profile)
     (cell,) = _run_local(path).cells
     assert cell.status == "ok" and cell.latency_ms is not None, cell
+
+
+def _bug(path: str) -> tuple[dict[str, bytes], dict[str, Any]]:
+    raise ValueError(f"no {path}")
+
+
+def test_a_cell_onnxruntime_refuses_says_the_line_the_cli_says_and_only_a_bug_says_where(
+    reflect_padded_onnx: Path, tmp_path: Path
+) -> None:
+    """Compare data of 1 sample a row, which this model's reflect padding cannot take: the cell
+    read "InvalidArgument: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ... (onnxruntime_inference_
+    collection.py:406)", where the CLI says the same refusal in its one line; now the cell says
+    that line. An unexpected exception (a bug) still names its file and line."""
+    profile = "iterations = 3\nwarmup = 1\nbatch_sizes = [2]\n[bundle]\nenabled = false"
+    path = _padded_matrix(tmp_path, reflect_padded_onnx, "x86-64-cpu", profile)
+    np.savez(tmp_path / "val.npz", x=np.zeros((4, 1), np.float32))
+    (cell,) = _run_local(path).cells
+    assert cell.status == "failed", cell
+    assert cell.reason.startswith("ONNX Runtime refused the model or its input: "), cell.reason
+    assert "Pad reflect requires axis length >= 2" in cell.reason, cell.reason
+    assert "[ONNXRuntimeError]" not in cell.reason and ".py:" not in cell.reason, cell.reason
+    bug = run_task(_bug, "x")
+    assert isinstance(bug, Failed) and bug.reason.startswith("ValueError: no x (test_matrix.py:"), bug
 
 
 def test_a_gpu_bundle_of_unranged_dims_is_refused_with_the_profile_to_give(

@@ -109,17 +109,22 @@ def this_node() -> str:
 
 
 def run_task(fn: Callable[..., tuple[dict[str, bytes], dict[str, Any]]], *args: Any) -> Outcome:
-    """Run one task and never raise: a failure comes back as its first line (and where it happened)."""
+    """Run one task and never raise: a failure comes back as its first line; a failure of the
+    user's input or machine as the CLI's line for it (``user_failure``), a bug also with where it
+    happened."""
     start = time.perf_counter()
     node = this_node()
     try:
         files, result = fn(*args)
     except Exception as exc:
         from calibration.errors import CalibrationError
-        from edgedeploy.errors import EdgeDeployError
+        from edgedeploy.errors import EdgeDeployError, user_failure
 
         if isinstance(exc, (EdgeDeployError, CalibrationError)):
             return Failed(first_line(exc), node, dict(getattr(exc, "files", {})))
+        said = user_failure(exc)  # ONNX Runtime's refusal, an OSError: as main() says them
+        if said is not None:
+            return Failed(said, node)
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return Failed(
             f"{type(exc).__name__}: {first_line(exc)} ({os.path.basename(where.filename)}:{where.lineno})",
