@@ -2320,15 +2320,18 @@ def test_sigterm_while_verifying_an_archive_removes_its_extraction(
     assert list(scratch.iterdir()) == []
 
 
-def test_tensorrt_options_are_named_in_one_warning_when_auto_falls_back_to_onnxruntime(tiny: Tiny) -> None:
-    result = cli(
-        "build", "model.onnx", "--precision", "fp32", "--workspace-mb", "64", "-o", "out", cwd=tiny.root
-    )
+def test_tensorrt_options_for_a_cpu_target_are_named_in_one_warning_that_says_they_do_not_apply(
+    tiny: Tiny,
+) -> None:
+    """The CPU target's runtime is ONNX Runtime: nothing falls back, as the warning said it did."""
+    args = ("--target", "x86-64-cpu", "--workspace-mb", "64", "--profile", "input:1x1x8x8,8x1x8x8,8x1x8x8")
+    result = cli("build", "model.onnx", "--precision", "fp32", *args, "-o", "out", cwd=tiny.root)
     assert result.code == 0, result.text
     warnings = [ln for ln in result.stderr.splitlines() if "TensorRT options" in ln]
-    assert (
-        len(warnings) == 1 and "workspace_mb" in warnings[0] and "falls back to ONNX Runtime" in warnings[0]
-    )
+    assert warnings == [
+        "warning: profiles, workspace_mb: TensorRT options, which do not apply to x86-64-cpu: "
+        "a CPU target builds with ONNX Runtime"
+    ], result.stderr
 
 
 def test_a_gate_over_no_finite_values_fails() -> None:

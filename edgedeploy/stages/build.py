@@ -367,7 +367,8 @@ BUNDLED_OPTIONS = frozenset({"profiles", "tf32"})
 
 def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: Ui) -> None:
     """Refuse bad TensorRT option values on any backend; TensorRT options on ONNX Runtime are refused
-    when the user chose it, and named in one warning when ``auto`` fell back to it."""
+    when the user chose it, and named in one warning when ``auto`` fell back to it, or (a CPU
+    target's, whose runtime it is) when they do not apply."""
     from edgedeploy.backends.trt_plan import check_option_values
 
     options = BuildOptions(precision=request.precision, target=request.target, **request.options)
@@ -380,6 +381,12 @@ def check_backend_options(model: Path, request: BuildRequest, backend: str, ui: 
         raise InputError(
             f"{names}: TensorRT options, unused by the onnxruntime backend; drop them or build with TensorRT"
         )
+    if request.target.kind == "cpu":  # its runtime is ONNX Runtime: nothing falls back, no engine
+        ui.warn_once(
+            f"{names}: TensorRT options, which do not apply to {request.target.name}: "
+            "a CPU target builds with ONNX Runtime"
+        )
+        return
     kept = ""
     if "profiles" in unused:
         kept = " (a bundle keeps the shape profiles for the device's engine build)"
