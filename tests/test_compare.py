@@ -597,6 +597,31 @@ def test_compare_reads_each_models_inputs_and_outputs_once(
     assert (reads.count(reference), reads.count(fixed)) == (1, 1), reads
 
 
+def test_the_compare_command_reads_each_models_inputs_and_outputs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command read the reference's inputs and outputs itself (twice), and the fixed-batch
+    candidate's, before compare() read both again. It passes what it read down: one read each."""
+    import calibration.modelinfo as modelinfo
+    from edgedeploy.cli import main
+
+    reference, fixed = _matmul("N", tmp_path / "m.onnx"), _matmul(5, tmp_path / "m5.onnx")
+    reads: list[Path] = []
+    header = modelinfo.load_model_header
+
+    def counted(path: str | Path) -> onnx.ModelProto:
+        reads.append(Path(path))
+        return header(path)
+
+    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    out = tmp_path / "c.json"
+    with pytest.raises(SystemExit) as done:
+        main(["compare", str(reference), str(fixed), "--samples", "12", "--json", str(out)])
+    assert done.value.code == 0
+    assert json.loads(out.read_text())["data"]["samples_compared"] == 10  # re-stacked at 5
+    assert (reads.count(reference), reads.count(fixed)) == (1, 1), reads
+
+
 def test_the_shape_recorded_is_the_outputs_over_every_batch_not_the_first_batchs() -> None:
     """compare's JSON `outputs.*.shape` was the first batch's, though its figures are over every
     batch: [8, 10] beside a short last batch of 4, [15, 1, 8210] for a text recognizer whose

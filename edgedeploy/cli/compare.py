@@ -100,11 +100,13 @@ def compare_command(
         raise not_a_file("candidate", candidate)
     if per_layer and not is_onnx_path(candidate):
         raise InputError(f"--per-layer compares ONNX models on the CPU; {candidate.name} is not one")
-    inputs, _ = model_io(reference)
+    known_io = {reference: model_io(reference)}  # read once: compare() is given them too
+    inputs, ref_outputs = known_io[reference]
     batch_given = "batch_size" in typed(ctx, "batch_size")  # replaces dim 0 of --input for random data
     if is_onnx_path(candidate) and static_batch(inputs) is None:  # a candidate fixed at one batch
         # (exported --static) refused the default batches of 8 in Polygraphy's words only
-        fixed = static_batch(model_io(candidate)[0])
+        known_io[candidate] = model_io(candidate)
+        fixed = static_batch(known_io[candidate][0])
         if fixed is not None and fixed != batch_size:
             if batch_given:
                 raise InputError(
@@ -113,7 +115,7 @@ def compare_command(
                 )
             ui.info(f"{candidate.name} takes a batch of {fixed} only: comparing in batches of {fixed}")
             batch_size, batch_given = fixed, True
-    ranges = candidate_batches(reference, candidate)  # an engine: the batches its profiles take
+    ranges = candidate_batches(reference, candidate, inputs)  # an engine: the batches its profiles take
     if ranges and not any(lo <= batch_size <= hi for lo, hi in ranges):
         below = [hi for lo, hi in ranges if lo <= batch_size]  # the largest it takes below, else the least
         near = max(below) if below else min(lo for lo, _hi in ranges)
@@ -131,13 +133,14 @@ def compare_command(
         atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []),
         check_allclose=check_allclose,
     )  # fmt: skip
-    gates.check_top1_outputs([o.name for o in model_io(reference)[1]], reference.name)
+    gates.check_top1_outputs([o.name for o in ref_outputs], reference.name)
     with ui.progress("compare") as advance:
         prepared = ReferenceRun(reference)  # as both comparisons run it: a conversion made once
         with naming_guessed_dims(source.fed_as_one):
             result = compare(
-                reference, candidate, source, gates, source.describe(), threads, prepared=prepared
-            )
+                reference, candidate, source, gates, source.describe(), threads, prepared=prepared,
+                known_io=known_io,
+            )  # fmt: skip
         advance(1.0)
     if result.reference_conversion:  # ONNX Runtime cannot load the file: ran its fp16 build's conversion
         ui.info(conversion_notice(reference, result.reference_conversion))

@@ -420,6 +420,7 @@ def compare(
     threads: int | None = None,
     emulate_fp16: bool = True,
     prepared: ReferenceRun | None = None,
+    known_io: Mapping[Path, tuple[list[TensorSpec], list[TensorSpec]]] | None = None,
 ) -> CompareResult:
     """Compare ``candidate`` with ``reference`` on ``feeds`` and gate the result.
 
@@ -444,13 +445,18 @@ def compare(
         emulate_fp16: run an fp16 ONNX candidate as its CPU emulation (see above).
         prepared: ``reference`` as run (:class:`~edgedeploy.stages.compare.layers.ReferenceRun`),
             which the caller may run again (``compare --per-layer`` gives both comparisons one).
+        known_io: the inputs and outputs (``model_io``) of the models the caller has read, by
+            path: the ``compare`` command reads them for its own checks first.
     """
     gates = gates or Gates()
     if prepared is not None:
         prepared.check_made_from(reference)
     # the models' inputs and outputs, read once (each read parses the whole model) and passed down
-    ref_inputs, ref_outputs = model_io(reference)
-    cand_inputs = model_io(candidate)[0] if is_onnx_path(candidate) else None
+    known = dict(known_io or {})
+    ref_inputs, ref_outputs = known[reference] if reference in known else model_io(reference)
+    cand_inputs = None  # an engine candidate: no ONNX inputs to read
+    if is_onnx_path(candidate):
+        cand_inputs = (known[candidate] if candidate in known else model_io(candidate))[0]
     check_same_inputs(reference, candidate, ref_inputs, cand_inputs)
     # a --min-top1 NAME:VALUE the reference lacks (the commands refuse it first, before any work)
     gates.check_top1_outputs([o.name for o in ref_outputs], reference.name, "min_top1")
@@ -468,12 +474,14 @@ def compare(
     feeds, padded = _pad_short_batches(ranges, ref_inputs, axes, feeds)
     if padded:
         description["padded"] = padded
-    known = {reference: ref_inputs, **({candidate: cand_inputs} if cand_inputs is not None else {})}
+    known_inputs = {reference: ref_inputs, **({candidate: cand_inputs} if cand_inputs is not None else {})}
     with scratch_dir("compare") as folder:
         scratch = Path(folder)
         run_reference, conversion = _reference_to_run(prepared or ReferenceRun(reference), scratch)
         run_candidate, mode, precision = _candidate_to_run(run_reference, candidate, scratch, emulate_fp16)
-        ref_out, cand_out = run_pair(run_reference, run_candidate, feeds, threads, mode in EMULATED, known)
+        ref_out, cand_out = run_pair(
+            run_reference, run_candidate, feeds, threads, mode in EMULATED, known_inputs
+        )
     if padded:  # the padded rows are left out of every figure
         ref_out, cand_out = _unpadded(axes, ref_out, padded), _unpadded(axes, cand_out, padded)
     if not ref_out:
