@@ -438,8 +438,12 @@ class DataSource:
     def identity(self) -> dict[str, Any]:
         """:meth:`describe` without the spec, for cache keys: what the data is (files by name in
         their folder and sha256, a script by its hash, random data by its seed), not how its path
-        was written (``in/calib``, ``/abs/in/calib`` and ``./in/../in/calib`` recalibrated)."""
-        return {k: v for k, v in self.describe().items() if k != "spec"}
+        was written (``in/calib``, ``/abs/in/calib`` and ``./in/../in/calib`` recalibrated), nor
+        the samples a fixed batch left out (the data used is the same). Where the feeds are hashed
+        (a loader script), their sha256 says which samples were read: not the cap on them, which
+        made ``--samples 100`` of a loader that yields 20 a new key for the same 20."""
+        left = ("spec", "samples_dropped", *(("limit", "samples") if self.hash_feeds else ()))
+        return {k: v for k, v in self.describe().items() if k not in left}
 
     def describe(self) -> dict[str, Any]:
         """What the data is, for cache keys and manifests: kind, spec, files or generator and seed."""
@@ -635,6 +639,36 @@ def sample_limit(samples: int | None, inputs: Sequence[TensorSpec]) -> int | Non
     them."""
     static = static_batch(inputs)
     return max(samples - samples % static, static) if samples is not None and static else samples
+
+
+def rest_not_read(
+    spec: str, inputs: Sequence[TensorSpec], offered: int | None, read: int | None
+) -> str | None:
+    """The warning of a fixed batch that leaves out the rest of the ``offered`` samples (those the
+    data holds, or the fewer asked for) short of a whole batch, ``read`` being read
+    (:func:`sample_limit`); None when none is left out or the counts are not known."""
+    static = static_batch(inputs)
+    if not static or offered is None or read is None or read >= offered:
+        return None
+    return (
+        f"{spec}: the model takes a fixed batch of {static}, so {read} of the {offered} samples are used "
+        f"and {offered - read} left out (they do not fill a batch)"
+    )
+
+
+def left_out(inputs: Sequence[TensorSpec], offered: int | None, read: int | None) -> dict[str, int]:
+    """What a data source's description records beside its ``samples`` of the samples a fixed batch
+    left out (:func:`rest_not_read`): ``samples_dropped``, when any were (not in its cache key,
+    :meth:`DataSource.identity`)."""
+    if rest_not_read("", inputs, offered, read) is None or offered is None or read is None:
+        return {}
+    return {"samples_dropped": offered - read}
+
+
+def join_notes(*notes: str | None) -> str | None:
+    """A source's notes (:attr:`DataSource.note`) as one, in ``; ``; None when there is none."""
+    said = [n for n in notes if n]
+    return "; ".join(said) if said else None
 
 
 def rebatch(

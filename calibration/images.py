@@ -35,7 +35,17 @@ import numpy as np
 
 from calibration.atomic import sha256_file
 from calibration.errors import DataError
-from calibration.feeds import DataSource, Feed, _check_shape, rebatch, sample_limit
+from calibration.feeds import (
+    DataSource,
+    Feed,
+    _check_shape,
+    join_notes,
+    left_out,
+    rebatch,
+    rest_not_read,
+    sample_limit,
+    static_batch,
+)
 from calibration.modelinfo import TensorSpec, type_name
 from calibration.ortvalues import is_float_dtype
 
@@ -501,7 +511,11 @@ def image_folder_source(
         raise DataError(f"image folder {spec} is empty")
     note = None
     limit = sample_limit(samples, inputs)
+    offered = len(files) if samples is None else min(samples, len(files))  # an image is a sample
+    static = static_batch(inputs)
     chosen = list(files[:limit] if limit else files)
+    if static and len(chosen) >= static:  # whole batches: the rest is not read (rebatch), nor keyed
+        chosen = chosen[: len(chosen) - len(chosen) % static]
     if options is None:
         pre = default_preprocess(inputs[0], chosen, declare)
         note = assumed_preprocess(spec, pre, declare)
@@ -536,7 +550,10 @@ def image_folder_source(
             {"name": p.relative_to(root).as_posix() if root else p.name, "sha256": sha256_file(p)}
             for p in chosen
         ],
-        "batch_size": batch_size,
+        "batch_size": static or batch_size,
+        "samples": len(chosen),  # as an array file's: the samples read
+        **left_out(inputs, offered, len(chosen)),
         "preprocess": pre.describe(),
     }
+    note = join_notes(rest_not_read(spec, inputs, offered, len(chosen)), note)
     return DataSource("images", spec, inputs, make, details, note=note)

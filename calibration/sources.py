@@ -39,7 +39,10 @@ from calibration.feeds import (
     batch_axes,
     check_file_shapes,
     feed_rows,
+    join_notes,
+    left_out,
     rebatch,
+    rest_not_read,
     sample_limit,
     static_batch,
 )
@@ -221,26 +224,33 @@ def _array_files_source(
         feeds = (check_file_shapes(_load_array_file(p, inputs), inputs, str(p)) for p in files)
         return rebatch(feeds, batch_size, inputs, samples)
 
+    read, offered = _samples_read(files, inputs, samples)  # what is read: a fixed batch whole
     details = {
         "files": [{"name": p.name, "sha256": sha256_file(p)} for p in files],
         "batch_size": static_batch(inputs) or batch_size,
-        "samples": _samples_read(files, inputs, samples),  # what is read: a fixed batch whole
+        "samples": read,
+        **left_out(inputs, offered, read),
     }
-    return DataSource("arrays", spec, inputs, make, details, note=integers_for_floats(files[0], inputs))
+    note = join_notes(rest_not_read(spec, inputs, offered, read), integers_for_floats(files[0], inputs))
+    return DataSource("arrays", spec, inputs, make, details, note=note)
 
 
-def _samples_read(files: Sequence[Path], inputs: Sequence[TensorSpec], samples: int | None) -> int | None:
+def _samples_read(
+    files: Sequence[Path], inputs: Sequence[TensorSpec], samples: int | None
+) -> tuple[int | None, int | None]:
     """The samples :func:`rebatch` reads from ``files`` capped at ``samples``: the cap (a fixed batch's
     whole batches, :func:`sample_limit`), or what the files hold when that is fewer (20 of the 50 asked
     for), counted from their arrays' headers without reading the data; the cap where a file's count
-    cannot be told so (its arrays disagree, or it is not read as these are: the read refuses it)."""
+    cannot be told so (its arrays disagree, or it is not read as these are: the read refuses it).
+    Second: the samples offered, ``samples`` or what the files hold when fewer, of which a fixed
+    batch reads whole batches only (None where the count cannot be told)."""
     limit = sample_limit(samples, inputs)
     axes = batch_axes(inputs)
     held = 0
     for path in files:
         shapes = _array_shapes(path)
         if shapes is None:
-            return limit
+            return limit, None
         if not all(s.name in shapes for s in inputs):  # a .npy, or keys that name no input
             shapes = {inputs[0].name: next(iter(shapes.values()))} if len(shapes) == 1 else {}
         lengths = {
@@ -251,12 +261,13 @@ def _samples_read(files: Sequence[Path], inputs: Sequence[TensorSpec], samples: 
             and len(shape) > axis
         }
         if len(lengths) != 1:
-            return limit
+            return limit, None
         held += lengths.pop()
+    offered = held if samples is None else min(samples, held)
     static = static_batch(inputs)
     if static:
         held -= held % static  # a short rest cannot feed the model and is not read
-    return held if limit is None else min(limit, held)
+    return (held if limit is None else min(limit, held)), offered
 
 
 def _array_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:

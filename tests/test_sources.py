@@ -750,3 +750,62 @@ def test_a_folder_file_of_0_samples_is_named_not_the_folder(tmp_path: Path) -> N
     with pytest.raises(DataError) as caught:
         list(open_source(folder, DYNAMIC, batch_size=8))
     assert str(caught.value) == f"{folder / 'b.npz'} holds 0 samples"
+
+
+def _pngs(folder: Path, count: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(count):
+        pixels = (np.random.default_rng(i).random((4, 4, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    return folder
+
+
+def test_a_fixed_batch_that_leaves_samples_out_says_how_many_and_records_them(tmp_path: Path) -> None:
+    """A model fixed at a batch of 4 given 10 samples calibrated on 8 and dropped 2 without a word,
+    from an .npz file as from an image folder: one warning says so, and the description records
+    the 2 beside the 8 used (not in the cache key: the data used is the 8)."""
+    fixed = [TensorSpec("x", (4, 3, 4, 4), "float32")]
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 3, 4, 4), np.float32))
+    images = _pngs(tmp_path / "imgs", 10)
+    for spec, asked in ((tmp_path / "d.npz", None), (images, None), (tmp_path / "d.npz", 10), (images, 10)):
+        source = open_source(spec, fixed, samples=asked, image_options={"resize": [4, 4]})
+        assert _count(source) == 8 == source.describe()["samples"], spec
+        assert source.describe()["samples_dropped"] == 2, spec
+        assert "samples_dropped" not in source.identity()
+        said = [n for n in source.notes() if "fixed batch of 4" in n]
+        assert len(said) == 1 and "8 of the 10" in said[0] and "2 left out" in said[0], source.notes()
+    for spec in (tmp_path / "d.npz", images):  # whole batches: nothing said, nothing recorded
+        whole = open_source(spec, fixed, samples=8, image_options={"resize": [4, 4]})
+        assert "samples_dropped" not in whole.describe()
+        assert not [n for n in whole.notes() if "fixed batch" in n]
+
+
+def test_an_image_folder_is_described_with_its_samples_and_batch_as_array_files_are(tmp_path: Path) -> None:
+    """The description of an image folder (the data of the calibrate JSON) had no "samples", and
+    "batch_size" the one asked for where a fixed batch feeds the model; an .npz file's has both."""
+    images = _pngs(tmp_path / "imgs", 6)
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 3, 4, 4), np.float32))
+    for inputs, asked, used, batch in ((DYNAMIC, None, 6, 8), (DYNAMIC, 5, 5, 8), (STATIC, None, 6, 2)):
+        described = [
+            open_source(
+                spec, inputs, samples=asked, batch_size=8, image_options={"resize": [4, 4]}
+            ).describe()
+            for spec in (images, tmp_path / "d.npz")
+        ]
+        assert [d["samples"] for d in described] == [used, used], (inputs, asked)
+        assert [d["batch_size"] for d in described] == [batch, batch], (inputs, asked)
+
+
+def test_a_loader_scripts_cache_key_is_the_samples_it_gave_not_the_cap(tmp_path: Path) -> None:
+    """--samples 100 of a loader that yields 20 read the same 20 as no --samples, but its key said
+    "limit": 100, "samples": 100 and so calibrated them again; the feeds' sha256 is the data's key."""
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n"
+        "    for i in range(5):\n        yield {'x': np.full((4, 3, 4, 4), i, np.float32)}\n"
+    )
+    keys = [open_source(str(loader), DYNAMIC, samples=asked).identity() for asked in (None, 20, 100)]
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[0] != open_source(str(loader), DYNAMIC, samples=12).identity()

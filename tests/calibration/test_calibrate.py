@@ -343,3 +343,24 @@ def test_the_same_data_folder_spelled_otherwise_reuses_the_calibration(
         assert again.skipped, (spec, again.reason)
         assert {p.name: p.read_bytes() for p in (tmp_path / "o").iterdir()} == files
     assert not first.reused
+
+
+def test_a_cap_above_the_samples_a_loader_gives_is_the_same_calibration(
+    residual_model: Path, tmp_path: Path
+) -> None:
+    """--samples 100 of a loader script that yields 10 samples calibrated the 10 again (its key
+    held the cap); the same 10 are now up to date, and a cap that cuts them is a new calibration."""
+    loader = tmp_path / "loader.py"
+    loader.write_text(
+        "import numpy as np\n\ndef load_data():\n    rng = np.random.default_rng(0)\n"
+        "    for _ in range(5):\n        yield {'x': rng.random((2, 3, 8, 8), dtype=np.float32)}\n"
+    )
+    inputs, _ = model_io(residual_model)
+    opts = CalibrationOptions(algorithm="max")
+    out = tmp_path / "out"
+    first = calibrate(residual_model, open_source(str(loader), inputs), opts, out)
+    assert not first.reused and first.samples == 10
+    again = calibrate(residual_model, open_source(str(loader), inputs, samples=100), opts, out)
+    assert again.reused and again.skipped and "up to date" in again.reason, again.reason
+    cut = calibrate(residual_model, open_source(str(loader), inputs, samples=6), opts, out)
+    assert not cut.reused and cut.samples == 6
