@@ -104,6 +104,22 @@ def test_build_int8_sets_the_percentile_as_calibrate_does(tmp_path: Path) -> Non
     assert_clean_input_error(moot, "--calib-percentile")
 
 
+def test_a_percentile_the_algorithm_does_not_use_is_said_unused_whatever_its_value(tmp_path: Path) -> None:
+    """calibrate --algorithm max --percentile 99.9 was warned as unused, but --percentile 150 with
+    max was refused as out of [50, 100], a range of an option max does not read. Both are said
+    unused in one line and the calibration runs (build's --calib-percentile alike); the range is
+    kept where the algorithm reads it (test_build_int8_sets_the_percentile_as_calibrate_does)."""
+    model, data = _matmul_model(tmp_path)
+    calibrate = ["calibrate", model, "--data", data, "--algorithm", "max", "--percentile", "150"]
+    build = ["build", model, "--precision", "int8", "--calib-data", data, "--calib-algorithm", "max"]
+    for index, args in enumerate((calibrate, [*build, "--calib-percentile", "150"])):
+        done = run_cli(*args, "-o", tmp_path / f"o{index}")
+        assert done.code == 0, done.stderr
+        said = [line for line in done.stderr.splitlines() if "percentile 150" in line]
+        assert len(said) == 1 and "not max" in said[0], done.stderr
+        assert "[50, 100]" not in done.stderr
+
+
 def test_a_build_of_an_int8_model_as_it_is_names_the_files_it_brings_from_beside_it(tmp_path: Path) -> None:
     """build --precision int8 of a Q/DQ model an earlier build wrote (out/m.int8.onnx) also wrote
     m.calib.json (and m.calib.cache for a GPU target) into -o, copied from beside the model, which

@@ -20,6 +20,7 @@ from edgedeploy.cli.common import (
     JsonOutput,
     Percentile,
     TargetName,
+    checked_percentile,
     csv,
     data_spec,
     load_preprocess,
@@ -238,9 +239,10 @@ def build_command(
         raise InputError(
             f"--calib-algorithm '{calib_algorithm}' is unknown; choose one of {', '.join(ALGORITHMS)}"
         )
-    if "calib_percentile" in given and calib_algorithm not in ("percentile", "auto"):  # as calibrate's
-        used = "used by --calib-algorithm percentile and auto"
-        ui.warn(f"--calib-percentile {calib_percentile}: {used}, not {calib_algorithm}")
+    # typed for an fp32 or fp16 build, refused above
+    calib_percentile = checked_percentile(
+        ctx, "calib_percentile", calib_percentile, calib_algorithm, ui, prefix="calib-"
+    )
     stem, parts = output_names(model, precision)
     not_an_output(json_path, output, stem)
     not_an_output(timing_cache, output, stem, option="--timing-cache")

@@ -21,6 +21,7 @@ from edgedeploy.cli.common import (
     Seed,
     TargetName,
     check_seed,
+    checked_percentile,
     err,
     load_preprocess,
     make_ui,
@@ -120,6 +121,7 @@ def calibrate_command(
         return
     if data is None:
         raise InputError("give --data SPEC (or --from-cache CACHE)")
+    percentile = checked_percentile(ctx, "percentile", percentile, algorithm, ui)
     check_seed(ctx, data, seed, ui)
     shapes = parse_shapes(input)
     shapes_unused(data, shapes)
@@ -135,8 +137,6 @@ def calibrate_command(
     )
     for note in source.notes(f"--preprocess {preprocess}" if preprocess else None):
         ui.warn(note)
-    if "percentile" in typed(ctx, "percentile") and algorithm not in ("percentile", "auto"):
-        ui.warn(f"--percentile {percentile}: used by --algorithm percentile and auto, not {algorithm}")
     artifact = make_int8(
         model,
         out_dir / f"{stem}.int8.onnx",

@@ -51,18 +51,34 @@ def data_spec(param: typer.CallbackParam, value: str | None) -> str | None:
     return value
 
 
-def percentile_option(param: typer.CallbackParam, value: float) -> float:
-    """The callback of the calibration percentile (calibrate's --percentile, build's
-    --calib-percentile): refused by calibration's own rule (``AlgorithmOptions``) as the option is
-    read, before any work, in one line naming the option."""
+def checked_percentile(
+    context: typer.Context, name: str, value: float, algorithm: str, ui: Ui, prefix: str = ""
+) -> float:
+    """The calibration percentile (calibrate's --percentile, build's --calib-percentile, ``name``
+    the parameter) to calibrate with: refused by calibration's own rule (``AlgorithmOptions``) in
+    one line naming the option, before any work, where ``algorithm`` reads it (percentile, auto);
+    where it does not, a value typed is said unused, whatever it is (``--percentile 150`` with
+    ``--algorithm max`` was refused for a range max never reads), and the default is passed on for
+    one out of that range. ``prefix``: the option's prefix (``calib-``)."""
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.algorithms import AlgorithmOptions
+        from calibration.defaults import DEFAULT_PERCENTILE
         from calibration.errors import CalibrationError
 
     try:
         AlgorithmOptions(percentile=value)
+        problem = None
     except CalibrationError as exc:
-        raise InputError(f"{param.opts[0]}: {exc}") from None
+        problem = str(exc)
+    if algorithm not in ("percentile", "auto"):
+        if name in typed(context, name):
+            ui.warn(
+                f"--{prefix}percentile {value}: used by --{prefix}algorithm percentile and auto, "
+                f"not {algorithm}"
+            )
+        return value if problem is None else DEFAULT_PERCENTILE
+    if problem is not None:
+        raise InputError(f"--{prefix}percentile: {problem}")
     return value
 
 
@@ -73,7 +89,6 @@ Percentile = Annotated[
     float,
     typer.Option(
         help="int8: the percentile the percentile algorithm keeps (and auto tries), within [50, 100].",
-        callback=percentile_option,
     ),
 ]
 DataSpec = Annotated[
