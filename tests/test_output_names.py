@@ -109,3 +109,33 @@ def test_calibrate_refuses_a_folder_where_builds_int8_model_goes(tmp_path: Path)
     )
     assert code == 2, err
     assert "Traceback" not in err and "m.int8.onnx" in err, err
+
+
+def test_run_matrix_and_bundle_name_an_upper_case_source_as_build_does(tmp_path: Path) -> None:
+    """run, matrix and bundle took ``.fp32`` (or an artifact's own precision) off a name only as
+    written: run's files of ``[model] source = "M.FP32.onnx"`` were M.FP32.fp32.onnx..., matrix named
+    that model M.FP32, bundle create's manifest named its reference M.FP32 and missed the precision
+    plan beside an artifact M.FP16.onnx. Each now names STEM by onnxio.model_stem, as build does."""
+    import json
+
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.matrix_config import _model_name
+    from edgedeploy.pipeline.pack import _companions
+    from edgedeploy.pipeline.run import run_name
+
+    for source in ("M.FP32.onnx", "M.FP32.ONNX", "nets/M.Fp32.py:make"):
+        assert run_name(from_dict({"model": {"source": source}}, tmp_path)) == "M", source
+        assert _model_name({"source": source}) == "M", source
+    assert _model_name({"source": "m.fp32.onnx"}) == "m"
+    assert _companions(tmp_path / "M.FP16.onnx", "fp16")["plan"] == tmp_path / "M.fp16.plan.json"
+    assert _companions(tmp_path / "M.INT8.ONNX", "int8")["report"] == tmp_path / "M.calib.json"
+
+    onnx.save(_gemm_model(), tmp_path / "M.FP32.onnx")
+    code, _, err = cli("build", tmp_path / "M.FP32.onnx", "--precision", "fp16", "-o", tmp_path / "out")
+    assert code == 0, err
+    code, _, err = cli(
+        "bundle", "create", tmp_path / "M.FP32.onnx", tmp_path / "out" / "M.fp16.onnx", "-o", tmp_path / "b"
+    )
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "M", manifest["model"]

@@ -35,6 +35,7 @@ from typing import Any
 from edgedeploy.config import PipelineConfig, from_dict, suggest
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written, outside_cache
+from edgedeploy.onnxio import model_stem
 from edgedeploy.options import ModelKeys
 from edgedeploy.pipeline.cache import StageCache
 from edgedeploy.pipeline.run import check_config, input_files, refuse_board_files, refuse_for_tensorrt
@@ -155,7 +156,7 @@ def _model_name(entry: dict[str, Any]) -> str:
     source = str(entry.get("source", ""))
     where = source if is_onnx_path(source) else source.split(":")[0]
     if is_onnx_path(where) or is_python_path(where):
-        return Path(where).stem.removesuffix(".fp32") or "model"
+        return model_stem(Path(where).stem) or "model"
     return where.rpartition(".")[2] or "model"  # package.module:callable -> module
 
 

@@ -13,7 +13,7 @@ from calibration.feeds import fixed_batches, static_batch
 from calibration.modelinfo import TensorSpec, model_io
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import sha256_file
-from edgedeploy.onnxio import is_onnx_path, onnx_stem
+from edgedeploy.onnxio import is_onnx_path, model_stem
 from edgedeploy.options import ShapeProfile
 from edgedeploy.pipeline.run import build_settings, bundle_report_writer
 from edgedeploy.stages.build import MIXED_WORDS, check_int8_for_target, model_words, precision_of_model
@@ -101,7 +101,7 @@ def bundle_artifacts(
     ref_out, _ = run_pair(reference, reference, [reference_inputs])
     return make_bundle(
         output,
-        model_name=onnx_stem(reference.name).removesuffix(".fp32"),
+        model_name=model_stem(reference.name),
         model_source=str(reference),
         model_sha256=sha256_file(reference),
         target=target,
@@ -130,7 +130,7 @@ def _companions(model: Path, precision: str) -> dict[str, Path]:
     """The files a ``precision`` artifact of ONNX ``model`` brings along, found by name beside it: its
     precision plan, calibration cache and the report's data (fp16 ranges, the budget search, the
     calibration report, named without precision)."""
-    base = onnx_stem(model.name).removesuffix(f".{precision}")
+    base = model_stem(model.name)
     names = {
         "plan": f"{base}.{precision}.plan.json",
         "cache": f"{base}.calib.cache",

@@ -40,7 +40,7 @@ from edgedeploy.fileio import (
     sha256_file,
     sha256_json,
 )
-from edgedeploy.onnxio import external_data_files, load_onnx
+from edgedeploy.onnxio import external_data_files, load_onnx, model_stem
 from edgedeploy.options import (
     RUN_MODEL,
     BuildRequest,
@@ -531,7 +531,7 @@ def not_the_runs(path: Path | None, config: PipelineConfig, option: str) -> None
 def run_name(config: PipelineConfig) -> str:
     """The stem of the files the run writes in its workdir (``NAME.fp16.onnx``, ``NAME.calib.json``...)."""
     source = _resolve_source(config)
-    return config.model.name or Path(source.split(":")[0]).stem.removesuffix(".fp32") or "model"
+    return config.model.name or model_stem(Path(source.split(":")[0]).stem) or "model"
 
 
 def _output_roots(config: PipelineConfig) -> list[Path]:
