@@ -170,6 +170,34 @@ def option_name(section: str, key: str, from_config: bool) -> str:
     return SINGULAR_FLAGS.get((section, key)) or f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
 
 
+# what the refusals of Gates (stages/compare/gates.py) and ProfileOptions (stages/profile.py) begin
+# with, and the setting each one's value comes from: its key in a run or matrix config, its flag on
+# the command line (compare, bundle create, profile)
+MEASURE_SETTINGS = {
+    "atol": ("compare.atol", "--atol"),
+    "rtol": ("compare.rtol", "--rtol"),
+    "min_cosine": ("compare.min_cosine", "--min-cosine"),
+    "min_top1": ("compare.min_top1", "--min-top1"),
+    "profile duration": ("profile.duration_s", "--duration"),
+    "profile warm-up iterations": ("profile.warmup", "--warmup"),
+    "profile warm-up": ("profile.warmup_ms", "--warmup-ms"),
+    "profile iterations": ("profile.iterations", "--iterations"),
+    "profile threads": ("profile.threads", "--threads"),
+    "profile batch sizes": ("profile.batch_sizes", "--batch-sizes"),
+}
+
+
+def measure_named(message: str, from_config: bool) -> str:
+    """A compare gate's or profile setting's refusal with its subject named as the user gave it:
+    ``min_cosine must lie in (-1, 1]`` is ``config compare.min_cosine must ...`` from a config,
+    ``--min-cosine must ...`` from a command's flags. Another message is returned as it is."""
+    for subject in sorted(MEASURE_SETTINGS, key=len, reverse=True):
+        if message.startswith(f"{subject} "):
+            key, flag = MEASURE_SETTINGS[subject]
+            return f"{f'config {key}' if from_config else flag}{message[len(subject) :]}"
+    return message
+
+
 @dataclass(frozen=True)
 class ModelKeys:
     """How the lines of a config check name the keys of the model they check, and the command:

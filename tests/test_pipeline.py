@@ -1684,3 +1684,65 @@ def test_a_top_level_key_written_under_a_table_is_said_so(tmp_path: Path) -> Non
             matrix_from_dict(data, tmp_path)
         said = f"unknown config key '{where}.workdir': workdir is a top-level key"
         assert str(refused.value).startswith(said)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "said"),
+    [
+        ("compare", "min_cosine", 2.0, "config compare.min_cosine must lie in (-1, 1], got 2.0"),
+        ("compare", "atol", -1.0, "config compare.atol must be a finite number >= 0, got -1.0"),
+        ("compare", "min_top1", 0.0, "config compare.min_top1 must lie in (0, 1], got 0.0"),
+        ("profile", "batch_sizes", [0], "config profile.batch_sizes must be whole numbers >= 1, got [0]"),
+        (
+            "profile",
+            "duration_s",
+            -1.0,
+            "config profile.duration_s must be a number of seconds >= 0, got -1.0",
+        ),
+        ("profile", "warmup_ms", -1.0, "config profile.warmup_ms must be a number of ms >= 0, got -1.0"),
+        ("profile", "warmup", -1, "config profile.warmup must be a whole number >= 0, got -1"),
+        ("profile", "iterations", 0, "config profile.iterations must be a whole number >= 1, got 0"),
+    ],
+)
+def test_a_gate_or_profile_value_refused_in_a_config_is_named_by_its_key(
+    tmp_path: Path, section: str, key: str, value: object, said: str
+) -> None:
+    """run and matrix refused [compare] min_cosine = 2 as "min_cosine must lie in (-1, 1]" and
+    [profile] batch_sizes = [0] as "profile batch sizes must be ...", the stage's words, where every
+    other config refusal names the key as written; they now say compare.min_cosine, profile.batch_sizes."""
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.matrix_config import matrix_from_dict
+    from edgedeploy.pipeline.run import check_config
+
+    dynamic_matmul_model(tmp_path)  # m.onnx
+    run = {"model": {"source": "m.onnx"}, section: {key: value}}
+    with pytest.raises(InputError) as refused:
+        check_config(from_dict(run, tmp_path))
+    assert str(refused.value) == said
+    matrix = {"targets": ["x86-64-cpu"], "precisions": ["fp32"], "models": [{"source": "m.onnx"}]}
+    with pytest.raises(InputError) as refused:
+        matrix_from_dict({"matrix": matrix, section: {key: value}}, tmp_path)
+    assert str(refused.value) == said
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("bundle", "create", "m.onnx", "--min-cosine", "2"), "--min-cosine must lie in (-1, 1], got 2.0"),
+        (("profile", "m.onnx", "--batch-sizes", "0"), "--batch-sizes must be whole numbers >= 1, got [0]"),
+        (("profile", "m.onnx", "--warmup-ms", "-1"), "--warmup-ms must be a number of ms >= 0, got -1.0"),
+        (("profile", "m.onnx", "--duration", "nan"), "--duration must be a number of seconds >= 0, got nan"),
+    ],
+)
+def test_a_gate_or_profile_value_refused_on_the_command_line_is_named_by_its_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], said: str
+) -> None:
+    """The same refusals from bundle create's and profile's flags said "min_cosine must ..." and
+    "profile batch sizes must ...": they name the flag given."""
+    from tests.conftest import run_in_process
+
+    dynamic_matmul_model(tmp_path)  # m.onnx
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process(*args, *(("-o", "b") if args[0] == "bundle" else ()))
+    assert code == 2, err
+    assert f"{said}\n" in err and "Traceback" not in err, err

@@ -97,7 +97,7 @@ def create_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.onnxio import load_onnx
-        from edgedeploy.options import parse_profiles
+        from edgedeploy.options import measure_named, parse_profiles
         from edgedeploy.pipeline.pack import bundle_artifacts
         from edgedeploy.stages.compare import Gates
         from edgedeploy.stages.compare.gates import parse_min_top1
@@ -121,7 +121,10 @@ def create_command(
         if not path.is_file():
             raise not_a_file("artifact", path)
     shape_profiles = parse_profiles(profiles) if profiles else []
-    gates = Gates(min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []))
+    try:  # said as the flags: "--min-cosine must lie in (-1, 1]"
+        gates = Gates(min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []))
+    except InputError as exc:
+        raise InputError(measure_named(str(exc), from_config=False)) from None
     inputs, outputs = model_io(reference)
     gates.check_top1_outputs([o.name for o in outputs], reference.name)
     prep = load_preprocess(preprocess)

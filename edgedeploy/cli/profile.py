@@ -68,6 +68,7 @@ def profile_command(
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import is_onnx_path
+        from edgedeploy.options import measure_named
         from edgedeploy.stages.profile import ProfileOptions, profile
 
     ui = make_ui()
@@ -81,22 +82,25 @@ def profile_command(
     shapes = parse_shapes(input)
     if is_onnx_path(artifact):  # engines are timed on random inputs, of these shapes whatever the data
         shapes_unused(data, shapes)
-    options = ProfileOptions(
-        warmup_iterations=warmup,
-        warmup_ms=warmup_ms,
-        iterations=iterations,
-        duration_s=duration,
-        batch_sizes=tuple(ints(batch_sizes, "--batch-sizes")) if batch_sizes is not None else (1,),
-        batch_from_shapes=batch_sizes is None,
-        threads=threads,
-        shapes=shapes,
-        cuda_graph=cuda_graph,
-        no_data_transfers=no_data_transfers,
-        per_layer=per_layer,
-        data=data,
-        preprocess=load_preprocess(preprocess),
-        preprocess_option=f"--preprocess {preprocess}" if preprocess else None,
-    )
+    try:  # said as the flags: "--batch-sizes must be whole numbers >= 1"
+        options = ProfileOptions(
+            warmup_iterations=warmup,
+            warmup_ms=warmup_ms,
+            iterations=iterations,
+            duration_s=duration,
+            batch_sizes=tuple(ints(batch_sizes, "--batch-sizes")) if batch_sizes is not None else (1,),
+            batch_from_shapes=batch_sizes is None,
+            threads=threads,
+            shapes=shapes,
+            cuda_graph=cuda_graph,
+            no_data_transfers=no_data_transfers,
+            per_layer=per_layer,
+            data=data,
+            preprocess=load_preprocess(preprocess),
+            preprocess_option=f"--preprocess {preprocess}" if preprocess else None,
+        )
+    except InputError as exc:
+        raise InputError(measure_named(str(exc), from_config=False)) from None
     with ui.progress(f"profile {artifact.name}") as advance:
         result = profile(artifact, options, progress=lambda _b, f: advance(f))
     print_profile(result)

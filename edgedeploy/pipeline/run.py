@@ -52,6 +52,7 @@ from edgedeploy.options import (
     ShapeProfile,
     backend_options,
     in_config_names,
+    measure_named,
     option_name,
     parse_profiles,
     user_names,
@@ -1389,15 +1390,18 @@ def _check_sections(config: PipelineConfig, target: Target, bundled: bool) -> No
         raise InputError(f"config bundle.output {bundle} holds the workdir: the bundle replaces that folder")
     if config.bundle.enabled:
         outside_cache(bundle, workdir, "config bundle.output")
-    compare_gates(config)
-    ProfileOptions(
-        warmup_iterations=p.warmup,
-        warmup_ms=p.warmup_ms,
-        iterations=p.iterations,
-        duration_s=p.duration_s,
-        batch_sizes=tuple(p.batch_sizes),
-        threads=p.threads,
-    )
+    try:  # said in the config's names: "config compare.min_cosine", not the stage's "min_cosine"
+        compare_gates(config)
+        ProfileOptions(
+            warmup_iterations=p.warmup,
+            warmup_ms=p.warmup_ms,
+            iterations=p.iterations,
+            duration_s=p.duration_s,
+            batch_sizes=tuple(p.batch_sizes),
+            threads=p.threads,
+        )
+    except InputError as exc:
+        raise InputError(measure_named(str(exc), from_config=True)) from None
     b = config.build
     options = backend_options({f.name: getattr(b, f.name) for f in fields(b)}, path=config.path)
     try:  # said in the config's names: "[build] dla_core", not build's "--dla-core"
