@@ -362,3 +362,31 @@ def test_a_model_file_with_an_upper_case_suffix_is_a_file_as_with_a_lower_case_o
     onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), tmp_path / "M.ONNX")
     assert input_files(from_dict({"model": {"source": "M.ONNX"}}, tmp_path)) == [tmp_path / "M.ONNX"]
     assert _model_name({"source": "M.ONNX"}) == "M"
+
+
+@pytest.mark.parametrize("name", ["m.pt", "nets/M.PTH", "m.pt2"])
+def test_a_saved_pytorch_file_as_the_source_says_how_to_load_it(tmp_path: Path, name: str) -> None:
+    """``[model] source = "m.pt"`` (and ``export m.pt``) was refused as "does not resolve: expected
+    module:callable, file.py:callable ... or a .onnx file", which does not say what to do with the
+    checkpoint one has: the line now says to load it in a file.py:callable that returns the module."""
+    from edgedeploy.config import from_dict
+    from edgedeploy.pipeline.run import check_config
+    from tests.conftest import run_in_process
+
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b"PK")
+    with pytest.raises(InputError) as refused:
+        check_config(from_dict({"model": {"source": name}}, tmp_path))
+    said = str(refused.value)
+    assert "\n" not in said and name.rpartition("/")[2] in said, said
+    assert "file.py:callable that loads it" in said and "returns the torch.nn.Module" in said, said
+    code, _, err = run_in_process("export", tmp_path / name, "-o", tmp_path / "m.onnx")
+    assert code == 2 and "file.py:callable that loads it" in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.onnx").exists()
+    config = write_run_config(tmp_path, name, "r", "")
+    code, _, err = run_in_process("run", config)  # refused before its workdir is made
+    assert code == 2 and "file.py:callable that loads it" in err, err
+    assert not (tmp_path / "work").exists()
+    with pytest.raises(InputError) as refused:  # any other file is not taken for a checkpoint
+        check_config(from_dict({"model": {"source": "m.txt"}}, tmp_path))
+    assert "loads it" not in str(refused.value)

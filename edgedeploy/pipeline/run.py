@@ -1289,6 +1289,8 @@ def _check_files(config: PipelineConfig, keys: ModelKeys) -> None:
     where = Path(source if is_onnx_path(source) else source.split(":")[0])
     if (is_onnx_path(where) or is_python_path(where)) and not where.is_file():
         raise InputError(f"config {keys.key('source')}: {where} not found")
+    if not is_onnx_path(source):  # a spec of no module or callable: before the workdir is made
+        parse_model_spec(source)
     if is_onnx_path(source):
         check_compared_outputs(where, model_io(where)[1], keys)
         check_budget_outputs(config, where)

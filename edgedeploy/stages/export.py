@@ -252,13 +252,26 @@ def _is_file_spec(where: str) -> bool:
     return is_python_path(where) or os.sep in where or "/" in where
 
 
+# the suffixes of files torch.save, torch.jit.save and torch.export.save write
+TORCH_SAVED_SUFFIXES = (".pt", ".pth", ".pt2")
+
+
 def parse_model_spec(spec: str) -> tuple[str, str, str | None]:
     """``module:callable[:inputs_callable]`` or ``file.py:callable[:inputs_callable]``."""
     parts = spec.split(":")
     if len(parts) < 2 or not all(parts[:2]) or len(parts) > 3:
+        # a saved PyTorch file holds weights (or a pickled module) that only the user's code can
+        # load: say how to give it, as README's export section does
+        saved = spec.lower().endswith(TORCH_SAVED_SUFFIXES) and ":" not in spec
         raise InputError(
             f"model spec '{spec}' does not resolve: expected module:callable, file.py:callable "
             "(optionally :example_inputs_callable) or a .onnx file"
+            + (
+                f"; {Path(spec).name} is a saved PyTorch file: give a file.py:callable that loads it "
+                "(torch.load, with the model's class for a state_dict) and returns the torch.nn.Module"
+                if saved
+                else ""
+            )
         )
     return parts[0], parts[1], parts[2] if len(parts) == 3 and parts[2] else None
 
