@@ -29,6 +29,21 @@ class InputError(EdgeDeployError, ValueError):
     exit_code = 2
 
 
+class SettingError(InputError):
+    """A stage's refusal of a setting's value (a compare gate, a profile setting), carried apart from
+    its name: ``setting`` is its (section, key) in a run or matrix config, ``("compare",
+    "min_cosine")``, and ``said`` the rest of the line. Its text names the setting in the stage's
+    words, ``subject`` (``min_cosine must lie in (-1, 1], got 2.0``); who gave the value names it as
+    the user did (``options.setting_named``), whatever ``said`` says."""
+
+    def __init__(self, setting: tuple[str, str], subject: str, said: str) -> None:
+        super().__init__(f"{subject} {said}")
+        self.setting, self.subject, self.said = setting, subject, said
+
+    def __reduce__(self) -> tuple[type[SettingError], tuple[tuple[str, str], str, str]]:
+        return type(self), (self.setting, self.subject, self.said)  # pickled as made, not by its text
+
+
 class RefusedInput(InputError, DataRefused):
     """ONNX Runtime refused the data (calibration's :class:`~calibration.errors.DataRefused`) in
     a stage whose callers take user input as :class:`InputError`."""

@@ -19,7 +19,7 @@ from typing import Any
 from calibration.defaults import DEFAULT_PERCENTILE
 from calibration.modelinfo import TensorSpec
 from calibration.sources import DataSource, open_source
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, SettingError
 from edgedeploy.fileio import scratch_dir
 from edgedeploy.targets import Target
 
@@ -170,32 +170,19 @@ def option_name(section: str, key: str, from_config: bool) -> str:
     return SINGULAR_FLAGS.get((section, key)) or f"--{FLAG_PREFIXES.get(section, '')}{key.replace('_', '-')}"
 
 
-# what the refusals of Gates (stages/compare/gates.py) and ProfileOptions (stages/profile.py) begin
-# with, and the setting each one's value comes from: its key in a run or matrix config, its flag on
-# the command line (compare, bundle create, profile)
-MEASURE_SETTINGS = {
-    "atol": ("compare.atol", "--atol"),
-    "rtol": ("compare.rtol", "--rtol"),
-    "min_cosine": ("compare.min_cosine", "--min-cosine"),
-    "min_top1": ("compare.min_top1", "--min-top1"),
-    "profile duration": ("profile.duration_s", "--duration"),
-    "profile warm-up iterations": ("profile.warmup", "--warmup"),
-    "profile warm-up": ("profile.warmup_ms", "--warmup-ms"),
-    "profile iterations": ("profile.iterations", "--iterations"),
-    "profile threads": ("profile.threads", "--threads"),
-    "profile batch sizes": ("profile.batch_sizes", "--batch-sizes"),
-}
+# the compare gates' and profile settings' flags (compare, bundle create, profile) that are not
+# named after their config key: [profile] duration_s is profile's --duration
+MEASURE_FLAGS = {("profile", "duration_s"): "--duration"}
 
 
-def measure_named(message: str, from_config: bool) -> str:
-    """A compare gate's or profile setting's refusal with its subject named as the user gave it:
-    ``min_cosine must lie in (-1, 1]`` is ``config compare.min_cosine must ...`` from a config,
-    ``--min-cosine must ...`` from a command's flags. Another message is returned as it is."""
-    for subject in sorted(MEASURE_SETTINGS, key=len, reverse=True):
-        if message.startswith(f"{subject} "):
-            key, flag = MEASURE_SETTINGS[subject]
-            return f"{f'config {key}' if from_config else flag}{message[len(subject) :]}"
-    return message
+def setting_named(exc: SettingError, from_config: bool) -> InputError:
+    """A stage's refusal of a compare gate or profile setting with the setting named as the user
+    gave it: ``min_cosine must lie in (-1, 1]`` is ``config compare.min_cosine must ...`` from a run
+    or matrix config, ``--min-cosine must ...`` from a command's flags."""
+    section, key = exc.setting
+    if from_config:
+        return InputError(f"config {section}.{key} {exc.said}")
+    return InputError(f"{MEASURE_FLAGS.get(exc.setting) or option_name(section, key, False)} {exc.said}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -1746,3 +1747,101 @@ def test_a_gate_or_profile_value_refused_on_the_command_line_is_named_by_its_fla
     code, _, err = run_in_process(*args, *(("-o", "b") if args[0] == "bundle" else ()))
     assert code == 2, err
     assert f"{said}\n" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--min-cosine", "2"), "--min-cosine must lie in (-1, 1], got 2.0"),
+        (("--atol", "-1"), "--atol must be a finite number >= 0, got -1.0"),
+        (("--min-top1", "0"), "--min-top1 must lie in (0, 1], got 0.0"),
+    ],
+)
+def test_a_gate_refused_by_compare_is_named_by_its_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...], said: str
+) -> None:
+    """compare --min-cosine 2 said "min_cosine must lie in (-1, 1]", the gate's field, where bundle
+    create names the flag: compare names it too."""
+    from tests.conftest import run_in_process
+
+    dynamic_matmul_model(tmp_path)  # m.onnx
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_in_process("compare", "m.onnx", "m.onnx", "--input", "x:2x8", *flags)
+    assert code == 2, err
+    assert f"{said}\n" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("refused", "setting", "stage_said"),
+    [
+        ({"atol": -1.0}, ("compare", "atol"), "atol must be a finite number >= 0, got -1.0"),
+        ({"rtol": math.nan}, ("compare", "rtol"), "rtol must be a finite number >= 0, got nan"),
+        ({"min_cosine": 2.0}, ("compare", "min_cosine"), "min_cosine must lie in (-1, 1], got 2.0"),
+        (
+            {"min_top1": {"y": 0.0}},
+            ("compare", "min_top1"),
+            "min_top1 must lie in (0, 1] (output 'y'), got 0.0",
+        ),
+        (
+            {"min_top1": {}},
+            ("compare", "min_top1"),
+            "min_top1 names no output; give a value, or NAME:VALUE pairs",
+        ),
+        (
+            {"duration_s": -1.0},
+            ("profile", "duration_s"),
+            "profile duration must be a number of seconds >= 0, got -1.0",
+        ),
+        (
+            {"warmup_ms": math.inf},
+            ("profile", "warmup_ms"),
+            "profile warm-up must be a number of ms >= 0, got inf",
+        ),
+        (
+            {"warmup_iterations": -1},
+            ("profile", "warmup"),
+            "profile warm-up iterations must be a whole number >= 0, got -1",
+        ),
+        (
+            {"iterations": 0},
+            ("profile", "iterations"),
+            "profile iterations must be a whole number >= 1, got 0",
+        ),
+        ({"threads": 0}, ("profile", "threads"), "profile threads must be a whole number >= 1, got 0"),
+        (
+            {"batch_sizes": (0,)},
+            ("profile", "batch_sizes"),
+            "profile batch sizes must be whole numbers >= 1, got [0]",
+        ),
+    ],
+)
+def test_a_refused_gate_or_profile_value_is_named_by_a_config_key_and_a_flag_that_exist(
+    refused: dict[str, Any], setting: tuple[str, str], stage_said: str
+) -> None:
+    """The gates' and profile settings' refusals were renamed to their config key or flag by matching
+    the start of their text, which a reworded message would silently slip; they carry the setting
+    (errors.SettingError), its text still the stage's words, and that setting is a key of its config
+    section and names a flag of the command that takes it (compare, profile)."""
+    import dataclasses
+
+    import typer.main
+
+    from edgedeploy.cli import app
+    from edgedeploy.config import CompareSection, ProfileSection
+    from edgedeploy.errors import SettingError
+    from edgedeploy.options import setting_named
+    from edgedeploy.stages.compare import Gates
+    from edgedeploy.stages.profile import ProfileOptions
+
+    section, key = setting
+    with pytest.raises(SettingError) as caught:
+        Gates(**refused) if section == "compare" else ProfileOptions(**refused)
+    assert (caught.value.setting, str(caught.value)) == (setting, stage_said)
+    config_section = CompareSection if section == "compare" else ProfileSection
+    assert key in {f.name for f in dataclasses.fields(config_section)}
+    said = str(setting_named(caught.value, from_config=True))
+    assert said == f"config {section}.{key} {caught.value.said}" and stage_said.endswith(caught.value.said)
+    command = typer.main.get_command(app).commands[section]  # type: ignore[attr-defined]
+    flags = {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
+    flag = str(setting_named(caught.value, from_config=False)).split(" ")[0]
+    assert flag in flags, flag

@@ -20,7 +20,7 @@ from edgedeploy.cli.common import (
     write_json,
 )
 from edgedeploy.cli.guard import reads_beside
-from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
+from edgedeploy.errors import GateFailed, InputError, SettingError, naming_guessed_dims, not_a_file
 from edgedeploy.fileio import not_written
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import human_size
@@ -97,7 +97,7 @@ def create_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.onnxio import load_onnx
-        from edgedeploy.options import measure_named, parse_profiles
+        from edgedeploy.options import parse_profiles, setting_named
         from edgedeploy.pipeline.pack import bundle_artifacts
         from edgedeploy.stages.compare import Gates
         from edgedeploy.stages.compare.gates import parse_min_top1
@@ -123,8 +123,8 @@ def create_command(
     shape_profiles = parse_profiles(profiles) if profiles else []
     try:  # said as the flags: "--min-cosine must lie in (-1, 1]"
         gates = Gates(min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []))
-    except InputError as exc:
-        raise InputError(measure_named(str(exc), from_config=False)) from None
+    except SettingError as exc:
+        raise setting_named(exc, from_config=False) from None
     inputs, outputs = model_io(reference)
     gates.check_top1_outputs([o.name for o in outputs], reference.name)
     prep = load_preprocess(preprocess)

@@ -25,7 +25,7 @@ from edgedeploy.cli.common import (
     typed,
     write_json,
 )
-from edgedeploy.errors import GateFailed, InputError, naming_guessed_dims, not_a_file
+from edgedeploy.errors import GateFailed, InputError, SettingError, naming_guessed_dims, not_a_file
 from edgedeploy.interrupts import deferred
 from edgedeploy.ui import cosine_figure
 
@@ -86,6 +86,7 @@ def compare_command(
         from calibration.modelinfo import model_io
         from calibration.sources import open_source, parse_shapes, shapes_unused
         from edgedeploy.onnxio import is_onnx_path, load_onnx
+        from edgedeploy.options import setting_named
         from edgedeploy.stages.compare import Gates, compare, compare_layers
         from edgedeploy.stages.compare.gates import parse_min_top1
         from edgedeploy.stages.compare.layers import ReferenceRun, conversion_notice
@@ -129,10 +130,13 @@ def compare_command(
         data, inputs, samples=samples, batch_size=batch_size, seed=seed, shapes=shapes or None,
         image_options=load_preprocess(preprocess), batch_from_shapes=not batch_given,
     )  # fmt: skip
-    gates = Gates(
-        atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []),
-        check_allclose=check_allclose,
-    )  # fmt: skip
+    try:  # said as the flags: "--min-cosine must lie in (-1, 1]"
+        gates = Gates(
+            atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=parse_min_top1(min_top1 or []),
+            check_allclose=check_allclose,
+        )  # fmt: skip
+    except SettingError as exc:
+        raise setting_named(exc, from_config=False) from None
     gates.check_top1_outputs([o.name for o in ref_outputs], reference.name)
     with ui.progress("compare") as advance:
         prepared = ReferenceRun(reference)  # as both comparisons run it: a conversion made once

@@ -21,7 +21,7 @@ from edgedeploy.cli.common import (
     typed,
     write_json,
 )
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, SettingError
 from edgedeploy.interrupts import deferred
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def profile_command(
     with deferred():  # heavy imports are not interrupt-safe
         from calibration.sources import parse_shapes, shapes_unused
         from edgedeploy.onnxio import is_onnx_path
-        from edgedeploy.options import measure_named
+        from edgedeploy.options import setting_named
         from edgedeploy.stages.profile import ProfileOptions, profile
 
     ui = make_ui()
@@ -99,8 +99,8 @@ def profile_command(
             preprocess=load_preprocess(preprocess),
             preprocess_option=f"--preprocess {preprocess}" if preprocess else None,
         )
-    except InputError as exc:
-        raise InputError(measure_named(str(exc), from_config=False)) from None
+    except SettingError as exc:
+        raise setting_named(exc, from_config=False) from None
     with ui.progress(f"profile {artifact.name}") as advance:
         result = profile(artifact, options, progress=lambda _b, f: advance(f))
     print_profile(result)

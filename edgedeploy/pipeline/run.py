@@ -24,7 +24,7 @@ from edgedeploy import __version__
 from edgedeploy.backends import BACKEND_NAMES, BuildOptions, resolve_backend
 from edgedeploy.backends.trt_plan import check_option_values, refuse_values_tensorrt_lacks
 from edgedeploy.config import PipelineConfig
-from edgedeploy.errors import BudgetMissed, InputError, first_line, naming_guessed_dims
+from edgedeploy.errors import BudgetMissed, InputError, SettingError, first_line, naming_guessed_dims
 from edgedeploy.fileio import (
     CACHE_DIR,
     atomic_write_json,
@@ -52,9 +52,9 @@ from edgedeploy.options import (
     ShapeProfile,
     backend_options,
     in_config_names,
-    measure_named,
     option_name,
     parse_profiles,
+    setting_named,
     user_names,
 )
 from edgedeploy.pipeline.cache import StageCache
@@ -1402,8 +1402,8 @@ def _check_sections(config: PipelineConfig, target: Target, bundled: bool) -> No
             batch_sizes=tuple(p.batch_sizes),
             threads=p.threads,
         )
-    except InputError as exc:
-        raise InputError(measure_named(str(exc), from_config=True)) from None
+    except SettingError as exc:
+        raise setting_named(exc, from_config=True) from None
     b = config.build
     options = backend_options({f.name: getattr(b, f.name) for f in fields(b)}, path=config.path)
     try:  # said in the config's names: "[build] dla_core", not build's "--dla-core"

@@ -93,29 +93,33 @@ class ProfileOptions:
 
     def __post_init__(self) -> None:
         """Refuse what would hang or mean nothing (a NaN duration never ends), from the CLI or a config."""
-        from edgedeploy.errors import InputError
+        from edgedeploy.errors import InputError, SettingError
 
         def number(value: object) -> bool:
             return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
         if not number(self.duration_s) or self.duration_s < 0:
-            raise InputError(f"profile duration must be a number of seconds >= 0, got {self.duration_s!r}")
+            said = f"must be a number of seconds >= 0, got {self.duration_s!r}"
+            raise SettingError(("profile", "duration_s"), "profile duration", said)
         if not number(self.warmup_ms) or self.warmup_ms < 0:
-            raise InputError(f"profile warm-up must be a number of ms >= 0, got {self.warmup_ms!r}")
-        for name, value, least in (
-            ("iterations", self.iterations, 1),
-            ("warm-up iterations", self.warmup_iterations, 0),
-            ("threads", self.threads, 1),
-            ("minimum iterations", self.min_iterations, 1),
+            said = f"must be a number of ms >= 0, got {self.warmup_ms!r}"
+            raise SettingError(("profile", "warmup_ms"), "profile warm-up", said)
+        for name, key, value, least in (
+            ("iterations", "iterations", self.iterations, 1),
+            ("warm-up iterations", "warmup", self.warmup_iterations, 0),
+            ("threads", "threads", self.threads, 1),
+            ("minimum iterations", None, self.min_iterations, 1),  # no config key nor flag sets it
         ):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
-                raise InputError(f"profile {name} must be a whole number >= {least}, got {value!r}")
+                said = f"must be a whole number >= {least}, got {value!r}"
+                if key is None:
+                    raise InputError(f"profile {name} {said}")
+                raise SettingError(("profile", key), f"profile {name}", said)
         if not self.batch_sizes or not all(
             isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in self.batch_sizes
         ):
-            raise InputError(
-                f"profile batch sizes must be whole numbers >= 1, got {list(self.batch_sizes)!r}"
-            )
+            said = f"must be whole numbers >= 1, got {list(self.batch_sizes)!r}"
+            raise SettingError(("profile", "batch_sizes"), "profile batch sizes", said)
 
 
 @dataclass

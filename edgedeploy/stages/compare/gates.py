@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.device.verify_outputs import top1_limit
-from edgedeploy.errors import InputError
+from edgedeploy.errors import InputError, SettingError
 
 # Polygraphy's Comparator (CompareFunc.simple) raises a float reference's zeros by this before it
 # divides: an error e where the reference is 0 reads e / 2.22e-16 (docs/tensorrt-facts.md, "Polygraphy")
@@ -85,18 +85,24 @@ class Gates:
         """A gate no model can pass, or every model passes, is a mistake: refuse it before any work."""
         for name, value in (("atol", self.atol), ("rtol", self.rtol)):
             if not _number(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+                raise SettingError(("compare", name), name, f"must be a finite number >= 0, got {value!r}")
         if self.min_cosine is not None and not (_number(self.min_cosine) and -1 < self.min_cosine <= 1):
-            raise InputError(f"min_cosine must lie in (-1, 1], got {self.min_cosine!r}")
+            raise SettingError(
+                ("compare", "min_cosine"), "min_cosine", f"must lie in (-1, 1], got {self.min_cosine!r}"
+            )
         named: dict[str, float | None] = (
             dict(self.min_top1) if isinstance(self.min_top1, dict) else {"": self.min_top1}
         )
         if not named:
-            raise InputError("min_top1 names no output; give a value, or NAME:VALUE pairs")
+            raise SettingError(
+                ("compare", "min_top1"), "min_top1", "names no output; give a value, or NAME:VALUE pairs"
+            )
         for output, top1 in named.items():
             if top1 is not None and not (_number(top1) and 0 < top1 <= 1):
                 where = f" (output '{output}')" if output else ""
-                raise InputError(f"min_top1 must lie in (0, 1]{where}, got {top1!r}")
+                raise SettingError(
+                    ("compare", "min_top1"), "min_top1", f"must lie in (0, 1]{where}, got {top1!r}"
+                )
 
     def __hash__(self) -> int:  # frozen, with a dict field: hashed by its gates' text
         return hash(repr(self))
