@@ -572,6 +572,21 @@ def test_a_candidate_fixed_at_one_batch_drops_the_short_last_batch(tmp_path: Pat
     assert not (tmp_path / "b2").exists()
 
 
+def _counted_header_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths calibration.modelinfo.load_model_header reads from now on (each read parses a model)."""
+    import calibration.modelinfo as modelinfo
+
+    reads: list[Path] = []
+    header = modelinfo.load_model_header
+
+    def counted(path: str | Path) -> onnx.ModelProto:
+        reads.append(Path(path))
+        return header(path)
+
+    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    return reads
+
+
 def test_compare_reads_each_models_inputs_and_outputs_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -584,14 +599,7 @@ def test_compare_reads_each_models_inputs_and_outputs_once(
 
     reference, fixed = _matmul("N", tmp_path / "m.onnx"), _matmul(5, tmp_path / "m5.onnx")
     source = open_source("random", modelinfo.model_io(reference)[0], samples=12, batch_size=4)
-    reads: list[Path] = []
-    header = modelinfo.load_model_header
-
-    def counted(path: str | Path) -> onnx.ModelProto:
-        reads.append(Path(path))
-        return header(path)
-
-    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    reads = _counted_header_reads(monkeypatch)
     result = compare(reference, fixed, source, Gates(), source.describe())
     assert (result.iterations, result.data["samples_compared"]) == (2, 10)  # re-stacked at 5
     assert (reads.count(reference), reads.count(fixed)) == (1, 1), reads
@@ -602,18 +610,10 @@ def test_the_compare_command_reads_each_models_inputs_and_outputs_once(
 ) -> None:
     """The command read the reference's inputs and outputs itself (twice), and the fixed-batch
     candidate's, before compare() read both again. It passes what it read down: one read each."""
-    import calibration.modelinfo as modelinfo
     from edgedeploy.cli import main
 
     reference, fixed = _matmul("N", tmp_path / "m.onnx"), _matmul(5, tmp_path / "m5.onnx")
-    reads: list[Path] = []
-    header = modelinfo.load_model_header
-
-    def counted(path: str | Path) -> onnx.ModelProto:
-        reads.append(Path(path))
-        return header(path)
-
-    monkeypatch.setattr(modelinfo, "load_model_header", counted)
+    reads = _counted_header_reads(monkeypatch)
     out = tmp_path / "c.json"
     with pytest.raises(SystemExit) as done:
         main(["compare", str(reference), str(fixed), "--samples", "12", "--json", str(out)])

@@ -1422,6 +1422,20 @@ def _topk_model(tmp_path: Path) -> None:
     np.savez(tmp_path / "val.npz", x=rng.standard_normal((16, 8)).astype(np.float32))
 
 
+def _topk_project(tmp_path: Path, precisions: str, before_compare: str, after_profile: str = "") -> Path:
+    """_topk_model's files and a run config for jetson-orin-nano on backend = "onnxruntime" building
+    ``precisions`` (a TOML list), with the sections given written around [compare] and [profile]."""
+    _topk_model(tmp_path)
+    config = tmp_path / "edgedeploy.toml"
+    config.write_text(
+        'workdir = "out"\n[model]\nsource = "topk.onnx"\n[build]\ntarget = "jetson-orin-nano"\n'
+        f'backend = "onnxruntime"\nprecisions = {precisions}\n{before_compare}'
+        '[compare]\ndata = "val.npz"\nbatch_size = 4\nmin_cosine = 0.9\n[profile]\nenabled = false\n'
+        f"{after_profile}"
+    )
+    return config
+
+
 def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_devices_engine(
     tmp_path: Path,
 ) -> None:
@@ -1434,25 +1448,7 @@ def test_a_gpu_bundle_built_on_onnxruntime_holds_tensorrts_artifacts_for_its_dev
     from edgedeploy.stages.build import check_int8_for_target
     from edgedeploy.targets import load_target
 
-    _topk_model(tmp_path)
-    config = tmp_path / "edgedeploy.toml"
-    config.write_text("""
-workdir = "out"
-[model]
-source = "topk.onnx"
-[build]
-target = "jetson-orin-nano"
-backend = "onnxruntime"
-precisions = ["fp16", "int8"]
-[calibration]
-data = "val.npz"
-[compare]
-data = "val.npz"
-batch_size = 4
-min_cosine = 0.9
-[profile]
-enabled = false
-""")
+    config = _topk_project(tmp_path, '["fp16", "int8"]', '[calibration]\ndata = "val.npz"\n')
     result = run_pipeline(load_config(config))
     bundle = Path(result.bundle["directory"]) if result.bundle else None
     assert bundle is not None
@@ -1489,25 +1485,7 @@ def test_a_build_made_under_another_runtimes_rules_is_built_again_not_up_to_date
 
     from edgedeploy.stages.precision import fp16
 
-    _topk_model(tmp_path)
-    config = tmp_path / "edgedeploy.toml"
-    config.write_text("""
-workdir = "out"
-[model]
-source = "topk.onnx"
-[build]
-target = "jetson-orin-nano"
-backend = "onnxruntime"
-precisions = ["fp16"]
-[compare]
-data = "val.npz"
-batch_size = 4
-min_cosine = 0.9
-[profile]
-enabled = false
-[bundle]
-enabled = false
-""")
+    config = _topk_project(tmp_path, '["fp16"]', "", "[bundle]\nenabled = false\n")
     rules = fp16.runtime_for
 
     def other_rules(*args: Any, **kwargs: Any) -> str:
