@@ -269,8 +269,13 @@ def load_config(path: str | Path) -> PipelineConfig:
     p = Path(path)
     if not p.is_file():
         raise not_a_file("config file", p)
+    return from_dict(read_toml(p), p.resolve().parent)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of the config file ``path`` (run's and matrix's); one that is not TOML is refused
+    in one line naming it."""
     try:
-        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8, whatever the locale
+        return tomllib.loads(path.read_bytes().decode("utf-8"))  # TOML is UTF-8, whatever the locale
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
-    return from_dict(data, p.resolve().parent)
+        raise InputError(f"config file {path} is not valid TOML: {exc}") from None

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgedeploy.config import PipelineConfig, from_dict, suggest
+from edgedeploy.config import PipelineConfig, from_dict, read_toml, suggest
 from edgedeploy.errors import InputError
 from edgedeploy.fileio import CACHE_DIR, not_an_input, not_written, outside_cache
 from edgedeploy.onnxio import model_stem
@@ -42,11 +41,6 @@ from edgedeploy.pipeline.run import check_config, input_files, refuse_board_file
 from edgedeploy.stages.export import is_onnx_path, is_python_path
 from edgedeploy.stages.report.load import MATRIX_HTML, MATRIX_MARKDOWN
 from edgedeploy.targets import BUILDABLE_PRECISIONS, Target, load_target
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # Sections a [[matrix.cells]] entry may override. Export and [model] are per model (export runs
 # once per model), bundles per (model, target), so they are not per-cell settings.
@@ -352,8 +346,4 @@ def load_matrix_config(path: str | Path) -> MatrixConfig:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"config file not found: {p}")
-    try:
-        data = tomllib.loads(p.read_bytes().decode("utf-8"))  # TOML is UTF-8, whatever the locale
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
-    return matrix_from_dict(data, p.resolve().parent)
+    return matrix_from_dict(read_toml(p), p.resolve().parent)
