@@ -561,20 +561,15 @@ def open_source(
                 source.note = f"{beside}; {source.note}" if source.note else beside
             return source
         # class subfolders (torchvision's ImageFolder layout: calib/cat/1.jpg)
-        images = _interleaved(_images_under(path, path))
+        images = _interleaved(_files_under(path, IMAGE_SUFFIXES, path))
         if images:
             return image_folder_source(
                 spec, images, inputs, batch_size, samples, image_options,
                 root=path, declare=declare_preprocess,
             )  # fmt: skip
         # .npz/.npy files in subfolders, which are read for images only: "nor do its subfolders" was untrue
-        holding = [
-            f"{d.name}/"
-            for d in sorted(path.iterdir())
-            if d.is_dir() and not d.name.startswith(".") and any(_arrays_under(d))
-        ]
-        if holding:
-            named = ", ".join(holding[:3]) + (", ..." if len(holding) > 3 else "")
+        named = _subfolders_holding(path, ARRAY_SUFFIXES)
+        if named:
             raise DataError(
                 f"data folder {spec} holds no .npz, .npy or image files; its subfolders {named} hold "
                 ".npz/.npy files, which are read at the top level only: give one subfolder as the data, "
@@ -594,35 +589,34 @@ def open_source(
 def _subfolders_unread(spec: str, path: Path, count: int) -> str | None:
     """The note for ``count`` images at the top of folder ``path`` beside subfolders of images,
     which are not read (None when there are none)."""
-    below = [d.name for d in sorted(path.iterdir()) if d.is_dir() and next(_images_under(d, path), None)]
-    if not below:
+    named = _subfolders_holding(path, IMAGE_SUFFIXES)
+    if not named:
         return None
-    named = ", ".join(f"{name}/" for name in below[:3]) + (", ..." if len(below) > 3 else "")
     return (
         f"data folder {spec} holds {count} image file(s) beside subfolders of images ({named}): "
         "the top-level images were read, the subfolders were not"
     )
 
 
-def _images_under(folder: Path, root: Path) -> Iterator[Path]:
-    """The image files anywhere under ``folder``, but for the hidden ones and those in hidden
-    folders (names from ``root`` on starting with ".")."""
+def _subfolders_holding(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The subfolders of ``path`` that hold files with one of ``suffixes`` (:func:`_files_under`),
+    named for a line (``a/, b/, c/, ...``: three at most), or None when none does."""
+    holding = [
+        f"{d.name}/"
+        for d in sorted(path.iterdir())
+        if d.is_dir() and next(_files_under(d, suffixes, path), None)
+    ]
+    return ", ".join(holding[:3]) + (", ..." if len(holding) > 3 else "") if holding else None
+
+
+def _files_under(folder: Path, suffixes: tuple[str, ...], root: Path) -> Iterator[Path]:
+    """The files with one of ``suffixes`` (image or array files) anywhere under ``folder``, but for
+    the hidden ones and those in hidden folders (names from ``root`` on starting with ".")."""
     for p in folder.rglob("*"):
         if (
-            p.suffix.lower() in IMAGE_SUFFIXES
+            p.suffix.lower() in suffixes
             and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        ):
-            yield p
-
-
-def _arrays_under(folder: Path) -> Iterator[Path]:
-    """The .npz/.npy files anywhere under ``folder``, but for hidden ones and those in hidden folders."""
-    for p in folder.rglob("*"):
-        if (
-            p.suffix.lower() in ARRAY_SUFFIXES
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         ):
             yield p
 
