@@ -259,6 +259,17 @@ def unshadow_subgraph_names(model: onnx.ModelProto) -> Unshadowed:
     return done
 
 
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of ``graph`` or of its nested subgraphs reads."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                names |= names_read(sub)
+    return names
+
+
 def node_reads(node: onnx.NodeProto) -> list[str]:
     """Every name a node needs before it runs: its inputs and what its subgraphs capture."""
     reads = [i for i in node.input if i]

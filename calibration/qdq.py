@@ -52,6 +52,7 @@ from calibration.graphs import (
     infer_shapes_light,
     min_ir_version,
     named_in_model,
+    names_read,
     opset_of,
     subgraphs,
     toposort,
@@ -363,7 +364,7 @@ def fold_computed_weights(model: onnx.ModelProto) -> list[str]:
     if not wanted:
         return []
     # a weight whose node writes another output that is read stays computed: the node stays too
-    read = _names_read(graph) | outputs
+    read = names_read(graph) | outputs
     wanted = {
         name: chain
         for name, chain in wanted.items()
@@ -387,13 +388,13 @@ def fold_computed_weights(model: onnx.ModelProto) -> list[str]:
     removed: set[int] = set()
     for i in candidates:
         others = [n for k, n in enumerate(nodes) if k != i and k not in removed]
-        still_read = _names_read(_graph_of(others)) | outputs
+        still_read = names_read(_graph_of(others)) | outputs
         if all(o in values or o not in still_read for o in nodes[i].output if o):
             removed.add(i)
     kept = [n for k, n in enumerate(nodes) if k not in removed]
     del graph.node[:]
     graph.node.extend(kept)
-    unread = {n for k in removed for n in nodes[k].input} - _names_read(graph) - outputs
+    unread = {n for k in removed for n in nodes[k].input} - names_read(graph) - outputs
     inputs = {i.name for i in graph.input}
     dropped = [init for init in graph.initializer if init.name in unread and init.name not in inputs]
     for init in dropped:
@@ -1412,7 +1413,7 @@ def write_qdq(
         ordered.append(node)
     for rest in sorted(pending):
         ordered.extend(pending[rest])
-    read = _names_read(onnx.helper.make_graph(ordered, "read", [], [])) | {o.name for o in graph.output}
+    read = names_read(onnx.helper.make_graph(ordered, "read", [], [])) | {o.name for o in graph.output}
     ordered = [n for n in ordered if n.op_type != "Constant" or any(o in read for o in n.output)]
     del graph.node[:]
     try:
@@ -1420,7 +1421,7 @@ def write_qdq(
     except CycleError as exc:
         raise CalibrationError(f"cannot place Q/DQ nodes: {exc}") from None
     # names read inside If/Loop/Scan bodies count too: a subgraph may read an outer initializer
-    used = _names_read(graph) | {o.name for o in graph.output}
+    used = names_read(graph) | {o.name for o in graph.output}
     keep = [init for init in [*originals, *new_inits] if init.name in used]
     graph.initializer.extend(keep)
     kept = {init.name for init in keep}
@@ -1516,17 +1517,6 @@ def _activation_type(tq: TensorQuant, options: QuantizeOptions) -> tuple[int, in
     if options.placement == "onnxruntime":
         return TensorProto.UINT8, 128
     return TensorProto.INT8, 0
-
-
-def _names_read(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name a node of ``graph`` or of its nested subgraphs reads."""
-    names: set[str] = set()
-    for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                names |= _names_read(sub)
-    return names
 
 
 def _excluded(node: onnx.NodeProto, index: int, options: QuantizeOptions) -> bool:

@@ -29,6 +29,7 @@ from calibration.graphs import (
     copy_fields,
     infer_shapes_light,
     named_in_model,
+    names_read,
     nchwc_crash_transposes,
     opset_of,
     subgraphs,
@@ -411,8 +412,7 @@ def _drop_unread_casts(model: onnx.ModelProto, own: set[str]) -> None:
     """
     graphs = all_graphs(model.graph)
     while True:
-        read = {name for graph in graphs for node in graph.node for name in node.input if name}
-        read |= {o.name for graph in graphs for o in graph.output}
+        read = names_read(model.graph) | {o.name for graph in graphs for o in graph.output}
         removed = False
         for graph in graphs:
             unread = [
