@@ -270,6 +270,12 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def names_used(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name of ``graph`` something uses: :func:`names_read`, and the outputs of it and of
+    its subgraphs."""
+    return names_read(graph) | {o.name for sub in all_graphs(graph) for o in sub.output}
+
+
 def node_reads(node: onnx.NodeProto) -> list[str]:
     """Every name a node needs before it runs: its inputs and what its subgraphs capture."""
     reads = [i for i in node.input if i]

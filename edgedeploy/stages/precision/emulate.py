@@ -19,7 +19,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from calibration.graphs import all_graphs, all_nodes, copy_without_initializers, infer_shapes_light
+from calibration.graphs import (
+    all_graphs,
+    all_nodes,
+    copy_without_initializers,
+    infer_shapes_light,
+    names_used,
+)
 from calibration.observers import in_memory_stub
 from edgedeploy.stages.precision.fp16 import (
     HALF_INF_BITS,
@@ -337,19 +343,9 @@ def _switchable_node(
         switch(flag, f"{name}__r32", pre, name)
 
 
-def _used_names(graph: onnx.GraphProto) -> set[str]:
-    used = {o.name for o in graph.output}
-    for node in graph.node:
-        used.update(node.input)
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                used |= _used_names(sub)
-    return used
-
-
 def _drop_unused_initializers(graph: onnx.GraphProto, candidates: list[str]) -> None:
     """Remove fp32 originals of weights that every consumer now reads rounded (ORT warns otherwise)."""
-    used = _used_names(graph)
+    used = names_used(graph)
     unused = set(candidates) - used
     # deleted in place: rebuilding the list would copy every weight that stays
     for index in reversed(range(len(graph.initializer))):

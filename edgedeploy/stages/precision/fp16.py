@@ -29,7 +29,7 @@ from calibration.graphs import (
     copy_fields,
     infer_shapes_light,
     named_in_model,
-    names_read,
+    names_used,
     nchwc_crash_transposes,
     opset_of,
     subgraphs,
@@ -412,7 +412,7 @@ def _drop_unread_casts(model: onnx.ModelProto, own: set[str]) -> None:
     """
     graphs = all_graphs(model.graph)
     while True:
-        read = names_read(model.graph) | {o.name for graph in graphs for o in graph.output}
+        read = names_used(model.graph)
         removed = False
         for graph in graphs:
             unread = [
